@@ -1,0 +1,40 @@
+"""Worker kinds by name, and the ``auto`` choice."""
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Adapter, ParsedResult, WorkerContext
+from .command import CommandAdapter
+from .simulated import SimulatedAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "simulated": SimulatedAdapter,
+    "command": CommandAdapter,
+}
+# Order in which ``auto`` looks for an AI CLI on PATH (only kinds with an adapter count).
+AUTO_ORDER = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
+
+__all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "get_adapter", "resolve_kind"]
+
+
+def resolve_kind(kind: str, settings: Any) -> tuple[str, str]:
+    """The concrete kind for ``kind`` and a sentence saying why (for logs and the CLI)."""
+    if kind != "auto":
+        if kind not in ADAPTERS:
+            known = ", ".join(["auto", *ADAPTERS])
+            raise ConfigError(f"worker kind '{kind}' is not available here. Available kinds: {known}", key="worker")
+        return kind, f"worker kind {kind} (configured)"
+    for name in AUTO_ORDER:
+        if name in ADAPTERS and shutil.which(settings.get("orchestrator", f"{name}_command")):
+            return name, f"worker kind auto: found {name} on PATH"
+    looked = ", ".join(n for n in AUTO_ORDER if n in ADAPTERS) or "none with an adapter yet"
+    return "simulated", f"worker kind auto: no AI CLI found on PATH (looked for: {looked}); using the simulated worker"
+
+
+def get_adapter(kind: str) -> Adapter:
+    try:
+        return ADAPTERS[kind]()
+    except KeyError:
+        raise ConfigError(f"unknown worker kind '{kind}'. Known kinds: {', '.join(ADAPTERS)}", key="worker") from None

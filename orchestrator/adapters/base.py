@@ -1,0 +1,61 @@
+"""What every worker kind provides: an argv list for a subtask, and a parser for what it printed."""
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything an adapter may use to build a command. Paths are absolute."""
+
+    task: str
+    prompt: str  # the full text given to the worker (for AI kinds, the rendered prompt)
+    prompt_file: Path
+    worker_dir: Path
+    depth: int
+    max_depth: int
+    attempt: int
+    settings: Any  # config.Settings; typed loosely so adapters stay import-light
+
+
+@dataclass
+class ParsedResult:
+    """What an adapter read from a finished attempt's output."""
+
+    output: str
+    ok: bool | None = None  # None: trust the exit code; False: failed even if it exited 0
+    error: str | None = None
+    cost_usd: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    """A worker kind. Builds an argv and parses output; never spawns anything."""
+
+    name = "base"
+    command_key: str | None = None  # the setting holding the CLI's path, e.g. "orchestrator.claude_command"
+    first_signal = signal.SIGTERM  # the first rung of the kill ladder
+    is_ai = False
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        """By default the result is the tail of what the command printed."""
+        return ParsedResult(output=tail_chars(text, max_chars))
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        return {}
+
+
+def tail_chars(text: str, max_chars: int) -> str:
+    text = text.strip()
+    if max_chars <= 0:
+        return ""
+    return text if len(text) <= max_chars else "…" + text[-max_chars:]

@@ -1,0 +1,37 @@
+"""The generic ``command`` kind: an argv template from config, filled per element."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Adapter, WorkerContext
+
+PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}")
+
+
+class CommandAdapter(Adapter):
+    """Runs ``orchestrator.command`` (a list). Placeholders are replaced inside each
+    argv element, so user text is always one argument and never reaches a shell."""
+
+    name = "command"
+    command_key = "orchestrator.command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        template = ctx.settings.orchestrator.command
+        if not template:
+            raise ConfigError(
+                "worker kind 'command' needs orchestrator.command in config.yaml: an argv list such as "
+                "[\"my-tool\", \"--prompt-file\", \"{prompt_file}\"]"
+            )
+        values = {
+            "{prompt}": ctx.prompt,
+            "{prompt_file}": str(ctx.prompt_file),
+            "{worker_dir}": str(ctx.worker_dir),
+            "{task}": ctx.task,
+        }
+        return [_fill(part, values) for part in template]
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        if key in part:
+            part = part.replace(key, value)
+    return part

@@ -1,0 +1,27 @@
+"""The built-in simulated worker: deterministic, offline, never pretends to be an AI.
+
+It runs ``python -m orchestrator.simulated`` (see ``orchestrator/simulated.py``),
+which writes a deliverable file for its subtask and, when the subtask is
+compound and depth allows, starts a child job through the same ``spawn``
+command an AI worker would use.
+"""
+from __future__ import annotations
+
+from ..runner import python_executable
+from .base import Adapter, WorkerContext
+
+
+class SimulatedAdapter(Adapter):
+    name = "simulated"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        return [python_executable(), "-m", "orchestrator.simulated", "--", ctx.task]
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        sim = ctx.settings.simulated
+        return {
+            "ORCHESTRATOR_SIM_DURATION": str(sim.duration),
+            "ORCHESTRATOR_SIM_FAIL_MATCHING": sim.fail_matching,
+            "ORCHESTRATOR_SIM_FAIL_ATTEMPTS": str(sim.fail_attempts),
+            "ORCHESTRATOR_SIM_RECURSE": "1" if sim.recurse else "0",
+        }

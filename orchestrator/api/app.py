@@ -1,0 +1,92 @@
+"""The Flask application: ``create_app(settings, engine)``.
+
+Every error becomes JSON ``{"error": code, "message": ...}`` with the status
+the error class names, so clients can rebuild the same exception.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..config import Settings
+from ..engine import Engine
+from ..errors import OrchestratorError, PayloadTooLarge
+from .auth import Credentials
+
+log = logging.getLogger("orchestrator.api")
+EXTENSION = "orchestrator"
+
+
+def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
+    """Build the app around an engine. The engine's ``credentials`` scope worker keys."""
+    from . import routes
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if credentials is None:
+        credentials = Credentials(settings.api.api_key, engine.worker_running)
+    engine.credentials = credentials
+    app.extensions[EXTENSION] = {"engine": engine, "settings": settings, "credentials": credentials}
+    app.register_blueprint(routes.bp, url_prefix="/api/v1")
+    app.register_blueprint(routes.public)
+    app.register_error_handler(OrchestratorError, _orchestrator_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    app.after_request(_no_store)
+    return app
+
+
+def error_response(error: OrchestratorError) -> Response:
+    response = jsonify(error.to_dict())
+    response.status_code = error.http_status
+    retry_after = error.details.get("retry_after") if error.details else None
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(int(retry_after) + 1)
+    return response
+
+
+def _orchestrator_error(error: OrchestratorError) -> Response:
+    return error_response(error)
+
+
+def _http_error(error: HTTPException) -> Response:
+    if error.code == 413:
+        return error_response(PayloadTooLarge(f"request body is over the {_cap()}-byte limit (api.max_body_bytes)"))
+    hints = {404: "no such route; see GET /openapi.json for the routes", 405: "method not allowed on this route"}
+    body: dict[str, Any] = {"error": (error.name or "error").lower().replace(" ", "_"),
+                            "message": hints.get(error.code or 0, error.description or "")}
+    response = jsonify(body)
+    response.status_code = error.code or 500
+    return response
+
+
+def _unexpected(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    response = jsonify({"error": "internal", "message": f"internal error ({type(error).__name__}); see the server log"})
+    response.status_code = 500
+    return response
+
+
+def _no_store(response: Response) -> Response:
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _cap() -> int:
+    from flask import current_app
+
+    return int(current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def extension() -> dict[str, Any]:
+    from flask import current_app
+
+    return current_app.extensions[EXTENSION]
+
+
+def principal() -> Any:
+    return g.principal

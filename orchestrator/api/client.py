@@ -1,0 +1,504 @@
+"""A small Python client for the orchestrator's REST API.
+
+    from orchestrator.api.client import OrchestratorClient
+    client = OrchestratorClient(api_url="http://localhost:8000", api_key="your-api-key")
+    result = client.orchestrate(request="...", max_workers=4, enable_recursion=True)
+
+Worker subprocesses build it with no arguments: the URL and key then come from
+``ORCHESTRATOR_API_URL`` and ``ORCHESTRATOR_API_KEY``. This module imports only
+the standard library, ``requests`` and ``orchestrator.errors`` so that workers
+start fast.
+
+Errors come back as the server's own classes (``except JobNotFound`` works
+across HTTP), each with a ``status_code`` attribute; ``RateLimited`` also has
+``retry_after`` (seconds, or None).
+
+Retry rule: every request is retried up to ``retries`` times, with exponential
+backoff and jitter, when the failure cannot have had an effect on the server
+or repeating it is harmless:
+
+* GET and HEAD (read-only) retry on any connection error, timeout or 5xx.
+* Every other method (POST /orchestrate, POST /cancel, DELETE) retries only
+  on failures that happened before the request was sent: connection refused,
+  DNS failure, connect timeout. A read timeout, a dropped connection or a 5xx
+  after sending is raised at once, since the server may already have created
+  the job (a retry would start a duplicate tree).
+* 4xx responses are never retried (a 429 says when to come back in
+  ``retry_after``; the caller decides).
+"""
+from __future__ import annotations
+
+import email.utils
+import json as jsonlib
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+
+from orchestrator.errors import (
+    ERRORS_BY_CODE,
+    AuthenticationError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    JobNotFound,
+    OrchestratorError,
+    PayloadTooLarge,
+    RateLimited,
+    ServerUnreachable,
+    Unavailable,
+    ValidationError,
+)
+
+__all__ = ["OrchestratorClient", "TERMINAL"]
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
+"""Job statuses after which nothing changes any more."""
+
+URL_ENV = "ORCHESTRATOR_API_URL"
+KEY_ENV = "ORCHESTRATOR_API_KEY"
+START_HINT = "start the server with `python api_server.py` or `./quick-start.sh`"
+
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
+# Failures while reading a response, after the request went out.
+_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+# Used when an error body is not the server's JSON (e.g. a proxy's HTML page).
+_BY_STATUS: dict[int, type[OrchestratorError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: Forbidden,
+    404: JobNotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ConfigError,
+    429: RateLimited,
+    503: Unavailable,
+}
+# urllib3 classes raised before any byte of the request is sent. Matched by
+# name so that this module does not import urllib3 directly.
+_PRE_SEND_NAMES = frozenset({"NewConnectionError", "ConnectTimeoutError", "NameResolutionError"})
+
+Expect = Literal["json", "text", "none"]
+
+
+class OrchestratorClient:
+    """Client for the orchestrator REST API; see the module docstring for retries."""
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        session: requests.Session | None = None,
+    ) -> None:
+        """Connect to ``api_url`` with ``api_key`` (default: from the environment)."""
+        api_url = api_url or os.environ.get(URL_ENV) or None
+        api_key = api_key or os.environ.get(KEY_ENV) or None
+        missing = [
+            f"{what} (pass {arg}=... or set {env})"
+            for what, arg, env, value in (
+                ("the API URL", "api_url", URL_ENV, api_url),
+                ("the API key", "api_key", KEY_ENV, api_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValidationError("OrchestratorClient needs " + " and ".join(missing))
+        assert api_url is not None and api_key is not None
+        api_url = api_url.strip().rstrip("/")
+        if not api_url.startswith(("http://", "https://")):
+            raise ValidationError(
+                f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})"
+            )
+        if retries < 0 or timeout <= 0 or backoff < 0:
+            raise ValidationError("need retries >= 0, timeout > 0 and backoff >= 0")
+        self.api_url = api_url
+        self._api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._own_session = session is None
+        self.session = session if session is not None else requests.Session()
+
+    def __repr__(self) -> str:
+        return f"OrchestratorClient(api_url={self.api_url!r})"
+
+    def close(self) -> None:
+        """Close the HTTP session if this client created it."""
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self) -> OrchestratorClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- public API ---------------------------------------------------------
+
+    def orchestrate(
+        self,
+        request: str,
+        max_workers: int | None = None,
+        enable_recursion: bool | None = None,
+        max_recursion_depth: int | None = None,
+        default_timeout: float | None = None,
+        tasks: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        **extra_config: Any,
+    ) -> dict[str, Any]:
+        """Submit a job; returns the 202 document (``job_id``, ``status``, ``urls``...).
+
+        Non-None options and ``extra_config`` go into the job's config, on top of ``config``.
+        """
+        options = dict(
+            max_workers=max_workers,
+            enable_recursion=enable_recursion,
+            max_recursion_depth=max_recursion_depth,
+            default_timeout=default_timeout,
+            **extra_config,
+        )
+        merged = {**(config or {}), **{k: v for k, v in options.items() if v is not None}}
+        body: dict[str, Any] = {"request": request, "config": merged}
+        if tasks is not None:
+            body["tasks"] = list(tasks)
+        return self._request("POST", "/api/v1/orchestrate", json=body)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's status document (status, progress, results)."""
+        return self._request("GET", f"{_job_path(job_id)}/status")
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0) -> dict[str, Any]:
+        """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit).
+
+        Each call asks the server to hold the request up to ``min(poll, remaining)``
+        seconds; there is no client-side sleep. Returns the last status document,
+        which is not terminal if the overall timeout ran out.
+        """
+        if poll <= 0:
+            raise ValidationError("poll must be > 0 seconds")
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            hold = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
+            doc = self._request(
+                "GET",
+                f"{_job_path(job_id)}/wait",
+                params={"timeout": _seconds(hold)},
+                timeout=hold + self.timeout,
+            )
+            if doc.get("status") in TERMINAL:
+                return doc
+            if deadline is not None and time.monotonic() >= deadline:
+                return doc
+
+    def orchestrate_and_wait(
+        self,
+        request: str,
+        max_workers: int | None = None,
+        enable_recursion: bool | None = None,
+        max_recursion_depth: int | None = None,
+        default_timeout: float | None = None,
+        tasks: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        *,
+        wait_timeout: float | None = None,
+        poll: float = 30.0,
+        **extra_config: Any,
+    ) -> dict[str, Any]:
+        """``orchestrate()`` then ``wait()`` up to ``wait_timeout``; returns the status document."""
+        job = self.orchestrate(
+            request, max_workers, enable_recursion, max_recursion_depth,
+            default_timeout, tasks, config, **extra_config,
+        )
+        return self.wait(job["job_id"], timeout=wait_timeout, poll=poll)
+
+    def list_jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """A page of jobs: ``{"jobs": [...], "total", "limit", "offset"}``."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        return self._request("GET", "/api/v1/jobs", params=params)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job and its children; ``Conflict`` if it already finished."""
+        return self._request("POST", f"{_job_path(job_id)}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job and its workspace."""
+        self._request("DELETE", _job_path(job_id), expect="none")
+
+    def logs(self, job_id: str, worker: str, tail: int | None = None) -> str:
+        """A worker's log as text; ``tail`` keeps only the last N lines."""
+        params = None if tail is None else {"tail": tail}
+        return self._request("GET", f"{_job_path(job_id)}/workers/{_seg(worker)}/log", params=params, expect="text")
+
+    def report(self, job_id: str, name: str = "final") -> str:
+        """A Markdown report: ``"final"`` or ``"level_<n>"``."""
+        return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")
+
+    def health(self) -> dict[str, Any]:
+        """The server's health document, ``{"status": "ok", ...}``."""
+        return self._request("GET", "/health")
+
+    def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[dict[str, Any]]:
+        """Follow the job tree's events: yields ``{"id", "event", "data"}`` dicts.
+
+        Resumes after ``last_event_id`` if given. When the server closes the
+        stream (or it drops) before an ``end`` event, reconnects with
+        ``Last-Event-ID``; the ``end`` event is yielded, then iteration stops.
+        """
+        path = f"{_job_path(job_id)}/events"
+        last = last_event_id
+        empty_streams = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            resp = self._request("GET", path, headers=headers, stream=True)
+            got_any = False
+            try:
+                for event in _parse_sse(_iter_lines(resp), last):
+                    got_any = True
+                    last = event["id"]
+                    yield event
+                    if event["event"] == "end":
+                        return
+            except _TRANSPORT_ERRORS as exc:
+                log.debug("event stream for %s dropped (%s); reconnecting", job_id, type(exc).__name__)
+            finally:
+                resp.close()
+            # Back off only when streams keep closing without news, so that a
+            # server that closes at once is not hammered.
+            empty_streams = 0 if got_any else empty_streams + 1
+            if empty_streams:
+                time.sleep(self._delay(min(empty_streams - 1, 5)))
+
+    # --- transport ----------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        stream: bool = False,
+        expect: Expect = "json",
+    ) -> Any:
+        """Send one API request with retries; return JSON, text, None or (stream) the response."""
+        url = self.api_url + path
+        accept = "application/json" if expect == "json" else "*/*"
+        send_headers = {"X-API-Key": self._api_key, "Accept": accept, **(headers or {})}
+        for attempt in range(self.retries + 1):
+            last_try = attempt == self.retries
+            try:
+                resp = self.session.request(
+                    method, url, params=params, json=json, headers=send_headers,
+                    timeout=self.timeout if timeout is None else timeout,
+                    stream=stream, allow_redirects=False,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                if last_try or not (method in _IDEMPOTENT or _not_sent(exc)):
+                    raise self._unreachable(method, url, exc, attempt + 1) from None
+                log.debug("%s %s failed (%s); retry %d", method, path, type(exc).__name__, attempt + 1)
+            else:
+                if resp.status_code >= 500 and not last_try and method in _IDEMPOTENT:
+                    resp.close()
+                    log.debug("%s %s returned %d; retry %d", method, path, resp.status_code, attempt + 1)
+                else:
+                    return self._handle(resp, method, path, stream, expect)
+            time.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _handle(self, resp: requests.Response, method: str, path: str, stream: bool, expect: Expect) -> Any:
+        """Turn a final response into a result or a raised error."""
+        if resp.status_code >= 400:
+            try:
+                raise _error_from(resp)
+            finally:
+                resp.close()
+        if 300 <= resp.status_code < 400:
+            resp.close()
+            # Not followed: requests would resend X-API-Key to any host.
+            raise OrchestratorError(
+                f"{method} {path} was redirected to {resp.headers.get('Location')!r}; "
+                f"set {URL_ENV} to the server's final address",
+                status_code=resp.status_code,
+            )
+        if stream:
+            return resp
+        if expect == "none":
+            return None
+        if expect == "text":
+            if "charset" not in resp.headers.get("Content-Type", "").lower():
+                resp.encoding = "utf-8"
+            return resp.text
+        try:
+            return resp.json()
+        except ValueError:
+            raise OrchestratorError(
+                f"{method} {path} returned non-JSON ({resp.headers.get('Content-Type', 'no content type')}); "
+                f"is {self.api_url} the orchestrator API?"
+            ) from None
+
+    def _unreachable(self, method: str, url: str, exc: Exception, attempts: int) -> ServerUnreachable:
+        """The error for a request that got no response."""
+        if method in _IDEMPOTENT or _not_sent(exc):
+            hint = START_HINT
+        else:
+            hint = "the request may have reached the server, so it was not retried (check list_jobs())"
+        err = ServerUnreachable(
+            f"Cannot reach the orchestrator API at {self.api_url} ({type(exc).__name__} on {method} "
+            f"{url} after {attempts} attempt{'s' if attempts > 1 else ''}); {hint}.",
+            url=url,
+            attempts=attempts,
+        )
+        err.status_code = None  # type: ignore[attr-defined]
+        return err
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff plus up to 25% jitter."""
+        base = self.backoff * 2**attempt
+        return base + random.uniform(0, 0.25 * base)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, with ``/`` and friends escaped."""
+    return quote(str(value), safe="")
+
+
+def _job_path(job_id: str) -> str:
+    return f"/api/v1/jobs/{_seg(job_id)}"
+
+
+def _seconds(value: float) -> int | float:
+    """A duration for a query string: ``30`` rather than ``30.0``."""
+    value = round(max(value, 0.0), 3)
+    return int(value) if value == int(value) else value
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True if ``exc`` happened before the request left (refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ConnectionRefusedError):
+            return True
+        if _PRE_SEND_NAMES.intersection(cls.__name__ for cls in type(item).__mro__):
+            return True
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _error_from(resp: requests.Response) -> OrchestratorError:
+    """Rebuild the server's error class from a 4xx/5xx response."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        cls = ERRORS_BY_CODE.get(body["error"], OrchestratorError)
+        details = body.get("details")
+        details = {str(k): v for k, v in details.items() if k != "message"} if isinstance(details, dict) else {}
+        err = cls(str(body.get("message") or f"HTTP {resp.status_code}"), **details)
+        if cls is OrchestratorError and body["error"] != OrchestratorError.code:
+            err.code = body["error"]  # keep an unknown (newer) code visible
+    else:
+        text = (resp.text or "").strip()
+        if len(text) > 500:
+            text = text[:500] + "..."
+        cls = _BY_STATUS.get(resp.status_code, OrchestratorError)
+        err = cls(text or f"HTTP {resp.status_code} {resp.reason or ''}".strip())
+    err.status_code = resp.status_code  # type: ignore[attr-defined]
+    if isinstance(err, RateLimited) or resp.status_code == 429:
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        if retry_after is None and isinstance(err.details.get("retry_after"), (int, float)):
+            retry_after = float(err.details["retry_after"])  # type: ignore[arg-type]
+        err.retry_after = retry_after  # type: ignore[attr-defined]
+    return err
+
+
+def _iter_lines(resp: requests.Response) -> Iterator[str]:
+    """Lines of a streamed response as they arrive (``\\n`` or ``\\r\\n`` endings)."""
+    buffer = b""
+    for chunk in resp.iter_content(chunk_size=None):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode("utf-8", errors="replace")
+    if buffer:
+        yield buffer.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
+def _parse_sse(lines: Iterable[str], last_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """Server-Sent Events from lines: ``{"id", "event", "data"}``, data parsed as JSON.
+
+    Follows the SSE rules: ``:`` lines are comments, ``data`` lines join with
+    newlines, a blank line dispatches, an event without data is dropped, and
+    the id carries over to later events that have none.
+    """
+    event_type, data = "", []
+    for line in lines:
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    payload: Any = jsonlib.loads(text)
+                except ValueError:
+                    payload = text
+                yield {"id": last_id, "event": event_type or "message", "data": payload}
+            event_type, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event_type = value
+        elif field == "id":
+            try:
+                last_id = int(value)
+            except ValueError:
+                pass

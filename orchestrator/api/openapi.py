@@ -1,0 +1,109 @@
+"""The OpenAPI 3 document of the routes (tests check it lists exactly the app's routes)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}(-c[1-9][0-9]{0,6})?$"}}
+WORKER = {"name": "worker", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": r"^(depth_[0-9]{1,3}_)?worker(_[1-9][0-9]{0,6}){1,40}$"}}
+ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): ERROR for code in codes}
+
+
+def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *errors: int) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(401, 403, *errors)}}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def openapi_document() -> dict[str, Any]:
+    status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
+    text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    paths: dict[str, Any] = {
+        "/health": {"get": {"summary": "liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/api/v1/orchestrate": {"post": {
+            "summary": "submit a job (with a worker credential: a child job of that worker)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}}},
+            "responses": {"202": _json({"type": "object", "required": ["job_id", "status"]}, "accepted"),
+                          **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
+        }},
+        "/api/v1/jobs": _get("list jobs, newest first", _json({"type": "object"}), [
+            _query("status", {"type": "string", "enum": ["pending", "planning", "running", "completed", "partial", "failed", "cancelled"]}),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+            _query("offset", {"type": "integer", "minimum": 0}),
+        ], 400),
+        "/api/v1/jobs/{job_id}": {
+            **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),
+            "delete": {"summary": "delete a finished root job's folder", "parameters": [JOB_ID],
+                       "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409)}},
+        },
+        "/api/v1/jobs/{job_id}/status": _get("a job's status in the seed's format", status_ref, [JOB_ID], 400, 404),
+        "/api/v1/jobs/{job_id}/wait": _get("long-poll until the job ends or timeout seconds pass", status_ref,
+                                           [JOB_ID, _query("timeout", {"type": "number", "minimum": 0})], 400, 404),
+        "/api/v1/jobs/{job_id}/cancel": {"post": {"summary": "cancel a job and its whole subtree", "parameters": [JOB_ID],
+                                                  "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)}}},
+        "/api/v1/jobs/{job_id}/events": _get(
+            "Server-Sent Events of the job tree; resume with Last-Event-ID",
+            {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+             _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}$"})], 400, 404),
+        "/api/v1/jobs/{job_id}/report": _get(
+            "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
+            {"description": "markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}},
+            [JOB_ID, _query("name", {"type": "string"})], 400, 404),
+        "/api/v1/jobs/{job_id}/workers/{worker}/log": _get(
+            "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)", text,
+            [JOB_ID, WORKER, _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
+             _query("offset", {"type": "integer", "minimum": 0}), _query("follow", {"type": "string", "enum": ["0", "1"]})], 400, 404),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "orchestrator", "version": __version__,
+                 "description": "Recursive, hierarchical job orchestrator for AI coding workers."},
+        "servers": [{"url": "/"}],
+        "security": [{"ApiKey": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"],
+                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}},
+                "Orchestrate": {
+                    "type": "object", "required": ["request"], "additionalProperties": False,
+                    "properties": {
+                        "request": {"type": "string", "minLength": 1},
+                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                        "config": {"type": "object", "additionalProperties": False, "properties": {
+                            "max_workers": {"type": "integer", "minimum": 1},
+                            "default_timeout": {"type": "number", "exclusiveMinimum": 0},
+                            "max_retries": {"type": "integer", "minimum": 0},
+                            "execution_mode": {"type": "string", "enum": ["native", "wsl"]},
+                            "enable_recursion": {"type": "boolean"},
+                            "max_recursion_depth": {"type": "integer", "minimum": 0},
+                            "max_children_per_worker": {"type": "integer", "minimum": 0},
+                            "current_depth": {"type": "integer", "minimum": 0},
+                            "worker": {"type": "string"},
+                            "planner": {"type": "string"},
+                        }},
+                    },
+                },
+                "JobStatus": {"type": "object", "required": ["job_id", "status", "results"], "properties": {
+                    "job_id": {"type": "string"}, "status": {"type": "string"},
+                    "progress": {"type": "object"}, "results": {"type": "object"},
+                }},
+            },
+        },
+    }

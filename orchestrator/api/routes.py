@@ -1,0 +1,245 @@
+"""HTTP routes. Views are thin: parse, call the engine, answer JSON (or text, or SSE)."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+
+from .. import __version__
+from ..errors import JobNotFound, ValidationError
+from ..models import JobStatus
+from ..status import job_status
+from ..workspace import parse_worker_ref, root_of, validate_job_id
+from .app import extension
+from .openapi import openapi_document
+
+bp = Blueprint("api", __name__)
+public = Blueprint("public", __name__)
+BODY_KEYS = ("request", "config", "tasks")
+STARTED = time.time()
+
+
+@bp.before_request
+def authenticate() -> None:
+    g.principal = extension()["credentials"].authenticate(request.headers.get("X-API-Key"))
+
+
+def _engine() -> Any:
+    return extension()["engine"]
+
+
+def _settings() -> Any:
+    return extension()["settings"]
+
+
+# -- public -------------------------------------------------------------------------
+@public.get("/health")
+def health() -> Response:
+    return jsonify({"status": "ok", "version": __version__, "uptime": round(time.time() - STARTED, 1), **_engine().counts()})
+
+
+@public.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
+
+
+# -- jobs ----------------------------------------------------------------------------
+@bp.post("/orchestrate")
+def orchestrate() -> tuple[Response, int]:
+    body = _json_body()
+    principal = g.principal
+    parent = {} if principal.admin else {"parent_job_id": principal.job_id, "parent_worker": principal.worker}
+    job = _engine().submit(body.get("request"), body.get("config"), body.get("tasks"), **parent)
+    return jsonify(_submitted(job)), 202
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    status = request.args.get("status")
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise ValidationError(f"status={status!r} is not a job status; use one of: {', '.join(s.value for s in JobStatus)}")
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    jobs = [j for j in _engine().list_jobs() if (status is None or j.status.value == status)
+            and (g.principal.admin or j.root_id == g.principal.root_id)]
+    page = jobs[offset:offset + limit]
+    return jsonify({"jobs": [_summary(j) for j in page], "total": len(jobs), "limit": limit, "offset": offset})
+
+
+@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<job_id>/status")
+def status(job_id: str) -> Response:
+    return jsonify(_status_doc(_allowed(job_id)))
+
+
+@bp.get("/jobs/<job_id>/wait")
+def wait(job_id: str) -> Response:
+    job_id = _allowed(job_id)
+    timeout = _float_arg("timeout", 30.0, 0.0, float("inf"))
+    _engine().wait(job_id, min(timeout, _settings().api.long_poll_max))
+    return jsonify(_status_doc(job_id))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Response:
+    job_id = _allowed(job_id)
+    engine = _engine()
+    if not g.principal.admin:
+        job = engine.get_job(job_id)
+        if job.parent_job_id != g.principal.job_id or job.parent_worker != g.principal.worker:
+            g.principal.require_admin("cancel a job it did not start")
+    job = engine.cancel(job_id)
+    return jsonify({"job_id": job.id, "status": job.status.value, "message": "cancelling: workers get SIGTERM, then SIGKILL after the grace period"})
+
+
+@bp.delete("/jobs/<job_id>")
+def delete(job_id: str) -> tuple[str, int]:
+    g.principal.require_admin("delete jobs")
+    _engine().delete(validate_job_id(job_id))
+    return "", 204
+
+
+@bp.get("/jobs/<job_id>/report")
+def report(job_id: str) -> Response:
+    job_id = _allowed(job_id)
+    name = request.args.get("name", "final")
+    text = _engine().read_report(job_id, name)
+    return Response(text, mimetype="text/markdown")
+
+
+@bp.get("/jobs/<job_id>/workers/<worker>/log")
+def worker_log(job_id: str, worker: str) -> Response:
+    job_id = _allowed(job_id)
+    engine = _engine()
+    depth, name = parse_worker_ref(worker)
+    record = engine.find_worker(job_id, depth, name)
+    tail = _int_arg("tail", 0, 0, 100_000)
+    offset = _int_arg("offset", 0, 0, 1 << 62)
+    if request.args.get("follow") not in (None, "0", "false"):
+        deadline = time.monotonic() + _settings().api.long_poll_max
+        return Response(engine.follow_log(record, offset, deadline), mimetype="text/plain")
+    text, size = engine.read_log(record, tail=tail, offset=offset)
+    response = Response(text, mimetype="text/plain")
+    response.headers["X-Log-Size"] = str(size)
+    return response
+
+
+@bp.get("/jobs/<job_id>/events")
+def events(job_id: str) -> Response:
+    job_id = _allowed(job_id)
+    engine = _engine()
+    engine.get_job(job_id)
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValidationError(f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)")
+    deadline = time.monotonic() + _settings().api.long_poll_max
+    stream = _event_stream(engine, job_id, int(raw), deadline)
+    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Iterator[str]:
+    """Events of the job's tree after ``last``; ``end`` once the job is terminal. Bounded by
+    ``deadline`` so a stream never holds a server thread for longer than api.long_poll_max."""
+    root = root_of(job_id)
+    yield "retry: 1000\n\n"
+    while True:
+        remaining = deadline - time.monotonic()
+        batch = engine.events.wait(root, last, max(0.0, min(15.0, remaining)))
+        for event in batch:
+            last = event.seq
+            yield f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.to_dict())}\n\n"
+        job = engine.get_job(job_id)
+        if job.status.terminal and not engine.events.since(root, last):
+            yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
+            return
+        if remaining <= 0:
+            return
+        if not batch:
+            yield ": keep-alive\n\n"
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise ValidationError('body is not valid JSON: send {"request": "...", "config": {...}} with Content-Type: application/json')
+    if not isinstance(body, dict):
+        raise ValidationError('body must be a JSON object: {"request": "...", "config": {...}, "tasks": [...]}')
+    unknown = sorted(set(body) - set(BODY_KEYS))
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; the body takes: {', '.join(BODY_KEYS)}")
+    if "request" not in body:
+        raise ValidationError('missing "request": describe the work, e.g. {"request": "Build a REST API with auth and tests"}')
+    return body
+
+
+def _allowed(job_id: str) -> str:
+    job_id = validate_job_id(job_id)
+    g.principal.check_tree(job_id)
+    return job_id
+
+
+def _status_doc(job_id: str) -> dict[str, Any]:
+    engine = _engine()
+    jobs, workers = engine.snapshot(root_of(job_id))
+    if not any(j.id == job_id for j in jobs):
+        raise JobNotFound(f"job {job_id} not found")
+    return job_status(job_id, jobs, workers, engine.workspace.job_dir(root_of(job_id)))
+
+
+def _submitted(job: Any) -> dict[str, Any]:
+    engine = _engine()
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "root_job_id": job.root_id,
+        "parent_job_id": job.parent_job_id,
+        "parent_worker": job.parent_worker,
+        "depth": job.depth,
+        "tasks": job.tasks,
+        "planner": job.planner,
+        "worker_kind": job.config.get("worker"),
+        "config": job.config,
+        "notes": job.notes,
+        "workspace": str(engine.workspace.job_dir(job.root_id)),
+        "urls": {
+            "status": url_for("api.status", job_id=job.id),
+            "wait": url_for("api.wait", job_id=job.id),
+            "events": url_for("api.events", job_id=job.id),
+            "cancel": url_for("api.cancel", job_id=job.id),
+            "report": url_for("api.report", job_id=job.root_id),
+        },
+    }
+
+
+def _summary(job: Any) -> dict[str, Any]:
+    return {
+        "job_id": job.id, "status": job.status.value, "request": job.request[:300], "depth": job.depth,
+        "parent_job_id": job.parent_job_id, "workers": len(job.worker_names),
+        "created_at": job.created_at, "ended_at": job.ended_at, "duration": job.duration,
+    }
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationError(f"{name}={raw[:40]!r} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _float_arg(name: str, default: float, low: float, high: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise ValidationError(f"{name}={raw[:40]!r} must be a number of seconds from {low:g}")
+    return value
+

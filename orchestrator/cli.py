@@ -1,0 +1,239 @@
+"""``python -m orchestrator``: run, status, logs, spawn, serve, config.
+
+Heavy modules are imported inside the commands that need them, so ``spawn``
+(run by workers, often) starts without Flask, Jinja or psutil.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+RET_OK = 0
+RET_FAILED = 1
+RET_USAGE = 2
+RET_PARTIAL = 3
+RET_CANCELLED = 4
+RET_UNREACHABLE = 5
+
+EXIT_BY_STATUS = {"completed": RET_OK, "partial": RET_PARTIAL, "failed": RET_FAILED, "cancelled": RET_CANCELLED}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return RET_USAGE
+    from .errors import OrchestratorError
+
+    try:
+        return int(args.func(args) or 0)
+    except OrchestratorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return _exit_for(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _exit_for(exc: Exception) -> int:
+    from .errors import ServerUnreachable
+
+    return RET_UNREACHABLE if isinstance(exc, ServerUnreachable) else RET_USAGE if _is_usage(exc) else RET_FAILED
+
+
+def _is_usage(exc: Exception) -> bool:
+    from .errors import ConfigError, JobNotFound, ValidationError, WorkerNotFound
+
+    return isinstance(exc, (ConfigError, ValidationError, JobNotFound, WorkerNotFound))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively.")
+    parser.add_argument("--config", help="config file (default: config.yaml beside the orchestrator, if present)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a job in this process and show its progress")
+    run.add_argument("request", help="what to do, in plain words")
+    run.add_argument("--tasks", nargs="+", metavar="TASK", help="explicit subtasks (skip the planner)")
+    run.add_argument("--workers", type=int, help="workers at once (max_workers)")
+    run.add_argument("--timeout", type=float, help="seconds per worker attempt (default_timeout)")
+    run.add_argument("--retries", type=int, help="extra attempts after a failure (max_retries)")
+    run.add_argument("--worker", help="worker kind: auto, simulated, command, claude, ...")
+    run.add_argument("--depth", type=int, help="max_recursion_depth")
+    run.add_argument("--no-recursion", action="store_true", help="workers may not start child jobs")
+    run.add_argument("--json", action="store_true", help="print the final status as JSON")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="a job's status, read from the workspace")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    logs = sub.add_parser("logs", help="a worker's log (worker_2, or depth_1_worker_2_1)")
+    logs.add_argument("job_id")
+    logs.add_argument("worker")
+    logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the worker ends")
+    logs.set_defaults(func=cmd_logs)
+
+    config = sub.add_parser("config", help="print the effective settings (and where they came from)")
+    config.set_defaults(func=cmd_config)
+
+    _add_late_commands(sub)
+    return parser
+
+
+def _add_late_commands(sub: Any) -> None:
+    """Commands that live in other modules register here (spawn, serve)."""
+    for module in ("orchestrator.spawn", "orchestrator.server", "orchestrator.scripts"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError:
+            continue
+        mod.register(sub)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .config import load_settings
+
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import Engine
+    from .progress import ProgressView, summary
+    from .status import job_status
+
+    settings = _settings(args)
+    config: dict[str, Any] = {}
+    for key, value in (("max_workers", args.workers), ("default_timeout", args.timeout), ("max_retries", args.retries),
+                       ("worker", args.worker), ("max_recursion_depth", args.depth)):
+        if value is not None:
+            config[key] = value
+    if args.no_recursion:
+        config["enable_recursion"] = False
+    engine = Engine(settings)
+    server = _start_embedded_api(engine, settings)
+    try:
+        job = engine.submit(args.request, config, args.tasks)
+        if not args.json:
+            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config['worker']}")
+            for note in job.notes:
+                print(f"note: {note}")
+            print(f"workspace: {engine.workspace.job_dir(job.root_id)}")
+            print(f"follow a worker: tail -f {engine.workspace.logs_dir(job.root_id)}/depth_0_worker_1.log")
+        view = ProgressView(sys.stderr if args.json else sys.stdout)
+        try:
+            _follow(engine, job.id, view)
+        except KeyboardInterrupt:
+            print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
+            engine.cancel(job.id)
+            engine.wait(job.id, settings.workers.kill_grace + 10)
+        jobs, workers = engine.snapshot(job.root_id)
+        doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))
+    finally:
+        engine.shutdown()
+        if server is not None:
+            server.close()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(summary(doc))
+        print(f"report: {doc['results']['final_report']}")
+    return EXIT_BY_STATUS.get(doc["status"], RET_FAILED)
+
+
+def _follow(engine: Any, job_id: str, view: Any) -> None:
+    root = engine.get_job(job_id).root_id
+    seq = 0
+    while True:
+        events = engine.events.wait(root, seq, 1.0)
+        if events:
+            seq = events[-1].seq
+        view.update(*engine.snapshot(root))
+        if engine.get_job(job_id).status.terminal:
+            return
+
+
+def _start_embedded_api(engine: Any, settings: Any) -> Any:
+    """With recursion on, ``run`` serves the API on an ephemeral loopback port so workers can
+    start child jobs exactly as they do under ``api_server.py``."""
+    try:
+        from .server import embedded_server
+    except ModuleNotFoundError:
+        return None
+    if not settings.recursion.enable:
+        return None
+    return embedded_server(engine, settings)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import job_status, status_table
+    from .workspace import Workspace, root_of, validate_job_id
+
+    settings = _settings(args)
+    workspace = Workspace(settings.workspace_root)
+    job_id = validate_job_id(args.job_id)
+    workspace.load_job(job_id)
+    jobs, workers = workspace.load_tree(root_of(job_id))
+    doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+    print(json.dumps(doc, indent=2) if args.json else status_table(doc))
+    return EXIT_BY_STATUS.get(doc["status"], RET_OK)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .workspace import Workspace, parse_worker_ref, root_of
+
+    settings = _settings(args)
+    workspace = Workspace(settings.workspace_root)
+    job = workspace.load_job(args.job_id)
+    depth, name = parse_worker_ref(args.worker)
+    depth = job.depth if depth is None else depth
+    record = workspace.load_worker(root_of(job.id), depth, name)
+    path = workspace.job_dir(job.root_id) / record.log_path
+    if args.lines:
+        print(workspace.read_tail(path, args.lines))
+        offset = path.stat().st_size if path.exists() else 0
+    else:
+        offset = _copy_from(path, 0)
+    while args.follow:
+        offset = _copy_from(path, offset)
+        if workspace.load_worker(job.root_id, depth, name).status.terminal:
+            _copy_from(path, offset)
+            break
+        time.sleep(0.2)
+    return RET_OK
+
+
+def _copy_from(path: Path, offset: int) -> int:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return offset
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return offset + len(data)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    settings = _settings(args)
+    data = settings.to_dict()
+    if data["api"]["api_key"]:
+        data["api"]["api_key"] = "(set)"
+    print(f"# applied: {settings.source}")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return RET_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

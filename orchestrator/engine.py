@@ -1,0 +1,649 @@
+"""The engine: jobs, their workers, and every state change.
+
+One lock guards all records. Each running worker has a thread that owns its
+process (see ``execution``); everything else (submitting, dispatching,
+finishing jobs, cancelling) happens under the lock and is cheap.
+
+Concurrency: a job runs at most ``max_workers`` workers at once, and the
+server at most ``workers.global_max_workers``. A worker that has started a
+child job lends its global slot to the child while the child runs (it is
+blocked on it), so a deep tree completes even under a global limit of 2.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import planner as planning
+from . import reports
+from .adapters import get_adapter, resolve_kind
+from .config import JobConfig, Settings, job_config
+from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
+from .events import EventBus
+from .execution import Outcome, WorkerExecution
+from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .runner import ProcessRunner, python_executable
+from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name
+
+log = logging.getLogger("orchestrator.engine")
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class _Live:
+    """Runtime state of a worker beside its record."""
+
+    record: WorkerRecord
+    job: JobRecord
+    tag: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    holds_slot: bool = False
+    process_done: bool = False
+    outcome: Outcome | None = None
+
+
+class Engine:
+    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workspace: Workspace | None = None,
+        runner: ProcessRunner | None = None,
+        api_url: str | None = None,
+        credentials: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace or Workspace(settings.workspace_root)
+        self.runner = runner or ProcessRunner()
+        self.events = EventBus()
+        self.api_url = api_url  # set by the server once it listens; workers call back here
+        self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._jobs: dict[str, JobRecord] = {}
+        self._live: dict[tuple[str, str], _Live] = {}  # (root id, worker key) -> live worker
+        self._pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
+        self._running: dict[str, int] = {}  # job id -> workers with a live process
+        self._slots_used = 0
+        self._finishing: dict[str, tuple[JobStatus, float]] = {}
+        self._render_locks: dict[str, threading.Lock] = {}
+        self._threads: set[threading.Thread] = set()
+        self._closing = False
+
+    # -- submitting -----------------------------------------------------------
+    def submit(
+        self,
+        request: object,
+        config: object = None,
+        tasks: object = None,
+        *,
+        parent_job_id: str | None = None,
+        parent_worker: str | None = None,
+    ) -> JobRecord:
+        """Validate, plan and start a job. A child job names the worker that asks for it."""
+        request = self._check_request(request)
+        task_list = self._check_tasks(tasks)
+        if config is not None and not isinstance(config, dict):
+            raise ValidationError("config must be a JSON object, e.g. {\"max_workers\": 3}")
+        with self._lock:
+            if self._closing:
+                raise Unavailable("the orchestrator is shutting down; submit again once it is back")
+            parent = self._parent_for(parent_job_id, parent_worker) if parent_job_id else None
+            parent_cfg = JobConfig.from_dict(parent[0].config) if parent else None
+            cfg, notes = job_config(self.settings, config, parent_cfg)
+            kind, why = resolve_kind(cfg.worker, self.settings)
+            cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
+            if parent:
+                self._check_recursion(parent[0], parent[1], cfg)
+            plan, planner_name = self._plan(request, task_list, cfg)
+            if parent:
+                plan = self._fit_tree_budget(parent[0].root_id, plan, planner_name, notes)
+            elif len(plan) > self.settings.recursion.max_workers_per_root:
+                cap = self.settings.recursion.max_workers_per_root
+                raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
+            job = self._create_job(request, cfg, plan, planner_name, notes, parent)
+            self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
+            self._dispatch()
+            return job
+
+    def _check_request(self, request: object) -> str:
+        if not isinstance(request, str):
+            raise ValidationError("request must be a string describing the work, e.g. \"Build a REST API with auth and tests\"")
+        text = request.strip()
+        if not text:
+            raise ValidationError("request is empty: describe the work to do, e.g. \"Build a REST API with auth and tests\"")
+        limit = self.settings.orchestrator.max_request_chars
+        if len(text) > limit:
+            raise ValidationError(f"request is {len(text)} characters; the limit is {limit} (orchestrator.max_request_chars). Shorten it or split it into jobs.")
+        return text
+
+    def _check_tasks(self, tasks: object) -> list[str] | None:
+        if tasks is None:
+            return None
+        limit = self.settings.orchestrator.max_tasks
+        if not isinstance(tasks, list) or not tasks:
+            raise ValidationError("tasks must be a non-empty list of strings (one subtask each), or left out to let the planner split the request")
+        if len(tasks) > limit:
+            raise ValidationError(f"{len(tasks)} tasks given; at most {limit} are accepted (orchestrator.max_tasks)")
+        cleaned = []
+        for i, task in enumerate(tasks):
+            if not isinstance(task, str) or not task.strip():
+                raise ValidationError(f"tasks[{i}] must be a non-empty string")
+            if len(task) > self.settings.orchestrator.max_request_chars:
+                raise ValidationError(f"tasks[{i}] is longer than orchestrator.max_request_chars")
+            cleaned.append(" ".join(task.split()))
+        return cleaned
+
+    def _plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> tuple[list[str], str]:
+        if tasks:
+            return tasks, "explicit"
+        return planning.split_request(request, cfg.max_workers), "heuristic"
+
+    def _parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, _Live]:
+        validate_job_id(job_id)
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"parent job {job_id} is not running on this server")
+        name = validate_worker_name(worker_name)
+        live = self._live.get((job.root_id, f"depth_{job.depth}_{name}"))
+        if live is None or live.job.id != job.id:
+            raise WorkerNotFound(f"worker {name} is not a worker of job {job_id}")
+        return job, live
+
+    def _check_recursion(self, parent_job: JobRecord, parent: _Live, cfg: JobConfig) -> None:
+        pcfg = JobConfig.from_dict(parent_job.config)
+        where = f"worker {parent.record.name} of job {parent_job.id}"
+        if parent_job.status.terminal or parent_job.id in self._finishing or parent.cancel.is_set():
+            raise Conflict(f"{where} is no longer running (job {parent_job.status.value}); no child job was started")
+        if parent.record.status.terminal or parent.process_done:
+            raise Conflict(f"{where} has already finished; no child job was started")
+        if not pcfg.enable_recursion:
+            raise RecursionLimit(f"recursion is disabled for job {parent_job.id} (enable_recursion=false); do the subtask directly")
+        depth = parent_job.depth + 1
+        if depth > pcfg.max_recursion_depth:
+            raise RecursionLimit(
+                f"Max recursion depth reached: {where} is at depth {parent_job.depth} and this tree's "
+                f"max_recursion_depth is {pcfg.max_recursion_depth}. Do the subtask directly, or submit the "
+                "root job with a higher max_recursion_depth.",
+                depth=depth, max_depth=pcfg.max_recursion_depth,
+            )
+        if len(parent.record.child_job_ids) >= pcfg.max_children_per_worker:
+            raise RecursionLimit(
+                f"Max children per worker reached: {where} already started {len(parent.record.child_job_ids)} "
+                f"child job(s) (max_children_per_worker={pcfg.max_children_per_worker}). Do the rest directly.",
+            )
+
+    def _fit_tree_budget(self, root_id: str, plan: list[str], planner_name: str, notes: list[str]) -> list[str]:
+        cap = self.settings.recursion.max_workers_per_root
+        used = sum(len(j.worker_names) for j in self._jobs.values() if j.root_id == root_id)
+        room = cap - used
+        if room <= 0:
+            raise RecursionLimit(
+                f"Max workers per root tree reached: tree {root_id} already has {used} workers "
+                f"(recursion.max_workers_per_root={cap}). Do the subtask directly."
+            )
+        if len(plan) > room:
+            if planner_name == "explicit":
+                raise RecursionLimit(f"{len(plan)} tasks asked for, but tree {root_id} has room for {room} more worker(s) (recursion.max_workers_per_root={cap})")
+            plan = planning.merge_parts(plan, room) if hasattr(planning, "merge_parts") else plan[:room]
+            notes.append(f"plan merged into {room} subtask(s): the tree is near recursion.max_workers_per_root={cap}")
+        return plan
+
+    def _create_job(
+        self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
+        parent: tuple[JobRecord, _Live] | None,
+    ) -> JobRecord:
+        now = time.time()
+        if parent is None:
+            self.workspace.check_writable()
+            root_id = new_root_id()
+            while self.workspace.job_dir(root_id).exists():
+                root_id = new_root_id()
+            self.workspace.create_job_tree(root_id)
+            job = JobRecord(id=root_id, root_id=root_id, request=request, created_at=now)
+        else:
+            pjob, plive = parent
+            root = self._jobs[pjob.root_id]
+            root.child_seq += 1
+            job = JobRecord(
+                id=child_job_id(root.id, root.child_seq), root_id=root.id, request=request, depth=pjob.depth + 1,
+                parent_job_id=pjob.id, parent_worker=plive.record.name, created_at=now,
+            )
+        job.config = cfg.to_dict()
+        job.tasks = plan
+        job.planner = planner_name
+        job.notes = notes
+        job.status = JobStatus.RUNNING
+        job.started_at = now
+        try:
+            self._create_workers(job, parent)
+            if parent is not None:
+                self._attach_child(parent[1], job)
+                self.workspace.save_job(self._jobs[job.root_id])
+            self.workspace.save_job(job)
+        except Exception:
+            if parent is None:
+                self.workspace.remove_job_tree(job.root_id)
+            raise
+        self._jobs[job.id] = job
+        self._running[job.id] = 0
+        self._publish_job(job, f"planned {len(plan)} subtask(s)")
+        return job
+
+    def _create_workers(self, job: JobRecord, parent: tuple[JobRecord, _Live] | None) -> None:
+        if parent is None:
+            prefix, first = "worker", 1
+        else:
+            plive = parent[1]
+            prefix = plive.record.name
+            first = 1 + sum(len(self._jobs[c].worker_names) for c in plive.record.child_job_ids if c in self._jobs)
+        cfg = JobConfig.from_dict(job.config)
+        keys = []
+        for offset, task in enumerate(job.tasks):
+            name = f"{prefix}_{first + offset}"
+            record = WorkerRecord(
+                job_id=job.id, root_id=job.root_id, name=name, index=offset + 1, depth=job.depth,
+                task=task, kind=cfg.worker, created_at=job.created_at,
+            )
+            record.dir_path = self.workspace.relative(job.root_id, self.workspace.create_worker_dir(job.root_id, job.depth, name))
+            record.log_path = self.workspace.relative(job.root_id, self.workspace.worker_log(job.root_id, job.depth, name))
+            self.workspace.worker_log(job.root_id, job.depth, name).touch()
+            self.workspace.save_worker(record)
+            job.worker_names.append(name)
+            tag = f"{job.root_id}.{record.key}.{secrets.token_hex(4)}"
+            self._live[(job.root_id, record.key)] = _Live(record=record, job=job, tag=tag)
+            keys.append(record.key)
+        self._pending[job.id] = keys
+
+    def _attach_child(self, plive: _Live, child: JobRecord) -> None:
+        """The parent worker lends its global slot to the child while the child runs."""
+        plive.record.child_job_ids.append(child.id)
+        self.workspace.mark_recursive(plive.record.root_id, plive.record.depth, plive.record.name)
+        self.workspace.save_worker(plive.record)
+        if plive.holds_slot:
+            plive.holds_slot = False
+            self._slots_used -= 1
+        self._publish_worker(plive, f"started child job {child.id}")
+
+    # -- dispatching ----------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Start pending workers, oldest job first, within the per-job and global limits."""
+        limit = self.settings.workers.global_max_workers
+        for job_id, keys in list(self._pending.items()):
+            job = self._jobs[job_id]
+            cap = job.config["max_workers"]
+            while keys and self._slots_used < limit and self._running[job_id] < cap:
+                live = self._live[(job.root_id, keys.pop(0))]
+                self._start(live)
+            if not keys:
+                del self._pending[job_id]
+            if self._slots_used >= limit:
+                return
+
+    def _start(self, live: _Live) -> None:
+        live.holds_slot = True
+        self._slots_used += 1
+        self._running[live.job.id] += 1
+        live.record.status = WorkerStatus.RUNNING
+        thread = threading.Thread(target=self._run_worker, args=(live,), name=f"worker-{live.record.key}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _run_worker(self, live: _Live) -> None:
+        try:
+            outcome = self._execute(live)
+        except Exception as exc:  # a bug must not leave a worker "running" forever
+            log.exception("worker %s crashed in the engine", live.record.key)
+            outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
+        with self._lock:
+            live.outcome = outcome
+            live.process_done = True
+            self._running[live.job.id] -= 1
+            if live.holds_slot:
+                live.holds_slot = False
+                self._slots_used -= 1
+            self._apply_outcome(live, outcome)
+            waiting = self._live_children(live)
+            if waiting:
+                self._publish_worker(live, f"process exited; waiting for child job(s) {', '.join(waiting)}")
+            self._dispatch()
+        if not waiting:
+            self._finish_worker(live)
+        self._threads.discard(threading.current_thread())
+
+    def _execute(self, live: _Live) -> Outcome:
+        rec, job = live.record, live.job
+        cfg = JobConfig.from_dict(job.config)
+        adapter = get_adapter(rec.kind)
+        prompt = self._prompt(rec, job)
+        self.workspace.write_text(self.workspace.prompt_path(rec.root_id, rec.depth, rec.name), prompt)
+        execution = WorkerExecution(
+            record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
+            workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
+            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
+        )
+        return execution.run()
+
+    def _on_attempt(self, record: WorkerRecord, message: str) -> None:
+        with self._lock:
+            self.workspace.save_worker(record)
+            live = self._live[(record.root_id, record.key)]
+            self._publish_worker(live, message)
+
+    def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
+        return rec.task if job.request == rec.task else f"{rec.task}\n\n(Part of the request: {job.request})"
+
+    def _worker_env(self, live: _Live, cfg: JobConfig) -> dict[str, str]:
+        """The worker protocol: who it is, where it is, and how to start a child job."""
+        rec = live.record
+        env = dict(os.environ)
+        for name in [n for n in env if n.startswith("ORCHESTRATOR")]:
+            del env[name]  # never leak a parent's identity or settings into a worker
+        bin_dir = os.path.dirname(python_executable())
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update({
+            "ORCHESTRATOR_JOB_ID": rec.job_id,
+            "ORCHESTRATOR_ROOT_JOB_ID": rec.root_id,
+            "ORCHESTRATOR_WORKER_ID": rec.name,
+            "ORCHESTRATOR_DEPTH": str(rec.depth),
+            "ORCHESTRATOR_MAX_DEPTH": str(cfg.max_recursion_depth),
+            "ORCHESTRATOR_ENABLE_RECURSION": "1" if cfg.enable_recursion else "0",
+            "ORCHESTRATOR_WORKER_DIR": str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            "ORCHESTRATOR_PYTHON": python_executable(),
+        })
+        if self.api_url and cfg.enable_recursion:
+            env["ORCHESTRATOR_API_URL"] = self.api_url
+            if self.credentials is not None:
+                env["ORCHESTRATOR_API_KEY"] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
+        return env
+
+    # -- finishing --------------------------------------------------------------
+    def _apply_outcome(self, live: _Live, outcome: Outcome) -> None:
+        rec = live.record
+        parsed = outcome.parsed
+        rec.exit_reason = outcome.exit_reason
+        rec.error = outcome.error
+        if parsed is not None:
+            rec.output = parsed.output
+            rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
+        rec.files_created = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
+        self.workspace.save_worker(rec)
+
+    def _live_children(self, live: _Live) -> list[str]:
+        return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]
+
+    def _finish_worker(self, live: _Live) -> None:
+        """The process is done and so are its child jobs: settle the worker's status."""
+        with self._lock:
+            rec = live.record
+            if rec.status.terminal:
+                return
+            outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+            status = outcome.status
+            if status is WorkerStatus.SUCCESS and rec.child_job_ids:
+                children = [self._jobs[c] for c in rec.child_job_ids if c in self._jobs]
+                if children and all(c.status is JobStatus.COMPLETED for c in children):
+                    status = WorkerStatus.RECURSIVE_SUCCESS
+                else:
+                    rec.exit_reason += "; a child job did not complete"
+            rec.status = status
+            rec.ended_at = time.time()
+            self.workspace.save_worker(rec)
+            self._publish_worker(live, rec.exit_reason)
+            job = live.job
+            done = all(self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.status.terminal for n in job.worker_names)
+        if done:
+            self._complete_job(job)
+
+    def _complete_job(self, job: JobRecord) -> None:
+        with self._lock:
+            if job.status.terminal or job.id in self._finishing:
+                return
+            self._finishing[job.id] = (self._outcome(job), time.time())
+        with self._render_lock(job.root_id):
+            self._render_reports(job)
+        with self._lock:
+            status, ended = self._finishing.pop(job.id)
+            job.status, job.ended_at = status, ended
+            self.workspace.save_job(job)
+            self._publish_job(job, f"job {status.value}")
+            self._event_line(job, f"job {job.id} {status.value}")
+            self._cond.notify_all()
+            parent = self._live.get((job.root_id, f"depth_{job.depth - 1}_{job.parent_worker}")) if job.parent_worker else None
+            finish_parent = parent is not None and parent.process_done and not self._live_children(parent)
+            if parent is not None and not parent.process_done and not parent.holds_slot and not self._live_children(parent):
+                parent.holds_slot = True  # its child is done: it runs again, and counts again
+                self._slots_used += 1
+            self._dispatch()
+        if finish_parent:
+            self._finish_worker(parent)
+
+    def _outcome(self, job: JobRecord) -> JobStatus:
+        statuses = [self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.status for n in job.worker_names]
+        if any(s in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for s in statuses) and job.error == "cancelled":
+            return JobStatus.CANCELLED
+        ok = sum(1 for s in statuses if s.ok)
+        if ok == len(statuses):
+            return JobStatus.COMPLETED
+        return JobStatus.PARTIAL if ok else JobStatus.FAILED
+
+    def _render_lock(self, root_id: str) -> threading.Lock:
+        with self._lock:
+            return self._render_locks.setdefault(root_id, threading.Lock())
+
+    def _render_reports(self, job: JobRecord) -> None:
+        """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
+        jobs, workers = self.snapshot(job.root_id)
+        tails = {w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
+                 for w in workers if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)}
+        tdir = self.settings.templates_dir
+        depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
+        try:
+            for depth in depths:
+                text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
+                self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
+            if job.is_root:
+                text = reports.render_final_report(jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
+                self.workspace.write_text(self.workspace.final_report(job.root_id), text)
+        except Exception as exc:  # a broken custom template must not hang the job
+            log.exception("report rendering failed for %s", job.id)
+            with self._lock:
+                job.notes.append(f"report rendering failed: {exc}")
+
+    # -- reading ------------------------------------------------------------------
+    def snapshot(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        """Copies of a tree's records (jobs finishing show their outcome); from disk if not live."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.root_id == root_id]
+            if not jobs:
+                return self.workspace.load_tree(root_id)
+            copies = []
+            for job in jobs:
+                copy = JobRecord.from_dict(job.to_dict())
+                if job.id in self._finishing:
+                    copy.status, copy.ended_at = self._finishing[job.id]
+                copies.append(copy)
+            workers = [WorkerRecord.from_dict(live.record.to_dict()) for (r, _), live in self._live.items() if r == root_id]
+        copies.sort(key=lambda j: (j.depth, j.created_at, j.id))
+        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
+        return copies, workers
+
+    def get_job(self, job_id: str) -> JobRecord:
+        validate_job_id(job_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return JobRecord.from_dict(job.to_dict())
+        return self.workspace.load_job(job_id)
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        """Block until the job is terminal (reports written) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                job = self._jobs.get(validate_job_id(job_id))
+                if job is None:
+                    return self.workspace.load_job(job_id)
+                remaining = deadline - time.monotonic()
+                if job.status.terminal or remaining <= 0:
+                    return JobRecord.from_dict(job.to_dict())
+                self._cond.wait(remaining)
+
+    def list_jobs(self) -> list[JobRecord]:
+        """Live jobs and every root job on disk, newest first."""
+        with self._lock:
+            seen = {j.id: JobRecord.from_dict(j.to_dict()) for j in self._jobs.values()}
+        for root_id in self.workspace.root_ids():
+            if root_id not in seen:
+                try:
+                    seen[root_id] = self.workspace.load_job(root_id)
+                except (JobNotFound, ValueError, OSError):
+                    continue
+        return sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "jobs_running": sum(1 for j in self._jobs.values() if not j.status.terminal),
+                "workers_running": sum(self._running.values()),
+                "slots_used": self._slots_used,
+            }
+
+    def worker_running(self, job_id: str, worker: str) -> bool:
+        """True while the worker's process runs: its credential is honoured only then."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            live = self._live.get((job.root_id, f"depth_{job.depth}_{worker}")) if job else None
+            return live is not None and live.record.status is WorkerStatus.RUNNING and not live.process_done
+
+    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
+        """A worker of the job's tree, by name (at the job's depth) or by depth and name."""
+        job = self.get_job(job_id)
+        depth = job.depth if depth is None else depth
+        with self._lock:
+            live = self._live.get((job.root_id, f"depth_{depth}_{name}"))
+            if live is not None:
+                return WorkerRecord.from_dict(live.record.to_dict())
+        return self.workspace.load_worker(job.root_id, depth, name)
+
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
+        path = self.workspace.job_dir(record.root_id) / record.log_path
+        data, size = read_served(self.workspace, path, offset=offset, tail_lines=tail)
+        return data.decode("utf-8", errors="replace"), size
+
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
+        """New bytes of a worker log as they are written, until the worker ends or ``deadline``."""
+        path = self.workspace.job_dir(record.root_id) / record.log_path
+        while True:
+            data, size = read_served(self.workspace, path, offset=offset, max_bytes=1 << 20)
+            if data:
+                offset += len(data)
+                yield data
+                continue
+            current = self.find_worker(record.job_id, record.depth, record.name)
+            if current.status.terminal or time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
+
+    def read_report(self, job_id: str, name: str) -> str:
+        job = self.get_job(job_id)
+        if name == "final":
+            path = self.workspace.final_report(job.root_id)
+        elif name.startswith("level_") and name[6:].isdigit() and len(name) < 10:
+            path = self.workspace.level_report(job.root_id, int(name[6:]))
+        else:
+            raise ValidationError(f"report name {name[:40]!r}: use 'final' or 'level_<depth>' (e.g. level_0)")
+        data, _ = read_served(self.workspace, path)
+        if not data and not path.is_file():
+            raise JobNotFound(f"report {name} of job {job_id} is not written yet (job {job.status.value}); it appears when the job ends")
+        return data.decode("utf-8", errors="replace")
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished root job's folder (its child jobs live inside it)."""
+        job = self.get_job(job_id)
+        if not job.is_root:
+            raise Conflict(f"job {job_id} is a child job; delete its root job {job.root_id} (the whole tree lives in one folder)")
+        with self._lock:
+            live = [j for j in self._jobs.values() if j.root_id == job.root_id and not j.status.terminal]
+            if live:
+                raise Conflict(f"job {job_id} is still {job.status.value}; cancel it first (POST /api/v1/jobs/{job_id}/cancel)")
+            for jid in [j.id for j in self._jobs.values() if j.root_id == job.root_id]:
+                del self._jobs[jid]
+                self._running.pop(jid, None)
+            for key in [k for k in self._live if k[0] == job.root_id]:
+                del self._live[key]
+            self.workspace.remove_job_tree(job.root_id)
+
+    # -- cancelling -----------------------------------------------------------------
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
+        with self._lock:
+            job = self._jobs.get(validate_job_id(job_id))
+            if job is None:
+                stored = self.workspace.load_job(job_id)
+                raise Conflict(f"job {job_id} is already {stored.status.value}; there is nothing to cancel")
+            if job.status.terminal or job.id in self._finishing:
+                raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
+            finished = self._cancel_locked(job)
+        for live in finished:
+            self._finish_worker(live)
+        return self.get_job(job_id)
+
+    def _cancel_locked(self, job: JobRecord) -> list[_Live]:
+        job.error = "cancelled"
+        self._event_line(job, f"job {job.id} cancel requested")
+        never_started = []
+        pending = set(self._pending.pop(job.id, []))
+        for name in job.worker_names:
+            live = self._live[(job.root_id, f"depth_{job.depth}_{name}")]
+            live.cancel.set()
+            if live.record.key in pending:
+                live.record.status = WorkerStatus.PENDING
+                live.outcome = Outcome(WorkerStatus.SKIPPED, "skipped: the job was cancelled before it started")
+                live.process_done = True
+                never_started.append(live)
+            for child_id in live.record.child_job_ids:
+                child = self._jobs.get(child_id)
+                if child is not None and not child.status.terminal:
+                    never_started.extend(self._cancel_locked(child))
+        return never_started
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Refuse new jobs, cancel running ones (kill ladder) and wait for their threads."""
+        with self._lock:
+            self._closing = True
+            roots = [j for j in self._jobs.values() if j.is_root and not j.status.terminal]
+        for job in roots:
+            try:
+                self.cancel(job.id)
+            except Conflict:
+                pass
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- events ---------------------------------------------------------------------
+    def _publish_job(self, job: JobRecord, message: str) -> None:
+        self.events.publish(job.root_id, type="job", job_id=job.id, status=job.status.value, depth=job.depth, message=message)
+
+    def _publish_worker(self, live: _Live, message: str) -> None:
+        rec = live.record
+        self.events.publish(rec.root_id, type="worker", job_id=rec.job_id, status=rec.status.value,
+                            worker=rec.name, depth=rec.depth, message=message)
+        self._event_line(live.job, f"{rec.key} {rec.status.value}: {message}")
+
+    def _event_line(self, job: JobRecord, message: str) -> None:
+        try:
+            self.workspace.log_event(job.root_id, message)
+        except OSError:
+            log.warning("cannot append to orchestrator.log of %s", job.root_id)
+

@@ -1,0 +1,133 @@
+"""The orchestrator's error tree.
+
+Every error carries a stable ``code`` (sent over the wire as JSON) and an HTTP
+status; the API maps errors to responses from these two attributes alone, and
+the client rebuilds the same class from ``code``, so ``except JobNotFound``
+works on both sides of HTTP.
+"""
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base class for all orchestrator errors."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ConfigError(OrchestratorError):
+    """A setting is unknown, of the wrong type or out of range."""
+
+    code = "invalid_config"
+    http_status = 422
+
+
+class ValidationError(OrchestratorError):
+    """A request is malformed: empty, too large, wrong types."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class InvalidId(ValidationError):
+    """An id that would become a path does not match the strict id pattern."""
+
+    code = "invalid_id"
+
+
+class JobNotFound(OrchestratorError):
+    """No job with that id exists in the workspace."""
+
+    code = "job_not_found"
+    http_status = 404
+
+
+class WorkerNotFound(OrchestratorError):
+    """No worker with that name exists in the job."""
+
+    code = "worker_not_found"
+    http_status = 404
+
+
+class Conflict(OrchestratorError):
+    """The job is in a state that does not allow the operation."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class RecursionLimit(OrchestratorError):
+    """A child job was refused: depth, fan-out or tree-size cap reached."""
+
+    code = "recursion_limit"
+    http_status = 422
+
+
+class AuthenticationError(OrchestratorError):
+    """The API key is missing or wrong."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(OrchestratorError):
+    """The credential is valid but not for this job tree or route."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class PayloadTooLarge(OrchestratorError):
+    """The request body is over the configured cap."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class RateLimited(OrchestratorError):
+    """Too many requests for this credential; retry after a pause."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class Unavailable(OrchestratorError):
+    """The server is shutting down or out of capacity."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class WorkspaceError(OrchestratorError):
+    """The workspace cannot be written (permissions, full disk)."""
+
+    code = "workspace_error"
+    http_status = 507
+
+
+class ServerUnreachable(OrchestratorError):
+    """The client could not reach the API server."""
+
+    code = "unreachable"
+    http_status = 503
+
+
+ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
+    cls.code: cls
+    for cls in (
+        OrchestratorError, ConfigError, ValidationError, InvalidId, JobNotFound,
+        WorkerNotFound, Conflict, RecursionLimit, AuthenticationError, Forbidden,
+        PayloadTooLarge, RateLimited, Unavailable, WorkspaceError, ServerUnreachable,
+    )
+}

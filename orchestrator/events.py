@@ -1,0 +1,61 @@
+"""An in-memory, sequence-numbered event log per job tree.
+
+Progress displays, long-polls and the SSE stream all read the same events; a
+reader resumes from the last sequence number it saw (SSE's Last-Event-ID).
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    time: float
+    type: str  # "job" or "worker"
+    root_id: str
+    job_id: str
+    status: str
+    worker: str | None = None
+    depth: int = 0
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EventBus:
+    """Publish events per root tree; wait for new ones without polling."""
+
+    def __init__(self, max_per_root: int = 20_000) -> None:
+        self._seq = itertools.count(1)
+        self._events: dict[str, deque[Event]] = {}
+        self._max = max_per_root
+        self._cond = threading.Condition()
+
+    def publish(self, root_id: str, **fields: Any) -> Event:
+        with self._cond:
+            event = Event(seq=next(self._seq), time=time.time(), root_id=root_id, **fields)
+            self._events.setdefault(root_id, deque(maxlen=self._max)).append(event)
+            self._cond.notify_all()
+        return event
+
+    def since(self, root_id: str, after: int = 0) -> list[Event]:
+        with self._cond:
+            return [e for e in self._events.get(root_id, ()) if e.seq > after]
+
+    def wait(self, root_id: str, after: int, timeout: float) -> list[Event]:
+        """Events newer than ``after``; blocks up to ``timeout`` seconds for the first one."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [e for e in self._events.get(root_id, ()) if e.seq > after]
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                self._cond.wait(remaining)

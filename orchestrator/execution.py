@@ -1,0 +1,227 @@
+"""One worker's attempts: spawn, wait with a timeout, the kill ladder, retries.
+
+How an attempt's end is classified, and whether it is retried:
+
+=====================  ==============  =========================================
+how it ended           worker status   retried?
+=====================  ==============  =========================================
+exit code 0            success         no (unless the adapter says it failed)
+exit code != 0         failed          yes, up to max_retries, with backoff
+killed by SIGKILL      failed          no: out of memory or killed on purpose
+killed by other signal failed          yes (a crash may be transient)
+our timeout            timeout         only with workers.retry_on_timeout
+cancelled              cancelled       no
+could not start        failed          no: a missing command stays missing
+adapter: not retryable failed          no (for example bad credentials)
+=====================  ==============  =========================================
+"""
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .adapters.base import Adapter, ParsedResult, WorkerContext
+from .config import JobConfig, Settings
+from .errors import ConfigError
+from .models import Attempt, WorkerRecord, WorkerStatus
+from .runner import CommandNotFound, ProcessRunner, signal_name
+from .workspace import Workspace
+
+WAIT_SLICE = 0.25  # how often a waiting worker thread looks at its cancel flag, seconds
+
+
+@dataclass
+class Outcome:
+    """How a worker's last attempt ended."""
+
+    status: WorkerStatus
+    exit_reason: str
+    error: str | None = None
+    parsed: ParsedResult | None = None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Pause before attempt ``attempt + 1``: base * 2^(attempt-1), capped, plus up to 25% jitter.
+    Never less than the un-jittered backoff, so attempts are spaced at least that far apart."""
+    delay = min(cap, base * (2 ** (attempt - 1)))
+    return delay + (rng or random).uniform(0, 0.25 * delay)
+
+
+class WorkerExecution:
+    """Runs a worker's attempts in the calling thread. The engine's lock guards the record."""
+
+    def __init__(
+        self,
+        *,
+        record: WorkerRecord,
+        config: JobConfig,
+        settings: Settings,
+        adapter: Adapter,
+        runner: ProcessRunner,
+        workspace: Workspace,
+        env: dict[str, str],
+        prompt: str,
+        tag: str,
+        lock: threading.RLock,
+        on_change: Callable[[WorkerRecord, str], None],
+        cancel: threading.Event,
+    ) -> None:
+        self.record = record
+        self.config = config
+        self.settings = settings
+        self.adapter = adapter
+        self.runner = runner
+        self.workspace = workspace
+        self.env = env
+        self.prompt = prompt
+        self.tag = tag
+        self.lock = lock
+        self.on_change = on_change
+        self.cancel = cancel
+        self.handle = None
+        rec = record
+        self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
+        self.worker_dir = workspace.worker_dir(rec.root_id, rec.depth, rec.name)
+        self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
+
+    def run(self) -> Outcome:
+        attempts = self.config.max_retries + 1
+        outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
+        for number in range(1, attempts + 1):
+            if self.cancel.is_set():
+                break
+            outcome, retry = self._attempt(number, attempts)
+            if not retry or number == attempts:
+                break
+            delay = backoff_delay(number, self.settings.workers.retry_backoff, self.settings.workers.retry_backoff_max)
+            self._log(f"===== attempt {number} failed ({outcome.exit_reason}); retrying in {delay:.2f}s =====")
+            if self.cancel.wait(delay):
+                outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
+                break
+        return outcome
+
+    # -- one attempt ---------------------------------------------------------
+    def _attempt(self, number: int, attempts: int) -> tuple[Outcome, bool]:
+        offset = self._log(f"===== attempt {number}/{attempts} started {_iso(time.time())} =====")
+        ctx = WorkerContext(
+            task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
+            worker_dir=self.worker_dir, depth=self.record.depth,
+            max_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
+        )
+        attempt = Attempt(number=number, started_at=time.time(), log_offset=offset)
+        with self.lock:
+            self.record.attempts.append(attempt)
+            self.record.status = WorkerStatus.RUNNING
+            self.record.started_at = self.record.started_at or attempt.started_at
+        try:
+            argv = self.adapter.build_argv(ctx)
+            env = {**self.env, **self.adapter.extra_env(ctx), "ORCHESTRATOR_ATTEMPT": str(number)}
+            self.handle = self.runner.spawn(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag)
+        except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
+            return self._spawn_failed(attempt, exc), False
+        with self.lock:
+            attempt.pid = self.handle.pid
+        self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})")
+        return self._wait(attempt)
+
+    def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
+        if isinstance(exc, CommandNotFound):
+            key = self.adapter.command_key or "orchestrator.worker"
+            message = f"{exc.strerror}. Install it, or set {key} in config.yaml to its full path."
+        elif isinstance(exc, ConfigError):
+            message = exc.message
+        else:
+            message = f"could not start the worker command: {exc}"
+        self._log(f"===== attempt {attempt.number} could not start: {message} =====")
+        with self.lock:
+            attempt.ended_at = time.time()
+            attempt.end_reason = "spawn_error"
+        return Outcome(WorkerStatus.FAILED, "could not start", error=message)
+
+    def _wait(self, attempt: Attempt) -> tuple[Outcome, bool]:
+        assert self.handle is not None
+        deadline = time.monotonic() + self.config.default_timeout
+        reason = "exit"
+        code = None
+        while code is None:
+            remaining = deadline - time.monotonic()
+            if self.cancel.is_set():
+                reason = "cancelled"
+            elif remaining <= 0:
+                reason = "timeout"
+            if reason != "exit":
+                self.runner.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal)
+                code = self.runner.wait(self.handle, None)
+                break
+            code = self.runner.wait(self.handle, min(WAIT_SLICE, remaining))
+        # The leader is gone; anything still carrying its tag (a daemonised grandchild) goes too.
+        self.runner.sweep(self.tag)
+        return self._classify(attempt, code, reason)
+
+    def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, bool]:
+        rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
+        with self.lock:
+            attempt.ended_at = time.time()
+            attempt.kill_rung = rung
+            attempt.exit_code = code if code is not None and code >= 0 else None
+            attempt.signal = -code if code is not None and code < 0 else None
+        duration = attempt.duration or 0.0
+        text = self.workspace.read_from(self.log_path, attempt.log_offset, max(self.settings.workers.output_chars * 4, 65536))
+        parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
+        if reason == "timeout":
+            attempt.end_reason = "timeout"
+            why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} {why} =====")
+            outcome = Outcome(WorkerStatus.TIMEOUT, why, error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.", parsed=parsed)
+            return outcome, self.settings.workers.retry_on_timeout
+        if reason == "cancelled":
+            attempt.end_reason = "cancelled"
+            why = f"cancelled (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} {why} =====")
+            return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), False
+        return self._classify_exit(attempt, code, duration, parsed)
+
+    def _classify_exit(self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult) -> tuple[Outcome, bool]:
+        if code is not None and code < 0:
+            attempt.end_reason = "signal"
+            name = signal_name(-code)
+            retry = -code != signal.SIGKILL
+            why = f"killed by {name}" + ("" if retry else " (out of memory, or killed from outside; not retried)")
+            self._log(f"===== attempt {attempt.number} {why} after {duration:.2f}s =====")
+            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), retry
+        attempt.end_reason = "exit"
+        self._log(f"===== attempt {attempt.number} exited with code {code} after {duration:.2f}s =====")
+        if code == 0 and parsed.ok is not False:
+            return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), False
+        why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
+        error = parsed.error or _last_line(parsed.output) or why
+        return Outcome(WorkerStatus.FAILED, why, error=error, parsed=parsed), parsed.retryable
+
+    def _log(self, line: str) -> int:
+        """Append a marker line to the worker log; returns the offset where it starts."""
+        with open(self.log_path, "ab") as handle:
+            offset = handle.tell()
+            handle.write(line.encode("utf-8") + b"\n")
+        return offset
+
+
+def _strip_headers(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("===== attempt "))
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def ensure_prompt(path: Path, prompt: str) -> None:
+    path.write_text(prompt, encoding="utf-8")

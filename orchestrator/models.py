@@ -1,0 +1,199 @@
+"""Records of jobs and workers: plain data, no I/O.
+
+The same dicts (``to_dict``) go to disk, to JSON responses and to the report
+templates, so there is one shape for a job everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    RUNNING = "running"
+    COMPLETED = "completed"  # every worker succeeded
+    PARTIAL = "partial"  # some workers failed, some succeeded
+    FAILED = "failed"  # no worker succeeded, or the job could not start
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class WorkerStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    RECURSIVE_SUCCESS = "recursive_success"  # succeeded, and its child jobs completed
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # never started: the job was cancelled or its budget spent first
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_WORKER_STATUSES
+
+    @property
+    def ok(self) -> bool:
+        return self in (WorkerStatus.SUCCESS, WorkerStatus.RECURSIVE_SUCCESS)
+
+
+TERMINAL_WORKER_STATUSES = frozenset(
+    {
+        WorkerStatus.SUCCESS,
+        WorkerStatus.RECURSIVE_SUCCESS,
+        WorkerStatus.FAILED,
+        WorkerStatus.TIMEOUT,
+        WorkerStatus.CANCELLED,
+        WorkerStatus.SKIPPED,
+    }
+)
+
+
+@dataclass
+class Attempt:
+    """One run of a worker's command. A worker has one per try."""
+
+    number: int
+    started_at: float
+    ended_at: float | None = None
+    pid: int | None = None
+    exit_code: int | None = None  # None while running, or when killed by a signal
+    signal: int | None = None  # the signal that ended the process, if any
+    # How it ended: "exit" (ran to completion, any code), "signal", "timeout",
+    # "cancelled", "spawn_error" (could not start), "lost" (state unknown).
+    end_reason: str | None = None
+    # Which rung of the kill ladder ended it: None (it exited by itself),
+    # "SIGINT", "SIGTERM" or "SIGKILL".
+    kill_rung: str | None = None
+    log_offset: int = 0  # byte offset in the worker log where this attempt starts
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["duration"] = self.duration
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclass
+class WorkerRecord:
+    """One subtask run as a subprocess. Changed only by the engine."""
+
+    job_id: str
+    root_id: str
+    name: str  # "worker_2_1": unique within its depth, shows its ancestry
+    index: int  # 1-based position in its job's plan
+    depth: int
+    task: str
+    kind: str  # the worker kind (adapter) that ran it: "simulated", "command", "claude", ...
+    status: WorkerStatus = WorkerStatus.PENDING
+    attempts: list[Attempt] = field(default_factory=list)
+    created_at: float = 0.0
+    started_at: float | None = None  # first attempt's start
+    ended_at: float | None = None  # when it became terminal
+    exit_reason: str = ""  # one human line: "exit code 0", "timed out after 30s (SIGKILL)", ...
+    error: str | None = None  # what went wrong, for failed/timeout workers
+    output: str = ""  # the result text (an AI's answer, or the tail of the command's output)
+    files_created: list[str] = field(default_factory=list)  # relative to the worker dir
+    child_job_ids: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
+    dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
+
+    @property
+    def key(self) -> str:
+        """Unique within a root tree: the log's stem, ``depth_<d>_<name>``."""
+        return f"depth_{self.depth}_{self.name}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at
+        return None if end is None else max(0.0, end - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["attempts"] = [a.to_dict() for a in self.attempts]
+        data["duration"] = self.duration
+        data["worker_id"] = self.name
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerRecord:
+        known = _known_fields(cls, data)
+        known["status"] = WorkerStatus(known.get("status", "pending"))
+        known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
+        return cls(**known)
+
+
+@dataclass
+class JobRecord:
+    """One request with its plan and its workers' names. Changed only by the engine."""
+
+    id: str
+    root_id: str
+    request: str
+    depth: int = 0
+    parent_job_id: str | None = None
+    parent_worker: str | None = None  # name of the worker that started this job
+    status: JobStatus = JobStatus.PENDING
+    config: dict[str, Any] = field(default_factory=dict)  # effective job config (JobConfig.to_dict())
+    tasks: list[str] = field(default_factory=list)  # the plan
+    planner: str = ""  # "explicit", "heuristic", "ai", ...
+    worker_names: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. limits lowered to the server's
+    child_seq: int = 0  # root only: last child job number handed out in this tree
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_job_id is None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["duration"] = self.duration
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        known = _known_fields(cls, data)
+        known["status"] = JobStatus(known.get("status", "pending"))
+        return cls(**known)
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys a record does not have (derived ones such as ``duration``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -1,0 +1,167 @@
+"""Markdown reports rendered from Jinja templates: pure, they return a string.
+
+The workspace writes the files; this package only turns records into text.
+Templates ship in ``templates/``; a ``templates_dir`` from config
+(``orchestrator.templates_dir``) overrides them file by file.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+)
+
+from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed
+from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.reports.markdown import FILTERS
+
+LEVEL_TEMPLATE = "level_report.md.j2"
+FINAL_TEMPLATE = "final_result.md.j2"
+# Workers whose log tail a report shows. Cancelled and skipped ones were stopped
+# by the orchestrator, so their logs rarely explain anything.
+FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
+OUTPUT_LIMIT = 4000  # characters of each worker's output in FINAL_RESULT.md
+TIMELINE_WIDTH = 40
+
+
+def _make_env(loader: BaseLoader) -> Environment:
+    # StrictUndefined: a missing field is a bug, not a blank. No autoescape: Markdown, not HTML.
+    env = Environment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+_PACKAGE_LOADER = PackageLoader("orchestrator.reports", "templates")
+ENV = _make_env(_PACKAGE_LOADER)
+_OVERRIDE_ENVS: dict[Path, Environment] = {}
+
+
+def environment(templates_dir: Path | None = None) -> Environment:
+    """The packaged environment, or a cached one that looks in ``templates_dir`` first."""
+    if templates_dir is None:
+        return ENV
+    key = Path(templates_dir)
+    env = _OVERRIDE_ENVS.get(key)
+    if env is None:
+        loader = ChoiceLoader([FileSystemLoader(str(key)), _PACKAGE_LOADER])
+        env = _OVERRIDE_ENVS.setdefault(key, _make_env(loader))
+    return env
+
+
+def render(name: str, templates_dir: Path | None = None, **context: Any) -> str:
+    """Render template ``name`` with ``context``; no I/O beyond loading the template."""
+    return environment(templates_dir).get_template(name).render(**context)
+
+
+def render_level_report(
+    depth: int,
+    root: JobRecord,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    log_tails: dict[str, str],
+    templates_dir: Path | None = None,
+    now: float | None = None,
+) -> str:
+    """LEVEL_<depth>_REPORT.md: the jobs and workers at one depth of the tree.
+
+    ``jobs`` and ``workers`` may be the whole tree; only depth ``depth`` is shown.
+    """
+    now = time.time() if now is None else now
+    jobs = [j for j in jobs if j.depth == depth]
+    workers = [w for w in workers if w.depth == depth]
+    context = _context(root, jobs, workers, log_tails, now, base=f"depth_{depth}")
+    return render(LEVEL_TEMPLATE, templates_dir, depth=depth, **context)
+
+
+def render_final_report(
+    root: JobRecord,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    log_tails: dict[str, str],
+    templates_dir: Path | None = None,
+    now: float | None = None,
+) -> str:
+    """FINAL_RESULT.md: the whole tree, with its timeline, performance and traceability."""
+    now = time.time() if now is None else now
+    context = _context(root, jobs, workers, log_tails, now, base="")
+    analytics: TreeAnalytics = context["a"]
+    context.update(
+        child_jobs=[j for j in context["jobs"] if not j.is_root],
+        timeline=text_timeline(analytics.rows, TIMELINE_WIDTH),
+        outputs=[
+            (w, *_clip(w.output, OUTPUT_LIMIT)) for w in context["workers"] if w.output.strip()
+        ],
+    )
+    return render(FINAL_TEMPLATE, templates_dir, **context)
+
+
+def _context(
+    root: JobRecord,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    log_tails: dict[str, str],
+    now: float,
+    *,
+    base: str,
+) -> dict[str, Any]:
+    """What both templates see. ``base`` is the report's folder, for relative links."""
+    jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
+    workers = _sorted_workers(workers, jobs)
+    analytics = analyse(jobs, workers, now)
+    by_job: dict[str, list[WorkerRecord]] = {j.id: [] for j in jobs}
+    for w in workers:
+        by_job.setdefault(w.job_id, []).append(w)
+    return {
+        "root": root,
+        "jobs": jobs,
+        "workers": workers,
+        "a": analytics,
+        "log_tails": log_tails,
+        "now": now,
+        "base": base,
+        "elapsed": {w.key: worker_elapsed(w, now) for w in workers},
+        "failures": [w for w in workers if w.status in FAILURE_STATUSES],
+        "workers_by_job": by_job,
+        "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
+        "has_cost": analytics.cost_usd is not None,
+        "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
+        "cost_known": sum(w.cost_usd is not None for w in workers),
+    }
+
+
+def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[WorkerRecord]:
+    """Tree order: by depth, then by job, then by plan position."""
+    position = {j.id: i for i, j in enumerate(jobs)}
+    last = len(position)
+    return sorted(workers, key=lambda w: (w.depth, position.get(w.job_id, last), w.index, w.name))
+
+
+def _workers_summary(workers: list[WorkerRecord]) -> str:
+    """``3: worker_1_1 success, worker_1_2 failed, ...`` for one table cell."""
+    if not workers:
+        return "none"
+    names = ", ".join(f"{w.name} {w.status.value}" for w in workers)
+    return f"{len(workers)}: {names}"
+
+
+def _clip(text: str, limit: int) -> tuple[str, int]:
+    """The first ``limit`` characters of ``text`` and how many were left out."""
+    text = text.rstrip()
+    return text[:limit], max(0, len(text) - limit)

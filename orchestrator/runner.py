@@ -1,0 +1,210 @@
+"""Process control: spawn, wait, the kill ladder and the tag sweep.
+
+The only module that imports subprocess, signal or psutil. Every worker runs
+in its own session (so its process group is its own), with stdin closed and
+stdout+stderr written straight to its log file by the kernel: the engine
+never drains a pipe, and ``tail -f`` sees output as it is produced.
+
+Every worker also carries a unique ``ORCHESTRATOR_TAG`` in its environment.
+Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
+of the process group is still found by the sweep and killed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+TAG_VAR = "ORCHESTRATOR_TAG"
+_PROC = Path("/proc")
+
+
+class CommandNotFound(FileNotFoundError):
+    """The worker's command is not on PATH (or not executable)."""
+
+
+@dataclass
+class ProcessHandle:
+    """A started worker process."""
+
+    pid: int
+    tag: str
+    popen: subprocess.Popen[bytes]
+    started_at: float
+    kill_rung: str | None = None  # set by terminate(): which signal ended it
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+
+def resolve_command(argv0: str, path_env: str | None) -> str:
+    """The absolute path of a command, or CommandNotFound with the shell's wording."""
+    if os.sep in argv0:
+        if os.path.isfile(argv0) and os.access(argv0, os.X_OK):
+            return argv0
+    else:
+        found = shutil.which(argv0, path=path_env)
+        if found:
+            return found
+    raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv0}", argv0)
+
+
+def signal_name(signum: int | None) -> str:
+    if signum is None:
+        return ""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class ProcessRunner:
+    """Starts, watches and signals worker processes."""
+
+    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str) -> ProcessHandle:
+        """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``."""
+        if not argv:
+            raise ValueError("empty command")
+        full_env = dict(env)
+        full_env[TAG_VAR] = tag
+        program = resolve_command(argv[0], full_env.get("PATH"))
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            popen = subprocess.Popen(
+                [program, *argv[1:]],
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(log_fd)
+        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=time.time())
+
+    def wait(self, handle: ProcessHandle, timeout: float | None) -> int | None:
+        """The return code, or None if still running after ``timeout`` seconds."""
+        try:
+            return handle.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
+        """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
+        group, then SIGKILL to every process still carrying the tag. Returns the rung that
+        ended the leader. Safe to call from several threads; "already gone" is success."""
+        with handle._lock:
+            if handle.kill_rung is not None:
+                return handle.kill_rung
+            if handle.popen.poll() is not None:
+                self.sweep(handle.tag)
+                handle.kill_rung = "none"
+                return handle.kill_rung
+            rung = signal_name(first_signal)
+            _killpg(handle.pid, first_signal)
+            deadline = time.monotonic() + grace
+            if self.wait(handle, grace) is None:
+                rung = "SIGKILL"
+            # The leader is gone (or about to be); give the rest of its group what is left of the grace.
+            while time.monotonic() < deadline and _group_alive(handle.pid):
+                time.sleep(0.02)
+            _killpg(handle.pid, signal.SIGKILL)
+            self.wait(handle, 5.0)
+            self.sweep(handle.tag)
+            handle.kill_rung = rung
+            return rung
+
+    def sweep(self, tag: str, *, rounds: int = 20) -> int:
+        """SIGKILL every process carrying ``tag``; repeat until none is left (it may be forking).
+        Returns how many were killed."""
+        killed = 0
+        for _ in range(rounds):
+            pids = self.tagged(tag)
+            if not pids:
+                return killed
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        return killed
+
+    def tagged(self, tag: str) -> list[int]:
+        """Live (non-zombie) processes whose environment carries ``tag``."""
+        needle = f"{TAG_VAR}={tag}".encode()
+        if _PROC.is_dir():
+            return _scan_proc(needle)
+        return _scan_psutil(tag)  # macOS: no /proc
+
+
+def _scan_proc(needle: bytes) -> list[int]:
+    me = os.getpid()
+    found = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        if needle + b"\0" in data or data.endswith(needle):
+            if not _is_zombie(name):
+                found.append(int(name))
+    return found
+
+
+def _is_zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _scan_psutil(tag: str) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(TAG_VAR) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def python_executable() -> str:
+    """The interpreter running us: children start with it, not a PATH shim."""
+    return sys.executable

@@ -1,0 +1,138 @@
+"""What ``quick-start.sh`` and ``check-status.sh`` run: a client of the API, plus a fallback
+to the workspace files when the server is down."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
+RET_UNREACHABLE = 5
+SERVER_START_TIMEOUT = 20.0
+
+
+def register(sub: Any) -> None:
+    quick = sub.add_parser("quick-start", help="start the server if needed, run a request, follow it to the end")
+    quick.add_argument("request")
+    quick.add_argument("max_workers", nargs="?", type=int)
+    quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
+    quick.set_defaults(func=cmd_quick_start)
+    check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
+    check.add_argument("job_id")
+    check.add_argument("api_url", nargs="?")
+    check.set_defaults(func=cmd_check_status)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .config import load_settings
+
+    return load_settings(args.config)
+
+
+def local_url(settings: Any) -> str:
+    host = settings.api.host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
+    return f"http://{host}:{settings.api.port}"
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/health", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def ensure_server(settings: Any) -> str:
+    """The URL of a running server, starting one in the background when none answers."""
+    from .errors import ServerUnreachable
+
+    url = local_url(settings)
+    if healthy(url):
+        return url
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    out_path = settings.log_dir / "server.out"
+    api_server = Path(settings.base_dir) / "api_server.py"
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, str(api_server)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, cwd=settings.base_dir,
+                                env={**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"})
+    (Path(settings.base_dir) / ".server.pid").write_text(str(proc.pid))
+    print(f"started the API server at {url} (pid {proc.pid}; log {out_path})", flush=True)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if healthy(url, 0.5):
+            return url
+        if proc.poll() is not None:
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ServerUnreachable(f"the API server exited with code {proc.returncode}: " + " | ".join(tail) + f" (full log: {out_path})")
+        time.sleep(0.1)
+    proc.terminate()
+    raise ServerUnreachable(f"the API server did not answer {url}/health within {SERVER_START_TIMEOUT:.0f}s; see {out_path}")
+
+
+def cmd_quick_start(args: argparse.Namespace) -> int:
+    from .api.client import OrchestratorClient
+    from .status import status_table
+
+    settings = _settings(args)
+    url = ensure_server(settings)
+    client = OrchestratorClient(api_url=url, api_key=settings.api.api_key)
+    config: dict[str, Any] = {}
+    if args.max_workers is not None:
+        config["max_workers"] = args.max_workers
+    if args.timeout is not None:
+        config["default_timeout"] = args.timeout
+    job = client.orchestrate(request=args.request, config=config or None)
+    job_id = job["job_id"]
+    print(f"job {job_id}: {len(job['tasks'])} subtask(s), worker kind {job['worker_kind']}")
+    for i, task in enumerate(job["tasks"], 1):
+        print(f"  {i}. {task}")
+    for note in job["notes"]:
+        print(f"note: {note}")
+    print(f"follow a worker: tail -f {job['workspace']}/logs/depth_0_worker_1.log")
+    _follow_events(client, job_id)
+    doc = client.wait(job_id)
+    print()
+    print(status_table(doc))
+    print(f"\nFINAL_RESULT.md: {doc['results']['final_report']}")
+    print(f"status again:    ./check-status.sh {job_id}")
+    return EXIT_BY_STATUS.get(doc["status"], 1)
+
+
+def _follow_events(client: Any, job_id: str) -> None:
+    started = time.monotonic()
+    for event in client.events(job_id):
+        data = event["data"]
+        if event["event"] == "end":
+            return
+        who = f"depth_{data['depth']}_{data['worker']}" if data.get("worker") else f"job {data['job_id']}"
+        print(f"[{time.monotonic() - started:6.1f}s] {who:<28} {data['status']:<18} {data.get('message', '')}", flush=True)
+
+
+def cmd_check_status(args: argparse.Namespace) -> int:
+    from .api.client import OrchestratorClient
+    from .errors import ServerUnreachable
+    from .status import job_status, status_table
+    from .workspace import Workspace, root_of, validate_job_id
+
+    settings = _settings(args)
+    job_id = validate_job_id(args.job_id)
+    url = args.api_url or local_url(settings)
+    try:
+        doc = OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-", retries=0, timeout=5).status(job_id)
+        source = f"from {url}"
+    except ServerUnreachable:
+        workspace = Workspace(settings.workspace_root)
+        workspace.load_job(job_id)
+        jobs, workers = workspace.load_tree(root_of(job_id))
+        doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+        source = f"from the workspace files (no server answering at {url})"
+    print(status_table(doc))
+    print(f"({source})")
+    return 0

@@ -1,0 +1,91 @@
+"""``python -m orchestrator spawn``: start a child job from inside a worker, one line.
+
+    python -m orchestrator spawn --wait "subtask A" "subtask B"     # explicit subtasks
+    python -m orchestrator spawn --wait "Build auth, orders and payments"   # a request to split
+
+It reads the worker protocol from the environment (ORCHESTRATOR_API_URL,
+ORCHESTRATOR_API_KEY), waits by long-poll, prints the child's results
+(Markdown, or ``--json``) and exits non-zero unless the child completed.
+Imports only the standard library, requests and the client: it must start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("spawn", help="start a child job from inside a worker (and wait for it)")
+    parser.add_argument("tasks", nargs="*", metavar="TASK", help="subtasks; a single one is a request the planner splits")
+    parser.add_argument("--request", help="the child job's request (default: the subtasks joined)")
+    parser.add_argument("--wait", action="store_true", help="wait for the child job and print its results")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--workers", type=int, help="max_workers for the child job")
+    parser.add_argument("--timeout", type=float, help="default_timeout for the child's workers, seconds")
+    parser.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.set_defaults(func=cmd_spawn)
+
+
+def cmd_spawn(args: argparse.Namespace) -> int:
+    from .api.client import TERMINAL, OrchestratorClient
+    from .errors import ValidationError
+
+    if not args.tasks and not args.request:
+        raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
+    if not os.environ.get("ORCHESTRATOR_API_URL") or not os.environ.get("ORCHESTRATOR_API_KEY"):
+        raise ValidationError(
+            "spawn runs inside a worker: ORCHESTRATOR_API_URL and ORCHESTRATOR_API_KEY are set by the orchestrator "
+            "for each worker (outside a worker, use the API or `python -m orchestrator run`)"
+        )
+    if args.request:
+        request, tasks = args.request, (args.tasks or None)
+    elif len(args.tasks) == 1:
+        request, tasks = args.tasks[0], None
+    else:
+        request, tasks = "; ".join(args.tasks), args.tasks
+    config: dict[str, Any] = {}
+    if args.workers is not None:
+        config["max_workers"] = args.workers
+    if args.timeout is not None:
+        config["default_timeout"] = args.timeout
+    client = OrchestratorClient()
+    submitted = client.orchestrate(request=request, tasks=tasks, config=config or None)
+    job_id = submitted["job_id"]
+    if not args.wait:
+        print(json.dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
+        return 0
+    doc = client.wait(job_id, timeout=args.wait_timeout)
+    print(json.dumps(doc, indent=1) if args.json else markdown(doc))
+    if doc["status"] not in TERMINAL:
+        print(f"gave up waiting: job {job_id} is still {doc['status']}", file=sys.stderr)
+        return 1
+    return EXIT_BY_STATUS.get(doc["status"], 1)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The child's results as Markdown an AI worker can read back."""
+    progress = doc["progress"]
+    lines = [
+        f"## Child job {doc['job_id']}: {doc['status']}",
+        "",
+        f"{progress['succeeded']}/{progress['total']} workers succeeded at depth {doc['depth']}.",
+        f"Workspace: {doc['results']['workspace']}",
+        "",
+    ]
+    for task in doc["results"]["tasks"]:
+        lines.append(f"### {task['worker_id']}: {task['status']}")
+        lines.append(f"Task: {task['task']}")
+        if task["files_created"]:
+            lines.append(f"Files ({task['dir']}): " + ", ".join(task["files_created"][:50]))
+        if task.get("error"):
+            lines.append(f"Error: {task['error']}")
+        if task.get("output"):
+            lines.append("Output (tail):")
+            lines.append("\n".join("    " + line for line in task["output"].strip().splitlines()[-10:]))
+        lines.append("")
+    return "\n".join(lines)

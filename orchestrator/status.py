@@ -1,0 +1,143 @@
+"""The status document of a job, in the seed's output format, from records alone.
+
+Works the same on a live snapshot and on records read from disk, which is how
+``check-status.sh`` answers with the server down.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .models import JobRecord, WorkerRecord, WorkerStatus
+
+
+def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path) -> dict[str, Any]:
+    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``."""
+    by_id = {j.id: j for j in jobs}
+    job = by_id[job_id]
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for worker in workers:
+        by_job.setdefault(worker.job_id, []).append(worker)
+    own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
+    final = job_dir / "FINAL_RESULT.md"
+    level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
+    done = [w for w in own if w.status.terminal]
+    ok = [w for w in own if w.status.ok]
+    tree = _tree_totals(job, by_id, by_job)
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "request": job.request,
+        "root_job_id": job.root_id,
+        "parent_job_id": job.parent_job_id,
+        "parent_worker": job.parent_worker,
+        "depth": job.depth,
+        "planner": job.planner,
+        "config": job.config,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "duration": job.duration,
+        "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
+        "notes": job.notes,
+        "progress": {
+            "completed": len(done),
+            "total": len(own),
+            "running": sum(1 for w in own if w.status is WorkerStatus.RUNNING),
+            "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
+            "succeeded": len(ok),
+            "failed": len(done) - len(ok),
+            "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
+        },
+        "tree": tree,
+        "results": {
+            "tasks": [_task(w, by_id, by_job) for w in own],
+            "workspace": str(job_dir),
+            "final_report": str(final) if final.is_file() else None,
+            "level_report": str(level) if level.is_file() else None,
+        },
+    }
+
+
+def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "worker_id": worker.name,
+        "status": worker.status.value,
+        "task": worker.task,
+        "output": worker.output,
+        "files_created": worker.files_created,
+        "depth": worker.depth,
+        "attempts": len(worker.attempts),
+        "duration": worker.duration,
+        "exit_reason": worker.exit_reason,
+        "error": worker.error,
+        "log": worker.log_path,
+        "dir": worker.dir_path,
+        "cost_usd": worker.cost_usd,
+        "tokens_in": worker.tokens_in,
+        "tokens_out": worker.tokens_out,
+    }
+    if worker.child_job_ids:
+        entry["child_job_id"] = worker.child_job_ids[0]
+        entry["child_job_ids"] = list(worker.child_job_ids)
+        results: list[dict[str, Any]] = []
+        for child_id in worker.child_job_ids:
+            child = by_id.get(child_id)
+            for sub in sorted(by_job.get(child_id, []), key=lambda w: w.index):
+                item = _task(sub, by_id, by_job)
+                item["job_id"] = child_id
+                item["job_status"] = child.status.value if child else None
+                results.append(item)
+        entry["child_results"] = results
+    return entry
+
+
+def _tree_totals(job: JobRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]]) -> dict[str, Any]:
+    """Counts and cost over this job and every job below it."""
+    ids = [job.id]
+    i = 0
+    while i < len(ids):
+        for worker in by_job.get(ids[i], []):
+            ids.extend(c for c in worker.child_job_ids if c in by_id)
+        i += 1
+    workers = [w for jid in ids for w in by_job.get(jid, [])]
+    costs = [w.cost_usd for w in workers if w.cost_usd is not None]
+    return {
+        "jobs": len(ids),
+        "workers": len(workers),
+        "completed": sum(1 for w in workers if w.status.terminal),
+        "succeeded": sum(1 for w in workers if w.status.ok),
+        "max_depth": max((by_id[j].depth for j in ids), default=job.depth),
+        "cost_usd": round(sum(costs), 6) if costs else None,
+    }
+
+
+def status_table(doc: dict[str, Any]) -> str:
+    """A plain-text table for terminals (check-status.sh, ``orchestrator status``)."""
+    lines = [
+        f"job {doc['job_id']}  {doc['status'].upper()}  depth {doc['depth']}",
+        f"request: {doc['request'][:200]}",
+        f"progress: {doc['progress']['completed']}/{doc['progress']['total']} workers done, "
+        f"success rate {doc['progress']['success_rate'] * 100:.0f}%",
+        "",
+        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  FILES  TASK",
+    ]
+    for row in _flatten(doc["results"]["tasks"], indent=0):
+        lines.append(row)
+    lines.append("")
+    lines.append(f"workspace: {doc['results']['workspace']}")
+    if doc["results"]["final_report"]:
+        lines.append(f"report:    {doc['results']['final_report']}")
+    return "\n".join(lines)
+
+
+def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
+    rows = []
+    for task in tasks:
+        duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
+        name = ("  " * indent + task["worker_id"])[:22]
+        summary = task["task"].replace("\n", " ")[:60]
+        rows.append(f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}")
+        if task.get("child_results"):
+            rows.extend(_flatten(task["child_results"], indent + 1))
+    return rows

@@ -1,0 +1,365 @@
+"""The on-disk layout of job trees. No other module builds a path in the workspace.
+
+    workspace/job_<root>/
+        depth_<d>/worker_<name>/        a worker's directory (its cwd)
+        depth_<d>/worker_<name>_recursive -> worker_<name>   (marker: it started child jobs)
+        depth_<d>/LEVEL_<d>_REPORT.md
+        logs/orchestrator.log           job-tree events, one line each
+        logs/depth_<d>_<worker>.log     a worker's stdout+stderr, every attempt
+        reports/                        aggregated reports and pictures
+        state/jobs/<job id>.json        job records (the orchestrator's bookkeeping)
+        state/workers/depth_<d>_<worker>.json
+        state/prompts/depth_<d>_<worker>.txt
+        FINAL_RESULT.md
+
+Bookkeeping lives under ``state/``, never in a worker's directory, so
+``files_created`` can list everything a worker directory holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
+from .models import JobRecord, WorkerRecord
+
+ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
+JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
+WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
+MAX_FILES_LISTED = 10_000
+
+
+def new_root_id() -> str:
+    return secrets.token_hex(6)
+
+
+def child_job_id(root_id: str, number: int) -> str:
+    """Child ids carry their root, so any job's folder is found without an index."""
+    return f"{root_id}-c{number}"
+
+
+def validate_job_id(job_id: object) -> str:
+    """Return the id if it is one of ours, else raise InvalidId (ids become paths)."""
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        shown = repr(job_id)[:80]
+        raise InvalidId(f"invalid job id {shown}: expected 12 hex digits, optionally followed by -c<number> (e.g. 3f9a2c7b1d0e or 3f9a2c7b1d0e-c2)")
+    return job_id
+
+
+def validate_worker_name(name: object) -> str:
+    if not isinstance(name, str) or not WORKER_NAME_RE.fullmatch(name):
+        shown = repr(name)[:80]
+        raise InvalidId(f"invalid worker id {shown}: expected worker_<n>[_<n>...], e.g. worker_2 or worker_2_1")
+    return name
+
+
+def root_of(job_id: str) -> str:
+    match = JOB_ID_RE.fullmatch(validate_job_id(job_id))
+    assert match is not None
+    return match.group("root")
+
+
+def worker_key(depth: int, name: str) -> str:
+    return f"depth_{depth}_{name}"
+
+
+def parse_worker_ref(ref: str) -> tuple[int | None, str]:
+    """``depth_1_worker_2_1`` -> (1, "worker_2_1"); ``worker_2_1`` -> (None, "worker_2_1")."""
+    match = re.fullmatch(r"depth_([0-9]{1,3})_(.+)", ref or "")
+    if match:
+        return int(match.group(1)), validate_worker_name(match.group(2))
+    return None, validate_worker_name(ref)
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write via a temp file in the same folder and rename, so no reader sees half a file.
+
+    With ``durable`` the file and then its folder are fsynced, so the rename
+    survives a crash of the machine too, not just of the process.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress_os():
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+class Workspace:
+    """The job trees under one workspace root."""
+
+    def __init__(self, root: Path | str, *, durable: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.durable = durable
+
+    # -- layout -------------------------------------------------------------
+    def job_dir(self, root_id: str) -> Path:
+        if not ROOT_ID_RE.fullmatch(root_id):
+            raise InvalidId(f"invalid root job id {root_id!r}")
+        return self.root / f"job_{root_id}"
+
+    def depth_dir(self, root_id: str, depth: int) -> Path:
+        return self.job_dir(root_id) / f"depth_{int(depth)}"
+
+    def worker_dir(self, root_id: str, depth: int, name: str) -> Path:
+        return self.depth_dir(root_id, depth) / validate_worker_name(name)
+
+    def recursive_marker(self, root_id: str, depth: int, name: str) -> Path:
+        return self.depth_dir(root_id, depth) / f"{validate_worker_name(name)}_recursive"
+
+    def logs_dir(self, root_id: str) -> Path:
+        return self.job_dir(root_id) / "logs"
+
+    def worker_log(self, root_id: str, depth: int, name: str) -> Path:
+        return self.logs_dir(root_id) / f"{worker_key(depth, validate_worker_name(name))}.log"
+
+    def orchestrator_log(self, root_id: str) -> Path:
+        return self.logs_dir(root_id) / "orchestrator.log"
+
+    def reports_dir(self, root_id: str) -> Path:
+        return self.job_dir(root_id) / "reports"
+
+    def level_report(self, root_id: str, depth: int) -> Path:
+        return self.depth_dir(root_id, depth) / f"LEVEL_{int(depth)}_REPORT.md"
+
+    def final_report(self, root_id: str) -> Path:
+        return self.job_dir(root_id) / "FINAL_RESULT.md"
+
+    def state_dir(self, root_id: str) -> Path:
+        return self.job_dir(root_id) / "state"
+
+    def job_record_path(self, job_id: str) -> Path:
+        return self.state_dir(root_of(job_id)) / "jobs" / f"{job_id}.json"
+
+    def worker_record_path(self, root_id: str, depth: int, name: str) -> Path:
+        return self.state_dir(root_id) / "workers" / f"{worker_key(depth, validate_worker_name(name))}.json"
+
+    def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
+        return self.state_dir(root_id) / "prompts" / f"{worker_key(depth, validate_worker_name(name))}.txt"
+
+    def relative(self, root_id: str, path: Path) -> str:
+        """A path inside a job folder, relative to it (portable in reports and records)."""
+        return str(path.relative_to(self.job_dir(root_id)))
+
+    def contains(self, path: Path) -> bool:
+        """True when ``path`` resolves inside the workspace root (symlinks followed)."""
+        try:
+            path.resolve().relative_to(self.root)
+        except (ValueError, OSError):
+            return False
+        return True
+
+    # -- creation -----------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail early, with the fix, when the workspace cannot take a job."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as exc:
+            raise WorkspaceError(
+                f"workspace {self.root} is not writable ({exc.strerror or exc}). "
+                "Fix its permissions or free disk space, or set orchestrator.workspace_root in config.yaml.",
+                path=str(self.root),
+            ) from None
+
+    def create_job_tree(self, root_id: str) -> Path:
+        """Make a new root job's folders; on failure remove what was made."""
+        job_dir = self.job_dir(root_id)
+        try:
+            job_dir.mkdir(parents=True, exist_ok=False)
+            for sub in ("logs", "reports", "state/jobs", "state/workers", "state/prompts"):
+                (job_dir / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise WorkspaceError(
+                f"cannot create job folder {job_dir}: {exc.strerror or exc}. "
+                "Check the workspace's permissions and free space (orchestrator.workspace_root).",
+            ) from None
+        return job_dir
+
+    def remove_job_tree(self, root_id: str) -> None:
+        shutil.rmtree(self.job_dir(root_id), ignore_errors=True)
+
+    def create_worker_dir(self, root_id: str, depth: int, name: str) -> Path:
+        path = self.worker_dir(root_id, depth, name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def mark_recursive(self, root_id: str, depth: int, name: str) -> None:
+        """A visible marker beside the worker's folder; the folder itself is not renamed (it is a cwd)."""
+        marker = self.recursive_marker(root_id, depth, name)
+        with _suppress_os():
+            marker.symlink_to(name, target_is_directory=True)
+
+    # -- records ------------------------------------------------------------
+    def save_job(self, job: JobRecord) -> None:
+        self._write_json(self.job_record_path(job.id), job.to_dict())
+
+    def save_worker(self, worker: WorkerRecord) -> None:
+        self._write_json(self.worker_record_path(worker.root_id, worker.depth, worker.name), worker.to_dict())
+
+    def load_job(self, job_id: str) -> JobRecord:
+        path = self.job_record_path(validate_job_id(job_id))
+        try:
+            return JobRecord.from_dict(read_json(path))
+        except FileNotFoundError:
+            raise JobNotFound(f"job {job_id} not found in {self.root}") from None
+
+    def load_worker(self, root_id: str, depth: int, name: str) -> WorkerRecord:
+        path = self.worker_record_path(root_id, depth, name)
+        try:
+            return WorkerRecord.from_dict(read_json(path))
+        except FileNotFoundError:
+            raise WorkerNotFound(f"worker {worker_key(depth, name)} not found in job tree {root_id}") from None
+
+    def load_tree(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        """Every job and worker record of a root's tree (temp files ignored)."""
+        state = self.state_dir(root_id)
+        jobs = [JobRecord.from_dict(read_json(p)) for p in _records(state / "jobs")]
+        workers = [WorkerRecord.from_dict(read_json(p)) for p in _records(state / "workers")]
+        jobs.sort(key=lambda j: (j.depth, j.created_at, j.id))
+        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
+        return jobs, workers
+
+    def root_ids(self) -> list[str]:
+        """Every root job folder in the workspace, newest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in os.scandir(self.root):
+            if entry.name.startswith("job_") and ROOT_ID_RE.fullmatch(entry.name[4:]) and entry.is_dir(follow_symlinks=False):
+                found.append((entry.stat().st_mtime, entry.name[4:]))
+        return [root for _, root in sorted(found, reverse=True)]
+
+    def files_in(self, directory: Path) -> list[str]:
+        """Files under a worker directory, relative to it; links are listed, never followed."""
+        found: list[str] = []
+        if not directory.is_dir():
+            return found
+        for base, dirs, files in os.walk(directory, followlinks=False):
+            rel = os.path.relpath(base, directory)
+            for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(base, d))):
+                found.append(name if rel == "." else os.path.join(rel, name))
+                if len(found) >= MAX_FILES_LISTED:
+                    return sorted(found)
+            dirs.sort()
+        return sorted(found)
+
+    def append_line(self, path: Path, line: str) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line if line.endswith("\n") else line + "\n")
+
+    def log_event(self, root_id: str, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        self.append_line(self.orchestrator_log(root_id), f"{stamp} {message}")
+
+    def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
+        """The last lines of a log, reading at most ``max_bytes`` from its end."""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - max_bytes))
+                data = handle.read()
+        except FileNotFoundError:
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def read_from(self, path: Path, offset: int, max_bytes: int) -> str:
+        """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end)."""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(offset, size - max_bytes))
+                data = handle.read()
+        except FileNotFoundError:
+            return ""
+        return data.decode("utf-8", errors="replace")
+
+    def write_text(self, path: Path, text: str) -> None:
+        self._write_bytes(path, text.encode("utf-8"))
+
+    def _write_json(self, path: Path, data: dict[str, Any]) -> None:
+        self._write_bytes(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
+
+    def _write_bytes(self, path: Path, data: bytes) -> None:
+        try:
+            atomic_write(path, data, durable=self.durable)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
+
+
+def _records(folder: Path) -> Iterator[Path]:
+    if not folder.is_dir():
+        return iter(())
+    return (folder / e.name for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _suppress_os:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        return exc_type is not None and issubclass(exc_type, OSError)
+
+
+def read_served(workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20) -> tuple[bytes, int]:
+    """Read a log or report for the API without following a link a worker may have planted:
+    the path must resolve inside the workspace and the file itself is opened with O_NOFOLLOW.
+    Returns (data, size of the file)."""
+    if not workspace.contains(path.parent):
+        raise WorkspaceError(f"refusing to serve {path.name}: it is outside the workspace")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return b"", 0
+    except OSError as exc:
+        raise WorkspaceError(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if tail_lines:
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+            lines = data.splitlines(keepends=True)[-tail_lines:]
+            return b"".join(lines), size
+        start = min(offset, size)
+        handle.seek(max(start, size - max_bytes) if offset == 0 else start)
+        return handle.read(max_bytes), size

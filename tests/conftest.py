@@ -1,0 +1,63 @@
+"""Shared fixtures: a settings object on a temp workspace, an engine, the fake CLI."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAKE_CLI = str(FIXTURES / "fake_cli.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(tmp_path: Path, **sections):
+    """Settings on a temp workspace, fast timings, and any section overrides."""
+    overrides = {
+        "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
+        "simulated": {"duration": 0.05},
+        "orchestrator": {"worker": "simulated"},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return load_settings(base_dir=tmp_path, environ={}, overrides=overrides)
+
+
+def fake_command(*args: str) -> list[str]:
+    """An argv template running the fake CLI; by default the subtask picks the mode."""
+    return [sys.executable, FAKE_CLI, *(args or ("{task}",))]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def make_engine(tmp_path):
+    engines = []
+
+    def factory(**sections):
+        engine = Engine(make_settings(tmp_path, **sections))
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.shutdown(timeout=10)
+
+
+@pytest.fixture
+def engine(make_engine):
+    return make_engine()
+
+
+def run_job(engine, request="job", tasks=None, config=None, timeout=60):
+    """Submit and wait; fail the test if the job does not end in time."""
+    job = engine.submit(request, config, tasks)
+    done = engine.wait(job.id, timeout)
+    assert done.status.terminal, f"job {job.id} still {done.status.value} after {timeout}s"
+    return done

@@ -1,0 +1,223 @@
+"""The job engine with real subprocesses and real files."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from orchestrator.errors import ConfigError, Conflict, ValidationError
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.runner import ProcessRunner
+
+from .conftest import fake_command, run_job
+
+pytestmark = pytest.mark.slow
+
+
+def workers_of(engine, job):
+    _, workers = engine.snapshot(job.root_id)
+    return {w.name: w for w in workers if w.job_id == job.id}
+
+
+def test_simulated_job_builds_the_workspace_layout(engine):
+    # Given a request the planner splits into three
+    job = run_job(engine, "Build a REST API with authentication, user management, and data CRUD operations")
+    # Then every worker succeeded and the tree has the documented shape
+    assert job.status is JobStatus.COMPLETED
+    root = engine.workspace.job_dir(job.id)
+    assert sorted(job.worker_names) == ["worker_1", "worker_2", "worker_3"]
+    for name in job.worker_names:
+        assert (root / "depth_0" / name).is_dir()
+        assert (root / "logs" / f"depth_0_{name}.log").read_text().count("===== attempt 1/") == 1
+    assert (root / "depth_0" / "LEVEL_0_REPORT.md").is_file()
+    assert (root / "FINAL_RESULT.md").is_file()
+    assert "job " in (root / "logs" / "orchestrator.log").read_text()
+
+
+def test_files_created_lists_only_the_workers_own_files(engine):
+    job = run_job(engine, "x", tasks=["Write the parser"])
+    worker = workers_of(engine, job)["worker_1"]
+    assert worker.files_created == ["write_the_parser.md"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert "RESULT: wrote write_the_parser.md" in worker.output
+
+
+def test_records_on_disk_match_memory_and_are_valid_json(engine):
+    job = run_job(engine, "x", tasks=["a", "b"])
+    state = engine.workspace.state_dir(job.id)
+    files = list(state.rglob("*.json"))
+    assert len(files) == 3  # one job, two workers
+    for path in files:
+        json.loads(path.read_text())
+    assert not list(state.rglob("*.tmp")), "no temp file may be left behind"
+    on_disk = engine.workspace.load_job(job.id)
+    assert on_disk.status is JobStatus.COMPLETED and on_disk.worker_names == ["worker_1", "worker_2"]
+
+
+def test_command_kind_logs_stdout_and_stderr_of_every_attempt(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job = run_job(engine, "x", tasks=["fail 3"], config={"max_retries": 2})
+    worker = workers_of(engine, job)["worker_1"]
+    log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text()
+    assert worker.status is WorkerStatus.FAILED
+    assert len(worker.attempts) == 3
+    assert [a.exit_code for a in worker.attempts] == [3, 3, 3]
+    assert log.count("about to fail") == 3 and log.count("fatal: something broke") == 3
+    for n in (1, 2, 3):
+        assert f"===== attempt {n}/3 started" in log
+    assert worker.error == "fatal: something broke"
+    assert job.status is JobStatus.FAILED
+
+
+def test_retries_back_off_and_then_succeed(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()},
+                         workers={"retry_backoff": 0.2, "retry_backoff_max": 5})
+    job = run_job(engine, "x", tasks=["flaky 2"], config={"max_retries": 3})
+    worker = workers_of(engine, job)["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [a.exit_code for a in worker.attempts] == [1, 1, 0]
+    gaps = [b.started_at - a.ended_at for a, b in zip(worker.attempts, worker.attempts[1:])]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # exponential: 0.2 then 0.4, jitter only adds
+    assert gaps[1] < 2.0
+
+
+def test_partial_when_some_workers_fail(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job = run_job(engine, "x", tasks=["ok", "fail 2", "ok 2"], config={"max_retries": 0})
+    assert job.status is JobStatus.PARTIAL
+    statuses = {n: w.status for n, w in workers_of(engine, job).items()}
+    assert statuses == {"worker_1": WorkerStatus.SUCCESS, "worker_2": WorkerStatus.FAILED, "worker_3": WorkerStatus.SUCCESS}
+
+
+def test_hung_worker_ignoring_sigterm_times_out_via_sigkill_and_leaves_nothing(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.5})
+    started = time.monotonic()
+    job = run_job(engine, "x", tasks=["ignore-term"], config={"default_timeout": 1, "max_retries": 2})
+    took = time.monotonic() - started
+    worker = workers_of(engine, job)["worker_1"]
+    assert worker.status is WorkerStatus.TIMEOUT
+    assert len(worker.attempts) == 1, "a timeout is not retried by default"
+    assert worker.attempts[0].kill_rung == "SIGKILL" and worker.attempts[0].end_reason == "timeout"
+    assert 1.5 <= took < 6
+    assert ProcessRunner().tagged(engine._live[(job.id, worker.key)].tag) == []
+
+
+def test_hung_worker_that_obeys_sigterm_ends_on_the_first_rung(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 3})
+    job = run_job(engine, "x", tasks=["hang"], config={"default_timeout": 0.5})
+    attempt = workers_of(engine, job)["worker_1"].attempts[0]
+    assert attempt.kill_rung == "SIGTERM" and attempt.signal == 15
+
+
+def test_double_forked_grandchild_is_swept_after_timeout(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.3})
+    job = run_job(engine, "x", tasks=["grandchild"], config={"default_timeout": 1.5})
+    worker = workers_of(engine, job)["worker_1"]
+    pid_file = engine.workspace.job_dir(job.id) / worker.dir_path / "grandchild.pid"
+    grandchild = int(pid_file.read_text())
+    assert worker.status is WorkerStatus.TIMEOUT
+    assert not _alive(grandchild), "the setsid double-forked grandchild must not survive"
+    assert ProcessRunner().tagged(engine._live[(job.id, worker.key)].tag) == []
+
+
+def test_killed_by_sigkill_is_not_retried(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job = run_job(engine, "x", tasks=["selfkill"], config={"max_retries": 3})
+    worker = workers_of(engine, job)["worker_1"]
+    assert len(worker.attempts) == 1
+    assert worker.attempts[0].signal == 9 and worker.status is WorkerStatus.FAILED
+    assert "SIGKILL" in worker.exit_reason
+
+
+def test_missing_command_fails_at_once_naming_the_config_key(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": ["definitely-not-a-cli-xyz", "{prompt}"]})
+    job = run_job(engine, "x", tasks=["a"], config={"max_retries": 3})
+    worker = workers_of(engine, job)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
+    assert "No such file or directory: definitely-not-a-cli-xyz" in worker.error
+    assert "orchestrator.command" in worker.error
+
+
+def test_max_workers_bounds_concurrency(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job = run_job(engine, "x", tasks=["sleep 0.4"] * 6, config={"max_workers": 2})
+    spans = sorted((w.attempts[0].started_at, w.attempts[0].ended_at) for w in workers_of(engine, job).values())
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert peak == 2
+    assert job.status is JobStatus.COMPLETED
+
+
+def test_prompt_reaches_the_command_as_one_argv_element(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command("args", "{task}", "--", "{worker_dir}")})
+    nasty = "say \"hi\"; rm -rf x $(touch pwned) `id` --help\nsecond line"
+    job = run_job(engine, "x", tasks=[nasty])
+    worker = workers_of(engine, job)["worker_1"]
+    wdir = engine.workspace.job_dir(job.id) / worker.dir_path
+    lines = [json.loads(line) for line in worker.output.splitlines()]
+    assert lines == [" ".join(nasty.split()), "--", str(wdir)]  # explicit tasks are whitespace-normalised
+    assert not (wdir / "pwned").exists()
+
+
+def test_worker_environment_carries_the_protocol(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command("env")})
+    job = run_job(engine, "x", tasks=["a"])
+    worker = workers_of(engine, job)["worker_1"]
+    env = json.loads(worker.output)
+    assert env["ORCHESTRATOR_JOB_ID"] == job.id and env["ORCHESTRATOR_WORKER_ID"] == "worker_1"
+    assert env["ORCHESTRATOR_DEPTH"] == "0" and env["ORCHESTRATOR_MAX_DEPTH"] == "3"
+    assert env["ORCHESTRATOR_WORKER_DIR"].endswith("depth_0/worker_1")
+    assert env["ORCHESTRATOR_TAG"].startswith(f"{job.id}.depth_0_worker_1.")
+
+
+def test_cancel_kills_running_workers_and_skips_pending(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job = engine.submit("x", {"max_workers": 1}, ["hang", "ok"])
+    _wait_for(lambda: workers_of(engine, job)["worker_1"].attempts)
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 10)
+    assert done.status is JobStatus.CANCELLED
+    statuses = {n: w.status for n, w in workers_of(engine, job).items()}
+    assert statuses == {"worker_1": WorkerStatus.CANCELLED, "worker_2": WorkerStatus.SKIPPED}
+    with pytest.raises(Conflict, match="already cancelled"):
+        engine.cancel(job.id)
+
+
+def test_bad_requests_are_refused_and_leave_no_job_folder(engine):
+    cases = [("", None, None, "empty"), ("   \n", None, None, "empty"), (42, None, None, "string"),
+             ("x" * 20001, None, None, "limit"), ("x", {"max_workers": 0}, None, "out of range"),
+             ("x", {"max_workers": -1}, None, "out of range"), ("x", {"max_workers": 10**6}, None, "out of range"),
+             ("x", {"max_workers": "5"}, None, "wrong type"), ("x", {"worker": "nope"}, None, "not allowed"),
+             ("x", {"bogus": 1}, None, "unknown config key"), ("x", None, [], "non-empty list"),
+             ("x", None, ["ok", ""], r"tasks\[1\]"), ("x", {"max_workers": 17}, None, "above this server's limit")]
+    for request, config, tasks, message in cases:
+        with pytest.raises((ValidationError, ConfigError), match=message):
+            engine.submit(request, config, tasks)
+    assert engine.workspace.root_ids() == []
+
+
+def test_unwritable_workspace_is_a_clear_error(make_engine, tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file, not a folder")
+    engine = make_engine(orchestrator={"workspace_root": str(blocker / "ws")})
+    with pytest.raises(Exception, match="not writable"):
+        engine.submit("x")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] not in ("Z", "X")
+
+
+def _wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")

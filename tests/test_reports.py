@@ -1,0 +1,352 @@
+"""LEVEL_<n>_REPORT.md and FINAL_RESULT.md: content, valid Markdown, overridable templates."""
+from __future__ import annotations
+
+import re
+
+import jinja2
+import pytest
+
+from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.reports import render, render_final_report, render_level_report
+from orchestrator.reports.markdown import (
+    duration,
+    iso,
+    md_cell,
+    md_code_block,
+    md_inline_code,
+    md_link,
+)
+
+T = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+NASTY = "fix | the `parser`\n# not a heading\n```\n<b>bold</b> \\| end"
+NASTY_OUTPUT = "done\n```python\nprint('|')\n```\n# also not a heading"
+
+
+def make_job(job_id, depth=0, *, start=0.0, end=30.0, status=JobStatus.COMPLETED, **kw):
+    return JobRecord(
+        id=job_id,
+        root_id="r1",
+        request=kw.pop("request", f"request of {job_id}"),
+        depth=depth,
+        status=status,
+        created_at=T + start,
+        started_at=T + start,
+        ended_at=None if end is None else T + end,
+        **kw,
+    )
+
+
+def make_worker(job_id, name, depth, start, end, status=WorkerStatus.SUCCESS, index=1, **kw):
+    return WorkerRecord(
+        job_id=job_id,
+        root_id="r1",
+        name=name,
+        index=index,
+        depth=depth,
+        task=kw.pop("task", f"task of {name}"),
+        kind="simulated",
+        status=status,
+        attempts=[Attempt(1, T + start, None if end is None else T + end)],
+        started_at=T + start,
+        ended_at=None if end is None else T + end,
+        log_path=f"logs/depth_{depth}_{name}.log",
+        dir_path=f"depth_{depth}/{name}",
+        **kw,
+    )
+
+
+@pytest.fixture
+def tree():
+    """A root job with three depth-0 workers; worker_1 started a child job with two workers."""
+    root = make_job("r1", status=JobStatus.PARTIAL, request=NASTY, notes=["max_workers lowered to 2"])
+    child = make_job("r1.1", 1, start=5, end=20, parent_job_id="r1", parent_worker="worker_1")
+    workers = [
+        make_worker("r1", "worker_1", 0, 0, 25, WorkerStatus.RECURSIVE_SUCCESS,
+                    files_created=["app.py", "docs/README.md"], output=NASTY_OUTPUT,
+                    child_job_ids=["r1.1"]),
+        make_worker("r1", "worker_2", 0, 0, 10, WorkerStatus.FAILED, index=2, task=NASTY,
+                    exit_reason="exit code 3 | bad", error="boom\nTraceback"),
+        make_worker("r1", "worker_3", 0, 0, 30, WorkerStatus.TIMEOUT, index=3,
+                    exit_reason="timed out after 30s (SIGKILL)"),
+        make_worker("r1.1", "worker_1_1", 1, 5, 15, files_created=["lib|`x`.py"]),
+        make_worker("r1.1", "worker_1_2", 1, 6, 20, index=2),
+    ]
+    tails = {"depth_0_worker_2": "step 1\n```\nValueError: bad | input\n"}
+    return root, [root, child], workers, tails
+
+
+def final(tree, **kw):
+    root, jobs, workers, tails = tree
+    return render_final_report(root, jobs, workers, log_tails=tails, now=T + 30, **kw)
+
+
+def level(tree, depth, **kw):
+    root, jobs, workers, tails = tree
+    return render_level_report(depth, root, jobs, workers, log_tails=tails, now=T + 30, **kw)
+
+
+def split_cells(line):
+    """Cells of a GFM table row: a backslash escapes the next character, ``|`` splits."""
+    body = line.strip()[1:-1]
+    cells, current, i = [], "", 0
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body):
+            current += body[i : i + 2]
+            i += 2
+            continue
+        if body[i] == "|":
+            cells.append(current.strip())
+            current = ""
+        else:
+            current += body[i]
+        i += 1
+    return cells + [current.strip()]
+
+
+def prose_lines(markdown):
+    """Lines outside fenced code blocks."""
+    fence = None
+    for line in markdown.splitlines():
+        run = re.match(r"^(`{3,})", line)
+        if fence is None and run:
+            fence = run.group(1)
+        elif fence is not None and line.strip() == "`" * len(line.strip()) and len(line.strip()) >= len(fence):
+            fence = None
+        elif fence is None:
+            yield line
+
+
+def tables(markdown):
+    """Every table outside code blocks, as a list of rows of cells (header first)."""
+    found, current = [], []
+    for line in list(prose_lines(markdown)) + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            found.append(current)
+            current = []
+    return [[split_cells(line) for line in table] for table in found]
+
+
+def table_with(markdown, first_header):
+    return next(t for t in tables(markdown) if t[0][0] == first_header)
+
+
+def code_blocks(markdown):
+    return [m.group(2) for m in re.finditer(r"^(`{3,})\w*\n(.*?)^\1$", markdown, re.M | re.S)]
+
+
+def assert_tables_are_rectangular(markdown):
+    for table in tables(markdown):
+        assert re.fullmatch(r"-+:?", table[1][0].strip(":")), table[1]
+        assert {len(row) for row in table} == {len(table[0])}, table
+
+
+def test_final_report_lists_every_worker_of_the_tree(tree):
+    text = final(tree)
+    rows = table_with(text, "Depth")[2:]
+    assert len(rows) == 5
+    for w in tree[2]:
+        assert f"]({w.dir_path})" in text
+        assert w.key in text
+
+
+def test_level_report_lists_only_the_workers_at_its_depth(tree):
+    text0, text1 = level(tree, 0), level(tree, 1)
+    assert len(table_with(text0, "Worker")[2:]) == 3
+    assert len(table_with(text1, "Worker")[2:]) == 2
+    for w in tree[2]:
+        # Links climb out of depth_<n>/, where the level report lives.
+        mine, other = (text0, text1) if w.depth == 0 else (text1, text0)
+        assert f"](../{w.dir_path})" in mine
+        assert w.dir_path not in other
+
+
+def test_level_report_shows_the_jobs_at_its_depth(tree):
+    jobs = table_with(level(tree, 1), "Job")
+    assert jobs[2][:4] == ["`r1.1`", "`r1`", "worker_1", "completed"]
+    assert "# Level 1 report" in level(tree, 1)
+
+
+def test_final_report_counts_and_success_rate(tree):
+    outcome = dict(row[:2] for row in table_with(final(tree), "Measure")[2:])
+    assert outcome["Workers"] == "5 total, 3 succeeded, 2 failed"
+    assert outcome["Success rate"] == "60.0%"
+    assert outcome["Wall time"].startswith("30.0s")
+    assert outcome["Status"] == "**partial**"
+
+
+def test_special_characters_do_not_break_tables(tree):
+    for text in (final(tree), level(tree, 0), level(tree, 1)):
+        assert_tables_are_rectangular(text)
+        for line in prose_lines(text):
+            assert not line.startswith(("# not a heading", "# also", "<b>"))
+
+
+def test_special_characters_survive_in_cells(tree):
+    row = table_with(level(tree, 0), "Worker")[3]
+    assert row[2] == r"fix \| the \`parser\` # not a heading \`\`\` &lt;b>bold&lt;/b> \\\| end"
+    assert row[6] == r"exit code 3 \| bad"
+
+
+def test_request_and_output_keep_their_backticks_in_code_blocks(tree):
+    blocks = code_blocks(final(tree))
+    assert NASTY in blocks[0]
+    assert NASTY_OUTPUT + "\n" in blocks
+
+
+def test_failures_show_log_tail_and_log_path(tree):
+    text = final(tree)
+    failures = text.split("## Failures")[1].split("## Execution timeline")[0]
+    assert "### depth_0_worker_2: failed" in failures
+    assert "[`logs/depth_0_worker_2.log`](logs/depth_0_worker_2.log)" in failures
+    assert "step 1\n```\nValueError: bad | input\n" in code_blocks(failures)
+    # A timeout without a tail still names its log.
+    assert "### depth_0_worker_3: timeout" in failures
+    assert "(logs/depth_0_worker_3.log)" in failures
+    assert "No log tail available." in failures
+    assert "worker_1_1" not in failures
+
+
+def test_level_report_failure_links_climb_out_of_its_folder(tree):
+    text = level(tree, 0)
+    assert "(../logs/depth_0_worker_2.log)" in text
+    assert "ValueError: bad | input" in text
+    assert "No worker failed at this depth." in level(tree, 1)
+
+
+def test_files_created_are_traced_to_their_worker(tree):
+    lines = final(tree).splitlines()
+    assert "- `depth_0_worker_1` → [`depth_0/worker_1/app.py`](depth_0/worker_1/app.py)" in lines
+    assert "- `depth_0_worker_1` → [`depth_0/worker_1/docs/README.md`](depth_0/worker_1/docs/README.md)" in lines
+    assert "- `depth_1_worker_1_1` → [``depth_1/worker_1_1/lib|`x`.py``](depth_1/worker_1_1/lib%7C%60x%60.py)" in lines
+
+
+def test_level_report_lists_files_in_the_worker_row(tree):
+    row = table_with(level(tree, 0), "Worker")[2]
+    assert row[7] == "2: [`app.py`](../depth_0/worker_1/app.py), [`docs/README.md`](../depth_0/worker_1/docs/README.md)"
+
+
+def test_child_jobs_name_the_worker_that_started_them(tree):
+    child = table_with(final(tree), "Job")[2]
+    assert child[0] == "`r1.1`"
+    assert child[2] == "worker_1 of `r1`"
+    assert child[5] == "2: worker_1_1 success, worker_1_2 success"
+
+
+def test_timeline_and_performance(tree):
+    text = final(tree)
+    timeline = text.split("## Execution timeline")[1]
+    assert "depth_0_worker_3   |████████████████████████████████████████|" in code_blocks(timeline)[0]
+    perf = dict(row[:2] for row in table_with(text.split("## Performance")[1], "Measure")[2:])
+    # busy = 25 + 10 + 30 + 10 + 14 = 89s over wall 30s with 5 running at t=6
+    assert perf["Busy worker time"] == "1m 29s"
+    assert perf["Peak concurrency"] == "5"
+    assert perf["Parallel efficiency"].startswith("59.3%")
+    assert perf["Slowest worker (bottleneck)"] == "`depth_0_worker_3`, 30.0s"
+    assert perf["Level that waited longest"] == "depth 0, 30.0s"
+
+
+def test_running_workers_count_up_to_now(tree):
+    root, jobs, workers, tails = tree
+    workers[4] = make_worker("r1.1", "worker_1_2", 1, 6, None, WorkerStatus.RUNNING, index=2)
+    text = render_final_report(root, jobs, workers, log_tails=tails, now=T + 26)
+    row = table_with(text, "Depth")[-1]
+    assert (row[4], row[5]) == ("running", "20.0s")
+
+
+def test_notes_errors_and_generated_time(tree):
+    root, jobs, workers, tails = tree
+    jobs[1].error = "child | failed"
+    text = render_final_report(root, jobs, workers, log_tails=tails, now=T)
+    assert "- Job `r1`: max_workers lowered to 2" in text
+    assert r"- Job `r1.1` error: child \| failed" in text
+    assert "Generated at 2023-11-14T22:13:20Z" in text
+
+
+def test_cost_and_tokens_appear_only_when_known(tree):
+    assert "Cost" not in table_with(final(tree), "Depth")[0]
+    assert "## Cost and tokens" not in final(tree)
+    tree[2][0].cost_usd, tree[2][0].tokens_in = 0.5, 1200
+    text = final(tree)
+    assert table_with(text, "Depth")[0][-2:] == ["Cost", "Tokens in / out"]
+    assert "- Cost: $0.5000 (reported by 1 of 5 workers)" in text
+    assert "- Tokens in: 1,200" in text
+    assert_tables_are_rectangular(text)
+
+
+def test_empty_tree_renders_both_reports():
+    root = make_job("r1", status=JobStatus.FAILED, end=1, error="planner failed")
+    text = render_final_report(root, [root], [], log_tails={}, now=T + 1)
+    assert "No workers ran." in text and "No attempt has started." in text
+    assert "No worker failed." in text
+    assert_tables_are_rectangular(text)
+    assert "No workers at this depth." in render_level_report(0, root, [root], [], log_tails={}, now=T)
+
+
+def test_templates_dir_overrides_the_packaged_template(tree, tmp_path):
+    (tmp_path / "level_report.md.j2").write_text("custom level {{ depth }} of {{ root.id }}\n")
+    assert level(tree, 1, templates_dir=tmp_path) == "custom level 1 of r1\n"
+    # Templates missing from the override folder still come from the package.
+    assert final(tree, templates_dir=tmp_path).startswith("# Final result: job `r1`")
+
+
+def test_a_missing_variable_is_an_error(tmp_path):
+    (tmp_path / "broken.md.j2").write_text("{{ no_such_field }}")
+    with pytest.raises(jinja2.UndefinedError):
+        render("broken.md.j2", tmp_path)
+
+
+def test_a_thousand_worker_report_renders():
+    root = make_job("r1", end=2000)
+    workers = [make_worker("r1", f"worker_{i}", 0, i, i + 50, index=i) for i in range(1, 1001)]
+    text = render_final_report(root, [root], workers, log_tails={}, now=T + 2000)
+    assert len(table_with(text, "Depth")) == 1002
+    assert "depth_0_worker_1000" in text
+
+
+def test_md_cell_escapes_and_truncates():
+    assert md_cell("a | b\n\n c") == r"a \| b c"
+    assert md_cell("`x` <y>") == r"\`x\` &lt;y>"
+    assert md_cell("# title") == r"\# title"
+    assert md_cell("1. item") == r"1\. item"
+    assert md_cell(r"a\|b") == r"a\\\|b"
+    assert md_cell("x" * 50, max_len=10) == "x" * 9 + "…"
+    assert md_cell("|" * 50, max_len=10).endswith("\\|…")  # never cuts an escape in half
+    assert md_cell(None) == md_cell("  ") == "—"
+    assert md_cell(WorkerStatus.FAILED) == "failed"
+
+
+def test_md_code_block_fence_outruns_any_backtick_run():
+    assert md_code_block("a\n`````\nb") == "``````\na\n`````\nb\n``````"
+    assert md_code_block("x", "text") == "```text\nx\n```"
+    assert md_code_block("\x1b[31mred\x1b[0m\r\n") == "```\nred\n```"
+
+
+def test_md_inline_code_survives_backticks_and_pipes():
+    assert md_inline_code("a``b") == "```a``b```"
+    assert md_inline_code("`x") == "`` `x ``"
+    assert md_inline_code("a|b") == "`a|b`"
+    assert md_inline_code("a|b", cell=True) == r"`a\|b`"
+    assert md_inline_code("a\\|b", cell=True) == r"a\\\|b"
+    assert md_inline_code("") == "—"
+
+
+def test_md_link_is_relative_and_encoded():
+    assert md_link("logs/w 1.log", "depth_1") == "[`logs/w 1.log`](../logs/w%201.log)"
+    assert md_link("", text="worker_1") == "`worker_1`"
+
+
+def test_durations_and_timestamps():
+    assert [duration(s) for s in (None, 0, 1.24, 59.94, 184, 3599.6, 7500)] == [
+        "—", "0.0s", "1.2s", "59.9s", "3m 04s", "1h 00m", "2h 05m",
+    ]
+    assert iso(T) == "2023-11-14T22:13:20Z"
+    assert iso(None) == "—"
+
+
+def test_long_outputs_are_cut_and_point_to_the_log(tree):
+    tree[2][3].output = "x" * 5000
+    text = final(tree)
+    assert "x" * 4000 + "\n" in code_blocks(text)
+    assert "_1,000 more characters; the full output is in [`logs/depth_1_worker_1_1.log`]" in text
