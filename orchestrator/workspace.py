@@ -34,6 +34,9 @@ ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
 JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
 WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
 MAX_FILES_LISTED = 10_000
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would have given: mkstemp's 0600 is too private for reports
 
 
 def new_root_id() -> str:
@@ -87,6 +90,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)
             handle.write(data)
             handle.flush()
             if durable:
