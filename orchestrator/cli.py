@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="a worker's log (worker_2, or depth_1_worker_2_1)")
     logs.add_argument("job_id")
     logs.add_argument("worker")
-    logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
+    logs.add_argument("-n", "--lines", type=_non_negative, default=0, help="only the last N lines")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the worker ends")
     logs.set_defaults(func=cmd_logs)
 
@@ -96,6 +96,16 @@ def _add_late_commands(sub: Any) -> None:
         except ModuleNotFoundError:
             continue
         mod.register(sub)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a count of lines, 0 or more")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Any:

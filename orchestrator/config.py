@@ -159,9 +159,7 @@ class Settings:
     def replace(self, **changes: Mapping[str, Any]) -> Settings:
         """A copy with some keys changed (``replace(workers={"max_workers": 2})``), validated."""
         merged = {name: dict(values) for name, values in self.sections.items()}
-        for section, values in changes.items():
-            for key, value in values.items():
-                merged.setdefault(section, {})[key] = value
+        _merge(merged, {k: dict(v) for k, v in changes.items()}, "replace()")
         return _build(self.base_dir, merged, f"{self.source} + overrides")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -236,9 +234,9 @@ def job_config(
     error). A child job inherits its parent's config, and a value above the
     parent's is lowered to it with a note: limits only ever shrink down a tree.
     """
+    if requested is not None and not isinstance(requested, Mapping):
+        raise ConfigError("config must be a JSON object of settings, e.g. {\"max_workers\": 3}")
     requested = dict(requested or {})
-    if not isinstance(requested, dict):
-        raise ConfigError("config must be a JSON object of settings")
     unknown = sorted(k for k in requested if k not in JOB_KEYS and k not in ACCEPTED_ONLY)
     if unknown:
         allowed = ", ".join(sorted([*JOB_KEYS, *ACCEPTED_ONLY]))
@@ -254,6 +252,8 @@ def job_config(
         spec = SCHEMA[JOB_KEYS[key][0]][JOB_KEYS[key][1]]
         value = _check_value("config", key, value, spec)
         values[key] = _apply_ceiling(settings, key, value, parent, notes)
+    if parent is None and values["enable_recursion"] and not settings.recursion.enable:
+        raise ConfigError("enable_recursion=true, but this server has recursion.enable=false in config.yaml", key="enable_recursion")
     if parent and parent.enable_recursion is False and values["enable_recursion"]:
         values["enable_recursion"] = False
         notes.append("enable_recursion stays false: the parent job has recursion off")
@@ -308,12 +308,24 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         parts = name[len(ENV_PREFIX):].lower().split("__")
         if len(parts) != 2:
             raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS=4")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        found.setdefault(parts[0], {})[parts[1]] = value
+        spec = SCHEMA.get(parts[0], {}).get(parts[1])
+        found.setdefault(parts[0], {})[parts[1]] = _parse_env(raw, spec)
     return found
+
+
+def _parse_env(raw: str, spec: Key | None) -> Any:
+    """Text stays text for string settings; numbers, booleans and lists are parsed."""
+    if spec is None or spec.type is str:
+        return None if spec is not None and spec.nullable and raw.strip().lower() in ("", "null", "~") else raw
+    if spec.type is float:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(merged: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
@@ -356,7 +368,10 @@ def _check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         return None
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if spec.type is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if spec.type is list and isinstance(value, list):
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ConfigError(f"{where}: expected a list of strings; item {bad[0]!r} is not a string (quote it)", key=where)
         return list(value)
     if not isinstance(value, spec.type) or (spec.type is not bool and isinstance(value, bool)):
         raise ConfigError(

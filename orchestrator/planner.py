@@ -1,77 +1,97 @@
 """Offline heuristic planner: split a natural-language request into subtasks.
 
 Standard library only, because the worker subprocess imports this module
-and must start fast. Each rule below runs on a *mask* of the text: a copy
-of the same length in which everything inside code, quotes, brackets, URLs
-and paths is replaced by NUL, so commas, "and", ";" or "." inside them can
-never act as separators. Positions found in the mask slice the original.
+and must start fast. Every rule runs on a *mask* of the text: a copy of the
+same length in which the inside of code (``` fences and `backticks`),
+quotes, brackets, URLs and paths is hidden, and so are commas inside
+numbers ("1,000"). So a comma, "and", ";" or "." in there never separates
+anything. Positions found in the mask slice the original text.
 
 Rules, in the order they are tried (the first that applies wins):
 
 1. Lists. Lines starting with a marker (``1.``, ``1)``, ``(1)``, ``a)``,
    ``-``, ``*``, ``+``, ``•``, ``[ ]``, ``- [x]``, ``Step 1:``) are items.
-   Text before the first item is the heading; it becomes the shared goal.
+   Text before the first item is the heading and becomes the shared goal.
    A heading-like line (``# Title`` or ending with ``:``) between items
-   starts a section whose items get "<section> for: <heading>" as goal.
-   Indented sub-items are folded into their parent as "parent: a; b" so a
-   worker can split them later. Unmarked lines right after an item continue
-   it; unmarked lines after a blank line join the shared goal.
-2. One task per line: 2+ unmarked lines are one subtask each. A line ending
+   starts a section: its items get the goal "<section> for: <heading>".
+   Indented sub-items are folded into their parent ("Backend: a, b, and
+   c") for a worker to split later. Unmarked lines right after an item
+   continue it; unmarked lines after a blank line join the shared goal.
+2. One task per line: 2+ unmarked lines give one subtask each. A line ending
    with ``:`` (or ``# Title``) is a heading, as for lists. Hard-wrapped
-   text is re-joined: a line continues the previous one when that ends with
-   "," or a connecting word ("and", "with", "the", ...), when it starts with
-   such a word, or when it starts lowercase after a long (60+ chars) line.
-   Without a heading, if some lines are instructions (start with a task
-   verb: "Add", "Fix", ...) the other lines are context and stay attached
-   to the instruction before them.
-3. Inside a single paragraph, a trailing " for: <goal>" is the goal context
-   written by this planner; the part before it is planned on its own and
-   the goals chain ("auth for: Backend for: Build a shop").
-4. Inline numbered lists: "Do this: 1. x 2. y 3. z" (numbers 1, 2, 3... or
-   letters a), b), c) in order).
-5. "Heading: a; b; c" is a list with a heading.
-6. Sequences: ";" always separates; ", then" / "and then" / " then <verb>"
-   separate (not after "if"/"when": "If it passes, then deploy" is one);
-   a new sentence separates when it starts with a sequencing word (First,
-   Next, Then, Finally...) or a task verb, otherwise it is context attached
-   to the part before it. Sequencing and politeness words that start a
-   part ("First,", "Then", "Please", "Can you") are dropped. No shared
-   goal.
-7. Enumerations, on the instruction sentence of a one-part paragraph:
-   a. Verb clauses: "Write the parser, add tests, and update docs" splits
-      where a comma or "and" is followed by a clear task verb, and the
-      sentence itself starts with one. No shared goal.
-   b. Introduced lists: after "with", "including", "featuring", "that has",
-      "such as", ":" (...), the items separated by commas and a final
-      "and" / "or" / "&" (Oxford comma or not). The head before the
-      introducer is the goal: "Authentication for: Build a REST API".
-      Two items need an introducer ("with frontend and backend" splits);
-      a bare "the login and logout flow" never does. "with" is not an
-      introducer after verbs that take it as a complement ("Replace X with
-      Y and Z"). The introducer used is the first one whose first item does
-      not itself contain an introducer. Nested lists: an item holding its
-      own introducer absorbs the items that follow it up to one that holds
-      an inner "and"/"or", if an outer item still follows: "with frontend,
-      backend with auth, orders and payments, and database" gives three
-      items, the middle one left compound for a worker to split later.
-   c. "+" chains: "React + FastAPI + PostgreSQL application" gives one item
-      per name; the goal is the whole sentence. Keyboard chords (Ctrl+C)
-      and one-letter names are not chains.
-   Other context sentences of the paragraph stay attached (to the goal, or
-   to each clause when there is none).
+   text is re-joined: a line continues the one before when that ends with
+   "," or a connecting word ("and", "with", "the"...), when it starts with
+   one ("and", "or", "with"...), or when it starts lowercase after a line of
+   60+ characters, or after an instruction line when it is not one itself
+   ("Build a full-stack\napplication"). When the first line is an
+   instruction (starts with a task verb: "Add", "Fix"...) and there is no
+   heading, lines that read as prose about it (end with "." "!" "?", or
+   start with "It", "This", "Use"...) stay attached to the instruction
+   before them.
+3. In a one-line request, " for: <goal>" is the goal context this planner
+   writes: the part before it is planned on its own and the goals chain
+   ("Auth for: Backend for: Build a shop"); "a; b for: goal" is a merged
+   group and splits back into its items.
+4. Inline lists: "Do this: 1. x 2. y 3. z" (1, 2, 3... or a), b), c) in
+   order); the text before the first number is the goal, or, when it is an
+   instruction not ending with ":", is put before each item ("Add 1)
+   caching and 2) retries" gives "Add caching", "Add retries").
+5. "Heading: a; b; c" is a list with a heading (heading of 15 words at most).
+6. Sequences: ";" always separates; ", then" / "and then" / ", and
+   finally" separate, and so does " then " before a task verb, but not
+   after "if"/"when"/"unless"/"once" ("If it passes, then deploy" is one
+   step). A new sentence separates when it starts with a sequencing word
+   (First, Next, Then, Finally...) or a task verb; other sentences are
+   context and stay with the part before (or, at the start, after). No
+   shared goal.
+7. Enumerations, tried on the instruction sentence of a one-part request:
+   a. Verb clauses: "Write the parser, add tests, and update the docs"
+      splits where a comma or "and" is followed by an unambiguous task verb
+      (or a verb plus "the"/"it"/...: "and test it"), the word before is
+      not itself a verb ("search and replace"), the sentence starts with a
+      task verb, and every clause has 2+ words. No shared goal.
+   b. Introduced lists: after "with", "including", "featuring", "having",
+      "containing", "covering", "supporting", "consisting of", "such as",
+      "that/which has|includes|supports|contains", or ":", the items are
+      separated by commas and a final "and" / "or" / "&" / "plus" (Oxford
+      comma or not). The head before the introducer is the goal:
+      "Authentication for: Build a REST API". Two items are enough after an
+      introducer ("with frontend and backend" splits), while a bare "the
+      login and logout flow" never splits, nor does a bare comma list of
+      adjectives ("a fast, reliable, and secure API"). "with" is not an
+      introducer after verbs that take it as a complement ("Replace X with Y
+      and Z", "Run the tests with coverage and profiling"). The introducer
+      used is the first whose first item holds no other introducer.
+   c. Nested: an item holding its own introducer absorbs the items after
+      it up to one holding an inner "and"/"or", when an outer item still
+      follows. "with frontend, backend with auth, orders and payments, and
+      database" gives three items; the middle one stays compound for a
+      worker to split later (is_compound is True for it).
+   d. "+" chains: "React + FastAPI + PostgreSQL application" gives one item
+      per name, with the whole sentence as goal. Keyboard chords (Ctrl+C)
+      and one-letter names (a+b) are not chains.
+   e. Shared verb over a bare list of 3+ objects: "Write tests for auth.py,
+      db.py, and api.py" gives "Write tests for auth.py", ... (the head ends
+      at the last preposition of the first item, else after the verb). Not
+      for verbs acting on the whole list ("Compare A, B, and C"), items of
+      5+ words, or adjective-like shapes ("a fast, reliable, and secure
+      API"). Two bare items never split ("Add a header and a footer").
+   Context sentences around the instruction stay attached: to the goal, or
+   to each clause when there is no goal.
 
 Anything else, or fewer than two distinct parts, is one subtask: the request
-itself, whitespace-normalised (whitespace inside ``` code fences is kept).
+itself, whitespace-normalised (whitespace inside code and quotes is kept).
 
-Output: each subtask is capitalised (unless its first word is an identifier
-such as "iOS" or "foo_bar"), trailing ". , ; : ! ?" are stripped, and a shared
-goal is appended as "<item> for: <goal>". Duplicates (case-insensitive,
-whitespace-normalised, same goal) are dropped, keeping the first. When there
-are more parts than max_tasks, adjacent parts are merged into max_tasks
-groups as evenly as possible (earlier groups take the extra part): items
-with one goal are joined with "; " before the goal ("Auth; users for: Build
-X"), which plans back into the same items, so nothing is lost. Parts are
-never truncated: MAX_TASK_CHARS is advisory.
+Output: each subtask is capitalised (unless its first word looks like an
+identifier: "iOS", "foo_bar", "app.py"), loses leading filler ("Please",
+"Can you", "First,", "Then") and trailing ". , ; : ! ?", and gets its shared
+goal appended as "<item> for: <goal>". Duplicates (case-insensitive,
+whitespace-normalised, same goal) are dropped, keeping the first. With more
+parts than max_tasks, adjacent parts are merged into max_tasks groups as
+evenly as possible (earlier groups take the extra part): items sharing a
+goal are joined with "; " before it ("Auth; users for: Build X"), other
+groups join whole subtasks with "; ". Both forms plan back into the same
+items, so nothing is lost and a worker can split a merged group again.
 """
 from __future__ import annotations
 
@@ -81,10 +101,14 @@ from bisect import bisect_left
 from collections.abc import Iterable
 
 MAX_TASK_CHARS = 2000
-"""Size a subtask is expected to stay under. Advisory only: a longer part is
-kept whole rather than truncated, because cutting text would drop work."""
+"""Size a subtask is expected to stay under. Advisory only: the planner never
+truncates or cuts a part for being longer, because cutting would drop work;
+a longer part is kept whole and callers may warn about it."""
 
 _HIDDEN = "\x00"
+_CONTEXT = " for: "
+
+_Plan = list[tuple[str, str | None]]
 
 # --------------------------------------------------------------------------
 # Vocabulary.
@@ -122,8 +146,8 @@ _AMBIGUOUS = frozenset(
     triage tune upload wire
     """.split()
 )
-"""Task verbs that are often nouns ("a build and test pipeline"): they start a
-new clause after "and" only when a determiner follows ("and test it")."""
+"""Task verbs that are often nouns ("a build and test pipeline"): after "and"
+or a comma they start a clause only before a determiner ("and test it")."""
 
 _STRONG = _VERBS - _AMBIGUOUS
 
@@ -142,8 +166,8 @@ _AUX = frozenset(
     "is are was were has have had should must will can could would does do did "
     "seems seem looks keeps needs".split()
 )
-"""A second word like this means the first word was a noun subject: "Build
-times are slow" is a statement, not an instruction."""
+"""Seen as 2nd/3rd word, the 1st was a noun: "Build times are slow" is not an
+instruction."""
 
 _WITH_COMPLEMENT = frozenset(
     """
@@ -153,21 +177,57 @@ _WITH_COMPLEMENT = frozenset(
     stub
     """.split()
 )
-"""Verbs whose "with" is part of the verb, not a list introducer."""
+"""Verbs whose "with" belongs to the verb, not to a list."""
 
-_MODIFIER_KEYS = frozenset(
-    "ctrl control shift alt option opt cmd command meta super fn win".split()
+_COLLECTIVE = _WITH_COMPLEMENT | frozenset(
+    """
+    choose pick select rank prioritise prioritize unify consolidate dedupe
+    deduplicate diff join relate reconcile balance integrate connect
+    """.split()
 )
+"""Verbs that act on a list as a whole ("Compare A, B, and C"): never distributed."""
+
+_PREPOSITIONS = frozenset(
+    "for to into in on of from at by across under over within inside about against via".split()
+)
+
+_PARTICLES = frozenset("up out down off over".split())
+
+_CONTEXT_STARTERS = frozenset(
+    """
+    it its this that these those they them there the we our i my you your use
+    using ensure note keep avoid don't dont do not must should make also
+    everything all both each
+    """.split()
+)
+"""Words that start a line of prose about an instruction rather than a task."""
+
+_MODIFIER_KEYS = frozenset("ctrl control shift alt option opt cmd command meta super fn win".split())
 
 _ABBREVIATIONS = frozenset(
-    "e.g eg i.e ie etc vs mr mrs ms dr st no approx cf incl esp inc ltd jr sr "
-    "fig vol ver".split()
+    "e.g eg i.e ie etc vs mr mrs ms dr st no approx cf incl esp inc ltd jr sr fig vol ver".split()
 )
 
-# --------------------------------------------------------------------------
-# Regexes. All are linear: no nested quantifiers over overlapping classes.
+_CONNECTOR_END = frozenset(
+    "and or with to the a an of for in on including from by as at into that which & +".split()
+)
+_CONNECTOR_START = frozenset("and or with including plus & +".split())
 
+# --------------------------------------------------------------------------
+# Regexes. None has nested quantifiers over overlapping classes, and none is
+# searched from every position of a long string, so all run in linear time.
+
+_TRAIL_CHARS = " \t\n.,;:!?"
+_SPECIAL = re.compile(r"```|[`\"“'‘]")
+_BRACKET_PAIR = re.compile(r"\([^()\[\]{}\n]*\)|\[[^()\[\]{}\n]*\]|\{[^()\[\]{}\n]*\}")
+_SQ_CLOSE = re.compile(r"['’](?<=\S['’])(?!\w)")
+_NEEDS_MASK = re.compile(r"[`\"“'‘(\[{/\\]|\d,\d")
+_NEEDS_SQUASH = re.compile(r"\s\s|[^\S ]")
+_PATHLIKE = re.compile(r"(?<!\S)[^\s/\\]*[/\\]\S*")
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
+_SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"[^\W_][\w'’-]*")
+_PREV = re.compile(r"([^\W_][\w'’-]*)\s*$")
 _MARKER = re.compile(
     r"^(?P<indent>[ \t]*)"
     r"(?:(?:[-*+•·▪◦‣–—]|\d{1,3}[.)]|\(\d{1,3}\)|[a-z][.)]|\([a-z]\)"
@@ -176,30 +236,31 @@ _MARKER = re.compile(
     r"[ \t]+(?=\S)"
 )
 _POLITE = re.compile(
-    r"^(?:(?:please|kindly|also|and|now|additionally|"
-    r"(?:can|could|would|will)\s+you(?:\s+please)?|"
-    r"i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|"
-    r"we\s+(?:need|want)\s+to|you\s+should|let'?s|go\s+ahead\s+and)"
+    r"(?:(?:please|kindly|also|and|now|additionally"
+    r"|(?:can|could|would|will)\s+you(?:\s+please)?"
+    r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to"
+    r"|we\s+(?:need|want)\s+to|you\s+should|let'?s|go\s+ahead\s+and)"
     r"(?:\s*,\s*|\s+))+",
     re.IGNORECASE,
 )
 _SEQ_ALWAYS = re.compile(
-    r"^(?:and\s+then|then|finally|lastly|afterwards?|after\s+that)(?:\s*[,:]\s*|\s+)",
+    r"(?:and\s+then|then|finally|lastly|afterwards?|after\s+that)(?:\s*[,:]\s*|\s+)",
     re.IGNORECASE,
 )
 _SEQ_COMMA = re.compile(
-    r"^(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|fourth(?:ly)?|next)\s*[,:]\s*",
+    r"(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|fourth(?:ly)?|next)\s*[,:]\s*",
     re.IGNORECASE,
 )
 _SEQ_VERB = re.compile(
-    r"^(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|fourth(?:ly)?|next|"
-    r"step\s+\d{1,3}\s*[:.)-]?)\s*",
+    r"(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|fourth(?:ly)?|next"
+    r"|step\s+\d{1,3}\s*[:.)-]?)\s*",
     re.IGNORECASE,
 )
+_SEQ_WORDS = r"(?:then|finally|lastly|afterwards|after\s+that)\b[\s,]*"
 _BOUNDARY = re.compile(
     r"(?P<semi>\s*;\s*)"
     r"|(?P<sent>(?<=[.!?])\s+)"
-    r"|(?P<then>\s*,\s*(?:and\s+)?then\b[\s,]*|\s+and\s+then\b[\s,]*)"
+    rf"|(?P<then>\s*,\s*(?:and\s+)?{_SEQ_WORDS}|\s+and\s+{_SEQ_WORDS})"
     r"|(?P<bare>\s+then\s+)",
     re.IGNORECASE,
 )
@@ -214,19 +275,17 @@ _INTRO = re.compile(
 )
 _CONJ = re.compile(r"\s+(?:and|or|&|plus)\s+", re.IGNORECASE)
 _LEADING_CONJ = re.compile(r"^(?:and/or|and|or|&|plus|as\s+well\s+as)\s+", re.IGNORECASE)
-_TRAILING = re.compile(r"(?:[\s.,;:!?]+|[\s,;]+(?:and|or|&|then))+$", re.IGNORECASE)
 _ETC = re.compile(r"^(?:etc\.?|and\s+so\s+on|and\s+more|\.\.\.|…)$", re.IGNORECASE)
 _PLUS_CHAIN = re.compile(
-    r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?(?:[ \t]*\+[ \t]*[A-Za-z][\w.#-]*(?:\+\+)?)+(?![\w+])"
+    r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?"
+    r"(?:[ \t]*\+[ \t]*[A-Za-z][\w.#-]*(?:\+\+)?)+(?![\w+])"
 )
 _PLUS_TOKEN = re.compile(r"[A-Za-z][\w.#-]*(?:\+\+)?")
 _INLINE_NUM = re.compile(r"(?<![\w.(])(?:\((\d{1,2})\)|(\d{1,2})[.)])\s+(?=\S)")
 _INLINE_LETTER = re.compile(r"(?<![\w.(])\(?([a-z])\)\s+(?=\S)")
-_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
-_TOKEN = re.compile(r"\S+")
-_CONTEXT = " for: "
-
-_Plan = list[tuple[str, str | None]]
+_SENTENCE_END = re.compile(r"[.!?]\s")
+_PREP_IN = re.compile(r"\s(" + "|".join(sorted(_PREPOSITIONS)) + r")(?=\s)", re.IGNORECASE)
+_WORDS_AFTER = re.compile(r"\s+([^\W_][\w'’-]*)")
 
 # --------------------------------------------------------------------------
 # Public API.
@@ -236,7 +295,8 @@ def split_request(request: str, max_tasks: int) -> list[str]:
     """Split a natural-language request into 1..max_tasks subtasks.
 
     Deterministic, and never drops text: parts beyond max_tasks are merged.
-    Raises ValueError for an empty request or max_tasks < 1.
+    Raises ValueError for an empty request or max_tasks < 1, TypeError for
+    arguments of the wrong type.
     """
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int):
         raise TypeError(f"max_tasks must be an int, got {type(max_tasks).__name__}")
@@ -247,9 +307,13 @@ def split_request(request: str, max_tasks: int) -> list[str]:
     if not request.strip():
         raise ValueError("request is empty: describe the work to be done")
     text = request.replace("\r\n", "\n").replace("\r", "\n")
-    parts = _dedupe(_finish(item, goal) for item, goal in _plan(text))
-    if len(parts) < 2:
-        return [_squash(text)]
+    mask = _mask(text)
+    planned = _plan(text, mask)
+    if len(planned) < 2:
+        return [_squash_pair(text, mask)[0]]
+    parts = _dedupe(_finish(item, goal) for item, goal in planned)
+    if len(parts) < 2:  # duplicates (or empty parts) only: keep the one task
+        return [_format(*parts[0])] if parts else [_squash_pair(text, mask)[0]]
     return _merge(parts, max_tasks)
 
 
@@ -283,104 +347,125 @@ def _mask(text: str) -> str:
     """Return text with the inside of code, quotes, brackets and paths hidden.
 
     Same length as text, so positions found in the mask slice the original.
-    Quotes and brackets must close on the same line; ``` fences may span lines
-    (their newlines are hidden too, so a fenced block stays in one line).
+    Quotes and brackets must close on the same line (single quotes within
+    200 characters, so apostrophes do not swallow text); ``` fences may span
+    lines, and their newlines are hidden so a fenced block stays in one line.
+    Brackets nest up to 6 deep. Linear time: the loop visits only quote and
+    code characters, and brackets are paired by regex passes.
     """
-    chars = list(text)
+    if not _NEEDS_MASK.search(text):
+        return text
     n = len(text)
-    pairs = _bracket_pairs(text)
-
-    def hide(a: int, b: int) -> None:
-        for k in range(a, b):
-            chars[k] = _HIDDEN
-
-    i = 0
-    while i < n:
-        c = text[i]
-        line_end = text.find("\n", i)
-        if line_end == -1:
-            line_end = n
-        if c == "`" and text.startswith("```", i):
+    newlines = [m.start() for m in re.finditer("\n", text)] if "\n" in text else []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        m = _SPECIAL.search(text, pos)
+        if not m:
+            break
+        i = m.start()
+        tok = m.group()
+        if tok == "```":
             j = text.find("```", i + 3)
             if j == -1:
-                i += 3
+                pos = i + 3
                 continue
-            hide(i + 3, j)
-            i = j + 3
+            spans.append((i + 3, j))
+            pos = j + 3
             continue
+        k = bisect_left(newlines, i)
+        line_end = newlines[k] if k < len(newlines) else n
         close = -1
-        if c == "`":
+        if tok == "`":
             close = text.find("`", i + 1, line_end)
-        elif c == '"':
+        elif tok == '"':
             close = text.find('"', i + 1, line_end)
-        elif c == "“":
+        elif tok == "“":
             close = text.find("”", i + 1, line_end)
-        elif c in "'‘" and (i == 0 or text[i - 1].isspace() or text[i - 1] in "([{"):
-            close = _closing_single_quote(text, i + 1, min(line_end, i + 200))
-        elif c in "([{":
-            close = pairs.get(i, -1)
+        elif i == 0 or text[i - 1].isspace() or text[i - 1] in "([{":
+            q = _SQ_CLOSE.search(text, i + 1, min(line_end, i + 200))
+            close = q.start() if q else -1
         if close > i:
-            hide(i + 1, close)
-            i = close + 1
+            spans.append((i + 1, close))
+            pos = close + 1
         else:
-            i += 1
-    masked = "".join(chars)
-    out = list(masked)
-    for m in _DIGIT_COMMA.finditer(masked):
-        out[m.start()] = _HIDDEN
-    for m in _TOKEN.finditer(masked):
-        tok = m.group()
-        if "/" not in tok and "\\" not in tok:
-            continue
+            pos = i + 1
+    work = _hide(text, spans) if spans else text
+    for _ in range(6):
+        found = [(m.start() + 1, m.end() - 1) for m in _BRACKET_PAIR.finditer(work)]
+        if not found:
+            break
+        spans.extend(found)
+        work = _hide(work, [(a - 1, b + 1) for a, b in found], "\x01")
+    spans.extend((m.start(), m.end()) for m in _DIGIT_COMMA.finditer(text))
+    for m in _PATHLIKE.finditer(text):
         a, b = m.start(), m.end()
-        while a < b and masked[a] in "([{'\"":
+        while a < b and text[a] in "([{'\"":
             a += 1
-        while b > a and masked[b - 1] in ".,;:!?)]}'\"":
+        while b > a and text[b - 1] in ".,;:!?)]}'\"":
             b -= 1
-        for k in range(a, b):
-            out[k] = _HIDDEN
+        spans.append((a, b))
+    return _hide(text, spans)
+
+
+def _hide(text: str, spans: list[tuple[int, int]], fill: str = _HIDDEN) -> str:
+    """Replace the characters in spans (start, end) with fill, keeping the length."""
+    out: list[str] = []
+    last = 0
+    for a, b in sorted(spans):
+        a = max(a, last)
+        if b <= a:
+            continue
+        out.append(text[last:a])
+        out.append(fill * (b - a))
+        last = b
+    out.append(text[last:])
     return "".join(out)
 
 
-def _bracket_pairs(text: str) -> dict[int, int]:
-    """Map each opening bracket to its matching close on the same line (one pass)."""
-    pairs: dict[int, int] = {}
-    stack: list[tuple[str, int]] = []
-    closers = {")": "(", "]": "[", "}": "{"}
-    for k, c in enumerate(text):
-        if c == "\n":
-            stack.clear()
-        elif c in "([{":
-            stack.append((c, k))
-        elif c in closers and stack and stack[-1][0] == closers[c]:
-            pairs[stack.pop()[1]] = k
-    return pairs
+def _squash_pair(text: str, mask: str) -> tuple[str, str]:
+    """Collapse whitespace runs to one space in text and its mask alike.
 
-
-def _closing_single_quote(text: str, start: int, end: int) -> int:
-    """Position of a closing ' (not an apostrophe inside a word), or -1."""
-    for k in range(start, end):
-        if text[k] in "'’" and k > start and not text[k - 1].isspace():
-            if k + 1 >= len(text) or not (text[k + 1].isalnum() or text[k + 1] == "_"):
-                return k
-    return -1
+    Whitespace hidden in the mask (inside code or quotes) is kept as is.
+    """
+    out: list[str] = []
+    mout: list[str] = []
+    last = 0
+    for m in _SPACES.finditer(mask):
+        out.append(text[last : m.start()])
+        mout.append(mask[last : m.start()])
+        out.append(" ")
+        mout.append(" ")
+        last = m.end()
+    out.append(text[last:])
+    mout.append(mask[last:])
+    t, mk = "".join(out), "".join(mout)
+    lead = len(t) - len(t.lstrip(" "))
+    trail = len(t) - len(t.rstrip(" "))
+    return t[lead : len(t) - trail], mk[lead : len(mk) - trail]
 
 
 def _squash(text: str) -> str:
     """Collapse whitespace runs to one space, except inside code and quotes."""
-    mask = _mask(text)
-    out: list[str] = []
-    last = 0
-    for m in re.finditer(r"\s+", mask):
-        out.append(text[last : m.start()])
-        out.append(" ")
-        last = m.end()
-    out.append(text[last:])
-    return "".join(out).strip()
+    if not _NEEDS_SQUASH.search(text):
+        return text.strip(" ")
+    return _squash_pair(text, _mask(text))[0]
+
+
+def _strip_trailing(text: str) -> str:
+    """Strip trailing punctuation and a dangling "and"/"or"/"&"/"then"."""
+    while True:
+        stripped = text.rstrip(_TRAIL_CHARS)
+        parts = stripped.rsplit(None, 1)
+        if len(parts) == 2 and parts[1].lower() in {"and", "or", "&", "then"}:
+            stripped = parts[0]
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def _words_at(text: str, pos: int, count: int = 3) -> list[str]:
-    """The next `count` words (lowercased) starting at pos."""
+    """Up to `count` lowercased words starting at pos (commas may sit between)."""
     words: list[str] = []
     k = pos
     while len(words) < count:
@@ -393,23 +478,29 @@ def _words_at(text: str, pos: int, count: int = 3) -> list[str]:
 
 
 def _prev_word(text: str, pos: int) -> str:
-    """The word (lowercased) just before pos, or ''."""
-    m = re.search(r"([^\W_][\w'’-]*)\W*$", text[max(0, pos - 60) : pos])
+    """The lowercased word right before pos (only spaces between), or ''."""
+    m = _PREV.search(text, max(0, pos - 60), pos)
     return m.group(1).lower() if m else ""
 
 
 def _strip_lead(text: str) -> str:
-    """Drop leading politeness and sequencing words ("Please", "First,", "Then")."""
-    prev = None
-    while prev != text:
-        prev = text
-        text = _POLITE.sub("", text, count=1)
-        text = _SEQ_ALWAYS.sub("", text, count=1)
-        text = _SEQ_COMMA.sub("", text, count=1)
-        m = _SEQ_VERB.match(text)
-        if m and _starts_with_verb(text[m.end() :]):
-            text = text[m.end() :]
-    return text
+    """Drop leading politeness and sequencing words ("Please", "First,", "Then").
+
+    At most 10 rounds: real requests have a few, and it bounds the work.
+    """
+    pos = 0
+    for _ in range(10):
+        start = pos
+        for regex in (_POLITE, _SEQ_ALWAYS, _SEQ_COMMA):
+            m = regex.match(text, pos)
+            if m:
+                pos = m.end()
+        m = _SEQ_VERB.match(text, pos)
+        if m and m.end() > pos and _starts_with_verb(text[m.end() : m.end() + 300]):
+            pos = m.end()
+        if pos == start:
+            break
+    return text[pos:] if pos else text
 
 
 def _starts_with_verb(text: str) -> bool:
@@ -423,30 +514,26 @@ def _starts_with_verb(text: str) -> bool:
         return False
     if w2 in _AUX:
         return False
-    if w3 in _AUX and w2 not in _DETERMINERS and w2 not in {"what", "which", "whatever"}:
-        return False
-    return True
+    return not (w3 in _AUX and w2 not in _DETERMINERS and w2 not in {"what", "which", "whatever"})
 
 
 def _is_task_led(text: str) -> bool:
     """True when text reads as an instruction, after politeness/sequencing words."""
-    return _starts_with_verb(_strip_lead(text.lstrip()))
+    return _starts_with_verb(_strip_lead(text[:300].lstrip()))
 
 
 def _is_seq_led(text: str) -> bool:
     """True when text starts with an explicit sequencing word ("Then", "Finally")."""
-    text = text.lstrip()
+    text = text[:300].lstrip()
     if _SEQ_ALWAYS.match(text) or _SEQ_COMMA.match(text):
         return True
     m = _SEQ_VERB.match(text)
-    return bool(m and _starts_with_verb(text[m.end() :]))
+    return bool(m and m.end() and _starts_with_verb(text[m.end() :]))
 
 
 def _clean(text: str) -> str:
     """Normalise an item: whitespace, leading filler words, trailing punctuation."""
-    text = _squash(text)
-    text = _strip_lead(text)
-    return _TRAILING.sub("", text).strip()
+    return _strip_trailing(_strip_lead(_squash(text))).strip()
 
 
 def _capitalise(text: str) -> str:
@@ -457,7 +544,7 @@ def _capitalise(text: str) -> str:
     word = m.group()
     if "_" in word or any(c.isupper() for c in word[1:]):
         return text
-    if text[m.end() : m.end() + 1] in {".", "/", "\\", "(", "@", "_"} and m.end() < len(text):
+    if m.end() < len(text) and text[m.end()] in "./\\(@_":
         return text
     first = word[0].upper()
     if len(first) != 1:
@@ -479,7 +566,7 @@ def _is_heading_line(line: str) -> bool:
 
 
 def _join_context(*pieces: str) -> str:
-    """Join sentences, adding a full stop where one is missing."""
+    """Join sentences in order, adding a full stop where one is missing."""
     out = ""
     for piece in pieces:
         piece = piece.strip()
@@ -492,18 +579,20 @@ def _join_context(*pieces: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# Planning.
+# Planning: each planner returns (item, goal) pairs, not yet cleaned.
 
 
-def _plan(text: str) -> _Plan:
-    """Return (item, goal) pairs for text, before cleaning and merging."""
-    mask = _mask(text)
-    lines = [ln for ln in mask.split("\n") if ln.strip()]
-    if len(lines) >= 2 or any(_MARKER.match(t) for t in _lines(text, mask)):
+def _plan(text: str, mask: str) -> _Plan:
+    """Plan a whole request (mask is its mask): lines first, else one paragraph."""
+    if "\n" in mask.strip():
         planned = _plan_lines(text, mask)
         if planned is not None:
             return planned
-    return _plan_paragraph(_squash(text))
+    elif _MARKER.match(text.strip()):
+        planned = _plan_lines(text.strip(), _mask(text.strip()))
+        if planned is not None:
+            return planned
+    return _plan_paragraph(*_squash_pair(text, mask))
 
 
 def _lines(text: str, mask: str) -> list[str]:
@@ -528,38 +617,48 @@ class _Item:
         self.in_child = False
 
     def extend(self, more: str) -> None:
-        """Append a continuation line to the item (or its last sub-item)."""
+        """Append a continuation line to the item (or to its last sub-item)."""
         if self.in_child:
             self.children[-1] = f"{self.children[-1]} {more}"
         else:
             self.text = f"{self.text} {more}"
 
     def full(self) -> str:
-        """The item with sub-items folded in as 'parent: a; b'."""
+        """The item with sub-items folded in as "parent: a, b, and c".
+
+        That form plans back into the sub-items (":" introduces a list).
+        Sub-items holding commas or ";" are joined with "; " instead, so none
+        of their text is re-split at a comma.
+        """
         if not self.children:
             return self.text
+        kids = [c.strip() for c in self.children]
+        masks = [_mask(k) for k in kids]
         sep = " " if self.text.rstrip().endswith(":") else ": "
-        return self.text.rstrip() + sep + "; ".join(c.strip() for c in self.children)
-
-
-_CONNECTOR_END = frozenset(
-    "and or with to the a an of for in on including from by as at into that which & + ,".split()
-)
-_CONNECTOR_START = frozenset("and or with including plus & +".split())
+        if len(kids) == 1:
+            body = kids[0]
+        elif any("," in m or ";" in m for m in masks):
+            body = "; ".join(kids)
+        elif len(kids) == 2 and not _CONJ.search(masks[1]):
+            body = f"{kids[0]} and {kids[1]}"
+        else:
+            body = ", ".join(kids[:-1]) + ", and " + kids[-1]
+        return self.text.rstrip() + sep + body
 
 
 def _continues(prev: str, line: str) -> bool:
     """True when line is a hard-wrapped continuation of prev."""
-    prev = prev.rstrip()
-    if not prev or line.startswith("```"):
-        return bool(prev)
-    if prev.endswith(",") or prev.endswith("-"):
+    if not prev:
+        return False
+    if line.startswith("```") or prev.endswith((",", "-")):
         return True
     last = prev.split()[-1].lower()
     first = line.split()[0].lower()
     if last in _CONNECTOR_END or first in _CONNECTOR_START:
         return True
-    return len(prev) >= 60 and line[:1].islower()
+    if not line[:1].islower() or prev[-1] in ".!?:;":
+        return False
+    return len(prev) >= 60 or (_is_task_led(prev) and not _is_task_led(line))
 
 
 def _plan_lines(text: str, mask: str) -> _Plan | None:
@@ -575,15 +674,14 @@ def _plan_lines(text: str, mask: str) -> _Plan | None:
     section: str | None = None
     sections_after = False
     base_indent: int | None = None
-    blank_since_item = False  # marker mode: a blank line since the last item
+    blank_since_item = False  # a blank line since the last marker item
     blank_before = False  # the line just before was blank
     prev_line = ""
     cur: _Item | None = None
     for line in raw:
         if not line.strip():
             blank_before = True
-            if items:
-                blank_since_item = True
+            blank_since_item = bool(items)
             continue
         stripped = line.strip()
         indented = line[:1].isspace()
@@ -610,7 +708,7 @@ def _plan_lines(text: str, mask: str) -> _Plan | None:
         elif has_marker:
             if not items:
                 preamble.append(stripped)
-            elif cur is None:
+            elif cur is None:  # prose under a section heading
                 section = _join_context(section or "", _clean(stripped))
             elif indented or not blank_since_item:
                 cur.extend(stripped)
@@ -641,8 +739,8 @@ def _plan_lines(text: str, mask: str) -> _Plan | None:
     if len(items) == 1:
         if not has_marker:
             return None
-        single = items[0].full()
-        return _plan_paragraph(_squash(f"{overall}: {single}" if overall else single))
+        single = f"{overall}: {items[0].full()}" if overall else items[0].full()
+        return _plan_paragraph(*_squash_pair(single, _mask(single)))
 
     plan: _Plan = []
     for item in items:
@@ -656,32 +754,29 @@ def _plan_lines(text: str, mask: str) -> _Plan | None:
 
 
 def _attach_context_lines(items: list[_Item]) -> list[_Item]:
-    """Attach non-instruction lines to the instruction before them.
+    """Attach prose lines to the instruction line before them.
 
-    Applies only when some lines are instructions and others are not; a
-    plain list of noun phrases ("login page", "signup page") stays as is.
+    Only when the first line is an instruction: "Build a blog.\\nIt needs
+    comments.\\nUse Django." is one task. A plain list of noun phrases
+    ("login page", "signup page") or of short items stays one per line.
     """
-    led = [_is_task_led(it.text) for it in items]
-    if not any(led) or all(led):
+    if not items or not _is_task_led(items[0].text):
         return items
-    out: list[_Item] = []
-    pending: list[str] = []
-    for item, is_led in zip(items, led):
-        if is_led:
-            if pending:
-                item.text = _join_context(*pending, item.text)
-                pending = []
-            out.append(item)
-        elif out:
+    out = [items[0]]
+    for item in items[1:]:
+        words = _words_at(_strip_lead(item.text), 0, 1)
+        prose = item.text.rstrip().endswith((".", "!", "?")) or (
+            bool(words) and words[0] in _CONTEXT_STARTERS
+        )
+        if prose and not _is_task_led(item.text):
             out[-1].text = _join_context(out[-1].text, item.text)
         else:
-            pending.append(item.text)
+            out.append(item)
     return out
 
 
-def _plan_paragraph(text: str) -> _Plan:
-    """Plan one paragraph (no line structure left)."""
-    mask = _mask(text)
+def _plan_paragraph(text: str, mask: str) -> _Plan:
+    """Plan one paragraph (no line structure left); mask is text's mask."""
     for planner in (_plan_context, _plan_inline_list, _plan_colon_semicolons):
         planned = planner(text, mask)
         if planned is not None:
@@ -692,17 +787,13 @@ def _plan_paragraph(text: str) -> _Plan:
     if not parts:
         return [(text, None)]
     start, end, segments = parts[0]
-    task = next((s for s in segments if _is_task_led(text[s[0] : s[1]])), segments[0])
-    ta, tb = task
-    sentence = text[ta:tb]
-    smask = mask[ta:tb]
-    trailing = len(sentence) - len(_TRAILING.sub("", sentence))
-    sentence, smask = sentence[: len(sentence) - trailing], smask[: len(smask) - trailing]
-    found = _enumerate(sentence, smask)
+    ta, tb = next((s for s in segments if _is_task_led(text[s[0] : s[1]])), segments[0])
+    tb = ta + len(_strip_trailing(text[ta:tb]))
+    found = _enumerate(text[ta:tb], mask[ta:tb])
     if found is None:
         return [(text, None)]
     goal, items = found
-    prefix, suffix = text[start:ta].strip(), text[tb:end].strip()
+    prefix, suffix = text[start:ta].strip(), text[tb:end].lstrip(_TRAIL_CHARS)
     if goal is not None:
         return [(item, _join_context(prefix, _clean(goal), suffix)) for item in items]
     return [(_join_context(prefix, _clean(item), suffix), None) for item in items]
@@ -712,13 +803,13 @@ def _plan_context(text: str, mask: str) -> _Plan | None:
     """Parse the "<items> for: <goal>" form this planner writes."""
     if "\n" in mask or _CONTEXT not in mask:
         return None
-    semis = [k for k, c in enumerate(mask) if c == ";"]
+    semis = [m.start() for m in re.finditer(";", mask)]
     if semis:
         bounds = [0, *[k + 1 for k in semis]]
         ends = [*semis, len(text)]
         segs = [(text[a:b], mask[a:b]) for a, b in zip(bounds, ends)]
         has = [_CONTEXT in m for _, m in segs]
-        if all(has):
+        if all(has):  # merged group of subtasks with different goals
             out: _Plan = []
             for seg, m in segs:
                 k = m.index(_CONTEXT)
@@ -734,14 +825,14 @@ def _plan_context(text: str, mask: str) -> _Plan | None:
     item, goal = text[:k], text[k + len(_CONTEXT) :]
     if not item.strip() or not goal.strip():
         return None
-    sub = _plan_paragraph(_squash(item))
+    sub = _plan_paragraph(item, mask[:k])
     if len(sub) < 2:
         return [(text, None)]
     return [(it, f"{_clean(g)}{_CONTEXT}{goal}" if g else goal) for it, g in sub]
 
 
 def _plan_inline_list(text: str, mask: str) -> _Plan | None:
-    """Parse "Head: 1. x 2. y" / "(a) x (b) y" lists written on one line."""
+    """Parse "Head: 1. x 2. y" or "(a) x (b) y" lists written in one line."""
     for regex, first in ((_INLINE_NUM, "1"), (_INLINE_LETTER, "a")):
         marks: list[re.Match[str]] = []
         expect = first
@@ -754,10 +845,12 @@ def _plan_inline_list(text: str, mask: str) -> _Plan | None:
                 expect = str(int(expect) + 1) if expect.isdigit() else chr(ord(expect) + 1)
         if len(marks) < 2:
             continue
-        head = _clean(text[: marks[0].start()])
+        head = text[: marks[0].start()].strip()
         ends = [m.start() for m in marks[1:]] + [len(text)]
         items = [text[m.end() : e] for m, e in zip(marks, ends)]
-        return [(item, head or None) for item in items]
+        if head and not head.endswith(":") and _is_task_led(head):
+            return [(f"{head} {item.strip()}", None) for item in items]  # "Add 1) x and 2) y"
+        return [(item, _clean(head) or None) for item in items]
     return None
 
 
@@ -768,11 +861,10 @@ def _plan_colon_semicolons(text: str, mask: str) -> _Plan | None:
     if colon <= 0 or semi == -1 or semi < colon:
         return None
     head = text[:colon]
-    if len(head.split()) > 15 or re.search(r"[.!?]\s", mask[:colon]):
+    if len(head.split()) > 15 or _SENTENCE_END.search(mask, 0, colon):
         return None
-    body_start = colon + 2
-    cuts = [k for k in range(body_start, len(mask)) if mask[k] == ";"]
-    bounds = [body_start, *[k + 1 for k in cuts]]
+    cuts = [m.start() for m in re.finditer(";", mask)]
+    bounds = [colon + 2, *[k + 1 for k in cuts]]
     ends = [*cuts, len(text)]
     items = [text[a:b] for a, b in zip(bounds, ends) if text[a:b].strip()]
     if len(items) < 2:
@@ -787,7 +879,7 @@ def _sequence(text: str, mask: str) -> list[tuple[int, int, list[tuple[int, int]
     when it is an instruction and the current part already has one.
     """
     conditionals = [m.start() for m in _CONDITIONAL.finditer(mask)]
-    segments: list[tuple[int, int, str]] = []
+    segments: list[tuple[int, int, str]] = []  # (start, end, boundary after)
     seg_start = 0
     for m in _BOUNDARY.finditer(mask):
         kind = m.lastgroup or ""
@@ -800,37 +892,31 @@ def _sequence(text: str, mask: str) -> list[tuple[int, int, list[tuple[int, int]
             if k < len(conditionals) and conditionals[k] < m.start():
                 continue
         if kind == "bare":
-            if len(text[seg_start : m.start()].split()) < 2 or not _is_task_led(text[m.end() :]):
+            near = text[max(seg_start, m.start() - 40) : m.start()]
+            if len(near.split()) < 2 or not _is_task_led(text[m.end() : m.end() + 300]):
                 continue
         if m.start() > seg_start:
             segments.append((seg_start, m.start(), kind))
         elif segments:
             segments[-1] = (segments[-1][0], segments[-1][1], kind)
         seg_start = m.end()
-        # The kind recorded with a segment is the boundary *after* it; shift below.
     if seg_start < len(text):
         segments.append((seg_start, len(text), ""))
-    if not segments:
-        return []
 
-    parts: list[tuple[int, int, list[tuple[int, int]], bool]] = []
+    parts: list[list] = []  # [start, end, sentence spans, has an instruction]
     before = "start"
     for a, b, after in segments:
-        body = text[a:b]
-        led = _is_seq_led(body) or _is_task_led(body)
-        if not parts:
-            parts.append((a, b, [(a, b)], led))
-        elif before in ("semi", "then", "bare") or (led and parts[-1][3]):
-            parts.append((a, b, [(a, b)], led))
-        else:
-            pa, _, spans, pled = parts[-1]
-            parts[-1] = (pa, b, [*spans, (a, b)], pled or led)
+        head = text[a : min(b, a + 300)]
+        led = _is_seq_led(head) or _is_task_led(head)
+        if not parts or before in ("semi", "then", "bare") or (led and parts[-1][3]):
+            parts.append([a, b, [(a, b)], led])
+        else:  # context sentence, or the first instruction after leading context
+            part = parts[-1]
+            part[1] = b
+            part[2].append((a, b))
+            part[3] = part[3] or led
         before = after
-    out = []
-    for a, b, spans, _ in parts:
-        if _clean(text[a:b]):
-            out.append((a, b, spans))
-    return out
+    return [(a, b, spans) for a, b, spans, _ in parts if _strip_trailing(_strip_lead(text[a:b].strip()))]
 
 
 def _prev_abbrev(mask: str, pos: int) -> bool:
@@ -844,7 +930,7 @@ def _prev_abbrev(mask: str, pos: int) -> bool:
 
 def _enumerate(sentence: str, mask: str) -> tuple[str | None, list[str]] | None:
     """Find an enumeration in one instruction sentence: (goal, items) or None."""
-    for finder in (_verb_clauses, _introduced_list, _plus_chain):
+    for finder in (_verb_clauses, _introduced_list, _plus_chain, _shared_verb):
         found = finder(sentence, mask)
         if found is not None and len({_key(i) for i in found[1]}) >= 2:
             return found
@@ -858,7 +944,7 @@ def _verb_clauses(text: str, mask: str) -> tuple[str | None, list[str]] | None:
     cuts: list[tuple[int, int]] = []
     for m in _CLAUSE_JOIN.finditer(mask):
         words = _words_at(text, m.end(), 2)
-        if not words:
+        if not words or mask[m.end() : m.end() + 1] == _HIDDEN:
             continue
         verb = words[0]
         nxt = words[1] if len(words) > 1 else ""
@@ -882,23 +968,23 @@ def _verb_clauses(text: str, mask: str) -> tuple[str | None, list[str]] | None:
 def _introduced_list(text: str, mask: str) -> tuple[str | None, list[str]] | None:
     """Split "Build X with A, B, and C" into items with goal "Build X"."""
     cands = list(_INTRO.finditer(mask))
-    commas = [k for k, c in enumerate(mask) if c == ","]
+    commas = [m.start() for m in re.finditer(",", mask)]
     for idx, cand in enumerate(cands):
-        head = text[: cand.start()].strip()
-        if not _WORD.search(head):
+        if not _WORD.search(text, 0, cand.start()):
             continue
-        if cand.group("kw") and cand.group("kw").lower() == "with":
-            words = _words_at(_strip_lead(head), 0, 1)
+        kw = cand.group("kw")
+        if kw and kw.lower() == "with":
+            words = _words_at(_strip_lead(text[: min(cand.start(), 300)]), 0, 1)
             if words and words[0] in _WITH_COMPLEMENT:
                 continue
         k = bisect_left(commas, cand.end())
         first_end = commas[k] if k < len(commas) else len(mask)
         if idx + 1 < len(cands) and cands[idx + 1].start() < first_end:
-            continue
+            continue  # the first item holds another introducer: use that one
         items = _list_items(text, mask, cand.end(), commas[k:])
         if len(items) < 2:
             return None
-        return head, items
+        return text[: cand.start()].strip(), items
     return None
 
 
@@ -910,6 +996,7 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
     if not spans:
         return []
     items: list[tuple[str, str]] = []
+    oxford = False
     for n, (a, b) in enumerate(spans):
         seg, m = text[a:b], mask[a:b]
         lead = len(seg) - len(seg.lstrip())
@@ -918,9 +1005,9 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
             c = _LEADING_CONJ.match(seg)
             if c:
                 seg, m = seg[c.end() :], m[c.end() :]
+                oxford = n == len(spans) - 1
         items.append((seg, m))
-    last_seg = text[spans[-1][0] : spans[-1][1]].strip()
-    if len(spans) == 1 or not _LEADING_CONJ.match(last_seg):
+    if not oxford:  # "A, B and C" or "A and B": split the last item at its last conjunction
         seg, m = items[-1]
         conj = None
         for conj in _CONJ.finditer(m):
@@ -934,19 +1021,76 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
             merged[-1] = (f"{prev}, {seg.strip()}", f"{pm}, {seg.strip()}")
         else:
             merged.append((seg, m))
+    # Nested list: an item with its own introducer absorbs the items up to the
+    # next one holding "and"/"or", if an outer item still follows that one.
+    next_conj = [len(merged)] * (len(merged) + 1)
+    for j in range(len(merged) - 1, -1, -1):
+        next_conj[j] = j if _CONJ.search(merged[j][1]) else next_conj[j + 1]
     out: list[str] = []
     i = 0
     while i < len(merged):
         seg, m = merged[i]
-        if _INTRO.search(m) and i + 1 < len(merged) - 1:
-            for j in range(i + 1, len(merged) - 1):
-                if _CONJ.search(merged[j][1]):
-                    seg = ", ".join(s for s, _ in merged[i : j + 1])
-                    i = j
-                    break
+        j = next_conj[i + 1]
+        if j < len(merged) - 1 and _INTRO.search(m):
+            seg = ", ".join(s for s, _ in merged[i : j + 1])
+            i = j
         out.append(seg)
         i += 1
     return [s for s in out if s.strip()]
+
+
+def _shared_verb(text: str, mask: str) -> tuple[str | None, list[str]] | None:
+    """Distribute a verb over a bare list of 3+ objects.
+
+    "Write tests for auth.py, db.py, and api.py" gives "Write tests for
+    auth.py", "Write tests for db.py", "Write tests for api.py". The shared
+    head ends at the last preposition of the first item, else after the verb.
+    Skipped for collective verbs ("Compare A, B, and C"), for long or
+    verb-led items, and for shapes that read as adjective lists ("a fast,
+    reliable, and secure API", "Make the app fast, secure, and accessible").
+    """
+    if not _is_task_led(text):
+        return None
+    lead = len(text) - len(_strip_lead(text))
+    verb = _WORD.match(text, lead)
+    if not verb or verb.group().lower() in _COLLECTIVE:
+        return None
+    commas = [m.start() for m in re.finditer(",", mask)]
+    if not commas:
+        return None
+    items = _list_items(text, mask, 0, commas)
+    if len(items) < 3:
+        return None
+    first_mask = mask[: commas[0]]
+    prep = None
+    for prep in _PREP_IN.finditer(first_mask, verb.end()):
+        pass
+    if prep is not None:
+        head_end = prep.end(1)
+    else:
+        head_end = verb.end()
+        particle = _WORDS_AFTER.match(text, head_end)
+        if particle and particle.group(1).lower() in _PARTICLES:
+            head_end = particle.end()
+    head, first = text[:head_end].strip(), text[head_end : commas[0]].strip()
+    rest = items[1:]
+    if not first or any(len(i.split()) > 5 or _starts_with_verb(i) for i in rest):
+        return None
+    cores = [_core_words(x) for x in [first, *rest]]
+    middle = cores[:-1]
+    if all(c == 1 for c in middle) and cores[-1] >= 2:
+        return None  # "a fast, reliable, and secure API"
+    if all(c <= 1 for c in cores[1:]) and cores[0] > 1:
+        return None  # "Make the app fast, secure, and accessible"
+    return None, [f"{head} {x}" for x in [first, *rest]]
+
+
+def _core_words(item: str) -> int:
+    """Word count of an item without a leading determiner."""
+    words = item.split()
+    if words and words[0].lower() in _DETERMINERS:
+        words = words[1:]
+    return len(words)
 
 
 def _plus_chain(text: str, mask: str) -> tuple[str | None, list[str]] | None:
@@ -967,11 +1111,11 @@ def _plus_chain(text: str, mask: str) -> tuple[str | None, list[str]] | None:
 
 def _key(text: str) -> str:
     """Comparison key: case-insensitive, whitespace-normalised, no trailing punctuation."""
-    return _TRAILING.sub("", " ".join(text.split())).casefold()
+    return _strip_trailing(" ".join(text.split())).casefold()
 
 
 def _finish(item: str, goal: str | None) -> tuple[str, str | None]:
-    """Clean one planned item and its goal (not yet capitalised)."""
+    """Clean one planned item and its goal (capitalised later, in _format)."""
     cleaned_goal = _clean(goal) if goal else ""
     return _clean(item), cleaned_goal or None
 
@@ -984,15 +1128,14 @@ def _dedupe(parts: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | No
         if not item:
             continue
         key = (_key(item), _key(goal or ""))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((item, goal))
+        if key not in seen:
+            seen.add(key)
+            out.append((item, goal))
     return out
 
 
 def _format(item: str, goal: str | None) -> str:
-    """Render one subtask: capitalised item, then ' for: goal' when shared."""
+    """Render one subtask: capitalised item, then " for: <goal>" when shared."""
     item = _capitalise(item)
     return f"{item}{_CONTEXT}{_capitalise(goal)}" if goal else item
 
@@ -1013,8 +1156,7 @@ def _merge(parts: list[tuple[str, str | None]], max_tasks: int) -> list[str]:
         n = size + (1 if g < extra else 0)
         group = parts[pos : pos + n]
         pos += n
-        goals = {goal for _, goal in group}
-        if len(goals) == 1:
+        if len({goal for _, goal in group}) == 1:
             out.append(_format("; ".join(item for item, _ in group), group[0][1]))
         else:
             out.append("; ".join(_format(item, goal) for item, goal in group))

@@ -12,14 +12,17 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings, load_settings
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must start light
+    from .config import Settings
 
 log = logging.getLogger("orchestrator.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "")
@@ -33,8 +36,10 @@ class RunningServer:
     thread: threading.Thread
     url: str
     api_key: str
+    closing: threading.Event
 
     def close(self) -> None:
+        self.closing.set()
         self.server.close()
         self.thread.join(5)
 
@@ -52,10 +57,12 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     app = create_app(settings, engine)
     host = settings.api.host
     port = settings.api.port if port is None else port
+    _check_port_free(host, port)
     try:
         server = create_server(
             app, host=host, port=port, threads=settings.api.threads, ident="orchestrator",
-            max_request_body_size=settings.api.max_body_bytes, expose_tracebacks=False,
+            # Flask enforces the cap with a JSON 413; waitress only stops bodies far beyond it.
+            max_request_body_size=settings.api.max_body_bytes * 2 + 65536, expose_tracebacks=False,
             channel_timeout=max(120, int(settings.api.long_poll_max) + 30), connection_limit=1000,
         )
     except OSError as exc:
@@ -71,11 +78,36 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     return engine, server, url
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a busy port ourselves: waitress leaks its socket when its own bind fails."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
+                    "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).", port=port) from None
+
+
 def start_in_thread(settings: Settings, engine: Any = None, *, port: int = 0) -> RunningServer:
     engine, server, url = build(settings, engine, port=port)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not closing.is_set():  # closing the socket under the loop ends it this way
+                raise
+
+    thread = threading.Thread(target=run, name="waitress", daemon=True)
     thread.start()
-    return RunningServer(server=server, thread=thread, url=url, api_key=settings.api.api_key)
+    return RunningServer(server=server, thread=thread, url=url, api_key=settings.api.api_key, closing=closing)
 
 
 def embedded_server(engine: Any, settings: Settings) -> RunningServer:
@@ -146,5 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api["host"] = args.host
     if args.port is not None:
         api["port"] = args.port
+    from .config import load_settings
+
     settings = load_settings(args.config, overrides={"api": api} if api else None)
     return serve(settings)

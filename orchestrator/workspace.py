@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,9 +33,6 @@ ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
 JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
 WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
 MAX_FILES_LISTED = 10_000
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would have given: mkstemp's 0600 is too private for reports
 
 
 def new_root_id() -> str:
@@ -75,7 +71,9 @@ def worker_key(depth: int, name: str) -> str:
 
 def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     """``depth_1_worker_2_1`` -> (1, "worker_2_1"); ``worker_2_1`` -> (None, "worker_2_1")."""
-    match = re.fullmatch(r"depth_([0-9]{1,3})_(.+)", ref or "")
+    if not isinstance(ref, str):
+        raise InvalidId(f"invalid worker id {ref!r}: expected worker_<n>[_<n>...] or depth_<d>_worker_<n>...")
+    match = re.fullmatch(r"depth_([0-9]{1,3})_(.+)", ref)
     if match:
         return int(match.group(1)), validate_worker_name(match.group(2))
     return None, validate_worker_name(ref)
@@ -87,10 +85,11 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     With ``durable`` the file and then its folder are fsynced, so the rename
     survives a crash of the machine too, not just of the process.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
             handle.write(data)
             handle.flush()
             if durable:
@@ -193,6 +192,14 @@ class Workspace:
         job_dir = self.job_dir(root_id)
         try:
             job_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise WorkspaceError(f"job folder {job_dir} already exists; not touching it") from None
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot create job folder {job_dir}: {exc.strerror or exc}. "
+                "Check the workspace's permissions and free space (orchestrator.workspace_root).",
+            ) from None
+        try:
             for sub in ("logs", "reports", "state/jobs", "state/workers", "state/prompts"):
                 (job_dir / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -61,3 +61,57 @@ def run_job(engine, request="job", tasks=None, config=None, timeout=60):
     done = engine.wait(job.id, timeout)
     assert done.status.terminal, f"job {job.id} still {done.status.value} after {timeout}s"
     return done
+
+
+API_KEY = "test-key-0123456789abcdefghijklmnop"
+
+
+@pytest.fixture
+def make_live(tmp_path):
+    """Start a real waitress server on an ephemeral 127.0.0.1 port with the given settings."""
+    from orchestrator.server import start_in_thread
+
+    started = []
+
+    def factory(**sections):
+        sections.setdefault("api", {})
+        sections["api"] = {"api_key": API_KEY, "host": "127.0.0.1", "port": 0, **sections["api"]}
+        settings = make_settings(tmp_path, **sections)
+        engine = Engine(settings)
+        server = start_in_thread(settings, engine, port=0)
+        started.append((server, engine))
+        return Live(server.url, API_KEY, engine)
+
+    yield factory
+    for server, engine in started:
+        engine.shutdown(timeout=10)
+        server.close()
+
+
+class Live:
+    """A running server: its URL, admin key and engine, with small request helpers."""
+
+    def __init__(self, url, key, engine):
+        self.url, self.key, self.engine = url, key, engine
+
+    def call(self, method, path, key=None, **kwargs):
+        import requests
+
+        headers = kwargs.pop("headers", {})
+        headers.setdefault("X-API-Key", self.key if key is None else key)
+        if headers["X-API-Key"] == "":
+            del headers["X-API-Key"]
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def submit(self, key=None, **body):
+        return self.call("POST", "/api/v1/orchestrate", key=key, json=body)
+
+    def wait(self, job_id, timeout=60):
+        doc = self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout={timeout}").json()
+        assert doc["status"] in ("completed", "partial", "failed", "cancelled"), doc["status"]
+        return doc
+
+
+@pytest.fixture
+def live(make_live):
+    return make_live()

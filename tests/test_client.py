@@ -407,6 +407,8 @@ def test_events_parses_and_reconnects_with_last_event_id(client, rsps):
 
     def callback(request):
         seen_ids.append(request.headers.get("Last-Event-ID"))
+        if len(seen_ids) > 2:  # fail fast instead of reconnecting forever
+            return 404, {}, json.dumps({"error": "job_not_found", "message": "too many connections"})
         body = FIRST_STREAM if len(seen_ids) == 1 else SECOND_STREAM
         return 200, {"Content-Type": "text/event-stream"}, body
 
@@ -425,6 +427,8 @@ def test_events_resume_from_given_id_and_stop_after_end(client, rsps):
 
     def callback(request):
         seen_ids.append(request.headers.get("Last-Event-ID"))
+        if len(seen_ids) > 1:
+            return 404, {}, json.dumps({"error": "job_not_found", "message": "too many connections"})
         return 200, {"Content-Type": "text/event-stream"}, SECOND_STREAM + "id: 5\ndata: {}\n\n"
 
     rsps.add_callback(responses.GET, f"{API}/jobs/j/events", callback=callback)

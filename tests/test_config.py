@@ -1,0 +1,388 @@
+"""Settings: defaults, the template, precedence, errors that name the fix, and a job's own config."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import SCHEMA, JobConfig, job_config, load_settings
+from orchestrator.errors import ConfigError
+
+from .conftest import ROOT
+
+TEMPLATE = ROOT / "config.template.yaml"
+
+
+def load(tmp_path, environ=None, **overrides):
+    """Settings from tmp_path (no config.yaml unless the test wrote one) and an explicit environ."""
+    return load_settings(base_dir=tmp_path, environ=environ or {}, overrides=overrides or None)
+
+
+def write_config(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(tmp_path, text):
+    """The ConfigError that loading ``text`` as config.yaml raises."""
+    write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path)
+    return info.value.message
+
+
+def defaults():
+    return {section: {key: spec.default for key, spec in keys.items()} for section, keys in SCHEMA.items()}
+
+
+# -- defaults and the template -------------------------------------------------
+
+
+def test_defaults_load_with_no_file_and_an_empty_environment(tmp_path):
+    settings = load(tmp_path)
+    assert settings.to_dict() == defaults()
+    assert settings.source == "defaults"
+
+
+def test_sections_and_keys_read_as_attributes(tmp_path):
+    settings = load(tmp_path)
+    assert settings.workers.max_workers == 5
+    assert settings.recursion.enable is True
+    assert settings.api.host == "127.0.0.1"
+    with pytest.raises(AttributeError):
+        settings.nope  # noqa: B018
+    with pytest.raises(AttributeError):
+        settings.workers.nope  # noqa: B018
+
+
+def test_relative_paths_resolve_against_the_base_dir(tmp_path):
+    settings = load(tmp_path)
+    assert settings.workspace_root == tmp_path.resolve() / "workspace"
+    assert settings.log_dir == tmp_path.resolve() / "logs"
+    assert settings.templates_dir is None
+
+
+def test_template_lists_exactly_every_key_of_the_schema():
+    data = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
+    assert list(data) == list(SCHEMA)
+    for section, keys in SCHEMA.items():
+        assert list(data[section]) == list(keys), f"section {section}"
+
+
+def test_every_key_in_the_template_has_its_help_as_a_comment_on_its_line():
+    lines = TEMPLATE.read_text(encoding="utf-8").splitlines()
+    for section, keys in SCHEMA.items():
+        assert f"{section}:" in lines, f"section {section} missing"
+        for key, spec in keys.items():
+            line = next((ln for ln in lines if re.match(rf"  {key}:", ln)), None)
+            assert line is not None, f"{section}.{key} missing"
+            assert "#" in line and spec.help in line.split("#", 1)[1], f"{section}.{key} comment"
+
+
+def test_loading_the_template_as_config_gives_the_defaults(tmp_path):
+    settings = load_settings(TEMPLATE, base_dir=tmp_path, environ={})
+    assert settings.to_dict() == defaults()
+    assert str(TEMPLATE) in settings.source
+
+
+# -- precedence ------------------------------------------------------------------
+
+
+def test_config_yaml_in_the_base_dir_overrides_defaults(tmp_path):
+    write_config(tmp_path, "workers:\n  max_workers: 3\n")
+    settings = load(tmp_path)
+    assert settings.workers.max_workers == 3
+    assert settings.workers.max_retries == 2  # untouched keys keep their default
+
+
+def test_orchestrator_config_names_the_file_to_read(tmp_path):
+    # Given a config.yaml in the base dir and another file named by ORCHESTRATOR_CONFIG
+    write_config(tmp_path, "workers:\n  max_workers: 3\n")
+    other = write_config(tmp_path, "workers:\n  max_workers: 7\n", name="other.yaml")
+    # Then the named file wins
+    settings = load(tmp_path, {"ORCHESTRATOR_CONFIG": str(other)})
+    assert settings.workers.max_workers == 7
+
+
+def test_environment_overrides_the_config_file_and_is_typed(tmp_path):
+    write_config(tmp_path, "workers:\n  max_workers: 3\n  retry_on_timeout: false\n")
+    environ = {"ORCHESTRATOR__WORKERS__MAX_WORKERS": "4", "ORCHESTRATOR__WORKERS__RETRY_ON_TIMEOUT": "true"}
+    settings = load(tmp_path, environ)
+    assert settings.workers.max_workers == 4
+    assert settings.workers.retry_on_timeout is True
+    assert settings.source.endswith("< environment")
+
+
+def test_overrides_beat_the_environment(tmp_path):
+    write_config(tmp_path, "workers:\n  max_workers: 3\n")
+    settings = load(tmp_path, {"ORCHESTRATOR__WORKERS__MAX_WORKERS": "4"}, workers={"max_workers": 2})
+    assert settings.workers.max_workers == 2
+
+
+def test_environment_variables_without_the_double_underscore_prefix_are_not_settings(tmp_path):
+    settings = load(tmp_path, {"ORCHESTRATOR_HOME": "/x", "ORCHESTRATOR_WORKERS_MAX_WORKERS": "4"})
+    assert settings.workers.max_workers == 5
+
+
+def test_a_string_setting_from_the_environment_keeps_its_text(tmp_path):
+    environ = {"ORCHESTRATOR__ORCHESTRATOR__WORKSPACE_ROOT": "2024", "ORCHESTRATOR__SIMULATED__FAIL_MATCHING": "yes"}
+    settings = load(tmp_path, environ)
+    assert settings.orchestrator.workspace_root == "2024"
+    assert settings.simulated.fail_matching == "yes"
+
+
+# -- errors name the key, the value and what is allowed ----------------------------------
+
+
+def test_unknown_section_names_it_and_the_known_ones(tmp_path):
+    message = config_error(tmp_path, "wokers:\n  max_workers: 3\n")
+    assert "unknown section 'wokers'" in message
+    assert "workers" in message.split("Known sections:")[1]
+
+
+def test_a_typo_in_a_key_names_it_and_the_known_keys(tmp_path):
+    message = config_error(tmp_path, "workers:\n  max_worker: 3\n")
+    assert "workers.max_worker" in message
+    assert "max_workers" in message.split("Known keys")[1]
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("workers", "max_workers", "'4'", "a whole number"),
+        ("workers", "max_workers", "true", "a whole number"),
+        ("orchestrator", "workspace_root", "[a, b]", "a string"),
+        ("workers", "retry_on_timeout", "1", "true or false"),
+    ],
+)
+def test_wrong_type_names_the_key_the_value_and_the_type(tmp_path, section, key, value, expected):
+    message = config_error(tmp_path, f"{section}:\n  {key}: {value}\n")
+    assert f"{section}.{key}=" in message
+    assert "wrong type" in message and expected in message
+
+
+def test_a_list_setting_refuses_items_that_are_not_strings(tmp_path):
+    message = config_error(tmp_path, "orchestrator:\n  command: [1, 2]\n")
+    assert "orchestrator.command" in message and "a list of strings" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "100000000000000000000"])
+def test_out_of_range_names_the_key_the_value_and_the_range(tmp_path, value):
+    message = config_error(tmp_path, f"workers:\n  max_workers: {value}\n")
+    assert f"workers.max_workers={int(value)}" in message
+    assert "out of range: allowed 1 to 1024" in message
+
+
+def test_nan_is_refused(tmp_path):
+    message = config_error(tmp_path, "workers:\n  default_timeout: .nan\n")
+    assert "workers.default_timeout is NaN" in message
+
+
+def test_a_bad_choice_names_the_value_and_the_choices(tmp_path):
+    message = config_error(tmp_path, "orchestrator:\n  worker: nope\n")
+    assert "orchestrator.worker='nope' is not allowed" in message
+    assert "simulated" in message and "claude" in message
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    message = config_error(tmp_path, "workers:\n  max_workers: [1,\n")
+    assert "config.yaml is not valid YAML" in message
+
+
+def test_a_list_at_top_level_is_refused(tmp_path):
+    message = config_error(tmp_path, "- workers\n- api\n")
+    assert "must be a mapping of sections" in message and "list" in message
+
+
+def test_a_section_that_is_not_a_mapping_is_refused(tmp_path):
+    message = config_error(tmp_path, "workers: 3\n")
+    assert "section 'workers' must be a mapping" in message
+
+
+def test_an_empty_config_file_gives_the_defaults(tmp_path):
+    write_config(tmp_path, "# nothing yet\n")
+    assert load(tmp_path).to_dict() == defaults()
+
+
+def test_a_missing_config_path_is_named_with_the_fix(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "missing.yaml", base_dir=tmp_path, environ={})
+    assert "config file not found" in info.value.message
+    assert "missing.yaml" in info.value.message and "config.template.yaml" in info.value.message
+
+
+def test_a_missing_file_named_by_orchestrator_config_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load(tmp_path, {"ORCHESTRATOR_CONFIG": str(tmp_path / "missing.yaml")})
+
+
+def test_a_malformed_environment_variable_name_is_explained(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"ORCHESTRATOR__WORKERS": "4"})
+    assert "ORCHESTRATOR__WORKERS" in info.value.message
+    assert "ORCHESTRATOR__SECTION__KEY" in info.value.message
+
+
+def test_an_unknown_key_from_the_environment_names_its_origin(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"ORCHESTRATOR__WORKERS__MAX_WORKER": "4"})
+    assert info.value.message.startswith("environment: unknown key 'workers.max_worker'")
+
+
+def test_errors_carry_the_key_and_value_as_details(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, workers={"max_workers": 0})
+    assert info.value.details["key"] == "workers.max_workers"
+    assert info.value.details["value"] == 0
+
+
+# -- a job's own config ----------------------------------------------------------------
+
+
+def test_a_request_without_config_gets_the_settings(settings):
+    cfg, notes = job_config(settings, None)
+    assert cfg.max_workers == settings.workers.max_workers
+    assert cfg.default_timeout == settings.workers.default_timeout
+    assert cfg.enable_recursion is True and cfg.max_recursion_depth == 3
+    assert notes == []
+
+
+def test_a_root_request_may_lower_max_workers(settings):
+    cfg, notes = job_config(settings, {"max_workers": 2})
+    assert cfg.max_workers == 2 and notes == []
+
+
+def test_a_root_request_may_raise_max_workers_up_to_the_limit(settings):
+    cfg, _ = job_config(settings, {"max_workers": settings.workers.max_workers_limit})
+    assert cfg.max_workers == 16
+
+
+def test_a_root_request_above_the_limit_names_the_limit_and_the_setting(settings):
+    with pytest.raises(ConfigError) as info:
+        job_config(settings, {"max_workers": 17})
+    assert "config.max_workers=17" in info.value.message
+    assert "limit 16" in info.value.message and "workers.max_workers_limit" in info.value.message
+    assert info.value.details["limit"] == 16
+
+
+def test_default_timeout_may_be_raised_up_to_max_timeout(settings):
+    # The seed's troubleshooting advice raises the timeout to 600
+    cfg, _ = job_config(settings, {"default_timeout": 600})
+    assert cfg.default_timeout == 600.0 and isinstance(cfg.default_timeout, float)
+    job_config(settings, {"default_timeout": settings.workers.max_timeout})
+    with pytest.raises(ConfigError, match="workers.max_timeout"):
+        job_config(settings, {"default_timeout": settings.workers.max_timeout + 1})
+
+
+def test_max_recursion_depth_is_capped_by_max_depth_limit(settings):
+    assert settings.recursion.max_depth_limit == 5
+    cfg, _ = job_config(settings, {"max_recursion_depth": 5})
+    assert cfg.max_recursion_depth == 5
+    with pytest.raises(ConfigError, match="recursion.max_depth_limit"):
+        job_config(settings, {"max_recursion_depth": 6})
+
+
+def test_an_unknown_request_key_is_refused_listing_the_allowed_keys(settings):
+    with pytest.raises(ConfigError) as info:
+        job_config(settings, {"max_worker": 2})
+    assert "unknown config key(s): max_worker" in info.value.message
+    allowed = info.value.message.split("Allowed:")[1]
+    assert "max_workers" in allowed and "enable_recursion" in allowed and "current_depth" in allowed
+
+
+def test_current_depth_is_accepted_and_ignored(settings):
+    cfg, notes = job_config(settings, {"current_depth": 2})
+    assert cfg == job_config(settings, {})[0]
+    assert notes == []
+
+
+@pytest.mark.parametrize("value", [-1, "1", True])
+def test_a_bad_current_depth_is_refused(settings, value):
+    with pytest.raises(ConfigError, match="config.current_depth"):
+        job_config(settings, {"current_depth": value})
+
+
+@pytest.mark.parametrize("key, value", [("max_workers", "3"), ("enable_recursion", "yes"), ("default_timeout", True), ("worker", "nope")])
+def test_a_bad_value_in_a_request_is_a_config_error_naming_it(settings, key, value):
+    with pytest.raises(ConfigError) as info:
+        job_config(settings, {key: value})
+    assert f"config.{key}=" in info.value.message
+
+
+@pytest.mark.parametrize("requested", ["max_workers=2", [1, 2]])
+def test_a_request_config_that_is_not_a_mapping_is_a_config_error(settings, requested):
+    with pytest.raises(ConfigError, match="JSON object"):
+        job_config(settings, requested)
+
+
+def parent_config(settings, **values):
+    cfg, _ = job_config(settings, values)
+    return cfg
+
+
+def test_a_child_inherits_its_parents_config(settings):
+    parent = parent_config(settings, max_workers=2, max_recursion_depth=1)
+    child, notes = job_config(settings, None, parent)
+    assert child == parent and notes == []
+
+
+def test_a_child_value_above_the_parents_is_lowered_with_a_note(settings):
+    parent = parent_config(settings, max_workers=2)
+    child, notes = job_config(settings, {"max_workers": 4}, parent)
+    assert child.max_workers == 2
+    assert len(notes) == 1 and "max_workers=4 lowered to 2" in notes[0]
+
+
+def test_a_child_may_lower_its_parents_value(settings):
+    parent = parent_config(settings, default_timeout=600)
+    child, notes = job_config(settings, {"default_timeout": 60}, parent)
+    assert child.default_timeout == 60.0 and notes == []
+
+
+def test_a_child_cannot_reenable_recursion_under_a_parent_with_it_off(settings):
+    parent = parent_config(settings, enable_recursion=False)
+    child, notes = job_config(settings, {"enable_recursion": True}, parent)
+    assert child.enable_recursion is False
+    assert any("enable_recursion stays false" in note for note in notes)
+
+
+def test_job_config_round_trips_through_a_dict(settings):
+    cfg, _ = job_config(settings, {"max_workers": 3})
+    assert JobConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+
+
+# -- Settings.replace -------------------------------------------------------------------
+
+
+def test_replace_returns_a_changed_copy(settings):
+    changed = settings.replace(workers={"max_workers": 2})
+    assert changed.workers.max_workers == 2
+    assert settings.workers.max_workers == 5
+    assert changed.simulated.duration == settings.simulated.duration
+
+
+@pytest.mark.parametrize("changes", [{"workers": {"max_workers": 0}}, {"workers": {"max_workers": "2"}}, {"orchestrator": {"worker": "nope"}}])
+def test_replace_validates_values(settings, changes):
+    with pytest.raises(ConfigError):
+        settings.replace(**changes)
+
+
+@pytest.mark.parametrize("changes", [{"workers": {"max_worker": 2}}, {"wrkers": {"max_workers": 2}}])
+def test_replace_refuses_unknown_keys_and_sections(settings, changes):
+    with pytest.raises(ConfigError):
+        settings.replace(**changes)
+
+
+def test_raising_a_default_above_its_limit_raises_the_limit_with_it(tmp_path):
+    settings = load(tmp_path, workers={"max_workers": 20, "default_timeout": 7200}, recursion={"max_depth": 8})
+    assert settings.workers.max_workers_limit == 20
+    assert settings.workers.max_timeout == 7200.0
+    assert settings.recursion.max_depth_limit == 8
+
+
+def test_settings_base_dir_is_resolved(tmp_path):
+    settings = load_settings(base_dir=Path(tmp_path) / "." / "sub" / "..", environ={})
+    assert settings.base_dir == tmp_path.resolve()
