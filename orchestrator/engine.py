@@ -105,7 +105,7 @@ class Engine:
                 self._check_recursion(parent[0], parent[1], cfg)
             plan, planner_name = self._plan(request, task_list, cfg)
             if parent:
-                plan = self._fit_tree_budget(parent[0].root_id, plan, planner_name, notes)
+                plan = self._fit_tree_budget(parent[0].root_id, request, plan, planner_name, notes)
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
                 raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
@@ -181,7 +181,7 @@ class Engine:
                 f"child job(s) (max_children_per_worker={pcfg.max_children_per_worker}). Do the rest directly.",
             )
 
-    def _fit_tree_budget(self, root_id: str, plan: list[str], planner_name: str, notes: list[str]) -> list[str]:
+    def _fit_tree_budget(self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str]) -> list[str]:
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self._jobs.values() if j.root_id == root_id)
         room = cap - used
@@ -193,7 +193,7 @@ class Engine:
         if len(plan) > room:
             if planner_name == "explicit":
                 raise RecursionLimit(f"{len(plan)} tasks asked for, but tree {root_id} has room for {room} more worker(s) (recursion.max_workers_per_root={cap})")
-            plan = planning.merge_parts(plan, room) if hasattr(planning, "merge_parts") else plan[:room]
+            plan = planning.split_request(request, room)  # merges parts, never drops one
             notes.append(f"plan merged into {room} subtask(s): the tree is near recursion.max_workers_per_root={cap}")
         return plan
 

@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     check.add_argument("job_id")
     check.add_argument("api_url", nargs="?")
     check.set_defaults(func=cmd_check_status)
+    stop = sub.add_parser("stop-server", help="stop the API server that quick-start started")
+    stop.set_defaults(func=cmd_stop_server)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -102,6 +104,7 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     print(status_table(doc))
     print(f"\nFINAL_RESULT.md: {doc['results']['final_report']}")
     print(f"status again:    ./check-status.sh {job_id}")
+    print(f"the API server keeps running at {url}; stop it with ./quick-start.sh --stop")
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
@@ -135,4 +138,34 @@ def cmd_check_status(args: argparse.Namespace) -> int:
         source = f"from the workspace files (no server answering at {url})"
     print(status_table(doc))
     print(f"({source})")
+    return 0
+
+
+def cmd_stop_server(args: argparse.Namespace) -> int:
+    """SIGTERM the server quick-start started (it cancels running jobs), and wait for it."""
+    import signal
+
+    from .config import default_base_dir
+
+    pid_file = default_base_dir() / ".server.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        print("no server started by quick-start.sh is recorded (.server.pid); nothing to stop")
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print(f"server pid {pid} was not running")
+        pid_file.unlink(missing_ok=True)
+        return 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    print(f"stopped the API server (pid {pid})")
     return 0

@@ -50,7 +50,7 @@ def wants_child_job(task: str) -> bool:
         return False
     from orchestrator.planner import is_compound
 
-    return is_compound(_own_part(task))
+    return is_compound(task)
 
 
 def _own_part(task: str) -> str:
@@ -60,7 +60,7 @@ def _own_part(task: str) -> str:
 
 def run_child_job(task: str) -> int:
     print(f"subtask is compound; starting a child job at depth {int(os.environ.get('ORCHESTRATOR_DEPTH', '0')) + 1}", flush=True)
-    argv = [sys.executable, "-m", "orchestrator", "spawn", "--wait", "--request", _own_part(task)]
+    argv = [sys.executable, "-m", "orchestrator", "spawn", "--wait", "--request", task]
     code = subprocess.call(argv, stdin=subprocess.DEVNULL)
     print(f"child job finished with exit code {code}", flush=True)
     return code
