@@ -100,6 +100,8 @@ class Engine:
             parent_cfg = JobConfig.from_dict(parent[0].config) if parent else None
             cfg, notes = job_config(self.settings, config, parent_cfg)
             kind, why = resolve_kind(cfg.worker, self.settings)
+            if cfg.worker == "auto" and parent is None:
+                notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
             cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
             if parent:
                 self._check_recursion(parent[0], parent[1], cfg)
