@@ -59,7 +59,7 @@ def ensure_server(settings: Any) -> str:
         return url
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.log_dir / "server.out"
-    api_server = Path(settings.base_dir) / "api_server.py"
+    api_server = Path(__file__).resolve().parent.parent / "api_server.py"
     with open(out_path, "ab") as out:
         proc = subprocess.Popen([sys.executable, str(api_server)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, cwd=settings.base_dir,
