@@ -221,3 +221,13 @@ def _wait_for(predicate, timeout=10):
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_a_worker_printing_megabytes_loses_no_line_and_keeps_a_bounded_result(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"output_chars": 500})
+    job = run_job(engine, "x", tasks=["flood 8"])
+    worker = workers_of(engine, job)["worker_1"]
+    log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text()
+    numbers = [int(line.split()[2]) for line in log.splitlines() if line.startswith("flood line ")]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 80_000  # contiguous, nothing lost
+    assert worker.status is WorkerStatus.SUCCESS and len(worker.output) <= 501
