@@ -69,8 +69,15 @@ def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int):
     )
 
 
-def run_orchestrator(jobs: int, concurrency: int, keep: bool = False) -> float:
+def run_orchestrator(jobs: int, concurrency: int, workspaces: list[Path]) -> float:
+    """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove.
+
+    The folders are removed only after the last run: deleting ~7000 files right
+    before the next run slows that run's file creation on some file systems (ext4
+    without a journal skips recently deleted inodes one by one), which would charge
+    the benchmark's own clean-up to the orchestrator."""
     base = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    workspaces.append(base)
     engine = Engine(orchestrator_settings(base, jobs, concurrency))
     try:
         tasks = [f"noop {i}" for i in range(jobs)]
@@ -83,10 +90,6 @@ def run_orchestrator(jobs: int, concurrency: int, keep: bool = False) -> float:
         check_orchestrator_workspace(engine, job.id, jobs, done.status.value)
     finally:
         engine.shutdown(timeout=30)
-        if keep:
-            print(f"  (kept workspace {base})", file=sys.stderr)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
     return wall
 
 
@@ -159,6 +162,18 @@ def parallel_available() -> str | None:
     return first[0] if first and "GNU parallel" in first[0] else None
 
 
+def filesystem_of(path: str) -> str:
+    """``/tmp on ext4 (/dev/vda)`` from /proc/mounts (longest matching mount point), or just the path."""
+    try:
+        mounts = [line.split()[:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return path
+    real = os.path.realpath(path)
+    best = max((m for m in mounts if len(m) == 3 and (real == m[1] or real.startswith(m[1].rstrip("/") + "/"))),
+               key=lambda m: len(m[1]), default=None)
+    return f"{path} on {best[2]} ({best[0]}, mounted at {best[1]})" if best else path
+
+
 # -- reporting -----------------------------------------------------------------------
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
@@ -184,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     nproc = os.cpu_count()
     print(f"bench_engine: {args.jobs} no-op jobs (`true`), {args.concurrency} at a time, {args.repeat} run(s) each, interleaved")
     print(f"machine: nproc={nproc}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    if "orchestrator" in methods:
+        print(f"orchestrator workspaces: {filesystem_of(tempfile.gettempdir())} (set TMPDIR to move them)")
     if "parallel" in methods:
         print(f"GNU parallel: {version or 'not found'}")
 
@@ -192,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if "parallel" in methods and version is None:
         skipped["parallel"] = "GNU parallel not installed (run: bash bench/setup.sh)"
     runners = {
-        "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, args.keep),
+        "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces),
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
     }
+    workspaces: list[Path] = []
     try:
         for r in range(1, args.repeat + 1):
             for method in methods:
@@ -206,7 +224,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run {r}/{args.repeat} {method:<12} {wall:8.3f} s  {wall / args.jobs * 1000:7.3f} ms/job", flush=True)
     except CheckFailed as exc:
         print(f"CHECK FAILED: {exc}")
+        args.keep = True  # leave the evidence
         return 1
+    finally:
+        for base in workspaces:
+            if args.keep:
+                print(f"kept orchestrator workspace {base}")
+            else:
+                shutil.rmtree(base, ignore_errors=True)
 
     median = {m: statistics.median(v) if v else None for m, v in walls.items()}
     par, pop = median.get("parallel"), median.get("popen")

@@ -46,6 +46,9 @@ class _Live:
     holds_slot: bool = False
     process_done: bool = False
     outcome: Outcome | None = None
+    version: int = 0  # bumped under the engine lock each time the record is snapshotted to disk
+    written: int = 0  # the version on disk
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Engine:
@@ -72,6 +75,7 @@ class Engine:
         self._live: dict[tuple[str, str], _Live] = {}  # (root id, worker key) -> live worker
         self._pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
         self._running: dict[str, int] = {}  # job id -> workers with a live process
+        self._unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
@@ -237,6 +241,7 @@ class Engine:
             raise
         self._jobs[job.id] = job
         self._running[job.id] = 0
+        self._unfinished[job.id] = len(job.worker_names)
         self._publish_job(job, f"planned {len(plan)} subtask(s)")
         return job
 
@@ -258,11 +263,12 @@ class Engine:
             record.dir_path = self.workspace.relative(job.root_id, self.workspace.create_worker_dir(job.root_id, job.depth, name))
             record.log_path = self.workspace.relative(job.root_id, self.workspace.worker_log(job.root_id, job.depth, name))
             self.workspace.worker_log(job.root_id, job.depth, name).touch()
-            self.workspace.save_worker(record)
+            self.workspace.save_worker(record, sync_dir=False)
             job.worker_names.append(name)
             tag = f"{job.root_id}.{record.key}.{secrets.token_hex(4)}"
             self._live[(job.root_id, record.key)] = _Live(record=record, job=job, tag=tag)
             keys.append(record.key)
+        self.workspace.sync_workers_dir(job.root_id)  # once for the batch, not once per record
         self._pending[job.id] = keys
 
     def _attach_child(self, plive: _Live, child: JobRecord) -> None:
@@ -316,9 +322,12 @@ class Engine:
             waiting = self._live_children(live)
             if waiting:
                 self._publish_worker(live, f"process exited; waiting for child job(s) {', '.join(waiting)}")
+                snapshot = self._snapshot_record(live)
             self._dispatch()
-        if not waiting:
-            self._finish_worker(live)
+        if waiting:
+            self._write_record(live, snapshot)
+        else:
+            self._finish_worker(live)  # writes the record once, with its final status
         self._threads.discard(threading.current_thread())
 
     def _execute(self, live: _Live) -> Outcome:
@@ -335,10 +344,27 @@ class Engine:
         return execution.run()
 
     def _on_attempt(self, record: WorkerRecord, message: str) -> None:
+        """An attempt is running: on disk before anything else is told (crash consistency)."""
         with self._lock:
-            self.workspace.save_worker(record)
             live = self._live[(record.root_id, record.key)]
+            snapshot = self._snapshot_record(live)
+        self._write_record(live, snapshot)
+        with self._lock:
             self._publish_worker(live, message)
+
+    def _snapshot_record(self, live: _Live) -> tuple[int, dict[str, Any]]:
+        """Under the engine lock: the record's current state and a version number for it."""
+        live.version += 1
+        return live.version, live.record.to_dict()
+
+    def _write_record(self, live: _Live, snapshot: tuple[int, dict[str, Any]]) -> None:
+        """Outside the engine lock (an fsync'd write costs ~1 ms): never let an older
+        snapshot overwrite a newer one written by another thread."""
+        version, data = snapshot
+        with live.write_lock:
+            if version > live.written:
+                self.workspace.save_worker_dict(live.record.root_id, live.record.depth, live.record.name, data)
+                live.written = version
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         return rec.task if job.request == rec.task else f"{rec.task}\n\n(Part of the request: {job.request})"
@@ -378,7 +404,6 @@ class Engine:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
         rec.files_created = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
-        self.workspace.save_worker(rec)
 
     def _live_children(self, live: _Live) -> list[str]:
         return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]
@@ -399,10 +424,13 @@ class Engine:
                     rec.exit_reason += "; a child job did not complete"
             rec.status = status
             rec.ended_at = time.time()
-            self.workspace.save_worker(rec)
-            self._publish_worker(live, rec.exit_reason)
+            snapshot = self._snapshot_record(live)
             job = live.job
-            done = all(self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.status.terminal for n in job.worker_names)
+            self._unfinished[job.id] -= 1
+            done = self._unfinished[job.id] == 0
+        self._write_record(live, snapshot)
+        with self._lock:
+            self._publish_worker(live, rec.exit_reason)
         if done:
             self._complete_job(job)
 

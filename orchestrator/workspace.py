@@ -79,7 +79,7 @@ def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     return None, validate_worker_name(ref)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
 
     With ``durable`` the file and then its folder are fsynced, so the rename
@@ -99,7 +99,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         with _suppress_os():
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         _fsync_dir(path.parent)
 
 
@@ -228,8 +228,17 @@ class Workspace:
     def save_job(self, job: JobRecord) -> None:
         self._write_json(self.job_record_path(job.id), job.to_dict())
 
-    def save_worker(self, worker: WorkerRecord) -> None:
-        self._write_json(self.worker_record_path(worker.root_id, worker.depth, worker.name), worker.to_dict())
+    def save_worker(self, worker: WorkerRecord, *, sync_dir: bool = True) -> None:
+        """``sync_dir=False`` for a batch: the caller fsyncs the folder once (``sync_workers_dir``)."""
+        path = self.worker_record_path(worker.root_id, worker.depth, worker.name)
+        self._write_bytes(path, json.dumps(worker.to_dict(), ensure_ascii=False, indent=1).encode("utf-8"), sync_dir=sync_dir)
+
+    def sync_workers_dir(self, root_id: str) -> None:
+        if self.durable:
+            _fsync_dir(self.state_dir(root_id) / "workers")
+
+    def save_worker_dict(self, root_id: str, depth: int, name: str, data: dict[str, Any]) -> None:
+        self._write_json(self.worker_record_path(root_id, depth, name), data)
 
     def load_job(self, job_id: str) -> JobRecord:
         path = self.job_record_path(validate_job_id(job_id))
@@ -317,9 +326,9 @@ class Workspace:
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         self._write_bytes(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
-    def _write_bytes(self, path: Path, data: bytes) -> None:
+    def _write_bytes(self, path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         try:
-            atomic_write(path, data, durable=self.durable)
+            atomic_write(path, data, durable=self.durable, sync_dir=sync_dir)
         except OSError as exc:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
 
