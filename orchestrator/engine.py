@@ -16,6 +16,8 @@ import os
 import secrets
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -79,7 +81,9 @@ class Engine:
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
-        self._threads: set[threading.Thread] = set()
+        # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
+        self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
+        self._futures: set[Future[None]] = set()
         self._closing = False
 
     # -- submitting -----------------------------------------------------------
@@ -252,23 +256,16 @@ class Engine:
             plive = parent[1]
             prefix = plive.record.name
             first = 1 + sum(len(self._jobs[c].worker_names) for c in plive.record.child_job_ids if c in self._jobs)
-        cfg = JobConfig.from_dict(job.config)
+        names = [f"{prefix}_{first + offset}" for offset in range(len(job.tasks))]
+        job.worker_names.extend(names)
         keys = []
-        for offset, task in enumerate(job.tasks):
-            name = f"{prefix}_{first + offset}"
-            record = WorkerRecord(
-                job_id=job.id, root_id=job.root_id, name=name, index=offset + 1, depth=job.depth,
-                task=task, kind=cfg.worker, created_at=job.created_at,
-            )
-            record.dir_path = self.workspace.relative(job.root_id, self.workspace.create_worker_dir(job.root_id, job.depth, name))
-            record.log_path = self.workspace.relative(job.root_id, self.workspace.worker_log(job.root_id, job.depth, name))
-            self.workspace.worker_log(job.root_id, job.depth, name).touch()
-            self.workspace.save_worker(record, sync_dir=False)
-            job.worker_names.append(name)
+        # No file per pending worker: its record follows from the job record (see
+        # Workspace.pending_worker) and is first written when the worker starts.
+        for index in range(1, len(names) + 1):
+            record = self.workspace.pending_worker(job, index)
             tag = f"{job.root_id}.{record.key}.{secrets.token_hex(4)}"
             self._live[(job.root_id, record.key)] = _Live(record=record, job=job, tag=tag)
             keys.append(record.key)
-        self.workspace.sync_workers_dir(job.root_id)  # once for the batch, not once per record
         self._pending[job.id] = keys
 
     def _attach_child(self, plive: _Live, child: JobRecord) -> None:
@@ -301,9 +298,14 @@ class Engine:
         self._slots_used += 1
         self._running[live.job.id] += 1
         live.record.status = WorkerStatus.RUNNING
-        thread = threading.Thread(target=self._run_worker, args=(live,), name=f"worker-{live.record.key}", daemon=True)
-        self._threads.add(thread)
-        thread.start()
+        # Idle threads are reused: starting a thread per worker under the lock cost more than the worker.
+        future = self._pool.submit(self._run_worker, live)
+        self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
 
     def _run_worker(self, live: _Live) -> None:
         try:
@@ -311,7 +313,10 @@ class Engine:
         except Exception as exc:  # a bug must not leave a worker "running" forever
             log.exception("worker %s crashed in the engine", live.record.key)
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
+        rec = live.record
+        files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self._lock:
+            rec.files_created = files
             live.outcome = outcome
             live.process_done = True
             self._running[live.job.id] -= 1
@@ -328,14 +333,16 @@ class Engine:
             self._write_record(live, snapshot)
         else:
             self._finish_worker(live)  # writes the record once, with its final status
-        self._threads.discard(threading.current_thread())
 
     def _execute(self, live: _Live) -> Outcome:
         rec, job = live.record, live.job
         cfg = JobConfig.from_dict(job.config)
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job)
-        self.workspace.write_text(self.workspace.prompt_path(rec.root_id, rec.depth, rec.name), prompt)
+        self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
+        self.workspace.worker_log(rec.root_id, rec.depth, rec.name).touch()
+        # The prompt is an input, not state: a plain write, no fsync.
+        self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
             record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
@@ -403,7 +410,6 @@ class Engine:
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
-        rec.files_created = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
 
     def _live_children(self, live: _Live) -> list[str]:
         return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]
@@ -657,9 +663,10 @@ class Engine:
                 self.cancel(job.id)
             except Conflict:
                 pass
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            futures = [f for f in self._futures if not f.done()]
+        wait_futures(futures, timeout=timeout)
+        self._pool.shutdown(wait=False)
 
     # -- events ---------------------------------------------------------------------
     def _publish_job(self, job: JobRecord, message: str) -> None:

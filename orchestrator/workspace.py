@@ -79,7 +79,7 @@ def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     return None, validate_worker_name(ref)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
 
     With ``durable`` the file and then its folder are fsynced, so the rename
@@ -99,7 +99,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True, sync_dir: boo
         with _suppress_os():
             os.unlink(tmp)
         raise
-    if durable and sync_dir:
+    if durable:
         _fsync_dir(path.parent)
 
 
@@ -228,14 +228,8 @@ class Workspace:
     def save_job(self, job: JobRecord) -> None:
         self._write_json(self.job_record_path(job.id), job.to_dict())
 
-    def save_worker(self, worker: WorkerRecord, *, sync_dir: bool = True) -> None:
-        """``sync_dir=False`` for a batch: the caller fsyncs the folder once (``sync_workers_dir``)."""
-        path = self.worker_record_path(worker.root_id, worker.depth, worker.name)
-        self._write_bytes(path, json.dumps(worker.to_dict(), ensure_ascii=False, indent=1).encode("utf-8"), sync_dir=sync_dir)
-
-    def sync_workers_dir(self, root_id: str) -> None:
-        if self.durable:
-            _fsync_dir(self.state_dir(root_id) / "workers")
+    def save_worker(self, worker: WorkerRecord) -> None:
+        self.save_worker_dict(worker.root_id, worker.depth, worker.name, worker.to_dict())
 
     def save_worker_dict(self, root_id: str, depth: int, name: str, data: dict[str, Any]) -> None:
         self._write_json(self.worker_record_path(root_id, depth, name), data)
@@ -252,13 +246,35 @@ class Workspace:
         try:
             return WorkerRecord.from_dict(read_json(path))
         except FileNotFoundError:
-            raise WorkerNotFound(f"worker {worker_key(depth, name)} not found in job tree {root_id}") from None
+            pass
+        jobs, workers = self.load_tree(root_id)
+        for worker in workers:
+            if worker.depth == depth and worker.name == name:
+                return worker
+        raise WorkerNotFound(f"worker {worker_key(depth, name)} not found in job tree {root_id}")
+
+    def pending_worker(self, job: JobRecord, index: int) -> WorkerRecord:
+        """The record of a job's worker that has not started: derived from the job record alone,
+        so submitting a job writes one file, not one per worker."""
+        name = job.worker_names[index - 1]
+        return WorkerRecord(
+            job_id=job.id, root_id=job.root_id, name=name, index=index, depth=job.depth,
+            task=job.tasks[index - 1], kind=str(job.config.get("worker", "")), created_at=job.created_at,
+            dir_path=self.relative(job.root_id, self.worker_dir(job.root_id, job.depth, name)),
+            log_path=self.relative(job.root_id, self.worker_log(job.root_id, job.depth, name)),
+        )
 
     def load_tree(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        """Every job and worker record of a root's tree (temp files ignored)."""
+        """Every job and worker record of a root's tree (temp files ignored); workers that
+        never started are derived from their job's record."""
         state = self.state_dir(root_id)
         jobs = [JobRecord.from_dict(read_json(p)) for p in _records(state / "jobs")]
         workers = [WorkerRecord.from_dict(read_json(p)) for p in _records(state / "workers")]
+        written = {(w.job_id, w.name) for w in workers}
+        for job in jobs:
+            for index, name in enumerate(job.worker_names, 1):
+                if (job.id, name) not in written:
+                    workers.append(self.pending_worker(job, index))
         jobs.sort(key=lambda j: (j.depth, j.created_at, j.id))
         workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
         return jobs, workers
@@ -326,9 +342,9 @@ class Workspace:
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         self._write_bytes(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
-    def _write_bytes(self, path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    def _write_bytes(self, path: Path, data: bytes) -> None:
         try:
-            atomic_write(path, data, durable=self.durable, sync_dir=sync_dir)
+            atomic_write(path, data, durable=self.durable)
         except OSError as exc:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
 
