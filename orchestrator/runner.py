@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .groupsync import GroupCommit
+
 TAG_VAR = "ORCHESTRATOR_TAG"
 _PROC = Path("/proc")
 
@@ -126,34 +128,41 @@ class ProcessRunner:
             handle.kill_rung = rung
             return rung
 
-    def sweep(self, tag: str, *, rounds: int = 20) -> int:
-        """SIGKILL every process carrying ``tag``; repeat until none is left (it may be forking).
-        Returns how many were killed."""
-        killed = 0
+    def __init__(self) -> None:
+        # Workers finishing together share one scan of the process table (group commit).
+        self._sweeper: GroupCommit[str] = GroupCommit(self._sweep_batch)
+
+    def sweep(self, tag: str) -> None:
+        """SIGKILL every process carrying ``tag``, by a scan that started after this call;
+        repeated until none is left (they may be forking)."""
+        self._sweeper(tag)
+
+    def _sweep_batch(self, tags: list[str], rounds: int = 20) -> None:
         for _ in range(rounds):
-            pids = self.tagged(tag)
+            pids = [pid for found in self.tagged_many(tags).values() for pid in found]
             if not pids:
-                return killed
+                return
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    killed += 1
                 except ProcessLookupError:
                     pass
             time.sleep(0.01)
-        return killed
 
     def tagged(self, tag: str) -> list[int]:
         """Live (non-zombie) processes whose environment carries ``tag``."""
-        needle = f"{TAG_VAR}={tag}".encode()
+        return self.tagged_many([tag]).get(tag, [])
+
+    def tagged_many(self, tags: list[str]) -> dict[str, list[int]]:
+        """For each tag, the live processes carrying it, from one pass over the process table."""
         if _PROC.is_dir():
-            return _scan_proc(needle)
-        return _scan_psutil(tag)  # macOS: no /proc
+            return _scan_proc({f"{TAG_VAR}={tag}".encode(): tag for tag in tags})
+        return _scan_psutil(set(tags))  # macOS: no /proc
 
 
-def _scan_proc(needle: bytes) -> list[int]:
+def _scan_proc(needles: dict[bytes, str]) -> dict[str, list[int]]:
     me = os.getpid()
-    found = []
+    found: dict[str, list[int]] = {}
     for name in os.listdir(_PROC):
         if not name.isdigit() or int(name) == me:
             continue
@@ -162,9 +171,11 @@ def _scan_proc(needle: bytes) -> list[int]:
                 data = handle.read()
         except OSError:
             continue
-        if needle + b"\0" in data or data.endswith(needle):
-            if not _is_zombie(name):
-                found.append(int(name))
+        if b"ORCHESTRATOR_TAG=" not in data:
+            continue
+        for needle, tag in needles.items():
+            if (needle + b"\0" in data or data.endswith(needle)) and not _is_zombie(name):
+                found.setdefault(tag, []).append(int(name))
     return found
 
 
@@ -177,14 +188,15 @@ def _is_zombie(pid: str) -> bool:
     return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
 
 
-def _scan_psutil(tag: str) -> list[int]:
+def _scan_psutil(tags: set[str]) -> dict[str, list[int]]:
     import psutil
 
-    found = []
+    found: dict[str, list[int]] = {}
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get(TAG_VAR) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
+            tag = proc.environ().get(TAG_VAR) if proc.pid != os.getpid() else None
+            if tag in tags and proc.status() != psutil.STATUS_ZOMBIE:
+                found.setdefault(tag, []).append(proc.pid)
         except (psutil.Error, OSError):
             continue
     return found

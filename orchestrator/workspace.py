@@ -22,10 +22,12 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .groupsync import GroupCommit
 from .errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
 from .models import JobRecord, WorkerRecord
 
@@ -79,6 +81,22 @@ def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     return None, validate_worker_name(ref)
 
 
+_DIR_SYNCS: dict[str, GroupCommit[str]] = {}
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
+def _fsync_dir_grouped(path: Path) -> None:
+    """Fsync a folder; writers renaming into the same folder at once share one fsync."""
+    key = str(path)
+    with _DIR_SYNCS_LOCK:
+        syncer = _DIR_SYNCS.get(key)
+        if syncer is None:
+            if len(_DIR_SYNCS) > 1024:  # callers in flight keep their own reference
+                _DIR_SYNCS.clear()
+            syncer = _DIR_SYNCS[key] = GroupCommit(lambda _batch, p=path: _fsync_dir(p))
+    syncer(key)
+
+
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
 
@@ -100,7 +118,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
             os.unlink(tmp)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        _fsync_dir_grouped(path.parent)
 
 
 def read_json(path: Path) -> dict[str, Any]:

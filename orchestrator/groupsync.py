@@ -1,0 +1,53 @@
+"""Group commit: many threads that each need "an X that started after my request" share one X.
+
+Used for folder fsyncs (every worker record renamed into ``state/workers/`` needs the
+folder fsynced before its writer goes on) and for the tag sweep (every finished
+worker needs one /proc scan that started after its process exited). Under load one
+operation serves every caller that arrived while the previous one ran; the
+guarantee each caller gets is unchanged.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """Run ``operation(batch)`` for a batch of requests; each caller waits for the run that includes it."""
+
+    def __init__(self, operation: Callable[[list[T]], object]) -> None:
+        self._operation = operation
+        self._cond = threading.Condition()
+        self._queue: list[T] = []
+        self._generation = 0  # number of runs started
+        self._finished = 0  # number of runs finished
+        self._running = False
+        self._errors: dict[int, BaseException] = {}
+
+    def __call__(self, request: T) -> None:
+        with self._cond:
+            self._queue.append(request)
+            target = self._generation + 1  # the next run to start is the first that can include us
+            while self._finished < target:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._generation += 1
+                number, batch, self._queue = self._generation, self._queue, []
+                self._cond.release()
+                try:
+                    self._operation(batch)
+                except BaseException as exc:  # every caller of this run gets the error
+                    self._errors = {n: e for n, e in self._errors.items() if n > number - 8}
+                    self._errors[number] = exc
+                finally:
+                    self._cond.acquire()
+                    self._finished = number
+                    self._running = False
+                    self._cond.notify_all()
+            error = self._errors.get(target)
+        if error is not None:
+            raise error
