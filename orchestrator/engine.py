@@ -30,7 +30,7 @@ from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, Validati
 from .events import EventBus
 from .execution import Outcome, WorkerExecution
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from .runner import ProcessRunner, python_executable
+from .runner import ProcessRunner, Wakeup, python_executable
 from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name
 
 log = logging.getLogger("orchestrator.engine")
@@ -44,7 +44,7 @@ class _Live:
     record: WorkerRecord
     job: JobRecord
     tag: str
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: Wakeup = field(default_factory=Wakeup)
     holds_slot: bool = False
     process_done: bool = False
     outcome: Outcome | None = None
@@ -313,6 +313,7 @@ class Engine:
         except Exception as exc:  # a bug must not leave a worker "running" forever
             log.exception("worker %s crashed in the engine", live.record.key)
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
+        live.cancel.close()
         rec = live.record
         files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self._lock:
@@ -340,9 +341,9 @@ class Engine:
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job)
         self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
-        self.workspace.worker_log(rec.root_id, rec.depth, rec.name).touch()
-        # The prompt is an input, not state: a plain write, no fsync.
-        self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
+        if adapter.needs_prompt_file(self.settings):
+            # The prompt is an input, not state: a plain write, no fsync.
+            self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
             record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,

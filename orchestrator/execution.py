@@ -29,10 +29,9 @@ from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .config import JobConfig, Settings
 from .errors import ConfigError
 from .models import Attempt, WorkerRecord, WorkerStatus
-from .runner import CommandNotFound, ProcessRunner, signal_name
+from .runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from .workspace import Workspace
 
-WAIT_SLICE = 0.25  # how often a waiting worker thread looks at its cancel flag, seconds
 
 
 @dataclass
@@ -69,7 +68,7 @@ class WorkerExecution:
         tag: str,
         lock: threading.RLock,
         on_change: Callable[[WorkerRecord, str], None],
-        cancel: threading.Event,
+        cancel: Wakeup,
     ) -> None:
         self.record = record
         self.config = config
@@ -158,9 +157,10 @@ class WorkerExecution:
                 self.runner.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal)
                 code = self.runner.wait(self.handle, None)
                 break
-            code = self.runner.wait(self.handle, min(WAIT_SLICE, remaining))
+            code = self.runner.wait(self.handle, remaining, wake=self.cancel)
+        self.runner.release(self.handle)
         # The leader is gone; anything still carrying its tag (a daemonised grandchild) goes too.
-        self.runner.sweep(self.tag)
+        self.runner.sweep(self.tag, self.handle.started_at)
         return self._classify(attempt, code, reason)
 
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, bool]:

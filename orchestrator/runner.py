@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,44 @@ TAG_VAR = "ORCHESTRATOR_TAG"
 _PROC = Path("/proc")
 
 
+class Wakeup:
+    """A flag like threading.Event that a worker thread can also select() on, so one blocking
+    wait ends on whichever comes first: the process exiting, a timeout, or this being set.
+    Its pipe is made on first use and closed by ``close``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._pipe: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            if self._pipe is not None:
+                os.write(self._pipe[1], b"x")
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def fileno(self) -> int:
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = os.pipe()
+                if self._event.is_set():
+                    os.write(self._pipe[1], b"x")
+            return self._pipe[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pipe is not None:
+                for fd in self._pipe:
+                    os.close(fd)
+                self._pipe = None
+
+
 class CommandNotFound(FileNotFoundError):
     """The worker's command is not on PATH (or not executable)."""
 
@@ -42,6 +81,7 @@ class ProcessHandle:
     popen: subprocess.Popen[bytes]
     started_at: float
     kill_rung: str | None = None  # set by terminate(): which signal ended it
+    pidfd: int | None = None  # Linux: a descriptor that becomes readable when the process exits
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -80,6 +120,7 @@ class ProcessRunner:
         full_env = dict(env)
         full_env[TAG_VAR] = tag
         program = resolve_command(argv[0], full_env.get("PATH"))
+        started_at = time.time()  # before the fork: every descendant is younger than this
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             popen = subprocess.Popen(
@@ -94,14 +135,35 @@ class ProcessRunner:
             )
         finally:
             os.close(log_fd)
-        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=time.time())
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(popen.pid)
+            except OSError:  # old kernel: fall back to polling
+                pidfd = None
+        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=started_at, pidfd=pidfd)
 
-    def wait(self, handle: ProcessHandle, timeout: float | None) -> int | None:
-        """The return code, or None if still running after ``timeout`` seconds."""
+    def wait(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
+        """The return code, or None if still running after ``timeout`` seconds (or once ``wake``
+        is set). With a pidfd this blocks without polling, so idle worker threads cost nothing."""
+        if handle.pidfd is not None and handle.popen.returncode is None:
+            fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if handle.pidfd not in ready:
+                return handle.popen.poll()
+            return handle.popen.wait()
+        if wake is not None and timeout is not None:
+            timeout = min(timeout, 0.25)  # no pidfd: poll so a set wake is seen soon
         try:
             return handle.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def release(self, handle: ProcessHandle) -> None:
+        """Close the handle's descriptors once its process is gone."""
+        if handle.pidfd is not None:
+            os.close(handle.pidfd)
+            handle.pidfd = None
 
     def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
@@ -111,7 +173,7 @@ class ProcessRunner:
             if handle.kill_rung is not None:
                 return handle.kill_rung
             if handle.popen.poll() is not None:
-                self.sweep(handle.tag)
+                self.sweep(handle.tag, handle.started_at)
                 handle.kill_rung = "none"
                 return handle.kill_rung
             rung = signal_name(first_signal)
@@ -124,22 +186,25 @@ class ProcessRunner:
                 time.sleep(0.02)
             _killpg(handle.pid, signal.SIGKILL)
             self.wait(handle, 5.0)
-            self.sweep(handle.tag)
+            self.sweep(handle.tag, handle.started_at)
             handle.kill_rung = rung
             return rung
 
     def __init__(self) -> None:
         # Workers finishing together share one scan of the process table (group commit).
-        self._sweeper: GroupCommit[str] = GroupCommit(self._sweep_batch)
+        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch)
 
-    def sweep(self, tag: str) -> None:
+    def sweep(self, tag: str, since: float = 0.0) -> None:
         """SIGKILL every process carrying ``tag``, by a scan that started after this call;
-        repeated until none is left (they may be forking)."""
-        self._sweeper(tag)
+        repeated until none is left (they may be forking). ``since``: when the tagged
+        process was started; older processes cannot carry the tag and are skipped cheaply."""
+        self._sweeper((tag, since))
 
-    def _sweep_batch(self, tags: list[str], rounds: int = 20) -> None:
+    def _sweep_batch(self, batch: list[tuple[str, float]], rounds: int = 20) -> None:
+        tags = [tag for tag, _ in batch]
+        since = min(when for _, when in batch)
         for _ in range(rounds):
-            pids = [pid for found in self.tagged_many(tags).values() for pid in found]
+            pids = [pid for found in self.tagged_many(tags, since).values() for pid in found]
             if not pids:
                 return
             for pid in pids:
@@ -153,19 +218,33 @@ class ProcessRunner:
         """Live (non-zombie) processes whose environment carries ``tag``."""
         return self.tagged_many([tag]).get(tag, [])
 
-    def tagged_many(self, tags: list[str]) -> dict[str, list[int]]:
+    def tagged_many(self, tags: list[str], since: float = 0.0) -> dict[str, list[int]]:
         """For each tag, the live processes carrying it, from one pass over the process table."""
         if _PROC.is_dir():
-            return _scan_proc({f"{TAG_VAR}={tag}".encode(): tag for tag in tags})
+            return _scan_proc({f"{TAG_VAR}={tag}".encode(): tag for tag in tags}, since)
         return _scan_psutil(set(tags))  # macOS: no /proc
 
 
-def _scan_proc(needles: dict[bytes, str]) -> dict[str, list[int]]:
+# /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
+INODE_CLOCK_SLACK = 0.1
+
+
+def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[int]]:
+    """One pass over /proc. A /proc/<pid> inode is made when the pid is first looked up, so
+    one made before ``since`` belongs to a process that existed before the tagged worker
+    started and cannot be its descendant: one stat() instead of reading its environment."""
     me = os.getpid()
     found: dict[str, list[int]] = {}
+    cutoff = since - INODE_CLOCK_SLACK if since else 0.0
     for name in os.listdir(_PROC):
         if not name.isdigit() or int(name) == me:
             continue
+        if cutoff:
+            try:
+                if os.stat(f"/proc/{name}").st_ctime < cutoff:
+                    continue
+            except OSError:
+                continue
         try:
             with open(f"/proc/{name}/environ", "rb") as handle:
                 data = handle.read()

@@ -53,6 +53,10 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
+    def needs_prompt_file(self, settings: Any) -> bool:
+        """Whether the command reads the prompt from ``state/prompts/`` (written only then)."""
+        return True
+
 
 def tail_chars(text: str, max_chars: int) -> str:
     text = text.strip()

@@ -1,6 +1,8 @@
 """The generic ``command`` kind: an argv template from config, filled per element."""
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ConfigError
 from .base import Adapter, WorkerContext
 
@@ -28,6 +30,10 @@ class CommandAdapter(Adapter):
             "{task}": ctx.task,
         }
         return [_fill(part, values) for part in template]
+
+
+    def needs_prompt_file(self, settings: Any) -> bool:
+        return any("{prompt_file}" in part for part in settings.orchestrator.command)
 
 
 def _fill(part: str, values: dict[str, str]) -> str:

@@ -17,6 +17,9 @@ class SimulatedAdapter(Adapter):
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         return [python_executable(), "-m", "orchestrator.simulated", "--", ctx.task]
 
+    def needs_prompt_file(self, settings: object) -> bool:
+        return False
+
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         sim = ctx.settings.simulated
         return {
