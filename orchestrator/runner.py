@@ -12,6 +12,7 @@ of the process group is still found by the sweep and killed.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import shutil
@@ -89,13 +90,22 @@ class ProcessHandle:
         return self.popen.poll()
 
 
+@functools.lru_cache(maxsize=256)
+def _which(argv0: str, path_env: str | None) -> str | None:
+    return shutil.which(argv0, path=path_env)
+
+
 def resolve_command(argv0: str, path_env: str | None) -> str:
-    """The absolute path of a command, or CommandNotFound with the shell's wording."""
+    """The absolute path of a command, or CommandNotFound with the shell's wording.
+    Found paths are cached; a miss is looked up again next time (it may be installed since)."""
     if os.sep in argv0:
         if os.path.isfile(argv0) and os.access(argv0, os.X_OK):
             return argv0
     else:
-        found = shutil.which(argv0, path=path_env)
+        found = _which(argv0, path_env)
+        if found is None or not os.access(found, os.X_OK):
+            _which.cache_clear()  # missing or gone: look again, it may have been installed since
+            found = shutil.which(argv0, path=path_env)
         if found:
             return found
     raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv0}", argv0)
