@@ -89,13 +89,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_late_commands(sub: Any) -> None:
-    """Commands that live in other modules register here (spawn, serve)."""
-    for module in ("orchestrator.spawn", "orchestrator.server", "orchestrator.scripts"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
-        mod.register(sub)
+    """Commands whose code lives elsewhere. Their modules are imported only when the command
+    runs, so ``spawn`` (run by workers, often) does not pay for the server's imports."""
+    from .spawn import register as register_spawn  # spawn.py itself is light
+
+    register_spawn(sub)
+    serve = sub.add_parser("serve", help="serve the REST API (what api_server.py runs)")
+    serve.add_argument("--host", help="address to bind (api.host)")
+    serve.add_argument("--port", type=int, help="port (api.port)")
+    serve.set_defaults(func=_lazy("orchestrator.server", "cmd_serve"))
+    quick = sub.add_parser("quick-start", help="start the server if needed, run a request, follow it to the end")
+    quick.add_argument("request")
+    quick.add_argument("max_workers", nargs="?", type=int)
+    quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
+    quick.set_defaults(func=_lazy("orchestrator.scripts", "cmd_quick_start"))
+    check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
+    check.add_argument("job_id")
+    check.add_argument("api_url", nargs="?")
+    check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
+    stop = sub.add_parser("stop-server", help="stop the API server that quick-start started")
+    stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
+
+
+def _lazy(module: str, name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
 
 
 def _non_negative(text: str) -> int:

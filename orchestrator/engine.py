@@ -446,8 +446,9 @@ class Engine:
             if job.status.terminal or job.id in self._finishing:
                 return
             self._finishing[job.id] = (self._outcome(job), time.time())
-        with self._render_lock(job.root_id):
-            self._render_reports(job)
+        if job.is_root:  # FINAL_RESULT.md exists before anyone is told the tree ended
+            with self._render_lock(job.root_id):
+                self._render_reports(job)
         with self._lock:
             status, ended = self._finishing.pop(job.id)
             job.status, job.ended_at = status, ended
@@ -461,6 +462,9 @@ class Engine:
                 parent.holds_slot = True  # its child is done: it runs again, and counts again
                 self._slots_used += 1
             self._dispatch()
+        if not job.is_root:  # a waiting parent resumes first; its level report follows
+            with self._render_lock(job.root_id):
+                self._render_reports(job)
         if finish_parent:
             self._finish_worker(parent)
 
@@ -497,22 +501,35 @@ class Engine:
                 job.notes.append(f"report rendering failed: {exc}")
 
     # -- reading ------------------------------------------------------------------
-    def snapshot(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        """Copies of a tree's records (jobs finishing show their outcome); from disk if not live."""
+    def snapshot(self, root_id: str, job_id: str | None = None) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        """Copies of a tree's records, or of one job's subtree (jobs finishing show their
+        outcome); read from disk when the tree is not live."""
         with self._lock:
-            jobs = [j for j in self._jobs.values() if j.root_id == root_id]
+            if job_id is not None and job_id in self._jobs:
+                jobs = self._subtree(job_id)
+            else:
+                jobs = [j for j in self._jobs.values() if j.root_id == root_id]
             if not jobs:
                 return self.workspace.load_tree(root_id)
             copies = []
+            workers = []
             for job in jobs:
-                copy = JobRecord.from_dict(job.to_dict())
+                dup = job.copy()
                 if job.id in self._finishing:
-                    copy.status, copy.ended_at = self._finishing[job.id]
-                copies.append(copy)
-            workers = [WorkerRecord.from_dict(live.record.to_dict()) for (r, _), live in self._live.items() if r == root_id]
+                    dup.status, dup.ended_at = self._finishing[job.id]
+                copies.append(dup)
+                workers.extend(self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.copy() for n in job.worker_names)
         copies.sort(key=lambda j: (j.depth, j.created_at, j.id))
         workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
         return copies, workers
+
+    def _subtree(self, job_id: str) -> list[JobRecord]:
+        found = [self._jobs[job_id]]
+        for job in found:  # grows while it is walked: breadth first
+            for name in job.worker_names:
+                live = self._live[(job.root_id, f"depth_{job.depth}_{name}")]
+                found.extend(self._jobs[c] for c in live.record.child_job_ids if c in self._jobs)
+        return found
 
     def get_job(self, job_id: str) -> JobRecord:
         validate_job_id(job_id)

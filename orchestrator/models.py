@@ -5,6 +5,7 @@ templates, so there is one shape for a job everywhere.
 """
 from __future__ import annotations
 
+import copy as _copy
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
@@ -140,6 +141,14 @@ class WorkerRecord:
         data["worker_id"] = self.name
         return data
 
+    def copy(self) -> WorkerRecord:
+        """A copy safe to read while the engine changes the original (much cheaper than to_dict)."""
+        dup = _copy.copy(self)
+        dup.attempts = [_copy.copy(a) for a in self.attempts]
+        dup.files_created = list(self.files_created)
+        dup.child_job_ids = list(self.child_job_ids)
+        return dup
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerRecord:
         known = _known_fields(cls, data)
@@ -185,6 +194,14 @@ class JobRecord:
         data["status"] = self.status.value
         data["duration"] = self.duration
         return data
+
+    def copy(self) -> JobRecord:
+        dup = _copy.copy(self)
+        dup.config = dict(self.config)
+        dup.tasks = list(self.tasks)
+        dup.worker_names = list(self.worker_names)
+        dup.notes = list(self.notes)
+        return dup
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:

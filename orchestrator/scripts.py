@@ -15,20 +15,6 @@ RET_UNREACHABLE = 5
 SERVER_START_TIMEOUT = 20.0
 
 
-def register(sub: Any) -> None:
-    quick = sub.add_parser("quick-start", help="start the server if needed, run a request, follow it to the end")
-    quick.add_argument("request")
-    quick.add_argument("max_workers", nargs="?", type=int)
-    quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
-    quick.set_defaults(func=cmd_quick_start)
-    check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
-    check.add_argument("job_id")
-    check.add_argument("api_url", nargs="?")
-    check.set_defaults(func=cmd_check_status)
-    stop = sub.add_parser("stop-server", help="stop the API server that quick-start started")
-    stop.set_defaults(func=cmd_stop_server)
-
-
 def _settings(args: argparse.Namespace) -> Any:
     from .config import load_settings
 

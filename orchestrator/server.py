@@ -164,14 +164,6 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-def register(sub: Any) -> None:
-    """``python -m orchestrator serve``."""
-    parser = sub.add_parser("serve", help="serve the REST API (what api_server.py runs)")
-    parser.add_argument("--host", help="address to bind (api.host)")
-    parser.add_argument("--port", type=int, help="port (api.port)")
-    parser.set_defaults(func=cmd_serve)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     api: dict[str, Any] = {}
     if args.host:

@@ -183,7 +183,7 @@ def _allowed(job_id: str) -> str:
 
 def _status_doc(job_id: str) -> dict[str, Any]:
     engine = _engine()
-    jobs, workers = engine.snapshot(root_of(job_id))
+    jobs, workers = engine.snapshot(root_of(job_id), job_id)
     if not any(j.id == job_id for j in jobs):
         raise JobNotFound(f"job {job_id} not found")
     return job_status(job_id, jobs, workers, engine.workspace.job_dir(root_of(job_id)))
