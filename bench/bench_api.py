@@ -24,10 +24,15 @@ dispatches on the subtask: ``noop`` (prints ``date +%s.%N`` and exits),
 (b) ``GET /api/v1/jobs/{id}/status`` throughput at concurrency 8 while 50
     ``sleep`` workers run (5 jobs x 10): a separate load process with 8 threads,
     one ``requests.Session`` each, round-robin over the 5 jobs, for
-    ``--status-seconds``. Baseline: a bare Flask+waitress app in its own
-    process, same waitress thread count, whose view returns (``jsonify``) a
-    status document captured from the live server (same size). Both are loaded
-    while the 50 workers run. Server and client CPU seconds are reported too.
+    ``--status-seconds`` after a 0.5 s warm-up. Baseline: a bare Flask+waitress
+    app in its own process, same waitress thread count, whose view returns
+    (``jsonify``) a status document captured from the live server (same size).
+    Both are loaded while the 50 workers run, in the order bare, orchestrator,
+    orchestrator, bare (``--status-rounds 2``). Server and client CPU seconds,
+    and the in-process cost of the view's ``engine.snapshot`` and
+    ``job_status``, are reported to show where the time goes. One client
+    process is GIL-bound near 1100 req/s on 2 cores, which caps the bare
+    figure; ``--client-procs 2`` splits the threads over two processes.
 (c) SSE latency: ``--sse-streams`` separate client processes follow
     ``GET /api/v1/jobs/{id}/events`` of a job of 30 short (``sleep 0.05``)
     workers; latency = client receive time - ``Event.time`` (same machine,
@@ -79,10 +84,25 @@ case "$1" in
 esac
 """
 
-HANDOFF_PY = r'''"""N x `python -m orchestrator spawn --wait`, timing each hand-off."""
+HANDOFF_PY = r'''"""N hand-offs, timing each: `handoff N api` calls the Python client (the worker's own
+spawn call: POST then long-poll wait); `handoff N cli` runs `python -m orchestrator spawn --wait`
+(that adds the helper's Python start-up and exit, measured separately as (d))."""
 import json, os, subprocess, sys, time
 
-n = int(sys.argv[1])
+n, mode = sys.argv[1].split()
+n = int(n)
+if mode == "api":
+    from orchestrator.api.client import OrchestratorClient
+
+    client = OrchestratorClient()
+    for i in range(n):
+        t0 = time.time()
+        sub = client.orchestrate(request="handoff child", tasks=["noop"])
+        doc = client.wait(sub["job_id"])
+        t_resume = time.time()
+        print("HANDOFF " + json.dumps({"i": i, "t0": t0, "t_out": t_resume, "t_resume": t_resume, "code": 0,
+                                       "job_id": doc["job_id"], "status": doc["status"]}), flush=True)
+    sys.exit(0)
 env = dict(os.environ, PYTHONUNBUFFERED="1")  # so the helper's output arrives when it prints
 argv = [os.environ["ORCHESTRATOR_PYTHON"], "-m", "orchestrator", "spawn", "--wait", "--json",
         "--request", "handoff child", "noop"]
@@ -363,11 +383,11 @@ class Live:
 
 
 # -- (a) child hand-off ---------------------------------------------------------------------
-def bench_handoff(live: Live, handoffs: int) -> dict[str, Any]:
+def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any]:
     from orchestrator.models import JobStatus
 
     engine = live.engine
-    job = engine.submit("benchmark: child hand-off", {"max_workers": 1, "max_recursion_depth": 1}, [f"handoff {handoffs}"])
+    job = engine.submit("benchmark: child hand-off", {"max_workers": 1, "max_recursion_depth": 1}, [f"handoff {handoffs} {mode}"])
     done = engine.wait(job.id, timeout=max(60.0, handoffs * 0.8))
     if not done.status.terminal:
         engine.cancel(job.id)
@@ -418,7 +438,8 @@ def bench_handoff(live: Live, handoffs: int) -> dict[str, Any]:
 
 
 # -- (b) status throughput -------------------------------------------------------------------
-def bench_status(live: Live, seconds: float, n_workers: int, threads: int, base: Path) -> dict[str, Any]:
+def bench_status(live: Live, seconds: float, n_workers: int, threads: int, rounds: int, client_procs: int,
+                 base: Path) -> dict[str, Any]:
     import requests
 
     from orchestrator.models import JobStatus
@@ -431,8 +452,9 @@ def bench_status(live: Live, seconds: float, n_workers: int, threads: int, base:
         count = min(per_job, n_workers - j * per_job)
         job = engine.submit(f"benchmark: sleepers {j}", {"max_workers": count}, ["sleep 90"] * count)
         job_ids.append(job.id)
-    result: dict[str, Any] = {"workers": n_workers, "jobs": n_jobs, "threads": threads}
+    result: dict[str, Any] = {"workers": n_workers, "jobs": n_jobs, "threads": threads, "client_procs": client_procs}
     bare = None
+    ok = False
     try:
         if not wait_until(lambda: engine.counts()["workers_running"] >= n_workers, 30):
             raise CheckFailed(f"(b) only {engine.counts()['workers_running']} of {n_workers} sleep workers running after 30s")
@@ -448,21 +470,40 @@ def bench_status(live: Live, seconds: float, n_workers: int, threads: int, base:
         bare_port = int(read_line(bare, 30, "bare server").split()[1])
         bare_url = f"http://127.0.0.1:{bare_port}"
         paths = [f"/api/v1/jobs/{j}/status" for j in job_ids]
-        for name, url, pid in (("bare", bare_url, bare.pid), ("orchestrator", live.url, os.getpid())):
+        servers = {"bare": (bare_url, bare.pid), "orchestrator": (live.url, os.getpid())}
+        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "orchestrator": []}
+        for name in ("bare", "orchestrator", "orchestrator", "bare")[:2 * rounds]:  # ABBA against drift
+            url, pid = servers[name]
             cpu0 = proc_cpu(pid)
-            load = helper("_load", "--url", url, "--key", live.key, "--threads", str(threads), "--seconds", str(seconds), *paths)
+            split = [threads // client_procs + (1 if n < threads % client_procs else 0) for n in range(client_procs)]
+            loads = [helper("_load", "--url", url, f"--key={live.key}", "--threads", str(t), "--seconds", str(seconds), *paths)
+                     for t in split]
             try:
-                out = json.loads(read_line(load, seconds + 60, f"load on {name}"))
+                parts = [json.loads(read_line(load, seconds + 60, f"load on {name}")) for load in loads]
             finally:
-                stop(load)
-            server_cpu = proc_cpu(pid) - cpu0
+                for load in loads:
+                    stop(load)
+            out = {"requests": sum(p["requests"] for p in parts), "errors": sum(p["errors"] for p in parts),
+                   "threads_done": sum(p["threads_done"] for p in parts), "bad": [b for p in parts for b in p["bad"]],
+                   "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts),
+                   "client_cpu": sum(p["client_cpu"] for p in parts)}
+            out["server_cpu"] = proc_cpu(pid) - cpu0  # includes the 0.5 s warm-up
             if out["errors"] or out["requests"] == 0 or out["threads_done"] != threads:
                 raise CheckFailed(f"(b) {name}: {out['errors']} errors of {out['requests']} requests: {out['bad']}")
-            out["rps"] = out["requests"] / seconds
-            out["server_cpu"] = server_cpu  # includes the warm-up, about 10% more than the window
-            result[name] = out
+            print(f"    {name:<12} {out['requests'] / seconds:7.0f} req/s", flush=True)
+            runs[name].append(out)
+        for name, outs in runs.items():
+            total = sum(o["requests"] for o in outs)
+            result[name] = {
+                "rps": total / (seconds * len(outs)), "rps_runs": [o["requests"] / seconds for o in outs],
+                "p50": statistics.median(o["p50"] for o in outs), "p99": max(o["p99"] for o in outs),
+                "server_cpu": sum(o["server_cpu"] for o in outs), "client_cpu": sum(o["client_cpu"] for o in outs),
+                "server_cpu_ms_per_req": 1000 * sum(o["server_cpu"] for o in outs) / total * seconds / (seconds + 0.5),
+            }
         result["ratio"] = result["orchestrator"]["rps"] / result["bare"]["rps"]
         result["running_after"] = engine.counts()["workers_running"]
+        result["view_parts"] = time_status_parts(engine, job_ids)
+        ok = True
     finally:
         stop(bare)
         for job_id in job_ids:
@@ -472,11 +513,27 @@ def bench_status(live: Live, seconds: float, n_workers: int, threads: int, base:
                 pass
         for job_id in job_ids:
             final = engine.wait(job_id, 30)
-            if final.status is not JobStatus.CANCELLED:
+            if ok and final.status is not JobStatus.CANCELLED:
                 raise CheckFailed(f"(b) sleeper job {job_id} is {final.status.value} after cancel, expected cancelled")
     if result["running_after"] < n_workers:
         raise CheckFailed(f"(b) only {result['running_after']} sleep workers still running after the load")
     return result
+
+
+def time_status_parts(engine: Any, job_ids: list[str], calls: int = 300) -> dict[str, float]:
+    """In-process cost of the status view's two engine steps, seconds per call (profiling aid)."""
+    from orchestrator.status import job_status
+
+    start = time.perf_counter()
+    for i in range(calls):
+        engine.snapshot(job_ids[i % len(job_ids)])
+    snap = (time.perf_counter() - start) / calls
+    trees = [(j, *engine.snapshot(j)) for j in job_ids]
+    start = time.perf_counter()
+    for i in range(calls):
+        job_id, jobs, workers = trees[i % len(trees)]
+        job_status(job_id, jobs, workers, engine.workspace.job_dir(job_id))
+    return {"snapshot": snap, "job_status": (time.perf_counter() - start) / calls}
 
 
 # -- (c) SSE latency ---------------------------------------------------------------------------
@@ -484,7 +541,7 @@ def bench_sse(live: Live, n_workers: int, streams: int) -> dict[str, Any]:
     from orchestrator.models import JobStatus
 
     engine = live.engine
-    clients = [helper("_sse", "--url", live.url, "--key", live.key, "--seconds", "60", stdin=subprocess.PIPE)
+    clients = [helper("_sse", "--url", live.url, f"--key={live.key}", "--seconds", "60", stdin=subprocess.PIPE)
                for _ in range(streams)]
     try:
         for client in clients:
@@ -559,7 +616,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handoffs", type=int, default=100, help="child hand-offs for (a) (default 100)")
     parser.add_argument("--status-seconds", type=float, default=5.0, help="load duration per server for (b) (default 5)")
     parser.add_argument("--status-workers", type=int, default=50, help="sleep workers running during (b) (default 50)")
+    parser.add_argument("--status-rounds", type=int, default=2, choices=(1, 2),
+                        help="1: bare then orchestrator; 2: bare, orchestrator, orchestrator, bare (default 2)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads for (b) (default 8)")
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="load processes for (b), the threads split between them (default 1: the client's GIL "
+                             "limits the bare server on 2 cores; try 2 to see more of the gap)")
     parser.add_argument("--sse-workers", type=int, default=30, help="short workers generating events for (c) (default 30)")
     parser.add_argument("--sse-streams", type=int, default=2, help="SSE client processes for (c) (default 2)")
     parser.add_argument("--startup-runs", type=int, default=20, help="runs of each start-up command for (d) (default 20)")
@@ -568,9 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.handoffs <= 250 and 1 <= args.status_workers <= 64 and 1 <= args.sse_workers <= 100
             and 1 <= args.sse_streams <= 8 and 1 <= args.startup_runs <= 200 and 0.5 <= args.status_seconds <= 60
-            and 1 <= args.concurrency <= 64):
+            and 1 <= args.concurrency <= 64 and 1 <= args.client_procs <= args.concurrency):
         parser.error("out of range: handoffs 1-250, status-workers 1-64, sse-workers 1-100, sse-streams 1-8, "
-                     "startup-runs 1-200, status-seconds 0.5-60, concurrency 1-64")
+                     "startup-runs 1-200, status-seconds 0.5-60, concurrency 1-64, client-procs 1-concurrency")
 
     base = Path(tempfile.mkdtemp(prefix="bench-api-"))
     print(f"bench_api: {args.handoffs} hand-offs, status load {args.concurrency} threads x {args.status_seconds:g}s "
@@ -588,9 +650,11 @@ def main(argv: list[str] | None = None) -> int:
         live = Live(base, args.handoffs)
         print(f"server {live.url} (waitress threads {live.settings.api.threads})", flush=True)
         print("(a) hand-offs ...", flush=True)
-        res["handoff"] = bench_handoff(live, args.handoffs)
+        res["handoff"] = bench_handoff(live, args.handoffs, "api")
+        res["handoff_cli"] = bench_handoff(live, args.handoffs, "cli")
         print("(b) status throughput ...", flush=True)
-        res["status"] = bench_status(live, args.status_seconds, args.status_workers, args.concurrency, base)
+        res["status"] = bench_status(live, args.status_seconds, args.status_workers, args.concurrency, args.status_rounds,
+                                     args.client_procs, base)
         print("(c) SSE latency ...", flush=True)
         res["sse"] = bench_sse(live, args.sse_workers, args.sse_streams)
     except CheckFailed as exc:
@@ -612,22 +676,31 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{key}_p50_ms"] = None if p50 is None else round(p50 * 1000, 2)
             results[f"{key}_p99_ms"] = None if p99 is None else round(p99 * 1000, 2)
             if key == "spawn_to_child":
-                parts = (("t0_to_created", "helper start-up + POST (t0 -> child created)"),
+                parts = (("t0_to_created", "POST (t0 -> child created)"),
                          ("created_to_started", "engine: child created -> attempt started"),
                          ("started_to_process", "(after) attempt started -> child process ran"))
             else:
                 parts = (("process_to_ended", "(before) child process ran -> job ended_at"),
-                         ("ended_to_output", "job ended_at -> helper printed the result"),
-                         ("output_to_exit", "helper printed -> helper exited, parent resumes"))
+                         ("ended_to_output", "job ended_at -> the worker's wait returned"),)
             for part, text in parts:
                 rows.append((f"    {text}, p50 / p99", f"{ms(pct(ho[part], 50))} / {ms(pct(ho[part], 99))}", "-", "INFO"))
+    cli = res.get("handoff_cli")
+    if cli:
+        for key, label in (("spawn_to_child", "(a1') via `spawn --wait` helper: call -> child running"),
+                           ("child_to_parent", "(a2') via `spawn --wait` helper: child end -> helper exited")):
+            rows.append((f"{label}, p50 / p99", f"{ms(pct(cli[key], 50))} / {ms(pct(cli[key], 99))}", "-", "INFO"))
+            results[f"cli_{key}_p50_ms"] = None if pct(cli[key], 50) is None else round(pct(cli[key], 50) * 1000, 2)
     st = res.get("status")
     if st:
         for name in ("orchestrator", "bare"):
             o = st[name]
             rows.append((f"(b) status req/s, {name}", f"{o['rps']:.0f}/s", "-", "INFO"))
-            rows.append((f"    {name}: latency p50 / p99; CPU s server / client",
-                         f"{ms(o['p50'])} / {ms(o['p99'])}; {o['server_cpu']:.1f} / {o['client_cpu']:.1f}", "-", "INFO"))
+            rows.append((f"    {name}: latency p50 / p99", f"{ms(o['p50'])} / {ms(o['p99'])}", "-", "INFO"))
+            rows.append((f"    {name}: CPU s server / client; server CPU per request",
+                         f"{o['server_cpu']:.1f} / {o['client_cpu']:.1f}; {o['server_cpu_ms_per_req']:.2f} ms", "-", "INFO"))
+        parts = st["view_parts"]
+        rows.append(("    status view in-process: engine.snapshot / job_status per call",
+                     f"{parts['snapshot'] * 1000:.2f} ms / {parts['job_status'] * 1000:.2f} ms", "-", "INFO"))
         rows.append(("(b) orchestrator / bare", f"{st['ratio'] * 100:.1f} %", f">= {TARGET_STATUS_RATIO * 100:g} %", verdict(st["ratio"] >= TARGET_STATUS_RATIO)))
         results.update(status_rps_orchestrator=round(st["orchestrator"]["rps"], 1), status_rps_bare=round(st["bare"]["rps"], 1),
                        status_ratio=round(st["ratio"], 4))
@@ -657,12 +730,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if ho:
         print(f"(a) {ho['handoffs']} hand-offs in {ho['wall']:.1f} s ({ho['wall'] / ho['handoffs'] * 1000:.0f} ms each, one worker in a loop); "
-              f"(a1) includes the helper's Python start-up, see (d)")
+              f"timed from the worker's own API call (Python client); (a1')/(a2') go through the spawn helper and add its start-up and exit, see (d)")
     if st:
         print(f"(b) {st['workers']} sleep workers in {st['jobs']} jobs; status document {st['doc_bytes']} bytes; "
-              f"{st['threads']} client threads in one process; bare app in its own process")
+              f"{st['threads']} client threads in {st['client_procs']} process(es); bare app in its own process")
     if sse:
-        print(f"(c) {sse['events_counted']} live events counted of {sse['events_published']} published, over {sse['streams']} stream(s)")
+        print(f"(c) {sse['events_published']} events published; {sse['events_counted']} (event, stream) pairs published after "
+              f"their stream was open, all received, over {sse['streams']} stream(s)")
     print(f"total run time {elapsed:.1f} s")
     for name, value in results.items():
         print(f"RESULT {name} = {value}")
