@@ -19,7 +19,7 @@ from .errors import ConfigError
 
 ENV_PREFIX = "ORCHESTRATOR__"
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
-PLANNERS = ("heuristic",)
+PLANNERS = ("heuristic", "ai", "auto")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "execution_mode": Key(str, "native", "native runs workers directly; wsl is for Windows users whose CLIs live in WSL", choices=("native", "wsl")),
         "workspace_root": Key(str, "./workspace", "where job folders go, relative to this folder"),
         "worker": Key(str, "auto", "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode", choices=WORKER_KINDS),
-        "planner": Key(str, "heuristic", "how a request is split into subtasks", choices=PLANNERS),
+        "planner": Key(str, "auto", "how a request is split: heuristic (offline rules), ai (ask the AI CLI), auto (ai when an AI CLI is the worker, else heuristic)", choices=PLANNERS),
         "claude_command": Key(str, "claude", "path or name of the claude CLI"),
         "codex_command": Key(str, "codex", "path or name of the codex CLI"),
         "gemini_command": Key(str, "gemini", "path or name of the gemini CLI"),
@@ -49,6 +49,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ollama_command": Key(str, "ollama", "path or name of the ollama CLI"),
         "opencode_command": Key(str, "opencode", "path or name of the opencode CLI"),
         "command": Key(list, [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}"),
+        "model": Key(str, "", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default"),
+        "cli_args": Key(list, [], "extra arguments appended to the AI CLI's command line"),
+        "claude_permission_mode": Key(str, "acceptEdits", "claude --permission-mode for headless runs", choices=("default", "acceptEdits", "bypassPermissions", "plan")),
+        "claude_allowed_tools": Key(list, ["Read", "Write", "Edit", "Glob", "Grep", "Bash(python -m orchestrator spawn:*)"], "claude --allowedTools: what a worker may use without asking"),
+        "claude_max_turns": Key(int, 0, "claude --max-turns (0: the CLI's default)", min=0, max=10_000),
+        "ollama_model": Key(str, "llama3.2", "model for the ollama kind (ollama run MODEL)"),
+        "opencode_model": Key(str, "", "provider/model for the opencode kind (-m); empty: its default"),
+        "prompt_template": Key(str, None, "Jinja template file for AI worker prompts; null: the shipped one", nullable=True),
+        "planner_timeout": Key(float, 120.0, "seconds the AI planner may take before the heuristic planner is used", min=1, max=3600),
         "templates_dir": Key(str, None, "folder of Jinja templates that override the shipped report templates", nullable=True),
         "max_request_chars": Key(int, 20000, "longest request accepted, in characters", min=1, max=1_000_000),
         "max_tasks": Key(int, 100, "most explicit subtasks one request may list", min=1, max=10_000),
@@ -65,6 +74,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "retry_on_timeout": Key(bool, False, "retry an attempt that timed out (off: a timeout usually repeats)"),
         "kill_grace": Key(float, 5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600),
         "output_chars": Key(int, 4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000),
+        "max_cost_usd": Key(float, 0.0, "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)", min=0, max=1_000_000),
     },
     "recursion": {
         "enable": Key(bool, True, "let workers start child jobs"),
