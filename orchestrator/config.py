@@ -115,6 +115,7 @@ JOB_KEYS: dict[str, tuple[str, str]] = {
     "max_children_per_worker": ("recursion", "max_children_per_worker"),
     "worker": ("orchestrator", "worker"),
     "planner": ("orchestrator", "planner"),
+    "max_cost_usd": ("workers", "max_cost_usd"),
 }
 # A request may raise these only up to the named ceiling setting.
 JOB_CEILINGS: dict[str, tuple[str, str]] = {
@@ -189,6 +190,7 @@ class JobConfig:
     max_children_per_worker: int
     worker: str
     planner: str
+    max_cost_usd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -271,6 +273,8 @@ def job_config(
 
 
 def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig | None, notes: list[str]) -> Any:
+    if key == "max_cost_usd":
+        return _budget(settings, value, parent, notes)
     if key not in JOB_CEILINGS:
         return value
     if parent is not None:
@@ -287,6 +291,17 @@ def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig |
             f"Ask for at most {ceiling}, or raise {section}.{name} in config.yaml.",
             key=key, value=value, limit=ceiling,
         )
+    return value
+
+
+def _budget(settings: Settings, value: float, parent: JobConfig | None, notes: list[str]) -> float:
+    """A cost budget (0 = none) can be set or lowered, never lifted past the one above it."""
+    above = parent.max_cost_usd if parent is not None else settings.workers.max_cost_usd
+    if above and (value == 0 or value > above):
+        if parent is None:
+            raise ConfigError(f"config.max_cost_usd={value:g} is above this server's budget {above:g} (workers.max_cost_usd); ask for at most {above:g}")
+        notes.append(f"max_cost_usd={value:g} lowered to {above:g}, the parent job's budget")
+        return above
     return value
 
 

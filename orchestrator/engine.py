@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,6 +79,7 @@ class Engine:
         self._pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
         self._running: dict[str, int] = {}  # job id -> workers with a live process
         self._unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
+        self._tree_cost: dict[str, float] = {}  # root id -> AI cost reported so far (budget)
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
@@ -185,6 +187,8 @@ class Engine:
                 "root job with a higher max_recursion_depth.",
                 depth=depth, max_depth=pcfg.max_recursion_depth,
             )
+        if self._budget_spent(parent_job):
+            raise RecursionLimit(f"{self._budget_note(parent_job).replace('skipped: ', 'no child job: ')}. Do the rest directly.")
         if len(parent.record.child_job_ids) >= pcfg.max_children_per_worker:
             raise RecursionLimit(
                 f"Max children per worker reached: {where} already started {len(parent.record.child_job_ids)} "
@@ -284,6 +288,10 @@ class Engine:
         limit = self.settings.workers.global_max_workers
         for job_id, keys in list(self._pending.items()):
             job = self._jobs[job_id]
+            if self._budget_spent(job):
+                self._skip_pending(job, keys, self._budget_note(job))
+                del self._pending[job_id]
+                continue
             cap = job.config["max_workers"]
             while keys and self._slots_used < limit and self._running[job_id] < cap:
                 live = self._live[(job.root_id, keys.pop(0))]
@@ -292,6 +300,23 @@ class Engine:
                 del self._pending[job_id]
             if self._slots_used >= limit:
                 return
+
+    def _budget_spent(self, job: JobRecord) -> bool:
+        budget = float(job.config.get("max_cost_usd") or 0)
+        return budget > 0 and self._tree_cost.get(job.root_id, 0.0) >= budget
+
+    def _budget_note(self, job: JobRecord) -> str:
+        return (f"skipped: the tree's AI cost ${self._tree_cost.get(job.root_id, 0.0):.4f} reached its budget "
+                f"max_cost_usd=${float(job.config['max_cost_usd']):.4f}")
+
+    def _skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
+        """Workers that will never start end as skipped; settled on a pool thread (not under our caller's lock)."""
+        for key in keys:
+            live = self._live[(job.root_id, key)]
+            live.outcome = Outcome(WorkerStatus.SKIPPED, reason)
+            live.process_done = True
+            self._futures.add(self._pool.submit(self._finish_worker, live))
+        keys.clear()
 
     def _start(self, live: _Live) -> None:
         live.holds_slot = True
@@ -315,6 +340,7 @@ class Engine:
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
+        shutil.rmtree(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name), ignore_errors=True)
         files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self._lock:
             rec.files_created = files
@@ -341,6 +367,7 @@ class Engine:
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job)
         self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
+        self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name).mkdir(parents=True, exist_ok=True)
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
@@ -396,6 +423,9 @@ class Engine:
             "ORCHESTRATOR_WORKER_DIR": str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             "ORCHESTRATOR_PYTHON": python_executable(),
         })
+        # Its own temp folder (outside its directory, so files_created stays the worker's work).
+        tmp = str(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
+        env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
         if self.api_url and cfg.enable_recursion:
             env["ORCHESTRATOR_API_URL"] = self.api_url
             if self.credentials is not None:
@@ -411,6 +441,8 @@ class Engine:
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
+            if parsed.cost_usd:
+                self._tree_cost[rec.root_id] = self._tree_cost.get(rec.root_id, 0.0) + parsed.cost_usd
 
     def _live_children(self, live: _Live) -> list[str]:
         return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]

@@ -102,6 +102,8 @@ def _tree_totals(job: JobRecord, by_id: dict[str, JobRecord], by_job: dict[str, 
         i += 1
     workers = [w for jid in ids for w in by_job.get(jid, [])]
     costs = [w.cost_usd for w in workers if w.cost_usd is not None]
+    tokens_in = [w.tokens_in for w in workers if w.tokens_in is not None]
+    tokens_out = [w.tokens_out for w in workers if w.tokens_out is not None]
     return {
         "jobs": len(ids),
         "workers": len(workers),
@@ -109,6 +111,8 @@ def _tree_totals(job: JobRecord, by_id: dict[str, JobRecord], by_job: dict[str, 
         "succeeded": sum(1 for w in workers if w.status.ok),
         "max_depth": max((by_id[j].depth for j in ids), default=job.depth),
         "cost_usd": round(sum(costs), 6) if costs else None,
+        "tokens_in": sum(tokens_in) if tokens_in else None,
+        "tokens_out": sum(tokens_out) if tokens_out else None,
     }
 
 

@@ -175,6 +175,10 @@ class Workspace:
     def worker_record_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.state_dir(root_id) / "workers" / f"{worker_key(depth, validate_worker_name(name))}.json"
 
+    def worker_tmp(self, root_id: str, depth: int, name: str) -> Path:
+        """A worker's TMPDIR: private, outside its directory, removed when it ends."""
+        return self.state_dir(root_id) / "tmp" / worker_key(depth, validate_worker_name(name))
+
     def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.state_dir(root_id) / "prompts" / f"{worker_key(depth, validate_worker_name(name))}.txt"
 
