@@ -55,6 +55,18 @@ def engine(make_engine):
     return make_engine()
 
 
+def wait_until(predicate, timeout=15, what="condition"):
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
 def run_job(engine, request="job", tasks=None, config=None, timeout=60):
     """Submit and wait; fail the test if the job does not end in time."""
     job = engine.submit(request, config, tasks)

@@ -13,7 +13,7 @@ import requests
 
 from orchestrator.runner import ProcessRunner
 
-from .conftest import fake_command
+from .conftest import wait_until, fake_command
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_depth_three_tree_completes_under_a_global_limit_of_two(make_live):
 def test_cancel_of_a_tree_leaves_no_process_and_finished_jobs_answer_409(make_live):
     live = make_live(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.5})
     job_id = live.submit(request="x", tasks=["tree-hang"], config={"max_recursion_depth": 2}).json()["job_id"]
-    _until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 7, timeout=30)
+    wait_until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 7, timeout=30)
     tags = [lv.tag for lv in live.engine._live.values()]
     response = live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
@@ -304,7 +304,7 @@ def test_server_refuses_to_start_without_a_real_key(tmp_path, key, words):
 
 
 def _credential(live, job_id, worker):
-    _until(lambda: live.engine.worker_running(job_id, worker))
+    wait_until(lambda: live.engine.worker_running(job_id, worker))
     return live.engine.credentials.issue(job_id.split("-")[0], job_id, worker)
 
 
@@ -328,11 +328,3 @@ def _sse(live, job_id, last=None):
             break
     return [e for e in events if "event" in e]
 
-
-def _until(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")

@@ -11,7 +11,7 @@ from orchestrator.errors import ConfigError, Conflict, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
-from .conftest import fake_command, run_job
+from .conftest import wait_until, fake_command, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +174,7 @@ def test_worker_environment_carries_the_protocol(make_engine):
 def test_cancel_kills_running_workers_and_skips_pending(make_engine):
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
     job = engine.submit("x", {"max_workers": 1}, ["hang", "ok"])
-    _wait_for(lambda: workers_of(engine, job)["worker_1"].attempts)
+    wait_until(lambda: workers_of(engine, job)["worker_1"].attempts)
     engine.cancel(job.id)
     done = engine.wait(job.id, 10)
     assert done.status is JobStatus.CANCELLED
@@ -213,14 +213,6 @@ def _alive(pid):
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split(")")[-1].split()[0] not in ("Z", "X")
 
-
-def _wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_worker_printing_megabytes_loses_no_line_and_keeps_a_bounded_result(make_engine):

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from .conftest import API_KEY, FAKE_CLI, ROOT
+from .conftest import wait_until, API_KEY, FAKE_CLI, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +78,10 @@ def test_api_server_sigterm_cancels_running_workers_and_exits_cleanly(home):
                               stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _until(lambda: _healthy(url))
+        wait_until(lambda: _healthy(url))
         headers = {"X-API-Key": API_KEY}
         job = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ignore-term"]}, timeout=10).json()
-        _until(lambda: requests.get(f"{url}/api/v1/jobs/{job['job_id']}/status", headers=headers, timeout=5).json()["progress"]["running"] == 2)
+        wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job['job_id']}/status", headers=headers, timeout=5).json()["progress"]["running"] == 2)
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
@@ -114,11 +114,3 @@ def _healthy(url):
     except requests.RequestException:
         return False
 
-
-def _until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")

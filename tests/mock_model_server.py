@@ -1,0 +1,375 @@
+"""A loopback stand-in for the Anthropic Messages API, good enough for the real ``claude`` CLI.
+
+Point the CLI at it with ``ANTHROPIC_BASE_URL=<server.url>`` and any ``ANTHROPIC_API_KEY``
+(see :meth:`MockModelServer.client_env`). Each ``POST /v1/messages`` that is part of the
+conversation gets the next *turn* of a script; every request (path, headers, body) is logged
+in :attr:`MockModelServer.requests` so tests can see what the CLI sent.
+
+Turns:
+
+* :class:`Text` - a plain assistant answer (``stop_reason: end_turn``).
+* :class:`ToolUse` - a ``tool_use`` block (``stop_reason: tool_use``), e.g. ``Write`` or ``Bash``.
+* :class:`ApiError` - an HTTP error with the Anthropic error JSON (401 ``authentication_error`` ...).
+* :class:`Hang` - never answers; holds the connection until the server stops.
+
+A script is either a list of turns played in order, or a callable ``(body) -> turn`` that
+chooses the reply per request (for several CLIs sharing one server). Requests the CLI makes
+on the side (title/topic generation with a small model, quota probes, ``count_tokens``) are
+answered without consuming a turn: see :meth:`MockModelServer.is_side_request`.
+
+The server binds 127.0.0.1 on an ephemeral port, and stops by itself after ``lifetime``
+seconds, so a forgotten server never outlives its test for long.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable, Union
+
+# Per-million-token prices are the CLI's business; these counts just need to be non-zero
+# so that it computes a non-zero total_cost_usd.
+DEFAULT_USAGE = {"input_tokens": 1200, "output_tokens": 80}
+MODEL_FALLBACK = "claude-sonnet-4-5-20250929"
+
+# Environment that keeps the CLI quiet and local: no telemetry, no auto-update, no error
+# reporting, no non-essential traffic (feedback, release notes, model listing...).
+QUIET_ENV = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+    "DISABLE_NON_ESSENTIAL_MODEL_CALLS": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
+    "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
+    "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
+    "IS_SANDBOX": "1",
+}
+
+
+@dataclass
+class Text:
+    text: str
+    usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+
+
+@dataclass
+class ToolUse:
+    name: str
+    input: dict[str, Any]
+    text: str = ""  # optional text block before the tool call
+    usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+
+
+@dataclass
+class ApiError:
+    status: int = 401
+    type: str = "authentication_error"
+    message: str = "invalid x-api-key"
+
+
+@dataclass
+class Hang:
+    """Never answer: hold the request until the server stops."""
+
+
+Turn = Union[Text, ToolUse, ApiError, Hang]
+Script = Union[Iterable[Turn], Callable[[dict], Turn]]
+
+AUTH_401 = ApiError(401, "authentication_error", "invalid x-api-key")
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    turn: str = ""  # what the server answered with (class name, or "side"/"404"/...)
+    at: float = field(default_factory=time.monotonic)
+
+
+class MockModelServer:
+    """``with MockModelServer([Text("hi")]) as mock: ... mock.url ...``"""
+
+    def __init__(self, script: Script = (), *, lifetime: float = 120.0, default: Turn | None = None):
+        self._choose = script if callable(script) else None
+        self._turns = [] if callable(script) else list(script)
+        self._next = 0
+        # what to answer once a list script runs out (None: a 500 error, which the test will notice)
+        self.default = default
+        self.lifetime = lifetime
+        self.requests: list[Logged] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> "MockModelServer":
+        mock = self
+
+        class Handler(_Handler):
+            server_mock = mock
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="mock-model-server", daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()  # releases every Hang
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> "MockModelServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def client_env(self, api_key: str = "sk-ant-mock-0000") -> dict[str, str]:
+        """Environment for a CLI talking to this server (add it on top of os.environ)."""
+        return {**QUIET_ENV, "ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
+
+    # ----------------------------------------------------------------- views for tests
+    @property
+    def paths(self) -> list[str]:
+        return [f"{r.method} {r.path}" for r in self.requests]
+
+    @property
+    def conversation(self) -> list[Logged]:
+        """The /v1/messages requests that were answered from the script."""
+        return [r for r in self.requests if r.turn not in ("side", "404", "count_tokens", "")]
+
+    @property
+    def turns_played(self) -> int:
+        return self._next
+
+    def summary(self) -> str:
+        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
+
+    # ----------------------------------------------------------------- scripting
+    @staticmethod
+    def is_side_request(body: Any) -> bool:
+        """True for requests that are not the agent's main loop: no tools offered.
+
+        The main conversation of ``claude -p`` always offers its tools; the CLI's own helper
+        calls (topic/title detection, quota probe) do not."""
+        return isinstance(body, dict) and not body.get("tools")
+
+    def _turn_for(self, body: Any) -> Turn | str:
+        if self._choose is not None:
+            return self._choose(body)
+        if self.is_side_request(body):
+            return "side"
+        with self._lock:
+            if self._next < len(self._turns):
+                turn = self._turns[self._next]
+                self._next += 1
+                return turn
+        return self.default if self.default is not None else ApiError(500, "api_error", "mock script exhausted")
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_mock{next(self._ids):06d}"
+
+
+def prompt_text(body: Any) -> str:
+    """All the user-side text of a Messages request (strings and text blocks), joined."""
+    if not isinstance(body, dict):
+        return ""
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        for block in content or []:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(block.get("text", ""))
+    return "\n".join(parts)
+
+
+def tool_results(body: Any) -> list[dict]:
+    """The tool_result blocks in a request (what the CLI sends back after running a tool)."""
+    found: list[dict] = []
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in messages or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            found.extend(b for b in content if isinstance(b, dict) and b.get("type") == "tool_result")
+    return found
+
+
+def tool_names(body: Any) -> list[str]:
+    tools = body.get("tools") if isinstance(body, dict) else None
+    return [t.get("name", "") for t in tools or []]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_mock: MockModelServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet; the mock keeps its own log
+        pass
+
+    # ------------------------------------------------------------ plumbing
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def _log(self, body: Any) -> Logged:
+        entry = Logged(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        with self.server_mock._lock:
+            self.server_mock.requests.append(entry)
+        return entry
+
+    def _json(self, status: int, doc: Any) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("request-id", self.server_mock.new_id("req"))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _not_found(self, entry: Logged) -> None:
+        entry.turn = "404"
+        self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"Not found: {self.path}"}})
+
+    # ------------------------------------------------------------ verbs
+    def do_GET(self):
+        entry = self._log(None)
+        self._not_found(entry)
+
+    def do_HEAD(self):
+        entry = self._log(None)
+        entry.turn = "head"
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        body = self._read_body()
+        entry = self._log(body)
+        path = self.path.split("?", 1)[0]
+        if path == "/v1/messages/count_tokens":
+            entry.turn = "count_tokens"
+            self._json(200, {"input_tokens": 1000})
+            return
+        if path != "/v1/messages":
+            self._not_found(entry)
+            return
+        mock = self.server_mock
+        turn = mock._turn_for(body)
+        if turn == "side":
+            entry.turn = "side"
+            turn = Text("Mock title", usage={"input_tokens": 10, "output_tokens": 2})
+        else:
+            entry.turn = type(turn).__name__
+        if isinstance(turn, ApiError):
+            self._json(turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}})
+            return
+        if isinstance(turn, Hang):
+            # Say nothing, keep the socket open, and let go only when the server stops.
+            mock._stopped.wait(mock.lifetime)
+            self.close_connection = True
+            return
+        model = (body.get("model") if isinstance(body, dict) else None) or MODEL_FALLBACK
+        message = self._message(turn, model)
+        if isinstance(body, dict) and body.get("stream"):
+            self._stream(message)
+        else:
+            self._json(200, message)
+
+    # ------------------------------------------------------------ answers
+    def _message(self, turn: Text | ToolUse, model: str) -> dict:
+        content: list[dict] = []
+        if isinstance(turn, Text):
+            content.append({"type": "text", "text": turn.text})
+            stop = "end_turn"
+        else:
+            if turn.text:
+                content.append({"type": "text", "text": turn.text})
+            content.append({"type": "tool_use", "id": self.server_mock.new_id("toolu"),
+                            "name": turn.name, "input": turn.input})
+            stop = "tool_use"
+        usage = {"input_tokens": turn.usage.get("input_tokens", 0), "output_tokens": turn.usage.get("output_tokens", 0),
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        return {"id": self.server_mock.new_id("msg"), "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+
+    def _event(self, name: str, data: dict) -> None:
+        chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.flush()
+
+    def _stream(self, message: dict) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("request-id", self.server_mock.new_id("req"))
+        self.end_headers()
+        usage = message["usage"]
+        start = dict(message, content=[], stop_reason=None,
+                     usage=dict(usage, output_tokens=1))
+        self._event("message_start", {"type": "message_start", "message": start})
+        self._event("ping", {"type": "ping"})
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {"type": "text", "text": ""}})
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "text_delta", "text": block["text"]}})
+            else:
+                self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {"type": "tool_use", "id": block["id"],
+                                                                      "name": block["name"], "input": {}}})
+                raw = json.dumps(block["input"])
+                half = len(raw) // 2  # two deltas, as the real API splits partial JSON
+                for piece in (raw[:half], raw[half:]):
+                    self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                        "delta": {"type": "input_json_delta", "partial_json": piece}})
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+        self._event("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                      "usage": {"output_tokens": usage["output_tokens"]}})
+        self._event("message_stop", {"type": "message_stop"})
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
