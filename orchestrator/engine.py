@@ -26,11 +26,13 @@ from typing import Any, Iterator
 from . import planner as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
+from .ai_planner import choose_planner, plan_with_ai
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
 from .execution import Outcome, WorkerExecution
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .runner import ProcessRunner, Wakeup, python_executable
 from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name
 
@@ -87,6 +89,9 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
+        self._prompt_template = prompt_template_path(settings)
+        if self._prompt_template is not None:
+            check_template(self._prompt_template)  # a broken template fails here, not in every worker
 
     # -- submitting -----------------------------------------------------------
     def submit(
@@ -104,8 +109,7 @@ class Engine:
         if config is not None and not isinstance(config, dict):
             raise ValidationError("config must be a JSON object, e.g. {\"max_workers\": 3}")
         with self._lock:
-            if self._closing:
-                raise Unavailable("the orchestrator is shutting down; submit again once it is back")
+            self._check_open()
             parent = self._parent_for(parent_job_id, parent_worker) if parent_job_id else None
             parent_cfg = JobConfig.from_dict(parent[0].config) if parent else None
             cfg, notes = job_config(self.settings, config, parent_cfg)
@@ -115,8 +119,15 @@ class Engine:
             cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
             if parent:
                 self._check_recursion(parent[0], parent[1], cfg)
-            plan, planner_name = self._plan(request, task_list, cfg)
-            if parent:
+        # Planning may ask an AI CLI and take minutes: never under the lock.
+        plan, planner_name, note = self._plan(request, task_list, cfg)
+        if note:
+            notes.append(note)
+        with self._lock:
+            self._check_open()
+            if parent:  # the world may have moved while planning: check again
+                parent = self._parent_for(parent_job_id, parent_worker)
+                self._check_recursion(parent[0], parent[1], cfg)
                 plan = self._fit_tree_budget(parent[0].root_id, request, plan, planner_name, notes)
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
@@ -125,6 +136,10 @@ class Engine:
             self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
             self._dispatch()
             return job
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
     def _check_request(self, request: object) -> str:
         if not isinstance(request, str):
@@ -154,10 +169,20 @@ class Engine:
             cleaned.append(" ".join(task.split()))
         return cleaned
 
-    def _plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> tuple[list[str], str]:
+    def _plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> tuple[list[str], str, str | None]:
+        """(subtasks, planner name, note): explicit tasks win; else the heuristic or the AI planner,
+        which falls back to the heuristic one (with a note saying why) whenever it fails."""
         if tasks:
-            return tasks, "explicit"
-        return planning.split_request(request, cfg.max_workers), "heuristic"
+            return tasks, "explicit", None
+        if choose_planner(cfg.planner, cfg.worker) == "heuristic":
+            return planning.split_request(request, cfg.max_workers), "heuristic", None
+        scratch = self.workspace.planning_dir()
+        try:
+            plan = plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
+                                runner=self.runner, work_dir=scratch, timeout=self.settings.orchestrator.planner_timeout)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return plan.tasks, plan.planner, plan.note
 
     def _parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, _Live]:
         validate_job_id(job_id)
@@ -365,7 +390,7 @@ class Engine:
         rec, job = live.record, live.job
         cfg = JobConfig.from_dict(job.config)
         adapter = get_adapter(rec.kind)
-        prompt = self._prompt(rec, job)
+        prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
         self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
         self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name).mkdir(parents=True, exist_ok=True)
         if adapter.needs_prompt_file(self.settings):
@@ -402,7 +427,17 @@ class Engine:
                 live.written = version
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
-        return rec.task if job.request == rec.task else f"{rec.task}\n\n(Part of the request: {job.request})"
+        """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
+        cfg = JobConfig.from_dict(job.config)
+        return render_worker_prompt(
+            task=rec.task, request=job.request, siblings=job.tasks, index=rec.index,
+            depth=rec.depth, max_depth=cfg.max_recursion_depth,
+            recursion_enabled=cfg.enable_recursion and self.api_url is not None,  # spawn needs the API
+            worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            job_id=rec.job_id, worker_id=rec.name,
+            children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
+            template=self._prompt_template,
+        )
 
     def _worker_env(self, live: _Live, cfg: JobConfig) -> dict[str, str]:
         """The worker protocol: who it is, where it is, and how to start a child job."""

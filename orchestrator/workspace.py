@@ -175,6 +175,12 @@ class Workspace:
     def worker_record_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.state_dir(root_id) / "workers" / f"{worker_key(depth, validate_worker_name(name))}.json"
 
+    def planning_dir(self) -> Path:
+        """A scratch folder for one AI planning call (the job tree does not exist yet)."""
+        path = self.root / ".planning" / secrets.token_hex(6)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def worker_tmp(self, root_id: str, depth: int, name: str) -> Path:
         """A worker's TMPDIR: private, outside its directory, removed when it ends."""
         return self.state_dir(root_id) / "tmp" / worker_key(depth, validate_worker_name(name))

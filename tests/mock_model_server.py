@@ -303,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
+            entry.turn = f"ApiError {turn.status}"
             self._json(turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}})
             return
         if isinstance(turn, Hang):

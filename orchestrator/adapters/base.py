@@ -53,6 +53,10 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
+    def needs_prompt(self, settings: Any) -> bool:
+        """Whether the command reads the rendered prompt at all (else it is not rendered)."""
+        return True
+
     def needs_prompt_file(self, settings: Any) -> bool:
         """Whether the command reads the prompt from ``state/prompts/`` (written only then)."""
         return True

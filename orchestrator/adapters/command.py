@@ -32,6 +32,9 @@ class CommandAdapter(Adapter):
         return [_fill(part, values) for part in template]
 
 
+    def needs_prompt(self, settings: Any) -> bool:
+        return any("{prompt" in part for part in settings.orchestrator.command)
+
     def needs_prompt_file(self, settings: Any) -> bool:
         return any("{prompt_file}" in part for part in settings.orchestrator.command)
 

@@ -17,6 +17,9 @@ class SimulatedAdapter(Adapter):
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         return [python_executable(), "-m", "orchestrator.simulated", "--", ctx.task]
 
+    def needs_prompt(self, settings: object) -> bool:
+        return False  # it reads its subtask from argv
+
     def needs_prompt_file(self, settings: object) -> bool:
         return False
 

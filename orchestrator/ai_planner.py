@@ -1,0 +1,341 @@
+"""The AI planner: ask the configured AI CLI, once, to split a request into subtasks.
+
+``plan_with_ai`` never raises for the model's or the CLI's misbehaviour: a
+missing CLI, a non-zero exit, a timeout or an answer that is not a usable plan
+all give the heuristic plan (``planner.split_request``) with a note saying why.
+
+``parse_plan`` reads the answer. It is lenient about the wrapping and strict
+about the content:
+
+- accepted: a JSON array of strings, alone or inside a ```json fence or prose
+  (the first array or object that reads as a plan wins); trailing commas;
+  Python-style single quotes (``['a', 'b']``, read with ``ast.literal_eval``,
+  which evaluates literals only); an object wrapping the list (``{"tasks": [...]}``,
+  ``{"subtasks": ...}``, ``"plan"``, ``"steps"``, ``"items"``, or an object with a
+  single list); items that are objects with a ``task``/``subtask``/``title``/
+  ``description``/``text``/``name`` field (title and description are joined).
+- cleaned: whitespace collapsed, a leading "1." or "-" marker removed, blank
+  items dropped, repeats (ignoring case, spacing and final punctuation) dropped.
+- refused (PlanError): no array, 0 items, an item that is not text (a number,
+  a nested list), an item over 2000 characters.
+- more than ``max_tasks`` items are merged, adjacent ones joined with "; ", into
+  ``max_tasks`` subtasks as the heuristic planner does: nothing is dropped.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .adapters.base import Adapter, WorkerContext
+from .config import PLANNERS, WORKER_KINDS
+from .errors import ConfigError, OrchestratorError
+from .planner import split_request
+from .prompts import MAX_TASK_CHARS, render_planner_prompt
+from .runner import CommandNotFound, ProcessRunner, signal_name
+
+log = logging.getLogger("orchestrator.ai_planner")
+
+# Worker kinds that are an AI CLI; "auto" plans with the AI only for these.
+AI_KINDS = frozenset(WORKER_KINDS) - {"auto", "simulated", "command"}
+LOG_NAME = "planner.log"
+PROMPT_NAME = "planner_prompt.md"
+ANSWER_CHARS = 200_000  # most of the CLI's output read back as the answer
+MAX_CANDIDATES = 50  # brackets tried in a prose answer before giving up
+REASON_CHARS = 300
+
+_LIST_KEYS = ("tasks", "subtasks", "plan", "steps", "items")
+_TEXT_KEYS = ("task", "subtask", "description", "title", "text", "name")
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)
+_TRAILING_COMMA = re.compile(r'("(?:\\.|[^"\\])*")|,\s*([\]}])')
+_MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*•])\s+")
+
+
+class PlanError(OrchestratorError):
+    """The AI planner's answer is not a usable plan; ``reason`` says why."""
+
+    code = "invalid_plan"
+    http_status = 422
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class AIPlan:
+    """The subtasks, which planner made them ("ai" or "heuristic"), and a note for the job."""
+
+    tasks: list[str]
+    planner: str
+    note: str | None = None
+
+
+def choose_planner(name: str, worker_kind: str) -> str:
+    """``heuristic`` or ``ai`` for the setting ``name``; ``auto`` is ``ai`` when the worker is an AI CLI."""
+    if name not in PLANNERS:
+        raise ConfigError(f"planner '{name}' is unknown. Choose one of: {', '.join(PLANNERS)}", key="planner")
+    if name == "auto":
+        return "ai" if worker_kind in AI_KINDS else "heuristic"
+    return name
+
+
+# -- reading an answer ----------------------------------------------------------
+def parse_plan(text: str, max_tasks: int) -> list[str]:
+    """The subtasks in an AI answer: 1..max_tasks clean, distinct strings. Raises PlanError."""
+    return merge_adjacent(extract_tasks(text), max_tasks)
+
+
+def extract_tasks(text: str) -> list[str]:
+    """Every subtask the answer proposes, cleaned and deduplicated (not capped). Raises PlanError."""
+    text = (text or "").strip()[-ANSWER_CHARS:]  # the answer usually ends the output
+    if not text:
+        raise PlanError("the answer is empty")
+    first_error: PlanError | None = None
+    for value in _values(text):
+        try:
+            return _tasks_from(value)
+        except PlanError as exc:
+            first_error = first_error or exc
+    raise first_error or PlanError(f"the answer has no JSON array: {_excerpt(text)}")
+
+
+def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
+    """At most ``max_tasks`` subtasks: adjacent ones joined with "; ", earlier groups one larger."""
+    if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
+        raise ValueError(f"max_tasks must be an int of at least 1, got {max_tasks!r}")
+    if len(tasks) <= max_tasks:
+        return list(tasks)
+    size, extra = divmod(len(tasks), max_tasks)
+    merged, pos = [], 0
+    for group in range(max_tasks):
+        count = size + (1 if group < extra else 0)
+        merged.append("; ".join(tasks[pos:pos + count]))
+        pos += count
+    return merged
+
+
+def _values(text: str) -> Iterator[Any]:
+    """Decoded JSON (or Python literal) values in the answer, most likely first."""
+    chunks = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for chunk in chunks:
+        value = _load(chunk.strip())
+        if value is not None:
+            yield value
+        yield from _bracketed(chunk)
+
+
+def _bracketed(text: str) -> Iterator[Any]:
+    """Values of balanced [...] / {...} spans, outermost first, left to right."""
+    pos, tried = 0, 0
+    while tried < MAX_CANDIDATES:
+        starts = [i for i in (text.find("[", pos), text.find("{", pos)) if i >= 0]
+        if not starts:
+            return
+        start = min(starts)
+        end = _closing(text, start)
+        tried += 1
+        value = _load(text[start:end]) if end else None
+        if value is not None:
+            yield value
+            pos = end
+        else:
+            pos = start + 1
+
+
+def _closing(text: str, start: int) -> int | None:
+    """The index just past the bracket that closes the one at ``start`` (strings skipped)."""
+    depth, quote, escaped = 0, "", False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _load(snippet: str) -> Any:
+    if not snippet or snippet[0] not in "[{":
+        return None
+    for attempt in (json.loads, _json_without_trailing_commas, ast.literal_eval):
+        try:
+            return attempt(snippet)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return None
+
+
+def _json_without_trailing_commas(snippet: str) -> Any:
+    return json.loads(_TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), snippet))
+
+
+def _tasks_from(value: Any) -> list[str]:
+    items = _task_list(value)
+    tasks: list[str] = []
+    seen: set[str] = set()
+    for number, item in enumerate(items, 1):
+        task = _MARKER.sub("", " ".join(_item_text(item, number).split()))
+        if not task:
+            continue
+        if len(task) > MAX_TASK_CHARS:
+            raise PlanError(f"subtask {number} is {len(task)} characters long; the limit is {MAX_TASK_CHARS}")
+        key = task.rstrip(".;:!,").casefold()
+        if key not in seen:
+            seen.add(key)
+            tasks.append(task)
+    if not tasks:
+        raise PlanError("the plan has no subtasks (an empty list)")
+    return tasks
+
+
+def _task_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        for key in _LIST_KEYS:
+            if isinstance(lowered.get(key), list):
+                return lowered[key]
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            return lists[0]
+        raise PlanError(f"the answer is a JSON object without a list of tasks (keys: {', '.join(map(str, value))[:100]})")
+    raise PlanError(f"the answer is a JSON {type(value).__name__}, not a list of subtasks")
+
+
+def _item_text(item: Any, number: int) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        fields = {str(k).lower(): v for k, v in item.items() if isinstance(v, str) and v.strip()}
+        if "task" not in fields and "subtask" not in fields and "title" in fields and "description" in fields:
+            return f"{fields['title']}: {fields['description']}"
+        for key in _TEXT_KEYS:
+            if key in fields:
+                return fields[key]
+        raise PlanError(f"subtask {number} is an object without a task, title or description field")
+    kind = "null" if item is None else type(item).__name__
+    raise PlanError(f"subtask {number} is a {kind}, not a string")
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "…")
+
+
+# -- running the AI CLI -----------------------------------------------------------
+def plan_with_ai(
+    request: str,
+    max_tasks: int,
+    *,
+    settings: Any,
+    adapter: Adapter,
+    runner: ProcessRunner,
+    work_dir: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    tag: str | None = None,
+    template: Path | None = None,
+) -> AIPlan:
+    """Plan ``request`` with the AI CLI behind ``adapter``, run once in ``work_dir`` (which
+    keeps ``planner.log``). Falls back to the heuristic plan, with a note, on any failure.
+    ``env``: the CLI's environment (default: ours without ORCHESTRATOR_* variables);
+    ``tag``: the runner tag of its process tree; ``template``: a planner prompt file."""
+    if max_tasks <= 1:
+        return AIPlan(split_request(request, max_tasks), "heuristic")
+    if adapter.name == "simulated":
+        return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
+    try:
+        tasks = extract_tasks(_ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template))
+    except PlanError as exc:
+        return _fallback(request, max_tasks, exc.reason)
+    except Exception as exc:  # a bug or an OS error here must not fail the job: plan without the AI
+        log.exception("AI planner crashed")
+        return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}")
+    if len(tasks) > max_tasks:
+        note = f"the AI planner proposed {len(tasks)} subtasks; adjacent ones were merged into {max_tasks} (max_workers)"
+        return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note)
+    return AIPlan(tasks, "ai")
+
+
+def _ask(
+    request: str, max_tasks: int, settings: Any, adapter: Adapter, runner: ProcessRunner,
+    work_dir: Path, timeout: float, env: Mapping[str, str] | None, tag: str | None, template: Path | None,
+) -> str:
+    """Run the CLI once and return its answer text; PlanError for every expected failure."""
+    prompt = render_planner_prompt(request, max_tasks, template=template)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / LOG_NAME
+    log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
+    ctx = WorkerContext(
+        task=request, prompt=prompt, prompt_file=work_dir / PROMPT_NAME, worker_dir=work_dir,
+        depth=0, max_depth=0, attempt=1, settings=settings,
+    )
+    if adapter.needs_prompt_file(settings):
+        ctx.prompt_file.write_text(prompt, encoding="utf-8")
+    tag = tag or f"planner.{secrets.token_hex(6)}"
+    try:
+        argv = adapter.build_argv(ctx)
+        handle = runner.spawn(argv, cwd=work_dir, env={**_base_env(env), **adapter.extra_env(ctx)}, log_path=log_path, tag=tag)
+    except ConfigError as exc:
+        raise PlanError(exc.message) from None
+    except CommandNotFound as exc:
+        key = adapter.command_key or "orchestrator.worker"
+        raise PlanError(f"{exc.strerror}. Install it, or set {key} in config.yaml to its full path") from None
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"could not start the AI CLI: {exc}") from None
+    try:
+        code = runner.wait(handle, timeout)
+        if code is None:
+            raise PlanError(f"no answer within {timeout:g}s (orchestrator.planner_timeout)")
+    finally:
+        # Ends the CLI if it still runs, and sweeps anything it left behind either way.
+        runner.terminate(handle, grace=settings.workers.kill_grace, first_signal=adapter.first_signal)
+        runner.release(handle)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    parsed = adapter.parse(text, code, max_chars=ANSWER_CHARS)
+    if code != 0:
+        how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        detail = parsed.error or _last_line(parsed.output)
+        raise PlanError(f"the AI CLI {how}" + (f": {detail}" if detail else ""))
+    if parsed.ok is False:
+        raise PlanError(f"the AI CLI reported a failure: {parsed.error or _last_line(parsed.output)}")
+    return parsed.output
+
+
+def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    if env is not None:
+        return dict(env)
+    # Never hand the planner a worker identity or an API key: it must not start jobs.
+    return {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+
+
+def _fallback(request: str, max_tasks: int, reason: str) -> AIPlan:
+    reason = " ".join(reason.split())
+    if len(reason) > REASON_CHARS:
+        reason = reason[:REASON_CHARS - 1] + "…"
+    log.warning("AI planner failed: %s; using the heuristic planner", reason)
+    return AIPlan(split_request(request, max_tasks), "heuristic", f"AI planner failed: {reason}; used the heuristic planner")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""

@@ -1,0 +1,142 @@
+"""Prompts for AI workers and the AI planner, rendered from Jinja templates (pure: no writes).
+
+The templates ship beside the report templates (``reports/templates/worker.md.j2``
+and ``planner.md.j2``) and render in the same Jinja environment: StrictUndefined,
+no autoescape (Markdown, not HTML). A user's worker template (config
+``orchestrator.prompt_template``, a file) replaces the shipped one; it gets
+these variables:
+
+=====================  =====================================================
+task                   this worker's subtask, verbatim
+request                the job's whole request
+siblings, index        every subtask of the job in order, and this one's 1-based position
+others                 the other subtasks (at most ``MAX_SIBLINGS`` of them)
+hidden_siblings        how many other subtasks ``others`` leaves out
+depth, max_depth       this worker's depth (root job = 0) and the tree's max depth
+recursion_enabled      whether the job allows child jobs at all
+children_left          child jobs this worker may still start
+can_spawn              recursion on, depth < max_depth and children_left > 0
+no_spawn_reason        why not, as a clause ("" when can_spawn)
+spawn_command          the one-line command that starts a child job
+worker_dir, job_id, worker_id
+=====================  =====================================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, TemplateError
+
+from .errors import ConfigError
+from .reports import ENV
+
+WORKER_TEMPLATE = "worker.md.j2"
+PLANNER_TEMPLATE = "planner.md.j2"
+SPAWN_COMMAND = 'python -m orchestrator spawn --wait "subtask A" "subtask B" "subtask C"'
+MAX_SIBLINGS = 20  # other subtasks listed in a prompt; a long list costs every worker tokens
+SIBLING_CHARS = 300  # each is context only, so it is shortened past this
+MAX_TASK_CHARS = 2000  # longest subtask the AI planner may propose
+
+
+def render_worker_prompt(
+    *,
+    task: str,
+    request: str,
+    siblings: list[str],
+    index: int,
+    depth: int,
+    max_depth: int,
+    recursion_enabled: bool,
+    worker_dir: str,
+    job_id: str,
+    worker_id: str,
+    children_left: int,
+    template: Path | None = None,
+) -> str:
+    """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
+    included) and ``index`` this subtask's 1-based position in it. ``template``: a
+    user's template file instead of the shipped one; ConfigError if it is missing or broken."""
+    if siblings and not 1 <= index <= len(siblings):
+        raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
+    others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
+    reason = _no_spawn_reason(recursion_enabled, depth, max_depth, children_left)
+    context = {
+        "task": task, "request": request, "siblings": list(siblings), "index": index,
+        "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
+        "depth": depth, "max_depth": max_depth, "recursion_enabled": recursion_enabled,
+        "children_left": children_left, "can_spawn": not reason, "no_spawn_reason": reason,
+        "spawn_command": SPAWN_COMMAND, "worker_dir": worker_dir, "job_id": job_id, "worker_id": worker_id,
+    }
+    return _render(WORKER_TEMPLATE, template, context)
+
+
+def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None = None) -> str:
+    """The AI planner's prompt: answer with only a JSON array of 1..max_tasks subtasks."""
+    return _render(PLANNER_TEMPLATE, template, {"request": request, "max_tasks": max_tasks, "max_chars": MAX_TASK_CHARS})
+
+
+def prompt_template_path(settings: Any) -> Path | None:
+    """``orchestrator.prompt_template`` as an absolute path (relative to the config's folder), or None."""
+    value = settings.get("orchestrator", "prompt_template")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (Path(settings.base_dir) / path).resolve()
+
+
+def check_template(path: Path) -> None:
+    """Load (compile) a user's template now, so a broken one is reported at startup."""
+    _user_template(path)
+
+
+def _render(name: str, user_file: Path | None, context: dict[str, Any]) -> str:
+    if user_file is None:
+        return ENV.get_template(name).render(**context)
+    template = _user_template(user_file)
+    try:
+        return template.render(**context)
+    except TemplateError as exc:
+        raise ConfigError(f"prompt template {user_file}: {_describe(exc)}", path=str(user_file)) from None
+
+
+def _user_template(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"prompt template not found: {path} (orchestrator.prompt_template). "
+            "Fix the path, or set it to null to use the shipped template.",
+            path=str(path),
+        )
+    # An overlay shares the environment's settings and filters; Jinja reloads the file when it changes.
+    env = _OVERLAYS.get(path.parent)
+    if env is None:
+        env = _OVERLAYS.setdefault(path.parent, ENV.overlay(loader=FileSystemLoader(str(path.parent))))
+    try:
+        return env.get_template(path.name)
+    except (TemplateError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prompt template {path}: {_describe(exc)}", path=str(path)) from None
+
+
+_OVERLAYS: dict[Path, Any] = {}
+
+
+def _describe(exc: Exception) -> str:
+    line = getattr(exc, "lineno", None)
+    text = getattr(exc, "message", None) or str(exc)
+    return f"line {line}: {text}" if line else f"{type(exc).__name__}: {text}"
+
+
+def _no_spawn_reason(enabled: bool, depth: int, max_depth: int, children_left: int) -> str:
+    if not enabled:
+        return "recursion is disabled for this job"
+    if depth >= max_depth:
+        return f"you are at the maximum depth ({max_depth})"
+    if children_left <= 0:
+        return "this worker may start no more child jobs"
+    return ""
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SIBLING_CHARS else text[: SIBLING_CHARS - 1] + "…"

@@ -1,0 +1,248 @@
+"""The AI planner: reading a model's answer, running the AI CLI once, falling back to the heuristic."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from orchestrator.adapters.command import CommandAdapter
+from orchestrator.adapters.simulated import SimulatedAdapter
+from orchestrator.ai_planner import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
+from orchestrator.errors import ConfigError
+from orchestrator.planner import split_request
+from orchestrator.runner import ProcessRunner
+from tests.conftest import make_settings
+
+REQUEST = "Build a shop with an auth service, an orders service and a payments service"
+ABC = ["Build auth", "Build orders", "Build payments"]
+
+# (answer, expected tasks) with max_tasks=5
+GOOD_ANSWERS = [
+    ('["Build auth", "Build orders", "Build payments"]', ABC),
+    ('```json\n["Build auth", "Build orders", "Build payments"]\n```', ABC),
+    ('```\n["Build auth", "Build orders", "Build payments"]\n```', ABC),
+    ('Here is the plan:\n["Build auth", "Build orders", "Build payments"]\nGood luck!', ABC),
+    ('Sure! I\'d split it into [3] parts:\n\n```json\n["Build auth", "Build orders", "Build payments"]\n```\nLet me know.', ABC),
+    ('I see [3] parts: ["Build auth", "Build orders", "Build payments"] (that\'s all)', ABC),
+    ('["Build auth", "Build orders", "Build payments",]', ABC),
+    ('[\n  "Build auth",\n  "Build orders",\n  "Build payments",\n]\n', ABC),
+    ("['Build auth', 'Build orders', \"Build payments\"]", ABC),
+    ('{"tasks": ["Build auth", "Build orders", "Build payments"]}', ABC),
+    ('{"subtasks": ["Build auth", "Build orders", "Build payments"], "reasoning": "three services"}', ABC),
+    ('{"Plan": ["Build auth", "Build orders", "Build payments"]}', ABC),
+    ('[{"task": "Build auth"}, {"task": "Build orders", "id": 2}, {"description": "Build payments"}]', ABC),
+    ('[{"title": "Auth", "description": "build login"}, {"title": "Orders"}]', ["Auth: build login", "Orders"]),
+    ('["Build auth", "build AUTH.", "  Build   auth ", "Build orders", "Build orders", "Build payments"]', ABC),
+    ('["1. Build auth", "2) Build orders", "- Build payments"]', ABC),
+    ('["Build auth", "", "   ", "Build orders", "Build payments"]', ABC),
+    ('["Build\\nauth", "Build\\torders", "Build payments"]', ABC),
+    ('["Write \\"hello\\" in `main.py`; use $HOME & {{x}}"]', ['Write "hello" in `main.py`; use $HOME & {{x}}']),
+    ('["Do the whole request"]', ["Do the whole request"]),
+]
+
+BAD_ANSWERS = [
+    ("", "the answer is empty"),
+    ("   \n ", "the answer is empty"),
+    ("[]", "empty"),
+    ('["", "  "]', "empty"),
+    ('{"tasks": []}', "empty"),
+    ("I cannot help with that.", "no JSON array"),
+    ("Build auth, then orders, then payments.", "no JSON array"),
+    ('["Build auth", "Build orders"', "no JSON array"),
+    ("[1, 2, 3]", "subtask 1 is a int"),
+    ('[["Build auth"], ["Build orders"]]', "subtask 1 is a list"),
+    ('["Build auth", null]', "subtask 2 is a null"),
+    ('[{"id": 1}, {"id": 2}]', "subtask 1 is an object without a task"),
+    ('{"a": [1], "b": [2]}', "without a list of tasks"),
+    ('"Build auth"', "no JSON array"),
+    ('[[[[[[[[[[{"x": [[[]]]}]]]]]]]]]]', "subtask 1 is a list"),
+    (json.dumps(["x" * 2001]), "subtask 1 is 2001 characters long; the limit is 2000"),
+]
+
+
+@pytest.mark.parametrize("answer, expected", GOOD_ANSWERS)
+def test_parse_plan_reads_usable_answers(answer, expected):
+    assert parse_plan(answer, 5) == expected
+
+
+@pytest.mark.parametrize("answer, reason", BAD_ANSWERS)
+def test_parse_plan_refuses_unusable_answers(answer, reason):
+    with pytest.raises(PlanError, match=reason) as caught:
+        parse_plan(answer, 5)
+    assert reason in caught.value.reason
+
+
+def test_parse_plan_merges_a_long_plan_into_max_tasks_without_losing_any():
+    items = [f"Subtask {i:02d}" for i in range(1, 51)]
+    tasks = parse_plan(json.dumps(items), 7)
+    assert len(tasks) == 7
+    assert "; ".join(tasks).split("; ") == items, "every item kept, in order"
+    assert [len(t.split("; ")) for t in tasks] == [8, 7, 7, 7, 7, 7, 7]
+
+
+def test_parse_plan_at_exactly_max_tasks_is_unchanged():
+    assert parse_plan(json.dumps(ABC), 3) == ABC
+    assert extract_tasks(json.dumps(ABC * 2)) == ABC
+
+
+def test_merge_adjacent_refuses_a_bad_limit():
+    assert merge_adjacent(ABC, 1) == ["Build auth; Build orders; Build payments"]
+    with pytest.raises(ValueError):
+        merge_adjacent(ABC, 0)
+
+
+def test_parse_plan_survives_a_huge_unbalanced_answer_quickly():
+    answer = "[" * 5000 + " no plan here " + "{'" * 5000
+    started = time.monotonic()
+    with pytest.raises(PlanError, match="no JSON array"):
+        parse_plan(answer, 5)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("name, kind, expected", [
+    ("auto", "claude", "ai"),
+    ("auto", "codex", "ai"),
+    ("auto", "ollama", "ai"),
+    ("auto", "simulated", "heuristic"),
+    ("auto", "command", "heuristic"),
+    ("ai", "simulated", "ai"),
+    ("heuristic", "claude", "heuristic"),
+])
+def test_choose_planner(name, kind, expected):
+    assert choose_planner(name, kind) == expected
+
+
+def test_choose_planner_refuses_an_unknown_name():
+    with pytest.raises(ConfigError, match="planner 'magic' is unknown"):
+        choose_planner("magic", "claude")
+
+
+# -- plan_with_ai with a fake AI CLI (real subprocesses, real ProcessRunner) -------------
+@pytest.fixture
+def fake_ai(tmp_path):
+    """plan(body): run plan_with_ai with a fake AI CLI whose Python source is ``body``."""
+    runner = ProcessRunner()
+    work_dir = tmp_path / "planning"
+
+    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test"):
+        script = tmp_path / "fake_ai.py"
+        script.write_text("import os, sys, time, subprocess\n" + body)
+        settings = make_settings(tmp_path, orchestrator={
+            "worker": "command", "command": command or [sys.executable, str(script), "{prompt}"],
+        })
+        return plan_with_ai(REQUEST, max_tasks, settings=settings, adapter=CommandAdapter(), runner=runner,
+                            work_dir=work_dir, timeout=timeout, tag=tag)
+
+    plan.runner, plan.work_dir = runner, work_dir
+    return plan
+
+
+def answering(answer):
+    return f"open('prompt_seen.md', 'w').write(sys.argv[1])\nsys.stdout.write({answer!r})\n"
+
+
+def heuristic():
+    return split_request(REQUEST, 5)
+
+
+@pytest.mark.slow
+def test_plan_with_ai_uses_a_good_answer(fake_ai):
+    result = fake_ai(answering('Plan:\n```json\n["Build the auth service", "Build the orders service"]\n```'))
+    assert result == AIPlan(["Build the auth service", "Build the orders service"], "ai", None)
+    seen = (fake_ai.work_dir / "prompt_seen.md").read_text()
+    assert "ONLY a JSON array" in seen and seen.rstrip().endswith(REQUEST), "the CLI got the planner prompt, in work_dir"
+    assert (fake_ai.work_dir / "planner.log").is_file()
+
+
+@pytest.mark.slow
+def test_plan_with_ai_merges_a_long_answer_and_says_so(fake_ai):
+    items = [f"Part {i}" for i in range(1, 13)]
+    result = fake_ai(answering(json.dumps(items)), max_tasks=4)
+    assert result.planner == "ai"
+    assert result.tasks == ["Part 1; Part 2; Part 3", "Part 4; Part 5; Part 6", "Part 7; Part 8; Part 9", "Part 10; Part 11; Part 12"]
+    assert result.note == "the AI planner proposed 12 subtasks; adjacent ones were merged into 4 (max_workers)"
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_when_the_answer_is_not_json(fake_ai):
+    result = fake_ai(answering("I would build the auth service first, then the rest."))
+    assert result.tasks == heuristic()
+    assert result.planner == "heuristic"
+    assert result.note.startswith("AI planner failed: the answer has no JSON array: 'I would build")
+    assert result.note.endswith("; used the heuristic planner")
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_on_an_empty_plan(fake_ai):
+    result = fake_ai(answering("[]"))
+    assert (result.planner, result.tasks) == ("heuristic", heuristic())
+    assert "the plan has no subtasks" in result.note
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_after_a_timeout_and_leaves_no_process(fake_ai):
+    # Given a CLI that starts a helper process and then never answers
+    body = "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n"
+    started = time.monotonic()
+    result = fake_ai(body, timeout=2.0, tag="planner-hang")
+    elapsed = time.monotonic() - started
+    # Then the heuristic plan is used, soon after the timeout, and nothing of the CLI survives
+    assert (result.planner, result.tasks) == ("heuristic", heuristic())
+    assert result.note == "AI planner failed: no answer within 2s (orchestrator.planner_timeout); used the heuristic planner"
+    assert 2.0 <= elapsed < 6.0
+    assert fake_ai.runner.tagged("planner-hang") == []
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_when_the_cli_is_missing(fake_ai, tmp_path):
+    result = fake_ai("", command=[str(tmp_path / "no-such-ai"), "{prompt}"])
+    assert (result.planner, result.tasks) == ("heuristic", heuristic())
+    assert "No such file or directory" in result.note and "no-such-ai" in result.note
+    assert "orchestrator.command" in result.note
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_when_the_cli_fails(fake_ai):
+    result = fake_ai("print('[\"Build auth\"]')\nprint('error: quota exceeded')\nsys.exit(1)\n")
+    assert (result.planner, result.tasks) == ("heuristic", heuristic())
+    assert result.note == "AI planner failed: the AI CLI exited with code 1: error: quota exceeded; used the heuristic planner"
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_when_the_cli_is_killed(fake_ai):
+    result = fake_ai("import signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    assert result.planner == "heuristic"
+    assert "the AI CLI was killed by SIGKILL" in result.note
+
+
+@pytest.mark.slow
+def test_plan_with_ai_gives_the_cli_no_orchestrator_identity(fake_ai, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_API_KEY", "secret")
+    body = "import json\nprint(json.dumps([k for k in os.environ if k.startswith('ORCHESTRATOR') and k != 'ORCHESTRATOR_TAG'] or ['none']))\n"
+    assert fake_ai(body).tasks == ["none"]
+
+
+def test_plan_with_ai_falls_back_when_the_command_is_not_configured(tmp_path):
+    settings = make_settings(tmp_path, orchestrator={"worker": "command"})
+    result = plan_with_ai(REQUEST, 5, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(),
+                          work_dir=tmp_path / "p", timeout=5)
+    assert result.planner == "heuristic"
+    assert "needs orchestrator.command" in result.note
+
+
+def test_plan_with_ai_does_not_ask_the_simulated_worker(tmp_path):
+    settings = make_settings(tmp_path)
+    result = plan_with_ai(REQUEST, 5, settings=settings, adapter=SimulatedAdapter(), runner=ProcessRunner(),
+                          work_dir=tmp_path / "p", timeout=5)
+    assert (result.planner, result.tasks) == ("heuristic", heuristic())
+    assert "simulated worker cannot plan" in result.note
+    assert not (tmp_path / "p").exists()
+
+
+def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
+    settings = make_settings(tmp_path, orchestrator={"worker": "command", "command": ["/nonexistent"]})
+    result = plan_with_ai(REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(),
+                          work_dir=tmp_path / "p", timeout=5)
+    assert result == AIPlan(split_request(REQUEST, 1), "heuristic", None)

@@ -1,0 +1,158 @@
+"""Worker and planner prompts: what an AI worker is told, and user templates."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.prompts import (
+    SPAWN_COMMAND,
+    check_template,
+    prompt_template_path,
+    render_planner_prompt,
+    render_worker_prompt,
+)
+from tests.conftest import make_settings
+
+SPAWN_LINE = 'python -m orchestrator spawn --wait "subtask A" "subtask B"'
+TASKS = ["Build the auth service for: a shop", "Build the orders service for: a shop", "Build the payments service for: a shop"]
+
+
+def prompt(**kw):
+    args = dict(
+        task=TASKS[1], request="Build a shop with auth, orders and payments services", siblings=TASKS, index=2,
+        depth=0, max_depth=2, recursion_enabled=True, worker_dir="/ws/job_x/depth_0/worker_2",
+        job_id="job_x", worker_id="worker_2", children_left=3,
+    )
+    args.update(kw)
+    return render_worker_prompt(**args)
+
+
+def test_prompt_states_the_task_the_request_and_the_siblings():
+    text = prompt()
+    assert text.startswith("# Your subtask\n\nBuild the orders service for: a shop\n")
+    assert "Build a shop with auth, orders and payments services" in text
+    assert "- Build the auth service for: a shop" in text
+    assert "- Build the payments service for: a shop" in text
+    assert "- Build the orders service" not in text, "its own task is not listed as a sibling's"
+
+
+def test_prompt_states_identity_depth_and_folder():
+    text = prompt(depth=1, max_depth=3)
+    assert "worker worker_2 of job job_x, at depth 1 (max depth 3)" in text
+    assert "/ws/job_x/depth_0/worker_2" in text
+    assert "relative paths" in text
+    assert "short summary" in text and "files you created" in text
+
+
+def test_prompt_gives_the_exact_spawn_line_and_when_to_use_it():
+    text = prompt(children_left=2)
+    assert f"\n    {SPAWN_COMMAND}\n" in text
+    assert text.count(SPAWN_LINE) == 1
+    assert "0 completed, 3 partial, 1 failed, 4 cancelled" in text
+    assert "5 or more independent sub-components" in text and "3-7 independent parts" in text
+    assert "Never start a child job for the same task" in text
+    assert "at most 2 child job(s)" in text
+    assert "depth 1" in text
+
+
+@pytest.mark.parametrize("kw, reason", [
+    ({"depth": 2, "max_depth": 2}, "you are at the maximum depth (2)"),
+    ({"depth": 3, "max_depth": 2}, "you are at the maximum depth (2)"),
+    ({"recursion_enabled": False}, "recursion is disabled for this job"),
+    ({"children_left": 0}, "this worker may start no more child jobs"),
+])
+def test_prompt_without_recursion_says_to_do_the_work_itself(kw, reason):
+    text = prompt(**kw)
+    assert "spawn" not in text
+    assert f"You cannot start child jobs: {reason}. Do all of the work yourself." in text
+
+
+def test_single_task_job_has_no_context_or_sibling_section():
+    text = prompt(task="Write a haiku", request="Write a haiku", siblings=["Write a haiku"], index=1)
+    assert "whole request" not in text
+    assert "Other workers" not in text
+    assert text.count("Write a haiku") == 1
+
+
+def test_special_characters_in_tasks_are_kept_verbatim():
+    nasty = 'Fix `rm -rf $HOME` & "quotes" | {{ not_jinja }} {% raw %} <b>x</b> \\n 100%'
+    text = prompt(task=nasty, siblings=[TASKS[0], nasty], index=2, request=f"Request: {nasty}")
+    assert f"# Your subtask\n\n{nasty}\n" in text
+    assert f"Request: {nasty}" in text
+
+
+def test_long_sibling_lists_are_capped():
+    siblings = [f"Part {i}" for i in range(1, 51)]
+    text = prompt(task="Part 7", siblings=siblings, index=7)
+    assert "- Part 21" in text and "- Part 22" not in text
+    assert "- ... and 29 more" in text
+    assert len(text.splitlines()) < 60
+
+
+def test_rendered_prompt_stays_short():
+    assert len(prompt().splitlines()) < 60
+    assert len(prompt(depth=2).splitlines()) < 40
+
+
+def test_index_outside_the_siblings_is_a_bug():
+    with pytest.raises(ValueError, match="index 4"):
+        prompt(index=4)
+
+
+def test_user_template_overrides_the_shipped_one(tmp_path):
+    path = tmp_path / "mine.md.j2"
+    path.write_text("TASK={{ task }} DEPTH={{ depth }}/{{ max_depth }} SPAWN={{ can_spawn }} {{ others | length }}\n")
+    assert prompt(template=path) == "TASK=Build the orders service for: a shop DEPTH=0/2 SPAWN=True 2\n"
+
+
+def test_user_template_is_reread_when_it_changes(tmp_path):
+    path = tmp_path / "mine.md.j2"
+    path.write_text("one {{ task }}")
+    assert prompt(template=path).startswith("one")
+    path.write_text("two, longer {{ task }}")
+    mtime = path.stat().st_mtime + 5  # coarse file clocks: make the change visible
+    os.utime(path, (mtime, mtime))
+    assert prompt(template=path).startswith("two")
+
+
+def test_missing_user_template_is_a_clear_error(tmp_path):
+    path = tmp_path / "nope.md.j2"
+    with pytest.raises(ConfigError, match=r"prompt template not found: .*nope\.md\.j2 \(orchestrator\.prompt_template\)"):
+        prompt(template=path)
+
+
+def test_broken_user_template_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.md.j2"
+    path.write_text("ok\n{% if task %}\nno endif\n")
+    with pytest.raises(ConfigError, match=r"broken\.md\.j2: line \d+"):
+        check_template(path)
+    with pytest.raises(ConfigError, match="broken.md.j2"):
+        prompt(template=path)
+
+
+def test_user_template_with_an_unknown_variable_names_it(tmp_path):
+    path = tmp_path / "typo.md.j2"
+    path.write_text("{{ taks }}")
+    with pytest.raises(ConfigError, match=r"typo\.md\.j2: .*'taks' is undefined"):
+        prompt(template=path)
+
+
+def test_prompt_template_path_resolves_against_the_config_folder(tmp_path):
+    assert prompt_template_path(make_settings(tmp_path)) is None
+    settings = make_settings(tmp_path, orchestrator={"prompt_template": "prompts/w.md.j2"})
+    assert prompt_template_path(settings) == tmp_path.resolve() / "prompts" / "w.md.j2"
+
+
+def test_planner_prompt_asks_for_only_a_json_array():
+    text = render_planner_prompt('Build a CLI with "init", `sync` and {{ status }}', 5)
+    assert "ONLY a JSON array of strings" in text
+    assert "1 to 5 items; 3 to 5 is typical" in text
+    assert '"maxItems": 5' in text and '"maxLength": 2000' in text
+    assert text.rstrip().endswith('Build a CLI with "init", `sync` and {{ status }}')
+
+
+def test_planner_prompt_for_a_small_limit_does_not_suggest_more():
+    text = render_planner_prompt("Do a thing", 2)
+    assert "1 to 2 items." in text and "typical" not in text
