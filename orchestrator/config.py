@@ -74,6 +74,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "retry_on_timeout": Key(bool, False, "retry an attempt that timed out (off: a timeout usually repeats)"),
         "kill_grace": Key(float, 5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600),
         "output_chars": Key(int, 4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000),
+        "max_memory_mb": Key(int, 8192, "a worker's whole process tree may use this much RSS (0: no cap)", min=0, max=1 << 30),
+        "max_processes": Key(int, 512, "processes a worker's tree may have at once (0: no cap)", min=0, max=1 << 22),
+        "max_log_mb": Key(int, 200, "a worker's log may grow to this size; then it is stopped (0: no cap)", min=0, max=1 << 30),
+        "max_disk_mb": Key(int, 4096, "a worker's folder may hold this much (0: no cap)", min=0, max=1 << 30),
+        "monitor_interval": Key(float, 0.25, "seconds between resource samples of running workers", min=0.05, max=60),
         "max_cost_usd": Key(float, 0.0, "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)", min=0, max=1_000_000),
     },
     "recursion": {

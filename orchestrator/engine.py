@@ -31,6 +31,7 @@ from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
 from .execution import Outcome, WorkerExecution
+from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .runner import ProcessRunner, Wakeup, python_executable
@@ -51,6 +52,7 @@ class _Live:
     holds_slot: bool = False
     process_done: bool = False
     outcome: Outcome | None = None
+    execution: WorkerExecution | None = None  # while its attempts run
     version: int = 0  # bumped under the engine lock each time the record is snapshotted to disk
     written: int = 0  # the version on disk
     write_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,6 +91,10 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
+        w = settings.workers
+        self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
+                                       w.monitor_interval, self._watched)
+        self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
             check_template(self._prompt_template)  # a broken template fails here, not in every worker
@@ -353,6 +359,21 @@ class Engine:
         self._futures.add(future)
         future.add_done_callback(self._forget)
 
+    def _watched(self) -> list[Watched]:
+        """Running workers for the resource monitor."""
+        with self._lock:
+            found = []
+            for live in self._live.values():
+                execution, handle = live.execution, live.execution.handle if live.execution else None
+                if handle is None or handle.popen.returncode is not None:
+                    continue
+                rec = live.record
+                found.append(Watched(
+                    key=rec.key, tag=live.tag, started_at=handle.started_at,
+                    log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
+                    worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name), abort=execution.abort))
+            return found
+
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
@@ -401,7 +422,11 @@ class Engine:
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
             lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
         )
-        return execution.run()
+        live.execution = execution
+        try:
+            return execution.run()
+        finally:
+            live.execution = None
 
     def _on_attempt(self, record: WorkerRecord, message: str) -> None:
         """An attempt is running: on disk before anything else is told (crash consistency)."""
@@ -473,6 +498,9 @@ class Engine:
         parsed = outcome.parsed
         rec.exit_reason = outcome.exit_reason
         rec.error = outcome.error
+        peak = self.monitor.peaks.pop(rec.key, None)
+        if peak is not None:
+            rec.peak_rss, rec.peak_processes = peak
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
@@ -752,6 +780,7 @@ class Engine:
             futures = [f for f in self._futures if not f.done()]
         wait_futures(futures, timeout=timeout)
         self._pool.shutdown(wait=False)
+        self.monitor.stop()
 
     # -- events ---------------------------------------------------------------------
     def _publish_job(self, job: JobRecord, message: str) -> None:

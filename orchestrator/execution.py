@@ -83,10 +83,17 @@ class WorkerExecution:
         self.on_change = on_change
         self.cancel = cancel
         self.handle = None
+        self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
         self.worker_dir = workspace.worker_dir(rec.root_id, rec.depth, rec.name)
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
+
+    def abort(self, reason: str) -> None:
+        """Stop the running attempt for ``reason`` (kill ladder); no retry follows."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            self.cancel.set()
 
     def run(self) -> Outcome:
         attempts = self.config.max_retries + 1
@@ -149,7 +156,9 @@ class WorkerExecution:
         code = None
         while code is None:
             remaining = deadline - time.monotonic()
-            if self.cancel.is_set():
+            if self.abort_reason:
+                reason = "cap"
+            elif self.cancel.is_set():
                 reason = "cancelled"
             elif remaining <= 0:
                 reason = "timeout"
@@ -179,6 +188,11 @@ class WorkerExecution:
             self._log(f"===== attempt {attempt.number} {why} =====")
             outcome = Outcome(WorkerStatus.TIMEOUT, why, error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.", parsed=parsed)
             return outcome, self.settings.workers.retry_on_timeout
+        if reason == "cap":
+            attempt.end_reason = "cap"
+            why = f"{self.abort_reason} (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} stopped: {why} =====")
+            return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), False
         if reason == "cancelled":
             attempt.end_reason = "cancelled"
             why = f"cancelled (ended by {rung or 'exit'})"

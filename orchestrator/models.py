@@ -73,7 +73,7 @@ class Attempt:
     exit_code: int | None = None  # None while running, or when killed by a signal
     signal: int | None = None  # the signal that ended the process, if any
     # How it ended: "exit" (ran to completion, any code), "signal", "timeout",
-    # "cancelled", "spawn_error" (could not start), "lost" (state unknown).
+    # "cancelled", "cap" (a resource cap), "spawn_error" (could not start), "lost" (state unknown).
     end_reason: str | None = None
     # Which rung of the kill ladder ended it: None (it exited by itself),
     # "SIGINT", "SIGTERM" or "SIGKILL".
@@ -118,6 +118,8 @@ class WorkerRecord:
     cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    peak_rss: int | None = None  # bytes: the most its whole process tree held at once (sampled)
+    peak_processes: int | None = None  # the most processes its tree had at once (sampled)
     log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
     dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
 

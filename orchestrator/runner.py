@@ -268,6 +268,18 @@ def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[
     return found
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def _is_zombie(pid: str) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:

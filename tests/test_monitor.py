@@ -1,0 +1,62 @@
+"""Resource caps over a worker's whole process tree, with real processes."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.models import WorkerStatus
+from orchestrator.monitor import Caps
+
+from .conftest import fake_command, run_job
+
+pytestmark = pytest.mark.slow
+
+
+def capped_engine(make_engine, **workers):
+    caps = {"max_memory_mb": 0, "max_processes": 0, "max_log_mb": 0, "max_disk_mb": 0, "monitor_interval": 0.1,
+            "kill_grace": 0.5, **workers}
+    return make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers=caps)
+
+
+def only_worker(engine, job):
+    _, workers = engine.snapshot(job.root_id)
+    return workers[0]
+
+
+@pytest.mark.parametrize("task, caps, words", [
+    ("grow 400", {"max_memory_mb": 150}, "memory cap"),
+    ("procs 12", {"max_processes": 6}, "process cap"),
+    ("flood 400", {"max_log_mb": 20}, "log cap"),
+    ("disk 40", {"max_disk_mb": 10}, "disk cap"),
+])
+def test_a_breached_cap_stops_the_worker_with_its_own_reason(make_engine, task, caps, words):
+    engine = capped_engine(make_engine, **caps)
+    job = run_job(engine, "x", tasks=[task], config={"max_retries": 2, "default_timeout": 60})
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and words in worker.exit_reason
+    assert len(worker.attempts) == 1, "a cap breach is not retried"
+    assert worker.attempts[0].end_reason == "cap"
+    log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text(errors="replace")
+    assert log.rstrip().splitlines()[-1].startswith("===== attempt 1 stopped: " + words)
+    assert engine.runner.tagged(engine._live[(job.id, worker.key)].tag) == []
+
+
+def test_a_capped_flood_leaves_a_bounded_log(make_engine):
+    engine = capped_engine(make_engine, max_log_mb=10)
+    job = run_job(engine, "x", tasks=["flood 400"], config={"default_timeout": 60})
+    worker = only_worker(engine, job)
+    size = (engine.workspace.job_dir(job.id) / worker.log_path).stat().st_size
+    assert 10 * 2**20 < size < 150 * 2**20  # stopped well before the 400 MiB it meant to write
+
+
+def test_peaks_are_recorded_for_a_worker_within_its_caps(make_engine):
+    engine = capped_engine(make_engine)
+    job = run_job(engine, "x", tasks=["procs 3"], config={"default_timeout": 1.5})
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.TIMEOUT
+    assert worker.peak_processes == 4 and worker.peak_rss > 10 * 2**20
+
+
+def test_caps_name_the_setting_and_zero_means_no_cap():
+    caps = Caps(memory_mb=100, processes=0, log_mb=0, disk_mb=0)
+    assert "workers.max_memory_mb" in caps.breach(200 * 2**20, 10_000, 0, None)
+    assert caps.breach(50 * 2**20, 10_000, 10**12, 10**12) is None
