@@ -95,6 +95,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": Key(int, 24, "waitress request threads (long-polls and streams hold one each)", min=2, max=512),
         "max_body_bytes": Key(int, 1_048_576, "largest request body accepted", min=1024, max=1 << 30),
         "long_poll_max": Key(float, 60.0, "longest a wait or stream request is held, seconds", min=1, max=3600),
+        "allowed_hosts": Key(list, [], "Host header names accepted besides 127.0.0.1, localhost, ::1 and api.host (DNS-rebinding guard)"),
+        "rate_limit_worker": Key(float, 20.0, "requests per second one worker credential may make (0: no limit)", min=0, max=1e6),
+        "rate_limit_admin": Key(float, 0.0, "requests per second the admin key may make (0: no limit)", min=0, max=1e6),
+        "rate_burst": Key(int, 100, "requests a credential may make at once before its rate applies", min=1, max=1_000_000),
+        "rate_limit_failed_auth": Key(float, 10.0, "requests per second one address may make with a wrong key", min=0, max=1e6),
     },
     "logging": {
         "level": Key(str, "INFO", "server log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),

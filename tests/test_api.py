@@ -51,7 +51,7 @@ def test_health_needs_no_key_and_api_routes_do(live):
 def test_non_ascii_api_key_is_401_not_500(live):
     host, port = live.url.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: cl\xc3\xa9-\xff\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: cl\xc3\xa9-\xff\r\nConnection: close\r\n\r\n")
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 401")
 
@@ -328,3 +328,29 @@ def _sse(live, job_id, last=None):
             break
     return [e for e in events if "event" in e]
 
+
+
+def test_unexpected_host_headers_are_refused(live):
+    for host in ("evil.example", "127.0.0.1.nip.io", "attacker:8000"):
+        response = live.call("GET", "/api/v1/jobs", headers={"Host": host})
+        assert response.status_code == 400 and "unexpected Host header" in response.json()["message"]
+    assert live.call("GET", "/health", headers={"Host": "evil.example"}).status_code == 400
+    assert live.call("GET", "/api/v1/jobs", headers={"Host": "localhost:1234"}).status_code == 200
+
+
+def test_a_worker_credential_past_its_rate_gets_429_with_retry_after(make_live):
+    live = make_live(orchestrator={"worker": "command", "command": fake_command()}, api={"rate_limit_worker": 5, "rate_burst": 10})
+    job_id = live.submit(request="x", tasks=["hang"]).json()["job_id"]
+    cred = _credential(live, job_id, "worker_1")
+    codes = [live.call("GET", f"/api/v1/jobs/{job_id}/status", key=cred).status_code for _ in range(15)]
+    assert codes[:10] == [200] * 10 and 429 in codes[10:]
+    limited = live.call("GET", f"/api/v1/jobs/{job_id}/status", key=cred)
+    assert limited.status_code == 429 and 0 < int(limited.headers["Retry-After"]) <= 2
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/status").status_code == 200  # the admin key has its own bucket
+    live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+
+def test_wrong_keys_are_rate_limited_per_address(make_live):
+    live = make_live(api={"rate_limit_failed_auth": 2, "rate_burst": 5})
+    codes = [live.call("GET", "/api/v1/jobs", key="wrong-key-wrong-key").status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and codes[-1] == 429

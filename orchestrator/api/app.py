@@ -15,6 +15,7 @@ from ..config import Settings
 from ..engine import Engine
 from ..errors import OrchestratorError, PayloadTooLarge
 from .auth import Credentials
+from .guard import RateLimiter, allowed_hosts
 
 log = logging.getLogger("orchestrator.api")
 EXTENSION = "orchestrator"
@@ -30,7 +31,11 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     if credentials is None:
         credentials = Credentials(settings.api.api_key, engine.worker_running)
     engine.credentials = credentials
-    app.extensions[EXTENSION] = {"engine": engine, "settings": settings, "credentials": credentials}
+    app.extensions[EXTENSION] = {
+        "engine": engine, "settings": settings, "credentials": credentials,
+        "limiter": RateLimiter(settings.api.rate_burst),
+        "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts),
+    }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
     app.register_blueprint(routes.public)
     app.register_error_handler(OrchestratorError, _orchestrator_error)

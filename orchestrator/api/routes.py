@@ -8,11 +8,12 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
-from ..errors import JobNotFound, ValidationError
+from ..errors import AuthenticationError, JobNotFound, ValidationError
 from ..models import JobStatus
 from ..status import job_status
 from ..workspace import parse_worker_ref, root_of, validate_job_id
 from .app import extension
+from .guard import check_host
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__)
@@ -23,7 +24,26 @@ STARTED = time.time()
 
 @bp.before_request
 def authenticate() -> None:
-    g.principal = extension()["credentials"].authenticate(request.headers.get("X-API-Key"))
+    ext = extension()
+    settings = ext["settings"]
+    limiter = ext["limiter"]
+    try:
+        g.principal = ext["credentials"].authenticate(request.headers.get("X-API-Key"))
+    except AuthenticationError:
+        limiter.check(f"addr:{request.remote_addr}", settings.api.rate_limit_failed_auth, "requests with a wrong key")
+        raise
+    principal = g.principal
+    if principal.admin:
+        limiter.check("admin", settings.api.rate_limit_admin, "the admin key")
+    else:
+        limiter.check(f"worker:{principal.job_id}:{principal.worker}", settings.api.rate_limit_worker,
+                      f"worker {principal.worker}'s credential")
+
+
+@public.before_app_request
+def check_host_header() -> None:
+    ext = extension()
+    check_host(request.headers.get("Host"), ext["allowed_hosts"])
 
 
 def _engine() -> Any:

@@ -1,0 +1,65 @@
+"""Checks every request passes before it reaches a route: the Host header and rate limits.
+
+The Host check stops DNS rebinding: a web page on another name that resolves to
+127.0.0.1 cannot drive the API from a browser. Rate limits are token buckets per
+credential (each worker's credential has its own), and per address for requests
+with a wrong key; a refusal is a 429 with ``Retry-After``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from ..errors import RateLimited, ValidationError
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+MAX_BUCKETS = 10_000
+
+
+def host_name(header: str | None) -> str:
+    """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` -> ``[::1]``."""
+    value = (header or "").strip().lower()
+    if value.startswith("["):
+        return value.split("]", 1)[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def check_host(header: str | None, allowed: frozenset[str]) -> None:
+    name = host_name(header)
+    if name not in allowed:
+        raise ValidationError(
+            f"unexpected Host header {name[:80]!r}: this server answers to {', '.join(sorted(allowed))}. "
+            "Add the name to api.allowed_hosts if you serve it under another name."
+        )
+
+
+def allowed_hosts(bind_host: str, extra: list[str]) -> frozenset[str]:
+    names = set(LOOPBACK_NAMES) | {h.lower() for h in extra}
+    if bind_host not in ("", "0.0.0.0", "::"):
+        names.add(bind_host.lower())
+    return frozenset(names)
+
+
+class RateLimiter:
+    """Token buckets by key; ``check`` raises RateLimited with how long to wait."""
+
+    def __init__(self, burst: int) -> None:
+        self.burst = burst
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def check(self, key: str, rate: float, what: str) -> None:
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                wait = (1 - tokens) / rate
+                raise RateLimited(f"too many requests for {what} ({rate:g}/s); retry in {wait:.2f}s", retry_after=wait)
+            self._buckets[key] = (tokens - 1, now)
+            while len(self._buckets) > MAX_BUCKETS:
+                self._buckets.popitem(last=False)
