@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     logs.set_defaults(func=cmd_logs)
 
     config = sub.add_parser("config", help="print the effective settings (and where they came from)")
+    config.add_argument("--template", action="store_true", help="print config.template.yaml (every key, its default and comment)")
     config.set_defaults(func=cmd_config)
 
     _add_late_commands(sub)
@@ -257,6 +258,11 @@ def _copy_from(path: Path, offset: int) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
+    if args.template:
+        from .config import render_template
+
+        print(render_template(), end="")
+        return RET_OK
     settings = _settings(args)
     data = settings.to_dict()
     if data["api"]["api_key"]:

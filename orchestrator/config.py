@@ -211,6 +211,37 @@ class JobConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+TEMPLATE_HEADER = """\
+# orchestrator settings: every key, its default and what it does.
+# Copy to config.yaml and change what you need (install.sh does the copy and sets api.api_key).
+# Precedence: these defaults < config.yaml < environment (ORCHESTRATOR__SECTION__KEY=value)
+# < a job's own "config" (which may lower, never raise, the limits below).
+# Generated from orchestrator/config.py (SCHEMA): python -m orchestrator config --template
+"""
+
+
+def render_template() -> str:
+    """config.template.yaml, from SCHEMA: every key with its default and its comment."""
+    import json
+
+    lines = [TEMPLATE_HEADER]
+    for section, keys in SCHEMA.items():
+        lines.append(f"{section}:")
+        for name, spec in keys.items():
+            value = spec.default
+            shown = ("null" if value is None else "true" if value is True else "false" if value is False
+                     else json.dumps(value) if isinstance(value, (str, list)) else repr(value))
+            if spec.choices:
+                allowed = f" ({' | '.join(spec.choices)})"
+            elif spec.min is not None:
+                allowed = f" [{spec.min:g}..{spec.max:g}]"
+            else:
+                allowed = ""
+            lines.append(f"  {name}: {shown}  # {spec.help}{allowed}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def default_base_dir() -> Path:
     """The orchestrator folder: the one holding the package, unless told otherwise."""
     env = os.environ.get("ORCHESTRATOR_HOME")

@@ -386,3 +386,10 @@ def test_raising_a_default_above_its_limit_raises_the_limit_with_it(tmp_path):
 def test_settings_base_dir_is_resolved(tmp_path):
     settings = load_settings(base_dir=Path(tmp_path) / "." / "sub" / "..", environ={})
     assert settings.base_dir == tmp_path.resolve()
+
+
+def test_the_shipped_template_is_the_one_generated_from_the_schema():
+    from orchestrator.config import render_template
+
+    shipped = (Path(__file__).resolve().parent.parent / "config.template.yaml").read_text()
+    assert shipped == render_template(), "regenerate: python -m orchestrator config --template > config.template.yaml"
