@@ -66,6 +66,9 @@ def _http_error(error: HTTPException) -> Response:
                             "message": hints.get(error.code or 0, error.description or "")}
     response = jsonify(body)
     response.status_code = error.code or 500
+    for name, value in error.get_headers():
+        if name.lower() == "allow":  # RFC 9110: a 405 says which methods the route takes
+            response.headers["Allow"] = value
     return response
 
 

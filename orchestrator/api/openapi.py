@@ -28,7 +28,38 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
-def openapi_document() -> dict[str, Any]:
+def job_config_schema(settings: Any = None) -> dict[str, Any]:
+    """A request's "config" keys, with the types, ranges and choices this server enforces
+    (with ``settings``, its own ceilings: a valid request is never refused for a limit)."""
+    from ..adapters import ADAPTERS
+    from ..config import ACCEPTED_ONLY, JOB_CEILINGS, JOB_KEYS, SCHEMA
+
+    names = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array"}
+    props: dict[str, Any] = {}
+    for key, (section, name) in JOB_KEYS.items():
+        spec = SCHEMA[section][name]
+        prop: dict[str, Any] = {"type": names[spec.type]}
+        if spec.choices:
+            prop["enum"] = list(spec.choices)
+        if spec.min is not None:
+            prop["minimum"] = spec.min
+        ceiling = JOB_CEILINGS.get(key)
+        if ceiling is not None and settings is not None:
+            prop["maximum"] = settings.get(*ceiling)
+        elif spec.max is not None and ceiling is None:
+            prop["maximum"] = spec.max
+        props[key] = prop
+    for key in ACCEPTED_ONLY:
+        props[key] = {"type": "integer", "minimum": 0, "maximum": 1000}
+    props["worker"]["enum"] = ["auto", *ADAPTERS]
+    if settings is not None and settings.workers.max_cost_usd:
+        props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
+    if settings is not None and not settings.recursion.enable:
+        props["enable_recursion"]["enum"] = [False]
+    return props
+
+
+def openapi_document(settings: Any = None) -> dict[str, Any]:
     status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {
@@ -43,7 +74,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/jobs": _get("list jobs, newest first", _json({"type": "object"}), [
             _query("status", {"type": "string", "enum": ["pending", "planning", "running", "completed", "partial", "failed", "cancelled"]}),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-            _query("offset", {"type": "integer", "minimum": 0}),
+            _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
         ], 400),
         "/api/v1/jobs/{job_id}": {
             **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),
@@ -57,13 +88,17 @@ def openapi_document() -> dict[str, Any]:
                                                   "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)}}},
         "/api/v1/jobs/{job_id}/events": _get(
             "Server-Sent Events of the job tree; resume with Last-Event-ID",
-            {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            {"description": "event stream", "content": {"text/event-stream": {"schema": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "event": {"type": "string", "enum": ["job", "worker", "end"]},
+                               "data": {"type": "string"}, "retry": {"type": "integer"}},
+            }}}},
             [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
              _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}$"})], 400, 404),
         "/api/v1/jobs/{job_id}/report": _get(
             "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
             {"description": "markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}},
-            [JOB_ID, _query("name", {"type": "string"})], 400, 404),
+            [JOB_ID, _query("name", {"type": "string", "pattern": "^(final|level_[0-9]{1,3})$"})], 400, 404),
         "/api/v1/jobs/{job_id}/workers/{worker}/log": _get(
             "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)", text,
             [JOB_ID, WORKER, _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
@@ -84,20 +119,11 @@ def openapi_document() -> dict[str, Any]:
                 "Orchestrate": {
                     "type": "object", "required": ["request"], "additionalProperties": False,
                     "properties": {
-                        "request": {"type": "string", "minLength": 1},
-                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
-                        "config": {"type": "object", "additionalProperties": False, "properties": {
-                            "max_workers": {"type": "integer", "minimum": 1},
-                            "default_timeout": {"type": "number", "exclusiveMinimum": 0},
-                            "max_retries": {"type": "integer", "minimum": 0},
-                            "execution_mode": {"type": "string", "enum": ["native", "wsl"]},
-                            "enable_recursion": {"type": "boolean"},
-                            "max_recursion_depth": {"type": "integer", "minimum": 0},
-                            "max_children_per_worker": {"type": "integer", "minimum": 0},
-                            "current_depth": {"type": "integer", "minimum": 0},
-                            "worker": {"type": "string"},
-                            "planner": {"type": "string"},
-                        }},
+                        "request": {"type": "string", "minLength": 1, "pattern": r"\S",
+                                    "maxLength": settings.orchestrator.max_request_chars if settings else 1_000_000},
+                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": r"\S"}, "minItems": 1,
+                                  "maxItems": settings.orchestrator.max_tasks if settings else 10_000},
+                        "config": {"type": "object", "additionalProperties": False, "properties": job_config_schema(settings)},
                     },
                 },
                 "JobStatus": {"type": "object", "required": ["job_id", "status", "results"], "properties": {

@@ -62,7 +62,7 @@ def health() -> Response:
 
 @public.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(_settings()))
 
 
 # -- jobs ----------------------------------------------------------------------------
@@ -190,6 +190,9 @@ def _json_body() -> dict[str, Any]:
     unknown = sorted(set(body) - set(BODY_KEYS))
     if unknown:
         raise ValidationError(f"unknown field(s) {', '.join(unknown)}; the body takes: {', '.join(BODY_KEYS)}")
+    for key in ("config", "tasks"):
+        if key in body and body[key] is None:
+            raise ValidationError(f'"{key}": null is not allowed; leave "{key}" out instead')
     if "request" not in body:
         raise ValidationError('missing "request": describe the work, e.g. {"request": "Build a REST API with auth and tests"}')
     return body

@@ -1,0 +1,196 @@
+"""What the AI CLI adapters share: their settings, and finding a result in mixed output.
+
+A worker's stdout and stderr go to the same log file, so a CLI's JSON result is
+found inside text that may also hold warnings, stack traces and progress lines.
+The helpers here scan that text; none of them trusts the exit code alone.
+
+Per-worker configuration directories: none of the six CLIs can be given a
+private config directory without losing the user's credentials (claude keeps
+them under ``CLAUDE_CONFIG_DIR``, codex under ``CODEX_HOME``, gemini under
+``~/.gemini``, opencode under ``$XDG_DATA_HOME/opencode``), so the adapters
+leave those alone. Each worker still gets its own cwd and (from the engine)
+its own TMPDIR.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Iterator
+
+from .base import Adapter, ParsedResult, WorkerContext, tail_chars
+
+# How much of an attempt's output (its end) a parser looks at. The execution layer
+# passes at most a few hundred KiB; this bound keeps a direct call on megabytes fast.
+SCAN_CHARS = 2_000_000
+# Objects tried when looking for the last JSON result; a result is near the end.
+MAX_JSON_TRIES = 20_000
+
+ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_OBJECT_START = re.compile(r"^\{", re.M)
+# Wording of failures that a retry cannot fix: bad or missing credentials.
+AUTH_RE = re.compile(
+    r"\b40[13]\b|unauthori[sz]ed|unauthenticated|authenticat|forbidden|permission_error"
+    r"|invalid[\s_-]*(?:x-)?api[\s_-]*key|incorrect api key|api key not valid"
+    r"|api[\s_-]*key\b[^\n]{0,60}\b(?:not set|missing|must be set|invalid|expired)"
+    r"|\boauth\b|not logged in|please run /login",
+    re.I,
+)
+
+
+def is_auth_error(text: str | None) -> bool:
+    return bool(text) and AUTH_RE.search(text) is not None
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text) if "\x1b" in text else text
+
+
+def scan_window(text: str) -> str:
+    """The end of ``text`` that parsers examine, starting at a line boundary."""
+    if len(text) <= SCAN_CHARS:
+        return text
+    cut = len(text) - SCAN_CHARS
+    newline = text.find("\n", cut)
+    return text[newline + 1:] if newline >= 0 else text[cut:]
+
+
+def setting(ctx: WorkerContext, key: str, default: Any = None) -> Any:
+    try:
+        value = ctx.settings.get("orchestrator", key)
+    except (KeyError, AttributeError):
+        return default
+    return default if value is None else value
+
+
+def model_of(ctx: WorkerContext) -> str:
+    return str(setting(ctx, "model", "") or "").strip()
+
+
+def cli_args_of(ctx: WorkerContext) -> list[str]:
+    """``orchestrator.cli_args``, each element passed as it is (never split, never a shell)."""
+    return [str(arg) for arg in (setting(ctx, "cli_args", []) or [])]
+
+
+def has_flag(args: list[str], *names: str) -> bool:
+    """Whether ``args`` holds one of ``names`` (``--name`` or ``--name=value``)."""
+    return any(arg in names or arg.split("=", 1)[0] in names for arg in args)
+
+
+def json_objects_from_end(text: str) -> Iterator[dict[str, Any]]:
+    """Every JSON object that starts at the beginning of a line, the last one first.
+    Objects may span lines (pretty-printed) and may be followed by other text."""
+    decoder = json.JSONDecoder()
+    starts = [m.start() for m in _OBJECT_START.finditer(text)]
+    for index in reversed(starts[-MAX_JSON_TRIES:]):
+        try:
+            obj, _ = decoder.raw_decode(text, index)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def last_json_object(text: str, accept: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    for obj in json_objects_from_end(scan_window(text)):
+        if accept(obj):
+            return obj
+    return None
+
+
+def json_lines(text: str) -> Iterator[dict[str, Any]]:
+    """JSONL events in order; other lines (stderr noise) are skipped."""
+    for line in scan_window(text).splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def last_words(text: str, limit: int = 300) -> str:
+    """The last non-empty line, for "no result" messages; a JSON error line gives its message."""
+    window = text[-65536:]
+    for line in reversed(strip_ansi(window).splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                message = message_of(obj)
+                if message:
+                    line = message
+        return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def message_of(obj: Any) -> str:
+    """A human message inside a CLI's error object (``message``, ``error.message``, ``error.data.message``)."""
+    if isinstance(obj, str):
+        return obj
+    if not isinstance(obj, dict):
+        return ""
+    for key in ("message", "error", "data", "result"):
+        value = obj.get(key)
+        found = message_of(value) if isinstance(value, (dict, str)) else ""
+        if found:
+            return found
+    name = obj.get("name") or obj.get("type")
+    return str(name) if isinstance(name, str) else ""
+
+
+def to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def to_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def add(total: int | None, value: Any) -> int | None:
+    """Sum token counts, staying None while nothing was reported."""
+    number = to_int(value)
+    if number is None:
+        return total
+    return number if total is None else total + number
+
+
+class AICLIAdapter(Adapter):
+    """An AI coding CLI run headless: the prompt is one argv element, never a file or stdin."""
+
+    is_ai = True
+    cli = "ai"  # the program's usual name, for messages
+
+    def needs_prompt_file(self, settings: Any) -> bool:
+        return False
+
+    def program(self, ctx: WorkerContext) -> str:
+        return str(setting(ctx, f"{self.name}_command", self.cli) or self.cli)
+
+    def no_result(self, text: str, exit_code: int | None, *, retryable: bool | None = None, why: str | None = None) -> ParsedResult:
+        """The CLI ended without its result: a failure whatever the exit code said."""
+        if exit_code is not None and exit_code < 0:
+            # Killed by a signal: the execution layer names the signal; nothing to add.
+            return ParsedResult(output="", ok=False, error=None)
+        detail = why or last_words(text) or (f"exit code {exit_code}" if exit_code is not None else "no output")
+        if retryable is None:
+            retryable = not is_auth_error(detail) and not is_auth_error(text[-4000:])
+        return ParsedResult(output="", ok=False, error=f"no result from {self.cli} ({detail})", retryable=retryable)
+
+    def result(self, text: str, max_chars: int, **fields: Any) -> ParsedResult:
+        return ParsedResult(output=tail_chars(text, max_chars), **fields)
