@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ QUIET_ENV = {
     "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
     "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
     "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
-    "IS_SANDBOX": "1",
 }
 
 
@@ -119,8 +119,7 @@ class MockModelServer:
         class Handler(_Handler):
             server_mock = mock
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="mock-model-server", daemon=True)
         self._thread.start()
@@ -186,10 +185,10 @@ class MockModelServer:
         return isinstance(body, dict) and not body.get("tools")
 
     def _turn_for(self, body: Any) -> Turn | str:
-        if self._choose is not None:
-            return self._choose(body)
         if self.is_side_request(body):
             return "side"
+        if self._choose is not None:
+            return self._choose(body)
         with self._lock:
             if self._next < len(self._turns):
                 turn = self._turns[self._next]
@@ -230,9 +229,53 @@ def tool_results(body: Any) -> list[dict]:
     return found
 
 
+_CWD = re.compile(r"Primary working directory: ([^\n]+)")
+_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def working_directory(body: Any) -> str | None:
+    """The CLI's cwd, as the environment note in its request states it (its file tools want
+    absolute paths). Looked for in the messages first, then anywhere (e.g. the system prompt)."""
+    parts = [(body or {}).get("messages"), body] if isinstance(body, dict) else []
+    for part in parts:
+        for text in _strings(part):
+            found = _CWD.search(text)
+            if found:
+                return found.group(1).strip()
+    return None
+
+
+def subtask(body: Any) -> str | None:
+    """The subtask of an orchestrator worker prompt (the line under "# Your subtask"), if any."""
+    found = _SUBTASK.search(prompt_text(body))
+    return found.group(1).strip() if found else None
+
+
 def tool_names(body: Any) -> list[str]:
     tools = body.get("tools") if isinstance(body, dict) else None
     return [t.get("name", "") for t in tools or []]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a held (Hang) request never blocks server_close()
+
+    def handle_error(self, request, client_address):
+        # A CLI killed mid-answer (the timeout tests do that) breaks the pipe: not worth a traceback.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

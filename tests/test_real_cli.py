@@ -1,0 +1,409 @@
+"""The real ``claude`` CLI against a loopback mock of the Anthropic Messages API.
+
+No model service is reached: ``tests/mock_model_server.py`` plays a scripted conversation
+on 127.0.0.1 and the CLI is pointed at it with ANTHROPIC_BASE_URL. Install the CLI with
+``tests/install_cli.sh`` (into .cli/); without it these tests skip.
+
+Two groups:
+
+* direct: the binary alone, to pin down the CLI contract the adapter relies on
+  (JSON result, cost, tool permissions, what a bad key looks like, signals);
+* through the orchestrator: the ``claude`` adapter running real claude workers
+  (skipped until ``orchestrator/adapters/claude.py`` is registered in ADAPTERS).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.adapters import ADAPTERS
+from orchestrator.config import SCHEMA
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.runner import ProcessRunner
+
+from .conftest import run_job
+from .mock_model_server import (
+    AUTH_401,
+    QUIET_ENV,
+    Hang,
+    MockModelServer,
+    Text,
+    ToolUse,
+    subtask,
+    tool_results,
+    working_directory,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_CLAUDE = ROOT / ".cli" / "node_modules" / ".bin" / "claude"
+
+
+def _find_claude() -> str | None:
+    if LOCAL_CLAUDE.exists() and os.access(LOCAL_CLAUDE, os.X_OK):
+        return str(LOCAL_CLAUDE)
+    return shutil.which("claude")
+
+
+CLAUDE = _find_claude()
+API_KEY = "sk-ant-mock-key-0000"
+CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 s
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH "
+                                              "(run tests/install_cli.sh)"),
+]
+needs_adapter = pytest.mark.skipif(
+    "claude" not in ADAPTERS,
+    reason="orchestrator/adapters/claude.py is not registered in orchestrator.adapters.ADAPTERS yet",
+)
+
+
+def cli_env(mock: MockModelServer, home: Path, **extra: str) -> dict[str, str]:
+    """os.environ plus the mock's URL and key, the quiet switches, and a private HOME
+    (the CLI writes ~/.claude.json and ~/.claude/ there)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "ORCHESTRATOR"))}
+    env.update(mock.client_env(API_KEY))
+    env.update({"HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude")})
+    env.update(extra)
+    return env
+
+
+def run_claude(mock: MockModelServer, cwd: Path, *args: str, prompt: str = "hello", **extra_env: str) -> tuple[int, dict]:
+    """``claude -p PROMPT --output-format json ARGS`` in ``cwd``; (exit code, parsed JSON)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [CLAUDE, "-p", prompt, "--output-format", "json", *args],
+        cwd=cwd, env=cli_env(mock, cwd.parent / "home", **extra_env),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+    )
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail(f"claude printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
+                    f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}")
+    return proc.returncode, doc
+
+
+def only_messages_endpoint(mock: MockModelServer) -> None:
+    """Every request the CLI made went to POST /v1/messages (with its ?beta=true)."""
+    assert mock.requests, "the CLI made no request to the mock"
+    other = [p for p in mock.paths if not p.startswith("POST /v1/messages")]
+    assert not other, f"unexpected endpoints: {other}"
+
+
+# ----------------------------------------------------------------------------- the mock itself
+
+
+def test_mock_answers_without_streaming_404s_the_rest_and_stops_by_itself():
+    import requests
+
+    with MockModelServer([Text("plain")], lifetime=CLI_TIMEOUT) as mock:
+        body = {"model": "m", "max_tokens": 10, "tools": [{"name": "Bash"}], "messages": [{"role": "user", "content": "hi"}]}
+        answer = requests.post(mock.url + "/v1/messages", json=body, timeout=10).json()
+        assert answer["content"] == [{"type": "text", "text": "plain"}] and answer["usage"]["input_tokens"] == 1200
+        assert requests.get(mock.url + "/v1/models", timeout=10).status_code == 404
+        assert mock.paths == ["POST /v1/messages", "GET /v1/models"]
+    # A held request is let go when the lifetime runs out, and the server is closed.
+    mock = MockModelServer([Hang()], lifetime=1.0).start()
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        requests.post(mock.url + "/v1/messages", json=body, timeout=10)
+    assert mock.stopped and time.monotonic() - started < 5
+
+
+# ----------------------------------------------------------------------------- direct
+
+
+def test_version_is_printed():
+    out = subprocess.run([CLAUDE, "--version"], env={**os.environ, **QUIET_ENV}, capture_output=True,
+                         text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert "Claude Code" in out.stdout
+
+
+def test_plain_prompt_gives_the_scripted_text_and_a_cost(tmp_path):
+    with MockModelServer([Text("Hello from the mock")], lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, tmp_path / "work")
+    assert code == 0, doc
+    assert doc["type"] == "result" and doc["is_error"] is False
+    assert doc["result"] == "Hello from the mock"
+    assert doc["total_cost_usd"] > 0
+    assert doc["usage"]["input_tokens"] == 1200 and doc["usage"]["output_tokens"] == 80
+    only_messages_endpoint(mock)
+    (request,) = mock.requests
+    assert request.headers["x-api-key"] == API_KEY
+    assert request.body["stream"] is True
+    assert {"Bash", "Write"} <= {t["name"] for t in request.body["tools"]}
+    assert "hello" in json.dumps(request.body["messages"])
+
+
+def test_write_tool_creates_the_file_in_the_cwd(tmp_path):
+    work = tmp_path / "work"
+
+    def script(body):
+        if tool_results(body):
+            return Text("Wrote notes.md")
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/notes.md", "content": "# Notes\n"})
+
+    with MockModelServer(script, lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, work, "--permission-mode", "acceptEdits", "--allowedTools", "Write",
+                               prompt="Write notes.md")
+    assert code == 0, doc
+    assert (work / "notes.md").read_text() == "# Notes\n"
+    assert doc["result"] == "Wrote notes.md" and doc["num_turns"] == 2
+    assert doc["permission_denials"] == []
+    assert doc["usage"]["input_tokens"] == 2400  # both turns are counted
+    (result,) = tool_results(mock.requests[-1].body)
+    assert not result.get("is_error"), result
+    only_messages_endpoint(mock)
+
+
+def _bash_turns(command: str):
+    def script(body):
+        if tool_results(body):
+            return Text("done")
+        return ToolUse("Bash", {"command": command, "description": "Start a child job"})
+    return script
+
+
+def test_default_allowed_tools_let_the_spawn_command_run_and_nothing_else(tmp_path):
+    # The adapter passes orchestrator.claude_allowed_tools as --allowedTools: its Bash rule
+    # must let `python -m orchestrator spawn ...` run without asking, and only that.
+    tools = SCHEMA["orchestrator"]["claude_allowed_tools"].default
+    assert "Bash(python -m orchestrator spawn:*)" in tools
+    env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    spawn = 'python -m orchestrator spawn --wait "Write a.md" "Write b.md"'
+    with MockModelServer(_bash_turns(spawn), lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, tmp_path / "a", "--permission-mode", "acceptEdits", "--allowedTools", *tools, **env)
+    assert code == 0, doc
+    assert doc["permission_denials"] == []
+    (result,) = tool_results(mock.requests[-1].body)
+    # It ran: outside a worker the orchestrator itself refuses, with its own message.
+    assert "spawn runs inside a worker" in str(result["content"]), result
+    with MockModelServer(_bash_turns("python -m orchestrator run 'x'"), lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, tmp_path / "b", "--permission-mode", "acceptEdits", "--allowedTools", *tools, **env)
+    assert [d["tool_name"] for d in doc["permission_denials"]] == ["Bash"]
+    (result,) = tool_results(mock.requests[-1].body)
+    assert result.get("is_error") is True and "approval" in str(result["content"])
+
+
+def test_bad_key_gives_is_error_with_the_cli_message(tmp_path):
+    # The CLI retries a 401 by default (10 retries with backoff: about 3 minutes);
+    # CLAUDE_CODE_MAX_RETRIES=0 makes it answer at once.
+    with MockModelServer([], default=AUTH_401, lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, tmp_path / "work", CLAUDE_CODE_MAX_RETRIES="0")
+    assert code == 1
+    assert doc["is_error"] is True
+    assert doc["api_error_status"] == 401
+    # The CLI words it itself; the server's "invalid x-api-key" is not passed through.
+    assert doc["result"].startswith("Invalid API key")
+    assert doc["total_cost_usd"] == 0
+    assert len(mock.requests) == 1
+    only_messages_endpoint(mock)
+
+
+def test_the_cli_retries_a_401_itself(tmp_path):
+    with MockModelServer([], default=AUTH_401, lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, tmp_path / "work", CLAUDE_CODE_MAX_RETRIES="1")
+    assert code == 1 and doc["api_error_status"] == 401
+    assert [r.turn for r in mock.requests] == ["ApiError 401", "ApiError 401"]
+
+
+def test_a_hanging_request_keeps_the_cli_waiting_until_it_is_signalled(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    with MockModelServer([Hang()], lifetime=CLI_TIMEOUT) as mock:
+        proc = subprocess.Popen([CLAUDE, "-p", "hello", "--output-format", "json"], cwd=work,
+                                env=cli_env(mock, tmp_path / "home"), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not mock.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mock.requests, "the CLI never called the mock"
+            time.sleep(1.0)
+            assert proc.poll() is None, "the CLI gave up on a request that had not answered"
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)  # SIGTERM is enough: the kill ladder's first rung ends it
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            proc.stdout.close()
+            proc.stderr.close()
+    assert proc.returncode != 0
+    assert [r.turn for r in mock.requests] == ["Hang"]
+
+
+# ----------------------------------------------------------------------------- orchestrator
+
+
+@pytest.fixture
+def claude_workers(monkeypatch, tmp_path):
+    """Start a mock and give every worker its URL through the environment the engine copies."""
+    started = []
+
+    def start(script, *, lifetime=90.0, default=None, **extra):
+        mock = MockModelServer(script, lifetime=lifetime, default=default).start()
+        started.append(mock)
+        for name in [n for n in os.environ if n.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))]:
+            monkeypatch.delenv(name)
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        for name, value in {**mock.client_env(API_KEY), "HOME": str(home),
+                            "CLAUDE_CONFIG_DIR": str(home / ".claude"), **extra}.items():
+            monkeypatch.setenv(name, value)
+        return mock
+
+    yield start
+    for mock in started:
+        mock.stop()
+
+
+def worker_settings(**orchestrator):
+    return {"worker": "claude", "claude_command": CLAUDE, "planner": "heuristic", **orchestrator}
+
+
+def write_then_report(name: str, content: str, final: str):
+    def script(body):
+        if tool_results(body):
+            return Text(final)
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": content})
+    return script
+
+
+def only_worker(engine, job):
+    _, workers = engine.snapshot(job.root_id)
+    (worker,) = [w for w in workers if w.job_id == job.id]
+    return worker
+
+
+def explain(engine, job, mock) -> str:
+    """What to print when an orchestrator test fails: the worker logs and the mock's log."""
+    root = engine.workspace.job_dir(job.root_id)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
+    return f"{logs}\n--- mock\n{mock.summary()}"
+
+
+@needs_adapter
+def test_claude_worker_writes_a_file_and_reports_cost_and_tokens(make_engine, claude_workers):
+    from orchestrator.status import job_status
+
+    mock = claude_workers(write_then_report("hello.md", "# Hello\n", "Created hello.md"))
+    engine = make_engine(orchestrator=worker_settings())
+    job = run_job(engine, "Write hello.md", tasks=["Write hello.md"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    assert worker.status is WorkerStatus.SUCCESS, why
+    folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+    assert (folder / "hello.md").read_text() == "# Hello\n"
+    assert worker.files_created == ["hello.md"]
+    assert "Created hello.md" in worker.output
+    # Two turns of 1200 in / 80 out each, priced by the CLI itself.
+    assert worker.cost_usd == pytest.approx(0.0128, rel=0.01), why
+    assert worker.tokens_in == 2400 and worker.tokens_out == 160, why
+    on_disk = engine.workspace.load_worker(job.root_id, 0, worker.name)
+    assert (on_disk.cost_usd, on_disk.tokens_in, on_disk.tokens_out) == (worker.cost_usd, 2400, 160)
+    jobs, workers = engine.snapshot(job.root_id)
+    (task,) = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))["results"]["tasks"]
+    assert (task["cost_usd"], task["tokens_in"], task["tokens_out"]) == (worker.cost_usd, 2400, 160)
+    final = (engine.workspace.job_dir(job.root_id) / "FINAL_RESULT.md").read_text()
+    assert "$0.0128" in final and "2,400" in final and "160" in final
+    # The CLI was called with a prompt naming the subtask, and offered its tools.
+    assert all(subtask(r.body) == "Write hello.md" for r in mock.conversation)
+
+
+@needs_adapter
+def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_workers):
+    # CLAUDE_CODE_MAX_RETRIES=0: without it the CLI itself retries a 401 for about 3 minutes
+    # (see test_the_cli_retries_a_401_itself), unless the adapter sets it.
+    mock = claude_workers([], default=AUTH_401, CLAUDE_CODE_MAX_RETRIES="0")
+    engine = make_engine(orchestrator=worker_settings(), workers={"max_retries": 2})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.FAILED, why
+    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.error and "Invalid API key" in worker.error, why
+    assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
+    # One CLI run (one session), however often the CLI itself retried inside it.
+    assert len({r.headers.get("x-claude-code-session-id") for r in mock.requests}) == 1, why
+    assert {r.turn for r in mock.requests} == {"ApiError 401"}
+
+
+@needs_adapter
+def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, claude_workers):
+    mock = claude_workers([Hang()])
+    engine = make_engine(orchestrator=worker_settings(), workers={"default_timeout": 5, "kill_grace": 0.5})
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    assert len(tags) == 1
+    done = engine.wait(job.id, 30)
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert done.status is JobStatus.FAILED, why
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout"
+    assert [r.turn for r in mock.requests] == ["Hang"], why
+    # The CLI honours the kill ladder's first rung (the adapter's first_signal): no SIGKILL needed.
+    assert worker.attempts[0].kill_rung in ("SIGINT", "SIGTERM"), worker.attempts[0]
+    assert ProcessRunner().tagged(tags[0]) == []
+
+
+ROOT_TASK = "Write the docs: a.md and b.md"
+SPAWN = 'python -m orchestrator spawn --wait "Write a.md" "Write b.md"'
+
+
+def tree_script(body):
+    """One mock for the whole tree: the reply depends on which worker asks, and how far it got."""
+    task = subtask(body)
+    if tool_results(body):
+        return Text(f"Done: {task}")
+    if task == ROOT_TASK:
+        return ToolUse("Bash", {"command": SPAWN, "description": "Start a child job for the two files"})
+    if task in ("Write a.md", "Write b.md"):
+        name = task.split()[-1]
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"# {name}\n"})
+    return Text(f"unexpected prompt: {task!r}")
+
+
+@needs_adapter
+def test_a_claude_worker_starts_a_child_job_of_claude_workers(make_live, claude_workers):
+    mock = claude_workers(tree_script)
+    live = make_live(orchestrator=worker_settings())
+    submitted = live.submit(request=ROOT_TASK, tasks=[ROOT_TASK], config={"max_recursion_depth": 1})
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job_id = submitted.json()["job_id"]
+    doc = live.wait(job_id, timeout=60)
+    engine = live.engine
+    jobs, workers = engine.snapshot(job_id)
+    why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:4000]
+    assert doc["status"] == "completed", why
+    root_worker = next(w for w in workers if w.depth == 0)
+    assert root_worker.status is WorkerStatus.RECURSIVE_SUCCESS, why
+    (child_id,) = root_worker.child_job_ids
+    children = [w for w in workers if w.depth == 1]
+    assert sorted(w.task for w in children) == ["Write a.md", "Write b.md"], why
+    assert all(w.job_id == child_id and w.status is WorkerStatus.SUCCESS and w.kind == "claude" for w in children), why
+    assert sorted(f for w in children for f in w.files_created) == ["a.md", "b.md"]
+    (task,) = doc["results"]["tasks"]
+    assert task["status"] == "recursive_success" and task["child_job_id"] == child_id, why
+    assert sorted(t["task"] for t in task["child_results"]) == ["Write a.md", "Write b.md"]
+    # Three claude workers of two turns each, every cost reported and summed over the tree.
+    assert (doc["tree"]["jobs"], doc["tree"]["workers"], doc["tree"]["max_depth"]) == (2, 3, 1)
+    assert doc["tree"]["cost_usd"] == pytest.approx(3 * 0.0128, rel=0.01), why
+    # The root's Bash tool ran the spawn command and read the child's report back.
+    bash_result = [r for r in mock.conversation if subtask(r.body) == ROOT_TASK and tool_results(r.body)]
+    assert bash_result, why
+    assert f"Child job {child_id}: completed" in json.dumps(tool_results(bash_result[-1].body)), why
