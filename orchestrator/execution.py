@@ -180,7 +180,8 @@ class WorkerExecution:
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None
         duration = attempt.duration or 0.0
-        text = self.workspace.read_from(self.log_path, attempt.log_offset, max(self.settings.workers.output_chars * 4, 65536))
+        window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
+        text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
         parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
         if reason == "timeout":
             attempt.end_reason = "timeout"

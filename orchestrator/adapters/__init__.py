@@ -5,15 +5,28 @@ import shutil
 from typing import Any
 
 from ..errors import ConfigError
+from .aider import AiderAdapter
 from .base import Adapter, ParsedResult, WorkerContext
+from .claude import ClaudeAdapter
+from .codex import CodexAdapter
 from .command import CommandAdapter
+from .gemini import GeminiAdapter
+from .ollama import OllamaAdapter
+from .opencode import OpencodeAdapter
 from .simulated import SimulatedAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "simulated": SimulatedAdapter,
     "command": CommandAdapter,
+    "claude": ClaudeAdapter,
+    "codex": CodexAdapter,
+    "gemini": GeminiAdapter,
+    "aider": AiderAdapter,
+    "ollama": OllamaAdapter,
+    "opencode": OpencodeAdapter,
 }
-# Order in which ``auto`` looks for an AI CLI on PATH (only kinds with an adapter count).
+# Order in which ``auto`` looks for an AI CLI on PATH (each is found through its
+# ``orchestrator.<kind>_command`` setting, so a full path there counts too).
 AUTO_ORDER = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 
 __all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "get_adapter", "resolve_kind"]
@@ -27,9 +40,12 @@ def resolve_kind(kind: str, settings: Any) -> tuple[str, str]:
             raise ConfigError(f"worker kind '{kind}' is not available here. Available kinds: {known}", key="worker")
         return kind, f"worker kind {kind} (configured)"
     for name in AUTO_ORDER:
-        if name in ADAPTERS and shutil.which(settings.get("orchestrator", f"{name}_command")):
-            return name, f"worker kind auto: found {name} on PATH"
-    looked = ", ".join(n for n in AUTO_ORDER if n in ADAPTERS) or "none with an adapter yet"
+        if name not in ADAPTERS:
+            continue
+        found = shutil.which(settings.get("orchestrator", f"{name}_command"))
+        if found:
+            return name, f"worker kind auto: found {name} on PATH ({found})"
+    looked = ", ".join(settings.get("orchestrator", f"{n}_command") for n in AUTO_ORDER if n in ADAPTERS)
     return "simulated", f"worker kind auto: no AI CLI found on PATH (looked for: {looked}); using the simulated worker"
 
 

@@ -13,6 +13,7 @@ its own TMPDIR.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from typing import Any, Callable, Iterator
@@ -27,12 +28,14 @@ MAX_JSON_TRIES = 20_000
 
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _OBJECT_START = re.compile(r"^\{", re.M)
+_OBJECT_END = re.compile(r"^\}", re.M)
 # Wording of failures that a retry cannot fix: bad or missing credentials.
 AUTH_RE = re.compile(
-    r"\b40[13]\b|unauthori[sz]ed|unauthenticated|authenticat|forbidden|permission_error"
+    r"\b40[13]\b|unauthori[sz]ed|unauthenticated|authenticationerror|authentication[\s_]*(?:error|failed|required)"
+    r"|failed to authenticate|not (?:able to )?authenticate|permission_error"
     r"|invalid[\s_-]*(?:x-)?api[\s_-]*key|incorrect api key|api key not valid"
     r"|api[\s_-]*key\b[^\n]{0,60}\b(?:not set|missing|must be set|invalid|expired)"
-    r"|\boauth\b|not logged in|please run /login",
+    r"|\boauth\b[^\n]{0,60}\b(?:token|expired|invalid|revoked|login)|not logged in|please run /login",
     re.I,
 )
 
@@ -78,12 +81,24 @@ def has_flag(args: list[str], *names: str) -> bool:
 
 def json_objects_from_end(text: str) -> Iterator[dict[str, Any]]:
     """Every JSON object that starts at the beginning of a line, the last one first.
-    Objects may span lines (pretty-printed) and may be followed by other text."""
+    An object is either one line (maybe followed by other text) or, when its line is
+    just ``{``, pretty-printed up to the next line that starts with ``}``. Each try
+    decodes only that stretch, so a long noisy output costs linear time."""
     decoder = json.JSONDecoder()
     starts = [m.start() for m in _OBJECT_START.finditer(text)]
+    closers = [m.start() for m in _OBJECT_END.finditer(text)]
     for index in reversed(starts[-MAX_JSON_TRIES:]):
+        eol = text.find("\n", index)
+        eol = len(text) if eol < 0 else eol
+        chunk = text[index:eol]
+        if chunk.strip() == "{":
+            at = bisect.bisect_right(closers, index)
+            if at == len(closers):
+                continue
+            close_eol = text.find("\n", closers[at])
+            chunk = text[index:len(text) if close_eol < 0 else close_eol]
         try:
-            obj, _ = decoder.raw_decode(text, index)
+            obj, _ = decoder.raw_decode(chunk)
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -101,7 +116,7 @@ def json_lines(text: str) -> Iterator[dict[str, Any]]:
     """JSONL events in order; other lines (stderr noise) are skipped."""
     for line in scan_window(text).splitlines():
         line = line.strip()
-        if not line.startswith("{"):
+        if not (line.startswith("{") and line.endswith("}")):
             continue
         try:
             obj = json.loads(line)
@@ -112,7 +127,7 @@ def json_lines(text: str) -> Iterator[dict[str, Any]]:
 
 
 def last_words(text: str, limit: int = 300) -> str:
-    """The last non-empty line, for "no result" messages; a JSON error line gives its message."""
+    """The last non-empty line, for "no result" messages; a JSON line with a message gives its message."""
     window = text[-65536:]
     for line in reversed(strip_ansi(window).splitlines()):
         line = line.strip()
@@ -123,25 +138,34 @@ def last_words(text: str, limit: int = 300) -> str:
                 obj = json.loads(line)
             except ValueError:
                 obj = None
-            if isinstance(obj, dict):
-                message = message_of(obj)
-                if message:
-                    line = message
+            message = message_of(obj, fallback_to_name=False) if isinstance(obj, dict) else ""
+            if message:
+                line = message
         return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
 
 
-def message_of(obj: Any) -> str:
-    """A human message inside a CLI's error object (``message``, ``error.message``, ``error.data.message``)."""
+def message_of(obj: Any, *, fallback_to_name: bool = True) -> str:
+    """A human message inside a CLI's error object (``message``, ``error.message``,
+    ``error.data.message``); a message that is itself a JSON error body is opened."""
     if isinstance(obj, str):
-        return obj
+        text = obj.strip()
+        if text.startswith("{"):
+            try:
+                inner = json.loads(text)
+            except ValueError:
+                return text
+            return message_of(inner, fallback_to_name=False) or text
+        return text
     if not isinstance(obj, dict):
         return ""
     for key in ("message", "error", "data", "result"):
         value = obj.get(key)
-        found = message_of(value) if isinstance(value, (dict, str)) else ""
+        found = message_of(value, fallback_to_name=False) if isinstance(value, (dict, str)) else ""
         if found:
             return found
+    if not fallback_to_name:
+        return ""
     name = obj.get("name") or obj.get("type")
     return str(name) if isinstance(name, str) else ""
 
@@ -174,6 +198,7 @@ class AICLIAdapter(Adapter):
     """An AI coding CLI run headless: the prompt is one argv element, never a file or stdin."""
 
     is_ai = True
+    result_window = 8 * 1024 * 1024  # a JSON result (or every cost-bearing event) must be read whole
     cli = "ai"  # the program's usual name, for messages
 
     def needs_prompt_file(self, settings: Any) -> bool:
@@ -189,7 +214,7 @@ class AICLIAdapter(Adapter):
             return ParsedResult(output="", ok=False, error=None)
         detail = why or last_words(text) or (f"exit code {exit_code}" if exit_code is not None else "no output")
         if retryable is None:
-            retryable = not is_auth_error(detail) and not is_auth_error(text[-4000:])
+            retryable = not is_auth_error(detail)
         return ParsedResult(output="", ok=False, error=f"no result from {self.cli} ({detail})", retryable=retryable)
 
     def result(self, text: str, max_chars: int, **fields: Any) -> ParsedResult:

@@ -42,6 +42,7 @@ class Adapter:
     command_key: str | None = None  # the setting holding the CLI's path, e.g. "orchestrator.claude_command"
     first_signal = signal.SIGTERM  # the first rung of the kill ladder
     is_ai = False
+    result_window = 64 * 1024  # bytes at the end of an attempt's log that parse() is given
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         raise NotImplementedError

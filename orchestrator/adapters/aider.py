@@ -1,0 +1,111 @@
+"""Aider (``aider``) run for one message.
+
+argv (checked against the argparse definitions in aider/args.py of aider-chat 0.86.2)::
+
+    aider --message=PROMPT --yes-always --no-auto-commits --no-check-update
+          --no-analytics --no-gitignore --no-pretty --no-git --no-show-release-notes
+          --chat-history-file=/dev/null --input-history-file=/dev/null
+          [--model M] [CLI_ARGS ...]
+
+* ``--message``'s value would be read as an option if it started with ``-``,
+  so it is passed as ``--message=<prompt>``: one argv element.
+* ``--no-git``: inside a git checkout aider works at the repository root (and
+  writes its ``.aider*`` files there); outside one, ``--yes-always`` would make
+  it create a repository in the worker directory. Its chat and input histories
+  go to /dev/null so the worker directory holds only the work (the log keeps
+  the transcript). ``--no-show-release-notes`` stops a first-run offer to open
+  a browser. A later ``--git`` or history option in ``orchestrator.cli_args``
+  wins (argparse keeps the last).
+* Output is plain text: a banner (``Aider v…``, ``Model: …``, ``Git repo: …``,
+  ``Repo-map: …``), the model's reply, then ``Tokens: 1.2k sent, 345 received.``
+  and, when the model has a price, ``Cost: $0.0012 message, $0.0034 session.``;
+  edits applied after the reply (``Applied edit to x``) follow. Aider exits 0
+  even when the model call failed (``litellm.AuthenticationError: …``), so the
+  adapter decides: a reply is proved by a ``Tokens:`` line, and an error line
+  after the last one is a failure.
+* SIGTERM ends it (SIGINT is aider's "interrupt the reply" key).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .aicli import AICLIAdapter, cli_args_of, is_auth_error, model_of, scan_window, strip_ansi
+from .base import ParsedResult, WorkerContext
+
+_TOKENS = re.compile(
+    r"^Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?(?:, (?P<hit>[\d.]+k?) cache hit)?,"
+    r" (?P<received>[\d.]+k?) received\.",
+)
+_COST = re.compile(r"Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.")
+_ERROR = re.compile(r"^(?:litellm\.\w+|\w*(?:Error|Exception)\b:?|Error:)")
+_BANNER = (
+    "Aider v", "Model:", "Main model:", "Weak model:", "Editor model:", "Git repo:", "Repo-map:",
+    "Added ", "Use /help", "Cur working dir:", "Git working dir:", "Warning: Input is not a terminal",
+)
+
+
+class AiderAdapter(AICLIAdapter):
+    name = "aider"
+    cli = "aider"
+    command_key = "orchestrator.aider_command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        argv = [
+            self.program(ctx), f"--message={ctx.prompt}", "--yes-always", "--no-auto-commits",
+            "--no-check-update", "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git",
+            "--no-show-release-notes", f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}",
+        ]
+        model = model_of(ctx)
+        if model:
+            argv += ["--model", model]
+        return [*argv, *cli_args_of(ctx)]
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        lines = strip_ansi(scan_window(text)).splitlines()
+        usage_at = [i for i, line in enumerate(lines) if _TOKENS.match(line)]
+        sent = received = None
+        for i in usage_at:
+            match = _TOKENS.match(lines[i])
+            assert match is not None
+            sent = (sent or 0) + _count(match["sent"])
+            received = (received or 0) + _count(match["received"])
+        cost = None
+        for line in lines:
+            for match in _COST.finditer(line):
+                cost = float(match["session"])
+        last_usage = usage_at[-1] if usage_at else -1
+        error_at = next((i for i in range(last_usage + 1, len(lines)) if _ERROR.match(lines[i])), None)
+        fields = {"cost_usd": cost, "tokens_in": sent, "tokens_out": received}
+        if error_at is not None:
+            message = _block(lines, error_at)
+            output = _reply(lines, usage_at)
+            return self.result(output, max_chars, ok=False, error=f"aider: {message}", retryable=not is_auth_error(message), **fields)
+        if not usage_at:
+            return self.no_result(text, exit_code)
+        return self.result(_reply(lines, usage_at), max_chars, **fields)
+
+
+def _count(value: str) -> int:
+    """Aider's token counts: ``678``, ``1.2k``, ``12k``."""
+    return round(float(value[:-1]) * 1000) if value.endswith("k") else int(float(value))
+
+
+def _block(lines: list[str], start: int) -> str:
+    """An error message and the lines wrapped after it, up to a blank line."""
+    parts = []
+    for line in lines[start:start + 12]:
+        if not line.strip():
+            break
+        parts.append(line.strip())
+    return " ".join(" ".join(parts).split())[:1000]
+
+
+def _reply(lines: list[str], usage_at: list[int]) -> str:
+    """What followed the banner, without the usage lines."""
+    end = usage_at[0] if usage_at else len(lines)
+    start = 0
+    for i in range(end):
+        if lines[i].startswith(_BANNER):
+            start = i + 1
+    return "\n".join(line for line in lines[start:] if not _TOKENS.match(line) and not _COST.match(line))

@@ -1,0 +1,116 @@
+"""OpenAI Codex CLI (``codex exec``) run headless.
+
+argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
+
+    codex exec --json -C WORKER_DIR --skip-git-repo-check
+               [--sandbox workspace-write -c sandbox_workspace_write.network_access=true]
+               -c shell_environment_policy.ignore_default_excludes=true
+               [-m MODEL] [CLI_ARGS ...] -- PROMPT
+
+* This version has no ``--full-auto``; ``codex exec`` never asks for approval,
+  and ``--sandbox workspace-write`` lets the agent edit its worker directory.
+  Network access inside that sandbox is switched on so a worker can reach the
+  orchestrator's API to start child jobs; ``ignore_default_excludes`` keeps
+  variables named ``*KEY*``/``*TOKEN*`` (the worker's ``ORCHESTRATOR_API_KEY``)
+  in the commands the agent runs. When ``orchestrator.cli_args`` chooses its own
+  sandbox (``-s``/``--sandbox``, ``--dangerously-bypass-approvals-and-sandbox``)
+  ours is left out, since codex rejects the flag twice.
+* ``--`` ends the options, so a prompt starting with ``-`` is still the prompt
+  (measured). Codex also reads stdin when it is not a terminal; the orchestrator
+  closes stdin (``/dev/null``), without which it would wait forever.
+* Output is JSONL on stdout: ``thread.started``, ``turn.started``,
+  ``item.completed`` (the answer is the last item with ``type: agent_message``),
+  ``turn.completed`` with ``usage`` (``input_tokens`` including
+  ``cached_input_tokens``, ``output_tokens``), or ``turn.failed`` with
+  ``error.message``; transient ``{"type": "error"}`` lines report reconnects.
+  Codex reports tokens, never a cost. The pre-0.44 event shape
+  (``{"msg": {"type": "agent_message"|"token_count"|"task_complete"|"error"}}``)
+  is read too.
+* SIGINT and SIGTERM both end it (measured: SIGINT exits 1 after its own
+  shutdown, SIGTERM 143); SIGINT is used so it can shut down cleanly.
+* ``CODEX_HOME`` is left alone: it holds the user's ``auth.json``.
+"""
+from __future__ import annotations
+
+import signal
+
+from .aicli import AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, json_lines, model_of
+from .base import ParsedResult, WorkerContext
+
+_OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
+
+
+class CodexAdapter(AICLIAdapter):
+    name = "codex"
+    cli = "codex"
+    command_key = "orchestrator.codex_command"
+    first_signal = signal.SIGINT
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        extra = cli_args_of(ctx)
+        argv = [self.program(ctx), "exec", "--json", "-C", str(ctx.worker_dir), "--skip-git-repo-check"]
+        if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
+            argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
+        argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
+        model = model_of(ctx)
+        if model:
+            argv += ["-m", model]
+        return [*argv, *extra, "--", ctx.prompt]
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        answer: str | None = None
+        failure: str | None = None
+        last_error: str | None = None
+        tokens_in = tokens_out = None
+        turn_completed = False
+        extra: dict[str, object] = {}
+        for event in json_lines(text):
+            kind = event.get("type")
+            if kind is None and isinstance(event.get("msg"), dict):
+                answer, tokens = _legacy(event["msg"], answer)
+                if tokens is not None:
+                    tokens_in, tokens_out = tokens
+                if event["msg"].get("type") in ("error", "stream_error") and isinstance(event["msg"].get("message"), str):
+                    last_error = event["msg"]["message"]
+                continue
+            if kind == "item.completed" and isinstance(event.get("item"), dict):
+                item = event["item"]
+                if item.get("type") in ("agent_message", "assistant_message") and isinstance(item.get("text"), str):
+                    answer = item["text"]
+            elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+                tokens_in = add(tokens_in, usage.get("input_tokens"))
+                tokens_out = add(tokens_out, usage.get("output_tokens"))
+                failure = None
+                turn_completed = True
+            elif kind == "turn.failed":
+                error = event.get("error")
+                failure = error.get("message") if isinstance(error, dict) else None
+                failure = failure or "turn failed"
+            elif kind == "error" and isinstance(event.get("message"), str):
+                last_error = event["message"]
+            elif kind == "thread.started" and event.get("thread_id"):
+                extra["thread_id"] = event["thread_id"]
+        fields = {"tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        if failure is not None:
+            return self.result(answer or "", max_chars, ok=False, error=f"codex: {failure}", retryable=not is_auth_error(failure), **fields)
+        if answer is None:
+            why = "the turn completed without an agent message" if turn_completed else last_error
+            parsed = self.no_result(text, exit_code, why=why)
+            parsed.tokens_in, parsed.tokens_out, parsed.extra = tokens_in, tokens_out, extra
+            return parsed
+        return self.result(answer, max_chars, **fields)
+
+
+def _legacy(msg: dict, answer: str | None) -> tuple[str | None, tuple[int | None, int | None] | None]:
+    """Events of codex before 0.44: ``{"id": ..., "msg": {"type": ...}}``."""
+    kind = msg.get("type")
+    if kind == "agent_message" and isinstance(msg.get("message"), str):
+        return msg["message"], None
+    if kind == "task_complete" and isinstance(msg.get("last_agent_message"), str):
+        return msg["last_agent_message"], None
+    if kind == "token_count":
+        info = msg.get("info") if isinstance(msg.get("info"), dict) else msg
+        usage = info.get("total_token_usage") if isinstance(info.get("total_token_usage"), dict) else info
+        return answer, (add(None, usage.get("input_tokens")), add(None, usage.get("output_tokens")))
+    return answer, None

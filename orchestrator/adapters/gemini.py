@@ -1,0 +1,73 @@
+"""Google Gemini CLI (``gemini``) run headless.
+
+argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
+
+    gemini --prompt=PROMPT --output-format json --yolo --skip-trust [-m MODEL] [CLI_ARGS ...]
+
+* ``-p``/``--prompt`` takes a string value; gemini's parser (yargs) would read a
+  separate value that starts with ``-`` (``--help``, ``-o out``) as an option,
+  so the prompt is passed in the ``--prompt=<prompt>`` form: one argv element,
+  which reaches the model byte for byte (measured with quotes, ``$( )``,
+  backticks, a newline and ``--help`` inside).
+* ``--skip-trust`` trusts the worker directory for this run; without it gemini
+  exits 55 in a folder it has not been told to trust. ``--yolo`` approves tools.
+* The result is one pretty-printed JSON object on stdout:
+  ``{"session_id", "response", "stats": {"models": {M: {"tokens": {"input",
+  "prompt", "candidates", "thoughts", "cached", ...}}}, "tools", "files"}}``.
+  Failures print ``{"session_id", "error": {"type", "message", "code"}}`` on
+  stderr: code 41 (no or bad auth method, also the exit code), 401/403 from
+  the API. Exit codes 41, 42, 44, 52, 53 and 55 are gemini's fatal
+  authentication, input, sandbox, config, turn-limit and untrusted-folder
+  errors: a retry cannot fix them.
+* Killed by SIGINT or SIGTERM it exits 0 without any JSON (measured), which
+  parses as "no result": a failure.
+* ``~/.gemini`` (settings and OAuth credentials) is left alone.
+"""
+from __future__ import annotations
+
+from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, last_json_object, last_words, message_of, model_of, to_int
+from .base import ParsedResult, WorkerContext
+
+FATAL_EXIT_CODES = {41: "authentication", 42: "input", 44: "sandbox", 52: "config", 53: "turn limit", 55: "untrusted folder"}
+
+
+class GeminiAdapter(AICLIAdapter):
+    name = "gemini"
+    cli = "gemini"
+    command_key = "orchestrator.gemini_command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        argv = [self.program(ctx), f"--prompt={ctx.prompt}", "--output-format", "json", "--yolo", "--skip-trust"]
+        model = model_of(ctx)
+        if model:
+            argv += ["-m", model]
+        return [*argv, *cli_args_of(ctx)]
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        obj = last_json_object(text, lambda o: "response" in o or isinstance(o.get("error"), dict))
+        fatal = exit_code in FATAL_EXIT_CODES
+        if obj is None:
+            if fatal:
+                why = f"{FATAL_EXIT_CODES[exit_code]} error, exit code {exit_code}: {last_words(text)}"
+                return self.no_result(text, exit_code, retryable=False, why=why)
+            return self.no_result(text, exit_code)
+        extra = {"session_id": obj["session_id"]} if obj.get("session_id") else {}
+        error = obj.get("error")
+        if isinstance(error, dict) and error:
+            message = message_of(error) or "unknown error"
+            code = to_int(error.get("code"))
+            auth = code in (41, 401, 403) or is_auth_error(message)
+            label = f" ({FATAL_EXIT_CODES[code]} error {code})" if code in FATAL_EXIT_CODES else (f" (code {code})" if code is not None else "")
+            return ParsedResult(output="", ok=False, error=f"gemini: {message}{label}", retryable=not (auth or fatal or code in FATAL_EXIT_CODES), extra=extra)
+        response = obj.get("response") if isinstance(obj.get("response"), str) else ""
+        tokens_in = tokens_out = None
+        stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
+        models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+        for per_model in models.values():
+            tokens = per_model.get("tokens") if isinstance(per_model, dict) else None
+            if not isinstance(tokens, dict):
+                continue
+            tokens_in = add(tokens_in, tokens.get("prompt", tokens.get("input")))
+            tokens_out = add(tokens_out, tokens.get("candidates"))
+            tokens_out = add(tokens_out, tokens.get("thoughts"))
+        return self.result(response, max_chars, tokens_in=tokens_in, tokens_out=tokens_out, extra=extra)

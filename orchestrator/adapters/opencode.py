@@ -1,0 +1,92 @@
+"""opencode (``opencode run``) run headless.
+
+argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
+
+    opencode run --format json [-m PROVIDER/MODEL] [CLI_ARGS ...] -- PROMPT
+
+* ``-m`` is ``orchestrator.opencode_model``, else ``orchestrator.model`` when it
+  has the ``provider/model`` form opencode needs, else opencode's default.
+* The message is a yargs array positional; ``--`` ends the options, so a
+  prompt starting with ``-`` is still the prompt (measured). opencode itself
+  joins the message elements with spaces and wraps every element that contains
+  a space in double quotes (``"…"``, inner ``"`` escaped) before sending it:
+  the model reads the prompt intact, inside quotes. That is opencode's doing
+  (its run command, 1.18.33), not the adapter's.
+* With ``--format json`` it prints one JSON event per line:
+  ``step_start``, ``text`` (``part.text``), ``tool_use``, ``reasoning``,
+  ``step_finish`` (``part.cost`` in USD and ``part.tokens`` {input, output,
+  reasoning, cache {read, write}} for that step; summed here) and ``error``
+  (``error.name``, ``error.data.message``, ``statusCode``, ``isRetryable``).
+  The answer is the text of the last step that produced text.
+* Permissions that opencode would ask about are auto-rejected in ``run`` unless
+  ``--auto`` is given (add it to ``orchestrator.cli_args`` to allow them).
+* SIGTERM ends it; SIGINT does not (measured: still running 10 s after SIGINT).
+* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, json_lines, message_of, model_of, setting, to_float, to_int
+from .base import ParsedResult, WorkerContext
+
+
+class OpencodeAdapter(AICLIAdapter):
+    name = "opencode"
+    cli = "opencode"
+    command_key = "orchestrator.opencode_command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        argv = [self.program(ctx), "run", "--format", "json"]
+        model = str(setting(ctx, "opencode_model", "") or "").strip()
+        if not model and "/" in model_of(ctx):
+            model = model_of(ctx)
+        if model:
+            argv += ["-m", model]
+        return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        cost: float | None = None
+        tokens_in = tokens_out = None
+        step_texts: list[str] = []
+        answer: list[str] | None = None
+        finished = False
+        error: dict[str, Any] | None = None
+        extra: dict[str, Any] = {}
+        for event in json_lines(text):
+            kind = event.get("type")
+            part = event.get("part") if isinstance(event.get("part"), dict) else {}
+            if event.get("sessionID") and "session_id" not in extra:
+                extra["session_id"] = event["sessionID"]
+            if kind == "step_start":
+                step_texts = []
+            elif kind == "text" and isinstance(part.get("text"), str):
+                step_texts.append(part["text"])
+                answer = list(step_texts)
+            elif kind == "step_finish":
+                finished = True
+                step_cost = to_float(part.get("cost"))
+                if step_cost is not None:
+                    cost = (cost or 0.0) + step_cost
+                tokens = part.get("tokens") if isinstance(part.get("tokens"), dict) else {}
+                cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+                tokens_in = add(add(add(tokens_in, tokens.get("input")), cache.get("read")), cache.get("write"))
+                tokens_out = add(add(tokens_out, tokens.get("output")), tokens.get("reasoning"))
+            elif kind == "error":
+                error = event.get("error") if isinstance(event.get("error"), dict) else {"name": str(event.get("error"))}
+        cost = None if cost is None else round(cost, 10)  # a sum of floats: drop the binary noise
+        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        output = "\n\n".join(t.strip() for t in answer or [] if t.strip())
+        if error is not None:
+            data = error.get("data") if isinstance(error.get("data"), dict) else {}
+            message = message_of(data) or str(error.get("name") or "unknown error")
+            status = to_int(data.get("statusCode"))
+            name = error.get("name")
+            label = f"{name}" + (f" {status}" if status else "") if isinstance(name, str) else ""
+            retryable = data.get("isRetryable") is not False and status not in (401, 403) and not is_auth_error(message)
+            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""), retryable=retryable, **fields)
+        if answer is None and not finished:
+            parsed = self.no_result(text, exit_code)
+            parsed.extra = extra
+            return parsed
+        return self.result(output, max_chars, **fields)

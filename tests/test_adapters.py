@@ -1,0 +1,517 @@
+"""The AI CLI adapters: the argv each builds, and what each reads from a CLI's output.
+
+Fixtures under tests/fixtures/cli_outputs/ and where they come from
+(each "captured" file is the real output of the named CLI version, run in
+/tmp against a local mock of its model API on 127.0.0.1 — nothing reached a
+model service; each "written" file follows the format named beside it):
+
+claude (@anthropic-ai/claude-code 2.1.329, ``claude -p --output-format json``;
+documented at https://docs.claude.com/en/docs/claude-code/headless, "Output formats")
+  claude_success.json        captured: a successful result object
+  claude_401.json            captured: API answered 401 -> is_error true, subtype "success", exit 1
+  claude_not_logged_in.json  captured: no credentials at all, exit 1
+  claude_interrupted.json    captured: SIGINT mid-request -> subtype error_during_execution, exit 0
+  claude_mixed.txt           written: claude_success.json between stderr lines, as the shared log holds it
+codex (@openai/codex 0.169.0, ``codex exec --json``; events documented at
+https://developers.openai.com/codex/noninteractive, "JSON output")
+  codex_success.jsonl        captured (stderr lines first, then the JSONL events)
+  codex_401.jsonl            captured: five reconnects, then turn.failed, exit 1
+  codex_no_network.jsonl     captured: no route to the API; codex keeps waiting (killed by our timeout)
+  codex_no_message.jsonl     written: a turn that completes without an agent_message item
+gemini (@google/gemini-cli 0.61.0, ``gemini -p … -o json``; documented at
+https://geminicli.com/docs/cli/headless/, "JSON output")
+  gemini_success.txt         captured: stderr notices, then the pretty-printed result on stdout
+  gemini_41.txt              captured: no auth method -> error JSON on stderr, exit 41
+  gemini_401.txt             captured: the API answered 401 -> stack trace and error JSON, code 401
+  gemini_55.txt              captured: untrusted folder (run without --skip-trust), exit 55, no JSON
+aider (aider-chat 0.86.2, ``aider --message``; report lines from aider/coders/base_coder.py)
+  aider_success.txt          captured: banner, reply, "Tokens: … Cost: …", applied edit, exit 0
+  aider_auth_error.txt       captured: litellm.AuthenticationError, exit 0
+  aider_missing_key.txt      captured: no OPENAI_API_KEY, exit 0
+ollama (``ollama run --verbose``; written from ollama's cmd/cmd.go and api/types.go Metrics.Summary)
+  ollama_success.txt         written: spinner escapes, the reply, --verbose timings on stderr
+  ollama_thinking.txt        written: a thinking model's "Thinking... / ...done thinking." block
+  ollama_server_down.txt     written: checkServerHeartbeat's error, exit 1
+  ollama_model_missing.txt   written: pull of an unknown model, exit 1
+opencode (opencode-ai 1.18.33, ``opencode run --format json``; event names from its run command)
+  opencode_success.jsonl     captured: one step
+  opencode_multistep.jsonl   written in the captured shape: two steps, a tool call, two costs
+  opencode_401.jsonl         captured: the error event for a 401 (isRetryable false), exit 1
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.adapters import ADAPTERS, AUTO_ORDER, get_adapter, resolve_kind
+from orchestrator.adapters.base import WorkerContext
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import make_settings, run_job
+
+OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
+AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
+NASTY = 'say "hi"; rm -rf x $(touch pwned) `id` --help\n-o out'
+DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(python -m orchestrator spawn:*)"]
+
+
+def context(tmp_path: Path, prompt: str = "Write hello.py", **orchestrator) -> WorkerContext:
+    settings = make_settings(tmp_path, orchestrator=orchestrator)
+    worker_dir = tmp_path / "depth_0" / "worker_1"
+    return WorkerContext(
+        task="t", prompt=prompt, prompt_file=tmp_path / "prompt.md", worker_dir=worker_dir,
+        depth=0, max_depth=3, attempt=1, settings=settings,
+    )
+
+
+def argv(kind: str, tmp_path: Path, prompt: str = "Write hello.py", **orchestrator) -> list[str]:
+    return get_adapter(kind).build_argv(context(tmp_path, prompt, **orchestrator))
+
+
+def parse(kind: str, name: str, exit_code: int | None = 0, max_chars: int = 4000):
+    return get_adapter(kind).parse((OUTPUTS / name).read_text(encoding="utf-8"), exit_code, max_chars=max_chars)
+
+
+# -- the registry -------------------------------------------------------------------
+
+
+def test_every_ai_kind_is_registered_and_declares_itself():
+    assert AUTO_ORDER == AI_KINDS
+    for kind in AI_KINDS:
+        adapter = get_adapter(kind)
+        assert kind in ADAPTERS and adapter.name == kind and adapter.is_ai
+        assert adapter.command_key == f"orchestrator.{kind}_command"
+        assert adapter.needs_prompt_file(None) is False
+
+
+def test_first_signals_are_the_measured_ones():
+    # claude writes its result on SIGINT and nothing on SIGTERM; codex shuts down on
+    # SIGINT; opencode ignores SIGINT; ollama exits 0 with a partial answer on SIGINT.
+    expected = {"claude": signal.SIGINT, "codex": signal.SIGINT, "gemini": signal.SIGTERM,
+                "aider": signal.SIGTERM, "ollama": signal.SIGTERM, "opencode": signal.SIGTERM}
+    assert {kind: get_adapter(kind).first_signal for kind in AI_KINDS} == expected
+
+
+# -- argv: claude ---------------------------------------------------------------------
+
+
+def test_claude_argv_plain(tmp_path):
+    assert argv("claude", tmp_path) == [
+        "claude", "-p", "--output-format", "json", "--permission-mode", "acceptEdits",
+        "--allowedTools", *DEFAULT_TOOLS, "--", "Write hello.py",
+    ]
+
+
+def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
+    got = argv("claude", tmp_path, model="claude sonnet 4.5", claude_max_turns=7,
+               cli_args=["--verbose", "--add-dir", "/data dir"], claude_allowed_tools=["Read"],
+               claude_command="/opt/claude/bin/claude")
+    assert got == [
+        "/opt/claude/bin/claude", "-p", "--output-format", "json", "--model", "claude sonnet 4.5",
+        "--max-turns", "7", "--permission-mode", "acceptEdits", "--allowedTools", "Read",
+        "--verbose", "--add-dir", "/data dir", "--", "Write hello.py",
+    ]
+
+
+def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
+    got = argv("claude", tmp_path, claude_allowed_tools=[], claude_max_turns=0, claude_permission_mode="plan")
+    assert got == ["claude", "-p", "--output-format", "json", "--permission-mode", "plan", "--", "Write hello.py"]
+
+
+def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    adapter = get_adapter("claude")
+    retries = {"CLAUDE_CODE_MAX_RETRIES": "2"}
+    assert adapter.extra_env(context(tmp_path)) == retries
+    assert adapter.extra_env(context(tmp_path, claude_permission_mode="bypassPermissions")) == {"IS_SANDBOX": "1", **retries}
+    assert adapter.extra_env(context(tmp_path, cli_args=["--dangerously-skip-permissions"])) == {"IS_SANDBOX": "1", **retries}
+
+
+def test_claude_keeps_the_users_own_retry_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "7")
+    assert get_adapter("claude").extra_env(context(tmp_path)) == {}
+
+
+# -- argv: the others -----------------------------------------------------------------
+
+
+def test_codex_argv_plain_model_and_cli_args(tmp_path):
+    wd = str(tmp_path / "depth_0" / "worker_1")
+    base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
+            "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
+            "-c", "shell_environment_policy.ignore_default_excludes=true"]
+    assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
+    assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
+        *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
+    ]
+
+
+def test_codex_leaves_the_sandbox_to_cli_args_that_choose_one(tmp_path):
+    got = argv("codex", tmp_path, cli_args=["--dangerously-bypass-approvals-and-sandbox"])
+    assert "--sandbox" not in got and got[-3:] == ["--dangerously-bypass-approvals-and-sandbox", "--", "Write hello.py"]
+    assert argv("codex", tmp_path, cli_args=["--sandbox=read-only"]).count("--sandbox") == 0
+
+
+def test_gemini_argv_plain_model_and_cli_args(tmp_path):
+    base = ["gemini", "--prompt=Write hello.py", "--output-format", "json", "--yolo", "--skip-trust"]
+    assert argv("gemini", tmp_path) == base
+    assert argv("gemini", tmp_path, model="gemini 2.5 pro", cli_args=["--include-directories", "/a b"]) == [
+        *base, "-m", "gemini 2.5 pro", "--include-directories", "/a b",
+    ]
+
+
+def test_aider_argv_plain_model_and_cli_args(tmp_path):
+    base = ["aider", "--message=Write hello.py", "--yes-always", "--no-auto-commits", "--no-check-update",
+            "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git", "--no-show-release-notes",
+            f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}"]
+    assert argv("aider", tmp_path) == base
+    assert argv("aider", tmp_path, model="openrouter/some model", cli_args=["--edit-format", "whole"]) == [
+        *base, "--model", "openrouter/some model", "--edit-format", "whole",
+    ]
+
+
+def test_ollama_argv_uses_ollama_model(tmp_path):
+    assert argv("ollama", tmp_path) == ["ollama", "run", "llama3.2", "--verbose", "--nowordwrap", "--", "Write hello.py"]
+    got = argv("ollama", tmp_path, ollama_model="qwen2.5-coder:7b", model="ignored-for-ollama", cli_args=["--keepalive", "5m"])
+    assert got == ["ollama", "run", "qwen2.5-coder:7b", "--verbose", "--nowordwrap", "--keepalive", "5m", "--", "Write hello.py"]
+
+
+def test_opencode_argv_plain_model_and_cli_args(tmp_path):
+    assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--", "Write hello.py"]
+    assert argv("opencode", tmp_path, opencode_model="anthropic/claude sonnet", cli_args=["--auto"]) == [
+        "opencode", "run", "--format", "json", "-m", "anthropic/claude sonnet", "--auto", "--", "Write hello.py",
+    ]
+    # orchestrator.model is used only when it has opencode's provider/model form
+    assert "-m" not in argv("opencode", tmp_path, model="sonnet")
+    assert argv("opencode", tmp_path, model="openai/gpt-5")[4:6] == ["-m", "openai/gpt-5"]
+
+
+@pytest.mark.parametrize("kind", AI_KINDS)
+def test_a_nasty_prompt_is_exactly_one_argv_element(kind, tmp_path):
+    got = argv(kind, tmp_path, prompt=NASTY, model="model with spaces", cli_args=["--x", "a b"])
+    assert all(isinstance(part, str) for part in got)
+    holding = [part for part in got if NASTY in part]
+    assert len(holding) == 1, got
+    # claude, codex, ollama and opencode take it after "--" as its own element; gemini and
+    # aider take it as an option value, in the only spelling that keeps a leading "-" a value.
+    prefix = {"gemini": "--prompt=", "aider": "--message="}.get(kind, "")
+    assert holding[0] == prefix + NASTY
+    if not prefix:
+        assert got[-2:] == ["--", NASTY]
+    at = got.index("--x")
+    assert got[at:at + 2] == ["--x", "a b"]
+
+
+def test_model_names_with_spaces_stay_one_element(tmp_path):
+    for kind in ("claude", "codex", "gemini", "aider"):
+        assert "my model v2" in argv(kind, tmp_path, model="my model v2")
+    assert "my model:v2" in argv("ollama", tmp_path, ollama_model="my model:v2")
+    assert "prov/my model" in argv("opencode", tmp_path, opencode_model="prov/my model")
+
+
+# -- parse: claude --------------------------------------------------------------------
+
+
+def test_claude_success_gives_result_cost_tokens_and_session():
+    parsed = parse("claude", "claude_success.json")
+    assert parsed.ok is None and parsed.error is None
+    assert parsed.output == "HELLO-FROM-MOCK"
+    assert parsed.cost_usd == pytest.approx(0.000111)
+    assert (parsed.tokens_in, parsed.tokens_out) == (12, 5)
+    assert parsed.extra["session_id"] == "f9736b11-0c5c-400d-9883-ada228fa71c6"
+
+
+def test_claude_is_error_with_subtype_success_is_a_non_retryable_failure():
+    parsed = parse("claude", "claude_401.json", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is False
+    assert "Invalid API key · Fix external API key" in parsed.error and "401" in parsed.error
+    assert "{" not in parsed.output
+
+
+def test_claude_not_logged_in_is_not_retried():
+    parsed = parse("claude", "claude_not_logged_in.json", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is False
+    assert "Not logged in · Please run /login" in parsed.error
+
+
+def test_claude_interrupted_result_is_a_failure_even_with_exit_0():
+    parsed = parse("claude", "claude_interrupted.json", exit_code=0)
+    assert parsed.ok is False and "error_during_execution" in parsed.error
+
+
+def test_claude_result_is_found_among_other_stderr_lines():
+    parsed = parse("claude", "claude_mixed.txt")
+    assert parsed.ok is None and parsed.output == "HELLO-FROM-MOCK" and parsed.tokens_in == 12
+
+
+def test_claude_without_a_result_object_failed():
+    text = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons\n"
+    parsed = get_adapter("claude").parse(text, 1, max_chars=100)
+    assert parsed.ok is False and parsed.retryable is False
+    assert parsed.error == f"no result from claude ({text.strip()})"
+
+
+# -- parse: codex ---------------------------------------------------------------------
+
+
+def test_codex_success_gives_the_last_agent_message_and_tokens():
+    parsed = parse("codex", "codex_success.jsonl")
+    assert parsed.ok is None and parsed.output == "HELLO-FROM-MOCK"
+    assert (parsed.tokens_in, parsed.tokens_out, parsed.cost_usd) == (120, 7, None)
+    assert parsed.extra["thread_id"] == "01a1fcd5-4c4e-7b83-8631-8415c960ac06"
+
+
+def test_codex_turn_failed_with_401_is_not_retried():
+    parsed = parse("codex", "codex_401.jsonl", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is False
+    assert parsed.error.startswith("codex: unexpected status 401 Unauthorized")
+
+
+def test_codex_without_a_final_message_failed():
+    parsed = parse("codex", "codex_no_message.jsonl", exit_code=0)
+    assert parsed.ok is False and parsed.retryable is True
+    assert parsed.error == "no result from codex (the turn completed without an agent message)"
+    assert parsed.tokens_in == 24763
+    waiting = parse("codex", "codex_no_network.jsonl", exit_code=0)
+    assert waiting.ok is False and "waiting for network" in waiting.error
+
+
+# -- parse: gemini --------------------------------------------------------------------
+
+
+def test_gemini_success_gives_response_and_stats_tokens():
+    parsed = parse("gemini", "gemini_success.txt")
+    assert parsed.ok is None and parsed.output == "HELLO-FROM-MOCK"
+    assert (parsed.tokens_in, parsed.tokens_out) == (321, 9)
+    assert parsed.extra["session_id"] == "a8128498-e71f-4454-9a85-c8e074b253c0"
+
+
+def test_gemini_exit_41_error_json_on_stderr_is_not_retried():
+    parsed = parse("gemini", "gemini_41.txt", exit_code=41)
+    assert parsed.ok is False and parsed.retryable is False
+    assert "Please set an Auth method" in parsed.error and "41" in parsed.error
+
+
+def test_gemini_api_401_keeps_the_apis_message():
+    parsed = parse("gemini", "gemini_401.txt", exit_code=145)
+    assert parsed.ok is False and parsed.retryable is False
+    assert parsed.error == "gemini: API key not valid. Please pass a valid API key. (code 401)"
+
+
+def test_gemini_untrusted_folder_is_not_retried():
+    parsed = parse("gemini", "gemini_55.txt", exit_code=55)
+    assert parsed.ok is False and parsed.retryable is False
+    assert "untrusted folder" in parsed.error and "\x1b" not in parsed.error
+
+
+# -- parse: aider ---------------------------------------------------------------------
+
+
+def test_aider_success_reads_cost_and_tokens_lines():
+    parsed = parse("aider", "aider_success.txt")
+    assert parsed.ok is None and parsed.error is None
+    assert parsed.output.startswith("Here is the answer.") and parsed.output.endswith("Applied edit to hello.txt")
+    assert "Aider v0.86.2" not in parsed.output and "Tokens:" not in parsed.output
+    assert (parsed.tokens_in, parsed.tokens_out, parsed.cost_usd) == (678, 21, 0.00011)
+
+
+def test_aider_token_counts_in_thousands_and_several_messages_add_up():
+    text = ("Aider v0.86.2\nModel: x\n\nfirst\n\nTokens: 1.2k sent, 345 received. Cost: $0.0012 message, $0.0012 session.\n"
+            "second\n\nTokens: 12k sent, 1.0k cache write, 500 cache hit, 2.5k received.\n"
+            "Cost: $0.03 message, $0.0312 session.\n")
+    parsed = get_adapter("aider").parse(text, 0, max_chars=1000)
+    assert (parsed.tokens_in, parsed.tokens_out, parsed.cost_usd) == (13200, 2845, 0.0312)
+    assert parsed.output == "first\n\nsecond"
+
+
+def test_aider_exit_0_with_an_auth_error_failed():
+    for name in ("aider_auth_error.txt", "aider_missing_key.txt"):
+        parsed = parse("aider", name, exit_code=0)
+        assert parsed.ok is False and parsed.retryable is False, name
+        assert parsed.error.startswith("aider: litellm.AuthenticationError") and "Check your API key." in parsed.error
+
+
+# -- parse: ollama --------------------------------------------------------------------
+
+
+def test_ollama_text_without_spinner_or_timings_and_with_tokens():
+    parsed = parse("ollama", "ollama_success.txt")
+    assert parsed.ok is None
+    assert parsed.output.startswith("Here is a Python function") and parsed.output.endswith("step of -1.")
+    assert "eval" not in parsed.output and "\x1b" not in parsed.output
+    assert (parsed.tokens_in, parsed.tokens_out, parsed.cost_usd) == (31, 58, None)
+
+
+def test_ollama_drops_the_thinking_block():
+    parsed = parse("ollama", "ollama_thinking.txt")
+    assert parsed.output == "Soft rain on the roof\nwhispers to the sleeping town\npuddles hold the sky"
+
+
+def test_ollama_server_down_is_a_retryable_failure():
+    parsed = parse("ollama", "ollama_server_down.txt", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is True
+    assert parsed.error == "ollama: could not connect to ollama app, is it running?"
+
+
+def test_ollama_unknown_model_is_not_retried():
+    parsed = parse("ollama", "ollama_model_missing.txt", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is False and "file does not exist" in parsed.error
+
+
+# -- parse: opencode ------------------------------------------------------------------
+
+
+def test_opencode_single_step():
+    parsed = parse("opencode", "opencode_success.jsonl")
+    assert parsed.ok is None and parsed.output == "HELLO-FROM-MOCK"
+    assert (parsed.cost_usd, parsed.tokens_in, parsed.tokens_out) == (0.000111, 12, 5)
+
+
+def test_opencode_sums_the_cost_of_every_step_and_keeps_the_last_text():
+    parsed = parse("opencode", "opencode_multistep.jsonl")
+    assert parsed.cost_usd == pytest.approx(0.0061 + 0.00175)
+    assert parsed.tokens_in == 1200 + 300 + 80 + 1600 and parsed.tokens_out == 150 + 40 + 10
+    assert parsed.output == "Created hello.py, which prints hello."
+    assert parsed.extra["session_id"] == "ses_e0327b05dffewgr7GnDBFiLzAv"
+
+
+def test_opencode_error_event_is_a_failure_that_honours_is_retryable():
+    parsed = parse("opencode", "opencode_401.jsonl", exit_code=1)
+    assert parsed.ok is False and parsed.retryable is False
+    assert parsed.error == "opencode: invalid x-api-key (APIError 401)"
+
+
+# -- every AI kind: no result is a failure; megabytes stay fast -----------------------
+
+
+@pytest.mark.parametrize("kind", AI_KINDS)
+def test_exit_0_without_a_result_is_a_failure(kind):
+    text = "Loading configuration...\nsome progress line\n"
+    parsed = get_adapter(kind).parse(text if kind != "ollama" else "", 0, max_chars=1000)
+    assert parsed.ok is False
+    assert parsed.error.startswith(f"no result from {kind} (")
+    if kind != "ollama":
+        assert parsed.error == f"no result from {kind} (some progress line)"
+
+
+@pytest.mark.parametrize("kind", AI_KINDS)
+def test_killed_without_a_result_leaves_the_message_to_the_signal(kind):
+    parsed = get_adapter(kind).parse("partial\n", -signal.SIGTERM, max_chars=100)
+    assert parsed.ok is False and parsed.error is None
+
+
+SUCCESS = {
+    "claude": "claude_success.json", "codex": "codex_success.jsonl", "gemini": "gemini_success.txt",
+    "aider": "aider_success.txt", "ollama": "ollama_success.txt", "opencode": "opencode_success.jsonl",
+}
+
+
+@pytest.mark.parametrize("kind", AI_KINDS)
+def test_megabytes_of_output_parse_fast_and_keep_only_max_chars(kind):
+    noise = "".join(f"progress line {i} " + "x" * 80 + "\n" for i in range(60_000))  # ~6 MB before the result
+    big_answer = "A" * 300_000
+    success = (OUTPUTS / SUCCESS[kind]).read_text(encoding="utf-8").replace("HELLO-FROM-MOCK", big_answer)
+    if kind == "aider":
+        success = success.replace("Here is the answer.", big_answer)
+    if kind == "ollama":
+        success = success.replace("It uses slicing", big_answer)
+    started = time.perf_counter()
+    parsed = get_adapter(kind).parse(noise + success, 0, max_chars=500)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 3, f"{kind} took {elapsed:.2f}s"
+    assert parsed.ok is None, parsed.error
+    assert len(parsed.output) <= 501
+
+
+def test_a_huge_result_is_tail_capped():
+    obj = json.loads((OUTPUTS / "claude_success.json").read_text())
+    obj["result"] = "start " + "x" * 100_000 + " the end"
+    parsed = get_adapter("claude").parse(json.dumps(obj), 0, max_chars=50)
+    assert parsed.output.startswith("…") and parsed.output.endswith(" the end") and len(parsed.output) == 51
+
+
+# -- auto ---------------------------------------------------------------------------
+
+
+def _executable(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def test_auto_picks_a_fake_claude_first_on_path(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    claude = _executable(bin_dir, "claude")
+    _executable(bin_dir, "ollama")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    kind, why = resolve_kind("auto", make_settings(tmp_path))
+    assert kind == "claude" and why == f"worker kind auto: found claude on PATH ({claude})"
+
+
+def test_auto_follows_the_order_and_the_command_settings(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir, "ollama")
+    _executable(bin_dir, "gemini")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert resolve_kind("auto", make_settings(tmp_path))[0] == "gemini"
+    elsewhere = _executable(tmp_path, "my-codex")
+    settings = make_settings(tmp_path, orchestrator={"codex_command": str(elsewhere)})
+    assert resolve_kind("auto", settings)[0] == "codex"
+
+
+def test_auto_falls_back_to_simulated_when_no_cli_is_found(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    kind, why = resolve_kind("auto", make_settings(tmp_path))
+    assert kind == "simulated"
+    assert why == ("worker kind auto: no AI CLI found on PATH (looked for: claude, codex, gemini, aider, ollama, "
+                   "opencode); using the simulated worker")
+
+
+# -- one real job through the engine with a fake claude -------------------------------
+
+FAKE_CLAUDE = '''#!{python}
+"""Behaves like `claude -p --output-format json`: writes a file in its cwd, prints noise
+on stderr, then the documented result object on stdout."""
+import json, sys
+args = sys.argv[1:]
+assert args[:3] == ["-p", "--output-format", "json"], args
+prompt = args[args.index("--") + 1]
+with open("hello.txt", "w") as handle:
+    handle.write("hello\\n")
+print("[warn] a line on stderr", file=sys.stderr, flush=True)
+print(json.dumps({{
+    "type": "result", "subtype": "success", "is_error": False, "duration_ms": 1234, "num_turns": 2,
+    "result": "Wrote hello.txt" + (" (task seen)" if "Write hello.txt" in prompt else " (task missing)"), "session_id": "0f1e2d3c-aaaa-bbbb-cccc-000000000001",
+    "total_cost_usd": 0.0123,
+    "usage": {{"input_tokens": 100, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 20}},
+}}))
+'''
+
+
+@pytest.mark.slow
+def test_engine_runs_a_claude_worker_and_records_its_result(tmp_path, make_engine):
+    script = tmp_path / "fake-claude"
+    script.write_text(FAKE_CLAUDE.format(python=sys.executable))
+    script.chmod(0o755)
+    engine = make_engine(orchestrator={"worker": "claude", "claude_command": str(script)})
+    job = run_job(engine, "x", tasks=["Write hello.txt"])
+    _, workers = engine.snapshot(job.root_id)
+    (worker,) = [w for w in workers if w.job_id == job.id]
+    assert job.status is JobStatus.COMPLETED
+    assert worker.status is WorkerStatus.SUCCESS and worker.kind == "claude"
+    assert worker.output == "Wrote hello.txt (task seen)"
+    assert worker.cost_usd == pytest.approx(0.0123)
+    assert (worker.tokens_in, worker.tokens_out) == (115, 20)
+    assert worker.files_created == ["hello.txt"]
