@@ -517,6 +517,8 @@ class Engine:
             if rec.status.terminal:
                 return
             outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+            if not rec.attempts:  # never ran (skipped): its reason was never applied
+                rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
             status = outcome.status
             if status is WorkerStatus.SUCCESS and rec.child_job_ids:
                 children = [self._jobs[c] for c in rec.child_job_ids if c in self._jobs]

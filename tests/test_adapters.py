@@ -515,3 +515,31 @@ def test_engine_runs_a_claude_worker_and_records_its_result(tmp_path, make_engin
     assert worker.cost_usd == pytest.approx(0.0123)
     assert (worker.tokens_in, worker.tokens_out) == (115, 20)
     assert worker.files_created == ["hello.txt"]
+
+
+@pytest.mark.slow
+def test_a_spent_cost_budget_stops_new_workers(tmp_path, make_engine):
+    # Given workers that each report $0.0123, one at a time, under a $0.02 budget
+    script = tmp_path / "fake-claude"
+    script.write_text(FAKE_CLAUDE.format(python=sys.executable))
+    script.chmod(0o755)
+    engine = make_engine(orchestrator={"worker": "claude", "claude_command": str(script)})
+    job = run_job(engine, "x", tasks=[f"Write hello.txt {i}" for i in range(5)],
+                  config={"max_workers": 1, "max_cost_usd": 0.02})
+    # Then two ran (the second crossed the budget) and the other three never started
+    _, workers = engine.snapshot(job.root_id)
+    statuses = [w.status for w in sorted(workers, key=lambda w: w.index)]
+    assert statuses == [WorkerStatus.SUCCESS] * 2 + [WorkerStatus.SKIPPED] * 3
+    assert "reached its budget max_cost_usd=$0.0200" in workers[-1].exit_reason
+    assert job.status is JobStatus.PARTIAL
+
+
+def test_a_request_cannot_lift_the_servers_budget(settings):
+    from orchestrator.config import job_config
+    from orchestrator.errors import ConfigError
+
+    capped = settings.replace(workers={"max_cost_usd": 1.0})
+    assert job_config(capped, {"max_cost_usd": 0.5})[0].max_cost_usd == 0.5
+    for asked in (2.0, 0):
+        with pytest.raises(ConfigError, match="budget"):
+            job_config(capped, {"max_cost_usd": asked})

@@ -180,6 +180,7 @@ def test_cancel_kills_running_workers_and_skips_pending(make_engine):
     assert done.status is JobStatus.CANCELLED
     statuses = {n: w.status for n, w in workers_of(engine, job).items()}
     assert statuses == {"worker_1": WorkerStatus.CANCELLED, "worker_2": WorkerStatus.SKIPPED}
+    assert "skipped: the job was cancelled before it started" == workers_of(engine, job)["worker_2"].exit_reason
     with pytest.raises(Conflict, match="already cancelled"):
         engine.cancel(job.id)
 
