@@ -87,6 +87,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_depth_limit": Key(int, 5, "deepest max_recursion_depth a request may ask for", min=0, max=32),
         "max_children_per_worker": Key(int, 3, "child jobs one worker may start", min=0, max=1000),
         "max_workers_per_root": Key(int, 100, "workers in one root job's whole tree", min=1, max=100_000),
+        "tree_deadline": Key(float, 21600.0, "seconds a root job's whole tree may run; then it is cancelled (0: no deadline)", min=0, max=30 * 86400),
     },
     "api": {
         "host": Key(str, "127.0.0.1", "address to bind; keep 127.0.0.1 unless you know why"),

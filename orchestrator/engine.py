@@ -93,7 +93,7 @@ class Engine:
         self._closing = False
         w = settings.workers
         self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
-                                       w.monitor_interval, self._watched)
+                                       w.monitor_interval, self._watched, tick=self._enforce_deadlines)
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
@@ -358,6 +358,23 @@ class Engine:
         future = self._pool.submit(self._run_worker, live)
         self._futures.add(future)
         future.add_done_callback(self._forget)
+
+    def _enforce_deadlines(self) -> None:
+        """Cancel every root tree that has run past recursion.tree_deadline."""
+        deadline = self.settings.recursion.tree_deadline
+        if not deadline:
+            return
+        now = time.time()
+        with self._lock:
+            late = [j for j in self._jobs.values() if j.is_root and not j.status.terminal and j.error != "cancelled"
+                    and j.id not in self._finishing and now - j.created_at > deadline]
+            for job in late:
+                job.notes.append(f"cancelled: the tree ran past its deadline of {deadline:g}s (recursion.tree_deadline)")
+        for job in late:
+            try:
+                self.cancel(job.id)
+            except Conflict:
+                pass
 
     def _watched(self) -> list[Watched]:
         """Running workers for the resource monitor."""

@@ -59,7 +59,9 @@ class Caps:
 class ResourceMonitor:
     """Samples running workers on one thread; calls ``abort`` on a breach."""
 
-    def __init__(self, runner: ProcessRunner, caps: Caps, interval: float, running: Callable[[], list[Watched]]) -> None:
+    def __init__(self, runner: ProcessRunner, caps: Caps, interval: float, running: Callable[[], list[Watched]],
+                 tick: Callable[[], None] | None = None) -> None:
+        self.tick = tick  # also run every interval (the engine's tree deadlines)
         self.runner = runner
         self.caps = caps
         self.interval = interval
@@ -79,6 +81,8 @@ class ResourceMonitor:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
+                if self.tick is not None:
+                    self.tick()
                 self.sample()
             except Exception:  # a monitor that dies silently would lift every cap
                 log.exception("resource sample failed; trying again next interval")

@@ -60,3 +60,20 @@ def test_caps_name_the_setting_and_zero_means_no_cap():
     caps = Caps(memory_mb=100, processes=0, log_mb=0, disk_mb=0)
     assert "workers.max_memory_mb" in caps.breach(200 * 2**20, 10_000, 0, None)
     assert caps.breach(50 * 2**20, 10_000, 10**12, 10**12) is None
+
+
+def test_a_tree_past_its_deadline_is_cancelled_whole(make_live):
+    import time
+
+    # Given a two-level tree of hanging workers and a 3 s tree deadline
+    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
+                     recursion={"tree_deadline": 3}, workers={"kill_grace": 0.3, "monitor_interval": 0.1})
+    started = time.monotonic()
+    job_id = live.submit(request="x", tasks=["tree-hang"], config={"max_recursion_depth": 1}).json()["job_id"]
+    doc = live.wait(job_id, timeout=30)
+    # Then it ends cancelled soon after the deadline, every job of it too, and says why
+    assert doc["status"] == "cancelled" and 3 <= time.monotonic() - started < 8
+    jobs, workers = live.engine.snapshot(job_id)
+    assert len(jobs) == 2 and {j.status.value for j in jobs} == {"cancelled"}
+    assert any("recursion.tree_deadline" in note for note in doc["notes"])
+    assert all(live.engine.runner.tagged(lv.tag) == [] for lv in live.engine._live.values())

@@ -28,7 +28,10 @@ def home(tmp_path):
     port = free_port()
     (tmp_path / "config.yaml").write_text(
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
-        f'orchestrator:\n  worker: "auto"\nsimulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n')
+        f'orchestrator:\n  worker: "auto"\n'
+        # auto must find no AI CLI here, even on a machine that has one installed
+        + "".join(f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in ("claude", "codex", "gemini", "aider", "ollama", "opencode"))
+        + 'simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n')
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
     env.pop("ORCHESTRATOR_CONFIG", None)
     yield tmp_path, port, env
@@ -82,6 +85,10 @@ def test_api_server_sigterm_cancels_running_workers_and_exits_cleanly(home):
         headers = {"X-API-Key": API_KEY}
         job = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ignore-term"]}, timeout=10).json()
         wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job['job_id']}/status", headers=headers, timeout=5).json()["progress"]["running"] == 2)
+        import psutil
+
+        listening = [c.laddr for c in psutil.Process(server.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0

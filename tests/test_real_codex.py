@@ -1,0 +1,278 @@
+"""The real ``codex`` CLI against a loopback mock of the OpenAI Responses API.
+
+No model service is reached: ``tests/mock_openai_server.py`` plays a scripted conversation on
+127.0.0.1 and codex is pointed at it with a model provider of its own, given as ``-c`` overrides
+(``orchestrator.cli_args`` for workers; see ``MockOpenAIServer.codex_args``), the key in
+$MOCK_OPENAI_KEY, and a private ``CODEX_HOME`` so the user's config and auth are never read.
+Install the CLI with ``tests/install_cli.sh`` (into .cli/); without it these tests skip.
+
+Two groups:
+
+* direct: the binary alone, pinning down the contract the codex adapter relies on
+  (JSONL ``item.completed``/``turn.completed``, ``turn.failed`` on a 401);
+* through the orchestrator: real codex workers run by the Engine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import run_job
+from .mock_openai_server import (
+    AUTH_401,
+    ENV_KEY,
+    Hang,
+    MockOpenAIServer,
+    ShellCall,
+    Text,
+    function_outputs,
+    subtask,
+    tool_names,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_CODEX = ROOT / ".cli" / "node_modules" / ".bin" / "codex"
+
+
+def _find_codex() -> str | None:
+    if LOCAL_CODEX.exists() and os.access(LOCAL_CODEX, os.X_OK):
+        return str(LOCAL_CODEX)
+    return shutil.which("codex")
+
+
+CODEX = _find_codex()
+API_KEY = "sk-mock-openai-0000"
+# A model codex 0.169.0 offers its classic function tools to (exec_command ...); its default model
+# gets a JavaScript "exec" tool instead, which the mock does not speak.
+MODEL = "gpt-5-codex"
+CLI_TIMEOUT = 60  # one direct run; a healthy one takes about 0.5 s
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CODEX is None, reason="codex CLI not found at .cli/node_modules/.bin/codex nor on PATH "
+                                             "(run tests/install_cli.sh)"),
+]
+
+
+def codex_env(home: Path) -> dict[str, str]:
+    """os.environ without OpenAI/codex/orchestrator variables, plus the mock key and a private CODEX_HOME."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_", "ORCHESTRATOR"))}
+    env.update({"CODEX_HOME": str(home), ENV_KEY: API_KEY})
+    return env
+
+
+def run_codex(mock: MockOpenAIServer, cwd: Path, *args: str, prompt: str = "hello") -> tuple[int, list[dict], str]:
+    """``codex exec --json`` as the adapter runs it; (exit code, JSONL events, stderr)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [CODEX, "exec", "--json", "-C", str(cwd), "--skip-git-repo-check", "--sandbox", "workspace-write",
+         *mock.codex_args(), *args, "--", prompt],
+        cwd=cwd, env=codex_env(cwd.parent / "codex-home"), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=CLI_TIMEOUT,
+    )
+    events = []
+    for line in proc.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    if not events:
+        pytest.fail(f"codex printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
+                    f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}")
+    return proc.returncode, events, proc.stderr
+
+
+def only_responses_endpoint(mock: MockOpenAIServer) -> None:
+    assert mock.requests, "codex made no request to the mock"
+    other = [p for p in mock.paths if p != "POST /v1/responses"]
+    assert not other, f"unexpected endpoints: {other}"
+
+
+# ----------------------------------------------------------------------------- the mock itself
+
+
+def test_mock_streams_a_response_404s_the_rest_and_stops_by_itself():
+    import requests
+
+    with MockOpenAIServer([Text("plain")], lifetime=CLI_TIMEOUT) as mock:
+        answer = requests.post(mock.url + "/v1/responses", json={"model": "m", "stream": True, "input": []}, timeout=10)
+        events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+        assert [e["type"] for e in events] == ["response.created", "response.output_item.added",
+                                               "response.output_text.delta", "response.output_text.delta",
+                                               "response.output_item.done", "response.completed"]
+        assert events[-1]["response"]["usage"]["input_tokens"] == 1500
+        assert requests.get(mock.url + "/v1/models", timeout=10).status_code == 404
+        assert mock.paths == ["POST /v1/responses", "GET /v1/models"]
+    mock = MockOpenAIServer([Hang()], lifetime=1.0).start()
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        requests.post(mock.url + "/v1/responses", json={}, timeout=10)
+    assert mock.stopped and time.monotonic() - started < 5
+
+
+# ----------------------------------------------------------------------------- direct
+
+
+def test_version_is_the_pinned_one():
+    out = subprocess.run([CODEX, "--version"], capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("codex-cli ")
+
+
+def test_plain_prompt_gives_an_agent_message_and_usage(tmp_path):
+    with MockOpenAIServer([Text("Hello from the mock")], lifetime=CLI_TIMEOUT) as mock:
+        code, events, _ = run_codex(mock, tmp_path / "work", "-m", MODEL)
+    assert code == 0, events
+    messages = [e["item"]["text"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "agent_message"]
+    assert messages == ["Hello from the mock"]
+    (done,) = [e for e in events if e["type"] == "turn.completed"]
+    assert done["usage"]["input_tokens"] == 1500 and done["usage"]["output_tokens"] == 60
+    assert done["usage"]["cached_input_tokens"] == 300
+    only_responses_endpoint(mock)
+    (request,) = mock.requests
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.body["stream"] is True and request.body["model"] == MODEL
+    assert "exec_command" in tool_names(request.body)
+    assert "hello" in json.dumps(request.body["input"])
+
+
+def test_bad_key_gives_turn_failed_with_the_status(tmp_path):
+    with MockOpenAIServer([], default=AUTH_401, lifetime=CLI_TIMEOUT) as mock:
+        code, events, _ = run_codex(mock, tmp_path / "work")
+    assert code == 1
+    (failed,) = [e for e in events if e["type"] == "turn.failed"]
+    assert failed["error"]["message"].startswith("unexpected status 401 Unauthorized: Incorrect API key provided")
+    assert [r.turn for r in mock.requests] == ["ApiError 401"]  # request_max_retries=0
+    only_responses_endpoint(mock)
+
+
+# ----------------------------------------------------------------------------- orchestrator
+
+
+@pytest.fixture
+def codex_workers(monkeypatch, tmp_path):
+    """Start a mock, give workers a private CODEX_HOME and the key through the environment the
+    engine copies; returns the mock. ``worker_settings(mock)`` points codex at it."""
+    started = []
+
+    def start(script, *, lifetime=90.0, default=None):
+        mock = MockOpenAIServer(script, lifetime=lifetime, default=default).start()
+        started.append(mock)
+        for name in [n for n in os.environ if n.startswith(("OPENAI_", "CODEX_"))]:
+            monkeypatch.delenv(name)
+        home = tmp_path / "codex-home"
+        home.mkdir(exist_ok=True)
+        monkeypatch.setenv("CODEX_HOME", str(home))
+        monkeypatch.setenv(ENV_KEY, API_KEY)
+        return mock
+
+    yield start
+    for mock in started:
+        mock.stop()
+
+
+def worker_settings(mock: MockOpenAIServer, **orchestrator):
+    return {"worker": "codex", "codex_command": CODEX, "planner": "heuristic", "model": MODEL,
+            "cli_args": mock.codex_args(), **orchestrator}
+
+
+def mock_call_id(mock: MockOpenAIServer) -> str:
+    """The call_id of the one function_call the mock sent (codex echoes it in its function_call_output)."""
+    (call,) = [i for i in mock.requests[-1].body["input"] if i.get("type") == "function_call"]
+    return call["call_id"]
+
+
+def only_worker(engine, job):
+    _, workers = engine.snapshot(job.root_id)
+    (worker,) = [w for w in workers if w.job_id == job.id]
+    return worker
+
+
+def explain(engine, job, mock) -> str:
+    root = engine.workspace.job_dir(job.root_id)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
+    return f"{logs}\n--- mock\n{mock.summary()}"
+
+
+def test_codex_worker_answers_with_the_scripted_text_and_tokens(make_engine, codex_workers):
+    mock = codex_workers([Text("The answer is 42.")])
+    engine = make_engine(orchestrator=worker_settings(mock))
+    job = run_job(engine, "Say the answer", tasks=["Say the answer"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    assert worker.status is WorkerStatus.SUCCESS, why
+    assert worker.output.strip() == "The answer is 42.", why
+    assert (worker.tokens_in, worker.tokens_out) == (1500, 60), why
+    assert worker.cost_usd is None  # codex reports tokens, never a cost
+    on_disk = engine.workspace.load_worker(job.root_id, 0, worker.name)
+    assert (on_disk.tokens_in, on_disk.tokens_out) == (1500, 60)
+    assert worker.files_created == []
+    only_responses_endpoint(mock)
+    (request,) = mock.requests
+    assert subtask(request.body) == "Say the answer", why
+    assert request.body["model"] == MODEL
+
+
+def test_bad_key_fails_the_worker_once_with_the_codex_message(make_engine, codex_workers):
+    mock = codex_workers([], default=AUTH_401)
+    engine = make_engine(orchestrator=worker_settings(mock), workers={"max_retries": 2})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.FAILED, why
+    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.error and worker.error.startswith("codex: unexpected status 401 Unauthorized"), why
+    assert "Incorrect API key provided" in worker.error, why
+    assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
+    assert [r.turn for r in mock.requests] == ["ApiError 401"], why
+
+
+def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, codex_workers):
+    mock = codex_workers([Hang()])
+    engine = make_engine(orchestrator=worker_settings(mock), workers={"default_timeout": 5, "kill_grace": 0.5})
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    assert len(tags) == 1
+    done = engine.wait(job.id, 30)
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert done.status is JobStatus.FAILED, why
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    assert [r.turn for r in mock.requests] == ["Hang"], why
+    assert worker.attempts[0].kill_rung in ("SIGINT", "SIGTERM"), worker.attempts[0]
+    assert engine.runner.tagged(tags[0]) == []
+
+
+def test_codex_shell_tool_writes_a_file_that_shows_in_files_created(make_engine, codex_workers):
+    def script(body):
+        if function_outputs(body):
+            return Text("Created notes.md")
+        return ShellCall(["bash", "-lc", "printf '# Notes\\n' > notes.md"])
+
+    mock = codex_workers(script)
+    engine = make_engine(orchestrator=worker_settings(mock))
+    job = run_job(engine, "Write notes.md", tasks=["Write notes.md"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    assert worker.status is WorkerStatus.SUCCESS, why
+    folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+    assert (folder / "notes.md").read_text() == "# Notes\n", why
+    assert worker.files_created == ["notes.md"], why
+    assert worker.output.strip() == "Created notes.md", why
+    # Two model calls; codex sums their usage in its one turn.completed.
+    assert (worker.tokens_in, worker.tokens_out) == (3000, 120), why
+    (output,) = function_outputs(mock.requests[-1].body)
+    assert output["call_id"] == mock_call_id(mock) and "Process exited with code 0" in output["output"], output
+    only_responses_endpoint(mock)
