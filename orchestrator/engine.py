@@ -359,6 +359,60 @@ class Engine:
         self._futures.add(future)
         future.add_done_callback(self._forget)
 
+    def recover(self) -> list[str]:
+        """Settle the job trees a previous server left unfinished (it was killed, or the machine
+        stopped). Workers are not re-adopted yet: whatever still runs with a tree's tag is killed,
+        running workers become failed ("lost"), never-started ones skipped, and each job gets the
+        outcome of its workers, a note, and its reports. Returns the recovered root ids."""
+        recovered = []
+        for root_id in self.workspace.root_ids():
+            with self._lock:
+                if any(j.root_id == root_id for j in self._jobs.values()):
+                    continue  # ours, live
+            try:
+                jobs, workers = self.workspace.load_tree(root_id)
+            except (OSError, ValueError) as exc:
+                log.warning("cannot read job tree %s to recover it: %s", root_id, exc)
+                continue
+            if not jobs or all(j.status.terminal for j in jobs):
+                continue
+            killed = self.runner.sweep_prefix(f"{root_id}.")
+            self._settle_lost_tree(jobs, workers, killed)
+            recovered.append(root_id)
+        return recovered
+
+    def _settle_lost_tree(self, jobs: list[JobRecord], workers: list[WorkerRecord], killed: int) -> None:
+        now = time.time()
+        why = "lost: the server stopped while it ran (not re-adopted)"
+        for worker in workers:
+            if worker.status.terminal:
+                continue
+            if worker.attempts:
+                last = worker.attempts[-1]
+                if last.ended_at is None:
+                    last.ended_at, last.end_reason = now, "lost"
+                worker.status, worker.exit_reason, worker.error = WorkerStatus.FAILED, why, why
+            else:
+                worker.status, worker.exit_reason = WorkerStatus.SKIPPED, "skipped: the server stopped before it started"
+            worker.ended_at = now
+            self.workspace.save_worker(worker)
+        by_job: dict[str, list[WorkerRecord]] = {}
+        for worker in workers:
+            by_job.setdefault(worker.job_id, []).append(worker)
+        for job in sorted(jobs, key=lambda j: -j.depth):
+            if job.status.terminal:
+                continue
+            ok = sum(1 for w in by_job.get(job.id, []) if w.status.ok)
+            total = len(by_job.get(job.id, []))
+            job.status = JobStatus.COMPLETED if ok == total else JobStatus.PARTIAL if ok else JobStatus.FAILED
+            job.ended_at = now
+            job.notes.append(f"recovered at server start: the server had stopped while this job ran; "
+                             f"{killed} leftover process(es) of its tree killed")
+            self.workspace.save_job(job)
+            self._event_line(job, f"job {job.id} recovered as {job.status.value}")
+        root = next(j for j in jobs if j.is_root)
+        self._render_reports(root)
+
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
         deadline = self.settings.recursion.tree_deadline

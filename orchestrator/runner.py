@@ -224,6 +224,25 @@ class ProcessRunner:
                     pass
             time.sleep(0.01)
 
+    def sweep_prefix(self, prefix: str, rounds: int = 20) -> int:
+        """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
+        server crash); returns how many were found."""
+        needle = f"{TAG_VAR}={prefix}".encode()
+        killed = 0
+        for _ in range(rounds):
+            pids = _scan_proc_prefix(needle) if _PROC.is_dir() else [
+                pid for tag, found in _scan_psutil_all().items() if tag.startswith(prefix) for pid in found]
+            if not pids:
+                return killed
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        return killed
+
     def tagged(self, tag: str) -> list[int]:
         """Live (non-zombie) processes whose environment carries ``tag``."""
         return self.tagged_many([tag]).get(tag, [])
@@ -287,6 +306,36 @@ def _is_zombie(pid: str) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _scan_proc_prefix(needle: bytes) -> list[int]:
+    me = os.getpid()
+    found = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(name):
+            found.append(int(name))
+    return found
+
+
+def _scan_psutil_all() -> dict[str, list[int]]:
+    import psutil
+
+    found: dict[str, list[int]] = {}
+    for proc in psutil.process_iter():
+        try:
+            tag = proc.environ().get(TAG_VAR) if proc.pid != os.getpid() else None
+            if tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.setdefault(tag, []).append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
 
 
 def _scan_psutil(tags: set[str]) -> dict[str, list[int]]:

@@ -123,6 +123,8 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0."""
     configure_logging(settings)
     engine, server, url = build(settings)
+    for root_id in engine.recover():
+        log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

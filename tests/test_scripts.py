@@ -121,3 +121,41 @@ def _healthy(url):
     except requests.RequestException:
         return False
 
+
+
+def test_a_sigkilled_server_settles_its_unfinished_jobs_at_the_next_start(home):
+    import sys
+
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace(
+        'worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]'))
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    # Given a server running a job whose two workers hang
+    server = start()
+    job_id = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ok"]},
+                           timeout=10).json()["job_id"]
+    wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["progress"]["completed"] == 1)
+    # When the server is SIGKILLed, its worker runs on unsupervised
+    server.kill()
+    server.wait(10)
+    assert _tagged_with_prefix(f"{job_id}.") != []
+    # Then the next server settles the job: the lost worker failed with a reason, the finished one kept
+    server = start()
+    try:
+        doc = requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()
+        assert doc["status"] == "partial"
+        tasks = {t["worker_id"]: t for t in doc["results"]["tasks"]}
+        assert tasks["worker_1"]["status"] == "failed" and tasks["worker_1"]["exit_reason"].startswith("lost:")
+        assert tasks["worker_2"]["status"] == "success"
+        assert any("recovered at server start" in note for note in doc["notes"])
+        assert doc["results"]["final_report"] and _tagged_with_prefix(f"{job_id}.") == []
+    finally:
+        server.terminate()
+        server.wait(30)
