@@ -53,8 +53,9 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
         "results": {
             "tasks": [_task(w, by_id, by_job) for w in own],
             "workspace": str(job_dir),
-            "final_report": str(final) if final.is_file() else None,
-            "level_report": str(level) if level.is_file() else None,
+            # Reports are written as jobs end: no need to look for them before (this view is hot).
+            "final_report": str(final) if (job.status.terminal or job.depth) and final.is_file() else None,
+            "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
     }
 
