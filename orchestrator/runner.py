@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from .groupsync import GroupCommit
 
@@ -258,12 +258,12 @@ class ProcessRunner:
 INODE_CLOCK_SLACK = 0.1
 
 
-def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[int]]:
-    """One pass over /proc. A /proc/<pid> inode is made when the pid is first looked up, so
-    one made before ``since`` belongs to a process that existed before the tagged worker
-    started and cannot be its descendant: one stat() instead of reading its environment."""
+def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
+    """(pid, environment) of every other process that carries some orchestrator tag. A
+    /proc/<pid> inode is made when the pid is first looked up, so one made before ``since``
+    belongs to a process that existed before the tagged worker started and cannot be its
+    descendant: one stat() instead of reading its environment."""
     me = os.getpid()
-    found: dict[str, list[int]] = {}
     cutoff = since - INODE_CLOCK_SLACK if since else 0.0
     for name in os.listdir(_PROC):
         if not name.isdigit() or int(name) == me:
@@ -279,11 +279,17 @@ def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[
                 data = handle.read()
         except OSError:
             continue
-        if b"ORCHESTRATOR_TAG=" not in data:
-            continue
+        if b"ORCHESTRATOR_TAG=" in data:
+            yield name, data
+
+
+def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[int]]:
+    """One pass over /proc: for each needle (``ORCHESTRATOR_TAG=<tag>``), the live processes carrying it."""
+    found: dict[str, list[int]] = {}
+    for pid, data in _tagged_environs(since):
         for needle, tag in needles.items():
-            if (needle + b"\0" in data or data.endswith(needle)) and not _is_zombie(name):
-                found.setdefault(tag, []).append(int(name))
+            if (needle + b"\0" in data or data.endswith(needle)) and not _is_zombie(pid):
+                found.setdefault(tag, []).append(int(pid))
     return found
 
 
@@ -309,19 +315,8 @@ def _is_zombie(pid: str) -> bool:
 
 
 def _scan_proc_prefix(needle: bytes) -> list[int]:
-    me = os.getpid()
-    found = []
-    for name in os.listdir(_PROC):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(name):
-            found.append(int(name))
-    return found
+    return [int(pid) for pid, data in _tagged_environs()
+            if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(pid)]
 
 
 def _scan_psutil_all() -> dict[str, list[int]]:
