@@ -22,14 +22,13 @@ seconds, so a forgotten server never outlives its test for long.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable, Union
+
+from .mock_http import Logged, ScriptedServer
 
 # Per-million-token prices are the CLI's business; these counts just need to be non-zero
 # so that it computes a non-zero total_cost_usd.
@@ -84,75 +83,12 @@ Script = Union[Iterable[Turn], Callable[[dict], Turn]]
 AUTH_401 = ApiError(401, "authentication_error", "invalid x-api-key")
 
 
-@dataclass
-class Logged:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    turn: str = ""  # what the server answered with (class name, or "side"/"404"/...)
-    at: float = field(default_factory=time.monotonic)
 
 
-class MockModelServer:
+class MockModelServer(ScriptedServer):
     """``with MockModelServer([Text("hi")]) as mock: ... mock.url ...``"""
 
-    def __init__(self, script: Script = (), *, lifetime: float = 120.0, default: Turn | None = None):
-        self._choose = script if callable(script) else None
-        self._turns = [] if callable(script) else list(script)
-        self._next = 0
-        # what to answer once a list script runs out (None: a 500 error, which the test will notice)
-        self.default = default
-        self.lifetime = lifetime
-        self.requests: list[Logged] = []
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-    def start(self) -> "MockModelServer":
-        mock = self
-
-        class Handler(_Handler):
-            server_mock = mock
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="mock-model-server", daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()  # releases every Hang
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "MockModelServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
+    thread_name = "mock-model-server"
 
     def client_env(self, api_key: str = "sk-ant-mock-0000") -> dict[str, str]:
         """Environment for a CLI talking to this server (add it on top of os.environ)."""
@@ -267,15 +203,6 @@ def tool_names(body: Any) -> list[str]:
     return [t.get("name", "") for t in tools or []]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a held (Hang) request never blocks server_close()
-
-    def handle_error(self, request, client_address):
-        # A CLI killed mid-answer (the timeout tests do that) breaks the pipe: not worth a traceback.
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -417,3 +344,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._event("message_stop", {"type": "message_stop"})
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+MockModelServer.handler = _Handler

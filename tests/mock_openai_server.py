@@ -23,14 +23,14 @@ The server binds 127.0.0.1 on an ephemeral port and stops by itself after ``life
 """
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable, Union
+
+from .mock_http import Logged, ScriptedServer
 
 DEFAULT_USAGE = {"input_tokens": 1500, "cached_input_tokens": 300, "output_tokens": 60, "reasoning_tokens": 10}
 MODEL_FALLBACK = "gpt-5-codex"
@@ -71,74 +71,12 @@ Script = Union[Iterable[Turn], Callable[[dict], Turn]]
 AUTH_401 = ApiError()
 
 
-@dataclass
-class Logged:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    turn: str = ""
-    at: float = field(default_factory=time.monotonic)
 
 
-class MockOpenAIServer:
+class MockOpenAIServer(ScriptedServer):
     """``with MockOpenAIServer([Text("hi")]) as mock: ... mock.url ...``"""
 
-    def __init__(self, script: Script = (), *, lifetime: float = 120.0, default: Turn | None = None):
-        self._choose = script if callable(script) else None
-        self._turns = [] if callable(script) else list(script)
-        self._next = 0
-        self.default = default
-        self.lifetime = lifetime
-        self.requests: list[Logged] = []
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-    def start(self) -> "MockOpenAIServer":
-        mock = self
-
-        class Handler(_Handler):
-            server_mock = mock
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="mock-openai-server", daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()  # releases every Hang
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "MockOpenAIServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
+    thread_name = "mock-openai-server"
 
     def codex_args(self, *, retries: int = 0) -> list[str]:
         """``-c`` overrides making codex use this server as its model provider (Responses API),
@@ -232,14 +170,6 @@ def _shell_tool(body: Any) -> dict | None:
 # --------------------------------------------------------------------- HTTP
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -358,3 +288,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._event({"type": "response.completed", "response": response})
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+MockOpenAIServer.handler = _Handler

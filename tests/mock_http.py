@@ -1,0 +1,93 @@
+"""What the loopback model-API mocks share: the request log, the threaded server and its lifecycle.
+
+Each mock (``mock_model_server`` for the Anthropic Messages API, ``mock_openai_server`` for
+the OpenAI Responses API) subclasses ``ScriptedServer`` with its own request handler. A
+server binds 127.0.0.1 only and stops itself after ``lifetime`` seconds.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    turn: str = ""  # what the server answered with (class name, or "side"/"404"/...)
+    at: float = field(default_factory=time.monotonic)
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True  # a held (Hang) request never blocks server_close()
+
+    def handle_error(self, request, client_address):
+        # A CLI killed mid-answer (the timeout tests do that) breaks the pipe: not worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class ScriptedServer:
+    """Plays ``script`` (a list of turns, or a function choosing one per request)."""
+
+    handler: type[BaseHTTPRequestHandler]  # set by the subclass; it reads ``server_mock``
+    thread_name = "mock-server"
+
+    def __init__(self, script: Any = (), *, lifetime: float = 120.0, default: Any = None):
+        self._choose = script if callable(script) else None
+        self._turns = [] if callable(script) else list(script)
+        self._next = 0
+        # what to answer once a list script runs out (None: a 500 error, which the test will notice)
+        self.default = default
+        self.lifetime = lifetime
+        self.requests: list[Logged] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    def start(self):
+        handler = type("Handler", (self.handler,), {"server_mock": self})
+        self._server = QuietServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()  # releases every Hang
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
