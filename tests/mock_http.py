@@ -7,6 +7,7 @@ server binds 127.0.0.1 only and stops itself after ``lifetime`` seconds.
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import threading
 import time
@@ -32,6 +33,41 @@ class QuietServer(ThreadingHTTPServer):
         # A CLI killed mid-answer (the timeout tests do that) breaks the pipe: not worth a traceback.
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
+
+
+class LoggingHandler(BaseHTTPRequestHandler):
+    """Request plumbing both mocks share: read a JSON body, log the request, answer JSON."""
+
+    server_mock: ScriptedServer
+    protocol_version = "HTTP/1.1"
+    request_id_header = "request-id"  # the API's own name for it
+
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        if (self.headers.get("Content-Encoding") or "").lower() == "zstd":
+            return raw  # not decoded; the CLIs do not compress for a custom endpoint
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def _log(self, body: Any) -> Logged:
+        entry = Logged(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        with self.server_mock._lock:
+            self.server_mock.requests.append(entry)
+        return entry
+
+    def _json(self, status: int, doc: Any) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header(self.request_id_header, self.server_mock.new_id("req"))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class ScriptedServer:
@@ -91,3 +127,6 @@ class ScriptedServer:
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_mock{next(self._ids):06d}"

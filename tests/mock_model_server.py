@@ -25,10 +25,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable, Union
 
-from .mock_http import Logged, ScriptedServer
+from .mock_http import LoggingHandler, Logged, ScriptedServer
 
 # Per-million-token prices are the CLI's business; these counts just need to be non-zero
 # so that it computes a non-zero total_cost_usd.
@@ -132,9 +131,6 @@ class MockModelServer(ScriptedServer):
                 return turn
         return self.default if self.default is not None else ApiError(500, "api_error", "mock script exhausted")
 
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}_mock{next(self._ids):06d}"
-
 
 def prompt_text(body: Any) -> str:
     """All the user-side text of a Messages request (strings and text blocks), joined."""
@@ -203,41 +199,14 @@ def tool_names(body: Any) -> list[str]:
     return [t.get("name", "") for t in tools or []]
 
 
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoggingHandler):
     server_mock: MockModelServer
-    protocol_version = "HTTP/1.1"
+    request_id_header = "request-id"
 
     def log_message(self, format, *args):  # noqa: A002 - quiet; the mock keeps its own log
         pass
 
     # ------------------------------------------------------------ plumbing
-    def _read_body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
-
-    def _log(self, body: Any) -> Logged:
-        entry = Logged(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-        with self.server_mock._lock:
-            self.server_mock.requests.append(entry)
-        return entry
-
-    def _json(self, status: int, doc: Any) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", self.server_mock.new_id("req"))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _not_found(self, entry: Logged) -> None:
         entry.turn = "404"
         self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"Not found: {self.path}"}})

@@ -27,10 +27,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable, Union
 
-from .mock_http import Logged, ScriptedServer
+from .mock_http import LoggingHandler, Logged, ScriptedServer
 
 DEFAULT_USAGE = {"input_tokens": 1500, "cached_input_tokens": 300, "output_tokens": 60, "reasoning_tokens": 10}
 MODEL_FALLBACK = "gpt-5-codex"
@@ -112,9 +111,6 @@ class MockOpenAIServer(ScriptedServer):
                 return turn
         return self.default if self.default is not None else ApiError(500, "server_error", "mock script exhausted", "server_error")
 
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}_mock{next(self._ids):06d}"
-
 
 # --------------------------------------------------------------------- reading requests
 
@@ -170,41 +166,13 @@ def _shell_tool(body: Any) -> dict | None:
 # --------------------------------------------------------------------- HTTP
 
 
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoggingHandler):
     server_mock: MockOpenAIServer
-    protocol_version = "HTTP/1.1"
+    request_id_header = "x-request-id"
 
     def log_message(self, format, *args):  # noqa: A002
         pass
 
-    def _read_body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return None
-        if (self.headers.get("Content-Encoding") or "").lower() == "zstd":
-            return raw  # not decoded; codex does not compress for a custom provider
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode("utf-8", "replace")
-
-    def _log(self, body: Any) -> Logged:
-        entry = Logged(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-        with self.server_mock._lock:
-            self.server_mock.requests.append(entry)
-        return entry
-
-    def _json(self, status: int, doc: Any) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", self.server_mock.new_id("req"))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _not_found(self, entry: Logged) -> None:
         entry.turn = "404"
