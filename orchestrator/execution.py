@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from .adapters.base import Adapter, ParsedResult, WorkerContext
@@ -236,7 +235,3 @@ def _last_line(text: str) -> str:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def ensure_prompt(path: Path, prompt: str) -> None:
-    path.write_text(prompt, encoding="utf-8")

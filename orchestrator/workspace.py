@@ -17,6 +17,7 @@ Bookkeeping lives under ``state/``, never in a worker's directory, so
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -114,7 +115,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
                 _fdatasync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress_os():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     if durable:
@@ -249,7 +250,7 @@ class Workspace:
     def mark_recursive(self, root_id: str, depth: int, name: str) -> None:
         """A visible marker beside the worker's folder; the folder itself is not renamed (it is a cwd)."""
         marker = self.recursive_marker(root_id, depth, name)
-        with _suppress_os():
+        with contextlib.suppress(OSError):
             marker.symlink_to(name, target_is_directory=True)
 
     # -- records ------------------------------------------------------------
@@ -399,14 +400,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class _suppress_os:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
-        return exc_type is not None and issubclass(exc_type, OSError)
 
 
 def read_served(workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20) -> tuple[bytes, int]:

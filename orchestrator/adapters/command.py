@@ -6,9 +6,6 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Adapter, WorkerContext
 
-PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}")
-
-
 class CommandAdapter(Adapter):
     """Runs ``orchestrator.command`` (a list). Placeholders are replaced inside each
     argv element, so user text is always one argument and never reaches a shell."""
