@@ -35,10 +35,15 @@ from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .runner import ProcessRunner, Wakeup, python_executable
-from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name
+from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name, worker_key
 
 log = logging.getLogger("orchestrator.engine")
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def _key(root_id: str, depth: int, name: str) -> tuple[str, str]:
+    """The key of a worker in ``Engine._live``: its root and its ``depth_<d>_<name>`` key."""
+    return root_id, worker_key(depth, name)
 
 
 @dataclass
@@ -196,7 +201,7 @@ class Engine:
         if job is None:
             raise JobNotFound(f"parent job {job_id} is not running on this server")
         name = validate_worker_name(worker_name)
-        live = self._live.get((job.root_id, f"depth_{job.depth}_{name}"))
+        live = self._live.get(_key(job.root_id, job.depth, name))
         if live is None or live.job.id != job.id:
             raise WorkerNotFound(f"worker {name} is not a worker of job {job_id}")
         return job, live
@@ -624,7 +629,7 @@ class Engine:
             self._publish_job(job, f"job {status.value}")
             self._event_line(job, f"job {job.id} {status.value}")
             self._cond.notify_all()
-            parent = self._live.get((job.root_id, f"depth_{job.depth - 1}_{job.parent_worker}")) if job.parent_worker else None
+            parent = self._live.get(_key(job.root_id, job.depth - 1, job.parent_worker)) if job.parent_worker else None
             finish_parent = parent is not None and parent.process_done and not self._live_children(parent)
             if parent is not None and not parent.process_done and not parent.holds_slot and not self._live_children(parent):
                 parent.holds_slot = True  # its child is done: it runs again, and counts again
@@ -637,7 +642,7 @@ class Engine:
             self._finish_worker(parent)
 
     def _outcome(self, job: JobRecord) -> JobStatus:
-        statuses = [self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.status for n in job.worker_names]
+        statuses = [self._live[_key(job.root_id, job.depth, n)].record.status for n in job.worker_names]
         if any(s in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for s in statuses) and job.error == "cancelled":
             return JobStatus.CANCELLED
         ok = sum(1 for s in statuses if s.ok)
@@ -686,7 +691,7 @@ class Engine:
                 if job.id in self._finishing:
                     dup.status, dup.ended_at = self._finishing[job.id]
                 copies.append(dup)
-                workers.extend(self._live[(job.root_id, f"depth_{job.depth}_{n}")].record.copy() for n in job.worker_names)
+                workers.extend(self._live[_key(job.root_id, job.depth, n)].record.copy() for n in job.worker_names)
         copies.sort(key=lambda j: (j.depth, j.created_at, j.id))
         workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
         return copies, workers
@@ -695,7 +700,7 @@ class Engine:
         found = [self._jobs[job_id]]
         for job in found:  # grows while it is walked: breadth first
             for name in job.worker_names:
-                live = self._live[(job.root_id, f"depth_{job.depth}_{name}")]
+                live = self._live[_key(job.root_id, job.depth, name)]
                 found.extend(self._jobs[c] for c in live.record.child_job_ids if c in self._jobs)
         return found
 
@@ -744,7 +749,7 @@ class Engine:
         """True while the worker's process runs: its credential is honoured only then."""
         with self._lock:
             job = self._jobs.get(job_id)
-            live = self._live.get((job.root_id, f"depth_{job.depth}_{worker}")) if job else None
+            live = self._live.get(_key(job.root_id, job.depth, worker)) if job else None
             return live is not None and live.record.status is WorkerStatus.RUNNING and not live.process_done
 
     def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
@@ -752,7 +757,7 @@ class Engine:
         job = self.get_job(job_id)
         depth = job.depth if depth is None else depth
         with self._lock:
-            live = self._live.get((job.root_id, f"depth_{depth}_{name}"))
+            live = self._live.get(_key(job.root_id, depth, name))
             if live is not None:
                 return WorkerRecord.from_dict(live.record.to_dict())
         return self.workspace.load_worker(job.root_id, depth, name)
@@ -826,7 +831,7 @@ class Engine:
         never_started = []
         pending = set(self._pending.pop(job.id, []))
         for name in job.worker_names:
-            live = self._live[(job.root_id, f"depth_{job.depth}_{name}")]
+            live = self._live[_key(job.root_id, job.depth, name)]
             live.cancel.set()
             if live.record.key in pending:
                 live.record.status = WorkerStatus.PENDING
