@@ -68,6 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.bench_engine import filesystem_of  # noqa: E402  (one definition for both benchmarks)
+
 PY = sys.executable
 TARGET_HANDOFF_P50_MS = 20.0
 TARGET_STATUS_RATIO = 0.70
@@ -143,17 +145,6 @@ def pct(values: list[float], q: float) -> float | None:
 
 def ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.1f} ms"
-
-
-def filesystem_of(path: str) -> str:
-    try:
-        mounts = [line.split()[:3] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return path
-    real = os.path.realpath(path)
-    best = max((m for m in mounts if len(m) == 3 and (real == m[1] or real.startswith(m[1].rstrip("/") + "/"))),
-               key=lambda m: len(m[1]), default=None)
-    return f"{path} on {best[2]}" if best else path
 
 
 def proc_cpu(pid: int) -> float:
