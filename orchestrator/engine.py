@@ -58,6 +58,7 @@ class _Live:
     process_done: bool = False
     outcome: Outcome | None = None
     execution: WorkerExecution | None = None  # while its attempts run
+    finishing: bool = False  # its terminal record is being written
     version: int = 0  # bumped under the engine lock each time the record is snapshotted to disk
     written: int = 0  # the version on disk
     write_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -590,8 +591,9 @@ class Engine:
         """The process is done and so are its child jobs: settle the worker's status."""
         with self._lock:
             rec = live.record
-            if rec.status.terminal:
+            if rec.status.terminal or live.finishing:
                 return
+            live.finishing = True
             outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
             if not rec.attempts:  # never ran (skipped): its reason was never applied
                 rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
@@ -602,14 +604,17 @@ class Engine:
                     status = WorkerStatus.RECURSIVE_SUCCESS
                 else:
                     rec.exit_reason += "; a child job did not complete"
-            rec.status = status
-            rec.ended_at = time.time()
-            snapshot = self._snapshot_record(live)
+            final = rec.copy()
+            final.status, final.ended_at = status, time.time()
+            live.version += 1
+            snapshot = (live.version, final.to_dict())
+        # On disk before anyone can see it: a reader told "done" never loses that to a crash.
+        self._write_record(live, snapshot)
+        with self._lock:
+            rec.status, rec.ended_at = final.status, final.ended_at
             job = live.job
             self._unfinished[job.id] -= 1
             done = self._unfinished[job.id] == 0
-        self._write_record(live, snapshot)
-        with self._lock:
             self._publish_worker(live, rec.exit_reason)
         if done:
             self._complete_job(job)
