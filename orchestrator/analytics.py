@@ -2,13 +2,20 @@
 
 Pure functions: no clock and no I/O, so the same records always give the same
 numbers. The caller passes ``now`` for attempts still running.
+
+Besides totals and timing (wall, worker time, parallel efficiency, slowest
+worker, the level that waited longest) this finds the tree's critical path,
+each worker's queue wait, and rolls CPU, memory, cost and tokens up per job
+and for the tree.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 
@@ -37,6 +44,68 @@ class TimelineRow:
 
 
 @dataclass(frozen=True)
+class Rollup:
+    """Resources used by a set of workers (one job's, a subtree's, the tree's)."""
+
+    workers: int
+    worker_seconds: float  # sum of attempt durations
+    cpu_seconds: float | None  # None when no worker was sampled
+    peak_rss: int | None  # bytes: the largest single worker's peak (workers' peaks need not coincide)
+    cost_usd: float | None  # None when no worker reported a cost
+    tokens_in: int | None
+    tokens_out: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["worker_seconds"] = round(self.worker_seconds, 3)
+        for key in ("cpu_seconds", "cost_usd"):
+            data[key] = None if data[key] is None else round(data[key], 6)
+        return data
+
+
+@dataclass(frozen=True)
+class JobRollup:
+    """One job's own workers, and its whole subtree (its child jobs' workers too)."""
+
+    job_id: str
+    depth: int
+    parent_job_id: str | None
+    parent_worker: str | None
+    status: str
+    own: Rollup
+    subtree: Rollup
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "depth": self.depth, "parent_job_id": self.parent_job_id,
+                "parent_worker": self.parent_worker, "status": self.status,
+                **self.own.to_dict(), "subtree": self.subtree.to_dict()}
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One link of the critical path: a worker, or a child job one of them waited for.
+    Times are seconds from the tree's start."""
+
+    kind: str  # "worker" or "job"
+    name: str  # the worker's key, or the job's id
+    job_id: str
+    depth: int
+    start: float
+    end: float
+    status: str
+    queue_wait: float | None = None  # workers: plan ready -> first attempt
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["duration"] = self.duration
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
+
+
+@dataclass(frozen=True)
 class TreeAnalytics:
     """Totals and timing figures for a job tree (or for one depth of it)."""
 
@@ -59,6 +128,23 @@ class TreeAnalytics:
     tokens_in: int | None
     tokens_out: int | None
     rows: list[TimelineRow]
+    critical_path: list[PathStep]  # from a depth-0 worker down to the worker that ended the tree
+    queue_waits: dict[str, float]  # worker key -> seconds from its plan being ready to its first attempt
+    cpu_seconds: float | None  # sum over workers; None when none was sampled
+    peak_rss: int | None  # bytes: the largest worker peak
+    jobs: list[JobRollup]
+
+    @property
+    def queue_wait_total(self) -> float:
+        return sum(self.queue_waits.values())
+
+    @property
+    def longest_queue_wait(self) -> tuple[str | None, float | None]:
+        """The worker that waited longest for a slot, and how long."""
+        if not self.queue_waits:
+            return None, None
+        key = max(self.queue_waits, key=lambda k: (self.queue_waits[k], k))
+        return key, self.queue_waits[key]
 
 
 def analyse(
@@ -77,10 +163,15 @@ def analyse(
     busy = sum(row.duration for row in rows)
     peak = peak_concurrency(rows)
     slowest, slowest_duration = _slowest(workers, now)
-    waits = level_waits(rows)
+    spans = level_waits(rows)
     counts = Counter(w.status for w in workers)
     succeeded = sum(n for status, n in counts.items() if status.ok)
     failed = sum(n for status, n in counts.items() if status in FAILED_STATUSES)
+    ready = {j.id: j.started_at for j in jobs}
+    waits = {w.key: wait for w in workers if (wait := queue_wait(w, now, ready.get(w.job_id))) is not None}
+    per_job = job_rollups(jobs, workers, now)
+    known = {j.id for j in jobs}
+    tree = _merge([r.own for r in per_job] + [rollup((w for w in workers if w.job_id not in known), now)])
     return TreeAnalytics(
         started_at=started_at,
         ended_at=ended_at,
@@ -90,8 +181,8 @@ def analyse(
         parallel_efficiency=busy / (wall * peak) if rows and wall > 0 and peak > 0 else None,
         slowest_worker=slowest,
         slowest_duration=slowest_duration,
-        level_waits=waits,
-        bottleneck_level=max(waits, key=lambda d: (waits[d], -d)) if waits else None,
+        level_waits=spans,
+        bottleneck_level=max(spans, key=lambda d: (spans[d], -d)) if spans else None,
         counts={s.value: counts[s] for s in WorkerStatus if counts[s]},
         total=len(workers),
         succeeded=succeeded,
@@ -101,6 +192,11 @@ def analyse(
         tokens_in=_sum_known(w.tokens_in for w in workers),
         tokens_out=_sum_known(w.tokens_out for w in workers),
         rows=rows,
+        critical_path=critical_path(jobs, workers, now, origin=started_at or 0.0),
+        queue_waits=waits,
+        cpu_seconds=tree.cpu_seconds,
+        peak_rss=tree.peak_rss,
+        jobs=per_job,
     )
 
 
@@ -111,6 +207,115 @@ def worker_elapsed(worker: WorkerRecord, now: float | None) -> float | None:
     if worker.started_at is None or now is None or worker.status.terminal:
         return None
     return max(0.0, now - worker.started_at)
+
+
+def queue_wait(worker: WorkerRecord, now: float | None, ready: float | None = None) -> float | None:
+    """Seconds from when the worker could have started (its job's plan ready: ``ready``,
+    else its record's creation) to its first attempt; a pending one counts up to ``now``.
+    None for a worker that never started and never will (skipped, cancelled)."""
+    ready = ready or worker.created_at
+    if not ready:
+        return None
+    first = worker.attempts[0].started_at if worker.attempts else worker.started_at
+    if first is None:
+        first = now if worker.status is WorkerStatus.PENDING else None
+    return None if first is None else max(0.0, first - ready)
+
+
+def worker_seconds(worker: WorkerRecord, now: float | None) -> float:
+    """The sum of the worker's attempt durations; a running attempt counts up to ``now``."""
+    total = 0.0
+    for a in worker.attempts:
+        end = a.ended_at if a.ended_at is not None else now
+        total += 0.0 if end is None else max(0.0, end - a.started_at)
+    return total
+
+
+def rollup(workers: Iterable[WorkerRecord], now: float | None = None) -> Rollup:
+    """Worker time, CPU, largest peak memory, cost and tokens over ``workers``."""
+    workers = list(workers)
+    return Rollup(
+        workers=len(workers),
+        worker_seconds=sum(worker_seconds(w, now) for w in workers),
+        cpu_seconds=_sum_known(w.cpu_seconds for w in workers),
+        peak_rss=max((w.peak_rss for w in workers if w.peak_rss is not None), default=None),
+        cost_usd=_sum_known(w.cost_usd for w in workers),
+        tokens_in=_sum_known(w.tokens_in for w in workers),
+        tokens_out=_sum_known(w.tokens_out for w in workers),
+    )
+
+
+def job_rollups(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None) -> list[JobRollup]:
+    """Per job, in the order of ``jobs``: its own workers' resources and its subtree's."""
+    by_job = _by_job(workers)
+    children = _children(jobs)
+    own = {j.id: rollup(by_job.get(j.id, []), now) for j in jobs}
+    return [
+        JobRollup(job_id=j.id, depth=j.depth, parent_job_id=j.parent_job_id, parent_worker=j.parent_worker,
+                  status=j.status.value, own=own[j.id], subtree=_merge([own[jid] for jid in _walk(children, j.id)]))
+        for j in jobs
+    ]
+
+
+def _merge(parts: list[Rollup]) -> Rollup:
+    """One rollup for several disjoint sets of workers."""
+    if len(parts) == 1:
+        return parts[0]
+    peaks = [p.peak_rss for p in parts if p.peak_rss is not None]
+    return Rollup(
+        workers=sum(p.workers for p in parts),
+        worker_seconds=sum(p.worker_seconds for p in parts),
+        cpu_seconds=_sum_known(p.cpu_seconds for p in parts),
+        peak_rss=max(peaks) if peaks else None,
+        cost_usd=_sum_known(p.cost_usd for p in parts),
+        tokens_in=_sum_known(p.tokens_in for p in parts),
+        tokens_out=_sum_known(p.tokens_out for p in parts),
+    )
+
+
+def descendants(jobs: list[JobRecord], job_id: str) -> list[str]:
+    """``job_id`` and the ids of every job below it, breadth first."""
+    return _walk(_children(jobs), job_id)
+
+
+def subtree(jobs: list[JobRecord], workers: list[WorkerRecord], job_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
+    """The records of ``job_id`` and the jobs below it (a tree read from disk is whole)."""
+    ids = set(descendants(jobs, job_id))
+    return [j for j in jobs if j.id in ids], [w for w in workers if w.job_id in ids]
+
+
+def critical_path(
+    jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None, *, origin: float = 0.0
+) -> list[PathStep]:
+    """The chain that decided when the tree ended.
+
+    Workers of one job run side by side, so a job ends with its last worker; when
+    that worker started child jobs, its end waited for the last of them, whose own
+    last worker is the next link, and so on down. Each worker step carries its
+    queue wait: a long one means the chain waited for a slot, not for work.
+    """
+    by_id = {j.id: j for j in jobs}
+    by_job = _by_job(workers)
+    roots = [j for j in jobs if j.parent_job_id not in by_id]
+    job = max(roots, key=lambda j: (_job_end(j, now) or 0.0, -j.depth), default=None)
+    steps: list[PathStep] = []
+    seen: set[str] = set()
+    while job is not None and job.id not in seen:
+        seen.add(job.id)
+        if steps:  # a child job: the previous worker waited for it
+            start = job.started_at if job.started_at is not None else job.created_at
+            steps.append(PathStep("job", job.id, job.id, job.depth, start - origin,
+                                  (_job_end(job, now) or start) - origin, job.status.value))
+        ran = [w for w in by_job.get(job.id, []) if w.attempts]
+        if not ran:
+            break
+        last = max(ran, key=lambda w: (_worker_end(w, now), -w.index))
+        steps.append(PathStep("worker", last.key, last.job_id, last.depth, last.attempts[0].started_at - origin,
+                              _worker_end(last, now) - origin, last.status.value,
+                              queue_wait(last, now, job.started_at)))
+        children = [by_id[c] for c in last.child_job_ids if c in by_id]
+        job = max(children, key=lambda j: (_job_end(j, now) or 0.0, j.id), default=None)
+    return steps
 
 
 def timeline_rows(
@@ -234,6 +439,45 @@ def _latest_timestamp(jobs: list[JobRecord], workers: list[WorkerRecord]) -> flo
         stamps += [t for a in w.attempts for t in (a.started_at, a.ended_at) if t is not None]
         stamps += [t for t in (w.started_at, w.ended_at) if t is not None]
     return max(stamps) if stamps else None
+
+
+def _children(jobs: list[JobRecord]) -> dict[str, list[str]]:
+    children: dict[str, list[str]] = {}
+    for j in jobs:
+        if j.parent_job_id is not None:
+            children.setdefault(j.parent_job_id, []).append(j.id)
+    return children
+
+
+def _walk(children: dict[str, list[str]], job_id: str) -> list[str]:
+    found, seen = [job_id], {job_id}
+    for current in found:  # grows while it is walked: breadth first
+        for child in children.get(current, []):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+    return found
+
+
+def _by_job(workers: Iterable[WorkerRecord]) -> dict[str, list[WorkerRecord]]:
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        by_job.setdefault(w.job_id, []).append(w)
+    return by_job
+
+
+def _worker_end(worker: WorkerRecord, now: float | None) -> float:
+    """When a worker that ran was done (after its child jobs); one still running or
+    waiting for its child jobs counts up to ``now``."""
+    last = worker.attempts[-1]
+    end = worker.ended_at
+    if end is None:
+        end = now if now is not None and not worker.status.terminal else last.ended_at
+    return max(end if end is not None else last.started_at, last.started_at)
+
+
+def _job_end(job: JobRecord, now: float | None) -> float | None:
+    return job.ended_at if job.ended_at is not None else now
 
 
 def _sum_known(values: Iterable[float | int | None]) -> float | int | None:

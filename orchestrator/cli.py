@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, logs, spawn, serve, config.
+"""``python -m orchestrator``: run, status, watch, logs, spawn, serve, config.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -104,6 +104,10 @@ def _add_late_commands(sub: Any) -> None:
     quick.add_argument("max_workers", nargs="?", type=int)
     quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
     quick.set_defaults(func=_lazy("orchestrator.scripts", "cmd_quick_start"))
+    watch = sub.add_parser("watch", help="follow a job live as a tree (from the API, or from the workspace files)")
+    watch.add_argument("job_id")
+    watch.add_argument("api_url", nargs="?", help="default: the configured api.host and api.port")
+    watch.set_defaults(func=_lazy("orchestrator.scripts", "cmd_watch"))
     check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
     check.add_argument("job_id")
     check.add_argument("api_url", nargs="?")
@@ -139,7 +143,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
-    from .progress import ProgressView, summary
+    from .progress import ProgressView
     from .status import job_status
 
     settings = _settings(args)
@@ -176,8 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(summary(doc))
-        print(f"report: {doc['results']['final_report']}")
+        view.finish(doc)
     return EXIT_BY_STATUS.get(doc["status"], RET_FAILED)
 
 
@@ -188,7 +191,7 @@ def _follow(engine: Any, job_id: str, view: Any) -> None:
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq
-        view.update(*engine.snapshot(root))
+        view.update(*engine.snapshot(root), job_id)
         if engine.get_job(job_id).status.terminal:
             return
 

@@ -104,7 +104,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "logging": {
         "level": Key(str, "INFO", "server log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-        "enable_structured": Key(bool, False, "write the server log as JSON lines"),
+        "enable_structured": Key(bool, False, "write the server log and each job tree's logs/orchestrator.log as JSON lines"),
         "log_dir": Key(str, "./logs", "folder for the server's own log, relative to this folder"),
     },
     "simulated": {
@@ -319,12 +319,8 @@ def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig |
         return _budget(settings, value, parent, notes)
     if key not in JOB_CEILINGS:
         return value
-    if parent is not None:
-        ceiling = getattr(parent, key)
-        if value > ceiling:
-            notes.append(f"{key}={value} lowered to {ceiling}, the parent job's value (limits only shrink down a tree)")
-            return ceiling
-        return value
+    # Above the server's limit is refused for every job (as the OpenAPI document says), child or root;
+    # only a value within it but above the parent's is lowered.
     section, name = JOB_CEILINGS[key]
     ceiling = settings.get(section, name)
     if value > ceiling:
@@ -333,6 +329,10 @@ def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig |
             f"Ask for at most {ceiling}, or raise {section}.{name} in config.yaml.",
             key=key, value=value, limit=ceiling,
         )
+    if parent is not None and value > getattr(parent, key):
+        ceiling = getattr(parent, key)
+        notes.append(f"{key}={value} lowered to {ceiling}, the parent job's value (limits only shrink down a tree)")
+        return ceiling
     return value
 
 

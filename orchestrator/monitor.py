@@ -7,21 +7,32 @@ the tree's resident memory and process count, the log's size and the worker
 folder's disk use (less often: walking a folder costs more). A breach ends the
 worker through the kill ladder with a reason of its own, e.g.
 ``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb)``; it is not retried.
+
+Each pass also keeps a worker's :class:`Usage`: peak memory and processes, and the
+CPU time of its tree (user + system, plus the children_* times of descendants already
+reaped). CPU is sampled, so a worker's figure misses at most what it burnt after the
+last sample before it exited.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import psutil
 
 from .runner import ProcessRunner, rss_bytes
 
 log = logging.getLogger("orchestrator.monitor")
 MB = 1024 * 1024
 DISK_EVERY = 8  # samples between two walks of a worker's folder
+# A usage entry not sampled for this long belongs to a worker whose end the engine
+# already handled (it popped the entry and a late sample made it again): dropped.
+STALE_USAGE = 120.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class Watched:
     log_path: Path
     worker_dir: Path
     abort: Callable[[str], None]  # ends the worker with this reason
+    shim_pid: int | None = None  # the orchestrator's own shim: not counted against the worker's caps
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,35 @@ class Caps:
         return None
 
 
+@dataclass
+class Usage:
+    """What a worker's process tree used, over all its attempts (the engine copies it
+    into the WorkerRecord when the worker's process ends)."""
+
+    peak_rss: int = 0  # bytes
+    peak_processes: int = 0
+    cpu_before: float = 0.0  # CPU seconds of the attempts before the current one
+    cpu_attempt: float = 0.0  # the most CPU seconds seen for the current attempt
+    attempt_started: float = 0.0  # identifies the current attempt
+    seen: float = 0.0  # monotonic time of the last sample
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_before + self.cpu_attempt
+
+    def record(self, attempt_started: float, rss: int, processes: int, cpu: float) -> None:
+        """Fold in one sample. CPU only grows within an attempt, so the largest sample is
+        the best estimate (a descendant reaped by init takes its time with it); a new
+        attempt starts counting from zero on top of the earlier ones."""
+        if attempt_started != self.attempt_started:
+            self.cpu_before += self.cpu_attempt
+            self.cpu_attempt = 0.0
+            self.attempt_started = attempt_started
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_processes = max(self.peak_processes, processes)
+        self.cpu_attempt = max(self.cpu_attempt, cpu)
+
+
 class ResourceMonitor:
     """Samples running workers on one thread; calls ``abort`` on a breach."""
 
@@ -66,7 +107,8 @@ class ResourceMonitor:
         self.caps = caps
         self.interval = interval
         self.running = running
-        self.peaks: dict[str, tuple[int, int]] = {}  # worker key -> (peak RSS bytes, peak processes)
+        # Keyed by the worker's tag: unique across root trees, whose worker keys repeat.
+        self.usage: dict[str, Usage] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
         self._samples = 0
@@ -96,16 +138,30 @@ class ResourceMonitor:
         since = min(w.started_at for w in watched)
         pids = self.runner.tagged_many([w.tag for w in watched], since)
         walk_disk = self._samples % DISK_EVERY == 0
+        now = time.monotonic()
         for worker in watched:
             tree = pids.get(worker.tag, [])
-            rss = sum(rss_bytes(pid) for pid in tree)
-            peak_rss, peak_procs = self.peaks.get(worker.key, (0, 0))
-            self.peaks[worker.key] = (max(peak_rss, rss), max(peak_procs, len(tree)))
+            own = [pid for pid in tree if pid != worker.shim_pid]  # the worker's processes, without our shim
+            rss = sum(rss_bytes(pid) for pid in own)
+            usage = self.usage.setdefault(worker.tag, Usage())
+            usage.record(worker.started_at, rss, len(own), sum(cpu_seconds(pid) for pid in tree))
+            usage.seen = now
             disk = folder_bytes(worker.worker_dir) if walk_disk else None
-            reason = self.caps.breach(rss, len(tree), _size(worker.log_path), disk)
+            reason = self.caps.breach(rss, len(own), _size(worker.log_path), disk)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
                 worker.abort(reason)
+        for tag in [t for t, u in self.usage.items() if now - u.seen > STALE_USAGE]:
+            self.usage.pop(tag, None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process and of the children it has reaped (0 when gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
+        return 0.0
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def folder_bytes(path: Path, limit: int = 200_000) -> int:
@@ -131,4 +187,4 @@ def _size(path: Path) -> int:
         return 0
 
 
-__all__ = ["Caps", "ResourceMonitor", "Watched", "folder_bytes"]
+__all__ = ["Caps", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]

@@ -1,5 +1,5 @@
-"""What ``quick-start.sh`` and ``check-status.sh`` run: a client of the API, plus a fallback
-to the workspace files when the server is down."""
+"""What ``quick-start.sh``, ``check-status.sh`` and ``watch`` run: a client of the API, plus a
+fallback to the workspace files when the server is down."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from typing import Any
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 RET_UNREACHABLE = 5
 SERVER_START_TIMEOUT = 20.0
+TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -66,7 +67,7 @@ def ensure_server(settings: Any) -> str:
 
 def cmd_quick_start(args: argparse.Namespace) -> int:
     from .api.client import OrchestratorClient
-    from .status import status_table
+    from .progress import ProgressView
 
     settings = _settings(args)
     url = ensure_server(settings)
@@ -83,25 +84,76 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
         print(f"  {i}. {task}")
     for note in job["notes"]:
         print(f"note: {note}")
-    print(f"follow a worker: tail -f {job['workspace']}/logs/depth_0_worker_1.log")
-    _follow_events(client, job_id)
-    doc = client.wait(job_id)
-    print()
-    print(status_table(doc))
-    print(f"\nFINAL_RESULT.md: {doc['results']['final_report']}")
+    print(f"follow a worker: tail -f {job['workspace']}/logs/depth_0_worker_1.log", flush=True)
+    view = ProgressView()
+    doc = follow_api(client, job_id, view)
+    view.finish(doc, table=True)
     print(f"status again:    ./check-status.sh {job_id}")
+    print(f"watch it live:   .venv/bin/python -m orchestrator watch {job_id}")
     print(f"the API server keeps running at {url}; stop it with ./quick-start.sh --stop")
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
-def _follow_events(client: Any, job_id: str) -> None:
-    started = time.monotonic()
+def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
+    """Follow a job through the API until it ends; returns its final status document. On a
+    terminal the tree is redrawn from short long-polls; otherwise each event of the SSE
+    stream is printed as a line."""
+    if view.tty:
+        doc = client.status(job_id)
+        while doc["status"] not in EXIT_BY_STATUS:
+            view.update_doc(doc)
+            asked = time.monotonic()
+            doc = client.wait(job_id, timeout=TREE_REFRESH, poll=TREE_REFRESH)
+            if doc["status"] not in EXIT_BY_STATUS:
+                # A server that answers at once (the job runs in another process) is not hammered.
+                time.sleep(max(0.0, TREE_REFRESH - (time.monotonic() - asked)))
+        return doc
     for event in client.events(job_id):
-        data = event["data"]
         if event["event"] == "end":
-            return
-        who = f"depth_{data['depth']}_{data['worker']}" if data.get("worker") else f"job {data['job_id']}"
-        print(f"[{time.monotonic() - started:6.1f}s] {who:<28} {data['status']:<18} {data.get('message', '')}", flush=True)
+            break
+        view.event(event["data"])
+    return client.wait(job_id)
+
+
+def follow_files(settings: Any, job_id: str, view: Any) -> dict[str, Any]:
+    """Follow a job from its workspace files (no server answering) until it ends."""
+    from .status import job_status
+    from .workspace import Workspace, root_of
+
+    workspace = Workspace(settings.workspace_root)
+    workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+    root = root_of(job_id)
+    while True:
+        jobs, workers = workspace.load_tree(root)
+        view.update(jobs, workers, job_id)
+        if next(j for j in jobs if j.id == job_id).status.terminal:
+            return job_status(job_id, jobs, workers, workspace.job_dir(root))
+        time.sleep(TREE_REFRESH)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """A job's tree, live, until it ends: from the API when a server answers, else from the files."""
+    from .api.client import OrchestratorClient
+    from .errors import ServerUnreachable
+    from .progress import ProgressView
+    from .workspace import validate_job_id
+
+    settings = _settings(args)
+    job_id = validate_job_id(args.job_id)
+    url = args.api_url or local_url(settings)
+    key = settings.api.api_key or "-"
+    view = ProgressView()
+    try:
+        OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
+    except ServerUnreachable:
+        doc = follow_files(settings, job_id, view)
+        source = f"from the workspace files (no server answering at {url})"
+    else:
+        doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
+        source = f"from {url}"
+    view.finish(doc, table=True)
+    print(f"({source})")
+    return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
 def cmd_check_status(args: argparse.Namespace) -> int:

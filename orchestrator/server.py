@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import secrets
 import signal
 import socket
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,17 +145,13 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-                           "level": record.levelname, "logger": record.name, "message": record.getMessage()})
-
-
 def configure_logging(settings: Settings) -> None:
+    from .logs import JsonFormatter
+
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(settings.log_dir / "server.log", encoding="utf-8")
     plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler.setFormatter(_JsonFormatter() if settings.logging.enable_structured else plain)
+    handler.setFormatter(JsonFormatter() if settings.logging.enable_structured else plain)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(plain)
     root = logging.getLogger()

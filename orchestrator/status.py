@@ -2,28 +2,37 @@
 
 Works the same on a live snapshot and on records read from disk, which is how
 ``check-status.sh`` answers with the server down.
+
+Keys are only ever added, never renamed: workers and scripts parse this document.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
 
 
-def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path) -> dict[str, Any]:
-    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``."""
+def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path,
+               now: float | None = None) -> dict[str, Any]:
+    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``,
+    with ``tree`` totals and ``performance`` over the job and every job below it. Running
+    workers count up to ``now`` (default: the clock)."""
     by_id = {j.id: j for j in jobs}
     job = by_id[job_id]
     by_job: dict[str, list[WorkerRecord]] = {}
     for worker in workers:
         by_job.setdefault(worker.job_id, []).append(worker)
     own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
+    sub_jobs, sub_workers = subtree(jobs, workers, job.id)
+    perf = analyse(sub_jobs, sub_workers, time.time() if now is None else now)
     final = job_dir / "FINAL_RESULT.md"
     level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
     done = [w for w in own if w.status.terminal]
     ok = [w for w in own if w.status.ok]
-    tree = _tree_totals(job, by_id, by_job)
+    tree = _tree_totals(job, sub_jobs, sub_workers, perf)
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -50,8 +59,9 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
             "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
         },
         "tree": tree,
+        "performance": performance(perf),
         "results": {
-            "tasks": [_task(w, by_id, by_job) for w in own],
+            "tasks": [_task(w, by_id, by_job, perf.queue_waits) for w in own],
             "workspace": str(job_dir),
             # Reports are written as jobs end: no need to look for them before (this view is hot).
             "final_report": str(final) if (job.status.terminal or job.depth) and final.is_file() else None,
@@ -60,7 +70,32 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
     }
 
 
-def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]]) -> dict[str, Any]:
+def performance(a: TreeAnalytics) -> dict[str, Any]:
+    """The tree's figures as JSON: timing, the critical path, queue waits, resources per job."""
+    longest, waited = a.longest_queue_wait
+    return {
+        "wall": _r(a.wall),
+        "worker_seconds": _r(a.busy),
+        "peak_concurrency": a.peak_concurrency,
+        "parallel_efficiency": None if a.parallel_efficiency is None else round(a.parallel_efficiency, 4),
+        "cpu_seconds": _r(a.cpu_seconds),
+        "peak_rss": a.peak_rss,
+        "queue_wait": {"total": _r(a.queue_wait_total), "max": _r(waited), "worker": longest},
+        "slowest_worker": None if a.slowest_worker is None else {"worker": a.slowest_worker, "duration": _r(a.slowest_duration)},
+        "bottleneck_level": None if a.bottleneck_level is None else {
+            "depth": a.bottleneck_level, "span": _r(a.level_waits[a.bottleneck_level])},
+        "level_spans": {str(depth): _r(span) for depth, span in a.level_waits.items()},
+        "critical_path": [step.to_dict() for step in a.critical_path],
+        "jobs": [r.to_dict() for r in a.jobs],
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]],
+          waits: dict[str, float]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "worker_id": worker.name,
         "status": worker.status.value,
@@ -77,6 +112,10 @@ def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, l
         "cost_usd": worker.cost_usd,
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
+        "queue_wait": _r(waits.get(worker.key)),
+        "cpu_seconds": worker.cpu_seconds,
+        "peak_rss": worker.peak_rss,
+        "peak_processes": worker.peak_processes,
     }
     if worker.child_job_ids:
         entry["child_job_id"] = worker.child_job_ids[0]
@@ -85,7 +124,7 @@ def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, l
         for child_id in worker.child_job_ids:
             child = by_id.get(child_id)
             for sub in sorted(by_job.get(child_id, []), key=lambda w: w.index):
-                item = _task(sub, by_id, by_job)
+                item = _task(sub, by_id, by_job, waits)
                 item["job_id"] = child_id
                 item["job_status"] = child.status.value if child else None
                 results.append(item)
@@ -93,27 +132,20 @@ def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, l
     return entry
 
 
-def _tree_totals(job: JobRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]]) -> dict[str, Any]:
-    """Counts and cost over this job and every job below it."""
-    ids = [job.id]
-    i = 0
-    while i < len(ids):
-        for worker in by_job.get(ids[i], []):
-            ids.extend(c for c in worker.child_job_ids if c in by_id)
-        i += 1
-    workers = [w for jid in ids for w in by_job.get(jid, [])]
-    costs = [w.cost_usd for w in workers if w.cost_usd is not None]
-    tokens_in = [w.tokens_in for w in workers if w.tokens_in is not None]
-    tokens_out = [w.tokens_out for w in workers if w.tokens_out is not None]
+def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], a: TreeAnalytics) -> dict[str, Any]:
+    """Counts, cost and resources over this job and every job below it."""
     return {
-        "jobs": len(ids),
+        "jobs": len(jobs),
         "workers": len(workers),
         "completed": sum(1 for w in workers if w.status.terminal),
         "succeeded": sum(1 for w in workers if w.status.ok),
-        "max_depth": max((by_id[j].depth for j in ids), default=job.depth),
-        "cost_usd": round(sum(costs), 6) if costs else None,
-        "tokens_in": sum(tokens_in) if tokens_in else None,
-        "tokens_out": sum(tokens_out) if tokens_out else None,
+        "max_depth": max((j.depth for j in jobs), default=job.depth),
+        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),
+        "tokens_in": a.tokens_in,
+        "tokens_out": a.tokens_out,
+        "worker_seconds": _r(a.busy),
+        "cpu_seconds": _r(a.cpu_seconds),
+        "peak_rss": a.peak_rss,
     }
 
 

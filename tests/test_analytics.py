@@ -1,10 +1,18 @@
-"""Timing figures for a job tree: efficiency, concurrency, bottlenecks, totals."""
+"""Timing figures for a job tree: efficiency, concurrency, bottlenecks, the critical path,
+queue waits, and resources (CPU, memory, cost, tokens) rolled up per job and tree."""
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from orchestrator.analytics import TimelineRow, analyse, text_timeline, worker_elapsed
-from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.analytics import TimelineRow, analyse, queue_wait, text_timeline, worker_elapsed
+from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.status import job_status
+
+from .conftest import run_job
 
 T = 1_700_000_000.0  # a fixed epoch, so every figure below is hand-checkable
 
@@ -190,3 +198,208 @@ def test_text_timeline_handles_no_rows_and_a_thousand_rows():
     lines = text_timeline([row(i, i + 5, f"depth_0_worker_{i}") for i in range(1000)], width=40)
     assert len(lines) == 1000
     assert all(len(line.split("|")[1]) == 40 for line in lines)
+
+
+# -- critical path, queue wait, roll-ups -------------------------------------------------
+def child_job(job_id, parent_worker, start, end, depth=1, parent="r1"):
+    return job(job_id, depth=depth, start=start, end=end, parent_job_id=parent, parent_worker=parent_worker)
+
+
+def path_of(a):
+    return [(s.kind, s.name, s.start, s.end) for s in a.critical_path]
+
+
+def test_critical_path_of_a_flat_job_is_its_last_worker():
+    a = analyse([job(end=12)], [worker("w1", 0, 4), worker("w2", 1, 12), worker("w3", 2, 9)])
+    assert path_of(a) == [("worker", "depth_0_w2", 1.0, 12.0)]
+    assert a.critical_path[0].duration == 11.0
+
+
+def test_critical_path_descends_into_the_child_job_the_worker_waited_for():
+    # Given w1 that spawned child job c1 (whose w1_2 ended last) and a shorter sibling w2
+    jobs = [job(end=30), child_job("c1", "w1", 2, 28)]
+    workers = [
+        worker("w1", 0, 29, status=WorkerStatus.RECURSIVE_SUCCESS, child_job_ids=["c1"]),
+        worker("w2", 0, 20),
+        worker("w1_1", 3, 10, depth=1, job_id="c1"),
+        worker("w1_2", 5, 27, depth=1, job_id="c1"),
+    ]
+    a = analyse(jobs, workers)
+    # Then the chain is w1 -> its child job -> that job's last worker, with durations
+    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 29.0), ("job", "c1", 2.0, 28.0),
+                          ("worker", "depth_1_w1_2", 5.0, 27.0)]
+    assert [s.duration for s in a.critical_path] == [29.0, 26.0, 22.0]
+    assert a.critical_path[1].depth == 1 and a.critical_path[2].job_id == "c1"
+
+
+def test_critical_path_follows_the_latest_of_several_child_jobs_two_levels_down():
+    jobs = [job(end=50), child_job("c1", "w1", 1, 20), child_job("c2", "w1", 21, 48),
+            child_job("c3", "w1_2", 22, 47, depth=2, parent="c2")]
+    workers = [
+        worker("w1", 0, 49, child_job_ids=["c1", "c2"], status=WorkerStatus.RECURSIVE_SUCCESS),
+        worker("w1_1", 1, 19, depth=1, job_id="c1"),
+        worker("w1_2", 21, 47.5, depth=1, job_id="c2", child_job_ids=["c3"]),
+        worker("w1_2_1", 22, 46, depth=2, job_id="c3"),
+    ]
+    names = [s.name for s in analyse(jobs, workers).critical_path]
+    assert names == ["depth_0_w1", "c2", "depth_1_w1_2", "c3", "depth_2_w1_2_1"]
+
+
+def test_critical_path_of_a_running_tree_counts_up_to_now():
+    jobs = [job(end=None), child_job("c1", "w1", 1, None)]
+    workers = [worker("w1", 0, None, status=WorkerStatus.RUNNING, child_job_ids=["c1"]), worker("w2", 0, 3),
+               worker("w1_1", 2, None, depth=1, job_id="c1", status=WorkerStatus.RUNNING)]
+    a = analyse(jobs, workers, now=T + 10)
+    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 10.0), ("job", "c1", 1.0, 10.0),
+                          ("worker", "depth_1_w1_1", 2.0, 10.0)]
+
+
+def test_a_worker_waiting_for_its_children_is_not_done_when_its_process_is():
+    # w1's process ended at 5 but it is still waiting for child job c1: it is on the path, not w2
+    w1 = worker("w1", 0, 5, status=WorkerStatus.RUNNING, child_job_ids=["c1"])
+    w1.ended_at = None
+    jobs = [job(end=None), child_job("c1", "w1", 1, None)]
+    workers = [w1, worker("w2", 0, 8), worker("w1_1", 1, None, depth=1, job_id="c1", status=WorkerStatus.RUNNING)]
+    assert [s.name for s in analyse(jobs, workers, now=T + 9).critical_path] == ["depth_0_w1", "c1", "depth_1_w1_1"]
+
+
+def test_critical_path_is_empty_when_nothing_ran():
+    assert analyse([job(end=1)], []).critical_path == []
+    assert analyse([], []).critical_path == []
+
+
+def test_queue_wait_runs_from_the_plan_to_the_first_attempt():
+    # Given a job whose plan was ready at 0 and max_workers 1: w2 waited for w1's slot
+    retried = worker("w3", 4, 6, status=WorkerStatus.FAILED)
+    retried.attempts.append(Attempt(2, T + 8, T + 9))
+    pending = worker("w4", 0, 0, status=WorkerStatus.PENDING)
+    pending.attempts, pending.started_at, pending.ended_at = [], None, None
+    skipped = worker("w5", 0, 0, status=WorkerStatus.SKIPPED)
+    skipped.attempts, skipped.started_at = [], None
+    a = analyse([job(end=None)], [worker("w1", 0.5, 4), worker("w2", 4, 8), retried, pending, skipped], now=T + 10)
+    # Then each wait is first attempt - plan; a pending one counts to now; a skipped one has none
+    assert a.queue_waits == {"depth_0_w1": 0.5, "depth_0_w2": 4.0, "depth_0_w3": 4.0, "depth_0_w4": 10.0}
+    assert a.longest_queue_wait == ("depth_0_w4", 10.0)
+    assert a.queue_wait_total == pytest.approx(18.5)
+
+
+def test_queue_wait_falls_back_to_the_record_creation_time():
+    w = worker("w1", 3, 5, created_at=T + 1)
+    assert queue_wait(w, None) == 2.0
+    assert queue_wait(worker("w2", 3, 5), None) is None  # no creation time known: no guess
+
+
+def test_resources_roll_up_per_job_and_for_the_tree():
+    jobs = [job(end=30), child_job("c1", "w1", 2, 28)]
+    workers = [
+        worker("w1", 0, 29, child_job_ids=["c1"], cpu_seconds=1.5, peak_rss=100, cost_usd=0.25, tokens_in=10, tokens_out=1),
+        worker("w2", 0, 10, cpu_seconds=0.5, peak_rss=300),
+        worker("w1_1", 3, 10, depth=1, job_id="c1", cpu_seconds=2.0, peak_rss=200, cost_usd=0.5, tokens_in=5),
+        worker("w1_2", 5, 27, depth=1, job_id="c1"),
+    ]
+    a = analyse(jobs, workers)
+    root, child = a.jobs
+    assert (root.job_id, root.own.workers, root.subtree.workers) == ("r1", 2, 4)
+    assert (root.own.worker_seconds, root.own.cpu_seconds, root.own.peak_rss) == (39.0, 2.0, 300)
+    assert (root.own.cost_usd, root.own.tokens_in, root.own.tokens_out) == (0.25, 10, 1)
+    assert (root.subtree.worker_seconds, root.subtree.cpu_seconds, root.subtree.peak_rss) == (68.0, 4.0, 300)
+    assert (root.subtree.cost_usd, root.subtree.tokens_in, root.subtree.tokens_out) == (0.75, 15, 1)
+    assert (child.own.workers, child.own.cpu_seconds, child.own.cost_usd, child.own.tokens_out) == (2, 2.0, 0.5, None)
+    assert child.subtree == child.own and child.parent_worker == "w1"
+    assert (a.cpu_seconds, a.peak_rss, a.cost_usd, a.busy) == (4.0, 300, 0.75, 68.0)
+    assert root.to_dict()["subtree"]["cost_usd"] == 0.75 and root.to_dict()["cpu_seconds"] == 2.0
+
+
+def test_unsampled_workers_leave_cpu_and_memory_unknown():
+    a = analyse([job(end=1)], [worker("w1", 0, 1)])
+    assert (a.cpu_seconds, a.peak_rss) == (None, None)
+    assert a.jobs[0].own.to_dict() == {"workers": 1, "worker_seconds": 1.0, "cpu_seconds": None, "peak_rss": None,
+                                       "cost_usd": None, "tokens_in": None, "tokens_out": None}
+
+
+def test_a_record_written_before_cpu_seconds_existed_still_loads():
+    data = worker("w1", 0, 1).to_dict()
+    del data["cpu_seconds"]
+    assert WorkerRecord.from_dict(data).cpu_seconds is None
+    assert WorkerRecord.from_dict({**data, "cpu_seconds": 0.75}).cpu_seconds == 0.75
+
+
+# -- the status document ------------------------------------------------------------------
+def status_of(jobs, workers, job_id="r1", now=T + 30):
+    return job_status(job_id, jobs, workers, Path("/nonexistent"), now=now)
+
+
+def test_status_keeps_its_keys_and_adds_performance():
+    jobs = [job(end=30, status=JobStatus.COMPLETED), child_job("c1", "w1", 2, 28)]
+    w1 = worker("w1", 1, 29, child_job_ids=["c1"], cpu_seconds=1.5, peak_rss=2048, peak_processes=3, cost_usd=0.25)
+    w1.created_at = T
+    workers = [w1, worker("w2", 0, 10, created_at=T), worker("w1_1", 6, 27, depth=1, job_id="c1", created_at=T + 2)]
+    doc = status_of(jobs, workers)
+    # The seed's keys and the earlier ones are all still there
+    assert {"job_id", "status", "results", "progress", "tree", "duration"} <= set(doc)
+    assert {"jobs", "workers", "completed", "succeeded", "max_depth", "cost_usd", "tokens_in", "tokens_out"} <= set(doc["tree"])
+    task = doc["results"]["tasks"][0]
+    assert {"worker_id", "status", "output", "files_created", "child_job_id", "child_results", "cost_usd"} <= set(task)
+    # New: resources per worker, in the tree totals, and a performance section
+    assert (task["queue_wait"], task["cpu_seconds"], task["peak_rss"], task["peak_processes"]) == (1.0, 1.5, 2048, 3)
+    assert task["child_results"][0]["queue_wait"] == 4.0
+    assert (doc["tree"]["cpu_seconds"], doc["tree"]["peak_rss"], doc["tree"]["worker_seconds"]) == (1.5, 2048, 59.0)
+    perf = doc["performance"]
+    assert [s["name"] for s in perf["critical_path"]] == ["depth_0_w1", "c1", "depth_1_w1_1"]
+    assert perf["critical_path"][0] == {"kind": "worker", "name": "depth_0_w1", "job_id": "r1", "depth": 0, "start": 1.0,
+                                        "end": 29.0, "status": "success", "queue_wait": 1.0, "duration": 28.0}
+    assert perf["queue_wait"] == {"total": 5.0, "max": 4.0, "worker": "depth_1_w1_1"}
+    assert (perf["wall"], perf["worker_seconds"], perf["peak_concurrency"]) == (30.0, 59.0, 3)
+    assert perf["slowest_worker"] == {"worker": "depth_0_w1", "duration": 28.0}
+    assert perf["level_spans"] == {"0": 29.0, "1": 21.0}
+    assert [(j["job_id"], j["workers"], j["subtree"]["workers"], j["cost_usd"]) for j in perf["jobs"]] == [
+        ("r1", 2, 3, 0.25), ("c1", 1, 1, None)]
+    json.dumps(doc)  # all of it is plain JSON
+
+
+def test_status_of_a_child_job_covers_only_its_subtree():
+    jobs = [job(end=30), child_job("c1", "w1", 2, 28)]
+    workers = [worker("w1", 0, 29, child_job_ids=["c1"], cpu_seconds=5.0), worker("w1_1", 3, 27, depth=1, job_id="c1", cpu_seconds=1.0)]
+    doc = status_of(jobs, workers, "c1")
+    assert doc["tree"]["cpu_seconds"] == 1.0 and doc["tree"]["workers"] == 1
+    assert [s["name"] for s in doc["performance"]["critical_path"]] == ["depth_1_w1_1"]
+    assert [j["job_id"] for j in doc["performance"]["jobs"]] == ["c1"]
+
+
+# -- CPU time of a real worker ---------------------------------------------------------------
+BURN = ("import os, sys, time\n"
+        "while time.process_time() < float(sys.argv[1]): pass\n"
+        "t = os.times()\n"
+        "print('cpu', t.user + t.system + t.children_user + t.children_system)\n")
+
+
+@pytest.mark.slow
+def test_a_worker_that_burns_cpu_has_its_cpu_time_recorded(make_engine, tmp_path):
+    # Given a command worker that burns 0.5 s of CPU and prints what it burnt
+    script = tmp_path / "burn.py"
+    script.write_text(BURN)
+    engine = make_engine(orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]},
+                         workers={"monitor_interval": 0.05})
+    done = run_job(engine, "burn", tasks=["0.5"])
+    (w,) = engine.snapshot(done.id)[1]
+    true = float(w.output.split("cpu")[-1])
+    # Then its record holds about that much: sampled, so a little under, never over
+    assert w.status is WorkerStatus.SUCCESS and true >= 0.45  # os.times() counts in 10 ms ticks
+    assert true - 0.2 <= w.cpu_seconds <= true + 0.05, (w.cpu_seconds, true)
+
+
+@pytest.mark.slow
+def test_cpu_of_reaped_descendants_counts_for_their_worker(make_engine, tmp_path):
+    # Given a worker whose CPU is all burnt by two children it runs one after the other
+    burn = tmp_path / "burn.py"
+    burn.write_text(BURN)
+    parent = tmp_path / "parent.py"
+    parent.write_text("import subprocess, sys\n"
+                      f"for _ in range(2): subprocess.run([sys.executable, {str(burn)!r}, '0.3'], check=True)\n")
+    engine = make_engine(orchestrator={"worker": "command", "command": [sys.executable, str(parent), "{task}"]},
+                         workers={"monitor_interval": 0.05})
+    done = run_job(engine, "burn", tasks=["x"])
+    (w,) = engine.snapshot(done.id)[1]
+    # Then both children's CPU is in the worker's figure (the first was reaped long before the end)
+    assert w.status is WorkerStatus.SUCCESS
+    assert 0.45 <= w.cpu_seconds <= 0.75, w.cpu_seconds

@@ -1,12 +1,15 @@
 """Resource caps over a worker's whole process tree, with real processes."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from orchestrator.models import WorkerStatus
-from orchestrator.monitor import Caps
+from orchestrator.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
 
-from .conftest import fake_command, run_job
+from .conftest import fake_command, run_job, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +80,54 @@ def test_a_tree_past_its_deadline_is_cancelled_whole(make_live):
     assert len(jobs) == 2 and {j.status.value for j in jobs} == {"cancelled"}
     assert any("recursion.tree_deadline" in note for note in doc["notes"])
     assert all(live.engine.runner.tagged(lv.tag) == [] for lv in live.engine._live.values())
+
+
+def test_usage_keeps_peaks_and_adds_up_cpu_across_attempts():
+    usage = Usage()
+    usage.record(100.0, rss=10, processes=2, cpu=0.2)
+    usage.record(100.0, rss=30, processes=1, cpu=0.5)
+    usage.record(100.0, rss=5, processes=1, cpu=0.3)  # a descendant reaped by init took its time along
+    assert (usage.peak_rss, usage.peak_processes, usage.cpu_seconds) == (30, 2, 0.5)
+    usage.record(200.0, rss=1, processes=1, cpu=0.1)  # attempt 2 counts from zero, on top of attempt 1
+    assert usage.cpu_seconds == pytest.approx(0.6)
+
+
+class TagRunner:
+    """Answers the monitor's process-table scan with given pids per tag."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def tagged_many(self, tags, since=0.0):
+        return {tag: self.pids.get(tag, []) for tag in tags}
+
+
+def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):
+    # Given a process that has burnt 0.3 s of CPU, and two trees whose workers share a key
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 0.3: pass\ntime.sleep(60)"])
+    try:
+        wait_until(lambda: cpu_seconds(busy.pid) >= 0.28, what="0.3 s of CPU burnt")  # in 10 ms ticks
+
+        def watched(tag):
+            return Watched("depth_0_worker_1", tag, 1.0, tmp_path / "log", tmp_path, abort=lambda reason: None)
+
+        monitor = ResourceMonitor(TagRunner({"tree-a": [busy.pid]}), Caps(0, 0, 0, 0), 1.0,
+                                  lambda: [watched("tree-a"), watched("tree-b")])
+        # When the monitor samples once
+        monitor.sample()
+        # Then the busy process counts for its own tree's worker only
+        assert 0.28 <= monitor.usage["tree-a"].cpu_seconds < 1.0
+        assert monitor.usage["tree-a"].peak_rss > 1 << 20
+        assert monitor.usage["tree-b"].cpu_seconds == 0.0
+    finally:
+        busy.kill()
+        busy.wait()
+    assert cpu_seconds(busy.pid) == 0.0  # gone: nothing, not an error
+
+
+def test_peaks_and_cpu_reach_the_record_and_leave_the_monitor(make_engine):
+    engine = capped_engine(make_engine)
+    job = run_job(engine, "x", tasks=["procs 2"], config={"default_timeout": 1})
+    worker = only_worker(engine, job)
+    assert worker.cpu_seconds is not None and worker.cpu_seconds > 0  # python's start-up alone is some
+    assert engine.monitor.usage == {}

@@ -350,3 +350,58 @@ def test_long_outputs_are_cut_and_point_to_the_log(tree):
     text = final(tree)
     assert "x" * 4000 + "\n" in code_blocks(text)
     assert "_1,000 more characters; the full output is in [`logs/depth_1_worker_1_1.log`]" in text
+
+
+def test_final_report_links_the_timeline_picture_only_when_given(tree):
+    root, jobs, workers, tails = tree
+    text = render_final_report(root, jobs, workers, log_tails=tails, now=T + 30, timeline_svg="reports/timeline.svg")
+    timeline = text.split("## Execution timeline")[1].split("## Performance")[0]
+    assert "Picture: [`reports/timeline.svg`](reports/timeline.svg)" in timeline
+    assert "timeline.svg" not in final(tree)
+
+
+def test_performance_names_the_critical_path_and_the_queue_waits(tree):
+    # worker_3 (0 → 30 s) ended the tree; worker_1_2 started 1 s after its job's plan (ready at 5 s)
+    text = final(tree)
+    perf = dict(row[:2] for row in table_with(text.split("## Performance")[1], "Measure")[2:])
+    assert perf["Critical path"] == "`depth_0_worker_3` (below)"
+    assert perf["Queue wait"] == "1.0s in all; longest `depth_1_worker_1_2`, 1.0s"
+    path = table_with(text, "Step")
+    assert path[2] == ["1", "worker `depth_0_worker_3`", "0", "0.0s", "30.0s", "30.0s", "0.0s", "timeout"]
+    assert_tables_are_rectangular(text)
+
+
+def test_a_critical_path_through_a_child_job_lists_every_link(tree):
+    root, jobs, workers, tails = tree
+    workers[2].attempts[0].ended_at = workers[2].ended_at = T + 12  # worker_3 ends early now
+    text = render_final_report(root, jobs, workers, log_tails=tails, now=T + 30)
+    steps = [(row[1], row[5]) for row in table_with(text, "Step")[2:]]
+    assert steps == [("worker `depth_0_worker_1`", "25.0s"), ("job `r1.1`", "15.0s"), ("worker `depth_1_worker_1_2`", "14.0s")]
+
+
+def test_resources_are_shown_per_worker_per_job_and_for_the_tree(tree):
+    workers = tree[2]
+    workers[0].cpu_seconds, workers[0].peak_rss, workers[0].peak_processes = 2.5, 50 * 2**20, 3
+    workers[3].cpu_seconds, workers[3].peak_rss, workers[3].cost_usd = 1.0, 300 * 2**10, 0.5
+    text = final(tree)
+    per_worker = {row[0]: row for row in table_with(text, "Worker")[2:] if row[0].startswith("`depth_")}
+    assert per_worker["`depth_0_worker_1`"][1:6] == ["0.0s", "25.0s", "2.5s", "50.0 MiB", "3"]
+    assert per_worker["`depth_1_worker_1_1`"][4] == "300 KiB"
+    assert per_worker["`depth_0_worker_2`"][3:5] == ["—", "—"]  # never sampled: unknown, not zero
+    resources = next(t for t in tables(text) if t[0][0] == "Job" and "CPU time" in t[0])
+    jobs = {row[0]: row for row in resources[2:]}
+    assert jobs["`r1`"][2:7] == ["3", "1m 05s", "2.5s", "50.0 MiB", "—"]
+    assert jobs["`r1`"][8] == "$0.5000"  # with its child job's cost
+    assert jobs["`r1.1`"][2:7] == ["2", "24.0s", "1.0s", "300 KiB", "$0.5000"]
+    assert jobs["**tree**"][2:7] == ["5", "1m 29s", "3.5s", "50.0 MiB", "$0.5000"]
+    perf = dict(row[:2] for row in table_with(text.split("## Performance")[1], "Measure")[2:])
+    assert perf["CPU time"] == "3.5s (3.9% of worker time)"
+    assert perf["Peak memory (largest worker)"] == "50.0 MiB"
+    assert_tables_are_rectangular(text)
+
+
+def test_level_report_totals_show_cpu_memory_and_the_longest_queue_wait(tree):
+    tree[2][3].cpu_seconds, tree[2][3].peak_rss = 1.25, 2 * 2**30
+    totals = dict(row[:2] for row in table_with(level(tree, 1), "Measure")[2:])
+    assert (totals["CPU time"], totals["Peak memory (largest worker)"]) == ("1.2s", "2.00 GiB")
+    assert totals["Longest queue wait"] == "`depth_1_worker_1_2`, 1.0s"  # its job's plan was ready at 5 s

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..engine import Engine
 from ..errors import OrchestratorError, PayloadTooLarge
+from ..metrics import refusal_reason
 from .auth import Credentials
 from .guard import RateLimiter, allowed_hosts
 
@@ -23,10 +24,13 @@ EXTENSION = "orchestrator"
 
 def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
     """Build the app around an engine. The engine's ``credentials`` scope worker keys."""
+    from .. import dashboard
     from . import routes
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
+    # No 308 from `/jobs/..%2f/status` to a "cleaned" `/jobs/../status`: an id is refused, never rewritten.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if credentials is None:
         credentials = Credentials(settings.api.api_key, engine.worker_running)
@@ -38,6 +42,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
     app.register_blueprint(routes.public)
+    app.register_blueprint(dashboard.bp)  # the web dashboard's shell pages at /: public, no data
     app.register_error_handler(OrchestratorError, _orchestrator_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
@@ -55,12 +60,14 @@ def error_response(error: OrchestratorError) -> Response:
 
 
 def _orchestrator_error(error: OrchestratorError) -> Response:
+    if error.http_status != 500:  # every request the API refused, by the check that refused it
+        extension()["engine"].metrics.refused(refusal_reason(error))
     return error_response(error)
 
 
 def _http_error(error: HTTPException) -> Response:
     if error.code == 413:
-        return error_response(PayloadTooLarge(f"request body is over the {_cap()}-byte limit (api.max_body_bytes)"))
+        return _orchestrator_error(PayloadTooLarge(f"request body is over the {_cap()}-byte limit (api.max_body_bytes)"))
     hints = {404: "no such route; see GET /openapi.json for the routes", 405: "method not allowed on this route"}
     body: dict[str, Any] = {"error": (error.name or "error").lower().replace(" ", "_"),
                             "message": hints.get(error.code or 0, error.description or "")}

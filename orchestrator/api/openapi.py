@@ -65,6 +65,12 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format 0.0.4); the admin key, as X-API-Key or Authorization: Bearer",
+            "security": [{"ApiKey": []}, {"Bearer": []}],
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401, 403)},
+        }},
         "/api/v1/orchestrate": {"post": {
             "summary": "submit a job (with a worker credential: a child job of that worker)",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}}},
@@ -99,6 +105,9 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
             "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
             {"description": "markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}},
             [JOB_ID, _query("name", {"type": "string", "pattern": "^(final|level_[0-9]{1,3})$"})], 400, 404),
+        "/api/v1/jobs/{job_id}/timeline.svg": _get(
+            "the job's subtree as an SVG Gantt chart (one row per worker, one bar per attempt), drawn live",
+            {"description": "SVG image", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}, [JOB_ID], 400, 404),
         "/api/v1/jobs/{job_id}/workers/{worker}/log": _get(
             "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)", text,
             [JOB_ID, WORKER, _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
@@ -112,7 +121,8 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
         "security": [{"ApiKey": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "Bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "message"],
                           "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}},

@@ -9,7 +9,9 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
 from ..errors import AuthenticationError, JobNotFound, ValidationError
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
+from ..reports.timeline import render_timeline_svg
 from ..status import job_status
 from ..workspace import parse_worker_ref, root_of, validate_job_id
 from .app import extension
@@ -23,12 +25,12 @@ STARTED = time.time()
 
 
 @bp.before_request
-def authenticate() -> None:
+def authenticate(key: str | None = None) -> None:
     ext = extension()
     settings = ext["settings"]
     limiter = ext["limiter"]
     try:
-        g.principal = ext["credentials"].authenticate(request.headers.get("X-API-Key"))
+        g.principal = ext["credentials"].authenticate(key or request.headers.get("X-API-Key"))
     except AuthenticationError:
         limiter.check(f"addr:{request.remote_addr}", settings.api.rate_limit_failed_auth, "requests with a wrong key")
         raise
@@ -63,6 +65,16 @@ def health() -> Response:
 @public.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document(_settings()))
+
+
+@public.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format, for the admin key only. Prometheus sends a key most simply as
+    ``Authorization: Bearer``, so that is accepted here besides X-API-Key."""
+    bearer = request.headers.get("Authorization", "")
+    authenticate(request.headers.get("X-API-Key") or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else None))
+    g.principal.require_admin("read /metrics")
+    return Response(_engine().metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
 
 # -- jobs ----------------------------------------------------------------------------
@@ -129,6 +141,21 @@ def report(job_id: str) -> Response:
     return Response(text, mimetype="text/markdown")
 
 
+@bp.get("/jobs/<job_id>/timeline.svg")
+def timeline_svg(job_id: str) -> Response:
+    """The job's subtree as a Gantt chart, drawn from the current records (live while it runs)."""
+    job_id = _allowed(job_id)
+    engine = _engine()
+    jobs, workers = engine.snapshot(root_of(job_id), job_id)
+    if not any(j.id == job_id for j in jobs):
+        raise JobNotFound(f"job {job_id} not found")
+    response = Response(render_timeline_svg(jobs, workers, job_id=job_id), mimetype="image/svg+xml")
+    # Served from the API's origin: even though it holds no script, forbid any if opened directly.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 @bp.get("/jobs/<job_id>/workers/<worker>/log")
 def worker_log(job_id: str, worker: str) -> Response:
     job_id = _allowed(job_id)
@@ -138,6 +165,7 @@ def worker_log(job_id: str, worker: str) -> Response:
     tail = _int_arg("tail", 0, 0, 100_000)
     offset = _int_arg("offset", 0, 0, 1 << 62)
     if request.args.get("follow") not in (None, "0", "false"):
+        engine.read_log(record, offset=1 << 62)  # a planted link is a 403 now, not a broken stream later
         deadline = time.monotonic() + _settings().api.long_poll_max
         return Response(engine.follow_log(record, offset, deadline), mimetype="text/plain")
     text, size = engine.read_log(record, tail=tail, offset=offset)
@@ -152,7 +180,7 @@ def events(job_id: str) -> Response:
     engine = _engine()
     engine.get_job(job_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
         raise ValidationError(f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)")
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = _event_stream(engine, job_id, int(raw), deadline)
@@ -249,7 +277,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # isdigit alone takes "²"
         raise ValidationError(f"{name}={raw[:40]!r} must be a whole number from {low} to {high}")
     return int(raw)
 

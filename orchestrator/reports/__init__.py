@@ -19,9 +19,10 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed
+from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
+from orchestrator.reports.timeline import render_timeline_svg  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -97,14 +98,20 @@ def render_final_report(
     log_tails: dict[str, str],
     templates_dir: Path | None = None,
     now: float | None = None,
+    timeline_svg: str | None = None,
 ) -> str:
-    """FINAL_RESULT.md: the whole tree, with its timeline, performance and traceability."""
+    """FINAL_RESULT.md: the whole tree, with its timeline, performance and traceability.
+
+    ``timeline_svg`` is the picture's path relative to the job folder, for a link
+    (the engine writes it next to the report); without it the report has no link.
+    """
     now = time.time() if now is None else now
     context = _context(root, jobs, workers, log_tails, now, base="")
     analytics: TreeAnalytics = context["a"]
     context.update(
         child_jobs=[j for j in context["jobs"] if not j.is_root],
         timeline=text_timeline(analytics.rows, TIMELINE_WIDTH),
+        timeline_svg=timeline_svg,
         outputs=[
             (w, *_clip(w.output, OUTPUT_LIMIT)) for w in context["workers"] if w.output.strip()
         ],
@@ -137,6 +144,7 @@ def _context(
         "now": now,
         "base": base,
         "elapsed": {w.key: worker_elapsed(w, now) for w in workers},
+        "worker_time": {w.key: worker_seconds(w, now) for w in workers},
         "failures": [w for w in workers if w.status in FAILURE_STATUSES],
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},

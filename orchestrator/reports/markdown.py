@@ -130,6 +130,17 @@ def count(number: int | None) -> str:
     return DASH if number is None else f"{number:,}"
 
 
+def size(number: int | None) -> str:
+    """Bytes as ``812 KiB``, ``12.3 MiB``, ``1.50 GiB``."""
+    if number is None:
+        return DASH
+    if number < 1 << 20:
+        return f"{number / 1024:.0f} KiB"
+    if number < 1 << 30:
+        return f"{number / (1 << 20):.1f} MiB"
+    return f"{number / (1 << 30):.2f} GiB"
+
+
 def dash(value: Any) -> Any:
     """None or empty text shows as "—"; anything else unchanged."""
     return DASH if value is None or value == "" else value
@@ -150,5 +161,6 @@ FILTERS = {
     "pct": pct,
     "usd": usd,
     "count": count,
+    "size": size,
     "dash": dash,
 }

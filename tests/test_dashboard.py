@@ -1,0 +1,436 @@
+"""The web dashboard, driven in a real headless Chromium through Selenium against a real
+waitress server running real job trees (``command`` workers from a script written here).
+
+Without Debian's chromium and chromium-driver the browser tests skip, except under CI
+(``CI`` set), where they fail. Screenshots land in tests/artifacts/ (gitignored); set
+DASHBOARD_DOCS_SCREENSHOTS=1 to refresh docs/dashboard-running.png and -finished.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestrator.api.app import create_app
+from orchestrator.engine import Engine
+from orchestrator.server import start_in_thread
+
+from .conftest import API_KEY, ROOT, make_settings, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS = ROOT / "docs"
+STATIC = ROOT / "orchestrator" / "dashboard" / "static"
+XSS_TASK = "<img src=x onerror=alert(1)>"
+TERMINAL_WORKER = {"success", "recursive_success", "failed", "timeout", "cancelled", "skipped"}
+
+# The worker behind every job here, given "MODE [N]: description". "leaf" logs a step every
+# 0.2s until the gate file exists, so a test decides when the tree may finish; "tree N" and
+# "fan N" start a child job of N "leaf" or "quick" subtasks.
+WORKER_SCRIPT = r'''
+import os, re, subprocess, sys, time
+GATE = {gate!r}
+task = sys.argv[1]
+head, _, description = task.partition(":")
+mode, _, count = head.strip().partition(" ")
+description = description.strip() or head
+slug = re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
+if "<" in task:
+    print("<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>", flush=True)
+    with open("<b onclick=x>bold.txt", "w") as handle:
+        handle.write("x")
+    sys.exit(0)
+if mode in ("tree", "fan"):
+    kind = "leaf" if mode == "tree" else "quick"
+    subtasks = [f"{{kind}}: {{description}}, part {{i}}" for i in range(1, int(count) + 1)]
+    sys.exit(subprocess.call([sys.executable, "-m", "orchestrator", "spawn", "--wait", *subtasks]))
+if mode == "leaf":
+    n = 0
+    while not os.path.exists(GATE):
+        n += 1
+        print(f"{{description}}: step {{n}}", flush=True)
+        time.sleep(0.2)
+    with open(f"{{slug}}.md", "w") as handle:
+        handle.write(f"# {{description}}\n")
+    print("leaf done", flush=True)
+    sys.exit(0)
+if mode == "quick":
+    with open(f"{{slug}}.md", "w") as handle:
+        handle.write("ok\n")
+    print("quick:", description, flush=True)
+    sys.exit(0)
+print("unknown task", task, file=sys.stderr)
+sys.exit(2)
+'''
+
+
+# -- fixtures ------------------------------------------------------------------------------
+def _browser_missing() -> str | None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: ./install.sh --dev"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path, request):
+    """A fresh headless Chromium; its last screen is saved as a test artifact."""
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the dashboard's browser tests: {missing}")
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    # Service(executable_path=...) so Selenium Manager never downloads a driver.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_script_timeout(30)
+    yield driver
+    try:
+        shot(driver, request.node.name + "-last")
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def gate(tmp_path):
+    return tmp_path / "gate"
+
+
+@pytest.fixture
+def tree_live(make_live, tmp_path, gate):
+    """A live server whose workers run WORKER_SCRIPT; returns a factory taking extra sections."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
+
+    def factory(**sections):
+        orchestrator = {"worker": "command", "command": [sys.executable, str(script), "{task}"], **sections.pop("orchestrator", {})}
+        return make_live(orchestrator=orchestrator, **sections)
+
+    return factory
+
+
+def stop_like_a_dying_process(running) -> None:
+    """Close the listener and every open connection, as a server process exiting would.
+    (RunningServer.close() closes only the listener: waitress would go on serving the
+    browser's keep-alive connections.) Runs inside waitress's own loop thread."""
+    waitress = running.server
+    closed = threading.Event()
+
+    def close_everything() -> None:
+        for channel in list(waitress._map.values()):
+            if channel is not waitress and channel is not waitress.trigger:
+                channel.close()
+        waitress.close()
+        closed.set()
+
+    running.closing.set()
+    waitress.trigger.pull_trigger(close_everything)
+    assert closed.wait(5), "waitress did not run the close request"
+    running.thread.join(5)
+
+
+def shot(driver, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def docs_shot(driver, name: str) -> None:
+    """Artifacts always; docs/ only when asked, so a test run never rewrites tracked files."""
+    path = shot(driver, name)
+    if os.environ.get("DASHBOARD_DOCS_SCREENSHOTS"):
+        shutil.copyfile(path, DOCS / path.name)
+
+
+# -- page helpers ------------------------------------------------------------------------------
+def sign_in(driver, url: str, key: str = API_KEY) -> None:
+    driver.get(url)
+    wait_for(driver, lambda: driver.find_element("id", "login").is_displayed(), "the key form")
+    driver.find_element("id", "login-key").send_keys(key)
+    driver.find_element("id", "login-submit").click()
+
+
+def wait_for(driver, predicate, what: str, timeout: float = 20) -> None:
+    """Poll a page condition; a stale element mid-update just means: look again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def safe():
+        try:
+            return predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    wait_until(safe, timeout=timeout, what=what)
+
+
+def js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def row_status(driver, key: str) -> str | None:
+    return js(driver, "const r = document.querySelector(`.wrow[data-key='${arguments[0]}']`); return r && r.dataset.status;", key)
+
+
+def text_of(driver, element_id: str) -> str:
+    return js(driver, "return document.getElementById(arguments[0]).textContent;", element_id)
+
+
+def submit(live, **body) -> str:
+    response = live.submit(**body)
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+# -- no browser needed -----------------------------------------------------------------------
+def test_shell_pages_are_public_carry_no_data_and_forbid_inline_script(tmp_path):
+    settings = make_settings(tmp_path, api={"api_key": API_KEY})
+    engine = Engine(settings)
+    try:
+        job = engine.submit("secret request text", None, ["a", "b"])
+        client = create_app(settings, engine).test_client()
+        for path in ("/", f"/jobs/{job.id}"):
+            page = client.get(path)
+            assert page.status_code == 200
+            assert "secret request text" not in page.get_data(as_text=True)
+            csp = page.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert client.get("/jobs/not-a-job-id").status_code == 400
+        script = client.get("/dashboard/static/job.js")
+        script.close()  # a file response: close it, or its handle leaks
+        assert script.status_code == 200 and script.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_dashboard_scripts_never_build_html_from_strings():
+    """Every string from jobs and workers goes in as text: no HTML-parsing sinks at all."""
+    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|srcdoc")
+    for script in STATIC.glob("*.js"):
+        found = sinks.findall(script.read_text())
+        assert not found, f"{script.name} uses {found}"
+
+
+# -- in the browser ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tree_appears_follows_its_log_and_updates_to_completion_without_reload(tree_live, browser, gate):
+    live = tree_live()
+    job_id = submit(live, request="Build a shop: backend with auth and orders, frontend pages, database schema",
+                    tasks=["tree 2: Backend with auth and orders", "leaf: Frontend pages", "leaf: Database schema"])
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    # Given the tree running: root workers, and the child job of worker_1 with its two leaves
+    wait_for(browser, lambda: row_status(browser, "depth_1_worker_1_2") == "running", "the child job's leaves running")
+    assert row_status(browser, "depth_0_worker_2") == "running" and row_status(browser, "depth_0_worker_3") == "running"
+    assert browser.find_element("css selector", f".jobblock[data-job-id='{job_id}-c1']").is_displayed()
+    js(browser, "window.__sameDocument = true;")
+    # When a leaf is clicked, its log shows and keeps growing
+    browser.find_element("css selector", ".wrow[data-key='depth_1_worker_1_1']").click()
+    wait_for(browser, lambda: "step" in text_of(browser, "w-log"), "the leaf's log")
+    first = max(int(n) for n in re.findall(r"step (\d+)", text_of(browser, "w-log")))
+    wait_for(browser, lambda: max(int(n) for n in re.findall(r"step (\d+)", text_of(browser, "w-log"))) >= first + 5,
+             "new log lines followed live")
+    docs_shot(browser, "dashboard-running")
+    # When the leaves may finish, the page reaches completion by itself
+    gate.write_text("go")
+    wait_for(browser, lambda: text_of(browser, "job-status") == "completed", "the job shown completed", timeout=30)
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "recursive_success", "worker_1 recursive_success")
+    assert all(row_status(browser, k) == "success" for k in ("depth_0_worker_2", "depth_0_worker_3", "depth_1_worker_1_1", "depth_1_worker_1_2"))
+    wait_for(browser, lambda: "leaf done" in text_of(browser, "w-log"), "the log's last line")
+    wait_for(browser, lambda: text_of(browser, "w-follow") == "log complete", "the log marked complete")
+    assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
+    # Then the final report is rendered and the timeline shown as an image (or said missing)
+    wait_for(browser, lambda: browser.find_element("css selector", "#report h1").text.startswith("Final result: job"), "FINAL_RESULT.md")
+    assert "backend_with_auth_and_orders_part_1.md" in text_of(browser, "report")
+    timeline = live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg")
+    if timeline.status_code == 200:
+        wait_for(browser, lambda: js(browser, "const i = document.getElementById('timeline-img'); return i && i.complete && i.naturalWidth > 0;"),
+                 "the timeline image")
+        assert js(browser, "return document.getElementById('timeline-img').src").startswith("blob:")
+    else:
+        assert timeline.status_code == 404
+        wait_for(browser, lambda: text_of(browser, "timeline") == "timeline not available", "the missing-timeline note")
+    # And the key never went into a URL the page loaded
+    urls = js(browser, "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)];")
+    assert urls and not [u for u in urls if API_KEY in u]
+    browser.find_element("id", "report").screenshot(str(ARTIFACTS / "final-report.png"))
+    browser.set_window_size(1400, 1500)
+    browser.execute_script("window.scrollTo(0, 0)")
+    docs_shot(browser, "dashboard-finished")
+
+
+@pytest.mark.slow
+def test_cancel_asks_first_then_cancels_the_whole_tree(tree_live, browser):
+    live = tree_live()
+    job_id = submit(live, request="a tree to cancel", tasks=["tree 2", "leaf 0"])
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: row_status(browser, "depth_1_worker_1_1") == "running", "the tree running")
+    # When the confirmation is dismissed, nothing is cancelled
+    browser.find_element("id", "cancel").click()
+    dialog = browser.switch_to.alert
+    assert job_id in dialog.text
+    dialog.dismiss()
+    time.sleep(0.5)
+    assert live.call("GET", f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    # When it is accepted, the job and its child job end cancelled, live on the page
+    browser.find_element("id", "cancel").click()
+    browser.switch_to.alert.accept()
+    wait_for(browser, lambda: text_of(browser, "job-status") == "cancelled", "the job shown cancelled", timeout=30)
+    wait_for(browser, lambda: row_status(browser, "depth_1_worker_1_1") == "cancelled", "a leaf shown cancelled")
+    assert live.call("GET", f"/api/v1/jobs/{job_id}-c1").json()["status"] == "cancelled"
+    assert not browser.find_element("id", "cancel").is_displayed()
+    shot(browser, "cancelled")
+
+
+@pytest.mark.slow
+def test_a_wrong_key_is_refused_visibly_and_the_right_one_lists_jobs(tree_live, browser, gate):
+    gate.write_text("go")
+    live = tree_live()
+    job_id = submit(live, request="list me <b>not bold</b>", tasks=["leaf 1"])
+    live.wait(job_id)
+    sign_in(browser, live.url + "/", key="not-the-key-0123456789")
+    wait_for(browser, lambda: "Key refused (401)" in text_of(browser, "login-error"), "the refusal")
+    assert browser.find_element("id", "login-error").is_displayed()
+    assert browser.find_element("id", "login").is_displayed()
+    assert js(browser, "return sessionStorage.length") == 0
+    assert not browser.find_elements("css selector", "#jobs-body tr")
+    shot(browser, "wrong-key")
+    # The right key opens the list: status, request (as text), workers done/total, duration, started
+    key_box = browser.find_element("id", "login-key")
+    key_box.clear()
+    key_box.send_keys(API_KEY)
+    browser.find_element("id", "login-submit").click()
+    row = f"#jobs-body tr[data-job-id='{job_id}']"
+    wait_for(browser, lambda: browser.find_element("css selector", row + " td:nth-child(4)").text == "1/1", "the job's row")
+    cells = [c.text for c in browser.find_elements("css selector", row + " td")]
+    assert cells[0] == job_id and cells[1] == "completed" and cells[2] == "list me <b>not bold</b>"
+    assert re.fullmatch(r"\d+\.\ds", cells[4]) and cells[5] == "—" and re.search(r"\d\d:\d\d:\d\d", cells[6])
+    assert not browser.find_elements("css selector", "#jobs-body b")
+    shot(browser, "jobs-list")
+    # A key in the URL fragment also works, and is scrubbed from the address bar
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{live.url}/jobs/{job_id}#key={API_KEY}")
+    wait_for(browser, lambda: text_of(browser, "job-status") == "completed", "the job page")
+    assert API_KEY not in browser.current_url
+
+
+@pytest.mark.slow
+def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
+    live = tree_live()
+    job_id = submit(live, request=f"request {XSS_TASK}", tasks=[XSS_TASK])
+    assert live.wait(job_id)["status"] == "completed"
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the worker row")
+    browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
+    wait_for(browser, lambda: "window.__pwned" in text_of(browser, "w-log"), "the worker's log")
+    wait_for(browser, lambda: "Final result" in text_of(browser, "report"), "the report")
+    # The task, request, file name, log and report all show the markup as literal text
+    task_cell = browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1'] .c-task")
+    assert task_cell.text == XSS_TASK
+    assert text_of(browser, "w-task") == XSS_TASK
+    assert text_of(browser, "job-request") == f"request {XSS_TASK}"
+    assert "<b onclick=x>bold.txt" in text_of(browser, "w-files")
+    assert XSS_TASK in text_of(browser, "report")
+    assert js(browser, "return document.querySelectorAll('img[src=\"x\"], #w-files b, script:not([src])').length") == 0
+    assert js(browser, "return window.__pwned === undefined")
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    shot(browser, "xss-as-text")
+
+
+@pytest.mark.slow
+def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, browser):
+    live = tree_live(workers={"max_workers": 16, "global_max_workers": 16},
+                     recursion={"max_workers_per_root": 600})
+    job_id = submit(live, request="a wide tree", tasks=["fan 49"] * 10, config={"max_workers": 16})
+    # While it runs (some 1,500 events), the page keeps up and never blocks for long
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: text_of(browser, "job-status") == "running", "the running tree")
+    js(browser, "window.__longest = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
+                " window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true});")
+    doc = live.wait(job_id, timeout=110)
+    assert doc["tree"]["workers"] == 500 and doc["status"] == "completed"
+    ended = time.monotonic()
+    wait_for(browser, lambda: text_of(browser, "tree-counts") == "490 success · 10 recursive success"
+             and text_of(browser, "job-status") == "completed", "the page showing the finished tree")
+    lag = time.monotonic() - ended
+    longest_ms = js(browser, "return window.__longest;")
+    # When the page is opened on the finished tree, its 10 child jobs start collapsed
+    started = time.monotonic()
+    browser.refresh()
+    wait_for(browser, lambda: text_of(browser, "tree-counts") == "490 success · 10 recursive success", "the tree counts")
+    wait_for(browser, lambda: len(browser.find_elements("css selector", ".jobblock")) == 11, "11 job blocks")
+    rendered = time.monotonic() - started
+    assert len(browser.find_elements("css selector", ".wrow[data-key]")) == 10
+    # Expanding all of it builds 500 rows at once; toggling one block stays instant
+    expand_ms, rows = js(browser, "const t = performance.now(); document.getElementById('expand-all').click();"
+                                  "const n = document.querySelectorAll('.wrow[data-key]').length;"
+                                  "document.body.offsetHeight; return [performance.now() - t, n];")
+    assert rows == 500
+    toggle = ("const t = performance.now(); document.querySelector(`.wrow[data-key='depth_0_worker_10'] + .kids .toggle`).click();"
+              "document.body.offsetHeight; return performance.now() - t;")
+    collapse_ms, expand_one_ms = js(browser, toggle), js(browser, toggle)
+    browser.find_element("css selector", ".wrow[data-key='depth_1_worker_10_49']").click()
+    wait_for(browser, lambda: "quick: fan 49, part 49" in text_of(browser, "w-log"), "a worker's log at the end of the tree")
+    print(f"\n500-worker tree: live page caught up {lag:.2f}s after the job ended, longest main-thread task "
+          f"{longest_ms:.0f} ms; reopened and shown in {rendered:.2f}s; expand all {expand_ms:.0f} ms; "
+          f"collapse / expand one child job {collapse_ms:.0f} / {expand_one_ms:.0f} ms")
+    assert lag < 5 and longest_ms < 1000 and expand_ms < 2000 and max(collapse_ms, expand_one_ms) < 500
+    shot(browser, "tree-500")
+
+
+@pytest.mark.slow
+def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_returns(tmp_path, browser, gate):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
+    settings = make_settings(tmp_path, api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+                             orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]})
+    engine = Engine(settings)
+    server = start_in_thread(settings, engine, port=0)
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        job = engine.submit("survive a server restart", None, ["leaf 1", "leaf 2"])
+        sign_in(browser, f"{server.url}/jobs/{job.id}")
+        wait_for(browser, lambda: row_status(browser, "depth_0_worker_2") == "running", "the job running")
+        js(browser, "window.__sameDocument = true;")
+        # When the server goes away, the banner says so
+        stop_like_a_dying_process(server)
+        server = None
+        wait_for(browser, lambda: "Connection to the server lost" in text_of(browser, "banner"), "the lost banner", timeout=15)
+        assert browser.find_element("id", "banner").is_displayed()
+        shot(browser, "connection-lost")
+        # While it is away the job finishes; when it returns on the same port, the page catches up
+        gate.write_text("go")
+        assert engine.wait(job.id, 30).status.value == "completed"
+        server = start_in_thread(settings, engine, port=port)
+        wait_for(browser, lambda: "Connection restored" in text_of(browser, "banner"), "the restored banner", timeout=30)
+        wait_for(browser, lambda: text_of(browser, "job-status") == "completed", "the job resynced as completed", timeout=20)
+        assert row_status(browser, "depth_0_worker_1") == "success"
+        wait_for(browser, lambda: "Final result" in text_of(browser, "report"), "the report after the restart")
+        assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
+        shot(browser, "connection-restored")
+    finally:
+        engine.shutdown(timeout=10)
+        if server is not None:
+            server.close()

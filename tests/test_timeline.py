@@ -1,0 +1,261 @@
+"""The timeline picture: an SVG Gantt chart of a job tree, parsed back with ElementTree."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.reports import timeline
+from orchestrator.reports.timeline import COLOURS, render_timeline_svg, tick_step
+
+from .conftest import fake_command, run_job, wait_until
+
+T = 1_700_000_000.0
+NS = {"s": "http://www.w3.org/2000/svg"}
+ROOT = "0123456789ab"
+CHILD = ROOT + "-c1"
+
+
+def job(job_id=ROOT, depth=0, start=0.0, end=40.0, **kw):
+    return JobRecord(id=job_id, root_id=ROOT, request=kw.pop("request", f"request {job_id}"), depth=depth,
+                     status=kw.pop("status", JobStatus.COMPLETED), created_at=T + start, started_at=T + start,
+                     ended_at=None if end is None else T + end, **kw)
+
+
+def worker(name, index, spans, *, job_id=ROOT, depth=0, status=WorkerStatus.SUCCESS, ready=0.0, **kw):
+    """A worker whose attempts run over ``spans`` [(start, end, end_reason)], seconds after T."""
+    attempts = [Attempt(i + 1, T + s, None if e is None else T + e, end_reason=r) for i, (s, e, r) in enumerate(spans)]
+    return WorkerRecord(job_id=job_id, root_id=ROOT, name=name, index=index, depth=depth,
+                        task=kw.pop("task", f"task of {name}"), kind="command", status=status, attempts=attempts,
+                        created_at=T + ready, started_at=attempts[0].started_at if attempts else None,
+                        ended_at=kw.pop("ended", attempts[-1].ended_at if attempts else None), **kw)
+
+
+@pytest.fixture
+def tree():
+    """worker_2 started a child job of two workers; worker_3 failed twice and was retried."""
+    jobs = [job(), job(CHILD, 1, start=2, end=30, parent_job_id=ROOT, parent_worker="worker_2")]
+    workers = [
+        worker("worker_1", 1, [(0.5, 10, "exit")]),
+        worker("worker_2", 2, [(0.5, 31, "exit")], status=WorkerStatus.RECURSIVE_SUCCESS, child_job_ids=[CHILD]),
+        worker("worker_3", 3, [(1, 5, "exit"), (6, 12, "timeout"), (13, 20, "exit")], status=WorkerStatus.FAILED),
+        worker("worker_4", 4, [(10, 40, "timeout")], status=WorkerStatus.TIMEOUT),
+        worker("worker_5", 5, [], status=WorkerStatus.SKIPPED, ended=T + 38),
+        worker("worker_2_1", 1, [(2.5, 12, "exit")], job_id=CHILD, depth=1, ready=2),
+        worker("worker_2_2", 2, [(12, 29.5, "exit")], job_id=CHILD, depth=1, ready=2),
+    ]
+    return jobs, workers
+
+
+def parse(svg):
+    return ET.fromstring(svg)
+
+
+def by_class(root, tag, cls):
+    return [e for e in root.iter(f"{{{NS['s']}}}{tag}") if e.get("class") == cls]
+
+
+def bars(root):
+    return by_class(root, "rect", "bar")
+
+
+def rows(root):
+    return by_class(root, "g", "row")
+
+
+def axis(root):
+    """(x of t=0, pixels per second) read from the drawn ticks."""
+    ticks = [(float(g.get("data-t")), float(g.find("s:line", NS).get("x1"))) for g in by_class(root, "g", "tick")]
+    (t0, x0), (t1, x1) = ticks[0], ticks[-1]
+    assert t0 == 0 and t1 > 0
+    return x0, (x1 - x0) / (t1 - t0)
+
+
+def test_one_bar_per_attempt_and_a_marker_for_a_worker_that_never_ran(tree):
+    svg = parse(render_timeline_svg(*tree, now=T + 40))
+    per_worker = {}
+    for row in rows(svg):
+        per_worker[row.get("data-worker")] = [int(b.get("data-attempt")) for b in bars(row)]
+    assert per_worker == {"depth_0_worker_1": [1], "depth_0_worker_2": [1], "depth_1_worker_2_1": [1],
+                          "depth_1_worker_2_2": [1], "depth_0_worker_3": [1, 2, 3], "depth_0_worker_4": [1],
+                          "depth_0_worker_5": []}
+    assert len(bars(svg)) == sum(len(w.attempts) for w in tree[1]) == 8
+    (marker,) = by_class(svg, "rect", "marker")
+    assert marker.get("data-status") == "skipped"
+
+
+def test_bars_sit_on_the_axis_scale(tree):
+    svg = parse(render_timeline_svg(*tree, now=T + 40))
+    x0, scale = axis(svg)
+    assert scale > 10  # 40 s across ~800 px
+    expected = {(w.key, a.number): (a.started_at - T, a.ended_at - T) for w in tree[1] for a in w.attempts}
+    for row in rows(svg):
+        for bar in bars(row):
+            start, end = expected[(row.get("data-worker"), int(bar.get("data-attempt")))]
+            assert float(bar.get("x")) == pytest.approx(x0 + start * scale, abs=0.05)
+            assert float(bar.get("width")) == pytest.approx((end - start) * scale, abs=0.05)
+
+
+def test_child_jobs_are_nested_under_the_worker_that_started_them(tree):
+    jobs, workers = tree
+    svg = parse(render_timeline_svg(jobs, list(reversed(workers)), now=T + 40))
+    order = [row.get("data-worker") for row in rows(svg)]
+    assert order == ["depth_0_worker_1", "depth_0_worker_2", "depth_1_worker_2_1", "depth_1_worker_2_2",
+                     "depth_0_worker_3", "depth_0_worker_4", "depth_0_worker_5"]
+    label_x = {row.get("data-worker"): float(row.find("s:text", NS).get("x")) for row in rows(svg)}
+    assert label_x["depth_1_worker_2_1"] == label_x["depth_0_worker_1"] + timeline.INDENT
+    # The child job's band covers exactly its two rows, inside the root's band.
+    bands = {b.get("data-job"): b for b in by_class(svg, "rect", "band")}
+    child, root = bands[CHILD], bands[ROOT]
+    ys = {row.get("data-worker"): float(row.find("s:text", NS).get("y")) for row in rows(svg)}
+    top, height = float(child.get("y")), float(child.get("height"))
+    assert height == 2 * timeline.ROW_HEIGHT
+    assert top < ys["depth_1_worker_2_1"] < ys["depth_1_worker_2_2"] < top + height
+    assert float(root.get("height")) == 7 * timeline.ROW_HEIGHT
+
+
+def test_bars_are_coloured_by_outcome_and_retries_are_faded(tree):
+    svg = parse(render_timeline_svg(*tree, now=T + 40))
+    retried = {b.get("data-attempt"): b for b in bars(next(r for r in rows(svg) if r.get("data-worker") == "depth_0_worker_3"))}
+    assert [retried[n].get("data-status") for n in "123"] == ["failed", "timeout", "failed"]
+    assert [retried[n].get("fill-opacity") for n in "123"] == ["0.45", "0.45", "1"]
+    statuses = {r.get("data-worker"): bars(r)[0].get("fill") for r in rows(svg) if bars(r)}
+    assert statuses["depth_0_worker_2"] == COLOURS["recursive_success"]
+    assert statuses["depth_0_worker_4"] == COLOURS["timeout"]
+    assert statuses["depth_0_worker_1"] == COLOURS["success"]
+    legend = {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
+    assert {"success", "recursive_success", "failed", "timeout", "cancelled", "skipped", "running"} <= legend
+
+
+def test_the_critical_path_is_outlined(tree):
+    svg = parse(render_timeline_svg(*tree, now=T + 40))
+    outlined = {r.get("data-worker") for r in rows(svg) for b in bars(r) if b.get("stroke")}
+    assert outlined == {"depth_0_worker_4"}  # it ended the tree, at 40 s
+    tree[1][3].attempts[0].ended_at = tree[1][3].ended_at = T + 20  # now worker_2 and its child job end last
+    svg = parse(render_timeline_svg(*tree, now=T + 40))
+    outlined = {r.get("data-worker") for r in rows(svg) for b in bars(r) if b.get("stroke")}
+    assert outlined == {"depth_0_worker_2", "depth_1_worker_2_2"}
+
+
+def test_a_running_attempt_reaches_now_and_queue_waits_are_drawn(tree):
+    jobs, workers = tree
+    jobs[0].ended_at = None
+    workers[3] = worker("worker_4", 4, [(10, None, None)], status=WorkerStatus.RUNNING)
+    svg = parse(render_timeline_svg(jobs, workers, now=T + 30))
+    x0, scale = axis(svg)
+    row = next(r for r in rows(svg) if r.get("data-worker") == "depth_0_worker_4")
+    (bar,) = bars(row)
+    assert bar.get("fill") == COLOURS["running"]
+    assert float(bar.get("x")) + float(bar.get("width")) == pytest.approx(x0 + 30 * scale, abs=0.05)
+    (wait,) = by_class(row, "line", "wait")  # ready at 0, started at 10
+    assert (float(wait.get("x1")), float(wait.get("x2"))) == pytest.approx((x0, x0 + 10 * scale), abs=0.05)
+    assert "waited 10s" in wait.find("s:title", NS).text
+
+
+def test_untrusted_text_is_escaped_and_forbidden_characters_dropped(tree):
+    jobs, workers = tree
+    nasty = 'a<b>&"c\' </text><script>alert(1)</script>\x00\x1b[31m\ud800 end'
+    workers[0].task = nasty
+    workers[0].exit_reason = "exit <code> & 3"
+    jobs[0].request = nasty
+    source = render_timeline_svg(jobs, workers, now=T + 40)
+    svg = parse(source)  # would raise on a stray < or & or a control character
+    assert "<script" not in source and "\x00" not in source
+    row = rows(svg)[0]
+    assert row.find("s:title", NS).text.endswith('a<b>&"c\' </text><script>alert(1)</script>[31m end')
+    label = "".join(row.find("s:text", NS).itertext())
+    assert label.startswith('worker_1 a<b>&"c\' </text><script>')
+    title = bars(row)[0].find("s:title", NS).text
+    assert "task: a<b>&" in title and "exit <code> & 3" in title
+
+
+def test_two_hundred_workers_stay_readable(tree):
+    jobs = [job(end=400)]
+    long_task = "Implement the part of the system that does something rather long to describe " * 3
+    workers = [worker(f"worker_{i}", i, [(i, i + 30, "exit")], task=long_task) for i in range(1, 201)]
+    source = render_timeline_svg(jobs, workers, now=T + 400)
+    svg = parse(source)
+    assert len(bars(svg)) == 200
+    assert len(source) < 400_000  # ~1.3 kB a row, full task in the tooltip included
+    assert int(svg.get("height")) == timeline.TOP + 200 * timeline.ROW_HEIGHT + timeline.BOTTOM
+    labels = [row.find("s:text", NS) for row in rows(svg)]
+    ys = [float(t.get("y")) for t in labels]
+    font = float(svg.get("font-size"))
+    assert all(b - a >= font + 4 for a, b in zip(ys, ys[1:])), "rows closer than a line of text"
+    x0, _ = axis(svg)
+    for text in labels:  # every label ends before the plot starts, at a monospace glyph's width
+        content = "".join(text.itertext())
+        assert content.endswith("…")
+        assert float(text.get("x")) + len(content) * 0.62 * font <= x0
+    ticks = [float(g.get("data-t")) for g in by_class(svg, "g", "tick")]
+    assert ticks == [0, 60, 120, 180, 240, 300, 360]  # the job ran 400 s
+
+
+def test_deep_trees_stop_indenting_so_labels_keep_room():
+    jobs, workers, parent = [job()], [], ROOT
+    name = "worker_1"
+    workers.append(worker(name, 1, [(0, 1, "exit")], child_job_ids=[f"{ROOT}-c1"]))
+    for depth in range(1, 15):
+        child = f"{ROOT}-c{depth}"
+        jobs.append(job(child, depth, parent_job_id=parent, parent_worker=name))
+        name = f"{name}_1"
+        workers.append(worker(name, 1, [(depth, depth + 1, "exit")], job_id=child, depth=depth))
+        parent = child
+    svg = parse(render_timeline_svg(jobs, workers, now=T + 40))
+    xs = [float(row.find("s:text", NS).get("x")) for row in rows(svg)]
+    assert xs == sorted(xs) and max(xs) == xs[0] + timeline.INDENT * timeline.MAX_INDENT_LEVELS
+    assert all("".join(r.find("s:text", NS).itertext()).startswith("worker_1") for r in rows(svg))
+
+
+def test_a_subtree_shows_only_that_job_and_below(tree):
+    svg = parse(render_timeline_svg(*tree, job_id=CHILD, now=T + 40))
+    assert [r.get("data-worker") for r in rows(svg)] == ["depth_1_worker_2_1", "depth_1_worker_2_2"]
+    x0, scale = axis(svg)  # the child job's own start (2 s) is t = 0; its first worker started at 2.5 s
+    assert float(bars(svg)[0].get("x")) == pytest.approx(x0 + 0.5 * scale, abs=0.05)
+
+
+def test_an_empty_tree_is_still_a_valid_picture():
+    svg = parse(render_timeline_svg([job(end=None)], [], now=T))
+    assert bars(svg) == [] and rows(svg) == []
+    assert parse(render_timeline_svg([], [], now=T)).tag == f"{{{NS['s']}}}svg"
+
+
+@pytest.mark.parametrize("span, step", [(0.3, 0.05), (1, 0.2), (9, 2), (40, 5), (400, 60), (3000, 600), (50_000, 7200)])
+def test_ticks_come_in_nice_steps(span, step):
+    assert tick_step(span) == step
+    assert span / tick_step(span) <= 8
+
+
+@pytest.mark.slow
+def test_a_real_run_writes_the_picture_and_links_it(make_engine):
+    # Given command workers, one of which fails on every one of its 3 attempts
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    job_ = run_job(engine, "x", tasks=["ok", "fail"], config={"max_retries": 2})
+    # Then the picture exists beside FINAL_RESULT.md, has a bar per attempt, and is linked
+    path = engine.workspace.timeline_svg(job_.id)
+    svg = ET.parse(path).getroot()
+    _, workers = engine.snapshot(job_.id)
+    assert [len(w.attempts) for w in workers] == [1, 3]
+    assert len(bars(svg)) == 4
+    assert [b.get("data-status") for b in bars(svg)] == ["success", "failed", "failed", "failed"]
+    final = engine.workspace.final_report(job_.id).read_text()
+    assert "[`reports/timeline.svg`](reports/timeline.svg)" in final
+
+
+@pytest.mark.slow
+def test_the_api_draws_the_picture_live(make_live):
+    live = make_live(orchestrator={"worker": "command", "command": fake_command()})
+    job_id = live.submit(request="x", tasks=["ok", "sleep 30"]).json()["job_id"]
+    # While a worker still runs, the route draws it as running
+    wait_until(lambda: 'data-status="running"' in live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg").text,
+               what="a running bar")
+    answer = live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg")
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("image/svg+xml")
+    assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+    assert len(bars(parse(answer.content))) == 2
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg", key="").status_code == 401
+    assert live.call("GET", "/api/v1/jobs/..%2f..%2fetc/timeline.svg").status_code in (400, 404)
+    assert live.call("GET", "/api/v1/jobs/NOT-AN-ID/timeline.svg").status_code == 400
+    assert live.call("GET", "/api/v1/jobs/ffffffffffff/timeline.svg").status_code == 404
+    live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
