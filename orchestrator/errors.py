@@ -116,6 +116,13 @@ class WorkspaceError(OrchestratorError):
     http_status = 507
 
 
+class RefusedPath(WorkspaceError):
+    """A file the API will not open: a link, FIFO or device a worker planted, or a path out of the workspace."""
+
+    code = "refused_path"
+    http_status = 403
+
+
 class ServerUnreachable(OrchestratorError):
     """The client could not reach the API server."""
 
@@ -128,6 +135,6 @@ ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
     for cls in (
         OrchestratorError, ConfigError, ValidationError, InvalidId, JobNotFound,
         WorkerNotFound, Conflict, RecursionLimit, AuthenticationError, Forbidden,
-        PayloadTooLarge, RateLimited, Unavailable, WorkspaceError, ServerUnreachable,
+        PayloadTooLarge, RateLimited, Unavailable, WorkspaceError, RefusedPath, ServerUnreachable,
     )
 }

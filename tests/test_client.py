@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -233,10 +234,10 @@ def test_422_recursion_limit(client, rsps):
         client.orchestrate("x")
 
 
-def test_429_rate_limited_with_retry_after(client, rsps):
+def test_429_rate_limited_with_retry_after(rsps):
     rsps.get(f"{API}/jobs", headers={"Retry-After": "7"}, **error(429, "rate_limited", "slow down"))
-    with pytest.raises(RateLimited) as info:
-        client.list_jobs()
+    with OrchestratorClient(URL, KEY, rate_limit_retries=0) as c, pytest.raises(RateLimited) as info:
+        c.list_jobs()
     assert info.value.retry_after == 7.0
     assert info.value.status_code == 429
     assert len(rsps.calls) == 1
@@ -254,6 +255,123 @@ def test_unknown_code_keeps_code(client, rsps):
         client.list_jobs()
     assert type(info.value) is OrchestratorError
     assert info.value.code == "brand_new_code"
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The client's sleeps, recorded instead of slept (only the client module sees the fake clock)."""
+    import types
+
+    import orchestrator.api.client as module
+
+    slept = []
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=slept.append, monotonic=time.monotonic, time=time.time))
+    return slept
+
+
+def limited(seconds=None, limit="api.rate_limit_worker"):
+    headers = {} if seconds is None else {"Retry-After": str(seconds)}
+    return {"headers": headers, **error(429, "rate_limited", f"too many requests ({limit})", details={"limit": limit, "rate": 20})}
+
+
+def test_429_waits_what_retry_after_says_then_succeeds(client, rsps, sleeps):
+    # Given a server that refuses once and asks for 2 seconds
+    rsps.get(f"{API}/jobs", **limited(2))
+    rsps.get(f"{API}/jobs", json={"jobs": [], "total": 0})
+    # Then the client sleeps exactly that long and returns the answer
+    assert client.list_jobs()["total"] == 0
+    assert sleeps == [2.0] and len(rsps.calls) == 2
+
+
+def test_429_on_a_post_is_sent_again(client, rsps, sleeps):
+    # A 429 is decided before the server does anything, so even a submission may be repeated
+    rsps.post(f"{API}/orchestrate", **limited(1))
+    rsps.post(f"{API}/orchestrate", status=202, json={"job_id": "j", "status": "pending"})
+    assert client.orchestrate("x")["job_id"] == "j"
+    assert sleeps == [1.0]
+
+
+def test_429_gives_up_after_rate_limit_retries_naming_the_limit(rsps, sleeps):
+    # Given a server that keeps refusing with Retry-After: 1
+    rsps.get(f"{API}/jobs/j/status", **limited(1))
+    # When a client allows two waits
+    with OrchestratorClient(URL, KEY, rate_limit_retries=2) as c, pytest.raises(RateLimited) as info:
+        c.status("j")
+    # Then it waited twice, asked three times, and the error names the limit and the waits
+    assert sleeps == [1.0, 1.0] and len(rsps.calls) == 3
+    message = str(info.value)
+    assert "api.rate_limit_worker" in message and "2 wait(s) totalling 2.0s" in message and "rate_limit_retries=2" in message
+    assert info.value.status_code == 429 and info.value.retry_after == 1.0 and info.value.details["limit"] == "api.rate_limit_worker"
+
+
+def test_429_asking_longer_than_max_retry_after_is_raised_at_once(rsps, sleeps):
+    rsps.get(f"{API}/jobs", **limited(120, "api.rate_limit_admin"))
+    with OrchestratorClient(URL, KEY, max_retry_after=60) as c, pytest.raises(RateLimited, match="max_retry_after=60s") as info:
+        c.list_jobs()
+    assert sleeps == [] and len(rsps.calls) == 1 and "api.rate_limit_admin" in str(info.value)
+
+
+def test_429_without_retry_after_backs_off_and_stays_bounded(rsps, sleeps):
+    # Given a 429 with no Retry-After (a proxy's, say) and no limit named
+    rsps.get(f"{API}/jobs", status=429, body="Too Many Requests", content_type="text/plain")
+    with OrchestratorClient(URL, KEY, backoff=0.5, rate_limit_retries=3) as c, pytest.raises(RateLimited) as info:
+        c.list_jobs()
+    # Then it waited the growing backoff (plus at most 25% jitter) three times, then named "the server's rate limit"
+    assert len(sleeps) == 3 and len(rsps.calls) == 4
+    for delay, base in zip(sleeps, (0.5, 1.0, 2.0)):
+        assert base <= delay <= base * 1.25
+    assert "the server's rate limit" in str(info.value)
+
+
+def test_429_retry_after_as_an_http_date(client, rsps, sleeps):
+    import email.utils
+
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    rsps.get(f"{API}/jobs", headers={"Retry-After": when}, **error(429, "rate_limited", "later"))
+    rsps.get(f"{API}/jobs", json={"total": 0})
+    client.list_jobs()
+    assert len(sleeps) == 1 and 27 <= sleeps[0] <= 30
+
+
+@pytest.mark.parametrize("bad", [{"rate_limit_retries": -1}, {"max_retry_after": -1}])
+def test_rate_limit_options_are_validated(bad):
+    with pytest.raises(ValidationError, match="rate_limit_retries >= 0"):
+        OrchestratorClient(URL, KEY, **bad)
+
+
+@pytest.mark.slow
+def test_a_real_server_with_a_low_rate_is_waited_out(make_live):
+    # Given a real server whose admin key may make 2 requests at once, then 1 a second
+    live = make_live(api={"rate_limit_admin": 1, "rate_burst": 2})
+    codes = []
+    with requests.Session() as session:
+        session.hooks["response"].append(lambda resp, *args, **kwargs: codes.append(resp.status_code))
+        client = OrchestratorClient(live.url, live.key, session=session)
+        # When four requests are made back to back
+        started = time.monotonic()
+        totals = [client.list_jobs()["total"] for _ in range(4)]
+        elapsed = time.monotonic() - started
+    # Then all four succeed: the last two each waited out one 429 of Retry-After: 1
+    print(f"METRIC client_429_waited={codes.count(429)} count")
+    print(f"METRIC client_rate_limited_elapsed={elapsed:.2f} s")
+    assert totals == [0] * 4
+    assert codes == [200, 200, 429, 200, 429, 200]
+    assert 1.9 <= elapsed <= 8
+
+
+@pytest.mark.slow
+def test_a_real_server_limit_is_named_when_the_client_gives_up(make_live):
+    live = make_live(api={"rate_limit_admin": 0.2, "rate_burst": 1})
+    client = OrchestratorClient(live.url, live.key, max_retry_after=2)
+    client.health()  # public: not counted
+    client.list_jobs()
+    started = time.monotonic()
+    with pytest.raises(RateLimited, match=r"api\.rate_limit_admin.*max_retry_after=2s") as info:
+        client.list_jobs()
+    # The server asked for 5s (1 token at 0.2/s), over the 2s the client accepts: raised without sleeping
+    elapsed = time.monotonic() - started
+    print(f"METRIC client_429_give_up_elapsed={elapsed:.3f} s")
+    assert 0 <= elapsed < 1 and info.value.retry_after == 5.0
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])

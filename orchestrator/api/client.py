@@ -23,8 +23,12 @@ or repeating it is harmless:
   DNS failure, connect timeout. A read timeout, a dropped connection or a 5xx
   after sending is raised at once, since the server may already have created
   the job (a retry would start a duplicate tree).
-* 4xx responses are never retried (a 429 says when to come back in
-  ``retry_after``; the caller decides).
+* 4xx responses are never retried, except 429: the server refused the
+  request before doing anything, so any method may be sent again. The client
+  sleeps the ``Retry-After`` the server sent (the backoff delay if it sent
+  none) up to ``rate_limit_retries`` times, as long as each wait is at most
+  ``max_retry_after`` seconds; then it raises ``RateLimited`` naming the
+  server's limit (e.g. ``api.rate_limit_worker``) and how long it waited.
 """
 from __future__ import annotations
 
@@ -104,8 +108,11 @@ class OrchestratorClient:
         retries: int = 3,
         backoff: float = 0.2,
         session: requests.Session | None = None,
+        rate_limit_retries: int = 3,
+        max_retry_after: float = 60.0,
     ) -> None:
-        """Connect to ``api_url`` with ``api_key`` (default: from the environment)."""
+        """Connect to ``api_url`` with ``api_key`` (default: from the environment).
+        ``rate_limit_retries`` and ``max_retry_after`` bound how a 429 is waited out."""
         api_url = api_url or os.environ.get(URL_ENV) or None
         api_key = api_key or os.environ.get(KEY_ENV) or None
         missing = [
@@ -124,13 +131,15 @@ class OrchestratorClient:
             raise ValidationError(
                 f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})"
             )
-        if retries < 0 or timeout <= 0 or backoff < 0:
-            raise ValidationError("need retries >= 0, timeout > 0 and backoff >= 0")
+        if retries < 0 or timeout <= 0 or backoff < 0 or rate_limit_retries < 0 or max_retry_after < 0:
+            raise ValidationError("need retries >= 0, timeout > 0, backoff >= 0, rate_limit_retries >= 0 and max_retry_after >= 0")
         self.api_url = api_url
         self._api_key = api_key
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.rate_limit_retries = rate_limit_retries
+        self.max_retry_after = max_retry_after
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
 
@@ -305,13 +314,40 @@ class OrchestratorClient:
         url = self.api_url + path
         accept = "application/json" if expect == "json" else "*/*"
         send_headers = {"X-API-Key": self._api_key, "Accept": accept, **(headers or {})}
+        waits: list[float] = []
+        while True:
+            resp = self._send(method, url, path, params=params, json=json, headers=send_headers,
+                              timeout=self.timeout if timeout is None else timeout, stream=stream)
+            if resp.status_code != 429:
+                return self._handle(resp, method, path, stream, expect)
+            err = _error_from(resp)
+            resp.close()
+            delay = err.retry_after if err.retry_after is not None else self._delay(len(waits))  # type: ignore[attr-defined]
+            if len(waits) >= self.rate_limit_retries or delay > self.max_retry_after:
+                raise self._gave_up(err, method, path, waits, delay)
+            log.info("%s %s: rate limited (%s); waiting %.2fs as the server asks", method, path, err.details.get("limit"), delay)
+            time.sleep(delay)
+            waits.append(delay)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None,
+        json: Any,
+        headers: dict[str, str],
+        timeout: float | tuple[float, float],
+        stream: bool,
+    ) -> requests.Response:
+        """One request, retried on transport failures and (GET) 5xx as the module docstring says."""
         for attempt in range(self.retries + 1):
             last_try = attempt == self.retries
             try:
                 resp = self.session.request(
-                    method, url, params=params, json=json, headers=send_headers,
-                    timeout=self.timeout if timeout is None else timeout,
-                    stream=stream, allow_redirects=False,
+                    method, url, params=params, json=json, headers=headers,
+                    timeout=timeout, stream=stream, allow_redirects=False,
                 )
             except _TRANSPORT_ERRORS as exc:
                 if last_try or not (method in _IDEMPOTENT or _not_sent(exc)):
@@ -322,7 +358,7 @@ class OrchestratorClient:
                     resp.close()
                     log.debug("%s %s returned %d; retry %d", method, path, resp.status_code, attempt + 1)
                 else:
-                    return self._handle(resp, method, path, stream, expect)
+                    return resp
             time.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -356,6 +392,19 @@ class OrchestratorClient:
                 f"{method} {path} returned non-JSON ({resp.headers.get('Content-Type', 'no content type')}); "
                 f"is {self.api_url} the orchestrator API?"
             ) from None
+
+    def _gave_up(self, err: OrchestratorError, method: str, path: str, waits: list[float], delay: float) -> RateLimited:
+        """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
+        limit = err.details.get("limit") or "the server's rate limit"
+        why = (f"it asks for {delay:.0f}s more, over max_retry_after={self.max_retry_after:g}s" if delay > self.max_retry_after
+               else f"rate_limit_retries={self.rate_limit_retries} reached")
+        message = (f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
+                   f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}")
+        details = {k: v for k, v in err.details.items() if k != "retry_after"}
+        limited = RateLimited(message, **details)
+        limited.status_code = 429  # type: ignore[attr-defined]
+        limited.retry_after = getattr(err, "retry_after", None)  # type: ignore[attr-defined]
+        return limited
 
     def _unreachable(self, method: str, url: str, exc: Exception, attempts: int) -> ServerUnreachable:
         """The error for a request that got no response."""

@@ -15,6 +15,8 @@ from ..errors import RateLimited, ValidationError
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MAX_BUCKETS = 10_000
+# The setting behind each kind of bucket key, named in a 429 so a client can say which limit it hit.
+LIMIT_SETTINGS = {"admin": "api.rate_limit_admin", "worker": "api.rate_limit_worker", "addr": "api.rate_limit_failed_auth"}
 
 
 def host_name(header: str | None) -> str:
@@ -59,7 +61,9 @@ class RateLimiter:
             if tokens < 1:
                 self._buckets[key] = (tokens, now)
                 wait = (1 - tokens) / rate
-                raise RateLimited(f"too many requests for {what} ({rate:g}/s); retry in {wait:.2f}s", retry_after=wait)
+                setting = LIMIT_SETTINGS.get(key.split(":", 1)[0], "api.rate_burst")
+                raise RateLimited(f"too many requests for {what}: over {rate:g}/s after a burst of {self.burst} "
+                                  f"({setting}, api.rate_burst); retry in {wait:.2f}s", retry_after=wait, limit=setting, rate=rate)
             self._buckets[key] = (tokens - 1, now)
             while len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
