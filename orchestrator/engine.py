@@ -11,6 +11,7 @@ blocked on it), so a deep tree completes even under a global limit of 2.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -19,10 +20,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import failpoints
+from . import logs
 from . import planner as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
@@ -31,19 +35,38 @@ from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
 from .execution import Outcome, WorkerExecution
+from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .prompts import check_template, prompt_template_path, render_worker_prompt
-from .runner import ProcessRunner, Wakeup, python_executable
+from . import recovery
+from .recovery import Fate, Recovered
+from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
 from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name, worker_key
 
 log = logging.getLogger("orchestrator.engine")
+# Finished trees kept in memory (their records, events and locks): enough for clients that
+# read a tree right after it ends; older ones come from disk, the same way after a restart.
+FINISHED_TREES_IN_MEMORY = 32
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 def _key(root_id: str, depth: int, name: str) -> tuple[str, str]:
     """The key of a worker in ``Engine._live``: its root and its ``depth_<d>_<name>`` key."""
     return root_id, worker_key(depth, name)
+
+
+def _recorded_outcome(rec: WorkerRecord) -> Outcome:
+    """The outcome of a worker whose process ended before a restart, from its record (the
+    engine applied it, and wrote the record, before waiting for the worker's child jobs)."""
+    last = rec.attempts[-1] if rec.attempts else None
+    if last is None:
+        return Outcome(WorkerStatus.SKIPPED, rec.exit_reason or "skipped")
+    status = {"timeout": WorkerStatus.TIMEOUT, "cancelled": WorkerStatus.CANCELLED}.get(last.end_reason or "")
+    if status is None:
+        ok = last.end_reason == "exit" and last.exit_code == 0 and not rec.error
+        status = WorkerStatus.SUCCESS if ok else WorkerStatus.FAILED
+    return Outcome(status, rec.exit_reason or f"exit code {last.exit_code}", error=rec.error)
 
 
 @dataclass
@@ -93,10 +116,12 @@ class Engine:
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
+        self._finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
         # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
+        self.metrics = Metrics(self.job_counts, self.counts)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
@@ -104,6 +129,10 @@ class Engine:
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
             check_template(self._prompt_template)  # a broken template fails here, not in every worker
+        # submit() writes its records under the lock without fsync, then fsyncs them after
+        # releasing it (_make_durable): an fsync can take tens of ms on a busy disk, and every
+        # request (a child job's refusal, a credential check) waits for this lock.
+        self._unsynced = Workspace(self.workspace.root, durable=False)
 
     # -- submitting -----------------------------------------------------------
     def submit(
@@ -147,7 +176,30 @@ class Engine:
             job = self._create_job(request, cfg, plan, planner_name, notes, parent)
             self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
             self._dispatch()
-            return job
+        self._make_durable(job)  # before the caller hears of the job
+        return job
+
+    def _make_durable(self, job: JobRecord) -> None:
+        """Fsync the records submit wrote under the lock: the job's, and for a child job its
+        root's and its parent worker's. Whatever version is on disk now gets synced, so a newer
+        write by another thread is never undone. (A process crash loses nothing unsynced.)"""
+        if not self.workspace.durable:
+            return
+        paths = [self.workspace.job_record_path(job.id)]
+        if job.parent_worker is not None:
+            paths.append(self.workspace.job_record_path(job.root_id))
+            paths.append(self.workspace.worker_record_path(job.root_id, job.depth - 1, job.parent_worker))
+        for path in paths + sorted({p.parent for p in paths}):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _check_open(self) -> None:
         if self._closing:
@@ -278,8 +330,8 @@ class Engine:
             self._create_workers(job, parent)
             if parent is not None:
                 self._attach_child(parent[1], job)
-                self.workspace.save_job(self._jobs[job.root_id])
-            self.workspace.save_job(job)
+                self._unsynced.save_job(self._jobs[job.root_id])
+            self._unsynced.save_job(job)  # submit fsyncs it once the lock is released
         except Exception:
             if parent is None:
                 self.workspace.remove_job_tree(job.root_id)
@@ -313,7 +365,7 @@ class Engine:
         """The parent worker lends its global slot to the child while the child runs."""
         plive.record.child_job_ids.append(child.id)
         self.workspace.mark_recursive(plive.record.root_id, plive.record.depth, plive.record.name)
-        self.workspace.save_worker(plive.record)
+        self._unsynced.save_worker(plive.record)  # fsynced by submit, outside the lock
         if plive.holds_slot:
             plive.holds_slot = False
             self._slots_used -= 1
@@ -360,16 +412,18 @@ class Engine:
         self._slots_used += 1
         self._running[live.job.id] += 1
         live.record.status = WorkerStatus.RUNNING
+        self.metrics.dispatched(live.tag)
         # Idle threads are reused: starting a thread per worker under the lock cost more than the worker.
         future = self._pool.submit(self._run_worker, live)
         self._futures.add(future)
         future.add_done_callback(self._forget)
 
     def recover(self) -> list[str]:
-        """Settle the job trees a previous server left unfinished (it was killed, or the machine
-        stopped). Workers are not re-adopted yet: whatever still runs with a tree's tag is killed,
-        running workers become failed ("lost"), never-started ones skipped, and each job gets the
-        outcome of its workers, a note, and its reports. Returns the recovered root ids."""
+        """Take over the job trees a previous server left unfinished (it was killed, or the
+        machine stopped), as ``recovery`` decides: live workers are re-adopted through their
+        shims, ones that ended meanwhile get their true status from their exit files, lost ones
+        fail with a reason, never-started ones start; the jobs then go on or end. Processes of
+        a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
         recovered = []
         for root_id in self.workspace.root_ids():
             with self._lock:
@@ -382,42 +436,104 @@ class Engine:
                 continue
             if not jobs or all(j.status.terminal for j in jobs):
                 continue
-            killed = self.runner.sweep_prefix(f"{root_id}.")
-            self._settle_lost_tree(jobs, workers, killed)
+            self._restore_tree(root_id, jobs, workers)
             recovered.append(root_id)
         return recovered
 
-    def _settle_lost_tree(self, jobs: list[JobRecord], workers: list[WorkerRecord], killed: int) -> None:
-        now = time.time()
-        why = "lost: the server stopped while it ran (not re-adopted)"
+    def _restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        shims: dict[str, list[FoundShim]] = {}
+        for shim in find_shims(f"{root_id}."):
+            shims.setdefault(shim.tag.split(".")[1], []).append(shim)
+        by_id = {j.id: j for j in jobs}
+        fates = []
         for worker in workers:
-            if worker.status.terminal:
-                continue
-            if worker.attempts:
-                last = worker.attempts[-1]
-                if last.ended_at is None:
-                    last.ended_at, last.end_reason = now, "lost"
-                worker.status, worker.exit_reason, worker.error = WorkerStatus.FAILED, why, why
-            else:
-                worker.status, worker.exit_reason = WorkerStatus.SKIPPED, "skipped: the server stopped before it started"
-            worker.ended_at = now
-            self.workspace.save_worker(worker)
-        by_job: dict[str, list[WorkerRecord]] = {}
-        for worker in workers:
-            by_job.setdefault(worker.job_id, []).append(worker)
+            job = by_id.get(worker.job_id)
+            if job is None:
+                continue  # a record without its job: nothing can run it
+            max_attempts = int(job.config.get("max_retries", 0)) + 1
+            fates.append(recovery.decide(
+                worker, shims.pop(worker.key, []),
+                lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts))
+        # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
+        # worker, or a shim of a worker no record knows) must not run on unaccounted for.
+        adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
+        leftovers = [s for found in shims.values() for s in found]
+        killed = self._kill_unaccounted(root_id, adopted_tags, leftovers)
+        counts: dict[str, int] = {}
+        for fate in fates:
+            counts[fate.fate.value] = counts.get(fate.fate.value, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "keep") or "nothing to resume"
+        to_run: list[tuple[_Live, Recovered]] = []
+        to_finish: list[_Live] = []
+        with self._lock:
+            for job in jobs:
+                self._jobs[job.id] = job
+                if not job.status.terminal:
+                    self._running[job.id] = 0
+                    self._unfinished[job.id] = 0
+            for fate in fates:
+                live = self._restore_worker(by_id[fate.record.job_id], fate, to_run, to_finish)
+                self._live[_key(root_id, fate.record.depth, fate.record.name)] = live
+            for job in jobs:
+                if not job.status.terminal:
+                    note = (f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
+                            f"{killed} unaccounted process(es) of its tree killed")
+                    job.notes.append(note)
+                    self.workspace.save_job(job)
+                    self._event_line(job, f"job {job.id} recovered: {summary}")
+            self._dispatch()
+        for live, fate in to_run:
+            future = self._pool.submit(self._run_worker, live, fate)
+            with self._lock:
+                self._futures.add(future)
+            future.add_done_callback(self._forget)
+        for live in to_finish:
+            self._finish_worker(live)
+        # Jobs whose workers had all ended before the crash, but not the job itself.
         for job in sorted(jobs, key=lambda j: -j.depth):
-            if job.status.terminal:
-                continue
-            ok = sum(1 for w in by_job.get(job.id, []) if w.status.ok)
-            total = len(by_job.get(job.id, []))
-            job.status = JobStatus.COMPLETED if ok == total else JobStatus.PARTIAL if ok else JobStatus.FAILED
-            job.ended_at = now
-            job.notes.append(f"recovered at server start: the server had stopped while this job ran; "
-                             f"{killed} leftover process(es) of its tree killed")
-            self.workspace.save_job(job)
-            self._event_line(job, f"job {job.id} recovered as {job.status.value}")
-        root = next(j for j in jobs if j.is_root)
-        self._render_reports(root)
+            with self._lock:
+                ready = not job.status.terminal and self._unfinished.get(job.id) == 0
+            if ready:
+                self._complete_job(job)
+
+    def _restore_worker(self, job: JobRecord, fate: Recovered, to_run: list[tuple[_Live, Recovered]],
+                        to_finish: list[_Live]) -> _Live:
+        """Under the lock: the live state of one recovered worker, by its fate."""
+        rec = fate.record
+        tag = fate.tag or f"{job.root_id}.{rec.key}.{secrets.token_hex(4)}"
+        live = _Live(record=rec, job=job, tag=tag)
+        if fate.fate is Fate.KEEP:
+            return live
+        self._unfinished[job.id] += 1
+        if fate.fate is Fate.START:
+            rec.status = WorkerStatus.PENDING
+            self._pending.setdefault(job.id, []).append(rec.key)
+        elif fate.fate is Fate.ADOPT:
+            rec.status = WorkerStatus.RUNNING
+            live.holds_slot = True
+            self._slots_used += 1
+            self._running[job.id] += 1
+            to_run.append((live, fate))
+        elif fate.fate is Fate.WAITING:
+            live.process_done = True
+            live.outcome = _recorded_outcome(rec)
+            if not self._live_children(live):
+                to_finish.append(live)
+        else:  # LOST
+            attempt = fate.attempt
+            if attempt is not None and attempt.ended_at is None:
+                attempt.ended_at, attempt.end_reason = time.time(), "lost"
+            live.process_done = True
+            live.outcome = Outcome(WorkerStatus.FAILED, recovery.LOST_REASON, error=recovery.LOST_REASON)
+            rec.exit_reason, rec.error = live.outcome.exit_reason, live.outcome.error
+            to_finish.append(live)
+        return live
+
+    def _kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
+        """SIGKILL every process of the tree that carries no adopted shim's tag."""
+        for shim in shims:
+            log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
+        return self.runner.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
@@ -429,6 +545,7 @@ class Engine:
             late = [j for j in self._jobs.values() if j.is_root and not j.status.terminal and j.error != "cancelled"
                     and j.id not in self._finishing and now - j.created_at > deadline]
             for job in late:
+                self.metrics.refused("deadline")
                 job.notes.append(f"cancelled: the tree ran past its deadline of {deadline:g}s (recursion.tree_deadline)")
         for job in late:
             try:
@@ -442,24 +559,25 @@ class Engine:
             found = []
             for live in self._live.values():
                 execution, handle = live.execution, live.execution.handle if live.execution else None
-                if handle is None or handle.popen.returncode is not None:
+                if handle is None or handle.exited:
                     continue
                 rec = live.record
                 found.append(Watched(
                     key=rec.key, tag=live.tag, started_at=handle.started_at,
                     log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
-                    worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name), abort=execution.abort))
+                    worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name), abort=execution.abort,
+                    shim_pid=handle.pid if handle.exit_file is not None else None))
             return found
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
 
-    def _run_worker(self, live: _Live) -> None:
+    def _run_worker(self, live: _Live, adopted: Recovered | None = None) -> None:
         try:
-            outcome = self._execute(live)
+            outcome = self._execute(live, adopted)
         except Exception as exc:  # a bug must not leave a worker "running" forever
-            log.exception("worker %s crashed in the engine", live.record.key)
+            log.exception("worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name))
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
@@ -484,7 +602,7 @@ class Engine:
         else:
             self._finish_worker(live)  # writes the record once, with its final status
 
-    def _execute(self, live: _Live) -> Outcome:
+    def _execute(self, live: _Live, adopted: Recovered | None = None) -> Outcome:
         rec, job = live.record, live.job
         cfg = JobConfig.from_dict(job.config)
         adapter = get_adapter(rec.kind)
@@ -500,17 +618,35 @@ class Engine:
             lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
         )
         live.execution = execution
+        resume = None
+        if adopted is not None and adopted.attempt is not None:
+            resume = (adopted.attempt, self._adopt(live, adopted))
         try:
-            return execution.run()
+            return execution.run(resume)
         finally:
             live.execution = None
+
+    def _adopt(self, live: _Live, fate: Recovered) -> ProcessHandle:
+        """A handle on the shim of a worker a previous server started; its record says so on disk."""
+        attempt, rec = fate.attempt, live.record
+        assert attempt is not None and fate.pid is not None or fate.exit_file is not None
+        handle = self.runner.adopt(fate.pid or 0, fate.start_id, tag=live.tag, started_at=attempt.started_at,
+                                   exit_file=fate.exit_file)
+        if attempt.log_offset == 0 and attempt.number > 1:
+            attempt.log_offset = self.workspace.find_in_log(
+                self.workspace.worker_log(rec.root_id, rec.depth, rec.name), f"===== attempt {attempt.number}/".encode())
+        state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
+        self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
+        return handle
 
     def _on_attempt(self, record: WorkerRecord, message: str) -> None:
         """An attempt is running: on disk before anything else is told (crash consistency)."""
         with self._lock:
             live = self._live[(record.root_id, record.key)]
             snapshot = self._snapshot_record(live)
+        self.metrics.spawned(live.tag)
         self._write_record(live, snapshot)
+        failpoints.hit("after_record")
         with self._lock:
             self._publish_worker(live, message)
 
@@ -575,14 +711,16 @@ class Engine:
         parsed = outcome.parsed
         rec.exit_reason = outcome.exit_reason
         rec.error = outcome.error
-        peak = self.monitor.peaks.pop(rec.key, None)
-        if peak is not None:
-            rec.peak_rss, rec.peak_processes = peak
+        usage = self.monitor.usage.pop(live.tag, None)
+        if usage is not None:
+            rec.peak_rss, rec.peak_processes = usage.peak_rss, usage.peak_processes
+            rec.cpu_seconds = round(usage.cpu_seconds, 3)
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
             if parsed.cost_usd:
                 self._tree_cost[rec.root_id] = self._tree_cost.get(rec.root_id, 0.0) + parsed.cost_usd
+                self.metrics.add_cost(parsed.cost_usd)
 
     def _live_children(self, live: _Live) -> list[str]:
         return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]
@@ -605,10 +743,16 @@ class Engine:
                 else:
                     rec.exit_reason += "; a child job did not complete"
             final = rec.copy()
-            final.status, final.ended_at = status, time.time()
+            # It ended when its last process and its child jobs did: for one that ended while no
+            # server ran, that is its shim's time, not the restart's.
+            ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
+            ends += [self._jobs[c].ended_at for c in rec.child_job_ids if c in self._jobs and self._jobs[c].ended_at]
+            final.status, final.ended_at = status, max(ends) if ends else time.time()
+            self.metrics.worker_finished(live.tag, status.value, final.duration)
             live.version += 1
             snapshot = (live.version, final.to_dict())
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
+        failpoints.hit("before_final_record")
         self._write_record(live, snapshot)
         with self._lock:
             rec.status, rec.ended_at = final.status, final.ended_at
@@ -645,6 +789,28 @@ class Engine:
                 self._render_reports(job)
         if finish_parent:
             self._finish_worker(parent)
+        if job.is_root:
+            self._evict_finished(job.root_id)
+
+    def _evict_finished(self, root_id: str) -> None:
+        """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
+        read from their records on disk, so a long-running server's memory stays flat."""
+        with self._lock:
+            self._finished_roots.append(root_id)
+            while len(self._finished_roots) > FINISHED_TREES_IN_MEMORY:
+                self._forget_tree(self._finished_roots.popleft())
+
+    def _forget_tree(self, root_id: str) -> None:
+        """Under the lock: drop a finished (or deleted) tree's in-memory state."""
+        for jid in [j.id for j in self._jobs.values() if j.root_id == root_id]:
+            del self._jobs[jid]
+            for table in (self._running, self._unfinished, self._pending):
+                table.pop(jid, None)
+        for key in [k for k in self._live if k[0] == root_id]:
+            del self._live[key]
+        self._tree_cost.pop(root_id, None)
+        self._render_locks.pop(root_id, None)
+        self.events.forget(root_id)
 
     def _outcome(self, job: JobRecord) -> JobStatus:
         statuses = [self._live[_key(job.root_id, job.depth, n)].record.status for n in job.worker_names]
@@ -661,7 +827,7 @@ class Engine:
 
     def _render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
-        jobs, workers = self.snapshot(job.root_id)
+        jobs, workers = self.snapshot(job.root_id, outcomes=True)
         tails = {w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
                  for w in workers if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)}
         tdir = self.settings.templates_dir
@@ -670,18 +836,22 @@ class Engine:
             for depth in depths:
                 text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
                 self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
-            if job.is_root:
-                text = reports.render_final_report(jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
+            if job.is_root:  # the picture first, so the report's link to it never dangles
+                svg = self.workspace.timeline_svg(job.root_id)
+                self.workspace.write_text(svg, reports.render_timeline_svg(jobs, workers))
+                text = reports.render_final_report(jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir,
+                                                   timeline_svg=self.workspace.relative(job.root_id, svg))
                 self.workspace.write_text(self.workspace.final_report(job.root_id), text)
         except Exception as exc:  # a broken custom template must not hang the job
-            log.exception("report rendering failed for %s", job.id)
+            log.exception("report rendering failed for %s", job.id, extra=logs.context(job.id))
             with self._lock:
                 job.notes.append(f"report rendering failed: {exc}")
 
     # -- reading ------------------------------------------------------------------
-    def snapshot(self, root_id: str, job_id: str | None = None) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        """Copies of a tree's records, or of one job's subtree (jobs finishing show their
-        outcome); read from disk when the tree is not live."""
+    def snapshot(self, root_id: str, job_id: str | None = None, *, outcomes: bool = False) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        """Copies of a tree's records, or of one job's subtree; read from disk when the tree is
+        not live. ``outcomes``: jobs whose reports are being rendered show the outcome they are
+        about to get (for the reports); everyone else sees them running until the reports exist."""
         with self._lock:
             if job_id is not None and job_id in self._jobs:
                 jobs = self._subtree(job_id)
@@ -693,7 +863,7 @@ class Engine:
             workers = []
             for job in jobs:
                 dup = job.copy()
-                if job.id in self._finishing:
+                if outcomes and job.id in self._finishing:
                     dup.status, dup.ended_at = self._finishing[job.id]
                 copies.append(dup)
                 workers.extend(self._live[_key(job.root_id, job.depth, n)].record.copy() for n in job.worker_names)
@@ -741,6 +911,14 @@ class Engine:
                 except (JobNotFound, ValueError, OSError):
                     continue
         return sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs this engine holds, by status (for the metrics)."""
+        with self._lock:
+            found: dict[str, int] = {}
+            for job in self._jobs.values():
+                found[job.status.value] = found.get(job.status.value, 0) + 1
+            return found
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -790,7 +968,7 @@ class Engine:
         job = self.get_job(job_id)
         if name == "final":
             path = self.workspace.final_report(job.root_id)
-        elif name.startswith("level_") and name[6:].isdigit() and len(name) < 10:
+        elif name.startswith("level_") and name[6:].isascii() and name[6:].isdigit() and len(name) < 10:
             path = self.workspace.level_report(job.root_id, int(name[6:]))
         else:
             raise ValidationError(f"report name {name[:40]!r}: use 'final' or 'level_<depth>' (e.g. level_0)")
@@ -808,11 +986,9 @@ class Engine:
             live = [j for j in self._jobs.values() if j.root_id == job.root_id and not j.status.terminal]
             if live:
                 raise Conflict(f"job {job_id} is still {job.status.value}; cancel it first (POST /api/v1/jobs/{job_id}/cancel)")
-            for jid in [j.id for j in self._jobs.values() if j.root_id == job.root_id]:
-                del self._jobs[jid]
-                self._running.pop(jid, None)
-            for key in [k for k in self._live if k[0] == job.root_id]:
-                del self._live[key]
+            self._forget_tree(job.root_id)
+            with contextlib.suppress(ValueError):
+                self._finished_roots.remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
 
     # -- cancelling -----------------------------------------------------------------
@@ -873,11 +1049,17 @@ class Engine:
         rec = live.record
         self.events.publish(rec.root_id, type="worker", job_id=rec.job_id, status=rec.status.value,
                             worker=rec.name, depth=rec.depth, message=message)
-        self._event_line(live.job, f"{rec.key} {rec.status.value}: {message}")
+        self._event_line(live.job, f"{rec.key} {rec.status.value}: {message}", rec.name)
 
-    def _event_line(self, job: JobRecord, message: str) -> None:
+    def _event_line(self, job: JobRecord, message: str, worker: str | None = None) -> None:
+        if worker is None:  # job-level events also go to the server log; worker ones only to the tree's
+            log.info(message, extra=logs.context(job.id, root_id=job.root_id))
         try:
-            self.workspace.log_event(job.root_id, message)
+            if self.settings.logging.enable_structured:
+                line = logs.job_line(message, job_id=job.id, root_id=job.root_id, depth=job.depth, worker=worker)
+                self.workspace.append_line(self.workspace.orchestrator_log(job.root_id), line)
+            else:
+                self.workspace.log_event(job.root_id, message)
         except OSError:
             log.warning("cannot append to orchestrator.log of %s", job.root_id)
 

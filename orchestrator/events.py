@@ -45,6 +45,11 @@ class EventBus:
             self._cond.notify_all()
         return event
 
+    def forget(self, root_id: str) -> None:
+        """Drop a tree's events (it ended long ago; streams of it end at once)."""
+        with self._cond:
+            self._events.pop(root_id, None)
+
     def since(self, root_id: str, after: int = 0) -> list[Event]:
         with self._cond:
             return [e for e in self._events.get(root_id, ()) if e.seq > after]

@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import failpoints
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .config import JobConfig, Settings
 from .errors import ConfigError
 from .models import Attempt, WorkerRecord, WorkerStatus
-from .runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
+from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from .workspace import Workspace
 
 
@@ -81,7 +82,7 @@ class WorkerExecution:
         self.lock = lock
         self.on_change = on_change
         self.cancel = cancel
-        self.handle = None
+        self.handle: ProcessHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
@@ -94,14 +95,24 @@ class WorkerExecution:
             self.abort_reason = reason
             self.cancel.set()
 
-    def run(self) -> Outcome:
+    def run(self, resume: tuple[Attempt, ProcessHandle] | None = None) -> Outcome:
+        """Run the attempts; with ``resume``, first see an attempt a previous server started
+        (re-adopted: running, or already ended) through, then go on as if it never stopped."""
         attempts = self.config.max_retries + 1
         outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
-        for number in range(1, attempts + 1):
-            if self.cancel.is_set():
-                break
-            outcome, retry = self._attempt(number, attempts)
-            if not retry or number == attempts:
+        number = 0
+        while number < attempts:
+            if resume is not None:
+                attempt, self.handle = resume
+                resume = None
+                number = attempt.number
+                outcome, retry = self._wait(attempt)
+            else:
+                number += 1
+                if self.cancel.is_set():
+                    break
+                outcome, retry = self._attempt(number, attempts)
+            if not retry or number >= attempts:
                 break
             delay = backoff_delay(number, self.settings.workers.retry_backoff, self.settings.workers.retry_backoff_max)
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); retrying in {delay:.2f}s =====")
@@ -126,11 +137,14 @@ class WorkerExecution:
         try:
             argv = self.adapter.build_argv(ctx)
             env = {**self.env, **self.adapter.extra_env(ctx), "ORCHESTRATOR_ATTEMPT": str(number)}
-            self.handle = self.runner.spawn(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag)
+            exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
+            self.handle = self.runner.spawn(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag,
+                                            exit_file=exit_file)
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             return self._spawn_failed(attempt, exc), False
+        failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
         with self.lock:
-            attempt.pid = self.handle.pid
+            attempt.pid, attempt.pid_start = self.handle.pid, self.handle.start_id
         self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})")
         return self._wait(attempt)
 
@@ -150,7 +164,8 @@ class WorkerExecution:
 
     def _wait(self, attempt: Attempt) -> tuple[Outcome, bool]:
         assert self.handle is not None
-        deadline = time.monotonic() + self.config.default_timeout
+        # From the attempt's start, which for a re-adopted attempt was before this server started.
+        deadline = time.monotonic() + self.config.default_timeout - max(0.0, time.time() - attempt.started_at)
         reason = "exit"
         code = None
         while code is None:
@@ -174,7 +189,7 @@ class WorkerExecution:
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, bool]:
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         with self.lock:
-            attempt.ended_at = time.time()
+            attempt.ended_at = (self.handle.ended_at if self.handle else None) or time.time()
             attempt.kill_rung = rung
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None
@@ -218,10 +233,7 @@ class WorkerExecution:
 
     def _log(self, line: str) -> int:
         """Append a marker line to the worker log; returns the offset where it starts."""
-        with open(self.log_path, "ab") as handle:
-            offset = handle.tell()
-            handle.write(line.encode("utf-8") + b"\n")
-        return offset
+        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
 
 
 def _strip_headers(text: str) -> str:

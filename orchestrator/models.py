@@ -69,7 +69,8 @@ class Attempt:
     number: int
     started_at: float
     ended_at: float | None = None
-    pid: int | None = None
+    pid: int | None = None  # the shim's pid: the worker's process group and session
+    pid_start: str | None = None  # the kernel's start time of ``pid``, to re-adopt it after a restart
     exit_code: int | None = None  # None while running, or when killed by a signal
     signal: int | None = None  # the signal that ended the process, if any
     # How it ended: "exit" (ran to completion, any code), "signal", "timeout",
@@ -120,6 +121,9 @@ class WorkerRecord:
     tokens_out: int | None = None
     peak_rss: int | None = None  # bytes: the most its whole process tree held at once (sampled)
     peak_processes: int | None = None  # the most processes its tree had at once (sampled)
+    # user+system CPU seconds of its process tree over every attempt, reaped descendants
+    # included (sampled, so at most one monitor interval short); None when never sampled
+    cpu_seconds: float | None = None
     log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
     dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
 

@@ -8,9 +8,16 @@ never drains a pipe, and ``tail -f`` sees output as it is produced.
 Every worker also carries a unique ``ORCHESTRATOR_TAG`` in its environment.
 Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
 of the process group is still found by the sweep and killed.
+
+A worker runs under a shim (like containerd's per-container shim or podman's
+conmon): a few lines of POSIX sh that run the command as its child and write its
+exit status to an exit file before exiting the same way. The shim lives in the
+worker's session, not the server's, so a worker's result survives the server
+being killed, and a restarted server re-adopts the shim by pid and start time.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -73,21 +80,62 @@ class CommandNotFound(FileNotFoundError):
     """The worker's command is not on PATH (or not executable)."""
 
 
+# The shim: $1 is the exit file, the rest is the worker's argv (never parsed by the shell).
+# Trapping (not ignoring) the usual signals keeps the shim alive to record the status while
+# the same signal, sent to the whole group, reaches the worker with its default disposition
+# (exec resets handlers). A worker killed by signal N makes the shim die of N too, so its
+# parent sees exactly what it would have seen without the shim.
+SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
+SHIM_SCRIPT = (
+    f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'%s\\n\' "$r" >"$f"; '
+    f'if [ "$r" -gt 128 ] && [ "$r" -lt 193 ]; then ulimit -c 0; trap - {SHIM_SIGNALS}; kill -s "$(kill -l "$r")" $$; fi; '
+    'exit "$r"'
+)
+SHIM_NAME = "orchestrator-shim"  # the shim's $0: how it shows in ps, and how a restarted server knows it
+SHELL = "/bin/sh"
+
+
 @dataclass
 class ProcessHandle:
-    """A started worker process."""
+    """A started (or re-adopted) worker process: with the shim, the shim's pid, which is also
+    the worker's process group and session id."""
 
     pid: int
     tag: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None  # None: adopted from a previous server, not our child
     started_at: float
     kill_rung: str | None = None  # set by terminate(): which signal ended it
     pidfd: int | None = None  # Linux: a descriptor that becomes readable when the process exits
+    start_id: str | None = None  # the kernel's start time of ``pid``: tells it from a reused pid
+    exit_file: Path | None = None  # where the shim writes the exit status
+    code: int | None = None  # an adopted process's status, once read from its exit file
+    ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def returncode(self) -> int | None:
-        return self.popen.poll()
+        return self.poll()
+
+    def poll(self) -> int | None:
+        """The exit status (negative: killed by that signal), or None while it runs. For an
+        adopted process whose shim left no exit file (it was SIGKILLed), ``-SIGKILL``."""
+        if self.popen is not None:
+            return self.popen.poll()
+        if self.code is None and not process_alive(self.pid, self.start_id):
+            found = read_exit_file(self.exit_file) if self.exit_file else None
+            self.code = -signal.SIGKILL if found is None else found
+            try:
+                self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
+            except OSError:
+                self.ended_at = time.time()
+        return self.code
+
+    @property
+    def exited(self) -> bool:
+        """Whether it is known to have ended, without reaping it (safe from any thread)."""
+        if self.popen is not None:
+            return self.popen.returncode is not None
+        return self.code is not None or not process_alive(self.pid, self.start_id)
 
 
 @functools.lru_cache(maxsize=256)
@@ -123,18 +171,25 @@ def signal_name(signum: int | None) -> str:
 class ProcessRunner:
     """Starts, watches and signals worker processes."""
 
-    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str) -> ProcessHandle:
-        """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``."""
+    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
+              exit_file: Path | None = None) -> ProcessHandle:
+        """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
+        With ``exit_file``, under the shim, which writes the exit status there."""
         if not argv:
             raise ValueError("empty command")
         full_env = dict(env)
         full_env[TAG_VAR] = tag
         program = resolve_command(argv[0], full_env.get("PATH"))
+        command = [program, *argv[1:]]
+        if exit_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(exit_file)  # a stale status must never pass for this run's
+            command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
         started_at = time.time()  # before the fork: every descendant is younger than this
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             popen = subprocess.Popen(
-                [program, *argv[1:]],
+                command,
                 cwd=cwd,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
@@ -151,11 +206,29 @@ class ProcessRunner:
                 pidfd = os.pidfd_open(popen.pid)
             except OSError:  # old kernel: fall back to polling
                 pidfd = None
-        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=started_at, pidfd=pidfd)
+        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=started_at, pidfd=pidfd,
+                             start_id=process_start_id(popen.pid), exit_file=exit_file)
+
+    def adopt(self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None) -> ProcessHandle:
+        """A handle on a shim a previous server started. If it has ended (or ``pid`` now belongs
+        to another process), the handle's status is already read from the exit file."""
+        handle = ProcessHandle(pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file)
+        if hasattr(os, "pidfd_open"):
+            try:
+                handle.pidfd = os.pidfd_open(pid)
+            except OSError:
+                handle.pidfd = None
+        # Checked after the pidfd is open: a pidfd on a reused pid is closed again at once.
+        if not process_alive(pid, start_id):
+            self.release(handle)
+        handle.poll()
+        return handle
 
     def wait(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
         """The return code, or None if still running after ``timeout`` seconds (or once ``wake``
         is set). With a pidfd this blocks without polling, so idle worker threads cost nothing."""
+        if handle.popen is None:
+            return self._wait_adopted(handle, timeout, wake)
         if handle.pidfd is not None and handle.popen.returncode is None:
             fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
             ready, _, _ = select.select(fds, [], [], timeout)
@@ -168,6 +241,26 @@ class ProcessRunner:
             return handle.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def _wait_adopted(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None) -> int | None:
+        """Not our child, so no waitpid: its pidfd (or polling) says when it ends, its exit file how."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handle.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if handle.pidfd is not None:
+                fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
+                select.select(fds, [], [], left)
+            else:
+                step = 0.05 if left is None else min(0.05, left)
+                if wake is not None and wake.wait(step):
+                    return handle.poll()
+                if wake is None:
+                    time.sleep(step)
+            if wake is not None and wake.is_set():
+                return handle.poll()
+        return handle.code
 
     def release(self, handle: ProcessHandle) -> None:
         """Close the handle's descriptors once its process is gone."""
@@ -182,7 +275,7 @@ class ProcessRunner:
         with handle._lock:
             if handle.kill_rung is not None:
                 return handle.kill_rung
-            if handle.popen.poll() is not None:
+            if handle.poll() is not None:
                 self.sweep(handle.tag, handle.started_at)
                 handle.kill_rung = "none"
                 return handle.kill_rung
@@ -224,14 +317,16 @@ class ProcessRunner:
                     pass
             time.sleep(0.01)
 
-    def sweep_prefix(self, prefix: str, rounds: int = 20) -> int:
+    def sweep_prefix(self, prefix: str, rounds: int = 20, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
         """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
-        server crash); returns how many were found."""
+        server crash), except those whose tag is in ``keep``; returns how many were found."""
         needle = f"{TAG_VAR}={prefix}".encode()
+        kept = [f"{TAG_VAR}={tag}".encode() for tag in keep]
         killed = 0
         for _ in range(rounds):
-            pids = _scan_proc_prefix(needle) if _PROC.is_dir() else [
-                pid for tag, found in _scan_psutil_all().items() if tag.startswith(prefix) for pid in found]
+            pids = _scan_proc_prefix(needle, kept) if _PROC.is_dir() else [
+                pid for tag, found in _scan_psutil_all().items() if tag.startswith(prefix) and tag not in keep
+                for pid in found]
             if not pids:
                 return killed
             for pid in pids:
@@ -252,6 +347,94 @@ class ProcessRunner:
         if _PROC.is_dir():
             return _scan_proc({f"{TAG_VAR}={tag}".encode(): tag for tag in tags}, since)
         return _scan_psutil(set(tags))  # macOS: no /proc
+
+
+@dataclass
+class FoundShim:
+    """A live shim found by its tag, e.g. one spawned just before a server was killed."""
+
+    pid: int
+    tag: str
+    start_id: str | None
+    exit_file: Path
+    attempt: int | None
+
+
+def find_shims(tag_prefix: str) -> list[FoundShim]:
+    """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
+    what runs, whatever the records managed to say before a crash."""
+    needle = f"{TAG_VAR}={tag_prefix}".encode()
+    found = []
+    for pid, data in _tagged_environs():
+        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+        tag = env.get(TAG_VAR.encode(), b"")
+        if not (TAG_VAR.encode() + b"=" + tag).startswith(needle) or _is_zombie(pid):
+            continue
+        argv = _cmdline(int(pid))
+        if len(argv) < 6 or argv[1:4] != ["-c", SHIM_SCRIPT, SHIM_NAME]:
+            continue  # a worker or its descendant, not the shim
+        attempt = env.get(b"ORCHESTRATOR_ATTEMPT", b"")
+        found.append(FoundShim(pid=int(pid), tag=tag.decode(errors="replace"), start_id=process_start_id(int(pid)),
+                               exit_file=Path(argv[4]), attempt=int(attempt) if attempt.isdigit() else None))
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def process_start_id(pid: int) -> str | None:
+    """When the kernel started ``pid`` (clock ticks since boot, from /proc; psutil elsewhere):
+    with the pid, it names one process for good, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rfind(b")") + 2:].split()[19].decode()
+    except (OSError, IndexError):
+        pass
+    if _PROC.is_dir():
+        return None
+    try:
+        import psutil
+
+        return repr(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - gone, or no permission: unknown
+        return None
+
+
+def process_alive(pid: int, start_id: str | None) -> bool:
+    """Whether ``pid`` still runs (not a zombie) and, when ``start_id`` is known, is the same process."""
+    if _PROC.is_dir():
+        if _is_zombie(str(pid)):
+            return False
+    else:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return start_id is None or process_start_id(pid) == start_id
+
+
+def read_exit_file(path: Path) -> int | None:
+    """The status a shim recorded, in Popen's convention (negative: killed by that signal);
+    None when there is none or it is incomplete (the shim was killed while writing it)."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.endswith("\n") or not text.strip().isdigit():
+        return None
+    code = int(text)
+    if 128 < code < 193:
+        return -(code - 128)
+    return code
 
 
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
@@ -314,9 +497,15 @@ def _is_zombie(pid: str) -> bool:
     return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
 
 
-def _scan_proc_prefix(needle: bytes) -> list[int]:
+def _scan_proc_prefix(needle: bytes, kept: list[bytes] | None = None) -> list[int]:
     return [int(pid) for pid, data in _tagged_environs()
-            if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(pid)]
+            if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(pid)
+            and not any(_carries(data, k) for k in kept or ())]
+
+
+def _carries(environ: bytes, entry: bytes) -> bool:
+    """Whether a NUL-separated environment holds exactly ``entry`` (NAME=value)."""
+    return environ.startswith(entry + b"\0") or (b"\0" + entry + b"\0") in environ or environ.endswith(b"\0" + entry) or environ == entry
 
 
 def _scan_psutil_all() -> dict[str, list[int]]:

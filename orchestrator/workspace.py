@@ -18,24 +18,29 @@ Bookkeeping lives under ``state/``, never in a worker's directory, so
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from .groupsync import GroupCommit
-from .errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
+from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
 from .models import JobRecord, WorkerRecord
 
 ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
 JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
 WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
 MAX_FILES_LISTED = 10_000
+# Logs and reports sit where workers can write: never open one through a link, and never
+# block a server thread on a FIFO a worker put in a log's place.
+_NO_LINK_NO_BLOCK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def new_root_id() -> str:
@@ -167,6 +172,10 @@ class Workspace:
     def final_report(self, root_id: str) -> Path:
         return self.job_dir(root_id) / "FINAL_RESULT.md"
 
+    def timeline_svg(self, root_id: str) -> Path:
+        """The tree's Gantt picture, written with FINAL_RESULT.md (which links to it)."""
+        return self.reports_dir(root_id) / "timeline.svg"
+
     def state_dir(self, root_id: str) -> Path:
         return self.job_dir(root_id) / "state"
 
@@ -175,6 +184,10 @@ class Workspace:
 
     def worker_record_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.state_dir(root_id) / "workers" / f"{worker_key(depth, validate_worker_name(name))}.json"
+
+    def exit_file(self, root_id: str, depth: int, name: str, attempt: int) -> Path:
+        """Where a worker's shim writes one attempt's exit status (it outlives the server)."""
+        return self.state_dir(root_id) / "exits" / f"{worker_key(depth, validate_worker_name(name))}.{int(attempt)}"
 
     def planning_dir(self) -> Path:
         """A scratch folder for one AI planning call (the job tree does not exist yet)."""
@@ -229,7 +242,7 @@ class Workspace:
                 "Check the workspace's permissions and free space (orchestrator.workspace_root).",
             ) from None
         try:
-            for sub in ("logs", "reports", "state/jobs", "state/workers", "state/prompts"):
+            for sub in ("logs", "reports", "state/jobs", "state/workers", "state/prompts", "state/exits"):
                 (job_dir / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -321,8 +334,8 @@ class Workspace:
     def files_in(self, directory: Path) -> list[str]:
         """Files under a worker directory, relative to it; links are listed, never followed."""
         found: list[str] = []
-        if not directory.is_dir():
-            return found
+        if os.path.realpath(directory) != os.path.abspath(directory) or not directory.is_dir():
+            return found  # a worker that swapped its folder (or a parent) for a link does not get the target listed
         for base, dirs, files in os.walk(directory, followlinks=False):
             rel = os.path.relpath(base, directory)
             for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(base, d))):
@@ -333,36 +346,80 @@ class Workspace:
         return sorted(found)
 
     def append_line(self, path: Path, line: str) -> None:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line if line.endswith("\n") else line + "\n")
+        self.append_log(path, (line if line.endswith("\n") else line + "\n").encode("utf-8"))
+
+    def append_log(self, path: Path, data: bytes) -> int:
+        """Append to a log; returns the offset where ``data`` starts. A link, FIFO or device a
+        worker planted in the log's place is unlinked (its target is never written) and the log
+        starts afresh."""
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_LINK_NO_BLOCK, 0o644)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                    raise
+                fd = -1
+            if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+                with os.fdopen(fd, "ab") as handle:
+                    offset = handle.seek(0, os.SEEK_END)
+                    handle.write(data)
+                return offset
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(path)
+        raise RefusedPath(f"cannot append to {path.name}: something keeps replacing it")
 
     def log_event(self, root_id: str, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
         self.append_line(self.orchestrator_log(root_id), f"{stamp} {message}")
 
-    def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
-        """The last lines of a log, reading at most ``max_bytes`` from its end."""
+    def find_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> int:
+        """The offset of the last line starting with ``marker`` in a log (0 if none): where a
+        re-adopted attempt's output starts."""
         try:
             with open(path, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 size = handle.tell()
-                handle.seek(max(0, size - max_bytes))
+                start = max(0, size - max_bytes)
+                handle.seek(start)
                 data = handle.read()
-        except FileNotFoundError:
+        except OSError:
+            return 0
+        at = data.rfind(b"\n" + marker)
+        if at >= 0:
+            return start + at + 1
+        return start if data.startswith(marker) and start == 0 else 0
+
+    def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
+        """The last lines of a log, reading at most ``max_bytes`` from its end (a planted link reads as empty)."""
+        try:
+            handle = _open_regular(path)
+        except RefusedPath:
             return ""
+        if handle is None:
+            return ""
+        with handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
         text = data.decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def read_from(self, path: Path, offset: int, max_bytes: int) -> str:
-        """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end)."""
+        """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end).
+        A link planted in the log's place reads as empty: its target never becomes a worker's output."""
         try:
-            with open(path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(offset, size - max_bytes))
-                data = handle.read()
-        except FileNotFoundError:
+            handle = _open_regular(path)
+        except RefusedPath:
             return ""
+        if handle is None:
+            return ""
+        with handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(offset, size - max_bytes))
+            data = handle.read()
         return data.decode("utf-8", errors="replace")
 
     def write_text(self, path: Path, text: str) -> None:
@@ -376,6 +433,21 @@ class Workspace:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
+
+
+def _open_regular(path: Path) -> BinaryIO | None:
+    """A regular file opened for reading without following a link; None when it does not exist.
+    Raises RefusedPath for a link, a FIFO or a device (reading one could block a server thread)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NO_LINK_NO_BLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RefusedPath(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def _records(folder: Path) -> Iterator[Path]:
@@ -405,23 +477,23 @@ def _fsync_dir(path: Path) -> None:
 def read_served(workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20) -> tuple[bytes, int]:
     """Read a log or report for the API without following a link a worker may have planted:
     the path must resolve inside the workspace and the file itself is opened with O_NOFOLLOW.
-    Returns (data, size of the file)."""
+    Returns (data, the offset just past it): a follower goes on from there, and a line written
+    while this read ran is never both in this answer and in the next."""
     if not workspace.contains(path.parent):
-        raise WorkspaceError(f"refusing to serve {path.name}: it is outside the workspace")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+        raise RefusedPath(f"refusing to serve {path.name}: it is outside the workspace")
+    handle = _open_regular(path)
+    if handle is None:
         return b"", 0
-    except OSError as exc:
-        raise WorkspaceError(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
         size = os.fstat(handle.fileno()).st_size
         if tail_lines:
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
+            begin = max(0, size - max_bytes)
+            handle.seek(begin)
+            data = handle.read(size - begin)  # not past the size measured: that is where a follower resumes
             lines = data.splitlines(keepends=True)[-tail_lines:]
-            return b"".join(lines), size
+            return b"".join(lines), begin + len(data)
         start = min(offset, size)
-        handle.seek(max(start, size - max_bytes) if offset == 0 else start)
-        return handle.read(max_bytes), size
+        begin = max(start, size - max_bytes) if offset == 0 else start
+        handle.seek(begin)
+        data = handle.read(min(max_bytes, size - begin))
+        return data, begin + len(data)

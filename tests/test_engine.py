@@ -224,3 +224,26 @@ def test_a_worker_printing_megabytes_loses_no_line_and_keeps_a_bounded_result(ma
     numbers = [int(line.split()[2]) for line in log.splitlines() if line.startswith("flood line ")]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 80_000  # contiguous, nothing lost
     assert worker.status is WorkerStatus.SUCCESS and len(worker.output) <= 501
+
+
+def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
+    """A long-running server keeps only the newest finished trees in memory (flat memory);
+    the older ones are served from their records exactly as before."""
+    from orchestrator.engine import FINISHED_TREES_IN_MEMORY
+
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    jobs = [run_job(engine, f"tree {n}", tasks=["a", "b"]) for n in range(FINISHED_TREES_IN_MEMORY + 8)]
+    in_memory = {j.root_id for j in engine._jobs.values()}
+    assert len(in_memory) == FINISHED_TREES_IN_MEMORY
+    assert jobs[0].id not in in_memory and jobs[-1].id in in_memory
+    assert len(engine._live) == 2 * FINISHED_TREES_IN_MEMORY and not engine.events.since(jobs[0].id)
+    # The evicted tree reads the same from disk: job, workers, report, wait.
+    old = engine.get_job(jobs[0].id)
+    assert old.status is JobStatus.COMPLETED and old.worker_names == ["worker_1", "worker_2"]
+    _, workers = engine.snapshot(jobs[0].id)
+    assert [w.status for w in workers] == [WorkerStatus.SUCCESS, WorkerStatus.SUCCESS]
+    assert engine.wait(jobs[0].id, 0.1).status is JobStatus.COMPLETED
+    assert f"tree 0" in engine.read_report(jobs[0].id, "final")
+    engine.delete(jobs[0].id)
+    engine.delete(jobs[-1].id)  # and one still in memory
+    assert jobs[-1].id not in {j.root_id for j in engine._jobs.values()}

@@ -123,7 +123,7 @@ def _healthy(url):
 
 
 
-def test_a_sigkilled_server_settles_its_unfinished_jobs_at_the_next_start(home):
+def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home):
     import sys
 
     tmp, port, env = home
@@ -137,25 +137,36 @@ def test_a_sigkilled_server_settles_its_unfinished_jobs_at_the_next_start(home):
         wait_until(lambda: _healthy(url))
         return proc
 
-    # Given a server running a job whose two workers hang
+    def status():
+        return requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()
+
+    # Given a server running a job with one hanging worker and one that finished
     server = start()
     job_id = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ok"]},
                            timeout=10).json()["job_id"]
-    wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["progress"]["completed"] == 1)
+    wait_until(lambda: status()["progress"]["completed"] == 1)
     # When the server is SIGKILLed, its worker runs on unsupervised
     server.kill()
     server.wait(10)
-    assert _tagged_with_prefix(f"{job_id}.") != []
-    # Then the next server settles the job: the lost worker failed with a reason, the finished one kept
+    running = _tagged_with_prefix(f"{job_id}.")
+    assert running != []
+    # Then the next server re-adopts the running worker (same processes, nothing started again)
     server = start()
     try:
-        doc = requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()
-        assert doc["status"] == "partial"
+        doc = status()
+        assert doc["status"] == "running"
         tasks = {t["worker_id"]: t for t in doc["results"]["tasks"]}
-        assert tasks["worker_1"]["status"] == "failed" and tasks["worker_1"]["exit_reason"].startswith("lost:")
-        assert tasks["worker_2"]["status"] == "success"
-        assert any("recovered at server start" in note for note in doc["notes"])
-        assert doc["results"]["final_report"] and _tagged_with_prefix(f"{job_id}.") == []
+        assert tasks["worker_1"]["status"] == "running" and tasks["worker_2"]["status"] == "success"
+        assert any("recovered at server start" in note and "1 adopt" in note for note in doc["notes"])
+        assert sorted(_tagged_with_prefix(f"{job_id}.")) == sorted(running)
+        # and it is controlled like any other: a cancel ends it, with no process left
+        requests.post(f"{url}/api/v1/jobs/{job_id}/cancel", headers=headers, timeout=10)
+        wait_until(lambda: status()["status"] == "cancelled", timeout=15)
+        doc = status()
+        tasks = {t["worker_id"]: t for t in doc["results"]["tasks"]}
+        assert tasks["worker_1"]["status"] == "cancelled"
+        assert doc["results"]["final_report"], json.dumps(doc)
+        assert _tagged_with_prefix(f"{job_id}.") == []
     finally:
         server.terminate()
         server.wait(30)
