@@ -1,0 +1,112 @@
+"""Chaos: workers that always recurse, a deep tree on two slots, and a hanging tree cancelled whole."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orchestrator.models import WorkerStatus
+
+from ..conftest import wait_until
+from .conftest import command_worker, metric, tagged_alive
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+def records(engine, root_id, filename):
+    """Every JSON line the fake CLI wrote to ``filename`` in any worker folder of the tree."""
+    _, workers = engine.snapshot(root_id)
+    found = []
+    for w in workers:
+        path = engine.workspace.worker_dir(root_id, w.depth, w.name) / filename
+        if path.is_file():
+            found.extend({**json.loads(line), "worker": w.name} for line in path.read_text().splitlines())
+    return found
+
+
+def test_recursion_bomb_is_capped_and_refused_fast(make_live):
+    # Given workers that always ask for 3 children, max depth 3, at most 20 workers per root
+    deadline = 20.0
+    live = make_live(orchestrator=command_worker(),
+                     recursion={"max_workers_per_root": 20, "max_children_per_worker": 3, "tree_deadline": deadline})
+    job_id = live.submit(request="bomb", tasks=["recurse 3 0.1"], config={"max_recursion_depth": 3}).json()["job_id"]
+    doc = live.wait(job_id, 60)
+    jobs, workers = live.engine.snapshot(job_id)
+    spawns = records(live.engine, job_id, "spawns.jsonl")
+    # Then the tree stopped growing at its caps: 1 + 3 + 9 workers, then room for 2 of the
+    # 9 depth-2 workers' requests (19 <= 20); the depth-3 workers are refused by depth
+    assert len(workers) == 19 and max(w.depth for w in workers) == 3
+    assert len(spawns) == len(workers), "every worker asked exactly once"
+    accepted = [s for s in spawns if s["status"] == 202]
+    refused = [s for s in spawns if s["status"] != 202]
+    assert len(accepted) == 6 and len(refused) == 13
+    assert all(s["status"] == 422 for s in refused), {s["status"] for s in refused}
+    assert sum("Max recursion depth reached" in s["message"] for s in refused) == 6
+    assert sum("recursion.max_workers_per_root" in s["message"] for s in refused) == 7
+    # and the refused ones did their work themselves, so the whole tree completes in its deadline
+    assert doc["status"] == "completed" and all(w.status.ok for w in workers)
+    root = next(j for j in jobs if j.is_root)
+    assert root.ended_at - root.created_at < deadline
+    assert not any("tree_deadline" in note for note in root.notes)
+    assert tagged_alive(job_id) == []
+    slowest = metric("recursion_refusal_latency_max", max(s["latency"] for s in refused) * 1000, "ms")
+    assert 0.05 < slowest < 100
+
+
+def test_depth_three_tree_completes_on_two_global_slots(make_live):
+    # Given a global limit of 2 workers and a tree of fan-out 2, depth 3 (15 workers, 8 leaves
+    # each working 0.2 s once refused by depth)
+    work = 0.2
+    live = make_live(orchestrator=command_worker(), workers={"global_max_workers": 2},
+                     recursion={"max_children_per_worker": 3, "tree_deadline": 120})
+    started = time.time()
+    job_id = live.submit(request="deep", tasks=[f"recurse 2 {work}"], config={"max_recursion_depth": 3}).json()["job_id"]
+    doc = live.wait(job_id, 90)
+    took = time.time() - started
+    # Then it completes (waiting parents lent their slots: no deadlock) ...
+    assert doc["status"] == "completed"
+    _, workers = live.engine.snapshot(job_id)
+    assert len(workers) == 15 and {w.depth for w in workers} == {0, 1, 2, 3}
+    assert all(w.status is (WorkerStatus.SUCCESS if w.depth == 3 else WorkerStatus.RECURSIVE_SUCCESS) for w in workers)
+    # ... and never ran more than 2 leaves' work at once
+    spans = records(live.engine, job_id, "work.jsonl")
+    assert len(spans) == 8
+    edges = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2
+    assert tagged_alive(job_id) == []
+    metric("depth3_tree_on_2_slots", took, "s")
+    assert 8 * work / 2 <= took < 60  # 8 leaves of 0.2 s on 2 slots cannot take less
+
+
+def test_hanging_tree_cancelled_from_the_root_goes_whole_and_refuses_children(make_live):
+    # Given a 3-level tree (1 + 2 + 4 workers) whose leaves hang ignoring SIGTERM; on SIGTERM
+    # every worker asks for one more child job
+    grace = 1.0
+    live = make_live(orchestrator=command_worker(), workers={"kill_grace": grace})
+    job_id = live.submit(request="x", tasks=["recurse-hang 2"], config={"max_recursion_depth": 2}).json()["job_id"]
+
+    def leaves_hanging():
+        _, workers = live.engine.snapshot(job_id)
+        logs = [live.engine.workspace.worker_log(job_id, 2, w.name) for w in workers if w.depth == 2]
+        return len(logs) == 4 and all(p.is_file() and "leaf: hanging" in p.read_text(errors="replace") for p in logs)
+
+    wait_until(leaves_hanging, timeout=30, what="the 4 leaves hanging")
+    # When the root is cancelled
+    started = time.time()
+    assert live.call("POST", f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    doc = live.wait(job_id, 30)
+    wait_until(lambda: tagged_alive(job_id) == [], timeout=10, what="no process of the tree left")
+    took = time.time() - started
+    # Then every job and worker is cancelled, and the children asked for during it got 409
+    jobs, workers = live.engine.snapshot(job_id)
+    assert doc["status"] == "cancelled" and len(jobs) == 4 and {j.status.value for j in jobs} == {"cancelled"}
+    assert len(workers) == 7 and {w.status for w in workers} == {WorkerStatus.CANCELLED}
+    during = [s for s in records(live.engine, job_id, "spawns.jsonl") if s["at"] >= started]
+    assert len(during) == 7 and {s["status"] for s in during} == {409}, [(s["worker"], s["status"]) for s in during]
+    metric("tree_cancel_to_all_gone", took, "s")
+    assert grace <= took <= grace + 2.0
