@@ -138,12 +138,18 @@ class Workspace:
     def __init__(self, root: Path | str, *, durable: bool = True) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
+        self._job_dirs: dict[str, Path] = {}
 
     # -- layout -------------------------------------------------------------
     def job_dir(self, root_id: str) -> Path:
-        if not ROOT_ID_RE.fullmatch(root_id):
-            raise InvalidId(f"invalid root job id {root_id!r}")
-        return self.root / f"job_{root_id}"
+        found = self._job_dirs.get(root_id)  # every path of a tree starts here: built once per tree
+        if found is None:
+            if not isinstance(root_id, str) or not ROOT_ID_RE.fullmatch(root_id):
+                raise InvalidId(f"invalid root job id {root_id!r}")
+            if len(self._job_dirs) >= 4096:
+                self._job_dirs.clear()  # a long-running server's cache stays small
+            found = self._job_dirs[root_id] = self.root / f"job_{root_id}"
+        return found
 
     def depth_dir(self, root_id: str, depth: int) -> Path:
         return self.job_dir(root_id) / f"depth_{int(depth)}"
@@ -426,7 +432,8 @@ class Workspace:
         self._write_bytes(path, text.encode("utf-8"))
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
-        self._write_bytes(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
+        # Compact: json's C encoder is used only without indent (several times faster).
+        self._write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
     def _write_bytes(self, path: Path, data: bytes) -> None:
         try:
