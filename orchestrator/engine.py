@@ -129,10 +129,11 @@ class Engine:
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
             check_template(self._prompt_template)  # a broken template fails here, not in every worker
-        # submit() writes its records under the lock without fsync, then fsyncs them after
-        # releasing it (_make_durable): an fsync can take tens of ms on a busy disk, and every
-        # request (a child job's refusal, a credential check) waits for this lock.
-        self._unsynced = Workspace(self.workspace.root, durable=False)
+        # Job records are snapshotted under the lock and written (temp + fsync + rename) outside
+        # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
+        # refusal, a credential check) waits for this lock. Versions keep writes in order.
+        self._job_versions: dict[str, list[int]] = {}  # job id -> [latest snapshot, version on disk]
+        self._job_write_locks: dict[str, threading.Lock] = {}
 
     # -- submitting -----------------------------------------------------------
     def submit(
@@ -173,33 +174,39 @@ class Engine:
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
                 raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
-            job = self._create_job(request, cfg, plan, planner_name, notes, parent)
+            job, writes = self._create_job(request, cfg, plan, planner_name, notes, parent)
             self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
+        # On disk (fsynced) before any of its workers starts and before the caller hears of it.
+        try:
+            self._write_snapshots(writes)
+        except Exception:
+            with self._lock:  # never started: its workers end skipped, and the caller hears why
+                self._skip_pending(job, self._pending.pop(job.id, []), "skipped: the job's record could not be written")
+            raise
+        with self._lock:
             self._dispatch()
-        self._make_durable(job)  # before the caller hears of the job
         return job
 
-    def _make_durable(self, job: JobRecord) -> None:
-        """Fsync the records submit wrote under the lock: the job's, and for a child job its
-        root's and its parent worker's. Whatever version is on disk now gets synced, so a newer
-        write by another thread is never undone. (A process crash loses nothing unsynced.)"""
-        if not self.workspace.durable:
-            return
-        paths = [self.workspace.job_record_path(job.id)]
-        if job.parent_worker is not None:
-            paths.append(self.workspace.job_record_path(job.root_id))
-            paths.append(self.workspace.worker_record_path(job.root_id, job.depth - 1, job.parent_worker))
-        for path in paths + sorted({p.parent for p in paths}):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
+    def _job_snapshot(self, job: JobRecord) -> tuple[str, JobRecord, int, dict[str, Any]]:
+        """Under the lock: a job record's current state, numbered, for ``_write_snapshots``."""
+        versions = self._job_versions.setdefault(job.id, [0, 0])
+        versions[0] += 1
+        return "job", job, versions[0], job.to_dict()
+
+    def _write_snapshots(self, writes: list[tuple[Any, ...]]) -> None:
+        """Outside the lock, in order: each record durably (temp + fsync + rename + folder
+        fsync), never over a newer version another thread wrote meanwhile."""
+        for kind, target, version, data in writes:
+            if kind == "worker":
+                self._write_record(target, (version, data))
                 continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            job = target
+            lock = self._job_write_locks.setdefault(job.id, threading.Lock())
+            with lock:
+                versions = self._job_versions.setdefault(job.id, [0, 0])
+                if version > versions[1]:
+                    self.workspace.save_job_dict(job.id, data)
+                    versions[1] = version
 
     def _check_open(self) -> None:
         if self._closing:
@@ -303,7 +310,8 @@ class Engine:
     def _create_job(
         self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
         parent: tuple[JobRecord, _Live] | None,
-    ) -> JobRecord:
+    ) -> tuple[JobRecord, list[tuple[Any, ...]]]:
+        """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
         now = time.time()
         if parent is None:
             self.workspace.check_writable()
@@ -326,12 +334,16 @@ class Engine:
         job.notes = notes
         job.status = JobStatus.RUNNING
         job.started_at = now
+        writes: list[tuple[Any, ...]] = []
         try:
             self._create_workers(job, parent)
             if parent is not None:
-                self._attach_child(parent[1], job)
-                self._unsynced.save_job(self._jobs[job.root_id])
-            self._unsynced.save_job(job)  # submit fsyncs it once the lock is released
+                # The root's child counter first: a crash after it leaves a gap, never a reused id.
+                writes.append(self._job_snapshot(self._jobs[job.root_id]))
+                writes.append(self._job_snapshot(job))
+                writes.append(self._attach_child(parent[1], job))
+            else:
+                writes.append(self._job_snapshot(job))
         except Exception:
             if parent is None:
                 self.workspace.remove_job_tree(job.root_id)
@@ -340,7 +352,7 @@ class Engine:
         self._running[job.id] = 0
         self._unfinished[job.id] = len(job.worker_names)
         self._publish_job(job, f"planned {len(plan)} subtask(s)")
-        return job
+        return job, writes
 
     def _create_workers(self, job: JobRecord, parent: tuple[JobRecord, _Live] | None) -> None:
         if parent is None:
@@ -361,15 +373,17 @@ class Engine:
             keys.append(record.key)
         self._pending[job.id] = keys
 
-    def _attach_child(self, plive: _Live, child: JobRecord) -> None:
-        """The parent worker lends its global slot to the child while the child runs."""
+    def _attach_child(self, plive: _Live, child: JobRecord) -> tuple[Any, ...]:
+        """The parent worker lends its global slot to the child while the child runs. Returns
+        the parent's record snapshot, for the caller to write outside the lock."""
         plive.record.child_job_ids.append(child.id)
         self.workspace.mark_recursive(plive.record.root_id, plive.record.depth, plive.record.name)
-        self._unsynced.save_worker(plive.record)  # fsynced by submit, outside the lock
         if plive.holds_slot:
             plive.holds_slot = False
             self._slots_used -= 1
         self._publish_worker(plive, f"started child job {child.id}")
+        version, data = self._snapshot_record(plive)
+        return "worker", plive, version, data
 
     # -- dispatching ----------------------------------------------------------
     def _dispatch(self) -> None:
@@ -479,7 +493,7 @@ class Engine:
                     note = (f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
                             f"{killed} unaccounted process(es) of its tree killed")
                     job.notes.append(note)
-                    self.workspace.save_job(job)
+                    self._write_snapshots([self._job_snapshot(job)])
                     self._event_line(job, f"job {job.id} recovered: {summary}")
             self._dispatch()
         for live, fate in to_run:
@@ -774,7 +788,7 @@ class Engine:
         with self._lock:
             status, ended = self._finishing.pop(job.id)
             job.status, job.ended_at = status, ended
-            self.workspace.save_job(job)
+            self._write_snapshots([self._job_snapshot(job)])  # never overwritten by an older snapshot
             self._publish_job(job, f"job {status.value}")
             self._event_line(job, f"job {job.id} {status.value}")
             self._cond.notify_all()
@@ -810,6 +824,9 @@ class Engine:
             del self._live[key]
         self._tree_cost.pop(root_id, None)
         self._render_locks.pop(root_id, None)
+        for jid in [j for j in self._job_versions if j == root_id or j.startswith(root_id + "-")]:
+            self._job_versions.pop(jid, None)
+            self._job_write_locks.pop(jid, None)
         self.events.forget(root_id)
 
     def _outcome(self, job: JobRecord) -> JobStatus:

@@ -90,6 +90,7 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     view.finish(doc, table=True)
     print(f"status again:    ./check-status.sh {job_id}")
     print(f"watch it live:   .venv/bin/python -m orchestrator watch {job_id}")
+    print(f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from config.yaml)")
     print(f"the API server keeps running at {url}; stop it with ./quick-start.sh --stop")
     return EXIT_BY_STATUS.get(doc["status"], 1)
 

@@ -274,7 +274,10 @@ class Workspace:
 
     # -- records ------------------------------------------------------------
     def save_job(self, job: JobRecord) -> None:
-        self._write_json(self.job_record_path(job.id), job.to_dict())
+        self.save_job_dict(job.id, job.to_dict())
+
+    def save_job_dict(self, job_id: str, data: dict[str, Any]) -> None:
+        self._write_json(self.job_record_path(job_id), data)
 
     def save_worker(self, worker: WorkerRecord) -> None:
         self.save_worker_dict(worker.root_id, worker.depth, worker.name, worker.to_dict())

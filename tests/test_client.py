@@ -567,3 +567,24 @@ def test_parse_sse_rules():
         {"id": 9, "event": "message", "data": 1},
         {"id": 9, "event": "message", "data": 2},
     ]
+
+
+def test_wait_rides_out_a_server_restart(client, rsps):
+    """A worker waiting on its child job survives its server being down for a while (a
+    restarted server re-adopts the worker): connection errors are waited out, not raised."""
+    down = requests.ConnectionError("connection refused")
+    for _ in range(5):  # more than the client's own retries (2): a real outage
+        rsps.get(f"{API}/jobs/abc123abc123/wait", body=down)
+    rsps.get(f"{API}/jobs/abc123abc123/wait", json={"job_id": "abc123abc123", "status": "completed"})
+    started = time.monotonic()
+    doc = client.wait("abc123abc123", timeout=30, poll=1)
+    assert doc["status"] == "completed"
+    assert 0.1 <= time.monotonic() - started < 10
+
+
+def test_wait_gives_up_after_a_long_outage(client, rsps):
+    rsps.get(f"{API}/jobs/abc123abc123/wait", body=requests.ConnectionError("connection refused"))
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable):
+        client.wait("abc123abc123", timeout=30, poll=1, outage=0.5)
+    assert 0.5 <= time.monotonic() - started < 5

@@ -191,24 +191,37 @@ class OrchestratorClient:
         """The job's status document (status, progress, results)."""
         return self._request("GET", f"{_job_path(job_id)}/status")
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0,
+             outage: float = 120.0) -> dict[str, Any]:
         """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit).
 
         Each call asks the server to hold the request up to ``min(poll, remaining)``
         seconds; there is no client-side sleep. Returns the last status document,
-        which is not terminal if the overall timeout ran out.
+        which is not terminal if the overall timeout ran out. A server that cannot be
+        reached (it is restarting: it re-adopts its running workers) is waited for, up to
+        ``outage`` seconds in a row, before ``ServerUnreachable`` is raised.
         """
         if poll <= 0:
             raise ValidationError("poll must be > 0 seconds")
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        down_since: float | None = None
         while True:
             hold = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
-            doc = self._request(
-                "GET",
-                f"{_job_path(job_id)}/wait",
-                params={"timeout": _seconds(hold)},
-                timeout=hold + self.timeout,
-            )
+            try:
+                doc = self._request(
+                    "GET",
+                    f"{_job_path(job_id)}/wait",
+                    params={"timeout": _seconds(hold)},
+                    timeout=hold + self.timeout,
+                )
+            except ServerUnreachable:
+                now = time.monotonic()
+                down_since = down_since if down_since is not None else now
+                if now - down_since >= outage or (deadline is not None and now >= deadline):
+                    raise
+                time.sleep(min(2.0, max(0.1, now - down_since)))
+                continue
+            down_since = None
             if doc.get("status") in TERMINAL:
                 return doc
             if deadline is not None and time.monotonic() >= deadline:

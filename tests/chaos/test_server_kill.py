@@ -289,3 +289,41 @@ def test_server_killed_at_random_points_200_times(tmp_path):
     assert twice == []
     assert orphans == []
     assert len(roots) >= 50 and workers >= 100 and failpoint_deaths >= 20  # the loop really exercised it
+
+
+def test_server_killed_while_a_parent_waits_on_its_child_job(tmp_path):
+    """A worker blocked in ``spawn --wait`` on its child job rides out a server restart:
+    the new server re-adopts parent and children, and the tree completes with nothing rerun."""
+    home = Home(tmp_path)
+    config = home.tmp / "config.yaml"
+    config.write_text(config.read_text().replace('worker: "command"', 'worker: "simulated"')
+                      + "simulated:\n  duration: 2.0\n")
+    home.start()
+    try:
+        wait_until(home.healthy, timeout=30)
+        root = home.call("POST", "/api/v1/orchestrate", json={
+            "request": "Build a shop", "tasks": ["Backend with auth, orders and payments", "Frontend pages"]}).json()["job_id"]
+        # Wait for a child job's workers to run: their parent is now blocked on them.
+        wait_until(lambda: any(w["depth"] == 1 and w["status"] == "running" for w in home.workers_on_disk(root).values()),
+                   timeout=30)
+        home.kill()
+        time.sleep(2)
+        home.start()
+        restarted = time.time()
+        wait_until(home.healthy, timeout=30)
+        wait_until(lambda: home.call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("completed", "partial", "failed"),
+                   timeout=60)
+        took = time.time() - restarted
+        doc = home.call("GET", f"/api/v1/jobs/{root}/status").json()
+        workers = home.workers_on_disk(root)
+        assert doc["status"] == "completed", doc["notes"]
+        assert any(w["status"] == "recursive_success" for w in workers.values())
+        assert {w["depth"] for w in workers.values()} == {0, 1}
+        for name, rec in workers.items():
+            log = (home.state() / f"job_{root}" / rec["log_path"]).read_text()
+            assert len(rec["attempts"]) == 1 and log.count("===== attempt 1/") == 1, f"{name} ran again"
+        assert tagged_alive(f"{root}.") == []
+        metric("recursive_tree_restart_to_done", took, "s")
+        assert 0 < took < 60
+    finally:
+        home.stop()
