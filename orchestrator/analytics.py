@@ -56,7 +56,7 @@ class Rollup:
     tokens_out: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dict(self.__dict__)  # scalar fields: asdict's deep copy is wasted (the status route calls this)
         data["worker_seconds"] = round(self.worker_seconds, 3)
         for key in ("cpu_seconds", "cost_usd"):
             data[key] = None if data[key] is None else round(data[key], 6)
@@ -100,7 +100,7 @@ class PathStep:
         return max(0.0, self.end - self.start)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dict(self.__dict__)  # scalar fields
         data["duration"] = self.duration
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
 

@@ -45,6 +45,12 @@ class EventBus:
             self._cond.notify_all()
         return event
 
+    def last_seq(self, root_id: str) -> int:
+        """The newest event's number for a tree (0 if none): changes whenever the tree does."""
+        with self._cond:
+            found = self._events.get(root_id)
+            return found[-1].seq if found else 0
+
     def forget(self, root_id: str) -> None:
         """Drop a tree's events (it ended long ago; streams of it end at once)."""
         with self._cond:

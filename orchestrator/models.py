@@ -9,7 +9,9 @@ import copy as _copy
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class JobStatus(str, Enum):
@@ -153,8 +155,8 @@ class WorkerRecord:
 
     def copy(self) -> WorkerRecord:
         """A copy safe to read while the engine changes the original (much cheaper than to_dict)."""
-        dup = _copy.copy(self)
-        dup.attempts = [_copy.copy(a) for a in self.attempts]
+        dup = _shallow(self)
+        dup.attempts = [_shallow(a) for a in self.attempts]
         dup.files_created = list(self.files_created)
         dup.child_job_ids = list(self.child_job_ids)
         return dup
@@ -209,7 +211,7 @@ class JobRecord:
         return data
 
     def copy(self) -> JobRecord:
-        dup = _copy.copy(self)
+        dup = _shallow(self)
         dup.config = dict(self.config)
         dup.tasks = list(self.tasks)
         dup.worker_names = list(self.worker_names)
@@ -221,6 +223,14 @@ class JobRecord:
         known = _known_fields(cls, data)
         known["status"] = JobStatus(known.get("status", "pending"))
         return cls(**known)
+
+
+def _shallow(record: _T) -> _T:
+    """A shallow copy of a dataclass instance: copy.copy without the copy protocol's overhead
+    (snapshots of a tree copy every record, on every status request)."""
+    dup = object.__new__(type(record))
+    dup.__dict__.update(record.__dict__)
+    return dup
 
 
 def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:

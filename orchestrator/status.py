@@ -7,9 +7,10 @@ Keys are only ever added, never renamed: workers and scripts parse this document
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
@@ -178,3 +179,33 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         if task.get("child_results"):
             rows.extend(_flatten(task["child_results"], indent + 1))
     return rows
+
+
+class StatusCache:
+    """Status documents of recent (job, tree version) pairs. Building one walks the whole tree
+    (analytics, critical path), while dashboards and agents poll the same job many times a
+    second; a document is reused until the tree changes (a new event) or ``ttl`` seconds pass,
+    so running workers' elapsed times are never older than ``ttl``."""
+
+    def __init__(self, ttl: float = 0.2, size: int = 256) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._docs: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, version: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached document for (job_id, version), or ``build()``'s. ``version`` must be read
+        before ``build`` snapshots the tree, so a document is never filed under a newer version."""
+        now = time.monotonic()
+        key = (job_id, version)
+        with self._lock:
+            hit = self._docs.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        doc = build()
+        with self._lock:
+            if len(self._docs) >= self.size:
+                for old in sorted(self._docs, key=lambda k: self._docs[k][0])[: self.size // 2]:
+                    del self._docs[old]
+            self._docs[key] = (now, doc)
+        return doc

@@ -354,3 +354,31 @@ def test_wrong_keys_are_rate_limited_per_address(make_live):
     live = make_live(api={"rate_limit_failed_auth": 2, "rate_burst": 5})
     codes = [live.call("GET", "/api/v1/jobs", key="wrong-key-wrong-key").status_code for _ in range(8)]
     assert codes[:5] == [401] * 5 and codes[-1] == 429
+
+
+def test_status_documents_are_reused_until_the_tree_changes_or_they_age():
+    """Polling the same job reuses its status document; a change of the tree (a new event
+    number) or the ttl builds a new one, so a poller never misses a transition."""
+    import time as _time
+
+    from orchestrator.status import StatusCache
+
+    built = []
+
+    def build():
+        built.append(1)
+        return {"n": len(built)}
+
+    cache = StatusCache(ttl=60)
+    assert cache.get("j", 1, build) == {"n": 1}
+    assert cache.get("j", 1, build) == {"n": 1}  # reused
+    assert cache.get("j", 2, build) == {"n": 2}  # the tree changed
+    assert cache.get("k", 2, build) == {"n": 3}  # another job
+    short = StatusCache(ttl=0.05)
+    assert short.get("j", 1, lambda: {"v": 1}) == {"v": 1}
+    _time.sleep(0.06)
+    assert short.get("j", 1, lambda: {"v": 2}) == {"v": 2}  # older than the ttl: rebuilt
+    small = StatusCache(ttl=60, size=4)
+    for n in range(10):
+        small.get(f"j{n}", 1, lambda n=n: {"v": n})
+    assert len(small._docs) <= 4

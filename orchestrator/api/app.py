@@ -15,6 +15,7 @@ from ..config import Settings
 from ..engine import Engine
 from ..errors import OrchestratorError, PayloadTooLarge
 from ..metrics import refusal_reason
+from ..status import StatusCache
 from .auth import Credentials
 from .guard import RateLimiter, allowed_hosts
 
@@ -36,7 +37,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         credentials = Credentials(settings.api.api_key, engine.worker_running)
     engine.credentials = credentials
     app.extensions[EXTENSION] = {
-        "engine": engine, "settings": settings, "credentials": credentials,
+        "engine": engine, "settings": settings, "credentials": credentials, "status_cache": StatusCache(),
         "limiter": RateLimiter(settings.api.rate_burst),
         "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts),
     }

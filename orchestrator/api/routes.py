@@ -233,11 +233,17 @@ def _allowed(job_id: str) -> str:
 
 
 def _status_doc(job_id: str) -> dict[str, Any]:
+    """The job's status document (shared between requests: never modify it)."""
     engine = _engine()
-    jobs, workers = engine.snapshot(root_of(job_id), job_id)
-    if not any(j.id == job_id for j in jobs):
-        raise JobNotFound(f"job {job_id} not found")
-    return job_status(job_id, jobs, workers, engine.workspace.job_dir(root_of(job_id)))
+    root = root_of(job_id)
+
+    def build() -> dict[str, Any]:
+        jobs, workers = engine.snapshot(root, job_id)
+        if not any(j.id == job_id for j in jobs):
+            raise JobNotFound(f"job {job_id} not found")
+        return job_status(job_id, jobs, workers, engine.workspace.job_dir(root))
+
+    return extension()["status_cache"].get(job_id, engine.events.last_seq(root), build)
 
 
 def _submitted(job: Any) -> dict[str, Any]:
