@@ -363,20 +363,40 @@ class FoundShim:
 def find_shims(tag_prefix: str) -> list[FoundShim]:
     """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
     what runs, whatever the records managed to say before a crash."""
-    needle = f"{TAG_VAR}={tag_prefix}".encode()
     found = []
-    for pid, data in _tagged_environs():
-        env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-        tag = env.get(TAG_VAR.encode(), b"")
-        if not (TAG_VAR.encode() + b"=" + tag).startswith(needle) or _is_zombie(pid):
+    for pid, env, argv in _tagged_processes():
+        tag = env.get(TAG_VAR, "")
+        if not tag.startswith(tag_prefix):
             continue
-        argv = _cmdline(int(pid))
         if len(argv) < 6 or argv[1:4] != ["-c", SHIM_SCRIPT, SHIM_NAME]:
             continue  # a worker or its descendant, not the shim
-        attempt = env.get(b"ORCHESTRATOR_ATTEMPT", b"")
-        found.append(FoundShim(pid=int(pid), tag=tag.decode(errors="replace"), start_id=process_start_id(int(pid)),
-                               exit_file=Path(argv[4]), attempt=int(attempt) if attempt.isdigit() else None))
+        attempt = env.get("ORCHESTRATOR_ATTEMPT", "")
+        found.append(FoundShim(pid=pid, tag=tag, start_id=process_start_id(pid), exit_file=Path(argv[4]),
+                               attempt=int(attempt) if attempt.isdigit() else None))
     return found
+
+
+def _tagged_processes() -> Iterator[tuple[int, dict[str, str], list[str]]]:
+    """(pid, environment, argv) of every live process carrying an orchestrator tag: from /proc
+    on Linux, from psutil elsewhere (macOS)."""
+    if _PROC.is_dir():
+        for pid, data in _tagged_environs():
+            if _is_zombie(pid):
+                continue
+            env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+            yield int(pid), {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()}, _cmdline(int(pid))
+        return
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid():
+                continue
+            env = proc.environ()
+            if TAG_VAR in env and proc.status() != psutil.STATUS_ZOMBIE:
+                yield proc.pid, env, proc.cmdline()
+        except (psutil.Error, OSError):
+            continue
 
 
 def _cmdline(pid: int) -> list[str]:
