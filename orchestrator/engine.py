@@ -444,8 +444,10 @@ class Engine:
                 if any(j.root_id == root_id for j in self._jobs.values()):
                     continue  # ours, live
             try:
+                if self.workspace.load_job(root_id).status.terminal:
+                    continue  # a root ends after its whole tree: one small read skips a finished tree
                 jobs, workers = self.workspace.load_tree(root_id)
-            except (OSError, ValueError) as exc:
+            except (JobNotFound, OSError, ValueError) as exc:
                 log.warning("cannot read job tree %s to recover it: %s", root_id, exc)
                 continue
             if not jobs or all(j.status.terminal for j in jobs):

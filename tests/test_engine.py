@@ -247,3 +247,15 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     engine.delete(jobs[0].id)
     engine.delete(jobs[-1].id)  # and one still in memory
     assert jobs[-1].id not in {j.root_id for j in engine._jobs.values()}
+
+
+def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
+    """A server start reads one small record per finished tree, not the whole tree: here a
+    finished tree's worker record is garbage, and recovery neither reads it nor complains."""
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    job = run_job(engine, "done", tasks=["a"])
+    record = engine.workspace.worker_record_path(job.id, 0, "worker_1")
+    record.write_text("{ not json")
+    fresh = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    assert fresh.recover() == []
+    assert fresh.get_job(job.id).status is JobStatus.COMPLETED
