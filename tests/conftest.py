@@ -67,6 +67,31 @@ def wait_until(predicate, timeout=15, what="condition"):
     raise AssertionError(f"{what} not met within {timeout}s")
 
 
+def find_cli(name: str) -> str | None:
+    """A real AI CLI: the one tests/install_cli.sh put in .cli/, else one on PATH."""
+    import os
+    import shutil
+
+    local = ROOT / ".cli" / "node_modules" / ".bin" / name
+    if local.exists() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which(name)
+
+
+def only_worker(engine, job):
+    """The one worker of ``job`` (its tree may hold others)."""
+    _, workers = engine.snapshot(job.root_id)
+    (worker,) = [w for w in workers if w.job_id == job.id]
+    return worker
+
+
+def explain(engine, job, mock) -> str:
+    """What to print when a test against a mock model server fails: the tree's logs and the mock's log."""
+    root = engine.workspace.job_dir(job.root_id)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
+    return f"{logs}\n--- mock\n{mock.summary()}"
+
+
 def run_job(engine, request="job", tasks=None, config=None, timeout=60):
     """Submit and wait; fail the test if the job does not end in time."""
     job = engine.submit(request, config, tasks)

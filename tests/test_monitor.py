@@ -9,7 +9,7 @@ import pytest
 from orchestrator.models import WorkerStatus
 from orchestrator.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
 
-from .conftest import fake_command, run_job, wait_until
+from .conftest import fake_command, only_worker, run_job, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +18,6 @@ def capped_engine(make_engine, **workers):
     caps = {"max_memory_mb": 0, "max_processes": 0, "max_log_mb": 0, "max_disk_mb": 0, "monitor_interval": 0.1,
             "kill_grace": 0.5, **workers}
     return make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers=caps)
-
-
-def only_worker(engine, job):
-    _, workers = engine.snapshot(job.root_id)
-    return workers[0]
 
 
 @pytest.mark.parametrize("task, caps, words", [

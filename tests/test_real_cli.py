@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from orchestrator.config import SCHEMA
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
-from .conftest import run_job
+from .conftest import ROOT, explain, find_cli, only_worker, run_job
 from .mock_model_server import (
     AUTH_401,
     QUIET_ENV,
@@ -42,17 +41,7 @@ from .mock_model_server import (
     working_directory,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL_CLAUDE = ROOT / ".cli" / "node_modules" / ".bin" / "claude"
-
-
-def _find_claude() -> str | None:
-    if LOCAL_CLAUDE.exists() and os.access(LOCAL_CLAUDE, os.X_OK):
-        return str(LOCAL_CLAUDE)
-    return shutil.which("claude")
-
-
-CLAUDE = _find_claude()
+CLAUDE = find_cli("claude")
 API_KEY = "sk-ant-mock-key-0000"
 CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 s
 
@@ -282,17 +271,6 @@ def write_then_report(name: str, content: str, final: str):
     return script
 
 
-def only_worker(engine, job):
-    _, workers = engine.snapshot(job.root_id)
-    (worker,) = [w for w in workers if w.job_id == job.id]
-    return worker
-
-
-def explain(engine, job, mock) -> str:
-    """What to print when an orchestrator test fails: the worker logs and the mock's log."""
-    root = engine.workspace.job_dir(job.root_id)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
-    return f"{logs}\n--- mock\n{mock.summary()}"
 
 
 @needs_adapter

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .conftest import run_job
+from .conftest import explain, find_cli, only_worker, run_job
 from .mock_openai_server import (
     AUTH_401,
     ENV_KEY,
@@ -38,17 +37,7 @@ from .mock_openai_server import (
     tool_names,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL_CODEX = ROOT / ".cli" / "node_modules" / ".bin" / "codex"
-
-
-def _find_codex() -> str | None:
-    if LOCAL_CODEX.exists() and os.access(LOCAL_CODEX, os.X_OK):
-        return str(LOCAL_CODEX)
-    return shutil.which("codex")
-
-
-CODEX = _find_codex()
+CODEX = find_cli("codex")
 API_KEY = "sk-mock-openai-0000"
 # A model codex 0.169.0 offers its classic function tools to (exec_command ...); its default model
 # gets a JavaScript "exec" tool instead, which the mock does not speak.
@@ -191,16 +180,6 @@ def mock_call_id(mock: MockOpenAIServer) -> str:
     return call["call_id"]
 
 
-def only_worker(engine, job):
-    _, workers = engine.snapshot(job.root_id)
-    (worker,) = [w for w in workers if w.job_id == job.id]
-    return worker
-
-
-def explain(engine, job, mock) -> str:
-    root = engine.workspace.job_dir(job.root_id)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
-    return f"{logs}\n--- mock\n{mock.summary()}"
 
 
 def test_codex_worker_answers_with_the_scripted_text_and_tokens(make_engine, codex_workers):
