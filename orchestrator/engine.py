@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -475,9 +475,7 @@ class Engine:
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
         leftovers = [s for found in shims.values() for s in found]
         killed = self._kill_unaccounted(root_id, adopted_tags, leftovers)
-        counts: dict[str, int] = {}
-        for fate in fates:
-            counts[fate.fate.value] = counts.get(fate.fate.value, 0) + 1
+        counts = Counter(fate.fate.value for fate in fates)
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "keep") or "nothing to resume"
         to_run: list[tuple[_Live, Recovered]] = []
         to_finish: list[_Live] = []

@@ -76,7 +76,8 @@ def _decide(worker: WorkerRecord, shims: list[FoundShim], exit_file: Callable[[i
             max_attempts: int) -> Recovered:
     last = worker.attempts[-1] if worker.attempts else None
     # 1. A live shim: the record may lag behind it (killed between spawning and recording).
-    for shim in sorted(shims, key=lambda s: s.attempt or 0, reverse=True):
+    if shims:
+        shim = max(shims, key=lambda s: s.attempt or 0)  # the latest attempt's
         number = shim.attempt or (last.number if last else 1)
         attempt = _attempt(worker, number, shim.exit_file, pid=shim.pid, start_id=shim.start_id)
         return Recovered(worker, Fate.ADOPT, attempt, shim.pid, shim.start_id, shim.tag, shim.exit_file)

@@ -491,7 +491,7 @@ def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[
     found: dict[str, list[int]] = {}
     for pid, data in _tagged_environs(since):
         for needle, tag in needles.items():
-            if (needle + b"\0" in data or data.endswith(needle)) and not _is_zombie(pid):
+            if _carries(data, needle) and not _is_zombie(pid):
                 found.setdefault(tag, []).append(int(pid))
     return found
 

@@ -395,9 +395,7 @@ class Workspace:
         except OSError:
             return 0
         at = data.rfind(b"\n" + marker)
-        if at >= 0:
-            return start + at + 1
-        return start if data.startswith(marker) and start == 0 else 0
+        return start + at + 1 if at >= 0 else 0
 
     def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
         """The last lines of a log, reading at most ``max_bytes`` from its end (a planted link reads as empty)."""
