@@ -786,9 +786,16 @@ class Engine:
             with self._render_lock(job.root_id):
                 self._render_reports(job)
         with self._lock:
-            status, ended = self._finishing.pop(job.id)
+            status, ended = self._finishing[job.id]
+            final = job.copy()
+            final.status, final.ended_at = status, ended
+            snapshot = self._job_snapshot(final)
+        # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
+        # tens of ms, which every request (a child job's refusal) would otherwise wait out.
+        self._write_snapshots([snapshot])
+        with self._lock:
+            del self._finishing[job.id]
             job.status, job.ended_at = status, ended
-            self._write_snapshots([self._job_snapshot(job)])  # never overwritten by an older snapshot
             self._publish_job(job, f"job {status.value}")
             self._event_line(job, f"job {job.id} {status.value}")
             self._cond.notify_all()
