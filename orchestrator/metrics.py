@@ -24,6 +24,7 @@ from .models import JobStatus
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 SPAWN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 # A refused child job says which limit refused it in its message (the engine's wording,
 # "Max recursion depth reached" being fixed by the product contract).
@@ -90,6 +91,11 @@ class Metrics:
             buckets=SPAWN_BUCKETS, registry=self.registry)
         self.refusals = Counter("orchestrator_refusals", "requests and trees refused, by reason", ["reason"],
                                 registry=self.registry)
+        # Labelled by route template (never the raw path: ids would make the series unbounded).
+        self.request_duration = Histogram(
+            "orchestrator_http_request_duration_seconds",
+            "time the app took to answer a request (a stream: until its headers), by method, route and status",
+            ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=self.registry)
         self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers, in US dollars", registry=self.registry)
         self._dispatched: dict[str, float] = {}  # worker tag -> monotonic time of its dispatch
         self._lock = threading.Lock()
@@ -113,6 +119,9 @@ class Metrics:
             self._dispatched.pop(tag, None)  # it may never have spawned (command not found)
         if duration is not None:
             self.worker_duration.labels(status).observe(duration)
+
+    def answered(self, method: str, route: str, status: str, seconds: float) -> None:
+        self.request_duration.labels(method, route, status).observe(seconds)
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

