@@ -16,6 +16,9 @@ again); the table shows each method's median wall time.
 * bare Popen: ``jobs`` x ``subprocess.Popen(["true"]).wait()`` on a
   ThreadPoolExecutor of ``concurrency`` threads: the floor for spawning from Python.
 * GNU parallel: ``parallel -jN true`` fed ``jobs`` lines on stdin.
+* tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator run again with
+  its workspace there, to tell the file system's share of its time apart from the
+  engine's. The RESULT line is never about it.
 
 It is a measurement, not a test: the exit code is 0 whatever the ratios, 1 only
 when a correctness check failed. ``RESULT orchestrator/parallel = X.XXx`` is
@@ -69,14 +72,14 @@ def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int):
     )
 
 
-def run_orchestrator(jobs: int, concurrency: int, workspaces: list[Path]) -> float:
+def run_orchestrator(jobs: int, concurrency: int, workspaces: list[Path], parent: str | None = None) -> float:
     """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove.
 
     The folders are removed only after the last run: deleting ~7000 files right
     before the next run slows that run's file creation on some file systems (ext4
     without a journal skips recently deleted inodes one by one), which would charge
     the benchmark's own clean-up to the orchestrator."""
-    base = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    base = Path(tempfile.mkdtemp(prefix="bench-orch-", dir=parent))
     workspaces.append(base)
     engine = Engine(orchestrator_settings(base, jobs, concurrency))
     try:
@@ -162,6 +165,17 @@ def parallel_available() -> str | None:
     return first[0] if first and "GNU parallel" in first[0] else None
 
 
+def tmpfs_dir() -> str | None:
+    """/dev/shm when it is a tmpfs and the default workspaces are not on one already: the
+    diagnostic run that tells the file system's share of the orchestrator's time."""
+    shm = "/dev/shm"
+    if not os.path.isdir(shm) or not os.access(shm, os.W_OK):
+        return None
+    if " on tmpfs " not in filesystem_of(shm) or " on tmpfs " in filesystem_of(tempfile.gettempdir()):
+        return None
+    return shm
+
+
 def filesystem_of(path: str) -> str:
     """``/tmp on ext4 (/dev/vda)`` from /proc/mounts (longest matching mount point), or just the path."""
     try:
@@ -185,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="processes alive at once (default 16)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each method, interleaved; the median is reported (default 3)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
-    parser.add_argument("--only", choices=("orchestrator", "popen", "parallel"), action="append",
+    parser.add_argument("--only", choices=("orchestrator", "popen", "parallel", "tmpfs"), action="append",
                         help="run only this method (repeatable; for profiling)")
+    parser.add_argument("--no-tmpfs", action="store_true",
+                        help="skip the diagnostic orchestrator run with its workspace on /dev/shm")
     parser.add_argument("--keep", action="store_true", help="keep the orchestrator's temp workspaces")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1 or args.repeat < 1:
@@ -194,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency > 1024 or args.jobs > 10_000:
         parser.error("the orchestrator accepts at most 1024 workers at once and 10000 tasks per job")
 
-    methods = args.only or ["orchestrator", "popen", "parallel"]
+    shm = tmpfs_dir()
+    methods = args.only or ["orchestrator", "popen", "parallel", *(["tmpfs"] if shm and not args.no_tmpfs else [])]
     version = parallel_available() if "parallel" in methods else None
     nproc = os.cpu_count()
     print(f"bench_engine: {args.jobs} no-op jobs (`true`), {args.concurrency} at a time, {args.repeat} run(s) each, interleaved")
@@ -208,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     if "parallel" in methods and version is None:
         skipped["parallel"] = "GNU parallel not installed (run: bash bench/setup.sh)"
+    if "tmpfs" in methods and shm is None:
+        skipped["tmpfs"] = "no writable tmpfs at /dev/shm, or the workspaces are on tmpfs already"
+    elif "tmpfs" in methods:
+        print(f"diagnostic run: the same orchestrator job with its workspace on {filesystem_of(shm)}")
     runners = {
         "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces),
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
+        "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
     }
     workspaces: list[Path] = []
     try:
@@ -235,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 
     median = {m: statistics.median(v) if v else None for m, v in walls.items()}
     par, pop = median.get("parallel"), median.get("popen")
-    labels = {"orchestrator": "orchestrator", "popen": "bare Popen", "parallel": "GNU parallel"}
+    labels = {"orchestrator": "orchestrator", "popen": "bare Popen", "parallel": "GNU parallel",
+              "tmpfs": "orch. on tmpfs"}
     print()
     print(f"{'method':<14}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
     for method in methods:
@@ -255,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         why = "GNU parallel skipped" if "parallel" in skipped or "parallel" not in methods else "orchestrator not run"
         print(f"RESULT orchestrator/parallel = n/a ({why}) (target <= {TARGET:.2f}x)")
+    on_tmpfs = median.get("tmpfs")
+    if on_tmpfs is not None and par:
+        share = f"; the file system took {1 - on_tmpfs / orch:.0%} of the orchestrator's wall" if orch else ""
+        print(f"DIAGNOSTIC orchestrator on tmpfs/parallel = {on_tmpfs / par:.2f}x{share} (not the result: "
+              "the result is the workspace where users keep it)")
 
     if args.json:
         doc = {

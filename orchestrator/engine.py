@@ -595,7 +595,7 @@ class Engine:
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
-        shutil.rmtree(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name), ignore_errors=True)
+        self.workspace.release_worker_tmp(rec.root_id, rec.depth, rec.name)
         files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self._lock:
             rec.files_created = files
@@ -782,7 +782,8 @@ class Engine:
             if job.status.terminal or job.id in self._finishing:
                 return
             self._finishing[job.id] = (self._outcome(job), time.time())
-        if job.is_root:  # FINAL_RESULT.md exists before anyone is told the tree ended
+        if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self.workspace.remove_tree_tmp(job.root_id)
             with self._render_lock(job.root_id):
                 self._render_reports(job)
         with self._lock:

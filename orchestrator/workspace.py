@@ -10,6 +10,8 @@
         state/jobs/<job id>.json        job records (the orchestrator's bookkeeping)
         state/workers/depth_<d>_<worker>.json
         state/prompts/depth_<d>_<worker>.txt
+        state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
+        state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
         FINAL_RESULT.md
 
 Bookkeeping lives under ``state/``, never in a worker's directory, so
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -132,6 +136,34 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(handle.read())
 
 
+# ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new
+# subfolder of such a folder in a block group of its own choosing instead of next to its parent.
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_subfolders(path: Path) -> bool:
+    """Mark ``path`` so its subfolders go to block groups of their own (ext2/3/4; elsewhere
+    nothing happens and False is returned). Why: a record rewrite frees an inode, and ext4
+    without a journal makes every later file creation in that block group step over each inode
+    freed in the last minutes, one by one. Job trees and their state folders in groups of their
+    own keep one tree's churn (or an old tree's deletion) from slowing every other's creations."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        flags = int.from_bytes(buf[:4], sys.byteorder)
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder) + bytes(4))
+        return True
+    except OSError:  # not ext2/3/4 (ENOTTY, EOPNOTSUPP), or not allowed: the layout is the same
+        return False
+    finally:
+        os.close(fd)
+
+
 class Workspace:
     """The job trees under one workspace root."""
 
@@ -202,8 +234,26 @@ class Workspace:
         return path
 
     def worker_tmp(self, root_id: str, depth: int, name: str) -> Path:
-        """A worker's TMPDIR: private, outside its directory, removed when it ends."""
+        """A worker's TMPDIR: private, outside its directory, emptied when it ends."""
         return self.state_dir(root_id) / "tmp" / worker_key(depth, validate_worker_name(name))
+
+    def release_worker_tmp(self, root_id: str, depth: int, name: str) -> None:
+        """A worker ended: whatever it left in its TMPDIR goes now. An empty TMPDIR (the usual
+        case) stays until its tree ends (``remove_tree_tmp``): on ext4 without a journal every
+        inode freed mid-run is skipped one by one by each later file creation for minutes,
+        so a folder created and removed per worker made every later worker slower to start."""
+        path = self.worker_tmp(root_id, depth, name)
+        try:
+            with os.scandir(path) as entries:
+                left = next(entries, None) is not None
+        except OSError:
+            return
+        if left:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def remove_tree_tmp(self, root_id: str) -> None:
+        """A tree ended: all its workers' TMPDIRs go, at once."""
+        shutil.rmtree(self.state_dir(root_id) / "tmp", ignore_errors=True)
 
     def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.state_dir(root_id) / "prompts" / f"{worker_key(depth, validate_worker_name(name))}.txt"
@@ -225,6 +275,7 @@ class Workspace:
         """Fail early, with the fix, when the workspace cannot take a job."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            spread_subfolders(self.root)
             probe = self.root / f".probe-{os.getpid()}-{secrets.token_hex(3)}"
             probe.write_bytes(b"x")
             probe.unlink()
@@ -248,6 +299,9 @@ class Workspace:
                 "Check the workspace's permissions and free space (orchestrator.workspace_root).",
             ) from None
         try:
+            spread_subfolders(job_dir)
+            (job_dir / "state").mkdir()
+            spread_subfolders(job_dir / "state")
             for sub in ("logs", "reports", "state/jobs", "state/workers", "state/prompts", "state/exits"):
                 (job_dir / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,28 @@ def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
     fresh = make_engine(orchestrator={"worker": "command", "command": ["true"]})
     assert fresh.recover() == []
     assert fresh.get_job(job.id).status is JobStatus.COMPLETED
+
+
+def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree(make_engine, tmp_path):
+    # Given two workers that note their TMPDIR: "leave" leaves a file there and ends at once,
+    # "clean" leaves nothing and runs on
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    script = ('echo "$TMPDIR" > "%s/$ORCHESTRATOR_WORKER_ID.tmp" && mv "%s/$ORCHESTRATOR_WORKER_ID.tmp" "%s/$ORCHESTRATOR_WORKER_ID"; '
+              'if [ "$0" = leave ]; then echo scratch > "$TMPDIR/scratch"; else sleep 2; fi' % (seen, seen, seen))
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]},
+                         workers={"max_workers": 2})
+    job = engine.submit("tmp", None, ["leave", "clean"])
+    wait_until(lambda: len([p for p in seen.iterdir() if not p.name.endswith(".tmp")]) == 2, what="both TMPDIRs noted")
+    leave, clean = (Path((seen / name).read_text().strip()) for name in ("worker_1", "worker_2"))
+    # Then each has its own folder, outside its worker folder
+    assert leave != clean and leave.parent == clean.parent
+    assert engine.workspace.job_dir(job.id) in leave.parents
+    assert engine.workspace.worker_dir(job.id, 0, "worker_1") not in leave.parents
+    # When "leave" has ended and "clean" still runs, what "leave" left is gone
+    wait_until(lambda: engine.snapshot(job.id)[1][0].status.terminal, what="worker_1 ended")
+    assert engine.snapshot(job.id)[1][1].status.value == "running"
+    assert not (leave / "scratch").exists() and clean.is_dir()
+    # and once the tree has ended no TMPDIR is left at all
+    assert engine.wait(job.id, 30).status.value == "completed"
+    assert not leave.exists() and not clean.exists() and not leave.parent.exists()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -217,6 +219,31 @@ def test_create_job_tree_then_remove_it(ws):
     ws.remove_job_tree(ROOT_ID)
     assert not job_dir.exists()
     assert ws.root.is_dir()
+
+
+def _fs_type(path):
+    """The file system type of ``path`` from /proc/mounts (longest mount point that holds it)."""
+    real = os.path.realpath(path)
+    with open("/proc/mounts") as handle:
+        mounts = [line.split()[:3] for line in handle]
+    return max((m for m in mounts if real == m[1] or real.startswith(m[1].rstrip("/") + "/")), key=lambda m: len(m[1]))[2]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/mounts") or not shutil.which("lsattr"), reason="needs Linux and lsattr")
+def test_job_trees_and_their_state_ask_ext4_for_block_groups_of_their_own(ws):
+    # Given a workspace, when a job tree is made
+    ws.check_writable()
+    job_dir = ws.create_job_tree(ROOT_ID)
+    flags = {p: subprocess.run(["lsattr", "-d", str(p)], capture_output=True, text=True).stdout.split()[0]
+             for p in (ws.root, job_dir, job_dir / "state", job_dir / "logs")}
+    if _fs_type(ws.root).startswith("ext"):
+        # Then on ext2/3/4 the workspace, each tree and its state folder carry the Orlov "top dir" flag (T)
+        assert all("T" in flags[p] for p in (ws.root, job_dir, job_dir / "state")), flags
+        assert "T" not in flags[job_dir / "logs"]
+    else:
+        # and elsewhere the flag is not there and nothing else changed
+        assert workspace_module.spread_subfolders(job_dir) is False
+    assert (job_dir / "state" / "workers").is_dir()
 
 
 def test_a_workspace_root_that_is_a_file_is_a_workspace_error(tmp_path):
