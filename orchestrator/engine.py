@@ -23,7 +23,7 @@ from concurrent.futures import wait as wait_futures
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import failpoints
 from . import logs
@@ -584,8 +584,7 @@ class Engine:
             return found
 
     def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._futures.discard(future)
+        self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
     def _run_worker(self, live: _Live, adopted: Recovered | None = None) -> None:
         try:
@@ -653,16 +652,18 @@ class Engine:
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
 
-    def _on_attempt(self, record: WorkerRecord, message: str) -> None:
-        """An attempt is running: on disk before anything else is told (crash consistency)."""
+    def _on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None) -> None:
+        """An attempt is running: ``begin`` (if any) puts it in the record under the lock, and
+        the record is on disk before anything else is told (crash consistency)."""
         with self._lock:
+            if begin is not None:
+                begin()
             live = self._live[(record.root_id, record.key)]
             snapshot = self._snapshot_record(live)
         self.metrics.spawned(live.tag)
         self._write_record(live, snapshot)
         failpoints.hit("after_record")
-        with self._lock:
-            self._publish_worker(live, message)
+        self._publish_worker(live, message)  # the event bus and the log append need no engine lock
 
     def _snapshot_record(self, live: _Live) -> tuple[int, dict[str, Any]]:
         """Under the engine lock: the record's current state and a version number for it."""
@@ -1061,7 +1062,7 @@ class Engine:
             except Conflict:
                 pass
         with self._lock:
-            futures = [f for f in self._futures if not f.done()]
+            futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self._pool.shutdown(wait=False)
         self.monitor.stop()

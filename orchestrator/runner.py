@@ -461,21 +461,36 @@ def read_exit_file(path: Path) -> int | None:
 INODE_CLOCK_SLACK = 0.1
 
 
+_MADE: dict[str, tuple[int, float]] = {}  # pid -> (inode, when it was made), as the last scan saw it
+_MADE_LOCK = threading.Lock()
+
+
 def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
-    """(pid, environment) of every other process that carries some orchestrator tag. A
-    /proc/<pid> inode is made when the pid is first looked up, so one made before ``since``
-    belongs to a process that existed before the tagged worker started and cannot be its
-    descendant: one stat() instead of reading its environment."""
-    me = os.getpid()
+    """(pid, environment) of every other process that carries some orchestrator tag.
+
+    A /proc/<pid> inode is made when the pid is first looked up, so one made before
+    ``since`` belongs to a process that existed before the tagged worker started and
+    cannot be its descendant: its environment is not read. When that inode was made is
+    asked once per process: the listing gives each entry's inode number for free, and
+    while it is unchanged the same process holds the pid. (Environments are always read
+    afresh: a process seen between its fork and its exec still shows its parent's.)"""
+    me = str(os.getpid())
     cutoff = since - INODE_CLOCK_SLACK if since else 0.0
-    for name in os.listdir(_PROC):
-        if not name.isdigit() or int(name) == me:
-            continue
+    with _MADE_LOCK:
+        known = dict(_MADE)
+    now: dict[str, tuple[int, float]] = {}
+    with os.scandir(_PROC) as entries:
+        listing = [(entry.name, entry.inode()) for entry in entries if entry.name.isdigit() and entry.name != me]
+    for name, inode in listing:
         if cutoff:
-            try:
-                if os.stat(f"/proc/{name}").st_ctime < cutoff:
+            look = known.get(name)
+            if look is None or look[0] != inode:
+                try:
+                    look = (inode, os.stat(f"/proc/{name}").st_ctime)
+                except OSError:
                     continue
-            except OSError:
+            now[name] = look
+            if look[1] < cutoff:
                 continue
         try:
             with open(f"/proc/{name}/environ", "rb") as handle:
@@ -484,6 +499,10 @@ def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
             continue
         if b"ORCHESTRATOR_TAG=" in data:
             yield name, data
+    if cutoff:
+        with _MADE_LOCK:
+            _MADE.clear()
+            _MADE.update(now)
 
 
 def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[int]]:

@@ -107,6 +107,14 @@ def _fsync_dir_grouped(path: Path) -> None:
     syncer(key)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written. Plain fd calls, not a file object: opening
+    one adds an fstat, a seek and an isatty, and each syscall hands the GIL to another thread."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
 
@@ -117,11 +125,12 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        try:
+            _write_all(fd, data)
             if durable:
-                _fdatasync(handle.fileno())
+                _fdatasync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -423,9 +432,11 @@ class Workspace:
                     raise
                 fd = -1
             if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
-                with os.fdopen(fd, "ab") as handle:
-                    offset = handle.seek(0, os.SEEK_END)
-                    handle.write(data)
+                try:
+                    offset = os.lseek(fd, 0, os.SEEK_END)
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
                 return offset
             if fd >= 0:
                 os.close(fd)
