@@ -482,17 +482,24 @@ class Workspace:
         """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end).
         A link planted in the log's place reads as empty: its target never becomes a worker's output."""
         try:
-            handle = _open_regular(path)
+            found = _open_regular_fd(path)
         except RefusedPath:
             return ""
-        if handle is None:
+        if found is None:
             return ""
-        with handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(offset, size - max_bytes))
-            data = handle.read()
-        return data.decode("utf-8", errors="replace")
+        fd, size = found
+        try:  # plain fd calls: this runs once per worker on the engine's busy threads
+            start = max(offset, size - max_bytes)
+            chunks = []
+            while start < size:
+                chunk = os.pread(fd, size - start, start)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                start += len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", errors="replace")
 
     def write_text(self, path: Path, text: str) -> None:
         self._write_bytes(path, text.encode("utf-8"))
@@ -508,19 +515,27 @@ class Workspace:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
 
 
-def _open_regular(path: Path) -> BinaryIO | None:
-    """A regular file opened for reading without following a link; None when it does not exist.
-    Raises RefusedPath for a link, a FIFO or a device (reading one could block a server thread)."""
+def _open_regular_fd(path: Path) -> tuple[int, int] | None:
+    """(fd, size) of a regular file opened for reading without following a link; None when it
+    does not exist. Raises RefusedPath for a link, a FIFO or a device (reading one could block
+    a server thread)."""
     try:
         fd = os.open(path, os.O_RDONLY | _NO_LINK_NO_BLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise RefusedPath(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
-    return os.fdopen(fd, "rb")
+    return fd, info.st_size
+
+
+def _open_regular(path: Path) -> BinaryIO | None:
+    """``_open_regular_fd`` as a file object."""
+    found = _open_regular_fd(path)
+    return None if found is None else os.fdopen(found[0], "rb")
 
 
 def _records(folder: Path) -> Iterator[Path]:
