@@ -652,17 +652,22 @@ class Engine:
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
 
-    def _on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None) -> None:
-        """An attempt is running: ``begin`` (if any) puts it in the record under the lock, and
-        the record is on disk before anything else is told (crash consistency)."""
+    def _on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None,
+                    running: bool = True) -> None:
+        """An attempt started: ``begin`` (if any) puts it in the record under the lock, and the
+        record is on disk before anything else is told (crash consistency). When its process
+        has ``running=False`` (already ended), the "running" record is not written: the final
+        one follows at once, and a restart in between rebuilds the attempt from the shim's exit
+        file exactly as for a worker spawned but not yet recorded."""
         with self._lock:
             if begin is not None:
                 begin()
             live = self._live[(record.root_id, record.key)]
             snapshot = self._snapshot_record(live)
         self.metrics.spawned(live.tag)
-        self._write_record(live, snapshot)
-        failpoints.hit("after_record")
+        if running:
+            self._write_record(live, snapshot)
+            failpoints.hit("after_record")
         self._publish_worker(live, message)  # the event bus and the log append need no engine lock
 
     def _snapshot_record(self, live: _Live) -> tuple[int, dict[str, Any]]:

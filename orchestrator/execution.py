@@ -67,7 +67,7 @@ class WorkerExecution:
         prompt: str,
         tag: str,
         lock: threading.RLock,
-        on_change: Callable[[WorkerRecord, str, Callable[[], None] | None], None],
+        on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], None],
         cancel: Wakeup,
     ) -> None:
         self.record = record
@@ -151,8 +151,10 @@ class WorkerExecution:
             return self._spawn_failed(attempt, exc), False
         failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
         # One lock section records the attempt with its pid (the engine's lock is contended by
-        # every worker thread: each extra section cost milliseconds per worker)
-        self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin)
+        # every worker thread: each extra section cost milliseconds per worker). A process that
+        # has already ended skips the "running" write: its final record follows at once.
+        self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin,
+                       self.handle.poll() is None)
         return self._wait(attempt)
 
     def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
