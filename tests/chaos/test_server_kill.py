@@ -130,7 +130,10 @@ def test_server_sigkilled_with_20_running_workers_and_restarted_10s_later(tmp_pa
         took = time.time() - restarted
         doc = home.call("GET", f"/api/v1/jobs/{root}/status").json()
         by_name = {t["worker_id"]: t for t in doc["results"]["tasks"]}
-        # The ten that ended while no server ran have their true exit codes and end times.
+        # The ten that ended while no server ran have their true exit codes and end times
+        # (a re-adopted one may show "running" for a moment, until its exit file is read).
+        wait_until(lambda: all(home.workers_on_disk(root)[f"depth_0_{name}"]["status"] in TERMINAL for name in short),
+                   timeout=10)
         for name, code in short.items():
             rec = home.workers_on_disk(root)[f"depth_0_{name}"]
             assert rec["attempts"][-1]["exit_code"] == code, (name, rec["attempts"])
