@@ -12,6 +12,7 @@ blocked on it), so a deep tree completes even under a global limit of 2.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -70,6 +71,37 @@ def _recorded_outcome(rec: WorkerRecord) -> Outcome:
 
 
 @dataclass
+class _Versions:
+    """A record's writes, made outside the engine lock: each snapshot is numbered under the
+    lock, and a write never replaces a newer version another thread already put on disk."""
+
+    taken: int = 0  # the newest snapshot's number
+    written: int = 0  # the number on disk
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """One record's state, numbered under the engine lock, written by ``write`` outside it."""
+
+    versions: _Versions
+    number: int
+    save: Callable[[], None]
+
+    def write(self) -> None:
+        """Durably (temp + fsync + rename + folder fsync), unless a newer one is on disk."""
+        with self.versions.lock:
+            if self.number > self.versions.written:
+                self.save()
+                self.versions.written = self.number
+
+
+def _numbered(versions: _Versions, save: Callable[[], None]) -> _Snapshot:
+    versions.taken += 1
+    return _Snapshot(versions, versions.taken, save)
+
+
+@dataclass
 class _Live:
     """Runtime state of a worker beside its record."""
 
@@ -82,9 +114,7 @@ class _Live:
     outcome: Outcome | None = None
     execution: WorkerExecution | None = None  # while its attempts run
     finishing: bool = False  # its terminal record is being written
-    version: int = 0  # bumped under the engine lock each time the record is snapshotted to disk
-    written: int = 0  # the version on disk
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    versions: _Versions = field(default_factory=_Versions)  # of its record on disk
 
 
 class Engine:
@@ -132,8 +162,7 @@ class Engine:
         # Job records are snapshotted under the lock and written (temp + fsync + rename) outside
         # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
         # refusal, a credential check) waits for this lock. Versions keep writes in order.
-        self._job_versions: dict[str, list[int]] = {}  # job id -> [latest snapshot, version on disk]
-        self._job_write_locks: dict[str, threading.Lock] = {}
+        self._job_versions: dict[str, _Versions] = {}
 
     # -- submitting -----------------------------------------------------------
     def submit(
@@ -187,26 +216,25 @@ class Engine:
             self._dispatch()
         return job
 
-    def _job_snapshot(self, job: JobRecord) -> tuple[str, JobRecord, int, dict[str, Any]]:
-        """Under the lock: a job record's current state, numbered, for ``_write_snapshots``."""
-        versions = self._job_versions.setdefault(job.id, [0, 0])
-        versions[0] += 1
-        return "job", job, versions[0], job.to_dict()
+    def _job_snapshot(self, job: JobRecord) -> _Snapshot:
+        """Under the lock: a job record's current state (``job`` may be a copy about to be
+        applied), numbered, to write outside it."""
+        data = job.to_dict()
+        versions = self._job_versions.setdefault(job.id, _Versions())
+        return _numbered(versions, functools.partial(self.workspace.save_job_dict, job.id, data))
 
-    def _write_snapshots(self, writes: list[tuple[Any, ...]]) -> None:
-        """Outside the lock, in order: each record durably (temp + fsync + rename + folder
-        fsync), never over a newer version another thread wrote meanwhile."""
-        for kind, target, version, data in writes:
-            if kind == "worker":
-                self._write_record(target, (version, data))
-                continue
-            job = target
-            lock = self._job_write_locks.setdefault(job.id, threading.Lock())
-            with lock:
-                versions = self._job_versions.setdefault(job.id, [0, 0])
-                if version > versions[1]:
-                    self.workspace.save_job_dict(job.id, data)
-                    versions[1] = version
+    def _snapshot_record(self, live: _Live, record: WorkerRecord | None = None) -> _Snapshot:
+        """Under the lock: a worker record's current state (or ``record``, a copy about to be
+        applied), numbered, to write outside it."""
+        rec = record or live.record
+        data = rec.to_dict()
+        return _numbered(live.versions, functools.partial(self.workspace.save_worker_dict, rec.root_id, rec.depth, rec.name, data))
+
+    @staticmethod
+    def _write_snapshots(writes: list[_Snapshot]) -> None:
+        """Outside the lock, in order (an fsync'd write costs ~1 ms, tens on a busy disk)."""
+        for snapshot in writes:
+            snapshot.write()
 
     def _check_open(self) -> None:
         if self._closing:
@@ -310,7 +338,7 @@ class Engine:
     def _create_job(
         self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
         parent: tuple[JobRecord, _Live] | None,
-    ) -> tuple[JobRecord, list[tuple[Any, ...]]]:
+    ) -> tuple[JobRecord, list[_Snapshot]]:
         """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
         now = time.time()
         if parent is None:
@@ -334,7 +362,7 @@ class Engine:
         job.notes = notes
         job.status = JobStatus.RUNNING
         job.started_at = now
-        writes: list[tuple[Any, ...]] = []
+        writes: list[_Snapshot] = []
         try:
             self._create_workers(job, parent)
             if parent is not None:
@@ -373,7 +401,7 @@ class Engine:
             keys.append(record.key)
         self._pending[job.id] = keys
 
-    def _attach_child(self, plive: _Live, child: JobRecord) -> tuple[Any, ...]:
+    def _attach_child(self, plive: _Live, child: JobRecord) -> _Snapshot:
         """The parent worker lends its global slot to the child while the child runs. Returns
         the parent's record snapshot, for the caller to write outside the lock."""
         plive.record.child_job_ids.append(child.id)
@@ -382,8 +410,7 @@ class Engine:
             plive.holds_slot = False
             self._slots_used -= 1
         self._publish_worker(plive, f"started child job {child.id}")
-        version, data = self._snapshot_record(plive)
-        return "worker", plive, version, data
+        return self._snapshot_record(plive)
 
     # -- dispatching ----------------------------------------------------------
     def _dispatch(self) -> None:
@@ -611,7 +638,7 @@ class Engine:
                 snapshot = self._snapshot_record(live)
             self._dispatch()
         if waiting:
-            self._write_record(live, snapshot)
+            snapshot.write()
         else:
             self._finish_worker(live)  # writes the record once, with its final status
 
@@ -666,23 +693,9 @@ class Engine:
             snapshot = self._snapshot_record(live)
         self.metrics.spawned(live.tag)
         if running:
-            self._write_record(live, snapshot)
+            snapshot.write()
             failpoints.hit("after_record")
         self._publish_worker(live, message)  # the event bus and the log append need no engine lock
-
-    def _snapshot_record(self, live: _Live) -> tuple[int, dict[str, Any]]:
-        """Under the engine lock: the record's current state and a version number for it."""
-        live.version += 1
-        return live.version, live.record.to_dict()
-
-    def _write_record(self, live: _Live, snapshot: tuple[int, dict[str, Any]]) -> None:
-        """Outside the engine lock (an fsync'd write costs ~1 ms): never let an older
-        snapshot overwrite a newer one written by another thread."""
-        version, data = snapshot
-        with live.write_lock:
-            if version > live.written:
-                self.workspace.save_worker_dict(live.record.root_id, live.record.depth, live.record.name, data)
-                live.written = version
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
@@ -769,11 +782,10 @@ class Engine:
             ends += [self._jobs[c].ended_at for c in rec.child_job_ids if c in self._jobs and self._jobs[c].ended_at]
             final.status, final.ended_at = status, max(ends) if ends else time.time()
             self.metrics.worker_finished(live.tag, status.value, final.duration)
-            live.version += 1
-            snapshot = (live.version, final.to_dict())
+            snapshot = self._snapshot_record(live, final)
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
         failpoints.hit("before_final_record")
-        self._write_record(live, snapshot)
+        snapshot.write()
         with self._lock:
             rec.status, rec.ended_at = final.status, final.ended_at
             job = live.job
@@ -839,8 +851,7 @@ class Engine:
         self._tree_cost.pop(root_id, None)
         self._render_locks.pop(root_id, None)
         for jid in [j for j in self._job_versions if j == root_id or j.startswith(root_id + "-")]:
-            self._job_versions.pop(jid, None)
-            self._job_write_locks.pop(jid, None)
+            del self._job_versions[jid]
         self.events.forget(root_id)
 
     def _outcome(self, job: JobRecord) -> JobStatus:
