@@ -42,6 +42,12 @@ class RunningServer:
         self.thread.join(5)
 
 
+# What one response (a followed log, a download) may hold unsent before its handler waits for
+# the client. waitress keeps up to this much of already-sent output in memory too, so it bounds
+# each stream's memory; its default (16 MiB) would let 24 log followers hold 400 MB.
+OUTPUT_HIGH_WATERMARK = 4 << 20
+
+
 def build(settings: Settings, engine: Any = None, *, port: int | None = None) -> tuple[Any, Any, str]:
     """Create (engine, waitress server, base URL) without running it. Refuses a busy port."""
     from waitress.server import create_server
@@ -62,6 +68,7 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
             # Flask enforces the cap with a JSON 413; waitress only stops bodies far beyond it.
             max_request_body_size=settings.api.max_body_bytes * 2 + 65536, expose_tracebacks=False,
             channel_timeout=max(120, int(settings.api.long_poll_max) + 30), connection_limit=1000,
+            outbuf_high_watermark=OUTPUT_HIGH_WATERMARK,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
