@@ -35,7 +35,7 @@ from .ai_planner import choose_planner, plan_with_ai
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
-from .execution import Outcome, WorkerExecution
+from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
 from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -496,7 +496,8 @@ class Engine:
             max_attempts = int(job.config.get("max_retries", 0)) + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
-                lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts))
+                lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts,
+                lambda n, w=worker: self._attempt_start(w, n)))
         # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
         # worker, or a shim of a worker no record knows) must not run on unaccounted for.
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
@@ -674,28 +675,41 @@ class Engine:
                                    exit_file=fate.exit_file)
         if attempt.log_offset == 0 and attempt.number > 1:
             attempt.log_offset = self.workspace.find_in_log(
-                self.workspace.worker_log(rec.root_id, rec.depth, rec.name), f"===== attempt {attempt.number}/".encode())
+                self.workspace.worker_log(rec.root_id, rec.depth, rec.name), attempt_marker(attempt.number))
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
 
+    def _attempt_start(self, rec: WorkerRecord, number: int) -> tuple[int, float] | None:
+        """(log offset, start time) of attempt ``number`` from its start line in the worker log."""
+        found = self.workspace.find_line_in_log(self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
+                                                attempt_marker(number))
+        started = marker_start_time(found[1]) if found is not None else None
+        return None if found is None or started is None else (found[0], started)
+
     def _on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None,
-                    running: bool = True) -> None:
-        """An attempt started: ``begin`` (if any) puts it in the record under the lock, and the
-        record is on disk before anything else is told (crash consistency). When its process
-        has ``running=False`` (already ended), the "running" record is not written: the final
-        one follows at once, and a restart in between rebuilds the attempt from the shim's exit
-        file exactly as for a worker spawned but not yet recorded."""
+                    write: bool = True) -> Callable[[], None]:
+        """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
+        under the lock, and everyone is told. With ``write`` the record is on disk first;
+        without, the caller gets the write to make later (see ``WorkerExecution._attempt``).
+        Telling "running" before it is on disk is safe, unlike a final status: a restart finds
+        the attempt through its shim and says "running" (or its true end) again. Returns the
+        write (a no-op on disk once made)."""
         with self._lock:
             if begin is not None:
                 begin()
             live = self._live[(record.root_id, record.key)]
             snapshot = self._snapshot_record(live)
         self.metrics.spawned(live.tag)
-        if running:
+
+        def save() -> None:
             snapshot.write()
             failpoints.hit("after_record")
+
+        if write:
+            save()
         self._publish_worker(live, message)  # the event bus and the log append need no engine lock
+        return save
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""

@@ -17,7 +17,9 @@ adapter: not retryable failed          no (for example bad credentials)
 """
 from __future__ import annotations
 
+import calendar
 import random
+import re
 import signal
 import threading
 import time
@@ -32,6 +34,8 @@ from .models import Attempt, WorkerRecord, WorkerStatus
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from .workspace import Workspace
 
+# How long a process must live before its "running" record is written (see _attempt).
+RUNNING_RECORD_DELAY = 0.1
 
 
 @dataclass
@@ -67,7 +71,7 @@ class WorkerExecution:
         prompt: str,
         tag: str,
         lock: threading.RLock,
-        on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], None],
+        on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], Callable[[], None]],
         cancel: Wakeup,
     ) -> None:
         self.record = record
@@ -123,7 +127,7 @@ class WorkerExecution:
 
     # -- one attempt ---------------------------------------------------------
     def _attempt(self, number: int, attempts: int) -> tuple[Outcome, bool]:
-        offset = self._log(f"===== attempt {number}/{attempts} started {_iso(time.time())} =====")
+        offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(time.time())} =====")
         ctx = WorkerContext(
             task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
             worker_dir=self.worker_dir, depth=self.record.depth,
@@ -151,10 +155,16 @@ class WorkerExecution:
             return self._spawn_failed(attempt, exc), False
         failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
         # One lock section records the attempt with its pid (the engine's lock is contended by
-        # every worker thread: each extra section cost milliseconds per worker). A process that
-        # has already ended skips the "running" write: its final record follows at once.
-        self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin,
-                       self.handle.poll() is None)
+        # every worker thread: each extra section cost milliseconds per worker).
+        save = self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin, False)
+        # The "running" record goes to disk only if the process outlives RUNNING_RECORD_DELAY:
+        # a short one's final record follows at once, which spares a durable write and, on
+        # ext4 without a journal, a freed inode that every later file creation steps over.
+        # A restart in between finds the attempt through its shim (alive, or its exit file),
+        # exactly as for a worker spawned but not yet recorded; readers of the engine see
+        # "running" at once.
+        if self.runner.wait(self.handle, min(RUNNING_RECORD_DELAY, self.config.default_timeout), wake=self.cancel) is None:
+            save()
         return self._wait(attempt)
 
     def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
@@ -255,4 +265,22 @@ def _last_line(text: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+_MARKER_START = re.compile(rb"===== attempt (\d+)/\d+ started (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{3})?Z =====")
+
+
+def attempt_marker(number: int) -> bytes:
+    """How attempt ``number``'s start line in a worker log begins (see ``_attempt``)."""
+    return f"===== attempt {number}/".encode()
+
+
+def marker_start_time(line: bytes) -> float | None:
+    """When the attempt whose start line this is began (for a restart rebuilding an attempt
+    the old server did not record), or None if it is not a start line."""
+    found = _MARKER_START.match(line)
+    if found is None:
+        return None
+    whole = calendar.timegm(time.strptime(found.group(2).decode(), "%Y-%m-%dT%H:%M:%S"))
+    return whole + (float(found.group(3)) if found.group(3) else 0.0)

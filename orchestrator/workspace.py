@@ -450,17 +450,35 @@ class Workspace:
     def find_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> int:
         """The offset of the last line starting with ``marker`` in a log (0 if none): where a
         re-adopted attempt's output starts."""
+        found = self.find_line_in_log(path, marker, max_bytes)
+        return found[0] if found is not None else 0
+
+    def find_line_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> tuple[int, bytes] | None:
+        """(offset, line) of the last line starting with ``marker`` among a log's last
+        ``max_bytes``, or None. A link planted in the log's place has no lines."""
         try:
-            with open(path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                start = max(0, size - max_bytes)
-                handle.seek(start)
-                data = handle.read()
+            found = _open_regular_fd(path)
+        except (RefusedPath, OSError):
+            return None
+        if found is None:
+            return None
+        fd, size = found
+        try:
+            start = max(0, size - max_bytes)
+            data = os.pread(fd, size - start, start)
         except OSError:
-            return 0
+            return None
+        finally:
+            os.close(fd)
         at = data.rfind(b"\n" + marker)
-        return start + at + 1 if at >= 0 else 0
+        if at >= 0:
+            begin = at + 1
+        elif start == 0 and data.startswith(marker):
+            begin = 0
+        else:
+            return None
+        end = data.find(b"\n", begin)
+        return start + begin, data[begin:end if end >= 0 else len(data)]
 
     def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
         """The last lines of a log, reading at most ``max_bytes`` from its end (a planted link reads as empty)."""

@@ -262,6 +262,38 @@ def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
     assert fresh.get_job(job.id).status is JobStatus.COMPLETED
 
 
+def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engine):
+    """A short attempt gets no "running" record, so a server may die having run two attempts
+    (a failure, then its retry) and recorded neither: the next server must list both."""
+    # Given a worker that failed once and then succeeded, and the state a server killed before
+    # writing any record of it leaves: no worker record, and the job record says running
+    sections = {"orchestrator": {"worker": "command", "command": fake_command()}, "workers": {"retry_backoff": 0.05}}
+    engine = make_engine(**sections)
+    job = run_job(engine, "x", tasks=["flaky 1"], config={"max_retries": 1})
+    ran = workers_of(engine, job)["worker_1"]
+    assert [a.exit_code for a in ran.attempts] == [1, 0]
+    engine.shutdown()
+    ws = engine.workspace
+    ws.worker_record_path(job.id, 0, "worker_1").unlink()
+    data = json.loads(ws.job_record_path(job.id).read_text())
+    data.update(status="running", ended_at=None)
+    ws.job_record_path(job.id).write_text(json.dumps(data))
+    # When a new server takes the tree over
+    fresh = make_engine(**sections)
+    assert fresh.recover() == [job.id]
+    assert fresh.wait(job.id, 30).status is JobStatus.COMPLETED
+    # Then both runs are in the record, rebuilt from their start lines and exit files, and
+    # nothing ran a third time
+    worker = workers_of(fresh, job)["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [(a.number, a.exit_code, a.end_reason) for a in worker.attempts] == [(1, 1, "exit"), (2, 0, "exit")]
+    for before, after in zip(ran.attempts, worker.attempts):
+        assert after.log_offset == before.log_offset
+        assert abs(after.started_at - before.started_at) < 0.002  # the start line keeps milliseconds
+        assert abs(after.ended_at - before.ended_at) < 0.05
+    assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 2
+
+
 def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree(make_engine, tmp_path):
     # Given two workers that note their TMPDIR: "leave" leaves a file there and ends at once,
     # "clean" leaves nothing and runs on
@@ -285,3 +317,28 @@ def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree
     # and once the tree has ended no TMPDIR is left at all
     assert engine.wait(job.id, 30).status.value == "completed"
     assert not leave.exists() and not clean.exists() and not leave.parent.exists()
+
+
+def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(make_engine):
+    # Given a worker that exits at once and one that runs for a second, with every worker
+    # record write noted as it reaches the disk
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
+                         workers={"max_workers": 2})
+    written: dict[str, list[str]] = {}
+    save = engine.workspace.save_worker_dict
+
+    def noting(root_id, depth, name, data):
+        save(root_id, depth, name, data)
+        written.setdefault(name, []).append(data["status"])
+
+    engine.workspace.save_worker_dict = noting
+    job = engine.submit("x", None, ["true", "sleep 1"])
+    # Then the long one is "running" on disk, with its process, while it runs
+    wait_until(lambda: written.get("worker_2") == ["running"], what="worker_2's running record")
+    on_disk = engine.workspace.load_worker(job.id, 0, "worker_2")
+    assert on_disk.status is WorkerStatus.RUNNING and on_disk.attempts[0].pid
+    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    # and the short one's only write is its final record, though it was announced as started
+    assert written == {"worker_1": ["success"], "worker_2": ["running", "success"]}
+    events = (engine.workspace.orchestrator_log(job.id)).read_text()
+    assert "depth_0_worker_1 running: attempt 1 started" in events
