@@ -815,9 +815,13 @@ class Engine:
                 return
             self._finishing[job.id] = (self._outcome(job), time.time())
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
-            self.workspace.remove_tree_tmp(job.root_id)
+            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
+            remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
+            remover.start()
             with self._render_lock(job.root_id):
                 self._render_reports(job)
+            remover.join()
         with self._lock:
             status, ended = self._finishing[job.id]
             final = job.copy()
