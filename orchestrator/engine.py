@@ -615,35 +615,56 @@ class Engine:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
     def _run_worker(self, live: _Live, adopted: Recovered | None = None) -> None:
+        sweep: Callable[[], None] = functools.partial(self.runner.sweep, live.tag)  # (if _execute fails)
         try:
-            outcome = self._execute(live, adopted)
+            outcome, sweep = self._execute(live, adopted)
         except Exception as exc:  # a bug must not leave a worker "running" forever
             log.exception("worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name))
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
+        # Its process has ended: the slot goes to the next worker (and its cost to the tree's
+        # budget) before the tag sweep, which waits to share one /proc scan with other
+        # finishing workers. A worker with child jobs does this after the sweep, in one step
+        # with settling it (a child job ending in between may settle it).
+        early = not rec.child_job_ids
+        if early:
+            with self._lock:
+                self._process_ended(live, outcome)
+                self._dispatch()
+        sweep()  # before its files are listed and before it is reported ended
         self.workspace.release_worker_tmp(rec.root_id, rec.depth, rec.name)
         files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self._lock:
             rec.files_created = files
-            live.outcome = outcome
-            live.process_done = True
-            self._running[live.job.id] -= 1
-            if live.holds_slot:
-                live.holds_slot = False
-                self._slots_used -= 1
-            self._apply_outcome(live, outcome)
+            if not early:
+                self._process_ended(live, outcome)
             waiting = self._live_children(live)
             if waiting:
                 self._publish_worker(live, f"process exited; waiting for child job(s) {', '.join(waiting)}")
                 snapshot = self._snapshot_record(live)
-            self._dispatch()
+            else:  # settled in this same lock section (each one is a hand-off between 16 threads)
+                settled = self._settle_worker(live)
+            if not early:
+                self._dispatch()
         if waiting:
             snapshot.write()
-        else:
-            self._finish_worker(live)  # writes the record once, with its final status
+        elif settled is not None:
+            self._worker_settled(live, *settled)  # writes the record once, with its final status
 
-    def _execute(self, live: _Live, adopted: Recovered | None = None) -> Outcome:
+    def _process_ended(self, live: _Live, outcome: Outcome) -> None:
+        """Under the lock: its process has ended with ``outcome``; it no longer counts against
+        the limits, and its cost counts against the tree's budget."""
+        live.outcome = outcome
+        live.process_done = True
+        self._running[live.job.id] -= 1
+        if live.holds_slot:
+            live.holds_slot = False
+            self._slots_used -= 1
+        self._apply_outcome(live, outcome)
+
+    def _execute(self, live: _Live, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
+        """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
         rec, job = live.record, live.job
         cfg = JobConfig.from_dict(job.config)
         adapter = get_adapter(rec.kind)
@@ -663,7 +684,7 @@ class Engine:
         if adopted is not None and adopted.attempt is not None:
             resume = (adopted.attempt, self._adopt(live, adopted))
         try:
-            return execution.run(resume)
+            return execution.run(resume), execution.sweep
         finally:
             live.execution = None
 
@@ -775,32 +796,43 @@ class Engine:
     def _finish_worker(self, live: _Live) -> None:
         """The process is done and so are its child jobs: settle the worker's status."""
         with self._lock:
-            rec = live.record
-            if rec.status.terminal or live.finishing:
-                return
-            live.finishing = True
-            outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
-            if not rec.attempts:  # never ran (skipped): its reason was never applied
-                rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
-            status = outcome.status
-            if status is WorkerStatus.SUCCESS and rec.child_job_ids:
-                children = [self._jobs[c] for c in rec.child_job_ids if c in self._jobs]
-                if children and all(c.status is JobStatus.COMPLETED for c in children):
-                    status = WorkerStatus.RECURSIVE_SUCCESS
-                else:
-                    rec.exit_reason += "; a child job did not complete"
-            final = rec.copy()
-            # It ended when its last process and its child jobs did: for one that ended while no
-            # server ran, that is its shim's time, not the restart's.
-            ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
-            ends += [self._jobs[c].ended_at for c in rec.child_job_ids if c in self._jobs and self._jobs[c].ended_at]
-            final.status, final.ended_at = status, max(ends) if ends else time.time()
-            self.metrics.worker_finished(live.tag, status.value, final.duration)
-            snapshot = self._snapshot_record(live, final)
+            settled = self._settle_worker(live)
+        if settled is not None:
+            self._worker_settled(live, *settled)
+
+    def _settle_worker(self, live: _Live) -> tuple[WorkerRecord, _Snapshot] | None:
+        """Under the lock: the worker's final record and its snapshot to write, or None when
+        it is already settled (or being settled)."""
+        rec = live.record
+        if rec.status.terminal or live.finishing:
+            return None
+        live.finishing = True
+        outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+        if not rec.attempts:  # never ran (skipped): its reason was never applied
+            rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
+        status = outcome.status
+        if status is WorkerStatus.SUCCESS and rec.child_job_ids:
+            children = [self._jobs[c] for c in rec.child_job_ids if c in self._jobs]
+            if children and all(c.status is JobStatus.COMPLETED for c in children):
+                status = WorkerStatus.RECURSIVE_SUCCESS
+            else:
+                rec.exit_reason += "; a child job did not complete"
+        final = rec.copy()
+        # It ended when its last process and its child jobs did: for one that ended while no
+        # server ran, that is its shim's time, not the restart's.
+        ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
+        ends += [self._jobs[c].ended_at for c in rec.child_job_ids if c in self._jobs and self._jobs[c].ended_at]
+        final.status, final.ended_at = status, max(ends) if ends else time.time()
+        self.metrics.worker_finished(live.tag, status.value, final.duration)
+        return final, self._snapshot_record(live, final)
+
+    def _worker_settled(self, live: _Live, final: WorkerRecord, snapshot: _Snapshot) -> None:
+        """Outside the lock: the final record on disk, then everyone told; the job may end."""
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
         failpoints.hit("before_final_record")
         snapshot.write()
         with self._lock:
+            rec = live.record
             rec.status, rec.ended_at = final.status, final.ended_at
             job = live.job
             self._unfinished[job.id] -= 1

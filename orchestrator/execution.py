@@ -118,12 +118,19 @@ class WorkerExecution:
                 outcome, retry = self._attempt(number, attempts)
             if not retry or number >= attempts:
                 break
+            self.sweep()  # nothing of the failed attempt may run beside the next one
             delay = backoff_delay(number, self.settings.workers.retry_backoff, self.settings.workers.retry_backoff_max)
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); retrying in {delay:.2f}s =====")
             if self.cancel.wait(delay):
                 outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
                 break
         return outcome
+
+    def sweep(self) -> None:
+        """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is
+        gone; a daemonised grandchild may not be)."""
+        if self.handle is not None:
+            self.runner.sweep(self.tag, self.handle.started_at)
 
     # -- one attempt ---------------------------------------------------------
     def _attempt(self, number: int, attempts: int) -> tuple[Outcome, bool]:
@@ -201,8 +208,8 @@ class WorkerExecution:
                 break
             code = self.runner.wait(self.handle, remaining, wake=self.cancel)
         self.runner.release(self.handle)
-        # The leader is gone; anything still carrying its tag (a daemonised grandchild) goes too.
-        self.runner.sweep(self.tag, self.handle.started_at)
+        # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
+        # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
 
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, bool]:

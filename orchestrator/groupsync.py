@@ -4,11 +4,13 @@ Used for folder fsyncs (every worker record renamed into ``state/workers/`` need
 folder fsynced before its writer goes on) and for the tag sweep (every finished
 worker needs one /proc scan that started after its process exited). Under load one
 operation serves every caller that arrived while the previous one ran; the
-guarantee each caller gets is unchanged.
+guarantee each caller gets is unchanged. With ``gather``, the caller that starts a
+run first waits that long for company: fewer, larger runs, for callers that can wait.
 """
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,8 +19,9 @@ T = TypeVar("T")
 class GroupCommit(Generic[T]):
     """Run ``operation(batch)`` for a batch of requests; each caller waits for the run that includes it."""
 
-    def __init__(self, operation: Callable[[list[T]], object]) -> None:
+    def __init__(self, operation: Callable[[list[T]], object], *, gather: float = 0.0) -> None:
         self._operation = operation
+        self._gather = gather
         self._cond = threading.Condition()
         self._queue: list[T] = []
         self._generation = 0  # number of runs started
@@ -35,6 +38,12 @@ class GroupCommit(Generic[T]):
                     self._cond.wait()
                     continue
                 self._running = True
+                if self._gather:  # who arrives meanwhile joins this run (the batch is taken after)
+                    self._cond.release()
+                    try:
+                        time.sleep(self._gather)
+                    finally:
+                        self._cond.acquire()
                 self._generation += 1
                 number, batch, self._queue = self._generation, self._queue, []
                 self._cond.release()

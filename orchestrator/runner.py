@@ -294,8 +294,9 @@ class ProcessRunner:
             return rung
 
     def __init__(self) -> None:
-        # Workers finishing together share one scan of the process table (group commit).
-        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch)
+        # Workers finishing together share one scan of the process table (group commit); a
+        # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company.
+        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch, gather=SWEEP_GATHER)
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
         """SIGKILL every process carrying ``tag``, by a scan that started after this call;
@@ -473,6 +474,9 @@ def read_exit_file(path: Path) -> int | None:
 
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
 INODE_CLOCK_SLACK = 0.1
+# How long the first of several finishing workers waits for others to share its /proc scan.
+# The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
+SWEEP_GATHER = 0.01
 
 
 _MADE: dict[str, tuple[int, float]] = {}  # pid -> (inode, when it was made), as the last scan saw it
