@@ -134,13 +134,14 @@ class WorkerExecution:
 
     # -- one attempt ---------------------------------------------------------
     def _attempt(self, number: int, attempts: int) -> tuple[Outcome, bool]:
-        offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(time.time())} =====")
+        now = time.time()  # one clock reading for the start line and the record: a restart reads it back
+        offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
         ctx = WorkerContext(
             task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
             worker_dir=self.worker_dir, depth=self.record.depth,
             max_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
         )
-        attempt = Attempt(number=number, started_at=time.time(), log_offset=offset)
+        attempt = Attempt(number=number, started_at=now, log_offset=offset)
 
         def begin() -> None:  # under the engine's lock
             self.record.attempts.append(attempt)

@@ -289,7 +289,7 @@ def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engi
     assert [(a.number, a.exit_code, a.end_reason) for a in worker.attempts] == [(1, 1, "exit"), (2, 0, "exit")]
     for before, after in zip(ran.attempts, worker.attempts):
         assert after.log_offset == before.log_offset
-        assert abs(after.started_at - before.started_at) < 0.002  # the start line keeps milliseconds
+        assert -1e-6 < before.started_at - after.started_at < 0.001  # the start line keeps milliseconds
         assert abs(after.ended_at - before.ended_at) < 0.05
     assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 2
 
@@ -319,9 +319,11 @@ def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree
     assert not leave.exists() and not clean.exists() and not leave.parent.exists()
 
 
-def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(make_engine):
-    # Given a worker that exits at once and one that runs for a second, with every worker
-    # record write noted as it reaches the disk
+def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(make_engine, monkeypatch):
+    # Given a 1 s delay (0.1 s by default; longer here so a loaded machine still ends the short
+    # worker within it), a worker that exits at once and one that runs for 2 s, with every
+    # worker record write noted as it reaches the disk
+    monkeypatch.setattr("orchestrator.execution.RUNNING_RECORD_DELAY", 1.0)
     engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
                          workers={"max_workers": 2})
     written: dict[str, list[str]] = {}
@@ -332,7 +334,7 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
         written.setdefault(name, []).append(data["status"])
 
     engine.workspace.save_worker_dict = noting
-    job = engine.submit("x", None, ["true", "sleep 1"])
+    job = engine.submit("x", None, ["true", "sleep 2"])
     # Then the long one is "running" on disk, with its process, while it runs
     wait_until(lambda: written.get("worker_2") == ["running"], what="worker_2's running record")
     on_disk = engine.workspace.load_worker(job.id, 0, "worker_2")

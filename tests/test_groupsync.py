@@ -64,10 +64,10 @@ def test_every_request_is_served_once_by_a_run_that_began_after_it(gather):
 
 
 def test_a_gathering_wait_lets_callers_who_arrive_meanwhile_share_the_run():
-    # Given a 0.1 s gathering wait and 6 callers arriving together
+    # Given a 0.5 s gathering wait and 6 callers arriving together
     op = Recorder(takes=0.0)
-    assert call_together(GroupCommit(op, gather=0.1), callers=6) == []
-    # Then one run served them all (a barrier releases them well within 0.1 s of each other)
+    assert call_together(GroupCommit(op, gather=0.5), callers=6) == []
+    # Then one run served them all (a barrier releases them well within 0.5 s of each other)
     assert [len(batch) for _, batch in op.runs] == [6]
 
 
