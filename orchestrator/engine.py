@@ -694,9 +694,6 @@ class Engine:
         assert attempt is not None and fate.pid is not None or fate.exit_file is not None
         handle = self.runner.adopt(fate.pid or 0, fate.start_id, tag=live.tag, started_at=attempt.started_at,
                                    exit_file=fate.exit_file)
-        if attempt.log_offset == 0 and attempt.number > 1:
-            attempt.log_offset = self.workspace.find_in_log(
-                self.workspace.worker_log(rec.root_id, rec.depth, rec.name), attempt_marker(attempt.number))
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle

@@ -157,7 +157,8 @@ def _attempt(worker: WorkerRecord, number: int, path: Path, attempt_start: Calla
 def _start_of(number: int, pid: int | None, path: Path,
               attempt_start: Callable[[int], tuple[int, float] | None]) -> tuple[int, float]:
     """(log offset, start time) of an unrecorded attempt: from its start line in the worker
-    log (to the millisecond), else from its shim or exit file (offset 0: found later)."""
+    log (to the millisecond), else from its shim or exit file, with offset 0 (no start line to
+    mark where its output begins)."""
     found = attempt_start(number)
     return found if found is not None else (0, _start_time(pid, path))
 

@@ -447,12 +447,6 @@ class Workspace:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
         self.append_line(self.orchestrator_log(root_id), f"{stamp} {message}")
 
-    def find_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> int:
-        """The offset of the last line starting with ``marker`` in a log (0 if none): where a
-        re-adopted attempt's output starts."""
-        found = self.find_line_in_log(path, marker, max_bytes)
-        return found[0] if found is not None else 0
-
     def find_line_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> tuple[int, bytes] | None:
         """(offset, line) of the last line starting with ``marker`` among a log's last
         ``max_bytes``, or None. A link planted in the log's place has no lines."""
@@ -463,9 +457,9 @@ class Workspace:
         if found is None:
             return None
         fd, size = found
+        start = max(0, size - max_bytes)
         try:
-            start = max(0, size - max_bytes)
-            data = os.pread(fd, size - start, start)
+            data = _read_range(fd, start, size)
         except OSError:
             return None
         finally:
@@ -507,17 +501,10 @@ class Workspace:
             return ""
         fd, size = found
         try:  # plain fd calls: this runs once per worker on the engine's busy threads
-            start = max(offset, size - max_bytes)
-            chunks = []
-            while start < size:
-                chunk = os.pread(fd, size - start, start)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                start += len(chunk)
+            data = _read_range(fd, max(offset, size - max_bytes), size)
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace")
 
     def write_text(self, path: Path, text: str) -> None:
         self._write_bytes(path, text.encode("utf-8"))
@@ -548,6 +535,18 @@ def _open_regular_fd(path: Path) -> tuple[int, int] | None:
         os.close(fd)
         raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
     return fd, info.st_size
+
+
+def _read_range(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of an open file (fewer if it is shorter), by pread."""
+    chunks = []
+    while start < end:
+        chunk = os.pread(fd, end - start, start)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
 
 
 def _open_regular(path: Path) -> BinaryIO | None:
