@@ -476,19 +476,7 @@ class Workspace:
 
     def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
         """The last lines of a log, reading at most ``max_bytes`` from its end (a planted link reads as empty)."""
-        try:
-            handle = _open_regular(path)
-        except RefusedPath:
-            return ""
-        if handle is None:
-            return ""
-        with handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-        text = data.decode("utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.read_from(path, 0, max_bytes).splitlines()[-lines:])
 
     def read_from(self, path: Path, offset: int, max_bytes: int) -> str:
         """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end).
