@@ -287,7 +287,7 @@ def _ask(
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
     ctx = WorkerContext(
         task=request, prompt=prompt, prompt_file=work_dir / PROMPT_NAME, worker_dir=work_dir,
-        depth=0, max_depth=0, attempt=1, settings=settings,
+        depth=0, max_depth=0, attempt=1, settings=settings, time_left=timeout,
     )
     if adapter.needs_prompt_file(settings):
         ctx.prompt_file.write_text(prompt, encoding="utf-8")

@@ -19,6 +19,9 @@ class WorkerContext:
     max_depth: int
     attempt: int
     settings: Any  # config.Settings; typed loosely so adapters stay import-light
+    # Seconds this attempt may still run (its timeout, less what a re-adopted attempt already
+    # used): what a CLI's own shell-tool limit must cover so a long ``spawn --wait`` returns.
+    time_left: float | None = None
 
 
 @dataclass
@@ -32,7 +35,26 @@ class ParsedResult:
     tokens_in: int | None = None
     tokens_out: int | None = None
     retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
+    # Why it failed, from the CLI's structured output: one of FAILURE_CLASSES, or None (unknown).
+    # "auth" and "bad_request" are never retried; "transient" (rate limit, overload, 5xx) is
+    # retried under its own budget (workers.transient_retries), not max_retries.
+    failure_class: str | None = None
+    retry_after: float | None = None  # seconds the service asked to wait, when the CLI reports it
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+FAILURE_CLASSES = ("auth", "bad_request", "transient")
+
+
+def class_of_http_status(status: int | None) -> str | None:
+    """The failure class of a model API's HTTP status (as CLIs report it), or None."""
+    if status in (401, 403, 407):
+        return "auth"
+    if status in (400, 404, 405, 413, 422):
+        return "bad_request"
+    if status in (408, 409, 425, 429, 500, 502, 503, 504, 529):
+        return "transient"
+    return None
 
 
 class Adapter:
