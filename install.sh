@@ -17,20 +17,44 @@ for arg in "$@"; do
   esac
 done
 
+new_enough() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; }
+
 find_python() {
-  local candidates=("${PYTHON:-}" python3.13 python3.12 python3.11 python3.10 python3 python)
-  for py in "${candidates[@]}"; do
-    [ -n "$py" ] || continue
+  for py in python3.13 python3.12 python3.11 python3.10 python3 python; do
     command -v "$py" >/dev/null 2>&1 || continue
-    if "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
+    if new_enough "$py"; then
       command -v "$py"; return 0
     fi
   done
   return 1
 }
 
+# PYTHON, when set, is the interpreter to use, or an error: never silently another one.
+if [ -n "${PYTHON:-}" ]; then
+  if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "install.sh: PYTHON=$PYTHON is not an executable Python (not found); point PYTHON at a Python 3.10 or newer, or unset it." >&2
+    exit 1
+  fi
+  if ! new_enough "$PYTHON"; then
+    echo "install.sh: PYTHON=$PYTHON is $("$PYTHON" --version 2>&1 || echo 'not a working Python'); Python 3.10 or newer is required." >&2
+    echo "  Point PYTHON at a newer one (e.g. PYTHON=/usr/bin/python3.12 ./install.sh), or unset PYTHON to let install.sh pick one." >&2
+    exit 1
+  fi
+  if [ -x .venv/bin/python ]; then
+    want="$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+    have="$(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')"
+    if [ "$want" != "$have" ]; then
+      echo "install.sh: .venv already exists with Python $have, not PYTHON=$PYTHON (Python $want)." >&2
+      echo "  To rebuild it with $PYTHON: rm -rf .venv && PYTHON=$PYTHON ./install.sh" >&2
+      exit 1
+    fi
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
-  if ! PY="$(find_python)"; then
+  if [ -n "${PYTHON:-}" ]; then
+    PY="$(command -v "$PYTHON")"
+  elif ! PY="$(find_python)"; then
     found="$(command -v python3 >/dev/null 2>&1 && python3 --version 2>&1 || echo 'no python3 on PATH')"
     echo "install.sh: Python 3.10 or newer is required (found: $found)." >&2
     echo "  Install it (e.g. 'apt-get install python3' or 'brew install python@3.12'), or point PYTHON at one:" >&2
@@ -80,6 +104,6 @@ PY
   echo "generated an API key into config.yaml (api.api_key; the file is readable by you only)"
 fi
 mkdir -p workspace
-chmod +x quick-start.sh check-status.sh 2>/dev/null || true
+chmod +x quick-start.sh check-status.sh orchestrator.sh 2>/dev/null || true
 "$VPY" -m orchestrator config >/dev/null
 echo "ready: ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\""

@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # ./quick-start.sh "request" [max_workers] [timeout_seconds]
-# ./quick-start.sh --stop      stop the API server it started
-# Starts the API server in the background if /health does not answer, submits the request,
-# follows the job live until it ends, prints a summary and the path of FINAL_RESULT.md.
-# Exit code: 0 completed, 3 partial, 1 failed, 4 cancelled, 2 usage, 5 server could not start.
+# ./quick-start.sh --start     start this folder's API server in the background (no job)
+# ./quick-start.sh --stop      stop this folder's API server (however it was started)
+# Starts this folder's API server in the background unless it runs (on a free port when the
+# configured one belongs to another program), submits the request, follows the job live until it
+# ends, prints a summary and the path of FINAL_RESULT.md. Works from any folder.
+# Exit code: 0 completed, 3 partial, 1 failed, 4 cancelled, 2 usage, 5 server unreachable.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$HERE"
 
-if [ "${1:-}" = "--stop" ]; then
-  exec .venv/bin/python -m orchestrator stop-server
-fi
-if [ $# -lt 1 ] || [ -z "${1// }" ]; then
+case "${1:-}" in
+  --stop) exec "$HERE/orchestrator.sh" stop-server ;;
+  --start) exec "$HERE/orchestrator.sh" start-server ;;
+esac
+if [ $# -lt 1 ]; then
   echo "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]" >&2
   echo "  e.g. ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\"" >&2
   exit 2
 fi
-if [ ! -x .venv/bin/python ]; then
-  echo "quick-start.sh: no .venv here yet; run ./install.sh first" >&2
+if [ ! -x "$HERE/.venv/bin/python" ]; then
+  printf 'quick-start.sh: no .venv in %s yet; run %q first\n' "$HERE" "$HERE/install.sh" >&2
   exit 2
 fi
-exec .venv/bin/python -m orchestrator quick-start "$@"
+# An empty or blank request is refused in Python (a bash pattern over a large request is slow).
+exec "$HERE/orchestrator.sh" quick-start "$@"

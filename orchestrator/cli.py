@@ -18,11 +18,23 @@ RET_USAGE = 2
 RET_PARTIAL = 3
 RET_CANCELLED = 4
 RET_UNREACHABLE = 5
+RET_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
 
 EXIT_BY_STATUS = {"completed": RET_OK, "partial": RET_PARTIAL, "failed": RET_FAILED, "cancelled": RET_CANCELLED}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away (`| head`) is met here, not at interpreter exit
+    except BrokenPipeError:
+        _drop_stdout()
+        return RET_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -38,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """The reader of our output closed it (`status JOB | head -4`): end quietly, as a shell
+    tool killed by SIGPIPE does, instead of printing a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _exit_for(exc: Exception) -> int:
@@ -106,13 +128,15 @@ def _add_late_commands(sub: Any) -> None:
     quick.set_defaults(func=_lazy("orchestrator.scripts", "cmd_quick_start"))
     watch = sub.add_parser("watch", help="follow a job live as a tree (from the API, or from the workspace files)")
     watch.add_argument("job_id")
-    watch.add_argument("api_url", nargs="?", help="default: the configured api.host and api.port")
+    watch.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     watch.set_defaults(func=_lazy("orchestrator.scripts", "cmd_watch"))
     check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
     check.add_argument("job_id")
-    check.add_argument("api_url", nargs="?")
+    check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
-    stop = sub.add_parser("stop-server", help="stop the API server that quick-start started")
+    start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
+    start.set_defaults(func=_lazy("orchestrator.scripts", "cmd_start_server"))
+    stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
 
 

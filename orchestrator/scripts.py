@@ -22,55 +22,140 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(args.config)
 
 
-def local_url(settings: Any) -> str:
-    host = settings.api.host
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
-    return f"http://{host}:{settings.api.port}"
+FOLDER = Path(__file__).resolve().parent.parent  # the orchestrator folder (its scripts live here)
+START_LOCK = ".server.start.lock"
+START_LOCK_WAIT = SERVER_START_TIMEOUT + 40.0
 
 
-def healthy(url: str, timeout: float = 1.0) -> bool:
-    import requests
+def shown(path: Path | str) -> str:
+    """A path as a hint prints it: relative to where the user stands when it is below, else
+    absolute; quoted for a POSIX shell when it holds spaces or other special characters."""
+    import shlex
 
+    target = Path(path)
     try:
-        return requests.get(f"{url}/health", timeout=timeout).status_code == 200
-    except requests.RequestException:
-        return False
+        text = "./" + str(target.relative_to(Path.cwd()))
+    except ValueError:
+        text = str(target)
+    return shlex.quote(text)
 
 
-def ensure_server(settings: Any) -> str:
-    """The URL of a running server, starting one in the background when none answers."""
+def script(name: str) -> str:
+    """How to run one of the folder's scripts from where the user stands."""
+    return shown(FOLDER / name)
+
+
+def folder_url(settings: Any) -> str | None:
+    """The URL of this folder's own running server (verified through its record), or None."""
+    from .server import folder_server
+
+    record = folder_server(settings.base_dir)
+    return record.url if record else None
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_lock(base_dir: Path) -> Any:
+    """Wait for the folder's start lock: two quick-starts at once start one server."""
     from .errors import ServerUnreachable
+    from .server import try_lock
 
-    url = local_url(settings)
-    if healthy(url):
+    deadline = time.monotonic() + START_LOCK_WAIT
+    while True:
+        handle = try_lock(base_dir / START_LOCK)
+        if handle is not None:
+            return handle
+        if time.monotonic() > deadline:
+            raise ServerUnreachable(f"another quick-start in {base_dir} has been starting its server for over {START_LOCK_WAIT:.0f}s; "
+                                    f"see {base_dir / 'logs' / 'server.out'}")
+        time.sleep(0.1)
+
+
+def ensure_server(settings: Any, config: str | None = None) -> str:
+    """The URL of this folder's server, starting one in the background when none runs. Another
+    folder's server, or any other program on the configured port, is never used: this folder's
+    server then listens on a free port, and every hint names it."""
+    base = Path(settings.base_dir)
+    url = folder_url(settings)
+    if url:
         return url
+    with _start_lock(base):
+        url = folder_url(settings)
+        if url:
+            return url
+        return _start_server(settings, config)
+
+
+def _start_server(settings: Any, config: str | None) -> str:
+    from .server import folder_lock_held, read_record
+
+    base = Path(settings.base_dir)
+    if folder_lock_held(base):  # a server of this folder that is still starting, or stopping
+        return _wait_for_record(base, None, None)
+    host, port = settings.api.host, settings.api.port
+    argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", config] if config else [])]
+    if not _port_free("127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host, port):
+        print(f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
+              "anything else); this folder's server takes a free port instead", flush=True)
+        argv += ["--port", "0"]
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.log_dir / "server.out"
-    api_server = Path(__file__).resolve().parent.parent / "api_server.py"
     with open(out_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, str(api_server)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, cwd=settings.base_dir,
-                                env={**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"})
-    (Path(settings.base_dir) / ".server.pid").write_text(str(proc.pid))
-    print(f"started the API server at {url} (pid {proc.pid}; log {out_path})", flush=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                cwd=base, env={**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"})
+    url = _wait_for_record(base, proc, out_path)
+    record = read_record(base)
+    print(f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True)
+    return url
+
+
+def _wait_for_record(base: Path, proc: Any, out_path: Path | None) -> str:
+    """Wait until the folder's server has written its record and answers /health as itself."""
+    from .errors import ServerUnreachable
+    from .server import check_record, folder_lock_held, read_record
+
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
-        if healthy(url, 0.5):
-            return url
-        if proc.poll() is not None:
-            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ServerUnreachable(f"the API server exited with code {proc.returncode}: " + " | ".join(tail) + f" (full log: {out_path})")
+        record = read_record(base)
+        if record is not None and (proc is None or record.pid == proc.pid) and check_record(record, 0.5) is None:
+            return record.url
+        if proc is not None and proc.poll() is not None:
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:] if out_path else []
+            raise ServerUnreachable(f"the API server exited with code {proc.returncode}: " + " | ".join(tail)
+                                    + f" (full log: {shown(out_path) if out_path else '-'})")
+        if proc is None and not folder_lock_held(base):
+            raise ServerUnreachable(f"this folder's API server stopped while it started; see {shown(base / 'logs' / 'server.out')}")
         time.sleep(0.1)
-    proc.terminate()
-    raise ServerUnreachable(f"the API server did not answer {url}/health within {SERVER_START_TIMEOUT:.0f}s; see {out_path}")
+    if proc is not None:
+        proc.terminate()
+    raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path or base / 'logs')}")
+
+
+USAGE = "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]"
 
 
 def cmd_quick_start(args: argparse.Namespace) -> int:
     from .api.client import OrchestratorClient
+    from .errors import ServerUnreachable
     from .progress import ProgressView
 
+    if not args.request.strip():
+        print(USAGE, file=sys.stderr)
+        print("  e.g. ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\"", file=sys.stderr)
+        return 2
     settings = _settings(args)
-    url = ensure_server(settings)
+    url = ensure_server(settings, args.config)
     client = OrchestratorClient(api_url=url, api_key=settings.api.api_key)
     config: dict[str, Any] = {}
     if args.max_workers is not None:
@@ -84,15 +169,31 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
         print(f"  {i}. {task}")
     for note in job["notes"]:
         print(f"note: {note}")
-    print(f"follow a worker: tail -f {job['workspace']}/logs/depth_0_worker_1.log", flush=True)
+    print(f"follow a worker: tail -f {shown(Path(job['workspace']) / 'logs' / 'depth_0_worker_1.log')}", flush=True)
     view = ProgressView()
-    doc = follow_api(client, job_id, view)
+    try:
+        doc = follow_api(client, job_id, view)
+    except ServerUnreachable as exc:
+        print(f"\nerror: this folder's API server stopped answering while job {job_id} ran ({exc.message}).\n"
+              f"  The job is not lost: its records are in {shown(job['workspace'])}.\n"
+              f"  Start the server again (it takes the job back, no new job): {script('quick-start.sh')} --start\n"
+              f"  then follow job {job_id}: {script('orchestrator.sh')} watch {job_id}\n"
+              f"  its status from the files now: {script('check-status.sh')} {job_id}", file=sys.stderr)
+        return RET_UNREACHABLE
     view.finish(doc, table=True)
-    print(f"status again:    ./check-status.sh {job_id}")
-    print(f"watch it live:   .venv/bin/python -m orchestrator watch {job_id}")
-    print(f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from config.yaml)")
-    print(f"the API server keeps running at {url}; stop it with ./quick-start.sh --stop")
+    print(f"status again:    {script('check-status.sh')} {job_id}")
+    print(f"watch it live:   {script('orchestrator.sh')} watch {job_id}")
+    print(f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from {shown(Path(settings.base_dir) / 'config.yaml')})")
+    print(f"this folder's API server keeps running at {url}; stop it with {script('quick-start.sh')} --stop")
     return EXIT_BY_STATUS.get(doc["status"], 1)
+
+
+def cmd_start_server(args: argparse.Namespace) -> int:
+    """Start this folder's server in the background unless it runs; print its URL."""
+    settings = _settings(args)
+    url = ensure_server(settings, args.config)
+    print(f"this folder's API server is running at {url}; stop it with {script('quick-start.sh')} --stop")
+    return 0
 
 
 def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
@@ -132,6 +233,15 @@ def follow_files(settings: Any, job_id: str, view: Any) -> dict[str, Any]:
         time.sleep(TREE_REFRESH)
 
 
+def _server_for(args: argparse.Namespace, settings: Any) -> tuple[str | None, str]:
+    """The URL to ask (the one given, else this folder's own server) and, when there is none,
+    why the workspace files are read instead."""
+    if args.api_url:
+        return args.api_url, ""
+    url = folder_url(settings)
+    return url, "" if url else "this folder's API server is not running"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """A job's tree, live, until it ends: from the API when a server answers, else from the files."""
     from .api.client import OrchestratorClient
@@ -141,17 +251,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)
-    url = args.api_url or local_url(settings)
+    url, why = _server_for(args, settings)
     key = settings.api.api_key or "-"
     view = ProgressView()
-    try:
-        OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
-    except ServerUnreachable:
-        doc = follow_files(settings, job_id, view)
-        source = f"from the workspace files (no server answering at {url})"
-    else:
+    if url:
+        try:
+            OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
+        except ServerUnreachable:
+            url, why = None, f"no server answering at {url}"
+    if url:
         doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
         source = f"from {url}"
+    else:
+        doc = follow_files(settings, job_id, view)
+        source = f"from the workspace files ({why})"
     view.finish(doc, table=True)
     print(f"({source})")
     return EXIT_BY_STATUS.get(doc["status"], 1)
@@ -165,46 +278,68 @@ def cmd_check_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)
-    url = args.api_url or local_url(settings)
-    try:
-        doc = OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-", retries=0, timeout=5).status(job_id)
-        source = f"from {url}"
-    except ServerUnreachable:
+    url, why = _server_for(args, settings)
+    doc = None
+    if url:
+        try:
+            doc = OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-", retries=0, timeout=5).status(job_id)
+            source = f"from {url}"
+        except ServerUnreachable:
+            why = f"no server answering at {url}"
+    if doc is None:
         workspace = Workspace(settings.workspace_root)
         workspace.load_job(job_id)
         jobs, workers = workspace.load_tree(root_of(job_id))
         doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
-        source = f"from the workspace files (no server answering at {url})"
+        source = f"from the workspace files ({why})"
     print(status_table(doc))
     print(f"({source})")
     return 0
 
 
 def cmd_stop_server(args: argparse.Namespace) -> int:
-    """SIGTERM the server quick-start started (it cancels running jobs), and wait for it."""
+    """SIGTERM this folder's server (it cancels running jobs) and wait for it to exit. Only a
+    process the folder's record names, whose start time and /health instance id match, is
+    signalled; a bare pid file is never trusted."""
     import signal
 
-    from .config import default_base_dir
+    from .server import check_record, folder_lock_held, read_record, record_path
 
-    pid_file = default_base_dir() / ".server.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        print("no server started by quick-start.sh is recorded (.server.pid); nothing to stop")
+    settings = _settings(args)
+    base = Path(settings.base_dir)
+    record = read_record(base)
+    if record is None:
+        print(f"no API server is recorded for this folder ({shown(record_path(base))} is missing); nothing to stop")
         return 0
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        print(f"server pid {pid} was not running")
-        pid_file.unlink(missing_ok=True)
-        return 0
+    why = check_record(record)
+    if why is not None:
+        if not folder_lock_held(base):  # no server of this folder runs: the record is stale
+            record_path(base).unlink(missing_ok=True)
+            print(f"this folder's API server is not running (stale record removed: {why}); nothing to stop")
+            return 0
+        print(f"not stopping pid {record.pid}: {why}. Nothing was signalled.", file=sys.stderr)
+        return 1
+    os.kill(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
+    while _alive(record) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid_file.unlink(missing_ok=True)
-    print(f"stopped the API server (pid {pid})")
+    if _alive(record):
+        print(f"this folder's API server (pid {record.pid}) is still stopping after 60s; its running jobs are being cancelled",
+              file=sys.stderr)
+        return 1
+    print(f"stopped this folder's API server at {record.url} (pid {record.pid})")
     return 0
+
+
+def _alive(record: Any) -> bool:
+    from .server import process_start_time
+
+    import psutil
+
+    started = process_start_time(record.pid)
+    if started is None or abs(started - record.started_at) > 0.05:
+        return False
+    try:  # a zombie (a test's own child) has ended
+        return psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

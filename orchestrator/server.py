@@ -3,19 +3,28 @@
 On SIGINT or SIGTERM the server stops taking requests, cancels running jobs
 (their workers go down the kill ladder and are recorded as ``cancelled``) and
 exits. Jobs are not left running unsupervised.
+
+One server per folder: ``serve`` holds an exclusive lock on ``.server.lock`` in the folder for
+its whole life and, once it listens, writes ``.server.json`` (pid, port, URL, process start time,
+instance id), removed when it exits. The folder's scripts reach and signal only the server that
+record names, after checking the pid, its start time and ``/health``'s instance id all agree.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
+import os
 import secrets
 import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
@@ -48,11 +57,11 @@ class RunningServer:
 OUTPUT_HIGH_WATERMARK = 4 << 20
 
 
-def build(settings: Settings, engine: Any = None, *, port: int | None = None) -> tuple[Any, Any, str]:
-    """Create (engine, waitress server, base URL) without running it. Refuses a busy port."""
+def build(settings: Settings, engine: Any = None, *, port: int | None = None) -> tuple[Any, Any, str, str]:
+    """Create (engine, waitress server, base URL, instance id) without running it. Refuses a busy port."""
     from waitress.server import create_server
 
-    from .api.app import create_app
+    from .api.app import EXTENSION, create_app
     from .api.auth import check_admin_key
     from .engine import Engine
 
@@ -80,7 +89,7 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     shown = "127.0.0.1" if host in LOCAL_HOSTS else host
     url = f"http://{shown}:{effective}"
     engine.api_url = url
-    return engine, server, url
+    return engine, server, url, app.extensions[EXTENSION]["instance"]
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -100,7 +109,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def start_in_thread(settings: Settings, engine: Any = None, *, port: int = 0) -> RunningServer:
-    engine, server, url = build(settings, engine, port=port)
+    engine, server, url, _ = build(settings, engine, port=port)
     closing = threading.Event()
 
     def run() -> None:
@@ -124,12 +133,128 @@ def embedded_server(engine: Any, settings: Settings) -> RunningServer:
     return start_in_thread(local, engine, port=0)
 
 
+RECORD_NAME = ".server.json"
+LOCK_NAME = ".server.lock"
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What ``.server.json`` holds: written by the server itself once it listens."""
+
+    pid: int
+    port: int
+    url: str
+    started_at: float  # the process's start time (psutil), so a reused pid is never mistaken for it
+    instance: str  # also in GET /health; not a secret
+    base_dir: str
+
+
+def record_path(base_dir: Path | str) -> Path:
+    return Path(base_dir) / RECORD_NAME
+
+
+def read_record(base_dir: Path | str) -> ServerRecord | None:
+    try:
+        data = json.loads(record_path(base_dir).read_text(encoding="utf-8"))
+        return ServerRecord(pid=int(data["pid"]), port=int(data["port"]), url=str(data["url"]),
+                            started_at=float(data["started_at"]), instance=str(data["instance"]),
+                            base_dir=str(data["base_dir"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def process_start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def health_instance(url: str, timeout: float = 2.0) -> str | None:
+    """The instance id /health answers at ``url`` (standard library only), or None."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as answer:  # noqa: S310 (a loopback URL we wrote)
+            return str(json.loads(answer.read()).get("instance") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
+def check_record(record: ServerRecord, timeout: float = 2.0) -> str | None:
+    """None when the record names a live server of this folder; else why it does not."""
+    started = process_start_time(record.pid)
+    if started is None:
+        return f"pid {record.pid} is not running"
+    if abs(started - record.started_at) > 0.05:
+        return f"pid {record.pid} is another process now (it started at a different time)"
+    seen = health_instance(record.url, timeout)
+    if seen != record.instance:
+        return f"{record.url}/health does not answer as this folder's server (instance {seen or 'none'}, expected {record.instance})"
+    return None
+
+
+def folder_server(base_dir: Path | str) -> ServerRecord | None:
+    """This folder's running server, verified, or None."""
+    record = read_record(base_dir)
+    return record if record is not None and check_record(record) is None else None
+
+
+def try_lock(path: Path) -> IO[str] | None:
+    """An exclusive, non-blocking flock on ``path`` (kept while the returned file stays open)."""
+    import fcntl
+
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process's life)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def folder_lock_held(base_dir: Path | str) -> bool:
+    """True while some server of this folder runs (it holds ``.server.lock``)."""
+    handle = try_lock(Path(base_dir) / LOCK_NAME)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
+def _claim_folder(settings: Settings) -> IO[str]:
+    base = Path(settings.base_dir)
+    lock = try_lock(base / LOCK_NAME)
+    if lock is None:
+        record = read_record(base)
+        where = f" (pid {record.pid}, {record.url})" if record else ""
+        raise ConfigError(f"this folder ({base}) already has a running API server{where}: one server per folder. "
+                          "Use it, or stop it first with ./quick-start.sh --stop.")
+    return lock
+
+
+def _write_record(settings: Settings, url: str, port: int, instance: str) -> ServerRecord:
+    record = ServerRecord(pid=os.getpid(), port=port, url=url, started_at=process_start_time(os.getpid()) or time.time(),
+                          instance=instance, base_dir=str(settings.base_dir))
+    path = record_path(settings.base_dir)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return record
+
+
+def _remove_record(settings: Settings, record: ServerRecord) -> None:
+    if read_record(settings.base_dir) == record:
+        record_path(settings.base_dir).unlink(missing_ok=True)
+
+
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0."""
     configure_logging(settings)
-    engine, server, url = build(settings)
-    for root_id in engine.recover():
-        log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
+    lock = _claim_folder(settings)  # noqa: F841 (held, by staying open, until this process ends)
+    engine, server, url, instance = build(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -139,16 +264,23 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads)
-    print(f"orchestrator API listening on {url}", flush=True)
+    record = _write_record(settings, url, int(getattr(server, "effective_port", settings.api.port)), instance)
     try:
-        server.run()
-    except (OSError, ValueError):
-        if not stop.is_set():
-            raise
-    log.info("stopping: cancelling running jobs (kill ladder, grace %.1fs)", settings.workers.kill_grace)
-    engine.shutdown(timeout=settings.workers.kill_grace + 30)
-    log.info("stopped")
+        for root_id in engine.recover():
+            log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
+        log.info("orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads)
+        print(f"orchestrator API listening on {url}", flush=True)
+        try:
+            if not stop.is_set():
+                server.run()
+        except (OSError, ValueError):
+            if not stop.is_set():
+                raise
+        log.info("stopping: cancelling running jobs (kill ladder, grace %.1fs)", settings.workers.kill_grace)
+        engine.shutdown(timeout=settings.workers.kill_grace + 30)
+        log.info("stopped")
+    finally:
+        _remove_record(settings, record)
     return 0
 
 

@@ -6,6 +6,7 @@ the error class names, so clients can rebuild the same exception.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any, Callable, Iterable
 
@@ -39,6 +40,9 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     engine.credentials = credentials
     app.extensions[EXTENSION] = {
         "engine": engine, "settings": settings, "credentials": credentials, "status_cache": StatusCache(),
+        # Names this server run in /health (not a secret): a folder's scripts check it against
+        # the server record (.server.json) so they never talk to another folder's server.
+        "instance": secrets.token_hex(8),
         "limiter": RateLimiter(settings.api.rate_burst),
         "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts),
     }

@@ -59,7 +59,8 @@ def _settings() -> Any:
 # -- public -------------------------------------------------------------------------
 @public.get("/health")
 def health() -> Response:
-    return jsonify({"status": "ok", "version": __version__, "uptime": round(time.time() - STARTED, 1), **_engine().counts()})
+    return jsonify({"status": "ok", "version": __version__, "instance": extension()["instance"],
+                    "uptime": round(time.time() - STARTED, 1), **_engine().counts()})
 
 
 @public.get("/openapi.json")
