@@ -434,3 +434,32 @@ def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_ret
         engine.shutdown(timeout=10)
         if server is not None:
             server.close()
+
+
+def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tmp_path, browser, gate):
+    """Issue 10 item 15: a finished job's page, served by a later server run over the same workspace
+    (its events are gone), shows the reports and timeline at once, never "live" or "loading"."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
+    settings = make_settings(tmp_path, api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+                             orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]})
+    engine = Engine(settings)
+    server = start_in_thread(settings, engine, port=0)
+    job = engine.submit("finish before the restart", None, ["quick: one", "quick: two"])
+    assert engine.wait(job.id, 30).status.value == "completed"
+    engine.shutdown(timeout=10)
+    server.close()
+    engine = Engine(settings)  # the next server run: same workspace, no events of that job
+    server = start_in_thread(settings, engine, port=0)
+    try:
+        started = time.monotonic()
+        sign_in(browser, f"{server.url}/jobs/{job.id}")
+        wait_for(browser, lambda: "Final result" in text_of(browser, "report"), "the report", timeout=8)
+        wait_for(browser, lambda: browser.find_elements("id", "timeline-img"), "the timeline", timeout=8)
+        assert time.monotonic() - started < 8
+        assert text_of(browser, "stream-state") == "finished"
+        assert text_of(browser, "job-status") == "completed"
+        assert "loading" not in text_of(browser, "timeline")
+    finally:
+        engine.shutdown(timeout=10)
+        server.close()

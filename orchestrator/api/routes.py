@@ -190,19 +190,21 @@ def events(job_id: str) -> Response:
 
 def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Iterator[str]:
     """Events of the job's tree after ``last``; ``end`` once the job is terminal. Bounded by
-    ``deadline`` so a stream never holds a server thread for longer than api.long_poll_max."""
+    ``deadline`` so a stream never holds a server thread for longer than api.long_poll_max.
+    A job that is already over with nothing left to send (say it ended under an earlier server
+    run, whose events are gone) gets ``end`` at once, not after a wait for events."""
     root = root_of(job_id)
     yield "retry: 1000\n\n"
     while True:
+        job = engine.get_job(job_id)
+        if job.status.terminal and not engine.events.since(root, last):
+            yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
+            return
         remaining = deadline - time.monotonic()
         batch = engine.events.wait(root, last, max(0.0, min(15.0, remaining)))
         for event in batch:
             last = event.seq
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.to_dict())}\n\n"
-        job = engine.get_job(job_id)
-        if job.status.terminal and not engine.events.since(root, last):
-            yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
-            return
         if remaining <= 0:
             return
         if not batch:

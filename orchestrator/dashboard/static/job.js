@@ -524,6 +524,14 @@
     setInterval(tick, 1000);
     setInterval(timelineTick, 4000);
     await resync();
-    if (doc) stream();
+    if (doc && TERMINAL.has(doc.status)) {
+      // Already over (maybe under an earlier server run): nothing will stream, show what it left.
+      ended = true;
+      streamState("finished", "muted");
+      loadReports();
+      refreshTimeline();
+    } else if (doc) {
+      stream();
+    }
   });
 })();
