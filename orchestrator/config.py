@@ -33,12 +33,16 @@ class Key:
     max: float | None = None
     choices: tuple[str, ...] | None = None
     nullable: bool = False
+    refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
 
 
 # Every setting, by section. config.template.yaml is checked against this table by the tests.
 SCHEMA: dict[str, dict[str, Key]] = {
     "orchestrator": {
-        "execution_mode": Key(str, "native", "native runs workers directly; wsl is for Windows users whose CLIs live in WSL", choices=("native", "wsl")),
+        "execution_mode": Key(str, "native", "native: workers run directly (Linux, macOS; on Windows run the orchestrator inside WSL)", choices=("native",),
+                              refusal="wsl and windows are not supported: the orchestrator runs on Linux and macOS only (POSIX process groups "
+                                      "and signals). On Windows, install and run the orchestrator inside WSL, where your CLIs live, with "
+                                      "execution_mode: native."),
         "workspace_root": Key(str, "./workspace", "where job folders go, relative to this folder"),
         "worker": Key(str, "auto", "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode", choices=WORKER_KINDS),
         "planner": Key(str, "auto", "how a request is split: heuristic (offline rules), ai (ask the AI CLI), auto (ai when an AI CLI is the worker, else heuristic)", choices=PLANNERS),
@@ -446,7 +450,8 @@ def _check_value(section: str, key: str, value: Any, spec: Key) -> Any:
             key=where, value=_jsonable(value), expected=_type_name(spec),
         )
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}", key=where, value=value)
+        raise ConfigError(f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}"
+                          + (f". {spec.refusal}" if spec.refusal else ""), key=where, value=value)
     if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
         raise ConfigError(f"{where}={value!r} is out of range: allowed {spec.min:g} to {spec.max:g}", key=where, value=value)
     if isinstance(value, float) and value != value:  # NaN
