@@ -3,7 +3,9 @@
 
     python api_server.py [--host 127.0.0.1] [--port 8000] [--config config.yaml]
 
-Settings come from config.yaml beside this file (see config.template.yaml).
+Settings come from config.yaml beside this file (see config.template.yaml). One server per
+folder: it refuses to start while this folder's server runs, records itself in .server.json
+(what quick-start.sh and check-status.sh use to find it), and ./quick-start.sh --stop stops it.
 """
 import os
 import sys

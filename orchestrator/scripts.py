@@ -27,6 +27,14 @@ START_LOCK = ".server.start.lock"
 START_LOCK_WAIT = SERVER_START_TIMEOUT + 40.0
 
 
+def local_url(settings: Any) -> str:
+    """The configured address (api.host, api.port): what a server of this folder would listen on
+    by default. To reach this folder's running server, use ``folder_url`` (it may have moved)."""
+    host = settings.api.host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
+    return f"http://{host}:{settings.api.port}"
+
+
 def shown(path: Path | str) -> str:
     """A path as a hint prints it: relative to where the user stands when it is below, else
     absolute; quoted for a POSIX shell when it holds spaces or other special characters."""
@@ -173,8 +181,8 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     view = ProgressView()
     try:
         doc = follow_api(client, job_id, view)
-    except ServerUnreachable as exc:
-        print(f"\nerror: this folder's API server stopped answering while job {job_id} ran ({exc.message}).\n"
+    except ServerUnreachable:
+        print(f"\nerror: this folder's API server at {url} stopped answering while job {job_id} ran.\n"
               f"  The job is not lost: its records are in {shown(job['workspace'])}.\n"
               f"  Start the server again (it takes the job back, no new job): {script('quick-start.sh')} --start\n"
               f"  then follow job {job_id}: {script('orchestrator.sh')} watch {job_id}\n"
@@ -311,7 +319,7 @@ def cmd_stop_server(args: argparse.Namespace) -> int:
     if record is None:
         print(f"no API server is recorded for this folder ({shown(record_path(base))} is missing); nothing to stop")
         return 0
-    why = check_record(record)
+    why = check_record(record, timeout=5.0)  # a busy server (recovering jobs) may answer slowly
     if why is not None:
         if not folder_lock_held(base):  # no server of this folder runs: the record is stale
             record_path(base).unlink(missing_ok=True)
