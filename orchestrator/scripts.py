@@ -43,7 +43,7 @@ def shown(path: Path | str) -> str:
     target = Path(path)
     try:
         text = "./" + str(target.relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError):  # not below, or the current folder is gone
         text = str(target)
     return shlex.quote(text)
 
@@ -109,16 +109,16 @@ def _start_server(settings: Any, config: str | None) -> str:
     from .server import folder_lock_held, read_record
 
     base = Path(settings.base_dir)
-    if folder_lock_held(base):  # a server of this folder that is still starting, or stopping
-        return _wait_for_record(base, None, None)
+    out_path = settings.log_dir / "server.out"
+    if folder_lock_held(base):  # a server of this folder that is still starting (say, by hand)
+        return _wait_for_record(base, None, out_path)
     host, port = settings.api.host, settings.api.port
     argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", config] if config else [])]
-    if not _port_free("127.0.0.1" if host in ("", "0.0.0.0", "localhost") else host, port):
+    if not _port_free("127.0.0.1" if host in ("", "localhost") else host, port):
         print(f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
               "anything else); this folder's server takes a free port instead", flush=True)
         argv += ["--port", "0"]
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    out_path = settings.log_dir / "server.out"
     with open(out_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                                 cwd=base, env={**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"})
@@ -128,7 +128,7 @@ def _start_server(settings: Any, config: str | None) -> str:
     return url
 
 
-def _wait_for_record(base: Path, proc: Any, out_path: Path | None) -> str:
+def _wait_for_record(base: Path, proc: Any, out_path: Path) -> str:
     """Wait until the folder's server has written its record and answers /health as itself."""
     from .errors import ServerUnreachable
     from .server import check_record, folder_lock_held, read_record
@@ -139,15 +139,17 @@ def _wait_for_record(base: Path, proc: Any, out_path: Path | None) -> str:
         if record is not None and (proc is None or record.pid == proc.pid) and check_record(record, 0.5) is None:
             return record.url
         if proc is not None and proc.poll() is not None:
-            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:] if out_path else []
+            if folder_lock_held(base):  # lost the folder to a server started another way meanwhile: use that one
+                return _wait_for_record(base, None, out_path)
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise ServerUnreachable(f"the API server exited with code {proc.returncode}: " + " | ".join(tail)
-                                    + f" (full log: {shown(out_path) if out_path else '-'})")
+                                    + f" (full log: {shown(out_path)})")
         if proc is None and not folder_lock_held(base):
-            raise ServerUnreachable(f"this folder's API server stopped while it started; see {shown(base / 'logs' / 'server.out')}")
+            raise ServerUnreachable(f"this folder's API server stopped while it started; see {shown(out_path)}")
         time.sleep(0.1)
     if proc is not None:
         proc.terminate()
-    raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path or base / 'logs')}")
+    raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path)}")
 
 
 USAGE = "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]"

@@ -256,7 +256,8 @@ def test_api_server_listens_on_loopback_only(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"api:\n  api_key: {API_KEY}\n  port: {port}\norchestrator:\n  workspace_root: {tmp_path / 'ws'}\n"
                       f"logging:\n  log_dir: {tmp_path / 'logs'}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    # its own home, so it never claims this folder (one server per folder) nor writes its .server.json here
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}, "ORCHESTRATOR_HOME": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "api_server.py"), "--config", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
