@@ -168,6 +168,7 @@ def _settings(args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .progress import ProgressView
+    from .scripts import shown
     from .status import job_status
 
     settings = _settings(args)
@@ -187,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for note in job.notes:
                 print(f"note: {note}")
             print(f"workspace: {engine.workspace.job_dir(job.root_id)}")
-            print(f"follow a worker: tail -f {engine.workspace.logs_dir(job.root_id)}/depth_0_worker_1.log")
+            print(f"follow a worker: tail -f {shown(engine.workspace.logs_dir(job.root_id) / 'depth_0_worker_1.log')}")
         view = ProgressView(sys.stderr if args.json else sys.stdout)
         try:
             _follow(engine, job.id, view)

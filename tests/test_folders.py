@@ -84,6 +84,8 @@ def test_two_copies_on_one_machine_each_reach_only_their_own_server(tmp_path, co
     for folder, job, url in ((a, job_a, url_a), (b, job_b, url_b)):
         status = sh([str(folder / "check-status.sh"), job], cwd=folder.parent)
         assert status.returncode == 0 and "COMPLETED" in status.stdout and f"(from {url})" in status.stdout, status.stdout + status.stderr
+    watched = sh([str(b / "orchestrator.sh"), "watch", job_b], cwd=tmp_path)
+    assert watched.returncode == 0 and f"(from {url_b})" in watched.stdout, watched.stdout + watched.stderr
     # and B never sees A's job (it does not ask A's server)
     other = sh([str(b / "check-status.sh"), job_a], cwd=b.parent)
     assert other.returncode == 2 and f"job {job_a}" in other.stderr and "not found" in other.stderr, other.stderr
@@ -109,6 +111,7 @@ def test_the_launcher_and_the_readmes_client_snippet_work_from_the_host_repos_ro
     run = sh(["orchestrator/orchestrator.sh", "run", "write a", "--no-recursion"], cwd=host)
     assert run.returncode == 0, run.stdout + run.stderr
     job = job_of(run.stdout)
+    assert f"tail -f ./orchestrator/workspace/job_{job}/logs/depth_0_worker_1.log" in run.stdout
     for argv in (["status", job], ["config"], ["logs", job, "worker_1"], ["watch", job]):
         out = sh(["orchestrator/orchestrator.sh", *argv], cwd=host)
         assert out.returncode == 0, (argv, out.stdout + out.stderr)
