@@ -113,7 +113,11 @@ def _start_server(settings: Any, config: str | None) -> str:
     if folder_lock_held(base):  # a server of this folder that is still starting (say, by hand)
         return _wait_for_record(base, None, out_path)
     host, port = settings.api.host, settings.api.port
-    argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", config] if config else [])]
+    # The server runs in the folder, the caller anywhere: config paths travel absolute.
+    argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", str(Path(config).resolve())] if config else [])]
+    env = {**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"}
+    if env.get("ORCHESTRATOR_CONFIG"):
+        env["ORCHESTRATOR_CONFIG"] = str(Path(env["ORCHESTRATOR_CONFIG"]).resolve())
     if not _port_free("127.0.0.1" if host in ("", "localhost") else host, port):
         print(f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
               "anything else); this folder's server takes a free port instead", flush=True)
@@ -121,7 +125,7 @@ def _start_server(settings: Any, config: str | None) -> str:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     with open(out_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                cwd=base, env={**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"})
+                                cwd=base, env=env)
     url = _wait_for_record(base, proc, out_path)
     record = read_record(base)
     print(f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True)

@@ -361,3 +361,14 @@ def _finished_job(tmp, env):
                           "--no-recursion"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.split("job ")[1].split(":")[0]
+
+
+def test_quick_start_from_another_folder_passes_a_relative_config_to_its_server(home):
+    tmp, _, env = home
+    port = free_port()
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.yaml").write_text((tmp / "config.yaml").read_text().replace("port:", f"port: {port}\n  #"))
+    out = run_script("quick-start.sh", "write a", "1", "30", env={**env, "ORCHESTRATOR_CONFIG": "other.yaml"}, cwd=elsewhere)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
