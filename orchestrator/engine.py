@@ -151,7 +151,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
-        self.metrics = Metrics(self.job_counts, self.counts)  # read by GET /metrics
+        self.metrics = Metrics(self.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
