@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "templates_dir": Key(str, None, "folder of Jinja templates that override the shipped report templates", nullable=True),
         "max_request_chars": Key(int, 20000, "longest request accepted, in characters", min=1, max=1_000_000),
         "max_tasks": Key(int, 100, "most explicit subtasks one request may list", min=1, max=10_000),
+        "retention_days": Key(float, 0.0, "the server deletes finished job trees older than this many days, at start and hourly (0: keep all; see `prune`)", min=0, max=36500),
     },
     "workers": {
         "max_workers": Key(int, 5, "default workers running at once per job", min=1, max=1024),

@@ -32,6 +32,7 @@ from . import planner as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
 from .ai_planner import choose_planner, plan_with_ai
+from .prune import jobs_on_disk, refusal
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
@@ -1067,18 +1068,25 @@ class Engine:
         return data.decode("utf-8", errors="replace")
 
     def delete(self, job_id: str) -> None:
-        """Remove a finished root job's folder (its child jobs live inside it)."""
+        """Remove a finished root job's folder (its child jobs live inside it). The rule is
+        ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
         job = self.get_job(job_id)
-        if not job.is_root:
-            raise Conflict(f"job {job_id} is a child job; delete its root job {job.root_id} (the whole tree lives in one folder)")
+        # A tree this server does not hold is judged by its records (read outside the lock).
+        on_disk = [] if self._holds(job.root_id) else jobs_on_disk(self.workspace, job)
         with self._lock:
-            live = [j for j in self._jobs.values() if j.root_id == job.root_id and not j.status.terminal]
-            if live:
-                raise Conflict(f"job {job_id} is still {job.status.value}; cancel it first (POST /api/v1/jobs/{job_id}/cancel)")
+            held = [j for j in self._jobs.values() if j.root_id == job.root_id]
+            reason = refusal(job, held or on_disk)  # a finishing job (reports rendering) is still running here
+            if reason:
+                raise Conflict(reason)
             self._forget_tree(job.root_id)
             with contextlib.suppress(ValueError):
                 self._finished_roots.remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
+        log.info("job tree %s (%s) deleted with its folder", job.root_id, job.status.value, extra=logs.context(job.id, root_id=job.root_id))
+
+    def _holds(self, root_id: str) -> bool:
+        with self._lock:
+            return any(j.root_id == root_id for j in self._jobs.values())
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

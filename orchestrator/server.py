@@ -126,10 +126,13 @@ def embedded_server(engine: Any, settings: Settings) -> RunningServer:
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0."""
+    from .prune import start_retention
+
     configure_logging(settings)
     engine, server, url = build(settings)
     for root_id in engine.recover():
         log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
+    retention = start_retention(engine, settings)  # orchestrator.retention_days: None when off
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -146,6 +149,8 @@ def serve(settings: Settings) -> int:
     except (OSError, ValueError):
         if not stop.is_set():
             raise
+    if retention is not None:
+        retention.set()
     log.info("stopping: cancelling running jobs (kill ladder, grace %.1fs)", settings.workers.kill_grace)
     engine.shutdown(timeout=settings.workers.kill_grace + 30)
     log.info("stopped")
