@@ -139,7 +139,7 @@ class Metrics:
             "orchestrator_http_request_duration_seconds",
             "time the app took to answer a request (a stream: until its headers), by method, route and status",
             ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=self.registry)
-        self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers, in US dollars", registry=self.registry)
+        self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers and the AI planner, in US dollars", registry=self.registry)
         self._dispatched: dict[str, float] = {}  # worker tag -> monotonic time of its dispatch
         self._lock = threading.Lock()
 
