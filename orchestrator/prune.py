@@ -24,7 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
-from .errors import Conflict, JobNotFound, OrchestratorError, ValidationError
+from .errors import AuthenticationError, Conflict, JobNotFound, OrchestratorError, ValidationError
 from .models import JobRecord, JobStatus
 
 log = logging.getLogger("orchestrator.prune")
@@ -215,7 +215,10 @@ def _delete_via_server(client: Any, root_id: str) -> str | None:
         client.delete(root_id)
     except JobNotFound:
         return None  # gone meanwhile
-    except OrchestratorError as exc:  # 409 for a tree the server still runs, 401 for another folder's server
+    except AuthenticationError:
+        return (f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
+                "Stop it, or prune with this folder's server")
+    except OrchestratorError as exc:  # 409 for a tree the server still runs (or finishes)
         return exc.message
     return None
 

@@ -37,10 +37,10 @@ def settings_for(make_engine):
     return make_engine(orchestrator=WORKER)
 
 
-def cli(tmp_path, *args, port=None):
+def cli(tmp_path, *args, port=None, key=API_KEY):
     """``python -m orchestrator prune ARGS`` on tmp_path's workspace, as a user runs it."""
     config = {"orchestrator": {"workspace_root": str(tmp_path / "workspace")},
-              "api": {"api_key": API_KEY, "port": port or _free_port()}}
+              "api": {"api_key": key, "port": port or _free_port()}}
     path = tmp_path / "prune-config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
@@ -154,6 +154,17 @@ def test_with_the_server_up_the_trees_are_deleted_through_it_and_a_running_one_i
     client = OrchestratorClient(api_url=live.url, api_key=API_KEY)
     with pytest.raises(Conflict, match="is still running .* cancel it first"):
         client.delete(running.id)
+
+
+def test_a_server_that_refuses_this_folder_s_key_deletes_nothing(make_live, tmp_path):
+    # Given a server on the configured port that is not this folder's (another key)
+    live = make_live(orchestrator=WORKER)
+    (first, _), _, _ = make_trees(live.engine)
+    out = cli(tmp_path, "--older-than", "0s", "--yes", port=int(live.url.rsplit(":", 1)[1]), key="another-folder-key-0123456789")
+    # Then every tree is kept, saying why, and the command fails
+    assert out.returncode == 1, out
+    assert f"kept {first.id}: the server at {live.url} refuses this folder's api.api_key" in out.stdout
+    assert live.engine.workspace.job_dir(first.id).is_dir()
 
 
 # -- retention --------------------------------------------------------------------------
