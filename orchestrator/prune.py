@@ -235,7 +235,7 @@ def _size(path: Path) -> int:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _age(seconds: float) -> str:
