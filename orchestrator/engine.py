@@ -32,7 +32,6 @@ from . import planner as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
 from .ai_planner import AIPlan, choose_planner, plan_with_ai
-from .prune import jobs_on_disk, refusal
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
@@ -41,6 +40,7 @@ from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .prompts import check_template, prompt_template_path, render_worker_prompt
+from .prune import jobs_on_disk, refusal
 from . import recovery
 from .recovery import Fate, Recovered
 from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
