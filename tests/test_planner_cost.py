@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.status import job_status
@@ -81,7 +82,9 @@ def test_the_planner_call_counts_in_the_tree_cost_tokens_reports_and_metrics(mak
     assert "- Cost: $0.0700 (reported by 2 of 2 workers, and the AI planner)" in final
     assert "- AI planner: $0.0500, tokens 3,000 / 200 (1 planning call; included above)" in final
     # And the server's cost counter
-    assert "orchestrator_cost_usd_total 0.07" in engine.metrics.render().decode()
+    (total,) = [s.value for f in text_string_to_metric_families(engine.metrics.render().decode())
+                for s in f.samples if s.name == "orchestrator_cost_usd_total"]
+    assert total == pytest.approx(0.07)
 
 
 def test_a_planner_call_that_spends_the_budget_starts_no_worker(make_engine, tmp_path):
