@@ -70,11 +70,16 @@ class PlanError(OrchestratorError):
 
 @dataclass
 class AIPlan:
-    """The subtasks, which planner made them ("ai" or "heuristic"), and a note for the job."""
+    """The subtasks, which planner made them ("ai" or "heuristic"), and a note for the job.
+    ``cost_usd`` and the tokens are what the AI CLI's call reported, even when its answer was
+    not used (the call was paid for either way); None when there was no call or no report."""
 
     tasks: list[str]
     planner: str
     note: str | None = None
+    cost_usd: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
 
 
 def choose_planner(name: str, worker_kind: str) -> str:
@@ -263,24 +268,27 @@ def plan_with_ai(
         return AIPlan(split_request(request, max_tasks), "heuristic")
     if adapter.name == "simulated":
         return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
+    usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
-        tasks = extract_tasks(_ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template))
+        tasks = extract_tasks(_ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template, usage))
     except PlanError as exc:
-        return _fallback(request, max_tasks, exc.reason)
+        return _fallback(request, max_tasks, exc.reason, usage)
     except Exception as exc:  # a bug or an OS error here must not fail the job: plan without the AI
         log.exception("AI planner crashed")
-        return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}")
+        return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}", usage)
     if len(tasks) > max_tasks:
         note = f"the AI planner proposed {len(tasks)} subtasks; adjacent ones were merged into {max_tasks} (max_workers)"
-        return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note)
-    return AIPlan(tasks, "ai")
+        return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note, **usage)
+    return AIPlan(tasks, "ai", **usage)
 
 
 def _ask(
     request: str, max_tasks: int, settings: Any, adapter: Adapter, runner: ProcessRunner,
     work_dir: Path, timeout: float, env: Mapping[str, str] | None, tag: str | None, template: Path | None,
+    usage: dict[str, Any],
 ) -> str:
-    """Run the CLI once and return its answer text; PlanError for every expected failure."""
+    """Run the CLI once and return its answer text; PlanError for every expected failure.
+    ``usage`` gets the cost and tokens the CLI reported, whatever its answer."""
     prompt = render_planner_prompt(request, max_tasks, template=template)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / LOG_NAME
@@ -312,6 +320,7 @@ def _ask(
         runner.release(handle)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=ANSWER_CHARS)
+    usage.update(cost_usd=parsed.cost_usd, tokens_in=parsed.tokens_in, tokens_out=parsed.tokens_out)
     if code != 0:
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
         detail = parsed.error or _last_line(parsed.output)
@@ -328,12 +337,13 @@ def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
 
 
-def _fallback(request: str, max_tasks: int, reason: str) -> AIPlan:
+def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None) -> AIPlan:
     reason = " ".join(reason.split())
     if len(reason) > REASON_CHARS:
         reason = reason[:REASON_CHARS - 1] + "…"
     log.warning("AI planner failed: %s; using the heuristic planner", reason)
-    return AIPlan(split_request(request, max_tasks), "heuristic", f"AI planner failed: {reason}; used the heuristic planner")
+    return AIPlan(split_request(request, max_tasks), "heuristic", f"AI planner failed: {reason}; used the heuristic planner",
+                  **(usage or {}))
 
 
 def _last_line(text: str) -> str:

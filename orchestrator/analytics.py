@@ -45,7 +45,8 @@ class TimelineRow:
 
 @dataclass(frozen=True)
 class Rollup:
-    """Resources used by a set of workers (one job's, a subtree's, the tree's)."""
+    """Resources used by a set of workers (one job's, a subtree's, the tree's). Cost and tokens
+    include the AI planner's call of each job counted (it is paid for like a worker's)."""
 
     workers: int
     worker_seconds: float  # sum of attempt durations
@@ -106,6 +107,29 @@ class PathStep:
 
 
 @dataclass(frozen=True)
+class PlannerUsage:
+    """What the AI planner's CLI calls of a set of jobs cost, as the CLI reported it."""
+
+    calls: int  # jobs whose planning call reported a cost or tokens
+    cost_usd: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["cost_usd"] = None if self.cost_usd is None else round(self.cost_usd, 6)
+        return data
+
+
+def planner_usage(jobs: Iterable[JobRecord]) -> PlannerUsage:
+    """The AI planner's cost and tokens over ``jobs``."""
+    used = [j for j in jobs if j.planner_cost_usd is not None or j.planner_tokens_in is not None or j.planner_tokens_out is not None]
+    return PlannerUsage(calls=len(used), cost_usd=_sum_known(j.planner_cost_usd for j in used),
+                        tokens_in=_sum_known(j.planner_tokens_in for j in used),
+                        tokens_out=_sum_known(j.planner_tokens_out for j in used))
+
+
+@dataclass(frozen=True)
 class TreeAnalytics:
     """Totals and timing figures for a job tree (or for one depth of it)."""
 
@@ -124,9 +148,10 @@ class TreeAnalytics:
     succeeded: int
     failed: int  # failed + timeout + cancelled + skipped
     success_rate: float  # succeeded / total, 0 when total is 0
-    cost_usd: float | None  # None when no worker reported a cost
+    cost_usd: float | None  # workers' and AI planners' cost; None when none reported one
     tokens_in: int | None
     tokens_out: int | None
+    planner: PlannerUsage  # the AI planner's share of cost and tokens
     rows: list[TimelineRow]
     critical_path: list[PathStep]  # from a depth-0 worker down to the worker that ended the tree
     queue_waits: dict[str, float]  # worker key -> seconds from its plan being ready to its first attempt
@@ -188,9 +213,10 @@ def analyse(
         succeeded=succeeded,
         failed=failed,
         success_rate=succeeded / len(workers) if workers else 0.0,
-        cost_usd=_sum_known(w.cost_usd for w in workers),
-        tokens_in=_sum_known(w.tokens_in for w in workers),
-        tokens_out=_sum_known(w.tokens_out for w in workers),
+        cost_usd=tree.cost_usd,
+        tokens_in=tree.tokens_in,
+        tokens_out=tree.tokens_out,
+        planner=planner_usage(jobs),
         rows=rows,
         critical_path=critical_path(jobs, workers, now, origin=started_at or 0.0),
         queue_waits=waits,
@@ -249,12 +275,22 @@ def job_rollups(jobs: list[JobRecord], workers: list[WorkerRecord], now: float |
     """Per job, in the order of ``jobs``: its own workers' resources and its subtree's."""
     by_job = _by_job(workers)
     children = _children(jobs)
-    own = {j.id: rollup(by_job.get(j.id, []), now) for j in jobs}
+    own = {j.id: _with_planner(rollup(by_job.get(j.id, []), now), j) for j in jobs}
     return [
         JobRollup(job_id=j.id, depth=j.depth, parent_job_id=j.parent_job_id, parent_worker=j.parent_worker,
                   status=j.status.value, own=own[j.id], subtree=_merge([own[jid] for jid in _walk(children, j.id)]))
         for j in jobs
     ]
+
+
+def _with_planner(own: Rollup, job: JobRecord) -> Rollup:
+    """A job's own rollup with its AI planner's call added to cost and tokens."""
+    if job.planner_cost_usd is None and job.planner_tokens_in is None and job.planner_tokens_out is None:
+        return own
+    return dataclasses.replace(
+        own, cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd)),
+        tokens_in=_sum_known((own.tokens_in, job.planner_tokens_in)),
+        tokens_out=_sum_known((own.tokens_out, job.planner_tokens_out)))
 
 
 def _merge(parts: list[Rollup]) -> Rollup:

@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, watch, logs, spawn, serve, config.
+"""``python -m orchestrator``: run, status, watch, logs, spawn, serve, config, prune.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -136,6 +136,14 @@ def _add_late_commands(sub: Any) -> None:
     check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
     start.set_defaults(func=_lazy("orchestrator.scripts", "cmd_start_server"))
+    prune = sub.add_parser("prune", help="delete old finished job trees (lists them only, unless --yes)",
+                           description="Finished job trees older than --older-than: listed, and deleted with --yes. A running "
+                                       "tree is never touched: with the server up it deletes them (DELETE /api/v1/jobs/ID), "
+                                       "else the workspace is read directly.")
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="ended at least this long ago: 30m, 12h, 7d, 2w")
+    prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
+    prune.add_argument("--yes", action="store_true", help="delete them (without it: a dry run that only lists them)")
+    prune.set_defaults(func=_lazy("orchestrator.prune", "cmd_prune"))
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
 

@@ -52,7 +52,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "aider_command": Key(str, "aider", "path or name of the aider CLI"),
         "ollama_command": Key(str, "ollama", "path or name of the ollama CLI"),
         "opencode_command": Key(str, "opencode", "path or name of the opencode CLI"),
-        "command": Key(list, [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}"),
+        "command": Key(list, [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}"),
         "model": Key(str, "", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default"),
         "cli_args": Key(list, [], "extra arguments appended to the AI CLI's command line"),
         "claude_permission_mode": Key(str, "acceptEdits", "claude --permission-mode for headless runs", choices=("default", "acceptEdits", "auto", "dontAsk", "bypassPermissions", "plan")),
@@ -65,6 +65,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "templates_dir": Key(str, None, "folder of Jinja templates that override the shipped report templates", nullable=True),
         "max_request_chars": Key(int, 20000, "longest request accepted, in characters", min=1, max=1_000_000),
         "max_tasks": Key(int, 100, "most explicit subtasks one request may list", min=1, max=10_000),
+        "retention_days": Key(float, 0.0, "the server deletes finished job trees older than this many days, at start and hourly (0: keep all; see `prune`)", min=0, max=36500),
     },
     "workers": {
         "max_workers": Key(int, 5, "default workers running at once per job", min=1, max=1024),
@@ -379,9 +380,31 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         parts = name[len(ENV_PREFIX):].lower().split("__")
         if len(parts) != 2:
             raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS=4")
-        spec = SCHEMA.get(parts[0], {}).get(parts[1])
-        found.setdefault(parts[0], {})[parts[1]] = _parse_env(raw, spec)
+        section, key = parts
+        spec = _env_spec(name, section, key)
+        value = _parse_env(raw, spec)
+        try:
+            _check_value(section, key, value, spec)
+        except ConfigError as exc:  # name the variable the user typed, not only the key it maps to
+            raise ConfigError(f"environment variable {name}: {exc.message}", **exc.details, variable=name) from None
+        found.setdefault(section, {})[key] = value
     return found
+
+
+def _env_spec(name: str, section: str, key: str) -> Key:
+    """The setting an ``ORCHESTRATOR__SECTION__KEY`` variable names; a typo is reported by the variable's name."""
+    if section not in SCHEMA:
+        raise ConfigError(
+            f"environment variable {name}: unknown section '{section}'. Known sections: {', '.join(SCHEMA)} "
+            f"(e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS)", key=section, variable=name,
+        )
+    if key not in SCHEMA[section]:
+        known = ", ".join(f"{ENV_PREFIX}{section.upper()}__{k.upper()}" for k in SCHEMA[section])
+        raise ConfigError(
+            f"environment variable {name}: unknown key '{section}.{key}'. Known variables for {section}: {known}",
+            key=f"{section}.{key}", variable=name,
+        )
+    return SCHEMA[section][key]
 
 
 def _parse_env(raw: str, spec: Key | None) -> Any:

@@ -31,7 +31,7 @@ from . import logs
 from . import planner as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
-from .ai_planner import choose_planner, plan_with_ai
+from .ai_planner import AIPlan, choose_planner, plan_with_ai
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
@@ -40,6 +40,7 @@ from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .prompts import check_template, prompt_template_path, render_worker_prompt
+from .prune import jobs_on_disk, refusal
 from . import recovery
 from .recovery import Fate, Recovered
 from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
@@ -151,7 +152,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
-        self.metrics = Metrics(self.job_counts, self.counts)  # read by GET /metrics
+        self.metrics = Metrics(self.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
@@ -191,9 +192,10 @@ class Engine:
             if parent:
                 self._check_recursion(parent[0], parent[1], cfg)
         # Planning may ask an AI CLI and take minutes: never under the lock.
-        plan, planner_name, note = self._plan(request, task_list, cfg)
-        if note:
-            notes.append(note)
+        planned = self._plan(request, task_list, cfg)
+        plan, planner_name = planned.tasks, planned.planner
+        if planned.note:
+            notes.append(planned.note)
         with self._lock:
             self._check_open()
             if parent:  # the world may have moved while planning: check again
@@ -203,7 +205,7 @@ class Engine:
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
                 raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
-            job, writes = self._create_job(request, cfg, plan, planner_name, notes, parent)
+            job, writes = self._create_job(request, cfg, plan, planner_name, notes, parent, planned)
             self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
         # On disk (fsynced) before any of its workers starts and before the caller hears of it.
         try:
@@ -268,20 +270,20 @@ class Engine:
             cleaned.append(" ".join(task.split()))
         return cleaned
 
-    def _plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> tuple[list[str], str, str | None]:
-        """(subtasks, planner name, note): explicit tasks win; else the heuristic or the AI planner,
-        which falls back to the heuristic one (with a note saying why) whenever it fails."""
+    def _plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> AIPlan:
+        """The subtasks, the planner's name, a note and the AI call's cost: explicit tasks win;
+        else the heuristic or the AI planner, which falls back to the heuristic one (with a
+        note saying why) whenever it fails."""
         if tasks:
-            return tasks, "explicit", None
+            return AIPlan(tasks, "explicit")
         if choose_planner(cfg.planner, cfg.worker) == "heuristic":
-            return planning.split_request(request, cfg.max_workers), "heuristic", None
+            return AIPlan(planning.split_request(request, cfg.max_workers), "heuristic")
         scratch = self.workspace.planning_dir()
         try:
-            plan = plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
+            return plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
                                 runner=self.runner, work_dir=scratch, timeout=self.settings.orchestrator.planner_timeout)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return plan.tasks, plan.planner, plan.note
 
     def _parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, _Live]:
         validate_job_id(job_id)
@@ -337,7 +339,7 @@ class Engine:
 
     def _create_job(
         self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
-        parent: tuple[JobRecord, _Live] | None,
+        parent: tuple[JobRecord, _Live] | None, planned: AIPlan | None = None,
     ) -> tuple[JobRecord, list[_Snapshot]]:
         """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
         now = time.time()
@@ -359,6 +361,8 @@ class Engine:
         job.config = cfg.to_dict()
         job.tasks = plan
         job.planner = planner_name
+        if planned is not None:  # the AI planner's call: the tree's cost, and its budget, count it
+            job.planner_cost_usd, job.planner_tokens_in, job.planner_tokens_out = planned.cost_usd, planned.tokens_in, planned.tokens_out
         job.notes = notes
         job.status = JobStatus.RUNNING
         job.started_at = now
@@ -379,6 +383,7 @@ class Engine:
         self._jobs[job.id] = job
         self._running[job.id] = 0
         self._unfinished[job.id] = len(job.worker_names)
+        self._add_cost(job.root_id, job.planner_cost_usd)
         self._publish_job(job, f"planned {len(plan)} subtask(s)")
         return job, writes
 
@@ -508,6 +513,9 @@ class Engine:
         to_run: list[tuple[_Live, Recovered]] = []
         to_finish: list[_Live] = []
         with self._lock:
+            # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
+            self._tree_cost[root_id] = (sum(w.cost_usd or 0.0 for w in workers)
+                                        + sum(j.planner_cost_usd or 0.0 for j in jobs))
             for job in jobs:
                 self._jobs[job.id] = job
                 if not job.status.terminal:
@@ -783,9 +791,13 @@ class Engine:
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
-            if parsed.cost_usd:
-                self._tree_cost[rec.root_id] = self._tree_cost.get(rec.root_id, 0.0) + parsed.cost_usd
-                self.metrics.add_cost(parsed.cost_usd)
+            self._add_cost(rec.root_id, parsed.cost_usd)
+
+    def _add_cost(self, root_id: str, usd: float | None) -> None:
+        """Under the lock: AI cost reported by a worker or the AI planner, toward the tree's budget."""
+        if usd:
+            self._tree_cost[root_id] = self._tree_cost.get(root_id, 0.0) + usd
+            self.metrics.add_cost(usd)
 
     def _live_children(self, live: _Live) -> list[str]:
         return [c for c in live.record.child_job_ids if c in self._jobs and not self._jobs[c].status.terminal]
@@ -1067,18 +1079,25 @@ class Engine:
         return data.decode("utf-8", errors="replace")
 
     def delete(self, job_id: str) -> None:
-        """Remove a finished root job's folder (its child jobs live inside it)."""
+        """Remove a finished root job's folder (its child jobs live inside it). The rule is
+        ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
         job = self.get_job(job_id)
-        if not job.is_root:
-            raise Conflict(f"job {job_id} is a child job; delete its root job {job.root_id} (the whole tree lives in one folder)")
+        # A tree this server does not hold is judged by its records (read outside the lock).
+        on_disk = [] if self._holds(job.root_id) else jobs_on_disk(self.workspace, job)
         with self._lock:
-            live = [j for j in self._jobs.values() if j.root_id == job.root_id and not j.status.terminal]
-            if live:
-                raise Conflict(f"job {job_id} is still {job.status.value}; cancel it first (POST /api/v1/jobs/{job_id}/cancel)")
+            held = [j for j in self._jobs.values() if j.root_id == job.root_id]
+            reason = refusal(job, held or on_disk)  # a finishing job (reports rendering) is still running here
+            if reason:
+                raise Conflict(reason)
             self._forget_tree(job.root_id)
             with contextlib.suppress(ValueError):
                 self._finished_roots.remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
+        log.info("job tree %s (%s) deleted with its folder", job.root_id, job.status.value, extra=logs.context(job.id, root_id=job.root_id))
+
+    def _holds(self, root_id: str) -> bool:
+        with self._lock:
+            return any(j.root_id == root_id for j in self._jobs.values())
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

@@ -3,15 +3,18 @@
 Each engine owns a registry of its own (never the process-wide default), so
 several engines in one process (tests, ``orchestrator run``) never collide.
 Counts that follow from the engine's state (jobs by status, running workers)
-are read at scrape time by a collector; events that leave no state behind
+and from the workspace (every job tree on disk, by its root's status) are read
+at scrape time by a collector; events that leave no state behind
 (a worker's duration, a spawn's latency, a refusal, cost) are recorded by
 one-line hooks in the engine and the API.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
-from typing import Callable, Iterator, Mapping
+from collections import Counter as Tally
+from typing import Any, Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -54,20 +57,50 @@ def refusal_reason(error: OrchestratorError) -> str:
     return _REASON_BY_CODE.get(error.code, error.code)
 
 
-class _StateCollector:
-    """Gauges computed from the engine's own counters when Prometheus scrapes."""
+class WorkspaceTally:
+    """Root job trees in the workspace by their root job's status, for a scrape. Each tree's
+    record is re-read only when its file changed, so a scrape of a workspace of thousands of
+    trees costs a directory listing and a stat per tree; trees finished under an earlier
+    server, deleted or pruned ones are counted as they are on disk."""
 
-    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(self, workspace: Any) -> None:  # a Workspace: typed loosely to keep imports one-way
+        self.workspace = workspace
+        self._seen: dict[str, tuple[tuple[int, int], str]] = {}  # root id -> (record stamp, status)
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            seen = {}
+            for root_id in self.workspace.root_ids():
+                try:
+                    st = os.stat(self.workspace.job_record_path(root_id))
+                    stamp = (st.st_mtime_ns, st.st_size)
+                    hit = self._seen.get(root_id)
+                    if hit is None or hit[0] != stamp:
+                        hit = (stamp, self.workspace.load_job(root_id).status.value)
+                except (OSError, ValueError, OrchestratorError):
+                    continue  # being created or deleted right now, or unreadable: not a tree yet
+                seen[root_id] = hit
+            self._seen = seen
+            return dict(Tally(status for _, status in seen.values()))
+
+
+class _StateCollector:
+    """Gauges computed from the engine's own counters, and the workspace, when Prometheus scrapes."""
+
+    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]],
+                 tree_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._job_counts = job_counts
         self._counts = counts
+        self._tree_counts = tree_counts
 
     def collect(self) -> Iterator[Metric]:
-        by_status = self._job_counts()
-        jobs = GaugeMetricFamily("orchestrator_jobs", "jobs this server holds, by status (child jobs included)",
-                                 labels=["status"])
-        for status in JobStatus:  # every status, zeros included, so a rate() never sees a gap
-            jobs.add_metric([status.value], by_status.get(status.value, 0))
-        yield jobs
+        yield _by_status("orchestrator_jobs", "jobs held in this server's memory, by status (child jobs included): "
+                         "live trees and the newest finished ones; every tree on disk is in orchestrator_workspace_trees",
+                         self._job_counts())
+        if self._tree_counts is not None:
+            yield _by_status("orchestrator_workspace_trees", "job trees in the workspace, by their root job's status "
+                             "(whichever server ran them)", self._tree_counts())
         counts = self._counts()
         yield GaugeMetricFamily("orchestrator_workers_running", "workers whose process is running now",
                                 value=counts.get("workers_running", 0))
@@ -76,12 +109,22 @@ class _StateCollector:
                                 value=counts.get("slots_used", 0))
 
 
-class Metrics:
-    """The engine's metrics: a private registry plus the hooks that feed it."""
+def _by_status(name: str, documentation: str, by_status: Mapping[str, int]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status in JobStatus:  # every status, zeros included, so a rate() never sees a gap
+        family.add_metric([status.value], by_status.get(status.value, 0))
+    return family
 
-    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]]) -> None:
+
+class Metrics:
+    """The engine's metrics: a private registry plus the hooks that feed it. With ``workspace``,
+    the trees on disk are counted too (``orchestrator_workspace_trees``)."""
+
+    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]],
+                 workspace: Any = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StateCollector(job_counts, counts))
+        tally = WorkspaceTally(workspace) if workspace is not None else None
+        self.registry.register(_StateCollector(job_counts, counts, tally.counts if tally else None))
         ProcessCollector(registry=self.registry)  # cheap: reads /proc/self on Linux, nothing elsewhere
         self.worker_duration = Histogram(
             "orchestrator_worker_duration_seconds", "wall time of finished workers (first start to final status), by status",
@@ -96,7 +139,7 @@ class Metrics:
             "orchestrator_http_request_duration_seconds",
             "time the app took to answer a request (a stream: until its headers), by method, route and status",
             ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=self.registry)
-        self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers, in US dollars", registry=self.registry)
+        self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers and the AI planner, in US dollars", registry=self.registry)
         self._dispatched: dict[str, float] = {}  # worker tag -> monotonic time of its dispatch
         self._lock = threading.Lock()
 

@@ -183,6 +183,11 @@ class JobRecord:
     config: dict[str, Any] = field(default_factory=dict)  # effective job config (JobConfig.to_dict())
     tasks: list[str] = field(default_factory=list)  # the plan
     planner: str = ""  # "explicit", "heuristic", "ai", ...
+    # What the AI planner's CLI call cost, as the CLI reported it (None: no call, or not reported).
+    # It counts in the tree's cost and its max_cost_usd budget, like a worker's.
+    planner_cost_usd: float | None = None
+    planner_tokens_in: int | None = None
+    planner_tokens_out: int | None = None
     worker_names: list[str] = field(default_factory=list)
     created_at: float = 0.0
     started_at: float | None = None

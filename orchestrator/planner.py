@@ -589,6 +589,10 @@ def _plan(text: str, mask: str) -> _Plan:
         if planned is not None:
             return planned
     elif _MARKER.match(text.strip()):
+        # "1. a 2. b 3. c" on one line is an inline list, not one item "a 2. b 3. c".
+        planned = _plan_inline_list(*_squash_pair(text, mask))
+        if planned is not None:
+            return planned
         planned = _plan_lines(text.strip(), _mask(text.strip()))
         if planned is not None:
             return planned

@@ -253,9 +253,12 @@ def _remove_record(settings: Settings, record: ServerRecord) -> None:
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0."""
+    from .prune import start_retention
+
     configure_logging(settings)
     lock = _claim_folder(settings)  # noqa: F841 (held, by staying open, until this process ends)
     engine, server, url, instance = build(settings)
+    retention = None
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -269,6 +272,7 @@ def serve(settings: Settings) -> int:
     try:
         for root_id in engine.recover():
             log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
+        retention = start_retention(engine, settings)  # orchestrator.retention_days: None when off
         log.info("orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads)
         print(f"orchestrator API listening on {url}", flush=True)
         try:
@@ -277,6 +281,8 @@ def serve(settings: Settings) -> int:
         except (OSError, ValueError):
             if not stop.is_set():
                 raise
+        if retention is not None:
+            retention.set()
         log.info("stopping: cancelling running jobs (kill ladder, grace %.1fs)", settings.workers.kill_grace)
         engine.shutdown(timeout=settings.workers.kill_grace + 30)
         log.info("stopped")

@@ -43,6 +43,9 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
         "parent_worker": job.parent_worker,
         "depth": job.depth,
         "planner": job.planner,
+        # This job's AI planner call (None: no call or nothing reported); the tree's are in tree.planner.
+        "planner_usage": None if job.planner_cost_usd is None and job.planner_tokens_in is None else {
+            "cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
         "config": job.config,
         "created_at": job.created_at,
         "started_at": job.started_at,
@@ -141,9 +144,10 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "completed": sum(1 for w in workers if w.status.terminal),
         "succeeded": sum(1 for w in workers if w.status.ok),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
-        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),
+        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers and AI planners
         "tokens_in": a.tokens_in,
         "tokens_out": a.tokens_out,
+        "planner": a.planner.to_dict(),  # the AI planner's share of the above
         "worker_seconds": _r(a.busy),
         "cpu_seconds": _r(a.cpu_seconds),
         "peak_rss": a.peak_rss,

@@ -31,6 +31,28 @@ def fake_command(*args: str) -> list[str]:
     return [sys.executable, FAKE_CLI, *(args or ("{task}",))]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_temp_folder(tmp_path_factory):
+    """TMPDIR (and TMP, TEMP) for the whole run, and every process it starts, is a folder under
+    pytest's base temp: what the tests, servers and real CLIs leave in "the temp folder" (claude's
+    claude-<uid>/ and cc-socks/, gemini's error reports...) goes when pytest removes that base
+    (pyproject: tmp_path_retention_policy), instead of piling up in the system's."""
+    import os
+    import tempfile
+
+    path = str(tmp_path_factory.mktemp("tmp"))
+    saved = {name: os.environ.get(name) for name in ("TMPDIR", "TMP", "TEMP")}
+    os.environ.update({name: path for name in saved})
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield path
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    tempfile.tempdir = None
+
+
 @pytest.fixture
 def settings(tmp_path):
     return make_settings(tmp_path)

@@ -226,10 +226,26 @@ def test_a_malformed_environment_variable_name_is_explained(tmp_path):
     assert "ORCHESTRATOR__SECTION__KEY" in info.value.message
 
 
-def test_an_unknown_key_from_the_environment_names_its_origin(tmp_path):
+def test_an_unknown_key_from_the_environment_names_the_variable(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, {"ORCHESTRATOR__WORKERS__MAX_WORKER": "4"})
-    assert info.value.message.startswith("environment: unknown key 'workers.max_worker'")
+    message = info.value.message
+    assert message.startswith("environment variable ORCHESTRATOR__WORKERS__MAX_WORKER: unknown key 'workers.max_worker'")
+    assert "ORCHESTRATOR__WORKERS__MAX_WORKERS" in message, "the known variables are listed by name"
+    assert info.value.details["variable"] == "ORCHESTRATOR__WORKERS__MAX_WORKER"
+
+
+def test_an_unknown_section_from_the_environment_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"ORCHESTRATOR__WORKRES__MAX_WORKERS": "4"})
+    assert info.value.message.startswith("environment variable ORCHESTRATOR__WORKRES__MAX_WORKERS: unknown section 'workres'")
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"ORCHESTRATOR__WORKERS__MAX_WORKERS": "lots"})
+    assert info.value.message.startswith("environment variable ORCHESTRATOR__WORKERS__MAX_WORKERS: workers.max_workers='lots'")
+    assert info.value.details["key"] == "workers.max_workers"
 
 
 def test_errors_carry_the_key_and_value_as_details(tmp_path):
@@ -393,3 +409,12 @@ def test_the_shipped_template_is_the_one_generated_from_the_schema():
 
     shipped = (Path(__file__).resolve().parent.parent / "config.template.yaml").read_text()
     assert shipped == render_template(), "regenerate: python -m orchestrator config --template > config.template.yaml"
+
+
+def test_the_command_key_help_names_every_placeholder_the_command_kind_fills():
+    from orchestrator.adapters.command import PLACEHOLDERS
+
+    help_text = SCHEMA["orchestrator"]["command"].help
+    line = next(line for line in TEMPLATE.read_text().splitlines() if line.strip().startswith("command:"))
+    for placeholder in PLACEHOLDERS:
+        assert placeholder in help_text and placeholder in line, placeholder

@@ -83,6 +83,36 @@ def test_the_served_server_log_is_json_lines(tmp_path):
     assert any(e["message"] == f"job {job_id} completed" and e["root_id"] == job_id for e in mine), entries
 
 
+@pytest.mark.slow
+def test_refused_keys_and_deletes_are_in_the_server_log_without_the_key(tmp_path):
+    # Given a real server with plain-text logs
+    port = _free_port()
+    config = {"api": {"api_key": API_KEY, "port": port}, "orchestrator": {"worker": "simulated"}, "simulated": {"duration": 0.05}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env={**env, "ORCHESTRATOR_HOME": str(tmp_path)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+    wrong = "wrong-key-4f1c9e0d2b7a"
+    try:
+        wait_until(lambda: _up(url), timeout=30, what="server up")
+        # When a request comes with a wrong key, one with none, and a finished job is deleted
+        assert requests.get(f"{url}/api/v1/jobs", headers={"X-API-Key": wrong}, timeout=10).status_code == 401
+        assert requests.get(f"{url}/api/v1/jobs", timeout=10).status_code == 401
+        job_id = requests.post(f"{url}/api/v1/orchestrate", json={"request": "x", "tasks": ["a"]}, headers=headers, timeout=10).json()["job_id"]
+        requests.get(f"{url}/api/v1/jobs/{job_id}/wait?timeout=20", headers=headers, timeout=30)
+        assert requests.delete(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=10).status_code == 204
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    # Then each is a line of logs/server.log, and the wrong key is nowhere in it
+    text = (tmp_path / "logs" / "server.log").read_text()
+    assert re.search(r"WARNING orchestrator\.api: refused GET /api/v1/jobs from 127\.0\.0\.1: 401 unauthorized: invalid API key", text), text
+    assert "401 unauthorized: missing X-API-Key header" in text
+    assert f"job tree {job_id} (completed) deleted with its folder" in text
+    assert wrong not in text and API_KEY not in text
+
+
 def test_the_formatter_carries_context_and_exceptions():
     record = logging.LogRecord("orchestrator.engine", logging.ERROR, __file__, 1, "worker %s crashed", ("worker_2",),
                                None)

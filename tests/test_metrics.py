@@ -125,6 +125,29 @@ def test_each_engine_has_a_registry_of_its_own(make_engine):
     assert value(idle_samples, "orchestrator_jobs", status="completed") == 0
 
 
+def test_a_new_server_counts_the_trees_an_earlier_one_left_in_the_workspace(make_engine, make_live):
+    # Given a workspace where an earlier server ran three jobs (two completed, one partial)
+    earlier = make_engine(simulated={"fail_matching": "beta"})
+    for tasks in (["a"], ["b", "c"], ["alpha", "beta"]):
+        run_job(earlier, tasks=tasks, config={"max_retries": 0})
+    earlier.shutdown(timeout=10)
+    # When a new server starts on it and is scraped
+    samples = scrape(make_live())
+    # Then the workspace's trees are counted by their root's status, though none is in its memory
+    assert value(samples, "orchestrator_workspace_trees", status="completed") == 2
+    assert value(samples, "orchestrator_workspace_trees", status="partial") == 1
+    assert value(samples, "orchestrator_workspace_trees", status="running") == 0
+    assert value(samples, "orchestrator_jobs", status="completed") == 0, "the memory gauge says what it counts"
+
+
+def test_the_workspace_count_follows_new_and_deleted_trees(live):
+    first = live.wait(live.submit(request="x", tasks=["a"]).json()["job_id"])["job_id"]
+    live.wait(live.submit(request="y", tasks=["b"]).json()["job_id"])
+    assert value(scrape(live), "orchestrator_workspace_trees", status="completed") == 2
+    assert live.call("DELETE", f"/api/v1/jobs/{first}").status_code == 204
+    assert value(scrape(live), "orchestrator_workspace_trees", status="completed") == 1
+
+
 def test_cost_reported_by_workers_adds_up(make_engine):
     engine = make_engine()
     engine.metrics.add_cost(0.25)

@@ -290,6 +290,12 @@ CASES: list[tuple[str, str, list[str]]] = [
         ["Add login for: Do the following", "Add logout for: Do the following", "Write tests for: Do the following"],
     ),
     ("inline-list-shares-verb", "Add 1) caching and 2) retries", ["Add caching", "Add retries"]),
+    # Issue 10: a numbered list on one line, starting with its marker, was read as one item
+    # "Write the parser 2. Write the tests 3. Write docs" and then split at each "N. ".
+    ("inline-numbered-list-from-the-start", "1. Write the parser 2. Write the tests 3. Write docs",
+     ["Write the parser", "Write the tests", "Write docs"]),
+    ("inline-parenthesised-list-from-the-start", "1) Write the parser 2) Write the tests 3) Write docs",
+     ["Write the parser", "Write the tests", "Write docs"]),
     ("whitespace-normalised", "  Build   a\tfull-stack   application  ", ["Build a full-stack application"]),
     ("crlf-lines", "Add login\r\nAdd logout\r\n", ["Add login", "Add logout"]),
 ]

@@ -275,6 +275,30 @@ def test_cost_and_tokens_appear_only_when_known(tree):
     assert_tables_are_rectangular(text)
 
 
+def test_a_simulated_run_says_at_the_top_that_no_ai_did_the_work(tree):
+    # Every worker of the fixture tree is of the simulated kind
+    head = final(tree).split("## Request")[0]
+    assert "> **Simulated run: no AI did this work.** Every worker ran the built-in simulated worker" in head
+    assert "orchestrator.worker" in head
+    assert "**Simulated run: no AI did this work.** 2 of 2 workers at this depth" in level(tree, 1).split("## Jobs")[0]
+    # A tree where only some workers were simulated says how many; one with none says nothing
+    for w in tree[2][:3]:
+        w.kind = "claude"
+    assert "2 of 5 workers ran the built-in simulated worker" in final(tree)
+    for w in tree[2]:
+        w.kind = "claude"
+    assert "Simulated run" not in final(tree) and "Simulated run" not in level(tree, 1)
+
+
+def test_a_real_simulated_run_s_final_result_starts_with_the_notice(make_engine):
+    from .conftest import run_job
+
+    engine = make_engine()
+    job = run_job(engine, tasks=["a", "b"])
+    text = (engine.workspace.job_dir(job.id) / "FINAL_RESULT.md").read_text()
+    assert text.splitlines()[2].startswith("> **Simulated run: no AI did this work.** Every worker ran"), text[:400]
+
+
 def test_empty_tree_renders_both_reports():
     root = make_job("r1", status=JobStatus.FAILED, end=1, error="planner failed")
     text = render_final_report(root, [root], [], log_tails={}, now=T + 1)

@@ -6,6 +6,10 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Adapter, WorkerContext
 
+# What orchestrator.command may contain; its help in config.SCHEMA names each (a test checks).
+PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}")
+
+
 class CommandAdapter(Adapter):
     """Runs ``orchestrator.command`` (a list). Placeholders are replaced inside each
     argv element, so user text is always one argument and never reaches a shell."""
@@ -20,12 +24,7 @@ class CommandAdapter(Adapter):
                 "worker kind 'command' needs orchestrator.command in config.yaml: an argv list such as "
                 "[\"my-tool\", \"--prompt-file\", \"{prompt_file}\"]"
             )
-        values = {
-            "{prompt}": ctx.prompt,
-            "{prompt_file}": str(ctx.prompt_file),
-            "{worker_dir}": str(ctx.worker_dir),
-            "{task}": ctx.task,
-        }
+        values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task)))
         return [_fill(part, values) for part in template]
 
 

@@ -99,7 +99,18 @@ def error_response(error: OrchestratorError) -> Response:
 def _orchestrator_error(error: OrchestratorError) -> Response:
     if error.http_status != 500:  # every request the API refused, by the check that refused it
         extension()["engine"].metrics.refused(refusal_reason(error))
+        _log_refusal(error)
     return error_response(error)
+
+
+def _log_refusal(error: OrchestratorError) -> None:
+    """Every refused request goes to the server log: a wrong or expired key (401) and a
+    forbidden one (403) as warnings, other refusals at info, 429s (a flood's echo: counted in
+    the metrics) at debug. The message never holds a key: only what the check said."""
+    level = {401: logging.WARNING, 403: logging.WARNING, 429: logging.DEBUG}.get(error.http_status, logging.INFO)
+    if log.isEnabledFor(level):
+        log.log(level, "refused %s %s from %s: %d %s: %s", request.method, request.path, request.remote_addr,
+                error.http_status, error.code, error.message)
 
 
 def _http_error(error: HTTPException) -> Response:

@@ -151,6 +151,8 @@ def _context(
         "has_cost": analytics.cost_usd is not None,
         "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
         "cost_known": sum(w.cost_usd is not None for w in workers),
+        # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
+        "simulated": sum(w.kind == "simulated" for w in workers),
     }
 
 
