@@ -204,12 +204,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def _server_client(settings: Any) -> Any:
     """A client of this folder's server when one answers, else None."""
     from .api.client import OrchestratorClient
-    from .scripts import folder_url, healthy, local_url
+    from .scripts import folder_url, local_url
+    from .server import health_instance
 
     # This folder's own server (verified through its record); else whatever answers on the
     # configured address, which must then accept this folder's key (see _delete_via_server).
     url = folder_url(settings) or local_url(settings)
-    return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if healthy(url) else None
+    return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None
 
 
 def _delete_via_server(client: Any, root_id: str) -> str | None:
