@@ -71,6 +71,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_retries": Key(int, 2, "extra attempts after a failed one (exit code != 0)", min=0, max=20),
         "retry_backoff": Key(float, 1.0, "seconds before the first retry; doubles each time, plus up to 25% jitter", min=0, max=3600),
         "retry_backoff_max": Key(float, 60.0, "longest pause between attempts, seconds", min=0, max=86400),
+        "transient_retries": Key(int, 5, "extra attempts after a rate limit, overload or 5xx the CLI reported; a budget of their own, not max_retries", min=0, max=100),
+        "transient_backoff_max": Key(float, 120.0, "longest pause before a transient retry, seconds (pauses start at 4 x retry_backoff and double; a longer retry-after from the service fails the worker)", min=0, max=86400),
         "retry_on_timeout": Key(bool, False, "retry an attempt that timed out (off: a timeout usually repeats)"),
         "kill_grace": Key(float, 5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600),
         "output_chars": Key(int, 4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000),

@@ -493,7 +493,8 @@ class Engine:
             job = by_id.get(worker.job_id)
             if job is None:
                 continue  # a record without its job: nothing can run it
-            max_attempts = int(job.config.get("max_retries", 0)) + 1
+            # Transient retries have a budget of their own: their exit files are looked for too.
+            max_attempts = int(job.config.get("max_retries", 0)) + self.settings.workers.transient_retries + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
                 lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts,
