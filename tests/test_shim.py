@@ -179,3 +179,34 @@ def test_the_shim_a_server_finds_is_the_one_it_started(tmp_path):
         assert len(found) == 1 and found[0].exit_file == exit_file and found[0].attempt == 1
     finally:
         runner.terminate(handle, grace=1)
+
+
+@needs_perl
+def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(make_engine):
+    """The recovery reader (recovery.py) uses the same exit files: a signal death, an exit 147
+    and a success, none of them recorded by the server that ran them, read back exactly."""
+    import json
+
+    from orchestrator.models import JobStatus, WorkerStatus
+
+    script = 'set -- $1; shift $((ORCHESTRATOR_ATTEMPT - 1)); case $1 in term) kill -TERM $$ ;; *) exit $1 ;; esac'
+    sections = {"orchestrator": {"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
+                "workers": {"retry_backoff": 0.05}}
+    engine = make_engine(**sections)
+    job = engine.submit("x", {"max_retries": 2}, ["term 147 0"])
+    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    engine.shutdown()
+    ws = engine.workspace
+    ws.worker_record_path(job.id, 0, "worker_1").unlink()  # as if the server died before writing it
+    data = json.loads(ws.job_record_path(job.id).read_text())
+    data.update(status="running", ended_at=None)
+    ws.job_record_path(job.id).write_text(json.dumps(data))
+    fresh = make_engine(**sections)
+    assert fresh.recover() == [job.id]
+    assert fresh.wait(job.id, 30).status is JobStatus.COMPLETED
+    _, workers = fresh.snapshot(job.id)
+    worker = workers[0]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [(a.number, a.exit_code, a.signal, a.end_reason) for a in worker.attempts] == [
+        (1, None, signal.SIGTERM, "signal"), (2, 147, None, "exit"), (3, 0, None, "exit")]
+    assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 3  # nothing ran again
