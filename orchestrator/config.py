@@ -160,9 +160,10 @@ class Section(dict):
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Validated settings; sections read as ``settings.workers.max_workers``."""
+    """Validated settings; sections read as ``settings.workers.max_workers``. Its repr masks
+    secrets (see ``public_dict``), so a traceback or a debug line never shows them."""
 
     base_dir: Path
     sections: dict[str, Section]
@@ -198,6 +199,9 @@ class Settings:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dict(values) for name, values in self.sections.items()}
+
+    def __repr__(self) -> str:
+        return f"Settings(base_dir={str(self.base_dir)!r}, source={self.source!r}, sections={self.public_dict()!r})"
 
     def public_dict(self) -> dict[str, dict[str, Any]]:
         """``to_dict`` with secrets masked: what may be printed or sent."""

@@ -97,8 +97,9 @@ def test_the_config_command_masks_the_values(tmp_path):
 
 
 def test_the_environment_setting_reads_from_the_environment_too(tmp_path):
-    settings = load_settings(base_dir=tmp_path, environ={"ORCHESTRATOR__WORKERS__ENV": '{"A_VAR": "1"}'})
-    assert settings.workers.env == {"A_VAR": "1"}
+    settings = load_settings(base_dir=tmp_path, environ={"ORCHESTRATOR__WORKERS__ENV": '{"A_VAR": "%s"}' % SECRET})
+    assert settings.workers.env == {"A_VAR": SECRET}
+    assert SECRET not in repr(settings) and "'A_VAR': '(set)'" in repr(settings)  # a traceback shows no value
 
 
 @pytest.mark.parametrize("key", ["env", "inherit_env", "env_passthrough", "environment"])
