@@ -151,3 +151,31 @@ def test_transient_delay_bounds():
     assert transient_delay(10, 4.0, 120.0, None) == 120.0  # capped, jitter included
     assert transient_delay(1, 4.0, 120.0, 90.0) == 90.0  # the service's wait, when longer
     assert transient_delay(1, 4.0, 120.0, 121.0) is None  # longer than the cap: give up
+
+
+def test_a_restarted_server_keeps_what_earlier_attempts_spent_of_the_transient_budget(classifying):
+    """The server died while attempt 2 ran, having recorded attempt 1 as transient: the next
+    server adopts attempt 2 (ended meanwhile, 429 again) and, the budget of 1 spent, stops."""
+    import json
+
+    engine = classifying(transient_retries=1)
+    job = run_job(engine, "x", tasks=["429 429 ok"], config={"max_retries": 0})
+    worker = _worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and [a.failure_class for a in worker.attempts] == ["transient", "transient"]
+    engine.shutdown()
+    ws = engine.workspace
+    path = ws.worker_record_path(job.id, 0, "worker_1")
+    data = json.loads(path.read_text())  # the record as it was while attempt 2 ran
+    data.update(status="running", ended_at=None, exit_reason="", error=None, failure_class=None)
+    data["attempts"][1].update(ended_at=None, exit_code=None, end_reason=None, failure_class=None, retry_after=None)
+    path.write_text(json.dumps(data))
+    record = json.loads(ws.job_record_path(job.id).read_text())
+    record.update(status="running", ended_at=None)
+    ws.job_record_path(job.id).write_text(json.dumps(record))
+    fresh = classifying(transient_retries=1)
+    assert fresh.recover() == [job.id]
+    assert fresh.wait(job.id, 30).status is JobStatus.FAILED
+    worker = _worker(fresh, job)
+    assert [a.failure_class for a in worker.attempts] == ["transient", "transient"]  # no third attempt
+    assert "gave up after 1 transient retry" in worker.exit_reason
+    assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 2
