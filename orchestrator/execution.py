@@ -31,6 +31,7 @@ transient_backoff_max fails the worker at once, saying so, rather than retry too
 from __future__ import annotations
 
 import calendar
+import math
 import random
 import re
 import signal
@@ -312,6 +313,8 @@ class WorkerExecution:
         why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
         error = parsed.error or _last_line(parsed.output) or why
         kind = parsed.failure_class
+        if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
+            parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
         with self.lock:
             attempt.failure_class, attempt.retry_after = kind, parsed.retry_after
             self.record.failure_class = kind

@@ -91,7 +91,9 @@ class CommandNotFound(FileNotFoundError):
 # default by exec, so the same signal, sent to the whole group, still reaches the worker, while
 # the shim lives on to record how the worker ended. argv: SHIM_NAME, the exit file, the worker's
 # argv (run by exec, never parsed by a shell). A user's PERL5OPT is handed to the worker, not
-# applied to the shim (the runner moves it aside for the shim's own start).
+# applied to the shim (the runner moves it aside for the shim's own start). The script loads no
+# module: each would cost every worker milliseconds. (Perl retries a waitpid that a caught
+# signal interrupts by itself; the loop covers PERL_SIGNALS=unsafe in the user's environment.)
 SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 PERL_SHIM = (
     "shift; my $f = shift;\n"
@@ -100,7 +102,7 @@ PERL_SHIM = (
     "my $p = fork;\n"
     "defined $p or die \"orchestrator-shim: cannot fork: $!\\n\";\n"
     "if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR \"orchestrator-shim: cannot run $ARGV[0]: $!\\n\"; exit 127 }\n"
-    "1 while waitpid($p, 0) < 0 && $!{EINTR};\n"
+    "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
     "my $sig = $s & 127;\n"
     "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
