@@ -147,6 +147,9 @@ class Engine:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
         self.runner = runner or ProcessRunner()
+        if self.runner.perl is None:
+            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
+                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving

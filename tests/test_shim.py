@@ -210,3 +210,15 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
     assert [(a.number, a.exit_code, a.signal, a.end_reason) for a in worker.attempts] == [
         (1, None, signal.SIGTERM, "signal"), (2, 147, None, "exit"), (3, 0, None, "exit")]
     assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 3  # nothing ran again
+
+
+def test_an_engine_without_perl_says_what_it_cannot_tell(tmp_path, caplog):
+    from orchestrator.engine import Engine
+
+    from .conftest import make_settings
+
+    engine = Engine(make_settings(tmp_path), runner=ProcessRunner(perl=None))
+    try:
+        assert any("no perl on this machine" in r.getMessage() and "128+N" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.shutdown(timeout=5)
