@@ -300,9 +300,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(render_template(), end="")
         return RET_OK
     settings = _settings(args)
-    data = settings.to_dict()
-    if data["api"]["api_key"]:
-        data["api"]["api_key"] = "(set)"
+    data = settings.public_dict()  # secrets masked: api.api_key, workers.env values
     print(f"# applied: {settings.source}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return RET_OK

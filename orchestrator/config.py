@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, RecursionLimit
 
 ENV_PREFIX = "ORCHESTRATOR__"
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
@@ -34,6 +35,7 @@ class Key:
     choices: tuple[str, ...] | None = None
     nullable: bool = False
     refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
+    secret: bool = False  # its values never appear in errors, `config` output or anything else
 
 
 # Every setting, by section. config.template.yaml is checked against this table by the tests.
@@ -76,6 +78,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_retries": Key(int, 2, "extra attempts after a failed one (exit code != 0)", min=0, max=20),
         "retry_backoff": Key(float, 1.0, "seconds before the first retry; doubles each time, plus up to 25% jitter", min=0, max=3600),
         "retry_backoff_max": Key(float, 60.0, "longest pause between attempts, seconds", min=0, max=86400),
+        "transient_retries": Key(int, 5, "extra attempts after a rate limit, overload or 5xx the CLI reported; a budget of their own, not max_retries", min=0, max=100),
+        "transient_backoff_max": Key(float, 120.0, "longest pause before a transient retry, seconds (pauses start at 4 x retry_backoff and double; a longer retry-after from the service fails the worker)", min=0, max=86400),
         "retry_on_timeout": Key(bool, False, "retry an attempt that timed out (off: a timeout usually repeats)"),
         "kill_grace": Key(float, 5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600),
         "output_chars": Key(int, 4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000),
@@ -85,6 +89,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_disk_mb": Key(int, 4096, "a worker's folder may hold this much (0: no cap)", min=0, max=1 << 30),
         "monitor_interval": Key(float, 0.25, "seconds between resource samples of running workers", min=0.05, max=60),
         "max_cost_usd": Key(float, 0.0, "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)", min=0, max=1_000_000),
+        "env": Key(dict, {}, "environment variables every worker gets, NAME: \"value\" (values are never logged or shown)", secret=True),
+        "inherit_env": Key(bool, True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own"),
+        "env_passthrough": Key(list, ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"], "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable)"),
     },
     "recursion": {
         "enable": Key(bool, True, "let workers start child jobs"),
@@ -140,7 +147,12 @@ JOB_CEILINGS: dict[str, tuple[str, str]] = {
     "max_recursion_depth": ("recursion", "max_depth_limit"),
     "max_children_per_worker": ("recursion", "max_children_per_worker"),
 }
-ACCEPTED_ONLY = ("current_depth",)  # accepted for compatibility; the server derives depth itself
+ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
+# A request never sets a worker's environment: that is the server owner's (workers.env).
+ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Variables the orchestrator always sets itself (with ORCHESTRATOR_*): workers.env may not name them.
+RESERVED_ENV = ("TMPDIR", "TMP", "TEMP")
 
 
 class Section(dict):
@@ -153,9 +165,10 @@ class Section(dict):
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Validated settings; sections read as ``settings.workers.max_workers``."""
+    """Validated settings; sections read as ``settings.workers.max_workers``. Its repr masks
+    secrets (see ``public_dict``), so a traceback or a debug line never shows them."""
 
     base_dir: Path
     sections: dict[str, Section]
@@ -191,6 +204,20 @@ class Settings:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dict(values) for name, values in self.sections.items()}
+
+    def __repr__(self) -> str:
+        return f"Settings(base_dir={str(self.base_dir)!r}, source={self.source!r}, sections={self.public_dict()!r})"
+
+    def public_dict(self) -> dict[str, dict[str, Any]]:
+        """``to_dict`` with secrets masked: what may be printed or sent."""
+        data = self.to_dict()
+        if data["api"]["api_key"]:
+            data["api"]["api_key"] = "(set)"
+        for section, keys in SCHEMA.items():
+            for name, spec in keys.items():
+                if spec.secret and isinstance(data[section][name], dict):
+                    data[section][name] = {k: "(set)" for k in data[section][name]}
+        return data
 
 
 @dataclass(frozen=True)
@@ -236,7 +263,7 @@ def render_template() -> str:
         for name, spec in keys.items():
             value = spec.default
             shown = ("null" if value is None else "true" if value is True else "false" if value is False
-                     else json.dumps(value) if isinstance(value, (str, list)) else repr(value))
+                     else json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value))
             if spec.choices:
                 allowed = f" ({' | '.join(spec.choices)})"
             elif spec.min is not None:
@@ -296,6 +323,13 @@ def job_config(
     if requested is not None and not isinstance(requested, Mapping):
         raise ConfigError("config must be a JSON object of settings, e.g. {\"max_workers\": 3}")
     requested = dict(requested or {})
+    env_keys = sorted(k for k in requested if k in ENV_REQUEST_KEYS)
+    if env_keys:
+        raise ConfigError(
+            f"config.{env_keys[0]}: a request may not set environment variables. A worker's environment "
+            "is the server's to give: workers.env, workers.inherit_env and workers.env_passthrough in config.yaml.",
+            keys=env_keys,
+        )
     unknown = sorted(k for k in requested if k not in JOB_KEYS and k not in ACCEPTED_ONLY)
     if unknown:
         allowed = ", ".join(sorted([*JOB_KEYS, *ACCEPTED_ONLY]))
@@ -311,6 +345,16 @@ def job_config(
         spec = SCHEMA[JOB_KEYS[key][0]][JOB_KEYS[key][1]]
         value = _check_value("config", key, value, spec)
         values[key] = _apply_ceiling(settings, key, value, parent, notes)
+    # The seed's AI-to-AI loop (admin key, current_depth + 1) ends here. A worker credential's job
+    # is its parent's depth + 1 whatever the body says, but a body past the limit is refused from anyone
+    # (the limit the request states, else the server's default: what the OpenAPI document says).
+    limit = requested["max_recursion_depth"] if "max_recursion_depth" in requested else settings.recursion.max_depth
+    if requested.get("current_depth", 0) > limit:
+        raise RecursionLimit(
+            f"Max recursion depth reached: config.current_depth={requested['current_depth']} is past "
+            f"max_recursion_depth {limit}. Do the subtask directly.",
+            depth=requested["current_depth"], max_depth=limit,
+        )
     if parent is None and values["enable_recursion"] and not settings.recursion.enable:
         raise ConfigError("enable_recursion=true, but this server has recursion.enable=false in config.yaml", key="enable_recursion")
     if parent and parent.enable_recursion is False and values["enable_recursion"]:
@@ -462,6 +506,8 @@ def _check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         return None
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if spec.type is dict:
+        return _check_env(where, value)
     if spec.type is list and isinstance(value, list):
         bad = [v for v in value if not isinstance(v, str)]
         if bad:
@@ -482,8 +528,25 @@ def _check_value(section: str, key: str, value: Any, spec: Key) -> Any:
     return value
 
 
+def _check_env(where: str, value: Any) -> dict[str, str]:
+    """A mapping of environment variables. Errors name the variable, never its value."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of variable names to values, e.g. {{MY_VAR: \"value\"}}", key=where)
+    for name, text in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ConfigError(f"{where}: {str(name)[:60]!r} is not a variable name (letters, digits and _; not starting with a digit)", key=where)
+        if name.upper().startswith("ORCHESTRATOR") or name in RESERVED_ENV:
+            raise ConfigError(f"{where}.{name}: the orchestrator sets this variable itself for every worker; choose another name", key=f"{where}.{name}")
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}.{name}: the value must be a string (quote it in config.yaml)", key=f"{where}.{name}")
+        if "\0" in text:
+            raise ConfigError(f"{where}.{name}: the value contains a NUL character, which no environment can hold", key=f"{where}.{name}")
+    return dict(value)
+
+
 def _type_name(spec: Key) -> str:
-    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list of strings"}
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list of strings",
+             dict: "a mapping of names to strings"}
     text = names[spec.type]
     if spec.min is not None:
         text += f" from {spec.min:g} to {spec.max:g}"
@@ -495,7 +558,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _copy(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
 def _resolve(base: Path, value: str) -> Path:

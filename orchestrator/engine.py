@@ -53,6 +53,21 @@ FINISHED_TREES_IN_MEMORY = 32
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
+def base_env(settings: Settings) -> dict[str, str]:
+    """The environment an AI CLI (a worker, or the AI planner) starts from: the server's whole
+    environment (workers.inherit_env) or only the variables in workers.env_passthrough, then
+    workers.env; never the server's own ORCHESTRATOR_* variables; PATH always set (the
+    server's, unless workers.env sets one)."""
+    w = settings.workers
+    source = os.environ
+    env = dict(source) if w.inherit_env else {name: source[name] for name in w.env_passthrough if name in source}
+    for name in [n for n in env if n.startswith("ORCHESTRATOR")]:
+        del env[name]  # never leak a parent's identity or settings into a worker
+    env.update(w.env)
+    env.setdefault("PATH", source.get("PATH", os.defpath))
+    return env
+
+
 def _key(root_id: str, depth: int, name: str) -> tuple[str, str]:
     """The key of a worker in ``Engine._live``: its root and its ``depth_<d>_<name>`` key."""
     return root_id, worker_key(depth, name)
@@ -133,6 +148,9 @@ class Engine:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
         self.runner = runner or ProcessRunner()
+        if self.runner.perl is None:
+            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
+                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -191,6 +209,7 @@ class Engine:
             cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
             if parent:
                 self._check_recursion(parent[0], parent[1], cfg)
+            depth = parent[0].depth + 1 if parent else self._admitted_depth(config)
         # Planning may ask an AI CLI and take minutes: never under the lock.
         planned = self._plan(request, task_list, cfg)
         plan, planner_name = planned.tasks, planned.planner
@@ -205,7 +224,7 @@ class Engine:
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
                 raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
-            job, writes = self._create_job(request, cfg, plan, planner_name, notes, parent, planned)
+            job, writes = self._create_job(request, cfg, plan, planner_name, notes, parent, planned, depth)
             self._event_line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
         # On disk (fsynced) before any of its workers starts and before the caller hears of it.
         try:
@@ -281,7 +300,8 @@ class Engine:
         scratch = self.workspace.planning_dir()
         try:
             return plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
-                                runner=self.runner, work_dir=scratch, timeout=self.settings.orchestrator.planner_timeout)
+                                runner=self.runner, work_dir=scratch, timeout=self.settings.orchestrator.planner_timeout,
+                                env=base_env(self.settings))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -295,6 +315,14 @@ class Engine:
         if live is None or live.job.id != job.id:
             raise WorkerNotFound(f"worker {name} is not a worker of job {job_id}")
         return job, live
+
+    @staticmethod
+    def _admitted_depth(config: dict[str, Any] | None) -> int:
+        """A job submitted with the admin key is a root, at depth 0, unless its body says it is
+        deeper: the seed's AI-to-AI protocol POSTs with the admin key and ``current_depth + 1``,
+        and job_config refuses a current_depth past the limit, so that loop ends. The body can
+        only raise the depth (a worker credential's job is its parent's depth + 1, whatever it says)."""
+        return int((config or {}).get("current_depth") or 0)
 
     def _check_recursion(self, parent_job: JobRecord, parent: _Live, cfg: JobConfig) -> None:
         pcfg = JobConfig.from_dict(parent_job.config)
@@ -339,7 +367,7 @@ class Engine:
 
     def _create_job(
         self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
-        parent: tuple[JobRecord, _Live] | None, planned: AIPlan | None = None,
+        parent: tuple[JobRecord, _Live] | None, planned: AIPlan | None = None, depth: int = 0,
     ) -> tuple[JobRecord, list[_Snapshot]]:
         """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
         now = time.time()
@@ -349,7 +377,7 @@ class Engine:
             while self.workspace.job_dir(root_id).exists():
                 root_id = new_root_id()
             self.workspace.create_job_tree(root_id)
-            job = JobRecord(id=root_id, root_id=root_id, request=request, created_at=now)
+            job = JobRecord(id=root_id, root_id=root_id, request=request, depth=depth, created_at=now)
         else:
             pjob, plive = parent
             root = self._jobs[pjob.root_id]
@@ -498,7 +526,8 @@ class Engine:
             job = by_id.get(worker.job_id)
             if job is None:
                 continue  # a record without its job: nothing can run it
-            max_attempts = int(job.config.get("max_retries", 0)) + 1
+            # Transient retries have a budget of their own: their exit files are looked for too.
+            max_attempts = int(job.config.get("max_retries", 0)) + self.settings.workers.transient_retries + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
                 lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts,
@@ -751,13 +780,12 @@ class Engine:
         )
 
     def _worker_env(self, live: _Live, cfg: JobConfig) -> dict[str, str]:
-        """The worker protocol: who it is, where it is, and how to start a child job."""
+        """The worker protocol: who it is, where it is, and how to start a child job, on top of
+        the environment the server's owner chose (``base_env``)."""
         rec = live.record
-        env = dict(os.environ)
-        for name in [n for n in env if n.startswith("ORCHESTRATOR")]:
-            del env[name]  # never leak a parent's identity or settings into a worker
+        env = base_env(self.settings)
         bin_dir = os.path.dirname(python_executable())
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env["PATH"] = bin_dir + os.pathsep + env["PATH"]
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.update({
             "ORCHESTRATOR_JOB_ID": rec.job_id,

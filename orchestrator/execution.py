@@ -2,22 +2,36 @@
 
 How an attempt's end is classified, and whether it is retried:
 
-=====================  ==============  =========================================
-how it ended           worker status   retried?
-=====================  ==============  =========================================
-exit code 0            success         no (unless the adapter says it failed)
-exit code != 0         failed          yes, up to max_retries, with backoff
-killed by SIGKILL      failed          no: out of memory or killed on purpose
-killed by other signal failed          yes (a crash may be transient)
-our timeout            timeout         only with workers.retry_on_timeout
-cancelled              cancelled       no
-could not start        failed          no: a missing command stays missing
-adapter: not retryable failed          no (for example bad credentials)
-=====================  ==============  =========================================
+======================  ==============  ==============================================
+how it ended            worker status   retried?
+======================  ==============  ==============================================
+exit code 0             success         no (unless the adapter says it failed)
+exit code != 0          failed          yes, up to max_retries, with backoff
+killed by SIGKILL       failed          no: out of memory or killed on purpose
+killed by other signal  failed          yes (a crash may be transient)
+our timeout             timeout         only with workers.retry_on_timeout
+cancelled               cancelled       no
+could not start         failed          no: a missing command stays missing
+adapter: not retryable  failed          no
+class auth/bad_request  failed          no: a bad key or request fails the same again
+class transient         failed          yes, under workers.transient_retries (not
+                                        max_retries), with a longer backoff
+======================  ==============  ==============================================
+
+"Exit code" and "signal" are the worker's true wait status, as its shim recorded it (see
+runner.py): an exit code of 147 is an exit code, never signal 19. The failure class comes
+from the adapter, which reads it from the CLI's structured output (ParsedResult.failure_class).
+
+A transient failure (rate limit, overload, 5xx) waits 4 x retry_backoff, doubling each time,
+capped at workers.transient_backoff_max, or the service's retry-after if that is longer. The
+total a worker spends waiting on them is bounded by transient_retries x transient_backoff_max,
+and by its tree's deadline (cancelling the tree ends a wait at once); a retry-after longer than
+transient_backoff_max fails the worker at once, saying so, rather than retry too early.
 """
 from __future__ import annotations
 
 import calendar
+import math
 import random
 import re
 import signal
@@ -46,6 +60,23 @@ class Outcome:
     exit_reason: str
     error: str | None = None
     parsed: ParsedResult | None = None
+
+
+# Why an attempt is followed by another: an ordinary retry (max_retries) or a transient one.
+RETRY, TRANSIENT = "retry", "transient"
+NEVER_RETRIED = ("auth", "bad_request")
+TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
+
+
+def transient_delay(retry: int, base: float, cap: float, retry_after: float | None,
+                    rng: random.Random | None = None) -> float | None:
+    """Pause before transient retry ``retry`` (1-based): the doubling backoff (capped, with
+    jitter, never above ``cap``), or the service's ``retry_after`` when that is longer; None when
+    the service asks for more than ``cap`` (waiting less would only fail again)."""
+    if retry_after is not None and retry_after > cap:
+        return None
+    delay = min(cap, backoff_delay(retry, base, cap, rng))
+    return max(delay, retry_after or 0.0)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -101,26 +132,48 @@ class WorkerExecution:
 
     def run(self, resume: tuple[Attempt, ProcessHandle] | None = None) -> Outcome:
         """Run the attempts; with ``resume``, first see an attempt a previous server started
-        (re-adopted: running, or already ended) through, then go on as if it never stopped."""
-        attempts = self.config.max_retries + 1
+        (re-adopted: running, or already ended) through, then go on as if it never stopped.
+        Ordinary retries spend max_retries, transient ones workers.transient_retries."""
+        w = self.settings.workers
+        retries, transients = 0, 0  # used so far of each budget
         outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
         number = 0
-        while number < attempts:
+        while True:
             if resume is not None:
                 attempt, self.handle = resume
                 resume = None
                 number = attempt.number
+                for earlier in self.record.attempts:  # what the old server's attempts spent
+                    if earlier.number < number:
+                        transients += earlier.failure_class == "transient"
+                        retries += earlier.failure_class != "transient"
                 outcome, retry = self._wait(attempt)
             else:
                 number += 1
                 if self.cancel.is_set():
                     break
-                outcome, retry = self._attempt(number, attempts)
-            if not retry or number >= attempts:
+                outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
+            if retry == TRANSIENT:
+                if transients >= w.transient_retries:
+                    outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
+                    break
+                transients += 1
+                parsed = outcome.parsed
+                delay = transient_delay(transients, TRANSIENT_BASE_FACTOR * w.retry_backoff, w.transient_backoff_max,
+                                        parsed.retry_after if parsed else None)
+                if delay is None:
+                    outcome.exit_reason += (f"; the service asked to wait {parsed.retry_after:g}s, longer than "
+                                            f"workers.transient_backoff_max={w.transient_backoff_max:g}s")
+                    break
+                what = f"transient retry {transients}/{w.transient_retries}"
+            elif retry == RETRY and retries < self.config.max_retries:
+                retries += 1
+                delay = backoff_delay(retries, w.retry_backoff, w.retry_backoff_max)
+                what = f"retry {retries}/{self.config.max_retries}"
+            else:
                 break
             self.sweep()  # nothing of the failed attempt may run beside the next one
-            delay = backoff_delay(number, self.settings.workers.retry_backoff, self.settings.workers.retry_backoff_max)
-            self._log(f"===== attempt {number} failed ({outcome.exit_reason}); retrying in {delay:.2f}s =====")
+            self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
             if self.cancel.wait(delay):
                 outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
                 break
@@ -133,7 +186,7 @@ class WorkerExecution:
             self.runner.sweep(self.tag, self.handle.started_at)
 
     # -- one attempt ---------------------------------------------------------
-    def _attempt(self, number: int, attempts: int) -> tuple[Outcome, bool]:
+    def _attempt(self, number: int, attempts: int) -> tuple[Outcome, str | None]:
         now = time.time()  # one clock reading for the start line and the record: a restart reads it back
         offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
         ctx = WorkerContext(
@@ -161,7 +214,7 @@ class WorkerExecution:
             self.handle = None
             with self.lock:
                 begin()
-            return self._spawn_failed(attempt, exc), False
+            return self._spawn_failed(attempt, exc), None
         failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
         # One lock section records the attempt with its pid (the engine's lock is contended by
         # every worker thread: each extra section cost milliseconds per worker).
@@ -190,7 +243,7 @@ class WorkerExecution:
             attempt.end_reason = "spawn_error"
         return Outcome(WorkerStatus.FAILED, "could not start", error=message)
 
-    def _wait(self, attempt: Attempt) -> tuple[Outcome, bool]:
+    def _wait(self, attempt: Attempt) -> tuple[Outcome, str | None]:
         assert self.handle is not None
         # From the attempt's start, which for a re-adopted attempt was before this server started.
         deadline = time.monotonic() + self.config.default_timeout - max(0.0, time.time() - attempt.started_at)
@@ -214,13 +267,15 @@ class WorkerExecution:
         # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
 
-    def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, bool]:
+    def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
+        """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         with self.lock:
             attempt.ended_at = (self.handle.ended_at if self.handle else None) or time.time()
             attempt.kill_rung = rung
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None
+            self.record.failure_class = None  # the latest attempt's; set below when the adapter names one
         duration = attempt.duration or 0.0
         window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
         text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
@@ -230,38 +285,52 @@ class WorkerExecution:
             why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} {why} =====")
             outcome = Outcome(WorkerStatus.TIMEOUT, why, error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.", parsed=parsed)
-            return outcome, self.settings.workers.retry_on_timeout
+            return outcome, RETRY if self.settings.workers.retry_on_timeout else None
         if reason == "cap":
             attempt.end_reason = "cap"
             why = f"{self.abort_reason} (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} stopped: {why} =====")
-            return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), False
+            return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), None
         if reason == "cancelled":
             attempt.end_reason = "cancelled"
             why = f"cancelled (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} {why} =====")
-            return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), False
+            return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), None
         return self._classify_exit(attempt, code, duration, parsed)
 
-    def _classify_exit(self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult) -> tuple[Outcome, bool]:
+    def _classify_exit(self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult) -> tuple[Outcome, str | None]:
         if code is not None and code < 0:
             attempt.end_reason = "signal"
             name = signal_name(-code)
             retry = -code != signal.SIGKILL
             why = f"killed by {name}" + ("" if retry else " (out of memory, or killed from outside; not retried)")
             self._log(f"===== attempt {attempt.number} {why} after {duration:.2f}s =====")
-            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), retry
+            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), RETRY if retry else None
         attempt.end_reason = "exit"
         self._log(f"===== attempt {attempt.number} exited with code {code} after {duration:.2f}s =====")
         if code == 0 and parsed.ok is not False:
-            return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), False
+            return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), None
         why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
         error = parsed.error or _last_line(parsed.output) or why
-        return Outcome(WorkerStatus.FAILED, why, error=error, parsed=parsed), parsed.retryable
+        kind = parsed.failure_class
+        if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
+            parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
+        with self.lock:
+            attempt.failure_class, attempt.retry_after = kind, parsed.retry_after
+            self.record.failure_class = kind
+        if kind in NEVER_RETRIED:
+            return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]}: not retried)", error=error, parsed=parsed), None
+        if kind == "transient":
+            return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]})", error=error, parsed=parsed), TRANSIENT
+        return Outcome(WorkerStatus.FAILED, why, error=error, parsed=parsed), RETRY if parsed.retryable else None
 
     def _log(self, line: str) -> int:
         """Append a marker line to the worker log; returns the offset where it starts."""
         return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
+
+
+_CLASS_WORDS = {"auth": "authentication failed", "bad_request": "the service refused the request",
+                "transient": "rate limit or overload"}
 
 
 def _strip_headers(text: str) -> str:

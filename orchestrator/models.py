@@ -82,6 +82,10 @@ class Attempt:
     # "SIGINT", "SIGTERM" or "SIGKILL".
     kill_rung: str | None = None
     log_offset: int = 0  # byte offset in the worker log where this attempt starts
+    # Why it failed, as the adapter read it from the CLI's output: "auth", "bad_request",
+    # "transient" (rate limit, overload, 5xx) or None (succeeded, or not known).
+    failure_class: str | None = None
+    retry_after: float | None = None  # seconds the service asked to wait, when the CLI said
 
     @property
     def duration(self) -> float | None:
@@ -117,6 +121,7 @@ class WorkerRecord:
     ended_at: float | None = None  # when it became terminal
     exit_reason: str = ""  # one human line: "exit code 0", "timed out after 30s (SIGKILL)", ...
     error: str | None = None  # what went wrong, for failed/timeout workers
+    failure_class: str | None = None  # its last attempt's failure class (see Attempt); None if it succeeded
     output: str = ""  # the result text (an AI's answer, or the tail of the command's output)
     files_created: list[str] = field(default_factory=list)  # relative to the worker dir
     child_job_ids: list[str] = field(default_factory=list)

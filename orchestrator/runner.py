@@ -10,8 +10,9 @@ Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
 of the process group is still found by the sweep and killed.
 
 A worker runs under a shim (like containerd's per-container shim or podman's
-conmon): a few lines of POSIX sh that run the command as its child and write its
-exit status to an exit file before exiting the same way. The shim lives in the
+conmon): a few lines of Perl (POSIX sh where there is no Perl) that run the command
+as its child and write its true wait status (exited with N, or killed by signal S)
+to an exit file, which the runner reads once the shim has ended. The shim lives in the
 worker's session, not the server's, so a worker's result survives the server
 being killed, and a restarted server re-adopts the shim by pid and start time.
 """
@@ -80,19 +81,50 @@ class CommandNotFound(FileNotFoundError):
     """The worker's command is not on PATH (or not executable)."""
 
 
-# The shim: $1 is the exit file, the rest is the worker's argv (never parsed by the shell).
-# Trapping (not ignoring) the usual signals keeps the shim alive to record the status while
-# the same signal, sent to the whole group, reaches the worker with its default disposition
-# (exec resets handlers). A worker killed by signal N makes the shim die of N too, so its
-# parent sees exactly what it would have seen without the shim.
+# The shim records the worker's true wait status in its exit file: "exit N" (it exited with N)
+# or "signal S" (killed by signal S). A shell cannot tell those apart ($? is 128+S for a signal
+# death and also for an exit with 128+S: the Gemini CLI exits 147 for an HTTP 403), so the shim
+# is a few lines of Perl (Essential on Debian as perl-base, shipped with macOS; it starts in
+# about 2 ms, Python in 16), which gets the real status from waitpid. It re-raises nothing and
+# exits 128+S for a signal death (what a shell would report); the runner reads the true status
+# from the exit file. Its handlers are no-op subs, never IGNORE: a caught signal is reset to its
+# default by exec, so the same signal, sent to the whole group, still reaches the worker, while
+# the shim lives on to record how the worker ended. argv: SHIM_NAME, the exit file, the worker's
+# argv (run by exec, never parsed by a shell). A user's PERL5OPT is handed to the worker, not
+# applied to the shim (the runner moves it aside for the shim's own start). The script loads no
+# module: each would cost every worker milliseconds. (Perl retries a waitpid that a caught
+# signal interrupts by itself; the loop covers PERL_SIGNALS=unsafe in the user's environment.)
 SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
-SHIM_SCRIPT = (
-    f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'%s\\n\' "$r" >"$f"; '
-    f'if [ "$r" -gt 128 ] && [ "$r" -lt 193 ]; then ulimit -c 0; trap - {SHIM_SIGNALS}; kill -s "$(kill -l "$r")" $$; fi; '
-    'exit "$r"'
+PERL_SHIM = (
+    "shift; my $f = shift;\n"
+    f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
+    "$ENV{PERL5OPT} = delete $ENV{ORCHESTRATOR_SHIM_PERL5OPT} if exists $ENV{ORCHESTRATOR_SHIM_PERL5OPT};\n"
+    "my $p = fork;\n"
+    "defined $p or die \"orchestrator-shim: cannot fork: $!\\n\";\n"
+    "if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR \"orchestrator-shim: cannot run $ARGV[0]: $!\\n\"; exit 127 }\n"
+    "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
+    "my $s = $?; exit 255 if $s == -1;\n"
+    "my $sig = $s & 127;\n"
+    "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
+    "exit($sig ? 128 + $sig : $s >> 8);\n"
 )
-SHIM_NAME = "orchestrator-shim"  # the shim's $0: how it shows in ps, and how a restarted server knows it
+# Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
+# worker killed by signal N reads as "exited with 128+N" (the shell cannot know better).
+SHIM_SCRIPT = f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'exit %s\\n\' "$r" >"$f"; exit "$r"'
+SHIM_NAME = "orchestrator-shim"  # the shim's first argument: how it shows in ps, and how a restarted server knows it
 SHELL = "/bin/sh"
+
+
+def find_perl() -> str | None:
+    """The Perl the shim runs under (the system's first: a user's perlbrew on PATH may be slow
+    to start), or None when the machine has none (then the shell shim is used)."""
+    for candidate in ("/usr/bin/perl", shutil.which("perl")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+PERL = find_perl()
 
 
 @dataclass
@@ -108,7 +140,7 @@ class ProcessHandle:
     pidfd: int | None = None  # Linux: a descriptor that becomes readable when the process exits
     start_id: str | None = None  # the kernel's start time of ``pid``: tells it from a reused pid
     exit_file: Path | None = None  # where the shim writes the exit status
-    code: int | None = None  # an adopted process's status, once read from its exit file
+    code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
     ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -117,11 +149,18 @@ class ProcessHandle:
         return self.poll()
 
     def poll(self) -> int | None:
-        """The exit status (negative: killed by that signal), or None while it runs. For an
-        adopted process whose shim left no exit file (it was SIGKILLed), ``-SIGKILL``."""
+        """The worker's exit status (negative: killed by that signal), or None while it runs.
+        Under the shim, the true status its exit file records; without one (the shim was
+        SIGKILLed before writing it), the shim's own status, or ``-SIGKILL`` when adopted."""
+        if self.code is not None:
+            return self.code
         if self.popen is not None:
-            return self.popen.poll()
-        if self.code is None and not process_alive(self.pid, self.start_id):
+            shim = self.popen.poll()
+            if shim is not None:
+                found = read_exit_file(self.exit_file) if self.exit_file is not None else None
+                self.code = shim if found is None else found
+            return self.code
+        if not process_alive(self.pid, self.start_id):
             found = read_exit_file(self.exit_file) if self.exit_file else None
             self.code = -signal.SIGKILL if found is None else found
             try:
@@ -184,7 +223,12 @@ class ProcessRunner:
         if exit_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exit_file)  # a stale status must never pass for this run's
-            command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
+            if self.perl is not None:
+                command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
+                if "PERL5OPT" in full_env:  # for the worker, not for the shim's own start
+                    full_env["ORCHESTRATOR_SHIM_PERL5OPT"] = full_env.pop("PERL5OPT")
+            else:
+                command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
         started_at = time.time()  # before the fork: every descendant is younger than this
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -233,14 +277,16 @@ class ProcessRunner:
             fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
             ready, _, _ = select.select(fds, [], [], timeout)
             if handle.pidfd not in ready:
-                return handle.popen.poll()
-            return handle.popen.wait()
+                return handle.poll()
+            handle.popen.wait()
+            return handle.poll()
         if wake is not None and timeout is not None:
             timeout = min(timeout, 0.25)  # no pidfd: poll so a set wake is seen soon
         try:
-            return handle.popen.wait(timeout=timeout)
+            handle.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        return handle.poll()
 
     def _wait_adopted(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None) -> int | None:
         """Not our child, so no waitpid: its pidfd (or polling) says when it ends, its exit file how."""
@@ -293,7 +339,8 @@ class ProcessRunner:
             handle.kill_rung = rung
             return rung
 
-    def __init__(self) -> None:
+    def __init__(self, *, perl: str | None = PERL) -> None:
+        self.perl = perl  # None: the shell shim (a signal death then reads as exit 128+N)
         # Workers finishing together share one scan of the process table (group commit); a
         # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company.
         self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch, gather=SWEEP_GATHER)
@@ -369,8 +416,8 @@ def find_shims(tag_prefix: str) -> list[FoundShim]:
         tag = env.get(TAG_VAR, "")
         if not tag.startswith(tag_prefix):
             continue
-        if len(argv) < 6 or argv[1:4] != ["-c", SHIM_SCRIPT, SHIM_NAME]:
-            continue  # a worker or its descendant, not the shim
+        if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
+            continue  # a worker or its descendant, not the shim (of this server or an earlier one)
         attempt = env.get("ORCHESTRATOR_ATTEMPT", "")
         found.append(FoundShim(pid=pid, tag=tag, start_id=process_start_id(pid), exit_file=Path(argv[4]),
                                attempt=int(attempt) if attempt.isdigit() else None))
@@ -459,17 +506,31 @@ def process_alive(pid: int, start_id: str | None) -> bool:
 
 def read_exit_file(path: Path) -> int | None:
     """The status a shim recorded, in Popen's convention (negative: killed by that signal);
-    None when there is none or it is incomplete (the shim was killed while writing it)."""
+    None when there is none or it is incomplete (the shim was killed while writing it).
+
+    The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes; a bare
+    number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
+    129-192 on itself as signals: it reads as that server meant it. (A bare number could not
+    be the new format: "147" meant SIGSTOP then and would mean exit 147 now.)"""
     try:
         text = read_small(path).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.endswith("\n") or not text.strip().isdigit():
+    if not text.endswith("\n"):
         return None
-    code = int(text)
-    if 128 < code < 193:
-        return -(code - 128)
-    return code
+    word, _, number = text[:-1].partition(" ")
+    if not number:
+        word, number = "old", word
+    if not number.isdigit() or len(number) > 3 or int(number) > 255:
+        return None
+    code = int(number)
+    if word == "exit":
+        return code
+    if word == "signal":
+        return -code if code > 0 else None
+    if word == "old":
+        return -(code - 128) if 128 < code < 193 else code
+    return None
 
 
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.

@@ -111,6 +111,7 @@ def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, l
         "duration": worker.duration,
         "exit_reason": worker.exit_reason,
         "error": worker.error,
+        "failure_class": worker.failure_class,  # auth, bad_request, transient, or null
         "log": worker.log_path,
         "dir": worker.dir_path,
         "cost_usd": worker.cost_usd,

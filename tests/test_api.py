@@ -139,6 +139,38 @@ def test_three_level_tree_through_the_simulated_worker(make_live):
     assert "worker_1_2" in final and f"{job_id}-c1" in final
 
 
+def test_the_seeds_admin_key_recursion_loop_stops_at_the_limit(make_live):
+    """The seed's AI-to-AI snippet POSTs with the admin key and current_depth + 1, where
+    current_depth is what its worker was told (ORCHESTRATOR_DEPTH). It used to make depth-0
+    roots forever; now each job is as deep as the body says and the loop ends with a 422."""
+    live = make_live(orchestrator={"worker": "command", "command": ["sh", "-c", 'echo "$ORCHESTRATOR_DEPTH"', "{task}"]})
+    depth, depths = 0, []
+    for _ in range(10):  # bounded here; the server must end it long before
+        answer = live.submit(request="recurse", tasks=["go"], config={"current_depth": depth})
+        if answer.status_code != 202:
+            break
+        doc = live.wait(answer.json()["job_id"])
+        assert doc["depth"] == depth and doc["parent_job_id"] is None
+        told = int(doc["results"]["tasks"][0]["output"])  # the worker's ORCHESTRATOR_DEPTH
+        assert doc["results"]["tasks"][0]["depth"] == told == depth
+        depths.append(depth)
+        depth = told + 1
+    assert depths == [0, 1, 2, 3]  # recursion.max_depth: 3
+    assert answer.status_code == 422 and "Max recursion depth reached" in answer.json()["message"]
+    # The limit is the job's own max_recursion_depth (a request may lower it).
+    lowered = live.submit(request="x", tasks=["go"], config={"current_depth": 2, "max_recursion_depth": 1})
+    assert lowered.status_code == 422 and "Max recursion depth reached" in lowered.json()["message"]
+
+
+def test_a_worker_credentials_depth_stays_derived_whatever_the_body_says(make_live):
+    live = make_live(orchestrator={"worker": "command", "command": fake_command()})
+    root = live.submit(request="x", tasks=["hang"]).json()["job_id"]
+    cred = _credential(live, root, "worker_1")
+    child = live.submit(key=cred, request="y", tasks=["ok"], config={"current_depth": 3})
+    assert child.status_code == 202 and child.json()["depth"] == 1  # neither raised nor refused by the body
+    live.call("POST", f"/api/v1/jobs/{root}/cancel")
+
+
 def test_depth_fanout_and_tree_caps_refuse_at_once(make_live):
     live = make_live(orchestrator={"worker": "command", "command": fake_command()},
                      recursion={"max_children_per_worker": 2, "max_workers_per_root": 4})

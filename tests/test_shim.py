@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.runner import ProcessRunner, find_shims, process_alive, process_start_id, read_exit_file
+from orchestrator.runner import PERL, ProcessRunner, find_shims, process_alive, process_start_id, read_exit_file
 
 from .conftest import wait_until
 
@@ -26,18 +26,18 @@ def test_the_shim_records_an_exit_code_and_passes_it_on(tmp_path):
     runner = ProcessRunner()
     handle, exit_file = _spawn(runner, tmp_path, "import sys; print('hi'); sys.exit(3)", "t1.k.1")
     assert runner.wait(handle, 10) == 3
-    assert exit_file.read_text() == "3\n" and read_exit_file(exit_file) == 3
+    assert exit_file.read_text() == "exit 3\n" and read_exit_file(exit_file) == 3
     assert (tmp_path / "log").read_text() == "hi\n"
 
 
-def test_a_worker_killed_by_a_signal_kills_its_shim_with_the_same_signal(tmp_path):
+def test_a_worker_killed_by_the_ladder_is_recorded_as_killed_by_that_signal(tmp_path):
     runner = ProcessRunner()
     handle, exit_file = _spawn(runner, tmp_path, "import time; print('up', flush=True); time.sleep(30)", "t2.k.1")
     wait_until(lambda: (tmp_path / "log").exists() and "up" in (tmp_path / "log").read_text())
     rung = runner.terminate(handle, grace=5)
     assert rung == "SIGTERM"  # the shim traps TERM, the worker does not ignore it: it ended at the first rung
     assert handle.returncode == -signal.SIGTERM
-    assert read_exit_file(exit_file) == -signal.SIGTERM
+    assert exit_file.read_text() == f"signal {signal.SIGTERM.value}\n" and read_exit_file(exit_file) == -signal.SIGTERM
 
 
 def test_a_stale_exit_file_is_removed_before_the_attempt_starts(tmp_path):
@@ -56,8 +56,18 @@ def test_incomplete_or_foreign_exit_files_read_as_unknown(tmp_path):
         path.write_text(text)
         assert read_exit_file(path) is None, text
     assert read_exit_file(tmp_path / "missing") is None
-    path.write_text("137\n")
-    assert read_exit_file(path) == -signal.SIGKILL
+    for text in ("exit 256\n", "exit -1\n", "signal 0\n", "signal x\n", "killed 9\n", "exit 1", "exit 1 2\n"):
+        path.write_text(text)
+        assert read_exit_file(path) is None, text
+
+
+def test_an_exit_file_of_an_earlier_server_reads_as_that_server_meant_it(tmp_path):
+    """Its shell shim wrote $? and re-raised 129-192 on itself as signals; a bare number is
+    never the new format, so the old meaning stays."""
+    path = tmp_path / "exit"
+    for text, code in (("137\n", -signal.SIGKILL), ("147\n", -19), ("0\n", 0), ("2\n", 2), ("200\n", 200)):
+        path.write_text(text)
+        assert read_exit_file(path) == code, text
 
 
 def test_another_runner_adopts_a_live_shim_and_reads_its_status_when_it_ends(tmp_path):
@@ -85,3 +95,130 @@ def test_a_reused_pid_is_not_adopted(tmp_path):
         assert adopted.poll() == -signal.SIGKILL  # gone as far as we know, and no exit file: lost
     finally:
         runner.terminate(handle, grace=1)
+
+
+needs_perl = pytest.mark.skipif(PERL is None, reason="no perl on this machine: the shell shim is the only one")
+
+
+def _sh(runner, tmp_path, script: str, tag: str = "t6.k.1"):
+    exit_file = tmp_path / "exit.1"
+    handle = runner.spawn(["sh", "-c", script], cwd=tmp_path, env={**os.environ, "ORCHESTRATOR_ATTEMPT": "1"},
+                          log_path=tmp_path / "log", tag=tag, exit_file=exit_file)
+    return handle, exit_file
+
+
+@needs_perl
+@pytest.mark.parametrize("code", [147, 144, 173, 129, 192, 139])
+def test_an_exit_code_above_128_is_an_exit_code_not_a_signal(tmp_path, code):
+    """Gemini exits with the HTTP status mod 256 (403 -> 147). The old shell shim read 129-192
+    as "killed by signal code-128" and re-raised it on itself: 147 sent it SIGSTOP (a hang)."""
+    runner = ProcessRunner()
+    began = time.monotonic()
+    handle, exit_file = _sh(runner, tmp_path, f"exit {code}")
+    assert runner.wait(handle, 10) == code  # at once: nothing stopped, nothing re-raised
+    assert time.monotonic() - began < 5
+    assert exit_file.read_text() == f"exit {code}\n" and read_exit_file(exit_file) == code
+    assert handle.popen is not None and handle.popen.returncode == code  # the shim exited too; it did not die of a signal
+    assert not list(tmp_path.glob("core*"))
+
+
+@needs_perl
+@pytest.mark.parametrize("name", ["TERM", "KILL", "SEGV"])
+def test_a_real_signal_death_is_recorded_as_that_signal(tmp_path, name):
+    runner = ProcessRunner()
+    handle, exit_file = _sh(runner, tmp_path, f"kill -{name} $$")
+    number = signal.Signals[f"SIG{name}"].value
+    assert runner.wait(handle, 10) == -number
+    assert exit_file.read_text() == f"signal {number}\n"
+    assert handle.popen.returncode == 128 + number  # the shim exits as a shell would report it; it raises nothing
+    assert not list(tmp_path.glob("core*"))  # the shim never dumps core (the worker's own core follows ulimit -c)
+
+
+@pytest.mark.parametrize("script, code", [("exit 147", 147), ("kill -TERM $$", -signal.SIGTERM), ("kill -SEGV $$", -signal.SIGSEGV)])
+def test_a_restarted_runner_adopting_a_finished_shim_reads_the_true_status(tmp_path, script, code):
+    if PERL is None and code < 0:
+        pytest.skip("without perl a signal death reads as exit 128+N")
+    first = ProcessRunner()
+    handle, exit_file = _sh(first, tmp_path, script)
+    wait_until(lambda: exit_file.exists() and exit_file.read_text().endswith("\n"))
+    wait_until(lambda: not process_alive(handle.pid, handle.start_id))  # ended (a zombie of the first runner)
+    adopted = ProcessRunner().adopt(handle.pid, handle.start_id, tag="t6.k.1", started_at=time.time(), exit_file=exit_file)
+    assert adopted.poll() == code and adopted.ended_at is not None
+    first.wait(handle, 5)
+
+
+def test_without_perl_the_shell_shim_records_exit_codes_and_never_signals_itself(tmp_path):
+    runner = ProcessRunner(perl=None)
+    handle, exit_file = _sh(runner, tmp_path, "exit 147")
+    assert runner.wait(handle, 10) == 147 and exit_file.read_text() == "exit 147\n"
+    # What a shell cannot know: a worker killed by SIGTERM reads as exit 143 (documented).
+    handle, exit_file = _sh(runner, tmp_path, "kill -TERM $$", tag="t7.k.1")
+    assert runner.wait(handle, 10) == 143 and handle.popen.returncode == 143
+
+
+@needs_perl
+def test_the_perl_shim_leaves_perl5opt_to_the_worker(tmp_path):
+    """A user's PERL5OPT must not break the shim's own start, and the worker still gets it."""
+    runner = ProcessRunner()
+    exit_file = tmp_path / "exit.1"
+    env = {**os.environ, "PERL5OPT": "-MNo::Such::Module::Anywhere"}
+    handle = runner.spawn(["sh", "-c", 'echo "opt=$PERL5OPT"; env | grep -c ORCHESTRATOR_SHIM_ || true'], cwd=tmp_path,
+                          env=env, log_path=tmp_path / "log", tag="t8.k.1", exit_file=exit_file)
+    assert runner.wait(handle, 10) == 0
+    assert (tmp_path / "log").read_text() == "opt=-MNo::Such::Module::Anywhere\n0\n"
+
+
+def test_the_shim_a_server_finds_is_the_one_it_started(tmp_path):
+    runner = ProcessRunner()
+    handle, exit_file = _sh(runner, tmp_path, "sleep 30", tag="t9.depth_0_worker_1.cd")
+    try:
+        # (Popen returns once the kernel has switched the child's memory, a moment before its
+        # argv and environment are readable in /proc: look until they are.)
+        wait_until(lambda: any(s.pid == handle.pid for s in find_shims("t9.")))
+        found = [s for s in find_shims("t9.") if s.pid == handle.pid]
+        assert len(found) == 1 and found[0].exit_file == exit_file and found[0].attempt == 1
+    finally:
+        runner.terminate(handle, grace=1)
+
+
+@needs_perl
+def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(make_engine):
+    """The recovery reader (recovery.py) uses the same exit files: a signal death, an exit 147
+    and a success, none of them recorded by the server that ran them, read back exactly."""
+    import json
+
+    from orchestrator.models import JobStatus, WorkerStatus
+
+    script = 'set -- $1; shift $((ORCHESTRATOR_ATTEMPT - 1)); case $1 in term) kill -TERM $$ ;; *) exit $1 ;; esac'
+    sections = {"orchestrator": {"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
+                "workers": {"retry_backoff": 0.05}}
+    engine = make_engine(**sections)
+    job = engine.submit("x", {"max_retries": 2}, ["term 147 0"])
+    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    engine.shutdown()
+    ws = engine.workspace
+    ws.worker_record_path(job.id, 0, "worker_1").unlink()  # as if the server died before writing it
+    data = json.loads(ws.job_record_path(job.id).read_text())
+    data.update(status="running", ended_at=None)
+    ws.job_record_path(job.id).write_text(json.dumps(data))
+    fresh = make_engine(**sections)
+    assert fresh.recover() == [job.id]
+    assert fresh.wait(job.id, 30).status is JobStatus.COMPLETED
+    _, workers = fresh.snapshot(job.id)
+    worker = workers[0]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [(a.number, a.exit_code, a.signal, a.end_reason) for a in worker.attempts] == [
+        (1, None, signal.SIGTERM, "signal"), (2, 147, None, "exit"), (3, 0, None, "exit")]
+    assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 3  # nothing ran again
+
+
+def test_an_engine_without_perl_says_what_it_cannot_tell(tmp_path, caplog):
+    from orchestrator.engine import Engine
+
+    from .conftest import make_settings
+
+    engine = Engine(make_settings(tmp_path), runner=ProcessRunner(perl=None))
+    try:
+        assert any("no perl on this machine" in r.getMessage() and "128+N" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.shutdown(timeout=5)

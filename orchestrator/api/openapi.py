@@ -28,6 +28,26 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+# Text with something besides whitespace, as the server strips it (Python's str.strip, which also
+# strips \x1c-\x1f and \x85; a JSON Schema \S would let those through to a 400).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
+
+
+def depth_rule(settings: Any = None) -> dict[str, Any]:
+    """An admin job's ``current_depth`` may not pass its ``max_recursion_depth`` (or, when the
+    request does not give one, the server's recursion.max_depth): 422 otherwise. OpenAPI 3.0
+    cannot compare two fields, so the rule is spelled out: some k with current_depth <= k <=
+    max_recursion_depth."""
+    if settings is None:
+        return {}
+    given = [{"required": ["max_recursion_depth"],
+              "properties": {"current_depth": {"maximum": k}, "max_recursion_depth": {"minimum": k}}}
+             for k in range(settings.recursion.max_depth_limit + 1)]
+    return {"anyOf": [{"not": {"required": ["current_depth"]}},
+                      {"not": {"required": ["max_recursion_depth"]}, "properties": {"current_depth": {"maximum": settings.recursion.max_depth}}},
+                      *given]}
+
+
 def job_config_schema(settings: Any = None) -> dict[str, Any]:
     """A request's "config" keys, with the types, ranges and choices this server enforces
     (with ``settings``, its own ceilings: a valid request is never refused for a limit)."""
@@ -49,8 +69,9 @@ def job_config_schema(settings: Any = None) -> dict[str, Any]:
         elif spec.max is not None and ceiling is None:
             prop["maximum"] = spec.max
         props[key] = prop
-    for key in ACCEPTED_ONLY:
-        props[key] = {"type": "integer", "minimum": 0, "maximum": 1000}
+    for key in ACCEPTED_ONLY:  # current_depth: see depth_rule
+        props[key] = {"type": "integer", "minimum": 0,
+                      "maximum": settings.recursion.max_depth_limit if settings is not None else 1000}
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
@@ -99,7 +120,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                 "properties": {"id": {"type": "string"}, "event": {"type": "string", "enum": ["job", "worker", "end"]},
                                "data": {"type": "string"}, "retry": {"type": "integer"}},
             }}}},
-            [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+            [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"}},
              _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}$"})], 400, 404),
         "/api/v1/jobs/{job_id}/report": _get(
             "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
@@ -129,11 +150,12 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                 "Orchestrate": {
                     "type": "object", "required": ["request"], "additionalProperties": False,
                     "properties": {
-                        "request": {"type": "string", "minLength": 1, "pattern": r"\S",
+                        "request": {"type": "string", "minLength": 1, "pattern": NOT_BLANK,
                                     "maxLength": settings.orchestrator.max_request_chars if settings else 1_000_000},
-                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": r"\S"}, "minItems": 1,
+                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": NOT_BLANK}, "minItems": 1,
                                   "maxItems": settings.orchestrator.max_tasks if settings else 10_000},
-                        "config": {"type": "object", "additionalProperties": False, "properties": job_config_schema(settings)},
+                        "config": {"type": "object", "additionalProperties": False, "properties": job_config_schema(settings),
+                                   **depth_rule(settings)},
                     },
                 },
                 "JobStatus": {"type": "object", "required": ["job_id", "status", "results"], "properties": {
