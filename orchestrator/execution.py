@@ -137,6 +137,7 @@ class WorkerExecution:
         w = self.settings.workers
         retries, transients = 0, 0  # used so far of each budget
         outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
+        paid: list[ParsedResult] = []  # every attempt's usage: a retried worker costs all of them
         number = 0
         while True:
             if resume is not None:
@@ -153,6 +154,8 @@ class WorkerExecution:
                 if self.cancel.is_set():
                     break
                 outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
+            if outcome.parsed is not None:
+                paid.append(outcome.parsed)
             if retry == TRANSIENT:
                 if transients >= w.transient_retries:
                     outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
@@ -177,7 +180,7 @@ class WorkerExecution:
             if self.cancel.wait(delay):
                 outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
                 break
-        return outcome
+        return _charged(outcome, paid)
 
     def sweep(self) -> None:
         """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is
@@ -331,6 +334,19 @@ class WorkerExecution:
 
 _CLASS_WORDS = {"auth": "authentication failed", "bad_request": "the service refused the request",
                 "transient": "rate limit or overload"}
+
+
+def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
+    """The outcome with the cost and tokens of every attempt this run made, not only the last
+    one's (a transient retry loop pays for each try)."""
+    if not paid or (len(paid) == 1 and outcome.parsed is paid[0]):
+        return outcome
+    if outcome.parsed is None:
+        outcome.parsed = ParsedResult(output="")
+    for name in ("cost_usd", "tokens_in", "tokens_out"):
+        values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
+        setattr(outcome.parsed, name, sum(values) if values else None)
+    return outcome
 
 
 def _strip_headers(text: str) -> str:

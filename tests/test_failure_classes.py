@@ -179,3 +179,29 @@ def test_a_restarted_server_keeps_what_earlier_attempts_spent_of_the_transient_b
     assert [a.failure_class for a in worker.attempts] == ["transient", "transient"]  # no third attempt
     assert "gave up after 1 transient retry" in worker.exit_reason
     assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 2
+
+
+class PayingAdapter(ClassifyingAdapter):
+    """Like a CLI that reports what each attempt cost ("cost 0.25 tokens 100/10")."""
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        result = super().parse(text, exit_code, max_chars=max_chars)
+        found = re.search(r"cost ([\d.]+) tokens (\d+)/(\d+)", text)
+        if found:
+            result.cost_usd, result.tokens_in, result.tokens_out = float(found.group(1)), int(found.group(2)), int(found.group(3))
+        return result
+
+
+def test_a_retried_worker_costs_what_every_attempt_spent(monkeypatch, make_engine):
+    # Given a worker whose first two attempts hit an overload after spending, and whose third succeeds
+    monkeypatch.setitem(ADAPTERS, "command", PayingAdapter)
+    script = 'echo "cost 0.25 tokens 100/10"; ' + SCRIPT
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
+                         workers={"retry_backoff": 0.05, "retry_backoff_max": 0.2})
+    job = run_job(engine, "x", tasks=["529 fail ok"], config={"max_retries": 1})
+    worker = _worker(engine, job)
+    # Then it is charged for all three, not for the last one alone
+    assert worker.status is WorkerStatus.SUCCESS and len(worker.attempts) == 3
+    assert worker.cost_usd == pytest.approx(0.75)
+    assert (worker.tokens_in, worker.tokens_out) == (300, 30)
+    assert _status_task(engine, job)["cost_usd"] == pytest.approx(0.75)
