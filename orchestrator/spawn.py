@@ -1,12 +1,15 @@
-"""``python -m orchestrator spawn``: start a child job from inside a worker, one line.
+"""``orchestrator-spawn`` (= ``python -m orchestrator spawn``): start a child job from inside a worker.
 
-    python -m orchestrator spawn --wait "subtask A" "subtask B"     # explicit subtasks
-    python -m orchestrator spawn --wait "Build auth, orders and payments"   # a request to split
+    orchestrator-spawn --wait "subtask A" "subtask B"     # explicit subtasks
+    orchestrator-spawn --wait "Build auth, orders and payments"   # a request to split
 
 It reads the worker protocol from the environment (ORCHESTRATOR_API_URL,
 ORCHESTRATOR_API_KEY), waits by long-poll, prints the child's results
 (Markdown, or ``--json``) and exits non-zero unless the child completed.
-Imports only the standard library, requests and the client: it must start fast.
+Every AI worker runs it for each child job, so it starts fast: ``python -m
+orchestrator spawn`` comes straight here (``__main__``, not the full command
+line), and it imports only the standard library, ``errors`` and ``wire`` (its
+HTTP path) - never ``requests``.
 """
 from __future__ import annotations
 
@@ -14,13 +17,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 
 
 def register(sub: Any) -> None:
+    """The ``spawn`` entry of the full command line (``python -m orchestrator --help`` lists it)."""
     parser = sub.add_parser("spawn", help="start a child job from inside a worker (and wait for it)")
+    _arguments(parser)
+    parser.set_defaults(func=cmd_spawn)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tasks", nargs="*", metavar="TASK", help="subtasks; a single one is a request the planner splits")
     parser.add_argument("--request", help="the child job's request (default: the subtasks joined)")
     parser.add_argument("--wait", action="store_true", help="wait for the child job and print its results")
@@ -28,12 +39,28 @@ def register(sub: Any) -> None:
     parser.add_argument("--workers", type=int, help="max_workers for the child job")
     parser.add_argument("--timeout", type=float, help="default_timeout for the child's workers, seconds")
     parser.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
-    parser.set_defaults(func=cmd_spawn)
+
+
+def main(argv: list[str]) -> int:
+    """The fast path: ``python -m orchestrator spawn ARGS`` without the full command line's imports."""
+    from .errors import OrchestratorError, exit_code_of
+
+    parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_spawn(args)
+    except OrchestratorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exit_code_of(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_spawn(args: argparse.Namespace) -> int:
-    from .api.client import TERMINAL, OrchestratorClient
     from .errors import ValidationError
+    from .wire import TERMINAL, SpawnClient
 
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
@@ -53,7 +80,7 @@ def cmd_spawn(args: argparse.Namespace) -> int:
         config["max_workers"] = args.workers
     if args.timeout is not None:
         config["default_timeout"] = args.timeout
-    client = OrchestratorClient()
+    client = SpawnClient()
     submitted = client.orchestrate(request=request, tasks=tasks, config=config or None)
     job_id = submitted["job_id"]
     if not args.wait:

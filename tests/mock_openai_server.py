@@ -57,6 +57,7 @@ class ApiError:
     code: str = "invalid_api_key"
     message: str = "Incorrect API key provided: mock-key. You can find your API key at https://platform.openai.com/account/api-keys."
     type: str = "invalid_request_error"
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"retry-after": "7"} on a 429
 
 
 @dataclass
@@ -193,7 +194,8 @@ class _Handler(LoggingHandler):
         entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
             entry.turn = f"ApiError {turn.status}"
-            self._json(turn.status, {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}})
+            self._json(turn.status, {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}},
+                       headers=turn.headers)
             return
         if isinstance(turn, Hang):
             mock._stopped.wait(mock.lifetime)

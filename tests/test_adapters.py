@@ -59,15 +59,16 @@ from .conftest import make_settings, run_job
 OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
 AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 NASTY = 'say "hi"; rm -rf x $(touch pwned) `id` --help\n-o out'
-DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(python -m orchestrator spawn:*)"]
+DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)",
+                 "Bash(python3 -m orchestrator spawn:*)"]
 
 
-def context(tmp_path: Path, prompt: str = "Write hello.py", **orchestrator) -> WorkerContext:
+def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | None = None, **orchestrator) -> WorkerContext:
     settings = make_settings(tmp_path, orchestrator=orchestrator)
     worker_dir = tmp_path / "depth_0" / "worker_1"
     return WorkerContext(
         task="t", prompt=prompt, prompt_file=tmp_path / "prompt.md", worker_dir=worker_dir,
-        depth=0, max_depth=3, attempt=1, settings=settings,
+        depth=0, max_depth=3, attempt=1, settings=settings, time_left=time_left,
     )
 
 
@@ -104,7 +105,7 @@ def test_first_signals_are_the_measured_ones():
 
 def test_claude_argv_plain(tmp_path):
     assert argv("claude", tmp_path) == [
-        "claude", "-p", "--output-format", "json", "--permission-mode", "acceptEdits",
+        "claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
         "--allowedTools", *DEFAULT_TOOLS, "--", "Write hello.py",
     ]
 
@@ -114,7 +115,7 @@ def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
                cli_args=["--verbose", "--add-dir", "/data dir"], claude_allowed_tools=["Read"],
                claude_command="/opt/claude/bin/claude")
     assert got == [
-        "/opt/claude/bin/claude", "-p", "--output-format", "json", "--model", "claude sonnet 4.5",
+        "/opt/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "claude sonnet 4.5",
         "--max-turns", "7", "--permission-mode", "acceptEdits", "--allowedTools", "Read",
         "--verbose", "--add-dir", "/data dir", "--", "Write hello.py",
     ]
@@ -122,13 +123,13 @@ def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
 
 def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
     got = argv("claude", tmp_path, claude_allowed_tools=[], claude_max_turns=0, claude_permission_mode="plan")
-    assert got == ["claude", "-p", "--output-format", "json", "--permission-mode", "plan", "--", "Write hello.py"]
+    assert got == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "plan", "--", "Write hello.py"]
 
 
 def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
     adapter = get_adapter("claude")
-    retries = {"CLAUDE_CODE_MAX_RETRIES": "2"}
+    retries = {"CLAUDE_CODE_MAX_RETRIES": "3"}
     assert adapter.extra_env(context(tmp_path)) == retries
     assert adapter.extra_env(context(tmp_path, claude_permission_mode="bypassPermissions")) == {"IS_SANDBOX": "1", **retries}
     assert adapter.extra_env(context(tmp_path, cli_args=["--dangerously-skip-permissions"])) == {"IS_SANDBOX": "1", **retries}
@@ -139,82 +140,22 @@ def test_claude_keeps_the_users_own_retry_count(tmp_path, monkeypatch):
     assert get_adapter("claude").extra_env(context(tmp_path)) == {}
 
 
-# -- argv: the others -----------------------------------------------------------------
+def test_claude_bash_limits_cover_the_attempts_time_left_and_never_drop_below_the_clis(tmp_path, monkeypatch):
+    for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS", "CLAUDE_CODE_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    adapter = get_adapter("claude")
+    env = adapter.extra_env(context(tmp_path, time_left=1800.2))
+    assert (env["BASH_DEFAULT_TIMEOUT_MS"], env["BASH_MAX_TIMEOUT_MS"]) == ("1801000", "1801000")
+    env = adapter.extra_env(context(tmp_path, time_left=30))  # shorter than the CLI's own: left as the CLI has them
+    assert (env["BASH_DEFAULT_TIMEOUT_MS"], env["BASH_MAX_TIMEOUT_MS"]) == ("120000", "600000")
+    assert "BASH_DEFAULT_TIMEOUT_MS" not in adapter.extra_env(context(tmp_path, time_left=None))
 
 
-def test_codex_argv_plain_model_and_cli_args(tmp_path):
-    wd = str(tmp_path / "depth_0" / "worker_1")
-    base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
-            "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
-            "-c", "shell_environment_policy.ignore_default_excludes=true"]
-    assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
-    assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
-        *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
-    ]
-
-
-def test_codex_leaves_the_sandbox_to_cli_args_that_choose_one(tmp_path):
-    got = argv("codex", tmp_path, cli_args=["--dangerously-bypass-approvals-and-sandbox"])
-    assert "--sandbox" not in got and got[-3:] == ["--dangerously-bypass-approvals-and-sandbox", "--", "Write hello.py"]
-    assert argv("codex", tmp_path, cli_args=["--sandbox=read-only"]).count("--sandbox") == 0
-
-
-def test_gemini_argv_plain_model_and_cli_args(tmp_path):
-    base = ["gemini", "--prompt=Write hello.py", "--output-format", "json", "--yolo", "--skip-trust"]
-    assert argv("gemini", tmp_path) == base
-    assert argv("gemini", tmp_path, model="gemini 2.5 pro", cli_args=["--include-directories", "/a b"]) == [
-        *base, "-m", "gemini 2.5 pro", "--include-directories", "/a b",
-    ]
-
-
-def test_aider_argv_plain_model_and_cli_args(tmp_path):
-    base = ["aider", "--message=Write hello.py", "--yes-always", "--no-auto-commits", "--no-check-update",
-            "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git", "--no-show-release-notes",
-            f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}"]
-    assert argv("aider", tmp_path) == base
-    assert argv("aider", tmp_path, model="openrouter/some model", cli_args=["--edit-format", "whole"]) == [
-        *base, "--model", "openrouter/some model", "--edit-format", "whole",
-    ]
-
-
-def test_ollama_argv_uses_ollama_model(tmp_path):
-    assert argv("ollama", tmp_path) == ["ollama", "run", "llama3.2", "--verbose", "--nowordwrap", "--", "Write hello.py"]
-    got = argv("ollama", tmp_path, ollama_model="qwen2.5-coder:7b", model="ignored-for-ollama", cli_args=["--keepalive", "5m"])
-    assert got == ["ollama", "run", "qwen2.5-coder:7b", "--verbose", "--nowordwrap", "--keepalive", "5m", "--", "Write hello.py"]
-
-
-def test_opencode_argv_plain_model_and_cli_args(tmp_path):
-    assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--", "Write hello.py"]
-    assert argv("opencode", tmp_path, opencode_model="anthropic/claude sonnet", cli_args=["--auto"]) == [
-        "opencode", "run", "--format", "json", "-m", "anthropic/claude sonnet", "--auto", "--", "Write hello.py",
-    ]
-    # orchestrator.model is used only when it has opencode's provider/model form
-    assert "-m" not in argv("opencode", tmp_path, model="sonnet")
-    assert argv("opencode", tmp_path, model="openai/gpt-5")[4:6] == ["-m", "openai/gpt-5"]
-
-
-@pytest.mark.parametrize("kind", AI_KINDS)
-def test_a_nasty_prompt_is_exactly_one_argv_element(kind, tmp_path):
-    got = argv(kind, tmp_path, prompt=NASTY, model="model with spaces", cli_args=["--x", "a b"])
-    assert all(isinstance(part, str) for part in got)
-    holding = [part for part in got if NASTY in part]
-    assert len(holding) == 1, got
-    # claude, codex, ollama and opencode take it after "--" as its own element; gemini and
-    # aider take it as an option value, in the only spelling that keeps a leading "-" a value.
-    prefix = {"gemini": "--prompt=", "aider": "--message="}.get(kind, "")
-    assert holding[0] == prefix + NASTY
-    if not prefix:
-        assert got[-2:] == ["--", NASTY]
-    at = got.index("--x")
-    assert got[at:at + 2] == ["--x", "a b"]
-
-
-def test_model_names_with_spaces_stay_one_element(tmp_path):
-    for kind in ("claude", "codex", "gemini", "aider"):
-        assert "my model v2" in argv(kind, tmp_path, model="my model v2")
-    assert "my model:v2" in argv("ollama", tmp_path, ollama_model="my model:v2")
-    assert "prov/my model" in argv("opencode", tmp_path, opencode_model="prov/my model")
-
+def test_claude_bash_limits_the_user_set_win(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASH_DEFAULT_TIMEOUT_MS", "2000")
+    monkeypatch.delenv("BASH_MAX_TIMEOUT_MS", raising=False)
+    env = get_adapter("claude").extra_env(context(tmp_path, time_left=900))
+    assert "BASH_DEFAULT_TIMEOUT_MS" not in env and env["BASH_MAX_TIMEOUT_MS"] == "900000"
 
 # -- parse: claude --------------------------------------------------------------------
 
@@ -482,11 +423,11 @@ def test_auto_falls_back_to_simulated_when_no_cli_is_found(tmp_path, monkeypatch
 # -- one real job through the engine with a fake claude -------------------------------
 
 FAKE_CLAUDE = '''#!{python}
-"""Behaves like `claude -p --output-format json`: writes a file in its cwd, prints noise
-on stderr, then the documented result object on stdout."""
+"""Behaves like `claude -p --output-format stream-json --verbose`: writes a file in its cwd,
+prints noise on stderr, then the documented result event on stdout."""
 import json, sys
 args = sys.argv[1:]
-assert args[:3] == ["-p", "--output-format", "json"], args
+assert args[:4] == ["-p", "--output-format", "stream-json", "--verbose"], args
 prompt = args[args.index("--") + 1]
 with open("hello.txt", "w") as handle:
     handle.write("hello\\n")
