@@ -157,6 +157,97 @@ def test_claude_bash_limits_the_user_set_win(tmp_path, monkeypatch):
     env = get_adapter("claude").extra_env(context(tmp_path, time_left=900))
     assert "BASH_DEFAULT_TIMEOUT_MS" not in env and env["BASH_MAX_TIMEOUT_MS"] == "900000"
 
+
+# -- argv: the others -----------------------------------------------------------------
+
+
+def test_codex_argv_plain_model_and_cli_args(tmp_path):
+    wd = str(tmp_path / "depth_0" / "worker_1")
+    base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
+            "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
+            "-c", "shell_environment_policy.ignore_default_excludes=true"]
+    assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
+    assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
+        *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
+    ]
+
+
+def test_codex_leaves_the_sandbox_to_cli_args_that_choose_one(tmp_path):
+    got = argv("codex", tmp_path, cli_args=["--dangerously-bypass-approvals-and-sandbox"])
+    assert "--sandbox" not in got and got[-3:] == ["--dangerously-bypass-approvals-and-sandbox", "--", "Write hello.py"]
+    assert argv("codex", tmp_path, cli_args=["--sandbox=read-only"]).count("--sandbox") == 0
+
+
+def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    got = get_adapter("codex").build_argv(context(tmp_path, time_left=1800.5))
+    assert got[got.index("background_terminal_max_timeout=1801000") - 1] == "-c"
+    short = get_adapter("codex").build_argv(context(tmp_path, time_left=60))  # never below codex's 300000
+    assert "background_terminal_max_timeout=300000" in short
+    mine = get_adapter("codex").build_argv(context(tmp_path, time_left=1800, cli_args=["-c", "background_terminal_max_timeout=5000"]))
+    assert [a for a in mine if "background_terminal_max_timeout" in a] == ["background_terminal_max_timeout=5000"]
+    (tmp_path / "codex-home").mkdir()
+    (tmp_path / "codex-home" / "config.toml").write_text('model = "x"\nbackground_terminal_max_timeout = 9000\n')
+    assert not [a for a in get_adapter("codex").build_argv(context(tmp_path, time_left=1800)) if "background_terminal" in a]
+
+
+def test_gemini_argv_plain_model_and_cli_args(tmp_path):
+    base = ["gemini", "--prompt=Write hello.py", "--output-format", "json", "--yolo", "--skip-trust"]
+    assert argv("gemini", tmp_path) == base
+    assert argv("gemini", tmp_path, model="gemini 2.5 pro", cli_args=["--include-directories", "/a b"]) == [
+        *base, "-m", "gemini 2.5 pro", "--include-directories", "/a b",
+    ]
+
+
+def test_aider_argv_plain_model_and_cli_args(tmp_path):
+    base = ["aider", "--message=Write hello.py", "--yes-always", "--no-auto-commits", "--no-check-update",
+            "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git", "--no-show-release-notes",
+            f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}"]
+    assert argv("aider", tmp_path) == base
+    assert argv("aider", tmp_path, model="openrouter/some model", cli_args=["--edit-format", "whole"]) == [
+        *base, "--model", "openrouter/some model", "--edit-format", "whole",
+    ]
+
+
+def test_ollama_argv_uses_ollama_model(tmp_path):
+    assert argv("ollama", tmp_path) == ["ollama", "run", "llama3.2", "--verbose", "--nowordwrap", "--", "Write hello.py"]
+    got = argv("ollama", tmp_path, ollama_model="qwen2.5-coder:7b", model="ignored-for-ollama", cli_args=["--keepalive", "5m"])
+    assert got == ["ollama", "run", "qwen2.5-coder:7b", "--verbose", "--nowordwrap", "--keepalive", "5m", "--", "Write hello.py"]
+
+
+def test_opencode_argv_plain_model_and_cli_args(tmp_path):
+    assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--", "Write hello.py"]
+    assert argv("opencode", tmp_path, opencode_model="anthropic/claude sonnet", cli_args=["--auto"]) == [
+        "opencode", "run", "--format", "json", "-m", "anthropic/claude sonnet", "--auto", "--", "Write hello.py",
+    ]
+    # orchestrator.model is used only when it has opencode's provider/model form
+    assert "-m" not in argv("opencode", tmp_path, model="sonnet")
+    assert argv("opencode", tmp_path, model="openai/gpt-5")[4:6] == ["-m", "openai/gpt-5"]
+
+
+@pytest.mark.parametrize("kind", AI_KINDS)
+def test_a_nasty_prompt_is_exactly_one_argv_element(kind, tmp_path):
+    got = argv(kind, tmp_path, prompt=NASTY, model="model with spaces", cli_args=["--x", "a b"])
+    assert all(isinstance(part, str) for part in got)
+    holding = [part for part in got if NASTY in part]
+    assert len(holding) == 1, got
+    # claude, codex, ollama and opencode take it after "--" as its own element; gemini and
+    # aider take it as an option value, in the only spelling that keeps a leading "-" a value.
+    prefix = {"gemini": "--prompt=", "aider": "--message="}.get(kind, "")
+    assert holding[0] == prefix + NASTY
+    if not prefix:
+        assert got[-2:] == ["--", NASTY]
+    at = got.index("--x")
+    assert got[at:at + 2] == ["--x", "a b"]
+
+
+def test_model_names_with_spaces_stay_one_element(tmp_path):
+    for kind in ("claude", "codex", "gemini", "aider"):
+        assert "my model v2" in argv(kind, tmp_path, model="my model v2")
+    assert "my model:v2" in argv("ollama", tmp_path, ollama_model="my model:v2")
+    assert "prov/my model" in argv("opencode", tmp_path, opencode_model="prov/my model")
+
+
 # -- parse: claude --------------------------------------------------------------------
 
 
@@ -213,6 +304,41 @@ def test_codex_turn_failed_with_401_is_not_retried():
     parsed = parse("codex", "codex_401.jsonl", exit_code=1)
     assert parsed.ok is False and parsed.retryable is False
     assert parsed.error.startswith("codex: unexpected status 401 Unauthorized")
+
+
+@pytest.mark.parametrize("message, failure_class, retry_after", [
+    ("unexpected status 401 Unauthorized: Incorrect API key provided", "auth", None),
+    ("unexpected status 400 Bad Request: unsupported model", "bad_request", None),
+    ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_1", "transient", None),
+    ("exceeded retry limit, last status: 429 Too Many Requests: Please try again in 1.5s.", "transient", 1.5),
+    ("unexpected status 529 <unknown status code>: overloaded; try again in 800ms", "transient", 0.8),
+    ("stream disconnected before completion", None, None),
+])
+def test_codex_failure_class_comes_from_the_status_in_its_message(message, failure_class, retry_after):
+    event = '{"type": "turn.failed", "error": {"message": "%s"}}' % message
+    parsed = get_adapter("codex").parse('{"type": "turn.started"}\n' + event + "\n", 1, max_chars=1000)
+    assert parsed.ok is False and parsed.failure_class == failure_class and parsed.retry_after == retry_after
+    assert parsed.retryable is (failure_class not in ("auth", "bad_request"))
+
+
+def test_claude_failure_class_from_api_error_status_type_and_retry_events():
+    def result(**fields):
+        doc = {"type": "result", "subtype": "success", "is_error": True, "result": "API Error", **fields}
+        return json.dumps(doc)
+
+    retry = '{"type":"system","subtype":"api_retry","attempt":1,"max_retries":3,"retry_delay_ms":3479,"error_status":529}'
+    claude = get_adapter("claude")
+    overloaded = claude.parse(retry + "\n" + result(api_error_status=529, api_error_type="overloaded_error") + "\n", 1, max_chars=100)
+    assert (overloaded.failure_class, overloaded.retry_after, overloaded.retryable) == ("transient", 3.479, True)
+    limited = claude.parse(result(api_error_status=429) + "\n", 1, max_chars=100)
+    assert (limited.failure_class, limited.retry_after, limited.retryable) == ("transient", None, True)
+    for fields, expected in (({"api_error_status": 401}, "auth"), ({"api_error_status": 400}, "bad_request"),
+                             ({"api_error_type": "permission_error"}, "auth"), ({"api_error_type": "overloaded_error"}, "transient")):
+        parsed = claude.parse(result(**fields) + "\n", 1, max_chars=100)
+        assert parsed.failure_class == expected, fields
+        assert parsed.retryable is (expected == "transient"), fields
+    maxed = claude.parse(json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True}) + "\n", 1, max_chars=100)
+    assert maxed.failure_class is None and maxed.retryable is False
 
 
 def test_codex_without_a_final_message_failed():
