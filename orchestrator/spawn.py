@@ -13,12 +13,13 @@ HTTP path) - never ``requests``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from types import SimpleNamespace
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
@@ -41,13 +42,71 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
 
 
-def main(argv: list[str]) -> int:
-    """The fast path: ``python -m orchestrator spawn ARGS`` without the full command line's imports."""
-    from .errors import OrchestratorError, exit_code_of
+# The options as _arguments() declares them, for quick_parse: flags, and options taking a value.
+_FLAGS = {"--wait": "wait", "--json": "json"}
+_VALUES = {"--request": ("request", str), "--workers": ("workers", int), "--timeout": ("timeout", float),
+           "--wait-timeout": ("wait_timeout", float)}
+
+
+def quick_parse(argv: list[str]) -> SimpleNamespace | None:
+    """What argparse makes of the usual command lines (options, then the subtasks), without
+    importing argparse: it and its help formatter's imports (re, gettext, shutil) cost the helper
+    more than everything else it imports. Anything else (help, an abbreviated or unknown option,
+    a bad value, an option after a subtask) returns None, and argparse decides, as always."""
+    found: dict[str, Any] = {"tasks": [], "request": None, "wait": False, "json": False, "workers": None,
+                             "timeout": None, "wait_timeout": None}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--" and not found["tasks"]:
+            rest = argv[index + 1:]
+            if any(item.startswith("-") for item in rest):
+                return None
+            found["tasks"] = rest
+            break
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if found["tasks"] or not (name in _FLAGS or name in _VALUES):
+                return None
+            if name in _FLAGS:
+                if eq:
+                    return None
+                found[_FLAGS[name]] = True
+            else:
+                if not eq:
+                    index += 1
+                    if index >= len(argv) or argv[index].startswith("-"):
+                        return None
+                    value = argv[index]
+                key, convert = _VALUES[name]
+                try:
+                    found[key] = convert(value)
+                except ValueError:
+                    return None
+        else:
+            found["tasks"].append(arg)
+        index += 1
+    return SimpleNamespace(**found)
+
+
+def parse(argv: list[str]) -> Any:
+    """The helper's arguments: quick_parse, else argparse (help, usage errors: exit 2)."""
+    quick = quick_parse(argv)
+    if quick is not None:
+        return quick
+    import argparse
 
     parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).")
     _arguments(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """The fast path: ``orchestrator-spawn ARGS`` (and ``python -m orchestrator spawn ARGS``)
+    without the full command line's imports."""
+    from .errors import OrchestratorError, exit_code_of
+
+    args = parse(argv)
     try:
         return cmd_spawn(args)
     except OrchestratorError as exc:
@@ -58,7 +117,7 @@ def main(argv: list[str]) -> int:
         return 130
 
 
-def cmd_spawn(args: argparse.Namespace) -> int:
+def cmd_spawn(args: Any) -> int:
     from .errors import ValidationError
     from .wire import TERMINAL, SpawnClient
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import time
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
@@ -279,6 +278,9 @@ def _seconds(value: float) -> int | float:
 
 
 def _delay(attempt: int) -> float:
+    """Exponential backoff plus up to 25% jitter (random is imported only when a retry needs it)."""
+    import random
+
     base = BACKOFF * 2**attempt
     return base + random.uniform(0, 0.25 * base)
 

@@ -91,7 +91,40 @@ def test_the_helpers_imports_are_the_standard_library_errors_and_wire_only(tmp_p
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
     assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
-    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing"}, sorted(modules)
+    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil"}, sorted(modules)
+
+
+QUICK = [[], ["A"], ["A", "B"], ["--wait", "A", "B"], ["--wait", "--json", "A"], ["--request", "R", "A", "B"],
+         ["--request=R x", "--workers", "3", "--timeout=2.5", "--wait-timeout", "1e2", "A"], ["--wait", "--", "A", "B"],
+         ["--json", "--workers=0", "A b c"], ["--request", "only a request"]]
+FOR_ARGPARSE = [["--help"], ["-h"], ["--wai", "A"], ["--wait=1", "A"], ["A", "--wait", "B"], ["--workers", "x", "A"],
+                ["--request", "-x"], ["--timeout"], ["-A"], ["--", "A", "-B"], ["A", "--", "B"], ["--bogus", "A"],
+                ["--request", "--wait"]]
+
+
+@pytest.mark.parametrize("argv", QUICK)
+def test_quick_parse_gives_what_argparse_gives(argv):
+    import argparse
+
+    from orchestrator.spawn import _arguments, quick_parse
+
+    parser = argparse.ArgumentParser(prog="orchestrator-spawn")
+    _arguments(parser)
+    assert vars(quick_parse(argv)) == vars(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", FOR_ARGPARSE)
+def test_anything_else_goes_to_argparse(argv):
+    from orchestrator.spawn import quick_parse
+
+    assert quick_parse(argv) is None
+
+
+def test_help_and_usage_errors_are_argparses():
+    out = helper("--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: orchestrator-spawn") and "--wait-timeout" in out.stdout
+    out = helper("--workers", "many", "A")
+    assert out.returncode == 2 and "argument --workers: invalid int value: 'many'" in out.stderr
 
 
 def test_the_script_runs_from_any_folder_with_a_bare_path(tmp_path):
