@@ -6,7 +6,8 @@ about ten times Python's own start-up, and ``http.client`` (the ``email`` packag
 milliseconds more. This module speaks the little HTTP/1.1 it needs over one socket per
 request (``Connection: close``); an ``https://`` URL goes through ``http.client`` instead.
 
-It keeps the Python client's contract (``orchestrator/api/client.py``), message for message:
+It keeps the Python client's contract (``orchestrator/api/client.py``), which takes the rules
+it shares from here (``error_of``, ``rate_limited``, the constants):
 
 * Errors come back as the server's own classes (``ERRORS_BY_CODE``), with ``status_code``;
   a 429 is waited out as ``Retry-After`` asks (up to ``RATE_LIMIT_RETRIES`` waits of at most
@@ -125,10 +126,10 @@ class SpawnClient:
             resp = self._send(method, path, query, data, timeout)
             if resp.status != 429:
                 return self._handle(resp, method, path)
-            err = _error_from(resp)
+            err = error_of(resp.status, resp.reason, resp.body, resp.headers.get("retry-after"))
             delay = err.retry_after if err.retry_after is not None else _delay(len(waits))  # type: ignore[attr-defined]
             if len(waits) >= RATE_LIMIT_RETRIES or delay > MAX_RETRY_AFTER:
-                raise _gave_up(err, method, path, waits, delay)
+                raise rate_limited(err, method, path, waits, delay, RATE_LIMIT_RETRIES, MAX_RETRY_AFTER)
             time.sleep(delay)
             waits.append(delay)
 
@@ -188,7 +189,7 @@ class SpawnClient:
 
     def _handle(self, resp: _Response, method: str, path: str) -> Any:
         if resp.status >= 400:
-            raise _error_from(resp)
+            raise error_of(resp.status, resp.reason, resp.body, resp.headers.get("retry-after"))
         if 300 <= resp.status < 400:
             # Not followed: the key would be resent to whatever host the Location names.
             raise OrchestratorError(
@@ -285,7 +286,7 @@ def _delay(attempt: int) -> float:
     return base + random.uniform(0, 0.25 * base)
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
     if not value:
         return None
@@ -302,38 +303,41 @@ def _retry_after(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _error_from(resp: _Response) -> OrchestratorError:
-    """Rebuild the server's error class from a 4xx/5xx response."""
+def error_of(status: int, reason: str, content: bytes, retry_after: str | None) -> OrchestratorError:
+    """Rebuild the server's error class from a 4xx/5xx response (status, reason, body bytes and
+    its Retry-After header), with ``status_code`` and, on a 429, ``retry_after`` seconds."""
     try:
-        body = json.loads(resp.body)
+        body = json.loads(content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         cls = ERRORS_BY_CODE.get(body["error"], OrchestratorError)
         details = body.get("details")
         details = {str(k): v for k, v in details.items() if k != "message"} if isinstance(details, dict) else {}
-        err = cls(str(body.get("message") or f"HTTP {resp.status}"), **details)
+        err = cls(str(body.get("message") or f"HTTP {status}"), **details)
         if cls is OrchestratorError and body["error"] != OrchestratorError.code:
             err.code = body["error"]
     else:
-        text = resp.body.decode("utf-8", "replace").strip()
+        text = content.decode("utf-8", "replace").strip()
         if len(text) > 500:
             text = text[:500] + "..."
-        cls = _BY_STATUS.get(resp.status, OrchestratorError)
-        err = cls(text or f"HTTP {resp.status} {resp.reason}".strip())
-    err.status_code = resp.status  # type: ignore[attr-defined]
-    if isinstance(err, RateLimited) or resp.status == 429:
-        retry_after = _retry_after(resp.headers.get("retry-after"))
-        if retry_after is None and isinstance(err.details.get("retry_after"), (int, float)):
-            retry_after = float(err.details["retry_after"])  # type: ignore[arg-type]
-        err.retry_after = retry_after  # type: ignore[attr-defined]
+        cls = _BY_STATUS.get(status, OrchestratorError)
+        err = cls(text or f"HTTP {status} {reason or ''}".strip())
+    err.status_code = status  # type: ignore[attr-defined]
+    if isinstance(err, RateLimited) or status == 429:
+        seconds = retry_after_seconds(retry_after)
+        if seconds is None and isinstance(err.details.get("retry_after"), (int, float)):
+            seconds = float(err.details["retry_after"])  # type: ignore[arg-type]
+        err.retry_after = seconds  # type: ignore[attr-defined]
     return err
 
 
-def _gave_up(err: OrchestratorError, method: str, path: str, waits: list[float], delay: float) -> RateLimited:
+def rate_limited(err: OrchestratorError, method: str, path: str, waits: list[float], delay: float,
+                 retries: int, max_retry_after: float) -> RateLimited:
+    """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
     limit = err.details.get("limit") or "the server's rate limit"
-    why = (f"it asks for {delay:.0f}s more, over max_retry_after={MAX_RETRY_AFTER:g}s" if delay > MAX_RETRY_AFTER
-           else f"rate_limit_retries={RATE_LIMIT_RETRIES} reached")
+    why = (f"it asks for {delay:.0f}s more, over max_retry_after={max_retry_after:g}s" if delay > max_retry_after
+           else f"rate_limit_retries={retries} reached")
     message = (f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
                f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}")
     details = {k: v for k, v in err.details.items() if k != "retry_after"}

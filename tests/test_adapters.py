@@ -321,6 +321,19 @@ def test_codex_failure_class_comes_from_the_status_in_its_message(message, failu
     assert parsed.retryable is (failure_class not in ("auth", "bad_request"))
 
 
+def test_claude_tokens_are_the_sessions_when_it_printed_several_results():
+    # After a background task's notification claude answers again: a second result event whose
+    # usage counts only the turns since the first, while modelUsage and the cost are the session's.
+    first = {"type": "result", "subtype": "success", "is_error": False, "result": "first", "total_cost_usd": 0.0064,
+             "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 0}
+    second = {"type": "result", "subtype": "success", "is_error": False, "result": "second", "total_cost_usd": 0.0192,
+              "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 1,
+              "modelUsage": {"claude-x": {"inputTokens": 3000, "cacheReadInputTokens": 600, "cacheCreationInputTokens": 0,
+                                          "outputTokens": 240, "costUSD": 0.0192}}}
+    parsed = get_adapter("claude").parse(json.dumps(first) + "\n" + json.dumps(second) + "\n", 0, max_chars=100)
+    assert (parsed.output, parsed.cost_usd, parsed.tokens_in, parsed.tokens_out) == ("second", 0.0192, 3600, 240)
+
+
 def test_claude_failure_class_from_api_error_status_type_and_retry_events():
     def result(**fields):
         doc = {"type": "result", "subtype": "success", "is_error": True, "result": "API Error", **fields}

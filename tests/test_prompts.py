@@ -64,7 +64,7 @@ def test_prompt_asks_for_a_shell_timeout_covering_the_workers_own():
     # workers takes minutes), so the spawn call must ask for the worker's own timeout.
     assert '`"timeout": 1800000`' in prompt(timeout=1800) and "1800000 ms" in prompt(timeout=1800)
     assert '`"timeout": 600000`' in prompt()  # unknown: 10 minutes
-    assert "never run it in the background" in prompt()
+    assert "Never leave it in the background" in prompt() and "keep waiting for it" in prompt()
 
 
 def test_one_subtask_rule_in_the_prompt_and_readme_for_ai():

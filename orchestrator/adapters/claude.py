@@ -108,10 +108,7 @@ class ClaudeAdapter(AICLIAdapter):
         if obj is None:
             return self._without_result(text, exit_code, max_chars)
         result = obj.get("result") if isinstance(obj.get("result"), str) else ""
-        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
-        tokens_in = None
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-            tokens_in = add(tokens_in, usage.get(key))
+        tokens_in, tokens_out = session_tokens(obj)
         cost = to_float(obj.get("total_cost_usd"))
         if cost is None:
             cost = to_float(obj.get("cost_usd"))  # the name before claude 1.0
@@ -121,7 +118,7 @@ class ClaudeAdapter(AICLIAdapter):
             if obj.get(key) is not None
         }
         subtype = obj.get("subtype") if isinstance(obj.get("subtype"), str) else ""
-        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": add(None, usage.get("output_tokens")), "extra": extra}
+        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
         if obj.get("is_error") is True or (subtype and subtype != "success"):
             errors = [str(e) for e in obj.get("errors") or [] if e] if isinstance(obj.get("errors"), list) else []
             message = result.strip() or "; ".join(errors) or subtype or "is_error"
@@ -158,6 +155,25 @@ class ClaudeAdapter(AICLIAdapter):
                 parsed.tokens_out = add(parsed.tokens_out, usage.get("output_tokens"))
             parsed.output = self.result(f"{last_text}\n\n{COST_UNKNOWN}".strip(), max_chars).output
         return parsed
+
+
+def session_tokens(result: dict) -> tuple[int | None, int | None]:
+    """(tokens in, tokens out) of the whole session. A run that waited for a background task
+    prints one result event per answer: its ``usage`` counts only the turns since the previous
+    result, while ``modelUsage`` (per model) and ``total_cost_usd`` are the session's."""
+    models = result.get("modelUsage")
+    if isinstance(models, dict) and models and all(isinstance(m, dict) for m in models.values()):
+        tokens_in = tokens_out = None
+        for usage in models.values():
+            for key in ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens"):
+                tokens_in = add(tokens_in, usage.get(key))
+            tokens_out = add(tokens_out, usage.get("outputTokens"))
+        return tokens_in, tokens_out
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    tokens_in = None
+    for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        tokens_in = add(tokens_in, usage.get(key))
+    return tokens_in, add(None, usage.get("output_tokens"))
 
 
 def failure_class(status: int | None, error_type: Any, message: str) -> str | None:
