@@ -91,7 +91,7 @@ def test_the_helpers_imports_are_the_standard_library_errors_and_wire_only(tmp_p
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
     assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
-    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil"}, sorted(modules)
+    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil", "encodings.idna"}, sorted(modules)
 
 
 QUICK = [[], ["A"], ["A", "B"], ["--wait", "A", "B"], ["--wait", "--json", "A"], ["--request", "R", "A", "B"],
