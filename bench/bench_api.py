@@ -695,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"{label}, p50", ms(p50), f"<= {TARGET_HELPER_P50_MS:g} ms",
                              verdict(p50 is not None and p50 * 1000 <= TARGET_HELPER_P50_MS)))
                 rows.append((f"{label}, p99", ms(p99), "-", "INFO"))
+                for part, text in (("t0_to_created", "helper started, imported, POSTed (t0 -> child created)"),
+                                   ("created_to_started", "engine: child created -> attempt started")):
+                    rows.append((f"    {text}, p50 / p99", f"{ms(pct(cli[part], 50))} / {ms(pct(cli[part], 99))}", "-", "INFO"))
             else:
                 rows.append((f"{label}, p50 / p99", f"{ms(p50)} / {ms(p99)}", "-", "INFO"))
             results[f"cli_{key}_p50_ms"] = None if p50 is None else round(p50 * 1000, 2)

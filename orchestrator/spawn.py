@@ -96,7 +96,17 @@ def parse(argv: list[str]) -> Any:
         return quick
     import argparse
 
-    parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).")
+    def formatter(prog: str) -> argparse.HelpFormatter:
+        # argparse sizes help with shutil.get_terminal_size, whose import (shutil, bz2, lzma...)
+        # costs more than argparse itself; os gives the same width.
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 80
+        return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
+
+    parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).",
+                                     formatter_class=formatter)
     _arguments(parser)
     return parser.parse_args(argv)
 

@@ -123,6 +123,11 @@ def test_anything_else_goes_to_argparse(argv):
 def test_help_and_usage_errors_are_argparses():
     out = helper("--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: orchestrator-spawn") and "--wait-timeout" in out.stdout
+    # argparse sizes help by the terminal without shutil.get_terminal_size (shutil's imports cost more)
+    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator", "spawn", "--help"], capture_output=True,
+                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"})
+    assert "argparse" in timed.stderr and "shutil" not in timed.stderr
+    assert max(len(line) for line in timed.stdout.splitlines()) <= 58
     out = helper("--workers", "many", "A")
     assert out.returncode == 2 and "argument --workers: invalid int value: 'many'" in out.stderr
 
