@@ -262,6 +262,17 @@ def test_an_overload_or_rate_limit_is_transient_and_reports_the_services_retry_a
     assert took < 30
 
 
+def test_a_long_retry_after_is_not_waited_inside_the_cli_but_comes_back_transient(tmp_path, monkeypatch):
+    # Asked to wait 100 s, claude gives up at once and does not say how long: a long overload is
+    # the orchestrator's to wait out (workers.transient_retries), with its own backoff.
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    error = ApiError(429, "rate_limit_error", "Rate limited", headers={"retry-after": "100"})
+    with MockModelServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
+        parsed, took = run_as_worker(mock, tmp_path / "work")
+    assert parsed.failure_class == "transient" and parsed.retryable is True and parsed.retry_after is None, parsed
+    assert len(mock.requests) == 1 and took < 20, mock.summary()
+
+
 def test_a_hanging_request_keeps_the_cli_waiting_until_it_is_signalled(tmp_path):
     work = tmp_path / "work"
     work.mkdir()

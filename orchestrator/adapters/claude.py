@@ -56,12 +56,13 @@ _CLASS_OF_TYPE = {  # api_error_type when no status is given
     "not_found_error": "bad_request", "request_too_large": "bad_request", "rate_limit_error": "transient",
     "overloaded_error": "transient", "api_error": "transient", "timeout_error": "transient",
 }
-# How often the CLI retries one failed API request itself. Its default (10, with backoff up
-# to about 3 minutes) also applies to a 401, which would then look like a hang. A retry inside
-# the CLI keeps the conversation; a retry by the orchestrator starts the worker again. So the
-# CLI absorbs a short blip (3 retries: about 4 s of backoff, or 3 retry-afters), and a longer
-# overload comes back classified "transient" for the orchestrator's own budget
-# (workers.transient_retries, backing off up to workers.transient_backoff_max).
+# How often the CLI retries one failed API request itself. Its default (10, with backoff up to
+# about 3 minutes) also applies to a 401, which would then look like a hang. A retry inside the
+# CLI keeps the conversation; a retry by the orchestrator starts the worker again. So the CLI
+# absorbs a short blip (3 retries: about 4 s of backoff, or 3 short retry-afters, which it
+# honours), and anything longer comes back classified "transient" for the orchestrator's own
+# budget (workers.transient_retries, backing off up to workers.transient_backoff_max). Asked
+# for a long retry-after (100 s measured) the CLI gives up at once without saying how long.
 CLI_MAX_RETRIES = "3"
 # The Bash tool's own limits (ms), when the attempt's time left is shorter: never lowered.
 BASH_DEFAULT_MS, BASH_MAX_MS = 120_000, 600_000
