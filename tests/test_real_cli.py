@@ -7,7 +7,8 @@ on 127.0.0.1 and the CLI is pointed at it with ANTHROPIC_BASE_URL. Install the C
 Two groups:
 
 * direct: the binary alone, to pin down the CLI contract the adapter relies on
-  (JSON result, cost, tool permissions, what a bad key looks like, signals);
+  (JSON result, cost, tool permissions, what a bad key looks like, signals), and the binary
+  run exactly as the adapter runs it (its argv and environment) for the failure classes;
 * through the orchestrator: the ``claude`` adapter running real claude workers
   (skipped until ``orchestrator/adapters/claude.py`` is registered in ADAPTERS).
 """
