@@ -49,6 +49,7 @@ class ShellCall:
     workdir: str | None = None
     name: str | None = None  # tool name; None: the shell-like tool codex offered in the request
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    options: dict[str, Any] = field(default_factory=dict)  # more arguments, e.g. {"yield_time_ms": 60000}
 
 
 @dataclass
@@ -218,6 +219,7 @@ class _Handler(LoggingHandler):
             args = {"command": turn.command}
         if turn.workdir:
             args["workdir"] = turn.workdir
+        args.update(turn.options)
         return {"type": "function_call", "id": self.server_mock.new_id("fc"), "status": "completed", "name": name,
                 "arguments": json.dumps(args), "call_id": self.server_mock.new_id("call")}
 

@@ -165,7 +165,7 @@ def test_codex_argv_plain_model_and_cli_args(tmp_path):
     wd = str(tmp_path / "depth_0" / "worker_1")
     base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
             "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
-            "-c", "shell_environment_policy.ignore_default_excludes=true"]
+            "-c", "shell_environment_policy.ignore_default_excludes=true", "-c", "allow_login_shell=false"]
     assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
     assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
         *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
@@ -176,6 +176,12 @@ def test_codex_leaves_the_sandbox_to_cli_args_that_choose_one(tmp_path):
     got = argv("codex", tmp_path, cli_args=["--dangerously-bypass-approvals-and-sandbox"])
     assert "--sandbox" not in got and got[-3:] == ["--dangerously-bypass-approvals-and-sandbox", "--", "Write hello.py"]
     assert argv("codex", tmp_path, cli_args=["--sandbox=read-only"]).count("--sandbox") == 0
+
+
+def test_codex_login_shell_is_off_unless_cli_args_choose(tmp_path):
+    assert argv("codex", tmp_path).count("allow_login_shell=false") == 1
+    mine = argv("codex", tmp_path, cli_args=["-c", "allow_login_shell=true"])
+    assert [a for a in mine if "allow_login_shell" in a] == ["allow_login_shell=true"]
 
 
 def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(tmp_path, monkeypatch):

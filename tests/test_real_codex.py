@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from .mock_openai_server import (
     ShellCall,
     Text,
     function_outputs,
+    prompt_text,
     subtask,
     tool_names,
 )
@@ -314,3 +316,36 @@ def test_codex_shell_tool_writes_a_file_that_shows_in_files_created(make_engine,
     (output,) = function_outputs(mock.requests[-1].body)
     assert output["call_id"] == mock_call_id(mock) and "Process exited with code 0" in output["output"], output
     only_responses_endpoint(mock)
+
+
+def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, codex_workers):
+    # The same one command as every CLI: codex's shell tool finds orchestrator-spawn on the
+    # worker's PATH, inside codex's workspace-write sandbox (network on for the API).
+    root_task = "Write the docs: a.md and b.md"
+
+    def script(body):
+        task = subtask(body)
+        outputs = function_outputs(body)
+        if task == root_task:
+            if outputs:
+                return Text("The child job said:\n" + str(outputs[-1]["output"]))
+            asked = re.search(r'"timeout": (\d+)', prompt_text(body))
+            return ShellCall(["bash", "-lc", 'orchestrator-spawn --wait "Write a.md" "Write b.md"'],
+                             options={"yield_time_ms": int(asked.group(1))} if asked else {})
+        return Text(f"Done: {task}")
+
+    mock = codex_workers(script)
+    live = make_live(orchestrator=worker_settings(mock))
+    submitted = live.submit(request=root_task, tasks=[root_task], config={"max_recursion_depth": 1})
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job_id = submitted.json()["job_id"]
+    doc = live.wait(job_id, timeout=90)
+    jobs, workers = live.engine.snapshot(job_id)
+    why = explain(live.engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:3000]
+    assert doc["status"] == "completed", why
+    root_worker = next(w for w in workers if w.depth == 0)
+    assert len(root_worker.child_job_ids) == 1, why + "\n" + root_worker.output
+    (child_id,) = root_worker.child_job_ids
+    assert sorted(w.task for w in workers if w.depth == 1) == ["Write a.md", "Write b.md"], why
+    assert f"Child job {child_id}: completed" in root_worker.output, why
+    assert "Done: Write a.md" in root_worker.output, why

@@ -5,6 +5,7 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
     codex exec --json -C WORKER_DIR --skip-git-repo-check
                [--sandbox workspace-write -c sandbox_workspace_write.network_access=true]
                -c shell_environment_policy.ignore_default_excludes=true
+               [-c allow_login_shell=false] [-c background_terminal_max_timeout=MS]
                [-m MODEL] [CLI_ARGS ...] -- PROMPT
 
 * This version has no ``--full-auto``; ``codex exec`` never asks for approval,
@@ -29,6 +30,10 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 * SIGINT and SIGTERM both end it (measured: SIGINT exits 1 after its own
   shutdown, SIGTERM 143); SIGINT is used so it can shut down cleanly.
 * ``CODEX_HOME`` is left alone: it holds the user's ``auth.json``.
+* Its shell runs commands as ``bash -lc`` by default; a login shell re-reads the profile,
+  which resets PATH, and ``orchestrator-spawn`` (first on the worker's PATH) was "command
+  not found" (measured). ``allow_login_shell=false`` keeps the worker's environment, unless
+  ``cli_args`` set it.
 * Shell-tool time limit: the model's ``exec_command`` runs a command for up to its
   ``yield_time_ms``, then leaves it running in a background terminal that it polls with
   ``write_stdin``; one empty poll waits at most ``background_terminal_max_timeout`` ms
@@ -74,6 +79,10 @@ class CodexAdapter(AICLIAdapter):
         if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
             argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
         argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
+        if not any("allow_login_shell" in arg for arg in extra):
+            # A login shell (bash -lc) re-reads the profile, which resets PATH: orchestrator-spawn
+            # (first on the worker's PATH) would be "command not found" (measured).
+            argv += ["-c", "allow_login_shell=false"]
         if ctx.time_left is not None and ctx.time_left > 0 and not _user_sets_poll_limit(extra):
             argv += ["-c", f"{POLL_KEY}={max(math.ceil(ctx.time_left) * 1000, POLL_DEFAULT_MS)}"]
         model = model_of(ctx)
