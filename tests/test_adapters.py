@@ -294,6 +294,9 @@ def test_claude_without_a_result_object_failed():
     parsed = get_adapter("claude").parse(text, 1, max_chars=100)
     assert parsed.ok is False and parsed.retryable is False
     assert parsed.error == f"no result from claude ({text.strip()})"
+    assert parsed.failure_class is None
+    no_key = get_adapter("claude").parse("Invalid API key · Please run /login\n", 1, max_chars=100)
+    assert no_key.retryable is False and no_key.failure_class == "auth"
 
 
 # -- parse: codex ---------------------------------------------------------------------

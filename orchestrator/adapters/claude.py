@@ -149,6 +149,8 @@ class ClaudeAdapter(AICLIAdapter):
                 if isinstance(block, dict) and block.get("type") == "text" and str(block.get("text", "")).strip():
                     last_text = block["text"]
         parsed = self.no_result(text, exit_code, retryable=None if "root/sudo" not in text else False)
+        if parsed.error and is_auth_error(parsed.error):
+            parsed.failure_class = "auth"
         if messages:
             for usage in messages.values():
                 for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
