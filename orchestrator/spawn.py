@@ -13,7 +13,6 @@ HTTP path) - never ``requests``.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from types import SimpleNamespace
@@ -129,7 +128,7 @@ def main(argv: list[str]) -> int:
 
 def cmd_spawn(args: Any) -> int:
     from .errors import ValidationError
-    from .wire import TERMINAL, SpawnClient
+    from .wire import TERMINAL, SpawnClient, dumps
 
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
@@ -153,10 +152,15 @@ def cmd_spawn(args: Any) -> int:
     submitted = client.orchestrate(request=request, tasks=tasks, config=config or None)
     job_id = submitted["job_id"]
     if not args.wait:
-        print(json.dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
+        print(dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
         return 0
     doc = client.wait(job_id, timeout=args.wait_timeout)
-    print(json.dumps(doc, indent=1) if args.json else markdown(doc))
+    if args.json:
+        import json  # only here: its import (re, enum) would cost every hand-off
+
+        print(json.dumps(doc, indent=1))
+    else:
+        print(markdown(doc))
     if doc["status"] not in TERMINAL:
         print(f"gave up waiting: job {job_id} is still {doc['status']}", file=sys.stderr)
         return 1

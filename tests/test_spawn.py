@@ -91,7 +91,8 @@ def test_the_helpers_imports_are_the_standard_library_errors_and_wire_only(tmp_p
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
     assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
-    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil", "encodings.idna"}, sorted(modules)
+    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil", "encodings.idna",
+                            "json", "socket", "re", "enum", "selectors"}, sorted(modules)
 
 
 QUICK = [[], ["A"], ["A", "B"], ["--wait", "A", "B"], ["--wait", "--json", "A"], ["--request", "R", "A", "B"],
@@ -130,6 +131,36 @@ def test_help_and_usage_errors_are_argparses():
     assert max(len(line) for line in timed.stdout.splitlines()) <= 58
     out = helper("--workers", "many", "A")
     assert out.returncode == 2 and "argument --workers: invalid int value: 'many'" in out.stderr
+
+
+DOCS = [{"request": 'h\u00e9llo "q" \\ \n\t', "config": {"max_workers": 3, "default_timeout": 2.5}, "tasks": ["a", "b"]},
+        {"job_id": "x", "nested": [[], {}, [1, -2, 3.25e-7, True, False, None]], "emoji": "\U0001f600"},
+        [], "text", 0, -1.5, None]
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_wire_json_is_jsons(doc):
+    from orchestrator.wire import dumps, loads
+
+    assert dumps(doc) == json.dumps(doc)
+    assert loads(json.dumps(doc).encode()) == doc and loads("  " + json.dumps(doc, indent=2) + "\n") == doc
+
+
+@pytest.mark.parametrize("text", ["", "   ", '{"a": ', '{"a": 1} x', "<html>", '{"a": 1}{"b": 2}', b"\xff\xfe"])
+def test_wire_json_refuses_what_json_refuses(text):
+    from orchestrator.wire import loads
+
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        loads(text)
+
+
+def test_wire_dumps_refuses_what_json_cannot_write():
+    from orchestrator.wire import dumps
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"a": object()})
 
 
 def test_the_script_runs_from_any_folder_with_a_bare_path(tmp_path):
