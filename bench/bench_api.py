@@ -37,12 +37,18 @@ dispatches on the subtask: ``noop`` (prints ``date +%s.%N`` and exits),
     ``GET /api/v1/jobs/{id}/events`` of a job of 30 short (``sleep 0.05``)
     workers; latency = client receive time - ``Event.time`` (same machine,
     same clock). Events published before a stream was open are not counted.
+(a') the same loop through the spawn helper a worker's AI CLI runs: ``orchestrator-spawn
+    --wait --json --request "handoff child" noop`` (found on the worker's PATH), so (a1')
+    includes the helper's start-up (sh, Python, its standard-library imports).
 (d) start-up: wall time of ``python -c pass``, ``python -c "import
-    orchestrator.api.client"``, ``python -m orchestrator spawn --help`` and
-    the helper's real import set, median of ``--startup-runs``, interleaved.
+    orchestrator.api.client"``, ``orchestrator-spawn --help`` (the script workers run),
+    ``python -m orchestrator spawn --help`` and the helper's real import set, median of
+    ``--startup-runs``, interleaved.
 
-Targets: (a1) and (a2) p50 <= 20 ms each (the seed polled every 5 s); (b)
-orchestrator >= 70 % of bare; (c) p99 <= 50 ms; (d) has no target (INFO).
+Targets: (a1) and (a2) p50 <= 20 ms each (the seed polled every 5 s); (a1') helper call ->
+child running p50 <= 30 ms (issue 10: it was 182 ms with ``requests``); (b) orchestrator >= 70 %
+of bare; (c) p99 <= 50 ms; (d) ``orchestrator-spawn --help`` <= 3x ``python -c pass``, in the
+same run.
 It is a measurement: exit 0 whatever the figures, 1 if a correctness check
 failed (a job did not complete, a request failed, an event was missed).
 Everything talks to 127.0.0.1 only; every wait is bounded.
@@ -72,6 +78,8 @@ from bench.bench_engine import filesystem_of  # noqa: E402  (one definition for 
 
 PY = sys.executable
 TARGET_HANDOFF_P50_MS = 20.0
+TARGET_HELPER_P50_MS = 30.0  # (a1') through the spawn helper
+TARGET_HELP_RATIO = 3.0  # (d) `orchestrator-spawn --help` / `python -c pass`
 TARGET_STATUS_RATIO = 0.70
 TARGET_SSE_P99_MS = 50.0
 MAX_CHILD_LIFETIME = 180.0  # helper processes (bare server, load, SSE clients) exit by themselves after this
@@ -87,8 +95,9 @@ esac
 """
 
 HANDOFF_PY = r'''"""N hand-offs, timing each: `handoff N api` calls the Python client (the worker's own
-spawn call: POST then long-poll wait); `handoff N cli` runs `python -m orchestrator spawn --wait`
-(that adds the helper's Python start-up and exit, measured separately as (d))."""
+spawn call: POST then long-poll wait); `handoff N cli` runs `orchestrator-spawn --wait`, found
+on the worker's PATH as an AI CLI's shell finds it (that adds the helper's start-up and exit,
+measured separately as (d))."""
 import json, os, subprocess, sys, time
 
 n, mode = sys.argv[1].split()
@@ -106,8 +115,7 @@ if mode == "api":
                                        "job_id": doc["job_id"], "status": doc["status"]}), flush=True)
     sys.exit(0)
 env = dict(os.environ, PYTHONUNBUFFERED="1")  # so the helper's output arrives when it prints
-argv = [os.environ["ORCHESTRATOR_PYTHON"], "-m", "orchestrator", "spawn", "--wait", "--json",
-        "--request", "handoff child", "noop"]
+argv = ["orchestrator-spawn", "--wait", "--json", "--request", "handoff child", "noop"]
 for i in range(n):
     t0 = time.time()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)  # stderr: the worker log
@@ -581,10 +589,11 @@ def bench_startup(runs: int) -> dict[str, Any]:
     commands = {
         "python -c pass": [PY, "-c", "pass"],
         "import orchestrator.api.client": [PY, "-c", "import orchestrator.api.client"],
+        "orchestrator-spawn --help": [str(ROOT / "orchestrator" / "bin" / "orchestrator-spawn"), "--help"],
         "python -m orchestrator spawn --help": [PY, "-m", "orchestrator", "spawn", "--help"],
-        "spawn's imports (cli+spawn+client)": [PY, "-c", "import orchestrator.cli, orchestrator.spawn, orchestrator.api.client"],
+        "spawn's imports (spawn+wire)": [PY, "-c", "import orchestrator.spawn, orchestrator.wire"],
     }
-    env = child_env()
+    env = {**child_env(), "ORCHESTRATOR_PYTHON": PY}
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
@@ -592,7 +601,7 @@ def bench_startup(runs: int) -> dict[str, Any]:
             code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=str(ROOT), timeout=30).returncode
             times[name].append(time.perf_counter() - start)
             if code != 0:
-                raise CheckFailed(f"(d) `{' '.join(argv[1:])}` exited {code}")
+                raise CheckFailed(f"(d) `{name}` exited {code}")
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -679,10 +688,19 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"    {text}, p50 / p99", f"{ms(pct(ho[part], 50))} / {ms(pct(ho[part], 99))}", "-", "INFO"))
     cli = res.get("handoff_cli")
     if cli:
-        for key, label in (("spawn_to_child", "(a1') via `spawn --wait` helper: call -> child running"),
-                           ("child_to_parent", "(a2') via `spawn --wait` helper: child end -> helper exited")):
-            rows.append((f"{label}, p50 / p99", f"{ms(pct(cli[key], 50))} / {ms(pct(cli[key], 99))}", "-", "INFO"))
-            results[f"cli_{key}_p50_ms"] = None if pct(cli[key], 50) is None else round(pct(cli[key], 50) * 1000, 2)
+        for key, label in (("spawn_to_child", "(a1') via `orchestrator-spawn --wait`: call -> child running"),
+                           ("child_to_parent", "(a2') via `orchestrator-spawn --wait`: child end -> helper exited")):
+            p50, p99 = pct(cli[key], 50), pct(cli[key], 99)
+            if key == "spawn_to_child":
+                rows.append((f"{label}, p50", ms(p50), f"<= {TARGET_HELPER_P50_MS:g} ms",
+                             verdict(p50 is not None and p50 * 1000 <= TARGET_HELPER_P50_MS)))
+                rows.append((f"{label}, p99", ms(p99), "-", "INFO"))
+                for part, text in (("t0_to_created", "helper started, imported, POSTed (t0 -> child created)"),
+                                   ("created_to_started", "engine: child created -> attempt started")):
+                    rows.append((f"    {text}, p50 / p99", f"{ms(pct(cli[part], 50))} / {ms(pct(cli[part], 99))}", "-", "INFO"))
+            else:
+                rows.append((f"{label}, p50 / p99", f"{ms(p50)} / {ms(p99)}", "-", "INFO"))
+            results[f"cli_{key}_p50_ms"] = None if p50 is None else round(p50 * 1000, 2)
     st = res.get("status")
     if st:
         for name in ("orchestrator", "bare"):
@@ -709,10 +727,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in su.items():
             extra = "" if name == "python -c pass" else f" (+{(value - bare_py) * 1000:.0f})"
             rows.append((f"(d) start-up: {name}, median", ms(value) + extra, "-", "INFO"))
+        ratio = su["orchestrator-spawn --help"] / bare_py
+        rows.append(("(d) `orchestrator-spawn --help` / `python -c pass`", f"{ratio:.2f}x", f"<= {TARGET_HELP_RATIO:g}x",
+                     verdict(ratio <= TARGET_HELP_RATIO)))
         results.update(startup_python_pass_ms=round(bare_py * 1000, 2),
                        startup_import_client_ms=round(su["import orchestrator.api.client"] * 1000, 2),
+                       startup_spawn_script_help_ms=round(su["orchestrator-spawn --help"] * 1000, 2),
                        startup_spawn_help_ms=round(su["python -m orchestrator spawn --help"] * 1000, 2),
-                       startup_spawn_imports_ms=round(su["spawn's imports (cli+spawn+client)"] * 1000, 2))
+                       startup_spawn_imports_ms=round(su["spawn's imports (spawn+wire)"] * 1000, 2),
+                       startup_spawn_help_ratio=round(ratio, 3))
 
     print()
     width = max([len(r[0]) for r in rows] + [6])

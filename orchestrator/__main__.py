@@ -1,6 +1,12 @@
-"""``python -m orchestrator`` runs the command line."""
+"""``python -m orchestrator`` runs the command line; ``spawn`` (run by every AI worker for each
+child job) takes a fast path that skips the full command line's parser and imports."""
 import sys
 
-from .cli import main
+if sys.argv[1:2] == ["spawn"]:
+    from .spawn import main as spawn_main
+
+    sys.exit(spawn_main(sys.argv[2:]))
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

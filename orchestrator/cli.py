@@ -63,15 +63,9 @@ def _drop_stdout() -> None:
 
 
 def _exit_for(exc: Exception) -> int:
-    from .errors import ServerUnreachable
+    from .errors import exit_code_of
 
-    return RET_UNREACHABLE if isinstance(exc, ServerUnreachable) else RET_USAGE if _is_usage(exc) else RET_FAILED
-
-
-def _is_usage(exc: Exception) -> bool:
-    from .errors import ConfigError, JobNotFound, ValidationError, WorkerNotFound
-
-    return isinstance(exc, (ConfigError, ValidationError, JobNotFound, WorkerNotFound))
+    return exit_code_of(exc)
 
 
 def _parser() -> argparse.ArgumentParser:

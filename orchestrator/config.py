@@ -58,7 +58,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "model": Key(str, "", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default"),
         "cli_args": Key(list, [], "extra arguments appended to the AI CLI's command line"),
         "claude_permission_mode": Key(str, "acceptEdits", "claude --permission-mode for headless runs", choices=("default", "acceptEdits", "auto", "dontAsk", "bypassPermissions", "plan")),
-        "claude_allowed_tools": Key(list, ["Read", "Write", "Edit", "Glob", "Grep", "Bash(python -m orchestrator spawn:*)"], "claude --allowedTools: what a worker may use without asking"),
+        "claude_allowed_tools": Key(list, ["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)", "Bash(python3 -m orchestrator spawn:*)"], "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, and the older spawn forms)"),
         "claude_max_turns": Key(int, 0, "claude --max-turns (0: the CLI's default)", min=0, max=10_000),
         "ollama_model": Key(str, "llama3.2", "model for the ollama kind (ollama run MODEL)"),
         "opencode_model": Key(str, "", "provider/model for the opencode kind (-m); empty: its default"),

@@ -51,6 +51,7 @@ log = logging.getLogger("orchestrator.engine")
 # read a tree right after it ends; older ones come from disk, the same way after a restart.
 FINISHED_TREES_IN_MEMORY = 32
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+SPAWN_BIN = str(Path(__file__).resolve().parent / "bin")  # holds orchestrator-spawn
 
 
 def base_env(settings: Settings) -> dict[str, str]:
@@ -776,7 +777,7 @@ class Engine:
             worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             job_id=rec.job_id, worker_id=rec.name,
             children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-            template=self._prompt_template,
+            timeout=cfg.default_timeout, template=self._prompt_template,
         )
 
     def _worker_env(self, live: _Live, cfg: JobConfig) -> dict[str, str]:
@@ -784,8 +785,9 @@ class Engine:
         the environment the server's owner chose (``base_env``)."""
         rec = live.record
         env = base_env(self.settings)
+        # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
         bin_dir = os.path.dirname(python_executable())
-        env["PATH"] = bin_dir + os.pathsep + env["PATH"]
+        env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.update({
             "ORCHESTRATOR_JOB_ID": rec.job_id,

@@ -138,3 +138,16 @@ ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         PayloadTooLarge, RateLimited, Unavailable, WorkspaceError, RefusedPath, ServerUnreachable,
     )
 }
+
+
+EXIT_UNREACHABLE, EXIT_USAGE, EXIT_FAILED = 5, 2, 1
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The command line's exit code for an error: 5 server unreachable, 2 bad input or unknown
+    job/worker, 1 anything else (the CLI and the spawn helper's fast path share it)."""
+    if isinstance(exc, ServerUnreachable):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, (ConfigError, ValidationError, JobNotFound, WorkerNotFound)):
+        return EXIT_USAGE
+    return EXIT_FAILED

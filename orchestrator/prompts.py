@@ -18,6 +18,9 @@ children_left          child jobs this worker may still start
 can_spawn              recursion on, depth < max_depth and children_left > 0
 no_spawn_reason        why not, as a clause ("" when can_spawn)
 spawn_command          the one-line command that starts a child job
+spawn_timeout_ms       the shell-tool timeout (ms) to give that command: the worker's own timeout
+min_subtasks,          how many subtasks one child job should have (the one rule, also in
+max_subtasks           README_FOR_AI.md)
 worker_dir, job_id, worker_id
 =====================  =====================================================
 """
@@ -33,7 +36,10 @@ from .reports import ENV
 
 WORKER_TEMPLATE = "worker.md.j2"
 PLANNER_TEMPLATE = "planner.md.j2"
-SPAWN_COMMAND = 'python -m orchestrator spawn --wait "subtask A" "subtask B" "subtask C"'
+# ``orchestrator-spawn`` (orchestrator/bin, first on every worker's PATH) is one command every
+# CLI's shell tool runs alike; claude's default --allowedTools names it.
+SPAWN_COMMAND = 'orchestrator-spawn --wait "subtask A" "subtask B" "subtask C"'
+MIN_SUBTASKS, MAX_SUBTASKS = 2, 7  # explicit subtasks per child job: the prompt's and README_FOR_AI's rule
 MAX_SIBLINGS = 20  # other subtasks listed in a prompt; a long list costs every worker tokens
 SIBLING_CHARS = 300  # each is context only, so it is shortened past this
 MAX_TASK_CHARS = 2000  # longest subtask the AI planner may propose
@@ -52,10 +58,12 @@ def render_worker_prompt(
     job_id: str,
     worker_id: str,
     children_left: int,
+    timeout: float | None = None,
     template: Path | None = None,
 ) -> str:
     """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
-    included) and ``index`` this subtask's 1-based position in it. ``template``: a
+    included) and ``index`` this subtask's 1-based position in it. ``timeout``: the worker's
+    seconds per attempt, the shell-tool timeout its spawn call needs. ``template``: a
     user's template file instead of the shipped one; ConfigError if it is missing or broken."""
     if siblings and not 1 <= index <= len(siblings):
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
@@ -66,9 +74,18 @@ def render_worker_prompt(
         "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
         "depth": depth, "max_depth": max_depth, "recursion_enabled": recursion_enabled,
         "children_left": children_left, "can_spawn": not reason, "no_spawn_reason": reason,
-        "spawn_command": SPAWN_COMMAND, "worker_dir": worker_dir, "job_id": job_id, "worker_id": worker_id,
+        "spawn_command": SPAWN_COMMAND, "spawn_timeout_ms": spawn_timeout_ms(timeout),
+        "min_subtasks": MIN_SUBTASKS, "max_subtasks": MAX_SUBTASKS, "worker_dir": worker_dir, "job_id": job_id, "worker_id": worker_id,
     }
     return _render(WORKER_TEMPLATE, template, context)
+
+
+def spawn_timeout_ms(timeout: float | None) -> int:
+    """The timeout (ms) a worker's shell tool should give ``orchestrator-spawn --wait``: the
+    worker's own attempt timeout (a child job cannot usefully outlive it), at least 10 minutes
+    when unknown. CLIs cut a shell command off after their default limit (claude: 2 minutes),
+    and a child job of AI workers takes minutes."""
+    return int(max(timeout, 1.0) * 1000) if timeout else 600_000
 
 
 def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None = None) -> str:

@@ -1,26 +1,37 @@
-"""``python -m orchestrator spawn``: start a child job from inside a worker, one line.
+"""``orchestrator-spawn`` (= ``python -m orchestrator spawn``): start a child job from inside a worker.
 
-    python -m orchestrator spawn --wait "subtask A" "subtask B"     # explicit subtasks
-    python -m orchestrator spawn --wait "Build auth, orders and payments"   # a request to split
+    orchestrator-spawn --wait "subtask A" "subtask B"     # explicit subtasks
+    orchestrator-spawn --wait "Build auth, orders and payments"   # a request to split
 
 It reads the worker protocol from the environment (ORCHESTRATOR_API_URL,
 ORCHESTRATOR_API_KEY), waits by long-poll, prints the child's results
 (Markdown, or ``--json``) and exits non-zero unless the child completed.
-Imports only the standard library, requests and the client: it must start fast.
+Every AI worker runs it for each child job, so it starts fast: ``python -m
+orchestrator spawn`` comes straight here (``__main__``, not the full command
+line), and it imports only the standard library, ``errors`` and ``wire`` (its
+HTTP path) - never ``requests``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from typing import Any
+from types import SimpleNamespace
+TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 
 
 def register(sub: Any) -> None:
+    """The ``spawn`` entry of the full command line (``python -m orchestrator --help`` lists it)."""
     parser = sub.add_parser("spawn", help="start a child job from inside a worker (and wait for it)")
+    _arguments(parser)
+    parser.set_defaults(func=cmd_spawn)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tasks", nargs="*", metavar="TASK", help="subtasks; a single one is a request the planner splits")
     parser.add_argument("--request", help="the child job's request (default: the subtasks joined)")
     parser.add_argument("--wait", action="store_true", help="wait for the child job and print its results")
@@ -28,12 +39,96 @@ def register(sub: Any) -> None:
     parser.add_argument("--workers", type=int, help="max_workers for the child job")
     parser.add_argument("--timeout", type=float, help="default_timeout for the child's workers, seconds")
     parser.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
-    parser.set_defaults(func=cmd_spawn)
 
 
-def cmd_spawn(args: argparse.Namespace) -> int:
-    from .api.client import TERMINAL, OrchestratorClient
+# The options as _arguments() declares them, for quick_parse: flags, and options taking a value.
+_FLAGS = {"--wait": "wait", "--json": "json"}
+_VALUES = {"--request": ("request", str), "--workers": ("workers", int), "--timeout": ("timeout", float),
+           "--wait-timeout": ("wait_timeout", float)}
+
+
+def quick_parse(argv: list[str]) -> SimpleNamespace | None:
+    """What argparse makes of the usual command lines (options, then the subtasks), without
+    importing argparse: it and its help formatter's imports (re, gettext, shutil) cost the helper
+    more than everything else it imports. Anything else (help, an abbreviated or unknown option,
+    a bad value, an option after a subtask) returns None, and argparse decides, as always."""
+    found: dict[str, Any] = {"tasks": [], "request": None, "wait": False, "json": False, "workers": None,
+                             "timeout": None, "wait_timeout": None}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--" and not found["tasks"]:
+            rest = argv[index + 1:]
+            if any(item.startswith("-") for item in rest):
+                return None
+            found["tasks"] = rest
+            break
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if found["tasks"] or not (name in _FLAGS or name in _VALUES):
+                return None
+            if name in _FLAGS:
+                if eq:
+                    return None
+                found[_FLAGS[name]] = True
+            else:
+                if not eq:
+                    index += 1
+                    if index >= len(argv) or argv[index].startswith("-"):
+                        return None
+                    value = argv[index]
+                key, convert = _VALUES[name]
+                try:
+                    found[key] = convert(value)
+                except ValueError:
+                    return None
+        else:
+            found["tasks"].append(arg)
+        index += 1
+    return SimpleNamespace(**found)
+
+
+def parse(argv: list[str]) -> Any:
+    """The helper's arguments: quick_parse, else argparse (help, usage errors: exit 2)."""
+    quick = quick_parse(argv)
+    if quick is not None:
+        return quick
+    import argparse
+
+    def formatter(prog: str) -> argparse.HelpFormatter:
+        # argparse sizes help with shutil.get_terminal_size, whose import (shutil, bz2, lzma...)
+        # costs more than argparse itself; os gives the same width.
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 80
+        return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
+
+    parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).",
+                                     formatter_class=formatter)
+    _arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """The fast path: ``orchestrator-spawn ARGS`` (and ``python -m orchestrator spawn ARGS``)
+    without the full command line's imports."""
+    from .errors import OrchestratorError, exit_code_of
+
+    args = parse(argv)
+    try:
+        return cmd_spawn(args)
+    except OrchestratorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exit_code_of(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_spawn(args: Any) -> int:
     from .errors import ValidationError
+    from .wire import TERMINAL, SpawnClient, dumps
 
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
@@ -53,14 +148,19 @@ def cmd_spawn(args: argparse.Namespace) -> int:
         config["max_workers"] = args.workers
     if args.timeout is not None:
         config["default_timeout"] = args.timeout
-    client = OrchestratorClient()
+    client = SpawnClient()
     submitted = client.orchestrate(request=request, tasks=tasks, config=config or None)
     job_id = submitted["job_id"]
     if not args.wait:
-        print(json.dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
+        print(dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
         return 0
     doc = client.wait(job_id, timeout=args.wait_timeout)
-    print(json.dumps(doc, indent=1) if args.json else markdown(doc))
+    if args.json:
+        import json  # only here: its import (re, enum) would cost every hand-off
+
+        print(json.dumps(doc, indent=1))
+    else:
+        print(markdown(doc))
     if doc["status"] not in TERMINAL:
         print(f"gave up waiting: job {job_id} is still {doc['status']}", file=sys.stderr)
         return 1

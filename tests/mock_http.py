@@ -60,11 +60,13 @@ class LoggingHandler(BaseHTTPRequestHandler):
             self.server_mock.requests.append(entry)
         return entry
 
-    def _json(self, status: int, doc: Any) -> None:
+    def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header(self.request_id_header, self.server_mock.new_id("req"))
         self.end_headers()
         self.wfile.write(data)

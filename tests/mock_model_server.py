@@ -7,7 +7,7 @@ in :attr:`MockModelServer.requests` so tests can see what the CLI sent.
 
 Turns:
 
-* :class:`Text` - a plain assistant answer (``stop_reason: end_turn``).
+* :class:`Text` - a plain assistant answer (``stop_reason: end_turn``); ``delay`` makes it slow.
 * :class:`ToolUse` - a ``tool_use`` block (``stop_reason: tool_use``), e.g. ``Write`` or ``Bash``.
 * :class:`ApiError` - an HTTP error with the Anthropic error JSON (401 ``authentication_error`` ...).
 * :class:`Hang` - never answers; holds the connection until the server stops.
@@ -54,6 +54,7 @@ QUIET_ENV = {
 class Text:
     text: str
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    delay: float = 0.0  # seconds to think before answering (a slow model call)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ToolUse:
     input: dict[str, Any]
     text: str = ""  # optional text block before the tool call
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    delay: float = 0.0
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ApiError:
     status: int = 401
     type: str = "authentication_error"
     message: str = "invalid x-api-key"
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"retry-after": "7"} on a 429/529
 
 
 @dataclass
@@ -243,13 +246,16 @@ class _Handler(LoggingHandler):
             entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
             entry.turn = f"ApiError {turn.status}"
-            self._json(turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}})
+            self._json(turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}},
+                       headers=turn.headers)
             return
         if isinstance(turn, Hang):
             # Say nothing, keep the socket open, and let go only when the server stops.
             mock._stopped.wait(mock.lifetime)
             self.close_connection = True
             return
+        if turn.delay:
+            mock._stopped.wait(turn.delay)
         model = (body.get("model") if isinstance(body, dict) else None) or MODEL_FALLBACK
         message = self._message(turn, model)
         if isinstance(body, dict) and body.get("stream"):

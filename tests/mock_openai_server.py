@@ -49,6 +49,7 @@ class ShellCall:
     workdir: str | None = None
     name: str | None = None  # tool name; None: the shell-like tool codex offered in the request
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    options: dict[str, Any] = field(default_factory=dict)  # more arguments, e.g. {"yield_time_ms": 60000}
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ApiError:
     code: str = "invalid_api_key"
     message: str = "Incorrect API key provided: mock-key. You can find your API key at https://platform.openai.com/account/api-keys."
     type: str = "invalid_request_error"
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"retry-after": "7"} on a 429
 
 
 @dataclass
@@ -193,7 +195,8 @@ class _Handler(LoggingHandler):
         entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
             entry.turn = f"ApiError {turn.status}"
-            self._json(turn.status, {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}})
+            self._json(turn.status, {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}},
+                       headers=turn.headers)
             return
         if isinstance(turn, Hang):
             mock._stopped.wait(mock.lifetime)
@@ -216,6 +219,7 @@ class _Handler(LoggingHandler):
             args = {"command": turn.command}
         if turn.workdir:
             args["workdir"] = turn.workdir
+        args.update(turn.options)
         return {"type": "function_call", "id": self.server_mock.new_id("fc"), "status": "completed", "name": name,
                 "arguments": json.dumps(args), "call_id": self.server_mock.new_id("call")}
 

@@ -59,15 +59,16 @@ from .conftest import make_settings, run_job
 OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
 AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 NASTY = 'say "hi"; rm -rf x $(touch pwned) `id` --help\n-o out'
-DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(python -m orchestrator spawn:*)"]
+DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)",
+                 "Bash(python3 -m orchestrator spawn:*)"]
 
 
-def context(tmp_path: Path, prompt: str = "Write hello.py", **orchestrator) -> WorkerContext:
+def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | None = None, **orchestrator) -> WorkerContext:
     settings = make_settings(tmp_path, orchestrator=orchestrator)
     worker_dir = tmp_path / "depth_0" / "worker_1"
     return WorkerContext(
         task="t", prompt=prompt, prompt_file=tmp_path / "prompt.md", worker_dir=worker_dir,
-        depth=0, max_depth=3, attempt=1, settings=settings,
+        depth=0, max_depth=3, attempt=1, settings=settings, time_left=time_left,
     )
 
 
@@ -104,7 +105,7 @@ def test_first_signals_are_the_measured_ones():
 
 def test_claude_argv_plain(tmp_path):
     assert argv("claude", tmp_path) == [
-        "claude", "-p", "--output-format", "json", "--permission-mode", "acceptEdits",
+        "claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
         "--allowedTools", *DEFAULT_TOOLS, "--", "Write hello.py",
     ]
 
@@ -114,7 +115,7 @@ def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
                cli_args=["--verbose", "--add-dir", "/data dir"], claude_allowed_tools=["Read"],
                claude_command="/opt/claude/bin/claude")
     assert got == [
-        "/opt/claude/bin/claude", "-p", "--output-format", "json", "--model", "claude sonnet 4.5",
+        "/opt/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "claude sonnet 4.5",
         "--max-turns", "7", "--permission-mode", "acceptEdits", "--allowedTools", "Read",
         "--verbose", "--add-dir", "/data dir", "--", "Write hello.py",
     ]
@@ -122,13 +123,13 @@ def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
 
 def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
     got = argv("claude", tmp_path, claude_allowed_tools=[], claude_max_turns=0, claude_permission_mode="plan")
-    assert got == ["claude", "-p", "--output-format", "json", "--permission-mode", "plan", "--", "Write hello.py"]
+    assert got == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "plan", "--", "Write hello.py"]
 
 
 def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
     adapter = get_adapter("claude")
-    retries = {"CLAUDE_CODE_MAX_RETRIES": "2"}
+    retries = {"CLAUDE_CODE_MAX_RETRIES": "3"}
     assert adapter.extra_env(context(tmp_path)) == retries
     assert adapter.extra_env(context(tmp_path, claude_permission_mode="bypassPermissions")) == {"IS_SANDBOX": "1", **retries}
     assert adapter.extra_env(context(tmp_path, cli_args=["--dangerously-skip-permissions"])) == {"IS_SANDBOX": "1", **retries}
@@ -139,6 +140,24 @@ def test_claude_keeps_the_users_own_retry_count(tmp_path, monkeypatch):
     assert get_adapter("claude").extra_env(context(tmp_path)) == {}
 
 
+def test_claude_bash_limits_cover_the_attempts_time_left_and_never_drop_below_the_clis(tmp_path, monkeypatch):
+    for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS", "CLAUDE_CODE_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    adapter = get_adapter("claude")
+    env = adapter.extra_env(context(tmp_path, time_left=1800.2))
+    assert (env["BASH_DEFAULT_TIMEOUT_MS"], env["BASH_MAX_TIMEOUT_MS"]) == ("1801000", "1801000")
+    env = adapter.extra_env(context(tmp_path, time_left=30))  # shorter than the CLI's own: left as the CLI has them
+    assert (env["BASH_DEFAULT_TIMEOUT_MS"], env["BASH_MAX_TIMEOUT_MS"]) == ("120000", "600000")
+    assert "BASH_DEFAULT_TIMEOUT_MS" not in adapter.extra_env(context(tmp_path, time_left=None))
+
+
+def test_claude_bash_limits_the_user_set_win(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASH_DEFAULT_TIMEOUT_MS", "2000")
+    monkeypatch.delenv("BASH_MAX_TIMEOUT_MS", raising=False)
+    env = get_adapter("claude").extra_env(context(tmp_path, time_left=900))
+    assert "BASH_DEFAULT_TIMEOUT_MS" not in env and env["BASH_MAX_TIMEOUT_MS"] == "900000"
+
+
 # -- argv: the others -----------------------------------------------------------------
 
 
@@ -146,7 +165,7 @@ def test_codex_argv_plain_model_and_cli_args(tmp_path):
     wd = str(tmp_path / "depth_0" / "worker_1")
     base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
             "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
-            "-c", "shell_environment_policy.ignore_default_excludes=true"]
+            "-c", "shell_environment_policy.ignore_default_excludes=true", "-c", "allow_login_shell=false"]
     assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
     assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
         *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
@@ -157,6 +176,25 @@ def test_codex_leaves_the_sandbox_to_cli_args_that_choose_one(tmp_path):
     got = argv("codex", tmp_path, cli_args=["--dangerously-bypass-approvals-and-sandbox"])
     assert "--sandbox" not in got and got[-3:] == ["--dangerously-bypass-approvals-and-sandbox", "--", "Write hello.py"]
     assert argv("codex", tmp_path, cli_args=["--sandbox=read-only"]).count("--sandbox") == 0
+
+
+def test_codex_login_shell_is_off_unless_cli_args_choose(tmp_path):
+    assert argv("codex", tmp_path).count("allow_login_shell=false") == 1
+    mine = argv("codex", tmp_path, cli_args=["-c", "allow_login_shell=true"])
+    assert [a for a in mine if "allow_login_shell" in a] == ["allow_login_shell=true"]
+
+
+def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    got = get_adapter("codex").build_argv(context(tmp_path, time_left=1800.5))
+    assert got[got.index("background_terminal_max_timeout=1801000") - 1] == "-c"
+    short = get_adapter("codex").build_argv(context(tmp_path, time_left=60))  # never below codex's 300000
+    assert "background_terminal_max_timeout=300000" in short
+    mine = get_adapter("codex").build_argv(context(tmp_path, time_left=1800, cli_args=["-c", "background_terminal_max_timeout=5000"]))
+    assert [a for a in mine if "background_terminal_max_timeout" in a] == ["background_terminal_max_timeout=5000"]
+    (tmp_path / "codex-home").mkdir()
+    (tmp_path / "codex-home" / "config.toml").write_text('model = "x"\nbackground_terminal_max_timeout = 9000\n')
+    assert not [a for a in get_adapter("codex").build_argv(context(tmp_path, time_left=1800)) if "background_terminal" in a]
 
 
 def test_gemini_argv_plain_model_and_cli_args(tmp_path):
@@ -256,6 +294,9 @@ def test_claude_without_a_result_object_failed():
     parsed = get_adapter("claude").parse(text, 1, max_chars=100)
     assert parsed.ok is False and parsed.retryable is False
     assert parsed.error == f"no result from claude ({text.strip()})"
+    assert parsed.failure_class is None
+    no_key = get_adapter("claude").parse("Invalid API key · Please run /login\n", 1, max_chars=100)
+    assert no_key.retryable is False and no_key.failure_class == "auth"
 
 
 # -- parse: codex ---------------------------------------------------------------------
@@ -272,6 +313,54 @@ def test_codex_turn_failed_with_401_is_not_retried():
     parsed = parse("codex", "codex_401.jsonl", exit_code=1)
     assert parsed.ok is False and parsed.retryable is False
     assert parsed.error.startswith("codex: unexpected status 401 Unauthorized")
+
+
+@pytest.mark.parametrize("message, failure_class, retry_after", [
+    ("unexpected status 401 Unauthorized: Incorrect API key provided", "auth", None),
+    ("unexpected status 400 Bad Request: unsupported model", "bad_request", None),
+    ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_1", "transient", None),
+    ("exceeded retry limit, last status: 429 Too Many Requests: Please try again in 1.5s.", "transient", 1.5),
+    ("unexpected status 529 <unknown status code>: overloaded; try again in 800ms", "transient", 0.8),
+    ("stream disconnected before completion", None, None),
+])
+def test_codex_failure_class_comes_from_the_status_in_its_message(message, failure_class, retry_after):
+    event = '{"type": "turn.failed", "error": {"message": "%s"}}' % message
+    parsed = get_adapter("codex").parse('{"type": "turn.started"}\n' + event + "\n", 1, max_chars=1000)
+    assert parsed.ok is False and parsed.failure_class == failure_class and parsed.retry_after == retry_after
+    assert parsed.retryable is (failure_class not in ("auth", "bad_request"))
+
+
+def test_claude_tokens_are_the_sessions_when_it_printed_several_results():
+    # After a background task's notification claude answers again: a second result event whose
+    # usage counts only the turns since the first, while modelUsage and the cost are the session's.
+    first = {"type": "result", "subtype": "success", "is_error": False, "result": "first", "total_cost_usd": 0.0064,
+             "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 0}
+    second = {"type": "result", "subtype": "success", "is_error": False, "result": "second", "total_cost_usd": 0.0192,
+              "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 1,
+              "modelUsage": {"claude-x": {"inputTokens": 3000, "cacheReadInputTokens": 600, "cacheCreationInputTokens": 0,
+                                          "outputTokens": 240, "costUSD": 0.0192}}}
+    parsed = get_adapter("claude").parse(json.dumps(first) + "\n" + json.dumps(second) + "\n", 0, max_chars=100)
+    assert (parsed.output, parsed.cost_usd, parsed.tokens_in, parsed.tokens_out) == ("second", 0.0192, 3600, 240)
+
+
+def test_claude_failure_class_from_api_error_status_type_and_retry_events():
+    def result(**fields):
+        doc = {"type": "result", "subtype": "success", "is_error": True, "result": "API Error", **fields}
+        return json.dumps(doc)
+
+    retry = '{"type":"system","subtype":"api_retry","attempt":1,"max_retries":3,"retry_delay_ms":3479,"error_status":529}'
+    claude = get_adapter("claude")
+    overloaded = claude.parse(retry + "\n" + result(api_error_status=529, api_error_type="overloaded_error") + "\n", 1, max_chars=100)
+    assert (overloaded.failure_class, overloaded.retry_after, overloaded.retryable) == ("transient", 3.479, True)
+    limited = claude.parse(result(api_error_status=429) + "\n", 1, max_chars=100)
+    assert (limited.failure_class, limited.retry_after, limited.retryable) == ("transient", None, True)
+    for fields, expected in (({"api_error_status": 401}, "auth"), ({"api_error_status": 400}, "bad_request"),
+                             ({"api_error_type": "permission_error"}, "auth"), ({"api_error_type": "overloaded_error"}, "transient")):
+        parsed = claude.parse(result(**fields) + "\n", 1, max_chars=100)
+        assert parsed.failure_class == expected, fields
+        assert parsed.retryable is (expected == "transient"), fields
+    maxed = claude.parse(json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True}) + "\n", 1, max_chars=100)
+    assert maxed.failure_class is None and maxed.retryable is False
 
 
 def test_codex_without_a_final_message_failed():
@@ -482,11 +571,11 @@ def test_auto_falls_back_to_simulated_when_no_cli_is_found(tmp_path, monkeypatch
 # -- one real job through the engine with a fake claude -------------------------------
 
 FAKE_CLAUDE = '''#!{python}
-"""Behaves like `claude -p --output-format json`: writes a file in its cwd, prints noise
-on stderr, then the documented result object on stdout."""
+"""Behaves like `claude -p --output-format stream-json --verbose`: writes a file in its cwd,
+prints noise on stderr, then the documented result event on stdout."""
 import json, sys
 args = sys.argv[1:]
-assert args[:3] == ["-p", "--output-format", "json"], args
+assert args[:4] == ["-p", "--output-format", "stream-json", "--verbose"], args
 prompt = args[args.index("--") + 1]
 with open("hello.txt", "w") as handle:
     handle.write("hello\\n")

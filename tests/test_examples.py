@@ -32,7 +32,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 DOC_URL = "http://localhost:8000"
 DOC_KEY = "your-api-key"
 # Fixed strings the guide must contain verbatim; the tests run these, never text read from a file.
-ONE_LINER = 'python -m orchestrator spawn --wait "subtask A" "subtask B"'
+ONE_LINER = 'orchestrator-spawn --wait "subtask A" "subtask B"'
 KEY_LINE = "KEY=$(.venv/bin/python -c 'from orchestrator.config import load_settings; print(load_settings().api.api_key)')"
 TAIL_LINE = "tail -f workspace/job_<id>/logs/depth_0_worker_1.log"
 CONFIGS = ["config.command-worker.yaml", "config.claude.yaml", "config.ci.yaml"]

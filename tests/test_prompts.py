@@ -7,15 +7,17 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.prompts import (
+    MAX_SUBTASKS,
+    MIN_SUBTASKS,
     SPAWN_COMMAND,
     check_template,
     prompt_template_path,
     render_planner_prompt,
     render_worker_prompt,
 )
-from tests.conftest import make_settings
+from tests.conftest import ROOT, make_settings
 
-SPAWN_LINE = 'python -m orchestrator spawn --wait "subtask A" "subtask B"'
+SPAWN_LINE = 'orchestrator-spawn --wait "subtask A" "subtask B"'
 TASKS = ["Build the auth service for: a shop", "Build the orders service for: a shop", "Build the payments service for: a shop"]
 
 
@@ -51,10 +53,26 @@ def test_prompt_gives_the_exact_spawn_line_and_when_to_use_it():
     assert f"\n    {SPAWN_COMMAND}\n" in text
     assert text.count(SPAWN_LINE) == 1
     assert "0 completed, 3 partial, 1 failed, 4 cancelled" in text
-    assert "5 or more independent sub-components" in text and "3-7 independent parts" in text
+    assert "5 or more independent parts" in text and f"give {MIN_SUBTASKS} to {MAX_SUBTASKS} subtasks" in text
     assert "Never start a child job for the same task" in text
     assert "at most 2 child job(s)" in text
     assert "depth 1" in text
+
+
+def test_prompt_asks_for_a_shell_timeout_covering_the_workers_own():
+    # CLIs cut a shell command off after their default limit (claude: 2 minutes; a child job of AI
+    # workers takes minutes), so the spawn call must ask for the worker's own timeout.
+    assert '`"timeout": 1800000`' in prompt(timeout=1800) and "1800000 ms" in prompt(timeout=1800)
+    assert '`"timeout": 600000`' in prompt()  # unknown: 10 minutes
+    assert "Never leave it in the background" in prompt() and "keep waiting for it" in prompt()
+
+
+def test_one_subtask_rule_in_the_prompt_and_readme_for_ai():
+    guide = (ROOT / "README_FOR_AI.md").read_text(encoding="utf-8")
+    rule = f"{MIN_SUBTASKS} to {MAX_SUBTASKS}"
+    assert rule in prompt() and rule in guide
+    for other in ("3-7", "3 to 7", "2-7", "3–7"):
+        assert other not in prompt() and other not in guide, other
 
 
 @pytest.mark.parametrize("kw, reason", [

@@ -7,7 +7,8 @@ on 127.0.0.1 and the CLI is pointed at it with ANTHROPIC_BASE_URL. Install the C
 Two groups:
 
 * direct: the binary alone, to pin down the CLI contract the adapter relies on
-  (JSON result, cost, tool permissions, what a bad key looks like, signals);
+  (JSON result, cost, tool permissions, what a bad key looks like, signals), and the binary
+  run exactly as the adapter runs it (its argv and environment) for the failure classes;
 * through the orchestrator: the ``claude`` adapter running real claude workers
   (skipped until ``orchestrator/adapters/claude.py`` is registered in ADAPTERS).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,19 +25,25 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import ADAPTERS
+from orchestrator.adapters import ADAPTERS, get_adapter
+from orchestrator.adapters.base import WorkerContext
+from orchestrator.adapters.claude import COST_UNKNOWN
 from orchestrator.config import SCHEMA
+from orchestrator.engine import SPAWN_BIN
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.prompts import spawn_timeout_ms
 from orchestrator.runner import ProcessRunner
 
-from .conftest import ROOT, explain, find_cli, only_worker, run_job
+from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job
 from .mock_model_server import (
     AUTH_401,
     QUIET_ENV,
+    ApiError,
     Hang,
     MockModelServer,
     Text,
     ToolUse,
+    prompt_text,
     subtask,
     tool_results,
     working_directory,
@@ -165,13 +173,17 @@ def _bash_turns(command: str):
     return script
 
 
-def test_default_allowed_tools_let_the_spawn_command_run_and_nothing_else(tmp_path):
-    # The adapter passes orchestrator.claude_allowed_tools as --allowedTools: its Bash rule
-    # must let `python -m orchestrator spawn ...` run without asking, and only that.
+@pytest.mark.parametrize("spawn", ['orchestrator-spawn --wait "Write a.md" "Write b.md"',
+                                   'python -m orchestrator spawn --wait "Write a.md"',
+                                   'python3 -m orchestrator spawn --wait "Write a.md"'])
+def test_default_allowed_tools_let_the_spawn_command_run_and_nothing_else(tmp_path, spawn):
+    # The adapter passes orchestrator.claude_allowed_tools as --allowedTools: its Bash rules
+    # must let orchestrator-spawn (and the older python forms) run without asking, and only those.
     tools = SCHEMA["orchestrator"]["claude_allowed_tools"].default
-    assert "Bash(python -m orchestrator spawn:*)" in tools
-    env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
-    spawn = 'python -m orchestrator spawn --wait "Write a.md" "Write b.md"'
+    assert "Bash(orchestrator-spawn:*)" in tools
+    # A worker's PATH: the engine puts orchestrator/bin (orchestrator-spawn) and the interpreter's folder first.
+    path = os.pathsep.join((SPAWN_BIN, os.path.dirname(sys.executable), os.environ.get("PATH", "")))
+    env = {"PATH": path, "PYTHONPATH": str(ROOT), "ORCHESTRATOR_PYTHON": sys.executable}
     with MockModelServer(_bash_turns(spawn), lifetime=CLI_TIMEOUT) as mock:
         code, doc = run_claude(mock, tmp_path / "a", "--permission-mode", "acceptEdits", "--allowedTools", *tools, **env)
     assert code == 0, doc
@@ -206,6 +218,60 @@ def test_the_cli_retries_a_401_itself(tmp_path):
         code, doc = run_claude(mock, tmp_path / "work", CLAUDE_CODE_MAX_RETRIES="1")
     assert code == 1 and doc["api_error_status"] == 401
     assert [r.turn for r in mock.requests] == ["ApiError 401", "ApiError 401"]
+
+
+def run_as_worker(mock: MockModelServer, work: Path, *, time_left: float = 60.0, **extra_env: str):
+    """The CLI run exactly as the claude adapter runs a worker (its argv and extra_env), and
+    parsed by the adapter; returns (ParsedResult, seconds the CLI took)."""
+    adapter = get_adapter("claude")
+    work.mkdir(parents=True, exist_ok=True)
+    settings = make_settings(work.parent, orchestrator={"worker": "claude", "claude_command": CLAUDE})
+    ctx = WorkerContext(task="Say hi", prompt="Say hi", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
+                        max_depth=1, attempt=1, settings=settings, time_left=time_left)
+    env = {**cli_env(mock, work.parent / "home", **extra_env), **adapter.extra_env(ctx)}
+    started = time.monotonic()
+    proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    return adapter.parse(proc.stdout + proc.stderr, proc.returncode, max_chars=2000), time.monotonic() - started
+
+
+def test_a_401_fails_in_seconds_and_is_classified_auth(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    with MockModelServer([], default=AUTH_401, lifetime=CLI_TIMEOUT) as mock:
+        parsed, took = run_as_worker(mock, tmp_path / "work")
+    assert parsed.ok is False and parsed.failure_class == "auth" and parsed.retryable is False, parsed
+    assert "Invalid API key" in parsed.error and "API error 401" in parsed.error
+    # The adapter's CLAUDE_CODE_MAX_RETRIES=3: the first call and 3 retries (about 4 s), not the
+    # CLI's default 10 (about 3 minutes, which looked like a hang).
+    assert [r.turn for r in mock.requests] == ["ApiError 401"] * 4, mock.summary()
+    assert took < 30
+
+
+@pytest.mark.parametrize("status, kind", [(529, "overloaded_error"), (429, "rate_limit_error")])
+def test_an_overload_or_rate_limit_is_transient_and_reports_the_services_retry_after(tmp_path, monkeypatch, status, kind):
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    error = ApiError(status, kind, "Overloaded" if status == 529 else "Rate limited", headers={"retry-after": "1"})
+    with MockModelServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
+        parsed, took = run_as_worker(mock, tmp_path / "work")
+    assert parsed.ok is False and parsed.failure_class == "transient" and parsed.retryable is True, parsed
+    assert f"API error {status}" in parsed.error
+    # The CLI itself waited the service's retry-after between its 3 retries, and its stream said how long.
+    requests = mock.requests
+    assert len(requests) == 4, mock.summary()
+    assert all(b.at - a.at >= 0.9 for a, b in zip(requests, requests[1:])), mock.summary()
+    assert parsed.retry_after is not None and 1.0 <= parsed.retry_after < 2.5, parsed.retry_after
+    assert took < 30
+
+
+def test_a_long_retry_after_is_not_waited_inside_the_cli_but_comes_back_transient(tmp_path, monkeypatch):
+    # Asked to wait 100 s, claude gives up at once and does not say how long: a long overload is
+    # the orchestrator's to wait out (workers.transient_retries), with its own backoff.
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    error = ApiError(429, "rate_limit_error", "Rate limited", headers={"retry-after": "100"})
+    with MockModelServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
+        parsed, took = run_as_worker(mock, tmp_path / "work")
+    assert parsed.failure_class == "transient" and parsed.retryable is True and parsed.retry_after is None, parsed
+    assert len(mock.requests) == 1 and took < 20, mock.summary()
 
 
 def test_a_hanging_request_keeps_the_cli_waiting_until_it_is_signalled(tmp_path):
@@ -303,10 +369,11 @@ def test_claude_worker_writes_a_file_and_reports_cost_and_tokens(make_engine, cl
 
 
 @needs_adapter
-def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_workers):
-    # CLAUDE_CODE_MAX_RETRIES=0: without it the CLI itself retries a 401 for about 3 minutes
-    # (see test_the_cli_retries_a_401_itself), unless the adapter sets it.
-    mock = claude_workers([], default=AUTH_401, CLAUDE_CODE_MAX_RETRIES="0")
+def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_workers, monkeypatch):
+    # No CLAUDE_CODE_MAX_RETRIES of the user's: the adapter's own (3) keeps the CLI from retrying
+    # a 401 for about 3 minutes (see test_the_cli_retries_a_401_itself).
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    mock = claude_workers([], default=AUTH_401)
     engine = make_engine(orchestrator=worker_settings(), workers={"max_retries": 2})
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
     worker = only_worker(engine, job)
@@ -315,6 +382,9 @@ def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_
     assert worker.status is WorkerStatus.FAILED, why
     assert worker.error and "Invalid API key" in worker.error, why
     assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
+    assert worker.attempts[0].duration < 30, why
+    log, _ = engine.read_log(worker)
+    assert get_adapter("claude").parse(log, 1, max_chars=1000).failure_class == "auth", why
     # One CLI run (one session), however often the CLI itself retried inside it.
     assert len({r.headers.get("x-claude-code-session-id") for r in mock.requests}) == 1, why
     assert {r.turn for r in mock.requests} == {"ApiError 401"}
@@ -340,25 +410,46 @@ def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, 
 
 
 ROOT_TASK = "Write the docs: a.md and b.md"
-SPAWN = 'python -m orchestrator spawn --wait "Write a.md" "Write b.md"'
+SPAWN = 'orchestrator-spawn --wait "Write a.md" "Write b.md"'
+_TIMEOUT_ASKED = re.compile(r'"timeout": (\d+)')
 
 
-def tree_script(body):
-    """One mock for the whole tree: the reply depends on which worker asks, and how far it got."""
-    task = subtask(body)
-    if tool_results(body):
-        return Text(f"Done: {task}")
-    if task == ROOT_TASK:
-        return ToolUse("Bash", {"command": SPAWN, "description": "Start a child job for the two files"})
-    if task in ("Write a.md", "Write b.md"):
-        name = task.split()[-1]
-        return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"# {name}\n"})
-    return Text(f"unexpected prompt: {task!r}")
+def result_text(block: dict) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def tree_script(child_delay: float = 0.0):
+    """One mock for the whole tree: the reply depends on which worker asks, and how far it got.
+    The root's model does what its prompt says: it runs the spawn command with the shell
+    timeout the prompt asks for, and answers with what the command printed. Each child's
+    model call that writes its file takes ``child_delay`` seconds."""
+    def script(body):
+        task = subtask(body)
+        results = tool_results(body)
+        if task == ROOT_TASK:
+            if results:
+                return Text("The child job said:\n" + result_text(results[-1]))
+            call = {"command": SPAWN, "description": "Start a child job for the two files"}
+            asked = _TIMEOUT_ASKED.search(prompt_text(body))
+            if asked:
+                call["timeout"] = int(asked.group(1))
+            return ToolUse("Bash", call)
+        if task in ("Write a.md", "Write b.md"):
+            if results:
+                return Text(f"Done: {task}")
+            name = task.split()[-1]
+            return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"# {name}\n"},
+                           delay=child_delay)
+        return Text(f"unexpected prompt: {task!r}")
+    return script
 
 
 @needs_adapter
 def test_a_claude_worker_starts_a_child_job_of_claude_workers(make_live, claude_workers):
-    mock = claude_workers(tree_script)
+    mock = claude_workers(tree_script())
     live = make_live(orchestrator=worker_settings())
     submitted = live.submit(request=ROOT_TASK, tasks=[ROOT_TASK], config={"max_recursion_depth": 1})
     assert submitted.status_code in (200, 201, 202), submitted.text
@@ -385,3 +476,58 @@ def test_a_claude_worker_starts_a_child_job_of_claude_workers(make_live, claude_
     bash_result = [r for r in mock.conversation if subtask(r.body) == ROOT_TASK and tool_results(r.body)]
     assert bash_result, why
     assert f"Child job {child_id}: completed" in json.dumps(tool_results(bash_result[-1].body)), why
+
+
+@needs_adapter
+def test_a_child_job_longer_than_the_shell_limit_comes_back_to_its_parent(make_live, claude_workers):
+    # The CLI's default shell limit lowered to 2 s through its own setting (it is 2 minutes; a
+    # child job of AI workers takes minutes). Each child's model call takes 3 s, so the child
+    # job outlives that limit; the parent's spawn call returns only because it asked for the
+    # long timeout its prompt gives (BASH_MAX_TIMEOUT_MS, which the adapter raises, allows it).
+    mock = claude_workers(tree_script(child_delay=3.0), BASH_DEFAULT_TIMEOUT_MS="2000")
+    live = make_live(orchestrator=worker_settings(), workers={"default_timeout": 90})
+    submitted = live.submit(request=ROOT_TASK, tasks=[ROOT_TASK], config={"max_recursion_depth": 1})
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job_id = submitted.json()["job_id"]
+    doc = live.wait(job_id, timeout=80)
+    engine = live.engine
+    jobs, workers = engine.snapshot(job_id)
+    why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:4000]
+    assert doc["status"] == "completed", why
+    root_worker = next(w for w in workers if w.depth == 0)
+    (child_id,) = root_worker.child_job_ids
+    child = next(j for j in jobs if j.id == child_id)
+    assert child.ended_at - child.created_at > 2.5, "the child job must outlive the 2 s shell limit"
+    # The model was asked for, and gave, the worker's own timeout as the spawn call's.
+    calls = [b for r in mock.conversation if subtask(r.body) == ROOT_TASK
+             for m in r.body["messages"] if m["role"] == "assistant" and isinstance(m["content"], list)
+             for b in m["content"] if b.get("type") == "tool_use"]
+    assert calls and calls[0]["input"].get("timeout") == spawn_timeout_ms(90), why
+    # The parent's final answer holds its children's results, not "timed out" or "running in background".
+    assert f"Child job {child_id}: completed" in root_worker.output, why
+    assert "Done: Write a.md" in root_worker.output and "Done: Write b.md" in root_worker.output, why
+    assert root_worker.status is WorkerStatus.RECURSIVE_SUCCESS, why
+
+
+@needs_adapter
+def test_a_timed_out_claude_worker_keeps_the_tokens_its_stream_showed(make_engine, claude_workers):
+    # The model writes a file (one answered call: 1200 tokens in), then its next call hangs until
+    # the worker's timeout. claude 2.1.x exits 0 on SIGINT without a result; the stream-json
+    # events printed before it keep what was spent.
+    def script(body):
+        if tool_results(body):
+            return Hang()
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/a.md", "content": "# a\n"}, text="Writing a.md")
+
+    mock = claude_workers(script)
+    engine = make_engine(orchestrator=worker_settings(), workers={"default_timeout": 8, "kill_grace": 1.0})
+    job = run_job(engine, "Write a.md", tasks=["Write a.md"], timeout=40)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert worker.attempts[0].kill_rung == "SIGINT", why
+    assert worker.files_created == ["a.md"], why
+    assert worker.tokens_in == 1200, why  # exact: the answered call's input
+    assert worker.tokens_out is not None and 1 <= worker.tokens_out <= 80, why  # as each message started: a lower bound
+    assert worker.cost_usd is None, why  # unknown, and said so rather than shown as $0
+    assert COST_UNKNOWN in worker.output and "Writing a.md" in worker.output, why

@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from orchestrator.adapters import get_adapter
+from orchestrator.adapters.base import WorkerContext
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .conftest import explain, find_cli, only_worker, run_job
+from .conftest import explain, find_cli, make_settings, only_worker, run_job
 from .mock_openai_server import (
     AUTH_401,
+    ApiError,
     ENV_KEY,
     Hang,
     MockOpenAIServer,
     ShellCall,
     Text,
     function_outputs,
+    prompt_text,
     subtask,
     tool_names,
 )
@@ -142,6 +147,62 @@ def test_bad_key_gives_turn_failed_with_the_status(tmp_path):
     assert failed["error"]["message"].startswith("unexpected status 401 Unauthorized: Incorrect API key provided")
     assert [r.turn for r in mock.requests] == ["ApiError 401"]  # request_max_retries=0
     only_responses_endpoint(mock)
+
+
+def run_as_worker(mock: MockOpenAIServer, work: Path, *extra_args: str, time_left: float = 1800.0, retries: int = 0):
+    """codex run exactly as the codex adapter runs a worker (its argv), parsed by the adapter;
+    returns (exit code, ParsedResult, stdout + stderr)."""
+    work.mkdir(parents=True, exist_ok=True)
+    settings = make_settings(work.parent, orchestrator={"worker": "codex", "codex_command": CODEX, "model": MODEL,
+                                                        "cli_args": [*mock.codex_args(retries=retries), *extra_args]})
+    ctx = WorkerContext(task="hello", prompt="hello", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
+                        max_depth=1, attempt=1, settings=settings, time_left=time_left)
+    env = codex_env(work.parent / "codex-home")
+    adapter = get_adapter("codex")
+    proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    text = proc.stdout + proc.stderr
+    return proc.returncode, adapter.parse(text, proc.returncode, max_chars=2000), text
+
+
+def test_the_shell_poll_limit_the_adapter_raises_is_a_setting_codex_knows(tmp_path, monkeypatch):
+    # --strict-config refuses unknown keys, -c overrides included (a misspelt one fails): the
+    # adapter's background_terminal_max_timeout is one codex 0.169.0 reads.
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))  # where the adapter looks for the user's own value
+    with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
+        code, parsed, text = run_as_worker(mock, tmp_path / "a", "--strict-config")
+    assert code == 0 and parsed.output == "hi", text
+    assert "background_terminal_max_timeout=1800000" in get_adapter("codex").build_argv(WorkerContext(
+        task="t", prompt="t", prompt_file=tmp_path / "p", worker_dir=tmp_path, depth=0, max_depth=1, attempt=1,
+        settings=make_settings(tmp_path, orchestrator={"worker": "codex"}), time_left=1800.0))
+    with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
+        code, parsed, text = run_as_worker(mock, tmp_path / "b", "--strict-config", "-c", "background_terminal_max_timeoutt=1")
+    assert code == 1 and "unknown configuration field" in text
+
+
+@pytest.mark.parametrize("error, failure_class", [
+    (AUTH_401, "auth"),
+    (ApiError(429, "rate_limit_exceeded", "Rate limit reached for requests.", "requests", {"retry-after": "1"}), "transient"),
+    (ApiError(503, "server_error", "The server is overloaded.", "server_error"), "transient"),
+])
+def test_failures_are_classified_from_codexs_own_words(tmp_path, monkeypatch, error, failure_class):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    with MockOpenAIServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
+        code, parsed, text = run_as_worker(mock, tmp_path / "work")
+    assert code == 1 and parsed.ok is False, text
+    assert parsed.failure_class == failure_class, (parsed, text[-1500:])
+    assert parsed.retryable is (failure_class == "transient")
+    assert str(error.status) in parsed.error
+
+
+def test_codex_waits_a_429s_retry_after_itself(tmp_path, monkeypatch):
+    # Its own retries (request_max_retries) keep the conversation; each waits the service's retry-after.
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    error = ApiError(429, "rate_limit_exceeded", "Rate limit reached for requests.", "requests", {"retry-after": "1"})
+    with MockOpenAIServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
+        code, parsed, text = run_as_worker(mock, tmp_path / "work", retries=2)
+    assert parsed.failure_class == "transient", text
+    assert len(mock.requests) == 3 and all(b.at - a.at >= 0.9 for a, b in zip(mock.requests, mock.requests[1:]))
 
 
 # ----------------------------------------------------------------------------- orchestrator
@@ -255,3 +316,36 @@ def test_codex_shell_tool_writes_a_file_that_shows_in_files_created(make_engine,
     (output,) = function_outputs(mock.requests[-1].body)
     assert output["call_id"] == mock_call_id(mock) and "Process exited with code 0" in output["output"], output
     only_responses_endpoint(mock)
+
+
+def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, codex_workers):
+    # The same one command as every CLI: codex's shell tool finds orchestrator-spawn on the
+    # worker's PATH, inside codex's workspace-write sandbox (network on for the API).
+    root_task = "Write the docs: a.md and b.md"
+
+    def script(body):
+        task = subtask(body)
+        outputs = function_outputs(body)
+        if task == root_task:
+            if outputs:
+                return Text("The child job said:\n" + str(outputs[-1]["output"]))
+            asked = re.search(r'"timeout": (\d+)', prompt_text(body))
+            return ShellCall(["bash", "-lc", 'orchestrator-spawn --wait "Write a.md" "Write b.md"'],
+                             options={"yield_time_ms": int(asked.group(1))} if asked else {})
+        return Text(f"Done: {task}")
+
+    mock = codex_workers(script)
+    live = make_live(orchestrator=worker_settings(mock))
+    submitted = live.submit(request=root_task, tasks=[root_task], config={"max_recursion_depth": 1})
+    assert submitted.status_code in (200, 201, 202), submitted.text
+    job_id = submitted.json()["job_id"]
+    doc = live.wait(job_id, timeout=90)
+    jobs, workers = live.engine.snapshot(job_id)
+    why = explain(live.engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:3000]
+    assert doc["status"] == "completed", why
+    root_worker = next(w for w in workers if w.depth == 0)
+    assert len(root_worker.child_job_ids) == 1, why + "\n" + root_worker.output
+    (child_id,) = root_worker.child_job_ids
+    assert sorted(w.task for w in workers if w.depth == 1) == ["Write a.md", "Write b.md"], why
+    assert f"Child job {child_id}: completed" in root_worker.output, why
+    assert "Done: Write a.md" in root_worker.output, why

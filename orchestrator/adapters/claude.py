@@ -2,7 +2,7 @@
 
 argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
 
-    claude -p --output-format json [--model M] [--max-turns N]
+    claude -p --output-format stream-json --verbose [--model M] [--max-turns N]
            --permission-mode MODE [--allowedTools TOOL ...] [CLI_ARGS ...] -- PROMPT
 
 * ``-p``/``--print`` is a switch; the prompt is the positional argument. ``--``
@@ -10,32 +10,63 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
   prompt (measured: it reaches the model as one text block, byte for byte).
   ``--`` also ends the variadic ``--allowedTools <tools...>`` list.
 * Each allowed tool is its own argv element; claude splits a value on commas
-  and spaces outside parentheses, so ``Bash(python -m orchestrator spawn:*)``
-  stays one rule. ``--max-turns`` is a hidden option of this version.
-* The result is one JSON object on stdout (``"type": "result"``) with
-  ``subtype``, ``is_error``, ``result``, ``total_cost_usd``, ``usage`` and
+  and spaces outside parentheses, so ``Bash(orchestrator-spawn:*)`` stays one
+  rule. ``--max-turns`` is a hidden option of this version.
+* Output is JSONL (``stream-json`` needs ``--verbose`` with ``-p``): a ``system``
+  ``init`` event, one ``assistant`` event per content block (each carrying its
+  message's ``id`` and ``usage`` as the message started), ``user`` events with
+  tool results, ``system`` ``api_retry`` events (``error_status``,
+  ``retry_delay_ms``: the CLI honours the service's retry-after), and last the
+  ``result`` event that ``--output-format json`` would print alone:
+  ``subtype``, ``is_error``, ``result``, ``total_cost_usd``, ``usage``,
   ``session_id``. Failures come the same way: a 401 is ``is_error: true`` with
-  ``subtype: "success"``, ``api_error_status: 401`` and exit code 1; not being
-  logged in is ``"result": "Not logged in · Please run /login"``.
-* SIGINT makes it write a result (``subtype: "error_during_execution"``, exit 0)
-  before exiting; SIGTERM ends it silently, hence ``first_signal``.
+  ``subtype: "success"``, ``api_error_status: 401``, ``api_error_type`` and exit
+  code 1; not being logged in is ``"result": "Not logged in · Please run /login"``.
+* SIGINT makes 2.1.x exit 0 *without* a result event (measured; older versions
+  wrote one). The events streamed so far remain, so a timed-out or cancelled
+  worker still gets its input tokens (exact) and output tokens (as each message
+  started: a lower bound); its cost is unknown and the output says so. SIGTERM
+  ends it silently; SIGINT stays ``first_signal`` so it shuts down cleanly.
 * As root it refuses ``--dangerously-skip-permissions`` (which
   ``bypassPermissions`` implies) unless ``IS_SANDBOX=1``; ``extra_env`` sets it
   then. ``CLAUDE_CONFIG_DIR`` is left alone: it holds the user's credentials.
+* The Bash tool kills a command after ``BASH_DEFAULT_TIMEOUT_MS`` (2 minutes)
+  unless the model passes a longer ``timeout`` (ms, up to ``BASH_MAX_TIMEOUT_MS``,
+  10 minutes). ``extra_env`` raises both to the attempt's time left, so a
+  ``orchestrator-spawn --wait`` for a child job of AI workers returns its results
+  (the prompt also asks for a long ``timeout``). A ``settings.json`` ``env`` of
+  the user overrides the process environment (measured), as it should.
 """
 from __future__ import annotations
 
+import math
 import os
-
 import signal
 from typing import Any
 
-from .aicli import AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, last_json_object, model_of, setting, to_float
-from .base import ParsedResult, WorkerContext
+from .aicli import (
+    AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, json_lines, last_json_object, model_of, setting, to_float,
+)
+from .base import ParsedResult, WorkerContext, class_of_http_status
 
 # Result subtypes that a retry would only repeat.
 _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structured_output_retries")
-_AUTH_TYPES = ("authentication_error", "permission_error")
+_CLASS_OF_TYPE = {  # api_error_type when no status is given
+    "authentication_error": "auth", "permission_error": "auth", "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request", "request_too_large": "bad_request", "rate_limit_error": "transient",
+    "overloaded_error": "transient", "api_error": "transient", "timeout_error": "transient",
+}
+# How often the CLI retries one failed API request itself. Its default (10, with backoff up to
+# about 3 minutes) also applies to a 401, which would then look like a hang. A retry inside the
+# CLI keeps the conversation; a retry by the orchestrator starts the worker again. So the CLI
+# absorbs a short blip (3 retries: about 4 s of backoff, or 3 short retry-afters, which it
+# honours), and anything longer comes back classified "transient" for the orchestrator's own
+# budget (workers.transient_retries, backing off up to workers.transient_backoff_max). Asked
+# for a long retry-after (100 s measured) the CLI gives up at once without saying how long.
+CLI_MAX_RETRIES = "3"
+# The Bash tool's own limits (ms), when the attempt's time left is shorter: never lowered.
+BASH_DEFAULT_MS, BASH_MAX_MS = 120_000, 600_000
+COST_UNKNOWN = "[cost unknown: claude ended before reporting it (timeout or cancel); tokens counted from its stream]"
 
 
 class ClaudeAdapter(AICLIAdapter):
@@ -45,7 +76,7 @@ class ClaudeAdapter(AICLIAdapter):
     first_signal = signal.SIGINT
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
-        argv = [self.program(ctx), "-p", "--output-format", "json"]
+        argv = [self.program(ctx), "-p", "--output-format", "stream-json", "--verbose"]
         model = model_of(ctx)
         if model:
             argv += ["--model", model]
@@ -62,39 +93,122 @@ class ClaudeAdapter(AICLIAdapter):
         bypass = setting(ctx, "claude_permission_mode", "") == "bypassPermissions" or has_flag(
             cli_args_of(ctx), "--dangerously-skip-permissions"
         )
-        env = {"IS_SANDBOX": "1"} if bypass else {}
-        # By default claude retries a 401 ten times over ~3 minutes before it prints its result, so a
-        # bad key would look like a timeout. Two retries fail it in seconds; the user's own value wins.
-        if "CLAUDE_CODE_MAX_RETRIES" not in os.environ:
-            env["CLAUDE_CODE_MAX_RETRIES"] = "2"
+        wanted = {"CLAUDE_CODE_MAX_RETRIES": CLI_MAX_RETRIES}
+        if ctx.time_left is not None and ctx.time_left > 0:
+            left_ms = math.ceil(ctx.time_left) * 1000
+            wanted["BASH_DEFAULT_TIMEOUT_MS"] = str(max(left_ms, BASH_DEFAULT_MS))
+            wanted["BASH_MAX_TIMEOUT_MS"] = str(max(left_ms, BASH_MAX_MS))
+        user = user_env_names(ctx)  # the user's explicit value wins
+        env = {name: value for name, value in wanted.items() if name not in user}
+        if bypass:
+            env["IS_SANDBOX"] = "1"
         return env
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         obj = last_json_object(text, lambda o: o.get("type") == "result")
         if obj is None:
-            return self.no_result(text, exit_code, retryable=None if "root/sudo" not in text else False)
+            return self._without_result(text, exit_code, max_chars)
         result = obj.get("result") if isinstance(obj.get("result"), str) else ""
-        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
-        tokens_in = None
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-            tokens_in = add(tokens_in, usage.get(key))
+        tokens_in, tokens_out = session_tokens(obj)
         cost = to_float(obj.get("total_cost_usd"))
         if cost is None:
             cost = to_float(obj.get("cost_usd"))  # the name before claude 1.0
         extra = {
             key: obj[key]
-            for key in ("session_id", "subtype", "num_turns", "duration_ms", "api_error_status", "terminal_reason")
+            for key in ("session_id", "subtype", "num_turns", "duration_ms", "api_error_status", "api_error_type", "terminal_reason")
             if obj.get(key) is not None
         }
         subtype = obj.get("subtype") if isinstance(obj.get("subtype"), str) else ""
-        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": add(None, usage.get("output_tokens")), "extra": extra}
+        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
         if obj.get("is_error") is True or (subtype and subtype != "success"):
             errors = [str(e) for e in obj.get("errors") or [] if e] if isinstance(obj.get("errors"), list) else []
             message = result.strip() or "; ".join(errors) or subtype or "is_error"
-            status = obj.get("api_error_status")
+            status = obj.get("api_error_status") if isinstance(obj.get("api_error_status"), int) else None
             if subtype and subtype != "success":
                 message = f"{subtype}: {message}" if message != subtype else subtype
             error = f"claude: {message}" + (f" (API error {status})" if status else "")
-            auth = status in (401, 403) or obj.get("api_error_type") in _AUTH_TYPES or is_auth_error(message)
-            return self.result(result, max_chars, ok=False, error=error, retryable=not auth and subtype not in _LIMIT_SUBTYPES, **fields)
+            failure = failure_class(status, obj.get("api_error_type"), message)
+            retryable = failure not in ("auth", "bad_request") and subtype not in _LIMIT_SUBTYPES
+            retry_after = last_retry_delay(text) if failure == "transient" else None
+            return self.result(result, max_chars, ok=False, error=error, retryable=retryable, failure_class=failure,
+                               retry_after=retry_after, **fields)
         return self.result(result, max_chars, **fields)
+
+    def _without_result(self, text: str, exit_code: int | None, max_chars: int) -> ParsedResult:
+        """No result event: ended by a signal (SIGINT exits 0 without one), or the CLI failed to start.
+        What its stream showed is kept: tokens of the messages it started, and its last text."""
+        messages: dict[str, dict] = {}
+        last_text = ""
+        for event in json_lines(text):
+            message = event.get("message") if event.get("type") == "assistant" else None
+            if not isinstance(message, dict):
+                continue
+            if isinstance(message.get("usage"), dict):
+                messages[str(message.get("id"))] = message["usage"]  # one entry per message, not per block
+            for block in message.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "text" and str(block.get("text", "")).strip():
+                    last_text = block["text"]
+        parsed = self.no_result(text, exit_code, retryable=None if "root/sudo" not in text else False)
+        if parsed.error and is_auth_error(parsed.error):
+            parsed.failure_class = "auth"
+        if messages:
+            for usage in messages.values():
+                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                    parsed.tokens_in = add(parsed.tokens_in, usage.get(key))
+                parsed.tokens_out = add(parsed.tokens_out, usage.get("output_tokens"))
+            parsed.output = self.result(f"{last_text}\n\n{COST_UNKNOWN}".strip(), max_chars).output
+        return parsed
+
+
+def session_tokens(result: dict) -> tuple[int | None, int | None]:
+    """(tokens in, tokens out) of the whole session. A run that waited for a background task
+    prints one result event per answer: its ``usage`` counts only the turns since the previous
+    result, while ``modelUsage`` (per model) and ``total_cost_usd`` are the session's."""
+    models = result.get("modelUsage")
+    if isinstance(models, dict) and models and all(isinstance(m, dict) for m in models.values()):
+        tokens_in = tokens_out = None
+        for usage in models.values():
+            for key in ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens"):
+                tokens_in = add(tokens_in, usage.get(key))
+            tokens_out = add(tokens_out, usage.get("outputTokens"))
+        return tokens_in, tokens_out
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    tokens_in = None
+    for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        tokens_in = add(tokens_in, usage.get(key))
+    return tokens_in, add(None, usage.get("output_tokens"))
+
+
+def failure_class(status: int | None, error_type: Any, message: str) -> str | None:
+    """auth / bad_request / transient, from the HTTP status claude reports, else its error type."""
+    found = class_of_http_status(status) if status else None
+    if found is None and isinstance(error_type, str):
+        found = _CLASS_OF_TYPE.get(error_type)
+    if found is None and is_auth_error(message):
+        found = "auth"
+    return found
+
+
+def last_retry_delay(text: str) -> float | None:
+    """Seconds of the CLI's last ``api_retry`` wait: it follows the service's retry-after when sent."""
+    delay = None
+    for event in json_lines(text):
+        if event.get("type") == "system" and event.get("subtype") == "api_retry":
+            delay = to_float(event.get("retry_delay_ms"))
+    return None if delay is None else round(delay / 1000, 3)
+
+
+def user_env_names(ctx: WorkerContext) -> set[str]:
+    """Variables the user set for workers: ``workers.env``, or the server's environment when
+    workers inherit it (``workers.inherit_env``, else only ``workers.env_passthrough``)."""
+    def workers(key: str, default: Any) -> Any:
+        try:
+            value = ctx.settings.get("workers", key)
+        except (KeyError, AttributeError):
+            return default
+        return default if value is None else value
+
+    names = set(workers("env", {}) or {})
+    if workers("inherit_env", True):
+        return names | set(os.environ)
+    return names | (set(workers("env_passthrough", []) or []) & set(os.environ))

@@ -5,6 +5,7 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
     codex exec --json -C WORKER_DIR --skip-git-repo-check
                [--sandbox workspace-write -c sandbox_workspace_write.network_access=true]
                -c shell_environment_policy.ignore_default_excludes=true
+               [-c allow_login_shell=false] [-c background_terminal_max_timeout=MS]
                [-m MODEL] [CLI_ARGS ...] -- PROMPT
 
 * This version has no ``--full-auto``; ``codex exec`` never asks for approval,
@@ -29,15 +30,41 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 * SIGINT and SIGTERM both end it (measured: SIGINT exits 1 after its own
   shutdown, SIGTERM 143); SIGINT is used so it can shut down cleanly.
 * ``CODEX_HOME`` is left alone: it holds the user's ``auth.json``.
+* Its shell runs commands as ``bash -lc`` by default; a login shell re-reads the profile,
+  which resets PATH, and ``orchestrator-spawn`` (first on the worker's PATH) was "command
+  not found" (measured). ``allow_login_shell=false`` keeps the worker's environment, unless
+  ``cli_args`` set it.
+* Shell-tool time limit: the model's ``exec_command`` runs a command for up to its
+  ``yield_time_ms``, then leaves it running in a background terminal that it polls with
+  ``write_stdin``; one empty poll waits at most ``background_terminal_max_timeout`` ms
+  (config.toml, default 300000). ``-c background_terminal_max_timeout=`` raises it to the
+  attempt's time left, so one poll can wait out a ``orchestrator-spawn --wait`` for a long
+  child job, unless the user set it (in ``cli_args`` or ``$CODEX_HOME/config.toml``).
+  (The classic ``shell`` tool takes a per-call ``timeout_ms``, default 10 s: the prompt
+  asks the model for a long one.)
+* Failures: ``turn.failed`` carries only a message; the HTTP status is in its words
+  (``unexpected status 401 Unauthorized: ...``, ``exceeded retry limit, last status: 429
+  Too Many Requests``), from which ``failure_class`` is read. Codex waits out a 429's
+  retry-after itself (measured) but does not print it; its own retries
+  (``request_max_retries``/``stream_max_retries`` of the provider, default 4 and 5)
+  are left as they are: they retry one request, keeping the conversation.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
 import signal
+from pathlib import Path
 
 from .aicli import AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, json_lines, model_of
-from .base import ParsedResult, WorkerContext
+from .base import ParsedResult, WorkerContext, class_of_http_status
 
 _OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
+POLL_KEY = "background_terminal_max_timeout"
+POLL_DEFAULT_MS = 300_000  # codex's own default: never lowered
+_STATUS_RE = re.compile(r"\bstatus(?: code)?:?\s+(\d{3})\b", re.I)
+_TRY_AGAIN_RE = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.I)
 
 
 class CodexAdapter(AICLIAdapter):
@@ -52,6 +79,12 @@ class CodexAdapter(AICLIAdapter):
         if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
             argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
         argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
+        if not any("allow_login_shell" in arg for arg in extra):
+            # A login shell (bash -lc) re-reads the profile, which resets PATH: orchestrator-spawn
+            # (first on the worker's PATH) would be "command not found" (measured).
+            argv += ["-c", "allow_login_shell=false"]
+        if ctx.time_left is not None and ctx.time_left > 0 and not _user_sets_poll_limit(extra):
+            argv += ["-c", f"{POLL_KEY}={max(math.ceil(ctx.time_left) * 1000, POLL_DEFAULT_MS)}"]
         model = model_of(ctx)
         if model:
             argv += ["-m", model]
@@ -93,13 +126,40 @@ class CodexAdapter(AICLIAdapter):
                 extra["thread_id"] = event["thread_id"]
         fields = {"tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
         if failure is not None:
-            return self.result(answer or "", max_chars, ok=False, error=f"codex: {failure}", retryable=not is_auth_error(failure), **fields)
+            failure_class, retry_after = classify(failure)
+            retryable = failure_class not in ("auth", "bad_request") and not is_auth_error(failure)
+            return self.result(answer or "", max_chars, ok=False, error=f"codex: {failure}", retryable=retryable,
+                               failure_class=failure_class or ("auth" if not retryable else None),
+                               retry_after=retry_after, **fields)
         if answer is None:
             why = "the turn completed without an agent message" if turn_completed else last_error
             parsed = self.no_result(text, exit_code, why=why)
             parsed.tokens_in, parsed.tokens_out, parsed.extra = tokens_in, tokens_out, extra
             return parsed
         return self.result(answer, max_chars, **fields)
+
+
+def classify(message: str) -> tuple[str | None, float | None]:
+    """(failure class, retry-after seconds) from the words of a codex failure."""
+    found = _STATUS_RE.search(message)
+    failure_class = class_of_http_status(int(found.group(1))) if found else None
+    again = _TRY_AGAIN_RE.search(message)
+    retry_after = None
+    if again and failure_class == "transient":
+        retry_after = float(again.group(1)) / (1000 if again.group(2).lower() == "ms" else 1)
+    return failure_class, retry_after
+
+
+def _user_sets_poll_limit(cli_args: list[str]) -> bool:
+    """Whether the user chose background_terminal_max_timeout: in cli_args, or in CODEX_HOME's config.toml."""
+    if any(POLL_KEY in arg for arg in cli_args):
+        return True
+    home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    try:
+        text = (home / "config.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^\s*{POLL_KEY}\s*=", text, re.M) is not None
 
 
 def _legacy(msg: dict, answer: str | None) -> tuple[str | None, tuple[int | None, int | None] | None]:

@@ -32,7 +32,6 @@ or repeating it is harmless:
 """
 from __future__ import annotations
 
-import email.utils
 import json as jsonlib
 import logging
 import os
@@ -44,31 +43,14 @@ from urllib.parse import quote
 
 import requests
 
-from orchestrator.errors import (
-    ERRORS_BY_CODE,
-    AuthenticationError,
-    ConfigError,
-    Conflict,
-    Forbidden,
-    JobNotFound,
-    OrchestratorError,
-    PayloadTooLarge,
-    RateLimited,
-    ServerUnreachable,
-    Unavailable,
-    ValidationError,
-)
+from orchestrator.errors import OrchestratorError, RateLimited, ServerUnreachable, ValidationError
+# The rules the spawn helper's standard-library path shares with this client: one place for each.
+from orchestrator.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, rate_limited
 
 __all__ = ["OrchestratorClient", "TERMINAL"]
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
-"""Job statuses after which nothing changes any more."""
-
-URL_ENV = "ORCHESTRATOR_API_URL"
-KEY_ENV = "ORCHESTRATOR_API_KEY"
-START_HINT = "start the server with `python api_server.py` or `./quick-start.sh`"
 
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 # Failures while reading a response, after the request went out.
@@ -77,18 +59,6 @@ _TRANSPORT_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-# Used when an error body is not the server's JSON (e.g. a proxy's HTML page).
-_BY_STATUS: dict[int, type[OrchestratorError]] = {
-    400: ValidationError,
-    401: AuthenticationError,
-    403: Forbidden,
-    404: JobNotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    422: ConfigError,
-    429: RateLimited,
-    503: Unavailable,
-}
 # urllib3 classes raised before any byte of the request is sent. Matched by
 # name so that this module does not import urllib3 directly.
 _PRE_SEND_NAMES = frozenset({"NewConnectionError", "ConnectTimeoutError", "NameResolutionError"})
@@ -407,17 +377,8 @@ class OrchestratorClient:
             ) from None
 
     def _gave_up(self, err: OrchestratorError, method: str, path: str, waits: list[float], delay: float) -> RateLimited:
-        """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
-        limit = err.details.get("limit") or "the server's rate limit"
-        why = (f"it asks for {delay:.0f}s more, over max_retry_after={self.max_retry_after:g}s" if delay > self.max_retry_after
-               else f"rate_limit_retries={self.rate_limit_retries} reached")
-        message = (f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
-                   f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}")
-        details = {k: v for k, v in err.details.items() if k != "retry_after"}
-        limited = RateLimited(message, **details)
-        limited.status_code = 429  # type: ignore[attr-defined]
-        limited.retry_after = getattr(err, "retry_after", None)  # type: ignore[attr-defined]
-        return limited
+        """The error once a 429 is no longer waited out (the wording is shared with the spawn helper)."""
+        return rate_limited(err, method, path, waits, delay, self.rate_limit_retries, self.max_retry_after)
 
     def _unreachable(self, method: str, url: str, exc: Exception, attempts: int) -> ServerUnreachable:
         """The error for a request that got no response."""
@@ -477,47 +438,9 @@ def _not_sent(exc: BaseException) -> bool:
     return False
 
 
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
 def _error_from(resp: requests.Response) -> OrchestratorError:
     """Rebuild the server's error class from a 4xx/5xx response."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        cls = ERRORS_BY_CODE.get(body["error"], OrchestratorError)
-        details = body.get("details")
-        details = {str(k): v for k, v in details.items() if k != "message"} if isinstance(details, dict) else {}
-        err = cls(str(body.get("message") or f"HTTP {resp.status_code}"), **details)
-        if cls is OrchestratorError and body["error"] != OrchestratorError.code:
-            err.code = body["error"]  # keep an unknown (newer) code visible
-    else:
-        text = (resp.text or "").strip()
-        if len(text) > 500:
-            text = text[:500] + "..."
-        cls = _BY_STATUS.get(resp.status_code, OrchestratorError)
-        err = cls(text or f"HTTP {resp.status_code} {resp.reason or ''}".strip())
-    err.status_code = resp.status_code  # type: ignore[attr-defined]
-    if isinstance(err, RateLimited) or resp.status_code == 429:
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
-        if retry_after is None and isinstance(err.details.get("retry_after"), (int, float)):
-            retry_after = float(err.details["retry_after"])  # type: ignore[arg-type]
-        err.retry_after = retry_after  # type: ignore[attr-defined]
-    return err
+    return error_of(resp.status_code, resp.reason or "", resp.content or b"", resp.headers.get("Retry-After"))
 
 
 def _iter_lines(resp: requests.Response) -> Iterator[str]:
