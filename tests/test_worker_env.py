@@ -55,9 +55,10 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     seen = _seen(engine, job)
     assert seen["KEEP_ME"] == "kept" and seen["MY_TOKEN"] == SECRET
     assert "DROP_ME" not in seen and "NOT_SET_ANYWHERE" not in seen and "HOME" not in seen
-    # The protocol is always there: identity, PATH with the folder's interpreter first, TMPDIR.
+    # The protocol is always there: identity, PATH with orchestrator-spawn's folder and the
+    # folder's interpreter first, TMPDIR.
     assert seen["ORCHESTRATOR_WORKER_ID"] == "worker_1" and seen["ORCHESTRATOR_DEPTH"] == "0"
-    assert seen["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert seen["PATH"].split(os.pathsep)[:2] == [str(ROOT / "orchestrator" / "bin"), os.path.dirname(sys.executable)]
     assert seen["PATH"].endswith(os.environ["PATH"])
     assert seen["PYTHONPATH"] == str(ROOT)  # the server's own PYTHONPATH is not passed on
     assert seen["TMPDIR"] == seen["TMP"] == seen["TEMP"]
