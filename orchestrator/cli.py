@@ -137,7 +137,7 @@ def _add_late_commands(sub: Any) -> None:
     prune.add_argument("--older-than", required=True, metavar="AGE", help="ended at least this long ago: 30m, 12h, 7d, 2w")
     prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
     prune.add_argument("--yes", action="store_true", help="delete them (without it: a dry run that only lists them)")
-    prune.set_defaults(func=_lazy("orchestrator.prune", "cmd_prune"))
+    prune.set_defaults(func=_lazy("orchestrator.scripts", "cmd_prune"))
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
 

@@ -1,7 +1,8 @@
-"""Deleting old job trees: ``orchestrator prune`` and the server's retention.
+"""Deleting old job trees: the rule, the offline deletion and the server's retention
+(``orchestrator prune``, the command, is in scripts.py).
 
 One rule decides whether a tree may go (``refusal``): it is a root job's tree and every job
-in it has ended. ``DELETE /api/v1/jobs/{id}`` (``Engine.delete``), this command and the
+in it has ended. ``DELETE /api/v1/jobs/{id}`` (``Engine.delete``), ``orchestrator prune`` and the
 server's retention (``orchestrator.retention_days``) all apply it, so a running tree is
 never touched:
 
@@ -16,7 +17,6 @@ A dry run (the default) lists what would go and deletes nothing.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -24,7 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
-from .errors import AuthenticationError, Conflict, JobNotFound, OrchestratorError, ValidationError
+from .errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from .models import JobRecord, JobStatus
 
 log = logging.getLogger("orchestrator.prune")
@@ -167,65 +167,6 @@ def start_retention(engine: Any, settings: Any) -> threading.Event | None:
     return stop
 
 
-# -- the command (its arguments are declared in cli.py, which imports this module only to run it) --
-def cmd_prune(args: argparse.Namespace) -> int:
-    from .config import load_settings
-    from .workspace import Workspace
-
-    older_than, statuses = parse_age(args.older_than), parse_statuses(args.status)
-    settings = load_settings(args.config)
-    workspace = Workspace(settings.workspace_root)
-    found = candidates(workspace, older_than, statuses)
-    now = time.time()
-    which = f"job tree(s) in {workspace.root} finished ({', '.join(statuses)}) more than {args.older_than} ago"
-    if not found:
-        print(f"nothing to delete: 0 {which}.")
-        return 0
-    print(f"{len(found)} {which}, {_mb(sum(c.size for c in found))} in all:")
-    for c in found:
-        print(f"  {c.root_id}  {c.status:<9}  ended {_age(now - c.ended_at)} ago  {_mb(c.size)}")
-    if not args.yes:
-        print("dry run: nothing deleted. Run again with --yes to delete them.")
-        return 0
-    client = _server_client(settings)
-    kept = 0
-    for c in found:
-        why = _delete_via_server(client, c.root_id) if client else delete_offline(workspace, c.root_id)
-        if why:
-            kept += 1
-            print(f"kept {c.root_id}: {why}")
-        else:
-            print(f"deleted {c.root_id}")
-    where = f"through the server at {client.api_url}" if client else "from the workspace (no server answered)"
-    print(f"deleted {len(found) - kept} job tree(s) {where}; kept {kept}.")
-    return 0 if not kept else 1
-
-
-def _server_client(settings: Any) -> Any:
-    """A client of this folder's server when one answers, else None."""
-    from .api.client import OrchestratorClient
-    from .scripts import folder_url, local_url
-    from .server import health_instance
-
-    # This folder's own server (verified through its record); else whatever answers on the
-    # configured address, which must then accept this folder's key (see _delete_via_server).
-    url = folder_url(settings) or local_url(settings)
-    return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None
-
-
-def _delete_via_server(client: Any, root_id: str) -> str | None:
-    try:
-        client.delete(root_id)
-    except JobNotFound:
-        return None  # gone meanwhile
-    except AuthenticationError:
-        return (f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
-                "Stop it, or prune with this folder's server")
-    except OrchestratorError as exc:  # 409 for a tree the server still runs (or finishes)
-        return exc.message
-    return None
-
-
 def _size(path: Path) -> int:
     total = 0
     for folder, _, files in os.walk(path):
@@ -236,13 +177,3 @@ def _size(path: Path) -> int:
                 pass
     return total
 
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-
-
-def _age(seconds: float) -> str:
-    for unit, span in (("w", UNITS["w"]), ("d", UNITS["d"]), ("h", UNITS["h"]), ("m", UNITS["m"])):
-        if seconds >= span:
-            return f"{seconds / span:.1f}{unit}"
-    return f"{seconds:.0f}s"

@@ -61,7 +61,8 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     """Create (engine, waitress server, base URL, instance id) without running it. Refuses a busy port."""
     from waitress.server import create_server
 
-    from .api.app import EXTENSION, create_app
+    from .api.app import create_app
+    from .api.context import EXTENSION
     from .api.auth import check_admin_key
     from .engine import Engine
 

@@ -10,7 +10,7 @@ import secrets
 import time
 from typing import Any, Callable, Iterable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
@@ -19,10 +19,10 @@ from ..errors import OrchestratorError, PayloadTooLarge
 from ..metrics import refusal_reason
 from ..status import StatusCache
 from .auth import Credentials
+from .context import EXTENSION, extension
 from .guard import RateLimiter, allowed_hosts
 
 log = logging.getLogger("orchestrator.api")
-EXTENSION = "orchestrator"
 
 
 def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
@@ -143,13 +143,3 @@ def _cap() -> int:
     from flask import current_app
 
     return int(current_app.config["MAX_CONTENT_LENGTH"])
-
-
-def extension() -> dict[str, Any]:
-    from flask import current_app
-
-    return current_app.extensions[EXTENSION]
-
-
-def principal() -> Any:
-    return g.principal

@@ -14,7 +14,7 @@ from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
 from ..status import job_status
 from ..workspace import parse_worker_ref, root_of, validate_job_id
-from .app import extension
+from .context import extension
 from .guard import check_host
 from .openapi import openapi_document
 

@@ -1,0 +1,148 @@
+"""The package's shape: imports point one way (no cycle, imports inside functions included) and
+modules stay small enough to hold in one's head. Read from the source with ``ast``: nothing is
+imported, so a cycle that only bites at run time (an import inside a function) is found too."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
+MAX_LINES = 600
+# Known exceptions, each being split by another step of issue 11; nothing else may join this list.
+TOO_LONG_FOR_NOW = {
+    "orchestrator.engine",  # the engine step moves its queries, states and limits out (target: 500 lines)
+    "orchestrator.planner",  # the smaller heuristic planner step (item 6: a third of today's size)
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["orchestrator", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The orchestrator modules ``name`` imports anywhere in its source (top level, in functions,
+    under TYPE_CHECKING), relative imports resolved. ``from . import x`` counts as importing the
+    module ``x`` when there is one, else the package."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            # "import orchestrator.api.client" imports the named module (and its packages, which
+            # are its parents, never its dependents: they do not form a cycle with it).
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target.startswith("orchestrator") and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a sorted
+    list: every cycle lies inside one of them."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def _one_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """The shortest cycle through the component's first module, for the failure message (a -> b -> a)."""
+    start, members = component[0], set(component)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return [*reversed(path), start]
+                if nxt not in came_from:
+                    came_from[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    return component
+
+
+def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
+    """The checker itself: a cycle closed only by an import inside a function is found."""
+    import textwrap
+
+    graph_of = {}
+    for name, source in {"orchestrator.a": "from .b import x\n",
+                         "orchestrator.b": "def f():\n    from . import a\n    import orchestrator.c\n",
+                         "orchestrator.c": "x = 1\n"}.items():
+        path = tmp_path / f"{name.rpartition('.')[2]}.py"
+        path.write_text(textwrap.dedent(source))
+        graph_of[name] = path
+    known = set(graph_of)
+    graph = {name: _imports(name, path, known) for name, path in graph_of.items()}
+    assert graph == {"orchestrator.a": {"orchestrator.b"}, "orchestrator.b": {"orchestrator.a", "orchestrator.c"},
+                     "orchestrator.c": set()}
+    assert find_cycles(graph) == [["orchestrator.a", "orchestrator.b"]]
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert "orchestrator.engine" in graph and graph["orchestrator.engine"], "the graph is empty: the parser is broken"
+    cycles = find_cycles(graph)
+    shown = [f"  {' -> '.join(_one_cycle(graph, c))}; the imports among {', '.join(c)}: "
+             + ", ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a] & set(c))) for c in cycles]
+    assert not cycles, "import cycles (move the shared piece down a layer):\n" + "\n".join(shown)
+
+
+def test_no_module_is_over_600_lines():
+    sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in _modules().items()}
+    over = {name: n for name, n in sizes.items() if n > MAX_LINES and name not in TOO_LONG_FOR_NOW}
+    assert not over, f"modules over {MAX_LINES} lines (split them by concern): {over}"
