@@ -25,7 +25,8 @@ from typing import Callable
 
 import psutil
 
-from .runner import ProcessRunner, rss_bytes
+from .procscan import rss_bytes
+from .runner import ProcessRunner
 
 log = logging.getLogger("orchestrator.monitor")
 MB = 1024 * 1024

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from .models import Attempt, WorkerRecord
-from .runner import FoundShim, process_alive, read_exit_file
+from .procscan import process_alive
+from .runner import FoundShim, read_exit_file
 
 LOST_REASON = "lost: the server stopped while it ran, and it left no exit status"
 

@@ -1,13 +1,13 @@
 """Process control: spawn, wait, the kill ladder and the tag sweep.
 
-The only module that imports subprocess, signal or psutil. Every worker runs
+The only module that starts or signals a process (reading the process table is procscan.py's). Every worker runs
 in its own session (so its process group is its own), with stdin closed and
 stdout+stderr written straight to its log file by the kernel: the engine
 never drains a pipe, and ``tail -f`` sees output as it is produced.
 
 Every worker also carries a unique ``ORCHESTRATOR_TAG`` in its environment.
 Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
-of the process group is still found by the sweep and killed.
+of the process group is still found by the sweep (a procscan pass) and killed.
 
 A worker runs under a shim (like containerd's per-container shim or podman's
 conmon): a few lines of Perl (POSIX sh where there is no Perl) that run the command
@@ -31,12 +31,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
+from . import procscan
 from .groupsync import GroupCommit
-
-TAG_VAR = "ORCHESTRATOR_TAG"
-_PROC = Path("/proc")
+from .procscan import TAG_VAR, process_alive, process_start_id, read_small
 
 
 class Wakeup:
@@ -368,13 +367,11 @@ class ProcessRunner:
     def sweep_prefix(self, prefix: str, rounds: int = 20, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
         """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
         server crash), except those whose tag is in ``keep``; returns how many were found."""
-        needle = f"{TAG_VAR}={prefix}".encode()
-        kept = [f"{TAG_VAR}={tag}".encode() for tag in keep]
+        kept = frozenset(keep)
         killed = 0
         for _ in range(rounds):
-            pids = _scan_proc_prefix(needle, kept) if _PROC.is_dir() else [
-                pid for tag, found in _scan_psutil_all().items() if tag.startswith(prefix) and tag not in keep
-                for pid in found]
+            found = procscan.scan(lambda tag: tag.startswith(prefix) and tag not in kept)
+            pids = [pid for tagged in found.values() for pid in tagged]
             if not pids:
                 return killed
             for pid in pids:
@@ -392,9 +389,7 @@ class ProcessRunner:
 
     def tagged_many(self, tags: list[str], since: float = 0.0) -> dict[str, list[int]]:
         """For each tag, the live processes carrying it, from one pass over the process table."""
-        if _PROC.is_dir():
-            return _scan_proc({f"{TAG_VAR}={tag}".encode(): tag for tag in tags}, since)
-        return _scan_psutil(set(tags))  # macOS: no /proc
+        return procscan.scan(set(tags).__contains__, since)
 
 
 @dataclass
@@ -412,96 +407,14 @@ def find_shims(tag_prefix: str) -> list[FoundShim]:
     """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
     what runs, whatever the records managed to say before a crash."""
     found = []
-    for pid, env, argv in _tagged_processes():
-        tag = env.get(TAG_VAR, "")
-        if not tag.startswith(tag_prefix):
-            continue
+    for proc in procscan.tagged_processes(lambda tag: tag.startswith(tag_prefix), details=True):
+        pid, tag, env, argv = proc.pid, proc.tag, proc.environ or {}, proc.argv or []
         if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
             continue  # a worker or its descendant, not the shim (of this server or an earlier one)
         attempt = env.get("ORCHESTRATOR_ATTEMPT", "")
         found.append(FoundShim(pid=pid, tag=tag, start_id=process_start_id(pid), exit_file=Path(argv[4]),
                                attempt=int(attempt) if attempt.isdigit() else None))
     return found
-
-
-def _tagged_processes() -> Iterator[tuple[int, dict[str, str], list[str]]]:
-    """(pid, environment, argv) of every live process carrying an orchestrator tag: from /proc
-    on Linux, from psutil elsewhere (macOS)."""
-    if _PROC.is_dir():
-        for pid, data in _tagged_environs():
-            if _is_zombie(pid):
-                continue
-            env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-            yield int(pid), {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()}, _cmdline(int(pid))
-        return
-    import psutil
-
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid == os.getpid():
-                continue
-            env = proc.environ()
-            if TAG_VAR in env and proc.status() != psutil.STATUS_ZOMBIE:
-                yield proc.pid, env, proc.cmdline()
-        except (psutil.Error, OSError):
-            continue
-
-
-def read_small(path: str | Path) -> bytes:
-    """A whole small file (/proc entries, exit files) by plain fd calls. Not open(): a file
-    object adds an fstat, an isatty and seeks, and each of those syscalls hands the GIL to
-    another thread, which costs a busy server far more than the syscall."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO in a file's place never blocks
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = read_small(f"/proc/{pid}/cmdline")
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
-
-
-def process_start_id(pid: int) -> str | None:
-    """When the kernel started ``pid`` (clock ticks since boot, from /proc; psutil elsewhere):
-    with the pid, it names one process for good, even after the pid is reused."""
-    try:
-        stat = read_small(f"/proc/{pid}/stat")
-        return stat[stat.rfind(b")") + 2:].split()[19].decode()
-    except (OSError, IndexError):
-        pass
-    if _PROC.is_dir():
-        return None
-    try:
-        import psutil
-
-        return repr(psutil.Process(pid).create_time())
-    except Exception:  # noqa: BLE001 - gone, or no permission: unknown
-        return None
-
-
-def process_alive(pid: int, start_id: str | None) -> bool:
-    """Whether ``pid`` still runs (not a zombie) and, when ``start_id`` is known, is the same process."""
-    if _PROC.is_dir():
-        if _is_zombie(str(pid)):
-            return False
-    else:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-    return start_id is None or process_start_id(pid) == start_id
 
 
 def read_exit_file(path: Path) -> int | None:
@@ -533,122 +446,9 @@ def read_exit_file(path: Path) -> int | None:
     return None
 
 
-# /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
-INODE_CLOCK_SLACK = 0.1
 # How long the first of several finishing workers waits for others to share its /proc scan.
 # The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
 SWEEP_GATHER = 0.01
-
-
-_MADE: dict[str, tuple[int, float]] = {}  # pid -> (inode, when it was made), as the last scan saw it
-_MADE_LOCK = threading.Lock()
-
-
-def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
-    """(pid, environment) of every other process that carries some orchestrator tag.
-
-    A /proc/<pid> inode is made when the pid is first looked up, so one made before
-    ``since`` belongs to a process that existed before the tagged worker started and
-    cannot be its descendant: its environment is not read. When that inode was made is
-    asked once per process: the listing gives each entry's inode number for free, and
-    while it is unchanged the same process holds the pid. (Environments are always read
-    afresh: a process seen between its fork and its exec still shows its parent's.)"""
-    me = str(os.getpid())
-    cutoff = since - INODE_CLOCK_SLACK if since else 0.0
-    with _MADE_LOCK:
-        known = dict(_MADE)
-    now: dict[str, tuple[int, float]] = {}
-    with os.scandir(_PROC) as entries:
-        listing = [(entry.name, entry.inode()) for entry in entries if entry.name.isdigit() and entry.name != me]
-    for name, inode in listing:
-        if cutoff:
-            look = known.get(name)
-            if look is None or look[0] != inode:
-                try:
-                    look = (inode, os.stat(f"/proc/{name}").st_ctime)
-                except OSError:
-                    continue
-            now[name] = look
-            if look[1] < cutoff:
-                continue
-        try:
-            data = read_small(f"/proc/{name}/environ")
-        except OSError:
-            continue
-        if b"ORCHESTRATOR_TAG=" in data:
-            yield name, data
-    if cutoff:
-        with _MADE_LOCK:
-            _MADE.clear()
-            _MADE.update(now)
-
-
-def _scan_proc(needles: dict[bytes, str], since: float = 0.0) -> dict[str, list[int]]:
-    """One pass over /proc: for each needle (``ORCHESTRATOR_TAG=<tag>``), the live processes carrying it."""
-    found: dict[str, list[int]] = {}
-    for pid, data in _tagged_environs(since):
-        for needle, tag in needles.items():
-            if _carries(data, needle) and not _is_zombie(pid):
-                found.setdefault(tag, []).append(int(pid))
-    return found
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of one process (0 when it is gone)."""
-    try:
-        return int(read_small(f"/proc/{pid}/statm").split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _is_zombie(pid: str) -> bool:
-    try:
-        stat = read_small(f"/proc/{pid}/stat")
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
-
-
-def _scan_proc_prefix(needle: bytes, kept: list[bytes] | None = None) -> list[int]:
-    return [int(pid) for pid, data in _tagged_environs()
-            if (b"\0" + needle in data or data.startswith(needle)) and not _is_zombie(pid)
-            and not any(_carries(data, k) for k in kept or ())]
-
-
-def _carries(environ: bytes, entry: bytes) -> bool:
-    """Whether a NUL-separated environment holds exactly ``entry`` (NAME=value)."""
-    return environ.startswith(entry + b"\0") or (b"\0" + entry + b"\0") in environ or environ.endswith(b"\0" + entry) or environ == entry
-
-
-def _scan_psutil_all() -> dict[str, list[int]]:
-    import psutil
-
-    found: dict[str, list[int]] = {}
-    for proc in psutil.process_iter():
-        try:
-            tag = proc.environ().get(TAG_VAR) if proc.pid != os.getpid() else None
-            if tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.setdefault(tag, []).append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def _scan_psutil(tags: set[str]) -> dict[str, list[int]]:
-    import psutil
-
-    found: dict[str, list[int]] = {}
-    for proc in psutil.process_iter():
-        try:
-            tag = proc.environ().get(TAG_VAR) if proc.pid != os.getpid() else None
-            if tag in tags and proc.status() != psutil.STATUS_ZOMBIE:
-                found.setdefault(tag, []).append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _killpg(pgid: int, signum: int) -> None:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from orchestrator.runner import PERL, ProcessRunner, find_shims, process_alive, process_start_id, read_exit_file
+from orchestrator.procscan import process_alive, process_start_id
+from orchestrator.runner import PERL, ProcessRunner, find_shims, read_exit_file
 
 from .conftest import wait_until
 

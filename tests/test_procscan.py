@@ -1,0 +1,74 @@
+"""procscan: the one walk over the process table that the sweep, the tree sweep and the shim
+search share. Real processes, found by the tag in their environment."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator import procscan
+from orchestrator.procscan import TAG_VAR, process_alive, process_start_id, scan, tag_in, tagged_processes
+from orchestrator.runner import ProcessRunner
+from tests.conftest import wait_until
+
+
+def test_tag_in_reads_the_first_whole_entry_only():
+    assert tag_in(b"A=1\0ORCHESTRATOR_TAG=r.k.1\0B=2") == "r.k.1"
+    assert tag_in(b"ORCHESTRATOR_TAG=first") == "first"
+    assert tag_in(b"MY_ORCHESTRATOR_TAG=no\0X=1") is None  # another variable that ends like ours
+    assert tag_in(b"MY_ORCHESTRATOR_TAG=no\0ORCHESTRATOR_TAG=yes\0") == "yes"
+    assert tag_in(b"ORCHESTRATOR_TAG=a\0ORCHESTRATOR_TAG=b\0") == "a"  # getenv's answer
+    assert tag_in(b"ORCHESTRATOR_TAG=\0") == ""
+    assert tag_in(b"") is None
+
+
+@pytest.fixture
+def tagged_children():
+    """Three sleeping children: two of tree ps1 (one to keep), one of tree ps2."""
+    tags = ["ps1.depth_0_worker_1.1", "ps1.depth_0_worker_2.1", "ps2.depth_0_worker_1.1"]
+    procs = {tag: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                                   env={**os.environ, TAG_VAR: tag}) for tag in tags}
+    yield procs
+    for proc in procs.values():
+        proc.kill()
+        proc.wait()
+
+
+def test_one_scan_serves_exact_tags_and_prefixes(tagged_children):
+    pids = {tag: proc.pid for tag, proc in tagged_children.items()}
+    wait_until(lambda: len(scan(lambda tag: tag.startswith(("ps1.", "ps2.")))) == 3)
+    assert scan({"ps1.depth_0_worker_1.1", "absent"}.__contains__) == {"ps1.depth_0_worker_1.1": [pids["ps1.depth_0_worker_1.1"]]}
+    tree = scan(lambda tag: tag.startswith("ps1.") and tag != "ps1.depth_0_worker_2.1")
+    assert tree == {"ps1.depth_0_worker_1.1": [pids["ps1.depth_0_worker_1.1"]]}
+    found = [p for p in tagged_processes(lambda tag: tag.startswith("ps2."), details=True)]
+    assert [(p.pid, p.tag) for p in found] == [(pids["ps2.depth_0_worker_1.1"], "ps2.depth_0_worker_1.1")]
+    assert found[0].environ is not None and found[0].environ[TAG_VAR] == "ps2.depth_0_worker_1.1"
+    assert found[0].argv is not None and found[0].argv[0] == sys.executable
+
+
+def test_a_zombie_is_not_found_and_not_alive(tagged_children):
+    proc = tagged_children["ps2.depth_0_worker_1.1"]
+    start = process_start_id(proc.pid)
+    assert process_alive(proc.pid, start)
+    proc.kill()
+    wait_until(lambda: not process_alive(proc.pid, start))  # a zombie until reaped below
+    assert "ps2.depth_0_worker_1.1" not in scan(lambda tag: tag.startswith("ps2."))
+    proc.wait()
+
+
+def test_the_runner_sweeps_a_tree_but_keeps_what_it_is_told(tagged_children):
+    runner = ProcessRunner()
+    killed = runner.sweep_prefix("ps1.", keep={"ps1.depth_0_worker_2.1"})
+    assert killed == 1
+    assert tagged_children["ps1.depth_0_worker_1.1"].wait(5) == -9
+    assert tagged_children["ps1.depth_0_worker_2.1"].poll() is None
+    assert runner.tagged("ps1.depth_0_worker_2.1") == [tagged_children["ps1.depth_0_worker_2.1"].pid]
+
+
+@pytest.mark.skipif(not procscan._PROC.is_dir(), reason="the /proc path; psutil is the fallback elsewhere")
+def test_the_psutil_fallback_finds_the_same(tagged_children, monkeypatch):
+    on_proc = scan(lambda tag: tag.startswith("ps"))
+    monkeypatch.setattr(procscan, "_PROC", procscan.Path("/nonexistent-proc"))
+    assert scan(lambda tag: tag.startswith("ps")) == on_proc
