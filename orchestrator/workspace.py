@@ -15,27 +15,25 @@
         FINAL_RESULT.md
 
 Bookkeeping lives under ``state/``, never in a worker's directory, so
-``files_created`` can list everything a worker directory holds.
+``files_created`` can list everything a worker directory holds. How bytes reach the disk
+(atomic and durable writes, batched fsyncs, ext4 allocation hints) is filesystem.py's.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import stat
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from .groupsync import GroupCommit
 from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
+from .filesystem import atomic_write, spread_subfolders, write_all
 from .models import JobRecord, WorkerRecord
 
 ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
@@ -91,86 +89,9 @@ def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     return None, validate_worker_name(ref)
 
 
-_DIR_SYNCS: dict[str, GroupCommit[str]] = {}
-_DIR_SYNCS_LOCK = threading.Lock()
-
-
-def _fsync_dir_grouped(path: Path) -> None:
-    """Fsync a folder; writers renaming into the same folder at once share one fsync."""
-    key = str(path)
-    with _DIR_SYNCS_LOCK:
-        syncer = _DIR_SYNCS.get(key)
-        if syncer is None:
-            if len(_DIR_SYNCS) > 1024:  # callers in flight keep their own reference
-                _DIR_SYNCS.clear()
-            syncer = _DIR_SYNCS[key] = GroupCommit(lambda _batch, p=path: _fsync_dir(p))
-    syncer(key)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until all of ``data`` is written. Plain fd calls, not a file object: opening
-    one adds an fstat, a seek and an isatty, and each syscall hands the GIL to another thread."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write via a temp file in the same folder and rename, so no reader sees half a file.
-
-    With ``durable`` the file and then its folder are fsynced, so the rename
-    survives a crash of the machine too, not just of the process.
-    """
-    # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        try:
-            _write_all(fd, data)
-            if durable:
-                _fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        _fsync_dir_grouped(path.parent)
-
-
 def read_json(path: Path) -> dict[str, Any]:
     with open(path, "rb") as handle:
         return json.loads(handle.read())
-
-
-# ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new
-# subfolder of such a folder in a block group of its own choosing instead of next to its parent.
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subfolders(path: Path) -> bool:
-    """Mark ``path`` so its subfolders go to block groups of their own (ext2/3/4; elsewhere
-    nothing happens and False is returned). Why: a record rewrite frees an inode, and ext4
-    without a journal makes every later file creation in that block group step over each inode
-    freed in the last minutes, one by one. Job trees and their state folders in groups of their
-    own keep one tree's churn (or an old tree's deletion) from slowing every other's creations."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        buf = bytearray(8)
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
-        flags = int.from_bytes(buf[:4], sys.byteorder)
-        if not flags & _FS_TOPDIR_FL:
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder) + bytes(4))
-        return True
-    except OSError:  # not ext2/3/4 (ENOTTY, EOPNOTSUPP), or not allowed: the layout is the same
-        return False
-    finally:
-        os.close(fd)
 
 
 class Workspace:
@@ -434,7 +355,7 @@ class Workspace:
             if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
                 try:
                     offset = os.lseek(fd, 0, os.SEEK_END)
-                    _write_all(fd, data)
+                    write_all(fd, data)
                 finally:
                     os.close(fd)
                 return offset
@@ -547,24 +468,6 @@ def _records(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return iter(())
     return (folder / e.name for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
-
-
-def _fdatasync(fd: int) -> None:
-    """fdatasync where there is one: it still flushes a new file's size, skips its times."""
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_served(workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20) -> tuple[bytes, int]:

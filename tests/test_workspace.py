@@ -10,10 +10,10 @@ import pytest
 
 from orchestrator import workspace as workspace_module
 from orchestrator.errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
+from orchestrator.filesystem import atomic_write, spread_subfolders
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.workspace import (
     Workspace,
-    atomic_write,
     child_job_id,
     parse_worker_ref,
     read_served,
@@ -242,7 +242,7 @@ def test_job_trees_and_their_state_ask_ext4_for_block_groups_of_their_own(ws):
         assert "T" not in flags[job_dir / "logs"]
     else:
         # and elsewhere the flag is not there and nothing else changed
-        assert workspace_module.spread_subfolders(job_dir) is False
+        assert spread_subfolders(job_dir) is False
     assert (job_dir / "state" / "workers").is_dir()
 
 

@@ -1,0 +1,108 @@
+"""How files reach the disk: atomic writes, durable ones (fdatasync, then the folder's fsync,
+shared by writers renaming into the same folder at once), and ext4's allocation hint for
+folders of many subfolders. Nothing here knows the workspace layout (workspace.py does)."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import sys
+import threading
+from pathlib import Path
+
+from .groupsync import GroupCommit
+
+_DIR_SYNCS: dict[str, GroupCommit[str]] = {}
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
+def _fsync_dir_grouped(path: Path) -> None:
+    """Fsync a folder; writers renaming into the same folder at once share one fsync."""
+    key = str(path)
+    with _DIR_SYNCS_LOCK:
+        syncer = _DIR_SYNCS.get(key)
+        if syncer is None:
+            if len(_DIR_SYNCS) > 1024:  # callers in flight keep their own reference
+                _DIR_SYNCS.clear()
+            syncer = _DIR_SYNCS[key] = GroupCommit(lambda _batch, p=path: _fsync_dir(p))
+    syncer(key)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written. Plain fd calls, not a file object: opening
+    one adds an fstat, a seek and an isatty, and each syscall hands the GIL to another thread."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write via a temp file in the same folder and rename, so no reader sees half a file.
+
+    With ``durable`` the file and then its folder are fsynced, so the rename
+    survives a crash of the machine too, not just of the process.
+    """
+    # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            write_all(fd, data)
+            if durable:
+                _fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_dir_grouped(path.parent)
+
+
+# ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new
+# subfolder of such a folder in a block group of its own choosing instead of next to its parent.
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_subfolders(path: Path) -> bool:
+    """Mark ``path`` so its subfolders go to block groups of their own (ext2/3/4; elsewhere
+    nothing happens and False is returned). Why: a record rewrite frees an inode, and ext4
+    without a journal makes every later file creation in that block group step over each inode
+    freed in the last minutes, one by one. Job trees and their state folders in groups of their
+    own keep one tree's churn (or an old tree's deletion) from slowing every other's creations."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        flags = int.from_bytes(buf[:4], sys.byteorder)
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder) + bytes(4))
+        return True
+    except OSError:  # not ext2/3/4 (ENOTTY, EOPNOTSUPP), or not allowed: the layout is the same
+        return False
+    finally:
+        os.close(fd)
+
+
+def _fdatasync(fd: int) -> None:
+    """fdatasync where there is one: it still flushes a new file's size, skips its times."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
