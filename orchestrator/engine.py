@@ -814,7 +814,7 @@ class Engine:
         parsed = outcome.parsed
         rec.exit_reason = outcome.exit_reason
         rec.error = outcome.error
-        usage = self.monitor.usage.pop(live.tag, None)
+        usage = self.monitor.take_usage(live.tag)
         if usage is not None:
             rec.peak_rss, rec.peak_processes = usage.peak_rss, usage.peak_processes
             rec.cpu_seconds = round(usage.cpu_seconds, 3)

@@ -108,8 +108,10 @@ class ResourceMonitor:
         self.caps = caps
         self.interval = interval
         self.running = running
-        # Keyed by the worker's tag: unique across root trees, whose worker keys repeat.
+        # Keyed by the worker's tag: unique across root trees, whose worker keys repeat. Written
+        # by this thread, taken by worker threads (``take_usage``): both under ``_usage_lock``.
         self.usage: dict[str, Usage] = {}
+        self._usage_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
         self._samples = 0
@@ -144,16 +146,25 @@ class ResourceMonitor:
             tree = pids.get(worker.tag, [])
             own = [pid for pid in tree if pid != worker.shim_pid]  # the worker's processes, without our shim
             rss = sum(rss_bytes(pid) for pid in own)
-            usage = self.usage.setdefault(worker.tag, Usage())
-            usage.record(worker.started_at, rss, len(own), sum(cpu_seconds(pid) for pid in tree))
-            usage.seen = now
+            cpu = sum(cpu_seconds(pid) for pid in tree)
+            with self._usage_lock:
+                usage = self.usage.setdefault(worker.tag, Usage())
+                usage.record(worker.started_at, rss, len(own), cpu)
+                usage.seen = now
             disk = folder_bytes(worker.worker_dir) if walk_disk else None
             reason = self.caps.breach(rss, len(own), _size(worker.log_path), disk)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
                 worker.abort(reason)
-        for tag in [t for t, u in self.usage.items() if now - u.seen > STALE_USAGE]:
-            self.usage.pop(tag, None)
+        with self._usage_lock:
+            for tag in [t for t, u in self.usage.items() if now - u.seen > STALE_USAGE]:
+                del self.usage[tag]
+
+    def take_usage(self, tag: str) -> Usage | None:
+        """What a worker used, removed from the monitor (its process ended); None if never sampled.
+        Safe from any thread: the sample that may be running holds the same lock."""
+        with self._usage_lock:
+            return self.usage.pop(tag, None)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -126,3 +128,37 @@ def test_peaks_and_cpu_reach_the_record_and_leave_the_monitor(make_engine):
     worker = only_worker(engine, job)
     assert worker.cpu_seconds is not None and worker.cpu_seconds > 0  # python's start-up alone is some
     assert engine.monitor.usage == {}
+
+
+def test_workers_take_their_usage_while_the_monitor_samples(tmp_path):
+    # Given a monitor holding many workers' usage, sampling on its own thread
+    # (before the lock, a worker thread's pop during the stale-entry sweep raised
+    # "dictionary changed size during iteration" in the monitor, and a sample was lost)
+    monitor = ResourceMonitor(TagRunner({}), Caps(0, 0, 0, 0), 1.0,
+                              lambda: [Watched("depth_0_worker_1", "live", 1.0, tmp_path / "log", tmp_path, abort=lambda r: None)])
+    tags = [f"t{n}" for n in range(200_000)]
+    for tag in tags:
+        monitor.usage[tag] = Usage(seen=time.monotonic() + 3600)  # never stale in this test
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def sampling():
+        while not done.is_set():
+            try:
+                monitor.sample()
+            except BaseException as exc:  # noqa: BLE001 - the failure this test looks for
+                errors.append(exc)
+                return
+
+    sampler = threading.Thread(target=sampling)
+    sampler.start()
+    # When worker threads take their entries meanwhile
+    try:
+        taken = [monitor.take_usage(tag) for tag in tags]
+    finally:
+        done.set()
+        sampler.join(10)
+    # Then every entry is handed out once and the monitor never failed
+    assert errors == []
+    assert all(isinstance(u, Usage) for u in taken)
+    assert set(monitor.usage) == {"live"}
