@@ -40,7 +40,7 @@ from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
 from .heuristic import merge_adjacent, split_request
 
-log = logging.getLogger("orchestrator.ai_planner")
+log = logging.getLogger("orchestrator.planner.ai")
 
 # Worker kinds that are an AI CLI; "auto" plans with the AI only for these.
 AI_KINDS = frozenset(WORKER_KINDS) - {"auto", "simulated", "command"}

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import sys
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_TASK_CHARS = 2000
 """Advisory size of a subtask: a longer part is kept whole (cutting would drop work)."""
@@ -222,6 +222,7 @@ def _dedupe(items: list[str]) -> list[str]:
 
 # -- planning: each step returns (goal, raw items), or None for "one task" ------------
 def _plan(text: str, mask: str) -> _Found | None:
+    """Lines (lists, one task per line) first, else the request as one paragraph."""
     if "\n" in mask.strip():
         found = _plan_lines(text, mask)
         if found:
@@ -240,6 +241,31 @@ def _heading(line: str) -> str | None:
     return None
 
 
+@dataclass
+class _Item:
+    """A list item being read: its text, its section heading and its indented sub-items."""
+
+    text: str
+    section: str | None
+    kids: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        """A continuation line: of the last sub-item, if any."""
+        if self.kids:
+            self.kids[-1] += " " + line
+        else:
+            self.text += " " + line
+
+    def folded(self) -> str:
+        """"Section: parent: a, b, and c", which plans back into a, b and c for its worker."""
+        text, kids = self.text.rstrip(), self.kids
+        if len(kids) == 1 or any("," in k or ";" in k for k in map(_mask, kids)):
+            text += ("" if text.endswith(":") else ":") + " " + "; ".join(kids)
+        elif kids:
+            text += ("" if text.endswith(":") else ":") + " " + ", ".join(kids[:-1]) + (", and " if len(kids) > 2 else " and ") + kids[-1]
+        return f"{self.section}: {text}" if self.section else text
+
+
 def _plan_lines(text: str, mask: str) -> _Found | None:
     """Marker lists, or one task per line; None when the lines are one paragraph."""
     lines, pos = [], 0
@@ -251,7 +277,7 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
         return None  # "Do X.\nThen Y": a sequence, done in order by one worker
     preamble: list[str] = []
     trailer: list[str] = []
-    items: list[list] = []  # [text, sub-items, section]
+    items: list[_Item] = []
     section: str | None = None
     base, blank, prev = -1, False, ""
     for line in lines:
@@ -264,9 +290,9 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
             indent = len(marker.group(1).expandtabs(4))
             base = indent if base < 0 else base
             if items and indent >= base + 2:
-                items[-1][1].append(line[marker.end():].strip())
+                items[-1].kids.append(line[marker.end():].strip())
             else:
-                items.append([line[marker.end():].strip(), [], section])
+                items.append(_Item(line[marker.end():].strip(), section))
         elif _heading(s) is not None and (not items or not indented):
             if items:
                 section = _heading(s)
@@ -277,24 +303,20 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
         elif listed and blank and not indented:
             trailer.append(s)
         elif items and (listed or (not blank and _continues(prev, s))):
-            kids = items[-1][1]
-            if kids:
-                kids[-1] += " " + s
-            else:
-                items[-1][0] += " " + s
+            items[-1].add(s)
         else:
-            items.append([s, [], section])
+            items.append(_Item(s, section))
         prev, blank = s, False
     if section is not None and preamble and _heading(preamble[-1]):  # "## Backend" opening the first section
         first = _heading(preamble.pop())
         for item in items:
-            item[2] = item[2] if item[2] is not None else first
+            item.section = first if item.section is None else item.section
     if not items:
         return None
-    if not listed and not preamble and section is None and _is_task_led(items[0][0]):
-        items = _attach_prose(items)
+    if not listed and not preamble and section is None and _is_task_led(items[0].text) and any(map(_is_prose, items[1:])):
+        return None  # "Build a blog.\nIt needs comments.": an instruction and prose about it, one paragraph
     goal = _join(*(_heading(p) or p for p in preamble + trailer))
-    tasks = [_fold(t, kids, sec) for t, kids, sec in items]
+    tasks = [item.folded() for item in items]
     if len(tasks) == 1:  # a single bullet is planned as a paragraph
         single = f"{goal}: {tasks[0]}" if goal else tasks[0]
         return _plan_paragraph(*_squash(single, _mask(single))) if listed else None
@@ -312,30 +334,10 @@ def _continues(prev: str, line: str) -> bool:
     return len(prev) >= 60 or (_is_task_led(prev) and not _is_task_led(line))
 
 
-def _attach_prose(items: list[list]) -> list[list]:
-    """Lines of prose about the instruction before them stay with it ("Build a blog.\\nUse Django.")."""
-    out = [items[0]]
-    for item in items[1:]:
-        words = _words(_strip_lead(item[0]), 0, 1)
-        prose = item[0].endswith((".", "!", "?")) or (bool(words) and words[0] in _CONTEXT_WORDS)
-        if prose and not _is_task_led(item[0]):
-            out[-1][0] = _join(out[-1][0], item[0])
-        else:
-            out.append(item)
-    return out
-
-
-def _fold(text: str, kids: list[str], section: str | None) -> str:
-    """An item with its section and sub-items: "Section: parent: a, b, and c" (plans back into a, b, c)."""
-    if kids:
-        if len(kids) == 1 or any("," in k or ";" in k for k in map(_mask, kids)):
-            body = "; ".join(kids)
-        elif len(kids) == 2:
-            body = f"{kids[0]} and {kids[1]}"
-        else:
-            body = ", ".join(kids[:-1]) + ", and " + kids[-1]
-        text = text.rstrip() + (" " if text.rstrip().endswith(":") else ": ") + body
-    return f"{section}: {text}" if section else text
+def _is_prose(item: _Item) -> bool:
+    """A line about the instruction before it ("It should use React.") rather than a task."""
+    words = _words(_strip_lead(item.text), 0, 1) or [""]
+    return (item.text.endswith((".", "!", "?")) or words[0] in _CONTEXT_WORDS) and not _is_task_led(item.text)
 
 
 def _plan_paragraph(text: str, mask: str) -> _Found | None:
