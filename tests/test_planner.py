@@ -39,6 +39,9 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
     ('with-as-complement', 'Run the tests with coverage and profiling', ['Run the tests with coverage and profiling'], None),
     ('conditional-then', 'If the tests pass, then deploy to staging', ['If the tests pass, then deploy to staging'], None),
     ('file-paths', 'Update src/app.py and docs/setup.md', ['Update src/app.py and docs/setup.md'], None),
+    # Issue 11: "Write parses it" was a subtask: the list belongs to the relative clause, not to "Write"
+    ("relative-clause-list", "Write a script that downloads a file, parses it, and saves the result",
+     ["Write a script that downloads a file, parses it, and saves the result"], None),
     ('prose-lines-stay-one-task', 'Please build a blog.\nIt needs posts and comments.\nUse Django.', ['Please build a blog. It needs posts and comments. Use Django.'], None),
     # --- enumerations with a goal ---
     ('numbers-inside-items', 'Build a dashboard with charts for 1,000,000 rows, filters, and export', ['Charts for 1,000,000 rows', 'Filters', 'Export'], 'Build a dashboard'),
@@ -89,6 +92,7 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
     ('list-trailer-joins-goal', 'Tasks:\n* one\n* two\n\nUse Python for all of it.', ['One', 'Two'], 'Tasks. Use Python for all of it'),
     ('single-bullet-is-planned', '- Build X with A, B and C', ['A', 'B', 'C'], 'Build X'),
     ('one-per-line', 'Add login\nAdd logout\nWrite tests', ['Add login', 'Add logout', 'Write tests'], None),
+    ("prose-line-joins-the-instruction-before", "Add login\nAdd logout\nIt should use JWT.", ["Add login", "Add logout. It should use JWT"], None),
     ('one-per-line-nouns', 'login page\nsignup page\nprofile page', ['Login page', 'Signup page', 'Profile page'], None),
     ('lines-with-heading', 'Build these pages:\nlogin page\nsignup page', ['Login page', 'Signup page'], 'Build these pages'),
     ('hard-wrapped-line', 'Build a REST API with authentication,\nuser management, and CRUD', ['Authentication', 'User management', 'CRUD'], 'Build a REST API'),

@@ -1,29 +1,23 @@
 """Offline heuristic planner: split a request into subtasks and the goal they share.
 
-Standard library only: the simulated worker imports it at start-up. It handles the
-shapes people write; anything else stays one subtask (the AI planner is for requests
-that need reading). Rules run on a *mask*: a copy of the text of the same length in
-which code, quotes, brackets, paths/URLs and commas inside numbers ("1,000") are
-hidden, so nothing in there separates. Positions found in the mask slice the text.
+Standard library only (the simulated worker imports it at start-up). It knows the shapes people
+write; anything else stays one subtask, and reading it is the AI planner's job. Rules run on a
+*mask*, a same-length copy of the text with code, quotes, brackets, paths/URLs and "1,000"
+commas hidden, so nothing in there separates; positions found in the mask slice the text.
 
-1. Lists: lines starting with a marker (``1.`` ``1)`` ``(1)`` ``a)`` ``-`` ``*`` ``+``
-   ``•`` ``[ ]`` ``Step 1:``) are the subtasks; "1. a 2. b 3. c" on one line too. Text
-   before the first item is the goal, and so is a paragraph after a blank line below
-   the list. A heading between items (``# Backend`` or a line ending with ":") names
-   its items ("Backend: REST API"); indented sub-items fold into their parent
-   ("Backend: posts API and comments API"), for its worker to split again.
-2. Lines: two or more unmarked lines are one subtask each; a first line that is a
-   heading is the goal. Hard-wrapped lines are joined back, and prose lines after an
-   instruction ("It should use React.") stay with it.
-3. In one paragraph: "Heading: a; b; c" (goal "Heading"), "a; b; c", an inline
-   "Head: 1. x 2. y" list, and, in the one instruction sentence (other sentences join
-   the goal): verb clauses ("Fix X and add Y"), a list after an introducer ("Build X
-   with A, B and C": goal "Build X"), a "+" chain ("React + FastAPI app"), and a verb
-   shared by 3+ objects ("Write tests for a.py, b.py, and c.py").
+1. Lists: marker lines (``1.`` ``1)`` ``(1)`` ``a)`` ``-`` ``*`` ``•`` ``[ ]`` ``Step 1:``), or
+   "1. a 2. b 3. c" in one line. Text above the list, and a paragraph after a blank line below
+   it, is the goal. A heading between items (``# Backend``, ``Backend:``) prefixes its items
+   ("Backend: REST API"); indented sub-items fold into their parent ("Backend: a and b").
+2. Lines: one subtask per line, a heading line first being the goal; hard-wrapped lines are
+   joined back, and prose after an instruction ("It should use React.") stays with it.
+3. A paragraph: "Heading: a; b; c", "a; b; c", "Head: 1. x 2. y", or, in its one instruction
+   sentence (other sentences join the goal), verb clauses ("Fix X and add Y"), a list after an
+   introducer ("Build X with A, B and C", goal "Build X"), a "+" chain ("React + Flask app"),
+   or a verb shared by 3+ objects ("Write tests for a.py, b.py, and c.py").
 
-A sequence (then, finally, afterwards, or two instruction sentences) is one subtask:
-its steps depend on each other, so one worker does them in order. More parts than
-max_tasks are merged into adjacent groups joined with "; ": nothing is dropped.
+A sequence (then, finally, afterwards; two instruction sentences) is one subtask: its steps
+depend on each other. Parts beyond max_tasks merge into adjacent "a; b" groups: nothing is lost.
 """
 from __future__ import annotations
 
@@ -313,11 +307,13 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
             item.section = first if item.section is None else item.section
     if not items:
         return None
-    if not listed and not preamble and section is None and _is_task_led(items[0].text) and any(map(_is_prose, items[1:])):
-        return None  # "Build a blog.\nIt needs comments.": an instruction and prose about it, one paragraph
+    if not listed and not preamble and section is None and _is_task_led(items[0].text):
+        for n in range(len(items) - 1, 0, -1):  # prose about an instruction stays with it ("Use Django.")
+            if _is_prose(items[n]):
+                items[n - 1].text = _join(items[n - 1].text, items.pop(n).text)
     goal = _join(*(_heading(p) or p for p in preamble + trailer))
     tasks = [item.folded() for item in items]
-    if len(tasks) == 1:  # a single bullet is planned as a paragraph
+    if len(tasks) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
         single = f"{goal}: {tasks[0]}" if goal else tasks[0]
         return _plan_paragraph(*_squash(single, _mask(single))) if listed else None
     return goal or None, tasks
@@ -489,6 +485,8 @@ def _shared_verb(text: str, mask: str) -> _Found | None:
     head, first, rest = text[:head_end].strip(), text[head_end:commas[0]].strip(), items[1:]
     if len(items) < 3 or not first or any(len(i.split()) > 5 or _is_task_led(i) for i in rest):
         return None
+    if re.search(r"\b(?:that|which|who)\b", mask[:commas[0]], re.I):
+        return None  # "a script that downloads X, parses it, and saves Y": the clause's list
     cores = [len(x.split()) - (x.split()[0].lower() in _DETERMINERS) for x in [first, *rest]]
     if (all(c == 1 for c in cores[:-1]) and cores[-1] >= 2) or (all(c <= 1 for c in cores[1:]) and cores[0] > 1):
         return None
