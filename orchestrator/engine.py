@@ -28,10 +28,10 @@ from typing import Any, Callable, Iterator
 
 from . import failpoints
 from . import logs
-from . import planner as planning
+from .planner import heuristic as planning
 from . import reports
 from .adapters import get_adapter, resolve_kind
-from .ai_planner import AIPlan, choose_planner, plan_with_ai
+from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
@@ -221,7 +221,7 @@ class Engine:
             if parent:  # the world may have moved while planning: check again
                 parent = self._parent_for(parent_job_id, parent_worker)
                 self._check_recursion(parent[0], parent[1], cfg)
-                plan = self._fit_tree_budget(parent[0].root_id, request, plan, planner_name, notes)
+                plan, planned.goal = self._fit_tree_budget(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
             elif len(plan) > self.settings.recursion.max_workers_per_root:
                 cap = self.settings.recursion.max_workers_per_root
                 raise ValidationError(f"{len(plan)} tasks exceed recursion.max_workers_per_root={cap}; give at most {cap}")
@@ -297,7 +297,7 @@ class Engine:
         if tasks:
             return AIPlan(tasks, "explicit")
         if choose_planner(cfg.planner, cfg.worker) == "heuristic":
-            return AIPlan(planning.split_request(request, cfg.max_workers), "heuristic")
+            return heuristic_plan(request, cfg.max_workers)
         scratch = self.workspace.planning_dir()
         try:
             return plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
@@ -350,7 +350,8 @@ class Engine:
                 f"child job(s) (max_children_per_worker={pcfg.max_children_per_worker}). Do the rest directly.",
             )
 
-    def _fit_tree_budget(self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str]) -> list[str]:
+    def _fit_tree_budget(self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str],
+                         goal: str | None) -> tuple[list[str], str | None]:
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self._jobs.values() if j.root_id == root_id)
         room = cap - used
@@ -362,9 +363,10 @@ class Engine:
         if len(plan) > room:
             if planner_name == "explicit":
                 raise RecursionLimit(f"{len(plan)} tasks asked for, but tree {root_id} has room for {room} more worker(s) (recursion.max_workers_per_root={cap})")
-            plan = planning.split_request(request, room)  # merges parts, never drops one
+            merged = planning.split_request(request, room)  # merges parts, never drops one
+            plan, goal = merged.tasks, merged.goal
             notes.append(f"plan merged into {room} subtask(s): the tree is near recursion.max_workers_per_root={cap}")
-        return plan
+        return plan, goal
 
     def _create_job(
         self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
@@ -389,6 +391,7 @@ class Engine:
             )
         job.config = cfg.to_dict()
         job.tasks = plan
+        job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
         if planned is not None:  # the AI planner's call: the tree's cost, and its budget, count it
             job.planner_cost_usd, job.planner_tokens_in, job.planner_tokens_out = planned.cost_usd, planned.tokens_in, planned.tokens_out
@@ -771,7 +774,7 @@ class Engine:
         """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
         cfg = JobConfig.from_dict(job.config)
         return render_worker_prompt(
-            task=rec.task, request=job.request, siblings=job.tasks, index=rec.index,
+            task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
             depth=rec.depth, max_depth=cfg.max_recursion_depth,
             recursion_enabled=cfg.enable_recursion and self.api_url is not None,  # spawn needs the API
             worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),

@@ -196,7 +196,7 @@ class WorkerExecution:
             task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
             worker_dir=self.worker_dir, depth=self.record.depth,
             max_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
-            time_left=self.config.default_timeout,
+            time_left=self.config.default_timeout, goal=self.record.goal,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset)
 

@@ -135,6 +135,7 @@ class WorkerRecord:
     cpu_seconds: float | None = None
     log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
     dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
+    goal: str | None = None  # its job's goal (JobRecord.goal), which ``task`` is part of
 
     @property
     def key(self) -> str:
@@ -187,6 +188,9 @@ class JobRecord:
     status: JobStatus = JobStatus.PENDING
     config: dict[str, Any] = field(default_factory=dict)  # effective job config (JobConfig.to_dict())
     tasks: list[str] = field(default_factory=list)  # the plan
+    # What every subtask is part of ("Build a REST API" for "Authentication"), from the planner;
+    # None when the subtasks stand alone. Records written before it had the goal in each task.
+    goal: str | None = None
     planner: str = ""  # "explicit", "heuristic", "ai", ...
     # What the AI planner's CLI call cost, as the CLI reported it (None: no call, or not reported).
     # It counts in the tree's cost and its max_cost_usd budget, like a worker's.

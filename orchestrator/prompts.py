@@ -8,6 +8,7 @@ these variables:
 
 =====================  =====================================================
 task                   this worker's subtask, verbatim
+goal                   what the job's subtasks are all part of (planner's), or None
 request                the job's whole request
 siblings, index        every subtask of the job in order, and this one's 1-based position
 others                 the other subtasks (at most ``MAX_SIBLINGS`` of them)
@@ -48,6 +49,7 @@ MAX_TASK_CHARS = 2000  # longest subtask the AI planner may propose
 def render_worker_prompt(
     *,
     task: str,
+    goal: str | None = None,
     request: str,
     siblings: list[str],
     index: int,
@@ -70,7 +72,7 @@ def render_worker_prompt(
     others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
     reason = _no_spawn_reason(recursion_enabled, depth, max_depth, children_left)
     context = {
-        "task": task, "request": request, "siblings": list(siblings), "index": index,
+        "task": task, "goal": goal, "request": request, "siblings": list(siblings), "index": index,
         "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
         "depth": depth, "max_depth": max_depth, "recursion_enabled": recursion_enabled,
         "children_left": children_left, "can_spawn": not reason, "no_spawn_reason": reason,

@@ -179,6 +179,8 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     job = client.orchestrate(request=args.request, config=config or None)
     job_id = job["job_id"]
     print(f"job {job_id}: {len(job['tasks'])} subtask(s), worker kind {job['worker_kind']}")
+    if job.get("goal"):
+        print(f"  goal: {job['goal']}")
     for i, task in enumerate(job["tasks"], 1):
         print(f"  {i}. {task}")
     for note in job["notes"]:

@@ -1,8 +1,9 @@
-"""The simulated worker process: ``python -m orchestrator.simulated -- "subtask"``.
+"""The simulated worker process: ``python -m orchestrator.simulated [--goal GOAL] -- "subtask"``.
 
 Deterministic and offline. It prints a few progress lines over
 ``ORCHESTRATOR_SIM_DURATION`` seconds, writes one deliverable file named after
-its subtask into its working directory, and prints a one-line result. When
+its subtask (and the goal it is part of, when the planner found one) into its
+working directory, and prints a one-line result. When
 its subtask is compound, recursion is on, depth allows and an API is
 reachable, it starts a child job with ``python -m orchestrator spawn --wait``
 exactly as an AI worker would, and reports the child's results instead.
@@ -53,11 +54,6 @@ def wants_child_job(task: str) -> bool:
     return is_compound(task)
 
 
-def _own_part(task: str) -> str:
-    """A subtask carries its shared goal as "item for: goal"; only the item decides."""
-    return task.split(" for: ", 1)[0]
-
-
 def run_child_job(task: str) -> int:
     print(f"subtask is compound; starting a child job at depth {int(os.environ.get('ORCHESTRATOR_DEPTH', '0')) + 1}", flush=True)
     argv = [sys.executable, "-m", "orchestrator", "spawn", "--wait", "--request", task]
@@ -66,13 +62,14 @@ def run_child_job(task: str) -> int:
     return code
 
 
-def write_deliverable(task: str) -> str:
-    name = f"{slugify(_own_part(task))}.md"
+def write_deliverable(task: str, goal: str | None = None) -> str:
+    name = f"{slugify(task)}.md"
     worker = os.environ.get("ORCHESTRATOR_WORKER_ID", "worker")
     depth = os.environ.get("ORCHESTRATOR_DEPTH", "0")
     body = (
         f"# {task}\n\n"
-        f"Deliverable written by the simulated worker {worker} at depth {depth}.\n"
+        + (f"Part of: {goal}\n\n" if goal else "")
+        + f"Deliverable written by the simulated worker {worker} at depth {depth}.\n"
         "The simulated worker is a stand-in used when no AI CLI is configured: it proves the\n"
         "orchestration (planning, processes, logs, recursion, reports) and does no real work.\n"
     )
@@ -83,10 +80,13 @@ def write_deliverable(task: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    goal = None
+    if args[:1] == ["--goal"] and len(args) > 1:
+        goal, args = args[1], args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if len(args) != 1 or not args[0].strip():
-        print("usage: python -m orchestrator.simulated -- \"subtask\"", file=sys.stderr)
+        print("usage: python -m orchestrator.simulated [--goal GOAL] -- \"subtask\"", file=sys.stderr)
         return 2
     task = args[0]
     attempt = int(os.environ.get("ORCHESTRATOR_ATTEMPT", "1"))
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"child job did not complete (exit code {code})", file=sys.stderr, flush=True)
             return code
-        print(f"RESULT: {_own_part(task)}: done by a child job", flush=True)
+        print(f"RESULT: {task}: done by a child job", flush=True)
         return 0
-    name = write_deliverable(task)
+    name = write_deliverable(task, goal)
     print(f"RESULT: wrote {name}", flush=True)
     return 0
 

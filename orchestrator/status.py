@@ -38,6 +38,7 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
         "job_id": job.id,
         "status": job.status.value,
         "request": job.request,
+        "goal": job.goal,  # what every subtask is part of, from the planner (null: none shared)
         "root_job_id": job.root_id,
         "parent_job_id": job.parent_job_id,
         "parent_worker": job.parent_worker,

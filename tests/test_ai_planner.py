@@ -9,9 +9,9 @@ import pytest
 
 from orchestrator.adapters.command import CommandAdapter
 from orchestrator.adapters.simulated import SimulatedAdapter
-from orchestrator.ai_planner import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
+from orchestrator.planner.ai import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
 from orchestrator.errors import ConfigError
-from orchestrator.planner import split_request
+from orchestrator.planner.heuristic import split_request
 from orchestrator.runner import ProcessRunner
 from tests.conftest import make_settings
 
@@ -144,7 +144,7 @@ def answering(answer):
 
 
 def heuristic():
-    return split_request(REQUEST, 5)
+    return split_request(REQUEST, 5).tasks
 
 
 @pytest.mark.slow
@@ -168,7 +168,7 @@ def test_plan_with_ai_merges_a_long_answer_and_says_so(fake_ai):
 @pytest.mark.slow
 def test_plan_with_ai_falls_back_when_the_answer_is_not_json(fake_ai):
     result = fake_ai(answering("I would build the auth service first, then the rest."))
-    assert result.tasks == heuristic()
+    assert result.tasks == heuristic() and result.goal == "Build a shop"  # the heuristic's goal, as a field
     assert result.planner == "heuristic"
     assert result.note.startswith("AI planner failed: the answer has no JSON array: 'I would build")
     assert result.note.endswith("; used the heuristic planner")
@@ -245,4 +245,5 @@ def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
     settings = make_settings(tmp_path, orchestrator={"worker": "command", "command": ["/nonexistent"]})
     result = plan_with_ai(REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(),
                           work_dir=tmp_path / "p", timeout=5)
-    assert result == AIPlan(split_request(REQUEST, 1), "heuristic", None)
+    # The heuristic plan, its goal kept as a field (issue 11: it was a " for: " suffix on the task)
+    assert result == AIPlan(["An auth service; an orders service; a payments service"], "heuristic", None, goal="Build a shop")

@@ -77,7 +77,8 @@ def finished(tmp_path_factory):
 def test_run_output_names_the_job_three_subtasks_and_an_existing_report(home):
     result = cli(home, "run", REST_API)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^job [0-9a-f]{12}: 3 subtask\(s\) \(heuristic planner\), worker kind simulated$", result.stdout, re.M)
+    assert re.search(r"^job [0-9a-f]{12}: 3 subtask\(s\) \(heuristic planner\), worker kind simulated\ngoal: Build a REST API$",
+                     result.stdout, re.M)  # issue 11: the goal is a field, shown once (no " for: " on each task)
     report = re.search(r"^report: (.+FINAL_RESULT\.md)$", result.stdout, re.M)
     assert report and os.path.isfile(report.group(1))
     assert "completed: 3/3 workers succeeded" in result.stdout

@@ -37,6 +37,35 @@ def test_simulated_job_builds_the_workspace_layout(engine):
     assert "job " in (root / "logs" / "orchestrator.log").read_text()
 
 
+def test_the_goal_travels_as_a_field_to_records_reports_and_the_deliverable(engine):
+    # Issue 11: the planner's shared goal is the job's and each worker's ``goal`` field; it was a
+    # " for: <goal>" suffix on every task that the planner parsed back out of its own output.
+    job = run_job(engine, "Build a REST API with authentication, user management, and data CRUD operations")
+    assert job.tasks == ["Authentication", "User management", "Data CRUD operations"]
+    assert job.goal == "Build a REST API" and engine.workspace.load_job(job.id).goal == "Build a REST API"
+    workers = workers_of(engine, job)
+    assert {w.goal for w in workers.values()} == {"Build a REST API"}
+    folder = engine.workspace.job_dir(job.id)
+    deliverable = (folder / workers["worker_1"].dir_path / "authentication.md").read_text()
+    assert deliverable.startswith("# Authentication\n\nPart of: Build a REST API\n\n")
+    assert "\nTask: Authentication (part of: Build a REST API)\n" in (folder / "FINAL_RESULT.md").read_text()
+
+
+def test_a_then_sequence_runs_as_one_worker(engine):
+    # Issue 11: "then" gave two parallel workers, the second ("Benchmark it") with no referent
+    job = run_job(engine, "Write a parser in Rust, then benchmark it")
+    assert job.tasks == ["Write a parser in Rust, then benchmark it"] and job.goal is None
+    assert job.worker_names == ["worker_1"] and job.status is JobStatus.COMPLETED
+
+
+def test_an_ai_worker_prompt_states_the_goal(make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command("args", "{prompt}"), "planner": "heuristic"})
+    job = run_job(engine, "Build a shop with a cart and a checkout")
+    assert job.tasks == ["A cart", "A checkout"] and job.goal == "Build a shop"
+    prompt = json.loads(workers_of(engine, job)["worker_2"].output.splitlines()[0])
+    assert prompt.startswith("# Your subtask\n\nA checkout\n\nIt is part of: Build a shop\n")
+
+
 def test_files_created_lists_only_the_workers_own_files(engine):
     job = run_job(engine, "x", tasks=["Write the parser"])
     worker = workers_of(engine, job)["worker_1"]

@@ -18,12 +18,14 @@ from orchestrator.prompts import (
 from tests.conftest import ROOT, make_settings
 
 SPAWN_LINE = 'orchestrator-spawn --wait "subtask A" "subtask B"'
-TASKS = ["Build the auth service for: a shop", "Build the orders service for: a shop", "Build the payments service for: a shop"]
+# Issue 11: the shared goal is a field, rendered on its own line (it was a " for: a shop" suffix on each task).
+TASKS = ["Build the auth service", "Build the orders service", "Build the payments service"]
+GOAL = "Build a shop"
 
 
 def prompt(**kw):
     args = dict(
-        task=TASKS[1], request="Build a shop with auth, orders and payments services", siblings=TASKS, index=2,
+        task=TASKS[1], goal=GOAL, request="Build a shop with auth, orders and payments services", siblings=TASKS, index=2,
         depth=0, max_depth=2, recursion_enabled=True, worker_dir="/ws/job_x/depth_0/worker_2",
         job_id="job_x", worker_id="worker_2", children_left=3,
     )
@@ -33,11 +35,25 @@ def prompt(**kw):
 
 def test_prompt_states_the_task_the_request_and_the_siblings():
     text = prompt()
-    assert text.startswith("# Your subtask\n\nBuild the orders service for: a shop\n")
+    assert text.startswith("# Your subtask\n\nBuild the orders service\n\nIt is part of: Build a shop\n\nYou are worker")
     assert "Build a shop with auth, orders and payments services" in text
-    assert "- Build the auth service for: a shop" in text
-    assert "- Build the payments service for: a shop" in text
+    assert "- Build the auth service\n" in text
+    assert "- Build the payments service\n" in text
     assert "- Build the orders service" not in text, "its own task is not listed as a sibling's"
+
+
+def test_prompt_without_a_goal_has_no_goal_line():
+    # Explicit tasks, an AI plan, and records written before the goal field (whose task still
+    # carries the old " for: <goal>" suffix) have no goal: the task is shown as it is.
+    text = prompt(task="Auth for: Build a shop", goal=None)
+    assert text.startswith("# Your subtask\n\nAuth for: Build a shop\n\nYou are worker")
+    assert "It is part of" not in text
+
+
+def test_user_template_gets_the_goal(tmp_path):
+    path = tmp_path / "goal.md.j2"
+    path.write_text("{{ task }} / {{ goal }}")
+    assert prompt(template=path) == "Build the orders service / Build a shop"
 
 
 def test_prompt_states_identity_depth_and_folder():
@@ -122,7 +138,7 @@ def test_index_outside_the_siblings_is_a_bug():
 def test_user_template_overrides_the_shipped_one(tmp_path):
     path = tmp_path / "mine.md.j2"
     path.write_text("TASK={{ task }} DEPTH={{ depth }}/{{ max_depth }} SPAWN={{ can_spawn }} {{ others | length }}\n")
-    assert prompt(template=path) == "TASK=Build the orders service for: a shop DEPTH=0/2 SPAWN=True 2\n"
+    assert prompt(template=path) == "TASK=Build the orders service DEPTH=0/2 SPAWN=True 2\n"
 
 
 def test_user_template_is_reread_when_it_changes(tmp_path):

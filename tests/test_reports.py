@@ -429,3 +429,29 @@ def test_level_report_totals_show_cpu_memory_and_the_longest_queue_wait(tree):
     totals = dict(row[:2] for row in table_with(level(tree, 1), "Measure")[2:])
     assert (totals["CPU time"], totals["Peak memory (largest worker)"]) == ("1.2s", "2.00 GiB")
     assert totals["Longest queue wait"] == "`depth_1_worker_1_2`, 1.0s"  # its job's plan was ready at 5 s
+
+
+def test_the_goal_shows_beside_the_task_from_its_field():
+    # Issue 11: the goal is a record field (it was a " for: <goal>" suffix inside each task)
+    root = make_job("r1", status=JobStatus.PARTIAL, request="Build a REST API with auth and users", goal="Build a REST API")
+    workers = [make_worker("r1", "worker_1", 0, 0, 5, task="Auth", goal="Build a REST API", output="done"),
+               make_worker("r1", "worker_2", 0, 0, 5, WorkerStatus.FAILED, index=2, task="Users", goal="Build a REST API")]
+    text = render_final_report(root, [root], workers, log_tails={}, now=T + 30)
+    assert "\nPlanned as parts of: Build a REST API\n" in text
+    assert "\nTask: Auth (part of: Build a REST API)\n" in text
+    assert "\n- Task: Users (part of: Build a REST API)\n" in text
+    assert "| Auth |" in text and "| Users |" in text  # the table keeps the task alone
+    level = render_level_report(0, root, [root], workers, log_tails={}, now=T + 30)
+    assert "\n- Task: Users (part of: Build a REST API)\n" in level
+
+
+def test_records_written_before_the_goal_field_still_load_and_show_their_task():
+    # A record of the old planner: no "goal" key, the goal inside the task as " for: <goal>"
+    old_job = make_job("r1", request="Build a REST API with auth and users").to_dict()
+    old_job.pop("goal")
+    old_worker = make_worker("r1", "worker_1", 0, 0, 5, task="Auth for: Build a REST API", output="done").to_dict()
+    old_worker.pop("goal")
+    job, worker = JobRecord.from_dict(old_job), WorkerRecord.from_dict(old_worker)
+    assert job.goal is None and worker.goal is None
+    text = render_final_report(job, [job], [worker], log_tails={}, now=T + 30)
+    assert "\nTask: Auth for: Build a REST API\n" in text and "part of" not in text and "Planned as" not in text

@@ -45,6 +45,8 @@ def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(ho
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
     assert "no AI CLI found on PATH" in out.stdout and "using the simulated worker" in out.stdout
+    # the planner's goal on a line of its own (issue 11: it was a " for: <goal>" suffix on each subtask)
+    assert "subtask(s), worker kind simulated\n  goal: Build a REST API\n  1. Authentication; user management\n  2. Data CRUD operations\n" in out.stdout
     job_id = out.stdout.split("job ")[1].split(":")[0]
     assert (tmp / "workspace" / f"job_{job_id}" / "FINAL_RESULT.md").is_file()
     assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200

@@ -22,6 +22,7 @@ class WorkerContext:
     # Seconds this attempt may still run (its timeout, less what a re-adopted attempt already
     # used): what a CLI's own shell-tool limit must cover so a long ``spawn --wait`` returns.
     time_left: float | None = None
+    goal: str | None = None  # what the subtask is part of (the job's goal), if the planner found one
 
 
 @dataclass

@@ -15,7 +15,8 @@ class SimulatedAdapter(Adapter):
     name = "simulated"
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
-        return [python_executable(), "-m", "orchestrator.simulated", "--", ctx.task]
+        goal = ["--goal", ctx.goal] if ctx.goal else []
+        return [python_executable(), "-m", "orchestrator.simulated", *goal, "--", ctx.task]
 
     def needs_prompt(self, settings: object) -> bool:
         return False  # it reads its subtask from argv

@@ -259,6 +259,7 @@ def _submitted(job: Any) -> dict[str, Any]:
         "parent_worker": job.parent_worker,
         "depth": job.depth,
         "tasks": job.tasks,
+        "goal": job.goal,
         "planner": job.planner,
         "worker_kind": job.config.get("worker"),
         "config": job.config,

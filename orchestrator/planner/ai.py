@@ -2,7 +2,7 @@
 
 ``plan_with_ai`` never raises for the model's or the CLI's misbehaviour: a
 missing CLI, a non-zero exit, a timeout or an answer that is not a usable plan
-all give the heuristic plan (``planner.split_request``) with a note saying why.
+all give the heuristic plan (``planner.heuristic.split_request``) with a note saying why.
 
 ``parse_plan`` reads the answer. It is lenient about the wrapping and strict
 about the content:
@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .adapters.base import Adapter, WorkerContext
-from .config import PLANNERS, WORKER_KINDS
-from .errors import ConfigError, OrchestratorError
-from .planner import split_request
-from .prompts import MAX_TASK_CHARS, render_planner_prompt
-from .runner import CommandNotFound, ProcessRunner, signal_name
+from ..adapters.base import Adapter, WorkerContext
+from ..config import PLANNERS, WORKER_KINDS
+from ..errors import ConfigError, OrchestratorError
+from ..prompts import MAX_TASK_CHARS, render_planner_prompt
+from ..runner import CommandNotFound, ProcessRunner, signal_name
+from .heuristic import merge_adjacent, split_request
 
-log = logging.getLogger("orchestrator.ai_planner")
+log = logging.getLogger("orchestrator.planner.ai")
 
 # Worker kinds that are an AI CLI; "auto" plans with the AI only for these.
 AI_KINDS = frozenset(WORKER_KINDS) - {"auto", "simulated", "command"}
@@ -80,6 +80,13 @@ class AIPlan:
     cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    goal: str | None = None  # what every subtask is part of (the heuristic's; the AI's are self-contained)
+
+
+def heuristic_plan(request: str, max_tasks: int, note: str | None = None, **usage: Any) -> AIPlan:
+    """The heuristic planner's plan, as an AIPlan (its goal travels in ``goal``)."""
+    plan = split_request(request, max_tasks)
+    return AIPlan(plan.tasks, "heuristic", note, goal=plan.goal, **usage)
 
 
 def choose_planner(name: str, worker_kind: str) -> str:
@@ -109,21 +116,6 @@ def extract_tasks(text: str) -> list[str]:
         except PlanError as exc:
             first_error = first_error or exc
     raise first_error or PlanError(f"the answer has no JSON array: {_excerpt(text)}")
-
-
-def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
-    """At most ``max_tasks`` subtasks: adjacent ones joined with "; ", earlier groups one larger."""
-    if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
-        raise ValueError(f"max_tasks must be an int of at least 1, got {max_tasks!r}")
-    if len(tasks) <= max_tasks:
-        return list(tasks)
-    size, extra = divmod(len(tasks), max_tasks)
-    merged, pos = [], 0
-    for group in range(max_tasks):
-        count = size + (1 if group < extra else 0)
-        merged.append("; ".join(tasks[pos:pos + count]))
-        pos += count
-    return merged
 
 
 def _values(text: str) -> Iterator[Any]:
@@ -265,7 +257,7 @@ def plan_with_ai(
     ``env``: the CLI's environment (default: ours without ORCHESTRATOR_* variables);
     ``tag``: the runner tag of its process tree; ``template``: a planner prompt file."""
     if max_tasks <= 1:
-        return AIPlan(split_request(request, max_tasks), "heuristic")
+        return heuristic_plan(request, max_tasks)
     if adapter.name == "simulated":
         return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
@@ -342,8 +334,7 @@ def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any
     if len(reason) > REASON_CHARS:
         reason = reason[:REASON_CHARS - 1] + "…"
     log.warning("AI planner failed: %s; using the heuristic planner", reason)
-    return AIPlan(split_request(request, max_tasks), "heuristic", f"AI planner failed: {reason}; used the heuristic planner",
-                  **(usage or {}))
+    return heuristic_plan(request, max_tasks, f"AI planner failed: {reason}; used the heuristic planner", **(usage or {}))
 
 
 def _last_line(text: str) -> str:
