@@ -240,7 +240,7 @@ def test_watch_without_a_terminal_prints_plain_event_lines(make_live, tmp_path):
 
 @pytest.mark.slow
 def test_watch_with_no_server_reads_the_workspace_files(make_engine, tmp_path):
-    # Given a finished job in the workspace and no server on the configured port
+    # Given a finished job in the workspace and no server of this folder running
     engine = make_engine()
     done = run_job(engine, tasks=["alpha"])
     env = watch_home(tmp_path, port=_free_port())
@@ -248,7 +248,7 @@ def test_watch_with_no_server_reads_the_workspace_files(make_engine, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"Job {done.id} completed: 1/1 workers succeeded" in out.stdout
-    assert "(from the workspace files (no server answering at" in out.stdout
+    assert "(from the workspace files (this folder's API server is not running))" in out.stdout
 
 
 def _free_port():
