@@ -18,7 +18,11 @@ argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
   stderr: code 41 (no or bad auth method, also the exit code), 401/403 from
   the API. Exit codes 41, 42, 44, 52, 53 and 55 are gemini's fatal
   authentication, input, sandbox, config, turn-limit and untrusted-folder
-  errors: a retry cannot fix them.
+  errors: a retry cannot fix them. An API error's ``code`` is the HTTP status
+  (and the exit code is that status modulo 256: 400 exits 144, 403 exits 147);
+  ``failure_class`` comes from it (a bad key is a 400 "API key not valid": auth).
+  gemini retries 429/5xx itself up to ``general.maxAttempts`` (default 10, 5-30 s
+  apart) before it prints the error.
 * Killed by SIGINT or SIGTERM it exits 0 without any JSON (measured), which
   parses as "no result": a failure.
 * ``~/.gemini`` (settings and OAuth credentials) is left alone.
@@ -26,7 +30,17 @@ argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
 from __future__ import annotations
 
 from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, last_json_object, last_words, message_of, model_of, to_int
-from .base import ParsedResult, WorkerContext
+from .base import ParsedResult, WorkerContext, class_of_http_status
+
+def _failure_class(code: int | None, message: str) -> str | None:
+    """The class of gemini's error JSON: its ``code`` is the HTTP status for API errors (a bad key is a
+    400 "API key not valid"), else one of gemini's exit codes."""
+    if code == 41 or is_auth_error(message):
+        return "auth"
+    if code in FATAL_EXIT_CODES:
+        return "bad_request"
+    return class_of_http_status(code)
+
 
 FATAL_EXIT_CODES = {41: "authentication", 42: "input", 44: "sandbox", 52: "config", 53: "turn limit", 55: "untrusted folder"}
 
@@ -49,16 +63,19 @@ class GeminiAdapter(AICLIAdapter):
         if obj is None:
             if fatal:
                 why = f"{FATAL_EXIT_CODES[exit_code]} error, exit code {exit_code}: {last_words(text)}"
-                return self.no_result(text, exit_code, retryable=False, why=why)
+                parsed = self.no_result(text, exit_code, retryable=False, why=why)
+                parsed.failure_class = "auth" if exit_code == 41 else "bad_request"
+                return parsed
             return self.no_result(text, exit_code)
         extra = {"session_id": obj["session_id"]} if obj.get("session_id") else {}
         error = obj.get("error")
         if isinstance(error, dict) and error:
             message = message_of(error) or "unknown error"
             code = to_int(error.get("code"))
-            auth = code in (41, 401, 403) or is_auth_error(message)
+            failure = _failure_class(code, message)
             label = f" ({FATAL_EXIT_CODES[code]} error {code})" if code in FATAL_EXIT_CODES else (f" (code {code})" if code is not None else "")
-            return ParsedResult(output="", ok=False, error=f"gemini: {message}{label}", retryable=not (auth or fatal or code in FATAL_EXIT_CODES), extra=extra)
+            return ParsedResult(output="", ok=False, error=f"gemini: {message}{label}", extra=extra, failure_class=failure,
+                                retryable=failure not in ("auth", "bad_request") and not (fatal or code in FATAL_EXIT_CODES))
         response = obj.get("response") if isinstance(obj.get("response"), str) else ""
         tokens_in = tokens_out = None
         stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, json_lines, message_of, model_of, setting, to_float, to_int
-from .base import ParsedResult, WorkerContext
+from .base import ParsedResult, WorkerContext, class_of_http_status
 
 
 class OpencodeAdapter(AICLIAdapter):
@@ -83,10 +83,37 @@ class OpencodeAdapter(AICLIAdapter):
             status = to_int(data.get("statusCode"))
             name = error.get("name")
             label = f"{name}" + (f" {status}" if status else "") if isinstance(name, str) else ""
-            retryable = data.get("isRetryable") is not False and status not in (401, 403) and not is_auth_error(message)
-            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""), retryable=retryable, **fields)
+            failure = _failure_class(name, status, data.get("isRetryable"), message)
+            retryable = data.get("isRetryable") is not False and failure not in ("auth", "bad_request")
+            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""),
+                               retryable=retryable, failure_class=failure, retry_after=_retry_after(data), **fields)
         if answer is None and not finished:
             parsed = self.no_result(text, exit_code)
             parsed.extra = extra
             return parsed
         return self.result(output, max_chars, **fields)
+
+
+def _failure_class(name: Any, status: int | None, retryable: Any, message: str) -> str | None:
+    """The class of an opencode ``error`` event: its HTTP status when there is one, else its name
+    (``ProviderAuthError``) or ``isRetryable``."""
+    if name == "ProviderAuthError" or is_auth_error(message):
+        return "auth"
+    found = class_of_http_status(status)
+    if found:
+        return found
+    return "transient" if retryable is True else None
+
+
+def _retry_after(data: dict[str, Any]) -> float | None:
+    """Seconds from a ``retry-after`` (or ``retry-after-ms``) response header opencode passed on."""
+    headers = data.get("responseHeaders")
+    if not isinstance(headers, dict):
+        return None
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[key]) * scale
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
