@@ -93,6 +93,23 @@ note() { echo "install_cli: $*" >&2; }
     note "gemini $(pkg_version @google/gemini-cli), opencode $(pkg_version opencode-ai) installed"
 ) || true
 
+# --- opencode's plugin folder, .cli/opencode-config: on a first run opencode npm-installs @opencode-ai/plugin
+# into its config folder (~/.config/opencode). tests/test_real_opencode.py copies this one into each fresh
+# XDG_CONFIG_HOME, so that opencode installs nothing and its runs stay on 127.0.0.1. Same rules as above.
+(
+    OPENCODE_VERSION="${OPENCODE_CLI_VERSION:-1.18.33}"
+    CONFIG="$PREFIX/opencode-config"
+    plugin="$CONFIG/node_modules/@opencode-ai/plugin/package.json"
+    if [ -f "$plugin" ] && [ "$(node -p "require(process.argv[1]).version" "$plugin" 2>/dev/null)" = "$OPENCODE_VERSION" ]; then
+        note "opencode plugin folder $OPENCODE_VERSION already there"
+        exit 0
+    fi
+    command -v npm >/dev/null 2>&1 || { note "npm not found: no opencode plugin folder"; exit 0; }
+    mkdir -p "$CONFIG"
+    timeout 600 npm install --prefix "$CONFIG" --no-audit --no-fund --save-exact --loglevel=error \
+        "@opencode-ai/plugin@$OPENCODE_VERSION" >&2 || note "npm install of @opencode-ai/plugin failed: the real-opencode tests will skip"
+) || true
+
 # --- aider (tests/test_real_aider.py): PyPI's aider-chat in a venv of its own, .cli/aider-venv (never the
 # project's .venv: aider pins its many dependencies exactly), made with the interpreter the project's .venv
 # was made with; exposed as .cli/bin/aider. Idempotent and never fails the caller.

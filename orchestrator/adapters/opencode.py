@@ -21,10 +21,20 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 * Permissions that opencode would ask about are auto-rejected in ``run`` unless
   ``--auto`` is given (add it to ``orchestrator.cli_args`` to allow them).
 * SIGTERM ends it; SIGINT does not (measured: still running 10 s after SIGINT).
-* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone.
+* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone. Its session
+  database is not: parallel first runs on a machine where opencode never ran race on
+  creating ``opencode.db`` ("database is locked"), so each worker gets its own
+  (``OPENCODE_DB`` beside the worker's prompt file under ``state/``), unless the
+  user set ``OPENCODE_DB``. Sessions of workers are therefore not in the user's list.
+* Its bash tool's time limit is ``OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS``
+  (default 2 minutes): set to the attempt's remaining time so a long
+  ``spawn --wait`` returns to the model, unless the user set it.
+* Errors: ``failure_class`` from the event's ``statusCode`` (else ``isRetryable``;
+  ``ProviderAuthError`` is auth), ``retry_after`` from its ``responseHeaders``.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, json_lines, message_of, model_of, setting, to_float, to_int
@@ -44,6 +54,14 @@ class OpencodeAdapter(AICLIAdapter):
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if "OPENCODE_DB" not in os.environ:
+            env["OPENCODE_DB"] = str(ctx.prompt_file.with_name(ctx.prompt_file.stem + ".opencode.db"))
+        if ctx.time_left and "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS" not in os.environ:
+            env["OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"] = str(int(ctx.time_left * 1000))
+        return env
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         cost: float | None = None
