@@ -78,6 +78,53 @@ def test_gemini_errors_are_classified_from_the_code_in_its_error_json():
     assert (turn_limit.failure_class, turn_limit.retryable) == ("bad_request", False)
 
 
+def gemini_ctx(tmp_path, time_left=600.0):
+    from orchestrator.adapters.base import WorkerContext
+
+    prompts = tmp_path / "state" / "prompts"
+    prompts.mkdir(parents=True, exist_ok=True)
+    return WorkerContext(task="t", prompt="p", prompt_file=prompts / "depth_0_worker_1.txt", worker_dir=tmp_path / "w",
+                         depth=0, max_depth=3, attempt=1, settings=None, time_left=time_left)
+
+
+def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_path, monkeypatch):
+    import json
+    import os
+
+    user = tmp_path / "user"
+    (user / ".gemini").mkdir(parents=True)
+    (user / ".gemini" / "oauth_creds.json").write_text("{}")
+    (user / ".gemini" / "settings.json").write_text('{// mine\n "general": {"maxAttempts": 5}, "ui": {"theme": "x"}}')
+    monkeypatch.setenv("GEMINI_CLI_HOME", str(user))
+    env = get_adapter("gemini").extra_env(gemini_ctx(tmp_path, 600.4))
+    mine = tmp_path / "state" / "prompts" / "depth_0_worker_1.gemini-home"
+    assert env == {"GEMINI_CLI_HOME": str(mine)}
+    settings = json.loads((mine / ".gemini" / "settings.json").read_text())
+    assert settings["general"]["maxAttempts"] == 5  # the user's value wins
+    assert settings["tools"]["shell"]["inactivityTimeout"] == 601
+    assert settings["ui"] == {"theme": "x"}
+    assert os.readlink(mine / ".gemini" / "oauth_creds.json") == str(user / ".gemini" / "oauth_creds.json")
+    (user / ".gemini" / "settings.json").write_text('{"tools": {"shell": {"inactivityTimeout": 42}}}')
+    get_adapter("gemini").extra_env(gemini_ctx(tmp_path))
+    settings = json.loads((mine / ".gemini" / "settings.json").read_text())
+    assert settings["tools"]["shell"]["inactivityTimeout"] == 42 and settings["general"]["maxAttempts"] == 3
+    (user / ".gemini" / "settings.json").write_text("[1]")
+    assert get_adapter("gemini").extra_env(gemini_ctx(tmp_path)) == {}  # not gemini's either: leave it alone
+    assert json.loads((user / ".gemini" / "settings.json").read_text()) == [1]
+
+
+def test_opencode_worker_env_has_its_own_database_and_bash_limit_unless_the_user_set_them(tmp_path, monkeypatch):
+    for name in ("OPENCODE_DB", "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = gemini_ctx(tmp_path, 300.0)
+    env = get_adapter("opencode").extra_env(ctx)
+    assert env == {"OPENCODE_DB": str(ctx.prompt_file.with_name("depth_0_worker_1.opencode.db")),
+                   "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS": "300000"}
+    monkeypatch.setenv("OPENCODE_DB", "/x.db")
+    monkeypatch.setenv("OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS", "5")
+    assert get_adapter("opencode").extra_env(ctx) == {}
+
+
 # ----------------------------------------------------------------------------- opencode
 
 

@@ -56,11 +56,13 @@ pytestmark = [
 AUTH_ERRORS = {400: BAD_KEY_400, 401: UNAUTHENTICATED_401, 403: PERMISSION_403}
 
 
-def gemini_home(folder: Path) -> Path:
-    """A private GEMINI_CLI_HOME: API-key auth, no usage statistics, two attempts per request."""
-    settings = {"security": {"auth": {"selectedType": "gemini-api-key"}},
-                "privacy": {"usageStatisticsEnabled": False},
-                "general": {"maxAttempts": 2}}
+def gemini_home(folder: Path, max_attempts: int | None = 2) -> Path:
+    """A GEMINI_CLI_HOME of the test's: API-key auth, no usage statistics, ``max_attempts`` per request
+    (None: not set, so a worker gets the adapter's bound)."""
+    settings: dict = {"security": {"auth": {"selectedType": "gemini-api-key"}},
+                      "privacy": {"usageStatisticsEnabled": False}}
+    if max_attempts is not None:
+        settings["general"] = {"maxAttempts": max_attempts}
     (folder / ".gemini").mkdir(parents=True, exist_ok=True)
     (folder / ".gemini" / "settings.json").write_text(json.dumps(settings))
     return folder
@@ -125,7 +127,7 @@ def gemini_workers(monkeypatch, tmp_path):
     def start(script, *, lifetime=150.0, default=None):
         mock = MockGeminiServer(script, lifetime=lifetime, default=default).start()
         started.append(mock)
-        for name, value in gemini_env(mock, gemini_home(tmp_path / "gemini-home")).items():
+        for name, value in gemini_env(mock, gemini_home(tmp_path / "gemini-home", None)).items():
             if os.environ.get(name) != value:
                 monkeypatch.setenv(name, value)
         for name in [n for n in os.environ if n.startswith(("GEMINI", "GOOGLE")) and n not in
@@ -204,8 +206,12 @@ def test_rate_limit_is_classified_transient(make_engine, gemini_workers):
     why = explain(engine, job, mock)
     assert worker.status is WorkerStatus.FAILED, why
     assert "Resource has been exhausted" in (worker.error or ""), why
-    # general.maxAttempts=2 in the settings: gemini's own retries stop after two requests
-    assert all(r.turn == "ApiError 429" for r in mock.conversation) and len(mock.conversation) == 2 * len(worker.attempts), why
+    # the adapter's general.maxAttempts (3; gemini's default is 10): gemini's own retries stop after three requests
+    assert all(r.turn == "ApiError 429" for r in mock.conversation) and len(mock.conversation) == 3 * len(worker.attempts), why
+    home = engine.workspace.state_dir(job.root_id) / "prompts" / "depth_0_worker_1.gemini-home" / ".gemini"
+    settings = json.loads((home / "settings.json").read_text())
+    assert settings["general"]["maxAttempts"] == 3 and settings["tools"]["shell"]["inactivityTimeout"] == 90
+    assert settings["security"]["auth"]["selectedType"] == "gemini-api-key"  # the user's own settings kept
     parsed = get_adapter("gemini").parse(worker_log(engine, job, worker), 429 % 256, max_chars=10_000)
     assert (parsed.failure_class, parsed.retryable) == ("transient", True)
 

@@ -25,9 +25,26 @@ argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
   apart) before it prints the error.
 * Killed by SIGINT or SIGTERM it exits 0 without any JSON (measured), which
   parses as "no result": a failure.
-* ``~/.gemini`` (settings and OAuth credentials) is left alone.
+* Settings a worker needs (``GEMINI_CLI_HOME``): gemini reads them only from files (a
+  system file must be owned by root), so each worker gets a private home,
+  ``state/prompts/<worker>.gemini-home``, whose ``.gemini/settings.json`` is the user's
+  own (``$GEMINI_CLI_HOME`` or ``~``) plus, where the user set none,
+  ``tools.shell.inactivityTimeout`` (its shell tool's limit: seconds without output,
+  default 300) = the attempt's time left, so a long ``spawn --wait`` returns to the
+  model, and ``general.maxAttempts`` = 3 (default 10: a sustained 503 cost 266 s in one
+  attempt; the orchestrator retries transient failures itself). Every other entry of
+  the user's ``.gemini`` (OAuth credentials, trusted folders, history) is a symlink to
+  the original: nothing is copied or changed. A settings file gemini could not read
+  either (not a JSON object) leaves the worker on the user's home, untouched.
 """
 from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
 
 from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, last_json_object, last_words, message_of, model_of, to_int
 from .base import ParsedResult, WorkerContext, class_of_http_status
@@ -56,6 +73,10 @@ class GeminiAdapter(AICLIAdapter):
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx)]
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        home = private_home(ctx)
+        return {"GEMINI_CLI_HOME": str(home)} if home else {}
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         obj = last_json_object(text, lambda o: "response" in o or isinstance(o.get("error"), dict))
@@ -88,3 +109,43 @@ class GeminiAdapter(AICLIAdapter):
             tokens_out = add(tokens_out, tokens.get("candidates"))
             tokens_out = add(tokens_out, tokens.get("thoughts"))
         return self.result(response, max_chars, tokens_in=tokens_in, tokens_out=tokens_out, extra=extra)
+
+
+MAX_ATTEMPTS = 3  # gemini's own tries per model request (its default is 10, 5-30 s apart)
+
+
+def private_home(ctx: WorkerContext) -> Path | None:
+    """A worker's GEMINI_CLI_HOME (see the module docstring), or None to leave the user's."""
+    user = Path(os.environ.get("GEMINI_CLI_HOME") or Path.home()) / ".gemini"
+    settings: dict[str, Any] = {}
+    user_settings = user / "settings.json"
+    if user_settings.is_file():
+        try:
+            settings = json.loads(_strip_comments(user_settings.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(settings, dict):
+            return None
+    tools = settings.setdefault("tools", {})
+    shell = tools.setdefault("shell", {}) if isinstance(tools, dict) else None
+    general = settings.setdefault("general", {})
+    if not isinstance(shell, dict) or not isinstance(general, dict):
+        return None
+    if ctx.time_left and "inactivityTimeout" not in shell:
+        shell["inactivityTimeout"] = math.ceil(ctx.time_left)
+    general.setdefault("maxAttempts", MAX_ATTEMPTS)
+    home = ctx.prompt_file.with_name(ctx.prompt_file.stem + ".gemini-home")
+    mine = home / ".gemini"
+    mine.mkdir(parents=True, exist_ok=True)
+    if user.is_dir():
+        for entry in user.iterdir():
+            link = mine / entry.name
+            if entry.name != "settings.json" and not link.is_symlink() and not link.exists():
+                link.symlink_to(entry)
+    (mine / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    return home
+
+
+def _strip_comments(text: str) -> str:
+    """gemini's settings are JSON with comments: drop ``//`` and ``/* */`` comments outside strings."""
+    return re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', lambda m: m.group(1) or "", text, flags=re.S)
