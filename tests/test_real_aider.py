@@ -131,6 +131,9 @@ def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, a
     assert "Retrying in" not in worker.error, why
     log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
     assert log.count("Retrying in") >= 5, why  # aider's own retries, before the last block
+    # the adapter's model settings: no retries inside litellm's OpenAI client (27 requests in ~70 s without)
+    assert [r.headers.get("x-stainless-retry-count") for r in mock.conversation] == ["0"] * len(mock.conversation), why
+    assert len(mock.conversation) == log.count("Retrying in") + 1, why
     parsed = get_adapter("aider").parse(log, 0, max_chars=10_000)
     assert (parsed.failure_class, parsed.retryable, parsed.retry_after) == ("transient", True, 1.0)
 

@@ -32,17 +32,23 @@ argv (checked against the argparse definitions in aider/args.py of aider-chat 0.
   description, ``Retrying in 0.2 seconds...``); the last block is the error, and its
   exception name gives ``failure_class``. Aider's own retry loop stops once its delay
   passes 60 s (a constant, ``RETRY_TIMEOUT``); the openai client under litellm adds its
-  own retries, honouring ``Retry-After``.
+  own retries, honouring ``Retry-After`` (up to 60 s each): ``--model-settings-file``
+  with ``aider/extra_params: {max_retries: 0}`` turns those off (27 requests in 70 s
+  measured without it, 9 with it), unless the user has model settings of their own.
 * SIGTERM ends it (SIGINT is aider's "interrupt the reply" key).
 """
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
-from .aicli import AICLIAdapter, cli_args_of, is_auth_error, model_of, scan_window, strip_ansi
+from .aicli import AICLIAdapter, cli_args_of, has_flag, is_auth_error, model_of, scan_window, strip_ansi
 from .base import ParsedResult, WorkerContext
 
+# No retries inside litellm's OpenAI client (see the file); skipped when the user has model settings
+# of their own (~/.aider.model.settings.yml or --model-settings-file in cli_args), which it would replace.
+MODEL_SETTINGS = Path(__file__).with_name("aider_model_settings.yml")
 _TOKENS = re.compile(
     r"^Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?(?:, (?P<hit>[\d.]+k?) cache hit)?,"
     r" (?P<received>[\d.]+k?) received\.",
@@ -81,7 +87,10 @@ class AiderAdapter(AICLIAdapter):
         model = model_of(ctx)
         if model:
             argv += ["--model", model]
-        return [*argv, *cli_args_of(ctx)]
+        extra = cli_args_of(ctx)
+        if not has_flag(extra, "--model-settings-file") and not (Path.home() / ".aider.model.settings.yml").exists():
+            argv.append(f"--model-settings-file={MODEL_SETTINGS}")
+        return [*argv, *extra]
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         lines = strip_ansi(scan_window(text)).splitlines()
