@@ -140,10 +140,10 @@ def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, a
 
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, aider_workers):
     mock, settings = aider_workers([Hang()], traced=False)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 20, "kill_grace": 0.5})
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 40, "kill_grace": 0.5})
     job = engine.submit("Say hi", None, ["Say hi"])
     tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 60)
+    done = engine.wait(job.id, 90)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert worker.status is WorkerStatus.TIMEOUT, why

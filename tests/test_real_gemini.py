@@ -218,10 +218,10 @@ def test_rate_limit_is_classified_transient(make_engine, gemini_workers):
 
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, gemini_workers):
     mock = gemini_workers([Hang()])
-    engine = make_engine(orchestrator=settings_for(GEMINI), workers={"default_timeout": 15, "kill_grace": 0.5})
+    engine = make_engine(orchestrator=settings_for(GEMINI), workers={"default_timeout": 30, "kill_grace": 0.5})
     job = engine.submit("Say hi", None, ["Say hi"])
     tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 60)
+    done = engine.wait(job.id, 90)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert worker.status is WorkerStatus.TIMEOUT, why

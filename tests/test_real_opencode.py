@@ -154,10 +154,10 @@ def test_rate_limit_is_transient_with_its_retry_after(make_engine, opencode_work
 
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, opencode_workers):
     mock, settings = opencode_workers(lambda body: Hang(), traced=False)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 15, "kill_grace": 0.5})
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 45, "kill_grace": 0.5})  # a first run starts slowly under load
     job = engine.submit("Say hi", None, ["Say hi"])
     tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 60)
+    done = engine.wait(job.id, 90)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert worker.status is WorkerStatus.TIMEOUT, why
