@@ -136,13 +136,16 @@ def private_home(ctx: WorkerContext) -> Path | None:
     general.setdefault("maxAttempts", MAX_ATTEMPTS)
     home = ctx.prompt_file.with_name(ctx.prompt_file.stem + ".gemini-home")
     mine = home / ".gemini"
-    mine.mkdir(parents=True, exist_ok=True)
-    if user.is_dir():
-        for entry in user.iterdir():
-            link = mine / entry.name
-            if entry.name != "settings.json" and not link.is_symlink() and not link.exists():
-                link.symlink_to(entry)
-    (mine / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    try:
+        mine.mkdir(parents=True, exist_ok=True)
+        if user.is_dir():
+            for entry in user.iterdir():
+                link = mine / entry.name
+                if entry.name != "settings.json" and not link.is_symlink() and not link.exists():
+                    link.symlink_to(entry)
+        (mine / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    except OSError:
+        return None  # the user's home as it is: no limits rather than no worker
     return home
 
 
