@@ -111,6 +111,7 @@ def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_p
     user = tmp_path / "user"
     (user / ".gemini").mkdir(parents=True)
     (user / ".gemini" / "oauth_creds.json").write_text("{}")
+    (user / ".env").write_text("GEMINI_API_KEY=x\n")
     (user / ".gemini" / "settings.json").write_text('{// mine\n "general": {"maxAttempts": 5}, "ui": {"theme": "x"}}')
     monkeypatch.setenv("GEMINI_CLI_HOME", str(user))
     env = get_adapter("gemini").extra_env(gemini_ctx(tmp_path, 600.4))
@@ -121,6 +122,7 @@ def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_p
     assert settings["tools"]["shell"]["inactivityTimeout"] == 601
     assert settings["ui"] == {"theme": "x"}
     assert os.readlink(mine / ".gemini" / "oauth_creds.json") == str(user / ".gemini" / "oauth_creds.json")
+    assert os.readlink(mine / ".env") == str(user / ".env")
     (user / ".gemini" / "settings.json").write_text('{"tools": {"shell": {"inactivityTimeout": 42}}}')
     get_adapter("gemini").extra_env(gemini_ctx(tmp_path))
     settings = json.loads((mine / ".gemini" / "settings.json").read_text())

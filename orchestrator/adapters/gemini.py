@@ -33,8 +33,8 @@ argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
   default 300) = the attempt's time left, so a long ``spawn --wait`` returns to the
   model, and ``general.maxAttempts`` = 3 (default 10: a sustained 503 cost 266 s in one
   attempt; the orchestrator retries transient failures itself). Every other entry of
-  the user's ``.gemini`` (OAuth credentials, trusted folders, history) is a symlink to
-  the original: nothing is copied or changed. A settings file gemini could not read
+  the user's ``.gemini`` (OAuth credentials, trusted folders, history), and the home's
+  ``.env``, is a symlink to the original: nothing is copied or changed. A settings file gemini could not read
   either (not a JSON object) leaves the worker on the user's home, untouched.
 """
 from __future__ import annotations
@@ -144,6 +144,9 @@ def private_home(ctx: WorkerContext) -> Path | None:
                 if entry.name != "settings.json" and not link.is_symlink() and not link.exists():
                     link.symlink_to(entry)
         (mine / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        dotenv = user.parent / ".env"  # gemini reads $GEMINI_CLI_HOME/.env too (a key may live there)
+        if dotenv.is_file() and not (home / ".env").is_symlink():
+            (home / ".env").symlink_to(dotenv)
     except OSError:
         return None  # the user's home as it is: no limits rather than no worker
     return home
