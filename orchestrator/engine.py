@@ -780,7 +780,7 @@ class Engine:
             worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             job_id=rec.job_id, worker_id=rec.name,
             children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-            timeout=cfg.default_timeout, template=self._prompt_template,
+            timeout=cfg.default_timeout, template=self._prompt_template, kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         )
 
     def _worker_env(self, live: _Live, cfg: JobConfig) -> dict[str, str]:

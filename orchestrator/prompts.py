@@ -62,6 +62,7 @@ def render_worker_prompt(
     children_left: int,
     timeout: float | None = None,
     template: Path | None = None,
+    kind_no_spawn: str = "",
 ) -> str:
     """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
     included) and ``index`` this subtask's 1-based position in it. ``timeout``: the worker's
@@ -70,7 +71,8 @@ def render_worker_prompt(
     if siblings and not 1 <= index <= len(siblings):
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
     others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
-    reason = _no_spawn_reason(recursion_enabled, depth, max_depth, children_left)
+    # A worker kind without a shell tool (aider) can never run the spawn command: its reason first.
+    reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_depth, children_left)
     context = {
         "task": task, "goal": goal, "request": request, "siblings": list(siblings), "index": index,
         "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),

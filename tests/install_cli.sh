@@ -57,6 +57,89 @@ note() { echo "install_cli: $*" >&2; }
     echo "$CODEX_BIN"
 ) || true
 
+# --- The real Gemini CLI and opencode (tests/test_real_gemini.py, test_real_opencode.py), into the same prefix:
+# .cli/node_modules/.bin/gemini and .cli/node_modules/.bin/opencode. Same rules as codex: pinned, saved in
+# .cli/package.json (so later installs keep them), idempotent, never fails the caller.
+(
+    GEMINI_VERSION="${GEMINI_CLI_VERSION:-0.61.0}"
+    OPENCODE_VERSION="${OPENCODE_CLI_VERSION:-1.18.33}"
+    pkg_version() {
+        # The version an installed package's package.json names; empty when it is not installed.
+        [ -f "$PREFIX/node_modules/$1/package.json" ] || return 0
+        node -p "require(process.argv[1]).version" "$PREFIX/node_modules/$1/package.json" 2>/dev/null
+    }
+    want=()
+    [ "$(pkg_version @google/gemini-cli)" = "$GEMINI_VERSION" ] && [ -x "$PREFIX/node_modules/.bin/gemini" ] \
+        || want+=("@google/gemini-cli@$GEMINI_VERSION")
+    [ "$(pkg_version opencode-ai)" = "$OPENCODE_VERSION" ] && [ -x "$PREFIX/node_modules/.bin/opencode" ] \
+        || want+=("opencode-ai@$OPENCODE_VERSION")
+    if [ "${#want[@]}" -eq 0 ]; then
+        note "gemini $GEMINI_VERSION and opencode $OPENCODE_VERSION already installed"
+        exit 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        note "npm not found: not installing ${want[*]}; their real-CLI tests will be skipped"
+        exit 0
+    fi
+    mkdir -p "$PREFIX"
+    claude_version="$(pkg_version @anthropic-ai/claude-code)"   # unsaved (see claude below): keep it
+    [ -n "$claude_version" ] && want+=("@anthropic-ai/claude-code@$claude_version")
+    note "installing ${want[*]} into $PREFIX"
+    if ! timeout 900 npm install --prefix "$PREFIX" --no-audit --no-fund --save-exact --loglevel=error \
+            "${want[@]}" >&2; then
+        note "npm install of gemini/opencode failed: their real-CLI tests will be skipped"
+        exit 0
+    fi
+    note "gemini $(pkg_version @google/gemini-cli), opencode $(pkg_version opencode-ai) installed"
+) || true
+
+# --- opencode's plugin folder, .cli/opencode-config: on a first run opencode npm-installs @opencode-ai/plugin
+# into its config folder (~/.config/opencode). tests/test_real_opencode.py copies this one into each fresh
+# XDG_CONFIG_HOME, so that opencode installs nothing and its runs stay on 127.0.0.1. Same rules as above.
+(
+    OPENCODE_VERSION="${OPENCODE_CLI_VERSION:-1.18.33}"
+    CONFIG="$PREFIX/opencode-config"
+    plugin="$CONFIG/node_modules/@opencode-ai/plugin/package.json"
+    if [ -f "$plugin" ] && [ "$(node -p "require(process.argv[1]).version" "$plugin" 2>/dev/null)" = "$OPENCODE_VERSION" ]; then
+        note "opencode plugin folder $OPENCODE_VERSION already there"
+        exit 0
+    fi
+    command -v npm >/dev/null 2>&1 || { note "npm not found: no opencode plugin folder"; exit 0; }
+    mkdir -p "$CONFIG"
+    timeout 600 npm install --prefix "$CONFIG" --no-audit --no-fund --save-exact --loglevel=error \
+        "@opencode-ai/plugin@$OPENCODE_VERSION" >&2 || note "npm install of @opencode-ai/plugin failed: the real-opencode tests will skip"
+) || true
+
+# --- aider (tests/test_real_aider.py): PyPI's aider-chat in a venv of its own, .cli/aider-venv (never the
+# project's .venv: aider pins its many dependencies exactly), made with the interpreter the project's .venv
+# was made with; exposed as .cli/bin/aider. Idempotent and never fails the caller.
+(
+    AIDER_VERSION="${AIDER_CLI_VERSION:-0.86.2}"
+    VENV="$PREFIX/aider-venv"
+    aider_version() {
+        [ -x "$VENV/bin/python" ] || return 0
+        "$VENV/bin/python" -c 'from importlib.metadata import version; print(version("aider-chat"))' 2>/dev/null
+    }
+    if [ "$(aider_version)" = "$AIDER_VERSION" ] && [ -x "$PREFIX/bin/aider" ]; then
+        note "aider $AIDER_VERSION already installed"
+        exit 0
+    fi
+    py="python3"
+    if [ -x "$ROOT/.venv/bin/python" ]; then
+        py="$("$ROOT/.venv/bin/python" -c 'import sys; print(sys._base_executable)' 2>/dev/null || echo python3)"
+    fi
+    mkdir -p "$PREFIX/bin"
+    note "installing aider-chat==$AIDER_VERSION into $VENV (with $py)"
+    if ! { [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV" >&2; } ||
+       ! timeout 900 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "aider-chat==$AIDER_VERSION" >&2; then
+        note "pip install of aider-chat failed: the real-aider tests will be skipped"
+        exit 0
+    fi
+    ln -sf "$VENV/bin/aider" "$PREFIX/bin/aider"
+    note "aider $(aider_version) installed"
+) || true
+
 installed_version() {
     # "2.1.329 (Claude Code)" -> "2.1.329"; empty if the binary is missing or broken.
     [ -x "$BIN" ] || return 0

@@ -205,14 +205,23 @@ def test_gemini_argv_plain_model_and_cli_args(tmp_path):
     ]
 
 
-def test_aider_argv_plain_model_and_cli_args(tmp_path):
+def test_aider_argv_plain_model_and_cli_args(tmp_path, monkeypatch):
+    from orchestrator.adapters.aider import MODEL_SETTINGS
+
+    monkeypatch.setenv("HOME", str(tmp_path))
     base = ["aider", "--message=Write hello.py", "--yes-always", "--no-auto-commits", "--no-check-update",
             "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git", "--no-show-release-notes",
             f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}"]
-    assert argv("aider", tmp_path) == base
+    settings = f"--model-settings-file={MODEL_SETTINGS}"
+    assert MODEL_SETTINGS.is_file()
+    assert argv("aider", tmp_path) == [*base, settings]
     assert argv("aider", tmp_path, model="openrouter/some model", cli_args=["--edit-format", "whole"]) == [
-        *base, "--model", "openrouter/some model", "--edit-format", "whole",
+        *base, "--model", "openrouter/some model", settings, "--edit-format", "whole",
     ]
+    # the user's own model settings (which ours would replace) win
+    assert argv("aider", tmp_path, cli_args=["--model-settings-file", "mine.yml"]) == [*base, "--model-settings-file", "mine.yml"]
+    (tmp_path / ".aider.model.settings.yml").write_text("[]")
+    assert argv("aider", tmp_path) == base
 
 
 def test_ollama_argv_uses_ollama_model(tmp_path):

@@ -23,22 +23,49 @@ argv (checked against the argparse definitions in aider/args.py of aider-chat 0.
   even when the model call failed (``litellm.AuthenticationError: …``), so the
   adapter decides: a reply is proved by a ``Tokens:`` line, and an error line
   after the last one is a failure.
+* Aider runs no shell command under ``--yes-always`` (it declines every "Run shell
+  command?" question then), so an aider worker cannot start child jobs:
+  ``no_spawn_reason`` says so in its prompt.
+* Cost: the sum of the per-message ``$… message`` figures (the session total is rounded
+  to cents once it passes one). Token counts are aider's own rounding (``2.9k``).
+* Failures: aider prints one error block per retry (litellm's exception, its
+  description, ``Retrying in 0.2 seconds...``); the last block is the error, and its
+  exception name gives ``failure_class``. Aider's own retry loop stops once its delay
+  passes 60 s (a constant, ``RETRY_TIMEOUT``); the openai client under litellm adds its
+  own retries, honouring ``Retry-After`` (up to 60 s each): ``--model-settings-file``
+  with ``aider/extra_params: {max_retries: 0}`` turns those off (27 requests in 70 s
+  measured without it, 9 with it), unless the user has model settings of their own.
 * SIGTERM ends it (SIGINT is aider's "interrupt the reply" key).
 """
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
-from .aicli import AICLIAdapter, cli_args_of, is_auth_error, model_of, scan_window, strip_ansi
+from .aicli import AICLIAdapter, cli_args_of, has_flag, is_auth_error, model_of, scan_window, strip_ansi
 from .base import ParsedResult, WorkerContext
 
+# No retries inside litellm's OpenAI client (see the file); skipped when the user has model settings
+# of their own (~/.aider.model.settings.yml or --model-settings-file in cli_args), which it would replace.
+MODEL_SETTINGS = Path(__file__).with_name("aider_model_settings.yml")
 _TOKENS = re.compile(
     r"^Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?(?:, (?P<hit>[\d.]+k?) cache hit)?,"
     r" (?P<received>[\d.]+k?) received\.",
 )
 _COST = re.compile(r"Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.")
 _ERROR = re.compile(r"^(?:litellm\.\w+|\w*(?:Error|Exception)\b:?|Error:)")
+_RETRYING = re.compile(r"^Retrying in [\d.]+ seconds")
+_EXCEPTION = re.compile(r"\b(?:litellm\.)?(\w+(?:Error|Exception|Timeout))\b")
+_TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) ?s(?:ec(?:onds?)?)?\b", re.I)
+# litellm's exception names (what aider prints first in an error block) by failure class.
+_CLASSES = {
+    **dict.fromkeys(("AuthenticationError", "PermissionDeniedError"), "auth"),
+    **dict.fromkeys(("BadRequestError", "NotFoundError", "ContextWindowExceededError", "UnsupportedParamsError",
+                     "ContentPolicyViolationError", "UnprocessableEntityError", "InvalidRequestError"), "bad_request"),
+    **dict.fromkeys(("RateLimitError", "ServiceUnavailableError", "InternalServerError", "APIConnectionError",
+                     "Timeout", "APITimeoutError", "BadGatewayError"), "transient"),
+}
 _BANNER = (
     "Aider v", "Model:", "Main model:", "Weak model:", "Editor model:", "Git repo:", "Repo-map:",
     "Added ", "Use /help", "Cur working dir:", "Git working dir:", "Warning: Input is not a terminal",
@@ -49,6 +76,7 @@ class AiderAdapter(AICLIAdapter):
     name = "aider"
     cli = "aider"
     command_key = "orchestrator.aider_command"
+    no_spawn_reason = "aider runs no shell commands when it runs unattended, so it cannot run the spawn command"
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [
@@ -59,7 +87,10 @@ class AiderAdapter(AICLIAdapter):
         model = model_of(ctx)
         if model:
             argv += ["--model", model]
-        return [*argv, *cli_args_of(ctx)]
+        extra = cli_args_of(ctx)
+        if not has_flag(extra, "--model-settings-file") and not (Path.home() / ".aider.model.settings.yml").exists():
+            argv.append(f"--model-settings-file={MODEL_SETTINGS}")
+        return [*argv, *extra]
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         lines = strip_ansi(scan_window(text)).splitlines()
@@ -70,20 +101,39 @@ class AiderAdapter(AICLIAdapter):
             assert match is not None
             sent = (sent or 0) + _count(match["sent"])
             received = (received or 0) + _count(match["received"])
+        # The sum of the per-message figures: the session total is rounded to two places
+        # once it passes a cent ($0.0073 + $0.0077 printed as "$0.02 session").
         cost = None
         for line in lines:
             for match in _COST.finditer(line):
-                cost = float(match["session"])
+                cost = (cost or 0.0) + float(match["message"])
+        cost = None if cost is None else round(cost, 10)
         last_usage = usage_at[-1] if usage_at else -1
-        error_at = next((i for i in range(last_usage + 1, len(lines)) if _ERROR.match(lines[i])), None)
+        # The last error block: aider prints one per retry ("Retrying in 0.2 seconds..."); the
+        # last one is why it gave up.
+        error_at = next((i for i in range(len(lines) - 1, last_usage, -1) if _ERROR.match(lines[i])), None)
         fields = {"cost_usd": cost, "tokens_in": sent, "tokens_out": received}
         if error_at is not None:
             message = _block(lines, error_at)
             output = _reply(lines, usage_at)
-            return self.result(output, max_chars, ok=False, error=f"aider: {message}", retryable=not is_auth_error(message), **fields)
+            failure, retry_after = _classify(message)
+            return self.result(output, max_chars, ok=False, error=f"aider: {message}",
+                               retryable=failure not in ("auth", "bad_request") and not is_auth_error(message),
+                               failure_class=failure, retry_after=retry_after, **fields)
         if not usage_at:
             return self.no_result(text, exit_code)
         return self.result(_reply(lines, usage_at), max_chars, **fields)
+
+
+def _classify(message: str) -> tuple[str | None, float | None]:
+    """(failure class, retry-after seconds) of an aider error block, from litellm's exception name."""
+    found = _EXCEPTION.search(message)
+    name = found.group(1) if found else ""
+    failure = _CLASSES.get(name)
+    if failure is None and is_auth_error(message):
+        failure = "auth"
+    wait = _TRY_AGAIN.search(message)
+    return failure, float(wait.group(1)) if wait else None
 
 
 def _count(value: str) -> int:
@@ -92,10 +142,10 @@ def _count(value: str) -> int:
 
 
 def _block(lines: list[str], start: int) -> str:
-    """An error message and the lines wrapped after it, up to a blank line."""
+    """An error message and the lines wrapped after it, up to a blank line (not the retry notice)."""
     parts = []
     for line in lines[start:start + 12]:
-        if not line.strip():
+        if not line.strip() or _RETRYING.match(line):
             break
         parts.append(line.strip())
     return " ".join(" ".join(parts).split())[:1000]

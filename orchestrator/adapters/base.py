@@ -66,6 +66,9 @@ class Adapter:
     first_signal = signal.SIGTERM  # the first rung of the kill ladder
     is_ai = False
     result_window = 64 * 1024  # bytes at the end of an attempt's log that parse() is given
+    # Why this kind can never run the spawn command (no shell tool), as a clause for the prompt's
+    # "You cannot start child jobs: ..."; "" when it can.
+    no_spawn_reason = ""
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         raise NotImplementedError

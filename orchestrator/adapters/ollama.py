@@ -73,7 +73,10 @@ class OllamaAdapter(AICLIAdapter):
         errors = _ERROR.findall(body)
         if errors and (exit_code != 0 or not _ERROR.sub("", body).strip()):
             message = errors[-1].strip()
-            return ParsedResult(output="", ok=False, error=f"ollama: {message}", retryable=not _NOT_RETRYABLE.search(message), **tokens)
+            fatal = _NOT_RETRYABLE.search(message) is not None
+            # Not found/invalid: a bad request; anything else (server down or starting, 5xx): transient.
+            return ParsedResult(output="", ok=False, error=f"ollama: {message}", retryable=not fatal,
+                                failure_class="bad_request" if fatal else "transient", **tokens)
         if not body.strip():
             return self.no_result(text, exit_code)
         if exit_code is not None and exit_code < 0:

@@ -21,14 +21,24 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 * Permissions that opencode would ask about are auto-rejected in ``run`` unless
   ``--auto`` is given (add it to ``orchestrator.cli_args`` to allow them).
 * SIGTERM ends it; SIGINT does not (measured: still running 10 s after SIGINT).
-* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone.
+* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone. Its session
+  database is not: parallel first runs on a machine where opencode never ran race on
+  creating ``opencode.db`` ("database is locked"), so each worker gets its own
+  (``OPENCODE_DB`` beside the worker's prompt file under ``state/``), unless the
+  user set ``OPENCODE_DB``. Sessions of workers are therefore not in the user's list.
+* Its bash tool's time limit is ``OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS``
+  (default 2 minutes): set to the attempt's remaining time so a long
+  ``spawn --wait`` returns to the model, unless the user set it.
+* Errors: ``failure_class`` from the event's ``statusCode`` (else ``isRetryable``;
+  ``ProviderAuthError`` is auth), ``retry_after`` from its ``responseHeaders``.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, json_lines, message_of, model_of, setting, to_float, to_int
-from .base import ParsedResult, WorkerContext
+from .base import ParsedResult, WorkerContext, class_of_http_status
 
 
 class OpencodeAdapter(AICLIAdapter):
@@ -44,6 +54,14 @@ class OpencodeAdapter(AICLIAdapter):
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if "OPENCODE_DB" not in os.environ:
+            env["OPENCODE_DB"] = str(ctx.prompt_file.with_name(ctx.prompt_file.stem + ".opencode.db"))
+        if ctx.time_left and "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS" not in os.environ:
+            env["OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"] = str(int(ctx.time_left * 1000))
+        return env
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         cost: float | None = None
@@ -83,10 +101,37 @@ class OpencodeAdapter(AICLIAdapter):
             status = to_int(data.get("statusCode"))
             name = error.get("name")
             label = f"{name}" + (f" {status}" if status else "") if isinstance(name, str) else ""
-            retryable = data.get("isRetryable") is not False and status not in (401, 403) and not is_auth_error(message)
-            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""), retryable=retryable, **fields)
+            failure = _failure_class(name, status, data.get("isRetryable"), message)
+            retryable = data.get("isRetryable") is not False and failure not in ("auth", "bad_request")
+            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""),
+                               retryable=retryable, failure_class=failure, retry_after=_retry_after(data), **fields)
         if answer is None and not finished:
             parsed = self.no_result(text, exit_code)
             parsed.extra = extra
             return parsed
         return self.result(output, max_chars, **fields)
+
+
+def _failure_class(name: Any, status: int | None, retryable: Any, message: str) -> str | None:
+    """The class of an opencode ``error`` event: its HTTP status when there is one, else its name
+    (``ProviderAuthError``) or ``isRetryable``."""
+    if name == "ProviderAuthError" or is_auth_error(message):
+        return "auth"
+    found = class_of_http_status(status)
+    if found:
+        return found
+    return "transient" if retryable is True else None
+
+
+def _retry_after(data: dict[str, Any]) -> float | None:
+    """Seconds from a ``retry-after`` (or ``retry-after-ms``) response header opencode passed on."""
+    headers = data.get("responseHeaders")
+    if not isinstance(headers, dict):
+        return None
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[key]) * scale
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None

@@ -1,0 +1,152 @@
+"""The real ``aider`` CLI (aider-chat 0.86.2, in .cli/aider-venv) against a loopback mock of the
+OpenAI Chat Completions API.
+
+No model service is reached: ``tests/mock_chat_server.py`` answers on 127.0.0.1; aider (through
+litellm) is pointed at it with ``OPENAI_API_BASE`` and ``--model openai/mock-model``. Nothing is
+fetched: ``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps litellm on its bundled cost map, and a
+``--model-metadata-file`` naming the model (with a price, so aider prints costs) keeps aider from
+downloading litellm's model list. ``HOME`` is private. Every run is traced with strace and every
+connect must go to 127.0.0.1 (``tests/net_guard.py``). Install with ``tests/install_cli.sh``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.adapters import get_adapter
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import ROOT, explain, only_worker, run_job
+from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, subtask
+from .net_guard import STRACE, assert_only_loopback, traced_program
+
+AIDER = ROOT / ".cli" / "bin" / "aider"
+MODEL = "openai/mock-model"
+# $2.5 and $10 per million tokens: aider prints "Cost: $… message, $… session."
+METADATA = {MODEL: {"max_input_tokens": 128000, "max_output_tokens": 4096, "input_cost_per_token": 2.5e-06,
+                    "output_cost_per_token": 1e-05, "litellm_provider": "openai", "mode": "chat"}}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not AIDER.exists(), reason="aider not found at .cli/bin/aider (run tests/install_cli.sh)"),
+    pytest.mark.skipif(STRACE is None, reason="strace not installed (Debian package strace)"),
+]
+
+
+@pytest.fixture
+def aider_workers(monkeypatch, tmp_path):
+    """Start a mock; point workers' aider at it through the environment the engine copies.
+    Returns ``start(script) -> (mock, orchestrator settings)``; each worker runs under strace."""
+    started = []
+    traces = tmp_path / "traces"
+
+    def start(script, *, lifetime=200.0, default=None, traced=True):
+        mock = MockChatServer(script, lifetime=lifetime, default=default).start()
+        started.append(mock)
+        for name in [n for n in os.environ if n.startswith(("OPENAI", "AIDER", "ANTHROPIC", "LITELLM"))]:
+            monkeypatch.delenv(name)
+        home = tmp_path / "aider-home"
+        home.mkdir(exist_ok=True)
+        metadata = tmp_path / "model-metadata.json"
+        metadata.write_text(json.dumps(METADATA))
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("OPENAI_API_BASE", mock.url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-mock-0000")
+        monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        program = traced_program(str(AIDER), traces) if traced else str(AIDER)
+        settings = {"worker": "aider", "aider_command": program, "planner": "heuristic", "model": MODEL,
+                    "cli_args": ["--edit-format", "whole", "--model-metadata-file", str(metadata)]}
+        return mock, settings
+
+    start.traces = traces
+    yield start
+    for mock in started:
+        mock.stop()
+
+
+def traces_of(start) -> list[Path]:
+    return sorted(Path(start.traces).glob("connect.*"))
+
+
+def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(make_engine, aider_workers):
+    def script(body):
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        return Text(f"{name}\n```\n{task}\n```\n")  # aider's "whole" edit format: the file's full content
+
+    mock, settings = aider_workers(script)
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
+    tasks = ["Write a.txt", "Write b.txt", "Write c.txt"]
+    job = run_job(engine, "three files", tasks=tasks, timeout=240)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    _, workers = engine.snapshot(job.root_id)
+    assert len(workers) == 3
+    for worker in workers:
+        name = worker.task.split()[-1]
+        assert worker.status is WorkerStatus.SUCCESS, why
+        assert worker.files_created == [name], why
+        folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+        assert (folder / name).read_text() == f"{worker.task}\n", why
+        log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
+        assert "Applied edit to " + name in log, why
+        assert worker.cost_usd and worker.cost_usd > 0, why  # from "Cost: $… message"
+        assert worker.tokens_in and worker.tokens_out, why
+    assert_only_loopback(*traces_of(aider_workers))
+
+
+def test_bad_key_fails_the_worker_once_at_once_with_aider_s_message(make_engine, aider_workers):
+    mock, settings = aider_workers([], default=AUTH_401)
+    engine = make_engine(orchestrator=settings, workers={"max_retries": 2, "default_timeout": 90})
+    started = time.monotonic()
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.FAILED, why
+    assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
+    assert worker.error and worker.error.startswith("aider: litellm.AuthenticationError"), why
+    assert "Incorrect API key provided" in worker.error, why
+    assert time.monotonic() - started < 60, why
+    assert [r.turn for r in mock.conversation] == ["ApiError 401"], why
+    log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
+    assert get_adapter("aider").parse(log, 0, max_chars=10_000).failure_class == "auth"
+    assert_only_loopback(*traces_of(aider_workers))
+
+
+def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, aider_workers):
+    """aider retries a 429 itself until its delay passes 60 s (about 70 s here), then gives up."""
+    limited = ApiError(429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded",
+                       retry_after=1)
+    mock, settings = aider_workers([], default=limited, traced=False)
+    engine = make_engine(orchestrator=settings, workers={"max_retries": 0, "default_timeout": 150})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=200)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.error.startswith("aider: litellm.RateLimitError"), why
+    assert "Retrying in" not in worker.error, why
+    log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
+    assert log.count("Retrying in") >= 5, why  # aider's own retries, before the last block
+    # the adapter's model settings: no retries inside litellm's OpenAI client (27 requests in ~70 s without)
+    assert [r.headers.get("x-stainless-retry-count") for r in mock.conversation] == ["0"] * len(mock.conversation), why
+    assert len(mock.conversation) == log.count("Retrying in") + 1, why
+    parsed = get_adapter("aider").parse(log, 0, max_chars=10_000)
+    assert (parsed.failure_class, parsed.retryable, parsed.retry_after) == ("transient", True, 1.0)
+
+
+def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, aider_workers):
+    mock, settings = aider_workers([Hang()], traced=False)
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 40, "kill_grace": 0.5})
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    done = engine.wait(job.id, 90)
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    assert [r.turn for r in mock.conversation] == ["Hang"], why
+    assert engine.runner.tagged(tags[0]) == []
