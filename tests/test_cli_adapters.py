@@ -66,9 +66,9 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
                            "child_job_ids": [], "kind": "aider"})()
     prompt = engine._prompt(rec, job)
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
-    assert "orchestrator spawn" not in prompt
+    assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
     rec.kind = "gemini"
-    assert "orchestrator spawn" in engine._prompt(rec, job)
+    assert "orchestrator-spawn --wait" in engine._prompt(rec, job)
 
 
 # ----------------------------------------------------------------------------- gemini
