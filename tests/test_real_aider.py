@@ -117,16 +117,19 @@ def test_bad_key_fails_the_worker_once_at_once_with_aider_s_message(make_engine,
     assert_only_loopback(*traces_of(aider_workers))
 
 
+@pytest.mark.timeout(300)  # aider's own retry loop alone is ~70 s; a loaded machine stretches it
 def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, aider_workers):
     """aider retries a 429 itself until its delay passes 60 s (about 70 s here), then gives up."""
     limited = ApiError(429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded",
                        retry_after=1)
     mock, settings = aider_workers([], default=limited, traced=False)
-    engine = make_engine(orchestrator=settings, workers={"max_retries": 0, "default_timeout": 150})
+    # One attempt (aider's own loop takes ~70 s): the orchestrator's transient retries are off here
+    engine = make_engine(orchestrator=settings, workers={"max_retries": 0, "transient_retries": 0, "default_timeout": 150})
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=200)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
-    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1, why
+    assert worker.failure_class == "transient" and worker.attempts[0].retry_after == 1.0, why
     assert worker.error.startswith("aider: litellm.RateLimitError"), why
     assert "Retrying in" not in worker.error, why
     log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()

@@ -200,11 +200,14 @@ def test_auth_failure_fails_the_worker_once_at_once_with_gemini_s_message(make_e
 
 def test_rate_limit_is_classified_transient(make_engine, gemini_workers):
     mock = gemini_workers([], default=RATE_LIMIT_429)
-    engine = make_engine(orchestrator=settings_for(GEMINI), workers={"max_retries": 0, "default_timeout": 90})
+    # A transient failure is retried by the orchestrator even with max_retries 0 (here once)
+    engine = make_engine(orchestrator=settings_for(GEMINI),
+                         workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90})
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=150)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
-    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 2, why
+    assert worker.failure_class == "transient" and [a.failure_class for a in worker.attempts] == ["transient"] * 2, why
     assert "Resource has been exhausted" in (worker.error or ""), why
     # the adapter's general.maxAttempts (3; gemini's default is 10): gemini's own retries stop after three requests
     assert all(r.turn == "ApiError 429" for r in mock.conversation) and len(mock.conversation) == 3 * len(worker.attempts), why

@@ -141,11 +141,16 @@ def test_rate_limit_is_transient_with_its_retry_after(make_engine, opencode_work
     limited = ApiError(429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded",
                        retry_after=1)
     mock, settings = opencode_workers(lambda body: limited, traced=False)
-    engine = make_engine(orchestrator=settings, workers={"max_retries": 0, "default_timeout": 90})
+    # A transient failure is retried by the orchestrator even with max_retries 0 (here once), after
+    # the retry-after opencode reported
+    engine = make_engine(orchestrator=settings,
+                         workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90})
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
-    assert worker.status is WorkerStatus.FAILED, why
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 2, why
+    assert worker.failure_class == "transient" and worker.attempts[0].retry_after == 1.0, why
+    assert worker.attempts[1].started_at - worker.attempts[0].ended_at >= 1.0, why  # the service's retry-after
     assert worker.error.startswith("opencode: Rate limit reached"), why
     log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
     parsed = get_adapter("opencode").parse(log, 1, max_chars=10_000)
