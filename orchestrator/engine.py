@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 from . import failpoints
 from . import logs
 from .planner import heuristic as planning
+from . import protocol
 from . import reports
 from .adapters import get_adapter, resolve_kind
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
@@ -62,7 +63,7 @@ def base_env(settings: Settings) -> dict[str, str]:
     w = settings.workers
     source = os.environ
     env = dict(source) if w.inherit_env else {name: source[name] for name in w.env_passthrough if name in source}
-    for name in [n for n in env if n.startswith("ORCHESTRATOR")]:
+    for name in [n for n in env if n.startswith(protocol.PREFIX)]:
         del env[name]  # never leak a parent's identity or settings into a worker
     env.update(w.env)
     env.setdefault("PATH", source.get("PATH", os.defpath))
@@ -775,7 +776,7 @@ class Engine:
         cfg = JobConfig.from_dict(job.config)
         return render_worker_prompt(
             task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
-            depth=rec.depth, max_depth=cfg.max_recursion_depth,
+            depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
             recursion_enabled=cfg.enable_recursion and self.api_url is not None,  # spawn needs the API
             worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             job_id=rec.job_id, worker_id=rec.name,
@@ -793,22 +794,22 @@ class Engine:
         env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.update({
-            "ORCHESTRATOR_JOB_ID": rec.job_id,
-            "ORCHESTRATOR_ROOT_JOB_ID": rec.root_id,
-            "ORCHESTRATOR_WORKER_ID": rec.name,
-            "ORCHESTRATOR_DEPTH": str(rec.depth),
-            "ORCHESTRATOR_MAX_DEPTH": str(cfg.max_recursion_depth),
-            "ORCHESTRATOR_ENABLE_RECURSION": "1" if cfg.enable_recursion else "0",
-            "ORCHESTRATOR_WORKER_DIR": str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-            "ORCHESTRATOR_PYTHON": python_executable(),
+            protocol.JOB_ID: rec.job_id,
+            protocol.ROOT_JOB_ID: rec.root_id,
+            protocol.WORKER_ID: rec.name,
+            protocol.DEPTH: str(rec.depth),
+            protocol.MAX_DEPTH: str(cfg.max_recursion_depth),
+            protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
+            protocol.WORKER_DIR: str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            protocol.PYTHON: python_executable(),
         })
         # Its own temp folder (outside its directory, so files_created stays the worker's work).
         tmp = str(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
         env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
         if self.api_url and cfg.enable_recursion:
-            env["ORCHESTRATOR_API_URL"] = self.api_url
+            env[protocol.API_URL] = self.api_url
             if self.credentials is not None:
-                env["ORCHESTRATOR_API_KEY"] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
+                env[protocol.API_KEY] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
         return env
 
     # -- finishing --------------------------------------------------------------
