@@ -171,7 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .progress import ProgressView
     from .scripts import shown
-    from .status import job_status
 
     settings = _settings(args)
     config: dict[str, Any] = {}
@@ -200,8 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
             engine.cancel(job.id)
             engine.wait(job.id, settings.workers.kill_grace + 10)
-        jobs, workers = engine.snapshot(job.root_id)
-        doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))
+        doc = engine.queries.status_document(job.id)
     finally:
         engine.shutdown()
         if server is not None:
@@ -238,15 +236,15 @@ def _start_embedded_api(engine: Any, settings: Any) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import job_status, status_table
-    from .workspace import Workspace, root_of, validate_job_id
+    from .queries import Queries
+    from .status import status_table
+    from .workspace import Workspace, validate_job_id
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)
     job_id = validate_job_id(args.job_id)
-    workspace.load_job(job_id)
-    jobs, workers = workspace.load_tree(root_of(job_id))
-    doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+    workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+    doc = Queries(workspace).status_document(job_id)
     print(json.dumps(doc, indent=2) if args.json else status_table(doc))
     return EXIT_BY_STATUS.get(doc["status"], RET_OK)
 

@@ -291,8 +291,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_check_status(args: argparse.Namespace) -> int:
     from .api.client import OrchestratorClient
     from .errors import ServerUnreachable
-    from .status import job_status, status_table
-    from .workspace import Workspace, root_of, validate_job_id
+    from .queries import Queries
+    from .status import status_table
+    from .workspace import Workspace, validate_job_id
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)
@@ -306,9 +307,8 @@ def cmd_check_status(args: argparse.Namespace) -> int:
             why = f"no server answering at {url}"
     if doc is None:
         workspace = Workspace(settings.workspace_root)
-        workspace.load_job(job_id)
-        jobs, workers = workspace.load_tree(root_of(job_id))
-        doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+        workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+        doc = Queries(workspace).status_document(job_id)
         source = f"from the workspace files ({why})"
     print(status_table(doc))
     print(f"({source})")
