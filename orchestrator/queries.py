@@ -64,8 +64,8 @@ class Queries:
                 jobs = [j for j in self._jobs.values() if j.root_id == root_id]
             if not jobs:
                 return self.workspace.load_tree(root_id)
-            copies = []
-            workers = []
+            copies: list[JobRecord] = []
+            workers: list[WorkerRecord] = []
             for job in jobs:
                 dup = job.copy()
                 if outcomes and job.id in self._finishing:
