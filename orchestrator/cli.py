@@ -250,14 +250,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .workspace import Workspace, parse_worker_ref, root_of
+    from .queries import Queries
+    from .workspace import Workspace, parse_worker_ref
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)
-    job = workspace.load_job(args.job_id)
+    reader = Queries(workspace)  # the records on disk: a server may or may not be running
+    job = reader.get_job(args.job_id)
     depth, name = parse_worker_ref(args.worker)
-    depth = job.depth if depth is None else depth
-    record = workspace.load_worker(root_of(job.id), depth, name)
+    record = reader.find_worker(job.id, depth, name)
     path = workspace.job_dir(job.root_id) / record.log_path
     if args.lines:
         print(workspace.read_tail(path, args.lines))
@@ -266,7 +267,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         offset = _copy_from(path, 0)
     while args.follow:
         offset = _copy_from(path, offset)
-        if workspace.load_worker(job.root_id, depth, name).status.terminal:
+        if reader.find_worker(job.id, record.depth, name).status.terminal:
             _copy_from(path, offset)
             break
         time.sleep(0.2)
