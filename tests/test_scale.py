@@ -3,6 +3,8 @@ change (the event log, the live view). Counted, never timed: bench/bench_scale.p
 from __future__ import annotations
 
 import io
+import threading
+import time
 import re
 from collections import deque
 
@@ -121,3 +123,47 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
         finals[name] = state
     assert len(finals) == 24 and set(finals.values()) == {"success"}, finals
     assert len(lines) == len(set(lines)), "a state was printed twice"
+
+
+# -- pacing: a level report re-rendered as each child job of its level ends ----------------------
+def test_a_paced_refresh_runs_at_once_then_merges_the_requests_of_its_pause():
+    from orchestrator.pacing import Pacer
+
+    pacer = Pacer(factor=4.0)
+    runs = []
+
+    def run(label):
+        def go():
+            runs.append((label, threading.current_thread() is main))
+            time.sleep(0.05)  # a run costs 50 ms: the pause after it is 200 ms
+        return go
+
+    main = threading.current_thread()
+    # When three requests come at once
+    pacer.request("level", run("first"))
+    pacer.request("level", run("second"))
+    pacer.request("level", run("third"))
+    # Then the first ran at once in the caller's thread, and the rest wait for the pause
+    assert runs == [("first", True)]
+    deadline = time.monotonic() + 5
+    while len(runs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    # And the pause ended with one run of the latest request, on another thread
+    assert runs == [("first", True), ("third", False)]
+    pacer.close()
+
+
+def test_a_forgotten_key_drops_its_pending_run():
+    from orchestrator.pacing import Pacer
+
+    pacer = Pacer(factor=10.0)
+    runs = []
+    pacer.request(("root", 1), lambda: (runs.append(1), time.sleep(0.02)))
+    pacer.request(("root", 1), lambda: runs.append(2))
+    pacer.forget(lambda key: key[0] == "root")
+    time.sleep(0.5)
+    assert runs == [1]
+    # and a key seen again starts afresh: due at once
+    pacer.request(("root", 1), lambda: runs.append(3))
+    assert runs == [1, 3]
