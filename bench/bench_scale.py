@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_scale.py [--sizes 1000,10000] [--paths cli,api,tree] [--json PATH]
 
-Each path runs at every size (default ``--sizes 300,1000``: a quick run of a minute
+Each path runs at every size (default ``--sizes 370,1000``: a quick run of a minute
 or two; the issue's figures use ``--sizes 1000,10000``), on a fresh temp folder
 with its own ``config.yaml`` and workspace, workers of the ``command`` kind, 16 at once:
 
@@ -347,7 +347,7 @@ def time_render(jobs: list[Any], workers: list[Any], rounds: int = 3) -> dict[st
 # -- reporting --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="300,1000", help="worker counts, comma-separated (default 300,1000; "
+    parser.add_argument("--sizes", default="370,1000", help="worker counts, comma-separated (default 370,1000; "
                         "the issue's: 1000,10000; tree sizes must be 100 + 90k)")
     parser.add_argument("--paths", default="cli,api,tree", help="which paths to run: cli, api, tree (default all)")
     parser.add_argument("--tty", action="store_true", help="run the cli path on a pseudo-terminal (the live tree view)")
