@@ -167,3 +167,31 @@ def test_a_forgotten_key_drops_its_pending_run():
     # and a key seen again starts afresh: due at once
     pacer.request(("root", 1), lambda: runs.append(3))
     assert runs == [1, 3]
+
+
+@pytest.mark.slow
+def test_the_level_report_of_many_child_jobs_is_rendered_once_for_all_of_them(make_live, monkeypatch):
+    # Given a root of six compound subtasks: six child jobs of three workers at depth 1, ending together
+    from orchestrator import reports
+    from orchestrator.pacing import Pacer
+
+    live = make_live(simulated={"duration": 0.05})
+    live.engine._level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
+    depths = []
+    render = reports.render_level_report
+
+    def counted(depth, *args, **kwargs):
+        depths.append(depth)
+        return render(depth, *args, **kwargs)
+
+    monkeypatch.setattr(reports, "render_level_report", counted)
+    tasks = [f"Build service {n} with auth, orders and payments" for n in "abcdef"]
+    job_id = live.submit(request="six services", tasks=tasks, config={"max_recursion_depth": 1}).json()["job_id"]
+    doc = live.wait(job_id)
+    assert doc["status"] == "completed" and doc["tree"]["jobs"] == 7, doc["tree"]
+    # Then depth 1's report was rendered for the first child job and once more at the end, not
+    # once per child job (before: 6 + 1)
+    assert depths.count(1) == 2, depths
+    # And the report on disk is the whole level: every one of the 18 workers
+    level = (live.engine.workspace.job_dir(job_id) / "depth_1" / "LEVEL_1_REPORT.md").read_text()
+    assert all(f"worker_{p}_{k}" in level for p in range(1, 7) for k in range(1, 4))
