@@ -212,15 +212,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _follow(engine: Any, job_id: str, view: Any) -> None:
+    """Show the job's tree until the job ends, at a cost per change rather than per worker:
+    re-reading the whole tree at each event made a 10,000-worker run quadratic (the copy
+    also holds the engine's lock). Without a terminal, only the workers (and new jobs) the
+    events name are read; on a terminal the tree is re-read only when a redraw is due."""
     root = engine.get_job(job_id).root_id
+    view.update(*engine.snapshot(root), job_id)
     seq = 0
-    while True:
+    while not engine.get_job(job_id).status.terminal:
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq
-        view.update(*engine.snapshot(root), job_id)
-        if engine.get_job(job_id).status.terminal:
-            return
+        if view.tty:
+            view.refresh(lambda: engine.snapshot(root), job_id)
+        elif events:
+            view.changed(_changed_workers(engine, root, events))
+    view.update(*engine.snapshot(root), job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
+
+
+def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
+    """The current records of the workers ``events`` name, in the order they were named; a
+    job's event brings its subtree's workers (a new child job's pending workers)."""
+    from .errors import OrchestratorError
+
+    found: dict[str, Any] = {}
+    for event in events:
+        try:
+            if event.type == "worker":
+                key = f"depth_{event.depth}_{event.worker}"
+                if key not in found:
+                    found[key] = engine.find_worker(event.job_id, event.depth, event.worker)
+            else:
+                for worker in engine.snapshot(root, event.job_id)[1]:
+                    found.setdefault(worker.key, worker)
+        except OrchestratorError:  # gone meanwhile (deleted): the last full read shows what is left
+            continue
+    return list(found.values())
 
 
 def _start_embedded_api(engine: Any, settings: Any) -> Any:

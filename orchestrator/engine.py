@@ -40,6 +40,7 @@ from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_ti
 from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .pacing import Pacer
 from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
@@ -168,6 +169,7 @@ class Engine:
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
+        self._level_renders = Pacer()  # (root id, depth) -> a child job's level report, paced
         self._finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
         # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
@@ -893,6 +895,7 @@ class Engine:
                 return
             self._finishing[job.id] = (self._outcome(job), time.time())
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self._level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
             # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
             remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
@@ -920,9 +923,8 @@ class Engine:
                 parent.holds_slot = True  # its child is done: it runs again, and counts again
                 self._slots_used += 1
             self._dispatch()
-        if not job.is_root:  # a waiting parent resumes first; its level report follows
-            with self._render_lock(job.root_id):
-                self._render_reports(job)
+        if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: pacing.py)
+            self._level_renders.request((job.root_id, job.depth), functools.partial(self._render_locked, job))
         if finish_parent:
             self._finish_worker(parent)
         if job.is_root:
@@ -962,6 +964,10 @@ class Engine:
     def _render_lock(self, root_id: str) -> threading.Lock:
         with self._lock:
             return self._render_locks.setdefault(root_id, threading.Lock())
+
+    def _render_locked(self, job: JobRecord) -> None:
+        with self._render_lock(job.root_id):
+            self._render_reports(job)
 
     def _render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
@@ -1092,6 +1098,7 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self._pool.shutdown(wait=False)
+        self._level_renders.close()
         self.monitor.stop()
 
     # -- events ---------------------------------------------------------------------
