@@ -55,6 +55,7 @@ CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH "
                                               "(run tests/install_cli.sh)"),
 ]

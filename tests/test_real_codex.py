@@ -51,6 +51,7 @@ CLI_TIMEOUT = 60  # one direct run; a healthy one takes about 0.5 s
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(CODEX is None, reason="codex CLI not found at .cli/node_modules/.bin/codex nor on PATH "
                                              "(run tests/install_cli.sh)"),
 ]
