@@ -171,7 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .progress import ProgressView
     from .scripts import shown
-    from .status import job_status
 
     settings = _settings(args)
     config: dict[str, Any] = {}
@@ -200,8 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
             engine.cancel(job.id)
             engine.wait(job.id, settings.workers.kill_grace + 10)
-        jobs, workers = engine.snapshot(job.root_id)
-        doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))
+        doc = engine.queries.status_document(job.id)
     finally:
         engine.shutdown()
         if server is not None:
@@ -214,15 +212,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _follow(engine: Any, job_id: str, view: Any) -> None:
+    """Show the job's tree until the job ends, at a cost per change rather than per worker:
+    re-reading the whole tree at each event made a 10,000-worker run quadratic (the copy
+    also holds the engine's lock). Without a terminal, only the workers (and new jobs) the
+    events name are read; on a terminal the tree is re-read only when a redraw is due."""
     root = engine.get_job(job_id).root_id
+    view.update(*engine.snapshot(root), job_id)
     seq = 0
-    while True:
+    while not engine.get_job(job_id).status.terminal:
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq
-        view.update(*engine.snapshot(root), job_id)
-        if engine.get_job(job_id).status.terminal:
-            return
+        if view.tty:
+            view.refresh(lambda: engine.snapshot(root), job_id)
+        elif events:
+            view.changed(_changed_workers(engine, root, events))
+    view.update(*engine.snapshot(root), job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
+
+
+def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
+    """The current records of the workers ``events`` name, in the order they were named; a
+    job's event brings its subtree's workers (a new child job's pending workers)."""
+    from .errors import OrchestratorError
+
+    found: dict[str, Any] = {}
+    for event in events:
+        try:
+            if event.type == "worker":
+                key = f"depth_{event.depth}_{event.worker}"
+                if key not in found:
+                    found[key] = engine.find_worker(event.job_id, event.depth, event.worker)
+            else:
+                for worker in engine.snapshot(root, event.job_id)[1]:
+                    found.setdefault(worker.key, worker)
+        except OrchestratorError:  # gone meanwhile (deleted): the last full read shows what is left
+            continue
+    return list(found.values())
 
 
 def _start_embedded_api(engine: Any, settings: Any) -> Any:
@@ -238,28 +263,29 @@ def _start_embedded_api(engine: Any, settings: Any) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import job_status, status_table
-    from .workspace import Workspace, root_of, validate_job_id
+    from .queries import Queries
+    from .status import status_table
+    from .workspace import Workspace, validate_job_id
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)
     job_id = validate_job_id(args.job_id)
-    workspace.load_job(job_id)
-    jobs, workers = workspace.load_tree(root_of(job_id))
-    doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+    workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+    doc = Queries(workspace).status_document(job_id)
     print(json.dumps(doc, indent=2) if args.json else status_table(doc))
     return EXIT_BY_STATUS.get(doc["status"], RET_OK)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .workspace import Workspace, parse_worker_ref, root_of
+    from .queries import Queries
+    from .workspace import Workspace, parse_worker_ref
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)
-    job = workspace.load_job(args.job_id)
+    reader = Queries(workspace)  # the records on disk: a server may or may not be running
+    job = reader.get_job(args.job_id)
     depth, name = parse_worker_ref(args.worker)
-    depth = job.depth if depth is None else depth
-    record = workspace.load_worker(root_of(job.id), depth, name)
+    record = reader.find_worker(job.id, depth, name)
     path = workspace.job_dir(job.root_id) / record.log_path
     if args.lines:
         print(workspace.read_tail(path, args.lines))
@@ -268,7 +294,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         offset = _copy_from(path, 0)
     while args.follow:
         offset = _copy_from(path, offset)
-        if workspace.load_worker(job.root_id, depth, name).status.terminal:
+        if reader.find_worker(job.id, record.depth, name).status.terminal:
             _copy_from(path, offset)
             break
         time.sleep(0.2)

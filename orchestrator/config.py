@@ -16,9 +16,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from . import protocol
 from .errors import ConfigError, RecursionLimit
 
-ENV_PREFIX = "ORCHESTRATOR__"
+ENV_PREFIX = protocol.SETTINGS_PREFIX
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
 PLANNERS = ("heuristic", "ai", "auto")
 
@@ -277,7 +278,7 @@ def render_template() -> str:
 
 def default_base_dir() -> Path:
     """The orchestrator folder: the one holding the package, unless told otherwise."""
-    env = os.environ.get("ORCHESTRATOR_HOME")
+    env = os.environ.get(protocol.HOME)
     return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
 
 
@@ -397,8 +398,8 @@ def _budget(settings: Settings, value: float, parent: JobConfig | None, notes: l
 
 
 def _default_config_path(base: Path, environ: Mapping[str, str]) -> Path | None:
-    if environ.get("ORCHESTRATOR_CONFIG"):
-        return Path(environ["ORCHESTRATOR_CONFIG"])
+    if environ.get(protocol.CONFIG):
+        return Path(environ[protocol.CONFIG])
     candidate = base / "config.yaml"
     return candidate if candidate.is_file() else None
 
@@ -535,7 +536,7 @@ def _check_env(where: str, value: Any) -> dict[str, str]:
     for name, text in value.items():
         if not isinstance(name, str) or not ENV_NAME.match(name):
             raise ConfigError(f"{where}: {str(name)[:60]!r} is not a variable name (letters, digits and _; not starting with a digit)", key=where)
-        if name.upper().startswith("ORCHESTRATOR") or name in RESERVED_ENV:
+        if name.upper().startswith(protocol.PREFIX) or name in RESERVED_ENV:
             raise ConfigError(f"{where}.{name}: the orchestrator sets this variable itself for every worker; choose another name", key=f"{where}.{name}")
         if not isinstance(text, str):
             raise ConfigError(f"{where}.{name}: the value must be a string (quote it in config.yaml)", key=f"{where}.{name}")

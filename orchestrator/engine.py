@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 from . import failpoints
 from . import logs
 from .planner import heuristic as planning
+from . import protocol
 from . import reports
 from .adapters import get_adapter, resolve_kind
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
@@ -39,12 +40,14 @@ from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_ti
 from .metrics import Metrics
 from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .pacing import Pacer
 from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .prune import jobs_on_disk, refusal
+from .queries import Queries
 from . import recovery
 from .recovery import Fate, Recovered
 from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
-from .workspace import Workspace, child_job_id, new_root_id, read_served, validate_job_id, validate_worker_name, worker_key
+from .workspace import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name, worker_key
 
 log = logging.getLogger("orchestrator.engine")
 # Finished trees kept in memory (their records, events and locks): enough for clients that
@@ -62,7 +65,7 @@ def base_env(settings: Settings) -> dict[str, str]:
     w = settings.workers
     source = os.environ
     env = dict(source) if w.inherit_env else {name: source[name] for name in w.env_passthrough if name in source}
-    for name in [n for n in env if n.startswith("ORCHESTRATOR")]:
+    for name in [n for n in env if n.startswith(protocol.PREFIX)]:
         del env[name]  # never leak a parent's identity or settings into a worker
     env.update(w.env)
     env.setdefault("PATH", source.get("PATH", os.defpath))
@@ -166,12 +169,16 @@ class Engine:
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
+        self._level_renders = Pacer()  # (root id, depth) -> a child job's level report, paced
         self._finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
         # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
-        self.metrics = Metrics(self.job_counts, self.counts, self.workspace)  # read by GET /metrics
+        # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
+        # engine's memory while it holds a tree, the records on disk otherwise.
+        self.queries = Queries(self.workspace, self._cond, self._jobs, self._live, self._finishing)
+        self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
@@ -504,9 +511,8 @@ class Engine:
         a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
         recovered = []
         for root_id in self.workspace.root_ids():
-            with self._lock:
-                if any(j.root_id == root_id for j in self._jobs.values()):
-                    continue  # ours, live
+            if self.queries.holds(root_id):
+                continue  # ours, live
             try:
                 if self.workspace.load_job(root_id).status.terminal:
                     continue  # a root ends after its whole tree: one small read skips a finished tree
@@ -775,7 +781,7 @@ class Engine:
         cfg = JobConfig.from_dict(job.config)
         return render_worker_prompt(
             task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
-            depth=rec.depth, max_depth=cfg.max_recursion_depth,
+            depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
             recursion_enabled=cfg.enable_recursion and self.api_url is not None,  # spawn needs the API
             worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             job_id=rec.job_id, worker_id=rec.name,
@@ -793,22 +799,22 @@ class Engine:
         env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.update({
-            "ORCHESTRATOR_JOB_ID": rec.job_id,
-            "ORCHESTRATOR_ROOT_JOB_ID": rec.root_id,
-            "ORCHESTRATOR_WORKER_ID": rec.name,
-            "ORCHESTRATOR_DEPTH": str(rec.depth),
-            "ORCHESTRATOR_MAX_DEPTH": str(cfg.max_recursion_depth),
-            "ORCHESTRATOR_ENABLE_RECURSION": "1" if cfg.enable_recursion else "0",
-            "ORCHESTRATOR_WORKER_DIR": str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-            "ORCHESTRATOR_PYTHON": python_executable(),
+            protocol.JOB_ID: rec.job_id,
+            protocol.ROOT_JOB_ID: rec.root_id,
+            protocol.WORKER_ID: rec.name,
+            protocol.DEPTH: str(rec.depth),
+            protocol.MAX_DEPTH: str(cfg.max_recursion_depth),
+            protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
+            protocol.WORKER_DIR: str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            protocol.PYTHON: python_executable(),
         })
         # Its own temp folder (outside its directory, so files_created stays the worker's work).
         tmp = str(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
         env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
         if self.api_url and cfg.enable_recursion:
-            env["ORCHESTRATOR_API_URL"] = self.api_url
+            env[protocol.API_URL] = self.api_url
             if self.credentials is not None:
-                env["ORCHESTRATOR_API_KEY"] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
+                env[protocol.API_KEY] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
         return env
 
     # -- finishing --------------------------------------------------------------
@@ -889,6 +895,7 @@ class Engine:
                 return
             self._finishing[job.id] = (self._outcome(job), time.time())
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self._level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
             # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
             remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
@@ -916,9 +923,8 @@ class Engine:
                 parent.holds_slot = True  # its child is done: it runs again, and counts again
                 self._slots_used += 1
             self._dispatch()
-        if not job.is_root:  # a waiting parent resumes first; its level report follows
-            with self._render_lock(job.root_id):
-                self._render_reports(job)
+        if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: pacing.py)
+            self._level_renders.request((job.root_id, job.depth), functools.partial(self._render_locked, job))
         if finish_parent:
             self._finish_worker(parent)
         if job.is_root:
@@ -959,9 +965,13 @@ class Engine:
         with self._lock:
             return self._render_locks.setdefault(root_id, threading.Lock())
 
+    def _render_locked(self, job: JobRecord) -> None:
+        with self._render_lock(job.root_id):
+            self._render_reports(job)
+
     def _render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
-        jobs, workers = self.snapshot(job.root_id, outcomes=True)
+        jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
         tails = {w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
                  for w in workers if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)}
         tdir = self.settings.templates_dir
@@ -981,78 +991,30 @@ class Engine:
             with self._lock:
                 job.notes.append(f"report rendering failed: {exc}")
 
-    # -- reading ------------------------------------------------------------------
+    # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(self, root_id: str, job_id: str | None = None, *, outcomes: bool = False) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        """Copies of a tree's records, or of one job's subtree; read from disk when the tree is
-        not live. ``outcomes``: jobs whose reports are being rendered show the outcome they are
-        about to get (for the reports); everyone else sees them running until the reports exist."""
-        with self._lock:
-            if job_id is not None and job_id in self._jobs:
-                jobs = self._subtree(job_id)
-            else:
-                jobs = [j for j in self._jobs.values() if j.root_id == root_id]
-            if not jobs:
-                return self.workspace.load_tree(root_id)
-            copies = []
-            workers = []
-            for job in jobs:
-                dup = job.copy()
-                if outcomes and job.id in self._finishing:
-                    dup.status, dup.ended_at = self._finishing[job.id]
-                copies.append(dup)
-                workers.extend(self._live[_key(job.root_id, job.depth, n)].record.copy() for n in job.worker_names)
-        copies.sort(key=lambda j: (j.depth, j.created_at, j.id))
-        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
-        return copies, workers
-
-    def _subtree(self, job_id: str) -> list[JobRecord]:
-        found = [self._jobs[job_id]]
-        for job in found:  # grows while it is walked: breadth first
-            for name in job.worker_names:
-                live = self._live[_key(job.root_id, job.depth, name)]
-                found.extend(self._jobs[c] for c in live.record.child_job_ids if c in self._jobs)
-        return found
+        return self.queries.snapshot(root_id, job_id, outcomes=outcomes)
 
     def get_job(self, job_id: str) -> JobRecord:
-        validate_job_id(job_id)
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None:
-                return JobRecord.from_dict(job.to_dict())
-        return self.workspace.load_job(job_id)
+        return self.queries.get_job(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
-        """Block until the job is terminal (reports written) or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                job = self._jobs.get(validate_job_id(job_id))
-                if job is None:
-                    return self.workspace.load_job(job_id)
-                remaining = deadline - time.monotonic()
-                if job.status.terminal or remaining <= 0:
-                    return JobRecord.from_dict(job.to_dict())
-                self._cond.wait(remaining)
+        return self.queries.wait(job_id, timeout)
 
     def list_jobs(self) -> list[JobRecord]:
-        """Live jobs and every root job on disk, newest first."""
-        with self._lock:
-            seen = {j.id: JobRecord.from_dict(j.to_dict()) for j in self._jobs.values()}
-        for root_id in self.workspace.root_ids():
-            if root_id not in seen:
-                try:
-                    seen[root_id] = self.workspace.load_job(root_id)
-                except (JobNotFound, ValueError, OSError):
-                    continue
-        return sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
+        return self.queries.list_jobs()
 
-    def job_counts(self) -> dict[str, int]:
-        """Jobs this engine holds, by status (for the metrics)."""
-        with self._lock:
-            found: dict[str, int] = {}
-            for job in self._jobs.values():
-                found[job.status.value] = found.get(job.status.value, 0) + 1
-            return found
+    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
+        return self.queries.find_worker(job_id, depth, name)
+
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
+        return self.queries.read_log(record, tail=tail, offset=offset)
+
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
+        return self.queries.follow_log(record, offset, deadline)
+
+    def read_report(self, job_id: str, name: str) -> str:
+        return self.queries.read_report(job_id, name)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -1069,54 +1031,13 @@ class Engine:
             live = self._live.get(_key(job.root_id, job.depth, worker)) if job else None
             return live is not None and live.record.status is WorkerStatus.RUNNING and not live.process_done
 
-    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
-        """A worker of the job's tree, by name (at the job's depth) or by depth and name."""
-        job = self.get_job(job_id)
-        depth = job.depth if depth is None else depth
-        with self._lock:
-            live = self._live.get(_key(job.root_id, depth, name))
-            if live is not None:
-                return WorkerRecord.from_dict(live.record.to_dict())
-        return self.workspace.load_worker(job.root_id, depth, name)
-
-    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
-        path = self.workspace.job_dir(record.root_id) / record.log_path
-        data, size = read_served(self.workspace, path, offset=offset, tail_lines=tail)
-        return data.decode("utf-8", errors="replace"), size
-
-    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
-        """New bytes of a worker log as they are written, until the worker ends or ``deadline``."""
-        path = self.workspace.job_dir(record.root_id) / record.log_path
-        while True:
-            data, size = read_served(self.workspace, path, offset=offset, max_bytes=1 << 20)
-            if data:
-                offset += len(data)
-                yield data
-                continue
-            current = self.find_worker(record.job_id, record.depth, record.name)
-            if current.status.terminal or time.monotonic() >= deadline:
-                return
-            time.sleep(0.1)
-
-    def read_report(self, job_id: str, name: str) -> str:
-        job = self.get_job(job_id)
-        if name == "final":
-            path = self.workspace.final_report(job.root_id)
-        elif name.startswith("level_") and name[6:].isascii() and name[6:].isdigit() and len(name) < 10:
-            path = self.workspace.level_report(job.root_id, int(name[6:]))
-        else:
-            raise ValidationError(f"report name {name[:40]!r}: use 'final' or 'level_<depth>' (e.g. level_0)")
-        data, _ = read_served(self.workspace, path)
-        if not data and not path.is_file():
-            raise JobNotFound(f"report {name} of job {job_id} is not written yet (job {job.status.value}); it appears when the job ends")
-        return data.decode("utf-8", errors="replace")
-
+    # -- deleting ---------------------------------------------------------------------
     def delete(self, job_id: str) -> None:
         """Remove a finished root job's folder (its child jobs live inside it). The rule is
         ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
         job = self.get_job(job_id)
         # A tree this server does not hold is judged by its records (read outside the lock).
-        on_disk = [] if self._holds(job.root_id) else jobs_on_disk(self.workspace, job)
+        on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
         with self._lock:
             held = [j for j in self._jobs.values() if j.root_id == job.root_id]
             reason = refusal(job, held or on_disk)  # a finishing job (reports rendering) is still running here
@@ -1128,9 +1049,6 @@ class Engine:
             self.workspace.remove_job_tree(job.root_id)
         log.info("job tree %s (%s) deleted with its folder", job.root_id, job.status.value, extra=logs.context(job.id, root_id=job.root_id))
 
-    def _holds(self, root_id: str) -> bool:
-        with self._lock:
-            return any(j.root_id == root_id for j in self._jobs.values())
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
@@ -1180,6 +1098,7 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self._pool.shutdown(wait=False)
+        self._level_renders.close()
         self.monitor.stop()
 
     # -- events ---------------------------------------------------------------------

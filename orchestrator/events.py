@@ -58,14 +58,30 @@ class EventBus:
 
     def since(self, root_id: str, after: int = 0) -> list[Event]:
         with self._cond:
-            return [e for e in self._events.get(root_id, ()) if e.seq > after]
+            return self._after(root_id, after)
+
+    def _after(self, root_id: str, after: int) -> list[Event]:
+        """Under the lock: the events newer than ``after``, read from the newest end, so a
+        follower pays for what it has not seen, not for the up to 20,000 it has."""
+        found = self._events.get(root_id)
+        if not found or found[-1].seq <= after:
+            return []
+        if found[0].seq > after:
+            return list(found)
+        newer = []
+        for event in reversed(found):  # sequence numbers grow along a tree's deque
+            if event.seq <= after:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
 
     def wait(self, root_id: str, after: int, timeout: float) -> list[Event]:
         """Events newer than ``after``; blocks up to ``timeout`` seconds for the first one."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = [e for e in self._events.get(root_id, ()) if e.seq > after]
+                found = self._after(root_id, after)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import failpoints
+from . import protocol
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .config import JobConfig, Settings
 from .errors import ConfigError
@@ -197,7 +198,7 @@ class WorkerExecution:
         ctx = WorkerContext(
             task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
             worker_dir=self.worker_dir, depth=self.record.depth,
-            max_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
+            max_recursion_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
             time_left=self.config.default_timeout, goal=self.record.goal,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset)
@@ -211,7 +212,7 @@ class WorkerExecution:
 
         try:
             argv = self.adapter.build_argv(ctx)
-            env = {**self.env, **self.adapter.extra_env(ctx), "ORCHESTRATOR_ATTEMPT": str(number)}
+            env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             self.handle = self.runner.spawn(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag,
                                             exit_file=exit_file)

@@ -12,7 +12,9 @@ import os
 import random
 import signal
 
-VARIABLE = "ORCHESTRATOR_FAILPOINTS"
+from . import protocol
+
+VARIABLE = protocol.FAILPOINTS
 
 
 def _parse(text: str) -> dict[str, float]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-TAG_VAR = "ORCHESTRATOR_TAG"
+from . import protocol
+
+TAG_VAR = protocol.TAG
 _TAG_ENTRY = f"{TAG_VAR}=".encode()
 _PROC = Path("/proc")
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .models import JobRecord, WorkerRecord
 
@@ -30,6 +30,7 @@ OK = ("success", "recursive_success")
 TROUBLE = ("failed", "timeout", "cancelled")
 FINISHED = (*OK, *TROUBLE, "skipped")
 REFRESH = 0.1  # seconds: the least time between two redraws
+PAUSE_PER_COST = 9  # a redraw that took t seconds (reading the tree included) is followed by at least 9t of pause
 
 
 @dataclass
@@ -204,6 +205,7 @@ class ProgressView:
         self.ascii_only = encoding not in ("utf8", "utf16", "utf32")
         self._drawn = 0
         self._last_draw = 0.0
+        self._draw_cost = 0.0  # seconds the last refresh() took
         self._seen: dict[str, str] = {}
         self._first_running: dict[tuple[str, str], float] = {}  # API path: when a worker was first seen running
         self._started = time.monotonic()
@@ -214,6 +216,26 @@ class ProgressView:
             self.draw(tree_from_records(jobs, workers, job_id))
         else:
             self._lines(workers)
+
+    def refresh(self, read: Callable[[], tuple[list[JobRecord], list[WorkerRecord]]], job_id: str | None = None) -> None:
+        """A TTY only: redraw from ``read()`` (a fresh copy of the records) when a redraw is due.
+        Reading and drawing a tree costs in proportion to its size, so the pause after a
+        redraw grows with what it took: a tree of 10,000 workers is redrawn less often
+        instead of taking its job's time (at most a tenth of it goes to the picture)."""
+        if not self.due():
+            return
+        started = time.monotonic()
+        self.draw(tree_from_records(*read(), job_id), force=True)
+        self._draw_cost = time.monotonic() - started
+
+    def due(self) -> bool:
+        """A redraw is due: REFRESH has passed since the last one, and PAUSE_PER_COST times its cost."""
+        return time.monotonic() - self._last_draw >= max(REFRESH, PAUSE_PER_COST * self._draw_cost)
+
+    def changed(self, workers: list[WorkerRecord]) -> None:
+        """Without a terminal: a line for each of these workers whose state is new to us (the
+        ones an event named), without reading the rest of the tree."""
+        self._lines(workers)
 
     # the API's status document: ``quick-start`` and ``watch``
     def update_doc(self, doc: dict[str, Any]) -> None:

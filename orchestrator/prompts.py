@@ -13,7 +13,7 @@ request                the job's whole request
 siblings, index        every subtask of the job in order, and this one's 1-based position
 others                 the other subtasks (at most ``MAX_SIBLINGS`` of them)
 hidden_siblings        how many other subtasks ``others`` leaves out
-depth, max_depth       this worker's depth (root job = 0) and the tree's max depth
+depth, max_depth       this worker's depth (root job = 0) and the job's max_recursion_depth
 recursion_enabled      whether the job allows child jobs at all
 children_left          child jobs this worker may still start
 can_spawn              recursion on, depth < max_depth and children_left > 0
@@ -54,7 +54,7 @@ def render_worker_prompt(
     siblings: list[str],
     index: int,
     depth: int,
-    max_depth: int,
+    max_recursion_depth: int,
     recursion_enabled: bool,
     worker_dir: str,
     job_id: str,
@@ -72,11 +72,11 @@ def render_worker_prompt(
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
     others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
     # A worker kind without a shell tool (aider) can never run the spawn command: its reason first.
-    reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_depth, children_left)
+    reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_recursion_depth, children_left)
     context = {
         "task": task, "goal": goal, "request": request, "siblings": list(siblings), "index": index,
         "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
-        "depth": depth, "max_depth": max_depth, "recursion_enabled": recursion_enabled,
+        "depth": depth, "max_depth": max_recursion_depth, "recursion_enabled": recursion_enabled,
         "children_left": children_left, "can_spawn": not reason, "no_spawn_reason": reason,
         "spawn_command": SPAWN_COMMAND, "spawn_timeout_ms": spawn_timeout_ms(timeout),
         "min_subtasks": MIN_SUBTASKS, "max_subtasks": MAX_SUBTASKS, "worker_dir": worker_dir, "job_id": job_id, "worker_id": worker_id,
@@ -148,11 +148,11 @@ def _describe(exc: Exception) -> str:
     return f"line {line}: {text}" if line else f"{type(exc).__name__}: {text}"
 
 
-def _no_spawn_reason(enabled: bool, depth: int, max_depth: int, children_left: int) -> str:
+def _no_spawn_reason(enabled: bool, depth: int, max_recursion_depth: int, children_left: int) -> str:
     if not enabled:
         return "recursion is disabled for this job"
-    if depth >= max_depth:
-        return f"you are at the maximum depth ({max_depth})"
+    if depth >= max_recursion_depth:
+        return f"you are at the maximum depth ({max_recursion_depth})"
     if children_left <= 0:
         return "this worker may start no more child jobs"
     return ""

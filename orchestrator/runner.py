@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from . import procscan
+from . import procscan, protocol
 from .groupsync import GroupCommit
 from .procscan import TAG_VAR, process_alive, process_start_id, read_small
 
@@ -97,7 +97,7 @@ SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 PERL_SHIM = (
     "shift; my $f = shift;\n"
     f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
-    "$ENV{PERL5OPT} = delete $ENV{ORCHESTRATOR_SHIM_PERL5OPT} if exists $ENV{ORCHESTRATOR_SHIM_PERL5OPT};\n"
+    f"$ENV{{PERL5OPT}} = delete $ENV{{{protocol.SHIM_PERL5OPT}}} if exists $ENV{{{protocol.SHIM_PERL5OPT}}};\n"
     "my $p = fork;\n"
     "defined $p or die \"orchestrator-shim: cannot fork: $!\\n\";\n"
     "if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR \"orchestrator-shim: cannot run $ARGV[0]: $!\\n\"; exit 127 }\n"
@@ -225,7 +225,7 @@ class ProcessRunner:
             if self.perl is not None:
                 command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
                 if "PERL5OPT" in full_env:  # for the worker, not for the shim's own start
-                    full_env["ORCHESTRATOR_SHIM_PERL5OPT"] = full_env.pop("PERL5OPT")
+                    full_env[protocol.SHIM_PERL5OPT] = full_env.pop("PERL5OPT")
             else:
                 command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
         started_at = time.time()  # before the fork: every descendant is younger than this
@@ -411,7 +411,7 @@ def find_shims(tag_prefix: str) -> list[FoundShim]:
         pid, tag, env, argv = proc.pid, proc.tag, proc.environ or {}, proc.argv or []
         if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
             continue  # a worker or its descendant, not the shim (of this server or an earlier one)
-        attempt = env.get("ORCHESTRATOR_ATTEMPT", "")
+        attempt = env.get(protocol.ATTEMPT, "")
         found.append(FoundShim(pid=pid, tag=tag, start_id=process_start_id(pid), exit_file=Path(argv[4]),
                                attempt=int(attempt) if attempt.isdigit() else None))
     return found

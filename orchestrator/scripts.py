@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import protocol
+
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 RET_UNREACHABLE = 5
 SERVER_START_TIMEOUT = 20.0
@@ -115,9 +117,9 @@ def _start_server(settings: Any, config: str | None) -> str:
     host, port = settings.api.host, settings.api.port
     # The server runs in the folder, the caller anywhere: config paths travel absolute.
     argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", str(Path(config).resolve())] if config else [])]
-    env = {**os.environ, "ORCHESTRATOR_NO_VENV_REEXEC": "1"}
-    if env.get("ORCHESTRATOR_CONFIG"):
-        env["ORCHESTRATOR_CONFIG"] = str(Path(env["ORCHESTRATOR_CONFIG"]).resolve())
+    env = {**os.environ, protocol.NO_VENV_REEXEC: "1"}
+    if env.get(protocol.CONFIG):
+        env[protocol.CONFIG] = str(Path(env[protocol.CONFIG]).resolve())
     if not _port_free("127.0.0.1" if host in ("", "localhost") else host, port):
         print(f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
               "anything else); this folder's server takes a free port instead", flush=True)
@@ -289,8 +291,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_check_status(args: argparse.Namespace) -> int:
     from .api.client import OrchestratorClient
     from .errors import ServerUnreachable
-    from .status import job_status, status_table
-    from .workspace import Workspace, root_of, validate_job_id
+    from .queries import Queries
+    from .status import status_table
+    from .workspace import Workspace, validate_job_id
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)
@@ -304,9 +307,8 @@ def cmd_check_status(args: argparse.Namespace) -> int:
             why = f"no server answering at {url}"
     if doc is None:
         workspace = Workspace(settings.workspace_root)
-        workspace.load_job(job_id)
-        jobs, workers = workspace.load_tree(root_of(job_id))
-        doc = job_status(job_id, jobs, workers, workspace.job_dir(root_of(job_id)))
+        workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+        doc = Queries(workspace).status_document(job_id)
         source = f"from the workspace files ({why})"
     print(status_table(doc))
     print(f"({source})")

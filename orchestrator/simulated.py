@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from . import protocol
+
 EXIT_INJECTED_FAILURE = 1
 
 
@@ -30,10 +32,10 @@ def slugify(text: str, limit: int = 48) -> str:
 
 
 def should_fail(task: str, attempt: int) -> str | None:
-    pattern = os.environ.get("ORCHESTRATOR_SIM_FAIL_MATCHING", "")
+    pattern = os.environ.get(protocol.SIM_FAIL_MATCHING, "")
     if pattern and re.search(pattern, task, re.IGNORECASE):
-        return f"injected failure: subtask matches ORCHESTRATOR_SIM_FAIL_MATCHING={pattern!r}"
-    fail_attempts = int(os.environ.get("ORCHESTRATOR_SIM_FAIL_ATTEMPTS", "0") or 0)
+        return f"injected failure: subtask matches {protocol.SIM_FAIL_MATCHING}={pattern!r}"
+    fail_attempts = int(os.environ.get(protocol.SIM_FAIL_ATTEMPTS, "0") or 0)
     if attempt <= fail_attempts:
         return f"injected failure: attempt {attempt} of the first {fail_attempts} that fail"
     return None
@@ -41,13 +43,13 @@ def should_fail(task: str, attempt: int) -> str | None:
 
 def wants_child_job(task: str) -> bool:
     """Recurse only when it is allowed, possible and worth it (the subtask splits)."""
-    if os.environ.get("ORCHESTRATOR_SIM_RECURSE", "1") != "1" or not os.environ.get("ORCHESTRATOR_API_URL"):
+    if os.environ.get(protocol.SIM_RECURSE, "1") != "1" or not os.environ.get(protocol.API_URL):
         return False
-    if os.environ.get("ORCHESTRATOR_ENABLE_RECURSION", "1") != "1":
+    if os.environ.get(protocol.ENABLE_RECURSION, "1") != "1":
         return False
-    depth = int(os.environ.get("ORCHESTRATOR_DEPTH", "0"))
-    max_depth = int(os.environ.get("ORCHESTRATOR_MAX_DEPTH", "0"))
-    if depth >= max_depth:
+    depth = int(os.environ.get(protocol.DEPTH, "0"))
+    max_recursion_depth = int(os.environ.get(protocol.MAX_DEPTH, "0"))
+    if depth >= max_recursion_depth:
         return False
     from orchestrator.planner import is_compound
 
@@ -55,7 +57,7 @@ def wants_child_job(task: str) -> bool:
 
 
 def run_child_job(task: str) -> int:
-    print(f"subtask is compound; starting a child job at depth {int(os.environ.get('ORCHESTRATOR_DEPTH', '0')) + 1}", flush=True)
+    print(f"subtask is compound; starting a child job at depth {int(os.environ.get(protocol.DEPTH, '0')) + 1}", flush=True)
     argv = [sys.executable, "-m", "orchestrator", "spawn", "--wait", "--request", task]
     code = subprocess.call(argv, stdin=subprocess.DEVNULL)
     print(f"child job finished with exit code {code}", flush=True)
@@ -64,8 +66,8 @@ def run_child_job(task: str) -> int:
 
 def write_deliverable(task: str, goal: str | None = None) -> str:
     name = f"{slugify(task)}.md"
-    worker = os.environ.get("ORCHESTRATOR_WORKER_ID", "worker")
-    depth = os.environ.get("ORCHESTRATOR_DEPTH", "0")
+    worker = os.environ.get(protocol.WORKER_ID, "worker")
+    depth = os.environ.get(protocol.DEPTH, "0")
     body = (
         f"# {task}\n\n"
         + (f"Part of: {goal}\n\n" if goal else "")
@@ -89,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m orchestrator.simulated [--goal GOAL] -- \"subtask\"", file=sys.stderr)
         return 2
     task = args[0]
-    attempt = int(os.environ.get("ORCHESTRATOR_ATTEMPT", "1"))
-    duration = float(os.environ.get("ORCHESTRATOR_SIM_DURATION", "0.3") or 0)
+    attempt = int(os.environ.get(protocol.ATTEMPT, "1"))
+    duration = float(os.environ.get(protocol.SIM_DURATION, "0.3") or 0)
     print(f"simulated worker: {task}", flush=True)
     steps = 3
     for step in range(1, steps + 1):

@@ -128,13 +128,13 @@ def main(argv: list[str]) -> int:
 
 def cmd_spawn(args: Any) -> int:
     from .errors import ValidationError
-    from .wire import TERMINAL, SpawnClient, dumps
+    from .wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps
 
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
-    if not os.environ.get("ORCHESTRATOR_API_URL") or not os.environ.get("ORCHESTRATOR_API_KEY"):
+    if not os.environ.get(URL_ENV) or not os.environ.get(KEY_ENV):
         raise ValidationError(
-            "spawn runs inside a worker: ORCHESTRATOR_API_URL and ORCHESTRATOR_API_KEY are set by the orchestrator "
+            f"spawn runs inside a worker: {URL_ENV} and {KEY_ENV} are set by the orchestrator "
             "for each worker (outside a worker, use the API or `python -m orchestrator run`)"
         )
     if args.request:

@@ -39,13 +39,14 @@ TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotation
 if TYPE_CHECKING:
     from typing import Any
 
+from . import protocol
 from .errors import (
     ERRORS_BY_CODE, AuthenticationError, ConfigError, Conflict, Forbidden, JobNotFound, OrchestratorError,
     PayloadTooLarge, RateLimited, ServerUnreachable, Unavailable, ValidationError,
 )
 
-URL_ENV = "ORCHESTRATOR_API_URL"
-KEY_ENV = "ORCHESTRATOR_API_KEY"
+URL_ENV = protocol.API_URL
+KEY_ENV = protocol.API_KEY
 TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
 START_HINT = "start the server with `python api_server.py` or `./quick-start.sh`"
 TIMEOUT = 30.0  # seconds per request, on top of a long-poll's hold

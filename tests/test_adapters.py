@@ -68,7 +68,7 @@ def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | N
     worker_dir = tmp_path / "depth_0" / "worker_1"
     return WorkerContext(
         task="t", prompt=prompt, prompt_file=tmp_path / "prompt.md", worker_dir=worker_dir,
-        depth=0, max_depth=3, attempt=1, settings=settings, time_left=time_left,
+        depth=0, max_recursion_depth=3, attempt=1, settings=settings, time_left=time_left,
     )
 
 

@@ -101,7 +101,7 @@ def gemini_ctx(tmp_path, time_left=600.0):
     prompts = tmp_path / "state" / "prompts"
     prompts.mkdir(parents=True, exist_ok=True)
     return WorkerContext(task="t", prompt="p", prompt_file=prompts / "depth_0_worker_1.txt", worker_dir=tmp_path / "w",
-                         depth=0, max_depth=3, attempt=1, settings=None, time_left=time_left)
+                         depth=0, max_recursion_depth=3, attempt=1, settings=None, time_left=time_left)
 
 
 def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_path, monkeypatch):

@@ -263,7 +263,7 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
 
     engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
     jobs = [run_job(engine, f"tree {n}", tasks=["a", "b"]) for n in range(FINISHED_TREES_IN_MEMORY + 8)]
-    in_memory = {j.root_id for j in engine._jobs.values()}
+    in_memory = {j.id for j in jobs if engine.queries.holds(j.id)}
     assert len(in_memory) == FINISHED_TREES_IN_MEMORY
     assert jobs[0].id not in in_memory and jobs[-1].id in in_memory
     assert len(engine._live) == 2 * FINISHED_TREES_IN_MEMORY and not engine.events.since(jobs[0].id)
@@ -276,7 +276,7 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     assert f"tree 0" in engine.read_report(jobs[0].id, "final")
     engine.delete(jobs[0].id)
     engine.delete(jobs[-1].id)  # and one still in memory
-    assert jobs[-1].id not in {j.root_id for j in engine._jobs.values()}
+    assert not engine.queries.holds(jobs[-1].id)
 
 
 def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):

@@ -182,6 +182,7 @@ CLAUDE = find_cli("claude")
 API_KEY = "sk-ant-mock-key-0000"
 
 
+@pytest.mark.real_cli
 @pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)")
 def test_real_claude_planner_cost_is_in_the_tree_and_the_reports(make_engine, monkeypatch, tmp_path):
     # Given the real claude CLI, pointed at the mock: the planning call answers a plan, each worker "done"

@@ -26,7 +26,7 @@ GOAL = "Build a shop"
 def prompt(**kw):
     args = dict(
         task=TASKS[1], goal=GOAL, request="Build a shop with auth, orders and payments services", siblings=TASKS, index=2,
-        depth=0, max_depth=2, recursion_enabled=True, worker_dir="/ws/job_x/depth_0/worker_2",
+        depth=0, max_recursion_depth=2, recursion_enabled=True, worker_dir="/ws/job_x/depth_0/worker_2",
         job_id="job_x", worker_id="worker_2", children_left=3,
     )
     args.update(kw)
@@ -57,7 +57,7 @@ def test_user_template_gets_the_goal(tmp_path):
 
 
 def test_prompt_states_identity_depth_and_folder():
-    text = prompt(depth=1, max_depth=3)
+    text = prompt(depth=1, max_recursion_depth=3)
     assert "worker worker_2 of job job_x, at depth 1 (max depth 3)" in text
     assert "/ws/job_x/depth_0/worker_2" in text
     assert "relative paths" in text
@@ -92,8 +92,8 @@ def test_one_subtask_rule_in_the_prompt_and_readme_for_ai():
 
 
 @pytest.mark.parametrize("kw, reason", [
-    ({"depth": 2, "max_depth": 2}, "you are at the maximum depth (2)"),
-    ({"depth": 3, "max_depth": 2}, "you are at the maximum depth (2)"),
+    ({"depth": 2, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
+    ({"depth": 3, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
     ({"recursion_enabled": False}, "recursion is disabled for this job"),
     ({"children_left": 0}, "this worker may start no more child jobs"),
 ])

@@ -32,6 +32,7 @@ METADATA = {MODEL: {"max_input_tokens": 128000, "max_output_tokens": 4096, "inpu
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(not AIDER.exists(), reason="aider not found at .cli/bin/aider (run tests/install_cli.sh)"),
     pytest.mark.skipif(STRACE is None, reason="strace not installed (Debian package strace)"),
 ]

@@ -55,6 +55,7 @@ CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH "
                                               "(run tests/install_cli.sh)"),
 ]
@@ -227,7 +228,7 @@ def run_as_worker(mock: MockModelServer, work: Path, *, time_left: float = 60.0,
     work.mkdir(parents=True, exist_ok=True)
     settings = make_settings(work.parent, orchestrator={"worker": "claude", "claude_command": CLAUDE})
     ctx = WorkerContext(task="Say hi", prompt="Say hi", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
-                        max_depth=1, attempt=1, settings=settings, time_left=time_left)
+                        max_recursion_depth=1, attempt=1, settings=settings, time_left=time_left)
     env = {**cli_env(mock, work.parent / "home", **extra_env), **adapter.extra_env(ctx)}
     started = time.monotonic()
     proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,

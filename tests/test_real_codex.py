@@ -51,6 +51,7 @@ CLI_TIMEOUT = 60  # one direct run; a healthy one takes about 0.5 s
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(CODEX is None, reason="codex CLI not found at .cli/node_modules/.bin/codex nor on PATH "
                                              "(run tests/install_cli.sh)"),
 ]
@@ -156,7 +157,7 @@ def run_as_worker(mock: MockOpenAIServer, work: Path, *extra_args: str, time_lef
     settings = make_settings(work.parent, orchestrator={"worker": "codex", "codex_command": CODEX, "model": MODEL,
                                                         "cli_args": [*mock.codex_args(retries=retries), *extra_args]})
     ctx = WorkerContext(task="hello", prompt="hello", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
-                        max_depth=1, attempt=1, settings=settings, time_left=time_left)
+                        max_recursion_depth=1, attempt=1, settings=settings, time_left=time_left)
     env = codex_env(work.parent / "codex-home")
     adapter = get_adapter("codex")
     proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,
@@ -173,7 +174,7 @@ def test_the_shell_poll_limit_the_adapter_raises_is_a_setting_codex_knows(tmp_pa
         code, parsed, text = run_as_worker(mock, tmp_path / "a", "--strict-config")
     assert code == 0 and parsed.output == "hi", text
     assert "background_terminal_max_timeout=1800000" in get_adapter("codex").build_argv(WorkerContext(
-        task="t", prompt="t", prompt_file=tmp_path / "p", worker_dir=tmp_path, depth=0, max_depth=1, attempt=1,
+        task="t", prompt="t", prompt_file=tmp_path / "p", worker_dir=tmp_path, depth=0, max_recursion_depth=1, attempt=1,
         settings=make_settings(tmp_path, orchestrator={"worker": "codex"}), time_left=1800.0))
     with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
         code, parsed, text = run_as_worker(mock, tmp_path / "b", "--strict-config", "-c", "background_terminal_max_timeoutt=1")

@@ -48,6 +48,7 @@ CLI_TIMEOUT = 90
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(GEMINI is None, reason="gemini CLI not found at .cli/node_modules/.bin/gemini nor on PATH "
                                               "(run tests/install_cli.sh)"),
     pytest.mark.skipif(STRACE is None, reason="strace not installed (Debian package strace)"),

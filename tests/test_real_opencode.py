@@ -34,6 +34,7 @@ MODEL = "mock/mock-model"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real_cli,
     pytest.mark.skipif(OPENCODE is None, reason="opencode not found at .cli/node_modules/.bin/opencode nor on PATH "
                                                 "(run tests/install_cli.sh)"),
     pytest.mark.skipif(not (PLUGIN_FOLDER / "node_modules" / "@opencode-ai" / "plugin").is_dir(),

@@ -81,7 +81,7 @@ DONE = {"job_id": "j1-c1", "status": "completed", "depth": 1, "progress": {"succ
                                                      "files_created": ["a.md"], "dir": "depth_1/worker_1", "output": "did A"}]}}
 
 
-def test_the_helpers_imports_are_the_standard_library_errors_and_wire_only(tmp_path):
+def test_the_helpers_imports_are_the_standard_library_errors_protocol_and_wire_only(tmp_path):
     # Against a closed port it goes all the way through its HTTP path (exit 5 after its retries).
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     env.update(PYTHONPATH=str(ROOT), ORCHESTRATOR_API_URL="http://127.0.0.1:9", ORCHESTRATOR_API_KEY="k")
@@ -90,7 +90,7 @@ def test_the_helpers_imports_are_the_standard_library_errors_and_wire_only(tmp_p
     assert out.returncode == 5, out.stderr[-2000:]
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
-    assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
+    assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.protocol", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
     assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil", "encodings.idna",
                             "json", "socket", "re", "enum", "selectors"}, sorted(modules)
 

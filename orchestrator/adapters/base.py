@@ -16,7 +16,7 @@ class WorkerContext:
     prompt_file: Path
     worker_dir: Path
     depth: int
-    max_depth: int
+    max_recursion_depth: int  # the job's; ORCHESTRATOR_MAX_DEPTH to the worker
     attempt: int
     settings: Any  # config.Settings; typed loosely so adapters stay import-light
     # Seconds this attempt may still run (its timeout, less what a re-adopted attempt already

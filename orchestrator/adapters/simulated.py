@@ -7,6 +7,7 @@ command an AI worker would use.
 """
 from __future__ import annotations
 
+from .. import protocol
 from ..runner import python_executable
 from .base import Adapter, WorkerContext
 
@@ -27,8 +28,8 @@ class SimulatedAdapter(Adapter):
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         sim = ctx.settings.simulated
         return {
-            "ORCHESTRATOR_SIM_DURATION": str(sim.duration),
-            "ORCHESTRATOR_SIM_FAIL_MATCHING": sim.fail_matching,
-            "ORCHESTRATOR_SIM_FAIL_ATTEMPTS": str(sim.fail_attempts),
-            "ORCHESTRATOR_SIM_RECURSE": "1" if sim.recurse else "0",
+            protocol.SIM_DURATION: str(sim.duration),
+            protocol.SIM_FAIL_MATCHING: sim.fail_matching,
+            protocol.SIM_FAIL_ATTEMPTS: str(sim.fail_attempts),
+            protocol.SIM_RECURSE: "1" if sim.recurse else "0",
         }

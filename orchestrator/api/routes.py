@@ -12,7 +12,6 @@ from ..errors import AuthenticationError, JobNotFound, ValidationError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
-from ..status import job_status
 from ..workspace import parse_worker_ref, root_of, validate_job_id
 from .context import extension
 from .guard import check_host
@@ -238,15 +237,8 @@ def _allowed(job_id: str) -> str:
 def _status_doc(job_id: str) -> dict[str, Any]:
     """The job's status document (shared between requests: never modify it)."""
     engine = _engine()
-    root = root_of(job_id)
-
-    def build() -> dict[str, Any]:
-        jobs, workers = engine.snapshot(root, job_id)
-        if not any(j.id == job_id for j in jobs):
-            raise JobNotFound(f"job {job_id} not found")
-        return job_status(job_id, jobs, workers, engine.workspace.job_dir(root))
-
-    return extension()["status_cache"].get(job_id, engine.events.last_seq(root), build)
+    return extension()["status_cache"].get(job_id, engine.events.last_seq(root_of(job_id)),
+                                           lambda: engine.queries.status_document(job_id))
 
 
 def _submitted(job: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
 from ..config import PLANNERS, WORKER_KINDS
 from ..errors import ConfigError, OrchestratorError
@@ -287,7 +288,7 @@ def _ask(
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
     ctx = WorkerContext(
         task=request, prompt=prompt, prompt_file=work_dir / PROMPT_NAME, worker_dir=work_dir,
-        depth=0, max_depth=0, attempt=1, settings=settings, time_left=timeout,
+        depth=0, max_recursion_depth=0, attempt=1, settings=settings, time_left=timeout,
     )
     if adapter.needs_prompt_file(settings):
         ctx.prompt_file.write_text(prompt, encoding="utf-8")
@@ -326,7 +327,7 @@ def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
     if env is not None:
         return dict(env)
     # Never hand the planner a worker identity or an API key: it must not start jobs.
-    return {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    return {k: v for k, v in os.environ.items() if not k.startswith(protocol.PREFIX)}
 
 
 def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None) -> AIPlan:

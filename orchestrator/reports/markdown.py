@@ -17,6 +17,7 @@ DASH = "—"
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_UNCLEAN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\r]")  # anything clean() changes (ESC is \x1b)
 _BACKTICKS = re.compile(r"`+")
 # Characters that would start a block (heading, quote, list, setext underline)
 # when they open a line or a list item.
@@ -29,7 +30,10 @@ def clean(value: Any) -> str:
     if value is None:
         return ""
     text = value.value if isinstance(value, Enum) else value
-    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = str(text)
+    if not _UNCLEAN.search(text):  # the usual case, one scan: a report calls this ~6 times per worker
+        return text
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROL.sub("", _ANSI.sub("", text))
 
 
@@ -147,6 +151,8 @@ def dash(value: Any) -> Any:
 
 
 def _longest_backtick_run(text: str) -> int:
+    if "`" not in text:
+        return 0
     return max((len(m) for m in _BACKTICKS.findall(text)), default=0)
 
 
