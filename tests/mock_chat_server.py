@@ -70,27 +70,10 @@ class MockChatServer(ScriptedServer):
     """``with MockChatServer([Text("hi")]) as mock: ... mock.url ...``"""
 
     thread_name = "mock-chat-server"
+    unscripted = ("", "404", "models")
 
-    @property
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.path}" for r in self.requests]
-
-    @property
-    def conversation(self) -> list:
-        return [r for r in self.requests if r.turn not in ("", "404", "models")]
-
-    def summary(self) -> str:
-        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
-
-    def _turn_for(self, body: Any) -> Turn:
-        if self._choose is not None:
-            return self._choose(body)
-        with self._lock:
-            if self._next < len(self._turns):
-                turn = self._turns[self._next]
-                self._next += 1
-                return turn
-        return self.default if self.default is not None else ApiError(500, "mock script exhausted", "server_error", None)
+    def exhausted(self) -> Turn:
+        return ApiError(500, "mock script exhausted", "server_error", None)
 
 
 # --------------------------------------------------------------------- reading requests

@@ -77,28 +77,10 @@ class MockGeminiServer(ScriptedServer):
     """``with MockGeminiServer([Text("hi")]) as mock: ... mock.url ...``"""
 
     thread_name = "mock-gemini-server"
+    unscripted = ("", "404", "side")  # countTokens and the like are "side"
 
-    @property
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.path}" for r in self.requests]
-
-    @property
-    def conversation(self) -> list:
-        """The requests that got a turn (not countTokens, not 404s)."""
-        return [r for r in self.requests if r.turn not in ("", "404", "side")]
-
-    def summary(self) -> str:
-        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
-
-    def _turn_for(self, body: Any) -> Turn:
-        if self._choose is not None:
-            return self._choose(body)
-        with self._lock:
-            if self._next < len(self._turns):
-                turn = self._turns[self._next]
-                self._next += 1
-                return turn
-        return self.default if self.default is not None else ApiError(500, "mock script exhausted", "INTERNAL")
+    def exhausted(self) -> Turn:
+        return ApiError(500, "mock script exhausted", "INTERNAL")
 
 
 # --------------------------------------------------------------------- reading requests

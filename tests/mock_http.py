@@ -132,3 +132,34 @@ class ScriptedServer:
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_mock{next(self._ids):06d}"
+
+    # What a request logged outside the script is marked with (side requests, 404s...), left out
+    # of ``conversation``.
+    unscripted: tuple[str, ...] = ("", "404")
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"{r.method} {r.path}" for r in self.requests]
+
+    @property
+    def conversation(self) -> list[Logged]:
+        """The requests that were answered from the script."""
+        return [r for r in self.requests if r.turn not in self.unscripted]
+
+    def summary(self) -> str:
+        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
+
+    def exhausted(self) -> Any:
+        """The answer once a list script has run out and no ``default`` was given."""
+        raise NotImplementedError
+
+    def _turn_for(self, body: Any) -> Any:
+        """The next turn: the script function's choice, else the list's next, else the default."""
+        if self._choose is not None:
+            return self._choose(body)
+        with self._lock:
+            if self._next < len(self._turns):
+                turn = self._turns[self._next]
+                self._next += 1
+                return turn
+        return self.default if self.default is not None else self.exhausted()

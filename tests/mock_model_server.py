@@ -97,21 +97,11 @@ class MockModelServer(ScriptedServer):
         return {**QUIET_ENV, "ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
 
     # ----------------------------------------------------------------- views for tests
-    @property
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.path}" for r in self.requests]
-
-    @property
-    def conversation(self) -> list[Logged]:
-        """The /v1/messages requests that were answered from the script."""
-        return [r for r in self.requests if r.turn not in ("side", "404", "count_tokens", "")]
+    unscripted = ("side", "404", "count_tokens", "")
 
     @property
     def turns_played(self) -> int:
         return self._next
-
-    def summary(self) -> str:
-        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
 
     # ----------------------------------------------------------------- scripting
     @staticmethod
@@ -123,16 +113,10 @@ class MockModelServer(ScriptedServer):
         return isinstance(body, dict) and not body.get("tools")
 
     def _turn_for(self, body: Any) -> Turn | str:
-        if self.is_side_request(body):
-            return "side"
-        if self._choose is not None:
-            return self._choose(body)
-        with self._lock:
-            if self._next < len(self._turns):
-                turn = self._turns[self._next]
-                self._next += 1
-                return turn
-        return self.default if self.default is not None else ApiError(500, "api_error", "mock script exhausted")
+        return "side" if self.is_side_request(body) else super()._turn_for(body)
+
+    def exhausted(self) -> Turn:
+        return ApiError(500, "api_error", "mock script exhausted")
 
 
 def prompt_text(body: Any) -> str:

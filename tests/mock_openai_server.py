@@ -90,28 +90,9 @@ class MockOpenAIServer(ScriptedServer):
                 "-c", f"model_providers.mock.request_max_retries={retries}",
                 "-c", f"model_providers.mock.stream_max_retries={retries}"]
 
-    # ----------------------------------------------------------------- views for tests
-    @property
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.path}" for r in self.requests]
-
-    @property
-    def conversation(self) -> list[Logged]:
-        return [r for r in self.requests if r.turn not in ("404", "")]
-
-    def summary(self) -> str:
-        return "\n".join(f"{r.method} {r.path} -> {r.turn}" for r in self.requests)
-
     # ----------------------------------------------------------------- scripting
-    def _turn_for(self, body: Any) -> Turn:
-        if self._choose is not None:
-            return self._choose(body)
-        with self._lock:
-            if self._next < len(self._turns):
-                turn = self._turns[self._next]
-                self._next += 1
-                return turn
-        return self.default if self.default is not None else ApiError(500, "server_error", "mock script exhausted", "server_error")
+    def exhausted(self) -> Turn:
+        return ApiError(500, "server_error", "mock script exhausted", "server_error")
 
 
 # --------------------------------------------------------------------- reading requests
