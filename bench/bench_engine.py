@@ -147,7 +147,7 @@ def run_parallel(jobs: int, concurrency: int) -> float:
     lines = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
     start = time.perf_counter()
     proc = subprocess.run(["parallel", f"-j{concurrency}", "true"], input=lines,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          capture_output=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()[-500:]

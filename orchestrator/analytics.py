@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 
@@ -23,6 +23,8 @@ from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 FAILED_STATUSES = frozenset(
     {WorkerStatus.FAILED, WorkerStatus.TIMEOUT, WorkerStatus.CANCELLED, WorkerStatus.SKIPPED}
 )
+
+_N = TypeVar("_N", int, float)  # a sum of ints stays an int (token counts), of floats a float
 
 
 @dataclass(frozen=True)
@@ -516,6 +518,6 @@ def _job_end(job: JobRecord, now: float | None) -> float | None:
     return job.ended_at if job.ended_at is not None else now
 
 
-def _sum_known(values: Iterable[float | int | None]) -> float | int | None:
+def _sum_known(values: Iterable[_N | None]) -> _N | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None

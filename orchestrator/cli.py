@@ -9,8 +9,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RET_OK = 0
 RET_FAILED = 1

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -522,7 +523,8 @@ def _check_value(section: str, key: str, value: Any, spec: Key) -> Any:
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}"
                           + (f". {spec.refusal}" if spec.refusal else ""), key=where, value=value)
-    if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
+    # a key with bounds is an int or float one, checked just above
+    if isinstance(value, (int, float)) and (spec.min is not None and value < spec.min or spec.max is not None and value > spec.max):
         raise ConfigError(f"{where}={value!r} is out of range: allowed {spec.min:g} to {spec.max:g}", key=where, value=value)
     if isinstance(value, float) and value != value:  # NaN
         raise ConfigError(f"{where} is NaN: give a number", key=where)

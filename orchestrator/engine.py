@@ -19,32 +19,29 @@ import secrets
 import shutil
 import threading
 import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from . import failpoints
-from . import logs
-from .planner import heuristic as planning
-from . import protocol
-from . import reports
+from . import failpoints, logs, protocol, recovery, reports
 from .adapters import get_adapter, resolve_kind
-from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
 from .metrics import Metrics
-from .monitor import Caps, ResourceMonitor, Watched
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .monitor import Caps, ResourceMonitor, Watched
 from .pacing import Pacer
+from .planner import heuristic as planning
+from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
 from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
-from . import recovery
 from .recovery import Fate, Recovered
 from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
 from .workspace import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name, worker_key
@@ -169,7 +166,7 @@ class Engine:
         self._slots_used = 0
         self._finishing: dict[str, tuple[JobStatus, float]] = {}
         self._render_locks: dict[str, threading.Lock] = {}
-        self._level_renders = Pacer()  # (root id, depth) -> a child job's level report, paced
+        self._level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
         self._finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
         # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
@@ -225,7 +222,7 @@ class Engine:
             notes.append(planned.note)
         with self._lock:
             self._check_open()
-            if parent:  # the world may have moved while planning: check again
+            if parent and parent_job_id:  # the world may have moved while planning: check again
                 parent = self._parent_for(parent_job_id, parent_worker)
                 self._check_recursion(parent[0], parent[1], cfg)
                 plan, planned.goal = self._fit_tree_budget(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
@@ -540,8 +537,8 @@ class Engine:
             max_attempts = int(job.config.get("max_retries", 0)) + self.settings.workers.transient_retries + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
-                lambda n, w=worker: self.workspace.exit_file(root_id, w.depth, w.name, n), max_attempts,
-                lambda n, w=worker: self._attempt_start(w, n)))
+                functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name), max_attempts,
+                functools.partial(self._attempt_start, worker)))
         # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
         # worker, or a shim of a worker no record knows) must not run on unaccounted for.
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
@@ -647,8 +644,9 @@ class Engine:
         with self._lock:
             found = []
             for live in self._live.values():
-                execution, handle = live.execution, live.execution.handle if live.execution else None
-                if handle is None or handle.exited:
+                execution = live.execution
+                handle = execution.handle if execution else None
+                if execution is None or handle is None or handle.exited:
                     continue
                 rec = live.record
                 found.append(Watched(
@@ -738,7 +736,7 @@ class Engine:
     def _adopt(self, live: _Live, fate: Recovered) -> ProcessHandle:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""
         attempt, rec = fate.attempt, live.record
-        assert attempt is not None and fate.pid is not None or fate.exit_file is not None
+        assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
         handle = self.runner.adopt(fate.pid or 0, fate.start_id, tag=live.tag, started_at=attempt.started_at,
                                    exit_file=fate.exit_file)
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
@@ -869,7 +867,7 @@ class Engine:
         # It ended when its last process and its child jobs did: for one that ended while no
         # server ran, that is its shim's time, not the restart's.
         ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
-        ends += [self._jobs[c].ended_at for c in rec.child_job_ids if c in self._jobs and self._jobs[c].ended_at]
+        ends += [e for c in rec.child_job_ids if c in self._jobs and (e := self._jobs[c].ended_at)]
         final.status, final.ended_at = status, max(ends) if ends else time.time()
         self.metrics.worker_finished(live.tag, status.value, final.duration)
         return final, self._snapshot_record(live, final)
@@ -925,7 +923,7 @@ class Engine:
             self._dispatch()
         if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: pacing.py)
             self._level_renders.request((job.root_id, job.depth), functools.partial(self._render_locked, job))
-        if finish_parent:
+        if finish_parent and parent is not None:
             self._finish_worker(parent)
         if job.is_root:
             self._evict_finished(job.root_id)

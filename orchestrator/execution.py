@@ -38,12 +38,11 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from . import failpoints
-from . import protocol
+from . import failpoints, protocol
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .config import JobConfig, Settings
 from .errors import ConfigError
@@ -164,11 +163,10 @@ class WorkerExecution:
                     outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
                     break
                 transients += 1
-                parsed = outcome.parsed
-                delay = transient_delay(transients, TRANSIENT_BASE_FACTOR * w.retry_backoff, w.transient_backoff_max,
-                                        parsed.retry_after if parsed else None)
-                if delay is None:
-                    outcome.exit_reason += (f"; the service asked to wait {parsed.retry_after:g}s, longer than "
+                retry_after = outcome.parsed.retry_after if outcome.parsed else None
+                delay = transient_delay(transients, TRANSIENT_BASE_FACTOR * w.retry_backoff, w.transient_backoff_max, retry_after)
+                if delay is None:  # only a retry_after the service sent is refused
+                    outcome.exit_reason += (f"; the service asked to wait {retry_after:g}s, longer than "
                                             f"workers.transient_backoff_max={w.transient_backoff_max:g}s")
                     break
                 what = f"transient retry {transients}/{w.transient_retries}"

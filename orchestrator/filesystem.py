@@ -25,7 +25,11 @@ def _fsync_dir_grouped(path: Path) -> None:
         if syncer is None:
             if len(_DIR_SYNCS) > 1024:  # callers in flight keep their own reference
                 _DIR_SYNCS.clear()
-            syncer = _DIR_SYNCS[key] = GroupCommit(lambda _batch, p=path: _fsync_dir(p))
+
+            def sync(_batch: list[str]) -> None:
+                _fsync_dir(path)
+
+            syncer = _DIR_SYNCS[key] = GroupCommit(sync)
     syncer(key)
 
 

@@ -19,9 +19,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -180,7 +180,7 @@ def folder_bytes(path: Path, limit: int = 200_000) -> int:
     """Bytes in a folder, links not followed; stops counting after ``limit`` entries."""
     total = 0
     seen = 0
-    for base, dirs, files in os.walk(path, followlinks=False):
+    for base, _dirs, files in os.walk(path, followlinks=False):
         for name in files:
             try:
                 total += os.lstat(os.path.join(base, name)).st_size

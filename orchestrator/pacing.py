@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Generic, TypeVar
 
 FACTOR = 19.0  # pause after a run, in units of its cost: at most 5% of the time goes to these runs
 
@@ -26,15 +27,18 @@ class _Slot:
     timer: threading.Timer | None = None
 
 
-class Pacer:
+K = TypeVar("K", bound=Hashable)
+
+
+class Pacer(Generic[K]):
     """At most one run at a time per key, a paused one merging the requests made meanwhile."""
 
     def __init__(self, factor: float = FACTOR) -> None:
         self.factor = factor
         self._lock = threading.Lock()
-        self._slots: dict[Hashable, _Slot] = {}
+        self._slots: dict[K, _Slot] = {}
 
-    def request(self, key: Hashable, run: Callable[[], None]) -> None:
+    def request(self, key: K, run: Callable[[], None]) -> None:
         """Run ``run`` now when ``key`` is due, else once at the end of its pause (the latest
         request made by then is the one run)."""
         with self._lock:
@@ -49,7 +53,7 @@ class Pacer:
             slot.busy, slot.pending = True, None
         self._run(key, slot, run)
 
-    def forget(self, match: Callable[[Hashable], bool]) -> None:
+    def forget(self, match: Callable[[K], bool]) -> None:
         """Drop the keys ``match`` accepts, with their pending runs (a tree that ended, whose
         final rendering covers them)."""
         with self._lock:
@@ -61,20 +65,20 @@ class Pacer:
     def close(self) -> None:
         self.forget(lambda key: True)
 
-    def _schedule(self, key: Hashable, slot: _Slot, wait: float) -> None:
+    def _schedule(self, key: K, slot: _Slot, wait: float) -> None:
         """Under the lock."""
         slot.timer = threading.Timer(wait, self._fire, (key, slot))
         slot.timer.daemon = True
         slot.timer.start()
 
-    def _fire(self, key: Hashable, slot: _Slot) -> None:
+    def _fire(self, key: K, slot: _Slot) -> None:
         with self._lock:
             if self._slots.get(key) is not slot or slot.pending is None:
                 return  # forgotten meanwhile
             run, slot.pending, slot.timer, slot.busy = slot.pending, None, None, True
         self._run(key, slot, run)
 
-    def _run(self, key: Hashable, slot: _Slot, run: Callable[[], None]) -> None:
+    def _run(self, key: K, slot: _Slot, run: Callable[[], None]) -> None:
         started = time.monotonic()
         try:
             run()

@@ -22,7 +22,8 @@ import os
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from .models import JobRecord, JobStatus

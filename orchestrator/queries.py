@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator, Mapping, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from .errors import JobNotFound, ValidationError
 from .models import JobRecord, JobStatus, WorkerRecord

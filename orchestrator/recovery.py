@@ -24,10 +24,10 @@ lines in the worker log and their exit files.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 from .models import Attempt, WorkerRecord
 from .procscan import process_alive

@@ -350,9 +350,9 @@ def cmd_stop_server(args: argparse.Namespace) -> int:
 
 
 def _alive(record: Any) -> bool:
-    from .server import process_start_time
-
     import psutil
+
+    from .server import process_start_time
 
     started = process_start_time(record.pid)
     if started is None or abs(started - record.started_at) > 0.05:

@@ -62,8 +62,8 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     from waitress.server import create_server
 
     from .api.app import create_app
-    from .api.context import EXTENSION
     from .api.auth import check_admin_key
+    from .api.context import EXTENSION
     from .engine import Engine
 
     check_admin_key(settings.api.api_key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
+
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
     import argparse

@@ -27,6 +27,22 @@ from __future__ import annotations
 import os
 import time
 
+from . import protocol
+from .errors import (
+    ERRORS_BY_CODE,
+    AuthenticationError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    JobNotFound,
+    OrchestratorError,
+    PayloadTooLarge,
+    RateLimited,
+    ServerUnreachable,
+    Unavailable,
+    ValidationError,
+)
+
 try:  # the C modules behind socket and json (see the module docstring)
     import _socket
 except ImportError:  # pragma: no cover - a Python without it
@@ -38,12 +54,6 @@ except ImportError:  # pragma: no cover
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
-
-from . import protocol
-from .errors import (
-    ERRORS_BY_CODE, AuthenticationError, ConfigError, Conflict, Forbidden, JobNotFound, OrchestratorError,
-    PayloadTooLarge, RateLimited, ServerUnreachable, Unavailable, ValidationError,
-)
 
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
@@ -79,7 +89,9 @@ def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_SCAN = _json.make_scanner(_ScanContext()) if _json is not None else None
+# typeshed wants a JSONDecoder; _ScanContext has the attributes the scanner reads, and typing.cast
+# would import typing at start-up (see the module docstring)
+_SCAN = _json.make_scanner(_ScanContext()) if _json is not None else None  # type: ignore[arg-type]
 _ENCODE = (_json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
            if _json is not None else None)
 

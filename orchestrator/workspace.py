@@ -29,8 +29,9 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
 from .filesystem import atomic_write, spread_subfolders, write_all

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 from .mock_http import LoggingHandler, ScriptedServer
 
@@ -58,8 +59,8 @@ class Hang:
     """Never answer: hold the request until the server stops."""
 
 
-Turn = Union[Text, ToolCall, ApiError, Hang]
-Script = Union[Iterable[Turn], Callable[[dict], Turn]]
+Turn = Text | ToolCall | ApiError | Hang
+Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError()
 RATE_LIMIT_429 = ApiError(429, "Rate limit reached for requests. Please try again in 20s.", "requests",

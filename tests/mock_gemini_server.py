@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 from .mock_http import LoggingHandler, ScriptedServer
 
@@ -58,8 +59,8 @@ class Hang:
     """Never answer: hold the request until the server stops."""
 
 
-Turn = Union[Text, Call, ApiError, Hang]
-Script = Union[Iterable[Turn], Callable[[dict], Turn]]
+Turn = Text | Call | ApiError | Hang
+Script = Iterable[Turn] | Callable[[dict], Turn]
 
 BAD_KEY_400 = ApiError()
 UNAUTHENTICATED_401 = ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
-from .mock_http import LoggingHandler, Logged, ScriptedServer
+from .mock_http import Logged, LoggingHandler, ScriptedServer
 
 # Per-million-token prices are the CLI's business; these counts just need to be non-zero
 # so that it computes a non-zero total_cost_usd.
@@ -79,8 +80,8 @@ class Hang:
     """Never answer: hold the request until the server stops."""
 
 
-Turn = Union[Text, ToolUse, ApiError, Hang]
-Script = Union[Iterable[Turn], Callable[[dict], Turn]]
+Turn = Text | ToolUse | ApiError | Hang
+Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError(401, "authentication_error", "invalid x-api-key")
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
-from .mock_http import LoggingHandler, Logged, ScriptedServer
+from .mock_http import Logged, LoggingHandler, ScriptedServer
 
 DEFAULT_USAGE = {"input_tokens": 1500, "cached_input_tokens": 300, "output_tokens": 60, "reasoning_tokens": 10}
 MODEL_FALLBACK = "gpt-5-codex"
@@ -66,8 +67,8 @@ class Hang:
     """Never answer: hold the request until the server stops."""
 
 
-Turn = Union[Text, ShellCall, ApiError, Hang]
-Script = Union[Iterable[Turn], Callable[[dict], Turn]]
+Turn = Text | ShellCall | ApiError | Hang
+Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError()
 

@@ -9,8 +9,8 @@ import pytest
 
 from orchestrator.adapters.command import CommandAdapter
 from orchestrator.adapters.simulated import SimulatedAdapter
-from orchestrator.planner.ai import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
 from orchestrator.errors import ConfigError
+from orchestrator.planner.ai import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
 from orchestrator.planner.heuristic import split_request
 from orchestrator.runner import ProcessRunner
 from tests.conftest import make_settings

@@ -13,7 +13,7 @@ import requests
 
 from orchestrator.runner import ProcessRunner
 
-from .conftest import wait_until, fake_command
+from .conftest import fake_command, wait_until
 
 pytestmark = pytest.mark.slow
 

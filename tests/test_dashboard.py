@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from orchestrator.api.app import create_app
 from orchestrator.engine import Engine
@@ -355,7 +354,7 @@ def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
     from selenium.common.exceptions import NoAlertPresentException
 
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     shot(browser, "xss-as-text")
 
 

@@ -12,7 +12,7 @@ from orchestrator.errors import ConfigError, Conflict, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
-from .conftest import wait_until, fake_command, run_job
+from .conftest import fake_command, run_job, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -273,7 +273,7 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     _, workers = engine.snapshot(jobs[0].id)
     assert [w.status for w in workers] == [WorkerStatus.SUCCESS, WorkerStatus.SUCCESS]
     assert engine.wait(jobs[0].id, 0.1).status is JobStatus.COMPLETED
-    assert f"tree 0" in engine.read_report(jobs[0].id, "final")
+    assert "tree 0" in engine.read_report(jobs[0].id, "final")
     engine.delete(jobs[0].id)
     engine.delete(jobs[-1].id)  # and one still in memory
     assert not engine.queries.holds(jobs[-1].id)

@@ -30,8 +30,8 @@ from orchestrator.models import JobStatus, WorkerStatus
 from .conftest import explain, find_cli, make_settings, only_worker, run_job
 from .mock_openai_server import (
     AUTH_401,
-    ApiError,
     ENV_KEY,
+    ApiError,
     Hang,
     MockOpenAIServer,
     ShellCall,

@@ -3,9 +3,9 @@ change (the event log, the live view). Counted, never timed: bench/bench_scale.p
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
-import re
 from collections import deque
 
 import pytest
@@ -78,7 +78,7 @@ def test_on_a_terminal_the_tree_is_read_again_only_when_a_redraw_is_due(monkeypa
     view = ProgressView(out, tty=True, size=(100, 30))
     # When changes keep coming
     view.refresh(read)
-    for step in range(40):
+    for _step in range(40):
         clock[0] += 0.25
         view.refresh(read)
     # Then the tree was read at most once per 9 s of pause after each 1 s read (not at every change)

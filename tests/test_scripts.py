@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from .conftest import wait_until, API_KEY, FAKE_CLI, ROOT
+from .conftest import API_KEY, FAKE_CLI, ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 

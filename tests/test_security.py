@@ -190,22 +190,22 @@ def test_body_cap_is_a_413_at_flask_and_at_waitress_both_from_config(tmp_path):
         engine = Engine(settings)
         caps[cap] = (engine, start_in_thread(settings, engine, port=0))
     try:
-        for cap, (engine, server) in caps.items():
+        for cap, (_engine, server) in caps.items():
             waitress_cap = server.server.adj.max_request_body_size
             # Then waitress's cap follows the setting (above it, so Flask gets to answer in JSON) ...
             assert cap < waitress_cap <= 4 * cap + (1 << 20)
 
-            def post(n, chunked=False):
+            def post(n, chunked=False, url=server.url):
                 headers = {"Content-Type": b"application/json"}
                 if chunked:
                     body = f"{n:x}".encode() + b"\r\n" + b"x" * n + b"\r\n0\r\n\r\n"
-                    return raw_request(server.url, "POST", "/api/v1/orchestrate", headers={**headers, "Transfer-Encoding": b"chunked"}, raw_body=body)
-                return raw_request(server.url, "POST", "/api/v1/orchestrate", headers=headers, body=b"x" * n)
+                    return raw_request(url, "POST", "/api/v1/orchestrate", headers={**headers, "Transfer-Encoding": b"chunked"}, raw_body=body)
+                return raw_request(url, "POST", "/api/v1/orchestrate", headers=headers, body=b"x" * n)
 
             # ... and Flask's is the setting itself: the cap reaches the route (400, not JSON), cap + 1 is its
             # JSON 413, with a Content-Length or chunked
             assert post(cap)[0] == 400 and post(cap, chunked=True)[0] == 400
-            for status, head, body in (post(cap + 1), post(cap + 1, chunked=True)):
+            for status, _head, body in (post(cap + 1), post(cap + 1, chunked=True)):
                 assert status == 413 and json.loads(body)["error"] == "payload_too_large", body[:200]
             # Waitress: just under its cap still reaches Flask; its cap + 1 is stopped before Flask sees it
             under = post(waitress_cap - 1)

@@ -98,7 +98,7 @@ def _payloads(valid: str) -> list[str]:
     return [
         "..", ".", "../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "%2e%2e", "%2e%2e%2f",
         "..%2f", "%252e%252e%252f", "..%5c..%5cetc%5cpasswd", "/etc/passwd", "%2fetc%2fpasswd", "%2f%2e%2e%2fcanary",
-        f"..%2f..%2fcanary%2fsecret.txt", f"..%2fjob_{valid}", f"job_{valid}",
+        "..%2f..%2fcanary%2fsecret.txt", f"..%2fjob_{valid}", f"job_{valid}",
         "%00", f"{valid}%00", f"{valid}%00.json", f"%00{valid}", f"{valid}%0a", f"{valid}%0d%0a", f"{valid}%20", f"{valid}%09",
         "a" * 10240, valid * 854,
         "\uff0e\uff0e", quote("\uff0e\uff0e/\uff0e\uff0e/etc/passwd", safe=""), "\u2024\u2024", quote("\u2024\u2024/", safe=""),
@@ -120,7 +120,7 @@ def _targets(doc: dict, job_id: str) -> list[tuple[str, str, str]]:
     for template, ops in doc["paths"].items():
         if "{job_id}" not in template and "{worker}" not in template:
             continue
-        for method, op in ops.items():
+        for method, _op in ops.items():
             query = "?timeout=0" if template.endswith("/wait") else ""
             for payload in _payloads(job_id):
                 cases.append((method.upper(), template.replace("{job_id}", payload).replace("{worker}", "worker_1") + query, f"job_id={payload[:40]}"))

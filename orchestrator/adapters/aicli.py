@@ -16,7 +16,8 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .base import Adapter, ParsedResult, WorkerContext, tail_chars
 
@@ -41,7 +42,7 @@ AUTH_RE = re.compile(
 
 
 def is_auth_error(text: str | None) -> bool:
-    return bool(text) and AUTH_RE.search(text) is not None
+    return text is not None and AUTH_RE.search(text) is not None  # "" matches no alternative
 
 
 def strip_ansi(text: str) -> str:
@@ -110,6 +111,18 @@ def last_json_object(text: str, accept: Callable[[dict[str, Any]], bool]) -> dic
         if accept(obj):
             return obj
     return None
+
+
+def dict_field(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """``obj[key]`` if it is a JSON object, else an empty one (CLI output is read, not trusted)."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def str_field(obj: dict[str, Any], key: str) -> str:
+    """``obj[key]`` if it is a string, else ``""``."""
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def json_lines(text: str) -> Iterator[dict[str, Any]]:

@@ -45,7 +45,18 @@ import signal
 from typing import Any
 
 from .aicli import (
-    AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, json_lines, last_json_object, model_of, setting, to_float,
+    AICLIAdapter,
+    add,
+    cli_args_of,
+    dict_field,
+    has_flag,
+    is_auth_error,
+    json_lines,
+    last_json_object,
+    model_of,
+    setting,
+    str_field,
+    to_float,
 )
 from .base import ParsedResult, WorkerContext, class_of_http_status
 
@@ -108,7 +119,7 @@ class ClaudeAdapter(AICLIAdapter):
         obj = last_json_object(text, lambda o: o.get("type") == "result")
         if obj is None:
             return self._without_result(text, exit_code, max_chars)
-        result = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        result = str_field(obj, "result")
         tokens_in, tokens_out = session_tokens(obj)
         cost = to_float(obj.get("total_cost_usd"))
         if cost is None:
@@ -118,7 +129,7 @@ class ClaudeAdapter(AICLIAdapter):
             for key in ("session_id", "subtype", "num_turns", "duration_ms", "api_error_status", "api_error_type", "terminal_reason")
             if obj.get(key) is not None
         }
-        subtype = obj.get("subtype") if isinstance(obj.get("subtype"), str) else ""
+        subtype = str_field(obj, "subtype")
         fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
         if obj.get("is_error") is True or (subtype and subtype != "success"):
             errors = [str(e) for e in obj.get("errors") or [] if e] if isinstance(obj.get("errors"), list) else []
@@ -172,7 +183,7 @@ def session_tokens(result: dict) -> tuple[int | None, int | None]:
                 tokens_in = add(tokens_in, usage.get(key))
             tokens_out = add(tokens_out, usage.get("outputTokens"))
         return tokens_in, tokens_out
-    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    usage = dict_field(result, "usage")
     tokens_in = None
     for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
         tokens_in = add(tokens_in, usage.get(key))

@@ -170,7 +170,7 @@ def _legacy(msg: dict, answer: str | None) -> tuple[str | None, tuple[int | None
     if kind == "task_complete" and isinstance(msg.get("last_agent_message"), str):
         return msg["last_agent_message"], None
     if kind == "token_count":
-        info = msg.get("info") if isinstance(msg.get("info"), dict) else msg
-        usage = info.get("total_token_usage") if isinstance(info.get("total_token_usage"), dict) else info
+        info = found if isinstance(found := msg.get("info"), dict) else msg
+        usage = total if isinstance(total := info.get("total_token_usage"), dict) else info
         return answer, (add(None, usage.get("input_tokens")), add(None, usage.get("output_tokens")))
     return answer, None

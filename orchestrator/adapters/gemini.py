@@ -46,8 +46,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, last_json_object, last_words, message_of, model_of, to_int
+from .aicli import (
+    AICLIAdapter,
+    add,
+    cli_args_of,
+    dict_field,
+    is_auth_error,
+    last_json_object,
+    last_words,
+    message_of,
+    model_of,
+    str_field,
+    to_int,
+)
 from .base import ParsedResult, WorkerContext, class_of_http_status
+
 
 def _failure_class(code: int | None, message: str) -> str | None:
     """The class of gemini's error JSON: its ``code`` is the HTTP status for API errors (a bad key is a
@@ -82,7 +95,7 @@ class GeminiAdapter(AICLIAdapter):
         obj = last_json_object(text, lambda o: "response" in o or isinstance(o.get("error"), dict))
         fatal = exit_code in FATAL_EXIT_CODES
         if obj is None:
-            if fatal:
+            if fatal and exit_code is not None:
                 why = f"{FATAL_EXIT_CODES[exit_code]} error, exit code {exit_code}: {last_words(text)}"
                 parsed = self.no_result(text, exit_code, retryable=False, why=why)
                 parsed.failure_class = "auth" if exit_code == 41 else "bad_request"
@@ -94,13 +107,13 @@ class GeminiAdapter(AICLIAdapter):
             message = message_of(error) or "unknown error"
             code = to_int(error.get("code"))
             failure = _failure_class(code, message)
-            label = f" ({FATAL_EXIT_CODES[code]} error {code})" if code in FATAL_EXIT_CODES else (f" (code {code})" if code is not None else "")
+            label = f" ({FATAL_EXIT_CODES[code]} error {code})" if code is not None and code in FATAL_EXIT_CODES else (f" (code {code})" if code is not None else "")
             return ParsedResult(output="", ok=False, error=f"gemini: {message}{label}", extra=extra, failure_class=failure,
                                 retryable=failure not in ("auth", "bad_request") and not (fatal or code in FATAL_EXIT_CODES))
-        response = obj.get("response") if isinstance(obj.get("response"), str) else ""
+        response = str_field(obj, "response")
         tokens_in = tokens_out = None
-        stats = obj.get("stats") if isinstance(obj.get("stats"), dict) else {}
-        models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+        stats = dict_field(obj, "stats")
+        models = dict_field(stats, "models")
         for per_model in models.values():
             tokens = per_model.get("tokens") if isinstance(per_model, dict) else None
             if not isinstance(tokens, dict):

@@ -57,7 +57,8 @@ class OllamaAdapter(AICLIAdapter):
         clean = "\n".join(line.rsplit("\r", 1)[-1] for line in clean.split("\n"))  # a redrawn line keeps its last state
         prompt_tokens = [int(n) for n in _PROMPT_TOKENS.findall(clean)]
         eval_tokens = [int(n) for n in _EVAL_TOKENS.findall(clean)]
-        tokens = {"tokens_in": prompt_tokens[-1] if prompt_tokens else None, "tokens_out": eval_tokens[-1] if eval_tokens else None}
+        tokens_in = prompt_tokens[-1] if prompt_tokens else None
+        tokens_out = eval_tokens[-1] if eval_tokens else None
         pulled = False
         kept = []
         for line in clean.split("\n"):
@@ -76,10 +77,10 @@ class OllamaAdapter(AICLIAdapter):
             fatal = _NOT_RETRYABLE.search(message) is not None
             # Not found/invalid: a bad request; anything else (server down or starting, 5xx): transient.
             return ParsedResult(output="", ok=False, error=f"ollama: {message}", retryable=not fatal,
-                                failure_class="bad_request" if fatal else "transient", **tokens)
+                                failure_class="bad_request" if fatal else "transient", tokens_in=tokens_in, tokens_out=tokens_out)
         if not body.strip():
             return self.no_result(text, exit_code)
         if exit_code is not None and exit_code < 0:
             # Killed mid-answer: keep the partial text; the execution layer names the signal.
-            return self.result(body, max_chars, ok=False, **tokens)
-        return self.result(body, max_chars, **tokens)
+            return self.result(body, max_chars, ok=False, tokens_in=tokens_in, tokens_out=tokens_out)
+        return self.result(body, max_chars, tokens_in=tokens_in, tokens_out=tokens_out)

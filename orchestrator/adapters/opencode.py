@@ -37,7 +37,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .aicli import AICLIAdapter, add, cli_args_of, is_auth_error, json_lines, message_of, model_of, setting, to_float, to_int
+from .aicli import (
+    AICLIAdapter,
+    add,
+    cli_args_of,
+    dict_field,
+    is_auth_error,
+    json_lines,
+    message_of,
+    model_of,
+    setting,
+    to_float,
+    to_int,
+)
 from .base import ParsedResult, WorkerContext, class_of_http_status
 
 
@@ -73,7 +85,7 @@ class OpencodeAdapter(AICLIAdapter):
         extra: dict[str, Any] = {}
         for event in json_lines(text):
             kind = event.get("type")
-            part = event.get("part") if isinstance(event.get("part"), dict) else {}
+            part = dict_field(event, "part")
             if event.get("sessionID") and "session_id" not in extra:
                 extra["session_id"] = event["sessionID"]
             if kind == "step_start":
@@ -86,8 +98,8 @@ class OpencodeAdapter(AICLIAdapter):
                 step_cost = to_float(part.get("cost"))
                 if step_cost is not None:
                     cost = (cost or 0.0) + step_cost
-                tokens = part.get("tokens") if isinstance(part.get("tokens"), dict) else {}
-                cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+                tokens = dict_field(part, "tokens")
+                cache = dict_field(tokens, "cache")
                 tokens_in = add(add(add(tokens_in, tokens.get("input")), cache.get("read")), cache.get("write"))
                 tokens_out = add(add(tokens_out, tokens.get("output")), tokens.get("reasoning"))
             elif kind == "error":
@@ -96,7 +108,7 @@ class OpencodeAdapter(AICLIAdapter):
         fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
         output = "\n\n".join(t.strip() for t in answer or [] if t.strip())
         if error is not None:
-            data = error.get("data") if isinstance(error.get("data"), dict) else {}
+            data = dict_field(error, "data")
             message = message_of(data) or str(error.get("name") or "unknown error")
             status = to_int(data.get("statusCode"))
             name = error.get("name")

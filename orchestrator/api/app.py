@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -91,7 +92,7 @@ def error_response(error: OrchestratorError) -> Response:
     response = jsonify(error.to_dict())
     response.status_code = error.http_status
     retry_after = error.details.get("retry_after") if error.details else None
-    if retry_after is not None:
+    if isinstance(retry_after, (int, float)):  # seconds, set by the rate limiter (guard.py)
         response.headers["Retry-After"] = str(int(retry_after) + 1)
     return response
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import AuthenticationError, ConfigError, Forbidden
 from ..workspace import JOB_ID_RE, WORKER_NAME_RE, root_of

@@ -44,6 +44,7 @@ from urllib.parse import quote
 import requests
 
 from orchestrator.errors import OrchestratorError, RateLimited, ServerUnreachable, ValidationError
+
 # The rules the spawn helper's standard-library path shares with this client: one place for each.
 from orchestrator.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, rate_limited
 
@@ -462,7 +463,8 @@ def _parse_sse(lines: Iterable[str], last_id: int | None = None) -> Iterator[dic
     newlines, a blank line dispatches, an event without data is dropped, and
     the id carries over to later events that have none.
     """
-    event_type, data = "", []
+    event_type = ""
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:

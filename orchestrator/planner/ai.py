@@ -29,9 +29,10 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
@@ -140,7 +141,7 @@ def _bracketed(text: str) -> Iterator[Any]:
         end = _closing(text, start)
         tried += 1
         value = _load(text[start:end]) if end else None
-        if value is not None:
+        if end and value is not None:
             yield value
             pos = end
         else:

@@ -150,7 +150,8 @@ class _Chart:
 
 def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float) -> str:
     title = "no job" if top is None else f"job {top.id}: {top.status.value}, {workers} worker(s), wall {_clock(wall)}"
-    legend, x = [], MARGIN
+    legend: list[str] = []
+    x: float = MARGIN  # grows by fractional character widths
     items = [(status, COLOURS[status], "1") for status in COLOURS if status != "pending"]
     items.append(("retried attempt", COLOURS["failed"], "0.45"))
     for label, colour, opacity in items:
