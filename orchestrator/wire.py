@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
 TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
-START_HINT = "start the server with `python api_server.py` or `./quick-start.sh`"
+START_HINT = "start the server with `./quick-start.sh --start` (or `python api_server.py`)"
 TIMEOUT = 30.0  # seconds per request, on top of a long-poll's hold
 RETRIES = 3
 BACKOFF = 0.2
