@@ -53,6 +53,7 @@ except ImportError:  # pragma: no cover
     _json = None  # type: ignore[assignment]
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 URL_ENV = protocol.API_URL
@@ -172,23 +173,9 @@ class SpawnClient:
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0, outage: float = 120.0) -> dict[str, Any]:
         """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit); a
         server that cannot be reached is waited for up to ``outage`` seconds in a row."""
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        down_since: float | None = None
-        while True:
-            hold = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
-            try:
-                doc = self._request("GET", f"/api/v1/jobs/{_quote(job_id)}/wait", query=f"?timeout={_seconds(hold)}",
-                                    timeout=hold + TIMEOUT)
-            except ServerUnreachable:
-                now = time.monotonic()
-                down_since = down_since if down_since is not None else now
-                if now - down_since >= outage or (deadline is not None and now >= deadline):
-                    raise
-                time.sleep(min(2.0, max(0.1, now - down_since)))
-                continue
-            down_since = None
-            if doc.get("status") in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
-                return doc
+        path = f"/api/v1/jobs/{_quote(job_id)}/wait"
+        return long_poll(lambda hold: self._request("GET", path, query=f"?timeout={seconds(hold)}", timeout=hold + TIMEOUT),
+                         timeout, poll, outage)
 
     # --- transport ------------------------------------------------------------------
     def _request(self, method: str, path: str, *, body: Any = None, query: str = "", timeout: float = TIMEOUT) -> Any:
@@ -392,7 +379,30 @@ def _quote(value: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in str(value).encode())
 
 
-def _seconds(value: float) -> int | float:
+def long_poll(fetch: Callable[[float], dict[str, Any]], timeout: float | None, poll: float, outage: float) -> dict[str, Any]:
+    """The wait loop of both clients: ``fetch(hold)`` asks the server to hold the request up to
+    ``hold`` seconds, until the job is terminal or ``timeout`` passes (None: no limit). A server
+    that cannot be reached (restarting) is waited for up to ``outage`` seconds in a row."""
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    down_since: float | None = None
+    while True:
+        hold = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
+        try:
+            doc = fetch(hold)
+        except ServerUnreachable:
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since >= outage or (deadline is not None and now >= deadline):
+                raise
+            time.sleep(min(2.0, max(0.1, now - down_since)))
+            continue
+        down_since = None
+        if doc.get("status") in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+            return doc
+
+
+def seconds(value: float) -> int | float:
+    """A duration for a query string: ``30`` rather than ``30.0``."""
     value = round(max(value, 0.0), 3)
     return int(value) if value == int(value) else value
 
@@ -444,10 +454,10 @@ def error_of(status: int, reason: str, content: bytes, retry_after: str | None) 
         err = cls(text or f"HTTP {status} {reason or ''}".strip())
     err.status_code = status  # type: ignore[attr-defined]
     if isinstance(err, RateLimited) or status == 429:
-        seconds = retry_after_seconds(retry_after)
-        if seconds is None and isinstance(err.details.get("retry_after"), (int, float)):
-            seconds = float(err.details["retry_after"])  # type: ignore[arg-type]
-        err.retry_after = seconds  # type: ignore[attr-defined]
+        after = retry_after_seconds(retry_after)
+        if after is None and isinstance(err.details.get("retry_after"), (int, float)):
+            after = float(err.details["retry_after"])  # type: ignore[arg-type]
+        err.retry_after = after  # type: ignore[attr-defined]
     return err
 
 

@@ -46,7 +46,7 @@ import requests
 from orchestrator.errors import OrchestratorError, RateLimited, ServerUnreachable, ValidationError
 
 # The rules the spawn helper's standard-library path shares with this client: one place for each.
-from orchestrator.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, rate_limited
+from orchestrator.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, long_poll, rate_limited, seconds
 
 __all__ = ["OrchestratorClient", "TERMINAL"]
 
@@ -174,29 +174,9 @@ class OrchestratorClient:
         """
         if poll <= 0:
             raise ValidationError("poll must be > 0 seconds")
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        down_since: float | None = None
-        while True:
-            hold = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
-            try:
-                doc = self._request(
-                    "GET",
-                    f"{_job_path(job_id)}/wait",
-                    params={"timeout": _seconds(hold)},
-                    timeout=hold + self.timeout,
-                )
-            except ServerUnreachable:
-                now = time.monotonic()
-                down_since = down_since if down_since is not None else now
-                if now - down_since >= outage or (deadline is not None and now >= deadline):
-                    raise
-                time.sleep(min(2.0, max(0.1, now - down_since)))
-                continue
-            down_since = None
-            if doc.get("status") in TERMINAL:
-                return doc
-            if deadline is not None and time.monotonic() >= deadline:
-                return doc
+        path = f"{_job_path(job_id)}/wait"
+        return long_poll(lambda hold: self._request("GET", path, params={"timeout": seconds(hold)}, timeout=hold + self.timeout),
+                         timeout, poll, outage)
 
     def orchestrate_and_wait(
         self,
@@ -412,12 +392,6 @@ def _seg(value: str) -> str:
 
 def _job_path(job_id: str) -> str:
     return f"/api/v1/jobs/{_seg(job_id)}"
-
-
-def _seconds(value: float) -> int | float:
-    """A duration for a query string: ``30`` rather than ``30.0``."""
-    value = round(max(value, 0.0), 3)
-    return int(value) if value == int(value) else value
 
 
 def _not_sent(exc: BaseException) -> bool:
