@@ -20,13 +20,12 @@ A script is a list of turns played in order, or a callable ``(body) -> turn``. T
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mock_http import LoggingHandler, ScriptedServer
+from .mock_http import LoggingHandler, ScriptedServer, subtask_in
 
 MODEL = "mock-model"
 DEFAULT_USAGE = {"prompt_tokens": 2900, "completion_tokens": 120}
@@ -106,12 +105,8 @@ def tool_names(body: Any) -> list[str]:
     return [t.get("function", {}).get("name") for t in tools or [] if isinstance(t, dict)]
 
 
-_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
-
-
 def subtask(body: Any) -> str | None:
-    found = _SUBTASK.search(user_text(body))
-    return found.group(1).strip() if found else None
+    return subtask_in(user_text(body))
 
 
 # --------------------------------------------------------------------- HTTP
@@ -120,9 +115,6 @@ def subtask(body: Any) -> str | None:
 class _Handler(LoggingHandler):
     server_mock: MockChatServer
     request_id_header = "x-request-id"
-
-    def log_message(self, format, *args):  # noqa: A002
-        pass
 
     def _error(self, turn: ApiError) -> None:
         data = json.dumps({"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}}).encode()

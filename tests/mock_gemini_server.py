@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mock_http import LoggingHandler, ScriptedServer
+from .mock_http import LoggingHandler, ScriptedServer, subtask_in
 
 DEFAULT_USAGE = {"promptTokenCount": 1300, "candidatesTokenCount": 40, "thoughtsTokenCount": 0}
 # What the real API says for a key it does not know (HTTP 400, not 401).
@@ -112,12 +112,8 @@ def tool_names(body: Any) -> list[str]:
     return names
 
 
-_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
-
-
 def subtask(body: Any) -> str | None:
-    found = _SUBTASK.search(user_text(body))
-    return found.group(1).strip() if found else None
+    return subtask_in(user_text(body))
 
 
 # --------------------------------------------------------------------- HTTP
@@ -126,9 +122,6 @@ def subtask(body: Any) -> str | None:
 class _Handler(LoggingHandler):
     server_mock: MockGeminiServer
     request_id_header = "x-goog-request-id"
-
-    def log_message(self, format, *args):  # noqa: A002
-        pass
 
     def _error(self, status: int, message: str, reason: str, retry_after: int | None = None) -> None:
         data = json.dumps({"error": {"code": status, "message": message, "status": reason}}).encode()

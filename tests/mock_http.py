@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 import threading
 import time
@@ -35,12 +36,24 @@ class QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
+
+
+def subtask_in(text: str) -> str | None:
+    """The subtask of an orchestrator worker prompt (the line under "# Your subtask"), if any."""
+    found = _SUBTASK.search(text)
+    return found.group(1).strip() if found else None
+
+
 class LoggingHandler(BaseHTTPRequestHandler):
-    """Request plumbing both mocks share: read a JSON body, log the request, answer JSON."""
+    """Request plumbing the mocks share: read a JSON body, log the request, answer JSON."""
 
     server_mock: ScriptedServer
     protocol_version = "HTTP/1.1"
     request_id_header = "request-id"  # the API's own name for it
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet; the mock keeps its own log
+        pass
 
     def _read_body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mock_http import Logged, LoggingHandler, ScriptedServer
+from .mock_http import Logged, LoggingHandler, ScriptedServer, subtask_in
 
 # Per-million-token prices are the CLI's business; these counts just need to be non-zero
 # so that it computes a non-zero total_cost_usd.
@@ -84,8 +84,6 @@ Turn = Text | ToolUse | ApiError | Hang
 Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError(401, "authentication_error", "invalid x-api-key")
-
-
 
 
 class MockModelServer(ScriptedServer):
@@ -150,7 +148,6 @@ def tool_results(body: Any) -> list[dict]:
 
 
 _CWD = re.compile(r"Primary working directory: ([^\n]+)")
-_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -177,9 +174,7 @@ def working_directory(body: Any) -> str | None:
 
 
 def subtask(body: Any) -> str | None:
-    """The subtask of an orchestrator worker prompt (the line under "# Your subtask"), if any."""
-    found = _SUBTASK.search(prompt_text(body))
-    return found.group(1).strip() if found else None
+    return subtask_in(prompt_text(body))
 
 
 def tool_names(body: Any) -> list[str]:
@@ -190,9 +185,6 @@ def tool_names(body: Any) -> list[str]:
 class _Handler(LoggingHandler):
     server_mock: MockModelServer
     request_id_header = "request-id"
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet; the mock keeps its own log
-        pass
 
     # ------------------------------------------------------------ plumbing
     def _not_found(self, entry: Logged) -> None:

@@ -24,13 +24,12 @@ The server binds 127.0.0.1 on an ephemeral port and stops by itself after ``life
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mock_http import Logged, LoggingHandler, ScriptedServer
+from .mock_http import Logged, LoggingHandler, ScriptedServer, subtask_in
 
 DEFAULT_USAGE = {"input_tokens": 1500, "cached_input_tokens": 300, "output_tokens": 60, "reasoning_tokens": 10}
 MODEL_FALLBACK = "gpt-5-codex"
@@ -71,8 +70,6 @@ Turn = Text | ShellCall | ApiError | Hang
 Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError()
-
-
 
 
 class MockOpenAIServer(ScriptedServer):
@@ -130,12 +127,8 @@ def tool_names(body: Any) -> list[str]:
     return [t.get("name") or t.get("type", "") for t in tools or [] if isinstance(t, dict)]
 
 
-_SUBTASK = re.compile(r"# Your subtask\s*\n\s*\n(.+?)\n")
-
-
 def subtask(body: Any) -> str | None:
-    found = _SUBTASK.search(prompt_text(body))
-    return found.group(1).strip() if found else None
+    return subtask_in(prompt_text(body))
 
 
 def _shell_tool(body: Any) -> dict | None:
@@ -153,10 +146,6 @@ def _shell_tool(body: Any) -> dict | None:
 class _Handler(LoggingHandler):
     server_mock: MockOpenAIServer
     request_id_header = "x-request-id"
-
-    def log_message(self, format, *args):  # noqa: A002
-        pass
-
 
     def _not_found(self, entry: Logged) -> None:
         entry.turn = "404"
