@@ -122,6 +122,42 @@ def run_job(engine, request="job", tasks=None, config=None, timeout=60):
     return done
 
 
+def three_files_written(engine, mock):
+    """The real-CLI tests' first scenario: three workers ("Write a.txt", "Write b.txt", "Write
+    c.txt"), each of which must write exactly its file with its task as the content. Returns
+    (job, workers, why) for each CLI's own checks."""
+    from orchestrator.models import JobStatus, WorkerStatus
+
+    job = run_job(engine, "three files", tasks=["Write a.txt", "Write b.txt", "Write c.txt"], timeout=240)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    _, workers = engine.snapshot(job.root_id)
+    assert len(workers) == 3
+    for worker in workers:
+        name = worker.task.split()[-1]
+        assert worker.status is WorkerStatus.SUCCESS, why
+        assert worker.files_created == [name], why
+        folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+        assert (folder / name).read_text() == f"{worker.task}\n", why
+    return job, workers, why
+
+
+def hang_ends_in_timeout(engine, mock, wait=90):
+    """The real-CLI tests' hang scenario: a worker whose model call never answers is ended by our
+    timeout after one attempt, and nothing carrying its tag is left. Returns (worker, why)."""
+    from orchestrator.models import WorkerStatus
+
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    done = engine.wait(job.id, wait)
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    assert engine.runner.tagged(tags[0]) == []
+    return worker, why
+
+
 API_KEY = "test-key-0123456789abcdefghijklmnop"
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters import get_adapter
-from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.models import WorkerStatus
 
-from .conftest import ROOT, explain, only_worker, run_job
+from .conftest import ROOT, explain, hang_ends_in_timeout, only_worker, run_job, three_files_written
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, subtask
 from .net_guard import STRACE, assert_only_loopback, traced_program
 
@@ -81,18 +81,9 @@ def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(ma
 
     mock, settings = aider_workers(script)
     engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
-    tasks = ["Write a.txt", "Write b.txt", "Write c.txt"]
-    job = run_job(engine, "three files", tasks=tasks, timeout=240)
-    why = explain(engine, job, mock)
-    assert job.status is JobStatus.COMPLETED, why
-    _, workers = engine.snapshot(job.root_id)
-    assert len(workers) == 3
+    job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
-        assert worker.status is WorkerStatus.SUCCESS, why
-        assert worker.files_created == [name], why
-        folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
-        assert (folder / name).read_text() == f"{worker.task}\n", why
         log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
         assert "Applied edit to " + name in log, why
         assert worker.cost_usd and worker.cost_usd > 0, why  # from "Cost: $… message"
@@ -145,12 +136,5 @@ def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, a
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, aider_workers):
     mock, settings = aider_workers([Hang()], traced=False)
     engine = make_engine(orchestrator=settings, workers={"default_timeout": 40, "kill_grace": 0.5})
-    job = engine.submit("Say hi", None, ["Say hi"])
-    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 90)
-    worker = only_worker(engine, done)
-    why = explain(engine, done, mock)
-    assert worker.status is WorkerStatus.TIMEOUT, why
-    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    worker, why = hang_ends_in_timeout(engine, mock, wait=90)
     assert [r.turn for r in mock.conversation] == ["Hang"], why
-    assert engine.runner.tagged(tags[0]) == []

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters import get_adapter
-from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.models import WorkerStatus
 
-from .conftest import explain, find_cli, only_worker, run_job
+from .conftest import explain, find_cli, hang_ends_in_timeout, only_worker, run_job, three_files_written
 from .mock_gemini_server import (
     BAD_KEY_400,
     PERMISSION_403,
@@ -161,18 +161,9 @@ def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, ge
     mock = gemini_workers(script)
     traces = tmp_path / "traces"
     engine = make_engine(orchestrator=settings_for(traced_program(GEMINI, traces)), workers={"default_timeout": 120})
-    tasks = ["Write a.txt", "Write b.txt", "Write c.txt"]
-    job = run_job(engine, "three files", tasks=tasks, timeout=240)
-    why = explain(engine, job, mock)
-    assert job.status is JobStatus.COMPLETED, why
-    _, workers = engine.snapshot(job.root_id)
-    assert len(workers) == 3
+    job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
-        assert worker.status is WorkerStatus.SUCCESS, why
-        assert worker.files_created == [name], why
-        folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
-        assert (folder / name).read_text() == f"{worker.task}\n"
         assert worker.output == f"Wrote {name}", why
         assert worker.tokens_in and worker.tokens_in >= 2600, why  # two model calls of 1300 prompt tokens
     assert_only_loopback(*sorted(traces.glob("connect.*")))
@@ -223,12 +214,5 @@ def test_rate_limit_is_classified_transient(make_engine, gemini_workers):
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, gemini_workers):
     mock = gemini_workers([Hang()])
     engine = make_engine(orchestrator=settings_for(GEMINI), workers={"default_timeout": 30, "kill_grace": 0.5})
-    job = engine.submit("Say hi", None, ["Say hi"])
-    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 90)
-    worker = only_worker(engine, done)
-    why = explain(engine, done, mock)
-    assert worker.status is WorkerStatus.TIMEOUT, why
-    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    worker, why = hang_ends_in_timeout(engine, mock, wait=90)
     assert [r.turn for r in mock.conversation] == ["Hang"], why
-    assert engine.runner.tagged(tags[0]) == []

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters import get_adapter
-from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.models import WorkerStatus
 
-from .conftest import ROOT, explain, find_cli, only_worker, run_job
+from .conftest import ROOT, explain, find_cli, hang_ends_in_timeout, only_worker, run_job, three_files_written
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, ToolCall, subtask, tool_results
 from .net_guard import STRACE, assert_only_loopback, traced_program
 
@@ -96,22 +96,13 @@ def test_three_parallel_first_runs_write_their_files_on_loopback_only(make_engin
 
     mock, settings = opencode_workers(script)
     engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
-    tasks = ["Write a.txt", "Write b.txt", "Write c.txt"]
-    job = run_job(engine, "three files", tasks=tasks, timeout=240)
-    why = explain(engine, job, mock)
-    assert job.status is JobStatus.COMPLETED, why
-    _, workers = engine.snapshot(job.root_id)
-    assert len(workers) == 3
+    job, workers, why = three_files_written(engine, mock)
     starts = sorted(w.attempts[0].started_at for w in workers)
     ends = sorted(w.attempts[0].ended_at for w in workers)
     assert starts[-1] < ends[0], "the three first runs must overlap (that is the race)"
     for worker in workers:
         name = worker.task.split()[-1]
-        assert worker.status is WorkerStatus.SUCCESS, why
         assert len(worker.attempts) == 1, why
-        assert worker.files_created == [name], why
-        folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
-        assert (folder / name).read_text() == f"{worker.task}\n", why
         assert worker.output == f"Wrote {name}", why
         assert worker.tokens_in and worker.tokens_in >= 5800, why  # two steps of 2900 prompt tokens
         db = engine.workspace.state_dir(job.root_id) / "prompts" / f"depth_0_{worker.name}.opencode.db"
@@ -161,12 +152,5 @@ def test_rate_limit_is_transient_with_its_retry_after(make_engine, opencode_work
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, opencode_workers):
     mock, settings = opencode_workers(lambda body: Hang(), traced=False)
     engine = make_engine(orchestrator=settings, workers={"default_timeout": 45, "kill_grace": 0.5})  # a first run starts slowly under load
-    job = engine.submit("Say hi", None, ["Say hi"])
-    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
-    done = engine.wait(job.id, 90)
-    worker = only_worker(engine, done)
-    why = explain(engine, done, mock)
-    assert worker.status is WorkerStatus.TIMEOUT, why
-    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    worker, why = hang_ends_in_timeout(engine, mock, wait=90)
     assert "Hang" in [r.turn for r in mock.conversation], why
-    assert engine.runner.tagged(tags[0]) == []
