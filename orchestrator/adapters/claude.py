@@ -22,8 +22,9 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
   ``session_id``. Failures come the same way: a 401 is ``is_error: true`` with
   ``subtype: "success"``, ``api_error_status: 401``, ``api_error_type`` and exit
   code 1; not being logged in is ``"result": "Not logged in · Please run /login"``.
-* SIGINT makes 2.1.x exit 0 *without* a result event (measured; older versions
-  wrote one). The events streamed so far remain, so a timed-out or cancelled
+* SIGINT makes 2.1.x exit 0, usually *without* a result event (measured; older versions
+  wrote one; 2.1.x still does when the interrupt lands between its steps, and
+  then its cost is used). The events streamed so far remain, so a timed-out or cancelled
   worker still gets its input tokens (exact) and output tokens (as each message
   started: a lower bound); its cost is unknown and the output says so. SIGTERM
   ends it silently; SIGINT stays ``first_signal`` so it shuts down cleanly.
