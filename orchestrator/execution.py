@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import failpoints, protocol
+from . import failpoints, protocol, states
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .config import JobConfig, Settings
 from .errors import ConfigError
@@ -203,7 +203,7 @@ class WorkerExecution:
 
         def begin() -> None:  # under the engine's lock
             self.record.attempts.append(attempt)
-            self.record.status = WorkerStatus.RUNNING
+            states.set_worker_status(self.record, WorkerStatus.RUNNING)
             self.record.started_at = self.record.started_at or attempt.started_at
             if self.handle is not None:
                 attempt.pid, attempt.pid_start = self.handle.pid, self.handle.start_id

@@ -16,7 +16,6 @@ _T = TypeVar("_T")
 
 class JobStatus(str, Enum):
     PENDING = "pending"
-    PLANNING = "planning"
     RUNNING = "running"
     COMPLETED = "completed"  # every worker succeeded
     PARTIAL = "partial"  # some workers failed, some succeeded

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from . import states
 from .errors import JobNotFound, ValidationError
 from .models import JobRecord, JobStatus, WorkerRecord
 from .status import job_status
@@ -70,7 +71,8 @@ class Queries:
             for job in jobs:
                 dup = job.copy()
                 if outcomes and job.id in self._finishing:
-                    dup.status, dup.ended_at = self._finishing[job.id]
+                    status, dup.ended_at = self._finishing[job.id]
+                    states.set_job_status(dup, status)
                 copies.append(dup)
                 workers.extend(self._record(job.root_id, job.depth, n).copy() for n in job.worker_names)
         copies.sort(key=lambda j: (j.depth, j.created_at, j.id))

@@ -1,13 +1,19 @@
 """Shared fixtures: a settings object on a temp workspace, an engine, the fake CLI."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from orchestrator import protocol
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
+
+# An illegal status change raises (states.IllegalTransition) in the tests and in every server
+# and command they start (they inherit this), instead of being logged and refused.
+os.environ[protocol.STRICT_STATES] = "1"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAKE_CLI = str(FIXTURES / "fake_cli.py")
@@ -148,7 +154,7 @@ def hang_ends_in_timeout(engine, mock, wait=90):
     from orchestrator.models import WorkerStatus
 
     job = engine.submit("Say hi", None, ["Say hi"])
-    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    tags = engine.worker_tags(job.id)
     done = engine.wait(job.id, wait)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)

@@ -219,7 +219,7 @@ def test_cancel_of_a_tree_leaves_no_process_and_finished_jobs_answer_409(make_li
     live = make_live(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.5})
     job_id = live.submit(request="x", tasks=["tree-hang"], config={"max_recursion_depth": 2}).json()["job_id"]
     wait_until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 7, timeout=30)
-    tags = [lv.tag for lv in live.engine._live.values()]
+    tags = live.engine.worker_tags()
     response = live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
     doc = live.wait(job_id, timeout=30)

@@ -131,7 +131,7 @@ def test_hung_worker_ignoring_sigterm_times_out_via_sigkill_and_leaves_nothing(m
     assert len(worker.attempts) == 1, "a timeout is not retried by default"
     assert worker.attempts[0].kill_rung == "SIGKILL" and worker.attempts[0].end_reason == "timeout"
     assert 1.5 <= took < 6
-    assert ProcessRunner().tagged(engine._live[(job.id, worker.key)].tag) == []
+    assert ProcessRunner().tagged(engine.worker_tag(worker)) == []
 
 
 def test_hung_worker_that_obeys_sigterm_ends_on_the_first_rung(make_engine):
@@ -149,7 +149,7 @@ def test_double_forked_grandchild_is_swept_after_timeout(make_engine):
     grandchild = int(pid_file.read_text())
     assert worker.status is WorkerStatus.TIMEOUT
     assert not _alive(grandchild), "the setsid double-forked grandchild must not survive"
-    assert ProcessRunner().tagged(engine._live[(job.id, worker.key)].tag) == []
+    assert ProcessRunner().tagged(engine.worker_tag(worker)) == []
 
 
 def test_killed_by_sigkill_is_not_retried(make_engine):
@@ -266,7 +266,7 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     in_memory = {j.id for j in jobs if engine.queries.holds(j.id)}
     assert len(in_memory) == FINISHED_TREES_IN_MEMORY
     assert jobs[0].id not in in_memory and jobs[-1].id in in_memory
-    assert len(engine._live) == 2 * FINISHED_TREES_IN_MEMORY and not engine.events.since(jobs[0].id)
+    assert len(engine.worker_tags()) == 2 * FINISHED_TREES_IN_MEMORY and not engine.events.since(jobs[0].id)
     # The evicted tree reads the same from disk: job, workers, report, wait.
     old = engine.get_job(jobs[0].id)
     assert old.status is JobStatus.COMPLETED and old.worker_names == ["worker_1", "worker_2"]

@@ -37,7 +37,7 @@ def test_a_breached_cap_stops_the_worker_with_its_own_reason(make_engine, task, 
     assert worker.attempts[0].end_reason == "cap"
     log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text(errors="replace")
     assert log.rstrip().splitlines()[-1].startswith("===== attempt 1 stopped: " + words)
-    assert engine.runner.tagged(engine._live[(job.id, worker.key)].tag) == []
+    assert engine.runner.tagged(engine.worker_tag(worker)) == []
 
 
 def test_a_capped_flood_leaves_a_bounded_log(make_engine):
@@ -76,7 +76,7 @@ def test_a_tree_past_its_deadline_is_cancelled_whole(make_live):
     jobs, workers = live.engine.snapshot(job_id)
     assert len(jobs) == 2 and {j.status.value for j in jobs} == {"cancelled"}
     assert any("recursion.tree_deadline" in note for note in doc["notes"])
-    assert all(live.engine.runner.tagged(lv.tag) == [] for lv in live.engine._live.values())
+    assert all(live.engine.runner.tagged(tag) == [] for tag in live.engine.worker_tags())
 
 
 def test_usage_keeps_peaks_and_adds_up_cpu_across_attempts():

@@ -396,7 +396,7 @@ def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, 
     mock = claude_workers([Hang()])
     engine = make_engine(orchestrator=worker_settings(), workers={"default_timeout": 5, "kill_grace": 0.5})
     job = engine.submit("Say hi", None, ["Say hi"])
-    tags = [live.tag for live in engine._live.values() if live.job.id == job.id]
+    tags = engine.worker_tags(job.id)
     assert len(tags) == 1
     done = engine.wait(job.id, 30)
     worker = only_worker(engine, done)

@@ -176,7 +176,7 @@ def test_the_level_report_of_many_child_jobs_is_rendered_once_for_all_of_them(ma
     from orchestrator.pacing import Pacer
 
     live = make_live(simulated={"duration": 0.05})
-    live.engine._level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
+    live.engine.finishing.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
     depths = []
     render = reports.render_level_report
 

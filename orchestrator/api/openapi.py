@@ -99,7 +99,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                           **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
         }},
         "/api/v1/jobs": _get("list jobs, newest first", _json({"type": "object"}), [
-            _query("status", {"type": "string", "enum": ["pending", "planning", "running", "completed", "partial", "failed", "cancelled"]}),
+            _query("status", {"type": "string", "enum": ["pending", "running", "completed", "partial", "failed", "cancelled"]}),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
             _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
         ], 400),

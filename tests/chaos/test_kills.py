@@ -48,7 +48,7 @@ def test_twenty_workers_ten_sigkilled_at_random(make_engine):
                 continue
             if time.time() < w.attempts[0].started_at + victims[w.name]:
                 continue
-            proc = fake_cli_process(engine._live[(job.id, w.key)].tag)
+            proc = fake_cli_process(engine.worker_tag(w))
             if proc is None:
                 continue  # not exec'd yet: next round
             assert w.attempts[0].pid in (proc.pid, proc.ppid())  # the recorded pid is itself, or its shim

@@ -1,0 +1,225 @@
+"""How workers and jobs end: a worker's outcome applied, its final record written, its job
+ended once its last worker is, the reports rendered before anyone hears the job ended.
+
+A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
+called by the engine, frees its slot); once its child jobs have ended too it is settled:
+``final_record`` works out its terminal status under the lock, ``publish_final`` writes it
+to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
+last worker is settled.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from . import failpoints, logs, reports, states
+from .announce import Announcer
+from .config import Settings
+from .execution import Outcome
+from .metrics import Metrics
+from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from .monitor import ResourceMonitor
+from .pacing import Pacer
+from .queries import Queries
+from .states import WorkerPhase
+from .tables import LiveWorker, Snapshot, Tables, write_snapshots
+from .workspace import Workspace, worker_key
+
+log = logging.getLogger("orchestrator.engine")
+# Finished trees kept in memory (their records, events and locks): enough for clients that
+# read a tree right after it ends; older ones come from disk, the same way after a restart.
+FINISHED_TREES_IN_MEMORY = 32
+
+
+class Finishing:
+    """Ends workers and jobs. Shares the engine's tables and lock; ``dispatch`` (under the
+    lock) starts the workers a freed slot lets start."""
+
+    def __init__(self, *, settings: Settings, workspace: Workspace, tables: Tables, lock: threading.Condition,
+                 announce: Announcer, metrics: Metrics, monitor: ResourceMonitor, queries: Queries,
+                 dispatch: Callable[[], None]) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.tables = tables
+        self._lock = lock
+        self.announce = announce
+        self.metrics = metrics
+        self.monitor = monitor
+        self.queries = queries
+        self.dispatch = dispatch
+        self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
+
+    # -- a worker ---------------------------------------------------------------------------
+    def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
+        """Under the lock: what its last attempt reported, its sampled usage, and its cost
+        toward the tree's budget."""
+        rec = live.record
+        parsed = outcome.parsed
+        rec.exit_reason = outcome.exit_reason
+        rec.error = outcome.error
+        usage = self.monitor.take_usage(live.tag)
+        if usage is not None:
+            rec.peak_rss, rec.peak_processes = usage.peak_rss, usage.peak_processes
+            rec.cpu_seconds = round(usage.cpu_seconds, 3)
+        if parsed is not None:
+            rec.output = parsed.output
+            rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
+            self.add_cost(rec.root_id, parsed.cost_usd)
+
+    def add_cost(self, root_id: str, usd: float | None) -> None:
+        """Under the lock: AI cost reported by a worker or the AI planner, toward the tree's budget."""
+        if usd:
+            self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
+            self.metrics.add_cost(usd)
+
+    def settle(self, live: LiveWorker) -> None:
+        """Its process has exited and its child jobs have ended: settle its status."""
+        with self._lock:
+            settled = self.final_record(live)
+        if settled is not None:
+            self.publish_final(live, *settled)
+
+    def final_record(self, live: LiveWorker) -> tuple[WorkerRecord, Snapshot] | None:
+        """Under the lock: the worker's final record and its snapshot to write, or None when
+        it is not in phase EXITED (already settled, or being settled)."""
+        if live.phase is not WorkerPhase.EXITED:
+            return None
+        states.set_phase(live, WorkerPhase.SETTLING)
+        rec = live.record
+        outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+        if not rec.attempts:  # never ran (skipped): its reason was never applied
+            rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
+        status = outcome.status
+        jobs = self.tables.jobs
+        if status is WorkerStatus.SUCCESS and rec.child_job_ids:
+            children = [jobs[c] for c in rec.child_job_ids if c in jobs]
+            if children and all(c.status is JobStatus.COMPLETED for c in children):
+                status = WorkerStatus.RECURSIVE_SUCCESS
+            else:
+                rec.exit_reason += "; a child job did not complete"
+        final = rec.copy()
+        # It ended when its last process and its child jobs did: for one that ended while no
+        # server ran, that is its shim's time, not the restart's.
+        ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
+        ends += [e for c in rec.child_job_ids if c in jobs and (e := jobs[c].ended_at)]
+        states.set_worker_status(final, status)
+        final.ended_at = max(ends) if ends else time.time()
+        self.metrics.worker_finished(live.tag, status.value, final.duration)
+        return final, self.tables.worker_snapshot(live, final)
+
+    def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> None:
+        """Outside the lock: the final record on disk, then everyone told; the job may end."""
+        # On disk before anyone can see it: a reader told "done" never loses that to a crash.
+        failpoints.hit("before_final_record")
+        snapshot.write()
+        with self._lock:
+            rec = live.record
+            states.set_worker_status(rec, final.status)
+            rec.ended_at = final.ended_at
+            states.set_phase(live, WorkerPhase.SETTLED)
+            job = live.job
+            self.tables.unfinished[job.id] -= 1
+            done = self.tables.unfinished[job.id] == 0
+            self.announce.worker(live, rec.exit_reason)
+        if done:
+            self.end_job(job)
+
+    # -- a job ------------------------------------------------------------------------------
+    def end_job(self, job: JobRecord) -> None:
+        """Its last worker is settled: render its reports, write its final record, tell
+        everyone; a parent worker waiting on it resumes (or is settled)."""
+        tables = self.tables
+        with self._lock:
+            if job.status.terminal or job.id in tables.ending:
+                return
+            tables.ending[job.id] = (self.job_outcome(job), time.time())
+        if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
+            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
+            remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
+            remover.start()
+            with self.render_lock(job.root_id):
+                self.render_reports(job)
+            remover.join()
+        with self._lock:
+            status, ended = tables.ending[job.id]
+            final = job.copy()
+            states.set_job_status(final, status)
+            final.ended_at = ended
+            snapshot = tables.job_snapshot(final)
+        # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
+        # tens of ms, which every request (a child job's refusal) would otherwise wait out.
+        write_snapshots([snapshot])
+        with self._lock:
+            del tables.ending[job.id]
+            states.set_job_status(job, status)
+            job.ended_at = ended
+            self.announce.job(job, f"job {status.value}")
+            self.announce.line(job, f"job {job.id} {status.value}")
+            self._lock.notify_all()
+            parent = tables.parent_of(job)
+            idle = parent is not None and not tables.live_children(parent)
+            settle_parent = parent is not None and idle and parent.phase is WorkerPhase.EXITED
+            if parent is not None and idle and parent.phase is WorkerPhase.LENDING:
+                states.set_phase(parent, WorkerPhase.RUNNING)  # its child is done: it runs again, and counts again
+                tables.slots_used += 1
+            self.dispatch()
+        if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: pacing.py)
+            self.level_renders.request((job.root_id, job.depth), functools.partial(self.render_locked, job))
+        if settle_parent and parent is not None:
+            self.settle(parent)
+        if job.is_root:
+            self.evict_finished(job.root_id)
+
+    def job_outcome(self, job: JobRecord) -> JobStatus:
+        """Under the lock: the status a job whose workers are all settled ends with."""
+        statuses = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record.status for n in job.worker_names]
+        if any(s in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for s in statuses) and job.error == "cancelled":
+            return JobStatus.CANCELLED
+        ok = sum(1 for s in statuses if s.ok)
+        if ok == len(statuses):
+            return JobStatus.COMPLETED
+        return JobStatus.PARTIAL if ok else JobStatus.FAILED
+
+    def evict_finished(self, root_id: str) -> None:
+        """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
+        read from their records on disk, so a long-running server's memory stays flat."""
+        with self._lock:
+            self.tables.finished_roots.append(root_id)
+            while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
+                self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)
+
+    # -- reports ----------------------------------------------------------------------------
+    def render_lock(self, root_id: str) -> threading.Lock:
+        with self._lock:
+            return self.tables.render_locks.setdefault(root_id, threading.Lock())
+
+    def render_locked(self, job: JobRecord) -> None:
+        with self.render_lock(job.root_id):
+            self.render_reports(job)
+
+    def render_reports(self, job: JobRecord) -> None:
+        """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
+        jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
+        tails = {w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
+                 for w in workers if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)}
+        tdir = self.settings.templates_dir
+        depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
+        try:
+            for depth in depths:
+                text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
+                self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
+            if job.is_root:  # the picture first, so the report's link to it never dangles
+                svg = self.workspace.timeline_svg(job.root_id)
+                self.workspace.write_text(svg, reports.render_timeline_svg(jobs, workers))
+                text = reports.render_final_report(jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir,
+                                                   timeline_svg=self.workspace.relative(job.root_id, svg))
+                self.workspace.write_text(self.workspace.final_report(job.root_id), text)
+        except Exception as exc:  # a broken custom template must not hang the job
+            log.exception("report rendering failed for %s", job.id, extra=logs.context(job.id))
+            with self._lock:
+                job.notes.append(f"report rendering failed: {exc}")

@@ -1,0 +1,163 @@
+"""The statuses of jobs and workers, the transitions allowed between them, and the one place
+that changes a status.
+
+Job status (``JobRecord.status``, on disk and in every response)::
+
+    pending  -> running                      (its plan and workers exist)
+    running  -> completed | partial | failed | cancelled   (its last worker ended)
+
+Worker status (``WorkerRecord.status``)::
+
+    pending  -> running                      (dispatched: it holds a slot)
+    pending  -> skipped                      (never started: cancelled, or the budget was spent)
+    running  -> success | recursive_success | failed | timeout | cancelled   (settled)
+
+Terminal statuses have no way out. Writing the status a record already has is no transition
+and always accepted (each retry's attempt says "running" again).
+
+Beside its status, a worker the engine holds has a phase (``WorkerPhase``): where it is in
+the engine's own life cycle (does it hold a global slot, has its process ended, is its final
+record being written). It is never on disk; a restart rebuilds it from the record.
+
+    waiting  -> running                      (dispatched: its process starts, it takes a slot)
+    waiting  -> exited                       (never started: its outcome is "skipped")
+    running  -> lending                      (it started a child job, which uses its slot)
+    lending  -> running                      (its child jobs ended while it runs: it counts again)
+    running | lending -> exited              (its process ended; it may still wait for child jobs)
+    exited   -> settling                     (its process and child jobs are done: final record)
+    settling -> settled                      (the final record is on disk; its status is terminal)
+
+An illegal change is a bug in the engine. It raises ``IllegalTransition`` when the
+``ORCHESTRATOR_STRICT_STATES`` variable is "1" (the tests set it, for the servers they start
+too); otherwise it is logged and the old status kept, so a bug shows in the log instead of
+ending a server that runs other people's jobs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from enum import Enum
+from typing import Protocol
+
+from . import protocol
+from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+
+log = logging.getLogger("orchestrator.states")
+
+_J, _W = JobStatus, WorkerStatus
+
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    _J.PENDING: frozenset({_J.RUNNING}),
+    _J.RUNNING: frozenset({_J.COMPLETED, _J.PARTIAL, _J.FAILED, _J.CANCELLED}),
+    _J.COMPLETED: frozenset(),
+    _J.PARTIAL: frozenset(),
+    _J.FAILED: frozenset(),
+    _J.CANCELLED: frozenset(),
+}
+
+WORKER_TRANSITIONS: dict[WorkerStatus, frozenset[WorkerStatus]] = {
+    _W.PENDING: frozenset({_W.RUNNING, _W.SKIPPED}),
+    _W.RUNNING: frozenset({_W.SUCCESS, _W.RECURSIVE_SUCCESS, _W.FAILED, _W.TIMEOUT, _W.CANCELLED}),
+    _W.SUCCESS: frozenset(),
+    _W.RECURSIVE_SUCCESS: frozenset(),
+    _W.FAILED: frozenset(),
+    _W.TIMEOUT: frozenset(),
+    _W.CANCELLED: frozenset(),
+    _W.SKIPPED: frozenset(),
+}
+
+
+class WorkerPhase(str, Enum):
+    """A held worker's place in the engine's life cycle (see the module docstring)."""
+
+    WAITING = "waiting"  # not started; holds no slot
+    RUNNING = "running"  # its process runs and holds a global slot
+    LENDING = "lending"  # its process runs; its child job holds its slot meanwhile
+    EXITED = "exited"  # its process ended (outcome known); it may wait for child jobs
+    SETTLING = "settling"  # its final record is being written
+    SETTLED = "settled"  # its status is terminal
+
+    @property
+    def holds_slot(self) -> bool:
+        return self is WorkerPhase.RUNNING
+
+    @property
+    def process_ended(self) -> bool:
+        """Its process has ended (or never will start)."""
+        return self in (WorkerPhase.EXITED, WorkerPhase.SETTLING, WorkerPhase.SETTLED)
+
+
+_P = WorkerPhase
+PHASE_TRANSITIONS: dict[WorkerPhase, frozenset[WorkerPhase]] = {
+    _P.WAITING: frozenset({_P.RUNNING, _P.EXITED}),
+    _P.RUNNING: frozenset({_P.LENDING, _P.EXITED}),
+    _P.LENDING: frozenset({_P.RUNNING, _P.EXITED}),
+    _P.EXITED: frozenset({_P.SETTLING}),
+    _P.SETTLING: frozenset({_P.SETTLED}),
+    _P.SETTLED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A status change the tables above do not allow (a bug in the engine)."""
+
+
+def strict() -> bool:
+    """Whether a refused change raises (tests) rather than being logged (production)."""
+    return os.environ.get(protocol.STRICT_STATES) == "1"
+
+
+def _refuse(what: str, old: Enum, new: Enum, allowed: frozenset[Enum]) -> bool:
+    shown = ", ".join(sorted(s.value for s in allowed)) or "nothing (it is terminal)"
+    message = f"illegal transition of {what}: {old.value} -> {new.value} (from {old.value} it may go to {shown})"
+    if strict():
+        raise IllegalTransition(message)
+    log.error("%s; kept %s", message, old.value)
+    return False
+
+
+def set_job_status(job: JobRecord, status: JobStatus) -> bool:
+    """The one writer of a job's status (``job`` may be a copy about to be written).
+    Returns whether the status is now ``status``."""
+    old = job.status
+    if status is old:
+        return True
+    allowed = JOB_TRANSITIONS[old]
+    if status not in allowed:
+        return _refuse(f"job {job.id}", old, status, allowed)
+    job.status = status
+    return True
+
+
+def set_worker_status(record: WorkerRecord, status: WorkerStatus) -> bool:
+    """The one writer of a worker's status (``record`` may be a copy about to be written).
+    Returns whether the status is now ``status``."""
+    old = record.status
+    if status is old:
+        return True
+    allowed = WORKER_TRANSITIONS[old]
+    if status not in allowed:
+        return _refuse(f"worker {record.key} of job {record.job_id}", old, status, allowed)
+    record.status = status
+    return True
+
+
+class PhaseHolder(Protocol):
+    """A worker the engine holds: its phase, and its record (to name it in a refusal)."""
+
+    phase: WorkerPhase
+
+    @property
+    def record(self) -> WorkerRecord: ...
+
+
+def set_phase(holder: PhaseHolder, phase: WorkerPhase) -> bool:
+    """The one writer of a held worker's phase. Returns whether the phase is now ``phase``."""
+    old = holder.phase
+    if phase is old:
+        return True
+    allowed = PHASE_TRANSITIONS[old]
+    if phase not in allowed:
+        return _refuse(f"the phase of worker {holder.record.key} of job {holder.record.job_id}", old, phase, allowed)
+    holder.phase = phase
+    return True
