@@ -8,10 +8,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 MAX_LINES = 600
+ENGINE_MAX_LINES = 500  # the module that defines the engine wires its parts; each concern is a module of its own
 # Known exceptions, each being split by another step of issue 11; nothing else may join this list.
-TOO_LONG_FOR_NOW = {
-    "orchestrator.engine",  # the engine step moves its queries, states and limits out (target: 500 lines)
-}
+TOO_LONG_FOR_NOW: set[str] = set()
+# The one writer of statuses and worker phases (see its docstring for the tables).
+STATUS_WRITER = "orchestrator.states"
+STATE_ATTRIBUTES = ("status", "phase")
+# Classes whose own ``self.status`` / ``self.phase`` is a record's or a held worker's state:
+# only states.py may write those too. Any other class's ``self.status`` is its own business
+# (an HTTP response's status code, say).
+STATEFUL_CLASSES = {"JobRecord", "WorkerRecord", "LiveWorker"}
 
 
 def _module_name(path: Path) -> str:
@@ -145,3 +151,82 @@ def test_no_module_is_over_600_lines():
     sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in _modules().items()}
     over = {name: n for name, n in sizes.items() if n > MAX_LINES and name not in TOO_LONG_FOR_NOW}
     assert not over, f"modules over {MAX_LINES} lines (split them by concern): {over}"
+
+
+def state_writes(source: str) -> list[str]:
+    """Every assignment to a ``.status`` or ``.phase`` attribute in ``source`` (plain, augmented,
+    annotated, in a tuple, or by ``setattr``), as "line N: text", except a class's own
+    ``self.status`` when the class is not one of STATEFUL_CLASSES."""
+    tree = ast.parse(source)
+    owner: dict[ast.AST, str] = {}
+    for cls in [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]:
+        for node in ast.walk(cls):
+            owner[node] = cls.name  # walked outer classes first: the innermost class wins
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in STATE_ATTRIBUTES):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+            continue
+        else:
+            continue
+        while any(isinstance(t, (ast.Tuple, ast.List, ast.Starred)) for t in targets):
+            flat: list[ast.expr] = []
+            for t in targets:
+                flat.extend(t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t.value] if isinstance(t, ast.Starred) else [t])
+            targets = flat
+        for target in targets:
+            if not isinstance(target, ast.Attribute) or target.attr not in STATE_ATTRIBUTES:
+                continue
+            own = isinstance(target.value, ast.Name) and target.value.id == "self"
+            if own and owner.get(node) not in STATEFUL_CLASSES:
+                continue
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_state_write_checker_finds_every_form_of_write():
+    """The checker itself: each way of writing a status is found; a non-record's own status is not."""
+    source = """
+def f(job, rec, live, copy):
+    job.status = 1
+    rec.status, rec.ended_at = 2, 3
+    live.phase = 4
+    copy.status: int = 5
+    (a, (b, copy.status)) = 6, (7, 8)
+    setattr(job, "status", 9)
+    job.state = 10
+class Response:
+    def __init__(self):
+        self.status, self.reason = 200, "OK"
+class WorkerRecord:
+    def reset(self):
+        self.status = 0
+"""
+    lines = [w.split(":")[0] for w in state_writes(source)]
+    assert lines == ["line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 15"], state_writes(source)
+
+
+def test_only_states_writes_a_status_or_a_phase():
+    """Every status and worker-phase change goes through states.py, which checks it against its
+    transition tables: no other module assigns ``.status`` or ``.phase`` on a record."""
+    offenders = {}
+    for name, path in _modules().items():
+        if name == STATUS_WRITER:
+            continue
+        writes = state_writes(path.read_text(encoding="utf-8"))
+        if writes:
+            offenders[name] = writes
+    assert "orchestrator.states" in _modules(), "states.py is missing"
+    assert state_writes(_modules()[STATUS_WRITER].read_text(encoding="utf-8")), "states.py writes no status: the checker is blind"
+    assert not offenders, ("status or phase written outside states.py (use states.set_job_status, "
+                           f"set_worker_status or set_phase): {offenders}")
+
+
+def test_the_engine_module_stays_small():
+    lines = len(_modules()["orchestrator.engine"].read_text(encoding="utf-8").splitlines())
+    assert lines <= ENGINE_MAX_LINES, f"engine.py has {lines} lines (at most {ENGINE_MAX_LINES}): move a whole concern out"

@@ -1,0 +1,131 @@
+"""The status tables (states.py): every legal transition is accepted, illegal ones are refused
+with a message naming the record, from and to; strict (the tests, via conftest) raises, else
+the refusal is logged and the old status kept. Pure: no process, no server."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from orchestrator import protocol, states
+from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.states import IllegalTransition, WorkerPhase
+
+
+def job(status: JobStatus) -> JobRecord:
+    return JobRecord(id="20260101-000000-abcd", root_id="20260101-000000-abcd", request="x", status=status)
+
+
+def worker(status: WorkerStatus) -> WorkerRecord:
+    return WorkerRecord(job_id="20260101-000000-abcd", root_id="20260101-000000-abcd", name="worker_2", index=2,
+                        depth=0, task="t", kind="simulated", status=status)
+
+
+@dataclass
+class Held:
+    record: WorkerRecord
+    phase: WorkerPhase
+
+
+def held(phase: WorkerPhase) -> Held:
+    return Held(worker(WorkerStatus.RUNNING), phase)
+
+
+def test_the_tests_run_strict():
+    assert states.strict(), f"tests/conftest.py sets {protocol.STRICT_STATES}=1"
+
+
+def test_the_tables_cover_every_status_and_terminal_ones_lead_nowhere():
+    assert set(states.JOB_TRANSITIONS) == set(JobStatus)
+    assert set(states.WORKER_TRANSITIONS) == set(WorkerStatus)
+    assert set(states.PHASE_TRANSITIONS) == set(WorkerPhase)
+    assert {s for s, to in states.JOB_TRANSITIONS.items() if not to} == {s for s in JobStatus if s.terminal}
+    assert {s for s, to in states.WORKER_TRANSITIONS.items() if not to} == {s for s in WorkerStatus if s.terminal}
+    assert not states.PHASE_TRANSITIONS[WorkerPhase.SETTLED]
+    assert "planning" not in {s.value for s in JobStatus}, "PLANNING was never used: a job exists once planned"
+
+
+@pytest.mark.parametrize(("old", "new"), [(a, b) for a, to in states.JOB_TRANSITIONS.items() for b in to])
+def test_each_legal_job_transition_is_accepted(old, new):
+    record = job(old)
+    assert states.set_job_status(record, new) and record.status is new
+
+
+@pytest.mark.parametrize(("old", "new"), [(a, b) for a, to in states.WORKER_TRANSITIONS.items() for b in to])
+def test_each_legal_worker_transition_is_accepted(old, new):
+    record = worker(old)
+    assert states.set_worker_status(record, new) and record.status is new
+
+
+@pytest.mark.parametrize(("old", "new"), [(a, b) for a, to in states.PHASE_TRANSITIONS.items() for b in to])
+def test_each_legal_phase_transition_is_accepted(old, new):
+    live = held(old)
+    assert states.set_phase(live, new) and live.phase is new
+
+
+def test_writing_the_same_status_again_is_no_transition():
+    record = worker(WorkerStatus.RUNNING)  # each retry's attempt says "running" again
+    assert states.set_worker_status(record, WorkerStatus.RUNNING) and record.status is WorkerStatus.RUNNING
+    done = job(JobStatus.COMPLETED)
+    assert states.set_job_status(done, JobStatus.COMPLETED)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (JobStatus.PENDING, JobStatus.COMPLETED),  # a job never ends before it runs
+    (JobStatus.COMPLETED, JobStatus.RUNNING),
+    (JobStatus.CANCELLED, JobStatus.FAILED),
+    (JobStatus.RUNNING, JobStatus.PENDING),
+])
+def test_illegal_job_transitions_are_refused_naming_the_job(old, new):
+    record = job(old)
+    with pytest.raises(IllegalTransition) as refused:
+        states.set_job_status(record, new)
+    message = str(refused.value)
+    assert f"job {record.id}" in message and f"{old.value} -> {new.value}" in message
+    assert record.status is old
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (WorkerStatus.PENDING, WorkerStatus.SUCCESS),  # never ran: it cannot have succeeded
+    (WorkerStatus.RUNNING, WorkerStatus.SKIPPED),  # it started: it is not "never started"
+    (WorkerStatus.SUCCESS, WorkerStatus.RUNNING),
+    (WorkerStatus.FAILED, WorkerStatus.RECURSIVE_SUCCESS),
+    (WorkerStatus.CANCELLED, WorkerStatus.PENDING),
+])
+def test_illegal_worker_transitions_are_refused_naming_the_worker(old, new):
+    record = worker(old)
+    with pytest.raises(IllegalTransition) as refused:
+        states.set_worker_status(record, new)
+    message = str(refused.value)
+    assert "worker depth_0_worker_2 of job 20260101-000000-abcd" in message
+    assert f"{old.value} -> {new.value}" in message
+    assert record.status is old
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (WorkerPhase.WAITING, WorkerPhase.LENDING),  # only a running worker can start a child job
+    (WorkerPhase.EXITED, WorkerPhase.RUNNING),
+    (WorkerPhase.SETTLED, WorkerPhase.SETTLING),
+    (WorkerPhase.RUNNING, WorkerPhase.SETTLING),  # settled only after its process exited
+])
+def test_illegal_phase_transitions_are_refused(old, new):
+    live = held(old)
+    with pytest.raises(IllegalTransition, match=f"phase of worker depth_0_worker_2 .*{old.value} -> {new.value}"):
+        states.set_phase(live, new)
+    assert live.phase is old
+
+
+def test_in_production_a_refusal_is_logged_and_the_old_status_kept(monkeypatch, caplog):
+    monkeypatch.delenv(protocol.STRICT_STATES)
+    record = worker(WorkerStatus.SUCCESS)
+    with caplog.at_level(logging.ERROR, logger="orchestrator.states"):
+        assert states.set_worker_status(record, WorkerStatus.RUNNING) is False
+    assert record.status is WorkerStatus.SUCCESS
+    assert "illegal transition of worker depth_0_worker_2" in caplog.text and "success -> running" in caplog.text
+    assert "kept success" in caplog.text
+
+
+def test_phases_say_what_the_old_flags_said():
+    assert [p for p in WorkerPhase if p.holds_slot] == [WorkerPhase.RUNNING]
+    assert [p for p in WorkerPhase if p.process_ended] == [WorkerPhase.EXITED, WorkerPhase.SETTLING, WorkerPhase.SETTLED]
