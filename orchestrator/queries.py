@@ -22,7 +22,7 @@ from .workspace import Workspace, read_served, root_of, validate_job_id, worker_
 
 
 class HeldWorker(Protocol):
-    """What a query reads of a worker the engine holds: its record (the engine's ``_Live``)."""
+    """What a query reads of a worker the engine holds: its record (the engine's ``tables.LiveWorker``)."""
 
     @property
     def record(self) -> WorkerRecord: ...
@@ -33,7 +33,7 @@ class Queries:
 
     ``lock`` is the engine's condition (held while its memory is read; notified when a job
     ends), ``jobs`` its jobs by id, ``workers`` its workers by (root id, worker key), and
-    ``finishing`` the outcome of each job whose reports are being rendered. The engine keeps
+    ``ending`` the outcome of each job whose reports are being rendered. The engine keeps
     changing these mappings in place; the queries never change them."""
 
     def __init__(
@@ -42,13 +42,13 @@ class Queries:
         lock: threading.Condition | None = None,
         jobs: Mapping[str, JobRecord] | None = None,
         workers: Mapping[tuple[str, str], HeldWorker] | None = None,
-        finishing: Mapping[str, tuple[JobStatus, float]] | None = None,
+        ending: Mapping[str, tuple[JobStatus, float]] | None = None,
     ) -> None:
         self.workspace = workspace
         self._lock = lock or threading.Condition(threading.RLock())
         self._jobs: Mapping[str, JobRecord] = jobs if jobs is not None else {}
         self._workers: Mapping[tuple[str, str], HeldWorker] = workers if workers is not None else {}
-        self._finishing: Mapping[str, tuple[JobStatus, float]] = finishing if finishing is not None else {}
+        self._ending: Mapping[str, tuple[JobStatus, float]] = ending if ending is not None else {}
 
     def _record(self, root_id: str, depth: int, name: str) -> WorkerRecord:
         """Under the lock: the live record of a held worker."""
@@ -70,8 +70,8 @@ class Queries:
             workers: list[WorkerRecord] = []
             for job in jobs:
                 dup = job.copy()
-                if outcomes and job.id in self._finishing:
-                    status, dup.ended_at = self._finishing[job.id]
+                if outcomes and job.id in self._ending:
+                    status, dup.ended_at = self._ending[job.id]
                     states.set_job_status(dup, status)
                 copies.append(dup)
                 workers.extend(self._record(job.root_id, job.depth, n).copy() for n in job.worker_names)

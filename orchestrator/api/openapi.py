@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..models import JobStatus
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}(-c[1-9][0-9]{0,6})?$"}}
@@ -99,7 +100,7 @@ def openapi_document(settings: Any = None) -> dict[str, Any]:
                           **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
         }},
         "/api/v1/jobs": _get("list jobs, newest first", _json({"type": "object"}), [
-            _query("status", {"type": "string", "enum": ["pending", "running", "completed", "partial", "failed", "cancelled"]}),
+            _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
             _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
         ], 400),
