@@ -13,7 +13,8 @@ Worker status (``WorkerRecord.status``)::
     running  -> success | recursive_success | failed | timeout | cancelled   (settled)
 
 Terminal statuses have no way out. Writing the status a record already has is no transition
-and always accepted (each retry's attempt says "running" again).
+and always accepted (each retry's attempt says "running" again); a phase, below, changes or
+is refused.
 
 Beside its status, a worker the engine holds has a phase (``WorkerPhase``): where it is in
 the engine's own life cycle (does it hold a global slot, has its process ended, is its final
@@ -152,10 +153,9 @@ class PhaseHolder(Protocol):
 
 
 def set_phase(holder: PhaseHolder, phase: WorkerPhase) -> bool:
-    """The one writer of a held worker's phase. Returns whether the phase is now ``phase``."""
+    """The one writer of a held worker's phase. Unlike a status, a phase is never written
+    twice: a worker that exits or settles twice is a bug. Returns whether it changed."""
     old = holder.phase
-    if phase is old:
-        return True
     allowed = PHASE_TRANSITIONS[old]
     if phase not in allowed:
         return _refuse(f"the phase of worker {holder.record.key} of job {holder.record.job_id}", old, phase, allowed)

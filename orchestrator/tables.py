@@ -75,8 +75,8 @@ class LiveWorker:
 
     def exited(self, outcome: Outcome) -> None:
         """Its process ended with ``outcome`` (or it will never start: a skipped outcome)."""
-        self.outcome = outcome
-        states.set_phase(self, WorkerPhase.EXITED)
+        if states.set_phase(self, WorkerPhase.EXITED):
+            self.outcome = outcome
 
 
 def new_tag(root_id: str, key: str) -> str:

@@ -108,6 +108,8 @@ def test_illegal_worker_transitions_are_refused_naming_the_worker(old, new):
     (WorkerPhase.EXITED, WorkerPhase.RUNNING),
     (WorkerPhase.SETTLED, WorkerPhase.SETTLING),
     (WorkerPhase.RUNNING, WorkerPhase.SETTLING),  # settled only after its process exited
+    (WorkerPhase.EXITED, WorkerPhase.EXITED),  # its process cannot end twice
+    (WorkerPhase.SETTLED, WorkerPhase.SETTLED),
 ])
 def test_illegal_phase_transitions_are_refused(old, new):
     live = held(old)
@@ -129,3 +131,17 @@ def test_in_production_a_refusal_is_logged_and_the_old_status_kept(monkeypatch, 
 def test_phases_say_what_the_old_flags_said():
     assert [p for p in WorkerPhase if p.holds_slot] == [WorkerPhase.RUNNING]
     assert [p for p in WorkerPhase if p.process_ended] == [WorkerPhase.EXITED, WorkerPhase.SETTLING, WorkerPhase.SETTLED]
+
+
+def test_a_live_worker_exits_once_with_its_outcome():
+    from orchestrator.execution import Outcome
+    from orchestrator.tables import LiveWorker
+
+    live = LiveWorker(record=worker(WorkerStatus.PENDING), job=job(JobStatus.RUNNING), tag="t")
+    assert live.phase is WorkerPhase.WAITING and live.outcome is None
+    skipped = Outcome(WorkerStatus.SKIPPED, "skipped: the job was cancelled before it started")
+    live.exited(skipped)
+    assert live.phase is WorkerPhase.EXITED and live.outcome is skipped
+    with pytest.raises(IllegalTransition, match="exited -> exited"):
+        live.exited(Outcome(WorkerStatus.FAILED, "lost"))
+    assert live.outcome is skipped
