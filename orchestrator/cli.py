@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         job = engine.submit(args.request, config, args.tasks)
         if not args.json:
-            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config['worker']}")
+            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config.worker}")
             if job.goal:
                 print(f"goal: {job.goal}")
             for note in job.notes:

@@ -206,12 +206,12 @@ class Engine:
         with self._lock:
             self._check_open()
             parent = self._parent_for(parent_job_id, parent_worker) if parent_job_id else None
-            parent_cfg = JobConfig.from_dict(parent[0].config) if parent else None
+            parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, config, parent_cfg)
             kind, why = resolve_kind(cfg.worker, self.settings)
             if cfg.worker == "auto" and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
-            cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
+            cfg = cfg.replace(worker=kind)
             if parent:
                 self._check_recursion(parent[0], parent[1], cfg)
             depth = parent[0].depth + 1 if parent else self._admitted_depth(config)
@@ -330,7 +330,7 @@ class Engine:
         return int((config or {}).get("current_depth") or 0)
 
     def _check_recursion(self, parent_job: JobRecord, parent: _Live, cfg: JobConfig) -> None:
-        pcfg = JobConfig.from_dict(parent_job.config)
+        pcfg = parent_job.config
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self._finishing or parent.cancel.is_set():
             raise Conflict(f"{where} is no longer running (job {parent_job.status.value}); no child job was started")
@@ -393,7 +393,7 @@ class Engine:
                 id=child_job_id(root.id, root.child_seq), root_id=root.id, request=request, depth=pjob.depth + 1,
                 parent_job_id=pjob.id, parent_worker=plive.record.name, created_at=now,
             )
-        job.config = cfg.to_dict()
+        job.config = cfg
         job.tasks = plan
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
@@ -463,7 +463,7 @@ class Engine:
                 self._skip_pending(job, keys, self._budget_note(job))
                 del self._pending[job_id]
                 continue
-            cap = job.config["max_workers"]
+            cap = job.config.max_workers
             while keys and self._slots_used < limit and self._running[job_id] < cap:
                 live = self._live[(job.root_id, keys.pop(0))]
                 self._start(live)
@@ -473,12 +473,12 @@ class Engine:
                 return
 
     def _budget_spent(self, job: JobRecord) -> bool:
-        budget = float(job.config.get("max_cost_usd") or 0)
+        budget = job.config.max_cost_usd
         return budget > 0 and self._tree_cost.get(job.root_id, 0.0) >= budget
 
     def _budget_note(self, job: JobRecord) -> str:
         return (f"skipped: the tree's AI cost ${self._tree_cost.get(job.root_id, 0.0):.4f} reached its budget "
-                f"max_cost_usd=${float(job.config['max_cost_usd']):.4f}")
+                f"max_cost_usd=${job.config.max_cost_usd:.4f}")
 
     def _skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
         """Workers that will never start end as skipped; settled on a pool thread (not under our caller's lock)."""
@@ -534,7 +534,7 @@ class Engine:
             if job is None:
                 continue  # a record without its job: nothing can run it
             # Transient retries have a budget of their own: their exit files are looked for too.
-            max_attempts = int(job.config.get("max_retries", 0)) + self.settings.workers.transient_retries + 1
+            max_attempts = job.config.max_retries + self.settings.workers.transient_retries + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
                 functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name), max_attempts,
@@ -711,7 +711,7 @@ class Engine:
     def _execute(self, live: _Live, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
         """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
         rec, job = live.record, live.job
-        cfg = JobConfig.from_dict(job.config)
+        cfg = job.config
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
         self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
@@ -776,7 +776,7 @@ class Engine:
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
-        cfg = JobConfig.from_dict(job.config)
+        cfg = job.config
         return render_worker_prompt(
             task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
             depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
@@ -801,7 +801,7 @@ class Engine:
             protocol.ROOT_JOB_ID: rec.root_id,
             protocol.WORKER_ID: rec.name,
             protocol.DEPTH: str(rec.depth),
-            protocol.MAX_DEPTH: str(cfg.max_recursion_depth),
+            protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
             protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
             protocol.WORKER_DIR: str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             protocol.PYTHON: python_executable(),

@@ -99,7 +99,7 @@ def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None
 
 def prompt_template_path(settings: Any) -> Path | None:
     """``orchestrator.prompt_template`` as an absolute path (relative to the config's folder), or None."""
-    value = settings.get("orchestrator", "prompt_template")
+    value = settings.orchestrator.prompt_template
     if not value:
         return None
     path = Path(value).expanduser()

@@ -63,7 +63,7 @@ def test_a_worker_gets_the_protocol_variables_by_these_names(make_engine):
     text = (engine.workspace.job_dir(job.root_id) / worker.dir_path / "seen.env").read_text()
     seen = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     assert (seen[protocol.JOB_ID], seen[protocol.ROOT_JOB_ID], seen[protocol.WORKER_ID]) == (job.id, job.root_id, "worker_1")
-    assert (seen[protocol.DEPTH], seen[protocol.MAX_DEPTH], seen[protocol.ENABLE_RECURSION]) == ("0", "2", "1")
+    assert (seen[protocol.DEPTH], seen[protocol.MAX_RECURSION_DEPTH], seen[protocol.ENABLE_RECURSION]) == ("0", "2", "1")
     assert seen[protocol.ATTEMPT] == "1" and seen[protocol.TAG].startswith(f"{job.root_id}.")
     assert Path(seen[protocol.WORKER_DIR]) == engine.workspace.job_dir(job.root_id) / worker.dir_path
     assert Path(seen[protocol.PYTHON]).is_file()
