@@ -522,3 +522,8 @@ def test_mypy_types_a_section_read_and_refuses_a_write(tmp_path):
         'error: Property "max_workers" defined in "WorkersSettings" is read-only  [misc]',
         'error: "WorkersSettings" has no attribute "no_such_key"  [attr-defined]',
     ], out
+
+
+def test_a_mistyped_secret_is_refused_without_echoing_it(tmp_path):
+    message = config_error(tmp_path, "api:\n  api_key: 123456789\n")
+    assert "api.api_key has the wrong type: expected a string" in message and "123456789" not in message

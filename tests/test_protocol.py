@@ -54,6 +54,15 @@ def test_the_protocol_module_imports_nothing_and_names_only_orchestrator_variabl
     assert len(set(names.values())) == len(names)  # no variable has two names
 
 
+def test_the_spawn_helper_script_names_only_protocol_variables():
+    """orchestrator-spawn is a shell script (it cannot import protocol.py): every ORCHESTRATOR_*
+    name it uses must be one the protocol module defines."""
+    text = (PACKAGE / "bin" / "orchestrator-spawn").read_text(encoding="utf-8")
+    used = set(re.findall(rf"{protocol.PREFIX}_[A-Z_]+", text))
+    defined = {v for k, v in vars(protocol).items() if k.isupper()}
+    assert used and used <= defined, used - defined
+
+
 @pytest.mark.slow
 def test_a_worker_gets_the_protocol_variables_by_these_names(make_engine):
     dump = ["sh", "-c", "env > seen.env", "{task}"]

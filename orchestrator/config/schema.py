@@ -200,6 +200,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
             raise ConfigError(f"{where}: expected a list of strings; item {bad[0]!r} is not a string (quote it)", key=where)
         return list(value)
     if not isinstance(value, spec.type) or (spec.type is not bool and isinstance(value, bool)):
+        if spec.secret:  # never echo a secret, even a mistyped one
+            raise ConfigError(f"{where} has the wrong type: expected {_type_name(spec)}", key=where, expected=_type_name(spec))
         raise ConfigError(
             f"{where}={value!r} has the wrong type: expected {_type_name(spec)}",
             key=where, value=_jsonable(value), expected=_type_name(spec),
