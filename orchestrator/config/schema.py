@@ -174,6 +174,8 @@ _TYPES: dict[str, tuple[type, bool]] = {
 def _keys(section: type[Section]) -> dict[str, Key]:
     keys = {}
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        if str(f.type) not in _TYPES:
+            raise TypeError(f"{section.__name__}.{f.name}: annotate a setting with one of {', '.join(_TYPES)}, not {f.type}")
         kind, nullable = _TYPES[str(f.type)]
         factory = f.default_factory
         default = f.default if factory is dataclasses.MISSING else factory()
