@@ -11,7 +11,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 RET_OK = 0
 RET_FAILED = 1
@@ -186,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         job = engine.submit(args.request, config, args.tasks)
         if not args.json:
-            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config['worker']}")
+            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config.worker}")
             if job.goal:
                 print(f"goal: {job.goal}")
             for note in job.notes:
@@ -251,7 +254,7 @@ def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
     return list(found.values())
 
 
-def _start_embedded_api(engine: Any, settings: Any) -> Any:
+def _start_embedded_api(engine: Any, settings: Settings) -> Any:
     """With recursion on, ``run`` serves the API on an ephemeral loopback port so workers can
     start child jobs exactly as they do under ``api_server.py``."""
     try:

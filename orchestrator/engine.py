@@ -126,7 +126,7 @@ class Engine:
                 self._skip_pending(job, keys, t.budget_note(job))
                 del t.pending[job_id]
                 continue
-            n = limits.startable(len(keys), t.running[job_id], job.config["max_workers"], t.slots_used, limit)
+            n = limits.startable(len(keys), t.running[job_id], job.config.max_workers, t.slots_used, limit)
             for key in keys[:n]:
                 self._start(t.workers[(job.root_id, key)])
             del keys[:n]
@@ -263,7 +263,7 @@ class Engine:
     def _execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
         """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
         rec, job = live.record, live.job
-        cfg = JobConfig.from_dict(job.config)
+        cfg = job.config
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
         self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
@@ -328,7 +328,7 @@ class Engine:
 
     def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
-        cfg = JobConfig.from_dict(job.config)
+        cfg = job.config
         return render_worker_prompt(
             task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
             depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
@@ -353,7 +353,7 @@ class Engine:
             protocol.ROOT_JOB_ID: rec.root_id,
             protocol.WORKER_ID: rec.name,
             protocol.DEPTH: str(rec.depth),
-            protocol.MAX_DEPTH: str(cfg.max_recursion_depth),
+            protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
             protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
             protocol.WORKER_DIR: str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
             protocol.PYTHON: python_executable(),

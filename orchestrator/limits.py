@@ -116,11 +116,6 @@ def merged_note(room: int, max_per_root: int) -> str:
 
 
 # -- budget --------------------------------------------------------------------------------
-def budget(config: dict[str, Any]) -> float:
-    """A job's max_cost_usd (0: none)."""
-    return float(config.get("max_cost_usd") or 0)
-
-
 def budget_spent(spent: float, max_cost: float) -> bool:
     """Whether a tree that spent ``spent`` has reached its budget (0: no budget)."""
     return max_cost > 0 and spent >= max_cost

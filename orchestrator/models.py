@@ -5,11 +5,12 @@ templates, so there is one shape for a job everywhere.
 """
 from __future__ import annotations
 
-import copy as _copy
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
+
+from .config.job import JobConfig
 
 _T = TypeVar("_T")
 
@@ -185,7 +186,7 @@ class JobRecord:
     parent_job_id: str | None = None
     parent_worker: str | None = None  # name of the worker that started this job
     status: JobStatus = JobStatus.PENDING
-    config: dict[str, Any] = field(default_factory=dict)  # effective job config (JobConfig.to_dict())
+    config: JobConfig = field(default_factory=JobConfig)  # effective job config, built once at submission
     tasks: list[str] = field(default_factory=list)  # the plan
     # What every subtask is part of ("Build a REST API" for "Authentication"), from the planner;
     # None when the subtasks stand alone. Records written before it had the goal in each task.
@@ -217,7 +218,7 @@ class JobRecord:
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["status"] = self.status.value
-        data["config"] = _copy.deepcopy(self.config)
+        data["config"] = self.config.to_dict()
         for name in ("tasks", "worker_names", "notes"):
             data[name] = list(data[name])
         data["duration"] = self.duration
@@ -225,7 +226,6 @@ class JobRecord:
 
     def copy(self) -> JobRecord:
         dup = _shallow(self)
-        dup.config = dict(self.config)
         dup.tasks = list(self.tasks)
         dup.worker_names = list(self.worker_names)
         dup.notes = list(self.notes)
@@ -235,6 +235,7 @@ class JobRecord:
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
         known = _known_fields(cls, data)
         known["status"] = JobStatus(known.get("status", "pending"))
+        known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         return cls(**known)
 
 

@@ -28,12 +28,15 @@ worker_dir, job_id, worker_id
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import FileSystemLoader, TemplateError
 
 from .errors import ConfigError
 from .reports import ENV
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 WORKER_TEMPLATE = "worker.md.j2"
 PLANNER_TEMPLATE = "planner.md.j2"
@@ -97,9 +100,9 @@ def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None
     return _render(PLANNER_TEMPLATE, template, {"request": request, "max_tasks": max_tasks, "max_chars": MAX_TASK_CHARS})
 
 
-def prompt_template_path(settings: Any) -> Path | None:
+def prompt_template_path(settings: Settings) -> Path | None:
     """``orchestrator.prompt_template`` as an absolute path (relative to the config's folder), or None."""
-    value = settings.get("orchestrator", "prompt_template")
+    value = settings.orchestrator.prompt_template
     if not value:
         return None
     path = Path(value).expanduser()

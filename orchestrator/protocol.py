@@ -18,7 +18,7 @@ JOB_ID = "ORCHESTRATOR_JOB_ID"
 ROOT_JOB_ID = "ORCHESTRATOR_ROOT_JOB_ID"
 WORKER_ID = "ORCHESTRATOR_WORKER_ID"  # the worker's name, e.g. worker_2
 DEPTH = "ORCHESTRATOR_DEPTH"  # the worker's depth (root job = 0)
-MAX_DEPTH = "ORCHESTRATOR_MAX_DEPTH"  # the job's max_recursion_depth
+MAX_RECURSION_DEPTH = "ORCHESTRATOR_MAX_DEPTH"  # the job's max_recursion_depth (the name is the protocol's, kept)
 ENABLE_RECURSION = "ORCHESTRATOR_ENABLE_RECURSION"  # "1" or "0"
 WORKER_DIR = "ORCHESTRATOR_WORKER_DIR"  # the worker's own folder (its working directory)
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on

@@ -33,6 +33,8 @@ log = logging.getLogger("orchestrator.prune")
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .config import Settings
+
 FINISHED = tuple(s.value for s in JobStatus if s.terminal)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -144,7 +146,7 @@ def prune_engine(engine: Any, older_than: float, statuses: Iterable[str] = FINIS
     return deleted
 
 
-def start_retention(engine: Any, settings: Any) -> threading.Event | None:
+def start_retention(engine: Any, settings: Settings) -> threading.Event | None:
     """With ``orchestrator.retention_days`` > 0: prune at start, then every RETENTION_INTERVAL
     seconds, on a daemon thread. Set the returned event to stop it."""
     days = settings.orchestrator.retention_days

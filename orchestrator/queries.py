@@ -106,7 +106,7 @@ class Queries:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
-                return JobRecord.from_dict(job.to_dict())
+                return job.copy()  # the JobConfig is frozen: shared, never rebuilt
         return self.workspace.load_job(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
@@ -119,13 +119,13 @@ class Queries:
                     return self.workspace.load_job(job_id)
                 remaining = deadline - time.monotonic()
                 if job.status.terminal or remaining <= 0:
-                    return JobRecord.from_dict(job.to_dict())
+                    return job.copy()  # the JobConfig is frozen: shared, never rebuilt
                 self._lock.wait(remaining)
 
     def list_jobs(self) -> list[JobRecord]:
         """Live jobs and every root job on disk, newest first."""
         with self._lock:
-            seen = {j.id: JobRecord.from_dict(j.to_dict()) for j in self._jobs.values()}
+            seen = {j.id: j.copy() for j in self._jobs.values()}
         for root_id in self.workspace.root_ids():
             if root_id not in seen:
                 try:

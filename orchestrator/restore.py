@@ -90,7 +90,7 @@ class Restorer:
             if job is None:
                 continue  # a record without its job: nothing can run it
             # Transient retries have a budget of their own: their exit files are looked for too.
-            max_attempts = int(job.config.get("max_retries", 0)) + self.settings.workers.transient_retries + 1
+            max_attempts = job.config.max_retries + self.settings.workers.transient_retries + 1
             fates.append(recovery.decide(
                 worker, shims.pop(worker.key, []),
                 functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name), max_attempts,

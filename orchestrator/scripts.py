@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 RET_UNREACHABLE = 5
@@ -29,7 +32,7 @@ START_LOCK = ".server.start.lock"
 START_LOCK_WAIT = SERVER_START_TIMEOUT + 40.0
 
 
-def local_url(settings: Any) -> str:
+def local_url(settings: Settings) -> str:
     """The configured address (api.host, api.port): what a server of this folder would listen on
     by default. To reach this folder's running server, use ``folder_url`` (it may have moved)."""
     host = settings.api.host
@@ -55,7 +58,7 @@ def script(name: str) -> str:
     return shown(FOLDER / name)
 
 
-def folder_url(settings: Any) -> str | None:
+def folder_url(settings: Settings) -> str | None:
     """The URL of this folder's own running server (verified through its record), or None."""
     from .server import folder_server
 
@@ -92,7 +95,7 @@ def _start_lock(base_dir: Path) -> Any:
         time.sleep(0.1)
 
 
-def ensure_server(settings: Any, config: str | None = None) -> str:
+def ensure_server(settings: Settings, config: str | None = None) -> str:
     """The URL of this folder's server, starting one in the background when none runs. Another
     folder's server, or any other program on the configured port, is never used: this folder's
     server then listens on a free port, and every hint names it."""
@@ -107,7 +110,7 @@ def ensure_server(settings: Any, config: str | None = None) -> str:
         return _start_server(settings, config)
 
 
-def _start_server(settings: Any, config: str | None) -> str:
+def _start_server(settings: Settings, config: str | None) -> str:
     from .server import folder_lock_held, read_record
 
     base = Path(settings.base_dir)
@@ -235,7 +238,7 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
     return client.wait(job_id)
 
 
-def follow_files(settings: Any, job_id: str, view: Any) -> dict[str, Any]:
+def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
     """Follow a job from its workspace files (no server answering) until it ends."""
     from .status import job_status
     from .workspace import Workspace, root_of
@@ -251,7 +254,7 @@ def follow_files(settings: Any, job_id: str, view: Any) -> dict[str, Any]:
         time.sleep(TREE_REFRESH)
 
 
-def _server_for(args: argparse.Namespace, settings: Any) -> tuple[str | None, str]:
+def _server_for(args: argparse.Namespace, settings: Settings) -> tuple[str | None, str]:
     """The URL to ask (the one given, else this folder's own server) and, when there is none,
     why the workspace files are read instead."""
     if args.api_url:
@@ -398,7 +401,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0 if not kept else 1
 
 
-def _server_client(settings: Any) -> Any:
+def _server_client(settings: Settings) -> Any:
     """A client of this folder's server when one answers, else None."""
     from .api.client import OrchestratorClient
     from .server import health_instance

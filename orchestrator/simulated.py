@@ -48,7 +48,7 @@ def wants_child_job(task: str) -> bool:
     if os.environ.get(protocol.ENABLE_RECURSION, "1") != "1":
         return False
     depth = int(os.environ.get(protocol.DEPTH, "0"))
-    max_recursion_depth = int(os.environ.get(protocol.MAX_DEPTH, "0"))
+    max_recursion_depth = int(os.environ.get(protocol.MAX_RECURSION_DEPTH, "0"))
     if depth >= max_recursion_depth:
         return False
     from orchestrator.planner import is_compound

@@ -48,7 +48,7 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
         # This job's AI planner call (None: no call or nothing reported); the tree's are in tree.planner.
         "planner_usage": None if job.planner_cost_usd is None and job.planner_tokens_in is None else {
             "cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
-        "config": job.config,
+        "config": job.config.to_dict(),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,

@@ -54,12 +54,12 @@ class Submission:
         with self._lock:
             self.check_open()
             parent = self.parent_for(parent_job_id, parent_worker) if parent_job_id else None
-            parent_cfg = JobConfig.from_dict(parent[0].config) if parent else None
+            parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, given, parent_cfg)
             kind, why = resolve_kind(cfg.worker, self.settings)
             if cfg.worker == "auto" and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
-            cfg = JobConfig.from_dict({**cfg.to_dict(), "worker": kind})
+            cfg = cfg.replace(worker=kind)
             if parent:
                 self.check_recursion(parent[0], parent[1])
             depth = parent[0].depth + 1 if parent else limits.admitted_depth(given)
@@ -119,7 +119,7 @@ class Submission:
 
     def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
         """Under the lock: may this worker start a child job now?"""
-        pcfg = JobConfig.from_dict(parent_job.config)
+        pcfg = parent_job.config
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self.tables.ending or parent.cancel.is_set():
             raise Conflict(f"{where} is no longer running (job {parent_job.status.value}); no child job was started")
@@ -127,7 +127,7 @@ class Submission:
             raise Conflict(f"{where} has already finished; no child job was started")
         limits.check_recursion_enabled(pcfg.enable_recursion, parent_job.id)
         limits.check_depth(parent_job.depth, pcfg.max_recursion_depth, where)
-        limits.check_budget(self.tables.tree_spent(parent_job), limits.budget(parent_job.config))
+        limits.check_budget(self.tables.tree_spent(parent_job), parent_job.config.max_cost_usd)
         limits.check_fan_out(len(parent.record.child_job_ids), pcfg.max_children_per_worker, where)
 
     def fit_tree(self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str],
@@ -164,7 +164,7 @@ class Submission:
                 id=child_job_id(root.id, root.child_seq), root_id=root.id, request=request, depth=pjob.depth + 1,
                 parent_job_id=pjob.id, parent_worker=plive.record.name, created_at=now,
             )
-        job.config = cfg.to_dict()
+        job.config = cfg
         job.tasks = plan
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name

@@ -119,10 +119,10 @@ class Tables:
         return self.tree_cost.get(job.root_id, 0.0)
 
     def budget_spent(self, job: JobRecord) -> bool:
-        return limits.budget_spent(self.tree_spent(job), limits.budget(job.config))
+        return limits.budget_spent(self.tree_spent(job), job.config.max_cost_usd)
 
     def budget_note(self, job: JobRecord) -> str:
-        return limits.budget_note(self.tree_spent(job), limits.budget(job.config))
+        return limits.budget_note(self.tree_spent(job), job.config.max_cost_usd)
 
     def job_snapshot(self, job: JobRecord) -> Snapshot:
         """A job record's current state (``job`` may be a copy about to be applied), numbered,

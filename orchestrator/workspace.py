@@ -295,7 +295,7 @@ class Workspace:
         name = job.worker_names[index - 1]
         return WorkerRecord(
             job_id=job.id, root_id=job.root_id, name=name, index=index, depth=job.depth,
-            task=job.tasks[index - 1], goal=job.goal, kind=str(job.config.get("worker", "")), created_at=job.created_at,
+            task=job.tasks[index - 1], goal=job.goal, kind=job.config.worker, created_at=job.created_at,
             dir_path=self.relative(job.root_id, self.worker_dir(job.root_id, job.depth, name)),
             log_path=self.relative(job.root_id, self.worker_log(job.root_id, job.depth, name)),
         )

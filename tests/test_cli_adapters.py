@@ -60,7 +60,7 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
 
     engine = make_engine(orchestrator={"worker": "aider"})
     engine.api_url = "http://127.0.0.1:9"  # recursion on: every other kind would be offered the spawn command
-    config = job_config(engine.settings, None)[0].to_dict()
+    config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
     rec = type("Rec", (), {"task": "t", "index": 1, "depth": 0, "root_id": "a1b2c3d4e5f6", "name": "worker_1", "job_id": "a1b2c3d4e5f6",
                            "child_job_ids": [], "kind": "aider"})()

@@ -419,3 +419,111 @@ def test_the_command_key_help_names_every_placeholder_the_command_kind_fills():
     line = next(line for line in TEMPLATE.read_text().splitlines() if line.strip().startswith("command:"))
     for placeholder in PLACEHOLDERS:
         assert placeholder in help_text and placeholder in line, placeholder
+
+
+# -- typed sections and the typed job config (issue 11 item 4) --------------------------
+
+
+def test_a_section_and_the_settings_refuse_assignment(settings):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.workers.max_workers = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.workers = settings.workers
+    assert settings.workers.max_workers == 5
+
+
+def test_the_schema_is_read_from_the_section_dataclasses():
+    import dataclasses
+
+    from orchestrator.config import SECTIONS, Key, Settings, WorkersSettings
+
+    # the field's annotation gives the type; its metadata the rest
+    assert SCHEMA["workers"]["max_workers"] == Key(int, 5, "default workers running at once per job", min=1, max=1024)
+    assert SECTIONS["workers"] is WorkersSettings and list(SCHEMA) == list(SECTIONS)
+    assert SCHEMA["orchestrator"]["prompt_template"].nullable and SCHEMA["orchestrator"]["prompt_template"].type is str
+    assert SCHEMA["workers"]["env"].type is dict and SCHEMA["workers"]["env"].secret
+    assert SCHEMA["api"]["allowed_hosts"].type is list and SCHEMA["api"]["allowed_hosts"].default == []
+    # Settings holds one typed field per section, in the same order
+    assert [f.name for f in dataclasses.fields(Settings) if f.name in SECTIONS] == list(SECTIONS)
+
+
+def test_a_list_default_is_never_shared_between_two_loads(tmp_path):
+    first, second = load(tmp_path), load(tmp_path)
+    first.workers.env_passthrough.append("MINE")
+    assert "MINE" not in second.workers.env_passthrough
+    assert "MINE" not in SCHEMA["workers"]["env_passthrough"].default
+
+
+def test_public_dict_masks_every_secret_setting(tmp_path):
+    settings = load(tmp_path, api={"api_key": "k3y"}, workers={"env": {"TOKEN": "s3cret"}})
+    public = settings.public_dict()
+    assert public["api"]["api_key"] == "(set)" and public["workers"]["env"] == {"TOKEN": "(set)"}
+    assert "k3y" not in repr(settings) and "s3cret" not in repr(settings)
+    assert settings.to_dict()["api"]["api_key"] == "k3y"  # to_dict is the unmasked one
+    assert load(tmp_path).public_dict()["api"]["api_key"] == ""  # an unset key is shown as unset
+
+
+def test_job_config_fields_name_the_setting_they_default_from(settings):
+    from orchestrator.config import JOB_CEILINGS, JOB_KEYS
+
+    assert JOB_KEYS["max_recursion_depth"] == ("recursion", "max_depth")
+    assert JOB_CEILINGS == {"max_workers": ("workers", "max_workers_limit"), "default_timeout": ("workers", "max_timeout"),
+                            "max_recursion_depth": ("recursion", "max_depth_limit"),
+                            "max_children_per_worker": ("recursion", "max_children_per_worker")}
+    # with no request, a job's config is the server's settings
+    cfg, _ = job_config(settings.replace(workers={"max_workers": 4}), None)
+    assert cfg.max_workers == 4 and cfg.max_recursion_depth == settings.recursion.max_depth
+
+
+def test_a_job_record_written_before_the_typed_config_loads_into_one():
+    """job.json holds the config as a dict; a record from an older server may lack newer keys
+    (max_cost_usd, planner, worker) and hold a null: each takes its setting's default."""
+    from orchestrator.models import JobRecord
+
+    old = {"id": "a1b2c3d4e5f6", "root_id": "a1b2c3d4e5f6", "request": "r", "status": "completed", "duration": 1.0,
+           "config": {"max_workers": 2, "default_timeout": 60.0, "max_retries": 1, "execution_mode": "native",
+                      "enable_recursion": False, "max_recursion_depth": 1, "max_children_per_worker": 3,
+                      "max_cost_usd": None, "gone_key": 7}}
+    job = JobRecord.from_dict(old)
+    assert isinstance(job.config, JobConfig)
+    assert (job.config.max_workers, job.config.default_timeout, job.config.enable_recursion) == (2, 60.0, False)
+    assert (job.config.worker, job.config.planner, job.config.max_cost_usd) == ("auto", "auto", 0.0)
+    # written back, it is the same JSON shape as ever: a plain dict of every job key
+    data = job.to_dict()["config"]
+    assert isinstance(data, dict) and list(data) == list(JobConfig().to_dict()) and data["max_workers"] == 2
+    assert JobRecord.from_dict({**old, "config": {}}).config == JobConfig()
+
+
+@pytest.mark.slow
+def test_mypy_types_a_section_read_and_refuses_a_write(tmp_path):
+    """The sections are typed for mypy (no ``__getattr__ -> Any``): a read has the key's type,
+    an assignment or an unknown key is an error."""
+    import subprocess
+    import sys
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "from orchestrator.config import load_settings\n"
+        "from orchestrator.models import JobRecord\n"
+        "settings = load_settings()\n"
+        "reveal_type(settings.workers.default_timeout)\n"
+        "reveal_type(settings.orchestrator.prompt_template)\n"
+        "reveal_type(JobRecord(id='a', root_id='a', request='r').config.max_recursion_depth)\n"
+        "settings.workers.max_workers = 3\n"
+        "settings.workers.no_such_key\n"
+    )
+    out = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary", str(snippet)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120).stdout
+    lines = [line.split(": ", 1)[1].replace("builtins.", "") for line in out.splitlines()]  # older mypy: builtins.int
+    assert lines == [
+        'note: Revealed type is "float"', 'note: Revealed type is "str | None"', 'note: Revealed type is "int"',
+        'error: Property "max_workers" defined in "WorkersSettings" is read-only  [misc]',
+        'error: "WorkersSettings" has no attribute "no_such_key"  [attr-defined]',
+    ], out
+
+
+def test_a_mistyped_secret_is_refused_without_echoing_it(tmp_path):
+    message = config_error(tmp_path, "api:\n  api_key: 123456789\n")
+    assert "api.api_key has the wrong type: expected a string" in message and "123456789" not in message

@@ -373,3 +373,38 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
     assert written == {"worker_1": ["success"], "worker_2": ["running", "success"]}
     events = (engine.workspace.orchestrator_log(job.id)).read_text()
     assert "depth_0_worker_1 running: attempt 1 started" in events
+
+
+def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engine, monkeypatch):
+    """Issue 11 item 4: the record holds the JobConfig that job_config built; nothing rebuilds it
+    from a dict (submission, dispatch, the worker's run, a child job's limits), and job.json keeps
+    the same dict as before."""
+    from orchestrator import engine as engine_module
+    from orchestrator.config import JobConfig
+
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    built = []
+    real_job_config = engine_module.job_config
+
+    def counting_job_config(*args, **kwargs):
+        built.append(real_job_config(*args, **kwargs)[0])
+        return built[-1], []
+
+    def no_rebuild(cls, data):
+        raise AssertionError("a job's config was rebuilt from a dict")
+
+    monkeypatch.setattr(engine_module, "job_config", counting_job_config)
+    monkeypatch.setattr(JobConfig, "from_dict", classmethod(no_rebuild))
+    root = engine.submit("x", {"max_workers": 2, "max_recursion_depth": 2}, ["hang"])
+    assert len(built) == 1 and engine.get_job(root.id).config == built[0].replace(worker="command")
+    wait_until(lambda: workers_of(engine, root)["worker_1"].status is WorkerStatus.RUNNING, what="worker_1 running")
+    child = engine.submit("y", {"max_workers": 4}, ["ok"], parent_job_id=root.id, parent_worker="worker_1")
+    assert len(built) == 2 and built[1].max_workers == 2  # lowered to the parent's
+    assert engine.wait(child.id, 30).status is JobStatus.COMPLETED
+    assert engine.get_job(child.id).config is engine.get_job(child.id).config  # the one object, not a copy per read
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+    monkeypatch.undo()
+    on_disk = json.loads(engine.workspace.job_record_path(root.id).read_text())["config"]
+    assert on_disk == {**built[0].to_dict(), "worker": "command"}
+    assert engine.workspace.load_job(child.id).config == engine.get_job(child.id).config

@@ -115,10 +115,6 @@ def test_a_budget_is_spent_once_the_cost_reaches_it(spent, budget, out):
     assert limits.budget_spent(spent, budget) is out
 
 
-def test_the_budget_comes_from_the_job_config():
-    assert limits.budget({"max_cost_usd": 0.5}) == 0.5 and limits.budget({}) == 0.0 and limits.budget({"max_cost_usd": None}) == 0.0
-
-
 def test_a_spent_budget_skips_workers_and_refuses_child_jobs_saying_so():
     assert limits.budget_note(1.23456, 1.0) == "skipped: the tree's AI cost $1.2346 reached its budget max_cost_usd=$1.0000"
     limits.check_budget(0.5, 1.0)

@@ -54,6 +54,15 @@ def test_the_protocol_module_imports_nothing_and_names_only_orchestrator_variabl
     assert len(set(names.values())) == len(names)  # no variable has two names
 
 
+def test_the_spawn_helper_script_names_only_protocol_variables():
+    """orchestrator-spawn is a shell script (it cannot import protocol.py): every ORCHESTRATOR_*
+    name it uses must be one the protocol module defines."""
+    text = (PACKAGE / "bin" / "orchestrator-spawn").read_text(encoding="utf-8")
+    used = set(re.findall(rf"{protocol.PREFIX}_[A-Z_]+", text))
+    defined = {v for k, v in vars(protocol).items() if k.isupper()}
+    assert used and used <= defined, used - defined
+
+
 @pytest.mark.slow
 def test_a_worker_gets_the_protocol_variables_by_these_names(make_engine):
     dump = ["sh", "-c", "env > seen.env", "{task}"]
@@ -63,7 +72,7 @@ def test_a_worker_gets_the_protocol_variables_by_these_names(make_engine):
     text = (engine.workspace.job_dir(job.root_id) / worker.dir_path / "seen.env").read_text()
     seen = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     assert (seen[protocol.JOB_ID], seen[protocol.ROOT_JOB_ID], seen[protocol.WORKER_ID]) == (job.id, job.root_id, "worker_1")
-    assert (seen[protocol.DEPTH], seen[protocol.MAX_DEPTH], seen[protocol.ENABLE_RECURSION]) == ("0", "2", "1")
+    assert (seen[protocol.DEPTH], seen[protocol.MAX_RECURSION_DEPTH], seen[protocol.ENABLE_RECURSION]) == ("0", "2", "1")
     assert seen[protocol.ATTEMPT] == "1" and seen[protocol.TAG].startswith(f"{job.root_id}.")
     assert Path(seen[protocol.WORKER_DIR]) == engine.workspace.job_dir(job.root_id) / worker.dir_path
     assert Path(seen[protocol.PYTHON]).is_file()

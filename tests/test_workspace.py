@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from orchestrator import workspace as workspace_module
+from orchestrator.config import JobConfig
 from orchestrator.errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
 from orchestrator.filesystem import atomic_write, spread_subfolders
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -293,7 +294,7 @@ def test_check_writable_on_a_read_only_folder(tmp_path):
 
 def test_job_and_worker_records_round_trip(ws):
     ws.create_job_tree(ROOT_ID)
-    job = make_job(notes=["lowered"], config={"max_workers": 2})
+    job = make_job(notes=["lowered"], config=JobConfig(max_workers=2))
     worker = make_worker(status=WorkerStatus.FAILED, attempts=[Attempt(number=1, started_at=1.0, ended_at=2.5, exit_code=1)],
                          files_created=["a.md"], output="ünïcode ✔")
     ws.save_job(job)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .aider import AiderAdapter
@@ -14,6 +14,9 @@ from .gemini import GeminiAdapter
 from .ollama import OllamaAdapter
 from .opencode import OpencodeAdapter
 from .simulated import SimulatedAdapter
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "simulated": SimulatedAdapter,
@@ -32,7 +35,7 @@ AUTO_ORDER = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 __all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "get_adapter", "resolve_kind"]
 
 
-def resolve_kind(kind: str, settings: Any) -> tuple[str, str]:
+def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
     """The concrete kind for ``kind`` and a sentence saying why (for logs and the CLI)."""
     if kind != "auto":
         if kind not in ADAPTERS:

@@ -17,9 +17,12 @@ import bisect
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Adapter, ParsedResult, WorkerContext, tail_chars
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # How much of an attempt's output (its end) a parser looks at. The execution layer
 # passes at most a few hundred KiB; this bound keeps a direct call on megabytes fast.
@@ -214,7 +217,7 @@ class AICLIAdapter(Adapter):
     result_window = 8 * 1024 * 1024  # a JSON result (or every cost-bearing event) must be read whole
     cli = "ai"  # the program's usual name, for messages
 
-    def needs_prompt_file(self, settings: Any) -> bool:
+    def needs_prompt_file(self, settings: Settings) -> bool:
         return False
 
     def program(self, ctx: WorkerContext) -> str:

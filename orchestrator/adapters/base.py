@@ -4,7 +4,10 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class WorkerContext:
     depth: int
     max_recursion_depth: int  # the job's; ORCHESTRATOR_MAX_DEPTH to the worker
     attempt: int
-    settings: Any  # config.Settings; typed loosely so adapters stay import-light
+    settings: Settings
     # Seconds this attempt may still run (its timeout, less what a re-adopted attempt already
     # used): what a CLI's own shell-tool limit must cover so a long ``spawn --wait`` returns.
     time_left: float | None = None
@@ -80,11 +83,11 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
-    def needs_prompt(self, settings: Any) -> bool:
+    def needs_prompt(self, settings: Settings) -> bool:
         """Whether the command reads the rendered prompt at all (else it is not rendered)."""
         return True
 
-    def needs_prompt_file(self, settings: Any) -> bool:
+    def needs_prompt_file(self, settings: Settings) -> bool:
         """Whether the command reads the prompt from ``state/prompts/`` (written only then)."""
         return True
 

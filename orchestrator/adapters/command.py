@@ -1,10 +1,13 @@
 """The generic ``command`` kind: an argv template from config, filled per element."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import Adapter, WorkerContext
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # What orchestrator.command may contain; its help in config.SCHEMA names each (a test checks).
 PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}")
@@ -28,10 +31,10 @@ class CommandAdapter(Adapter):
         return [_fill(part, values) for part in template]
 
 
-    def needs_prompt(self, settings: Any) -> bool:
+    def needs_prompt(self, settings: Settings) -> bool:
         return any("{prompt" in part for part in settings.orchestrator.command)
 
-    def needs_prompt_file(self, settings: Any) -> bool:
+    def needs_prompt_file(self, settings: Settings) -> bool:
         return any("{prompt_file}" in part for part in settings.orchestrator.command)
 
 

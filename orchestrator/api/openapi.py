@@ -1,10 +1,13 @@
 """The OpenAPI 3 document of the routes (tests check it lists exactly the app's routes)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..models import JobStatus
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}(-c[1-9][0-9]{0,6})?$"}}
@@ -34,7 +37,7 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 
-def depth_rule(settings: Any = None) -> dict[str, Any]:
+def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     """An admin job's ``current_depth`` may not pass its ``max_recursion_depth`` (or, when the
     request does not give one, the server's recursion.max_depth): 422 otherwise. OpenAPI 3.0
     cannot compare two fields, so the rule is spelled out: some k with current_depth <= k <=
@@ -49,7 +52,7 @@ def depth_rule(settings: Any = None) -> dict[str, Any]:
                       *given]}
 
 
-def job_config_schema(settings: Any = None) -> dict[str, Any]:
+def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     """A request's "config" keys, with the types, ranges and choices this server enforces
     (with ``settings``, its own ceilings: a valid request is never refused for a limit)."""
     from ..adapters import ADAPTERS
@@ -81,7 +84,7 @@ def job_config_schema(settings: Any = None) -> dict[str, Any]:
     return props
 
 
-def openapi_document(settings: Any = None) -> dict[str, Any]:
+def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {

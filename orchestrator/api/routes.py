@@ -254,8 +254,8 @@ def _submitted(job: Any) -> dict[str, Any]:
         "tasks": job.tasks,
         "goal": job.goal,
         "planner": job.planner,
-        "worker_kind": job.config.get("worker"),
-        "config": job.config,
+        "worker_kind": job.config.worker,
+        "config": job.config.to_dict(),
         "notes": job.notes,
         "workspace": str(engine.workspace.job_dir(job.root_id)),
         "urls": {

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
-from ..config import PLANNERS, WORKER_KINDS
+from ..config import PLANNERS, WORKER_KINDS, Settings
 from ..errors import ConfigError, OrchestratorError
 from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
@@ -245,7 +245,7 @@ def plan_with_ai(
     request: str,
     max_tasks: int,
     *,
-    settings: Any,
+    settings: Settings,
     adapter: Adapter,
     runner: ProcessRunner,
     work_dir: Path,
@@ -277,7 +277,7 @@ def plan_with_ai(
 
 
 def _ask(
-    request: str, max_tasks: int, settings: Any, adapter: Adapter, runner: ProcessRunner,
+    request: str, max_tasks: int, settings: Settings, adapter: Adapter, runner: ProcessRunner,
     work_dir: Path, timeout: float, env: Mapping[str, str] | None, tag: str | None, template: Path | None,
     usage: dict[str, Any],
 ) -> str:

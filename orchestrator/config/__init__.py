@@ -1,0 +1,40 @@
+"""Settings: read once at the edge, validated, passed down.
+
+Precedence: built-in defaults < ``config.yaml`` < environment
+(``ORCHESTRATOR__SECTION__KEY``) < a job's own ``config``, which may lower but
+never raise the server's limits. This package is the only reader of YAML and of
+the settings part of the environment.
+
+- ``schema``: every setting, once (one frozen dataclass per section) and ``SCHEMA``, derived from them;
+- ``settings``: ``Settings`` and ``load_settings`` (defaults, file, environment, overrides);
+- ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission.
+"""
+from __future__ import annotations
+
+from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
+from .schema import (
+    ENV_NAME,
+    PLANNERS,
+    RESERVED_ENV,
+    SCHEMA,
+    SECTIONS,
+    TEMPLATE_HEADER,
+    WORKER_KINDS,
+    ApiSettings,
+    Key,
+    LoggingSettings,
+    OrchestratorSettings,
+    RecursionSettings,
+    Section,
+    SimulatedSettings,
+    WorkersSettings,
+    render_template,
+)
+from .settings import ENV_PREFIX, Settings, default_base_dir, load_settings
+
+__all__ = [
+    "ACCEPTED_ONLY", "ENV_NAME", "ENV_PREFIX", "ENV_REQUEST_KEYS", "JOB_CEILINGS", "JOB_KEYS", "PLANNERS", "RESERVED_ENV",
+    "SCHEMA", "SECTIONS", "TEMPLATE_HEADER", "WORKER_KINDS", "ApiSettings", "JobConfig", "Key", "LoggingSettings",
+    "OrchestratorSettings", "RecursionSettings", "Section", "Settings", "SimulatedSettings", "WorkersSettings",
+    "default_base_dir", "job_config", "load_settings", "render_template",
+]

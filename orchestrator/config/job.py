@@ -1,0 +1,145 @@
+"""A job's own config: the settings a request may lower (``JobConfig``), built once at submission
+(``job_config``) and carried in the job record, typed, for the job's whole life."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, RecursionLimit
+from .schema import SCHEMA, Key, check_value
+from .settings import Settings
+
+
+def job_key(section: str, name: str, ceiling: str | None = None) -> Any:
+    """A JobConfig field: it defaults from the setting ``section.name`` (the server's value at
+    submission; that setting's default when an old record lacks the key), and a request may raise
+    it up to the setting ``section.ceiling``, when there is one."""
+    return field(default=SCHEMA[section][name].default,
+                 metadata={"setting": (section, name), "ceiling": (section, ceiling) if ceiling else None})
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The effective config of one job: settings lowered by the request's own config. On disk and
+    in responses it is the dict ``to_dict`` gives; ``from_dict`` reads any record written since
+    the first release (a key it lacks takes the setting's default)."""
+
+    max_workers: int = job_key("workers", "max_workers", ceiling="max_workers_limit")
+    default_timeout: float = job_key("workers", "default_timeout", ceiling="max_timeout")
+    max_retries: int = job_key("workers", "max_retries")
+    execution_mode: str = job_key("orchestrator", "execution_mode")
+    enable_recursion: bool = job_key("recursion", "enable")
+    max_recursion_depth: int = job_key("recursion", "max_depth", ceiling="max_depth_limit")
+    max_children_per_worker: int = job_key("recursion", "max_children_per_worker", ceiling="max_children_per_worker")
+    worker: str = job_key("orchestrator", "worker")
+    planner: str = job_key("orchestrator", "planner")
+    max_cost_usd: float = job_key("workers", "max_cost_usd")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # scalars only: no deep copy needed
+
+    def replace(self, **changes: Any) -> JobConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobConfig:
+        return cls(**{k: v for k, v in data.items() if k in JOB_KEYS and v is not None})
+
+
+# Keys a request's "config" may carry, and the setting each one defaults from.
+JOB_KEYS: dict[str, tuple[str, str]] = {f.name: f.metadata["setting"] for f in dataclasses.fields(JobConfig)}
+# A request may raise these only up to the named ceiling setting.
+JOB_CEILINGS: dict[str, tuple[str, str]] = {f.name: f.metadata["ceiling"] for f in dataclasses.fields(JobConfig)
+                                             if f.metadata["ceiling"]}
+ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
+# A request never sets a worker's environment: that is the server owner's (workers.env).
+ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
+
+
+def job_config(
+    settings: Settings,
+    requested: Mapping[str, Any] | None,
+    parent: JobConfig | None = None,
+) -> tuple[JobConfig, list[str]]:
+    """The effective config of a new job, and notes on values that were lowered.
+
+    A root job may ask for any value up to the server's ceiling (above it is an
+    error). A child job inherits its parent's config, and a value above the
+    parent's is lowered to it with a note: limits only ever shrink down a tree.
+    """
+    if requested is not None and not isinstance(requested, Mapping):
+        raise ConfigError("config must be a JSON object of settings, e.g. {\"max_workers\": 3}")
+    requested = dict(requested or {})
+    env_keys = sorted(k for k in requested if k in ENV_REQUEST_KEYS)
+    if env_keys:
+        raise ConfigError(
+            f"config.{env_keys[0]}: a request may not set environment variables. A worker's environment "
+            "is the server's to give: workers.env, workers.inherit_env and workers.env_passthrough in config.yaml.",
+            keys=env_keys,
+        )
+    unknown = sorted(k for k in requested if k not in JOB_KEYS and k not in ACCEPTED_ONLY)
+    if unknown:
+        allowed = ", ".join(sorted([*JOB_KEYS, *ACCEPTED_ONLY]))
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}. Allowed: {allowed}", keys=unknown)
+    if "current_depth" in requested:
+        check_value("config", "current_depth", requested["current_depth"], Key(int, 0, "", min=0, max=1000))
+    base = parent.to_dict() if parent else {k: settings.get(*src) for k, src in JOB_KEYS.items()}
+    notes: list[str] = []
+    values = dict(base)
+    for key, value in requested.items():
+        if key in ACCEPTED_ONLY:
+            continue
+        spec = SCHEMA[JOB_KEYS[key][0]][JOB_KEYS[key][1]]
+        value = check_value("config", key, value, spec)
+        values[key] = _apply_ceiling(settings, key, value, parent, notes)
+    # The seed's AI-to-AI loop (admin key, current_depth + 1) ends here. A worker credential's job
+    # is its parent's depth + 1 whatever the body says, but a body past the limit is refused from anyone
+    # (the limit the request states, else the server's default: what the OpenAPI document says).
+    limit = requested["max_recursion_depth"] if "max_recursion_depth" in requested else settings.recursion.max_depth
+    if requested.get("current_depth", 0) > limit:
+        raise RecursionLimit(
+            f"Max recursion depth reached: config.current_depth={requested['current_depth']} is past "
+            f"max_recursion_depth {limit}. Do the subtask directly.",
+            depth=requested["current_depth"], max_depth=limit,
+        )
+    if parent is None and values["enable_recursion"] and not settings.recursion.enable:
+        raise ConfigError("enable_recursion=true, but this server has recursion.enable=false in config.yaml", key="enable_recursion")
+    if parent and parent.enable_recursion is False and values["enable_recursion"]:
+        values["enable_recursion"] = False
+        notes.append("enable_recursion stays false: the parent job has recursion off")
+    return JobConfig(**values), notes
+
+
+def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig | None, notes: list[str]) -> Any:
+    if key == "max_cost_usd":
+        return _budget(settings, value, parent, notes)
+    if key not in JOB_CEILINGS:
+        return value
+    # Above the server's limit is refused for every job (as the OpenAPI document says), child or root;
+    # only a value within it but above the parent's is lowered.
+    section, name = JOB_CEILINGS[key]
+    ceiling = settings.get(section, name)
+    if value > ceiling:
+        raise ConfigError(
+            f"config.{key}={value} is above this server's limit {ceiling}. "
+            f"Ask for at most {ceiling}, or raise {section}.{name} in config.yaml.",
+            key=key, value=value, limit=ceiling,
+        )
+    if parent is not None and value > getattr(parent, key):
+        ceiling = getattr(parent, key)
+        notes.append(f"{key}={value} lowered to {ceiling}, the parent job's value (limits only shrink down a tree)")
+        return ceiling
+    return value
+
+
+def _budget(settings: Settings, value: float, parent: JobConfig | None, notes: list[str]) -> float:
+    """A cost budget (0 = none) can be set or lowered, never lifted past the one above it."""
+    above = parent.max_cost_usd if parent is not None else settings.workers.max_cost_usd
+    if above and (value == 0 or value > above):
+        if parent is None:
+            raise ConfigError(f"config.max_cost_usd={value:g} is above this server's budget {above:g} (workers.max_cost_usd); ask for at most {above:g}")
+        notes.append(f"max_cost_usd={value:g} lowered to {above:g}, the parent job's budget")
+        return above
+    return value

@@ -1,0 +1,277 @@
+"""Every setting, once: one frozen dataclass per section, each field with its default, comment,
+range or choices and secret flag (``setting(...)``). ``SCHEMA`` (the table the loader, the
+template and the tests read) is derived from these classes, so a section read such as
+``settings.workers.default_timeout`` is typed for mypy and described in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import protocol
+from ..errors import ConfigError
+
+WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
+PLANNERS = ("heuristic", "ai", "auto")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Variables the orchestrator always sets itself (with ORCHESTRATOR_*): workers.env may not name them.
+RESERVED_ENV = ("TMPDIR", "TMP", "TEMP")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its type, default, allowed range or choices, and its comment."""
+
+    type: type
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
+    secret: bool = False  # its values never appear in errors, `config` output or anything else
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
+
+def setting(default: Any, help: str, **spec: Any) -> Any:
+    """A section field: its default, its one-line comment, and the rest of its ``Key`` (min, max,
+    choices, refusal, secret). Its type (and whether null is allowed) is the field's annotation."""
+    meta = {"help": help, **spec}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: _copy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Section:
+    """Base of the section dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings(Section):
+    execution_mode: str = setting(
+        "native", "native: workers run directly (Linux, macOS; on Windows run the orchestrator inside WSL)", choices=("native",),
+        refusal="wsl and windows are not supported: the orchestrator runs on Linux and macOS only (POSIX process groups "
+                "and signals). On Windows, install and run the orchestrator inside WSL, where your CLIs live, with "
+                "execution_mode: native.")
+    workspace_root: str = setting("./workspace", "where job folders go, relative to this folder")
+    worker: str = setting("auto", "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode", choices=WORKER_KINDS)
+    planner: str = setting("auto", "how a request is split: heuristic (offline rules), ai (ask the AI CLI), auto (ai when an AI CLI is the worker, else heuristic)", choices=PLANNERS)
+    claude_command: str = setting("claude", "path or name of the claude CLI")
+    codex_command: str = setting("codex", "path or name of the codex CLI")
+    gemini_command: str = setting("gemini", "path or name of the gemini CLI")
+    aider_command: str = setting("aider", "path or name of the aider CLI")
+    ollama_command: str = setting("ollama", "path or name of the ollama CLI")
+    opencode_command: str = setting("opencode", "path or name of the opencode CLI")
+    command: list[str] = setting([], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}")
+    model: str = setting("", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default")
+    cli_args: list[str] = setting([], "extra arguments appended to the AI CLI's command line")
+    claude_permission_mode: str = setting("acceptEdits", "claude --permission-mode for headless runs", choices=("default", "acceptEdits", "auto", "dontAsk", "bypassPermissions", "plan"))
+    claude_allowed_tools: list[str] = setting(["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)", "Bash(python3 -m orchestrator spawn:*)"], "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, and the older spawn forms)")
+    claude_max_turns: int = setting(0, "claude --max-turns (0: the CLI's default)", min=0, max=10_000)
+    ollama_model: str = setting("llama3.2", "model for the ollama kind (ollama run MODEL)")
+    opencode_model: str = setting("", "provider/model for the opencode kind (-m); empty: its default")
+    prompt_template: str | None = setting(None, "Jinja template file for AI worker prompts; null: the shipped one")
+    planner_timeout: float = setting(120.0, "seconds the AI planner may take before the heuristic planner is used", min=1, max=3600)
+    templates_dir: str | None = setting(None, "folder of Jinja templates that override the shipped report templates")
+    max_request_chars: int = setting(20000, "longest request accepted, in characters", min=1, max=1_000_000)
+    max_tasks: int = setting(100, "most explicit subtasks one request may list", min=1, max=10_000)
+    retention_days: float = setting(0.0, "the server deletes finished job trees older than this many days, at start and hourly (0: keep all; see `prune`)", min=0, max=36500)
+
+
+@dataclass(frozen=True)
+class WorkersSettings(Section):
+    max_workers: int = setting(5, "default workers running at once per job", min=1, max=1024)
+    max_workers_limit: int = setting(16, "most workers at once per job a request may ask for", min=1, max=1024)
+    global_max_workers: int = setting(16, "most workers running at once across all jobs of this server", min=1, max=4096)
+    default_timeout: float = setting(300.0, "seconds a worker attempt may run before the kill ladder", min=0.05, max=7 * 86400)
+    max_timeout: float = setting(3600.0, "longest default_timeout a request may ask for, seconds", min=0.05, max=7 * 86400)
+    max_retries: int = setting(2, "extra attempts after a failed one (exit code != 0)", min=0, max=20)
+    retry_backoff: float = setting(1.0, "seconds before the first retry; doubles each time, plus up to 25% jitter", min=0, max=3600)
+    retry_backoff_max: float = setting(60.0, "longest pause between attempts, seconds", min=0, max=86400)
+    transient_retries: int = setting(5, "extra attempts after a rate limit, overload or 5xx the CLI reported; a budget of their own, not max_retries", min=0, max=100)
+    transient_backoff_max: float = setting(120.0, "longest pause before a transient retry, seconds (pauses start at 4 x retry_backoff and double; a longer retry-after from the service fails the worker)", min=0, max=86400)
+    retry_on_timeout: bool = setting(False, "retry an attempt that timed out (off: a timeout usually repeats)")
+    kill_grace: float = setting(5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600)
+    output_chars: int = setting(4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000)
+    max_memory_mb: int = setting(8192, "a worker's whole process tree may use this much RSS (0: no cap)", min=0, max=1 << 30)
+    max_processes: int = setting(512, "processes a worker's tree may have at once (0: no cap)", min=0, max=1 << 22)
+    max_log_mb: int = setting(200, "a worker's log may grow to this size; then it is stopped (0: no cap)", min=0, max=1 << 30)
+    max_disk_mb: int = setting(4096, "a worker's folder may hold this much (0: no cap)", min=0, max=1 << 30)
+    monitor_interval: float = setting(0.25, "seconds between resource samples of running workers", min=0.05, max=60)
+    max_cost_usd: float = setting(0.0, "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)", min=0, max=1_000_000)
+    env: dict[str, str] = setting({}, "environment variables every worker gets, NAME: \"value\" (values are never logged or shown)", secret=True)
+    inherit_env: bool = setting(True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own")
+    env_passthrough: list[str] = setting(["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"], "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable)")
+
+
+@dataclass(frozen=True)
+class RecursionSettings(Section):
+    enable: bool = setting(True, "let workers start child jobs")
+    # The default of a job's max_recursion_depth (its name in config.yaml since the first release).
+    max_depth: int = setting(3, "default deepest depth a child job may have (root = 0)", min=0, max=32)
+    max_depth_limit: int = setting(5, "deepest max_recursion_depth a request may ask for", min=0, max=32)
+    max_children_per_worker: int = setting(3, "child jobs one worker may start", min=0, max=1000)
+    max_workers_per_root: int = setting(100, "workers in one root job's whole tree", min=1, max=100_000)
+    tree_deadline: float = setting(21600.0, "seconds a root job's whole tree may run; then it is cancelled (0: no deadline)", min=0, max=30 * 86400)
+
+
+@dataclass(frozen=True)
+class ApiSettings(Section):
+    host: str = setting("127.0.0.1", "address to bind; keep 127.0.0.1 unless you know why")
+    port: int = setting(8000, "port to listen on (0 picks a free one)", min=0, max=65535)
+    api_key: str = setting("", "key clients send as X-API-Key; install.sh generates one", secret=True)
+    threads: int = setting(24, "waitress request threads (long-polls and streams hold one each)", min=2, max=512)
+    max_body_bytes: int = setting(1_048_576, "largest request body accepted", min=1024, max=1 << 30)
+    long_poll_max: float = setting(60.0, "longest a wait or stream request is held, seconds", min=1, max=3600)
+    allowed_hosts: list[str] = setting([], "Host header names accepted besides 127.0.0.1, localhost, ::1 and api.host (DNS-rebinding guard)")
+    rate_limit_worker: float = setting(20.0, "requests per second one worker credential may make (0: no limit)", min=0, max=1e6)
+    rate_limit_admin: float = setting(0.0, "requests per second the admin key may make (0: no limit)", min=0, max=1e6)
+    rate_burst: int = setting(100, "requests a credential may make at once before its rate applies", min=1, max=1_000_000)
+    rate_limit_failed_auth: float = setting(10.0, "requests per second one address may make with a wrong key", min=0, max=1e6)
+
+
+@dataclass(frozen=True)
+class LoggingSettings(Section):
+    level: str = setting("INFO", "server log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    enable_structured: bool = setting(False, "write the server log and each job tree's logs/orchestrator.log as JSON lines")
+    log_dir: str = setting("./logs", "folder for the server's own log, relative to this folder")
+
+
+@dataclass(frozen=True)
+class SimulatedSettings(Section):
+    duration: float = setting(0.3, "seconds each simulated worker takes", min=0, max=3600)
+    fail_matching: str = setting("", "regex: simulated workers whose subtask matches it fail")
+    fail_attempts: int = setting(0, "every simulated worker fails its first N attempts (to show retries)", min=0, max=100)
+    recurse: bool = setting(True, "simulated workers with a compound subtask start a child job when depth allows")
+
+
+# The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
+SECTIONS: dict[str, type[Section]] = {
+    "orchestrator": OrchestratorSettings,
+    "workers": WorkersSettings,
+    "recursion": RecursionSettings,
+    "api": ApiSettings,
+    "logging": LoggingSettings,
+    "simulated": SimulatedSettings,
+}
+# A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
+_TYPES: dict[str, tuple[type, bool]] = {
+    "int": (int, False), "float": (float, False), "bool": (bool, False), "str": (str, False),
+    "str | None": (str, True), "list[str]": (list, False), "dict[str, str]": (dict, False),
+}
+
+
+def _keys(section: type[Section]) -> dict[str, Key]:
+    keys = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        if str(f.type) not in _TYPES:
+            raise TypeError(f"{section.__name__}.{f.name}: annotate a setting with one of {', '.join(_TYPES)}, not {f.type}")
+        kind, nullable = _TYPES[str(f.type)]
+        factory = f.default_factory
+        default = f.default if factory is dataclasses.MISSING else factory()
+        keys[f.name] = Key(kind, default, nullable=nullable, **f.metadata)
+    return keys
+
+
+# Every setting, by section. config.template.yaml is checked against this table by the tests.
+SCHEMA: dict[str, dict[str, Key]] = {name: _keys(cls) for name, cls in SECTIONS.items()}
+
+
+def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
+    """Coerce what is safe to coerce (int -> float) and refuse the rest, naming the key."""
+    where = f"{section}.{key}"
+    if value is None and spec.nullable:
+        return None
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.type is dict:
+        return _check_env(where, value)
+    if spec.type is list and isinstance(value, list):
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ConfigError(f"{where}: expected a list of strings; item {bad[0]!r} is not a string (quote it)", key=where)
+        return list(value)
+    if not isinstance(value, spec.type) or (spec.type is not bool and isinstance(value, bool)):
+        if spec.secret:  # never echo a secret, even a mistyped one
+            raise ConfigError(f"{where} has the wrong type: expected {_type_name(spec)}", key=where, expected=_type_name(spec))
+        raise ConfigError(
+            f"{where}={value!r} has the wrong type: expected {_type_name(spec)}",
+            key=where, value=_jsonable(value), expected=_type_name(spec),
+        )
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}"
+                          + (f". {spec.refusal}" if spec.refusal else ""), key=where, value=value)
+    # a key with bounds is an int or float one, checked just above
+    if isinstance(value, (int, float)) and (spec.min is not None and value < spec.min or spec.max is not None and value > spec.max):
+        raise ConfigError(f"{where}={value!r} is out of range: allowed {spec.min:g} to {spec.max:g}", key=where, value=value)
+    if isinstance(value, float) and value != value:  # NaN
+        raise ConfigError(f"{where} is NaN: give a number", key=where)
+    return value
+
+
+def _check_env(where: str, value: Any) -> dict[str, str]:
+    """A mapping of environment variables. Errors name the variable, never its value."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of variable names to values, e.g. {{MY_VAR: \"value\"}}", key=where)
+    for name, text in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ConfigError(f"{where}: {str(name)[:60]!r} is not a variable name (letters, digits and _; not starting with a digit)", key=where)
+        if name.upper().startswith(protocol.PREFIX) or name in RESERVED_ENV:
+            raise ConfigError(f"{where}.{name}: the orchestrator sets this variable itself for every worker; choose another name", key=f"{where}.{name}")
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}.{name}: the value must be a string (quote it in config.yaml)", key=f"{where}.{name}")
+        if "\0" in text:
+            raise ConfigError(f"{where}.{name}: the value contains a NUL character, which no environment can hold", key=f"{where}.{name}")
+    return dict(value)
+
+
+def _type_name(spec: Key) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list of strings",
+             dict: "a mapping of names to strings"}
+    text = names[spec.type]
+    if spec.min is not None:
+        text += f" from {spec.min:g} to {spec.max:g}"
+    return text + (" or null" if spec.nullable else "")
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+TEMPLATE_HEADER = """\
+# orchestrator settings: every key, its default and what it does.
+# Copy to config.yaml and change what you need (install.sh does the copy and sets api.api_key).
+# Precedence: these defaults < config.yaml < environment (ORCHESTRATOR__SECTION__KEY=value)
+# < a job's own "config" (which may lower, never raise, the limits below).
+# Generated from orchestrator/config/schema.py: python -m orchestrator config --template
+"""
+
+
+def render_template() -> str:
+    """config.template.yaml, from SCHEMA: every key with its default and its comment."""
+    lines = [TEMPLATE_HEADER]
+    for section, keys in SCHEMA.items():
+        lines.append(f"{section}:")
+        for name, spec in keys.items():
+            value = spec.default
+            shown = ("null" if value is None else "true" if value is True else "false" if value is False
+                     else json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value))
+            if spec.choices:
+                allowed = f" ({' | '.join(spec.choices)})"
+            elif spec.min is not None:
+                allowed = f" [{spec.min:g}..{spec.max:g}]"
+            else:
+                allowed = ""
+            lines.append(f"  {name}: {shown}  # {spec.help}{allowed}")
+        lines.append("")
+    return "\n".join(lines)
