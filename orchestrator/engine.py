@@ -29,10 +29,12 @@ from typing import Any
 
 from . import failpoints, logs, protocol, recovery, reports
 from .adapters import get_adapter, resolve_kind
+from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
+from .executor import AttemptHandle, Executor, LocalExecutor
 from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor, Watched
@@ -43,7 +45,7 @@ from .prompts import check_template, prompt_template_path, render_worker_prompt
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
+from .runner import FoundShim, ProcessRunner, Wakeup, python_executable
 from .workspace import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name, worker_key
 
 log = logging.getLogger("orchestrator.engine")
@@ -143,15 +145,19 @@ class Engine:
         *,
         workspace: Workspace | None = None,
         runner: ProcessRunner | None = None,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
         api_url: str | None = None,
         credentials: Any = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
-        self.runner = runner or ProcessRunner()
-        if self.runner.perl is None:
-            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
-                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
+        # Where worker attempts run (executor.py), and the time every timeout, backoff and
+        # deadline is measured on: local processes and the system clock unless a test injects others.
+        self.executor: Executor = executor or LocalExecutor(runner)
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
+        self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -177,7 +183,7 @@ class Engine:
         self.queries = Queries(self.workspace, self._cond, self._jobs, self._live, self._finishing)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
-        self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
+        self.monitor = ResourceMonitor(self.executor, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
@@ -525,7 +531,7 @@ class Engine:
 
     def _restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         shims: dict[str, list[FoundShim]] = {}
-        for shim in find_shims(f"{root_id}."):
+        for shim in self.executor.find(f"{root_id}."):
             shims.setdefault(shim.tag.split(".")[1], []).append(shim)
         by_id = {j.id: j for j in jobs}
         fates = []
@@ -619,14 +625,14 @@ class Engine:
         """SIGKILL every process of the tree that carries no adopted shim's tag."""
         for shim in shims:
             log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
-        return self.runner.sweep_prefix(f"{root_id}.", keep=adopted_tags)
+        return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
         deadline = self.settings.recursion.tree_deadline
         if not deadline:
             return
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             late = [j for j in self._jobs.values() if j.is_root and not j.status.terminal and j.error != "cancelled"
                     and j.id not in self._finishing and now - j.created_at > deadline]
@@ -660,7 +666,7 @@ class Engine:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
     def _run_worker(self, live: _Live, adopted: Recovered | None = None) -> None:
-        sweep: Callable[[], None] = functools.partial(self.runner.sweep, live.tag)  # (if _execute fails)
+        sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         try:
             outcome, sweep = self._execute(live, adopted)
         except Exception as exc:  # a bug must not leave a worker "running" forever
@@ -720,9 +726,9 @@ class Engine:
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
-            record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
+            record=rec, config=cfg, settings=self.settings, adapter=adapter, executor=self.executor,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
-            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
+            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel, clock=self.clock,
         )
         live.execution = execution
         resume = None
@@ -733,11 +739,11 @@ class Engine:
         finally:
             live.execution = None
 
-    def _adopt(self, live: _Live, fate: Recovered) -> ProcessHandle:
+    def _adopt(self, live: _Live, fate: Recovered) -> AttemptHandle:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""
         attempt, rec = fate.attempt, live.record
         assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
-        handle = self.runner.adopt(fate.pid or 0, fate.start_id, tag=live.tag, started_at=attempt.started_at,
+        handle = self.executor.adopt(fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at,
                                    exit_file=fate.exit_file)
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
