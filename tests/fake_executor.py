@@ -54,6 +54,12 @@ class FakeClock:
     def monotonic(self) -> float:
         return MONOTONIC_BASE + self._elapsed
 
+    def release(self) -> None:
+        """From now on waits return at once (auto), those blocked now included."""
+        with self._cond:
+            self.auto = True
+            self._cond.notify_all()
+
     def advance(self, seconds: float) -> None:
         """Move time forward (what a manual clock's waits wait for)."""
         with self._cond:
@@ -74,6 +80,9 @@ class FakeClock:
             while self.monotonic() < target:
                 if wake is not None and wake.is_set():
                     return True
+                if self.auto:  # released meanwhile
+                    self._elapsed = max(self._elapsed, target - MONOTONIC_BASE)
+                    break
                 self._cond.wait(0.005)  # a Wakeup does not notify us: look at it often
         return False
 
@@ -90,9 +99,9 @@ class Script:
     ignores_first_signal: bool = False  # only the ladder's SIGKILL ends it
     exit_on_signal: int | None = None  # on the first signal it exits with this code (claude: 0 on SIGINT)
     spawn_error: str | None = None  # "missing" (CommandNotFound) or "oserror": it never starts
-    children: list[str] | None = None  # tasks of a child job it asks for while it runs
+    children: list[list[str]] | None = None  # child jobs (each its tasks) it asks for, in turn, while it runs
     child_config: dict | None = None
-    wait_for_children: bool = True  # block (as ``orchestrator-spawn --wait``) until the child job ends
+    wait_for_children: bool = True  # block (as ``orchestrator-spawn --wait``) until each child job ends
     usage: Sample | None = None  # what ``sample`` reports while it runs
     vanishes: bool = False  # when the server is killed, dies leaving no exit file (lost)
 
@@ -278,7 +287,8 @@ class FakeExecutor:
         return found
 
     def sample(self, attempts) -> dict[str, Sample]:
-        self._check_alive()
+        if self.killed_server:
+            return {}  # (the killed server's monitor thread: nothing to measure, and nothing raised there)
         running = {h.tag: h for h in self.handles if h.code is None and h.script.usage is not None}
         return {a.tag: running[a.tag].script.usage for a in attempts if a.tag in running}
 
@@ -345,18 +355,19 @@ class FakeExecutor:
         if not script.children or self.engine is None:
             return
         env = handle.env
-        try:
-            child = self.engine.submit(f"child of {handle.worker}", script.child_config, list(script.children),
-                                       parent_job_id=env[protocol.JOB_ID], parent_worker=env[protocol.WORKER_ID])
-        except Exception as exc:  # noqa: BLE001 - a refusal is what the worker reads and acts on
-            handle.refusals.append(str(exc))
-            self._write(handle, f"spawn refused: {exc}\n")
-            return
-        handle.children.append(child.id)
-        self._write(handle, f"started child job {child.id}\n")
-        if script.wait_for_children:
-            done = self.engine.wait(child.id, 20)
-            self._write(handle, f"child job {child.id} {done.status.value}\n")
+        for tasks in script.children:
+            try:
+                child = self.engine.submit(f"child of {handle.worker}", script.child_config, list(tasks),
+                                           parent_job_id=env[protocol.JOB_ID], parent_worker=env[protocol.WORKER_ID])
+            except Exception as exc:  # noqa: BLE001 - a refusal is what the worker reads and acts on
+                handle.refusals.append(str(exc))
+                self._write(handle, f"spawn refused: {exc}\n")
+                continue
+            handle.children.append(child.id)
+            self._write(handle, f"started child job {child.id}\n")
+            if script.wait_for_children:
+                done = self.engine.wait(child.id, 20)
+                self._write(handle, f"child job {child.id} {done.status.value}\n")
 
     @staticmethod
     def _write(handle: FakeHandle, text: str) -> None:
