@@ -107,13 +107,13 @@ class Script:
 
 
 def claude_result(cost: float | None = 0.01, *, text: str = "done", status: int | None = None,
-                  retry_after: float | None = None) -> list[str]:
+                  retry_after: float | None = None, error: bool = False) -> list[str]:
     """The stream-json lines claude prints (its adapter parses cost, failure class, retry-after)."""
     lines = [json.dumps({"type": "system", "subtype": "init", "session_id": "fake"})]
     if retry_after is not None:
         lines.append(json.dumps({"type": "system", "subtype": "api_retry", "error_status": status,
                                  "retry_delay_ms": retry_after * 1000}))
-    result = {"type": "result", "subtype": "success", "is_error": status is not None, "result": text,
+    result = {"type": "result", "subtype": "success", "is_error": error or status is not None, "result": text,
               "total_cost_usd": cost, "usage": {"input_tokens": 10, "output_tokens": 5}, "session_id": "fake"}
     if status is not None:
         result["api_error_status"] = status

@@ -83,6 +83,10 @@ class Rig:
         assert done.status.terminal, f"job {job.id} still {done.status.value}"
         return done
 
+    def started(self, count):
+        """Until ``count`` attempts have started (manual clock: before moving time on)."""
+        until(lambda: len(self.fake.handles) >= count, f"{count} attempt(s) started")
+
     def workers(self, job):
         """The job's own workers by name, as the engine reports them."""
         _, workers = self.engine.snapshot(job.root_id)
@@ -226,3 +230,235 @@ def test_a_child_job_with_several_tasks_names_its_workers_after_the_parent(rig):
     assert sorted(n for j in children for n in j.worker_names) == ["worker_1_1", "worker_1_2", "worker_1_3"]
     assert all(j.parent_worker == "worker_1" and j.parent_job_id == job.id for j in children)
     assert rig.workers(job)["worker_1"].child_job_ids == [j.id for j in sorted(children, key=lambda j: j.id)]
+
+
+def test_no_process_can_start_during_a_scenario():
+    with pytest.raises(AssertionError, match="tried to start a process"):
+        subprocess.Popen(["true"])
+    with pytest.raises(AssertionError, match="tried to start a process"):
+        os.fork()
+
+
+# -- retries and backoff ------------------------------------------------------------------------
+
+S = Script
+KILLED_OUTSIDE = "killed by SIGKILL (out of memory, or killed from outside; not retried)"
+
+
+@pytest.mark.parametrize(("scripts", "config", "status", "attempts", "reason"), [
+    pytest.param([S(exit=1), S(exit=0)], {}, "success", [(1, None, "exit"), (0, None, "exit")], "exit code 0", id="fails-then-succeeds"),
+    pytest.param([S(exit=1)], {}, "failed", [(1, None, "exit")] * 3, "exit code 1", id="max_retries-spent"),
+    pytest.param([S(exit=1)], {"max_retries": 0}, "failed", [(1, None, "exit")], "exit code 1", id="no-retries"),
+    pytest.param([S(exit=1)], {"max_retries": 1}, "failed", [(1, None, "exit")] * 2, "exit code 1", id="one-retry"),
+    pytest.param([S(exit=2), S(exit=3), S(exit=0)], {}, "success", [(2, None, "exit"), (3, None, "exit"), (0, None, "exit")],
+                 "exit code 0", id="last-retry-succeeds"),
+    pytest.param([S(dies_by=signal.SIGSEGV), S()], {}, "success", [(None, signal.SIGSEGV, "signal"), (0, None, "exit")],
+                 "exit code 0", id="crash-by-signal-retried"),
+    pytest.param([S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM)], {}, "failed",
+                 [(None, signal.SIGTERM, "signal")] * 3, "killed by SIGTERM", id="signal-every-time"),
+    pytest.param([S(dies_by=signal.SIGKILL), S()], {}, "failed", [(None, signal.SIGKILL, "signal")], KILLED_OUTSIDE,
+                 id="sigkill-not-retried"),
+    pytest.param([S(spawn_error="missing"), S()], {}, "failed", [(None, None, "spawn_error")], "could not start",
+                 id="missing-command-not-retried"),
+    pytest.param([S(spawn_error="oserror"), S()], {}, "failed", [(None, None, "spawn_error")], "could not start",
+                 id="spawn-oserror-not-retried"),
+    pytest.param([S(exit=147)], {"max_retries": 0}, "failed", [(147, None, "exit")], "exit code 147",
+                 id="exit-147-is-an-exit-code"),
+])
+def test_an_attempts_end_decides_the_status_and_whether_it_is_retried(rig, scripts, config, status, attempts, reason):
+    rig.fake.script("worker_1", *scripts)
+    job = rig.run(["work"], config)
+    worker = rig.workers(job)["worker_1"]
+    assert worker.status.value == status
+    assert attempts_of(worker) == attempts
+    assert worker.exit_reason == reason
+    assert len(rig.fake.attempts("worker_1")) == sum(1 for a in attempts if a[2] != "spawn_error")
+    assert [int(h.env[protocol.ATTEMPT]) for h in rig.fake.attempts("worker_1")] == list(range(1, len(rig.fake.attempts("worker_1")) + 1))
+
+
+def test_a_missing_command_says_how_to_fix_it(rig):
+    rig.fake.script("worker_1", S(spawn_error="missing"))
+    job = rig.run(["work"])
+    worker = rig.workers(job)["worker_1"]
+    assert "Install it, or set orchestrator.worker in config.yaml to its full path." in worker.error
+    assert job.status is JobStatus.FAILED
+
+
+def test_retries_wait_a_doubling_backoff_with_jitter(make_rig):
+    rig = make_rig(workers={"retry_backoff": 2.0})
+    rig.fake.script("worker_1", S(exit=1), S(exit=1), S(exit=0))
+    job = rig.run(["work"])
+    a = rig.workers(job)["worker_1"].attempts
+    first, second = a[1].started_at - a[0].ended_at, a[2].started_at - a[1].ended_at
+    assert 2.0 <= first <= 2.5 + 1e-6
+    assert 4.0 <= second <= 5.0 + 1e-6
+
+
+def test_the_backoff_is_capped_by_retry_backoff_max(make_rig):
+    rig = make_rig(workers={"retry_backoff": 10.0, "retry_backoff_max": 12.0})
+    rig.fake.script("worker_1", S(exit=1), S(exit=1), S(exit=0))
+    job = rig.run(["work"])
+    a = rig.workers(job)["worker_1"].attempts
+    assert 12.0 <= a[2].started_at - a[1].ended_at <= 15.0 + 1e-6
+
+
+def test_the_worker_log_says_why_and_when_an_attempt_is_retried(rig):
+    rig.fake.script("worker_1", S(exit=1, output=["first try broke"]), S(output=["fixed"]))
+    job = rig.run(["work"])
+    log = rig.engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+    assert "first try broke\n" in log and "fixed\n" in log
+    assert "===== attempt 1 failed (exit code 1); retry 1/2 in " in log
+    assert log.count("===== attempt 1/3 started ") == 1 and log.count("===== attempt 2/3 started ") == 1
+
+
+def test_a_cancel_during_the_backoff_ends_the_worker_without_another_attempt(make_rig):
+    rig = make_rig(auto=False, workers={"retry_backoff": 100.0, "retry_backoff_max": 100.0})
+    rig.fake.script("worker_1", S(exit=1, duration=1))
+    job = rig.submit(["work"])
+    rig.started(1)
+    rig.clock.advance(1)
+    log = rig.engine.workspace.worker_log(job.id, 0, "worker_1")
+    until(lambda: log.exists() and "retry 1/2 in" in log.read_text(), "the retry's backoff")
+    rig.engine.cancel(job.id)
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert (done.status, worker.status) == (JobStatus.CANCELLED, WorkerStatus.CANCELLED)
+    assert worker.exit_reason == "cancelled while waiting to retry"
+    assert len(rig.fake.handles) == 1
+
+
+# -- failure classes (what the CLI's structured output says), through the claude adapter ---------
+
+def claude(**kw):
+    cost = kw.pop("cost", 0.01)
+    return S(exit=kw.pop("exit", 1 if "status" in kw or kw.get("error") else 0), output=claude_result(cost, **kw))
+
+
+@pytest.mark.parametrize(("scripts", "workers", "config", "status", "attempts", "reason", "failure"), [
+    pytest.param([claude(status=401, text="Invalid API key")], {}, {}, "failed", 1,
+                 "exit code 1 (authentication failed: not retried)", "auth", id="401-auth"),
+    pytest.param([claude(status=403)], {}, {}, "failed", 1, "exit code 1 (authentication failed: not retried)", "auth", id="403-auth"),
+    pytest.param([claude(status=400)], {}, {}, "failed", 1, "exit code 1 (the service refused the request: not retried)",
+                 "bad_request", id="400-bad-request"),
+    pytest.param([claude(status=429), claude()], {}, {"max_retries": 0}, "success", 2, "exit code 0", None,
+                 id="429-retried-outside-max_retries"),
+    pytest.param([claude(status=529)], {"transient_retries": 2}, {}, "failed", 3,
+                 "exit code 1 (rate limit or overload); transient, gave up after 2 transient retries (workers.transient_retries)",
+                 "transient", id="529-gives-up"),
+    pytest.param([claude(status=503)], {"transient_retries": 0}, {}, "failed", 1,
+                 "exit code 1 (rate limit or overload); transient, gave up after 0 transient retries (workers.transient_retries)",
+                 "transient", id="503-no-transient-budget"),
+    pytest.param([claude(status=429), claude(error=True, text="boom"), claude()], {}, {"max_retries": 1}, "success", 3,
+                 "exit code 0", None, id="transient-and-plain-budgets-apart"),
+    pytest.param([claude(error=True, text="boom")], {}, {"max_retries": 1}, "failed", 2, "exit code 1", None,
+                 id="plain-error-spends-max_retries"),
+    pytest.param([claude(exit=0, error=True, text="it broke")], {}, {"max_retries": 0}, "failed", 1,
+                 "exit code 0 but the worker reported a failure", None, id="exit-0-with-is_error"),
+])
+def test_the_failure_class_decides_the_retry_budget(make_rig, scripts, workers, config, status, attempts, reason, failure):
+    rig = make_rig(orchestrator={"worker": "claude"}, workers=workers)
+    rig.fake.script("worker_1", *scripts)
+    job = rig.run(["work"], config)
+    worker = rig.workers(job)["worker_1"]
+    assert worker.status.value == status
+    assert len(worker.attempts) == attempts == len(rig.fake.attempts("worker_1"))
+    assert worker.exit_reason == reason
+    assert worker.failure_class == failure
+
+
+def test_a_transient_failure_waits_four_backoffs_first(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"}, workers={"retry_backoff": 1.0})
+    rig.fake.script("worker_1", claude(status=503), claude())
+    a = rig.workers(rig.run(["work"]))["worker_1"].attempts
+    assert a[0].failure_class == "transient" and a[1].failure_class is None
+    assert 4.0 <= a[1].started_at - a[0].ended_at <= 5.0 + 1e-6
+
+
+def test_a_retry_after_the_service_sent_is_honoured(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.script("worker_1", claude(status=429, retry_after=30), claude())
+    worker = rig.workers(rig.run(["work"]))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert worker.attempts[0].retry_after == 30
+    assert worker.attempts[1].started_at - worker.attempts[0].ended_at == pytest.approx(30, abs=1e-3)
+
+
+def test_a_retry_after_longer_than_the_cap_fails_at_once(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"}, workers={"transient_backoff_max": 120})
+    rig.fake.script("worker_1", claude(status=429, retry_after=500), claude())
+    worker = rig.workers(rig.run(["work"]))["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
+    assert worker.exit_reason.endswith("; the service asked to wait 500s, longer than workers.transient_backoff_max=120s")
+
+
+def test_every_attempts_cost_is_charged_to_the_worker(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.script("worker_1", claude(status=429, cost=0.1), claude(status=429, cost=0.2), claude(cost=0.3))
+    worker = rig.workers(rig.run(["work"]))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS and len(worker.attempts) == 3
+    assert worker.cost_usd == pytest.approx(0.6)
+    assert (worker.tokens_in, worker.tokens_out) == (30, 15)
+
+
+# -- timeouts and the kill ladder ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("script", "workers", "rung", "duration"), [
+    pytest.param(S(hang=True), {}, "SIGTERM", 5.0, id="ends-on-sigterm"),
+    pytest.param(S(hang=True, ignores_first_signal=True), {}, "SIGKILL", 10.0, id="sigkill-after-the-grace"),
+    pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 0.0}, "SIGKILL", 5.0, id="no-grace"),
+    pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 2.5}, "SIGKILL", 7.5, id="short-grace"),
+])
+def test_a_timed_out_attempt_records_the_rung_that_ended_it(make_rig, script, workers, rung, duration):
+    rig = make_rig(workers=workers)
+    rig.fake.script("worker_1", script)
+    job = rig.run(["work"], {"default_timeout": 5})
+    worker = rig.workers(job)["worker_1"]
+    (attempt,) = worker.attempts
+    assert worker.status is WorkerStatus.TIMEOUT and job.status is JobStatus.FAILED
+    assert (attempt.end_reason, attempt.kill_rung) == ("timeout", rung)
+    assert worker.exit_reason == f"timed out after 5s (ended by {rung})"
+    assert worker.error.startswith("Worker timeout: timed out after 5s") and "Raise default_timeout" in worker.error
+    assert attempt.duration == pytest.approx(duration, abs=0.2)
+    assert rig.fake.attempts("worker_1")[0].signals == ([signal.SIGTERM] if rung == "SIGTERM" else [signal.SIGTERM, signal.SIGKILL])
+
+
+def test_the_ladder_starts_with_the_adapters_first_signal(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.script("worker_1", S(hang=True, exit_on_signal=0, output=[]))  # claude exits 0 on SIGINT
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 5}))["worker_1"]
+    assert rig.fake.attempts("worker_1")[0].signals == [signal.SIGINT]
+    assert worker.status is WorkerStatus.TIMEOUT and worker.attempts[0].kill_rung == "SIGINT"
+    assert worker.attempts[0].exit_code == 0  # its true status; the timeout still decides
+
+
+def test_a_timeout_is_not_retried_unless_configured(rig):
+    rig.fake.script("worker_1", S(hang=True))
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 5, "max_retries": 2}))["worker_1"]
+    assert len(worker.attempts) == 1 and worker.status is WorkerStatus.TIMEOUT
+
+
+def test_retry_on_timeout_retries_a_timed_out_attempt(make_rig):
+    rig = make_rig(workers={"retry_on_timeout": True})
+    rig.fake.script("worker_1", S(hang=True), S(duration=1))
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 5}))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [a.end_reason for a in worker.attempts] == ["timeout", "exit"]
+
+
+def test_a_worker_that_ends_just_before_its_timeout_succeeds(rig):
+    rig.fake.script("worker_1", S(duration=29.5))
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 30}))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS and worker.attempts[0].kill_rung is None
+    assert worker.attempts[0].duration == pytest.approx(29.5, abs=0.2)
+
+
+def test_each_attempt_gets_a_whole_timeout(rig):
+    rig.fake.script("worker_1", S(exit=1, duration=20), S(duration=25))
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 30}))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS and [a.end_reason for a in worker.attempts] == ["exit", "exit"]
+
+
+def test_a_worker_that_outlives_its_timeout_by_a_little_times_out(rig):
+    rig.fake.script("worker_1", S(duration=30.5))
+    worker = rig.workers(rig.run(["work"], {"default_timeout": 30}))["worker_1"]
+    assert worker.status is WorkerStatus.TIMEOUT and worker.attempts[0].kill_rung == "SIGTERM"
