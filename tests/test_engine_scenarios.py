@@ -462,3 +462,250 @@ def test_a_worker_that_outlives_its_timeout_by_a_little_times_out(rig):
     rig.fake.script("worker_1", S(duration=30.5))
     worker = rig.workers(rig.run(["work"], {"default_timeout": 30}))["worker_1"]
     assert worker.status is WorkerStatus.TIMEOUT and worker.attempts[0].kill_rung == "SIGTERM"
+
+
+# -- job outcomes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("scripts", "job_status", "statuses"), [
+    pytest.param({}, "completed", ["success", "success", "success"], id="all-succeed"),
+    pytest.param({"worker_2": S(exit=1)}, "partial", ["success", "failed", "success"], id="one-fails"),
+    pytest.param({n: S(exit=1) for n in ("worker_1", "worker_2", "worker_3")}, "failed", ["failed"] * 3, id="all-fail"),
+    pytest.param({"worker_3": S(hang=True)}, "partial", ["success", "success", "timeout"], id="one-times-out"),
+    pytest.param({"worker_1": S(dies_by=signal.SIGKILL), "worker_2": S(hang=True)}, "partial",
+                 ["failed", "timeout", "success"], id="mixed"),
+])
+def test_a_jobs_outcome_follows_from_its_workers(rig, scripts, job_status, statuses):
+    for name, script in scripts.items():
+        rig.fake.script(name, script)
+    job = rig.run(["a", "b", "c"], {"max_retries": 0, "default_timeout": 5})
+    assert job.status.value == job_status
+    assert list(rig.statuses(job).values()) == statuses
+    assert job.ended_at is not None and rig.engine.workspace.load_job(job.id).status.value == job_status
+
+
+def test_a_worker_is_a_recursive_success_only_when_its_child_jobs_complete(rig):
+    rig.fake.script("worker_1", S(children=[["good"]]))
+    rig.fake.script("worker_2", S(children=[["bad"]]))
+    rig.fake.script("worker_2_1", S(exit=1))
+    job = rig.run(["one", "two"], {"max_retries": 0})
+    workers = rig.workers(job)
+    assert workers["worker_1"].status is WorkerStatus.RECURSIVE_SUCCESS
+    assert workers["worker_2"].status is WorkerStatus.SUCCESS
+    assert workers["worker_2"].exit_reason == "exit code 0; a child job did not complete"
+    assert job.status is JobStatus.COMPLETED
+    child = rig.jobs(job)[workers["worker_2"].child_job_ids[0]]
+    assert child.status is JobStatus.FAILED
+
+
+def test_a_worker_ends_after_its_child_jobs_even_when_its_process_ended_first(rig):
+    rig.fake.script("worker_1", S(children=[["slow child"]], wait_for_children=False, duration=1))
+    rig.fake.script("worker_1_1", S(duration=20))
+    job = rig.run(["parent"])
+    worker = rig.workers(job)["worker_1"]
+    child = rig.jobs(job)[worker.child_job_ids[0]]
+    assert worker.status is WorkerStatus.RECURSIVE_SUCCESS
+    assert child.status is JobStatus.COMPLETED and worker.ended_at >= child.ended_at
+    assert worker.attempts[0].duration < 5  # its process ended long before
+
+
+# -- recursion caps -----------------------------------------------------------------------------
+
+def test_a_child_job_runs_one_level_deeper_with_the_worker_protocol_in_its_environment(rig):
+    rig.fake.script("worker_1", S(children=[["sub"]]))
+    job = rig.run(["parent"])
+    (child_handle,) = rig.fake.attempts("worker_1_1")
+    env = child_handle.env
+    assert env[protocol.DEPTH] == "1" and env[protocol.WORKER_ID] == "worker_1_1"
+    assert env[protocol.ROOT_JOB_ID] == job.id and env[protocol.JOB_ID] == f"{job.id}-c1"
+    assert env[protocol.ATTEMPT] == "1"
+
+
+@pytest.mark.parametrize(("config", "recursion", "children", "refusal"), [
+    pytest.param({"max_recursion_depth": 0}, {}, [["x"]], "Max recursion depth reached: worker worker_1 of job", id="depth"),
+    pytest.param({"max_children_per_worker": 1}, {}, [["x"], ["y"]], "Max children per worker reached: worker worker_1 of job",
+                 id="children-per-worker"),
+    pytest.param({"enable_recursion": False}, {}, [["x"]], "recursion is disabled for job", id="recursion-off"),
+    pytest.param({}, {"max_workers_per_root": 3}, [["x", "y"]], "2 tasks asked for, but tree", id="tree-has-little-room"),
+    pytest.param({}, {"max_workers_per_root": 2}, [["x"]], "Max workers per root tree reached: tree", id="tree-full"),
+])
+def test_a_child_job_past_a_cap_is_refused_and_the_worker_goes_on(make_rig, config, recursion, children, refusal):
+    rig = make_rig(recursion=recursion)
+    rig.fake.script("worker_1", S(children=children))
+    job = rig.run(["parent", "sibling"], config)
+    handle = rig.fake.attempts("worker_1")[0]
+    assert len(handle.refusals) == 1 and refusal in handle.refusals[0]
+    assert len(handle.children) == len(children) - 1
+    worker = rig.workers(job)["worker_1"]
+    assert worker.status is (WorkerStatus.RECURSIVE_SUCCESS if handle.children else WorkerStatus.SUCCESS)
+    assert len(worker.child_job_ids) == len(handle.children)
+    assert "spawn refused: " in rig.engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+
+
+def test_a_grandchild_past_the_depth_limit_is_refused_at_its_level(rig):
+    rig.fake.script("worker_1", S(children=[["child"]]))
+    rig.fake.script("worker_1_1", S(children=[["grandchild"]]))
+    job = rig.run(["parent"], {"max_recursion_depth": 1})
+    (refused,) = rig.fake.attempts("worker_1_1")[0].refusals
+    assert "is at depth 1 and this tree's max_recursion_depth is 1" in refused
+    assert sorted(j.depth for j in rig.jobs(job).values()) == [0, 1]
+
+
+def test_a_root_job_with_more_tasks_than_the_tree_allows_is_refused(make_rig):
+    rig = make_rig(recursion={"max_workers_per_root": 3})
+    with pytest.raises(ValidationError, match="4 tasks exceed recursion.max_workers_per_root=3; give at most 3"):
+        rig.submit(["a", "b", "c", "d"])
+    assert rig.fake.handles == []
+
+
+def test_a_child_jobs_limits_only_shrink_down_the_tree(rig):
+    rig.fake.script("worker_1", S(children=[["x"]], child_config={"max_workers": 4, "max_retries": 1}))
+    job = rig.run(["parent"], {"max_workers": 2})
+    child = next(j for j in rig.jobs(job).values() if j.depth == 1)
+    assert child.config["max_workers"] == 2 and child.config["max_retries"] == 1
+    assert "max_workers=4 lowered to 2, the parent job's value (limits only shrink down a tree)" in child.notes
+
+
+# -- the cost budget ----------------------------------------------------------------------------
+
+def test_once_the_tree_spent_its_budget_pending_workers_are_skipped(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"}, workers={"global_max_workers": 1})
+    rig.fake.default = claude(cost=0.3)
+    job = rig.run(["a", "b", "c", "d"], {"max_cost_usd": 0.5})
+    assert rig.statuses(job) == {"worker_1": "success", "worker_2": "success", "worker_3": "skipped", "worker_4": "skipped"}
+    skipped = rig.workers(job)["worker_3"]
+    assert skipped.exit_reason == "skipped: the tree's AI cost $0.6000 reached its budget max_cost_usd=$0.5000"
+    assert skipped.attempts == [] and len(rig.fake.handles) == 2
+    assert job.status is JobStatus.PARTIAL
+
+
+def test_a_tree_under_its_budget_runs_every_worker(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.default = claude(cost=0.1)
+    job = rig.run(["a", "b", "c"], {"max_cost_usd": 1.0})
+    assert job.status is JobStatus.COMPLETED
+    assert sum(w.cost_usd for w in rig.workers(job).values()) == pytest.approx(0.3)
+
+
+def test_a_spent_budget_refuses_child_jobs(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.script("worker_1", S(children=[["pricey"], ["more"]], output=claude_result(0.01)))
+    rig.fake.script("worker_1_1", claude(cost=0.6))
+    job = rig.run(["parent"], {"max_cost_usd": 0.5})
+    handle = rig.fake.attempts("worker_1")[0]
+    assert len(handle.children) == 1
+    (refused,) = handle.refusals
+    assert refused.startswith("no child job: the tree's AI cost $0.6000 reached its budget max_cost_usd=$0.5000")
+
+
+def test_the_budget_counts_the_cost_of_child_jobs_toward_the_root(make_rig):
+    rig = make_rig(orchestrator={"worker": "claude"})
+    rig.fake.script("worker_1", S(children=[["pricey"]], output=claude_result(0.01)))
+    rig.fake.script("worker_1_1", claude(cost=0.6))
+    rig.fake.default = claude(cost=0.01)
+    # The root job runs one worker at a time: its others wait while worker_1's child job spends the budget
+    job = rig.run(["parent", "later", "last"], {"max_cost_usd": 0.5, "max_workers": 1})
+    assert rig.statuses(job) == {"worker_1": "recursive_success", "worker_2": "skipped", "worker_3": "skipped"}
+    assert rig.workers(job)["worker_2"].exit_reason.startswith("skipped: the tree's AI cost $0.6000 reached its budget")
+    second = rig.run(["another tree"], {"max_cost_usd": 0.5})
+    assert second.status is JobStatus.COMPLETED  # a budget is per root tree
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+def test_cancel_ends_running_workers_and_skips_pending_ones(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(hang=True)
+    job = rig.submit(["a", "b", "c"], {"max_workers": 1})
+    rig.started(1)
+    rig.engine.cancel(job.id)
+    done = rig.wait(job)
+    workers = rig.workers(done)
+    assert done.status is JobStatus.CANCELLED
+    assert rig.statuses(done) == {"worker_1": "cancelled", "worker_2": "skipped", "worker_3": "skipped"}
+    assert workers["worker_1"].exit_reason == "cancelled (ended by SIGTERM)"
+    assert workers["worker_1"].attempts[0].end_reason == "cancelled"
+    assert workers["worker_2"].exit_reason == "skipped: the job was cancelled before it started"
+    rig.clock.release()
+    assert len(rig.fake.handles) == 1  # nothing starts after the cancel
+
+
+def test_cancel_runs_the_kill_ladder_on_a_stubborn_worker(make_rig):
+    rig = make_rig(auto=False, workers={"kill_grace": 3.0})
+    rig.fake.default = S(hang=True, ignores_first_signal=True)
+    job = rig.submit(["a"])
+    rig.started(1)
+    rig.clock.release()  # the grace passes in fake time
+    rig.engine.cancel(job.id)
+    worker = rig.workers(rig.wait(job))["worker_1"]
+    assert worker.status is WorkerStatus.CANCELLED and worker.attempts[0].kill_rung == "SIGKILL"
+    assert rig.fake.handles[0].signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_cancel_propagates_through_the_subtree(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.script("worker_1", S(children=[["c1", "c2"]]))
+    rig.fake.script("worker_1_1", S(children=[["g1"]]))
+    rig.fake.script("worker_1_2", S(hang=True))
+    rig.fake.script("worker_1_1_1", S(hang=True))
+    job = rig.submit(["parent"])
+    until(lambda: len(rig.jobs(job)) == 3, "three levels of jobs")
+    rig.started(4)
+    rig.engine.cancel(job.id)
+    done = rig.wait(job)
+    jobs = rig.jobs(done)
+    assert sorted((j.depth, j.status.value) for j in jobs.values()) == [(0, "cancelled"), (1, "cancelled"), (2, "cancelled")]
+    _, workers = rig.engine.snapshot(job.id)
+    assert {w.name: w.status.value for w in workers} == {
+        "worker_1": "cancelled", "worker_1_1": "cancelled", "worker_1_2": "cancelled", "worker_1_1_1": "cancelled"}
+
+
+def test_cancel_of_a_subtree_skips_its_pending_workers(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.script("worker_1", S(children=[["c1", "c2", "c3"]], child_config={"max_workers": 1}))
+    rig.fake.script("worker_1_1", S(hang=True))
+    job = rig.submit(["parent"])
+    rig.started(2)
+    rig.engine.cancel(job.id)
+    rig.wait(job)
+    _, workers = rig.engine.snapshot(job.id)
+    assert {w.name: w.status.value for w in workers} == {
+        "worker_1": "cancelled", "worker_1_1": "cancelled", "worker_1_2": "skipped", "worker_1_3": "skipped"}
+
+
+def test_cancelling_a_child_job_leaves_its_parent_running(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.script("worker_1", S(children=[["c"]]))
+    rig.fake.script("worker_1_1", S(hang=True))
+    job = rig.submit(["parent"])
+    rig.started(2)
+    child_id = f"{job.id}-c1"
+    assert rig.engine.cancel(child_id).id == child_id
+    child = rig.engine.wait(child_id, WAIT)
+    assert child.status is JobStatus.CANCELLED
+    rig.clock.release()
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS and worker.exit_reason == "exit code 0; a child job did not complete"
+    assert done.status is JobStatus.COMPLETED
+
+
+def test_a_finished_job_cannot_be_cancelled(rig):
+    job = rig.run(["a"])
+    with pytest.raises(Conflict, match=f"job {job.id} is already completed; there is nothing to cancel"):
+        rig.engine.cancel(job.id)
+
+
+def test_cancel_of_an_unknown_job_says_so(rig):
+    with pytest.raises(JobNotFound):
+        rig.engine.cancel("0123456789ab")
+
+
+def test_a_child_job_for_a_cancelled_worker_is_refused(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.script("worker_1", S(hang=True))
+    job = rig.submit(["parent"])
+    rig.started(1)
+    rig.engine.cancel(job.id)
+    rig.wait(job)
+    with pytest.raises(Conflict, match="no child job was started"):
+        rig.engine.submit("late child", None, ["x"], parent_job_id=job.id, parent_worker="worker_1")
