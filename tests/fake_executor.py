@@ -142,6 +142,7 @@ class FakeHandle:
     children: list[str] = field(default_factory=list)  # child job ids it started
     refusals: list[str] = field(default_factory=list)  # why a child job was refused
     waited: bool = False
+    waits: int = 0  # waits begun (their end already fixed): a manual clock may move on after one
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -224,6 +225,7 @@ class FakeExecutor:
             handle.waited = True
             self._ask_for_children(handle)
         limit = math.inf if timeout is None else self.clock.monotonic() + timeout
+        handle.waits += 1
         if handle.ends_at <= limit:
             self.clock.sleep_until(handle.ends_at, wake)
         elif limit < math.inf:

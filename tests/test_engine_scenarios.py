@@ -709,3 +709,272 @@ def test_a_child_job_for_a_cancelled_worker_is_refused(make_rig):
     rig.wait(job)
     with pytest.raises(Conflict, match="no child job was started"):
         rig.engine.submit("late child", None, ["x"], parent_job_id=job.id, parent_worker="worker_1")
+
+
+# -- the tree deadline --------------------------------------------------------------------------
+
+DEADLINE = {"recursion": {"tree_deadline": 30}, "workers": {"monitor_interval": 0.05}}
+
+
+def test_a_tree_past_its_deadline_is_cancelled_with_a_note(make_rig):
+    rig = make_rig(auto=False, **DEADLINE)
+    rig.fake.default = S(hang=True)
+    job = rig.submit(["a", "b"], {"default_timeout": 300})
+    rig.started(2)
+    rig.clock.advance(31)
+    done = rig.wait(job)
+    assert done.status is JobStatus.CANCELLED
+    assert "cancelled: the tree ran past its deadline of 30s (recursion.tree_deadline)" in done.notes
+    assert rig.statuses(done) == {"worker_1": "cancelled", "worker_2": "cancelled"}
+
+
+def test_a_tree_within_its_deadline_runs_on(make_rig):
+    rig = make_rig(auto=False, **DEADLINE)
+    rig.fake.default = S(duration=20)
+    job = rig.submit(["a"])
+    rig.started(1)
+    rig.clock.advance(10)
+    time.sleep(0.2)  # several monitor passes, in real time
+    assert rig.engine.get_job(job.id).status is JobStatus.RUNNING
+    rig.clock.release()
+    done = rig.wait(job)
+    assert done.status is JobStatus.COMPLETED and not any("deadline" in n for n in done.notes)
+
+
+def test_the_deadline_cancels_the_child_jobs_too(make_rig):
+    rig = make_rig(auto=False, **DEADLINE)
+    rig.fake.script("worker_1", S(children=[["c"]]))
+    rig.fake.script("worker_1_1", S(hang=True))
+    job = rig.submit(["parent"], {"default_timeout": 300})
+    rig.started(2)
+    rig.clock.advance(31)
+    done = rig.wait(job)
+    assert sorted((j.depth, j.status.value) for j in rig.jobs(done).values()) == [(0, "cancelled"), (1, "cancelled")]
+
+
+# -- resource caps (the executor's samples) -----------------------------------------------------
+
+MB = 1024 * 1024
+CAPS = {"workers": {"monitor_interval": 0.05, "max_memory_mb": 100, "max_processes": 10}}
+
+
+@pytest.mark.parametrize(("usage", "reason"), [
+    pytest.param(Sample(rss=200 * MB, processes=1), "memory cap: 200 MB > 100 MB (workers.max_memory_mb)", id="memory"),
+    pytest.param(Sample(rss=MB, processes=50), "process cap: 50 processes > 10 (workers.max_processes)", id="processes"),
+])
+def test_a_worker_over_a_resource_cap_is_stopped_and_not_retried(make_rig, usage, reason):
+    rig = make_rig(auto=False, **CAPS)
+    rig.fake.default = S(hang=True, usage=usage)
+    job = rig.submit(["a"], {"max_retries": 2})
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
+    assert worker.exit_reason == f"{reason} (ended by SIGTERM)"
+    assert worker.error == f"stopped: {reason}" and worker.attempts[0].end_reason == "cap"
+
+
+def test_a_worker_within_its_caps_has_its_peaks_recorded(make_rig):
+    rig = make_rig(auto=False, **CAPS)
+    rig.fake.default = S(duration=5, usage=Sample(rss=10 * MB, processes=3, cpu_seconds=1.5))
+    job = rig.submit(["a"])
+    until(lambda: rig.engine.monitor.usage, "a resource sample")
+    rig.clock.release()
+    worker = rig.workers(rig.wait(job))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert (worker.peak_rss, worker.peak_processes, worker.cpu_seconds) == (10 * MB, 3, 1.5)
+
+
+# -- recovery after a restart -------------------------------------------------------------------
+
+def on_disk(rig, job, name):
+    _, workers = rig.engine.workspace.load_tree(job.root_id)
+    return next(w for w in workers if w.name == name)
+
+
+def crash_while_running(rig, tasks, config=None, *, recorded=True):
+    """Submit, let worker_1 start (and, with ``recorded``, its "running" record reach the disk),
+    then kill the server and start a new one on the same workspace."""
+    job = rig.submit(tasks, config)
+    rig.started(1)
+    if recorded:
+        until(lambda: rig.fake.handles[0].waits, "its first wait")
+        rig.clock.advance(0.5)  # past execution.RUNNING_RECORD_DELAY
+        until(lambda: on_disk(rig, job, "worker_1").status is WorkerStatus.RUNNING, "the running record on disk")
+    rig.restart()
+    return job
+
+
+def test_a_restarted_server_adopts_a_running_attempt(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(duration=10)
+    job = crash_while_running(rig, ["a"])
+    assert rig.engine.recover() == [job.id]
+    rig.clock.release()
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert done.status is JobStatus.COMPLETED and attempts_of(worker) == [(0, None, "exit")]
+    assert len(rig.fake.handles) == 1  # nothing ran twice
+    assert any(n.startswith("recovered at server start") and "1 adopt" in n for n in done.notes)
+
+
+def test_an_attempt_spawned_but_not_yet_recorded_is_adopted_not_started_again(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(duration=10)
+    job = crash_while_running(rig, ["a"], recorded=False)
+    assert on_disk(rig, job, "worker_1").attempts == []
+    assert rig.engine.recover() == [job.id]
+    rig.clock.release()
+    done = rig.wait(job)
+    assert done.status is JobStatus.COMPLETED and len(rig.fake.handles) == 1
+    assert len(rig.workers(done)["worker_1"].attempts) == 1
+
+
+def test_an_attempt_that_ended_while_no_server_ran_gets_its_true_status(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(exit=3, duration=5)
+    job = crash_while_running(rig, ["a"], {"max_retries": 0})
+    rig.clock.advance(10)  # it ends while no server watches: its exit file says how
+    assert rig.engine.recover() == [job.id]
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason == "exit code 3"
+    assert attempts_of(worker) == [(3, None, "exit")] and len(rig.fake.handles) == 1
+
+
+def test_an_attempt_that_failed_while_no_server_ran_is_retried_by_the_new_one(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.script("worker_1", S(exit=3, duration=5), S())
+    job = crash_while_running(rig, ["a"], {"max_retries": 1})
+    rig.clock.advance(10)
+    rig.engine.recover()
+    rig.clock.release()
+    worker = rig.workers(rig.wait(job))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS
+    assert attempts_of(worker) == [(3, None, "exit"), (0, None, "exit")] and len(rig.fake.handles) == 2
+
+
+def test_an_attempt_that_left_no_trace_is_lost_not_rerun(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(hang=True, vanishes=True)
+    job = crash_while_running(rig, ["a"])
+    assert rig.engine.recover() == [job.id]
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason == worker.error == LOST_REASON
+    assert worker.attempts[0].end_reason == "lost" and len(rig.fake.handles) == 1
+    assert done.status is JobStatus.FAILED
+
+
+def test_a_worker_that_never_started_starts_after_the_restart(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(duration=10)
+    job = crash_while_running(rig, ["a", "b"], {"max_workers": 1})
+    assert on_disk(rig, job, "worker_2").status is WorkerStatus.PENDING
+    rig.engine.recover()
+    rig.clock.release()
+    done = rig.wait(job)
+    assert done.status is JobStatus.COMPLETED
+    assert [h.worker for h in rig.fake.handles] == ["worker_1", "worker_2"]
+
+
+def test_processes_of_the_tree_that_nothing_accounts_for_are_killed(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(duration=10)
+    job = crash_while_running(rig, ["a"])
+    rig.fake.strays.add(f"{job.id}.depth_0_worker_9.dead")
+    rig.engine.recover()
+    rig.clock.release()
+    done = rig.wait(job)
+    assert rig.fake.strays == set() and done.status is JobStatus.COMPLETED  # the adopted one was kept
+    assert any("1 unaccounted process(es) of its tree killed" in n for n in done.notes)
+    prefix, kept = rig.fake.swept_prefixes[-1]
+    assert prefix == f"{job.id}." and kept == {rig.fake.handles[0].tag}
+
+
+def test_an_adopted_attempts_timeout_counts_from_its_first_start(make_rig):
+    rig = make_rig(auto=False)
+    rig.fake.default = S(hang=True)
+    job = crash_while_running(rig, ["a"], {"default_timeout": 20, "max_retries": 0})
+    rig.clock.advance(15)  # the server is down for 15 s
+    rig.engine.recover()
+    rig.clock.release()
+    worker = rig.workers(rig.wait(job))["worker_1"]
+    assert worker.status is WorkerStatus.TIMEOUT
+    assert worker.attempts[0].duration == pytest.approx(20, abs=0.6)
+
+
+def test_a_finished_tree_is_not_recovered(rig):
+    job = rig.run(["a"])
+    engine = rig.restart()
+    assert engine.recover() == []
+    assert engine.get_job(job.id).status is JobStatus.COMPLETED
+
+
+# -- admission: what submit refuses -------------------------------------------------------------
+
+@pytest.mark.parametrize(("request_", "tasks", "config", "error", "message"), [
+    pytest.param("", None, None, ValidationError, "request is empty", id="empty-request"),
+    pytest.param(42, None, None, ValidationError, "request must be a string", id="request-not-text"),
+    pytest.param("x" * 101, None, None, ValidationError, "request is 101 characters; the limit is 100", id="request-too-long"),
+    pytest.param("x", "a", None, ValidationError, "tasks must be a non-empty list of strings", id="tasks-not-a-list"),
+    pytest.param("x", [], None, ValidationError, "tasks must be a non-empty list of strings", id="no-tasks"),
+    pytest.param("x", ["a", "  "], None, ValidationError, "tasks[1] must be a non-empty string", id="blank-task"),
+    pytest.param("x", ["a"] * 4, None, ValidationError, "4 tasks given; at most 3 are accepted", id="too-many-tasks"),
+    pytest.param("x", ["y" * 101], None, ValidationError, "tasks[0] is longer than orchestrator.max_request_chars", id="task-too-long"),
+    pytest.param("x", ["a"], "fast", ValidationError, "config must be a JSON object", id="config-not-an-object"),
+    pytest.param("x", ["a"], {"bogus": 1}, ConfigError, "unknown config key(s): bogus", id="unknown-key"),
+    pytest.param("x", ["a"], {"max_workers": 999}, ConfigError, "is above this server's limit", id="over-the-limit"),
+    pytest.param("x", ["a"], {"current_depth": 9}, Exception, "config.current_depth=9 is past", id="too-deep"),
+])
+def test_submit_refuses_a_bad_request_and_starts_nothing(make_rig, request_, tasks, config, error, message):
+    rig = make_rig(orchestrator={"max_request_chars": 100, "max_tasks": 3})
+    with pytest.raises(error) as raised:
+        rig.engine.submit(request_, config, tasks)
+    assert message in str(raised.value)
+    assert rig.engine.list_jobs() == [] and rig.fake.handles == []
+
+
+def test_submitted_tasks_are_normalised(rig):
+    job = rig.run(["  write   the\tparser "])
+    assert job.tasks == ["write the parser"] and rig.workers(job)["worker_1"].task == "write the parser"
+
+
+# -- what the records say ----------------------------------------------------------------------
+
+def test_the_worker_log_holds_the_attempt_markers_and_the_output(rig):
+    rig.fake.default = S(output=["hello", "RESULT: fine"])
+    job = rig.run(["a"])
+    log = rig.engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+    assert log.startswith("===== attempt 1/3 started ")
+    assert "\nhello\nRESULT: fine\n===== attempt 1 exited with code 0 after " in log
+    assert rig.workers(job)["worker_1"].output == "hello\nRESULT: fine"
+
+
+def test_attempt_durations_are_measured_on_the_engines_clock(rig):
+    rig.fake.default = S(duration=42)
+    worker = rig.workers(rig.run(["a"], {"default_timeout": 60}))["worker_1"]
+    assert worker.attempts[0].duration == pytest.approx(42, abs=0.2)
+
+
+def test_the_records_on_disk_match_what_the_engine_reports(rig):
+    rig.fake.script("worker_2", S(exit=1))
+    job = rig.run(["a", "b", "c"], {"max_retries": 1})
+    jobs, workers = rig.engine.workspace.load_tree(job.id)
+    assert {w.name: (w.status.value, len(w.attempts)) for w in workers} == {
+        name: (w.status.value, len(w.attempts)) for name, w in rig.workers(job).items()}
+    assert jobs[0].status is JobStatus.PARTIAL
+
+
+def test_the_final_report_lists_every_worker(rig):
+    rig.fake.script("worker_2", S(exit=1))
+    job = rig.run(["alpha", "beta"], {"max_retries": 0})
+    text = rig.engine.read_report(job.id, "final")
+    assert "alpha" in text and "beta" in text and "partial" in text.lower()
+
+
+def test_the_worker_environment_names_the_attempt(rig):
+    rig.fake.script("worker_1", S(exit=1), S(exit=1), S())
+    rig.run(["a"])
+    assert [h.env[protocol.ATTEMPT] for h in rig.fake.attempts("worker_1")] == ["1", "2", "3"]
+    assert {h.env[protocol.WORKER_DIR] for h in rig.fake.attempts("worker_1")} == {
+        str(rig.engine.workspace.worker_dir(rig.fake.handles[0].env[protocol.ROOT_JOB_ID], 0, "worker_1"))}
