@@ -592,7 +592,7 @@ def test_a_spent_budget_refuses_child_jobs(make_rig):
     rig.fake.script("worker_1_1", claude(cost=0.6))
     job = rig.run(["parent"], {"max_cost_usd": 0.5})
     handle = rig.fake.attempts("worker_1")[0]
-    assert len(handle.children) == 1
+    assert len(handle.children) == 1 and rig.statuses(job) == {"worker_1": "recursive_success"}
     (refused,) = handle.refusals
     assert refused.startswith("no child job: the tree's AI cost $0.6000 reached its budget max_cost_usd=$0.5000")
 
