@@ -342,9 +342,11 @@ class FakeExecutor:
         """The attempt ends: its exit file is written as the shim writes it."""
         if handle.code is not None:
             return
-        if code is None:
+        ended = self.clock.time()
+        if code is None:  # by itself, at its scripted end (time may have moved on since: other threads)
             code = -handle.script.dies_by if handle.script.dies_by else handle.script.exit
-        handle.code, handle.ended_at = code, self.clock.time()
+            ended -= max(0.0, self.clock.monotonic() - handle.ends_at)
+        handle.code, handle.ended_at = code, ended
         if handle.exit_file is not None:
             text = f"signal {-code}\n" if code < 0 else f"exit {code}\n"
             Path(handle.exit_file).write_text(text, encoding="ascii")

@@ -634,8 +634,8 @@ def test_cancel_runs_the_kill_ladder_on_a_stubborn_worker(make_rig):
     rig.fake.default = S(hang=True, ignores_first_signal=True)
     job = rig.submit(["a"])
     rig.started(1)
-    rig.clock.release()  # the grace passes in fake time
     rig.engine.cancel(job.id)
+    rig.clock.release()  # the grace passes in fake time
     worker = rig.workers(rig.wait(job))["worker_1"]
     assert worker.status is WorkerStatus.CANCELLED and worker.attempts[0].kill_rung == "SIGKILL"
     assert rig.fake.handles[0].signals == [signal.SIGTERM, signal.SIGKILL]
