@@ -744,7 +744,7 @@ class Engine:
         attempt, rec = fate.attempt, live.record
         assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
         handle = self.executor.adopt(fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at,
-                                   exit_file=fate.exit_file)
+                                     exit_file=fate.exit_file)
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
