@@ -458,6 +458,18 @@ def test_each_attempt_gets_a_whole_timeout(rig):
     assert worker.status is WorkerStatus.SUCCESS and [a.end_reason for a in worker.attempts] == ["exit", "exit"]
 
 
+def test_an_attempt_that_ended_in_time_but_is_seen_late_is_judged_by_its_exit(make_rig):
+    # Its thread ran late (a loaded machine): by the time it looks, the deadline has passed, but
+    # the attempt had exited at 29.5 s. It was classified "timeout (ended by exit)" before.
+    rig = make_rig(auto=False)
+    rig.fake.default = S(duration=29.5)
+    job = rig.submit(["a"], {"default_timeout": 30})
+    until(lambda: rig.fake.handles and rig.fake.handles[0].waits, "its first wait")
+    rig.clock.advance(31)
+    worker = rig.workers(rig.wait(job))["worker_1"]
+    assert worker.status is WorkerStatus.SUCCESS and attempts_of(worker) == [(0, None, "exit")]
+
+
 def test_a_worker_that_outlives_its_timeout_by_a_little_times_out(rig):
     rig.fake.script("worker_1", S(duration=30.5))
     worker = rig.workers(rig.run(["work"], {"default_timeout": 30}))["worker_1"]
