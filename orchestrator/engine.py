@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -29,11 +28,13 @@ from typing import Any
 from . import failpoints, limits, logs, protocol, states
 from .adapters import get_adapter
 from .announce import Announcer
+from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, base_env
 from .errors import Conflict, Unavailable
 from .events import EventBus
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
+from .executor import AttemptHandle, Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
@@ -43,7 +44,7 @@ from .prune import jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Recovered
 from .restore import Restorer
-from .runner import FoundShim, ProcessHandle, ProcessRunner, python_executable
+from .runner import FoundShim, ProcessRunner, python_executable
 from .states import WorkerPhase
 from .submission import Submission
 from .tables import LiveWorker, Tables
@@ -62,15 +63,19 @@ class Engine:
         *,
         workspace: Workspace | None = None,
         runner: ProcessRunner | None = None,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
         api_url: str | None = None,
         credentials: Any = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
-        self.runner = runner or ProcessRunner()
-        if self.runner.perl is None:
-            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
-                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
+        # Where worker attempts run (executor.py), and the time every timeout, backoff and
+        # deadline is measured on: local processes and the system clock unless a test injects others.
+        self.executor: Executor = executor or LocalExecutor(runner)
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
+        self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -87,20 +92,21 @@ class Engine:
         self.queries = Queries(self.workspace, self._cond, t.jobs, t.workers, t.ending)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
-        self.monitor = ResourceMonitor(self.runner, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
+        self.monitor = ResourceMonitor(self.executor, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
                                        w.monitor_interval, self._watched, tick=self._enforce_deadlines)
         self.announce = Announcer(settings, self.workspace, self.events)
         self.finishing = Finishing(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
                                    announce=self.announce, metrics=self.metrics, monitor=self.monitor,
-                                   queries=self.queries, dispatch=self._dispatch)
+                                   queries=self.queries, dispatch=self._dispatch, clock=self.clock)
         self.submission = Submission(settings=settings, workspace=self.workspace, runner=self.runner, tables=t,
                                      lock=self._cond, announce=self.announce, check_open=self._check_open,
                                      dispatch=self._dispatch, skip_pending=self._skip_pending,
-                                     add_cost=self.finishing.add_cost)
+                                     add_cost=self.finishing.add_cost, clock=self.clock)
         self.restorer = Restorer(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
                                  announce=self.announce, queries=self.queries, finishing=self.finishing,
                                  dispatch=self._dispatch, run=self._run, kill_unaccounted=self._kill_unaccounted,
-                                 attempt_start=self._attempt_start)
+                                 attempt_start=self._attempt_start,
+                                 executor=self.executor, clock=self.clock)
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
@@ -173,14 +179,14 @@ class Engine:
         """SIGKILL every process of the tree that carries no adopted shim's tag."""
         for shim in shims:
             log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
-        return self.runner.sweep_prefix(f"{root_id}.", keep=adopted_tags)
+        return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
         deadline = self.settings.recursion.tree_deadline
         if not deadline:
             return
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             late = [j for j in self.tables.jobs.values() if j.is_root and not j.status.terminal and j.error != "cancelled"
                     and j.id not in self.tables.ending and now - j.created_at > deadline]
@@ -214,7 +220,7 @@ class Engine:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
     def _run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
-        sweep: Callable[[], None] = functools.partial(self.runner.sweep, live.tag)  # (if _execute fails)
+        sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         try:
             outcome, sweep = self._execute(live, adopted)
         except Exception as exc:  # a bug must not leave a worker "running" forever
@@ -272,9 +278,9 @@ class Engine:
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
-            record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
+            record=rec, config=cfg, settings=self.settings, adapter=adapter, executor=self.executor,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
-            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
+            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel, clock=self.clock,
         )
         live.execution = execution
         resume = None
@@ -285,12 +291,12 @@ class Engine:
         finally:
             live.execution = None
 
-    def _adopt(self, live: LiveWorker, fate: Recovered) -> ProcessHandle:
+    def _adopt(self, live: LiveWorker, fate: Recovered) -> AttemptHandle:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""
         attempt, rec = fate.attempt, live.record
         assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
-        handle = self.runner.adopt(fate.pid or 0, fate.start_id, tag=live.tag, started_at=attempt.started_at,
-                                   exit_file=fate.exit_file)
+        handle = self.executor.adopt(fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at,
+                                     exit_file=fate.exit_file)
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle

@@ -44,10 +44,12 @@ from pathlib import Path
 
 from . import failpoints, protocol, states
 from .adapters.base import Adapter, ParsedResult, WorkerContext
+from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .errors import ConfigError
+from .executor import AttemptHandle, Executor
 from .models import Attempt, WorkerRecord, WorkerStatus
-from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
+from .runner import CommandNotFound, Wakeup, signal_name
 from .workspace import Workspace
 
 # How long a process must live before its "running" record is written (see _attempt).
@@ -89,7 +91,8 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
 
 
 class WorkerExecution:
-    """Runs a worker's attempts in the calling thread. The engine's lock guards the record."""
+    """Runs a worker's attempts in the calling thread, through ``executor``; every timeout,
+    backoff and timestamp is read from ``clock``. The engine's lock guards the record."""
 
     def __init__(
         self,
@@ -98,7 +101,7 @@ class WorkerExecution:
         config: JobConfig,
         settings: Settings,
         adapter: Adapter,
-        runner: ProcessRunner,
+        executor: Executor,
         workspace: Workspace,
         env: dict[str, str],
         prompt: str,
@@ -106,12 +109,14 @@ class WorkerExecution:
         lock: threading.RLock,
         on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], Callable[[], None]],
         cancel: Wakeup,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.record = record
         self.config = config
         self.settings = settings
         self.adapter = adapter
-        self.runner = runner
+        self.executor = executor
+        self.clock = clock
         self.workspace = workspace
         self.env = env
         self.prompt = prompt
@@ -119,7 +124,7 @@ class WorkerExecution:
         self.lock = lock
         self.on_change = on_change
         self.cancel = cancel
-        self.handle: ProcessHandle | None = None
+        self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
@@ -132,7 +137,7 @@ class WorkerExecution:
             self.abort_reason = reason
             self.cancel.set()
 
-    def run(self, resume: tuple[Attempt, ProcessHandle] | None = None) -> Outcome:
+    def run(self, resume: tuple[Attempt, AttemptHandle] | None = None) -> Outcome:
         """Run the attempts; with ``resume``, first see an attempt a previous server started
         (re-adopted: running, or already ended) through, then go on as if it never stopped.
         Ordinary retries spend max_retries, transient ones workers.transient_retries."""
@@ -178,7 +183,7 @@ class WorkerExecution:
                 break
             self.sweep()  # nothing of the failed attempt may run beside the next one
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
-            if self.cancel.wait(delay):
+            if self.clock.wait(self.cancel, delay):
                 outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
                 break
         return _charged(outcome, paid)
@@ -187,11 +192,11 @@ class WorkerExecution:
         """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is
         gone; a daemonised grandchild may not be)."""
         if self.handle is not None:
-            self.runner.sweep(self.tag, self.handle.started_at)
+            self.executor.sweep(self.tag, self.handle.started_at)
 
     # -- one attempt ---------------------------------------------------------
     def _attempt(self, number: int, attempts: int) -> tuple[Outcome, str | None]:
-        now = time.time()  # one clock reading for the start line and the record: a restart reads it back
+        now = self.clock.time()  # one clock reading for the start line and the record: a restart reads it back
         offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
         ctx = WorkerContext(
             task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
@@ -212,7 +217,7 @@ class WorkerExecution:
             argv = self.adapter.build_argv(ctx)
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
-            self.handle = self.runner.spawn(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag,
+            self.handle = self.executor.start(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag,
                                             exit_file=exit_file)
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None
@@ -229,7 +234,7 @@ class WorkerExecution:
         # A restart in between finds the attempt through its shim (alive, or its exit file),
         # exactly as for a worker spawned but not yet recorded; readers of the engine see
         # "running" at once.
-        if self.runner.wait(self.handle, min(RUNNING_RECORD_DELAY, self.config.default_timeout), wake=self.cancel) is None:
+        if self.executor.wait(self.handle, min(RUNNING_RECORD_DELAY, self.config.default_timeout), wake=self.cancel) is None:
             save()
         return self._wait(attempt)
 
@@ -243,30 +248,32 @@ class WorkerExecution:
             message = f"could not start the worker command: {exc}"
         self._log(f"===== attempt {attempt.number} could not start: {message} =====")
         with self.lock:
-            attempt.ended_at = time.time()
+            attempt.ended_at = self.clock.time()
             attempt.end_reason = "spawn_error"
         return Outcome(WorkerStatus.FAILED, "could not start", error=message)
 
     def _wait(self, attempt: Attempt) -> tuple[Outcome, str | None]:
         assert self.handle is not None
         # From the attempt's start, which for a re-adopted attempt was before this server started.
-        deadline = time.monotonic() + self.config.default_timeout - max(0.0, time.time() - attempt.started_at)
+        clock = self.clock
+        deadline = clock.monotonic() + self.config.default_timeout - max(0.0, clock.time() - attempt.started_at)
         reason = "exit"
         code = None
         while code is None:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             if self.abort_reason:
                 reason = "cap"
             elif self.cancel.is_set():
                 reason = "cancelled"
-            elif remaining <= 0:
-                reason = "timeout"
+            elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
+                reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not)
             if reason != "exit":
-                self.runner.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal)
-                code = self.runner.wait(self.handle, None)
+                self.executor.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal)
+                code = self.executor.wait(self.handle, None)
                 break
-            code = self.runner.wait(self.handle, remaining, wake=self.cancel)
-        self.runner.release(self.handle)
+            if code is None:
+                code = self.executor.wait(self.handle, remaining, wake=self.cancel)
+        self.executor.release(self.handle)
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
@@ -275,7 +282,7 @@ class WorkerExecution:
         """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         with self.lock:
-            attempt.ended_at = (self.handle.ended_at if self.handle else None) or time.time()
+            attempt.ended_at = (self.handle.ended_at if self.handle else None) or self.clock.time()
             attempt.kill_rung = rung
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None

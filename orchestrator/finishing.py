@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from . import failpoints, logs, reports, states
 from .announce import Announcer
+from .clock import Clock
 from .config import Settings
 from .execution import Outcome
 from .metrics import Metrics
@@ -40,8 +40,9 @@ class Finishing:
 
     def __init__(self, *, settings: Settings, workspace: Workspace, tables: Tables, lock: threading.Condition,
                  announce: Announcer, metrics: Metrics, monitor: ResourceMonitor, queries: Queries,
-                 dispatch: Callable[[], None]) -> None:
+                 dispatch: Callable[[], None], clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.workspace = workspace
         self.tables = tables
         self._lock = lock
@@ -106,7 +107,7 @@ class Finishing:
         ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
         ends += [e for c in rec.child_job_ids if c in jobs and (e := jobs[c].ended_at)]
         states.set_worker_status(final, status)
-        final.ended_at = max(ends) if ends else time.time()
+        final.ended_at = max(ends) if ends else self.clock.time()
         self.metrics.worker_finished(live.tag, status.value, final.duration)
         return final, self.tables.worker_snapshot(live, final)
 
@@ -135,7 +136,7 @@ class Finishing:
         with self._lock:
             if job.status.terminal or job.id in tables.ending:
                 return
-            tables.ending[job.id] = (self.job_outcome(job), time.time())
+            tables.ending[job.id] = (self.job_outcome(job), self.clock.time())
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.

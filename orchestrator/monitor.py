@@ -1,8 +1,8 @@
 """Resource caps that hold for a worker's whole process tree.
 
 One thread samples every running worker each ``workers.monitor_interval``
-seconds: one pass over the process table finds every process carrying a
-worker's tag (so a double-forked grandchild counts against its worker), then
+seconds through the executor (locally: one pass over the process table finds every
+process carrying a worker's tag, so a double-forked grandchild counts against its worker), then
 the tree's resident memory and process count, the log's size and the worker
 folder's disk use (less often: walking a folder costs more). A breach ends the
 worker through the kill ladder with a reason of its own, e.g.
@@ -23,10 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
-from .procscan import rss_bytes
-from .runner import ProcessRunner
+from .executor import Executor, Sample, cpu_seconds
 
 log = logging.getLogger("orchestrator.monitor")
 MB = 1024 * 1024
@@ -101,10 +98,10 @@ class Usage:
 class ResourceMonitor:
     """Samples running workers on one thread; calls ``abort`` on a breach."""
 
-    def __init__(self, runner: ProcessRunner, caps: Caps, interval: float, running: Callable[[], list[Watched]],
+    def __init__(self, executor: Executor, caps: Caps, interval: float, running: Callable[[], list[Watched]],
                  tick: Callable[[], None] | None = None) -> None:
         self.tick = tick  # also run every interval (the engine's tree deadlines)
-        self.runner = runner
+        self.executor = executor  # measures the attempts (executor.Executor.sample)
         self.caps = caps
         self.interval = interval
         self.running = running
@@ -138,21 +135,17 @@ class ResourceMonitor:
         if not watched:
             return
         self._samples += 1
-        since = min(w.started_at for w in watched)
-        pids = self.runner.tagged_many([w.tag for w in watched], since)
+        found = self.executor.sample(watched)
         walk_disk = self._samples % DISK_EVERY == 0
         now = time.monotonic()
         for worker in watched:
-            tree = pids.get(worker.tag, [])
-            own = [pid for pid in tree if pid != worker.shim_pid]  # the worker's processes, without our shim
-            rss = sum(rss_bytes(pid) for pid in own)
-            cpu = sum(cpu_seconds(pid) for pid in tree)
+            got = found.get(worker.tag) or Sample()
             with self._usage_lock:
                 usage = self.usage.setdefault(worker.tag, Usage())
-                usage.record(worker.started_at, rss, len(own), cpu)
+                usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
                 usage.seen = now
             disk = folder_bytes(worker.worker_dir) if walk_disk else None
-            reason = self.caps.breach(rss, len(own), _size(worker.log_path), disk)
+            reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
                 worker.abort(reason)
@@ -165,15 +158,6 @@ class ResourceMonitor:
         Safe from any thread: the sample that may be running holds the same lock."""
         with self._usage_lock:
             return self.usage.pop(tag, None)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process and of the children it has reaped (0 when gone)."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except (psutil.Error, OSError):
-        return 0.0
-    return times.user + times.system + times.children_user + times.children_system
 
 
 def folder_bytes(path: Path, limit: int = 200_000) -> int:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
 from . import recovery, states
 from .announce import Announcer
+from .clock import Clock
 from .config import Settings
 from .errors import JobNotFound
 from .execution import Outcome
+from .executor import Executor
 from .finishing import Finishing
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .runner import FoundShim, find_shims
+from .runner import FoundShim
 from .states import WorkerPhase
 from .tables import LiveWorker, Tables, new_tag, write_snapshots
 from .workspace import Workspace
@@ -47,8 +48,11 @@ class Restorer:
                  announce: Announcer, queries: Queries, finishing: Finishing, dispatch: Callable[[], None],
                  run: Callable[[LiveWorker, Recovered], None],
                  kill_unaccounted: Callable[[str, set[str], list[FoundShim]], int],
-                 attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None]) -> None:
+                 attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
+                 executor: Executor, clock: Clock) -> None:
         self.settings = settings
+        self.executor = executor
+        self.clock = clock
         self.workspace = workspace
         self.tables = tables
         self._lock = lock
@@ -81,7 +85,7 @@ class Restorer:
 
     def restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         shims: dict[str, list[FoundShim]] = {}
-        for shim in find_shims(f"{root_id}."):
+        for shim in self.executor.find(f"{root_id}."):
             shims.setdefault(shim.tag.split(".")[1], []).append(shim)
         by_id = {j.id: j for j in jobs}
         fates = []
@@ -162,7 +166,7 @@ class Restorer:
         else:  # LOST
             attempt = fate.attempt
             if attempt is not None and attempt.ended_at is None:
-                attempt.ended_at, attempt.end_reason = time.time(), "lost"
+                attempt.ended_at, attempt.end_reason = self.clock.time(), "lost"
             live.exited(Outcome(WorkerStatus.FAILED, recovery.LOST_REASON, error=recovery.LOST_REASON))
             rec.exit_reason, rec.error = recovery.LOST_REASON, recovery.LOST_REASON
             to_settle.append(live)

@@ -144,6 +144,11 @@ class ProcessHandle:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def id(self) -> str:
+        """The attempt's identity (executor.AttemptHandle): its pid and kernel start time."""
+        return f"{self.pid}@{self.start_id}"
+
+    @property
     def returncode(self) -> int | None:
         return self.poll()
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Callable
 
 from . import limits, states
 from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
+from .clock import Clock
 from .config import JobConfig, Settings, job_config
 from .environment import base_env
 from .errors import Conflict, JobNotFound, WorkerNotFound
@@ -32,8 +32,9 @@ class Submission:
     def __init__(self, *, settings: Settings, workspace: Workspace, runner: ProcessRunner, tables: Tables,
                  lock: threading.Condition, announce: Announcer, check_open: Callable[[], None],
                  dispatch: Callable[[], None], skip_pending: Callable[[JobRecord, list[str], str], None],
-                 add_cost: Callable[[str, float | None], None]) -> None:
+                 add_cost: Callable[[str, float | None], None], clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.workspace = workspace
         self.runner = runner
         self.tables = tables
@@ -147,7 +148,7 @@ class Submission:
         parent: tuple[JobRecord, LiveWorker] | None, planned: AIPlan | None = None, depth: int = 0,
     ) -> tuple[JobRecord, list[Snapshot]]:
         """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
-        now = time.time()
+        now = self.clock.time()
         tables = self.tables
         if parent is None:
             self.workspace.check_writable()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from orchestrator.executor import LocalExecutor
 from orchestrator.models import WorkerStatus
 from orchestrator.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
 
@@ -90,7 +91,9 @@ def test_usage_keeps_peaks_and_adds_up_cpu_across_attempts():
 
 
 class TagRunner:
-    """Answers the monitor's process-table scan with given pids per tag."""
+    """Answers the local executor's process-table scan with given pids per tag."""
+
+    perl = "/usr/bin/perl"
 
     def __init__(self, pids):
         self.pids = pids
@@ -108,7 +111,7 @@ def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):
         def watched(tag):
             return Watched("depth_0_worker_1", tag, 1.0, tmp_path / "log", tmp_path, abort=lambda reason: None)
 
-        monitor = ResourceMonitor(TagRunner({"tree-a": [busy.pid]}), Caps(0, 0, 0, 0), 1.0,
+        monitor = ResourceMonitor(LocalExecutor(TagRunner({"tree-a": [busy.pid]})), Caps(0, 0, 0, 0), 1.0,
                                   lambda: [watched("tree-a"), watched("tree-b")])
         # When the monitor samples once
         monitor.sample()
@@ -134,7 +137,7 @@ def test_workers_take_their_usage_while_the_monitor_samples(tmp_path):
     # Given a monitor holding many workers' usage, sampling on its own thread
     # (before the lock, a worker thread's pop during the stale-entry sweep raised
     # "dictionary changed size during iteration" in the monitor, and a sample was lost)
-    monitor = ResourceMonitor(TagRunner({}), Caps(0, 0, 0, 0), 1.0,
+    monitor = ResourceMonitor(LocalExecutor(TagRunner({})), Caps(0, 0, 0, 0), 1.0,
                               lambda: [Watched("depth_0_worker_1", "live", 1.0, tmp_path / "log", tmp_path, abort=lambda r: None)])
     tags = [f"t{n}" for n in range(200_000)]
     for tag in tags:

@@ -1,0 +1,189 @@
+"""The seam between the engine and the place a worker attempt runs.
+
+An :class:`Executor` starts one attempt (an argv, a folder, an environment, a log file, a
+tag and an exit file), waits for it with a timeout that a wake-up cuts short, ends it by
+the kill ladder, re-adopts one a previous server started, samples what running attempts
+use, and sweeps whatever is left carrying a tag. The engine and ``execution`` use nothing
+else to run a worker. :class:`LocalExecutor` (processes on this machine: runner.py's
+shim, kill ladder and sweep, procscan.py's process table) is today's only implementation;
+tests/fake_executor.py is its test double.
+
+What the interface promises, whatever runs the attempt (the contract tests check both):
+
+* ``start`` raises ``CommandNotFound`` (a missing command), ``OSError`` or ``ValueError``
+  (an empty argv) when the attempt cannot start; nothing is left running then.
+* An attempt's output (stdout and stderr) is appended to ``log_path`` as it is produced.
+* ``wait`` returns the attempt's status once it has ended (>= 0: its exit code; < 0: killed
+  by that signal), or None when ``timeout`` passed or ``wake`` was set first.
+* ``terminate`` is the kill ladder: ``first_signal``, ``grace`` seconds, then SIGKILL; it
+  returns the rung that ended the attempt ("none" when it had already ended), which the
+  handle keeps as ``kill_rung``. "Already gone" is success.
+* ``exit_file`` receives the true status; a restarted server finds a still-running attempt
+  with ``find`` and takes it over with ``adopt``, or reads an ended one's exit file.
+
+Handles are identified by ``id`` and ``tag``; ``pid`` is optional in spirit (a remote
+executor's attempt has no local pid), though the local one always has it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from .procscan import rss_bytes
+from .runner import CommandNotFound, FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims
+
+log = logging.getLogger("orchestrator.executor")
+
+
+class AttemptHandle(Protocol):
+    """One started (or re-adopted) attempt. Read-only to the engine; the executor updates it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def start_id(self) -> str | None: ...
+    @property
+    def exit_file(self) -> Path | None: ...
+    @property
+    def kill_rung(self) -> str | None: ...
+    @property
+    def code(self) -> int | None: ...
+    @property
+    def ended_at(self) -> float | None: ...
+    @property
+    def exited(self) -> bool: ...
+
+
+class Sampled(Protocol):
+    """What ``sample`` needs of a running attempt (monitor.Watched is one)."""
+
+    @property
+    def tag(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def shim_pid(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of an attempt's whole process tree (without the executor's own shim)."""
+
+    rss: int = 0  # bytes
+    processes: int = 0
+    cpu_seconds: float = 0.0  # of the tree, shim included: CPU is the attempt's either way
+
+
+class Executor(Protocol):
+    """Runs worker attempts. See the module docstring for what each method promises."""
+
+    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
+              exit_file: Path | None = None) -> AttemptHandle: ...
+
+    def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None: ...
+
+    def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str: ...
+
+    def release(self, handle: AttemptHandle) -> None:
+        """Free what the handle holds (descriptors) once its attempt has ended."""
+        ...
+
+    def adopt(self, pid: int | None, start_id: str | None, *, tag: str, started_at: float,
+              exit_file: Path | None) -> AttemptHandle:
+        """A handle on an attempt a previous server started; already ended if it has."""
+        ...
+
+    def find(self, tag_prefix: str) -> list[FoundShim]:
+        """Attempts still running whose tag starts with ``tag_prefix`` (after a restart)."""
+        ...
+
+    def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
+        """What each running attempt's tree uses now, by tag (absent: nothing found)."""
+        ...
+
+    def sweep(self, tag: str, since: float = 0.0) -> None:
+        """End whatever still carries ``tag`` (an ended attempt's leftovers)."""
+        ...
+
+    def sweep_prefix(self, prefix: str, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """End whatever carries a tag starting with ``prefix``, except tags in ``keep``; how many."""
+        ...
+
+
+class LocalExecutor:
+    """Attempts as processes on this machine, under runner.py's shim."""
+
+    def __init__(self, runner: ProcessRunner | None = None) -> None:
+        self.runner = runner or ProcessRunner()
+        if self.runner.perl is None:
+            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
+                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
+
+    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
+              exit_file: Path | None = None) -> ProcessHandle:
+        return self.runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file)
+
+    def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
+        return self.runner.wait(_local(handle), timeout, wake)
+
+    def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
+        return self.runner.terminate(_local(handle), grace=grace, first_signal=first_signal)
+
+    def release(self, handle: AttemptHandle) -> None:
+        self.runner.release(_local(handle))
+
+    def adopt(self, pid: int | None, start_id: str | None, *, tag: str, started_at: float,
+              exit_file: Path | None) -> ProcessHandle:
+        return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file)
+
+    def find(self, tag_prefix: str) -> list[FoundShim]:
+        return find_shims(tag_prefix)
+
+    def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
+        if not attempts:
+            return {}
+        since = min(a.started_at for a in attempts)
+        pids = self.runner.tagged_many([a.tag for a in attempts], since)  # one pass over the process table
+        found = {}
+        for attempt in attempts:
+            tree = pids.get(attempt.tag, [])
+            own = [pid for pid in tree if pid != attempt.shim_pid]  # the worker's processes, without our shim
+            found[attempt.tag] = Sample(sum(rss_bytes(pid) for pid in own), len(own), sum(cpu_seconds(pid) for pid in tree))
+        return found
+
+    def sweep(self, tag: str, since: float = 0.0) -> None:
+        self.runner.sweep(tag, since)
+
+    def sweep_prefix(self, prefix: str, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        return self.runner.sweep_prefix(prefix, keep=keep)
+
+
+def _local(handle: AttemptHandle) -> ProcessHandle:
+    if not isinstance(handle, ProcessHandle):
+        raise TypeError(f"LocalExecutor got a handle it did not make: {type(handle).__name__}")
+    return handle
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process and of the children it has reaped (0 when gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
+        return 0.0
+    return times.user + times.system + times.children_user + times.children_system
+
+
+__all__ = ["AttemptHandle", "CommandNotFound", "Executor", "FoundShim", "LocalExecutor", "Sample", "Sampled", "Wakeup",
+           "cpu_seconds"]

@@ -1,0 +1,123 @@
+"""The Executor contract (orchestrator/executor.py), checked the same way against the real
+LocalExecutor (real processes under the shim; slow) and the FakeExecutor the engine scenarios
+use (no process): the fake is only worth its scenarios if it keeps the same promises."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+from orchestrator.executor import LocalExecutor
+from orchestrator.runner import CommandNotFound, Wakeup, read_exit_file
+
+from .fake_executor import FakeClock, FakeExecutor, Script
+
+# What each kind of attempt does, as a real command and as a script.
+COMMANDS = {
+    "exit3": ["sh", "-c", "echo hello; exit 3"],
+    "hang": ["sh", "-c", "echo up; exec sleep 30"],
+    "stubborn": ["sh", "-c", "trap '' TERM; echo up; sleep 30"],
+    "signal": ["sh", "-c", "echo bye; kill -USR1 $$"],
+}
+SCRIPTS = {
+    "exit3": Script(exit=3, output=["hello"]),
+    "hang": Script(hang=True, output=["up"]),
+    "stubborn": Script(hang=True, ignores_first_signal=True, output=["up"]),
+    "signal": Script(dies_by=signal.SIGUSR1, output=["bye"]),
+}
+
+
+class LocalRig:
+    slow = True
+
+    def __init__(self, tmp_path):
+        self.executor = LocalExecutor()
+        self.tmp = tmp_path
+
+    def start(self, kind, tag):
+        log, exit_file = self.tmp / f"{tag}.log", self.tmp / f"{tag}.exit"
+        env = {**os.environ, "ORCHESTRATOR_ATTEMPT": "1"}
+        return self.executor.start(COMMANDS[kind], cwd=self.tmp, env=env, log_path=log, tag=tag, exit_file=exit_file), log
+
+
+class FakeRig:
+    slow = False
+
+    def __init__(self, tmp_path):
+        self.executor = FakeExecutor(FakeClock())
+        self.tmp = tmp_path
+
+    def start(self, kind, tag):
+        log, exit_file = self.tmp / f"{tag}.log", self.tmp / f"{tag}.exit"
+        self.executor.default = SCRIPTS[kind]
+        argv = [sys.executable, "-c", "pass"]  # never run: the script says what happens
+        return self.executor.start(argv, cwd=self.tmp, env={"ORCHESTRATOR_ATTEMPT": "1"}, log_path=log, tag=tag,
+                                   exit_file=exit_file), log
+
+
+@pytest.fixture(params=[pytest.param(LocalRig, marks=pytest.mark.slow, id="local"), pytest.param(FakeRig, id="fake")])
+def rig(request, tmp_path):
+    made = request.param(tmp_path)
+    yield made
+    made.executor.sweep_prefix("contract.")
+
+
+def test_an_attempt_exits_with_its_code_its_output_in_the_log_and_its_status_in_the_exit_file(rig):
+    handle, log = rig.start("exit3", "contract.exit3.1")
+    assert rig.executor.wait(handle, 10) == 3
+    assert handle.exited and handle.code == 3 and handle.pid is not None and handle.id
+    assert log.read_text() == "hello\n"
+    assert read_exit_file(handle.exit_file) == 3
+    assert rig.executor.terminate(handle, grace=1) == "none"  # already gone is success
+
+
+def test_a_signal_death_reads_as_a_negative_status(rig):
+    handle, _ = rig.start("signal", "contract.signal.1")
+    assert rig.executor.wait(handle, 10) == -signal.SIGUSR1
+    assert read_exit_file(handle.exit_file) == -signal.SIGUSR1
+
+
+def test_a_wait_ends_on_its_timeout_or_its_wakeup_and_the_ladder_ends_the_attempt(rig):
+    handle, log = rig.start("hang", "contract.hang.1")
+    assert rig.executor.wait(handle, 0.2) is None and not handle.exited
+    wake = Wakeup()
+    threading.Timer(0.1, wake.set).start()
+    assert rig.executor.wait(handle, 30, wake=wake) is None  # cut short by the wake-up
+    wake.close()
+    assert rig.executor.terminate(handle, grace=5) == "SIGTERM" == handle.kill_rung
+    assert rig.executor.wait(handle, 10) == -signal.SIGTERM
+    assert rig.executor.terminate(handle, grace=5) == "SIGTERM"  # the ladder runs once
+    assert log.read_text().startswith("up\n")
+
+
+def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig):
+    handle, _ = rig.start("stubborn", "contract.stubborn.1")
+    rig.executor.wait(handle, 0.3)  # its trap is set
+    assert rig.executor.terminate(handle, grace=0.5, first_signal=signal.SIGTERM) == "SIGKILL"
+    assert rig.executor.wait(handle, 10) == -signal.SIGKILL
+
+
+def test_a_missing_command_or_an_empty_argv_never_starts(rig, tmp_path):
+    with pytest.raises(CommandNotFound):
+        rig.executor.start(["/nonexistent/orchestrator-contract-cmd"], cwd=tmp_path, env={"PATH": "/usr/bin"},
+                           log_path=tmp_path / "x.log", tag="contract.missing.1", exit_file=tmp_path / "x.exit")
+    with pytest.raises(ValueError):
+        rig.executor.start([], cwd=tmp_path, env={}, log_path=tmp_path / "y.log", tag="contract.empty.1")
+    assert not (tmp_path / "x.exit").exists()
+
+
+def test_a_restarted_server_finds_a_running_attempt_by_its_tag_and_adopts_it(rig):
+    handle, _ = rig.start("hang", "contract.adopt.1")
+    rig.executor.wait(handle, 0.2)
+    found = [f for f in rig.executor.find("contract.adopt.") if f.tag == "contract.adopt.1"]
+    assert [(f.pid, f.exit_file, f.attempt) for f in found] == [(handle.pid, handle.exit_file, 1)]
+    adopted = rig.executor.adopt(found[0].pid, found[0].start_id, tag=found[0].tag, started_at=handle.started_at,
+                                 exit_file=found[0].exit_file)
+    assert rig.executor.wait(adopted, 0.1) is None
+    assert rig.executor.sweep_prefix("contract.adopt.", keep={"contract.other"}) >= 1
+    assert rig.executor.wait(adopted, 10) == -signal.SIGKILL
+    assert rig.executor.wait(handle, 10) == -signal.SIGKILL  # the first server's handle (reaped, locally)
+    assert rig.executor.find("contract.adopt.") == []
