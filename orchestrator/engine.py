@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from typing import Any
 
 from . import failpoints, logs, protocol, recovery, reports
 from .adapters import get_adapter, resolve_kind
+from .checkout import Checkout, finish_checkout, make_checkout
 from .config import JobConfig, Settings, job_config
 from .errors import Conflict, JobNotFound, RecursionLimit, Unavailable, ValidationError, WorkerNotFound
 from .events import EventBus
@@ -44,6 +45,7 @@ from .prune import jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Fate, Recovered
 from .runner import FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims, python_executable
+from .steps import Step
 from .workspace import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name, worker_key
 
 log = logging.getLogger("orchestrator.engine")
@@ -145,9 +147,13 @@ class Engine:
         runner: ProcessRunner | None = None,
         api_url: str | None = None,
         credentials: Any = None,
+        checkout: Checkout | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
+        self.checkout = checkout or make_checkout(settings, self.workspace)  # prepares each worker's directory
+        self.steps = tuple(steps)  # after-attempt steps (steps.py), in order
         self.runner = runner or ProcessRunner()
         if self.runner.perl is None:
             log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
@@ -678,10 +684,9 @@ class Engine:
                 self._process_ended(live, outcome)
                 self._dispatch()
         sweep()  # before its files are listed and before it is reported ended
-        self.workspace.release_worker_tmp(rec.root_id, rec.depth, rec.name)
-        files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
+        changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
         with self._lock:
-            rec.files_created = files
+            rec.files_created = changes.files_created
             if not early:
                 self._process_ended(live, outcome)
             waiting = self._live_children(live)
@@ -714,8 +719,7 @@ class Engine:
         cfg = JobConfig.from_dict(job.config)
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
-        self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
-        self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name).mkdir(parents=True, exist_ok=True)
+        directory = self.checkout.prepare(rec, job)
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
@@ -723,6 +727,7 @@ class Engine:
             record=rec, config=cfg, settings=self.settings, adapter=adapter, runner=self.runner,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
             lock=self._lock, on_change=self._on_attempt, cancel=live.cancel,
+            checkout=self.checkout, worker_dir=directory, steps=self.steps,
         )
         live.execution = execution
         resume = None
