@@ -26,10 +26,14 @@ process had ended before a server restart (its record already holds what it chan
 implementation puts the worker there (the git worktree checkout of issue 12 makes that folder
 a worktree on a branch of its own, keeping the layout).
 
+A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
+emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
+
 ``changes`` and ``cleanup`` run after the worker's process has ended (through ``finish_checkout``),
 where an exception must not leave the worker running forever: one that raises is logged and
 the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the worker then
-fails (before it runs, or instead of the retry).
+fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
+instead of the retry.
 """
 from __future__ import annotations
 

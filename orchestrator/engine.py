@@ -152,7 +152,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
-        self.checkout = checkout or make_checkout(settings, self.workspace)  # prepares each worker's directory
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace)  # prepares each worker's directory
         self.steps = tuple(steps)  # after-attempt steps (steps.py), in order
         self.runner = runner or ProcessRunner()
         if self.runner.perl is None:

@@ -38,6 +38,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .adapters.base import ParsedResult
 from .checkout import Changes, Checkout
@@ -51,7 +52,7 @@ log = logging.getLogger("orchestrator.steps")
 class Verdict:
     """A step's judgement: pass, fail the worker, or ask for another attempt."""
 
-    action: str  # "pass", "fail" or "retry"
+    action: Literal["pass", "fail", "retry"]
     reason: str = ""
 
 
@@ -78,7 +79,7 @@ class StepContext:
     parsed: ParsedResult | None  # its output, cost and tokens as the adapter read them
     checkout: Checkout
     cancel: Wakeup  # set when the worker is cancelled: a long step stops
-    _changes: Changes | None = field(default=None, repr=False)
+    _changes: Changes | None = field(default=None, init=False, repr=False)
 
     def changes(self) -> Changes:
         """The Checkout's changes, asked once per attempt, only by a step that needs them."""

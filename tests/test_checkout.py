@@ -187,3 +187,18 @@ def test_make_checkout_gives_the_folder_checkout_and_names_the_choices_for_an_un
         engine.shutdown(timeout=10)
     with pytest.raises(ConfigError, match="unknown checkout 'worktree': expected one of folder"):
         make_checkout(settings, workspace, "worktree")
+
+
+def test_a_prepare_that_raises_fails_the_worker_before_it_runs_and_still_cleans_up(seamed):
+    class Unpreparable(RecordingCheckout):
+        def prepare(self, record, job):
+            super().prepare(record, job)
+            raise OSError("no space left for the worktree")
+
+    engine = seamed(make=Unpreparable)
+    job = run_job(engine, "x", tasks=["echo ran > ran.txt"], config={"max_retries": 2})
+    worker = only_worker(engine, job)
+    assert job.status is JobStatus.FAILED and worker.status is WorkerStatus.FAILED and worker.attempts == []
+    assert "no space left for the worktree" in worker.error
+    assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "ran.txt").exists()
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "cleanup"]
