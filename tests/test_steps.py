@@ -31,7 +31,7 @@ class Scripted(Step):
 
     def run(self, ctx):
         self.seen.append((self.name, ctx.attempt, ctx.status, ctx.directory, ctx.changes().files_created,
-                          ctx.parsed.output if ctx.parsed else None))
+                          ctx.parsed.output if ctx.parsed else None, ctx.record.name, len(ctx.record.attempts)))
         return self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
 
 
@@ -46,8 +46,8 @@ def test_steps_run_in_order_after_a_successful_attempt_and_see_its_work(seamed):
     worker = only_worker(engine, job)
     assert worker.status is WorkerStatus.SUCCESS and worker.exit_reason == "exit code 0"
     folder = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    assert seen == [("first", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done"),
-                    ("second", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done")]
+    assert seen == [("first", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
+                    ("second", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1)]
     # the steps' changes were asked of the Checkout once, and again after the last attempt
     assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "changes", "cleanup"]
 
