@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from . import failpoints, limits, logs, protocol, states
 from .adapters import get_adapter
 from .announce import Announcer
+from .checkout import Checkout, finish_checkout, make_checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, base_env
@@ -46,6 +47,7 @@ from .recovery import Recovered
 from .restore import Restorer
 from .runner import FoundShim, ProcessRunner, python_executable
 from .states import WorkerPhase
+from .steps import Step
 from .submission import Submission
 from .tables import LiveWorker, Tables
 from .workspace import Workspace, validate_job_id, worker_key
@@ -67,6 +69,8 @@ class Engine:
         clock: Clock | None = None,
         api_url: str | None = None,
         credentials: Any = None,
+        checkout: Checkout | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
@@ -76,6 +80,8 @@ class Engine:
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace)  # prepares each worker's directory
+        self.steps = tuple(steps)  # after-attempt steps (steps.py), in order
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -238,10 +244,9 @@ class Engine:
                 self._process_ended(live, outcome)
                 self._dispatch()
         sweep()  # before its files are listed and before it is reported ended
-        self.workspace.release_worker_tmp(rec.root_id, rec.depth, rec.name)
-        files = self.workspace.files_in(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
+        changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
         with self._lock:
-            rec.files_created = files
+            rec.files_created = changes.files_created
             if not early:
                 self._process_ended(live, outcome)
             waiting = self.tables.live_children(live)
@@ -272,8 +277,7 @@ class Engine:
         cfg = job.config
         adapter = get_adapter(rec.kind)
         prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
-        self.workspace.create_worker_dir(rec.root_id, rec.depth, rec.name)
-        self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name).mkdir(parents=True, exist_ok=True)
+        directory = self.checkout.prepare(rec, job)
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
@@ -281,6 +285,7 @@ class Engine:
             record=rec, config=cfg, settings=self.settings, adapter=adapter, executor=self.executor,
             workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
             lock=self._lock, on_change=self._on_attempt, cancel=live.cancel, clock=self.clock,
+            checkout=self.checkout, worker_dir=directory, steps=self.steps,
         )
         live.execution = execution
         resume = None

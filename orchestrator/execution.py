@@ -16,7 +16,11 @@ adapter: not retryable  failed          no
 class auth/bad_request  failed          no: a bad key or request fails the same again
 class transient         failed          yes, under workers.transient_retries (not
                                         max_retries), with a longer backoff
+a step fails it         failed          no (after-attempt steps: see steps.py)
+a step asks to retry    failed          yes, up to max_retries, with backoff
 ======================  ==============  ==============================================
+
+Before each retry the Checkout resets the worker's directory (see checkout.py).
 
 "Exit code" and "signal" are the worker's true wait status, as its shim recorded it (see
 runner.py): an exit code of 147 is an exit code, never signal 19. The failure class comes
@@ -38,18 +42,20 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import failpoints, protocol, states
 from .adapters.base import Adapter, ParsedResult, WorkerContext
+from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .errors import ConfigError
 from .executor import AttemptHandle, Executor
 from .models import Attempt, WorkerRecord, WorkerStatus
 from .runner import CommandNotFound, Wakeup, signal_name
+from .steps import Step, StepContext, run_steps
 from .workspace import Workspace
 
 # How long a process must live before its "running" record is written (see _attempt).
@@ -66,8 +72,9 @@ class Outcome:
     parsed: ParsedResult | None = None
 
 
-# Why an attempt is followed by another: an ordinary retry (max_retries) or a transient one.
-RETRY, TRANSIENT = "retry", "transient"
+# Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or
+# an after-attempt step's request (which spends max_retries too).
+RETRY, TRANSIENT, STEP_RETRY = "retry", "transient", "step"
 NEVER_RETRIED = ("auth", "bad_request")
 TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
 
@@ -110,6 +117,9 @@ class WorkerExecution:
         on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], Callable[[], None]],
         cancel: Wakeup,
         clock: Clock = SYSTEM_CLOCK,
+        checkout: Checkout,
+        worker_dir: Path,
+        steps: Sequence[Step] = (),
     ) -> None:
         self.record = record
         self.config = config
@@ -124,11 +134,13 @@ class WorkerExecution:
         self.lock = lock
         self.on_change = on_change
         self.cancel = cancel
+        self.checkout = checkout
+        self.steps = steps
         self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
-        self.worker_dir = workspace.worker_dir(rec.root_id, rec.depth, rec.name)
+        self.worker_dir = worker_dir  # the Checkout's (prepared by the engine)
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
 
     def abort(self, reason: str) -> None:
@@ -163,6 +175,8 @@ class WorkerExecution:
                 outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
             if outcome.parsed is not None:
                 paid.append(outcome.parsed)
+            if self.steps and outcome.status is WorkerStatus.SUCCESS:
+                outcome, retry = self._after_attempt(number, outcome)
             if retry == TRANSIENT:
                 if transients >= w.transient_retries:
                     outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
@@ -175,18 +189,53 @@ class WorkerExecution:
                                             f"workers.transient_backoff_max={w.transient_backoff_max:g}s")
                     break
                 what = f"transient retry {transients}/{w.transient_retries}"
-            elif retry == RETRY and retries < self.config.max_retries:
+            elif retry in (RETRY, STEP_RETRY) and retries < self.config.max_retries:
                 retries += 1
                 delay = backoff_delay(retries, w.retry_backoff, w.retry_backoff_max)
                 what = f"retry {retries}/{self.config.max_retries}"
             else:
+                if retry == STEP_RETRY:
+                    outcome.exit_reason += f"; no retries left (max_retries={self.config.max_retries})"
+                    self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
                 break
             self.sweep()  # nothing of the failed attempt may run beside the next one
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
             if self.clock.wait(self.cancel, delay):
                 outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
                 break
+            unready = self._reset(number + 1)
+            if unready is not None:
+                outcome = unready
+                break
         return _charged(outcome, paid)
+
+    def _after_attempt(self, number: int, outcome: Outcome) -> tuple[Outcome, str | None]:
+        """Run the after-attempt steps on a successful attempt (see steps.py): its outcome and
+        retry decision as the first step that did not pass makes them."""
+        self.sweep()  # nothing the attempt left may write while the steps look at its work
+        ctx = StepContext(record=self.record, directory=self.worker_dir, attempt=number, status=outcome.status,
+                          exit_reason=outcome.exit_reason, parsed=outcome.parsed, checkout=self.checkout, cancel=self.cancel)
+        found = run_steps(self.steps, ctx)
+        if found is None:
+            return outcome, None
+        name, verdict = found
+        if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
+            why = f"step {name} asked for a retry: {verdict.reason}"
+            return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY
+        why = f"step {name} failed: {verdict.reason}"
+        self._log(f"===== attempt {number} {why} =====")
+        return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), None
+
+    def _reset(self, number: int) -> Outcome | None:
+        """The Checkout resets the worker's directory before attempt ``number``; a failed
+        reset fails the worker instead of retrying on a directory in an unknown state."""
+        try:
+            self.checkout.reset(self.record, number)
+        except Exception as exc:
+            why = f"could not reset its directory before attempt {number}"
+            self._log(f"===== {why}: {exc} =====")
+            return Outcome(WorkerStatus.FAILED, why, error=f"{why}: {exc}")
+        return None
 
     def sweep(self) -> None:
         """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is

@@ -379,7 +379,7 @@ def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engin
     """Issue 11 item 4: the record holds the JobConfig that job_config built; nothing rebuilds it
     from a dict (submission, dispatch, the worker's run, a child job's limits), and job.json keeps
     the same dict as before."""
-    from orchestrator import engine as engine_module
+    from orchestrator import submission as engine_module  # where a job is admitted and its config built
     from orchestrator.config import JobConfig
 
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})

@@ -1,0 +1,134 @@
+"""Where a worker works: the Checkout seam.
+
+The engine holds one Checkout and calls it at four points of a worker's run:
+
+==========  =====================================  ==========================================
+call        when                                   FolderCheckout (today's behaviour)
+==========  =====================================  ==========================================
+prepare     before its first attempt (once; also   makes ``depth_<d>/worker_<name>/`` and
+            for a worker re-adopted after a        its private TMPDIR (both kept if there)
+            restart, whose folder is already there)
+reset       before each retry, after the failed    nothing: a retry sees what the failed
+            attempt's leftovers were swept and     attempt left (an AI CLI can go on from
+            its backoff waited; never otherwise    its partial work)
+changes     after its last attempt, once nothing   ``files_created``: every file in its folder
+            of it runs (and when a step asks)      (see ``Workspace.files_in``)
+cleanup     after ``changes``, once per prepare,   empties its TMPDIR (the folder stays: it is
+            whatever the outcome (cancelled and    the worker's deliverable)
+            timed-out workers included)
+==========  =====================================  ==========================================
+
+A worker that never started (skipped) is neither prepared nor cleaned up; nor is one whose
+process had ended before a server restart (its record already holds what it changed).
+
+``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
+``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
+implementation puts the worker there (the git worktree checkout of issue 12 makes that folder
+a worktree on a branch of its own, keeping the layout).
+
+A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
+emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
+
+``changes`` and ``cleanup`` run after the worker's process has ended (through ``finish_checkout``),
+where an exception must not leave the worker running forever: one that raises is logged and
+the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the worker then
+fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
+instead of the retry.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .errors import ConfigError
+from .models import JobRecord, WorkerRecord
+from .workspace import Workspace
+
+log = logging.getLogger("orchestrator.checkout")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a worker changed in its directory (a worktree checkout adds the commit, the
+    changed files with how each changed, and a diffstat)."""
+
+    files_created: list[str] = field(default_factory=list)  # added files, relative to its directory
+
+
+class Checkout(ABC):
+    """Prepares, resets, inspects and cleans up worker directories (see the module docstring)."""
+
+    name: str = ""
+
+    @abstractmethod
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        """Before the worker's first attempt: make its directory ready; return it (its cwd).
+        Idempotent: a worker re-adopted after a restart finds it there and keeps it."""
+
+    @abstractmethod
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        """Before retry ``attempt`` (2 or more) starts; ``record.attempts[-1]`` is the one
+        that failed (its end, failure class and exit code say why)."""
+
+    @abstractmethod
+    def changes(self, record: WorkerRecord) -> Changes:
+        """What the worker changed so far (after its last attempt, or for a step that asks)."""
+
+    @abstractmethod
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        """After its last attempt and ``changes``; ``succeeded``: that attempt succeeded
+        (and no step failed it). Its child jobs may still be running."""
+
+
+class FolderCheckout(Checkout):
+    """A plain folder per worker in the workspace, kept as it is between attempts."""
+
+    name = "folder"
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        directory = self.workspace.create_worker_dir(record.root_id, record.depth, record.name)
+        # Its own temp folder, outside its directory, so files_created stays the worker's work.
+        self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        """Nothing: the failed attempt's files stay for the retry (on purpose, see the table)."""
+
+    def changes(self, record: WorkerRecord) -> Changes:
+        return Changes(files_created=self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name)))
+
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)
+
+
+CHECKOUTS: dict[str, type[FolderCheckout]] = {FolderCheckout.name: FolderCheckout}
+
+
+def make_checkout(settings: Settings, workspace: Workspace, kind: str = FolderCheckout.name) -> Checkout:
+    """The engine's Checkout. Only "folder" exists today; issue 12's ``git.isolation``
+    setting chooses here (a worktree per worker when the folder is in a git repository)."""
+    try:
+        return CHECKOUTS[kind](workspace)
+    except KeyError:
+        raise ConfigError(f"unknown checkout {kind!r}: expected one of {', '.join(sorted(CHECKOUTS))}") from None
+
+
+def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:
+    """After a worker's last attempt: its changes, then its cleanup. Never raises (see the
+    module docstring): the engine calls this where an exception would strand the worker."""
+    changes = Changes()
+    try:
+        changes = checkout.changes(record)
+    except Exception:
+        log.exception("checkout %s could not tell what worker %s changed", checkout.name, record.key)
+    try:
+        checkout.cleanup(record, succeeded)
+    except Exception:
+        log.exception("checkout %s could not clean up after worker %s", checkout.name, record.key)
+    return changes

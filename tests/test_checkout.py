@@ -1,0 +1,204 @@
+"""The Checkout seam: where the engine prepares, resets, inspects and cleans up a worker's
+directory, with real quick workers (``sh -c`` through the command kind) and a recording double."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.checkout import Changes, Checkout, FolderCheckout, finish_checkout, make_checkout
+from orchestrator.engine import Engine
+from orchestrator.errors import ConfigError
+from orchestrator.models import JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.workspace import Workspace
+
+from .checkout_double import RecordingCheckout, seamed_engines
+from .conftest import make_settings, only_worker, run_job, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def seamed(tmp_path):
+    with seamed_engines(tmp_path) as factory:
+        yield factory
+
+
+def test_a_worker_that_succeeds_is_prepared_once_then_its_changes_are_read_and_it_is_cleaned_up(seamed):
+    engine = seamed()
+    job = run_job(engine, "x", tasks=["echo hi > a.txt"], config={"max_retries": 2})
+    assert job.status is JobStatus.COMPLETED
+    assert engine.checkout.calls == [("prepare", "worker_1", 0), ("changes", "worker_1", 1), ("cleanup", "worker_1", True)]
+
+
+def test_reset_comes_before_each_retry_and_only_then(seamed):
+    # Given a worker that fails every attempt, with two retries
+    engine = seamed()
+    job = run_job(engine, "x", tasks=["exit 3"], config={"max_retries": 2})
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 3
+    # Then each retry was preceded by one reset, after the failed attempt had ended
+    assert engine.checkout.calls == [
+        ("prepare", "worker_1", 0),
+        ("reset", "worker_1", 2, 1, True),
+        ("reset", "worker_1", 3, 2, True),
+        ("changes", "worker_1", 3),
+        ("cleanup", "worker_1", False),
+    ]
+
+
+def test_a_cancelled_worker_is_cleaned_up_once_and_never_reset(seamed):
+    engine = seamed()
+    job = engine.submit("x", {"max_retries": 2}, ["sleep 30"])
+    wait_until(lambda: only_worker(engine, job).attempts, what="the worker started")
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 20)
+    assert done.status is JobStatus.CANCELLED and only_worker(engine, done).status is WorkerStatus.CANCELLED
+    assert engine.checkout.calls == [("prepare", "worker_1", 0), ("changes", "worker_1", 1), ("cleanup", "worker_1", False)]
+
+
+def test_a_timed_out_worker_is_cleaned_up_once_and_never_reset(seamed):
+    engine = seamed()
+    job = run_job(engine, "x", tasks=["sleep 30"], config={"default_timeout": 0.5, "max_retries": 2})
+    assert only_worker(engine, job).status is WorkerStatus.TIMEOUT
+    assert engine.checkout.calls == [("prepare", "worker_1", 0), ("changes", "worker_1", 1), ("cleanup", "worker_1", False)]
+
+
+def test_folder_checkout_gives_todays_files_created(seamed):
+    # Given a worker writing two files in its folder and one in its TMPDIR
+    engine = seamed(make=FolderCheckout)
+    job = run_job(engine, "x", tasks=["mkdir sub && echo a > a.txt && echo b > sub/b.txt && echo t > \"$TMPDIR/scratch\""])
+    worker = only_worker(engine, job)
+    ws = engine.workspace
+    folder = ws.worker_dir(job.id, 0, "worker_1")
+    # Then files_created lists its folder's files (as Workspace.files_in does), not its TMPDIR's
+    assert worker.files_created == ["a.txt", "sub/b.txt"] == ws.files_in(folder)
+    assert worker.dir_path == "depth_0/worker_1" and (folder / "a.txt").read_text() == "a\n"
+
+
+def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_only_the_tmpdir(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.create_job_tree("0123456789ab")
+    record = WorkerRecord(job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command")
+    checkout = FolderCheckout(ws)
+    folder = checkout.prepare(record, None)
+    tmp = ws.worker_tmp("0123456789ab", 0, "worker_1")
+    assert folder == ws.worker_dir("0123456789ab", 0, "worker_1") and folder.is_dir() and tmp.is_dir()
+    (folder / "work.txt").write_text("w")
+    (tmp / "scratch").write_text("s")
+    assert checkout.prepare(record, None) == folder and (tmp / "scratch").exists(), "prepare again (a re-adopted worker) keeps both"
+    checkout.reset(record, 2)
+    assert checkout.changes(record) == Changes(files_created=["work.txt"])
+    checkout.cleanup(record, succeeded=True)
+    assert not (tmp / "scratch").exists() and (folder / "work.txt").read_text() == "w"
+
+
+def test_folder_checkout_keeps_a_failed_attempts_files_for_the_retry(seamed):
+    # Given a worker whose first attempt leaves a file and fails, and whose second needs that file
+    engine = seamed(make=FolderCheckout)
+    script = 'if [ "$ORCHESTRATOR_ATTEMPT" = 1 ]; then echo one > first.txt; exit 1; fi; cat first.txt && echo two > second.txt'
+    job = run_job(engine, "x", tasks=[script], config={"max_retries": 1})
+    worker = only_worker(engine, job)
+    # Then the retry found it (no reset) and both are the worker's files
+    assert worker.status is WorkerStatus.SUCCESS and len(worker.attempts) == 2
+    assert worker.files_created == ["first.txt", "second.txt"]
+
+
+def test_the_worker_runs_in_the_directory_prepare_returns(seamed):
+    class Inner(RecordingCheckout):
+        def prepare(self, record, job):
+            inner = super().prepare(record, job) / "inner"
+            inner.mkdir()
+            return inner
+
+    engine = seamed(make=Inner)
+    job = run_job(engine, "x", tasks=["pwd > where.txt"])
+    worker = only_worker(engine, job)
+    folder = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    assert worker.files_created == ["inner/where.txt"]
+    assert (folder / "inner" / "where.txt").read_text().strip() == str(folder / "inner")
+
+
+def test_a_reset_that_raises_fails_the_worker_instead_of_retrying(seamed):
+    class Unresettable(RecordingCheckout):
+        def reset(self, record, attempt):
+            super().reset(record, attempt)
+            raise OSError("worktree locked")
+
+    engine = seamed(make=Unresettable)
+    job = run_job(engine, "x", tasks=["exit 3"], config={"max_retries": 2})
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
+    assert worker.exit_reason == "could not reset its directory before attempt 2"
+    assert worker.error == "could not reset its directory before attempt 2: worktree locked"
+    log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text()
+    assert "===== could not reset its directory before attempt 2: worktree locked =====" in log
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "reset", "changes", "cleanup"]
+
+
+def test_a_checkout_that_raises_after_the_last_attempt_does_not_strand_the_worker(seamed):
+    class Broken(RecordingCheckout):
+        def changes(self, record):
+            super().changes(record)
+            raise RuntimeError("git exploded")
+
+    engine = seamed(make=Broken)
+    job = run_job(engine, "x", tasks=["echo hi > a.txt"])
+    worker = only_worker(engine, job)
+    assert job.status is JobStatus.COMPLETED and worker.status is WorkerStatus.SUCCESS
+    assert worker.files_created == []  # unknown, so none listed
+    assert engine.checkout.calls[-1] == ("cleanup", "worker_1", True)
+
+
+def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path):
+    class Failing(Checkout):
+        name = "failing"
+
+        def __init__(self):
+            self.calls = []
+
+        def prepare(self, record, job):
+            raise AssertionError("not called")
+
+        def reset(self, record, attempt):
+            raise AssertionError("not called")
+
+        def changes(self, record):
+            self.calls.append("changes")
+            return Changes(files_created=["x"])
+
+        def cleanup(self, record, succeeded):
+            self.calls.append(("cleanup", succeeded))
+            raise OSError("disk gone")
+
+    record = WorkerRecord(job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command")
+    checkout = Failing()
+    assert finish_checkout(checkout, record, succeeded=False) == Changes(files_created=["x"])
+    assert checkout.calls == ["changes", ("cleanup", False)]
+
+
+def test_make_checkout_gives_the_folder_checkout_and_names_the_choices_for_an_unknown_one(tmp_path):
+    settings = make_settings(tmp_path)
+    workspace = Workspace(settings.workspace_root)
+    checkout = make_checkout(settings, workspace)
+    assert type(checkout) is FolderCheckout and checkout.workspace is workspace
+    engine = Engine(settings, workspace=workspace)
+    try:
+        assert type(engine.checkout) is FolderCheckout and engine.checkout.workspace is workspace
+    finally:
+        engine.shutdown(timeout=10)
+    with pytest.raises(ConfigError, match="unknown checkout 'worktree': expected one of folder"):
+        make_checkout(settings, workspace, "worktree")
+
+
+def test_a_prepare_that_raises_fails_the_worker_before_it_runs_and_still_cleans_up(seamed):
+    class Unpreparable(RecordingCheckout):
+        def prepare(self, record, job):
+            super().prepare(record, job)
+            raise OSError("no space left for the worktree")
+
+    engine = seamed(make=Unpreparable)
+    job = run_job(engine, "x", tasks=["echo ran > ran.txt"], config={"max_retries": 2})
+    worker = only_worker(engine, job)
+    assert job.status is JobStatus.FAILED and worker.status is WorkerStatus.FAILED and worker.attempts == []
+    assert "no space left for the worktree" in worker.error
+    assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "ran.txt").exists()
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "cleanup"]
