@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 
@@ -24,12 +25,13 @@ FAILED_STATUSES = frozenset(
     {WorkerStatus.FAILED, WorkerStatus.TIMEOUT, WorkerStatus.CANCELLED, WorkerStatus.SKIPPED}
 )
 
+_ROW_ORDER = operator.itemgetter(5, 3, 0, 4)  # TimelineRow (start, depth, worker_key, attempt): C speed
 _N = TypeVar("_N", int, float)  # a sum of ints stays an int (token counts), of floats a float
 
 
-@dataclass(frozen=True)
-class TimelineRow:
-    """One worker attempt, in seconds from the tree's start, for a timeline."""
+class TimelineRow(NamedTuple):
+    """One worker attempt, in seconds from the tree's start, for a timeline. (A named tuple:
+    immutable, and built 4x faster than a frozen dataclass; a big tree has 10,000s.)"""
 
     worker_key: str
     worker: str
@@ -261,16 +263,27 @@ def worker_seconds(worker: WorkerRecord, now: float | None) -> float:
 
 def rollup(workers: Iterable[WorkerRecord], now: float | None = None) -> Rollup:
     """Worker time, CPU, largest peak memory, cost and tokens over ``workers``."""
-    workers = list(workers)
-    return Rollup(
-        workers=len(workers),
-        worker_seconds=sum(worker_seconds(w, now) for w in workers),
-        cpu_seconds=_sum_known(w.cpu_seconds for w in workers),
-        peak_rss=max((w.peak_rss for w in workers if w.peak_rss is not None), default=None),
-        cost_usd=_sum_known(w.cost_usd for w in workers),
-        tokens_in=_sum_known(w.tokens_in for w in workers),
-        tokens_out=_sum_known(w.tokens_out for w in workers),
-    )
+    count, seconds = 0, 0.0
+    cpu: float | None = None
+    peak: int | None = None
+    cost: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    for w in workers:  # one pass: a job can have 10,000 workers, and the status route calls this
+        count += 1
+        seconds += worker_seconds(w, now)
+        if w.cpu_seconds is not None:
+            cpu = w.cpu_seconds if cpu is None else cpu + w.cpu_seconds
+        if w.peak_rss is not None and (peak is None or w.peak_rss > peak):
+            peak = w.peak_rss
+        if w.cost_usd is not None:
+            cost = w.cost_usd if cost is None else cost + w.cost_usd
+        if w.tokens_in is not None:
+            tokens_in = w.tokens_in if tokens_in is None else tokens_in + w.tokens_in
+        if w.tokens_out is not None:
+            tokens_out = w.tokens_out if tokens_out is None else tokens_out + w.tokens_out
+    return Rollup(workers=count, worker_seconds=seconds, cpu_seconds=cpu, peak_rss=peak, cost_usd=cost,
+                  tokens_in=tokens_in, tokens_out=tokens_out)
 
 
 def job_rollups(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None) -> list[JobRollup]:
@@ -361,23 +374,21 @@ def timeline_rows(
 ) -> list[TimelineRow]:
     """One row per attempt, sorted by start; a running attempt ends at ``now``."""
     rows = []
-    for w in workers:
-        for attempt in w.attempts:
+    make = TimelineRow._make
+    for w in workers:  # a big tree has 10,000s: what is per worker is read once
+        attempts = w.attempts
+        if not attempts:
+            continue
+        key, name, job_id, depth, last = w.key, w.name, w.job_id, w.depth, attempts[-1].number
+        value = w.status._value_  # Enum.value is a property, slow in a loop
+        for attempt in attempts:
+            start = attempt.started_at
             end = attempt.ended_at if attempt.ended_at is not None else now
-            end = attempt.started_at if end is None else max(end, attempt.started_at)
-            rows.append(
-                TimelineRow(
-                    worker_key=w.key,
-                    worker=w.name,
-                    job_id=w.job_id,
-                    depth=w.depth,
-                    attempt=attempt.number,
-                    start=attempt.started_at - origin,
-                    end=end - origin,
-                    status=_attempt_status(w, attempt.number),
-                )
-            )
-    rows.sort(key=lambda r: (r.start, r.depth, r.worker_key, r.attempt))
+            if end is None or end < start:
+                end = start
+            rows.append(make((key, name, job_id, depth, attempt.number, start - origin, end - origin,
+                              value if attempt.number == last else "retried")))
+    rows.sort(key=_ROW_ORDER)
     return rows
 
 
@@ -388,12 +399,15 @@ def peak_concurrency(rows: list[TimelineRow]) -> int:
     back-to-back runs count as 1. Zero-length attempts never overlap anything;
     they count as 1 only when nothing else ran.
     """
-    events = [(r.start, 1) for r in rows if r.end > r.start]
-    events += [(r.end, -1) for r in rows if r.end > r.start]
-    events.sort()  # at equal times -1 sorts first: ends before starts
-    peak = running = 0
-    for _, delta in events:
-        running += delta
+    ran = [r for r in rows if r.end > r.start]
+    starts = sorted(r.start for r in ran)
+    ends = sorted(r.end for r in ran)
+    peak = running = done = 0
+    for start in starts:  # a merge of the two sorted lists; at equal times an end goes first
+        while ends[done] <= start:
+            done += 1
+            running -= 1
+        running += 1
         peak = max(peak, running)
     return peak or (1 if rows else 0)
 

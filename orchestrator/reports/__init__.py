@@ -6,7 +6,10 @@ Templates ship in ``templates/``; a ``templates_dir`` from config
 """
 from __future__ import annotations
 
+import heapq
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,12 @@ FINAL_TEMPLATE = "final_result.md.j2"
 FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
 OUTPUT_LIMIT = 4000  # characters of each worker's output in FINAL_RESULT.md
 TIMELINE_WIDTH = 40
+# Past this many workers FINAL_RESULT.md is a summary: a table per level instead of a row per worker
+# (each level's LEVEL_<d>_REPORT.md still lists every worker of its depth, and timeline.svg every
+# attempt), and at most SHOWN_LIMIT failures, outputs, files and busiest workers. Thousands of rows
+# in three per-worker sections make a report nobody reads, and its rendering grows with them.
+FULL_LIST_LIMIT = 1000
+SHOWN_LIMIT = 50
 
 
 def _make_env(loader: BaseLoader) -> Environment:
@@ -106,17 +115,63 @@ def render_final_report(
     (the engine writes it next to the report); without it the report has no link.
     """
     now = time.time() if now is None else now
-    context = _context(root, jobs, workers, log_tails, now, base="")
+    summary = len(workers) > FULL_LIST_LIMIT
+    context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary)
     analytics: TreeAnalytics = context["a"]
+    with_output = [w for w in context["workers"] if w.output.strip()]
+    files = [(w, f) for w in context["workers"] for f in w.files_created]
     context.update(
+        summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
-        timeline=text_timeline(analytics.rows, TIMELINE_WIDTH),
+        timeline=[] if summary else text_timeline(analytics.rows, TIMELINE_WIDTH),
         timeline_svg=timeline_svg,
-        outputs=[
-            (w, *_clip(w.output, OUTPUT_LIMIT)) for w in context["workers"] if w.output.strip()
-        ],
+        outputs=[(w, *_clip(w.output, OUTPUT_LIMIT)) for w in (with_output[:SHOWN_LIMIT] if summary else with_output)],
+        outputs_total=len(with_output),
+        files=files[:SHOWN_LIMIT] if summary else files,
+        files_total=len(files),
+        failures_total=len(context["failures"]),
+        levels=_levels(context["workers"], context["jobs"], analytics) if summary else [],
+        shown_limit=SHOWN_LIMIT,
     )
+    if summary:
+        context["failures"] = context["failures"][:SHOWN_LIMIT]
+        busy: dict[str, float] = {}
+        for row in analytics.rows:
+            busy[row.worker_key] = busy.get(row.worker_key, 0.0) + row.duration
+        busiest = heapq.nlargest(SHOWN_LIMIT, context["workers"], key=lambda w: busy.get(w.key, 0.0))
+        context["busiest"] = busiest
+        shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
+        context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
+        context["worker_time"] = {w.key: worker_seconds(w, now) for w in shown}
+    else:
+        context["busiest"] = context["workers"]
     return render(FINAL_TEMPLATE, templates_dir, **context)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One depth of a tree, for the summary table of a big FINAL_RESULT.md."""
+
+    depth: int
+    jobs: int
+    workers: int
+    counts: dict[str, int]
+    worker_seconds: float
+    report: str  # LEVEL_<d>_REPORT.md, relative to the job folder
+
+
+def _levels(workers: list[WorkerRecord], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
+    jobs_at = Counter(j.depth for j in jobs)
+    counts: dict[int, Counter[WorkerStatus]] = {}
+    busy: dict[int, float] = {}
+    for row in analytics.rows:
+        busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
+    for w in workers:
+        counts.setdefault(w.depth, Counter())[w.status] += 1
+    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(c.values()),
+                  counts={s.value: c[s] for s in WorkerStatus if c[s]}, worker_seconds=busy.get(d, 0.0),
+                  report=f"depth_{d}/LEVEL_{d}_REPORT.md")
+            for d, c in sorted(counts.items())]
 
 
 def _context(
@@ -127,8 +182,10 @@ def _context(
     now: float,
     *,
     base: str,
+    per_worker: bool = True,
 ) -> dict[str, Any]:
-    """What both templates see. ``base`` is the report's folder, for relative links."""
+    """What both templates see. ``base`` is the report's folder, for relative links. Without
+    ``per_worker`` the per-worker figures (``elapsed``, ``worker_time``) are left for the caller."""
     jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
     workers = _sorted_workers(workers, jobs)
     analytics = analyse(jobs, workers, now)
@@ -143,8 +200,8 @@ def _context(
         "log_tails": log_tails,
         "now": now,
         "base": base,
-        "elapsed": {w.key: worker_elapsed(w, now) for w in workers},
-        "worker_time": {w.key: worker_seconds(w, now) for w in workers},
+        "elapsed": {w.key: worker_elapsed(w, now) for w in workers} if per_worker else {},
+        "worker_time": {w.key: worker_seconds(w, now) for w in workers} if per_worker else {},
         "failures": [w for w in workers if w.status in FAILURE_STATUSES],
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
@@ -167,8 +224,15 @@ def _workers_summary(workers: list[WorkerRecord]) -> str:
     """``3: worker_1_1 success, worker_1_2 failed, ...`` for one table cell."""
     if not workers:
         return "none"
-    names = ", ".join(f"{w.name} {w.status.value}" for w in workers)
-    return f"{len(workers)}: {names}"
+    names: list[str] = []
+    length = 0
+    for w in workers:  # the cell shows 200 characters: a job of thousands stops naming early
+        if length > 400:
+            names.append("…")
+            break
+        names.append(f"{w.name} {w.status.value}")
+        length += len(names[-1]) + 2
+    return f"{len(workers)}: {', '.join(names)}"
 
 
 def _clip(text: str, limit: int) -> tuple[str, int]:
