@@ -162,16 +162,14 @@ class Level:
 
 def _levels(workers: list[WorkerRecord], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
     jobs_at = Counter(j.depth for j in jobs)
-    counts: dict[int, Counter[WorkerStatus]] = {}
     busy: dict[int, float] = {}
     for row in analytics.rows:
         busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
-    for w in workers:
-        counts.setdefault(w.depth, Counter())[w.status] += 1
-    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(c.values()),
-                  counts={s.value: c[s] for s in WorkerStatus if c[s]}, worker_seconds=busy.get(d, 0.0),
-                  report=f"depth_{d}/LEVEL_{d}_REPORT.md")
-            for d, c in sorted(counts.items())]
+    tally = Counter((w.depth, w.status._value_) for w in workers)  # plain keys: an Enum hashes in Python
+    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(tally[d, s.value] for s in WorkerStatus),
+                  counts={s.value: tally[d, s.value] for s in WorkerStatus if tally[d, s.value]},
+                  worker_seconds=busy.get(d, 0.0), report=f"depth_{d}/LEVEL_{d}_REPORT.md")
+            for d in sorted({d for d, _ in tally})]
 
 
 def _context(
