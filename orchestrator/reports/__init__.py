@@ -118,8 +118,7 @@ def render_final_report(
     summary = len(workers) > FULL_LIST_LIMIT
     context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary)
     analytics: TreeAnalytics = context["a"]
-    with_output = [w for w in context["workers"] if w.output.strip()]
-    files = [(w, f) for w in context["workers"] for f in w.files_created]
+    with_output, files = context["with_output"], context["files"]
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
@@ -130,7 +129,7 @@ def render_final_report(
         files=files[:SHOWN_LIMIT] if summary else files,
         files_total=len(files),
         failures_total=len(context["failures"]),
-        levels=_levels(context["workers"], context["jobs"], analytics) if summary else [],
+        levels=_levels(context["tally"], context["jobs"], analytics) if summary else [],
         shown_limit=SHOWN_LIMIT,
     )
     if summary:
@@ -160,14 +159,14 @@ class Level:
     report: str  # LEVEL_<d>_REPORT.md, relative to the job folder
 
 
-def _levels(workers: list[WorkerRecord], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
+def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
+    """Per depth: jobs, workers by status (``tally``: (depth, status value) -> workers) and worker time."""
     jobs_at = Counter(j.depth for j in jobs)
     busy: dict[int, float] = {}
     for row in analytics.rows:
         busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
-    tally = Counter((w.depth, w.status._value_) for w in workers)  # plain keys: an Enum hashes in Python
-    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(tally[d, s.value] for s in WorkerStatus),
-                  counts={s.value: tally[d, s.value] for s in WorkerStatus if tally[d, s.value]},
+    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(tally.get((d, s.value), 0) for s in WorkerStatus),
+                  counts={s.value: tally[d, s.value] for s in WorkerStatus if tally.get((d, s.value))},
                   worker_seconds=busy.get(d, 0.0), report=f"depth_{d}/LEVEL_{d}_REPORT.md")
             for d in sorted({d for d, _ in tally})]
 
@@ -188,8 +187,23 @@ def _context(
     workers = _sorted_workers(workers, jobs)
     analytics = analyse(jobs, workers, now)
     by_job: dict[str, list[WorkerRecord]] = {j.id: [] for j in jobs}
-    for w in workers:
+    failures: list[WorkerRecord] = []
+    with_output: list[WorkerRecord] = []
+    files: list[tuple[WorkerRecord, str]] = []
+    tally: dict[tuple[int, str], int] = {}  # (depth, status value) -> workers
+    cost_known = simulated = 0
+    for w in workers:  # one pass for everything per worker: each pass over 10,000 records costs
         by_job.setdefault(w.job_id, []).append(w)
+        if w.status in FAILURE_STATUSES:
+            failures.append(w)
+        if w.output and w.output.strip():
+            with_output.append(w)
+        if w.files_created:
+            files += [(w, f) for f in w.files_created]
+        level = (w.depth, w.status._value_)  # plain keys: an Enum hashes in Python
+        tally[level] = tally.get(level, 0) + 1
+        cost_known += w.cost_usd is not None
+        simulated += w.kind == "simulated"
     return {
         "root": root,
         "jobs": jobs,
@@ -200,22 +214,29 @@ def _context(
         "base": base,
         "elapsed": {w.key: worker_elapsed(w, now) for w in workers} if per_worker else {},
         "worker_time": {w.key: worker_seconds(w, now) for w in workers} if per_worker else {},
-        "failures": [w for w in workers if w.status in FAILURE_STATUSES],
+        "failures": failures,
+        "with_output": with_output,  # in tree order, like ``files`` ((worker, file) pairs)
+        "files": files,
+        "tally": tally,
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
         "has_cost": analytics.cost_usd is not None,
         "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
-        "cost_known": sum(w.cost_usd is not None for w in workers),
+        "cost_known": cost_known,
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
-        "simulated": sum(w.kind == "simulated" for w in workers),
+        "simulated": simulated,
     }
 
 
 def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[WorkerRecord]:
-    """Tree order: by depth, then by job, then by plan position."""
+    """Tree order: by depth, then by job, then by plan position. (Grouped by job first: one sort
+    of 10,000 workers on a tuple key took 75 ms when the jobs' workers came interleaved.)"""
     position = {j.id: i for i, j in enumerate(jobs)}
     last = len(position)
-    return sorted(workers, key=lambda w: (w.depth, position.get(w.job_id, last), w.index, w.name))
+    groups: dict[tuple[int, int], list[WorkerRecord]] = {}
+    for w in workers:
+        groups.setdefault((w.depth, position.get(w.job_id, last)), []).append(w)
+    return [w for g in sorted(groups) for w in sorted(groups[g], key=lambda w: (w.index, w.name))]
 
 
 def _workers_summary(workers: list[WorkerRecord]) -> str:
