@@ -439,7 +439,10 @@ def level_waits(rows: list[TimelineRow]) -> dict[int, float]:
     spans: dict[int, tuple[float, float]] = {}
     for r in rows:
         lo, hi = spans.get(r.depth, (r.start, r.end))
-        spans[r.depth] = (min(lo, r.start), max(hi, r.end))
+        if r.start < lo or r.end > hi:
+            spans[r.depth] = (r.start if r.start < lo else lo, r.end if r.end > hi else hi)
+        elif r.depth not in spans:
+            spans[r.depth] = (lo, hi)
     return {depth: hi - lo for depth, (lo, hi) in sorted(spans.items())}
 
 

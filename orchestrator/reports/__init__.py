@@ -7,6 +7,7 @@ Templates ship in ``templates/``; a ``templates_dir`` from config
 from __future__ import annotations
 
 import heapq
+import operator
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -134,10 +135,14 @@ def render_final_report(
     )
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
-        busy: dict[str, float] = {}
+        busy: dict[tuple[int, str, str], float] = {}  # (depth, job, name): worker time
         for row in analytics.rows:
-            busy[row.worker_key] = busy.get(row.worker_key, 0.0) + row.duration
-        busiest = heapq.nlargest(SHOWN_LIMIT, context["workers"], key=lambda w: busy.get(w.key, 0.0))
+            who = (row.depth, row.job_id, row.worker)
+            busy[who] = busy.get(who, 0.0) + row.end - row.start
+        top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
+        rank = {who: i for i, (who, _) in enumerate(top)}
+        busiest = sorted((w for w in context["workers"] if (w.depth, w.job_id, w.name) in rank),
+                         key=lambda w: rank[w.depth, w.job_id, w.name])
         context["busiest"] = busiest
         shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
         context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
