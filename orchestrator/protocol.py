@@ -24,7 +24,7 @@ WORKER_DIR = "ORCHESTRATOR_WORKER_DIR"  # the worker's own folder (its working d
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on
 ATTEMPT = "ORCHESTRATOR_ATTEMPT"  # 1 for the first attempt, 2 for the first retry, ...
 TAG = "ORCHESTRATOR_TAG"  # unique per worker: how its processes are found in /proc
-SHIM_PERL5OPT = "ORCHESTRATOR_SHIM_PERL5OPT"  # the worker's own PERL5OPT, kept aside by the perl shim
+SHIM_STASH = "ORCHESTRATOR_SHIM_"  # + NAME: the worker's own value of a variable the perl shim starts without
 
 # -- the simulated worker's knobs (settings section ``simulated``) --------------------------
 SIM_DURATION = "ORCHESTRATOR_SIM_DURATION"

@@ -7,7 +7,7 @@ import jinja2
 import pytest
 
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.reports import render, render_final_report, render_level_report
+from orchestrator.reports import FULL_LIST_LIMIT, SHOWN_LIMIT, render, render_final_report, render_level_report
 from orchestrator.reports.markdown import (
     duration,
     iso,
@@ -327,6 +327,37 @@ def test_a_thousand_worker_report_renders():
     text = render_final_report(root, [root], workers, log_tails={}, now=T + 2000)
     assert len(table_with(text, "Depth")) == 1002
     assert "depth_0_worker_1000" in text
+
+
+def test_a_tree_past_the_full_list_limit_gets_a_summary_with_a_table_per_level():
+    """Past FULL_LIST_LIMIT workers, FINAL_RESULT.md is read, not scrolled: a row per level linking
+    the level report (which lists every worker), and at most SHOWN_LIMIT failures, outputs, files
+    and busiest workers, each list saying how many more there are."""
+    assert FULL_LIST_LIMIT == 1000 and SHOWN_LIMIT == 50
+    root = make_job("r1", end=2000)
+    child = make_job("r1.1", 1, start=10, end=1500, parent_job_id="r1", parent_worker="worker_1")
+    workers = [make_worker("r1", f"worker_{i}", 0, i, i + 50 + (i == 7) * 500, index=i, output=f"out {i}",
+                           files_created=[f"f{i}.py"]) for i in range(1, 401)]
+    workers += [make_worker("r1.1", f"worker_1_{i}", 1, 10 + i, 20 + i, index=i,
+                            status=WorkerStatus.FAILED if i <= 60 else WorkerStatus.SUCCESS) for i in range(1, 602)]
+    text = render_final_report(root, [root, child], workers, log_tails={}, now=T + 2000)
+    assert_tables_are_rectangular(text)
+    assert not [t for t in tables(text) if t[0][0] == "Depth" and t[0][1] == "Worker"]  # no row per worker
+    levels = table_with(text, "Depth")
+    assert levels[0][:4] == ["Depth", "Jobs", "Workers", "Status counts"]
+    assert [row[:4] for row in levels[2:]] == [["0", "1", "400", "success: 400"],
+                                               ["1", "1", "601", "success: 541, failed: 60"]]
+    assert levels[3][-1] == "[`depth_1/LEVEL_1_REPORT.md`](depth_1/LEVEL_1_REPORT.md)"
+    failures = text.split("## Failures")[1].split("## Execution timeline")[0]
+    assert failures.count("\n### ") == 50 and "_10 more workers failed; the level reports show each one._" in failures
+    results = text.split("## Results")[1].split("## Child jobs")[0]
+    assert results.count("\n### ") == 50 and "_350 more workers produced output" in results
+    assert "_350 more files; the level reports list them by worker._" in text
+    busiest = table_with(text, "Worker")
+    assert len(busiest) == 52 and busiest[2][0] == "`depth_0_worker_7`"  # the longest first
+    timeline = text.split("## Execution timeline")[1].split("## Performance")[0]
+    assert "1001 attempts: one line each is too long" in timeline and not code_blocks(timeline)
+    assert "| Workers | 1001 total, 941 succeeded, 60 failed |" in text
 
 
 def test_md_cell_escapes_and_truncates():

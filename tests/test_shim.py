@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_an_exit_file_of_an_earlier_server_reads_as_that_server_meant_it(tmp_pat
 def test_another_runner_adopts_a_live_shim_and_reads_its_status_when_it_ends(tmp_path):
     first = ProcessRunner()
     handle, exit_file = _spawn(first, tmp_path, "import sys, time; time.sleep(0.8); sys.exit(7)", "t4.depth_0_worker_1.ab", attempt=2)
+    # (Its argv and environment show in /proc a moment after Popen returns: look until they do.)
+    wait_until(lambda: any(s.pid == handle.pid for s in find_shims("t4.")))
     found = [s for s in find_shims("t4.") if s.pid == handle.pid]
     assert len(found) == 1 and found[0].attempt == 2 and found[0].exit_file == exit_file
     assert found[0].start_id == handle.start_id == process_start_id(handle.pid)
@@ -167,6 +170,30 @@ def test_the_perl_shim_leaves_perl5opt_to_the_worker(tmp_path):
                           env=env, log_path=tmp_path / "log", tag="t8.k.1", exit_file=exit_file)
     assert runner.wait(handle, 10) == 0
     assert (tmp_path / "log").read_text() == "opt=-MNo::Such::Module::Anywhere\n0\n"
+
+
+@needs_perl
+@pytest.mark.parametrize("own", [{"LC_ALL": "de_DE.UTF-8", "PERL_HASH_SEED": "7"}, {}])
+def test_the_perl_shim_starts_in_its_own_environment_and_the_worker_gets_its_own_back(tmp_path, own):
+    """Perl starts with LC_ALL=C and a fixed hash seed (no locale files, no /dev/urandom: cheaper per
+    worker); the worker gets the environment it was given, with or without those variables."""
+    runner = ProcessRunner()
+    env = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "PERL_HASH_SEED")} | own
+    script = 'sleep 0.5; env | grep -E "^(LC_ALL|PERL_HASH_SEED|ORCHESTRATOR_SHIM_)" | sort; echo end'
+    handle = runner.spawn(["sh", "-c", script], cwd=tmp_path, env=env, log_path=tmp_path / "log", tag="t10.k.1",
+                          exit_file=tmp_path / "exit.1")
+    shim_env: dict[str, str] = {}
+
+    def shim_environment_readable() -> bool:
+        entries = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+        shim_env.update(e.decode().split("=", 1) for e in entries if b"=" in e)
+        return "ORCHESTRATOR_TAG" in shim_env
+
+    wait_until(shim_environment_readable)
+    assert shim_env["LC_ALL"] == "C" and shim_env["PERL_HASH_SEED"] == "0"
+    assert runner.wait(handle, 10) == 0
+    expected = "".join(f"{k}={v}\n" for k, v in sorted(own.items())) + "end\n"
+    assert (tmp_path / "log").read_text() == expected
 
 
 def test_the_shim_a_server_finds_is_the_one_it_started(tmp_path):
