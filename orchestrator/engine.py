@@ -1,12 +1,14 @@
 """The engine: jobs, their workers, and every state change.
 
 One lock guards all records (``tables.Tables``: the engine's memory of the trees it runs).
-Each running worker has a thread that owns its process (see ``execution``); everything else
-(submitting, dispatching, finishing jobs, cancelling) happens under the lock and is cheap.
-The engine wires the parts together and runs workers; each concern is a part of its own:
-``submission`` admits and creates jobs (its checks are ``limits``'), ``finishing`` ends
-workers and jobs and renders their reports, ``restore`` applies ``recovery``'s decisions
-after a restart, ``queries`` answers every read, and ``states`` is the one writer of a status.
+Each running worker has a thread that owns its attempts (``running``, ``execution``, through
+an ``executor.Executor``); everything else (submitting, dispatching, finishing jobs,
+cancelling) happens under the lock and is cheap. The engine wires the parts together,
+dispatches and cancels; each other concern is a part of its own: ``submission`` admits and
+creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
+``finishing`` ends workers and jobs and renders their reports, ``restore`` applies
+``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
+the one writer of a status.
 
 Concurrency: a job runs at most ``max_workers`` workers at once, and the
 server at most ``workers.global_max_workers``. A worker that has started a
@@ -16,36 +18,33 @@ blocked on it), so a deep tree completes even under a global limit of 2.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Any
 
-from . import failpoints, limits, logs, protocol, states
-from .adapters import get_adapter
+from . import limits, logs, states
 from .announce import Announcer
-from .checkout import Checkout, finish_checkout, make_checkout
+from .checkout import Checkout, make_checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
-from .environment import PACKAGE_PARENT, SPAWN_BIN, base_env
+from .environment import PACKAGE_PARENT, SPAWN_BIN, Credentials, base_env, worker_env, worker_prompt
 from .errors import Conflict, Unavailable
 from .events import EventBus
-from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
-from .executor import AttemptHandle, Executor, LocalExecutor
+from .execution import Outcome
+from .executor import Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
-from .monitor import Caps, ResourceMonitor, Watched
-from .prompts import check_template, prompt_template_path, render_worker_prompt
+from .monitor import Caps, ResourceMonitor
+from .prompts import check_template, prompt_template_path
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Recovered
 from .restore import Restorer
-from .runner import FoundShim, ProcessRunner, python_executable
+from .runner import FoundShim, ProcessRunner
+from .running import WorkerRunner
 from .states import WorkerPhase
 from .steps import Step
 from .submission import Submission
@@ -68,7 +67,7 @@ class Engine:
         executor: Executor | None = None,
         clock: Clock | None = None,
         api_url: str | None = None,
-        credentials: Any = None,
+        credentials: Credentials | None = None,
         checkout: Checkout | None = None,
         steps: Sequence[Step] = (),
     ) -> None:
@@ -99,7 +98,7 @@ class Engine:
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(self.executor, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
-                                       w.monitor_interval, self._watched, tick=self._enforce_deadlines)
+                                       w.monitor_interval, lambda: self.running.watched(), tick=self._enforce_deadlines)
         self.announce = Announcer(settings, self.workspace, self.events)
         self.finishing = Finishing(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
                                    announce=self.announce, metrics=self.metrics, monitor=self.monitor,
@@ -108,10 +107,14 @@ class Engine:
                                      lock=self._cond, announce=self.announce, check_open=self._check_open,
                                      dispatch=self._dispatch, skip_pending=self._skip_pending,
                                      add_cost=self.finishing.add_cost, clock=self.clock)
+        self.running = WorkerRunner(settings=settings, workspace=self.workspace, executor=self.executor, clock=self.clock,
+                                    tables=t, lock=self._lock, announce=self.announce, finishing=self.finishing,
+                                    metrics=self.metrics, checkout=self.checkout, steps=self.steps, dispatch=self._dispatch,
+                                    prompt=self.worker_prompt, env=self._worker_env)
         self.restorer = Restorer(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
                                  announce=self.announce, queries=self.queries, finishing=self.finishing,
                                  dispatch=self._dispatch, run=self._run, kill_unaccounted=self._kill_unaccounted,
-                                 attempt_start=self._attempt_start,
+                                 attempt_start=self.running.attempt_start,
                                  executor=self.executor, clock=self.clock)
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
@@ -167,7 +170,7 @@ class Engine:
     def _run(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         """The worker's thread (from the pool: idle threads are reused, as starting a thread
         per worker under the lock cost more than the worker)."""
-        future = self._pool.submit(self._run_worker, live, adopted)
+        future = self._pool.submit(self.running.run_worker, live, adopted)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
@@ -180,7 +183,7 @@ class Engine:
         a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
         return self.restorer.recover()
 
-    # -- running a worker: its thread, its process, its attempts -------------------------
+    # -- what the engine does beside running workers (running.WorkerRunner runs them) -----
     def _kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
         """SIGKILL every process of the tree that carries no adopted shim's tag."""
         for shim in shims:
@@ -205,178 +208,15 @@ class Engine:
             except Conflict:
                 pass
 
-    def _watched(self) -> list[Watched]:
-        """Running workers for the resource monitor."""
-        with self._lock:
-            found = []
-            for live in self.tables.workers.values():
-                execution = live.execution
-                handle = execution.handle if execution else None
-                if execution is None or handle is None or handle.exited:
-                    continue
-                rec = live.record
-                found.append(Watched(
-                    key=rec.key, tag=live.tag, started_at=handle.started_at,
-                    log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
-                    worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name), abort=execution.abort,
-                    shim_pid=handle.pid if handle.exit_file is not None else None))
-            return found
-
     def _forget(self, future: Future[None]) -> None:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
-    def _run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
-        sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
-        try:
-            outcome, sweep = self._execute(live, adopted)
-        except Exception as exc:  # a bug must not leave a worker "running" forever
-            log.exception("worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name))
-            outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
-        live.cancel.close()
-        rec = live.record
-        # Its process has ended: the slot goes to the next worker (and its cost to the tree's
-        # budget) before the tag sweep, which waits to share one /proc scan with other
-        # finishing workers. A worker with child jobs does this after the sweep, in one step
-        # with settling it (a child job ending in between may settle it).
-        early = not rec.child_job_ids
-        if early:
-            with self._lock:
-                self._process_ended(live, outcome)
-                self._dispatch()
-        sweep()  # before its files are listed and before it is reported ended
-        changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
-        with self._lock:
-            rec.files_created = changes.files_created
-            if not early:
-                self._process_ended(live, outcome)
-            waiting = self.tables.live_children(live)
-            if waiting:
-                self.announce.worker(live, f"process exited; waiting for child job(s) {', '.join(waiting)}")
-                snapshot = self.tables.worker_snapshot(live)
-            else:  # settled in this same lock section (each one is a hand-off between 16 threads)
-                settled = self.finishing.final_record(live)
-            if not early:
-                self._dispatch()
-        if waiting:
-            snapshot.write()
-        elif settled is not None:
-            self.finishing.publish_final(live, *settled)  # writes the record once, with its final status
+    def _worker_env(self, rec: WorkerRecord, cfg: JobConfig) -> dict[str, str]:
+        return worker_env(self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=self.credentials)
 
-    def _process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Under the lock: its process has ended with ``outcome``; it no longer counts against
-        the limits, and its cost counts against the tree's budget."""
-        if live.phase.holds_slot:
-            self.tables.slots_used -= 1
-        live.exited(outcome)
-        self.tables.running[live.job.id] -= 1
-        self.finishing.record_outcome(live, outcome)
-
-    def _execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
-        """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
-        rec, job = live.record, live.job
-        cfg = job.config
-        adapter = get_adapter(rec.kind)
-        prompt = self._prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
-        directory = self.checkout.prepare(rec, job)
-        if adapter.needs_prompt_file(self.settings):
-            # The prompt is an input, not state: a plain write, no fsync.
-            self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
-        execution = WorkerExecution(
-            record=rec, config=cfg, settings=self.settings, adapter=adapter, executor=self.executor,
-            workspace=self.workspace, env=self._worker_env(live, cfg), prompt=prompt, tag=live.tag,
-            lock=self._lock, on_change=self._on_attempt, cancel=live.cancel, clock=self.clock,
-            checkout=self.checkout, worker_dir=directory, steps=self.steps,
-        )
-        live.execution = execution
-        resume = None
-        if adopted is not None and adopted.attempt is not None:
-            resume = (adopted.attempt, self._adopt(live, adopted))
-        try:
-            return execution.run(resume), execution.sweep
-        finally:
-            live.execution = None
-
-    def _adopt(self, live: LiveWorker, fate: Recovered) -> AttemptHandle:
-        """A handle on the shim of a worker a previous server started; its record says so on disk."""
-        attempt, rec = fate.attempt, live.record
-        assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
-        handle = self.executor.adopt(fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at,
-                                     exit_file=fate.exit_file)
-        state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
-        self._on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
-        return handle
-
-    def _attempt_start(self, rec: WorkerRecord, number: int) -> tuple[int, float] | None:
-        """(log offset, start time) of attempt ``number`` from its start line in the worker log."""
-        found = self.workspace.find_line_in_log(self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
-                                                attempt_marker(number))
-        started = marker_start_time(found[1]) if found is not None else None
-        return None if found is None or started is None else (found[0], started)
-
-    def _on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None,
-                    write: bool = True) -> Callable[[], None]:
-        """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
-        under the lock, and everyone is told. With ``write`` the record is on disk first;
-        without, the caller gets the write to make later (see ``WorkerExecution._attempt``).
-        Telling "running" before it is on disk is safe, unlike a final status: a restart finds
-        the attempt through its shim and says "running" (or its true end) again. Returns the
-        write (a no-op on disk once made)."""
-        with self._lock:
-            if begin is not None:
-                begin()
-            live = self.tables.workers[(record.root_id, record.key)]
-            snapshot = self.tables.worker_snapshot(live)
-        self.metrics.spawned(live.tag)
-
-        def save() -> None:
-            snapshot.write()
-            failpoints.hit("after_record")
-
-        if write:
-            save()
-        self.announce.worker(live, message)  # the event bus and the log append need no engine lock
-        return save
-
-    def _prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
-        """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
-        cfg = job.config
-        return render_worker_prompt(
-            task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
-            depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
-            recursion_enabled=cfg.enable_recursion and self.api_url is not None,  # spawn needs the API
-            worker_dir=str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-            job_id=rec.job_id, worker_id=rec.name,
-            children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-            timeout=cfg.default_timeout, template=self._prompt_template, kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
-        )
-
-    def _worker_env(self, live: LiveWorker, cfg: JobConfig) -> dict[str, str]:
-        """The worker protocol: who it is, where it is, and how to start a child job, on top of
-        the environment the server's owner chose (``base_env``)."""
-        rec = live.record
-        env = base_env(self.settings)
-        # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
-        bin_dir = os.path.dirname(python_executable())
-        env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
-        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.update({
-            protocol.JOB_ID: rec.job_id,
-            protocol.ROOT_JOB_ID: rec.root_id,
-            protocol.WORKER_ID: rec.name,
-            protocol.DEPTH: str(rec.depth),
-            protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
-            protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
-            protocol.WORKER_DIR: str(self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-            protocol.PYTHON: python_executable(),
-        })
-        # Its own temp folder (outside its directory, so files_created stays the worker's work).
-        tmp = str(self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
-        env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
-        if self.api_url and cfg.enable_recursion:
-            env[protocol.API_URL] = self.api_url
-            if self.credentials is not None:
-                env[protocol.API_KEY] = self.credentials.issue(rec.root_id, rec.job_id, rec.name)
-        return env
+    def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
+        """What an AI worker of ``job`` reads (environment.worker_prompt, with this server's API and template)."""
+        return worker_prompt(self.workspace, rec, job, api_url=self.api_url, template=self._prompt_template)
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(self, root_id: str, job_id: str | None = None, *, outcomes: bool = False) -> tuple[list[JobRecord], list[WorkerRecord]]:

@@ -1,12 +1,19 @@
-"""The environment an AI CLI starts from (a worker, or the AI planner), as the server's owner
-chose it in ``workers.inherit_env``, ``workers.env_passthrough`` and ``workers.env``."""
+"""What a worker starts with: the environment an AI CLI starts from (a worker, or the AI
+planner), as the server's owner chose it in ``workers.inherit_env``, ``workers.env_passthrough``
+and ``workers.env``; the worker protocol's variables on top; and the prompt an AI worker reads."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from . import protocol
-from .config import Settings
+from .adapters import get_adapter
+from .config import JobConfig, Settings
+from .models import JobRecord, WorkerRecord
+from .prompts import render_worker_prompt
+from .runner import python_executable
+from .workspace import Workspace
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 SPAWN_BIN = str(Path(__file__).resolve().parent / "bin")  # holds orchestrator-spawn
@@ -25,3 +32,53 @@ def base_env(settings: Settings) -> dict[str, str]:
     env.update(w.env)
     env.setdefault("PATH", source.get("PATH", os.defpath))
     return env
+
+
+class Credentials(Protocol):
+    """Issues a worker's scoped API key (api.auth.Credentials, when the server runs)."""
+
+    def issue(self, root_id: str, job_id: str, worker: str) -> str: ...
+
+
+def worker_env(settings: Settings, workspace: Workspace, rec: WorkerRecord, cfg: JobConfig, *,
+               api_url: str | None, credentials: Credentials | None) -> dict[str, str]:
+    """The worker protocol: who it is, where it is, and how to start a child job, on top of
+    the environment the server's owner chose (``base_env``)."""
+    env = base_env(settings)
+    # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
+    bin_dir = os.path.dirname(python_executable())
+    env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update({
+        protocol.JOB_ID: rec.job_id,
+        protocol.ROOT_JOB_ID: rec.root_id,
+        protocol.WORKER_ID: rec.name,
+        protocol.DEPTH: str(rec.depth),
+        protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
+        protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
+        protocol.WORKER_DIR: str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+        protocol.PYTHON: python_executable(),
+    })
+    # Its own temp folder (outside its directory, so files_created stays the worker's work).
+    tmp = str(workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
+    env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
+    if api_url and cfg.enable_recursion:
+        env[protocol.API_URL] = api_url
+        if credentials is not None:
+            env[protocol.API_KEY] = credentials.issue(rec.root_id, rec.job_id, rec.name)
+    return env
+
+
+def worker_prompt(workspace: Workspace, rec: WorkerRecord, job: JobRecord, *, api_url: str | None,
+                  template: Path | None) -> str:
+    """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
+    cfg = job.config
+    return render_worker_prompt(
+        task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
+        depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
+        recursion_enabled=cfg.enable_recursion and api_url is not None,  # spawn needs the API
+        worker_dir=str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+        job_id=rec.job_id, worker_id=rec.name,
+        children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
+        timeout=cfg.default_timeout, template=template, kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
+    )

@@ -64,11 +64,11 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
     rec = type("Rec", (), {"task": "t", "index": 1, "depth": 0, "root_id": "a1b2c3d4e5f6", "name": "worker_1", "job_id": "a1b2c3d4e5f6",
                            "child_job_ids": [], "kind": "aider"})()
-    prompt = engine._prompt(rec, job)
+    prompt = engine.worker_prompt(rec, job)
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
     assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
     rec.kind = "gemini"
-    assert "orchestrator-spawn --wait" in engine._prompt(rec, job)
+    assert "orchestrator-spawn --wait" in engine.worker_prompt(rec, job)
 
 
 # ----------------------------------------------------------------------------- gemini
