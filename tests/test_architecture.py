@@ -230,3 +230,27 @@ def test_only_states_writes_a_status_or_a_phase():
 def test_the_engine_module_stays_small():
     lines = len(_modules()["orchestrator.engine"].read_text(encoding="utf-8").splitlines())
     assert lines <= ENGINE_MAX_LINES, f"engine.py has {lines} lines (at most {ENGINE_MAX_LINES}): move a whole concern out"
+
+
+def _mentions_any(hint: object) -> bool:
+    import typing
+
+    return hint is typing.Any or any(_mentions_any(arg) for arg in typing.get_args(hint))
+
+
+def test_the_engine_s_public_interface_has_no_any():
+    import inspect
+    import typing
+
+    from orchestrator.engine import Engine
+
+    loose = []
+    for name, member in inspect.getmembers(Engine, inspect.isfunction):
+        if name.startswith("_") and name != "__init__":
+            continue
+        hints = typing.get_type_hints(member)
+        loose += [f"{name}({param})" for param, hint in hints.items() if _mentions_any(hint)]
+        missing = [p for p in inspect.signature(member).parameters if p != "self" and p not in hints]
+        loose += [f"{name}({param}: no type)" for param in missing]
+    assert not loose, f"the engine's public interface is typed loosely: {loose}"
+    assert _mentions_any(dict[str, typing.Any]) and not _mentions_any(dict[str, int]), "the check is blind"
