@@ -274,8 +274,9 @@ def analyse(
 
 def worker_elapsed(worker: WorkerRecord, now: float | None) -> float | None:
     """A worker's duration; a running one counts up to ``now``."""
-    if worker.duration is not None:
-        return worker.duration
+    duration = worker.duration  # a property: read once (a report reads 10,000s)
+    if duration is not None:
+        return duration
     if worker.started_at is None or now is None or worker.status.terminal:
         return None
     return max(0.0, now - worker.started_at)
@@ -291,7 +292,9 @@ def queue_wait(worker: WorkerRecord, now: float | None, ready: float | None = No
     first = worker.attempts[0].started_at if worker.attempts else worker.started_at
     if first is None:
         first = now if worker.status is WorkerStatus.PENDING else None
-    return None if first is None else max(0.0, first - ready)
+    if first is None:
+        return None
+    return first - ready if first > ready else 0.0
 
 
 def worker_seconds(worker: WorkerRecord, now: float | None) -> float:
