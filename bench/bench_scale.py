@@ -85,6 +85,26 @@ def uptime() -> str:
         return "load n/a"
 
 
+def thread_stacks_mb(pid: int) -> float:
+    """Resident memory of a process's thread stacks: its anonymous mappings of exactly the
+    default stack size (ulimit -s), read from /proc/PID/smaps."""
+    import resource
+
+    stack_kb = resource.getrlimit(resource.RLIMIT_STACK)[0] // 1024
+    total = 0
+    size = 0
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            for line in smaps:
+                if line.startswith("Size:"):
+                    size = int(line.split()[1])
+                elif line.startswith("Rss:") and size == stack_kb:
+                    total += int(line.split()[1])
+    except OSError:
+        return float("nan")
+    return total / 1024
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -219,6 +239,7 @@ class Server:
         self._sampling = threading.Event()
 
         self.peak_rss_sampled, self.threads_at_peak_rss, self.peak_rss_at = 0.0, 0, 0.0
+        self.stacks_mb, self.stacks_at = 0.0, 0
         started = time.monotonic()
 
         def sample() -> None:
@@ -230,6 +251,8 @@ class Server:
                 threads, rss = int(status["Threads"]), int(status["VmRSS"].split()[0]) / 1024
                 if threads > self.peak_threads:
                     self.peak_threads, self.rss_at_peak_threads = threads, rss
+                    if threads >= self.stacks_at + 50:  # what the threads' stacks hold (smaps costs a few ms)
+                        self.stacks_mb, self.stacks_at = thread_stacks_mb(self.proc.pid), threads
                 if rss > self.peak_rss_sampled:
                     self.peak_rss_sampled, self.threads_at_peak_rss = rss, threads
                     self.peak_rss_at = time.monotonic() - started
@@ -240,7 +263,7 @@ class Server:
         self._sampling.set()
         return {"peak_threads": self.peak_threads, "rss_at_peak_threads_mb": self.rss_at_peak_threads,
                 "peak_rss_sampled_mb": self.peak_rss_sampled, "threads_at_peak_rss": self.threads_at_peak_rss,
-                "peak_rss_at_s": self.peak_rss_at}
+                "peak_rss_at_s": self.peak_rss_at, "stacks_mb": self.stacks_mb, "stacks_at_threads": self.stacks_at}
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -416,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "peak_threads" in fig:
                     extra += (f"  threads at most {fig['peak_threads']} (RSS then {fig['rss_at_peak_threads_mb']:.1f} MB);"
                               f" sampled RSS at most {fig['peak_rss_sampled_mb']:.1f} MB at {fig['peak_rss_at_s']:.1f} s"
-                              f" ({fig['threads_at_peak_rss']} threads then)")
+                              f" ({fig['threads_at_peak_rss']} threads then); thread stacks {fig['stacks_mb']:.1f} MB"
+                              f" at {fig['stacks_at_threads']} threads")
                 print(f"  {path:<5}{n:>7} workers  {fig['wall_s']:8.2f} s  {fig['wall_s'] / n * 1000:7.2f} ms/worker"
                       f"  cpu {fig['cpu_s']:7.2f} s  peak RSS {fig['peak_rss_mb']:6.1f} MB{extra}  ({load} -> {fig['load_after']})",
                       flush=True)

@@ -191,18 +191,19 @@ def analyse(
     ends = [j.ended_at if j.ended_at is not None else now for j in jobs if j.started_at is not None]
     ready = {j.id: j.started_at for j in jobs}
     raw: list[tuple[str, str, str, int, int, float, float, str]] = []
-    by_job: dict[str, list[WorkerRecord]] = {}
-    unknown: list[WorkerRecord] = []  # workers whose job record is missing
     by_value: dict[str, int] = {}
     waits: dict[str, float] = {}
     slowest: str | None = None
     slowest_duration: float | None = None
+    sums: dict[str | None, _Sums] = {}  # per job (None: jobs whose record is missing): its rollup's sums
+    lasts: dict[str, tuple[float, int, WorkerRecord]] = {}  # per job: the worker that ended it (critical path)
     for w in workers:
         key, value = w.key, w.status._value_  # Enum.value is a property and an Enum hashes in Python: slow here
         by_value[value] = by_value.get(value, 0) + 1
-        by_job.setdefault(w.job_id, []).append(w)
-        if w.job_id not in ready:
-            unknown.append(w)
+        job_sums = sums.get(w.job_id if w.job_id in ready else None)
+        if job_sums is None:
+            job_sums = sums[w.job_id if w.job_id in ready else None] = _Sums()
+        job_sums.add(w)
         wait = queue_wait(w, now, ready.get(w.job_id))
         if wait is not None:
             waits[key] = wait
@@ -212,6 +213,10 @@ def analyse(
         if not w.attempts:
             continue
         last = w.attempts[-1].number
+        finish = _worker_end(w, now)
+        best = lasts.get(w.job_id)
+        if best is None or finish > best[0] or (finish == best[0] and -w.index > best[1]):
+            lasts[w.job_id] = (finish, -w.index, w)
         for attempt in w.attempts:
             start = attempt.started_at
             end = attempt.ended_at if attempt.ended_at is not None else now
@@ -219,6 +224,7 @@ def analyse(
             ends.append(end)
             if end is None or end < start:
                 end = start
+            job_sums.seconds += end - start
             raw.append((key, w.name, w.job_id, w.depth, attempt.number, start, end,
                         value if attempt.number == last else "retried"))
     known_ends = [e for e in ends if e is not None]
@@ -235,8 +241,8 @@ def analyse(
     counts = {s: by_value[s.value] for s in WorkerStatus if by_value.get(s.value)}
     succeeded = sum(n for status, n in counts.items() if status.ok)
     failed = sum(n for status, n in counts.items() if status in FAILED_STATUSES)
-    per_job = _job_rollups(jobs, by_job, now)
-    tree = _merge([r.own for r in per_job] + [rollup(unknown, now)])
+    per_job = _job_rollups(jobs, {job_id: own.rollup() for job_id, own in sums.items() if job_id is not None})
+    tree = _merge([r.own for r in per_job] + [sums[None].rollup() if None in sums else _Sums().rollup()])
     return TreeAnalytics(
         started_at=started_at,
         ended_at=ended_at,
@@ -258,7 +264,7 @@ def analyse(
         tokens_out=tree.tokens_out,
         planner=planner_usage(jobs),
         rows=rows,
-        critical_path=_critical_path(jobs, by_job, now, origin),
+        critical_path=_critical_path(jobs, {job_id: w for job_id, (_, _, w) in lasts.items()}, now, origin),
         queue_waits=waits,
         cpu_seconds=tree.cpu_seconds,
         peak_rss=tree.peak_rss,
@@ -268,8 +274,9 @@ def analyse(
 
 def worker_elapsed(worker: WorkerRecord, now: float | None) -> float | None:
     """A worker's duration; a running one counts up to ``now``."""
-    if worker.duration is not None:
-        return worker.duration
+    duration = worker.duration  # a property: read once (a report reads 10,000s)
+    if duration is not None:
+        return duration
     if worker.started_at is None or now is None or worker.status.terminal:
         return None
     return max(0.0, now - worker.started_at)
@@ -285,7 +292,9 @@ def queue_wait(worker: WorkerRecord, now: float | None, ready: float | None = No
     first = worker.attempts[0].started_at if worker.attempts else worker.started_at
     if first is None:
         first = now if worker.status is WorkerStatus.PENDING else None
-    return None if first is None else max(0.0, first - ready)
+    if first is None:
+        return None
+    return first - ready if first > ready else 0.0
 
 
 def worker_seconds(worker: WorkerRecord, now: float | None) -> float:
@@ -297,39 +306,55 @@ def worker_seconds(worker: WorkerRecord, now: float | None) -> float:
     return total
 
 
+class _Sums:
+    """A rollup being summed, one worker at a time (``analyse`` adds the worker time itself)."""
+
+    __slots__ = ("count", "seconds", "cpu", "peak", "cost", "tokens_in", "tokens_out")
+
+    def __init__(self) -> None:
+        self.count, self.seconds = 0, 0.0
+        self.cpu: float | None = None
+        self.peak: int | None = None
+        self.cost: float | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+
+    def add(self, w: WorkerRecord) -> None:
+        self.count += 1
+        if w.cpu_seconds is not None:
+            self.cpu = w.cpu_seconds if self.cpu is None else self.cpu + w.cpu_seconds
+        if w.peak_rss is not None and (self.peak is None or w.peak_rss > self.peak):
+            self.peak = w.peak_rss
+        if w.cost_usd is not None:
+            self.cost = w.cost_usd if self.cost is None else self.cost + w.cost_usd
+        if w.tokens_in is not None:
+            self.tokens_in = w.tokens_in if self.tokens_in is None else self.tokens_in + w.tokens_in
+        if w.tokens_out is not None:
+            self.tokens_out = w.tokens_out if self.tokens_out is None else self.tokens_out + w.tokens_out
+
+    def rollup(self) -> Rollup:
+        return Rollup(workers=self.count, worker_seconds=self.seconds, cpu_seconds=self.cpu, peak_rss=self.peak,
+                      cost_usd=self.cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out)
+
+
 def rollup(workers: Iterable[WorkerRecord], now: float | None = None) -> Rollup:
     """Worker time, CPU, largest peak memory, cost and tokens over ``workers``."""
-    count, seconds = 0, 0.0
-    cpu: float | None = None
-    peak: int | None = None
-    cost: float | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    for w in workers:  # one pass: a job can have 10,000 workers, and the status route calls this
-        count += 1
-        seconds += worker_seconds(w, now)
-        if w.cpu_seconds is not None:
-            cpu = w.cpu_seconds if cpu is None else cpu + w.cpu_seconds
-        if w.peak_rss is not None and (peak is None or w.peak_rss > peak):
-            peak = w.peak_rss
-        if w.cost_usd is not None:
-            cost = w.cost_usd if cost is None else cost + w.cost_usd
-        if w.tokens_in is not None:
-            tokens_in = w.tokens_in if tokens_in is None else tokens_in + w.tokens_in
-        if w.tokens_out is not None:
-            tokens_out = w.tokens_out if tokens_out is None else tokens_out + w.tokens_out
-    return Rollup(workers=count, worker_seconds=seconds, cpu_seconds=cpu, peak_rss=peak, cost_usd=cost,
-                  tokens_in=tokens_in, tokens_out=tokens_out)
+    sums = _Sums()
+    for w in workers:
+        sums.add(w)
+        sums.seconds += worker_seconds(w, now)
+    return sums.rollup()
 
 
 def job_rollups(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None) -> list[JobRollup]:
     """Per job, in the order of ``jobs``: its own workers' resources and its subtree's."""
-    return _job_rollups(jobs, _by_job(workers), now)
+    by_job = _by_job(workers)
+    return _job_rollups(jobs, {j.id: rollup(by_job.get(j.id, []), now) for j in jobs})
 
 
-def _job_rollups(jobs: list[JobRecord], by_job: dict[str, list[WorkerRecord]], now: float | None) -> list[JobRollup]:
+def _job_rollups(jobs: list[JobRecord], own_workers: dict[str, Rollup]) -> list[JobRollup]:
     children = _children(jobs)
-    own = {j.id: _with_planner(rollup(by_job.get(j.id, []), now), j) for j in jobs}
+    own = {j.id: _with_planner(own_workers.get(j.id) or _Sums().rollup(), j) for j in jobs}
     return [
         JobRollup(job_id=j.id, depth=j.depth, parent_job_id=j.parent_job_id, parent_worker=j.parent_worker,
                   status=j.status.value, own=own[j.id], subtree=_merge([own[jid] for jid in _walk(children, j.id)]))
@@ -384,11 +409,18 @@ def critical_path(
     last worker is the next link, and so on down. Each worker step carries its
     queue wait: a long one means the chain waited for a slot, not for work.
     """
-    return _critical_path(jobs, _by_job(workers), now, origin)
+    by_job = _by_job(workers)
+    lasts = {}
+    for job_id, members in by_job.items():
+        ran = [w for w in members if w.attempts]
+        if ran:
+            lasts[job_id] = max(ran, key=lambda w: (_worker_end(w, now), -w.index))
+    return _critical_path(jobs, lasts, now, origin)
 
 
-def _critical_path(jobs: list[JobRecord], by_job: dict[str, list[WorkerRecord]], now: float | None,
+def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: float | None,
                    origin: float) -> list[PathStep]:
+    """``lasts``: per job, its worker that ended last (of those that ran; the first in plan order of a tie)."""
     by_id = {j.id: j for j in jobs}
     roots = [j for j in jobs if j.parent_job_id not in by_id]
     job = max(roots, key=lambda j: (_job_end(j, now) or 0.0, -j.depth), default=None)
@@ -400,10 +432,9 @@ def _critical_path(jobs: list[JobRecord], by_job: dict[str, list[WorkerRecord]],
             start = job.started_at if job.started_at is not None else job.created_at
             steps.append(PathStep("job", job.id, job.id, job.depth, start - origin,
                                   (_job_end(job, now) or start) - origin, job.status.value))
-        ran = [w for w in by_job.get(job.id, []) if w.attempts]
-        if not ran:
+        last = lasts.get(job.id)
+        if last is None:
             break
-        last = max(ran, key=lambda w: (_worker_end(w, now), -w.index))
         steps.append(PathStep("worker", last.key, last.job_id, last.depth, last.attempts[0].started_at - origin,
                               _worker_end(last, now) - origin, last.status.value,
                               queue_wait(last, now, job.started_at)))

@@ -241,7 +241,8 @@ def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[
     groups: dict[tuple[int, int], list[WorkerRecord]] = {}
     for w in workers:
         groups.setdefault((w.depth, position.get(w.job_id, last)), []).append(w)
-    return [w for g in sorted(groups) for w in sorted(groups[g], key=lambda w: (w.index, w.name))]
+    by_plan = operator.attrgetter("index", "name")
+    return [w for g in sorted(groups) for w in sorted(groups[g], key=by_plan)]
 
 
 def _workers_summary(workers: list[WorkerRecord]) -> str:

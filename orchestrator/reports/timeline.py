@@ -56,6 +56,7 @@ TICK_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300
 # XML 1.0 allows tab, newline, carriage return and most of Unicode, but not the
 # other C0 controls, lone surrogates, U+FFFE or U+FFFF: a task holding one would
 # make the whole file unreadable.
+_ESCAPES = {'"': "&quot;", "'": "&apos;"}
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -303,8 +304,12 @@ def _clip(text: str | None, limit: int) -> str:
 
 
 def _text(value: object) -> str:
-    """Text safe in an XML element or a double-quoted attribute."""
-    return escape(_NOT_XML.sub("", str(value)), {'"': "&quot;", "'": "&apos;"})
+    """Text safe in an XML element or a double-quoted attribute. The two characters past Latin-1
+    that the picture itself writes (an attempt's "→", a clipped text's "…") become character
+    references: one of them would make Python hold the whole document at 2 bytes a character
+    (a 10,000-worker tree's picture is 7 MB of text)."""
+    text = escape(_NOT_XML.sub("", str(value)), _ESCAPES)
+    return text.replace("→", "&#8594;").replace("…", "&#8230;") if not text.isascii() else text
 
 
 __all__ = ["COLOURS", "Row", "attempt_status", "render_timeline_svg", "tick_step", "tree_rows"]
