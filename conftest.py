@@ -5,6 +5,7 @@ root would otherwise collect the folder's tests (without its markers and setting
 collected only when pytest runs with this folder as its root directory, as
 ``.venv/bin/python -m pytest`` here (or ``pytest path/to/this/folder``) does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

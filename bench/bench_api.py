@@ -53,6 +53,7 @@ It is a measurement: exit 0 whatever the figures, 1 if a correctness check
 failed (a job did not complete, a request failed, an event was missed).
 Everything talks to 127.0.0.1 only; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -170,8 +171,14 @@ def child_env() -> dict[str, str]:
 
 def helper(mode: str, *args: str, stdin: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """This script in a helper mode, as a child process that talks over stdout lines."""
-    return subprocess.Popen([PY, str(Path(__file__).resolve()), mode, *args], stdin=stdin,
-                            stdout=subprocess.PIPE, text=True, env=child_env(), cwd=str(ROOT))
+    return subprocess.Popen(
+        [PY, str(Path(__file__).resolve()), mode, *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        cwd=str(ROOT),
+    )
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
@@ -224,8 +231,16 @@ def mode_bare(args: list[str]) -> int:
     def status(job_id: str) -> Any:
         return jsonify(doc)
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=opts.threads, ident="bare",
-                           expose_tracebacks=False, channel_timeout=120, connection_limit=1000)
+    server = create_server(
+        app,
+        host="127.0.0.1",
+        port=0,
+        threads=opts.threads,
+        ident="bare",
+        expose_tracebacks=False,
+        channel_timeout=120,
+        connection_limit=1000,
+    )
     threading.Timer(MAX_CHILD_LIFETIME, lambda: os._exit(0)).start()  # stops by itself
     print(f"PORT {server.effective_port}", flush=True)
     try:
@@ -293,11 +308,21 @@ def mode_load(args: list[str]) -> int:
         thread.join(opts.warmup + opts.seconds + 30)
     cpu = time.process_time() - cpu0
     lat = [x for r in results for x in r["lat"]]
-    print(json.dumps({
-        "requests": sum(r["count"] for r in results), "errors": sum(r["errors"] for r in results),
-        "seconds": opts.seconds, "p50": pct(lat, 50), "p99": pct(lat, 99), "client_cpu": cpu,
-        "bad": [b for r in results for b in r["bad"]][:5], "threads_done": len(results),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "requests": sum(r["count"] for r in results),
+                "errors": sum(r["errors"] for r in results),
+                "seconds": opts.seconds,
+                "p50": pct(lat, 50),
+                "p99": pct(lat, 99),
+                "client_cpu": cpu,
+                "bad": [b for r in results for b in r["bad"]][:5],
+                "threads_done": len(results),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -317,8 +342,12 @@ def mode_sse(args: list[str]) -> int:
     if not job_id:
         return 2
     deadline = time.monotonic() + opts.seconds
-    resp = session.get(f"{opts.url}/api/v1/jobs/{job_id}/events", stream=True, timeout=(5, 20),
-                       headers={"X-API-Key": opts.key, "Accept": "text/event-stream", "Last-Event-ID": "0"})
+    resp = session.get(
+        f"{opts.url}/api/v1/jobs/{job_id}/events",
+        stream=True,
+        timeout=(5, 20),
+        headers={"X-API-Key": opts.key, "Accept": "text/event-stream", "Last-Event-ID": "0"},
+    )
     out: dict[str, Any] = {"status_code": resp.status_code, "t_conn": None, "events": [], "end": None}
     buffer = b""
     try:
@@ -362,16 +391,26 @@ class Live:
         worker.chmod(0o755)
         (bin_dir / "handoff.py").write_text(HANDOFF_PY)
         self.key = secrets.token_urlsafe(24)  # 32 characters
-        self.settings = load_settings(base_dir=base, environ={}, overrides={
-            "orchestrator": {"worker": "command", "command": [str(worker), "{task}"], "workspace_root": str(base / "ws")},
-            "workers": {"max_workers": 10, "max_workers_limit": 16, "global_max_workers": 64, "max_retries": 0,
-                        "kill_grace": 0.5, "default_timeout": 300},
-            "recursion": {"max_children_per_worker": max(100, handoffs + 5), "max_workers_per_root": max(300, handoffs + 10)},
-            # Latency, not limits, is measured here: the hand-off loop makes 100 back-to-back calls
-            # from one worker credential, past the default api.rate_limit_worker (20/s).
-            "api": {"api_key": self.key, "host": "127.0.0.1", "port": 0, "rate_limit_worker": 0},
-            "logging": {"log_dir": str(base / "logs")},
-        })
+        self.settings = load_settings(
+            base_dir=base,
+            environ={},
+            overrides={
+                "orchestrator": {"worker": "command", "command": [str(worker), "{task}"], "workspace_root": str(base / "ws")},
+                "workers": {
+                    "max_workers": 10,
+                    "max_workers_limit": 16,
+                    "global_max_workers": 64,
+                    "max_retries": 0,
+                    "kill_grace": 0.5,
+                    "default_timeout": 300,
+                },
+                "recursion": {"max_children_per_worker": max(100, handoffs + 5), "max_workers_per_root": max(300, handoffs + 10)},
+                # Latency, not limits, is measured here: the hand-off loop makes 100 back-to-back calls
+                # from one worker credential, past the default api.rate_limit_worker (20/s).
+                "api": {"api_key": self.key, "host": "127.0.0.1", "port": 0, "rate_limit_worker": 0},
+                "logging": {"log_dir": str(base / "logs")},
+            },
+        )
         self.engine = Engine(self.settings)
         self.server = start_in_thread(self.settings, self.engine, port=0)
         self.url = self.server.url
@@ -430,17 +469,23 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
     if problems:
         raise CheckFailed("(a) " + "; ".join(problems[:5]))
     return {
-        "handoffs": len(rows), "wall": (done.ended_at or 0) - done.created_at,
-        "spawn_to_child": spawn_to_run, "child_to_parent": end_to_resume,
-        "t0_to_created": to_created, "created_to_started": created_to_run,
-        "ended_to_output": end_to_out, "output_to_exit": out_to_resume,
-        "started_to_process": run_to_proc, "process_to_ended": proc_to_end,
+        "handoffs": len(rows),
+        "wall": (done.ended_at or 0) - done.created_at,
+        "spawn_to_child": spawn_to_run,
+        "child_to_parent": end_to_resume,
+        "t0_to_created": to_created,
+        "created_to_started": created_to_run,
+        "ended_to_output": end_to_out,
+        "output_to_exit": out_to_resume,
+        "started_to_process": run_to_proc,
+        "process_to_ended": proc_to_end,
     }
 
 
 # -- (b) status throughput -------------------------------------------------------------------
-def bench_status(live: Live, seconds: float, n_workers: int, threads: int, rounds: int, client_procs: int,
-                 base: Path) -> dict[str, Any]:
+def bench_status(
+    live: Live, seconds: float, n_workers: int, threads: int, rounds: int, client_procs: int, base: Path
+) -> dict[str, Any]:
     import requests
 
     from orchestrator.models import JobStatus
@@ -473,21 +518,28 @@ def bench_status(live: Live, seconds: float, n_workers: int, threads: int, round
         paths = [f"/api/v1/jobs/{j}/status" for j in job_ids]
         servers = {"bare": (bare_url, bare.pid), "orchestrator": (live.url, os.getpid())}
         runs: dict[str, list[dict[str, Any]]] = {"bare": [], "orchestrator": []}
-        for name in ("bare", "orchestrator", "orchestrator", "bare")[:2 * rounds]:  # ABBA against drift
+        for name in ("bare", "orchestrator", "orchestrator", "bare")[: 2 * rounds]:  # ABBA against drift
             url, pid = servers[name]
             cpu0 = proc_cpu(pid)
             split = [threads // client_procs + (1 if n < threads % client_procs else 0) for n in range(client_procs)]
-            loads = [helper("_load", "--url", url, f"--key={live.key}", "--threads", str(t), "--seconds", str(seconds), *paths)
-                     for t in split]
+            loads = [
+                helper("_load", "--url", url, f"--key={live.key}", "--threads", str(t), "--seconds", str(seconds), *paths)
+                for t in split
+            ]
             try:
                 parts = [json.loads(read_line(load, seconds + 60, f"load on {name}")) for load in loads]
             finally:
                 for load in loads:
                     stop(load)
-            out = {"requests": sum(p["requests"] for p in parts), "errors": sum(p["errors"] for p in parts),
-                   "threads_done": sum(p["threads_done"] for p in parts), "bad": [b for p in parts for b in p["bad"]],
-                   "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts),
-                   "client_cpu": sum(p["client_cpu"] for p in parts)}
+            out = {
+                "requests": sum(p["requests"] for p in parts),
+                "errors": sum(p["errors"] for p in parts),
+                "threads_done": sum(p["threads_done"] for p in parts),
+                "bad": [b for p in parts for b in p["bad"]],
+                "p50": max(p["p50"] for p in parts),
+                "p99": max(p["p99"] for p in parts),
+                "client_cpu": sum(p["client_cpu"] for p in parts),
+            }
             out["server_cpu"] = proc_cpu(pid) - cpu0  # includes the 0.5 s warm-up
             if out["errors"] or out["requests"] == 0 or out["threads_done"] != threads:
                 raise CheckFailed(f"(b) {name}: {out['errors']} errors of {out['requests']} requests: {out['bad']}")
@@ -496,9 +548,12 @@ def bench_status(live: Live, seconds: float, n_workers: int, threads: int, round
         for name, outs in runs.items():
             total = sum(o["requests"] for o in outs)
             result[name] = {
-                "rps": total / (seconds * len(outs)), "rps_runs": [o["requests"] / seconds for o in outs],
-                "p50": statistics.median(o["p50"] for o in outs), "p99": max(o["p99"] for o in outs),
-                "server_cpu": sum(o["server_cpu"] for o in outs), "client_cpu": sum(o["client_cpu"] for o in outs),
+                "rps": total / (seconds * len(outs)),
+                "rps_runs": [o["requests"] / seconds for o in outs],
+                "p50": statistics.median(o["p50"] for o in outs),
+                "p99": max(o["p99"] for o in outs),
+                "server_cpu": sum(o["server_cpu"] for o in outs),
+                "client_cpu": sum(o["client_cpu"] for o in outs),
                 "server_cpu_ms_per_req": 1000 * sum(o["server_cpu"] for o in outs) / total * seconds / (seconds + 0.5),
             }
         result["ratio"] = result["orchestrator"]["rps"] / result["bare"]["rps"]
@@ -542,8 +597,9 @@ def bench_sse(live: Live, n_workers: int, streams: int) -> dict[str, Any]:
     from orchestrator.models import JobStatus
 
     engine = live.engine
-    clients = [helper("_sse", "--url", live.url, f"--key={live.key}", "--seconds", "60", stdin=subprocess.PIPE)
-               for _ in range(streams)]
+    clients = [
+        helper("_sse", "--url", live.url, f"--key={live.key}", "--seconds", "60", stdin=subprocess.PIPE) for _ in range(streams)
+    ]
     try:
         for client in clients:
             if read_line(client, 30, "SSE client") != "READY":
@@ -580,8 +636,13 @@ def bench_sse(live: Live, n_workers: int, streams: int) -> dict[str, Any]:
         counted += len(live_events)
     if problems:
         raise CheckFailed("(c) " + "; ".join(problems))
-    return {"streams": streams, "workers": n_workers, "events_published": len(published),
-            "events_counted": counted, "latencies": latencies}
+    return {
+        "streams": streams,
+        "workers": n_workers,
+        "events_published": len(published),
+        "events_counted": counted,
+        "latencies": latencies,
+    }
 
 
 # -- (d) start-up ------------------------------------------------------------------------------
@@ -598,7 +659,9 @@ def bench_startup(runs: int) -> dict[str, Any]:
     for _ in range(runs):
         for name, argv in commands.items():
             start = time.perf_counter()
-            code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=str(ROOT), timeout=30).returncode
+            code = subprocess.run(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=str(ROOT), timeout=30
+            ).returncode
             times[name].append(time.perf_counter() - start)
             if code != 0:
                 raise CheckFailed(f"(d) `{name}` exited {code}")
@@ -618,30 +681,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handoffs", type=int, default=100, help="child hand-offs for (a) (default 100)")
     parser.add_argument("--status-seconds", type=float, default=5.0, help="load duration per server for (b) (default 5)")
     parser.add_argument("--status-workers", type=int, default=50, help="sleep workers running during (b) (default 50)")
-    parser.add_argument("--status-rounds", type=int, default=2, choices=(1, 2),
-                        help="1: bare then orchestrator; 2: bare, orchestrator, orchestrator, bare (default 2)")
+    parser.add_argument(
+        "--status-rounds",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="1: bare then orchestrator; 2: bare, orchestrator, orchestrator, bare (default 2)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="client threads for (b) (default 8)")
-    parser.add_argument("--client-procs", type=int, default=1,
-                        help="load processes for (b), the threads split between them (default 1: the client's GIL "
-                             "limits the bare server on 2 cores; try 2 to see more of the gap)")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="load processes for (b), the threads split between them (default 1: the client's GIL "
+        "limits the bare server on 2 cores; try 2 to see more of the gap)",
+    )
     parser.add_argument("--sse-workers", type=int, default=30, help="short workers generating events for (c) (default 30)")
     parser.add_argument("--sse-streams", type=int, default=2, help="SSE client processes for (c) (default 2)")
     parser.add_argument("--startup-runs", type=int, default=20, help="runs of each start-up command for (d) (default 20)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temp workspace")
     args = parser.parse_args(argv)
-    if not (1 <= args.handoffs <= 250 and 1 <= args.status_workers <= 64 and 1 <= args.sse_workers <= 100
-            and 1 <= args.sse_streams <= 8 and 1 <= args.startup_runs <= 200 and 0.5 <= args.status_seconds <= 60
-            and 1 <= args.concurrency <= 64 and 1 <= args.client_procs <= args.concurrency):
-        parser.error("out of range: handoffs 1-250, status-workers 1-64, sse-workers 1-100, sse-streams 1-8, "
-                     "startup-runs 1-200, status-seconds 0.5-60, concurrency 1-64, client-procs 1-concurrency")
+    if not (
+        1 <= args.handoffs <= 250
+        and 1 <= args.status_workers <= 64
+        and 1 <= args.sse_workers <= 100
+        and 1 <= args.sse_streams <= 8
+        and 1 <= args.startup_runs <= 200
+        and 0.5 <= args.status_seconds <= 60
+        and 1 <= args.concurrency <= 64
+        and 1 <= args.client_procs <= args.concurrency
+    ):
+        parser.error(
+            "out of range: handoffs 1-250, status-workers 1-64, sse-workers 1-100, sse-streams 1-8, "
+            "startup-runs 1-200, status-seconds 0.5-60, concurrency 1-64, client-procs 1-concurrency"
+        )
 
     base = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    print(f"bench_api: {args.handoffs} hand-offs, status load {args.concurrency} threads x {args.status_seconds:g}s "
-          f"with {args.status_workers} workers running, SSE over {args.sse_workers} workers x {args.sse_streams} stream(s), "
-          f"start-up median of {args.startup_runs}")
-    print(f"machine: nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
-          f"workspace {filesystem_of(str(base))}")
+    print(
+        f"bench_api: {args.handoffs} hand-offs, status load {args.concurrency} threads x {args.status_seconds:g}s "
+        f"with {args.status_workers} workers running, SSE over {args.sse_workers} workers x {args.sse_streams} stream(s), "
+        f"start-up median of {args.startup_runs}"
+    )
+    print(
+        f"machine: nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
+        f"workspace {filesystem_of(str(base))}"
+    )
     started = time.monotonic()
     res: dict[str, Any] = {}
     live = None
@@ -655,8 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         res["handoff"] = bench_handoff(live, args.handoffs, "api")
         res["handoff_cli"] = bench_handoff(live, args.handoffs, "cli")
         print("(b) status throughput ...", flush=True)
-        res["status"] = bench_status(live, args.status_seconds, args.status_workers, args.concurrency, args.status_rounds,
-                                     args.client_procs, base)
+        res["status"] = bench_status(
+            live, args.status_seconds, args.status_workers, args.concurrency, args.status_rounds, args.client_procs, base
+        )
         print("(c) SSE latency ...", flush=True)
         res["sse"] = bench_sse(live, args.sse_workers, args.sse_streams)
     except CheckFailed as exc:
@@ -671,32 +757,56 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float | None] = {}
     ho = res.get("handoff")
     if ho:
-        for key, label in (("spawn_to_child", "(a1) spawn call -> child running"), ("child_to_parent", "(a2) child end -> parent resumes")):
+        for key, label in (
+            ("spawn_to_child", "(a1) spawn call -> child running"),
+            ("child_to_parent", "(a2) child end -> parent resumes"),
+        ):
             p50, p99 = pct(ho[key], 50), pct(ho[key], 99)
-            rows.append((f"{label}, p50", ms(p50), f"<= {TARGET_HANDOFF_P50_MS:g} ms", verdict(p50 is not None and p50 * 1000 <= TARGET_HANDOFF_P50_MS)))
+            rows.append(
+                (
+                    f"{label}, p50",
+                    ms(p50),
+                    f"<= {TARGET_HANDOFF_P50_MS:g} ms",
+                    verdict(p50 is not None and p50 * 1000 <= TARGET_HANDOFF_P50_MS),
+                )
+            )
             rows.append((f"{label}, p99", ms(p99), "-", "INFO"))
             results[f"{key}_p50_ms"] = None if p50 is None else round(p50 * 1000, 2)
             results[f"{key}_p99_ms"] = None if p99 is None else round(p99 * 1000, 2)
             if key == "spawn_to_child":
-                parts = (("t0_to_created", "POST (t0 -> child created)"),
-                         ("created_to_started", "engine: child created -> attempt started"),
-                         ("started_to_process", "(after) attempt started -> child process ran"))
+                parts = (
+                    ("t0_to_created", "POST (t0 -> child created)"),
+                    ("created_to_started", "engine: child created -> attempt started"),
+                    ("started_to_process", "(after) attempt started -> child process ran"),
+                )
             else:
-                parts = (("process_to_ended", "(before) child process ran -> job ended_at"),
-                         ("ended_to_output", "job ended_at -> the worker's wait returned"),)
+                parts = (
+                    ("process_to_ended", "(before) child process ran -> job ended_at"),
+                    ("ended_to_output", "job ended_at -> the worker's wait returned"),
+                )
             for part, text in parts:
                 rows.append((f"    {text}, p50 / p99", f"{ms(pct(ho[part], 50))} / {ms(pct(ho[part], 99))}", "-", "INFO"))
     cli = res.get("handoff_cli")
     if cli:
-        for key, label in (("spawn_to_child", "(a1') via `orchestrator-spawn --wait`: call -> child running"),
-                           ("child_to_parent", "(a2') via `orchestrator-spawn --wait`: child end -> helper exited")):
+        for key, label in (
+            ("spawn_to_child", "(a1') via `orchestrator-spawn --wait`: call -> child running"),
+            ("child_to_parent", "(a2') via `orchestrator-spawn --wait`: child end -> helper exited"),
+        ):
             p50, p99 = pct(cli[key], 50), pct(cli[key], 99)
             if key == "spawn_to_child":
-                rows.append((f"{label}, p50", ms(p50), f"<= {TARGET_HELPER_P50_MS:g} ms",
-                             verdict(p50 is not None and p50 * 1000 <= TARGET_HELPER_P50_MS)))
+                rows.append(
+                    (
+                        f"{label}, p50",
+                        ms(p50),
+                        f"<= {TARGET_HELPER_P50_MS:g} ms",
+                        verdict(p50 is not None and p50 * 1000 <= TARGET_HELPER_P50_MS),
+                    )
+                )
                 rows.append((f"{label}, p99", ms(p99), "-", "INFO"))
-                for part, text in (("t0_to_created", "helper started, imported, POSTed (t0 -> child created)"),
-                                   ("created_to_started", "engine: child created -> attempt started")):
+                for part, text in (
+                    ("t0_to_created", "helper started, imported, POSTed (t0 -> child created)"),
+                    ("created_to_started", "engine: child created -> attempt started"),
+                ):
                     rows.append((f"    {text}, p50 / p99", f"{ms(pct(cli[part], 50))} / {ms(pct(cli[part], 99))}", "-", "INFO"))
             else:
                 rows.append((f"{label}, p50 / p99", f"{ms(p50)} / {ms(p99)}", "-", "INFO"))
@@ -707,20 +817,51 @@ def main(argv: list[str] | None = None) -> int:
             o = st[name]
             rows.append((f"(b) status req/s, {name}", f"{o['rps']:.0f}/s", "-", "INFO"))
             rows.append((f"    {name}: latency p50 / p99", f"{ms(o['p50'])} / {ms(o['p99'])}", "-", "INFO"))
-            rows.append((f"    {name}: CPU s server / client; server CPU per request",
-                         f"{o['server_cpu']:.1f} / {o['client_cpu']:.1f}; {o['server_cpu_ms_per_req']:.2f} ms", "-", "INFO"))
+            rows.append(
+                (
+                    f"    {name}: CPU s server / client; server CPU per request",
+                    f"{o['server_cpu']:.1f} / {o['client_cpu']:.1f}; {o['server_cpu_ms_per_req']:.2f} ms",
+                    "-",
+                    "INFO",
+                )
+            )
         parts = st["view_parts"]
-        rows.append(("    status view in-process: engine.snapshot / job_status per call",
-                     f"{parts['snapshot'] * 1000:.2f} ms / {parts['job_status'] * 1000:.2f} ms", "-", "INFO"))
-        rows.append(("(b) orchestrator / bare", f"{st['ratio'] * 100:.1f} %", f">= {TARGET_STATUS_RATIO * 100:g} %", verdict(st["ratio"] >= TARGET_STATUS_RATIO)))
-        results.update(status_rps_orchestrator=round(st["orchestrator"]["rps"], 1), status_rps_bare=round(st["bare"]["rps"], 1),
-                       status_ratio=round(st["ratio"], 4))
+        rows.append(
+            (
+                "    status view in-process: engine.snapshot / job_status per call",
+                f"{parts['snapshot'] * 1000:.2f} ms / {parts['job_status'] * 1000:.2f} ms",
+                "-",
+                "INFO",
+            )
+        )
+        rows.append(
+            (
+                "(b) orchestrator / bare",
+                f"{st['ratio'] * 100:.1f} %",
+                f">= {TARGET_STATUS_RATIO * 100:g} %",
+                verdict(st["ratio"] >= TARGET_STATUS_RATIO),
+            )
+        )
+        results.update(
+            status_rps_orchestrator=round(st["orchestrator"]["rps"], 1),
+            status_rps_bare=round(st["bare"]["rps"], 1),
+            status_ratio=round(st["ratio"], 4),
+        )
     sse = res.get("sse")
     if sse:
         p50, p99 = pct(sse["latencies"], 50), pct(sse["latencies"], 99)
         rows.append((f"(c) SSE event latency p50 ({len(sse['latencies'])} events)", ms(p50), "-", "INFO"))
-        rows.append(("(c) SSE event latency p99", ms(p99), f"<= {TARGET_SSE_P99_MS:g} ms", verdict(p99 is not None and p99 * 1000 <= TARGET_SSE_P99_MS)))
-        results.update(sse_p50_ms=None if p50 is None else round(p50 * 1000, 2), sse_p99_ms=None if p99 is None else round(p99 * 1000, 2))
+        rows.append(
+            (
+                "(c) SSE event latency p99",
+                ms(p99),
+                f"<= {TARGET_SSE_P99_MS:g} ms",
+                verdict(p99 is not None and p99 * 1000 <= TARGET_SSE_P99_MS),
+            )
+        )
+        results.update(
+            sse_p50_ms=None if p50 is None else round(p50 * 1000, 2), sse_p99_ms=None if p99 is None else round(p99 * 1000, 2)
+        )
     su = res.get("startup")
     if su:
         bare_py = su["python -c pass"]
@@ -728,14 +869,22 @@ def main(argv: list[str] | None = None) -> int:
             extra = "" if name == "python -c pass" else f" (+{(value - bare_py) * 1000:.0f})"
             rows.append((f"(d) start-up: {name}, median", ms(value) + extra, "-", "INFO"))
         ratio = su["orchestrator-spawn --help"] / bare_py
-        rows.append(("(d) `orchestrator-spawn --help` / `python -c pass`", f"{ratio:.2f}x", f"<= {TARGET_HELP_RATIO:g}x",
-                     verdict(ratio <= TARGET_HELP_RATIO)))
-        results.update(startup_python_pass_ms=round(bare_py * 1000, 2),
-                       startup_import_client_ms=round(su["import orchestrator.api.client"] * 1000, 2),
-                       startup_spawn_script_help_ms=round(su["orchestrator-spawn --help"] * 1000, 2),
-                       startup_spawn_help_ms=round(su["python -m orchestrator spawn --help"] * 1000, 2),
-                       startup_spawn_imports_ms=round(su["spawn's imports (spawn+wire)"] * 1000, 2),
-                       startup_spawn_help_ratio=round(ratio, 3))
+        rows.append(
+            (
+                "(d) `orchestrator-spawn --help` / `python -c pass`",
+                f"{ratio:.2f}x",
+                f"<= {TARGET_HELP_RATIO:g}x",
+                verdict(ratio <= TARGET_HELP_RATIO),
+            )
+        )
+        results.update(
+            startup_python_pass_ms=round(bare_py * 1000, 2),
+            startup_import_client_ms=round(su["import orchestrator.api.client"] * 1000, 2),
+            startup_spawn_script_help_ms=round(su["orchestrator-spawn --help"] * 1000, 2),
+            startup_spawn_help_ms=round(su["python -m orchestrator spawn --help"] * 1000, 2),
+            startup_spawn_imports_ms=round(su["spawn's imports (spawn+wire)"] * 1000, 2),
+            startup_spawn_help_ratio=round(ratio, 3),
+        )
 
     print()
     width = max([len(r[0]) for r in rows] + [6])
@@ -745,14 +894,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{figure:<{width}}  {value:>{vwidth}}  {target:<10}  {ok}")
     print()
     if ho:
-        print(f"(a) {ho['handoffs']} hand-offs in {ho['wall']:.1f} s ({ho['wall'] / ho['handoffs'] * 1000:.0f} ms each, one worker in a loop); "
-              f"timed from the worker's own API call (Python client); (a1')/(a2') go through the spawn helper and add its start-up and exit, see (d)")
+        print(
+            f"(a) {ho['handoffs']} hand-offs in {ho['wall']:.1f} s ({ho['wall'] / ho['handoffs'] * 1000:.0f} ms each, one worker in a loop); "
+            f"timed from the worker's own API call (Python client); (a1')/(a2') go through the spawn helper and add its start-up and exit, see (d)"
+        )
     if st:
-        print(f"(b) {st['workers']} sleep workers in {st['jobs']} jobs; status document {st['doc_bytes']} bytes; "
-              f"{st['threads']} client threads in {st['client_procs']} process(es); bare app in its own process")
+        print(
+            f"(b) {st['workers']} sleep workers in {st['jobs']} jobs; status document {st['doc_bytes']} bytes; "
+            f"{st['threads']} client threads in {st['client_procs']} process(es); bare app in its own process"
+        )
     if sse:
-        print(f"(c) {sse['events_published']} events published; {sse['events_counted']} (event, stream) pairs published after "
-              f"their stream was open, all received, over {sse['streams']} stream(s)")
+        print(
+            f"(c) {sse['events_published']} events published; {sse['events_counted']} (event, stream) pairs published after "
+            f"their stream was open, all received, over {sse['streams']} stream(s)"
+        )
     print(f"total run time {elapsed:.1f} s")
     for name, value in results.items():
         print(f"RESULT {name} = {value}")
@@ -760,9 +915,12 @@ def main(argv: list[str] | None = None) -> int:
         extra = {k: v for k, v in res.items()}
         for section in ("handoff", "sse"):
             if section in extra:  # raw samples, in ms
-                extra[section] = {k: ([round(x * 1000, 3) for x in v] if isinstance(v, list) else v) for k, v in extra[section].items()}
-        Path(args.json).write_text(json.dumps({"results": results, "table": rows, "detail": extra, "failed": failed,
-                                               "elapsed_s": elapsed}, indent=1))
+                extra[section] = {
+                    k: ([round(x * 1000, 3) for x in v] if isinstance(v, list) else v) for k, v in extra[section].items()
+                }
+        Path(args.json).write_text(
+            json.dumps({"results": results, "table": rows, "detail": extra, "failed": failed, "elapsed_s": elapsed}, indent=1)
+        )
         print(f"wrote {args.json}")
     if args.keep:
         print(f"kept workspace {base}")

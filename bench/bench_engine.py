@@ -25,6 +25,7 @@ when a correctness check failed. ``RESULT orchestrator/parallel = X.XXx`` is
 the figure the target (<= 1.00x) is about; ``RESULT orchestrator/Popen`` the
 one issue 11's second target (<= 4.00x) is about.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -146,8 +147,7 @@ def run_popen(jobs: int, concurrency: int) -> float:
 def run_parallel(jobs: int, concurrency: int) -> float:
     lines = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
     start = time.perf_counter()
-    proc = subprocess.run(["parallel", f"-j{concurrency}", "true"], input=lines,
-                          capture_output=True)
+    proc = subprocess.run(["parallel", f"-j{concurrency}", "true"], input=lines, capture_output=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()[-500:]
@@ -185,8 +185,11 @@ def filesystem_of(path: str) -> str:
     except OSError:
         return path
     real = os.path.realpath(path)
-    best = max((m for m in mounts if len(m) == 3 and (real == m[1] or real.startswith(m[1].rstrip("/") + "/"))),
-               key=lambda m: len(m[1]), default=None)
+    best = max(
+        (m for m in mounts if len(m) == 3 and (real == m[1] or real.startswith(m[1].rstrip("/") + "/"))),
+        key=lambda m: len(m[1]),
+        default=None,
+    )
     return f"{path} on {best[2]} ({best[0]}, mounted at {best[1]})" if best else path
 
 
@@ -199,12 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000, help="no-op processes per method (default 1000)")
     parser.add_argument("--concurrency", type=int, default=16, help="processes alive at once (default 16)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each method, interleaved; the median is reported (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each method, interleaved; the median is reported (default 3)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
-    parser.add_argument("--only", choices=("orchestrator", "popen", "parallel", "tmpfs"), action="append",
-                        help="run only this method (repeatable; for profiling)")
-    parser.add_argument("--no-tmpfs", action="store_true",
-                        help="skip the diagnostic orchestrator run with its workspace on /dev/shm")
+    parser.add_argument(
+        "--only",
+        choices=("orchestrator", "popen", "parallel", "tmpfs"),
+        action="append",
+        help="run only this method (repeatable; for profiling)",
+    )
+    parser.add_argument(
+        "--no-tmpfs", action="store_true", help="skip the diagnostic orchestrator run with its workspace on /dev/shm"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the orchestrator's temp workspaces")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1 or args.repeat < 1:
@@ -259,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     median = {m: statistics.median(v) if v else None for m, v in walls.items()}
     par, pop = median.get("parallel"), median.get("popen")
-    labels = {"orchestrator": "orchestrator", "popen": "bare Popen", "parallel": "GNU parallel",
-              "tmpfs": "orch. on tmpfs"}
+    labels = {"orchestrator": "orchestrator", "popen": "bare Popen", "parallel": "GNU parallel", "tmpfs": "orch. on tmpfs"}
     print()
     print(f"{'method':<14}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
     for method in methods:
@@ -288,18 +297,28 @@ def main(argv: list[str] | None = None) -> int:
     on_tmpfs = median.get("tmpfs")
     if on_tmpfs is not None and par:
         share = f"; the file system took {1 - on_tmpfs / orch:.0%} of the orchestrator's wall" if orch else ""
-        print(f"DIAGNOSTIC orchestrator on tmpfs/parallel = {on_tmpfs / par:.2f}x{share} (not the result: "
-              "the result is the workspace where users keep it)")
+        print(
+            f"DIAGNOSTIC orchestrator on tmpfs/parallel = {on_tmpfs / par:.2f}x{share} (not the result: "
+            "the result is the workspace where users keep it)"
+        )
 
     if args.json:
         doc = {
-            "jobs": args.jobs, "concurrency": args.concurrency, "repeat": args.repeat, "nproc": nproc,
-            "python": platform.python_version(), "parallel_version": version,
-            "runs_s": walls, "median_s": median,
+            "jobs": args.jobs,
+            "concurrency": args.concurrency,
+            "repeat": args.repeat,
+            "nproc": nproc,
+            "python": platform.python_version(),
+            "parallel_version": version,
+            "runs_s": walls,
+            "median_s": median,
             "ms_per_job": {m: (w / args.jobs * 1000 if w is not None else None) for m, w in median.items()},
             "ratio_to_parallel": {m: (w / par if w is not None and par else None) for m, w in median.items()},
             "ratio_to_popen": {m: (w / pop if w is not None and pop else None) for m, w in median.items()},
-            "skipped": skipped, "peak_rss_mib": round(peak_mb, 1), "target": TARGET, "target_popen": TARGET_POPEN,
+            "skipped": skipped,
+            "peak_rss_mib": round(peak_mb, 1),
+            "target": TARGET,
+            "target_popen": TARGET_POPEN,
         }
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -30,6 +30,7 @@ per-worker cost at the largest size / at the smallest (<= 1.2x), the server's pe
 A measurement, not a test: exit 0 whatever the figures, 1 when a run did not do what it was
 asked (a job not completed, a worker missing). Everything talks to 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,17 +116,24 @@ def write_config(base: Path, n: int, command: list[str], key: str = "", port: in
     import yaml
 
     doc = {
-        "orchestrator": {"workspace_root": str(base / "workspace"), "worker": "command", "command": command,
-                         "planner": "heuristic", "max_tasks": max(n, 100)},
-        "workers": {"max_workers": CONCURRENCY, "max_workers_limit": CONCURRENCY, "global_max_workers": CONCURRENCY,
-                    "max_retries": 0},
-        "recursion": {"max_depth": 3, "max_depth_limit": 3, "max_workers_per_root": max(n, 100),
-                      "max_children_per_worker": 3},
+        "orchestrator": {
+            "workspace_root": str(base / "workspace"),
+            "worker": "command",
+            "command": command,
+            "planner": "heuristic",
+            "max_tasks": max(n, 100),
+        },
+        "workers": {
+            "max_workers": CONCURRENCY,
+            "max_workers_limit": CONCURRENCY,
+            "global_max_workers": CONCURRENCY,
+            "max_retries": 0,
+        },
+        "recursion": {"max_depth": 3, "max_depth_limit": 3, "max_workers_per_root": max(n, 100), "max_children_per_worker": 3},
         # Every parent waiting on a child job (orchestrator-spawn --wait) holds a request thread
         # in a long-poll: the tree has 100 such parents at once, so 24 threads would starve the
         # children's own POSTs. The limit on worker requests is off, as in bench_api.py.
-        "api": {"host": "127.0.0.1", "port": port, "api_key": key, "threads": 160,
-                "rate_limit_worker": 0.0},
+        "api": {"host": "127.0.0.1", "port": port, "api_key": key, "threads": 160, "rate_limit_worker": 0.0},
     }
     path = base / "config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -146,8 +154,10 @@ def check_tree(base: Path, root_id: str, n: int) -> tuple[list[Any], list[Any]]:
     jobs, workers = Workspace(base / "workspace").load_tree(root_id)
     bad = [w.key for w in workers if w.status.value not in ("success", "recursive_success")]
     if len(workers) != n or bad or any(j.status.value != "completed" for j in jobs):
-        raise CheckFailed(f"{root_id}: {len(workers)} workers (expected {n}), {len(bad)} not success "
-                          f"({', '.join(bad[:5])}), jobs {sorted({j.status.value for j in jobs})} (folder {base})")
+        raise CheckFailed(
+            f"{root_id}: {len(workers)} workers (expected {n}), {len(bad)} not success "
+            f"({', '.join(bad[:5])}), jobs {sorted({j.status.value for j in jobs})} (folder {base})"
+        )
     return jobs, workers
 
 
@@ -156,8 +166,19 @@ def run_cli(n: int, tty: bool, keep: list[Path]) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-scale-cli-"))
     keep.append(base)
     cfg = write_config(base, n, ["true"])
-    argv = [PY, "-m", "orchestrator", "--config", str(cfg), "run", f"scale bench: {n} no-op workers",
-            "--workers", str(CONCURRENCY), "--tasks", *[f"no-op {i}" for i in range(1, n + 1)]]
+    argv = [
+        PY,
+        "-m",
+        "orchestrator",
+        "--config",
+        str(cfg),
+        "run",
+        f"scale bench: {n} no-op workers",
+        "--workers",
+        str(CONCURRENCY),
+        "--tasks",
+        *[f"no-op {i}" for i in range(1, n + 1)],
+    ]
     env = {**bench_env(base), "COLUMNS": "120", "LINES": "40"}
     out = bytearray()
     start = time.perf_counter()
@@ -180,8 +201,9 @@ def run_cli(n: int, tty: bool, keep: list[Path]) -> dict[str, Any]:
                 break
         os.close(master)
     else:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=base)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=base
+        )
         assert proc.stdout is not None
         for chunk in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
             out += chunk
@@ -197,8 +219,13 @@ def run_cli(n: int, tty: bool, keep: list[Path]) -> dict[str, Any]:
         raise CheckFailed(f"cli run of {n}: {len(roots)} job folders in {base}/workspace")
     jobs, workers = check_tree(base, roots[0], n)
     span = (jobs[0].ended_at or 0) - jobs[0].created_at
-    return {"wall_s": wall, "job_s": span, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
-            **time_render(jobs, workers)}
+    return {
+        "wall_s": wall,
+        "job_s": span,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        **time_render(jobs, workers),
+    }
 
 
 # -- (b), (c) the API server ---------------------------------------------------------------------
@@ -214,8 +241,14 @@ class Server:
         cfg = write_config(self.base, n, command, self.key, self.port)
         env = bench_env(self.base)
         self.log = open(self.base / "server.out", "wb")
-        self.proc = subprocess.Popen([PY, str(ROOT / "api_server.py"), "--config", str(cfg)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.base)
+        self.proc = subprocess.Popen(
+            [PY, str(ROOT / "api_server.py"), "--config", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.base,
+        )
         import requests
 
         self.http = requests.Session()
@@ -261,9 +294,15 @@ class Server:
 
     def stop_sampling(self) -> dict[str, float]:
         self._sampling.set()
-        return {"peak_threads": self.peak_threads, "rss_at_peak_threads_mb": self.rss_at_peak_threads,
-                "peak_rss_sampled_mb": self.peak_rss_sampled, "threads_at_peak_rss": self.threads_at_peak_rss,
-                "peak_rss_at_s": self.peak_rss_at, "stacks_mb": self.stacks_mb, "stacks_at_threads": self.stacks_at}
+        return {
+            "peak_threads": self.peak_threads,
+            "rss_at_peak_threads_mb": self.rss_at_peak_threads,
+            "peak_rss_sampled_mb": self.peak_rss_sampled,
+            "threads_at_peak_rss": self.threads_at_peak_rss,
+            "peak_rss_at_s": self.peak_rss_at,
+            "stacks_mb": self.stacks_mb,
+            "stacks_at_threads": self.stacks_at,
+        }
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -276,8 +315,11 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def submit(self, request: str, tasks: list[str]) -> str:
-        answer = self.http.post(f"{self.url}/api/v1/orchestrate", timeout=120,
-                                json={"request": request, "tasks": tasks, "config": {"max_workers": CONCURRENCY}})
+        answer = self.http.post(
+            f"{self.url}/api/v1/orchestrate",
+            timeout=120,
+            json={"request": request, "tasks": tasks, "config": {"max_workers": CONCURRENCY}},
+        )
         if answer.status_code != 202:
             raise CheckFailed(f"POST /orchestrate answered {answer.status_code}: {answer.text[:500]}")
         return str(answer.json()["job_id"])
@@ -288,8 +330,9 @@ class Server:
         last, count = "0", 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self.http.get(f"{self.url}/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last},
-                               stream=True, timeout=(5, 60)) as answer:
+            with self.http.get(
+                f"{self.url}/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last}, stream=True, timeout=(5, 60)
+            ) as answer:
                 answer.raise_for_status()
                 kind = ""
                 for raw in answer.iter_lines(chunk_size=None, decode_unicode=True):
@@ -383,8 +426,7 @@ def time_render(jobs: list[Any], workers: list[Any], rounds: int = 5) -> dict[st
 
     from orchestrator import reports
 
-    rows = [{"name": w.key, "status": w.status.value, "duration": f"{w.duration or 0:.1f}s", "task": w.task}
-            for w in workers]
+    rows = [{"name": w.key, "status": w.status.value, "duration": f"{w.duration or 0:.1f}s", "task": w.task} for w in workers]
     template = jinja2.Environment(autoescape=False).from_string(PLAIN_TABLE)
     root = next(j for j in jobs if j.is_root)
     best = {"final_s": float("inf"), "svg_s": float("inf"), "plain_s": float("inf")}
@@ -396,16 +438,22 @@ def time_render(jobs: list[Any], workers: list[Any], rounds: int = 5) -> dict[st
         t2 = time.perf_counter()
         reports.render_timeline_svg(jobs, workers)
         t3 = time.perf_counter()
-        best = {"plain_s": min(best["plain_s"], t1 - t0), "final_s": min(best["final_s"], t2 - t1),
-                "svg_s": min(best["svg_s"], t3 - t2)}
+        best = {
+            "plain_s": min(best["plain_s"], t1 - t0),
+            "final_s": min(best["final_s"], t2 - t1),
+            "svg_s": min(best["svg_s"], t3 - t2),
+        }
     return best
 
 
 # -- reporting --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="370,1000", help="worker counts, comma-separated (default 370,1000; "
-                        "the issue's: 1000,10000; tree sizes must be 100 + 90k)")
+    parser.add_argument(
+        "--sizes",
+        default="370,1000",
+        help="worker counts, comma-separated (default 370,1000; the issue's: 1000,10000; tree sizes must be 100 + 90k)",
+    )
     parser.add_argument("--paths", default="cli,api,tree", help="which paths to run: cli, api, tree (default all)")
     parser.add_argument("--tty", action="store_true", help="run the cli path on a pseudo-terminal (the live tree view)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
@@ -421,10 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             tree_shape(n)
 
-    print(f"bench_scale: sizes {sizes}, paths {paths}, {CONCURRENCY} workers at once"
-          f"{', cli on a pseudo-terminal' if args.tty else ''}")
-    print(f"machine: nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}, {uptime()}")
-    runners = {"cli": lambda n: run_cli(n, args.tty, keep), "api": lambda n: run_api(n, keep), "tree": lambda n: run_tree(n, keep)}
+    print(
+        f"bench_scale: sizes {sizes}, paths {paths}, {CONCURRENCY} workers at once"
+        f"{', cli on a pseudo-terminal' if args.tty else ''}"
+    )
+    print(
+        f"machine: nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}, {uptime()}"
+    )
+    runners = {
+        "cli": lambda n: run_cli(n, args.tty, keep),
+        "api": lambda n: run_api(n, keep),
+        "tree": lambda n: run_tree(n, keep),
+    }
     figures: dict[str, dict[int, dict[str, Any]]] = {p: {} for p in paths}
     keep: list[Path] = []
     try:
@@ -437,13 +493,17 @@ def main(argv: list[str] | None = None) -> int:
                 figures[path][n] = fig
                 extra = "".join(f"  {k} {fig[k]:.3f}s" for k in ("job_s", "final_s", "svg_s", "plain_s") if k in fig)
                 if "peak_threads" in fig:
-                    extra += (f"  threads at most {fig['peak_threads']} (RSS then {fig['rss_at_peak_threads_mb']:.1f} MB);"
-                              f" sampled RSS at most {fig['peak_rss_sampled_mb']:.1f} MB at {fig['peak_rss_at_s']:.1f} s"
-                              f" ({fig['threads_at_peak_rss']} threads then); thread stacks {fig['stacks_mb']:.1f} MB"
-                              f" at {fig['stacks_at_threads']} threads")
-                print(f"  {path:<5}{n:>7} workers  {fig['wall_s']:8.2f} s  {fig['wall_s'] / n * 1000:7.2f} ms/worker"
-                      f"  cpu {fig['cpu_s']:7.2f} s  peak RSS {fig['peak_rss_mb']:6.1f} MB{extra}  ({load} -> {fig['load_after']})",
-                      flush=True)
+                    extra += (
+                        f"  threads at most {fig['peak_threads']} (RSS then {fig['rss_at_peak_threads_mb']:.1f} MB);"
+                        f" sampled RSS at most {fig['peak_rss_sampled_mb']:.1f} MB at {fig['peak_rss_at_s']:.1f} s"
+                        f" ({fig['threads_at_peak_rss']} threads then); thread stacks {fig['stacks_mb']:.1f} MB"
+                        f" at {fig['stacks_at_threads']} threads"
+                    )
+                print(
+                    f"  {path:<5}{n:>7} workers  {fig['wall_s']:8.2f} s  {fig['wall_s'] / n * 1000:7.2f} ms/worker"
+                    f"  cpu {fig['cpu_s']:7.2f} s  peak RSS {fig['peak_rss_mb']:6.1f} MB{extra}  ({load} -> {fig['load_after']})",
+                    flush=True,
+                )
     except CheckFailed as exc:
         print(f"CHECK FAILED: {exc}")
         args.keep = True
@@ -467,16 +527,20 @@ def main(argv: list[str] | None = None) -> int:
     for path in ("api", "tree"):
         if path in figures:
             rss = figures[path][large]["peak_rss_mb"]
-            print(f"RESULT {path}: server peak RSS at {large} = {rss:.1f} MB (target <= {TARGET_RSS_MB:.0f} MB) "
-                  f"{'met' if rss <= TARGET_RSS_MB else 'not met'}")
+            print(
+                f"RESULT {path}: server peak RSS at {large} = {rss:.1f} MB (target <= {TARGET_RSS_MB:.0f} MB) "
+                f"{'met' if rss <= TARGET_RSS_MB else 'not met'}"
+            )
     for path in paths:
         fig = figures[path][large]
         if "final_s" not in fig:
             continue
         r = fig["final_s"] / fig["plain_s"]
-        print(f"RESULT {path}: FINAL_RESULT.md render {fig['final_s'] * 1000:.0f} ms / plain Jinja {large}-row table "
-              f"{fig['plain_s'] * 1000:.0f} ms = {r:.2f}x (target <= {TARGET_RENDER:.0f}x) {'met' if r <= TARGET_RENDER else 'not met'}"
-              f"; timeline.svg {fig['svg_s'] * 1000:.0f} ms")
+        print(
+            f"RESULT {path}: FINAL_RESULT.md render {fig['final_s'] * 1000:.0f} ms / plain Jinja {large}-row table "
+            f"{fig['plain_s'] * 1000:.0f} ms = {r:.2f}x (target <= {TARGET_RENDER:.0f}x) {'met' if r <= TARGET_RENDER else 'not met'}"
+            f"; timeline.svg {fig['svg_s'] * 1000:.0f} ms"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"sizes": sizes, "figures": figures}, indent=1) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -9,6 +9,7 @@ config.yaml beside the orchestrator (api.host, api.port, api.api_key). Start the
 (`python api_server.py`, or `./quick-start.sh` once). Exit code: 0 completed, 3 partial,
 1 failed, 4 cancelled, 2 the server refused the request.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def rows(tasks: list[dict[str, Any]], indent: int = 0) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("request", nargs="?", default="Create a machine learning pipeline with data preprocessing, training, and evaluation")
+    parser.add_argument(
+        "request", nargs="?", default="Create a machine learning pipeline with data preprocessing, training, and evaluation"
+    )
     parser.add_argument("--task", action="append", dest="tasks", help="an explicit subtask (repeat the flag)")
     parser.add_argument("--workers", type=int, default=4, help="max_workers")
     parser.add_argument("--url", help="API URL, e.g. http://localhost:8000")
@@ -74,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                 who = f"depth_{data['depth']}_{data['worker']}" if data.get("worker") else f"job {data['job_id']}"
                 print(f"  {event['event']:<6} {who:<28} {data['status']:<18} {data.get('message', '')}".rstrip())
         doc = client.wait(job["job_id"])  # long-poll: returns once the job is terminal
-    print(f"Status: {doc['status']}  ({doc['tree']['succeeded']}/{doc['tree']['workers']} workers succeeded, "
-          f"{doc['tree']['jobs']} job(s) in the tree)")
+    print(
+        f"Status: {doc['status']}  ({doc['tree']['succeeded']}/{doc['tree']['workers']} workers succeeded, "
+        f"{doc['tree']['jobs']} job(s) in the tree)"
+    )
     print(f"{'WORKER':<16} {'STATUS':<18} {'TIME':>7}  {'FILES':<30} TASK")
     print("\n".join(rows(doc["results"]["tasks"])))
     print(f"Workspace: {doc['results']['workspace']}")

@@ -1,5 +1,6 @@
 """``python -m orchestrator`` runs the command line; ``spawn`` (run by every AI worker for each
 child job) takes a fast path that skips the full command line's parser and imports."""
+
 import sys
 
 if sys.argv[1:2] == ["spawn"]:

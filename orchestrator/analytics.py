@@ -8,6 +8,7 @@ worker, the level that waited longest) this finds the tree's critical path,
 each worker's queue wait, and rolls CPU, memory, cost and tokens up per job
 and for the tree.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 
 # Statuses counted as failures in the totals. PENDING and RUNNING are neither.
-FAILED_STATUSES = frozenset(
-    {WorkerStatus.FAILED, WorkerStatus.TIMEOUT, WorkerStatus.CANCELLED, WorkerStatus.SKIPPED}
-)
+FAILED_STATUSES = frozenset({WorkerStatus.FAILED, WorkerStatus.TIMEOUT, WorkerStatus.CANCELLED, WorkerStatus.SKIPPED})
 
 _ROW_ORDER = operator.itemgetter(5, 3, 0, 4)  # TimelineRow (start, depth, worker_key, attempt): C speed
 _N = TypeVar("_N", int, float)  # a sum of ints stays an int (token counts), of floats a float
@@ -80,9 +79,15 @@ class JobRollup:
     subtree: Rollup
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "depth": self.depth, "parent_job_id": self.parent_job_id,
-                "parent_worker": self.parent_worker, "status": self.status,
-                **self.own.to_dict(), "subtree": self.subtree.to_dict()}
+        return {
+            "job_id": self.job_id,
+            "depth": self.depth,
+            "parent_job_id": self.parent_job_id,
+            "parent_worker": self.parent_worker,
+            "status": self.status,
+            **self.own.to_dict(),
+            "subtree": self.subtree.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,15 @@ class PlannerUsage:
 
 def planner_usage(jobs: Iterable[JobRecord]) -> PlannerUsage:
     """The AI planner's cost and tokens over ``jobs``."""
-    used = [j for j in jobs if j.planner_cost_usd is not None or j.planner_tokens_in is not None or j.planner_tokens_out is not None]
-    return PlannerUsage(calls=len(used), cost_usd=_sum_known(j.planner_cost_usd for j in used),
-                        tokens_in=_sum_known(j.planner_tokens_in for j in used),
-                        tokens_out=_sum_known(j.planner_tokens_out for j in used))
+    used = [
+        j for j in jobs if j.planner_cost_usd is not None or j.planner_tokens_in is not None or j.planner_tokens_out is not None
+    ]
+    return PlannerUsage(
+        calls=len(used),
+        cost_usd=_sum_known(j.planner_cost_usd for j in used),
+        tokens_in=_sum_known(j.planner_tokens_in for j in used),
+        tokens_out=_sum_known(j.planner_tokens_out for j in used),
+    )
 
 
 @dataclass(frozen=True)
@@ -175,9 +185,7 @@ class TreeAnalytics:
         return key, self.queue_waits[key]
 
 
-def analyse(
-    jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None
-) -> TreeAnalytics:
+def analyse(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None) -> TreeAnalytics:
     """Compute the tree's figures.
 
     Running attempts and jobs end at ``now``. Without ``now`` they end at the
@@ -225,8 +233,9 @@ def analyse(
             if end is None or end < start:
                 end = start
             job_sums.seconds += end - start
-            raw.append((key, w.name, w.job_id, w.depth, attempt.number, start, end,
-                        value if attempt.number == last else "retried"))
+            raw.append(
+                (key, w.name, w.job_id, w.depth, attempt.number, start, end, value if attempt.number == last else "retried")
+            )
     known_ends = [e for e in ends if e is not None]
     started_at = min(starts) if starts else None
     ended_at = max(known_ends) if starts and known_ends else None
@@ -333,8 +342,15 @@ class _Sums:
             self.tokens_out = w.tokens_out if self.tokens_out is None else self.tokens_out + w.tokens_out
 
     def rollup(self) -> Rollup:
-        return Rollup(workers=self.count, worker_seconds=self.seconds, cpu_seconds=self.cpu, peak_rss=self.peak,
-                      cost_usd=self.cost, tokens_in=self.tokens_in, tokens_out=self.tokens_out)
+        return Rollup(
+            workers=self.count,
+            worker_seconds=self.seconds,
+            cpu_seconds=self.cpu,
+            peak_rss=self.peak,
+            cost_usd=self.cost,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+        )
 
 
 def rollup(workers: Iterable[WorkerRecord], now: float | None = None) -> Rollup:
@@ -356,8 +372,15 @@ def _job_rollups(jobs: list[JobRecord], own_workers: dict[str, Rollup]) -> list[
     children = _children(jobs)
     own = {j.id: _with_planner(own_workers.get(j.id) or _Sums().rollup(), j) for j in jobs}
     return [
-        JobRollup(job_id=j.id, depth=j.depth, parent_job_id=j.parent_job_id, parent_worker=j.parent_worker,
-                  status=j.status.value, own=own[j.id], subtree=_merge([own[jid] for jid in _walk(children, j.id)]))
+        JobRollup(
+            job_id=j.id,
+            depth=j.depth,
+            parent_job_id=j.parent_job_id,
+            parent_worker=j.parent_worker,
+            status=j.status.value,
+            own=own[j.id],
+            subtree=_merge([own[jid] for jid in _walk(children, j.id)]),
+        )
         for j in jobs
     ]
 
@@ -367,9 +390,11 @@ def _with_planner(own: Rollup, job: JobRecord) -> Rollup:
     if job.planner_cost_usd is None and job.planner_tokens_in is None and job.planner_tokens_out is None:
         return own
     return dataclasses.replace(
-        own, cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd)),
+        own,
+        cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd)),
         tokens_in=_sum_known((own.tokens_in, job.planner_tokens_in)),
-        tokens_out=_sum_known((own.tokens_out, job.planner_tokens_out)))
+        tokens_out=_sum_known((own.tokens_out, job.planner_tokens_out)),
+    )
 
 
 def _merge(parts: list[Rollup]) -> Rollup:
@@ -418,8 +443,7 @@ def critical_path(
     return _critical_path(jobs, lasts, now, origin)
 
 
-def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: float | None,
-                   origin: float) -> list[PathStep]:
+def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: float | None, origin: float) -> list[PathStep]:
     """``lasts``: per job, its worker that ended last (of those that ran; the first in plan order of a tie)."""
     by_id = {j.id: j for j in jobs}
     roots = [j for j in jobs if j.parent_job_id not in by_id]
@@ -430,19 +454,29 @@ def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: f
         seen.add(job.id)
         if steps:  # a child job: the previous worker waited for it
             start = job.started_at if job.started_at is not None else job.created_at
-            steps.append(PathStep("job", job.id, job.id, job.depth, start - origin,
-                                  (_job_end(job, now) or start) - origin, job.status.value))
+            steps.append(
+                PathStep(
+                    "job", job.id, job.id, job.depth, start - origin, (_job_end(job, now) or start) - origin, job.status.value
+                )
+            )
         last = lasts.get(job.id)
         if last is None:
             break
-        steps.append(PathStep("worker", last.key, last.job_id, last.depth, last.attempts[0].started_at - origin,
-                              _worker_end(last, now) - origin, last.status.value,
-                              queue_wait(last, now, job.started_at)))
+        steps.append(
+            PathStep(
+                "worker",
+                last.key,
+                last.job_id,
+                last.depth,
+                last.attempts[0].started_at - origin,
+                _worker_end(last, now) - origin,
+                last.status.value,
+                queue_wait(last, now, job.started_at),
+            )
+        )
         children = [by_id[c] for c in last.child_job_ids if c in by_id]
         job = max(children, key=lambda j: (_job_end(j, now) or 0.0, j.id), default=None)
     return steps
-
-
 
 
 def peak_concurrency(rows: list[TimelineRow]) -> int:
@@ -490,8 +524,7 @@ def text_timeline(rows: list[TimelineRow], width: int = 40) -> list[str]:
     labels = [_label(r) for r in rows]
     label_width = max(len(label) for label in labels)
     return [
-        f"{label:<{label_width}} |{_bar(r, span, width)}| "
-        f"{r.start:7.1f}s → {r.end:7.1f}s  {r.status}"
+        f"{label:<{label_width}} |{_bar(r, span, width)}| {r.start:7.1f}s → {r.end:7.1f}s  {r.status}"
         for label, r in zip(labels, rows)
     ]
 
@@ -508,12 +541,6 @@ def _bar(row: TimelineRow, span: float, width: int) -> str:
 def _label(row: TimelineRow, limit: int = 40) -> str:
     label = row.worker_key if row.attempt <= 1 else f"{row.worker_key}#{row.attempt}"
     return label if len(label) <= limit else label[: limit - 1] + "…"
-
-
-
-
-
-
 
 
 def _latest_timestamp(jobs: list[JobRecord], workers: list[WorkerRecord]) -> float | None:

@@ -1,5 +1,6 @@
 """Telling the world: a job's or worker's change goes to the event bus (the API's streams)
 and a line to its tree's orchestrator.log (job-level lines to the server log too)."""
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,15 @@ class Announcer:
 
     def worker(self, live: LiveWorker, message: str) -> None:
         rec = live.record
-        self.events.publish(rec.root_id, type="worker", job_id=rec.job_id, status=rec.status.value,
-                            worker=rec.name, depth=rec.depth, message=message)
+        self.events.publish(
+            rec.root_id,
+            type="worker",
+            job_id=rec.job_id,
+            status=rec.status.value,
+            worker=rec.name,
+            depth=rec.depth,
+            message=message,
+        )
         self.line(live.job, f"{rec.key} {rec.status.value}: {message}", rec.name)
 
     def line(self, job: JobRecord, message: str, worker: str | None = None) -> None:

@@ -35,6 +35,7 @@ the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the
 fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
 instead of the retry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -101,7 +102,9 @@ class FolderCheckout(Checkout):
         """Nothing: the failed attempt's files stay for the retry (on purpose, see the table)."""
 
     def changes(self, record: WorkerRecord) -> Changes:
-        return Changes(files_created=self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name)))
+        return Changes(
+            files_created=self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name))
+        )
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)

@@ -3,6 +3,7 @@
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,9 @@ def _exit_for(exc: Exception) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively.")
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively."
+    )
     parser.add_argument("--config", help="config file (default: config.yaml beside the orchestrator, if present)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -134,10 +137,13 @@ def _add_late_commands(sub: Any) -> None:
     check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
     start.set_defaults(func=_lazy("orchestrator.scripts", "cmd_start_server"))
-    prune = sub.add_parser("prune", help="delete old finished job trees (lists them only, unless --yes)",
-                           description="Finished job trees older than --older-than: listed, and deleted with --yes. A running "
-                                       "tree is never touched: with the server up it deletes them (DELETE /api/v1/jobs/ID), "
-                                       "else the workspace is read directly.")
+    prune = sub.add_parser(
+        "prune",
+        help="delete old finished job trees (lists them only, unless --yes)",
+        description="Finished job trees older than --older-than: listed, and deleted with --yes. A running "
+        "tree is never touched: with the server up it deletes them (DELETE /api/v1/jobs/ID), "
+        "else the workspace is read directly.",
+    )
     prune.add_argument("--older-than", required=True, metavar="AGE", help="ended at least this long ago: 30m, 12h, 7d, 2w")
     prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
     prune.add_argument("--yes", action="store_true", help="delete them (without it: a dry run that only lists them)")
@@ -178,8 +184,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     config: dict[str, Any] = {}
-    for key, value in (("max_workers", args.workers), ("default_timeout", args.timeout), ("max_retries", args.retries),
-                       ("worker", args.worker), ("max_recursion_depth", args.depth)):
+    for key, value in (
+        ("max_workers", args.workers),
+        ("default_timeout", args.timeout),
+        ("max_retries", args.retries),
+        ("worker", args.worker),
+        ("max_recursion_depth", args.depth),
+    ):
         if value is not None:
             config[key] = value
     if args.no_recursion:
@@ -334,4 +345,3 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -4,6 +4,7 @@
 (an attempt's timeout, the backoff before a retry, a tree's deadline) goes through a
 ``Clock``, so a fake clock (tests/fake_executor.py) makes them take no real time.
 """
+
 from __future__ import annotations
 
 import time

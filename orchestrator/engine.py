@@ -15,6 +15,7 @@ server at most ``workers.global_max_workers``. A worker that has started a
 child job lends its global slot to the child while the child runs (it is
 blocked on it), so a deep tree completes even under a global limit of 2.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,7 +80,9 @@ class Engine:
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
-        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace)  # prepares each worker's directory
+        self.checkout = (
+            checkout if checkout is not None else make_checkout(settings, self.workspace)
+        )  # prepares each worker's directory
         self.steps = tuple(steps)  # after-attempt steps (steps.py), in order
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
@@ -97,33 +100,85 @@ class Engine:
         self.queries = Queries(self.workspace, self._cond, t.jobs, t.workers, t.ending)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
-        self.monitor = ResourceMonitor(self.executor, Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
-                                       w.monitor_interval, lambda: self.running.watched(), tick=self._enforce_deadlines)
+        self.monitor = ResourceMonitor(
+            self.executor,
+            Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
+            w.monitor_interval,
+            lambda: self.running.watched(),
+            tick=self._enforce_deadlines,
+        )
         self.announce = Announcer(settings, self.workspace, self.events)
-        self.finishing = Finishing(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
-                                   announce=self.announce, metrics=self.metrics, monitor=self.monitor,
-                                   queries=self.queries, dispatch=self._dispatch, clock=self.clock)
-        self.submission = Submission(settings=settings, workspace=self.workspace, runner=self.runner, tables=t,
-                                     lock=self._cond, announce=self.announce, check_open=self._check_open,
-                                     dispatch=self._dispatch, skip_pending=self._skip_pending,
-                                     add_cost=self.finishing.add_cost, clock=self.clock)
-        self.running = WorkerRunner(settings=settings, workspace=self.workspace, executor=self.executor, clock=self.clock,
-                                    tables=t, lock=self._lock, announce=self.announce, finishing=self.finishing,
-                                    metrics=self.metrics, checkout=self.checkout, steps=self.steps, dispatch=self._dispatch,
-                                    prompt=self.worker_prompt, env=self._worker_env)
-        self.restorer = Restorer(settings=settings, workspace=self.workspace, tables=t, lock=self._cond,
-                                 announce=self.announce, queries=self.queries, finishing=self.finishing,
-                                 dispatch=self._dispatch, run=self._run, kill_unaccounted=self._kill_unaccounted,
-                                 attempt_start=self.running.attempt_start,
-                                 executor=self.executor, clock=self.clock)
+        self.finishing = Finishing(
+            settings=settings,
+            workspace=self.workspace,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            metrics=self.metrics,
+            monitor=self.monitor,
+            queries=self.queries,
+            dispatch=self._dispatch,
+            clock=self.clock,
+        )
+        self.submission = Submission(
+            settings=settings,
+            workspace=self.workspace,
+            runner=self.runner,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            check_open=self._check_open,
+            dispatch=self._dispatch,
+            skip_pending=self._skip_pending,
+            add_cost=self.finishing.add_cost,
+            clock=self.clock,
+        )
+        self.running = WorkerRunner(
+            settings=settings,
+            workspace=self.workspace,
+            executor=self.executor,
+            clock=self.clock,
+            tables=t,
+            lock=self._lock,
+            announce=self.announce,
+            finishing=self.finishing,
+            metrics=self.metrics,
+            checkout=self.checkout,
+            steps=self.steps,
+            dispatch=self._dispatch,
+            prompt=self.worker_prompt,
+            env=self._worker_env,
+        )
+        self.restorer = Restorer(
+            settings=settings,
+            workspace=self.workspace,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            queries=self.queries,
+            finishing=self.finishing,
+            dispatch=self._dispatch,
+            run=self._run,
+            kill_unaccounted=self._kill_unaccounted,
+            attempt_start=self.running.attempt_start,
+            executor=self.executor,
+            clock=self.clock,
+        )
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
         if self._prompt_template is not None:
             check_template(self._prompt_template)  # a broken template fails here, not in every worker
 
     # -- submitting and dispatching -----------------------------------------------------
-    def submit(self, request: object, config: object = None, tasks: object = None, *,
-               parent_job_id: str | None = None, parent_worker: str | None = None) -> JobRecord:
+    def submit(
+        self,
+        request: object,
+        config: object = None,
+        tasks: object = None,
+        *,
+        parent_job_id: str | None = None,
+        parent_worker: str | None = None,
+    ) -> JobRecord:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
         return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
 
@@ -197,8 +252,15 @@ class Engine:
             return
         now = self.clock.time()
         with self._lock:
-            late = [j for j in self.tables.jobs.values() if j.is_root and not j.status.terminal and j.error != "cancelled"
-                    and j.id not in self.tables.ending and now - j.created_at > deadline]
+            late = [
+                j
+                for j in self.tables.jobs.values()
+                if j.is_root
+                and not j.status.terminal
+                and j.error != "cancelled"
+                and j.id not in self.tables.ending
+                and now - j.created_at > deadline
+            ]
             for job in late:
                 self.metrics.refused("deadline")
                 job.notes.append(f"cancelled: the tree ran past its deadline of {deadline:g}s (recursion.tree_deadline)")
@@ -219,7 +281,9 @@ class Engine:
         return worker_prompt(self.workspace, rec, job, api_url=self.api_url, template=self._prompt_template)
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
-    def snapshot(self, root_id: str, job_id: str | None = None, *, outcomes: bool = False) -> tuple[list[JobRecord], list[WorkerRecord]]:
+    def snapshot(
+        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
+    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
         return self.queries.snapshot(root_id, job_id, outcomes=outcomes)
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -281,7 +345,12 @@ class Engine:
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
-        log.info("job tree %s (%s) deleted with its folder", job.root_id, job.status.value, extra=logs.context(job.id, root_id=job.root_id))
+        log.info(
+            "job tree %s (%s) deleted with its folder",
+            job.root_id,
+            job.status.value,
+            extra=logs.context(job.id, root_id=job.root_id),
+        )
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

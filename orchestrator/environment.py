@@ -1,6 +1,7 @@
 """What a worker starts with: the environment an AI CLI starts from (a worker, or the AI
 planner), as the server's owner chose it in ``workers.inherit_env``, ``workers.env_passthrough``
 and ``workers.env``; the worker protocol's variables on top; and the prompt an AI worker reads."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,15 @@ class Credentials(Protocol):
     def issue(self, root_id: str, job_id: str, worker: str) -> str: ...
 
 
-def worker_env(settings: Settings, workspace: Workspace, rec: WorkerRecord, cfg: JobConfig, *,
-               api_url: str | None, credentials: Credentials | None) -> dict[str, str]:
+def worker_env(
+    settings: Settings,
+    workspace: Workspace,
+    rec: WorkerRecord,
+    cfg: JobConfig,
+    *,
+    api_url: str | None,
+    credentials: Credentials | None,
+) -> dict[str, str]:
     """The worker protocol: who it is, where it is, and how to start a child job, on top of
     the environment the server's owner chose (``base_env``)."""
     env = base_env(settings)
@@ -49,16 +57,18 @@ def worker_env(settings: Settings, workspace: Workspace, rec: WorkerRecord, cfg:
     bin_dir = os.path.dirname(python_executable())
     env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
     env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update({
-        protocol.JOB_ID: rec.job_id,
-        protocol.ROOT_JOB_ID: rec.root_id,
-        protocol.WORKER_ID: rec.name,
-        protocol.DEPTH: str(rec.depth),
-        protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
-        protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
-        protocol.WORKER_DIR: str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-        protocol.PYTHON: python_executable(),
-    })
+    env.update(
+        {
+            protocol.JOB_ID: rec.job_id,
+            protocol.ROOT_JOB_ID: rec.root_id,
+            protocol.WORKER_ID: rec.name,
+            protocol.DEPTH: str(rec.depth),
+            protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
+            protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
+            protocol.WORKER_DIR: str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            protocol.PYTHON: python_executable(),
+        }
+    )
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
     tmp = str(workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
     env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
@@ -69,16 +79,23 @@ def worker_env(settings: Settings, workspace: Workspace, rec: WorkerRecord, cfg:
     return env
 
 
-def worker_prompt(workspace: Workspace, rec: WorkerRecord, job: JobRecord, *, api_url: str | None,
-                  template: Path | None) -> str:
+def worker_prompt(workspace: Workspace, rec: WorkerRecord, job: JobRecord, *, api_url: str | None, template: Path | None) -> str:
     """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
     cfg = job.config
     return render_worker_prompt(
-        task=rec.task, goal=job.goal, request=job.request, siblings=job.tasks, index=rec.index,
-        depth=rec.depth, max_recursion_depth=cfg.max_recursion_depth,
+        task=rec.task,
+        goal=job.goal,
+        request=job.request,
+        siblings=job.tasks,
+        index=rec.index,
+        depth=rec.depth,
+        max_recursion_depth=cfg.max_recursion_depth,
         recursion_enabled=cfg.enable_recursion and api_url is not None,  # spawn needs the API
         worker_dir=str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
-        job_id=rec.job_id, worker_id=rec.name,
+        job_id=rec.job_id,
+        worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-        timeout=cfg.default_timeout, template=template, kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
+        timeout=cfg.default_timeout,
+        template=template,
+        kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
     )

@@ -5,6 +5,7 @@ status; the API maps errors to responses from these two attributes alone, and
 the client rebuilds the same class from ``code``, so ``except JobNotFound``
 works on both sides of HTTP.
 """
+
 from __future__ import annotations
 
 
@@ -133,9 +134,22 @@ class ServerUnreachable(OrchestratorError):
 ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
     cls.code: cls
     for cls in (
-        OrchestratorError, ConfigError, ValidationError, InvalidId, JobNotFound,
-        WorkerNotFound, Conflict, RecursionLimit, AuthenticationError, Forbidden,
-        PayloadTooLarge, RateLimited, Unavailable, WorkspaceError, RefusedPath, ServerUnreachable,
+        OrchestratorError,
+        ConfigError,
+        ValidationError,
+        InvalidId,
+        JobNotFound,
+        WorkerNotFound,
+        Conflict,
+        RecursionLimit,
+        AuthenticationError,
+        Forbidden,
+        PayloadTooLarge,
+        RateLimited,
+        Unavailable,
+        WorkspaceError,
+        RefusedPath,
+        ServerUnreachable,
     )
 }
 

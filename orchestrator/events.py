@@ -3,6 +3,7 @@
 Progress displays, long-polls and the SSE stream all read the same events; a
 reader resumes from the last sequence number it saw (SSE's Last-Event-ID).
 """
+
 from __future__ import annotations
 
 import itertools

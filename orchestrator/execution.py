@@ -32,6 +32,7 @@ total a worker spends waiting on them is bounded by transient_retries x transien
 and by its tree's deadline (cancelling the tree ends a wait at once); a retry-after longer than
 transient_backoff_max fails the worker at once, saying so, rather than retry too early.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -79,8 +80,9 @@ NEVER_RETRIED = ("auth", "bad_request")
 TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
 
 
-def transient_delay(retry: int, base: float, cap: float, retry_after: float | None,
-                    rng: random.Random | None = None) -> float | None:
+def transient_delay(
+    retry: int, base: float, cap: float, retry_after: float | None, rng: random.Random | None = None
+) -> float | None:
     """Pause before transient retry ``retry`` (1-based): the doubling backoff (capped, with
     jitter, never above ``cap``), or the service's ``retry_after`` when that is longer; None when
     the service asks for more than ``cap`` (waiting less would only fail again)."""
@@ -185,8 +187,10 @@ class WorkerExecution:
                 retry_after = outcome.parsed.retry_after if outcome.parsed else None
                 delay = transient_delay(transients, TRANSIENT_BASE_FACTOR * w.retry_backoff, w.transient_backoff_max, retry_after)
                 if delay is None:  # only a retry_after the service sent is refused
-                    outcome.exit_reason += (f"; the service asked to wait {retry_after:g}s, longer than "
-                                            f"workers.transient_backoff_max={w.transient_backoff_max:g}s")
+                    outcome.exit_reason += (
+                        f"; the service asked to wait {retry_after:g}s, longer than "
+                        f"workers.transient_backoff_max={w.transient_backoff_max:g}s"
+                    )
                     break
                 what = f"transient retry {transients}/{w.transient_retries}"
             elif retry in (RETRY, STEP_RETRY) and retries < self.config.max_retries:
@@ -213,8 +217,16 @@ class WorkerExecution:
         """Run the after-attempt steps on a successful attempt (see steps.py): its outcome and
         retry decision as the first step that did not pass makes them."""
         self.sweep()  # nothing the attempt left may write while the steps look at its work
-        ctx = StepContext(record=self.record, directory=self.worker_dir, attempt=number, status=outcome.status,
-                          exit_reason=outcome.exit_reason, parsed=outcome.parsed, checkout=self.checkout, cancel=self.cancel)
+        ctx = StepContext(
+            record=self.record,
+            directory=self.worker_dir,
+            attempt=number,
+            status=outcome.status,
+            exit_reason=outcome.exit_reason,
+            parsed=outcome.parsed,
+            checkout=self.checkout,
+            cancel=self.cancel,
+        )
         found = run_steps(self.steps, ctx)
         if found is None:
             return outcome, None
@@ -248,10 +260,16 @@ class WorkerExecution:
         now = self.clock.time()  # one clock reading for the start line and the record: a restart reads it back
         offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
         ctx = WorkerContext(
-            task=self.record.task, prompt=self.prompt, prompt_file=self.prompt_file,
-            worker_dir=self.worker_dir, depth=self.record.depth,
-            max_recursion_depth=self.config.max_recursion_depth, attempt=number, settings=self.settings,
-            time_left=self.config.default_timeout, goal=self.record.goal,
+            task=self.record.task,
+            prompt=self.prompt,
+            prompt_file=self.prompt_file,
+            worker_dir=self.worker_dir,
+            depth=self.record.depth,
+            max_recursion_depth=self.config.max_recursion_depth,
+            attempt=number,
+            settings=self.settings,
+            time_left=self.config.default_timeout,
+            goal=self.record.goal,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset)
 
@@ -266,8 +284,9 @@ class WorkerExecution:
             argv = self.adapter.build_argv(ctx)
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
-            self.handle = self.executor.start(argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag,
-                                            exit_file=exit_file)
+            self.handle = self.executor.start(
+                argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag, exit_file=exit_file
+            )
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None
             with self.lock:
@@ -317,7 +336,9 @@ class WorkerExecution:
             elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
                 reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not)
             if reason != "exit":
-                self.executor.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal)
+                self.executor.terminate(
+                    self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal
+                )
                 code = self.executor.wait(self.handle, None)
                 break
             if code is None:
@@ -344,7 +365,12 @@ class WorkerExecution:
             attempt.end_reason = "timeout"
             why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} {why} =====")
-            outcome = Outcome(WorkerStatus.TIMEOUT, why, error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.", parsed=parsed)
+            outcome = Outcome(
+                WorkerStatus.TIMEOUT,
+                why,
+                error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.",
+                parsed=parsed,
+            )
             return outcome, RETRY if self.settings.workers.retry_on_timeout else None
         if reason == "cap":
             attempt.end_reason = "cap"
@@ -358,7 +384,9 @@ class WorkerExecution:
             return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), None
         return self._classify_exit(attempt, code, duration, parsed)
 
-    def _classify_exit(self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult) -> tuple[Outcome, str | None]:
+    def _classify_exit(
+        self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult
+    ) -> tuple[Outcome, str | None]:
         if code is not None and code < 0:
             attempt.end_reason = "signal"
             name = signal_name(-code)
@@ -392,8 +420,11 @@ class WorkerExecution:
         return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
 
 
-_CLASS_WORDS = {"auth": "authentication failed", "bad_request": "the service refused the request",
-                "transient": "rate limit or overload"}
+_CLASS_WORDS = {
+    "auth": "authentication failed",
+    "bad_request": "the service refused the request",
+    "transient": "rate limit or overload",
+}
 
 
 def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
@@ -407,6 +438,8 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
         setattr(outcome.parsed, name, sum(values) if values else None)
     return outcome
+
+
 def _ends_a_line(path: Path) -> bool:
     """Whether a log is empty, missing or ends with a newline (read without following a planted link)."""
     try:

@@ -24,6 +24,7 @@ What the interface promises, whatever runs the attempt (the contract tests check
 Handles are identified by ``id`` and ``tag``; ``pid`` is optional in spirit (a remote
 executor's attempt has no local pid), though the local one always has it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,9 @@ class Sample:
 class Executor(Protocol):
     """Runs worker attempts. See the module docstring for what each method promises."""
 
-    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
-              exit_file: Path | None = None) -> AttemptHandle: ...
+    def start(
+        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
+    ) -> AttemptHandle: ...
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None: ...
 
@@ -100,8 +102,9 @@ class Executor(Protocol):
         """Free what the handle holds (descriptors) once its attempt has ended."""
         ...
 
-    def adopt(self, pid: int | None, start_id: str | None, *, tag: str, started_at: float,
-              exit_file: Path | None) -> AttemptHandle:
+    def adopt(
+        self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
+    ) -> AttemptHandle:
         """A handle on an attempt a previous server started; already ended if it has."""
         ...
 
@@ -128,11 +131,14 @@ class LocalExecutor:
     def __init__(self, runner: ProcessRunner | None = None) -> None:
         self.runner = runner or ProcessRunner()
         if self.runner.perl is None:
-            log.warning("no perl on this machine: workers run under the /bin/sh shim, which records a worker "
-                        "killed by signal N as exit code 128+N (install perl to tell them apart)")
+            log.warning(
+                "no perl on this machine: workers run under the /bin/sh shim, which records a worker "
+                "killed by signal N as exit code 128+N (install perl to tell them apart)"
+            )
 
-    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
-              exit_file: Path | None = None) -> ProcessHandle:
+    def start(
+        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
+    ) -> ProcessHandle:
         return self.runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file)
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
@@ -144,8 +150,9 @@ class LocalExecutor:
     def release(self, handle: AttemptHandle) -> None:
         self.runner.release(_local(handle))
 
-    def adopt(self, pid: int | None, start_id: str | None, *, tag: str, started_at: float,
-              exit_file: Path | None) -> ProcessHandle:
+    def adopt(
+        self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
+    ) -> ProcessHandle:
         return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file)
 
     def find(self, tag_prefix: str) -> list[FoundShim]:
@@ -185,5 +192,14 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-__all__ = ["AttemptHandle", "CommandNotFound", "Executor", "FoundShim", "LocalExecutor", "Sample", "Sampled", "Wakeup",
-           "cpu_seconds"]
+__all__ = [
+    "AttemptHandle",
+    "CommandNotFound",
+    "Executor",
+    "FoundShim",
+    "LocalExecutor",
+    "Sample",
+    "Sampled",
+    "Wakeup",
+    "cpu_seconds",
+]

@@ -6,6 +6,7 @@ reliably in the narrow window between starting a worker and recording it. Unset 
 outside the chaos tests), ``hit`` is one dict lookup. Workers never inherit the variable
 (the engine strips ``ORCHESTRATOR*`` from their environment).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """How files reach the disk: atomic writes, durable ones (fdatasync, then the folder's fsync,
 shared by writers renaming into the same folder at once), and ext4's allocation hint for
 folders of many subfolders. Nothing here knows the workspace layout (workspace.py does)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,7 @@ def write_all(fd: int, data: bytes) -> None:
     one adds an fstat, a seek and an isatty, and each syscall hands the GIL to another thread."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:

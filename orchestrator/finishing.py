@@ -7,6 +7,7 @@ called by the engine, frees its slot); once its child jobs have ended too it is 
 to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
 last worker is settled.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,9 +39,20 @@ class Finishing:
     """Ends workers and jobs. Shares the engine's tables and lock; ``dispatch`` (under the
     lock) starts the workers a freed slot lets start."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, tables: Tables, lock: threading.Condition,
-                 announce: Announcer, metrics: Metrics, monitor: ResourceMonitor, queries: Queries,
-                 dispatch: Callable[[], None], clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        tables: Tables,
+        lock: threading.Condition,
+        announce: Announcer,
+        metrics: Metrics,
+        monitor: ResourceMonitor,
+        queries: Queries,
+        dispatch: Callable[[], None],
+        clock: Clock,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.workspace = workspace
@@ -206,8 +218,11 @@ class Finishing:
     def render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
         jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
-        tails = {w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
-                 for w in workers if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)}
+        tails = {
+            w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
+            for w in workers
+            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
+        }
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:
@@ -217,8 +232,14 @@ class Finishing:
             if job.is_root:  # the picture first, so the report's link to it never dangles
                 svg = self.workspace.timeline_svg(job.root_id)
                 self.workspace.write_text(svg, reports.render_timeline_svg(jobs, workers))
-                text = reports.render_final_report(jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir,
-                                                   timeline_svg=self.workspace.relative(job.root_id, svg))
+                text = reports.render_final_report(
+                    jobs[0],
+                    jobs,
+                    workers,
+                    log_tails=tails,
+                    templates_dir=tdir,
+                    timeline_svg=self.workspace.relative(job.root_id, svg),
+                )
                 self.workspace.write_text(self.workspace.final_report(job.root_id), text)
         except Exception as exc:  # a broken custom template must not hang the job
             log.exception("report rendering failed for %s", job.id, extra=logs.context(job.id))

@@ -7,6 +7,7 @@ operation serves every caller that arrived while the previous one ran; the
 guarantee each caller gets is unchanged. With ``gather``, the caller that starts a
 run first waits that long for company: fewer, larger runs, for callers that can wait.
 """
+
 from __future__ import annotations
 
 import threading

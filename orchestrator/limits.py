@@ -5,13 +5,14 @@ No engine, no lock, no I/O: the engine reads its state under its lock and asks t
 refusal is the error a client sees (``ValidationError`` for a malformed request,
 ``RecursionLimit`` for a tree at one of its limits), saying what is wrong and how to go on.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from .errors import RecursionLimit, ValidationError
 
-EXAMPLE_REQUEST = "\"Build a REST API with auth and tests\""
+EXAMPLE_REQUEST = '"Build a REST API with auth and tests"'
 
 
 # -- the request's shape ---------------------------------------------------------------
@@ -23,7 +24,9 @@ def check_request(request: object, max_chars: int) -> str:
     if not text:
         raise ValidationError(f"request is empty: describe the work to do, e.g. {EXAMPLE_REQUEST}")
     if len(text) > max_chars:
-        raise ValidationError(f"request is {len(text)} characters; the limit is {max_chars} (orchestrator.max_request_chars). Shorten it or split it into jobs.")
+        raise ValidationError(
+            f"request is {len(text)} characters; the limit is {max_chars} (orchestrator.max_request_chars). Shorten it or split it into jobs."
+        )
     return text
 
 
@@ -32,7 +35,9 @@ def check_tasks(tasks: object, max_tasks: int, max_chars: int) -> list[str] | No
     if tasks is None:
         return None
     if not isinstance(tasks, list) or not tasks:
-        raise ValidationError("tasks must be a non-empty list of strings (one subtask each), or left out to let the planner split the request")
+        raise ValidationError(
+            "tasks must be a non-empty list of strings (one subtask each), or left out to let the planner split the request"
+        )
     if len(tasks) > max_tasks:
         raise ValidationError(f"{len(tasks)} tasks given; at most {max_tasks} are accepted (orchestrator.max_tasks)")
     cleaned = []
@@ -48,7 +53,7 @@ def check_tasks(tasks: object, max_tasks: int, max_chars: int) -> list[str] | No
 def check_config(config: object) -> dict[str, Any] | None:
     """A job's config as sent: a JSON object, or left out."""
     if config is not None and not isinstance(config, dict):
-        raise ValidationError("config must be a JSON object, e.g. {\"max_workers\": 3}")
+        raise ValidationError('config must be a JSON object, e.g. {"max_workers": 3}')
     return config
 
 
@@ -74,7 +79,8 @@ def check_depth(parent_depth: int, max_depth: int, where: str) -> None:
             f"Max recursion depth reached: {where} is at depth {parent_depth} and this tree's "
             f"max_recursion_depth is {max_depth}. Do the subtask directly, or submit the "
             "root job with a higher max_recursion_depth.",
-            depth=depth, max_depth=max_depth,
+            depth=depth,
+            max_depth=max_depth,
         )
 
 
@@ -91,7 +97,9 @@ def check_fan_out(started: int, max_children: int, where: str) -> None:
 def check_root_plan(planned: int, max_per_root: int) -> None:
     """A root job's plan fits recursion.max_workers_per_root."""
     if planned > max_per_root:
-        raise ValidationError(f"{planned} tasks exceed recursion.max_workers_per_root={max_per_root}; give at most {max_per_root}")
+        raise ValidationError(
+            f"{planned} tasks exceed recursion.max_workers_per_root={max_per_root}; give at most {max_per_root}"
+        )
 
 
 def tree_room(root_id: str, used: int, max_per_root: int, planned: int, explicit: bool) -> int | None:
@@ -107,7 +115,9 @@ def tree_room(root_id: str, used: int, max_per_root: int, planned: int, explicit
     if planned <= room:
         return None
     if explicit:
-        raise RecursionLimit(f"{planned} tasks asked for, but tree {root_id} has room for {room} more worker(s) (recursion.max_workers_per_root={max_per_root})")
+        raise RecursionLimit(
+            f"{planned} tasks asked for, but tree {root_id} has room for {room} more worker(s) (recursion.max_workers_per_root={max_per_root})"
+        )
     return room
 
 

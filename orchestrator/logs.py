@@ -6,6 +6,7 @@ each job tree's ``orchestrator.log`` without parsing free text. Every object has
 the line is about no job), and ``worker`` when a worker is concerned. Plain text
 stays the default: a person reading ``tail -f`` should not need ``jq``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,25 @@ def context(job_id: str | None = None, worker: str | None = None, root_id: str |
     return {"job_id": job_id, "root_id": root_id or _root_of(job_id), "worker": worker}
 
 
-def job_line(message: str, *, job_id: str, root_id: str, depth: int, worker: str | None = None,
-             level: str = "INFO", ts: float | None = None) -> str:
+def job_line(
+    message: str,
+    *,
+    job_id: str,
+    root_id: str,
+    depth: int,
+    worker: str | None = None,
+    level: str = "INFO",
+    ts: float | None = None,
+) -> str:
     """One line of a job tree's ``orchestrator.log`` as JSON."""
     entry: dict[str, Any] = {
-        "ts": iso_ts(time.time() if ts is None else ts), "level": level, "event": "worker" if worker else "job",
-        "message": message, "job_id": job_id, "root_id": root_id, "depth": depth,
+        "ts": iso_ts(time.time() if ts is None else ts),
+        "level": level,
+        "event": "worker" if worker else "job",
+        "message": message,
+        "job_id": job_id,
+        "root_id": root_id,
+        "depth": depth,
     }
     if worker:
         entry["worker"] = worker
@@ -45,8 +59,11 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
         entry: dict[str, Any] = {
-            "ts": iso_ts(record.created), "level": record.levelname, "event": record.name,
-            "message": record.getMessage(), "job_id": job_id,
+            "ts": iso_ts(record.created),
+            "level": record.levelname,
+            "event": record.name,
+            "message": record.getMessage(),
+            "job_id": job_id,
             "root_id": getattr(record, "root_id", None) or _root_of(job_id),
         }
         worker = getattr(record, "worker", None)

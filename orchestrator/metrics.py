@@ -8,6 +8,7 @@ at scrape time by a collector; events that leave no state behind
 (a worker's duration, a spawn's latency, a refusal, cost) are recorded by
 one-line hooks in the engine and the API.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,10 +42,18 @@ _RECURSION_REASONS = (
     ("budget", "budget"),
 )
 _REASON_BY_CODE = {
-    "unauthorized": "auth", "forbidden": "forbidden", "rate_limited": "rate_limit",
-    "payload_too_large": "body_too_large", "invalid_request": "validation", "invalid_id": "validation",
-    "invalid_config": "config", "conflict": "conflict", "job_not_found": "not_found",
-    "worker_not_found": "not_found", "unavailable": "unavailable", "workspace_error": "workspace",
+    "unauthorized": "auth",
+    "forbidden": "forbidden",
+    "rate_limited": "rate_limit",
+    "payload_too_large": "body_too_large",
+    "invalid_request": "validation",
+    "invalid_id": "validation",
+    "invalid_config": "config",
+    "conflict": "conflict",
+    "job_not_found": "not_found",
+    "worker_not_found": "not_found",
+    "unavailable": "unavailable",
+    "workspace_error": "workspace",
 }
 
 
@@ -89,25 +98,38 @@ class WorkspaceTally:
 class _StateCollector:
     """Gauges computed from the engine's own counters, and the workspace, when Prometheus scrapes."""
 
-    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]],
-                 tree_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        job_counts: Callable[[], Mapping[str, int]],
+        counts: Callable[[], Mapping[str, int]],
+        tree_counts: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._job_counts = job_counts
         self._counts = counts
         self._tree_counts = tree_counts
 
     def collect(self) -> Iterator[Metric]:
-        yield _by_status("orchestrator_jobs", "jobs held in this server's memory, by status (child jobs included): "
-                         "live trees and the newest finished ones; every tree on disk is in orchestrator_workspace_trees",
-                         self._job_counts())
+        yield _by_status(
+            "orchestrator_jobs",
+            "jobs held in this server's memory, by status (child jobs included): "
+            "live trees and the newest finished ones; every tree on disk is in orchestrator_workspace_trees",
+            self._job_counts(),
+        )
         if self._tree_counts is not None:
-            yield _by_status("orchestrator_workspace_trees", "job trees in the workspace, by their root job's status "
-                             "(whichever server ran them)", self._tree_counts())
+            yield _by_status(
+                "orchestrator_workspace_trees",
+                "job trees in the workspace, by their root job's status (whichever server ran them)",
+                self._tree_counts(),
+            )
         counts = self._counts()
-        yield GaugeMetricFamily("orchestrator_workers_running", "workers whose process is running now",
-                                value=counts.get("workers_running", 0))
-        yield GaugeMetricFamily("orchestrator_worker_slots_used",
-                                "global worker slots in use (workers.global_max_workers caps it)",
-                                value=counts.get("slots_used", 0))
+        yield GaugeMetricFamily(
+            "orchestrator_workers_running", "workers whose process is running now", value=counts.get("workers_running", 0)
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_worker_slots_used",
+            "global worker slots in use (workers.global_max_workers caps it)",
+            value=counts.get("slots_used", 0),
+        )
 
 
 def _by_status(name: str, documentation: str, by_status: Mapping[str, int]) -> Metric:
@@ -121,26 +143,40 @@ class Metrics:
     """The engine's metrics: a private registry plus the hooks that feed it. With ``workspace``,
     the trees on disk are counted too (``orchestrator_workspace_trees``)."""
 
-    def __init__(self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]],
-                 workspace: Any = None) -> None:
+    def __init__(
+        self, job_counts: Callable[[], Mapping[str, int]], counts: Callable[[], Mapping[str, int]], workspace: Any = None
+    ) -> None:
         self.registry = CollectorRegistry()
         tally = WorkspaceTally(workspace) if workspace is not None else None
         self.registry.register(_StateCollector(job_counts, counts, tally.counts if tally else None))
         ProcessCollector(registry=self.registry)  # cheap: reads /proc/self on Linux, nothing elsewhere
         self.worker_duration = Histogram(
-            "orchestrator_worker_duration_seconds", "wall time of finished workers (first start to final status), by status",
-            ["status"], buckets=DURATION_BUCKETS, registry=self.registry)
+            "orchestrator_worker_duration_seconds",
+            "wall time of finished workers (first start to final status), by status",
+            ["status"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.spawn_latency = Histogram(
-            "orchestrator_spawn_latency_seconds", "from a worker's dispatch to its first process being started",
-            buckets=SPAWN_BUCKETS, registry=self.registry)
-        self.refusals = Counter("orchestrator_refusals", "requests and trees refused, by reason", ["reason"],
-                                registry=self.registry)
+            "orchestrator_spawn_latency_seconds",
+            "from a worker's dispatch to its first process being started",
+            buckets=SPAWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "orchestrator_refusals", "requests and trees refused, by reason", ["reason"], registry=self.registry
+        )
         # Labelled by route template (never the raw path: ids would make the series unbounded).
         self.request_duration = Histogram(
             "orchestrator_http_request_duration_seconds",
             "time the app took to answer a request (a stream: until its headers), by method, route and status",
-            ["method", "route", "status"], buckets=REQUEST_BUCKETS, registry=self.registry)
-        self.cost = Counter("orchestrator_cost_usd", "AI cost reported by workers and the AI planner, in US dollars", registry=self.registry)
+            ["method", "route", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "orchestrator_cost_usd", "AI cost reported by workers and the AI planner, in US dollars", registry=self.registry
+        )
         self._dispatched: dict[str, float] = {}  # worker tag -> monotonic time of its dispatch
         self._lock = threading.Lock()
 

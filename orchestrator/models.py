@@ -3,6 +3,7 @@
 The same dicts (``to_dict``) go to disk, to JSON responses and to the report
 templates, so there is one shape for a job everywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,7 @@ class JobStatus(str, Enum):
         return self in TERMINAL_JOB_STATUSES
 
 
-TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED}
-)
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class WorkerStatus(str, Enum):

@@ -13,6 +13,7 @@ CPU time of its tree (user + system, plus the children_* times of descendants al
 reaped). CPU is sampled, so a worker's figure misses at most what it burnt after the
 last sample before it exited.
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,8 +99,14 @@ class Usage:
 class ResourceMonitor:
     """Samples running workers on one thread; calls ``abort`` on a breach."""
 
-    def __init__(self, executor: Executor, caps: Caps, interval: float, running: Callable[[], list[Watched]],
-                 tick: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        caps: Caps,
+        interval: float,
+        running: Callable[[], list[Watched]],
+        tick: Callable[[], None] | None = None,
+    ) -> None:
         self.tick = tick  # also run every interval (the engine's tree deadlines)
         self.executor = executor  # measures the attempts (executor.Executor.sample)
         self.caps = caps

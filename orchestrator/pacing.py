@@ -7,6 +7,7 @@ before, in the caller's thread) and then leaves a pause of ``factor`` times what
 run took; requests in the pause are merged into one run at its end (on a timer thread), so
 the latest state is always rendered and rendering takes at most 1/(factor+1) of the time.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ Every worker carries a unique ``ORCHESTRATOR_TAG`` in its environment and its de
 inherit it, so one pass over the process table finds a worker's whole tree, even a grandchild
 that left its process group. Linux: /proc, read by plain fd calls. Elsewhere (macOS): psutil.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,12 @@ def tagged_processes(wanted: Callable[[str], bool], since: float = 0.0, *, detai
                 yield TaggedProcess(int(name), tag)
                 continue
             env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-            yield TaggedProcess(int(name), tag, {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()},
-                                _cmdline(int(name)))
+            yield TaggedProcess(
+                int(name),
+                tag,
+                {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()},
+                _cmdline(int(name)),
+            )
         return
     import psutil
 
@@ -81,7 +86,7 @@ def tag_in(environ: bytes) -> str | None:
     while (at := environ.find(_TAG_ENTRY, at)) >= 0:
         if at == 0 or environ[at - 1] == 0:
             end = environ.find(b"\0", at)
-            return environ[at + len(_TAG_ENTRY):end if end >= 0 else len(environ)].decode(errors="replace")
+            return environ[at + len(_TAG_ENTRY) : end if end >= 0 else len(environ)].decode(errors="replace")
         at += 1
     return None
 
@@ -107,7 +112,7 @@ def process_start_id(pid: int) -> str | None:
     with the pid, it names one process for good, even after the pid is reused."""
     try:
         stat = read_small(f"/proc/{pid}/stat")
-        return stat[stat.rfind(b")") + 2:].split()[19].decode()
+        return stat[stat.rfind(b")") + 2 :].split()[19].decode()
     except (OSError, IndexError):
         pass
     if _PROC.is_dir():
@@ -151,7 +156,7 @@ def _is_zombie(pid: str) -> bool:
         stat = read_small(f"/proc/{pid}/stat")
     except OSError:
         return True
-    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
 
 
 def _cmdline(pid: int) -> list[str]:

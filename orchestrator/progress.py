@@ -7,6 +7,7 @@ every front end draws the same picture. When the tree is taller than the
 terminal, finished workers are summarised per level and running or failed ones
 stay listed; only plain ANSI codes are used (no curses, no dependency).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -20,11 +21,25 @@ from typing import Any, TextIO
 from .models import JobRecord, WorkerRecord
 
 ICONS = {
-    "pending": "·", "running": "▶", "success": "✔", "recursive_success": "✔", "failed": "✘",
-    "timeout": "⏱", "cancelled": "■", "skipped": "–",
+    "pending": "·",
+    "running": "▶",
+    "success": "✔",
+    "recursive_success": "✔",
+    "failed": "✘",
+    "timeout": "⏱",
+    "cancelled": "■",
+    "skipped": "–",
 }
-ASCII_ICONS = {"pending": ".", "running": ">", "success": "+", "recursive_success": "+", "failed": "x",
-               "timeout": "t", "cancelled": "#", "skipped": "-"}
+ASCII_ICONS = {
+    "pending": ".",
+    "running": ">",
+    "success": "+",
+    "recursive_success": "+",
+    "failed": "x",
+    "timeout": "t",
+    "cancelled": "#",
+    "skipped": "-",
+}
 BOX = ("├─ ", "└─ ", "│  ", "   ")
 ASCII_BOX = ("|- ", "`- ", "|  ", "   ")
 OK = ("success", "recursive_success")
@@ -105,7 +120,9 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
 
 
 # -- rendering -----------------------------------------------------------------------------
-def render_tree(root: JobNode, *, now: float | None = None, width: int = 0, height: int = 0, ascii_only: bool = False) -> list[str]:
+def render_tree(
+    root: JobNode, *, now: float | None = None, width: int = 0, height: int = 0, ascii_only: bool = False
+) -> list[str]:
     """The tree as lines, each at most ``width`` characters. With ``height``, levels are
     collapsed step by step until it fits: first finished and pending workers are counted
     instead of listed, then failed ones too (running ones stay), then the tail is cut."""
@@ -118,11 +135,13 @@ def render_tree(root: JobNode, *, now: float | None = None, width: int = 0, heig
     dots = "..." if ascii_only else "…"
     if height and len(rows) > height:
         cut = len(rows) - height + 1
-        rows = rows[:height - 1] + [(f"{dots} {cut} more line(s): enlarge the terminal to see them", "", "")]
+        rows = rows[: height - 1] + [(f"{dots} {cut} more line(s): enlarge the terminal to see them", "", "")]
     return _lay_out(rows, now, width, dots)
 
 
-def _rows(root: JobNode, keep: tuple[str, ...] | None, style: tuple[dict[str, str], tuple[str, ...]]) -> list[tuple[str, str, Any]]:
+def _rows(
+    root: JobNode, keep: tuple[str, ...] | None, style: tuple[dict[str, str], tuple[str, ...]]
+) -> list[tuple[str, str, Any]]:
     """(left part, status, worker or text) per line; ``keep`` lists statuses shown one by one (None: all)."""
     icons, box = style
     rows: list[tuple[str, str, Any]] = [(f"job {root.id}", root.status, _done(root))]
@@ -173,7 +192,7 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"
         line = line.rstrip()
-        lines.append(line[:width - len(dots)] + dots if width and len(line) > width else line)
+        lines.append(line[: width - len(dots)] + dots if width and len(line) > width else line)
     return lines
 
 
@@ -312,7 +331,11 @@ def summary(doc: dict[str, Any]) -> str:
     took = f" in {duration_text(doc['duration'])}" if doc.get("duration") is not None else ""
     return (
         f"Job {doc['job_id']} {doc['status']}: {progress['succeeded']}/{progress['total']} workers succeeded"
-        + (f" ({tree['workers']} in the whole tree, {tree['jobs']} job(s), depth {tree['max_depth']})" if tree.get("jobs", 1) > 1 else "")
+        + (
+            f" ({tree['workers']} in the whole tree, {tree['jobs']} job(s), depth {tree['max_depth']})"
+            if tree.get("jobs", 1) > 1
+            else ""
+        )
         + took
     )
 

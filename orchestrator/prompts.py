@@ -25,6 +25,7 @@ max_subtasks           README_FOR_AI.md)
 worker_dir, job_id, worker_id
 =====================  =====================================================
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,12 +78,26 @@ def render_worker_prompt(
     # A worker kind without a shell tool (aider) can never run the spawn command: its reason first.
     reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_recursion_depth, children_left)
     context = {
-        "task": task, "goal": goal, "request": request, "siblings": list(siblings), "index": index,
-        "others": others[:MAX_SIBLINGS], "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
-        "depth": depth, "max_depth": max_recursion_depth, "recursion_enabled": recursion_enabled,
-        "children_left": children_left, "can_spawn": not reason, "no_spawn_reason": reason,
-        "spawn_command": SPAWN_COMMAND, "spawn_timeout_ms": spawn_timeout_ms(timeout),
-        "min_subtasks": MIN_SUBTASKS, "max_subtasks": MAX_SUBTASKS, "worker_dir": worker_dir, "job_id": job_id, "worker_id": worker_id,
+        "task": task,
+        "goal": goal,
+        "request": request,
+        "siblings": list(siblings),
+        "index": index,
+        "others": others[:MAX_SIBLINGS],
+        "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
+        "depth": depth,
+        "max_depth": max_recursion_depth,
+        "recursion_enabled": recursion_enabled,
+        "children_left": children_left,
+        "can_spawn": not reason,
+        "no_spawn_reason": reason,
+        "spawn_command": SPAWN_COMMAND,
+        "spawn_timeout_ms": spawn_timeout_ms(timeout),
+        "min_subtasks": MIN_SUBTASKS,
+        "max_subtasks": MAX_SUBTASKS,
+        "worker_dir": worker_dir,
+        "job_id": job_id,
+        "worker_id": worker_id,
     }
     return _render(WORKER_TEMPLATE, template, context)
 

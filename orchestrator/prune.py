@@ -15,6 +15,7 @@ never touched:
 
 A dry run (the default) lists what would go and deletes nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,10 @@ def refusal(job: JobRecord, tree_jobs: Iterable[JobRecord]) -> str | None:
         return f"job {job.id} is a child job; delete its root job {job.root_id} (the whole tree lives in one folder)"
     running = [j for j in tree_jobs if not j.status.terminal]
     if running:
-        return (f"job {job.id} is still running ({len(running)} job(s) of its tree not finished); "
-                f"cancel it first (POST /api/v1/jobs/{job.id}/cancel)")
+        return (
+            f"job {job.id} is still running ({len(running)} job(s) of its tree not finished); "
+            f"cancel it first (POST /api/v1/jobs/{job.id}/cancel)"
+        )
     return None
 
 
@@ -77,8 +80,9 @@ def parse_age(text: str) -> float:
     """``"7d"`` -> seconds. Units: s, m, h, d, w; parts add up (``"1d12h"``)."""
     cleaned = text.strip().lower().replace(" ", "")
     if not cleaned or not re.fullmatch(f"(?:{_DURATION.pattern})+", cleaned):
-        raise ValidationError(f"--older-than {text!r} is not an age: give a number and a unit "
-                              "(s, m, h, d or w), e.g. 30m, 12h, 7d, 2w or 1d12h")
+        raise ValidationError(
+            f"--older-than {text!r} is not an age: give a number and a unit (s, m, h, d or w), e.g. 30m, 12h, 7d, 2w or 1d12h"
+        )
     return sum(float(n) * UNITS[unit] for n, unit in _DURATION.findall(cleaned))
 
 
@@ -126,8 +130,10 @@ def delete_offline(workspace: Any, root_id: str) -> str | None:
         return reason
     shims = find_shims(f"{root_id}.")
     if shims:
-        return (f"{len(shims)} worker process(es) of it still run (pid {', '.join(str(s.pid) for s in shims[:5])}); "
-                "start the server to take them over")
+        return (
+            f"{len(shims)} worker process(es) of it still run (pid {', '.join(str(s.pid) for s in shims[:5])}); "
+            "start the server to take them over"
+        )
     workspace.remove_job_tree(root_id)
     return None
 
@@ -159,8 +165,12 @@ def start_retention(engine: Any, settings: Settings) -> threading.Event | None:
             try:
                 gone = prune_engine(engine, days * UNITS["d"])
                 if gone:
-                    log.info("retention: deleted %d job tree(s) finished more than %g day(s) ago (orchestrator.retention_days): %s",
-                             len(gone), days, ", ".join(gone))
+                    log.info(
+                        "retention: deleted %d job tree(s) finished more than %g day(s) ago (orchestrator.retention_days): %s",
+                        len(gone),
+                        days,
+                        ", ".join(gone),
+                    )
             except Exception:  # a bad pass must not end retention for the server's lifetime
                 log.exception("retention pass failed")
             if stop.wait(RETENTION_INTERVAL):
@@ -179,4 +189,3 @@ def _size(path: Path) -> int:
             except OSError:
                 pass
     return total
-

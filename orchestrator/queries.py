@@ -7,6 +7,7 @@ it); any other tree (finished and forgotten, or left by an earlier server run) i
 its records on disk. ``Queries(workspace)`` alone, with no engine, reads only the disk: what
 the command line does with no server running.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,7 +56,9 @@ class Queries:
         return self._workers[(root_id, worker_key(depth, name))].record
 
     # -- trees ------------------------------------------------------------------------
-    def snapshot(self, root_id: str, job_id: str | None = None, *, outcomes: bool = False) -> tuple[list[JobRecord], list[WorkerRecord]]:
+    def snapshot(
+        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
+    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
         """Copies of a tree's records, or of one job's subtree; read from disk when the tree is
         not live. ``outcomes``: jobs whose reports are being rendered show the outcome they are
         about to get (for the reports); everyone else sees them running until the reports exist."""
@@ -182,5 +185,7 @@ class Queries:
             raise ValidationError(f"report name {name[:40]!r}: use 'final' or 'level_<depth>' (e.g. level_0)")
         data, _ = read_served(self.workspace, path)
         if not data and not path.is_file():
-            raise JobNotFound(f"report {name} of job {job_id} is not written yet (job {job.status.value}); it appears when the job ends")
+            raise JobNotFound(
+                f"report {name} of job {job_id} is not written yet (job {job.status.value}); it appears when the job ends"
+            )
         return data.decode("utf-8", errors="replace")

@@ -21,6 +21,7 @@ attempts (a short one gets no "running" write, so a failure and its retry can bo
 before the next write); the attempts before the adopted one are rebuilt from their start
 lines in the worker log and their exit files.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,13 @@ def decide(
     return fate
 
 
-def _decide(worker: WorkerRecord, shims: list[FoundShim], exit_file: Callable[[int], Path],
-            max_attempts: int, attempt_start: Callable[[int], tuple[int, float] | None]) -> Recovered:
+def _decide(
+    worker: WorkerRecord,
+    shims: list[FoundShim],
+    exit_file: Callable[[int], Path],
+    max_attempts: int,
+    attempt_start: Callable[[int], tuple[int, float] | None],
+) -> Recovered:
     last = worker.attempts[-1] if worker.attempts else None
     # 1. A live shim: the record may lag behind it (killed between spawning and recording).
     if shims:
@@ -110,8 +116,12 @@ def _decide(worker: WorkerRecord, shims: list[FoundShim], exit_file: Callable[[i
     return Recovered(worker, Fate.LOST, last)
 
 
-def _add_unrecorded(worker: WorkerRecord, adopted: Attempt, exit_file: Callable[[int], Path],
-                    attempt_start: Callable[[int], tuple[int, float] | None]) -> None:
+def _add_unrecorded(
+    worker: WorkerRecord,
+    adopted: Attempt,
+    exit_file: Callable[[int], Path],
+    attempt_start: Callable[[int], tuple[int, float] | None],
+) -> None:
     """Attempts before the adopted one that the record never listed (each ran, ended, and was
     retried before the old server wrote the record again): rebuilt from the log's start line
     and, by ``decide``, from their exit files, so no run goes unaccounted for."""
@@ -140,8 +150,15 @@ def _settle_from_exit_file(attempt: Attempt, path: Path) -> None:
         attempt.exit_code, attempt.end_reason = code, "exit"
 
 
-def _attempt(worker: WorkerRecord, number: int, path: Path, attempt_start: Callable[[int], tuple[int, float] | None],
-             *, pid: int | None = None, start_id: str | None = None) -> Attempt:
+def _attempt(
+    worker: WorkerRecord,
+    number: int,
+    path: Path,
+    attempt_start: Callable[[int], tuple[int, float] | None],
+    *,
+    pid: int | None = None,
+    start_id: str | None = None,
+) -> Attempt:
     """The record's attempt ``number``, added if the old server never recorded it."""
     for attempt in worker.attempts:
         if attempt.number == number:
@@ -155,8 +172,9 @@ def _attempt(worker: WorkerRecord, number: int, path: Path, attempt_start: Calla
     return attempt
 
 
-def _start_of(number: int, pid: int | None, path: Path,
-              attempt_start: Callable[[int], tuple[int, float] | None]) -> tuple[int, float]:
+def _start_of(
+    number: int, pid: int | None, path: Path, attempt_start: Callable[[int], tuple[int, float] | None]
+) -> tuple[int, float]:
     """(log offset, start time) of an unrecorded attempt: from its start line in the worker
     log (to the millisecond), else from its shim or exit file, with offset 0 (no start line to
     mark where its output begins)."""

@@ -1,5 +1,6 @@
 """Taking over the job trees a previous server left unfinished: ``recovery`` decides each
 worker's fate; this module applies the fates to the engine's tables, in one place."""
+
 from __future__ import annotations
 
 import functools
@@ -44,12 +45,23 @@ class Restorer:
     """Applies ``recovery``'s fates. ``kill_unaccounted`` and ``attempt_start`` are the
     engine's (the process side of a restart); ``run`` starts an adopted worker's thread."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, tables: Tables, lock: threading.Condition,
-                 announce: Announcer, queries: Queries, finishing: Finishing, dispatch: Callable[[], None],
-                 run: Callable[[LiveWorker, Recovered], None],
-                 kill_unaccounted: Callable[[str, set[str], list[FoundShim]], int],
-                 attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
-                 executor: Executor, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        tables: Tables,
+        lock: threading.Condition,
+        announce: Announcer,
+        queries: Queries,
+        finishing: Finishing,
+        dispatch: Callable[[], None],
+        run: Callable[[LiveWorker, Recovered], None],
+        kill_unaccounted: Callable[[str, set[str], list[FoundShim]], int],
+        attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
+        executor: Executor,
+        clock: Clock,
+    ) -> None:
         self.settings = settings
         self.executor = executor
         self.clock = clock
@@ -95,10 +107,15 @@ class Restorer:
                 continue  # a record without its job: nothing can run it
             # Transient retries have a budget of their own: their exit files are looked for too.
             max_attempts = job.config.max_retries + self.settings.workers.transient_retries + 1
-            fates.append(recovery.decide(
-                worker, shims.pop(worker.key, []),
-                functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name), max_attempts,
-                functools.partial(self.attempt_start, worker)))
+            fates.append(
+                recovery.decide(
+                    worker,
+                    shims.pop(worker.key, []),
+                    functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name),
+                    max_attempts,
+                    functools.partial(self.attempt_start, worker),
+                )
+            )
         # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
         # worker, or a shim of a worker no record knows) must not run on unaccounted for.
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
@@ -111,8 +128,7 @@ class Restorer:
         tables = self.tables
         with self._lock:
             # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
-            tables.tree_cost[root_id] = (sum(w.cost_usd or 0.0 for w in workers)
-                                         + sum(j.planner_cost_usd or 0.0 for j in jobs))
+            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(j.planner_cost_usd or 0.0 for j in jobs)
             for job in jobs:
                 tables.jobs[job.id] = job
                 if not job.status.terminal:
@@ -123,8 +139,10 @@ class Restorer:
                 tables.workers[(root_id, fate.record.key)] = live
             for job in jobs:
                 if not job.status.terminal:
-                    note = (f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
-                            f"{killed} unaccounted process(es) of its tree killed")
+                    note = (
+                        f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
+                        f"{killed} unaccounted process(es) of its tree killed"
+                    )
                     job.notes.append(note)
                     write_snapshots([tables.job_snapshot(job)])
                     self.announce.line(job, f"job {job.id} recovered: {summary}")
@@ -140,8 +158,9 @@ class Restorer:
             if ready:
                 self.finishing.end_job(job)
 
-    def restore_worker(self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]],
-                       to_settle: list[LiveWorker]) -> LiveWorker:
+    def restore_worker(
+        self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
+    ) -> LiveWorker:
         """Under the lock: the live state of one recovered worker, by its fate."""
         rec = fate.record
         tag = fate.tag or new_tag(job.root_id, rec.key)

@@ -16,6 +16,7 @@ to an exit file, which the runner reads once the shim has ended. The shim lives 
 worker's session, not the server's, so a worker's result survives the server
 being killed, and a restarted server re-adopts the shim by pid and start time.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,8 @@ PERL_SHIM = (
     f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     "my $p = fork;\n"
-    "defined $p or die \"orchestrator-shim: cannot fork: $!\\n\";\n"
-    "if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR \"orchestrator-shim: cannot run $ARGV[0]: $!\\n\"; exit 127 }\n"
+    'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
     "my $sig = $s & 127;\n"
@@ -221,8 +222,9 @@ def signal_name(signum: int | None) -> str:
 class ProcessRunner:
     """Starts, watches and signals worker processes."""
 
-    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str,
-              exit_file: Path | None = None) -> ProcessHandle:
+    def spawn(
+        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
+    ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
         With ``exit_file``, under the shim, which writes the exit status there."""
         if not argv:
@@ -264,8 +266,15 @@ class ProcessRunner:
                 pidfd = os.pidfd_open(popen.pid)
             except OSError:  # old kernel: fall back to polling
                 pidfd = None
-        return ProcessHandle(pid=popen.pid, tag=tag, popen=popen, started_at=started_at, pidfd=pidfd,
-                             start_id=process_start_id(popen.pid), exit_file=exit_file)
+        return ProcessHandle(
+            pid=popen.pid,
+            tag=tag,
+            popen=popen,
+            started_at=started_at,
+            pidfd=pidfd,
+            start_id=process_start_id(popen.pid),
+            exit_file=exit_file,
+        )
 
     def adopt(self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None) -> ProcessHandle:
         """A handle on a shim a previous server started. If it has ended (or ``pid`` now belongs
@@ -427,8 +436,15 @@ def find_shims(tag_prefix: str) -> list[FoundShim]:
         if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
             continue  # a worker or its descendant, not the shim (of this server or an earlier one)
         attempt = env.get(protocol.ATTEMPT, "")
-        found.append(FoundShim(pid=pid, tag=tag, start_id=process_start_id(pid), exit_file=Path(argv[4]),
-                               attempt=int(attempt) if attempt.isdigit() else None))
+        found.append(
+            FoundShim(
+                pid=pid,
+                tag=tag,
+                start_id=process_start_id(pid),
+                exit_file=Path(argv[4]),
+                attempt=int(attempt) if attempt.isdigit() else None,
+            )
+        )
     return found
 
 

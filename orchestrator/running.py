@@ -1,6 +1,7 @@
 """Running one worker: its thread, its attempts (``execution``, through the ``Executor``),
 the re-adoption of an attempt a previous server started, and the hand-over to ``finishing``
 once its process has ended. The engine starts ``run_worker`` on a pool thread per worker."""
+
 from __future__ import annotations
 
 import functools
@@ -33,11 +34,24 @@ class WorkerRunner:
     tables and lock. ``prompt`` and ``env`` say what a worker starts with (``environment``),
     read when it starts (the server sets its API address after the engine is built)."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, executor: Executor, clock: Clock, tables: Tables,
-                 lock: threading.RLock, announce: Announcer, finishing: Finishing, metrics: Metrics,
-                 checkout: Checkout, steps: Sequence[Step], dispatch: Callable[[], None],
-                 prompt: Callable[[WorkerRecord, JobRecord], str],
-                 env: Callable[[WorkerRecord, JobConfig], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        executor: Executor,
+        clock: Clock,
+        tables: Tables,
+        lock: threading.RLock,
+        announce: Announcer,
+        finishing: Finishing,
+        metrics: Metrics,
+        checkout: Checkout,
+        steps: Sequence[Step],
+        dispatch: Callable[[], None],
+        prompt: Callable[[WorkerRecord, JobRecord], str],
+        env: Callable[[WorkerRecord, JobConfig], dict[str, str]],
+    ) -> None:
         self.settings = settings
         self.workspace = workspace
         self.executor = executor
@@ -63,11 +77,17 @@ class WorkerRunner:
                 if execution is None or handle is None or handle.exited:
                     continue
                 rec = live.record
-                found.append(Watched(
-                    key=rec.key, tag=live.tag, started_at=handle.started_at,
-                    log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
-                    worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name), abort=execution.abort,
-                    shim_pid=handle.pid if handle.exit_file is not None else None))
+                found.append(
+                    Watched(
+                        key=rec.key,
+                        tag=live.tag,
+                        started_at=handle.started_at,
+                        log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
+                        worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name),
+                        abort=execution.abort,
+                        shim_pid=handle.pid if handle.exit_file is not None else None,
+                    )
+                )
             return found
 
     def run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
@@ -75,7 +95,9 @@ class WorkerRunner:
         try:
             outcome, sweep = self.execute(live, adopted)
         except Exception as exc:  # a bug must not leave a worker "running" forever
-            log.exception("worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name))
+            log.exception(
+                "worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name)
+            )
             outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
@@ -127,10 +149,22 @@ class WorkerRunner:
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
-            record=rec, config=cfg, settings=self.settings, adapter=adapter, executor=self.executor,
-            workspace=self.workspace, env=self.env(rec, cfg), prompt=prompt, tag=live.tag,
-            lock=self._lock, on_change=self.on_attempt, cancel=live.cancel, clock=self.clock,
-            checkout=self.checkout, worker_dir=directory, steps=self.steps,
+            record=rec,
+            config=cfg,
+            settings=self.settings,
+            adapter=adapter,
+            executor=self.executor,
+            workspace=self.workspace,
+            env=self.env(rec, cfg),
+            prompt=prompt,
+            tag=live.tag,
+            lock=self._lock,
+            on_change=self.on_attempt,
+            cancel=live.cancel,
+            clock=self.clock,
+            checkout=self.checkout,
+            worker_dir=directory,
+            steps=self.steps,
         )
         live.execution = execution
         resume = None
@@ -145,21 +179,24 @@ class WorkerRunner:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""
         attempt, rec = fate.attempt, live.record
         assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
-        handle = self.executor.adopt(fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at,
-                                     exit_file=fate.exit_file)
+        handle = self.executor.adopt(
+            fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at, exit_file=fate.exit_file
+        )
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
         self.on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
 
     def attempt_start(self, rec: WorkerRecord, number: int) -> tuple[int, float] | None:
         """(log offset, start time) of attempt ``number`` from its start line in the worker log."""
-        found = self.workspace.find_line_in_log(self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
-                                                attempt_marker(number))
+        found = self.workspace.find_line_in_log(
+            self.workspace.worker_log(rec.root_id, rec.depth, rec.name), attempt_marker(number)
+        )
         started = marker_start_time(found[1]) if found is not None else None
         return None if found is None or started is None else (found[0], started)
 
-    def on_attempt(self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None,
-                    write: bool = True) -> Callable[[], None]:
+    def on_attempt(
+        self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None, write: bool = True
+    ) -> Callable[[], None]:
         """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
         under the lock, and everyone is told. With ``write`` the record is on disk first;
         without, the caller gets the write to make later (see ``WorkerExecution._attempt``).

@@ -1,5 +1,6 @@
 """What ``quick-start.sh``, ``check-status.sh`` and ``watch`` run: a client of the API, plus a
 fallback to the workspace files when the server is down."""
+
 from __future__ import annotations
 
 import argparse
@@ -90,8 +91,10 @@ def _start_lock(base_dir: Path) -> Any:
         if handle is not None:
             return handle
         if time.monotonic() > deadline:
-            raise ServerUnreachable(f"another quick-start in {base_dir} has been starting its server for over {START_LOCK_WAIT:.0f}s; "
-                                    f"see {base_dir / 'logs' / 'server.out'}")
+            raise ServerUnreachable(
+                f"another quick-start in {base_dir} has been starting its server for over {START_LOCK_WAIT:.0f}s; "
+                f"see {base_dir / 'logs' / 'server.out'}"
+            )
         time.sleep(0.1)
 
 
@@ -124,16 +127,20 @@ def _start_server(settings: Settings, config: str | None) -> str:
     if env.get(protocol.CONFIG):
         env[protocol.CONFIG] = str(Path(env[protocol.CONFIG]).resolve())
     if not _port_free("127.0.0.1" if host in ("", "localhost") else host, port):
-        print(f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
-              "anything else); this folder's server takes a free port instead", flush=True)
+        print(
+            f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
+            "anything else); this folder's server takes a free port instead",
+            flush=True,
+        )
         argv += ["--port", "0"]
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     with open(out_path, "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                cwd=base, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=base, env=env)
     url = _wait_for_record(base, proc, out_path)
     record = read_record(base)
-    print(f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True)
+    print(
+        f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True
+    )
     return url
 
 
@@ -151,8 +158,9 @@ def _wait_for_record(base: Path, proc: Any, out_path: Path) -> str:
             if folder_lock_held(base):  # lost the folder to a server started another way meanwhile: use that one
                 return _wait_for_record(base, None, out_path)
             tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ServerUnreachable(f"the API server exited with code {proc.returncode}: " + " | ".join(tail)
-                                    + f" (full log: {shown(out_path)})")
+            raise ServerUnreachable(
+                f"the API server exited with code {proc.returncode}: " + " | ".join(tail) + f" (full log: {shown(out_path)})"
+            )
         if proc is None and not folder_lock_held(base):
             raise ServerUnreachable(f"this folder's API server stopped while it started; see {shown(out_path)}")
         time.sleep(0.1)
@@ -161,7 +169,7 @@ def _wait_for_record(base: Path, proc: Any, out_path: Path) -> str:
     raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path)}")
 
 
-USAGE = "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]"
+USAGE = 'usage: ./quick-start.sh "request" [max_workers] [timeout_seconds]'
 
 
 def cmd_quick_start(args: argparse.Namespace) -> int:
@@ -171,7 +179,10 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
 
     if not args.request.strip():
         print(USAGE, file=sys.stderr)
-        print("  e.g. ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\"", file=sys.stderr)
+        print(
+            '  e.g. ./quick-start.sh "Build a REST API with authentication, user management, and data CRUD operations"',
+            file=sys.stderr,
+        )
         return 2
     settings = _settings(args)
     url = ensure_server(settings, args.config)
@@ -195,16 +206,21 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     try:
         doc = follow_api(client, job_id, view)
     except ServerUnreachable:
-        print(f"\nerror: this folder's API server at {url} stopped answering while job {job_id} ran.\n"
-              f"  The job is not lost: its records are in {shown(job['workspace'])}.\n"
-              f"  Start the server again (it takes the job back, no new job): {script('quick-start.sh')} --start\n"
-              f"  then follow job {job_id}: {script('orchestrator.sh')} watch {job_id}\n"
-              f"  its status from the files now: {script('check-status.sh')} {job_id}", file=sys.stderr)
+        print(
+            f"\nerror: this folder's API server at {url} stopped answering while job {job_id} ran.\n"
+            f"  The job is not lost: its records are in {shown(job['workspace'])}.\n"
+            f"  Start the server again (it takes the job back, no new job): {script('quick-start.sh')} --start\n"
+            f"  then follow job {job_id}: {script('orchestrator.sh')} watch {job_id}\n"
+            f"  its status from the files now: {script('check-status.sh')} {job_id}",
+            file=sys.stderr,
+        )
         return RET_UNREACHABLE
     view.finish(doc, table=True)
     print(f"status again:    {script('check-status.sh')} {job_id}")
     print(f"watch it live:   {script('orchestrator.sh')} watch {job_id}")
-    print(f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from {shown(Path(settings.base_dir) / 'config.yaml')})")
+    print(
+        f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from {shown(Path(settings.base_dir) / 'config.yaml')})"
+    )
     print(f"this folder's API server keeps running at {url}; stop it with {script('quick-start.sh')} --stop")
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
@@ -345,8 +361,10 @@ def cmd_stop_server(args: argparse.Namespace) -> int:
     while _alive(record) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _alive(record):
-        print(f"this folder's API server (pid {record.pid}) is still stopping after 60s; its running jobs are being cancelled",
-              file=sys.stderr)
+        print(
+            f"this folder's API server (pid {record.pid}) is still stopping after 60s; its running jobs are being cancelled",
+            file=sys.stderr,
+        )
         return 1
     print(f"stopped this folder's API server at {record.url} (pid {record.pid})")
     return 0
@@ -420,8 +438,10 @@ def _delete_via_server(client: Any, root_id: str) -> str | None:
     except JobNotFound:
         return None  # gone meanwhile
     except AuthenticationError:
-        return (f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
-                "Stop it, or prune with this folder's server")
+        return (
+            f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
+            "Stop it, or prune with this folder's server"
+        )
     except OrchestratorError as exc:  # 409 for a tree the server still runs (or finishes)
         return exc.message
     return None

@@ -9,6 +9,7 @@ its whole life and, once it listens, writes ``.server.json`` (pid, port, URL, pr
 instance id), removed when it exits. The folder's scripts reach and signal only the server that
 record names, after checking the pid, its start time and ``/health``'s instance id all agree.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,17 +75,25 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     _check_port_free(host, port)
     try:
         server = create_server(
-            app, host=host, port=port, threads=settings.api.threads, ident="orchestrator",
+            app,
+            host=host,
+            port=port,
+            threads=settings.api.threads,
+            ident="orchestrator",
             # Flask enforces the cap with a JSON 413; waitress only stops bodies far beyond it.
-            max_request_body_size=settings.api.max_body_bytes * 2 + 65536, expose_tracebacks=False,
-            channel_timeout=max(120, int(settings.api.long_poll_max) + 30), connection_limit=1000,
+            max_request_body_size=settings.api.max_body_bytes * 2 + 65536,
+            expose_tracebacks=False,
+            channel_timeout=max(120, int(settings.api.long_poll_max) + 30),
+            connection_limit=1000,
             outbuf_high_watermark=OUTPUT_HIGH_WATERMARK,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
-                "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).", port=port) from None
+                "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
+                port=port,
+            ) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Check api.host and api.port.") from None
     effective = getattr(server, "effective_port", port)
     shown = "127.0.0.1" if host in LOCAL_HOSTS else host
@@ -106,7 +115,9 @@ def _check_port_free(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
                     f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
-                    "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).", port=port) from None
+                    "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
+                    port=port,
+                ) from None
 
 
 def start_in_thread(settings: Settings, engine: Any = None, *, port: int = 0) -> RunningServer:
@@ -157,9 +168,14 @@ def record_path(base_dir: Path | str) -> Path:
 def read_record(base_dir: Path | str) -> ServerRecord | None:
     try:
         data = json.loads(record_path(base_dir).read_text(encoding="utf-8"))
-        return ServerRecord(pid=int(data["pid"]), port=int(data["port"]), url=str(data["url"]),
-                            started_at=float(data["started_at"]), instance=str(data["instance"]),
-                            base_dir=str(data["base_dir"]))
+        return ServerRecord(
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            url=str(data["url"]),
+            started_at=float(data["started_at"]),
+            instance=str(data["instance"]),
+            base_dir=str(data["base_dir"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -194,7 +210,9 @@ def check_record(record: ServerRecord, timeout: float = 2.0) -> str | None:
         return f"pid {record.pid} is another process now (it started at a different time)"
     seen = health_instance(record.url, timeout)
     if seen != record.instance:
-        return f"{record.url}/health does not answer as this folder's server (instance {seen or 'none'}, expected {record.instance})"
+        return (
+            f"{record.url}/health does not answer as this folder's server (instance {seen or 'none'}, expected {record.instance})"
+        )
     return None
 
 
@@ -232,14 +250,22 @@ def _claim_folder(settings: Settings) -> IO[str]:
     if lock is None:
         record = read_record(base)
         where = f" (pid {record.pid}, {record.url})" if record else ""
-        raise ConfigError(f"this folder ({base}) already has a running API server{where}: one server per folder. "
-                          "Use it, or stop it first with ./quick-start.sh --stop.")
+        raise ConfigError(
+            f"this folder ({base}) already has a running API server{where}: one server per folder. "
+            "Use it, or stop it first with ./quick-start.sh --stop."
+        )
     return lock
 
 
 def _write_record(settings: Settings, url: str, port: int, instance: str) -> ServerRecord:
-    record = ServerRecord(pid=os.getpid(), port=port, url=url, started_at=process_start_time(os.getpid()) or time.time(),
-                          instance=instance, base_dir=str(settings.base_dir))
+    record = ServerRecord(
+        pid=os.getpid(),
+        port=port,
+        url=url,
+        started_at=process_start_time(os.getpid()) or time.time(),
+        instance=instance,
+        base_dir=str(settings.base_dir),
+    )
     path = record_path(settings.base_dir)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
@@ -274,7 +300,9 @@ def serve(settings: Settings) -> int:
         for root_id in engine.recover():
             log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
         retention = start_retention(engine, settings)  # orchestrator.retention_days: None when off
-        log.info("orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads)
+        log.info(
+            "orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads
+        )
         print(f"orchestrator API listening on {url}", flush=True)
         try:
             if not stop.is_set():

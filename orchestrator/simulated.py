@@ -13,6 +13,7 @@ ORCHESTRATOR_SIM_FAIL_MATCHING (regex: matching subtasks fail),
 ORCHESTRATOR_SIM_FAIL_ATTEMPTS (fail the first N attempts),
 ORCHESTRATOR_SIM_RECURSE (0 to never recurse). Standard library only.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ EXIT_INJECTED_FAILURE = 1
 
 def slugify(text: str, limit: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return (slug[:limit].rstrip("_") or "task")
+    return slug[:limit].rstrip("_") or "task"
 
 
 def should_fail(task: str, attempt: int) -> str | None:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--"]:
         args = args[1:]
     if len(args) != 1 or not args[0].strip():
-        print("usage: python -m orchestrator.simulated [--goal GOAL] -- \"subtask\"", file=sys.stderr)
+        print('usage: python -m orchestrator.simulated [--goal GOAL] -- "subtask"', file=sys.stderr)
         return 2
     task = args[0]
     attempt = int(os.environ.get(protocol.ATTEMPT, "1"))

@@ -11,6 +11,7 @@ orchestrator spawn`` comes straight here (``__main__``, not the full command
 line), and it imports only the standard library, ``errors`` and ``wire`` (its
 HTTP path) - never ``requests``.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 # The options as _arguments() declares them, for quick_parse: flags, and options taking a value.
 _FLAGS = {"--wait": "wait", "--json": "json"}
-_VALUES = {"--request": ("request", str), "--workers": ("workers", int), "--timeout": ("timeout", float),
-           "--wait-timeout": ("wait_timeout", float)}
+_VALUES = {
+    "--request": ("request", str),
+    "--workers": ("workers", int),
+    "--timeout": ("timeout", float),
+    "--wait-timeout": ("wait_timeout", float),
+}
 
 
 def quick_parse(argv: list[str]) -> SimpleNamespace | None:
@@ -53,13 +58,20 @@ def quick_parse(argv: list[str]) -> SimpleNamespace | None:
     importing argparse: it and its help formatter's imports (re, gettext, shutil) cost the helper
     more than everything else it imports. Anything else (help, an abbreviated or unknown option,
     a bad value, an option after a subtask) returns None, and argparse decides, as always."""
-    found: dict[str, Any] = {"tasks": [], "request": None, "wait": False, "json": False, "workers": None,
-                             "timeout": None, "wait_timeout": None}
+    found: dict[str, Any] = {
+        "tasks": [],
+        "request": None,
+        "wait": False,
+        "json": False,
+        "workers": None,
+        "timeout": None,
+        "wait_timeout": None,
+    }
     index = 0
     while index < len(argv):
         arg = argv[index]
         if arg == "--" and not found["tasks"]:
-            rest = argv[index + 1:]
+            rest = argv[index + 1 :]
             if any(item.startswith("-") for item in rest):
                 return None
             found["tasks"] = rest
@@ -105,8 +117,11 @@ def parse(argv: list[str]) -> Any:
             columns = 80
         return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
 
-    parser = argparse.ArgumentParser(prog="orchestrator-spawn", description="Start a child job from inside a worker (and wait for it).",
-                                     formatter_class=formatter)
+    parser = argparse.ArgumentParser(
+        prog="orchestrator-spawn",
+        description="Start a child job from inside a worker (and wait for it).",
+        formatter_class=formatter,
+    )
     _arguments(parser)
     return parser.parse_args(argv)
 

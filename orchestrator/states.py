@@ -33,6 +33,7 @@ An illegal change is a bug in the engine. It raises ``IllegalTransition`` when t
 too); otherwise it is logged and the old status kept, so a bug shows in the log instead of
 ending a server that runs other people's jobs.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ Works the same on a live snapshot and on records read from disk, which is how
 
 Keys are only ever added, never renamed: workers and scripts parse this document.
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,9 @@ from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
 
 
-def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path,
-               now: float | None = None) -> dict[str, Any]:
+def job_status(
+    job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path, now: float | None = None
+) -> dict[str, Any]:
     """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``,
     with ``tree`` totals and ``performance`` over the job and every job below it. Running
     workers count up to ``now`` (default: the clock)."""
@@ -46,8 +48,9 @@ def job_status(job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], 
         "depth": job.depth,
         "planner": job.planner,
         # This job's AI planner call (None: no call or nothing reported); the tree's are in tree.planner.
-        "planner_usage": None if job.planner_cost_usd is None and job.planner_tokens_in is None else {
-            "cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
+        "planner_usage": None
+        if job.planner_cost_usd is None and job.planner_tokens_in is None
+        else {"cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
         "config": job.config.to_dict(),
         "created_at": job.created_at,
         "started_at": job.started_at,
@@ -88,8 +91,9 @@ def performance(a: TreeAnalytics) -> dict[str, Any]:
         "peak_rss": a.peak_rss,
         "queue_wait": {"total": _r(a.queue_wait_total), "max": _r(waited), "worker": longest},
         "slowest_worker": None if a.slowest_worker is None else {"worker": a.slowest_worker, "duration": _r(a.slowest_duration)},
-        "bottleneck_level": None if a.bottleneck_level is None else {
-            "depth": a.bottleneck_level, "span": _r(a.level_waits[a.bottleneck_level])},
+        "bottleneck_level": None
+        if a.bottleneck_level is None
+        else {"depth": a.bottleneck_level, "span": _r(a.level_waits[a.bottleneck_level])},
         "level_spans": {str(depth): _r(span) for depth, span in a.level_waits.items()},
         "critical_path": [step.to_dict() for step in a.critical_path],
         "jobs": [r.to_dict() for r in a.jobs],
@@ -100,8 +104,9 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _task(worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]],
-          waits: dict[str, float]) -> dict[str, Any]:
+def _task(
+    worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]], waits: dict[str, float]
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "worker_id": worker.name,
         "status": worker.status.value,
@@ -182,7 +187,9 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
         name = ("  " * indent + task["worker_id"])[:22]
         summary = task["task"].replace("\n", " ")[:60]
-        rows.append(f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}")
+        rows.append(
+            f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
+        )
         if task.get("child_results"):
             rows.extend(_flatten(task["child_results"], indent + 1))
     return rows

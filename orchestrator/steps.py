@@ -31,6 +31,7 @@ Steps are not bounded by the worker's timeout (its attempt has ended): a step bo
 work and should stop when ``ctx.cancel`` is set. A step reads the worker record, never
 changes it (the engine's lock guards it).
 """
+
 from __future__ import annotations
 
 import logging

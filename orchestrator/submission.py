@@ -2,6 +2,7 @@
 the plan made (explicit tasks, the heuristic or the AI planner), the limits of its tree
 checked again after planning, then the job and its workers created in memory and their
 records written before any worker starts."""
+
 from __future__ import annotations
 
 import shutil
@@ -29,10 +30,21 @@ class Submission:
     when the engine is closing; ``dispatch`` starts workers; ``skip_pending`` ends workers
     that will never start; ``add_cost`` counts the AI planner's cost toward the tree's budget."""
 
-    def __init__(self, *, settings: Settings, workspace: Workspace, runner: ProcessRunner, tables: Tables,
-                 lock: threading.Condition, announce: Announcer, check_open: Callable[[], None],
-                 dispatch: Callable[[], None], skip_pending: Callable[[JobRecord, list[str], str], None],
-                 add_cost: Callable[[str, float | None], None], clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        runner: ProcessRunner,
+        tables: Tables,
+        lock: threading.Condition,
+        announce: Announcer,
+        check_open: Callable[[], None],
+        dispatch: Callable[[], None],
+        skip_pending: Callable[[JobRecord, list[str], str], None],
+        add_cost: Callable[[str, float | None], None],
+        clock: Clock,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.workspace = workspace
@@ -45,8 +57,15 @@ class Submission:
         self.skip_pending = skip_pending
         self.add_cost = add_cost
 
-    def submit(self, request: object, config: object = None, tasks: object = None, *,
-               parent_job_id: str | None = None, parent_worker: str | None = None) -> JobRecord:
+    def submit(
+        self,
+        request: object,
+        config: object = None,
+        tasks: object = None,
+        *,
+        parent_job_id: str | None = None,
+        parent_worker: str | None = None,
+    ) -> JobRecord:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
         o = self.settings.orchestrator
         request = limits.check_request(request, o.max_request_chars)
@@ -78,7 +97,9 @@ class Submission:
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth)
-            self.announce.line(job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)")
+            self.announce.line(
+                job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)"
+            )
         # On disk (fsynced) before any of its workers starts and before the caller hears of it.
         try:
             write_snapshots(writes)
@@ -100,9 +121,16 @@ class Submission:
             return heuristic_plan(request, cfg.max_workers)
         scratch = self.workspace.planning_dir()
         try:
-            return plan_with_ai(request, cfg.max_workers, settings=self.settings, adapter=get_adapter(cfg.worker),
-                                runner=self.runner, work_dir=scratch, timeout=self.settings.orchestrator.planner_timeout,
-                                env=base_env(self.settings))
+            return plan_with_ai(
+                request,
+                cfg.max_workers,
+                settings=self.settings,
+                adapter=get_adapter(cfg.worker),
+                runner=self.runner,
+                work_dir=scratch,
+                timeout=self.settings.orchestrator.planner_timeout,
+                env=base_env(self.settings),
+            )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -131,8 +159,9 @@ class Submission:
         limits.check_budget(self.tables.tree_spent(parent_job), parent_job.config.max_cost_usd)
         limits.check_fan_out(len(parent.record.child_job_ids), pcfg.max_children_per_worker, where)
 
-    def fit_tree(self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str],
-                 goal: str | None) -> tuple[list[str], str | None]:
+    def fit_tree(
+        self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str], goal: str | None
+    ) -> tuple[list[str], str | None]:
         """Under the lock: a child job's plan, merged to fit recursion.max_workers_per_root."""
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == root_id)
@@ -144,8 +173,15 @@ class Submission:
         return plan, goal
 
     def create_job(
-        self, request: str, cfg: JobConfig, plan: list[str], planner_name: str, notes: list[str],
-        parent: tuple[JobRecord, LiveWorker] | None, planned: AIPlan | None = None, depth: int = 0,
+        self,
+        request: str,
+        cfg: JobConfig,
+        plan: list[str],
+        planner_name: str,
+        notes: list[str],
+        parent: tuple[JobRecord, LiveWorker] | None,
+        planned: AIPlan | None = None,
+        depth: int = 0,
     ) -> tuple[JobRecord, list[Snapshot]]:
         """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
         now = self.clock.time()
@@ -162,15 +198,24 @@ class Submission:
             root = tables.jobs[pjob.root_id]
             root.child_seq += 1
             job = JobRecord(
-                id=child_job_id(root.id, root.child_seq), root_id=root.id, request=request, depth=pjob.depth + 1,
-                parent_job_id=pjob.id, parent_worker=plive.record.name, created_at=now,
+                id=child_job_id(root.id, root.child_seq),
+                root_id=root.id,
+                request=request,
+                depth=pjob.depth + 1,
+                parent_job_id=pjob.id,
+                parent_worker=plive.record.name,
+                created_at=now,
             )
         job.config = cfg
         job.tasks = plan
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
         if planned is not None:  # the AI planner's call: the tree's cost, and its budget, count it
-            job.planner_cost_usd, job.planner_tokens_in, job.planner_tokens_out = planned.cost_usd, planned.tokens_in, planned.tokens_out
+            job.planner_cost_usd, job.planner_tokens_in, job.planner_tokens_out = (
+                planned.cost_usd,
+                planned.tokens_in,
+                planned.tokens_out,
+            )
         job.notes = notes
         states.set_job_status(job, JobStatus.RUNNING)
         job.started_at = now
@@ -209,7 +254,9 @@ class Submission:
         # Workspace.pending_worker) and is first written when the worker starts.
         for index in range(1, len(names) + 1):
             record = self.workspace.pending_worker(job, index)
-            self.tables.workers[(job.root_id, record.key)] = LiveWorker(record=record, job=job, tag=new_tag(job.root_id, record.key))
+            self.tables.workers[(job.root_id, record.key)] = LiveWorker(
+                record=record, job=job, tag=new_tag(job.root_id, record.key)
+            )
             keys.append(record.key)
         self.tables.pending[job.id] = keys
 

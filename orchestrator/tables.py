@@ -5,6 +5,7 @@ limits are judged on, and the numbered snapshots that keep record writes in orde
 Everything here is read and changed under the engine's lock; nothing here does I/O except
 ``Snapshot.write`` (outside the lock) and ``Tables.forget_tree`` (events only).
 """
+
 from __future__ import annotations
 
 import functools

@@ -22,6 +22,7 @@ it shares from here (``error_of``, ``rate_limited``, the constants):
   re-adopts its workers) for up to ``outage`` seconds in a row.
 * Redirects are never followed (the key would go to another host): an error says so.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,15 @@ RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 60.0
 MAX_BODY = 64 * 1024 * 1024  # a status document is far smaller; a runaway peer is cut off
 _BY_STATUS: dict[int, type[OrchestratorError]] = {
-    400: ValidationError, 401: AuthenticationError, 403: Forbidden, 404: JobNotFound, 409: Conflict,
-    413: PayloadTooLarge, 422: ConfigError, 429: RateLimited, 503: Unavailable,
+    400: ValidationError,
+    401: AuthenticationError,
+    403: Forbidden,
+    404: JobNotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ConfigError,
+    429: RateLimited,
+    503: Unavailable,
 }
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _SPACE = " \t\n\r"
@@ -93,8 +101,11 @@ def _not_serializable(value: Any) -> Any:
 # typeshed wants a JSONDecoder; _ScanContext has the attributes the scanner reads, and typing.cast
 # would import typing at start-up (see the module docstring)
 _SCAN = _json.make_scanner(_ScanContext()) if _json is not None else None  # type: ignore[arg-type]
-_ENCODE = (_json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-           if _json is not None else None)
+_ENCODE = (
+    _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    if _json is not None
+    else None
+)
 
 
 def loads(data: bytes | str) -> Any:
@@ -143,13 +154,15 @@ class SpawnClient:
         api_url = (api_url or os.environ.get(URL_ENV) or "").strip().rstrip("/")
         api_key = api_key or os.environ.get(KEY_ENV) or ""
         if not api_url or not api_key:
-            missing = [f"{what} (set {env})" for what, env, value in
-                       (("the API URL", URL_ENV, api_url), ("the API key", KEY_ENV, api_key)) if not value]
+            missing = [
+                f"{what} (set {env})"
+                for what, env, value in (("the API URL", URL_ENV, api_url), ("the API key", KEY_ENV, api_key))
+                if not value
+            ]
             raise ValidationError("OrchestratorClient needs " + " and ".join(missing))
         scheme, sep, rest = api_url.partition("://")
         if not sep or scheme.lower() not in ("http", "https"):
-            raise ValidationError(
-                f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})")
+            raise ValidationError(f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})")
         if any(c in api_key for c in "\r\n\0"):
             raise ValidationError(f"{KEY_ENV} holds a line break or NUL; set it to the key alone")
         netloc, _, prefix = rest.partition("/")
@@ -174,8 +187,12 @@ class SpawnClient:
         """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit); a
         server that cannot be reached is waited for up to ``outage`` seconds in a row."""
         path = f"/api/v1/jobs/{_quote(job_id)}/wait"
-        return long_poll(lambda hold: self._request("GET", path, query=f"?timeout={seconds(hold)}", timeout=hold + TIMEOUT),
-                         timeout, poll, outage)
+        return long_poll(
+            lambda hold: self._request("GET", path, query=f"?timeout={seconds(hold)}", timeout=hold + TIMEOUT),
+            timeout,
+            poll,
+            outage,
+        )
 
     # --- transport ------------------------------------------------------------------
     def _request(self, method: str, path: str, *, body: Any = None, query: str = "", timeout: float = TIMEOUT) -> Any:
@@ -209,8 +226,14 @@ class SpawnClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, method: str, target: str, data: bytes | None, timeout: float) -> _Response:
-        head = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}", f"X-API-Key: {self._key}",
-                "Accept: application/json", "Connection: close", "User-Agent: orchestrator-spawn"]
+        head = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {self._host_header}",
+            f"X-API-Key: {self._key}",
+            "Accept: application/json",
+            "Connection: close",
+            "User-Agent: orchestrator-spawn",
+        ]
         if data is not None:
             head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
         if self._https:
@@ -275,7 +298,8 @@ class SpawnClient:
         err = ServerUnreachable(
             f"Cannot reach the orchestrator API at {self.api_url} ({type(cause).__name__} on {method} "
             f"{url} after {attempts} attempt{'s' if attempts > 1 else ''}); {hint}.",
-            url=url, attempts=attempts,
+            url=url,
+            attempts=attempts,
         )
         err.status_code = None  # type: ignore[attr-defined]
         return err
@@ -461,14 +485,20 @@ def error_of(status: int, reason: str, content: bytes, retry_after: str | None) 
     return err
 
 
-def rate_limited(err: OrchestratorError, method: str, path: str, waits: list[float], delay: float,
-                 retries: int, max_retry_after: float) -> RateLimited:
+def rate_limited(
+    err: OrchestratorError, method: str, path: str, waits: list[float], delay: float, retries: int, max_retry_after: float
+) -> RateLimited:
     """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
     limit = err.details.get("limit") or "the server's rate limit"
-    why = (f"it asks for {delay:.0f}s more, over max_retry_after={max_retry_after:g}s" if delay > max_retry_after
-           else f"rate_limit_retries={retries} reached")
-    message = (f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
-               f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}")
+    why = (
+        f"it asks for {delay:.0f}s more, over max_retry_after={max_retry_after:g}s"
+        if delay > max_retry_after
+        else f"rate_limit_retries={retries} reached"
+    )
+    message = (
+        f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
+        f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}"
+    )
     details = {k: v for k, v in err.details.items() if k != "retry_after"}
     limited = RateLimited(message, **details)
     limited.status_code = 429  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ Bookkeeping lives under ``state/``, never in a worker's directory, so
 ``files_created`` can list everything a worker directory holds. How bytes reach the disk
 (atomic and durable writes, batched fsyncs, ext4 allocation hints) is filesystem.py's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,7 +60,9 @@ def validate_job_id(job_id: object) -> str:
     """Return the id if it is one of ours, else raise InvalidId (ids become paths)."""
     if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         shown = repr(job_id)[:80]
-        raise InvalidId(f"invalid job id {shown}: expected 12 hex digits, optionally followed by -c<number> (e.g. 3f9a2c7b1d0e or 3f9a2c7b1d0e-c2)")
+        raise InvalidId(
+            f"invalid job id {shown}: expected 12 hex digits, optionally followed by -c<number> (e.g. 3f9a2c7b1d0e or 3f9a2c7b1d0e-c2)"
+        )
     return job_id
 
 
@@ -294,8 +297,15 @@ class Workspace:
         so submitting a job writes one file, not one per worker."""
         name = job.worker_names[index - 1]
         return WorkerRecord(
-            job_id=job.id, root_id=job.root_id, name=name, index=index, depth=job.depth,
-            task=job.tasks[index - 1], goal=job.goal, kind=job.config.worker, created_at=job.created_at,
+            job_id=job.id,
+            root_id=job.root_id,
+            name=name,
+            index=index,
+            depth=job.depth,
+            task=job.tasks[index - 1],
+            goal=job.goal,
+            kind=job.config.worker,
+            created_at=job.created_at,
             dir_path=self.relative(job.root_id, self.worker_dir(job.root_id, job.depth, name)),
             log_path=self.relative(job.root_id, self.worker_log(job.root_id, job.depth, name)),
         )
@@ -394,7 +404,7 @@ class Workspace:
         else:
             return None
         end = data.find(b"\n", begin)
-        return start + begin, data[begin:end if end >= 0 else len(data)]
+        return start + begin, data[begin : end if end >= 0 else len(data)]
 
     def read_tail(self, path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
         """The last lines of a log, reading at most ``max_bytes`` from its end (a planted link reads as empty)."""
@@ -471,7 +481,9 @@ def _records(folder: Path) -> Iterator[Path]:
     return (folder / e.name for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
 
 
-def read_served(workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20) -> tuple[bytes, int]:
+def read_served(
+    workspace: Workspace, path: Path, *, offset: int = 0, tail_lines: int = 0, max_bytes: int = 4 << 20
+) -> tuple[bytes, int]:
     """Read a log or report for the API without following a link a worker may have planted:
     the path must resolve inside the workspace and the file itself is opened with O_NOFOLLOW.
     Returns (data, the offset just past it): a follower goes on from there, and a line written

@@ -1,4 +1,5 @@
 """A recording Checkout and an engine factory for the seam tests (test_checkout, test_steps)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Shared fixtures: a settings object on a temp workspace, an engine, the fake CLI."""
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ the clock; each only moves it forward. ``auto=False``: waits block (in real time
 test calls ``advance`` past their end or their wake-up is set, for scenarios that act while
 a worker runs (cancel, tree deadline, resource caps, a restart).
 """
+
 from __future__ import annotations
 
 import errno
@@ -106,15 +107,29 @@ class Script:
     vanishes: bool = False  # when the server is killed, dies leaving no exit file (lost)
 
 
-def claude_result(cost: float | None = 0.01, *, text: str = "done", status: int | None = None,
-                  retry_after: float | None = None, error: bool = False) -> list[str]:
+def claude_result(
+    cost: float | None = 0.01,
+    *,
+    text: str = "done",
+    status: int | None = None,
+    retry_after: float | None = None,
+    error: bool = False,
+) -> list[str]:
     """The stream-json lines claude prints (its adapter parses cost, failure class, retry-after)."""
     lines = [json.dumps({"type": "system", "subtype": "init", "session_id": "fake"})]
     if retry_after is not None:
-        lines.append(json.dumps({"type": "system", "subtype": "api_retry", "error_status": status,
-                                 "retry_delay_ms": retry_after * 1000}))
-    result = {"type": "result", "subtype": "success", "is_error": error or status is not None, "result": text,
-              "total_cost_usd": cost, "usage": {"input_tokens": 10, "output_tokens": 5}, "session_id": "fake"}
+        lines.append(
+            json.dumps({"type": "system", "subtype": "api_retry", "error_status": status, "retry_delay_ms": retry_after * 1000})
+        )
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": error or status is not None,
+        "result": text,
+        "total_cost_usd": cost,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+        "session_id": "fake",
+    }
     if status is not None:
         result["api_error_status"] = status
     lines.append(json.dumps(result))
@@ -209,9 +224,17 @@ class FakeExecutor:
         if exit_file is not None:
             Path(exit_file).unlink(missing_ok=True)  # a stale status must never pass for this run's
         now = self.clock.monotonic()
-        handle = FakeHandle(pid=next(self._pids), tag=tag, started_at=self.clock.time(), exit_file=exit_file,
-                            log_path=Path(log_path), script=script, env=env, argv=list(argv),
-                            ends_at=math.inf if script.hang else now + script.duration)
+        handle = FakeHandle(
+            pid=next(self._pids),
+            tag=tag,
+            started_at=self.clock.time(),
+            exit_file=exit_file,
+            log_path=Path(log_path),
+            script=script,
+            env=env,
+            argv=list(argv),
+            ends_at=math.inf if script.hang else now + script.duration,
+        )
         self._write(handle, "".join(line + "\n" for line in script.output))
         with self._lock:
             self.handles.append(handle)
@@ -274,8 +297,20 @@ class FakeExecutor:
         found = read_exit_file(exit_file) if exit_file is not None else None
         code = -signal.SIGKILL if found is None else found
         ended = os.stat(exit_file).st_mtime if found is not None and exit_file is not None else self.clock.time()
-        return FakeHandle(pid=pid or 0, tag=tag, started_at=started_at, exit_file=exit_file, log_path=Path(os.devnull),
-                          script=Script(), env={}, argv=[], ends_at=0.0, start_id=start_id, code=code, ended_at=ended)
+        return FakeHandle(
+            pid=pid or 0,
+            tag=tag,
+            started_at=started_at,
+            exit_file=exit_file,
+            log_path=Path(os.devnull),
+            script=Script(),
+            env={},
+            argv=[],
+            ends_at=0.0,
+            start_id=start_id,
+            code=code,
+            ended_at=ended,
+        )
 
     def find(self, tag_prefix: str) -> list[FoundShim]:
         self._check_alive()
@@ -284,8 +319,15 @@ class FakeExecutor:
             if handle.code is None and self.clock.monotonic() >= handle.ends_at:
                 self._end(handle)  # ended while no server watched: its shim wrote the exit file
             if handle.code is None and handle.tag.startswith(tag_prefix) and handle.exit_file is not None:
-                found.append(FoundShim(pid=handle.pid, tag=handle.tag, start_id=handle.start_id,
-                                       exit_file=handle.exit_file, attempt=handle.attempt))
+                found.append(
+                    FoundShim(
+                        pid=handle.pid,
+                        tag=handle.tag,
+                        start_id=handle.start_id,
+                        exit_file=handle.exit_file,
+                        attempt=handle.attempt,
+                    )
+                )
         return found
 
     def sample(self, attempts) -> dict[str, Sample]:
@@ -361,8 +403,13 @@ class FakeExecutor:
         env = handle.env
         for tasks in script.children:
             try:
-                child = self.engine.submit(f"child of {handle.worker}", script.child_config, list(tasks),
-                                           parent_job_id=env[protocol.JOB_ID], parent_worker=env[protocol.WORKER_ID])
+                child = self.engine.submit(
+                    f"child of {handle.worker}",
+                    script.child_config,
+                    list(tasks),
+                    parent_job_id=env[protocol.JOB_ID],
+                    parent_worker=env[protocol.WORKER_ID],
+                )
             except Exception as exc:  # noqa: BLE001 - a refusal is what the worker reads and acts on
                 handle.refusals.append(str(exc))
                 self._write(handle, f"spawn refused: {exc}\n")

@@ -17,6 +17,7 @@ Turns:
 A script is a list of turns played in order, or a callable ``(body) -> turn``. The server binds
 127.0.0.1 on an ephemeral port and stops by itself after ``lifetime`` seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,9 @@ class ToolCall:
 @dataclass
 class ApiError:
     status: int = 401
-    message: str = "Incorrect API key provided: sk-bad. You can find your API key at https://platform.openai.com/account/api-keys."
+    message: str = (
+        "Incorrect API key provided: sk-bad. You can find your API key at https://platform.openai.com/account/api-keys."
+    )
     type: str = "invalid_request_error"
     code: str | None = "invalid_api_key"
     retry_after: int | None = None
@@ -62,8 +65,9 @@ Turn = Text | ToolCall | ApiError | Hang
 Script = Iterable[Turn] | Callable[[dict], Turn]
 
 AUTH_401 = ApiError()
-RATE_LIMIT_429 = ApiError(429, "Rate limit reached for requests. Please try again in 20s.", "requests",
-                          "rate_limit_exceeded", retry_after=20)
+RATE_LIMIT_429 = ApiError(
+    429, "Rate limit reached for requests. Please try again in 20s.", "requests", "rate_limit_exceeded", retry_after=20
+)
 
 
 class MockChatServer(ScriptedServer):
@@ -160,14 +164,24 @@ class _Handler(LoggingHandler):
             message: dict[str, Any] = {"role": "assistant", "content": turn.text}
             finish = "stop"
         else:
-            call = {"id": mock.new_id("call"), "type": "function",
-                    "function": {"name": turn.name, "arguments": json.dumps(turn.arguments)}}
+            call = {
+                "id": mock.new_id("call"),
+                "type": "function",
+                "function": {"name": turn.name, "arguments": json.dumps(turn.arguments)},
+            }
             message = {"role": "assistant", "content": None, "tool_calls": [call]}
             finish = "tool_calls"
         base = {"id": mock.new_id("chatcmpl"), "created": int(time.time()), "model": model}
         if not (isinstance(body, dict) and body.get("stream")):
-            self._json(200, {**base, "object": "chat.completion",
-                             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
+            self._json(
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                },
+            )
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")

@@ -18,6 +18,7 @@ Turns:
 A script is a list of turns played in order, or a callable ``(body) -> turn``. The server binds
 127.0.0.1 on an ephemeral port and stops by itself after ``lifetime`` seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,11 +64,18 @@ Turn = Text | Call | ApiError | Hang
 Script = Iterable[Turn] | Callable[[dict], Turn]
 
 BAD_KEY_400 = ApiError()
-UNAUTHENTICATED_401 = ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
-                                    "login cookie or other valid authentication credential.", "UNAUTHENTICATED")
-PERMISSION_403 = ApiError(403, "Method doesn't allow unregistered callers (callers without established identity). "
-                               "Please use API Key or other form of API consumer identity to call this API.",
-                          "PERMISSION_DENIED")
+UNAUTHENTICATED_401 = ApiError(
+    401,
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential.",
+    "UNAUTHENTICATED",
+)
+PERMISSION_403 = ApiError(
+    403,
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API.",
+    "PERMISSION_DENIED",
+)
 RATE_LIMIT_429 = ApiError(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED", retry_after=7)
 OVERLOADED_503 = ApiError(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")
 
@@ -94,14 +102,23 @@ def contents(body: Any) -> list[dict]:
 
 def user_text(body: Any) -> str:
     """The text parts of the user turns, joined."""
-    return "\n".join(p["text"] for c in contents(body) if c.get("role") == "user"
-                     for p in c.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "\n".join(
+        p["text"]
+        for c in contents(body)
+        if c.get("role") == "user"
+        for p in c.get("parts") or []
+        if isinstance(p, dict) and isinstance(p.get("text"), str)
+    )
 
 
 def function_responses(body: Any) -> list[dict]:
     """The ``functionResponse`` parts the CLI sent back after running a tool."""
-    return [p["functionResponse"] for c in contents(body) for p in c.get("parts") or []
-            if isinstance(p, dict) and isinstance(p.get("functionResponse"), dict)]
+    return [
+        p["functionResponse"]
+        for c in contents(body)
+        for p in c.get("parts") or []
+        if isinstance(p, dict) and isinstance(p.get("functionResponse"), dict)
+    ]
 
 
 def tool_names(body: Any) -> list[str]:
@@ -165,8 +182,12 @@ class _Handler(LoggingHandler):
         part = {"text": turn.text} if isinstance(turn, Text) else {"functionCall": {"name": turn.name, "args": turn.args}}
         usage = dict(turn.usage)
         usage["totalTokenCount"] = sum(usage.values())
-        response = {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
-                    "usageMetadata": usage, "modelVersion": found["model"], "responseId": mock.new_id("resp")}
+        response = {
+            "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": found["model"],
+            "responseId": mock.new_id("resp"),
+        }
         if method == "generateContent":
             self._json(200, response)
             return

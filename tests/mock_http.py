@@ -4,6 +4,7 @@ Each mock (``mock_model_server`` for the Anthropic Messages API, ``mock_openai_s
 the OpenAI Responses API) subclasses ``ScriptedServer`` with its own request handler. A
 server binds 127.0.0.1 only and stops itself after ``lifetime`` seconds.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -109,8 +110,9 @@ class ScriptedServer:
     def start(self):
         handler = type("Handler", (self.handler,), {"server_mock": self})
         self._server = QuietServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=self.thread_name, daemon=True
+        )
         self._thread.start()
         self._timer = threading.Timer(self.lifetime, self.stop)
         self._timer.daemon = True

@@ -20,6 +20,7 @@ answered without consuming a turn: see :meth:`MockModelServer.is_side_request`.
 The server binds 127.0.0.1 on an ephemeral port, and stops by itself after ``lifetime``
 seconds, so a forgotten server never outlives its test for long.
 """
+
 from __future__ import annotations
 
 import json
@@ -223,8 +224,9 @@ class _Handler(LoggingHandler):
             entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
             entry.turn = f"ApiError {turn.status}"
-            self._json(turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}},
-                       headers=turn.headers)
+            self._json(
+                turn.status, {"type": "error", "error": {"type": turn.type, "message": turn.message}}, headers=turn.headers
+            )
             return
         if isinstance(turn, Hang):
             # Say nothing, keep the socket open, and let go only when the server stops.
@@ -249,13 +251,24 @@ class _Handler(LoggingHandler):
         else:
             if turn.text:
                 content.append({"type": "text", "text": turn.text})
-            content.append({"type": "tool_use", "id": self.server_mock.new_id("toolu"),
-                            "name": turn.name, "input": turn.input})
+            content.append({"type": "tool_use", "id": self.server_mock.new_id("toolu"), "name": turn.name, "input": turn.input})
             stop = "tool_use"
-        usage = {"input_tokens": turn.usage.get("input_tokens", 0), "output_tokens": turn.usage.get("output_tokens", 0),
-                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        return {"id": self.server_mock.new_id("msg"), "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        usage = {
+            "input_tokens": turn.usage.get("input_tokens", 0),
+            "output_tokens": turn.usage.get("output_tokens", 0),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        return {
+            "id": self.server_mock.new_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
 
     def _event(self, name: str, data: dict) -> None:
         chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
@@ -270,29 +283,48 @@ class _Handler(LoggingHandler):
         self.send_header("request-id", self.server_mock.new_id("req"))
         self.end_headers()
         usage = message["usage"]
-        start = dict(message, content=[], stop_reason=None,
-                     usage=dict(usage, output_tokens=1))
+        start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         self._event("message_start", {"type": "message_start", "message": start})
         self._event("ping", {"type": "ping"})
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
-                self._event("content_block_start", {"type": "content_block_start", "index": index,
-                                                    "content_block": {"type": "text", "text": ""}})
-                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "text_delta", "text": block["text"]}})
+                self._event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                self._event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": block["text"]}},
+                )
             else:
-                self._event("content_block_start", {"type": "content_block_start", "index": index,
-                                                    "content_block": {"type": "tool_use", "id": block["id"],
-                                                                      "name": block["name"], "input": {}}})
+                self._event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    },
+                )
                 raw = json.dumps(block["input"])
                 half = len(raw) // 2  # two deltas, as the real API splits partial JSON
                 for piece in (raw[:half], raw[half:]):
-                    self._event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                        "delta": {"type": "input_json_delta", "partial_json": piece}})
+                    self._event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                    )
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
-        self._event("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                      "usage": {"output_tokens": usage["output_tokens"]}})
+        self._event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
         self._event("message_stop", {"type": "message_stop"})
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

@@ -21,6 +21,7 @@ Turns:
 A script is a list of turns played in order, or a callable ``(body) -> turn``.
 The server binds 127.0.0.1 on an ephemeral port and stops by itself after ``lifetime`` seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ class Text:
 @dataclass
 class ShellCall:
     """A call of codex's shell tool; ``command`` is an argv (``["bash", "-lc", "..."]``)."""
+
     command: list[str]
     workdir: str | None = None
     name: str | None = None  # tool name; None: the shell-like tool codex offered in the request
@@ -56,7 +58,9 @@ class ShellCall:
 class ApiError:
     status: int = 401
     code: str = "invalid_api_key"
-    message: str = "Incorrect API key provided: mock-key. You can find your API key at https://platform.openai.com/account/api-keys."
+    message: str = (
+        "Incorrect API key provided: mock-key. You can find your API key at https://platform.openai.com/account/api-keys."
+    )
     type: str = "invalid_request_error"
     headers: dict[str, str] = field(default_factory=dict)  # e.g. {"retry-after": "7"} on a 429
 
@@ -80,13 +84,22 @@ class MockOpenAIServer(ScriptedServer):
     def codex_args(self, *, retries: int = 0) -> list[str]:
         """``-c`` overrides making codex use this server as its model provider (Responses API),
         with the key from $MOCK_OPENAI_KEY and ``retries`` HTTP/stream retries."""
-        return ["-c", 'model_provider="mock"',
-                "-c", 'model_providers.mock.name="mock"',
-                "-c", f'model_providers.mock.base_url="{self.url}/v1"',
-                "-c", 'model_providers.mock.wire_api="responses"',
-                "-c", f'model_providers.mock.env_key="{ENV_KEY}"',
-                "-c", f"model_providers.mock.request_max_retries={retries}",
-                "-c", f"model_providers.mock.stream_max_retries={retries}"]
+        return [
+            "-c",
+            'model_provider="mock"',
+            "-c",
+            'model_providers.mock.name="mock"',
+            "-c",
+            f'model_providers.mock.base_url="{self.url}/v1"',
+            "-c",
+            'model_providers.mock.wire_api="responses"',
+            "-c",
+            f'model_providers.mock.env_key="{ENV_KEY}"',
+            "-c",
+            f"model_providers.mock.request_max_retries={retries}",
+            "-c",
+            f"model_providers.mock.stream_max_retries={retries}",
+        ]
 
     # ----------------------------------------------------------------- scripting
     def exhausted(self) -> Turn:
@@ -149,8 +162,17 @@ class _Handler(LoggingHandler):
 
     def _not_found(self, entry: Logged) -> None:
         entry.turn = "404"
-        self._json(404, {"error": {"message": f"Not found: {self.command} {self.path}", "type": "invalid_request_error",
-                                   "param": None, "code": "not_found"}})
+        self._json(
+            404,
+            {
+                "error": {
+                    "message": f"Not found: {self.command} {self.path}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "not_found",
+                }
+            },
+        )
 
     def do_GET(self):
         self._not_found(self._log(None))
@@ -166,8 +188,11 @@ class _Handler(LoggingHandler):
         entry.turn = type(turn).__name__
         if isinstance(turn, ApiError):
             entry.turn = f"ApiError {turn.status}"
-            self._json(turn.status, {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}},
-                       headers=turn.headers)
+            self._json(
+                turn.status,
+                {"error": {"message": turn.message, "type": turn.type, "param": None, "code": turn.code}},
+                headers=turn.headers,
+            )
             return
         if isinstance(turn, Hang):
             mock._stopped.wait(mock.lifetime)
@@ -178,12 +203,19 @@ class _Handler(LoggingHandler):
 
     def _item(self, turn: Text | ShellCall, body: Any) -> dict:
         if isinstance(turn, Text):
-            return {"type": "message", "id": self.server_mock.new_id("msg"), "role": "assistant", "status": "completed",
-                    "content": [{"type": "output_text", "text": turn.text, "annotations": []}]}
+            return {
+                "type": "message",
+                "id": self.server_mock.new_id("msg"),
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": turn.text, "annotations": []}],
+            }
         tool = _shell_tool(body)
         name = turn.name or (tool.get("name") if tool else None) or "shell"
         if name == "shell_command":  # takes one command string
-            args: dict[str, Any] = {"command": turn.command[-1] if turn.command[:2] == ["bash", "-lc"] else " ".join(turn.command)}
+            args: dict[str, Any] = {
+                "command": turn.command[-1] if turn.command[:2] == ["bash", "-lc"] else " ".join(turn.command)
+            }
         elif name == "exec_command":
             args = {"cmd": turn.command[-1] if turn.command[:2] == ["bash", "-lc"] else " ".join(turn.command)}
         else:
@@ -191,8 +223,14 @@ class _Handler(LoggingHandler):
         if turn.workdir:
             args["workdir"] = turn.workdir
         args.update(turn.options)
-        return {"type": "function_call", "id": self.server_mock.new_id("fc"), "status": "completed", "name": name,
-                "arguments": json.dumps(args), "call_id": self.server_mock.new_id("call")}
+        return {
+            "type": "function_call",
+            "id": self.server_mock.new_id("fc"),
+            "status": "completed",
+            "name": name,
+            "arguments": json.dumps(args),
+            "call_id": self.server_mock.new_id("call"),
+        }
 
     def _event(self, data: dict) -> None:
         chunk = f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
@@ -207,26 +245,43 @@ class _Handler(LoggingHandler):
         self.send_header("x-request-id", self.server_mock.new_id("req"))
         self.end_headers()
         inp, out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-        response = {"id": self.server_mock.new_id("resp"), "object": "response", "created_at": int(time.time()),
-                    "status": "completed", "model": model, "output": [item],
-                    "usage": {"input_tokens": inp,
-                              "input_tokens_details": {"cached_tokens": usage.get("cached_input_tokens", 0)},
-                              "output_tokens": out,
-                              "output_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
-                              "total_tokens": inp + out}}
+        response = {
+            "id": self.server_mock.new_id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": model,
+            "output": [item],
+            "usage": {
+                "input_tokens": inp,
+                "input_tokens_details": {"cached_tokens": usage.get("cached_input_tokens", 0)},
+                "output_tokens": out,
+                "output_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
+                "total_tokens": inp + out,
+            },
+        }
         self._event({"type": "response.created", "response": dict(response, status="in_progress", output=[], usage=None)})
         if item["type"] == "message":
-            self._event({"type": "response.output_item.added", "output_index": 0,
-                         "item": dict(item, status="in_progress", content=[])})
+            self._event(
+                {"type": "response.output_item.added", "output_index": 0, "item": dict(item, status="in_progress", content=[])}
+            )
             text = item["content"][0]["text"]
             half = len(text) // 2
             for piece in (text[:half], text[half:]):
                 if piece:
-                    self._event({"type": "response.output_text.delta", "item_id": item["id"], "output_index": 0,
-                                 "content_index": 0, "delta": piece})
+                    self._event(
+                        {
+                            "type": "response.output_text.delta",
+                            "item_id": item["id"],
+                            "output_index": 0,
+                            "content_index": 0,
+                            "delta": piece,
+                        }
+                    )
         else:
-            self._event({"type": "response.output_item.added", "output_index": 0,
-                         "item": dict(item, status="in_progress", arguments="")})
+            self._event(
+                {"type": "response.output_item.added", "output_index": 0, "item": dict(item, status="in_progress", arguments="")}
+            )
         self._event({"type": "response.output_item.done", "output_index": 0, "item": item})
         self._event({"type": "response.completed", "response": response})
         self.wfile.write(b"0\r\n\r\n")

@@ -3,6 +3,7 @@ and read every AF_INET/AF_INET6 connect(2) it (or any child) made. A DNS lookup 
 resolver, so it counts as leaving. Used by tests/test_real_gemini.py, test_real_aider.py and
 test_real_opencode.py, directly (``traced``) and through the orchestrator (``traced_program``:
 a wrapper set as the kind's ``<kind>_command``)."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,10 @@ from pathlib import Path
 
 STRACE = shutil.which("strace")
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-_INET = re.compile(r'connect\(\d+, \{sa_family=AF_INET6?, .*?(?:sin_addr=inet_addr\("(?P<v4>[^"]+)"\)'
-                   r'|inet_pton\(AF_INET6, "(?P<v6>[^"]+)"\))')
+_INET = re.compile(
+    r'connect\(\d+, \{sa_family=AF_INET6?, .*?(?:sin_addr=inet_addr\("(?P<v4>[^"]+)"\)'
+    r'|inet_pton\(AF_INET6, "(?P<v6>[^"]+)"\))'
+)
 
 
 def traced(argv: list[str], log: Path) -> list[str]:

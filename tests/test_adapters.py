@@ -38,6 +38,7 @@ opencode (opencode-ai 1.18.33, ``opencode run --format json``; event names from 
   opencode_multistep.jsonl   written in the captured shape: two steps, a tool call, two costs
   opencode_401.jsonl         captured: the error event for a 401 (isRetryable false), exit 1
 """
+
 from __future__ import annotations
 
 import json
@@ -59,16 +60,31 @@ from .conftest import make_settings, run_job
 OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
 AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 NASTY = 'say "hi"; rm -rf x $(touch pwned) `id` --help\n-o out'
-DEFAULT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)",
-                 "Bash(python3 -m orchestrator spawn:*)"]
+DEFAULT_TOOLS = [
+    "Read",
+    "Write",
+    "Edit",
+    "Glob",
+    "Grep",
+    "Bash(orchestrator-spawn:*)",
+    "Bash(python -m orchestrator spawn:*)",
+    "Bash(python3 -m orchestrator spawn:*)",
+]
 
 
 def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | None = None, **orchestrator) -> WorkerContext:
     settings = make_settings(tmp_path, orchestrator=orchestrator)
     worker_dir = tmp_path / "depth_0" / "worker_1"
     return WorkerContext(
-        task="t", prompt=prompt, prompt_file=tmp_path / "prompt.md", worker_dir=worker_dir,
-        depth=0, max_recursion_depth=3, attempt=1, settings=settings, time_left=time_left,
+        task="t",
+        prompt=prompt,
+        prompt_file=tmp_path / "prompt.md",
+        worker_dir=worker_dir,
+        depth=0,
+        max_recursion_depth=3,
+        attempt=1,
+        settings=settings,
+        time_left=time_left,
     )
 
 
@@ -95,8 +111,14 @@ def test_every_ai_kind_is_registered_and_declares_itself():
 def test_first_signals_are_the_measured_ones():
     # claude writes its result on SIGINT and nothing on SIGTERM; codex shuts down on
     # SIGINT; opencode ignores SIGINT; ollama exits 0 with a partial answer on SIGINT.
-    expected = {"claude": signal.SIGINT, "codex": signal.SIGINT, "gemini": signal.SIGTERM,
-                "aider": signal.SIGTERM, "ollama": signal.SIGTERM, "opencode": signal.SIGTERM}
+    expected = {
+        "claude": signal.SIGINT,
+        "codex": signal.SIGINT,
+        "gemini": signal.SIGTERM,
+        "aider": signal.SIGTERM,
+        "ollama": signal.SIGTERM,
+        "opencode": signal.SIGTERM,
+    }
     assert {kind: get_adapter(kind).first_signal for kind in AI_KINDS} == expected
 
 
@@ -105,25 +127,65 @@ def test_first_signals_are_the_measured_ones():
 
 def test_claude_argv_plain(tmp_path):
     assert argv("claude", tmp_path) == [
-        "claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
-        "--allowedTools", *DEFAULT_TOOLS, "--", "Write hello.py",
+        "claude",
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "acceptEdits",
+        "--allowedTools",
+        *DEFAULT_TOOLS,
+        "--",
+        "Write hello.py",
     ]
 
 
 def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
-    got = argv("claude", tmp_path, model="claude sonnet 4.5", claude_max_turns=7,
-               cli_args=["--verbose", "--add-dir", "/data dir"], claude_allowed_tools=["Read"],
-               claude_command="/opt/claude/bin/claude")
+    got = argv(
+        "claude",
+        tmp_path,
+        model="claude sonnet 4.5",
+        claude_max_turns=7,
+        cli_args=["--verbose", "--add-dir", "/data dir"],
+        claude_allowed_tools=["Read"],
+        claude_command="/opt/claude/bin/claude",
+    )
     assert got == [
-        "/opt/claude/bin/claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "claude sonnet 4.5",
-        "--max-turns", "7", "--permission-mode", "acceptEdits", "--allowedTools", "Read",
-        "--verbose", "--add-dir", "/data dir", "--", "Write hello.py",
+        "/opt/claude/bin/claude",
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--model",
+        "claude sonnet 4.5",
+        "--max-turns",
+        "7",
+        "--permission-mode",
+        "acceptEdits",
+        "--allowedTools",
+        "Read",
+        "--verbose",
+        "--add-dir",
+        "/data dir",
+        "--",
+        "Write hello.py",
     ]
 
 
 def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
     got = argv("claude", tmp_path, claude_allowed_tools=[], claude_max_turns=0, claude_permission_mode="plan")
-    assert got == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "plan", "--", "Write hello.py"]
+    assert got == [
+        "claude",
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "plan",
+        "--",
+        "Write hello.py",
+    ]
 
 
 def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
@@ -163,12 +225,31 @@ def test_claude_bash_limits_the_user_set_win(tmp_path, monkeypatch):
 
 def test_codex_argv_plain_model_and_cli_args(tmp_path):
     wd = str(tmp_path / "depth_0" / "worker_1")
-    base = ["codex", "exec", "--json", "-C", wd, "--skip-git-repo-check",
-            "--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true",
-            "-c", "shell_environment_policy.ignore_default_excludes=true", "-c", "allow_login_shell=false"]
+    base = [
+        "codex",
+        "exec",
+        "--json",
+        "-C",
+        wd,
+        "--skip-git-repo-check",
+        "--sandbox",
+        "workspace-write",
+        "-c",
+        "sandbox_workspace_write.network_access=true",
+        "-c",
+        "shell_environment_policy.ignore_default_excludes=true",
+        "-c",
+        "allow_login_shell=false",
+    ]
     assert argv("codex", tmp_path) == [*base, "--", "Write hello.py"]
     assert argv("codex", tmp_path, model="gpt 5", cli_args=["-c", "model_reasoning_effort=high"]) == [
-        *base, "-m", "gpt 5", "-c", "model_reasoning_effort=high", "--", "Write hello.py",
+        *base,
+        "-m",
+        "gpt 5",
+        "-c",
+        "model_reasoning_effort=high",
+        "--",
+        "Write hello.py",
     ]
 
 
@@ -190,7 +271,9 @@ def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(t
     assert got[got.index("background_terminal_max_timeout=1801000") - 1] == "-c"
     short = get_adapter("codex").build_argv(context(tmp_path, time_left=60))  # never below codex's 300000
     assert "background_terminal_max_timeout=300000" in short
-    mine = get_adapter("codex").build_argv(context(tmp_path, time_left=1800, cli_args=["-c", "background_terminal_max_timeout=5000"]))
+    mine = get_adapter("codex").build_argv(
+        context(tmp_path, time_left=1800, cli_args=["-c", "background_terminal_max_timeout=5000"])
+    )
     assert [a for a in mine if "background_terminal_max_timeout" in a] == ["background_terminal_max_timeout=5000"]
     (tmp_path / "codex-home").mkdir()
     (tmp_path / "codex-home" / "config.toml").write_text('model = "x"\nbackground_terminal_max_timeout = 9000\n')
@@ -201,7 +284,11 @@ def test_gemini_argv_plain_model_and_cli_args(tmp_path):
     base = ["gemini", "--prompt=Write hello.py", "--output-format", "json", "--yolo", "--skip-trust"]
     assert argv("gemini", tmp_path) == base
     assert argv("gemini", tmp_path, model="gemini 2.5 pro", cli_args=["--include-directories", "/a b"]) == [
-        *base, "-m", "gemini 2.5 pro", "--include-directories", "/a b",
+        *base,
+        "-m",
+        "gemini 2.5 pro",
+        "--include-directories",
+        "/a b",
     ]
 
 
@@ -209,14 +296,30 @@ def test_aider_argv_plain_model_and_cli_args(tmp_path, monkeypatch):
     from orchestrator.adapters.aider import MODEL_SETTINGS
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    base = ["aider", "--message=Write hello.py", "--yes-always", "--no-auto-commits", "--no-check-update",
-            "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git", "--no-show-release-notes",
-            f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}"]
+    base = [
+        "aider",
+        "--message=Write hello.py",
+        "--yes-always",
+        "--no-auto-commits",
+        "--no-check-update",
+        "--no-analytics",
+        "--no-gitignore",
+        "--no-pretty",
+        "--no-git",
+        "--no-show-release-notes",
+        f"--chat-history-file={os.devnull}",
+        f"--input-history-file={os.devnull}",
+    ]
     settings = f"--model-settings-file={MODEL_SETTINGS}"
     assert MODEL_SETTINGS.is_file()
     assert argv("aider", tmp_path) == [*base, settings]
     assert argv("aider", tmp_path, model="openrouter/some model", cli_args=["--edit-format", "whole"]) == [
-        *base, "--model", "openrouter/some model", settings, "--edit-format", "whole",
+        *base,
+        "--model",
+        "openrouter/some model",
+        settings,
+        "--edit-format",
+        "whole",
     ]
     # the user's own model settings (which ours would replace) win
     assert argv("aider", tmp_path, cli_args=["--model-settings-file", "mine.yml"]) == [*base, "--model-settings-file", "mine.yml"]
@@ -233,7 +336,15 @@ def test_ollama_argv_uses_ollama_model(tmp_path):
 def test_opencode_argv_plain_model_and_cli_args(tmp_path):
     assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--", "Write hello.py"]
     assert argv("opencode", tmp_path, opencode_model="anthropic/claude sonnet", cli_args=["--auto"]) == [
-        "opencode", "run", "--format", "json", "-m", "anthropic/claude sonnet", "--auto", "--", "Write hello.py",
+        "opencode",
+        "run",
+        "--format",
+        "json",
+        "-m",
+        "anthropic/claude sonnet",
+        "--auto",
+        "--",
+        "Write hello.py",
     ]
     # orchestrator.model is used only when it has opencode's provider/model form
     assert "-m" not in argv("opencode", tmp_path, model="sonnet")
@@ -253,7 +364,7 @@ def test_a_nasty_prompt_is_exactly_one_argv_element(kind, tmp_path):
     if not prefix:
         assert got[-2:] == ["--", NASTY]
     at = got.index("--x")
-    assert got[at:at + 2] == ["--x", "a b"]
+    assert got[at : at + 2] == ["--x", "a b"]
 
 
 def test_model_names_with_spaces_stay_one_element(tmp_path):
@@ -324,14 +435,17 @@ def test_codex_turn_failed_with_401_is_not_retried():
     assert parsed.error.startswith("codex: unexpected status 401 Unauthorized")
 
 
-@pytest.mark.parametrize("message, failure_class, retry_after", [
-    ("unexpected status 401 Unauthorized: Incorrect API key provided", "auth", None),
-    ("unexpected status 400 Bad Request: unsupported model", "bad_request", None),
-    ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_1", "transient", None),
-    ("exceeded retry limit, last status: 429 Too Many Requests: Please try again in 1.5s.", "transient", 1.5),
-    ("unexpected status 529 <unknown status code>: overloaded; try again in 800ms", "transient", 0.8),
-    ("stream disconnected before completion", None, None),
-])
+@pytest.mark.parametrize(
+    "message, failure_class, retry_after",
+    [
+        ("unexpected status 401 Unauthorized: Incorrect API key provided", "auth", None),
+        ("unexpected status 400 Bad Request: unsupported model", "bad_request", None),
+        ("exceeded retry limit, last status: 429 Too Many Requests, request id: req_1", "transient", None),
+        ("exceeded retry limit, last status: 429 Too Many Requests: Please try again in 1.5s.", "transient", 1.5),
+        ("unexpected status 529 <unknown status code>: overloaded; try again in 800ms", "transient", 0.8),
+        ("stream disconnected before completion", None, None),
+    ],
+)
 def test_codex_failure_class_comes_from_the_status_in_its_message(message, failure_class, retry_after):
     event = '{"type": "turn.failed", "error": {"message": "%s"}}' % message
     parsed = get_adapter("codex").parse('{"type": "turn.started"}\n' + event + "\n", 1, max_chars=1000)
@@ -342,12 +456,33 @@ def test_codex_failure_class_comes_from_the_status_in_its_message(message, failu
 def test_claude_tokens_are_the_sessions_when_it_printed_several_results():
     # After a background task's notification claude answers again: a second result event whose
     # usage counts only the turns since the first, while modelUsage and the cost are the session's.
-    first = {"type": "result", "subtype": "success", "is_error": False, "result": "first", "total_cost_usd": 0.0064,
-             "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 0}
-    second = {"type": "result", "subtype": "success", "is_error": False, "result": "second", "total_cost_usd": 0.0192,
-              "usage": {"input_tokens": 1200, "output_tokens": 80}, "result_index": 1,
-              "modelUsage": {"claude-x": {"inputTokens": 3000, "cacheReadInputTokens": 600, "cacheCreationInputTokens": 0,
-                                          "outputTokens": 240, "costUSD": 0.0192}}}
+    first = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "first",
+        "total_cost_usd": 0.0064,
+        "usage": {"input_tokens": 1200, "output_tokens": 80},
+        "result_index": 0,
+    }
+    second = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "second",
+        "total_cost_usd": 0.0192,
+        "usage": {"input_tokens": 1200, "output_tokens": 80},
+        "result_index": 1,
+        "modelUsage": {
+            "claude-x": {
+                "inputTokens": 3000,
+                "cacheReadInputTokens": 600,
+                "cacheCreationInputTokens": 0,
+                "outputTokens": 240,
+                "costUSD": 0.0192,
+            }
+        },
+    }
     parsed = get_adapter("claude").parse(json.dumps(first) + "\n" + json.dumps(second) + "\n", 0, max_chars=100)
     assert (parsed.output, parsed.cost_usd, parsed.tokens_in, parsed.tokens_out) == ("second", 0.0192, 3600, 240)
 
@@ -359,12 +494,18 @@ def test_claude_failure_class_from_api_error_status_type_and_retry_events():
 
     retry = '{"type":"system","subtype":"api_retry","attempt":1,"max_retries":3,"retry_delay_ms":3479,"error_status":529}'
     claude = get_adapter("claude")
-    overloaded = claude.parse(retry + "\n" + result(api_error_status=529, api_error_type="overloaded_error") + "\n", 1, max_chars=100)
+    overloaded = claude.parse(
+        retry + "\n" + result(api_error_status=529, api_error_type="overloaded_error") + "\n", 1, max_chars=100
+    )
     assert (overloaded.failure_class, overloaded.retry_after, overloaded.retryable) == ("transient", 3.479, True)
     limited = claude.parse(result(api_error_status=429) + "\n", 1, max_chars=100)
     assert (limited.failure_class, limited.retry_after, limited.retryable) == ("transient", None, True)
-    for fields, expected in (({"api_error_status": 401}, "auth"), ({"api_error_status": 400}, "bad_request"),
-                             ({"api_error_type": "permission_error"}, "auth"), ({"api_error_type": "overloaded_error"}, "transient")):
+    for fields, expected in (
+        ({"api_error_status": 401}, "auth"),
+        ({"api_error_status": 400}, "bad_request"),
+        ({"api_error_type": "permission_error"}, "auth"),
+        ({"api_error_type": "overloaded_error"}, "transient"),
+    ):
         parsed = claude.parse(result(**fields) + "\n", 1, max_chars=100)
         assert parsed.failure_class == expected, fields
         assert parsed.retryable is (expected == "transient"), fields
@@ -421,9 +562,11 @@ def test_aider_success_reads_cost_and_tokens_lines():
 
 
 def test_aider_token_counts_in_thousands_and_several_messages_add_up():
-    text = ("Aider v0.86.2\nModel: x\n\nfirst\n\nTokens: 1.2k sent, 345 received. Cost: $0.0012 message, $0.0012 session.\n"
-            "second\n\nTokens: 12k sent, 1.0k cache write, 500 cache hit, 2.5k received.\n"
-            "Cost: $0.03 message, $0.0312 session.\n")
+    text = (
+        "Aider v0.86.2\nModel: x\n\nfirst\n\nTokens: 1.2k sent, 345 received. Cost: $0.0012 message, $0.0012 session.\n"
+        "second\n\nTokens: 12k sent, 1.0k cache write, 500 cache hit, 2.5k received.\n"
+        "Cost: $0.03 message, $0.0312 session.\n"
+    )
     parsed = get_adapter("aider").parse(text, 0, max_chars=1000)
     assert (parsed.tokens_in, parsed.tokens_out, parsed.cost_usd) == (13200, 2845, 0.0312)
     assert parsed.output == "first\n\nsecond"
@@ -506,8 +649,12 @@ def test_killed_without_a_result_leaves_the_message_to_the_signal(kind):
 
 
 SUCCESS = {
-    "claude": "claude_success.json", "codex": "codex_success.jsonl", "gemini": "gemini_success.txt",
-    "aider": "aider_success.txt", "ollama": "ollama_success.txt", "opencode": "opencode_success.jsonl",
+    "claude": "claude_success.json",
+    "codex": "codex_success.jsonl",
+    "gemini": "gemini_success.txt",
+    "aider": "aider_success.txt",
+    "ollama": "ollama_success.txt",
+    "opencode": "opencode_success.jsonl",
 }
 
 
@@ -573,8 +720,10 @@ def test_auto_falls_back_to_simulated_when_no_cli_is_found(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", str(empty))
     kind, why = resolve_kind("auto", make_settings(tmp_path))
     assert kind == "simulated"
-    assert why == ("worker kind auto: no AI CLI found on PATH (looked for: claude, codex, gemini, aider, ollama, "
-                   "opencode); using the simulated worker")
+    assert why == (
+        "worker kind auto: no AI CLI found on PATH (looked for: claude, codex, gemini, aider, ollama, "
+        "opencode); using the simulated worker"
+    )
 
 
 # -- one real job through the engine with a fake claude -------------------------------
@@ -622,8 +771,7 @@ def test_a_spent_cost_budget_stops_new_workers(tmp_path, make_engine):
     script.write_text(FAKE_CLAUDE.format(python=sys.executable))
     script.chmod(0o755)
     engine = make_engine(orchestrator={"worker": "claude", "claude_command": str(script)})
-    job = run_job(engine, "x", tasks=[f"Write hello.txt {i}" for i in range(5)],
-                  config={"max_workers": 1, "max_cost_usd": 0.02})
+    job = run_job(engine, "x", tasks=[f"Write hello.txt {i}" for i in range(5)], config={"max_workers": 1, "max_cost_usd": 0.02})
     # Then two ran (the second crossed the budget) and the other three never started
     _, workers = engine.snapshot(job.root_id)
     statuses = [w.status for w in sorted(workers, key=lambda w: w.index)]

@@ -1,4 +1,5 @@
 """The AI planner: reading a model's answer, running the AI CLI once, falling back to the heuristic."""
+
 from __future__ import annotations
 
 import json
@@ -101,15 +102,18 @@ def test_parse_plan_survives_a_huge_unbalanced_answer_quickly():
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("name, kind, expected", [
-    ("auto", "claude", "ai"),
-    ("auto", "codex", "ai"),
-    ("auto", "ollama", "ai"),
-    ("auto", "simulated", "heuristic"),
-    ("auto", "command", "heuristic"),
-    ("ai", "simulated", "ai"),
-    ("heuristic", "claude", "heuristic"),
-])
+@pytest.mark.parametrize(
+    "name, kind, expected",
+    [
+        ("auto", "claude", "ai"),
+        ("auto", "codex", "ai"),
+        ("auto", "ollama", "ai"),
+        ("auto", "simulated", "heuristic"),
+        ("auto", "command", "heuristic"),
+        ("ai", "simulated", "ai"),
+        ("heuristic", "claude", "heuristic"),
+    ],
+)
 def test_choose_planner(name, kind, expected):
     assert choose_planner(name, kind) == expected
 
@@ -129,11 +133,23 @@ def fake_ai(tmp_path):
     def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test"):
         script = tmp_path / "fake_ai.py"
         script.write_text("import os, sys, time, subprocess\n" + body)
-        settings = make_settings(tmp_path, orchestrator={
-            "worker": "command", "command": command or [sys.executable, str(script), "{prompt}"],
-        })
-        return plan_with_ai(REQUEST, max_tasks, settings=settings, adapter=CommandAdapter(), runner=runner,
-                            work_dir=work_dir, timeout=timeout, tag=tag)
+        settings = make_settings(
+            tmp_path,
+            orchestrator={
+                "worker": "command",
+                "command": command or [sys.executable, str(script), "{prompt}"],
+            },
+        )
+        return plan_with_ai(
+            REQUEST,
+            max_tasks,
+            settings=settings,
+            adapter=CommandAdapter(),
+            runner=runner,
+            work_dir=work_dir,
+            timeout=timeout,
+            tag=tag,
+        )
 
     plan.runner, plan.work_dir = runner, work_dir
     return plan
@@ -161,7 +177,12 @@ def test_plan_with_ai_merges_a_long_answer_and_says_so(fake_ai):
     items = [f"Part {i}" for i in range(1, 13)]
     result = fake_ai(answering(json.dumps(items)), max_tasks=4)
     assert result.planner == "ai"
-    assert result.tasks == ["Part 1; Part 2; Part 3", "Part 4; Part 5; Part 6", "Part 7; Part 8; Part 9", "Part 10; Part 11; Part 12"]
+    assert result.tasks == [
+        "Part 1; Part 2; Part 3",
+        "Part 4; Part 5; Part 6",
+        "Part 7; Part 8; Part 9",
+        "Part 10; Part 11; Part 12",
+    ]
     assert result.note == "the AI planner proposed 12 subtasks; adjacent ones were merged into 4 (max_workers)"
 
 
@@ -226,16 +247,18 @@ def test_plan_with_ai_gives_the_cli_no_orchestrator_identity(fake_ai, monkeypatc
 
 def test_plan_with_ai_falls_back_when_the_command_is_not_configured(tmp_path):
     settings = make_settings(tmp_path, orchestrator={"worker": "command"})
-    result = plan_with_ai(REQUEST, 5, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(),
-                          work_dir=tmp_path / "p", timeout=5)
+    result = plan_with_ai(
+        REQUEST, 5, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
+    )
     assert result.planner == "heuristic"
     assert "needs orchestrator.command" in result.note
 
 
 def test_plan_with_ai_does_not_ask_the_simulated_worker(tmp_path):
     settings = make_settings(tmp_path)
-    result = plan_with_ai(REQUEST, 5, settings=settings, adapter=SimulatedAdapter(), runner=ProcessRunner(),
-                          work_dir=tmp_path / "p", timeout=5)
+    result = plan_with_ai(
+        REQUEST, 5, settings=settings, adapter=SimulatedAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
+    )
     assert (result.planner, result.tasks) == ("heuristic", heuristic())
     assert "simulated worker cannot plan" in result.note
     assert not (tmp_path / "p").exists()
@@ -243,7 +266,8 @@ def test_plan_with_ai_does_not_ask_the_simulated_worker(tmp_path):
 
 def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
     settings = make_settings(tmp_path, orchestrator={"worker": "command", "command": ["/nonexistent"]})
-    result = plan_with_ai(REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(),
-                          work_dir=tmp_path / "p", timeout=5)
+    result = plan_with_ai(
+        REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
+    )
     # The heuristic plan, its goal kept as a field (issue 11: it was a " for: " suffix on the task)
     assert result == AIPlan(["An auth service; an orders service; a payments service"], "heuristic", None, goal="Build a shop")

@@ -1,5 +1,6 @@
 """Timing figures for a job tree: efficiency, concurrency, bottlenecks, the critical path,
 queue waits, and resources (CPU, memory, cost, tokens) rolled up per job and tree."""
+
 from __future__ import annotations
 
 import json
@@ -226,15 +227,18 @@ def test_critical_path_descends_into_the_child_job_the_worker_waited_for():
     ]
     a = analyse(jobs, workers)
     # Then the chain is w1 -> its child job -> that job's last worker, with durations
-    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 29.0), ("job", "c1", 2.0, 28.0),
-                          ("worker", "depth_1_w1_2", 5.0, 27.0)]
+    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 29.0), ("job", "c1", 2.0, 28.0), ("worker", "depth_1_w1_2", 5.0, 27.0)]
     assert [s.duration for s in a.critical_path] == [29.0, 26.0, 22.0]
     assert a.critical_path[1].depth == 1 and a.critical_path[2].job_id == "c1"
 
 
 def test_critical_path_follows_the_latest_of_several_child_jobs_two_levels_down():
-    jobs = [job(end=50), child_job("c1", "w1", 1, 20), child_job("c2", "w1", 21, 48),
-            child_job("c3", "w1_2", 22, 47, depth=2, parent="c2")]
+    jobs = [
+        job(end=50),
+        child_job("c1", "w1", 1, 20),
+        child_job("c2", "w1", 21, 48),
+        child_job("c3", "w1_2", 22, 47, depth=2, parent="c2"),
+    ]
     workers = [
         worker("w1", 0, 49, child_job_ids=["c1", "c2"], status=WorkerStatus.RECURSIVE_SUCCESS),
         worker("w1_1", 1, 19, depth=1, job_id="c1"),
@@ -247,11 +251,13 @@ def test_critical_path_follows_the_latest_of_several_child_jobs_two_levels_down(
 
 def test_critical_path_of_a_running_tree_counts_up_to_now():
     jobs = [job(end=None), child_job("c1", "w1", 1, None)]
-    workers = [worker("w1", 0, None, status=WorkerStatus.RUNNING, child_job_ids=["c1"]), worker("w2", 0, 3),
-               worker("w1_1", 2, None, depth=1, job_id="c1", status=WorkerStatus.RUNNING)]
+    workers = [
+        worker("w1", 0, None, status=WorkerStatus.RUNNING, child_job_ids=["c1"]),
+        worker("w2", 0, 3),
+        worker("w1_1", 2, None, depth=1, job_id="c1", status=WorkerStatus.RUNNING),
+    ]
     a = analyse(jobs, workers, now=T + 10)
-    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 10.0), ("job", "c1", 1.0, 10.0),
-                          ("worker", "depth_1_w1_1", 2.0, 10.0)]
+    assert path_of(a) == [("worker", "depth_0_w1", 0.0, 10.0), ("job", "c1", 1.0, 10.0), ("worker", "depth_1_w1_1", 2.0, 10.0)]
 
 
 def test_a_worker_waiting_for_its_children_is_not_done_when_its_process_is():
@@ -313,8 +319,15 @@ def test_resources_roll_up_per_job_and_for_the_tree():
 def test_unsampled_workers_leave_cpu_and_memory_unknown():
     a = analyse([job(end=1)], [worker("w1", 0, 1)])
     assert (a.cpu_seconds, a.peak_rss) == (None, None)
-    assert a.jobs[0].own.to_dict() == {"workers": 1, "worker_seconds": 1.0, "cpu_seconds": None, "peak_rss": None,
-                                       "cost_usd": None, "tokens_in": None, "tokens_out": None}
+    assert a.jobs[0].own.to_dict() == {
+        "workers": 1,
+        "worker_seconds": 1.0,
+        "cpu_seconds": None,
+        "peak_rss": None,
+        "cost_usd": None,
+        "tokens_in": None,
+        "tokens_out": None,
+    }
 
 
 def test_a_record_written_before_cpu_seconds_existed_still_loads():
@@ -346,20 +359,34 @@ def test_status_keeps_its_keys_and_adds_performance():
     assert (doc["tree"]["cpu_seconds"], doc["tree"]["peak_rss"], doc["tree"]["worker_seconds"]) == (1.5, 2048, 59.0)
     perf = doc["performance"]
     assert [s["name"] for s in perf["critical_path"]] == ["depth_0_w1", "c1", "depth_1_w1_1"]
-    assert perf["critical_path"][0] == {"kind": "worker", "name": "depth_0_w1", "job_id": "r1", "depth": 0, "start": 1.0,
-                                        "end": 29.0, "status": "success", "queue_wait": 1.0, "duration": 28.0}
+    assert perf["critical_path"][0] == {
+        "kind": "worker",
+        "name": "depth_0_w1",
+        "job_id": "r1",
+        "depth": 0,
+        "start": 1.0,
+        "end": 29.0,
+        "status": "success",
+        "queue_wait": 1.0,
+        "duration": 28.0,
+    }
     assert perf["queue_wait"] == {"total": 5.0, "max": 4.0, "worker": "depth_1_w1_1"}
     assert (perf["wall"], perf["worker_seconds"], perf["peak_concurrency"]) == (30.0, 59.0, 3)
     assert perf["slowest_worker"] == {"worker": "depth_0_w1", "duration": 28.0}
     assert perf["level_spans"] == {"0": 29.0, "1": 21.0}
     assert [(j["job_id"], j["workers"], j["subtree"]["workers"], j["cost_usd"]) for j in perf["jobs"]] == [
-        ("r1", 2, 3, 0.25), ("c1", 1, 1, None)]
+        ("r1", 2, 3, 0.25),
+        ("c1", 1, 1, None),
+    ]
     json.dumps(doc)  # all of it is plain JSON
 
 
 def test_status_of_a_child_job_covers_only_its_subtree():
     jobs = [job(end=30), child_job("c1", "w1", 2, 28)]
-    workers = [worker("w1", 0, 29, child_job_ids=["c1"], cpu_seconds=5.0), worker("w1_1", 3, 27, depth=1, job_id="c1", cpu_seconds=1.0)]
+    workers = [
+        worker("w1", 0, 29, child_job_ids=["c1"], cpu_seconds=5.0),
+        worker("w1_1", 3, 27, depth=1, job_id="c1", cpu_seconds=1.0),
+    ]
     doc = status_of(jobs, workers, "c1")
     assert doc["tree"]["cpu_seconds"] == 1.0 and doc["tree"]["workers"] == 1
     assert [s["name"] for s in doc["performance"]["critical_path"]] == ["depth_1_w1_1"]
@@ -367,10 +394,12 @@ def test_status_of_a_child_job_covers_only_its_subtree():
 
 
 # -- CPU time of a real worker ---------------------------------------------------------------
-BURN = ("import os, sys, time\n"
-        "while time.process_time() < float(sys.argv[1]): pass\n"
-        "t = os.times()\n"
-        "print('cpu', t.user + t.system + t.children_user + t.children_system)\n")
+BURN = (
+    "import os, sys, time\n"
+    "while time.process_time() < float(sys.argv[1]): pass\n"
+    "t = os.times()\n"
+    "print('cpu', t.user + t.system + t.children_user + t.children_system)\n"
+)
 
 
 @pytest.mark.slow
@@ -378,8 +407,9 @@ def test_a_worker_that_burns_cpu_has_its_cpu_time_recorded(make_engine, tmp_path
     # Given a command worker that burns 0.5 s of CPU and prints what it burnt
     script = tmp_path / "burn.py"
     script.write_text(BURN)
-    engine = make_engine(orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]},
-                         workers={"monitor_interval": 0.05})
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]}, workers={"monitor_interval": 0.05}
+    )
     done = run_job(engine, "burn", tasks=["0.5"])
     (w,) = engine.snapshot(done.id)[1]
     true = float(w.output.split("cpu")[-1])
@@ -394,10 +424,12 @@ def test_cpu_of_reaped_descendants_counts_for_their_worker(make_engine, tmp_path
     burn = tmp_path / "burn.py"
     burn.write_text(BURN)
     parent = tmp_path / "parent.py"
-    parent.write_text("import subprocess, sys\n"
-                      f"for _ in range(2): subprocess.run([sys.executable, {str(burn)!r}, '0.3'], check=True)\n")
-    engine = make_engine(orchestrator={"worker": "command", "command": [sys.executable, str(parent), "{task}"]},
-                         workers={"monitor_interval": 0.05})
+    parent.write_text(
+        f"import subprocess, sys\nfor _ in range(2): subprocess.run([sys.executable, {str(burn)!r}, '0.3'], check=True)\n"
+    )
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": [sys.executable, str(parent), "{task}"]}, workers={"monitor_interval": 0.05}
+    )
     done = run_job(engine, "burn", tasks=["x"])
     (w,) = engine.snapshot(done.id)[1]
     # Then both children's CPU is in the worker's figure (the first was reaped long before the end)

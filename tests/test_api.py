@@ -1,4 +1,5 @@
 """The REST API against a real waitress server on 127.0.0.1, with real worker processes."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,34 @@ SEED_REQUEST = "Build a complete e-commerce site with frontend and backend"
 def test_seed_curl_line_starts_a_job_and_status_has_the_seed_format(live):
     # Given the seed README's curl line, typed as documented (with our key)
     body = json.dumps({"request": SEED_REQUEST, "config": {"max_workers": 5, "enable_recursion": True, "max_recursion_depth": 2}})
-    out = subprocess.run(["curl", "-s", "-X", "POST", f"{live.url}/api/v1/orchestrate", "-H", "Content-Type: application/json",
-                          "-H", f"X-API-Key: {live.key}", "-d", body], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            f"{live.url}/api/v1/orchestrate",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"X-API-Key: {live.key}",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     submitted = json.loads(out)
     assert submitted["status"] == "running" and submitted["depth"] == 0
     # When the job ends, the seed's status line answers the seed's output format
     live.wait(submitted["job_id"])
-    out = subprocess.run(["curl", "-s", f"{live.url}/api/v1/jobs/{submitted['job_id']}/status", "-H", f"X-API-Key: {live.key}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["curl", "-s", f"{live.url}/api/v1/jobs/{submitted['job_id']}/status", "-H", f"X-API-Key: {live.key}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     doc = json.loads(out)
     assert doc["job_id"] == submitted["job_id"] and doc["status"] == "completed"
     task = doc["results"]["tasks"][0]
@@ -73,20 +94,23 @@ def test_openapi_document_lists_exactly_the_served_routes(live):
     assert documented == served
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ("{not json", 400, "not valid JSON"),
-    ("[1, 2]", 400, "JSON object"),
-    ('{"config": {}}', 400, 'missing "request"'),
-    ('{"request": ""}', 400, "empty"),
-    ('{"request": 5}', 400, "must be a string"),
-    ('{"request": "x", "bogus": 1}', 400, "unknown field"),
-    ('{"request": "x", "config": {"max_workerz": 2}}', 422, "unknown config key"),
-    ('{"request": "x", "config": {"max_workers": "two"}}', 422, "wrong type"),
-    ('{"request": "x", "config": {"max_workers": 0}}', 422, "out of range"),
-    ('{"request": "x", "config": {"max_workers": 99}}', 422, "above this server's limit"),
-    ('{"request": "x", "config": []}', 400, "JSON object"),
-    ('{"request": "x", "tasks": "a"}', 400, "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ("{not json", 400, "not valid JSON"),
+        ("[1, 2]", 400, "JSON object"),
+        ('{"config": {}}', 400, 'missing "request"'),
+        ('{"request": ""}', 400, "empty"),
+        ('{"request": 5}', 400, "must be a string"),
+        ('{"request": "x", "bogus": 1}', 400, "unknown field"),
+        ('{"request": "x", "config": {"max_workerz": 2}}', 422, "unknown config key"),
+        ('{"request": "x", "config": {"max_workers": "two"}}', 422, "wrong type"),
+        ('{"request": "x", "config": {"max_workers": 0}}', 422, "out of range"),
+        ('{"request": "x", "config": {"max_workers": 99}}', 422, "above this server's limit"),
+        ('{"request": "x", "config": []}', 400, "JSON object"),
+        ('{"request": "x", "tasks": "a"}', 400, "non-empty list"),
+    ],
+)
 def test_bad_bodies_get_json_errors_that_say_what_to_fix(live, body, status, words):
     response = live.call("POST", "/api/v1/orchestrate", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == status
@@ -100,8 +124,20 @@ def test_body_over_the_cap_is_413(make_live):
     assert response.status_code == 413 and "api.max_body_bytes" in response.json()["message"]
 
 
-@pytest.mark.parametrize("job_id", ["..", "..%2F..%2Fetc", "%2e%2e%2f", "abc", "3f9a2c7b1d0e%00", "3f9a2c7b1d0e%0A",
-                                    "%2Fetc%2Fpasswd", "3F9A2C7B1D0E", "3f9a2c7b1d0e-c0"])
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "..",
+        "..%2F..%2Fetc",
+        "%2e%2e%2f",
+        "abc",
+        "3f9a2c7b1d0e%00",
+        "3f9a2c7b1d0e%0A",
+        "%2Fetc%2Fpasswd",
+        "3F9A2C7B1D0E",
+        "3f9a2c7b1d0e-c0",
+    ],
+)
 def test_bad_job_ids_are_refused_without_touching_files(live, job_id):
     response = live.call("GET", f"/api/v1/jobs/{job_id}/status")
     assert response.status_code in (400, 404)
@@ -172,8 +208,10 @@ def test_a_worker_credentials_depth_stays_derived_whatever_the_body_says(make_li
 
 
 def test_depth_fanout_and_tree_caps_refuse_at_once(make_live):
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     recursion={"max_children_per_worker": 2, "max_workers_per_root": 4})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        recursion={"max_children_per_worker": 2, "max_workers_per_root": 4},
+    )
     root = live.submit(request="x", tasks=["hang"], config={"max_recursion_depth": 1}).json()["job_id"]
     cred = _credential(live, root, "worker_1")
     child = live.submit(key=cred, request="y", tasks=["hang"]).json()
@@ -204,8 +242,11 @@ def test_tree_cap_refuses_when_the_tree_is_full(make_live):
 
 def test_depth_three_tree_completes_under_a_global_limit_of_two(make_live):
     # Waiting parents lend their slot to their children, so this cannot deadlock.
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     workers={"global_max_workers": 2}, recursion={"max_children_per_worker": 3})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        workers={"global_max_workers": 2},
+        recursion={"max_children_per_worker": 3},
+    )
     job_id = live.submit(request="tree", tasks=["tree 2"], config={"max_recursion_depth": 3}).json()["job_id"]
     doc = live.wait(job_id, timeout=90)
     assert doc["status"] == "completed"
@@ -301,7 +342,9 @@ def test_python_client_from_the_seed_against_the_live_server(live):
     client = OrchestratorClient(api_url=live.url, api_key=live.key)
     result = client.orchestrate(
         request="Create a machine learning pipeline with data preprocessing, training, and evaluation",
-        max_workers=4, enable_recursion=True)
+        max_workers=4,
+        enable_recursion=True,
+    )
     assert result["job_id"] and result["status"] == "running"
     doc = client.wait(result["job_id"], timeout=60)
     assert doc["status"] == "completed" and doc["progress"]["total"] == 3
@@ -361,7 +404,6 @@ def _sse(live, job_id, last=None):
     return [e for e in events if "event" in e]
 
 
-
 def test_unexpected_host_headers_are_refused(live):
     for host in ("evil.example", "127.0.0.1.nip.io", "attacker:8000"):
         response = live.call("GET", "/api/v1/jobs", headers={"Host": host})
@@ -373,7 +415,9 @@ def test_unexpected_host_headers_are_refused(live):
 def test_a_worker_credential_past_its_rate_gets_429_with_retry_after(make_live):
     # 0.5 requests/s: on a loaded machine the 16 calls may take seconds, and a faster refill
     # would hand the last call a fresh token.
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()}, api={"rate_limit_worker": 0.5, "rate_burst": 10})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()}, api={"rate_limit_worker": 0.5, "rate_burst": 10}
+    )
     job_id = live.submit(request="x", tasks=["hang"]).json()["job_id"]
     cred = _credential(live, job_id, "worker_1")
     codes = [live.call("GET", f"/api/v1/jobs/{job_id}/status", key=cred).status_code for _ in range(15)]

@@ -1,6 +1,7 @@
 """The package's shape: imports point one way (no cycle, imports inside functions included) and
 modules stay small enough to hold in one's head. Read from the source with ``ast``: nothing is
 imported, so a cycle that only bites at run time (an import inside a function) is found too."""
+
 from __future__ import annotations
 
 import ast
@@ -125,16 +126,21 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
     import textwrap
 
     graph_of = {}
-    for name, source in {"orchestrator.a": "from .b import x\n",
-                         "orchestrator.b": "def f():\n    from . import a\n    import orchestrator.c\n",
-                         "orchestrator.c": "x = 1\n"}.items():
+    for name, source in {
+        "orchestrator.a": "from .b import x\n",
+        "orchestrator.b": "def f():\n    from . import a\n    import orchestrator.c\n",
+        "orchestrator.c": "x = 1\n",
+    }.items():
         path = tmp_path / f"{name.rpartition('.')[2]}.py"
         path.write_text(textwrap.dedent(source))
         graph_of[name] = path
     known = set(graph_of)
     graph = {name: _imports(name, path, known) for name, path in graph_of.items()}
-    assert graph == {"orchestrator.a": {"orchestrator.b"}, "orchestrator.b": {"orchestrator.a", "orchestrator.c"},
-                     "orchestrator.c": set()}
+    assert graph == {
+        "orchestrator.a": {"orchestrator.b"},
+        "orchestrator.b": {"orchestrator.a", "orchestrator.c"},
+        "orchestrator.c": set(),
+    }
     assert find_cycles(graph) == [["orchestrator.a", "orchestrator.b"]]
 
 
@@ -142,8 +148,11 @@ def test_no_import_cycle_in_the_package():
     graph = import_graph()
     assert "orchestrator.engine" in graph and graph["orchestrator.engine"], "the graph is empty: the parser is broken"
     cycles = find_cycles(graph)
-    shown = [f"  {' -> '.join(_one_cycle(graph, c))}; the imports among {', '.join(c)}: "
-             + ", ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a] & set(c))) for c in cycles]
+    shown = [
+        f"  {' -> '.join(_one_cycle(graph, c))}; the imports among {', '.join(c)}: "
+        + ", ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a] & set(c)))
+        for c in cycles
+    ]
     assert not cycles, "import cycles (move the shared piece down a layer):\n" + "\n".join(shown)
 
 
@@ -168,8 +177,14 @@ def state_writes(source: str) -> list[str]:
             targets = list(node.targets)
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
             targets = [node.target]
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
-              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in STATE_ATTRIBUTES):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "setattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in STATE_ATTRIBUTES
+        ):
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
             continue
         else:
@@ -223,8 +238,9 @@ def test_only_states_writes_a_status_or_a_phase():
             offenders[name] = writes
     assert "orchestrator.states" in _modules(), "states.py is missing"
     assert state_writes(_modules()[STATUS_WRITER].read_text(encoding="utf-8")), "states.py writes no status: the checker is blind"
-    assert not offenders, ("status or phase written outside states.py (use states.set_job_status, "
-                           f"set_worker_status or set_phase): {offenders}")
+    assert not offenders, (
+        f"status or phase written outside states.py (use states.set_job_status, set_worker_status or set_phase): {offenders}"
+    )
 
 
 def test_the_engine_module_stays_small():

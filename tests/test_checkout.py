@@ -1,5 +1,6 @@
 """The Checkout seam: where the engine prepares, resets, inspects and cleans up a worker's
 directory, with real quick workers (``sh -c`` through the command kind) and a recording double."""
+
 from __future__ import annotations
 
 import pytest
@@ -65,7 +66,7 @@ def test_a_timed_out_worker_is_cleaned_up_once_and_never_reset(seamed):
 def test_folder_checkout_gives_todays_files_created(seamed):
     # Given a worker writing two files in its folder and one in its TMPDIR
     engine = seamed(make=FolderCheckout)
-    job = run_job(engine, "x", tasks=["mkdir sub && echo a > a.txt && echo b > sub/b.txt && echo t > \"$TMPDIR/scratch\""])
+    job = run_job(engine, "x", tasks=['mkdir sub && echo a > a.txt && echo b > sub/b.txt && echo t > "$TMPDIR/scratch"'])
     worker = only_worker(engine, job)
     ws = engine.workspace
     folder = ws.worker_dir(job.id, 0, "worker_1")
@@ -77,14 +78,18 @@ def test_folder_checkout_gives_todays_files_created(seamed):
 def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_only_the_tmpdir(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.create_job_tree("0123456789ab")
-    record = WorkerRecord(job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command")
+    record = WorkerRecord(
+        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
+    )
     checkout = FolderCheckout(ws)
     folder = checkout.prepare(record, None)
     tmp = ws.worker_tmp("0123456789ab", 0, "worker_1")
     assert folder == ws.worker_dir("0123456789ab", 0, "worker_1") and folder.is_dir() and tmp.is_dir()
     (folder / "work.txt").write_text("w")
     (tmp / "scratch").write_text("s")
-    assert checkout.prepare(record, None) == folder and (tmp / "scratch").exists(), "prepare again (a re-adopted worker) keeps both"
+    assert checkout.prepare(record, None) == folder and (tmp / "scratch").exists(), (
+        "prepare again (a re-adopted worker) keeps both"
+    )
     checkout.reset(record, 2)
     assert checkout.changes(record) == Changes(files_created=["work.txt"])
     checkout.cleanup(record, succeeded=True)
@@ -169,7 +174,9 @@ def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path)
             self.calls.append(("cleanup", succeeded))
             raise OSError("disk gone")
 
-    record = WorkerRecord(job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command")
+    record = WorkerRecord(
+        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
+    )
     checkout = Failing()
     assert finish_checkout(checkout, record, succeeded=False) == Changes(files_created=["x"])
     assert checkout.calls == ["changes", ("cleanup", False)]

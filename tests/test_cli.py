@@ -1,4 +1,5 @@
 """``python -m orchestrator``: run, status, logs and config, as real subprocesses on a temp home."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,14 @@ def cli_env(home):
 
 def cli(home, *args, timeout=60):
     """Run the CLI with ``home`` as its orchestrator folder (config.yaml and workspace/)."""
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=cli_env(home),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def job_id_of(result):
@@ -77,8 +84,11 @@ def finished(tmp_path_factory):
 def test_run_output_names_the_job_three_subtasks_and_an_existing_report(home):
     result = cli(home, "run", REST_API)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^job [0-9a-f]{12}: 3 subtask\(s\) \(heuristic planner\), worker kind simulated\ngoal: Build a REST API$",
-                     result.stdout, re.M)  # issue 11: the goal is a field, shown once (no " for: " on each task)
+    assert re.search(
+        r"^job [0-9a-f]{12}: 3 subtask\(s\) \(heuristic planner\), worker kind simulated\ngoal: Build a REST API$",
+        result.stdout,
+        re.M,
+    )  # issue 11: the goal is a field, shown once (no " for: " on each task)
     report = re.search(r"^report: (.+FINAL_RESULT\.md)$", result.stdout, re.M)
     assert report and os.path.isfile(report.group(1))
     assert "completed: 3/3 workers succeeded" in result.stdout
@@ -133,14 +143,17 @@ def test_a_failed_job_exits_1(tmp_path):
     assert doc["status"] == "failed"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", ""], "request is empty"),
-    (["run", "x", "--workers", "0"], "config.max_workers=0 is out of range"),
-    (["run", "x", "--workers", "abc"], "argument --workers: invalid int value: 'abc'"),
-    (["run", "x", "--worker", "nope"], "config.worker='nope' is not allowed"),
-    (["run", "x", "--workers", "99"], "above this server's limit 16"),
-    ([], "usage: orchestrator"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", ""], "request is empty"),
+        (["run", "x", "--workers", "0"], "config.max_workers=0 is out of range"),
+        (["run", "x", "--workers", "abc"], "argument --workers: invalid int value: 'abc'"),
+        (["run", "x", "--worker", "nope"], "config.worker='nope' is not allowed"),
+        (["run", "x", "--workers", "99"], "above this server's limit 16"),
+        ([], "usage: orchestrator"),
+    ],
+)
 def test_usage_errors_exit_2_naming_the_problem(home, args, message):
     result = cli(home, *args)
     assert result.returncode == 2
@@ -192,11 +205,14 @@ def test_status_json(finished):
     assert doc["progress"]["succeeded"] == doc["progress"]["total"] == 3
 
 
-@pytest.mark.parametrize("job_id, message", [
-    ("000000000000", "job 000000000000 not found"),
-    ("../../etc", "invalid job id"),
-    ("3F9A2C7B1D0E", "invalid job id"),
-])
+@pytest.mark.parametrize(
+    "job_id, message",
+    [
+        ("000000000000", "job 000000000000 not found"),
+        ("../../etc", "invalid job id"),
+        ("3F9A2C7B1D0E", "invalid job id"),
+    ],
+)
 def test_status_of_a_bad_job_id_exits_2(finished, job_id, message):
     result = cli(finished[0], "status", job_id)
     assert result.returncode == 2
@@ -227,7 +243,9 @@ def test_logs_with_a_negative_line_count_is_a_usage_error(finished):
     assert cli(home, "logs", job_id, "worker_1", "-n", "-1").returncode == 2
 
 
-@pytest.mark.parametrize("worker, message", [("worker_9", "worker depth_0_worker_9 not found"), ("../worker_1", "invalid worker id")])
+@pytest.mark.parametrize(
+    "worker, message", [("worker_9", "worker depth_0_worker_9 not found"), ("../worker_1", "invalid worker id")]
+)
 def test_logs_of_an_unknown_worker_exits_2(finished, worker, message):
     home, job_id = finished
     result = cli(home, "logs", job_id, worker)
@@ -238,8 +256,14 @@ def test_logs_of_an_unknown_worker_exits_2(finished, worker, message):
 def test_logs_follow_exits_once_the_worker_ends(tmp_path):
     # Given a job whose only worker takes a couple of seconds
     home = write_config(tmp_path, duration=2.0)
-    run = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "x", "--tasks", "slow"], cwd=ROOT,
-                           env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "x", "--tasks", "slow"],
+        cwd=ROOT,
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         job_id = re.match(r"job ([0-9a-f]{12}):", run.stdout.readline()).group(1)
         # When its log is followed while it runs

@@ -1,5 +1,6 @@
 """The gemini, aider, opencode and ollama adapters on recorded output (issue 10, items 3 and 10),
 and the worker log's end marker on a line of its own. The real CLIs are in tests/test_real_*.py."""
+
 from __future__ import annotations
 
 import sys
@@ -20,8 +21,10 @@ def parse(kind: str, text: str, code: int | None = 0):
 
 
 def test_aider_cost_is_the_sum_of_the_messages_not_the_rounded_session_total():
-    text = (AIDER_BANNER + "a.txt\n```\nA\n```\n\nTokens: 2.9k sent, 120 received. Cost: $0.0073 message, $0.0073 session.\n"
-            "b.txt\n```\nB\n```\n\nTokens: 3.1k sent, 80 received. Cost: $0.0077 message, $0.02 session.\n")
+    text = (
+        AIDER_BANNER + "a.txt\n```\nA\n```\n\nTokens: 2.9k sent, 120 received. Cost: $0.0073 message, $0.0073 session.\n"
+        "b.txt\n```\nB\n```\n\nTokens: 3.1k sent, 80 received. Cost: $0.0077 message, $0.02 session.\n"
+    )
     parsed = parse("aider", text)
     assert parsed.ok is None and parsed.error is None
     assert parsed.cost_usd == 0.015  # not 0.02
@@ -29,11 +32,15 @@ def test_aider_cost_is_the_sum_of_the_messages_not_the_rounded_session_total():
 
 
 def test_aider_rate_limit_reports_the_last_error_block_as_transient():
-    block = ("litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for\n"
-             "requests. Please try again in 20s.\n"
-             "The API provider has rate limited you. Try again later or check your quotas.\n")
-    text = (AIDER_BANNER + "litellm.APIConnectionError: APIConnectionError: OpenAIException - Connection error.\n"
-            "Retrying in 0.2 seconds...\n" + block + "Retrying in 0.5 seconds...\n" + block)
+    block = (
+        "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for\n"
+        "requests. Please try again in 20s.\n"
+        "The API provider has rate limited you. Try again later or check your quotas.\n"
+    )
+    text = (
+        AIDER_BANNER + "litellm.APIConnectionError: APIConnectionError: OpenAIException - Connection error.\n"
+        "Retrying in 0.2 seconds...\n" + block + "Retrying in 0.5 seconds...\n" + block
+    )
     parsed = parse("aider", text)
     assert parsed.ok is False
     assert parsed.error.startswith("aider: litellm.RateLimitError: RateLimitError"), parsed.error
@@ -43,8 +50,10 @@ def test_aider_rate_limit_reports_the_last_error_block_as_transient():
 
 
 def test_aider_bad_key_is_auth_and_not_retried():
-    text = AIDER_BANNER + ("litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect \n"
-                           "API key provided: sk-bad.\nThe API provider is not able to authenticate you. Check your API key.\n")
+    text = AIDER_BANNER + (
+        "litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect \n"
+        "API key provided: sk-bad.\nThe API provider is not able to authenticate you. Check your API key.\n"
+    )
     parsed = parse("aider", text)
     assert parsed.ok is False and parsed.failure_class == "auth" and parsed.retryable is False
 
@@ -62,8 +71,20 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
     engine.api_url = "http://127.0.0.1:9"  # recursion on: every other kind would be offered the spawn command
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
-    rec = type("Rec", (), {"task": "t", "index": 1, "depth": 0, "root_id": "a1b2c3d4e5f6", "name": "worker_1", "job_id": "a1b2c3d4e5f6",
-                           "child_job_ids": [], "kind": "aider"})()
+    rec = type(
+        "Rec",
+        (),
+        {
+            "task": "t",
+            "index": 1,
+            "depth": 0,
+            "root_id": "a1b2c3d4e5f6",
+            "name": "worker_1",
+            "job_id": "a1b2c3d4e5f6",
+            "child_job_ids": [],
+            "kind": "aider",
+        },
+    )()
     prompt = engine.worker_prompt(rec, job)
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
     assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
@@ -75,8 +96,10 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
 
 
 def gemini_error(code: int, message: str) -> str:
-    return ('Error when talking to Gemini API\n{\n  "session_id": "s1",\n  "error": {\n    "type": "Error",\n'
-            f'    "message": {message!r},\n    "code": {code}\n  }}\n}}\n').replace("'", '"')
+    return (
+        'Error when talking to Gemini API\n{\n  "session_id": "s1",\n  "error": {\n    "type": "Error",\n'
+        f'    "message": {message!r},\n    "code": {code}\n  }}\n}}\n'
+    ).replace("'", '"')
 
 
 def test_gemini_errors_are_classified_from_the_code_in_its_error_json():
@@ -100,8 +123,17 @@ def gemini_ctx(tmp_path, time_left=600.0):
 
     prompts = tmp_path / "state" / "prompts"
     prompts.mkdir(parents=True, exist_ok=True)
-    return WorkerContext(task="t", prompt="p", prompt_file=prompts / "depth_0_worker_1.txt", worker_dir=tmp_path / "w",
-                         depth=0, max_recursion_depth=3, attempt=1, settings=None, time_left=time_left)
+    return WorkerContext(
+        task="t",
+        prompt="p",
+        prompt_file=prompts / "depth_0_worker_1.txt",
+        worker_dir=tmp_path / "w",
+        depth=0,
+        max_recursion_depth=3,
+        attempt=1,
+        settings=None,
+        time_left=time_left,
+    )
 
 
 def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_path, monkeypatch):
@@ -137,8 +169,10 @@ def test_opencode_worker_env_has_its_own_database_and_bash_limit_unless_the_user
         monkeypatch.delenv(name, raising=False)
     ctx = gemini_ctx(tmp_path, 300.0)
     env = get_adapter("opencode").extra_env(ctx)
-    assert env == {"OPENCODE_DB": str(ctx.prompt_file.with_name("depth_0_worker_1.opencode.db")),
-                   "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS": "300000"}
+    assert env == {
+        "OPENCODE_DB": str(ctx.prompt_file.with_name("depth_0_worker_1.opencode.db")),
+        "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS": "300000",
+    }
     monkeypatch.setenv("OPENCODE_DB", "/x.db")
     monkeypatch.setenv("OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS", "5")
     assert get_adapter("opencode").extra_env(ctx) == {}
@@ -151,8 +185,11 @@ def test_opencode_error_events_are_classified_with_status_and_retry_after():
     def event(**data) -> str:
         return '{"type":"error","sessionID":"s","error":{"name":"APIError","data":%s}}\n' % __import__("json").dumps(data)
 
-    limited = parse("opencode", event(message="Rate limit reached", statusCode=429, isRetryable=True,
-                                      responseHeaders={"Retry-After": "20"}), 1)
+    limited = parse(
+        "opencode",
+        event(message="Rate limit reached", statusCode=429, isRetryable=True, responseHeaders={"Retry-After": "20"}),
+        1,
+    )
     assert (limited.failure_class, limited.retryable, limited.retry_after) == ("transient", True, 20.0)
     auth = parse("opencode", event(message="Incorrect API key provided", statusCode=401, isRetryable=False), 1)
     assert (auth.failure_class, auth.retryable) == ("auth", False)

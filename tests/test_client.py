@@ -1,4 +1,5 @@
 """OrchestratorClient against a mocked server (``responses``): bodies, paths, errors, retries, SSE."""
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,7 @@ def test_repr_hides_key(client):
 
 def test_import_is_light():
     code = (
-        "import sys, orchestrator.api.client; "
-        "print(sorted({'flask', 'jinja2', 'yaml', 'psutil', 'werkzeug'} & set(sys.modules)))"
+        "import sys, orchestrator.api.client; print(sorted({'flask', 'jinja2', 'yaml', 'psutil', 'werkzeug'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -117,8 +117,13 @@ def test_orchestrate_seed_example(client, rsps):
 def test_orchestrate_omits_none_and_merges_config(client, rsps):
     rsps.post(f"{API}/orchestrate", status=202, json={"job_id": "j", "status": "pending"})
     client.orchestrate(
-        "x", max_recursion_depth=None, default_timeout=60, tasks=["a", "b"],
-        config={"max_workers": 1, "model": "m"}, max_workers=3, worker="simulated",
+        "x",
+        max_recursion_depth=None,
+        default_timeout=60,
+        tasks=["a", "b"],
+        config={"max_workers": 1, "model": "m"},
+        max_workers=3,
+        worker="simulated",
     )
     body = json.loads(rsps.calls[0].request.body)
     assert body == {
@@ -189,10 +194,18 @@ def test_logs_without_tail(client, rsps):
 
 
 def test_report_name_param(client, rsps):
-    rsps.get(f"{API}/jobs/j/report", body="# Final", content_type="text/markdown",
-             match=[matchers.query_param_matcher({"name": "final"})])
-    rsps.get(f"{API}/jobs/j/report", body="# Level 0", content_type="text/markdown",
-             match=[matchers.query_param_matcher({"name": "level_0"})])
+    rsps.get(
+        f"{API}/jobs/j/report",
+        body="# Final",
+        content_type="text/markdown",
+        match=[matchers.query_param_matcher({"name": "final"})],
+    )
+    rsps.get(
+        f"{API}/jobs/j/report",
+        body="# Level 0",
+        content_type="text/markdown",
+        match=[matchers.query_param_matcher({"name": "level_0"})],
+    )
     assert client.report("j") == "# Final"
     assert client.report("j", name="level_0") == "# Level 0"
 
@@ -271,7 +284,10 @@ def sleeps(monkeypatch):
 
 def limited(seconds=None, limit="api.rate_limit_worker"):
     headers = {} if seconds is None else {"Retry-After": str(seconds)}
-    return {"headers": headers, **error(429, "rate_limited", f"too many requests ({limit})", details={"limit": limit, "rate": 20})}
+    return {
+        "headers": headers,
+        **error(429, "rate_limited", f"too many requests ({limit})", details={"limit": limit, "rate": 20}),
+    }
 
 
 def test_429_waits_what_retry_after_says_then_succeeds(client, rsps, sleeps):
@@ -301,7 +317,9 @@ def test_429_gives_up_after_rate_limit_retries_naming_the_limit(rsps, sleeps):
     assert sleeps == [1.0, 1.0] and len(rsps.calls) == 3
     message = str(info.value)
     assert "api.rate_limit_worker" in message and "2 wait(s) totalling 2.0s" in message and "rate_limit_retries=2" in message
-    assert info.value.status_code == 429 and info.value.retry_after == 1.0 and info.value.details["limit"] == "api.rate_limit_worker"
+    assert (
+        info.value.status_code == 429 and info.value.retry_after == 1.0 and info.value.details["limit"] == "api.rate_limit_worker"
+    )
 
 
 def test_429_asking_longer_than_max_retry_after_is_raised_at_once(rsps, sleeps):
@@ -498,8 +516,12 @@ def test_wait_overall_timeout_returns_last_document(client, rsps):
 
 
 def test_orchestrate_and_wait(client, rsps):
-    rsps.post(f"{API}/orchestrate", status=202, json={"job_id": "j", "status": "pending"},
-              match=[matchers.json_params_matcher({"request": "x", "config": {"max_workers": 2}})])
+    rsps.post(
+        f"{API}/orchestrate",
+        status=202,
+        json={"job_id": "j", "status": "pending"},
+        match=[matchers.json_params_matcher({"request": "x", "config": {"max_workers": 2}})],
+    )
     rsps.get(f"{API}/jobs/j/wait", json={"job_id": "j", "status": "partial"})
     assert client.orchestrate_and_wait("x", max_workers=2, wait_timeout=10)["status"] == "partial"
 
@@ -512,12 +534,12 @@ def test_terminal_statuses():
 
 FIRST_STREAM = (
     ": connected\n\n"
-    "id: 1\nevent: job\ndata: {\"job_id\": \"j\", \"status\": \"running\"}\n\n"
+    'id: 1\nevent: job\ndata: {"job_id": "j", "status": "running"}\n\n'
     ": keep-alive\n"
-    "id: 2\nevent: worker\ndata: {\"worker\": \"w1\",\ndata:  \"status\": \"success\"}\n\n"
-    "id: 3\nevent: job\ndata: {\"status\": \"cut off\"}\n"  # no blank line: never dispatched
+    'id: 2\nevent: worker\ndata: {"worker": "w1",\ndata:  "status": "success"}\n\n'
+    'id: 3\nevent: job\ndata: {"status": "cut off"}\n'  # no blank line: never dispatched
 )
-SECOND_STREAM = "id: 4\r\nevent: end\r\ndata: {\"status\": \"completed\"}\r\n\r\n"
+SECOND_STREAM = 'id: 4\r\nevent: end\r\ndata: {"status": "completed"}\r\n\r\n'
 
 
 def test_events_parses_and_reconnects_with_last_event_id(client, rsps):

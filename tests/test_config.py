@@ -1,4 +1,5 @@
 """Settings: defaults, the template, precedence, errors that name the fix, and a job's own config."""
+
 from __future__ import annotations
 
 import re
@@ -322,7 +323,9 @@ def test_a_bad_current_depth_is_refused(settings, value):
         job_config(settings, {"current_depth": value})
 
 
-@pytest.mark.parametrize("key, value", [("max_workers", "3"), ("enable_recursion", "yes"), ("default_timeout", True), ("worker", "nope")])
+@pytest.mark.parametrize(
+    "key, value", [("max_workers", "3"), ("enable_recursion", "yes"), ("default_timeout", True), ("worker", "nope")]
+)
 def test_a_bad_value_in_a_request_is_a_config_error_naming_it(settings, key, value):
     with pytest.raises(ConfigError) as info:
         job_config(settings, {key: value})
@@ -381,7 +384,9 @@ def test_replace_returns_a_changed_copy(settings):
     assert changed.simulated.duration == settings.simulated.duration
 
 
-@pytest.mark.parametrize("changes", [{"workers": {"max_workers": 0}}, {"workers": {"max_workers": "2"}}, {"orchestrator": {"worker": "nope"}}])
+@pytest.mark.parametrize(
+    "changes", [{"workers": {"max_workers": 0}}, {"workers": {"max_workers": "2"}}, {"orchestrator": {"worker": "nope"}}]
+)
 def test_replace_validates_values(settings, changes):
     with pytest.raises(ConfigError):
         settings.replace(**changes)
@@ -469,9 +474,12 @@ def test_job_config_fields_name_the_setting_they_default_from(settings):
     from orchestrator.config import JOB_CEILINGS, JOB_KEYS
 
     assert JOB_KEYS["max_recursion_depth"] == ("recursion", "max_depth")
-    assert JOB_CEILINGS == {"max_workers": ("workers", "max_workers_limit"), "default_timeout": ("workers", "max_timeout"),
-                            "max_recursion_depth": ("recursion", "max_depth_limit"),
-                            "max_children_per_worker": ("recursion", "max_children_per_worker")}
+    assert JOB_CEILINGS == {
+        "max_workers": ("workers", "max_workers_limit"),
+        "default_timeout": ("workers", "max_timeout"),
+        "max_recursion_depth": ("recursion", "max_depth_limit"),
+        "max_children_per_worker": ("recursion", "max_children_per_worker"),
+    }
     # with no request, a job's config is the server's settings
     cfg, _ = job_config(settings.replace(workers={"max_workers": 4}), None)
     assert cfg.max_workers == 4 and cfg.max_recursion_depth == settings.recursion.max_depth
@@ -482,10 +490,24 @@ def test_a_job_record_written_before_the_typed_config_loads_into_one():
     (max_cost_usd, planner, worker) and hold a null: each takes its setting's default."""
     from orchestrator.models import JobRecord
 
-    old = {"id": "a1b2c3d4e5f6", "root_id": "a1b2c3d4e5f6", "request": "r", "status": "completed", "duration": 1.0,
-           "config": {"max_workers": 2, "default_timeout": 60.0, "max_retries": 1, "execution_mode": "native",
-                      "enable_recursion": False, "max_recursion_depth": 1, "max_children_per_worker": 3,
-                      "max_cost_usd": None, "gone_key": 7}}
+    old = {
+        "id": "a1b2c3d4e5f6",
+        "root_id": "a1b2c3d4e5f6",
+        "request": "r",
+        "status": "completed",
+        "duration": 1.0,
+        "config": {
+            "max_workers": 2,
+            "default_timeout": 60.0,
+            "max_retries": 1,
+            "execution_mode": "native",
+            "enable_recursion": False,
+            "max_recursion_depth": 1,
+            "max_children_per_worker": 3,
+            "max_cost_usd": None,
+            "gone_key": 7,
+        },
+    }
     job = JobRecord.from_dict(old)
     assert isinstance(job.config, JobConfig)
     assert (job.config.max_workers, job.config.default_timeout, job.config.enable_recursion) == (2, 60.0, False)
@@ -514,11 +536,14 @@ def test_mypy_types_a_section_read_and_refuses_a_write(tmp_path):
         "settings.workers.max_workers = 3\n"
         "settings.workers.no_such_key\n"
     )
-    out = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary", str(snippet)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary", str(snippet)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
     lines = [line.split(": ", 1)[1].replace("builtins.", "") for line in out.splitlines()]  # older mypy: builtins.int
     assert lines == [
-        'note: Revealed type is "float"', 'note: Revealed type is "str | None"', 'note: Revealed type is "int"',
+        'note: Revealed type is "float"',
+        'note: Revealed type is "str | None"',
+        'note: Revealed type is "int"',
         'error: Property "max_workers" defined in "WorkersSettings" is read-only  [misc]',
         'error: "WorkersSettings" has no attribute "no_such_key"  [attr-defined]',
     ], out

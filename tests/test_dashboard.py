@@ -5,6 +5,7 @@ Without Debian's chromium and chromium-driver the browser tests skip, except und
 (``CI`` set), where they fail. Screenshots land in tests/artifacts/ (gitignored); set
 DASHBOARD_DOCS_SCREENSHOTS=1 to refresh docs/dashboard-running.png and -finished.png.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ TERMINAL_WORKER = {"success", "recursive_success", "failed", "timeout", "cancell
 # The worker behind every job here, given "MODE [N]: description". "leaf" logs a step every
 # 0.2s until the gate file exists, so a test decides when the tree may finish; "tree N" and
 # "fan N" start a child job of N "leaf" or "quick" subtasks.
-WORKER_SCRIPT = r'''
+WORKER_SCRIPT = r"""
 import os, re, subprocess, sys, time
 GATE = {gate!r}
 task = sys.argv[1]
@@ -68,14 +69,16 @@ if mode == "quick":
     sys.exit(0)
 print("unknown task", task, file=sys.stderr)
 sys.exit(2)
-'''
+"""
 
 
 # -- fixtures ------------------------------------------------------------------------------
 def _browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
-            return f"{path} not found: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+            return (
+                f"{path} not found: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+            )
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -96,9 +99,18 @@ def browser(tmp_path, request):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     # Service(executable_path=...) so Selenium Manager never downloads a driver.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -122,7 +134,11 @@ def tree_live(make_live, tmp_path, gate):
     script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
 
     def factory(**sections):
-        orchestrator = {"worker": "command", "command": [sys.executable, str(script), "{task}"], **sections.pop("orchestrator", {})}
+        orchestrator = {
+            "worker": "command",
+            "command": [sys.executable, str(script), "{task}"],
+            **sections.pop("orchestrator", {}),
+        }
         return make_live(orchestrator=orchestrator, **sections)
 
     return factory
@@ -234,8 +250,11 @@ def test_dashboard_scripts_never_build_html_from_strings():
 @pytest.mark.slow
 def test_tree_appears_follows_its_log_and_updates_to_completion_without_reload(tree_live, browser, gate):
     live = tree_live()
-    job_id = submit(live, request="Build a shop: backend with auth and orders, frontend pages, database schema",
-                    tasks=["tree 2: Backend with auth and orders", "leaf: Frontend pages", "leaf: Database schema"])
+    job_id = submit(
+        live,
+        request="Build a shop: backend with auth and orders, frontend pages, database schema",
+        tasks=["tree 2: Backend with auth and orders", "leaf: Frontend pages", "leaf: Database schema"],
+    )
     sign_in(browser, f"{live.url}/jobs/{job_id}")
     # Given the tree running: root workers, and the child job of worker_1 with its two leaves
     wait_for(browser, lambda: row_status(browser, "depth_1_worker_1_2") == "running", "the child job's leaves running")
@@ -246,24 +265,39 @@ def test_tree_appears_follows_its_log_and_updates_to_completion_without_reload(t
     browser.find_element("css selector", ".wrow[data-key='depth_1_worker_1_1']").click()
     wait_for(browser, lambda: "step" in text_of(browser, "w-log"), "the leaf's log")
     first = max(int(n) for n in re.findall(r"step (\d+)", text_of(browser, "w-log")))
-    wait_for(browser, lambda: max(int(n) for n in re.findall(r"step (\d+)", text_of(browser, "w-log"))) >= first + 5,
-             "new log lines followed live")
+    wait_for(
+        browser,
+        lambda: max(int(n) for n in re.findall(r"step (\d+)", text_of(browser, "w-log"))) >= first + 5,
+        "new log lines followed live",
+    )
     docs_shot(browser, "dashboard-running")
     # When the leaves may finish, the page reaches completion by itself
     gate.write_text("go")
     wait_for(browser, lambda: text_of(browser, "job-status") == "completed", "the job shown completed", timeout=30)
     wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "recursive_success", "worker_1 recursive_success")
-    assert all(row_status(browser, k) == "success" for k in ("depth_0_worker_2", "depth_0_worker_3", "depth_1_worker_1_1", "depth_1_worker_1_2"))
+    assert all(
+        row_status(browser, k) == "success"
+        for k in ("depth_0_worker_2", "depth_0_worker_3", "depth_1_worker_1_1", "depth_1_worker_1_2")
+    )
     wait_for(browser, lambda: "leaf done" in text_of(browser, "w-log"), "the log's last line")
     wait_for(browser, lambda: text_of(browser, "w-follow") == "log complete", "the log marked complete")
     assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
     # Then the final report is rendered and the timeline shown as an image (or said missing)
-    wait_for(browser, lambda: browser.find_element("css selector", "#report h1").text.startswith("Final result: job"), "FINAL_RESULT.md")
+    wait_for(
+        browser,
+        lambda: browser.find_element("css selector", "#report h1").text.startswith("Final result: job"),
+        "FINAL_RESULT.md",
+    )
     assert "backend_with_auth_and_orders_part_1.md" in text_of(browser, "report")
     timeline = live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg")
     if timeline.status_code == 200:
-        wait_for(browser, lambda: js(browser, "const i = document.getElementById('timeline-img'); return i && i.complete && i.naturalWidth > 0;"),
-                 "the timeline image")
+        wait_for(
+            browser,
+            lambda: js(
+                browser, "const i = document.getElementById('timeline-img'); return i && i.complete && i.naturalWidth > 0;"
+            ),
+            "the timeline image",
+        )
         assert js(browser, "return document.getElementById('timeline-img').src").startswith("blob:")
     else:
         assert timeline.status_code == 404
@@ -360,19 +394,27 @@ def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
 
 @pytest.mark.slow
 def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, browser):
-    live = tree_live(workers={"max_workers": 16, "global_max_workers": 16},
-                     recursion={"max_workers_per_root": 600})
+    live = tree_live(workers={"max_workers": 16, "global_max_workers": 16}, recursion={"max_workers_per_root": 600})
     job_id = submit(live, request="a wide tree", tasks=["fan 49"] * 10, config={"max_workers": 16})
     # While it runs (some 1,500 events), the page keeps up and never blocks for long
     sign_in(browser, f"{live.url}/jobs/{job_id}")
     wait_for(browser, lambda: text_of(browser, "job-status") == "running", "the running tree")
-    js(browser, "window.__longest = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
-                " window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true});")
+    js(
+        browser,
+        "window.__longest = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
+        " window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true});",
+    )
     doc = live.wait(job_id, timeout=110)
     assert doc["tree"]["workers"] == 500 and doc["status"] == "completed"
     ended = time.monotonic()
-    wait_for(browser, lambda: text_of(browser, "tree-counts") == "490 success · 10 recursive success"
-             and text_of(browser, "job-status") == "completed", "the page showing the finished tree")
+    wait_for(
+        browser,
+        lambda: (
+            text_of(browser, "tree-counts") == "490 success · 10 recursive success"
+            and text_of(browser, "job-status") == "completed"
+        ),
+        "the page showing the finished tree",
+    )
     lag = time.monotonic() - ended
     longest_ms = js(browser, "return window.__longest;")
     # When the page is opened on the finished tree, its 10 child jobs start collapsed
@@ -383,18 +425,25 @@ def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, bro
     rendered = time.monotonic() - started
     assert len(browser.find_elements("css selector", ".wrow[data-key]")) == 10
     # Expanding all of it builds 500 rows at once; toggling one block stays instant
-    expand_ms, rows = js(browser, "const t = performance.now(); document.getElementById('expand-all').click();"
-                                  "const n = document.querySelectorAll('.wrow[data-key]').length;"
-                                  "document.body.offsetHeight; return [performance.now() - t, n];")
+    expand_ms, rows = js(
+        browser,
+        "const t = performance.now(); document.getElementById('expand-all').click();"
+        "const n = document.querySelectorAll('.wrow[data-key]').length;"
+        "document.body.offsetHeight; return [performance.now() - t, n];",
+    )
     assert rows == 500
-    toggle = ("const t = performance.now(); document.querySelector(`.wrow[data-key='depth_0_worker_10'] + .kids .toggle`).click();"
-              "document.body.offsetHeight; return performance.now() - t;")
+    toggle = (
+        "const t = performance.now(); document.querySelector(`.wrow[data-key='depth_0_worker_10'] + .kids .toggle`).click();"
+        "document.body.offsetHeight; return performance.now() - t;"
+    )
     collapse_ms, expand_one_ms = js(browser, toggle), js(browser, toggle)
     browser.find_element("css selector", ".wrow[data-key='depth_1_worker_10_49']").click()
     wait_for(browser, lambda: "quick: fan 49, part 49" in text_of(browser, "w-log"), "a worker's log at the end of the tree")
-    print(f"\n500-worker tree: live page caught up {lag:.2f}s after the job ended, longest main-thread task "
-          f"{longest_ms:.0f} ms; reopened and shown in {rendered:.2f}s; expand all {expand_ms:.0f} ms; "
-          f"collapse / expand one child job {collapse_ms:.0f} / {expand_one_ms:.0f} ms")
+    print(
+        f"\n500-worker tree: live page caught up {lag:.2f}s after the job ended, longest main-thread task "
+        f"{longest_ms:.0f} ms; reopened and shown in {rendered:.2f}s; expand all {expand_ms:.0f} ms; "
+        f"collapse / expand one child job {collapse_ms:.0f} / {expand_one_ms:.0f} ms"
+    )
     assert lag < 5 and longest_ms < 1000 and expand_ms < 2000 and max(collapse_ms, expand_one_ms) < 500
     shot(browser, "tree-500")
 
@@ -403,8 +452,11 @@ def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, bro
 def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_returns(tmp_path, browser, gate):
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
-    settings = make_settings(tmp_path, api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-                             orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]})
+    settings = make_settings(
+        tmp_path,
+        api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]},
+    )
     engine = Engine(settings)
     server = start_in_thread(settings, engine, port=0)
     try:
@@ -440,8 +492,11 @@ def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tm
     (its events are gone), shows the reports and timeline at once, never "live" or "loading"."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
-    settings = make_settings(tmp_path, api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-                             orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]})
+    settings = make_settings(
+        tmp_path,
+        api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]},
+    )
     engine = Engine(settings)
     server = start_in_thread(settings, engine, port=0)
     job = engine.submit("finish before the restart", None, ["quick: one", "quick: two"])

@@ -1,4 +1,5 @@
 """The job engine with real subprocesses and real files."""
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def test_command_kind_logs_stdout_and_stderr_of_every_attempt(make_engine):
 
 
 def test_retries_back_off_and_then_succeed(make_engine):
-    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()},
-                         workers={"retry_backoff": 0.2, "retry_backoff_max": 5})
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": fake_command()}, workers={"retry_backoff": 0.2, "retry_backoff_max": 5}
+    )
     job = run_job(engine, "x", tasks=["flaky 2"], config={"max_retries": 3})
     worker = workers_of(engine, job)["worker_1"]
     assert worker.status is WorkerStatus.SUCCESS
@@ -181,7 +183,7 @@ def test_max_workers_bounds_concurrency(make_engine):
 
 def test_prompt_reaches_the_command_as_one_argv_element(make_engine):
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command("args", "{task}", "--", "{worker_dir}")})
-    nasty = "say \"hi\"; rm -rf x $(touch pwned) `id` --help\nsecond line"
+    nasty = 'say "hi"; rm -rf x $(touch pwned) `id` --help\nsecond line'
     job = run_job(engine, "x", tasks=[nasty])
     worker = workers_of(engine, job)["worker_1"]
     wdir = engine.workspace.job_dir(job.id) / worker.dir_path
@@ -216,12 +218,21 @@ def test_cancel_kills_running_workers_and_skips_pending(make_engine):
 
 
 def test_bad_requests_are_refused_and_leave_no_job_folder(engine):
-    cases = [("", None, None, "empty"), ("   \n", None, None, "empty"), (42, None, None, "string"),
-             ("x" * 20001, None, None, "limit"), ("x", {"max_workers": 0}, None, "out of range"),
-             ("x", {"max_workers": -1}, None, "out of range"), ("x", {"max_workers": 10**6}, None, "out of range"),
-             ("x", {"max_workers": "5"}, None, "wrong type"), ("x", {"worker": "nope"}, None, "not allowed"),
-             ("x", {"bogus": 1}, None, "unknown config key"), ("x", None, [], "non-empty list"),
-             ("x", None, ["ok", ""], r"tasks\[1\]"), ("x", {"max_workers": 17}, None, "above this server's limit")]
+    cases = [
+        ("", None, None, "empty"),
+        ("   \n", None, None, "empty"),
+        (42, None, None, "string"),
+        ("x" * 20001, None, None, "limit"),
+        ("x", {"max_workers": 0}, None, "out of range"),
+        ("x", {"max_workers": -1}, None, "out of range"),
+        ("x", {"max_workers": 10**6}, None, "out of range"),
+        ("x", {"max_workers": "5"}, None, "wrong type"),
+        ("x", {"worker": "nope"}, None, "not allowed"),
+        ("x", {"bogus": 1}, None, "unknown config key"),
+        ("x", None, [], "non-empty list"),
+        ("x", None, ["ok", ""], r"tasks\[1\]"),
+        ("x", {"max_workers": 17}, None, "above this server's limit"),
+    ]
     for request, config, tasks, message in cases:
         with pytest.raises((ValidationError, ConfigError), match=message):
             engine.submit(request, config, tasks)
@@ -243,7 +254,6 @@ def _alive(pid):
         return False
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().split(")")[-1].split()[0] not in ("Z", "X")
-
 
 
 def test_a_worker_printing_megabytes_loses_no_line_and_keeps_a_bounded_result(make_engine):
@@ -328,10 +338,13 @@ def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree
     # "clean" leaves nothing and runs on
     seen = tmp_path / "seen"
     seen.mkdir()
-    script = ('echo "$TMPDIR" > "%s/$ORCHESTRATOR_WORKER_ID.tmp" && mv "%s/$ORCHESTRATOR_WORKER_ID.tmp" "%s/$ORCHESTRATOR_WORKER_ID"; '
-              'if [ "$0" = leave ]; then echo scratch > "$TMPDIR/scratch"; else sleep 2; fi' % (seen, seen, seen))
-    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]},
-                         workers={"max_workers": 2})
+    script = (
+        'echo "$TMPDIR" > "%s/$ORCHESTRATOR_WORKER_ID.tmp" && mv "%s/$ORCHESTRATOR_WORKER_ID.tmp" "%s/$ORCHESTRATOR_WORKER_ID"; '
+        'if [ "$0" = leave ]; then echo scratch > "$TMPDIR/scratch"; else sleep 2; fi' % (seen, seen, seen)
+    )
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]}, workers={"max_workers": 2}
+    )
     job = engine.submit("tmp", None, ["leave", "clean"])
     wait_until(lambda: len([p for p in seen.iterdir() if not p.name.endswith(".tmp")]) == 2, what="both TMPDIRs noted")
     leave, clean = (Path((seen / name).read_text().strip()) for name in ("worker_1", "worker_2"))
@@ -353,8 +366,7 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
     # worker within it), a worker that exits at once and one that runs for 2 s, with every
     # worker record write noted as it reaches the disk
     monkeypatch.setattr("orchestrator.execution.RUNNING_RECORD_DELAY", 1.0)
-    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
-                         workers={"max_workers": 2})
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]}, workers={"max_workers": 2})
     written: dict[str, list[str]] = {}
     save = engine.workspace.save_worker_dict
 

@@ -7,6 +7,7 @@ No process starts here: an autouse fixture makes subprocess.Popen, os.fork and o
 raise. What only real processes prove (the shim, the kill ladder on a real tree, the tag
 sweep) stays in test_engine.py, test_shim.py, test_executor_contract.py and the chaos suite.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,14 @@ from .conftest import make_settings
 from .fake_executor import FakeClock, FakeExecutor, Script, claude_result
 
 DEFAULTS = {
-    "workers": {"retry_backoff": 1.0, "retry_backoff_max": 60.0, "kill_grace": 5.0, "default_timeout": 30.0,
-                "max_retries": 2, "monitor_interval": 0.25},
+    "workers": {
+        "retry_backoff": 1.0,
+        "retry_backoff_max": 60.0,
+        "kill_grace": 5.0,
+        "default_timeout": 30.0,
+        "max_retries": 2,
+        "monitor_interval": 0.25,
+    },
     "recursion": {"tree_deadline": 0},
     "orchestrator": {"worker": "simulated"},
 }
@@ -41,6 +48,7 @@ WAIT = 10  # real seconds a scenario may take before it counts as hung
 @pytest.fixture(autouse=True)
 def no_processes(monkeypatch):
     """The claim "without starting a process" is enforced, not hoped for."""
+
     def refused(*args, **kwargs):
         raise AssertionError("an engine scenario tried to start a process")
 
@@ -147,12 +155,16 @@ def until(predicate, what, timeout=WAIT):
 
 # -- dispatch and limits ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("tasks", "max_workers", "global_max", "running"), [
-    (5, 2, 16, 2),  # the job's own limit
-    (5, 5, 3, 3),  # the server's limit
-    (2, 5, 16, 2),  # fewer tasks than either limit
-    (4, 1, 1, 1),  # both at one
-])
+
+@pytest.mark.parametrize(
+    ("tasks", "max_workers", "global_max", "running"),
+    [
+        (5, 2, 16, 2),  # the job's own limit
+        (5, 5, 3, 3),  # the server's limit
+        (2, 5, 16, 2),  # fewer tasks than either limit
+        (4, 1, 1, 1),  # both at one
+    ],
+)
 def test_workers_start_within_the_job_and_server_limits(make_rig, tasks, max_workers, global_max, running):
     rig = make_rig(auto=False, workers={"global_max_workers": global_max})
     job = rig.submit([f"t{i}" for i in range(tasks)], {"max_workers": max_workers})
@@ -245,26 +257,68 @@ S = Script
 KILLED_OUTSIDE = "killed by SIGKILL (out of memory, or killed from outside; not retried)"
 
 
-@pytest.mark.parametrize(("scripts", "config", "status", "attempts", "reason"), [
-    pytest.param([S(exit=1), S(exit=0)], {}, "success", [(1, None, "exit"), (0, None, "exit")], "exit code 0", id="fails-then-succeeds"),
-    pytest.param([S(exit=1)], {}, "failed", [(1, None, "exit")] * 3, "exit code 1", id="max_retries-spent"),
-    pytest.param([S(exit=1)], {"max_retries": 0}, "failed", [(1, None, "exit")], "exit code 1", id="no-retries"),
-    pytest.param([S(exit=1)], {"max_retries": 1}, "failed", [(1, None, "exit")] * 2, "exit code 1", id="one-retry"),
-    pytest.param([S(exit=2), S(exit=3), S(exit=0)], {}, "success", [(2, None, "exit"), (3, None, "exit"), (0, None, "exit")],
-                 "exit code 0", id="last-retry-succeeds"),
-    pytest.param([S(dies_by=signal.SIGSEGV), S()], {}, "success", [(None, signal.SIGSEGV, "signal"), (0, None, "exit")],
-                 "exit code 0", id="crash-by-signal-retried"),
-    pytest.param([S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM)], {}, "failed",
-                 [(None, signal.SIGTERM, "signal")] * 3, "killed by SIGTERM", id="signal-every-time"),
-    pytest.param([S(dies_by=signal.SIGKILL), S()], {}, "failed", [(None, signal.SIGKILL, "signal")], KILLED_OUTSIDE,
-                 id="sigkill-not-retried"),
-    pytest.param([S(spawn_error="missing"), S()], {}, "failed", [(None, None, "spawn_error")], "could not start",
-                 id="missing-command-not-retried"),
-    pytest.param([S(spawn_error="oserror"), S()], {}, "failed", [(None, None, "spawn_error")], "could not start",
-                 id="spawn-oserror-not-retried"),
-    pytest.param([S(exit=147)], {"max_retries": 0}, "failed", [(147, None, "exit")], "exit code 147",
-                 id="exit-147-is-an-exit-code"),
-])
+@pytest.mark.parametrize(
+    ("scripts", "config", "status", "attempts", "reason"),
+    [
+        pytest.param(
+            [S(exit=1), S(exit=0)], {}, "success", [(1, None, "exit"), (0, None, "exit")], "exit code 0", id="fails-then-succeeds"
+        ),
+        pytest.param([S(exit=1)], {}, "failed", [(1, None, "exit")] * 3, "exit code 1", id="max_retries-spent"),
+        pytest.param([S(exit=1)], {"max_retries": 0}, "failed", [(1, None, "exit")], "exit code 1", id="no-retries"),
+        pytest.param([S(exit=1)], {"max_retries": 1}, "failed", [(1, None, "exit")] * 2, "exit code 1", id="one-retry"),
+        pytest.param(
+            [S(exit=2), S(exit=3), S(exit=0)],
+            {},
+            "success",
+            [(2, None, "exit"), (3, None, "exit"), (0, None, "exit")],
+            "exit code 0",
+            id="last-retry-succeeds",
+        ),
+        pytest.param(
+            [S(dies_by=signal.SIGSEGV), S()],
+            {},
+            "success",
+            [(None, signal.SIGSEGV, "signal"), (0, None, "exit")],
+            "exit code 0",
+            id="crash-by-signal-retried",
+        ),
+        pytest.param(
+            [S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM), S(dies_by=signal.SIGTERM)],
+            {},
+            "failed",
+            [(None, signal.SIGTERM, "signal")] * 3,
+            "killed by SIGTERM",
+            id="signal-every-time",
+        ),
+        pytest.param(
+            [S(dies_by=signal.SIGKILL), S()],
+            {},
+            "failed",
+            [(None, signal.SIGKILL, "signal")],
+            KILLED_OUTSIDE,
+            id="sigkill-not-retried",
+        ),
+        pytest.param(
+            [S(spawn_error="missing"), S()],
+            {},
+            "failed",
+            [(None, None, "spawn_error")],
+            "could not start",
+            id="missing-command-not-retried",
+        ),
+        pytest.param(
+            [S(spawn_error="oserror"), S()],
+            {},
+            "failed",
+            [(None, None, "spawn_error")],
+            "could not start",
+            id="spawn-oserror-not-retried",
+        ),
+        pytest.param(
+            [S(exit=147)], {"max_retries": 0}, "failed", [(147, None, "exit")], "exit code 147", id="exit-147-is-an-exit-code"
+        ),
+    ],
+)
 def test_an_attempts_end_decides_the_status_and_whether_it_is_retried(rig, scripts, config, status, attempts, reason):
     rig.fake.script("worker_1", *scripts)
     job = rig.run(["work"], config)
@@ -273,7 +327,9 @@ def test_an_attempts_end_decides_the_status_and_whether_it_is_retried(rig, scrip
     assert attempts_of(worker) == attempts
     assert worker.exit_reason == reason
     assert len(rig.fake.attempts("worker_1")) == sum(1 for a in attempts if a[2] != "spawn_error")
-    assert [int(h.env[protocol.ATTEMPT]) for h in rig.fake.attempts("worker_1")] == list(range(1, len(rig.fake.attempts("worker_1")) + 1))
+    assert [int(h.env[protocol.ATTEMPT]) for h in rig.fake.attempts("worker_1")] == list(
+        range(1, len(rig.fake.attempts("worker_1")) + 1)
+    )
 
 
 def test_a_missing_command_says_how_to_fix_it(rig):
@@ -329,32 +385,100 @@ def test_a_cancel_during_the_backoff_ends_the_worker_without_another_attempt(mak
 
 # -- failure classes (what the CLI's structured output says), through the claude adapter ---------
 
+
 def claude(**kw):
     cost = kw.pop("cost", 0.01)
     return S(exit=kw.pop("exit", 1 if "status" in kw or kw.get("error") else 0), output=claude_result(cost, **kw))
 
 
-@pytest.mark.parametrize(("scripts", "workers", "config", "status", "attempts", "reason", "failure"), [
-    pytest.param([claude(status=401, text="Invalid API key")], {}, {}, "failed", 1,
-                 "exit code 1 (authentication failed: not retried)", "auth", id="401-auth"),
-    pytest.param([claude(status=403)], {}, {}, "failed", 1, "exit code 1 (authentication failed: not retried)", "auth", id="403-auth"),
-    pytest.param([claude(status=400)], {}, {}, "failed", 1, "exit code 1 (the service refused the request: not retried)",
-                 "bad_request", id="400-bad-request"),
-    pytest.param([claude(status=429), claude()], {}, {"max_retries": 0}, "success", 2, "exit code 0", None,
-                 id="429-retried-outside-max_retries"),
-    pytest.param([claude(status=529)], {"transient_retries": 2}, {}, "failed", 3,
-                 "exit code 1 (rate limit or overload); transient, gave up after 2 transient retries (workers.transient_retries)",
-                 "transient", id="529-gives-up"),
-    pytest.param([claude(status=503)], {"transient_retries": 0}, {}, "failed", 1,
-                 "exit code 1 (rate limit or overload); transient, gave up after 0 transient retries (workers.transient_retries)",
-                 "transient", id="503-no-transient-budget"),
-    pytest.param([claude(status=429), claude(error=True, text="boom"), claude()], {}, {"max_retries": 1}, "success", 3,
-                 "exit code 0", None, id="transient-and-plain-budgets-apart"),
-    pytest.param([claude(error=True, text="boom")], {}, {"max_retries": 1}, "failed", 2, "exit code 1", None,
-                 id="plain-error-spends-max_retries"),
-    pytest.param([claude(exit=0, error=True, text="it broke")], {}, {"max_retries": 0}, "failed", 1,
-                 "exit code 0 but the worker reported a failure", None, id="exit-0-with-is_error"),
-])
+@pytest.mark.parametrize(
+    ("scripts", "workers", "config", "status", "attempts", "reason", "failure"),
+    [
+        pytest.param(
+            [claude(status=401, text="Invalid API key")],
+            {},
+            {},
+            "failed",
+            1,
+            "exit code 1 (authentication failed: not retried)",
+            "auth",
+            id="401-auth",
+        ),
+        pytest.param(
+            [claude(status=403)], {}, {}, "failed", 1, "exit code 1 (authentication failed: not retried)", "auth", id="403-auth"
+        ),
+        pytest.param(
+            [claude(status=400)],
+            {},
+            {},
+            "failed",
+            1,
+            "exit code 1 (the service refused the request: not retried)",
+            "bad_request",
+            id="400-bad-request",
+        ),
+        pytest.param(
+            [claude(status=429), claude()],
+            {},
+            {"max_retries": 0},
+            "success",
+            2,
+            "exit code 0",
+            None,
+            id="429-retried-outside-max_retries",
+        ),
+        pytest.param(
+            [claude(status=529)],
+            {"transient_retries": 2},
+            {},
+            "failed",
+            3,
+            "exit code 1 (rate limit or overload); transient, gave up after 2 transient retries (workers.transient_retries)",
+            "transient",
+            id="529-gives-up",
+        ),
+        pytest.param(
+            [claude(status=503)],
+            {"transient_retries": 0},
+            {},
+            "failed",
+            1,
+            "exit code 1 (rate limit or overload); transient, gave up after 0 transient retries (workers.transient_retries)",
+            "transient",
+            id="503-no-transient-budget",
+        ),
+        pytest.param(
+            [claude(status=429), claude(error=True, text="boom"), claude()],
+            {},
+            {"max_retries": 1},
+            "success",
+            3,
+            "exit code 0",
+            None,
+            id="transient-and-plain-budgets-apart",
+        ),
+        pytest.param(
+            [claude(error=True, text="boom")],
+            {},
+            {"max_retries": 1},
+            "failed",
+            2,
+            "exit code 1",
+            None,
+            id="plain-error-spends-max_retries",
+        ),
+        pytest.param(
+            [claude(exit=0, error=True, text="it broke")],
+            {},
+            {"max_retries": 0},
+            "failed",
+            1,
+            "exit code 0 but the worker reported a failure",
+            None,
+            id="exit-0-with-is_error",
+        ),
+    ],
+)
 def test_the_failure_class_decides_the_retry_budget(make_rig, scripts, workers, config, status, attempts, reason, failure):
     rig = make_rig(orchestrator={"worker": "claude"}, workers=workers)
     rig.fake.script("worker_1", *scripts)
@@ -402,12 +526,16 @@ def test_every_attempts_cost_is_charged_to_the_worker(make_rig):
 
 # -- timeouts and the kill ladder ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("script", "workers", "rung", "duration"), [
-    pytest.param(S(hang=True), {}, "SIGTERM", 5.0, id="ends-on-sigterm"),
-    pytest.param(S(hang=True, ignores_first_signal=True), {}, "SIGKILL", 10.0, id="sigkill-after-the-grace"),
-    pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 0.0}, "SIGKILL", 5.0, id="no-grace"),
-    pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 2.5}, "SIGKILL", 7.5, id="short-grace"),
-])
+
+@pytest.mark.parametrize(
+    ("script", "workers", "rung", "duration"),
+    [
+        pytest.param(S(hang=True), {}, "SIGTERM", 5.0, id="ends-on-sigterm"),
+        pytest.param(S(hang=True, ignores_first_signal=True), {}, "SIGKILL", 10.0, id="sigkill-after-the-grace"),
+        pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 0.0}, "SIGKILL", 5.0, id="no-grace"),
+        pytest.param(S(hang=True, ignores_first_signal=True), {"kill_grace": 2.5}, "SIGKILL", 7.5, id="short-grace"),
+    ],
+)
 def test_a_timed_out_attempt_records_the_rung_that_ended_it(make_rig, script, workers, rung, duration):
     rig = make_rig(workers=workers)
     rig.fake.script("worker_1", script)
@@ -419,7 +547,9 @@ def test_a_timed_out_attempt_records_the_rung_that_ended_it(make_rig, script, wo
     assert worker.exit_reason == f"timed out after 5s (ended by {rung})"
     assert worker.error.startswith("Worker timeout: timed out after 5s") and "Raise default_timeout" in worker.error
     assert attempt.duration == pytest.approx(duration, abs=0.2)
-    assert rig.fake.attempts("worker_1")[0].signals == ([signal.SIGTERM] if rung == "SIGTERM" else [signal.SIGTERM, signal.SIGKILL])
+    assert rig.fake.attempts("worker_1")[0].signals == (
+        [signal.SIGTERM] if rung == "SIGTERM" else [signal.SIGTERM, signal.SIGKILL]
+    )
 
 
 def test_the_ladder_starts_with_the_adapters_first_signal(make_rig):
@@ -478,14 +608,22 @@ def test_a_worker_that_outlives_its_timeout_by_a_little_times_out(rig):
 
 # -- job outcomes -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("scripts", "job_status", "statuses"), [
-    pytest.param({}, "completed", ["success", "success", "success"], id="all-succeed"),
-    pytest.param({"worker_2": S(exit=1)}, "partial", ["success", "failed", "success"], id="one-fails"),
-    pytest.param({n: S(exit=1) for n in ("worker_1", "worker_2", "worker_3")}, "failed", ["failed"] * 3, id="all-fail"),
-    pytest.param({"worker_3": S(hang=True)}, "partial", ["success", "success", "timeout"], id="one-times-out"),
-    pytest.param({"worker_1": S(dies_by=signal.SIGKILL), "worker_2": S(hang=True)}, "partial",
-                 ["failed", "timeout", "success"], id="mixed"),
-])
+
+@pytest.mark.parametrize(
+    ("scripts", "job_status", "statuses"),
+    [
+        pytest.param({}, "completed", ["success", "success", "success"], id="all-succeed"),
+        pytest.param({"worker_2": S(exit=1)}, "partial", ["success", "failed", "success"], id="one-fails"),
+        pytest.param({n: S(exit=1) for n in ("worker_1", "worker_2", "worker_3")}, "failed", ["failed"] * 3, id="all-fail"),
+        pytest.param({"worker_3": S(hang=True)}, "partial", ["success", "success", "timeout"], id="one-times-out"),
+        pytest.param(
+            {"worker_1": S(dies_by=signal.SIGKILL), "worker_2": S(hang=True)},
+            "partial",
+            ["failed", "timeout", "success"],
+            id="mixed",
+        ),
+    ],
+)
 def test_a_jobs_outcome_follows_from_its_workers(rig, scripts, job_status, statuses):
     for name, script in scripts.items():
         rig.fake.script(name, script)
@@ -522,6 +660,7 @@ def test_a_worker_ends_after_its_child_jobs_even_when_its_process_ended_first(ri
 
 # -- recursion caps -----------------------------------------------------------------------------
 
+
 def test_a_child_job_runs_one_level_deeper_with_the_worker_protocol_in_its_environment(rig):
     rig.fake.script("worker_1", S(children=[["sub"]]))
     job = rig.run(["parent"])
@@ -532,14 +671,22 @@ def test_a_child_job_runs_one_level_deeper_with_the_worker_protocol_in_its_envir
     assert env[protocol.ATTEMPT] == "1"
 
 
-@pytest.mark.parametrize(("config", "recursion", "children", "refusal"), [
-    pytest.param({"max_recursion_depth": 0}, {}, [["x"]], "Max recursion depth reached: worker worker_1 of job", id="depth"),
-    pytest.param({"max_children_per_worker": 1}, {}, [["x"], ["y"]], "Max children per worker reached: worker worker_1 of job",
-                 id="children-per-worker"),
-    pytest.param({"enable_recursion": False}, {}, [["x"]], "recursion is disabled for job", id="recursion-off"),
-    pytest.param({}, {"max_workers_per_root": 3}, [["x", "y"]], "2 tasks asked for, but tree", id="tree-has-little-room"),
-    pytest.param({}, {"max_workers_per_root": 2}, [["x"]], "Max workers per root tree reached: tree", id="tree-full"),
-])
+@pytest.mark.parametrize(
+    ("config", "recursion", "children", "refusal"),
+    [
+        pytest.param({"max_recursion_depth": 0}, {}, [["x"]], "Max recursion depth reached: worker worker_1 of job", id="depth"),
+        pytest.param(
+            {"max_children_per_worker": 1},
+            {},
+            [["x"], ["y"]],
+            "Max children per worker reached: worker worker_1 of job",
+            id="children-per-worker",
+        ),
+        pytest.param({"enable_recursion": False}, {}, [["x"]], "recursion is disabled for job", id="recursion-off"),
+        pytest.param({}, {"max_workers_per_root": 3}, [["x", "y"]], "2 tasks asked for, but tree", id="tree-has-little-room"),
+        pytest.param({}, {"max_workers_per_root": 2}, [["x"]], "Max workers per root tree reached: tree", id="tree-full"),
+    ],
+)
 def test_a_child_job_past_a_cap_is_refused_and_the_worker_goes_on(make_rig, config, recursion, children, refusal):
     rig = make_rig(recursion=recursion)
     rig.fake.script("worker_1", S(children=children))
@@ -578,6 +725,7 @@ def test_a_child_jobs_limits_only_shrink_down_the_tree(rig):
 
 
 # -- the cost budget ----------------------------------------------------------------------------
+
 
 def test_once_the_tree_spent_its_budget_pending_workers_are_skipped(make_rig):
     rig = make_rig(orchestrator={"worker": "claude"}, workers={"global_max_workers": 1})
@@ -624,6 +772,7 @@ def test_the_budget_counts_the_cost_of_child_jobs_toward_the_root(make_rig):
 
 # -- cancel -------------------------------------------------------------------------------------
 
+
 def test_cancel_ends_running_workers_and_skips_pending_ones(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(hang=True)
@@ -668,7 +817,11 @@ def test_cancel_propagates_through_the_subtree(make_rig):
     assert sorted((j.depth, j.status.value) for j in jobs.values()) == [(0, "cancelled"), (1, "cancelled"), (2, "cancelled")]
     _, workers = rig.engine.snapshot(job.id)
     assert {w.name: w.status.value for w in workers} == {
-        "worker_1": "cancelled", "worker_1_1": "cancelled", "worker_1_2": "cancelled", "worker_1_1_1": "cancelled"}
+        "worker_1": "cancelled",
+        "worker_1_1": "cancelled",
+        "worker_1_2": "cancelled",
+        "worker_1_1_1": "cancelled",
+    }
 
 
 def test_cancel_of_a_subtree_skips_its_pending_workers(make_rig):
@@ -681,7 +834,11 @@ def test_cancel_of_a_subtree_skips_its_pending_workers(make_rig):
     rig.wait(job)
     _, workers = rig.engine.snapshot(job.id)
     assert {w.name: w.status.value for w in workers} == {
-        "worker_1": "cancelled", "worker_1_1": "cancelled", "worker_1_2": "skipped", "worker_1_3": "skipped"}
+        "worker_1": "cancelled",
+        "worker_1_1": "cancelled",
+        "worker_1_2": "skipped",
+        "worker_1_3": "skipped",
+    }
 
 
 def test_cancelling_a_child_job_leaves_its_parent_running(make_rig):
@@ -770,10 +927,13 @@ MB = 1024 * 1024
 CAPS = {"workers": {"monitor_interval": 0.05, "max_memory_mb": 100, "max_processes": 10}}
 
 
-@pytest.mark.parametrize(("usage", "reason"), [
-    pytest.param(Sample(rss=200 * MB, processes=1), "memory cap: 200 MB > 100 MB (workers.max_memory_mb)", id="memory"),
-    pytest.param(Sample(rss=MB, processes=50), "process cap: 50 processes > 10 (workers.max_processes)", id="processes"),
-])
+@pytest.mark.parametrize(
+    ("usage", "reason"),
+    [
+        pytest.param(Sample(rss=200 * MB, processes=1), "memory cap: 200 MB > 100 MB (workers.max_memory_mb)", id="memory"),
+        pytest.param(Sample(rss=MB, processes=50), "process cap: 50 processes > 10 (workers.max_processes)", id="processes"),
+    ],
+)
 def test_a_worker_over_a_resource_cap_is_stopped_and_not_retried(make_rig, usage, reason):
     rig = make_rig(auto=False, **CAPS)
     rig.fake.default = S(hang=True, usage=usage)
@@ -797,6 +957,7 @@ def test_a_worker_within_its_caps_has_its_peaks_recorded(make_rig):
 
 
 # -- recovery after a restart -------------------------------------------------------------------
+
 
 def on_disk(rig, job, name):
     _, workers = rig.engine.workspace.load_tree(job.root_id)
@@ -924,20 +1085,28 @@ def test_a_finished_tree_is_not_recovered(rig):
 
 # -- admission: what submit refuses -------------------------------------------------------------
 
-@pytest.mark.parametrize(("request_", "tasks", "config", "error", "message"), [
-    pytest.param("", None, None, ValidationError, "request is empty", id="empty-request"),
-    pytest.param(42, None, None, ValidationError, "request must be a string", id="request-not-text"),
-    pytest.param("x" * 101, None, None, ValidationError, "request is 101 characters; the limit is 100", id="request-too-long"),
-    pytest.param("x", "a", None, ValidationError, "tasks must be a non-empty list of strings", id="tasks-not-a-list"),
-    pytest.param("x", [], None, ValidationError, "tasks must be a non-empty list of strings", id="no-tasks"),
-    pytest.param("x", ["a", "  "], None, ValidationError, "tasks[1] must be a non-empty string", id="blank-task"),
-    pytest.param("x", ["a"] * 4, None, ValidationError, "4 tasks given; at most 3 are accepted", id="too-many-tasks"),
-    pytest.param("x", ["y" * 101], None, ValidationError, "tasks[0] is longer than orchestrator.max_request_chars", id="task-too-long"),
-    pytest.param("x", ["a"], "fast", ValidationError, "config must be a JSON object", id="config-not-an-object"),
-    pytest.param("x", ["a"], {"bogus": 1}, ConfigError, "unknown config key(s): bogus", id="unknown-key"),
-    pytest.param("x", ["a"], {"max_workers": 999}, ConfigError, "is above this server's limit", id="over-the-limit"),
-    pytest.param("x", ["a"], {"current_depth": 9}, Exception, "config.current_depth=9 is past", id="too-deep"),
-])
+
+@pytest.mark.parametrize(
+    ("request_", "tasks", "config", "error", "message"),
+    [
+        pytest.param("", None, None, ValidationError, "request is empty", id="empty-request"),
+        pytest.param(42, None, None, ValidationError, "request must be a string", id="request-not-text"),
+        pytest.param(
+            "x" * 101, None, None, ValidationError, "request is 101 characters; the limit is 100", id="request-too-long"
+        ),
+        pytest.param("x", "a", None, ValidationError, "tasks must be a non-empty list of strings", id="tasks-not-a-list"),
+        pytest.param("x", [], None, ValidationError, "tasks must be a non-empty list of strings", id="no-tasks"),
+        pytest.param("x", ["a", "  "], None, ValidationError, "tasks[1] must be a non-empty string", id="blank-task"),
+        pytest.param("x", ["a"] * 4, None, ValidationError, "4 tasks given; at most 3 are accepted", id="too-many-tasks"),
+        pytest.param(
+            "x", ["y" * 101], None, ValidationError, "tasks[0] is longer than orchestrator.max_request_chars", id="task-too-long"
+        ),
+        pytest.param("x", ["a"], "fast", ValidationError, "config must be a JSON object", id="config-not-an-object"),
+        pytest.param("x", ["a"], {"bogus": 1}, ConfigError, "unknown config key(s): bogus", id="unknown-key"),
+        pytest.param("x", ["a"], {"max_workers": 999}, ConfigError, "is above this server's limit", id="over-the-limit"),
+        pytest.param("x", ["a"], {"current_depth": 9}, Exception, "config.current_depth=9 is past", id="too-deep"),
+    ],
+)
 def test_submit_refuses_a_bad_request_and_starts_nothing(make_rig, request_, tasks, config, error, message):
     rig = make_rig(orchestrator={"max_request_chars": 100, "max_tasks": 3})
     with pytest.raises(error) as raised:
@@ -952,6 +1121,7 @@ def test_submitted_tasks_are_normalised(rig):
 
 
 # -- what the records say ----------------------------------------------------------------------
+
 
 def test_the_worker_log_holds_the_attempt_markers_and_the_output(rig):
     rig.fake.default = S(output=["hello", "RESULT: fine"])
@@ -973,7 +1143,8 @@ def test_the_records_on_disk_match_what_the_engine_reports(rig):
     job = rig.run(["a", "b", "c"], {"max_retries": 1})
     jobs, workers = rig.engine.workspace.load_tree(job.id)
     assert {w.name: (w.status.value, len(w.attempts)) for w in workers} == {
-        name: (w.status.value, len(w.attempts)) for name, w in rig.workers(job).items()}
+        name: (w.status.value, len(w.attempts)) for name, w in rig.workers(job).items()
+    }
     assert jobs[0].status is JobStatus.PARTIAL
 
 
@@ -989,4 +1160,5 @@ def test_the_worker_environment_names_the_attempt(rig):
     rig.run(["a"])
     assert [h.env[protocol.ATTEMPT] for h in rig.fake.attempts("worker_1")] == ["1", "2", "3"]
     assert {h.env[protocol.WORKER_DIR] for h in rig.fake.attempts("worker_1")} == {
-        str(rig.engine.workspace.worker_dir(rig.fake.handles[0].env[protocol.ROOT_JOB_ID], 0, "worker_1"))}
+        str(rig.engine.workspace.worker_dir(rig.fake.handles[0].env[protocol.ROOT_JOB_ID], 0, "worker_1"))
+    }

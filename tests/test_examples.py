@@ -5,6 +5,7 @@ placeholders ``http://localhost:8000`` and ``your-api-key`` become the live serv
 or ``<!-- test: worker -->`` (run inside a worker). The guide is this repository's own file, so
 running its text is running our code; no outside text ever reaches a shell here.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,18 +64,29 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(argv, *, env=None, timeout=90, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in argv], cwd=cwd, env=env or clean_env(), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def config_for(live, tmp_path: Path) -> Path:
     """A config.yaml pointing at the live server, for the commands that read config.yaml."""
     host, port = live.url.rsplit("//", 1)[1].rsplit(":", 1)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "orchestrator": {"workspace_root": str(tmp_path / "workspace")},
-        "api": {"host": host, "port": int(port), "api_key": live.key},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "orchestrator": {"workspace_root": str(tmp_path / "workspace")},
+                "api": {"host": host, "port": int(port), "api_key": live.key},
+            }
+        )
+    )
     return path
 
 
@@ -127,8 +139,18 @@ def test_claude_config_names_the_claude_cli(tmp_path):
 
 def test_ci_config_runs_a_job_end_to_end_with_its_tight_limits(tmp_path):
     # Given the command the CI config's header shows, run from the orchestrator folder
-    out = run([sys.executable, "-m", "orchestrator", "--config", "examples/config.ci.yaml", "run",
-               "Build a REST API with auth, users and orders"], env=clean_env(ORCHESTRATOR_HOME=str(tmp_path)))
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "--config",
+            "examples/config.ci.yaml",
+            "run",
+            "Build a REST API with auth, users and orders",
+        ],
+        env=clean_env(ORCHESTRATOR_HOME=str(tmp_path)),
+    )
     assert out.returncode == 0, out.stderr
     assert "completed" in out.stdout and "worker kind simulated" in out.stdout
     report = re.search(r"report: (\S+FINAL_RESULT\.md)", out.stdout).group(1)
@@ -149,8 +171,22 @@ def test_client_usage_example_submits_follows_and_prints_the_table(make_live):
 
 def test_client_usage_example_takes_flags_and_exits_3_on_a_partial_job(make_live):
     live = make_live(simulated={"fail_matching": "^broken"}, workers={"max_retries": 0})
-    out = run([sys.executable, EXAMPLES / "client_usage.py", "--url", live.url, "--key", live.key, "--quiet",
-               "--task", "fine", "--task", "broken", "two parts"])
+    out = run(
+        [
+            sys.executable,
+            EXAMPLES / "client_usage.py",
+            "--url",
+            live.url,
+            "--key",
+            live.key,
+            "--quiet",
+            "--task",
+            "fine",
+            "--task",
+            "broken",
+            "two parts",
+        ]
+    )
     assert out.returncode == 3, out.stderr
     assert "Status: partial" in out.stdout and re.search(r"^worker_2\s+failed", out.stdout, flags=re.M)
     refused = run([sys.executable, EXAMPLES / "client_usage.py", "--url", live.url, "--key", "wrong-key-0123456789"])
@@ -180,7 +216,9 @@ def test_recursive_worker_example_with_its_config_builds_a_two_level_tree(make_l
     assert first["status"] == "recursive_success" and first["child_job_id"] == f"{job_id}-c1"
     assert first["files_created"] == ["CHILD_RESULTS.md"] and f"## Child job {job_id}-c1: completed" in first["output"]
     assert [(c["task"], c["status"], c["files_created"]) for c in first["child_results"]] == [
-        ("auth", "success", ["result.md"]), ("orders", "success", ["result.md"])]
+        ("auth", "success", ["result.md"]),
+        ("orders", "success", ["result.md"]),
+    ]
     assert second["status"] == "success" and second["files_created"] == ["result.md"]
     leaf = live.engine.workspace.job_dir(job_id) / first["child_results"][1]["dir"] / "result.md"
     assert leaf.read_text().startswith("# orders\n") and "worker_1_2" in leaf.read_text()
@@ -255,7 +293,9 @@ def test_guide_spawn_one_liner_run_by_a_worker_starts_and_waits_for_a_child_job(
     assert worker["output"].startswith(f"## Child job {job_id}-c1: completed")
     assert "### worker_1_1: success\nTask: subtask A\nFiles (depth_1/worker_1_1): leaf.txt" in worker["output"]
     assert [(c["worker_id"], c["files_created"]) for c in worker["child_results"]] == [
-        ("worker_1_1", ["leaf.txt"]), ("worker_1_2", ["leaf.txt"])]
+        ("worker_1_1", ["leaf.txt"]),
+        ("worker_1_2", ["leaf.txt"]),
+    ]
 
 
 SPAWN_SCRIPT = r"""
@@ -313,7 +353,8 @@ def test_guide_worker_python_block_starts_a_child_job_from_inside_a_worker(make_
         "if os.environ['ORCHESTRATOR_DEPTH'] == '0':\n"
         "    runpy.run_path(sys.argv[1], run_name='__main__')\n"
         "else:\n"
-        "    open('leaf.txt', 'w').write(sys.argv[2])\n")
+        "    open('leaf.txt', 'w').write(sys.argv[2])\n"
+    )
     live = command_live(make_live, [sys.executable, str(wrapper), str(tmp_path / "block.py"), "{task}"])
     job_id = live.submit(request="apis", tasks=["apis"], config={"max_recursion_depth": 1}).json()["job_id"]
     doc = live.wait(job_id)
@@ -328,8 +369,11 @@ def test_every_route_the_guide_mentions_is_in_the_openapi_document():
     assert len(mentioned) >= 10
     for method, route in mentioned:
         parts = route.rstrip("/").split("/")
-        matches = [p for p in paths if len(p.split("/")) == len(parts) and all(
-            t.startswith("{") or t == d for t, d in zip(p.split("/"), parts))]
+        matches = [
+            p
+            for p in paths
+            if len(p.split("/")) == len(parts) and all(t.startswith("{") or t == d for t, d in zip(p.split("/"), parts))
+        ]
         assert matches, f"{route} is not a route of the API"
         if method:
             assert any(method.lower() in paths[p] for p in matches), f"{method} {route}"

@@ -1,6 +1,7 @@
 """The Executor contract (orchestrator/executor.py), checked the same way against the real
 LocalExecutor (real processes under the shim; slow) and the FakeExecutor the engine scenarios
 use (no process): the fake is only worth its scenarios if it keeps the same promises."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ class FakeRig:
         log, exit_file = self.tmp / f"{tag}.log", self.tmp / f"{tag}.exit"
         self.executor.default = SCRIPTS[kind]
         argv = [sys.executable, "-c", "pass"]  # never run: the script says what happens
-        return self.executor.start(argv, cwd=self.tmp, env={"ORCHESTRATOR_ATTEMPT": "1"}, log_path=log, tag=tag,
-                                   exit_file=exit_file), log
+        return self.executor.start(
+            argv, cwd=self.tmp, env={"ORCHESTRATOR_ATTEMPT": "1"}, log_path=log, tag=tag, exit_file=exit_file
+        ), log
 
 
 @pytest.fixture(params=[pytest.param(LocalRig, marks=pytest.mark.slow, id="local"), pytest.param(FakeRig, id="fake")])
@@ -102,8 +104,14 @@ def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig)
 
 def test_a_missing_command_or_an_empty_argv_never_starts(rig, tmp_path):
     with pytest.raises(CommandNotFound):
-        rig.executor.start(["/nonexistent/orchestrator-contract-cmd"], cwd=tmp_path, env={"PATH": "/usr/bin"},
-                           log_path=tmp_path / "x.log", tag="contract.missing.1", exit_file=tmp_path / "x.exit")
+        rig.executor.start(
+            ["/nonexistent/orchestrator-contract-cmd"],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin"},
+            log_path=tmp_path / "x.log",
+            tag="contract.missing.1",
+            exit_file=tmp_path / "x.exit",
+        )
     with pytest.raises(ValueError):
         rig.executor.start([], cwd=tmp_path, env={}, log_path=tmp_path / "y.log", tag="contract.empty.1")
     assert not (tmp_path / "x.exit").exists()
@@ -114,8 +122,9 @@ def test_a_restarted_server_finds_a_running_attempt_by_its_tag_and_adopts_it(rig
     rig.executor.wait(handle, 0.2)
     found = [f for f in rig.executor.find("contract.adopt.") if f.tag == "contract.adopt.1"]
     assert [(f.pid, f.exit_file, f.attempt) for f in found] == [(handle.pid, handle.exit_file, 1)]
-    adopted = rig.executor.adopt(found[0].pid, found[0].start_id, tag=found[0].tag, started_at=handle.started_at,
-                                 exit_file=found[0].exit_file)
+    adopted = rig.executor.adopt(
+        found[0].pid, found[0].start_id, tag=found[0].tag, started_at=handle.started_at, exit_file=found[0].exit_file
+    )
     assert rig.executor.wait(adopted, 0.1) is None
     assert rig.executor.sweep_prefix("contract.adopt.", keep={"contract.other"}) >= 1
     assert rig.executor.wait(adopted, 10) == -signal.SIGKILL

@@ -3,6 +3,7 @@ are retried under workers.transient_retries with their own backoff, and the clas
 
 The adapter is the only fake here: a ``command`` kind whose parser reads an HTTP status the way
 an AI CLI adapter reads its CLI's structured output. The workers are real ``sh -c`` processes."""
+
 from __future__ import annotations
 
 import re
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # Attempt N of the worker prints what the Nth word of its subtask says: "ok", "fail", or an
 # HTTP status, optionally with a retry-after ("429:0.6").
-SCRIPT = r'''
+SCRIPT = r"""
 set -- $1
 shift $((ORCHESTRATOR_ATTEMPT - 1))
 case $1 in
@@ -31,7 +32,7 @@ case $1 in
   *:*) echo "API error: HTTP ${1%%:*} (retry-after ${1#*:})"; exit 147 ;;
   *) echo "API error: HTTP $1 from the model service"; exit 144 ;;
 esac
-'''
+"""
 
 
 class ClassifyingAdapter(CommandAdapter):
@@ -55,8 +56,11 @@ def classifying(monkeypatch, make_engine):
     monkeypatch.setitem(ADAPTERS, "command", ClassifyingAdapter)
 
     def factory(**workers):
-        return make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{task}"]},
-                           workers={"retry_backoff": 0.05, "retry_backoff_max": 0.2, **workers})
+        return make_engine(
+            orchestrator={"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{task}"]},
+            workers={"retry_backoff": 0.05, "retry_backoff_max": 0.2, **workers},
+        )
+
     return factory
 
 
@@ -196,8 +200,10 @@ def test_a_retried_worker_costs_what_every_attempt_spent(monkeypatch, make_engin
     # Given a worker whose first two attempts hit an overload after spending, and whose third succeeds
     monkeypatch.setitem(ADAPTERS, "command", PayingAdapter)
     script = 'echo "cost 0.25 tokens 100/10"; ' + SCRIPT
-    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
-                         workers={"retry_backoff": 0.05, "retry_backoff_max": 0.2})
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
+        workers={"retry_backoff": 0.05, "retry_backoff_max": 0.2},
+    )
     job = run_job(engine, "x", tasks=["529 fail ok"], config={"max_retries": 1})
     worker = _worker(engine, job)
     # Then it is charged for all three, not for the last one alone

@@ -1,6 +1,7 @@
 """The orchestrator folder as users place it: copied into host repositories, run from their roots
 (issue 10, items 12, 14, 16 and install.sh's PYTHON). Each copy is a real copy of this folder
 (its .venv a symlink to ours, to stay fast), driven through its own scripts."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,24 @@ from .conftest import API_KEY, ROOT
 
 pytestmark = pytest.mark.slow
 
-LEFT_OUT = {".venv", ".git", ".cli", "workspace", "logs", "config.yaml", "__pycache__", ".pytest_cache", "artifacts",
-            ".server.json", ".server.lock", ".server.start.lock", ".server.pid", "bench", "docs", ".schemathesis"}
+LEFT_OUT = {
+    ".venv",
+    ".git",
+    ".cli",
+    "workspace",
+    "logs",
+    "config.yaml",
+    "__pycache__",
+    ".pytest_cache",
+    "artifacts",
+    ".server.json",
+    ".server.lock",
+    ".server.start.lock",
+    ".server.pid",
+    "bench",
+    "docs",
+    ".schemathesis",
+}
 
 
 def free_port():
@@ -33,7 +50,8 @@ def copy_folder(dest: Path, port: int) -> Path:
     (dest / ".venv").symlink_to(ROOT / ".venv")
     (dest / "config.yaml").write_text(
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\norchestrator:\n  worker: "simulated"\n'
-        'simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n')
+        "simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n"
+    )
     return dest
 
 
@@ -83,7 +101,9 @@ def test_two_copies_on_one_machine_each_reach_only_their_own_server(tmp_path, co
     # each check-status reads its own job from its own server
     for folder, job, url in ((a, job_a, url_a), (b, job_b, url_b)):
         status = sh([str(folder / "check-status.sh"), job], cwd=folder.parent)
-        assert status.returncode == 0 and "COMPLETED" in status.stdout and f"(from {url})" in status.stdout, status.stdout + status.stderr
+        assert status.returncode == 0 and "COMPLETED" in status.stdout and f"(from {url})" in status.stdout, (
+            status.stdout + status.stderr
+        )
     watched = sh([str(b / "orchestrator.sh"), "watch", job_b], cwd=tmp_path)
     assert watched.returncode == 0 and f"(from {url_b})" in watched.stdout, watched.stdout + watched.stderr
     # and B never sees A's job (it does not ask A's server)
@@ -139,7 +159,10 @@ def test_pytest_at_a_host_repos_root_collects_only_the_hosts_tests(tmp_path, cop
     listed = sh([python, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q"], cwd=host)
     assert listed.stdout.splitlines()[0] == "tests/test_host.py::test_host", listed.stdout
     # the folder's own run is unchanged: its tests are collected with its settings
-    own = sh([".venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "tests/test_platform.py"], cwd=folder)
+    own = sh(
+        [".venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "tests/test_platform.py"],
+        cwd=folder,
+    )
     assert own.returncode == 0 and "test_native_is_the_default_and_accepted" in own.stdout, own.stdout + own.stderr
 
 
@@ -158,7 +181,9 @@ def test_install_refuses_a_python_it_was_told_to_use_but_cannot(tmp_path):
     old = fake_python(tmp_path / "python3.9", "3.9.18")
     started = time.monotonic()
     out = sh(["./install.sh"], cwd=folder, env={**user_env(), "PYTHON": str(old)})
-    assert out.returncode == 1 and f"PYTHON={old} is Python 3.9.18" in out.stderr and "3.10 or newer" in out.stderr, out.stdout + out.stderr
+    assert out.returncode == 1 and f"PYTHON={old} is Python 3.9.18" in out.stderr and "3.10 or newer" in out.stderr, (
+        out.stdout + out.stderr
+    )
     assert not (folder / ".venv").exists()
     missing = sh(["./install.sh"], cwd=folder, env={**user_env(), "PYTHON": str(tmp_path / "no-such-python")})
     assert missing.returncode == 1 and "not found" in missing.stderr and not (folder / ".venv").exists(), missing.stderr

@@ -1,4 +1,5 @@
 """Group commit: callers share runs, each served by a run that began after its call."""
+
 from __future__ import annotations
 
 import threading

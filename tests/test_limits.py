@@ -1,5 +1,6 @@
 """Admission and limits (limits.py) as pure functions: request shape, tasks, depth, fan-out,
 tree size, budget, and how many workers dispatch may start. No process, no server, no engine."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,12 +14,15 @@ def test_a_request_is_stripped_and_kept():
     assert limits.check_request("  Build a REST API \n", 100) == "Build a REST API"
 
 
-@pytest.mark.parametrize(("request_", "words"), [
-    (None, "request must be a string describing the work"),
-    (42, "request must be a string describing the work"),
-    ("   \n", "request is empty: describe the work to do"),
-    ("x" * 11, "request is 11 characters; the limit is 10 (orchestrator.max_request_chars)"),
-])
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (None, "request must be a string describing the work"),
+        (42, "request must be a string describing the work"),
+        ("   \n", "request is empty: describe the work to do"),
+        ("x" * 11, "request is 11 characters; the limit is 10 (orchestrator.max_request_chars)"),
+    ],
+)
 def test_a_malformed_request_is_refused_saying_why(request_, words):
     with pytest.raises(ValidationError, match=words.replace("(", r"\(").replace(")", r"\)")):
         limits.check_request(request_, 10)
@@ -43,14 +47,17 @@ def test_tasks_have_their_whitespace_collapsed():
     assert limits.check_tasks(["  a\n  b ", "c"], 5, 100) == ["a b", "c"]
 
 
-@pytest.mark.parametrize(("tasks", "words"), [
-    ([], "tasks must be a non-empty list of strings"),
-    ("a; b", "tasks must be a non-empty list of strings"),
-    (["a"] * 6, "6 tasks given; at most 5 are accepted"),
-    (["a", 3], r"tasks\[1\] must be a non-empty string"),
-    (["a", "  "], r"tasks\[1\] must be a non-empty string"),
-    (["x" * 101], r"tasks\[0\] is longer than orchestrator.max_request_chars"),
-])
+@pytest.mark.parametrize(
+    ("tasks", "words"),
+    [
+        ([], "tasks must be a non-empty list of strings"),
+        ("a; b", "tasks must be a non-empty list of strings"),
+        (["a"] * 6, "6 tasks given; at most 5 are accepted"),
+        (["a", 3], r"tasks\[1\] must be a non-empty string"),
+        (["a", "  "], r"tasks\[1\] must be a non-empty string"),
+        (["x" * 101], r"tasks\[0\] is longer than orchestrator.max_request_chars"),
+    ],
+)
 def test_malformed_tasks_are_refused_naming_the_task(tasks, words):
     with pytest.raises(ValidationError, match=words):
         limits.check_tasks(tasks, 5, 100)
@@ -78,7 +85,10 @@ def test_recursion_disabled_is_refused():
 # -- fan-out ------------------------------------------------------------------------------------
 def test_fan_out_allows_up_to_the_cap():
     limits.check_fan_out(2, 3, "worker w of job J")
-    with pytest.raises(RecursionLimit, match=r"Max children per worker reached: worker w of job J already started 3 child job\(s\) \(max_children_per_worker=3\)"):
+    with pytest.raises(
+        RecursionLimit,
+        match=r"Max children per worker reached: worker w of job J already started 3 child job\(s\) \(max_children_per_worker=3\)",
+    ):
         limits.check_fan_out(3, 3, "worker w of job J")
 
 
@@ -109,8 +119,9 @@ def test_a_full_tree_starts_no_child_job():
 
 
 # -- budget -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("spent", "budget", "out"), [(0.0, 0.0, False), (5.0, 0.0, False), (0.99, 1.0, False),
-                                                      (1.0, 1.0, True), (1.5, 1.0, True)])
+@pytest.mark.parametrize(
+    ("spent", "budget", "out"), [(0.0, 0.0, False), (5.0, 0.0, False), (0.99, 1.0, False), (1.0, 1.0, True), (1.5, 1.0, True)]
+)
 def test_a_budget_is_spent_once_the_cost_reaches_it(spent, budget, out):
     assert limits.budget_spent(spent, budget) is out
 
@@ -118,19 +129,25 @@ def test_a_budget_is_spent_once_the_cost_reaches_it(spent, budget, out):
 def test_a_spent_budget_skips_workers_and_refuses_child_jobs_saying_so():
     assert limits.budget_note(1.23456, 1.0) == "skipped: the tree's AI cost $1.2346 reached its budget max_cost_usd=$1.0000"
     limits.check_budget(0.5, 1.0)
-    with pytest.raises(RecursionLimit, match=r"^no child job: the tree's AI cost \$1\.0000 reached its budget max_cost_usd=\$1\.0000\. Do the rest directly\.$"):
+    with pytest.raises(
+        RecursionLimit,
+        match=r"^no child job: the tree's AI cost \$1\.0000 reached its budget max_cost_usd=\$1\.0000\. Do the rest directly\.$",
+    ):
         limits.check_budget(1.0, 1.0)
 
 
 # -- dispatch -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("pending", "job_running", "job_max", "slots_used", "global_max", "n"), [
-    (5, 0, 3, 0, 10, 3),  # the job's max_workers
-    (5, 0, 10, 8, 10, 2),  # the server's global_max_workers
-    (2, 0, 10, 0, 10, 2),  # all that wait
-    (5, 3, 3, 0, 10, 0),  # the job is full
-    (5, 0, 3, 10, 10, 0),  # the server is full
-    (5, 0, 3, 12, 10, 0),  # over (a child job lent slots back): never negative
-    (0, 0, 3, 0, 10, 0),
-])
+@pytest.mark.parametrize(
+    ("pending", "job_running", "job_max", "slots_used", "global_max", "n"),
+    [
+        (5, 0, 3, 0, 10, 3),  # the job's max_workers
+        (5, 0, 10, 8, 10, 2),  # the server's global_max_workers
+        (2, 0, 10, 0, 10, 2),  # all that wait
+        (5, 3, 3, 0, 10, 0),  # the job is full
+        (5, 0, 3, 10, 10, 0),  # the server is full
+        (5, 0, 3, 12, 10, 0),  # over (a child job lent slots back): never negative
+        (0, 0, 3, 0, 10, 0),
+    ],
+)
 def test_dispatch_starts_as_many_as_both_limits_allow(pending, job_running, job_max, slots_used, global_max, n):
     assert limits.startable(pending, job_running, job_max, slots_used, global_max) == n

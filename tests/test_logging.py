@@ -1,5 +1,6 @@
 """Structured logs (logging.enable_structured): every line of the server log and of a tree's
 orchestrator.log is one JSON object; plain text stays the default."""
+
 from __future__ import annotations
 
 import json
@@ -59,17 +60,27 @@ def test_plain_text_stays_the_default(make_engine):
 def test_the_served_server_log_is_json_lines(tmp_path):
     # Given a real server started with structured logs
     port = _free_port()
-    config = {"api": {"api_key": API_KEY, "port": port}, "logging": {"enable_structured": True},
-              "orchestrator": {"worker": "simulated"}, "simulated": {"duration": 0.05}}
+    config = {
+        "api": {"api_key": API_KEY, "port": port},
+        "logging": {"enable_structured": True},
+        "orchestrator": {"worker": "simulated"},
+        "simulated": {"duration": 0.05},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env={**env, "ORCHESTRATOR_HOME": str(tmp_path)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")],
+        env={**env, "ORCHESTRATOR_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
     try:
         wait_until(lambda: _up(url), timeout=30, what="server up")
         # When a job runs and the server stops
-        job_id = requests.post(f"{url}/api/v1/orchestrate", json={"request": "x", "tasks": ["a"]}, headers=headers, timeout=10).json()["job_id"]
+        job_id = requests.post(
+            f"{url}/api/v1/orchestrate", json={"request": "x", "tasks": ["a"]}, headers=headers, timeout=10
+        ).json()["job_id"]
         requests.get(f"{url}/api/v1/jobs/{job_id}/wait?timeout=20", headers=headers, timeout=30)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -90,8 +101,12 @@ def test_refused_keys_and_deletes_are_in_the_server_log_without_the_key(tmp_path
     config = {"api": {"api_key": API_KEY, "port": port}, "orchestrator": {"worker": "simulated"}, "simulated": {"duration": 0.05}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env={**env, "ORCHESTRATOR_HOME": str(tmp_path)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")],
+        env={**env, "ORCHESTRATOR_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
     wrong = "wrong-key-4f1c9e0d2b7a"
     try:
@@ -99,7 +114,9 @@ def test_refused_keys_and_deletes_are_in_the_server_log_without_the_key(tmp_path
         # When a request comes with a wrong key, one with none, and a finished job is deleted
         assert requests.get(f"{url}/api/v1/jobs", headers={"X-API-Key": wrong}, timeout=10).status_code == 401
         assert requests.get(f"{url}/api/v1/jobs", timeout=10).status_code == 401
-        job_id = requests.post(f"{url}/api/v1/orchestrate", json={"request": "x", "tasks": ["a"]}, headers=headers, timeout=10).json()["job_id"]
+        job_id = requests.post(
+            f"{url}/api/v1/orchestrate", json={"request": "x", "tasks": ["a"]}, headers=headers, timeout=10
+        ).json()["job_id"]
         requests.get(f"{url}/api/v1/jobs/{job_id}/wait?timeout=20", headers=headers, timeout=30)
         assert requests.delete(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=10).status_code == 204
     finally:
@@ -107,15 +124,16 @@ def test_refused_keys_and_deletes_are_in_the_server_log_without_the_key(tmp_path
         server.wait(timeout=60)
     # Then each is a line of logs/server.log, and the wrong key is nowhere in it
     text = (tmp_path / "logs" / "server.log").read_text()
-    assert re.search(r"WARNING orchestrator\.api: refused GET /api/v1/jobs from 127\.0\.0\.1: 401 unauthorized: invalid API key", text), text
+    assert re.search(
+        r"WARNING orchestrator\.api: refused GET /api/v1/jobs from 127\.0\.0\.1: 401 unauthorized: invalid API key", text
+    ), text
     assert "401 unauthorized: missing X-API-Key header" in text
     assert f"job tree {job_id} (completed) deleted with its folder" in text
     assert wrong not in text and API_KEY not in text
 
 
 def test_the_formatter_carries_context_and_exceptions():
-    record = logging.LogRecord("orchestrator.engine", logging.ERROR, __file__, 1, "worker %s crashed", ("worker_2",),
-                               None)
+    record = logging.LogRecord("orchestrator.engine", logging.ERROR, __file__, 1, "worker %s crashed", ("worker_2",), None)
     for key, val in context("0123456789ab-c1", "worker_2").items():
         setattr(record, key, val)
     try:
@@ -124,15 +142,27 @@ def test_the_formatter_carries_context_and_exceptions():
         record.exc_info = sys.exc_info()
     entry = json.loads(JsonFormatter().format(record))
     assert entry["job_id"] == "0123456789ab-c1" and entry["root_id"] == "0123456789ab" and entry["worker"] == "worker_2"
-    assert entry["level"] == "ERROR" and entry["message"] == "worker worker_2 crashed" and "RuntimeError: boom" in entry["exception"]
+    assert (
+        entry["level"] == "ERROR" and entry["message"] == "worker worker_2 crashed" and "RuntimeError: boom" in entry["exception"]
+    )
 
 
 def test_a_job_line_names_a_worker_only_when_there_is_one():
     job = json.loads(job_line("job x completed", job_id="0123456789ab", root_id="0123456789ab", depth=0, ts=0.5))
-    worker = json.loads(job_line("depth_0_worker_1 success: exit code 0", job_id="0123456789ab", root_id="0123456789ab",
-                                 depth=0, worker="worker_1"))
-    assert job == {"ts": "1970-01-01T00:00:00.500Z", "level": "INFO", "event": "job", "message": "job x completed",
-                   "job_id": "0123456789ab", "root_id": "0123456789ab", "depth": 0}
+    worker = json.loads(
+        job_line(
+            "depth_0_worker_1 success: exit code 0", job_id="0123456789ab", root_id="0123456789ab", depth=0, worker="worker_1"
+        )
+    )
+    assert job == {
+        "ts": "1970-01-01T00:00:00.500Z",
+        "level": "INFO",
+        "event": "job",
+        "message": "job x completed",
+        "job_id": "0123456789ab",
+        "root_id": "0123456789ab",
+        "depth": 0,
+    }
     assert worker["event"] == "worker" and worker["worker"] == "worker_1"
 
 

@@ -1,4 +1,5 @@
 """GET /metrics: the Prometheus text format, parsed back, checked against what really happened."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.slow
 
 def parse(text):
     """Every sample as {(name, frozenset(labels)): value}."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
 
 
 def scrape(live):
@@ -60,8 +62,11 @@ def test_metrics_count_the_jobs_and_workers_that_ran(make_live):
 
 def test_refusals_are_counted_by_the_check_that_refused(make_live):
     # Given a tree whose worker may start 2 children and which holds 2 workers at most
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()}, api={"max_body_bytes": 1024},
-                     recursion={"max_children_per_worker": 2, "max_workers_per_root": 2})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        api={"max_body_bytes": 1024},
+        recursion={"max_children_per_worker": 2, "max_workers_per_root": 2},
+    )
     root = live.submit(request="x", tasks=["hang"], config={"max_recursion_depth": 1}).json()["job_id"]
     cred = credential(live, root, "worker_1")
     # When one request of each kind is refused
@@ -73,8 +78,9 @@ def test_refusals_are_counted_by_the_check_that_refused(make_live):
     assert depth.status_code == 422 and "Max recursion depth reached" in depth.json()["message"]
     assert live.call("GET", "/api/v1/jobs", key="wrong-key-0123456789").status_code == 401
     assert live.submit(request="").status_code == 400
-    assert live.call("POST", "/api/v1/orchestrate", data="x" * 4096,
-                     headers={"Content-Type": "application/json"}).status_code == 413
+    assert (
+        live.call("POST", "/api/v1/orchestrate", data="x" * 4096, headers={"Content-Type": "application/json"}).status_code == 413
+    )
     assert live.call("GET", "/metrics", key=cred).status_code == 403  # a worker credential is not enough
     samples = scrape(live)
     # Then each refusal is counted once under its reason, and the running tree shows
@@ -86,8 +92,7 @@ def test_refusals_are_counted_by_the_check_that_refused(make_live):
 
 
 def test_max_children_refusal_has_its_own_reason(make_live):
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     recursion={"max_children_per_worker": 1})
+    live = make_live(orchestrator={"worker": "command", "command": fake_command()}, recursion={"max_children_per_worker": 1})
     root = live.submit(request="x", tasks=["hang"], config={"max_recursion_depth": 2}).json()["job_id"]
     cred = credential(live, root, "worker_1")
     assert live.submit(key=cred, request="y", tasks=["hang"]).status_code == 202
@@ -97,8 +102,11 @@ def test_max_children_refusal_has_its_own_reason(make_live):
 
 
 def test_a_tree_past_its_deadline_counts_as_a_deadline_refusal(make_live):
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     recursion={"tree_deadline": 0.3}, workers={"monitor_interval": 0.05})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        recursion={"tree_deadline": 0.3},
+        workers={"monitor_interval": 0.05},
+    )
     job_id = live.submit(request="x", tasks=["hang"]).json()["job_id"]
     assert live.wait(job_id)["status"] == "cancelled"
     samples = scrape(live)
@@ -156,13 +164,16 @@ def test_cost_reported_by_workers_adds_up(make_engine):
     assert value(parse(engine.metrics.render().decode()), "orchestrator_cost_usd_total") == 0.75
 
 
-@pytest.mark.parametrize("error, reason", [
-    (RecursionLimit("Max recursion depth reached: worker x ..."), "depth"),
-    (RecursionLimit("Max children per worker reached: ..."), "max_children"),
-    (RecursionLimit("recursion is disabled for job x (enable_recursion=false)"), "recursion_disabled"),
-    (ValidationError("unexpected Host header 'evil.example'"), "host"),
-    (ValidationError("request is empty"), "validation"),
-])
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (RecursionLimit("Max recursion depth reached: worker x ..."), "depth"),
+        (RecursionLimit("Max children per worker reached: ..."), "max_children"),
+        (RecursionLimit("recursion is disabled for job x (enable_recursion=false)"), "recursion_disabled"),
+        (ValidationError("unexpected Host header 'evil.example'"), "host"),
+        (ValidationError("request is empty"), "validation"),
+    ],
+)
 def test_refusal_reasons_name_the_check(error, reason):
     assert refusal_reason(error) == reason
 

@@ -1,4 +1,5 @@
 """Resource caps over a worker's whole process tree, with real processes."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,17 +19,27 @@ pytestmark = pytest.mark.slow
 
 
 def capped_engine(make_engine, **workers):
-    caps = {"max_memory_mb": 0, "max_processes": 0, "max_log_mb": 0, "max_disk_mb": 0, "monitor_interval": 0.1,
-            "kill_grace": 0.5, **workers}
+    caps = {
+        "max_memory_mb": 0,
+        "max_processes": 0,
+        "max_log_mb": 0,
+        "max_disk_mb": 0,
+        "monitor_interval": 0.1,
+        "kill_grace": 0.5,
+        **workers,
+    }
     return make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers=caps)
 
 
-@pytest.mark.parametrize("task, caps, words", [
-    ("grow 400", {"max_memory_mb": 150}, "memory cap"),
-    ("procs 12", {"max_processes": 6}, "process cap"),
-    ("flood 400", {"max_log_mb": 20}, "log cap"),
-    ("disk 40", {"max_disk_mb": 10}, "disk cap"),
-])
+@pytest.mark.parametrize(
+    "task, caps, words",
+    [
+        ("grow 400", {"max_memory_mb": 150}, "memory cap"),
+        ("procs 12", {"max_processes": 6}, "process cap"),
+        ("flood 400", {"max_log_mb": 20}, "log cap"),
+        ("disk 40", {"max_disk_mb": 10}, "disk cap"),
+    ],
+)
 def test_a_breached_cap_stops_the_worker_with_its_own_reason(make_engine, task, caps, words):
     engine = capped_engine(make_engine, **caps)
     job = run_job(engine, "x", tasks=[task], config={"max_retries": 2, "default_timeout": 60})
@@ -67,8 +78,11 @@ def test_a_tree_past_its_deadline_is_cancelled_whole(make_live):
     import time
 
     # Given a two-level tree of hanging workers and a 3 s tree deadline
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     recursion={"tree_deadline": 3}, workers={"kill_grace": 0.3, "monitor_interval": 0.1})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        recursion={"tree_deadline": 3},
+        workers={"kill_grace": 0.3, "monitor_interval": 0.1},
+    )
     started = time.monotonic()
     job_id = live.submit(request="x", tasks=["tree-hang"], config={"max_recursion_depth": 1}).json()["job_id"]
     doc = live.wait(job_id, timeout=30)
@@ -111,8 +125,12 @@ def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):
         def watched(tag):
             return Watched("depth_0_worker_1", tag, 1.0, tmp_path / "log", tmp_path, abort=lambda reason: None)
 
-        monitor = ResourceMonitor(LocalExecutor(TagRunner({"tree-a": [busy.pid]})), Caps(0, 0, 0, 0), 1.0,
-                                  lambda: [watched("tree-a"), watched("tree-b")])
+        monitor = ResourceMonitor(
+            LocalExecutor(TagRunner({"tree-a": [busy.pid]})),
+            Caps(0, 0, 0, 0),
+            1.0,
+            lambda: [watched("tree-a"), watched("tree-b")],
+        )
         # When the monitor samples once
         monitor.sample()
         # Then the busy process counts for its own tree's worker only
@@ -137,8 +155,12 @@ def test_workers_take_their_usage_while_the_monitor_samples(tmp_path):
     # Given a monitor holding many workers' usage, sampling on its own thread
     # (before the lock, a worker thread's pop during the stale-entry sweep raised
     # "dictionary changed size during iteration" in the monitor, and a sample was lost)
-    monitor = ResourceMonitor(LocalExecutor(TagRunner({})), Caps(0, 0, 0, 0), 1.0,
-                              lambda: [Watched("depth_0_worker_1", "live", 1.0, tmp_path / "log", tmp_path, abort=lambda r: None)])
+    monitor = ResourceMonitor(
+        LocalExecutor(TagRunner({})),
+        Caps(0, 0, 0, 0),
+        1.0,
+        lambda: [Watched("depth_0_worker_1", "live", 1.0, tmp_path / "log", tmp_path, abort=lambda r: None)],
+    )
     tags = [f"t{n}" for n in range(200_000)]
     for tag in tags:
         monitor.usage[tag] = Usage(seen=time.monotonic() + 3600)  # never stale in this test

@@ -5,6 +5,7 @@ FINAL_RESULT.md and in the status JSON (issue 10, item 5).
 Two groups: a fake CLI that prints claude's result object (the budget logic, exact figures),
 and the real claude CLI against the loopback mock of the Messages API (the end-to-end figure).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ PLAN = ["Build the auth service", "Build the orders service"]
 
 # A stand-in for claude: one result object on stdout, as `claude -p --output-format json` prints it.
 # The planner's prompt asks for "ONLY a JSON array"; a worker's does not (read from argv or stdin).
-FAKE_CLAUDE = '''#!{python}
+FAKE_CLAUDE = """#!{python}
 import json, os, sys, time
 prompt = " ".join(sys.argv[1:]) + ("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
 planning = "ONLY a JSON array" in prompt
@@ -42,7 +43,7 @@ answer = {planner_answer!r} if planning else "done"
 cost, tokens_in, tokens_out = (({planner_cost}, 3000, 200) if planning else (0.01, 1000, 50))
 print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": answer,
                   "total_cost_usd": cost, "usage": {{"input_tokens": tokens_in, "output_tokens": tokens_out}}}}))
-'''
+"""
 
 
 def fake_claude(tmp_path: Path, *, planner_answer: str = json.dumps(PLAN), planner_cost: float = 0.05) -> str:
@@ -82,8 +83,12 @@ def test_the_planner_call_counts_in_the_tree_cost_tokens_reports_and_metrics(mak
     assert "- Cost: $0.0700 (reported by 2 of 2 workers, and the AI planner)" in final
     assert "- AI planner: $0.0500, tokens 3,000 / 200 (1 planning call; included above)" in final
     # And the server's cost counter
-    (total,) = [s.value for f in text_string_to_metric_families(engine.metrics.render().decode())
-                for s in f.samples if s.name == "orchestrator_cost_usd_total"]
+    (total,) = [
+        s.value
+        for f in text_string_to_metric_families(engine.metrics.render().decode())
+        for s in f.samples
+        if s.name == "orchestrator_cost_usd_total"
+    ]
     assert total == pytest.approx(0.07)
 
 
@@ -94,7 +99,9 @@ def test_a_planner_call_that_spends_the_budget_starts_no_worker(make_engine, tmp
     # Then no worker starts: each is skipped, saying the tree's cost reached the budget
     _, workers = engine.snapshot(job.root_id)
     assert [w.status for w in workers] == [WorkerStatus.SKIPPED, WorkerStatus.SKIPPED]
-    assert all("AI cost $0.0500 reached its budget max_cost_usd=$0.0400" in w.exit_reason for w in workers), workers[0].exit_reason
+    assert all("AI cost $0.0500 reached its budget max_cost_usd=$0.0400" in w.exit_reason for w in workers), workers[
+        0
+    ].exit_reason
     assert job.status is JobStatus.FAILED
     assert status_of(engine, job)["tree"]["cost_usd"] == 0.05
 
@@ -122,17 +129,20 @@ def test_the_budget_remembers_the_planner_after_a_restart(tmp_path):
     # Given a server whose AI planner spent $0.05 of a $0.055 budget, running the first of two
     # workers (one at a time: global_max_workers=1; each costs $0.01), killed with SIGKILL while it runs
     port = free_port()
-    config = {"api": {"api_key": ADMIN_KEY, "port": port},
-              "orchestrator": {"worker": "claude", "claude_command": fake_claude(tmp_path), "planner": "ai"},
-              "workers": {"global_max_workers": 1}}
+    config = {
+        "api": {"api_key": ADMIN_KEY, "port": port},
+        "orchestrator": {"worker": "claude", "claude_command": fake_claude(tmp_path), "planner": "ai"},
+        "workers": {"global_max_workers": 1},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     marker = tmp_path / "worker-started"
     server = serve(tmp_path, FAKE_SLEEP="3", FAKE_MARKER=str(marker))
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": ADMIN_KEY}
     try:
         wait_until(lambda: up(url), timeout=30, what="server up")
-        answer = requests.post(f"{url}/api/v1/orchestrate", json={"request": REQUEST, "config": {"max_cost_usd": 0.055}},
-                               headers=headers, timeout=30)
+        answer = requests.post(
+            f"{url}/api/v1/orchestrate", json={"request": REQUEST, "config": {"max_cost_usd": 0.055}}, headers=headers, timeout=30
+        )
         job_id = answer.json()["job_id"]
         wait_until(marker.exists, timeout=30, what="the first worker running")
     finally:
@@ -166,8 +176,13 @@ def free_port():
 def serve(home, **env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     env.update({"ORCHESTRATOR_HOME": str(home), **env_extra})
-    return subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def up(url):
@@ -183,7 +198,9 @@ API_KEY = "sk-ant-mock-key-0000"
 
 
 @pytest.mark.real_cli
-@pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)")
+@pytest.mark.skipif(
+    CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)"
+)
 def test_real_claude_planner_cost_is_in_the_tree_and_the_reports(make_engine, monkeypatch, tmp_path):
     # Given the real claude CLI, pointed at the mock: the planning call answers a plan, each worker "done"
     def script(body):

@@ -1,5 +1,6 @@
 """procscan: the one walk over the process table that the sweep, the tree sweep and the shim
 search share. Real processes, found by the tag in their environment."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,10 @@ def test_tag_in_reads_the_first_whole_entry_only():
 def tagged_children():
     """Three sleeping children: two of tree ps1 (one to keep), one of tree ps2."""
     tags = ["ps1.depth_0_worker_1.1", "ps1.depth_0_worker_2.1", "ps2.depth_0_worker_1.1"]
-    procs = {tag: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                                   env={**os.environ, TAG_VAR: tag}) for tag in tags}
+    procs = {
+        tag: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env={**os.environ, TAG_VAR: tag})
+        for tag in tags
+    }
     yield procs
     for proc in procs.values():
         proc.kill()

@@ -1,5 +1,6 @@
 """The terminal view: the job tree drawn from records or from the API, redrawn in place on a
 TTY, plain lines otherwise; and ``python -m orchestrator watch`` as a user runs it."""
+
 from __future__ import annotations
 
 import io
@@ -28,21 +29,43 @@ ROOT_ID = "0123456789ab"
 
 def worker(name, status, task, job_id=ROOT_ID, index=1, started=None, ended=None, children=()):
     depth = job_id.count("-c")
-    return WorkerRecord(job_id=job_id, root_id=ROOT_ID, name=name, index=index, depth=depth, task=task, kind="simulated",
-                        status=WorkerStatus(status), started_at=started, ended_at=ended, child_job_ids=list(children),
-                        created_at=900.0 + index)
+    return WorkerRecord(
+        job_id=job_id,
+        root_id=ROOT_ID,
+        name=name,
+        index=index,
+        depth=depth,
+        task=task,
+        kind="simulated",
+        status=WorkerStatus(status),
+        started_at=started,
+        ended_at=ended,
+        child_job_ids=list(children),
+        created_at=900.0 + index,
+    )
 
 
 def job(job_id, status, names, depth=0, parent=None):
-    return JobRecord(id=job_id, root_id=ROOT_ID, request="r", depth=depth, status=JobStatus(status), worker_names=names,
-                     parent_job_id=parent, parent_worker=parent and "worker_2", created_at=900.0 + depth)
+    return JobRecord(
+        id=job_id,
+        root_id=ROOT_ID,
+        request="r",
+        depth=depth,
+        status=JobStatus(status),
+        worker_names=names,
+        parent_job_id=parent,
+        parent_worker=parent and "worker_2",
+        created_at=900.0 + depth,
+    )
 
 
 def small_tree():
     """A root of three workers; worker_2 waits on a child job of three."""
     child = f"{ROOT_ID}-c1"
-    jobs = [job(ROOT_ID, "running", ["worker_1", "worker_2", "worker_3"]),
-            job(child, "running", ["worker_2_1", "worker_2_2", "worker_2_3"], depth=1, parent=ROOT_ID)]
+    jobs = [
+        job(ROOT_ID, "running", ["worker_1", "worker_2", "worker_3"]),
+        job(child, "running", ["worker_2_1", "worker_2_2", "worker_2_3"], depth=1, parent=ROOT_ID),
+    ]
     workers = [
         worker("worker_1", "success", "Frontend", index=1, started=990.0, ended=990.4),
         worker("worker_2", "running", "Backend with auth and orders", index=2, started=990.0, children=[child]),
@@ -79,9 +102,17 @@ def test_a_tree_too_tall_for_the_terminal_lists_running_and_failed_workers_and_c
     # Given 30 workers: 2 running, 1 failed, 25 succeeded, 2 pending
     statuses = ["running"] * 2 + ["failed"] + ["success"] * 25 + ["pending"] * 2
     names = [f"worker_{i}" for i in range(1, 31)]
-    workers = [worker(n, s, f"task {i}", index=i, started=990.0 if s != "pending" else None,
-                      ended=991.0 if s in ("failed", "success") else None)
-               for i, (n, s) in enumerate(zip(names, statuses), 1)]
+    workers = [
+        worker(
+            n,
+            s,
+            f"task {i}",
+            index=i,
+            started=990.0 if s != "pending" else None,
+            ended=991.0 if s in ("failed", "success") else None,
+        )
+        for i, (n, s) in enumerate(zip(names, statuses), 1)
+    ]
     tree = tree_from_records([job(ROOT_ID, "running", names)], workers)
     # When it must fit in 6 lines
     lines = render_tree(tree, now=NOW, height=6)
@@ -147,7 +178,7 @@ def test_on_a_terminal_the_tree_is_redrawn_in_place(monkeypatch):
     assert "\x1b[" not in first and len(first.splitlines()) == 9  # a header and the 8 lines of the tree
     view.update(jobs, workers)
     # the second picture goes up 9 lines and clears down before drawing
-    assert out.getvalue()[len(first):].startswith("\x1b[9F\x1b[J[")
+    assert out.getvalue()[len(first) :].startswith("\x1b[9F\x1b[J[")
 
 
 def test_the_tree_fits_the_terminal_height(monkeypatch):
@@ -177,7 +208,9 @@ def watch_home(tmp_path, port=None):
     home = tmp_path / "watcher"
     home.mkdir()
     api = {"api_key": API_KEY, **({"port": port} if port else {})}
-    (home / "config.yaml").write_text(yaml.safe_dump({"api": api, "orchestrator": {"workspace_root": str(tmp_path / "workspace")}}))
+    (home / "config.yaml").write_text(
+        yaml.safe_dump({"api": api, "orchestrator": {"workspace_root": str(tmp_path / "workspace")}})
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     return {**env, "ORCHESTRATOR_HOME": str(home), "COLUMNS": "120", "LINES": "30"}
 
@@ -230,8 +263,14 @@ def test_watch_without_a_terminal_prints_plain_event_lines(make_live, tmp_path):
     live = make_live()
     job_id = live.submit(request="x", tasks=["alpha", "beta"]).json()["job_id"]
     live.wait(job_id)
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "watch", job_id, live.url], env=watch_home(tmp_path),
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "watch", job_id, live.url],
+        env=watch_home(tmp_path),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "\x1b" not in out.stdout
     assert re.search(r"^\[ *[0-9.]+s\] depth_0_worker_2 +success +exit code 0$", out.stdout, re.M), out.stdout
@@ -244,8 +283,9 @@ def test_watch_with_no_server_reads_the_workspace_files(make_engine, tmp_path):
     engine = make_engine()
     done = run_job(engine, tasks=["alpha"])
     env = watch_home(tmp_path, port=_free_port())
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "watch", done.id], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "watch", done.id], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert f"Job {done.id} completed: 1/1 workers succeeded" in out.stdout
     assert "(from the workspace files (this folder's API server is not running))" in out.stdout

@@ -1,4 +1,5 @@
 """Worker and planner prompts: what an AI worker is told, and user templates."""
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,18 @@ GOAL = "Build a shop"
 
 def prompt(**kw):
     args = dict(
-        task=TASKS[1], goal=GOAL, request="Build a shop with auth, orders and payments services", siblings=TASKS, index=2,
-        depth=0, max_recursion_depth=2, recursion_enabled=True, worker_dir="/ws/job_x/depth_0/worker_2",
-        job_id="job_x", worker_id="worker_2", children_left=3,
+        task=TASKS[1],
+        goal=GOAL,
+        request="Build a shop with auth, orders and payments services",
+        siblings=TASKS,
+        index=2,
+        depth=0,
+        max_recursion_depth=2,
+        recursion_enabled=True,
+        worker_dir="/ws/job_x/depth_0/worker_2",
+        job_id="job_x",
+        worker_id="worker_2",
+        children_left=3,
     )
     args.update(kw)
     return render_worker_prompt(**args)
@@ -91,12 +101,15 @@ def test_one_subtask_rule_in_the_prompt_and_readme_for_ai():
         assert other not in prompt() and other not in guide, other
 
 
-@pytest.mark.parametrize("kw, reason", [
-    ({"depth": 2, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
-    ({"depth": 3, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
-    ({"recursion_enabled": False}, "recursion is disabled for this job"),
-    ({"children_left": 0}, "this worker may start no more child jobs"),
-])
+@pytest.mark.parametrize(
+    "kw, reason",
+    [
+        ({"depth": 2, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
+        ({"depth": 3, "max_recursion_depth": 2}, "you are at the maximum depth (2)"),
+        ({"recursion_enabled": False}, "recursion is disabled for this job"),
+        ({"children_left": 0}, "this worker may start no more child jobs"),
+    ],
+)
 def test_prompt_without_recursion_says_to_do_the_work_itself(kw, reason):
     text = prompt(**kw)
     assert "spawn" not in text

@@ -1,5 +1,6 @@
 """The orchestrator's environment variable names are spelled once, in ``orchestrator.protocol``
 (issue 11 item 4), and that is what a real worker gets."""
+
 from __future__ import annotations
 
 import ast
@@ -41,8 +42,7 @@ def _spelled_out(path: Path) -> list[str]:
 
 
 def test_every_orchestrator_variable_name_is_spelled_only_in_the_protocol_module():
-    hits = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.name != "protocol.py"
-            for hit in _spelled_out(path)]
+    hits = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.name != "protocol.py" for hit in _spelled_out(path)]
     assert hits == []
 
 

@@ -1,6 +1,7 @@
 """Pruning old job trees: ``orchestrator prune`` (server down, server up) and the server's
 retention (orchestrator.retention_days). The trees are made by real runs of the fake CLI
 (``command`` kind: real subprocesses); a running tree is in every test and must survive."""
+
 from __future__ import annotations
 
 import os
@@ -39,13 +40,21 @@ def settings_for(make_engine):
 
 def cli(tmp_path, *args, port=None, key=API_KEY):
     """``python -m orchestrator prune ARGS`` on tmp_path's workspace, as a user runs it."""
-    config = {"orchestrator": {"workspace_root": str(tmp_path / "workspace")},
-              "api": {"api_key": key, "port": port or _free_port()}}
+    config = {
+        "orchestrator": {"workspace_root": str(tmp_path / "workspace")},
+        "api": {"api_key": key, "port": port or _free_port()},
+    }
     path = tmp_path / "prune-config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    return subprocess.run([sys.executable, "-m", "orchestrator", "--config", str(path), "prune", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--config", str(path), "prune", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _free_port():
@@ -57,8 +66,20 @@ def _free_port():
 
 
 # -- arguments ------------------------------------------------------------------------
-@pytest.mark.parametrize("text, seconds", [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
-                                           ("1d12h", 129600), ("0s", 0), ("1.5h", 5400), (" 7D ", 604800)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30s", 30),
+        ("15m", 900),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("1d12h", 129600),
+        ("0s", 0),
+        ("1.5h", 5400),
+        (" 7D ", 604800),
+    ],
+)
 def test_ages_read_with_their_units(text, seconds):
     assert parse_age(text) == seconds
 
@@ -73,7 +94,9 @@ def test_statuses_are_the_finished_ones_only():
     assert FINISHED == ("completed", "partial", "failed", "cancelled")
     assert parse_statuses(None) == FINISHED
     assert parse_statuses("completed, failed,completed") == ("completed", "failed")
-    with pytest.raises(ValidationError, match="running is not a finished status; choose from completed, partial, failed, cancelled"):
+    with pytest.raises(
+        ValidationError, match="running is not a finished status; choose from completed, partial, failed, cancelled"
+    ):
         parse_statuses("completed,running")
 
 
@@ -219,8 +242,13 @@ def test_the_server_applies_retention_at_start_and_keeps_a_tree_it_recovers(tmp_
 def _server(home):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     env["ORCHESTRATOR_HOME"] = str(home)
-    return subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _up(url):

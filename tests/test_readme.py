@@ -1,4 +1,5 @@
 """The README's commands, snippets, routes and keys are the product's: run or check each."""
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ fetched: ``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps litellm on its bundled cost
 downloading litellm's model list. ``HOME`` is private. Every run is traced with strace and every
 connect must go to 127.0.0.1 (``tests/net_guard.py``). Install with ``tests/install_cli.sh``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,16 @@ from .net_guard import STRACE, assert_only_loopback, traced_program
 AIDER = ROOT / ".cli" / "bin" / "aider"
 MODEL = "openai/mock-model"
 # $2.5 and $10 per million tokens: aider prints "Cost: $… message, $… session."
-METADATA = {MODEL: {"max_input_tokens": 128000, "max_output_tokens": 4096, "input_cost_per_token": 2.5e-06,
-                    "output_cost_per_token": 1e-05, "litellm_provider": "openai", "mode": "chat"}}
+METADATA = {
+    MODEL: {
+        "max_input_tokens": 128000,
+        "max_output_tokens": 4096,
+        "input_cost_per_token": 2.5e-06,
+        "output_cost_per_token": 1e-05,
+        "litellm_provider": "openai",
+        "mode": "chat",
+    }
+}
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,8 +68,13 @@ def aider_workers(monkeypatch, tmp_path):
         monkeypatch.setenv("OPENAI_API_KEY", "sk-mock-0000")
         monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         program = traced_program(str(AIDER), traces) if traced else str(AIDER)
-        settings = {"worker": "aider", "aider_command": program, "planner": "heuristic", "model": MODEL,
-                    "cli_args": ["--edit-format", "whole", "--model-metadata-file", str(metadata)]}
+        settings = {
+            "worker": "aider",
+            "aider_command": program,
+            "planner": "heuristic",
+            "model": MODEL,
+            "cli_args": ["--edit-format", "whole", "--model-metadata-file", str(metadata)],
+        }
         return mock, settings
 
     start.traces = traces
@@ -112,8 +126,9 @@ def test_bad_key_fails_the_worker_once_at_once_with_aider_s_message(make_engine,
 @pytest.mark.timeout(300)  # aider's own retry loop alone is ~70 s; a loaded machine stretches it
 def test_rate_limit_is_transient_and_reports_the_last_error_block(make_engine, aider_workers):
     """aider retries a 429 itself until its delay passes 60 s (about 70 s here), then gives up."""
-    limited = ApiError(429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded",
-                       retry_after=1)
+    limited = ApiError(
+        429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded", retry_after=1
+    )
     mock, settings = aider_workers([], default=limited, traced=False)
     # One attempt (aider's own loop takes ~70 s): the orchestrator's transient retries are off here
     engine = make_engine(orchestrator=settings, workers={"max_retries": 0, "transient_retries": 0, "default_timeout": 150})

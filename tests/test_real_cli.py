@@ -12,6 +12,7 @@ Two groups:
 * through the orchestrator: the ``claude`` adapter running real claude workers
   (skipped until ``orchestrator/adapters/claude.py`` is registered in ADAPTERS).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,9 @@ CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.real_cli,
-    pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH "
-                                              "(run tests/install_cli.sh)"),
+    pytest.mark.skipif(
+        CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)"
+    ),
 ]
 needs_adapter = pytest.mark.skipif(
     "claude" not in ADAPTERS,
@@ -81,14 +83,20 @@ def run_claude(mock: MockModelServer, cwd: Path, *args: str, prompt: str = "hell
     cwd.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [CLAUDE, "-p", prompt, "--output-format", "json", *args],
-        cwd=cwd, env=cli_env(mock, cwd.parent / "home", **extra_env),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+        cwd=cwd,
+        env=cli_env(mock, cwd.parent / "home", **extra_env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
     )
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
-        pytest.fail(f"claude printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
-                    f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}")
+        pytest.fail(
+            f"claude printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
+            f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}"
+        )
     return proc.returncode, doc
 
 
@@ -123,8 +131,14 @@ def test_mock_answers_without_streaming_404s_the_rest_and_stops_by_itself():
 
 
 def test_version_is_printed():
-    out = subprocess.run([CLAUDE, "--version"], env={**os.environ, **QUIET_ENV}, capture_output=True,
-                         text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [CLAUDE, "--version"],
+        env={**os.environ, **QUIET_ENV},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     assert "Claude Code" in out.stdout
 
@@ -154,8 +168,7 @@ def test_write_tool_creates_the_file_in_the_cwd(tmp_path):
         return ToolUse("Write", {"file_path": f"{working_directory(body)}/notes.md", "content": "# Notes\n"})
 
     with MockModelServer(script, lifetime=CLI_TIMEOUT) as mock:
-        code, doc = run_claude(mock, work, "--permission-mode", "acceptEdits", "--allowedTools", "Write",
-                               prompt="Write notes.md")
+        code, doc = run_claude(mock, work, "--permission-mode", "acceptEdits", "--allowedTools", "Write", prompt="Write notes.md")
     assert code == 0, doc
     assert (work / "notes.md").read_text() == "# Notes\n"
     assert doc["result"] == "Wrote notes.md" and doc["num_turns"] == 2
@@ -171,12 +184,18 @@ def _bash_turns(command: str):
         if tool_results(body):
             return Text("done")
         return ToolUse("Bash", {"command": command, "description": "Start a child job"})
+
     return script
 
 
-@pytest.mark.parametrize("spawn", ['orchestrator-spawn --wait "Write a.md" "Write b.md"',
-                                   'python -m orchestrator spawn --wait "Write a.md"',
-                                   'python3 -m orchestrator spawn --wait "Write a.md"'])
+@pytest.mark.parametrize(
+    "spawn",
+    [
+        'orchestrator-spawn --wait "Write a.md" "Write b.md"',
+        'python -m orchestrator spawn --wait "Write a.md"',
+        'python3 -m orchestrator spawn --wait "Write a.md"',
+    ],
+)
 def test_default_allowed_tools_let_the_spawn_command_run_and_nothing_else(tmp_path, spawn):
     # The adapter passes orchestrator.claude_allowed_tools as --allowedTools: its Bash rules
     # must let orchestrator-spawn (and the older python forms) run without asking, and only those.
@@ -227,12 +246,22 @@ def run_as_worker(mock: MockModelServer, work: Path, *, time_left: float = 60.0,
     adapter = get_adapter("claude")
     work.mkdir(parents=True, exist_ok=True)
     settings = make_settings(work.parent, orchestrator={"worker": "claude", "claude_command": CLAUDE})
-    ctx = WorkerContext(task="Say hi", prompt="Say hi", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
-                        max_recursion_depth=1, attempt=1, settings=settings, time_left=time_left)
+    ctx = WorkerContext(
+        task="Say hi",
+        prompt="Say hi",
+        prompt_file=work / "prompt.md",
+        worker_dir=work,
+        depth=0,
+        max_recursion_depth=1,
+        attempt=1,
+        settings=settings,
+        time_left=time_left,
+    )
     env = {**cli_env(mock, work.parent / "home", **extra_env), **adapter.extra_env(ctx)}
     started = time.monotonic()
-    proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    proc = subprocess.run(
+        adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT
+    )
     return adapter.parse(proc.stdout + proc.stderr, proc.returncode, max_chars=2000), time.monotonic() - started
 
 
@@ -279,9 +308,15 @@ def test_a_hanging_request_keeps_the_cli_waiting_until_it_is_signalled(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     with MockModelServer([Hang()], lifetime=CLI_TIMEOUT) as mock:
-        proc = subprocess.Popen([CLAUDE, "-p", "hello", "--output-format", "json"], cwd=work,
-                                env=cli_env(mock, tmp_path / "home"), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            [CLAUDE, "-p", "hello", "--output-format", "json"],
+            cwd=work,
+            env=cli_env(mock, tmp_path / "home"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 20
             while not mock.requests and time.monotonic() < deadline:
@@ -316,8 +351,12 @@ def claude_workers(monkeypatch, tmp_path):
             monkeypatch.delenv(name)
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
-        for name, value in {**mock.client_env(API_KEY), "HOME": str(home),
-                            "CLAUDE_CONFIG_DIR": str(home / ".claude"), **extra}.items():
+        for name, value in {
+            **mock.client_env(API_KEY),
+            "HOME": str(home),
+            "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+            **extra,
+        }.items():
             monkeypatch.setenv(name, value)
         return mock
 
@@ -335,9 +374,8 @@ def write_then_report(name: str, content: str, final: str):
         if tool_results(body):
             return Text(final)
         return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": content})
+
     return script
-
-
 
 
 @needs_adapter
@@ -427,6 +465,7 @@ def tree_script(child_delay: float = 0.0):
     The root's model does what its prompt says: it runs the spawn command with the shell
     timeout the prompt asks for, and answers with what the command printed. Each child's
     model call that writes its file takes ``child_delay`` seconds."""
+
     def script(body):
         task = subtask(body)
         results = tool_results(body)
@@ -442,9 +481,11 @@ def tree_script(child_delay: float = 0.0):
             if results:
                 return Text(f"Done: {task}")
             name = task.split()[-1]
-            return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"# {name}\n"},
-                           delay=child_delay)
+            return ToolUse(
+                "Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"# {name}\n"}, delay=child_delay
+            )
         return Text(f"unexpected prompt: {task!r}")
+
     return script
 
 
@@ -500,9 +541,15 @@ def test_a_child_job_longer_than_the_shell_limit_comes_back_to_its_parent(make_l
     child = next(j for j in jobs if j.id == child_id)
     assert child.ended_at - child.created_at > 2.5, "the child job must outlive the 2 s shell limit"
     # The model was asked for, and gave, the worker's own timeout as the spawn call's.
-    calls = [b for r in mock.conversation if subtask(r.body) == ROOT_TASK
-             for m in r.body["messages"] if m["role"] == "assistant" and isinstance(m["content"], list)
-             for b in m["content"] if b.get("type") == "tool_use"]
+    calls = [
+        b
+        for r in mock.conversation
+        if subtask(r.body) == ROOT_TASK
+        for m in r.body["messages"]
+        if m["role"] == "assistant" and isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "tool_use"
+    ]
     assert calls and calls[0]["input"].get("timeout") == spawn_timeout_ms(90), why
     # The parent's final answer holds its children's results, not "timed out" or "running in background".
     assert f"Child job {child_id}: completed" in root_worker.output, why

@@ -12,6 +12,7 @@ Two groups:
   (JSONL ``item.completed``/``turn.completed``, ``turn.failed`` on a 401);
 * through the orchestrator: real codex workers run by the Engine.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ CLI_TIMEOUT = 60  # one direct run; a healthy one takes about 0.5 s
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.real_cli,
-    pytest.mark.skipif(CODEX is None, reason="codex CLI not found at .cli/node_modules/.bin/codex nor on PATH "
-                                             "(run tests/install_cli.sh)"),
+    pytest.mark.skipif(
+        CODEX is None, reason="codex CLI not found at .cli/node_modules/.bin/codex nor on PATH (run tests/install_cli.sh)"
+    ),
 ]
 
 
@@ -69,10 +71,26 @@ def run_codex(mock: MockOpenAIServer, cwd: Path, *args: str, prompt: str = "hell
     """``codex exec --json`` as the adapter runs it; (exit code, JSONL events, stderr)."""
     cwd.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [CODEX, "exec", "--json", "-C", str(cwd), "--skip-git-repo-check", "--sandbox", "workspace-write",
-         *mock.codex_args(), *args, "--", prompt],
-        cwd=cwd, env=codex_env(cwd.parent / "codex-home"), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=CLI_TIMEOUT,
+        [
+            CODEX,
+            "exec",
+            "--json",
+            "-C",
+            str(cwd),
+            "--skip-git-repo-check",
+            "--sandbox",
+            "workspace-write",
+            *mock.codex_args(),
+            *args,
+            "--",
+            prompt,
+        ],
+        cwd=cwd,
+        env=codex_env(cwd.parent / "codex-home"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
     )
     events = []
     for line in proc.stdout.splitlines():
@@ -81,8 +99,10 @@ def run_codex(mock: MockOpenAIServer, cwd: Path, *args: str, prompt: str = "hell
         except ValueError:
             pass
     if not events:
-        pytest.fail(f"codex printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
-                    f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}")
+        pytest.fail(
+            f"codex printed no JSON (exit {proc.returncode}).\nstdout: {proc.stdout[-2000:]}\n"
+            f"stderr: {proc.stderr[-2000:]}\nmock saw:\n{mock.summary()}"
+        )
     return proc.returncode, events, proc.stderr
 
 
@@ -101,9 +121,14 @@ def test_mock_streams_a_response_404s_the_rest_and_stops_by_itself():
     with MockOpenAIServer([Text("plain")], lifetime=CLI_TIMEOUT) as mock:
         answer = requests.post(mock.url + "/v1/responses", json={"model": "m", "stream": True, "input": []}, timeout=10)
         events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
-        assert [e["type"] for e in events] == ["response.created", "response.output_item.added",
-                                               "response.output_text.delta", "response.output_text.delta",
-                                               "response.output_item.done", "response.completed"]
+        assert [e["type"] for e in events] == [
+            "response.created",
+            "response.output_item.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_item.done",
+            "response.completed",
+        ]
         assert events[-1]["response"]["usage"]["input_tokens"] == 1500
         assert requests.get(mock.url + "/v1/models", timeout=10).status_code == 404
         assert mock.paths == ["POST /v1/responses", "GET /v1/models"]
@@ -154,14 +179,31 @@ def run_as_worker(mock: MockOpenAIServer, work: Path, *extra_args: str, time_lef
     """codex run exactly as the codex adapter runs a worker (its argv), parsed by the adapter;
     returns (exit code, ParsedResult, stdout + stderr)."""
     work.mkdir(parents=True, exist_ok=True)
-    settings = make_settings(work.parent, orchestrator={"worker": "codex", "codex_command": CODEX, "model": MODEL,
-                                                        "cli_args": [*mock.codex_args(retries=retries), *extra_args]})
-    ctx = WorkerContext(task="hello", prompt="hello", prompt_file=work / "prompt.md", worker_dir=work, depth=0,
-                        max_recursion_depth=1, attempt=1, settings=settings, time_left=time_left)
+    settings = make_settings(
+        work.parent,
+        orchestrator={
+            "worker": "codex",
+            "codex_command": CODEX,
+            "model": MODEL,
+            "cli_args": [*mock.codex_args(retries=retries), *extra_args],
+        },
+    )
+    ctx = WorkerContext(
+        task="hello",
+        prompt="hello",
+        prompt_file=work / "prompt.md",
+        worker_dir=work,
+        depth=0,
+        max_recursion_depth=1,
+        attempt=1,
+        settings=settings,
+        time_left=time_left,
+    )
     env = codex_env(work.parent / "codex-home")
     adapter = get_adapter("codex")
-    proc = subprocess.run(adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    proc = subprocess.run(
+        adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT
+    )
     text = proc.stdout + proc.stderr
     return proc.returncode, adapter.parse(text, proc.returncode, max_chars=2000), text
 
@@ -173,19 +215,32 @@ def test_the_shell_poll_limit_the_adapter_raises_is_a_setting_codex_knows(tmp_pa
     with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
         code, parsed, text = run_as_worker(mock, tmp_path / "a", "--strict-config")
     assert code == 0 and parsed.output == "hi", text
-    assert "background_terminal_max_timeout=1800000" in get_adapter("codex").build_argv(WorkerContext(
-        task="t", prompt="t", prompt_file=tmp_path / "p", worker_dir=tmp_path, depth=0, max_recursion_depth=1, attempt=1,
-        settings=make_settings(tmp_path, orchestrator={"worker": "codex"}), time_left=1800.0))
+    assert "background_terminal_max_timeout=1800000" in get_adapter("codex").build_argv(
+        WorkerContext(
+            task="t",
+            prompt="t",
+            prompt_file=tmp_path / "p",
+            worker_dir=tmp_path,
+            depth=0,
+            max_recursion_depth=1,
+            attempt=1,
+            settings=make_settings(tmp_path, orchestrator={"worker": "codex"}),
+            time_left=1800.0,
+        )
+    )
     with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
         code, parsed, text = run_as_worker(mock, tmp_path / "b", "--strict-config", "-c", "background_terminal_max_timeoutt=1")
     assert code == 1 and "unknown configuration field" in text
 
 
-@pytest.mark.parametrize("error, failure_class", [
-    (AUTH_401, "auth"),
-    (ApiError(429, "rate_limit_exceeded", "Rate limit reached for requests.", "requests", {"retry-after": "1"}), "transient"),
-    (ApiError(503, "server_error", "The server is overloaded.", "server_error"), "transient"),
-])
+@pytest.mark.parametrize(
+    "error, failure_class",
+    [
+        (AUTH_401, "auth"),
+        (ApiError(429, "rate_limit_exceeded", "Rate limit reached for requests.", "requests", {"retry-after": "1"}), "transient"),
+        (ApiError(503, "server_error", "The server is overloaded.", "server_error"), "transient"),
+    ],
+)
 def test_failures_are_classified_from_codexs_own_words(tmp_path, monkeypatch, error, failure_class):
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
     with MockOpenAIServer([], default=error, lifetime=CLI_TIMEOUT) as mock:
@@ -232,16 +287,20 @@ def codex_workers(monkeypatch, tmp_path):
 
 
 def worker_settings(mock: MockOpenAIServer, **orchestrator):
-    return {"worker": "codex", "codex_command": CODEX, "planner": "heuristic", "model": MODEL,
-            "cli_args": mock.codex_args(), **orchestrator}
+    return {
+        "worker": "codex",
+        "codex_command": CODEX,
+        "planner": "heuristic",
+        "model": MODEL,
+        "cli_args": mock.codex_args(),
+        **orchestrator,
+    }
 
 
 def mock_call_id(mock: MockOpenAIServer) -> str:
     """The call_id of the one function_call the mock sent (codex echoes it in its function_call_output)."""
     (call,) = [i for i in mock.requests[-1].body["input"] if i.get("type") == "function_call"]
     return call["call_id"]
-
-
 
 
 def test_codex_worker_answers_with_the_scripted_text_and_tokens(make_engine, codex_workers):
@@ -331,8 +390,10 @@ def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, co
             if outputs:
                 return Text("The child job said:\n" + str(outputs[-1]["output"]))
             asked = re.search(r'"timeout": (\d+)', prompt_text(body))
-            return ShellCall(["bash", "-lc", 'orchestrator-spawn --wait "Write a.md" "Write b.md"'],
-                             options={"yield_time_ms": int(asked.group(1))} if asked else {})
+            return ShellCall(
+                ["bash", "-lc", 'orchestrator-spawn --wait "Write a.md" "Write b.md"'],
+                options={"yield_time_ms": int(asked.group(1))} if asked else {},
+            )
         return Text(f"Done: {task}")
 
     mock = codex_workers(script)

@@ -12,6 +12,7 @@ message. gemini exits with the HTTP status modulo 256 (144, 145, 147): through t
 this needs the worker shim to record an exit code of 129-192 as an exit code, not a signal
 (helper ``core``'s fix); the direct tests pin down what the CLI does.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ CLI_TIMEOUT = 90
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.real_cli,
-    pytest.mark.skipif(GEMINI is None, reason="gemini CLI not found at .cli/node_modules/.bin/gemini nor on PATH "
-                                              "(run tests/install_cli.sh)"),
+    pytest.mark.skipif(
+        GEMINI is None, reason="gemini CLI not found at .cli/node_modules/.bin/gemini nor on PATH (run tests/install_cli.sh)"
+    ),
     pytest.mark.skipif(STRACE is None, reason="strace not installed (Debian package strace)"),
 ]
 
@@ -60,8 +62,7 @@ AUTH_ERRORS = {400: BAD_KEY_400, 401: UNAUTHENTICATED_401, 403: PERMISSION_403}
 def gemini_home(folder: Path, max_attempts: int | None = 2) -> Path:
     """A GEMINI_CLI_HOME of the test's: API-key auth, no usage statistics, ``max_attempts`` per request
     (None: not set, so a worker gets the adapter's bound)."""
-    settings: dict = {"security": {"auth": {"selectedType": "gemini-api-key"}},
-                      "privacy": {"usageStatisticsEnabled": False}}
+    settings: dict = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False}}
     if max_attempts is not None:
         settings["general"] = {"maxAttempts": max_attempts}
     (folder / ".gemini").mkdir(parents=True, exist_ok=True)
@@ -81,10 +82,15 @@ def run_gemini(mock: MockGeminiServer, tmp: Path, prompt: str = "hello") -> tupl
     work.mkdir(parents=True, exist_ok=True)
     log = tmp / "connect.log"
     started = time.monotonic()
-    proc = subprocess.run(traced([GEMINI, f"--prompt={prompt}", "--output-format", "json", "--yolo", "--skip-trust",
-                                  "-m", MODEL], log),
-                          cwd=work, env=gemini_env(mock, gemini_home(tmp / "home")), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    proc = subprocess.run(
+        traced([GEMINI, f"--prompt={prompt}", "--output-format", "json", "--yolo", "--skip-trust", "-m", MODEL], log),
+        cwd=work,
+        env=gemini_env(mock, gemini_home(tmp / "home")),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
     assert_only_loopback(log)
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
 
@@ -131,8 +137,11 @@ def gemini_workers(monkeypatch, tmp_path):
         for name, value in gemini_env(mock, gemini_home(tmp_path / "gemini-home", None)).items():
             if os.environ.get(name) != value:
                 monkeypatch.setenv(name, value)
-        for name in [n for n in os.environ if n.startswith(("GEMINI", "GOOGLE")) and n not in
-                     ("GEMINI_CLI_HOME", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY")]:
+        for name in [
+            n
+            for n in os.environ
+            if n.startswith(("GEMINI", "GOOGLE")) and n not in ("GEMINI_CLI_HOME", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY")
+        ]:
             monkeypatch.delenv(name)
         return mock
 
@@ -193,8 +202,10 @@ def test_auth_failure_fails_the_worker_once_at_once_with_gemini_s_message(make_e
 def test_rate_limit_is_classified_transient(make_engine, gemini_workers):
     mock = gemini_workers([], default=RATE_LIMIT_429)
     # A transient failure is retried by the orchestrator even with max_retries 0 (here once)
-    engine = make_engine(orchestrator=settings_for(GEMINI),
-                         workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90})
+    engine = make_engine(
+        orchestrator=settings_for(GEMINI),
+        workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90},
+    )
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=150)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)

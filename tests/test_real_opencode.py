@@ -11,6 +11,7 @@ Every run is traced with strace and every connect must go to 127.0.0.1 (``tests/
 Issue 10, item 10: parallel first runs raced on creating opencode's SQLite database; the adapter
 gives each worker its own ``OPENCODE_DB``: three parallel workers on a fresh HOME all succeed.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,13 @@ MODEL = "mock/mock-model"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.real_cli,
-    pytest.mark.skipif(OPENCODE is None, reason="opencode not found at .cli/node_modules/.bin/opencode nor on PATH "
-                                                "(run tests/install_cli.sh)"),
-    pytest.mark.skipif(not (PLUGIN_FOLDER / "node_modules" / "@opencode-ai" / "plugin").is_dir(),
-                       reason="no opencode plugin folder at .cli/opencode-config (run tests/install_cli.sh)"),
+    pytest.mark.skipif(
+        OPENCODE is None, reason="opencode not found at .cli/node_modules/.bin/opencode nor on PATH (run tests/install_cli.sh)"
+    ),
+    pytest.mark.skipif(
+        not (PLUGIN_FOLDER / "node_modules" / "@opencode-ai" / "plugin").is_dir(),
+        reason="no opencode plugin folder at .cli/opencode-config (run tests/install_cli.sh)",
+    ),
     pytest.mark.skipif(STRACE is None, reason="strace not installed (Debian package strace)"),
 ]
 
@@ -62,13 +66,27 @@ def opencode_workers(monkeypatch, tmp_path):
         mock = MockChatServer(choose, lifetime=lifetime).start()
         started.append(mock)
         home = tmp_path / "home"
-        xdg = {"XDG_CONFIG_HOME": home / ".config", "XDG_DATA_HOME": home / ".local" / "share",
-               "XDG_CACHE_HOME": home / ".cache", "XDG_STATE_HOME": home / ".local" / "state"}
+        xdg = {
+            "XDG_CONFIG_HOME": home / ".config",
+            "XDG_DATA_HOME": home / ".local" / "share",
+            "XDG_CACHE_HOME": home / ".cache",
+            "XDG_STATE_HOME": home / ".local" / "state",
+        }
         shutil.copytree(PLUGIN_FOLDER, xdg["XDG_CONFIG_HOME"] / "opencode")
-        config = {"$schema": "https://opencode.ai/config.json", "autoupdate": False, "share": "disabled", "model": MODEL,
-                  "provider": {"mock": {"npm": "@ai-sdk/openai-compatible", "name": "Mock",
-                                        "options": {"baseURL": mock.url + "/v1", "apiKey": "sk-mock-0000"},
-                                        "models": {"mock-model": {"name": "Mock model"}}}}}
+        config = {
+            "$schema": "https://opencode.ai/config.json",
+            "autoupdate": False,
+            "share": "disabled",
+            "model": MODEL,
+            "provider": {
+                "mock": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "Mock",
+                    "options": {"baseURL": mock.url + "/v1", "apiKey": "sk-mock-0000"},
+                    "models": {"mock-model": {"name": "Mock model"}},
+                }
+            },
+        }
         for name in [n for n in os.environ if n.startswith(("OPENCODE", "OPENAI", "XDG_"))]:
             monkeypatch.delenv(name)
         monkeypatch.setenv("HOME", str(home))
@@ -130,13 +148,15 @@ def test_bad_key_fails_the_worker_once_at_once_with_opencode_s_message(make_engi
 
 
 def test_rate_limit_is_transient_with_its_retry_after(make_engine, opencode_workers):
-    limited = ApiError(429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded",
-                       retry_after=1)
+    limited = ApiError(
+        429, "Rate limit reached for requests. Please try again in 1s.", "requests", "rate_limit_exceeded", retry_after=1
+    )
     mock, settings = opencode_workers(lambda body: limited, traced=False)
     # A transient failure is retried by the orchestrator even with max_retries 0 (here once), after
     # the retry-after opencode reported
-    engine = make_engine(orchestrator=settings,
-                         workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90})
+    engine = make_engine(
+        orchestrator=settings, workers={"max_retries": 0, "transient_retries": 1, "retry_backoff": 0.05, "default_timeout": 90}
+    )
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
@@ -151,6 +171,8 @@ def test_rate_limit_is_transient_with_its_retry_after(make_engine, opencode_work
 
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, opencode_workers):
     mock, settings = opencode_workers(lambda body: Hang(), traced=False)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 45, "kill_grace": 0.5})  # a first run starts slowly under load
+    engine = make_engine(
+        orchestrator=settings, workers={"default_timeout": 45, "kill_grace": 0.5}
+    )  # a first run starts slowly under load
     worker, why = hang_ends_in_timeout(engine, mock, wait=90)
     assert "Hang" in [r.turn for r in mock.conversation], why

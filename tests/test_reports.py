@@ -1,4 +1,5 @@
 """LEVEL_<n>_REPORT.md and FINAL_RESULT.md: content, valid Markdown, overridable templates."""
+
 from __future__ import annotations
 
 import re
@@ -61,13 +62,30 @@ def tree():
     root = make_job("r1", status=JobStatus.PARTIAL, request=NASTY, notes=["max_workers lowered to 2"])
     child = make_job("r1.1", 1, start=5, end=20, parent_job_id="r1", parent_worker="worker_1")
     workers = [
-        make_worker("r1", "worker_1", 0, 0, 25, WorkerStatus.RECURSIVE_SUCCESS,
-                    files_created=["app.py", "docs/README.md"], output=NASTY_OUTPUT,
-                    child_job_ids=["r1.1"]),
-        make_worker("r1", "worker_2", 0, 0, 10, WorkerStatus.FAILED, index=2, task=NASTY,
-                    exit_reason="exit code 3 | bad", error="boom\nTraceback"),
-        make_worker("r1", "worker_3", 0, 0, 30, WorkerStatus.TIMEOUT, index=3,
-                    exit_reason="timed out after 30s (SIGKILL)"),
+        make_worker(
+            "r1",
+            "worker_1",
+            0,
+            0,
+            25,
+            WorkerStatus.RECURSIVE_SUCCESS,
+            files_created=["app.py", "docs/README.md"],
+            output=NASTY_OUTPUT,
+            child_job_ids=["r1.1"],
+        ),
+        make_worker(
+            "r1",
+            "worker_2",
+            0,
+            0,
+            10,
+            WorkerStatus.FAILED,
+            index=2,
+            task=NASTY,
+            exit_reason="exit code 3 | bad",
+            error="boom\nTraceback",
+        ),
+        make_worker("r1", "worker_3", 0, 0, 30, WorkerStatus.TIMEOUT, index=3, exit_reason="timed out after 30s (SIGKILL)"),
         make_worker("r1.1", "worker_1_1", 1, 5, 15, files_created=["lib|`x`.py"]),
         make_worker("r1.1", "worker_1_2", 1, 6, 20, index=2),
     ]
@@ -336,17 +354,22 @@ def test_a_tree_past_the_full_list_limit_gets_a_summary_with_a_table_per_level()
     assert FULL_LIST_LIMIT == 1000 and SHOWN_LIMIT == 50
     root = make_job("r1", end=2000)
     child = make_job("r1.1", 1, start=10, end=1500, parent_job_id="r1", parent_worker="worker_1")
-    workers = [make_worker("r1", f"worker_{i}", 0, i, i + 50 + (i == 7) * 500, index=i, output=f"out {i}",
-                           files_created=[f"f{i}.py"]) for i in range(1, 401)]
-    workers += [make_worker("r1.1", f"worker_1_{i}", 1, 10 + i, 20 + i, index=i,
-                            status=WorkerStatus.FAILED if i <= 60 else WorkerStatus.SUCCESS) for i in range(1, 602)]
+    workers = [
+        make_worker("r1", f"worker_{i}", 0, i, i + 50 + (i == 7) * 500, index=i, output=f"out {i}", files_created=[f"f{i}.py"])
+        for i in range(1, 401)
+    ]
+    workers += [
+        make_worker(
+            "r1.1", f"worker_1_{i}", 1, 10 + i, 20 + i, index=i, status=WorkerStatus.FAILED if i <= 60 else WorkerStatus.SUCCESS
+        )
+        for i in range(1, 602)
+    ]
     text = render_final_report(root, [root, child], workers, log_tails={}, now=T + 2000)
     assert_tables_are_rectangular(text)
     assert not [t for t in tables(text) if t[0][0] == "Depth" and t[0][1] == "Worker"]  # no row per worker
     levels = table_with(text, "Depth")
     assert levels[0][:4] == ["Depth", "Jobs", "Workers", "Status counts"]
-    assert [row[:4] for row in levels[2:]] == [["0", "1", "400", "success: 400"],
-                                               ["1", "1", "601", "success: 541, failed: 60"]]
+    assert [row[:4] for row in levels[2:]] == [["0", "1", "400", "success: 400"], ["1", "1", "601", "success: 541, failed: 60"]]
     assert levels[3][-1] == "[`depth_1/LEVEL_1_REPORT.md`](depth_1/LEVEL_1_REPORT.md)"
     failures = text.split("## Failures")[1].split("## Execution timeline")[0]
     assert failures.count("\n### ") == 50 and "_10 more workers failed; the level reports show each one._" in failures
@@ -394,7 +417,13 @@ def test_md_link_is_relative_and_encoded():
 
 def test_durations_and_timestamps():
     assert [duration(s) for s in (None, 0, 1.24, 59.94, 184, 3599.6, 7500)] == [
-        "—", "0.0s", "1.2s", "59.9s", "3m 04s", "1h 00m", "2h 05m",
+        "—",
+        "0.0s",
+        "1.2s",
+        "59.9s",
+        "3m 04s",
+        "1h 00m",
+        "2h 05m",
     ]
     assert iso(T) == "2023-11-14T22:13:20Z"
     assert iso(None) == "—"
@@ -465,8 +494,10 @@ def test_level_report_totals_show_cpu_memory_and_the_longest_queue_wait(tree):
 def test_the_goal_shows_beside_the_task_from_its_field():
     # Issue 11: the goal is a record field (it was a " for: <goal>" suffix inside each task)
     root = make_job("r1", status=JobStatus.PARTIAL, request="Build a REST API with auth and users", goal="Build a REST API")
-    workers = [make_worker("r1", "worker_1", 0, 0, 5, task="Auth", goal="Build a REST API", output="done"),
-               make_worker("r1", "worker_2", 0, 0, 5, WorkerStatus.FAILED, index=2, task="Users", goal="Build a REST API")]
+    workers = [
+        make_worker("r1", "worker_1", 0, 0, 5, task="Auth", goal="Build a REST API", output="done"),
+        make_worker("r1", "worker_2", 0, 0, 5, WorkerStatus.FAILED, index=2, task="Users", goal="Build a REST API"),
+    ]
     text = render_final_report(root, [root], workers, log_tails={}, now=T + 30)
     assert "\nPlanned as parts of: Build a REST API\n" in text
     assert "\nTask: Auth (part of: Build a REST API)\n" in text

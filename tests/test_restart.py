@@ -1,4 +1,5 @@
 """A job that finished under an earlier server run, read through a later one (issue 10, item 15)."""
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ def test_events_of_a_job_finished_under_an_earlier_server_run_end_at_once(tmp_pa
     server = start_in_thread(settings, engine, port=0)
     try:
         started = time.monotonic()
-        with requests.get(f"{server.url}/api/v1/jobs/{job.id}/events", headers={"X-API-Key": API_KEY}, stream=True,
-                          timeout=30) as answer:
+        with requests.get(
+            f"{server.url}/api/v1/jobs/{job.id}/events", headers={"X-API-Key": API_KEY}, stream=True, timeout=30
+        ) as answer:
             body = answer.text  # the stream ends by itself
         assert time.monotonic() - started < 3  # was 15 s
         assert body.rstrip().endswith(f'event: end\ndata: {{"job_id": "{job.id}", "status": "completed"}}')

@@ -1,5 +1,6 @@
 """Costs that must not grow with the size of a tree: what the follower of a running job reads per
 change (the event log, the live view). Counted, never timed: bench/bench_scale.py has the figures."""
+
 from __future__ import annotations
 
 import io
@@ -98,8 +99,7 @@ def test_without_a_terminal_changed_prints_only_new_states():
 @pytest.mark.slow
 def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, monkeypatch):
     # Given a job of 24 quick workers, two at a time (so changes arrive in a dozen waves or more)
-    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]},
-                         workers={"max_workers": 2, "max_retries": 0})
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]}, workers={"max_workers": 2, "max_retries": 0})
     copies = []
     snapshot = engine.snapshot
 
@@ -136,6 +136,7 @@ def test_a_paced_refresh_runs_at_once_then_merges_the_requests_of_its_pause():
         def go():
             runs.append((label, threading.current_thread() is main))
             time.sleep(0.05)  # a run costs 50 ms: the pause after it is 200 ms
+
         return go
 
     main = threading.current_thread()

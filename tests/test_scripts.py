@@ -1,4 +1,5 @@
 """quick-start.sh, check-status.sh and api_server.py as a user runs them: real processes."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def home(tmp_path):
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
         f'orchestrator:\n  worker: "auto"\n'
         # auto must find no AI CLI here, even on a machine that has one installed
-        + "".join(f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in ("claude", "codex", "gemini", "aider", "ollama", "opencode"))
-        + 'simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n')
+        + "".join(
+            f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in ("claude", "codex", "gemini", "aider", "ollama", "opencode")
+        )
+        + "simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n"
+    )
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
     env.pop("ORCHESTRATOR_CONFIG", None)
     yield tmp_path, port, env
@@ -40,13 +44,26 @@ def home(tmp_path):
 
 def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(home):
     tmp, port, env = home
-    out = subprocess.run([str(ROOT / "quick-start.sh"), "Build a REST API with authentication, user management, and data CRUD operations", "2", "30"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            str(ROOT / "quick-start.sh"),
+            "Build a REST API with authentication, user management, and data CRUD operations",
+            "2",
+            "30",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
     assert "no AI CLI found on PATH" in out.stdout and "using the simulated worker" in out.stdout
     # the planner's goal on a line of its own (issue 11: it was a " for: <goal>" suffix on each subtask)
-    assert "subtask(s), worker kind simulated\n  goal: Build a REST API\n  1. Authentication; user management\n  2. Data CRUD operations\n" in out.stdout
+    assert (
+        "subtask(s), worker kind simulated\n  goal: Build a REST API\n  1. Authentication; user management\n  2. Data CRUD operations\n"
+        in out.stdout
+    )
     job_id = out.stdout.split("job ")[1].split(":")[0]
     assert (tmp / "workspace" / f"job_{job_id}" / "FINAL_RESULT.md").is_file()
     assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
@@ -55,11 +72,22 @@ def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(ho
     assert up.returncode == 0 and "COMPLETED" in up.stdout and f"from http://127.0.0.1:{port}" in up.stdout
     subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, check=True, capture_output=True, timeout=60)
     down = subprocess.run([str(ROOT / "check-status.sh"), job_id], env=env, capture_output=True, text=True, timeout=60)
-    assert down.returncode == 0 and "COMPLETED" in down.stdout and "from the workspace files (this folder's API server is not running)" in down.stdout
+    assert (
+        down.returncode == 0
+        and "COMPLETED" in down.stdout
+        and "from the workspace files (this folder's API server is not running)" in down.stdout
+    )
     # max_workers 2 merged the three parts into two workers; nothing was dropped
     assert "worker_1" in down.stdout and "worker_2" in down.stdout and "worker_3" not in down.stdout
-    tasks = json.loads(subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "orchestrator", "status", job_id, "--json"], env=env,
-                                      capture_output=True, text=True, timeout=60).stdout)["results"]["tasks"]
+    tasks = json.loads(
+        subprocess.run(
+            [str(ROOT / ".venv/bin/python"), "-m", "orchestrator", "status", job_id, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )["results"]["tasks"]
     joined = " ".join(t["task"] for t in tasks).lower()
     assert all(part in joined for part in ("authentication", "user management", "data crud operations"))
 
@@ -77,16 +105,29 @@ def test_api_server_sigterm_cancels_running_workers_and_exits_cleanly(home):
     tmp, port, env = home
     import sys
 
-    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace(
-        'worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]'))
-    server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _healthy(url))
         headers = {"X-API-Key": API_KEY}
-        job = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ignore-term"]}, timeout=10).json()
-        wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job['job_id']}/status", headers=headers, timeout=5).json()["progress"]["running"] == 2)
+        job = requests.post(
+            f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ignore-term"]}, timeout=10
+        ).json()
+        wait_until(
+            lambda: (
+                requests.get(f"{url}/api/v1/jobs/{job['job_id']}/status", headers=headers, timeout=5).json()["progress"][
+                    "running"
+                ]
+                == 2
+            )
+        )
         import psutil
 
         listening = [c.laddr for c in psutil.Process(server.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
@@ -124,18 +165,21 @@ def _healthy(url):
         return False
 
 
-
 def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home):
     import sys
 
     tmp, port, env = home
-    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace(
-        'worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]'))
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+    )
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
 
     def start():
-        proc = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: _healthy(url))
         return proc
 
@@ -144,8 +188,9 @@ def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home
 
     # Given a server running a job with one hanging worker and one that finished
     server = start()
-    job_id = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ok"]},
-                           timeout=10).json()["job_id"]
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ok"]}, timeout=10
+    ).json()["job_id"]
     wait_until(lambda: status()["progress"]["completed"] == 1)
     # When the server is SIGKILLed, its worker runs on unsupervised
     server.kill()
@@ -201,8 +246,12 @@ def servers_of(tmp):
 
 def test_two_quick_starts_at_once_start_one_server_and_stop_stops_it(home):
     tmp, port, env = home
-    procs = [subprocess.Popen([str(ROOT / "quick-start.sh"), task, "1", "30"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for task in ("write a", "write b")]
+    procs = [
+        subprocess.Popen(
+            [str(ROOT / "quick-start.sh"), task, "1", "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for task in ("write a", "write b")
+    ]
     outs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outs
     assert sum(out.count("started this folder's API server") for out in outs) == 1, outs
@@ -226,8 +275,14 @@ def test_stop_never_signals_a_process_that_is_not_this_folders_server(home):
         assert run_script("quick-start.sh", "--stop", env=env).returncode == 0
         assert sleeper.poll() is None
         # nor a forged record naming a live process with its true start time: /health must answer as it
-        forged = {"pid": sleeper.pid, "port": free_port(), "url": f"http://127.0.0.1:{free_port()}",
-                  "started_at": psutil.Process(sleeper.pid).create_time(), "instance": "0123456789abcdef", "base_dir": str(tmp)}
+        forged = {
+            "pid": sleeper.pid,
+            "port": free_port(),
+            "url": f"http://127.0.0.1:{free_port()}",
+            "started_at": psutil.Process(sleeper.pid).create_time(),
+            "instance": "0123456789abcdef",
+            "base_dir": str(tmp),
+        }
         (tmp / ".server.json").write_text(json.dumps(forged))
         out = run_script("quick-start.sh", "--stop", env=env)
         assert out.returncode == 0 and "not running" in out.stdout, out.stdout + out.stderr
@@ -241,12 +296,19 @@ def test_stop_stops_a_server_started_with_api_server_py_and_a_second_one_is_refu
     import sys
 
     tmp, port, env = home
-    server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_until(lambda: folder_record(tmp) is not None and _healthy(f"http://127.0.0.1:{port}"))
         assert folder_record(tmp)["pid"] == server.pid
-        second = subprocess.run([sys.executable, str(ROOT / "api_server.py"), "--port", str(free_port())], env=env,
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [sys.executable, str(ROOT / "api_server.py"), "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2 and "already has a running API server" in second.stderr, second.stderr
         stop = run_script("quick-start.sh", "--stop", env=env)
         assert stop.returncode == 0, stop.stdout + stop.stderr
@@ -280,8 +342,9 @@ def test_quick_start_takes_a_free_port_when_another_program_holds_the_configured
 def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no_new_job(home):
     tmp, port, env = home
     (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace("duration: 0.05", "duration: 20"))
-    proc = subprocess.Popen([str(ROOT / "quick-start.sh"), "write a", "1", "60"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(ROOT / "quick-start.sh"), "write a", "1", "60"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         seen = []
         for line in proc.stdout:  # the job is submitted and followed once this hint is printed
@@ -343,8 +406,12 @@ def test_a_100_kb_request_is_not_held_up_by_the_shell_script(home):
 def test_a_reader_that_leaves_early_gets_no_traceback(home, argv):
     tmp, _, env = home
     job_id = _finished_job(tmp, env)
-    proc = subprocess.Popen([str(ROOT / "orchestrator.sh"), *[a.replace("{job}", job_id) for a in argv]], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(ROOT / "orchestrator.sh"), *[a.replace("{job}", job_id) for a in argv]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # like `| head -0`: the reader is gone before anything is written
     err = proc.stderr.read().decode()
     proc.stderr.close()
@@ -353,14 +420,26 @@ def test_a_reader_that_leaves_early_gets_no_traceback(home, argv):
     # as a shell reports a tool whose reader left (128 + SIGPIPE); argparse ignores a failed --help write itself
     assert code == (0 if argv == ["--help"] else 141), (code, err)
     # and `| head -4` keeps the first lines
-    head = subprocess.run(f"{ROOT / 'orchestrator.sh'} status {job_id} | head -4", shell=True, env=env, capture_output=True,
-                          text=True, timeout=60, executable="/bin/bash")
+    head = subprocess.run(
+        f"{ROOT / 'orchestrator.sh'} status {job_id} | head -4",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        executable="/bin/bash",
+    )
     assert len(head.stdout.splitlines()) == 4 and "Traceback" not in head.stderr, head.stderr
 
 
 def _finished_job(tmp, env):
-    out = subprocess.run([str(ROOT / "orchestrator.sh"), "run", "write a", "--tasks", *[f"task {i}" for i in range(6)],
-                          "--no-recursion"], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(ROOT / "orchestrator.sh"), "run", "write a", "--tasks", *[f"task {i}" for i in range(6)], "--no-recursion"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.split("job ")[1].split(":")[0]
 

@@ -3,6 +3,7 @@
 Ids that become paths and links workers plant are in test_security_paths.py; shell and
 option injection into worker CLIs in test_security_injection.py.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -28,8 +29,10 @@ from .test_security_paths import raw_request
 
 pytestmark = pytest.mark.slow
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-needs_schemathesis = pytest.mark.skipif(not SCHEMATHESIS.exists() and not shutil.which("schemathesis"),
-                                        reason="schemathesis is not installed (./install.sh --dev installs it)")
+needs_schemathesis = pytest.mark.skipif(
+    not SCHEMATHESIS.exists() and not shutil.which("schemathesis"),
+    reason="schemathesis is not installed (./install.sh --dev installs it)",
+)
 
 
 # -- schemathesis ------------------------------------------------------------------------
@@ -37,12 +40,29 @@ def run_schemathesis(live, key, tmp_path, *extra):
     """Every check over every operation; returns (exit code, summary, cases, 5xx count, unauthenticated 2xx count)."""
     events = tmp_path / f"schemathesis-{len(list(tmp_path.glob('schemathesis-*')))}.ndjson"
     out = subprocess.run(
-        [str(SCHEMATHESIS if SCHEMATHESIS.exists() else shutil.which("schemathesis")), "run", f"{live.url}/openapi.json",
-         "--url", live.url, "-H", f"X-API-Key: {key}", "--checks", "all", "--seed", "1",
-         "--report", "ndjson", "--report-ndjson-path", str(events), *extra],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(SCHEMATHESIS if SCHEMATHESIS.exists() else shutil.which("schemathesis")),
+            "run",
+            f"{live.url}/openapi.json",
+            "--url",
+            live.url,
+            "-H",
+            f"X-API-Key: {key}",
+            "--checks",
+            "all",
+            "--seed",
+            "1",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(events),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    summary = out.stdout[out.stdout.find("SUMMARY"):]
+    summary = out.stdout[out.stdout.find("SUMMARY") :]
     generated, passed = (re.search(rf"(\d+) {word}", summary) for word in ("generated", "passed"))
     server_errors = bypasses = 0
     for line in events.read_text().splitlines():
@@ -51,9 +71,11 @@ def run_schemathesis(live, key, tmp_path, *extra):
             status = (interaction.get("response") or {}).get("status_code", 0)
             sent_key = "X-API-Key" in interaction["request"].get("headers", {})
             server_errors += status >= 500
-            bypasses += (not sent_key and "/api/v1/" in interaction["request"]["uri"] and status < 400)
+            bypasses += not sent_key and "/api/v1/" in interaction["request"]["uri"] and status < 400
         for checks in recorder.get("checks", {}).values():
-            bypasses += sum(1 for c in checks if c["name"] in ("ignored_auth", "object_level_authorization") and c["status"] == "failure")
+            bypasses += sum(
+                1 for c in checks if c["name"] in ("ignored_auth", "object_level_authorization") and c["status"] == "failure"
+            )
     counts = tuple(int(m.group(1)) if m else 0 for m in (generated, passed))
     return out.returncode, summary, counts, server_errors, bypasses
 
@@ -80,9 +102,11 @@ def test_schemathesis_finds_no_server_error_and_no_failure(make_live, tmp_path):
 def test_schemathesis_with_a_worker_credential(make_live, tmp_path):
     # Given a running worker's credential (it may start child jobs and read only its own tree),
     # and another tree it must not reach
-    live = make_live(api={"long_poll_max": 1, "rate_limit_failed_auth": 0, "rate_limit_worker": 0},
-                     orchestrator={"worker": "command", "command": fake_command()},
-                     recursion={"max_children_per_worker": 1000, "max_workers_per_root": 100_000})
+    live = make_live(
+        api={"long_poll_max": 1, "rate_limit_failed_auth": 0, "rate_limit_worker": 0},
+        orchestrator={"worker": "command", "command": fake_command()},
+        recursion={"max_children_per_worker": 1000, "max_workers_per_root": 100_000},
+    )
     job_id = live.submit(request="x", tasks=["hang"]).json()["job_id"]
     credential = _credential(live, job_id, "worker_1")
     # When schemathesis runs every check over every operation with it (child jobs' workers run the fake CLI)
@@ -108,12 +132,19 @@ def test_malformed_keys_are_401_or_refused_by_waitress_never_500(make_live):
     live = make_live(api={"rate_limit_failed_auth": 0})
     wrong_same_length = API_KEY[:-1] + ("x" if API_KEY[-1] != "x" else "y")
     keys = {
-        "missing": None, "empty": b"", "wrong": b"wrong-key-0123456789", "wrong, same length": wrong_same_length.encode(),
-        "prefix of the key": API_KEY[:-1].encode(), "key plus a byte": API_KEY.encode() + b"x",
-        "non-ASCII UTF-8": "t\u00e9st-k\u00eby-\u00fc\u00f1\u00ee\u00e7\u00f8d\u00e9".encode(), "raw high bytes": bytes(range(0x80, 0x100)),
+        "missing": None,
+        "empty": b"",
+        "wrong": b"wrong-key-0123456789",
+        "wrong, same length": wrong_same_length.encode(),
+        "prefix of the key": API_KEY[:-1].encode(),
+        "key plus a byte": API_KEY.encode() + b"x",
+        "non-ASCII UTF-8": "t\u00e9st-k\u00eby-\u00fc\u00f1\u00ee\u00e7\u00f8d\u00e9".encode(),
+        "raw high bytes": bytes(range(0x80, 0x100)),
         "latin-1 of the key with one letter swapped": API_KEY.replace("k", "\u00eb").encode("latin-1"),
-        "forged worker key": b"wk.0123456789ab.worker_1." + b"0" * 40, "worker key, bad parts": b"wk.\xff\xfe.worker_1.x",
-        f"{MAX_KEY_BYTES + 1} bytes": b"k" * (MAX_KEY_BYTES + 1), "1 MB": b"k" * (1 << 20),
+        "forged worker key": b"wk.0123456789ab.worker_1." + b"0" * 40,
+        "worker key, bad parts": b"wk.\xff\xfe.worker_1.x",
+        f"{MAX_KEY_BYTES + 1} bytes": b"k" * (MAX_KEY_BYTES + 1),
+        "1 MB": b"k" * (1 << 20),
     }
     answers = {}
     for what, key in keys.items():
@@ -156,16 +187,26 @@ def test_a_worker_credential_cannot_reach_another_tree_or_admin_routes(make_live
     other = live.submit(request="y", tasks=["ok 1"]).json()["job_id"]
     live.wait(other)
     cred = _credential(live, mine, "worker_1")
-    routes = [("GET", f"/api/v1/jobs/{other}"), ("GET", f"/api/v1/jobs/{other}/status"), ("GET", f"/api/v1/jobs/{other}/wait?timeout=0"),
-              ("GET", f"/api/v1/jobs/{other}/report"), ("GET", f"/api/v1/jobs/{other}/events"), ("GET", f"/api/v1/jobs/{other}/workers/worker_1/log"),
-              ("POST", f"/api/v1/jobs/{other}/cancel"), ("DELETE", f"/api/v1/jobs/{other}"),
-              ("DELETE", f"/api/v1/jobs/{mine}"), ("POST", f"/api/v1/jobs/{mine}/cancel")]
+    routes = [
+        ("GET", f"/api/v1/jobs/{other}"),
+        ("GET", f"/api/v1/jobs/{other}/status"),
+        ("GET", f"/api/v1/jobs/{other}/wait?timeout=0"),
+        ("GET", f"/api/v1/jobs/{other}/report"),
+        ("GET", f"/api/v1/jobs/{other}/events"),
+        ("GET", f"/api/v1/jobs/{other}/workers/worker_1/log"),
+        ("POST", f"/api/v1/jobs/{other}/cancel"),
+        ("DELETE", f"/api/v1/jobs/{other}"),
+        ("DELETE", f"/api/v1/jobs/{mine}"),
+        ("POST", f"/api/v1/jobs/{mine}/cancel"),
+    ]
     if live.call("GET", "/metrics").status_code == 200:
         routes.append(("GET", "/metrics"))
     # When it calls each
     answers = {f"{m} {p}": raw_request(live.url, m, p, key=cred)[0] for m, p in routes}
     forged = raw_request(live.url, "GET", f"/api/v1/jobs/{mine}", key=cred[:-1] + ("0" if cred[-1] != "0" else "1"))[0]
-    other_worker = raw_request(live.url, "GET", f"/api/v1/jobs/{other}", key=live.engine.credentials.issue(other, other, "worker_1"))[0]
+    other_worker = raw_request(
+        live.url, "GET", f"/api/v1/jobs/{other}", key=live.engine.credentials.issue(other, other, "worker_1")
+    )[0]
     listed = live.call("GET", "/api/v1/jobs", key=cred).json()
     # Then each is a 403 (never a 500), a forged or finished worker's key is a 401, and it lists only its own tree
     print(f"METRIC worker_credential_refused={sum(s == 403 for s in answers.values())}/{len(answers)} count")
@@ -199,7 +240,9 @@ def test_body_cap_is_a_413_at_flask_and_at_waitress_both_from_config(tmp_path):
                 headers = {"Content-Type": b"application/json"}
                 if chunked:
                     body = f"{n:x}".encode() + b"\r\n" + b"x" * n + b"\r\n0\r\n\r\n"
-                    return raw_request(url, "POST", "/api/v1/orchestrate", headers={**headers, "Transfer-Encoding": b"chunked"}, raw_body=body)
+                    return raw_request(
+                        url, "POST", "/api/v1/orchestrate", headers={**headers, "Transfer-Encoding": b"chunked"}, raw_body=body
+                    )
                 return raw_request(url, "POST", "/api/v1/orchestrate", headers=headers, body=b"x" * n)
 
             # ... and Flask's is the setting itself: the cap reaches the route (400, not JSON), cap + 1 is its
@@ -221,12 +264,17 @@ def test_body_cap_is_a_413_at_flask_and_at_waitress_both_from_config(tmp_path):
 
 def test_past_each_rate_limit_is_a_429_with_retry_after(make_live):
     # Given low limits for the admin key, a worker credential and wrong keys
-    live = make_live(orchestrator={"worker": "command", "command": fake_command()},
-                     api={"rate_limit_admin": 1, "rate_limit_worker": 1, "rate_limit_failed_auth": 1, "rate_burst": 3})
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        api={"rate_limit_admin": 1, "rate_limit_worker": 1, "rate_limit_failed_auth": 1, "rate_burst": 3},
+    )
     job_id = live.submit(request="x", tasks=["hang"]).json()["job_id"]
     cred = _credential(live, job_id, "worker_1")
-    for what, key, setting, first in (("admin", API_KEY, "api.rate_limit_admin", 200), ("worker", cred, "api.rate_limit_worker", 200),
-                                       ("wrong key", "wrong-key-0123456789", "api.rate_limit_failed_auth", 401)):
+    for what, key, setting, first in (
+        ("admin", API_KEY, "api.rate_limit_admin", 200),
+        ("worker", cred, "api.rate_limit_worker", 200),
+        ("wrong key", "wrong-key-0123456789", "api.rate_limit_failed_auth", 401),
+    ):
         # When a burst is spent (the admin key already spent one on the submission)
         answers = [raw_request(live.url, "GET", f"/api/v1/jobs/{job_id}/status", key=key) for _ in range(4)]
         statuses = [a[0] for a in answers]
@@ -254,13 +302,20 @@ def test_api_server_listens_on_loopback_only(tmp_path):
     # Given api_server.py started as its own process with a config that does not name a host
     port = _free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(f"api:\n  api_key: {API_KEY}\n  port: {port}\norchestrator:\n  workspace_root: {tmp_path / 'ws'}\n"
-                      f"logging:\n  log_dir: {tmp_path / 'logs'}\n")
+    config.write_text(
+        f"api:\n  api_key: {API_KEY}\n  port: {port}\norchestrator:\n  workspace_root: {tmp_path / 'ws'}\n"
+        f"logging:\n  log_dir: {tmp_path / 'logs'}\n"
+    )
     # its own home, so it never claims this folder (one server per folder) nor writes its .server.json here
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}, "ORCHESTRATOR_HOME": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "api_server.py"), "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py"), "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def up():
             try:
                 return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200

@@ -4,6 +4,7 @@ Every adapter whose argv carries the prompt runs a recording fake in place of th
 real CLI. The fake writes the argv it got; a shell anywhere on the way would run
 the payloads, which would create ``pwned`` files or remove the ``x`` folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ def payloads(tmp_path):
         "--help",
         "-o out",
         f"a && touch {pwned}_and || touch {pwned}_or",
-        f"\"double\" 'single' \\\" ; touch {pwned}_quote",
+        f'"double" \'single\' \\" ; touch {pwned}_quote',
         f"| touch {pwned}_pipe > {pwned}_redirect",
         "--output-format=text --model=evil",
         "-",

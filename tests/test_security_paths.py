@@ -4,6 +4,7 @@ Requests go over a plain socket so that no client library normalises ``..``,
 percent escapes, NUL bytes or non-ASCII in the request target. The file system
 outside the workspace is fingerprinted before and after; nothing may change.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,17 @@ REFUSED = range(400, 500)
 
 
 # -- helpers ---------------------------------------------------------------------------
-def raw_request(url: str, method: str, target: str | bytes, *, key: str | bytes | None = API_KEY,
-                headers: dict[str, bytes] | None = None, body: bytes = b"", raw_body: bytes | None = None,
-                timeout: float = 30) -> tuple[int, dict, bytes]:
+def raw_request(
+    url: str,
+    method: str,
+    target: str | bytes,
+    *,
+    key: str | bytes | None = API_KEY,
+    headers: dict[str, bytes] | None = None,
+    body: bytes = b"",
+    raw_body: bytes | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict, bytes]:
     """Send exactly these bytes as one HTTP/1.1 request; returns (status, headers, body).
     ``raw_body`` goes out as it is, with no Content-Length (e.g. a chunked body)."""
     parts = urlsplit(url)
@@ -49,7 +58,11 @@ def raw_request(url: str, method: str, target: str | bytes, *, key: str | bytes 
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     fields = dict(line.split(": ", 1) for line in header_lines if ": " in line)
-    return (int(status_line.split()[1]) if status_line.startswith("HTTP/") else 0), {k.lower(): v for k, v in fields.items()}, rest
+    return (
+        (int(status_line.split()[1]) if status_line.startswith("HTTP/") else 0),
+        {k.lower(): v for k, v in fields.items()},
+        rest,
+    )
 
 
 def fs_snapshot(*roots: Path) -> dict[str, tuple]:
@@ -96,22 +109,70 @@ def _payloads(valid: str) -> list[str]:
     fullwidth = valid.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789abcdef"})
     cyrillic = "\u0430" + valid[1:]  # Cyrillic a in an otherwise valid hex id
     return [
-        "..", ".", "../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "%2e%2e", "%2e%2e%2f",
-        "..%2f", "%252e%252e%252f", "..%5c..%5cetc%5cpasswd", "/etc/passwd", "%2fetc%2fpasswd", "%2f%2e%2e%2fcanary",
-        "..%2f..%2fcanary%2fsecret.txt", f"..%2fjob_{valid}", f"job_{valid}",
-        "%00", f"{valid}%00", f"{valid}%00.json", f"%00{valid}", f"{valid}%0a", f"{valid}%0d%0a", f"{valid}%20", f"{valid}%09",
-        "a" * 10240, valid * 854,
-        "\uff0e\uff0e", quote("\uff0e\uff0e/\uff0e\uff0e/etc/passwd", safe=""), "\u2024\u2024", quote("\u2024\u2024/", safe=""),
-        cyrillic, quote(cyrillic, safe=""), "\u0435" * 12, fullwidth, quote(fullwidth, safe=""),
-        f"{valid}%2f..%2f..", f"{valid}-c0", f"{valid}-c1%2f..%2f..", f"{valid}-c01", valid.upper(), f"{valid}.", f" {valid}".replace(" ", "%20"),
-        f"{valid};%20rm%20-rf%20x", "%7e", "*",
+        "..",
+        ".",
+        "../../etc/passwd",
+        "..%2f..%2fetc%2fpasswd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "%2e%2e",
+        "%2e%2e%2f",
+        "..%2f",
+        "%252e%252e%252f",
+        "..%5c..%5cetc%5cpasswd",
+        "/etc/passwd",
+        "%2fetc%2fpasswd",
+        "%2f%2e%2e%2fcanary",
+        "..%2f..%2fcanary%2fsecret.txt",
+        f"..%2fjob_{valid}",
+        f"job_{valid}",
+        "%00",
+        f"{valid}%00",
+        f"{valid}%00.json",
+        f"%00{valid}",
+        f"{valid}%0a",
+        f"{valid}%0d%0a",
+        f"{valid}%20",
+        f"{valid}%09",
+        "a" * 10240,
+        valid * 854,
+        "\uff0e\uff0e",
+        quote("\uff0e\uff0e/\uff0e\uff0e/etc/passwd", safe=""),
+        "\u2024\u2024",
+        quote("\u2024\u2024/", safe=""),
+        cyrillic,
+        quote(cyrillic, safe=""),
+        "\u0435" * 12,
+        fullwidth,
+        quote(fullwidth, safe=""),
+        f"{valid}%2f..%2f..",
+        f"{valid}-c0",
+        f"{valid}-c1%2f..%2f..",
+        f"{valid}-c01",
+        valid.upper(),
+        f"{valid}.",
+        f" {valid}".replace(" ", "%20"),
+        f"{valid};%20rm%20-rf%20x",
+        "%7e",
+        "*",
     ]
 
 
 def _worker_payloads(valid_worker: str) -> list[str]:
-    return [*_payloads("0" * 12), f"depth_0_..%2f..%2f{valid_worker}", f"{valid_worker}%00", f"{valid_worker}%0a",
-            f"depth_0_{valid_worker}%2f..%2f..%2flogs", "depth_-1_worker_1", "depth_0001_worker_1", "worker_01", "worker_1_0",
-            "worker_\uff11", quote("worker_\uff11", safe=""), "depth_\u0661_worker_1", "w\u043erker_1"]
+    return [
+        *_payloads("0" * 12),
+        f"depth_0_..%2f..%2f{valid_worker}",
+        f"{valid_worker}%00",
+        f"{valid_worker}%0a",
+        f"depth_0_{valid_worker}%2f..%2f..%2flogs",
+        "depth_-1_worker_1",
+        "depth_0001_worker_1",
+        "worker_01",
+        "worker_1_0",
+        "worker_\uff11",
+        quote("worker_\uff11", safe=""),
+        "depth_\u0661_worker_1",
+        "w\u043erker_1",
+    ]
 
 
 def _targets(doc: dict, job_id: str) -> list[tuple[str, str, str]]:
@@ -123,10 +184,22 @@ def _targets(doc: dict, job_id: str) -> list[tuple[str, str, str]]:
         for method, _op in ops.items():
             query = "?timeout=0" if template.endswith("/wait") else ""
             for payload in _payloads(job_id):
-                cases.append((method.upper(), template.replace("{job_id}", payload).replace("{worker}", "worker_1") + query, f"job_id={payload[:40]}"))
+                cases.append(
+                    (
+                        method.upper(),
+                        template.replace("{job_id}", payload).replace("{worker}", "worker_1") + query,
+                        f"job_id={payload[:40]}",
+                    )
+                )
             if "{worker}" in template:
                 for payload in _worker_payloads("worker_1"):
-                    cases.append((method.upper(), template.replace("{job_id}", job_id).replace("{worker}", payload), f"worker={payload[:40]}"))
+                    cases.append(
+                        (
+                            method.upper(),
+                            template.replace("{job_id}", job_id).replace("{worker}", payload),
+                            f"worker={payload[:40]}",
+                        )
+                    )
             if template.endswith("/report"):
                 for payload in _payloads(job_id) + ["final%00", "level_0%2f..%2f..", "level_%EF%BC%90", "level_0%0a"]:
                     cases.append(("GET", template.replace("{job_id}", job_id) + f"?name={payload}", f"name={payload[:40]}"))
@@ -160,7 +233,7 @@ def test_every_id_in_every_route_refuses_traversal_and_touches_no_file(make_live
 
 
 # -- planted symlinks -------------------------------------------------------------------------
-PLANTER = r'''
+PLANTER = r"""
 import os, sys
 mode, target, outside = sys.argv[1], sys.argv[2], sys.argv[3]
 here = os.environ["ORCHESTRATOR_WORKER_DIR"]
@@ -174,7 +247,7 @@ if mode == "swapdir":
     os.symlink(outside, here)
 print("planted " + mode, flush=True)
 sys.exit(3 if mode == "fail" else 0)
-'''
+"""
 
 
 def _get_everything(live, job_id: str) -> list:
@@ -198,8 +271,7 @@ def test_links_a_worker_plants_are_never_followed(make_live, tmp_path):
     secret.write_text("TOP-SECRET-a1b2c3d4e5\n")
     (outside / "only_outside_name.txt").write_text("x\n")
     command = [sys.executable, "-c", PLANTER, "{task}", str(secret), str(outside)]
-    live = make_live(api={"long_poll_max": 1}, orchestrator={"worker": "command", "command": command},
-                     workers={"max_retries": 0})
+    live = make_live(api={"long_poll_max": 1}, orchestrator={"worker": "command", "command": command}, workers={"max_retries": 0})
     before = fs_snapshot(outside)
     job_id = live.submit(request="x", tasks=["plant", "fail", "swapdir"]).json()["job_id"]
     done = live.wait(job_id)
@@ -225,8 +297,12 @@ def test_links_a_worker_plants_are_never_followed(make_live, tmp_path):
     print(f"METRIC symlink_leaks={len(leaked)} count")
     assert len(answers) >= 60 and not errors, errors
     assert not leaked, leaked
-    assert {f"/api/v1/jobs/{job_id}/workers/worker_1/log", f"/api/v1/jobs/{job_id}/workers/worker_2/log?follow=1",
-            f"/api/v1/jobs/{job_id}/report?name=final", f"/api/v1/jobs/{job_id}/report?name=level_0"} <= set(refused), refused
+    assert {
+        f"/api/v1/jobs/{job_id}/workers/worker_1/log",
+        f"/api/v1/jobs/{job_id}/workers/worker_2/log?follow=1",
+        f"/api/v1/jobs/{job_id}/report?name=final",
+        f"/api/v1/jobs/{job_id}/report?name=level_0",
+    } <= set(refused), refused
     files = {task["worker_id"]: task["files_created"] for task in done["results"]["tasks"]}
     assert "leak.txt" in files["worker_1"] and files["worker_3"] == [], files
     # And deleting the job unlinks the links, never their targets: the outside folder is untouched

@@ -1,4 +1,5 @@
 """The worker shim and re-adoption primitives (runner.py), with real processes."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ pytestmark = pytest.mark.slow
 
 def _spawn(runner, tmp_path, code: str, tag: str, attempt: int = 1):
     exit_file = tmp_path / f"exit.{attempt}"
-    handle = runner.spawn([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "ORCHESTRATOR_ATTEMPT": str(attempt)},
-                          log_path=tmp_path / "log", tag=tag, exit_file=exit_file)
+    handle = runner.spawn(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "ORCHESTRATOR_ATTEMPT": str(attempt)},
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=exit_file,
+    )
     return handle, exit_file
 
 
@@ -74,7 +81,9 @@ def test_an_exit_file_of_an_earlier_server_reads_as_that_server_meant_it(tmp_pat
 
 def test_another_runner_adopts_a_live_shim_and_reads_its_status_when_it_ends(tmp_path):
     first = ProcessRunner()
-    handle, exit_file = _spawn(first, tmp_path, "import sys, time; time.sleep(0.8); sys.exit(7)", "t4.depth_0_worker_1.ab", attempt=2)
+    handle, exit_file = _spawn(
+        first, tmp_path, "import sys, time; time.sleep(0.8); sys.exit(7)", "t4.depth_0_worker_1.ab", attempt=2
+    )
     # (Its argv and environment show in /proc a moment after Popen returns: look until they do.)
     wait_until(lambda: any(s.pid == handle.pid for s in find_shims("t4.")))
     found = [s for s in find_shims("t4.") if s.pid == handle.pid]
@@ -106,8 +115,14 @@ needs_perl = pytest.mark.skipif(PERL is None, reason="no perl on this machine: t
 
 def _sh(runner, tmp_path, script: str, tag: str = "t6.k.1"):
     exit_file = tmp_path / "exit.1"
-    handle = runner.spawn(["sh", "-c", script], cwd=tmp_path, env={**os.environ, "ORCHESTRATOR_ATTEMPT": "1"},
-                          log_path=tmp_path / "log", tag=tag, exit_file=exit_file)
+    handle = runner.spawn(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "ORCHESTRATOR_ATTEMPT": "1"},
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=exit_file,
+    )
     return handle, exit_file
 
 
@@ -138,7 +153,9 @@ def test_a_real_signal_death_is_recorded_as_that_signal(tmp_path, name):
     assert not list(tmp_path.glob("core*"))  # the shim never dumps core (the worker's own core follows ulimit -c)
 
 
-@pytest.mark.parametrize("script, code", [("exit 147", 147), ("kill -TERM $$", -signal.SIGTERM), ("kill -SEGV $$", -signal.SIGSEGV)])
+@pytest.mark.parametrize(
+    "script, code", [("exit 147", 147), ("kill -TERM $$", -signal.SIGTERM), ("kill -SEGV $$", -signal.SIGSEGV)]
+)
 def test_a_restarted_runner_adopting_a_finished_shim_reads_the_true_status(tmp_path, script, code):
     if PERL is None and code < 0:
         pytest.skip("without perl a signal death reads as exit 128+N")
@@ -166,8 +183,14 @@ def test_the_perl_shim_leaves_perl5opt_to_the_worker(tmp_path):
     runner = ProcessRunner()
     exit_file = tmp_path / "exit.1"
     env = {**os.environ, "PERL5OPT": "-MNo::Such::Module::Anywhere"}
-    handle = runner.spawn(["sh", "-c", 'echo "opt=$PERL5OPT"; env | grep -c ORCHESTRATOR_SHIM_ || true'], cwd=tmp_path,
-                          env=env, log_path=tmp_path / "log", tag="t8.k.1", exit_file=exit_file)
+    handle = runner.spawn(
+        ["sh", "-c", 'echo "opt=$PERL5OPT"; env | grep -c ORCHESTRATOR_SHIM_ || true'],
+        cwd=tmp_path,
+        env=env,
+        log_path=tmp_path / "log",
+        tag="t8.k.1",
+        exit_file=exit_file,
+    )
     assert runner.wait(handle, 10) == 0
     assert (tmp_path / "log").read_text() == "opt=-MNo::Such::Module::Anywhere\n0\n"
 
@@ -180,8 +203,9 @@ def test_the_perl_shim_starts_in_its_own_environment_and_the_worker_gets_its_own
     runner = ProcessRunner()
     env = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "PERL_HASH_SEED")} | own
     script = 'sleep 0.5; env | grep -E "^(LC_ALL|PERL_HASH_SEED|ORCHESTRATOR_SHIM_)" | sort; echo end'
-    handle = runner.spawn(["sh", "-c", script], cwd=tmp_path, env=env, log_path=tmp_path / "log", tag="t10.k.1",
-                          exit_file=tmp_path / "exit.1")
+    handle = runner.spawn(
+        ["sh", "-c", script], cwd=tmp_path, env=env, log_path=tmp_path / "log", tag="t10.k.1", exit_file=tmp_path / "exit.1"
+    )
     shim_env: dict[str, str] = {}
 
     def shim_environment_readable() -> bool:
@@ -217,9 +241,11 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
 
     from orchestrator.models import JobStatus, WorkerStatus
 
-    script = 'set -- $1; shift $((ORCHESTRATOR_ATTEMPT - 1)); case $1 in term) kill -TERM $$ ;; *) exit $1 ;; esac'
-    sections = {"orchestrator": {"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
-                "workers": {"retry_backoff": 0.05}}
+    script = "set -- $1; shift $((ORCHESTRATOR_ATTEMPT - 1)); case $1 in term) kill -TERM $$ ;; *) exit $1 ;; esac"
+    sections = {
+        "orchestrator": {"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},
+        "workers": {"retry_backoff": 0.05},
+    }
     engine = make_engine(**sections)
     job = engine.submit("x", {"max_retries": 2}, ["term 147 0"])
     assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
@@ -236,7 +262,10 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
     worker = workers[0]
     assert worker.status is WorkerStatus.SUCCESS
     assert [(a.number, a.exit_code, a.signal, a.end_reason) for a in worker.attempts] == [
-        (1, None, signal.SIGTERM, "signal"), (2, 147, None, "exit"), (3, 0, None, "exit")]
+        (1, None, signal.SIGTERM, "signal"),
+        (2, 147, None, "exit"),
+        (3, 0, None, "exit"),
+    ]
     assert ws.worker_log(job.id, 0, "worker_1").read_text().count(" started ") == 3  # nothing ran again
 
 

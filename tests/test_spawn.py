@@ -1,6 +1,7 @@
 """The spawn helper (``orchestrator-spawn`` = ``python -m orchestrator spawn``): on every worker's
 PATH, standard library only, and the Python client's transport contract (errors, exit codes,
 retries, long-poll through a server restart, no redirects)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ from .conftest import ROOT
 SPAWN = str(Path(SPAWN_BIN) / "orchestrator-spawn")
 
 
-def helper(*args: str, url: str | None = None, key: str = "k", cwd: Path | None = None, timeout: float = 60,
-           via: str = "script") -> subprocess.CompletedProcess[str]:
+def helper(
+    *args: str, url: str | None = None, key: str = "k", cwd: Path | None = None, timeout: float = 60, via: str = "script"
+) -> subprocess.CompletedProcess[str]:
     """Run the helper as a worker would: the script (default) or ``python -m orchestrator spawn``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR", "PYTHONPATH"))}
     env["ORCHESTRATOR_PYTHON"] = sys.executable
@@ -76,31 +78,90 @@ class Stub:
         self.server.server_close()
 
 
-DONE = {"job_id": "j1-c1", "status": "completed", "depth": 1, "progress": {"succeeded": 1, "total": 1},
-        "results": {"workspace": "/ws", "tasks": [{"worker_id": "worker_1", "status": "success", "task": "A",
-                                                     "files_created": ["a.md"], "dir": "depth_1/worker_1", "output": "did A"}]}}
+DONE = {
+    "job_id": "j1-c1",
+    "status": "completed",
+    "depth": 1,
+    "progress": {"succeeded": 1, "total": 1},
+    "results": {
+        "workspace": "/ws",
+        "tasks": [
+            {
+                "worker_id": "worker_1",
+                "status": "success",
+                "task": "A",
+                "files_created": ["a.md"],
+                "dir": "depth_1/worker_1",
+                "output": "did A",
+            }
+        ],
+    },
+}
 
 
 def test_the_helpers_imports_are_the_standard_library_errors_protocol_and_wire_only(tmp_path):
     # Against a closed port it goes all the way through its HTTP path (exit 5 after its retries).
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     env.update(PYTHONPATH=str(ROOT), ORCHESTRATOR_API_URL="http://127.0.0.1:9", ORCHESTRATOR_API_KEY="k")
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator", "spawn", "A", "B"], env=env,
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "orchestrator", "spawn", "A", "B"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert out.returncode == 5, out.stderr[-2000:]
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
-    assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.protocol", "orchestrator.spawn", "orchestrator.wire"], ours  # __main__ runs, not imported
-    assert not modules & {"requests", "urllib3", "http.client", "email.parser", "orchestrator.cli", "typing", "argparse", "shutil", "encodings.idna",
-                            "json", "socket", "re", "enum", "selectors"}, sorted(modules)
+    assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.protocol", "orchestrator.spawn", "orchestrator.wire"], (
+        ours
+    )  # __main__ runs, not imported
+    assert not modules & {
+        "requests",
+        "urllib3",
+        "http.client",
+        "email.parser",
+        "orchestrator.cli",
+        "typing",
+        "argparse",
+        "shutil",
+        "encodings.idna",
+        "json",
+        "socket",
+        "re",
+        "enum",
+        "selectors",
+    }, sorted(modules)
 
 
-QUICK = [[], ["A"], ["A", "B"], ["--wait", "A", "B"], ["--wait", "--json", "A"], ["--request", "R", "A", "B"],
-         ["--request=R x", "--workers", "3", "--timeout=2.5", "--wait-timeout", "1e2", "A"], ["--wait", "--", "A", "B"],
-         ["--json", "--workers=0", "A b c"], ["--request", "only a request"]]
-FOR_ARGPARSE = [["--help"], ["-h"], ["--wai", "A"], ["--wait=1", "A"], ["A", "--wait", "B"], ["--workers", "x", "A"],
-                ["--request", "-x"], ["--timeout"], ["-A"], ["--", "A", "-B"], ["A", "--", "B"], ["--bogus", "A"],
-                ["--request", "--wait"]]
+QUICK = [
+    [],
+    ["A"],
+    ["A", "B"],
+    ["--wait", "A", "B"],
+    ["--wait", "--json", "A"],
+    ["--request", "R", "A", "B"],
+    ["--request=R x", "--workers", "3", "--timeout=2.5", "--wait-timeout", "1e2", "A"],
+    ["--wait", "--", "A", "B"],
+    ["--json", "--workers=0", "A b c"],
+    ["--request", "only a request"],
+]
+FOR_ARGPARSE = [
+    ["--help"],
+    ["-h"],
+    ["--wai", "A"],
+    ["--wait=1", "A"],
+    ["A", "--wait", "B"],
+    ["--workers", "x", "A"],
+    ["--request", "-x"],
+    ["--timeout"],
+    ["-A"],
+    ["--", "A", "-B"],
+    ["A", "--", "B"],
+    ["--bogus", "A"],
+    ["--request", "--wait"],
+]
 
 
 @pytest.mark.parametrize("argv", QUICK)
@@ -125,17 +186,28 @@ def test_help_and_usage_errors_are_argparses():
     out = helper("--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: orchestrator-spawn") and "--wait-timeout" in out.stdout
     # argparse sizes help by the terminal without shutil.get_terminal_size (shutil's imports cost more)
-    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator", "spawn", "--help"], capture_output=True,
-                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"})
+    timed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "orchestrator", "spawn", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"},
+    )
     assert "argparse" in timed.stderr and "shutil" not in timed.stderr
     assert max(len(line) for line in timed.stdout.splitlines()) <= 58
     out = helper("--workers", "many", "A")
     assert out.returncode == 2 and "argument --workers: invalid int value: 'many'" in out.stderr
 
 
-DOCS = [{"request": 'h\u00e9llo "q" \\ \n\t', "config": {"max_workers": 3, "default_timeout": 2.5}, "tasks": ["a", "b"]},
-        {"job_id": "x", "nested": [[], {}, [1, -2, 3.25e-7, True, False, None]], "emoji": "\U0001f600"},
-        [], "text", 0, -1.5, None]
+DOCS = [
+    {"request": 'h\u00e9llo "q" \\ \n\t', "config": {"max_workers": 3, "default_timeout": 2.5}, "tasks": ["a", "b"]},
+    {"job_id": "x", "nested": [[], {}, [1, -2, 3.25e-7, True, False, None]], "emoji": "\U0001f600"},
+    [],
+    "text",
+    0,
+    -1.5,
+    None,
+]
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -176,8 +248,10 @@ def test_an_unreachable_server_exits_5_with_the_clients_message(via):
     url = closed_port_url()
     out = helper("A", "B", url=url, via=via)
     assert out.returncode == 5
-    assert out.stderr.startswith(f"error: Cannot reach the orchestrator API at {url} (ConnectionRefusedError on POST "
-                                 f"{url}/api/v1/orchestrate after 4 attempts); start the server"), out.stderr
+    assert out.stderr.startswith(
+        f"error: Cannot reach the orchestrator API at {url} (ConnectionRefusedError on POST "
+        f"{url}/api/v1/orchestrate after 4 attempts); start the server"
+    ), out.stderr
 
 
 def closed_port_url() -> str:
@@ -228,7 +302,11 @@ def test_a_429_is_waited_out_as_retry_after_asks_then_given_up_with_the_limit_na
     def answer(handler):
         calls.append(time.monotonic())
         if handler.path.startswith("/api/v1/orchestrate") and len(calls) <= 2:
-            return 429, {"Retry-After": "0.5"}, {"error": "rate_limited", "message": "slow down", "details": {"limit": "api.rate_limit_worker"}}
+            return (
+                429,
+                {"Retry-After": "0.5"},
+                {"error": "rate_limited", "message": "slow down", "details": {"limit": "api.rate_limit_worker"}},
+            )
         if handler.path.startswith("/api/v1/orchestrate"):
             return 202, {}, {"job_id": "j1-c1", "depth": 1}
         return 200, {}, DONE
@@ -240,14 +318,19 @@ def test_a_429_is_waited_out_as_retry_after_asks_then_given_up_with_the_limit_na
         assert calls[1] - calls[0] >= 0.45 and calls[2] - calls[1] >= 0.45
         assert "## Child job j1-c1: completed" in out.stdout and "did A" in out.stdout
         stub.requests.clear()
-        stub.answer = lambda h: (429, {"Retry-After": "0.1"}, {"error": "rate_limited", "message": "slow down",
-                                                                "details": {"limit": "api.rate_limit_worker"}})
+        stub.answer = lambda h: (
+            429,
+            {"Retry-After": "0.1"},
+            {"error": "rate_limited", "message": "slow down", "details": {"limit": "api.rate_limit_worker"}},
+        )
         out = helper("A", url=stub.url)
     finally:
         stub.close()
     assert out.returncode == 1 and len(stub.requests) == 4  # the first try and 3 waits
-    assert ("POST /api/v1/orchestrate is rate limited by api.rate_limit_worker: still refused after 3 wait(s) totalling "
-            "0.3s as Retry-After asked; gave up because rate_limit_retries=3 reached. Server: slow down") in out.stderr
+    assert (
+        "POST /api/v1/orchestrate is rate limited by api.rate_limit_worker: still refused after 3 wait(s) totalling "
+        "0.3s as Retry-After asked; gave up because rate_limit_retries=3 reached. Server: slow down"
+    ) in out.stderr
 
 
 def test_the_wait_rides_out_a_server_restart():
@@ -261,9 +344,13 @@ def test_the_wait_rides_out_a_server_restart():
 
     stub = Stub(first)
     port = stub.server.server_address[1]
-    proc = subprocess.Popen([SPAWN, "--wait", "A"], env={**os.environ, "ORCHESTRATOR_PYTHON": sys.executable,
-                                                         "ORCHESTRATOR_API_URL": stub.url, "ORCHESTRATOR_API_KEY": "k"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [SPAWN, "--wait", "A"],
+        env={**os.environ, "ORCHESTRATOR_PYTHON": sys.executable, "ORCHESTRATOR_API_URL": stub.url, "ORCHESTRATOR_API_KEY": "k"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(stub.requests) < 2:
@@ -288,8 +375,9 @@ def test_the_wait_rides_out_a_server_restart():
 def test_every_worker_kind_has_orchestrator_spawn_on_its_path(make_live):
     # A plain command worker (no AI CLI) runs the bare command name: the engine put it on PATH.
     script = 'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then orchestrator-spawn --wait "leaf A" "leaf B"; else echo "$1" > leaf.txt; fi'
-    live = make_live(orchestrator={"worker": "command", "command": ["sh", "-c", script, "worker", "{task}"]},
-                     workers={"max_retries": 0})
+    live = make_live(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "worker", "{task}"]}, workers={"max_retries": 0}
+    )
     job_id = live.submit(request="big", tasks=["big"], config={"max_recursion_depth": 1}).json()["job_id"]
     doc = live.wait(job_id)
     assert doc["status"] == "completed", doc

@@ -1,6 +1,7 @@
 """The status tables (states.py): every legal transition is accepted, illegal ones are refused
 with a message naming the record, from and to; strict (the tests, via conftest) raises, else
 the refusal is logged and the old status kept. Pure: no process, no server."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,16 @@ def job(status: JobStatus) -> JobRecord:
 
 
 def worker(status: WorkerStatus) -> WorkerRecord:
-    return WorkerRecord(job_id="20260101-000000-abcd", root_id="20260101-000000-abcd", name="worker_2", index=2,
-                        depth=0, task="t", kind="simulated", status=status)
+    return WorkerRecord(
+        job_id="20260101-000000-abcd",
+        root_id="20260101-000000-abcd",
+        name="worker_2",
+        index=2,
+        depth=0,
+        task="t",
+        kind="simulated",
+        status=status,
+    )
 
 
 @dataclass
@@ -71,12 +80,15 @@ def test_writing_the_same_status_again_is_no_transition():
     assert states.set_job_status(done, JobStatus.COMPLETED)
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (JobStatus.PENDING, JobStatus.COMPLETED),  # a job never ends before it runs
-    (JobStatus.COMPLETED, JobStatus.RUNNING),
-    (JobStatus.CANCELLED, JobStatus.FAILED),
-    (JobStatus.RUNNING, JobStatus.PENDING),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (JobStatus.PENDING, JobStatus.COMPLETED),  # a job never ends before it runs
+        (JobStatus.COMPLETED, JobStatus.RUNNING),
+        (JobStatus.CANCELLED, JobStatus.FAILED),
+        (JobStatus.RUNNING, JobStatus.PENDING),
+    ],
+)
 def test_illegal_job_transitions_are_refused_naming_the_job(old, new):
     record = job(old)
     with pytest.raises(IllegalTransition) as refused:
@@ -86,13 +98,16 @@ def test_illegal_job_transitions_are_refused_naming_the_job(old, new):
     assert record.status is old
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (WorkerStatus.PENDING, WorkerStatus.SUCCESS),  # never ran: it cannot have succeeded
-    (WorkerStatus.RUNNING, WorkerStatus.SKIPPED),  # it started: it is not "never started"
-    (WorkerStatus.SUCCESS, WorkerStatus.RUNNING),
-    (WorkerStatus.FAILED, WorkerStatus.RECURSIVE_SUCCESS),
-    (WorkerStatus.CANCELLED, WorkerStatus.PENDING),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (WorkerStatus.PENDING, WorkerStatus.SUCCESS),  # never ran: it cannot have succeeded
+        (WorkerStatus.RUNNING, WorkerStatus.SKIPPED),  # it started: it is not "never started"
+        (WorkerStatus.SUCCESS, WorkerStatus.RUNNING),
+        (WorkerStatus.FAILED, WorkerStatus.RECURSIVE_SUCCESS),
+        (WorkerStatus.CANCELLED, WorkerStatus.PENDING),
+    ],
+)
 def test_illegal_worker_transitions_are_refused_naming_the_worker(old, new):
     record = worker(old)
     with pytest.raises(IllegalTransition) as refused:
@@ -103,14 +118,17 @@ def test_illegal_worker_transitions_are_refused_naming_the_worker(old, new):
     assert record.status is old
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (WorkerPhase.WAITING, WorkerPhase.LENDING),  # only a running worker can start a child job
-    (WorkerPhase.EXITED, WorkerPhase.RUNNING),
-    (WorkerPhase.SETTLED, WorkerPhase.SETTLING),
-    (WorkerPhase.RUNNING, WorkerPhase.SETTLING),  # settled only after its process exited
-    (WorkerPhase.EXITED, WorkerPhase.EXITED),  # its process cannot end twice
-    (WorkerPhase.SETTLED, WorkerPhase.SETTLED),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (WorkerPhase.WAITING, WorkerPhase.LENDING),  # only a running worker can start a child job
+        (WorkerPhase.EXITED, WorkerPhase.RUNNING),
+        (WorkerPhase.SETTLED, WorkerPhase.SETTLING),
+        (WorkerPhase.RUNNING, WorkerPhase.SETTLING),  # settled only after its process exited
+        (WorkerPhase.EXITED, WorkerPhase.EXITED),  # its process cannot end twice
+        (WorkerPhase.SETTLED, WorkerPhase.SETTLED),
+    ],
+)
 def test_illegal_phase_transitions_are_refused(old, new):
     live = held(old)
     with pytest.raises(IllegalTransition, match=f"phase of worker depth_0_worker_2 .*{old.value} -> {new.value}"):

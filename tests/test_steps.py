@@ -1,5 +1,6 @@
 """After-attempt steps: run in order after a successful attempt, each able to pass, fail the
 worker or ask for a retry; a broken step fails closed. Real quick workers (``sh -c``)."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,18 @@ class Scripted(Step):
         self.seen = [] if seen is None else seen
 
     def run(self, ctx):
-        self.seen.append((self.name, ctx.attempt, ctx.status, ctx.directory, ctx.changes().files_created,
-                          ctx.parsed.output if ctx.parsed else None, ctx.record.name, len(ctx.record.attempts)))
+        self.seen.append(
+            (
+                self.name,
+                ctx.attempt,
+                ctx.status,
+                ctx.directory,
+                ctx.changes().files_created,
+                ctx.parsed.output if ctx.parsed else None,
+                ctx.record.name,
+                len(ctx.record.attempts),
+            )
+        )
         return self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
 
 
@@ -46,8 +57,10 @@ def test_steps_run_in_order_after_a_successful_attempt_and_see_its_work(seamed):
     worker = only_worker(engine, job)
     assert worker.status is WorkerStatus.SUCCESS and worker.exit_reason == "exit code 0"
     folder = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    assert seen == [("first", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
-                    ("second", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1)]
+    assert seen == [
+        ("first", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
+        ("second", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
+    ]
     # the steps' changes were asked of the Checkout once, and again after the last attempt
     assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "changes", "cleanup"]
 
@@ -143,10 +156,20 @@ def _context(tmp_path):
             self.note("changes")
             return Changes()
 
-    record = WorkerRecord(job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command")
+    record = WorkerRecord(
+        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
+    )
     checkout = NoChanges(None)
-    return StepContext(record=record, directory=tmp_path, attempt=1, status=WorkerStatus.SUCCESS, exit_reason="exit code 0",
-                       parsed=None, checkout=checkout, cancel=Wakeup()), checkout
+    return StepContext(
+        record=record,
+        directory=tmp_path,
+        attempt=1,
+        status=WorkerStatus.SUCCESS,
+        exit_reason="exit code 0",
+        parsed=None,
+        checkout=checkout,
+        cancel=Wakeup(),
+    ), checkout
 
 
 def test_run_steps_stops_at_the_first_step_that_does_not_pass(tmp_path):
@@ -168,5 +191,7 @@ def test_run_steps_fails_closed_on_a_step_returning_no_verdict(tmp_path):
 
     ctx, _ = _context(tmp_path)
     assert run_steps([Sloppy(), Scripted("never")], ctx) == (
-        "sloppy", fail("returned True, not PASS, fail(reason) or retry(reason)"))
+        "sloppy",
+        fail("returned True, not PASS, fail(reason) or retry(reason)"),
+    )
     assert run_steps([Scripted("odd", Verdict("maybe"))], ctx)[1].action == "fail"

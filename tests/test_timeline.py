@@ -1,4 +1,5 @@
 """The timeline picture: an SVG Gantt chart of a job tree, parsed back with ElementTree."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -18,18 +19,37 @@ CHILD = ROOT + "-c1"
 
 
 def job(job_id=ROOT, depth=0, start=0.0, end=40.0, **kw):
-    return JobRecord(id=job_id, root_id=ROOT, request=kw.pop("request", f"request {job_id}"), depth=depth,
-                     status=kw.pop("status", JobStatus.COMPLETED), created_at=T + start, started_at=T + start,
-                     ended_at=None if end is None else T + end, **kw)
+    return JobRecord(
+        id=job_id,
+        root_id=ROOT,
+        request=kw.pop("request", f"request {job_id}"),
+        depth=depth,
+        status=kw.pop("status", JobStatus.COMPLETED),
+        created_at=T + start,
+        started_at=T + start,
+        ended_at=None if end is None else T + end,
+        **kw,
+    )
 
 
 def worker(name, index, spans, *, job_id=ROOT, depth=0, status=WorkerStatus.SUCCESS, ready=0.0, **kw):
     """A worker whose attempts run over ``spans`` [(start, end, end_reason)], seconds after T."""
     attempts = [Attempt(i + 1, T + s, None if e is None else T + e, end_reason=r) for i, (s, e, r) in enumerate(spans)]
-    return WorkerRecord(job_id=job_id, root_id=ROOT, name=name, index=index, depth=depth,
-                        task=kw.pop("task", f"task of {name}"), kind="command", status=status, attempts=attempts,
-                        created_at=T + ready, started_at=attempts[0].started_at if attempts else None,
-                        ended_at=kw.pop("ended", attempts[-1].ended_at if attempts else None), **kw)
+    return WorkerRecord(
+        job_id=job_id,
+        root_id=ROOT,
+        name=name,
+        index=index,
+        depth=depth,
+        task=kw.pop("task", f"task of {name}"),
+        kind="command",
+        status=status,
+        attempts=attempts,
+        created_at=T + ready,
+        started_at=attempts[0].started_at if attempts else None,
+        ended_at=kw.pop("ended", attempts[-1].ended_at if attempts else None),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -77,9 +97,15 @@ def test_one_bar_per_attempt_and_a_marker_for_a_worker_that_never_ran(tree):
     per_worker = {}
     for row in rows(svg):
         per_worker[row.get("data-worker")] = [int(b.get("data-attempt")) for b in bars(row)]
-    assert per_worker == {"depth_0_worker_1": [1], "depth_0_worker_2": [1], "depth_1_worker_2_1": [1],
-                          "depth_1_worker_2_2": [1], "depth_0_worker_3": [1, 2, 3], "depth_0_worker_4": [1],
-                          "depth_0_worker_5": []}
+    assert per_worker == {
+        "depth_0_worker_1": [1],
+        "depth_0_worker_2": [1],
+        "depth_1_worker_2_1": [1],
+        "depth_1_worker_2_2": [1],
+        "depth_0_worker_3": [1, 2, 3],
+        "depth_0_worker_4": [1],
+        "depth_0_worker_5": [],
+    }
     assert len(bars(svg)) == sum(len(w.attempts) for w in tree[1]) == 8
     (marker,) = by_class(svg, "rect", "marker")
     assert marker.get("data-status") == "skipped"
@@ -101,8 +127,15 @@ def test_child_jobs_are_nested_under_the_worker_that_started_them(tree):
     jobs, workers = tree
     svg = parse(render_timeline_svg(jobs, list(reversed(workers)), now=T + 40))
     order = [row.get("data-worker") for row in rows(svg)]
-    assert order == ["depth_0_worker_1", "depth_0_worker_2", "depth_1_worker_2_1", "depth_1_worker_2_2",
-                     "depth_0_worker_3", "depth_0_worker_4", "depth_0_worker_5"]
+    assert order == [
+        "depth_0_worker_1",
+        "depth_0_worker_2",
+        "depth_1_worker_2_1",
+        "depth_1_worker_2_2",
+        "depth_0_worker_3",
+        "depth_0_worker_4",
+        "depth_0_worker_5",
+    ]
     label_x = {row.get("data-worker"): float(row.find("s:text", NS).get("x")) for row in rows(svg)}
     assert label_x["depth_1_worker_2_1"] == label_x["depth_0_worker_1"] + timeline.INDENT
     # The child job's band covers exactly its two rows, inside the root's band.
@@ -155,7 +188,7 @@ def test_a_running_attempt_reaches_now_and_queue_waits_are_drawn(tree):
 
 def test_untrusted_text_is_escaped_and_forbidden_characters_dropped(tree):
     jobs, workers = tree
-    nasty = 'a<b>&"c\' </text><script>alert(1)</script>\x00\x1b[31m\ud800 end'
+    nasty = "a<b>&\"c' </text><script>alert(1)</script>\x00\x1b[31m\ud800 end"
     workers[0].task = nasty
     workers[0].exit_reason = "exit <code> & 3"
     jobs[0].request = nasty
@@ -163,9 +196,9 @@ def test_untrusted_text_is_escaped_and_forbidden_characters_dropped(tree):
     svg = parse(source)  # would raise on a stray < or & or a control character
     assert "<script" not in source and "\x00" not in source
     row = rows(svg)[0]
-    assert row.find("s:title", NS).text.endswith('a<b>&"c\' </text><script>alert(1)</script>[31m end')
+    assert row.find("s:title", NS).text.endswith("a<b>&\"c' </text><script>alert(1)</script>[31m end")
     label = "".join(row.find("s:text", NS).itertext())
-    assert label.startswith('worker_1 a<b>&"c\' </text><script>')
+    assert label.startswith("worker_1 a<b>&\"c' </text><script>")
     title = bars(row)[0].find("s:title", NS).text
     assert "task: a<b>&" in title and "exit <code> & 3" in title
 
@@ -193,7 +226,7 @@ def test_two_hundred_workers_stay_readable(tree):
 
 
 def test_the_picture_s_own_arrows_and_ellipses_are_character_references(tree):
-    """"→" and "…" (what the picture writes itself) as &#8594; / &#8230;: a document of ASCII is held
+    """ "→" and "…" (what the picture writes itself) as &#8594; / &#8230;: a document of ASCII is held
     by Python at a byte a character, half the memory of one with a single character past Latin-1
     (a 10,000-worker tree's picture is 7 MB). A parser reads the same text."""
     jobs, workers = tree
@@ -261,8 +294,9 @@ def test_the_api_draws_the_picture_live(make_live):
     live = make_live(orchestrator={"worker": "command", "command": fake_command()})
     job_id = live.submit(request="x", tasks=["ok", "sleep 30"]).json()["job_id"]
     # While a worker still runs, the route draws it as running
-    wait_until(lambda: 'data-status="running"' in live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg").text,
-               what="a running bar")
+    wait_until(
+        lambda: 'data-status="running"' in live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg").text, what="a running bar"
+    )
     answer = live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg")
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("image/svg+xml")
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]

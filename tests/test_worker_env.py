@@ -1,6 +1,7 @@
 """A worker's environment (issue 10 item 6): workers.env, workers.inherit_env and
 workers.env_passthrough, with real workers writing down the environment they got. The values
 set never reach a log, record, report, the `config` command's output or an API response."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 SECRET = "s3cret-value-9f2c41"
 # The worker writes its environment to a file in its folder (not to its output, which its
 # record keeps as its result: a worker printing a secret is the worker's doing).
-DUMP = ["sh", "-c", 'env > seen.env; echo done', "{task}"]
+DUMP = ["sh", "-c", "env > seen.env; echo done", "{task}"]
 
 
 def _seen(engine, job) -> dict[str, str]:
@@ -48,9 +49,10 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     monkeypatch.setenv("KEEP_ME", "kept")
     monkeypatch.setenv("DROP_ME", "dropped")
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
-    engine = make_engine(orchestrator={"worker": "command", "command": DUMP},
-                         workers={"inherit_env": False, "env_passthrough": ["KEEP_ME", "NOT_SET_ANYWHERE"],
-                                  "env": {"MY_TOKEN": SECRET}})
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": DUMP},
+        workers={"inherit_env": False, "env_passthrough": ["KEEP_ME", "NOT_SET_ANYWHERE"], "env": {"MY_TOKEN": SECRET}},
+    )
     job = run_job(engine, "x", tasks=["show"])
     seen = _seen(engine, job)
     assert seen["KEEP_ME"] == "kept" and seen["MY_TOKEN"] == SECRET
@@ -63,23 +65,31 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     assert seen["PYTHONPATH"] == str(ROOT)  # the server's own PYTHONPATH is not passed on
     assert seen["TMPDIR"] == seen["TMP"] == seen["TEMP"]
     names = set(seen) - {"PWD", "SHLVL", "_", "OLDPWD"}  # what sh adds itself
-    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "PYTHONPATH", "TMPDIR", "TMP", "TEMP"} | {n for n in seen if n.startswith("ORCHESTRATOR_")}
+    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "PYTHONPATH", "TMPDIR", "TMP", "TEMP"} | {
+        n for n in seen if n.startswith("ORCHESTRATOR_")
+    }
 
 
 def test_a_server_orchestrator_variable_never_reaches_a_worker(make_engine, monkeypatch):
     monkeypatch.setenv("ORCHESTRATOR_API_KEY", "the-servers-own")
-    engine = make_engine(orchestrator={"worker": "command", "command": DUMP}, workers={"env_passthrough": ["ORCHESTRATOR_API_KEY"], "inherit_env": False})
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": DUMP},
+        workers={"env_passthrough": ["ORCHESTRATOR_API_KEY"], "inherit_env": False},
+    )
     job = run_job(engine, "x", tasks=["show"])
     assert "ORCHESTRATOR_API_KEY" not in _seen(engine, job)  # no API in this engine: no credential at all
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"ORCHESTRATOR_JOB_ID": "x"}, "workers.env.ORCHESTRATOR_JOB_ID"),
-    ({"TMPDIR": "/tmp"}, "workers.env.TMPDIR"),
-    ({"BAD NAME": "x"}, "'BAD NAME' is not a variable name"),
-    ({"PORT": 8080}, "workers.env.PORT: the value must be a string"),
-    ("TOKEN=" + SECRET, "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"ORCHESTRATOR_JOB_ID": "x"}, "workers.env.ORCHESTRATOR_JOB_ID"),
+        ({"TMPDIR": "/tmp"}, "workers.env.TMPDIR"),
+        ({"BAD NAME": "x"}, "'BAD NAME' is not a variable name"),
+        ({"PORT": 8080}, "workers.env.PORT: the value must be a string"),
+        ("TOKEN=" + SECRET, "must be a mapping"),
+    ],
+)
 def test_a_bad_workers_env_is_refused_by_name_never_by_value(tmp_path, env, named):
     with pytest.raises(ConfigError) as info:
         load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"env": env}})
@@ -90,8 +100,13 @@ def test_a_bad_workers_env_is_refused_by_name_never_by_value(tmp_path, env, name
 def test_the_config_command_masks_the_values(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"workers": {"env": {"MY_TOKEN": SECRET}}}))
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "--config", str(config), "config"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--config", str(config), "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert SECRET not in out.stdout + out.stderr
     assert yaml.safe_load(out.stdout)["workers"]["env"] == {"MY_TOKEN": "(set)"}
@@ -120,7 +135,13 @@ def test_no_api_response_shows_the_values(make_live):
     assert doc["status"] == "completed"
     seen = (live.engine.workspace.job_dir(job_id) / "depth_0" / "worker_1" / "seen.env").read_text()
     assert f"MY_TOKEN={SECRET}" in seen  # the worker got it
-    for path in (f"/api/v1/jobs/{job_id}/status", "/api/v1/jobs", f"/api/v1/jobs/{job_id}/report",
-                 f"/api/v1/jobs/{job_id}/workers/worker_1/log", "/openapi.json", "/health"):
+    for path in (
+        f"/api/v1/jobs/{job_id}/status",
+        "/api/v1/jobs",
+        f"/api/v1/jobs/{job_id}/report",
+        f"/api/v1/jobs/{job_id}/workers/worker_1/log",
+        "/openapi.json",
+        "/health",
+    ):
         answer = live.call("GET", path)
         assert answer.status_code == 200 and SECRET not in answer.text, path

@@ -1,4 +1,5 @@
 """The workspace: strict ids (they become paths), the layout, atomic writes, records, logs."""
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,39 @@ from orchestrator.workspace import (
 
 ROOT_ID = "3f9a2c7b1d0e"
 BAD_IDS = [
-    "..", "../etc", "/etc/passwd", "%2e%2e%2f", "abc\x00", f"{ROOT_ID}\n", "3F9A2C7B1D0E", ROOT_ID + "0",
-    ROOT_ID[:-1], f"{ROOT_ID}-c0", f"{ROOT_ID}-c", f"{ROOT_ID}/..", "", "３f9a2c7b1d0e", "٣f9a2c7b1d0e", None, 12, b"3f9a2c7b1d0e",
+    "..",
+    "../etc",
+    "/etc/passwd",
+    "%2e%2e%2f",
+    "abc\x00",
+    f"{ROOT_ID}\n",
+    "3F9A2C7B1D0E",
+    ROOT_ID + "0",
+    ROOT_ID[:-1],
+    f"{ROOT_ID}-c0",
+    f"{ROOT_ID}-c",
+    f"{ROOT_ID}/..",
+    "",
+    "３f9a2c7b1d0e",
+    "٣f9a2c7b1d0e",
+    None,
+    12,
+    b"3f9a2c7b1d0e",
 ]
-BAD_WORKERS = ["worker_0", "worker_1/..", "worker_1\n", "../worker_1", "worker", "worker_", "Worker_1", "worker_01", "worker_１", "", None, 1]
+BAD_WORKERS = [
+    "worker_0",
+    "worker_1/..",
+    "worker_1\n",
+    "../worker_1",
+    "worker",
+    "worker_",
+    "Worker_1",
+    "worker_01",
+    "worker_１",
+    "",
+    None,
+    1,
+]
 
 
 @pytest.fixture
@@ -37,13 +67,30 @@ def ws(tmp_path):
 
 
 def make_job(job_id=ROOT_ID, **kw):
-    return JobRecord(id=job_id, root_id=root_of(job_id), request="build it", status=JobStatus.RUNNING,
-                     tasks=["a", "b"], worker_names=["worker_1", "worker_2"], created_at=1.0, **kw)
+    return JobRecord(
+        id=job_id,
+        root_id=root_of(job_id),
+        request="build it",
+        status=JobStatus.RUNNING,
+        tasks=["a", "b"],
+        worker_names=["worker_1", "worker_2"],
+        created_at=1.0,
+        **kw,
+    )
 
 
 def make_worker(name="worker_1", index=1, depth=0, **kw):
-    return WorkerRecord(job_id=ROOT_ID, root_id=ROOT_ID, name=name, index=index, depth=depth, task="a",
-                        kind="simulated", created_at=float(index), **kw)
+    return WorkerRecord(
+        job_id=ROOT_ID,
+        root_id=ROOT_ID,
+        name=name,
+        index=index,
+        depth=depth,
+        task="a",
+        kind="simulated",
+        created_at=float(index),
+        **kw,
+    )
 
 
 # -- ids -----------------------------------------------------------------------------
@@ -77,17 +124,30 @@ def test_anything_else_is_an_invalid_worker_name(name):
         validate_worker_name(name)
 
 
-@pytest.mark.parametrize("ref, expected", [
-    ("worker_2_1", (None, "worker_2_1")),
-    ("depth_1_worker_2_1", (1, "worker_2_1")),
-    ("depth_0_worker_1", (0, "worker_1")),
-])
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("worker_2_1", (None, "worker_2_1")),
+        ("depth_1_worker_2_1", (1, "worker_2_1")),
+        ("depth_0_worker_1", (0, "worker_1")),
+    ],
+)
 def test_parse_worker_ref_splits_an_optional_depth(ref, expected):
     assert parse_worker_ref(ref) == expected
 
 
-@pytest.mark.parametrize("ref", [*[w for w in BAD_WORKERS if isinstance(w, str)], "depth_1_worker_1\n", "depth_x_worker_1",
-                                 "depth_1_../worker_1", "depth_1234_worker_1", "depth_٣_worker_1", None])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        *[w for w in BAD_WORKERS if isinstance(w, str)],
+        "depth_1_worker_1\n",
+        "depth_x_worker_1",
+        "depth_1_../worker_1",
+        "depth_1234_worker_1",
+        "depth_٣_worker_1",
+        None,
+    ],
+)
 def test_parse_worker_ref_refuses_bad_refs(ref):
     with pytest.raises(InvalidId):
         parse_worker_ref(ref)
@@ -127,20 +187,30 @@ def test_layout_paths(ws):
 
 
 def test_every_layout_path_is_inside_the_workspace(ws):
-    paths = [ws.job_dir(ROOT_ID), ws.depth_dir(ROOT_ID, 2), ws.worker_dir(ROOT_ID, 2, "worker_1_1_1"),
-             ws.worker_log(ROOT_ID, 2, "worker_1_1_1"), ws.level_report(ROOT_ID, 2), ws.final_report(ROOT_ID),
-             ws.worker_record_path(ROOT_ID, 2, "worker_1_1_1"), ws.prompt_path(ROOT_ID, 2, "worker_1_1_1")]
+    paths = [
+        ws.job_dir(ROOT_ID),
+        ws.depth_dir(ROOT_ID, 2),
+        ws.worker_dir(ROOT_ID, 2, "worker_1_1_1"),
+        ws.worker_log(ROOT_ID, 2, "worker_1_1_1"),
+        ws.level_report(ROOT_ID, 2),
+        ws.final_report(ROOT_ID),
+        ws.worker_record_path(ROOT_ID, 2, "worker_1_1_1"),
+        ws.prompt_path(ROOT_ID, 2, "worker_1_1_1"),
+    ]
     for path in paths:
         assert ws.contains(path), path
 
 
-@pytest.mark.parametrize("call", [
-    lambda ws: ws.job_dir(".."),
-    lambda ws: ws.job_dir(f"{ROOT_ID}-c1"),  # a child id is not a folder
-    lambda ws: ws.worker_dir(ROOT_ID, 0, "../worker_1"),
-    lambda ws: ws.worker_log(ROOT_ID, 0, "worker_1/../../x"),
-    lambda ws: ws.job_record_path("../../etc/passwd"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda ws: ws.job_dir(".."),
+        lambda ws: ws.job_dir(f"{ROOT_ID}-c1"),  # a child id is not a folder
+        lambda ws: ws.worker_dir(ROOT_ID, 0, "../worker_1"),
+        lambda ws: ws.worker_log(ROOT_ID, 0, "worker_1/../../x"),
+        lambda ws: ws.job_record_path("../../etc/passwd"),
+    ],
+)
 def test_layout_refuses_ids_that_would_escape(ws, call):
     with pytest.raises(InvalidId):
         call(ws)
@@ -235,8 +305,10 @@ def test_job_trees_and_their_state_ask_ext4_for_block_groups_of_their_own(ws):
     # Given a workspace, when a job tree is made
     ws.check_writable()
     job_dir = ws.create_job_tree(ROOT_ID)
-    flags = {p: subprocess.run(["lsattr", "-d", str(p)], capture_output=True, text=True).stdout.split()[0]
-             for p in (ws.root, job_dir, job_dir / "state", job_dir / "logs")}
+    flags = {
+        p: subprocess.run(["lsattr", "-d", str(p)], capture_output=True, text=True).stdout.split()[0]
+        for p in (ws.root, job_dir, job_dir / "state", job_dir / "logs")
+    }
     if _fs_type(ws.root).startswith("ext"):
         # Then on ext2/3/4 the workspace, each tree and its state folder carry the Orlov "top dir" flag (T)
         assert all("T" in flags[p] for p in (ws.root, job_dir, job_dir / "state")), flags
@@ -295,8 +367,12 @@ def test_check_writable_on_a_read_only_folder(tmp_path):
 def test_job_and_worker_records_round_trip(ws):
     ws.create_job_tree(ROOT_ID)
     job = make_job(notes=["lowered"], config=JobConfig(max_workers=2))
-    worker = make_worker(status=WorkerStatus.FAILED, attempts=[Attempt(number=1, started_at=1.0, ended_at=2.5, exit_code=1)],
-                         files_created=["a.md"], output="ünïcode ✔")
+    worker = make_worker(
+        status=WorkerStatus.FAILED,
+        attempts=[Attempt(number=1, started_at=1.0, ended_at=2.5, exit_code=1)],
+        files_created=["a.md"],
+        output="ünïcode ✔",
+    )
     ws.save_job(job)
     ws.save_worker(worker)
     assert ws.load_job(ROOT_ID) == job

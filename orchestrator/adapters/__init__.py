@@ -1,4 +1,5 @@
 """Worker kinds by name, and the ``auto`` choice."""
+
 from __future__ import annotations
 
 import shutil

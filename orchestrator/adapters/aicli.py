@@ -11,6 +11,7 @@ them under ``CLAUDE_CONFIG_DIR``, codex under ``CODEX_HOME``, gemini under
 leave those alone. Each worker still gets its own cwd and (from the engine)
 its own TMPDIR.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -58,7 +59,7 @@ def scan_window(text: str) -> str:
         return text
     cut = len(text) - SCAN_CHARS
     newline = text.find("\n", cut)
-    return text[newline + 1:] if newline >= 0 else text[cut:]
+    return text[newline + 1 :] if newline >= 0 else text[cut:]
 
 
 def setting(ctx: WorkerContext, key: str, default: Any = None) -> Any:
@@ -100,7 +101,7 @@ def json_objects_from_end(text: str) -> Iterator[dict[str, Any]]:
             if at == len(closers):
                 continue
             close_eol = text.find("\n", closers[at])
-            chunk = text[index:len(text) if close_eol < 0 else close_eol]
+            chunk = text[index : len(text) if close_eol < 0 else close_eol]
         try:
             obj, _ = decoder.raw_decode(chunk)
         except ValueError:
@@ -223,7 +224,9 @@ class AICLIAdapter(Adapter):
     def program(self, ctx: WorkerContext) -> str:
         return str(setting(ctx, f"{self.name}_command", self.cli) or self.cli)
 
-    def no_result(self, text: str, exit_code: int | None, *, retryable: bool | None = None, why: str | None = None) -> ParsedResult:
+    def no_result(
+        self, text: str, exit_code: int | None, *, retryable: bool | None = None, why: str | None = None
+    ) -> ParsedResult:
         """The CLI ended without its result: a failure whatever the exit code said."""
         if exit_code is not None and exit_code < 0:
             # Killed by a signal: the execution layer names the signal; nothing to add.

@@ -37,6 +37,7 @@ argv (checked against the argparse definitions in aider/args.py of aider-chat 0.
   measured without it, 9 with it), unless the user has model settings of their own.
 * SIGTERM ends it (SIGINT is aider's "interrupt the reply" key).
 """
+
 from __future__ import annotations
 
 import os
@@ -61,14 +62,44 @@ _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) ?s(?:ec(?:onds?)?)?\b", r
 # litellm's exception names (what aider prints first in an error block) by failure class.
 _CLASSES = {
     **dict.fromkeys(("AuthenticationError", "PermissionDeniedError"), "auth"),
-    **dict.fromkeys(("BadRequestError", "NotFoundError", "ContextWindowExceededError", "UnsupportedParamsError",
-                     "ContentPolicyViolationError", "UnprocessableEntityError", "InvalidRequestError"), "bad_request"),
-    **dict.fromkeys(("RateLimitError", "ServiceUnavailableError", "InternalServerError", "APIConnectionError",
-                     "Timeout", "APITimeoutError", "BadGatewayError"), "transient"),
+    **dict.fromkeys(
+        (
+            "BadRequestError",
+            "NotFoundError",
+            "ContextWindowExceededError",
+            "UnsupportedParamsError",
+            "ContentPolicyViolationError",
+            "UnprocessableEntityError",
+            "InvalidRequestError",
+        ),
+        "bad_request",
+    ),
+    **dict.fromkeys(
+        (
+            "RateLimitError",
+            "ServiceUnavailableError",
+            "InternalServerError",
+            "APIConnectionError",
+            "Timeout",
+            "APITimeoutError",
+            "BadGatewayError",
+        ),
+        "transient",
+    ),
 }
 _BANNER = (
-    "Aider v", "Model:", "Main model:", "Weak model:", "Editor model:", "Git repo:", "Repo-map:",
-    "Added ", "Use /help", "Cur working dir:", "Git working dir:", "Warning: Input is not a terminal",
+    "Aider v",
+    "Model:",
+    "Main model:",
+    "Weak model:",
+    "Editor model:",
+    "Git repo:",
+    "Repo-map:",
+    "Added ",
+    "Use /help",
+    "Cur working dir:",
+    "Git working dir:",
+    "Warning: Input is not a terminal",
 )
 
 
@@ -80,9 +111,18 @@ class AiderAdapter(AICLIAdapter):
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [
-            self.program(ctx), f"--message={ctx.prompt}", "--yes-always", "--no-auto-commits",
-            "--no-check-update", "--no-analytics", "--no-gitignore", "--no-pretty", "--no-git",
-            "--no-show-release-notes", f"--chat-history-file={os.devnull}", f"--input-history-file={os.devnull}",
+            self.program(ctx),
+            f"--message={ctx.prompt}",
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-check-update",
+            "--no-analytics",
+            "--no-gitignore",
+            "--no-pretty",
+            "--no-git",
+            "--no-show-release-notes",
+            f"--chat-history-file={os.devnull}",
+            f"--input-history-file={os.devnull}",
         ]
         model = model_of(ctx)
         if model:
@@ -117,9 +157,16 @@ class AiderAdapter(AICLIAdapter):
             message = _block(lines, error_at)
             output = _reply(lines, usage_at)
             failure, retry_after = _classify(message)
-            return self.result(output, max_chars, ok=False, error=f"aider: {message}",
-                               retryable=failure not in ("auth", "bad_request") and not is_auth_error(message),
-                               failure_class=failure, retry_after=retry_after, **fields)
+            return self.result(
+                output,
+                max_chars,
+                ok=False,
+                error=f"aider: {message}",
+                retryable=failure not in ("auth", "bad_request") and not is_auth_error(message),
+                failure_class=failure,
+                retry_after=retry_after,
+                **fields,
+            )
         if not usage_at:
             return self.no_result(text, exit_code)
         return self.result(_reply(lines, usage_at), max_chars, **fields)
@@ -144,7 +191,7 @@ def _count(value: str) -> int:
 def _block(lines: list[str], start: int) -> str:
     """An error message and the lines wrapped after it, up to a blank line (not the retry notice)."""
     parts = []
-    for line in lines[start:start + 12]:
+    for line in lines[start : start + 12]:
         if not line.strip() or _RETRYING.match(line):
             break
         parts.append(line.strip())

@@ -1,4 +1,5 @@
 """What every worker kind provides: an argv list for a subtask, and a parser for what it printed."""
+
 from __future__ import annotations
 
 import signal

@@ -38,6 +38,7 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
   (the prompt also asks for a long ``timeout``). A ``settings.json`` ``env`` of
   the user overrides the process environment (measured), as it should.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,9 +65,15 @@ from .base import ParsedResult, WorkerContext, class_of_http_status
 # Result subtypes that a retry would only repeat.
 _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structured_output_retries")
 _CLASS_OF_TYPE = {  # api_error_type when no status is given
-    "authentication_error": "auth", "permission_error": "auth", "invalid_request_error": "bad_request",
-    "not_found_error": "bad_request", "request_too_large": "bad_request", "rate_limit_error": "transient",
-    "overloaded_error": "transient", "api_error": "transient", "timeout_error": "transient",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+    "rate_limit_error": "transient",
+    "overloaded_error": "transient",
+    "api_error": "transient",
+    "timeout_error": "transient",
 }
 # How often the CLI retries one failed API request itself. Its default (10, with backoff up to
 # about 3 minutes) also applies to a 401, which would then look like a hang. A retry inside the
@@ -127,7 +134,15 @@ class ClaudeAdapter(AICLIAdapter):
             cost = to_float(obj.get("cost_usd"))  # the name before claude 1.0
         extra = {
             key: obj[key]
-            for key in ("session_id", "subtype", "num_turns", "duration_ms", "api_error_status", "api_error_type", "terminal_reason")
+            for key in (
+                "session_id",
+                "subtype",
+                "num_turns",
+                "duration_ms",
+                "api_error_status",
+                "api_error_type",
+                "terminal_reason",
+            )
             if obj.get(key) is not None
         }
         subtype = str_field(obj, "subtype")
@@ -142,8 +157,16 @@ class ClaudeAdapter(AICLIAdapter):
             failure = failure_class(status, obj.get("api_error_type"), message)
             retryable = failure not in ("auth", "bad_request") and subtype not in _LIMIT_SUBTYPES
             retry_after = last_retry_delay(text) if failure == "transient" else None
-            return self.result(result, max_chars, ok=False, error=error, retryable=retryable, failure_class=failure,
-                               retry_after=retry_after, **fields)
+            return self.result(
+                result,
+                max_chars,
+                ok=False,
+                error=error,
+                retryable=retryable,
+                failure_class=failure,
+                retry_after=retry_after,
+                **fields,
+            )
         return self.result(result, max_chars, **fields)
 
     def _without_result(self, text: str, exit_code: int | None, max_chars: int) -> ParsedResult:
@@ -213,6 +236,7 @@ def last_retry_delay(text: str) -> float | None:
 def user_env_names(ctx: WorkerContext) -> set[str]:
     """Variables the user set for workers: ``workers.env``, or the server's environment when
     workers inherit it (``workers.inherit_env``, else only ``workers.env_passthrough``)."""
+
     def workers(key: str, default: Any) -> Any:
         try:
             value = ctx.settings.get("workers", key)

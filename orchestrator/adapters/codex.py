@@ -49,6 +49,7 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
   (``request_max_retries``/``stream_max_retries`` of the provider, default 4 and 5)
   are left as they are: they retry one request, keeping the conversation.
 """
+
 from __future__ import annotations
 
 import math
@@ -128,9 +129,16 @@ class CodexAdapter(AICLIAdapter):
         if failure is not None:
             failure_class, retry_after = classify(failure)
             retryable = failure_class not in ("auth", "bad_request") and not is_auth_error(failure)
-            return self.result(answer or "", max_chars, ok=False, error=f"codex: {failure}", retryable=retryable,
-                               failure_class=failure_class or ("auth" if not retryable else None),
-                               retry_after=retry_after, **fields)
+            return self.result(
+                answer or "",
+                max_chars,
+                ok=False,
+                error=f"codex: {failure}",
+                retryable=retryable,
+                failure_class=failure_class or ("auth" if not retryable else None),
+                retry_after=retry_after,
+                **fields,
+            )
         if answer is None:
             why = "the turn completed without an agent message" if turn_completed else last_error
             parsed = self.no_result(text, exit_code, why=why)

@@ -1,4 +1,5 @@
 """The generic ``command`` kind: an argv template from config, filled per element."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,11 +26,10 @@ class CommandAdapter(Adapter):
         if not template:
             raise ConfigError(
                 "worker kind 'command' needs orchestrator.command in config.yaml: an argv list such as "
-                "[\"my-tool\", \"--prompt-file\", \"{prompt_file}\"]"
+                '["my-tool", "--prompt-file", "{prompt_file}"]'
             )
         values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task)))
         return [_fill(part, values) for part in template]
-
 
     def needs_prompt(self, settings: Settings) -> bool:
         return any("{prompt" in part for part in settings.orchestrator.command)

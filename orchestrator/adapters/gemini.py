@@ -37,6 +37,7 @@ argv (checked against ``gemini --help`` of @google/gemini-cli 0.61.0)::
   ``.env``, is a symlink to the original: nothing is copied or changed. A settings file gemini could not read
   either (not a JSON object) leaves the worker on the user's home, untouched.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,9 +108,19 @@ class GeminiAdapter(AICLIAdapter):
             message = message_of(error) or "unknown error"
             code = to_int(error.get("code"))
             failure = _failure_class(code, message)
-            label = f" ({FATAL_EXIT_CODES[code]} error {code})" if code is not None and code in FATAL_EXIT_CODES else (f" (code {code})" if code is not None else "")
-            return ParsedResult(output="", ok=False, error=f"gemini: {message}{label}", extra=extra, failure_class=failure,
-                                retryable=failure not in ("auth", "bad_request") and not (fatal or code in FATAL_EXIT_CODES))
+            label = (
+                f" ({FATAL_EXIT_CODES[code]} error {code})"
+                if code is not None and code in FATAL_EXIT_CODES
+                else (f" (code {code})" if code is not None else "")
+            )
+            return ParsedResult(
+                output="",
+                ok=False,
+                error=f"gemini: {message}{label}",
+                extra=extra,
+                failure_class=failure,
+                retryable=failure not in ("auth", "bad_request") and not (fatal or code in FATAL_EXIT_CODES),
+            )
         response = str_field(obj, "response")
         tokens_in = tokens_out = None
         stats = dict_field(obj, "stats")

@@ -23,6 +23,7 @@ argv (checked against the cobra definition of ``run`` in ollama's cmd/cmd.go)::
 * SIGTERM, not SIGINT: on SIGINT ollama cancels the reply and exits 0 with a
   partial answer, which would read as a success.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,11 +37,15 @@ _STATS = re.compile(
 )
 _PROMPT_TOKENS = re.compile(r"^prompt eval count:\s+(\d+) token", re.M)
 _EVAL_TOKENS = re.compile(r"^eval count:\s+(\d+) token", re.M)
-_PULL = re.compile(r"^(?:pulling [\w.:-]+|verifying sha256 digest|writing manifest|removing any unused layers|removing unused layers)")
+_PULL = re.compile(
+    r"^(?:pulling [\w.:-]+|verifying sha256 digest|writing manifest|removing any unused layers|removing unused layers)"
+)
 _SPINNER = re.compile(r"[\u2800-\u28ff]")
 _THINKING = re.compile(r"^Thinking\.\.\.\n.*?^\.\.\.done thinking\.\n*", re.M | re.S)
 _ERROR = re.compile(r"^Error: (.+)$", re.M)
-_NOT_RETRYABLE = re.compile(r"file does not exist|not found|invalid model name|unknown flag|requires at least|model is required|does not support", re.I)
+_NOT_RETRYABLE = re.compile(
+    r"file does not exist|not found|invalid model name|unknown flag|requires at least|model is required|does not support", re.I
+)
 
 
 class OllamaAdapter(AICLIAdapter):
@@ -76,8 +81,15 @@ class OllamaAdapter(AICLIAdapter):
             message = errors[-1].strip()
             fatal = _NOT_RETRYABLE.search(message) is not None
             # Not found/invalid: a bad request; anything else (server down or starting, 5xx): transient.
-            return ParsedResult(output="", ok=False, error=f"ollama: {message}", retryable=not fatal,
-                                failure_class="bad_request" if fatal else "transient", tokens_in=tokens_in, tokens_out=tokens_out)
+            return ParsedResult(
+                output="",
+                ok=False,
+                error=f"ollama: {message}",
+                retryable=not fatal,
+                failure_class="bad_request" if fatal else "transient",
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+            )
         if not body.strip():
             return self.no_result(text, exit_code)
         if exit_code is not None and exit_code < 0:

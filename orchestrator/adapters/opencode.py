@@ -32,6 +32,7 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 * Errors: ``failure_class`` from the event's ``statusCode`` (else ``isRetryable``;
   ``ProviderAuthError`` is auth), ``retry_after`` from its ``responseHeaders``.
 """
+
 from __future__ import annotations
 
 import os
@@ -115,8 +116,16 @@ class OpencodeAdapter(AICLIAdapter):
             label = f"{name}" + (f" {status}" if status else "") if isinstance(name, str) else ""
             failure = _failure_class(name, status, data.get("isRetryable"), message)
             retryable = data.get("isRetryable") is not False and failure not in ("auth", "bad_request")
-            return self.result(output, max_chars, ok=False, error=f"opencode: {message}" + (f" ({label})" if label else ""),
-                               retryable=retryable, failure_class=failure, retry_after=_retry_after(data), **fields)
+            return self.result(
+                output,
+                max_chars,
+                ok=False,
+                error=f"opencode: {message}" + (f" ({label})" if label else ""),
+                retryable=retryable,
+                failure_class=failure,
+                retry_after=_retry_after(data),
+                **fields,
+            )
         if answer is None and not finished:
             parsed = self.no_result(text, exit_code)
             parsed.extra = extra

@@ -5,6 +5,7 @@ which writes a deliverable file for its subtask and, when the subtask is
 compound and depth allows, starts a child job through the same ``spawn``
 command an AI worker would use.
 """
+
 from __future__ import annotations
 
 from .. import protocol

@@ -3,6 +3,7 @@
 Every error becomes JSON ``{"error": code, "message": ...}`` with the status
 the error class names, so clients can rebuild the same exception.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,10 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         credentials = Credentials(settings.api.api_key, engine.worker_running)
     engine.credentials = credentials
     app.extensions[EXTENSION] = {
-        "engine": engine, "settings": settings, "credentials": credentials, "status_cache": StatusCache(),
+        "engine": engine,
+        "settings": settings,
+        "credentials": credentials,
+        "status_cache": StatusCache(),
         # Names this server run in /health (not a secret): a folder's scripts check it against
         # the server record (.server.json) so they never talk to another folder's server.
         "instance": secrets.token_hex(8),
@@ -72,6 +76,7 @@ def _timed(wsgi_app: Callable[..., Iterable[bytes]], engine: Engine) -> Callable
     """WSGI wrapper timing each answer, from the app being called to its headers being ready
     (all of routing, authentication and error handling; a stream's body is not waited for),
     into the engine's ``orchestrator_http_request_duration_seconds``."""
+
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
         status = ["500"]
@@ -83,8 +88,10 @@ def _timed(wsgi_app: Callable[..., Iterable[bytes]], engine: Engine) -> Callable
         try:
             return wsgi_app(environ, noting_start_response)
         finally:
-            engine.metrics.answered(environ.get("REQUEST_METHOD", "?"), environ.get(ROUTE_KEY, "unmatched"),
-                                    status[0], time.perf_counter() - started)
+            engine.metrics.answered(
+                environ.get("REQUEST_METHOD", "?"), environ.get(ROUTE_KEY, "unmatched"), status[0], time.perf_counter() - started
+            )
+
     return app
 
 
@@ -110,16 +117,26 @@ def _log_refusal(error: OrchestratorError) -> None:
     the metrics) at debug. The message never holds a key: only what the check said."""
     level = {401: logging.WARNING, 403: logging.WARNING, 429: logging.DEBUG}.get(error.http_status, logging.INFO)
     if log.isEnabledFor(level):
-        log.log(level, "refused %s %s from %s: %d %s: %s", request.method, request.path, request.remote_addr,
-                error.http_status, error.code, error.message)
+        log.log(
+            level,
+            "refused %s %s from %s: %d %s: %s",
+            request.method,
+            request.path,
+            request.remote_addr,
+            error.http_status,
+            error.code,
+            error.message,
+        )
 
 
 def _http_error(error: HTTPException) -> Response:
     if error.code == 413:
         return _orchestrator_error(PayloadTooLarge(f"request body is over the {_cap()}-byte limit (api.max_body_bytes)"))
     hints = {404: "no such route; see GET /openapi.json for the routes", 405: "method not allowed on this route"}
-    body: dict[str, Any] = {"error": (error.name or "error").lower().replace(" ", "_"),
-                            "message": hints.get(error.code or 0, error.description or "")}
+    body: dict[str, Any] = {
+        "error": (error.name or "error").lower().replace(" ", "_"),
+        "message": hints.get(error.code or 0, error.description or ""),
+    }
     response = jsonify(body)
     response.status_code = error.code or 500
     for name, value in error.get_headers():

@@ -6,6 +6,7 @@ survives a server restart, and it is only honoured while its worker is still
 running: a leaked credential dies with its worker. It lets a worker start
 child jobs under itself and read (never cancel or delete) its own job tree.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -30,6 +30,7 @@ or repeating it is harmless:
   ``max_retry_after`` seconds; then it raises ``RateLimited`` naming the
   server's limit (e.g. ``api.rate_limit_worker``) and how long it waited.
 """
+
 from __future__ import annotations
 
 import json as jsonlib
@@ -99,11 +100,11 @@ class OrchestratorClient:
         assert api_url is not None and api_key is not None
         api_url = api_url.strip().rstrip("/")
         if not api_url.startswith(("http://", "https://")):
-            raise ValidationError(
-                f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})"
-            )
+            raise ValidationError(f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})")
         if retries < 0 or timeout <= 0 or backoff < 0 or rate_limit_retries < 0 or max_retry_after < 0:
-            raise ValidationError("need retries >= 0, timeout > 0, backoff >= 0, rate_limit_retries >= 0 and max_retry_after >= 0")
+            raise ValidationError(
+                "need retries >= 0, timeout > 0, backoff >= 0, rate_limit_retries >= 0 and max_retry_after >= 0"
+            )
         self.api_url = api_url
         self._api_key = api_key
         self.timeout = timeout
@@ -162,8 +163,7 @@ class OrchestratorClient:
         """The job's status document (status, progress, results)."""
         return self._request("GET", f"{_job_path(job_id)}/status")
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0,
-             outage: float = 120.0) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0, outage: float = 120.0) -> dict[str, Any]:
         """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit).
 
         Each call asks the server to hold the request up to ``min(poll, remaining)``
@@ -175,8 +175,12 @@ class OrchestratorClient:
         if poll <= 0:
             raise ValidationError("poll must be > 0 seconds")
         path = f"{_job_path(job_id)}/wait"
-        return long_poll(lambda hold: self._request("GET", path, params={"timeout": seconds(hold)}, timeout=hold + self.timeout),
-                         timeout, poll, outage)
+        return long_poll(
+            lambda hold: self._request("GET", path, params={"timeout": seconds(hold)}, timeout=hold + self.timeout),
+            timeout,
+            poll,
+            outage,
+        )
 
     def orchestrate_and_wait(
         self,
@@ -194,8 +198,14 @@ class OrchestratorClient:
     ) -> dict[str, Any]:
         """``orchestrate()`` then ``wait()`` up to ``wait_timeout``; returns the status document."""
         job = self.orchestrate(
-            request, max_workers, enable_recursion, max_recursion_depth,
-            default_timeout, tasks, config, **extra_config,
+            request,
+            max_workers,
+            enable_recursion,
+            max_recursion_depth,
+            default_timeout,
+            tasks,
+            config,
+            **extra_config,
         )
         return self.wait(job["job_id"], timeout=wait_timeout, poll=poll)
 
@@ -280,8 +290,16 @@ class OrchestratorClient:
         send_headers = {"X-API-Key": self._api_key, "Accept": accept, **(headers or {})}
         waits: list[float] = []
         while True:
-            resp = self._send(method, url, path, params=params, json=json, headers=send_headers,
-                              timeout=self.timeout if timeout is None else timeout, stream=stream)
+            resp = self._send(
+                method,
+                url,
+                path,
+                params=params,
+                json=json,
+                headers=send_headers,
+                timeout=self.timeout if timeout is None else timeout,
+                stream=stream,
+            )
             if resp.status_code != 429:
                 return self._handle(resp, method, path, stream, expect)
             err = _error_from(resp)
@@ -310,8 +328,14 @@ class OrchestratorClient:
             last_try = attempt == self.retries
             try:
                 resp = self.session.request(
-                    method, url, params=params, json=json, headers=headers,
-                    timeout=timeout, stream=stream, allow_redirects=False,
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=timeout,
+                    stream=stream,
+                    allow_redirects=False,
                 )
             except _TRANSPORT_ERRORS as exc:
                 if last_try or not (method in _IDEMPOTENT or _not_sent(exc)):

@@ -5,6 +5,7 @@ The Host check stops DNS rebinding: a web page on another name that resolves to
 credential (each worker's credential has its own), and per address for requests
 with a wrong key; a refusal is a 429 with ``Retry-After``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -62,8 +63,13 @@ class RateLimiter:
                 self._buckets[key] = (tokens, now)
                 wait = (1 - tokens) / rate
                 setting = LIMIT_SETTINGS.get(key.split(":", 1)[0], "api.rate_burst")
-                raise RateLimited(f"too many requests for {what}: over {rate:g}/s after a burst of {self.burst} "
-                                  f"({setting}, api.rate_burst); retry in {wait:.2f}s", retry_after=wait, limit=setting, rate=rate)
+                raise RateLimited(
+                    f"too many requests for {what}: over {rate:g}/s after a burst of {self.burst} "
+                    f"({setting}, api.rate_burst); retry in {wait:.2f}s",
+                    retry_after=wait,
+                    limit=setting,
+                    rate=rate,
+                )
             self._buckets[key] = (tokens - 1, now)
             while len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)

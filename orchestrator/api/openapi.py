@@ -1,4 +1,5 @@
 """The OpenAPI 3 document of the routes (tests check it lists exactly the app's routes)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -9,10 +10,18 @@ from ..models import JobStatus
 if TYPE_CHECKING:
     from ..config import Settings
 
-JOB_ID = {"name": "job_id", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}(-c[1-9][0-9]{0,6})?$"}}
-WORKER = {"name": "worker", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": r"^(depth_[0-9]{1,3}_)?worker(_[1-9][0-9]{0,6}){1,40}$"}}
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}(-c[1-9][0-9]{0,6})?$"},
+}
+WORKER = {
+    "name": "worker",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^(depth_[0-9]{1,3}_)?worker(_[1-9][0-9]{0,6}){1,40}$"},
+}
 ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
@@ -44,12 +53,23 @@ def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     max_recursion_depth."""
     if settings is None:
         return {}
-    given = [{"required": ["max_recursion_depth"],
-              "properties": {"current_depth": {"maximum": k}, "max_recursion_depth": {"minimum": k}}}
-             for k in range(settings.recursion.max_depth_limit + 1)]
-    return {"anyOf": [{"not": {"required": ["current_depth"]}},
-                      {"not": {"required": ["max_recursion_depth"]}, "properties": {"current_depth": {"maximum": settings.recursion.max_depth}}},
-                      *given]}
+    given = [
+        {
+            "required": ["max_recursion_depth"],
+            "properties": {"current_depth": {"maximum": k}, "max_recursion_depth": {"minimum": k}},
+        }
+        for k in range(settings.recursion.max_depth_limit + 1)
+    ]
+    return {
+        "anyOf": [
+            {"not": {"required": ["current_depth"]}},
+            {
+                "not": {"required": ["max_recursion_depth"]},
+                "properties": {"current_depth": {"maximum": settings.recursion.max_depth}},
+            },
+            *given,
+        ]
+    }
 
 
 def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
@@ -74,8 +94,11 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
             prop["maximum"] = spec.max
         props[key] = prop
     for key in ACCEPTED_ONLY:  # current_depth: see depth_rule
-        props[key] = {"type": "integer", "minimum": 0,
-                      "maximum": settings.recursion.max_depth_limit if settings is not None else 1000}
+        props[key] = {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": settings.recursion.max_depth_limit if settings is not None else 1000,
+        }
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
@@ -90,82 +113,177 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": _json({"type": "object"})}}},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics (text format 0.0.4); the admin key, as X-API-Key or Authorization: Bearer",
-            "security": [{"ApiKey": []}, {"Bearer": []}],
-            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                          **_errors(401, 403)},
-        }},
-        "/api/v1/orchestrate": {"post": {
-            "summary": "submit a job (with a worker credential: a child job of that worker)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}}},
-            "responses": {"202": _json({"type": "object", "required": ["job_id", "status"]}, "accepted"),
-                          **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
-        }},
-        "/api/v1/jobs": _get("list jobs, newest first", _json({"type": "object"}), [
-            _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-            _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
-        ], 400),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format 0.0.4); the admin key, as X-API-Key or Authorization: Bearer",
+                "security": [{"ApiKey": []}, {"Bearer": []}],
+                "responses": {
+                    "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/api/v1/orchestrate": {
+            "post": {
+                "summary": "submit a job (with a worker credential: a child job of that worker)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}},
+                },
+                "responses": {
+                    "202": _json({"type": "object", "required": ["job_id", "status"]}, "accepted"),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507),
+                },
+            }
+        },
+        "/api/v1/jobs": _get(
+            "list jobs, newest first",
+            _json({"type": "object"}),
+            [
+                _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
+            ],
+            400,
+        ),
         "/api/v1/jobs/{job_id}": {
             **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),
-            "delete": {"summary": "delete a finished root job's folder", "parameters": [JOB_ID],
-                       "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409)}},
+            "delete": {
+                "summary": "delete a finished root job's folder",
+                "parameters": [JOB_ID],
+                "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409)},
+            },
         },
         "/api/v1/jobs/{job_id}/status": _get("a job's status in the seed's format", status_ref, [JOB_ID], 400, 404),
-        "/api/v1/jobs/{job_id}/wait": _get("long-poll until the job ends or timeout seconds pass", status_ref,
-                                           [JOB_ID, _query("timeout", {"type": "number", "minimum": 0})], 400, 404),
-        "/api/v1/jobs/{job_id}/cancel": {"post": {"summary": "cancel a job and its whole subtree", "parameters": [JOB_ID],
-                                                  "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)}}},
+        "/api/v1/jobs/{job_id}/wait": _get(
+            "long-poll until the job ends or timeout seconds pass",
+            status_ref,
+            [JOB_ID, _query("timeout", {"type": "number", "minimum": 0})],
+            400,
+            404,
+        ),
+        "/api/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "cancel a job and its whole subtree",
+                "parameters": [JOB_ID],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)},
+            }
+        },
         "/api/v1/jobs/{job_id}/events": _get(
             "Server-Sent Events of the job tree; resume with Last-Event-ID",
-            {"description": "event stream", "content": {"text/event-stream": {"schema": {
-                "type": "object",
-                "properties": {"id": {"type": "string"}, "event": {"type": "string", "enum": ["job", "worker", "end"]},
-                               "data": {"type": "string"}, "retry": {"type": "integer"}},
-            }}}},
-            [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"}},
-             _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}$"})], 400, 404),
+            {
+                "description": "event stream",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "event": {"type": "string", "enum": ["job", "worker", "end"]},
+                                "data": {"type": "string"},
+                                "retry": {"type": "integer"},
+                            },
+                        }
+                    }
+                },
+            },
+            [
+                JOB_ID,
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"},
+                },
+                _query("last_event_id", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            ],
+            400,
+            404,
+        ),
         "/api/v1/jobs/{job_id}/report": _get(
             "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
             {"description": "markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}},
-            [JOB_ID, _query("name", {"type": "string", "pattern": "^(final|level_[0-9]{1,3})$"})], 400, 404),
+            [JOB_ID, _query("name", {"type": "string", "pattern": "^(final|level_[0-9]{1,3})$"})],
+            400,
+            404,
+        ),
         "/api/v1/jobs/{job_id}/timeline.svg": _get(
             "the job's subtree as an SVG Gantt chart (one row per worker, one bar per attempt), drawn live",
-            {"description": "SVG image", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}, [JOB_ID], 400, 404),
+            {"description": "SVG image", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+            [JOB_ID],
+            400,
+            404,
+        ),
         "/api/v1/jobs/{job_id}/workers/{worker}/log": _get(
-            "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)", text,
-            [JOB_ID, WORKER, _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
-             _query("offset", {"type": "integer", "minimum": 0}), _query("follow", {"type": "string", "enum": ["0", "1"]})], 400, 404),
+            "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)",
+            text,
+            [
+                JOB_ID,
+                WORKER,
+                _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
+                _query("offset", {"type": "integer", "minimum": 0}),
+                _query("follow", {"type": "string", "enum": ["0", "1"]}),
+            ],
+            400,
+            404,
+        ),
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "orchestrator", "version": __version__,
-                 "description": "Recursive, hierarchical job orchestrator for AI coding workers."},
+        "info": {
+            "title": "orchestrator",
+            "version": __version__,
+            "description": "Recursive, hierarchical job orchestrator for AI coding workers.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"ApiKey": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                                "Bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
             "schemas": {
-                "Error": {"type": "object", "required": ["error", "message"],
-                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+                },
                 "Orchestrate": {
-                    "type": "object", "required": ["request"], "additionalProperties": False,
+                    "type": "object",
+                    "required": ["request"],
+                    "additionalProperties": False,
                     "properties": {
-                        "request": {"type": "string", "minLength": 1, "pattern": NOT_BLANK,
-                                    "maxLength": settings.orchestrator.max_request_chars if settings else 1_000_000},
-                        "tasks": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": NOT_BLANK}, "minItems": 1,
-                                  "maxItems": settings.orchestrator.max_tasks if settings else 10_000},
-                        "config": {"type": "object", "additionalProperties": False, "properties": job_config_schema(settings),
-                                   **depth_rule(settings)},
+                        "request": {
+                            "type": "string",
+                            "minLength": 1,
+                            "pattern": NOT_BLANK,
+                            "maxLength": settings.orchestrator.max_request_chars if settings else 1_000_000,
+                        },
+                        "tasks": {
+                            "type": "array",
+                            "items": {"type": "string", "minLength": 1, "pattern": NOT_BLANK},
+                            "minItems": 1,
+                            "maxItems": settings.orchestrator.max_tasks if settings else 10_000,
+                        },
+                        "config": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": job_config_schema(settings),
+                            **depth_rule(settings),
+                        },
                     },
                 },
-                "JobStatus": {"type": "object", "required": ["job_id", "status", "results"], "properties": {
-                    "job_id": {"type": "string"}, "status": {"type": "string"},
-                    "progress": {"type": "object"}, "results": {"type": "object"},
-                }},
+                "JobStatus": {
+                    "type": "object",
+                    "required": ["job_id", "status", "results"],
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "status": {"type": "string"},
+                        "progress": {"type": "object"},
+                        "results": {"type": "object"},
+                    },
+                },
             },
         },
     }

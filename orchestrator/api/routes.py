@@ -1,4 +1,5 @@
 """HTTP routes. Views are thin: parse, call the engine, answer JSON (or text, or SSE)."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,11 @@ def authenticate(key: str | None = None) -> None:
     if principal.admin:
         limiter.check("admin", settings.api.rate_limit_admin, "the admin key")
     else:
-        limiter.check(f"worker:{principal.job_id}:{principal.worker}", settings.api.rate_limit_worker,
-                      f"worker {principal.worker}'s credential")
+        limiter.check(
+            f"worker:{principal.job_id}:{principal.worker}",
+            settings.api.rate_limit_worker,
+            f"worker {principal.worker}'s credential",
+        )
 
 
 @public.before_app_request
@@ -59,8 +63,15 @@ def _settings() -> Any:
 # -- public -------------------------------------------------------------------------
 @public.get("/health")
 def health() -> Response:
-    return jsonify({"status": "ok", "version": __version__, "instance": extension()["instance"],
-                    "uptime": round(time.time() - STARTED, 1), **_engine().counts()})
+    return jsonify(
+        {
+            "status": "ok",
+            "version": __version__,
+            "instance": extension()["instance"],
+            "uptime": round(time.time() - STARTED, 1),
+            **_engine().counts(),
+        }
+    )
 
 
 @public.get("/openapi.json")
@@ -95,9 +106,12 @@ def list_jobs() -> Response:
         raise ValidationError(f"status={status!r} is not a job status; use one of: {', '.join(s.value for s in JobStatus)}")
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
-    jobs = [j for j in _engine().list_jobs() if (status is None or j.status.value == status)
-            and (g.principal.admin or j.root_id == g.principal.root_id)]
-    page = jobs[offset:offset + limit]
+    jobs = [
+        j
+        for j in _engine().list_jobs()
+        if (status is None or j.status.value == status) and (g.principal.admin or j.root_id == g.principal.root_id)
+    ]
+    page = jobs[offset : offset + limit]
     return jsonify({"jobs": [_summary(j) for j in page], "total": len(jobs), "limit": limit, "offset": offset})
 
 
@@ -124,7 +138,13 @@ def cancel(job_id: str) -> Response:
         if job.parent_job_id != g.principal.job_id or job.parent_worker != g.principal.worker:
             g.principal.require_admin("cancel a job it did not start")
     job = engine.cancel(job_id)
-    return jsonify({"job_id": job.id, "status": job.status.value, "message": "cancelling: workers get SIGTERM, then SIGKILL after the grace period"})
+    return jsonify(
+        {
+            "job_id": job.id,
+            "status": job.status.value,
+            "message": "cancelling: workers get SIGTERM, then SIGKILL after the grace period",
+        }
+    )
 
 
 @bp.delete("/jobs/<job_id>")
@@ -182,7 +202,9 @@ def events(job_id: str) -> Response:
     engine.get_job(job_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
-        raise ValidationError(f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)")
+        raise ValidationError(
+            f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)"
+        )
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = _event_stream(engine, job_id, int(raw), deadline)
     return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -215,7 +237,9 @@ def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Itera
 def _json_body() -> dict[str, Any]:
     body = request.get_json(force=True, silent=True)
     if body is None:
-        raise ValidationError('body is not valid JSON: send {"request": "...", "config": {...}} with Content-Type: application/json')
+        raise ValidationError(
+            'body is not valid JSON: send {"request": "...", "config": {...}} with Content-Type: application/json'
+        )
     if not isinstance(body, dict):
         raise ValidationError('body must be a JSON object: {"request": "...", "config": {...}, "tasks": [...]}')
     unknown = sorted(set(body) - set(BODY_KEYS))
@@ -238,8 +262,9 @@ def _allowed(job_id: str) -> str:
 def _status_doc(job_id: str) -> dict[str, Any]:
     """The job's status document (shared between requests: never modify it)."""
     engine = _engine()
-    return extension()["status_cache"].get(job_id, engine.events.last_seq(root_of(job_id)),
-                                           lambda: engine.queries.status_document(job_id))
+    return extension()["status_cache"].get(
+        job_id, engine.events.last_seq(root_of(job_id)), lambda: engine.queries.status_document(job_id)
+    )
 
 
 def _submitted(job: Any) -> dict[str, Any]:
@@ -270,9 +295,15 @@ def _submitted(job: Any) -> dict[str, Any]:
 
 def _summary(job: Any) -> dict[str, Any]:
     return {
-        "job_id": job.id, "status": job.status.value, "request": job.request[:300], "depth": job.depth,
-        "parent_job_id": job.parent_job_id, "workers": len(job.worker_names),
-        "created_at": job.created_at, "ended_at": job.ended_at, "duration": job.duration,
+        "job_id": job.id,
+        "status": job.status.value,
+        "request": job.request[:300],
+        "depth": job.depth,
+        "parent_job_id": job.parent_job_id,
+        "workers": len(job.worker_names),
+        "created_at": job.created_at,
+        "ended_at": job.ended_at,
+        "duration": job.duration,
     }
 
 
@@ -296,4 +327,3 @@ def _float_arg(name: str, default: float, low: float, high: float) -> float:
     if not low <= value <= high:
         raise ValidationError(f"{name}={raw[:40]!r} must be a number of seconds from {low:g}")
     return value
-

@@ -9,6 +9,7 @@ the settings part of the environment.
 - ``settings``: ``Settings`` and ``load_settings`` (defaults, file, environment, overrides);
 - ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission.
 """
+
 from __future__ import annotations
 
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
@@ -33,8 +34,30 @@ from .schema import (
 from .settings import ENV_PREFIX, Settings, default_base_dir, load_settings
 
 __all__ = [
-    "ACCEPTED_ONLY", "ENV_NAME", "ENV_PREFIX", "ENV_REQUEST_KEYS", "JOB_CEILINGS", "JOB_KEYS", "PLANNERS", "RESERVED_ENV",
-    "SCHEMA", "SECTIONS", "TEMPLATE_HEADER", "WORKER_KINDS", "ApiSettings", "JobConfig", "Key", "LoggingSettings",
-    "OrchestratorSettings", "RecursionSettings", "Section", "Settings", "SimulatedSettings", "WorkersSettings",
-    "default_base_dir", "job_config", "load_settings", "render_template",
+    "ACCEPTED_ONLY",
+    "ENV_NAME",
+    "ENV_PREFIX",
+    "ENV_REQUEST_KEYS",
+    "JOB_CEILINGS",
+    "JOB_KEYS",
+    "PLANNERS",
+    "RESERVED_ENV",
+    "SCHEMA",
+    "SECTIONS",
+    "TEMPLATE_HEADER",
+    "WORKER_KINDS",
+    "ApiSettings",
+    "JobConfig",
+    "Key",
+    "LoggingSettings",
+    "OrchestratorSettings",
+    "RecursionSettings",
+    "Section",
+    "Settings",
+    "SimulatedSettings",
+    "WorkersSettings",
+    "default_base_dir",
+    "job_config",
+    "load_settings",
+    "render_template",
 ]

@@ -1,5 +1,6 @@
 """A job's own config: the settings a request may lower (``JobConfig``), built once at submission
 (``job_config``) and carried in the job record, typed, for the job's whole life."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,10 @@ def job_key(section: str, name: str, ceiling: str | None = None) -> Any:
     """A JobConfig field: it defaults from the setting ``section.name`` (the server's value at
     submission; that setting's default when an old record lacks the key), and a request may raise
     it up to the setting ``section.ceiling``, when there is one."""
-    return field(default=SCHEMA[section][name].default,
-                 metadata={"setting": (section, name), "ceiling": (section, ceiling) if ceiling else None})
+    return field(
+        default=SCHEMA[section][name].default,
+        metadata={"setting": (section, name), "ceiling": (section, ceiling) if ceiling else None},
+    )
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class JobConfig:
 # Keys a request's "config" may carry, and the setting each one defaults from.
 JOB_KEYS: dict[str, tuple[str, str]] = {f.name: f.metadata["setting"] for f in dataclasses.fields(JobConfig)}
 # A request may raise these only up to the named ceiling setting.
-JOB_CEILINGS: dict[str, tuple[str, str]] = {f.name: f.metadata["ceiling"] for f in dataclasses.fields(JobConfig)
-                                             if f.metadata["ceiling"]}
+JOB_CEILINGS: dict[str, tuple[str, str]] = {
+    f.name: f.metadata["ceiling"] for f in dataclasses.fields(JobConfig) if f.metadata["ceiling"]
+}
 ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
 # A request never sets a worker's environment: that is the server owner's (workers.env).
 ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
@@ -70,7 +74,7 @@ def job_config(
     parent's is lowered to it with a note: limits only ever shrink down a tree.
     """
     if requested is not None and not isinstance(requested, Mapping):
-        raise ConfigError("config must be a JSON object of settings, e.g. {\"max_workers\": 3}")
+        raise ConfigError('config must be a JSON object of settings, e.g. {"max_workers": 3}')
     requested = dict(requested or {})
     env_keys = sorted(k for k in requested if k in ENV_REQUEST_KEYS)
     if env_keys:
@@ -102,10 +106,13 @@ def job_config(
         raise RecursionLimit(
             f"Max recursion depth reached: config.current_depth={requested['current_depth']} is past "
             f"max_recursion_depth {limit}. Do the subtask directly.",
-            depth=requested["current_depth"], max_depth=limit,
+            depth=requested["current_depth"],
+            max_depth=limit,
         )
     if parent is None and values["enable_recursion"] and not settings.recursion.enable:
-        raise ConfigError("enable_recursion=true, but this server has recursion.enable=false in config.yaml", key="enable_recursion")
+        raise ConfigError(
+            "enable_recursion=true, but this server has recursion.enable=false in config.yaml", key="enable_recursion"
+        )
     if parent and parent.enable_recursion is False and values["enable_recursion"]:
         values["enable_recursion"] = False
         notes.append("enable_recursion stays false: the parent job has recursion off")
@@ -125,7 +132,9 @@ def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig |
         raise ConfigError(
             f"config.{key}={value} is above this server's limit {ceiling}. "
             f"Ask for at most {ceiling}, or raise {section}.{name} in config.yaml.",
-            key=key, value=value, limit=ceiling,
+            key=key,
+            value=value,
+            limit=ceiling,
         )
     if parent is not None and value > getattr(parent, key):
         ceiling = getattr(parent, key)
@@ -139,7 +148,9 @@ def _budget(settings: Settings, value: float, parent: JobConfig | None, notes: l
     above = parent.max_cost_usd if parent is not None else settings.workers.max_cost_usd
     if above and (value == 0 or value > above):
         if parent is None:
-            raise ConfigError(f"config.max_cost_usd={value:g} is above this server's budget {above:g} (workers.max_cost_usd); ask for at most {above:g}")
+            raise ConfigError(
+                f"config.max_cost_usd={value:g} is above this server's budget {above:g} (workers.max_cost_usd); ask for at most {above:g}"
+            )
         notes.append(f"max_cost_usd={value:g} lowered to {above:g}, the parent job's budget")
         return above
     return value

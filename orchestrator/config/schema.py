@@ -3,6 +3,7 @@ range or choices and secret flag (``setting(...)``). ``SCHEMA`` (the table the l
 template and the tests read) is derived from these classes, so a section read such as
 ``settings.workers.default_timeout`` is typed for mypy and described in one place.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,33 +60,69 @@ class Section:
 @dataclass(frozen=True)
 class OrchestratorSettings(Section):
     execution_mode: str = setting(
-        "native", "native: workers run directly (Linux, macOS; on Windows run the orchestrator inside WSL)", choices=("native",),
+        "native",
+        "native: workers run directly (Linux, macOS; on Windows run the orchestrator inside WSL)",
+        choices=("native",),
         refusal="wsl and windows are not supported: the orchestrator runs on Linux and macOS only (POSIX process groups "
-                "and signals). On Windows, install and run the orchestrator inside WSL, where your CLIs live, with "
-                "execution_mode: native.")
+        "and signals). On Windows, install and run the orchestrator inside WSL, where your CLIs live, with "
+        "execution_mode: native.",
+    )
     workspace_root: str = setting("./workspace", "where job folders go, relative to this folder")
-    worker: str = setting("auto", "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode", choices=WORKER_KINDS)
-    planner: str = setting("auto", "how a request is split: heuristic (offline rules), ai (ask the AI CLI), auto (ai when an AI CLI is the worker, else heuristic)", choices=PLANNERS)
+    worker: str = setting(
+        "auto",
+        "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode",
+        choices=WORKER_KINDS,
+    )
+    planner: str = setting(
+        "auto",
+        "how a request is split: heuristic (offline rules), ai (ask the AI CLI), auto (ai when an AI CLI is the worker, else heuristic)",
+        choices=PLANNERS,
+    )
     claude_command: str = setting("claude", "path or name of the claude CLI")
     codex_command: str = setting("codex", "path or name of the codex CLI")
     gemini_command: str = setting("gemini", "path or name of the gemini CLI")
     aider_command: str = setting("aider", "path or name of the aider CLI")
     ollama_command: str = setting("ollama", "path or name of the ollama CLI")
     opencode_command: str = setting("opencode", "path or name of the opencode CLI")
-    command: list[str] = setting([], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}")
+    command: list[str] = setting(
+        [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}"
+    )
     model: str = setting("", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default")
     cli_args: list[str] = setting([], "extra arguments appended to the AI CLI's command line")
-    claude_permission_mode: str = setting("acceptEdits", "claude --permission-mode for headless runs", choices=("default", "acceptEdits", "auto", "dontAsk", "bypassPermissions", "plan"))
-    claude_allowed_tools: list[str] = setting(["Read", "Write", "Edit", "Glob", "Grep", "Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)", "Bash(python3 -m orchestrator spawn:*)"], "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, and the older spawn forms)")
+    claude_permission_mode: str = setting(
+        "acceptEdits",
+        "claude --permission-mode for headless runs",
+        choices=("default", "acceptEdits", "auto", "dontAsk", "bypassPermissions", "plan"),
+    )
+    claude_allowed_tools: list[str] = setting(
+        [
+            "Read",
+            "Write",
+            "Edit",
+            "Glob",
+            "Grep",
+            "Bash(orchestrator-spawn:*)",
+            "Bash(python -m orchestrator spawn:*)",
+            "Bash(python3 -m orchestrator spawn:*)",
+        ],
+        "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, and the older spawn forms)",
+    )
     claude_max_turns: int = setting(0, "claude --max-turns (0: the CLI's default)", min=0, max=10_000)
     ollama_model: str = setting("llama3.2", "model for the ollama kind (ollama run MODEL)")
     opencode_model: str = setting("", "provider/model for the opencode kind (-m); empty: its default")
     prompt_template: str | None = setting(None, "Jinja template file for AI worker prompts; null: the shipped one")
-    planner_timeout: float = setting(120.0, "seconds the AI planner may take before the heuristic planner is used", min=1, max=3600)
+    planner_timeout: float = setting(
+        120.0, "seconds the AI planner may take before the heuristic planner is used", min=1, max=3600
+    )
     templates_dir: str | None = setting(None, "folder of Jinja templates that override the shipped report templates")
     max_request_chars: int = setting(20000, "longest request accepted, in characters", min=1, max=1_000_000)
     max_tasks: int = setting(100, "most explicit subtasks one request may list", min=1, max=10_000)
-    retention_days: float = setting(0.0, "the server deletes finished job trees older than this many days, at start and hourly (0: keep all; see `prune`)", min=0, max=36500)
+    retention_days: float = setting(
+        0.0,
+        "the server deletes finished job trees older than this many days, at start and hourly (0: keep all; see `prune`)",
+        min=0,
+        max=36500,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,10 +133,22 @@ class WorkersSettings(Section):
     default_timeout: float = setting(300.0, "seconds a worker attempt may run before the kill ladder", min=0.05, max=7 * 86400)
     max_timeout: float = setting(3600.0, "longest default_timeout a request may ask for, seconds", min=0.05, max=7 * 86400)
     max_retries: int = setting(2, "extra attempts after a failed one (exit code != 0)", min=0, max=20)
-    retry_backoff: float = setting(1.0, "seconds before the first retry; doubles each time, plus up to 25% jitter", min=0, max=3600)
+    retry_backoff: float = setting(
+        1.0, "seconds before the first retry; doubles each time, plus up to 25% jitter", min=0, max=3600
+    )
     retry_backoff_max: float = setting(60.0, "longest pause between attempts, seconds", min=0, max=86400)
-    transient_retries: int = setting(5, "extra attempts after a rate limit, overload or 5xx the CLI reported; a budget of their own, not max_retries", min=0, max=100)
-    transient_backoff_max: float = setting(120.0, "longest pause before a transient retry, seconds (pauses start at 4 x retry_backoff and double; a longer retry-after from the service fails the worker)", min=0, max=86400)
+    transient_retries: int = setting(
+        5,
+        "extra attempts after a rate limit, overload or 5xx the CLI reported; a budget of their own, not max_retries",
+        min=0,
+        max=100,
+    )
+    transient_backoff_max: float = setting(
+        120.0,
+        "longest pause before a transient retry, seconds (pauses start at 4 x retry_backoff and double; a longer retry-after from the service fails the worker)",
+        min=0,
+        max=86400,
+    )
     retry_on_timeout: bool = setting(False, "retry an attempt that timed out (off: a timeout usually repeats)")
     kill_grace: float = setting(5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600)
     output_chars: int = setting(4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000)
@@ -108,10 +157,22 @@ class WorkersSettings(Section):
     max_log_mb: int = setting(200, "a worker's log may grow to this size; then it is stopped (0: no cap)", min=0, max=1 << 30)
     max_disk_mb: int = setting(4096, "a worker's folder may hold this much (0: no cap)", min=0, max=1 << 30)
     monitor_interval: float = setting(0.25, "seconds between resource samples of running workers", min=0.05, max=60)
-    max_cost_usd: float = setting(0.0, "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)", min=0, max=1_000_000)
-    env: dict[str, str] = setting({}, "environment variables every worker gets, NAME: \"value\" (values are never logged or shown)", secret=True)
-    inherit_env: bool = setting(True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own")
-    env_passthrough: list[str] = setting(["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"], "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable)")
+    max_cost_usd: float = setting(
+        0.0,
+        "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)",
+        min=0,
+        max=1_000_000,
+    )
+    env: dict[str, str] = setting(
+        {}, 'environment variables every worker gets, NAME: "value" (values are never logged or shown)', secret=True
+    )
+    inherit_env: bool = setting(
+        True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own"
+    )
+    env_passthrough: list[str] = setting(
+        ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"],
+        "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable)",
+    )
 
 
 @dataclass(frozen=True)
@@ -122,7 +183,9 @@ class RecursionSettings(Section):
     max_depth_limit: int = setting(5, "deepest max_recursion_depth a request may ask for", min=0, max=32)
     max_children_per_worker: int = setting(3, "child jobs one worker may start", min=0, max=1000)
     max_workers_per_root: int = setting(100, "workers in one root job's whole tree", min=1, max=100_000)
-    tree_deadline: float = setting(21600.0, "seconds a root job's whole tree may run; then it is cancelled (0: no deadline)", min=0, max=30 * 86400)
+    tree_deadline: float = setting(
+        21600.0, "seconds a root job's whole tree may run; then it is cancelled (0: no deadline)", min=0, max=30 * 86400
+    )
 
 
 @dataclass(frozen=True)
@@ -133,7 +196,9 @@ class ApiSettings(Section):
     threads: int = setting(24, "waitress request threads (long-polls and streams hold one each)", min=2, max=512)
     max_body_bytes: int = setting(1_048_576, "largest request body accepted", min=1024, max=1 << 30)
     long_poll_max: float = setting(60.0, "longest a wait or stream request is held, seconds", min=1, max=3600)
-    allowed_hosts: list[str] = setting([], "Host header names accepted besides 127.0.0.1, localhost, ::1 and api.host (DNS-rebinding guard)")
+    allowed_hosts: list[str] = setting(
+        [], "Host header names accepted besides 127.0.0.1, localhost, ::1 and api.host (DNS-rebinding guard)"
+    )
     rate_limit_worker: float = setting(20.0, "requests per second one worker credential may make (0: no limit)", min=0, max=1e6)
     rate_limit_admin: float = setting(0.0, "requests per second the admin key may make (0: no limit)", min=0, max=1e6)
     rate_burst: int = setting(100, "requests a credential may make at once before its rate applies", min=1, max=1_000_000)
@@ -166,8 +231,13 @@ SECTIONS: dict[str, type[Section]] = {
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
-    "int": (int, False), "float": (float, False), "bool": (bool, False), "str": (str, False),
-    "str | None": (str, True), "list[str]": (list, False), "dict[str, str]": (dict, False),
+    "int": (int, False),
+    "float": (float, False),
+    "bool": (bool, False),
+    "str": (str, False),
+    "str | None": (str, True),
+    "list[str]": (list, False),
+    "dict[str, str]": (dict, False),
 }
 
 
@@ -206,13 +276,21 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
             raise ConfigError(f"{where} has the wrong type: expected {_type_name(spec)}", key=where, expected=_type_name(spec))
         raise ConfigError(
             f"{where}={value!r} has the wrong type: expected {_type_name(spec)}",
-            key=where, value=_jsonable(value), expected=_type_name(spec),
+            key=where,
+            value=_jsonable(value),
+            expected=_type_name(spec),
         )
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}"
-                          + (f". {spec.refusal}" if spec.refusal else ""), key=where, value=value)
+        raise ConfigError(
+            f"{where}={value!r} is not allowed. Choose one of: {', '.join(spec.choices)}"
+            + (f". {spec.refusal}" if spec.refusal else ""),
+            key=where,
+            value=value,
+        )
     # a key with bounds is an int or float one, checked just above
-    if isinstance(value, (int, float)) and (spec.min is not None and value < spec.min or spec.max is not None and value > spec.max):
+    if isinstance(value, (int, float)) and (
+        spec.min is not None and value < spec.min or spec.max is not None and value > spec.max
+    ):
         raise ConfigError(f"{where}={value!r} is out of range: allowed {spec.min:g} to {spec.max:g}", key=where, value=value)
     if isinstance(value, float) and value != value:  # NaN
         raise ConfigError(f"{where} is NaN: give a number", key=where)
@@ -222,22 +300,36 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
 def _check_env(where: str, value: Any) -> dict[str, str]:
     """A mapping of environment variables. Errors name the variable, never its value."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping of variable names to values, e.g. {{MY_VAR: \"value\"}}", key=where)
+        raise ConfigError(f'{where} must be a mapping of variable names to values, e.g. {{MY_VAR: "value"}}', key=where)
     for name, text in value.items():
         if not isinstance(name, str) or not ENV_NAME.match(name):
-            raise ConfigError(f"{where}: {str(name)[:60]!r} is not a variable name (letters, digits and _; not starting with a digit)", key=where)
+            raise ConfigError(
+                f"{where}: {str(name)[:60]!r} is not a variable name (letters, digits and _; not starting with a digit)",
+                key=where,
+            )
         if name.upper().startswith(protocol.PREFIX) or name in RESERVED_ENV:
-            raise ConfigError(f"{where}.{name}: the orchestrator sets this variable itself for every worker; choose another name", key=f"{where}.{name}")
+            raise ConfigError(
+                f"{where}.{name}: the orchestrator sets this variable itself for every worker; choose another name",
+                key=f"{where}.{name}",
+            )
         if not isinstance(text, str):
             raise ConfigError(f"{where}.{name}: the value must be a string (quote it in config.yaml)", key=f"{where}.{name}")
         if "\0" in text:
-            raise ConfigError(f"{where}.{name}: the value contains a NUL character, which no environment can hold", key=f"{where}.{name}")
+            raise ConfigError(
+                f"{where}.{name}: the value contains a NUL character, which no environment can hold", key=f"{where}.{name}"
+            )
     return dict(value)
 
 
 def _type_name(spec: Key) -> str:
-    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list of strings",
-             dict: "a mapping of names to strings"}
+    names = {
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        list: "a list of strings",
+        dict: "a mapping of names to strings",
+    }
     text = names[spec.type]
     if spec.min is not None:
         text += f" from {spec.min:g} to {spec.max:g}"
@@ -264,8 +356,17 @@ def render_template() -> str:
         lines.append(f"{section}:")
         for name, spec in keys.items():
             value = spec.default
-            shown = ("null" if value is None else "true" if value is True else "false" if value is False
-                     else json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value))
+            shown = (
+                "null"
+                if value is None
+                else "true"
+                if value is True
+                else "false"
+                if value is False
+                else json.dumps(value)
+                if isinstance(value, (str, list, dict))
+                else repr(value)
+            )
             if spec.choices:
                 allowed = f" ({' | '.join(spec.choices)})"
             elif spec.min is not None:

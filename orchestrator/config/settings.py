@@ -1,5 +1,6 @@
 """Settings: the six typed sections, loaded from defaults, ``config.yaml``, the environment and
 overrides, each value checked against its ``Key`` (config/schema.py)."""
+
 from __future__ import annotations
 
 import os
@@ -143,9 +144,11 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2:
-            raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS=4")
+            raise ConfigError(
+                f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS=4"
+            )
         section, key = parts
         spec = _env_spec(name, section, key)
         value = _parse_env(raw, spec)
@@ -162,13 +165,16 @@ def _env_spec(name: str, section: str, key: str) -> Key:
     if section not in SCHEMA:
         raise ConfigError(
             f"environment variable {name}: unknown section '{section}'. Known sections: {', '.join(SCHEMA)} "
-            f"(e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS)", key=section, variable=name,
+            f"(e.g. {ENV_PREFIX}WORKERS__MAX_WORKERS)",
+            key=section,
+            variable=name,
         )
     if key not in SCHEMA[section]:
         known = ", ".join(f"{ENV_PREFIX}{section.upper()}__{k.upper()}" for k in SCHEMA[section])
         raise ConfigError(
             f"environment variable {name}: unknown key '{section}.{key}'. Known variables for {section}: {known}",
-            key=f"{section}.{key}", variable=name,
+            key=f"{section}.{key}",
+            variable=name,
         )
     return SCHEMA[section][key]
 
@@ -211,8 +217,11 @@ def _build(base: Path, merged: Mapping[str, Mapping[str, Any]], source: str) -> 
         given = merged.get(name, {})
         values[name] = {key: check_value(name, key, given[key], spec) for key, spec in keys.items() if key in given}
     # A default raised above its limit raises the limit with it.
-    for section, default, limit in (("workers", "max_workers", "max_workers_limit"), ("recursion", "max_depth", "max_depth_limit"),
-                                    ("workers", "default_timeout", "max_timeout")):
+    for section, default, limit in (
+        ("workers", "max_workers", "max_workers_limit"),
+        ("recursion", "max_depth", "max_depth_limit"),
+        ("workers", "default_timeout", "max_timeout"),
+    ):
         keys = SCHEMA[section]
         wanted = values[section].get(default, keys[default].default)
         if wanted > values[section].get(limit, keys[limit].default):

@@ -6,18 +6,20 @@ to the JSON API (``/api/v1/...``), so the key never appears in a URL or a server
 log. Everything a worker wrote is inserted as text, never as HTML, and a strict
 Content-Security-Policy refuses inline scripts as a second line of defence.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, render_template
 
 from ..workspace import validate_job_id
 
-bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/dashboard/static")
+bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/dashboard/static")
 
 # blob: lets the timeline SVG show through an <img> (where no script inside it can run).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @bp.get("/")

@@ -21,6 +21,7 @@ about the content:
 - more than ``max_tasks`` items are merged, adjacent ones joined with "; ", into
   ``max_tasks`` subtasks as the heuristic planner does: nothing is dropped.
 """
+
 from __future__ import annotations
 
 import ast
@@ -264,7 +265,9 @@ def plan_with_ai(
         return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
-        tasks = extract_tasks(_ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template, usage))
+        tasks = extract_tasks(
+            _ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template, usage)
+        )
     except PlanError as exc:
         return _fallback(request, max_tasks, exc.reason, usage)
     except Exception as exc:  # a bug or an OS error here must not fail the job: plan without the AI
@@ -277,8 +280,16 @@ def plan_with_ai(
 
 
 def _ask(
-    request: str, max_tasks: int, settings: Settings, adapter: Adapter, runner: ProcessRunner,
-    work_dir: Path, timeout: float, env: Mapping[str, str] | None, tag: str | None, template: Path | None,
+    request: str,
+    max_tasks: int,
+    settings: Settings,
+    adapter: Adapter,
+    runner: ProcessRunner,
+    work_dir: Path,
+    timeout: float,
+    env: Mapping[str, str] | None,
+    tag: str | None,
+    template: Path | None,
     usage: dict[str, Any],
 ) -> str:
     """Run the CLI once and return its answer text; PlanError for every expected failure.
@@ -288,8 +299,15 @@ def _ask(
     log_path = work_dir / LOG_NAME
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
     ctx = WorkerContext(
-        task=request, prompt=prompt, prompt_file=work_dir / PROMPT_NAME, worker_dir=work_dir,
-        depth=0, max_recursion_depth=0, attempt=1, settings=settings, time_left=timeout,
+        task=request,
+        prompt=prompt,
+        prompt_file=work_dir / PROMPT_NAME,
+        worker_dir=work_dir,
+        depth=0,
+        max_recursion_depth=0,
+        attempt=1,
+        settings=settings,
+        time_left=timeout,
     )
     if adapter.needs_prompt_file(settings):
         ctx.prompt_file.write_text(prompt, encoding="utf-8")
@@ -334,7 +352,7 @@ def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
 def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None) -> AIPlan:
     reason = " ".join(reason.split())
     if len(reason) > REASON_CHARS:
-        reason = reason[:REASON_CHARS - 1] + "…"
+        reason = reason[: REASON_CHARS - 1] + "…"
     log.warning("AI planner failed: %s; using the heuristic planner", reason)
     return heuristic_plan(request, max_tasks, f"AI planner failed: {reason}; used the heuristic planner", **(usage or {}))
 

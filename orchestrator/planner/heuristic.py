@@ -19,6 +19,7 @@ commas hidden, so nothing in there separates; positions found in the mask slice 
 A sequence (then, finally, afterwards; two instruction sentences) is one subtask: its steps
 depend on each other. Parts beyond max_tasks merge into adjacent "a; b" groups: nothing is lost.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,25 +40,32 @@ class Plan:
 
 
 _HIDDEN = "\x00"
-_VERBS = frozenset("""add analyse analyze audit automate benchmark build bump change check clean code configure
+_VERBS = frozenset(
+    """add analyse analyze audit automate benchmark build bump change check clean code configure
     containerize convert create debug define delete deploy design develop document draft enable evaluate expand explain
     export extend extract fetch fix format generate harden implement import improve install instrument integrate
     introduce investigate lint localize make measure migrate mock modernize modify move optimise optimize organize
     package parse patch polish port prepare profile prototype publish rebuild redesign refactor release remove rename
     render repair replace reproduce research resolve restructure review rewrite run scaffold secure set setup ship
     simplify speed split stub summarise summarize support sync test train translate tune update upgrade upload validate
-    verify write""".split())
-_NOUNISH = frozenset("""benchmark build bump change check clean code design document draft export fetch format import
+    verify write""".split()
+)
+_NOUNISH = frozenset(
+    """benchmark build bump change check clean code design document draft export fetch format import
     lint mock move package parse patch polish port profile prototype release render repair reproduce research review
-    run secure set ship speed split stub support sync test train tune upload""".split())
+    run secure set ship speed split stub support sync test train tune upload""".split()
+)
 """Verbs that are often nouns ("a build and test pipeline"): a clause only before "the", "it"..."""
 _PREV_BLOCK = _VERBS | frozenset("search read write login logout sign copy find save get put post".split())
 """A word before "and" that makes "and <verb>" one noun ("search and replace")."""
-_WITH_VERBS = frozenset("replace swap combine merge compare pair run call execute start launch compile mock stub fill "
-                        "seed wrap sign".split())
+_WITH_VERBS = frozenset(
+    "replace swap combine merge compare pair run call execute start launch compile mock stub fill seed wrap sign".split()
+)
 """Verbs whose "with" is their complement ("Replace X with Y and Z"), not a list."""
-_DETERMINERS = frozenset("the a an it its them their this that these those all every each any some our my your both "
-                         "new existing unit more missing".split())
+_DETERMINERS = frozenset(
+    "the a an it its them their this that these those all every each any some our my your both "
+    "new existing unit more missing".split()
+)
 _AUX = frozenset("is are was were has have had should must will can could would does do did needs".split())
 _CONTEXT_WORDS = frozenset("it its this that these those they the we use using ensure note keep avoid also".split())
 _CONNECT_END = frozenset("and or with to the a an of for in on including from by as at into that which & +".split())
@@ -66,27 +74,35 @@ _CONNECT_START = frozenset("and or with including plus & +".split())
 # Linear-time regexes: none can backtrack over a long stretch of text.
 _MASKED = re.compile(
     r"```.*?```|`[^`\n]*`|\"[^\"\n]*\"|“[^”\n]*”|(?<!\w)'[^'\n]{1,200}?'(?!\w)|(?<=\d),(?=\d)"
-    r"|(?<!\S)[^\s/\\]*[/\\]\S*?(?=[.,;:!?)\]}'\"]*(?:\s|$))", re.S)
+    r"|(?<!\S)[^\s/\\]*[/\\]\S*?(?=[.,;:!?)\]}'\"]*(?:\s|$))",
+    re.S,
+)
 _BRACKETS = re.compile(r"\([^()\[\]{}\n]*\)|\[[^()\[\]{}\n]*\]|\{[^()\[\]{}\n]*\}")
-_MARKER = re.compile(r"^([ \t]*)(?:(?:[-*+•·▪◦‣–—]|\d{1,3}[.)]|\(\d{1,3}\)|[a-z][.)]|\([a-z]\)"
-                     r"|(?i:step|task|phase|part)[ \t]*\d{1,3}[ \t]*[:.)-])(?:[ \t]+\[[ xX]\])?|\[[ xX]\])[ \t]+(?=\S)")
-_POLITE = re.compile(r"(?:(?:please|kindly|also|and|now|(?:can|could|would|will)\s+you(?:\s+please)?"
-                     r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to|let'?s"
-                     r"|go\s+ahead\s+and)(?:\s*,\s*|\s+))+", re.I)
-_SEQUENCE = re.compile(r"\b(?:then|finally|lastly|afterwards?|after\s+that)\b|(?:^|[.!?;]\s+)(?:first|next|second)\s*[,:]",
-                       re.I)
+_MARKER = re.compile(
+    r"^([ \t]*)(?:(?:[-*+•·▪◦‣–—]|\d{1,3}[.)]|\(\d{1,3}\)|[a-z][.)]|\([a-z]\)"
+    r"|(?i:step|task|phase|part)[ \t]*\d{1,3}[ \t]*[:.)-])(?:[ \t]+\[[ xX]\])?|\[[ xX]\])[ \t]+(?=\S)"
+)
+_POLITE = re.compile(
+    r"(?:(?:please|kindly|also|and|now|(?:can|could|would|will)\s+you(?:\s+please)?"
+    r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to|let'?s"
+    r"|go\s+ahead\s+and)(?:\s*,\s*|\s+))+",
+    re.I,
+)
+_SEQUENCE = re.compile(r"\b(?:then|finally|lastly|afterwards?|after\s+that)\b|(?:^|[.!?;]\s+)(?:first|next|second)\s*[,:]", re.I)
 _TRAILING = re.compile(r"(?:[\s.,;:!?]|\s(?:and|or|&)(?!\w))+$", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])")
 _CLAUSE_JOIN = re.compile(r",\s*(?:(?:and|&)\s+)?|\s+(?:and|&)\s+", re.I)
-_INTRO = re.compile(r"\s+(?P<kw>with|including|featuring|having|containing|covering|supporting|consisting\s+of"
-                    r"|such\s+as|(?:that|which)\s+(?:has|have|includes?|supports?|contains?))\s+|(?<=\S):\s+", re.I)
+_INTRO = re.compile(
+    r"\s+(?P<kw>with|including|featuring|having|containing|covering|supporting|consisting\s+of"
+    r"|such\s+as|(?:that|which)\s+(?:has|have|includes?|supports?|contains?))\s+|(?<=\S):\s+",
+    re.I,
+)
 _CONJ = re.compile(r"\s+(?:and|or|&|plus)\s+", re.I)
 _LEADING_CONJ = re.compile(r"^(?:and/or|and|or|&|plus|as\s+well\s+as)\s+", re.I)
 _ETC = re.compile(r"^(?:etc\.?|and\s+so\s+on|and\s+more|\.\.\.|…)$", re.I)
 _PLUS_CHAIN = re.compile(r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?(?:[ \t]*\+[ \t]*[A-Za-z][\w.#-]*(?:\+\+)?)+(?![\w+])")
 _PLUS_TOKEN = re.compile(r"[A-Za-z][\w.#-]*(?:\+\+)?")
-_INLINE = (re.compile(r"(?<![\w.(])(?:\((\d{1,2})\)|(\d{1,2})[.)])\s+(?=\S)"),
-           re.compile(r"(?<![\w.(])\(?([a-z])\)\s+(?=\S)"))
+_INLINE = (re.compile(r"(?<![\w.(])(?:\((\d{1,2})\)|(\d{1,2})[.)])\s+(?=\S)"), re.compile(r"(?<![\w.(])\(?([a-z])\)\s+(?=\S)"))
 _PREPOSITION = re.compile(r"\s(for|to|into|in|on|of|from|at|by|about|via|against|across|within)(?=\s)", re.I)
 _WORD = re.compile(r"[^\W_][\w'’-]*")
 _LAST_WORD = re.compile(r"([^\W_][\w'’-]*)\s*$")
@@ -131,7 +147,7 @@ def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     merged, pos = [], 0
     for group in range(max_tasks):
         count = size + (1 if group < extra else 0)
-        merged.append("; ".join(tasks[pos:pos + count]))
+        merged.append("; ".join(tasks[pos : pos + count]))
         pos += count
     return merged
 
@@ -151,8 +167,8 @@ def _squash(text: str, mask: str) -> tuple[str, str]:
     """Collapse visible whitespace runs to one space in text and mask alike, and strip both."""
     out, mout, last = [], [], 0
     for m in _SPACES.finditer(mask):
-        out += [text[last:m.start()], " "]
-        mout += [mask[last:m.start()], " "]
+        out += [text[last : m.start()], " "]
+        mout += [mask[last : m.start()], " "]
         last = m.end()
     t, mk = "".join(out) + text[last:], "".join(mout) + mask[last:]
     lead, end = len(t) - len(t.lstrip(" ")), len(t.rstrip(" "))
@@ -161,7 +177,7 @@ def _squash(text: str, mask: str) -> tuple[str, str]:
 
 def _strip_lead(text: str) -> str:
     """Without leading politeness ("Please", "Can you")."""
-    return text[m.end():] if (m := _POLITE.match(text)) else text
+    return text[m.end() :] if (m := _POLITE.match(text)) else text
 
 
 def _clean(text: str) -> str:
@@ -173,7 +189,7 @@ def _words(text: str, pos: int, count: int) -> list[str]:
     """Up to ``count`` lowercased words from pos, with only spaces or commas between."""
     out: list[str] = []
     for m in _WORD.finditer(text, pos, pos + 100):
-        if text[pos:m.start()].strip(" ,") or len(out) == count:
+        if text[pos : m.start()].strip(" ,") or len(out) == count:
             break
         out.append(m.group().lower())
         pos = m.end()
@@ -224,7 +240,7 @@ def _plan(text: str, mask: str) -> _Found | None:
     text, mask = _squash(text, mask)
     marker = _MARKER.match(text)
     if marker:  # "1. a 2. b 3. c", or a single bullet
-        return _inline_list(text, mask) or _plan_paragraph(text[marker.end():], mask[marker.end():])
+        return _inline_list(text, mask) or _plan_paragraph(text[marker.end() :], mask[marker.end() :])
     return _plan_paragraph(text, mask)
 
 
@@ -251,12 +267,18 @@ class _Item:
             self.text += " " + line
 
     def folded(self) -> str:
-        """"Section: parent: a, b, and c", which plans back into a, b and c for its worker."""
+        """ "Section: parent: a, b, and c", which plans back into a, b and c for its worker."""
         text, kids = self.text.rstrip(), self.kids
         if len(kids) == 1 or any("," in k or ";" in k for k in map(_mask, kids)):
             text += ("" if text.endswith(":") else ":") + " " + "; ".join(kids)
         elif kids:
-            text += ("" if text.endswith(":") else ":") + " " + ", ".join(kids[:-1]) + (", and " if len(kids) > 2 else " and ") + kids[-1]
+            text += (
+                ("" if text.endswith(":") else ":")
+                + " "
+                + ", ".join(kids[:-1])
+                + (", and " if len(kids) > 2 else " and ")
+                + kids[-1]
+            )
         return f"{self.section}: {text}" if self.section else text
 
 
@@ -264,7 +286,7 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
     """Marker lists, or one task per line; None when the lines are one paragraph."""
     lines, pos = [], 0
     for mline in mask.split("\n"):
-        lines.append(text[pos:pos + len(mline)])
+        lines.append(text[pos : pos + len(mline)])
         pos += len(mline) + 1
     listed = any(_MARKER.match(line) for line in lines)
     if not listed and _SEQUENCE.search(mask):
@@ -284,9 +306,9 @@ def _plan_lines(text: str, mask: str) -> _Found | None:
             indent = len(marker.group(1).expandtabs(4))
             base = indent if base < 0 else base
             if items and indent >= base + 2:
-                items[-1].kids.append(line[marker.end():].strip())
+                items[-1].kids.append(line[marker.end() :].strip())
             else:
-                items.append(_Item(line[marker.end():].strip(), section))
+                items.append(_Item(line[marker.end() :].strip(), section))
         elif _heading(s) is not None and (not items or not indented):
             if items:
                 section = _heading(s)
@@ -345,7 +367,7 @@ def _plan_paragraph(text: str, mask: str) -> _Found | None:
         return found
     cuts = [0, *(m.end() for m in _SENTENCE.finditer(mask)), len(text)]
     spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if text[a:b].strip()]
-    led = [s for s in spans if _is_task_led(text[s[0]:s[1]])]
+    led = [s for s in spans if _is_task_led(text[s[0] : s[1]])]
     if len(led) > 1:
         return None  # two instructions in a row: a sequence
     a, b = (led or spans)[0]
@@ -365,7 +387,7 @@ def _plan_paragraph(text: str, mask: str) -> _Found | None:
 
 
 def _inline_list(text: str, mask: str) -> _Found | None:
-    """"Head: 1. x 2. y 3. z" or "(a) x (b) y" in one line; "Add 1) x and 2) y" shares the verb."""
+    """ "Head: 1. x 2. y 3. z" or "(a) x (b) y" in one line; "Add 1) x and 2) y" shares the verb."""
     for regex in _INLINE:
         marks, expect = [], "1" if regex is _INLINE[0] else "a"
         for m in regex.finditer(text):
@@ -373,8 +395,8 @@ def _inline_list(text: str, mask: str) -> _Found | None:
                 marks.append(m)
                 expect = str(int(expect) + 1) if expect.isdigit() else chr(ord(expect) + 1)
         if len(marks) >= 2:
-            head = text[:marks[0].start()].strip()
-            items = [text[m.end():e] for m, e in zip(marks, [m.start() for m in marks[1:]] + [len(text)])]
+            head = text[: marks[0].start()].strip()
+            items = [text[m.end() : e] for m, e in zip(marks, [m.start() for m in marks[1:]] + [len(text)])]
             if head and not head.endswith(":") and _is_task_led(head):
                 return None, [f"{head} {item.strip()}" for item in items]
             return head, items
@@ -382,26 +404,26 @@ def _inline_list(text: str, mask: str) -> _Found | None:
 
 
 def _semicolons(text: str, mask: str) -> _Found | None:
-    """"a; b; c", or "Heading: a; b; c" with a short heading as the goal."""
+    """ "a; b; c", or "Heading: a; b; c" with a short heading as the goal."""
     cuts = [m.start() for m in re.finditer(";", mask)]
     if not cuts:
         return None
     items = [text[a:b] for a, b in zip([0, *(c + 1 for c in cuts)], [*cuts, len(text)])]
     colon = mask.find(": ", 0, cuts[0])
-    rest = mask[colon + 2:]
+    rest = mask[colon + 2 :]
     if colon > 0 and len(text[:colon].split()) <= 15 and not re.search(r"[.!?]\s", mask[:colon]) and ": " not in rest:
-        return text[:colon], [items[0][colon + 2:], *items[1:]]
+        return text[:colon], [items[0][colon + 2 :], *items[1:]]
     return None, items
 
 
 def _verb_clauses(text: str, mask: str) -> _Found | None:
-    """"Fix the bug, add tests and update the docs": split where a task verb follows "," or "and"."""
+    """ "Fix the bug, add tests and update the docs": split where a task verb follows "," or "and"."""
     if not _is_task_led(text):
         return None
     cuts = []
     for m in _CLAUSE_JOIN.finditer(mask):
         verb, nxt = (_words(text, m.end(), 2) + ["", ""])[:2]
-        if mask[m.end():m.end() + 1] == _HIDDEN or (verb, nxt) == ("make", "sure"):
+        if mask[m.end() : m.end() + 1] == _HIDDEN or (verb, nxt) == ("make", "sure"):
             continue
         if verb in _VERBS and (verb not in _NOUNISH or nxt in _DETERMINERS):
             prev = _LAST_WORD.search(mask, max(0, m.start() - 60), m.start())
@@ -412,7 +434,7 @@ def _verb_clauses(text: str, mask: str) -> _Found | None:
 
 
 def _introduced_list(text: str, mask: str) -> _Found | None:
-    """"Build X with A, B, and C": items A, B, C with the goal "Build X"."""
+    """ "Build X with A, B, and C": items A, B, C with the goal "Build X"."""
     cands = list(_INTRO.finditer(mask))
     commas = [m.start() for m in re.finditer(",", mask)]
     for n, cand in enumerate(cands):
@@ -420,11 +442,11 @@ def _introduced_list(text: str, mask: str) -> _Found | None:
             continue
         if (cand.group("kw") or "").lower() == "with" and (_words(_strip_lead(text), 0, 1) or [""])[0] in _WITH_VERBS:
             continue
-        after = commas[bisect_right(commas, cand.end()):]
+        after = commas[bisect_right(commas, cand.end()) :]
         if n + 1 < len(cands) and cands[n + 1].start() < (after or [len(mask)])[0]:
             continue  # the first item has its own introducer: use that one
         items = _list_items(text, mask, cand.end(), after)
-        return (text[:cand.start()], items) if len(items) >= 2 else None
+        return (text[: cand.start()], items) if len(items) >= 2 else None
     return None
 
 
@@ -438,7 +460,7 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
         seg, m = text[a:b].strip(), mask[a:b].strip()
         conj = _LEADING_CONJ.match(seg) if n else None
         if conj:
-            seg, m, oxford = seg[conj.end():], m[conj.end():], b == len(text)
+            seg, m, oxford = seg[conj.end() :], m[conj.end() :], b == len(text)
         if seg and items and _ETC.match(seg):
             items[-1] = (f"{items[-1][0]}, {seg}", f"{items[-1][1]}, {seg}")
         elif seg:
@@ -446,14 +468,14 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
     last = list(_CONJ.finditer(items[-1][1])) if items and not oxford else []
     if last:
         (seg, m), k = items.pop(), last[-1]
-        items += [(seg[:k.start()], m[:k.start()]), (seg[k.end():], m[k.end():])]
+        items += [(seg[: k.start()], m[: k.start()]), (seg[k.end() :], m[k.end() :])]
     conj_at = [k for k, (_, m) in enumerate(items) if _CONJ.search(m)] + [len(items)]
     out: list[str] = []
     i = 0
     while i < len(items):
         j = conj_at[bisect_right(conj_at, i)]  # the next item holding "and"/"or"
         if j < len(items) - 1 and _INTRO.search(items[i][1]):
-            out.append(", ".join(s for s, _ in items[i:j + 1]))
+            out.append(", ".join(s for s, _ in items[i : j + 1]))
             i = j + 1
         else:
             out.append(items[i][0])
@@ -462,16 +484,16 @@ def _list_items(text: str, mask: str, start: int, commas: list[int]) -> list[str
 
 
 def _plus_chain(text: str, mask: str) -> _Found | None:
-    """"Create a React + FastAPI + PostgreSQL app": one item per name, the sentence as goal."""
+    """ "Create a React + FastAPI + PostgreSQL app": one item per name, the sentence as goal."""
     for m in _PLUS_CHAIN.finditer(mask):
-        tokens = [t.rstrip(".") for t in _PLUS_TOKEN.findall(text[m.start():m.end()])]
+        tokens = [t.rstrip(".") for t in _PLUS_TOKEN.findall(text[m.start() : m.end()])]
         if all(len(t) > 1 and t.lower() not in {"ctrl", "shift", "alt", "cmd", "meta"} for t in tokens):
             return text, tokens
     return None
 
 
 def _shared_verb(text: str, mask: str) -> _Found | None:
-    """"Write tests for a.py, b.py, and c.py": the head (to the first item's last preposition,
+    """ "Write tests for a.py, b.py, and c.py": the head (to the first item's last preposition,
     else the verb) goes before each of 3+ short objects. Not for "with"-verbs acting on the
     list as a whole ("Compare A, B, and C"), nor adjective lists ("a fast, reliable, and
     secure API", "Make it fast, secure, and accessible")."""
@@ -482,10 +504,10 @@ def _shared_verb(text: str, mask: str) -> _Found | None:
     items = _list_items(text, mask, 0, commas)
     preps = list(_PREPOSITION.finditer(mask, verb.end(), commas[0]))
     head_end = preps[-1].end(1) if preps else verb.end()
-    head, first, rest = text[:head_end].strip(), text[head_end:commas[0]].strip(), items[1:]
+    head, first, rest = text[:head_end].strip(), text[head_end : commas[0]].strip(), items[1:]
     if len(items) < 3 or not first or any(len(i.split()) > 5 or _is_task_led(i) for i in rest):
         return None
-    if re.search(r"\b(?:that|which|who)\b", mask[:commas[0]], re.I):
+    if re.search(r"\b(?:that|which|who)\b", mask[: commas[0]], re.I):
         return None  # "a script that downloads X, parses it, and saves Y": the clause's list
     cores = [len(x.split()) - (x.split()[0].lower() in _DETERMINERS) for x in [first, *rest]]
     if (all(c == 1 for c in cores[:-1]) and cores[-1] >= 2) or (all(c <= 1 for c in cores[1:]) and cores[0] > 1):

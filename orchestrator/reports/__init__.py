@@ -4,6 +4,7 @@ The workspace writes the files; this package only turns records into text.
 Templates ship in ``templates/``; a ``templates_dir`` from config
 (``orchestrator.templates_dir``) overrides them file by file.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -141,8 +142,9 @@ def render_final_report(
             busy[who] = busy.get(who, 0.0) + row.end - row.start
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
         rank = {who: i for i, (who, _) in enumerate(top)}
-        busiest = sorted((w for w in context["workers"] if (w.depth, w.job_id, w.name) in rank),
-                         key=lambda w: rank[w.depth, w.job_id, w.name])
+        busiest = sorted(
+            (w for w in context["workers"] if (w.depth, w.job_id, w.name) in rank), key=lambda w: rank[w.depth, w.job_id, w.name]
+        )
         context["busiest"] = busiest
         shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
         context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
@@ -170,10 +172,17 @@ def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], analytics:
     busy: dict[int, float] = {}
     for row in analytics.rows:
         busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
-    return [Level(depth=d, jobs=jobs_at.get(d, 0), workers=sum(tally.get((d, s.value), 0) for s in WorkerStatus),
-                  counts={s.value: tally[d, s.value] for s in WorkerStatus if tally.get((d, s.value))},
-                  worker_seconds=busy.get(d, 0.0), report=f"depth_{d}/LEVEL_{d}_REPORT.md")
-            for d in sorted({d for d, _ in tally})]
+    return [
+        Level(
+            depth=d,
+            jobs=jobs_at.get(d, 0),
+            workers=sum(tally.get((d, s.value), 0) for s in WorkerStatus),
+            counts={s.value: tally[d, s.value] for s in WorkerStatus if tally.get((d, s.value))},
+            worker_seconds=busy.get(d, 0.0),
+            report=f"depth_{d}/LEVEL_{d}_REPORT.md",
+        )
+        for d in sorted({d for d, _ in tally})
+    ]
 
 
 def _context(

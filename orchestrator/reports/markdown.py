@@ -5,6 +5,7 @@ table cell, a newline would end a table row, a leading ``#`` would start a
 heading and a run of backticks would close a code block. Every user-provided
 value goes through one of these filters.
 """
+
 from __future__ import annotations
 
 import re

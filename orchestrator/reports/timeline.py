@@ -13,6 +13,7 @@ critical path. Hovering a bar shows its ``<title>``: worker, full task, status, 
 For scripts (the dashboard, the tests), rows carry ``data-worker``/``data-job`` and bars
 ``data-attempt``/``data-status``/``data-start``/``data-end`` (seconds from the chart's start).
 """
+
 from __future__ import annotations
 
 import math
@@ -156,21 +157,26 @@ def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float) -> 
     items = [(status, COLOURS[status], "1") for status in COLOURS if status != "pending"]
     items.append(("retried attempt", COLOURS["failed"], "0.45"))
     for label, colour, opacity in items:
-        legend.append(f'<rect class="legend" x="{x}" y="30" width="12" height="10" fill="{colour}" fill-opacity="{opacity}"/>'
-                      f'<text x="{x + 16}" y="39">{_text(label)}</text>')
+        legend.append(
+            f'<rect class="legend" x="{x}" y="30" width="12" height="10" fill="{colour}" fill-opacity="{opacity}"/>'
+            f'<text x="{x + 16}" y="39">{_text(label)}</text>'
+        )
         x += 16 + len(label) * CHAR_WIDTH + 14
-    legend.append(f'<line x1="{x}" y1="35" x2="{x + 18}" y2="35" stroke="#9e9e9e" stroke-width="2" stroke-dasharray="3 2"/>'
-                  f'<text x="{x + 22}" y="39">queue wait</text>')
+    legend.append(
+        f'<line x1="{x}" y1="35" x2="{x + 18}" y2="35" stroke="#9e9e9e" stroke-width="2" stroke-dasharray="3 2"/>'
+        f'<text x="{x + 22}" y="39">queue wait</text>'
+    )
     x += 22 + 10 * CHAR_WIDTH + 14
-    legend.append(f'<rect x="{x}" y="30" width="12" height="10" fill="#ffffff" stroke="#000000" stroke-width="1.5"/>'
-                  f'<text x="{x + 16}" y="39">critical path</text>')
+    legend.append(
+        f'<rect x="{x}" y="30" width="12" height="10" fill="#ffffff" stroke="#000000" stroke-width="1.5"/>'
+        f'<text x="{x + 16}" y="39">critical path</text>'
+    )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{chart.height}" '
         f'viewBox="0 0 {WIDTH} {chart.height}" font-family="{_text(FONT)}" font-size="{FONT_SIZE}" fill="#212121">\n'
         f"<title>{_text('Timeline of ' + title)}</title>\n"
         f'<rect x="0" y="0" width="{WIDTH}" height="{chart.height}" fill="#ffffff"/>\n'
-        f'<text x="{MARGIN}" y="18" font-size="{FONT_SIZE + 2}" font-weight="bold">{_text(title)}</text>\n'
-        + "".join(legend)
+        f'<text x="{MARGIN}" y="18" font-size="{FONT_SIZE + 2}" font-weight="bold">{_text(title)}</text>\n' + "".join(legend)
     )
 
 
@@ -178,16 +184,20 @@ def _band(chart: _Chart, job: JobRecord, first: int, last: int, level: int) -> s
     x = MARGIN / 2 + _indent(level)
     who = "" if job.parent_worker is None else f", started by {job.parent_worker} of {job.parent_job_id}"
     tip = f"job {job.id} (depth {job.depth}{who}): {job.status.value}\n{_clip(job.request, 300)}"
-    return (f'<rect class="band" data-job="{_text(job.id)}" x="{x:.1f}" y="{chart.y(first)}" width="{WIDTH - MARGIN / 2 - x:.1f}" '
-            f'height="{(last - first + 1) * ROW_HEIGHT}" fill="{BANDS[min(level, len(BANDS) - 1)]}">'
-            f"<title>{_text(tip)}</title></rect>")
+    return (
+        f'<rect class="band" data-job="{_text(job.id)}" x="{x:.1f}" y="{chart.y(first)}" width="{WIDTH - MARGIN / 2 - x:.1f}" '
+        f'height="{(last - first + 1) * ROW_HEIGHT}" fill="{BANDS[min(level, len(BANDS) - 1)]}">'
+        f"<title>{_text(tip)}</title></rect>"
+    )
 
 
 def _axis(chart: _Chart) -> list[str]:
     step = tick_step(chart.span)
     bottom = chart.y(max(1, chart.rows))
-    parts = [f'<g class="axis" stroke="#d0d0d0" stroke-width="1">'
-             f'<line x1="{chart.x0}" y1="{TOP - 2}" x2="{chart.x0}" y2="{bottom}" stroke="#9e9e9e"/></g>']
+    parts = [
+        f'<g class="axis" stroke="#d0d0d0" stroke-width="1">'
+        f'<line x1="{chart.x0}" y1="{TOP - 2}" x2="{chart.x0}" y2="{bottom}" stroke="#9e9e9e"/></g>'
+    ]
     count = int(math.floor(chart.span / step + 1e-9))
     for i in range(count + 1):
         t = i * step
@@ -208,22 +218,28 @@ def _row(chart: _Chart, index: int, row: Row, now: float, critical: bool, ready:
     bar_y = y + (ROW_HEIGHT - BAR_HEIGHT) / 2
     x = MARGIN + _indent(row.level)
     name, task = _label(w, (LABEL_WIDTH - 8 - x) / CHAR_WIDTH)
-    parts = [f'<g class="row" data-worker="{_text(w.key)}" data-job="{_text(w.job_id)}">'
-             f"<title>{_text(f'{w.key} ({w.status.value}): {_clip(w.task, TITLE_TASK_LIMIT)}')}</title>"
-             f'<text class="label" x="{x}" y="{mid + FONT_SIZE * 0.36:.1f}">{_text(name)}'
-             f'<tspan fill="#616161">{_text(task)}</tspan></text>']
+    parts = [
+        f'<g class="row" data-worker="{_text(w.key)}" data-job="{_text(w.job_id)}">'
+        f"<title>{_text(f'{w.key} ({w.status.value}): {_clip(w.task, TITLE_TASK_LIMIT)}')}</title>"
+        f'<text class="label" x="{x}" y="{mid + FONT_SIZE * 0.36:.1f}">{_text(name)}'
+        f'<tspan fill="#616161">{_text(task)}</tspan></text>'
+    ]
     waited = queue_wait(w, now, ready)
     if waited and waited > 0:
-        start = (ready or w.created_at)
-        parts.append(f'<line class="wait" x1="{chart.x(start):.2f}" y1="{mid}" x2="{chart.x(start + waited):.2f}" y2="{mid}" '
-                     f'stroke="#9e9e9e" stroke-width="2" stroke-dasharray="3 2"><title>{_text(f"{w.key} waited {_clock(waited)} for a slot")}</title></line>')
+        start = ready or w.created_at
+        parts.append(
+            f'<line class="wait" x1="{chart.x(start):.2f}" y1="{mid}" x2="{chart.x(start + waited):.2f}" y2="{mid}" '
+            f'stroke="#9e9e9e" stroke-width="2" stroke-dasharray="3 2"><title>{_text(f"{w.key} waited {_clock(waited)} for a slot")}</title></line>'
+        )
     for attempt in w.attempts:
         parts.append(_bar(chart, w, attempt, bar_y, now, critical))
     if not w.attempts and w.status.terminal:  # never ran: a tick where it was given up
         at = w.ended_at if w.ended_at is not None else (ready or w.created_at or chart.origin)
         tip = f"{w.key}: {w.status.value} without running\n{_clip(w.exit_reason, 500)}"
-        parts.append(f'<rect class="marker" data-status="{w.status.value}" x="{chart.x(at):.2f}" y="{bar_y}" width="4" '
-                     f'height="{BAR_HEIGHT}" fill="{COLOURS[w.status.value]}"><title>{_text(tip)}</title></rect>')
+        parts.append(
+            f'<rect class="marker" data-status="{w.status.value}" x="{chart.x(at):.2f}" y="{bar_y}" width="4" '
+            f'height="{BAR_HEIGHT}" fill="{COLOURS[w.status.value]}"><title>{_text(tip)}</title></rect>'
+        )
     parts.append("</g>")
     return "".join(parts)
 
@@ -233,16 +249,20 @@ def _bar(chart: _Chart, w: WorkerRecord, attempt: Attempt, y: float, now: float,
     status = attempt_status(w, attempt)
     end = _end(attempt, now)
     start_s, end_s = attempt.started_at - chart.origin, end - chart.origin
-    tip = (f"{w.key}: attempt {attempt.number} of {len(w.attempts)}, {status}{'' if last else ' (retried)'}\n"
-           f"task: {_clip(w.task, TITLE_TASK_LIMIT)}\n"
-           f"{_clock(start_s)} → {_clock(end_s)} ({_clock(end_s - start_s)})"
-           + (f"\n{_clip(w.exit_reason, 500)}" if last and w.exit_reason else ""))
+    tip = (
+        f"{w.key}: attempt {attempt.number} of {len(w.attempts)}, {status}{'' if last else ' (retried)'}\n"
+        f"task: {_clip(w.task, TITLE_TASK_LIMIT)}\n"
+        f"{_clock(start_s)} → {_clock(end_s)} ({_clock(end_s - start_s)})"
+        + (f"\n{_clip(w.exit_reason, 500)}" if last and w.exit_reason else "")
+    )
     extra = ' stroke="#000000" stroke-width="1.5"' if critical else ""
-    return (f'<rect class="bar" data-attempt="{attempt.number}" data-status="{status}" data-start="{start_s:.3f}" '
-            f'data-end="{end_s:.3f}" x="{chart.x(attempt.started_at):.2f}" y="{y}" '
-            f'width="{max(MIN_BAR, (end - attempt.started_at) * chart.scale):.2f}" height="{BAR_HEIGHT}" '
-            f'fill="{COLOURS.get(status, COLOURS["failed"])}" fill-opacity="{1 if last else 0.45}"{extra}>'
-            f"<title>{_text(tip)}</title></rect>")
+    return (
+        f'<rect class="bar" data-attempt="{attempt.number}" data-status="{status}" data-start="{start_s:.3f}" '
+        f'data-end="{end_s:.3f}" x="{chart.x(attempt.started_at):.2f}" y="{y}" '
+        f'width="{max(MIN_BAR, (end - attempt.started_at) * chart.scale):.2f}" height="{BAR_HEIGHT}" '
+        f'fill="{COLOURS.get(status, COLOURS["failed"])}" fill-opacity="{1 if last else 0.45}"{extra}>'
+        f"<title>{_text(tip)}</title></rect>"
+    )
 
 
 def attempt_status(worker: WorkerRecord, attempt: Attempt) -> str:

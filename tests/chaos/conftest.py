@@ -5,6 +5,7 @@ bounds on both sides of it: not better than physically possible, not worse
 than the issue allows. The lines are repeated in the terminal summary so a
 plain ``pytest -m chaos -q`` shows them all.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,4 +62,3 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-

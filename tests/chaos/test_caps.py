@@ -1,4 +1,5 @@
 """Chaos: a worker breaching each resource cap is stopped with its own reason, and the server holds."""
+
 from __future__ import annotations
 
 import threading

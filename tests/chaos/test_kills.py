@@ -1,4 +1,5 @@
 """Chaos: workers killed from outside, hung past their timeout, hiding grandchildren, slow to stop."""
+
 from __future__ import annotations
 
 import os

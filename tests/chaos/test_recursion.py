@@ -1,4 +1,5 @@
 """Chaos: workers that always recurse, a deep tree on two slots, and a hanging tree cancelled whole."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ def records(engine, root_id, filename):
 def test_recursion_bomb_is_capped_and_refused_fast(make_live):
     # Given workers that always ask for 3 children, max depth 3, at most 20 workers per root
     deadline = 20.0
-    live = make_live(orchestrator=command_worker(),
-                     recursion={"max_workers_per_root": 20, "max_children_per_worker": 3, "tree_deadline": deadline})
+    live = make_live(
+        orchestrator=command_worker(),
+        recursion={"max_workers_per_root": 20, "max_children_per_worker": 3, "tree_deadline": deadline},
+    )
     job_id = live.submit(request="bomb", tasks=["recurse 3 0.1"], config={"max_recursion_depth": 3}).json()["job_id"]
     doc = live.wait(job_id, 60)
     jobs, workers = live.engine.snapshot(job_id)
@@ -73,8 +76,11 @@ def test_depth_three_tree_completes_on_two_global_slots(make_live):
     # Given a global limit of 2 workers and a tree of fan-out 2, depth 3 (15 workers, 8 leaves
     # each working 0.2 s once refused by depth)
     work = 0.2
-    live = make_live(orchestrator=command_worker(), workers={"global_max_workers": 2},
-                     recursion={"max_children_per_worker": 3, "tree_deadline": 120})
+    live = make_live(
+        orchestrator=command_worker(),
+        workers={"global_max_workers": 2},
+        recursion={"max_children_per_worker": 3, "tree_deadline": 120},
+    )
     started = time.time()
     job_id = live.submit(request="deep", tasks=[f"recurse 2 {work}"], config={"max_recursion_depth": 3}).json()["job_id"]
     doc = live.wait(job_id, 90)

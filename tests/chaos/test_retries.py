@@ -1,4 +1,5 @@
 """Chaos: a worker that always fails is tried exactly max_retries + 1 times, spaced, one at a time."""
+
 from __future__ import annotations
 
 import pytest

@@ -4,6 +4,7 @@ shims, their results survive, and the next server takes over without running any
 These run ``api_server.py`` as a real process in a temporary orchestrator home, with
 workers that print numbered lines (tests/fixtures/counting_worker.py) and record every run.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,8 @@ class Home:
         (tmp / "config.yaml").write_text(
             f'api:\n  api_key: "{API_KEY}"\n  port: {self.port}\n  rate_limit_worker: 0\n'
             f'orchestrator:\n  worker: "command"\n  command: ["{sys.executable}", "{WORKER}", "{{task}}"]\n'
-            f'workers:\n  max_workers: 20\n  max_workers_limit: 20\n  kill_grace: 1\n  max_retries: {max_retries}\n  retry_backoff: 0.05\n  global_max_workers: 32\n')
+            f"workers:\n  max_workers: 20\n  max_workers_limit: 20\n  kill_grace: 1\n  max_retries: {max_retries}\n  retry_backoff: 0.05\n  global_max_workers: 32\n"
+        )
         self.env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp), "CHAOS_RUNS_DIR": str(self.runs)}
         self.env.pop("ORCHESTRATOR_CONFIG", None)
         if failpoints:
@@ -55,8 +57,9 @@ class Home:
         env = dict(self.env)
         if failpoints is not None:
             env["ORCHESTRATOR_FAILPOINTS"] = failpoints
-        self.server = subprocess.Popen([sys.executable, str(ROOT / "api_server.py")], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.server = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         return self.server
 
     def healthy(self) -> bool:
@@ -106,12 +109,20 @@ def test_server_sigkilled_with_20_running_workers_and_restarted_10s_later(tmp_pa
         short = {f"worker_{i}": (0 if i % 3 else 3 + i) for i in range(1, 11)}
         tasks = [f"lines=30 interval=0.1 code={short[f'worker_{i}']}" for i in range(1, 11)]
         tasks += ["lines=150 interval=0.1 code=0"] * 10
-        job = home.call("POST", "/api/v1/orchestrate", json={"request": "server kill", "tasks": tasks,
-                                                             "config": {"max_workers": 20}}).json()
+        job = home.call(
+            "POST", "/api/v1/orchestrate", json={"request": "server kill", "tasks": tasks, "config": {"max_workers": 20}}
+        ).json()
         root = job["job_id"]
-        wait_until(lambda: all(w["status"] == "running" and w["attempts"] and w["attempts"][-1]["pid"]
-                               for w in home.workers_on_disk(root).values())
-                   and len(home.workers_on_disk(root)) == 20, timeout=30)
+        wait_until(
+            lambda: (
+                all(
+                    w["status"] == "running" and w["attempts"] and w["attempts"][-1]["pid"]
+                    for w in home.workers_on_disk(root).values()
+                )
+                and len(home.workers_on_disk(root)) == 20
+            ),
+            timeout=30,
+        )
         home.kill()
         killed_at = time.time()
         time.sleep(10)
@@ -124,7 +135,10 @@ def test_server_sigkilled_with_20_running_workers_and_restarted_10s_later(tmp_pa
                 return False
             doc = home.call("GET", f"/api/v1/jobs/{root}/status").json()
             tasks = doc["results"]["tasks"]
-            return len(tasks) == 20 and all(t["status"] in TERMINAL or (t["status"] == "running" and "re-adopted" in _events(home, root, t["worker_id"])) for t in tasks)
+            return len(tasks) == 20 and all(
+                t["status"] in TERMINAL or (t["status"] == "running" and "re-adopted" in _events(home, root, t["worker_id"]))
+                for t in tasks
+            )
 
         wait_until(taken_over, timeout=10)
         took = time.time() - restarted
@@ -132,8 +146,7 @@ def test_server_sigkilled_with_20_running_workers_and_restarted_10s_later(tmp_pa
         by_name = {t["worker_id"]: t for t in doc["results"]["tasks"]}
         # The ten that ended while no server ran have their true exit codes and end times
         # (a re-adopted one may show "running" for a moment, until its exit file is read).
-        wait_until(lambda: all(home.workers_on_disk(root)[f"depth_0_{name}"]["status"] in TERMINAL for name in short),
-                   timeout=10)
+        wait_until(lambda: all(home.workers_on_disk(root)[f"depth_0_{name}"]["status"] in TERMINAL for name in short), timeout=10)
         for name, code in short.items():
             rec = home.workers_on_disk(root)[f"depth_0_{name}"]
             assert rec["attempts"][-1]["exit_code"] == code, (name, rec["attempts"])
@@ -192,7 +205,11 @@ def _illegal(before: dict | None, after: dict) -> list[str]:
     if len(new) < len(old):
         problems.append("attempts were lost")
     for x, y in zip(old, new):
-        if x["ended_at"] is not None and (x["ended_at"], x["exit_code"], x["signal"]) != (y["ended_at"], y["exit_code"], y["signal"]):
+        if x["ended_at"] is not None and (x["ended_at"], x["exit_code"], x["signal"]) != (
+            y["ended_at"],
+            y["exit_code"],
+            y["signal"],
+        ):
             problems.append(f"ended attempt {x['number']} changed")
     return problems
 
@@ -231,7 +248,10 @@ def test_server_killed_at_random_points_200_times(tmp_path):
         began = time.monotonic()
         for round_ in range(200):
             if round_ % 20 == 0:
-                print(f"round {round_}: {time.monotonic() - began:.1f}s, {len(roots)} jobs, {failpoint_deaths} failpoint deaths", flush=True)
+                print(
+                    f"round {round_}: {time.monotonic() - began:.1f}s, {len(roots)} jobs, {failpoint_deaths} failpoint deaths",
+                    flush=True,
+                )
             home.start(failpoints=rng.choice(points))
             up = False
             deadline = time.monotonic() + 20
@@ -246,8 +266,10 @@ def test_server_killed_at_random_points_200_times(tmp_path):
                 if missing and home.server.poll() is None:
                     unrecorded.extend(missing)
                 if rng.random() < 0.6:
-                    tasks = [f"lines={rng.randint(1, 8)} interval=0.02 code={rng.choice([0, 0, 0, 2])}"
-                             for _ in range(rng.randint(1, 4))]
+                    tasks = [
+                        f"lines={rng.randint(1, 8)} interval=0.02 code={rng.choice([0, 0, 0, 2])}"
+                        for _ in range(rng.randint(1, 4))
+                    ]
                     try:
                         reply = home.call("POST", "/api/v1/orchestrate", json={"request": "chaos", "tasks": tasks})
                         if reply.status_code == 202 or reply.status_code == 200:
@@ -266,8 +288,13 @@ def test_server_killed_at_random_points_200_times(tmp_path):
         # A last server, without failpoints, sees every job to its end.
         home.start(failpoints="")
         wait_until(home.healthy, timeout=30)
-        wait_until(lambda: all(home.call("GET", f"/api/v1/jobs/{r}").json()["status"] in ("completed", "partial", "failed", "cancelled")
-                               for r in roots), timeout=120)
+        wait_until(
+            lambda: all(
+                home.call("GET", f"/api/v1/jobs/{r}").json()["status"] in ("completed", "partial", "failed", "cancelled")
+                for r in roots
+            ),
+            timeout=120,
+        )
         records, bad = _read_tree_records(home)
         unreadable += bad
         twice = []
@@ -279,8 +306,9 @@ def test_server_killed_at_random_points_200_times(tmp_path):
             starts = [line for line in home.runs_of(rec["root_id"], rec["worker_id"], rec["depth"]) if line.startswith("start")]
             if len(starts) > len(rec["attempts"]):
                 twice.append(f"{path}: {len(starts)} runs for {len(rec['attempts'])} attempts")
-        orphans = [pid for root in {p.name.removeprefix("job_") for p in home.state().glob("job_*")}
-                   for pid in tagged_alive(f"{root}.")]
+        orphans = [
+            pid for root in {p.name.removeprefix("job_") for p in home.state().glob("job_*")} for pid in tagged_alive(f"{root}.")
+        ]
     finally:
         home.stop()
     workers = sum(1 for p in records if "/workers/" in p)
@@ -299,23 +327,27 @@ def test_server_killed_while_a_parent_waits_on_its_child_job(tmp_path):
     the new server re-adopts parent and children, and the tree completes with nothing rerun."""
     home = Home(tmp_path)
     config = home.tmp / "config.yaml"
-    config.write_text(config.read_text().replace('worker: "command"', 'worker: "simulated"')
-                      + "simulated:\n  duration: 2.0\n")
+    config.write_text(config.read_text().replace('worker: "command"', 'worker: "simulated"') + "simulated:\n  duration: 2.0\n")
     home.start()
     try:
         wait_until(home.healthy, timeout=30)
-        root = home.call("POST", "/api/v1/orchestrate", json={
-            "request": "Build a shop", "tasks": ["Backend with auth, orders and payments", "Frontend pages"]}).json()["job_id"]
+        root = home.call(
+            "POST",
+            "/api/v1/orchestrate",
+            json={"request": "Build a shop", "tasks": ["Backend with auth, orders and payments", "Frontend pages"]},
+        ).json()["job_id"]
         # Wait for a child job's workers to run: their parent is now blocked on them.
-        wait_until(lambda: any(w["depth"] == 1 and w["status"] == "running" for w in home.workers_on_disk(root).values()),
-                   timeout=30)
+        wait_until(
+            lambda: any(w["depth"] == 1 and w["status"] == "running" for w in home.workers_on_disk(root).values()), timeout=30
+        )
         home.kill()
         time.sleep(2)
         home.start()
         restarted = time.time()
         wait_until(home.healthy, timeout=30)
-        wait_until(lambda: home.call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("completed", "partial", "failed"),
-                   timeout=60)
+        wait_until(
+            lambda: home.call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("completed", "partial", "failed"), timeout=60
+        )
         took = time.time() - restarted
         doc = home.call("GET", f"/api/v1/jobs/{root}/status").json()
         workers = home.workers_on_disk(root)
