@@ -270,3 +270,106 @@ def test_the_engine_s_public_interface_has_no_any():
         loose += [f"{name}({param}: no type)" for param in missing]
     assert not loose, f"the engine's public interface is typed loosely: {loose}"
     assert _mentions_any(dict[str, typing.Any]) and not _mentions_any(dict[str, int]), "the check is blind"
+
+
+# The layers of the package, top first (README "Architecture"): a module imports its own layer
+# or the ones below it, never one above. Longest matching prefix wins.
+LAYERS = [
+    (
+        "entry points",
+        [
+            "orchestrator",
+            "orchestrator.__main__",
+            "orchestrator.cli",
+            "orchestrator.server",
+            "orchestrator.scripts",
+            "orchestrator.spawn",
+            "orchestrator.api",
+            "orchestrator.dashboard",
+            "orchestrator.progress",
+            "orchestrator.simulated",
+        ],
+    ),
+    ("engine", ["orchestrator.engine"]),
+    (
+        "engine parts",
+        [
+            "orchestrator.submission",
+            "orchestrator.running",
+            "orchestrator.finishing",
+            "orchestrator.restore",
+            "orchestrator.queries",
+            "orchestrator.tables",
+            "orchestrator.announce",
+        ],
+    ),
+    (
+        "services",
+        [
+            "orchestrator.execution",
+            "orchestrator.environment",
+            "orchestrator.monitor",
+            "orchestrator.status",
+            "orchestrator.prune",
+            "orchestrator.metrics",
+        ],
+    ),
+    ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),
+    ("text", ["orchestrator.prompts", "orchestrator.reports", "orchestrator.analytics"]),
+    (
+        "seams",
+        ["orchestrator.executor", "orchestrator.clock", "orchestrator.checkout", "orchestrator.steps", "orchestrator.adapters"],
+    ),
+    (
+        "bottom",
+        [
+            "orchestrator.runner",
+            "orchestrator.procscan",
+            "orchestrator.groupsync",
+            "orchestrator.models",
+            "orchestrator.config",
+            "orchestrator.workspace",
+            "orchestrator.filesystem",
+            "orchestrator.protocol",
+            "orchestrator.errors",
+            "orchestrator.logs",
+            "orchestrator.failpoints",
+            "orchestrator.events",
+            "orchestrator.pacing",
+            "orchestrator.wire",
+        ],
+    ),
+]
+
+
+def _layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def _upward(imports: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in sorted(imports.items()):
+        here = _layer_of(module)
+        for target in sorted(targets):
+            there = _layer_of(target)
+            if here is not None and there is not None and there < here:
+                found.append(f"{module} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]})")
+    return found
+
+
+def test_imports_point_down_the_layers():
+    modules = _modules()
+    known = set(modules)
+    unplaced = [name for name in modules if _layer_of(name) is None]
+    assert not unplaced, f"modules in no layer of LAYERS (place each in one): {unplaced}"
+    imports = {name: _imports(name, path, known) for name, path in modules.items()}
+    assert not _upward(imports), "imports pointing up the layers: " + "; ".join(_upward(imports))
+    # The checker sees an upward import when there is one.
+    assert _upward({"orchestrator.models": {"orchestrator.engine"}}) == [
+        "orchestrator.models (bottom) imports orchestrator.engine (engine)"
+    ]
