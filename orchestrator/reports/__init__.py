@@ -27,7 +27,7 @@ from jinja2 import (
 from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
-from orchestrator.reports.timeline import render_timeline_svg  # noqa: F401  (the engine draws it with the reports)
+from orchestrator.reports.timeline import render_timeline_svg, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -110,15 +110,18 @@ def render_final_report(
     templates_dir: Path | None = None,
     now: float | None = None,
     timeline_svg: str | None = None,
+    analytics: TreeAnalytics | None = None,
 ) -> str:
     """FINAL_RESULT.md: the whole tree, with its timeline, performance and traceability.
 
     ``timeline_svg`` is the picture's path relative to the job folder, for a link
     (the engine writes it next to the report); without it the report has no link.
+    ``analytics``: ``analyse`` of the same records in ``tree_order`` at the same ``now``,
+    when the caller has it already (the engine draws the picture from it too).
     """
     now = time.time() if now is None else now
     summary = len(workers) > FULL_LIST_LIMIT
-    context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary)
+    context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary, analytics=analytics)
     analytics: TreeAnalytics = context["a"]
     with_output, files = context["with_output"], context["files"]
     context.update(
@@ -194,12 +197,13 @@ def _context(
     *,
     base: str,
     per_worker: bool = True,
+    analytics: TreeAnalytics | None = None,
 ) -> dict[str, Any]:
     """What both templates see. ``base`` is the report's folder, for relative links. Without
     ``per_worker`` the per-worker figures (``elapsed``, ``worker_time``) are left for the caller."""
-    jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
-    workers = _sorted_workers(workers, jobs)
-    analytics = analyse(jobs, workers, now)
+    jobs, workers = tree_order(jobs, workers)
+    if analytics is None:
+        analytics = analyse(jobs, workers, now)
     by_job: dict[str, list[WorkerRecord]] = {j.id: [] for j in jobs}
     failures: list[WorkerRecord] = []
     with_output: list[WorkerRecord] = []
@@ -240,6 +244,12 @@ def _context(
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
         "simulated": simulated,
     }
+
+
+def tree_order(jobs: list[JobRecord], workers: list[WorkerRecord]) -> tuple[list[JobRecord], list[WorkerRecord]]:
+    """Jobs and workers in the order the reports list them (by depth, job, plan position)."""
+    jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
+    return jobs, _sorted_workers(workers, jobs)
 
 
 def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[WorkerRecord]:
