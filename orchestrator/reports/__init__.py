@@ -122,25 +122,25 @@ def render_final_report(
     now = time.time() if now is None else now
     summary = len(workers) > FULL_LIST_LIMIT
     context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary, analytics=analytics)
-    analytics: TreeAnalytics = context["a"]
+    figures: TreeAnalytics = context["a"]
     with_output, files = context["with_output"], context["files"]
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
-        timeline=[] if summary else text_timeline(analytics.rows, TIMELINE_WIDTH),
+        timeline=[] if summary else text_timeline(figures.rows, TIMELINE_WIDTH),
         timeline_svg=timeline_svg,
         outputs=[(w, *_clip(w.output, OUTPUT_LIMIT)) for w in (with_output[:SHOWN_LIMIT] if summary else with_output)],
         outputs_total=len(with_output),
         files=files[:SHOWN_LIMIT] if summary else files,
         files_total=len(files),
         failures_total=len(context["failures"]),
-        levels=_levels(context["tally"], context["jobs"], analytics) if summary else [],
+        levels=_levels(context["tally"], context["jobs"], figures) if summary else [],
         shown_limit=SHOWN_LIMIT,
     )
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
         busy: dict[tuple[int, str, str], float] = {}  # (depth, job, name): worker time
-        for row in analytics.rows:
+        for row in figures.rows:
             who = (row.depth, row.job_id, row.worker)
             busy[who] = busy.get(who, 0.0) + row.end - row.start
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
