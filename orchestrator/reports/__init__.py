@@ -24,7 +24,7 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
+from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
 from orchestrator.reports.timeline import render_timeline_svg, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
@@ -124,6 +124,15 @@ def render_final_report(
     context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary, analytics=analytics)
     figures: TreeAnalytics = context["a"]
     with_output, files = context["with_output"], context["files"]
+    # Worker time per worker and per depth, in one pass over the attempts (only a summary shows them).
+    busy: dict[str, float] = {}  # worker key: worker time
+    busy_at: dict[int, float] = {}  # depth: worker time
+    first: dict[str, TimelineRow] = {}  # worker key: its first attempt's row (which names its job)
+    for row in figures.rows if summary else ():
+        key, depth = row.worker_key, row.depth
+        busy[key] = busy.get(key, 0.0) + row.end - row.start
+        busy_at[depth] = busy_at.get(depth, 0.0) + row.end - row.start
+        first.setdefault(key, row)
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
@@ -134,20 +143,14 @@ def render_final_report(
         files=files[:SHOWN_LIMIT] if summary else files,
         files_total=len(files),
         failures_total=len(context["failures"]),
-        levels=_levels(context["tally"], context["jobs"], figures) if summary else [],
+        levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
     )
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
-        busy: dict[tuple[int, str, str], float] = {}  # (depth, job, name): worker time
-        for row in figures.rows:
-            who = (row.depth, row.job_id, row.worker)
-            busy[who] = busy.get(who, 0.0) + row.end - row.start
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
-        rank = {who: i for i, (who, _) in enumerate(top)}
-        busiest = sorted(
-            (w for w in context["workers"] if (w.depth, w.job_id, w.name) in rank), key=lambda w: rank[w.depth, w.job_id, w.name]
-        )
+        by_job = context["workers_by_job"]  # a worker's record, found among its job's (not among all 10,000)
+        busiest = [w for key, _ in top for w in by_job.get(first[key].job_id, ()) if w.name == first[key].worker]
         context["busiest"] = busiest
         shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
         context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
@@ -169,12 +172,9 @@ class Level:
     report: str  # LEVEL_<d>_REPORT.md, relative to the job folder
 
 
-def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
-    """Per depth: jobs, workers by status (``tally``: (depth, status value) -> workers) and worker time."""
+def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], busy: dict[int, float]) -> list[Level]:
+    """Per depth: jobs, workers by status (``tally``: (depth, status value) -> workers) and worker time (``busy``)."""
     jobs_at = Counter(j.depth for j in jobs)
-    busy: dict[int, float] = {}
-    for row in analytics.rows:
-        busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
     return [
         Level(
             depth=d,
