@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .groupsync import GroupCommit
@@ -68,6 +68,20 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = T
         raise
     if durable:
         _fsync_dir_grouped(path.parent)
+
+
+def encoded_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[bytes]:
+    """``pieces`` of text, UTF-8 encoded in blocks of about ``size`` characters (a streamed write)."""
+    block: list[str] = []
+    length = 0
+    for piece in pieces:
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block).encode("utf-8")
+            block, length = [], 0
+    if block:
+        yield "".join(block).encode("utf-8")
 
 
 # ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new

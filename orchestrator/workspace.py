@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
-from .filesystem import atomic_write, spread_subfolders, write_all
+from .filesystem import atomic_write, encoded_blocks, spread_subfolders, write_all
 from .models import JobRecord, WorkerRecord
 
 ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
@@ -512,7 +512,7 @@ class Workspace:
 
     def write_text(self, path: Path, text: str | Iterable[str]) -> None:
         """Atomically; ``text`` may come in pieces, streamed to the file in blocks of ~64 KB."""
-        self._write_bytes(path, text.encode("utf-8") if isinstance(text, str) else _blocks(text))
+        self._write_bytes(path, text.encode("utf-8") if isinstance(text, str) else encoded_blocks(text))
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         # Compact: json's C encoder is used only without indent (several times faster).
@@ -523,20 +523,6 @@ class Workspace:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
-
-
-def _blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[bytes]:
-    """``pieces`` encoded in blocks of about ``size`` characters."""
-    block: list[str] = []
-    length = 0
-    for piece in pieces:
-        block.append(piece)
-        length += len(piece)
-        if length >= size:
-            yield "".join(block).encode("utf-8")
-            block, length = [], 0
-    if block:
-        yield "".join(block).encode("utf-8")
 
 
 def _open_regular_fd(path: Path) -> tuple[int, int] | None:
