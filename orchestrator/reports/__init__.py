@@ -149,8 +149,11 @@ def render_final_report(
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
-        by_job = context["workers_by_job"]  # a worker's record, found among its job's (not among all 10,000)
-        busiest = [w for key, _ in top for w in by_job.get(first[key].job_id, ()) if w.name == first[key].worker]
+        by_job = context["workers_by_job"]
+        named: dict[str, dict[str, WorkerRecord]] = {}  # job id: its workers by name, for the jobs the top ones ran in
+        for job_id in {first[key].job_id for key, _ in top}:
+            named[job_id] = {w.name: w for w in by_job.get(job_id, ())}
+        busiest = [w for key, _ in top if (w := named[first[key].job_id].get(first[key].worker)) is not None]
         context["busiest"] = busiest
         shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
         context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
