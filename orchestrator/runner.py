@@ -219,29 +219,6 @@ def signal_name(signum: int | None) -> str:
         return f"signal {signum}"
 
 
-_ENCODED: dict[str, bytes] = {}  # environment names and values, encoded as Popen would (os.fsencode)
-_ENCODED_KEPT = 4096
-
-
-def _env_bytes(env: Mapping[str, str]) -> dict[bytes, bytes]:
-    """``env`` encoded for Popen from a cache: Popen calls os.fsencode on every name and value
-    (100 Python calls per worker, the most expensive part of a spawn on the server's side),
-    and a job's workers share most of their environment. Bounded: cleared when full."""
-    cache = _ENCODED
-    if len(cache) >= _ENCODED_KEPT:
-        cache.clear()
-    out: dict[bytes, bytes] = {}
-    for name, value in env.items():
-        key = cache.get(name)
-        if key is None:
-            key = cache[name] = os.fsencode(name)
-        data = cache.get(value)
-        if data is None:
-            data = cache[value] = os.fsencode(value)
-        out[key] = data
-    return out
-
-
 class ProcessRunner:
     """Starts, watches and signals worker processes."""
 
@@ -274,7 +251,7 @@ class ProcessRunner:
             popen = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env=_env_bytes(full_env),
+                env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,

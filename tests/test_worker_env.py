@@ -179,16 +179,3 @@ def test_a_worker_s_paths_are_built_once_and_are_the_layout_s(tmp_path):
     )
     with pytest.raises(Exception, match="invalid worker id"):
         ws.worker_paths("0123456789ab", 2, "../x")
-
-
-def test_the_spawn_encodes_the_environment_as_popen_would():
-    """runner._env_bytes: names and values encoded from a bounded cache, exactly as os.fsencode
-    (undecodable bytes round-trip through surrogateescape)."""
-    from orchestrator import runner
-
-    env = {"PLAIN": "x", "ACCENT": "é", "RAW": os.fsdecode(b"\xff\xfe"), "PATH": os.environ.get("PATH", "")}
-    assert runner._env_bytes(env) == {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
-    assert runner._env_bytes(env) == runner._env_bytes(dict(env))  # from the cache, the same
-    for i in range(runner._ENCODED_KEPT + 10):
-        runner._env_bytes({"N": str(i)})
-    assert len(runner._ENCODED) <= runner._ENCODED_KEPT
