@@ -30,7 +30,7 @@ from .announce import Announcer
 from .checkout import Checkout, make_checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
-from .environment import PACKAGE_PARENT, SPAWN_BIN, Credentials, base_env, worker_env, worker_prompt
+from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
 from .errors import Conflict, Unavailable
 from .events import EventBus
 from .execution import Outcome
@@ -87,6 +87,7 @@ class Engine:
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
+        self._base_envs = BaseEnvs(settings)  # what each job's workers start from (environment.py)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self.tables = Tables(self.workspace)  # read and changed under self._lock only
@@ -274,7 +275,8 @@ class Engine:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
     def _worker_env(self, rec: WorkerRecord, cfg: JobConfig) -> dict[str, str]:
-        return worker_env(self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=self.credentials)
+        base = self._base_envs.get(rec.job_id)
+        return worker_env(self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=self.credentials, base=base)
 
     def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker of ``job`` reads (environment.worker_prompt, with this server's API and template)."""

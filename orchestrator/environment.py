@@ -35,6 +35,26 @@ def base_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+class BaseEnvs:
+    """``base_env`` once per job: every worker of a job starts from a copy of the same one
+    (copying ``os.environ`` per worker cost more than anything else in its environment).
+    The server's environment is read when a job's first worker starts."""
+
+    KEPT = 256  # jobs whose base is kept; past that the cache starts afresh
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._by_job: dict[str, dict[str, str]] = {}
+
+    def get(self, job_id: str) -> dict[str, str]:
+        found = self._by_job.get(job_id)
+        if found is None:
+            if len(self._by_job) >= self.KEPT:
+                self._by_job.clear()
+            found = self._by_job[job_id] = base_env(self.settings)
+        return found
+
+
 class Credentials(Protocol):
     """Issues a worker's scoped API key (api.auth.Credentials, when the server runs)."""
 
@@ -49,13 +69,15 @@ def worker_env(
     *,
     api_url: str | None,
     credentials: Credentials | None,
+    base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The worker protocol: who it is, where it is, and how to start a child job, on top of
-    the environment the server's owner chose (``base_env``)."""
-    env = base_env(settings)
+    the environment the server's owner chose (``base``: ``base_env``, never changed here)."""
+    env = dict(base) if base is not None else base_env(settings)
     # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
     bin_dir = os.path.dirname(python_executable())
     env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
+    paths = workspace.worker_paths(rec.root_id, rec.depth, rec.name)
     env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(
         {
@@ -65,12 +87,12 @@ def worker_env(
             protocol.DEPTH: str(rec.depth),
             protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
             protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
-            protocol.WORKER_DIR: str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+            protocol.WORKER_DIR: str(paths.dir),
             protocol.PYTHON: python_executable(),
         }
     )
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
-    tmp = str(workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
+    tmp = str(paths.tmp)
     env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
     if api_url and cfg.enable_recursion:
         env[protocol.API_URL] = api_url

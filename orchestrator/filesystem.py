@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .groupsync import GroupCommit
@@ -42,8 +43,9 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
+    ``data`` may come in chunks (a big report is streamed, never held whole).
 
     With ``durable`` the file and then its folder are fsynced, so the rename
     survives a crash of the machine too, not just of the process.
@@ -53,7 +55,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         try:
-            write_all(fd, data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                write_all(fd, chunk)
             if durable:
                 _fdatasync(fd)
         finally:
@@ -65,6 +68,20 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise
     if durable:
         _fsync_dir_grouped(path.parent)
+
+
+def encoded_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[bytes]:
+    """``pieces`` of text, UTF-8 encoded in blocks of about ``size`` characters (a streamed write)."""
+    block: list[str] = []
+    length = 0
+    for piece in pieces:
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block).encode("utf-8")
+            block, length = [], 0
+    if block:
+        yield "".join(block).encode("utf-8")
 
 
 # ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new

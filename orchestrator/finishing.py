@@ -13,9 +13,11 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from . import failpoints, logs, reports, states
+from .analytics import analyse
 from .announce import Announcer
 from .clock import Clock
 from .config import Settings
@@ -230,8 +232,13 @@ class Finishing:
                 text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
                 self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
             if job.is_root:  # the picture first, so the report's link to it never dangles
+                # One set of the tree's figures for both, and the picture streamed to its file:
+                # at 10,000 workers each is a pass over every record, and the picture megabytes.
+                jobs, workers = reports.tree_order(jobs, workers)
+                now = time.time()
+                figures = analyse(jobs, workers, now)
                 svg = self.workspace.timeline_svg(job.root_id)
-                self.workspace.write_text(svg, reports.render_timeline_svg(jobs, workers))
+                self.workspace.write_text(svg, reports.timeline_svg_parts(jobs, workers, now=now, analytics=figures))
                 text = reports.render_final_report(
                     jobs[0],
                     jobs,
@@ -239,6 +246,8 @@ class Finishing:
                     log_tails=tails,
                     templates_dir=tdir,
                     timeline_svg=self.workspace.relative(job.root_id, svg),
+                    now=now,
+                    analytics=figures,
                 )
                 self.workspace.write_text(self.workspace.final_report(job.root_id), text)
         except Exception as exc:  # a broken custom template must not hang the job

@@ -30,12 +30,13 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
-from .filesystem import atomic_write, spread_subfolders, write_all
+from .filesystem import atomic_write, encoded_blocks, spread_subfolders, write_all
 from .models import JobRecord, WorkerRecord
 
 ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
@@ -93,6 +94,60 @@ def parse_worker_ref(ref: str) -> tuple[int | None, str]:
     return None, validate_worker_name(ref)
 
 
+@dataclass(frozen=True)
+class WorkerPaths:
+    """Every path of one worker, built once (``Workspace.worker_paths``)."""
+
+    key: str  # depth_<d>_<name>
+    dir: Path  # its directory (its cwd)
+    log: Path  # its stdout+stderr, every attempt
+    record: Path  # state/workers/<key>.json
+    prompt: Path  # state/prompts/<key>.txt
+    tmp: Path  # its TMPDIR
+    exits: Path  # the folder of its attempts' exit files
+
+    def exit_file(self, attempt: int) -> Path:
+        return self.exits / f"{self.key}.{int(attempt)}"
+
+
+@dataclass(frozen=True)
+class _TreeDirs:
+    """The folders of one job tree, built once per tree."""
+
+    job: Path
+    state: Path
+    logs: Path
+    orchestrator_log: Path
+    jobs: Path
+    workers: Path
+    prompts: Path
+    exits: Path
+    tmp: Path
+    depths: dict[int, Path]
+
+    @classmethod
+    def under(cls, job: Path) -> _TreeDirs:
+        state, logs = job / "state", job / "logs"
+        return cls(
+            job=job,
+            state=state,
+            logs=logs,
+            orchestrator_log=logs / "orchestrator.log",
+            jobs=state / "jobs",
+            workers=state / "workers",
+            prompts=state / "prompts",
+            exits=state / "exits",
+            tmp=state / "tmp",
+            depths={},
+        )
+
+    def depth(self, depth: int) -> Path:
+        found = self.depths.get(depth)
+        if found is None:
+            found = self.depths.setdefault(depth, self.job / f"depth_{depth}")
+        return found
+
+
 def read_json(path: Path) -> dict[str, Any]:
     with open(path, "rb") as handle:
         return json.loads(handle.read())
@@ -104,36 +159,65 @@ class Workspace:
     def __init__(self, root: Path | str, *, durable: bool = True) -> None:
         self.root = Path(root).resolve()
         self.durable = durable
-        self._job_dirs: dict[str, Path] = {}
+        # Paths built once: every ``/`` of a Path costs microseconds, and a worker's run reads its
+        # dozen paths over and over (its thread, the monitor, its records), so the folders of a
+        # tree and the paths of its workers are cached. Caches are cleared when full, so a
+        # long-running server's stay small; a path is the same however often it is rebuilt.
+        self._trees: dict[str, _TreeDirs] = {}
+        self._workers: dict[tuple[str, int, str], WorkerPaths] = {}
 
     # -- layout -------------------------------------------------------------
-    def job_dir(self, root_id: str) -> Path:
-        found = self._job_dirs.get(root_id)  # every path of a tree starts here: built once per tree
+    def _tree(self, root_id: str) -> _TreeDirs:
+        found = self._trees.get(root_id)
         if found is None:
             if not isinstance(root_id, str) or not ROOT_ID_RE.fullmatch(root_id):
                 raise InvalidId(f"invalid root job id {root_id!r}")
-            if len(self._job_dirs) >= 4096:
-                self._job_dirs.clear()  # a long-running server's cache stays small
-            found = self._job_dirs[root_id] = self.root / f"job_{root_id}"
+            if len(self._trees) >= 4096:
+                self._trees.clear()
+            found = self._trees[root_id] = _TreeDirs.under(self.root / f"job_{root_id}")
         return found
 
+    def worker_paths(self, root_id: str, depth: int, name: str) -> WorkerPaths:
+        """Every path of one worker (its directory, log, record, prompt, TMPDIR, exit files)."""
+        found = self._workers.get((root_id, depth, name))
+        if found is None:
+            tree = self._tree(root_id)
+            depth = int(depth)
+            key = worker_key(depth, validate_worker_name(name))
+            found = WorkerPaths(
+                key=key,
+                dir=tree.depth(depth) / name,
+                log=tree.logs / f"{key}.log",
+                record=tree.workers / f"{key}.json",
+                prompt=tree.prompts / f"{key}.txt",
+                tmp=tree.tmp / key,
+                exits=tree.exits,
+            )
+            if len(self._workers) >= 2048:
+                self._workers.clear()
+            self._workers[(root_id, depth, name)] = found
+        return found
+
+    def job_dir(self, root_id: str) -> Path:
+        return self._tree(root_id).job
+
     def depth_dir(self, root_id: str, depth: int) -> Path:
-        return self.job_dir(root_id) / f"depth_{int(depth)}"
+        return self._tree(root_id).depth(int(depth))
 
     def worker_dir(self, root_id: str, depth: int, name: str) -> Path:
-        return self.depth_dir(root_id, depth) / validate_worker_name(name)
+        return self.worker_paths(root_id, depth, name).dir
 
     def recursive_marker(self, root_id: str, depth: int, name: str) -> Path:
         return self.depth_dir(root_id, depth) / f"{validate_worker_name(name)}_recursive"
 
     def logs_dir(self, root_id: str) -> Path:
-        return self.job_dir(root_id) / "logs"
+        return self._tree(root_id).logs
 
     def worker_log(self, root_id: str, depth: int, name: str) -> Path:
-        return self.logs_dir(root_id) / f"{worker_key(depth, validate_worker_name(name))}.log"
+        return self.worker_paths(root_id, depth, name).log
 
     def orchestrator_log(self, root_id: str) -> Path:
-        return self.logs_dir(root_id) / "orchestrator.log"
+        return self._tree(root_id).orchestrator_log
 
     def reports_dir(self, root_id: str) -> Path:
         return self.job_dir(root_id) / "reports"
@@ -149,17 +233,17 @@ class Workspace:
         return self.reports_dir(root_id) / "timeline.svg"
 
     def state_dir(self, root_id: str) -> Path:
-        return self.job_dir(root_id) / "state"
+        return self._tree(root_id).state
 
     def job_record_path(self, job_id: str) -> Path:
-        return self.state_dir(root_of(job_id)) / "jobs" / f"{job_id}.json"
+        return self._tree(root_of(job_id)).jobs / f"{job_id}.json"
 
     def worker_record_path(self, root_id: str, depth: int, name: str) -> Path:
-        return self.state_dir(root_id) / "workers" / f"{worker_key(depth, validate_worker_name(name))}.json"
+        return self.worker_paths(root_id, depth, name).record
 
     def exit_file(self, root_id: str, depth: int, name: str, attempt: int) -> Path:
         """Where a worker's shim writes one attempt's exit status (it outlives the server)."""
-        return self.state_dir(root_id) / "exits" / f"{worker_key(depth, validate_worker_name(name))}.{int(attempt)}"
+        return self.worker_paths(root_id, depth, name).exit_file(attempt)
 
     def planning_dir(self) -> Path:
         """A scratch folder for one AI planning call (the job tree does not exist yet)."""
@@ -169,7 +253,7 @@ class Workspace:
 
     def worker_tmp(self, root_id: str, depth: int, name: str) -> Path:
         """A worker's TMPDIR: private, outside its directory, emptied when it ends."""
-        return self.state_dir(root_id) / "tmp" / worker_key(depth, validate_worker_name(name))
+        return self.worker_paths(root_id, depth, name).tmp
 
     def release_worker_tmp(self, root_id: str, depth: int, name: str) -> None:
         """A worker ended: whatever it left in its TMPDIR goes now. An empty TMPDIR (the usual
@@ -187,10 +271,10 @@ class Workspace:
 
     def remove_tree_tmp(self, root_id: str) -> None:
         """A tree ended: all its workers' TMPDIRs go, at once."""
-        shutil.rmtree(self.state_dir(root_id) / "tmp", ignore_errors=True)
+        shutil.rmtree(self._tree(root_id).tmp, ignore_errors=True)
 
     def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
-        return self.state_dir(root_id) / "prompts" / f"{worker_key(depth, validate_worker_name(name))}.txt"
+        return self.worker_paths(root_id, depth, name).prompt
 
     def relative(self, root_id: str, path: Path) -> str:
         """A path inside a job folder, relative to it (portable in reports and records)."""
@@ -426,14 +510,15 @@ class Workspace:
             os.close(fd)
         return data.decode("utf-8", errors="replace")
 
-    def write_text(self, path: Path, text: str) -> None:
-        self._write_bytes(path, text.encode("utf-8"))
+    def write_text(self, path: Path, text: str | Iterable[str]) -> None:
+        """Atomically; ``text`` may come in pieces, streamed to the file in blocks of ~64 KB."""
+        self._write_bytes(path, text.encode("utf-8") if isinstance(text, str) else encoded_blocks(text))
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         # Compact: json's C encoder is used only without indent (several times faster).
         self._write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
-    def _write_bytes(self, path: Path, data: bytes) -> None:
+    def _write_bytes(self, path: Path, data: bytes | Iterable[bytes]) -> None:
         try:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:

@@ -517,3 +517,22 @@ def test_records_written_before_the_goal_field_still_load_and_show_their_task():
     assert job.goal is None and worker.goal is None
     text = render_final_report(job, [job], [worker], log_tails={}, now=T + 30)
     assert "\nTask: Auth for: Build a REST API\n" in text and "part of" not in text and "Planned as" not in text
+
+
+def test_final_report_from_figures_computed_once_is_the_same_report():
+    """The engine computes the tree's figures once (analyse over ``tree_order``) for the picture
+    and FINAL_RESULT.md: given them, the report is the one it computes itself."""
+    from orchestrator.analytics import analyse
+    from orchestrator.reports import tree_order
+
+    root = make_job("r1", end=300)
+    child = make_job("r1.1", 1, start=10, end=200, parent_job_id="r1", parent_worker="worker_2")
+    workers = [make_worker("r1.1", f"worker_2_{i}", 1, 10 + i, 20 + 2 * i, index=i) for i in (3, 1, 2)]
+    workers += [make_worker("r1", f"worker_{i}", 0, i, 50 + i, index=i, status=WorkerStatus.FAILED) for i in (2, 1)]
+    jobs, ordered = tree_order([child, root], workers)
+    assert [j.id for j in jobs] == ["r1", "r1.1"]
+    assert [w.name for w in ordered] == ["worker_1", "worker_2", "worker_2_1", "worker_2_2", "worker_2_3"]
+    figures = analyse(jobs, ordered, T + 300)
+    alone = render_final_report(root, [child, root], workers, log_tails={}, now=T + 300)
+    shared = render_final_report(root, jobs, ordered, log_tails={}, now=T + 300, analytics=figures)
+    assert shared == alone and "worker_2_3" in shared

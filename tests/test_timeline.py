@@ -306,3 +306,23 @@ def test_the_api_draws_the_picture_live(make_live):
     assert live.call("GET", "/api/v1/jobs/NOT-AN-ID/timeline.svg").status_code == 400
     assert live.call("GET", "/api/v1/jobs/ffffffffffff/timeline.svg").status_code == 404
     live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+
+def test_the_streamed_picture_is_the_whole_one_and_shared_figures_draw_the_same(tree, tmp_path):
+    # Given a tree, its figures computed once (as the engine does for the picture and FINAL_RESULT.md)
+    from orchestrator.analytics import analyse
+    from orchestrator.workspace import Workspace
+
+    jobs, workers = tree
+    whole = render_timeline_svg(jobs, workers, now=50.0)
+    figures = analyse(jobs, workers, 50.0)
+    # Then the pieces, streamed to a file in blocks, make the same document, with or without them
+    assert "".join(timeline.timeline_svg_parts(jobs, workers, now=50.0)) == whole
+    assert render_timeline_svg(jobs, workers, now=50.0, analytics=figures) == whole
+    path = tmp_path / "timeline.svg"
+    Workspace(tmp_path).write_text(path, timeline.timeline_svg_parts(jobs, workers, now=50.0, analytics=figures))
+    assert path.read_text(encoding="utf-8") == whole
+    assert [p.name for p in tmp_path.iterdir()] == ["timeline.svg"]  # no temp file left behind
+    big = tmp_path / "big.txt"  # many pieces, several blocks, non-ASCII across their edges
+    Workspace(tmp_path).write_text(big, (f"{i}→" * 50 for i in range(3000)))
+    assert big.read_text(encoding="utf-8") == "".join(f"{i}→" * 50 for i in range(3000))

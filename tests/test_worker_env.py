@@ -145,3 +145,37 @@ def test_no_api_response_shows_the_values(make_live):
     ):
         answer = live.call("GET", path)
         assert answer.status_code == 200 and SECRET not in answer.text, path
+
+
+def test_a_job_s_workers_share_one_base_environment_read_when_its_first_worker_starts(monkeypatch, tmp_path):
+    """environment.BaseEnvs: the server's environment is copied once per job, not per worker;
+    each worker gets its own copy, and a later job reads the environment afresh."""
+    from orchestrator.environment import BaseEnvs
+
+    settings = load_settings(base_dir=tmp_path, environ={}, overrides={})
+    monkeypatch.setenv("BENCH_SEEN", "one")
+    envs = BaseEnvs(settings)
+    first = envs.get("aaaaaaaaaaaa")
+    monkeypatch.setenv("BENCH_SEEN", "two")
+    assert envs.get("aaaaaaaaaaaa") is first and first["BENCH_SEEN"] == "one"
+    assert envs.get("bbbbbbbbbbbb")["BENCH_SEEN"] == "two"
+    assert not [k for k in first if k.startswith("ORCHESTRATOR_")]
+
+
+def test_a_worker_s_paths_are_built_once_and_are_the_layout_s(tmp_path):
+    from orchestrator.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    paths = ws.worker_paths("0123456789ab", 2, "worker_1_3")
+    assert ws.worker_paths("0123456789ab", 2, "worker_1_3") is paths
+    job = tmp_path.resolve() / "job_0123456789ab"
+    assert paths.dir == ws.worker_dir("0123456789ab", 2, "worker_1_3") == job / "depth_2" / "worker_1_3"
+    assert paths.log == job / "logs" / "depth_2_worker_1_3.log"
+    assert paths.record == job / "state" / "workers" / "depth_2_worker_1_3.json"
+    assert paths.prompt == job / "state" / "prompts" / "depth_2_worker_1_3.txt"
+    assert paths.tmp == job / "state" / "tmp" / "depth_2_worker_1_3"
+    assert (
+        paths.exit_file(3) == ws.exit_file("0123456789ab", 2, "worker_1_3", 3) == job / "state" / "exits" / "depth_2_worker_1_3.3"
+    )
+    with pytest.raises(Exception, match="invalid worker id"):
+        ws.worker_paths("0123456789ab", 2, "../x")

@@ -24,10 +24,10 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.analytics import TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
+from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
-from orchestrator.reports.timeline import render_timeline_svg  # noqa: F401  (the engine draws it with the reports)
+from orchestrator.reports.timeline import render_timeline_svg, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -110,41 +110,50 @@ def render_final_report(
     templates_dir: Path | None = None,
     now: float | None = None,
     timeline_svg: str | None = None,
+    analytics: TreeAnalytics | None = None,
 ) -> str:
     """FINAL_RESULT.md: the whole tree, with its timeline, performance and traceability.
 
     ``timeline_svg`` is the picture's path relative to the job folder, for a link
     (the engine writes it next to the report); without it the report has no link.
+    ``analytics``: ``analyse`` of the same records in ``tree_order`` at the same ``now``,
+    when the caller has it already (the engine draws the picture from it too).
     """
     now = time.time() if now is None else now
     summary = len(workers) > FULL_LIST_LIMIT
-    context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary)
-    analytics: TreeAnalytics = context["a"]
+    context = _context(root, jobs, workers, log_tails, now, base="", per_worker=not summary, analytics=analytics)
+    figures: TreeAnalytics = context["a"]
     with_output, files = context["with_output"], context["files"]
+    # Worker time per worker and per depth, in one pass over the attempts (only a summary shows them).
+    busy: dict[str, float] = {}  # worker key: worker time
+    busy_at: dict[int, float] = {}  # depth: worker time
+    first: dict[str, TimelineRow] = {}  # worker key: its first attempt's row (which names its job)
+    for row in figures.rows if summary else ():
+        key, depth = row.worker_key, row.depth
+        busy[key] = busy.get(key, 0.0) + row.end - row.start
+        busy_at[depth] = busy_at.get(depth, 0.0) + row.end - row.start
+        first.setdefault(key, row)
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
-        timeline=[] if summary else text_timeline(analytics.rows, TIMELINE_WIDTH),
+        timeline=[] if summary else text_timeline(figures.rows, TIMELINE_WIDTH),
         timeline_svg=timeline_svg,
         outputs=[(w, *_clip(w.output, OUTPUT_LIMIT)) for w in (with_output[:SHOWN_LIMIT] if summary else with_output)],
         outputs_total=len(with_output),
         files=files[:SHOWN_LIMIT] if summary else files,
         files_total=len(files),
         failures_total=len(context["failures"]),
-        levels=_levels(context["tally"], context["jobs"], analytics) if summary else [],
+        levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
     )
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
-        busy: dict[tuple[int, str, str], float] = {}  # (depth, job, name): worker time
-        for row in analytics.rows:
-            who = (row.depth, row.job_id, row.worker)
-            busy[who] = busy.get(who, 0.0) + row.end - row.start
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
-        rank = {who: i for i, (who, _) in enumerate(top)}
-        busiest = sorted(
-            (w for w in context["workers"] if (w.depth, w.job_id, w.name) in rank), key=lambda w: rank[w.depth, w.job_id, w.name]
-        )
+        by_job = context["workers_by_job"]
+        named: dict[str, dict[str, WorkerRecord]] = {}  # job id: its workers by name, for the jobs the top ones ran in
+        for job_id in {first[key].job_id for key, _ in top}:
+            named[job_id] = {w.name: w for w in by_job.get(job_id, ())}
+        busiest = [w for key, _ in top if (w := named[first[key].job_id].get(first[key].worker)) is not None]
         context["busiest"] = busiest
         shown = {w.key: w for w in [*busiest, *context["failures"], *(w for w, *_ in context["outputs"])]}.values()
         context["elapsed"] = {w.key: worker_elapsed(w, now) for w in shown}
@@ -166,12 +175,9 @@ class Level:
     report: str  # LEVEL_<d>_REPORT.md, relative to the job folder
 
 
-def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], analytics: TreeAnalytics) -> list[Level]:
-    """Per depth: jobs, workers by status (``tally``: (depth, status value) -> workers) and worker time."""
+def _levels(tally: dict[tuple[int, str], int], jobs: list[JobRecord], busy: dict[int, float]) -> list[Level]:
+    """Per depth: jobs, workers by status (``tally``: (depth, status value) -> workers) and worker time (``busy``)."""
     jobs_at = Counter(j.depth for j in jobs)
-    busy: dict[int, float] = {}
-    for row in analytics.rows:
-        busy[row.depth] = busy.get(row.depth, 0.0) + row.end - row.start
     return [
         Level(
             depth=d,
@@ -194,12 +200,13 @@ def _context(
     *,
     base: str,
     per_worker: bool = True,
+    analytics: TreeAnalytics | None = None,
 ) -> dict[str, Any]:
     """What both templates see. ``base`` is the report's folder, for relative links. Without
     ``per_worker`` the per-worker figures (``elapsed``, ``worker_time``) are left for the caller."""
-    jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
-    workers = _sorted_workers(workers, jobs)
-    analytics = analyse(jobs, workers, now)
+    jobs, workers = tree_order(jobs, workers)
+    if analytics is None:
+        analytics = analyse(jobs, workers, now)
     by_job: dict[str, list[WorkerRecord]] = {j.id: [] for j in jobs}
     failures: list[WorkerRecord] = []
     with_output: list[WorkerRecord] = []
@@ -240,6 +247,12 @@ def _context(
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
         "simulated": simulated,
     }
+
+
+def tree_order(jobs: list[JobRecord], workers: list[WorkerRecord]) -> tuple[list[JobRecord], list[WorkerRecord]]:
+    """Jobs and workers in the order the reports list them (by depth, job, plan position)."""
+    jobs = sorted(jobs, key=lambda j: (j.depth, j.created_at, j.id))
+    return jobs, _sorted_workers(workers, jobs)
 
 
 def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[WorkerRecord]:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from orchestrator.analytics import analyse, queue_wait, subtree
+from orchestrator.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 
 WIDTH = 1200
@@ -70,13 +71,34 @@ class Row:
 
 
 def render_timeline_svg(
-    jobs: list[JobRecord], workers: list[WorkerRecord], *, job_id: str | None = None, now: float | None = None
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    job_id: str | None = None,
+    now: float | None = None,
+    analytics: TreeAnalytics | None = None,
 ) -> str:
     """The SVG document for a tree (or, with ``job_id``, for that job's subtree)."""
+    return "".join(timeline_svg_parts(jobs, workers, job_id=job_id, now=now, analytics=analytics))
+
+
+def timeline_svg_parts(
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    job_id: str | None = None,
+    now: float | None = None,
+    analytics: TreeAnalytics | None = None,
+) -> Iterator[str]:
+    """``render_timeline_svg``'s text piece by piece, for a caller that streams it to a file
+    (a 10,000-worker tree's picture is megabytes). ``analytics``: the figures of exactly
+    these ``jobs`` and ``workers`` at ``now``, when the caller has them already."""
     now = time.time() if now is None else now
     if job_id is not None:
         jobs, workers = subtree(jobs, workers, job_id)
-    analytics = analyse(jobs, workers, now)
+        analytics = None
+    if analytics is None:
+        analytics = analyse(jobs, workers, now)
     origin = analytics.started_at if analytics.started_at is not None else now
     rows, bands = tree_rows(jobs, workers)
     span = max(analytics.wall, max((_end(a, now) - origin for w in workers for a in w.attempts), default=0.0))
@@ -84,13 +106,14 @@ def render_timeline_svg(
     critical = {step.name for step in analytics.critical_path if step.kind == "worker"}
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
-    parts = [_header(chart, top, analytics.total, analytics.wall)]
-    parts += [_band(chart, job, first, last, level) for job, first, last, level in bands]
-    parts += _axis(chart)
+    yield _header(chart, top, analytics.total, analytics.wall)
+    for job, first, last, level in bands:
+        yield "\n" + _band(chart, job, first, last, level)
+    for part in _axis(chart):
+        yield "\n" + part
     for index, row in enumerate(rows):
-        parts.append(_row(chart, index, row, now, row.worker.key in critical, ready.get(row.worker.job_id)))
-    parts.append("</svg>\n")
-    return "\n".join(parts)
+        yield "\n" + _row(chart, index, row, now, row.worker.key in critical, ready.get(row.worker.job_id))
+    yield "\n</svg>\n"
 
 
 def tree_rows(jobs: list[JobRecord], workers: list[WorkerRecord]) -> tuple[list[Row], list[tuple[JobRecord, int, int, int]]]:
@@ -332,4 +355,4 @@ def _text(value: object) -> str:
     return text.replace("→", "&#8594;").replace("…", "&#8230;") if not text.isascii() else text
 
 
-__all__ = ["COLOURS", "Row", "attempt_status", "render_timeline_svg", "tick_step", "tree_rows"]
+__all__ = ["COLOURS", "Row", "attempt_status", "render_timeline_svg", "tick_step", "timeline_svg_parts", "tree_rows"]
