@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 import sys
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,26 +39,22 @@ class Plan:
     goal: str | None = None
 
 
-_VERBS = frozenset(
-    """add analyse analyze audit automate benchmark build bump change check clean code configure containerize convert
-    create debug define delete deploy design develop document draft enable evaluate expand explain export extend extract
-    fetch fix format generate harden implement import improve install instrument integrate introduce investigate lint
-    localize make measure migrate mock modernize modify move optimise optimize organize package parse patch polish port
-    prepare profile prototype publish rebuild redesign refactor release remove rename render repair replace reproduce
-    research resolve restructure review rewrite run scaffold secure set setup ship simplify speed split stub
-    summarise summarize support sync test train translate tune update upgrade upload validate verify write""".split()
-)
-"""Words that start an instruction. A verb just before "and" joins the next one ("search and replace")."""
-_NOUNISH = frozenset(
-    """benchmark build bump change check clean code design document draft export fetch format import lint mock move
-    package parse patch polish port profile prototype release render repair replace reproduce research review run secure set
-    ship speed split stub support sync test train tune upload""".split()
-)
-"""Verbs that are often nouns ("a build and test pipeline"): a clause only before "the", "it"..."""
-_WITH_VERBS = frozenset(
-    "replace swap combine merge compare pair run call execute start launch compile mock stub fill wrap".split()
-)
-"""Verbs acting on their list as a whole ("Replace X with Y and Z", "Compare A, B, and C")."""
+_VERB_TABLE = """
+    add analyse analyze audit automate benchmark* build* bump* call*+ change* check* clean* code* combine+ compare+
+    compile+ configure containerize convert create debug define delete deploy design* develop document* draft* enable
+    evaluate execute+ expand explain export* extend extract fetch* fill*+ fix format* generate harden implement import*
+    improve install instrument integrate introduce investigate launch*+ lint* localize make measure merge*+ migrate mock*+
+    modernize modify move* optimise optimize organize package* pair*+ parse* patch* polish* port* prepare profile*
+    prototype* publish rebuild redesign refactor release* remove rename render* repair* replace*+ reproduce* research*
+    resolve restructure review* rewrite run*+ scaffold secure* set* setup ship* simplify speed* split* start*+ stub*+
+    summarise summarize support* swap*+ sync* test* train* translate tune* update upgrade upload* validate verify wrap*+
+    write""".split()
+"""Words that start an instruction. ``*``: often a noun too ("a build and test pipeline"), so it starts
+a clause only before "the", "it"... ``+``: acts on its list as a whole ("Replace X with Y and Z",
+"Compare A, B, and C"). A verb just before "and" shares its object ("search and replace it")."""
+_VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE)
+_NOUNISH = frozenset(w.strip("*+") for w in _VERB_TABLE if "*" in w)
+_WITH_VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE if "+" in w)
 _DETERMINERS = frozenset(
     "the a an it its them their this that these those all every each any some our my your both new existing unit more missing".split()
 )
@@ -97,7 +92,7 @@ _INTRO = re.compile(
 )
 _CONJ = re.compile(r"\s+(?:and|or|&|plus)\s+", re.I)
 _LEADING_CONJ = re.compile(r"^(?:and/or|and|or|&|plus|as\s+well\s+as)\s+", re.I)
-_ETC = re.compile(r"^(?:etc\.?|and\s+so\s+on|and\s+more|\.\.\.|…)$", re.I)
+_ETC = re.compile(r"^(?:etc|so\s+on|more|\.\.\.|…)\.?$", re.I)  # after its "and"
 _PLUS_CHAIN = re.compile(r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?(?:[ \t]*\+[ \t]*[A-Za-z][\w.#-]*(?:\+\+)?)+(?![\w+])")
 _PLUS_TOKEN = re.compile(r"[A-Za-z][\w.#-]*(?:\+\+)?")
 _PREPOSITION = re.compile(r"\s(for|to|into|in|on|of|from|at|by|about|via|against|across|within)(?=\s)", re.I)
@@ -140,12 +135,8 @@ def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     if len(tasks) <= max_tasks:
         return list(tasks)
     size, extra = divmod(len(tasks), max_tasks)
-    merged, pos = [], 0
-    for group in range(max_tasks):
-        count = size + (1 if group < extra else 0)
-        merged.append("; ".join(tasks[pos : pos + count]))
-        pos += count
-    return merged
+    bounds = [group * size + min(group, extra) for group in range(max_tasks + 1)]
+    return ["; ".join(tasks[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 # -- text helpers ----------------------------------------------------------------
@@ -262,7 +253,8 @@ class _Item:
 
 
 def _plan_lines(text: str) -> _Found | None:
-    """Marker lists, or one task per line; None when the lines are one paragraph."""
+    """Marker lists, or one task per line; None when the lines are one paragraph. A heading
+    over every item is their goal, headings between items prefix theirs ("Backend: REST API")."""
     lines = text.split("\n")
     listed = any(_MARKER.match(line) for line in lines)
     if not listed and _SEQUENCE.search(text):
@@ -271,25 +263,21 @@ def _plan_lines(text: str) -> _Found | None:
     trailer: list[str] = []
     items: list[_Item] = []
     section: str | None = None
-    base, blank = -1, False
+    base, blank = 0, False
     for line in lines:
-        s, indented = line.strip(), line[:1].isspace()
+        s, indented, marker = line.strip(), line[:1].isspace(), _MARKER.match(line) if listed else None
         if not s:
             blank = bool(items)
             continue
-        marker = _MARKER.match(line) if listed else None
         if marker:
             indent = len(marker.group(1).expandtabs(4))
-            base = indent if base < 0 else base
-            if items and indent >= base + 2:
+            base = base if items else indent
+            if indent >= base + 2:
                 items[-1].kids.append(line[marker.end() :].strip())
             else:
                 items.append(_Item(line[marker.end() :].strip(), section))
-        elif _heading(s) is not None and (not items or not indented):
-            if items:
-                section = _heading(s)
-            else:
-                preamble.append(s)
+        elif (heading := _heading(s)) is not None and (not items or not indented):
+            section = heading
         elif listed and not items:
             preamble.append(s)
         elif listed and blank and not indented:
@@ -298,18 +286,18 @@ def _plan_lines(text: str) -> _Found | None:
             items[-1].kids[-1] += f" {s}"
         elif listed:
             items[-1].text += f" {s}"
-        elif items and (joined := _continued(items[-1].text, s, blank, not preamble and _is_task_led(items[0].text))):
+        elif items and (joined := _continued(items[-1].text, s, blank, items[0].section is None)):
             items[-1].text = joined
         else:
             items.append(_Item(s, section))
         blank = False
-    if section is not None and preamble and _heading(preamble[-1]):  # "## Backend" opening the first section
-        first = _heading(preamble.pop())
-        for item in items:
-            item.section = first if item.section is None else item.section
     if not items:
         return None
-    goal = _join(*(_heading(p) or p for p in preamble + trailer))
+    if len(sections := {item.section for item in items}) == 1:
+        preamble.append(sections.pop() or "")
+        for item in items:
+            item.section = None
+    goal = _join(*preamble, *trailer)
     if len(items) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
         single = f"{goal}: {items[0].task()}" if goal else items[0].task()
         return _plan_paragraph(_squash(single)) if listed else None
@@ -317,23 +305,16 @@ def _plan_lines(text: str) -> _Found | None:
 
 
 def _continued(prev: str, line: str, blank: bool, led: bool) -> str | None:
-    """The item before with the next line added when that line goes on from it: hard-wrapped,
-    or prose about an instruction ("It should use React."); None when it is a task of its own.
-    ``led``: the lines are instructions."""
-    if (
-        not blank
-        and (
-            _SLOTS.fullmatch(line)  # a code block or quote on its own lines
-            or prev.endswith((",", "-"))
-            or (
-                line[:1].islower()
-                and prev[-1] not in ".!?:;"
-                and (len(prev) >= 60 or (_is_task_led(prev) and not _is_task_led(line)))
-            )
-        )
-    ):
+    """``prev`` with ``line`` added when the line goes on from it (None: a task of its own): a
+    hard wrap, or prose about an instruction ("It should use React."). ``led``: no heading above."""
+    if not blank and (_SLOTS.fullmatch(line) or prev.endswith((",", "-"))):  # a code block on its own lines
         return f"{prev} {line}"
-    return _join(prev, line) if led and line.endswith((".", "!", "?")) and not _is_task_led(line) else None
+    led = led and _is_task_led(prev)
+    if _is_task_led(line) or not (led or len(prev) >= 60):
+        return None
+    if not blank and line[:1].islower() and prev[-1] not in ".!?:;":
+        return f"{prev} {line}"
+    return _join(prev, line) if led and line.endswith((".", "!", "?")) else None
 
 
 def _plan_paragraph(text: str) -> _Found | None:
@@ -421,28 +402,25 @@ def _list_items(text: str) -> list[str]:
     when an outer item still follows."""
     items: list[str] = []
     segments = [s.strip() for s in text.split(",")]
-    oxford = False
     for n, seg in enumerate(segments):
-        if n and (conj := _LEADING_CONJ.match(seg)):
-            seg, oxford = seg[conj.end() :], n == len(segments) - 1
+        seg = seg[conj.end() :] if n and (conj := _LEADING_CONJ.match(seg)) else seg
         if seg and items and _ETC.match(seg):
             items[-1] += f", {seg}"
         elif seg:
             items.append(seg)
-    if items and not oxford and (last := list(_CONJ.finditer(items[-1]))):
-        seg = items.pop()
-        items += [seg[: last[-1].start()], seg[last[-1].end() :]]
-    conj_at = [k for k, item in enumerate(items) if _CONJ.search(item)] + [len(items)]
+    oxford = len(segments) > 1 and _LEADING_CONJ.match(segments[-1])
+    if items and not oxford and (conjs := list(_CONJ.finditer(items[-1]))):
+        last = items.pop()
+        items += [last[: conjs[-1].start()], last[conjs[-1].end() :]]
+    reach = max((k for k, item in enumerate(items[:-1]) if _CONJ.search(item)), default=-1)
     out: list[str] = []
-    i = 0
-    while i < len(items):
-        j = conj_at[bisect_right(conj_at, i)]  # the next item holding "and"/"or"
-        if j < len(items) - 1 and _INTRO.search(items[i]):
-            out.append(", ".join(items[i : j + 1]))
-            i = j + 1
+    nested = False
+    for k, item in enumerate(items):
+        if nested and k <= reach:
+            out[-1] += f", {item}"
         else:
-            out.append(items[i])
-            i += 1
+            out.append(item)
+        nested = (nested and k <= reach or bool(_INTRO.search(item))) and not _CONJ.search(item)
     return out
 
 
