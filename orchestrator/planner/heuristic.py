@@ -86,7 +86,7 @@ _TRAILING = re.compile(r"(?:[\s.,;:!?]|\s(?:and|or|&)(?!\w))+$", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])")
 _CLAUSE_JOIN = re.compile(r",\s*(?:(?:and|&)\s+)?|\s+(?:and|&)\s+", re.I)
 _INTRO = re.compile(
-    r"\s+(?P<kw>with|including|featuring|having|containing|covering|supporting|consisting\s+of"
+    r"\s+(?:with|including|featuring|having|containing|covering|supporting|consisting\s+of"
     r"|such\s+as|(?:that|which)\s+(?:has|have|includes?|supports?|contains?))\s+|(?<=\S):\s+",
     re.I,
 )
@@ -115,10 +115,10 @@ def split_request(request: str, max_tasks: int) -> Plan:
     if not request.strip():
         raise ValueError("request is empty: describe the work to be done")
     text, restore = _protect(request.replace("\r\n", "\n").replace("\r", "\n"))
-    goal, parts = _plan(text) or (None, [])
-    goal, parts = _clean(goal or "") or None, _dedupe(parts)
+    found = "\n" in text.strip() and _plan_lines(text) or _plan_paragraph(" ".join(text.split()))
+    goal, parts = (_clean(found[0] or "") or None, _dedupe(found[1])) if found else (None, [])
     if len(parts) < 2 and (goal or not parts):  # one task: the request itself, as written
-        return Plan([restore(_squash(text))])
+        return Plan([restore(" ".join(text.split()))])
     tasks = [restore(_capitalise(t)) for t in merge_adjacent(parts, max_tasks)]
     return Plan(tasks, goal and restore(_capitalise(goal)))
 
@@ -157,16 +157,9 @@ def _protect(text: str) -> tuple[str, Callable[[str], str]]:
     if _SLOTS.search(text):  # the text holds private use characters itself: planned unprotected
         return text, str
     text = _HIDE.sub(hide, text)
-    for _ in range(3):
-        text, count = _BRACKETS.subn(hide, text)
-        if not count:
-            break
+    for _ in range(3):  # brackets in brackets, inside out
+        text = _BRACKETS.sub(hide, text)
     return text, restore
-
-
-def _squash(text: str) -> str:
-    """Whitespace runs collapsed to one space (hidden code keeps its own), and stripped."""
-    return " ".join(text.split())
 
 
 def _strip_lead(text: str) -> str:
@@ -176,31 +169,27 @@ def _strip_lead(text: str) -> str:
 
 def _clean(text: str) -> str:
     """An item as a task: whitespace squashed, no leading "Please", no trailing punctuation."""
-    return _TRAILING.sub("", _strip_lead(_squash(text))).strip()
+    return _TRAILING.sub("", _strip_lead(" ".join(text.split()))).strip()
 
 
 def _words(text: str) -> list[str]:
-    """The first three words of text, lowercased (fewer when other than spaces or commas come between), padded with ""."""
+    """The first three words of text, lowercased (fewer if not only spaces or commas come between), padded."""
     m = _FIRST_WORDS.match(text)
     return (m.group().lower().replace(",", " ").split() if m else []) + ["", "", ""]
 
 
 def _is_task_led(text: str) -> bool:
     """Text reads as an instruction: it starts (after "Please"...) with a task verb used as one."""
-    words = _words(_strip_lead(text[:300].lstrip()))
-    if words[0] not in _VERBS or words[:2] == ["make", "sure"] or words[1] in _AUX:
-        return False
-    return not (words[2] in _AUX and words[1] not in _DETERMINERS)
+    w = _words(_strip_lead(text[:300].lstrip()))
+    return w[0] in _VERBS and w[:2] != ["make", "sure"] and w[1] not in _AUX and not (w[2] in _AUX and w[1] not in _DETERMINERS)
 
 
 def _capitalise(text: str) -> str:
     """Uppercase the first letter unless the first word looks like an identifier (iOS, foo_bar, app.py)."""
-    m = _WORD.match(text)
-    if not m or "_" in m.group() or any(c.isupper() for c in m.group()[1:]):
+    word = m.group() if (m := _WORD.match(text)) else ""
+    if not word or "_" in word or word[1:] != word[1:].lower() or text[len(word) : len(word) + 1] in list("./\\(@_"):
         return text
-    if (m.end() < len(text) and text[m.end()] in "./\\(@_") or len(m.group()[0].upper()) != 1:
-        return text
-    return m.group()[0].upper() + text[1:]
+    return word[0].upper() + text[1:] if len(word[0].upper()) == 1 else text
 
 
 def _join(*pieces: str) -> str:
@@ -220,16 +209,6 @@ def _dedupe(items: list[str]) -> list[str]:
 
 
 # -- planning: each step returns (goal, raw items), or None for "one task" ------------
-def _plan(text: str) -> _Found | None:
-    """Lines (lists, one task per line) first, else the request as one paragraph."""
-    if "\n" in text.strip() and (found := _plan_lines(text)):
-        return found
-    text = _squash(text)
-    if marker := _MARKER.match(text):  # "1. a 2. b 3. c", or a single bullet
-        return _inline_list(text) or _plan_paragraph(text[marker.end() :])
-    return _plan_paragraph(text)
-
-
 def _heading(line: str) -> str | None:
     """The text of a heading line ("# Title", or a line ending with ":"), else None."""
     return _clean(line.lstrip("#")) if line.startswith("#") or line.endswith(":") else None
@@ -300,7 +279,7 @@ def _plan_lines(text: str) -> _Found | None:
     goal = _join(*preamble, *trailer)
     if len(items) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
         single = f"{goal}: {items[0].task()}" if goal else items[0].task()
-        return _plan_paragraph(_squash(single)) if listed else None
+        return _plan_paragraph(" ".join(single.split())) if listed else None
     return goal or None, [item.task() for item in items]
 
 
@@ -318,24 +297,26 @@ def _continued(prev: str, line: str, blank: bool, led: bool) -> str | None:
 
 
 def _plan_paragraph(text: str) -> _Found | None:
-    """One paragraph (whitespace squashed): semicolon and inline lists, else one sentence's
+    """One paragraph (whitespace squashed): inline and semicolon lists, else one sentence's
     enumeration; the sentences around it are context, which joins the goal."""
     if _SEQUENCE.search(text):
         return None
-    if found := _inline_list(text) or _semicolons(text):
+    if found := _inline_list(text):  # "1. a 2. b 3. c"
         return found
-    cuts = [0, *(m.end() for m in _SENTENCE.finditer(text)), len(text)]
-    spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if text[a:b].strip()]
-    led = [s for s in spans if _is_task_led(text[s[0] : s[1]])]
+    text = text[m.end() :] if (m := _MARKER.match(text)) else text  # a single bullet
+    if ";" in text:  # "a; b; c", or "Heading: a; b; c" with a short heading as the goal
+        head, colon, rest = text.partition(": ")
+        heading = colon and ";" not in head and len(head.split()) <= 15 and not re.search(r"[.!?]\s", head) and ": " not in rest
+        return (head, rest.split(";")) if heading else (None, text.split(";"))
+    sentences = _SENTENCE.split(text)
+    led = [n for n, sentence in enumerate(sentences) if _is_task_led(sentence)]
     if len(led) > 1:
         return None  # two instructions in a row: a sequence
-    a, b = (led or spans)[0]
-    sentence = _TRAILING.sub("", text[a:b])
+    n = led[0] if led else 0
     for finder in (_verb_clauses, _introduced_list, _plus_chain, _shared_verb):
-        found = finder(sentence)
+        found = finder(_TRAILING.sub("", sentences[n]))
         if found and len(_dedupe(found[1])) >= 2:
-            context = _join(text[:a], found[0] or "", text[a + len(sentence) :].lstrip(" .,;:!?"))
-            return context or None, found[1]
+            return _join(*sentences[:n], found[0] or "", *sentences[n + 1 :]) or None, found[1]
     return None
 
 
@@ -356,16 +337,6 @@ def _inline_list(text: str) -> _Found | None:
     return None
 
 
-def _semicolons(text: str) -> _Found | None:
-    """ "a; b; c", or "Heading: a; b; c" with a short heading as the goal."""
-    if ";" not in text:
-        return None
-    head, colon, rest = text.partition(": ")
-    if colon and ";" not in head and len(head.split()) <= 15 and not re.search(r"[.!?]\s", head) and ": " not in rest:
-        return head, rest.split(";")
-    return None, text.split(";")
-
-
 def _verb_clauses(text: str) -> _Found | None:
     """ "Fix the bug, add tests and update the docs": split where a task verb follows "," or "and"."""
     if not _is_task_led(text):
@@ -381,19 +352,20 @@ def _verb_clauses(text: str) -> _Found | None:
 
 
 def _introduced_list(text: str) -> _Found | None:
-    """ "Build X with A, B, and C": items A, B, C with the goal "Build X"."""
-    cands = list(_INTRO.finditer(text))
-    for n, cand in enumerate(cands):
-        if not _WORD.search(text, 0, cand.start()):
-            continue
-        if (cand.group("kw") or "").lower() == "with" and _words(_strip_lead(text))[0] in _WITH_VERBS:
-            continue
-        comma = text.find(",", cand.end())
-        if n + 1 < len(cands) and cands[n + 1].start() < (comma if comma >= 0 else len(text)):
-            continue  # the first item has its own introducer: use that one
-        items = _list_items(text[cand.end() :])
-        return (text[: cand.start()], items) if len(items) >= 2 else None
-    return None
+    """ "Build X with A, B, and C": items A, B, C with the goal "Build X". Of introducers before
+    the list's first comma the last one counts ("Build a blog: backend with a, b and c")."""
+    whole = _words(_strip_lead(text))[0] in _WITH_VERBS  # "Run the tests with A and B": one task
+    cands = [
+        c
+        for c in _INTRO.finditer(text)
+        if _WORD.search(text, 0, c.start()) and not (whole and c.group().strip().lower() == "with")
+    ]
+    if not cands:
+        return None
+    comma = text.find(",", cands[0].end())
+    cand = [c for c in cands if comma < 0 or c.start() < comma][-1]
+    items = _list_items(text[cand.end() :])
+    return (text[: cand.start()], items) if len(items) >= 2 else None
 
 
 def _list_items(text: str) -> list[str]:
@@ -441,17 +413,16 @@ def _shared_verb(text: str) -> _Found | None:
     downloads X, parses it, and saves Y")."""
     verb = _WORD.match(text, len(text) - len(_strip_lead(text)))
     comma = text.find(",")
-    if not _is_task_led(text) or not verb or verb.group().lower() in _WITH_VERBS or comma < 0:
+    if not verb or not _is_task_led(text) or verb.group().lower() in _WITH_VERBS or comma < 0:
         return None
     if re.search(r"\b(?:that|which|who)\b", text[:comma], re.I):
         return None
-    items = _list_items(text)
     preps = list(_PREPOSITION.finditer(text, verb.end(), comma))
     head_end = preps[-1].end(1) if preps else verb.end()
-    head, first, rest = text[:head_end].strip(), text[head_end:comma].strip(), items[1:]
-    if len(items) < 3 or not first or any(len(i.split()) > 5 or _is_task_led(i) for i in rest):
+    items = _list_items(text[head_end:])
+    if len(items) < 3 or any(len(i.split()) > 5 or _is_task_led(i) for i in items[1:]):
         return None
-    cores = [len(x.split()) - (x.split()[0].lower() in _DETERMINERS) for x in [first, *rest]]
+    cores = [len(x.split()) - (x.split()[0].lower() in _DETERMINERS) for x in items]
     if (all(c == 1 for c in cores[:-1]) and cores[-1] >= 2) or (all(c <= 1 for c in cores[1:]) and cores[0] > 1):
         return None
-    return None, [f"{head} {x}" for x in [first, *rest]]
+    return None, [f"{text[:head_end].strip()} {x}" for x in items]
