@@ -64,9 +64,8 @@ _AUX = frozenset("is are was were has have had should must will can could would 
 _SLOT = 0xF0000  # placeholders are characters of Unicode's supplementary private use areas
 _SLOTS = re.compile("[\U000f0000-\U0010fffd]")
 _HIDE = re.compile(
-    r"```.*?```|`[^`\n]*`|\"[^\"\n]*\"|“[^”\n]*”|(?<!\w)'[^'\n]{1,200}?'(?!\w)|(?<=\d),(?=\d)"
-    r"|(?<!\S)(?!and/or\s)[^\s/\\]*[/\\]\S*?(?=[.,;:!?)\]}'\"]*(?:\s|$))",
-    re.S,
+    r"(?s)```.*?```|`[^`\n]*`|\"[^\"\n]*\"|“[^”\n]*”|(?<!\w)'[^'\n]{1,200}?'(?!\w)|(?<=\d),(?=\d)"
+    r"|(?<!\S)(?!and/or\s)[^\s/\\]*[/\\]\S*?(?=[.,;:!?)\]}'\"]*(?:\s|$))"
 )
 _BRACKETS = re.compile(r"\((?!(?:\d{1,3}|[a-z])\))[^()\[\]{}\n]*\)|\[(?![ xX]\])[^()\[\]{}\n]*\]|\{[^()\[\]{}\n]*\}")
 """Brackets, except list markers: "(1)", "(a)" and checkboxes "[ ]", "[x]"."""
@@ -76,19 +75,16 @@ _MARKER = re.compile(
 )
 _INLINE = re.compile(r"(?<![\w.(])(?:\((\d{1,2}|[a-z])\)|(\d{1,2})[.)]|([a-z])\))\s+(?=\S)")
 _POLITE = re.compile(
-    r"(?:(?:please|kindly|also|and|now|(?:can|could|would|will)\s+you(?:\s+please)?"
-    r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to|let'?s"
-    r"|go\s+ahead\s+and)(?:\s*,\s*|\s+))+",
-    re.I,
+    r"(?i)(?:(?:please|kindly|also|and|now|(?:can|could|would|will)\s+you(?:\s+please)?|let'?s|go\s+ahead\s+and"
+    r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to)(?:\s*,\s*|\s+))+"
 )
 _SEQUENCE = re.compile(r"\b(?:then|finally|lastly|afterwards?|after\s+that)\b|(?:^|[.!?;]\s+)(?:first|next|second)\s*[,:]", re.I)
 _TRAILING = re.compile(r"(?:[\s.,;:!?]|\s(?:and|or|&)(?!\w))+$", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])")
 _CLAUSE_JOIN = re.compile(r",\s*(?:(?:and|&)\s+)?|\s+(?:and|&)\s+", re.I)
 _INTRO = re.compile(
-    r"\s+(?:with|including|featuring|having|containing|covering|supporting|consisting\s+of"
-    r"|such\s+as|(?:that|which)\s+(?:has|have|includes?|supports?|contains?))\s+|(?<=\S):\s+",
-    re.I,
+    r"(?i)\s+(?:with|including|featuring|having|containing|covering|supporting|consisting\s+of|such\s+as"
+    r"|(?:that|which)\s+(?:has|have|includes?|supports?|contains?))\s+|(?<=\S):\s+"
 )
 _CONJ = re.compile(r"\s+(?:and|or|&|plus)\s+", re.I)
 _LEADING_CONJ = re.compile(r"^(?:and/or|and|or|&|plus|as\s+well\s+as)\s+", re.I)
@@ -97,7 +93,6 @@ _PLUS_CHAIN = re.compile(r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?(?:[ \t]*\+[ \t]
 _PLUS_TOKEN = re.compile(r"[A-Za-z][\w.#-]*(?:\+\+)?")
 _PREPOSITION = re.compile(r"\s(for|to|into|in|on|of|from|at|by|about|via|against|across|within)(?=\s)", re.I)
 _WORD = re.compile(r"[^\W_][\w'’-]*")
-_FIRST_WORDS = re.compile(r"[^\W_][\w'’-]*(?:[ ,]+[^\W_][\w'’-]*){0,2}")
 
 _Found = tuple[str | None, list[str]]  # (goal, items)
 
@@ -173,9 +168,8 @@ def _clean(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    """The first three words of text, lowercased (fewer if not only spaces or commas come between), padded."""
-    m = _FIRST_WORDS.match(text)
-    return (m.group().lower().replace(",", " ").split() if m else []) + ["", "", ""]
+    """The first three words of text, lowercased, padded with ""."""
+    return [w.lower() for w in _WORD.findall(text[:100])[:3]] + ["", "", ""]
 
 
 def _is_task_led(text: str) -> bool:
@@ -238,11 +232,10 @@ def _plan_lines(text: str) -> _Found | None:
     listed = any(_MARKER.match(line) for line in lines)
     if not listed and _SEQUENCE.search(text):
         return None  # "Do X.\nThen Y": a sequence, done in order by one worker
-    preamble: list[str] = []
-    trailer: list[str] = []
+    context: list[str] = []  # text above the list, and a paragraph below it: the goal
     items: list[_Item] = []
     section: str | None = None
-    base, blank = 0, False
+    base, lead, blank = 0, 0, False
     for line in lines:
         s, indented, marker = line.strip(), line[:1].isspace(), _MARKER.match(line) if listed else None
         if not s:
@@ -250,17 +243,15 @@ def _plan_lines(text: str) -> _Found | None:
             continue
         if marker:
             indent = len(marker.group(1).expandtabs(4))
-            base = base if items else indent
+            base, lead = (base, lead) if items else (indent, len(context))
             if indent >= base + 2:
                 items[-1].kids.append(line[marker.end() :].strip())
             else:
                 items.append(_Item(line[marker.end() :].strip(), section))
         elif (heading := _heading(s)) is not None and (not items or not indented):
             section = heading
-        elif listed and not items:
-            preamble.append(s)
-        elif listed and blank and not indented:
-            trailer.append(s)
+        elif listed and (not items or (blank and not indented)):
+            context.append(s)
         elif listed and items[-1].kids:  # a continuation line of the last sub-item, or item
             items[-1].kids[-1] += f" {s}"
         elif listed:
@@ -272,11 +263,11 @@ def _plan_lines(text: str) -> _Found | None:
         blank = False
     if not items:
         return None
-    if len(sections := {item.section for item in items}) == 1:
-        preamble.append(sections.pop() or "")
+    if len(sections := {item.section for item in items}) == 1:  # one heading over every item
+        context.insert(lead, sections.pop() or "")
         for item in items:
             item.section = None
-    goal = _join(*preamble, *trailer)
+    goal = _join(*context)
     if len(items) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
         single = f"{goal}: {items[0].task()}" if goal else items[0].task()
         return _plan_paragraph(" ".join(single.split())) if listed else None
