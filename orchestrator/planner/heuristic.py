@@ -1,23 +1,19 @@
 """Offline heuristic planner: split a request into subtasks and the goal they share.
 
-Standard library only (the simulated worker imports it at start-up). It knows the shapes people
-write; anything else stays one subtask, and reading it is the AI planner's job. Code, quotes,
-brackets, paths/URLs and "1,000" commas are first swapped for one placeholder character each
-(and swapped back in the plan), so nothing inside them separates and no rule needs to skip them.
+Standard library only (the simulated worker imports it at start-up). It reads the shapes people
+write and leaves anything else as one subtask: that is the AI planner's job. While it plans, code,
+quotes, brackets, paths/URLs and "1,000" commas are one placeholder character each, so nothing
+inside them separates.
 
-1. Lists: marker lines (``1.`` ``1)`` ``(1)`` ``a)`` ``-`` ``*`` ``•`` ``[ ]`` ``Step 1:``), or
-   "1. a 2. b 3. c" in one line. Text above the list, and a paragraph after a blank line below
-   it, is the goal. A heading between items (``# Backend``, ``Backend:``) prefixes its items
-   ("Backend: REST API"); indented sub-items fold into their parent ("Backend: a and b").
-2. Lines: one subtask per line, a heading line first being the goal; hard-wrapped lines are
-   joined back, and prose after an instruction ("It should use React.") stays with it.
-3. A paragraph: "Heading: a; b; c", "a; b; c", "Head: 1. x 2. y", or, in its one instruction
-   sentence (other sentences join the goal), verb clauses ("Fix X and add Y"), a list after an
-   introducer ("Build X with A, B and C", goal "Build X"), a "+" chain ("React + Flask app"),
-   or a verb shared by 3+ objects ("Write tests for a.py, b.py, and c.py").
-
-A sequence (then, finally, afterwards; two instruction sentences) is one subtask: its steps
-depend on each other. Parts beyond max_tasks merge into adjacent "a; b" groups: nothing is lost.
+Lists (``1.`` ``(a)`` ``-`` ``[ ]`` ``Step 1:`` lines, or "1. a 2. b" in one line) and plain lines
+give a task each: text around a list is the goal, headings prefix their items ("Backend: REST
+API"), sub-items fold into their parent, and a wrapped or prose line ("It should use React.")
+stays with the one before. A paragraph splits at semicolons, else in its one instruction sentence
+(other sentences join the goal) at verb clauses ("Fix X and add Y"), after an introducer ("Build
+X with A, B and C": goal "Build X"), at a "+" chain ("React + Flask app"), or for a verb shared by
+3+ objects ("Write tests for a.py, b.py, and c.py"). A sequence (then, finally; two instruction
+sentences) is one subtask: its steps depend on each other. Parts beyond max_tasks merge into
+adjacent "a; b" groups: nothing is lost.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_TASK_CHARS = 2000
 """Advisory size of a subtask: a longer part is kept whole (cutting would drop work)."""
@@ -73,7 +69,7 @@ _MARKER = re.compile(
     r"^([ \t]*)(?:(?:[-*+•·▪◦‣–—]|\d{1,3}[.)]|\(\d{1,3}\)|[a-z][.)]|\([a-z]\)"
     r"|(?i:step|task|phase|part)[ \t]*\d{1,3}[ \t]*[:.)-])(?:[ \t]+\[[ xX]\])?|\[[ xX]\])[ \t]+(?=\S)"
 )
-_INLINE = re.compile(r"(?<![\w.(])(?:\((\d{1,2}|[a-z])\)|(\d{1,2})[.)]|([a-z])\))\s+(?=\S)")
+_INLINE = re.compile(r"(?<![\w.(])\(?(\d{1,2}|[a-z])(?:\)|(?<=\d)\.)\s+(?=\S)")  # 1. 1) (1) a) (a)
 _POLITE = re.compile(
     r"(?i)(?:(?:please|kindly|also|and|now|(?:can|could|would|will)\s+you(?:\s+please)?|let'?s|go\s+ahead\s+and"
     r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to)(?:\s*,\s*|\s+))+"
@@ -98,9 +94,8 @@ _Found = tuple[str | None, list[str]]  # (goal, items)
 
 
 def split_request(request: str, max_tasks: int) -> Plan:
-    """Split a request into 1..max_tasks subtasks and their shared goal. Deterministic, and
-    never drops text. ValueError for an empty request or max_tasks < 1, TypeError for the
-    wrong types."""
+    """Split a request into 1..max_tasks subtasks and their shared goal. Deterministic, and never
+    drops text. ValueError for an empty request or max_tasks < 1, TypeError for the wrong types."""
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int):
         raise TypeError(f"max_tasks must be an int, got {type(max_tasks).__name__}")
     if max_tasks < 1:
@@ -127,10 +122,8 @@ def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     """At most ``max_tasks`` subtasks: adjacent ones joined with "; ", earlier groups one larger."""
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
         raise ValueError(f"max_tasks must be an int of at least 1, got {max_tasks!r}")
-    if len(tasks) <= max_tasks:
-        return list(tasks)
     size, extra = divmod(len(tasks), max_tasks)
-    bounds = [group * size + min(group, extra) for group in range(max_tasks + 1)]
+    bounds = [group * size + min(group, extra) for group in range(min(max_tasks, len(tasks)) + 1)]
     return ["; ".join(tasks[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
@@ -203,22 +196,16 @@ def _dedupe(items: list[str]) -> list[str]:
 
 
 # -- planning: each step returns (goal, raw items), or None for "one task" ------------
-def _heading(line: str) -> str | None:
-    """The text of a heading line ("# Title", or a line ending with ":"), else None."""
-    return _clean(line.lstrip("#")) if line.startswith("#") or line.endswith(":") else None
-
-
 @dataclass
 class _Item:
-    """A list item being read: its text, its section heading and its indented sub-items."""
+    """A list item being read: its lines (its text, then its indented sub-items) and section heading."""
 
-    text: str
+    parts: list[str]
     section: str | None
-    kids: list[str] = field(default_factory=list)
 
     def task(self) -> str:
         """ "Section: parent: a, b and c", which plans back into a, b and c for its worker."""
-        text, kids = self.text.rstrip(), self.kids
+        text, kids = self.parts[0].rstrip(), self.parts[1:]
         if kids:
             listed = len(kids) == 1 or any("," in k or ";" in k for k in kids)
             text = f"{text.rstrip(':')}: " + ("; ".join(kids) if listed else f"{', '.join(kids[:-1])} and {kids[-1]}")
@@ -245,21 +232,19 @@ def _plan_lines(text: str) -> _Found | None:
             indent = len(marker.group(1).expandtabs(4))
             base, lead = (base, lead) if items else (indent, len(context))
             if indent >= base + 2:
-                items[-1].kids.append(line[marker.end() :].strip())
+                items[-1].parts.append(line[marker.end() :].strip())
             else:
-                items.append(_Item(line[marker.end() :].strip(), section))
-        elif (heading := _heading(s)) is not None and (not items or not indented):
-            section = heading
+                items.append(_Item([line[marker.end() :].strip()], section))
+        elif (s.startswith("#") or s.endswith(":")) and (not items or not indented):  # a heading
+            section = _clean(s.lstrip("#"))
         elif listed and (not items or (blank and not indented)):
             context.append(s)
-        elif listed and items[-1].kids:  # a continuation line of the last sub-item, or item
-            items[-1].kids[-1] += f" {s}"
-        elif listed:
-            items[-1].text += f" {s}"
-        elif items and (joined := _continued(items[-1].text, s, blank, items[0].section is None)):
-            items[-1].text = joined
+        elif listed:  # a continuation line of the last item or sub-item
+            items[-1].parts[-1] += f" {s}"
+        elif items and (joined := _continued(items[-1].parts[0], s, blank)):
+            items[-1].parts[0] = joined
         else:
-            items.append(_Item(s, section))
+            items.append(_Item([s], section))
         blank = False
     if not items:
         return None
@@ -274,15 +259,12 @@ def _plan_lines(text: str) -> _Found | None:
     return goal or None, [item.task() for item in items]
 
 
-def _continued(prev: str, line: str, blank: bool, led: bool) -> str | None:
+def _continued(prev: str, line: str, blank: bool) -> str | None:
     """``prev`` with ``line`` added when the line goes on from it (None: a task of its own): a
-    hard wrap, or prose about an instruction ("It should use React."). ``led``: no heading above."""
-    if not blank and (_SLOTS.fullmatch(line) or prev.endswith((",", "-"))):  # a code block on its own lines
-        return f"{prev} {line}"
-    led = led and _is_task_led(prev)
-    if _is_task_led(line) or not (led or len(prev) >= 60):
-        return None
-    if not blank and line[:1].islower() and prev[-1] not in ".!?:;":
+    hard wrap, or prose about an instruction ("It should use React.")."""
+    led = _is_task_led(prev) and not _is_task_led(line)
+    wrap = (led or (len(prev) >= 60 and not _is_task_led(line))) and line[:1].islower() and prev[-1] not in ".!?:;"
+    if not blank and (wrap or prev.endswith((",", "-")) or _SLOTS.fullmatch(line)):  # or a code block on its own lines
         return f"{prev} {line}"
     return _join(prev, line) if led and line.endswith((".", "!", "?")) else None
 
@@ -316,7 +298,7 @@ def _inline_list(text: str) -> _Found | None:
     for expect in ("1", "a"):
         marks = []
         for m in _INLINE.finditer(text):
-            if next(g for g in m.groups() if g) == expect:
+            if m.group(1) == expect:
                 marks.append(m)
                 expect = str(int(expect) + 1) if expect.isdigit() else chr(ord(expect) + 1)
         if len(marks) >= 2:
@@ -346,11 +328,7 @@ def _introduced_list(text: str) -> _Found | None:
     """ "Build X with A, B, and C": items A, B, C with the goal "Build X". Of introducers before
     the list's first comma the last one counts ("Build a blog: backend with a, b and c")."""
     whole = _words(_strip_lead(text))[0] in _WITH_VERBS  # "Run the tests with A and B": one task
-    cands = [
-        c
-        for c in _INTRO.finditer(text)
-        if _WORD.search(text, 0, c.start()) and not (whole and c.group().strip().lower() == "with")
-    ]
+    cands = [c for c in _INTRO.finditer(text) if c.start() > 0 and not (whole and "with" in c.group().lower())]
     if not cands:
         return None
     comma = text.find(",", cands[0].end())
@@ -397,11 +375,9 @@ def _plus_chain(text: str) -> _Found | None:
 
 
 def _shared_verb(text: str) -> _Found | None:
-    """ "Write tests for a.py, b.py, and c.py": the head (to the first item's last preposition,
-    else the verb) goes before each of 3+ short objects. Not for verbs acting on the list as a
-    whole ("Compare A, B, and C"), nor adjective lists ("a fast, reliable, and secure API",
-    "Make it fast, secure, and accessible"), nor the list of a relative clause ("a script that
-    downloads X, parses it, and saves Y")."""
+    """ "Write tests for a.py, b.py, and c.py": the head (to the last preposition before the first
+    comma, else the verb) goes before each of 3+ short objects. Not for whole-list verbs ("Compare
+    A, B, and C"), adjectives ("a fast, reliable, and secure API"), or a relative clause's list."""
     verb = _WORD.match(text, len(text) - len(_strip_lead(text)))
     comma = text.find(",")
     if not verb or not _is_task_led(text) or verb.group().lower() in _WITH_VERBS or comma < 0:
