@@ -54,6 +54,9 @@ _WITH_VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE if "+" in w)
 _DETERMINERS = frozenset(
     "the a an it its them their this that these those all every each any some our my your both new existing unit more missing".split()
 )
+_WRAP_START = frozenset("and or with including plus & +".split())
+_WRAP_END = _WRAP_START | frozenset("to the a an of for in on from by as at into that which".split())
+"""Words that end a hard-wrapped line, or start the line after it."""
 _AUX = frozenset("is are was were has have had should must will can could would does do did needs".split())
 
 # Linear-time regexes: none can backtrack over a long stretch of text.
@@ -105,12 +108,12 @@ def split_request(request: str, max_tasks: int) -> Plan:
     if not request.strip():
         raise ValueError("request is empty: describe the work to be done")
     text, restore = _protect(request.replace("\r\n", "\n").replace("\r", "\n"))
-    found = "\n" in text.strip() and _plan_lines(text) or _plan_paragraph(" ".join(text.split()))
+    found = "\n" in text.strip() and _plan_lines(text, restore) or _plan_paragraph(" ".join(text.split()))
     goal, parts = (_clean(found[0] or "") or None, _dedupe(found[1])) if found else (None, [])
     if len(parts) < 2 and (goal or not parts):  # one task: the request itself, as written
         return Plan([restore(" ".join(text.split()))])
-    tasks = [restore(_capitalise(t)) for t in merge_adjacent(parts, max_tasks)]
-    return Plan(tasks, goal and restore(_capitalise(goal)))
+    tasks = [_capitalise(restore(t)) for t in merge_adjacent(parts, max_tasks)]
+    return Plan(tasks, goal and _capitalise(restore(goal)))
 
 
 def is_compound(task: str) -> bool:
@@ -139,8 +142,9 @@ def _protect(text: str) -> tuple[str, Callable[[str], str]]:
     def hide(m: re.Match[str]) -> str:
         if _SLOT + len(spans) > 0x10FFFD:  # out of placeholders (over 131,000 spans): left visible
             return m.group()
-        spans.append(restore(m.group()))
-        return chr(_SLOT + len(spans) - 1)
+        fence = "```" if m.group().startswith("```") else ""  # left visible: a line can be seen to be code
+        spans.append(restore(m.group()[len(fence) :]))
+        return fence + chr(_SLOT + len(spans) - 1)
 
     if _SLOTS.search(text):  # the text holds private use characters itself: planned unprotected
         return text, str
@@ -212,17 +216,17 @@ class _Item:
         return f"{self.section}: {text}" if self.section else text
 
 
-def _plan_lines(text: str) -> _Found | None:
+def _plan_lines(text: str, restore: Callable[[str], str]) -> _Found | None:
     """Marker lists, or one task per line; None when the lines are one paragraph. A heading
     over every item is their goal, headings between items prefix theirs ("Backend: REST API")."""
     lines = text.split("\n")
     listed = any(_MARKER.match(line) for line in lines)
     if not listed and _SEQUENCE.search(text):
         return None  # "Do X.\nThen Y": a sequence, done in order by one worker
-    context: list[str] = []  # text above the list, and a paragraph below it: the goal
+    context: list[str] = []  # headings, text above the list and a paragraph below it: the goal
     items: list[_Item] = []
     section: str | None = None
-    base, lead, blank = 0, 0, False
+    base, blank, prev = 0, False, ""
     for line in lines:
         s, indented, marker = line.strip(), line[:1].isspace(), _MARKER.match(line) if listed else None
         if not s:
@@ -230,28 +234,32 @@ def _plan_lines(text: str) -> _Found | None:
             continue
         if marker:
             indent = len(marker.group(1).expandtabs(4))
-            base, lead = (base, lead) if items else (indent, len(context))
+            base = base if items else indent
             if indent >= base + 2:
                 items[-1].parts.append(line[marker.end() :].strip())
             else:
                 items.append(_Item([line[marker.end() :].strip()], section))
         elif (s.startswith("#") or s.endswith(":")) and (not items or not indented):  # a heading
             section = _clean(s.lstrip("#"))
+            context.append(section)
         elif listed and (not items or (blank and not indented)):
             context.append(s)
-        elif listed:  # a continuation line of the last item or sub-item
+        elif listed or (items and not blank and _wraps(restore(prev), restore(s))):  # goes on from the line before
             items[-1].parts[-1] += f" {s}"
-        elif items and (joined := _continued(items[-1].parts[0], s, blank)):
-            items[-1].parts[0] = joined
         else:
             items.append(_Item([s], section))
-        blank = False
+        blank, prev = False, s
     if not items:
         return None
-    if len(sections := {item.section for item in items}) == 1:  # one heading over every item
-        context.insert(lead, sections.pop() or "")
+    led = not listed and _is_task_led(items[0].parts[0])
+    for n in range(len(items) - 1, 0, -1):  # prose about an instruction stays with it ("It should use React.")
+        if led and items[n].parts[0].endswith((".", "!", "?")) and not _is_task_led(items[n].parts[0]):
+            items[n - 1].parts[0] = _join(items[n - 1].parts[0], items.pop(n).parts[0])
+    if len(sections := {item.section for item in items}) == 1:  # one heading over every item: the goal
         for item in items:
             item.section = None
+    else:  # headings of sections prefix their items instead
+        context = [line for line in context if line not in sections]
     goal = _join(*context)
     if len(items) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
         single = f"{goal}: {items[0].task()}" if goal else items[0].task()
@@ -259,14 +267,14 @@ def _plan_lines(text: str) -> _Found | None:
     return goal or None, [item.task() for item in items]
 
 
-def _continued(prev: str, line: str, blank: bool) -> str | None:
-    """``prev`` with ``line`` added when the line goes on from it (None: a task of its own): a
-    hard wrap, or prose about an instruction ("It should use React.")."""
-    led = _is_task_led(prev) and not _is_task_led(line)
-    wrap = (led or (len(prev) >= 60 and not _is_task_led(line))) and line[:1].islower() and prev[-1] not in ".!?:;"
-    if not blank and (wrap or prev.endswith((",", "-")) or _SLOTS.fullmatch(line)):  # or a code block on its own lines
-        return f"{prev} {line}"
-    return _join(prev, line) if led and line.endswith((".", "!", "?")) else None
+def _wraps(prev: str, line: str) -> bool:
+    """``line`` goes on from the line before (both as written): a hard wrap, or a code block."""
+    first, last = line.split()[0].lower(), prev.split()[-1].lower()
+    if prev.endswith((",", "-")) or line.startswith("```") or last in _WRAP_END or first in _WRAP_START:
+        return True
+    if not line[:1].islower() or prev[-1] in ".!?:;":
+        return False
+    return len(prev) >= 60 or (_is_task_led(prev) and not _is_task_led(line))
 
 
 def _plan_paragraph(text: str) -> _Found | None:
@@ -279,7 +287,14 @@ def _plan_paragraph(text: str) -> _Found | None:
     text = text[m.end() :] if (m := _MARKER.match(text)) else text  # a single bullet
     if ";" in text:  # "a; b; c", or "Heading: a; b; c" with a short heading as the goal
         head, colon, rest = text.partition(": ")
-        heading = colon and ";" not in head and len(head.split()) <= 15 and not re.search(r"[.!?]\s", head) and ": " not in rest
+        heading = (
+            head
+            and colon
+            and ";" not in head
+            and len(head.split()) <= 15
+            and not re.search(r"[.!?]\s", head)
+            and ": " not in rest
+        )
         return (head, rest.split(";")) if heading else (None, text.split(";"))
     sentences = _SENTENCE.split(text)
     led = [n for n, sentence in enumerate(sentences) if _is_task_led(sentence)]
