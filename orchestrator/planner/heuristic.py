@@ -36,27 +36,23 @@ class Plan:
 
 
 _VERB_TABLE = """
-    add analyse analyze audit automate benchmark* build* bump* call*+ change* check* clean* code* combine+ compare+
-    compile+ configure containerize convert create debug define delete deploy design* develop document* draft* enable
-    evaluate execute+ expand explain export* extend extract fetch* fill*+ fix format* generate harden implement import*
-    improve install instrument integrate introduce investigate launch*+ lint* localize make measure merge*+ migrate mock*+
-    modernize modify move* optimise optimize organize package* pair*+ parse* patch* polish* port* prepare profile*
-    prototype* publish rebuild redesign refactor release* remove rename render* repair* replace*+ reproduce* research*
-    resolve restructure review* rewrite run*+ scaffold secure* set* setup ship* simplify speed* split* start*+ stub*+
-    summarise summarize support* swap*+ sync* test* train* translate tune* update upgrade upload* validate verify wrap*+
-    write""".split()
+    add analyse analyze audit automate benchmark* build* bump* call*+ change* check* clean* code* combine+ compare+ compile+
+    configure containerize convert create debug define delete deploy design* develop document* draft* enable evaluate execute+
+    expand explain export* extend extract fetch* fill*+ fix format* generate harden implement import* improve install
+    instrument integrate introduce investigate launch*+ lint* localize make measure merge*+ migrate mock*+ modernize modify
+    move* optimise optimize organize package* pair*+ parse* patch* polish* port* prepare profile* prototype* publish rebuild
+    redesign refactor release* remove rename render* repair* replace*+ reproduce* research* resolve restructure review* rewrite
+    run*+ scaffold secure* set* setup ship* simplify speed* split* start*+ stub*+ summarise summarize support* swap*+ sync*
+    test* train* translate tune* update upgrade upload* validate verify wrap*+ write""".split()
 """Words that start an instruction. ``*``: often a noun too ("a build and test pipeline"), so it starts
 a clause only before "the", "it"... ``+``: acts on its list as a whole ("Replace X with Y and Z",
-"Compare A, B, and C"). A verb just before "and" shares its object ("search and replace it")."""
+"Compare A, B, and C"). A verb just before "and" shares its object ("build and deploy it")."""
 _VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE)
 _NOUNISH = frozenset(w.strip("*+") for w in _VERB_TABLE if "*" in w)
 _WITH_VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE if "+" in w)
 _DETERMINERS = frozenset(
     "the a an it its them their this that these those all every each any some our my your both new existing unit more missing".split()
 )
-_WRAP_START = frozenset("and or with including plus & +".split())
-_WRAP_END = _WRAP_START | frozenset("to the a an of for in on from by as at into that which".split())
-"""Words that end a hard-wrapped line, or start the line after it."""
 _AUX = frozenset("is are was were has have had should must will can could would does do did needs".split())
 
 # Linear-time regexes: none can backtrack over a long stretch of text.
@@ -67,7 +63,6 @@ _HIDE = re.compile(
     r"|(?<!\S)(?!and/or\s)[^\s/\\]*[/\\]\S*?(?=[.,;:!?)\]}'\"]*(?:\s|$))"
 )
 _BRACKETS = re.compile(r"\((?!(?:\d{1,3}|[a-z])\))[^()\[\]{}\n]*\)|\[(?![ xX]\])[^()\[\]{}\n]*\]|\{[^()\[\]{}\n]*\}")
-"""Brackets, except list markers: "(1)", "(a)" and checkboxes "[ ]", "[x]"."""
 _MARKER = re.compile(
     r"^([ \t]*)(?:(?:[-*+•·▪◦‣–—]|\d{1,3}[.)]|\(\d{1,3}\)|[a-z][.)]|\([a-z]\)"
     r"|(?i:step|task|phase|part)[ \t]*\d{1,3}[ \t]*[:.)-])(?:[ \t]+\[[ xX]\])?|\[[ xX]\])[ \t]+(?=\S)"
@@ -91,6 +86,8 @@ _ETC = re.compile(r"^(?:etc|so\s+on|more|\.\.\.|…)\.?$", re.I)  # after its "a
 _PLUS_CHAIN = re.compile(r"(?<![\w+#.])[A-Za-z][\w.#-]*(?:\+\+)?(?:[ \t]*\+[ \t]*[A-Za-z][\w.#-]*(?:\+\+)?)+(?![\w+])")
 _PLUS_TOKEN = re.compile(r"[A-Za-z][\w.#-]*(?:\+\+)?")
 _PREPOSITION = re.compile(r"\s(for|to|into|in|on|of|from|at|by|about|via|against|across|within)(?=\s)", re.I)
+_WRAP_END = re.compile(r"(?i)(?:[,&+-]|\b(?:and|or|with|including|plus|to|the|an?|of|for|in|on|from|by|as|at|into|that|which))$")
+_WRAP_START = re.compile(r"(?i)(?:[&+]|(?:and|or|with|including|plus)\b)")  # a line going on from the one before
 _WORD = re.compile(r"[^\W_][\w'’-]*")
 
 _Found = tuple[str | None, list[str]]  # (goal, items)
@@ -132,8 +129,8 @@ def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
 
 # -- text helpers ----------------------------------------------------------------
 def _protect(text: str) -> tuple[str, Callable[[str], str]]:
-    """``text`` with each code span, quote, bracket (3 deep), path and digit comma swapped for
-    one placeholder character, and the function that swaps them back."""
+    """``text`` with each code span, quote, bracket (3 deep; not list markers "(1)", "(a)", "[ ]"), path
+    and digit comma swapped for one placeholder character, and the function that swaps them back."""
     spans: list[str] = []
 
     def restore(part: str) -> str:
@@ -177,18 +174,15 @@ def _is_task_led(text: str) -> bool:
 
 def _capitalise(text: str) -> str:
     """Uppercase the first letter unless the first word looks like an identifier (iOS, foo_bar, app.py)."""
-    word = m.group() if (m := _WORD.match(text)) else ""
-    if not word or "_" in word or word[1:] != word[1:].lower() or text[len(word) : len(word) + 1] in list("./\\(@_"):
-        return text
-    return word[0].upper() + text[1:] if len(word[0].upper()) == 1 else text
+    word = m.group() if (m := _WORD.match(text)) else "_"
+    identifier = "_" in word or word[1:] != word[1:].lower() or text[len(word) : len(word) + 1] in list("./\\(@")
+    return text if identifier or len(word[0].upper()) != 1 else word[0].upper() + text[1:]
 
 
 def _join(*pieces: str) -> str:
     """Sentences joined in order, with a full stop added where one is missing."""
-    out = ""
-    for piece in filter(None, (p.strip() for p in pieces)):
-        out = f"{out}{'' if not out or out[-1] in '.!?:;' else '.'} {piece}".strip()
-    return out
+    kept = [p.strip() for p in pieces if p.strip()]
+    return " ".join(p if n == len(kept) - 1 or p[-1] in ".!?:;" else f"{p}." for n, p in enumerate(kept))
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -207,13 +201,13 @@ class _Item:
     parts: list[str]
     section: str | None
 
-    def task(self) -> str:
+    def task(self, sectioned: bool) -> str:
         """ "Section: parent: a, b and c", which plans back into a, b and c for its worker."""
         text, kids = self.parts[0].rstrip(), self.parts[1:]
         if kids:
             listed = len(kids) == 1 or any("," in k or ";" in k for k in kids)
             text = f"{text.rstrip(':')}: " + ("; ".join(kids) if listed else f"{', '.join(kids[:-1])} and {kids[-1]}")
-        return f"{self.section}: {text}" if self.section else text
+        return f"{self.section}: {text}" if self.section and sectioned else text
 
 
 def _plan_lines(text: str, restore: Callable[[str], str]) -> _Found | None:
@@ -255,22 +249,18 @@ def _plan_lines(text: str, restore: Callable[[str], str]) -> _Found | None:
     for n in range(len(items) - 1, 0, -1):  # prose about an instruction stays with it ("It should use React.")
         if led and items[n].parts[0].endswith((".", "!", "?")) and not _is_task_led(items[n].parts[0]):
             items[n - 1].parts[0] = _join(items[n - 1].parts[0], items.pop(n).parts[0])
-    if len(sections := {item.section for item in items}) == 1:  # one heading over every item: the goal
-        for item in items:
-            item.section = None
-    else:  # headings of sections prefix their items instead
-        context = [line for line in context if line not in sections]
-    goal = _join(*context)
-    if len(items) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
-        single = f"{goal}: {items[0].task()}" if goal else items[0].task()
+    sectioned = len(sections := {item.section for item in items}) > 1  # else one heading over all: the goal
+    goal = _join(*(line for line in context if not (sectioned and line in sections)))
+    tasks = [item.task(sectioned) for item in items]
+    if len(tasks) == 1:  # a single bullet, or an instruction with prose: planned as a paragraph
+        single = f"{goal}: {tasks[0]}" if goal else tasks[0]
         return _plan_paragraph(" ".join(single.split())) if listed else None
-    return goal or None, [item.task() for item in items]
+    return goal or None, tasks
 
 
 def _wraps(prev: str, line: str) -> bool:
     """``line`` goes on from the line before (both as written): a hard wrap, or a code block."""
-    first, last = line.split()[0].lower(), prev.split()[-1].lower()
-    if prev.endswith((",", "-")) or line.startswith("```") or last in _WRAP_END or first in _WRAP_START:
+    if line.startswith("```") or _WRAP_END.search(prev) or _WRAP_START.match(line):
         return True
     if not line[:1].islower() or prev[-1] in ".!?:;":
         return False
@@ -287,14 +277,7 @@ def _plan_paragraph(text: str) -> _Found | None:
     text = text[m.end() :] if (m := _MARKER.match(text)) else text  # a single bullet
     if ";" in text:  # "a; b; c", or "Heading: a; b; c" with a short heading as the goal
         head, colon, rest = text.partition(": ")
-        heading = (
-            head
-            and colon
-            and ";" not in head
-            and len(head.split()) <= 15
-            and not re.search(r"[.!?]\s", head)
-            and ": " not in rest
-        )
+        heading = colon and 0 < len(head.split()) <= 15 and not re.search(r"[;.!?]\s", f"{head} ") and ": " not in rest
         return (head, rest.split(";")) if heading else (None, text.split(";"))
     sentences = _SENTENCE.split(text)
     led = [n for n, sentence in enumerate(sentences) if _is_task_led(sentence)]
@@ -317,11 +300,10 @@ def _inline_list(text: str) -> _Found | None:
                 marks.append(m)
                 expect = str(int(expect) + 1) if expect.isdigit() else chr(ord(expect) + 1)
         if len(marks) >= 2:
-            head = text[: marks[0].start()].strip()
-            items = [text[m.end() : e] for m, e in zip(marks, [m.start() for m in marks[1:]] + [len(text)])]
-            if head and not head.endswith(":") and _is_task_led(head):
-                return None, [f"{head} {item.strip()}" for item in items]
-            return head, items
+            head, ends = text[: marks[0].start()].strip(), [m.start() for m in marks[1:]] + [len(text)]
+            items = [text[m.end() : e].strip() for m, e in zip(marks, ends)]
+            shared = head and not head.endswith(":") and _is_task_led(head)  # "Add 1) x and 2) y"
+            return (None, [f"{head} {item}" for item in items]) if shared else (head, items)
     return None
 
 
