@@ -1,19 +1,18 @@
 """Offline heuristic planner: split a request into subtasks and the goal they share.
 
-Standard library only (the simulated worker imports it at start-up). It reads the shapes people
-write and leaves anything else as one subtask: that is the AI planner's job. While it plans, code,
-quotes, brackets, paths/URLs and "1,000" commas are one placeholder character each, so nothing
-inside them separates.
+Standard library only (the simulated worker imports it at start-up). It reads the shapes people write
+and leaves anything else as one subtask: that is the AI planner's job. While it plans, code, quotes,
+brackets, paths/URLs and "1,000" commas are one placeholder character each, so nothing in them splits.
 
-Lists (``1.`` ``(a)`` ``-`` ``[ ]`` ``Step 1:`` lines, or "1. a 2. b" in one line) and plain lines
-give a task each: text around a list is the goal, headings prefix their items ("Backend: REST
-API"), sub-items fold into their parent, and a wrapped or prose line ("It should use React.")
-stays with the one before. A paragraph splits at semicolons, else in its one instruction sentence
-(other sentences join the goal) at verb clauses ("Fix X and add Y"), after an introducer ("Build
-X with A, B and C": goal "Build X"), at a "+" chain ("React + Flask app"), or for a verb shared by
-3+ objects ("Write tests for a.py, b.py, and c.py"). A sequence (then, finally; two instruction
-sentences) is one subtask: its steps depend on each other. Parts beyond max_tasks merge into
-adjacent "a; b" groups: nothing is lost.
+Lists (``1.`` ``(a)`` ``-`` ``[ ]`` ``Step 1:`` lines, or "1. a 2. b" in one line) and plain lines give
+a task each: text around a list, and one heading over all of it, is the goal; headings of sections
+prefix their items ("Backend: REST API"), sub-items fold into their parent, and a wrapped or prose line
+("It should use React.") stays with the one before. A paragraph splits at semicolons, else in its one
+instruction sentence (other sentences join the goal) at verb clauses ("Fix X and add Y"), after an
+introducer ("Build X with A, B and C": goal "Build X"), at a "+" chain ("React + Flask app"), or for a
+verb shared by 3+ objects ("Write tests for a.py, b.py, and c.py"). A sequence (then, finally; two
+instruction sentences) is one subtask: its steps depend on each other. Parts beyond max_tasks merge
+into adjacent "a; b" groups: nothing is lost.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ _VERB_TABLE = """
     test* train* translate tune* update upgrade upload* validate verify wrap*+ write""".split()
 """Words that start an instruction. ``*``: often a noun too ("a build and test pipeline"), so it starts
 a clause only before "the", "it"... ``+``: acts on its list as a whole ("Replace X with Y and Z",
-"Compare A, B, and C"). A verb just before "and" shares its object ("build and deploy it")."""
+"Compare A, B, and C")."""
 _VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE)
 _NOUNISH = frozenset(w.strip("*+") for w in _VERB_TABLE if "*" in w)
 _WITH_VERBS = frozenset(w.strip("*+") for w in _VERB_TABLE if "+" in w)
@@ -90,7 +89,7 @@ _WRAP_END = re.compile(r"(?i)(?:[,&+-]|\b(?:and|or|with|including|plus|to|the|an
 _WRAP_START = re.compile(r"(?i)(?:[&+]|(?:and|or|with|including|plus)\b)")  # a line going on from the one before
 _WORD = re.compile(r"[^\W_][\w'’-]*")
 
-_Found = tuple[str | None, list[str]]  # (goal, items)
+_Found = tuple[str | None, list[str]]  # what a rule found: (goal, raw items); None when it found nothing
 
 
 def split_request(request: str, max_tasks: int) -> Plan:
@@ -127,7 +126,6 @@ def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     return ["; ".join(tasks[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-# -- text helpers ----------------------------------------------------------------
 def _protect(text: str) -> tuple[str, Callable[[str], str]]:
     """``text`` with each code span, quote, bracket (3 deep; not list markers "(1)", "(a)", "[ ]"), path
     and digit comma swapped for one placeholder character, and the function that swaps them back."""
@@ -193,7 +191,6 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(first.values())
 
 
-# -- planning: each step returns (goal, raw items), or None for "one task" ------------
 @dataclass
 class _Item:
     """A list item being read: its lines (its text, then its indented sub-items) and section heading."""
@@ -311,12 +308,13 @@ def _verb_clauses(text: str) -> _Found | None:
     """ "Fix the bug, add tests and update the docs": split where a task verb follows "," or "and"."""
     if not _is_task_led(text):
         return None
-    cuts = []
+    cuts, start = [], 0
     for m in _CLAUSE_JOIN.finditer(text):
         verb, after = _words(text[m.end() : m.end() + 100])[:2]
-        before = (text[max(0, m.start() - 40) : m.start()].split() or [""])[-1].lower()
+        before = text[start : m.start()].lower().split() or [""]  # "get, put and delete", "parse, validate and format": a list
         if verb in _VERBS and (verb not in _NOUNISH or after in _DETERMINERS) and (verb, after) != ("make", "sure"):
-            cuts += [m] if before not in _VERBS else []
+            cuts += [] if len(before) < 2 or before[-1] in _VERBS else [m]
+        start = m.end()
     clauses = [text[a:b].strip() for a, b in zip([0, *(m.end() for m in cuts)], [*(m.start() for m in cuts), len(text)])]
     return (None, clauses) if cuts and all(len(c.split()) >= 2 for c in clauses) else None
 
