@@ -528,3 +528,59 @@ def test_planner_imports_only_the_standard_library() -> None:
                 assert node.module == "heuristic", "the package imports only the heuristic planner"
     assert modules, "expected some imports"
     assert modules <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_sentences_around_verb_clauses_are_the_goal() -> None:
+    """Issue 11: a context sentence is the shared goal of verb clauses too; it was glued to each
+    clause ("I have a Flask app. add tests")."""
+    assert split_request("I have a Flask app. Fix the login bug and add tests.", BIG) == Plan(
+        ["Fix the login bug", "Add tests"], "I have a Flask app"
+    )
+
+
+def test_parenthesised_numbers_in_one_line_are_a_list() -> None:
+    """Issue 11: "(1) x (2) y" in one line is a list, as "1) x 2) y" is; it was one task."""
+    assert split_request("(1) Add login (2) Add logout", BIG) == Plan(["Add login", "Add logout"])
+    assert split_request("Fix (a) the parser and (b) the lexer", BIG) == Plan(["Fix the parser", "Fix the lexer"])
+
+
+@pytest.mark.parametrize(
+    ("request_text", "tasks", "goal"),
+    [
+        # a hard-wrapped sentence (a line ending in a connector, or a long one) stays one line
+        (
+            "Build a dashboard that shows the data from\nPostgres and Redis",
+            ["Build a dashboard that shows the data from Postgres and Redis"],
+            None,
+        ),
+        (
+            "Add a login page.\nThe page should use OAuth and remember\nthe user between sessions.",
+            ["Add a login page. The page should use OAuth and remember the user between sessions."],
+            None,
+        ),
+        # a code block on its own lines belongs to the instruction above it
+        (
+            "Refactor this function\n```\ndef f(a, b): return a; b\n```",
+            ["Refactor this function ```\ndef f(a, b): return a; b\n```"],
+            None,
+        ),
+        # verbs listed after a one-word item or another verb are items, not clauses
+        (
+            "Implement an LRU cache with get, put and delete operations",
+            ["Get", "Put", "Delete operations"],
+            "Implement an LRU cache",
+        ),
+        (
+            "Add a CLI with subcommands for parse, validate and format",
+            ["Subcommands for parse", "Validate", "Format"],
+            "Add a CLI",
+        ),
+        # two headings before a list are both kept, in the goal
+        ("Point it at the mock:\nTurns:\n- a\n- b", ["A", "B"], "Point it at the mock. Turns"),
+        # text holding the planner's own placeholder characters is planned as it is, losing nothing
+        ("Build X with A, \U000f0001B and C", ["A", "\U000f0001B", "C"], "Build X"),
+    ],
+)
+def test_shapes_the_smaller_planner_keeps(request_text: str, tasks: list[str], goal: str | None) -> None:
+    """Behaviours of the 515-line planner that the smaller one (issue 11) keeps, beyond the table."""
+    assert split_request(request_text, BIG) == Plan(tasks, goal)
