@@ -24,6 +24,19 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
         "Build a REST API",
     ),
     (
+        # Each part has its own "with": the colon introduces the list, and no part loses its noun.
+        "colon-list-of-parts-each-with-details",
+        "Build a web shop: a catalog with search and filters, a cart with discounts and taxes, and checkout with payments and receipts",
+        ["A catalog with search and filters", "A cart with discounts and taxes", "Checkout with payments and receipts"],
+        "Build a web shop",
+    ),
+    (
+        "colon-then-one-part-with-a-list",
+        "Build a blog: backend with auth, posts and comments",
+        ["Auth", "Posts", "Comments"],
+        "Build a blog: backend",
+    ),
+    (
         "seed-two-items-after-with",
         "Build a complete e-commerce site with frontend and backend",
         ["Frontend", "Backend"],

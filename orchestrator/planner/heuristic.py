@@ -321,13 +321,18 @@ def _verb_clauses(text: str) -> _Found | None:
 
 def _introduced_list(text: str) -> _Found | None:
     """ "Build X with A, B, and C": items A, B, C with the goal "Build X". Of introducers before
-    the list's first comma the last one counts ("Build a blog: backend with a, b and c")."""
+    the list's first comma the last one counts ("Build a blog: backend with a, b and c"), unless
+    the items after that comma have introducers of their own: then the first item's is part of
+    it too ("Build a shop: a catalog with search, a cart with taxes, and checkout")."""
     whole = _words(_strip_lead(text))[0] in _WITH_VERBS  # "Run the tests with A and B": one task
     cands = [c for c in _INTRO.finditer(text) if c.start() > 0 and not (whole and "with" in c.group().lower())]
     if not cands:
         return None
     comma = text.find(",", cands[0].end())
-    cand = [c for c in cands if comma < 0 or c.start() < comma][-1]
+    before = [c for c in cands if comma < 0 or c.start() < comma]
+    cand = before[-1]
+    if len(before) > 1 and comma >= 0 and len(before) < len(cands):  # later items have introducers too
+        cand = before[-2]
     items = _list_items(text[cand.end() :])
     return (text[: cand.start()], items) if len(items) >= 2 else None
 
