@@ -132,7 +132,7 @@ def _add_late_commands(sub: Any) -> None:
     watch.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     watch.set_defaults(func=_lazy("orchestrator.scripts", "cmd_watch"))
     check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
-    check.add_argument("job_id")
+    check.add_argument("job_id", nargs="?", help="default: the newest job in this folder's workspace")
     check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")

@@ -15,6 +15,7 @@ from . import protocol
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .workspace import Workspace
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 RET_UNREACHABLE = 5
@@ -315,7 +316,8 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     from .workspace import Workspace, validate_job_id
 
     settings = _settings(args)
-    job_id = validate_job_id(args.job_id)
+    newest = args.job_id is None
+    job_id = validate_job_id(args.job_id) if not newest else _newest_job(Workspace(settings.workspace_root))
     url, why = _server_for(args, settings)
     doc = None
     if url:
@@ -331,7 +333,24 @@ def cmd_check_status(args: argparse.Namespace) -> int:
         source = f"from the workspace files ({why})"
     print(status_table(doc))
     print(f"({source})")
+    if newest:
+        print(f"(the newest job in {settings.workspace_root}; give a JOB_ID for another)")
     return 0
+
+
+def _newest_job(workspace: Workspace) -> str:
+    """The root job created last in this folder's workspace (check-status.sh with no JOB_ID)."""
+    from .errors import JobNotFound
+
+    created = []
+    for root_id in workspace.root_ids():
+        try:
+            created.append((workspace.load_job(root_id).created_at, root_id))
+        except (JobNotFound, OSError, ValueError):
+            continue  # a folder being created or removed: not a job to show
+    if not created:
+        raise JobNotFound(f'no job in {workspace.root} yet: run ./quick-start.sh "your request" first')
+    return max(created)[1]
 
 
 def cmd_stop_server(args: argparse.Namespace) -> int:

@@ -71,6 +71,10 @@ def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(ho
     up = subprocess.run([str(ROOT / "check-status.sh"), job_id], env=env, capture_output=True, text=True, timeout=60)
     assert up.returncode == 0 and "COMPLETED" in up.stdout and f"from http://127.0.0.1:{port}" in up.stdout
     subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, check=True, capture_output=True, timeout=60)
+    # with no JOB_ID: the newest job, saying so
+    newest = subprocess.run([str(ROOT / "check-status.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert newest.returncode == 0 and f"job {job_id}  COMPLETED" in newest.stdout, newest.stderr
+    assert "(the newest job in " in newest.stdout and "give a JOB_ID for another" in newest.stdout
     down = subprocess.run([str(ROOT / "check-status.sh"), job_id], env=env, capture_output=True, text=True, timeout=60)
     assert (
         down.returncode == 0
@@ -94,6 +98,8 @@ def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(ho
 
 def test_quick_start_usage_errors(home):
     _, _, env = home
+    empty = subprocess.run([str(ROOT / "check-status.sh")], env=env, capture_output=True, text=True, timeout=30)
+    assert empty.returncode != 0 and "yet: run ./quick-start.sh" in empty.stderr, empty.stderr
     for argv in ([], ["   "]):
         out = subprocess.run([str(ROOT / "quick-start.sh"), *argv], env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == 2 and "usage" in out.stderr
