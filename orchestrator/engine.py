@@ -80,10 +80,9 @@ class Engine:
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
-        self.checkout = (
-            checkout if checkout is not None else make_checkout(settings, self.workspace)
-        )  # prepares each worker's directory
-        self.steps = tuple(steps)  # after-attempt steps (steps.py), in order
+        # Prepares each worker's directory (checkout.py), and checks its work after each attempt (steps.py).
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace)
+        self.steps = tuple(steps)  # in order; none by default
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
