@@ -337,6 +337,8 @@ LAYERS = [
             "orchestrator.events",
             "orchestrator.pacing",
             "orchestrator.wire",
+            "orchestrator.gitcmd",
+            "orchestrator.merging",
         ],
     ),
 ]

@@ -1,0 +1,474 @@
+"""Merging workers' branches into a job's result branch, without touching any working tree.
+
+Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
+(git >= 2.38), ``git commit-tree`` for the merge commit, and, for ``theirs``, ``git merge-file
+--theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
+write the resolved tree. The user's index, working trees and stash are never read for writing.
+
+Refs move only by ``git update-ref <ref> <new> <old>`` (old value checked: a concurrent change
+fails instead of being overwritten, a re-run with the same inputs is a no-op) and only under
+the job's prefix, except :func:`advance`, which moves the one branch the user named, only as a
+fast-forward. Merge commits are deterministic (fixed identity, date = the newest parent's
+committer date), so running the same merge twice gives the same commit.
+
+git 2.39 has neither ``merge-tree --merge-base`` nor ``-X``: the sequential merge needs no
+explicit base (each step merges the result so far with the next branch, whose merge base git
+finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same rule as
+``git merge -X theirs``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import failpoints
+from .errors import ConfigError, Conflict, ValidationError
+from .gitcmd import GitFailed, git_bytes, run_git
+
+MIN_GIT = (2, 38)
+STRATEGIES = ("auto", "theirs", "manual")
+ZERO = "0" * 40
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "orchestrator",
+    "GIT_AUTHOR_EMAIL": "orchestrator@localhost",
+    "GIT_COMMITTER_NAME": "orchestrator",
+    "GIT_COMMITTER_EMAIL": "orchestrator@localhost",
+}
+_ROOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class GitTooOld(ConfigError):
+    """The installed git lacks a feature the orchestrator needs."""
+
+
+class RefMoved(Conflict):
+    """A ref was not at the value expected: someone else moved it, nothing was changed."""
+
+
+class MergeRefused(Conflict):
+    """``advance`` will not move the branch (not a fast-forward, or its checkout is dirty)."""
+
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message, command=command)
+        self.command = command
+
+
+@dataclass(frozen=True)
+class FileConflict:
+    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
+
+    path: str
+    workers: tuple[str, ...]
+    hunks: int
+    kind: str  # content, add/add, modify/delete, delete/modify
+    resolved_by: str = ""  # under theirs: the worker whose side won
+    predicted: bool = False  # not merged: what would conflict if it were
+
+
+@dataclass(frozen=True)
+class WorkerChanges:
+    worker: str
+    branch: str
+    commit: str
+    files: tuple[str, ...]  # changed against the base
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    strategy: str
+    base: str
+    result_ref: str
+    result_commit: str | None
+    merged: tuple[str, ...]
+    skipped: tuple[str, ...]
+    conflicts: tuple[FileConflict, ...]
+    changes: tuple[WorkerChanges, ...]
+    command: str  # what the user runs to take the result
+    unchanged: tuple[str, ...] = field(default=())  # merged workers whose branch added nothing
+
+
+def git_version(repo: str | Path = ".") -> tuple[int, int, int]:
+    text = run_git(repo, "--version").stdout
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not found:
+        raise GitTooOld(f"cannot read git's version from {text.strip()!r}")
+    return int(found[1]), int(found[2]), int(found[3] or 0)
+
+
+def require_git(repo: str | Path = ".") -> None:
+    found = git_version(repo)
+    if found[:2] < MIN_GIT:
+        raise GitTooOld(
+            f"git {'.'.join(map(str, found))} is too old: merging needs git >= {'.'.join(map(str, MIN_GIT))} "
+            "(for 'git merge-tree --write-tree'); install a newer git or set git.isolation: folder"
+        )
+
+
+# -- names and refs ---------------------------------------------------------------------------
+
+
+def branch_ref(name: str) -> str:
+    return name if name.startswith("refs/") else f"refs/heads/{name}"
+
+
+def job_prefix(prefix: str, root_id: str) -> str:
+    """``refs/heads/<prefix><root id>/``, validated: the only refs a job may move or delete."""
+    if not _ROOT_ID.match(root_id):
+        raise ValidationError(f"job id {root_id!r} cannot name a branch: use letters, digits, '.', '_' or '-'")
+    ref = f"refs/heads/{prefix}{root_id}/"
+    done = run_git(".", "check-ref-format", ref + "result", check=False)
+    if done.returncode != 0 or ".." in prefix:
+        raise ConfigError(f"git.branch_prefix {prefix!r} does not make a valid branch name (see 'git help check-ref-format')")
+    return ref
+
+
+def result_ref(prefix: str, root_id: str) -> str:
+    return job_prefix(prefix, root_id) + "result"
+
+
+def resolve(repo: str | Path, name: str) -> str:
+    """The commit id ``name`` names; user text never reaches git as an option."""
+    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}", check=False)
+    if done.returncode != 0:
+        raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    return done.stdout.strip()
+
+
+def ref_value(repo: str | Path, ref: str) -> str | None:
+    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False)
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def update_ref(repo: str | Path, ref: str, new: str, old: str | None, *, under: str) -> None:
+    """Move ``ref`` from ``old`` (None: must not exist) to ``new`` atomically, only under ``under``."""
+    if not ref.startswith(under):
+        raise ValidationError(f"refusing to move {ref}: only refs under {under} belong to this job")
+    done = run_git(repo, "update-ref", "-m", "orchestrator merge", ref, new, old or ZERO, check=False)
+    if done.returncode != 0:
+        now = ref_value(repo, ref)
+        raise RefMoved(f"{ref} is at {now or 'nothing'}, not {old or 'nothing'} as expected: someone moved it; nothing changed")
+
+
+def _is_ancestor(repo: str | Path, older: str, newer: str) -> bool:
+    done = run_git(repo, "merge-base", "--is-ancestor", older, newer, check=False)
+    if done.returncode not in (0, 1):
+        raise GitFailed(["merge-base", "--is-ancestor", older, newer], done.returncode, done.stderr)
+    return done.returncode == 0
+
+
+def changed_files(repo: str | Path, base: str, commit: str) -> tuple[str, ...]:
+    out = run_git(repo, "diff", "--name-only", "-z", "--no-renames", base, commit, "--").stdout
+    return tuple(sorted(filter(None, out.split("\0"))))
+
+
+# -- merge-tree ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _TreeMerge:
+    tree: str
+    stages: dict[str, dict[int, tuple[str, str]]]  # path -> stage -> (mode, blob)
+
+    @property
+    def clean(self) -> bool:
+        return not self.stages
+
+
+def _parse_merges(tokens: list[str], batch: bool) -> list[_TreeMerge]:
+    merges, i = [], 0
+    while i < len(tokens) and tokens[i] != "":
+        if batch:
+            i += 1  # the per-merge status; the stage entries say the same
+        merge = _TreeMerge(tokens[i], {})
+        i += 1
+        while i < len(tokens) and tokens[i] != "":
+            info, _, path = tokens[i].partition("\t")
+            mode, blob, stage = info.split()
+            merge.stages.setdefault(path, {})[int(stage)] = (mode, blob)
+            i += 1
+        i += 1  # the empty token closing the section
+        merges.append(merge)
+    return merges
+
+
+def _merge_tree(repo: str | Path, ours: str, theirs: str) -> _TreeMerge:
+    done = run_git(repo, "merge-tree", "--write-tree", "-z", "--no-messages", ours, theirs, check=False)
+    if done.returncode not in (0, 1):
+        raise GitFailed(["merge-tree", "--write-tree", ours, theirs], done.returncode, done.stderr)
+    return _parse_merges(done.stdout.split("\0") + [""], batch=False)[0]
+
+
+def _merge_trees(repo: str | Path, pairs: list[tuple[str, str]]) -> list[_TreeMerge]:
+    """Many merges in one git process (``merge-tree --stdin``)."""
+    if not pairs:
+        return []
+    lines = "".join(f"{a} {b}\n" for a, b in pairs)
+    done = run_git(repo, "merge-tree", "--stdin", "-z", "--no-messages", input=lines, check=False)
+    if done.returncode not in (0, 1):
+        raise GitFailed(["merge-tree", "--stdin"], done.returncode, done.stderr)
+    return _parse_merges(done.stdout.split("\0"), batch=True)
+
+
+def _kind(stages: dict[int, tuple[str, str]]) -> str:
+    have = set(stages)
+    if {2, 3} <= have:
+        return "content" if 1 in have else "add/add"
+    return "modify/delete" if 2 in have else "delete/modify"
+
+
+def _write_stages(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: Path) -> None:
+    for stage, name in ((1, "base"), (2, "ours"), (3, "theirs")):
+        (scratch / name).write_bytes(git_bytes(repo, "cat-file", "blob", stages[stage][1]) if stage in stages else b"")
+
+
+def _merge_file(repo: str | Path, scratch: Path, *options: str) -> int:
+    """``git merge-file`` on the files in ``scratch`` (outside every working tree), result in
+    ``scratch/ours``; its exit code is the number of conflicting hunks, > 127 for binary files."""
+    files = [str(scratch / name) for name in ("ours", "base", "theirs")]
+    return run_git(repo, "merge-file", "-q", *options, *files, check=False).returncode
+
+
+def _count_hunks(repo: str | Path, stages: dict[int, tuple[str, str]]) -> int:
+    if not {2, 3} <= set(stages):
+        return 1
+    with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch:
+        _write_stages(repo, stages, Path(scratch))
+        code = _merge_file(repo, Path(scratch))
+    return 1 if code > 127 else max(code, 1)
+
+
+def _theirs_blob(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: Path) -> str:
+    """The path's content with every conflicting hunk taken from the later side (binary: theirs whole)."""
+    _write_stages(repo, stages, scratch)
+    if _merge_file(repo, scratch, "--theirs") != 0:
+        return stages[3][1]
+    return run_git(repo, "hash-object", "-w", "--", str(scratch / "ours")).stdout.strip()
+
+
+def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str, int]]:
+    """The merge's tree with every conflicting hunk taken from the later side ("theirs"), and
+    the hunks per path. Written through a temporary index file: the user's index is untouched."""
+    hunks: dict[str, int] = {}
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        for path, stages in sorted(merge.stages.items()):
+            if 3 not in stages:  # the later worker deleted it
+                hunks[path] = 1
+                lines.append(f"0 {ZERO}\t{path}")
+                continue
+            if 2 not in stages:  # deleted before, changed by the later worker
+                hunks[path] = 1
+                lines.append(f"{stages[3][0]} {stages[3][1]}\t{path}")
+                continue
+            hunks[path] = _count_hunks(repo, stages)
+            blob = _theirs_blob(repo, stages, scratch)
+            lines.append(f"{stages[3][0]} {blob}\t{path}")
+        env = {"GIT_INDEX_FILE": str(scratch / "index")}
+        run_git(repo, "read-tree", merge.tree, env=env)
+        run_git(repo, "update-index", "--index-info", input="".join(line + "\n" for line in lines), env=env)
+        tree = run_git(repo, "write-tree", env=env).stdout.strip()
+    return tree, hunks
+
+
+def _commit(repo: str | Path, tree: str, parents: list[str], message: str) -> str:
+    """A merge commit whose id depends only on its inputs (identity and date are fixed)."""
+    dates = run_git(repo, "show", "-s", "--format=%ct", *parents).stdout.split()
+    when = f"{max(int(d) for d in dates)} +0000"
+    env = {**IDENTITY, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    argv = ["-c", "commit.gpgsign=false", "commit-tree", tree]
+    for parent in parents:
+        argv += ["-p", parent]
+    return run_git(repo, *argv, input=message, env=env).stdout.strip()
+
+
+# -- the merge ----------------------------------------------------------------------------------
+
+
+def _touched_by(changes: dict[str, WorkerChanges], workers: list[str], path: str) -> list[str]:
+    return [w for w in workers if path in changes[w].files]
+
+
+def merge_branches(
+    repo: str | Path,
+    base: str,
+    branches: list[tuple[str, str]],
+    strategy: str,
+    *,
+    prefix: str,
+    root_id: str,
+) -> MergeOutcome:
+    """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into
+    ``<prefix><root id>/result`` with ``strategy``; see the module docstring."""
+    if strategy not in STRATEGIES:
+        raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    require_git(repo)
+    under = job_prefix(prefix, root_id)
+    target = under + "result"
+    short = target.removeprefix("refs/heads/")
+    old = ref_value(repo, target)
+    base_commit = resolve(repo, base)
+    commits = [(worker, branch, resolve(repo, branch)) for worker, branch in branches]
+    changes = {w: WorkerChanges(w, b, c, changed_files(repo, base_commit, c)) for w, b, c in commits}
+    comparison = tuple(changes[w] for w, _, _ in commits)
+    if strategy == "manual":
+        report = predict_conflicts(repo, base, branches)
+        command = " && ".join(f"git merge {b}" for _, b in branches)
+        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in commits), report, comparison, command)
+
+    head, merged, unchanged, conflicts = base_commit, [], [], []
+    skipped: list[str] = []
+    for index, (worker, branch, commit) in enumerate(commits):
+        if _is_ancestor(repo, commit, head):  # nothing new on this branch
+            merged.append(worker)
+            unchanged.append(worker)
+            continue
+        result = _merge_tree(repo, head, commit)
+        tree = result.tree
+        if not result.clean:
+            earlier = list(merged)
+            if strategy == "auto":
+                for path, stages in sorted(result.stages.items()):
+                    involved = (*_touched_by(changes, earlier, path), worker)
+                    conflicts.append(FileConflict(path, involved, _count_hunks(repo, stages), _kind(stages)))
+                skipped = [w for w, _, _ in commits[index:]]
+                conflicts += _predict_rest(repo, head, commits[index + 1 :], changes, merged)
+                break
+            tree, hunks = _resolve_theirs(repo, result)
+            for path, stages in sorted(result.stages.items()):
+                involved = (*_touched_by(changes, earlier, path), worker)
+                conflicts.append(FileConflict(path, involved, hunks[path], _kind(stages), resolved_by=worker))
+        message = (
+            f"orchestrator: merge worker {worker} ({branch}) into job {root_id}\n\n"
+            f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
+        )
+        head = _commit(repo, tree, [head, commit], message)
+        merged.append(worker)
+    failpoints.hit("merge_before_update_ref")
+    if head != old:
+        update_ref(repo, target, head, old, under=under)
+    return MergeOutcome(
+        strategy,
+        base_commit,
+        target,
+        head,
+        tuple(merged),
+        tuple(skipped),
+        tuple(conflicts),
+        comparison,
+        f"git merge {short}",
+        tuple(unchanged),
+    )
+
+
+def _predict_rest(
+    repo: str | Path, head: str, rest: list[tuple[str, str, str]], changes: dict[str, WorkerChanges], merged: list[str]
+) -> list[FileConflict]:
+    """What each branch after the first conflict would conflict on against the clean result."""
+    found = []
+    for (worker, _, _), result in zip(rest, _merge_trees(repo, [(head, c) for _, _, c in rest])):
+        for path, stages in sorted(result.stages.items()):
+            involved = (*_touched_by(changes, merged, path), worker)
+            found.append(FileConflict(path, involved, _count_hunks(repo, stages), _kind(stages), predicted=True))
+    return found
+
+
+def predict_conflicts(repo: str | Path, base: str, branches: list[tuple[str, str]]) -> tuple[FileConflict, ...]:
+    """Pairwise: every pair of workers whose branches conflict, per file (one ``merge-tree``
+    process for all pairs); touches no working tree and moves no ref."""
+    require_git(repo)
+    resolve(repo, base)
+    commits = [(worker, resolve(repo, branch)) for worker, branch in branches]
+    pairs = [(i, j) for i in range(len(commits)) for j in range(i + 1, len(commits))]
+    results = _merge_trees(repo, [(commits[i][1], commits[j][1]) for i, j in pairs])
+    found = []
+    for (i, j), result in zip(pairs, results):
+        for path, stages in sorted(result.stages.items()):
+            found.append(
+                FileConflict(path, (commits[i][0], commits[j][0]), _count_hunks(repo, stages), _kind(stages), predicted=True)
+            )
+    return tuple(found)
+
+
+# -- taking the result, cleaning up -------------------------------------------------------------
+
+
+def _checkouts(repo: str | Path) -> dict[str, str]:
+    """branch ref -> the worktree that has it checked out (every worktree of the repository)."""
+    out = run_git(repo, "worktree", "list", "--porcelain", "-z").stdout
+    found, path = {}, ""
+    for line in out.split("\0"):
+        if line.startswith("worktree "):
+            path = line.removeprefix("worktree ")
+        elif line.startswith("branch "):
+            found[line.removeprefix("branch ")] = path
+    return found
+
+
+def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:
+    """Fast-forward ``into_branch`` to ``result_commit``; the only ref outside the prefix that
+    ever moves. Returns what was done; raises MergeRefused with the user's command otherwise."""
+    ref = branch_ref(into_branch)
+    if run_git(repo, "check-ref-format", ref, check=False).returncode != 0 or not ref.startswith("refs/heads/"):
+        raise ValidationError(f"{into_branch!r} is not a branch name")
+    name = ref.removeprefix("refs/heads/")
+    new = resolve(repo, result_commit)
+    current = ref_value(repo, ref)
+    if current is None:
+        raise MergeRefused(f"branch {name} does not exist; create it from the result yourself", f"git branch {name} {new}")
+    if current == new:
+        return f"{name} is already at {new[:12]}"
+    if not _is_ancestor(repo, current, new):
+        raise MergeRefused(
+            f"{name} has commits the result lacks: not a fast-forward, so it was left alone; merge it yourself",
+            f"git switch {name} && git merge {new}",
+        )
+    tree = _checkouts(repo).get(ref)
+    if tree is None:
+        update_ref(repo, ref, new, current, under=ref)
+        return f"moved {name} from {current[:12]} to {new[:12]}"
+    status = run_git(tree, "status", "--porcelain").stdout
+    if status.strip():
+        raise MergeRefused(
+            f"{name} is checked out in {tree}, which has uncommitted changes: commit or stash them, then take the result",
+            f"git -C {tree} merge --ff-only {new}",
+        )
+    run_git(tree, "merge", "--ff-only", "-q", new)
+    return f"fast-forwarded {name} in {tree} from {current[:12]} to {new[:12]}"
+
+
+@dataclass(frozen=True)
+class Deleted:
+    deleted: tuple[str, ...]
+    kept: tuple[str, ...]
+    checked_out: tuple[str, ...]  # left alone: a worktree still uses them (remove it first)
+
+
+def delete_job_refs(repo: str | Path, prefix: str, root_id: str, keep_result: bool = True) -> Deleted:
+    """Delete the job's branches under ``<prefix><root id>/`` (nothing outside it), each only
+    if still at the value just read, all in one ``update-ref --stdin`` transaction."""
+    under = job_prefix(prefix, root_id)
+    out = run_git(repo, "for-each-ref", "--format=%(refname) %(objectname)", under).stdout
+    used = _checkouts(repo)
+    deleted, kept, busy, commands = [], [], [], []
+    for line in out.splitlines():
+        ref, oid = line.rsplit(" ", 1)
+        if not ref.startswith(under):
+            continue
+        if keep_result and ref == under + "result":
+            kept.append(ref)
+        elif ref in used:
+            busy.append(ref)
+        else:
+            deleted.append(ref)
+            commands.append(f"delete {ref} {oid}\n")
+    if commands:
+        done = run_git(repo, "update-ref", "--stdin", input="start\n" + "".join(commands) + "commit\n", check=False)
+        if done.returncode != 0:
+            raise RefMoved(
+                f"the branches of job {root_id} changed while deleting them; nothing was deleted: {done.stderr.strip()}"
+            )
+    return Deleted(tuple(deleted), tuple(kept), tuple(busy))
