@@ -19,7 +19,9 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
+import functools
 import re
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,12 +101,17 @@ def git_version(repo: str | Path = ".") -> tuple[int, int, int]:
 
 
 def require_git(repo: str | Path = ".") -> None:
-    found = git_version(repo)
+    found = _checked_version(str(repo))
     if found[:2] < MIN_GIT:
         raise GitTooOld(
             f"git {'.'.join(map(str, found))} is too old: merging needs git >= {'.'.join(map(str, MIN_GIT))} "
             "(for 'git merge-tree --write-tree'); install a newer git or set git.isolation: folder"
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _checked_version(repo: str) -> tuple[int, int, int]:
+    return git_version(repo)
 
 
 # -- names and refs ---------------------------------------------------------------------------
@@ -131,10 +138,30 @@ def result_ref(prefix: str, root_id: str) -> str:
 
 def resolve(repo: str | Path, name: str) -> str:
     """The commit id ``name`` names; user text never reaches git as an option."""
-    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}", check=False)
-    if done.returncode != 0:
-        raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
-    return done.stdout.strip()
+    return resolve_all(repo, [name])[0]
+
+
+def resolve_all(repo: str | Path, names: list[str]) -> list[str]:
+    """The commit ids of ``names``, in one ``cat-file --batch-check`` (names go in on stdin, never as options)."""
+    if not names:
+        return []
+    for name in names:
+        if not name or "\n" in name or "\0" in name:
+            raise ValidationError(f"{name!r} is not a commit name")
+    out = run_git(
+        repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", input="".join(f"{n}^{{commit}}\n" for n in names)
+    )
+    found = []
+    for name, line in zip(names, out.stdout.splitlines()):
+        oid, _, kind = line.rpartition(" ")
+        if kind != "commit":
+            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+        found.append(oid)
+    return found
+
+
+def resolve_trees(repo: str | Path, commit: str) -> str:
+    return run_git(repo, "rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
 
 
 def ref_value(repo: str | Path, ref: str) -> str | None:
@@ -148,6 +175,11 @@ def update_ref(repo: str | Path, ref: str, new: str, old: str | None, *, under: 
         raise ValidationError(f"refusing to move {ref}: only refs under {under} belong to this job")
     done = run_git(repo, "update-ref", "-m", "orchestrator merge", ref, new, old or ZERO, check=False)
     if done.returncode != 0:
+        if ".lock" in done.stderr and "File exists" in done.stderr:
+            raise RefMoved(
+                f"{ref} is locked by another git, or by one killed mid-update: if no git is running, "
+                f"remove the stale lock file ({done.stderr.strip()})"
+            )
         now = ref_value(repo, ref)
         raise RefMoved(f"{ref} is at {now or 'nothing'}, not {old or 'nothing'} as expected: someone moved it; nothing changed")
 
@@ -159,9 +191,19 @@ def _is_ancestor(repo: str | Path, older: str, newer: str) -> bool:
     return done.returncode == 0
 
 
-def changed_files(repo: str | Path, base: str, commit: str) -> tuple[str, ...]:
-    out = run_git(repo, "diff", "--name-only", "-z", "--no-renames", base, commit, "--").stdout
-    return tuple(sorted(filter(None, out.split("\0"))))
+def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, tuple[str, ...]]:
+    """commit -> the paths it changes against ``base``, for all commits in one ``diff-tree --stdin``
+    (each line "<commit> <base>": a reversed diff names the same paths, headed by the commit)."""
+    lines = "".join(f"{c} {base}\n" for c in commits)
+    out = run_git(repo, "diff-tree", "--stdin", "-r", "--name-only", "-z", "--no-renames", input=lines).stdout
+    found: dict[str, list[str]] = {c: [] for c in commits}
+    current: list[str] = []
+    for token in filter(None, out.split("\0")):
+        if token in found and len(token) >= 40 and token.strip("0123456789abcdef") == "":
+            current = found[token]
+        else:
+            current.append(token)
+    return {c: tuple(sorted(paths)) for c, paths in found.items()}
 
 
 # -- merge-tree ---------------------------------------------------------------------------------
@@ -274,10 +316,8 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
     return tree, hunks
 
 
-def _commit(repo: str | Path, tree: str, parents: list[str], message: str) -> str:
+def _commit(repo: str | Path, tree: str, parents: list[str], message: str, when: str) -> str:
     """A merge commit whose id depends only on its inputs (identity and date are fixed)."""
-    dates = run_git(repo, "show", "-s", "--format=%ct", *parents).stdout.split()
-    when = f"{max(int(d) for d in dates)} +0000"
     env = {**IDENTITY, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
     argv = ["-c", "commit.gpgsign=false", "commit-tree", tree]
     for parent in parents:
@@ -310,24 +350,28 @@ def merge_branches(
     target = under + "result"
     short = target.removeprefix("refs/heads/")
     old = ref_value(repo, target)
-    base_commit = resolve(repo, base)
-    commits = [(worker, branch, resolve(repo, branch)) for worker, branch in branches]
-    changes = {w: WorkerChanges(w, b, c, changed_files(repo, base_commit, c)) for w, b, c in commits}
+    base_commit, *oids = resolve_all(repo, [base, *(branch for _, branch in branches)])
+    commits = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
+    files = changed_files(repo, base_commit, oids)
+    changes = {w: WorkerChanges(w, b, c, files[c]) for w, b, c in commits}
     comparison = tuple(changes[w] for w, _, _ in commits)
     if strategy == "manual":
         report = predict_conflicts(repo, base, branches)
         command = " && ".join(f"git merge {b}" for _, b in branches)
         return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in commits), report, comparison, command)
 
-    head, merged, unchanged, conflicts = base_commit, [], [], []
-    skipped: list[str] = []
+    # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
+    dates = run_git(repo, "show", "-s", "--format=%ct", base_commit, *oids).stdout.split()
+    when = f"{max(int(d) for d in dates)} +0000"
+    head, head_tree = base_commit, resolve_trees(repo, base_commit)
+    merged, unchanged, conflicts, skipped = [], [], [], []
     for index, (worker, branch, commit) in enumerate(commits):
-        if _is_ancestor(repo, commit, head):  # nothing new on this branch
+        result = _merge_tree(repo, head, commit)
+        tree = result.tree
+        if result.clean and tree == head_tree and _is_ancestor(repo, commit, head):  # nothing new
             merged.append(worker)
             unchanged.append(worker)
             continue
-        result = _merge_tree(repo, head, commit)
-        tree = result.tree
         if not result.clean:
             earlier = list(merged)
             if strategy == "auto":
@@ -345,7 +389,7 @@ def merge_branches(
             f"orchestrator: merge worker {worker} ({branch}) into job {root_id}\n\n"
             f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
         )
-        head = _commit(repo, tree, [head, commit], message)
+        head, head_tree = _commit(repo, tree, [head, commit], message, when), tree
         merged.append(worker)
     failpoints.hit("merge_before_update_ref")
     if head != old:
@@ -380,8 +424,8 @@ def predict_conflicts(repo: str | Path, base: str, branches: list[tuple[str, str
     """Pairwise: every pair of workers whose branches conflict, per file (one ``merge-tree``
     process for all pairs); touches no working tree and moves no ref."""
     require_git(repo)
-    resolve(repo, base)
-    commits = [(worker, resolve(repo, branch)) for worker, branch in branches]
+    _, *oids = resolve_all(repo, [base, *(branch for _, branch in branches)])
+    commits = [(worker, oid) for (worker, _), oid in zip(branches, oids)]
     pairs = [(i, j) for i in range(len(commits)) for j in range(i + 1, len(commits))]
     results = _merge_trees(repo, [(commits[i][1], commits[j][1]) for i, j in pairs])
     found = []
@@ -434,7 +478,7 @@ def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:
     if status.strip():
         raise MergeRefused(
             f"{name} is checked out in {tree}, which has uncommitted changes: commit or stash them, then take the result",
-            f"git -C {tree} merge --ff-only {new}",
+            f"git -C {shlex.quote(tree)} merge --ff-only {new}",
         )
     run_git(tree, "merge", "--ff-only", "-q", new)
     return f"fast-forwarded {name} in {tree} from {current[:12]} to {new[:12]}"

@@ -260,9 +260,9 @@ def test_too_old_a_git_is_named_with_the_minimum(tmp_path: Path, monkeypatch: py
     (fake / "git").write_text("#!/bin/sh\necho 'git version 2.30.1'\n")
     (fake / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    assert merging.git_version() == (2, 30, 1)
+    assert merging.git_version(tmp_path) == (2, 30, 1)
     with pytest.raises(merging.GitTooOld, match=r"git 2\.30\.1 is too old: merging needs git >= 2\.38"):
-        merging.require_git()
+        merging.require_git(tmp_path)
 
 
 # -- advance --------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def test_advance_refuses_a_checked_out_branch_in_a_dirty_tree(repo: Path) -> Non
     before = snapshot(repo)
     with pytest.raises(merging.MergeRefused, match="uncommitted changes") as refused:
         merging.advance(repo, "main", result)
-    assert refused.value.command == f"git -C {repo} merge --ff-only {result}"
+    assert refused.value.command == f"git -C '{repo}' merge --ff-only {result}"  # the path has a space
     assert snapshot(repo) == before
 
 
@@ -383,3 +383,15 @@ def test_the_snapshot_sees_each_kind_of_change(repo: Path) -> None:
         before = snapshot(repo)
         change()
         assert snapshot(repo) != before
+
+
+def test_a_stale_lock_from_a_crash_is_named_and_nothing_moves(repo: Path) -> None:
+    """A git killed inside update-ref leaves ``<ref>.lock``: the merge says so instead of guessing."""
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    lock = repo / ".git" / "refs" / "heads" / PREFIX / ID / "result.lock"
+    lock.write_text("")
+    with pytest.raises(merging.RefMoved, match="stale lock file"):
+        merge(repo, "auto", "w1")
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
+    lock.unlink()
+    assert merge(repo, "auto", "w1").merged == ("w1",)
