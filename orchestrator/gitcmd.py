@@ -58,10 +58,11 @@ def run_git(
     return done
 
 
-def git_bytes(repo: str | Path, *args: str) -> bytes:
+def git_bytes(repo: str | Path, *args: str, input: bytes | None = None) -> bytes:
     """``git -C repo args...`` returning stdout as bytes (blob contents need not be text)."""
     argv = ["-C", str(repo), *args]
-    done = subprocess.run(["git", *argv], capture_output=True, env=git_env(), stdin=subprocess.DEVNULL)
+    stdin = None if input is not None else subprocess.DEVNULL
+    done = subprocess.run(["git", *argv], input=input, capture_output=True, env=git_env(), stdin=stdin)
     if done.returncode != 0:
         raise GitFailed(argv, done.returncode, done.stderr.decode("utf-8", "replace"))
     return done.stdout

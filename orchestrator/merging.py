@@ -125,11 +125,18 @@ def job_prefix(prefix: str, root_id: str) -> str:
     """``refs/heads/<prefix><root id>/``, validated: the only refs a job may move or delete."""
     if not _ROOT_ID.match(root_id):
         raise ValidationError(f"job id {root_id!r} cannot name a branch: use letters, digits, '.', '_' or '-'")
-    ref = f"refs/heads/{prefix}{root_id}/"
-    done = run_git(".", "check-ref-format", ref + "result", check=False)
-    if done.returncode != 0 or ".." in prefix:
-        raise ConfigError(f"git.branch_prefix {prefix!r} does not make a valid branch name (see 'git help check-ref-format')")
-    return ref
+    _check_prefix(prefix)
+    return f"refs/heads/{prefix}{root_id}/"
+
+
+@functools.lru_cache(maxsize=8)
+def _check_prefix(prefix: str) -> None:
+    done = run_git(".", "check-ref-format", f"refs/heads/{prefix}x/result", check=False)
+    if done.returncode != 0 or ".." in prefix or not prefix.endswith("/"):
+        raise ConfigError(
+            f"git.branch_prefix {prefix!r} does not make a valid branch name: use something like 'orchestrator/' "
+            "(ending in '/'; see 'git help check-ref-format')"
+        )
 
 
 def result_ref(prefix: str, root_id: str) -> str:
@@ -142,26 +149,46 @@ def resolve(repo: str | Path, name: str) -> str:
 
 
 def resolve_all(repo: str | Path, names: list[str]) -> list[str]:
-    """The commit ids of ``names``, in one ``cat-file --batch-check`` (names go in on stdin, never as options)."""
+    """The commit ids of ``names`` (names go in on stdin, never as options)."""
+    found = []
+    for name, commit in zip(names, read_commits(repo, names)):
+        if commit is None:
+            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+        found.append(commit.oid)
+    return found
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    oid: str
+    tree: str
+    time: int  # committer timestamp
+
+
+def read_commits(repo: str | Path, names: list[str]) -> list[CommitInfo | None]:
+    """Each name's commit (None: no such commit), all in one ``cat-file --batch``."""
     if not names:
         return []
     for name in names:
         if not name or "\n" in name or "\0" in name:
             raise ValidationError(f"{name!r} is not a commit name")
-    out = run_git(
-        repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", input="".join(f"{n}^{{commit}}\n" for n in names)
-    )
-    found = []
-    for name, line in zip(names, out.stdout.splitlines()):
-        oid, _, kind = line.rpartition(" ")
-        if kind != "commit":
-            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
-        found.append(oid)
+    out = git_bytes(repo, "cat-file", "--batch", input="".join(f"{n}^{{commit}}\n" for n in names).encode())
+    found: list[CommitInfo | None] = []
+    at = 0
+    for _ in names:
+        end = out.index(b"\n", at)
+        header = out[at:end].decode("utf-8", "replace").split(" ")
+        at = end + 1
+        if len(header) != 3 or header[1] != "commit":
+            found.append(None)
+            continue
+        body = out[at : at + int(header[2])]
+        at += int(header[2]) + 1
+        lines = body.split(b"\n\n", 1)[0].decode("utf-8", "replace").splitlines()
+        tree = next(line[5:] for line in lines if line.startswith("tree "))
+        when = next(int(line.rsplit(" ", 2)[1]) for line in lines if line.startswith("committer "))
+        found.append(CommitInfo(header[0], tree, when))
     return found
-
-
-def resolve_trees(repo: str | Path, commit: str) -> str:
-    return run_git(repo, "rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
 
 
 def ref_value(repo: str | Path, ref: str) -> str | None:
@@ -191,19 +218,22 @@ def _is_ancestor(repo: str | Path, older: str, newer: str) -> bool:
     return done.returncode == 0
 
 
-def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, tuple[str, ...]]:
-    """commit -> the paths it changes against ``base``, for all commits in one ``diff-tree --stdin``
-    (each line "<commit> <base>": a reversed diff names the same paths, headed by the commit)."""
+def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, dict[str, tuple[str, str] | None]]:
+    """commit -> {path: (mode, blob) it has there, None when it deleted it} against ``base``, for
+    all commits in one ``diff-tree --stdin``. Each line is "<commit> <base>": the reversed diff
+    is headed by the commit, and its "old" side is the commit's."""
     lines = "".join(f"{c} {base}\n" for c in commits)
-    out = run_git(repo, "diff-tree", "--stdin", "-r", "--name-only", "-z", "--no-renames", input=lines).stdout
-    found: dict[str, list[str]] = {c: [] for c in commits}
-    current: list[str] = []
-    for token in filter(None, out.split("\0")):
-        if token in found and len(token) >= 40 and token.strip("0123456789abcdef") == "":
+    out = run_git(repo, "diff-tree", "--stdin", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", input=lines).stdout
+    found: dict[str, dict[str, tuple[str, str] | None]] = {c: {} for c in commits}
+    tokens = iter(filter(None, out.split("\0")))
+    current: dict[str, tuple[str, str] | None] = {}
+    for token in tokens:
+        if token.startswith(":"):
+            mode, _, blob, _, _ = token[1:].split(" ")
+            current[next(tokens)] = None if mode == "000000" else (mode, blob)
+        elif token in found:
             current = found[token]
-        else:
-            current.append(token)
-    return {c: tuple(sorted(paths)) for c, paths in found.items()}
+    return found
 
 
 # -- merge-tree ---------------------------------------------------------------------------------
@@ -349,11 +379,17 @@ def merge_branches(
     under = job_prefix(prefix, root_id)
     target = under + "result"
     short = target.removeprefix("refs/heads/")
-    old = ref_value(repo, target)
-    base_commit, *oids = resolve_all(repo, [base, *(branch for _, branch in branches)])
+    names = [base, *(branch for _, branch in branches)]
+    *infos, current = read_commits(repo, [*names, target])
+    for name, info in zip(names, infos):
+        if info is None:
+            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    known = [info for info in infos if info]
+    old = current.oid if current else None
+    base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     commits = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     files = changed_files(repo, base_commit, oids)
-    changes = {w: WorkerChanges(w, b, c, files[c]) for w, b, c in commits}
+    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in commits}
     comparison = tuple(changes[w] for w, _, _ in commits)
     if strategy == "manual":
         report = predict_conflicts(repo, base, branches)
@@ -361,9 +397,8 @@ def merge_branches(
         return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in commits), report, comparison, command)
 
     # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
-    dates = run_git(repo, "show", "-s", "--format=%ct", base_commit, *oids).stdout.split()
-    when = f"{max(int(d) for d in dates)} +0000"
-    head, head_tree = base_commit, resolve_trees(repo, base_commit)
+    when = f"{max(info.time for info in known)} +0000"
+    head, head_tree = base_commit, known[0].tree
     merged, unchanged, conflicts, skipped = [], [], [], []
     for index, (worker, branch, commit) in enumerate(commits):
         result = _merge_tree(repo, head, commit)
