@@ -339,6 +339,7 @@ LAYERS = [
             "orchestrator.wire",
             "orchestrator.gitcmd",
             "orchestrator.merging",
+            "orchestrator.gitrefs",
         ],
     ),
 ]

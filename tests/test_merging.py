@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import merging, protocol
-from orchestrator.errors import ValidationError
+from orchestrator import gitrefs, merging, protocol
+from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.gitcmd import run_git
 
 PREFIX = "orchestrator/"
@@ -233,13 +233,13 @@ def test_a_stale_old_value_refuses_to_move_a_ref(repo: Path) -> None:
     now = git(repo, "rev-parse", RESULT).strip()
     stale = git(repo, "rev-parse", "main").strip()
     under = f"refs/heads/{PREFIX}{ID}/"
-    with pytest.raises(merging.RefMoved, match="not .* as expected"):
-        merging.update_ref(repo, RESULT, stale, stale, under=under)
-    with pytest.raises(merging.RefMoved):
-        merging.update_ref(repo, RESULT, stale, None, under=under)  # "must not exist"
+    with pytest.raises(gitrefs.RefMoved, match="not .* as expected"):
+        gitrefs.update_ref(repo, RESULT, stale, stale, under=under)
+    with pytest.raises(gitrefs.RefMoved):
+        gitrefs.update_ref(repo, RESULT, stale, None, under=under)  # "must not exist"
     assert git(repo, "rev-parse", RESULT).strip() == now
     with pytest.raises(ValidationError, match="only refs under"):
-        merging.update_ref(repo, "refs/heads/main", now, stale, under=under)
+        gitrefs.update_ref(repo, "refs/heads/main", now, stale, under=under)
     assert git(repo, "rev-parse", "main").strip() == stale
 
 
@@ -250,7 +250,7 @@ def test_bad_names_are_refused_before_git_sees_them(repo: Path) -> None:
         merging.merge_branches(repo, "main", [], "auto", prefix=PREFIX, root_id="../x")
     with pytest.raises(ValidationError, match="not one of"):
         merging.merge_branches(repo, "main", [], "ours", prefix=PREFIX, root_id=ID)
-    with pytest.raises(merging.ConfigError, match="branch_prefix"):
+    with pytest.raises(ConfigError, match="branch_prefix"):
         merging.merge_branches(repo, "main", [], "auto", prefix="bad prefix/", root_id=ID)
 
 
@@ -279,13 +279,13 @@ def test_advance_fast_forwards_a_branch_not_checked_out(repo: Path) -> None:
     git(repo, "branch", "release", "main")
     result = result_of_w1(repo)
     before = snapshot(repo)
-    assert "moved release" in merging.advance(repo, "release", result)
+    assert "moved release" in gitrefs.advance(repo, "release", result)
     after = snapshot(repo)
     assert git(repo, "rev-parse", "release").strip() == result
     moved = [r for r in after["refs"] if r not in before["refs"]]
     assert moved == [f"refs/heads/release {result}"]
     assert {k: v for k, v in after.items() if k != "refs"} == {k: v for k, v in before.items() if k != "refs"}
-    assert "already at" in merging.advance(repo, "release", result)  # idempotent
+    assert "already at" in gitrefs.advance(repo, "release", result)  # idempotent
 
 
 def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
@@ -293,8 +293,8 @@ def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
     result = result_of_w1(repo)
     own = commit_on(repo, "release", {"release.txt": "the user's own commit\n"})
     before = snapshot(repo)
-    with pytest.raises(merging.MergeRefused, match="not a fast-forward") as refused:
-        merging.advance(repo, "release", result)
+    with pytest.raises(gitrefs.MergeRefused, match="not a fast-forward") as refused:
+        gitrefs.advance(repo, "release", result)
     assert refused.value.command == f"git switch release && git merge {result}"
     assert snapshot(repo) == before and git(repo, "rev-parse", "release").strip() == own
 
@@ -302,8 +302,8 @@ def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
 def test_advance_refuses_a_checked_out_branch_in_a_dirty_tree(repo: Path) -> None:
     result = result_of_w1(repo)
     before = snapshot(repo)
-    with pytest.raises(merging.MergeRefused, match="uncommitted changes") as refused:
-        merging.advance(repo, "main", result)
+    with pytest.raises(gitrefs.MergeRefused, match="uncommitted changes") as refused:
+        gitrefs.advance(repo, "main", result)
     assert refused.value.command == f"git -C '{repo}' merge --ff-only {result}"  # the path has a space
     assert snapshot(repo) == before
 
@@ -314,7 +314,7 @@ def test_advance_fast_forwards_a_checked_out_branch_in_a_clean_tree(repo: Path, 
     git(repo, "worktree", "add", "-q", "-b", "feature", str(tree), "main")
     result = result_of_w1(repo)
     before = snapshot(repo)
-    assert "fast-forwarded feature" in merging.advance(repo, "feature", result)
+    assert "fast-forwarded feature" in gitrefs.advance(repo, "feature", result)
     assert (tree / "w1.txt").read_text() == "w1\n"
     assert git(tree, "status", "--porcelain") == "" and git(tree, "rev-parse", "HEAD").strip() == result
     after = snapshot(repo)
@@ -330,7 +330,7 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
         git(repo, "branch", outside, "main")
     git(repo, "worktree", "add", "-q", str(tmp_path / "busy"), f"{PREFIX}{ID}/w4")
     before = snapshot(repo)
-    gone = merging.delete_job_refs(repo, PREFIX, ID)
+    gone = gitrefs.delete_job_refs(repo, PREFIX, ID)
     assert snapshot(repo) == before  # the snapshot leaves the prefix out: everything else is the same
     assert set(gone.deleted) == {f"refs/heads/{PREFIX}{ID}/{w}" for w in ("w1", "w2", "w3")}
     assert gone.kept == (RESULT,) and gone.checked_out == (f"refs/heads/{PREFIX}{ID}/w4",)
@@ -344,7 +344,7 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
             f"refs/heads/{PREFIX}{ID}-x",
         ]
     )
-    assert merging.delete_job_refs(repo, PREFIX, ID, keep_result=False).deleted == (RESULT,)
+    assert gitrefs.delete_job_refs(repo, PREFIX, ID, keep_result=False).deleted == (RESULT,)
 
 
 # -- a crash in the middle of a merge -------------------------------------------------------------
@@ -390,7 +390,7 @@ def test_a_stale_lock_from_a_crash_is_named_and_nothing_moves(repo: Path) -> Non
     commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
     lock = repo / ".git" / "refs" / "heads" / PREFIX / ID / "result.lock"
     lock.write_text("")
-    with pytest.raises(merging.RefMoved, match="stale lock file"):
+    with pytest.raises(gitrefs.RefMoved, match="stale lock file"):
         merge(repo, "auto", "w1")
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
     lock.unlink()
