@@ -20,7 +20,9 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 from __future__ import annotations
 
 import functools
+import os
 import re
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from pathlib import Path
 from . import failpoints
 from .errors import ConfigError, ValidationError
 from .gitcmd import GitFailed, git_bytes, run_git
-from .gitrefs import ZERO, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
+from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
 
 MIN_GIT = (2, 38)
 STRATEGIES = ("auto", "theirs", "manual")
@@ -102,8 +104,8 @@ def _checked_version(repo: str) -> tuple[int, int, int]:
 
 def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, dict[str, tuple[str, str] | None]]:
     """commit -> {path: (mode, blob) it has there, None when it deleted it} against ``base``, for
-    all commits in one ``diff-tree --stdin``. Each line is "<commit> <base>": the reversed diff
-    is headed by the commit, and its "old" side is the commit's."""
+    all commits in one ``diff-tree --stdin``. Each line is "<commit> <base>" (a commit and the
+    parent to compare it with): each diff is headed by its commit, its "new" side the commit's."""
     lines = "".join(f"{c} {base}\n" for c in commits)
     out = run_git(repo, "diff-tree", "--stdin", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", input=lines).stdout
     found: dict[str, dict[str, tuple[str, str] | None]] = {c: {} for c in commits}
@@ -111,7 +113,7 @@ def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, 
     current: dict[str, tuple[str, str] | None] = {}
     for token in tokens:
         if token.startswith(":"):
-            mode, _, blob, _, _ = token[1:].split(" ")
+            _, mode, _, blob, _ = token[1:].split(" ")
             current[next(tokens)] = None if mode == "000000" else (mode, blob)
         elif token in found:
             current = found[token]
@@ -237,6 +239,73 @@ def _commit(repo: str | Path, tree: str, parents: list[str], message: str, when:
     return run_git(repo, *argv, input=message, env=env).stdout.strip()
 
 
+def _message(worker: str, branch: str, root_id: str, strategy: str) -> str:
+    return (
+        f"orchestrator: merge worker {worker} ({branch}) into job {root_id}\n\n"
+        f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
+    )
+
+
+def _quote(path: str) -> str:
+    """A path for fast-import, C-quoted (it may hold spaces, quotes, even a newline)."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _disjoint_merge(
+    repo: str | Path,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    files: dict[str, dict[str, tuple[str, str] | None]],
+    when: str,
+    root_id: str,
+    strategy: str,
+) -> tuple[str, list[str], list[str]] | None:
+    """The same chain of merge commits the per-branch loop makes, in one ``git fast-import``,
+    when the loop's answer is known without merging: every branch descends from the base and no
+    two branches touch the same path (or a file and a folder of the same name). Then each merge
+    is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
+    owner: dict[str, str] = {}
+    for _, _, commit in commits:
+        for path in files[commit]:
+            if owner.setdefault(path, commit) != commit:
+                return None
+    for path in owner:
+        parts = path.split("/")
+        if any("/".join(parts[:n]) in owner for n in range(1, len(parts))):
+            return None
+    refs = [branch_ref(branch) for _, branch, _ in commits]
+    listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
+    if {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines()):
+        return None  # a branch that is not a ref, or that does not descend from the base
+    scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
+    stream: list[bytes] = []
+    merged: list[str] = []
+    unchanged: list[str] = []
+    parent, marks = base, 0
+    for worker, branch, commit in commits:
+        merged.append(worker)
+        if commit == base:
+            unchanged.append(worker)
+            continue
+        marks += 1
+        message = _message(worker, branch, root_id, strategy).encode()
+        ident = f"orchestrator <orchestrator@localhost> {when}"
+        stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
+        stream.append(message)
+        stream.append(f"\nfrom {parent}\nmerge {commit}\n".encode())
+        for path, entry in sorted(files[commit].items()):
+            line = f"D {_quote(path)}\n" if entry is None else f"M {entry[0]} {entry[1]} {_quote(path)}\n"
+            stream.append(line.encode())
+        stream.append(b"\n")
+        parent = f":{marks}"
+    if not marks:
+        return base, merged, unchanged
+    # A branch reset to nothing is not written at the end: fast-import moves no ref at all.
+    stream.append(f"reset {scratch}\n\nget-mark :{marks}\ndone\n".encode())
+    out = git_bytes(repo, "fast-import", "--quiet", "--done", input=b"".join(stream))
+    return out.decode().split()[-1], merged, unchanged
+
+
 # -- the merge ----------------------------------------------------------------------------------
 
 
@@ -252,9 +321,11 @@ def merge_branches(
     *,
     prefix: str,
     root_id: str,
+    fast_path: bool = True,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into
-    ``<prefix><root id>/result`` with ``strategy``; see the module docstring."""
+    ``<prefix><root id>/result`` with ``strategy``; see the module docstring. ``fast_path=False``
+    forces one merge-tree per branch even when the changes are disjoint (tests compare the two)."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -281,7 +352,14 @@ def merge_branches(
     # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
     when = f"{max(info.time for info in known)} +0000"
     head, head_tree = base_commit, known[0].tree
-    merged, unchanged, conflicts, skipped = [], [], [], []
+    merged: list[str] = []
+    unchanged: list[str] = []
+    skipped: list[str] = []
+    conflicts: list[FileConflict] = []
+    fast = _disjoint_merge(repo, base_commit, commits, files, when, root_id, strategy) if fast_path else None
+    if fast:
+        head, merged, unchanged = fast
+        commits = []  # all merged at once
     for index, (worker, branch, commit) in enumerate(commits):
         result = _merge_tree(repo, head, commit)
         tree = result.tree
@@ -302,10 +380,7 @@ def merge_branches(
             for path, stages in sorted(result.stages.items()):
                 involved = (*_touched_by(changes, earlier, path), worker)
                 conflicts.append(FileConflict(path, involved, hunks[path], _kind(stages), resolved_by=worker))
-        message = (
-            f"orchestrator: merge worker {worker} ({branch}) into job {root_id}\n\n"
-            f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
-        )
+        message = _message(worker, branch, root_id, strategy)
         head, head_tree = _commit(repo, tree, [head, commit], message, when), tree
         merged.append(worker)
     failpoints.hit("merge_before_update_ref")

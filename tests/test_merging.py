@@ -395,3 +395,54 @@ def test_a_stale_lock_from_a_crash_is_named_and_nothing_moves(repo: Path) -> Non
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
     lock.unlink()
     assert merge(repo, "auto", "w1").merged == ("w1",)
+
+
+def fast_path_taken(repo: Path, *workers: str) -> bool:
+    base = git(repo, "rev-parse", "main").strip()
+    oids = [git(repo, "rev-parse", b).strip() for _, b in branches(*workers)]
+    commits = [(w, b, c) for (w, b), c in zip(branches(*workers), oids)]
+    files = merging.changed_files(repo, base, oids)
+    return merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto") is not None
+
+
+def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop(repo: Path) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"}), 'odd "name"\tx.txt': "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"dir with space/notes.txt": None, "dir with space/more.txt": "w2\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3/deep/file.txt": "w3\n"})
+    assert fast_path_taken(repo, "w1", "w2", "w3", "w4")
+    before = snapshot(repo)
+    fast = merging.merge_branches(repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="fast")
+    slow = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="slow", fast_path=False
+    )
+    assert snapshot(repo) == before
+    assert fast.merged == slow.merged and fast.unchanged == slow.unchanged == ("w4",)
+
+    def chain(ref: str) -> list[tuple[str, ...]]:  # each merge: its tree, the branch merged, the author and date
+        fmt = "%T %P %an %at"
+        return [
+            tuple(line.split()[:1] + line.split()[2:])
+            for line in git(repo, "log", "--first-parent", f"--format={fmt}", ref).splitlines()
+        ]
+
+    assert chain(f"{PREFIX}fast/result") == chain(f"{PREFIX}slow/result")
+    assert show(repo, f"{PREFIX}fast/result", 'odd "name"\tx.txt') == "w1\n"
+    assert git(repo, "for-each-ref", "refs/orchestrator-scratch") == ""  # fast-import wrote no ref
+    assert len(git(repo, "rev-list", "--merges", f"{PREFIX}fast/result").split()) == 3
+
+
+def test_overlapping_or_foreign_branches_are_merged_one_by_one(repo: Path) -> None:
+    # A file and a folder of the same name on two branches: a conflict, not a silent mix.
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"thing": "a file\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"thing/inside.txt": "a folder\n"})
+    assert not fast_path_taken(repo, "w1", "w2")
+    outcome = merge(repo, "auto", "w1", "w2")
+    assert outcome.merged == ("w1",) and outcome.skipped == ("w2",) and outcome.conflicts
+    # A branch made before the base's last commit: merged from its own merge base, so the base's
+    # newer files stay (the union of diffs against the base would delete them).
+    git(repo, "branch", "-f", f"{PREFIX}{ID}/w3", "main~1")
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
+    assert not fast_path_taken(repo, "w3")
+    outcome = merge(repo, "auto", "w3")
+    names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
+    assert "w3.txt" in names and "other.txt" in names and "dir with space/notes.txt" in names
