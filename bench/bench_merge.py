@@ -7,7 +7,9 @@ Generates a repository of ``--files`` files (100 per folder, ~1 KB each) in a te
 (disjoint changes: every merge is clean). Then, each timed ``--repeat`` times (median shown):
 
 * orchestrator: ``merging.merge_branches(repo, "main", branches, "auto", ...)``: every merge in
-  the object store, a merge commit per branch, the result ref moved by ``update-ref``;
+  the object store, a merge commit per branch, the result ref moved by ``update-ref``. Disjoint
+  branches take its fast path (one ``git fast-import``); ``--per-branch`` times the general path
+  (a ``merge-tree`` and a ``commit-tree`` per branch) instead;
 * merge-tree loop: ``git merge-tree --write-tree main <branch>`` once per branch, the issue's
   baseline (it merges each branch with the base only: it makes no commit, so it cannot chain);
 * merge-tree + commit-tree loop: the least a shell script runs for the same result (each branch
@@ -80,8 +82,13 @@ def loop_with_commits(repo: Path, branches: list[tuple[str, str]], run: int) -> 
     git(repo, "update-ref", f"refs/heads/loop{run}", head)
 
 
+FAST_PATH = True
+
+
 def orchestrator(repo: Path, branches: list[tuple[str, str]], run: int) -> None:
-    outcome = merging.merge_branches(repo, "main", branches, "auto", prefix="orchestrator/", root_id=f"run{run}")
+    outcome = merging.merge_branches(
+        repo, "main", branches, "auto", prefix="orchestrator/", root_id=f"run{run}", fast_path=FAST_PATH
+    )
     assert outcome.merged == tuple(w for w, _ in branches) and not outcome.conflicts, outcome
 
 
@@ -90,7 +97,12 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--branches", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--per-branch", action="store_true", help="the orchestrator merges branch by branch (no fast-import path)"
+    )
     args = parser.parse_args()
+    global FAST_PATH
+    FAST_PATH = not args.per_branch
     with tempfile.TemporaryDirectory(prefix="bench-merge-") as folder:
         repo = Path(folder) / "repo"
         repo.mkdir()
