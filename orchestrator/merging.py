@@ -187,8 +187,13 @@ def _merge_file(repo: str | Path, scratch: Path, *options: str) -> int:
     return run_git(repo, "merge-file", "-q", *options, *files, check=False).returncode
 
 
+def _text_files(stages: dict[int, tuple[str, str]]) -> bool:
+    """Both sides are regular files (not a submodule's commit, not a symbolic link)."""
+    return {2, 3} <= set(stages) and all(mode in ("100644", "100755") for mode, _ in stages.values())
+
+
 def _count_hunks(repo: str | Path, stages: dict[int, tuple[str, str]]) -> int:
-    if not {2, 3} <= set(stages):
+    if not _text_files(stages):
         return 1
     with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch:
         _write_stages(repo, stages, Path(scratch))
@@ -198,6 +203,8 @@ def _count_hunks(repo: str | Path, stages: dict[int, tuple[str, str]]) -> int:
 
 def _theirs_blob(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: Path) -> str:
     """The path's content with every conflicting hunk taken from the later side (binary: theirs whole)."""
+    if not _text_files(stages):
+        return stages[3][1]
     _write_stages(repo, stages, scratch)
     if _merge_file(repo, scratch, "--theirs") != 0:
         return stages[3][1]
@@ -313,6 +320,31 @@ def _touched_by(changes: dict[str, WorkerChanges], workers: list[str], path: str
     return [w for w in workers if path in changes[w].files]
 
 
+def _conflicts(
+    repo: str | Path,
+    merge: _TreeMerge,
+    changes: dict[str, WorkerChanges],
+    earlier: list[str],
+    worker: str,
+    hunks: dict[str, int] | None = None,
+    resolved_by: str = "",
+    predicted: bool = False,
+) -> list[FileConflict]:
+    """The merge's conflicting paths as reported: a file that met a folder of its name is moved
+    by git to ``<path>~<side>``; the report names ``<path>`` and the kind "file/folder"."""
+    found = []
+    for path, stages in sorted(merge.stages.items()):
+        shown, kind = path, _kind(stages)
+        stem, tilde, side = path.rpartition("~")
+        touched = {p for w in (*earlier, worker) for p in changes[w].files}
+        if tilde and "/" not in side and path not in touched and stem in touched:
+            shown, kind = stem, "file/folder"
+        count = hunks[path] if hunks is not None else _count_hunks(repo, stages)
+        involved = (*_touched_by(changes, earlier, shown), worker)
+        found.append(FileConflict(shown, involved, count, kind, resolved_by, predicted))
+    return found
+
+
 def merge_branches(
     repo: str | Path,
     base: str,
@@ -370,16 +402,12 @@ def merge_branches(
         if not result.clean:
             earlier = list(merged)
             if strategy == "auto":
-                for path, stages in sorted(result.stages.items()):
-                    involved = (*_touched_by(changes, earlier, path), worker)
-                    conflicts.append(FileConflict(path, involved, _count_hunks(repo, stages), _kind(stages)))
+                conflicts += _conflicts(repo, result, changes, earlier, worker)
                 skipped = [w for w, _, _ in commits[index:]]
                 conflicts += _predict_rest(repo, head, commits[index + 1 :], changes, merged)
                 break
             tree, hunks = _resolve_theirs(repo, result)
-            for path, stages in sorted(result.stages.items()):
-                involved = (*_touched_by(changes, earlier, path), worker)
-                conflicts.append(FileConflict(path, involved, hunks[path], _kind(stages), resolved_by=worker))
+            conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
         message = _message(worker, branch, root_id, strategy)
         head, head_tree = _commit(repo, tree, [head, commit], message, when), tree
         merged.append(worker)
@@ -406,9 +434,7 @@ def _predict_rest(
     """What each branch after the first conflict would conflict on against the clean result."""
     found = []
     for (worker, _, _), result in zip(rest, _merge_trees(repo, [(head, c) for _, _, c in rest])):
-        for path, stages in sorted(result.stages.items()):
-            involved = (*_touched_by(changes, merged, path), worker)
-            found.append(FileConflict(path, involved, _count_hunks(repo, stages), _kind(stages), predicted=True))
+        found += _conflicts(repo, result, changes, merged, worker, predicted=True)
     return found
 
 

@@ -446,3 +446,37 @@ def test_overlapping_or_foreign_branches_are_merged_one_by_one(repo: Path) -> No
     outcome = merge(repo, "auto", "w3")
     names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
     assert "w3.txt" in names and "other.txt" in names and "dir with space/notes.txt" in names
+
+
+def test_theirs_with_a_file_and_a_folder_of_one_name_and_a_submodule_pointer(repo: Path) -> None:
+    """Conflicts merge-file cannot merge: a file against a folder, two submodule commits. The
+    later side wins whole (hunks: 1); the merge does not fail."""
+    sub = git(repo, "rev-parse", "main").strip()
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"thing": "a file\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"thing/inside.txt": "a folder\n"})
+    index = repo.parent / "index-sub"
+    for worker, target in (("w3", sub), ("w4", git(repo, "rev-parse", "main~1").strip())):
+        branch = f"{PREFIX}{ID}/{worker}"
+        env = {"GIT_INDEX_FILE": str(index)}
+        git(repo, "read-tree", branch, env=env)
+        git(repo, "update-index", "--add", "--cacheinfo", f"160000,{target},vendor/lib", env=env)
+        tree = git(repo, "write-tree", env=env).strip()
+        commit = git(repo, "commit-tree", tree, "-p", branch, input="submodule").strip()
+        git(repo, "update-ref", f"refs/heads/{branch}", commit)
+    before = snapshot(repo)
+    outcome = merge(repo, "theirs", "w1", "w2", "w3", "w4")
+    assert snapshot(repo) == before
+    assert outcome.merged == ("w1", "w2", "w3", "w4")
+    assert show(repo, RESULT, "thing/inside.txt") == "a folder\n"
+    assert git(repo, "ls-tree", RESULT, "vendor/lib").split()[:3] == [
+        "160000",
+        "commit",
+        git(repo, "rev-parse", "main~1").strip(),
+    ]
+    assert [(c.path, c.workers, c.hunks, c.kind, c.resolved_by) for c in outcome.conflicts] == [
+        ("thing", ("w1", "w2"), 1, "file/folder", "w2"),  # the later side (the folder) won; w1's file is not in the result
+        ("vendor/lib", ("w3", "w4"), 1, "add/add", "w4"),
+    ]
+    assert [n for n in git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines() if n.startswith("thing")] == [
+        "thing/inside.txt"
+    ]
