@@ -51,10 +51,10 @@ def job_prefix(prefix: str, root_id: str) -> str:
 @functools.lru_cache(maxsize=8)
 def _check_prefix(prefix: str) -> None:
     done = run_git(".", "check-ref-format", f"refs/heads/{prefix}x/result", check=False)
-    if done.returncode != 0 or ".." in prefix or not prefix.endswith("/"):
+    if done.returncode != 0 or ".." in prefix:
         raise ConfigError(
             f"git.branch_prefix {prefix!r} does not make a valid branch name: use something like 'orchestrator/' "
-            "(ending in '/'; see 'git help check-ref-format')"
+            "(see 'git help check-ref-format')"
         )
 
 

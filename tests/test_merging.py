@@ -351,8 +351,13 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_runs_again(repo: Path) -> None:
-    conflicting(repo)
+@pytest.mark.parametrize("disjoint", [False, True], ids=["per-branch", "fast-import"])
+def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_runs_again(repo: Path, disjoint: bool) -> None:
+    if disjoint:
+        for worker in ("w1", "w2", "w3"):
+            commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}.txt": worker})
+    else:
+        conflicting(repo)
     before = snapshot(repo)
     script = (
         "import sys\nfrom orchestrator import merging\n"
@@ -367,6 +372,7 @@ def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_ru
     assert snapshot(repo) == before
     outcome = merge(repo, "theirs", "w1", "w2", "w3")
     assert git(repo, "rev-parse", RESULT).strip() == outcome.result_commit and outcome.merged == ("w1", "w2", "w3")
+    assert merge(repo, "theirs", "w1", "w2", "w3") == outcome  # and once more: the same, no error
 
 
 def test_the_snapshot_sees_each_kind_of_change(repo: Path) -> None:
