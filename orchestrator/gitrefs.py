@@ -162,13 +162,15 @@ def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:
     new = resolve(repo, result_commit)
     current = ref_value(repo, ref)
     if current is None:
-        raise MergeRefused(f"branch {name} does not exist; create it from the result yourself", f"git branch {name} {new}")
+        raise MergeRefused(
+            f"branch {name} does not exist; create it from the result yourself", f"git branch {shlex.quote(name)} {new}"
+        )
     if current == new:
         return f"{name} is already at {new[:12]}"
     if not is_ancestor(repo, current, new):
         raise MergeRefused(
             f"{name} has commits the result lacks: not a fast-forward, so it was left alone; merge it yourself",
-            f"git switch {name} && git merge {new}",
+            f"git switch {shlex.quote(name)} && git merge {new}",
         )
     tree = checkouts(repo).get(ref)
     if tree is None:
