@@ -5,11 +5,15 @@ Every merge is computed in the object store: ``git merge-tree --write-tree`` for
 --theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
 write the resolved tree. The user's index, working trees and stash are never read for writing.
 
-Refs move only by ``git update-ref <ref> <new> <old>`` (old value checked: a concurrent change
-fails instead of being overwritten, a re-run with the same inputs is a no-op) and only under
-the job's prefix, except :func:`advance`, which moves the one branch the user named, only as a
-fast-forward. Merge commits are deterministic (fixed identity, date = the newest parent's
-committer date), so running the same merge twice gives the same commit.
+The result ref moves once, at the end, by an atomic ``update-ref`` with its old value checked
+(see gitrefs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
+only unreferenced objects, and the merge runs again. Merge commits are deterministic (fixed
+identity, date = the newest input's committer date), so running the same merge twice gives the
+same commit and moves nothing.
+
+Disjoint branches that all descend from the base (the common case: workers on separate files)
+need no merge to know the answer; the same chain of merge commits is written in one
+``git fast-import`` instead of a merge-tree and a commit-tree per branch.
 
 git 2.39 has neither ``merge-tree --merge-base`` nor ``-X``: the sequential merge needs no
 explicit base (each step merges the result so far with the next branch, whose merge base git
