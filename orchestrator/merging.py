@@ -3,7 +3,7 @@
 Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
 (git >= 2.38), ``git commit-tree`` for the merge commit, and, for ``theirs``, ``git merge-file
 --theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
-write the resolved tree. The user's index, working trees and stash are never read for writing.
+write the resolved tree. The user's index, working trees and stash are never written.
 
 The result ref moves once, at the end, by an atomic ``update-ref`` with its old value checked
 (see gitrefs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
