@@ -337,6 +337,9 @@ LAYERS = [
             "orchestrator.events",
             "orchestrator.pacing",
             "orchestrator.wire",
+            "orchestrator.gitcmd",
+            "orchestrator.merging",
+            "orchestrator.gitrefs",
         ],
     ),
 ]

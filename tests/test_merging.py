@@ -1,0 +1,488 @@
+"""Merging workers' branches with real git on real repositories made by each test.
+
+Every operation is wrapped in a snapshot of the user's repository (checked-out branch, status,
+index, working-tree file hashes, stash list, refs outside the prefix) taken before and after:
+nothing but the job's own refs (and, for ``advance``, the one named branch) may change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import gitrefs, merging, protocol
+from orchestrator.errors import ConfigError, ValidationError
+from orchestrator.gitcmd import run_git
+
+PREFIX = "orchestrator/"
+ID = "job1"
+LINES = [f"line {n}" for n in range(1, 21)]
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
+    ident = {"GIT_AUTHOR_NAME": "user", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "user", "GIT_COMMITTER_EMAIL": "u@x"}
+    return run_git(repo, *args, env={**ident, **(env or {})}, input=input).stdout
+
+
+def commit_on(repo: Path, branch: str, files: dict[str, str | None], message: str = "work") -> str:
+    """Commit ``files`` (None deletes) on ``branch`` through a temporary index, as a worker in
+    its own worktree would: the user's index and working tree are not touched."""
+    index = repo.parent / f"index-{os.getpid()}-{branch.replace('/', '_')}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    parent = git(repo, "rev-parse", branch).strip()
+    git(repo, "read-tree", parent, env=env)
+    for path, text in files.items():
+        if text is None:
+            git(repo, "update-index", "--force-remove", "--", path, env=env)
+        else:
+            blob = git(repo, "hash-object", "-w", "--stdin", input=text).strip()
+            git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+    tree = git(repo, "write-tree", env=env).strip()
+    index.unlink()
+    commit = git(repo, "commit-tree", tree, "-p", parent, input=message).strip()
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, parent)
+    return commit
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """The user's repository: several commits, a .gitignore, an ignored .env, a path with spaces,
+    a stash entry and a dirty tree (a staged change, an unstaged change, an untracked file)."""
+    root = tmp_path / "user repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text(".env\nworkspace/\n")
+    (root / "story.txt").write_text("\n".join(LINES) + "\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "first")
+    (root / "dir with space").mkdir()
+    (root / "dir with space" / "notes.txt").write_text("notes\n")
+    (root / "other.txt").write_text("other\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "second")
+    (root / ".env").write_text("SECRET=1\n")
+    (root / "other.txt").write_text("stashed edit\n")
+    git(root, "stash", "push", "-q", "-m", "the user's stash")
+    (root / "other.txt").write_text("staged edit\n")
+    git(root, "add", "other.txt")
+    (root / "story.txt").write_text("\n".join(LINES) + "\nunstaged edit\n")
+    (root / "untracked.txt").write_text("untracked\n")
+    git(root, "tag", "v1", "HEAD")
+    for worker in ("w1", "w2", "w3", "w4"):
+        git(root, "branch", f"{PREFIX}{ID}/{worker}", "main")
+    return root
+
+
+def snapshot(repo: Path) -> dict[str, Any]:
+    files = {}
+    for path in sorted(repo.rglob("*")):
+        if ".git" not in path.relative_to(repo).parts and path.is_file():
+            files[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    refs = [
+        line
+        for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+        if f"refs/heads/{PREFIX}" not in line
+    ]
+    return {
+        "head": run_git(repo, "symbolic-ref", "-q", "HEAD", check=False).stdout + git(repo, "rev-parse", "HEAD"),
+        "status": git(repo, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored"),
+        "index": git(repo, "ls-files", "-s"),
+        "files": files,
+        "stash": git(repo, "stash", "list", "--format=%H %s"),
+        "refs": refs,
+    }
+
+
+def show(repo: Path, ref: str, path: str) -> str:
+    return git(repo, "show", f"{ref}:{path}")
+
+
+def lines_with(changes: dict[int, str]) -> str:
+    return "\n".join(changes.get(n, line) for n, line in enumerate(LINES, 1)) + "\n"
+
+
+def branches(*workers: str) -> list[tuple[str, str]]:
+    return [(w, f"{PREFIX}{ID}/{w}") for w in workers]
+
+
+def merge(repo: Path, strategy: str, *workers: str) -> merging.MergeOutcome:
+    return merging.merge_branches(repo, "main", branches(*workers), strategy, prefix=PREFIX, root_id=ID)
+
+
+RESULT = f"refs/heads/{PREFIX}{ID}/result"
+
+
+@pytest.mark.parametrize("strategy", ["auto", "theirs"])
+@pytest.mark.parametrize("detached", [False, True])
+def test_disjoint_edits_merge_cleanly(repo: Path, strategy: str, detached: bool) -> None:
+    if detached:
+        git(repo, "checkout", "-q", "--detach")  # a detached HEAD, local changes kept
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1 was here"})})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"dir with space/notes.txt": "notes by w2\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"new file.txt": "w3\n", "other.txt": None})
+    before = snapshot(repo)
+    outcome = merge(repo, strategy, "w1", "w2", "w3", "w4")
+    assert snapshot(repo) == before
+    assert outcome.merged == ("w1", "w2", "w3", "w4") and outcome.skipped == () and outcome.conflicts == ()
+    assert outcome.unchanged == ("w4",)
+    assert git(repo, "rev-parse", RESULT).strip() == outcome.result_commit
+    assert show(repo, RESULT, "story.txt") == lines_with({3: "w1 was here"})
+    assert show(repo, RESULT, "dir with space/notes.txt") == "notes by w2\n"
+    assert show(repo, RESULT, "new file.txt") == "w3\n"
+    names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
+    assert "other.txt" not in names and ".env" not in names
+    assert outcome.command == f"git merge {PREFIX}{ID}/result"
+    assert [c.files for c in outcome.changes] == [
+        ("story.txt",),
+        ("dir with space/notes.txt",),
+        ("new file.txt", "other.txt"),
+        (),
+    ]
+    log = git(repo, "log", "--format=%s%n%b", RESULT)
+    assert "merge worker w2" in log and f"Orchestrator-Job: {ID}" in log
+
+
+def conflicting(repo: Path) -> None:
+    """w1: a file of its own; w2 and w3: the same lines of story.txt (two hunks, plus one line
+    each that merges); w4: a file of its own and the same line 2 again."""
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"story.txt": lines_with({2: "w2 two", 10: "w2 ten", 18: "w2 eighteen"})})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"story.txt": lines_with({2: "w3 two", 14: "w3 fourteen", 18: "w3 eighteen"})})
+    commit_on(repo, f"{PREFIX}{ID}/w4", {"w4.txt": "w4\n", "story.txt": lines_with({2: "w4 two"})})
+
+
+def test_same_lines_under_auto_stop_at_the_first_conflict(repo: Path) -> None:
+    conflicting(repo)
+    before = snapshot(repo)
+    outcome = merge(repo, "auto", "w1", "w2", "w3", "w4")
+    assert snapshot(repo) == before
+    assert outcome.merged == ("w1", "w2") and outcome.skipped == ("w3", "w4")
+    actual = [c for c in outcome.conflicts if not c.predicted]
+    assert actual == [merging.FileConflict("story.txt", ("w2", "w3"), 2, "content")]
+    predicted = [c for c in outcome.conflicts if c.predicted]
+    assert [(c.path, c.workers) for c in predicted] == [("story.txt", ("w2", "w4"))]
+    # The result holds the clean part only: w1 and w2, nothing of w3 or w4.
+    assert show(repo, RESULT, "story.txt") == lines_with({2: "w2 two", 10: "w2 ten", 18: "w2 eighteen"})
+    names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
+    assert "w1.txt" in names and "w4.txt" not in names
+
+
+def test_same_lines_under_theirs_take_the_later_workers_hunks(repo: Path) -> None:
+    conflicting(repo)
+    before = snapshot(repo)
+    outcome = merge(repo, "theirs", "w1", "w2", "w3")
+    assert snapshot(repo) == before
+    assert outcome.merged == ("w1", "w2", "w3") and outcome.skipped == ()
+    assert outcome.conflicts == (merging.FileConflict("story.txt", ("w2", "w3"), 2, "content", resolved_by="w3"),)
+    # Per hunk, as `git merge -X theirs`: w3 wins lines 2 and 18; w2's line 10 and w3's line 14 both stay.
+    assert show(repo, RESULT, "story.txt") == lines_with({2: "w3 two", 10: "w2 ten", 14: "w3 fourteen", 18: "w3 eighteen"})
+    assert show(repo, RESULT, "w1.txt") == "w1\n"
+
+
+def test_theirs_resolves_a_delete_against_an_edit_by_the_later_side(repo: Path) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"other.txt": "edited by w1\n", "dir with space/notes.txt": None})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"other.txt": None, "dir with space/notes.txt": "edited by w2\n"})
+    outcome = merge(repo, "theirs", "w1", "w2")
+    kinds = {c.path: (c.kind, c.resolved_by) for c in outcome.conflicts}
+    assert kinds == {"other.txt": ("modify/delete", "w2"), "dir with space/notes.txt": ("delete/modify", "w2")}
+    names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
+    assert "other.txt" not in names and show(repo, RESULT, "dir with space/notes.txt") == "edited by w2\n"
+
+
+def test_manual_merges_nothing_and_prepares_the_comparison(repo: Path) -> None:
+    conflicting(repo)
+    before = snapshot(repo)
+    outcome = merge(repo, "manual", "w1", "w2", "w3")
+    assert snapshot(repo) == before
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
+    assert outcome.result_commit is None and outcome.merged == () and outcome.skipped == ("w1", "w2", "w3")
+    assert [(c.worker, c.files) for c in outcome.changes] == [("w1", ("w1.txt",)), ("w2", ("story.txt",)), ("w3", ("story.txt",))]
+    assert outcome.conflicts == (merging.FileConflict("story.txt", ("w2", "w3"), 2, "content", predicted=True),)
+
+
+def test_predict_conflicts_pairwise_touches_nothing(repo: Path) -> None:
+    conflicting(repo)
+    before = snapshot(repo)
+    found = merging.predict_conflicts(repo, "main", branches("w1", "w2", "w3", "w4"))
+    assert snapshot(repo) == before
+    assert {(c.path, c.workers, c.hunks) for c in found} == {
+        ("story.txt", ("w2", "w3"), 2),
+        ("story.txt", ("w2", "w4"), 1),
+        ("story.txt", ("w3", "w4"), 1),
+    }
+
+
+@pytest.mark.parametrize("strategy", ["auto", "theirs", "manual"])
+def test_a_rerun_is_idempotent(repo: Path, strategy: str) -> None:
+    conflicting(repo)
+    first = merge(repo, strategy, "w1", "w2", "w3")
+    refs = git(repo, "for-each-ref")
+    again = merge(repo, strategy, "w1", "w2", "w3")
+    assert again == first and git(repo, "for-each-ref") == refs
+
+
+def test_a_stale_old_value_refuses_to_move_a_ref(repo: Path) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    merge(repo, "auto", "w1")
+    now = git(repo, "rev-parse", RESULT).strip()
+    stale = git(repo, "rev-parse", "main").strip()
+    under = f"refs/heads/{PREFIX}{ID}/"
+    with pytest.raises(gitrefs.RefMoved, match="not .* as expected"):
+        gitrefs.update_ref(repo, RESULT, stale, stale, under=under)
+    with pytest.raises(gitrefs.RefMoved):
+        gitrefs.update_ref(repo, RESULT, stale, None, under=under)  # "must not exist"
+    assert git(repo, "rev-parse", RESULT).strip() == now
+    with pytest.raises(ValidationError, match="only refs under"):
+        gitrefs.update_ref(repo, "refs/heads/main", now, stale, under=under)
+    assert git(repo, "rev-parse", "main").strip() == stale
+
+
+def test_bad_names_are_refused_before_git_sees_them(repo: Path) -> None:
+    with pytest.raises(ValidationError, match="not a commit"):
+        merging.merge_branches(repo, "main", [("w1", "--output=/tmp/x")], "auto", prefix=PREFIX, root_id=ID)
+    with pytest.raises(ValidationError, match="cannot name a branch"):
+        merging.merge_branches(repo, "main", [], "auto", prefix=PREFIX, root_id="../x")
+    with pytest.raises(ValidationError, match="not one of"):
+        merging.merge_branches(repo, "main", [], "ours", prefix=PREFIX, root_id=ID)
+    with pytest.raises(ConfigError, match="branch_prefix"):
+        merging.merge_branches(repo, "main", [], "auto", prefix="bad prefix/", root_id=ID)
+
+
+def test_too_old_a_git_is_named_with_the_minimum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text("#!/bin/sh\necho 'git version 2.30.1'\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    assert merging.git_version(tmp_path) == (2, 30, 1)
+    with pytest.raises(merging.GitTooOld, match=r"git 2\.30\.1 is too old: merging needs git >= 2\.38"):
+        merging.require_git(tmp_path)
+
+
+# -- advance --------------------------------------------------------------------------------------
+
+
+def result_of_w1(repo: Path) -> str:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    outcome = merge(repo, "auto", "w1")
+    assert outcome.result_commit
+    return outcome.result_commit
+
+
+def test_advance_fast_forwards_a_branch_not_checked_out(repo: Path) -> None:
+    git(repo, "branch", "release", "main")
+    result = result_of_w1(repo)
+    before = snapshot(repo)
+    assert "moved release" in gitrefs.advance(repo, "release", result)
+    after = snapshot(repo)
+    assert git(repo, "rev-parse", "release").strip() == result
+    moved = [r for r in after["refs"] if r not in before["refs"]]
+    assert moved == [f"refs/heads/release {result}"]
+    assert {k: v for k, v in after.items() if k != "refs"} == {k: v for k, v in before.items() if k != "refs"}
+    assert "already at" in gitrefs.advance(repo, "release", result)  # idempotent
+
+
+def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
+    git(repo, "branch", "release", "main")
+    result = result_of_w1(repo)
+    own = commit_on(repo, "release", {"release.txt": "the user's own commit\n"})
+    before = snapshot(repo)
+    with pytest.raises(gitrefs.MergeRefused, match="not a fast-forward") as refused:
+        gitrefs.advance(repo, "release", result)
+    assert refused.value.command == f"git switch release && git merge {result}"
+    assert snapshot(repo) == before and git(repo, "rev-parse", "release").strip() == own
+
+
+def test_advance_refuses_a_checked_out_branch_in_a_dirty_tree(repo: Path) -> None:
+    result = result_of_w1(repo)
+    before = snapshot(repo)
+    with pytest.raises(gitrefs.MergeRefused, match="uncommitted changes") as refused:
+        gitrefs.advance(repo, "main", result)
+    assert refused.value.command == f"git -C '{repo}' merge --ff-only {result}"  # the path has a space
+    assert snapshot(repo) == before
+
+
+def test_advance_fast_forwards_a_checked_out_branch_in_a_clean_tree(repo: Path, tmp_path: Path) -> None:
+    # The branch is checked out in a second worktree of the repository, which is clean.
+    tree = tmp_path / "second tree"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(tree), "main")
+    result = result_of_w1(repo)
+    before = snapshot(repo)
+    assert "fast-forwarded feature" in gitrefs.advance(repo, "feature", result)
+    assert (tree / "w1.txt").read_text() == "w1\n"
+    assert git(tree, "status", "--porcelain") == "" and git(tree, "rev-parse", "HEAD").strip() == result
+    after = snapshot(repo)
+    assert {k: v for k, v in after.items() if k != "refs"} == {k: v for k, v in before.items() if k != "refs"}
+
+
+# -- deleting a job's refs ------------------------------------------------------------------------
+
+
+def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Path) -> None:
+    result_of_w1(repo)
+    for outside in (f"{PREFIX}{ID}0/w1", f"{PREFIX}job/w1", f"{PREFIX}{ID}-x", "job1/w1"):
+        git(repo, "branch", outside, "main")
+    git(repo, "worktree", "add", "-q", str(tmp_path / "busy"), f"{PREFIX}{ID}/w4")
+    before = snapshot(repo)
+    gone = gitrefs.delete_job_refs(repo, PREFIX, ID)
+    assert snapshot(repo) == before  # the snapshot leaves the prefix out: everything else is the same
+    assert set(gone.deleted) == {f"refs/heads/{PREFIX}{ID}/{w}" for w in ("w1", "w2", "w3")}
+    assert gone.kept == (RESULT,) and gone.checked_out == (f"refs/heads/{PREFIX}{ID}/w4",)
+    left = git(repo, "for-each-ref", "--format=%(refname)", f"refs/heads/{PREFIX}").split()
+    assert sorted(left) == sorted(
+        [
+            RESULT,
+            f"refs/heads/{PREFIX}{ID}/w4",
+            f"refs/heads/{PREFIX}{ID}0/w1",
+            f"refs/heads/{PREFIX}job/w1",
+            f"refs/heads/{PREFIX}{ID}-x",
+        ]
+    )
+    assert gitrefs.delete_job_refs(repo, PREFIX, ID, keep_result=False).deleted == (RESULT,)
+
+
+# -- a crash in the middle of a merge -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("disjoint", [False, True], ids=["per-branch", "fast-import"])
+def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_runs_again(repo: Path, disjoint: bool) -> None:
+    if disjoint:
+        for worker in ("w1", "w2", "w3"):
+            commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}.txt": worker})
+    else:
+        conflicting(repo)
+    before = snapshot(repo)
+    script = (
+        "import sys\nfrom orchestrator import merging\n"
+        "merging.merge_branches(sys.argv[1], 'main', "
+        f"[('w1', '{PREFIX}{ID}/w1'), ('w2', '{PREFIX}{ID}/w2'), ('w3', '{PREFIX}{ID}/w3')], 'theirs', prefix='{PREFIX}', root_id='{ID}')\n"
+    )
+    env = {**os.environ, protocol.FAILPOINTS: "merge_before_update_ref=1"}
+    done = subprocess.run([sys.executable, "-c", script, str(repo)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
+    assert not list((repo / ".git").rglob("*.lock"))
+    assert snapshot(repo) == before
+    outcome = merge(repo, "theirs", "w1", "w2", "w3")
+    assert git(repo, "rev-parse", RESULT).strip() == outcome.result_commit and outcome.merged == ("w1", "w2", "w3")
+    assert merge(repo, "theirs", "w1", "w2", "w3") == outcome  # and once more: the same, no error
+
+
+def test_the_snapshot_sees_each_kind_of_change(repo: Path) -> None:
+    """The checker itself: each thing the safety tests promise is unchanged is seen when it changes."""
+    changes = [
+        lambda: (repo / "dir with space" / "notes.txt").write_text("changed\n"),
+        lambda: (repo / ".env").write_text("SECRET=2\n"),
+        lambda: git(repo, "add", "story.txt"),
+        lambda: git(repo, "stash", "drop", "-q"),
+        lambda: git(repo, "tag", "-f", "v1", "HEAD~1"),
+        lambda: git(repo, "checkout", "-q", "--detach"),
+    ]
+    for change in changes:
+        before = snapshot(repo)
+        change()
+        assert snapshot(repo) != before
+
+
+def test_a_stale_lock_from_a_crash_is_named_and_nothing_moves(repo: Path) -> None:
+    """A git killed inside update-ref leaves ``<ref>.lock``: the merge says so instead of guessing."""
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    lock = repo / ".git" / "refs" / "heads" / PREFIX / ID / "result.lock"
+    lock.write_text("")
+    with pytest.raises(gitrefs.RefMoved, match="stale lock file"):
+        merge(repo, "auto", "w1")
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
+    lock.unlink()
+    assert merge(repo, "auto", "w1").merged == ("w1",)
+
+
+def fast_path_taken(repo: Path, *workers: str) -> bool:
+    base = git(repo, "rev-parse", "main").strip()
+    oids = [git(repo, "rev-parse", b).strip() for _, b in branches(*workers)]
+    commits = [(w, b, c) for (w, b), c in zip(branches(*workers), oids)]
+    files = merging.changed_files(repo, base, oids)
+    return merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto") is not None
+
+
+def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop(repo: Path) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"}), 'odd "name"\tx.txt': "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"dir with space/notes.txt": None, "dir with space/more.txt": "w2\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3/deep/file.txt": "w3\n"})
+    assert fast_path_taken(repo, "w1", "w2", "w3", "w4")
+    before = snapshot(repo)
+    fast = merging.merge_branches(repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="fast")
+    slow = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="slow", fast_path=False
+    )
+    assert snapshot(repo) == before
+    assert fast.merged == slow.merged and fast.unchanged == slow.unchanged == ("w4",)
+
+    def chain(ref: str) -> list[tuple[str, ...]]:  # each merge: its tree, the branch merged, the author and date
+        fmt = "%T %P %an %at"
+        return [
+            tuple(line.split()[:1] + line.split()[2:])
+            for line in git(repo, "log", "--first-parent", f"--format={fmt}", ref).splitlines()
+        ]
+
+    assert chain(f"{PREFIX}fast/result") == chain(f"{PREFIX}slow/result")
+    assert show(repo, f"{PREFIX}fast/result", 'odd "name"\tx.txt') == "w1\n"
+    assert git(repo, "for-each-ref", "refs/orchestrator-scratch") == ""  # fast-import wrote no ref
+    assert len(git(repo, "rev-list", "--merges", f"{PREFIX}fast/result").split()) == 3
+
+
+def test_overlapping_or_foreign_branches_are_merged_one_by_one(repo: Path) -> None:
+    # A file and a folder of the same name on two branches: a conflict, not a silent mix.
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"thing": "a file\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"thing/inside.txt": "a folder\n"})
+    assert not fast_path_taken(repo, "w1", "w2")
+    outcome = merge(repo, "auto", "w1", "w2")
+    assert outcome.merged == ("w1",) and outcome.skipped == ("w2",) and outcome.conflicts
+    # A branch made before the base's last commit: merged from its own merge base, so the base's
+    # newer files stay (the union of diffs against the base would delete them).
+    git(repo, "branch", "-f", f"{PREFIX}{ID}/w3", "main~1")
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
+    assert not fast_path_taken(repo, "w3")
+    outcome = merge(repo, "auto", "w3")
+    names = git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines()
+    assert "w3.txt" in names and "other.txt" in names and "dir with space/notes.txt" in names
+
+
+def test_theirs_with_a_file_and_a_folder_of_one_name_and_a_submodule_pointer(repo: Path) -> None:
+    """Conflicts merge-file cannot merge: a file against a folder, two submodule commits. The
+    later side wins whole (hunks: 1); the merge does not fail."""
+    sub = git(repo, "rev-parse", "main").strip()
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"thing": "a file\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"thing/inside.txt": "a folder\n"})
+    index = repo.parent / "index-sub"
+    for worker, target in (("w3", sub), ("w4", git(repo, "rev-parse", "main~1").strip())):
+        branch = f"{PREFIX}{ID}/{worker}"
+        env = {"GIT_INDEX_FILE": str(index)}
+        git(repo, "read-tree", branch, env=env)
+        git(repo, "update-index", "--add", "--cacheinfo", f"160000,{target},vendor/lib", env=env)
+        tree = git(repo, "write-tree", env=env).strip()
+        commit = git(repo, "commit-tree", tree, "-p", branch, input="submodule").strip()
+        git(repo, "update-ref", f"refs/heads/{branch}", commit)
+    before = snapshot(repo)
+    outcome = merge(repo, "theirs", "w1", "w2", "w3", "w4")
+    assert snapshot(repo) == before
+    assert outcome.merged == ("w1", "w2", "w3", "w4")
+    assert show(repo, RESULT, "thing/inside.txt") == "a folder\n"
+    assert git(repo, "ls-tree", RESULT, "vendor/lib").split()[:3] == [
+        "160000",
+        "commit",
+        git(repo, "rev-parse", "main~1").strip(),
+    ]
+    assert [(c.path, c.workers, c.hunks, c.kind, c.resolved_by) for c in outcome.conflicts] == [
+        ("thing", ("w1", "w2"), 1, "file/folder", "w2"),  # the later side (the folder) won; w1's file is not in the result
+        ("vendor/lib", ("w3", "w4"), 1, "add/add", "w4"),
+    ]
+    assert [n for n in git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines() if n.startswith("thing")] == [
+        "thing/inside.txt"
+    ]
