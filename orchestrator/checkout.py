@@ -57,6 +57,10 @@ class Changes:
     changed files with how each changed, and a diffstat)."""
 
     files_created: list[str] = field(default_factory=list)  # added files, relative to its directory
+    branch: str | None = None  # a worktree's branch
+    commit: str | None = None  # its tip after the orchestrator committed the worker's work
+    files_changed: list[dict[str, str]] = field(default_factory=list)  # {"path", "change": added|modified|deleted|renamed}
+    diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
 
 
 class Checkout(ABC):
@@ -113,13 +117,17 @@ class FolderCheckout(Checkout):
 CHECKOUTS: dict[str, type[FolderCheckout]] = {FolderCheckout.name: FolderCheckout}
 
 
-def make_checkout(settings: Settings, workspace: Workspace, kind: str = FolderCheckout.name) -> Checkout:
-    """The engine's Checkout. Only "folder" exists today; issue 12's ``git.isolation``
-    setting chooses here (a worktree per worker when the folder is in a git repository)."""
+def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated") -> Checkout:
+    """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
+    folder, or a git worktree per worker: worktree.py); "folder" forces today's folders."""
+    if kind == "isolated":
+        from .worktree import IsolatedCheckout, WorktreeFactory
+
+        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace))
     try:
         return CHECKOUTS[kind](workspace)
     except KeyError:
-        raise ConfigError(f"unknown checkout {kind!r}: expected one of {', '.join(sorted(CHECKOUTS))}") from None
+        raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, {', '.join(sorted(CHECKOUTS))}") from None
 
 
 def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:

@@ -280,7 +280,14 @@ class Engine:
 
     def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker of ``job`` reads (environment.worker_prompt, with this server's API and template)."""
-        return worker_prompt(self.workspace, rec, job, api_url=self.api_url, template=self._prompt_template)
+        return worker_prompt(
+            self.workspace,
+            rec,
+            job,
+            api_url=self.api_url,
+            template=self._prompt_template,
+            branch_prefix=self.settings.git.branch_prefix,
+        )
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(
