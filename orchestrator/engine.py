@@ -353,6 +353,10 @@ class Engine:
             self.tables.forget_tree(job.root_id, self.events)
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
+            if job.config.isolation == "worktree":  # its worktrees and branches (worktree.py)
+                remove = getattr(self.checkout, "remove_tree", None)
+                if remove is not None:
+                    remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
         log.info(
             "job tree %s (%s) deleted with its folder",

@@ -150,7 +150,7 @@ def find_host(folder: Path, workspace: Path, repo_setting: str) -> Host | str:
         return f"git {'.'.join(map(str, version))} is older than {need}, the least worktree isolation needs"
     start = (folder / repo_setting).resolve() if repo_setting else folder.resolve()
     if not start.is_dir():
-        return f"git.repo {repo_setting!r} is not a folder"
+        return f"git.repo {repo_setting!r} is not a folder" if repo_setting else f"{start} is not a folder"
     top = toplevel(start)
     if top is None:
         return f"{start} is not inside a git work tree"

@@ -198,10 +198,11 @@ class WorktreeCheckout(Checkout):
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
 
 
-def remove_worktrees(settings: Settings, repo: Path, root_id: str) -> list[str]:
-    """A deleted job's worktrees and branches (only refs under ``<prefix><root id>/``);
-    returns the branches removed."""
-    prefix = f"refs/heads/{settings.git.branch_prefix}{root_id}/"
+def remove_worktrees(checkout: WorktreeCheckout, root_id: str) -> list[str]:
+    """A deleted job's worktrees and branches (only refs under ``<prefix><root id>/``, and
+    never its merged result, ``<prefix><root id>/result``); returns the branches removed."""
+    repo = checkout.repo
+    prefix = f"refs/heads/{checkout.settings.git.branch_prefix}{root_id}/"
     listed = run_git(repo, "worktree", "list", "--porcelain").stdout
     for block in listed.split("\n\n"):
         lines = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
@@ -212,9 +213,9 @@ def remove_worktrees(settings: Settings, repo: Path, root_id: str) -> list[str]:
                 log.warning("could not remove worktree %s", lines["worktree"], exc_info=True)
     repo_op(repo, repo, "worktree", "prune")
     refs = run_git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).stdout.split()
+    refs = [ref for ref in refs if ref.startswith(prefix) and ref != prefix + "result"]
     for ref in refs:
-        if ref.startswith(prefix):
-            repo_op(repo, repo, "update-ref", "-d", "--", ref)
+        repo_op(repo, repo, "update-ref", "-d", "--", ref)
     return refs
 
 
@@ -247,6 +248,13 @@ class IsolatedCheckout(Checkout):
 
     def changes(self, record: WorkerRecord) -> Changes:
         return self._of(record).changes(record)
+
+    def remove_tree(self, root_id: str) -> None:
+        """A deleted job's worktrees and branches go (never a ref outside its prefix)."""
+        try:
+            remove_worktrees(self._worktree_for(), root_id)
+        except GitError:
+            log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         try:
