@@ -24,7 +24,8 @@ process had ended before a server restart (its record already holds what it chan
 ``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
 ``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
 implementation puts the worker there (the git worktree checkout of issue 12 makes that folder
-a worktree on a branch of its own, keeping the layout).
+a worktree on a branch of its own, keeping the layout: worktree.py, whose ``make_checkout``
+gives the engine its Checkout).
 
 A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
 emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
@@ -43,8 +44,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
-from .errors import ConfigError
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -112,22 +111,6 @@ class FolderCheckout(Checkout):
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)
-
-
-CHECKOUTS: dict[str, type[FolderCheckout]] = {FolderCheckout.name: FolderCheckout}
-
-
-def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated") -> Checkout:
-    """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
-    folder, or a git worktree per worker: worktree.py); "folder" forces today's folders."""
-    if kind == "isolated":
-        from .worktree import IsolatedCheckout, WorktreeFactory
-
-        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace))
-    try:
-        return CHECKOUTS[kind](workspace)
-    except KeyError:
-        raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, {', '.join(sorted(CHECKOUTS))}") from None
 
 
 def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:

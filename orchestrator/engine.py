@@ -27,7 +27,7 @@ from concurrent.futures import wait as wait_futures
 
 from . import limits, logs, states
 from .announce import Announcer
-from .checkout import Checkout, make_checkout
+from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
@@ -51,6 +51,7 @@ from .steps import Step
 from .submission import Submission
 from .tables import LiveWorker, Tables
 from .workspace import Workspace, validate_job_id, worker_key
+from .worktree import make_checkout
 
 log = logging.getLogger("orchestrator.engine")
 __all__ = ["FINISHED_TREES_IN_MEMORY", "PACKAGE_PARENT", "SPAWN_BIN", "Engine", "base_env"]

@@ -280,6 +280,16 @@ def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tu
     return "worktree", f"isolation auto: worktree, because {host.reason}"
 
 
+def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated") -> Checkout:
+    """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
+    folder, or a git worktree per worker); "folder" forces today's folders for every job."""
+    if kind == "isolated":
+        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace))
+    if kind == FolderCheckout.name:
+        return FolderCheckout(workspace)
+    raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, folder")
+
+
 class WorktreeFactory:
     """The WorktreeCheckout of the host repository, found when a job first asks for one."""
 

@@ -312,6 +312,7 @@ LAYERS = [
             "orchestrator.status",
             "orchestrator.prune",
             "orchestrator.metrics",
+            "orchestrator.worktree",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),
@@ -337,6 +338,7 @@ LAYERS = [
             "orchestrator.events",
             "orchestrator.pacing",
             "orchestrator.wire",
+            "orchestrator.gitwork",
         ],
     ),
 ]
