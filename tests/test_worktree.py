@@ -339,3 +339,21 @@ def test_a_request_chooses_its_isolation_and_never_a_repository(hosted):
     with pytest.raises(ConfigError, match="isolation"):
         engine.submit("x", {"isolation": "elsewhere"}, ["true"])
     assert json.loads(json.dumps(job.config.to_dict()))["isolation"] == "folder"
+
+
+def test_a_child_jobs_workers_branch_from_their_parent_workers_branch(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    root = engine.submit("x", {"max_workers": 2}, ["sleep 30"])
+    wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started (its worktree made)")
+    parent_tip = git(host, "rev-parse", f"orchestrator/{root.id}/worker_1").strip()
+    child = engine.submit("y", None, ["echo c > child.txt"], parent_job_id=root.id, parent_worker="worker_1")
+    assert engine.wait(child.id, 30).status is JobStatus.COMPLETED
+    w = {x.name: x for x in engine.snapshot(root.id)[1]}["worker_1_1"]
+    assert w.branch == f"orchestrator/{root.id}/worker_1_1" and w.depth == 1
+    assert git(host, "rev-parse", f"{w.commit}~1").strip() == parent_tip  # forked from the parent's branch
+    assert w.files_changed == [{"path": "child.txt", "change": "added"}]
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+    assert snapshot(host, folder) == before
