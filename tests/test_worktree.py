@@ -357,3 +357,13 @@ def test_a_child_jobs_workers_branch_from_their_parent_workers_branch(hosted):
     engine.cancel(root.id)
     engine.wait(root.id, 30)
     assert snapshot(host, folder) == before
+
+
+def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
+    host, folder, make = hosted
+    engine = make(workers={"retry_on_timeout": True})
+    job = run_job(engine, "x", tasks=["echo x >> kept.txt; sleep 30"], config={"default_timeout": 0.5, "max_retries": 1})
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.TIMEOUT and len(w.attempts) == 2
+    assert git(host, "show", f"{w.commit}:kept.txt") == "x\nx\n"  # attempt 2 went on from attempt 1's file
+    assert "attempt 2 keeps attempt 1's work (timeout)" in engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
