@@ -367,3 +367,19 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
     assert w.status is WorkerStatus.TIMEOUT and len(w.attempts) == 2
     assert git(host, "show", f"{w.commit}:kept.txt") == "x\nx\n"  # attempt 2 went on from attempt 1's file
     assert "attempt 2 keeps attempt 1's work (timeout)" in engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+
+
+def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
+    from orchestrator import gitwork, worktree
+
+    host, folder, make = hosted
+    engine = make()
+    for version, said in (
+        (None, "git is not installed"),
+        ((2, 16, 1), "git 2.16.1 is older than 2.17, the least worktree isolation needs"),
+    ):
+        monkeypatch.setattr(gitwork, "git_version", lambda v=version: v)
+        isolation, note = worktree.resolve_isolation(engine.settings, engine.workspace.root, "auto")
+        assert isolation == "folder" and note == f"isolation auto: folder, because {said}"
+        with pytest.raises(ConfigError, match=f"isolation worktree is not possible: {said}"):
+            worktree.resolve_isolation(engine.settings, engine.workspace.root, "worktree")
