@@ -86,6 +86,11 @@ class Checkout(ABC):
         """After its last attempt and ``changes``; ``succeeded``: that attempt succeeded
         (and no step failed it). Its child jobs may still be running."""
 
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        """What the attempt starting now starts from (a worktree's commit), recorded in the
+        attempt; None for a checkout without checkpoints."""
+        return None
+
 
 class FolderCheckout(Checkout):
     """A plain folder per worker in the workspace, kept as it is between attempts."""

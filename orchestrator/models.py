@@ -85,6 +85,9 @@ class Attempt:
     # "transient" (rate limit, overload, 5xx) or None (succeeded, or not known).
     failure_class: str | None = None
     retry_after: float | None = None  # seconds the service asked to wait, when the CLI said
+    # A worktree worker's: the commit this attempt started from (worktree.py: after a failed
+    # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
+    checkpoint: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -160,6 +160,9 @@ class WorktreeCheckout(Checkout):
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.folder.cleanup(record, succeeded)
 
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        return self._read(self.directory(record), CHECKPOINT_FILE) or None
+
     # -- helpers -------------------------------------------------------------------------------
     def commit(self, record: WorkerRecord, attempt: int) -> str:
         """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way."""
@@ -248,6 +251,9 @@ class IsolatedCheckout(Checkout):
 
     def changes(self, record: WorkerRecord) -> Changes:
         return self._of(record).changes(record)
+
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        return self._of(record).checkpoint(record)
 
     def remove_tree(self, root_id: str) -> None:
         """A deleted job's worktrees and branches go (never a ref outside its prefix)."""

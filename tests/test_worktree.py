@@ -245,6 +245,8 @@ def test_a_failed_attempt_is_committed_and_its_retry_starts_from_the_checkpoint(
     assert [f["path"] for f in w.files_changed] == ["partial.txt"]
     log = engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
     assert "attempt 2 starts from checkpoint" in log
+    base = git(host, "rev-parse", "main").strip()
+    assert [a.checkpoint for a in w.attempts] == [base, base]  # each attempt's, recorded
     attempts = git(host, "log", "-g", "--format=%B", w.branch)
     assert "Orchestrator-Attempt: 1" in attempts and "Orchestrator-Attempt: 2" in git(host, "log", "-1", "--format=%B", w.branch)
     assert snapshot(host, folder) == before
@@ -367,6 +369,11 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
     assert w.status is WorkerStatus.TIMEOUT and len(w.attempts) == 2
     assert git(host, "show", f"{w.commit}:kept.txt") == "x\nx\n"  # attempt 2 went on from attempt 1's file
     assert "attempt 2 keeps attempt 1's work (timeout)" in engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+    first = w.attempts[0].checkpoint
+    assert (
+        first == git(host, "rev-parse", "main").strip()
+        and git(host, "rev-parse", f"{w.attempts[1].checkpoint}~1").strip() == first
+    )
 
 
 def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
