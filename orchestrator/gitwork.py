@@ -15,6 +15,7 @@ merges (``merge-tree --write-tree``) need 2.38: that check is merging.py's.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -100,8 +101,9 @@ def run_git(
     return done
 
 
+@functools.lru_cache(maxsize=1)
 def git_version() -> tuple[int, ...] | None:
-    """The installed git's version, or None when there is no git."""
+    """The installed git's version, or None when there is no git (asked once per process)."""
     if shutil.which("git") is None:
         return None
     try:
