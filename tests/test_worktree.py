@@ -390,3 +390,25 @@ def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeyp
         assert isolation == "folder" and note == f"isolation auto: folder, because {said}"
         with pytest.raises(ConfigError, match=f"isolation worktree is not possible: {said}"):
             worktree.resolve_isolation(engine.settings, engine.workspace.root, "worktree")
+
+
+def test_a_folder_the_host_never_committed_works_too_and_git_status_stays_the_same(tmp_path):
+    host = tmp_path / "plain"
+    folder = host / "orch"
+    folder.mkdir(parents=True)
+    git(host, "init", "-q", "-b", "main")
+    (host / "a.txt").write_text("a\n")
+    git(host, "add", "a.txt")
+    git(host, "commit", "-qm", "one", env=user_env())
+    (folder / ".gitignore").write_text("/workspace/*\n")  # untracked, and still read by git
+    before = snapshot(host, folder)
+    assert "? orch/.gitignore" in before["status"]
+    engine = host_engine(folder)
+    try:
+        job = run_job(engine, "x", tasks=["echo b >> a.txt"])
+        w = workers(engine, job)["worker_1"]
+        assert job.config.isolation == "worktree" and w.files_changed == [{"path": "a.txt", "change": "modified"}]
+        assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "orch").exists()  # the folder is not in the checkout
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
