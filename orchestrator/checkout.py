@@ -24,7 +24,8 @@ process had ended before a server restart (its record already holds what it chan
 ``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
 ``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
 implementation puts the worker there (the git worktree checkout of issue 12 makes that folder
-a worktree on a branch of its own, keeping the layout).
+a worktree on a branch of its own, keeping the layout: worktree.py, whose ``make_checkout``
+gives the engine its Checkout).
 
 A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
 emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
@@ -43,8 +44,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
-from .errors import ConfigError
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -57,6 +56,10 @@ class Changes:
     changed files with how each changed, and a diffstat)."""
 
     files_created: list[str] = field(default_factory=list)  # added files, relative to its directory
+    branch: str | None = None  # a worktree's branch
+    commit: str | None = None  # its tip after the orchestrator committed the worker's work
+    files_changed: list[dict[str, str]] = field(default_factory=list)  # {"path", "change": added|modified|deleted|renamed}
+    diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
 
 
 class Checkout(ABC):
@@ -83,6 +86,11 @@ class Checkout(ABC):
         """After its last attempt and ``changes``; ``succeeded``: that attempt succeeded
         (and no step failed it). Its child jobs may still be running."""
 
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        """What the attempt starting now starts from (a worktree's commit), recorded in the
+        attempt; None for a checkout without checkpoints."""
+        return None
+
 
 class FolderCheckout(Checkout):
     """A plain folder per worker in the workspace, kept as it is between attempts."""
@@ -108,18 +116,6 @@ class FolderCheckout(Checkout):
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)
-
-
-CHECKOUTS: dict[str, type[FolderCheckout]] = {FolderCheckout.name: FolderCheckout}
-
-
-def make_checkout(settings: Settings, workspace: Workspace, kind: str = FolderCheckout.name) -> Checkout:
-    """The engine's Checkout. Only "folder" exists today; issue 12's ``git.isolation``
-    setting chooses here (a worktree per worker when the folder is in a git repository)."""
-    try:
-        return CHECKOUTS[kind](workspace)
-    except KeyError:
-        raise ConfigError(f"unknown checkout {kind!r}: expected one of {', '.join(sorted(CHECKOUTS))}") from None
 
 
 def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:

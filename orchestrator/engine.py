@@ -27,7 +27,7 @@ from concurrent.futures import wait as wait_futures
 
 from . import limits, logs, states
 from .announce import Announcer
-from .checkout import Checkout, make_checkout
+from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
@@ -51,6 +51,7 @@ from .steps import Step
 from .submission import Submission
 from .tables import LiveWorker, Tables
 from .workspace import Workspace, validate_job_id, worker_key
+from .worktree import make_checkout
 
 log = logging.getLogger("orchestrator.engine")
 __all__ = ["FINISHED_TREES_IN_MEMORY", "PACKAGE_PARENT", "SPAWN_BIN", "Engine", "base_env"]
@@ -279,7 +280,14 @@ class Engine:
 
     def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
         """What an AI worker of ``job`` reads (environment.worker_prompt, with this server's API and template)."""
-        return worker_prompt(self.workspace, rec, job, api_url=self.api_url, template=self._prompt_template)
+        return worker_prompt(
+            self.workspace,
+            rec,
+            job,
+            api_url=self.api_url,
+            template=self._prompt_template,
+            branch_prefix=self.settings.git.branch_prefix,
+        )
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(
@@ -345,6 +353,10 @@ class Engine:
             self.tables.forget_tree(job.root_id, self.events)
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
+            if job.config.isolation == "worktree":  # its worktrees and branches (worktree.py)
+                remove = getattr(self.checkout, "remove_tree", None)
+                if remove is not None:
+                    remove(job.root_id)
             self.workspace.remove_job_tree(job.root_id)
         log.info(
             "job tree %s (%s) deleted with its folder",

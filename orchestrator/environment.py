@@ -101,7 +101,15 @@ def worker_env(
     return env
 
 
-def worker_prompt(workspace: Workspace, rec: WorkerRecord, job: JobRecord, *, api_url: str | None, template: Path | None) -> str:
+def worker_prompt(
+    workspace: Workspace,
+    rec: WorkerRecord,
+    job: JobRecord,
+    *,
+    api_url: str | None,
+    template: Path | None,
+    branch_prefix: str = "orchestrator/",
+) -> str:
     """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
     cfg = job.config
     return render_worker_prompt(
@@ -120,4 +128,5 @@ def worker_prompt(workspace: Workspace, rec: WorkerRecord, job: JobRecord, *, ap
         timeout=cfg.default_timeout,
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
+        branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
     )

@@ -271,7 +271,7 @@ class WorkerExecution:
             time_left=self.config.default_timeout,
             goal=self.record.goal,
         )
-        attempt = Attempt(number=number, started_at=now, log_offset=offset)
+        attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 
         def begin() -> None:  # under the engine's lock
             self.record.attempts.append(attempt)

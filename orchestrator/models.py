@@ -85,6 +85,9 @@ class Attempt:
     # "transient" (rate limit, overload, 5xx) or None (succeeded, or not known).
     failure_class: str | None = None
     retry_after: float | None = None  # seconds the service asked to wait, when the CLI said
+    # A worktree worker's: the commit this attempt started from (worktree.py: after a failed
+    # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
+    checkpoint: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -123,6 +126,12 @@ class WorkerRecord:
     failure_class: str | None = None  # its last attempt's failure class (see Attempt); None if it succeeded
     output: str = ""  # the result text (an AI's answer, or the tail of the command's output)
     files_created: list[str] = field(default_factory=list)  # relative to the worker dir
+    # A worktree worker's (git isolation): its branch, its tip once its work was committed, each
+    # changed file ({"path", "change"}) and git's diffstat since its base ("no changes" if none).
+    branch: str | None = None
+    commit: str | None = None
+    files_changed: list[dict[str, str]] = field(default_factory=list)
+    diffstat: str | None = None
     child_job_ids: list[str] = field(default_factory=list)
     cost_usd: float | None = None
     tokens_in: int | None = None
@@ -153,6 +162,7 @@ class WorkerRecord:
         data["status"] = self.status.value
         data["attempts"] = [a.to_dict() for a in self.attempts]
         data["files_created"] = list(self.files_created)
+        data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
         data["duration"] = self.duration
         data["worker_id"] = self.name
@@ -163,6 +173,7 @@ class WorkerRecord:
         dup = _shallow(self)
         dup.attempts = [_shallow(a) for a in self.attempts]
         dup.files_created = list(self.files_created)
+        dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
         return dup
 

@@ -23,6 +23,7 @@ spawn_timeout_ms       the shell-tool timeout (ms) to give that command: the wor
 min_subtasks,          how many subtasks one child job should have (the one rule, also in
 max_subtasks           README_FOR_AI.md)
 worker_dir, job_id, worker_id
+branch                 the worker's git branch when its folder is a worktree (else None)
 =====================  =====================================================
 """
 
@@ -67,6 +68,7 @@ def render_worker_prompt(
     timeout: float | None = None,
     template: Path | None = None,
     kind_no_spawn: str = "",
+    branch: str | None = None,
 ) -> str:
     """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
     included) and ``index`` this subtask's 1-based position in it. ``timeout``: the worker's
@@ -98,6 +100,7 @@ def render_worker_prompt(
         "worker_dir": worker_dir,
         "job_id": job_id,
         "worker_id": worker_id,
+        "branch": branch,
     }
     return _render(WORKER_TEMPLATE, template, context)
 

@@ -114,6 +114,9 @@ class WorkerRunner:
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
         with self._lock:
             rec.files_created = changes.files_created
+            if changes.branch is not None:  # a worktree's (worktree.py)
+                rec.branch, rec.commit, rec.diffstat = changes.branch, changes.commit, changes.diffstat
+                rec.files_changed = changes.files_changed
             if not early:
                 self.process_ended(live, outcome)
             waiting = self.tables.live_children(live)

@@ -113,6 +113,10 @@ def _task(
         "task": worker.task,
         "output": worker.output,
         "files_created": worker.files_created,
+        "branch": worker.branch,  # null in folder isolation
+        "commit": worker.commit,
+        "files_changed": worker.files_changed,
+        "diffstat": worker.diffstat,
         "depth": worker.depth,
         "attempts": len(worker.attempts),
         "duration": worker.duration,

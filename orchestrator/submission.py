@@ -23,6 +23,7 @@ from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
 from .workspace import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name
+from .worktree import resolve_isolation
 
 
 class Submission:
@@ -83,6 +84,11 @@ class Submission:
             if parent:
                 self.check_recursion(parent[0], parent[1])
             depth = parent[0].depth + 1 if parent else limits.admitted_depth(given)
+        if parent is None:  # a child job keeps its parent's (resolved) isolation
+            isolation, note = resolve_isolation(self.settings, self.workspace.root, cfg.isolation)
+            cfg = cfg.replace(isolation=isolation)
+            if note:
+                notes.append(note)
         # Planning may ask an AI CLI and take minutes: never under the lock.
         planned = self.plan(request, task_list, cfg)
         plan, planner_name = planned.tasks, planned.planner

@@ -312,6 +312,7 @@ LAYERS = [
             "orchestrator.status",
             "orchestrator.prune",
             "orchestrator.metrics",
+            "orchestrator.worktree",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),
@@ -340,6 +341,7 @@ LAYERS = [
             "orchestrator.gitcmd",
             "orchestrator.merging",
             "orchestrator.gitrefs",
+            "orchestrator.gitwork",
         ],
     ),
 ]

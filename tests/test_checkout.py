@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.checkout import Changes, Checkout, FolderCheckout, finish_checkout, make_checkout
+from orchestrator.checkout import Changes, Checkout, FolderCheckout, finish_checkout
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerRecord, WorkerStatus
@@ -182,18 +182,22 @@ def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path)
     assert checkout.calls == ["changes", ("cleanup", False)]
 
 
-def test_make_checkout_gives_the_folder_checkout_and_names_the_choices_for_an_unknown_one(tmp_path):
+def test_make_checkout_gives_the_isolated_checkout_and_names_the_choices_for_an_unknown_one(tmp_path):
+    from orchestrator.worktree import IsolatedCheckout, make_checkout
+
     settings = make_settings(tmp_path)
     workspace = Workspace(settings.workspace_root)
     checkout = make_checkout(settings, workspace)
-    assert type(checkout) is FolderCheckout and checkout.workspace is workspace
+    # Each job's config.isolation chooses (worktree.py); its folders are today's FolderCheckout
+    assert type(checkout) is IsolatedCheckout and checkout.folder.workspace is workspace
+    assert type(make_checkout(settings, workspace, "folder")) is FolderCheckout
     engine = Engine(settings, workspace=workspace)
     try:
-        assert type(engine.checkout) is FolderCheckout and engine.checkout.workspace is workspace
+        assert type(engine.checkout) is IsolatedCheckout and engine.checkout.folder.workspace is workspace
     finally:
         engine.shutdown(timeout=10)
-    with pytest.raises(ConfigError, match="unknown checkout 'worktree': expected one of folder"):
-        make_checkout(settings, workspace, "worktree")
+    with pytest.raises(ConfigError, match="unknown checkout 'svn': expected one of isolated, folder"):
+        make_checkout(settings, workspace, "svn")
 
 
 def test_a_prepare_that_raises_fails_the_worker_before_it_runs_and_still_cleans_up(seamed):

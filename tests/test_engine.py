@@ -408,7 +408,8 @@ def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engin
     monkeypatch.setattr(engine_module, "job_config", counting_job_config)
     monkeypatch.setattr(JobConfig, "from_dict", classmethod(no_rebuild))
     root = engine.submit("x", {"max_workers": 2, "max_recursion_depth": 2}, ["hang"])
-    assert len(built) == 1 and engine.get_job(root.id).config == built[0].replace(worker="command")
+    # (worker and isolation "auto" resolved at submission: tmp_path is in no git work tree)
+    assert len(built) == 1 and engine.get_job(root.id).config == built[0].replace(worker="command", isolation="folder")
     wait_until(lambda: workers_of(engine, root)["worker_1"].status is WorkerStatus.RUNNING, what="worker_1 running")
     child = engine.submit("y", {"max_workers": 4}, ["ok"], parent_job_id=root.id, parent_worker="worker_1")
     assert len(built) == 2 and built[1].max_workers == 2  # lowered to the parent's
@@ -418,5 +419,5 @@ def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engin
     engine.wait(root.id, 30)
     monkeypatch.undo()
     on_disk = json.loads(engine.workspace.job_record_path(root.id).read_text())["config"]
-    assert on_disk == {**built[0].to_dict(), "worker": "command"}
+    assert on_disk == {**built[0].to_dict(), "worker": "command", "isolation": "folder"}
     assert engine.workspace.load_job(child.id).config == engine.get_job(child.id).config

@@ -41,6 +41,7 @@ DEFAULTS = {
     },
     "recursion": {"tree_deadline": 0},
     "orchestrator": {"worker": "simulated"},
+    "git": {"isolation": "folder"},  # auto asks git (a process) whether the folder is in a repository
 }
 WAIT = 10  # real seconds a scenario may take before it counts as hung
 

@@ -39,6 +39,7 @@ class JobConfig:
     worker: str = job_key("orchestrator", "worker")
     planner: str = job_key("orchestrator", "planner")
     max_cost_usd: float = job_key("workers", "max_cost_usd")
+    isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)  # scalars only: no deep copy needed

@@ -220,6 +220,22 @@ class SimulatedSettings(Section):
     recurse: bool = setting(True, "simulated workers with a compound subtask start a child job when depth allows")
 
 
+@dataclass(frozen=True)
+class GitSettings(Section):
+    isolation: str = setting(
+        "auto",
+        "where workers work: worktree (a git worktree and branch per worker, in the repository holding this folder), "
+        "folder (a plain folder each), auto (worktree when this folder is in a git work tree and git is installed, else folder)",
+        choices=("auto", "worktree", "folder"),
+    )
+    repo: str = setting("", "the repository for worktrees, relative to this folder (empty: the one holding this folder)")
+    branch_prefix: str = setting("orchestrator/", "workers' branches are <branch_prefix><root job id>/<worker>")
+    base: str = setting("HEAD", "the branch, tag or commit a root job's workers start from")
+    include_uncommitted: bool = setting(
+        False, "start from a snapshot of the uncommitted changes to tracked files (your index, files and stash stay as they are)"
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -228,6 +244,7 @@ SECTIONS: dict[str, type[Section]] = {
     "api": ApiSettings,
     "logging": LoggingSettings,
     "simulated": SimulatedSettings,
+    "git": GitSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {

@@ -1,4 +1,4 @@
-"""Settings: the six typed sections, loaded from defaults, ``config.yaml``, the environment and
+"""Settings: the typed sections, loaded from defaults, ``config.yaml``, the environment and
 overrides, each value checked against its ``Key`` (config/schema.py)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .schema import (
     SCHEMA,
     SECTIONS,
     ApiSettings,
+    GitSettings,
     Key,
     LoggingSettings,
     OrchestratorSettings,
@@ -41,6 +42,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
+    git: GitSettings = field(default_factory=GitSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property

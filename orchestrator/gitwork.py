@@ -1,0 +1,223 @@
+"""Git for the worktree checkout (issue 12): the host repository, its version check, and the
+few repository-level operations a worker's worktree needs.
+
+Every call is an argv list (never a shell string) run as ``git -C <dir> ...`` with
+``GIT_TERMINAL_PROMPT=0`` (never a credential prompt), auto-gc off and the user's hooks
+skipped; user text (a path, a branch name) always follows ``--`` or is checked first
+(``git check-ref-format``). Operations that take a lock of the whole repository (worktree
+add and remove, branch creation and deletion) are serialised by one lock per repository and
+retried on git's own ``index.lock``/``.lock`` errors, so sixteen workers starting at once
+never fail on them.
+
+Minimum git: 2.17 (``git worktree remove``; ``worktree add`` is 2.5, ``-C`` 1.8.5). Item 6's
+merges (``merge-tree --write-tree``) need 2.38: that check is merging.py's.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+MIN_GIT = (2, 17)
+GIT_TIMEOUT = 120.0  # seconds any one git call may take
+LOCK_RETRIES = 20  # attempts of a repository-level operation that met another process's lock
+# The committer of every commit the orchestrator makes: never the user's git config.
+IDENTITY = ("orchestrator", "orchestrator@localhost")
+_LOCKED = re.compile(r"\.lock'?: File exists|Unable to create .*\.lock|cannot lock ref|is locked", re.IGNORECASE)
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message names the command and git's own words."""
+
+
+def git_env() -> dict[str, str]:
+    """The environment of every git call: the server's, never prompting, in a known identity,
+    reading no system or global config that could add hooks, signing or a pager."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    name, email = IDENTITY
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "LC_ALL": "C",
+        }
+    )
+    return env
+
+
+def run_git(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = GIT_TIMEOUT,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``git -C cwd -c ... args`` (argv, no shell); GitError when it fails and ``check``."""
+    argv = [
+        "git",
+        "-C",
+        str(cwd),
+        "-c",
+        "gc.auto=0",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "commit.gpgSign=false",
+        "-c",
+        "core.quotePath=false",
+        *args,
+    ]
+    try:
+        done = subprocess.run(
+            argv,
+            env=env or git_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed (not on PATH)") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args[:2])} took more than {timeout:g}s") from None
+    if check and done.returncode != 0:
+        raise GitError(f"git {' '.join(args[:3])} failed (exit {done.returncode}): {done.stderr.strip()[:500]}")
+    return done
+
+
+@functools.lru_cache(maxsize=1)
+def git_version() -> tuple[int, ...] | None:
+    """The installed git's version, or None when there is no git (asked once per process)."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        out = subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(x) for x in found.groups() if x is not None) if found else None
+
+
+def toplevel(folder: Path) -> Path | None:
+    """The root of the git work tree holding ``folder``, or None (not in one, or no git)."""
+    try:
+        done = run_git(folder, "rev-parse", "--show-toplevel", check=False)
+    except GitError:
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
+
+
+def check_ref(name: str) -> str:
+    """``name`` as a full branch ref, after ``git check-ref-format`` accepts it."""
+    ref = f"refs/heads/{name}"
+    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
+    if done.returncode != 0:
+        raise ConfigError(f"{name!r} is not a valid git branch name (git check-ref-format); check git.branch_prefix")
+    return ref
+
+
+@dataclass(frozen=True)
+class Host:
+    """The repository a job's worktrees come from, once its checks passed."""
+
+    repo: Path  # its work tree's root
+    reason: str  # why worktree isolation applies (the auto note)
+
+
+def find_host(folder: Path, workspace: Path, repo_setting: str) -> Host | str:
+    """The host repository for worktree isolation, or the reason there is none (a sentence).
+    ``repo_setting``: git.repo (relative to the folder), else the repository holding the folder.
+    The workspace must be ignored by the host (its worktrees must never show in ``git status``)."""
+    version = git_version()
+    if version is None:
+        return "git is not installed"
+    if version < MIN_GIT:
+        need = ".".join(map(str, MIN_GIT))
+        return f"git {'.'.join(map(str, version))} is older than {need}, the least worktree isolation needs"
+    start = (folder / repo_setting).resolve() if repo_setting else folder.resolve()
+    if not start.is_dir():
+        return f"git.repo {repo_setting!r} is not a folder" if repo_setting else f"{start} is not a folder"
+    top = toplevel(start)
+    if top is None:
+        return f"{start} is not inside a git work tree"
+    ws = workspace.resolve()
+    try:
+        ws.relative_to(top.resolve())
+    except ValueError:
+        return Host(top, f"{top} is a git repository (git {'.'.join(map(str, version))})")
+    probe = run_git(top, "check-ignore", "-q", "--", str(ws / "probe"), check=False)
+    if probe.returncode != 0:
+        return (
+            f"the workspace {ws} is inside the repository {top} but not ignored by it: add it to the folder's "
+            ".gitignore (or the repository's .git/info/exclude), so the worktrees never show in git status"
+        )
+    return Host(top, f"{top} is a git repository (git {'.'.join(map(str, version))}); the workspace is ignored by it")
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def repo_lock(repo: Path) -> threading.Lock:
+    """The one lock of a repository's repository-level operations in this server."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(repo.resolve()), threading.Lock())
+
+
+def repo_op(repo: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A repository-level git operation: under the repository's lock, retried while another
+    process (the user's own git) holds one of git's lock files."""
+    with repo_lock(repo):
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return run_git(cwd, *args)
+            except GitError as exc:
+                if attempt + 1 == LOCK_RETRIES or not _LOCKED.search(str(exc)):
+                    raise
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def snapshot_commit(repo: Path, base: str) -> str:
+    """A commit of the user's uncommitted changes to tracked files on top of ``base`` (as
+    ``git stash create`` makes it), or ``base``'s commit when there are none. Runs on a copy
+    of the index, so the user's index, working tree and stash list are never touched
+    (untracked files are not included: ``stash create`` leaves them out)."""
+    head = resolve_commit(repo, base)
+    git_dir = Path(run_git(repo, "rev-parse", "--absolute-git-dir").stdout.strip())
+    with tempfile.TemporaryDirectory(prefix="orchestrator-index-") as tmp:
+        index = Path(tmp) / "index"
+        if (git_dir / "index").exists():
+            shutil.copyfile(git_dir / "index", index)
+        env = {**git_env(), "GIT_INDEX_FILE": str(index), "GIT_OPTIONAL_LOCKS": "0"}
+        made = run_git(repo, "stash", "create", "orchestrator snapshot", env=env).stdout.strip()
+    if not made:
+        return head
+    # The stash commit's tree is the working tree; its first parent is HEAD. Based on ``base``
+    # when that is not HEAD: a commit of that tree on top of base.
+    tree = run_git(repo, "rev-parse", "--verify", "--end-of-options", f"{made}^{{tree}}").stdout.strip()
+    return run_git(repo, "commit-tree", tree, "-p", head, "-m", "orchestrator: the uncommitted changes").stdout.strip()
+
+
+def resolve_commit(repo: Path, rev: str) -> str:
+    """The commit ``rev`` names (git.base); ConfigError when it names none."""
+    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"git.base {rev!r} names no commit in {repo}: set git.base to a branch, tag or commit")
+    return done.stdout.strip()

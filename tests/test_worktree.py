@@ -1,0 +1,414 @@
+"""Git isolation (issue 12 items 1-4) with real git and real repositories made here: a worktree
+and branch per worker, its commits, what changed, checkpoints on a retry, and the safety rule
+that the user's branch, index, files, stash list and refs outside the prefix never change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+from orchestrator.environment import PACKAGE_PARENT, worker_prompt
+from orchestrator.errors import ConfigError
+from orchestrator.gitwork import repo_op, run_git
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.status import job_status
+
+from .conftest import run_job, wait_until
+
+pytestmark = pytest.mark.slow
+
+PREFIX = "refs/heads/orchestrator/"
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env).stdout
+
+
+def user_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "U",
+        "GIT_AUTHOR_EMAIL": "u@x",
+        "GIT_COMMITTER_NAME": "U",
+        "GIT_COMMITTER_EMAIL": "u@x",
+    }
+
+
+def make_host(tmp_path: Path) -> tuple[Path, Path]:
+    """A host repository (a path with spaces) with commits, a .gitignore and an ignored .env,
+    and the orchestrator's folder inside it with its own .gitignore, committed; a pre-commit
+    hook that fails, which the orchestrator must never run."""
+    host = tmp_path / "my host repo"
+    folder = host / "tools" / "orch"
+    folder.mkdir(parents=True)
+    git(host, "init", "-q", "-b", "main")
+    (host / "app.py").write_text("print('v1')\n")
+    (host / ".gitignore").write_text(".env\n")
+    (host / ".env").write_text("SECRET=1\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "one", env=user_env())
+    (host / "app.py").write_text("print('v2')\nline2\n")
+    (folder / ".gitignore").write_text("/workspace/*\n")
+    (folder / "config.yaml").write_text("# the folder's own\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "two", env=user_env())
+    hook = host / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho hook ran >&2\nexit 1\n")
+    hook.chmod(0o755)
+    return host, folder
+
+
+def snapshot(host: Path, folder: Path) -> dict[str, object]:
+    """What a job must never change in the host."""
+    workspace = folder / "workspace"
+    files = {}
+    for base, dirs, names in os.walk(host):
+        dirs[:] = [d for d in dirs if d != ".git" and Path(base, d) != workspace]
+        for name in names:
+            path = Path(base, name)
+            files[str(path.relative_to(host))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    refs = [
+        line
+        for line in git(host, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+        if not line.startswith(PREFIX)
+    ]
+    return {
+        "head": git(host, "rev-parse", "--symbolic-full-name", "HEAD") + git(host, "rev-parse", "HEAD"),
+        "status": git(host, "status", "--porcelain=v2", "--branch", "--untracked-files=all"),
+        "index": git(host, "ls-files", "-s"),
+        "files": files,
+        "stash": git(host, "stash", "list"),
+        "refs": refs,
+    }
+
+
+def host_engine(folder: Path, **sections: dict) -> Engine:
+    overrides = {
+        "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
+        "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
+        "simulated": {"duration": 0.05},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return Engine(load_settings(base_dir=folder, environ={}, overrides=overrides))
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    host, folder = make_host(tmp_path)
+    engines: list[Engine] = []
+
+    def factory(**sections: dict) -> Engine:
+        engine = host_engine(folder, **sections)
+        engines.append(engine)
+        return engine
+
+    yield host, folder, factory
+    for engine in engines:
+        engine.shutdown(timeout=10)
+
+
+def workers(engine, job):
+    return {w.name: w for w in engine.snapshot(job.root_id)[1]}
+
+
+def test_a_job_in_auto_mode_works_in_worktrees_commits_and_leaves_the_host_as_it_was(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(
+        engine,
+        "edit",
+        tasks=[
+            "echo added >> app.py && echo new > new.txt && echo x > .env.local",
+            "mv app.py main.py && rm tools/orch/config.yaml && echo local > .env",
+            "true",
+        ],
+    )
+    assert job.status is JobStatus.COMPLETED, [w.error for w in workers(engine, job).values()]
+    assert job.config.isolation == "worktree"
+    assert any(n.startswith("isolation auto: worktree, because") and "is a git repository" in n for n in job.notes)
+    w1, w2, w3 = (workers(engine, job)[f"worker_{i}"] for i in (1, 2, 3))
+    # Each worker's usual folder is a worktree on its own branch, from the base (HEAD)
+    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    assert (wt / ".git").is_file() and w1.branch == f"orchestrator/{job.id}/worker_1"
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD").strip() == w1.branch
+    # Its work is committed by the orchestrator (hooks skipped), with the trailers
+    message = git(host, "log", "-1", "--format=%B%n%cn <%ce>", w1.commit)
+    assert "Orchestrator-Job: " + job.id in message and "Orchestrator-Worker: depth_0_worker_1" in message
+    assert "Orchestrator-Attempt: 1" in message and "orchestrator <orchestrator@localhost>" in message
+    assert git(host, "rev-parse", w1.branch).strip() == w1.commit
+    assert git(host, "show", f"{w1.commit}:app.py") == "print('v2')\nline2\nadded\n"
+    # What changed, how (added / modified / deleted / renamed), and a diffstat
+    assert {(f["path"], f["change"]) for f in w1.files_changed} == {
+        ("app.py", "modified"),
+        ("new.txt", "added"),
+        (".env.local", "added"),
+    }
+    assert w1.files_created == [".env.local", "new.txt"] and "3 files changed" in w1.diffstat
+    assert {(f["path"], f["change"]) for f in w2.files_changed} == {("main.py", "renamed"), ("tools/orch/config.yaml", "deleted")}
+    assert ".env" not in git(host, "ls-tree", "-r", "--name-only", w2.commit)  # .gitignore is respected
+    assert w3.diffstat == "no changes" and w3.files_changed == [] and w3.commit == git(host, "rev-parse", "main").strip()
+    # Shown in the status JSON and the reports' worker rows
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    tasks = {t["worker_id"]: t for t in doc["results"]["tasks"]}
+    assert tasks["worker_1"]["branch"] == w1.branch and tasks["worker_1"]["commit"] == w1.commit
+    assert tasks["worker_3"]["diffstat"] == "no changes"
+    final = engine.workspace.final_report(job.id).read_text()
+    assert f"`{w1.branch}`: 3 files changed" in final
+    # and the host is exactly as it was
+    assert snapshot(host, folder) == before
+
+
+def test_the_prompt_names_the_branch_and_the_worker_runs_the_folders_own_package(hosted):
+    host, folder, make = hosted
+    # The folder is committed in the host, so each worktree holds a copy of it: put a package
+    # named orchestrator at the worktree's root, where a cwd-first import would find it.
+    (host / "orchestrator").mkdir()
+    (host / "orchestrator" / "__init__.py").write_text("raise SystemExit('the copy in the worktree ran')\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-q", "--no-verify", "-m", "copy", env=user_env())
+    engine = make()
+    script = (
+        'echo "$PYTHONPATH" > pythonpath.txt; command -v orchestrator-spawn > spawn_path.txt; '
+        "orchestrator-spawn --help > spawn_help.txt 2>&1; echo $? >> spawn_help.txt"
+    )
+    job = run_job(engine, "env", tasks=[script])
+    w = workers(engine, job)["worker_1"]
+    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    assert (wt / "orchestrator" / "__init__.py").exists()  # the copy is there
+    assert (wt / "pythonpath.txt").read_text().split(os.pathsep)[0].strip() == PACKAGE_PARENT
+    assert (wt / "spawn_path.txt").read_text().strip() == str(
+        Path(PACKAGE_PARENT) / "orchestrator" / "bin" / "orchestrator-spawn"
+    )
+    assert "the copy in the worktree ran" not in (wt / "spawn_help.txt").read_text()
+    assert w.status is WorkerStatus.SUCCESS
+    prompt = worker_prompt(engine.workspace, w, job, api_url=None, template=None)
+    assert f"a checkout of the repository on branch `orchestrator/{job.id}/worker_1`" in prompt
+    assert "You need not commit" in prompt
+
+
+def test_include_uncommitted_starts_from_a_snapshot_and_never_touches_index_tree_or_stash(hosted):
+    host, folder, make = hosted
+    (host / "app.py").write_text("uncommitted\n")
+    (host / "staged.txt").write_text("staged\n")
+    git(host, "add", "staged.txt")
+    git(host, "stash", "list")
+    before = snapshot(host, folder)
+    engine = make(git={"include_uncommitted": True})
+    job = run_job(engine, "see", tasks=["cat app.py staged.txt > seen.txt"])
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.SUCCESS
+    assert git(host, "show", f"{w.commit}:seen.txt") == "uncommitted\nstaged\n"
+    assert snapshot(host, folder) == before
+    assert git(host, "stash", "list") == ""
+
+
+def test_a_cancelled_job_and_a_deleted_one_leave_the_host_as_it_was_and_delete_removes_its_branches(hosted):
+    host, folder, make = hosted
+    git(host, "branch", "orchestrator-not-ours")  # outside the prefix: never touched
+    git(host, "branch", "orchestrator/otherjob/worker_1")  # another job's: never touched
+    before = snapshot(host, folder)
+    engine = make()
+    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
+    wait_until(lambda: workers(engine, job)["worker_1"].attempts, what="the worker started")
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 20)
+    assert done.status is JobStatus.CANCELLED
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.CANCELLED and [f["path"] for f in w.files_changed] == ["a.txt"]  # partial work kept
+    assert snapshot(host, folder) == before
+    engine.delete(job.id)
+    assert snapshot(host, folder) == before
+    assert git(host, "for-each-ref", "--format=%(refname)", f"{PREFIX}{job.id}/") == ""
+    assert git(host, "for-each-ref", "--format=%(refname)", "refs/heads/orchestrator/otherjob/") != ""
+    assert len(git(host, "worktree", "list", "--porcelain").strip().split("\n\n")) == 1
+
+
+def test_a_failed_attempt_is_committed_and_its_retry_starts_from_the_checkpoint(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    task = "if [ -e partial.txt ]; then echo saw > retry_saw_it.txt; fi; echo p > partial.txt; exit 3"
+    job = run_job(engine, "x", tasks=[task], config={"max_retries": 1})
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.FAILED and len(w.attempts) == 2
+    # The retry did not see attempt 1's file (reset to the checkpoint), and its own work is committed
+    assert [f["path"] for f in w.files_changed] == ["partial.txt"]
+    log = engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+    assert "attempt 2 starts from checkpoint" in log
+    base = git(host, "rev-parse", "main").strip()
+    assert [a.checkpoint for a in w.attempts] == [base, base]  # each attempt's, recorded
+    attempts = git(host, "log", "-g", "--format=%B", w.branch)
+    assert "Orchestrator-Attempt: 1" in attempts and "Orchestrator-Attempt: 2" in git(host, "log", "-1", "--format=%B", w.branch)
+    assert snapshot(host, folder) == before
+
+
+def test_sixteen_workers_create_worktrees_and_commit_at_once_without_a_lock_failure(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(workers={"max_workers": 16, "global_max_workers": 16})
+    job = run_job(engine, "many", tasks=[f"echo {i} > file_{i}.txt" for i in range(16)], config={"max_workers": 16}, timeout=120)
+    ws = workers(engine, job)
+    assert job.status is JobStatus.COMPLETED, {n: w.error for n, w in ws.items() if w.error}
+    assert len({w.commit for w in ws.values()}) == 16
+    assert all(w.files_created == [f"file_{w.index - 1}.txt"] for w in ws.values())
+    assert snapshot(host, folder) == before
+
+
+def test_repository_level_operations_retry_on_a_held_git_lock(tmp_path):
+    host, _ = make_host(tmp_path)
+    lock = host / ".git" / "refs" / "heads" / "orchestrator" / "x.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    release = threading.Timer(0.5, lock.unlink)
+    release.start()
+    try:
+        with pytest.raises(Exception, match="lock"):
+            run_git(host, "update-ref", "refs/heads/orchestrator/x", "HEAD")
+        repo_op(host, host, "update-ref", "refs/heads/orchestrator/x", "HEAD")  # waits for the lock instead of failing
+        assert git(host, "rev-parse", "orchestrator/x") == git(host, "rev-parse", "HEAD")
+    finally:
+        release.join()
+
+
+def test_a_detached_head_base_works_and_stays_detached(hosted):
+    host, folder, make = hosted
+    git(host, "checkout", "-q", "--detach", "HEAD")
+    before = snapshot(host, folder)
+    engine = make(git={"isolation": "worktree"})
+    job = run_job(engine, "x", tasks=["cat app.py > seen.txt"])
+    w = workers(engine, job)["worker_1"]
+    assert git(host, "show", f"{w.commit}:seen.txt") == "print('v2')\nline2\n"
+    # and a base that is not HEAD (an older commit, by name)
+    engine.shutdown(timeout=10)
+    older = make(git={"base": "HEAD~1"})
+    job = run_job(older, "x", tasks=["cat app.py > seen.txt"])
+    w = workers(older, job)["worker_1"]
+    assert git(host, "show", f"{w.commit}:seen.txt") == "print('v1')\n"
+    assert snapshot(host, folder) == before
+
+
+def test_the_simulated_worker_writes_its_file_in_its_worktree(hosted):
+    host, folder, make = hosted
+    engine = make(orchestrator={"worker": "simulated"}, simulated={"recurse": False})
+    job = run_job(engine, "x", tasks=["Write the parser"])
+    w = workers(engine, job)["worker_1"]
+    assert w.files_changed == [{"path": "write_the_parser.md", "change": "added"}]
+    assert "write_the_parser.md" in git(host, "ls-tree", "--name-only", w.branch)
+
+
+def test_a_host_that_is_not_a_git_repository_falls_back_to_folders_with_a_note(tmp_path):
+    engine = host_engine(tmp_path)
+    try:
+        job = run_job(engine, "x", tasks=["echo a > a.txt"])
+        assert job.config.isolation == "folder"
+        assert any(n.startswith("isolation auto: folder, because") and "not inside a git work tree" in n for n in job.notes)
+        w = workers(engine, job)["worker_1"]
+        assert w.files_created == ["a.txt"] and w.branch is None
+        with pytest.raises(ConfigError, match="isolation worktree is not possible: .* not inside a git work tree"):
+            engine.submit("x", {"isolation": "worktree"}, ["true"])
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_a_workspace_the_host_does_not_ignore_is_refused_and_auto_falls_back(hosted):
+    host, folder, make = hosted
+    (folder / ".gitignore").write_text("")
+    engine = make()
+    job = run_job(engine, "x", tasks=["true"])
+    assert job.config.isolation == "folder" and any("not ignored" in n for n in job.notes)
+    with pytest.raises(ConfigError, match="not ignored by it"):
+        engine.submit("x", {"isolation": "worktree"}, ["true"])
+
+
+def test_a_request_chooses_its_isolation_and_never_a_repository(hosted):
+    host, folder, make = hosted
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"isolation": "folder"})
+    assert job.config.isolation == "folder" and workers(engine, job)["worker_1"].branch is None
+    for key in ("repo", "git_repo"):
+        with pytest.raises(ConfigError, match="unknown config key"):
+            engine.submit("x", {key: str(host)}, ["true"])
+    with pytest.raises(ConfigError, match="isolation"):
+        engine.submit("x", {"isolation": "elsewhere"}, ["true"])
+    assert json.loads(json.dumps(job.config.to_dict()))["isolation"] == "folder"
+
+
+def test_a_child_jobs_workers_branch_from_their_parent_workers_branch(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    root = engine.submit("x", {"max_workers": 2}, ["sleep 30"])
+    wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started (its worktree made)")
+    parent_tip = git(host, "rev-parse", f"orchestrator/{root.id}/worker_1").strip()
+    child = engine.submit("y", None, ["echo c > child.txt"], parent_job_id=root.id, parent_worker="worker_1")
+    assert engine.wait(child.id, 30).status is JobStatus.COMPLETED
+    w = {x.name: x for x in engine.snapshot(root.id)[1]}["worker_1_1"]
+    assert w.branch == f"orchestrator/{root.id}/worker_1_1" and w.depth == 1
+    assert git(host, "rev-parse", f"{w.commit}~1").strip() == parent_tip  # forked from the parent's branch
+    assert w.files_changed == [{"path": "child.txt", "change": "added"}]
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+    assert snapshot(host, folder) == before
+
+
+def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
+    host, folder, make = hosted
+    engine = make(workers={"retry_on_timeout": True})
+    job = run_job(engine, "x", tasks=["echo x >> kept.txt; sleep 30"], config={"default_timeout": 0.5, "max_retries": 1})
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.TIMEOUT and len(w.attempts) == 2
+    assert git(host, "show", f"{w.commit}:kept.txt") == "x\nx\n"  # attempt 2 went on from attempt 1's file
+    assert "attempt 2 keeps attempt 1's work (timeout)" in engine.workspace.worker_log(job.id, 0, "worker_1").read_text()
+    first = w.attempts[0].checkpoint
+    assert (
+        first == git(host, "rev-parse", "main").strip()
+        and git(host, "rev-parse", f"{w.attempts[1].checkpoint}~1").strip() == first
+    )
+
+
+def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
+    from orchestrator import gitwork, worktree
+
+    host, folder, make = hosted
+    engine = make()
+    for version, said in (
+        (None, "git is not installed"),
+        ((2, 16, 1), "git 2.16.1 is older than 2.17, the least worktree isolation needs"),
+    ):
+        monkeypatch.setattr(gitwork, "git_version", lambda v=version: v)
+        isolation, note = worktree.resolve_isolation(engine.settings, engine.workspace.root, "auto")
+        assert isolation == "folder" and note == f"isolation auto: folder, because {said}"
+        with pytest.raises(ConfigError, match=f"isolation worktree is not possible: {said}"):
+            worktree.resolve_isolation(engine.settings, engine.workspace.root, "worktree")
+
+
+def test_a_folder_the_host_never_committed_works_too_and_git_status_stays_the_same(tmp_path):
+    host = tmp_path / "plain"
+    folder = host / "orch"
+    folder.mkdir(parents=True)
+    git(host, "init", "-q", "-b", "main")
+    (host / "a.txt").write_text("a\n")
+    git(host, "add", "a.txt")
+    git(host, "commit", "-qm", "one", env=user_env())
+    (folder / ".gitignore").write_text("/workspace/*\n")  # untracked, and still read by git
+    before = snapshot(host, folder)
+    assert "? orch/.gitignore" in before["status"]
+    engine = host_engine(folder)
+    try:
+        job = run_job(engine, "x", tasks=["echo b >> a.txt"])
+        w = workers(engine, job)["worker_1"]
+        assert job.config.isolation == "worktree" and w.files_changed == [{"path": "a.txt", "change": "modified"}]
+        assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "orch").exists()  # the folder is not in the checkout
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
