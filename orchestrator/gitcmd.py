@@ -9,6 +9,7 @@ never pass user text where git could read it as an option: resolve names with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,8 +43,10 @@ def run_git(
     input: str | None = None,
     check: bool = True,
     env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``git -C repo args...``; text in and out. Raises GitFailed on a non-zero exit when ``check``."""
+    """``git -C repo args...``; text in and out. Raises GitFailed on a non-zero exit when ``check``
+    (FileNotFoundError without git, subprocess.TimeoutExpired past ``timeout``)."""
     argv = ["-C", str(repo), *args]
     done = subprocess.run(
         ["git", *argv],
@@ -52,6 +55,7 @@ def run_git(
         text=True,
         env=git_env(env),
         stdin=None if input is not None else subprocess.DEVNULL,
+        timeout=timeout,
     )
     if check and done.returncode != 0:
         raise GitFailed(argv, done.returncode, done.stderr)
@@ -66,3 +70,9 @@ def git_bytes(repo: str | Path, *args: str, input: bytes | None = None) -> bytes
     if done.returncode != 0:
         raise GitFailed(argv, done.returncode, done.stderr.decode("utf-8", "replace"))
     return done.stdout
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from ``git --version``'s output, or None when it names none."""
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return (int(found[1]), int(found[2]), int(found[3] or 0)) if found else None

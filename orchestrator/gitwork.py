@@ -16,7 +16,6 @@ merges (``merge-tree --write-tree``) need 2.38: that check is merging.py's.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import subprocess
@@ -26,7 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gitcmd
 from .errors import ConfigError
+from .gitcmd import GitFailed
 
 MIN_GIT = (2, 17)
 GIT_TIMEOUT = 120.0  # seconds any one git call may take
@@ -36,27 +37,30 @@ IDENTITY = ("orchestrator", "orchestrator@localhost")
 _LOCKED = re.compile(r"\.lock'?: File exists|Unable to create .*\.lock|cannot lock ref|is locked", re.IGNORECASE)
 
 
-class GitError(RuntimeError):
+class GitError(GitFailed):
     """A git command failed; the message names the command and git's own words."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.argv, self.returncode, self.stderr = [], -1, message
+
+
+# What every worktree-side call pins beyond gitcmd's: a known identity, and no system config
+# (hooks, signing or a pager could come from it).
+_PINNED_ENV = {
+    "GIT_AUTHOR_NAME": IDENTITY[0],
+    "GIT_AUTHOR_EMAIL": IDENTITY[1],
+    "GIT_COMMITTER_NAME": IDENTITY[0],
+    "GIT_COMMITTER_EMAIL": IDENTITY[1],
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+# The user's hooks never run, auto-gc never starts, commits are never signed, paths are as written.
+_PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
 
 
 def git_env() -> dict[str, str]:
-    """The environment of every git call: the server's, never prompting, in a known identity,
-    reading no system or global config that could add hooks, signing or a pager."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    name, email = IDENTITY
-    env.update(
-        {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "LC_ALL": "C",
-        }
-    )
-    return env
+    """The environment of every worktree-side git call (gitcmd's, with the pins above)."""
+    return gitcmd.git_env(_PINNED_ENV)
 
 
 def run_git(
@@ -67,31 +71,9 @@ def run_git(
     timeout: float = GIT_TIMEOUT,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``git -C cwd -c ... args`` (argv, no shell); GitError when it fails and ``check``."""
-    argv = [
-        "git",
-        "-C",
-        str(cwd),
-        "-c",
-        "gc.auto=0",
-        "-c",
-        "core.hooksPath=/dev/null",
-        "-c",
-        "commit.gpgSign=false",
-        "-c",
-        "core.quotePath=false",
-        *args,
-    ]
+    """``git -C cwd -c ... args`` through gitcmd.run_git; GitError when it fails and ``check``."""
     try:
-        done = subprocess.run(
-            argv,
-            env=env or git_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input_text,
-            stdin=None if input_text is not None else subprocess.DEVNULL,
-        )
+        done = gitcmd.run_git(cwd, *_PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout)
     except FileNotFoundError:
         raise GitError("git is not installed (not on PATH)") from None
     except subprocess.TimeoutExpired:
@@ -110,8 +92,7 @@ def git_version() -> tuple[int, ...] | None:
         out = subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
-    return tuple(int(x) for x in found.groups() if x is not None) if found else None
+    return gitcmd.parse_version(out)
 
 
 def toplevel(folder: Path) -> Path | None:

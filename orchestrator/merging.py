@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 import tempfile
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from . import failpoints
 from .errors import ConfigError, ValidationError
-from .gitcmd import GitFailed, git_bytes, run_git
+from .gitcmd import GitFailed, git_bytes, parse_version, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
 
 MIN_GIT = (2, 38)
@@ -86,10 +85,10 @@ class MergeOutcome:
 
 def git_version(repo: str | Path = ".") -> tuple[int, int, int]:
     text = run_git(repo, "--version").stdout
-    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not found:
+    found = parse_version(text)
+    if found is None:
         raise GitTooOld(f"cannot read git's version from {text.strip()!r}")
-    return int(found[1]), int(found[2]), int(found[3] or 0)
+    return found
 
 
 def require_git(repo: str | Path = ".") -> None:
