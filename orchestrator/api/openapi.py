@@ -104,7 +104,22 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
     if settings is not None and not settings.recursion.enable:
         props["enable_recursion"]["enum"] = [False]
+    if settings is not None and _worktrees_impossible(settings):  # never offer what would be refused
+        props["isolation"]["enum"] = [m for m in props["isolation"]["enum"] if m != "worktree"]
     return props
+
+
+def _worktrees_impossible(settings: Settings) -> bool:
+    """Whether this server refuses ``isolation: worktree`` (no git, or no repository holding
+    the folder that ignores its workspace): asked of git once per document."""
+    from ..errors import ConfigError
+    from ..worktree import resolve_isolation
+
+    try:
+        resolve_isolation(settings, settings.workspace_root, "worktree")
+    except ConfigError:
+        return True
+    return False
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
