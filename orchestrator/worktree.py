@@ -313,3 +313,31 @@ class WorktreeFactory:
                     raise GitError(f"worktree isolation is not possible: {host}")
                 self._made = WorktreeCheckout(self.workspace, self.settings, host.repo)
             return self._made
+
+
+def checkpoints(record: WorkerRecord) -> dict[str, object]:
+    """A worker's checkpoints (GET .../workers/<worker>/checkpoints): the commit each attempt
+    started from, and whether a retry went back to its predecessor's checkpoint ("reset") or went
+    on from that attempt's work ("kept": after a timeout or a transient failure). A folder
+    worker has none."""
+    rows: list[dict[str, object]] = []
+    previous = None
+    for attempt in record.attempts:
+        if previous is None:
+            started = "base"
+        elif attempt.checkpoint is not None and attempt.checkpoint == previous.checkpoint:
+            started = "reset"
+        else:
+            started = "kept"
+        rows.append(
+            {
+                "attempt": attempt.number,
+                "checkpoint": attempt.checkpoint,
+                "started_from": started,
+                "end_reason": attempt.end_reason,
+                "failure_class": attempt.failure_class,
+            }
+        )
+        previous = attempt
+    isolation = "worktree" if record.branch else "folder"
+    return {"worker": record.key, "isolation": isolation, "branch": record.branch, "checkpoints": rows if record.branch else []}

@@ -20,6 +20,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.gitwork import repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.status import job_status
+from orchestrator.worktree import checkpoints
 
 from .conftest import run_job, wait_until
 
@@ -247,6 +248,12 @@ def test_a_failed_attempt_is_committed_and_its_retry_starts_from_the_checkpoint(
     assert "attempt 2 starts from checkpoint" in log
     base = git(host, "rev-parse", "main").strip()
     assert [a.checkpoint for a in w.attempts] == [base, base]  # each attempt's, recorded
+    listed = checkpoints(w)  # what GET .../workers/worker_1/checkpoints answers
+    assert listed["isolation"] == "worktree" and listed["branch"] == w.branch
+    assert [(c["attempt"], c["checkpoint"], c["started_from"]) for c in listed["checkpoints"]] == [
+        (1, base, "base"),
+        (2, base, "reset"),
+    ]
     attempts = git(host, "log", "-g", "--format=%B", w.branch)
     assert "Orchestrator-Attempt: 1" in attempts and "Orchestrator-Attempt: 2" in git(host, "log", "-1", "--format=%B", w.branch)
     assert snapshot(host, folder) == before
@@ -374,6 +381,7 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
         first == git(host, "rev-parse", "main").strip()
         and git(host, "rev-parse", f"{w.attempts[1].checkpoint}~1").strip() == first
     )
+    assert [c["started_from"] for c in checkpoints(w)["checkpoints"]] == ["base", "kept"]
 
 
 def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
@@ -412,3 +420,21 @@ def test_a_folder_the_host_never_committed_works_too_and_git_status_stays_the_sa
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before
+
+
+def test_the_checkpoints_route_answers_for_a_worker_and_refuses_an_unknown_one(make_live):
+    # A real server (its workspace is not in a git repository: a folder worker, which has none)
+    live = make_live()
+    job_id = live.submit(request="x", tasks=["one"]).json()["job_id"]
+    live.wait(job_id)
+    got = live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_1/checkpoints")
+    assert got.status_code == 200, got.text
+    assert got.json() == {
+        "job_id": job_id,
+        "worker": "depth_0_worker_1",
+        "isolation": "folder",
+        "branch": None,
+        "checkpoints": [],
+    }
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_9/checkpoints").status_code == 404
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_1/checkpoints", key="wrong-key-0123456789").status_code == 401

@@ -229,6 +229,10 @@ class OrchestratorClient:
         params = None if tail is None else {"tail": tail}
         return self._request("GET", f"{_job_path(job_id)}/workers/{_seg(worker)}/log", params=params, expect="text")
 
+    def checkpoints(self, job_id: str, worker: str) -> dict[str, Any]:
+        """A worktree worker's checkpoints: the commit each attempt started from (reset or kept)."""
+        return self._request("GET", f"{_job_path(job_id)}/workers/{_seg(worker)}/checkpoints")
+
     def report(self, job_id: str, name: str = "final") -> str:
         """A Markdown report: ``"final"`` or ``"level_<n>"``."""
         return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")

@@ -242,6 +242,14 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             400,
             404,
         ),
+        "/api/v1/jobs/{job_id}/workers/{worker}/checkpoints": _get(
+            "a worktree worker's checkpoints: the commit each attempt started from, and whether a retry "
+            "went back to it (reset) or went on from the failed attempt's work (kept); none for a folder worker",
+            _json({"type": "object", "required": ["job_id", "worker", "isolation", "checkpoints"]}),
+            [JOB_ID, WORKER],
+            400,
+            404,
+        ),
     }
     return {
         "openapi": "3.0.3",

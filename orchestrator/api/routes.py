@@ -195,6 +195,15 @@ def worker_log(job_id: str, worker: str) -> Response:
     return response
 
 
+@bp.get("/jobs/<job_id>/workers/<worker>/checkpoints")
+def worker_checkpoints(job_id: str, worker: str) -> Response:
+    from ..worktree import checkpoints
+
+    job_id = _allowed(job_id)
+    depth, name = parse_worker_ref(worker)
+    return jsonify({"job_id": job_id, **checkpoints(_engine().find_worker(job_id, depth, name))})
+
+
 @bp.get("/jobs/<job_id>/events")
 def events(job_id: str) -> Response:
     job_id = _allowed(job_id)
