@@ -14,6 +14,14 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+# Who every commit the orchestrator makes is by (worker commits, merge commits): never the
+# user's git config, so a job's commits are the same on every machine.
+IDENTITY_ENV = {
+    "GIT_AUTHOR_NAME": "orchestrator",
+    "GIT_AUTHOR_EMAIL": "orchestrator@localhost",
+    "GIT_COMMITTER_NAME": "orchestrator",
+    "GIT_COMMITTER_EMAIL": "orchestrator@localhost",
+}
 # Config and hooks of the machine still apply (they are the user's); only these are pinned.
 _PINNED = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
 

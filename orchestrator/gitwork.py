@@ -32,8 +32,6 @@ from .gitcmd import GitFailed
 MIN_GIT = (2, 17)
 GIT_TIMEOUT = 120.0  # seconds any one git call may take
 LOCK_RETRIES = 20  # attempts of a repository-level operation that met another process's lock
-# The committer of every commit the orchestrator makes: never the user's git config.
-IDENTITY = ("orchestrator", "orchestrator@localhost")
 _LOCKED = re.compile(r"\.lock'?: File exists|Unable to create .*\.lock|cannot lock ref|is locked", re.IGNORECASE)
 
 
@@ -47,13 +45,7 @@ class GitError(GitFailed):
 
 # What every worktree-side call pins beyond gitcmd's: a known identity, and no system config
 # (hooks, signing or a pager could come from it).
-_PINNED_ENV = {
-    "GIT_AUTHOR_NAME": IDENTITY[0],
-    "GIT_AUTHOR_EMAIL": IDENTITY[1],
-    "GIT_COMMITTER_NAME": IDENTITY[0],
-    "GIT_COMMITTER_EMAIL": IDENTITY[1],
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+_PINNED_ENV = {**gitcmd.IDENTITY_ENV, "GIT_CONFIG_NOSYSTEM": "1"}
 # The user's hooks never run, auto-gc never starts, commits are never signed, paths are as written.
 _PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
 

@@ -32,17 +32,11 @@ from pathlib import Path
 
 from . import failpoints
 from .errors import ConfigError, ValidationError
-from .gitcmd import GitFailed, git_bytes, parse_version, run_git
+from .gitcmd import IDENTITY_ENV, GitFailed, git_bytes, parse_version, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
 
 MIN_GIT = (2, 38)
 STRATEGIES = ("auto", "theirs", "manual")
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "orchestrator",
-    "GIT_AUTHOR_EMAIL": "orchestrator@localhost",
-    "GIT_COMMITTER_NAME": "orchestrator",
-    "GIT_COMMITTER_EMAIL": "orchestrator@localhost",
-}
 
 
 class GitTooOld(ConfigError):
@@ -242,7 +236,7 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
 
 def _commit(repo: str | Path, tree: str, parents: list[str], message: str, when: str) -> str:
     """A merge commit whose id depends only on its inputs (identity and date are fixed)."""
-    env = {**IDENTITY, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    env = {**IDENTITY_ENV, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
     argv = ["-c", "commit.gpgsign=false", "commit-tree", tree]
     for parent in parents:
         argv += ["-p", parent]

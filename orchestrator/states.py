@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import protocol
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -121,25 +122,24 @@ def _refuse(what: str, old: Enum, new: Enum, allowed: frozenset[Enum]) -> bool:
 def set_job_status(job: JobRecord, status: JobStatus) -> bool:
     """The one writer of a job's status (``job`` may be a copy about to be written).
     Returns whether the status is now ``status``."""
-    old = job.status
-    if status is old:
-        return True
-    allowed = JOB_TRANSITIONS[old]
-    if status not in allowed:
-        return _refuse(f"job {job.id}", old, status, allowed)
-    job.status = status
-    return True
+    return _set_status(job, status, JOB_TRANSITIONS, lambda: f"job {job.id}")
 
 
 def set_worker_status(record: WorkerRecord, status: WorkerStatus) -> bool:
     """The one writer of a worker's status (``record`` may be a copy about to be written).
     Returns whether the status is now ``status``."""
+    return _set_status(record, status, WORKER_TRANSITIONS, lambda: f"worker {record.key} of job {record.job_id}")
+
+
+def _set_status(record: Any, status: Enum, table: Mapping[Any, frozenset[Any]], what: Callable[[], str]) -> bool:
+    """A status change by ``table``: writing the status a record already has is no change and
+    always accepted (each retry says "running" again); any other must be in the table."""
     old = record.status
     if status is old:
         return True
-    allowed = WORKER_TRANSITIONS[old]
+    allowed = table[old]
     if status not in allowed:
-        return _refuse(f"worker {record.key} of job {record.job_id}", old, status, allowed)
+        return _refuse(what(), old, status, allowed)
     record.status = status
     return True
 

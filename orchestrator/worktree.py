@@ -21,7 +21,7 @@ Commits are made after an attempt, not in an after-attempt step: ``changes`` run
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
 while steps run only after a successful one. The commit names the worker and its subtask,
 carries ``Orchestrator-Job/Worker/Attempt`` trailers, skips the user's hooks (``--no-verify``,
-``core.hooksPath``) and is made by a fixed identity (gitwork.IDENTITY).
+``core.hooksPath``) and is made by a fixed identity (gitcmd.IDENTITY_ENV).
 """
 
 from __future__ import annotations
