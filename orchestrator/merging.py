@@ -23,12 +23,14 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import failpoints
 from .errors import ConfigError, ValidationError
@@ -75,6 +77,36 @@ class MergeOutcome:
     changes: tuple[WorkerChanges, ...]
     command: str  # what the user runs to take the result
     unchanged: tuple[str, ...] = field(default=())  # merged workers whose branch added nothing
+
+    def to_dict(self) -> dict[str, object]:
+        """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
+        return {
+            "strategy": self.strategy,
+            "base": self.base,
+            "result_ref": self.result_ref,
+            "result_commit": self.result_commit,
+            "merged": list(self.merged),
+            "skipped": list(self.skipped),
+            "unchanged": list(self.unchanged),
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+            "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeOutcome:
+        return cls(
+            strategy=data["strategy"],
+            base=data["base"],
+            result_ref=data["result_ref"],
+            result_commit=data.get("result_commit"),
+            merged=tuple(data.get("merged", ())),
+            skipped=tuple(data.get("skipped", ())),
+            conflicts=tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts", ())),
+            changes=tuple(WorkerChanges(**(c | {"files": tuple(c["files"])})) for c in data.get("changes", ())),
+            command=data.get("command", ""),
+            unchanged=tuple(data.get("unchanged", ())),
+        )
 
 
 def git_version(repo: str | Path = ".") -> tuple[int, int, int]:

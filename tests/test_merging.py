@@ -486,3 +486,22 @@ def test_theirs_with_a_file_and_a_folder_of_one_name_and_a_submodule_pointer(rep
     assert [n for n in git(repo, "ls-tree", "-r", "--name-only", RESULT).splitlines() if n.startswith("thing")] == [
         "thing/inside.txt"
     ]
+
+
+def test_an_outcome_survives_its_record_round_trip(repo: Path) -> None:
+    """The job record stores ``MergeOutcome.to_dict()`` as JSON; reading it back gives the same outcome."""
+    import json
+
+    outcome = merging.MergeOutcome(
+        "theirs",
+        "a" * 40,
+        "refs/heads/orchestrator/r/result",
+        "b" * 40,
+        ("depth_0_worker_1", "depth_0_worker_2"),
+        (),
+        (merging.FileConflict("app.py", ("depth_0_worker_1", "depth_0_worker_2"), 2, "content", "depth_0_worker_2"),),
+        (merging.WorkerChanges("depth_0_worker_1", "orchestrator/r/depth_0_worker_1", "c" * 40, ("app.py",)),),
+        "git merge orchestrator/r/result",
+        ("depth_0_worker_2",),
+    )
+    assert merging.MergeOutcome.from_dict(json.loads(json.dumps(outcome.to_dict()))) == outcome

@@ -40,6 +40,8 @@ class JobConfig:
     planner: str = job_key("orchestrator", "planner")
     max_cost_usd: float = job_key("workers", "max_cost_usd")
     isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
+    merge_strategy: str = job_key("git", "merge_strategy")
+    merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)  # scalars only: no deep copy needed

@@ -234,6 +234,24 @@ class GitSettings(Section):
     include_uncommitted: bool = setting(
         False, "start from a snapshot of the uncommitted changes to tracked files (your index, files and stash stay as they are)"
     )
+    merge_strategy: str = setting(
+        "auto",
+        "how a job's workers' branches are merged into its result branch (a child job's: into its parent worker's branch): "
+        "auto (merge what merges cleanly, stop at the first conflict), theirs (the later worker wins a conflicting hunk), "
+        "manual (merge nothing; report what would conflict)",
+        choices=("auto", "theirs", "manual"),
+    )
+    merge_into: str = setting(
+        "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
+    )
+    setup: list[str] = setting([], "argv run in each new worktree before its first attempt (e.g. [npm, ci]); empty: none")
+    setup_timeout: float = setting(
+        600.0, "seconds the setup command may take before the worker fails as setup failed", min=1, max=86400
+    )
+    teardown: list[str] = setting([], "argv run in a worktree when its worker is cleaned up; empty: none")
+    port_range: str = setting(
+        "41000-41999", "ports reserved one per worktree worker, given to setup and the worker as ORCHESTRATOR_PORT (LOW-HIGH)"
+    )
 
 
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
