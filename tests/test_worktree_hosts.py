@@ -56,3 +56,23 @@ def test_a_submodule_is_empty_in_a_worktree_and_what_a_worker_writes_there_is_sa
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before
     assert (git(submodule, "rev-parse", "HEAD"), git(submodule, "status", "--porcelain")) == before_sub
+
+
+def test_the_openapi_document_offers_worktree_only_where_it_is_possible_and_asks_git_once(tmp_path, monkeypatch):
+    from orchestrator import worktree
+    from orchestrator.api.openapi import openapi_document
+    from orchestrator.config import load_settings
+
+    def isolation_enum(folder: Path) -> list[str]:
+        document = openapi_document(load_settings(base_dir=folder, environ={}))
+        return document["components"]["schemas"]["Orchestrate"]["properties"]["config"]["properties"]["isolation"]["enum"]
+
+    host, folder = make_host(tmp_path)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert "worktree" in isolation_enum(folder)
+    assert "worktree" not in isolation_enum(plain)
+    asked = []
+    monkeypatch.setattr(worktree, "resolve_isolation", lambda *args: asked.append(args))
+    assert "worktree" in isolation_enum(folder) and "worktree" not in isolation_enum(plain)
+    assert asked == []  # answered from the first documents: git is asked once per folder

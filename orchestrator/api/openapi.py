@@ -111,15 +111,22 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
 
 def _worktrees_impossible(settings: Settings) -> bool:
     """Whether this server refuses ``isolation: worktree`` (no git, or no repository holding
-    the folder that ignores its workspace): asked of git once per document."""
+    the folder that ignores its workspace). Asked of git once per folder and server process: the
+    document is fetched often, and its answer changes only if the host repository does."""
     from ..errors import ConfigError
     from ..worktree import resolve_isolation
 
-    try:
-        resolve_isolation(settings, settings.workspace_root, "worktree")
-    except ConfigError:
-        return True
-    return False
+    key = (str(settings.base_dir), str(settings.workspace_root), settings.git.repo)
+    if key not in _REFUSES_WORKTREES:
+        try:
+            resolve_isolation(settings, settings.workspace_root, "worktree")
+            _REFUSES_WORKTREES[key] = False
+        except ConfigError:
+            _REFUSES_WORKTREES[key] = True
+    return _REFUSES_WORKTREES[key]
+
+
+_REFUSES_WORKTREES: dict[tuple[str, str, str], bool] = {}
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
