@@ -540,7 +540,7 @@ def _no_markup_ran(driver) -> None:
 
 
 @pytest.mark.slow
-def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_live, browser, monkeypatch):
+def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_live, browser, monkeypatch):  # noqa: F811
     make, host, folder = hosted_live
     monkeypatch.setenv("EVIL", EVIL)
     live = make()
@@ -584,7 +584,7 @@ def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_l
 
 
 @pytest.mark.slow
-def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_ended(hosted_live, browser, tmp_path):
+def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_ended(hosted_live, browser, tmp_path):  # noqa: F811
     make, host, folder = hosted_live
     live = make()
     gate = tmp_path / "gate"
