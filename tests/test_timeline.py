@@ -463,5 +463,28 @@ def test_a_real_worktree_run_marks_each_workers_commit(tmp_path):
         assert marks == {by_name["worker_1"].commit}
         assert by_name["worker_2"].commit == by_name["worker_2"].attempts[0].checkpoint
         assert "commit" in {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
+        # FINAL_RESULT.md's text timeline says it too, after the attempt that made it
+        final = engine.workspace.final_report(done.id).read_text()
+        line = next(x for x in final.splitlines() if x.startswith("depth_0_worker_1 "))
+        assert line.endswith(f"◆ commit {by_name['worker_1'].commit[:12]}")
+        assert "◆" not in next(x for x in final.splitlines() if x.startswith("depth_0_worker_2 "))
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_the_text_timeline_notes_commits_after_their_attempts_and_lists_merges():
+    from orchestrator.reports import render_final_report
+
+    jobs, workers = _git_tree()
+    text = render_final_report(jobs[0], jobs, workers, log_tails={}, now=T + 50)
+    lines = text.splitlines()
+    line = {x.split(" ", 1)[0]: x for x in lines if x.startswith("depth_")}
+    assert line["depth_0_worker_1#2"].endswith("◆ commit bbbbbbbbbbbb")
+    assert line["depth_0_worker_1#3"].endswith("◆ commit cccccccccccc")
+    assert "◆" not in line["depth_0_worker_1"] and "◆" not in line["depth_0_worker_2"]
+    assert f"│ merge of job {ROOT} (auto) at 45.0s: 2 merged, 0 skipped, 0 conflicting file(s)" in lines
+    assert f"│ merge of job {CHILD} (theirs) at 33.0s: 1 merged, 0 skipped, 1 conflicting file(s)" in lines
+    # A folder tree's text timeline has neither
+    plain_jobs = [job()]
+    plain = render_final_report(plain_jobs[0], plain_jobs, [worker("worker_1", 1, [(0, 5, "exit")])], log_tails={}, now=T + 50)
+    assert "◆" not in plain and "│ merge" not in plain

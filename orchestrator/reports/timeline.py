@@ -320,6 +320,25 @@ def merged_at(job: JobRecord) -> float | None:
     return float(at) if isinstance(at, (int, float)) and math.isfinite(at) else None
 
 
+def text_marks(
+    jobs: list[JobRecord], workers: list[WorkerRecord], origin: float | None
+) -> tuple[dict[tuple[str, int], str], list[str]]:
+    """The text timeline's git marks: a note per (worker key, attempt) that made a commit, and a
+    line per merge (seconds from ``origin``, the tree's start). Empty for folder trees."""
+    notes = {(w.key, number): f"◆ commit {commit[:12]}" for w in workers if w.branch for _, commit, number in commit_marks(w)}
+    lines = []
+    for job in jobs:
+        at = merged_at(job)
+        if at is not None and origin is not None:
+            merge = job.merge or {}
+            lines.append(
+                f"│ merge of job {job.id} ({merge.get('strategy')}) at {at - origin:.1f}s: "
+                f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
+                f"{len(merge.get('conflicts') or [])} conflicting file(s)"
+            )
+    return notes, lines
+
+
 def _merge(chart: _Chart, job: JobRecord, at: float, first: int, last: int, level: int) -> str:
     merge = job.merge or {}
     x = chart.x(at)
