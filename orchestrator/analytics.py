@@ -524,16 +524,12 @@ def text_timeline(rows: list[TimelineRow], width: int = 40, notes: dict[tuple[st
     span = max(r.end for r in rows)
     labels = [_label(r) for r in rows]
     label_width = max(len(label) for label in labels)
-    lines = [
+    notes = notes or {}
+    return [
         f"{label:<{label_width}} |{_bar(r, span, width)}| {r.start:7.1f}s → {r.end:7.1f}s  {r.status}"
+        + (f"  {notes[r.worker_key, r.attempt]}" if (r.worker_key, r.attempt) in notes else "")
         for label, r in zip(labels, rows)
     ]
-    if notes:
-        lines = [
-            line + (f"  {notes[r.worker_key, r.attempt]}" if (r.worker_key, r.attempt) in notes else "")
-            for line, r in zip(lines, rows)
-        ]
-    return lines
 
 
 def _bar(row: TimelineRow, span: float, width: int) -> str:
