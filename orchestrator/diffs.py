@@ -107,6 +107,9 @@ def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: s
     merge = job.merge or {}
     result = merge.get("result_commit")
     if job.is_root and not merge.get("error") and isinstance(result, str) and _is_id(result) and _is_id(merge.get("base")):
+        for commit in (merge["base"], result):
+            if _resolve(repo, commit) is None:
+                raise Conflict(f"job {job.id}'s merge names commit {commit[:12]}, which the repository no longer has")
         data, total = capped_diff(repo, merge["base"], result, max_bytes)
         text, truncated = _text(data, total, max_bytes)
         doc.update(source="result", branch=merge.get("result_ref"), **{"from": merge["base"], "to": result})

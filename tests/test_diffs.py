@@ -129,6 +129,11 @@ def test_a_jobs_diff_is_its_workers_diffs_in_turn_until_a_merge_made_a_result(ho
     merged = live.call("GET", f"/api/v1/jobs/{job_id}/diff").json()
     assert merged["source"] == "result" and merged["from"] == base and merged["to"] == result
     assert merged["diff"] == git(host, "diff", "--no-color", base, result)
+    # A merge naming a commit the repository does not have is a 409 saying so, not a 500
+    with engine.queries._lock:
+        engine.queries._jobs[job_id].merge["result_commit"] = "f" * 40
+    gone = live.call("GET", f"/api/v1/jobs/{job_id}/diff")
+    assert gone.status_code == 409 and "no longer has" in gone.json()["message"]
 
 
 def test_the_size_cap_cuts_at_a_line_says_so_and_counts_the_whole(hosted_live):
