@@ -183,6 +183,7 @@ def test_keys_no_key_is_401_a_worker_reads_its_own_tree_never_another(hosted_liv
     make, host, folder = hosted_live
     live = make()
     gate = tmp_path / "gate"
+    # worker_1 stages a file and waits: its diff shows only what the orchestrator committed (nothing yet)
     hang = f"echo mine > mine.txt; git add -A >/dev/null; while [ ! -e '{gate}' ]; do sleep 0.05; done"
     other_id, _ = run_tree(live, tasks=["echo other > other.txt"])
     job_id = live.submit(request="x", tasks=[hang, "echo done > done.txt"], config={"isolation": "worktree"}).json()["job_id"]

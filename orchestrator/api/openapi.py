@@ -286,7 +286,8 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             409,
         ),
         "/api/v1/jobs/{job_id}/workers/{worker}/diff": _get(
-            "a worktree worker's unified diff: its branch against the commit its first attempt started from, "
+            "a worktree worker's unified diff: its branch against the commit its first attempt started from "
+            "(a running worker's shows what is committed so far: its work is committed after each attempt), "
             "capped at max_bytes; 409 for a worker without a branch",
             _json(DIFF),
             [JOB_ID, WORKER, MAX_BYTES],
