@@ -26,8 +26,10 @@ carries ``Orchestrator-Job/Worker/Attempt`` trailers, skips the user's hooks (``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .checkout import Changes, Checkout, FolderCheckout
@@ -58,6 +60,9 @@ class WorktreeCheckout(Checkout):
         self.folder = FolderCheckout(workspace)  # the TMPDIR part
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
+        # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
+        # merge into it (nesting.py) never interleave.
+        self._held: dict[Path, threading.RLock] = {}
 
     # -- names ---------------------------------------------------------------------------------
     def branch(self, record: WorkerRecord) -> str:
@@ -83,7 +88,9 @@ class WorktreeCheckout(Checkout):
             return commit
 
     def _start_point(self, record: WorkerRecord, job: JobRecord) -> str:
-        if job.parent_worker and record.depth > 0:  # its parent worker's branch as it stands now
+        if job.start_commit:  # a child job: its parent worker's work, committed at the spawn (nesting.py)
+            return job.start_commit
+        if job.parent_worker and record.depth > 0:  # (older records) its parent worker's branch as it stands now
             parent = f"{self.settings.git.branch_prefix}{record.root_id}/{job.parent_worker}"
             found = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(parent), check=False)
             if found.returncode == 0:
@@ -113,49 +120,51 @@ class WorktreeCheckout(Checkout):
 
     def reset(self, record: WorkerRecord, attempt: int) -> None:
         """Commit the failed attempt's work (its checkpoint), then keep it or go back."""
-        failed = record.attempts[-1] if record.attempts else None
-        directory = self.directory(record)
-        before = self._read(directory, CHECKPOINT_FILE)
-        left = self.commit(record, attempt - 1)
-        kind = None
-        if failed is not None:
-            kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
-        if kind in KEEPS_PARTIAL_WORK or not before:
-            self._write(directory, CHECKPOINT_FILE, left)
-            self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
-            return
-        run_git(directory, "reset", "--hard", "-q", before)
-        run_git(directory, "clean", "-fdxq")
-        self._note(
-            record,
-            f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
-        )
+        with self.holding(record):
+            failed = record.attempts[-1] if record.attempts else None
+            directory = self.directory(record)
+            before = self._read(directory, CHECKPOINT_FILE)
+            left = self.commit(record, attempt - 1)
+            kind = None
+            if failed is not None:
+                kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
+            if kind in KEEPS_PARTIAL_WORK or not before:
+                self._write(directory, CHECKPOINT_FILE, left)
+                self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
+                return
+            run_git(directory, "reset", "--hard", "-q", before)
+            run_git(directory, "clean", "-fdxq")
+            self._note(
+                record,
+                f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
+            )
 
     def changes(self, record: WorkerRecord) -> Changes:
-        directory = self.directory(record)
-        if not (directory / ".git").exists():
-            return Changes()
-        commit = self.commit(record, len(record.attempts))
-        base = self._base(directory)
-        files: list[dict[str, str]] = []
-        out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
-        i = 0
-        while i < len(out) - 1:
-            status = out[i]
-            if status[:1] in ("R", "C"):
-                files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
-                i += 3
-            else:
-                files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
-                i += 2
-        stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
-        return Changes(
-            files_created=sorted(f["path"] for f in files if f["change"] == "added"),
-            branch=self.branch(record),
-            commit=commit,
-            files_changed=files[:MAX_FILES],
-            diffstat=stat,
-        )
+        with self.holding(record):  # its commit and what it changed: no merge into it in between
+            directory = self.directory(record)
+            if not (directory / ".git").exists():
+                return Changes()
+            commit = self.commit(record, len(record.attempts))
+            base = self._base(directory)
+            files: list[dict[str, str]] = []
+            out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+            i = 0
+            while i < len(out) - 1:
+                status = out[i]
+                if status[:1] in ("R", "C"):
+                    files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
+                    i += 3
+                else:
+                    files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
+                    i += 2
+            stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+            return Changes(
+                files_created=sorted(f["path"] for f in files if f["change"] == "added"),
+                branch=self.branch(record),
+                commit=commit,
+                files_changed=files[:MAX_FILES],
+                diffstat=stat,
+            )
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.folder.cleanup(record, succeeded)
@@ -164,20 +173,30 @@ class WorktreeCheckout(Checkout):
         return self._read(self.directory(record), CHECKPOINT_FILE) or None
 
     # -- helpers -------------------------------------------------------------------------------
-    def commit(self, record: WorkerRecord, attempt: int) -> str:
-        """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way."""
+    @contextlib.contextmanager
+    def holding(self, record: WorkerRecord) -> Iterator[Path]:
+        """The worker's worktree, locked against this server's other commits and merges into it."""
         directory = self.directory(record)
-        run_git(directory, "add", "-A", "--", ".")
-        staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
-        if staged.returncode != 0:
-            subject = " ".join(record.task.split())[:60]
-            message = (
-                f"{record.name}: {subject}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
-                f"{record.task[:2000]}\n\n"
-                f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
-            )
-            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message)
-        return self._tip(directory)
+        with self._lock:
+            held = self._held.setdefault(directory, threading.RLock())
+        with held:
+            yield directory
+
+    def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str:
+        """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way.
+        ``subject``: the message's first line instead of the subtask's (a commit at a spawn)."""
+        with self.holding(record) as directory:
+            run_git(directory, "add", "-A", "--", ".")
+            staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
+            if staged.returncode != 0:
+                first = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
+                message = (
+                    f"{first}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
+                    f"{record.task[:2000]}\n\n"
+                    f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
+                )
+                run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message)
+            return self._tip(directory)
 
     def _tip(self, directory: Path) -> str:
         return run_git(directory, "rev-parse", "HEAD").stdout.strip()
@@ -254,6 +273,10 @@ class IsolatedCheckout(Checkout):
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)
+
+    def worktrees(self) -> WorktreeCheckout:
+        """The host repository's worktree checkout (GitError when there is none)."""
+        return self._worktree_for()
 
     def remove_tree(self, root_id: str) -> None:
         """A deleted job's worktrees and branches go (never a ref outside its prefix)."""
