@@ -32,7 +32,27 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 task = sys.argv[1]
-if task.startswith("parent:"):
+if task.startswith("slow "):
+    import time
+    time.sleep(2)
+    task = task.removeprefix("slow ")
+if task.startswith("nowait:"):  # spawn, edit while the child runs, then wait for it
+    Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
+    subtasks = [part.strip() for part in task.removeprefix("nowait:").split("|")]
+    started = subprocess.run(["orchestrator-spawn", "--json", *subtasks], capture_output=True, text=True, check=True)
+    job_id = json.loads(started.stdout)["job_id"]
+    Path("after_spawn.txt").write_text("written while the child ran\n")
+    Path("app.py").write_text(Path("app.py").read_text() + "# the parent's edit\n")
+    from orchestrator.wire import SpawnClient
+    doc = SpawnClient().wait(job_id)
+    seen = {name: Path(name).read_text() if Path(name).exists() else None for name in ("a.txt", "after_spawn.txt", "app.py")}
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+    Path("marker.json").write_text(json.dumps({"seen": seen, "exit": 0, "status": status, "merge": doc["merge"]}))
+elif task.startswith("exit:"):  # spawn and exit at once: the child ends after its parent's process
+    Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
+    subprocess.run(["orchestrator-spawn", *[p.strip() for p in task.removeprefix("exit:").split("|")]], check=True)
+    Path("marker.json").write_text(json.dumps({"exit": 0}))
+elif task.startswith("parent:"):
     Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
     if os.environ.get("LOCK_INDEX"):  # another git holds this worktree's index: the commit must fail
         lock = subprocess.run(["git", "rev-parse", "--git-path", "index.lock"], capture_output=True, text=True).stdout.strip()
@@ -211,4 +231,57 @@ def test_a_commit_that_fails_at_the_spawn_refuses_it_and_no_child_starts(served)
     assert [j.id for j in live.engine.list_jobs() if j.root_id == root_id] == [root_id]
     (parent,) = doc["results"]["tasks"]
     assert parent["status"] == WorkerStatus.SUCCESS.value and "child_job_ids" not in parent
+    assert snapshot(host, folder) == before
+
+
+def test_the_parent_s_edits_made_while_its_child_ran_are_committed_first_and_kept(served):
+    # spawn without --wait: the parent edits a tracked file and adds one while its child runs;
+    # when the child ends, that work is committed on the parent's branch, the child's work merged
+    # on top, and the checkout holds both (clean: nothing left uncommitted, nothing lost).
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(live, "nowait: slow write a.txt=from a | slow write c.txt=from c")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed", doc
+    assert marker["seen"] == {
+        "a.txt": "from a\n",
+        "after_spawn.txt": "written while the child ran\n",
+        "app.py": "print('v2')\nline2\n# the parent's edit\n",
+    }, marker
+    assert marker["status"] == "" and marker["merge"]["merged"] == ["worker_1_1", "worker_1_2"], marker
+    # The child started from the spawn commit: without what the parent wrote afterwards.
+    wt1 = live.engine.workspace.worker_dir(root_id, 1, "worker_1_1")
+    assert (wt1 / "a.txt.saw").read_text() == "True" and not (wt1 / "after_spawn.txt").exists()
+    # On the parent's branch: its edits committed when the child ended, then the children merged onto that.
+    merge = child["merge"]["result_commit"]
+    first = parents(host, git(host, "rev-parse", f"{merge}^").strip())[0]  # below worker_1_2's merge: worker_1_1's
+    subject = git(host, "log", "-1", "--format=%s", first).strip()
+    assert subject == f"worker_1: its work when child job {root_id}-c1 ended"
+    assert git(host, "show", f"{first}:after_spawn.txt") == "written while the child ran\n"
+    assert child["merge"]["base"] == first
+    assert git(host, "merge-base", "--is-ancestor", merge, branch) == ""
+    assert snapshot(host, folder) == before
+
+
+def test_a_child_that_ends_after_its_parent_s_process_is_merged_and_the_parent_s_record_follows(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, _, child = run_tree(live, "exit: slow write a.txt=from a | slow write c.txt=from c")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    (parent,) = doc["results"]["tasks"]
+    assert doc["status"] == "completed" and parent["status"] == "recursive_success", doc
+    tip = git(host, "rev-parse", branch).strip()
+    # Its record was read after its process ended, then the merge moved its branch: it says so.
+    assert child["merge"]["result_commit"] == tip and parent["commit"] == tip, (child["merge"], parent)
+    made = ["a.txt", "a.txt.saw", "before_spawn.txt", "c.txt", "c.txt.saw", "marker.json"]
+    assert sorted(f["path"] for f in parent["files_changed"]) == made and sorted(parent["files_created"]) == made
+    on_disk = live.engine.workspace.load_worker(root_id, 0, "worker_1")
+    assert on_disk.commit == tip
+    wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
+    assert (wt / "a.txt").read_text() == "from a\n" and (wt / "c.txt").read_text() == "from c\n"
+    assert git(wt, "status", "--porcelain") == ""
     assert snapshot(host, folder) == before
