@@ -57,6 +57,8 @@ elif task.startswith("parent:"):
     if os.environ.get("LOCK_INDEX"):  # another git holds this worktree's index: the commit must fail
         lock = subprocess.run(["git", "rev-parse", "--git-path", "index.lock"], capture_output=True, text=True).stdout.strip()
         Path(lock).write_text("")
+    if os.environ.get("DETACH"):  # the worker leaves its branch: the merge must not follow it
+        subprocess.run(["git", "checkout", "-q", "--detach"], check=True)
     subtasks = [part.strip() for part in task.removeprefix("parent:").split("|")]
     done = subprocess.run(["orchestrator-spawn", "--wait", *subtasks], capture_output=True, text=True)
     if os.environ.get("LOCK_INDEX"):
@@ -284,4 +286,22 @@ def test_a_child_that_ends_after_its_parent_s_process_is_merged_and_the_parent_s
     wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
     assert (wt / "a.txt").read_text() == "from a\n" and (wt / "c.txt").read_text() == "from c\n"
     assert git(wt, "status", "--porcelain") == ""
+    assert snapshot(host, folder) == before
+
+
+def test_a_parent_that_left_its_branch_gets_no_merge_and_is_told_why(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start(env={"DETACH": "1"})
+    doc, marker, child = run_tree(live, "parent: write a.txt=from a")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    assert marker["seen"]["a.txt"] is None, marker  # nothing was brought into its checkout
+    error = f"worker worker_1's checkout is not on its branch {branch} (it is on a detached HEAD); nothing was merged"
+    assert child["merge"]["error"].startswith(error) and child["merge"]["skipped"] == ["worker_1_1"]
+    assert f"### Merged into your branch {branch}\n\nNothing was merged: {error}" in marker["out"], marker["out"]
+    assert f"orchestrator/{root_id}/worker_1_1" in child["merge"]["error"]  # the branch to merge by hand
+    # Its branch did not move past the spawn commit's parent line: no merge commit on it.
+    assert git(host, "log", "--merges", "--format=%H", branch) == ""
     assert snapshot(host, folder) == before
