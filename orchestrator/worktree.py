@@ -119,52 +119,58 @@ class WorktreeCheckout(Checkout):
         return directory
 
     def reset(self, record: WorkerRecord, attempt: int) -> None:
+        with self.holding(record):  # no child job's merge into it meanwhile (nesting.py)
+            self._reset(record, attempt)
+
+    def _reset(self, record: WorkerRecord, attempt: int) -> None:
         """Commit the failed attempt's work (its checkpoint), then keep it or go back."""
-        with self.holding(record):
-            failed = record.attempts[-1] if record.attempts else None
-            directory = self.directory(record)
-            before = self._read(directory, CHECKPOINT_FILE)
-            left = self.commit(record, attempt - 1)
-            kind = None
-            if failed is not None:
-                kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
-            if kind in KEEPS_PARTIAL_WORK or not before:
-                self._write(directory, CHECKPOINT_FILE, left)
-                self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
-                return
-            run_git(directory, "reset", "--hard", "-q", before)
-            run_git(directory, "clean", "-fdxq")
-            self._note(
-                record,
-                f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
-            )
+        failed = record.attempts[-1] if record.attempts else None
+        directory = self.directory(record)
+        before = self._read(directory, CHECKPOINT_FILE)
+        left = self.commit(record, attempt - 1)
+        kind = None
+        if failed is not None:
+            kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
+        if kind in KEEPS_PARTIAL_WORK or not before:
+            self._write(directory, CHECKPOINT_FILE, left)
+            self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
+            return
+        run_git(directory, "reset", "--hard", "-q", before)
+        run_git(directory, "clean", "-fdxq")
+        self._note(
+            record,
+            f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
+        )
 
     def changes(self, record: WorkerRecord) -> Changes:
         with self.holding(record):  # its commit and what it changed: no merge into it in between
-            directory = self.directory(record)
-            if not (directory / ".git").exists():
-                return Changes()
-            commit = self.commit(record, len(record.attempts))
-            base = self._base(directory)
-            files: list[dict[str, str]] = []
-            out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
-            i = 0
-            while i < len(out) - 1:
-                status = out[i]
-                if status[:1] in ("R", "C"):
-                    files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
-                    i += 3
-                else:
-                    files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
-                    i += 2
-            stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
-            return Changes(
-                files_created=sorted(f["path"] for f in files if f["change"] == "added"),
-                branch=self.branch(record),
-                commit=commit,
-                files_changed=files[:MAX_FILES],
-                diffstat=stat,
-            )
+            return self._changes(record)
+
+    def _changes(self, record: WorkerRecord) -> Changes:
+        directory = self.directory(record)
+        if not (directory / ".git").exists():
+            return Changes()
+        commit = self.commit(record, len(record.attempts))
+        base = self._base(directory)
+        files: list[dict[str, str]] = []
+        out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+        i = 0
+        while i < len(out) - 1:
+            status = out[i]
+            if status[:1] in ("R", "C"):
+                files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
+                i += 3
+            else:
+                files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
+                i += 2
+        stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+        return Changes(
+            files_created=sorted(f["path"] for f in files if f["change"] == "added"),
+            branch=self.branch(record),
+            commit=commit,
+            files_changed=files[:MAX_FILES],
+            diffstat=stat,
+        )
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.folder.cleanup(record, succeeded)
@@ -185,18 +191,22 @@ class WorktreeCheckout(Checkout):
     def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str:
         """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way.
         ``subject``: the message's first line instead of the subtask's (a commit at a spawn)."""
-        with self.holding(record) as directory:
-            run_git(directory, "add", "-A", "--", ".")
-            staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
-            if staged.returncode != 0:
-                first = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
-                message = (
-                    f"{first}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
-                    f"{record.task[:2000]}\n\n"
-                    f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
-                )
-                run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message)
-            return self._tip(directory)
+        with self.holding(record):
+            return self._commit(record, attempt, subject)
+
+    def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
+        directory = self.directory(record)
+        run_git(directory, "add", "-A", "--", ".")
+        staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
+        if staged.returncode != 0:
+            subject = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
+            message = (
+                f"{subject}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
+                f"{record.task[:2000]}\n\n"
+                f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
+            )
+            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message)
+        return self._tip(directory)
 
     def _tip(self, directory: Path) -> str:
         return run_git(directory, "rev-parse", "HEAD").stdout.strip()
