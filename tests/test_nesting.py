@@ -69,6 +69,10 @@ elif task.startswith("parent:"):
     status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
     Path("marker.json").write_text(json.dumps({"seen": seen, "exit": done.returncode, "out": done.stdout,
                                                 "err": done.stderr, "status": status}))
+elif task.startswith("mid "):  # a child that starts its own child job: "mid NAME" -> NAME and NAME.2
+    name = task.removeprefix("mid ")
+    subprocess.run(["orchestrator-spawn", "--wait", f"write {name}=deep", f"write {name}.2=deeper"], check=True)
+    Path(name + ".mid").write_text(Path(name).read_text())  # the grandchild's file, in its own checkout
 elif task.startswith("write "):
     path, _, text = task.removeprefix("write ").partition("=")
     Path(path).write_text(text + "\n")
@@ -103,9 +107,9 @@ def served(tmp_path):
         server.close()
 
 
-def run_tree(live: Live, parent_task: str) -> tuple[dict, dict, dict]:
+def run_tree(live: Live, parent_task: str, depth: int = 1) -> tuple[dict, dict, dict]:
     """The root job (one parent worker) run to its end: its status, the parent's marker, its child job."""
-    root_id = live.submit(request="tree", tasks=[parent_task], config={"max_recursion_depth": 1}).json()["job_id"]
+    root_id = live.submit(request="tree", tasks=[parent_task], config={"max_recursion_depth": depth}).json()["job_id"]
     doc = wait(live, root_id)
     wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
     marker = json.loads((wt / "marker.json").read_text())
@@ -304,4 +308,26 @@ def test_a_parent_that_left_its_branch_gets_no_merge_and_is_told_why(served):
     assert f"orchestrator/{root_id}/worker_1_1" in child["merge"]["error"]  # the branch to merge by hand
     # Its branch did not move past the spawn commit's parent line: no merge commit on it.
     assert git(host, "log", "--merges", "--format=%H", branch) == ""
+    assert snapshot(host, folder) == before
+
+
+def test_three_levels_a_grandchild_s_work_reaches_the_root_worker_s_checkout(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(live, "parent: mid a.txt | write b.txt=from b", depth=2)
+    root_id = doc["job_id"]
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    # worker_1_1 started a job of its own; its children's files were in its checkout when its spawn
+    # returned (it copied one), and all of it reached the root worker's checkout in turn.
+    assert marker["seen"]["a.txt"] == "deep\n" and marker["seen"]["b.txt"] == "from b\n", marker
+    wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
+    assert (wt / "a.txt.mid").read_text() == "deep\n" and (wt / "a.txt.2").read_text() == "deeper\n"
+    grandchild = live.call("GET", f"/api/v1/jobs/{root_id}-c2/status").json()
+    assert grandchild["merge"]["target"] == f"orchestrator/{root_id}/worker_1_1"
+    assert grandchild["merge"]["merged"] == ["worker_1_1_1", "worker_1_1_2"]
+    assert child["merge"]["target"] == f"orchestrator/{root_id}/worker_1"
+    tip = git(host, "rev-parse", f"orchestrator/{root_id}/worker_1").strip()
+    for name in ("worker_1_1_1", "worker_1_1_2", "worker_1_1", "worker_1_2"):
+        assert git(host, "merge-base", "--is-ancestor", f"orchestrator/{root_id}/{name}", tip) == ""
     assert snapshot(host, folder) == before
