@@ -107,9 +107,18 @@ class Nesting:
     # -- at the child's end --------------------------------------------------------------------
     def merge_child(self, job: JobRecord) -> None:
         """Outside the engine lock, before ``job``'s terminal status is visible: its workers'
-        branches into its parent worker's branch and checkout (see the module docstring)."""
+        branches into its parent worker's branch and checkout (see the module docstring). Never
+        raises: a job whose merge broke still ends (and says so in its notes)."""
         if job.is_root or job.config.isolation != "worktree":
             return
+        try:
+            self._merge_child(job)
+        except Exception as exc:  # a bug here must not leave the child job, and its parent, hanging
+            log.exception("merging child job %s into its parent's branch failed", job.id)
+            with self._lock:
+                job.notes.append(f"merging child job {job.id} into its parent worker's branch failed: {exc}")
+
+    def _merge_child(self, job: JobRecord) -> None:
         with self._lock:
             family = self.family(job)
         if family is None:
@@ -125,7 +134,7 @@ class Nesting:
         except (OrchestratorError, GitFailed, OSError) as exc:  # reported; the job still ends
             log.warning("child job %s was not merged into its parent's branch", job.id, exc_info=True)
             target = f"{self.settings.git.branch_prefix}{job.root_id}/{parent.name}"
-            outcome, error = _not_merged(target, [c.name for c in children]), str(exc)
+            outcome, error = _not_merged(job.config.merge_strategy, target, [c.name for c in children]), str(exc)
         line = summary(job.id, target, outcome, error)
         record = outcome.to_dict() | {"at": self.clock.time(), "target": target}
         if error:
@@ -133,8 +142,13 @@ class Nesting:
         fresh = None
         if wt is not None and error is None and outcome.result_commit:
             with self._lock:
-                ended = parent.commit is not None  # its process ended and its changes are in its record
-            fresh = wt.changes(parent) if ended else None
+                # Its process ended and its changes are in its record: they are read again. (One
+                # still running reads them when it ends, after this merge: the worktree's lock.)
+                ended = parent.commit is not None
+            try:
+                fresh = wt.changes(parent) if ended else None
+            except (GitFailed, OSError):
+                log.warning("worker %s's changes could not be read again after a merge", parent.key, exc_info=True)
         with self._lock:
             job.merge = record
             job.notes.append(line)
@@ -181,8 +195,8 @@ class Nesting:
         raise NotMerged(f"worker {parent.name}'s checkout kept changing while the merge was brought into it: {problem}")
 
 
-def _not_merged(target: str, workers: list[str]) -> MergeOutcome:
-    return MergeOutcome("", "", f"refs/heads/{target}", None, (), tuple(workers), (), (), "")
+def _not_merged(strategy: str, target: str, workers: list[str]) -> MergeOutcome:
+    return MergeOutcome(strategy, "", f"refs/heads/{target}", None, (), tuple(workers), (), (), "")
 
 
 def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None = None) -> str:
