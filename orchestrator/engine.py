@@ -39,6 +39,7 @@ from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
+from .nesting import Nesting
 from .prompts import check_template, prompt_template_path
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
@@ -109,6 +110,15 @@ class Engine:
             tick=self._enforce_deadlines,
         )
         self.announce = Announcer(settings, self.workspace, self.events)
+        # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
+        self.nesting = Nesting(
+            settings=settings,
+            workspace=self.workspace,
+            checkout=self.checkout,
+            lock=self._cond,
+            family=t.family,
+            clock=self.clock,
+        )
         self.finishing = Finishing(
             settings=settings,
             workspace=self.workspace,
@@ -120,6 +130,7 @@ class Engine:
             queries=self.queries,
             dispatch=self._dispatch,
             clock=self.clock,
+            nesting=self.nesting,
         )
         self.submission = Submission(
             settings=settings,
@@ -133,6 +144,7 @@ class Engine:
             skip_pending=self._skip_pending,
             add_cost=self.finishing.add_cost,
             clock=self.clock,
+            nesting=self.nesting,
         )
         self.running = WorkerRunner(
             settings=settings,

@@ -25,6 +25,7 @@ from .execution import Outcome
 from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import ResourceMonitor
+from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
 from .states import WorkerPhase
@@ -54,8 +55,10 @@ class Finishing:
         queries: Queries,
         dispatch: Callable[[], None],
         clock: Clock,
+        nesting: Nesting | None = None,
     ) -> None:
         self.settings = settings
+        self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
         self.clock = clock
         self.workspace = workspace
         self.tables = tables
@@ -151,6 +154,8 @@ class Finishing:
             if job.status.terminal or job.id in tables.ending:
                 return
             tables.ending[job.id] = (self.job_outcome(job), self.clock.time())
+        if not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
+            self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.

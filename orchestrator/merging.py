@@ -265,9 +265,9 @@ def _commit(repo: str | Path, tree: str, parents: list[str], message: str, when:
     return run_git(repo, *argv, input=message, env=env).stdout.strip()
 
 
-def _message(worker: str, branch: str, root_id: str, strategy: str) -> str:
+def _message(worker: str, branch: str, root_id: str, strategy: str, into: str | None = None) -> str:
     return (
-        f"orchestrator: merge worker {worker} ({branch}) into job {root_id}\n\n"
+        f"orchestrator: merge worker {worker} ({branch}) into {into or 'job ' + root_id}\n\n"
         f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
     )
 
@@ -285,6 +285,7 @@ def _disjoint_merge(
     when: str,
     root_id: str,
     strategy: str,
+    into: str | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
     """The same chain of merge commits the per-branch loop makes, in one ``git fast-import``,
     when the loop's answer is known without merging: every branch descends from the base and no
@@ -314,7 +315,7 @@ def _disjoint_merge(
             unchanged.append(worker)
             continue
         marks += 1
-        message = _message(worker, branch, root_id, strategy).encode()
+        message = _message(worker, branch, root_id, strategy, into).encode()
         ident = f"orchestrator <orchestrator@localhost> {when}"
         stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
         stream.append(message)
@@ -373,15 +374,25 @@ def merge_branches(
     prefix: str,
     root_id: str,
     fast_path: bool = True,
+    target: str | None = None,
 ) -> MergeOutcome:
-    """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into
-    ``<prefix><root id>/result`` with ``strategy``; see the module docstring. ``fast_path=False``
-    forces one merge-tree per branch even when the changes are disjoint (tests compare the two)."""
+    """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
+    branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``;
+    see the module docstring. A child job's merge names its parent worker's branch (nesting.py).
+    ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint
+    (tests compare the two)."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
     under = job_prefix(prefix, root_id)
-    target = under + "result"
+    into = None
+    if target is None:
+        target = under + "result"
+    else:
+        target = branch_ref(target)
+        if not target.startswith(under):
+            raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {root_id}")
+        into = target.removeprefix("refs/heads/")
     short = target.removeprefix("refs/heads/")
     names = [base, *(branch for _, branch in branches)]
     *infos, current = read_commits(repo, [*names, target])
@@ -407,7 +418,7 @@ def merge_branches(
     unchanged: list[str] = []
     skipped: list[str] = []
     conflicts: list[FileConflict] = []
-    fast = _disjoint_merge(repo, base_commit, commits, files, when, root_id, strategy) if fast_path else None
+    fast = _disjoint_merge(repo, base_commit, commits, files, when, root_id, strategy, into) if fast_path else None
     if fast:
         head, merged, unchanged = fast
         commits = []  # all merged at once
@@ -427,7 +438,7 @@ def merge_branches(
                 break
             tree, hunks = _resolve_theirs(repo, result)
             conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
-        message = _message(worker, branch, root_id, strategy)
+        message = _message(worker, branch, root_id, strategy, into)
         head, head_tree = _commit(repo, tree, [head, commit], message, when), tree
         merged.append(worker)
     failpoints.hit("merge_before_update_ref")

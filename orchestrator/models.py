@@ -217,6 +217,9 @@ class JobRecord:
     # How this job's workers' branches were merged (git isolation): merging.MergeOutcome.to_dict()
     # of the last merge, into the result branch (root) or the parent worker's branch (child job).
     merge: dict[str, Any] | None = None
+    # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
+    # committed then, nesting.py), where the job's workers branch from.
+    start_commit: str | None = None
 
     @property
     def is_root(self) -> bool:

@@ -23,7 +23,8 @@ spawn_timeout_ms       the shell-tool timeout (ms) to give that command: the wor
 min_subtasks,          how many subtasks one child job should have (the one rule, also in
 max_subtasks           README_FOR_AI.md)
 worker_dir, job_id, worker_id
-branch                 the worker's git branch when its folder is a worktree (else None)
+branch                 the worker's git branch when its folder is a worktree (else None): the prompt then says
+                       that a child job's work is merged into that checkout before spawn returns
 =====================  =====================================================
 """
 

@@ -193,6 +193,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Workspace: {doc['results']['workspace']}",
         "",
     ]
+    lines += merged(doc.get("merge"))
     for task in doc["results"]["tasks"]:
         lines.append(f"### {task['worker_id']}: {task['status']}")
         lines.append(f"Task: {task['task']}")
@@ -205,3 +206,34 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append("\n".join("    " + line for line in task["output"].strip().splitlines()[-10:]))
         lines.append("")
     return "\n".join(lines)
+
+
+def merged(merge: dict[str, Any] | None) -> list[str]:
+    """What of the child job was merged into the caller's branch (a worktree worker's), and
+    what conflicted: the lines of the Markdown's "Merged into your branch" section."""
+    if not merge or not merge.get("target"):
+        return []
+    lines = [f"### Merged into your branch {merge['target']}", ""]
+    if merge.get("error"):
+        lines += [f"Nothing was merged: {merge['error']}", ""]
+        return lines
+    if merge.get("strategy") == "manual":
+        lines += [f"Nothing was merged (merge_strategy manual). To merge: {merge.get('command', '')}", ""]
+        return lines
+    new = [w for w in merge.get("merged", []) if w not in merge.get("unchanged", [])]
+    if new:
+        lines.append(f"Merged ({merge['strategy']}), now in your checkout: " + ", ".join(new))
+    if merge.get("unchanged"):
+        lines.append("No changes from: " + ", ".join(merge["unchanged"]))
+    for conflict in merge.get("conflicts", []):
+        workers = ", ".join(conflict["workers"])
+        if conflict.get("resolved_by"):
+            lines.append(f"Conflict in {conflict['path']} ({workers}): resolved by taking {conflict['resolved_by']}'s side")
+        elif not conflict.get("predicted"):
+            lines.append(f"Conflict in {conflict['path']} ({workers}, {conflict['hunks']} hunk(s)): not merged")
+    if merge.get("skipped"):
+        where = merge["target"].rsplit("/", 1)[0]
+        branches = ", ".join(f"{where}/{w}" for w in merge["skipped"])
+        lines.append("Not merged (their work stays on their branches; merge or redo it yourself): " + branches)
+    lines.append("")
+    return lines

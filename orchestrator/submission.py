@@ -17,6 +17,7 @@ from .config import JobConfig, Settings, job_config
 from .environment import base_env
 from .errors import Conflict, JobNotFound, WorkerNotFound
 from .models import JobRecord, JobStatus
+from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
 from .runner import ProcessRunner
@@ -45,6 +46,7 @@ class Submission:
         skip_pending: Callable[[JobRecord, list[str], str], None],
         add_cost: Callable[[str, float | None], None],
         clock: Clock,
+        nesting: Nesting | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -57,6 +59,7 @@ class Submission:
         self.dispatch = dispatch
         self.skip_pending = skip_pending
         self.add_cost = add_cost
+        self.nesting = nesting  # commits a worktree worker's work before its child job starts
 
     def submit(
         self,
@@ -84,11 +87,19 @@ class Submission:
             if parent:
                 self.check_recursion(parent[0], parent[1])
             depth = parent[0].depth + 1 if parent else limits.admitted_depth(given)
-        if parent is None:  # a child job keeps its parent's (resolved) isolation
+            child_id = None
+            if parent and parent[0].config.isolation == "worktree":  # its id, for the commit below
+                child_id = self.reserve_child_id(parent[0])
+        start = None
+        if parent is None:
             isolation, note = resolve_isolation(self.settings, self.workspace.root, cfg.isolation)
             cfg = cfg.replace(isolation=isolation)
             if note:
                 notes.append(note)
+        else:  # a child job keeps its parent's (resolved) isolation, and starts from its parent's work
+            cfg = cfg.replace(isolation=parent[0].config.isolation)
+            if child_id is not None and self.nesting is not None:
+                start = self.nesting.commit_at_spawn(parent[1].record, child_id)
         # Planning may ask an AI CLI and take minutes: never under the lock.
         planned = self.plan(request, task_list, cfg)
         plan, planner_name = planned.tasks, planned.planner
@@ -102,7 +113,7 @@ class Submission:
                 plan, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
-            job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth)
+            job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
             self.announce.line(
                 job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)"
             )
@@ -188,8 +199,12 @@ class Submission:
         parent: tuple[JobRecord, LiveWorker] | None,
         planned: AIPlan | None = None,
         depth: int = 0,
+        child_id: str | None = None,
+        start_commit: str | None = None,
     ) -> tuple[JobRecord, list[Snapshot]]:
-        """Under the lock: the job in memory, and the record snapshots to write (outside it)."""
+        """Under the lock: the job in memory, and the record snapshots to write (outside it).
+        ``child_id``: a child's id reserved before (``reserve_child_id``); ``start_commit``: where
+        a worktree child's workers branch from (its parent's work at the spawn, nesting.py)."""
         now = self.clock.time()
         tables = self.tables
         if parent is None:
@@ -202,15 +217,17 @@ class Submission:
         else:
             pjob, plive = parent
             root = tables.jobs[pjob.root_id]
-            root.child_seq += 1
+            if child_id is None:
+                child_id = self.reserve_child_id(pjob)
             job = JobRecord(
-                id=child_job_id(root.id, root.child_seq),
+                id=child_id,
                 root_id=root.id,
                 request=request,
                 depth=pjob.depth + 1,
                 parent_job_id=pjob.id,
                 parent_worker=plive.record.name,
                 created_at=now,
+                start_commit=start_commit,
             )
         job.config = cfg
         job.tasks = plan
@@ -245,6 +262,12 @@ class Submission:
         self.add_cost(job.root_id, job.planner_cost_usd)
         self.announce.job(job, f"planned {len(plan)} subtask(s)")
         return job, writes
+
+    def reserve_child_id(self, parent_job: JobRecord) -> str:
+        """Under the lock: the next child job id of the tree (a refused spawn leaves a gap)."""
+        root = self.tables.jobs[parent_job.root_id]
+        root.child_seq += 1
+        return child_job_id(root.id, root.child_seq)
 
     def create_workers(self, job: JobRecord, parent: tuple[JobRecord, LiveWorker] | None) -> None:
         if parent is None:

@@ -112,6 +112,14 @@ class Tables:
         """The worker that started ``job`` (None for a root)."""
         return self.worker(job.root_id, job.depth - 1, job.parent_worker) if job.parent_worker else None
 
+    def family(self, job: JobRecord) -> tuple[WorkerRecord, list[WorkerRecord]] | None:
+        """A child job's parent worker's record and its own workers' records in plan order
+        (None for a root, or a parent not held): what merging it back needs (nesting.py)."""
+        parent = self.parent_of(job)
+        if parent is None:
+            return None
+        return parent.record, [self.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
+
     def live_children(self, live: LiveWorker) -> list[str]:
         """The worker's child jobs that have not ended."""
         return [c for c in live.record.child_job_ids if c in self.jobs and not self.jobs[c].status.terminal]

@@ -26,8 +26,10 @@ carries ``Orchestrator-Job/Worker/Attempt`` trailers, skips the user's hooks (``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .checkout import Changes, Checkout, FolderCheckout
@@ -58,6 +60,9 @@ class WorktreeCheckout(Checkout):
         self.folder = FolderCheckout(workspace)  # the TMPDIR part
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
+        # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
+        # merge into it (nesting.py) never interleave.
+        self._held: dict[Path, threading.RLock] = {}
 
     # -- names ---------------------------------------------------------------------------------
     def branch(self, record: WorkerRecord) -> str:
@@ -83,7 +88,9 @@ class WorktreeCheckout(Checkout):
             return commit
 
     def _start_point(self, record: WorkerRecord, job: JobRecord) -> str:
-        if job.parent_worker and record.depth > 0:  # its parent worker's branch as it stands now
+        if job.start_commit:  # a child job: its parent worker's work, committed at the spawn (nesting.py)
+            return job.start_commit
+        if job.parent_worker and record.depth > 0:  # (older records) its parent worker's branch as it stands now
             parent = f"{self.settings.git.branch_prefix}{record.root_id}/{job.parent_worker}"
             found = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(parent), check=False)
             if found.returncode == 0:
@@ -112,6 +119,10 @@ class WorktreeCheckout(Checkout):
         return directory
 
     def reset(self, record: WorkerRecord, attempt: int) -> None:
+        with self.holding(record):  # no child job's merge into it meanwhile (nesting.py)
+            self._reset(record, attempt)
+
+    def _reset(self, record: WorkerRecord, attempt: int) -> None:
         """Commit the failed attempt's work (its checkpoint), then keep it or go back."""
         failed = record.attempts[-1] if record.attempts else None
         directory = self.directory(record)
@@ -132,6 +143,10 @@ class WorktreeCheckout(Checkout):
         )
 
     def changes(self, record: WorkerRecord) -> Changes:
+        with self.holding(record):  # its commit and what it changed: no merge into it in between
+            return self._changes(record)
+
+    def _changes(self, record: WorkerRecord) -> Changes:
         directory = self.directory(record)
         if not (directory / ".git").exists():
             return Changes()
@@ -170,15 +185,29 @@ class WorktreeCheckout(Checkout):
         return self._read(self.directory(record), CHECKPOINT_FILE) or None
 
     # -- helpers -------------------------------------------------------------------------------
-    def commit(self, record: WorkerRecord, attempt: int) -> str:
-        """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way."""
+    @contextlib.contextmanager
+    def holding(self, record: WorkerRecord) -> Iterator[Path]:
+        """The worker's worktree, locked against this server's other commits and merges into it."""
+        directory = self.directory(record)
+        with self._lock:
+            held = self._held.setdefault(directory, threading.RLock())
+        with held:
+            yield directory
+
+    def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str:
+        """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way.
+        ``subject``: the message's first line instead of the subtask's (a commit at a spawn)."""
+        with self.holding(record):
+            return self._commit(record, attempt, subject)
+
+    def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         directory = self.directory(record)
         run_git(directory, "add", "-A", "--", ".")
         staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
         if staged.returncode != 0:
-            subject = " ".join(record.task.split())[:60]
+            subject = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
             message = (
-                f"{record.name}: {subject}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
+                f"{subject}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
                 f"{record.task[:2000]}\n\n"
                 f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
             )
@@ -275,6 +304,10 @@ class IsolatedCheckout(Checkout):
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)
+
+    def worktrees(self) -> WorktreeCheckout:
+        """The host repository's worktree checkout (GitError when there is none)."""
+        return self._worktree_for()
 
     def remove_tree(self, root_id: str) -> None:
         """A deleted job's worktrees and branches go (never a ref outside its prefix)."""

@@ -314,6 +314,7 @@ LAYERS = [
             "orchestrator.metrics",
             "orchestrator.worktree",
             "orchestrator.diffs",
+            "orchestrator.nesting",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),

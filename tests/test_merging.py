@@ -509,3 +509,23 @@ def test_an_outcome_survives_its_record_round_trip(repo: Path) -> None:
         ("depth_0_worker_2",),
     )
     assert merging.MergeOutcome.from_dict(json.loads(json.dumps(outcome.to_dict()))) == outcome
+
+
+def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outside_the_prefix(repo: Path) -> None:
+    # A child job's merge (nesting.py): its workers' branches into the parent worker's branch.
+    before = snapshot(repo)
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"two.txt": "two\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"three.txt": "three\n"})
+    parent = f"refs/heads/{PREFIX}{ID}/w1"
+    start = git(repo, "rev-parse", parent).strip()
+    out = merging.merge_branches(repo, parent, branches("w2", "w3"), "auto", prefix=PREFIX, root_id=ID, target=parent)
+    tip = git(repo, "rev-parse", parent).strip()
+    assert out.result_ref == parent and out.result_commit == tip != start and out.merged == ("w2", "w3")
+    assert git(repo, "log", "-1", "--format=%s", tip).strip() == (
+        f"orchestrator: merge worker w3 ({PREFIX}{ID}/w3) into {PREFIX}{ID}/w1"
+    )
+    assert show(repo, parent, "two.txt") == "two\n" and show(repo, parent, "three.txt") == "three\n"
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0  # no result branch made
+    with pytest.raises(ValidationError, match="only branches under"):
+        merging.merge_branches(repo, "main", branches("w2"), "auto", prefix=PREFIX, root_id=ID, target="main")
+    assert snapshot(repo) == before

@@ -203,3 +203,15 @@ def test_planner_prompt_asks_for_only_a_json_array():
 def test_planner_prompt_for_a_small_limit_does_not_suggest_more():
     text = render_planner_prompt("Do a thing", 2)
     assert "1 to 2 items." in text and "typical" not in text
+
+
+def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout():
+    # Issue 12 item 5: a child job's work is merged into the parent's branch and checkout before
+    # spawn --wait returns; a folder worker's children keep their files in their own folders.
+    text = prompt(branch="orchestrator/job_x/worker_2")
+    assert "Your work so far is committed before the children start from it." in text
+    assert "the children's work has been merged into your branch and is in your checkout" in text
+    assert '"Merged into your branch" section lists what was merged, each conflicting file' in text
+    assert "the children's files stay in their own folders" not in text
+    folder = prompt()
+    assert "the children's files stay in their own folders" in folder and "Merged into your branch" not in folder

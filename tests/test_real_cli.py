@@ -587,3 +587,46 @@ def test_a_timed_out_claude_worker_keeps_the_tokens_its_stream_showed(make_engin
     else:
         assert worker.cost_usd is None, why  # unknown, and said so rather than shown as $0
         assert COST_UNKNOWN in worker.output and "Writing a.md" in worker.output, why
+
+
+@needs_adapter
+def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(tmp_path, claude_workers):
+    # Issue 12: the worker's cwd is a git worktree of the host repository; the model reads the
+    # tracked app.py and changes one line of it with the Edit tool (which the CLI refuses on a file
+    # it has not read). The orchestrator commits the edit on the worker's branch; the user's
+    # repository stays exactly as it was.
+    from .test_worktree import git, host_engine, make_host, snapshot
+
+    def script(body):
+        done = tool_results(body)
+        path = f"{working_directory(body)}/app.py"
+        if not done:
+            return ToolUse("Read", {"file_path": path}, text="Reading app.py")
+        if len(done) == 1:
+            return ToolUse("Edit", {"file_path": path, "old_string": "line2", "new_string": "line2 edited by claude"})
+        return Text("Edited app.py")
+
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    base = git(host, "rev-parse", "HEAD").strip()
+    mock = claude_workers(script)
+    engine = host_engine(folder, orchestrator=worker_settings())
+    try:
+        job = run_job(engine, "Edit app.py", tasks=["Change line2 of app.py"], timeout=120)
+        worker = only_worker(engine, job)
+        why = explain(engine, job, mock)
+        assert job.config.isolation == "worktree" and worker.status is WorkerStatus.SUCCESS, why
+        results = tool_results(mock.conversation[-1].body)  # the Read's and the Edit's, both fine
+        assert len(results) == 2 and not any(r.get("is_error") for r in results), why
+        wt = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+        assert (wt / "app.py").read_text() == "print('v2')\nline2 edited by claude\n", why
+        # The edit is committed on the worker's branch, on top of the base.
+        assert worker.branch == f"orchestrator/{job.id}/worker_1"
+        assert git(host, "rev-parse", worker.branch).strip() == worker.commit
+        assert git(host, "rev-parse", f"{worker.commit}~1").strip() == base
+        assert git(host, "show", f"{worker.commit}:app.py") == "print('v2')\nline2 edited by claude\n"
+        assert worker.files_changed == [{"path": "app.py", "change": "modified"}], why
+        assert worker.diffstat == "1 file changed, 1 insertion(+), 1 deletion(-)"
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before

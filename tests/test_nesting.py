@@ -1,0 +1,333 @@
+"""Recursion composes with worktrees (issue 12 item 5), with real git, a real repository made here,
+a real server and real worker processes: a worktree worker's work is committed when it spawns (its
+children start from it), and a child job's work is merged into the parent worker's branch and
+checkout before its ``spawn --wait`` returns. The user's repository is snapshotted around each job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+from orchestrator.models import WorkerStatus
+from orchestrator.server import start_in_thread
+
+from .conftest import API_KEY, Live
+from .test_worktree import git, make_host, snapshot
+
+pytestmark = pytest.mark.slow
+
+# The worker every test runs (argv: python WORKER TASK, in its cwd, its worktree). The parent
+# ("parent: A | B | ...") commits nothing itself, starts one child job per "|"-separated subtask
+# with orchestrator-spawn, then writes in marker.json what its own checkout held when spawn returned.
+# A child ("write PATH=TEXT") writes TEXT to PATH, and says whether it saw the parent's file.
+WORKER = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+
+task = sys.argv[1]
+if task.startswith("slow "):
+    import time
+    time.sleep(2)
+    task = task.removeprefix("slow ")
+if task.startswith("nowait:"):  # spawn, edit while the child runs, then wait for it
+    Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
+    subtasks = [part.strip() for part in task.removeprefix("nowait:").split("|")]
+    started = subprocess.run(["orchestrator-spawn", "--json", *subtasks], capture_output=True, text=True, check=True)
+    job_id = json.loads(started.stdout)["job_id"]
+    Path("after_spawn.txt").write_text("written while the child ran\n")
+    Path("app.py").write_text(Path("app.py").read_text() + "# the parent's edit\n")
+    from orchestrator.wire import SpawnClient
+    doc = SpawnClient().wait(job_id)
+    seen = {name: Path(name).read_text() if Path(name).exists() else None for name in ("a.txt", "after_spawn.txt", "app.py")}
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+    Path("marker.json").write_text(json.dumps({"seen": seen, "exit": 0, "status": status, "merge": doc["merge"]}))
+elif task.startswith("exit:"):  # spawn and exit at once: the child ends after its parent's process
+    Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
+    subprocess.run(["orchestrator-spawn", *[p.strip() for p in task.removeprefix("exit:").split("|")]], check=True)
+    Path("marker.json").write_text(json.dumps({"exit": 0}))
+elif task.startswith("parent:"):
+    Path("before_spawn.txt").write_text("the parent's work before its spawn\n")
+    if os.environ.get("LOCK_INDEX"):  # another git holds this worktree's index: the commit must fail
+        lock = subprocess.run(["git", "rev-parse", "--git-path", "index.lock"], capture_output=True, text=True).stdout.strip()
+        Path(lock).write_text("")
+    if os.environ.get("DETACH"):  # the worker leaves its branch: the merge must not follow it
+        subprocess.run(["git", "checkout", "-q", "--detach"], check=True)
+    subtasks = [part.strip() for part in task.removeprefix("parent:").split("|")]
+    done = subprocess.run(["orchestrator-spawn", "--wait", *subtasks], capture_output=True, text=True)
+    if os.environ.get("LOCK_INDEX"):
+        os.remove(lock)
+    seen = {}
+    for name in ("a.txt", "b.txt", "c.txt", "app.py"):
+        seen[name] = Path(name).read_text() if Path(name).exists() else None
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+    Path("marker.json").write_text(json.dumps({"seen": seen, "exit": done.returncode, "out": done.stdout,
+                                                "err": done.stderr, "status": status}))
+elif task.startswith("mid "):  # a child that starts its own child job: "mid NAME" -> NAME and NAME.2
+    name = task.removeprefix("mid ")
+    subprocess.run(["orchestrator-spawn", "--wait", f"write {name}=deep", f"write {name}.2=deeper"], check=True)
+    Path(name + ".mid").write_text(Path(name).read_text())  # the grandchild's file, in its own checkout
+elif task.startswith("write "):
+    path, _, text = task.removeprefix("write ").partition("=")
+    Path(path).write_text(text + "\n")
+    Path(path + ".saw").write_text(str(Path("before_spawn.txt").exists()))
+"""
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A host repository with the orchestrator's folder in it, and a real server on that folder."""
+    host, folder = make_host(tmp_path)
+    script = tmp_path / "worker.py"  # outside the repository
+    script.write_text(WORKER)
+    started = []
+
+    def start(env: dict[str, str] | None = None, **git_settings) -> Live:
+        overrides = {
+            "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 120, "max_retries": 0, "env": env or {}},
+            "orchestrator": {"worker": "command", "command": [sys.executable, str(script), "{task}"]},
+            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+            "git": git_settings,
+        }
+        settings = load_settings(base_dir=folder, environ={}, overrides=overrides)
+        engine = Engine(settings)
+        server = start_in_thread(settings, engine, port=0)
+        started.append((server, engine))
+        return Live(server.url, API_KEY, engine)
+
+    yield host, folder, start
+    for server, engine in started:
+        engine.shutdown(timeout=10)
+        server.close()
+
+
+def run_tree(live: Live, parent_task: str, depth: int = 1) -> tuple[dict, dict, dict]:
+    """The root job (one parent worker) run to its end: its status, the parent's marker, its child job."""
+    root_id = live.submit(request="tree", tasks=[parent_task], config={"max_recursion_depth": depth}).json()["job_id"]
+    doc = wait(live, root_id)
+    wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
+    marker = json.loads((wt / "marker.json").read_text())
+    child = live.call("GET", f"/api/v1/jobs/{root_id}-c1/status").json() if marker["exit"] != 1 else {}
+    return doc, marker, child
+
+
+def wait(live: Live, job_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=20").json()
+        if doc["status"] in ("completed", "partial", "failed", "cancelled"):
+            return doc
+    raise AssertionError(f"job {job_id} still {doc['status']} after {timeout}s")
+
+
+def parents(host: Path, commit: str) -> list[str]:
+    return git(host, "rev-list", "--parents", "-n", "1", commit).split()[1:]
+
+
+def test_two_children_s_work_is_in_the_parent_s_checkout_when_spawn_returns(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(live, "parent: write a.txt=from a | write b.txt=from b")
+    root_id = doc["job_id"]
+    assert doc["status"] == "completed", doc
+    (parent,) = doc["results"]["tasks"]
+    assert parent["status"] == "recursive_success", parent
+    # When spawn --wait returned, both children's files were in the parent's own checkout
+    # and its checkout was clean (the merge is committed on its branch, not left in the index).
+    assert marker["exit"] == 0, marker
+    assert marker["seen"]["a.txt"] == "from a\n" and marker["seen"]["b.txt"] == "from b\n", marker
+    assert marker["status"] == "", marker
+    branch = f"orchestrator/{root_id}/worker_1"
+    # The spawn output said what was merged into the parent's branch.
+    assert f"### Merged into your branch {branch}" in marker["out"], marker["out"]
+    assert "Merged (auto), now in your checkout: worker_1_1, worker_1_2" in marker["out"], marker["out"]
+    # The parent's work before the spawn was committed first, and its children started from it.
+    wt1 = live.engine.workspace.worker_dir(root_id, 1, "worker_1_1")
+    assert (wt1 / "before_spawn.txt").read_text() == "the parent's work before its spawn\n"
+    assert (wt1 / "a.txt.saw").read_text() == "True"
+    children = {t["worker_id"]: t for t in child["results"]["tasks"]}
+    spawn_commit = git(host, "rev-parse", f"{children['worker_1_1']['commit']}~1").strip()
+    assert git(host, "log", "-1", "--format=%s", spawn_commit).strip() == (
+        f"worker_1: its work when it started child job {root_id}-c1"
+    )
+    assert git(host, "show", f"{spawn_commit}:before_spawn.txt") == "the parent's work before its spawn\n"
+    assert git(host, "rev-parse", f"{children['worker_1_2']['commit']}~1").strip() == spawn_commit
+    # The parent's branch holds the children's commits, merged in plan order, then its own last work.
+    tip = git(host, "rev-parse", branch).strip()
+    assert parent["commit"] == tip
+    for name in ("worker_1_1", "worker_1_2"):
+        done = git(host, "merge-base", "--is-ancestor", children[name]["commit"], branch)
+        assert done == "" and children[name]["branch"] == f"orchestrator/{root_id}/{name}"
+    merges = git(host, "log", "--merges", "--format=%H %s", branch).splitlines()
+    assert [m.split(" ", 1)[1] for m in merges] == [
+        f"orchestrator: merge worker worker_1_2 (orchestrator/{root_id}/worker_1_2) into {branch}",
+        f"orchestrator: merge worker worker_1_1 (orchestrator/{root_id}/worker_1_1) into {branch}",
+    ]
+    assert parents(host, merges[0].split()[0])[1] == children["worker_1_2"]["commit"]
+    assert git(host, "show", f"{tip}:marker.json")  # the parent's own work after the spawn, committed
+    assert {f["path"] for f in parent["files_changed"]} >= {"a.txt", "b.txt", "before_spawn.txt", "marker.json"}
+    # The child job's record says how it was merged, into what; a note and the parent's log say it too.
+    merge = child["merge"]
+    assert merge["target"] == branch and merge["strategy"] == "auto" and merge["at"] > 0
+    assert merge["merged"] == ["worker_1_1", "worker_1_2"] and merge["conflicts"] == [] and merge["skipped"] == []
+    assert merge["result_ref"] == f"refs/heads/{branch}" and merge["result_commit"] == merges[0].split()[0]
+    line = f"child job {root_id}-c1 merged into {branch} (auto): worker_1_1, worker_1_2"
+    assert line in child["notes"]
+    log = live.engine.workspace.worker_log(root_id, 0, "worker_1").read_text()
+    assert f"[orchestrator] {line}" in log
+    # On disk as well (a reader after a restart sees the same).
+    assert live.engine.workspace.load_job(f"{root_id}-c1").merge == merge
+    assert snapshot(host, folder) == before
+
+
+def test_a_conflict_under_auto_is_reported_and_the_parent_s_branch_holds_only_the_clean_part(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(
+        live, "parent: write c.txt=clean | write app.py=print('two') | write app.py=print('three') | write b.txt=late"
+    )
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    # worker_1_1 (c.txt) and worker_1_2 (app.py) merged; worker_1_3 conflicts with worker_1_2 on
+    # app.py: the merge stops there, so worker_1_4 (b.txt, clean) is not merged either.
+    assert marker["seen"]["c.txt"] == "clean\n" and marker["seen"]["app.py"] == "print('two')\n", marker
+    assert marker["seen"]["b.txt"] is None and marker["status"] == "", marker
+    merge = child["merge"]
+    assert merge["merged"] == ["worker_1_1", "worker_1_2"] and merge["skipped"] == ["worker_1_3", "worker_1_4"]
+    first = [c for c in merge["conflicts"] if not c["predicted"]]
+    assert [(c["path"], c["workers"], c["kind"]) for c in first] == [("app.py", ["worker_1_2", "worker_1_3"], "content")]
+    out = marker["out"]
+    assert "Merged (auto), now in your checkout: worker_1_1, worker_1_2" in out, out
+    assert "Conflict in app.py (worker_1_2, worker_1_3, 1 hunk(s)): not merged" in out, out
+    assert (
+        f"Not merged (their work stays on their branches; merge or redo it yourself): "
+        f"orchestrator/{root_id}/worker_1_3, orchestrator/{root_id}/worker_1_4"
+    ) in out, out
+    assert any("conflict in app.py (worker_1_2, worker_1_3); not merged: worker_1_3, worker_1_4" in n for n in child["notes"])
+    # The parent's branch holds the clean part only (its own marker.json committed on top).
+    tip = git(host, "rev-parse", branch).strip()
+    assert git(host, "show", f"{tip}:app.py") == "print('two')\n"
+    assert git(host, "show", f"{tip}:c.txt") == "clean\n"
+    assert "b.txt" not in git(host, "ls-tree", "--name-only", tip).split()
+    children = {t["worker_id"]: t for t in child["results"]["tasks"]}
+    assert git(host, "merge-base", "--is-ancestor", children["worker_1_2"]["commit"], branch) == ""
+    late = subprocess.run(["git", "-C", str(host), "merge-base", "--is-ancestor", children["worker_1_3"]["commit"], branch])
+    assert late.returncode == 1  # not merged: still only on its own branch
+    assert snapshot(host, folder) == before
+
+
+def test_a_commit_that_fails_at_the_spawn_refuses_it_and_no_child_starts(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start(env={"LOCK_INDEX": "1"})
+    doc, marker, _ = run_tree(live, "parent: write a.txt=a | write b.txt=b")
+    root_id = doc["job_id"]
+    assert marker["exit"] == 1, marker
+    assert "could not be committed before starting its child job" in marker["err"], marker
+    assert "no child job was started" in marker["err"] and "index.lock" in marker["err"], marker
+    assert [j.id for j in live.engine.list_jobs() if j.root_id == root_id] == [root_id]
+    (parent,) = doc["results"]["tasks"]
+    assert parent["status"] == WorkerStatus.SUCCESS.value and "child_job_ids" not in parent
+    assert snapshot(host, folder) == before
+
+
+def test_the_parent_s_edits_made_while_its_child_ran_are_committed_first_and_kept(served):
+    # spawn without --wait: the parent edits a tracked file and adds one while its child runs;
+    # when the child ends, that work is committed on the parent's branch, the child's work merged
+    # on top, and the checkout holds both (clean: nothing left uncommitted, nothing lost).
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(live, "nowait: slow write a.txt=from a | slow write c.txt=from c")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed", doc
+    assert marker["seen"] == {
+        "a.txt": "from a\n",
+        "after_spawn.txt": "written while the child ran\n",
+        "app.py": "print('v2')\nline2\n# the parent's edit\n",
+    }, marker
+    assert marker["status"] == "" and marker["merge"]["merged"] == ["worker_1_1", "worker_1_2"], marker
+    # The child started from the spawn commit: without what the parent wrote afterwards.
+    wt1 = live.engine.workspace.worker_dir(root_id, 1, "worker_1_1")
+    assert (wt1 / "a.txt.saw").read_text() == "True" and not (wt1 / "after_spawn.txt").exists()
+    # On the parent's branch: its edits committed when the child ended, then the children merged onto that.
+    merge = child["merge"]["result_commit"]
+    first = parents(host, git(host, "rev-parse", f"{merge}^").strip())[0]  # below worker_1_2's merge: worker_1_1's
+    subject = git(host, "log", "-1", "--format=%s", first).strip()
+    assert subject == f"worker_1: its work when child job {root_id}-c1 ended"
+    assert git(host, "show", f"{first}:after_spawn.txt") == "written while the child ran\n"
+    assert child["merge"]["base"] == first
+    assert git(host, "merge-base", "--is-ancestor", merge, branch) == ""
+    assert snapshot(host, folder) == before
+
+
+def test_a_child_that_ends_after_its_parent_s_process_is_merged_and_the_parent_s_record_follows(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, _, child = run_tree(live, "exit: slow write a.txt=from a | slow write c.txt=from c")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    (parent,) = doc["results"]["tasks"]
+    assert doc["status"] == "completed" and parent["status"] == "recursive_success", doc
+    tip = git(host, "rev-parse", branch).strip()
+    # Its record was read after its process ended, then the merge moved its branch: it says so.
+    assert child["merge"]["result_commit"] == tip and parent["commit"] == tip, (child["merge"], parent)
+    made = ["a.txt", "a.txt.saw", "before_spawn.txt", "c.txt", "c.txt.saw", "marker.json"]
+    assert sorted(f["path"] for f in parent["files_changed"]) == made and sorted(parent["files_created"]) == made
+    on_disk = live.engine.workspace.load_worker(root_id, 0, "worker_1")
+    assert on_disk.commit == tip
+    wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
+    assert (wt / "a.txt").read_text() == "from a\n" and (wt / "c.txt").read_text() == "from c\n"
+    assert git(wt, "status", "--porcelain") == ""
+    assert snapshot(host, folder) == before
+
+
+def test_a_parent_that_left_its_branch_gets_no_merge_and_is_told_why(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start(env={"DETACH": "1"})
+    doc, marker, child = run_tree(live, "parent: write a.txt=from a")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    assert marker["seen"]["a.txt"] is None, marker  # nothing was brought into its checkout
+    error = f"worker worker_1's checkout is not on its branch {branch} (it is on a detached HEAD); nothing was merged"
+    assert child["merge"]["error"].startswith(error) and child["merge"]["skipped"] == ["worker_1_1"]
+    assert f"### Merged into your branch {branch}\n\nNothing was merged: {error}" in marker["out"], marker["out"]
+    assert f"orchestrator/{root_id}/worker_1_1" in child["merge"]["error"]  # the branch to merge by hand
+    # Its branch did not move past the spawn commit's parent line: no merge commit on it.
+    assert git(host, "log", "--merges", "--format=%H", branch) == ""
+    assert snapshot(host, folder) == before
+
+
+def test_three_levels_a_grandchild_s_work_reaches_the_root_worker_s_checkout(served):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start()
+    doc, marker, child = run_tree(live, "parent: mid a.txt | write b.txt=from b", depth=2)
+    root_id = doc["job_id"]
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    # worker_1_1 started a job of its own; its children's files were in its checkout when its spawn
+    # returned (it copied one), and all of it reached the root worker's checkout in turn.
+    assert marker["seen"]["a.txt"] == "deep\n" and marker["seen"]["b.txt"] == "from b\n", marker
+    wt = live.engine.workspace.worker_dir(root_id, 0, "worker_1")
+    assert (wt / "a.txt.mid").read_text() == "deep\n" and (wt / "a.txt.2").read_text() == "deeper\n"
+    grandchild = live.call("GET", f"/api/v1/jobs/{root_id}-c2/status").json()
+    assert grandchild["merge"]["target"] == f"orchestrator/{root_id}/worker_1_1"
+    assert grandchild["merge"]["merged"] == ["worker_1_1_1", "worker_1_1_2"]
+    assert child["merge"]["target"] == f"orchestrator/{root_id}/worker_1"
+    tip = git(host, "rev-parse", f"orchestrator/{root_id}/worker_1").strip()
+    for name in ("worker_1_1_1", "worker_1_1_2", "worker_1_1", "worker_1_2"):
+        assert git(host, "merge-base", "--is-ancestor", f"orchestrator/{root_id}/{name}", tip) == ""
+    assert snapshot(host, folder) == before
