@@ -30,10 +30,13 @@ import logging
 import threading
 from pathlib import Path
 
+from . import gitrefs
 from .checkout import Changes, Checkout, FolderCheckout
 from .config import Settings
-from .errors import ConfigError
-from .gitwork import GitError, check_ref, find_host, repo_op, resolve_commit, run_git, snapshot_commit
+from .errors import ConfigError, OrchestratorError
+from .gitcmd import GitFailed
+from .gitrefs import Deleted
+from .gitwork import GitError, check_ref, find_host, repo_lock, repo_op, resolve_commit, run_git, snapshot_commit
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -163,6 +166,18 @@ class WorktreeCheckout(Checkout):
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._read(self.directory(record), CHECKPOINT_FILE) or None
 
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        """A worker a restarted server settles without running it: what it left is committed
+        (``changes``). A lost one that left no work (its branch still at its base) has its
+        worktree removed (a full checkout of disk for nothing); its branch stays, at its
+        base, so its record names it like any other worker's, until the job is deleted."""
+        changes = self.changes(record)
+        directory = self.directory(record)
+        if lost and changes.commit is not None and changes.commit == self._base(directory):
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+            self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
+        return changes
+
     # -- helpers -------------------------------------------------------------------------------
     def commit(self, record: WorkerRecord, attempt: int) -> str:
         """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way."""
@@ -201,25 +216,73 @@ class WorktreeCheckout(Checkout):
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
 
 
-def remove_worktrees(checkout: WorktreeCheckout, root_id: str) -> list[str]:
-    """A deleted job's worktrees and branches (only refs under ``<prefix><root id>/``, and
-    never its merged result, ``<prefix><root id>/result``); returns the branches removed."""
+def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: bool = False) -> Deleted:
+    """A deleted job's worktrees and branches: every worktree of the repository on a branch
+    under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
+    hand included: its admin entry goes too), then the branches under that prefix in one
+    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
+    ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
+    checked out in a worktree of their own stays."""
     repo = checkout.repo
-    prefix = f"refs/heads/{checkout.settings.git.branch_prefix}{root_id}/"
-    listed = run_git(repo, "worktree", "list", "--porcelain").stdout
-    for block in listed.split("\n\n"):
-        lines = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
-        if lines.get("branch", "").startswith(prefix):
+    prefix = gitrefs.job_prefix(checkout.settings.git.branch_prefix, root_id)
+    tree = checkout.workspace.job_dir(root_id).resolve()
+    for entry in _worktrees(repo):
+        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], checkout.workspace.root)
+        if ours or _inside(entry["worktree"], tree):
             try:
-                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", lines["worktree"])
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
             except GitError:
-                log.warning("could not remove worktree %s", lines["worktree"], exc_info=True)
-    repo_op(repo, repo, "worktree", "prune")
-    refs = run_git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).stdout.split()
-    refs = [ref for ref in refs if ref.startswith(prefix) and ref != prefix + "result"]
-    for ref in refs:
-        repo_op(repo, repo, "update-ref", "-d", "--", ref)
-    return refs
+                log.warning("could not remove worktree %s", entry["worktree"], exc_info=True)
+    with repo_lock(repo):
+        deleted = gitrefs.delete_job_refs(repo, checkout.settings.git.branch_prefix, root_id, keep_result=not all_branches)
+    if deleted.checked_out:
+        log.warning(
+            "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
+            "delete them with git branch -D)",
+            root_id,
+            ", ".join(deleted.checked_out),
+        )
+    return deleted
+
+
+def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
+    """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
+    the workspace whose folders are gone (a job folder deleted by hand, a server killed
+    mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
+    worktree whose folder is only away for now (an unmounted disk), so each entry is removed
+    by its path. Returns the paths whose entries went."""
+    gone = []
+    for entry in _worktrees(repo):
+        if "prunable" in entry and _inside(entry["worktree"], workspace_root.resolve()):
+            try:
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
+                gone.append(entry["worktree"])
+            except GitError:
+                log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
+    return gone
+
+
+def _worktrees(repo: Path) -> list[dict[str, str]]:
+    """``git worktree list --porcelain -z`` as one dict per worktree (key -> value; a bare
+    key such as ``prunable`` or ``locked`` maps to its reason or "")."""
+    found: list[dict[str, str]] = []
+    for line in run_git(repo, "worktree", "list", "--porcelain", "-z").stdout.split("\0"):
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            found.append({})
+        if found:
+            found[-1][key] = value
+    return found
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 class IsolatedCheckout(Checkout):
@@ -255,12 +318,31 @@ class IsolatedCheckout(Checkout):
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)
 
-    def remove_tree(self, root_id: str) -> None:
-        """A deleted job's worktrees and branches go (never a ref outside its prefix)."""
+    def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
+        """A deleted job's worktrees and branches go (never a ref outside its prefix; its
+        result branch only with ``all_branches``)."""
         try:
-            remove_worktrees(self._worktree_for(), root_id)
-        except GitError:
+            remove_worktrees(self._worktree_for(), root_id, all_branches)
+        except (GitFailed, OrchestratorError):
             log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
+
+    def prune_stale(self) -> list[str]:
+        """At server start: the admin entries of this workspace's worktrees whose folders are
+        gone (``prune_stale``); nothing when the folder is in no git repository."""
+        try:
+            made = self._worktree_for()
+        except GitError:
+            return []  # no host repository (or no git): no worktrees either
+        try:
+            return prune_stale(made.repo, made.workspace.root)
+        except GitFailed:
+            log.warning("could not prune stale worktree entries in %s", made.repo, exc_info=True)
+            return []
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        if getattr(job.config, "isolation", "folder") != "worktree":
+            return self.folder.recovered(record, job, lost)
+        return self._worktree_for().recovered(record, job, lost)
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         try:
