@@ -43,12 +43,8 @@ def host(tmp_path):
 
 def user_state(repo: Path, tmp_path: Path) -> dict[str, object]:
     """The snapshot of test_worktree plus the user's worktrees (their entries and files)."""
-    listed = [
-        line
-        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-        if line.startswith(("worktree ", "branch ", "prunable"))
-    ]
-    ours = [line for line in listed if "/workspace/" not in line and PREFIX not in line]
+    listed = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    ours = [block for block in listed if "/workspace/" not in block and PREFIX not in block]
     return {
         **snapshot(repo, repo / "tools" / "orch"),
         "worktrees": ours,
@@ -107,17 +103,18 @@ def test_delete_removes_the_worktrees_and_branches_keeps_the_result_and_nothing_
         engine.shutdown(timeout=10)
 
 
-def test_a_branch_the_user_checked_out_is_kept_by_delete(host):
+def test_a_branch_the_user_checked_out_in_their_own_worktree_is_kept_by_delete_with_that_worktree(host):
     repo, folder, tmp = host
     engine = host_engine(folder)
     try:
         job = finished_job(engine, repo)
-        result = f"orchestrator/{job.id}/result"
-        git(tmp / "user tree", "switch", "-q", result)  # the user took the result into their own tree
+        taken = f"orchestrator/{job.id}/worker_1"
+        git(tmp / "user tree", "switch", "-q", "--ignore-other-worktrees", taken)  # the user took a worker's work
         before = user_state(repo, tmp)
         engine.delete(job.id, all_branches=True)
-        assert job_refs(repo, job.id) == [f"{PREFIX}{result.removeprefix('orchestrator/')}"]
-        assert user_state(repo, tmp) == before
+        assert job_refs(repo, job.id) == [f"refs/heads/{taken}"]
+        assert user_state(repo, tmp) == before and (tmp / "user tree" / "wip.txt").exists()
+        assert job_worktrees(repo) == []
     finally:
         engine.shutdown(timeout=10)
 
@@ -142,7 +139,7 @@ def test_a_server_start_prunes_only_its_workspaces_dead_worktree_entries(host):
     job = finished_job(engine, repo)
     engine.shutdown(timeout=10)
     before = user_state(repo, tmp)  # the user's away tree is listed "prunable": it must stay
-    assert any(line.startswith("prunable") for line in before["worktrees"])
+    assert any("prunable" in block for block in before["worktrees"])
     shutil.rmtree(engine.workspace.worker_dir(job.id, 0, "worker_1"))
     assert sum(line.startswith("prunable") for line in git(repo, "worktree", "list", "--porcelain").splitlines()) == 2
     restarted = host_engine(folder)
