@@ -328,16 +328,16 @@ class IsolatedCheckout(Checkout):
 
     def prune_stale(self) -> list[str]:
         """At server start: the admin entries of this workspace's worktrees whose folders are
-        gone (``prune_stale``); nothing when the folder is in no git repository."""
+        gone (``prune_stale``, run when the host repository is first found). Not asked for
+        when git.isolation is ``folder`` (no git at start): then the first job that asks for
+        worktrees prunes. Nothing when the folder is in no git repository."""
+        if self._worktree_for.settings.git.isolation == "folder":
+            return []
         try:
-            made = self._worktree_for()
+            self._worktree_for()
         except GitError:
             return []  # no host repository (or no git): no worktrees either
-        try:
-            return prune_stale(made.repo, made.workspace.root)
-        except GitFailed:
-            log.warning("could not prune stale worktree entries in %s", made.repo, exc_info=True)
-            return []
+        return self._worktree_for.pruned
 
     def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
         if getattr(job.config, "isolation", "folder") != "worktree":
@@ -386,6 +386,7 @@ class WorktreeFactory:
         self.workspace = workspace
         self._made: WorktreeCheckout | None = None
         self._lock = threading.Lock()
+        self.pruned: list[str] = []  # the stale worktree entries pruned when the repository was found
 
     def __call__(self) -> WorktreeCheckout:
         with self._lock:
@@ -394,6 +395,10 @@ class WorktreeFactory:
                 if isinstance(host, str):
                     raise GitError(f"worktree isolation is not possible: {host}")
                 self._made = WorktreeCheckout(self.workspace, self.settings, host.repo)
+                try:  # once per server run, before its first worktree: a dead entry would block its branch
+                    self.pruned = prune_stale(host.repo, self.workspace.root)
+                except GitFailed:
+                    log.warning("could not prune stale worktree entries in %s", host.repo, exc_info=True)
             return self._made
 
 
