@@ -98,7 +98,12 @@ class WorktreeCheckout(Checkout):
         directory = self.directory(record)
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
         if (directory / ".git").exists():
-            return directory  # re-adopted after a restart: its worktree is there
+            if record.attempts or not _interrupted(directory):
+                return directory  # re-adopted after a restart: its worktree is there
+            # Its ``worktree add`` never finished (the machine stopped mid-checkout): its files are
+            # partial, and a commit would record the missing ones as deleted. The worker never ran
+            # there (this comes before its first attempt), so it is made again from its branch.
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
         ref = check_ref(self.branch(record))
         directory.parent.mkdir(parents=True, exist_ok=True)
         exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
@@ -260,6 +265,20 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
             except GitError:
                 log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
     return gone
+
+
+def _interrupted(directory: Path) -> bool:
+    """Whether ``git worktree add`` of ``directory`` was cut off: git locks a new worktree
+    ("initializing", in the C locale our git calls run in) until its checkout is complete.
+    Read from the files, no git call."""
+    try:
+        pointer = (directory / ".git").read_text(encoding="utf-8").strip()
+        if not pointer.startswith("gitdir: "):
+            return False
+        admin = directory / pointer.removeprefix("gitdir: ")  # relative with worktree.useRelativePaths
+        return (admin / "locked").read_text(encoding="utf-8").strip() == "initializing"
+    except OSError:
+        return False
 
 
 def _worktrees(repo: Path) -> list[dict[str, str]]:

@@ -176,3 +176,33 @@ def test_a_worker_a_restart_settles_has_its_work_committed_and_a_lost_one_withou
         assert user_state(repo, tmp) == before
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cut_off(host):
+    repo, folder, tmp = host
+    before = user_state(repo, tmp)
+    engine = host_engine(folder)
+    try:
+        job = run_job(engine, "one", ["echo a > a.txt"], {"isolation": "worktree"})
+        record = engine.snapshot(job.root_id)[1][0]
+        directory = engine.workspace.worker_dir(job.id, 0, "worker_1")
+        tip = git(directory, "rev-parse", "HEAD")
+        (directory / "left.txt").write_text("not committed yet\n")
+        # Re-adopted after a restart (it has attempts): its worktree is kept exactly as it is.
+        assert engine.checkout.prepare(record, job) == directory
+        assert (directory / "left.txt").exists() and git(directory, "rev-parse", "HEAD") == tip
+        assert engine.checkout.checkpoint(record) == record.attempts[0].checkpoint is not None
+        # A worktree whose `git worktree add` was cut off (git's "initializing" lock, files
+        # missing) of a worker that never started: made again, or its commit would delete them.
+        (directory / "left.txt").unlink()
+        admin = Path(git(directory, "rev-parse", "--absolute-git-dir").strip())
+        (admin / "locked").write_text("initializing\n")
+        (directory / "app.py").unlink()
+        record.attempts = []
+        assert engine.checkout.prepare(record, job) == directory
+        assert (directory / "app.py").read_text() == "print('v2')\nline2\n" and (directory / "a.txt").exists()
+        assert git(directory, "status", "--porcelain") == "" and git(directory, "rev-parse", "HEAD") == tip
+        assert "locked" not in git(repo, "worktree", "list", "--porcelain")
+        assert user_state(repo, tmp) == before
+    finally:
+        engine.shutdown(timeout=10)
