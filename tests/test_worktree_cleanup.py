@@ -14,7 +14,7 @@ import requests
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.errors import InvalidParameter
 from orchestrator.models import JobStatus
-from orchestrator.prune import delete_offline
+from orchestrator.prune import delete_offline, prune_engine
 from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY, run_job
@@ -203,6 +203,19 @@ def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cu
         assert (directory / "app.py").read_text() == "print('v2')\nline2\n" and (directory / "a.txt").exists()
         assert git(directory, "status", "--porcelain") == "" and git(directory, "rev-parse", "HEAD") == tip
         assert "locked" not in git(repo, "worktree", "list", "--porcelain")
+        assert user_state(repo, tmp) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_retention_deletes_a_worktree_job_by_the_same_rule(host):
+    repo, folder, tmp = host
+    before = user_state(repo, tmp)
+    engine = host_engine(folder)
+    try:
+        job = finished_job(engine, repo)
+        assert prune_engine(engine, 0) == [job.id]  # what orchestrator.retention_days runs
+        assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
         assert user_state(repo, tmp) == before
     finally:
         engine.shutdown(timeout=10)
