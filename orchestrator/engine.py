@@ -355,11 +355,12 @@ class Engine:
             self.tables.forget_tree(job.root_id, self.events)
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
-            if job.config.isolation == "worktree":  # its worktrees and branches (worktree.py)
-                remove = getattr(self.checkout, "remove_tree", None)
-                if remove is not None:
-                    remove(job.root_id, all_branches)
-            self.workspace.remove_job_tree(job.root_id)
+        # Outside the lock (git may take seconds on a big tree; the tree left the tables above).
+        if job.config.isolation == "worktree":  # its worktrees and branches, before its folder (worktree.py)
+            remove = getattr(self.checkout, "remove_tree", None)
+            if remove is not None:
+                remove(job.root_id, all_branches)
+        self.workspace.remove_job_tree(job.root_id)
         log.info(
             "job tree %s (%s) deleted with its folder",
             job.root_id,
