@@ -5,7 +5,11 @@ restart settles has its work committed (or, lost with none, its worktree removed
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from orchestrator.models import JobStatus
 from orchestrator.prune import delete_offline, prune_engine
 from orchestrator.server import start_in_thread
 
-from .conftest import API_KEY, run_job
+from .conftest import API_KEY, ROOT, run_job
 from .test_worktree import PREFIX, git, host_engine, make_host, snapshot
 
 pytestmark = pytest.mark.slow
@@ -219,3 +223,28 @@ def test_retention_deletes_a_worktree_job_by_the_same_rule(host):
         assert user_state(repo, tmp) == before
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_the_prune_command_with_no_server_removes_worktrees_and_branches(host):
+    repo, folder, tmp = host
+    before = user_state(repo, tmp)
+    engine = host_engine(folder)
+    job = finished_job(engine, repo)
+    engine.shutdown(timeout=10)
+    config = tmp / "prune.yaml"  # outside the host; a port nothing listens on: the offline path
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        config.write_text(f'api:\n  api_key: "{API_KEY}"\n  port: {probe.getsockname()[1]}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--config", str(config), "prune", "--older-than", "0s", "--yes"],
+        cwd=ROOT,
+        env={**env, "ORCHESTRATOR_HOME": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and f"deleted {job.id}" in done.stdout, done.stdout + done.stderr
+    assert "no server answered" in done.stdout
+    assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
+    assert user_state(repo, tmp) == before
