@@ -36,7 +36,7 @@ from .config import Settings
 from .errors import ConfigError, OrchestratorError
 from .gitcmd import GitFailed
 from .gitrefs import Deleted
-from .gitwork import GitError, check_ref, find_host, repo_lock, repo_op, resolve_commit, run_git, snapshot_commit
+from .gitwork import GitError, check_ref, find_host, git_version, repo_lock, repo_op, resolve_commit, run_git, snapshot_commit
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -256,15 +256,16 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
     mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
     worktree whose folder is only away for now (an unmounted disk), so each entry is removed
     by its path. Returns the paths whose entries went."""
-    gone = []
+    pruned = []
     for entry in _worktrees(repo):
-        if "prunable" in entry and _inside(entry["worktree"], workspace_root.resolve()):
+        dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
+        if dead and _inside(entry["worktree"], workspace_root.resolve()):
             try:
                 repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
-                gone.append(entry["worktree"])
+                pruned.append(entry["worktree"])
             except GitError:
                 log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
-    return gone
+    return pruned
 
 
 def _interrupted(directory: Path) -> bool:
@@ -282,10 +283,12 @@ def _interrupted(directory: Path) -> bool:
 
 
 def _worktrees(repo: Path) -> list[dict[str, str]]:
-    """``git worktree list --porcelain -z`` as one dict per worktree (key -> value; a bare
+    """``git worktree list --porcelain`` as one dict per worktree (key -> value; a bare
     key such as ``prunable`` or ``locked`` maps to its reason or "")."""
     found: list[dict[str, str]] = []
-    for line in run_git(repo, "worktree", "list", "--porcelain", "-z").stdout.split("\0"):
+    nul = (git_version() or (0,)) >= (2, 36)  # -z is git 2.36+; before, one a line (a newline in a path misreads)
+    listed = run_git(repo, "worktree", "list", "--porcelain", *(["-z"] if nul else [])).stdout
+    for line in listed.split("\0" if nul else "\n"):
         if not line:
             continue
         key, _, value = line.partition(" ")

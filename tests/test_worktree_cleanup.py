@@ -248,3 +248,14 @@ def test_the_prune_command_with_no_server_removes_worktrees_and_branches(host):
     assert "no server answered" in done.stdout
     assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
     assert user_state(repo, tmp) == before
+
+
+def test_the_worktree_list_reads_the_same_with_and_without_git_236s_nul_separator(host, monkeypatch):
+    from orchestrator import worktree
+
+    repo, _, _ = host
+    with_nul = worktree._worktrees(repo)
+    monkeypatch.setattr(worktree, "git_version", lambda: (2, 30))  # before -z (and "prunable")
+    assert worktree._worktrees(repo) == with_nul
+    assert len(with_nul) == 3 and any("prunable" in entry for entry in with_nul)
+    assert {Path(entry["worktree"]).name for entry in with_nul} == {"my host repo", "user tree", "away tree"}
