@@ -1,4 +1,4 @@
-"""The worktree checkout (issue 12, items 1-4): each worker's usual folder
+"""The worktree checkout (issue 12, items 1-4 and 9): each worker's usual folder
 ``depth_<n>/worker_<k>/`` is a git worktree of the host repository, on its own branch
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
@@ -6,7 +6,8 @@ worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitte
 
 ======== ================================================================================
 prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
-         restart), and the worker's TMPDIR as FolderCheckout makes it
+         restart; made again when its add was cut off before the worker first ran), and the
+         worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
          --hard`` + ``clean -fdx`` inside that worktree only), unless the failure's class is
@@ -15,7 +16,14 @@ reset    before a retry: the failed attempt's leftovers are committed (its check
 changes  commits what the worker left (respecting .gitignore) as the orchestrator, then tells
          the branch, its commit and what changed since the worker's base
 cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deliverable)
+recover- a worker a restarted server settles without running it (it ended, or was lost,
+ed       while no server ran): ``changes`` commits what it left; a lost one with no work
+         loses its worktree (its branch stays at its base)
 ======== ================================================================================
+
+Clean-up (item 9): ``remove_worktrees`` (a deleted job's worktrees and branches, never a ref
+outside its prefix) and ``prune_stale`` (at start: the admin entries of this workspace's
+worktrees whose folders are gone, never a user's).
 
 Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
@@ -173,12 +181,14 @@ class WorktreeCheckout(Checkout):
 
     def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
         """A worker a restarted server settles without running it: what it left is committed
-        (``changes``). A lost one that left no work (its branch still at its base) has its
-        worktree removed (a full checkout of disk for nothing); its branch stays, at its
-        base, so its record names it like any other worker's, until the job is deleted."""
+        (``changes``). A lost one that left no work (its branch still at its base) and started
+        no child job has its worktree removed (a full checkout of disk for nothing); its branch
+        stays, at its base, so its record names it like any other worker's, until the job is
+        deleted."""
         changes = self.changes(record)
         directory = self.directory(record)
-        if lost and changes.commit is not None and changes.commit == self._base(directory):
+        idle = changes.commit is not None and changes.commit == self._base(directory) and not record.child_job_ids
+        if lost and idle:  # one with child jobs keeps it: their work is merged into its checkout
             repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
             self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
         return changes
