@@ -16,12 +16,11 @@ reset    before a retry: the failed attempt's leftovers are committed (its check
 changes  commits what the worker left (respecting .gitignore) as the orchestrator, then tells
          the branch, its commit and what changed since the worker's base
 cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deliverable)
-recover- a worker a restarted server settles without running it (it ended, or was lost,
-ed       while no server ran): ``changes`` commits what it left; a lost one with no work
-         loses its worktree (its branch stays at its base)
 ======== ================================================================================
 
-Clean-up (item 9): ``remove_worktrees`` (a deleted job's worktrees and branches, never a ref
+``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
+while no server ran) has what it left committed by ``changes``; a lost one with no work loses
+its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktrees`` (a deleted job's worktrees and branches, never a ref
 outside its prefix) and ``prune_stale`` (at start: the admin entries of this workspace's
 worktrees whose folders are gone, never a user's).
 
