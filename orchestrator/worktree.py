@@ -20,9 +20,9 @@ cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deli
 
 ``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
 while no server ran) has what it left committed by ``changes``; a lost one with no work loses
-its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktrees`` (a deleted job's worktrees and branches, never a ref
-outside its prefix) and ``prune_stale`` (at start: the admin entries of this workspace's
-worktrees whose folders are gone, never a user's).
+its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktrees`` (a
+deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
+start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
 
 Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
