@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -133,12 +134,12 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
     server = Server(folder)
     before = host_state(host, folder, tmp_path)
     tasks = [
-        "echo one > one.txt; sleep 10; echo more >> one.txt",  # runs on across the restart
-        "echo two > two.txt; sleep 2",  # ends while no server runs
+        "echo one > one.txt; sleep 15; echo more >> one.txt",  # runs on across the restart
+        "echo two > two.txt; sleep 4",  # ends while no server runs
         "echo three > three.txt; sleep 60",  # lost: its shim is killed too, with its work uncommitted
         "sleep 60",  # lost, with no work
         # Fails while no server runs; its retry (under the new server) starts from the checkpoint.
-        f"if [ -e {marks}/retry ]; then echo good > good.txt; else touch {marks}/retry; echo bad > bad.txt; sleep 3; exit 1; fi",
+        f"if [ -e {marks}/retry ]; then echo good > good.txt; else touch {marks}/retry; echo bad > bad.txt; sleep 5; exit 1; fi",
     ]
     server.start()
     try:
@@ -167,13 +168,19 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
         wait_until(
             lambda: not tagged_alive(f"{root}.depth_0_worker_3.") and not tagged_alive(f"{root}.depth_0_worker_4."), timeout=10
         )
-        time.sleep(4)  # worker_2 and worker_5's first attempt end meanwhile
+        time.sleep(7)  # worker_2 and worker_5's first attempt end meanwhile
         assert host_state(host, folder, tmp_path) == before  # the crash itself touched nothing
         server.start()
         wait_until(
             lambda: server.call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("partial", "failed", "completed"), timeout=90
         )
         records = server.records(root)
+        # Each took the path it is here for (a loaded machine could have let one end before the kill).
+        log = (folder / "workspace" / f"job_{root}" / "logs" / "orchestrator.log").read_text()
+        assert re.search("depth_0_worker_1 running: attempt 1 re-adopted .*: still running", log)
+        for name in ("worker_2", "worker_5"):
+            assert re.search(f"depth_0_{name} running: attempt 1 re-adopted .*: ended while no server ran", log), name
+        assert "recovered: 3 adopt, 2 lost" in log
         assert {n: r["status"] for n, r in records.items()} == {
             "worker_1": "success",
             "worker_2": "success",
