@@ -19,7 +19,8 @@ cleanup     after ``changes``, once per prepare,   empties its TMPDIR (the folde
 ==========  =====================================  ==========================================
 
 A worker that never started (skipped) is neither prepared nor cleaned up; nor is one whose
-process had ended before a server restart (its record already holds what it changed).
+process had ended before a server restart: the restart asks ``recovered`` what it left (a
+worktree commits it), unless its record already holds that.
 
 ``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
 ``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
@@ -61,6 +62,13 @@ class Changes:
     files_changed: list[dict[str, str]] = field(default_factory=list)  # {"path", "change": added|modified|deleted|renamed}
     diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
 
+    def apply_to(self, record: WorkerRecord) -> None:
+        """Put these changes in the worker's record (under the engine's lock when it runs)."""
+        record.files_created = self.files_created
+        if self.branch is not None:  # a worktree's (worktree.py)
+            record.branch, record.commit, record.diffstat = self.branch, self.commit, self.diffstat
+            record.files_changed = self.files_changed
+
 
 class Checkout(ABC):
     """Prepares, resets, inspects and cleans up worker directories (see the module docstring)."""
@@ -90,6 +98,12 @@ class Checkout(ABC):
         """What the attempt starting now starts from (a worktree's commit), recorded in the
         attempt; None for a checkout without checkpoints."""
         return None
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        """A worker a restarted server settles without running it (its process ended while
+        no server ran, or it was lost: ``lost``, no exit status either): what it left, as
+        ``changes`` tells it (a worktree commits it first), so nothing it wrote is lost."""
+        return self.changes(record)
 
 
 class FolderCheckout(Checkout):

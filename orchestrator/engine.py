@@ -176,6 +176,7 @@ class Engine:
             attempt_start=self.running.attempt_start,
             executor=self.executor,
             clock=self.clock,
+            checkout=self.checkout,
         )
         self.monitor.start()
         self._prompt_template = prompt_template_path(settings)
@@ -351,8 +352,9 @@ class Engine:
             return self.tables.workers[(record.root_id, record.key)].tag
 
     # -- deleting ---------------------------------------------------------------------
-    def delete(self, job_id: str) -> None:
-        """Remove a finished root job's folder (its child jobs live inside it). The rule is
+    def delete(self, job_id: str, all_branches: bool = False) -> None:
+        """Remove a finished root job's folder (its child jobs live inside it), with its
+        worktrees and branches (its result branch too with ``all_branches``). The rule is
         ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
         job = self.get_job(job_id)
         # A tree this server does not hold is judged by its records (read outside the lock).
@@ -365,11 +367,12 @@ class Engine:
             self.tables.forget_tree(job.root_id, self.events)
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
-            if job.config.isolation == "worktree":  # its worktrees and branches (worktree.py)
-                remove = getattr(self.checkout, "remove_tree", None)
-                if remove is not None:
-                    remove(job.root_id)
-            self.workspace.remove_job_tree(job.root_id)
+        # Outside the lock (git may take seconds on a big tree; the tree left the tables above).
+        if job.config.isolation == "worktree":  # its worktrees and branches, before its folder (worktree.py)
+            remove = getattr(self.checkout, "remove_tree", None)
+            if remove is not None:
+                remove(job.root_id, all_branches)
+        self.workspace.remove_job_tree(job.root_id)
         log.info(
             "job tree %s (%s) deleted with its folder",
             job.root_id,

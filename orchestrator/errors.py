@@ -41,6 +41,13 @@ class ValidationError(OrchestratorError):
     http_status = 400
 
 
+class InvalidParameter(ValidationError):
+    """A query parameter has a value the route does not know; the message names it."""
+
+    code = "invalid_parameter"
+    http_status = 422
+
+
 class InvalidId(ValidationError):
     """An id that would become a path does not match the strict id pattern."""
 
@@ -138,6 +145,7 @@ ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         ConfigError,
         ValidationError,
         InvalidId,
+        InvalidParameter,
         JobNotFound,
         WorkerNotFound,
         Conflict,

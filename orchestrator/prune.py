@@ -13,6 +13,10 @@ never touched:
   still has live worker processes (a server killed mid-job leaves them running, to be
   re-adopted at its next start) is kept too.
 
+Each way, a worktree job's worktrees and its branches under ``<git.branch_prefix><root id>/``
+go with its folder, by the same removal (worktree.remove_worktrees), keeping its result
+branch (``DELETE ...?branches=all`` removes that too); nothing outside the prefix is removed.
+
 A dry run (the default) lists what would go and deletes nothing.
 """
 
@@ -116,9 +120,11 @@ def candidates(workspace: Any, older_than: float, statuses: Iterable[str], now: 
     return sorted(found, key=lambda c: c.ended_at)
 
 
-def delete_offline(workspace: Any, root_id: str) -> str | None:
+def delete_offline(workspace: Any, root_id: str, settings: Settings | None = None) -> str | None:
     """With no server: delete the tree unless ``refusal`` (on its records) or a live process
-    of it says no. Returns why it was kept, or None when deleted."""
+    of it says no, with its worktrees and branches as the server's delete removes them
+    (worktree.remove_worktrees: its result branch stays; ``settings`` finds the repository).
+    Returns why it was kept, or None when deleted."""
     from .runner import find_shims  # psutil / the process table: only this path needs it
 
     try:
@@ -134,6 +140,12 @@ def delete_offline(workspace: Any, root_id: str) -> str | None:
             f"{len(shims)} worker process(es) of it still run (pid {', '.join(str(s.pid) for s in shims[:5])}); "
             "start the server to take them over"
         )
+    if settings is not None and root.config.isolation == "worktree":
+        from .worktree import make_checkout
+
+        remove = getattr(make_checkout(settings, workspace), "remove_tree", None)
+        if remove is not None:
+            remove(root_id)  # before the folder goes: git's admin entries would outlive it
     workspace.remove_job_tree(root_id)
     return None
 

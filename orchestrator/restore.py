@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from . import recovery, states
 from .announce import Announcer
+from .checkout import Checkout
 from .clock import Clock
 from .config import Settings
 from .errors import JobNotFound
@@ -61,8 +62,10 @@ class Restorer:
         attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
         executor: Executor,
         clock: Clock,
+        checkout: Checkout,
     ) -> None:
         self.settings = settings
+        self.checkout = checkout
         self.executor = executor
         self.clock = clock
         self.workspace = workspace
@@ -77,7 +80,13 @@ class Restorer:
         self.attempt_start = attempt_start
 
     def recover(self) -> list[str]:
-        """Take over the job trees a previous server left unfinished. Returns their root ids."""
+        """Take over the job trees a previous server left unfinished. Returns their root ids.
+        First, the admin entries of this workspace's worktrees whose folders are gone go
+        (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there)."""
+        prune = getattr(self.checkout, "prune_stale", None)
+        if prune is not None:
+            for path in prune():
+                log.info("pruned the stale worktree entry of %s (its folder was gone)", path)
         recovered = []
         for root_id in self.workspace.root_ids():
             if self.queries.holds(root_id):
@@ -121,6 +130,8 @@ class Restorer:
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
         leftovers = [s for found in shims.values() for s in found]
         killed = self.kill_unaccounted(root_id, adopted_tags, leftovers)
+        for fate in fates:  # nothing of the tree runs yet: no lock needed
+            self.take_changes(by_id[fate.record.job_id], fate)
         counts = Counter(fate.fate.value for fate in fates)
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "keep") or "nothing to resume"
         to_run: list[tuple[LiveWorker, Recovered]] = []
@@ -157,6 +168,20 @@ class Restorer:
                 ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
             if ready:
                 self.finishing.end_job(job)
+
+    def take_changes(self, job: JobRecord, fate: Recovered) -> None:
+        """A worker whose process ended while no server ran (lost, or it had only its child
+        jobs left to wait for and its record lacks what it changed): what it left goes in
+        its record (a worktree commits it on its branch first, see ``Checkout.recovered``)."""
+        rec = fate.record
+        if not (fate.fate is Fate.LOST or (fate.fate is Fate.WAITING and rec.branch is None)):
+            return  # adopted ones are finished by running.py, like any worker; kept ones are done
+        try:
+            changes = self.checkout.recovered(rec, job, lost=fate.fate is Fate.LOST)
+        except Exception:  # a restart must go on: the worker is settled, with no changes told
+            log.exception("could not tell what recovered worker %s left", rec.key)
+            return
+        changes.apply_to(rec)
 
     def restore_worker(
         self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]

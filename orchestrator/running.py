@@ -113,10 +113,7 @@ class WorkerRunner:
         sweep()  # before its files are listed and before it is reported ended
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
         with self._lock:
-            rec.files_created = changes.files_created
-            if changes.branch is not None:  # a worktree's (worktree.py)
-                rec.branch, rec.commit, rec.diffstat = changes.branch, changes.commit, changes.diffstat
-                rec.files_changed = changes.files_changed
+            changes.apply_to(rec)
             if not early:
                 self.process_ended(live, outcome)
             waiting = self.tables.live_children(live)

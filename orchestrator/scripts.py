@@ -467,7 +467,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     client = _server_client(settings)
     kept = 0
     for c in found:
-        why = _delete_via_server(client, c.root_id) if client else delete_offline(workspace, c.root_id)
+        why = _delete_via_server(client, c.root_id) if client else delete_offline(workspace, c.root_id, settings)
         if why:
             kept += 1
             print(f"kept {c.root_id}: {why}")

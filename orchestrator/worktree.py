@@ -1,4 +1,4 @@
-"""The worktree checkout (issue 12, items 1-4): each worker's usual folder
+"""The worktree checkout (issue 12, items 1-4 and 9): each worker's usual folder
 ``depth_<n>/worker_<k>/`` is a git worktree of the host repository, on its own branch
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
@@ -6,7 +6,8 @@ worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitte
 
 ======== ================================================================================
 prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
-         restart), and the worker's TMPDIR as FolderCheckout makes it
+         restart; made again when its add was cut off before the worker first ran), and the
+         worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
          --hard`` + ``clean -fdx`` inside that worktree only), unless the failure's class is
@@ -16,6 +17,12 @@ changes  commits what the worker left (respecting .gitignore) as the orchestrato
          the branch, its commit and what changed since the worker's base
 cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deliverable)
 ======== ================================================================================
+
+``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
+while no server ran) has what it left committed by ``changes``; a lost one with no work loses
+its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktrees`` (a
+deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
+start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
 
 Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
@@ -32,10 +39,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import gitrefs
 from .checkout import Changes, Checkout, FolderCheckout
 from .config import Settings
-from .errors import ConfigError
-from .gitwork import GitError, check_ref, find_host, repo_op, resolve_commit, run_git, snapshot_commit
+from .errors import ConfigError, OrchestratorError
+from .gitcmd import GitFailed
+from .gitrefs import Deleted
+from .gitwork import GitError, check_ref, find_host, git_version, repo_lock, repo_op, resolve_commit, run_git, snapshot_commit
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -102,7 +112,12 @@ class WorktreeCheckout(Checkout):
         directory = self.directory(record)
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
         if (directory / ".git").exists():
-            return directory  # re-adopted after a restart: its worktree is there
+            if record.attempts or not _interrupted(directory):
+                return directory  # re-adopted after a restart: its worktree is there
+            # Its ``worktree add`` never finished (the machine stopped mid-checkout): its files are
+            # partial, and a commit would record the missing ones as deleted. The worker never ran
+            # there (this comes before its first attempt), so it is made again from its branch.
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
         ref = check_ref(self.branch(record))
         directory.parent.mkdir(parents=True, exist_ok=True)
         exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
@@ -184,6 +199,20 @@ class WorktreeCheckout(Checkout):
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._read(self.directory(record), CHECKPOINT_FILE) or None
 
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        """A worker a restarted server settles without running it: what it left is committed
+        (``changes``). A lost one that left no work (its branch still at its base) and started
+        no child job has its worktree removed (a full checkout of disk for nothing); its branch
+        stays, at its base, so its record names it like any other worker's, until the job is
+        deleted."""
+        changes = self.changes(record)
+        directory = self.directory(record)
+        idle = changes.commit is not None and changes.commit == self._base(directory) and not record.child_job_ids
+        if lost and idle:  # one with child jobs keeps it: their work is merged into its checkout
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+            self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
+        return changes
+
     # -- helpers -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def holding(self, record: WorkerRecord) -> Iterator[Path]:
@@ -251,25 +280,90 @@ def _written_submodules(directory: Path) -> list[str]:
     return found
 
 
-def remove_worktrees(checkout: WorktreeCheckout, root_id: str) -> list[str]:
-    """A deleted job's worktrees and branches (only refs under ``<prefix><root id>/``, and
-    never its merged result, ``<prefix><root id>/result``); returns the branches removed."""
+def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: bool = False) -> Deleted:
+    """A deleted job's worktrees and branches: every worktree of the repository on a branch
+    under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
+    hand included: its admin entry goes too), then the branches under that prefix in one
+    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
+    ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
+    checked out in a worktree of their own stays."""
     repo = checkout.repo
-    prefix = f"refs/heads/{checkout.settings.git.branch_prefix}{root_id}/"
-    listed = run_git(repo, "worktree", "list", "--porcelain").stdout
-    for block in listed.split("\n\n"):
-        lines = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
-        if lines.get("branch", "").startswith(prefix):
+    prefix = gitrefs.job_prefix(checkout.settings.git.branch_prefix, root_id)
+    tree = checkout.workspace.job_dir(root_id).resolve()
+    for entry in _worktrees(repo):
+        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], checkout.workspace.root)
+        if ours or _inside(entry["worktree"], tree):
             try:
-                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", lines["worktree"])
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
             except GitError:
-                log.warning("could not remove worktree %s", lines["worktree"], exc_info=True)
-    repo_op(repo, repo, "worktree", "prune")
-    refs = run_git(repo, "for-each-ref", "--format=%(refname)", "--", prefix).stdout.split()
-    refs = [ref for ref in refs if ref.startswith(prefix) and ref != prefix + "result"]
-    for ref in refs:
-        repo_op(repo, repo, "update-ref", "-d", "--", ref)
-    return refs
+                log.warning("could not remove worktree %s", entry["worktree"], exc_info=True)
+    with repo_lock(repo):
+        deleted = gitrefs.delete_job_refs(repo, checkout.settings.git.branch_prefix, root_id, keep_result=not all_branches)
+    if deleted.checked_out:
+        log.warning(
+            "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
+            "delete them with git branch -D)",
+            root_id,
+            ", ".join(deleted.checked_out),
+        )
+    return deleted
+
+
+def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
+    """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
+    the workspace whose folders are gone (a job folder deleted by hand, a server killed
+    mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
+    worktree whose folder is only away for now (an unmounted disk), so each entry is removed
+    by its path. Returns the paths whose entries went."""
+    pruned = []
+    for entry in _worktrees(repo):
+        dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
+        if dead and _inside(entry["worktree"], workspace_root.resolve()):
+            try:
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
+                pruned.append(entry["worktree"])
+            except GitError:
+                log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
+    return pruned
+
+
+def _interrupted(directory: Path) -> bool:
+    """Whether ``git worktree add`` of ``directory`` was cut off: git locks a new worktree
+    ("initializing", in the C locale our git calls run in) until its checkout is complete.
+    Read from the files, no git call."""
+    try:
+        pointer = (directory / ".git").read_text(encoding="utf-8").strip()
+        if not pointer.startswith("gitdir: "):
+            return False
+        admin = directory / pointer.removeprefix("gitdir: ")  # relative with worktree.useRelativePaths
+        return (admin / "locked").read_text(encoding="utf-8").strip() == "initializing"
+    except OSError:
+        return False
+
+
+def _worktrees(repo: Path) -> list[dict[str, str]]:
+    """``git worktree list --porcelain`` as one dict per worktree (key -> value; a bare
+    key such as ``prunable`` or ``locked`` maps to its reason or "")."""
+    found: list[dict[str, str]] = []
+    nul = (git_version() or (0,)) >= (2, 36)  # -z is git 2.36+; before, one a line (a newline in a path misreads)
+    listed = run_git(repo, "worktree", "list", "--porcelain", *(["-z"] if nul else [])).stdout
+    for line in listed.split("\0" if nul else "\n"):
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            found.append({})
+        if found:
+            found[-1][key] = value
+    return found
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 class IsolatedCheckout(Checkout):
@@ -309,12 +403,31 @@ class IsolatedCheckout(Checkout):
         """The host repository's worktree checkout (GitError when there is none)."""
         return self._worktree_for()
 
-    def remove_tree(self, root_id: str) -> None:
-        """A deleted job's worktrees and branches go (never a ref outside its prefix)."""
+    def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
+        """A deleted job's worktrees and branches go (never a ref outside its prefix; its
+        result branch only with ``all_branches``)."""
         try:
-            remove_worktrees(self._worktree_for(), root_id)
-        except GitError:
+            remove_worktrees(self._worktree_for(), root_id, all_branches)
+        except (GitFailed, OrchestratorError):
             log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
+
+    def prune_stale(self) -> list[str]:
+        """At server start: the admin entries of this workspace's worktrees whose folders are
+        gone (``prune_stale``, run when the host repository is first found). Not asked for
+        when git.isolation is ``folder`` (no git at start): then the first job that asks for
+        worktrees prunes. Nothing when the folder is in no git repository."""
+        if self._worktree_for.settings.git.isolation == "folder":
+            return []
+        try:
+            self._worktree_for()
+        except GitError:
+            return []  # no host repository (or no git): no worktrees either
+        return self._worktree_for.pruned
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        if getattr(job.config, "isolation", "folder") != "worktree":
+            return self.folder.recovered(record, job, lost)
+        return self._worktree_for().recovered(record, job, lost)
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         try:
@@ -358,6 +471,7 @@ class WorktreeFactory:
         self.workspace = workspace
         self._made: WorktreeCheckout | None = None
         self._lock = threading.Lock()
+        self.pruned: list[str] = []  # the stale worktree entries pruned when the repository was found
 
     def __call__(self) -> WorktreeCheckout:
         with self._lock:
@@ -366,6 +480,10 @@ class WorktreeFactory:
                 if isinstance(host, str):
                     raise GitError(f"worktree isolation is not possible: {host}")
                 self._made = WorktreeCheckout(self.workspace, self.settings, host.repo)
+                try:  # once per server run, before its first worktree: a dead entry would block its branch
+                    self.pruned = prune_stale(host.repo, self.workspace.root)
+                except GitFailed:
+                    log.warning("could not prune stale worktree entries in %s", host.repo, exc_info=True)
             return self._made
 
 

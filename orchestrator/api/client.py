@@ -220,9 +220,11 @@ class OrchestratorClient:
         """Cancel a job and its children; ``Conflict`` if it already finished."""
         return self._request("POST", f"{_job_path(job_id)}/cancel")
 
-    def delete(self, job_id: str) -> None:
-        """Delete a job and its workspace."""
-        self._request("DELETE", _job_path(job_id), expect="none")
+    def delete(self, job_id: str, branches: str | None = None) -> None:
+        """Delete a job and its workspace, with its worktrees and branches; ``branches="all"``
+        removes its result branch too (kept by default)."""
+        params = None if branches is None else {"branches": branches}
+        self._request("DELETE", _job_path(job_id), params=params, expect="none")
 
     def logs(self, job_id: str, worker: str, tail: int | None = None) -> str:
         """A worker's log as text; ``tail`` keeps only the last N lines."""

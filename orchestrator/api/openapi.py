@@ -195,9 +195,14 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         "/api/v1/jobs/{job_id}": {
             **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),
             "delete": {
-                "summary": "delete a finished root job's folder",
-                "parameters": [JOB_ID],
-                "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409)},
+                "summary": "delete a finished root job's folder, its worktrees and branches",
+                "description": (
+                    "Removes the job tree's folder, its git worktrees and its branches under <git.branch_prefix><root id>/ "
+                    "(never a ref outside that prefix). The result branch <prefix><root id>/result stays unless "
+                    "branches=all."
+                ),
+                "parameters": [JOB_ID, _query("branches", {"type": "string", "enum": ["workers", "all"], "default": "workers"})],
+                "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409, 422)},
             },
         },
         "/api/v1/jobs/{job_id}/status": _get("a job's status in the seed's format", status_ref, [JOB_ID], 400, 404),

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
-from ..errors import AuthenticationError, JobNotFound, ValidationError
+from ..errors import AuthenticationError, InvalidParameter, JobNotFound, ValidationError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
@@ -147,10 +147,19 @@ def cancel(job_id: str) -> Response:
     )
 
 
+DELETE_BRANCHES = ("workers", "all")  # DELETE /jobs/<id>?branches=: which of the job's branches go
+
+
 @bp.delete("/jobs/<job_id>")
 def delete(job_id: str) -> tuple[str, int]:
     g.principal.require_admin("delete jobs")
-    _engine().delete(validate_job_id(job_id))
+    branches = request.args.get("branches", "workers")
+    if branches not in DELETE_BRANCHES:
+        raise InvalidParameter(
+            f"branches={branches[:40]!r} is not one of {', '.join(DELETE_BRANCHES)}: 'workers' (the default) removes the "
+            "job's worktrees and worker branches and keeps its result branch <prefix><root id>/result; 'all' removes that too"
+        )
+    _engine().delete(validate_job_id(job_id), all_branches=branches == "all")
     return "", 204
 
 
