@@ -34,7 +34,8 @@ emptied here too: another implementation keeps that part (wrap or extend FolderC
 where an exception must not leave the worker running forever: one that raises is logged and
 the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the worker then
 fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
-instead of the retry.
+instead of the retry. ``CheckoutFailed`` from ``prepare`` is a failure of the user's making (a
+worktree's ``git.setup`` failed, no free port): its message is the worker's exit reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.checkout")
+
+
+class CheckoutFailed(Exception):
+    """``prepare`` could not make the directory ready for a reason the user must see as the
+    worker's exit reason ("setup failed: exit code 2"), not as an engine error."""
 
 
 @dataclass(frozen=True)
