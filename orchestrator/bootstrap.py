@@ -140,7 +140,10 @@ class Bootstrap:
         copied = copy_included(self.repo, directory, self._exclude(), lambda line: self._note(record, line))
         argv = self.settings.git.setup
         if argv:
-            why = self._run(record, job, directory, "setup", argv, self.settings.git.setup_timeout, job_cancelled(job))
+            cancelled = job_cancelled(job)
+            why = self._run(record, job, directory, "setup", argv, self.settings.git.setup_timeout, cancelled)
+            if why is not None and cancelled():
+                raise SetupFailed("cancelled during its setup", cancelled=True)
             if why is not None:
                 raise SetupFailed(f"setup failed: {why}")
         if copied or argv:
@@ -228,21 +231,23 @@ class Bootstrap:
 
     def _wait(self, handle: ProcessHandle, timeout: float, cancelled: Callable[[], bool], started: float) -> str | None:
         grace = self.settings.workers.kill_grace
-        while True:
-            code = self.runner.wait(handle, 0.2)
-            if code is not None:
-                break
-            if cancelled():
-                self.runner.terminate(handle, grace=grace)
-                return "the job was cancelled"
-            if time.monotonic() - started >= timeout:
-                self.runner.terminate(handle, grace=grace)
-                return f"timed out after {timeout:g}s (git.setup_timeout); its process group was killed"
-        self.runner.release(handle)
-        if code == 0:
-            return None
-        self.runner.sweep(handle.tag, handle.started_at)  # a failed setup leaves nothing running
-        return f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        try:
+            while True:
+                code = self.runner.wait(handle, 0.2)
+                if code is not None:
+                    break
+                if cancelled():
+                    self.runner.terminate(handle, grace=grace)
+                    return "the job was cancelled"
+                if time.monotonic() - started >= timeout:
+                    self.runner.terminate(handle, grace=grace)
+                    return f"timed out after {timeout:g}s (git.setup_timeout); its process group was killed"
+            if code == 0:
+                return None  # what it left running (a database, say) is the teardown's to stop
+            self.runner.sweep(handle.tag, handle.started_at)  # a failed setup leaves nothing running
+            return f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        finally:
+            self.runner.release(handle)
 
     def _append_output(self, log_path: Path, capture: Path) -> None:
         try:

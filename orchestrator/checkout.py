@@ -53,7 +53,12 @@ log = logging.getLogger("orchestrator.checkout")
 
 class CheckoutFailed(Exception):
     """``prepare`` could not make the directory ready for a reason the user must see as the
-    worker's exit reason ("setup failed: exit code 2"), not as an engine error."""
+    worker's exit reason ("setup failed: exit code 2"), not as an engine error. ``cancelled``:
+    it stopped because the job was cancelled (the worker ends cancelled, not failed)."""
+
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
+        super().__init__(message)
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,10 @@ class WorkerRunner:
         try:
             outcome, sweep = self.execute(live, adopted)
         except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
-            outcome = Outcome(WorkerStatus.FAILED, str(exc), error=str(exc))
+            if exc.cancelled:
+                outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
+            else:
+                outcome = Outcome(WorkerStatus.FAILED, str(exc), error=str(exc))
         except Exception as exc:  # a bug must not leave a worker "running" forever
             log.exception(
                 "worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name)

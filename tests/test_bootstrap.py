@@ -269,3 +269,45 @@ def test_a_bad_port_range_is_refused_at_config_load_naming_the_key(tmp_path, bad
 
 def test_a_kept_path_is_escaped_to_match_only_itself():
     assert _escape("we*ird[1]/.env") == "we\\*ird\\[1]/.env" and _escape("trailing ") == "trailing\\ "
+
+
+def test_cancelling_a_job_stops_its_workers_setup_at_once(hosted):
+    host, folder, make = hosted
+    (host / ".gitignore").write_text(".env\n.setup-*\n")
+    git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
+    hang = "echo $$ > .setup-pid; exec sleep 300"
+    engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 120, "port_range": RANGE}, workers={"kill_grace": 0.3})
+    job = engine.submit("x", {"max_retries": 2}, ["echo ran > ran.txt"])
+    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    wait_until(lambda: (wt / ".setup-pid").exists() and (wt / ".setup-pid").read_text().strip(), what="the setup started")
+    started = time.monotonic()
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 20)
+    assert done.status is JobStatus.CANCELLED and time.monotonic() - started < 10
+    w = workers(engine, done)["worker_1"]
+    assert w.status is WorkerStatus.CANCELLED and w.attempts == [] and w.exit_reason == "cancelled during its setup"
+    wait_until(lambda: _gone(int((wt / ".setup-pid").read_text())), timeout=5, what="the setup killed")
+
+
+def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does_not_run_setup_again(hosted, tmp_path):
+    from orchestrator.worktree import WorktreeCheckout
+
+    host, folder, make = hosted
+    runs = tmp_path / "runs"
+    setup = ["sh", "-c", 'echo "$ORCHESTRATOR_PORT" >> "$RUNS"']
+    engine = make(git={"setup": setup, "port_range": RANGE}, workers={"env": {"RUNS": str(runs)}})
+    job = run_job(engine, "x", tasks=["true"])
+    w = workers(engine, job)["worker_1"]
+    assert runs.read_text() == f"{w.port}\n" and w.attempts
+    # When a new server (a new checkout over the same workspace) re-attaches the worktree
+    old_port = w.port
+    again = WorktreeCheckout(engine.workspace, engine.settings, host)
+    with socket.socket() as squatter:  # the worker's process may still hold its port: it is taken back all the same
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        assert again.prepare(w, engine.get_job(job.id)) == engine.workspace.worker_dir(job.id, 0, "worker_1")
+    # Then the setup did not run again and the worker keeps its port
+    assert runs.read_text() == f"{old_port}\n" and w.port == old_port
+    assert again.bootstrap.ports.held() == {f"{job.id}/depth_0_worker_1": old_port}
+    again.cleanup(w, True)
+    assert again.bootstrap.ports.held() == {}
