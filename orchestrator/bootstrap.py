@@ -54,6 +54,8 @@ KEPT_FILE = "orchestrator-bootstrap"  # in the worktree's git dir: the ignored p
 DONE_FILE = "orchestrator-setup-done"  # beside it: the bootstrap ran to its end (a restart does not run it again)
 OUTPUT_HEAD, OUTPUT_TAIL = 16 * 1024, 48 * 1024  # bytes of a setup's output kept in the worker log
 LOOPBACK = "127.0.0.1"
+KEPT_LISTS = 64  # job trees whose .worktreeinclude list is kept; past that the cache starts afresh
+MAX_KEPT = 1000  # paths kept by a reset one by one; past that, by their top-level folder
 
 EnvFor = Callable[[WorkerRecord, JobConfig], dict[str, str]]
 
@@ -125,6 +127,7 @@ class Bootstrap:
         self.runner = ProcessRunner()
         self._env_for = env
         self._envs: dict[tuple[str, str], dict[str, str]] = {}  # a prepared worker's, for its teardown
+        self._lists: dict[str, list[str]] = {}  # root id -> the files .worktreeinclude names (``_included``)
         self._lock = threading.Lock()
 
     # -- the Checkout's calls --------------------------------------------------------------------
@@ -137,7 +140,7 @@ class Bootstrap:
         git_dir = _git_dir(directory)
         if not fresh and ((git_dir / DONE_FILE).exists() or record.attempts):
             return False  # re-attached after a restart: bootstrapped already
-        copied = copy_included(self.repo, directory, self._exclude(), lambda line: self._note(record, line))
+        copied = copy_included(self.repo, directory, self._included(record.root_id), lambda line: self._note(record, line))
         argv = self.settings.git.setup
         if argv:
             cancelled = job_cancelled(job)
@@ -173,13 +176,26 @@ class Bootstrap:
         return [arg for path in kept if "\n" not in path for arg in ("-e", "/" + _escape(path))]
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _exclude(self) -> list[str]:
-        """Pathspecs that keep the orchestrator's own workspace (other jobs' worktrees) out of the copy."""
-        try:
-            inside = self.settings.workspace_root.resolve().relative_to(self.repo.resolve())
-        except ValueError:
-            return []
-        return [f":(exclude,top,literal){inside.as_posix()}"] if inside.parts else []
+    def _included(self, root_id: str) -> list[str]:
+        """The files to copy, listed once per job tree (a walk of the host's untracked files,
+        ``node_modules`` and all, is not repeated for each of its workers)."""
+        with self._lock:
+            found = self._lists.get(root_id)
+        if found is None:
+            try:
+                inside = self.settings.workspace_root.resolve().relative_to(self.repo.resolve())
+                exclude = [f":(exclude,top,literal){inside.as_posix()}"] if inside.parts else []  # other jobs' worktrees
+            except ValueError:
+                exclude = []
+            try:
+                found = included_files(self.repo, exclude)
+            except (GitError, UnicodeDecodeError) as exc:
+                raise SetupFailed(f"setup failed: could not list the files {INCLUDE_FILE} names: {exc}") from None
+            with self._lock:
+                if len(self._lists) >= KEPT_LISTS:
+                    self._lists.clear()
+                self._lists[root_id] = found
+        return found
 
     def _env(self, record: WorkerRecord, job: JobRecord | None, directory: Path) -> dict[str, str]:
         key = _owner_key(record)
@@ -212,6 +228,7 @@ class Bootstrap:
         log_path = self.workspace.worker_log(record.root_id, record.depth, record.name)
         capture = self.workspace.worker_tmp(record.root_id, record.depth, record.name) / f"orchestrator-{what}.out"
         capture.parent.mkdir(parents=True, exist_ok=True)
+        capture.unlink(missing_ok=True)  # a crashed run's output is not this one's
         shown = " ".join(argv)
         self._note(record, f"{what}: {shown} (in the worktree, port {record.port}, at most {timeout:g}s)")
         tag = f"{record.root_id}.{record.key}.{what}-{secrets.token_hex(4)}"  # a restart's sweep finds it too
@@ -289,9 +306,8 @@ def included_files(repo: Path, exclude: list[str]) -> list[str]:
     return sorted(path for path in ignored.split("\0") if path)
 
 
-def copy_included(repo: Path, directory: Path, exclude: list[str], note: Callable[[str], None]) -> list[str]:
-    """Copy the included files into the worktree ``directory``; returns the paths copied."""
-    wanted = included_files(repo, exclude)
+def copy_included(repo: Path, directory: Path, wanted: list[str], note: Callable[[str], None]) -> list[str]:
+    """Copy ``wanted`` (``included_files``) into the worktree ``directory``; returns the paths copied."""
     if not wanted:
         return []
     # The worktree must ignore each one too (its .gitignore is the base commit's), else a commit would take it.
@@ -318,6 +334,8 @@ def _copy_one(repo: Path, directory: Path, path: str) -> str | None:
     target = directory / path
     root = directory.resolve()
     try:
+        if not source.parent.resolve().is_relative_to(repo.resolve()):
+            return "a link in the repository leads out of it"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.parent.resolve().is_relative_to(root):
             return "a link in the worktree leads out of it"
@@ -357,7 +375,10 @@ def ignored_made(directory: Path) -> list[str]:
         return []
     # --directory also lists untracked folders that merely hold an ignored file: keep the ignored entries.
     ignored = run_git(directory, "check-ignore", "-z", "--stdin", check=False, input_text="\0".join(candidates)).stdout
-    return sorted(path for path in ignored.split("\0") if path)
+    made = sorted(path for path in ignored.split("\0") if path)
+    if len(made) > MAX_KEPT:  # too many for git clean's argv: keep whole top-level folders instead
+        made = sorted({path.split("/", 1)[0] + ("/" if "/" in path else "") for path in made})
+    return made
 
 
 def _escape(path: str) -> str:
@@ -367,6 +388,14 @@ def _escape(path: str) -> str:
 
 
 def _git_dir(directory: Path) -> Path:
+    """A worktree's own git dir, from its ``.git`` file (``gitdir: <path>``) without starting git."""
+    try:
+        text = (directory / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text.startswith("gitdir: "):
+        found = Path(text[len("gitdir: ") :].strip())
+        return found if found.is_absolute() else (directory / found).resolve()
     return Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
 
 

@@ -99,9 +99,10 @@ class WorktreeCheckout(Checkout):
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         directory = self.directory(record)
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
-        if (directory / ".git").exists():
-            self.bootstrap.prepare(record, job, directory, fresh=False)  # its port again; no second setup
-            return directory  # re-adopted after a restart: its worktree is there
+        if (directory / ".git").exists():  # re-adopted after a restart: its worktree is there
+            if self.bootstrap.prepare(record, job, directory, fresh=False):  # its port again; setup only if cut short
+                self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
+            return directory
         ref = check_ref(self.branch(record))
         directory.parent.mkdir(parents=True, exist_ok=True)
         exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0

@@ -9,11 +9,12 @@ import os
 import socket
 import stat
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from orchestrator.bootstrap import PortPool, SetupFailed, _escape
+from orchestrator.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, ignored_made
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerStatus
@@ -311,3 +312,20 @@ def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does
     assert again.bootstrap.ports.held() == {f"{job.id}/depth_0_worker_1": old_port}
     again.cleanup(w, True)
     assert again.bootstrap.ports.held() == {}
+    # A bootstrap a crash cut short (no mark that it ended, no attempt yet) is run again
+    git_dir = Path(git(engine.workspace.worker_dir(job.id, 0, "worker_1"), "rev-parse", "--absolute-git-dir").strip())
+    (git_dir / "orchestrator-setup-done").unlink()
+    w.attempts = []
+    WorktreeCheckout(engine.workspace, engine.settings, host).prepare(w, engine.get_job(job.id))
+    assert runs.read_text().splitlines() == [str(old_port), str(w.port)]
+
+
+def test_a_reset_keeps_many_ignored_paths_by_their_top_level_folder(tmp_path):
+    repo = tmp_path / "r"
+    (repo / "build" / "deep").mkdir(parents=True)
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("*.o\n")
+    for i in range(MAX_KEPT + 1):
+        (repo / "build" / "deep" / f"{i}.o").write_text("")
+    (repo / "one.o").write_text("")
+    assert ignored_made(repo) == ["build/", "one.o"]
