@@ -137,6 +137,8 @@ class Bootstrap:
         Returns True when the setup left files git would commit (the caller commits them as the
         checkpoint). Raises SetupFailed."""
         record.port = self.ports.reserve(_owner(record), prefer=None if fresh else record.port)
+        if self.settings.git.teardown:
+            self._env(record, job, directory)  # kept for the teardown, which has no job at hand
         git_dir = _git_dir(directory)
         if not fresh and ((git_dir / DONE_FILE).exists() or record.attempts):
             return False  # re-attached after a restart: bootstrapped already
@@ -162,6 +164,7 @@ class Bootstrap:
                 why = self._run(record, None, directory, "teardown", argv, self.settings.git.setup_timeout, lambda: False)
                 if why is not None:
                     self._note(record, f"teardown failed: {why} (the worker's outcome stands)")
+                    log.warning("the teardown of worker %s of job %s failed: %s", record.key, record.job_id, why)
         finally:
             self.ports.release(_owner(record))
             with self._lock:

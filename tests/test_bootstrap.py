@@ -187,6 +187,8 @@ def test_the_port_pool_skips_ports_held_by_live_workers_or_in_use_and_reuses_rel
     [
         (["sh", "-c", "echo about to fail; echo oops >&2; exit 7"], "setup failed: exit code 7", "oops"),
         (["no-such-program-bootstrap"], "setup failed: 'no-such-program-bootstrap' was not found", "setup: no-such"),
+        # a flood of output is capped in the log (its head and tail kept)
+        (["sh", "-c", "yes 0123456789 | head -c 300000; exit 1"], "setup failed: exit code 1", "bytes of output left out"),
     ],
 )
 def test_a_failing_setup_fails_the_worker_with_its_output_in_the_log_and_no_attempt(hosted, setup, reason, said):
@@ -198,7 +200,7 @@ def test_a_failing_setup_fails_the_worker_with_its_output_in_the_log_and_no_atte
     assert job.status is JobStatus.FAILED and w.status is WorkerStatus.FAILED
     assert w.exit_reason.startswith(reason) and w.error.startswith(reason)
     assert w.attempts == []  # no attempt, no retry
-    assert said in _log(engine, job)
+    assert said in _log(engine, job) and len(_log(engine, job)) < 70_000
     assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "ran.txt").exists()
     assert engine.checkout._worktree_for().bootstrap.ports.held() == {}
     assert snapshot(host, folder) == before
@@ -240,13 +242,13 @@ def test_a_hanging_setup_is_killed_at_its_timeout_with_its_whole_process_group(h
 def test_teardown_runs_at_cleanup_with_the_port_and_its_failure_is_only_logged(hosted, tmp_path):
     host, folder, make = hosted
     out = tmp_path / "torn"
-    teardown = ["sh", "-c", 'echo "$ORCHESTRATOR_PORT $ORCHESTRATOR_WORKER_DIR" >> "$OUT"; echo teardown bye; exit 5']
+    teardown = ["sh", "-c", 'echo "$ORCHESTRATOR_WORKER_ID $ORCHESTRATOR_PORT $PWD" >> "$OUT"; echo teardown bye; exit 5']
     engine = make(git={"teardown": teardown, "port_range": RANGE}, workers={"env": {"OUT": str(out)}})
     job = run_job(engine, "x", tasks=["echo ok > ok.txt", "exit 3"])
     ws = workers(engine, job)
     assert ws["worker_1"].status is WorkerStatus.SUCCESS and ws["worker_2"].status is WorkerStatus.FAILED
     lines = sorted(out.read_text().splitlines())
-    assert lines == sorted(f"{w.port} {engine.workspace.worker_dir(job.id, 0, n)}" for n, w in ws.items())
+    assert lines == sorted(f"{n} {w.port} {engine.workspace.worker_dir(job.id, 0, n)}" for n, w in ws.items())
     log = _log(engine, job)
     assert "teardown bye" in log and "teardown failed: exit code 5 (the worker's outcome stands)" in log
     assert engine.checkout._worktree_for().bootstrap.ports.held() == {}
