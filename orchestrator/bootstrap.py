@@ -4,7 +4,8 @@ a worker can build and test in it.
 1. ``.worktreeinclude`` at the repository root (gitignore syntax, e.g. ``.env``): the host's
    *ignored* files that match it are copied (not linked) to the same path in the worktree, with
    their modes. A file is copied only when the worktree ignores it too (and does not track it),
-   so the orchestrator's commits (``add -A``) never take it; a symlink is copied as a link only
+   so the orchestrator's commits (``add -A``) never take it (nor after a worker changed its
+   .gitignore: ``never_commit``); a symlink is copied as a link only
    when it is relative and stays inside the repository, else skipped; nothing is written through
    a link in the worktree. No ``.worktreeinclude``: nothing is copied.
 2. A port from ``git.port_range`` per worker: free = not held by another live worker of this
@@ -51,6 +52,7 @@ log = logging.getLogger("orchestrator.bootstrap")
 
 INCLUDE_FILE = ".worktreeinclude"  # at the repository root
 KEPT_FILE = "orchestrator-bootstrap"  # in the worktree's git dir: the ignored paths the bootstrap made (NUL-separated)
+COPIED_FILE = "orchestrator-copied"  # beside it: the files .worktreeinclude copied, never committed
 DONE_FILE = "orchestrator-setup-done"  # beside it: the bootstrap ran to its end (a restart does not run it again)
 OUTPUT_HEAD, OUTPUT_TAIL = 16 * 1024, 48 * 1024  # bytes of a setup's output kept in the worker log
 LOOPBACK = "127.0.0.1"
@@ -151,6 +153,8 @@ class Bootstrap:
                 raise SetupFailed("cancelled during its setup", cancelled=True)
             if why is not None:
                 raise SetupFailed(f"setup failed: {why}")
+        if copied:
+            _write_list(git_dir / COPIED_FILE, copied)
         if copied or argv:
             _write_list(git_dir / KEPT_FILE, ignored_made(directory))
         (git_dir / DONE_FILE).write_text("done\n", encoding="utf-8")
@@ -169,6 +173,19 @@ class Bootstrap:
             self.ports.release(_owner(record))
             with self._lock:
                 self._envs.pop(_owner_key(record), None)
+
+    def never_commit(self, directory: Path) -> list[str]:
+        """Pathspecs that keep the copied files out of a commit even if the worker's own
+        .gitignore stopped ignoring them (a copied ``.env`` holds secrets)."""
+        try:
+            copied = _read_list(_git_dir(directory) / COPIED_FILE)
+        except (OSError, GitError):
+            return []
+        if not copied:
+            return []
+        # Only those no longer ignored: git add refuses a pathspec, even an exclude, naming an ignored file.
+        still = run_git(directory, "check-ignore", "-z", "--stdin", check=False, input_text="\0".join(copied)).stdout
+        return [f":(exclude,top,literal){path}" for path in sorted(set(copied) - set(still.split("\0")))]
 
     def keep_args(self, directory: Path) -> list[str]:
         """``git clean`` options that keep what the bootstrap made (``-e /path`` each)."""

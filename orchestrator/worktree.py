@@ -179,7 +179,7 @@ class WorktreeCheckout(Checkout):
     def commit(self, record: WorkerRecord, attempt: int) -> str:
         """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way."""
         directory = self.directory(record)
-        run_git(directory, "add", "-A", "--", ".")
+        run_git(directory, "add", "-A", "--", ".", *self.bootstrap.never_commit(directory))  # never a copied .env
         staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
         if staged.returncode != 0:
             subject = " ".join(record.task.split())[:60]

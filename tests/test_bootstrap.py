@@ -60,7 +60,9 @@ def test_worktreeinclude_copies_the_hosts_ignored_matching_files_which_are_never
     _add_ignored(host, folder)
     before = snapshot(host, folder)
     engine = make()
-    job = run_job(engine, "x", tasks=["cat .env > seen.txt && echo more >> .env && echo w1 > a.txt", "echo w2 > b.txt"])
+    # worker_2 even stops ignoring what was copied: the orchestrator's commit still leaves it out
+    unignore = "printf '.setup-*\\n' > .gitignore && echo w2 > b.txt"
+    job = run_job(engine, "x", tasks=["cat .env > seen.txt && echo more >> .env && echo w1 > a.txt", unignore])
     assert job.status is JobStatus.COMPLETED, [w.error for w in workers(engine, job).values()]
     for name in ("worker_1", "worker_2"):
         wt = engine.workspace.worker_dir(job.id, 0, name)
@@ -84,6 +86,8 @@ def test_worktreeinclude_copies_the_hosts_ignored_matching_files_which_are_never
     assert "a.txt" in committed and "seen.txt" in committed
     assert not {".env", "config/app.local", "config/run.local", "config/in.local", "sp ace/my secret.env"} & set(committed)
     assert {f["path"] for f in w1.files_changed} == {"a.txt", "seen.txt"}
+    w2 = workers(engine, job)["worker_2"]
+    assert {f["path"] for f in w2.files_changed} == {".gitignore", "b.txt"}  # and no copied file
     assert snapshot(host, folder) == before  # the host's own .env is untouched
 
 
