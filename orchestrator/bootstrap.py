@@ -3,11 +3,11 @@ a worker can build and test in it.
 
 1. ``.worktreeinclude`` at the repository root (gitignore syntax, e.g. ``.env``): the host's
    *ignored* files that match it are copied (not linked) to the same path in the worktree, with
-   their modes. A file is copied only when the worktree ignores it too (and does not track it),
-   so the orchestrator's commits (``add -A``) never take it (nor after a worker changed its
-   .gitignore: ``never_commit``); a symlink is copied as a link only
-   when it is relative and stays inside the repository, else skipped; nothing is written through
-   a link in the worktree. No ``.worktreeinclude``: nothing is copied.
+   their modes, listed once per job tree. A file is copied only when the worktree ignores it too
+   (and does not track it), so the orchestrator's commits (``add -A``) never take it, nor after a
+   worker changed its .gitignore (``never_commit``). A symlink is copied as a link only when it is
+   relative and stays inside the repository; nothing is written through a link in the worktree.
+   No ``.worktreeinclude``: nothing is copied.
 2. A port from ``git.port_range`` per worker: free = not held by another live worker of this
    server and bindable on 127.0.0.1 when reserved; released at cleanup. The worker, its setup
    and its teardown get it as ``ORCHESTRATOR_PORT`` (environment.py), and its record as ``port``.
