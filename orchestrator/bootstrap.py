@@ -131,6 +131,7 @@ class Bootstrap:
         self._envs: dict[tuple[str, str], dict[str, str]] = {}  # a prepared worker's, for its teardown
         self._lists: dict[str, list[str]] = {}  # root id -> the files .worktreeinclude names (``_included``)
         self._lock = threading.Lock()
+        self._listing = threading.Lock()  # guards _lists
 
     # -- the Checkout's calls --------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord, directory: Path, fresh: bool) -> bool:
@@ -199,8 +200,11 @@ class Bootstrap:
     def _included(self, root_id: str) -> list[str]:
         """The files to copy, listed once per job tree (a walk of the host's untracked files,
         ``node_modules`` and all, is not repeated for each of its workers)."""
-        with self._lock:
-            found = self._lists.get(root_id)
+        with self._listing:  # one walk per tree, however many of its workers start at once
+            return self._list_once(root_id)
+
+    def _list_once(self, root_id: str) -> list[str]:
+        found = self._lists.get(root_id)
         if found is None:
             try:
                 inside = self.settings.workspace_root.resolve().relative_to(self.repo.resolve())
@@ -211,10 +215,9 @@ class Bootstrap:
                 found = included_files(self.repo, exclude)
             except (GitError, UnicodeDecodeError) as exc:
                 raise SetupFailed(f"setup failed: could not list the files {INCLUDE_FILE} names: {exc}") from None
-            with self._lock:
-                if len(self._lists) >= KEPT_LISTS:
-                    self._lists.clear()
-                self._lists[root_id] = found
+            if len(self._lists) >= KEPT_LISTS:
+                self._lists.clear()
+            self._lists[root_id] = found
         return found
 
     def _env(self, record: WorkerRecord, job: JobRecord | None, directory: Path) -> dict[str, str]:

@@ -143,17 +143,21 @@ def test_setup_runs_once_before_the_first_attempt_with_the_port_and_its_work_sur
     assert snapshot(host, folder) == before
 
 
-def test_four_workers_at_once_get_four_distinct_ports_in_the_range(hosted):
+def test_four_workers_at_once_get_four_distinct_ports_in_the_range_and_their_copies(hosted):
     host, folder, make = hosted
+    (host / ".worktreeinclude").write_text(".env\n")
+    before = snapshot(host, folder)
     engine = make(git={"port_range": RANGE}, workers={"max_workers": 4, "global_max_workers": 4})
-    task = 'echo "$ORCHESTRATOR_PORT" > port.txt; sleep 0.5'
+    task = 'echo "$ORCHESTRATOR_PORT" > port.txt; cat .env >> port.txt; sleep 0.5'
     job = run_job(engine, "x", tasks=[task] * 4, config={"max_workers": 4})
     ws = workers(engine, job)
-    assert job.status is JobStatus.COMPLETED
+    assert job.status is JobStatus.COMPLETED, [w.error for w in ws.values()]
     ports = {w.port for w in ws.values()}
     assert len(ports) == 4 and all(45100 <= p <= 45199 for p in ports)
     for name, w in ws.items():
-        assert (engine.workspace.worker_dir(job.id, 0, name) / "port.txt").read_text() == f"{w.port}\n"
+        assert (engine.workspace.worker_dir(job.id, 0, name) / "port.txt").read_text() == f"{w.port}\nSECRET=1\n"
+        assert ".env" not in git(host, "ls-tree", "-r", "--name-only", w.commit)
+    assert snapshot(host, folder) == before
     starts = sorted(a.started_at for w in ws.values() for a in w.attempts)
     ends = sorted(a.ended_at for w in ws.values() for a in w.attempts)
     assert starts[-1] < ends[0]  # the four really held their ports at once
@@ -335,3 +339,19 @@ def test_a_reset_keeps_many_ignored_paths_by_their_top_level_folder(tmp_path):
         (repo / "build" / "deep" / f"{i}.o").write_text("")
     (repo / "one.o").write_text("")
     assert ignored_made(repo) == ["build/", "one.o"]
+
+
+def test_sixteen_workers_bootstrap_at_once(hosted):
+    host, folder, make = hosted
+    (host / ".worktreeinclude").write_text(".env\n")
+    before = snapshot(host, folder)
+    setup = ["sh", "-c", 'echo "$ORCHESTRATOR_PORT" > setup.txt']  # not ignored: committed as attempt 0
+    engine = make(git={"setup": setup, "port_range": RANGE}, workers={"max_workers": 16, "global_max_workers": 16})
+    job = run_job(engine, "many", tasks=[f"cat .env > f{i}.txt" for i in range(16)], config={"max_workers": 16}, timeout=120)
+    ws = workers(engine, job)
+    assert job.status is JobStatus.COMPLETED, {n: w.error for n, w in ws.items() if w.error}
+    assert len({w.port for w in ws.values()}) == 16
+    for w in ws.values():
+        assert git(host, "show", f"{w.commit}:setup.txt") == f"{w.port}\n"
+        assert git(host, "show", f"{w.commit}:f{w.index - 1}.txt") == "SECRET=1\n"
+    assert snapshot(host, folder) == before
