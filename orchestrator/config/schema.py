@@ -256,11 +256,17 @@ class GitSettings(Section):
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
     )
-    setup: list[str] = setting([], "argv run in each new worktree before its first attempt (e.g. [npm, ci]); empty: none")
+    setup: list[str] = setting(
+        [],
+        "argv run once in each new worktree before its first attempt, with ORCHESTRATOR_PORT (e.g. [npm, ci]); "
+        "a failure fails the worker; empty: none",
+    )
     setup_timeout: float = setting(
         600.0, "seconds the setup command may take before the worker fails as setup failed", min=1, max=86400
     )
-    teardown: list[str] = setting([], "argv run in a worktree when its worker is cleaned up; empty: none")
+    teardown: list[str] = setting(
+        [], "argv run in a worktree when its worker is cleaned up, whatever its outcome (a failure is only logged); empty: none"
+    )
     port_range: str = setting(
         "41000-41999",
         "ports reserved one per worktree worker, given to setup and the worker as ORCHESTRATOR_PORT (LOW-HIGH)",
