@@ -365,7 +365,8 @@ def _copy_one(repo: Path, directory: Path, path: str) -> str | None:
         info = os.lstat(source)
         if stat.S_ISLNK(info.st_mode):
             link = os.readlink(source)
-            inside = (source.parent / link).resolve().is_relative_to(repo.resolve())
+            lexical = os.path.normpath(os.path.join(os.path.dirname(path), link))  # as the worktree will see it
+            inside = (source.parent / link).resolve().is_relative_to(repo.resolve()) and not lexical.startswith("..")
             if os.path.isabs(link) or not inside:
                 return f"it is a link that leads out of the repository ({link})"
             os.symlink(link, target)

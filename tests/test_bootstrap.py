@@ -44,6 +44,7 @@ def _add_ignored(host, folder):
     (host / "config" / "run.local").chmod(0o750)
     (host / "config" / "out.local").symlink_to("/etc/hostname")  # leads out of the repository
     (host / "config" / "in.local").symlink_to("app.local")  # stays inside
+    (host / "config" / "up.local").symlink_to("../../elsewhere")  # relative, and out of the repository
     (host / "cache.bin").write_text("not included\n")
     (host / "sp ace").mkdir()
     (host / "sp ace" / "my secret.env").write_text("spaced\n")
@@ -73,7 +74,7 @@ def test_worktreeinclude_copies_the_hosts_ignored_matching_files_which_are_never
         assert os.readlink(wt / "config" / "in.local") == "app.local"  # a link inside the repository, as a link
         # ... and nothing else: not a non-matching ignored file, not an unignored one, no link out
         assert not (wt / "cache.bin").exists() and not (wt / "notes.txt").exists()
-        assert not os.path.lexists(wt / "config" / "out.local")
+        assert not os.path.lexists(wt / "config" / "out.local") and not os.path.lexists(wt / "config" / "up.local")
         assert not (wt / "late.secret").exists()  # the worktree's .gitignore does not ignore it
         log = _log(engine, job, name)
         assert "late.secret not copied: the worktree's checkout does not ignore it" in log
