@@ -44,6 +44,7 @@ def _add_ignored(host, folder):
     (host / "config" / "run.local").chmod(0o750)
     (host / "config" / "out.local").symlink_to("/etc/hostname")  # leads out of the repository
     (host / "config" / "in.local").symlink_to("app.local")  # stays inside
+    (host.parent / "elsewhere").write_text("outside\n")
     (host / "config" / "up.local").symlink_to("../../elsewhere")  # relative, and out of the repository
     (host / "cache.bin").write_text("not included\n")
     (host / "sp ace").mkdir()
