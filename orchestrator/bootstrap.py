@@ -16,7 +16,8 @@ a worker can build and test in it.
    process group killed at ``git.setup_timeout`` or when the job is cancelled. Any failure raises
    ``SetupFailed`` ("setup failed: ..."): the worker fails before its first attempt. Files it
    leaves that git does not ignore are committed (``Orchestrator-Attempt: 0``) and become the
-   checkpoint every attempt starts from; processes it leaves running are the teardown's to stop.
+   checkpoint every attempt starts from. Processes it leaves running (a database for the tests, say)
+   run until the worker's cleanup, which stops them after the teardown.
    A server restart that re-attaches the worktree does not run it again.
 4. ``git.teardown`` runs at cleanup, whatever the outcome, by the same rules; a failure is only
    logged.
@@ -171,6 +172,10 @@ class Bootstrap:
                     self._note(record, f"teardown failed: {why} (the worker's outcome stands)")
                     log.warning("the teardown of worker %s of job %s failed: %s", record.key, record.job_id, why)
         finally:
+            if self.settings.git.setup or self.settings.git.teardown:  # nothing they started outlives the worker
+                left = self.runner.sweep_prefix(_tag_prefix(record))
+                if left:
+                    self._note(record, f"stopped {left} process(es) that the setup or teardown left running")
             self.ports.release(_owner(record))
             with self._lock:
                 self._envs.pop(_owner_key(record), None)
@@ -254,7 +259,7 @@ class Bootstrap:
         capture.unlink(missing_ok=True)  # a crashed run's output is not this one's
         shown = " ".join(argv)
         self._note(record, f"{what}: {shown} (in the worktree, port {record.port}, at most {timeout:g}s)")
-        tag = f"{record.root_id}.{record.key}.{what}-{secrets.token_hex(4)}"  # a restart's sweep finds it too
+        tag = f"{_tag_prefix(record)}{what}-{secrets.token_hex(4)}"  # under the tree's: a restart's sweep finds it too
         started = time.monotonic()
         why: str | None
         try:
@@ -283,7 +288,7 @@ class Bootstrap:
                     self.runner.terminate(handle, grace=grace)
                     return f"timed out after {timeout:g}s (git.setup_timeout); its process group was killed"
             if code == 0:
-                return None  # what it left running (a database, say) is the teardown's to stop
+                return None  # what it left running (a database, say) runs on until the worker's cleanup
             self.runner.sweep(handle.tag, handle.started_at)  # a failed setup leaves nothing running
             return f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         finally:
@@ -429,6 +434,11 @@ def _write_list(path: Path, items: list[str]) -> None:
 
 def _read_list(path: Path) -> list[str]:
     return [item for item in path.read_text(encoding="utf-8").split("\0") if item]
+
+
+def _tag_prefix(record: WorkerRecord) -> str:
+    """The start of the tags the worker's setup and teardown processes carry (runner.py)."""
+    return f"{record.root_id}.{record.key}.bootstrap-"
 
 
 def _owner(record: WorkerRecord) -> str:

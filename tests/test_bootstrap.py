@@ -357,3 +357,17 @@ def test_sixteen_workers_bootstrap_at_once(hosted):
         assert git(host, "show", f"{w.commit}:setup.txt") == f"{w.port}\n"
         assert git(host, "show", f"{w.commit}:f{w.index - 1}.txt") == "SECRET=1\n"
     assert snapshot(host, folder) == before
+
+
+def test_what_the_setup_leaves_running_serves_the_worker_and_is_stopped_at_its_cleanup(hosted):
+    host, folder, make = hosted
+    (host / ".gitignore").write_text(".env\n.setup-*\n")
+    git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
+    daemon = ["sh", "-c", "sleep 300 > /dev/null 2>&1 & echo $! > .setup-daemon"]
+    engine = make(git={"setup": daemon, "port_range": RANGE})
+    job = run_job(engine, "x", tasks=['kill -0 "$(cat .setup-daemon)" && echo alive > alive.txt'])
+    w = workers(engine, job)["worker_1"]
+    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    assert w.status is WorkerStatus.SUCCESS and (wt / "alive.txt").read_text() == "alive\n"
+    wait_until(lambda: _gone(int((wt / ".setup-daemon").read_text())), timeout=5, what="the daemon stopped")
+    assert "stopped 1 process(es) that the setup or teardown left running" in _log(engine, job)
