@@ -511,11 +511,12 @@ def level_waits(rows: list[TimelineRow]) -> dict[int, float]:
     return {depth: hi - lo for depth, (lo, hi) in sorted(spans.items())}
 
 
-def text_timeline(rows: list[TimelineRow], width: int = 40) -> list[str]:
+def text_timeline(rows: list[TimelineRow], width: int = 40, notes: dict[tuple[str, int], str] | None = None) -> list[str]:
     """Gantt-style text bars, one line per row, for a Markdown code block.
 
     Each bar is scaled to the latest end among ``rows`` and is at least one
-    cell wide, so zero-length attempts stay visible.
+    cell wide, so zero-length attempts stay visible. ``notes``: text after the line of
+    (worker key, attempt), e.g. the commit that attempt made (git isolation).
     """
     if not rows:
         return []
@@ -523,8 +524,10 @@ def text_timeline(rows: list[TimelineRow], width: int = 40) -> list[str]:
     span = max(r.end for r in rows)
     labels = [_label(r) for r in rows]
     label_width = max(len(label) for label in labels)
+    notes = notes or {}
     return [
         f"{label:<{label_width}} |{_bar(r, span, width)}| {r.start:7.1f}s → {r.end:7.1f}s  {r.status}"
+        + (f"  {notes[r.worker_key, r.attempt]}" if (r.worker_key, r.attempt) in notes else "")
         for label, r in zip(labels, rows)
     ]
 

@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, watch, logs, spawn, serve, config, prune.
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -148,6 +148,18 @@ def _add_late_commands(sub: Any) -> None:
     prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
     prune.add_argument("--yes", action="store_true", help="delete them (without it: a dry run that only lists them)")
     prune.set_defaults(func=_lazy("orchestrator.scripts", "cmd_prune"))
+    diff = sub.add_parser(
+        "diff",
+        help="a job's unified diff (its result, or its workers' branches), or one worker's",
+        description="Plain diff text by default, so it pipes into less or git apply; capped at --max-bytes "
+        "(a note on stderr says when it was cut). From this folder's server when one answers, else read "
+        "from the workspace and the repository.",
+    )
+    diff.add_argument("job_id")
+    diff.add_argument("--worker", help="one worker's diff (worker_2, or depth_1_worker_2_1)")
+    diff.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of diff (default 1 MiB)")
+    diff.add_argument("--json", action="store_true", help="the whole answer as JSON (from, to, truncated, bytes, ...)")
+    diff.set_defaults(func=_lazy("orchestrator.scripts", "cmd_diff"))
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
 

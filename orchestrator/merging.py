@@ -24,7 +24,6 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import secrets
 import tempfile
@@ -34,8 +33,9 @@ from typing import Any
 
 from . import failpoints
 from .errors import ConfigError, ValidationError
-from .gitcmd import IDENTITY_ENV, GitFailed, git_bytes, parse_version, run_git
+from .gitcmd import IDENTITY_ENV, GitFailed, git_bytes, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
+from .gitwork import git_version
 
 MIN_GIT = (2, 38)
 STRATEGIES = ("auto", "theirs", "manual")
@@ -109,26 +109,16 @@ class MergeOutcome:
         )
 
 
-def git_version(repo: str | Path = ".") -> tuple[int, int, int]:
-    text = run_git(repo, "--version").stdout
-    found = parse_version(text)
-    if found is None:
-        raise GitTooOld(f"cannot read git's version from {text.strip()!r}")
-    return found
-
-
 def require_git(repo: str | Path = ".") -> None:
-    found = _checked_version(str(repo))
+    """GitTooOld unless the installed git can merge in the object store (asked once per process)."""
+    found = git_version()
+    if found is None:
+        raise GitTooOld("git is not installed: merging needs git >= 2.38; install it or set git.isolation: folder")
     if found[:2] < MIN_GIT:
         raise GitTooOld(
             f"git {'.'.join(map(str, found))} is too old: merging needs git >= {'.'.join(map(str, MIN_GIT))} "
             "(for 'git merge-tree --write-tree'); install a newer git or set git.isolation: folder"
         )
-
-
-@functools.lru_cache(maxsize=8)
-def _checked_version(repo: str) -> tuple[int, int, int]:
-    return git_version(repo)
 
 
 def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, dict[str, tuple[str, str] | None]]:

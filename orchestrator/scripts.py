@@ -338,6 +338,46 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- diff (issue 12 item 7) ---------------------------------------------------------------
+def cmd_diff(args: argparse.Namespace) -> int:
+    """A job's or a worker's unified diff, as plain text (pipe it to less or git apply) or JSON:
+    from this folder's server when one answers, else read from the records and the repository."""
+    import json
+
+    from . import diffs
+    from .errors import ValidationError
+    from .queries import Queries
+    from .workspace import Workspace, parse_worker_ref, validate_job_id
+
+    settings = _settings(args)
+    job_id = validate_job_id(args.job_id)
+    worker = None if args.worker is None else parse_worker_ref(args.worker)
+    if args.max_bytes is not None and not 1 <= args.max_bytes <= diffs.MAX_BYTES_CEILING:
+        raise ValidationError(f"--max-bytes {args.max_bytes} must be a whole number from 1 to {diffs.MAX_BYTES_CEILING}")
+    client = _server_client(settings)
+    if client is not None:
+        doc = client.diff(job_id, args.worker, args.max_bytes)
+    else:
+        workspace = Workspace(settings.workspace_root)
+        reader = Queries(workspace)
+        cap = diffs.DEFAULT_MAX_BYTES if args.max_bytes is None else args.max_bytes
+        if worker is None:
+            doc = diffs.job_diff(reader, settings, workspace, job_id, cap)
+        else:
+            doc = diffs.worker_diff(reader, settings, workspace, job_id, worker, cap)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    sys.stdout.write(doc["diff"])
+    if doc["truncated"]:
+        print(
+            f"diff truncated: {len(doc['diff'].encode())} of {doc['bytes']} bytes shown; "
+            f"--max-bytes N (up to {diffs.MAX_BYTES_CEILING}) shows more",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _newest_job(workspace: Workspace) -> str:
     """The root job created last in this folder's workspace (check-status.sh with no JOB_ID)."""
     from .errors import JobNotFound

@@ -58,6 +58,8 @@ def job_status(
         "duration": job.duration,
         "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
         "notes": job.notes,
+        # How its workers' branches were merged (git isolation; JobRecord.merge): null for a folder job or before it.
+        "merge": job.merge,
         "progress": {
             "completed": len(done),
             "total": len(own),

@@ -158,6 +158,12 @@ class WorktreeCheckout(Checkout):
                 files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
                 i += 2
         stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+        for path in _written_submodules(directory):
+            self._note(
+                record,
+                f"not committed: the files written inside submodule {path!r} (submodules are not checked out in"
+                " worktrees; they stay in this folder only. See the README: Work in your repository)",
+            )
         return Changes(
             files_created=sorted(f["path"] for f in files if f["change"] == "added"),
             branch=self.branch(record),
@@ -211,6 +217,21 @@ class WorktreeCheckout(Checkout):
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+
+def _written_submodules(directory: Path) -> list[str]:
+    """Submodule folders a worker wrote into. ``git worktree add`` leaves them empty and git
+    neither sees nor commits files there, so they would be dropped without a word."""
+    if not (directory / ".gitmodules").is_file():
+        return []
+    listed = run_git(directory, "config", "--file", ".gitmodules", "--get-regexp", r"\.path$", check=False).stdout
+    found = []
+    for line in listed.splitlines():
+        path = line.partition(" ")[2]
+        folder = directory / path
+        if path and folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
+            found.append(path)
+    return found
 
 
 def remove_worktrees(checkout: WorktreeCheckout, root_id: str) -> list[str]:

@@ -313,6 +313,7 @@ LAYERS = [
             "orchestrator.prune",
             "orchestrator.metrics",
             "orchestrator.worktree",
+            "orchestrator.diffs",
             "orchestrator.bootstrap",
         ],
     ),

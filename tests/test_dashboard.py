@@ -519,3 +519,148 @@ def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tm
     finally:
         engine.shutdown(timeout=10)
         server.close()
+
+
+# -- git: a worker's changes and diff, the job's merge (issue 12 items 7 and 10) -----------------
+from .test_diffs import EVIL, hosted_live  # noqa: E402, F401  (a real server over a real host repository)
+
+EVIL_NAME = "evil <img src=x onerror=alert(2)>.txt"
+
+
+def _no_markup_ran(driver) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    assert (
+        js(driver, "return document.querySelectorAll('img[src=\"x\"], script:not([src]), #w-diff img, #merge-state img').length")
+        == 0
+    )
+    assert js(driver, "return window.__pwned === undefined")
+    with pytest.raises(NoAlertPresentException):
+        _ = driver.switch_to.alert.text
+
+
+@pytest.mark.slow
+def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_live, browser, monkeypatch):  # noqa: F811
+    make, host, folder = hosted_live
+    monkeypatch.setenv("EVIL", EVIL)
+    live = make()
+    job_id = submit(
+        live,
+        request="edit",
+        tasks=[f"printf 'print(1)\\n' >> app.py && printf '%s\\n' \"$EVIL\" > '{EVIL_NAME}'"],
+        config={"isolation": "worktree"},
+    )
+    entry = live.wait(job_id)["results"]["tasks"][0]
+    assert entry["branch"] and entry["commit"]
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the worker row")
+    browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
+    # The worker's branch, short commit, diffstat and changed files, the file name as text
+    wait_for(browser, lambda: browser.find_element("id", "w-git").is_displayed(), "the worker's git facts")
+    assert text_of(browser, "w-branch") == entry["branch"]
+    assert text_of(browser, "w-commit") == entry["commit"][:12]
+    assert text_of(browser, "w-diffstat") == entry["diffstat"] and "2 files changed" in entry["diffstat"]
+    changed = text_of(browser, "w-changed")
+    assert "added " + EVIL_NAME in changed and "modified app.py" in changed
+    # The diff, fetched from the worker diff route, shows the markup as literal text
+    browser.find_element("id", "w-diff-button").click()
+    wait_for(browser, lambda: EVIL in text_of(browser, "w-diff"), "the worker's diff")
+    diff = text_of(browser, "w-diff")
+    assert f"+{EVIL}\n" in diff and f"diff --git a/{EVIL_NAME} b/{EVIL_NAME}" in diff and "+print(1)" in diff
+    assert diff == live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_1/diff").json()["diff"]
+    assert js(browser, "return document.querySelectorAll('#w-diff span.d-add').length") == 2
+    assert "bytes" in text_of(browser, "w-diff-note")
+    _no_markup_ran(browser)
+    shot(browser, "git-diff-as-text")
+    # A folder job shows neither the worker's git facts nor the merge card
+    folder_job = submit(live, request="plain", tasks=["true"], config={"isolation": "folder"})
+    live.wait(folder_job)
+    browser.get(f"{live.url}/jobs/{folder_job}")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the folder job's row")
+    browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
+    wait_for(browser, lambda: text_of(browser, "w-task") == "true", "the folder worker's panel")
+    assert not browser.find_element("id", "w-git").is_displayed()
+    assert not browser.find_element("id", "git-card").is_displayed()
+
+
+@pytest.mark.slow
+def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_ended(hosted_live, browser, tmp_path):  # noqa: F811
+    make, host, folder = hosted_live
+    live = make()
+    gate = tmp_path / "gate"
+    job_id = submit(
+        live,
+        request="edit",
+        tasks=[f"while [ ! -e '{gate}' ]; do sleep 0.1; done; echo one > one.txt", "echo two > two.txt"],
+        config={"isolation": "worktree"},
+    )
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    # While the job runs: the card is there, not merged yet, and its button is disabled
+    wait_for(browser, lambda: browser.find_element("id", "git-card").is_displayed(), "the merge card")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "running", "the running worker")
+    assert "Not merged yet" in text_of(browser, "merge-state")
+    button = browser.find_element("id", "merge-button")
+    assert not button.is_enabled() and "still running" in button.get_attribute("title")
+    # Once it ended, the button is enabled
+    gate.touch()
+    assert live.wait(job_id)["status"] == "completed"
+    wait_for(browser, lambda: browser.find_element("id", "merge-button").is_enabled(), "the merge button enabled")
+    # A merge on record (item 6 writes it; set here) shows its strategy, lists, command, target and
+    # conflicts, the worker-made path as text
+    merge = {
+        "strategy": "auto",
+        "base": "a" * 40,
+        "result_ref": f"refs/heads/orchestrator/{job_id}/result",
+        "result_commit": "b" * 40,
+        "merged": ["worker_1"],
+        "skipped": ["worker_2"],
+        "unchanged": [],
+        "conflicts": [
+            {
+                "path": EVIL_NAME,
+                "workers": ["worker_1", "worker_2"],
+                "hunks": 2,
+                "kind": "content",
+                "resolved_by": "",
+                "predicted": False,
+            }
+        ],
+        "changes": [],
+        "command": f"git merge orchestrator/{job_id}/result",
+        "at": time.time(),
+        "into": {"branch": "main", "moved": False, "refused": "not a fast-forward", "command": "git merge --ff-only x"},
+    }
+    with live.engine.queries._lock:
+        live.engine.queries._jobs[job_id].merge = merge
+    time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
+    browser.refresh()
+    wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")
+    state = text_of(browser, "merge-state")
+    assert "auto" in state and "worker_1" in state and "worker_2" in state and "bbbbbbbbbbbb" in state
+    assert "main: not moved: not a fast-forward" in state and "1 conflicting file(s)" in state
+    cells = js(browser, "return [...document.querySelectorAll('#merge-conflicts tbody td')].map((td) => td.textContent)")
+    assert cells == [EVIL_NAME, "worker_1, worker_2", "2", "content", "—"]
+    _no_markup_ran(browser)
+    # The button POSTs the chosen strategy and target to /merge and shows the answer (here, before
+    # item 6's route is merged, the server's 404; after it, the merge it made)
+    js(
+        browser,
+        "window.__sent = []; const f = window.fetch; window.fetch = (u, o) => {"
+        " window.__sent.push([String(u), o && o.method, o && o.body]); return f(u, o); };",
+    )
+    from selenium.webdriver.support.ui import Select
+
+    wait_for(browser, lambda: browser.find_element("id", "merge-button").is_enabled(), "the merge button after the reload")
+    Select(browser.find_element("id", "merge-strategy")).select_by_value("theirs")
+    browser.find_element("id", "merge-into").send_keys("feature-x")
+    browser.find_element("id", "merge-button").click()
+    wait_for(browser, lambda: text_of(browser, "merge-answer") not in ("", "merging…"), "the merge answer")
+    sent = js(browser, "return window.__sent")
+    assert [s for s in sent if s[0].endswith("/merge")] == [
+        [f"/api/v1/jobs/{job_id}/merge", "POST", '{"strategy":"theirs","into":"feature-x"}']
+    ]
+    answer = text_of(browser, "merge-answer")
+    refused = re.match(r"Merge refused \((404|409|422)\): \S", answer)  # 404: before item 6's route is merged
+    assert refused or answer.startswith("Merged with theirs: "), answer
+    assert browser.find_element("id", "merge-button").is_enabled()
+    shot(browser, "git-merge-card")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import gitrefs, merging, protocol
+from orchestrator import gitrefs, gitwork, merging, protocol
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.gitcmd import run_git
 
@@ -260,9 +260,13 @@ def test_too_old_a_git_is_named_with_the_minimum(tmp_path: Path, monkeypatch: py
     (fake / "git").write_text("#!/bin/sh\necho 'git version 2.30.1'\n")
     (fake / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    assert merging.git_version(tmp_path) == (2, 30, 1)
-    with pytest.raises(merging.GitTooOld, match=r"git 2\.30\.1 is too old: merging needs git >= 2\.38"):
-        merging.require_git(tmp_path)
+    gitwork.git_version.cache_clear()  # the one version query is cached per process
+    try:
+        assert gitwork.git_version() == (2, 30, 1)
+        with pytest.raises(merging.GitTooOld, match=r"git 2\.30\.1 is too old: merging needs git >= 2\.38"):
+            merging.require_git(tmp_path)
+    finally:
+        gitwork.git_version.cache_clear()
 
 
 # -- advance --------------------------------------------------------------------------------------

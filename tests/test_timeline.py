@@ -326,3 +326,165 @@ def test_the_streamed_picture_is_the_whole_one_and_shared_figures_draw_the_same(
     big = tmp_path / "big.txt"  # many pieces, several blocks, non-ASCII across their edges
     Workspace(tmp_path).write_text(big, (f"{i}→" * 50 for i in range(3000)))
     assert big.read_text(encoding="utf-8") == "".join(f"{i}→" * 50 for i in range(3000))
+
+
+# -- git isolation: commits and merges (issue 12 item 10) ------------------------------------------
+def _git_tree():
+    """A worktree job: worker_1 failed (reset), failed again (a timeout: its work kept), then
+    succeeded with a commit; worker_2 changed nothing; a child job of worker_1 merged at 33s
+    and the root merged at 45s (past every attempt's end)."""
+    from orchestrator.config.job import JobConfig
+
+    worktree = JobConfig(isolation="worktree")
+    root = job(config=worktree, end=40.0)
+    child = job(CHILD, 1, start=2, end=30, parent_job_id=ROOT, parent_worker="worker_1", config=worktree)
+    root.merge = {
+        "strategy": "auto",
+        "merged": ["worker_1", "worker_2"],
+        "skipped": [],
+        "conflicts": [],
+        "result_commit": "r" * 40,
+        "at": T + 45,
+    }
+    child.merge = {"strategy": "theirs", "merged": ["worker_1_1"], "skipped": [], "conflicts": [{"path": "a"}], "at": T + 33}
+    w1 = worker("worker_1", 1, [(0.5, 5, "exit"), (6, 12, "timeout"), (13, 35, "exit")], child_job_ids=[CHILD])
+    for attempt, checkpoint in zip(w1.attempts, ("a" * 40, "a" * 40, "b" * 40)):
+        attempt.checkpoint = checkpoint
+    w1.branch, w1.commit = f"orchestrator/{ROOT}/worker_1", "c" * 40
+    w2 = worker("worker_2", 2, [(1, 3, "exit")])
+    w2.attempts[0].checkpoint = w2.commit = "a" * 40
+    w2.branch = f"orchestrator/{ROOT}/worker_2"
+    w11 = worker("worker_1_1", 1, [(2.5, 20, "exit")], job_id=CHILD, depth=1, ready=2)
+    w11.attempts[0].checkpoint, w11.commit, w11.branch = "a" * 40, "d" * 40, f"orchestrator/{ROOT}/worker_1_1"
+    return [root, child], [w1, w2, w11]
+
+
+def test_commits_are_marked_where_the_attempt_that_made_them_ended():
+    jobs, workers = _git_tree()
+    svg = parse(render_timeline_svg(jobs, workers, now=T + 50))
+    x0, scale = axis(svg)
+    marks = {}
+    for row in rows(svg):
+        for mark in by_class(row, "path", "commit"):
+            marks.setdefault(row.get("data-worker"), []).append((mark.get("data-attempt"), mark.get("data-commit"), mark))
+    # worker_1: attempt 1 was reset away (no commit on the branch), attempt 2's work was kept
+    # (attempt 3 started from it), attempt 3 committed; worker_2 changed nothing; the child's worker committed
+    assert [(a, c) for a, c, _ in marks["depth_0_worker_1"]] == [("2", "b" * 40), ("3", "c" * 40)]
+    assert "depth_0_worker_2" not in marks
+    assert [(a, c) for a, c, _ in marks["depth_1_worker_1_1"]] == [("1", "d" * 40)]
+    # Each sits at its attempt's end on the axis scale, and says what it is
+    second = marks["depth_0_worker_1"][0][2]
+    assert second.get("d").startswith(f"M{x0 + 12 * scale:.2f} ")
+    assert "commit bbbbbbbbbbbb of attempt 2's work on orchestrator/" in second.find("s:title", NS).text
+
+
+def test_merges_are_marked_across_their_jobs_band_and_widen_the_chart():
+    jobs, workers = _git_tree()
+    svg = parse(render_timeline_svg(jobs, workers, now=T + 50))
+    x0, scale = axis(svg)
+    merges = {g.get("data-job"): g for g in by_class(svg, "g", "merge")}
+    assert set(merges) == {ROOT, CHILD}
+    # The root's merge (after every attempt) is still on the chart: the axis reaches it
+    assert float(merges[ROOT].get("data-at")) == 45.0
+    line = merges[ROOT].find("s:line", NS)
+    assert abs(float(line.get("x1")) - (x0 + 45 * scale)) < 0.01 and float(line.get("x1")) <= timeline.WIDTH
+    # It crosses its job's band: the root's covers all three rows, the child's only its own worker's
+    bands = {b.get("data-job"): b for b in by_class(svg, "rect", "band")}
+    for job_id in (ROOT, CHILD):
+        band, drawn = bands[job_id], merges[job_id].find("s:line", NS)
+        assert float(drawn.get("y1")) == float(band.get("y")) and float(drawn.get("y2")) == float(band.get("y")) + float(
+            band.get("height")
+        )
+    assert "merge (theirs) of 1 worker(s), 0 skipped, 1 conflicting file(s)" in merges[CHILD].find("s:title", NS).text
+    # The legend names both marks
+    legend = {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
+    assert {"commit", "merge"} <= legend
+
+
+def test_folder_jobs_and_failed_merges_get_no_git_marks(tree):
+    jobs, workers = tree
+    svg = parse(render_timeline_svg(jobs, workers, now=T + 50))
+    assert not by_class(svg, "path", "commit") and not by_class(svg, "g", "merge")
+    assert not {"commit", "merge"} & {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
+    git_jobs, git_workers = _git_tree()
+    git_jobs[0].merge = {"error": "git is too old"}
+    svg = parse(render_timeline_svg(git_jobs, git_workers, now=T + 50))
+    assert {g.get("data-job") for g in by_class(svg, "g", "merge")} == {CHILD}
+
+
+def test_ten_thousand_worktree_workers_draw_their_marks_in_linear_time():
+    """bench_scale renders a 10,000-worker picture: the marks cost a few string joins per worker."""
+    import time as clock
+
+    from orchestrator.config.job import JobConfig
+
+    def build(n, worktree):
+        root = job(config=JobConfig(isolation="worktree" if worktree else "folder"))
+        if worktree:
+            root.merge = {"strategy": "auto", "merged": [], "skipped": [], "conflicts": [], "at": T + 41}
+        ws = []
+        for i in range(n):
+            w = worker(f"worker_{i + 1}", i + 1, [(i % 30, i % 30 + 5, "exit")])
+            if worktree:
+                w.attempts[0].checkpoint, w.commit, w.branch = "a" * 40, f"{i:040x}", f"orchestrator/{ROOT}/worker_{i + 1}"
+            ws.append(w)
+        return [root], ws
+
+    def seconds(jobs, workers):
+        best = float("inf")
+        for _ in range(3):
+            started = clock.perf_counter()
+            render_timeline_svg(jobs, workers, now=T + 50)
+            best = min(best, clock.perf_counter() - started)
+        return best
+
+    plain, git = seconds(*build(10_000, False)), seconds(*build(10_000, True))
+    jobs, workers = build(10_000, True)
+    svg = render_timeline_svg(jobs, workers, now=T + 50)
+    assert svg.count('class="commit"') == 10_000 and svg.count('class="merge"') == 1
+    print(f"METRIC timeline_10k_folder_s={plain:.3f} s")
+    print(f"METRIC timeline_10k_worktree_s={git:.3f} s")
+    assert git < 2 * plain + 0.5, (plain, git)
+
+
+@pytest.mark.slow
+def test_a_real_worktree_run_marks_each_workers_commit(tmp_path):
+    from .test_worktree import host_engine, make_host
+
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder)
+    try:
+        done = run_job(engine, "edit", tasks=["echo one > one.txt", "true"], config={"isolation": "worktree"})
+        jobs, workers = engine.snapshot(done.root_id)
+        by_name = {w.name: w for w in workers}
+        svg = parse(render_timeline_svg(jobs, workers))
+        marks = {m.get("data-commit") for m in by_class(svg, "path", "commit")}
+        # worker_1 committed its file; worker_2 changed nothing, so its branch has no commit of its own
+        assert marks == {by_name["worker_1"].commit}
+        assert by_name["worker_2"].commit == by_name["worker_2"].attempts[0].checkpoint
+        assert "commit" in {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
+        # FINAL_RESULT.md's text timeline says it too, after the attempt that made it
+        final = engine.workspace.final_report(done.id).read_text()
+        line = next(x for x in final.splitlines() if x.startswith("depth_0_worker_1 "))
+        assert line.endswith(f"◆ commit {by_name['worker_1'].commit[:12]}")
+        assert "◆" not in next(x for x in final.splitlines() if x.startswith("depth_0_worker_2 "))
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_the_text_timeline_notes_commits_after_their_attempts_and_lists_merges():
+    from orchestrator.reports import render_final_report
+
+    jobs, workers = _git_tree()
+    text = render_final_report(jobs[0], jobs, workers, log_tails={}, now=T + 50)
+    lines = text.splitlines()
+    line = {x.split(" ", 1)[0]: x for x in lines if x.startswith("depth_")}
+    assert line["depth_0_worker_1#2"].endswith("◆ commit bbbbbbbbbbbb")
+    assert line["depth_0_worker_1#3"].endswith("◆ commit cccccccccccc")
+    assert "◆" not in line["depth_0_worker_1"] and "◆" not in line["depth_0_worker_2"]
+    assert f"│ merge of job {ROOT} (auto) at 45.0s: 2 merged, 0 skipped, 0 conflicting file(s)" in lines
+    assert f"│ merge of job {CHILD} (theirs) at 33.0s: 1 merged, 0 skipped, 1 conflicting file(s)" in lines
+    # A folder tree's text timeline has neither
+    plain_jobs = [job()]
+    plain = render_final_report(plain_jobs[0], plain_jobs, [worker("worker_1", 1, [(0, 5, "exit")])], log_tails={}, now=T + 50)
+    assert "◆" not in plain and "│ merge" not in plain

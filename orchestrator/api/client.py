@@ -233,6 +233,13 @@ class OrchestratorClient:
         """A worktree worker's checkpoints: the commit each attempt started from (reset or kept)."""
         return self._request("GET", f"{_job_path(job_id)}/workers/{_seg(worker)}/checkpoints")
 
+    def diff(self, job_id: str, worker: str | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+        """A unified diff: a worker's (its branch against its start point) or, without ``worker``,
+        the job's; ``{"diff", "from", "to", "truncated", "bytes", "max_bytes", ...}``."""
+        params = None if max_bytes is None else {"max_bytes": max_bytes}
+        path = _job_path(job_id) + (f"/workers/{_seg(worker)}" if worker is not None else "") + "/diff"
+        return self._request("GET", path, params=params)
+
     def report(self, job_id: str, name: str = "final") -> str:
         """A Markdown report: ``"final"`` or ``"level_<n>"``."""
         return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")

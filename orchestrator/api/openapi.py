@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 
 if TYPE_CHECKING:
@@ -21,6 +22,29 @@ WORKER = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": r"^(depth_[0-9]{1,3}_)?worker(_[1-9][0-9]{0,6}){1,40}$"},
+}
+# -- diffs (issue 12 item 7) --
+MAX_BYTES = {
+    "name": "max_bytes",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES_CEILING},
+}
+DIFF = {
+    "type": "object",
+    "required": ["job_id", "from", "to", "diff", "truncated", "bytes", "max_bytes"],
+    "properties": {
+        "job_id": {"type": "string"},
+        "worker": {"type": "string"},
+        "branch": {"type": "string", "nullable": True},
+        "source": {"type": "string", "enum": ["result", "workers"]},
+        "from": {"type": "string", "nullable": True},
+        "to": {"type": "string", "nullable": True},
+        "diff": {"type": "string"},
+        "truncated": {"type": "boolean"},
+        "bytes": {"type": "integer"},
+        "max_bytes": {"type": "integer"},
+    },
 }
 ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -111,15 +135,22 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
 
 def _worktrees_impossible(settings: Settings) -> bool:
     """Whether this server refuses ``isolation: worktree`` (no git, or no repository holding
-    the folder that ignores its workspace): asked of git once per document."""
+    the folder that ignores its workspace). Asked of git once per folder and server process: the
+    document is fetched often, and its answer changes only if the host repository does."""
     from ..errors import ConfigError
     from ..worktree import resolve_isolation
 
-    try:
-        resolve_isolation(settings, settings.workspace_root, "worktree")
-    except ConfigError:
-        return True
-    return False
+    key = (str(settings.base_dir), str(settings.workspace_root), settings.git.repo)
+    if key not in _REFUSES_WORKTREES:
+        try:
+            resolve_isolation(settings, settings.workspace_root, "worktree")
+            _REFUSES_WORKTREES[key] = False
+        except ConfigError:
+            _REFUSES_WORKTREES[key] = True
+    return _REFUSES_WORKTREES[key]
+
+
+_REFUSES_WORKTREES: dict[tuple[str, str, str], bool] = {}
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
@@ -249,6 +280,27 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             [JOB_ID, WORKER],
             400,
             404,
+        ),
+        # -- diffs (issue 12 item 7) --
+        "/api/v1/jobs/{job_id}/diff": _get(
+            "the job's unified diff: for a root job whose merge made a result commit, that commit against the "
+            "base (source: result); else its workers' diffs one after the other (source: workers). Capped at "
+            "max_bytes (truncated says so; bytes is the whole size). 409 for a job without branches (isolation folder)",
+            _json(DIFF),
+            [JOB_ID, MAX_BYTES],
+            400,
+            404,
+            409,
+        ),
+        "/api/v1/jobs/{job_id}/workers/{worker}/diff": _get(
+            "a worktree worker's unified diff: its branch against the commit its first attempt started from "
+            "(a running worker's shows what is committed so far: its work is committed after each attempt), "
+            "capped at max_bytes; 409 for a worker without a branch",
+            _json(DIFF),
+            [JOB_ID, WORKER, MAX_BYTES],
+            400,
+            404,
+            409,
         ),
     }
     return {

@@ -204,6 +204,30 @@ def worker_checkpoints(job_id: str, worker: str) -> Response:
     return jsonify({"job_id": job_id, **checkpoints(_engine().find_worker(job_id, depth, name))})
 
 
+# -- diffs (issue 12 item 7: diffs.py) ---------------------------------------------------
+@bp.get("/jobs/<job_id>/diff")
+def job_diff(job_id: str) -> Response:
+    """The job's unified diff: its result commit against the base, else its workers' diffs."""
+    from .. import diffs
+
+    job_id = _allowed(job_id)
+    max_bytes = _int_arg("max_bytes", diffs.DEFAULT_MAX_BYTES, 1, diffs.MAX_BYTES_CEILING)
+    engine = _engine()
+    return jsonify(diffs.job_diff(engine.queries, _settings(), engine.workspace, job_id, max_bytes))
+
+
+@bp.get("/jobs/<job_id>/workers/<worker>/diff")
+def worker_diff(job_id: str, worker: str) -> Response:
+    """A worker's unified diff: its branch against the commit it started from."""
+    from .. import diffs
+
+    job_id = _allowed(job_id)
+    ref = parse_worker_ref(worker)
+    max_bytes = _int_arg("max_bytes", diffs.DEFAULT_MAX_BYTES, 1, diffs.MAX_BYTES_CEILING)
+    engine = _engine()
+    return jsonify(diffs.worker_diff(engine.queries, _settings(), engine.workspace, job_id, ref, max_bytes))
+
+
 @bp.get("/jobs/<job_id>/events")
 def events(job_id: str) -> Response:
     job_id = _allowed(job_id)

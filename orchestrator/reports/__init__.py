@@ -27,7 +27,7 @@ from jinja2 import (
 from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
-from orchestrator.reports.timeline import render_timeline_svg, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
+from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -136,7 +136,7 @@ def render_final_report(
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
-        timeline=[] if summary else text_timeline(figures.rows, TIMELINE_WIDTH),
+        timeline=[] if summary else _text_timeline(figures, context["jobs"], workers),
         timeline_svg=timeline_svg,
         outputs=[(w, *_clip(w.output, OUTPUT_LIMIT)) for w in (with_output[:SHOWN_LIMIT] if summary else with_output)],
         outputs_total=len(with_output),
@@ -161,6 +161,12 @@ def render_final_report(
     else:
         context["busiest"] = context["workers"]
     return render(FINAL_TEMPLATE, templates_dir, **context)
+
+
+def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[str]:
+    """The text bars, with git isolation's commits after their attempts and its merges below."""
+    notes, merges = text_marks(jobs, workers, figures.started_at)
+    return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
 
 
 @dataclass(frozen=True)

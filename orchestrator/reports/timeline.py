@@ -10,6 +10,9 @@ the child jobs it started, indented one step per depth and laid on a band per jo
 A dashed line before a bar is the worker's queue wait (its plan was ready, no slot
 was free); a faded bar is an attempt that was retried; an outlined bar is on the
 critical path. Hovering a bar shows its ``<title>``: worker, full task, status, times.
+In git isolation (issue 12) a diamond at an attempt's end is a commit of the worker's work
+(``class="commit"``, ``data-commit``), and a violet line across a job's band is its merge
+(``class="merge"``, at ``JobRecord.merge["at"]``); both are drawn for worktree jobs only.
 For scripts (the dashboard, the tests), rows carry ``data-worker``/``data-job`` and bars
 ``data-attempt``/``data-status``/``data-start``/``data-end`` (seconds from the chart's start).
 """
@@ -52,6 +55,9 @@ COLOURS = {
     "running": "#1e88e5",
     "pending": "#e0e0e0",
 }
+COMMIT_FILL = "#ffffff"
+COMMIT_STROKE = "#212121"
+MERGE_COLOUR = "#6a1b9a"
 BANDS = ("#f7f9fc", "#e6eef7", "#d8e4f2", "#cbdaee")
 # Nice tick steps in seconds; past the last one, whole multiples of an hour.
 TICK_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -102,17 +108,23 @@ def timeline_svg_parts(
     origin = analytics.started_at if analytics.started_at is not None else now
     rows, bands = tree_rows(jobs, workers)
     span = max(analytics.wall, max((_end(a, now) - origin for w in workers for a in w.attempts), default=0.0))
+    merges = {j.id: at for j in jobs if (at := merged_at(j)) is not None}
+    span = max([span, *(at - origin for at in merges.values())])
     chart = _Chart(origin=origin, span=span if span > 0 else 1.0, rows=len(rows))
     critical = {step.name for step in analytics.critical_path if step.kind == "worker"}
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
-    yield _header(chart, top, analytics.total, analytics.wall)
+    git = any(getattr(j.config, "isolation", "folder") == "worktree" for j in jobs)
+    yield _header(chart, top, analytics.total, analytics.wall, git)
     for job, first, last, level in bands:
         yield "\n" + _band(chart, job, first, last, level)
     for part in _axis(chart):
         yield "\n" + part
     for index, row in enumerate(rows):
         yield "\n" + _row(chart, index, row, now, row.worker.key in critical, ready.get(row.worker.job_id))
+    for job, first, last, level in bands:  # on top of the bars
+        if job.id in merges:
+            yield "\n" + _merge(chart, job, merges[job.id], first, last, level)
     yield "\n</svg>\n"
 
 
@@ -173,7 +185,7 @@ class _Chart:
         return TOP + index * ROW_HEIGHT
 
 
-def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float) -> str:
+def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git: bool = False) -> str:
     title = "no job" if top is None else f"job {top.id}: {top.status.value}, {workers} worker(s), wall {_clock(wall)}"
     legend: list[str] = []
     x: float = MARGIN  # grows by fractional character widths
@@ -194,6 +206,17 @@ def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float) -> 
         f'<rect x="{x}" y="30" width="12" height="10" fill="#ffffff" stroke="#000000" stroke-width="1.5"/>'
         f'<text x="{x + 16}" y="39">critical path</text>'
     )
+    if git:  # worktree jobs: their commits and merges
+        x += 16 + 13 * CHAR_WIDTH + 14
+        legend.append(
+            f'<path class="legend" d="{_diamond(x + 6, 35)}" fill="{COMMIT_FILL}" stroke="{COMMIT_STROKE}" stroke-width="1.2"/>'
+            f'<text x="{x + 16}" y="39">commit</text>'
+        )
+        x += 16 + 6 * CHAR_WIDTH + 14
+        legend.append(
+            f'<line class="legend" x1="{x + 6}" y1="29" x2="{x + 6}" y2="41" stroke="{MERGE_COLOUR}" stroke-width="2"/>'
+            f'<text x="{x + 16}" y="39">merge</text>'
+        )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{chart.height}" '
         f'viewBox="0 0 {WIDTH} {chart.height}" font-family="{_text(FONT)}" font-size="{FONT_SIZE}" fill="#212121">\n'
@@ -263,8 +286,79 @@ def _row(chart: _Chart, index: int, row: Row, now: float, critical: bool, ready:
             f'<rect class="marker" data-status="{w.status.value}" x="{chart.x(at):.2f}" y="{bar_y}" width="4" '
             f'height="{BAR_HEIGHT}" fill="{COLOURS[w.status.value]}"><title>{_text(tip)}</title></rect>'
         )
+    if w.branch:  # a worktree worker: its commits, each at the end of the attempt that made it
+        for at, commit, number in commit_marks(w):
+            tip = f"{w.key}: commit {commit[:12]} of attempt {number}'s work on {w.branch}"
+            parts.append(
+                f'<path class="commit" data-commit="{_text(commit)}" data-attempt="{number}" d="{_diamond(chart.x(at), mid)}" '
+                f'fill="{COMMIT_FILL}" stroke="{COMMIT_STROKE}" stroke-width="1.2"><title>{_text(tip)}</title></path>'
+            )
     parts.append("</g>")
     return "".join(parts)
+
+
+def commit_marks(w: WorkerRecord) -> list[tuple[float, str, int]]:
+    """(time, commit, attempt) of each commit of a worktree worker's work the records prove: an
+    attempt whose successor started from a new checkpoint (its work was kept: that checkpoint
+    is its commit), and the last attempt when the worker's commit is not the one it started
+    from. A failed attempt whose work was reset away left no commit on the branch: no mark."""
+    marks: list[tuple[float, str, int]] = []
+    attempts = w.attempts
+    for i, attempt in enumerate(attempts):
+        if attempt.ended_at is None:
+            continue
+        made = attempts[i + 1].checkpoint if i + 1 < len(attempts) else w.commit
+        if made and made != attempt.checkpoint:
+            marks.append((attempt.ended_at, made, attempt.number))
+    return marks
+
+
+def merged_at(job: JobRecord) -> float | None:
+    """When the job's workers' branches were merged (``JobRecord.merge["at"]``), if they were."""
+    merge = job.merge
+    at = merge.get("at") if isinstance(merge, dict) and not merge.get("error") else None
+    return float(at) if isinstance(at, (int, float)) and math.isfinite(at) else None
+
+
+def text_marks(
+    jobs: list[JobRecord], workers: list[WorkerRecord], origin: float | None
+) -> tuple[dict[tuple[str, int], str], list[str]]:
+    """The text timeline's git marks: a note per (worker key, attempt) that made a commit, and a
+    line per merge (seconds from ``origin``, the tree's start). Empty for folder trees."""
+    notes = {(w.key, number): f"◆ commit {commit[:12]}" for w in workers if w.branch for _, commit, number in commit_marks(w)}
+    lines = []
+    for job in jobs:
+        at = merged_at(job)
+        if at is not None and origin is not None:
+            merge = job.merge or {}
+            lines.append(
+                f"│ merge of job {job.id} ({merge.get('strategy')}) at {at - origin:.1f}s: "
+                f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
+                f"{len(merge.get('conflicts') or [])} conflicting file(s)"
+            )
+    return notes, lines
+
+
+def _merge(chart: _Chart, job: JobRecord, at: float, first: int, last: int, level: int) -> str:
+    merge = job.merge or {}
+    x = chart.x(at)
+    conflicts = merge.get("conflicts") or []
+    result = merge.get("result_commit")
+    tip = (
+        f"job {job.id}: merge ({merge.get('strategy')}) of {len(merge.get('merged') or [])} worker(s), "
+        f"{len(merge.get('skipped') or [])} skipped, {len(conflicts)} conflicting file(s)"
+        + (f" -> {str(result)[:12]}" if result else "")
+    )
+    top, bottom = chart.y(first), chart.y(last + 1)
+    return (
+        f'<g class="merge" data-job="{_text(job.id)}" data-at="{at - chart.origin:.3f}">'
+        f'<line x1="{x:.2f}" y1="{top}" x2="{x:.2f}" y2="{bottom}" stroke="{MERGE_COLOUR}" stroke-width="2"/>'
+        f'<path d="M{x - 4:.2f} {top} l8 0 -4 5z" fill="{MERGE_COLOUR}"/><title>{_text(tip)}</title></g>'
+    )
+
+
+def _diamond(x: float, y: float, r: float = 4.0) -> str:
+    return f"M{x:.2f} {y - r:.1f} l{r:g} {r:g} -{r:g} {r:g} -{r:g} -{r:g}z"
 
 
 def _bar(chart: _Chart, w: WorkerRecord, attempt: Attempt, y: float, now: float, critical: bool) -> str:
@@ -355,4 +449,14 @@ def _text(value: object) -> str:
     return text.replace("→", "&#8594;").replace("…", "&#8230;") if not text.isascii() else text
 
 
-__all__ = ["COLOURS", "Row", "attempt_status", "render_timeline_svg", "tick_step", "timeline_svg_parts", "tree_rows"]
+__all__ = [
+    "COLOURS",
+    "Row",
+    "attempt_status",
+    "commit_marks",
+    "merged_at",
+    "render_timeline_svg",
+    "tick_step",
+    "timeline_svg_parts",
+    "tree_rows",
+]

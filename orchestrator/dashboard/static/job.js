@@ -189,6 +189,7 @@
       $("f-parent-box").hidden = false;
     }
     $("cancel").hidden = TERMINAL.has(doc.status);
+    GitView.job(doc);  // git.js: the merge state and action of a worktree job
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
     else if (doc.status === "cancelled") message("", "info");  // the badge says it
   }
@@ -369,6 +370,7 @@
       }
       if (!entry.files_created.length) files.append(el("li", { className: "muted", text: "none" }));
     }
+    GitView.worker(entry, key);  // git.js: branch, commit, diffstat, changed files, diff
   }
 
   function appendLog(text) {
@@ -516,6 +518,7 @@
 
   Dash.start(async () => {
     $("cancel").addEventListener("click", cancelJob);
+    GitView.init(base, () => doc);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });
     $("collapse-all").addEventListener("click", () => {
       for (const block of blocks.values()) if (!block.isRoot) setExpanded(block, false);
