@@ -35,7 +35,8 @@ emptied here too: another implementation keeps that part (wrap or extend FolderC
 where an exception must not leave the worker running forever: one that raises is logged and
 the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the worker then
 fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
-instead of the retry.
+instead of the retry. ``CheckoutFailed`` from ``prepare`` is a failure of the user's making (a
+worktree's ``git.setup`` failed, no free port): its message is the worker's exit reason.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.checkout")
+
+
+class CheckoutFailed(Exception):
+    """``prepare`` could not make the directory ready for a reason the user must see as the
+    worker's exit reason ("setup failed: exit code 2"), not as an engine error. ``cancelled``:
+    it stopped because the job was cancelled (the worker ends cancelled, not failed)."""
+
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
+        super().__init__(message)
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True)

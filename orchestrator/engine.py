@@ -83,7 +83,7 @@ class Engine:
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         # Prepares each worker's directory (checkout.py), and checks its work after each attempt (steps.py).
-        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace)
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self._worker_env)
         self.steps = tuple(steps)  # in order; none by default
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here

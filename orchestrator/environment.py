@@ -91,6 +91,8 @@ def worker_env(
             protocol.PYTHON: python_executable(),
         }
     )
+    if rec.port is not None:  # a worktree worker's, reserved at its checkout (bootstrap.py)
+        env[protocol.PORT] = str(rec.port)
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
     tmp = str(paths.tmp)
     env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})

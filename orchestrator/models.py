@@ -132,6 +132,8 @@ class WorkerRecord:
     commit: str | None = None
     files_changed: list[dict[str, str]] = field(default_factory=list)
     diffstat: str | None = None
+    # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; bootstrap.py).
+    port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
     cost_usd: float | None = None
     tokens_in: int | None = None

@@ -21,6 +21,7 @@ DEPTH = "ORCHESTRATOR_DEPTH"  # the worker's depth (root job = 0)
 MAX_RECURSION_DEPTH = "ORCHESTRATOR_MAX_DEPTH"  # the job's max_recursion_depth (the name is the protocol's, kept)
 ENABLE_RECURSION = "ORCHESTRATOR_ENABLE_RECURSION"  # "1" or "0"
 WORKER_DIR = "ORCHESTRATOR_WORKER_DIR"  # the worker's own folder (its working directory)
+PORT = "ORCHESTRATOR_PORT"  # a worktree worker's own free port from git.port_range (also given to git.setup/teardown)
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on
 ATTEMPT = "ORCHESTRATOR_ATTEMPT"  # 1 for the first attempt, 2 for the first retry, ...
 TAG = "ORCHESTRATOR_TAG"  # unique per worker: how its processes are found in /proc

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from . import failpoints, logs
 from .adapters import get_adapter
 from .announce import Announcer
-from .checkout import Checkout, finish_checkout
+from .checkout import Checkout, CheckoutFailed, finish_checkout
 from .clock import Clock
 from .config import JobConfig, Settings
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
@@ -94,6 +94,11 @@ class WorkerRunner:
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         try:
             outcome, sweep = self.execute(live, adopted)
+        except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
+            if exc.cancelled:
+                outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
+            else:
+                outcome = Outcome(WorkerStatus.FAILED, str(exc), error=str(exc))
         except Exception as exc:  # a bug must not leave a worker "running" forever
             log.exception(
                 "worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name)

@@ -120,6 +120,7 @@ def _task(
         "commit": worker.commit,
         "files_changed": worker.files_changed,
         "diffstat": worker.diffstat,
+        "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
         "depth": worker.depth,
         "attempts": len(worker.attempts),
         "duration": worker.duration,

@@ -24,6 +24,9 @@ its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktre
 deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
 start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
 
+``prepare`` and ``cleanup`` also bootstrap the worktree (bootstrap.py: ``.worktreeinclude``, the
+worker's port, ``git.setup`` and ``git.teardown``); a reset keeps what the bootstrap made.
+
 Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
 while steps run only after a successful one. The commit names the worker and its subtask,
@@ -40,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import gitrefs
+from .bootstrap import Bootstrap, EnvFor
 from .checkout import Changes, Checkout, FolderCheckout
 from .config import Settings
 from .errors import ConfigError, OrchestratorError
@@ -63,10 +67,11 @@ class WorktreeCheckout(Checkout):
 
     name = "worktree"
 
-    def __init__(self, workspace: Workspace, settings: Settings, repo: Path) -> None:
+    def __init__(self, workspace: Workspace, settings: Settings, repo: Path, env: EnvFor | None = None) -> None:
         self.workspace = workspace
         self.settings = settings
         self.repo = repo
+        self.bootstrap = Bootstrap(settings, workspace, repo, env)  # env: the worker's (the engine's), for its setup
         self.folder = FolderCheckout(workspace)  # the TMPDIR part
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
@@ -113,7 +118,10 @@ class WorktreeCheckout(Checkout):
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
         if (directory / ".git").exists():
             if record.attempts or not _interrupted(directory):
-                return directory  # re-adopted after a restart: its worktree is there
+                # re-adopted after a restart: its worktree is there (its port again; setup only if cut short)
+                if self.bootstrap.prepare(record, job, directory, fresh=False):
+                    self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
+                return directory
             # Its ``worktree add`` never finished (the machine stopped mid-checkout): its files are
             # partial, and a commit would record the missing ones as deleted. The worker never ran
             # there (this comes before its first attempt), so it is made again from its branch.
@@ -131,6 +139,8 @@ class WorktreeCheckout(Checkout):
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
             (git_dir / CHECKPOINT_FILE).write_text(self._tip(directory) + "\n", encoding="utf-8")
+        if self.bootstrap.prepare(record, job, directory, fresh=True):  # the setup's files start every attempt
+            self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
         return directory
 
     def reset(self, record: WorkerRecord, attempt: int) -> None:
@@ -151,7 +161,7 @@ class WorktreeCheckout(Checkout):
             self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
             return
         run_git(directory, "reset", "--hard", "-q", before)
-        run_git(directory, "clean", "-fdxq")
+        run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
         self._note(
             record,
             f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
@@ -194,7 +204,10 @@ class WorktreeCheckout(Checkout):
         )
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
-        self.folder.cleanup(record, succeeded)
+        try:
+            self.bootstrap.cleanup(record, self.directory(record))  # git.teardown; the port goes back
+        finally:
+            self.folder.cleanup(record, succeeded)
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._read(self.directory(record), CHECKPOINT_FILE) or None
@@ -231,7 +244,7 @@ class WorktreeCheckout(Checkout):
 
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         directory = self.directory(record)
-        run_git(directory, "add", "-A", "--", ".")
+        run_git(directory, "add", "-A", "--", ".", *self.bootstrap.never_commit(directory))  # never a copied .env
         staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
         if staged.returncode != 0:
             subject = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
@@ -453,11 +466,12 @@ def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tu
     return "worktree", f"isolation auto: worktree, because {host.reason}"
 
 
-def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated") -> Checkout:
+def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated", env: EnvFor | None = None) -> Checkout:
     """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
-    folder, or a git worktree per worker); "folder" forces today's folders for every job."""
+    folder, or a git worktree per worker); "folder" forces today's folders for every job.
+    ``env``: a worker's environment, which a worktree's git.setup and git.teardown run with."""
     if kind == "isolated":
-        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace))
+        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace, env))
     if kind == FolderCheckout.name:
         return FolderCheckout(workspace)
     raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, folder")
@@ -466,9 +480,10 @@ def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolate
 class WorktreeFactory:
     """The WorktreeCheckout of the host repository, found when a job first asks for one."""
 
-    def __init__(self, settings: Settings, workspace: Workspace) -> None:
+    def __init__(self, settings: Settings, workspace: Workspace, env: EnvFor | None = None) -> None:
         self.settings = settings
         self.workspace = workspace
+        self.env = env
         self._made: WorktreeCheckout | None = None
         self._lock = threading.Lock()
         self.pruned: list[str] = []  # the stale worktree entries pruned when the repository was found
@@ -479,7 +494,7 @@ class WorktreeFactory:
                 host = find_host(self.settings.base_dir, self.workspace.root, self.settings.git.repo)
                 if isinstance(host, str):
                     raise GitError(f"worktree isolation is not possible: {host}")
-                self._made = WorktreeCheckout(self.workspace, self.settings, host.repo)
+                self._made = WorktreeCheckout(self.workspace, self.settings, host.repo, self.env)
                 try:  # once per server run, before its first worktree: a dead entry would block its branch
                     self.pruned = prune_stale(host.repo, self.workspace.root)
                 except GitFailed:

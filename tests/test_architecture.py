@@ -315,6 +315,7 @@ LAYERS = [
             "orchestrator.worktree",
             "orchestrator.diffs",
             "orchestrator.nesting",
+            "orchestrator.bootstrap",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),

@@ -213,3 +213,34 @@ def test_a_prepare_that_raises_fails_the_worker_before_it_runs_and_still_cleans_
     assert "no space left for the worktree" in worker.error
     assert not (engine.workspace.worker_dir(job.id, 0, "worker_1") / "ran.txt").exists()
     assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "cleanup"]
+
+
+def test_a_checkout_failure_of_the_users_making_is_the_workers_exit_reason_not_an_engine_error(seamed):
+    from orchestrator.checkout import CheckoutFailed
+
+    class SetupFails(RecordingCheckout):
+        def prepare(self, record, job):
+            super().prepare(record, job)
+            raise CheckoutFailed("setup failed: exit code 7")
+
+    engine = seamed(make=SetupFails)
+    job = run_job(engine, "x", tasks=["echo ran > ran.txt"], config={"max_retries": 2})
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and worker.attempts == []
+    assert worker.exit_reason == worker.error == "setup failed: exit code 7"
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "cleanup"]
+
+
+def test_a_checkout_stopped_by_a_cancel_ends_the_worker_cancelled(seamed):
+    from orchestrator.checkout import CheckoutFailed
+
+    class Cancelled(RecordingCheckout):
+        def prepare(self, record, job):
+            super().prepare(record, job)
+            raise CheckoutFailed("cancelled during its setup", cancelled=True)
+
+    engine = seamed(make=Cancelled)
+    job = run_job(engine, "x", tasks=["echo ran > ran.txt"])
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.CANCELLED and worker.exit_reason == "cancelled during its setup"
+    assert worker.error is None and worker.attempts == []

@@ -35,6 +35,18 @@ class Key:
     nullable: bool = False
     refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
     secret: bool = False  # its values never appear in errors, `config` output or anything else
+    check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"LOW-HIGH"`` (git.port_range) as two ports, 1024 <= LOW <= HIGH <= 65535."""
+    found = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
+    if found is None:
+        raise ValueError("expected LOW-HIGH, two port numbers such as 41000-41999")
+    low, high = int(found[1]), int(found[2])
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError("expected 1024 <= LOW <= HIGH <= 65535, such as 41000-41999")
+    return low, high
 
 
 def _copy(value: Any) -> Any:
@@ -244,13 +256,21 @@ class GitSettings(Section):
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
     )
-    setup: list[str] = setting([], "argv run in each new worktree before its first attempt (e.g. [npm, ci]); empty: none")
+    setup: list[str] = setting(
+        [],
+        "argv run once in each new worktree before its first attempt, with ORCHESTRATOR_PORT (e.g. [npm, ci]); "
+        "a failure fails the worker; empty: none",
+    )
     setup_timeout: float = setting(
         600.0, "seconds the setup command may take before the worker fails as setup failed", min=1, max=86400
     )
-    teardown: list[str] = setting([], "argv run in a worktree when its worker is cleaned up; empty: none")
+    teardown: list[str] = setting(
+        [], "argv run in a worktree when its worker is cleaned up, whatever its outcome (a failure is only logged); empty: none"
+    )
     port_range: str = setting(
-        "41000-41999", "ports reserved one per worktree worker, given to setup and the worker as ORCHESTRATOR_PORT (LOW-HIGH)"
+        "41000-41999",
+        "ports reserved one per worktree worker, given to setup and the worker as ORCHESTRATOR_PORT (LOW-HIGH)",
+        check=parse_port_range,
     )
 
 
@@ -329,6 +349,11 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         raise ConfigError(f"{where}={value!r} is out of range: allowed {spec.min:g} to {spec.max:g}", key=where, value=value)
     if isinstance(value, float) and value != value:  # NaN
         raise ConfigError(f"{where} is NaN: give a number", key=where)
+    if spec.check is not None:
+        try:
+            spec.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}={value!r} is not valid: {exc}", key=where, value=_jsonable(value)) from None
     return value
 
 
