@@ -9,7 +9,7 @@ import shutil
 import threading
 from collections.abc import Callable
 
-from . import limits, states
+from . import landing, limits, states
 from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
 from .clock import Clock
@@ -89,6 +89,8 @@ class Submission:
             cfg = cfg.replace(isolation=isolation)
             if note:
                 notes.append(note)
+            if cfg.merge_into:  # a branch of the user's: checked with git, outside the lock
+                cfg = cfg.replace(merge_into=landing.check_branch(self.settings, cfg.merge_into))
         # Planning may ask an AI CLI and take minutes: never under the lock.
         planned = self.plan(request, task_list, cfg)
         plan, planner_name = planned.tasks, planned.planner

@@ -313,6 +313,7 @@ LAYERS = [
             "orchestrator.prune",
             "orchestrator.metrics",
             "orchestrator.worktree",
+            "orchestrator.landing",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),

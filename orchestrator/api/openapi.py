@@ -250,6 +250,30 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             400,
             404,
         ),
+        "/api/v1/jobs/{job_id}/conflicts": _get(
+            "a root job's predicted conflicts between its workers' branches (file, workers, hunks; before or after "
+            "merging) and its last merge; none for a folder job",
+            _json({"type": "object", "required": ["job_id", "conflicts", "merge"]}),
+            [JOB_ID],
+            400,
+            404,
+            422,
+        ),
+        "/api/v1/jobs/{job_id}/merge": {
+            "post": {
+                "summary": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
+                "and fast-forward a branch of yours to it (into); idempotent; admin key only",
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Merge"}}},
+                },
+                "responses": {
+                    "200": _json({"type": "object", "required": ["job_id", "merge"]}),
+                    **_errors(400, 401, 403, 404, 409, 422),
+                },
+            }
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -295,6 +319,14 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                             "properties": job_config_schema(settings),
                             **depth_rule(settings),
                         },
+                    },
+                },
+                "Merge": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
+                        "into": {"type": "string", "maxLength": 255},
                     },
                 },
                 "JobStatus": {
