@@ -10,8 +10,8 @@ runs git and is never called under the engine's lock. Folder jobs have no branch
 is merged and ``merge`` stays None.
 
 ``JobRecord.merge`` is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
-merged, skipped, unchanged, conflicts, changes, command) plus ``at`` (clock time) and, when a
-branch was named, ``into``: ``{"branch", "moved" (the branch is at the result), "refused"
+merged, skipped, unchanged, conflicts, changes, command) plus ``at`` (clock time) and ``into``
+(None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
 (why not, or None), "command" (what the user runs instead, or None), "message"}``. A merge
 that failed is ``{"strategy", "error", "at"}``.
 """
@@ -147,7 +147,7 @@ def land(
     repo = repository(settings, workspace)
     base = base_file.read_text(encoding="utf-8").strip()
     outcome = merging.merge_branches(repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id)
-    merge: dict[str, Any] = outcome.to_dict() | {"at": now}
+    merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None}
     if into:
         merge["into"] = _advance(repo, check_branch(settings, into), outcome)
     return Landed(merge, describe(merge))
