@@ -388,6 +388,7 @@ class Engine:
             snapshot.write()
         else:
             self.workspace.save_job(target)
+        self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
         return target.merge
 
     def conflicts(self, job_id: str) -> dict[str, object]:

@@ -151,9 +151,10 @@ class Finishing:
         with self._lock:
             if job.status.terminal or job.id in tables.ending:
                 return
-            tables.ending[job.id] = (self.job_outcome(job), self.clock.time())
+            outcome = self.job_outcome(job)
+            tables.ending[job.id] = (outcome, self.clock.time())
         if job.is_root:  # its result branch (landing.py) is on disk before anyone hears the tree ended
-            self.land(job)
+            self.land(job, cancelled=outcome is JobStatus.CANCELLED)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
@@ -193,7 +194,15 @@ class Finishing:
         if job.is_root:
             self.evict_finished(job.root_id)
 
-    def land(self, job: JobRecord, strategy: str | None = None, into: str | None = None, *, strict: bool = False) -> Landed:
+    def land(
+        self,
+        job: JobRecord,
+        strategy: str | None = None,
+        into: str | None = None,
+        *,
+        strict: bool = False,
+        cancelled: bool = False,
+    ) -> Landed:
         """Outside the lock: merge a root job's workers' branches into its result branch and record
         it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
         workers earned); ``strict`` (POST /merge) raises it after recording it."""
@@ -203,6 +212,7 @@ class Finishing:
                 landed = landing.land(
                     job,
                     workers,
+                    cancelled=cancelled,
                     settings=self.settings,
                     workspace=self.workspace,
                     now=self.clock.time(),

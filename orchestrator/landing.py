@@ -71,7 +71,8 @@ def check_branch(settings: Settings, value: object, key: str = "merge_into") -> 
     if not isinstance(value, str):
         raise ConfigError(f'{key} must be a branch name (a string), e.g. "main"', key=key)
     name = value.removeprefix("refs/heads/")
-    valid = name and not name.startswith("-") and "@{" not in name and name != "@"
+    plain = len(name) <= 255 and name.isprintable()  # no NUL or control character ever reaches git's argv
+    valid = plain and name and not name.startswith("-") and "@{" not in name and name != "@"
     if valid and run_git(".", "check-ref-format", "--branch", name, check=False).returncode != 0:
         valid = False
     if not valid:
@@ -133,11 +134,18 @@ def land(
     now: float,
     strategy: str | None = None,
     into: str | None = None,
+    cancelled: bool = False,
 ) -> Landed:
     """Merge the root job's workers' branches into its result branch (see the module docstring).
-    Raises on a git failure; the caller records it."""
+    A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
+    records it."""
     if job.config.isolation != "worktree":
         return Landed(None, "")
+    if cancelled:
+        return Landed(
+            None,
+            f"not merged: the job was cancelled; merge what its workers committed with: python -m orchestrator merge {job.id}",
+        )
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
     named = branches(job, workers)

@@ -58,6 +58,7 @@ def job_status(
         "duration": job.duration,
         "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
         "notes": job.notes,
+        "merge": job.merge,  # a root worktree job's result merge (landing.py), once it ended; else null
         "progress": {
             "completed": len(done),
             "total": len(own),

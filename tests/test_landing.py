@@ -194,6 +194,25 @@ def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_ru
     assert snapshot(host, folder) == before
 
 
+def test_a_cancelled_job_is_merged_only_when_asked(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
+    wait_until(lambda: workers(engine, job)["worker_1"].attempts, what="the worker started")
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 30)
+    assert done.status is JobStatus.CANCELLED and done.merge is None and result_of(host, job.id) is None
+    assert (
+        f"not merged: the job was cancelled; merge what its workers committed with: python -m orchestrator merge {job.id}"
+        in done.notes
+    )
+    assert "Not merged: the job was cancelled." in engine.workspace.final_report(job.id).read_text()
+    merge = engine.merge(job.id)  # its partial work, committed on worker_1's branch, lands when asked
+    assert merge is not None and merge["merged"] == ["worker_1"] and show(host, result_of(host, job.id), "a.txt") == "a\n"
+    assert snapshot(host, folder) == before
+
+
 # -- merge_into -------------------------------------------------------------------------------------
 
 
@@ -261,6 +280,8 @@ def test_merge_into_and_merge_strategy_are_checked_at_submission(hosted):
         ("bad..name", "is not a valid branch name"),
         ("-x", "is not a valid branch name"),
         ("@{-1}", "is not a valid branch name"),
+        ("a\x00b", "is not a valid branch name"),
+        ("x" * 300, "is not a valid branch name"),
         ("orchestrator/abc/result", "inside the orchestrator's branch prefix"),
         (7, "wrong type: expected a string"),
     ):
@@ -328,7 +349,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
     job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
     status = call(url, "GET", f"/api/v1/jobs/{job_id}").json()
     first = engine.get_job(job_id).merge
-    assert first["skipped"] == ["worker_2", "worker_3"] and status["status"] == "completed"
+    assert first["skipped"] == ["worker_2", "worker_3"] and status["status"] == "completed" and status["merge"] == first
     reflog = git(host, "reflog", "show", f"orchestrator/{job_id}/result")
     again = call(url, "POST", f"/api/v1/jobs/{job_id}/merge")  # no body: the job's own strategy
     assert again.status_code == 200, again.text
@@ -344,6 +365,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
     )
     # the record on disk and the status document carry the last merge
     assert engine.workspace.load_job(job_id).merge["strategy"] == "theirs"
+    assert call(url, "GET", f"/api/v1/jobs/{job_id}").json()["merge"]["result_commit"] == theirs["result_commit"]
     for body, code, said in (
         ({"strategy": "ours"}, 422, "not a merge strategy"),
         ({"into": "bad..name"}, 422, "not a valid branch name"),
@@ -381,7 +403,7 @@ def test_conflicts_route_before_and_after_merging_and_who_may_merge(served):
     # a worker credential may read its tree, never merge it; a child job's id is refused
     worker_key = engine.credentials.issue(job_id, job_id, "worker_1")
     assert call(url, "POST", f"/api/v1/jobs/{job_id}/merge", key=worker_key).status_code in (401, 403)
-    assert call(url, "POST", f"/api/v1/jobs/{job_id}-c1/merge").status_code in (404, 422)
+    assert call(url, "POST", f"/api/v1/jobs/{job_id}-c1/merge").status_code == 404  # no such child job
     assert call(url, "POST", f"/api/v1/jobs/{job_id}/merge", key="wrong-key-0123456789").status_code == 401
     assert snapshot(host, folder) == before
 
