@@ -1,5 +1,6 @@
 """How workers and jobs end: a worker's outcome applied, its final record written, its job
-ended once its last worker is, the reports rendered before anyone hears the job ended.
+ended once its last worker is, a root's result branch merged (``land``, landing.py) and the
+reports rendered before anyone hears the job ended.
 
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
 called by the engine, frees its slot); once its child jobs have ended too it is settled:
@@ -206,6 +207,8 @@ class Finishing:
         """Outside the lock: merge a root job's workers' branches into its result branch and record
         it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
         workers earned); ``strict`` (POST /merge) raises it after recording it."""
+        if job.config.isolation != "worktree":
+            return Landed(None, "")  # folder workers have no branches (and a big tree's copy is not free)
         with landing.tree_lock(job.root_id):
             _, workers = self.queries.snapshot(job.root_id, job.id)
             try:
