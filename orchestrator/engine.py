@@ -392,9 +392,9 @@ class Engine:
         return target.merge
 
     def conflicts(self, job_id: str) -> dict[str, object]:
-        """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the root's workers'
+        """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
         branches as they stand (running or ended), and the job's last merge."""
-        job = landing.check_root(self.get_job(job_id), folder_ok=True)
+        job = self.get_job(job_id)
         _, workers = self.snapshot(job.root_id, job.id)
         found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
         return {"job_id": job.id, "conflicts": found, "merge": job.merge}

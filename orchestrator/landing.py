@@ -27,7 +27,7 @@ from typing import Any
 
 from . import merging
 from .config import Settings
-from .errors import ConfigError, OrchestratorError
+from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
 from .gitrefs import MergeRefused, advance
 from .gitwork import find_host
@@ -91,20 +91,19 @@ def check_branch(settings: Settings, value: object, key: str = "merge_into") -> 
     return name
 
 
-def check_root(job: JobRecord, folder_ok: bool = False) -> JobRecord:
-    """Only a root job's result is merged (a child job's workers merge into its parent worker's
-    branch), and only a worktree job has branches."""
+def check_root(job: JobRecord) -> JobRecord:
+    """Only a root job's result is merged here (a child job's workers merge into its parent
+    worker's branch: 422), and only a worktree job has branches (409: the job's state)."""
     if not job.is_root:
         raise ConfigError(
             f"job {job.id} is a child job: its workers' branches merge into its parent worker's branch. "
             f"Use the root job {job.root_id}",
             key="job_id",
         )
-    if job.config.isolation != "worktree" and not folder_ok:
-        raise ConfigError(
+    if job.config.isolation != "worktree":
+        raise Conflict(
             f"job {job.id} ran in folder isolation: its workers have no branches to merge "
-            "(run a job with isolation worktree in a git repository)",
-            key="isolation",
+            "(run a job with isolation worktree in a git repository)"
         )
     return job
 
@@ -221,9 +220,9 @@ def describe(merge: dict[str, Any]) -> str:
 
 
 def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings, workspace: Workspace) -> list[dict[str, Any]]:
-    """What would conflict between each pair of the root's workers' branches as they stand now
+    """What would conflict between each pair of the job's workers' branches as they stand now
     (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
-    named = branches(job, workers)
+    named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
     base_file = workspace.job_dir(job.root_id) / BASE_FILE
     if job.config.isolation != "worktree" or len(named) < 2 or not base_file.is_file():
         return []

@@ -251,18 +251,18 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             404,
         ),
         "/api/v1/jobs/{job_id}/conflicts": _get(
-            "a root job's predicted conflicts between its workers' branches (file, workers, hunks; before or after "
+            "a job's predicted conflicts between its workers' branches (file, workers, hunks; before or after "
             "merging) and its last merge; none for a folder job",
             _json({"type": "object", "required": ["job_id", "conflicts", "merge"]}),
             [JOB_ID],
             400,
             404,
-            422,
         ),
         "/api/v1/jobs/{job_id}/merge": {
             "post": {
                 "summary": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
-                "and fast-forward a branch of yours to it (into); idempotent; admin key only",
+                "and fast-forward a branch of yours to it (into); idempotent; admin key only; 409 while the tree runs "
+                "or for a folder job (no branches), 422 for a child job (use its root)",
                 "parameters": [JOB_ID],
                 "requestBody": {
                     "required": False,
