@@ -19,7 +19,7 @@ import requests
 
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
-from orchestrator.errors import ConfigError, Conflict
+from orchestrator.errors import ConfigError, Conflict, Forbidden
 from orchestrator.models import JobStatus
 from orchestrator.server import start_in_thread
 
@@ -292,7 +292,7 @@ def test_merge_into_and_merge_strategy_are_checked_at_submission(hosted):
         engine.submit("x", {"merge_strategy": "ours"}, ["true"])
     root = engine.submit("x", None, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
-    with pytest.raises(ConfigError, match="merge_into is for a root job only"):
+    with pytest.raises(Forbidden, match="config.merge_into is for a root job only"):
         engine.submit("y", {"merge_into": "main"}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
     with pytest.raises(Conflict, match="still running"):
         engine.merge(root.id)
@@ -422,6 +422,10 @@ def test_a_child_job_id_is_refused_with_the_root_named(served):
     key = engine.credentials.issue(root.id, root.id, "worker_1")
     answer = call(url, "POST", f"/api/v1/jobs/{root.id}/merge", key=key)
     assert answer.status_code == 403 and "cannot merge" in answer.json()["message"]
+    # nor ask for a child job that would move a branch of the user's
+    body = {"request": "y", "tasks": ["true"], "config": {"merge_into": "main"}}
+    answer = call(url, "POST", "/api/v1/orchestrate", key=key, json=body)
+    assert answer.status_code == 403 and "config.merge_into is for a root job only" in answer.json()["message"]
     engine.cancel(root.id)
     engine.wait(root.id, 30)
 

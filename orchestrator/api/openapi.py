@@ -46,6 +46,16 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 
+# A branch name git accepts (``git check-ref-format --branch``), in ASCII, or "" (none): what
+# merge_into and a merge's "into" take (the server also refuses one inside git.branch_prefix).
+BRANCH = {
+    "type": "string",
+    "maxLength": 255,
+    "pattern": r"^$|^(?!-)(?!/)(?!\.)(?!.*\.\.)(?!.*@\{)(?!.*//)(?!.*/\.)(?!.*\.lock(/|$))(?!@$)"
+    r"[A-Za-z0-9._/+,=@#%-]*[A-Za-z0-9_+,=@#%-]$",
+}
+
+
 def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     """An admin job's ``current_depth`` may not pass its ``max_recursion_depth`` (or, when the
     request does not give one, the server's recursion.max_depth): 422 otherwise. OpenAPI 3.0
@@ -100,6 +110,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
             "maximum": settings.recursion.max_depth_limit if settings is not None else 1000,
         }
     props["worker"]["enum"] = ["auto", *ADAPTERS]
+    props["merge_into"] = dict(BRANCH)
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
     if settings is not None and not settings.recursion.enable:
@@ -326,7 +337,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
-                        "into": {"type": "string", "maxLength": 255},
+                        "into": BRANCH,
                     },
                 },
                 "JobStatus": {
