@@ -31,7 +31,7 @@ from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
-from .errors import Conflict, Unavailable
+from .errors import Conflict, OrchestratorError, Unavailable
 from .events import EventBus
 from .execution import Outcome
 from .executor import Executor, LocalExecutor
@@ -381,14 +381,20 @@ class Engine:
             if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
                 raise Conflict(f"job {job.id} is still running: merge it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
         target = held or job
-        self.finishing.land(target, strategy, into, strict=True)
-        with self._lock:
-            snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
-        if snapshot is not None:
-            snapshot.write()
-        else:
-            self.workspace.save_job(target)
-        self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
+        try:
+            self.finishing.land(target, strategy, into, strict=True)
+        except (OrchestratorError, OSError):
+            raise
+        except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
+            raise OrchestratorError(f"merging job {job.id} failed: {exc}") from exc
+        finally:  # the merge, or its error, on disk either way
+            with self._lock:
+                snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
+            if snapshot is not None:
+                snapshot.write()
+            else:
+                self.workspace.save_job(target)
+            self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
         return target.merge
 
     def conflicts(self, job_id: str) -> dict[str, object]:

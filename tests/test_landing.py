@@ -187,6 +187,9 @@ def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_ru
     assert any(n.startswith("merging the workers' branches failed:") for n in done.notes)
     assert f"python -m orchestrator merge {job.id}" in engine.workspace.final_report(job.id).read_text()
     assert result_of(host, job.id) is None
+    with pytest.raises(Conflict, match="stale lock file"):  # POST /merge says so (409), and records it
+        engine.merge(job.id, "theirs")
+    assert engine.workspace.load_job(job.id).merge["strategy"] == "theirs" and "stale lock" in done.merge["error"]
     lock.unlink()
     merge = engine.merge(job.id)
     assert merge is not None and merge["merged"] == ["worker_1"] and result_of(host, job.id) == merge["result_commit"]
