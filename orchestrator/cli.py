@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune.
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -160,6 +160,20 @@ def _add_late_commands(sub: Any) -> None:
     diff.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of diff (default 1 MiB)")
     diff.add_argument("--json", action="store_true", help="the whole answer as JSON (from, to, truncated, bytes, ...)")
     diff.set_defaults(func=_lazy("orchestrator.scripts", "cmd_diff"))
+    merge = sub.add_parser("merge", help="merge a finished root job's workers' branches into its result branch (again)")
+    merge.add_argument("job_id")
+    merge.add_argument("--strategy", choices=("auto", "theirs", "manual"), help="default: the job's merge_strategy")
+    merge.add_argument(
+        "--into", metavar="BRANCH", help="fast-forward this branch of yours to the result (default: the job's merge_into)"
+    )
+    merge.add_argument("--api-url", help="default: this folder's own server")
+    merge.add_argument("--json", action="store_true")
+    merge.set_defaults(func=cmd_merge)
+    conflicts = sub.add_parser("conflicts", help="what conflicts between a root job's workers' branches, and its last merge")
+    conflicts.add_argument("job_id")
+    conflicts.add_argument("--api-url", help="default: this folder's own server")
+    conflicts.add_argument("--json", action="store_true")
+    conflicts.set_defaults(func=cmd_conflicts)
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
 
@@ -353,6 +367,64 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(f"# applied: {settings.source}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return RET_OK
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """A client of the server given (--api-url), else of this folder's own server."""
+    from .api.client import OrchestratorClient
+    from .scripts import folder_url, local_url
+
+    settings = _settings(args)
+    url = args.api_url or folder_url(settings) or local_url(settings)
+    return OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    answer = _client(args).merge(args.job_id, strategy=args.strategy, into=args.into)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return RET_OK
+    merge = answer["merge"] or {}
+    if "error" in merge:
+        print(f"job {answer['job_id']}: the merge failed: {merge['error']}")
+        return RET_FAILED
+    print(_merge_lines(answer["job_id"], merge))
+    return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    answer = _client(args).conflicts(args.job_id)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return RET_OK
+    found = answer["conflicts"]
+    print(f"job {answer['job_id']}: {len(found)} predicted conflict(s) between its workers' branches")
+    for c in found:
+        print(f"  {c['path']}: {' vs '.join(c['workers'])} ({c['hunks']} hunk(s), {c['kind']})")
+    if answer["merge"]:
+        print(_merge_lines(answer["job_id"], answer["merge"]))
+    else:
+        print("not merged yet")
+    return RET_OK
+
+
+def _merge_lines(job_id: str, merge: dict[str, Any]) -> str:
+    """A merge record (landing.py's shape) as a few lines for a person."""
+    if "error" in merge:
+        return f"last merge failed: {merge['error']}"
+    lines = [f"merge ({merge['strategy']}) of job {job_id}: result {merge['result_ref'].removeprefix('refs/heads/')}"]
+    lines.append(f"  commit: {merge['result_commit'] or 'none (manual: nothing merged)'}")
+    lines.append(f"  merged: {', '.join(merge['merged']) or 'none'}; skipped: {', '.join(merge['skipped']) or 'none'}")
+    for c in merge["conflicts"]:
+        how = f"resolved by {c['resolved_by']}'s side" if c["resolved_by"] else "predicted" if c["predicted"] else "conflict"
+        lines.append(f"  {c['path']}: {', '.join(c['workers'])} ({c['hunks']} hunk(s), {how})")
+    into = merge.get("into")
+    if into:
+        lines.append(
+            f"  {into['branch']}: {into['message']}" if into["moved"] else f"  {into['refused']}; run: {into['command']}"
+        )
+    lines.append(f"  take it with: {merge['command']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

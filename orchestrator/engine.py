@@ -25,13 +25,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
-from . import limits, logs, states
+from . import landing, limits, logs, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
-from .errors import Conflict, Unavailable
+from .errors import Conflict, OrchestratorError, Unavailable
 from .events import EventBus
 from .execution import Outcome
 from .executor import Executor, LocalExecutor
@@ -379,6 +379,46 @@ class Engine:
             job.status.value,
             extra=logs.context(job.id, root_id=job.root_id),
         )
+
+    # -- merging a root job's result (landing.py) ----------------------------------------
+    def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, object] | None:
+        """POST /jobs/{id}/merge: merge a finished root job's workers' branches again (or for the
+        first time after a crash), with the job's strategy and merge_into unless given; the same
+        inputs give the same commit and move nothing. 409 while the tree runs."""
+        job = landing.check_root(self.get_job(job_id))
+        if strategy is not None:
+            landing.check_strategy(strategy)
+        if into:
+            into = landing.check_branch(self.settings, into, "into")
+        with self._lock:
+            held = self.tables.jobs.get(job.id)
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
+                raise Conflict(f"job {job.id} is still running: merge it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
+        target = held or job
+        try:
+            self.finishing.land(target, strategy, into, strict=True)
+        except (OrchestratorError, OSError):
+            raise
+        except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
+            raise OrchestratorError(f"merging job {job.id} failed: {exc}") from exc
+        finally:  # the merge, or its error, on disk either way
+            with self._lock:
+                snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
+            if snapshot is not None:
+                snapshot.write()
+            else:
+                self.workspace.save_job(target)
+            self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
+        return target.merge
+
+    def conflicts(self, job_id: str) -> dict[str, object]:
+        """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
+        branches as they stand (running or ended), and the job's last merge."""
+        job = self.get_job(job_id)
+        _, workers = self.snapshot(job.root_id, job.id)
+        found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
+        return {"job_id": job.id, "conflicts": found, "merge": job.merge}
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

@@ -1,5 +1,6 @@
 """How workers and jobs end: a worker's outcome applied, its final record written, its job
-ended once its last worker is, the reports rendered before anyone hears the job ended.
+ended once its last worker is, a root's result branch merged (``land``, landing.py) and the
+reports rendered before anyone hears the job ended.
 
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
 called by the engine, frees its slot); once its child jobs have ended too it is settled:
@@ -16,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import failpoints, logs, reports, states
+from . import failpoints, landing, logs, reports, states
 from .analytics import analyse
 from .announce import Announcer
 from .clock import Clock
 from .config import Settings
 from .execution import Outcome
+from .landing import Landed
 from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import ResourceMonitor
@@ -153,8 +155,11 @@ class Finishing:
         with self._lock:
             if job.status.terminal or job.id in tables.ending:
                 return
-            tables.ending[job.id] = (self.job_outcome(job), self.clock.time())
-        if not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
+            outcome = self.job_outcome(job)
+            tables.ending[job.id] = (outcome, self.clock.time())
+        if job.is_root:  # its result branch (landing.py) is on disk before anyone hears the tree ended
+            self.land(job, cancelled=outcome is JobStatus.CANCELLED)
+        elif self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
@@ -194,6 +199,49 @@ class Finishing:
             self.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+
+    def land(
+        self,
+        job: JobRecord,
+        strategy: str | None = None,
+        into: str | None = None,
+        *,
+        strict: bool = False,
+        cancelled: bool = False,
+    ) -> Landed:
+        """Outside the lock: merge a root job's workers' branches into its result branch and record
+        it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
+        workers earned); ``strict`` (POST /merge) raises it after recording it."""
+        if job.config.isolation != "worktree":
+            return Landed(None, "")  # folder workers have no branches (and a big tree's copy is not free)
+        with landing.tree_lock(job.root_id):
+            _, workers = self.queries.snapshot(job.root_id, job.id)
+            try:
+                landed = landing.land(
+                    job,
+                    workers,
+                    cancelled=cancelled,
+                    settings=self.settings,
+                    workspace=self.workspace,
+                    now=self.clock.time(),
+                    strategy=strategy,
+                    into=into,
+                )
+            except Exception as exc:
+                log.warning("merging job %s failed: %s", job.id, exc, extra=logs.context(job.id))
+                landed = landing.failed(job, strategy, exc, self.clock.time())
+                if strict:
+                    self._record_landing(job, landed)
+                    raise
+            self._record_landing(job, landed)
+        return landed
+
+    def _record_landing(self, job: JobRecord, landed: Landed) -> None:
+        with self._lock:
+            job.merge = landed.merge
+            if landed.note:
+                job.notes.append(landed.note)
+                self.announce.line(job, landed.note)
 
     def job_outcome(self, job: JobRecord) -> JobStatus:
         """Under the lock: the status a job whose workers are all settled ends with."""

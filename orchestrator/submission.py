@@ -9,7 +9,7 @@ import shutil
 import threading
 from collections.abc import Callable
 
-from . import limits, states
+from . import landing, limits, states
 from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
 from .clock import Clock
@@ -96,6 +96,8 @@ class Submission:
             cfg = cfg.replace(isolation=isolation)
             if note:
                 notes.append(note)
+            if cfg.merge_into:  # a branch of the user's: checked with git, outside the lock
+                cfg = cfg.replace(merge_into=landing.check_branch(self.settings, cfg.merge_into))
         else:  # a child job keeps its parent's (resolved) isolation, and starts from its parent's work
             cfg = cfg.replace(isolation=parent[0].config.isolation)
             if child_id is not None and self.nesting is not None:

@@ -316,6 +316,7 @@ LAYERS = [
             "orchestrator.diffs",
             "orchestrator.nesting",
             "orchestrator.bootstrap",
+            "orchestrator.landing",
         ],
     ),
     ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),

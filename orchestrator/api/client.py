@@ -242,6 +242,16 @@ class OrchestratorClient:
         path = _job_path(job_id) + (f"/workers/{_seg(worker)}" if worker is not None else "") + "/diff"
         return self._request("GET", path, params=params)
 
+    def conflicts(self, job_id: str) -> dict[str, Any]:
+        """A root job's predicted conflicts between its workers' branches, and its last merge."""
+        return self._request("GET", f"{_job_path(job_id)}/conflicts")
+
+    def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, Any]:
+        """Merge a finished root job's workers' branches (again): ``{"job_id", "merge"}``.
+        ``strategy`` and ``into`` default to the job's config."""
+        body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
+        return self._request("POST", f"{_job_path(job_id)}/merge", json=body)
+
     def report(self, job_id: str, name: str = "final") -> str:
         """A Markdown report: ``"final"`` or ``"level_<n>"``."""
         return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")

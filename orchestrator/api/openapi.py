@@ -70,6 +70,16 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 
+# A branch name git accepts (``git check-ref-format --branch``), in ASCII, or "" (none): what
+# merge_into and a merge's "into" take (the server also refuses one inside git.branch_prefix).
+BRANCH = {
+    "type": "string",
+    "maxLength": 255,
+    "pattern": r"^$|^(?!-)(?!/)(?!\.)(?!.*\.\.)(?!.*@\{)(?!.*//)(?!.*/\.)(?!.*\.lock(/|$))(?!@$)"
+    r"[A-Za-z0-9._/+,=@#%-]*[A-Za-z0-9_+,=@#%-]$",
+}
+
+
 def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     """An admin job's ``current_depth`` may not pass its ``max_recursion_depth`` (or, when the
     request does not give one, the server's recursion.max_depth): 422 otherwise. OpenAPI 3.0
@@ -124,6 +134,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
             "maximum": settings.recursion.max_depth_limit if settings is not None else 1000,
         }
     props["worker"]["enum"] = ["auto", *ADAPTERS]
+    props["merge_into"] = dict(BRANCH)
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
     if settings is not None and not settings.recursion.enable:
@@ -307,6 +318,30 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             404,
             409,
         ),
+        "/api/v1/jobs/{job_id}/conflicts": _get(
+            "a job's predicted conflicts between its workers' branches (file, workers, hunks; before or after "
+            "merging) and its last merge; none for a folder job",
+            _json({"type": "object", "required": ["job_id", "conflicts", "merge"]}),
+            [JOB_ID],
+            400,
+            404,
+        ),
+        "/api/v1/jobs/{job_id}/merge": {
+            "post": {
+                "summary": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
+                "and fast-forward a branch of yours to it (into); idempotent; admin key only; 409 while the tree runs "
+                "or for a folder job (no branches), 422 for a child job (use its root)",
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Merge"}}},
+                },
+                "responses": {
+                    "200": _json({"type": "object", "required": ["job_id", "merge"]}),
+                    **_errors(400, 401, 403, 404, 409, 422),
+                },
+            }
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -352,6 +387,14 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                             "properties": job_config_schema(settings),
                             **depth_rule(settings),
                         },
+                    },
+                },
+                "Merge": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
+                        "into": BRANCH,
                     },
                 },
                 "JobStatus": {

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
-from ..errors import AuthenticationError, InvalidParameter, JobNotFound, ValidationError
+from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, ValidationError
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
@@ -235,6 +235,35 @@ def worker_diff(job_id: str, worker: str) -> Response:
     max_bytes = _int_arg("max_bytes", diffs.DEFAULT_MAX_BYTES, 1, diffs.MAX_BYTES_CEILING)
     engine = _engine()
     return jsonify(diffs.worker_diff(engine.queries, _settings(), engine.workspace, job_id, ref, max_bytes))
+
+
+@bp.get("/jobs/<job_id>/conflicts")
+def conflicts(job_id: str) -> Response:
+    """Predicted conflicts between the root's workers' branches, and its last merge (landing.py)."""
+    return jsonify(_engine().conflicts(_allowed(job_id)))
+
+
+MERGE_KEYS = ("strategy", "into")
+
+
+@bp.post("/jobs/<job_id>/merge")
+def merge(job_id: str) -> Response:
+    """Merge a finished root job's workers' branches (again): admin only, it may move a branch of the user's."""
+    g.principal.require_admin("merge a job's branches")
+    job_id = _allowed(job_id)
+    body = request.get_json(force=True, silent=True) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise ValidationError(
+            'body must be a JSON object: {"strategy": "auto|theirs|manual", "into": "<branch>"} (both optional)'
+        )
+    unknown = sorted(set(body) - set(MERGE_KEYS))
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; the body takes: {', '.join(MERGE_KEYS)}")
+    for key in MERGE_KEYS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ConfigError(f"{key} must be a string (or left out)", key=key)
+    merged = _engine().merge(job_id, body.get("strategy"), body.get("into"))
+    return jsonify({"job_id": job_id, "merge": merged})
 
 
 @bp.get("/jobs/<job_id>/events")

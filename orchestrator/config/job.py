@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, RecursionLimit
+from ..errors import ConfigError, Forbidden, RecursionLimit
 from .schema import SCHEMA, Key, check_value
 from .settings import Settings
 
@@ -90,6 +90,12 @@ def job_config(
     if unknown:
         allowed = ", ".join(sorted([*JOB_KEYS, *ACCEPTED_ONLY]))
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}. Allowed: {allowed}", keys=unknown)
+    if parent is not None and requested.get("merge_into"):  # a worker may not move a branch of the user's: 403
+        raise Forbidden(
+            "config.merge_into is for a root job only: a child job's work merges into its parent worker's branch, "
+            "and the root's result into merge_into. Leave merge_into out of a child job's config.",
+            key="merge_into",
+        )
     if "current_depth" in requested:
         check_value("config", "current_depth", requested["current_depth"], Key(int, 0, "", min=0, max=1000))
     base = parent.to_dict() if parent else {k: settings.get(*src) for k, src in JOB_KEYS.items()}

@@ -42,6 +42,7 @@ TIMELINE_WIDTH = 40
 # in three per-worker sections make a report nobody reads, and its rendering grows with them.
 FULL_LIST_LIMIT = 1000
 SHOWN_LIMIT = 50
+FILES_PER_WORKER = 20  # changed files the Changes section names per worker (its record keeps up to 500)
 
 
 def _make_env(loader: BaseLoader) -> Environment:
@@ -145,6 +146,7 @@ def render_final_report(
         failures_total=len(context["failures"]),
         levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
+        **_changes(root, context["workers"], summary),
     )
     if summary:
         context["failures"] = context["failures"][:SHOWN_LIMIT]
@@ -167,6 +169,21 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
     """The text bars, with git isolation's commits after their attempts and its merges below."""
     notes, merges = text_marks(jobs, workers, figures.started_at)
     return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
+
+
+def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
+    """The Changes section's context (worktree jobs only): each worker's branch and what it
+    changed, and the root's merge (landing.py's ``JobRecord.merge``)."""
+    branched = [w for w in workers if w.branch] if root.config.isolation == "worktree" else []
+    merge = root.merge or {}
+    return {
+        "worktree": root.config.isolation == "worktree",
+        "branched": branched[:SHOWN_LIMIT] if summary else branched,
+        "branched_total": len(branched),
+        "files_per_worker": FILES_PER_WORKER,
+        "merge": merge,
+        "merge_result": str(merge.get("result_ref") or "").removeprefix("refs/heads/"),
+    }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,524 @@
+"""A root job's result (issue 12 items 6, 7 and 10): its workers' branches merged into
+``orchestrator/<root>/result`` when it ends, ``merge_into``, the conflicts and merge routes, the
+CLI, FINAL_RESULT.md's Changes section and a server killed in the middle of the merge. Real git,
+real repositories made here, real worker processes and a real waitress server; every test checks
+that the user's repository is as it was (only ``merge_into``'s branch may move)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+from orchestrator.errors import ConfigError, Conflict, Forbidden
+from orchestrator.models import JobStatus
+from orchestrator.server import start_in_thread
+
+from .conftest import API_KEY, ROOT, run_job, wait_until
+from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
+
+pytestmark = pytest.mark.slow
+
+SAME_LINE = "sed -i s/v2/{}/ app.py"  # every worker that runs it rewrites line 1 of app.py
+
+
+def result_of(host: Path, job_id: str) -> str | None:
+    done = subprocess.run(
+        ["git", "-C", str(host), "rev-parse", "--verify", "-q", f"refs/heads/orchestrator/{job_id}/result"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or None
+
+
+def show(host: Path, rev: str, path: str) -> str:
+    return git(host, "show", f"{rev}:{path}")
+
+
+def without(snap: dict, *refs: str) -> dict:
+    """The snapshot less the named refs (the one branch merge_into may move)."""
+    return {**snap, "refs": [r for r in snap["refs"] if r.split(" ")[0] not in refs]}
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    host, folder = make_host(tmp_path)
+    engines: list[Engine] = []
+
+    def factory(**sections: dict) -> Engine:
+        engine = host_engine(folder, **sections)
+        engines.append(engine)
+        return engine
+
+    yield host, folder, factory
+    for engine in engines:
+        engine.shutdown(timeout=10)
+
+
+# -- the merge when the root ends -----------------------------------------------------------------
+
+
+def test_disjoint_workers_land_in_a_clean_result_branch_with_a_note_and_a_changes_section(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt", "mkdir -p 'dir b' && echo b > 'dir b/b.txt'", "echo c >> app.py"])
+    assert job.status is JobStatus.COMPLETED
+    merge = job.merge
+    assert merge is not None and merge["strategy"] == "auto"
+    assert merge["merged"] == ["worker_1", "worker_2", "worker_3"] and merge["skipped"] == [] and merge["conflicts"] == []
+    result = result_of(host, job.id)
+    assert result == merge["result_commit"] and merge["result_ref"] == f"refs/heads/orchestrator/{job.id}/result"
+    assert show(host, result, "a.txt") == "a\n" and show(host, result, "dir b/b.txt") == "b\n"
+    assert show(host, result, "app.py") == "print('v2')\nline2\nc\n"
+    assert merge["command"] == f"git merge orchestrator/{job.id}/result" and merge["into"] is None
+    assert [c["worker"] for c in merge["changes"]] == ["worker_1", "worker_2", "worker_3"]
+    assert isinstance(merge["at"], float)
+    note = f"merged 3 worker(s) into orchestrator/{job.id}/result (auto); take it with: git merge orchestrator/{job.id}/result"
+    assert note in job.notes
+    # on disk with the job's final record (what GET status and a restarted server read)
+    assert engine.workspace.load_job(job.id).merge == merge
+    final = engine.workspace.final_report(job.id).read_text()
+    changes = final.split("## Changes", 1)[1].split("## Files created", 1)[0]
+    w1 = workers(engine, job)["worker_1"]
+    assert (
+        f"| `depth_0_worker_1` | `{w1.branch}` | `{w1.commit[:12]}` | 1 file changed, 1 insertion(+) | `a.txt` added |" in changes
+    )
+    assert "- Strategy: **auto**" in changes and f"at `{result[:12]}`" in changes and "No conflicts." in changes
+    assert f"Take the result with: `git merge orchestrator/{job.id}/result`" in changes
+    assert snapshot(host, folder) == before
+
+
+def test_the_same_lines_under_auto_stop_and_report_the_file_and_workers_and_skip_the_rest(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt", SAME_LINE.format("w2"), SAME_LINE.format("w3"), "echo d > d.txt"])
+    merge = job.merge
+    assert job.status is JobStatus.COMPLETED  # the workers' status: a conflict is the merge's, not theirs
+    assert merge["merged"] == ["worker_1", "worker_2"] and merge["skipped"] == ["worker_3", "worker_4"]
+    actual = [c for c in merge["conflicts"] if not c["predicted"]]
+    assert [(c["path"], c["workers"], c["kind"]) for c in actual] == [("app.py", ["worker_2", "worker_3"], "content")]
+    result = result_of(host, job.id)
+    assert show(host, result, "app.py").startswith("print('w2')") and show(host, result, "a.txt") == "a\n"
+    assert "d.txt" not in git(host, "ls-tree", "--name-only", result)  # merged nothing more after the conflict
+    assert any(n.startswith("merge auto stopped at a conflict in: app.py (worker_2, worker_3)") for n in job.notes)
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "| `app.py` | worker_2, worker_3 | 1 | content | conflict: merging stopped here |" in final
+    assert "- Skipped: `worker_3`, `worker_4`" in final
+    assert snapshot(host, folder) == before
+
+
+def test_the_same_lines_under_theirs_take_the_later_workers_side_and_name_the_file(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "theirs"})
+    merge = job.merge
+    assert merge["strategy"] == "theirs" and merge["merged"] == ["worker_1", "worker_2"] and merge["skipped"] == []
+    assert [(c["path"], c["resolved_by"]) for c in merge["conflicts"]] == [("app.py", "worker_2")]
+    assert show(host, result_of(host, job.id), "app.py") == "print('w2')\nline2\n"
+    assert any("the later worker's side won in: app.py (worker_1, worker_2)" in n for n in job.notes)
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "| `app.py` | worker_1, worker_2 | 1 | content | the later worker's side won: `worker_2` |" in final
+    assert snapshot(host, folder) == before
+
+
+def test_manual_makes_no_result_branch_and_reports_what_would_conflict(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "manual"})
+    merge = job.merge
+    assert merge["result_commit"] is None and merge["merged"] == [] and merge["skipped"] == ["worker_1", "worker_2"]
+    assert [(c["path"], c["workers"], c["predicted"]) for c in merge["conflicts"]] == [("app.py", ["worker_1", "worker_2"], True)]
+    assert result_of(host, job.id) is None
+    w1, w2 = (workers(engine, job)[n].branch for n in ("worker_1", "worker_2"))
+    assert merge["command"] == f"git merge {w1} && git merge {w2}"
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "not made (manual: nothing merged)" in final and "would conflict (not merged)" in final
+    assert f"Merge the branches yourself with: `git merge {w1} && git merge {w2}`" in final
+    assert snapshot(host, folder) == before
+
+
+def test_the_simulated_worker_in_worktree_mode_lands_its_file_in_the_result_branch(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(orchestrator={"worker": "simulated"}, simulated={"recurse": False})
+    job = run_job(engine, "x", tasks=["Write the parser", "Write the lexer"])
+    assert job.merge["merged"] == ["worker_1", "worker_2"]
+    listed = git(host, "ls-tree", "--name-only", result_of(host, job.id)).split()
+    assert "write_the_parser.md" in listed and "write_the_lexer.md" in listed and "app.py" in listed
+    assert snapshot(host, folder) == before
+
+
+def test_a_folder_job_merges_nothing_and_its_report_has_no_changes_section(hosted):
+    host, folder, make = hosted
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"isolation": "folder"})
+    assert job.merge is None and not any("merge" in n for n in job.notes)
+    assert "## Changes" not in engine.workspace.final_report(job.id).read_text()
+    with pytest.raises(Conflict, match="folder isolation: its workers have no branches"):
+        engine.merge(job.id)
+    assert engine.conflicts(job.id) == {"job_id": job.id, "conflicts": [], "merge": None}
+
+
+def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_runs_again(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = engine.submit("x", None, ["sleep 0.5; echo a > a.txt"])
+    # A stale lock on the result ref (a git killed mid-update): update-ref fails for real.
+    lock = host / ".git" / "refs" / "heads" / "orchestrator" / job.id / "result.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    done = engine.wait(job.id, 30)
+    assert done.status is JobStatus.COMPLETED  # what its worker earned
+    assert "stale lock file" in done.merge["error"] and done.merge["strategy"] == "auto"
+    assert any(n.startswith("merging the workers' branches failed:") for n in done.notes)
+    assert f"python -m orchestrator merge {job.id}" in engine.workspace.final_report(job.id).read_text()
+    assert result_of(host, job.id) is None
+    with pytest.raises(Conflict, match="stale lock file"):  # POST /merge says so (409), and records it
+        engine.merge(job.id, "theirs")
+    assert engine.workspace.load_job(job.id).merge["strategy"] == "theirs" and "stale lock" in done.merge["error"]
+    lock.unlink()
+    merge = engine.merge(job.id)
+    assert merge is not None and merge["merged"] == ["worker_1"] and result_of(host, job.id) == merge["result_commit"]
+    assert engine.workspace.load_job(job.id).merge == merge
+    assert snapshot(host, folder) == before
+
+
+def test_a_cancelled_job_is_merged_only_when_asked(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
+    wait_until(lambda: workers(engine, job)["worker_1"].attempts, what="the worker started")
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 30)
+    assert done.status is JobStatus.CANCELLED and done.merge is None and result_of(host, job.id) is None
+    assert (
+        f"not merged: the job was cancelled; merge what its workers committed with: python -m orchestrator merge {job.id}"
+        in done.notes
+    )
+    assert "Not merged: the job was cancelled." in engine.workspace.final_report(job.id).read_text()
+    merge = engine.merge(job.id)  # its partial work, committed on worker_1's branch, lands when asked
+    assert merge is not None and merge["merged"] == ["worker_1"] and show(host, result_of(host, job.id), "a.txt") == "a\n"
+    assert snapshot(host, folder) == before
+
+
+# -- merge_into -------------------------------------------------------------------------------------
+
+
+def test_merge_into_a_branch_not_checked_out_fast_forwards_only_that_branch(hosted):
+    host, folder, make = hosted
+    git(host, "branch", "feature")
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"merge_into": "feature"})
+    into = job.merge["into"]
+    assert into["branch"] == "feature" and into["moved"] is True and into["refused"] is None
+    assert git(host, "rev-parse", "feature").strip() == job.merge["result_commit"]
+    assert without(snapshot(host, folder), "refs/heads/feature") == without(before, "refs/heads/feature")
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "Your branch `feature`: moved feature from" in final
+
+
+def test_merge_into_the_checked_out_branch_of_a_clean_host_fast_forwards_it_and_its_files(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(git={"merge_into": "main"})  # the server's setting, this time
+    job = run_job(engine, "x", tasks=["echo a > a.txt", "echo b >> app.py"])
+    into = job.merge["into"]
+    assert into["moved"] is True and "fast-forwarded main in" in into["message"]
+    after = snapshot(host, folder)
+    # main is the result, still checked out, and the working tree was fast-forwarded with it (clean)
+    assert git(host, "rev-parse", "main").strip() == job.merge["result_commit"]
+    assert git(host, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert (host / "a.txt").read_text() == "a\n" and (host / "app.py").read_text() == "print('v2')\nline2\nb\n"
+    assert git(host, "status", "--porcelain") == ""
+    assert (
+        after["stash"] == before["stash"]
+        and without(after, "refs/heads/main")["refs"] == without(before, "refs/heads/main")["refs"]
+    )
+
+
+def test_merge_into_a_dirty_checkout_or_a_non_fast_forward_is_refused_with_the_command_and_nothing_moves(hosted):
+    host, folder, make = hosted
+    (host / "app.py").write_text("mine, uncommitted\n")
+    # `diverged` has a commit of its own that the result (made from HEAD) lacks; made without a checkout
+    own = git(host, "commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "own work", env=user_env()).strip()
+    git(host, "branch", "diverged", own)
+    before = snapshot(host, folder)
+    engine = make()
+    dirty = run_job(engine, "x", tasks=["echo a > a.txt"], config={"merge_into": "main"})
+    into = dirty.merge["into"]
+    assert into["moved"] is False and "has uncommitted changes" in into["refused"]
+    assert into["command"] == f"git -C '{host}' merge --ff-only {dirty.merge['result_commit']}"
+    assert any(f"run: {into['command']}" in n for n in dirty.notes)
+    assert snapshot(host, folder) == before
+    refused = run_job(engine, "x", tasks=["echo b > b.txt"], config={"merge_into": "diverged"})
+    into = refused.merge["into"]
+    assert into["moved"] is False and "not a fast-forward" in into["refused"]
+    assert into["command"] == f"git switch diverged && git merge {refused.merge['result_commit']}"
+    final = engine.workspace.final_report(refused.id).read_text()
+    assert "Your branch `diverged` was not moved:" in final and f"Run: `{into['command']}`" in final
+    assert snapshot(host, folder) == before
+
+
+def test_merge_into_and_merge_strategy_are_checked_at_submission(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    for bad, said in (
+        ("bad..name", "is not a valid branch name"),
+        ("-x", "is not a valid branch name"),
+        ("@{-1}", "is not a valid branch name"),
+        ("a\x00b", "is not a valid branch name"),
+        ("x" * 300, "is not a valid branch name"),
+        ("orchestrator/abc/result", "inside the orchestrator's branch prefix"),
+        (7, "wrong type: expected a string"),
+    ):
+        with pytest.raises(ConfigError, match=said) as caught:
+            engine.submit("x", {"merge_into": bad}, ["true"])
+        assert "merge_into" in caught.value.message
+    with pytest.raises(ConfigError, match="merge_strategy='ours' is not allowed. Choose one of: auto, theirs, manual"):
+        engine.submit("x", {"merge_strategy": "ours"}, ["true"])
+    root = engine.submit("x", None, ["sleep 30"])
+    wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
+    with pytest.raises(Forbidden, match="config.merge_into is for a root job only"):
+        engine.submit("y", {"merge_into": "main"}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
+    with pytest.raises(Conflict, match="still running"):
+        engine.merge(root.id)
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+    assert snapshot(host, folder) == before
+
+
+# -- routes and commands, on a real server ---------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A real waitress server whose folder sits inside a host repository."""
+    host, folder = make_host(tmp_path)
+    settings = load_settings(
+        base_dir=folder,
+        environ={},
+        overrides={
+            "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 30},
+            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
+            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        },
+    )
+    engine = Engine(settings)
+    server = start_in_thread(settings, engine, port=0)
+    yield host, folder, server.url, engine
+    engine.shutdown(timeout=10)
+    server.close()
+
+
+def call(url: str, method: str, path: str, key: str = API_KEY, **kwargs):
+    return requests.request(method, url + path, headers={"X-API-Key": key}, timeout=30, **kwargs)
+
+
+def submit_and_wait(url: str, tasks: list[str], config: dict | None = None) -> str:
+    job_id = call(url, "POST", "/api/v1/orchestrate", json={"request": "x", "tasks": tasks, "config": config or {}}).json()[
+        "job_id"
+    ]
+    assert call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()["status"] in ("completed", "partial")
+    return job_id
+
+
+def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strategy_remerges(served):
+    host, folder, url, engine = served
+    before = snapshot(host, folder)
+    running = call(url, "POST", "/api/v1/orchestrate", json={"request": "x", "tasks": ["sleep 30"]}).json()["job_id"]
+    answer = call(url, "POST", f"/api/v1/jobs/{running}/merge", json={})
+    assert answer.status_code == 409 and "still running" in answer.json()["message"]
+    seen = call(url, "GET", f"/api/v1/jobs/{running}/conflicts")  # answers while it runs
+    assert seen.status_code == 200 and seen.json() == {"job_id": running, "conflicts": [], "merge": None}
+    call(url, "POST", f"/api/v1/jobs/{running}/cancel")
+
+    job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
+    status = call(url, "GET", f"/api/v1/jobs/{job_id}").json()
+    first = engine.get_job(job_id).merge
+    assert first["skipped"] == ["worker_2", "worker_3"] and status["status"] == "completed" and status["merge"] == first
+    reflog = git(host, "reflog", "show", f"orchestrator/{job_id}/result")
+    again = call(url, "POST", f"/api/v1/jobs/{job_id}/merge")  # no body: the job's own strategy
+    assert again.status_code == 200, again.text
+    assert again.json()["merge"]["result_commit"] == first["result_commit"]
+    assert git(host, "reflog", "show", f"orchestrator/{job_id}/result") == reflog  # the ref did not move again
+    theirs = call(url, "POST", f"/api/v1/jobs/{job_id}/merge", json={"strategy": "theirs"}).json()["merge"]
+    assert theirs["merged"] == ["worker_1", "worker_2", "worker_3"] and theirs["result_commit"] != first["result_commit"]
+    assert result_of(host, job_id) == theirs["result_commit"]
+    assert show(host, theirs["result_commit"], "app.py").startswith("print('w2')")
+    assert (
+        call(url, "POST", f"/api/v1/jobs/{job_id}/merge", json={"strategy": "theirs"}).json()["merge"]["result_commit"]
+        == theirs["result_commit"]
+    )
+    # the record on disk and the status document carry the last merge
+    assert engine.workspace.load_job(job_id).merge["strategy"] == "theirs"
+    assert call(url, "GET", f"/api/v1/jobs/{job_id}").json()["merge"]["result_commit"] == theirs["result_commit"]
+    for body, code, said in (
+        ({"strategy": "ours"}, 422, "not a merge strategy"),
+        ({"into": "bad..name"}, 422, "not a valid branch name"),
+        ({"into": "orchestrator/x"}, 422, "inside the orchestrator's branch prefix"),
+        ({"strategy": 3}, 422, "must be a string"),
+        ({"bogus": 1}, 400, "unknown field"),
+        (["auto"], 400, "JSON object"),
+    ):
+        answer = call(url, "POST", f"/api/v1/jobs/{job_id}/merge", json=body)
+        assert answer.status_code == code and said in answer.json()["message"], (body, answer.text)
+    assert snapshot(host, folder) == before
+
+
+def test_conflicts_route_before_and_after_merging_and_who_may_merge(served):
+    host, folder, url, engine = served
+    before = snapshot(host, folder)
+    job_id = submit_and_wait(
+        url, [SAME_LINE.format("w1"), "echo b > b.txt", SAME_LINE.format("w3")], {"merge_strategy": "manual"}
+    )
+    got = call(url, "GET", f"/api/v1/jobs/{job_id}/conflicts").json()
+    assert got["job_id"] == job_id and got["merge"]["result_commit"] is None
+    assert got["conflicts"] == [
+        {
+            "path": "app.py",
+            "workers": ["worker_1", "worker_3"],
+            "hunks": 1,
+            "kind": "content",
+            "resolved_by": "",
+            "predicted": True,
+        }
+    ]
+    merged = call(url, "POST", f"/api/v1/jobs/{job_id}/merge", json={"strategy": "theirs", "into": ""}).json()["merge"]
+    after = call(url, "GET", f"/api/v1/jobs/{job_id}/conflicts").json()
+    assert after["conflicts"] == got["conflicts"] and after["merge"] == merged and merged["into"] is None
+    # a worker credential may read its tree, never merge it; a child job's id is refused
+    worker_key = engine.credentials.issue(job_id, job_id, "worker_1")
+    assert call(url, "POST", f"/api/v1/jobs/{job_id}/merge", key=worker_key).status_code in (401, 403)
+    assert call(url, "POST", f"/api/v1/jobs/{job_id}-c1/merge").status_code == 404  # no such child job
+    assert call(url, "POST", f"/api/v1/jobs/{job_id}/merge", key="wrong-key-0123456789").status_code == 401
+    assert snapshot(host, folder) == before
+
+
+def test_a_child_job_id_is_refused_with_the_root_named(served):
+    host, folder, url, engine = served
+    root = engine.submit("x", None, ["sleep 30"])
+    wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
+    child = engine.submit("y", None, ["true"], parent_job_id=root.id, parent_worker="worker_1")
+    engine.wait(child.id, 30)
+    answer = call(url, "POST", f"/api/v1/jobs/{child.id}/merge")
+    assert answer.status_code == 422 and f"Use the root job {root.id}" in answer.json()["message"]
+    got = call(url, "GET", f"/api/v1/jobs/{child.id}/conflicts")  # a child job's own workers' branches
+    assert got.status_code == 200 and got.json()["job_id"] == child.id and got.json()["conflicts"] == []
+    # a worker's own credential (alive while it runs) cannot merge even its own tree
+    key = engine.credentials.issue(root.id, root.id, "worker_1")
+    answer = call(url, "POST", f"/api/v1/jobs/{root.id}/merge", key=key)
+    assert answer.status_code == 403 and "cannot merge" in answer.json()["message"]
+    # nor ask for a child job that would move a branch of the user's
+    body = {"request": "y", "tasks": ["true"], "config": {"merge_into": "main"}}
+    answer = call(url, "POST", "/api/v1/orchestrate", key=key, json=body)
+    assert answer.status_code == 403 and "config.merge_into is for a root job only" in answer.json()["message"]
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+
+
+def test_cli_merge_and_conflicts_against_a_real_server(served, tmp_path):
+    host, folder, url, engine = served
+    job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2")])
+    config = tmp_path / "cli.yaml"
+    config.write_text(f'api:\n  api_key: "{API_KEY}"\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "orchestrator", "--config", str(config), *args, "--api-url", url]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    shown = cli("conflicts", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "1 predicted conflict(s)" in shown.stdout and "app.py: worker_1 vs worker_2 (1 hunk(s), content)" in shown.stdout
+    assert "merge (auto)" in shown.stdout and "skipped: worker_2" in shown.stdout
+    done = cli("merge", job_id, "--strategy", "theirs")
+    assert done.returncode == 0, done.stderr
+    assert "merged: worker_1, worker_2; skipped: none" in done.stdout and "resolved by worker_2's side" in done.stdout
+    assert f"take it with: git merge orchestrator/{job_id}/result" in done.stdout
+    as_json = json.loads(cli("merge", job_id, "--strategy", "theirs", "--json").stdout)
+    assert as_json["merge"]["result_commit"] == result_of(host, job_id)
+    assert json.loads(cli("conflicts", job_id, "--json").stdout)["merge"]["strategy"] == "theirs"
+    bad = cli("merge", job_id, "--into", "bad..name")
+    assert bad.returncode != 0 and "not a valid branch name" in bad.stderr
+
+
+# -- a server killed in the middle of the merge ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_kill_9_during_the_result_merge_leaves_no_ref_and_a_restart_and_post_merge_land_it(tmp_path):
+    host, folder = make_host(tmp_path)
+    home = tmp_path / "home"  # the server's folder, outside the host: git.repo names the host
+    home.mkdir()
+    port = _free_port()
+    (home / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
+        'orchestrator:\n  worker: "command"\n  command: ["sh", "-c", "{task}"]\n'
+        f"git:\n  repo: {json.dumps(str(host))}\n  merge_strategy: theirs\n"
+    )
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env["ORCHESTRATOR_HOME"] = str(home)
+    before = snapshot(host, folder)
+
+    def start(failpoints: str = "") -> subprocess.Popen[bytes]:
+        extra = {"ORCHESTRATOR_FAILPOINTS": failpoints} if failpoints else {}
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")],
+            env={**env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
+        return server
+
+    server = start("merge_before_update_ref=1")
+    try:
+        tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"]
+        job_id = call(url, "POST", "/api/v1/orchestrate", json={"request": "x", "tasks": tasks}).json()["job_id"]
+        assert server.wait(60) == -signal.SIGKILL  # killed itself at the failpoint, between merge-tree and update-ref
+        assert result_of(host, job_id) is None  # no half-made ref
+        assert not list((host / ".git").rglob("*.lock"))
+        assert snapshot(host, folder) == before
+        server = start()
+        done = call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()
+        assert done["status"] == "completed"
+        landed = json.loads((home / "workspace" / f"job_{job_id}" / "state" / "jobs" / f"{job_id}.json").read_text())["merge"]
+        assert landed["merged"] == ["worker_1", "worker_2", "worker_3"]  # the restart ended the job and merged it
+        again = call(url, "POST", f"/api/v1/jobs/{job_id}/merge").json()["merge"]
+        assert again["result_commit"] == landed["result_commit"] == result_of(host, job_id)
+        assert show(host, again["result_commit"], "app.py").startswith("print('w2')")
+        assert show(host, again["result_commit"], "c.txt") == "c\n"
+        assert snapshot(host, folder) == before
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(60)
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
