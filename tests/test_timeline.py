@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from orchestrator.merging import FileConflict, MergeOutcome
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.reports import timeline
 from orchestrator.reports.timeline import COLOURS, render_timeline_svg, tick_step
@@ -90,6 +91,22 @@ def axis(root):
     (t0, x0), (t1, x1) = ticks[0], ticks[-1]
     assert t0 == 0 and t1 > 0
     return x0, (x1 - x0) / (t1 - t0)
+
+
+def _merge_record(strategy, merged, conflicts, result_commit, at):
+    """A JobRecord.merge as landing.py and nesting.py write it: the outcome's dict and its time."""
+    outcome = MergeOutcome(
+        strategy,
+        "b" * 40,
+        f"refs/heads/orchestrator/{ROOT}/result",
+        result_commit,
+        tuple(merged),
+        (),
+        tuple(conflicts),
+        (),
+        "git merge orchestrator/x/result",
+    )
+    return outcome.to_dict() | {"at": at, "into": None}
 
 
 def test_one_bar_per_attempt_and_a_marker_for_a_worker_that_never_ran(tree):
@@ -338,15 +355,10 @@ def _git_tree():
     worktree = JobConfig(isolation="worktree")
     root = job(config=worktree, end=40.0)
     child = job(CHILD, 1, start=2, end=30, parent_job_id=ROOT, parent_worker="worker_1", config=worktree)
-    root.merge = {
-        "strategy": "auto",
-        "merged": ["worker_1", "worker_2"],
-        "skipped": [],
-        "conflicts": [],
-        "result_commit": "r" * 40,
-        "at": T + 45,
-    }
-    child.merge = {"strategy": "theirs", "merged": ["worker_1_1"], "skipped": [], "conflicts": [{"path": "a"}], "at": T + 33}
+    root.merge = _merge_record("auto", ["worker_1", "worker_2"], [], "r" * 40, T + 45)
+    child.merge = _merge_record(
+        "theirs", ["worker_1_1"], [FileConflict("a", ("worker_1_1",), 1, "content", "worker_1_1")], None, T + 33
+    )
     w1 = worker("worker_1", 1, [(0.5, 5, "exit"), (6, 12, "timeout"), (13, 35, "exit")], child_job_ids=[CHILD])
     for attempt, checkpoint in zip(w1.attempts, ("a" * 40, "a" * 40, "b" * 40)):
         attempt.checkpoint = checkpoint
