@@ -209,7 +209,7 @@ def _worker_range(repo: Path, workspace: Workspace, record: WorkerRecord, branch
 def _tree_base(workspace: Workspace, root_id: str) -> str | None:
     """The commit the tree's root workers branched from (worktree.py keeps it in the tree folder)."""
     try:
-        text = (workspace.job_dir(root_id) / "git_base").read_text(encoding="utf-8").strip()
+        text = workspace.tree_base_file(root_id).read_text(encoding="utf-8").strip()
     except OSError:
         return None
     return text if _is_id(text) else None

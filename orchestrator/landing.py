@@ -34,7 +34,6 @@ from .gitwork import find_host
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
-BASE_FILE = "git_base"  # in the tree's folder: the commit its root workers branched from (worktree.py writes it)
 NAMED = 5  # conflicting files a note names before "and N more"
 
 
@@ -148,7 +147,7 @@ def land(
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
     named = branches(job, workers)
-    base_file = workspace.job_dir(job.root_id) / BASE_FILE
+    base_file = workspace.tree_base_file(job.root_id)
     if not named or not base_file.is_file():
         return Landed(None, "nothing merged: no worker committed work on a branch")
     repo = repository(settings, workspace)
@@ -223,7 +222,7 @@ def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings
     """What would conflict between each pair of the job's workers' branches as they stand now
     (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
     named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
-    base_file = workspace.job_dir(job.root_id) / BASE_FILE
+    base_file = workspace.tree_base_file(job.root_id)
     if job.config.isolation != "worktree" or len(named) < 2 or not base_file.is_file():
         return []
     base = base_file.read_text(encoding="utf-8").strip()

@@ -201,6 +201,11 @@ class Workspace:
     def job_dir(self, root_id: str) -> Path:
         return self._tree(root_id).job
 
+    def tree_base_file(self, root_id: str) -> Path:
+        """Git isolation: the commit a tree's root workers branched from (worktree.py writes it;
+        landing and diffs read it), kept so a restarted server uses the same base."""
+        return self.job_dir(root_id) / "git_base"
+
     def depth_dir(self, root_id: str, depth: int) -> Path:
         return self._tree(root_id).depth(int(depth))
 

@@ -92,7 +92,7 @@ class WorktreeCheckout(Checkout):
         with self._lock:
             if root_id in self._bases:
                 return self._bases[root_id]
-            saved = self.workspace.job_dir(root_id) / "git_base"
+            saved = self.workspace.tree_base_file(root_id)
             if saved.is_file():
                 commit = saved.read_text(encoding="utf-8").strip()
             else:
