@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import ConfigError, Conflict, ValidationError
 from .gitcmd import GitFailed, git_bytes, run_git
+from .gitwork import worktree_list
 
 ZERO = "0" * 40
 _ROOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -142,14 +143,7 @@ def is_ancestor(repo: str | Path, older: str, newer: str) -> bool:
 
 def checkouts(repo: str | Path) -> dict[str, str]:
     """branch ref -> the worktree that has it checked out (every worktree of the repository)."""
-    out = run_git(repo, "worktree", "list", "--porcelain", "-z").stdout
-    found, path = {}, ""
-    for line in out.split("\0"):
-        if line.startswith("worktree "):
-            path = line.removeprefix("worktree ")
-        elif line.startswith("branch "):
-            found[line.removeprefix("branch ")] = path
-    return found
+    return {entry["branch"]: entry["worktree"] for entry in worktree_list(Path(repo)) if entry.get("branch")}
 
 
 def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:

@@ -194,3 +194,20 @@ def resolve_commit(repo: Path, rev: str) -> str:
     if done.returncode != 0:
         raise ConfigError(f"git.base {rev!r} names no commit in {repo}: set git.base to a branch, tag or commit")
     return done.stdout.strip()
+
+
+def worktree_list(repo: Path) -> list[dict[str, str]]:
+    """``git worktree list --porcelain`` as one dict per worktree (key -> value; a bare
+    key such as ``prunable`` or ``locked`` maps to its reason or "")."""
+    found: list[dict[str, str]] = []
+    nul = (git_version() or (0,)) >= (2, 36)  # -z is git 2.36+; before, one a line (a newline in a path misreads)
+    listed = run_git(repo, "worktree", "list", "--porcelain", *(["-z"] if nul else [])).stdout
+    for line in listed.split("\0" if nul else "\n"):
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            found.append({})
+        if found:
+            found[-1][key] = value
+    return found

@@ -49,7 +49,17 @@ from .config import Settings
 from .errors import ConfigError, OrchestratorError
 from .gitcmd import GitFailed
 from .gitrefs import Deleted
-from .gitwork import GitError, check_ref, find_host, git_version, repo_lock, repo_op, resolve_commit, run_git, snapshot_commit
+from .gitwork import (
+    GitError,
+    check_ref,
+    find_host,
+    repo_lock,
+    repo_op,
+    resolve_commit,
+    run_git,
+    snapshot_commit,
+    worktree_list,
+)
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -303,7 +313,7 @@ def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: boo
     repo = checkout.repo
     prefix = gitrefs.job_prefix(checkout.settings.git.branch_prefix, root_id)
     tree = checkout.workspace.job_dir(root_id).resolve()
-    for entry in _worktrees(repo):
+    for entry in worktree_list(repo):
         ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], checkout.workspace.root)
         if ours or _inside(entry["worktree"], tree):
             try:
@@ -329,7 +339,7 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
     worktree whose folder is only away for now (an unmounted disk), so each entry is removed
     by its path. Returns the paths whose entries went."""
     pruned = []
-    for entry in _worktrees(repo):
+    for entry in worktree_list(repo):
         dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
         if dead and _inside(entry["worktree"], workspace_root.resolve()):
             try:
@@ -352,23 +362,6 @@ def _interrupted(directory: Path) -> bool:
         return (admin / "locked").read_text(encoding="utf-8").strip() == "initializing"
     except OSError:
         return False
-
-
-def _worktrees(repo: Path) -> list[dict[str, str]]:
-    """``git worktree list --porcelain`` as one dict per worktree (key -> value; a bare
-    key such as ``prunable`` or ``locked`` maps to its reason or "")."""
-    found: list[dict[str, str]] = []
-    nul = (git_version() or (0,)) >= (2, 36)  # -z is git 2.36+; before, one a line (a newline in a path misreads)
-    listed = run_git(repo, "worktree", "list", "--porcelain", *(["-z"] if nul else [])).stdout
-    for line in listed.split("\0" if nul else "\n"):
-        if not line:
-            continue
-        key, _, value = line.partition(" ")
-        if key == "worktree":
-            found.append({})
-        if found:
-            found[-1][key] = value
-    return found
 
 
 def _inside(path: str, folder: Path) -> bool:

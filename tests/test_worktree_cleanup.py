@@ -251,11 +251,13 @@ def test_the_prune_command_with_no_server_removes_worktrees_and_branches(host):
 
 
 def test_the_worktree_list_reads_the_same_with_and_without_git_236s_nul_separator(host, monkeypatch):
-    from orchestrator import worktree
+    from orchestrator import gitrefs, gitwork
 
     repo, _, _ = host
-    with_nul = worktree._worktrees(repo)
-    monkeypatch.setattr(worktree, "git_version", lambda: (2, 30))  # before -z (and "prunable")
-    assert worktree._worktrees(repo) == with_nul
+    with_nul = gitwork.worktree_list(repo)
+    checked_out = gitrefs.checkouts(repo)
+    monkeypatch.setattr(gitwork, "git_version", lambda: (2, 30))  # before -z (and "prunable")
+    assert gitwork.worktree_list(repo) == with_nul
+    assert gitrefs.checkouts(repo) == checked_out  # what branch deletion and merge_into read, on git < 2.36 too
     assert len(with_nul) == 3 and any("prunable" in entry for entry in with_nul)
     assert {Path(entry["worktree"]).name for entry in with_nul} == {"my host repo", "user tree", "away tree"}
