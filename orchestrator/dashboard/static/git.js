@@ -182,8 +182,9 @@ const GitView = (() => {
     answer.className = "muted";
     setText(answer, "merging…");
     try {
-      const result = await json(base + "/merge", {
+      const answered = await json(base + "/merge", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const result = answered && answered.merge;  // {"job_id", "merge"}: the job's new merge record
       answer.className = "info";
       if (result && result.error) {
         answer.className = "error";
