@@ -342,9 +342,10 @@ def summary(doc: dict[str, Any]) -> str:
 
 def closing_lines(doc: dict[str, Any]) -> list[str]:
     """The summary, then the path of FINAL_RESULT.md and of each level report that exists."""
+    from .status import merge_lines
     from .workspace import Workspace
 
-    lines = [summary(doc)]
+    lines = [summary(doc), *merge_lines(doc)]
     results = doc["results"]
     if results.get("final_report"):
         lines.append(f"report: {results['final_report']}")

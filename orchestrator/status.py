@@ -186,7 +186,33 @@ def status_table(doc: dict[str, Any]) -> str:
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"]["final_report"]:
         lines.append(f"report:    {doc['results']['final_report']}")
+    lines += merge_lines(doc)
     return "\n".join(lines)
+
+
+def merge_lines(doc: dict[str, Any]) -> list[str]:
+    """Where a worktree job's work landed (its ``merge``), and the command that takes it."""
+    merge = doc.get("merge")
+    if not merge:
+        return []
+    if merge.get("error"):
+        return [f"merge:     failed: {merge['error']}", f"           run it again: ./orchestrator.sh merge {doc['job_id']}"]
+    target = str(merge.get("target") or merge.get("result_ref") or "").removeprefix("refs/heads/")
+    conflicts = [c for c in merge.get("conflicts", []) if not c.get("predicted")]
+    counts = f"{len(merge.get('merged', []))} merged" + (f", {len(merge['skipped'])} skipped" if merge.get("skipped") else "")
+    counts += f", {len(conflicts)} conflicting file(s)" if conflicts else ""
+    if not merge.get("result_commit"):
+        lines = [f"merge:     nothing merged ({merge.get('strategy')}): merge the branches yourself: {merge.get('command')}"]
+    elif merge.get("target"):  # a child job's: into its parent worker's branch and checkout
+        lines = [f"merged:    into {target} ({merge.get('strategy')}: {counts})"]
+    else:
+        lines = [f"result:    {target} ({merge.get('strategy')}: {counts})", f"           take it: {merge.get('command')}"]
+    into = merge.get("into")
+    if into and into.get("moved"):
+        lines.append(f"           your branch {into['branch']} is at the result")
+    elif into:
+        lines.append(f"           your branch {into['branch']} was not moved: {into.get('refused')}; run: {into.get('command')}")
+    return lines
 
 
 def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:

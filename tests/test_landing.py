@@ -21,7 +21,9 @@ from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError, Conflict, Forbidden
 from orchestrator.models import JobStatus
+from orchestrator.progress import closing_lines
 from orchestrator.server import start_in_thread
+from orchestrator.status import job_status, status_table
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
@@ -95,6 +97,14 @@ def test_disjoint_workers_land_in_a_clean_result_branch_with_a_note_and_a_change
     )
     assert "- Strategy: **auto**" in changes and f"at `{result[:12]}`" in changes and "No conflicts." in changes
     assert f"Take the result with: `git merge orchestrator/{job.id}/result`" in changes
+    # The terminal says it too: check-status.sh / status, and run's closing lines
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    shown = [
+        f"result:    orchestrator/{job.id}/result (auto: 3 merged)",
+        f"           take it: git merge orchestrator/{job.id}/result",
+    ]
+    assert status_table(doc).splitlines()[-2:] == shown
+    assert closing_lines(doc)[1:3] == shown
     assert snapshot(host, folder) == before
 
 
@@ -108,6 +118,9 @@ def test_the_same_lines_under_auto_stop_and_report_the_file_and_workers_and_skip
     assert merge["merged"] == ["worker_1", "worker_2"] and merge["skipped"] == ["worker_3", "worker_4"]
     actual = [c for c in merge["conflicts"] if not c["predicted"]]
     assert [(c["path"], c["workers"], c["kind"]) for c in actual] == [("app.py", ["worker_2", "worker_3"], "content")]
+    assert f"result:    orchestrator/{job.id}/result (auto: 2 merged, 2 skipped, 1 conflicting file(s))" in status_table(
+        job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    )
     result = result_of(host, job.id)
     assert show(host, result, "app.py").startswith("print('w2')") and show(host, result, "a.txt") == "a\n"
     assert "d.txt" not in git(host, "ls-tree", "--name-only", result)  # merged nothing more after the conflict
