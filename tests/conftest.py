@@ -217,3 +217,22 @@ class Live:
 @pytest.fixture
 def live(make_live):
     return make_live()
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    """A host git repository holding an orchestrator folder (test_worktree.make_host), and a
+    factory of engines in that folder (test_worktree.host_engine), shut down at the end."""
+    from .test_worktree import host_engine, make_host
+
+    host, folder = make_host(tmp_path)
+    engines = []
+
+    def factory(**sections: dict):
+        engine = host_engine(folder, **sections)
+        engines.append(engine)
+        return engine
+
+    yield host, folder, factory
+    for engine in engines:
+        engine.shutdown(timeout=10)

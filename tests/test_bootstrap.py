@@ -21,10 +21,9 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.status import job_status
 
 from .conftest import run_job, wait_until
-from .test_worktree import git, hosted, snapshot, user_env, workers
+from .test_worktree import git, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
-__all__ = ["hosted"]  # the fixture, shared with test_worktree
 
 RANGE = "45100-45199"
 

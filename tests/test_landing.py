@@ -26,7 +26,7 @@ from orchestrator.server import start_in_thread
 from orchestrator.status import job_status, status_table
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
-from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
+from .test_worktree import git, make_host, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
 
@@ -49,21 +49,6 @@ def show(host: Path, rev: str, path: str) -> str:
 def without(snap: dict, *refs: str) -> dict:
     """The snapshot less the named refs (the one branch merge_into may move)."""
     return {**snap, "refs": [r for r in snap["refs"] if r.split(" ")[0] not in refs]}
-
-
-@pytest.fixture
-def hosted(tmp_path):
-    host, folder = make_host(tmp_path)
-    engines: list[Engine] = []
-
-    def factory(**sections: dict) -> Engine:
-        engine = host_engine(folder, **sections)
-        engines.append(engine)
-        return engine
-
-    yield host, folder, factory
-    for engine in engines:
-        engine.shutdown(timeout=10)
 
 
 # -- the merge when the root ends -----------------------------------------------------------------

@@ -102,21 +102,6 @@ def host_engine(folder: Path, **sections: dict) -> Engine:
     return Engine(load_settings(base_dir=folder, environ={}, overrides=overrides))
 
 
-@pytest.fixture
-def hosted(tmp_path):
-    host, folder = make_host(tmp_path)
-    engines: list[Engine] = []
-
-    def factory(**sections: dict) -> Engine:
-        engine = host_engine(folder, **sections)
-        engines.append(engine)
-        return engine
-
-    yield host, folder, factory
-    for engine in engines:
-        engine.shutdown(timeout=10)
-
-
 def workers(engine, job):
     return {w.name: w for w in engine.snapshot(job.root_id)[1]}
 
