@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator import merging  # noqa: E402
+from orchestrator.checkout import Changes  # noqa: E402
 from orchestrator.config import JobConfig, load_settings  # noqa: E402
 from orchestrator.models import JobRecord, WorkerRecord  # noqa: E402
 from orchestrator.workspace import Workspace  # noqa: E402
@@ -155,7 +156,7 @@ class Bench:
         self.disk.setdefault(".git per worktree orchestrator", []).append((self.git_size() - git_before) // n)
         for k, d in enumerate(dirs):
             edit(d, k, self.args.files)
-        changes = []
+        changes: list[Changes] = []
         self.note("commit orchestrator", timed(lambda: changes.extend(self.checkout.changes(r) for r in records)) / n)
         assert all(c.commit and len(c.files_changed) == EDITED + 1 for c in changes), changes[:1]
         branches = [(r.name, c.branch or "") for r, c in zip(records, changes)]
@@ -266,7 +267,11 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         o, p = disk[f"{key} orchestrator"], disk[f"{key} plain"]
         print(f"{label:44} {o / 1024:13.1f} {p / 1024:13.1f} {o / p if p else float('nan'):6.2f}x")
     print()
-    print(ratio_line(f"(a) {n} worktrees orchestrator/git worktree add loop", med["prepare orchestrator"] / med["prepare plain"], 1.2))
+    print(
+        ratio_line(
+            f"(a) {n} worktrees orchestrator/git worktree add loop", med["prepare orchestrator"] / med["prepare plain"], 1.2
+        )
+    )
     print(ratio_line("(a') commit orchestrator changes()/git add+commit", med["commit orchestrator"] / med["commit plain"], None))
     print(ratio_line(f"(c) merge {n} branches orchestrator/merge-tree loop", med["merge orchestrator"] / med["merge plain"], 1.2))
     print(

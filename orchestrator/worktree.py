@@ -6,7 +6,8 @@ worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitte
 
 ======== ================================================================================
 prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
-         restart), and the worker's TMPDIR as FolderCheckout makes it
+         restart; its checkout runs outside the repository's lock, see gitwork.add_worktree),
+         and the worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
          --hard`` + ``clean -fdx`` inside that worktree only), unless the failure's class is
@@ -33,7 +34,7 @@ from pathlib import Path
 from .checkout import Changes, Checkout, FolderCheckout
 from .config import Settings
 from .errors import ConfigError
-from .gitwork import GitError, check_ref, find_host, repo_op, resolve_commit, run_git, snapshot_commit
+from .gitwork import GitError, add_worktree, check_ref, find_host, repo_op, resolve_commit, run_git, snapshot_commit
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
 
@@ -101,10 +102,10 @@ class WorktreeCheckout(Checkout):
         exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
         if exists:  # its branch outlived its worktree (a restart after a crash): check it out again
             start = resolve_commit(self.repo, ref)
-            repo_op(self.repo, self.repo, "worktree", "add", "--", str(directory), self.branch(record))
+            add_worktree(self.repo, directory, self.branch(record), None)
         else:
             start = self._start_point(record, job)
-            repo_op(self.repo, self.repo, "worktree", "add", "--no-track", "-b", self.branch(record), "--", str(directory), start)
+            add_worktree(self.repo, directory, self.branch(record), start)
         git_dir = Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
