@@ -161,11 +161,11 @@ def repo_op(repo: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
         return retry_locked(cwd, *args)
 
 
-def retry_locked(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A git call retried while another process holds one of git's lock files."""
     for attempt in range(LOCK_RETRIES):
         try:
-            return run_git(cwd, *args)
+            return run_git(cwd, *args, env=env)
         except GitError as exc:
             if attempt + 1 == LOCK_RETRIES or not _LOCKED.search(str(exc)):
                 raise
@@ -183,7 +183,14 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
     place = ("--", str(directory), branch) if start is None else ("--no-track", "-b", branch, "--", str(directory), start)
     repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
     try:
-        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q")
+        # Named explicitly, as git names them for its own checkout: a directory that somehow
+        # were not a worktree must never let ``reset --hard`` find the host's own work tree.
+        try:
+            admin = (directory / ".git").read_text(encoding="utf-8").removeprefix("gitdir:").strip()
+        except OSError as exc:
+            raise GitError(f"git worktree add made no {directory / '.git'}: {exc}") from None
+        env = {**_PINNED_ENV, "GIT_DIR": str(directory / admin), "GIT_WORK_TREE": str(directory)}
+        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", env=env)
     except GitError:
         try:
             repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", str(directory))
