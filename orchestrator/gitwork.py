@@ -7,7 +7,8 @@ skipped; user text (a path, a branch name) always follows ``--`` or is checked f
 (``git check-ref-format``). Operations that take a lock of the whole repository (worktree
 add and remove, branch creation and deletion) are serialised by one lock per repository and
 retried on git's own ``index.lock``/``.lock`` errors, so sixteen workers starting at once
-never fail on them.
+never fail on them. A new worktree's checkout writes only that worktree: it runs outside the
+lock (``add_worktree``), so sixteen checkouts share the machine instead of queueing.
 
 Minimum git: 2.17 (``git worktree remove``; ``worktree add`` is 2.5, ``-C`` 1.8.5). Item 6's
 merges (``merge-tree --write-tree``) need 2.38: that check is merging.py's.
@@ -157,14 +158,45 @@ def repo_op(repo: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
     """A repository-level git operation: under the repository's lock, retried while another
     process (the user's own git) holds one of git's lock files."""
     with repo_lock(repo):
-        for attempt in range(LOCK_RETRIES):
-            try:
-                return run_git(cwd, *args)
-            except GitError as exc:
-                if attempt + 1 == LOCK_RETRIES or not _LOCKED.search(str(exc)):
-                    raise
-                time.sleep(min(1.0, 0.05 * 2**attempt))
+        return retry_locked(cwd, *args)
+
+
+def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A git call retried while another process holds one of git's lock files."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return run_git(cwd, *args, env=env)
+        except GitError as exc:
+            if attempt + 1 == LOCK_RETRIES or not _LOCKED.search(str(exc)):
+                raise
+            time.sleep(min(1.0, 0.05 * 2**attempt))
     raise AssertionError("unreachable")
+
+
+def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) -> None:
+    """``git worktree add`` of ``branch`` at ``directory`` (a new branch from ``start``; None:
+    the branch exists), split in git's own two steps: the worktree's admin folder and its branch
+    under the repository's lock (``--no-checkout``), then its checkout, the same ``reset --hard
+    --no-recurse-submodules`` git runs inside a new worktree, outside the lock: it writes only
+    that worktree's own index and files, so many workers' checkouts run side by side instead of
+    one after another. A checkout that fails removes the worktree again, as git does."""
+    place = ("--", str(directory), branch) if start is None else ("--no-track", "-b", branch, "--", str(directory), start)
+    repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
+    try:
+        # Named explicitly, as git names them for its own checkout: a directory that somehow
+        # were not a worktree must never let ``reset --hard`` find the host's own work tree.
+        try:
+            admin = (directory / ".git").read_text(encoding="utf-8").removeprefix("gitdir:").strip()
+        except OSError as exc:
+            raise GitError(f"git worktree add made no {directory / '.git'}: {exc}") from None
+        env = {**_PINNED_ENV, "GIT_DIR": str(directory / admin), "GIT_WORK_TREE": str(directory)}
+        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", env=env)
+    except GitError:
+        try:
+            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+        except GitError:
+            pass  # the first error is the one to report
+        raise
 
 
 def snapshot_commit(repo: Path, base: str) -> str:

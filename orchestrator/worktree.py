@@ -6,7 +6,8 @@ worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitte
 
 ======== ================================================================================
 prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
-         restart; made again when its add was cut off before the worker first ran), and the
+         restart; made again when its add was cut off before the worker first ran; its
+         checkout runs outside the repository's lock, see gitwork.add_worktree), and the
          worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
@@ -51,6 +52,7 @@ from .gitcmd import GitFailed
 from .gitrefs import Deleted
 from .gitwork import (
     GitError,
+    add_worktree,
     check_ref,
     find_host,
     repo_lock,
@@ -141,10 +143,10 @@ class WorktreeCheckout(Checkout):
         exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
         if exists:  # its branch outlived its worktree (a restart after a crash): check it out again
             start = resolve_commit(self.repo, ref)
-            repo_op(self.repo, self.repo, "worktree", "add", "--", str(directory), self.branch(record))
+            add_worktree(self.repo, directory, self.branch(record), None)
         else:
             start = self._start_point(record, job)
-            repo_op(self.repo, self.repo, "worktree", "add", "--no-track", "-b", self.branch(record), "--", str(directory), start)
+            add_worktree(self.repo, directory, self.branch(record), start)
         git_dir = Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
@@ -351,17 +353,23 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
 
 
 def _interrupted(directory: Path) -> bool:
-    """Whether ``git worktree add`` of ``directory`` was cut off: git locks a new worktree
-    ("initializing", in the C locale our git calls run in) until its checkout is complete.
-    Read from the files, no git call."""
+    """Whether making the worktree ``directory`` was cut off before its checkout completed:
+    git locks a new worktree ("initializing", in the C locale our git calls run in) until its
+    own checkout is done, and gitwork.add_worktree's checkout (after ``worktree add
+    --no-checkout``) is the first to write the worktree's index. Read from the files, no git call."""
     try:
         pointer = (directory / ".git").read_text(encoding="utf-8").strip()
-        if not pointer.startswith("gitdir: "):
-            return False
-        admin = directory / pointer.removeprefix("gitdir: ")  # relative with worktree.useRelativePaths
-        return (admin / "locked").read_text(encoding="utf-8").strip() == "initializing"
     except OSError:
         return False
+    if not pointer.startswith("gitdir: "):
+        return False
+    admin = directory / pointer.removeprefix("gitdir: ")  # relative with worktree.useRelativePaths
+    try:
+        if (admin / "locked").read_text(encoding="utf-8").strip() == "initializing":
+            return True
+    except OSError:
+        pass
+    return (admin / "HEAD").is_file() and not (admin / "index").exists()
 
 
 def _inside(path: str, folder: Path) -> bool:

@@ -441,6 +441,20 @@ def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop
     assert len(git(repo, "rev-list", "--merges", f"{PREFIX}fast/result").split()) == 3
 
 
+def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(repo: Path) -> None:
+    """fast-import's objects go loose, as the per-branch path's do: its temporary pack (which it
+    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept."""
+    for worker in ("w1", "w2", "w3", "w4"):  # 4 merges of 40 new folders each: ~170 new objects
+        commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}/d{k}/f.txt": f"{worker} {k}\n" for k in range(40)})
+    packs = repo / ".git" / "objects" / "pack"
+    before = sorted(packs.iterdir()) if packs.exists() else []
+    outcome = merge(repo, "auto", "w1", "w2", "w3", "w4")
+    assert outcome.merged == ("w1", "w2", "w3", "w4") and not outcome.conflicts
+    assert (sorted(packs.iterdir()) if packs.exists() else []) == before
+    assert show(repo, RESULT, "w4/d39/f.txt") == "w4 39\n"
+    assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
+
+
 def test_overlapping_or_foreign_branches_are_merged_one_by_one(repo: Path) -> None:
     # A file and a folder of the same name on two branches: a conflict, not a silent mix.
     commit_on(repo, f"{PREFIX}{ID}/w1", {"thing": "a file\n"})

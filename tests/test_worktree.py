@@ -17,7 +17,7 @@ from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.environment import PACKAGE_PARENT, worker_prompt
 from orchestrator.errors import ConfigError
-from orchestrator.gitwork import repo_op, run_git
+from orchestrator.gitwork import GitError, add_worktree, repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.status import job_status
 from orchestrator.worktree import checkpoints
@@ -270,6 +270,40 @@ def test_repository_level_operations_retry_on_a_held_git_lock(tmp_path):
         assert git(host, "rev-parse", "orchestrator/x") == git(host, "rev-parse", "HEAD")
     finally:
         release.join()
+
+
+def test_a_new_worktree_is_what_git_worktree_add_makes_and_a_failed_checkout_leaves_none(tmp_path):
+    """add_worktree checks out outside the repository's lock (git's own two steps, split): the
+    result is the same as ``git worktree add``'s, and a checkout that fails (here a required
+    smudge filter) leaves no worktree behind, as git's own does."""
+    host, _ = make_host(tmp_path)
+    head = git(host, "rev-parse", "HEAD").strip()
+    made, plain = tmp_path / "made wt", tmp_path / "plain wt"
+    add_worktree(host, made, "orchestrator/a", head)
+    git(host, "worktree", "add", "-q", "--no-track", "-b", "orchestrator/b", str(plain), head)
+    for tree in (made, plain):
+        assert git(tree, "status", "--porcelain", "--untracked-files=all") == ""
+        assert git(tree, "ls-files", "-s") == git(host, "ls-tree", "-r", "--format=%(objectmode) %(objectname) 0\t%(path)", head)
+    assert sorted(p.name for p in made.iterdir()) == sorted(p.name for p in plain.iterdir())
+    assert git(made, "symbolic-ref", "HEAD") == "refs/heads/orchestrator/a\n"
+    listed = git(host, "worktree", "list", "--porcelain")
+    assert "locked" not in listed and str(made) in listed
+    # an existing branch, checked out again (a restart after a crash)
+    git(host, "worktree", "remove", "--force", str(made))
+    add_worktree(host, made, "orchestrator/a", None)
+    assert git(made, "rev-parse", "HEAD") == head + "\n" and git(made, "status", "--porcelain") == ""
+
+    (host / ".gitattributes").write_text("*.bin filter=boom\n")
+    (host / "data.bin").write_text("x\n")
+    git(host, "add", ".gitattributes", "data.bin")
+    git(host, "commit", "-qm", "filtered", "--no-verify", env=user_env())
+    git(host, "config", "filter.boom.smudge", "false")
+    git(host, "config", "filter.boom.required", "true")
+    broken = tmp_path / "broken"
+    with pytest.raises(GitError, match="reset"):
+        add_worktree(host, broken, "orchestrator/c", git(host, "rev-parse", "HEAD").strip())
+    assert not broken.exists()
+    assert str(broken) not in git(host, "worktree", "list", "--porcelain")
 
 
 def test_a_detached_head_base_works_and_stays_detached(hosted):

@@ -207,6 +207,14 @@ def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cu
         assert (directory / "app.py").read_text() == "print('v2')\nline2\n" and (directory / "a.txt").exists()
         assert git(directory, "status", "--porcelain") == "" and git(directory, "rev-parse", "HEAD") == tip
         assert "locked" not in git(repo, "worktree", "list", "--porcelain")
+        # Cut off between gitwork.add_worktree's two steps: `worktree add --no-checkout` done (no
+        # lock left, no index, no files), its checkout never ran. Made again too.
+        (admin / "index").unlink()
+        for name in ("app.py", "a.txt"):
+            (directory / name).unlink()
+        assert engine.checkout.prepare(record, job) == directory
+        assert (directory / "app.py").read_text() == "print('v2')\nline2\n" and (directory / "a.txt").exists()
+        assert git(directory, "status", "--porcelain") == "" and git(directory, "rev-parse", "HEAD") == tip
         assert user_state(repo, tmp) == before
     finally:
         engine.shutdown(timeout=10)
