@@ -297,7 +297,7 @@ class ProgressView:
         if self.tty:
             self.draw(tree_from_status(doc), force=True)
         elif table:
-            self.stream.write("\n" + status_table(doc) + "\n")
+            self.stream.write("\n" + status_table(doc, merge=False) + "\n")  # the closing lines say it
         self.stream.write("\n" + "\n".join(closing_lines(doc)) + "\n")
         self.stream.flush()
 

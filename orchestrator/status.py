@@ -170,8 +170,9 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
     }
 
 
-def status_table(doc: dict[str, Any]) -> str:
-    """A plain-text table for terminals (check-status.sh, ``orchestrator status``)."""
+def status_table(doc: dict[str, Any], merge: bool = True) -> str:
+    """A plain-text table for terminals (check-status.sh, ``orchestrator status``); ``merge``:
+    end with where a worktree job's work landed (``run`` prints that in its closing lines)."""
     lines = [
         f"job {doc['job_id']}  {doc['status'].upper()}  depth {doc['depth']}",
         f"request: {doc['request'][:200]}",
@@ -186,7 +187,8 @@ def status_table(doc: dict[str, Any]) -> str:
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"]["final_report"]:
         lines.append(f"report:    {doc['results']['final_report']}")
-    lines += merge_lines(doc)
+    if merge:
+        lines += merge_lines(doc)
     return "\n".join(lines)
 
 

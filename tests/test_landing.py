@@ -6,6 +6,7 @@ that the user's repository is as it was (only ``merge_into``'s branch may move).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError, Conflict, Forbidden
 from orchestrator.models import JobStatus
-from orchestrator.progress import closing_lines
+from orchestrator.progress import ProgressView, closing_lines
 from orchestrator.server import start_in_thread
 from orchestrator.status import job_status, status_table
 
@@ -90,6 +91,9 @@ def test_disjoint_workers_land_in_a_clean_result_branch_with_a_note_and_a_change
     ]
     assert status_table(doc).splitlines()[-2:] == shown
     assert closing_lines(doc)[1:3] == shown
+    out = io.StringIO()
+    ProgressView(out, tty=False).finish(doc, table=True)  # what run and quick-start print at the end: said once
+    assert out.getvalue().count(shown[0]) == 1 and out.getvalue().count(shown[1]) == 1
     assert snapshot(host, folder) == before
 
 
