@@ -204,7 +204,8 @@ def test_a_cancelled_job_is_merged_only_when_asked(hosted):
     before = snapshot(host, folder)
     engine = make()
     job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
-    wait_until(lambda: workers(engine, job)["worker_1"].attempts, what="the worker started")
+    wrote = engine.workspace.worker_dir(job.id, 0, "worker_1") / "a.txt"
+    wait_until(wrote.exists, what="the worker wrote a.txt")  # its attempt started is not enough on a loaded machine
     engine.cancel(job.id)
     done = engine.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED and done.merge is None and result_of(host, job.id) is None
