@@ -32,7 +32,6 @@ import errno
 import logging
 import os
 import secrets
-import socket
 import stat
 import threading
 import time
@@ -44,8 +43,9 @@ from .checkout import CheckoutFailed
 from .config import JobConfig, Settings
 from .config.schema import parse_port_range
 from .environment import base_env
-from .gitwork import GitError, run_git
+from .gitwork import GitError, git_dir_of, run_git
 from .models import JobRecord, WorkerRecord
+from .ports import bind_error
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner
 from .workspace import Workspace
 
@@ -110,13 +110,7 @@ class PortPool:
 
 def bindable(port: int) -> bool:
     """Whether a server could listen on 127.0.0.1:``port`` now (as most servers do, with SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
+    return bind_error(LOOPBACK, port) is None
 
 
 class Bootstrap:
@@ -143,7 +137,7 @@ class Bootstrap:
         record.port = self.ports.reserve(_owner(record), prefer=None if fresh else record.port)
         if self.settings.git.teardown:
             self._env(record, job, directory)  # kept for the teardown, which has no job at hand
-        git_dir = _git_dir(directory)
+        git_dir = git_dir_of(directory)
         if not fresh and ((git_dir / DONE_FILE).exists() or record.attempts):
             return False  # re-attached after a restart: bootstrapped already
         copied = copy_included(self.repo, directory, self._included(record.root_id), lambda line: self._note(record, line))
@@ -184,7 +178,7 @@ class Bootstrap:
         """Pathspecs that keep the copied files out of a commit even if the worker's own
         .gitignore stopped ignoring them (a copied ``.env`` holds secrets)."""
         try:
-            copied = _read_list(_git_dir(directory) / COPIED_FILE)
+            copied = _read_list(git_dir_of(directory) / COPIED_FILE)
         except (OSError, GitError):
             return []
         if not copied:
@@ -196,7 +190,7 @@ class Bootstrap:
     def keep_args(self, directory: Path) -> list[str]:
         """``git clean`` options that keep what the bootstrap made (``-e /path`` each)."""
         try:
-            kept = _read_list(_git_dir(directory) / KEPT_FILE)
+            kept = _read_list(git_dir_of(directory) / KEPT_FILE)
         except (OSError, GitError):
             return []
         return [arg for path in kept if "\n" not in path for arg in ("-e", "/" + _escape(path))]
@@ -414,18 +408,6 @@ def _escape(path: str) -> str:
     """``path`` as a gitignore pattern that matches only itself."""
     out = "".join("\\" + c if c in "\\*?[" else c for c in path)
     return out[:-1] + "\\ " if out.endswith(" ") else out
-
-
-def _git_dir(directory: Path) -> Path:
-    """A worktree's own git dir, from its ``.git`` file (``gitdir: <path>``) without starting git."""
-    try:
-        text = (directory / ".git").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    if text.startswith("gitdir: "):
-        found = Path(text[len("gitdir: ") :].strip())
-        return found if found.is_absolute() else (directory / found).resolve()
-    return Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
 
 
 def _write_list(path: Path, items: list[str]) -> None:

@@ -185,11 +185,10 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
     try:
         # Named explicitly, as git names them for its own checkout: a directory that somehow
         # were not a worktree must never let ``reset --hard`` find the host's own work tree.
-        try:
-            admin = (directory / ".git").read_text(encoding="utf-8").removeprefix("gitdir:").strip()
-        except OSError as exc:
-            raise GitError(f"git worktree add made no {directory / '.git'}: {exc}") from None
-        env = {**_PINNED_ENV, "GIT_DIR": str(directory / admin), "GIT_WORK_TREE": str(directory)}
+        admin = linked_git_dir(directory)
+        if admin is None:
+            raise GitError(f"git worktree add made no readable {directory / '.git'}")
+        env = {**_PINNED_ENV, "GIT_DIR": str(admin), "GIT_WORK_TREE": str(directory)}
         retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", env=env)
     except GitError:
         try:
@@ -243,3 +242,21 @@ def worktree_list(repo: Path) -> list[dict[str, str]]:
         if found:
             found[-1][key] = value
     return found
+
+
+def linked_git_dir(directory: Path) -> Path | None:
+    """A linked worktree's own git dir, read from its ``.git`` file (``gitdir: <path>``, relative
+    with worktree.useRelativePaths) without starting git; None when it has no such file."""
+    try:
+        text = (directory / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    found = Path(text.removeprefix("gitdir: ").strip())
+    return found if found.is_absolute() else (directory / found).resolve()
+
+
+def git_dir_of(directory: Path) -> Path:
+    """``directory``'s git dir: a linked worktree's from its ``.git`` file, else asked of git."""
+    return linked_git_dir(directory) or Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())

@@ -69,16 +69,9 @@ def folder_url(settings: Settings) -> str | None:
 
 
 def _port_free(host: str, port: int) -> bool:
-    import socket
+    from .ports import bind_error
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return bind_error(host, port) is None
 
 
 def _start_lock(base_dir: Path) -> Any:

@@ -19,7 +19,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .ports import bind_error
 
 if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must start light
     from .config import Settings
@@ -106,18 +106,13 @@ def _check_port_free(host: str, port: int) -> None:
     """Refuse a busy port ourselves: waitress leaks its socket when its own bind fails."""
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
-                    "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
-                    port=port,
-                ) from None
+    failed = bind_error(host, port)
+    if failed is not None and failed.errno == errno.EADDRINUSE:
+        raise ConfigError(
+            f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
+            "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
+            port=port,
+        )
 
 
 def start_in_thread(settings: Settings, engine: Any = None, *, port: int = 0) -> RunningServer:

@@ -55,6 +55,8 @@ from .gitwork import (
     add_worktree,
     check_ref,
     find_host,
+    git_dir_of,
+    linked_git_dir,
     repo_lock,
     repo_op,
     resolve_commit,
@@ -147,7 +149,7 @@ class WorktreeCheckout(Checkout):
         else:
             start = self._start_point(record, job)
             add_worktree(self.repo, directory, self.branch(record), start)
-        git_dir = Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
+        git_dir = git_dir_of(directory)
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
             (git_dir / CHECKPOINT_FILE).write_text(self._tip(directory) + "\n", encoding="utf-8")
@@ -274,17 +276,14 @@ class WorktreeCheckout(Checkout):
     def _base(self, directory: Path) -> str:
         return self._read(directory, BASE_FILE) or self._tip(directory)
 
-    def _git_dir(self, directory: Path) -> Path:
-        return Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
-
     def _read(self, directory: Path, name: str) -> str:
         try:
-            return (self._git_dir(directory) / name).read_text(encoding="utf-8").strip()
+            return (git_dir_of(directory) / name).read_text(encoding="utf-8").strip()
         except OSError:
             return ""
 
     def _write(self, directory: Path, name: str, value: str) -> None:
-        (self._git_dir(directory) / name).write_text(value + "\n", encoding="utf-8")
+        (git_dir_of(directory) / name).write_text(value + "\n", encoding="utf-8")
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
@@ -357,13 +356,9 @@ def _interrupted(directory: Path) -> bool:
     git locks a new worktree ("initializing", in the C locale our git calls run in) until its
     own checkout is done, and gitwork.add_worktree's checkout (after ``worktree add
     --no-checkout``) is the first to write the worktree's index. Read from the files, no git call."""
-    try:
-        pointer = (directory / ".git").read_text(encoding="utf-8").strip()
-    except OSError:
+    admin = linked_git_dir(directory)
+    if admin is None:
         return False
-    if not pointer.startswith("gitdir: "):
-        return False
-    admin = directory / pointer.removeprefix("gitdir: ")  # relative with worktree.useRelativePaths
     try:
         if (admin / "locked").read_text(encoding="utf-8").strip() == "initializing":
             return True

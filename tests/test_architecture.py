@@ -335,6 +335,7 @@ LAYERS = [
             "orchestrator.config",
             "orchestrator.workspace",
             "orchestrator.filesystem",
+            "orchestrator.ports",
             "orchestrator.protocol",
             "orchestrator.errors",
             "orchestrator.logs",
