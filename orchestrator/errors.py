@@ -54,6 +54,14 @@ class InvalidId(ValidationError):
     code = "invalid_id"
 
 
+class InvalidGraph(ValidationError):
+    """A task graph that cannot run: a cycle, an unknown or duplicate id, a self-dependency,
+    a role that does not exist, an ``owns`` glob that escapes the repository."""
+
+    code = "invalid_graph"
+    http_status = 422
+
+
 class JobNotFound(OrchestratorError):
     """No job with that id exists in the workspace."""
 

@@ -17,7 +17,8 @@ class auth/bad_request  failed          no: a bad key or request fails the same 
 class transient         failed          yes, under workers.transient_retries (not
                                         max_retries), with a longer backoff
 a step fails it         failed          no (after-attempt steps: see steps.py)
-a step asks to retry    failed          yes, up to max_retries, with backoff
+a step asks to retry    failed          yes, up to max_retries (or the step's own budget,
+                                        e.g. gates_retry), with backoff
 ======================  ==============  ==============================================
 
 Before each retry the Checkout resets the worker's directory (see checkout.py).
@@ -54,7 +55,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
 from .errors import ConfigError
 from .executor import AttemptHandle, Executor
-from .models import Attempt, WorkerRecord, WorkerStatus
+from .models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 from .runner import CommandNotFound, Wakeup, signal_name
 from .steps import Step, StepContext, run_steps
 from .workspace import Workspace
@@ -122,6 +123,7 @@ class WorkerExecution:
         checkout: Checkout,
         worker_dir: Path,
         steps: Sequence[Step] = (),
+        job: JobRecord | None = None,
     ) -> None:
         self.record = record
         self.config = config
@@ -138,6 +140,10 @@ class WorkerExecution:
         self.cancel = cancel
         self.checkout = checkout
         self.steps = steps
+        self.job = job
+        self.base_prompt = prompt
+        self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
+        self._budgeted: tuple[str, int] | None = None  # (step, budget) of the last step retry, if its own
         self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
@@ -193,6 +199,16 @@ class WorkerExecution:
                     )
                     break
                 what = f"transient retry {transients}/{w.transient_retries}"
+            elif retry == STEP_RETRY and self._budgeted is not None:
+                name, budget = self._budgeted
+                used = self.step_retries.get(name, 0)
+                if used >= budget:
+                    outcome.exit_reason += f"; no retries left for step {name} ({budget})"
+                    self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
+                    break
+                self.step_retries[name] = used + 1
+                delay = backoff_delay(used + 1, w.retry_backoff, w.retry_backoff_max)
+                what = f"step {name} retry {used + 1}/{budget}"
             elif retry in (RETRY, STEP_RETRY) and retries < self.config.max_retries:
                 retries += 1
                 delay = backoff_delay(retries, w.retry_backoff, w.retry_backoff_max)
@@ -217,6 +233,7 @@ class WorkerExecution:
         """Run the after-attempt steps on a successful attempt (see steps.py): its outcome and
         retry decision as the first step that did not pass makes them."""
         self.sweep()  # nothing the attempt left may write while the steps look at its work
+        self._budgeted = None
         ctx = StepContext(
             record=self.record,
             directory=self.worker_dir,
@@ -226,17 +243,38 @@ class WorkerExecution:
             parsed=outcome.parsed,
             checkout=self.checkout,
             cancel=self.cancel,
+            job=self.job,
+            env=self.env,
         )
-        found = run_steps(self.steps, ctx)
+        try:
+            found = run_steps(self.steps, ctx)
+        finally:
+            if ctx.updates:
+                with self.lock:
+                    for key, value in ctx.updates.items():
+                        setattr(self.record, key, value)
         if found is None:
             return outcome, None
         name, verdict = found
         if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
             why = f"step {name} asked for a retry: {verdict.reason}"
+            if verdict.budget is not None:
+                self._budgeted = (name, verdict.budget)
+            if verdict.feedback:  # the next attempts read it, and go on from this one's work
+                self._feedback(verdict.feedback)
+                with self.lock:
+                    if self.record.attempts:
+                        self.record.attempts[-1].failure_class = "feedback"
             return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY
         why = f"step {name} failed: {verdict.reason}"
         self._log(f"===== attempt {number} {why} =====")
         return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), None
+
+    def _feedback(self, text: str) -> None:
+        """The prompt of the attempts after this one: the worker's own, then ``text``."""
+        self.prompt = f"{self.base_prompt}\n\n{text}"
+        if self.prompt_file.exists():
+            self.prompt_file.write_text(self.prompt, encoding="utf-8")
 
     def _reset(self, number: int) -> Outcome | None:
         """The Checkout resets the worker's directory before attempt ``number``; a failed

@@ -106,6 +106,28 @@ class Attempt:
 
 
 @dataclass
+class TaskNode:
+    """A subtask's place in its job's graph (issue 13): its id, the ids it waits on, its role and
+    the path globs it owns. Plain-string tasks get ids ``t1``, ``t2``... and no dependencies."""
+
+    id: str
+    depends_on: list[str] = field(default_factory=list)
+    role: str | None = None
+    owns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "depends_on": list(self.depends_on), "role": self.role, "owns": list(self.owns)}
+
+    def worker_fields(self) -> dict[str, Any]:
+        """What its worker's record carries of it (WorkerRecord.task_id, depends_on, role, owns)."""
+        return {"task_id": self.id, "depends_on": list(self.depends_on), "role": self.role, "owns": list(self.owns)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskNode:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclass
 class WorkerRecord:
     """One subtask run as a subprocess. Changed only by the engine."""
 
@@ -146,6 +168,20 @@ class WorkerRecord:
     log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
     dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
     goal: str | None = None  # its job's goal (JobRecord.goal), which ``task`` is part of
+    # Issue 13: its task's node in the job's graph (TaskNode), copied here for every reader.
+    task_id: str | None = None
+    depends_on: list[str] = field(default_factory=list)  # task ids it waits on (merged first)
+    role: str | None = None
+    owns: list[str] = field(default_factory=list)
+    # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | timeout |
+    # not_started | crashed | cancelled), "passed", "exit_code", "duration", "log_path", "commit", "reason"}.
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
+    trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
+    # Its merge into the job's integration branch (a graph job's): {"ref", "commit" (the branch's tip
+    # after it), "merged" (bool), "at", "reason" (why not, when not), "conflicts"}; None: not merged yet.
+    integrated: dict[str, Any] | None = None
+    unblocked: list[str] = field(default_factory=list)  # task ids its end let start
 
     @property
     def key(self) -> str:
@@ -166,6 +202,10 @@ class WorkerRecord:
         data["files_created"] = list(self.files_created)
         data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
+        data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
+        data["gates"] = [dict(g) for g in self.gates]
+        data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
+        data["integrated"] = dict(self.integrated) if self.integrated is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
         return data
@@ -177,6 +217,7 @@ class WorkerRecord:
         dup.files_created = list(self.files_created)
         dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
+        dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
         return dup
 
     @classmethod
@@ -222,6 +263,11 @@ class JobRecord:
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, nesting.py), where the job's workers branch from.
     start_commit: str | None = None
+    # Issue 13: each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
+    # before graphs (every task independent). ``integration``: the ref a graph job's workers are
+    # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
+    nodes: list[TaskNode] = field(default_factory=list)
+    integration: str | None = None
 
     @property
     def is_root(self) -> bool:
@@ -239,6 +285,7 @@ class JobRecord:
         data["config"] = self.config.to_dict()
         for name in ("tasks", "worker_names", "notes"):
             data[name] = list(data[name])
+        data["nodes"] = [n.to_dict() for n in self.nodes]
         data["duration"] = self.duration
         return data
 
@@ -247,6 +294,7 @@ class JobRecord:
         dup.tasks = list(self.tasks)
         dup.worker_names = list(self.worker_names)
         dup.notes = list(self.notes)
+        dup.nodes = list(self.nodes)
         return dup
 
     @classmethod
@@ -254,6 +302,7 @@ class JobRecord:
         known = _known_fields(cls, data)
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
+        known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
         return cls(**known)
 
 

@@ -170,6 +170,7 @@ class WorkerRunner:
             checkout=self.checkout,
             worker_dir=directory,
             steps=self.steps,
+            job=job,
         )
         live.execution = execution
         resume = None

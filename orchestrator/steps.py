@@ -22,14 +22,20 @@ a step returns          the worker
 ``retry(reason)``       a retry like a failed attempt's: it spends max_retries, with the
                         same backoff and log line (``attempt N failed (step <name> asked for
                         a retry: <reason>); retry i/n in ...``) and the Checkout's reset
-                        first; past max_retries it fails, saying the step asked for a retry
+                        first; past max_retries it fails, saying the step asked for a retry.
+                        ``budget=N``: the step's own N retries instead of max_retries.
+                        ``feedback``: added to the prompt of the attempts after it (a failed
+                        gate's output), and the attempt's work is kept for them (its failure
+                        class is ``feedback``: the Checkout does not reset it away)
 raises, or returns      fails closed, never reported a success: ``step <name> failed:
 something else          raised <Error>: <message>`` (the traceback goes to the server log)
 ======================  ===============================================================
 
 Steps are not bounded by the worker's timeout (its attempt has ended): a step bounds its own
 work and should stop when ``ctx.cancel`` is set. A step reads the worker record, never
-changes it (the engine's lock guards it).
+changes it (the engine's lock guards it): what it has to record goes in ``ctx.updates``
+(record field -> value), set on the record under the lock once the steps have run, whatever
+their verdict (gate results, the gated commit, trespassing paths, the integration merge).
 """
 
 from __future__ import annotations
@@ -39,11 +45,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .adapters.base import ParsedResult
 from .checkout import Changes, Checkout
-from .models import WorkerRecord, WorkerStatus
+from .models import JobRecord, WorkerRecord, WorkerStatus
 from .runner import Wakeup
 
 log = logging.getLogger("orchestrator.steps")
@@ -55,6 +61,8 @@ class Verdict:
 
     action: Literal["pass", "fail", "retry"]
     reason: str = ""
+    feedback: str = ""  # retry: added to the next attempts' prompt
+    budget: int | None = None  # retry: the step's own budget of retries (None: max_retries)
 
 
 PASS = Verdict("pass")
@@ -64,8 +72,8 @@ def fail(reason: str) -> Verdict:
     return Verdict("fail", reason)
 
 
-def retry(reason: str) -> Verdict:
-    return Verdict("retry", reason)
+def retry(reason: str, *, feedback: str = "", budget: int | None = None) -> Verdict:
+    return Verdict("retry", reason, feedback, budget)
 
 
 @dataclass
@@ -80,10 +88,14 @@ class StepContext:
     parsed: ParsedResult | None  # its output, cost and tokens as the adapter read them
     checkout: Checkout
     cancel: Wakeup  # set when the worker is cancelled: a long step stops
+    job: JobRecord | None = None  # the worker's job (its config: gates, ownership; its graph's nodes)
+    env: dict[str, str] = field(default_factory=dict)  # the worker's environment
+    updates: dict[str, Any] = field(default_factory=dict)  # record field -> value, set after the steps
     _changes: Changes | None = field(default=None, init=False, repr=False)
 
     def changes(self) -> Changes:
-        """The Checkout's changes, asked once per attempt, only by a step that needs them."""
+        """The Checkout's changes, asked once per attempt, only by a step that needs them (a
+        worktree commits the worker's work first: ``changes().commit`` is what a gate judges)."""
         if self._changes is None:
             self._changes = self.checkout.changes(self.record)
         return self._changes

@@ -385,6 +385,7 @@ class Workspace:
         """The record of a job's worker that has not started: derived from the job record alone,
         so submitting a job writes one file, not one per worker."""
         name = job.worker_names[index - 1]
+        node = job.nodes[index - 1] if len(job.nodes) >= index else None
         return WorkerRecord(
             job_id=job.id,
             root_id=job.root_id,
@@ -397,6 +398,7 @@ class Workspace:
             created_at=job.created_at,
             dir_path=self.relative(job.root_id, self.worker_dir(job.root_id, job.depth, name)),
             log_path=self.relative(job.root_id, self.worker_log(job.root_id, job.depth, name)),
+            **(node.worker_fields() if node else {}),
         )
 
     def load_tree(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:

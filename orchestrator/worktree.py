@@ -12,7 +12,7 @@ prepare  ``git worktree add`` (kept when it is already there: a worker re-adopte
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
          --hard`` + ``clean -fdx`` inside that worktree only), unless the failure's class is
-         ``transient`` or the attempt timed out: then its partial work is kept (a retry of an
+         ``transient`` or ``feedback`` (a failed gate asked for another try) or the attempt timed out: then its partial work is kept (a retry of an
          AI CLI goes on from it). Each attempt's checkpoint and the decision go in the log.
 changes  commits what the worker left (respecting .gitignore) as the orchestrator, then tells
          the branch, its commit and what changed since the worker's base
@@ -71,7 +71,9 @@ log = logging.getLogger("orchestrator.worktree")
 
 BASE_FILE = "orchestrator-base"  # in the worktree's own git dir: the commit its branch started from
 CHECKPOINT_FILE = "orchestrator-checkpoint"  # beside it: the commit the next attempt starts from
-KEEPS_PARTIAL_WORK = ("transient", "timeout")  # failure classes whose retry goes on from the leftovers
+# Failure classes whose retry goes on from the leftovers ("feedback": a step, such as a failed gate,
+# asked for another attempt on this work, with what to fix in the prompt).
+KEEPS_PARTIAL_WORK = ("transient", "timeout", "feedback")
 STATUS_NAMES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "added", "T": "modified"}
 MAX_FILES = 500  # files_changed listed per worker
 

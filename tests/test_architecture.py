@@ -317,9 +317,17 @@ LAYERS = [
             "orchestrator.nesting",
             "orchestrator.bootstrap",
             "orchestrator.landing",
+            "orchestrator.gates",
+            "orchestrator.ownership",
+            "orchestrator.integration",
+            "orchestrator.locks",
+            "orchestrator.roles",
         ],
     ),
-    ("decisions", ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner"]),
+    (
+        "decisions",
+        ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner", "orchestrator.graph"],
+    ),
     ("text", ["orchestrator.prompts", "orchestrator.reports", "orchestrator.analytics"]),
     (
         "seams",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ def job_key(section: str, name: str, ceiling: str | None = None) -> Any:
     """A JobConfig field: it defaults from the setting ``section.name`` (the server's value at
     submission; that setting's default when an old record lacks the key), and a request may raise
     it up to the setting ``section.ceiling``, when there is one."""
+    default = SCHEMA[section][name].default
+    if isinstance(default, (list, dict)):  # a structured setting (gates): a fresh copy per config
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"setting": (section, name), "ceiling": None})
     return field(
-        default=SCHEMA[section][name].default,
+        default=default,
         metadata={"setting": (section, name), "ceiling": (section, ceiling) if ceiling else None},
     )
 
@@ -42,9 +46,17 @@ class JobConfig:
     isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
     merge_strategy: str = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
+    # Issue 13: set by config.yaml or a root job's request (admin key); a child job inherits them
+    # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
+    gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
+    gates_retry: int = job_key("tasks", "gates_retry")
+    on_failure: str = job_key("tasks", "on_failure")
+    ownership: str = job_key("tasks", "ownership")
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)  # scalars only: no deep copy needed
+        data = dict(self.__dict__)  # scalars, and the gates copied below
+        data["gates"] = copy.deepcopy(self.gates)
+        return data
 
     def replace(self, **changes: Any) -> JobConfig:
         return dataclasses.replace(self, **changes)
@@ -60,6 +72,8 @@ JOB_KEYS: dict[str, tuple[str, str]] = {f.name: f.metadata["setting"] for f in d
 JOB_CEILINGS: dict[str, tuple[str, str]] = {
     f.name: f.metadata["ceiling"] for f in dataclasses.fields(JobConfig) if f.metadata["ceiling"]
 }
+# What a child job's request may not carry: the gates and what they decide are the root's (403).
+GATE_KEYS = ("gates", "gates_retry", "on_failure", "ownership")
 ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
 # A request never sets a worker's environment: that is the server owner's (workers.env).
 ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
@@ -95,6 +109,13 @@ def job_config(
             "config.merge_into is for a root job only: a child job's work merges into its parent worker's branch, "
             "and the root's result into merge_into. Leave merge_into out of a child job's config.",
             key="merge_into",
+        )
+    gate_keys = sorted(k for k in requested if k in GATE_KEYS)
+    if parent is not None and gate_keys:
+        raise Forbidden(
+            f"config.{gate_keys[0]} is for a root job only (the admin key): a child job runs under its root's gates, "
+            "which a worker may not set or weaken. Leave it out of a child job's config.",
+            key=gate_keys[0],
         )
     if "current_depth" in requested:
         check_value("config", "current_depth", requested["current_depth"], Key(int, 0, "", min=0, max=1000))

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
+from . import quality
 
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
 PLANNERS = ("heuristic", "ai", "auto")
@@ -36,6 +37,7 @@ class Key:
     refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
     secret: bool = False  # its values never appear in errors, `config` output or anything else
     check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
+    parse: Any = None  # for structured values (gates, roles): (value, where) -> the checked value, or ConfigError
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -274,6 +276,41 @@ class GitSettings(Section):
     )
 
 
+@dataclass(frozen=True)
+class TasksSettings(Section):
+    gates: list[dict[str, Any]] = setting(
+        [],
+        "quality gates run in a worker's worktree on the commit to be merged, after its last attempt: "
+        "[{name: tests, run: [pytest, -q], required: true, timeout: 600, roles: [], when_changed: []}]; "
+        "a required gate that fails, times out or cannot start blocks the merge",
+        parse=quality.parse_gates,
+    )
+    gates_retry: int = setting(
+        0, "extra attempts a worker gets after a failed gate, with the gate's output added to its prompt", min=0, max=20
+    )
+    on_failure: str = setting(
+        "skip",
+        "when a task fails: skip (its dependents end skipped), continue (they run anyway), stop (cancel the rest of the job)",
+        choices=quality.ON_FAILURE,
+    )
+    ownership: str = setting(
+        "enforce",
+        "tasks' owns globs: enforce (a diff touching a path another task owns blocks the merge), strict (any path "
+        "outside its own globs blocks it), warn (recorded, not blocked)",
+        choices=quality.OWNERSHIP,
+    )
+    roles: dict[str, dict[str, Any]] = setting(
+        {},
+        "roles beside the shipped frontend, backend, testing, docs, infrastructure and integration (or replacing one): "
+        "name: {preamble, worker, model, allowed_tools, gates}",
+        parse=quality.parse_roles,
+    )
+    lock_timeout: float = setting(
+        30.0, "seconds a path lock request waits for a holder to let go before 409 (shared-folder jobs)", min=0, max=3600
+    )
+    lock_lease: float = setting(300.0, "seconds a path lock lasts unless renewed or released", min=1, max=86400)
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -283,6 +320,7 @@ SECTIONS: dict[str, type[Section]] = {
     "logging": LoggingSettings,
     "simulated": SimulatedSettings,
     "git": GitSettings,
+    "tasks": TasksSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
@@ -293,6 +331,8 @@ _TYPES: dict[str, tuple[type, bool]] = {
     "str | None": (str, True),
     "list[str]": (list, False),
     "dict[str, str]": (dict, False),
+    "list[dict[str, Any]]": (list, False),  # checked by the Key's parse
+    "dict[str, dict[str, Any]]": (dict, False),  # checked by the Key's parse
 }
 
 
@@ -319,6 +359,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         return None
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if spec.parse is not None:
+        return spec.parse(value, where)
     if spec.type is dict:
         return _check_env(where, value)
     if spec.type is list and isinstance(value, list):

@@ -23,6 +23,7 @@ from .schema import (
     OrchestratorSettings,
     RecursionSettings,
     SimulatedSettings,
+    TasksSettings,
     WorkersSettings,
     check_value,
 )
@@ -43,6 +44,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
     git: GitSettings = field(default_factory=GitSettings)
+    tasks: TasksSettings = field(default_factory=TasksSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property

@@ -39,6 +39,7 @@ from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
 from ..config import PLANNERS, WORKER_KINDS, Settings
 from ..errors import ConfigError, OrchestratorError
+from ..models import TaskNode
 from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
 from .heuristic import merge_adjacent, split_request
@@ -84,6 +85,8 @@ class AIPlan:
     tokens_in: int | None = None
     tokens_out: int | None = None
     goal: str | None = None  # what every subtask is part of (the heuristic's; the AI's are self-contained)
+    # Each task's node (graph.py), beside ``tasks``; None: the tasks are independent (ids t1, t2...).
+    nodes: list[TaskNode] | None = None
 
 
 def heuristic_plan(request: str, max_tasks: int, note: str | None = None, **usage: Any) -> AIPlan:
