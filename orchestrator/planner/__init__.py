@@ -5,6 +5,6 @@ start-up) and ``ai`` (ask the configured AI CLI once; it falls back to the heuri
 Only the heuristic is imported here, so ``import orchestrator.planner`` stays light.
 """
 
-from .heuristic import MAX_TASK_CHARS, Plan, is_compound, merge_adjacent, split_request
+from .heuristic import MAX_TASK_CHARS, Plan, is_compound, merge_adjacent, plan_request, split_request
 
-__all__ = ["MAX_TASK_CHARS", "Plan", "is_compound", "merge_adjacent", "split_request"]
+__all__ = ["MAX_TASK_CHARS", "Plan", "is_compound", "merge_adjacent", "plan_request", "split_request"]

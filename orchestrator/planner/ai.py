@@ -2,7 +2,7 @@
 
 ``plan_with_ai`` never raises for the model's or the CLI's misbehaviour: a
 missing CLI, a non-zero exit, a timeout or an answer that is not a usable plan
-all give the heuristic plan (``planner.heuristic.split_request``) with a note saying why.
+all give the heuristic plan (``heuristic_plan``) with a note saying why.
 
 ``parse_plan`` reads the answer. It is lenient about the wrapping and strict
 about the content:
@@ -39,10 +39,11 @@ from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
 from ..config import PLANNERS, WORKER_KINDS, Settings
 from ..errors import ConfigError, OrchestratorError
+from ..graph import auto_id
 from ..models import TaskNode
 from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
-from .heuristic import merge_adjacent, split_request
+from .heuristic import merge_adjacent, plan_request
 
 log = logging.getLogger("orchestrator.planner.ai")
 
@@ -90,9 +91,13 @@ class AIPlan:
 
 
 def heuristic_plan(request: str, max_tasks: int, note: str | None = None, **usage: Any) -> AIPlan:
-    """The heuristic planner's plan, as an AIPlan (its goal travels in ``goal``)."""
-    plan = split_request(request, max_tasks)
-    return AIPlan(plan.tasks, "heuristic", note, goal=plan.goal, **usage)
+    """The heuristic planner's plan, as an AIPlan (its goal travels in ``goal``); a "then"-chain's
+    tasks get nodes ``t1``, ``t2``... each waiting on the stage before."""
+    plan = plan_request(request, max_tasks)
+    nodes = None
+    if plan.depends_on:
+        nodes = [TaskNode(auto_id(i + 1), [auto_id(d + 1) for d in deps]) for i, deps in enumerate(plan.depends_on)]
+    return AIPlan(plan.tasks, "heuristic", note, goal=plan.goal, nodes=nodes, **usage)
 
 
 def choose_planner(name: str, worker_kind: str) -> str:

@@ -13,6 +13,17 @@ introducer ("Build X with A, B and C": goal "Build X"), at a "+" chain ("React +
 verb shared by 3+ objects ("Write tests for a.py, b.py, and c.py"). A sequence (then, finally; two
 instruction sentences) is one subtask: its steps depend on each other. Parts beyond max_tasks merge
 into adjacent "a; b" groups: nothing is lost.
+
+``plan_request`` (the job's planner) first reads a "then"-sequence as a chain of steps, each waiting on
+the one before ("Set up the database, then build the API, then write the tests": three tasks). A step
+that splits by the rules above is a stage of parallel tasks, and the next step waits on all of them
+("Build A, B and C, then deploy": deploy waits on the three). Steps are cut at "then" (", then", "and
+then", ". Then", a line starting with it) and, once there is a "then", at ", finally" / "and lastly" /
+"; afterwards" / "after that"; only where an instruction follows, and never inside a condition ("If
+the tests pass, then deploy" is one task). Marker lists keep their items. Sentences before the first
+instruction, and what a stage's parts share, are the goal. More steps than max_tasks are merged into
+adjacent "a, then b" tasks. ``split_request`` itself keeps a sequence whole (the simulated worker's
+recursion and a child job's merged plan use it).
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ class Plan:
 
     tasks: list[str]
     goal: str | None = None
+    # Each task's prerequisites, as indexes into ``tasks`` (a chain); None: the tasks are independent.
+    depends_on: list[list[int]] | None = None
 
 
 _VERB_TABLE = """
@@ -72,6 +85,10 @@ _POLITE = re.compile(
     r"|i\s+(?:want|need|would\s+like)\s+(?:you\s+)?to|we\s+(?:need|want)\s+to)(?:\s*,\s*|\s+))+"
 )
 _SEQUENCE = re.compile(r"\b(?:then|finally|lastly|afterwards?|after\s+that)\b|(?:^|[.!?;]\s+)(?:first|next|second)\s*[,:]", re.I)
+# A step boundary in a chain: punctuation or "and" before the word, except for a bare "then".
+_STEP = re.compile(r"(?i)(\s*[,;.!?:]\s*|\s+)(and\s+)?(then|finally|lastly|afterwards|after\s+that)(?![\w'’-])[,:]?\s*")
+_FIRST = re.compile(r"(?i)^(?:first(?:ly)?|first\s+of\s+all|to\s+(?:begin|start)(?:\s+with)?)\s*[,:]?\s+")
+_CONDITION = re.compile(r"(?i)^(?:if|when|whenever|once|unless|until|after|before|while|since|as\s+soon\s+as|in\s+case)\b")
 _TRAILING = re.compile(r"(?:[\s.,;:!?]|\s(?:and|or|&)(?!\w))+$", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])")
 _CLAUSE_JOIN = re.compile(r",\s*(?:(?:and|&)\s+)?|\s+(?:and|&)\s+", re.I)
@@ -112,6 +129,76 @@ def split_request(request: str, max_tasks: int) -> Plan:
     return Plan(tasks, goal and _capitalise(restore(goal)))
 
 
+def plan_request(request: str, max_tasks: int) -> Plan:
+    """The job's heuristic plan: a "then"-sequence as a chain of stages (``Plan.depends_on``),
+    anything else as ``split_request`` plans it. Same errors as ``split_request``."""
+    plan = split_request(request, max_tasks)  # checks the arguments; the plan of a request without a chain
+    return _chain(request, max_tasks) or plan
+
+
+def _chain(request: str, max_tasks: int) -> Plan | None:
+    """The request as stages of tasks, each stage waiting on the one before; None when it is no
+    "then"-sequence of at least two instructions (or max_tasks is 1)."""
+    text, restore = _protect(request.replace("\r\n", "\n").replace("\r", "\n"))
+    if max_tasks < 2 or any(_MARKER.match(line) for line in text.split("\n")):
+        return None
+    flat = " ".join(text.split())
+    steps: list[str] = []
+    start, then = 0, False
+    for m in _STEP.finditer(flat):
+        word, tail = m.group(3).lower(), flat[max(start, m.start() - 300) : m.start()].strip()  # bounded: linear
+        if word != "then" and not (m.group(1).strip() or m.group(2)):
+            continue  # "the finally block", "write it afterwards": no step boundary
+        if not tail or not _is_task_led(flat[m.end() :]) or _CONDITION.match(_strip_lead(_SENTENCE.split(tail)[-1])):
+            continue  # "If the tests pass, then deploy": the condition's "then"
+        steps.append(flat[start : m.start()])
+        start, then = m.end(), then or word == "then"
+    steps.append(flat[start:])
+    if not then:
+        return None
+    sentences = _SENTENCE.split(_FIRST.sub("", _strip_lead(steps[0].strip())))
+    led = next((n for n, sentence in enumerate(sentences) if _is_task_led(_FIRST.sub("", sentence))), None)
+    if led is None:
+        return None  # no instruction before the first "then"
+    context = sentences[:led]
+    steps[0] = " ".join([_FIRST.sub("", sentences[led]), *sentences[led + 1 :]])
+    steps = [_clean(step) for step in steps]
+    if len(steps) > max_tasks:  # adjacent steps are done by one worker, in order
+        steps = [", then ".join(group) for group in _groups(steps, max_tasks)]
+    stages = [_stage(step, restore) for step in steps]
+    goals = [goal for _, goal in stages if goal]
+    quotas = _quotas([len(tasks) for tasks, _ in stages], max_tasks)
+    tasks: list[str] = []
+    depends_on: list[list[int]] = []
+    previous: list[int] = []
+    for (parts, _), quota in zip(stages, quotas):
+        current = list(range(len(tasks), len(tasks) + quota))
+        tasks += merge_adjacent(parts, quota)
+        depends_on += [list(previous) for _ in current]
+        previous = current
+    goal = _join(*(restore(line) for line in context), *goals)
+    return Plan(tasks, _capitalise(_TRAILING.sub("", goal)) if goal else None, depends_on)
+
+
+def _stage(step: str, restore: Callable[[str], str]) -> tuple[list[str], str | None]:
+    """One step's parallel tasks (as ``split_request`` splits it) and what they share."""
+    text = restore(step)
+    plan = split_request(text, sys.maxsize)
+    return (plan.tasks, plan.goal) if len(plan.tasks) > 1 else ([_capitalise(text)], None)
+
+
+def _quotas(sizes: list[int], total: int) -> list[int]:
+    """How many tasks each stage gets: one each, then one more in turn, up to its size or ``total``."""
+    quotas = [1] * len(sizes)
+    spare = total - len(sizes)
+    while spare > 0 and any(q < n for q, n in zip(quotas, sizes)):
+        for i, size in enumerate(sizes):
+            if spare and quotas[i] < size:
+                quotas[i] += 1
+                spare -= 1
+    return quotas
+
+
 def is_compound(task: str) -> bool:
     """True when the task splits into 2 or more parts (the simulated worker then recurses)."""
     return isinstance(task, str) and bool(task.strip()) and len(split_request(task, sys.maxsize).tasks) >= 2
@@ -119,11 +206,16 @@ def is_compound(task: str) -> bool:
 
 def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     """At most ``max_tasks`` subtasks: adjacent ones joined with "; ", earlier groups one larger."""
+    return ["; ".join(group) for group in _groups(tasks, max_tasks)]
+
+
+def _groups(items: list[str], max_tasks: int) -> list[list[str]]:
+    """``items`` in at most ``max_tasks`` runs of adjacent ones, earlier runs one larger."""
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
         raise ValueError(f"max_tasks must be an int of at least 1, got {max_tasks!r}")
-    size, extra = divmod(len(tasks), max_tasks)
-    bounds = [group * size + min(group, extra) for group in range(min(max_tasks, len(tasks)) + 1)]
-    return ["; ".join(tasks[a:b]) for a, b in zip(bounds, bounds[1:])]
+    size, extra = divmod(len(items), max_tasks)
+    bounds = [group * size + min(group, extra) for group in range(min(max_tasks, len(items)) + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _protect(text: str) -> tuple[str, Callable[[str], str]]:
