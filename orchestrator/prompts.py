@@ -30,6 +30,7 @@ branch                 the worker's git branch when its folder is a worktree (el
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +115,11 @@ def spawn_timeout_ms(timeout: float | None) -> int:
     return int(max(timeout, 1.0) * 1000) if timeout else 600_000
 
 
-def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None = None) -> str:
-    """The AI planner's prompt: answer with only a JSON array of 1..max_tasks subtasks."""
-    return _render(PLANNER_TEMPLATE, template, {"request": request, "max_tasks": max_tasks, "max_chars": MAX_TASK_CHARS})
+def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None = None, roles: Sequence[str] = ()) -> str:
+    """The AI planner's prompt: answer with only a JSON object, a graph of 1..max_tasks subtasks
+    (``{"tasks": [{"id", "task", "depends_on", "role", "owns"}]}``); ``roles``: the names offered."""
+    context = {"request": request, "max_tasks": max_tasks, "max_chars": MAX_TASK_CHARS, "roles": list(roles)}
+    return _render(PLANNER_TEMPLATE, template, context)
 
 
 def prompt_template_path(settings: Settings) -> Path | None:

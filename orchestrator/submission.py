@@ -20,6 +20,7 @@ from .models import JobRecord, JobStatus
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
+from .roles import role_table
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -149,6 +150,7 @@ class Submission:
                 work_dir=scratch,
                 timeout=self.settings.orchestrator.planner_timeout,
                 env=base_env(self.settings),
+                roles=role_table(self.settings),
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -11,7 +11,18 @@ import pytest
 from orchestrator.adapters.command import CommandAdapter
 from orchestrator.adapters.simulated import SimulatedAdapter
 from orchestrator.errors import ConfigError
-from orchestrator.planner.ai import AIPlan, PlanError, choose_planner, extract_tasks, merge_adjacent, parse_plan, plan_with_ai
+from orchestrator.models import TaskNode
+from orchestrator.planner.ai import (
+    AIPlan,
+    PlanError,
+    choose_planner,
+    extract_plan,
+    extract_tasks,
+    merge_adjacent,
+    merge_graph,
+    parse_plan,
+    plan_with_ai,
+)
 from orchestrator.planner.heuristic import split_request
 from orchestrator.runner import ProcessRunner
 from tests.conftest import make_settings
@@ -168,7 +179,7 @@ def test_plan_with_ai_uses_a_good_answer(fake_ai):
     result = fake_ai(answering('Plan:\n```json\n["Build the auth service", "Build the orders service"]\n```'))
     assert result == AIPlan(["Build the auth service", "Build the orders service"], "ai", None)
     seen = (fake_ai.work_dir / "prompt_seen.md").read_text()
-    assert "ONLY a JSON array" in seen and seen.rstrip().endswith(REQUEST), "the CLI got the planner prompt, in work_dir"
+    assert "ONLY a JSON object" in seen and seen.rstrip().endswith(REQUEST), "the CLI got the planner prompt, in work_dir"
     assert (fake_ai.work_dir / "planner.log").is_file()
 
 
@@ -271,3 +282,135 @@ def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
     )
     # The heuristic plan, its goal kept as a field (issue 11: it was a " for: " suffix on the task)
     assert result == AIPlan(["An auth service; an orders service; a payments service"], "heuristic", None, goal="Build a shop")
+
+
+# -- graphs (issue 13): {"tasks": [{"id", "task", "depends_on", "role", "owns"}]} ---------
+ROLES = ["backend", "docs", "testing"]
+GRAPH = {
+    "tasks": [
+        {"id": "db", "task": "Set up the database schema", "role": "backend", "owns": ["db/**"]},
+        {"id": "api", "task": "Build the API on the schema", "depends_on": ["db"], "role": "backend", "owns": ["src/api/**"]},
+        {"id": "docs", "task": "Document the API", "depends_on": ["api"], "role": "docs"},
+    ]
+}
+GRAPH_TASKS = ["Set up the database schema", "Build the API on the schema", "Document the API"]
+GRAPH_NODES = [
+    TaskNode("db", [], "backend", ["db/**"]),
+    TaskNode("api", ["db"], "backend", ["src/api/**"]),
+    TaskNode("docs", ["api"], "docs", []),
+]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json.dumps(GRAPH),
+        "Here is the graph:\n```json\n" + json.dumps(GRAPH, indent=2) + "\n```\n",
+        json.dumps(GRAPH["tasks"]),  # the list alone
+        json.dumps(GRAPH).replace('"task"', '"Task"').replace('"depends_on"', '"Depends_On"'),  # keys in any case
+    ],
+)
+def test_extract_plan_reads_a_graph(answer):
+    assert extract_plan(answer, ROLES) == (GRAPH_TASKS, GRAPH_NODES)
+
+
+def test_extract_plan_gives_plain_ids_and_strings_their_nodes():
+    # A string id alone makes a graph (the ids are kept); a plain string in it is t<position>
+    answer = json.dumps([{"id": "a", "task": "Do A"}, "Do B", {"task": "Do C", "depends_on": ["a", "t2"]}])
+    texts, nodes = extract_plan(answer)
+    assert texts == ["Do A", "Do B", "Do C"]
+    assert [(n.id, n.depends_on) for n in nodes] == [("a", []), ("t2", []), ("t3", ["a", "t2"])]
+
+
+@pytest.mark.parametrize("answer, expected", GOOD_ANSWERS)
+def test_older_answer_shapes_stay_plain_task_lists(answer, expected):
+    assert extract_plan(answer, ROLES) == (expected, None)
+
+
+def graph_with(**changes):
+    tasks = [dict(t) for t in GRAPH["tasks"]]
+    for index, fields in changes.items():
+        tasks[int(index[1:])].update(fields)
+    return json.dumps({"tasks": tasks})
+
+
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        (graph_with(t0={"depends_on": ["docs"]}), "form a cycle: db -> docs -> api -> db"),
+        (graph_with(t1={"depends_on": ["database"]}), "depends on 'database', which is no task's id"),
+        (graph_with(t2={"id": "api"}), "tasks[2].id 'api' is used twice"),
+        (graph_with(t1={"depends_on": ["api"]}), "tasks[1] ('api') depends on itself"),
+        (graph_with(t2={"role": "wizard"}), "tasks[2].role='wizard' is not a role of this server"),
+        (graph_with(t0={"owns": ["../outside/**"]}), "tasks[0].owns"),
+        (graph_with(t1={"id": "not an id!"}), "tasks[1].id='not an id!' is not a task id"),
+        (json.dumps({"tasks": [GRAPH["tasks"][0], "  "]}), "subtask 2 of the graph has no task text"),
+        (graph_with(t2={"task": 7}), "subtask 3 is an object without a task"),
+    ],
+)
+def test_a_graph_that_does_not_hold_is_refused_naming_what_is_wrong(answer, reason):
+    with pytest.raises(PlanError) as caught:
+        extract_plan(answer, ROLES)
+    assert reason in caught.value.reason, caught.value.reason
+    assert caught.value.reason.startswith(("the plan's graph is invalid: ", "subtask "))
+
+
+def test_a_bad_graph_is_not_replaced_by_a_list_found_inside_it():
+    # The fenced graph has a cycle; its depends_on lists (["api"]) must not be read as a plan
+    answer = "```json\n" + graph_with(t0={"depends_on": ["docs"]}) + "\n```"
+    with pytest.raises(PlanError, match="cycle"):
+        extract_plan(answer, ROLES)
+
+
+def test_merge_graph_merges_in_dependency_order_and_keeps_every_dependency_backwards():
+    # a -> (b, c) -> d, e independent, f after d; listed out of order
+    texts = ["D", "B", "A", "E", "C", "F"]
+    nodes = [
+        TaskNode("d", ["b", "c"], "testing", ["tests/**"]),
+        TaskNode("b", ["a"], "backend", ["src/b/**"]),
+        TaskNode("a", [], "backend", ["src/a/**"]),
+        TaskNode("e", []),
+        TaskNode("c", ["a"], "backend", ["src/c/**"]),
+        TaskNode("f", ["d"], "docs"),
+    ]
+    merged, merged_nodes = merge_graph(texts, nodes, 3)
+    # topological order: a, e (free first, plan order), then b, c, then d, then f
+    assert merged == ["A; E", "B; C", "D; F"]
+    assert merged_nodes == [
+        TaskNode("a", [], None, ["src/a/**"]),
+        TaskNode("b", ["a"], "backend", ["src/b/**", "src/c/**"]),
+        TaskNode("d", ["b"], None, ["tests/**"]),
+    ]
+    assert merge_graph(texts, nodes, 6) == (
+        ["A", "E", "B", "C", "D", "F"],
+        [nodes[2], nodes[3], nodes[1], nodes[4], nodes[0], nodes[5]],
+    )
+
+
+@pytest.mark.slow
+def test_plan_with_ai_uses_a_graph_answer(fake_ai):
+    result = fake_ai(answering(json.dumps(GRAPH)))
+    assert result == AIPlan(GRAPH_TASKS, "ai", None, nodes=GRAPH_NODES)
+    seen = (fake_ai.work_dir / "prompt_seen.md").read_text()
+    assert '"depends_on"' in seen and "ONLY a JSON object" in seen
+
+
+@pytest.mark.slow
+def test_plan_with_ai_falls_back_on_a_graph_with_a_cycle_and_names_it(fake_ai):
+    result = fake_ai(answering(graph_with(t0={"depends_on": ["docs"]})))
+    assert (result.planner, result.tasks, result.nodes) == ("heuristic", heuristic(), None)
+    assert result.note.startswith(
+        "AI planner failed: the plan's graph is invalid: the tasks' dependencies form a cycle: db -> docs -> api -> db"
+    )
+    assert result.note.endswith("; used the heuristic planner")
+
+
+@pytest.mark.slow
+def test_plan_with_ai_merges_a_large_graph_in_dependency_order(fake_ai):
+    tasks = [{"id": f"s{i}", "task": f"Step {i}", "depends_on": [f"s{i - 1}"] if i > 1 else []} for i in range(1, 7)]
+    result = fake_ai(answering(json.dumps({"tasks": tasks})), max_tasks=3)
+    assert result.tasks == ["Step 1; Step 2", "Step 3; Step 4", "Step 5; Step 6"]
+    assert [(n.id, n.depends_on) for n in result.nodes] == [("s1", []), ("s3", ["s1"]), ("s5", ["s3"])]
+    assert result.note == (
+        "the AI planner proposed 6 subtasks; adjacent ones in dependency order were merged into 3 (max_workers)"
+    )

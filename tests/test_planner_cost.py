@@ -31,11 +31,11 @@ REQUEST = "Build a shop: an auth service, an orders service"
 PLAN = ["Build the auth service", "Build the orders service"]
 
 # A stand-in for claude: one result object on stdout, as `claude -p --output-format json` prints it.
-# The planner's prompt asks for "ONLY a JSON array"; a worker's does not (read from argv or stdin).
+# The planner's prompt asks for "ONLY a JSON object"; a worker's does not (read from argv or stdin).
 FAKE_CLAUDE = """#!{python}
 import json, os, sys, time
 prompt = " ".join(sys.argv[1:]) + ("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
-planning = "ONLY a JSON array" in prompt
+planning = "ONLY a JSON object" in prompt
 if not planning and os.environ.get("FAKE_MARKER"):  # a worker: say so, then take FAKE_SLEEP seconds
     open(os.environ["FAKE_MARKER"], "a").close()
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -192,17 +193,30 @@ def test_prompt_template_path_resolves_against_the_config_folder(tmp_path):
     assert prompt_template_path(settings) == tmp_path.resolve() / "prompts" / "w.md.j2"
 
 
-def test_planner_prompt_asks_for_only_a_json_array():
-    text = render_planner_prompt('Build a CLI with "init", `sync` and {{ status }}', 5)
-    assert "ONLY a JSON array of strings" in text
-    assert "1 to 5 items; 3 to 5 is typical" in text
+def test_planner_prompt_asks_for_only_a_json_graph():
+    # Issue 13: a graph of tasks (id, task, depends_on, role, owns); it was a JSON array of strings
+    text = render_planner_prompt('Build a CLI with "init", `sync` and {{ status }}', 5, roles=["backend", "docs"])
+    assert "ONLY a JSON object" in text
+    assert "1 to 5 tasks; 3 to 5 is typical" in text
     assert '"maxItems": 5' in text and '"maxLength": 2000' in text
+    schema = json.loads(next(line for line in text.splitlines() if line.startswith("Schema: "))[len("Schema: ") :])
+    item = schema["properties"]["tasks"]["items"]
+    assert set(item["properties"]) == {"id", "task", "depends_on", "role", "owns"}
+    assert item["properties"]["role"] == {"enum": ["backend", "docs"]} and "one of backend, docs" in text
+    example = json.loads(text.split("Answer:\n", 1)[1].split("\n", 1)[0])
+    assert [t.get("depends_on", []) for t in example["tasks"]] == [[], [], ["auth", "orders"]]
     assert text.rstrip().endswith('Build a CLI with "init", `sync` and {{ status }}')
+
+
+def test_planner_prompt_without_roles_offers_none():
+    text = render_planner_prompt("Do a thing", 5)
+    schema = json.loads(next(line for line in text.splitlines() if line.startswith("Schema: "))[len("Schema: ") :])
+    assert "role" not in schema["properties"]["tasks"]["items"]["properties"] and "one of" not in text
 
 
 def test_planner_prompt_for_a_small_limit_does_not_suggest_more():
     text = render_planner_prompt("Do a thing", 2)
-    assert "1 to 2 items." in text and "typical" not in text
+    assert "1 to 2 tasks." in text and "typical" not in text
 
 
 def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout():

@@ -20,6 +20,15 @@ about the content:
   a nested list), an item over 2000 characters.
 - more than ``max_tasks`` items are merged, adjacent ones joined with "; ", into
   ``max_tasks`` subtasks as the heuristic planner does: nothing is dropped.
+
+The prompt asks for a graph: ``{"tasks": [{"id", "task", "depends_on", "role", "owns"}]}``.
+An answer whose items carry ``depends_on``, ``role``, ``owns`` or a string ``id`` is read
+as one (``extract_plan``): every item is kept (no repeat is dropped: ids may point at it)
+and the whole is checked by ``graph.build_nodes`` against the server's roles. A graph that
+fails (a cycle, an unknown, duplicate or self id, an unknown role, a bad glob, an item
+without text) is refused as a whole, naming what is wrong, and the heuristic plan is used.
+A graph over ``max_tasks`` is merged in dependency order: adjacent tasks (prerequisites
+first) share one worker, which keeps every dependency pointing at an earlier task.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +47,12 @@ from typing import Any
 from .. import protocol
 from ..adapters.base import Adapter, WorkerContext
 from ..config import PLANNERS, WORKER_KINDS, Settings
-from ..errors import ConfigError, OrchestratorError
-from ..graph import auto_id
+from ..errors import ConfigError, InvalidGraph, OrchestratorError
+from ..graph import auto_id, build_nodes, check_graph, topological
 from ..models import TaskNode
 from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
-from .heuristic import merge_adjacent, plan_request
+from .heuristic import adjacent_groups, merge_adjacent, plan_request
 
 log = logging.getLogger("orchestrator.planner.ai")
 
@@ -57,6 +66,7 @@ REASON_CHARS = 300
 
 _LIST_KEYS = ("tasks", "subtasks", "plan", "steps", "items")
 _TEXT_KEYS = ("task", "subtask", "description", "title", "text", "name")
+_NODE_KEYS = ("id", "depends_on", "role", "owns")  # an item with any of these (a string id) is a graph's
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)
 _TRAILING_COMMA = re.compile(r'("(?:\\.|[^"\\])*")|,\s*([\]}])')
 _MARKER = re.compile(r"^(?:\d{1,3}[.)]|[-*•])\s+")
@@ -71,6 +81,10 @@ class PlanError(OrchestratorError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class GraphPlanError(PlanError):
+    """The answer is a graph that does not hold: no other part of the answer is tried."""
 
 
 @dataclass
@@ -117,16 +131,86 @@ def parse_plan(text: str, max_tasks: int) -> list[str]:
 
 def extract_tasks(text: str) -> list[str]:
     """Every subtask the answer proposes, cleaned and deduplicated (not capped). Raises PlanError."""
+    return extract_plan(text)[0]
+
+
+def extract_plan(text: str, roles: Collection[str] | None = None) -> tuple[list[str], list[TaskNode] | None]:
+    """The answer's subtasks (not capped) and, when it is a graph, their checked nodes (None:
+    independent tasks). ``roles``: the role names that exist (None: any). Raises PlanError."""
     text = (text or "").strip()[-ANSWER_CHARS:]  # the answer usually ends the output
     if not text:
         raise PlanError("the answer is empty")
     first_error: PlanError | None = None
     for value in _values(text):
         try:
-            return _tasks_from(value)
+            return _plan_from(value, roles)
+        except GraphPlanError:
+            raise  # a graph that does not hold: never a list found inside it instead ("depends_on": ["db"])
         except PlanError as exc:
             first_error = first_error or exc
     raise first_error or PlanError(f"the answer has no JSON array: {_excerpt(text)}")
+
+
+def _plan_from(value: Any, roles: Collection[str] | None) -> tuple[list[str], list[TaskNode] | None]:
+    items = _task_list(value)
+    if not any(_is_node(item) for item in items):
+        return _tasks_from(items), None
+    texts = []
+    for number, item in enumerate(items, 1):
+        try:
+            task = _clean(_item_text(item, number))
+        except PlanError as exc:
+            raise GraphPlanError(exc.reason) from None
+        if not task:
+            raise GraphPlanError(f"subtask {number} of the graph has no task text")
+        if len(task) > MAX_TASK_CHARS:
+            raise GraphPlanError(f"subtask {number} is {len(task)} characters long; the limit is {MAX_TASK_CHARS}")
+        texts.append(task)
+    fields = [{k: v for k, v in _lowered(item).items() if k in _NODE_KEYS} if isinstance(item, dict) else {} for item in items]
+    try:
+        return texts, build_nodes(fields, roles)
+    except InvalidGraph as exc:
+        raise GraphPlanError(f"the plan's graph is invalid: {exc.message}") from None
+
+
+def _is_node(item: Any) -> bool:
+    fields = _lowered(item) if isinstance(item, dict) else {}
+    return isinstance(fields.get("id"), str) or any(fields.get(key) for key in _NODE_KEYS[1:])
+
+
+def _lowered(item: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in item.items()}
+
+
+def _clean(text: str) -> str:
+    """A subtask's text: whitespace collapsed, a leading "1." or "-" marker removed."""
+    return _MARKER.sub("", " ".join(text.split()))
+
+
+def merge_graph(texts: list[str], nodes: list[TaskNode], max_tasks: int) -> tuple[list[str], list[TaskNode]]:
+    """At most ``max_tasks`` tasks: in dependency order (prerequisites first), adjacent tasks are
+    joined with "; " into one, which keeps the first one's id, the union of the others' owns and
+    prerequisites outside the group, and their role when they share it. Nothing is dropped, and
+    every dependency still points at an earlier task: no cycle."""
+    index = {node.id: i for i, node in enumerate(nodes)}
+    groups = adjacent_groups([index[task_id] for task_id in topological(nodes)], max_tasks)
+    group_of = {nodes[i].id: g for g, members in enumerate(groups) for i in members}
+    merged_texts, merged = [], []
+    for g, members in enumerate(groups):
+        parts = [nodes[i] for i in members]
+        deps = [groups[group_of[d]][0] for node in parts for d in node.depends_on if group_of[d] != g]
+        roles = {node.role for node in parts}
+        merged_texts.append("; ".join(texts[i] for i in members))
+        merged.append(
+            TaskNode(
+                parts[0].id,
+                list(dict.fromkeys(nodes[i].id for i in deps)),
+                roles.pop() if len(roles) == 1 else None,
+                list(dict.fromkeys(glob for node in parts for glob in node.owns)),
+            )
+        )
+    check_graph(merged)
+    return merged_texts, merged
 
 
 def _values(text: str) -> Iterator[Any]:
@@ -195,12 +279,11 @@ def _json_without_trailing_commas(snippet: str) -> Any:
     return json.loads(_TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), snippet))
 
 
-def _tasks_from(value: Any) -> list[str]:
-    items = _task_list(value)
+def _tasks_from(items: Sequence[Any]) -> list[str]:
     tasks: list[str] = []
     seen: set[str] = set()
     for number, item in enumerate(items, 1):
-        task = _MARKER.sub("", " ".join(_item_text(item, number).split()))
+        task = _clean(_item_text(item, number))
         if not task:
             continue
         if len(task) > MAX_TASK_CHARS:
@@ -262,34 +345,39 @@ def plan_with_ai(
     env: Mapping[str, str] | None = None,
     tag: str | None = None,
     template: Path | None = None,
+    roles: Collection[str] | None = None,
 ) -> AIPlan:
     """Plan ``request`` with the AI CLI behind ``adapter``, run once in ``work_dir`` (which
     keeps ``planner.log``). Falls back to the heuristic plan, with a note, on any failure.
     ``env``: the CLI's environment (default: ours without ORCHESTRATOR_* variables);
-    ``tag``: the runner tag of its process tree; ``template``: a planner prompt file."""
+    ``tag``: the runner tag of its process tree; ``template``: a planner prompt file;
+    ``roles``: the role names a task may take (``roles.role_table``; None: any, none offered)."""
     if max_tasks <= 1:
         return heuristic_plan(request, max_tasks)
     if adapter.name == "simulated":
         return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
-        tasks = extract_tasks(
-            _ask(request, max_tasks, settings, adapter, runner, Path(work_dir), timeout, env, tag, template, usage)
-        )
+        prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))
+        answer = _ask(request, prompt, settings, adapter, runner, Path(work_dir), timeout, env, tag, usage)
+        tasks, nodes = extract_plan(answer, roles)
+        if len(tasks) <= max_tasks:
+            return AIPlan(tasks, "ai", nodes=nodes, **usage)
+        note = f"the AI planner proposed {len(tasks)} subtasks; adjacent ones were merged into {max_tasks} (max_workers)"
+        if nodes is None:
+            return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note, **usage)
+        merged, nodes = merge_graph(tasks, nodes, max_tasks)
+        return AIPlan(merged, "ai", note.replace("adjacent ones", "adjacent ones in dependency order"), nodes=nodes, **usage)
     except PlanError as exc:
         return _fallback(request, max_tasks, exc.reason, usage)
     except Exception as exc:  # a bug or an OS error here must not fail the job: plan without the AI
         log.exception("AI planner crashed")
         return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}", usage)
-    if len(tasks) > max_tasks:
-        note = f"the AI planner proposed {len(tasks)} subtasks; adjacent ones were merged into {max_tasks} (max_workers)"
-        return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note, **usage)
-    return AIPlan(tasks, "ai", **usage)
 
 
 def _ask(
     request: str,
-    max_tasks: int,
+    prompt: str,
     settings: Settings,
     adapter: Adapter,
     runner: ProcessRunner,
@@ -297,12 +385,10 @@ def _ask(
     timeout: float,
     env: Mapping[str, str] | None,
     tag: str | None,
-    template: Path | None,
     usage: dict[str, Any],
 ) -> str:
-    """Run the CLI once and return its answer text; PlanError for every expected failure.
-    ``usage`` gets the cost and tokens the CLI reported, whatever its answer."""
-    prompt = render_planner_prompt(request, max_tasks, template=template)
+    """Run the CLI once on ``prompt`` and return its answer text; PlanError for every expected
+    failure. ``usage`` gets the cost and tokens the CLI reported, whatever its answer."""
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / LOG_NAME
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends

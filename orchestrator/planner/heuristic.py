@@ -32,6 +32,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 MAX_TASK_CHARS = 2000
 """Advisory size of a subtask: a longer part is kept whole (cutting would drop work)."""
@@ -106,6 +107,7 @@ _WRAP_END = re.compile(r"(?i)(?:[,&+-]|\b(?:and|or|with|including|plus|to|the|an
 _WRAP_START = re.compile(r"(?i)(?:[&+]|(?:and|or|with|including|plus)\b)")  # a line going on from the one before
 _WORD = re.compile(r"[^\W_][\w'’-]*")
 
+_T = TypeVar("_T")
 _Found = tuple[str | None, list[str]]  # what a rule found: (goal, raw items); None when it found nothing
 
 
@@ -164,7 +166,7 @@ def _chain(request: str, max_tasks: int) -> Plan | None:
     steps[0] = " ".join([_FIRST.sub("", sentences[led]), *sentences[led + 1 :]])
     steps = [_clean(step) for step in steps]
     if len(steps) > max_tasks:  # adjacent steps are done by one worker, in order
-        steps = [", then ".join(group) for group in _groups(steps, max_tasks)]
+        steps = [", then ".join(group) for group in adjacent_groups(steps, max_tasks)]
     stages = [_stage(step, restore) for step in steps]
     goals = [goal for _, goal in stages if goal]
     quotas = _quotas([len(tasks) for tasks, _ in stages], max_tasks)
@@ -206,10 +208,10 @@ def is_compound(task: str) -> bool:
 
 def merge_adjacent(tasks: list[str], max_tasks: int) -> list[str]:
     """At most ``max_tasks`` subtasks: adjacent ones joined with "; ", earlier groups one larger."""
-    return ["; ".join(group) for group in _groups(tasks, max_tasks)]
+    return ["; ".join(group) for group in adjacent_groups(tasks, max_tasks)]
 
 
-def _groups(items: list[str], max_tasks: int) -> list[list[str]]:
+def adjacent_groups(items: list[_T], max_tasks: int) -> list[list[_T]]:
     """``items`` in at most ``max_tasks`` runs of adjacent ones, earlier runs one larger."""
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
         raise ValueError(f"max_tasks must be an int of at least 1, got {max_tasks!r}")
