@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import pytest
 
+from orchestrator.adapters import get_adapter
 from orchestrator.adapters.command import CommandAdapter
 from orchestrator.adapters.simulated import SimulatedAdapter
 from orchestrator.errors import ConfigError
@@ -24,8 +26,10 @@ from orchestrator.planner.ai import (
     plan_with_ai,
 )
 from orchestrator.planner.heuristic import split_request
+from orchestrator.roles import role_table
 from orchestrator.runner import ProcessRunner
-from tests.conftest import make_settings
+from tests.conftest import find_cli, make_settings
+from tests.mock_model_server import MockModelServer, Text, prompt_text
 
 REQUEST = "Build a shop with an auth service, an orders service and a payments service"
 ABC = ["Build auth", "Build orders", "Build payments"]
@@ -413,4 +417,53 @@ def test_plan_with_ai_merges_a_large_graph_in_dependency_order(fake_ai):
     assert [(n.id, n.depends_on) for n in result.nodes] == [("s1", []), ("s3", ["s1"]), ("s5", ["s3"])]
     assert result.note == (
         "the AI planner proposed 6 subtasks; adjacent ones in dependency order were merged into 3 (max_workers)"
+    )
+
+
+# -- the real claude CLI against the loopback mock of the Messages API -------------------
+CLAUDE = find_cli("claude")
+needs_claude = pytest.mark.skipif(
+    CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)"
+)
+
+
+def point_claude_at(mock, monkeypatch, tmp_path):
+    """The real claude CLI's environment: the mock's URL and key, a private HOME, nothing of ours."""
+    for name in [n for n in os.environ if n.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))]:
+        monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**mock.client_env("sk-ant-mock-key-0000"), "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.real_cli
+@needs_claude
+def test_real_claude_plans_a_graph_through_the_mock(monkeypatch, tmp_path):
+    # Given the real claude CLI, pointed at a mock whose model answers the planning call with a graph
+    with MockModelServer([Text(json.dumps(GRAPH))], lifetime=120) as mock:
+        point_claude_at(mock, monkeypatch, tmp_path)
+        settings = make_settings(tmp_path, orchestrator={"worker": "claude", "claude_command": CLAUDE})
+        # When the AI planner plans with it, offering the server's roles
+        result = plan_with_ai(
+            REQUEST,
+            5,
+            settings=settings,
+            adapter=get_adapter("claude"),
+            runner=ProcessRunner(),
+            work_dir=tmp_path / "planning",
+            timeout=90,
+            roles=role_table(settings),
+        )
+        prompts = [prompt_text(entry.body) for entry in mock.requests if entry.turn not in mock.unscripted]
+    # Then the graph came through the CLI, checked, as the plan's nodes
+    assert (result.planner, result.note) == ("ai", None), result.note
+    assert (result.tasks, result.nodes) == (GRAPH_TASKS, GRAPH_NODES)
+    assert result.cost_usd and result.cost_usd > 0
+    # And the model was asked for the graph: the schema, with the server's roles
+    (prompt,) = prompts
+    assert (
+        '"depends_on": {"type": "array"' in prompt
+        and "one of backend, docs, frontend, infrastructure, integration, testing" in prompt
     )
