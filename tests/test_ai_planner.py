@@ -13,7 +13,7 @@ from orchestrator.adapters import get_adapter
 from orchestrator.adapters.command import CommandAdapter
 from orchestrator.adapters.simulated import SimulatedAdapter
 from orchestrator.errors import ConfigError
-from orchestrator.models import TaskNode
+from orchestrator.models import JobStatus, TaskNode
 from orchestrator.planner.ai import (
     AIPlan,
     PlanError,
@@ -28,8 +28,8 @@ from orchestrator.planner.ai import (
 from orchestrator.planner.heuristic import split_request
 from orchestrator.roles import role_table
 from orchestrator.runner import ProcessRunner
-from tests.conftest import find_cli, make_settings
-from tests.mock_model_server import MockModelServer, Text, prompt_text
+from tests.conftest import explain, find_cli, make_settings, run_job
+from tests.mock_model_server import MockModelServer, Text, prompt_text, subtask
 
 REQUEST = "Build a shop with an auth service, an orders service and a payments service"
 ABC = ["Build auth", "Build orders", "Build payments"]
@@ -467,3 +467,32 @@ def test_real_claude_plans_a_graph_through_the_mock(monkeypatch, tmp_path):
         '"depends_on": {"type": "array"' in prompt
         and "one of backend, docs, frontend, infrastructure, integration, testing" in prompt
     )
+
+
+@pytest.mark.real_cli
+@needs_claude
+def test_real_claude_graph_is_the_job_s_graph(make_engine, monkeypatch, tmp_path):
+    # Given the real claude CLI and a mock whose model plans a chain db -> api -> docs, and whose
+    # workers each answer "done"
+    def script(body):
+        return Text("done") if subtask(body) else Text(json.dumps(GRAPH))
+
+    with MockModelServer(script, lifetime=180) as mock:
+        point_claude_at(mock, monkeypatch, tmp_path)
+        engine = make_engine(orchestrator={"worker": "claude", "claude_command": CLAUDE, "planner": "ai"})
+        # When a job is planned by the AI and run
+        job = run_job(engine, REQUEST, config={"isolation": "folder"}, timeout=150)
+        why = explain(engine, job, mock)
+        order = [subtask(entry.body) for entry in mock.requests if entry.turn not in mock.unscripted]
+    # Then the job's record carries the AI's graph (on disk too), and its workers ran in its order
+    assert (job.planner, job.tasks, job.status) == ("ai", GRAPH_TASKS, JobStatus.COMPLETED), why
+    assert job.nodes == GRAPH_NODES, why
+    assert engine.workspace.load_job(job.id).nodes == GRAPH_NODES
+    _, workers = engine.snapshot(job.root_id)
+    assert [(w.task_id, w.depends_on, w.role) for w in workers] == [
+        ("db", [], "backend"),
+        ("api", ["db"], "backend"),
+        ("docs", ["api"], "docs"),
+    ]
+    assert order == [None, *GRAPH_TASKS], why  # the planning call, then each task after its prerequisite
+    assert workers[1].started_at >= workers[0].ended_at and workers[2].started_at >= workers[1].ended_at
