@@ -9,10 +9,11 @@ import time
 import pytest
 
 from orchestrator.graph import check_graph
-from orchestrator.models import TaskNode
+from orchestrator.models import JobStatus, TaskNode
 from orchestrator.planner.ai import AIPlan, heuristic_plan
 from orchestrator.planner.heuristic import Plan, plan_request, split_request
 
+from .conftest import run_job
 from .test_planner import CASES
 
 BIG = 1000
@@ -149,3 +150,19 @@ def test_heuristic_plan_without_a_chain_has_no_nodes() -> None:
     plan = heuristic_plan("Build a blog with posts, comments and tags", 5)
     assert plan == AIPlan(["Posts", "Comments", "Tags"], "heuristic", goal="Build a blog")
     assert plan.nodes is None
+
+
+@pytest.mark.slow
+def test_a_chained_request_runs_as_a_chain(make_engine):
+    # Given the heuristic planner and the simulated worker
+    engine = make_engine(orchestrator={"planner": "heuristic"})
+    # When a "then"-sequence is submitted
+    job = run_job(engine, "Build A, B and C, then deploy", config={"isolation": "folder"})
+    # Then the job's graph is the chain, and deploy started after the three had ended
+    assert job.status is JobStatus.COMPLETED
+    assert job.tasks == ["Build A", "Build B", "Build C", "Deploy"]
+    assert [(n.id, n.depends_on) for n in job.nodes] == [("t1", []), ("t2", []), ("t3", []), ("t4", ["t1", "t2", "t3"])]
+    _, workers = engine.snapshot(job.root_id)
+    deploy = next(w for w in workers if w.task_id == "t4")
+    assert deploy.depends_on == ["t1", "t2", "t3"]
+    assert deploy.started_at >= max(w.ended_at for w in workers if w is not deploy)
