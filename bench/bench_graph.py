@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     limit = target_of(mid, args.tasks)
     verdict = "met" if mid.wall <= limit else "not met"
+    met = sum(1 for r in rounds if r.wall <= target_of(r, args.tasks))
+    print(f"target met in {met} of {len(rounds)} round(s)")
     print(
         f"RESULT wall/critical path = {mid.wall / mid.critical:.2f}x ({mid.wall:.3f} s / {mid.critical:.3f} s); "
         f"target <= {TARGET_RATIO}x + {TARGET_PER_TASK * 1000:.0f} ms/task = {limit:.3f} s: {verdict}"
