@@ -143,7 +143,7 @@ class Submission:
         nodes = planned.nodes if planned.nodes and len(planned.nodes) == len(plan) else None
         if nodes is None:
             return [TaskNode(graph.auto_id(i + 1)) for i in range(len(plan))]
-        merges = cfg.isolation != "worktree" or cfg.merge_strategy != "manual"
+        merges = runs_dependencies(cfg)
         if merges:
             notes.extend(graph.serialize_overlaps(nodes))
         if graph.has_dependencies(nodes) and not merges:
@@ -160,8 +160,9 @@ class Submission:
         note saying why) whenever it fails."""
         if tasks:
             return AIPlan(tasks[0], "explicit", nodes=tasks[1])
+        graph = runs_dependencies(cfg)  # else a sequence stays one task, and the AI's dependencies go
         if choose_planner(cfg.planner, cfg.worker) == "heuristic":
-            return heuristic_plan(request, cfg.max_workers)
+            return heuristic_plan(request, cfg.max_workers, graph=graph)
         scratch = self.workspace.planning_dir()
         try:
             return plan_with_ai(
@@ -174,6 +175,7 @@ class Submission:
                 timeout=self.settings.orchestrator.planner_timeout,
                 env=base_env(self.settings),
                 roles=role_table(self.settings),
+                graph=graph,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -331,3 +333,9 @@ class Submission:
             self.tables.slots_used -= 1
         self.announce.worker(plive, f"started child job {child.id}")
         return self.tables.worker_snapshot(plive)
+
+
+def runs_dependencies(cfg: JobConfig) -> bool:
+    """Can the job run a graph with dependencies? A worktree job must merge (not ``manual``):
+    a task starts once its prerequisites' work is merged into the integration branch."""
+    return cfg.isolation != "worktree" or cfg.merge_strategy != "manual"

@@ -145,7 +145,7 @@ def fake_ai(tmp_path):
     runner = ProcessRunner()
     work_dir = tmp_path / "planning"
 
-    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test"):
+    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test", **options):
         script = tmp_path / "fake_ai.py"
         script.write_text("import os, sys, time, subprocess\n" + body)
         settings = make_settings(
@@ -164,6 +164,7 @@ def fake_ai(tmp_path):
             work_dir=work_dir,
             timeout=timeout,
             tag=tag,
+            **options,
         )
 
     plan.runner, plan.work_dir = runner, work_dir
@@ -496,3 +497,16 @@ def test_real_claude_graph_is_the_job_s_graph(make_engine, monkeypatch, tmp_path
     ]
     assert order == [None, *GRAPH_TASKS], why  # the planning call, then each task after its prerequisite
     assert workers[1].started_at >= workers[0].ended_at and workers[2].started_at >= workers[1].ended_at
+
+
+@pytest.mark.slow
+def test_plan_with_ai_drops_the_dependencies_of_a_job_that_cannot_run_them(fake_ai):
+    # merge_strategy manual in worktrees: the tasks are kept, their dependencies dropped, with a note
+    result = fake_ai(answering(json.dumps(GRAPH)), graph=False)
+    assert result.tasks == GRAPH_TASKS and result.planner == "ai"
+    assert [(n.id, n.depends_on, n.role, n.owns) for n in result.nodes] == [
+        ("db", [], "backend", ["db/**"]),
+        ("api", [], "backend", ["src/api/**"]),
+        ("docs", [], "docs", []),
+    ]
+    assert result.note == "the AI planner's dependencies were dropped: merge_strategy manual merges no task's work for another"

@@ -166,3 +166,24 @@ def test_a_chained_request_runs_as_a_chain(make_engine):
     deploy = next(w for w in workers if w.task_id == "t4")
     assert deploy.depends_on == ["t1", "t2", "t3"]
     assert deploy.started_at >= max(w.ended_at for w in workers if w is not deploy)
+
+
+def test_without_graphs_a_sequence_stays_one_task() -> None:
+    # merge_strategy manual in worktrees merges nothing, so no task could wait on another's work
+    request = "Set up the database, then build the API, then write the tests"
+    assert heuristic_plan(request, 5, graph=False) == AIPlan([request], "heuristic")
+
+
+@pytest.mark.slow
+def test_a_then_request_in_a_manual_worktree_job_is_one_task_not_a_422(hosted):
+    # Given a worktree job whose merge_strategy is manual (a graph with dependencies is a 422 there)
+    _, _, make = hosted
+    engine = make(orchestrator={"worker": "simulated", "planner": "heuristic"})
+    request = "Set up the database, then build the API"
+    # When a "then"-sequence is planned by the heuristic: it is one task, as before issue 13
+    job = run_job(engine, request, config={"merge_strategy": "manual"})
+    assert (job.status, job.tasks, [n.depends_on for n in job.nodes]) == (JobStatus.COMPLETED, [request], [[]])
+    # And with a merge strategy that merges, it is a chain
+    chained = run_job(engine, request)
+    assert chained.status is JobStatus.COMPLETED, chained.notes
+    assert (chained.tasks, [n.depends_on for n in chained.nodes]) == (["Set up the database", "Build the API"], [[], ["t1"]])

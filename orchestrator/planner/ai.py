@@ -52,7 +52,7 @@ from ..graph import auto_id, build_nodes, check_graph, topological
 from ..models import TaskNode
 from ..prompts import MAX_TASK_CHARS, render_planner_prompt
 from ..runner import CommandNotFound, ProcessRunner, signal_name
-from .heuristic import adjacent_groups, merge_adjacent, plan_request
+from .heuristic import adjacent_groups, merge_adjacent, plan_request, split_request
 
 log = logging.getLogger("orchestrator.planner.ai")
 
@@ -104,10 +104,11 @@ class AIPlan:
     nodes: list[TaskNode] | None = None
 
 
-def heuristic_plan(request: str, max_tasks: int, note: str | None = None, **usage: Any) -> AIPlan:
+def heuristic_plan(request: str, max_tasks: int, note: str | None = None, *, graph: bool = True, **usage: Any) -> AIPlan:
     """The heuristic planner's plan, as an AIPlan (its goal travels in ``goal``); a "then"-chain's
-    tasks get nodes ``t1``, ``t2``... each waiting on the stage before."""
-    plan = plan_request(request, max_tasks)
+    tasks get nodes ``t1``, ``t2``... each waiting on the stage before. ``graph`` False (the job
+    cannot run dependencies: ``merge_strategy: manual`` in worktrees): a sequence stays one task."""
+    plan = plan_request(request, max_tasks) if graph else split_request(request, max_tasks)
     nodes = None
     if plan.depends_on:
         nodes = [TaskNode(auto_id(i + 1), [auto_id(d + 1) for d in deps]) for i, deps in enumerate(plan.depends_on)]
@@ -346,33 +347,40 @@ def plan_with_ai(
     tag: str | None = None,
     template: Path | None = None,
     roles: Collection[str] | None = None,
+    graph: bool = True,
 ) -> AIPlan:
     """Plan ``request`` with the AI CLI behind ``adapter``, run once in ``work_dir`` (which
     keeps ``planner.log``). Falls back to the heuristic plan, with a note, on any failure.
     ``env``: the CLI's environment (default: ours without ORCHESTRATOR_* variables);
     ``tag``: the runner tag of its process tree; ``template``: a planner prompt file;
-    ``roles``: the role names a task may take (``roles.role_table``; None: any, none offered)."""
+    ``roles``: the role names a task may take (``roles.role_table``; None: any, none offered);
+    ``graph`` False: the job cannot run dependencies (``merge_strategy: manual`` in worktrees), so
+    the answer's are dropped, with a note, and a fallback plan has none either."""
     if max_tasks <= 1:
         return heuristic_plan(request, max_tasks)
     if adapter.name == "simulated":
-        return _fallback(request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI")
+        return _fallback(
+            request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI", graph=graph
+        )
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
         prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))
         answer = _ask(request, prompt, settings, adapter, runner, Path(work_dir), timeout, env, tag, usage)
         tasks, nodes = extract_plan(answer, roles)
-        if len(tasks) <= max_tasks:
-            return AIPlan(tasks, "ai", nodes=nodes, **usage)
-        note = f"the AI planner proposed {len(tasks)} subtasks; adjacent ones were merged into {max_tasks} (max_workers)"
-        if nodes is None:
-            return AIPlan(merge_adjacent(tasks, max_tasks), "ai", note, **usage)
-        merged, nodes = merge_graph(tasks, nodes, max_tasks)
-        return AIPlan(merged, "ai", note.replace("adjacent ones", "adjacent ones in dependency order"), nodes=nodes, **usage)
+        notes = []
+        if nodes is not None and not graph and any(n.depends_on for n in nodes):
+            nodes = [TaskNode(n.id, [], n.role, n.owns) for n in nodes]
+            notes.append("the AI planner's dependencies were dropped: merge_strategy manual merges no task's work for another")
+        if len(tasks) > max_tasks:
+            how = "adjacent ones in dependency order" if nodes else "adjacent ones"
+            notes.insert(0, f"the AI planner proposed {len(tasks)} subtasks; {how} were merged into {max_tasks} (max_workers)")
+            tasks, nodes = merge_graph(tasks, nodes, max_tasks) if nodes else (merge_adjacent(tasks, max_tasks), None)
+        return AIPlan(tasks, "ai", "; ".join(notes) or None, nodes=nodes, **usage)
     except PlanError as exc:
-        return _fallback(request, max_tasks, exc.reason, usage)
+        return _fallback(request, max_tasks, exc.reason, usage, graph=graph)
     except Exception as exc:  # a bug or an OS error here must not fail the job: plan without the AI
         log.exception("AI planner crashed")
-        return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}", usage)
+        return _fallback(request, max_tasks, f"{type(exc).__name__}: {exc}", usage, graph=graph)
 
 
 def _ask(
@@ -443,12 +451,13 @@ def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(protocol.PREFIX)}
 
 
-def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None) -> AIPlan:
+def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None, *, graph: bool = True) -> AIPlan:
     reason = " ".join(reason.split())
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 1] + "…"
     log.warning("AI planner failed: %s; using the heuristic planner", reason)
-    return heuristic_plan(request, max_tasks, f"AI planner failed: {reason}; used the heuristic planner", **(usage or {}))
+    note = f"AI planner failed: {reason}; used the heuristic planner"
+    return heuristic_plan(request, max_tasks, note, graph=graph, **(usage or {}))
 
 
 def _last_line(text: str) -> str:
