@@ -9,7 +9,12 @@ import pytest
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .fake_executor import Script as S
-from .test_engine_scenarios import crash_while_running, make_rig, no_processes, until  # noqa: F401 (fixtures)
+from . import test_engine_scenarios as scenarios
+from .test_engine_scenarios import crash_while_running, until
+
+# The scenarios' fixtures: a rig per test, and no process may start.
+make_rig = scenarios.make_rig
+no_processes = scenarios.no_processes
 
 
 def chain(*ids: str) -> list[dict]:
