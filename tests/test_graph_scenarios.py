@@ -8,8 +8,8 @@ import pytest
 
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .fake_executor import Script as S
 from . import test_engine_scenarios as scenarios
+from .fake_executor import Script as S
 from .test_engine_scenarios import crash_while_running, until
 
 # The scenarios' fixtures: a rig per test, and no process may start.
