@@ -52,11 +52,16 @@ def test_the_goal_travels_as_a_field_to_records_reports_and_the_deliverable(engi
     assert "\nTask: Authentication (part of: Build a REST API)\n" in (folder / "FINAL_RESULT.md").read_text()
 
 
-def test_a_then_sequence_runs_as_one_worker(engine):
-    # Issue 11: "then" gave two parallel workers, the second ("Benchmark it") with no referent
+def test_a_then_sequence_runs_as_a_chain(engine):
+    # Issue 11: "then" gave two parallel workers, the second ("Benchmark it") with no referent; it
+    # became one worker. Issue 13: a chain. The second starts once the first has ended (in a worktree
+    # job, from its merged work), and its prompt holds the whole request as context.
     job = run_job(engine, "Write a parser in Rust, then benchmark it")
-    assert job.tasks == ["Write a parser in Rust, then benchmark it"] and job.goal is None
-    assert job.worker_names == ["worker_1"] and job.status is JobStatus.COMPLETED
+    assert job.tasks == ["Write a parser in Rust", "Benchmark it"] and job.goal is None
+    assert [(n.id, n.depends_on) for n in job.nodes] == [("t1", []), ("t2", ["t1"])]
+    assert job.worker_names == ["worker_1", "worker_2"] and job.status is JobStatus.COMPLETED
+    first, second = workers_of(engine, job)["worker_1"], workers_of(engine, job)["worker_2"]
+    assert second.started_at >= first.ended_at
 
 
 def test_an_ai_worker_prompt_states_the_goal(make_engine):
