@@ -360,6 +360,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if spec.parse is not None:
+        if value is None:
+            raise ConfigError(f"{where} is null: give {_type_name(spec)}, or leave it out", key=where)
         return spec.parse(value, where)
     if spec.type is dict:
         return _check_env(where, value)
