@@ -27,6 +27,7 @@ import dataclasses
 import os
 import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,12 +384,14 @@ def merge_branches(
     root_id: str,
     fast_path: bool = True,
     target: str | None = None,
+    commits: Mapping[str, str] | None = None,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
     branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``;
     see the module docstring. A child job's merge names its parent worker's branch (nesting.py).
     ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint
-    (tests compare the two)."""
+    (tests compare the two). ``commits``: worker -> the commit of its to merge instead of its
+    branch's tip (its gated commit, gates.py); the fast path needs it to be the tip."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -402,7 +405,8 @@ def merge_branches(
             raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {root_id}")
         into = target.removeprefix("refs/heads/")
     short = target.removeprefix("refs/heads/")
-    names = [base, *(branch for _, branch in branches)]
+    chosen = dict(commits or {})
+    names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
     *infos, current = read_commits(repo, [*names, target])
     for name, info in zip(names, infos):
         if info is None:
@@ -410,14 +414,15 @@ def merge_branches(
     known = [info for info in infos if info]
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
-    commits = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
+    inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     files = changed_files(repo, base_commit, oids)
-    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in commits}
-    comparison = tuple(changes[w] for w, _, _ in commits)
+    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
+    comparison = tuple(changes[w] for w, _, _ in inputs)
     if strategy == "manual":
-        report = predict_conflicts(repo, base, branches)
-        command = " && ".join(f"git merge {b}" for _, b in branches)
-        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in commits), report, comparison, command)
+        named = [(w, chosen.get(w) or b) for w, b in branches]
+        report = predict_conflicts(repo, base, named)
+        command = " && ".join(f"git merge {b}" for _, b in named)
+        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in inputs), report, comparison, command)
 
     # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
     when = f"{max(info.time for info in known)} +0000"
@@ -426,11 +431,11 @@ def merge_branches(
     unchanged: list[str] = []
     skipped: list[str] = []
     conflicts: list[FileConflict] = []
-    fast = _disjoint_merge(repo, base_commit, commits, files, when, root_id, strategy, into) if fast_path else None
+    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, into) if fast_path else None
     if fast:
         head, merged, unchanged = fast
-        commits = []  # all merged at once
-    for index, (worker, branch, commit) in enumerate(commits):
+        inputs = []  # all merged at once
+    for index, (worker, branch, commit) in enumerate(inputs):
         result = _merge_tree(repo, head, commit)
         tree = result.tree
         if result.clean and tree == head_tree and is_ancestor(repo, commit, head):  # nothing new
@@ -441,8 +446,8 @@ def merge_branches(
             earlier = list(merged)
             if strategy == "auto":
                 conflicts += _conflicts(repo, result, changes, earlier, worker)
-                skipped = [w for w, _, _ in commits[index:]]
-                conflicts += _predict_rest(repo, head, commits[index + 1 :], changes, merged)
+                skipped = [w for w, _, _ in inputs[index:]]
+                conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
                 break
             tree, hunks = _resolve_theirs(repo, result)
             conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
