@@ -419,7 +419,8 @@ def merge_branches(
     changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
     comparison = tuple(changes[w] for w, _, _ in inputs)
     if strategy == "manual":
-        named = [(w, chosen.get(w) or b) for w, b in branches]
+        tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
+        named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
         report = predict_conflicts(repo, base, named)
         command = " && ".join(f"git merge {b}" for _, b in named)
         return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in inputs), report, comparison, command)
