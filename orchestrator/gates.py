@@ -35,6 +35,7 @@ only its gated commit (a commit added after the gates ran is not merged).
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +54,8 @@ from .runner import CommandNotFound, ProcessHandle, ProcessRunner, signal_name
 from .steps import PASS, Step, StepContext, Verdict, fail, retry
 from .workspace import Workspace
 from .worktree import MAX_FILES, IsolatedCheckout, WorktreeCheckout
+
+log = logging.getLogger("orchestrator.gates")
 
 FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
 PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
@@ -154,7 +157,11 @@ class GateStep(Step):
         with self._holding(ctx) as worktree:
             try:
                 for index, gate in enumerate(todo):
-                    result, output = self._run_gate(ctx, gate, commit)
+                    try:
+                        result, output = self._run_gate(ctx, gate, commit)
+                    except Exception as exc:  # fail closed, and say which gate
+                        log.exception("gate %s of worker %s raised", gate["name"], record.key)
+                        result, output = _crashed(self.workspace, record, gate, commit, exc), ""
                     results.append(result)
                     verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
                     if verdict.action != "pass":
@@ -271,6 +278,22 @@ class GateStep(Step):
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+
+def _crashed(
+    workspace: Workspace, record: WorkerRecord, gate: Mapping[str, Any], commit: str | None, exc: Exception
+) -> dict[str, Any]:
+    return {
+        "name": gate["name"],
+        "required": bool(gate["required"]),
+        "status": CRASHED,
+        "passed": False,
+        "exit_code": None,
+        "duration": 0.0,
+        "log_path": workspace.relative(record.root_id, gate_log(workspace, record, gate["name"])),
+        "commit": commit,
+        "reason": f"raised {type(exc).__name__}: {str(exc)[:300]}",
+    }
 
 
 def feedback(gate: Mapping[str, Any], result: Mapping[str, Any], output: str) -> str:

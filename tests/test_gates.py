@@ -406,3 +406,35 @@ def test_bad_gates_in_a_request_are_422_naming_the_field_and_a_worker_may_not_se
     answer = post({"gates": [{"name": "ok", "run": ["true"], "timeout": 86400}]})  # the admin key may
     assert answer.status_code == 202, answer.text
     assert engine.get_job(answer.json()["job_id"]).config.gates[0]["timeout"] == 86400.0
+
+
+def test_a_gate_killed_by_a_signal_is_crashed_and_fails_closed(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [gate("segv", ["sh", "-c", "kill -SEGV $$"])]})
+    (w1,) = workers(engine, job).values()
+    (entry,) = w1.gates
+    assert entry["status"] == "crashed" and entry["exit_code"] == -11 and entry["reason"] == "killed by signal SIGSEGV"
+    assert w1.status is WorkerStatus.FAILED and job.merge is None
+    assert snapshot(host, folder) == before
+
+
+def test_cancelling_the_job_stops_a_running_gate_and_nothing_is_merged(gated, tmp_path):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make()
+    pid_file = tmp_path / "gate.pid"
+    slow = gate("slow", ["sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pid_file)])
+    job = engine.submit("x", {"gates": [slow]}, ["echo a > a.txt"])
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the gate started")
+    pid = int(pid_file.read_text())
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 30)
+    (w1,) = workers(engine, done).values()
+    # the worker ends cancelled (not failed), so its job does, and a cancelled job is not merged
+    assert w1.status is WorkerStatus.CANCELLED and done.status is JobStatus.CANCELLED
+    assert w1.exit_reason == "cancelled while step gates ran (gate slow cancelled: the worker was cancelled while the gate ran)"
+    assert w1.gates[0]["status"] == "cancelled" and w1.gates[0]["reason"] == "the worker was cancelled while the gate ran"
+    assert not alive(pid) and done.merge is None
+    assert snapshot(host, folder) == before
