@@ -438,3 +438,28 @@ def test_cancelling_the_job_stops_a_running_gate_and_nothing_is_merged(gated, tm
     assert w1.gates[0]["status"] == "cancelled" and w1.gates[0]["reason"] == "the worker was cancelled while the gate ran"
     assert not alive(pid) and done.merge is None
     assert snapshot(host, folder) == before
+
+
+def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_the_parents_branch(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make()
+    check = gate("check", ["sh", "-c", "test ! -e bad.txt"])
+    root = engine.submit("x", {"gates": [check], "max_retries": 0}, ["sleep 30"])
+    wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
+    # the child job inherits the root's gates (it may not set its own: 403, tested above)
+    child = engine.submit("y", None, ["echo ok > ok.txt", "echo bad > bad.txt"], parent_job_id=root.id, parent_worker="worker_1")
+    done = engine.wait(child.id, 30)
+    assert done.config.gates == [check | {"required": True, "timeout": 600.0, "roles": [], "when_changed": []}]
+    kids = {w.name: w for w in engine.snapshot(root.id)[1] if w.job_id == child.id}
+    good, bad = (kids[n] for n in sorted(kids))
+    assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0]["status"] == "failed"
+    assert done.merge["merged"] == [good.name] and [w["worker"] for w in done.merge["left_out"]] == [bad.name]
+    parent_branch = f"orchestrator/{root.id}/worker_1"
+    files = git(host, "ls-tree", "-r", "--name-only", parent_branch).split()
+    assert "ok.txt" in files and "bad.txt" not in files
+    assert not is_ancestor(host, bad.commit, parent_branch) and is_ancestor(host, good.gated_commit, parent_branch)
+    assert any("; left out: " + bad.name in n for n in done.notes)
+    engine.cancel(root.id)
+    engine.wait(root.id, 30)
+    assert snapshot(host, folder) == before
