@@ -20,6 +20,7 @@ from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.gates import GateStep, applicable, gate_log, merge_block, merge_commit
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.server import start_in_thread
+from orchestrator.status import merge_lines
 from orchestrator.workspace import Workspace
 
 from .conftest import API_KEY, run_job, wait_until
@@ -125,6 +126,9 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
     assert "ok.txt" in result_tree(host, job.id) and "bad.txt" not in result_tree(host, job.id)
     assert any(n.endswith("; left out: worker_2 (it ended failed: gate check failed: exit code 3)") for n in job.notes)
     assert job.status is JobStatus.PARTIAL
+    shown = merge_lines({"job_id": job.id, "merge": merge})
+    assert shown[0].endswith("(auto: 1 merged, 1 left out)")
+    assert "           left out: worker_2 (it ended failed: gate check failed: exit code 3)" in shown
     assert snapshot(host, folder) == before
 
 
