@@ -467,3 +467,19 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     engine.cancel(root.id)
     engine.wait(root.id, 30)
     assert snapshot(host, folder) == before
+
+
+def test_a_relative_gate_program_runs_from_the_workers_directory_and_spent_gates_retries_fail_closed(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make()
+    task = "printf '#!/bin/sh\\necho in \"$(pwd)\"\\nexit 1\\n' > check.sh && chmod +x check.sh"
+    config = {"gates": [gate("own", ["./check.sh"])], "gates_retry": 1, "max_retries": 0}
+    job = run_job(engine, "x", tasks=[task], config=config)
+    (w1,) = workers(engine, job).values()
+    assert w1.status is WorkerStatus.FAILED and len(w1.attempts) == 2
+    assert w1.exit_reason.endswith("; no retries left for step gates (1)") and "gate own failed: exit code 1" in w1.exit_reason
+    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
+    log = (engine.workspace.job_dir(job.id) / w1.gates[0]["log_path"]).read_text()
+    assert log.count(f"in {wt}\n") == 2 and job.merge is None
+    assert snapshot(host, folder) == before
