@@ -25,7 +25,8 @@ and output tail in the prompt (that budget, not max_retries; not for ``not_start
 worker cannot install the server's programs, nor for ``cancelled``). Gates after the first
 required failure do not run and are not recorded (the worker's log names them). A gate that is
 not required is recorded and passes whatever it says. A cancel stops the gates and fails the
-worker. Afterwards a worktree goes back to the gated commit (``reset --hard`` and ``clean -fd``,
+worker. Afterwards a worktree goes back to the gated commit on its branch (``checkout -f -B``,
+like ``reset --hard``, and ``clean -fd``,
 never ``-x``: what git ignores, node_modules say, stays), so nothing a gate wrote is committed.
 
 ``merge_block`` is the other half: landing merges a worker only when it says None, and then
@@ -144,17 +145,18 @@ class GateStep(Step):
     def run(self, ctx: StepContext) -> Verdict:
         gates = list(ctx.job.config.gates) if ctx.job is not None else []
         record = ctx.record
-        changes = ctx.changes()  # a worktree commits the work first
-        commit = changes.commit
-        ctx.updates["gated_commit"] = commit
-        ctx.updates["gates"] = []
-        role = role_of(self.settings, record.role)
-        todo = applicable(gates, record.role, role, changes.files_changed)
-        if not todo:
-            return PASS
-        results: list[dict[str, Any]] = ctx.updates["gates"]
+        results: list[dict[str, Any]] = []
         verdict = PASS
         with self._holding(ctx) as worktree:
+            changes = ctx.changes()  # a worktree commits the work first
+            commit = changes.commit
+            if worktree is not None and commit is not None:  # its tip now (a child job's merge since a step asked)
+                commit = run_git(ctx.directory, "rev-parse", "HEAD").stdout.strip()
+            ctx.updates["gated_commit"] = commit
+            ctx.updates["gates"] = results
+            todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
+            if not todo:
+                return PASS
             try:
                 for index, gate in enumerate(todo):
                     try:
@@ -167,8 +169,8 @@ class GateStep(Step):
                     if verdict.action != "pass":
                         break
             finally:
-                if worktree is not None and commit is not None:
-                    self._restore(worktree, ctx.directory, commit)
+                if worktree is not None and commit is not None and changes.branch:
+                    self._restore(worktree, ctx.directory, changes.branch, commit)
         return verdict
 
     # -- one gate ---------------------------------------------------------------------------------
@@ -271,9 +273,11 @@ class GateStep(Step):
         with worktree.holding(ctx.record):
             yield worktree
 
-    def _restore(self, worktree: WorktreeCheckout, directory: Path, commit: str) -> None:
-        """Back to the gated commit: what a gate wrote or committed is dropped, what git ignores stays."""
-        run_git(directory, "reset", "--hard", "-q", commit)
+    def _restore(self, worktree: WorktreeCheckout, directory: Path, branch: str, commit: str) -> None:
+        """Back to the gated commit, on the worker's branch: what a gate wrote, committed or checked
+        out is dropped (``checkout -f -B``: ``reset --hard`` that also leaves a branch or detached
+        HEAD a gate switched to), what git ignores stays."""
+        run_git(directory, "checkout", "-q", "-f", "-B", branch, commit)  # its branch, checked at its prepare
         run_git(directory, "clean", "-fdq", *worktree.bootstrap.keep_args(directory))
 
     def _note(self, record: WorkerRecord, line: str) -> None:

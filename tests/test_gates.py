@@ -186,7 +186,16 @@ def test_the_first_required_failure_stops_the_gates_and_what_a_gate_wrote_is_nev
     before = snapshot(host, folder)
     engine = make()
     gates = [
-        gate("dirty", ["sh", "-c", "echo junk > junk.txt; echo x >> app.py; echo kept > .env; git add -A; exit 0"]),
+        gate(
+            "dirty",
+            [
+                "sh",
+                "-c",
+                "echo junk > junk.txt; echo x >> app.py; echo kept > .env; echo y > more.txt; git add -A"
+                " && git -c user.name=g -c user.email=g@x commit -qm junk --no-verify && git checkout -q --detach"
+                " && echo z >> app.py && echo w > untracked.txt",
+            ],
+        ),
         gate("fails", ["false"]),
         gate("never", ["sh", "-c", "echo ran > ../never_ran.txt"]),
     ]
@@ -197,8 +206,11 @@ def test_the_first_required_failure_stops_the_gates_and_what_a_gate_wrote_is_nev
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     assert not (wt.parent / "never_ran.txt").exists()
     # The worktree is back on the gated commit: tracked and untracked changes gone, ignored files kept
-    assert git(wt, "status", "--porcelain") == "" and not (wt / "junk.txt").exists()
+    assert w1.gates[0]["status"] == "passed"
+    assert git(wt, "status", "--porcelain") == "" and not (wt / "junk.txt").exists() and not (wt / "untracked.txt").exists()
     assert git(wt, "rev-parse", "HEAD").strip() == w1.gated_commit == w1.commit
+    assert git(wt, "symbolic-ref", "HEAD").strip() == "refs/heads/" + w1.branch  # the gate's commit and detach undone
+    assert git(host, "rev-parse", w1.branch).strip() == w1.gated_commit
     assert (wt / ".env").read_text() == "kept\n"
     assert git(host, "show", f"{w1.commit}:app.py") == "print('v2')\nline2\n"
     assert snapshot(host, folder) == before
