@@ -29,13 +29,16 @@ worker. Afterwards a worktree goes back to the gated commit on its branch (``che
 like ``reset --hard``, and ``clean -fd``,
 never ``-x``: what git ignores, node_modules say, stays), so nothing a gate wrote is committed.
 
-``merge_block`` is the other half: landing merges a worker only when it says None, and then
-only its gated commit (a commit added after the gates ran is not merged).
+``merge_block`` is the other half: landing (and nesting, for a child job's workers) merges a
+worker only when it says None, and then only its gated commit (``merge_commit``: a commit added
+after the gates ran is not merged). ``step_block`` asks it from a later step of the same attempt,
+before the engine has put ``ctx.updates`` on the record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -125,6 +128,19 @@ def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None 
         if gate["required"] and gate["name"] not in recorded:
             return f"required gate {gate['name']} never ran"
     return None
+
+
+def step_block(ctx: StepContext, settings: Settings | None = None) -> str | None:
+    """``merge_block`` from a later step of the same attempt (an integration merge), before the
+    engine sets ``ctx.updates`` on the record: the record as it will be (the attempt succeeded,
+    the gates' results, the changes). Without its job: blocked (closed, not open)."""
+    if ctx.job is None:
+        return "its job is unknown"
+    view = dataclasses.replace(ctx.record, status=ctx.status, files_changed=list(ctx.changes().files_changed))
+    for key in ("gates", "gated_commit"):
+        if key in ctx.updates:
+            setattr(view, key, ctx.updates[key])
+    return merge_block(view, ctx.job, settings)
 
 
 def merge_commit(record: WorkerRecord) -> str | None:

@@ -17,10 +17,11 @@ from orchestrator.config import load_settings
 from orchestrator.config.job import JobConfig
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError, Forbidden
-from orchestrator.gates import GateStep, applicable, gate_log, merge_block, merge_commit
+from orchestrator.gates import GateStep, applicable, gate_log, merge_block, merge_commit, step_block
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.server import start_in_thread
 from orchestrator.status import merge_lines
+from orchestrator.steps import PASS, Step, StepContext, Verdict
 from orchestrator.workspace import Workspace
 
 from .conftest import API_KEY, run_job, wait_until
@@ -36,11 +37,11 @@ def gate(name: str, run: list[str], **more) -> dict:
 @pytest.fixture
 def gated(tmp_path):
     """A host repository (test_worktree.make_host) and a factory of engines in its folder whose
-    after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it."""
+    after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it; ``then``: steps after it."""
     host, folder = make_host(tmp_path)
     engines = []
 
-    def factory(steps: bool = True, api: bool = False, **sections: dict) -> Engine:
+    def factory(steps: bool = True, api: bool = False, then: tuple = (), **sections: dict) -> Engine:
         overrides = {
             "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
             "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
@@ -50,7 +51,8 @@ def gated(tmp_path):
         settings = load_settings(base_dir=folder, environ={}, overrides=overrides)
         workspace = Workspace(settings.workspace_root)
         serving = {"api_url": "http://127.0.0.1:9", "credentials": Credentials(API_KEY, lambda j, w: True)} if api else {}
-        engine = Engine(settings, workspace=workspace, steps=[GateStep(settings, workspace)] if steps else [], **serving)
+        chosen = [GateStep(settings, workspace)] if steps else []
+        engine = Engine(settings, workspace=workspace, steps=[*chosen, *then], **serving)
         engines.append(engine)
         return engine
 
@@ -494,4 +496,33 @@ def test_a_relative_gate_program_runs_from_the_workers_directory_and_spent_gates
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     log = (engine.workspace.job_dir(job.id) / w1.gates[0]["log_path"]).read_text()
     assert log.count(f"in {wt}\n") == 2 and job.merge is None
+    assert snapshot(host, folder) == before
+
+
+class Probe(Step):
+    """A step after the gates (where an integration merge runs): what step_block says there."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.said: list[str | None] = []
+
+    def run(self, ctx: StepContext) -> Verdict:
+        self.said.append(step_block(ctx))
+        return PASS
+
+
+def test_a_later_step_sees_the_gates_verdict_before_the_record_has_it(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    probe = Probe()
+    engine = make(then=(probe,))
+    config = {"gates": [gate("tests", ["true"]), gate("style", ["false"], required=False)]}
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config=config)
+    assert probe.said == [None] and job.merge["merged"] == ["worker_1"]
+    # without the gate step before it, the same worker may not be merged
+    late = Probe()
+    bare = make(steps=False, then=(late,))
+    job = run_job(bare, "x", tasks=["echo a > a.txt"], config=config)
+    assert late.said == ["its gates never ran (no gated commit)"] and job.merge is None
     assert snapshot(host, folder) == before
