@@ -35,7 +35,7 @@ from . import gates, merging
 from .config import Settings
 from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
-from .gitrefs import MergeRefused, advance
+from .gitrefs import MergeRefused, advance, branch_ref, ref_value
 from .gitwork import find_host
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
@@ -177,6 +177,8 @@ def land(
         )
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
+    # Only work that succeeded and passed its gates, at its gated commit (gates.merge_block); a
+    # graph job's too (integration.py merged it as it passed).
     named, commits, left_out = mergeable(job, workers, settings)
     base_file = workspace.tree_base_file(job.root_id)
     if not named or not base_file.is_file():
@@ -186,8 +188,11 @@ def land(
         return Landed(None, f"nothing merged: {why}")
     repo = repository(settings, workspace)
     base = base_file.read_text(encoding="utf-8").strip()
+    # A graph job's workers were merged into its result branch as they passed their gates
+    # (integration.py): the rest is merged onto that, never a rebuild from the base.
+    onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
     outcome = merging.merge_branches(
-        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, commits=commits
+        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, onto=onto, commits=commits
     )
     merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None, "left_out": left_out}
     if into:

@@ -177,7 +177,8 @@ class Nesting:
         ref = check_ref(target)
         made = set(run_git(wt.repo, "for-each-ref", "--format=%(refname)", "--", under).stdout.split())
         # Plan order; a worker that never started has no branch. Like landing: only a worker that
-        # gates.merge_block lets through, at its gated commit; the others are named in ``left_out``.
+        # gates.merge_block lets through (it succeeded and passed its gates; a graph job's too), at
+        # its gated commit; the others are named in ``left_out``.
         branches, commits = [], {}
         for child in children:
             if check_ref(wt.branch(child)) not in made:
