@@ -18,6 +18,7 @@ from orchestrator.config.job import JobConfig
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.gates import GateStep, applicable, gate_log, merge_block, merge_commit, step_block
+from orchestrator.integration import IntegrateStep
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.server import start_in_thread
 from orchestrator.status import merge_lines
@@ -37,11 +38,12 @@ def gate(name: str, run: list[str], **more) -> dict:
 @pytest.fixture
 def gated(tmp_path):
     """A host repository (test_worktree.make_host) and a factory of engines in its folder whose
-    after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it; ``then``: steps after it."""
+    after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it; ``integrate``: IntegrateStep after it
+    (as the engine's default steps end); ``then``: steps after those."""
     host, folder = make_host(tmp_path)
     engines = []
 
-    def factory(steps: bool = True, api: bool = False, then: tuple = (), **sections: dict) -> Engine:
+    def factory(steps: bool = True, api: bool = False, then: tuple = (), integrate: bool = False, **sections: dict) -> Engine:
         overrides = {
             "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
             "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
@@ -52,6 +54,7 @@ def gated(tmp_path):
         workspace = Workspace(settings.workspace_root)
         serving = {"api_url": "http://127.0.0.1:9", "credentials": Credentials(API_KEY, lambda j, w: True)} if api else {}
         chosen = [GateStep(settings, workspace)] if steps else []
+        chosen += [IntegrateStep(settings, workspace)] if integrate else []  # the gates, then the integration merge
         engine = Engine(settings, workspace=workspace, steps=[*chosen, *then], **serving)
         engines.append(engine)
         return engine
@@ -525,4 +528,28 @@ def test_a_later_step_sees_the_gates_verdict_before_the_record_has_it(gated):
     bare = make(steps=False, then=(late,))
     job = run_job(bare, "x", tasks=["echo a > a.txt"], config=config)
     assert late.said == ["its gates never ran (no gated commit)"] and job.merge is None
+    assert snapshot(host, folder) == before
+
+
+def test_in_a_graph_a_failing_required_gate_skips_the_dependents_and_its_commit_is_never_integrated(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make(integrate=True)
+    tasks = [
+        {"id": "db", "task": "echo db > db.txt"},
+        {"id": "api", "task": "echo bad > bad.txt", "depends_on": ["db"]},
+        {"id": "ui", "task": "echo ui > ui.txt", "depends_on": ["api"]},
+    ]
+    check = gate("check", ["sh", "-c", "test ! -e bad.txt || { echo bad.txt is here; exit 1; }"])
+    job = run_job(engine, "graph", tasks=tasks, config={"gates": [check], "max_retries": 0, "isolation": "worktree"})
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    assert by_task["db"].status is WorkerStatus.SUCCESS and by_task["db"].integrated["merged"] is True
+    api = by_task["api"]
+    assert api.status is WorkerStatus.FAILED and api.gates[0]["status"] == "failed" and api.integrated is None
+    assert by_task["ui"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["ui"].exit_reason
+    result = f"orchestrator/{job.id}/result"
+    assert not is_ancestor(host, api.commit, result) and is_ancestor(host, by_task["db"].gated_commit, result)
+    names = result_tree(host, job.id)
+    assert "db.txt" in names and "bad.txt" not in names and "ui.txt" not in names
+    assert [w["worker"] for w in job.merge["left_out"]] == [api.name]
     assert snapshot(host, folder) == before
