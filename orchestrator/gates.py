@@ -24,10 +24,12 @@ code 1``), or, with ``gates_retry`` > 0, asks for another attempt with the gate'
 and output tail in the prompt (that budget, not max_retries; not for ``not_started``: the
 worker cannot install the server's programs, nor for ``cancelled``). Gates after the first
 required failure do not run and are not recorded (the worker's log names them). A gate that is
-not required is recorded and passes whatever it says. A cancel stops the gates and fails the
-worker. Afterwards a worktree goes back to the gated commit on its branch (``checkout -f -B``,
-like ``reset --hard``, and ``clean -fd``,
-never ``-x``: what git ignores, node_modules say, stays), so nothing a gate wrote is committed.
+not required is recorded and passes whatever it says. A cancel stops the running gate (status
+cancelled) and the rest; the worker ends cancelled (execution.py). Afterwards a worktree goes
+back to the gated commit on its branch (``checkout -f -B``, a ``reset --hard`` that also undoes a
+gate's branch switch, and ``clean -fd``, never ``-x``: what git ignores, node_modules say, stays),
+so nothing a gate wrote is committed. The gates run holding the worktree's lock (worktree.py),
+so a child job's merge into it waits for them.
 
 ``merge_block`` is the other half: landing (and nesting, for a child job's workers) merges a
 worker only when it says None, and then only its gated commit (``merge_commit``: a commit added
