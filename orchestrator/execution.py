@@ -256,6 +256,10 @@ class WorkerExecution:
         if found is None:
             return outcome, None
         name, verdict = found
+        if self.cancel.is_set() and self.abort_reason is None:  # cancelled while a step ran: it stopped for that
+            why = f"cancelled while step {name} ran ({verdict.reason})"
+            self._log(f"===== attempt {number} {why} =====")
+            return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None
         if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
             why = f"step {name} asked for a retry: {verdict.reason}"
             if verdict.budget is not None:
