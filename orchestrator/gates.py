@@ -160,6 +160,9 @@ class GateStep(Step):
         self.workspace = workspace
         self.runner = runner or ProcessRunner()
 
+    def applies(self, job: JobRecord) -> bool:
+        return bool(job.config.gates)  # a job without gates pays nothing after its attempts
+
     def run(self, ctx: StepContext) -> Verdict:
         gates = list(ctx.job.config.gates) if ctx.job is not None else []
         record = ctx.record
