@@ -111,7 +111,7 @@ def parse_gates(value: object, where: str = "gates") -> list[dict[str, Any]]:
 
 
 MAX_PREAMBLE = 4000  # characters: a preamble is read by every worker of the role, at every attempt
-MODEL_NAME = re.compile(r"[^\s-][^\s]{0,199}\Z")  # one argv element after --model: no spaces, no leading "-"
+MODEL_NAME = re.compile(r"[^\s-][^\x00-\x1f\x7f]{0,199}\Z")  # one argv element after --model: one line, no leading "-"
 
 
 def parse_role(
@@ -143,7 +143,7 @@ def parse_role(
         )
     if role["model"] and not MODEL_NAME.match(role["model"]):
         raise ConfigError(
-            f'{where}.model={role["model"][:60]!r} is not a model name (no spaces, not starting with "-"), e.g. "claude-sonnet-4-5"',
+            f'{where}.model={role["model"][:60]!r} is not a model name (one line, at most 200 characters, not starting with "-"), e.g. "claude-sonnet-4-5"',
             key=f"{where}.model",
         )
     if "allowed_tools" in value:
