@@ -21,7 +21,7 @@ from .models import JobRecord, JobStatus, TaskNode
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from .roles import role_table
+from .roles import apply_roles, role_table
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -110,6 +110,7 @@ class Submission:
         if planned.note:
             notes.append(planned.note)
         nodes = self.graph_of(plan, planned, cfg, notes)
+        notes.extend(apply_roles(self.settings, cfg, nodes))  # what each role's workers run (422: a kind not installed)
         with self._lock:
             self.check_open()
             if parent and parent_job_id:  # the world may have moved while planning: check again

@@ -306,3 +306,60 @@ def test_a_servers_tool_list_without_spawn_rules_does_not_get_them_back_through_
         tasks={"roles": {"reader": {"allowed_tools": ["Grep", "Read"]}}},
     )
     assert roles.allowed_tools(settings, "reader") == ("Grep", "Read", "Bash(orchestrator-lock:*)")
+
+
+# -- through the real API -----------------------------------------------------------------------
+
+# A command worker that prints the model it was given and its prompt's first paragraph.
+PRINT_MODEL_AND_PREAMBLE = "import sys; print('model=' + sys.argv[1]); print('first=' + sys.argv[2].split(chr(10))[0])"
+
+
+def test_tasks_naming_roles_run_each_worker_with_its_roles_kind_model_and_preamble_through_the_api(make_live):
+    live = make_live(
+        orchestrator={"command": [sys.executable, "-c", PRINT_MODEL_AND_PREAMBLE, "{model}", "{prompt}"]},
+        tasks={"roles": {"scripted": {"worker": "command", "model": "m-role", "preamble": "You are the scripted one."}}},
+    )
+    tasks = [{"task": "Write the API", "role": "scripted"}, {"task": "Write the docs", "role": "docs"}, "Plain task"]
+    answer = live.submit(request="build it", tasks=tasks)
+    assert answer.status_code == 202, answer.text
+    nodes = answer.json()["nodes"]
+    assert [(n["role"], n["kind"], n["model"]) for n in nodes] == [
+        ("scripted", "command", "m-role"),
+        ("docs", None, None),
+        (None, None, None),
+    ]
+    doc = live.wait(answer.json()["job_id"])
+    assert doc["status"] == "completed", doc["results"]["tasks"]
+    ran = {t["task"]: t for t in doc["results"]["tasks"]}
+    assert [(ran[t]["role"], ran[t]["kind"], ran[t]["model"]) for t in ("Write the API", "Write the docs", "Plain task")] == [
+        ("scripted", "command", "m-role"),
+        ("docs", "simulated", None),
+        (None, "simulated", None),
+    ]
+    assert ran["Write the API"]["output"].splitlines() == ["model=m-role", "first=You are the scripted one."]
+
+
+def test_a_task_naming_a_role_that_does_not_exist_is_a_422_naming_it_and_the_known_roles(live):
+    answer = live.submit(request="build it", tasks=[{"task": "Design it", "role": "designer"}, "Build it"])
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["message"] == (
+        "tasks[0].role='designer' is not a role of this server. Roles: backend, docs, frontend, infrastructure, "
+        "integration, testing (add one under tasks.roles in config.yaml)"
+    )
+    assert body["details"] == {"field": "tasks[0].role"}
+    assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
+
+
+def test_a_task_whose_roles_kind_is_not_installed_is_a_422_naming_the_role_and_kind(make_live, tmp_path):
+    live = make_live(
+        orchestrator={"gemini_command": str(tmp_path / "no-gemini")},
+        tasks={"roles": {"reviewer": {"worker": "gemini", "model": "gemini-2.5-pro"}}},
+    )
+    answer = live.submit(request="review it", tasks=["Build it", {"task": "Review it", "role": "reviewer"}])
+    assert answer.status_code == 422
+    message = answer.json()["message"]
+    assert message.startswith(
+        "tasks[1].role='reviewer': the role's worker kind gemini (tasks.roles.reviewer.worker) is not installed"
+    )
+    assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
