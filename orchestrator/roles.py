@@ -60,12 +60,20 @@ def allowed_tools(settings: Settings, name: str | None) -> tuple[str, ...] | Non
     return tuple(tools)
 
 
-def apply_roles(settings: Settings, cfg: JobConfig, nodes: list[TaskNode]) -> list[str]:
+def apply_roles(settings: Settings, cfg: JobConfig, nodes: list[TaskNode], inherited: str | None = None) -> list[str]:
     """At submission, once the job's nodes are built: each node of a role gets what its worker
-    runs (``kind``, ``model``). Returns notes for the job. InvalidGraph (422) for a role that does
-    not exist or whose worker kind is not installed here. ``cfg.worker``: the job's resolved kind."""
+    runs (``kind``, ``model``). ``inherited``: a child job's parent worker's role, taken by the
+    tasks that name none (a backend worker's subtasks are backend work, run the same way).
+    Returns notes for the job. InvalidGraph (422) for a role that does not exist or whose worker
+    kind is not installed here. ``cfg.worker``: the job's resolved kind."""
+    if inherited is None and all(node.role is None for node in nodes):
+        return []
     table = role_table(settings)
     notes: list[str] = []
+    if inherited is not None and inherited in table and any(node.role is None for node in nodes):
+        notes.append(f"tasks without a role take role {inherited} of the worker that started this job")
+        for node in nodes:
+            node.role = node.role or inherited
     chosen: dict[str, tuple[str | None, str | None]] = {}  # each role decided once per job
     for i, node in enumerate(nodes):
         if node.role is None:

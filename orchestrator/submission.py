@@ -110,7 +110,6 @@ class Submission:
         if planned.note:
             notes.append(planned.note)
         nodes = self.graph_of(plan, planned, cfg, notes)
-        notes.extend(apply_roles(self.settings, cfg, nodes))  # what each role's workers run (422: a kind not installed)
         with self._lock:
             self.check_open()
             if parent and parent_job_id:  # the world may have moved while planning: check again
@@ -121,6 +120,9 @@ class Submission:
                     plan, nodes = fitted, [TaskNode(graph.auto_id(i + 1)) for i in range(len(fitted))]
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
+            # What each role's workers run (422: a role kind not installed); a child job's tasks
+            # without a role take its parent worker's.
+            notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
             planned.nodes = nodes
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
             self.announce.line(

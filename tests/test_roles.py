@@ -16,7 +16,7 @@ from orchestrator.errors import ConfigError, InvalidGraph
 from orchestrator.models import JobRecord, TaskNode, WorkerRecord
 from orchestrator.prompts import render_worker_prompt
 
-from .conftest import make_settings
+from .conftest import fake_command, make_settings
 
 SHIPPED = ("frontend", "backend", "testing", "docs", "infrastructure", "integration")
 SPAWN_RULES = ["Bash(orchestrator-spawn:*)", "Bash(python -m orchestrator spawn:*)", "Bash(python3 -m orchestrator spawn:*)"]
@@ -242,6 +242,13 @@ def test_a_role_of_kind_auto_is_resolved_like_the_jobs(tmp_path):
     assert nodes[0].kind == "claude" and notes == [f"role any: worker kind auto: found claude on PATH ({fake})"]
 
 
+def test_a_child_jobs_own_roles_win_over_the_inherited_one(settings):
+    nodes = [TaskNode("a"), TaskNode("b", role="docs")]
+    notes = roles.apply_roles(settings, job_config(settings, None)[0], nodes, inherited="backend")
+    assert [n.role for n in nodes] == ["backend", "docs"] and len(notes) == 1
+    assert roles.apply_roles(settings, job_config(settings, None)[0], [TaskNode("c")], inherited="gone") == []
+
+
 def test_a_role_that_does_not_exist_is_refused_naming_it_and_the_known_roles(settings):
     with pytest.raises(InvalidGraph) as info:
         roles.apply_roles(settings, job_config(settings, None)[0], [TaskNode("a", role="designer")])
@@ -363,3 +370,22 @@ def test_a_task_whose_roles_kind_is_not_installed_is_a_422_naming_the_role_and_k
         "tasks[1].role='reviewer': the role's worker kind gemini (tasks.roles.reviewer.worker) is not installed"
     )
     assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
+
+
+def test_a_child_jobs_tasks_take_the_role_of_the_worker_that_started_it(make_live):
+    # The job's kind is simulated; only the role runs the command kind, whose "tree 2" task
+    # starts a child job of two "tree 2" subtasks (plain strings, no role).
+    live = make_live(
+        orchestrator={"command": fake_command()},
+        tasks={"roles": {"scripted": {"worker": "command", "model": "m-role"}}},
+    )
+    answer = live.submit(request="tree", tasks=[{"task": "tree 2", "role": "scripted"}], config={"max_recursion_depth": 1})
+    job_id = answer.json()["job_id"]
+    doc = live.wait(job_id, timeout=90)
+    assert doc["status"] == "completed", doc["results"]["tasks"]
+    jobs, workers = live.engine.snapshot(job_id)
+    children = [w for w in workers if w.depth == 1]
+    assert len(children) == 2, "the root worker ran the command kind's tree mode, which spawned"
+    assert [(w.role, w.kind, w.model) for w in children] == [("scripted", "command", "m-role")] * 2
+    child_job = next(j for j in jobs if j.depth == 1)
+    assert "tasks without a role take role scripted of the worker that started this job" in child_job.notes
