@@ -389,3 +389,20 @@ def test_a_child_jobs_tasks_take_the_role_of_the_worker_that_started_it(make_liv
     assert [(w.role, w.kind, w.model) for w in children] == [("scripted", "command", "m-role")] * 2
     child_job = next(j for j in jobs if j.depth == 1)
     assert "tasks without a role take role scripted of the worker that started this job" in child_job.notes
+
+
+def test_the_readmes_roles_example_loads_as_it_says(tmp_path):
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = next(b for b in readme.split("```yaml\n")[1:] if b.startswith("tasks:\n  roles:")).split("```")[0]
+    table = roles.role_table(from_yaml(tmp_path, example))
+    assert table["backend"] == {**DEFAULT_ROLES["backend"], "model": "claude-opus-4-1"}
+    assert (table["reviewer"]["worker"], table["reviewer"]["model"], table["reviewer"]["gates"]) == (
+        "codex",
+        "gpt-5-codex",
+        ["tests"],
+    )
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines() if line.startswith("| `")}
+    for name in SHIPPED:  # the README's table lists each shipped role with its gates
+        assert rows[name] == ", ".join(DEFAULT_ROLES[name]["gates"]), name
