@@ -30,6 +30,14 @@ from .workspace import worker_key
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
 
 
+def passed(job: JobRecord, record: WorkerRecord) -> bool:
+    """A prerequisite is met once it succeeded and, in a graph job with an integration branch,
+    its work was merged there."""
+    if not record.status.ok:
+        return False
+    return job.integration is None or bool(record.integrated and record.integrated.get("merged"))
+
+
 class Scheduler:
     """Readiness and failure handling for jobs whose tasks have dependencies. ``skip`` ends
     pending workers skipped with a reason; ``stop`` cancels the rest of a job with a reason."""
@@ -75,7 +83,7 @@ class Scheduler:
             return True
         if job.config.on_failure == "continue":
             return record.status.terminal
-        return record.status.ok
+        return passed(job, record)
 
     def waits_on(self, job: JobRecord, record: WorkerRecord) -> list[str]:
         """The prerequisites ``record`` still waits on (task ids, plan order)."""
@@ -98,7 +106,8 @@ class Scheduler:
         job, rec = live.job, live.record
         if rec.task_id is None or not self.has_graph(job):
             return []
-        if not (status.ok or (job.config.on_failure == "continue" and status.terminal)):
+        merged = job.integration is None or bool(rec.integrated and rec.integrated.get("merged"))
+        if not ((status.ok and merged) or (job.config.on_failure == "continue" and status.terminal)):
             return []
         found = []
         for node in job.nodes:
@@ -112,12 +121,15 @@ class Scheduler:
         """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
         dependents or stops the job, as ``on_failure`` says."""
         job, rec = live.job, live.record
-        if rec.status.ok or rec.task_id is None or not self.has_graph(job):
+        if passed(job, rec) or rec.task_id is None or not self.has_graph(job):
             return
         waiting = graph.dependents(job.nodes, rec.task_id)
         if not waiting:
             return
-        why = f"dependency {rec.task_id} {rec.status.value}: {(rec.exit_reason or rec.error or '')[:REASON_CHARS]}"
+        if rec.status.ok:  # it succeeded, yet its work is not in the integration branch (it never ran its steps)
+            why = f"dependency {rec.task_id} succeeded but its work was never merged into {job.integration}"
+        else:
+            why = f"dependency {rec.task_id} {rec.status.value}: {(rec.exit_reason or rec.error or '')[:REASON_CHARS]}"
         policy = job.config.on_failure
         if policy == "continue":
             return

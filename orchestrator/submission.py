@@ -295,6 +295,9 @@ class Submission:
         tables.unfinished[job.id] = len(job.worker_names)
         self.add_cost(job.root_id, job.planner_cost_usd)
         self.announce.job(job, f"planned {len(plan)} subtask(s)")
+        if job.integration is not None or graph.has_dependencies(job.nodes):  # what each task waits on, once
+            waits = "; ".join(f"{n.id} waits on {', '.join(n.depends_on)}" for n in job.nodes if n.depends_on)
+            self.announce.line(job, f"job {job.id} task graph: {waits}")
         return job, writes
 
     def reserve_child_id(self, parent_job: JobRecord) -> str:

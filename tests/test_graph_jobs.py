@@ -22,7 +22,7 @@ def task(task_id: str, *deps: str, pause: float = 0.3, **extra: object) -> dict:
 
 
 def diamond() -> list[dict]:
-    return [task("a"), task("b", "a", pause=1.0), task("c", "a", pause=1.0), task("d", "b", "c")]
+    return [task("a"), task("b", "a", pause=2.0), task("c", "a", pause=2.0), task("d", "b", "c")]
 
 
 def read(engine, job, worker, name):
@@ -172,3 +172,26 @@ def test_manual_with_dependencies_is_a_422_that_says_why(hosted):
     with pytest.raises(ConfigError, match="merge_strategy manual cannot run a task graph") as refused:
         engine.submit("graph", {"isolation": "worktree", "merge_strategy": "manual"}, diamond())
     assert refused.value.http_status == 422
+
+
+@pytest.mark.slow
+def test_a_worker_spawns_a_child_graph_through_the_helper_and_it_runs_in_order(make_live):
+    # The root worker writes a plan and hands it to orchestrator-spawn --plan; its child job's
+    # tasks run as a chain (second waits on first), each in a real process.
+    plan = '[{"id": "first", "task": "one"}, {"id": "second", "task": "two", "depends_on": ["first"]}]'
+    script = (
+        'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then printf %s "$PLAN" | orchestrator-spawn --wait --plan -; '
+        'else date +%s.%N > start; sleep 0.3; echo "$1" > out.txt; date +%s.%N > end; fi'
+    )
+    live = make_live(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "worker", "{task}"]},
+        workers={"max_retries": 0, "env": {"PLAN": plan}},
+    )
+    job_id = live.submit(request="big", tasks=["big"], config={"max_recursion_depth": 1}).json()["job_id"]
+    doc = live.wait(job_id)
+    assert doc["status"] == "completed", doc
+    child = live.engine.get_job(f"{job_id}-c1")
+    assert [(n.id, n.depends_on) for n in child.nodes] == [("first", []), ("second", ["first"])]
+    ws = live.engine.workspace
+    first, second = (ws.worker_dir(job_id, 1, name) for name in child.worker_names)
+    assert float((second / "start").read_text()) >= float((first / "end").read_text())
