@@ -398,11 +398,8 @@ def test_the_readmes_roles_example_loads_as_it_says(tmp_path):
     example = next(b for b in readme.split("```yaml\n")[1:] if b.startswith("tasks:\n  roles:")).split("```")[0]
     table = roles.role_table(from_yaml(tmp_path, example))
     assert table["backend"] == {**DEFAULT_ROLES["backend"], "model": "claude-opus-4-1"}
-    assert (table["reviewer"]["worker"], table["reviewer"]["model"], table["reviewer"]["gates"]) == (
-        "codex",
-        "gpt-5-codex",
-        ["tests"],
-    )
+    assert (table["reviewer"]["allowed_tools"], table["reviewer"]["gates"]) == (["Read", "Grep", "Bash(git diff:*)"], ["tests"])
+    assert (table["porter"]["worker"], table["porter"]["model"], table["porter"]["gates"]) == ("codex", "gpt-5-codex", [])
     rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines() if line.startswith("| `")}
     for name in SHIPPED:  # the README's table lists each shipped role with its gates
         assert rows[name] == ", ".join(DEFAULT_ROLES[name]["gates"]), name
