@@ -38,6 +38,7 @@ def role_table(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def role_of(settings: Settings, name: str | None) -> dict[str, Any] | None:
+    """The role named ``name`` (a copy), or None without a name or for a name this server lacks."""
     return role_table(settings).get(name) if name else None
 
 

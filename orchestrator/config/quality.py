@@ -232,4 +232,9 @@ DEFAULT_ROLES: dict[str, dict[str, Any]] = {
 def roles_with_defaults(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The shipped roles, each replaced by the configured role of its name (``parse_roles`` built that
     over the shipped one), plus the configured new ones."""
-    return {**DEFAULT_ROLES, **{name: dict(role) for name, role in configured.items()}}
+    merged = {**DEFAULT_ROLES, **configured}
+    # Copies, lists included: a caller that changes one never changes the shipped table or the settings.
+    return {
+        name: {**role, "allowed_tools": list(role.get("allowed_tools") or []), "gates": list(role.get("gates") or [])}
+        for name, role in merged.items()
+    }
