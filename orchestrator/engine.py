@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
-from . import landing, limits, logs, states
+from . import landing, limits, logs, roles, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
@@ -316,6 +316,7 @@ class Engine:
             api_url=self.api_url,
             template=self._prompt_template,
             branch_prefix=self.settings.git.branch_prefix,
+            preamble=roles.preamble(self.settings, rec.role),
         )
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------

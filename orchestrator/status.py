@@ -114,6 +114,9 @@ def _task(
         "worker_id": worker.name,
         "status": worker.status.value,
         "task": worker.task,
+        "role": worker.role,  # its task's role (tasks.roles), and what it ran: kind and model (null: orchestrator.model)
+        "kind": worker.kind,
+        "model": worker.model,
         "output": worker.output,
         "files_created": worker.files_created,
         "branch": worker.branch,  # null in folder isolation
