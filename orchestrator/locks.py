@@ -177,6 +177,8 @@ class PathLocks:
                     f"lock {lock_id} is held by {found.holder}, not worker {by}: only its holder or the admin key may release it"
                 )
             del table[lock_id]
+            if not table:
+                self._trees.pop(root_id, None)
             self._wake()
         return found
 
