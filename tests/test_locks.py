@@ -287,3 +287,40 @@ def test_orchestrator_lock_outside_a_worker_says_so():
         [LOCK, "a", "--", "true"], env={**env, "ORCHESTRATOR_PYTHON": sys.executable}, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and "orchestrator-lock runs inside a worker" in done.stderr
+
+
+def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_sigterm(make_live, tmp_path):
+    import signal
+
+    live = lock_server(make_live)
+    job_id = live.submit(request="idle", tasks=["true"]).json()["job_id"]
+    live.wait(job_id)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env.update(
+        ORCHESTRATOR_PYTHON=sys.executable,
+        ORCHESTRATOR_API_URL=live.url,
+        ORCHESTRATOR_API_KEY=live.key,  # the admin key: the holder is "admin"
+        ORCHESTRATOR_JOB_ID=job_id,
+    )
+    base = f"/api/v1/jobs/{job_id}/locks"
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LOCK, *argv], env=env, capture_output=True, text=True, timeout=60)
+
+    done = run("a", "--", "sh", "-c", "exit 7")
+    assert done.returncode == 7, done.stderr
+    assert live.call("GET", base).json()["locks"] == []
+    missing = run("a", "--", "no-such-command-here")
+    assert missing.returncode == 127 and "cannot run 'no-such-command-here'" in missing.stderr
+    assert live.call("GET", base).json()["locks"] == []
+    # interrupted: the signal goes on to CMD, the lock is released, the code says which signal
+    started = tmp_path / "started"
+    proc = subprocess.Popen(
+        [LOCK, "a/b", "--", "sh", "-c", f"touch {shlex.quote(str(started))}; exec sleep 30"],
+        env=env,
+    )
+    wait_until(started.exists, what="the command's start")
+    assert [lock["paths"] for lock in live.call("GET", base).json()["locks"]] == [["a/b"]]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 128 + signal.SIGTERM
+    assert live.call("GET", base).json()["locks"] == []
