@@ -324,3 +324,20 @@ def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_s
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 128 + signal.SIGTERM
     assert live.call("GET", base).json()["locks"] == []
+
+
+def test_the_python_client_takes_renews_lists_and_releases_locks(make_live):
+    from orchestrator.api.client import OrchestratorClient
+
+    live = lock_server(make_live)
+    job_id = live.submit(request="idle", tasks=["true"]).json()["job_id"]
+    live.wait(job_id)
+    client = OrchestratorClient(live.url, live.key)
+    lock = client.lock(job_id, ["src", "docs"], lease=60, wait=0)
+    assert lock["worker"] is None and lock["paths"] == ["src", "docs"]
+    assert client.lock(job_id, ["docs", "src"], wait=0)["lock_id"] == lock["lock_id"]  # renewed
+    assert [x["lock_id"] for x in client.locks(job_id)["locks"]] == [lock["lock_id"]]
+    client.unlock(job_id, lock["lock_id"])
+    assert client.locks(job_id)["locks"] == []
+    with pytest.raises(JobNotFound):
+        client.unlock(job_id, lock["lock_id"])
