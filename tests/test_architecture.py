@@ -302,6 +302,7 @@ LAYERS = [
             "orchestrator.queries",
             "orchestrator.tables",
             "orchestrator.announce",
+            "orchestrator.scheduling",
         ],
     ),
     (
