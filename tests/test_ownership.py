@@ -3,7 +3,6 @@ real git worktrees (a trespassing diff blocked, warn recording without blocking,
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,11 @@ import pytest
 from orchestrator.checkout import Changes
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
+from orchestrator.integration import IntegrateStep
 from orchestrator.models import JobStatus, TaskNode, WorkerStatus
 from orchestrator.ownership import OwnershipStep, changed_paths, describe, trespasses
+from orchestrator.workspace import Workspace
 
-from .conftest import wait_until
 from .test_worktree import git, snapshot, user_env, workers
 
 NODES = [
@@ -82,6 +82,7 @@ def test_the_reason_names_paths_and_owners_and_caps_the_list():
 
 # -- real jobs in real worktrees ----------------------------------------------------------------
 def owned_engine(folder: Path, ownership: str) -> Engine:
+    """An engine whose steps are the ownership step, then the integration merge (a graph job's)."""
     settings = load_settings(
         base_dir=folder,
         environ={},
@@ -91,95 +92,93 @@ def owned_engine(folder: Path, ownership: str) -> Engine:
             "tasks": {"ownership": ownership},
         },
     )
-    return Engine(settings, steps=[OwnershipStep(settings)])
+    workspace = Workspace(settings.workspace_root)
+    return Engine(settings, workspace=workspace, steps=[OwnershipStep(settings), IntegrateStep(settings, workspace)])
 
 
-def run_graph(engine: Engine, go: Path, tasks: list[tuple[TaskNode, str]]):
-    """Submit the tasks (commands that start their work once ``go`` exists) and give the job and
-    its workers the nodes before any worker's work is judged, as submission does for a request's
-    task objects; then let them go and wait for the end."""
-    wait = f"while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.02; done; "
-    job = engine.submit("owned work", None, [wait + command for _, command in tasks])
-    wait_until(lambda: len(engine.snapshot(job.root_id)[1]) == len(tasks), what="the workers' records")
-    with engine._lock:
-        engine.tables.jobs[job.id].nodes = [node for node, _ in tasks]
-        for live in engine.tables.workers.values():
-            if live.record.job_id == job.id:
-                for key, value in tasks[live.record.index - 1][0].worker_fields().items():
-                    setattr(live.record, key, value)
-    go.touch()
+def run_graph(engine: Engine, tasks: list[dict]):
+    job = engine.submit("owned work", None, tasks)
     done = engine.wait(job.id, 60)
     assert done.status.terminal
-    return done, workers(engine, done)
+    return done, {w.task_id: w for w in engine.snapshot(done.root_id)[1]}
+
+
+def result_files(host: Path, job) -> list[str]:
+    return git(host, "ls-tree", "-r", "--name-only", f"orchestrator/{job.root_id}/result").split()
 
 
 UI_AND_API = [
-    (TaskNode("ui", owns=["src/ui/**"]), "mkdir -p src/ui src/api && echo ui > src/ui/a.js && echo bad > src/api/x.py"),
-    (TaskNode("api", owns=["src/api/**"]), "mkdir -p src/api && echo api > src/api/y.py"),
+    {"id": "api", "task": "mkdir -p src/api && echo api > src/api/y.py", "owns": ["src/api/**"]},
+    {
+        "id": "ui",
+        "task": "mkdir -p src/ui src/api && echo ui > src/ui/a.js && echo bad > src/api/x.py",
+        "owns": ["src/ui/**"],
+        "depends_on": ["api"],
+    },
 ]
 
 
 @pytest.mark.slow
-def test_a_diff_that_touches_another_tasks_path_fails_its_worker_and_names_path_and_owner(hosted, tmp_path):
+def test_a_diff_that_touches_another_tasks_path_is_blocked_and_never_merged(hosted):
     host, folder, _ = hosted
     before = snapshot(host, folder)
     engine = owned_engine(folder, "enforce")
     try:
-        job, by_name = run_graph(engine, tmp_path / "go", UI_AND_API)
+        job, by_task = run_graph(engine, UI_AND_API)
     finally:
         engine.shutdown(timeout=10)
-    ui, api = by_name["worker_1"], by_name["worker_2"]
+    ui, api = by_task["ui"], by_task["api"]
     assert ui.status is WorkerStatus.FAILED
     assert ui.exit_reason == "step ownership failed: touched paths owned by other tasks: src/api/x.py (task api)"
     assert ui.trespass == ["src/api/x.py"]
     assert len(ui.attempts) == 1  # no retry: the same task would touch the same files
     assert api.status is WorkerStatus.SUCCESS and api.trespass == []
     assert job.status is JobStatus.PARTIAL
-    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    log = engine.workspace.worker_log(job.root_id, 0, ui.name).read_text()
     assert "step ownership failed: touched paths owned by other tasks: src/api/x.py (task api)" in log
+    files = result_files(host, job)
+    assert "src/api/y.py" in files and "src/ui/a.js" not in files and "src/api/x.py" not in files
     assert snapshot(host, folder) == before
 
 
 @pytest.mark.slow
-def test_warn_records_the_trespass_in_the_record_and_the_log_without_blocking(hosted, tmp_path):
+def test_warn_records_the_trespass_in_the_record_and_the_log_without_blocking(hosted):
     host, folder, _ = hosted
     engine = owned_engine(folder, "warn")
     try:
-        job, by_name = run_graph(engine, tmp_path / "go", UI_AND_API)
+        job, by_task = run_graph(engine, UI_AND_API)
     finally:
         engine.shutdown(timeout=10)
-    ui = by_name["worker_1"]
+    ui = by_task["ui"]
     assert ui.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED
     assert ui.trespass == ["src/api/x.py"]
-    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    log = engine.workspace.worker_log(job.root_id, 0, ui.name).read_text()
     assert "ownership (warn, not blocking): touched paths owned by other tasks: src/api/x.py (task api)" in log
-    files = git(host, "ls-tree", "-r", "--name-only", f"orchestrator/{job.root_id}/result").split()
-    assert "src/api/x.py" in files
+    assert {"src/api/x.py", "src/ui/a.js", "src/api/y.py"} <= set(result_files(host, job))
 
 
 @pytest.mark.slow
-def test_strict_blocks_a_path_outside_its_own_globs_that_no_task_owns(hosted, tmp_path):
+def test_strict_blocks_a_path_outside_its_own_globs_that_no_task_owns(hosted):
     _, folder, _ = hosted
     engine = owned_engine(folder, "strict")
     try:
-        job, by_name = run_graph(
+        _, by_task = run_graph(
             engine,
-            tmp_path / "go",
             [
-                (TaskNode("ui", owns=["src/ui/**"]), "mkdir -p src/ui && echo ui > src/ui/a.js && echo n > NOTES.md"),
-                (TaskNode("free"), "echo free > FREE.md"),  # no owns: only others' paths count
+                {"id": "ui", "task": "mkdir -p src/ui && echo ui > src/ui/a.js && echo n > NOTES.md", "owns": ["src/ui/**"]},
+                {"id": "free", "task": "echo free > FREE.md"},  # no owns: only others' paths count
             ],
         )
     finally:
         engine.shutdown(timeout=10)
-    ui, free = by_name["worker_1"], by_name["worker_2"]
+    ui, free = by_task["ui"], by_task["free"]
     assert ui.status is WorkerStatus.FAILED and ui.trespass == ["NOTES.md"]
     assert ui.error == "touched paths outside its owns (src/ui/**): NOTES.md (no task's)"
     assert free.status is WorkerStatus.SUCCESS and free.trespass == []
 
 
 @pytest.mark.slow
-def test_renaming_another_tasks_file_into_its_own_folder_is_a_trespass(hosted, tmp_path):
+def test_renaming_another_tasks_file_into_its_own_folder_is_a_trespass(hosted):
     host, folder, _ = hosted
     (host / "lib").mkdir()
     (host / "lib" / "core.py").write_text("".join(f"line {i}\n" for i in range(40)))
@@ -187,17 +186,16 @@ def test_renaming_another_tasks_file_into_its_own_folder_is_a_trespass(hosted, t
     git(host, "commit", "-qm", "lib", "--no-verify", env=user_env())
     engine = owned_engine(folder, "enforce")
     try:
-        _, by_name = run_graph(
+        _, by_task = run_graph(
             engine,
-            tmp_path / "go",
             [
-                (TaskNode("app", owns=["app/**"]), "mkdir -p app && git mv lib/core.py app/core.py"),
-                (TaskNode("lib", owns=["lib/**"]), "true"),
+                {"id": "app", "task": "mkdir -p app && git mv lib/core.py app/core.py", "owns": ["app/**"]},
+                {"id": "lib", "task": "true", "owns": ["lib/**"]},
             ],
         )
     finally:
         engine.shutdown(timeout=10)
-    app = by_name["worker_1"]
+    app = by_task["app"]
     assert app.files_changed == [{"path": "app/core.py", "change": "renamed", "from": "lib/core.py"}]
     assert app.status is WorkerStatus.FAILED and app.trespass == ["lib/core.py"]
     assert app.error == "touched paths owned by other tasks: lib/core.py (task lib)"
