@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from .checkout import Changes
 from .config import Settings
 from .graph import matches
-from .models import TaskNode
+from .models import JobRecord, TaskNode
 from .steps import PASS, Step, StepContext, Verdict, fail
 from .workspace import Workspace
 
@@ -91,9 +91,12 @@ class OwnershipStep(Step):
     def __init__(self, settings: Settings) -> None:
         self.workspace = Workspace(settings.workspace_root)
 
+    def applies(self, job: JobRecord) -> bool:
+        return any(n.owns for n in job.nodes)
+
     def run(self, ctx: StepContext) -> Verdict:
         job = ctx.job
-        if job is None or not any(n.owns for n in job.nodes):
+        if job is None or not self.applies(job):
             return PASS
         mode = job.config.ownership
         rec = ctx.record

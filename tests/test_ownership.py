@@ -213,3 +213,11 @@ def test_a_job_whose_tasks_own_nothing_is_not_looked_at(hosted):
     assert done.status is JobStatus.COMPLETED
     (worker,) = workers(engine, done).values()
     assert worker.trespass == [] and worker.files_changed
+
+
+def test_the_step_applies_only_to_jobs_whose_tasks_own_something(tmp_path):
+    from orchestrator.models import JobRecord
+
+    step = OwnershipStep(load_settings(base_dir=tmp_path, environ={}))
+    assert not step.applies(JobRecord("0123456789ab", "0123456789ab", "r", nodes=[TaskNode("a"), TaskNode("b")]))
+    assert step.applies(JobRecord("0123456789ab", "0123456789ab", "r", nodes=[TaskNode("a"), TaskNode("b", owns=["src/**"])]))
