@@ -147,7 +147,9 @@ def land(
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
     named = branches(job, workers)
-    if job.integration:  # a graph job's result holds only work that succeeded (integration.py)
+    # A graph job's result holds only work that succeeded (integration.py); so does a job whose
+    # tasks own paths: a worker the ownership step failed is never merged (ownership.py).
+    if job.integration or any(n.owns for n in job.nodes):
         ok = {w.name for w in workers if w.job_id == job.id and w.status.ok}
         named = [(n, b) for n, b in named if n in ok]
     base_file = workspace.tree_base_file(job.root_id)

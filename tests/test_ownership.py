@@ -159,10 +159,10 @@ def test_warn_records_the_trespass_in_the_record_and_the_log_without_blocking(ho
 
 @pytest.mark.slow
 def test_strict_blocks_a_path_outside_its_own_globs_that_no_task_owns(hosted):
-    _, folder, _ = hosted
+    host, folder, _ = hosted
     engine = owned_engine(folder, "strict")
     try:
-        _, by_task = run_graph(
+        job, by_task = run_graph(
             engine,
             [
                 {"id": "ui", "task": "mkdir -p src/ui && echo ui > src/ui/a.js && echo n > NOTES.md", "owns": ["src/ui/**"]},
@@ -175,6 +175,9 @@ def test_strict_blocks_a_path_outside_its_own_globs_that_no_task_owns(hosted):
     assert ui.status is WorkerStatus.FAILED and ui.trespass == ["NOTES.md"]
     assert ui.error == "touched paths outside its owns (src/ui/**): NOTES.md (no task's)"
     assert free.status is WorkerStatus.SUCCESS and free.trespass == []
+    # no dependencies, so no integration branch: the job's landing leaves the failed worker out too
+    files = result_files(host, job)
+    assert "FREE.md" in files and "NOTES.md" not in files and "src/ui/a.js" not in files
 
 
 @pytest.mark.slow
