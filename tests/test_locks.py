@@ -253,11 +253,13 @@ def test_lock_routes_lease_expiry_bad_bodies_and_who_may_release(make_live, tmp_
         theirs = live.call("POST", base, key=two, json={"paths": ["src"], "wait": 0}).json()
         assert live.call("DELETE", f"{base}/{theirs['lock_id']}").status_code == 204
         # a lease ends by itself
-        short = live.call("POST", base, json={"paths": ["tmp"], "lease": 1, "wait": 0})
+        asked = time.monotonic()
+        short = live.call("POST", base, json={"paths": ["tmp"], "lease": 3, "wait": 0})
         assert short.status_code == 201 and short.json()["worker"] is None
+        assert short.json()["expires_at"] - short.json()["acquired_at"] == pytest.approx(3)
         assert [x["paths"] for x in live.call("GET", base, key=two).json()["locks"]] == [["tmp"]]
-        time.sleep(1.1)
-        assert live.call("GET", base).json()["locks"] == []
+        wait_until(lambda: live.call("GET", base).json()["locks"] == [], timeout=15, what="the lease's end")
+        assert time.monotonic() - asked >= 2.9
     finally:
         go.touch()
     live.wait(job_id)
