@@ -37,6 +37,7 @@ from .execution import Outcome
 from .executor import Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .integration import default_steps
+from .locks import PathLocks
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
@@ -168,6 +169,9 @@ class Engine:
             prompt=self.worker_prompt,
             env=self._worker_env,
         )
+        # Shared-checkout path locks per root tree (locks.py): a worker's die when its process ends.
+        self.locks = PathLocks(self.clock, settings.tasks)
+        self.running.on_process_end = lambda rec: self.locks.release_worker(rec.root_id, rec.name)
         self.restorer = Restorer(
             settings=settings,
             workspace=self.workspace,

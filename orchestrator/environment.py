@@ -17,7 +17,7 @@ from .runner import python_executable
 from .workspace import Workspace
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-SPAWN_BIN = str(Path(__file__).resolve().parent / "bin")  # holds orchestrator-spawn
+SPAWN_BIN = str(Path(__file__).resolve().parent / "bin")  # holds orchestrator-spawn and orchestrator-lock
 
 
 def base_env(settings: Settings) -> dict[str, str]:
@@ -96,7 +96,9 @@ def worker_env(
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
     tmp = str(paths.tmp)
     env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
-    if api_url and cfg.enable_recursion:
+    # The API and the worker's credential whenever the server runs: child jobs (refused with
+    # enable_recursion false) and path locks (orchestrator-lock) go through them.
+    if api_url:
         env[protocol.API_URL] = api_url
         if credentials is not None:
             env[protocol.API_KEY] = credentials.issue(rec.root_id, rec.job_id, rec.name)

@@ -21,6 +21,7 @@ from .gates import GateStep, step_block
 from .landing import repository, tree_lock
 from .merging import integrate
 from .models import JobRecord
+from .ownership import OwnershipStep
 from .steps import PASS, Step, StepContext, Verdict, fail
 from .workspace import Workspace
 
@@ -96,6 +97,7 @@ class IntegrateStep(Step):
 
 
 def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
-    """The engine's after-attempt steps, in order: the quality gates, then the merge into a graph
-    job's integration branch (each applies only to the jobs that need it)."""
-    return (GateStep(settings, workspace), IntegrateStep(settings, workspace))
+    """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
+    gates, then the merge into a graph job's integration branch (each applies only to the jobs
+    that need it: a job with none of them pays nothing after its attempts)."""
+    return (OwnershipStep(settings), GateStep(settings, workspace), IntegrateStep(settings, workspace))

@@ -66,6 +66,9 @@ class WorkerRunner:
         self.dispatch = dispatch
         self.prompt = prompt
         self.env = env
+        # Set by the engine: told under its lock when a worker's process has ended (its path
+        # locks die with it: locks.py).
+        self.on_process_end: Callable[[WorkerRecord], object] | None = None
 
     def watched(self) -> list[Watched]:
         """Running workers for the resource monitor."""
@@ -142,6 +145,8 @@ class WorkerRunner:
         live.exited(outcome)
         self.tables.running[live.job.id] -= 1
         self.finishing.record_outcome(live, outcome)
+        if self.on_process_end is not None:
+            self.on_process_end(live.record)
 
     def execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
         """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""

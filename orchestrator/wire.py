@@ -194,6 +194,16 @@ class SpawnClient:
             outage,
         )
 
+    # --- orchestrator-lock's calls (lockcmd.py) -------------------------------------------
+    def lock(self, job_id: str, paths: list[str], lease: float | None = None, wait: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"paths": list(paths)}
+        body.update({k: v for k, v in (("lease", lease), ("wait", wait)) if v is not None})
+        hold = (3600.0 if wait is None else wait) + TIMEOUT  # the server waits at most 3600 s
+        return self._request("POST", f"/api/v1/jobs/{_quote(job_id)}/locks", body=body, timeout=hold)
+
+    def unlock(self, job_id: str, lock_id: str) -> None:
+        self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}/locks/{_quote(lock_id)}")
+
     # --- transport ------------------------------------------------------------------
     def _request(self, method: str, path: str, *, body: Any = None, query: str = "", timeout: float = TIMEOUT) -> Any:
         data = None if body is None else dumps(body).encode()
@@ -280,6 +290,8 @@ class SpawnClient:
                 f"set {URL_ENV} to the server's final address",
                 status_code=resp.status,
             )
+        if resp.status == 204:  # no content (a DELETE)
+            return None
         try:
             return loads(resp.body)
         except ValueError:

@@ -284,6 +284,7 @@ LAYERS = [
             "orchestrator.server",
             "orchestrator.scripts",
             "orchestrator.spawn",
+            "orchestrator.lockcmd",
             "orchestrator.api",
             "orchestrator.dashboard",
             "orchestrator.progress",

@@ -252,6 +252,22 @@ class OrchestratorClient:
         body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
         return self._request("POST", f"{_job_path(job_id)}/merge", json=body)
 
+    def lock(self, job_id: str, paths: list[str], lease: float | None = None, wait: float | None = None) -> dict[str, Any]:
+        """Lock paths of the job tree's shared folder (a worker's credential: for that worker),
+        waiting up to ``wait`` s (server default: tasks.lock_timeout); ``Conflict`` names the holder."""
+        body: dict[str, Any] = {"paths": list(paths)}
+        body.update({k: v for k, v in (("lease", lease), ("wait", wait)) if v is not None})
+        hold = (3600.0 if wait is None else wait) + self.timeout  # the server's wait is at most 3600 s
+        return self._request("POST", f"{_job_path(job_id)}/locks", json=body, timeout=hold)
+
+    def unlock(self, job_id: str, lock_id: str) -> None:
+        """Release a lock (its holder's credential, or the admin key)."""
+        self._request("DELETE", f"{_job_path(job_id)}/locks/{_seg(lock_id)}", expect="none")
+
+    def locks(self, job_id: str) -> dict[str, Any]:
+        """The job tree's path locks: ``{"job_id", "root_job_id", "locks": [...]}``."""
+        return self._request("GET", f"{_job_path(job_id)}/locks")
+
     def report(self, job_id: str, name: str = "final") -> str:
         """A Markdown report: ``"final"`` or ``"level_<n>"``."""
         return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")

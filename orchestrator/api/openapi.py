@@ -71,6 +71,15 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 
 
+# A lock path (locks.check_paths): relative to the shared folder, no ".." part, not absolute, no NUL.
+LOCK_PATH = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1024,
+    "pattern": r"^(?![/\\~])(?![A-Za-z]:)(?!([\s\S]*[/\\])?\.\.([/\\]|$))(?=[\s\S]*[^\s\x1c-\x1f\x85])[^\x00]+$",
+}
+
+
 # A branch name git accepts (``git check-ref-format --branch``), in ASCII, or "" (none): what
 # merge_into and a merge's "into" take (the server also refuses one inside git.branch_prefix).
 BRANCH = {
@@ -373,6 +382,45 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             400,
             404,
         ),
+        # -- shared-checkout locks (issue 13 item 6) --
+        "/api/v1/jobs/{job_id}/locks": {
+            **_get(
+                "the job tree's path locks (lock_id, paths, worker: null for the admin key's, job_id, acquired_at, expires_at)",
+                _json({"type": "object", "required": ["job_id", "root_job_id", "locks"]}),
+                [JOB_ID],
+                400,
+                404,
+            ),
+            "post": {
+                "summary": "lock paths of the tree's shared folder for the calling worker (advisory; it dies with its "
+                "worker or its lease): a conflicting request waits up to wait seconds (tasks.lock_timeout), then 409 "
+                "naming the holder; the same paths again by the same holder renew the lease",
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Lock"}}},
+                },
+                "responses": {
+                    "201": _json({"type": "object", "required": ["lock_id", "paths", "worker", "job_id", "expires_at"]}),
+                    **_errors(400, 401, 403, 404, 409, 422),
+                },
+            },
+        },
+        "/api/v1/jobs/{job_id}/locks/{lock_id}": {
+            "delete": {
+                "summary": "release a path lock: its holder's credential or the admin key (403 for another worker)",
+                "parameters": [
+                    JOB_ID,
+                    {
+                        "name": "lock_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^lk-[0-9a-f]{16}$"},
+                    },
+                ],
+                "responses": {"204": {"description": "released"}, **_errors(400, 401, 403, 404, 422)},
+            }
+        },
         "/api/v1/jobs/{job_id}/merge": {
             "post": {
                 "summary": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
@@ -442,6 +490,16 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     "properties": {
                         "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
                         "into": BRANCH,
+                    },
+                },
+                "Lock": {
+                    "type": "object",
+                    "required": ["paths"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "paths": {"type": "array", "items": LOCK_PATH, "minItems": 1, "maxItems": 100},
+                        "lease": {"type": "number", "minimum": 1, "maximum": 86400},
+                        "wait": {"type": "number", "minimum": 0, "maximum": 3600},
                     },
                 },
                 "JobStatus": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -264,6 +265,63 @@ def merge(job_id: str) -> Response:
             raise ConfigError(f"{key} must be a string (or left out)", key=key)
     merged = _engine().merge(job_id, body.get("strategy"), body.get("into"))
     return jsonify({"job_id": job_id, "merge": merged})
+
+
+# -- shared-checkout locks (issue 13 item 6: locks.py) -------------------------------------
+LOCK_KEYS = ("paths", "lease", "wait")
+LOCK_EXAMPLE = '{"paths": ["src/app.py", "docs"], "lease": 300, "wait": 30}'
+
+
+@bp.post("/jobs/<job_id>/locks")
+def take_lock(job_id: str) -> tuple[Response, int]:
+    """Lock paths of the tree's shared folder for the calling worker (the admin key: for itself),
+    waiting up to ``wait`` seconds for a holder to let go; 409 names the holder."""
+    from .. import locks
+
+    job_id = _allowed(job_id)
+    engine = _engine()
+    engine.get_job(job_id)
+    body = request.get_json(force=True, silent=True) if request.get_data() else None
+    if not isinstance(body, dict):
+        raise InvalidParameter(f"body must be a JSON object: {LOCK_EXAMPLE} (lease and wait optional)", field="body")
+    unknown = sorted(str(k) for k in body if k not in LOCK_KEYS)
+    if unknown:
+        raise InvalidParameter(f"unknown field(s) {', '.join(unknown)}; the body takes: {', '.join(LOCK_KEYS)}", field=unknown[0])
+    paths = locks.check_paths(body.get("paths"))
+    tasks = _settings().tasks
+    lease = locks.check_seconds(body.get("lease"), "lease", tasks.lock_lease, 1, locks.MAX_LEASE)
+    wait = locks.check_seconds(body.get("wait"), "wait", tasks.lock_timeout, 0, locks.MAX_WAIT)
+    principal = g.principal
+    if principal.admin:
+        lock = engine.locks.acquire(root_of(job_id), job_id, None, paths, lease, wait)
+    else:  # a worker locks for itself only, in its own job's tree (_allowed)
+        alive = functools.partial(engine.worker_running, principal.job_id, principal.worker)
+        lock = engine.locks.acquire(root_of(job_id), principal.job_id, principal.worker, paths, lease, wait, alive)
+    return jsonify(lock.to_dict()), 201
+
+
+@bp.get("/jobs/<job_id>/locks")
+def list_locks(job_id: str) -> Response:
+    job_id = _allowed(job_id)
+    engine = _engine()
+    engine.get_job(job_id)
+    root = root_of(job_id)
+    return jsonify({"job_id": job_id, "root_job_id": root, "locks": [lock.to_dict() for lock in engine.locks.locks(root)]})
+
+
+@bp.delete("/jobs/<job_id>/locks/<lock_id>")
+def release_lock(job_id: str, lock_id: str) -> tuple[str, int]:
+    """Release a lock: its holder's credential or the admin key (403 for another worker)."""
+    from ..locks import LOCK_ID_RE
+
+    job_id = _allowed(job_id)
+    if not LOCK_ID_RE.fullmatch(lock_id):
+        raise InvalidParameter(
+            f"lock_id={lock_id[:40]!r} is not a lock id: lk- and 16 hex digits, as POST .../locks answered", field="lock_id"
+        )
+    principal = g.principal
+    _engine().locks.release(root_of(job_id), lock_id, None if principal.admin else principal.worker)
+    return "", 204
 
 
 @bp.get("/jobs/<job_id>/events")
