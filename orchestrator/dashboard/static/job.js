@@ -190,6 +190,7 @@
     }
     $("cancel").hidden = TERMINAL.has(doc.status);
     GitView.job(doc);  // git.js: the merge state and action of a worktree job
+    GraphView.job(doc);  // graph.js: the task graph of a job whose tasks depend on one another
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
     else if (doc.status === "cancelled") message("", "info");  // the badge says it
   }
@@ -519,6 +520,7 @@
   Dash.start(async () => {
     $("cancel").addEventListener("click", cancelJob);
     GitView.init(base, () => doc);
+    GraphView.init(select);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });
     $("collapse-all").addEventListener("click", () => {
       for (const block of blocks.values()) if (!block.isRoot) setExpanded(block, false);
