@@ -173,16 +173,17 @@ def _task(
 def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], now: float) -> dict[str, Any]:
     """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start."""
     node = node_of(worker, job)
-    waited = dependency_wait(worker, job, tasks, now)
+    depends = node.depends_on if node is not None else []
+    waited = dependency_wait(worker, job, tasks, now, node) if depends else None
     return {
-        "task_id": node.id if node else None,
-        "role": node.role if node else None,
-        "depends_on": list(node.depends_on) if node else [],
-        "owns": list(node.owns) if node else [],
-        "waits_on": waits_on(worker, job, tasks),  # prerequisites not merged (or succeeded) yet
+        "task_id": node.id if node is not None else None,
+        "role": node.role if node is not None else None,
+        "depends_on": list(depends),
+        "owns": list(node.owns) if node is not None else [],
+        "waits_on": waits_on(worker, job, tasks, node) if depends else [],  # prerequisites not merged (or succeeded) yet
         "dependency_wait": None if waited is None else _r(waited.seconds),  # seconds spent waiting on them
         "gates": [dict(g) for g in worker.gates],
-        "gate_summary": gate_summary(worker.gates),  # "tests passed, lint failed (exit 1)"; null: no gate ran
+        "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
         "gated_commit": worker.gated_commit,
         "trespass": list(worker.trespass),
         "integrated": dict(worker.integrated) if worker.integrated is not None else None,

@@ -333,3 +333,30 @@ def test_the_text_timeline_lists_the_waits_on_prerequisites(finished):
     assert "⧗ depth_0_worker_2 waited 5.0s on its prerequisites a (0.0s → 5.0s)" in timeline
     assert "⧗ depth_0_worker_4 waited 12.0s on its prerequisites b, c (0.0s → 12.0s)" in timeline
     assert "depth_0_worker_1 waited" not in timeline  # a waits on nothing
+
+
+def test_a_child_jobs_graph_is_headed_by_its_job_in_the_level_report(finished):
+    job, workers = finished
+    child = graph_job([TaskNode("x"), TaskNode("y", ["x"])], id="r1.1", parent_job_id="r1", parent_worker="worker_1", depth=1)
+    kids = [
+        node_worker(TaskNode("x"), 1, WorkerStatus.SUCCESS, 1, 2, job_id="r1.1", depth=1, integrated=merged(2)),
+        node_worker(TaskNode("y", ["x"]), 2, WorkerStatus.SUCCESS, 3, 4, job_id="r1.1", depth=1),
+    ]
+    text = render_level_report(1, job, [job, child], workers + kids, log_tails={}, now=T + 20)
+    assert "### Job `r1.1`" in text and mermaid_blocks(text) == [mermaid(child, kids) + "\n"]
+    assert "n1 --> n2" in mermaid_blocks(text)[0]
+    final = render_final_report(job, [job, child], workers + kids, log_tails={}, now=T + 20)
+    assert "### Job `r1`" in final and "### Job `r1.1`" in final and len(mermaid_blocks(final)) == 2
+
+
+def test_a_summary_report_lists_the_first_tasks_of_a_big_graph(monkeypatch):
+    import orchestrator.reports as reports
+
+    monkeypatch.setattr(reports, "FULL_LIST_LIMIT", 20)  # a summary past 20 workers, instead of 1,000
+    nodes = [TaskNode(f"t{i}", [f"t{i - 1}"] if i > 1 else []) for i in range(1, 61)]
+    job = graph_job(nodes, status=JobStatus.COMPLETED, end=70)
+    workers = [node_worker(n, i, WorkerStatus.SUCCESS, i, i + 1, integrated=merged(i + 1)) for i, n in enumerate(nodes, 1)]
+    text = render_final_report(job, [job], workers, log_tails={}, now=T + 70)
+    assert len(table_with(text, "Task")) == 2 + reports.SHOWN_LIMIT
+    assert f"_{60 - reports.SHOWN_LIMIT} more tasks; the level reports list each one._" in text
+    assert len(mermaid_blocks(text)) == 1  # 60 nodes still draw

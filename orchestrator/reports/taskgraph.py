@@ -47,6 +47,15 @@ def node_of(worker: WorkerRecord, job: JobRecord | None = None) -> TaskNode | No
     return None
 
 
+def task_id_of(worker: WorkerRecord, job: JobRecord | None = None) -> str | None:
+    """``node_of(worker, job).id`` without building the node (the status document reads it per worker)."""
+    if worker.task_id is not None:
+        return worker.task_id
+    if job is not None and 0 < worker.index <= len(job.nodes):
+        return job.nodes[worker.index - 1].id
+    return None
+
+
 def has_dependencies(job: JobRecord, workers: Iterable[WorkerRecord] = ()) -> bool:
     """Whether any task of the job waits on another (its nodes, or its workers' records)."""
     return any(n.depends_on for n in job.nodes) or any(w.depends_on for w in workers if w.job_id == job.id)
@@ -56,9 +65,9 @@ def by_task(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str,
     """A job's workers by task id (``workers``: that job's own)."""
     found: dict[str, WorkerRecord] = {}
     for w in workers:
-        node = node_of(w, job)
-        if node is not None:
-            found[node.id] = w
+        task_id = task_id_of(w, job)
+        if task_id is not None:
+            found[task_id] = w
     return found
 
 
@@ -73,12 +82,15 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
     return None
 
 
-def waits_on(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord]) -> list[str]:
+def waits_on(
+    worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], node: TaskNode | None = None
+) -> list[str]:
     """The task ids a pending worker still waits on: its prerequisites not delivered yet.
-    Empty once it started or ended (a skipped one's reason says which failed)."""
+    Empty once it started or ended (a skipped one's reason says which failed). ``node``: its
+    node, when the caller has it."""
     if worker.status is not WorkerStatus.PENDING:
         return []
-    node = node_of(worker, job)
+    node = node or node_of(worker, job)
     if node is None:
         return []
     return [d for d in node.depends_on if d not in tasks or delivered_at(tasks[d], job) is None]
@@ -101,10 +113,10 @@ class DependencyWait:
 
 
 def dependency_wait(
-    worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], now: float
+    worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], now: float, node: TaskNode | None = None
 ) -> DependencyWait | None:
     """The worker's wait on its prerequisites; None when it has none or never could wait."""
-    node = node_of(worker, job)
+    node = node or node_of(worker, job)
     ready = (job.started_at if job is not None else None) or worker.created_at
     if node is None or not node.depends_on or not ready:
         return None
