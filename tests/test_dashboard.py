@@ -735,4 +735,13 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
     # Clicking a node shows its worker in the panel
     browser.find_element("css selector", "#graph-svg .gnode[data-task='b']").click()
     wait_for(browser, lambda: text_of(browser, "w-title") == "depth_0_worker_2", "the worker panel of b")
+    # The panel shows its place in the graph and each gate's result, exit code, duration and log
+    assert browser.find_element("id", "w-graph").is_displayed()
+    assert text_of(browser, "w-task-id") == "b (backend)" and text_of(browser, "w-after") == "a"
+    assert text_of(browser, "w-waits") == "—" and text_of(browser, "w-unblocked") == "—"
+    assert text_of(browser, "w-gates") == "tests: failed exit 1, 0.4s · logs/x.log"
+    browser.find_element("css selector", "#graph-svg .gnode[data-task='a']").click()
+    wait_for(browser, lambda: text_of(browser, "w-unblocked") == "b, c", "the worker panel of a")
+    assert evil_gate + ": passed" in text_of(browser, "w-gates")
+    _no_markup_ran(browser)
     shot(browser, "task-graph")

@@ -6,7 +6,7 @@
 "use strict";
 
 const GraphView = (() => {
-  const { setText } = Dash;
+  const { el, setText, duration } = Dash;
   const SVG = "http://www.w3.org/2000/svg";
   const NODE_W = 190;
   const NODE_H = 62;
@@ -178,9 +178,37 @@ const GraphView = (() => {
       (doc.integration ? " · merged into " + String(doc.integration).replace("refs/heads/", "") : ""));
   }
 
+  // The worker panel's graph facts: its task id and role, prerequisites, what it still waits on,
+  // each gate (result, exit code, duration, log), trespassed paths and what its end unblocked.
+  function worker(entry) {
+    const box = $("w-graph");
+    box.hidden = entry.task_id === null || entry.task_id === undefined ||
+      !((entry.depends_on || []).length || (entry.gates || []).length || (entry.unblocked || []).length || (entry.trespass || []).length);
+    if (box.hidden) return;
+    const list = (items) => (items && items.length ? items.join(", ") : "—");
+    setText($("w-task-id"), String(entry.task_id) + (entry.role ? " (" + entry.role + ")" : ""));
+    setText($("w-after"), list(entry.depends_on));
+    setText($("w-waits"), list(entry.waits_on));
+    setText($("w-trespass"), list(entry.trespass));
+    setText($("w-unblocked"), list(entry.unblocked));
+    const gates = $("w-gates");
+    const sig = JSON.stringify(entry.gates || []);
+    if (gates.dataset.sig === sig) return;
+    gates.dataset.sig = sig;
+    gates.textContent = "";
+    for (const g of gatesOf(entry)) {
+      const raw = entry.gates.find((x) => String(x.name) === g.name) || {};
+      gates.append(el("li", { className: "gate-line", dataset: { gate: g.name, result: g.result } },
+        el("span", { className: "gate " + (g.result === "passed" ? "ok" : g.required ? "bad" : "soft"), text: g.name + ": " + g.result }),
+        el("span", { className: "muted", text: " exit " + (g.exit === null || g.exit === undefined ? "—" : g.exit) +
+          ", " + duration(raw.duration) + (g.required ? "" : ", optional") + (raw.log_path ? " · " + String(raw.log_path) : "") })));
+    }
+    if (!entry.gates || !entry.gates.length) gates.append(el("li", { className: "muted", text: "none ran" }));
+  }
+
   function init(select) {
     onSelect = select;
   }
 
-  return { init, job, depths };
+  return { init, job, worker, depths };
 })();

@@ -372,6 +372,7 @@
       if (!entry.files_created.length) files.append(el("li", { className: "muted", text: "none" }));
     }
     GitView.worker(entry, key);  // git.js: branch, commit, diffstat, changed files, diff
+    GraphView.worker(entry);  // graph.js: its task id, prerequisites, waits, gates, unblocked
   }
 
   function appendLog(text) {
