@@ -5,13 +5,16 @@ call it on a snapshot or on records read from disk.
 
 A prerequisite is *delivered* once its work is merged into the job's integration branch
 (``WorkerRecord.integrated["merged"]``); a job without an integration ref (no worktree) counts
-a prerequisite that succeeded. Mermaid gets no user text raw: node ids are ``n<index>``, and a
-label keeps only letters, digits and plain punctuation, everything else as ``#<code>;`` (the
-entity codes Mermaid reads in a quoted label), so no task text can end a label or the block.
+a prerequisite that succeeded. Mermaid gets no user text as syntax: node ids are ``n<index>``,
+and a label is one line in double quotes where the few characters that would end it or be read
+as markup become look-alikes (``"`` ``'``, ``<>`` ``‹›``, a backtick ``ˋ``, the first character of
+an entity code ``＃``/``＆`` and of ``%%`` ``％``). Mermaid's own entity codes (``#34;``) are not
+used: Mermaid 11 parses them but shows them garbled (checked in Chromium with mermaid 11.17.2).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,13 @@ from orchestrator.models import JobRecord, TaskNode, WorkerRecord, WorkerStatus
 MERMAID_MAX_NODES = 300
 MERMAID_MAX_EDGES = 500
 TITLE_CHARS = 40  # of a task's text in a node's label
-_LABEL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/()'+=?!@")
+_LABEL_SWAPS = str.maketrans({'"': "'", "<": "‹", ">": "›", "`": "ˋ"})
+# What Mermaid would read as more than text: its entity codes ("#35;", "#quot;": decoded, garbled),
+# an HTML entity ("&amp;": decoded) and "%%" (a comment, or a "%%{init: ...}%%" directive that would
+# reconfigure the diagram, found anywhere in the text). Their first character becomes a look-alike.
+_MARKUP = re.compile(r"#(?=[A-Za-z0-9]+;)|&(?=#?[A-Za-z0-9]+;)|%(?=%)")
+_LOOK_ALIKE = {"#": "＃", "&": "＆", "%": "％"}
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 # Node fill and text colour per worker status (the timeline's palette).
 MERMAID_CLASSES = {
     "pending": ("#e0e0e0", "#212121"),
@@ -147,8 +156,11 @@ def gate_summary(gates: list[dict[str, Any]]) -> str | None:
 
 
 def mermaid_label(text: str) -> str:
-    """Text safe inside a quoted Mermaid label: plain characters kept, any other as ``#<code>;``."""
-    return "".join(ch if ch in _LABEL_SAFE else f"#{ord(ch)};" for ch in " ".join(str(text).split()))
+    """Text safe inside a quoted Mermaid label, on one line: ``"<>`` and backticks swapped for
+    look-alikes, so are the first characters of an entity code and of ``%%``; control characters
+    dropped."""
+    line = _NOT_TEXT.sub("", " ".join(str(text).split()))
+    return _MARKUP.sub(lambda m: _LOOK_ALIKE[m.group()], line.translate(_LABEL_SWAPS))
 
 
 def mermaid(job: JobRecord, workers: list[WorkerRecord]) -> str | None:
