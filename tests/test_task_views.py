@@ -364,3 +364,15 @@ def test_a_summary_report_lists_the_first_tasks_of_a_big_graph(monkeypatch):
     assert len(table_with(text, "Task")) == 2 + reports.SHOWN_LIMIT
     assert f"_{60 - reports.SHOWN_LIMIT} more tasks; the level reports list each one._" in text
     assert len(mermaid_blocks(text)) == 1  # 60 nodes still draw
+
+
+def test_the_live_progress_tree_says_what_a_pending_task_waits_on(running):
+    from orchestrator.progress import render_tree, tree_from_records, tree_from_status
+
+    job, workers = running
+    from_records = render_tree(tree_from_records([job], workers), now=T + 10)
+    from_status = render_tree(tree_from_status(doc_of(job, workers, 10)), now=T + 10)
+    for lines in (from_records, from_status):
+        (d,) = [line for line in lines if "worker_4" in line]
+        assert d.endswith("(waits on b, c) task d") and "pending" in d
+        assert not any("waits on" in line for line in lines if "worker_4" not in line)
