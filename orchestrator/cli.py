@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job in this process and show its progress")
     run.add_argument("request", help="what to do, in plain words")
     run.add_argument("--tasks", nargs="+", metavar="TASK", help="explicit subtasks (skip the planner)")
+    run.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="a task graph file (JSON or YAML): subtasks as strings or {id, task, depends_on, role, owns} (skip the planner)",
+    )
+    run.add_argument(
+        "--on-failure", choices=("skip", "continue", "stop"), help="what a failed task does to those that wait on it"
+    )
     run.add_argument("--workers", type=int, help="workers at once (max_workers)")
     run.add_argument("--timeout", type=float, help="seconds per worker attempt (default_timeout)")
     run.add_argument("--retries", type=int, help="extra attempts after a failure (max_retries)")
@@ -203,6 +211,23 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(args.config)
 
 
+def _plan_file(path: str) -> list[Any]:
+    """``run --plan``: a task graph from a JSON or YAML file, a list of subtasks or {tasks: [...]}."""
+    import yaml
+
+    from .errors import ValidationError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationError(f"--plan {path}: cannot read a task graph from it: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("tasks")
+    if not isinstance(data, list):
+        raise ValidationError(f"--plan {path}: expected a list of subtasks, or a mapping with tasks: [...]")
+    return data
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .progress import ProgressView
@@ -216,6 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("max_retries", args.retries),
         ("worker", args.worker),
         ("max_recursion_depth", args.depth),
+        ("on_failure", args.on_failure),
     ):
         if value is not None:
             config[key] = value
@@ -224,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(settings)
     server = _start_embedded_api(engine, settings)
     try:
-        job = engine.submit(args.request, config, args.tasks)
+        job = engine.submit(args.request, config, _plan_file(args.plan) if args.plan else args.tasks)
         if not args.json:
             print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config.worker}")
             if job.goal:

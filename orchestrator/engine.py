@@ -36,6 +36,7 @@ from .events import EventBus
 from .execution import Outcome
 from .executor import Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
+from .integration import IntegrateStep
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
@@ -47,6 +48,7 @@ from .recovery import Recovered
 from .restore import Restorer
 from .runner import FoundShim, ProcessRunner
 from .running import WorkerRunner
+from .scheduling import Scheduler
 from .states import WorkerPhase
 from .steps import Step
 from .submission import Submission
@@ -72,7 +74,7 @@ class Engine:
         api_url: str | None = None,
         credentials: Credentials | None = None,
         checkout: Checkout | None = None,
-        steps: Sequence[Step] = (),
+        steps: Sequence[Step] | None = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
@@ -84,7 +86,8 @@ class Engine:
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         # Prepares each worker's directory (checkout.py), and checks its work after each attempt (steps.py).
         self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self._worker_env)
-        self.steps = tuple(steps)  # in order; none by default
+        # In order; by default a graph job's merge into its integration branch (integration.py).
+        self.steps = tuple(steps) if steps is not None else (IntegrateStep(settings, self.workspace),)
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -119,6 +122,8 @@ class Engine:
             family=t.family,
             clock=self.clock,
         )
+        # A task graph's order: readiness, and what a failed prerequisite does (scheduling.py).
+        self.scheduler = Scheduler(t, skip=self._skip_pending, stop=self._stop)
         self.finishing = Finishing(
             settings=settings,
             workspace=self.workspace,
@@ -131,6 +136,7 @@ class Engine:
             dispatch=self._dispatch,
             clock=self.clock,
             nesting=self.nesting,
+            scheduler=self.scheduler,
         )
         self.submission = Submission(
             settings=settings,
@@ -210,10 +216,15 @@ class Engine:
                 self._skip_pending(job, keys, t.budget_note(job))
                 del t.pending[job_id]
                 continue
-            n = limits.startable(len(keys), t.running[job_id], job.config.max_workers, t.slots_used, limit)
-            for key in keys[:n]:
+            ready = self.scheduler.ready(job, keys)  # a graph's tasks wait on their prerequisites
+            n = limits.startable(len(ready), t.running[job_id], job.config.max_workers, t.slots_used, limit)
+            for key in ready[:n]:
                 self._start(t.workers[(job.root_id, key)])
-            del keys[:n]
+            if ready is keys:
+                del keys[:n]
+            elif n:
+                started = set(ready[:n])
+                keys[:] = [k for k in keys if k not in started]
             if not keys:
                 del t.pending[job_id]
             if t.slots_used >= limit:
@@ -226,6 +237,11 @@ class Engine:
             live.exited(Outcome(WorkerStatus.SKIPPED, reason))
             self._futures.add(self._pool.submit(self.finishing.settle, live))
         keys.clear()
+
+    def _stop(self, job: JobRecord, reason: str) -> None:
+        """Under the lock: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+        for live in self._cancel_locked(job, reason):
+            self._futures.add(self._pool.submit(self.finishing.settle, live))
 
     def _start(self, live: LiveWorker) -> None:
         """Under the lock: the worker takes a slot and its thread starts."""
@@ -435,18 +451,20 @@ class Engine:
             self.finishing.settle(live)
         return self.get_job(job_id)
 
-    def _cancel_locked(self, job: JobRecord) -> list[LiveWorker]:
+    def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
         """Under the lock: wake every worker of the job and its subtree to stop; the ones that
-        never started end skipped (returned, to settle outside the lock)."""
-        job.error = "cancelled"
-        self.announce.line(job, f"job {job.id} cancel requested")
+        never started end skipped (returned, to settle outside the lock). A ``reason`` other
+        than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
+        job.error = reason
+        self.announce.line(job, f"job {job.id} cancel requested" if reason == "cancelled" else f"job {job.id} {reason}")
         never_started = []
         pending = set(self.tables.pending.pop(job.id, []))
         for name in job.worker_names:
             live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
             live.cancel.set()
             if live.record.key in pending:
-                live.exited(Outcome(WorkerStatus.SKIPPED, "skipped: the job was cancelled before it started"))
+                why = "the job was cancelled" if reason == "cancelled" else f"the job {reason}"
+                live.exited(Outcome(WorkerStatus.SKIPPED, f"skipped: {why} before it started"))
                 never_started.append(live)
             for child_id in live.record.child_job_ids:
                 child = self.tables.jobs.get(child_id)

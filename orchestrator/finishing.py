@@ -30,6 +30,7 @@ from .monitor import ResourceMonitor
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
+from .scheduling import Scheduler
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, write_snapshots
 from .workspace import Workspace, worker_key
@@ -58,8 +59,10 @@ class Finishing:
         dispatch: Callable[[], None],
         clock: Clock,
         nesting: Nesting | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.settings = settings
+        self.scheduler = scheduler  # a task graph's: what a worker's end unblocks or skips
         self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
         self.clock = clock
         self.workspace = workspace
@@ -120,6 +123,8 @@ class Finishing:
                 status = WorkerStatus.RECURSIVE_SUCCESS
             else:
                 rec.exit_reason += "; a child job did not complete"
+        if self.scheduler is not None:  # in its final record: the tasks its end lets start
+            rec.unblocked = self.scheduler.unblocked_by(live, status)
         final = rec.copy()
         # It ended when its last process and its child jobs did: for one that ended while no
         # server ran, that is its shim's time, not the restart's.
@@ -144,8 +149,20 @@ class Finishing:
             self.tables.unfinished[job.id] -= 1
             done = self.tables.unfinished[job.id] == 0
             self.announce.worker(live, rec.exit_reason)
+            if self.scheduler is not None and self.scheduler.has_graph(job):
+                self._graph_step(live)
         if done:
             self.end_job(job)
+
+    def _graph_step(self, live: LiveWorker) -> None:
+        """Under the lock, a graph job's worker settled: say what it unblocked, skip or stop
+        what waited on it if it failed (scheduling.py), and start what may start now."""
+        rec = live.record
+        if rec.unblocked:
+            self.announce.worker(live, f"task {rec.task_id} {rec.status.value}: unblocked {', '.join(rec.unblocked)}")
+        if self.scheduler is not None:
+            self.scheduler.settled(live)
+        self.dispatch()
 
     # -- a job ------------------------------------------------------------------------------
     def end_job(self, job: JobRecord) -> None:
@@ -181,6 +198,8 @@ class Finishing:
         write_snapshots([snapshot])
         with self._lock:
             del tables.ending[job.id]
+            if self.scheduler is not None:
+                self.scheduler.forget(job.id)
             states.set_job_status(job, status)
             job.ended_at = ended
             self.announce.job(job, f"job {status.value}")

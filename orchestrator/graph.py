@@ -38,19 +38,17 @@ def check_tasks(
     if tasks is None:
         return None
     if not isinstance(tasks, list) or not tasks:
-        raise InvalidGraph(
-            "tasks must be a non-empty list of subtasks: strings, or objects such as " + EXAMPLE,
-        )
+        raise InvalidGraph("tasks must be a non-empty list of strings (one subtask each) or task objects such as " + EXAMPLE)
     if len(tasks) > max_tasks:
         raise InvalidGraph(f"{len(tasks)} tasks given; at most {max_tasks} are accepted (orchestrator.max_tasks)")
     texts: list[str] = []
     raw: list[dict[str, Any]] = []
     for i, item in enumerate(tasks):
         where = f"tasks[{i}]"
-        if isinstance(item, str):
+        if isinstance(item, str) and item.strip():
             item = {"task": item}
         if not isinstance(item, dict):
-            raise InvalidGraph(f"{where} must be a string or an object such as {EXAMPLE}", field=where)
+            raise InvalidGraph(f"{where} must be a non-empty string or an object such as {EXAMPLE}", field=where)
         unknown = sorted(str(k) for k in item if k not in TASK_KEYS)
         if unknown:
             raise InvalidGraph(f"{where}: unknown key(s) {', '.join(unknown)}. Allowed: {', '.join(TASK_KEYS)}", field=where)
@@ -58,7 +56,7 @@ def check_tasks(
         if not isinstance(text, str) or not text.strip():
             raise InvalidGraph(f"{where}.task must be a non-empty string: what the worker is to do", field=f"{where}.task")
         if len(text) > max_chars:
-            raise InvalidGraph(f"{where}.task is longer than orchestrator.max_request_chars ({max_chars})", field=f"{where}.task")
+            raise InvalidGraph(f"{where} is longer than orchestrator.max_request_chars ({max_chars})", field=f"{where}.task")
         texts.append(" ".join(text.split()))
         raw.append(item)
     nodes = build_nodes(raw, roles)

@@ -29,7 +29,7 @@ from . import merging
 from .config import Settings
 from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
-from .gitrefs import MergeRefused, advance
+from .gitrefs import MergeRefused, advance, branch_ref, ref_value
 from .gitwork import find_host
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
@@ -147,12 +147,20 @@ def land(
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
     named = branches(job, workers)
+    if job.integration:  # a graph job's result holds only work that succeeded (integration.py)
+        ok = {w.name for w in workers if w.job_id == job.id and w.status.ok}
+        named = [(n, b) for n, b in named if n in ok]
     base_file = workspace.tree_base_file(job.root_id)
     if not named or not base_file.is_file():
         return Landed(None, "nothing merged: no worker committed work on a branch")
     repo = repository(settings, workspace)
     base = base_file.read_text(encoding="utf-8").strip()
-    outcome = merging.merge_branches(repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id)
+    # A graph job's workers were merged into its result branch as they passed their gates
+    # (integration.py): the rest is merged onto that, never a rebuild from the base.
+    onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
+    outcome = merging.merge_branches(
+        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, onto=onto
+    )
     merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None}
     if into:
         merge["into"] = _advance(repo, check_branch(settings, into), outcome)

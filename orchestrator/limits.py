@@ -30,26 +30,6 @@ def check_request(request: object, max_chars: int) -> str:
     return text
 
 
-def check_tasks(tasks: object, max_tasks: int, max_chars: int) -> list[str] | None:
-    """Explicit subtasks, whitespace collapsed; None when left out (the planner splits the request)."""
-    if tasks is None:
-        return None
-    if not isinstance(tasks, list) or not tasks:
-        raise ValidationError(
-            "tasks must be a non-empty list of strings (one subtask each), or left out to let the planner split the request"
-        )
-    if len(tasks) > max_tasks:
-        raise ValidationError(f"{len(tasks)} tasks given; at most {max_tasks} are accepted (orchestrator.max_tasks)")
-    cleaned = []
-    for i, task in enumerate(tasks):
-        if not isinstance(task, str) or not task.strip():
-            raise ValidationError(f"tasks[{i}] must be a non-empty string")
-        if len(task) > max_chars:
-            raise ValidationError(f"tasks[{i}] is longer than orchestrator.max_request_chars")
-        cleaned.append(" ".join(task.split()))
-    return cleaned
-
-
 def check_config(config: object) -> dict[str, Any] | None:
     """A job's config as sent: a JSON object, or left out."""
     if config is not None and not isinstance(config, dict):

@@ -34,7 +34,7 @@ from typing import Any
 from . import failpoints
 from .errors import ConfigError, ValidationError
 from .gitcmd import IDENTITY_ENV, GitFailed, git_bytes, run_git
-from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, resolve_all, update_ref
+from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, resolve_all, update_ref
 from .gitwork import git_version
 
 MIN_GIT = (2, 38)
@@ -383,12 +383,16 @@ def merge_branches(
     root_id: str,
     fast_path: bool = True,
     target: str | None = None,
+    onto: str | None = None,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
     branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``;
     see the module docstring. A child job's merge names its parent worker's branch (nesting.py).
     ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint
-    (tests compare the two)."""
+    (tests compare the two). ``onto``: the commit the merges start from instead of ``base`` (a
+    graph job's integration branch, which already holds the workers merged as they passed their
+    gates: each of those counts as merged, and only the rest is merged onto it); what each
+    worker changed is still told against ``base``."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -422,6 +426,11 @@ def merge_branches(
     # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
     when = f"{max(info.time for info in known)} +0000"
     head, head_tree = base_commit, known[0].tree
+    if onto is not None:
+        start = read_commits(repo, [onto])[0]
+        if start is None:
+            raise ValidationError(f"{onto!r} is not a commit in {repo}")
+        head, head_tree, fast_path = start.oid, start.tree, False
     merged: list[str] = []
     unchanged: list[str] = []
     skipped: list[str] = []
@@ -431,6 +440,11 @@ def merge_branches(
         head, merged, unchanged = fast
         commits = []  # all merged at once
     for index, (worker, branch, commit) in enumerate(commits):
+        if onto is not None and is_ancestor(repo, commit, head):  # integrated as it passed its gates
+            merged.append(worker)
+            if not files[commit]:
+                unchanged.append(worker)
+            continue
         result = _merge_tree(repo, head, commit)
         tree = result.tree
         if result.clean and tree == head_tree and is_ancestor(repo, commit, head):  # nothing new
@@ -464,6 +478,75 @@ def merge_branches(
         f"git merge {short}",
         tuple(unchanged),
     )
+
+
+@dataclass(frozen=True)
+class Integrated:
+    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
+
+    ref: str
+    commit: str | None  # the branch's tip after it (None: not merged)
+    merged: bool
+    conflicts: tuple[FileConflict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "commit": self.commit,
+            "merged": self.merged,
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+        }
+
+
+def integrate(
+    repo: str | Path,
+    ref: str,
+    start: str,
+    worker: str,
+    branch: str,
+    commit: str,
+    strategy: str,
+    *,
+    prefix: str,
+    root_id: str,
+) -> Integrated:
+    """Merge ``commit`` (the worker's gated commit) into ``ref``, a job's integration branch,
+    made at ``start`` when it does not exist yet. Fast-forwards when the branch is an ancestor of
+    the commit (the worker branched from it and nothing was merged since); ``auto`` leaves the
+    branch where it is on a conflict (``merged`` False, the conflicts named); ``theirs`` takes the
+    worker's side of each conflicting hunk. The caller holds the tree's merge lock."""
+    if strategy not in ("auto", "theirs"):
+        raise ValidationError(f"a task graph merges with auto or theirs, not {strategy!r}")
+    require_git(repo)
+    under = job_prefix(prefix, root_id)
+    target = branch_ref(ref)
+    old = ref_value(repo, target)
+    head = old or resolve_all(repo, [start])[0]
+    if is_ancestor(repo, commit, head):  # already in (a retry of the same merge, or no new work)
+        if old is None:
+            update_ref(repo, target, head, None, under=under)
+        return Integrated(target, head, True)
+    if is_ancestor(repo, head, commit):
+        new = commit
+    else:
+        result = _merge_tree(repo, head, commit)
+        tree = result.tree
+        conflicts: list[FileConflict] = []
+        if not result.clean:
+            files = changed_files(repo, head, [commit])[commit]
+            changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
+            if strategy == "auto":
+                found = _conflicts(repo, result, changes, [], worker)
+                return Integrated(target, old, False, tuple(found))
+            tree, hunks = _resolve_theirs(repo, result)
+            conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+        when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
+        message = _message(worker, branch, root_id, strategy, target.removeprefix("refs/heads/"))
+        new = _commit(repo, tree, [head, commit], message, when)
+        update_ref(repo, target, new, old, under=under)
+        return Integrated(target, new, True, tuple(conflicts))
+    update_ref(repo, target, new, old, under=under)
+    return Integrated(target, new, True)
 
 
 def _predict_rest(

@@ -165,6 +165,8 @@ class Nesting:
         under = job_prefix(prefix, root)
         ref = check_ref(target)
         made = set(run_git(wt.repo, "for-each-ref", "--format=%(refname)", "--", under).stdout.split())
+        if job.integration:  # a graph job merges only work that succeeded (integration.py)
+            children = [c for c in children if c.status.ok]
         # Plan order; a worker that never started has no branch.
         branches = [(c.name, wt.branch(c)) for c in children if check_ref(wt.branch(c)) in made]
         with wt.holding(parent) as directory:

@@ -169,7 +169,7 @@ class WorkerRunner:
             clock=self.clock,
             checkout=self.checkout,
             worker_dir=directory,
-            steps=self.steps,
+            steps=[step for step in self.steps if step.applies(job)],
             job=job,
         )
         live.execution = execution

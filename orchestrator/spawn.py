@@ -41,6 +41,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="max_workers for the child job")
     parser.add_argument("--timeout", type=float, help="default_timeout for the child's workers, seconds")
     parser.add_argument("--wait-timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument(
+        "--plan",
+        metavar="FILE",
+        help='a task graph as JSON ("-": stdin): a list of subtasks, strings or {"id", "task", "depends_on", "role", "owns"}',
+    )
 
 
 # The options as _arguments() declares them, for quick_parse: flags, and options taking a value.
@@ -50,6 +55,7 @@ _VALUES = {
     "--workers": ("workers", int),
     "--timeout": ("timeout", float),
     "--wait-timeout": ("wait_timeout", float),
+    "--plan": ("plan", str),
 }
 
 
@@ -66,6 +72,7 @@ def quick_parse(argv: list[str]) -> SimpleNamespace | None:
         "workers": None,
         "timeout": None,
         "wait_timeout": None,
+        "plan": None,
     }
     index = 0
     while index < len(argv):
@@ -142,10 +149,34 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def read_plan(path: str) -> list[Any]:
+    """A task graph from a JSON file ("-": stdin): a list of subtasks, or {"tasks": [...]}."""
+    import json
+
+    from .errors import ValidationError
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"--plan {path}: cannot read a JSON task graph from it: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("tasks")
+    if not isinstance(data, list):
+        raise ValidationError(f'--plan {path}: expected a JSON list of subtasks, or {{"tasks": [...]}}')
+    return data
+
+
 def cmd_spawn(args: Any) -> int:
     from .errors import ValidationError
     from .wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps
 
+    plan = read_plan(args.plan) if args.plan else None
+    if plan is not None:  # a graph: its subtasks are the plan's; the request defaults to their texts
+        if args.tasks:
+            raise ValidationError("give the subtasks either as arguments or in --plan, not both")
+        texts = [t if isinstance(t, str) else str(t.get("task", "")) for t in plan]
+        args.request = args.request or "; ".join(texts)
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
     if not os.environ.get(URL_ENV) or not os.environ.get(KEY_ENV):
@@ -153,7 +184,10 @@ def cmd_spawn(args: Any) -> int:
             f"spawn runs inside a worker: {URL_ENV} and {KEY_ENV} are set by the orchestrator "
             "for each worker (outside a worker, use the API or `python -m orchestrator run`)"
         )
-    if args.request:
+    tasks: list[Any] | None
+    if plan is not None:
+        request, tasks = args.request, plan
+    elif args.request:
         request, tasks = args.request, (args.tasks or None)
     elif len(args.tasks) == 1:
         request, tasks = args.tasks[0], None

@@ -106,6 +106,11 @@ class Step(ABC):
 
     name: str = "step"
 
+    def applies(self, job: JobRecord) -> bool:
+        """Whether this step runs for ``job``'s workers at all (asked once per worker): a job
+        no step applies to pays nothing after its attempts."""
+        return True
+
     @abstractmethod
     def run(self, ctx: StepContext) -> Verdict:
         """Judge the attempt: ``PASS``, ``fail(reason)`` or ``retry(reason)``."""

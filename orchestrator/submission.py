@@ -9,17 +9,19 @@ import shutil
 import threading
 from collections.abc import Callable
 
-from . import landing, limits, states
+from . import graph, landing, limits, states
 from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
 from .clock import Clock
 from .config import JobConfig, Settings, job_config
 from .environment import base_env
-from .errors import Conflict, JobNotFound, WorkerNotFound
-from .models import JobRecord, JobStatus
+from .errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
+from .integration import integration_ref
+from .models import JobRecord, JobStatus, TaskNode
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
+from .roles import role_table
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -73,7 +75,7 @@ class Submission:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
         o = self.settings.orchestrator
         request = limits.check_request(request, o.max_request_chars)
-        task_list = limits.check_tasks(tasks, o.max_tasks, o.max_request_chars)
+        explicit = graph.check_tasks(tasks, o.max_tasks, o.max_request_chars, role_table(self.settings))
         given = limits.check_config(config)
         with self._lock:
             self.check_open()
@@ -103,18 +105,22 @@ class Submission:
             if child_id is not None and self.nesting is not None:
                 start = self.nesting.commit_at_spawn(parent[1].record, child_id)
         # Planning may ask an AI CLI and take minutes: never under the lock.
-        planned = self.plan(request, task_list, cfg)
+        planned = self.plan(request, explicit, cfg)
         plan, planner_name = planned.tasks, planned.planner
         if planned.note:
             notes.append(planned.note)
+        nodes = self.graph_of(plan, planned, cfg, notes)
         with self._lock:
             self.check_open()
             if parent and parent_job_id:  # the world may have moved while planning: check again
                 parent = self.parent_for(parent_job_id, parent_worker)
                 self.check_recursion(parent[0], parent[1])
-                plan, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
+                fitted, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
+                if fitted != plan:  # merged to fit the tree: the planner's graph no longer applies
+                    plan, nodes = fitted, [TaskNode(graph.auto_id(i + 1)) for i in range(len(fitted))]
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
+            planned.nodes = nodes
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
             self.announce.line(
                 job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)"
@@ -130,12 +136,30 @@ class Submission:
             self.dispatch()
         return job
 
-    def plan(self, request: str, tasks: list[str] | None, cfg: JobConfig) -> AIPlan:
+    def graph_of(self, plan: list[str], planned: AIPlan, cfg: JobConfig, notes: list[str]) -> list[TaskNode]:
+        """The plan's nodes: the planner's (or the explicit tasks'), else independent ``t1``,
+        ``t2``...; tasks whose ``owns`` overlap ordered one after the other (with a note each).
+        A graph with dependencies needs a merge strategy that merges (422 for ``manual``)."""
+        nodes = planned.nodes if planned.nodes and len(planned.nodes) == len(plan) else None
+        if nodes is None:
+            return [TaskNode(graph.auto_id(i + 1)) for i in range(len(plan))]
+        merges = cfg.isolation != "worktree" or cfg.merge_strategy != "manual"
+        if merges:
+            notes.extend(graph.serialize_overlaps(nodes))
+        if graph.has_dependencies(nodes) and not merges:
+            raise ConfigError(
+                "merge_strategy manual cannot run a task graph: a task starts once its prerequisites are merged into "
+                "the job's result branch, and manual merges nothing. Use merge_strategy auto or theirs, or drop depends_on",
+                key="merge_strategy",
+            )
+        return nodes
+
+    def plan(self, request: str, tasks: tuple[list[str], list[TaskNode]] | None, cfg: JobConfig) -> AIPlan:
         """The subtasks, the planner's name, a note and the AI call's cost: explicit tasks win;
         else the heuristic or the AI planner, which falls back to the heuristic one (with a
         note saying why) whenever it fails."""
         if tasks:
-            return AIPlan(tasks, "explicit")
+            return AIPlan(tasks[0], "explicit", nodes=tasks[1])
         if choose_planner(cfg.planner, cfg.worker) == "heuristic":
             return heuristic_plan(request, cfg.max_workers)
         scratch = self.workspace.planning_dir()
@@ -233,6 +257,11 @@ class Submission:
             )
         job.config = cfg
         job.tasks = plan
+        job.nodes = (
+            planned.nodes if planned is not None and planned.nodes else [TaskNode(graph.auto_id(i + 1)) for i in range(len(plan))]
+        )
+        if cfg.isolation == "worktree" and graph.has_dependencies(job.nodes):  # its integration branch
+            job.integration = integration_ref(self.settings.git.branch_prefix, job)
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
         if planned is not None:  # the AI planner's call: the tree's cost, and its budget, count it
@@ -263,6 +292,9 @@ class Submission:
         tables.unfinished[job.id] = len(job.worker_names)
         self.add_cost(job.root_id, job.planner_cost_usd)
         self.announce.job(job, f"planned {len(plan)} subtask(s)")
+        if job.integration is not None or graph.has_dependencies(job.nodes):  # what each task waits on, once
+            waits = "; ".join(f"{n.id} waits on {', '.join(n.depends_on)}" for n in job.nodes if n.depends_on)
+            self.announce.line(job, f"job {job.id} task graph: {waits}")
         return job, writes
 
     def reserve_child_id(self, parent_job: JobRecord) -> str:

@@ -174,7 +174,7 @@ class SpawnClient:
         self._host, self._port = _split_host(netloc, 443 if self._https else 80)
 
     # --- the three calls spawn makes ------------------------------------------------
-    def orchestrate(self, request: str, tasks: list[str] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def orchestrate(self, request: str, tasks: list[Any] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"request": request, "config": dict(config or {})}
         if tasks is not None:
             body["tasks"] = list(tasks)

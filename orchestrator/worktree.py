@@ -2,7 +2,8 @@
 ``depth_<n>/worker_<k>/`` is a git worktree of the host repository, on its own branch
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
-``git.include_uncommitted``). Git itself is gitwork.py's.
+``git.include_uncommitted``; a graph job's from its integration branch's tip once there is one,
+so a task sees its prerequisites' merged work: integration.py). Git itself is gitwork.py's.
 
 ======== ================================================================================
 prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
@@ -119,6 +120,12 @@ class WorktreeCheckout(Checkout):
             return commit
 
     def _start_point(self, record: WorkerRecord, job: JobRecord) -> str:
+        if job.integration:  # a graph job: the work merged so far, its prerequisites' included (integration.py)
+            found = run_git(
+                self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(job.integration), check=False
+            )
+            if found.returncode == 0:
+                return found.stdout.strip()
         if job.start_commit:  # a child job: its parent worker's work, committed at the spawn (nesting.py)
             return job.start_commit
         if job.parent_worker and record.depth > 0:  # (older records) its parent worker's branch as it stands now

@@ -108,7 +108,7 @@ def test_openapi_document_lists_exactly_the_served_routes(live):
         ('{"request": "x", "config": {"max_workers": 0}}', 422, "out of range"),
         ('{"request": "x", "config": {"max_workers": 99}}', 422, "above this server's limit"),
         ('{"request": "x", "config": []}', 400, "JSON object"),
-        ('{"request": "x", "tasks": "a"}', 400, "non-empty list"),
+        ('{"request": "x", "tasks": "a"}', 422, "non-empty list"),
     ],
 )
 def test_bad_bodies_get_json_errors_that_say_what_to_fix(live, body, status, words):

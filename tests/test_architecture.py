@@ -301,6 +301,7 @@ LAYERS = [
             "orchestrator.queries",
             "orchestrator.tables",
             "orchestrator.announce",
+            "orchestrator.scheduling",
         ],
     ),
     (

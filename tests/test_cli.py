@@ -321,3 +321,32 @@ def test_the_embedded_api_closes_without_a_thread_traceback(engine, monkeypatch)
     # Then the thread ended quietly
     assert paused and paused[0] is True, "the race window was not reached"
     assert errors == [] and not running.thread.is_alive()
+
+
+def test_run_with_the_readmes_plan_file_runs_the_graph_in_order(home, tmp_path):
+    from .test_readme import blocks
+
+    plan = next(b for b in blocks("json") if '"depends_on": ["db"]' in b)
+    path = tmp_path / "plan.json"
+    path.write_text(plan, encoding="utf-8")
+    result, doc = run_json(home, "Build a todo app", "--plan", str(path), "--on-failure", "stop")
+    assert result.returncode == 0, result.stderr
+    assert doc["status"] == "completed", doc
+    from orchestrator.workspace import Workspace
+
+    _, workers = Workspace(home / "workspace").load_tree(doc["job_id"])
+    by_id = {w.task_id: w for w in workers}
+    assert set(by_id) == {"db", "api", "ui", "docs"} and by_id["api"].depends_on == ["db"]
+    assert by_id["db"].unblocked == ["api"] and sorted(by_id["api"].unblocked) == ["docs", "ui"]
+    assert by_id["api"].started_at >= by_id["db"].ended_at
+    assert min(by_id["ui"].started_at, by_id["docs"].started_at) >= by_id["api"].ended_at
+
+
+def test_run_with_a_plan_file_that_is_not_a_list_says_what_it_expects(home, tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text("just: words\n", encoding="utf-8")
+    result = cli(home, "run", "x", "--plan", str(path))
+    assert result.returncode != 0 and "expected a list of subtasks" in result.stderr
+    path.write_text("- {id: a, task: x, depends_on: [a]}\n", encoding="utf-8")
+    result = cli(home, "run", "x", "--plan", str(path))
+    assert result.returncode != 0 and "depends on itself" in result.stderr

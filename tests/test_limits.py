@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import limits
-from orchestrator.errors import RecursionLimit, ValidationError
+from orchestrator import graph, limits
+from orchestrator.errors import InvalidGraph, RecursionLimit, ValidationError
 
 
 # -- request shape ---------------------------------------------------------------------------
@@ -40,11 +40,13 @@ def test_config_must_be_an_object_or_left_out():
 
 # -- tasks --------------------------------------------------------------------------------------
 def test_tasks_left_out_let_the_planner_split_the_request():
-    assert limits.check_tasks(None, 5, 100) is None
+    assert graph.check_tasks(None, 5, 100) is None
 
 
 def test_tasks_have_their_whitespace_collapsed():
-    assert limits.check_tasks(["  a\n  b ", "c"], 5, 100) == ["a b", "c"]
+    texts, nodes = graph.check_tasks(["  a\n  b ", "c"], 5, 100)
+    assert texts == ["a b", "c"]
+    assert [(n.id, n.depends_on) for n in nodes] == [("t1", []), ("t2", [])]  # plain strings: independent
 
 
 @pytest.mark.parametrize(
@@ -59,8 +61,9 @@ def test_tasks_have_their_whitespace_collapsed():
     ],
 )
 def test_malformed_tasks_are_refused_naming_the_task(tasks, words):
-    with pytest.raises(ValidationError, match=words):
-        limits.check_tasks(tasks, 5, 100)
+    with pytest.raises(InvalidGraph, match=words) as refused:
+        graph.check_tasks(tasks, 5, 100)
+    assert refused.value.http_status == 422
 
 
 # -- depth --------------------------------------------------------------------------------------

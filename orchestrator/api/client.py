@@ -138,7 +138,7 @@ class OrchestratorClient:
         enable_recursion: bool | None = None,
         max_recursion_depth: int | None = None,
         default_timeout: float | None = None,
-        tasks: list[str] | None = None,
+        tasks: list[Any] | None = None,
         config: dict[str, Any] | None = None,
         **extra_config: Any,
     ) -> dict[str, Any]:

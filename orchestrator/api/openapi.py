@@ -106,6 +106,35 @@ def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
+# A quality gate in a request's config (config/quality.py checks the same).
+GATE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "run"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "run": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "required": {"type": "boolean"},
+        "timeout": {"type": "number", "minimum": 1, "maximum": 86400},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "when_changed": {"type": "array", "items": {"type": "string"}},
+    },
+}
+# A subtask as an object (graph.py checks the same, and the graph as a whole).
+TASK: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["task"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "task": {"type": "string", "minLength": 1, "pattern": NOT_BLANK},
+        "depends_on": {"type": "array", "items": {"type": "string"}},
+        "role": {"type": "string"},
+        "owns": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
 def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     """A request's "config" keys, with the types, ranges and choices this server enforces
     (with ``settings``, its own ceilings: a valid request is never refused for a limit)."""
@@ -135,6 +164,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
         }
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
+    props["gates"] = {"type": "array", "items": GATE}
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
     if settings is not None and not settings.recursion.enable:
@@ -377,7 +407,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         },
                         "tasks": {
                             "type": "array",
-                            "items": {"type": "string", "minLength": 1, "pattern": NOT_BLANK},
+                            "items": {"oneOf": [{"type": "string", "minLength": 1, "pattern": NOT_BLANK}, TASK]},
                             "minItems": 1,
                             "maxItems": settings.orchestrator.max_tasks if settings else 10_000,
                         },

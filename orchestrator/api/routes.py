@@ -348,6 +348,7 @@ def _submitted(job: Any) -> dict[str, Any]:
         "parent_worker": job.parent_worker,
         "depth": job.depth,
         "tasks": job.tasks,
+        "nodes": [n.to_dict() for n in job.nodes],
         "goal": job.goal,
         "planner": job.planner,
         "worker_kind": job.config.worker,

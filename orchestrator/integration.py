@@ -1,0 +1,93 @@
+"""A graph job's integration branch (issue 13 item 2): each worker's work merged into it as
+soon as the worker has succeeded and passed its gates, so the tasks that wait on it branch
+from a commit that holds it (worktree.py starts a graph job's worker from this branch's tip).
+
+A root job's integration branch is its result branch ``<prefix><root id>/result``; a child
+job's is ``<prefix><root id>/<job id>/integration`` (its workers' branches are merged into its
+parent worker's branch at its end, as any child job's: nesting.py). ``IntegrateStep`` is the
+last after-attempt step: it merges the commit the gates judged (never a later one) with the
+job's strategy (``auto``: a conflict fails the worker, naming the files; ``theirs``: the worker's
+side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto or
+theirs runs a graph (submission refuses manual).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .config import Settings
+from .landing import repository, tree_lock
+from .merging import integrate
+from .models import JobRecord
+from .steps import PASS, Step, StepContext, Verdict, fail
+from .workspace import Workspace
+
+log = logging.getLogger("orchestrator.integration")
+NAMED = 5  # conflicting files named in a failed merge's reason
+
+
+def integration_ref(prefix: str, job: JobRecord) -> str:
+    """The branch a graph job's workers are merged into (see the module docstring)."""
+    if job.is_root:
+        return f"{prefix}{job.root_id}/result"
+    return f"{prefix}{job.root_id}/{job.id}/integration"
+
+
+class IntegrateStep(Step):
+    """The worker's gated commit into its job's integration branch (the last step)."""
+
+    name = "integrate"
+
+    def __init__(self, settings: Settings, workspace: Workspace) -> None:
+        self.settings = settings
+        self.workspace = workspace
+
+    def applies(self, job: JobRecord) -> bool:
+        return job.integration is not None
+
+    def run(self, ctx: StepContext) -> Verdict:
+        job = ctx.job
+        if job is None or job.integration is None:
+            return PASS
+        if job.config.gates and "gated_commit" not in ctx.updates:  # fail closed: never merge unjudged work
+            return fail(f"not merged into {job.integration}: its gates did not run")
+        commit = ctx.updates.get("gated_commit") or ctx.changes().commit
+        branch = ctx.changes().branch
+        if not commit or not branch:
+            return fail(f"not merged into {job.integration}: the worker has no committed work on a branch")
+        start = job.start_commit or self._root_base(job)
+        repo = repository(self.settings, self.workspace)
+        with tree_lock(job.root_id):
+            done = integrate(
+                repo,
+                job.integration,
+                start,
+                ctx.record.name,
+                branch,
+                commit,
+                job.config.merge_strategy,
+                prefix=self.settings.git.branch_prefix,
+                root_id=job.root_id,
+            )
+        record = done.to_dict() | {"at": time.time(), "reason": None}
+        short = job.integration
+        if not done.merged:
+            files = [c.path for c in done.conflicts]
+            shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
+            record["reason"] = f"conflicts with work already merged into {short} in: {shown}"
+            ctx.updates["integrated"] = record
+            self._note(ctx, f"not merged into {short}: {record['reason']}")
+            return fail(f"merging into {short} conflicts in: {shown} (merge_strategy auto)")
+        ctx.updates["integrated"] = record
+        won = [c.path for c in done.conflicts]
+        extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
+        self._note(ctx, f"merged commit {commit[:12]} into {short} (now {str(done.commit)[:12]}){extra}")
+        return PASS
+
+    def _root_base(self, job: JobRecord) -> str:
+        return self.workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
+
+    def _note(self, ctx: StepContext, line: str) -> None:
+        rec = ctx.record
+        self.workspace.append_line(self.workspace.worker_log(rec.root_id, rec.depth, rec.name), f"[orchestrator] {line}")

@@ -1,0 +1,197 @@
+"""Task graphs that schedule themselves (issue 13 items 1-2), with real processes and real git:
+the diamond runs in order with its middle in parallel and its last task seeing all merged work,
+a failed prerequisite skips or stops what waits on it, and bad graphs are 422s naming the id."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import ConfigError, InvalidGraph
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import run_job
+from .test_worktree import git, snapshot, workers
+
+# Each task appends its name and start/end times to a file of its own, so the order is read back
+# from the files: <id>.txt holds "<id> <start> <end>" and lists what the worktree held at its start.
+STEP = "date +%s.%N > {id}.start && ls *.txt 2>/dev/null | sort > {id}.saw; sleep {pause}; echo {id} > {id}.txt; date +%s.%N > {id}.end"
+
+
+def task(task_id: str, *deps: str, pause: float = 0.3, **extra: object) -> dict:
+    return {"id": task_id, "task": STEP.format(id=task_id, pause=pause), "depends_on": list(deps), **extra}
+
+
+def diamond() -> list[dict]:
+    return [task("a"), task("b", "a", pause=2.0), task("c", "a", pause=2.0), task("d", "b", "c")]
+
+
+def read(engine, job, worker, name):
+    rec = workers(engine, job)[worker]
+    return git(engine.checkout.worktrees().repo, "show", f"{rec.commit}:{name}")
+
+
+def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_all_three(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "diamond", tasks=diamond(), config={"isolation": "worktree"})
+    found = workers(engine, job)
+    assert job.status is JobStatus.COMPLETED, [(w.name, w.exit_reason) for w in found.values()]
+    by_task = {w.task_id: w for w in found.values()}
+    times = {
+        t: (float(read(engine, job, w.name, f"{t}.start")), float(read(engine, job, w.name, f"{t}.end")))
+        for t, w in by_task.items()
+    }
+    # a before b and c; b and c overlap (in parallel); d after both
+    assert times["a"][1] <= times["b"][0] and times["a"][1] <= times["c"][0]
+    assert times["b"][0] < times["c"][1] and times["c"][0] < times["b"][1]
+    assert times["d"][0] >= max(times["b"][1], times["c"][1])
+    # d's worktree started from the integration branch holding a, b and c
+    assert read(engine, job, by_task["d"].name, "d.saw").split() == ["a.txt", "b.txt", "c.txt"]
+    assert read(engine, job, by_task["b"].name, "b.saw").split() == ["a.txt"]
+    # each was merged into the result branch as it passed; the result holds all four
+    result = f"orchestrator/{job.id}/result"
+    assert job.integration == f"refs/heads/{result}" or job.integration == result
+    tree = git(host, "ls-tree", "--name-only", result).split()
+    assert {"a.txt", "b.txt", "c.txt", "d.txt"} <= set(tree)
+    for w in by_task.values():
+        assert w.integrated and w.integrated["merged"], w.integrated
+        assert git(host, "merge-base", "--is-ancestor", w.commit, result) == ""
+    assert by_task["a"].unblocked == ["b", "c"] and sorted(by_task["b"].unblocked + by_task["c"].unblocked) == ["d"]
+    assert job.merge and job.merge["merged"] and not job.merge["skipped"]
+    assert snapshot(host, folder) == before
+
+
+def test_a_failed_prerequisite_skips_its_dependents_naming_it(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(workers={"max_retries": 0})
+    tasks = [task("a"), {"id": "api", "task": "echo broken > api.txt; exit 3"}, task("b", "api"), task("c", "b"), task("d", "a")]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree"})
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    assert by_task["api"].status is WorkerStatus.FAILED
+    for t in ("b", "c"):  # directly and through b
+        assert by_task[t].status is WorkerStatus.SKIPPED
+        assert by_task[t].exit_reason.startswith("skipped: dependency api failed: exit code 3"), by_task[t].exit_reason
+        assert not by_task[t].attempts
+    assert by_task["a"].status is WorkerStatus.SUCCESS and by_task["d"].status is WorkerStatus.SUCCESS
+    assert job.status is JobStatus.PARTIAL
+    result = f"orchestrator/{job.id}/result"
+    names = git(host, "ls-tree", "--name-only", result).split()
+    assert "a.txt" in names and "d.txt" in names and "api.txt" not in names  # a failed worker is never merged
+    assert snapshot(host, folder) == before
+
+
+def test_on_failure_stop_cancels_the_rest_and_the_job_fails_not_cancelled(hosted):
+    host, folder, make = hosted
+    engine = make(workers={"max_retries": 0})
+    tasks = [{"id": "bad", "task": "exit 1"}, task("slow", pause=20), task("after", "bad")]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree", "on_failure": "stop"})
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    assert by_task["bad"].status is WorkerStatus.FAILED
+    assert by_task["slow"].status is WorkerStatus.CANCELLED
+    assert by_task["after"].status is WorkerStatus.SKIPPED and "stopped: task bad failed" in by_task["after"].exit_reason
+    assert job.status is JobStatus.FAILED and job.error.startswith("stopped: task bad failed")
+
+
+def test_on_failure_continue_runs_dependents_anyway(hosted):
+    host, folder, make = hosted
+    engine = make(workers={"max_retries": 0})
+    tasks = [{"id": "bad", "task": "exit 1"}, task("after", "bad")]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree", "on_failure": "continue"})
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    assert by_task["after"].status is WorkerStatus.SUCCESS and by_task["bad"].unblocked == ["after"]
+    assert job.status is JobStatus.PARTIAL
+
+
+def test_a_graph_runs_in_folder_isolation_in_order_without_git(tmp_path):
+    from orchestrator.config import load_settings
+    from orchestrator.engine import Engine
+
+    engine = Engine(
+        load_settings(
+            base_dir=tmp_path,
+            environ={},
+            overrides={"orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]}, "git": {"isolation": "folder"}},
+        )
+    )
+    try:
+        tasks = [task("a", pause=0.5), task("b", "a", pause=0.1)]
+        job = run_job(engine, "graph", tasks=tasks)
+        assert job.status is JobStatus.COMPLETED and job.integration is None
+        found = {w.task_id: w for w in workers(engine, job).values()}
+        a_end = float((engine.workspace.worker_dir(job.id, 0, found["a"].name) / "a.end").read_text())
+        b_start = float((engine.workspace.worker_dir(job.id, 0, found["b"].name) / "b.start").read_text())
+        assert b_start >= a_end
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_two_tasks_that_own_overlapping_paths_run_one_after_the_other(hosted):
+    host, folder, make = hosted
+    engine = make()
+    tasks = [
+        task("one", pause=0.5, owns=["src/**"]),
+        task("two", pause=0.5, owns=["src/api/x.py"]),
+        task("three", pause=0.5, owns=["docs/**"]),
+    ]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    assert by_task["two"].depends_on == ["one"] and by_task["three"].depends_on == []
+    assert any("task two now waits on task one: both own src/**" in n for n in job.notes), job.notes
+    assert by_task["two"].started_at >= by_task["one"].ended_at
+
+
+@pytest.mark.parametrize(
+    ("tasks", "words"),
+    [
+        ([{"id": "a", "task": "x", "depends_on": ["a"]}], "depends on itself"),
+        ([{"id": "a", "task": "x", "depends_on": ["zz"]}], "depends on 'zz', which is no task's id"),
+        ([{"id": "a", "task": "x"}, {"id": "a", "task": "y"}], "'a' is used twice"),
+        ([{"id": "a", "task": "x", "depends_on": ["b"]}, {"id": "b", "task": "y", "depends_on": ["a"]}], "cycle: a -> b -> a"),
+        ([{"id": "a", "task": "x", "role": "wizard"}], "role='wizard' is not a role"),
+        ([{"id": "a", "task": "x", "owns": ["../x"]}], "escapes the repository"),
+        ([{"id": "a", "task": "x", "owns": ["/etc/**"]}], "escapes the repository"),
+        ([{"id": "a b", "task": "x"}], "is not a task id"),
+        ([{"task": "x", "when": 1}], "unknown key"),
+    ],
+)
+def test_a_bad_graph_is_refused_naming_the_cycle_or_the_id(hosted, tasks, words):
+    host, folder, make = hosted
+    engine = make()
+    with pytest.raises(InvalidGraph, match=words.replace("(", r"\(").replace(")", r"\)")) as refused:
+        engine.submit("graph", None, tasks)
+    assert refused.value.http_status == 422
+    assert engine.list_jobs() == []
+
+
+def test_manual_with_dependencies_is_a_422_that_says_why(hosted):
+    host, folder, make = hosted
+    engine = make()
+    with pytest.raises(ConfigError, match="merge_strategy manual cannot run a task graph") as refused:
+        engine.submit("graph", {"isolation": "worktree", "merge_strategy": "manual"}, diamond())
+    assert refused.value.http_status == 422
+
+
+@pytest.mark.slow
+def test_a_worker_spawns_a_child_graph_through_the_helper_and_it_runs_in_order(make_live):
+    # The root worker writes a plan and hands it to orchestrator-spawn --plan; its child job's
+    # tasks run as a chain (second waits on first), each in a real process.
+    plan = '[{"id": "first", "task": "one"}, {"id": "second", "task": "two", "depends_on": ["first"]}]'
+    script = (
+        'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then printf %s "$PLAN" | orchestrator-spawn --wait --plan -; '
+        'else date +%s.%N > start; sleep 0.3; echo "$1" > out.txt; date +%s.%N > end; fi'
+    )
+    live = make_live(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "worker", "{task}"]},
+        workers={"max_retries": 0, "env": {"PLAN": plan}},
+    )
+    job_id = live.submit(request="big", tasks=["big"], config={"max_recursion_depth": 1}).json()["job_id"]
+    doc = live.wait(job_id)
+    assert doc["status"] == "completed", doc
+    child = live.engine.get_job(f"{job_id}-c1")
+    assert [(n.id, n.depends_on) for n in child.nodes] == [("first", []), ("second", ["first"])]
+    ws = live.engine.workspace
+    first, second = (ws.worker_dir(job_id, 1, name) for name in child.worker_names)
+    assert float((second / "start").read_text()) >= float((first / "end").read_text())
