@@ -4,6 +4,7 @@ graph, gates, skips and trespasses, and the timeline's waits on prerequisites.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -376,3 +377,75 @@ def test_the_live_progress_tree_says_what_a_pending_task_waits_on(running):
         (d,) = [line for line in lines if "worker_4" in line]
         assert d.endswith("(waits on b, c) task d") and "pending" in d
         assert not any("waits on" in line for line in lines if "worker_4" not in line)
+
+
+def test_under_on_failure_continue_a_prerequisite_that_ended_is_met(finished):
+    job, workers = finished
+    workers[3].status, workers[3].ended_at, workers[3].exit_reason = WorkerStatus.PENDING, None, ""
+    tasks = {w.task_id: w for w in workers}
+    assert waits_on(workers[3], job, tasks) == ["b"]  # skip (the default): b failed, d never may start
+    job.config = dataclasses.replace(job.config, on_failure="continue")
+    assert waits_on(workers[3], job, tasks) == []  # b ended: d may run
+    wait = dependency_wait(workers[3], job, tasks, T + 20)
+    assert (wait.until, wait.waiting) == (T + 12, False)  # until b ended, the later of b and c
+    assert waits_on(workers[3], job, {"c": workers[2]}) == []  # a prerequisite without a record counts as met
+
+
+# -- end to end: a real graph job (real processes, real git) ---------------------------------------
+@pytest.mark.slow
+def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_timeline(hosted, tmp_path):
+    from .conftest import wait_until
+
+    host, folder, make = hosted
+    engine = make(workers={"max_retries": 0})
+    gate_file = tmp_path / "go"
+    hold = f"while [ ! -e '{gate_file}' ]; do sleep 0.05; done; "
+    tasks = [
+        {"id": "a", "task": "echo a > a.txt"},
+        {"id": "b", "task": hold + "echo b > b.txt", "depends_on": ["a"], "role": "backend"},
+        {"id": "c", "task": hold + "echo c > c.txt; exit 3", "depends_on": ["a"]},
+        {"id": "d", "task": "echo d > d.txt", "depends_on": ["b", "c"]},
+    ]
+    job = engine.submit("a diamond whose c fails", {"isolation": "worktree"}, tasks)
+    status = lambda: {t["task_id"]: t for t in engine.queries.status_document(job.id)["results"]["tasks"]}  # noqa: E731
+    # While b and c run, d waits on both; a (merged) says what its end unblocked
+    wait_until(lambda: status()["b"]["status"] == status()["c"]["status"] == "running", timeout=60, what="b and c running")
+    now = status()
+    assert now["d"]["status"] == "pending" and now["d"]["waits_on"] == ["b", "c"], now["d"]
+    assert now["a"]["unblocked"] == ["b", "c"] and now["a"]["integrated"]["merged"] is True
+    assert now["b"]["role"] == "backend" and now["b"]["waits_on"] == []
+    table = status_table(engine.queries.status_document(job.id))
+    assert "↳ d; after b, c; waits on b, c" in table
+    # c fails: d is skipped, naming it; b succeeds
+    gate_file.touch()
+    done = engine.wait(job.id, 60)
+    assert done.status is JobStatus.PARTIAL
+    end = status()
+    assert end["d"]["status"] == "skipped" and end["d"]["waits_on"] == []
+    assert end["d"]["exit_reason"].startswith("skipped: dependency c failed"), end["d"]["exit_reason"]
+    # FINAL_RESULT.md: the graph, the tasks, why d was skipped
+    report = engine.workspace.final_report(job.id).read_text()
+    (graph,) = mermaid_blocks(report)
+    assert all(MERMAID_LINE.fullmatch(line) for line in graph.splitlines()), graph
+    assert {"    n1 --> n2", "    n1 --> n3", "    n2 --> n4", "    n3 --> n4", "    class n4 skipped"} <= set(graph.splitlines())
+    assert "- `d` (`worker_4`): skipped: dependency c failed" in report
+    assert [row[0] for row in table_with(report, "Task")[2:]] == ["`a`", "`b`", "`c`", "`d`"]
+    # The timeline: b and c waited on a until it was merged, d on b and c until it was skipped
+    root = ET.fromstring(engine.workspace.timeline_svg(job.id).read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    deps = {
+        g.get("data-worker"): line
+        for g in root.iter(ns + "g")
+        if g.get("class") == "row"
+        for line in g.iter(ns + "line")
+        if line.get("class") == "wait deps"
+    }
+    assert set(deps) == {"depth_0_worker_2", "depth_0_worker_3", "depth_0_worker_4"}
+    assert deps["depth_0_worker_2"].get("data-depends-on") == "a" and deps["depth_0_worker_4"].get("data-depends-on") == "b,c"
+    records = {w.task_id: w for w in engine.snapshot(job.id)[1]}
+    started = engine.queries.get_job(job.id).started_at
+    origin = min([started, *(a.started_at for w in records.values() for a in w.attempts)])  # the chart's zero
+    for key, task_id in (("depth_0_worker_2", "b"), ("depth_0_worker_3", "c")):
+        assert float(deps[key].get("data-until")) == pytest.approx(records["a"].integrated["at"] - origin, abs=0.002)
+        assert records[task_id].attempts[0].started_at >= records["a"].integrated["at"]
+    assert float(deps["depth_0_worker_4"].get("data-until")) == pytest.approx(records["d"].ended_at - origin, abs=0.002)

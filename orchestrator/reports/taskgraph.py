@@ -3,9 +3,9 @@ worker still waits on, how long it waited on them, its gates in one line, and th
 Mermaid block for FINAL_RESULT.md. Pure: the status document, the reports and the timeline
 call it on a snapshot or on records read from disk.
 
-A prerequisite is *delivered* once its work is merged into the job's integration branch
-(``WorkerRecord.integrated["merged"]``); a job without an integration ref (no worktree) counts
-a prerequisite that succeeded. Mermaid gets no user text as syntax: node ids are ``n<index>``,
+A prerequisite is *delivered* as scheduling.py meets it: once it succeeded and its work was merged
+into the job's integration branch (``WorkerRecord.integrated["merged"]``); a job without an
+integration ref (no worktree) counts one that succeeded; ``on_failure: continue`` one that ended. Mermaid gets no user text as syntax: node ids are ``n<index>``,
 and a label is one line in double quotes where the few characters that would end it or be read
 as markup become look-alikes (``"`` ``'``, ``<>`` ``‹›``, a backtick ``ˋ``, the first character of
 an entity code ``＃``/``＆`` and of ``%%`` ``％``). Mermaid's own entity codes (``#34;``) are not
@@ -81,14 +81,20 @@ def by_task(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str,
 
 
 def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
-    """When a prerequisite's work became available to its dependents; None: not (yet)."""
-    merged = dep.integrated
-    if merged is not None:
-        at = merged.get("at")
-        return float(at if isinstance(at, (int, float)) else dep.ended_at or 0.0) if merged.get("merged") else None
-    if (job is None or job.integration is None) and dep.status.ok:
+    """When a prerequisite was met, as scheduling.py meets it; None: not (yet). Met: merged into
+    the job's integration branch (at the merge), or, without one, succeeded; under
+    ``on_failure: continue``, ended whatever its status."""
+    if job is not None and job.config.on_failure == "continue" and dep.status.terminal:
         return dep.ended_at or 0.0
-    return None
+    if not dep.status.ok:
+        return None
+    if job is None or job.integration is None:
+        return dep.ended_at or 0.0
+    merged = dep.integrated
+    if not (merged and merged.get("merged")):
+        return None
+    at = merged.get("at")
+    return float(at) if isinstance(at, (int, float)) else dep.ended_at or 0.0
 
 
 def waits_on(
@@ -102,7 +108,7 @@ def waits_on(
     node = node or node_of(worker, job)
     if node is None:
         return []
-    return [d for d in node.depends_on if d not in tasks or delivered_at(tasks[d], job) is None]
+    return [d for d in node.depends_on if d in tasks and delivered_at(tasks[d], job) is None]
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,10 @@ def dependency_wait(
     stop = first if first is not None else (worker.ended_at if worker.status.terminal else now)
     if stop is None:
         return None
-    times = [delivered_at(tasks[d], job) if d in tasks else None for d in node.depends_on]
-    waiting = any(t is None for t in times)
-    until = stop if waiting else min(stop, max(t for t in times if t is not None))
+    times = [delivered_at(tasks[d], job) for d in node.depends_on if d in tasks]  # an unknown id: met (scheduling.py)
+    known = [t for t in times if t is not None]
+    waiting = len(known) < len(times)
+    until = stop if waiting else min(stop, max(known, default=ready))
     return DependencyWait(
         ready, max(ready, until), tuple(node.depends_on), waiting and first is None and not worker.status.terminal
     )
