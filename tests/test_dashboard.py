@@ -745,3 +745,32 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
     assert evil_gate + ": passed" in text_of(browser, "w-gates")
     _no_markup_ran(browser)
     shot(browser, "task-graph")
+
+
+@pytest.mark.slow
+def test_a_real_graph_jobs_graph_follows_its_run_without_reload(tree_live, browser, gate):
+    live = tree_live(git={"isolation": "folder"})
+    tasks = [
+        {"id": "a", "task": "quick: a"},
+        {"id": "b", "task": "leaf: b", "depends_on": ["a"]},
+        {"id": "c", "task": "quick: c", "depends_on": ["b"]},
+    ]
+    job_id = submit(live, request="a chain", tasks=tasks)
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    js(browser, "window.__sameDocument = true;")
+    # While b runs: c waits on it (its foot says so, the edge b -> c is dashed)
+    wait_for(browser, lambda: {n["task"]: n["status"] for n in _graph_nodes(browser)} == {
+        "a": "success", "b": "running", "c": "pending"}, "the graph while b runs")  # fmt: skip
+    drawn = {n["task"]: n for n in _graph_nodes(browser)}
+    assert drawn["c"]["foot"] == "waits on b" and "waits on: b" in drawn["c"]["title"]
+    waiting = js(
+        browser,
+        "return [...document.querySelectorAll('#graph-svg .gedge.waiting')].map((e) => e.dataset.from + '>' + e.dataset.to)",
+    )
+    assert waiting == ["b>c"]
+    # Once b may end, the graph follows to the end by itself
+    gate.touch()
+    wait_for(browser, lambda: [n["status"] for n in _graph_nodes(browser)] == ["success"] * 3, "the graph at the end", timeout=30)
+    assert js(browser, "return document.querySelectorAll('#graph-svg .gedge.waiting').length") == 0
+    assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
+    assert "merged into" not in text_of(browser, "graph-note")  # folder isolation: no integration branch
