@@ -60,6 +60,7 @@ COLOURS = {
     "pending": "#e0e0e0",
 }
 DEPS_COLOUR = "#f9a825"  # a wait on prerequisites (a task graph's), beside the grey wait for a slot
+DEPS_LABEL = "waiting on prerequisites"
 COMMIT_FILL = "#ffffff"
 COMMIT_STROKE = "#212121"
 MERGE_COLOUR = "#6a1b9a"
@@ -228,16 +229,16 @@ def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git
         f'<text x="{x + 22}" y="39">queue wait</text>'
     )
     x += 22 + 10 * CHAR_WIDTH + 14
-    if deps:  # a task graph's: the waits on prerequisites
-        legend.append(
-            f'<line class="legend" x1="{x}" y1="35" x2="{x + 18}" y2="35" stroke="{DEPS_COLOUR}" stroke-width="2" stroke-dasharray="6 2"/>'
-            f'<text x="{x + 22}" y="39">waiting on prerequisites</text>'
-        )
-        x += 22 + 24 * CHAR_WIDTH + 14
     legend.append(
         f'<rect x="{x}" y="30" width="12" height="10" fill="#ffffff" stroke="#000000" stroke-width="1.5"/>'
         f'<text x="{x + 16}" y="39">critical path</text>'
     )
+    if deps:  # a task graph's waits on prerequisites: top right, beside the title (the row below is full)
+        right = WIDTH - MARGIN - len(DEPS_LABEL) * CHAR_WIDTH
+        legend.append(
+            f'<line class="legend" x1="{right - 22:.1f}" y1="14" x2="{right - 4:.1f}" y2="14" stroke="{DEPS_COLOUR}" '
+            f'stroke-width="2" stroke-dasharray="6 2"/><text x="{right:.1f}" y="18">{DEPS_LABEL}</text>'
+        )
     if git:  # worktree jobs: their commits and merges
         x += 16 + 13 * CHAR_WIDTH + 14
         legend.append(
