@@ -449,3 +449,15 @@ def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_
         assert float(deps[key].get("data-until")) == pytest.approx(records["a"].integrated["at"] - origin, abs=0.002)
         assert records[task_id].attempts[0].started_at >= records["a"].integrated["at"]
     assert float(deps["depth_0_worker_4"].get("data-until")) == pytest.approx(records["d"].ended_at - origin, abs=0.002)
+
+
+def test_the_legend_of_a_worktree_graph_fits_the_picture(running):
+    from orchestrator.reports.timeline import CHAR_WIDTH, WIDTH
+
+    job, workers = running
+    job.config = dataclasses.replace(job.config, isolation="worktree")  # its legend has commit and merge too
+    root = ET.fromstring(render_timeline_svg([job], workers, now=T + 10))
+    ns = "{http://www.w3.org/2000/svg}"
+    legend = [(float(t.get("x")), t.text) for t in root.findall(ns + "text") if t.get("y") in ("18", "39")]
+    assert {"waiting on prerequisites", "commit", "merge"} <= {text for _, text in legend}
+    assert all(x + len(text) * CHAR_WIDTH <= WIDTH for x, text in legend), legend
