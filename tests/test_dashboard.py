@@ -745,6 +745,18 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
     assert evil_gate + ": passed" in text_of(browser, "w-gates")
     _no_markup_ran(browser)
     shot(browser, "task-graph")
+    # A layer is ordered under its prerequisites, not in plan order: q (after y) sits left of p (after z)
+    entries = [
+        {"task_id": t, "depends_on": deps, "status": "pending", "depth": 0, "worker_id": "worker_" + t, "task": t}
+        for t, deps in (("y", []), ("z", []), ("p", ["z"]), ("q", ["y"]))
+    ]
+    js(browser, "GraphView.job({has_dependencies: true, results: {tasks: arguments[0]}});", entries)
+    drawn = {n["task"]: n for n in _graph_nodes(browser)}
+    xs = js(
+        browser,
+        "return Object.fromEntries([...document.querySelectorAll('#graph-svg .gnode')].map((g) => [g.dataset.task, g.transform.baseVal.consolidate().matrix.e]));",
+    )
+    assert xs["y"] < xs["z"] and xs["q"] < xs["p"] and drawn["p"]["y"] > drawn["y"]["y"]
 
 
 @pytest.mark.slow

@@ -85,7 +85,14 @@ const GraphView = (() => {
     const width = PAD * 2 + widest * NODE_W + (widest - 1) * GAP_X;
     const height = PAD * 2 + layers.length * NODE_H + (layers.length - 1) * GAP_Y;
     const at = new Map();  // task id -> {x, y} of its box's top left
-    layers.forEach((layer, d) => {
+    // Each layer ordered by where its prerequisites sit (their mean x; plan order on ties), which
+    // uncrosses most edges of a layered graph in one pass.
+    const centre = (t) => {
+      const xs = (t.depends_on || []).map((id) => at.get(id)).filter(Boolean).map((p) => p.x);
+      return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+    };
+    layers.forEach((tasksAt, d) => {
+      const layer = d ? tasksAt.map((t, i) => [centre(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((k) => k[2]) : tasksAt;
       const span = layer.length * NODE_W + (layer.length - 1) * GAP_X;
       layer.forEach((t, i) => at.set(t.task_id, { x: (width - span) / 2 + i * (NODE_W + GAP_X), y: PAD + d * (NODE_H + GAP_Y) }));
     });
