@@ -461,3 +461,11 @@ def test_the_legend_of_a_worktree_graph_fits_the_picture(running):
     legend = [(float(t.get("x")), t.text) for t in root.findall(ns + "text") if t.get("y") in ("18", "39")]
     assert {"waiting on prerequisites", "commit", "merge"} <= {text for _, text in legend}
     assert all(x + len(text) * CHAR_WIDTH <= WIDTH for x, text in legend), legend
+
+
+def test_a_nodes_label_is_bounded_however_many_gates_ran(finished):
+    job, workers = finished
+    workers[0].task = "t" * 500
+    workers[0].gates = [gate(f"gate{i}", "failed", i) for i in range(1, 40)]
+    (line,) = [line for line in mermaid(job, workers).splitlines() if line.startswith("    n1[")]
+    assert len(line) < 200 and "a: " + "t" * 39 + "…" in line and line.endswith('…)"]')

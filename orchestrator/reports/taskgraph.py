@@ -26,6 +26,7 @@ from orchestrator.models import JobRecord, TaskNode, WorkerRecord, WorkerStatus
 MERMAID_MAX_NODES = 300
 MERMAID_MAX_EDGES = 500
 TITLE_CHARS = 40  # of a task's text in a node's label
+GATES_CHARS = 80  # of its gates' summary there (the table below the diagram has them all)
 _LABEL_SWAPS = str.maketrans({'"': "'", "<": "‹", ">": "›", "`": "ˋ"})
 # What Mermaid would read as more than text: its entity codes ("#35;", "#quot;": decoded, garbled),
 # an HTML entity ("&amp;": decoded) and "%%" (a comment, or a "%%{init: ...}%%" directive that would
@@ -191,6 +192,7 @@ def mermaid(job: JobRecord, workers: list[WorkerRecord]) -> str | None:
         title = " ".join(w.task.split())
         title = title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
         gates = gate_summary(w.gates)
+        gates = gates if gates is None or len(gates) <= GATES_CHARS else gates[: GATES_CHARS - 1].rstrip() + "…"
         label = f"{node.id}: {title} ({w.status.value}" + (f", gates: {gates}" if gates else "") + ")"
         lines.append(f'    {ids[node.id]}["{mermaid_label(label)}"]')
         classes.setdefault(w.status.value, []).append(ids[node.id])
