@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .models import JobRecord, WorkerRecord
-from .reports.taskgraph import by_task, waits_on
+from .reports.taskgraph import deliveries, waits_on
 
 ICONS = {
     "pending": "·",
@@ -94,7 +94,7 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
     def build(job: JobRecord) -> JobNode:
         node = JobNode(job.id, job.status.value)
         own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
-        tasks = by_task(job, own)
+        tasks = deliveries(job, own)
         for rec in own:
             kids = [build(by_id[c]) for c in rec.child_job_ids if c in by_id]
             waits = waits_on(rec, job, tasks)

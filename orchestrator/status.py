@@ -16,7 +16,7 @@ from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
-from .reports.taskgraph import by_task, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
+from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
 
 def job_status(
@@ -39,7 +39,8 @@ def job_status(
     done = [w for w in own if w.status.terminal]
     ok = [w for w in own if w.status.ok]
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
-    own_tasks = by_task(job, own)
+    graph = has_dependencies(job, own)
+    own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -68,7 +69,7 @@ def job_status(
         # are merged into as each passes its gates (null: no task depends on another).
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
-        "has_dependencies": has_dependencies(job, own),
+        "has_dependencies": graph,
         "progress": {
             "completed": len(done),
             "total": len(own),
@@ -121,9 +122,9 @@ def _task(
     by_job: dict[str, list[WorkerRecord]],
     waits: dict[str, float],
     now: float,
-    tasks: dict[str, WorkerRecord],
+    tasks: dict[str, float | None],
 ) -> dict[str, Any]:
-    """A worker's entry; ``tasks``: its job's workers by task id (what it waits on is among them)."""
+    """A worker's entry; ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
     job = by_id.get(worker.job_id)
     entry: dict[str, Any] = {
         "worker_id": worker.name,
@@ -160,7 +161,7 @@ def _task(
         for child_id in worker.child_job_ids:
             child = by_id.get(child_id)
             subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
-            child_tasks = by_task(child, subs)
+            child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
             for sub in subs:
                 item = _task(sub, by_id, by_job, waits, now, child_tasks)
                 item["job_id"] = child_id
@@ -170,18 +171,20 @@ def _task(
     return entry
 
 
-def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], now: float) -> dict[str, Any]:
-    """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start."""
-    node = node_of(worker, job)
-    depends = node.depends_on if node is not None else []
-    waited = dependency_wait(worker, job, tasks, now, node) if depends else None
+def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
+    """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start.
+    (Read from the worker's own fields; a record from before them, from its job's node.)"""
+    node = node_of(worker, job) if worker.task_id is None else None
+    task_id, role, owns = (worker.task_id, worker.role, worker.owns) if node is None else (node.id, node.role, node.owns)
+    depends = worker.depends_on if node is None else node.depends_on
+    waited = dependency_wait(worker, job, tasks, now) if depends else None
     return {
-        "task_id": node.id if node is not None else None,
-        "role": node.role if node is not None else None,
+        "task_id": task_id,
+        "role": role,
         "depends_on": list(depends),
-        "owns": list(node.owns) if node is not None else [],
-        "waits_on": waits_on(worker, job, tasks, node) if depends else [],  # prerequisites not merged (or succeeded) yet
-        "dependency_wait": None if waited is None else _r(waited.seconds),  # seconds spent waiting on them
+        "owns": list(owns),
+        "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
+        "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
         "gates": [dict(g) for g in worker.gates],
         "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
         "gated_commit": worker.gated_commit,

@@ -15,6 +15,7 @@ from orchestrator.models import Attempt, JobRecord, JobStatus, TaskNode, WorkerR
 from orchestrator.reports import render_final_report, render_level_report
 from orchestrator.reports.taskgraph import (
     MERMAID_MAX_EDGES,
+    deliveries,
     dependency_wait,
     gate_summary,
     mermaid,
@@ -303,7 +304,7 @@ def test_gate_summary_names_each_gate_and_its_exit_code():
 # -- the timeline ---------------------------------------------------------------------------------
 def test_dependency_wait_runs_from_the_jobs_start_to_the_last_prerequisite_merged(finished):
     job, workers = finished
-    tasks = {w.task_id: w for w in workers}
+    tasks = deliveries(job, workers)
     b = dependency_wait(workers[1], job, tasks, T + 20)
     assert (b.start, b.until, b.depends_on, b.waiting) == (T, T + 5, ("a",), False)  # a merged at 5, b started at 6
     d = dependency_wait(workers[3], job, tasks, T + 20)
@@ -382,13 +383,13 @@ def test_the_live_progress_tree_says_what_a_pending_task_waits_on(running):
 def test_under_on_failure_continue_a_prerequisite_that_ended_is_met(finished):
     job, workers = finished
     workers[3].status, workers[3].ended_at, workers[3].exit_reason = WorkerStatus.PENDING, None, ""
-    tasks = {w.task_id: w for w in workers}
-    assert waits_on(workers[3], job, tasks) == ["b"]  # skip (the default): b failed, d never may start
+    assert waits_on(workers[3], job, deliveries(job, workers)) == ["b"]  # skip (the default): b failed, d never may start
     job.config = dataclasses.replace(job.config, on_failure="continue")
+    tasks = deliveries(job, workers)
     assert waits_on(workers[3], job, tasks) == []  # b ended: d may run
     wait = dependency_wait(workers[3], job, tasks, T + 20)
     assert (wait.until, wait.waiting) == (T + 12, False)  # until b ended, the later of b and c
-    assert waits_on(workers[3], job, {"c": workers[2]}) == []  # a prerequisite without a record counts as met
+    assert waits_on(workers[3], job, deliveries(job, [workers[2]])) == []  # a prerequisite without a record counts as met
 
 
 # -- end to end: a real graph job (real processes, real git) ---------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.models import JobRecord, TaskNode, WorkerRecord, WorkerStatus
 
@@ -66,18 +66,28 @@ def task_id_of(worker: WorkerRecord, job: JobRecord | None = None) -> str | None
     return None
 
 
+def depends_of(worker: WorkerRecord, job: JobRecord | None = None) -> list[str]:
+    """``node_of(worker, job).depends_on`` without building the node (not a copy: do not change it)."""
+    if worker.task_id is not None:
+        return worker.depends_on
+    if job is not None and 0 < worker.index <= len(job.nodes):
+        return job.nodes[worker.index - 1].depends_on
+    return []
+
+
 def has_dependencies(job: JobRecord, workers: Iterable[WorkerRecord] = ()) -> bool:
     """Whether any task of the job waits on another (its nodes, or its workers' records)."""
     return any(n.depends_on for n in job.nodes) or any(w.depends_on for w in workers if w.job_id == job.id)
 
 
-def by_task(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, WorkerRecord]:
-    """A job's workers by task id (``workers``: that job's own)."""
-    found: dict[str, WorkerRecord] = {}
+def deliveries(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, float | None]:
+    """A job's tasks by id (``workers``: that job's own): when each was delivered to the tasks
+    that wait on it (``delivered_at``; None: not yet). Computed once per job, read per edge."""
+    found: dict[str, float | None] = {}
     for w in workers:
         task_id = task_id_of(w, job)
         if task_id is not None:
-            found[task_id] = w
+            found[task_id] = delivered_at(w, job)
     return found
 
 
@@ -98,25 +108,20 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
     return float(at) if isinstance(at, (int, float)) else dep.ended_at or 0.0
 
 
-def waits_on(
-    worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], node: TaskNode | None = None
-) -> list[str]:
-    """The task ids a pending worker still waits on: its prerequisites not delivered yet.
-    Empty once it started or ended (a skipped one's reason says which failed). ``node``: its
-    node, when the caller has it."""
+def waits_on(worker: WorkerRecord, job: JobRecord | None, delivered: dict[str, float | None]) -> list[str]:
+    """The task ids a pending worker still waits on: its prerequisites not delivered yet
+    (``delivered``: its job's ``deliveries``; an id without a worker counts as met, as in
+    scheduling.py). Empty once it started or ended (a skipped one's reason says which failed)."""
     if worker.status is not WorkerStatus.PENDING:
         return []
-    node = node or node_of(worker, job)
-    if node is None:
-        return []
-    return [d for d in node.depends_on if d in tasks and delivered_at(tasks[d], job) is None]
+    return [d for d in depends_of(worker, job) if d in delivered and delivered[d] is None]
 
 
-@dataclass(frozen=True)
-class DependencyWait:
+class DependencyWait(NamedTuple):
     """The span a worker spent waiting on its prerequisites: from ``start`` (its job's plan
     ready, or its record's creation) to ``until`` (the last one delivered, its own end when it
-    was given up, or ``now`` while it still waits)."""
+    was given up, or ``now`` while it still waits). A tuple: the status document makes one per
+    graph worker."""
 
     start: float
     until: float
@@ -129,24 +134,22 @@ class DependencyWait:
 
 
 def dependency_wait(
-    worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, WorkerRecord], now: float, node: TaskNode | None = None
+    worker: WorkerRecord, job: JobRecord | None, delivered: dict[str, float | None], now: float
 ) -> DependencyWait | None:
     """The worker's wait on its prerequisites; None when it has none or never could wait."""
-    node = node or node_of(worker, job)
+    depends = depends_of(worker, job)
     ready = (job.started_at if job is not None else None) or worker.created_at
-    if node is None or not node.depends_on or not ready:
+    if not depends or not ready:
         return None
     first = worker.attempts[0].started_at if worker.attempts else worker.started_at
     stop = first if first is not None else (worker.ended_at if worker.status.terminal else now)
     if stop is None:
         return None
-    times = [delivered_at(tasks[d], job) for d in node.depends_on if d in tasks]  # an unknown id: met (scheduling.py)
+    times = [delivered[d] for d in depends if d in delivered]  # an unknown id: met (scheduling.py)
     known = [t for t in times if t is not None]
     waiting = len(known) < len(times)
     until = stop if waiting else min(stop, max(known, default=ready))
-    return DependencyWait(
-        ready, max(ready, until), tuple(node.depends_on), waiting and first is None and not worker.status.terminal
-    )
+    return DependencyWait(ready, max(ready, until), tuple(depends), waiting and first is None and not worker.status.terminal)
 
 
 def gate_summary(gates: list[dict[str, Any]]) -> str | None:
@@ -236,8 +239,8 @@ def graph_views(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[Grap
         deps = has_dependencies(job, own)
         if not (deps or any(w.gates or w.trespass for w in own)):
             continue
-        tasks = by_task(job, own)
+        delivered = deliveries(job, own)
         # A worker without a node (a record from before graphs) still shows, under its plan id.
-        rows = [TaskRow(job, w, node_of(w, job) or TaskNode(f"t{w.index}"), waits_on(w, job, tasks)) for w in own]
+        rows = [TaskRow(job, w, node_of(w, job) or TaskNode(f"t{w.index}"), waits_on(w, job, delivered)) for w in own]
         views.append(GraphView(job, rows, mermaid(job, own) if deps else None, deps))
     return views

@@ -31,7 +31,7 @@ from xml.sax.saxutils import escape
 
 from orchestrator.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
-from orchestrator.reports.taskgraph import DependencyWait, by_task, dependency_wait
+from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
 WIDTH = 1200
 LABEL_WIDTH = 380  # the label column; bars start right of it
@@ -147,7 +147,7 @@ def dependency_waits(jobs: list[JobRecord], workers: list[WorkerRecord], now: fl
     waits: dict[str, DependencyWait] = {}
     for job_id, own in by_job.items():
         job = by_id.get(job_id)
-        tasks = by_task(job, own)
+        tasks = deliveries(job, own)
         for w in own:
             wait = dependency_wait(w, job, tasks, now)
             if wait is not None:
