@@ -441,6 +441,7 @@ def _merge_lines(job_id: str, merge: dict[str, Any]) -> str:
     lines = [f"merge ({merge['strategy']}) of job {job_id}: result {merge['result_ref'].removeprefix('refs/heads/')}"]
     lines.append(f"  commit: {merge['result_commit'] or 'none (manual: nothing merged)'}")
     lines.append(f"  merged: {', '.join(merge['merged']) or 'none'}; skipped: {', '.join(merge['skipped']) or 'none'}")
+    lines += [f"  left out: {w['worker']} ({w['reason']})" for w in merge.get("left_out") or []]
     for c in merge["conflicts"]:
         how = f"resolved by {c['resolved_by']}'s side" if c["resolved_by"] else "predicted" if c["predicted"] else "conflict"
         lines.append(f"  {c['path']}: {', '.join(c['workers'])} ({c['hunks']} hunk(s), {how})")

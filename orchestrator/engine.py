@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
-from . import landing, limits, logs, states
+from . import landing, limits, logs, roles, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
@@ -36,7 +36,7 @@ from .events import EventBus
 from .execution import Outcome
 from .executor import Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
-from .integration import IntegrateStep
+from .integration import default_steps
 from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
@@ -86,8 +86,8 @@ class Engine:
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         # Prepares each worker's directory (checkout.py), and checks its work after each attempt (steps.py).
         self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self._worker_env)
-        # In order; by default a graph job's merge into its integration branch (integration.py).
-        self.steps = tuple(steps) if steps is not None else (IntegrateStep(settings, self.workspace),)
+        # In order; by default the quality gates and a graph job's merge into its integration branch.
+        self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace)
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -316,6 +316,7 @@ class Engine:
             api_url=self.api_url,
             template=self._prompt_template,
             branch_prefix=self.settings.git.branch_prefix,
+            preamble=roles.preamble(self.settings, rec.role),
         )
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------

@@ -111,8 +111,10 @@ def worker_prompt(
     api_url: str | None,
     template: Path | None,
     branch_prefix: str = "orchestrator/",
+    preamble: str = "",
 ) -> str:
-    """What an AI worker reads: its subtask, its context, and how (and whether) to recurse."""
+    """What an AI worker reads: its role's ``preamble`` (roles.preamble), its subtask, its context,
+    and how (and whether) to recurse."""
     cfg = job.config
     return render_worker_prompt(
         task=rec.task,
@@ -131,4 +133,6 @@ def worker_prompt(
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
+        role=rec.role,
+        preamble=preamble,
     )

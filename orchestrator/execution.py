@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import failpoints, protocol, states
+from . import failpoints, protocol, roles, states
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
@@ -256,6 +256,10 @@ class WorkerExecution:
         if found is None:
             return outcome, None
         name, verdict = found
+        if self.cancel.is_set() and self.abort_reason is None:  # cancelled while a step ran: it stopped for that
+            why = f"cancelled while step {name} ran ({verdict.reason})"
+            self._log(f"===== attempt {number} {why} =====")
+            return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None
         if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
             why = f"step {name} asked for a retry: {verdict.reason}"
             if verdict.budget is not None:
@@ -308,6 +312,8 @@ class WorkerExecution:
             settings=self.settings,
             time_left=self.config.default_timeout,
             goal=self.record.goal,
+            model=self.record.model,  # its role's (roles.apply_roles), else the job's
+            allowed_tools=roles.allowed_tools(self.settings, self.record.role),
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 

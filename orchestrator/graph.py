@@ -77,9 +77,9 @@ def build_nodes(items: Sequence[dict[str, Any]], roles: Collection[str] | None =
                 'starting with a letter or digit, e.g. "api"',
                 field=f"{where}.id",
             )
-        deps = item.get("depends_on") or []
-        if isinstance(deps, str):
-            deps = [deps]
+        deps = item.get("depends_on")
+        if deps is None:
+            deps = []
         if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
             raise InvalidGraph(f'{where}.depends_on must be a list of task ids, e.g. ["db"]', field=f"{where}.depends_on")
         role = item.get("role")

@@ -17,6 +17,7 @@ import logging
 import time
 
 from .config import Settings
+from .gates import GateStep, step_block
 from .landing import repository, tree_lock
 from .merging import integrate
 from .models import JobRecord
@@ -50,8 +51,9 @@ class IntegrateStep(Step):
         job = ctx.job
         if job is None or job.integration is None:
             return PASS
-        if job.config.gates and "gated_commit" not in ctx.updates:  # fail closed: never merge unjudged work
-            return fail(f"not merged into {job.integration}: its gates did not run")
+        blocked = step_block(ctx, self.settings)  # fail closed: never merge work its gates did not pass
+        if blocked:
+            return fail(f"not merged into {job.integration}: {blocked}")
         commit = ctx.updates.get("gated_commit") or ctx.changes().commit
         branch = ctx.changes().branch
         if not commit or not branch:
@@ -91,3 +93,9 @@ class IntegrateStep(Step):
     def _note(self, ctx: StepContext, line: str) -> None:
         rec = ctx.record
         self.workspace.append_line(self.workspace.worker_log(rec.root_id, rec.depth, rec.name), f"[orchestrator] {line}")
+
+
+def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
+    """The engine's after-attempt steps, in order: the quality gates, then the merge into a graph
+    job's integration branch (each applies only to the jobs that need it)."""
+    return (GateStep(settings, workspace), IntegrateStep(settings, workspace))

@@ -4,13 +4,19 @@ order, into ``<git.branch_prefix><root id>/result`` from the job's base with its
 branch of the user's, that branch fast-forwarded to the result (gitrefs.advance: refused, with
 the command to run, when it is not a fast-forward or its checkout is dirty).
 
+Only workers that ``gates.merge_block`` lets through are merged, each at its gated commit
+(``gates.merge_commit``), never a branch tip its gates did not judge: a worker that failed,
+timed out or was cancelled, or whose required gate did not pass (or never ran), is left out,
+listed with why in the note and in ``merge["left_out"]`` (``[{"worker", "reason"}]``), and
+``merge_into`` is then left alone.
+
 ``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
 them (finishing.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
 is merged and ``merge`` stays None.
 
 ``JobRecord.merge`` is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
-merged, skipped, unchanged, conflicts, changes, command) plus ``at`` (clock time) and ``into``
+merged, skipped, unchanged, conflicts, changes, command) plus ``at`` (clock time), ``left_out`` and ``into``
 (None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
 (why not, or None), "command" (what the user runs instead, or None), "message"}``. A merge
 that failed is ``{"strategy", "error", "at"}``.
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import merging
+from . import gates, merging
 from .config import Settings
 from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
@@ -123,6 +129,31 @@ def branches(job: JobRecord, workers: list[WorkerRecord]) -> list[tuple[str, str
     return [(n, w.branch) for n in job.worker_names if (w := mine.get(n)) is not None and w.branch and w.commit]
 
 
+def mergeable(
+    job: JobRecord, workers: list[WorkerRecord], settings: Settings
+) -> tuple[list[tuple[str, str]], dict[str, str], list[dict[str, str]]]:
+    """Of the job's committed branches (``branches``): those that may be merged (gates.merge_block
+    says None), each worker's commit to merge (its gated commit), and the workers left out with why."""
+    mine = {w.name: w for w in workers if w.job_id == job.id}
+    named: list[tuple[str, str]] = []
+    commits: dict[str, str] = {}
+    left_out: list[dict[str, str]] = []
+    for worker, branch in branches(job, workers):
+        record = mine[worker]
+        why = gates.merge_block(record, job, settings)
+        commit = gates.merge_commit(record)
+        if why is None and commit:
+            named.append((worker, branch))
+            commits[worker] = commit
+        else:
+            left_out.append({"worker": worker, "reason": why or "it has no commit"})
+    return named, commits, left_out
+
+
+def _left_out(left_out: list[dict[str, str]]) -> str:
+    return "; ".join(f"{w['worker']} ({w['reason']})" for w in left_out)
+
+
 def land(
     job: JobRecord,
     workers: list[WorkerRecord],
@@ -146,31 +177,35 @@ def land(
         )
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
-    named = branches(job, workers)
-    if job.integration:  # a graph job's result holds only work that succeeded (integration.py)
-        ok = {w.name for w in workers if w.job_id == job.id and w.status.ok}
-        named = [(n, b) for n, b in named if n in ok]
+    # Only work that succeeded and passed its gates, at its gated commit (gates.merge_block); a
+    # graph job's too (integration.py merged it as it passed).
+    named, commits, left_out = mergeable(job, workers, settings)
     base_file = workspace.tree_base_file(job.root_id)
     if not named or not base_file.is_file():
-        return Landed(None, "nothing merged: no worker committed work on a branch")
+        why = "no worker committed work on a branch"
+        if left_out:
+            why = "every worker was left out: " + _left_out(left_out)
+        return Landed(None, f"nothing merged: {why}")
     repo = repository(settings, workspace)
     base = base_file.read_text(encoding="utf-8").strip()
     # A graph job's workers were merged into its result branch as they passed their gates
     # (integration.py): the rest is merged onto that, never a rebuild from the base.
     onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
     outcome = merging.merge_branches(
-        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, onto=onto
+        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, onto=onto, commits=commits
     )
-    merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None}
+    merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None, "left_out": left_out}
     if into:
-        merge["into"] = _advance(repo, check_branch(settings, into), outcome)
+        merge["into"] = _advance(repo, check_branch(settings, into), outcome, bool(left_out))
     return Landed(merge, describe(merge))
 
 
-def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome) -> dict[str, Any]:
+def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> dict[str, Any]:
     short = outcome.result_ref.removeprefix("refs/heads/")
-    if outcome.result_commit is None or outcome.skipped:
+    if outcome.result_commit is None or outcome.skipped or left_out:
         why = "the manual strategy merged nothing" if outcome.result_commit is None else "the merge stopped at a conflict"
+        if left_out and outcome.result_commit is not None and not outcome.skipped:
+            why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
         return {
             "branch": branch,
@@ -220,6 +255,8 @@ def describe(merge: dict[str, Any]) -> str:
         won = [c for c in actual if c.get("resolved_by")]
         if won:
             text += "; the later worker's side won in: " + _files(won)
+    if merge.get("left_out"):
+        text += "; left out: " + _left_out(merge["left_out"])
     into = merge.get("into")
     if into:
         text += f"; {into['message']}" if into["moved"] else f"; {into['refused']} (run: {into['command']})"

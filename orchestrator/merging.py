@@ -27,6 +27,7 @@ import dataclasses
 import os
 import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,7 @@ def merge_branches(
     fast_path: bool = True,
     target: str | None = None,
     onto: str | None = None,
+    commits: Mapping[str, str] | None = None,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
     branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``;
@@ -392,7 +394,8 @@ def merge_branches(
     (tests compare the two). ``onto``: the commit the merges start from instead of ``base`` (a
     graph job's integration branch, which already holds the workers merged as they passed their
     gates: each of those counts as merged, and only the rest is merged onto it); what each
-    worker changed is still told against ``base``."""
+    worker changed is still told against ``base``. ``commits``: worker -> the commit of its to
+    merge instead of its branch's tip (its gated commit, gates.py); the fast path needs the tip."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -406,7 +409,8 @@ def merge_branches(
             raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {root_id}")
         into = target.removeprefix("refs/heads/")
     short = target.removeprefix("refs/heads/")
-    names = [base, *(branch for _, branch in branches)]
+    chosen = dict(commits or {})
+    names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
     *infos, current = read_commits(repo, [*names, target])
     for name, info in zip(names, infos):
         if info is None:
@@ -414,14 +418,16 @@ def merge_branches(
     known = [info for info in infos if info]
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
-    commits = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
+    inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     files = changed_files(repo, base_commit, oids)
-    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in commits}
-    comparison = tuple(changes[w] for w, _, _ in commits)
+    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
+    comparison = tuple(changes[w] for w, _, _ in inputs)
     if strategy == "manual":
-        report = predict_conflicts(repo, base, branches)
-        command = " && ".join(f"git merge {b}" for _, b in branches)
-        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in commits), report, comparison, command)
+        tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
+        named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
+        report = predict_conflicts(repo, base, named)
+        command = " && ".join(f"git merge {b}" for _, b in named)
+        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in inputs), report, comparison, command)
 
     # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
     when = f"{max(info.time for info in known)} +0000"
@@ -435,11 +441,11 @@ def merge_branches(
     unchanged: list[str] = []
     skipped: list[str] = []
     conflicts: list[FileConflict] = []
-    fast = _disjoint_merge(repo, base_commit, commits, files, when, root_id, strategy, into) if fast_path else None
+    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, into) if fast_path else None
     if fast:
         head, merged, unchanged = fast
-        commits = []  # all merged at once
-    for index, (worker, branch, commit) in enumerate(commits):
+        inputs = []  # all merged at once
+    for index, (worker, branch, commit) in enumerate(inputs):
         if onto is not None and is_ancestor(repo, commit, head):  # integrated as it passed its gates
             merged.append(worker)
             if not files[commit]:
@@ -455,8 +461,8 @@ def merge_branches(
             earlier = list(merged)
             if strategy == "auto":
                 conflicts += _conflicts(repo, result, changes, earlier, worker)
-                skipped = [w for w, _, _ in commits[index:]]
-                conflicts += _predict_rest(repo, head, commits[index + 1 :], changes, merged)
+                skipped = [w for w, _, _ in inputs[index:]]
+                conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
                 break
             tree, hunks = _resolve_theirs(repo, result)
             conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)

@@ -114,13 +114,31 @@ class TaskNode:
     depends_on: list[str] = field(default_factory=list)
     role: str | None = None
     owns: list[str] = field(default_factory=list)
+    # What its worker runs, decided at submission from its role (roles.apply_roles): the worker kind
+    # (None: the job's) and the model (None: orchestrator.model; "": the CLI's own default).
+    kind: str | None = None
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "depends_on": list(self.depends_on), "role": self.role, "owns": list(self.owns)}
+        return {
+            "id": self.id,
+            "depends_on": list(self.depends_on),
+            "role": self.role,
+            "owns": list(self.owns),
+            "kind": self.kind,
+            "model": self.model,
+        }
 
     def worker_fields(self) -> dict[str, Any]:
-        """What its worker's record carries of it (WorkerRecord.task_id, depends_on, role, owns)."""
-        return {"task_id": self.id, "depends_on": list(self.depends_on), "role": self.role, "owns": list(self.owns)}
+        """What its worker's record carries of it (WorkerRecord.task_id, depends_on, role, owns, model;
+        its kind, when its role chose one, replaces the job's in ``Workspace.pending_worker``)."""
+        return {
+            "task_id": self.id,
+            "depends_on": list(self.depends_on),
+            "role": self.role,
+            "owns": list(self.owns),
+            "model": self.model,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskNode:
@@ -173,6 +191,7 @@ class WorkerRecord:
     depends_on: list[str] = field(default_factory=list)  # task ids it waits on (merged first)
     role: str | None = None
     owns: list[str] = field(default_factory=list)
+    model: str | None = None  # its role's model (TaskNode.model): None: orchestrator.model; "": the CLI's default
     # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | timeout |
     # not_started | crashed | cancelled), "passed", "exit_code", "duration", "log_path", "commit", "reason"}.
     gates: list[dict[str, Any]] = field(default_factory=list)

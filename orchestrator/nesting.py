@@ -7,8 +7,9 @@ at spawn   (submission, outside the engine lock) the parent worker's work so far
            commit (``JobRecord.start_commit``, read by worktree.py). A commit that fails
            refuses the spawn: no child starts from a state nobody knows.
 at its end (finishing.end_job, before the child job's terminal status is visible, so the
-           parent's ``spawn --wait`` returns only after it) the child's workers' branches are
-           merged in plan order into the parent worker's branch with the job's
+           parent's ``spawn --wait`` returns only after it) the child's workers' branches (those
+           ``gates.merge_block`` lets through, at their gated commits; the others are named in
+           ``merge["left_out"]``) are merged in plan order into the parent worker's branch with the job's
            ``merge_strategy`` (merging.merge_branches with ``target``: the parent's branch), and
            the parent's worktree is brought to the merged commit (``merge_child``).
 ========== ==================================================================================
@@ -40,6 +41,7 @@ from .checkout import Checkout
 from .clock import Clock
 from .config import Settings
 from .errors import Conflict, OrchestratorError
+from .gates import merge_block, merge_commit
 from .gitcmd import GitFailed
 from .gitrefs import job_prefix, update_ref
 from .gitwork import check_ref, run_git
@@ -130,13 +132,16 @@ class Nesting:
             if wt is None:
                 return
             target = wt.branch(parent)
-            outcome, error = self._merge(wt, job, parent, children, target), None
+            left_out: list[dict[str, str]] = []
+            outcome, error = self._merge(wt, job, parent, children, target, left_out), None
         except (OrchestratorError, GitFailed, OSError) as exc:  # reported; the job still ends
             log.warning("child job %s was not merged into its parent's branch", job.id, exc_info=True)
             target = f"{self.settings.git.branch_prefix}{job.root_id}/{parent.name}"
             outcome, error = _not_merged(job.config.merge_strategy, target, [c.name for c in children]), str(exc)
         line = summary(job.id, target, outcome, error)
-        record = outcome.to_dict() | {"at": self.clock.time(), "target": target}
+        if left_out and not error:
+            line += "; left out: " + "; ".join(f"{w['worker']} ({w['reason']})" for w in left_out)
+        record = outcome.to_dict() | {"at": self.clock.time(), "target": target, "left_out": left_out}
         if error:
             record["error"] = error
         fresh = None
@@ -159,16 +164,32 @@ class Nesting:
         self.workspace.append_line(log_file, f"[orchestrator] {line}")
 
     def _merge(
-        self, wt: WorktreeCheckout, job: JobRecord, parent: WorkerRecord, children: list[WorkerRecord], target: str
+        self,
+        wt: WorktreeCheckout,
+        job: JobRecord,
+        parent: WorkerRecord,
+        children: list[WorkerRecord],
+        target: str,
+        left_out: list[dict[str, str]],
     ) -> MergeOutcome:
         prefix, root = self.settings.git.branch_prefix, job.root_id
         under = job_prefix(prefix, root)
         ref = check_ref(target)
         made = set(run_git(wt.repo, "for-each-ref", "--format=%(refname)", "--", under).stdout.split())
-        if job.integration:  # a graph job merges only work that succeeded (integration.py)
-            children = [c for c in children if c.status.ok]
-        # Plan order; a worker that never started has no branch.
-        branches = [(c.name, wt.branch(c)) for c in children if check_ref(wt.branch(c)) in made]
+        # Plan order; a worker that never started has no branch. Like landing: only a worker that
+        # gates.merge_block lets through (it succeeded and passed its gates; a graph job's too), at
+        # its gated commit; the others are named in ``left_out``.
+        branches, commits = [], {}
+        for child in children:
+            if check_ref(wt.branch(child)) not in made:
+                continue
+            why = merge_block(child, job, self.settings)
+            if why is not None:
+                left_out.append({"worker": child.name, "reason": why})
+                continue
+            branches.append((child.name, wt.branch(child)))
+            if merge_commit(child):
+                commits[child.name] = str(merge_commit(child))
         with wt.holding(parent) as directory:
             on = run_git(directory, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
             if on != ref:
@@ -181,7 +202,7 @@ class Nesting:
                 subject = f"{parent.name}: its work when child job {job.id} ended"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
                 outcome = merge_branches(
-                    wt.repo, tip, branches, job.config.merge_strategy, prefix=prefix, root_id=root, target=ref
+                    wt.repo, tip, branches, job.config.merge_strategy, prefix=prefix, root_id=root, target=ref, commits=commits
                 )
                 new = outcome.result_commit
                 if new is None or new == tip:

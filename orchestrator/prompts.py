@@ -25,6 +25,7 @@ max_subtasks           README_FOR_AI.md)
 worker_dir, job_id, worker_id
 branch                 the worker's git branch when its folder is a worktree (else None): the prompt then says
                        that a child job's work is merged into that checkout before spawn returns
+role, preamble         the task's role (tasks.roles) and its preamble, shown first; None and "" without a role
 =====================  =====================================================
 """
 
@@ -70,11 +71,14 @@ def render_worker_prompt(
     template: Path | None = None,
     kind_no_spawn: str = "",
     branch: str | None = None,
+    role: str | None = None,
+    preamble: str = "",
 ) -> str:
     """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
     included) and ``index`` this subtask's 1-based position in it. ``timeout``: the worker's
     seconds per attempt, the shell-tool timeout its spawn call needs. ``template``: a
-    user's template file instead of the shipped one; ConfigError if it is missing or broken."""
+    user's template file instead of the shipped one; ConfigError if it is missing or broken.
+    ``role``/``preamble``: the task's role and what it tells the worker first."""
     if siblings and not 1 <= index <= len(siblings):
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
     others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
@@ -102,6 +106,8 @@ def render_worker_prompt(
         "job_id": job_id,
         "worker_id": worker_id,
         "branch": branch,
+        "role": role,
+        "preamble": preamble.strip(),
     }
     return _render(WORKER_TEMPLATE, template, context)
 

@@ -130,6 +130,9 @@ def _task(
         "worker_id": worker.name,
         "status": worker.status.value,
         "task": worker.task,
+        "role": worker.role,  # its task's role (tasks.roles), and what it ran: kind and model (null: orchestrator.model)
+        "kind": worker.kind,
+        "model": worker.model,
         "output": worker.output,
         "files_created": worker.files_created,
         "branch": worker.branch,  # null in folder isolation
@@ -245,12 +248,15 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     conflicts = [c for c in merge.get("conflicts", []) if not c.get("predicted")]
     counts = f"{len(merge.get('merged', []))} merged" + (f", {len(merge['skipped'])} skipped" if merge.get("skipped") else "")
     counts += f", {len(conflicts)} conflicting file(s)" if conflicts else ""
+    left_out = merge.get("left_out") or []  # not merged: failed, or their gates did not pass (gates.py)
+    counts += f", {len(left_out)} left out" if left_out else ""
     if not merge.get("result_commit"):
         lines = [f"merge:     nothing merged ({merge.get('strategy')}): merge the branches yourself: {merge.get('command')}"]
     elif merge.get("target"):  # a child job's: into its parent worker's branch and checkout
         lines = [f"merged:    into {target} ({merge.get('strategy')}: {counts})"]
     else:
         lines = [f"result:    {target} ({merge.get('strategy')}: {counts})", f"           take it: {merge.get('command')}"]
+    lines += [f"           left out: {w['worker']} ({w['reason']})" for w in left_out]
     into = merge.get("into")
     if into and into.get("moved"):
         lines.append(f"           your branch {into['branch']} is at the result")

@@ -21,7 +21,7 @@ from .models import JobRecord, JobStatus, TaskNode
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from .roles import role_table
+from .roles import apply_roles, role_table
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -120,6 +120,9 @@ class Submission:
                     plan, nodes = fitted, [TaskNode(graph.auto_id(i + 1)) for i in range(len(fitted))]
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
+            # What each role's workers run (422: a role kind not installed); a child job's tasks
+            # without a role take its parent worker's.
+            notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
             planned.nodes = nodes
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
             self.announce.line(

@@ -394,7 +394,7 @@ class Workspace:
             depth=job.depth,
             task=job.tasks[index - 1],
             goal=job.goal,
-            kind=job.config.worker,
+            kind=node.kind if node and node.kind else job.config.worker,  # its role's kind (roles.apply_roles) wins
             created_at=job.created_at,
             dir_path=self.relative(job.root_id, self.worker_dir(job.root_id, job.depth, name)),
             log_path=self.relative(job.root_id, self.worker_log(job.root_id, job.depth, name)),

@@ -83,6 +83,7 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
             "job_id": "a1b2c3d4e5f6",
             "child_job_ids": [],
             "kind": "aider",
+            "role": None,
         },
     )()
     prompt = engine.worker_prompt(rec, job)

@@ -195,3 +195,26 @@ def test_a_worker_spawns_a_child_graph_through_the_helper_and_it_runs_in_order(m
     ws = live.engine.workspace
     first, second = (ws.worker_dir(job_id, 1, name) for name in child.worker_names)
     assert float((second / "start").read_text()) >= float((first / "end").read_text())
+
+
+def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_dependents(hosted):
+    # No steps passed: the engine's defaults run the gates, then merge into the integration branch.
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    gate = {"name": "tests", "run": ["sh", "-c", "test ! -e broken.txt"], "required": True, "timeout": 30}
+    engine = make(workers={"max_retries": 0}, tasks={"gates": [gate]})
+    tasks = [task("a"), {"id": "api", "task": "echo x > broken.txt"}, task("b", "api"), task("c", "a")]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree"})
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    api = by_task["api"]
+    assert api.status is WorkerStatus.FAILED and "gate tests failed" in api.exit_reason
+    assert [(g["name"], g["status"]) for g in api.gates] == [("tests", "failed")] and api.gated_commit == api.commit
+    assert api.integrated is None  # never merged
+    assert by_task["b"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["b"].exit_reason
+    assert "gate tests failed" in by_task["b"].exit_reason
+    assert by_task["c"].status is WorkerStatus.SUCCESS and by_task["c"].gates[0]["status"] == "passed"
+    result = f"orchestrator/{job.id}/result"
+    assert "broken.txt" not in git(host, "ls-tree", "-r", "--name-only", result).split()
+    ancestors = git(host, "rev-list", result).split()
+    assert api.commit not in ancestors and by_task["c"].commit in ancestors
+    assert snapshot(host, folder) == before

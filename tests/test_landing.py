@@ -203,9 +203,9 @@ def test_a_cancelled_job_is_merged_only_when_asked(hosted):
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
-    wrote = engine.workspace.worker_dir(job.id, 0, "worker_1") / "a.txt"
-    wait_until(wrote.exists, what="the worker wrote a.txt")  # its attempt started is not enough on a loaded machine
+    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt", "echo b > b.txt; sleep 30"])
+    wrote = engine.workspace.worker_dir(job.id, 0, "worker_2") / "b.txt"
+    wait_until(wrote.exists, what="the worker wrote b.txt")  # its attempt started is not enough on a loaded machine
     engine.cancel(job.id)
     done = engine.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED and done.merge is None and result_of(host, job.id) is None
@@ -214,8 +214,15 @@ def test_a_cancelled_job_is_merged_only_when_asked(hosted):
         in done.notes
     )
     assert "Not merged: the job was cancelled." in engine.workspace.final_report(job.id).read_text()
-    merge = engine.merge(job.id)  # its partial work, committed on worker_1's branch, lands when asked
+    # What its finished worker committed lands when asked; the cancelled worker's partial work
+    # (committed on its branch) is left out, named: only a worker that succeeded is merged.
+    merge = engine.merge(job.id)
     assert merge is not None and merge["merged"] == ["worker_1"] and show(host, result_of(host, job.id), "a.txt") == "a\n"
+    assert workers(engine, job)["worker_2"].commit is not None
+    assert merge["left_out"] == [{"worker": "worker_2", "reason": "it ended cancelled"}]
+    note = f"merged 1 worker(s) into orchestrator/{job.id}/result (auto); take it with: git merge orchestrator/{job.id}/result"
+    assert note + "; left out: worker_2 (it ended cancelled)" in engine.get_job(job.id).notes
+    assert "b.txt" not in git(host, "ls-tree", "--name-only", result_of(host, job.id))
     assert snapshot(host, folder) == before
 
 

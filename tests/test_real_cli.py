@@ -635,3 +635,42 @@ def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(t
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before
+
+
+@needs_adapter
+def test_a_role_runs_real_claude_workers_with_its_model_and_preamble_in_a_simulated_job(make_engine, claude_workers):
+    # Issue 13 roles: the job's kind is simulated; the role's worker kind (claude) and model win for its task.
+    mock = claude_workers(write_then_report("notes.md", "# Notes\n", "Wrote notes.md"))
+    engine = make_engine(
+        orchestrator={"claude_command": CLAUDE, "planner": "heuristic", "model": "job-model"},
+        tasks={"roles": {"writer": {"worker": "claude", "model": "claude-role-model", "preamble": "You are the notes writer."}}},
+    )
+    job = run_job(engine, "notes", tasks=[{"task": "Write notes.md", "role": "writer"}, "Plain task"], timeout=90)
+    assert job.status is JobStatus.COMPLETED, explain(engine, job, mock)
+    _, ran = engine.snapshot(job.root_id)
+    assert sorted((w.task, w.kind, w.model) for w in ran) == [
+        ("Plain task", "simulated", None),
+        ("Write notes.md", "claude", "claude-role-model"),
+    ]
+    assert mock.conversation, "the role's worker ran claude, which called the mock"
+    for request in mock.conversation:
+        assert request.body["model"] == "claude-role-model"
+        assert "You are the notes writer.\n\n# Your subtask\n\nWrite notes.md\n" in prompt_text(request.body)
+
+
+@needs_adapter
+def test_a_roles_allowed_tools_replace_the_servers_for_real_claude_workers(make_engine, claude_workers):
+    # permission mode "default": only the listed tools run unasked (acceptEdits would allow Write anyway).
+    mock = claude_workers(write_then_report("notes.md", "# Notes\n", "Done"))
+    engine = make_engine(
+        orchestrator=worker_settings(claude_permission_mode="default"),
+        tasks={"roles": {"reader": {"allowed_tools": ["Read", "Grep"]}}},
+    )
+    job = run_job(engine, "notes", tasks=[{"task": "Write notes.md", "role": "reader"}, "Write notes.md too"], timeout=90)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    _, ran = engine.snapshot(job.root_id)
+    wrote = {w.role: (engine.workspace.worker_dir(job.root_id, 0, w.name) / "notes.md").exists() for w in ran}
+    assert wrote == {"reader": False, None: True}, why  # the server's list has Write; the role's does not
+    denied = [r for r in mock.conversation for t in tool_results(r.body) if t.get("is_error")]
+    assert [subtask(r.body) for r in denied] == ["Write notes.md"], why

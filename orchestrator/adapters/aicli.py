@@ -71,6 +71,9 @@ def setting(ctx: WorkerContext, key: str, default: Any = None) -> Any:
 
 
 def model_of(ctx: WorkerContext) -> str:
+    """The worker's model: its role's (``ctx.model``), else ``orchestrator.model``; "" for the CLI's default."""
+    if ctx.model is not None:
+        return ctx.model.strip()
     return str(setting(ctx, "model", "") or "").strip()
 
 

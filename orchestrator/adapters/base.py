@@ -27,6 +27,10 @@ class WorkerContext:
     # used): what a CLI's own shell-tool limit must cover so a long ``spawn --wait`` returns.
     time_left: float | None = None
     goal: str | None = None  # what the subtask is part of (the job's goal), if the planner found one
+    # The worker's own model and tool list, from its role (roles.py): None leaves the job's
+    # (orchestrator.model, orchestrator.claude_allowed_tools); model "" is the CLI's own default.
+    model: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
 
 
 @dataclass

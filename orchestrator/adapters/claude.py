@@ -103,7 +103,8 @@ class ClaudeAdapter(AICLIAdapter):
         if turns > 0:
             argv += ["--max-turns", str(turns)]
         argv += ["--permission-mode", str(setting(ctx, "claude_permission_mode", "acceptEdits"))]
-        tools = [str(tool) for tool in (setting(ctx, "claude_allowed_tools", []) or []) if str(tool).strip()]
+        listed = ctx.allowed_tools if ctx.allowed_tools is not None else setting(ctx, "claude_allowed_tools", []) or []
+        tools = [str(tool) for tool in listed if str(tool).strip()]
         if tools:
             argv += ["--allowedTools", *tools]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .aicli import model_of
 from .base import Adapter, WorkerContext
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 # What orchestrator.command may contain; its help in config.SCHEMA names each (a test checks).
-PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}")
+PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}", "{model}")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
 class CommandAdapter(Adapter):
@@ -28,7 +31,8 @@ class CommandAdapter(Adapter):
                 "worker kind 'command' needs orchestrator.command in config.yaml: an argv list such as "
                 '["my-tool", "--prompt-file", "{prompt_file}"]'
             )
-        values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task)))
+        # {model}: the worker's role's model, else orchestrator.model ("" when neither is set).
+        values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task, model_of(ctx))))
         return [_fill(part, values) for part in template]
 
     def needs_prompt(self, settings: Settings) -> bool:
@@ -39,7 +43,5 @@ class CommandAdapter(Adapter):
 
 
 def _fill(part: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        if key in part:
-            part = part.replace(key, value)
-    return part
+    """Each placeholder replaced in one pass: a value that contains ``{task}`` (a prompt may) stays as it is."""
+    return _PLACEHOLDER.sub(lambda found: values[found.group(0)], part)

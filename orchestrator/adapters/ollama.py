@@ -4,8 +4,9 @@ argv (checked against the cobra definition of ``run`` in ollama's cmd/cmd.go)::
 
     ollama run MODEL --verbose --nowordwrap [CLI_ARGS ...] -- PROMPT
 
-* ``MODEL`` is ``orchestrator.ollama_model`` (``orchestrator.model`` is for the
-  other CLIs: ollama's model names differ).
+* ``MODEL`` is the worker's role's model when it has one, else
+  ``orchestrator.ollama_model`` (``orchestrator.model`` is for the other CLIs:
+  ollama's model names differ).
 * ``--`` ends the options, so a prompt starting with ``-`` is still the prompt;
   ollama joins its prompt arguments with spaces, so one element arrives as it is.
   Ollama reads stdin when it is not a terminal and puts it before the prompt;
@@ -54,7 +55,8 @@ class OllamaAdapter(AICLIAdapter):
     command_key = "orchestrator.ollama_command"
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
-        model = str(setting(ctx, "ollama_model", "") or "").strip() or "llama3.2"
+        role_model = (ctx.model or "").strip()  # a role's model names an ollama model outright
+        model = role_model or str(setting(ctx, "ollama_model", "") or "").strip() or "llama3.2"
         return [self.program(ctx), "run", model, "--verbose", "--nowordwrap", *cli_args_of(ctx), "--", ctx.prompt]
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:

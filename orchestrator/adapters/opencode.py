@@ -4,7 +4,7 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 
     opencode run --format json [-m PROVIDER/MODEL] [CLI_ARGS ...] -- PROMPT
 
-* ``-m`` is ``orchestrator.opencode_model``, else ``orchestrator.model`` when it
+* ``-m`` is the worker's role's model, else ``orchestrator.opencode_model``, else ``orchestrator.model`` when it
   has the ``provider/model`` form opencode needs, else opencode's default.
 * The message is a yargs array positional; ``--`` ends the options, so a
   prompt starting with ``-`` is still the prompt (measured). opencode itself
@@ -61,7 +61,7 @@ class OpencodeAdapter(AICLIAdapter):
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "run", "--format", "json"]
-        model = str(setting(ctx, "opencode_model", "") or "").strip()
+        model = (ctx.model or "").strip() or str(setting(ctx, "opencode_model", "") or "").strip()  # a role's first
         if not model and "/" in model_of(ctx):
             model = model_of(ctx)
         if model:

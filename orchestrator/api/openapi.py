@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -120,19 +121,35 @@ GATE: dict[str, Any] = {
         "when_changed": {"type": "array", "items": {"type": "string"}},
     },
 }
-# A subtask as an object (graph.py checks the same, and the graph as a whole).
+# A subtask as an object (graph.py checks the same, and the graph as a whole: ids that exist,
+# no cycle; a role this server knows is the enum ``job_schema`` fills in).
+GLOB = r"^(?![/~])(?![A-Za-z]:)(?!(.*/)?\.\.(/|$))[^\x00]+$"  # relative, never climbing out (config.quality.check_glob)
 TASK: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["task"],
     "properties": {
-        "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "nullable": True},
         "task": {"type": "string", "minLength": 1, "pattern": NOT_BLANK},
-        "depends_on": {"type": "array", "items": {"type": "string"}},
-        "role": {"type": "string"},
-        "owns": {"type": "array", "items": {"type": "string"}},
+        "depends_on": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+            "nullable": True,
+        },
+        "role": {"type": "string", "nullable": True},
+        "owns": {"type": "array", "items": {"type": "string", "pattern": GLOB}, "maxItems": 100, "nullable": True},
     },
 }
+
+
+def task_schema(settings: Settings | None = None) -> dict[str, Any]:
+    """A subtask object, its role one this server knows."""
+    from ..config.quality import roles_with_defaults
+
+    schema = copy.deepcopy(TASK)
+    roles = roles_with_defaults(settings.tasks.roles if settings is not None else {})
+    schema["properties"]["role"]["enum"] = [*sorted(roles), None]
+    return schema
 
 
 def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
@@ -407,7 +424,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         },
                         "tasks": {
                             "type": "array",
-                            "items": {"oneOf": [{"type": "string", "minLength": 1, "pattern": NOT_BLANK}, TASK]},
+                            "items": {"oneOf": [{"type": "string", "minLength": 1, "pattern": NOT_BLANK}, task_schema(settings)]},
                             "minItems": 1,
                             "maxItems": settings.orchestrator.max_tasks if settings else 10_000,
                         },

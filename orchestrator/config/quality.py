@@ -11,7 +11,7 @@ never climbing out (``..``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..errors import ConfigError
@@ -110,30 +110,59 @@ def parse_gates(value: object, where: str = "gates") -> list[dict[str, Any]]:
     return gates
 
 
-def parse_role(value: object, where: str) -> dict[str, Any]:
+MAX_PREAMBLE = 4000  # characters: a preamble is read by every worker of the role, at every attempt
+MODEL_NAME = re.compile(r"[^\s-][^\x00-\x1f\x7f]{0,199}\Z")  # one argv element after --model: one line, no leading "-"
+
+
+def parse_role(
+    value: object, where: str, base: Mapping[str, Any] | None = None, kinds: Collection[str] | None = None
+) -> dict[str, Any]:
+    """One role, every key filled: those given, checked, over ``base`` (the shipped role of the
+    same name, else an empty one). ``kinds``: the worker kinds a role may name (None: any)."""
     if not isinstance(value, Mapping):
         raise ConfigError(f'{where} must be an object such as {{"preamble": "You are ...", "gates": ["tests"]}}', key=where)
     unknown = sorted(str(k) for k in value if k not in ROLE_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Allowed: {', '.join(ROLE_KEYS)}", key=where)
-    role: dict[str, Any] = {}
+    role = dict(base or _role(""))
     for key in ("preamble", "worker", "model"):
-        text = value.get(key, "")
-        if text is None:
-            text = ""
+        if key not in value:
+            continue
+        text = "" if value[key] is None else value[key]
         if not isinstance(text, str):
             raise ConfigError(f"{where}.{key} must be a string", key=f"{where}.{key}")
-        role[key] = text
-    tools = value.get("allowed_tools") or []
-    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-        raise ConfigError(f'{where}.allowed_tools must be a list of strings, e.g. ["Read", "Edit"]', key=f"{where}.allowed_tools")
-    role["allowed_tools"] = list(tools)
-    role["gates"] = _names(value.get("gates"), f"{where}.gates")
+        role[key] = text.strip()
+    if len(role["preamble"]) > MAX_PREAMBLE:
+        raise ConfigError(
+            f"{where}.preamble is longer than {MAX_PREAMBLE} characters: keep it to a paragraph", key=f"{where}.preamble"
+        )
+    if role["worker"] and kinds is not None and role["worker"] not in kinds:
+        raise ConfigError(
+            f"{where}.worker={role['worker'][:60]!r} is not a worker kind. Kinds: {', '.join(kinds)} (or leave it out: the job's kind)",
+            key=f"{where}.worker",
+        )
+    if role["model"] and not MODEL_NAME.match(role["model"]):
+        raise ConfigError(
+            f'{where}.model={role["model"][:60]!r} is not a model name (one line, at most 200 characters, not starting with "-"), e.g. "claude-sonnet-4-5"',
+            key=f"{where}.model",
+        )
+    if "allowed_tools" in value:
+        tools = value["allowed_tools"] or []
+        if not isinstance(tools, list) or not all(isinstance(t, str) and t.strip() for t in tools):
+            raise ConfigError(
+                f'{where}.allowed_tools must be a list of tool rules, e.g. ["Read", "Edit", "Bash(npm test:*)"]',
+                key=f"{where}.allowed_tools",
+            )
+        role["allowed_tools"] = [t.strip() for t in tools]
+    if "gates" in value:
+        role["gates"] = _names(value["gates"], f"{where}.gates")
     return role
 
 
-def parse_roles(value: object, where: str = "roles") -> dict[str, dict[str, Any]]:
-    """Roles by name, each checked (the shipped defaults are merged in by ``roles_with_defaults``)."""
+def parse_roles(value: object, where: str = "roles", kinds: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Roles by name, each checked. A role named like a shipped one changes only the keys it gives
+    (``backend: {model: ...}`` keeps the shipped preamble and gates); ``roles_with_defaults``
+    adds the shipped ones left alone."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -142,7 +171,7 @@ def parse_roles(value: object, where: str = "roles") -> dict[str, dict[str, Any]
     for name, role in value.items():
         if not isinstance(name, str) or not ROLE_NAME.match(name):
             raise ConfigError(f'{where}: {str(name)[:60]!r} is not a role name (letters, digits, "_", "-", ".")', key=where)
-        roles[name] = parse_role(role, f"{where}.{name}")
+        roles[name] = parse_role(role, f"{where}.{name}", DEFAULT_ROLES.get(name), kinds)
     return roles
 
 
@@ -150,42 +179,62 @@ def _role(preamble: str, gates: list[str] | None = None) -> dict[str, Any]:
     return {"preamble": preamble, "worker": "", "model": "", "allowed_tools": [], "gates": list(gates or [])}
 
 
-# The shipped roles: a preamble each; no kind, model or tools of their own (the job's apply), and
-# the gates named here apply to the role's workers when the job defines gates of those names.
+# The shipped roles: a preamble each (what a lead would tell a specialist joining the task); no
+# kind, model or tools of their own (the job's apply). The gates named here apply to the role's
+# workers when the job defines gates of those names (lint, typecheck, tests, security, docs).
 DEFAULT_ROLES: dict[str, dict[str, Any]] = {
     "frontend": _role(
-        "You are the frontend engineer: user-facing code (UI components, pages, styles, client-side state). "
-        "Keep to the files your task owns, follow the project's existing UI conventions, and keep it accessible.",
+        "You are the frontend engineer on this task: user-facing code (components, pages, styles, client-side "
+        "state). Follow the project's framework, component patterns and styling; keep the UI accessible (semantic "
+        "elements, labels, keyboard use) and handle loading, empty and error states. Call backend interfaces as "
+        "they are defined; do not invent endpoints. Add or update tests for the components you change.",
         ["lint", "typecheck", "tests"],
     ),
     "backend": _role(
-        "You are the backend engineer: server-side code (APIs, data models, business logic, persistence). "
-        "Validate inputs, handle errors explicitly, and keep interfaces stable for the tasks that depend on yours.",
-        ["lint", "typecheck", "tests"],
+        "You are the backend engineer on this task: server-side code (APIs, data models, business logic, "
+        "persistence). Validate input at the boundaries and return clear errors; keep public interfaces (routes, "
+        "schemas, signatures) stable, since other tasks build on them; change a database schema through a "
+        "migration; keep secrets out of the code. Add or update tests for the behaviour you change.",
+        ["lint", "typecheck", "tests", "security"],
     ),
     "testing": _role(
-        "You are the test engineer: write and fix automated tests for the behaviour the task names. "
-        "Tests must fail without the behaviour and pass with it; no test that asserts nothing.",
-        ["tests"],
+        "You are the test engineer on this task: automated tests for the behaviour it names. Test through public "
+        "interfaces, cover error paths and edge cases as well as the usual path, and use the project's test "
+        "framework. Each test must fail without the behaviour and pass with it, and be deterministic (no sleeps, "
+        "no outside network, no order dependence). Do not change the code under test to make a test pass: "
+        "report the bug in your summary, with the failing test.",
+        ["lint", "tests"],
     ),
     "docs": _role(
-        "You are the technical writer: documentation (README, guides, docstrings, examples). "
-        "Document what the code does today, with commands a reader can run.",
+        "You are the technical writer on this task: documentation (README, guides, API reference, docstrings, "
+        "examples). Describe what the code does now, checked against the source, not what it should do; give "
+        "commands and examples a reader can copy and run; keep to the project's structure, tone and terms; prefer "
+        "short sections and concrete examples to long prose.",
         ["docs"],
     ),
     "infrastructure": _role(
-        "You are the infrastructure engineer: build, packaging, CI, deployment and configuration files. "
-        "Keep changes reproducible and never put secrets in files.",
+        "You are the infrastructure engineer on this task: build, packaging, CI, containers, deployment and "
+        "configuration. Keep changes reproducible (pinned versions, no manual steps), idempotent and "
+        "least-privilege; never put a secret in a file (use environment variables or the CI's secret store); "
+        "document each setting beside its default; check that the build still runs.",
         ["lint", "security"],
     ),
     "integration": _role(
-        "You are the integration engineer: make the other tasks' merged work fit together (wiring, "
-        "end-to-end paths, shared interfaces) and make the whole test suite pass.",
+        "You are the integration engineer on this task: the other tasks' work is merged into your checkout; make "
+        "it work as a whole. Wire the parts together, reconcile mismatched interfaces (names, types, routes, "
+        "config) with the smallest change on each side, add end-to-end tests of the main paths, and run the whole "
+        "test suite until it passes. Do not rewrite a part that works; name any gap you could not close.",
         ["lint", "typecheck", "tests", "security"],
     ),
 }
 
 
 def roles_with_defaults(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The shipped roles, each replaced by a configured role of the same name, plus new ones."""
-    return {**DEFAULT_ROLES, **{name: dict(role) for name, role in configured.items()}}
+    """The shipped roles, each replaced by the configured role of its name (``parse_roles`` built that
+    over the shipped one), plus the configured new ones."""
+    merged = {**DEFAULT_ROLES, **configured}
+    # Copies, lists included: a caller that changes one never changes the shipped table or the settings.
+    return {
+        name: {**role, "allowed_tools": list(role.get("allowed_tools") or []), "gates": list(role.get("gates") or [])}
+        for name, role in merged.items()
+    }

@@ -7,6 +7,7 @@ template and the tests read) is derived from these classes, so a section read su
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class OrchestratorSettings(Section):
     ollama_command: str = setting("ollama", "path or name of the ollama CLI")
     opencode_command: str = setting("opencode", "path or name of the opencode CLI")
     command: list[str] = setting(
-        [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}"
+        [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}, {model}"
     )
     model: str = setting("", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default")
     cli_args: list[str] = setting([], "extra arguments appended to the AI CLI's command line")
@@ -301,9 +302,9 @@ class TasksSettings(Section):
     )
     roles: dict[str, dict[str, Any]] = setting(
         {},
-        "roles beside the shipped frontend, backend, testing, docs, infrastructure and integration (or replacing one): "
-        "name: {preamble, worker, model, allowed_tools, gates}",
-        parse=quality.parse_roles,
+        "roles beside the shipped frontend, backend, testing, docs, infrastructure and integration: "
+        "name: {preamble, worker, model, allowed_tools, gates}; a shipped role's name changes only the keys given",
+        parse=functools.partial(quality.parse_roles, kinds=WORKER_KINDS),
     )
     lock_timeout: float = setting(
         30.0, "seconds a path lock request waits for a holder to let go before 409 (shared-folder jobs)", min=0, max=3600
@@ -360,6 +361,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
     if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if spec.parse is not None:
+        if value is None:
+            raise ConfigError(f"{where} is null: give {_type_name(spec)}, or leave it out", key=where)
         return spec.parse(value, where)
     if spec.type is dict:
         return _check_env(where, value)
