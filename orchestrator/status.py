@@ -178,12 +178,11 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
     """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start.
     (Read from the worker's own fields; a record from before them, from its job's node.)"""
     node = node_of(worker, job) if worker.task_id is None else None
-    task_id, role, owns = (worker.task_id, worker.role, worker.owns) if node is None else (node.id, node.role, node.owns)
+    task_id, owns = (worker.task_id, worker.owns) if node is None else (node.id, node.owns)
     depends = worker.depends_on if node is None else node.depends_on
     waited = dependency_wait(worker, job, tasks, now) if depends else None
     return {
-        "task_id": task_id,
-        "role": role,
+        "task_id": task_id,  # (its "role" is beside its kind and model, above)
         "depends_on": list(depends),
         "owns": list(owns),
         "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet

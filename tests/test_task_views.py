@@ -470,3 +470,38 @@ def test_a_nodes_label_is_bounded_however_many_gates_ran(finished):
     workers[0].gates = [gate(f"gate{i}", "failed", i) for i in range(1, 40)]
     (line,) = [line for line in mermaid(job, workers).splitlines() if line.startswith("    n1[")]
     assert len(line) < 200 and "a: " + "t" * 39 + "…" in line and line.endswith('…)"]')
+
+
+@pytest.mark.slow
+def test_a_real_gated_graph_shows_each_gate_and_the_skip_it_caused(hosted):
+    host, folder, make = hosted
+    engine = make(workers={"max_retries": 0})
+    gates = [
+        {"name": "tests", "run": ["sh", "-c", "! test -e bad.txt"], "required": True, "timeout": 30},
+        {"name": "lint", "run": ["true"], "required": False, "timeout": 30},
+    ]
+    tasks = [
+        {"id": "a", "task": "echo a > a.txt"},
+        {"id": "b", "task": "echo b > b.txt", "depends_on": ["a"]},
+        {"id": "c", "task": "echo c > bad.txt", "depends_on": ["a"]},
+        {"id": "d", "task": "echo d > d.txt", "depends_on": ["b", "c"]},
+    ]
+    job = engine.submit("a gated diamond", {"isolation": "worktree", "gates": gates}, tasks)
+    assert engine.wait(job.id, 60).status is JobStatus.PARTIAL
+    tasks_now = {t["task_id"]: t for t in engine.queries.status_document(job.id)["results"]["tasks"]}
+    assert tasks_now["a"]["gate_summary"] == "tests passed, lint passed [optional]"
+    assert tasks_now["c"]["gate_summary"] == "tests failed (exit 1)" and tasks_now["c"]["status"] == "failed"
+    assert "gate tests failed" in tasks_now["d"]["exit_reason"] and tasks_now["d"]["status"] == "skipped"
+    report = engine.workspace.final_report(job.id).read_text()
+    gate_rows = next(t for t in tables(report) if t[0][1] == "Gate")[2:]
+    assert [(r[0], r[1], r[3]) for r in gate_rows] == [
+        ("`a`", "`tests`", "**passed**"), ("`a`", "`lint`", "**passed**"),
+        ("`b`", "`tests`", "**passed**"), ("`b`", "`lint`", "**passed**"),
+        ("`c`", "`tests`", "**failed**: exit code 1"),
+    ]  # fmt: skip
+    # Each gate's log link points at the file the gate wrote, next to the report
+    c_log = re.search(r"\]\((logs/depth_0_worker_3\.gate_tests\.log)\)", gate_rows[4][7]).group(1)
+    assert (engine.workspace.final_report(job.id).parent / c_log).is_file()
+    (graph,) = mermaid_blocks(report)
+    assert '    n3["c: echo c › bad.txt (failed, gates: tests failed (exit 1))"]' in graph.splitlines()
+    assert "- `d` (`worker_4`): skipped: dependency c failed" in report
