@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from orchestrator.models import JobRecord, TaskNode, WorkerRecord, WorkerStatus
+from ..models import JobRecord, TaskNode, WorkerRecord, WorkerStatus, delivered
 
 # GitHub's Mermaid refuses a diagram past 500 edges (its maxEdges) or 50,000 characters: a
 # bigger graph is left to the task table rather than shown as an error box.
@@ -97,14 +97,11 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
     ``on_failure: continue``, ended whatever its status."""
     if job is not None and job.config.on_failure == "continue" and dep.status.terminal:
         return dep.ended_at or 0.0
-    if not dep.status.ok:
+    if not delivered(job, dep):
         return None
-    if job is None or job.integration is None:
+    if job is None or job.integration is None or dep.integrated is None:
         return dep.ended_at or 0.0
-    merged = dep.integrated
-    if not (merged and merged.get("merged")):
-        return None
-    at = merged.get("at")
+    at = dep.integrated.get("at")
     return float(at) if isinstance(at, (int, float)) else dep.ended_at or 0.0
 
 
