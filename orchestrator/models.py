@@ -325,6 +325,17 @@ class JobRecord:
         return cls(**known)
 
 
+def delivered(job: JobRecord | None, record: WorkerRecord) -> bool:
+    """A task's work is delivered to those that wait on it once it succeeded and, in a job with an
+    integration branch (a graph in worktrees), was merged there: the one rule scheduling.py
+    starts dependents by and the views (reports.taskgraph) show."""
+    if not record.status.ok:
+        return False
+    if job is None or job.integration is None:
+        return True
+    return bool(record.integrated and record.integrated.get("merged"))
+
+
 def _shallow(record: _T) -> _T:
     """A shallow copy of a dataclass instance: copy.copy without the copy protocol's overhead
     (snapshots of a tree copy every record, on every status request)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .models import JobRecord, WorkerRecord
+from .reports.taskgraph import deliveries, waits_on
 
 ICONS = {
     "pending": "·",
@@ -59,6 +60,7 @@ class WorkerNode:
     duration: float | None = None  # set once it ended
     started_at: float | None = None  # wall clock, for the elapsed time of a running worker
     children: list[JobNode] = field(default_factory=list)
+    waits_on: list[str] = field(default_factory=list)  # a task graph's: prerequisites not merged yet
 
 
 @dataclass
@@ -91,9 +93,12 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
 
     def build(job: JobRecord) -> JobNode:
         node = JobNode(job.id, job.status.value)
-        for rec in sorted(by_job.get(job.id, []), key=lambda w: w.index):
+        own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
+        tasks = deliveries(job, own)
+        for rec in own:
             kids = [build(by_id[c]) for c in rec.child_job_ids if c in by_id]
-            node.workers.append(WorkerNode(rec.name, rec.status.value, rec.task, rec.duration, rec.started_at, kids))
+            waits = waits_on(rec, job, tasks)
+            node.workers.append(WorkerNode(rec.name, rec.status.value, rec.task, rec.duration, rec.started_at, kids, waits))
         return node
 
     root = by_id[job_id] if job_id else next(j for j in jobs if j.is_root)
@@ -107,6 +112,7 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
         found = []
         for task in tasks:
             node = WorkerNode(task["worker_id"], task["status"], task.get("task", ""), task.get("duration"))
+            node.waits_on = list(task.get("waits_on") or [])
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
@@ -188,7 +194,8 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
         if not status:
             line = left
         elif isinstance(what, WorkerNode):
-            line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {' '.join(what.task.split())}"
+            waits = f"(waits on {', '.join(what.waits_on)}) " if what.waits_on else ""
+            line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"
         line = line.rstrip()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import graph
-from .models import JobRecord, WorkerRecord, WorkerStatus
+from .models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from .tables import LiveWorker, Tables
 from .workspace import worker_key
 
@@ -31,11 +31,8 @@ REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents'
 
 
 def passed(job: JobRecord, record: WorkerRecord) -> bool:
-    """A prerequisite is met once it succeeded and, in a graph job with an integration branch,
-    its work was merged there."""
-    if not record.status.ok:
-        return False
-    return job.integration is None or bool(record.integrated and record.integrated.get("merged"))
+    """A prerequisite is met once its work is delivered (models.delivered)."""
+    return delivered(job, record)
 
 
 class Scheduler:
@@ -106,8 +103,8 @@ class Scheduler:
         job, rec = live.job, live.record
         if rec.task_id is None or not self.has_graph(job):
             return []
-        merged = job.integration is None or bool(rec.integrated and rec.integrated.get("merged"))
-        if not ((status.ok and merged) or (job.config.on_failure == "continue" and status.terminal)):
+        ok = status.ok and (job.integration is None or bool(rec.integrated and rec.integrated.get("merged")))
+        if not (ok or (job.config.on_failure == "continue" and status.terminal)):  # (its status is not set yet)
             return []
         found = []
         for node in job.nodes:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
+from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
 
 def job_status(
@@ -31,12 +32,15 @@ def job_status(
         by_job.setdefault(worker.job_id, []).append(worker)
     own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
     sub_jobs, sub_workers = subtree(jobs, workers, job.id)
-    perf = analyse(sub_jobs, sub_workers, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    perf = analyse(sub_jobs, sub_workers, now)
     final = job_dir / "FINAL_RESULT.md"
     level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
     done = [w for w in own if w.status.terminal]
     ok = [w for w in own if w.status.ok]
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
+    graph = has_dependencies(job, own)
+    own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -61,6 +65,11 @@ def job_status(
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge,
+        # Issue 13: each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
+        # are merged into as each passes its gates (null: no task depends on another).
+        "nodes": [n.to_dict() for n in job.nodes],
+        "integration": job.integration,
+        "has_dependencies": graph,
         "progress": {
             "completed": len(done),
             "total": len(own),
@@ -73,7 +82,7 @@ def job_status(
         "tree": tree,
         "performance": performance(perf),
         "results": {
-            "tasks": [_task(w, by_id, by_job, perf.queue_waits) for w in own],
+            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks) for w in own],
             "workspace": str(job_dir),
             # Reports are written as jobs end: no need to look for them before (this view is hot).
             "final_report": str(final) if (job.status.terminal or job.depth) and final.is_file() else None,
@@ -108,8 +117,15 @@ def _r(value: float | None) -> float | None:
 
 
 def _task(
-    worker: WorkerRecord, by_id: dict[str, JobRecord], by_job: dict[str, list[WorkerRecord]], waits: dict[str, float]
+    worker: WorkerRecord,
+    by_id: dict[str, JobRecord],
+    by_job: dict[str, list[WorkerRecord]],
+    waits: dict[str, float],
+    now: float,
+    tasks: dict[str, float | None],
 ) -> dict[str, Any]:
+    """A worker's entry; ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
+    job = by_id.get(worker.job_id)
     entry: dict[str, Any] = {
         "worker_id": worker.name,
         "status": worker.status.value,
@@ -139,6 +155,7 @@ def _task(
         "cpu_seconds": worker.cpu_seconds,
         "peak_rss": worker.peak_rss,
         "peak_processes": worker.peak_processes,
+        **_graph_fields(worker, job, tasks, now),
     }
     if worker.child_job_ids:
         entry["child_job_id"] = worker.child_job_ids[0]
@@ -146,13 +163,37 @@ def _task(
         results: list[dict[str, Any]] = []
         for child_id in worker.child_job_ids:
             child = by_id.get(child_id)
-            for sub in sorted(by_job.get(child_id, []), key=lambda w: w.index):
-                item = _task(sub, by_id, by_job, waits)
+            subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
+            child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
+            for sub in subs:
+                item = _task(sub, by_id, by_job, waits, now, child_tasks)
                 item["job_id"] = child_id
                 item["job_status"] = child.status.value if child else None
                 results.append(item)
         entry["child_results"] = results
     return entry
+
+
+def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
+    """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start.
+    (Read from the worker's own fields; a record from before them, from its job's node.)"""
+    node = node_of(worker, job) if worker.task_id is None else None
+    task_id, owns = (worker.task_id, worker.owns) if node is None else (node.id, node.owns)
+    depends = worker.depends_on if node is None else node.depends_on
+    waited = dependency_wait(worker, job, tasks, now) if depends else None
+    return {
+        "task_id": task_id,  # (its "role" is beside its kind and model, above)
+        "depends_on": list(depends),
+        "owns": list(owns),
+        "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
+        "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
+        "gates": [dict(g) for g in worker.gates],
+        "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
+        "gated_commit": worker.gated_commit,
+        "trespass": list(worker.trespass),
+        "integrated": dict(worker.integrated) if worker.integrated is not None else None,
+        "unblocked": list(worker.unblocked),
+    }
 
 
 def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], a: TreeAnalytics) -> dict[str, Any]:
@@ -232,9 +273,36 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         rows.append(
             f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
         )
+        graph = graph_line(task)
+        if graph:
+            rows.append(" " * (2 * indent + 2) + "↳ " + graph)
         if task.get("child_results"):
             rows.extend(_flatten(task["child_results"], indent + 1))
     return rows
+
+
+def graph_line(task: dict[str, Any]) -> str:
+    """A task's graph facts on one line (``api (backend) after db; waits on db; gates: tests
+    passed; unblocked: web``); empty for a task with no dependencies, gates or trespasses."""
+    parts = []
+    if task.get("depends_on"):
+        parts.append("after " + ", ".join(task["depends_on"]))
+    if task.get("waits_on"):
+        parts.append("waits on " + ", ".join(task["waits_on"]))
+    if task.get("gate_summary"):
+        parts.append("gates: " + task["gate_summary"])
+    if task.get("trespass"):
+        shown = task["trespass"][:5]
+        more = f" and {len(task['trespass']) - len(shown)} more" if len(task["trespass"]) > len(shown) else ""
+        parts.append("trespass: " + ", ".join(shown) + more)
+    if task.get("unblocked"):
+        parts.append("unblocked: " + ", ".join(task["unblocked"]))
+    if parts and task["status"] == "skipped" and task.get("exit_reason"):
+        parts.append(task["exit_reason"])
+    if not parts and not task.get("role"):
+        return ""
+    head = str(task.get("task_id") or "") + (f" ({task['role']})" if task.get("role") else "")
+    return "; ".join([head, *parts]) if head else "; ".join(parts)
 
 
 class StatusCache:

@@ -663,3 +663,126 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     assert answer == "Merged with theirs: 2 worker(s) merged, 0 conflicting file(s).", answer
     assert browser.find_element("id", "merge-button").is_enabled()
     shot(browser, "git-merge-card")
+
+
+# -- the task graph (issue 13 item 7) --------------------------------------------------------------
+def _graph_nodes(driver):
+    return js(
+        driver,
+        "return [...document.querySelectorAll('#graph-svg .gnode')].map((g) => ({task: g.dataset.task,"
+        " status: g.dataset.status, key: g.dataset.key, y: g.getBBox().y + g.transform.baseVal.consolidate().matrix.f,"
+        " gates: [...g.querySelectorAll('tspan.gate')].map((t) => [t.dataset.gate, t.dataset.result, t.textContent]),"
+        " foot: g.querySelector('text.gates').textContent, title: g.querySelector('title').textContent}));",
+    )
+
+
+@pytest.mark.slow
+def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worker(tree_live, browser):
+    from orchestrator.models import TaskNode, WorkerStatus
+
+    live = tree_live()
+    job_id = submit(live, request="a diamond", tasks=["quick: a", "quick: b", "quick: c", "quick: d"])
+    assert live.wait(job_id)["status"] == "completed"
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_4") == "success", "the rows")
+    # A job without dependencies shows no graph
+    assert not browser.find_element("id", "graph-card").is_displayed()
+    # Given the diamond's records (the scheduling fills them; set here): b failed its required tests
+    # gate, so d was skipped; c's task and a gate's name are markup
+    nodes = [TaskNode("a"), TaskNode("b", ["a"], "backend"), TaskNode("c", ["a"]), TaskNode("d", ["b", "c"])]
+    evil_gate = "<img src=x onerror=alert(3)>"
+
+    def gate(name, status, code):
+        return {"name": name, "required": True, "status": status, "passed": status == "passed", "exit_code": code,
+                "duration": 0.4, "log_path": "logs/x.log", "commit": "c" * 40, "reason": ""}  # fmt: skip
+
+    with live.engine.queries._lock:
+        job = live.engine.queries._jobs[job_id]
+        job.nodes, job.integration = nodes, f"refs/heads/orchestrator/{job_id}/result"
+        records = {i: live.engine.queries._record(job_id, 0, f"worker_{i}") for i in range(1, 5)}
+        for i, node in enumerate(nodes, 1):
+            for name, value in node.worker_fields().items():
+                setattr(records[i], name, value)
+        records[1].integrated = {"ref": job.integration, "commit": "d" * 40, "merged": True, "at": time.time()}
+        records[1].unblocked, records[1].gates = ["b", "c"], [gate("tests", "passed", 0), gate(evil_gate, "passed", 0)]
+        records[2].status, records[2].gates = WorkerStatus.FAILED, [gate("tests", "failed", 1)]
+        records[3].task = XSS_TASK
+        records[4].status, records[4].exit_reason = WorkerStatus.SKIPPED, "dependency b failed: tests gate"
+    time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
+    browser.refresh()
+    wait_for(browser, lambda: browser.find_element("id", "graph-card").is_displayed(), "the graph card")
+    drawn = {n["task"]: n for n in _graph_nodes(browser)}
+    assert {t: n["status"] for t, n in drawn.items()} == {"a": "success", "b": "failed", "c": "success", "d": "skipped"}
+    # Layered by depth: a above b and c (one layer), d below them
+    assert drawn["a"]["y"] < drawn["b"]["y"] == drawn["c"]["y"] < drawn["d"]["y"]
+    edges = js(
+        browser, "return [...document.querySelectorAll('#graph-svg .gedge')].map((e) => e.dataset.from + '>' + e.dataset.to)"
+    )
+    assert sorted(edges) == ["a>b", "a>c", "b>d", "c>d"]
+    # Each node's colour is its state's; gates along its foot, the markup as text
+    fills = js(browser, "return [...document.querySelectorAll('#graph-svg .gbox')].map((r) => getComputedStyle(r).fill)")
+    assert len(set(fills)) == 3  # success, failed, skipped
+    (tests, evil) = drawn["a"]["gates"]
+    assert tests == ["tests", "passed", "✓ tests"] and evil[:2] == [evil_gate, "passed"]
+    assert evil[2].startswith("  ✓ <img") and evil[2].endswith("…")  # cut to fit the node, whole in its tooltip
+    assert drawn["b"]["gates"] == [["tests", "failed", "✗ tests (1)"]]
+    assert drawn["d"]["foot"] == "no gate ran" and "skipped: dependency b failed: tests gate" in drawn["d"]["title"]
+    assert XSS_TASK[:24] + "…" == js(
+        browser, "return document.querySelector('#graph-svg .gnode[data-task=\"c\"] .gtask').textContent"
+    )
+    assert "4 tasks" in text_of(browser, "graph-note") and "1 failed a required gate" in text_of(browser, "graph-note")
+    _no_markup_ran(browser)
+    # Clicking a node shows its worker in the panel
+    browser.find_element("css selector", "#graph-svg .gnode[data-task='b']").click()
+    wait_for(browser, lambda: text_of(browser, "w-title") == "depth_0_worker_2", "the worker panel of b")
+    # The panel shows its place in the graph and each gate's result, exit code, duration and log
+    assert browser.find_element("id", "w-graph").is_displayed()
+    assert text_of(browser, "w-task-id") == "b (backend)" and text_of(browser, "w-after") == "a"
+    assert text_of(browser, "w-waits") == "—" and text_of(browser, "w-unblocked") == "—"
+    assert text_of(browser, "w-gates") == "tests: failed exit 1, 0.4s · logs/x.log"
+    browser.find_element("css selector", "#graph-svg .gnode[data-task='a']").click()
+    wait_for(browser, lambda: text_of(browser, "w-unblocked") == "b, c", "the worker panel of a")
+    assert evil_gate + ": passed" in text_of(browser, "w-gates")
+    _no_markup_ran(browser)
+    shot(browser, "task-graph")
+    # A layer is ordered under its prerequisites, not in plan order: q (after y) sits left of p (after z)
+    entries = [
+        {"task_id": t, "depends_on": deps, "status": "pending", "depth": 0, "worker_id": "worker_" + t, "task": t}
+        for t, deps in (("y", []), ("z", []), ("p", ["z"]), ("q", ["y"]))
+    ]
+    js(browser, "GraphView.job({has_dependencies: true, results: {tasks: arguments[0]}});", entries)
+    drawn = {n["task"]: n for n in _graph_nodes(browser)}
+    xs = js(
+        browser,
+        "return Object.fromEntries([...document.querySelectorAll('#graph-svg .gnode')].map((g) => [g.dataset.task, g.transform.baseVal.consolidate().matrix.e]));",
+    )
+    assert xs["y"] < xs["z"] and xs["q"] < xs["p"] and drawn["p"]["y"] > drawn["y"]["y"]
+
+
+@pytest.mark.slow
+def test_a_real_graph_jobs_graph_follows_its_run_without_reload(tree_live, browser, gate):
+    live = tree_live(git={"isolation": "folder"})
+    tasks = [
+        {"id": "a", "task": "quick: a"},
+        {"id": "b", "task": "leaf: b", "depends_on": ["a"]},
+        {"id": "c", "task": "quick: c", "depends_on": ["b"]},
+    ]
+    job_id = submit(live, request="a chain", tasks=tasks)
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    js(browser, "window.__sameDocument = true;")
+    # While b runs: c waits on it (its foot says so, the edge b -> c is dashed)
+    wait_for(browser, lambda: {n["task"]: n["status"] for n in _graph_nodes(browser)} == {
+        "a": "success", "b": "running", "c": "pending"}, "the graph while b runs")  # fmt: skip
+    drawn = {n["task"]: n for n in _graph_nodes(browser)}
+    assert drawn["c"]["foot"] == "waits on b" and "waits on: b" in drawn["c"]["title"]
+    waiting = js(
+        browser,
+        "return [...document.querySelectorAll('#graph-svg .gedge.waiting')].map((e) => e.dataset.from + '>' + e.dataset.to)",
+    )
+    assert waiting == ["b>c"]
+    # Once b may end, the graph follows to the end by itself
+    gate.touch()
+    wait_for(browser, lambda: [n["status"] for n in _graph_nodes(browser)] == ["success"] * 3, "the graph at the end", timeout=30)
+    assert js(browser, "return document.querySelectorAll('#graph-svg .gedge.waiting').length") == 0
+    assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
+    assert "merged into" not in text_of(browser, "graph-note")  # folder isolation: no integration branch

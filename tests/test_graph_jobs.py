@@ -4,6 +4,8 @@ a failed prerequisite skips or stops what waits on it, and bad graphs are 422s n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.errors import ConfigError, InvalidGraph
@@ -21,8 +23,19 @@ def task(task_id: str, *deps: str, pause: float = 0.3, **extra: object) -> dict:
     return {"id": task_id, "task": STEP.format(id=task_id, pause=pause), "depends_on": list(deps), **extra}
 
 
-def diamond() -> list[dict]:
-    return [task("a"), task("b", "a", pause=2.0), task("c", "a", pause=2.0), task("d", "b", "c")]
+# b and c meet: each marks its start in a shared folder and waits (up to 30 s) for the other's mark,
+# so both succeed only if they ran at the same time, whatever the machine's load.
+MEET = (
+    "touch {dir}/{me}; n=0; while [ ! -e {dir}/{other} ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; test -e {dir}/{other}"
+)
+
+
+def diamond(meet: Path | None = None) -> list[dict]:
+    b, c = task("b", "a"), task("c", "a")
+    if meet is not None:
+        b["task"] = MEET.format(dir=meet, me="b", other="c") + " && " + b["task"]
+        c["task"] = MEET.format(dir=meet, me="c", other="b") + " && " + c["task"]
+    return [task("a"), b, c, task("d", "b", "c")]
 
 
 def read(engine, job, worker, name):
@@ -34,7 +47,9 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    job = run_job(engine, "diamond", tasks=diamond(), config={"isolation": "worktree"})
+    meet = host.parent / "meet"
+    meet.mkdir()
+    job = run_job(engine, "diamond", tasks=diamond(meet), config={"isolation": "worktree"})
     found = workers(engine, job)
     assert job.status is JobStatus.COMPLETED, [(w.name, w.exit_reason) for w in found.values()]
     by_task = {w.task_id: w for w in found.values()}
@@ -42,9 +57,9 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
         t: (float(read(engine, job, w.name, f"{t}.start")), float(read(engine, job, w.name, f"{t}.end")))
         for t, w in by_task.items()
     }
-    # a before b and c; b and c overlap (in parallel); d after both
+    # a before b and c; b and c ran at the same time (each met the other's mark); d after both
     assert times["a"][1] <= times["b"][0] and times["a"][1] <= times["c"][0]
-    assert times["b"][0] < times["c"][1] and times["c"][0] < times["b"][1]
+    assert sorted(p.name for p in meet.iterdir()) == ["b", "c"]
     assert times["d"][0] >= max(times["b"][1], times["c"][1])
     # d's worktree started from the integration branch holding a, b and c
     assert read(engine, job, by_task["d"].name, "d.saw").split() == ["a.txt", "b.txt", "c.txt"]

@@ -27,6 +27,7 @@ from jinja2 import (
 from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import FILTERS
+from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
@@ -56,6 +57,7 @@ def _make_env(loader: BaseLoader) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(FILTERS)
+    env.filters["gate_summary"] = gate_summary
     return env
 
 
@@ -137,7 +139,7 @@ def render_final_report(
     context.update(
         summary=summary,
         child_jobs=[j for j in context["jobs"] if not j.is_root],
-        timeline=[] if summary else _text_timeline(figures, context["jobs"], workers),
+        timeline=[] if summary else _text_timeline(figures, context["jobs"], workers, now),
         timeline_svg=timeline_svg,
         outputs=[(w, *_clip(w.output, OUTPUT_LIMIT)) for w in (with_output[:SHOWN_LIMIT] if summary else with_output)],
         outputs_total=len(with_output),
@@ -149,6 +151,7 @@ def render_final_report(
         **_changes(root, context["workers"], summary),
     )
     if summary:
+        context["graph_rows"] = SHOWN_LIMIT
         context["failures"] = context["failures"][:SHOWN_LIMIT]
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
         by_job = context["workers_by_job"]
@@ -165,9 +168,10 @@ def render_final_report(
     return render(FINAL_TEMPLATE, templates_dir, **context)
 
 
-def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[str]:
-    """The text bars, with git isolation's commits after their attempts and its merges below."""
-    notes, merges = text_marks(jobs, workers, figures.started_at)
+def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> list[str]:
+    """The text bars, with git isolation's commits after their attempts and its merges below, and
+    a task graph's waits on prerequisites."""
+    notes, merges = text_marks(jobs, workers, figures.started_at, now)
     return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
 
 
@@ -269,6 +273,9 @@ def _context(
         "cost_known": cost_known,
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
         "simulated": simulated,
+        # Issue 13: a view per job with dependencies, gates or trespasses (none: no Task graph section).
+        "graphs": graph_views(jobs, workers),
+        "graph_rows": None,  # tasks listed per job (None: every one)
     }
 
 

@@ -13,6 +13,9 @@ critical path. Hovering a bar shows its ``<title>``: worker, full task, status, 
 In git isolation (issue 12) a diamond at an attempt's end is a commit of the worker's work
 (``class="commit"``, ``data-commit``), and a violet line across a job's band is its merge
 (``class="merge"``, at ``JobRecord.merge["at"]``); both are drawn for worktree jobs only.
+In a task graph (issue 13) an amber dashed line before a bar is the worker's wait on its
+prerequisites (``class="wait deps"``, ``data-depends-on``): from its job's start until the last
+of them was merged (or, still waiting, until now); the grey line after it the wait for a slot.
 For scripts (the dashboard, the tests), rows carry ``data-worker``/``data-job`` and bars
 ``data-attempt``/``data-status``/``data-start``/``data-end`` (seconds from the chart's start).
 """
@@ -28,6 +31,7 @@ from xml.sax.saxutils import escape
 
 from orchestrator.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
 WIDTH = 1200
 LABEL_WIDTH = 380  # the label column; bars start right of it
@@ -55,6 +59,8 @@ COLOURS = {
     "running": "#1e88e5",
     "pending": "#e0e0e0",
 }
+DEPS_COLOUR = "#f9a825"  # a wait on prerequisites (a task graph's), beside the grey wait for a slot
+DEPS_LABEL = "waiting on prerequisites"
 COMMIT_FILL = "#ffffff"
 COMMIT_STROKE = "#212121"
 MERGE_COLOUR = "#6a1b9a"
@@ -115,17 +121,38 @@ def timeline_svg_parts(
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
     git = any(getattr(j.config, "isolation", "folder") == "worktree" for j in jobs)
-    yield _header(chart, top, analytics.total, analytics.wall, git)
+    deps = dependency_waits(jobs, workers, now)
+    yield _header(chart, top, analytics.total, analytics.wall, git, bool(deps))
     for job, first, last, level in bands:
         yield "\n" + _band(chart, job, first, last, level)
     for part in _axis(chart):
         yield "\n" + part
     for index, row in enumerate(rows):
-        yield "\n" + _row(chart, index, row, now, row.worker.key in critical, ready.get(row.worker.job_id))
+        key = row.worker.key
+        yield "\n" + _row(chart, index, row, now, key in critical, ready.get(row.worker.job_id), deps.get(key))
     for job, first, last, level in bands:  # on top of the bars
         if job.id in merges:
             yield "\n" + _merge(chart, job, merges[job.id], first, last, level)
     yield "\n</svg>\n"
+
+
+def dependency_waits(jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> dict[str, DependencyWait]:
+    """Per worker key: its wait on its prerequisites (only workers of a task graph have one)."""
+    if not any(w.depends_on for w in workers) and not any(n.depends_on for j in jobs for n in j.nodes):
+        return {}
+    by_id = {j.id: j for j in jobs}
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        by_job.setdefault(w.job_id, []).append(w)
+    waits: dict[str, DependencyWait] = {}
+    for job_id, own in by_job.items():
+        job = by_id.get(job_id)
+        tasks = deliveries(job, own)
+        for w in own:
+            wait = dependency_wait(w, job, tasks, now)
+            if wait is not None:
+                waits[w.key] = wait
+    return waits
 
 
 def tree_rows(jobs: list[JobRecord], workers: list[WorkerRecord]) -> tuple[list[Row], list[tuple[JobRecord, int, int, int]]]:
@@ -185,7 +212,7 @@ class _Chart:
         return TOP + index * ROW_HEIGHT
 
 
-def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git: bool = False) -> str:
+def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git: bool = False, deps: bool = False) -> str:
     title = "no job" if top is None else f"job {top.id}: {top.status.value}, {workers} worker(s), wall {_clock(wall)}"
     legend: list[str] = []
     x: float = MARGIN  # grows by fractional character widths
@@ -206,6 +233,12 @@ def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git
         f'<rect x="{x}" y="30" width="12" height="10" fill="#ffffff" stroke="#000000" stroke-width="1.5"/>'
         f'<text x="{x + 16}" y="39">critical path</text>'
     )
+    if deps:  # a task graph's waits on prerequisites: top right, beside the title (the row below is full)
+        right = WIDTH - MARGIN - len(DEPS_LABEL) * CHAR_WIDTH
+        legend.append(
+            f'<line class="legend" x1="{right - 22:.1f}" y1="14" x2="{right - 4:.1f}" y2="14" stroke="{DEPS_COLOUR}" '
+            f'stroke-width="2" stroke-dasharray="6 2"/><text x="{right:.1f}" y="18">{DEPS_LABEL}</text>'
+        )
     if git:  # worktree jobs: their commits and merges
         x += 16 + 13 * CHAR_WIDTH + 14
         legend.append(
@@ -257,7 +290,9 @@ def _axis(chart: _Chart) -> list[str]:
     return parts
 
 
-def _row(chart: _Chart, index: int, row: Row, now: float, critical: bool, ready: float | None) -> str:
+def _row(
+    chart: _Chart, index: int, row: Row, now: float, critical: bool, ready: float | None, deps: DependencyWait | None = None
+) -> str:
     w = row.worker
     y = chart.y(index)
     mid = y + ROW_HEIGHT / 2
@@ -271,8 +306,12 @@ def _row(chart: _Chart, index: int, row: Row, now: float, critical: bool, ready:
         f'<tspan fill="#616161">{_text(task)}</tspan></text>'
     ]
     waited = queue_wait(w, now, ready)
+    start = ready or w.created_at
+    if deps is not None and deps.seconds > 0:
+        parts.append(_deps_wait(chart, w, deps, mid))
+        if waited is not None:  # what is left of the wait was for a slot
+            waited, start = start + waited - deps.until, deps.until
     if waited and waited > 0:
-        start = ready or w.created_at
         parts.append(
             f'<line class="wait" x1="{chart.x(start):.2f}" y1="{mid}" x2="{chart.x(start + waited):.2f}" y2="{mid}" '
             f'stroke="#9e9e9e" stroke-width="2" stroke-dasharray="3 2"><title>{_text(f"{w.key} waited {_clock(waited)} for a slot")}</title></line>'
@@ -295,6 +334,21 @@ def _row(chart: _Chart, index: int, row: Row, now: float, critical: bool, ready:
             )
     parts.append("</g>")
     return "".join(parts)
+
+
+def _deps_wait(chart: _Chart, w: WorkerRecord, deps: DependencyWait, mid: float) -> str:
+    names = ", ".join(deps.depends_on)
+    tip = (
+        f"{w.key} waiting on its prerequisites: {names} (for {_clock(deps.seconds)})"
+        if deps.waiting
+        else f"{w.key} waited {_clock(deps.seconds)} on its prerequisites: {names}"
+    )
+    return (
+        f'<line class="wait deps" data-depends-on="{_text(",".join(deps.depends_on))}" '
+        f'data-until="{deps.until - chart.origin:.3f}" x1="{chart.x(deps.start):.2f}" y1="{mid}" '
+        f'x2="{chart.x(deps.until):.2f}" y2="{mid}" stroke="{DEPS_COLOUR}" stroke-width="2" stroke-dasharray="6 2">'
+        f"<title>{_text(tip)}</title></line>"
+    )
 
 
 def commit_marks(w: WorkerRecord) -> list[tuple[float, str, int]]:
@@ -321,10 +375,11 @@ def merged_at(job: JobRecord) -> float | None:
 
 
 def text_marks(
-    jobs: list[JobRecord], workers: list[WorkerRecord], origin: float | None
+    jobs: list[JobRecord], workers: list[WorkerRecord], origin: float | None, now: float | None = None
 ) -> tuple[dict[tuple[str, int], str], list[str]]:
-    """The text timeline's git marks: a note per (worker key, attempt) that made a commit, and a
-    line per merge (seconds from ``origin``, the tree's start). Empty for folder trees."""
+    """The text timeline's marks: a note per (worker key, attempt) that made a commit, and a line
+    per merge (seconds from ``origin``, the tree's start), for git trees; a line per wait on
+    prerequisites, for task graphs (a wait still going counts up to ``now``)."""
     notes = {(w.key, number): f"◆ commit {commit[:12]}" for w in workers if w.branch for _, commit, number in commit_marks(w)}
     lines = []
     for job in jobs:
@@ -336,6 +391,12 @@ def text_marks(
                 f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
                 f"{len(merge.get('conflicts') or [])} conflicting file(s)"
             )
+    if origin is not None:
+        for key, wait in dependency_waits(jobs, workers, origin if now is None else now).items():
+            span = f"({wait.start - origin:.1f}s → {wait.until - origin:.1f}s)"
+            names = ", ".join(wait.depends_on)
+            verb = "waiting" if wait.waiting else f"waited {wait.seconds:.1f}s"
+            lines.append(f"⧗ {key} {verb} on its prerequisites {names} {span}")
     return notes, lines
 
 
@@ -454,6 +515,7 @@ __all__ = [
     "Row",
     "attempt_status",
     "commit_marks",
+    "dependency_waits",
     "merged_at",
     "render_timeline_svg",
     "tick_step",

@@ -190,6 +190,7 @@
     }
     $("cancel").hidden = TERMINAL.has(doc.status);
     GitView.job(doc);  // git.js: the merge state and action of a worktree job
+    GraphView.job(doc);  // graph.js: the task graph of a job whose tasks depend on one another
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
     else if (doc.status === "cancelled") message("", "info");  // the badge says it
   }
@@ -371,6 +372,7 @@
       if (!entry.files_created.length) files.append(el("li", { className: "muted", text: "none" }));
     }
     GitView.worker(entry, key);  // git.js: branch, commit, diffstat, changed files, diff
+    GraphView.worker(entry);  // graph.js: its task id, prerequisites, waits, gates, unblocked
   }
 
   function appendLog(text) {
@@ -519,6 +521,7 @@
   Dash.start(async () => {
     $("cancel").addEventListener("click", cancelJob);
     GitView.init(base, () => doc);
+    GraphView.init(select);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });
     $("collapse-all").addEventListener("click", () => {
       for (const block of blocks.values()) if (!block.isRoot) setExpanded(block, false);
