@@ -212,20 +212,12 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _plan_file(path: str) -> list[Any]:
-    """``run --plan``: a task graph from a JSON or YAML file, a list of subtasks or {tasks: [...]}."""
+    """``run --plan``: a task graph from a JSON or YAML file (JSON is YAML)."""
     import yaml
 
-    from .errors import ValidationError
+    from .spawn import read_plan
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValidationError(f"--plan {path}: cannot read a task graph from it: {exc}") from None
-    if isinstance(data, dict):
-        data = data.get("tasks")
-    if not isinstance(data, list):
-        raise ValidationError(f"--plan {path}: expected a list of subtasks, or a mapping with tasks: [...]")
-    return data
+    return read_plan(path, yaml.safe_load, (yaml.YAMLError,))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

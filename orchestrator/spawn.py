@@ -21,6 +21,7 @@ from types import SimpleNamespace
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from typing import Any
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
@@ -149,21 +150,23 @@ def main(argv: list[str]) -> int:
         return 130
 
 
-def read_plan(path: str) -> list[Any]:
-    """A task graph from a JSON file ("-": stdin): a list of subtasks, or {"tasks": [...]}."""
+def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tuple[type[Exception], ...] = ()) -> list[Any]:
+    """A task graph from a file ("-": stdin): a list of subtasks, or {"tasks": [...]}; JSON
+    unless ``parse`` (and the ``errors`` it raises) says otherwise (``run --plan``: YAML too)."""
     import json
 
     from .errors import ValidationError
 
+    caught: tuple[type[Exception], ...] = (OSError, ValueError, *errors)
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-        data = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ValidationError(f"--plan {path}: cannot read a JSON task graph from it: {exc}") from None
+        data = (parse or json.loads)(text)
+    except caught as exc:
+        raise ValidationError(f"--plan {path}: cannot read a task graph from it: {exc}") from None
     if isinstance(data, dict):
         data = data.get("tasks")
     if not isinstance(data, list):
-        raise ValidationError(f'--plan {path}: expected a JSON list of subtasks, or {{"tasks": [...]}}')
+        raise ValidationError(f'--plan {path}: expected a list of subtasks, or {{"tasks": [...]}}')
     return data
 
 
