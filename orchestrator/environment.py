@@ -137,4 +137,11 @@ def worker_prompt(
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
         role=rec.role,
         preamble=preamble,
+        before=_prerequisites(job, rec) if any(n.depends_on for n in job.nodes) else None,
     )
+
+
+def _prerequisites(job: JobRecord, rec: WorkerRecord) -> list[int]:
+    """The plan positions (1-based) of the tasks ``rec`` waits on."""
+    wanted = set(rec.depends_on)
+    return [i for i, node in enumerate(job.nodes, 1) if node.id in wanted]

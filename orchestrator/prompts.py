@@ -74,15 +74,19 @@ def render_worker_prompt(
     branch: str | None = None,
     role: str | None = None,
     preamble: str = "",
+    before: list[int] | None = None,
 ) -> str:
     """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
     included) and ``index`` this subtask's 1-based position in it. ``timeout``: the worker's
     seconds per attempt, the shell-tool timeout its spawn call needs. ``template``: a
     user's template file instead of the shipped one; ConfigError if it is missing or broken.
-    ``role``/``preamble``: the task's role and what it tells the worker first."""
+    ``role``/``preamble``: the task's role and what it tells the worker first. ``before``: the
+    1-based positions of the subtasks it waits on (a task graph's prerequisites), done before it."""
     if siblings and not 1 <= index <= len(siblings):
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
-    others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index]
+    done = set(before or ())
+    prior = [_shorten(text) for number, text in enumerate(siblings, 1) if number in done]
+    others = [_shorten(text) for number, text in enumerate(siblings, 1) if number != index and number not in done]
     # A worker kind without a shell tool (aider) can never run the spawn command: its reason first.
     reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_recursion_depth, children_left)
     context = {
@@ -93,6 +97,8 @@ def render_worker_prompt(
         "index": index,
         "others": others[:MAX_SIBLINGS],
         "hidden_siblings": max(0, len(others) - MAX_SIBLINGS),
+        "before": prior[:MAX_SIBLINGS],
+        "graph": before is not None,  # the job is a task graph: not every other subtask runs beside this one
         "depth": depth,
         "max_depth": max_recursion_depth,
         "recursion_enabled": recursion_enabled,

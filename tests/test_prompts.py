@@ -229,3 +229,16 @@ def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout()
     assert "the children's files stay in their own folders" not in text
     folder = prompt()
     assert "the children's files stay in their own folders" in folder and "Merged into your branch" not in folder
+
+
+def test_a_graph_tasks_prompt_says_what_was_done_before_it_and_in_its_checkout():
+    # orders waits on auth: auth is listed as done before (in its checkout), payments as another's
+    text = prompt(before=[1], branch="orchestrator/job_x/worker_2")
+    assert "These subtasks were done before yours, and their work is in your checkout: build on them" in text
+    assert text.index("- Build the auth service") < text.index("Other workers do these subtasks (some beside yours")
+    assert "at the same time" not in text and text.count("- Build the auth service") == 1
+    # a graph task with no prerequisite: no "before" section, and no claim that all run at once
+    first = prompt(before=[], branch=None)
+    assert "done before yours" not in first and "(some beside yours, some after it)" in first
+    # a job without dependencies reads as always
+    assert "Other workers do these subtasks at the same time" in prompt()
