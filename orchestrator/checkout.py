@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class Changes:
         if self.branch is not None:  # a worktree's (worktree.py)
             record.branch, record.commit, record.diffstat = self.branch, self.commit, self.diffstat
             record.files_changed = self.files_changed
+
+
+def touched_paths(files_changed: Sequence[Mapping[str, str]]) -> list[str]:
+    """Every path a worktree worker's diff touched (``files_changed``): each file's, and a
+    rename's old path (moving a file away touches it too)."""
+    paths = [f["path"] for f in files_changed if f.get("path")]
+    return paths + [f["from"] for f in files_changed if f.get("from")]
 
 
 class Checkout(ABC):

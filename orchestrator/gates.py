@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
-from .checkout import Checkout
+from .checkout import Checkout, touched_paths
 from .config import Settings
 from .config.quality import roles_with_defaults
 from .gitcmd import run_git
@@ -67,12 +67,6 @@ FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
 PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
 
 
-def changed_paths(files_changed: Sequence[Mapping[str, str]]) -> list[str]:
-    """Every path a worker's diff touched: each file's, and a rename's old path."""
-    paths = [f["path"] for f in files_changed if f.get("path")]
-    return paths + [f["from"] for f in files_changed if f.get("from")]
-
-
 def applicable(
     gates: Sequence[Mapping[str, Any]],
     role_name: str | None,
@@ -84,7 +78,7 @@ def applicable(
     docstring). A list cut at worktree.MAX_FILES may hide a matching path: every
     ``when_changed`` then applies (closed, not open)."""
     wanted = list(role.get("gates") or []) if role else []
-    paths = changed_paths(files_changed)
+    paths = touched_paths(files_changed)
     cut = len(files_changed) >= MAX_FILES
     found = []
     for gate in gates:

@@ -30,6 +30,11 @@ def auto_id(index: int) -> str:
     return f"t{index}"
 
 
+def independent(count: int) -> list[TaskNode]:
+    """The nodes of ``count`` plain tasks: ids ``t1``, ``t2``..., no dependencies."""
+    return [TaskNode(auto_id(i + 1)) for i in range(count)]
+
+
 def check_tasks(
     tasks: object, max_tasks: int, max_chars: int, roles: Collection[str] | None = None
 ) -> tuple[list[str], list[TaskNode]] | None:
@@ -213,18 +218,19 @@ def serialize_overlaps(nodes: list[TaskNode]) -> list[str]:
     would edit the same files: the later one in plan order is made to wait on the earlier one.
     Changes ``nodes``; returns a note per added dependency (for the job's notes)."""
     notes = []
+    above = ancestors(nodes)  # again only after a dependency is added
     for j, later in enumerate(nodes):
         if not later.owns:
             continue
         for earlier in nodes[:j]:
             if not earlier.owns:
                 continue
-            above = ancestors(nodes)
             if earlier.id in above[later.id] or later.id in above[earlier.id]:
                 continue
             shared = overlapping(earlier.owns, later.owns)
             if shared:
                 later.depends_on.append(earlier.id)
+                above = ancestors(nodes)
                 notes.append(
                     f"task {later.id} now waits on task {earlier.id}: both own {shared[0]} "
                     "(tasks whose owns overlap run one after the other, so they cannot conflict)"

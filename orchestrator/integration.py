@@ -100,4 +100,4 @@ def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
     """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
     gates, then the merge into a graph job's integration branch (each applies only to the jobs
     that need it: a job with none of them pays nothing after its attempts)."""
-    return (OwnershipStep(settings), GateStep(settings, workspace), IntegrateStep(settings, workspace))
+    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), IntegrateStep(settings, workspace))

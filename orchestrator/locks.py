@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
+from .config.quality import relative_path
 from .config.schema import TasksSettings
 from .errors import Conflict, Forbidden, InvalidParameter, JobNotFound
 
@@ -86,15 +87,14 @@ def check_paths(value: object) -> list[str]:
                 f"{where} must be a non-empty path of at most {MAX_PATH_CHARS} characters, relative to the shared folder",
                 field=where,
             )
-        text = raw.replace("\\", "/")
-        parts = text.split("/")
-        if text.startswith(("/", "~")) or re.match(r"[A-Za-z]:", text) or ".." in parts:
+        clean = relative_path(raw)
+        if clean is None:
             raise InvalidParameter(
                 f"{where}={raw[:200]!r} escapes the shared folder: give a path relative to it, without "
                 '".." or a leading "/" (e.g. "src/app.py")',
                 field=where,
             )
-        path = "/".join(p for p in parts if p not in ("", ".")) or "."
+        path = clean or "."
         if path not in found:
             found.append(path)
     return found

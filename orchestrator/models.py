@@ -325,11 +325,12 @@ class JobRecord:
         return cls(**known)
 
 
-def delivered(job: JobRecord | None, record: WorkerRecord) -> bool:
+def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus | None = None) -> bool:
     """A task's work is delivered to those that wait on it once it succeeded and, in a job with an
     integration branch (a graph in worktrees), was merged there: the one rule scheduling.py
-    starts dependents by and the views (reports.taskgraph) show."""
-    if not record.status.ok:
+    starts dependents by and the views (reports.taskgraph) show. ``status``: the one it is
+    settling with, when its record does not have it yet."""
+    if not (status or record.status).ok:
         return False
     if job is None or job.integration is None:
         return True

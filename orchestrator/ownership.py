@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .checkout import Changes
+from .checkout import Changes, touched_paths
 from .config import Settings
 from .graph import matches
 from .models import JobRecord, TaskNode
@@ -37,12 +37,7 @@ def changed_paths(changes: Changes) -> list[str]:
     """Every repository path the worker's diff touches: a rename's source as well as its target."""
     if not changes.files_changed and changes.branch is None:  # folder isolation: what it created
         return sorted(set(changes.files_created))
-    found = set()
-    for entry in changes.files_changed:
-        found.add(entry["path"])
-        if entry.get("from"):
-            found.add(entry["from"])
-    return sorted(found)
+    return sorted(set(touched_paths(changes.files_changed)))
 
 
 def owners_of(path: str, nodes: Iterable[TaskNode], but: str | None) -> list[str]:
@@ -88,8 +83,8 @@ class OwnershipStep(Step):
 
     name = "ownership"
 
-    def __init__(self, settings: Settings) -> None:
-        self.workspace = Workspace(settings.workspace_root)
+    def __init__(self, settings: Settings, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace or Workspace(settings.workspace_root)  # the engine's, where its worker logs are
 
     def applies(self, job: JobRecord) -> bool:
         return any(n.owns for n in job.nodes)

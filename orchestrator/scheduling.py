@@ -30,11 +30,6 @@ from .workspace import worker_key
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
 
 
-def passed(job: JobRecord, record: WorkerRecord) -> bool:
-    """A prerequisite is met once its work is delivered (models.delivered)."""
-    return delivered(job, record)
-
-
 class Scheduler:
     """Readiness and failure handling for jobs whose tasks have dependencies. ``skip`` ends
     pending workers skipped with a reason; ``stop`` cancels the rest of a job with a reason."""
@@ -80,7 +75,7 @@ class Scheduler:
             return True
         if job.config.on_failure == "continue":
             return record.status.terminal
-        return passed(job, record)
+        return delivered(job, record)
 
     def waits_on(self, job: JobRecord, record: WorkerRecord) -> list[str]:
         """The prerequisites ``record`` still waits on (task ids, plan order)."""
@@ -103,8 +98,7 @@ class Scheduler:
         job, rec = live.job, live.record
         if rec.task_id is None or not self.has_graph(job):
             return []
-        ok = status.ok and (job.integration is None or bool(rec.integrated and rec.integrated.get("merged")))
-        if not (ok or (job.config.on_failure == "continue" and status.terminal)):  # (its status is not set yet)
+        if not (delivered(job, rec, status) or (job.config.on_failure == "continue" and status.terminal)):
             return []
         found = []
         for node in job.nodes:
@@ -118,7 +112,7 @@ class Scheduler:
         """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
         dependents or stops the job, as ``on_failure`` says."""
         job, rec = live.job, live.record
-        if passed(job, rec) or rec.task_id is None or not self.has_graph(job):
+        if delivered(job, rec) or rec.task_id is None or not self.has_graph(job):
             return
         waiting = graph.dependents(job.nodes, rec.task_id)
         if not waiting:

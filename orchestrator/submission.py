@@ -117,7 +117,7 @@ class Submission:
                 self.check_recursion(parent[0], parent[1])
                 fitted, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
                 if fitted != plan:  # merged to fit the tree: the planner's graph no longer applies
-                    plan, nodes = fitted, [TaskNode(graph.auto_id(i + 1)) for i in range(len(fitted))]
+                    plan, nodes = fitted, graph.independent(len(fitted))
             else:
                 limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
             # What each role's workers run (422: a role kind not installed); a child job's tasks
@@ -145,7 +145,7 @@ class Submission:
         A graph with dependencies needs a merge strategy that merges (422 for ``manual``)."""
         nodes = planned.nodes if planned.nodes and len(planned.nodes) == len(plan) else None
         if nodes is None:
-            return [TaskNode(graph.auto_id(i + 1)) for i in range(len(plan))]
+            return graph.independent(len(plan))
         merges = runs_dependencies(cfg)
         if merges:
             notes.extend(graph.serialize_overlaps(nodes))
@@ -263,10 +263,9 @@ class Submission:
             )
         job.config = cfg
         job.tasks = plan
-        job.nodes = (
-            planned.nodes if planned is not None and planned.nodes else [TaskNode(graph.auto_id(i + 1)) for i in range(len(plan))]
-        )
-        if cfg.isolation == "worktree" and graph.has_dependencies(job.nodes):  # its integration branch
+        job.nodes = planned.nodes if planned is not None and planned.nodes else graph.independent(len(plan))
+        graphed = graph.has_dependencies(job.nodes)
+        if cfg.isolation == "worktree" and graphed:  # its integration branch
             job.integration = integration_ref(self.settings.git.branch_prefix, job)
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
@@ -298,7 +297,7 @@ class Submission:
         tables.unfinished[job.id] = len(job.worker_names)
         self.add_cost(job.root_id, job.planner_cost_usd)
         self.announce.job(job, f"planned {len(plan)} subtask(s)")
-        if job.integration is not None or graph.has_dependencies(job.nodes):  # what each task waits on, once
+        if graphed:  # what each task waits on, once
             waits = "; ".join(f"{n.id} waits on {', '.join(n.depends_on)}" for n in job.nodes if n.depends_on)
             self.announce.line(job, f"job {job.id} task graph: {waits}")
         return job, writes

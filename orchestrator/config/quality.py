@@ -27,19 +27,28 @@ ROLE_KEYS = ("preamble", "worker", "model", "allowed_tools", "gates")
 MAX_GLOBS = 100
 
 
+def relative_path(text: str) -> str | None:
+    """``text`` as a clean relative path (``./a//b/`` -> ``a/b``; "" for the top), or None when it
+    leaves its folder: absolute, ``~``, a drive letter, a ``..`` part, or a NUL."""
+    text = text.replace("\\", "/")
+    parts = text.split("/")
+    if text.startswith(("/", "~")) or re.match(r"[A-Za-z]:", text) or ".." in parts or "\0" in text:
+        return None
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
 def check_glob(value: object, where: str) -> str:
     """A repository-relative path glob (``src/api/**``): not absolute, no ``..`` part, no NUL."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f'{where} must be a path glob inside the repository, e.g. "src/api/**"', key=where)
-    text = value.strip().replace("\\", "/")
-    parts = text.split("/")
-    if text.startswith("/") or re.match(r"[A-Za-z]:", text) or text.startswith("~") or ".." in parts or "\0" in text:
+    clean = relative_path(value.strip())
+    if clean is None:
         raise ConfigError(
             f"{where}={value[:200]!r} escapes the repository: give a path relative to the repository's top, "
             'without ".." or a leading "/" (e.g. "src/api/**")',
             key=where,
         )
-    return "/".join(p for p in parts if p not in ("", ".")) or "**"
+    return clean or "**"
 
 
 def check_globs(value: object, where: str) -> list[str]:
