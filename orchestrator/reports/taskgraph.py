@@ -47,32 +47,35 @@ MERMAID_CLASSES = {
 }
 
 
+def _planned(worker: WorkerRecord, job: JobRecord | None) -> TaskNode | None:
+    """The worker's node in its job's ``nodes`` by plan position (records that lack the fields)."""
+    if job is not None and 0 < worker.index <= len(job.nodes):
+        return job.nodes[worker.index - 1]
+    return None
+
+
 def node_of(worker: WorkerRecord, job: JobRecord | None = None) -> TaskNode | None:
     """The worker's task node: from its own fields, else from its job's ``nodes`` by plan
     position; None for a record of a job that has no graph."""
     if worker.task_id is not None:
         return TaskNode(worker.task_id, list(worker.depends_on), worker.role, list(worker.owns))
-    if job is not None and 0 < worker.index <= len(job.nodes):
-        return job.nodes[worker.index - 1]
-    return None
+    return _planned(worker, job)
 
 
 def task_id_of(worker: WorkerRecord, job: JobRecord | None = None) -> str | None:
     """``node_of(worker, job).id`` without building the node (the status document reads it per worker)."""
     if worker.task_id is not None:
         return worker.task_id
-    if job is not None and 0 < worker.index <= len(job.nodes):
-        return job.nodes[worker.index - 1].id
-    return None
+    node = _planned(worker, job)
+    return node.id if node is not None else None
 
 
 def depends_of(worker: WorkerRecord, job: JobRecord | None = None) -> list[str]:
     """``node_of(worker, job).depends_on`` without building the node (not a copy: do not change it)."""
     if worker.task_id is not None:
         return worker.depends_on
-    if job is not None and 0 < worker.index <= len(job.nodes):
-        return job.nodes[worker.index - 1].depends_on
-    return []
+    node = _planned(worker, job)
+    return node.depends_on if node is not None else []
 
 
 def has_dependencies(job: JobRecord, workers: Iterable[WorkerRecord] = ()) -> bool:
