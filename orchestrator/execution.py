@@ -143,7 +143,6 @@ class WorkerExecution:
         self.job = job
         self.base_prompt = prompt
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
-        self._budgeted: tuple[str, int] | None = None  # (step, budget) of the last step retry, if its own
         self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         rec = record
@@ -183,8 +182,9 @@ class WorkerExecution:
                 outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
             if outcome.parsed is not None:
                 paid.append(outcome.parsed)
+            own: tuple[str, int] | None = None  # a step's retry with a budget of its own: (step, budget)
             if self.steps and outcome.status is WorkerStatus.SUCCESS:
-                outcome, retry = self._after_attempt(number, outcome)
+                outcome, retry, own = self._after_attempt(number, outcome)
             if retry == TRANSIENT:
                 if transients >= w.transient_retries:
                     outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
@@ -199,8 +199,8 @@ class WorkerExecution:
                     )
                     break
                 what = f"transient retry {transients}/{w.transient_retries}"
-            elif retry == STEP_RETRY and self._budgeted is not None:
-                name, budget = self._budgeted
+            elif retry == STEP_RETRY and own is not None:
+                name, budget = own
                 used = self.step_retries.get(name, 0)
                 if used >= budget:
                     outcome.exit_reason += f"; no retries left for step {name} ({budget})"
@@ -229,11 +229,11 @@ class WorkerExecution:
                 break
         return _charged(outcome, paid)
 
-    def _after_attempt(self, number: int, outcome: Outcome) -> tuple[Outcome, str | None]:
+    def _after_attempt(self, number: int, outcome: Outcome) -> tuple[Outcome, str | None, tuple[str, int] | None]:
         """Run the after-attempt steps on a successful attempt (see steps.py): its outcome and
-        retry decision as the first step that did not pass makes them."""
+        retry decision as the first step that did not pass makes them, and (step, budget) when
+        that step's retry spends a budget of its own."""
         self.sweep()  # nothing the attempt left may write while the steps look at its work
-        self._budgeted = None
         ctx = StepContext(
             record=self.record,
             directory=self.worker_dir,
@@ -254,25 +254,24 @@ class WorkerExecution:
                     for key, value in ctx.updates.items():
                         setattr(self.record, key, value)
         if found is None:
-            return outcome, None
+            return outcome, None, None
         name, verdict = found
         if self.cancel.is_set() and self.abort_reason is None:  # cancelled while a step ran: it stopped for that
             why = f"cancelled while step {name} ran ({verdict.reason})"
             self._log(f"===== attempt {number} {why} =====")
-            return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None
+            return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None, None
         if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
             why = f"step {name} asked for a retry: {verdict.reason}"
-            if verdict.budget is not None:
-                self._budgeted = (name, verdict.budget)
             if verdict.feedback:  # the next attempts read it, and go on from this one's work
                 self._feedback(verdict.feedback)
                 with self.lock:
                     if self.record.attempts:
                         self.record.attempts[-1].failure_class = "feedback"
-            return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY
+            own = None if verdict.budget is None else (name, verdict.budget)
+            return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY, own
         why = f"step {name} failed: {verdict.reason}"
         self._log(f"===== attempt {number} {why} =====")
-        return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), None
+        return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), None, None
 
     def _feedback(self, text: str) -> None:
         """The prompt of the attempts after this one: the worker's own, then ``text``."""

@@ -150,18 +150,17 @@ class Finishing:
             done = self.tables.unfinished[job.id] == 0
             self.announce.worker(live, rec.exit_reason)
             if self.scheduler is not None and self.scheduler.has_graph(job):
-                self._graph_step(live)
+                self._graph_step(live, self.scheduler)
         if done:
             self.end_job(job)
 
-    def _graph_step(self, live: LiveWorker) -> None:
+    def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
         """Under the lock, a graph job's worker settled: say what it unblocked, skip or stop
         what waited on it if it failed (scheduling.py), and start what may start now."""
         rec = live.record
         if rec.unblocked:
             self.announce.worker(live, f"task {rec.task_id} {rec.status.value}: unblocked {', '.join(rec.unblocked)}")
-        if self.scheduler is not None:
-            self.scheduler.settled(live)
+        scheduler.settled(live)
         self.dispatch()
 
     # -- a job ------------------------------------------------------------------------------
