@@ -528,16 +528,14 @@ def integrate(
     target = branch_ref(ref)
     old = ref_value(repo, target)
     head = old or resolve_all(repo, [start])[0]
+    conflicts: list[FileConflict] = []
     if is_ancestor(repo, commit, head):  # already in (a retry of the same merge, or no new work)
-        if old is None:
-            update_ref(repo, target, head, None, under=under)
-        return Integrated(target, head, True)
-    if is_ancestor(repo, head, commit):
+        new = head
+    elif is_ancestor(repo, head, commit):  # nothing merged since the worker branched: a fast-forward
         new = commit
     else:
         result = _merge_tree(repo, head, commit)
         tree = result.tree
-        conflicts: list[FileConflict] = []
         if not result.clean:
             files = changed_files(repo, head, [commit])[commit]
             changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
@@ -549,10 +547,9 @@ def integrate(
         when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
         message = _message(worker, branch, root_id, strategy, target.removeprefix("refs/heads/"))
         new = _commit(repo, tree, [head, commit], message, when)
+    if new != old:
         update_ref(repo, target, new, old, under=under)
-        return Integrated(target, new, True, tuple(conflicts))
-    update_ref(repo, target, new, old, under=under)
-    return Integrated(target, new, True)
+    return Integrated(target, new, True, tuple(conflicts))
 
 
 def _predict_rest(

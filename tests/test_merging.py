@@ -543,3 +543,45 @@ def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outsid
     with pytest.raises(ValidationError, match="only branches under"):
         merging.merge_branches(repo, "main", branches("w2"), "auto", prefix=PREFIX, root_id=ID, target="main")
     assert snapshot(repo) == before
+
+
+def integrate(repo: Path, strategy: str, worker: str) -> merging.Integrated:
+    branch = f"{PREFIX}{ID}/{worker}"
+    commit = git(repo, "rev-parse", branch).strip()
+    return merging.integrate(repo, f"{PREFIX}{ID}/result", "main", worker, branch, commit, strategy, prefix=PREFIX, root_id=ID)
+
+
+def test_integration_fast_forwards_merges_and_is_idempotent(repo: Path) -> None:
+    # Issue 13: a graph job's workers merged one by one into the integration branch as they pass.
+    before = snapshot(repo)
+    w1 = commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    first = integrate(repo, "auto", "w1")
+    assert first.merged and first.commit == w1 and git(repo, "rev-parse", RESULT).strip() == w1  # made by a fast-forward
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})  # w2 branched from main, before w1's merge
+    second = integrate(repo, "auto", "w2")
+    assert second.merged and git(repo, "rev-parse", f"{RESULT}^@").split() == [
+        w1,
+        git(repo, "rev-parse", f"{PREFIX}{ID}/w2").strip(),
+    ]
+    assert show(repo, RESULT, "w1.txt") == "w1\n" and show(repo, RESULT, "w2.txt") == "w2\n"
+    again = integrate(repo, "auto", "w2")  # already in: nothing moves
+    assert again.merged and again.commit == second.commit == git(repo, "rev-parse", RESULT).strip()
+    assert snapshot(repo) == before
+
+
+@pytest.mark.parametrize("strategy", ["auto", "theirs"])
+def test_an_integration_conflict_leaves_the_branch_under_auto_and_takes_the_workers_side_under_theirs(
+    repo: Path, strategy: str
+) -> None:
+    before = snapshot(repo)
+    conflicting(repo)
+    integrate(repo, strategy, "w2")
+    tip = git(repo, "rev-parse", RESULT).strip()
+    done = integrate(repo, strategy, "w3")
+    assert [c.path for c in done.conflicts] == ["story.txt"]
+    if strategy == "auto":
+        assert not done.merged and done.commit == tip == git(repo, "rev-parse", RESULT).strip()
+    else:
+        assert done.merged and done.conflicts[0].resolved_by == "w3"
+        assert "w3 two" in show(repo, RESULT, "story.txt") and "w2 ten" in show(repo, RESULT, "story.txt")
+    assert snapshot(repo) == before
