@@ -41,10 +41,10 @@ from .checkout import Checkout
 from .clock import Clock
 from .config import Settings
 from .errors import Conflict, OrchestratorError
-from .gates import merge_block, merge_commit
 from .gitcmd import GitFailed
 from .gitrefs import job_prefix, update_ref
 from .gitwork import check_ref, run_git
+from .landing import mergeable
 from .merging import MergeOutcome, merge_branches
 from .models import JobRecord, WorkerRecord
 from .workspace import Workspace
@@ -176,20 +176,12 @@ class Nesting:
         under = job_prefix(prefix, root)
         ref = check_ref(target)
         made = set(run_git(wt.repo, "for-each-ref", "--format=%(refname)", "--", under).stdout.split())
-        # Plan order; a worker that never started has no branch. Like landing: only a worker that
+        # Plan order; a worker that never started has no branch. As landing merges: only a worker
         # gates.merge_block lets through (it succeeded and passed its gates; a graph job's too), at
         # its gated commit; the others are named in ``left_out``.
-        branches, commits = [], {}
-        for child in children:
-            if check_ref(wt.branch(child)) not in made:
-                continue
-            why = merge_block(child, job, self.settings)
-            if why is not None:
-                left_out.append({"worker": child.name, "reason": why})
-                continue
-            branches.append((child.name, wt.branch(child)))
-            if merge_commit(child):
-                commits[child.name] = str(merge_commit(child))
+        named, commits, left = mergeable(job, children, self.settings)
+        branches = [(name, branch) for name, branch in named if check_ref(branch) in made]
+        left_out.extend(left)
         with wt.holding(parent) as directory:
             on = run_git(directory, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
             if on != ref:
