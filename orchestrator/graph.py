@@ -1,5 +1,5 @@
 """Plans as graphs (issue 13 item 1), as pure functions: a request's ``tasks`` (plain strings
-and ``{"id", "task", "depends_on", "role", "owns"}`` objects) checked into subtask texts and
+and ``{"id", "task", "depends_on", "role", "owns", "candidates"}`` objects) checked into subtask texts and
 ``TaskNode``s; cycles, unknown, duplicate and self ids refused (``InvalidGraph``, a 422 naming
 the cycle or the id); tasks whose ``owns`` overlap ordered by an added dependency; and the path
 globs of ``owns`` and ``when_changed`` matched against paths.
@@ -16,11 +16,13 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from .config.choice import parse_candidates
 from .config.quality import GATE_NAME, check_globs
+from .config.schema import WORKER_KINDS
 from .errors import ConfigError, InvalidGraph
 from .models import TaskNode
 
-TASK_KEYS = ("id", "task", "depends_on", "role", "owns")
+TASK_KEYS = ("id", "task", "depends_on", "role", "owns", "candidates")
 ID_RE = GATE_NAME  # letters, digits, "_", "-", "." (at most 64), starting with a letter or digit
 EXAMPLE = '{"id": "api", "task": "Build the API", "depends_on": ["db"], "role": "backend", "owns": ["src/api/**"]}'
 
@@ -100,7 +102,11 @@ def build_nodes(items: Sequence[dict[str, Any]], roles: Collection[str] | None =
             owns = check_globs(item.get("owns"), f"{where}.owns")
         except ConfigError as exc:
             raise InvalidGraph(exc.message, field=f"{where}.owns") from None
-        nodes.append(TaskNode(id=task_id, depends_on=list(dict.fromkeys(deps)), role=role, owns=owns))
+        try:
+            candidates = parse_candidates(item.get("candidates"), f"{where}.candidates", WORKER_KINDS)
+        except ConfigError as exc:
+            raise InvalidGraph(exc.message, field=f"{where}.candidates") from None
+        nodes.append(TaskNode(id=task_id, depends_on=list(dict.fromkeys(deps)), role=role, owns=owns, candidates=candidates))
     check_graph(nodes)
     return nodes
 

@@ -118,6 +118,14 @@ class TaskNode:
     # (None: the job's) and the model (None: orchestrator.model; "": the CLI's own default).
     kind: str | None = None
     model: str | None = None
+    # Issue 14: an explicit task's own candidates (config/choice.py's shape) before the plan is
+    # expanded (candidates.py); after it, each candidate is a node of its own with the task's id,
+    # its 1-based ``candidate`` number, and its kind, model, ``timeout`` (None: the job's) and
+    # ``context`` (a JSON object for its prompt). ``candidate`` None: the task runs once.
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    candidate: int | None = None
+    timeout: float | None = None
+    context: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +135,10 @@ class TaskNode:
             "owns": list(self.owns),
             "kind": self.kind,
             "model": self.model,
+            "candidates": [dict(c) for c in self.candidates],
+            "candidate": self.candidate,
+            "timeout": self.timeout,
+            "context": dict(self.context) if self.context is not None else None,
         }
 
     def worker_fields(self) -> dict[str, Any]:
@@ -138,6 +150,8 @@ class TaskNode:
             "role": self.role,
             "owns": list(self.owns),
             "model": self.model,
+            "candidate": self.candidate,
+            "timeout": self.timeout,
         }
 
     @classmethod
@@ -201,6 +215,14 @@ class WorkerRecord:
     # after it), "merged" (bool), "at", "reason" (why not, when not), "conflicts"}; None: not merged yet.
     integrated: dict[str, Any] | None = None
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
+    # Issue 14: one of its task's candidates (1-based; None: the task runs once). ``selected``:
+    # None until its task's selection is made (JobRecord.selections), then whether it won (only a
+    # winner is merged). ``score``: its row of that selection ({"eligible", "score", "parts",
+    # "measures", "rank", "reason"}). ``timeout``: its own attempt timeout (None: the job's).
+    candidate: int | None = None
+    selected: bool | None = None
+    score: dict[str, Any] | None = None
+    timeout: float | None = None
 
     @property
     def key(self) -> str:
@@ -225,6 +247,7 @@ class WorkerRecord:
         data["gates"] = [dict(g) for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
         data["integrated"] = dict(self.integrated) if self.integrated is not None else None
+        data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
         return data
@@ -287,6 +310,11 @@ class JobRecord:
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
     nodes: list[TaskNode] = field(default_factory=list)
     integration: str | None = None
+    # Issue 14: each task with candidates, by task id, once its winner is chosen (choosing.py): {"task_id",
+    # "select", "candidates" (worker names), "winner" (a name, or None: none eligible), "reason",
+    # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
+    # "cost_usd" (the judge's), "at"}.
+    selections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_root(self) -> bool:
@@ -305,6 +333,7 @@ class JobRecord:
         for name in ("tasks", "worker_names", "notes"):
             data[name] = list(data[name])
         data["nodes"] = [n.to_dict() for n in self.nodes]
+        data["selections"] = {k: dict(v) for k, v in self.selections.items()}
         data["duration"] = self.duration
         return data
 
@@ -314,6 +343,7 @@ class JobRecord:
         dup.worker_names = list(self.worker_names)
         dup.notes = list(self.notes)
         dup.nodes = list(self.nodes)
+        dup.selections = dict(self.selections)
         return dup
 
     @classmethod
@@ -327,10 +357,12 @@ class JobRecord:
 
 def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus | None = None) -> bool:
     """A task's work is delivered to those that wait on it once it succeeded and, in a job with an
-    integration branch (a graph in worktrees), was merged there: the one rule scheduling.py
+    integration branch (a graph in worktrees), was merged there (a candidate: once selected): the one rule scheduling.py
     starts dependents by and the views (reports.taskgraph) show. ``status``: the one it is
     settling with, when its record does not have it yet."""
     if not (status or record.status).ok:
+        return False
+    if record.candidate is not None and not record.selected:  # a candidate delivers only once chosen
         return False
     if job is None or job.integration is None:
         return True

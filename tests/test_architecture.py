@@ -285,6 +285,7 @@ LAYERS = [
             "orchestrator.scripts",
             "orchestrator.spawn",
             "orchestrator.lockcmd",
+            "orchestrator.anthropic_worker",
             "orchestrator.api",
             "orchestrator.dashboard",
             "orchestrator.progress",
@@ -303,6 +304,7 @@ LAYERS = [
             "orchestrator.tables",
             "orchestrator.announce",
             "orchestrator.scheduling",
+            "orchestrator.choosing",
         ],
     ),
     (
@@ -324,11 +326,21 @@ LAYERS = [
             "orchestrator.integration",
             "orchestrator.locks",
             "orchestrator.roles",
+            "orchestrator.selection",
+            "orchestrator.index",
+            "orchestrator.sharedcontext",
         ],
     ),
     (
         "decisions",
-        ["orchestrator.states", "orchestrator.limits", "orchestrator.recovery", "orchestrator.planner", "orchestrator.graph"],
+        [
+            "orchestrator.states",
+            "orchestrator.limits",
+            "orchestrator.recovery",
+            "orchestrator.planner",
+            "orchestrator.graph",
+            "orchestrator.candidates",
+        ],
     ),
     ("text", ["orchestrator.prompts", "orchestrator.reports", "orchestrator.analytics"]),
     (

@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..config import choice
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 
@@ -147,6 +148,7 @@ TASK: dict[str, Any] = {
         },
         "role": {"type": "string", "nullable": True},
         "owns": {"type": "array", "items": {"type": "string", "pattern": GLOB}, "maxItems": 100, "nullable": True},
+        "candidates": {"type": "array", "maxItems": choice.MAX_CANDIDATES, "nullable": True},  # items: task_schema
     },
 }
 
@@ -158,7 +160,47 @@ def task_schema(settings: Settings | None = None) -> dict[str, Any]:
     schema = copy.deepcopy(TASK)
     roles = roles_with_defaults(settings.tasks.roles if settings is not None else {})
     schema["properties"]["role"]["enum"] = [*sorted(roles), None]
+    schema["properties"]["candidates"]["items"] = candidate_schema()
     return schema
+
+
+def candidate_schema() -> dict[str, Any]:
+    """One of ``config.candidates`` (config/choice.py): a worker kind, or an object."""
+    from ..adapters import ADAPTERS
+
+    kinds = [k for k in ADAPTERS]
+    timeout = {"type": "number", "nullable": True, "minimum": choice.TIMEOUT[0], "maximum": choice.TIMEOUT[1]}
+    return {
+        "oneOf": [
+            {"type": "string", "enum": kinds},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind"],
+                "properties": {
+                    "kind": {"type": "string", "enum": kinds},
+                    "model": {"type": "string", "nullable": True, "pattern": r"^\S{1,200}$"},
+                    "timeout": timeout,
+                    "context": {"type": "object", "nullable": True},
+                },
+            },
+        ]
+    }
+
+
+def judge_schema() -> dict[str, Any]:
+    """``config.judge``: the AI kind that compares candidates for ``select: judge``."""
+    from ..adapters import ADAPTERS
+
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": list(ADAPTERS)},
+            "model": {"type": "string", "nullable": True, "pattern": r"^\S{1,200}$"},
+            "timeout": {"type": "number", "nullable": True, "minimum": choice.TIMEOUT[0], "maximum": choice.TIMEOUT[1]},
+        },
+    }
 
 
 def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
@@ -167,7 +209,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     from ..adapters import ADAPTERS
     from ..config import ACCEPTED_ONLY, JOB_CEILINGS, JOB_KEYS, SCHEMA
 
-    names = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array"}
+    names = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array", dict: "object"}
     props: dict[str, Any] = {}
     for key, (section, name) in JOB_KEYS.items():
         spec = SCHEMA[section][name]
@@ -191,6 +233,8 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
     props["gates"] = {"type": "array", "items": GATE}
+    props["candidates"] = {"type": "array", "maxItems": choice.MAX_CANDIDATES, "items": candidate_schema()}
+    props["judge"] = judge_schema()
     if settings is not None and settings.workers.max_cost_usd:
         props["max_cost_usd"].update(minimum=0.000001, maximum=settings.workers.max_cost_usd)
     if settings is not None and not settings.recursion.enable:

@@ -52,10 +52,17 @@ class JobConfig:
     gates_retry: int = job_key("tasks", "gates_retry")
     on_failure: str = job_key("tasks", "on_failure")
     ownership: str = job_key("tasks", "ownership")
+    # Issue 14: each subtask run as several candidates (config/choice.py's shape), and how the
+    # one merged is selected; a request (root or child) may set them.
+    candidates: list[dict[str, Any]] = job_key("candidates", "candidates")
+    attempts: int = job_key("candidates", "attempts")
+    select: str = job_key("candidates", "select")
+    judge: dict[str, Any] = job_key("candidates", "judge")
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)  # scalars, and the gates copied below
         data["gates"] = copy.deepcopy(self.gates)
+        data["candidates"], data["judge"] = copy.deepcopy(self.candidates), dict(self.judge)
         return data
 
     def replace(self, **changes: Any) -> JobConfig:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
-from . import quality
+from . import choice, quality
 
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
 PLANNERS = ("heuristic", "ai", "auto")
@@ -312,6 +312,34 @@ class TasksSettings(Section):
     lock_lease: float = setting(300.0, "seconds a path lock lasts unless renewed or released", min=1, max=86400)
 
 
+@dataclass(frozen=True)
+class CandidatesSettings(Section):
+    candidates: list[dict[str, Any]] = setting(
+        [],
+        "run each subtask as several candidates, each in its own worktree from the same base: "
+        "[claude, {kind: codex, model: o3, timeout: 600}]; the selected one is merged. Empty: one worker per subtask",
+        parse=functools.partial(choice.parse_candidates, kinds=WORKER_KINDS),
+    )
+    attempts: int = setting(
+        1,
+        "with candidates empty: run each subtask this many times on the job's worker kind, as candidates",
+        min=1,
+        max=choice.MAX_CANDIDATES,
+    )
+    select: str = setting(
+        "best",
+        "how a subtask's winner is chosen among the candidates that passed their gates: best (weighted score), "
+        "cheapest, fastest, first_passing (cancel the rest once one passes), judge (an AI compares them two at a time)",
+        choices=choice.SELECT,
+    )
+    judge: dict[str, Any] = setting(
+        {},
+        "the AI kind that judges for select: judge: {kind: claude, model: sonnet, timeout: 300}",
+        parse=functools.partial(choice.parse_judge, kinds=WORKER_KINDS),
+    )
+    judge_diff_bytes: int = setting(20000, "bytes of each candidate's diff shown to the judge", min=1000, max=1_000_000)
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -322,6 +350,7 @@ SECTIONS: dict[str, type[Section]] = {
     "simulated": SimulatedSettings,
     "git": GitSettings,
     "tasks": TasksSettings,
+    "candidates": CandidatesSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
@@ -334,6 +363,7 @@ _TYPES: dict[str, tuple[type, bool]] = {
     "dict[str, str]": (dict, False),
     "list[dict[str, Any]]": (list, False),  # checked by the Key's parse
     "dict[str, dict[str, Any]]": (dict, False),  # checked by the Key's parse
+    "dict[str, Any]": (dict, False),  # checked by the Key's parse
 }
 
 

@@ -17,6 +17,7 @@ from .schema import (
     SCHEMA,
     SECTIONS,
     ApiSettings,
+    CandidatesSettings,
     GitSettings,
     Key,
     LoggingSettings,
@@ -45,6 +46,7 @@ class Settings:
     simulated: SimulatedSettings = field(default_factory=SimulatedSettings)
     git: GitSettings = field(default_factory=GitSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
+    candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property
