@@ -4,15 +4,25 @@ and a line to its tree's orchestrator.log (job-level lines to the server log too
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from . import logs
 from .config import Settings
-from .events import EventBus
-from .models import JobRecord
+from .events import Event, EventBus
+from .models import JobRecord, WorkerRecord
 from .tables import LiveWorker
 from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.engine")
+
+
+class Sink(Protocol):
+    """Something told of every job and worker event as it is published (the job index, webhooks).
+    Called often, maybe under the engine's lock: it must only queue, never block or raise."""
+
+    def job_event(self, job: JobRecord, event: Event) -> None: ...
+
+    def worker_event(self, job: JobRecord, record: WorkerRecord, event: Event) -> None: ...
 
 
 class Announcer:
@@ -22,13 +32,18 @@ class Announcer:
         self.settings = settings
         self.workspace = workspace
         self.events = events
+        self.sinks: list[Sink] = []
 
     def job(self, job: JobRecord, message: str) -> None:
-        self.events.publish(job.root_id, type="job", job_id=job.id, status=job.status.value, depth=job.depth, message=message)
+        event = self.events.publish(
+            job.root_id, type="job", job_id=job.id, status=job.status.value, depth=job.depth, message=message
+        )
+        for sink in self.sinks:
+            sink.job_event(job, event)
 
     def worker(self, live: LiveWorker, message: str) -> None:
         rec = live.record
-        self.events.publish(
+        event = self.events.publish(
             rec.root_id,
             type="worker",
             job_id=rec.job_id,
@@ -37,6 +52,8 @@ class Announcer:
             depth=rec.depth,
             message=message,
         )
+        for sink in self.sinks:
+            sink.worker_event(live.job, rec, event)
         self.line(live.job, f"{rec.key} {rec.status.value}: {message}", rec.name)
 
     def line(self, job: JobRecord, message: str, worker: str | None = None) -> None:
