@@ -90,6 +90,7 @@ class Finishing:
         if parsed is not None:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
+            rec.tokens_cache_read = parsed.tokens_cache_read
             self.add_cost(rec.root_id, parsed.cost_usd)
 
     def add_cost(self, root_id: str, usd: float | None) -> None:

@@ -223,6 +223,12 @@ class WorkerRecord:
     selected: bool | None = None
     score: dict[str, Any] | None = None
     timeout: float | None = None
+    # Issue 14 item 7: the bytes of its rendered prompt, how many of them are its job's shared
+    # context block (sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
+    # (the anthropic kind's usage.cache_read_input_tokens; None: not reported).
+    prompt_bytes: int | None = None
+    shared_prompt_bytes: int | None = None
+    tokens_cache_read: int | None = None
 
     @property
     def key(self) -> str:
