@@ -30,7 +30,7 @@ log = logging.getLogger("orchestrator.api")
 def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
     """Build the app around an engine. The engine's ``credentials`` scope worker keys."""
     from .. import dashboard
-    from . import routes
+    from . import docs, routes, tasks
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
@@ -52,7 +52,9 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts),
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
+    app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # the seed's task API, a facade over jobs
     app.register_blueprint(routes.public)
+    app.register_blueprint(docs.bp)  # GET /docs: Swagger UI, public like the dashboard's shell
     app.register_blueprint(dashboard.bp)  # the web dashboard's shell pages at /: public, no data
     app.register_error_handler(OrchestratorError, _orchestrator_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -9,6 +9,7 @@ from .. import __version__
 from ..config import choice
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
+from .taskdoc import task_paths, task_schemas
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -482,6 +483,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
     }
+    paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -546,6 +548,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         "wait": {"type": "number", "minimum": 0, "maximum": 3600},
                     },
                 },
+                **task_schemas(settings),
                 "JobStatus": {
                     "type": "object",
                     "required": ["job_id", "status", "results"],

@@ -329,13 +329,8 @@ def events(job_id: str) -> Response:
     job_id = _allowed(job_id)
     engine = _engine()
     engine.get_job(job_id)
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
-        raise ValidationError(
-            f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)"
-        )
     deadline = time.monotonic() + _settings().api.long_poll_max
-    stream = _event_stream(engine, job_id, int(raw), deadline)
+    stream = _event_stream(engine, job_id, _last_event_id(), deadline)
     return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -363,6 +358,16 @@ def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Itera
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _last_event_id() -> int:
+    """Where an SSE stream resumes: the Last-Event-ID header (or ?last_event_id=), 0 for the start."""
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
+        raise ValidationError(
+            f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)"
+        )
+    return int(raw)
+
+
 def _json_body() -> dict[str, Any]:
     body = request.get_json(force=True, silent=True)
     if body is None:
