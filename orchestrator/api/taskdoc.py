@@ -1,5 +1,6 @@
-"""The OpenAPI paths and schemas of the seed's task API (tasks.py) and of ``GET /docs`` (docs.py),
-merged into the document by openapi.py; with ``settings``, this server's own limits."""
+"""The seed's task API's names (its statuses, strategies, CLI names) and its OpenAPI paths and schemas
+(tasks.py), with ``GET /docs`` (docs.py), merged into the document by openapi.py; with ``settings``,
+this server's own limits."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ from ..config import choice
 if TYPE_CHECKING:
     from ..config import Settings
 
+STRATEGIES = ("theirs", "auto", "manual")
+SEED_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+# The seed's CLI names for our kinds (besides our own kind names); a kind this server lacks is left out.
+ALIASES = {"claude_code": "claude", "claude-code": "claude", "claude-api": "anthropic", "claude_api": "anthropic"}
 ROOT_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}$"}}
-STRATEGY = {"type": "string", "enum": ["theirs", "auto", "manual"]}
+STRATEGY = {"type": "string", "enum": list(STRATEGIES)}
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"  # as openapi.NOT_BLANK: the server strips with Python's str.strip
 TIME = {"type": "string", "format": "date-time", "nullable": True}
-SEED_STATUS = {"type": "string", "enum": ["pending", "running", "completed", "failed", "cancelled"]}
+SEED_STATUS = {"type": "string", "enum": list(SEED_STATUSES)}
 ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def cli_kinds() -> dict[str, str]:
+    """Every ``cli_name`` this server can run, and the worker kind it runs as."""
+    from ..adapters import ADAPTERS
+
+    kinds = {kind: kind for kind in ADAPTERS}
+    kinds.update({alias: kind for alias, kind in ALIASES.items() if kind in ADAPTERS})
+    return kinds
 
 
 def _ok(ref: str, code: str = "200", description: str = "ok") -> dict[str, Any]:
@@ -154,8 +168,6 @@ def task_paths() -> dict[str, Any]:
 
 
 def task_schemas(settings: Settings | None = None) -> dict[str, Any]:
-    from .tasks import cli_kinds
-
     max_timeout = settings.workers.max_timeout if settings is not None else choice.TIMEOUT[1]
     max_chars = settings.orchestrator.max_request_chars if settings is not None else 1_000_000
     number = {"type": "number", "nullable": True}

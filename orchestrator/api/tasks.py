@@ -22,24 +22,20 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context, url_for
 
-from ..adapters import ADAPTERS
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
 from ..filesystem import atomic_write
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..workspace import root_of
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate
+from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds
 
 bp = Blueprint("tasks", __name__)
 bp.before_request(authenticate)  # the same key, credentials and rate limits as every /api/v1 route
 
 BODY_KEYS = ("description", "cli_assignments", "merge_strategy")
 ASSIGNMENT_KEYS = ("cli_name", "context", "timeout")
-STRATEGIES = ("theirs", "auto", "manual")
 DEFAULT_STRATEGY = "theirs"  # the seed's default ("THEIRS (Default - Fully Automated)")
-SEED_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-# The seed's CLI names for our kinds (besides our own kind names); a kind this server lacks is left out.
-ALIASES = {"claude_code": "claude", "claude-code": "claude", "claude-api": "anthropic", "claude_api": "anthropic"}
 NAMES_FILE = "task_api.json"  # in the tree's state folder: the cli_names as the request gave them
 HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (the seed's)
 EXAMPLE = (
@@ -56,13 +52,6 @@ _WORKER_STATUS = {
     WorkerStatus.CANCELLED: "cancelled",
     WorkerStatus.SKIPPED: "cancelled",
 }
-
-
-def cli_kinds() -> dict[str, str]:
-    """Every ``cli_name`` this server can run, and the worker kind it runs as."""
-    kinds = {kind: kind for kind in ADAPTERS}
-    kinds.update({alias: kind for alias, kind in ALIASES.items() if kind in ADAPTERS})
-    return kinds
 
 
 # -- routes ----------------------------------------------------------------------------------
