@@ -272,6 +272,7 @@ def test_a_worker_credential_reads_only_its_own_task(make_live):
     body = {"description": "x", "cli_assignments": [{"cli_name": "command"}]}
     assert live.call("POST", "/api/v1/tasks", key=key, json=body).status_code == 403
     live.call("DELETE", f"/api/v1/tasks/{mine}")
+    assert wait_task(live, mine)["status"] == "cancelled"
 
 
 # -- the progress stream ---------------------------------------------------------------------
@@ -291,7 +292,9 @@ def test_progress_streams_the_seeds_events_in_order_and_resumes(make_live):
     progress = [e for e in events if e["event"] == "progress"]
     ids = [int(e["id"]) for e in progress]
     assert ids == sorted(ids) and len(ids) >= 4
+    # every worker event names its CLI; the simulated candidate's child job (its task is compound) counts as it
     assert {e["data"]["cli_name"] for e in progress if e["data"]["worker"]} == {"command", "simulated"}
+    assert {e["data"]["job_id"] for e in progress} == {task_id, f"{task_id}-c1"}
     assert all(ISO_UTC.match(e["data"]["timestamp"]) for e in progress)
     final = events[-1]["data"]
     assert final["id"] == task_id and final["status"] == "completed" and len(final["cli_results"]) == 2
@@ -310,6 +313,7 @@ def test_a_stream_past_long_poll_max_ends_with_an_error_event(make_live):
     assert events[0]["event"] == "connected" and events[-1]["event"] == "error"
     assert "long_poll_max" in events[-1]["data"]["message"]
     live.call("DELETE", f"/api/v1/tasks/{task_id}")
+    assert wait_task(live, task_id)["status"] == "cancelled"
 
 
 # -- conflicts and merge on a worktree job -------------------------------------------------------
@@ -335,7 +339,7 @@ def test_conflicts_and_merge_of_a_worktree_task_leave_the_users_repository_as_it
         done = wait_task(live, task_id)
         results = done["cli_results"]
         assert [r["status"] for r in results] == ["completed", "completed"], results
-        assert all(r["branch"].startswith(f"{PREFIX}{task_id}/") for r in results)
+        assert all(r["branch"].startswith(f"orchestrator/{task_id}/") for r in results), results
         assert all(r["files_modified"] == ["shared.txt"] for r in results)
         (winner,) = [r for r in results if r["selected"]]
         # manual: nothing merged, the selected candidate's branch waits; the task is completed

@@ -370,10 +370,12 @@ def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
             batch = engine.events.wait(task_id, last, min(HEARTBEAT, remaining))
             for event in batch:
                 last = event.seq
-                if event.worker and event.worker not in names and event.job_id == task_id:
+                # A child job's worker (worker_2_1) counts as the candidate it descends from (worker_2).
+                top = "_".join((event.worker or "").split("_")[:2])
+                if event.worker and top not in names:
                     _, workers = engine.snapshot(task_id, task_id)
                     names = {w.name: name for w, name in _runs([w for w in workers if w.job_id == task_id], _names(task_id))}
-                yield _sse("progress", _progress(event, names.get(event.worker or "")), event.seq)
+                yield _sse("progress", _progress(event, names.get(top)), event.seq)
             if not batch:
                 yield _sse("heartbeat", {"task_id": task_id, "time": iso(time.time())})
     except JobNotFound as exc:
