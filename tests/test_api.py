@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -87,8 +88,7 @@ def test_openapi_document_lists_exactly_the_served_routes(live):
     for rule in flask_app.url_map.iter_rules():
         if rule.endpoint in ("static", "docs.asset") or rule.endpoint.startswith("dashboard."):  # HTML pages and files
             continue
-        path = rule.rule.replace("<job_id>", "{job_id}").replace("<worker>", "{worker}").replace("<lock_id>", "{lock_id}")
-        path = path.replace("<task_id>", "{task_id}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # <job_id>, <task_id:task_id> -> {job_id}, {task_id}
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, method.lower()))
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}

@@ -118,7 +118,7 @@ def task_paths() -> dict[str, Any]:
                         "name": "last_event_id",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"},
                     },
                 ],
                 "responses": {

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context, url_for
+from werkzeug.routing import BaseConverter
 
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
@@ -30,7 +31,16 @@ from ..workspace import root_of
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate
 from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds
 
+
+class TaskIdConverter(BaseConverter):
+    """A job id in a task route (a child's too: answered 404 naming its task), so that
+    ``/tasks/stats`` is never also a task's path (an OPTIONS request's Allow stays right)."""
+
+    regex = r"[0-9a-f]{12}(?:-c[0-9]{1,7})?"
+
+
 bp = Blueprint("tasks", __name__)
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("task_id", TaskIdConverter))
 bp.before_request(authenticate)  # the same key, credentials and rate limits as every /api/v1 route
 
 BODY_KEYS = ("description", "cli_assignments", "merge_strategy")
@@ -86,12 +96,12 @@ def stats() -> Response:
     return jsonify(_stats())
 
 
-@bp.get("/tasks/<task_id>")
+@bp.get("/tasks/<task_id:task_id>")
 def get_task(task_id: str) -> Response:
     return jsonify(_task(_task_id(task_id)))
 
 
-@bp.delete("/tasks/<task_id>")
+@bp.delete("/tasks/<task_id:task_id>")
 def cancel_task(task_id: str) -> Response:
     """Cancel the task's job and its whole tree (409 once it has ended); answers the task."""
     task_id = _task_id(task_id)
@@ -100,14 +110,14 @@ def cancel_task(task_id: str) -> Response:
     return jsonify(_task(task_id))
 
 
-@bp.get("/tasks/<task_id>/conflicts")
+@bp.get("/tasks/<task_id:task_id>/conflicts")
 def conflicts(task_id: str) -> Response:
     """What would conflict between the candidates' branches, and the last merge (engine.conflicts)."""
     found = _engine().conflicts(_task_id(task_id))
     return jsonify({"task_id": task_id, "has_conflicts": bool(found["conflicts"]), **found})
 
 
-@bp.post("/tasks/<task_id>/merge")
+@bp.post("/tasks/<task_id:task_id>/merge")
 def merge(task_id: str) -> Response:
     """Merge the task's selected candidate again with a strategy (engine.merge; admin only, as
     POST /jobs/{id}/merge: it moves branches)."""
@@ -142,7 +152,7 @@ def merge(task_id: str) -> Response:
     )
 
 
-@bp.get("/tasks/<task_id>/progress")
+@bp.get("/tasks/<task_id:task_id>/progress")
 def progress(task_id: str) -> Response:
     task_id = _task_id(task_id)
     _engine().get_job(task_id)  # a 404 now, not an error event later
