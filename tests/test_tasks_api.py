@@ -393,3 +393,88 @@ def test_docs_is_a_public_page_under_the_dashboards_csp_with_its_files_served_he
         for op in ops.values()
         for p in op.get("parameters", [])
     )
+
+
+@pytest.fixture
+def logging_browser(tmp_path):
+    """A headless Chromium (as test_dashboard's) that also records every request it sends and its console."""
+    import os
+
+    from .test_dashboard import CHROMEDRIVER, CHROMIUM, _browser_missing
+
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {missing}")
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_swagger_ui_runs_under_the_csp_and_sends_the_key_as_a_header_only(live, logging_browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = logging_browser
+    # Given /docs open in a browser: Swagger UI renders every operation of the document
+    driver.get(live.url + "/docs")
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 10)
+    doc = requests.get(live.url + "/openapi.json", timeout=5).json()
+    operations = sum(len(ops) for ops in doc["paths"].values())
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) == operations
+    # When the key is entered through Authorize and GET /api/v1/tasks/stats is tried out
+    driver.find_element(By.CSS_SELECTOR, "button.authorize").click()
+    modal = WebDriverWait(driver, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".modal-ux"))
+    assert "X-API-Key" in modal.text and "header" in modal.text
+    modal.find_elements(By.CSS_SELECTOR, "input")[0].send_keys(live.key)
+    modal.find_elements(By.CSS_SELECTOR, "button.authorize")[0].click()
+    modal.find_element(By.CSS_SELECTOR, "button.btn-done, button.close-modal").click()
+    operation = driver.find_element(By.ID, "operations-default-get_api_v1_tasks_stats")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    WebDriverWait(driver, 10).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))
+    operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status = WebDriverWait(driver, 20).until(
+        lambda d: operation.find_elements(By.CSS_SELECTOR, ".live-responses-table .response .response-col_status")
+    )
+    # Then the server answered it (a request without the key would be a 401)
+    assert status[0].text.strip().startswith("200"), status[0].text
+    # And every request the page made went to this server, the key in a header and never in a URL
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            if request["url"].startswith(("http:", "https:")):
+                sent.append((request["url"], request["headers"].get("X-API-Key")))
+    assert sent and all(url.startswith(live.url + "/") for url, _ in sent), sent
+    assert not any(live.key in url for url, _ in sent)
+    assert [url for url, key in sent if key == live.key] == [live.url + "/api/v1/tasks/stats"]
+    assert {url.removeprefix(live.url) for url, _ in sent} >= {
+        "/docs",
+        "/docs/static/swagger-ui-bundle.js",
+        "/docs/static/swagger-init.js",
+        "/openapi.json",
+    }
+    # The CSP held: nothing but two decorative data: icons of swagger-ui.css was refused (no script, style or connection)
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert all("Loading the image 'data:image/svg+xml" in m and "img-src" in m for m in refused), refused

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context, url_for
+from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
@@ -40,7 +41,13 @@ class TaskIdConverter(BaseConverter):
 
 
 bp = Blueprint("tasks", __name__)
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("task_id", TaskIdConverter))
+
+
+@bp.record_once
+def _converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["task_id"] = TaskIdConverter
+
+
 bp.before_request(authenticate)  # the same key, credentials and rate limits as every /api/v1 route
 
 BODY_KEYS = ("description", "cli_assignments", "merge_strategy")
