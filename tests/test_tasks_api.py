@@ -23,6 +23,8 @@ import requests
 from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY, wait_until
+from .test_real_cli import claude_workers  # noqa: F401  (a fixture)
+from .test_real_gemini import gemini_workers  # noqa: F401  (a fixture)
 from .test_worktree import PREFIX, git, snapshot
 
 pytestmark = pytest.mark.slow
@@ -478,3 +480,52 @@ def test_swagger_ui_runs_under_the_csp_and_sends_the_key_as_a_header_only(live, 
     # The CSP held: nothing but two decorative data: icons of swagger-ui.css was refused (no script, style or connection)
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
     assert all("Loading the image 'data:image/svg+xml" in m and "img-src" in m for m in refused), refused
+
+
+# -- the real CLIs ------------------------------------------------------------------------------
+@pytest.mark.real_cli
+@pytest.mark.timeout(400)
+def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopback_mocks(
+    make_live,
+    claude_workers,  # noqa: F811  (the imported fixture)
+    gemini_workers,  # noqa: F811
+):
+    from .conftest import find_cli
+    from .mock_gemini_server import Call, function_responses
+    from .mock_gemini_server import Text as GeminiText
+    from .test_real_cli import write_then_report
+
+    claude, gemini = find_cli("claude"), find_cli("gemini")
+    if claude is None or gemini is None:
+        pytest.skip("the claude and gemini CLIs are not installed (tests/install_cli.sh)")
+
+    def gemini_script(body):
+        if function_responses(body):
+            return GeminiText("Wrote gemini.md")
+        return Call("write_file", {"file_path": "gemini.md", "content": "# from gemini\n"})
+
+    # Given a server whose claude and gemini are the real CLIs, each pointed at its loopback mock
+    claude_mock = claude_workers(write_then_report("claude.md", "# from claude\n", "Created claude.md"))
+    gemini_mock = gemini_workers(gemini_script)
+    live = make_live(
+        orchestrator={"claude_command": claude, "gemini_command": gemini, "model": "gemini-2.5-flash", "planner": "heuristic"},
+        workers={"default_timeout": 180},
+    )
+    # When the seed's curl line is run as printed
+    out = subprocess.run(seed_argv(live.url, live.key), capture_output=True, text=True, check=True, timeout=30)
+    task = json.loads(out.stdout)
+    assert task["cli_results"] is None and task["status"] in ("pending", "running")
+    done = wait_task(live, task["id"], timeout=300)
+    # Then both CLIs ran the task, wrote their file, reported their cost, and one was selected
+    job = live.engine.get_job(task["id"])
+    why = f"{done}\n--- claude mock\n{claude_mock.summary()}\n--- gemini mock\n{gemini_mock.summary()}"
+    results = done["cli_results"]
+    assert [(r["cli_name"], r["kind"], r["status"]) for r in results] == [
+        ("claude_code", "claude", "completed"),
+        ("gemini", "gemini", "completed"),
+    ], why
+    assert [r["files_modified"] for r in results] == [["claude.md"], ["gemini.md"]], why
+    assert results[0]["cost"] and results[0]["cost"] > 0, why
+    assert sorted(r["selected"] for r in results) == [False, True], why
+    assert done["status"] == "completed", why
+    assert job.config.merge_strategy == "theirs"
