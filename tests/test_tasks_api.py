@@ -529,3 +529,78 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
     assert sorted(r["selected"] for r in results) == [False, True], why
     assert done["status"] == "completed", why
     assert job.config.merge_strategy == "theirs"
+
+
+# -- the mapping, as pure functions -----------------------------------------------------------------
+def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exists(monkeypatch):
+    from orchestrator import adapters
+    from orchestrator.api.taskdoc import cli_kinds
+
+    kinds = cli_kinds()
+    assert kinds["claude_code"] == kinds["claude-code"] == kinds["claude"] == "claude"
+    assert {kinds[n] for n in ("gemini", "codex", "aider", "ollama", "opencode", "command", "simulated")} == {
+        "gemini",
+        "codex",
+        "aider",
+        "ollama",
+        "opencode",
+        "command",
+        "simulated",
+    }
+    assert "auto_claude" not in kinds and "auto" not in kinds
+    if "anthropic" not in adapters.ADAPTERS:
+        assert "claude_api" not in kinds and "claude-api" not in kinds
+        monkeypatch.setitem(adapters.ADAPTERS, "anthropic", adapters.ADAPTERS["command"])
+    assert cli_kinds()["claude_api"] == cli_kinds()["claude-api"] == "anthropic"
+
+
+@pytest.mark.parametrize(
+    "job_status, merge, candidates, expected",
+    [
+        ("running", None, [("success", True)], "running"),
+        ("pending", None, [], "pending"),
+        ("cancelled", None, [("success", None)], "cancelled"),
+        # worktree: completed only when the selected candidate was merged
+        ("completed", {"strategy": "theirs", "merged": ["worker_2"]}, [("success", False), ("success", True)], "completed"),
+        ("partial", {"strategy": "auto", "merged": ["worker_1"]}, [("success", True), ("failed", False)], "completed"),
+        (
+            "partial",
+            {"strategy": "auto", "merged": [], "unchanged": ["worker_1"]},
+            [("success", True), ("failed", False)],
+            "completed",
+        ),
+        ("completed", {"strategy": "auto", "merged": []}, [("success", True), ("success", False)], "failed"),
+        ("failed", {"strategy": "auto", "merged": []}, [("failed", False), ("failed", False)], "failed"),
+        # manual merges nothing by design; without git there is nothing to merge: selected is enough
+        ("completed", {"strategy": "manual", "merged": []}, [("success", True), ("success", False)], "completed"),
+        ("partial", None, [("success", True), ("timeout", False)], "completed"),
+        ("failed", None, [("failed", None), ("failed", None)], "failed"),
+    ],
+)
+def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
+    from orchestrator.api.tasks import seed_status
+    from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+
+    job = JobRecord(id="0123456789ab", root_id="0123456789ab", request="x", status=JobStatus(job_status), merge=merge)
+    workers = [
+        WorkerRecord(
+            "0123456789ab",
+            "0123456789ab",
+            f"worker_{i}",
+            i,
+            0,
+            "x",
+            "command",
+            WorkerStatus(status),
+            candidate=i,
+            selected=selected,
+        )
+        for i, (status, selected) in enumerate(candidates, 1)
+    ]
+    assert seed_status(job, workers) == expected
+    # A job without candidates (one through /orchestrate): a worker that succeeded stands for the selection
+    plain = [WorkerRecord("0123456789ab", "0123456789ab", "worker_1", 1, 0, "x", "command", WorkerStatus.SUCCESS)]
+    job.merge = None
+    assert seed_status(job, plain) == (
+        "completed" if job.status.terminal and job.status is not JobStatus.CANCELLED else job_status
+    )
