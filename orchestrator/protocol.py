@@ -25,6 +25,7 @@ PORT = "ORCHESTRATOR_PORT"  # a worktree worker's own free port from git.port_ra
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on
 ATTEMPT = "ORCHESTRATOR_ATTEMPT"  # 1 for the first attempt, 2 for the first retry, ...
 TAG = "ORCHESTRATOR_TAG"  # unique per worker: how its processes are found in /proc
+SHARED_CONTEXT = "ORCHESTRATOR_SHARED_CONTEXT"  # the job's shared context block, the prompt's first part (issue 14)
 SHIM_STASH = "ORCHESTRATOR_SHIM_"  # + NAME: the worker's own value of a variable the perl shim starts without
 
 # -- the simulated worker's knobs (settings section ``simulated``) --------------------------

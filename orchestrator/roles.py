@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .adapters import resolve_kind
+from .adapters import get_adapter, resolve_kind
 from .config import JobConfig, Settings
 from .config.quality import roles_with_defaults
 from .environment import base_env
@@ -122,8 +122,8 @@ def _runs(
 
 def _not_installed(settings: Settings, kind: str) -> str:
     """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH."""
-    if kind == "simulated":
-        return ""
+    if kind != "command" and get_adapter(kind).command_key is None:
+        return ""  # no program of its own to find (simulated; anthropic runs this Python)
     if kind == "command":
         template = settings.orchestrator.command
         if not template:

@@ -253,11 +253,10 @@ class _Handler(LoggingHandler):
                 content.append({"type": "text", "text": turn.text})
             content.append({"type": "tool_use", "id": self.server_mock.new_id("toolu"), "name": turn.name, "input": turn.input})
             stop = "tool_use"
+        # A turn's usage may give the prompt-cache counts (the anthropic kind prices each).
         usage = {
-            "input_tokens": turn.usage.get("input_tokens", 0),
-            "output_tokens": turn.usage.get("output_tokens", 0),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            key: turn.usage.get(key, 0)
+            for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         }
         return {
             "id": self.server_mock.new_id("msg"),

@@ -17,7 +17,7 @@ from .. import protocol
 from ..errors import ConfigError
 from . import choice, quality
 
-WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
+WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
 PLANNERS = ("heuristic", "ai", "auto")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables the orchestrator always sets itself (with ORCHESTRATOR_*): workers.env may not name them.
@@ -85,7 +85,8 @@ class OrchestratorSettings(Section):
     workspace_root: str = setting("./workspace", "where job folders go, relative to this folder")
     worker: str = setting(
         "auto",
-        "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode",
+        "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode, "
+        "anthropic (the Messages API directly: see the anthropic section)",
         choices=WORKER_KINDS,
     )
     planner: str = setting(
@@ -340,6 +341,71 @@ class CandidatesSettings(Section):
     judge_diff_bytes: int = setting(20000, "bytes of each candidate's diff shown to the judge", min=1000, max=1_000_000)
 
 
+# Anthropic's list prices, USD per million tokens (input, output, 5-minute cache write, cache
+# read), by model name prefix, from platform.claude.com/docs/en/about-claude/pricing (November
+# 2026; the 5.5 and Sonnet 5 cache prices by the documented 1.25x write and 0.1x read multipliers).
+# anthropic.prices replaces this table: check it against that page.
+ANTHROPIC_PRICES: dict[str, dict[str, Any]] = {
+    "claude-opus-5-5": {"input": 4.0, "output": 20.0, "cache_write": 5.0, "cache_read": 0.4},
+    "claude-sonnet-5-5": {"input": 2.0, "output": 10.0, "cache_write": 2.5, "cache_read": 0.2},
+    "claude-opus-5": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},
+    "claude-sonnet-5": {"input": 2.0, "output": 10.0, "cache_write": 2.5, "cache_read": 0.2},
+    "claude-opus-4-8": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},
+    "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},
+    "claude-opus-4-6": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},
+    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},
+    "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_write": 18.75, "cache_read": 1.5},
+    "claude-opus-4": {"input": 15.0, "output": 75.0, "cache_write": 18.75, "cache_read": 1.5},
+    "claude-sonnet-4": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.3},
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.1},
+}
+PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
+
+
+def parse_prices(value: Any, where: str) -> dict[str, dict[str, float]]:
+    """anthropic.prices: model (or model name prefix) -> the four prices, USD per million tokens."""
+    example = "{claude-sonnet-4-5: {input: 3, output: 15, cache_write: 3.75, cache_read: 0.3}}"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of model names to prices, e.g. {example}", key=where)
+    table: dict[str, dict[str, float]] = {}
+    for model, prices in value.items():
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{where}: {model!r} is not a model name", key=where)
+        if not isinstance(prices, dict) or set(prices) != set(PRICE_KEYS):
+            raise ConfigError(
+                f"{where}.{model}: give exactly {', '.join(PRICE_KEYS)} (USD per million tokens), e.g. {example}",
+                key=f"{where}.{model}",
+            )
+        for name, price in prices.items():
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+                raise ConfigError(
+                    f"{where}.{model}.{name}={price!r}: give a number of USD per million tokens, 0 or more",
+                    key=f"{where}.{model}.{name}",
+                )
+        table[model] = {name: float(prices[name]) for name in PRICE_KEYS}
+    return table
+
+
+@dataclass(frozen=True)
+class AnthropicSettings(Section):
+    model: str = setting(
+        "claude-sonnet-5-5", "model of the anthropic kind when neither the worker's role nor orchestrator.model names one"
+    )
+    max_tokens: int = setting(8192, "max_tokens of each Messages API request (one turn's answer)", min=1, max=1_000_000)
+    max_turns: int = setting(50, "model turns (requests) one attempt may make before it fails", min=1, max=10_000)
+    command_timeout: float = setting(300.0, "seconds one run_command tool call may run", min=1, max=86400)
+    tool_output_chars: int = setting(30000, "characters of one tool result sent back to the model", min=1000, max=10_000_000)
+    max_retries: int = setting(
+        2, "the SDK's own retries of a failed request (429, 529, 5xx; it honours retry-after)", min=0, max=10
+    )
+    prices: dict[str, dict[str, Any]] = setting(
+        ANTHROPIC_PRICES,
+        "USD per million input, output, cache_write, cache_read tokens, by model name or prefix (longest wins); "
+        "a model missing here has an unknown cost",
+        parse=parse_prices,
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -351,6 +417,7 @@ SECTIONS: dict[str, type[Section]] = {
     "git": GitSettings,
     "tasks": TasksSettings,
     "candidates": CandidatesSettings,
+    "anthropic": AnthropicSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {

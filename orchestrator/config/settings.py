@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from .schema import (
     SCHEMA,
     SECTIONS,
+    AnthropicSettings,
     ApiSettings,
     CandidatesSettings,
     GitSettings,
@@ -47,6 +48,7 @@ class Settings:
     git: GitSettings = field(default_factory=GitSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
+    anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property
