@@ -195,11 +195,12 @@ class Tools:
         if not start.is_dir():
             raise ToolError(f"{args.get('path')!r} is not a folder")
         found: list[str] = []
-        for folder, dirs, files in os.walk(start):  # links are listed, never followed
-            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for folder, dirs, files in os.walk(start):  # links are listed as names, never followed
             here = Path(folder)
+            links = [d for d in dirs if (here / d).is_symlink()]
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and d not in links)
             found += [self._rel(here / d) + "/" for d in dirs]
-            found += [self._rel(here / f) for f in sorted(files)]
+            found += [self._rel(here / f) for f in sorted([*files, *links])]
             if len(found) > LIST_LIMIT:
                 return "\n".join(sorted(found)[:LIST_LIMIT]) + f"\n[... more than {LIST_LIMIT} entries]"
         return "\n".join(sorted(found)) or "(empty)"

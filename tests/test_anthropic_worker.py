@@ -1,0 +1,318 @@
+"""The ``anthropic`` worker kind: the SDK's agentic loop against the loopback Messages API mock.
+
+Jobs run through the engine with real worker subprocesses (``python -m
+orchestrator.anthropic_worker``); the only fake is the model API (tests/mock_model_server.py,
+streaming SSE and tool_use as the real API sends them). Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import protocol
+from orchestrator.adapters import get_adapter
+from orchestrator.adapters.anthropic import prices_for
+from orchestrator.adapters.anthropic_tools import Tools
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.runner import ProcessRunner
+
+from .conftest import ROOT, explain, make_settings, only_worker, run_job, wait_until
+from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, tool_results
+
+KEY = "sk-ant-test-0123456789-secret"
+MODEL = "claude-sonnet-5-5"
+
+
+@pytest.fixture
+def mock_api():
+    started: list[MockModelServer] = []
+
+    def start(script, *, default=None, lifetime=90.0) -> MockModelServer:
+        mock = MockModelServer(script, default=default, lifetime=lifetime).start()
+        started.append(mock)
+        return mock
+
+    yield start
+    for mock in started:
+        mock.stop()
+
+
+def anthropic_engine(make_engine, mock: MockModelServer, *, workers=None, **anthropic):
+    """An engine whose workers are the anthropic kind, talking to ``mock`` through workers.env."""
+    return make_engine(
+        orchestrator={"worker": "anthropic", "planner": "heuristic"},
+        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}, **(workers or {})},
+        anthropic={"model": MODEL, "max_retries": 0, **anthropic},
+    )
+
+
+def result_of(body, index: int = -1) -> dict:
+    return tool_results(body)[index]
+
+
+def text_of(block: dict) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def usage(inp: int, out: int, write: int = 0, read: int = 0) -> dict[str, int]:
+    return {"input_tokens": inp, "output_tokens": out, "cache_creation_input_tokens": write, "cache_read_input_tokens": read}
+
+
+# ----------------------------------------------------------------------------- through the engine
+
+
+def test_a_tool_call_writes_a_file_a_command_runs_and_usage_and_cost_are_exact(make_engine, mock_api):
+    turns = [
+        ToolUse("write_file", {"path": "notes/hello.md", "content": "# Hello\n"}, usage=usage(1000, 50, write=800)),
+        ToolUse(
+            "run_command",
+            {"argv": [sys.executable, "-c", "print(open('notes/hello.md').read().upper())"]},
+            usage=usage(40, 30, read=800),
+        ),
+        Text("Wrote notes/hello.md", usage=usage(60, 20, read=800)),
+    ]
+    mock = mock_api(turns)
+    engine = anthropic_engine(make_engine, mock)
+    job = run_job(engine, "Write hello.md", tasks=["Write hello.md"], timeout=90)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED and worker.status is WorkerStatus.SUCCESS, why
+    folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+    assert (folder / "notes" / "hello.md").read_text() == "# Hello\n", why
+    assert worker.files_created == ["notes/hello.md"], why
+    assert "Wrote notes/hello.md" in worker.output
+    # The write's result, then the command's exit code and output, went back to the model.
+    second, third = mock.conversation[1].body, mock.conversation[2].body
+    assert text_of(result_of(second)).startswith("wrote notes/hello.md"), why
+    assert result_of(third)["is_error"] is False
+    assert text_of(result_of(third)) == "exit code 0\n# HELLO\n\n", why
+    # Exact usage: the three turns' counts summed; the cost from the anthropic.prices entry.
+    assert worker.tokens_in == (1000 + 800) + (40 + 800) + (60 + 800), why
+    assert worker.tokens_out == 50 + 30 + 20
+    assert worker.tokens_cache_read == 1600
+    price = engine.settings.anthropic.prices[MODEL]
+    expected = (1100 * price["input"] + 100 * price["output"] + 800 * price["cache_write"] + 1600 * price["cache_read"]) / 1e6
+    assert worker.cost_usd == pytest.approx(expected, rel=1e-9), why
+    on_disk = engine.workspace.load_worker(job.root_id, 0, worker.name)
+    assert (on_disk.tokens_in, on_disk.tokens_out, on_disk.cost_usd) == (worker.tokens_in, 100, worker.cost_usd)
+    # Every request: streamed, the configured model, the SDK's key header (never logged), the tools.
+    for request in mock.conversation:
+        assert request.body["stream"] is True and request.body["model"] == MODEL
+        assert KEY in (request.headers.get("x-api-key"), request.headers.get("authorization", "").removeprefix("Bearer "))
+        assert [t["name"] for t in request.body["tools"]][:3] == ["read_file", "write_file", "edit_file"]
+        assert request.body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    log, _ = engine.read_log(worker)
+    assert KEY not in log
+
+
+def test_a_path_outside_the_worktree_is_refused(make_engine, mock_api):
+    def script(body):
+        done = tool_results(body)
+        if not done:
+            return ToolUse("write_file", {"path": "../escaped.txt", "content": "out"})
+        if len(done) == 1:
+            return ToolUse("read_file", {"path": "/etc/hostname"})
+        return Text("could not")
+
+    mock = mock_api(script)
+    engine = anthropic_engine(make_engine, mock)
+    job = run_job(engine, "Escape", tasks=["Escape"], timeout=90)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.SUCCESS, why
+    folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
+    assert not (folder.parent / "escaped.txt").exists()
+    write, read = tool_results(mock.conversation[-1].body)
+    for block in (write, read):
+        assert block["is_error"] is True and "outside your working folder" in text_of(block), why
+    assert worker.files_created == []
+
+
+def test_a_401_fails_once_classified_auth(make_engine, mock_api):
+    mock = mock_api([], default=AUTH_401)
+    engine = anthropic_engine(make_engine, mock, workers={"max_retries": 2})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.FAILED and worker.status is WorkerStatus.FAILED, why
+    assert worker.failure_class == "auth", why
+    assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
+    assert "401" in (worker.error or "") and "invalid x-api-key" in (worker.error or ""), why
+    assert [r.turn for r in mock.requests] == ["ApiError 401"], why
+    log, _ = engine.read_log(worker)
+    assert KEY not in log and KEY not in (worker.error or "")
+
+
+def test_a_rate_limit_is_transient_with_the_services_retry_after(make_engine, mock_api):
+    mock = mock_api([], default=ApiError(429, "rate_limit_error", "slow down", headers={"retry-after": "7"}))
+    engine = anthropic_engine(make_engine, mock, workers={"transient_retries": 0})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.FAILED and worker.failure_class == "transient", why
+    assert worker.attempts[-1].retry_after == 7.0, why
+
+
+def test_max_turns_ends_the_loop_and_is_not_retried(make_engine, mock_api):
+    mock = mock_api(lambda body: ToolUse("list_files", {}))
+    engine = anthropic_engine(make_engine, mock, max_turns=2, workers={"max_retries": 2})
+    job = run_job(engine, "Loop", tasks=["Loop"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1, why
+    assert "max_turns (2)" in (worker.error or ""), why
+    assert len(mock.conversation) == 2
+
+
+def test_a_job_cancelled_while_a_request_hangs_ends_promptly_with_no_process_left(make_engine, mock_api):
+    mock = mock_api([Hang()])
+    engine = anthropic_engine(make_engine, mock, workers={"kill_grace": 5, "default_timeout": 120})
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = engine.worker_tags(job.id)
+    wait_until(lambda: [r.turn for r in mock.requests] == ["Hang"], timeout=30, what="the request reached the mock")
+    started = time.monotonic()
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 30)
+    took = time.monotonic() - started
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert done.status is JobStatus.CANCELLED and worker.status is WorkerStatus.CANCELLED, why
+    # The first rung (SIGINT) ended it mid-request, well inside kill_grace: no SIGKILL.
+    assert worker.attempts[0].kill_rung == "SIGINT", why
+    assert took < 4.5, f"cancel took {took:.1f}s\n{why}"
+    log, _ = engine.read_log(worker)
+    assert '"subtype": "stopped"' in log and "SIGINT" in log, why
+    assert ProcessRunner().tagged(tags[0]) == []
+
+
+def test_a_hanging_request_ends_in_timeout(make_engine, mock_api):
+    mock = mock_api([Hang()])
+    engine = anthropic_engine(make_engine, mock, workers={"default_timeout": 4, "kill_grace": 5})
+    job = engine.submit("Say hi", None, ["Say hi"])
+    tags = engine.worker_tags(job.id)
+    done = engine.wait(job.id, 60)
+    worker = only_worker(engine, done)
+    why = explain(engine, done, mock)
+    assert worker.status is WorkerStatus.TIMEOUT, why
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "timeout", why
+    assert worker.attempts[0].kill_rung == "SIGINT", why
+    assert worker.attempts[0].duration < 4 + 4, why
+    assert ProcessRunner().tagged(tags[0]) == []
+
+
+# ----------------------------------------------------------------------------- the program alone
+
+
+def run_worker(mock: MockModelServer, tmp_path: Path, prompt: str, **env: str) -> subprocess.CompletedProcess:
+    (tmp_path / "work").mkdir(exist_ok=True)
+    prompt_file = tmp_path / "prompt.md"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", protocol.PREFIX))}
+    full = {**base, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY, **env}
+    argv = [sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(prompt_file)]
+    argv += ["--root", str(tmp_path / "work"), "--model", MODEL, "--max-retries", "0"]
+    return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_shared_context_block_is_sent_first_and_cached(tmp_path, mock_api):
+    shared = "# Shared context\n\nThe request, the repository summary, the siblings.\n"
+    block_file = tmp_path / "shared.md"
+    block_file.write_text(shared, encoding="utf-8")
+    mock = mock_api([Text("ok", usage=usage(10, 5, read=900)), Text("ok")])
+    done = run_worker(mock, tmp_path, shared + "# Your subtask\n\nSay hi\n", **{protocol.SHARED_CONTEXT: str(block_file)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = mock.conversation[0].body["messages"][0]["content"]
+    assert first[0] == {"type": "text", "text": shared, "cache_control": {"type": "ephemeral"}}
+    assert first[1] == {"type": "text", "text": "# Your subtask\n\nSay hi\n"}
+    parsed = get_adapter("anthropic").parse(done.stdout, 0, max_chars=1000)
+    assert parsed.ok is not False and parsed.tokens_cache_read == 900 and parsed.tokens_in == 910
+    # A prompt that does not start with the block's text is sent whole, with no cached block.
+    done = run_worker(mock, tmp_path, "Say hi\n" + shared, **{protocol.SHARED_CONTEXT: str(block_file)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert mock.conversation[1].body["messages"][0]["content"] == [{"type": "text", "text": "Say hi\n" + shared}]
+
+
+def test_no_api_key_is_an_auth_failure_without_a_request(tmp_path, mock_api):
+    mock = mock_api([Text("never")])
+    done = run_worker(mock, tmp_path, "Say hi", ANTHROPIC_API_KEY="")
+    parsed = get_adapter("anthropic").parse(done.stdout, done.returncode, max_chars=1000)
+    assert done.returncode == 1 and parsed.failure_class == "auth" and "workers.env" in (parsed.error or "")
+    assert mock.requests == []
+
+
+# ----------------------------------------------------------------------------- the tools and the argv
+
+
+def test_tools_refuse_links_out_and_run_argv_lists_only(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (root / "out").symlink_to(outside)
+    (root / "file-link").symlink_to(outside / "secret.txt")
+    tools = Tools(root, command_timeout=2, output_chars=2000, env=os.environ)
+    for name, args in [
+        ("read_file", {"path": "out/secret.txt"}),
+        ("read_file", {"path": "file-link"}),
+        ("write_file", {"path": "out/new.txt", "content": "x"}),
+        ("edit_file", {"path": "file-link", "old_string": "secret", "new_string": "x"}),
+        ("list_files", {"path": "out"}),
+        ("search", {"pattern": "secret", "path": "out"}),
+        ("write_file", {"path": ".git/config", "content": "x"}),
+    ]:
+        text, is_error = tools.run(name, args)
+        assert is_error, (name, args, text)
+    assert (outside / "secret.txt").read_text() == "secret" and not (outside / "new.txt").exists()
+    # A shell string is one program name, never a shell: nothing runs.
+    text, is_error = tools.run("run_command", {"argv": "echo hi; touch pwned"})
+    assert is_error and not (root / "pwned").exists()
+    text, is_error = tools.run("run_command", {"argv": ["echo hi; touch pwned"]})
+    assert is_error and "program not found" in text and not (root / "pwned").exists()
+    # A command past its timeout is killed with whatever it started.
+    started = time.monotonic()
+    text, is_error = tools.run("run_command", {"argv": ["sh", "-c", "echo begun; sleep 30 & sleep 30"], "timeout": 1})
+    assert is_error and "timed out after 1s" in text and "begun" in text
+    assert time.monotonic() - started < 10
+    # edit_file replaces an exact string once; list and search stay inside.
+    assert tools.run("write_file", {"path": "a.py", "content": "x = 1\ny = 1\n"}) == ("wrote a.py (12 bytes)", False)
+    assert tools.run("edit_file", {"path": "a.py", "old_string": "= 1", "new_string": "= 2"})[1] is True  # twice
+    assert tools.run("edit_file", {"path": "a.py", "old_string": "y = 1", "new_string": "y = 2"})[1] is False
+    assert (root / "a.py").read_text() == "x = 1\ny = 2\n"
+    assert tools.run("search", {"pattern": r"y = \d"}) == ("a.py:2: y = 2", False)
+    # Links are listed (never followed); the command's output is capped.
+    assert tools.run("list_files", {})[0].splitlines() == ["a.py", "file-link", "out"]
+    text, _ = tools.run("run_command", {"argv": [sys.executable, "-c", "print('x' * 10000)"]})
+    assert len(text) < 2100 and "characters cut" in text
+
+
+def test_the_argv_carries_the_settings_and_the_models_prices(tmp_path):
+    from orchestrator.adapters.base import WorkerContext
+
+    settings = make_settings(tmp_path, anthropic={"model": "claude-opus-4-5-20251101", "max_turns": 7})
+    ctx = WorkerContext(
+        task="t",
+        prompt="p",
+        prompt_file=tmp_path / "p.md",
+        worker_dir=tmp_path,
+        depth=0,
+        max_recursion_depth=1,
+        attempt=1,
+        settings=settings,
+    )
+    argv = get_adapter("anthropic").build_argv(ctx)
+    assert argv[1:3] == ["-m", "orchestrator.anthropic_worker"]
+    assert argv[argv.index("--model") + 1] == "claude-opus-4-5-20251101"
+    assert argv[argv.index("--max-turns") + 1] == "7"
+    assert argv[argv.index("--prices") + 1] == "5.0,25.0,6.25,0.5"  # the longest prefix, claude-opus-4-5
+    assert prices_for(settings.anthropic.prices, "claude-unknown") is None
+    with pytest.raises(Exception, match="cache_write"):
+        make_settings(tmp_path, anthropic={"prices": {"m": {"input": 1, "output": 2}}})
