@@ -477,7 +477,7 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         return outcome
     if outcome.parsed is None:
         outcome.parsed = ParsedResult(output="")
-    for name in ("cost_usd", "tokens_in", "tokens_out"):
+    for name in ("cost_usd", "tokens_in", "tokens_out", "tokens_cache_read"):
         values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
         setattr(outcome.parsed, name, sum(values) if values else None)
     return outcome

@@ -7,6 +7,7 @@ streaming SSE and tool_use as the real API sends them). Nothing leaves 127.0.0.1
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
 from .conftest import ROOT, explain, make_settings, only_worker, run_job, wait_until
-from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, tool_results
+from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, subtask, tool_results
 
 KEY = "sk-ant-test-0123456789-secret"
 MODEL = "claude-sonnet-5-5"
@@ -207,6 +208,82 @@ def test_a_hanging_request_ends_in_timeout(make_engine, mock_api):
     assert worker.attempts[0].kill_rung == "SIGINT", why
     assert worker.attempts[0].duration < 4 + 4, why
     assert ProcessRunner().tagged(tags[0]) == []
+
+
+def test_a_timeout_mid_answer_keeps_the_tokens_the_stream_showed(make_engine, mock_api):
+    # The model's stream starts (message_start: its input usage) and then stalls.
+    mock = mock_api([Text("never finished", usage=usage(3000, 400, read=1000), stall=60)])
+    # Long enough for the SDK's import and the request under load; the stall is far longer.
+    engine = anthropic_engine(make_engine, mock, workers={"default_timeout": 10, "kill_grace": 5})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.TIMEOUT and worker.attempts[0].kill_rung == "SIGINT", why
+    # Input exact (message_start's), output as far as it streamed (message_start says 1), priced.
+    assert (worker.tokens_in, worker.tokens_out, worker.tokens_cache_read) == (4000, 1, 1000), why
+    price = engine.settings.anthropic.prices[MODEL]
+    expected = (3000 * price["input"] + 1 * price["output"] + 1000 * price["cache_read"]) / 1e6
+    assert worker.cost_usd == pytest.approx(expected, rel=1e-9), why
+
+
+def test_every_attempts_usage_counts_after_a_transient_retry(make_engine, mock_api):
+    turns = [
+        ToolUse("list_files", {}, usage=usage(500, 20, read=300)),
+        ApiError(529, "overloaded_error", "Overloaded"),
+        Text("done", usage=usage(100, 10, read=200)),
+    ]
+    mock = mock_api(turns)
+    engine = anthropic_engine(make_engine, mock, workers={"transient_retries": 1})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.SUCCESS and len(worker.attempts) == 2, why
+    assert worker.attempts[0].failure_class == "transient", why
+    # Both attempts paid: the first's turn before the overload, and the second's.
+    assert (worker.tokens_in, worker.tokens_out, worker.tokens_cache_read) == (800 + 300, 30, 500), why
+
+
+ROOT_TASK = "Write the docs: a.md and b.md"
+
+
+def tree_script(body):
+    """The root's model starts a child job of two subtasks and reports what it printed; each
+    child's model writes its file."""
+    task, results = subtask(body), tool_results(body)
+    if task == ROOT_TASK:
+        if results:
+            return Text("The child job said:\n" + text_of(results[-1]))
+        return ToolUse("start_child_job", {"tasks": ["Write a.md", "Write b.md"]})
+    if task in ("Write a.md", "Write b.md"):
+        name = task.split()[-1]
+        return Text(f"Done: {task}") if results else ToolUse("write_file", {"path": name, "content": f"# {name}\n"})
+    return Text(f"unexpected prompt: {task!r}")
+
+
+def test_a_worker_starts_a_child_job_of_anthropic_workers(make_live, mock_api):
+    mock = mock_api(tree_script)
+    live = make_live(
+        orchestrator={"worker": "anthropic", "planner": "heuristic"},
+        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}},
+        anthropic={"model": MODEL, "max_retries": 0},
+    )
+    submitted = live.submit(request=ROOT_TASK, tasks=[ROOT_TASK], config={"max_recursion_depth": 1})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["job_id"]
+    doc = live.wait(job_id, timeout=90)
+    engine = live.engine
+    jobs, workers = engine.snapshot(job_id)
+    why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:3000]
+    assert doc["status"] == "completed", why
+    root = next(w for w in workers if w.depth == 0)
+    assert root.status is WorkerStatus.RECURSIVE_SUCCESS, why
+    (child_id,) = root.child_job_ids
+    children = [w for w in workers if w.depth == 1]
+    assert sorted(f for w in children for f in w.files_created) == ["a.md", "b.md"], why
+    assert all(w.job_id == child_id and w.kind == "anthropic" and w.status is WorkerStatus.SUCCESS for w in children)
+    # The spawn's report came back to the root's model as the tool's result.
+    spawned = [r for r in mock.conversation if subtask(r.body) == ROOT_TASK and tool_results(r.body)]
+    assert spawned and f"Child job {child_id}: completed" in text_of(tool_results(spawned[-1].body)[-1]), why
 
 
 # ----------------------------------------------------------------------------- the program alone
