@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ SYSTEM_PROMPT = (
     "You are a coding agent working on one subtask in your own working folder (a git worktree). "
     "Use the tools to read, change and test the files there; every path is relative to that folder "
     "and must stay inside it. Commands run as an argv list, never through a shell. "
-    "When the subtask is done, answer with a short summary of what you did, without a tool call."
+    "Where your instructions say to run orchestrator-spawn in a shell, call start_child_job with the same "
+    "subtasks instead. When the subtask is done, answer with a short summary of what you did, without a tool call."
 )
 CACHED = {"type": "ephemeral"}
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -145,9 +147,7 @@ def first_message(prompt: str, shared_path: str | None) -> tuple[list[dict[str, 
 
 
 def on_signal(signum: int, _frame: Any) -> None:
-    # Once: the rest of the kill ladder (SIGTERM after SIGINT) must not interrupt the result line.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    quiet()  # once: the rest of the kill ladder (SIGTERM after SIGINT) must not cut the result line
     raise Stopped(signum)
 
 
@@ -157,19 +157,29 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     run = Run(model=args.model, prices=prices_of(args.prices))
     started = time.monotonic()
+    fields: dict[str, Any] = {}
     try:
-        answer = agent_loop(args, run)
+        try:
+            subtype, text, code = "success", agent_loop(args, run), 0
+        finally:
+            quiet()  # from here on, the result line is written whatever signal arrives
     except Stopped as stop:
-        run.settle()
         name = signal.Signals(stop.signum).name
-        finish(run, started, "stopped", f"stopped by {name} (timeout or cancel)", signal=name)
-        return EXIT_SIGNALLED + stop.signum
+        subtype, text, code = "stopped", f"stopped by {name} (timeout or cancel)", EXIT_SIGNALLED + stop.signum
+        fields["signal"] = name
     except Failed as failed:
-        run.settle()
-        finish(run, started, failed.subtype, failed.message, **failed.fields)
-        return 1
-    finish(run, started, "success", answer)
-    return 0
+        subtype, text, code, fields = failed.subtype, failed.message, 1, failed.fields
+    except Exception as exc:  # a bug here, or an answer the SDK could not read: said, never silent
+        traceback.print_exc()
+        subtype, text, code = "error", f"the anthropic worker failed: {exc!r}", 1
+    run.settle()
+    finish(run, started, subtype, text, **fields)
+    return code
+
+
+def quiet() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def finish(run: Run, started: float, subtype: str, text: str, **fields: Any) -> None:

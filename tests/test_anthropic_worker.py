@@ -138,6 +138,40 @@ def test_a_path_outside_the_worktree_is_refused(make_engine, mock_api):
     assert worker.files_created == []
 
 
+def test_in_a_worktree_its_edits_are_committed_and_the_host_repository_is_untouched(hosted, mock_api):
+    from .test_worktree import git, snapshot
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+
+    def script(body):
+        done = tool_results(body)
+        calls = [
+            ToolUse("edit_file", {"path": "app.py", "old_string": "line2", "new_string": "line two"}),
+            ToolUse("write_file", {"path": str(host / "app.py"), "content": "hijacked"}),  # the host's own file
+            ToolUse("run_command", {"argv": ["git", "status", "--short"]}),
+        ]
+        return calls[len(done)] if len(done) < len(calls) else Text("edited app.py")
+
+    mock = mock_api(script)
+    engine = make(
+        orchestrator={"worker": "anthropic", "planner": "heuristic"},
+        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}},
+        anthropic={"model": MODEL, "max_retries": 0},
+    )
+    job = run_job(engine, "Edit app.py", tasks=["Edit app.py"], timeout=90)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED and worker.status is WorkerStatus.SUCCESS, why
+    assert job.config.isolation == "worktree"
+    assert git(host, "show", f"{worker.commit}:app.py") == "print('v2')\nline two\n", why
+    blocks = tool_results(mock.conversation[-1].body)
+    assert [b["is_error"] for b in blocks] == [False, True, False], why
+    assert "outside your working folder" in text_of(blocks[1])
+    assert text_of(blocks[2]) == "exit code 0\n M app.py\n", why  # the command ran in the worktree
+    assert snapshot(host, folder) == before
+
+
 def test_a_401_fails_once_classified_auth(make_engine, mock_api):
     mock = mock_api([], default=AUTH_401)
     engine = anthropic_engine(make_engine, mock, workers={"max_retries": 2})
@@ -393,3 +427,22 @@ def test_the_argv_carries_the_settings_and_the_models_prices(tmp_path):
     assert prices_for(settings.anthropic.prices, "claude-unknown") is None
     with pytest.raises(Exception, match="cache_write"):
         make_settings(tmp_path, anthropic={"prices": {"m": {"input": 1, "output": 2}}})
+
+
+def test_run_command_never_times_out_the_spawn_command(tmp_path):
+    # The prompt tells every AI worker to run orchestrator-spawn: a child job outlives any command
+    # limit, so that program runs until it ends (the worker's own timeout still bounds it).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "orchestrator-spawn"
+    fake.write_text('#!/bin/sh\nsleep 2\necho "child job done: $*"\n')
+    fake.chmod(0o755)
+    (tmp_path / "root").mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    tools = Tools(tmp_path / "root", command_timeout=1, output_chars=2000, env=env)
+    assert tools.run("run_command", {"argv": ["orchestrator-spawn", "--wait", "A", "B"], "timeout": 600000}) == (
+        "exit code 0\nchild job done: --wait A B\n",
+        False,
+    )
+    text, is_error = tools.run("run_command", {"argv": ["sleep", "2"]})
+    assert is_error and "timed out after 1s" in text

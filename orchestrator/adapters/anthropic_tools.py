@@ -31,6 +31,7 @@ READ_LIMIT = 4 * 1024 * 1024  # bytes of a file read_file and search look at
 LIST_LIMIT = 2000  # entries list_files returns
 MATCH_LIMIT = 200  # lines search returns
 SKIPPED_DIRS = {".git"}
+SPAWN_PROGRAM = "orchestrator-spawn"  # the prompt's way to start a child job, which run_command never times out
 
 
 class ToolError(Exception):
@@ -246,10 +247,12 @@ class Tools:
         argv = args.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
             raise ToolError('argv must be a non-empty list of strings, e.g. ["python", "-m", "pytest", "-q"]')
-        limit = self.command_timeout
+        limit: float | None = self.command_timeout
         asked = args.get("timeout")
-        if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < limit:
+        if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < self.command_timeout:
             limit = float(asked)
+        if Path(argv[0]).name == SPAWN_PROGRAM:
+            limit = None  # a child job takes as long as it takes: the worker's own timeout bounds it
         return self._run(argv, limit)
 
     def start_child_job(self, args: dict[str, Any]) -> str:
