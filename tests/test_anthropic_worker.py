@@ -23,6 +23,7 @@ from orchestrator.adapters.anthropic_tools import Tools
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
+from . import net_guard
 from .conftest import ROOT, explain, make_settings, only_worker, run_job, wait_until
 from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, subtask, tool_results
 
@@ -323,13 +324,15 @@ def test_a_worker_starts_a_child_job_of_anthropic_workers(make_live, mock_api):
 # ----------------------------------------------------------------------------- the program alone
 
 
-def run_worker(mock: MockModelServer, tmp_path: Path, prompt: str, **env: str) -> subprocess.CompletedProcess:
+def run_worker(
+    mock: MockModelServer, tmp_path: Path, prompt: str, *, wrap: tuple[str, ...] | list[str] = (), **env: str
+) -> subprocess.CompletedProcess:
     (tmp_path / "work").mkdir(exist_ok=True)
     prompt_file = tmp_path / "prompt.md"
     prompt_file.write_text(prompt, encoding="utf-8")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", protocol.PREFIX))}
     full = {**base, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY, **env}
-    argv = [sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(prompt_file)]
+    argv = [*wrap, sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(prompt_file)]
     argv += ["--root", str(tmp_path / "work"), "--model", MODEL, "--max-retries", "0"]
     return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60, check=False)
 
@@ -350,6 +353,15 @@ def test_the_shared_context_block_is_sent_first_and_cached(tmp_path, mock_api):
     done = run_worker(mock, tmp_path, "Say hi\n" + shared, **{protocol.SHARED_CONTEXT: str(block_file)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert mock.conversation[1].body["messages"][0]["content"] == [{"type": "text", "text": "Say hi\n" + shared}]
+
+
+@pytest.mark.skipif(net_guard.STRACE is None, reason="strace not installed (Debian package strace; .ci/run installs it)")
+def test_the_worker_connects_to_nothing_but_the_loopback_mock(tmp_path, mock_api):
+    mock = mock_api([ToolUse("list_files", {}), Text("ok")])
+    log = tmp_path / "connect.log"
+    done = run_worker(mock, tmp_path, "Say hi", wrap=net_guard.traced([], log))
+    assert done.returncode == 0 and len(mock.conversation) == 2, done.stdout + done.stderr
+    net_guard.assert_only_loopback(log)
 
 
 def test_no_api_key_is_an_auth_failure_without_a_request(tmp_path, mock_api):
