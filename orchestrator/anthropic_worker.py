@@ -334,10 +334,15 @@ def brief(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-if __name__ == "__main__":
-    status = main()
-    # The result line is out: leave at once. The interpreter's own teardown (the SDK's modules and
-    # connection pool) took 0.9 to 2 s more after a stop, measured under load; a cancel waits for it.
+def cli() -> None:
+    """The program's entry (the adapter's argv, or ``python -m``): ``main``, then leave at once.
+    The result line is out; the interpreter's own teardown (the SDK's modules, its connection
+    pool) took 0.9 to 2 s more after a stop, measured under load, and a cancel would wait for it."""
+    status = main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+if __name__ == "__main__":
+    cli()

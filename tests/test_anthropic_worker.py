@@ -417,28 +417,41 @@ def test_tools_refuse_links_out_and_run_argv_lists_only(tmp_path):
     assert len(text) < 2100 and "characters cut" in text
 
 
-def test_the_argv_carries_the_settings_and_the_models_prices(tmp_path):
+def test_the_argv_carries_the_settings_and_runs_the_servers_package_whatever_the_cwd(tmp_path, mock_api):
     from orchestrator.adapters.base import WorkerContext
 
     settings = make_settings(tmp_path, anthropic={"model": "claude-opus-4-5-20251101", "max_turns": 7})
+    # The cwd holds an orchestrator package of its own (a worktree of a repository that has one).
+    work = tmp_path / "work"
+    (work / "orchestrator").mkdir(parents=True)
+    (work / "orchestrator" / "__init__.py").write_text("")
+    (work / "orchestrator" / "anthropic_worker.py").write_text("print('the cwd copy ran'); raise SystemExit(9)\n")
+    (tmp_path / "p.md").write_text("Say hi")
     ctx = WorkerContext(
         task="t",
-        prompt="p",
+        prompt="Say hi",
         prompt_file=tmp_path / "p.md",
-        worker_dir=tmp_path,
+        worker_dir=work,
         depth=0,
         max_recursion_depth=1,
         attempt=1,
         settings=settings,
     )
     argv = get_adapter("anthropic").build_argv(ctx)
-    assert argv[1:3] == ["-m", "orchestrator.anthropic_worker"]
     assert argv[argv.index("--model") + 1] == "claude-opus-4-5-20251101"
     assert argv[argv.index("--max-turns") + 1] == "7"
     assert argv[argv.index("--prices") + 1] == "5.0,25.0,6.25,0.5"  # the longest prefix, claude-opus-4-5
     assert prices_for(settings.anthropic.prices, "claude-unknown") is None
     with pytest.raises(Exception, match="cache_write"):
         make_settings(tmp_path, anthropic={"prices": {"m": {"input": 1, "output": 2}}})
+    # Run as it is, in that cwd, without PYTHONPATH (as the AI planner runs a kind): the server's package runs.
+    mock = mock_api([Text("hi", usage=usage(1000, 100))])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "PYTHON"))}
+    env.update(ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
+    done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "cwd copy" not in done.stdout, done.stdout + done.stderr
+    parsed = get_adapter("anthropic").parse(done.stdout, 0, max_chars=100)
+    assert parsed.output == "hi" and parsed.cost_usd == pytest.approx((1000 * 5.0 + 100 * 25.0) / 1e6)
 
 
 def test_run_command_never_times_out_the_spawn_command(tmp_path):

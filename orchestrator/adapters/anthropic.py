@@ -1,10 +1,15 @@
 """The ``anthropic`` kind: a worker calling the Anthropic Messages API directly, through the SDK.
 
-argv::
+argv (``python -m orchestrator.anthropic_worker ...``, but never from the cwd)::
 
-    PYTHON -m orchestrator.anthropic_worker --prompt-file FILE --root WORKER_DIR --model M
+    PYTHON -c LAUNCH PACKAGE_PARENT --prompt-file FILE --root WORKER_DIR --model M
            --max-tokens N --max-turns N --command-timeout S --tool-output-chars N
            --max-retries N [--prices IN,OUT,CACHE_WRITE,CACHE_READ]
+
+``LAUNCH`` puts the server's own package first on ``sys.path`` in place of the cwd, which ``-m``
+would put there: a worker's cwd may be a worktree of a repository that holds an ``orchestrator``
+package of its own (as ``orchestrator-spawn`` guards against too), and the AI planner runs the
+kind without the workers' ``PYTHONPATH``.
 
 The program (orchestrator/anthropic_worker.py) is a subprocess like any CLI, so the process
 group, the kill ladder, the resource caps and the exit-status shim apply unchanged. Its settings
@@ -23,6 +28,7 @@ service's retry-after.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Any
 
 from ..runner import python_executable
@@ -40,6 +46,8 @@ _CLASS_OF_TYPE = {  # the API's error type, when no status is known
     "api_error": "transient",
     "api_connection_error": "transient",
 }
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding this package
+LAUNCH = "import sys; sys.path[:1] = [sys.argv.pop(1)]; from orchestrator.anthropic_worker import cli; cli()"
 COST_UNKNOWN = "[cost unknown: no price for model {model} in anthropic.prices]"
 
 
@@ -69,8 +77,9 @@ class AnthropicAdapter(Adapter):
         model = self.model(ctx)
         argv = [
             python_executable(),
-            "-m",
-            "orchestrator.anthropic_worker",
+            "-c",
+            LAUNCH,
+            PACKAGE_PARENT,
             "--prompt-file",
             str(ctx.prompt_file),
             "--root",
