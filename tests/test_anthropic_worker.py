@@ -173,6 +173,26 @@ def test_in_a_worktree_its_edits_are_committed_and_the_host_repository_is_untouc
     assert snapshot(host, folder) == before
 
 
+def test_the_ai_planner_runs_on_the_anthropic_kind(make_engine, mock_api):
+    def script(body):
+        if subtask(body) is None:  # the planner's prompt: no "# Your subtask"
+            return Text('["Write a.md", "Write b.md"]', usage=usage(700, 30))
+        return Text(f"Done: {subtask(body)}")
+
+    mock = mock_api(script)
+    engine = make_engine(
+        orchestrator={"worker": "anthropic", "planner": "auto"},
+        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}},
+        anthropic={"model": MODEL, "max_retries": 0},
+    )
+    job = run_job(engine, "Write the docs a.md and b.md", timeout=90)
+    why = explain(engine, job, mock) + "\n" + "\n".join(job.notes)
+    assert job.status is JobStatus.COMPLETED and job.planner == "ai", why
+    assert job.tasks == ["Write a.md", "Write b.md"], why
+    price = engine.settings.anthropic.prices[MODEL]
+    assert job.planner_cost_usd == pytest.approx((700 * price["input"] + 30 * price["output"]) / 1e6), why
+
+
 def test_a_401_fails_once_classified_auth(make_engine, mock_api):
     mock = mock_api([], default=AUTH_401)
     engine = anthropic_engine(make_engine, mock, workers={"max_retries": 2})
