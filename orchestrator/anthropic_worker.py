@@ -235,6 +235,11 @@ def agent_loop(args: argparse.Namespace, run: Run) -> str:
         message = one_turn(client, request, messages, run)
         calls = [block for block in message.content if block.type == "tool_use"]
         messages.append({"role": "assistant", "content": [block_param(block) for block in message.content]})
+        if message.stop_reason == "max_tokens":
+            raise Failed(
+                "error_max_tokens",
+                f"an answer was cut at max_tokens ({args.max_tokens}): raise anthropic.max_tokens",
+            )
         if message.stop_reason != "tool_use" or not calls:
             return run.last_text
         results = []
@@ -242,7 +247,19 @@ def agent_loop(args: argparse.Namespace, run: Run) -> str:
             answer, is_error = tools.run(call.name, call.input)
             emit({"type": "tool", "name": call.name, "input": brief(call.input), "is_error": is_error, "bytes": len(answer)})
             results.append({"type": "tool_result", "tool_use_id": call.id, "content": answer, "is_error": is_error})
+        move_breakpoint(messages, results)
         messages.append({"role": "user", "content": results})
+
+
+def move_breakpoint(messages: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Cache the conversation so far: the newest tool result carries the moving cache breakpoint
+    (the previous one's is dropped), so the next turn reads every earlier turn from the cache.
+    With the system prompt's and the shared block's, a request has at most the API's 4."""
+    for message in messages[1:]:
+        if message["role"] == "user":
+            for block in message["content"]:
+                block.pop("cache_control", None)
+    results[-1]["cache_control"] = CACHED
 
 
 def make_client(max_retries: int) -> Any:
@@ -281,7 +298,8 @@ def one_turn(client: Any, request: dict[str, Any], messages: list[dict[str, Any]
     texts = [block.text for block in message.content if block.type == "text" and block.text.strip()]
     if texts:
         run.last_text = "\n".join(texts)
-    emit({"type": "turn", "turn": run.turns, "id": message.id, "stop_reason": message.stop_reason, "usage": counts})
+    turn = {"type": "turn", "turn": run.turns, "id": message.id, "stop_reason": message.stop_reason, "usage": counts}
+    emit({**turn, "text": run.last_text[:500]} if texts else turn)  # what the model said, for the log
     return message
 
 

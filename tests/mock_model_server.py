@@ -61,6 +61,7 @@ class Text:
     # Streaming only: seconds to hold the stream after message_start (its input usage already
     # sent), as a model that stalls mid-answer; the rest follows unless the server stops first.
     stall: float = 0.0
+    stop_reason: str = "end_turn"  # e.g. "max_tokens": an answer cut at the request's max_tokens
 
 
 @dataclass
@@ -251,7 +252,7 @@ class _Handler(LoggingHandler):
         content: list[dict] = []
         if isinstance(turn, Text):
             content.append({"type": "text", "text": turn.text})
-            stop = "end_turn"
+            stop = turn.stop_reason
         else:
             if turn.text:
                 content.append({"type": "text", "text": turn.text})

@@ -112,6 +112,13 @@ def test_a_tool_call_writes_a_file_a_command_runs_and_usage_and_cost_are_exact(m
         assert KEY in (request.headers.get("x-api-key"), request.headers.get("authorization", "").removeprefix("Bearer "))
         assert [t["name"] for t in request.body["tools"]][:3] == ["read_file", "write_file", "edit_file"]
         assert request.body["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+    # The conversation is cached as it grows: the newest tool result carries the moving breakpoint.
+    def breakpoints(body) -> list[str]:
+        return [b.get("type") for m in body["messages"] for b in m["content"] if "cache_control" in b]
+
+    assert [breakpoints(r.body) for r in mock.conversation] == [[], ["tool_result"], ["tool_result"]], why
+    assert "cache_control" in result_of(third) and "cache_control" not in result_of(third, 0)
     log, _ = engine.read_log(worker)
     assert KEY not in log
 
@@ -227,6 +234,18 @@ def test_max_turns_ends_the_loop_and_is_not_retried(make_engine, mock_api):
     assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1, why
     assert "max_turns (2)" in (worker.error or ""), why
     assert len(mock.conversation) == 2
+
+
+def test_an_answer_cut_at_max_tokens_fails_and_says_which_setting(make_engine, mock_api):
+    mock = mock_api([Text("half an answ", stop_reason="max_tokens")])
+    engine = anthropic_engine(make_engine, mock, max_tokens=64, workers={"max_retries": 2})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert worker.status is WorkerStatus.FAILED, why
+    assert "max_tokens (64)" in (worker.error or "") and "anthropic.max_tokens" in (worker.error or ""), why
+    assert mock.conversation[0].body["max_tokens"] == 64
+    assert len(worker.attempts) == 1, f"a limit is not retried\n{why}"
 
 
 def test_a_job_cancelled_while_a_request_hangs_ends_promptly_with_no_process_left(make_engine, mock_api):

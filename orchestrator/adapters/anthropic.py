@@ -48,6 +48,7 @@ _CLASS_OF_TYPE = {  # the API's error type, when no status is known
 }
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding this package
 LAUNCH = "import sys; sys.path[:1] = [sys.argv.pop(1)]; from orchestrator.anthropic_worker import cli; cli()"
+LIMITS = ("error_max_turns", "error_max_tokens")  # the program's subtypes for anthropic.max_turns and max_tokens
 COST_UNKNOWN = "[cost unknown: no price for model {model} in anthropic.prices]"
 
 
@@ -139,8 +140,8 @@ class AnthropicAdapter(Adapter):
             parsed.failure_class = _CLASS_OF_TYPE.get(kind)
         if parsed.failure_class == "transient":
             parsed.retry_after = to_float(obj.get("retry_after"))
-        # A bad key, a refused request or the turn limit would only fail the same way again.
-        parsed.retryable = parsed.failure_class not in ("auth", "bad_request") and subtype != "error_max_turns"
+        # A bad key, a refused request, the turn or the answer limit would only fail the same way again.
+        parsed.retryable = parsed.failure_class not in ("auth", "bad_request") and subtype not in LIMITS
         return parsed
 
     def _without_result(self, text: str, exit_code: int | None, max_chars: int) -> ParsedResult:
