@@ -48,6 +48,7 @@ SYSTEM_PROMPT = (
     "subtasks instead. When the subtask is done, answer with a short summary of what you did, without a tool call."
 )
 CACHED = {"type": "ephemeral"}
+SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # 128 + the signal number: what a shell reports for a program ended by that signal.
 EXIT_SIGNALLED = 128
@@ -208,7 +209,10 @@ def agent_loop(args: argparse.Namespace, run: Run) -> str:
     except OSError as exc:
         raise Failed("error", f"cannot read the prompt file {args.prompt_file}: {exc.strerror}") from None
     content, shared_bytes = first_message(prompt, os.environ.get(protocol.SHARED_CONTEXT))
-    tools = Tools(args.root, command_timeout=args.command_timeout, output_chars=args.tool_output_chars, env=os.environ)
+    # The commands it runs do not get the API key: nothing the model runs can print it into a
+    # tool result, the conversation or the log.
+    env = {name: value for name, value in os.environ.items() if name not in SECRET_ENV}
+    tools = Tools(args.root, command_timeout=args.command_timeout, output_chars=args.tool_output_chars, env=env)
     client = make_client(args.max_retries)
     emit(
         {

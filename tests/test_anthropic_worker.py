@@ -394,6 +394,15 @@ def test_the_shared_context_block_is_sent_first_and_cached(tmp_path, mock_api):
     assert mock.conversation[1].body["messages"][0]["content"] == [{"type": "text", "text": "Say hi\n" + shared}]
 
 
+def test_the_commands_it_runs_never_see_the_api_key(tmp_path, mock_api):
+    show = [sys.executable, "-c", "import os; print(os.environ.get('ANTHROPIC_API_KEY', 'no key'))"]
+    mock = mock_api([ToolUse("run_command", {"argv": show}), Text("ok")])
+    done = run_worker(mock, tmp_path, "Say hi")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert text_of(result_of(mock.conversation[1].body)) == "exit code 0\nno key\n"
+    assert KEY not in done.stdout + done.stderr
+
+
 @pytest.mark.skipif(net_guard.STRACE is None, reason="strace not installed (Debian package strace; .ci/run installs it)")
 def test_the_worker_connects_to_nothing_but_the_loopback_mock(tmp_path, mock_api):
     mock = mock_api([ToolUse("list_files", {}), Text("ok")])
