@@ -41,7 +41,7 @@ from . import protocol
 from .adapters.anthropic_tools import TOOL_SPECS, Tools
 
 SYSTEM_PROMPT = (
-    "You are a coding agent working on one subtask in your own working folder (a git worktree). "
+    "You are a coding agent working on one subtask in your own working folder. "
     "Use the tools to read, change and test the files there; every path is relative to that folder "
     "and must stay inside it. Commands run as an argv list, never through a shell. "
     "Where your instructions say to run orchestrator-spawn in a shell, call start_child_job with the same "
@@ -185,6 +185,7 @@ def quiet() -> None:
 
 def finish(run: Run, started: float, subtype: str, text: str, **fields: Any) -> None:
     is_error = subtype != "success"
+    sys.stdout.write("\n")  # on a line of its own even if a stop cut the previous line short
     emit(
         {
             "type": "result",
