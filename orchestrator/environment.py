@@ -131,7 +131,7 @@ def worker_prompt(
         job_id=rec.job_id,
         worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-        timeout=cfg.default_timeout,
+        timeout=rec.timeout or cfg.default_timeout,
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,

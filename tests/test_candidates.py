@@ -1,0 +1,116 @@
+"""A subtask run as several candidates (issue 14 items 1-3) through the real engine: real command
+workers in real worktrees of a repository made here, real gates, the selection of a winner and
+its merge (only the winner's work reaches the result branch; the others stay as branches), and
+the user's repository as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import run_job
+from .test_worktree import git, snapshot, workers
+
+pytestmark = pytest.mark.slow
+
+# Candidate 1 fails the tests gate (it breaks check.txt); candidate 2 passes with a large diff;
+# candidate 3 passes with a small one. Each candidate knows itself by ORCHESTRATOR_WORKER_ID.
+THREE = (
+    'case "$ORCHESTRATOR_WORKER_ID" in '
+    "worker_1) echo broken > check.txt; echo one > feature.txt;; "
+    "worker_2) seq 1 200 > feature.txt; seq 1 100 > extra.txt;; "
+    "worker_3) sleep 0.3; echo small > feature.txt;; esac"
+)
+TESTS_GATE = {"name": "tests", "run": ["sh", "-c", "! grep -q broken check.txt 2>/dev/null"]}
+
+
+def test_best_merges_the_small_passing_candidate_and_keeps_the_others_as_branches(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(tasks={"gates": [TESTS_GATE]})
+    job = run_job(engine, "feature", tasks=[{"id": "feat", "task": THREE}], config={"attempts": 3})
+    found = workers(engine, job)
+    assert sorted(found) == ["worker_1", "worker_2", "worker_3"]
+    assert [found[n].candidate for n in sorted(found)] == [1, 2, 3]
+    assert {w.task_id for w in found.values()} == {"feat"}
+    assert found["worker_1"].status is WorkerStatus.FAILED
+    selection = job.selections["feat"]
+    assert selection["winner"] == "worker_3", selection
+    assert selection["candidates"] == ["worker_1", "worker_2", "worker_3"]
+    assert [found[n].selected for n in sorted(found)] == [False, False, True]
+    assert job.status is JobStatus.COMPLETED, job.error
+    result = f"orchestrator/{job.id}/result"
+    assert git(host, "show", f"{result}:feature.txt").strip() == "small"
+    assert "extra.txt" not in git(host, "ls-tree", "-r", "--name-only", result).split()
+    branches = git(host, "branch", "--list", f"orchestrator/{job.id}/*", "--format=%(refname:short)").split()
+    assert {f"orchestrator/{job.id}/worker_{i}" for i in (1, 2, 3)} <= set(branches)
+    assert snapshot(host, folder) == before
+
+
+def test_cheapest_fastest_and_first_passing(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(tasks={"gates": [TESTS_GATE]})
+    fastest = run_job(engine, "feature", tasks=[{"id": "f", "task": THREE}], config={"attempts": 3, "select": "fastest"})
+    assert fastest.selections["f"]["winner"] == "worker_2"
+    slow = (
+        'case "$ORCHESTRATOR_WORKER_ID" in worker_1) exit 1;; worker_2) echo two > feature.txt;; '
+        "worker_3) sleep 30; echo three > feature.txt;; esac"
+    )
+    first = run_job(engine, "feature", tasks=[{"id": "f", "task": slow}], config={"attempts": 3, "select": "first_passing"})
+    found = workers(engine, first)
+    assert first.selections["f"]["winner"] == "worker_2"
+    assert found["worker_3"].status is WorkerStatus.CANCELLED
+    assert found["worker_3"].duration < 20
+    assert first.status is JobStatus.COMPLETED
+    assert snapshot(host, folder) == before
+
+
+def test_a_graph_task_with_candidates_delivers_its_winner_to_its_dependents(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(tasks={"gates": [TESTS_GATE]})
+    tasks = [
+        {"id": "feat", "task": THREE, "candidates": ["command", "command", "command"]},
+        {"id": "use", "task": 'test "$(cat feature.txt)" = small && echo used > used.txt', "depends_on": ["feat"]},
+    ]
+    job = run_job(engine, "graph", tasks=tasks)
+    found = workers(engine, job)
+    assert job.selections["feat"]["winner"] == "worker_3"
+    assert found["worker_4"].status is WorkerStatus.SUCCESS, found["worker_4"].exit_reason
+    assert found["worker_3"].unblocked == ["use"]
+    assert job.status is JobStatus.COMPLETED
+    assert git(host, "show", f"orchestrator/{job.id}/result:used.txt").strip() == "used"
+    assert snapshot(host, folder) == before
+
+
+def test_no_passing_candidate_fails_the_task_and_skips_its_dependents(hosted):
+    host, folder, make = hosted
+    engine = make()
+    tasks = [{"id": "a", "task": "exit 3"}, {"id": "b", "task": "true", "depends_on": ["a"]}]
+    job = run_job(engine, "graph", tasks=tasks, config={"attempts": 2, "max_retries": 0})
+    found = workers(engine, job)
+    assert job.selections["a"]["winner"] is None
+    assert found["worker_3"].status is WorkerStatus.SKIPPED
+    assert "dependency a has no winner" in found["worker_3"].exit_reason
+    assert job.status is JobStatus.FAILED
+
+
+def test_folder_candidates_of_the_simulated_kind(tmp_path):
+    from orchestrator.config import load_settings
+    from orchestrator.engine import Engine
+
+    settings = load_settings(
+        base_dir=tmp_path, environ={}, overrides={"simulated": {"duration": 0.05}, "git": {"isolation": "folder"}}
+    )
+    engine = Engine(settings)
+    try:
+        job = run_job(engine, "Build a thing", tasks=["one", "two"], config={"attempts": 2, "worker": "simulated"})
+        found = workers(engine, job)
+        assert len(found) == 4
+        assert sorted(job.selections) == ["t1", "t2"]
+        assert job.status is JobStatus.COMPLETED
+        assert sum(1 for w in found.values() if w.selected) == 2
+    finally:
+        engine.shutdown(timeout=10)
