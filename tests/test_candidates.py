@@ -114,3 +114,50 @@ def test_folder_candidates_of_the_simulated_kind(tmp_path):
         assert sum(1 for w in found.values() if w.selected) == 2
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_removes_every_branch(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = engine.submit("feature", {"attempts": 2}, [{"id": "f", "task": "sleep 30"}])
+    import time
+
+    deadline = time.monotonic() + 20
+    while not all(w.status is WorkerStatus.RUNNING for w in workers(engine, job).values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    engine.cancel(job.id)
+    done = engine.wait(job.id, 30)
+    assert done.status is JobStatus.CANCELLED
+    assert done.selections["f"]["winner"] is None and "cancelled" in done.selections["f"]["reason"]
+    engine.delete(job.id, all_branches=True)
+    assert git(host, "branch", "--list", f"orchestrator/{job.id}/*").strip() == ""
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize(
+    ("config", "tasks", "said"),
+    [
+        ({"candidates": ["codex"]}, None, "candidate worker kind codex is not installed here"),
+        ({"candidates": ["nosuch"]}, None, "is not a worker kind this server can run"),
+        ({"attempts": 2, "select": "judge"}, None, "select: judge needs a judge"),
+        ({"candidates": [{"kind": "command", "timeout": 99999}]}, None, "above this server's limit"),
+        (None, [{"task": "x", "candidates": [{"kind": "command", "size": 1}]}], "unknown key(s) size"),
+        ({"candidates": [{"kind": "command", "context": "text"}]}, None, "context must be a JSON object"),
+    ],
+)
+def test_candidates_that_could_never_run_are_refused_at_submission(tmp_path, config, tasks, said):
+    from orchestrator.config import load_settings
+    from orchestrator.engine import Engine
+    from orchestrator.errors import OrchestratorError
+
+    overrides = {"orchestrator": {"worker": "command", "command": ["true"], "codex_command": "no-such-codex-here"}}
+    engine = Engine(load_settings(base_dir=tmp_path, environ={}, overrides=overrides))
+    try:
+        with pytest.raises(OrchestratorError) as caught:
+            engine.submit("x", config, tasks or ["one"])
+        assert said in str(caught.value), caught.value
+        assert caught.value.http_status == 422
+    finally:
+        engine.shutdown(timeout=5)
