@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .adapters import ADAPTERS, get_adapter
 from .config import JobConfig, Settings
 from .errors import ConfigError
 from .models import JobRecord, TaskNode, WorkerRecord
@@ -68,11 +69,15 @@ def expand(tasks: list[str], nodes: list[TaskNode], cfg: JobConfig, settings: Se
                     context=spec.get("context"),
                 )
             )
-    if cfg.select == "judge" and any(n.candidate is not None for n in out_nodes) and not cfg.judge:
-        raise ConfigError(
-            'select: judge needs a judge: set candidates.judge in config.yaml or config.judge in the request, e.g. {"kind": "claude"}',
-            key="judge",
-        )
+    if cfg.select == "judge" and any(n.candidate is not None for n in out_nodes):
+        if not cfg.judge:
+            raise ConfigError(
+                'select: judge needs a judge: set candidates.judge in config.yaml or config.judge in the request, e.g. {"kind": "claude"}',
+                key="judge",
+            )
+        if not get_adapter(cfg.judge["kind"]).is_ai:
+            ai = ", ".join(name for name in ADAPTERS if ADAPTERS[name].is_ai)
+            raise ConfigError(f"judge.kind {cfg.judge['kind']} is not an AI kind; a judge must be one of: {ai}", key="judge")
     return out_tasks, out_nodes
 
 

@@ -139,7 +139,9 @@ class Restorer:
         tables = self.tables
         with self._lock:
             # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
-            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(j.planner_cost_usd or 0.0 for j in jobs)
+            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(
+                (j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs
+            )
             for job in jobs:
                 tables.jobs[job.id] = job
                 if not job.status.terminal:

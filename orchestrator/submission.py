@@ -122,12 +122,13 @@ class Submission:
             # without a role take its parent worker's.
             notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
             plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
-            for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind}):
+            judging = cfg.judge.get("kind") if cfg.select == "judge" and candidates.has_candidates_nodes(nodes) else None
+            for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
                 missing = not_installed(self.settings, kind)
                 if missing:
                     raise ConfigError(
                         f"candidate worker kind {kind} is not installed here: {missing}. Install it, or leave it out "
-                        "of config.candidates",
+                        "of config.candidates (and config.judge)",
                         key="candidates",
                     )
             if parent is None:

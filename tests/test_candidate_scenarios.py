@@ -67,3 +67,16 @@ def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig)
     assert rig.workers(done)["worker_3"].status is WorkerStatus.SUCCESS
     assert sorted(done.selections) == ["a", "b"]  # config.attempts makes candidates of every task
     assert len(rig.fake.handles) == 4  # nothing ran twice
+
+
+def test_the_judges_cost_counts_toward_the_tree_and_its_budget(make_rig):
+    from orchestrator.selection import Selection
+
+    rig = make_rig(orchestrator={"claude_command": "true"})  # "installed": the chooser below stands in for the judge
+    judged = Selection(winner="worker_2", reason="the judge preferred worker_2", ranking=[], judge={"matches": []}, cost_usd=0.25)
+    rig.engine.finishing.choosing.chooser = lambda *a, **k: judged
+    done = rig.run([{"id": "a", "task": "x"}], {"attempts": 2, "select": "judge", "judge": {"kind": "claude"}})
+    assert done.selections["a"]["winner"] == "worker_2" and done.judge_cost_usd == 0.25
+    doc = rig.engine.queries.status_document(done.id)
+    assert doc["tree"]["cost_usd"] == 0.25, doc["tree"]
+    assert rig.engine.tables.tree_cost[done.root_id] == 0.25

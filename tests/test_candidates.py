@@ -142,6 +142,8 @@ def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_rem
         ({"candidates": ["codex"]}, None, "candidate worker kind codex is not installed here"),
         ({"candidates": ["nosuch"]}, None, "is not a worker kind this server can run"),
         ({"attempts": 2, "select": "judge"}, None, "select: judge needs a judge"),
+        ({"attempts": 2, "select": "judge", "judge": {"kind": "command"}}, None, "is not an AI kind"),
+        ({"attempts": 2, "select": "judge", "judge": {"kind": "codex"}}, None, "codex is not installed here"),
         ({"candidates": [{"kind": "command", "timeout": 99999}]}, None, "above this server's limit"),
         (None, [{"task": "x", "candidates": [{"kind": "command", "size": 1}]}], "unknown key(s) size"),
         ({"candidates": [{"kind": "command", "context": "text"}]}, None, "context must be a JSON object"),
