@@ -326,9 +326,11 @@ def _money(cost: float | None) -> str:
 
 def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[str]) -> str:
     label = {"best": "best score", "cheapest": "cheapest", "fastest": "fastest", "first_passing": "first to pass"}[select]
+    detail = top["reason"]
     if select == "best":
         label += f" {top['score']:g}"
-    text = f"{label} of {eligible} eligible: {top['reason']}"
+        detail = detail.removeprefix(f"score {top['score']:g}").removeprefix(": ").strip() or "no measure to score"
+    text = f"{label} of {eligible} eligible: {detail}"
     return text + (f" (won a tie with {', '.join(ties)})" if ties else "")
 
 
