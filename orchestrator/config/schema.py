@@ -351,7 +351,8 @@ class ScoringSettings(Section):
     weights: dict[str, Any] = setting(
         dict(scoring.DEFAULT_WEIGHTS),
         "points per measure for select: best (positive: higher is better; negative: lower is better; 0: recorded only); "
-        "keys left out keep these defaults; a scoring command's other keys score 0 unless named here",
+        "keys left out keep these defaults; a scoring command's other keys score 0 unless named here. "
+        "Ties break by higher score, then lower cost, then earlier end, then worker name",
         parse=scoring.parse_weights,
     )
 
