@@ -119,6 +119,11 @@ def test_cheapest_fastest_and_first_passing_pick_among_the_eligible_only(tmp_pat
     assert fastest.winner == "worker_3" and fastest.reason.startswith("fastest of 2 eligible: duration 5.0s")
     first = pick(tmp_path, three(), "first_passing")
     assert first.winner == "worker_2" and first.reason.startswith("first to pass of 2 eligible: ended at ")
+    # Chosen as soon as one passed: the others still run (no end yet) and are out, saying so.
+    running = Candidate("worker_4", "command", None, "running", False, [], None, None, None, "", False, None, 0, 0, 0, "", None)
+    early = pick(tmp_path, [cand("worker_1", ended=T0), running], "first_passing")
+    assert early.winner == "worker_1"
+    assert early.ranking[1]["reason"] == "not eligible: it had not passed when the choice was made (status running)"
     for chosen in (cheapest, fastest, first):
         assert chosen.ranking[-1]["worker"] == "worker_1" and chosen.ranking[-1]["rank"] is None
         assert all(row["score"] is None for row in chosen.ranking)  # only best scores

@@ -159,7 +159,10 @@ def ask(
 ) -> tuple[str, float | None, str | None]:
     """(the answer text, its cost, why there is no usable answer or None): runs the judge's
     CLI once in ``call_dir``; never raises for the CLI's misbehaviour."""
-    adapter = get_adapter(judge["kind"])
+    try:
+        adapter = get_adapter(judge["kind"])
+    except ConfigError as exc:
+        return "", None, exc.message
     timeout = float(judge.get("timeout") or settings.orchestrator.planner_timeout)
     call_dir.mkdir(parents=True, exist_ok=True)
     log_path = call_dir / "judge.log"

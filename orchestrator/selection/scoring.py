@@ -246,7 +246,7 @@ def rank(
     if select == "best":
         score, parts, used = scores(eligible, measures, weights)
     own = _own_key(select, score)
-    rules = [("first end", TIE_RULES[1][1]), TIE_RULES[2]] if select == "first_passing" else TIE_RULES
+    rules = TIE_RULES[2:] if select == "first_passing" else TIE_RULES  # its own key is the end
     order = sorted(eligible, key=lambda c: (own(c), *(key(c) for _, key in rules)))
     rows = []
     for place, c in enumerate(order, 1):
@@ -340,6 +340,8 @@ def out_reason(c: Candidate) -> str:
         if gate.get("required") and not gate.get("passed"):
             detail = gate.get("reason") or gate.get("status")
             return f"required gate {gate.get('name')} did not pass ({detail})"
+    if c.ended_at is None:  # first_passing chooses while the others may still run
+        return f"it had not passed when the choice was made (status {c.status})"
     return f"it ended {c.status}"
 
 
