@@ -15,6 +15,9 @@ that pair falls back to ``best``: the better-ranked one goes on, and the match s
 The CLI runs the way the AI planner's does (planner/ai.py): the adapter's argv from a
 WorkerContext, run by the runner in a scratch folder under ``work_dir`` (which keeps each
 call's prompt and log), its result and cost read by the adapter. Every call's cost is summed.
+A call may take the judge's ``timeout`` (None: ``orchestrator.planner_timeout``); the judge gets
+no tools, no ORCHESTRATOR_* variable (it cannot start jobs) and the judge's ``model`` (None:
+``orchestrator.model``).
 """
 
 from __future__ import annotations
