@@ -163,3 +163,69 @@ def test_candidates_that_could_never_run_are_refused_at_submission(tmp_path, con
         assert caught.value.http_status == 422
     finally:
         engine.shutdown(timeout=5)
+
+
+def marked(*markers: str) -> str:
+    """A task whose candidate k writes feature.txt holding markers[k-1] (its diff line ``+# MARK``)."""
+    cases = " ".join(f"worker_{i}) printf '# {m}\\n' > feature.txt;;" for i, m in enumerate(markers, 1))
+    return f'case "$ORCHESTRATOR_WORKER_ID" in {cases} esac'
+
+
+@pytest.mark.real_cli
+def test_a_judge_through_the_real_claude_cli_picks_the_winner_that_is_merged(hosted, monkeypatch, tmp_path):
+    import re
+
+    from .conftest import find_cli
+    from .mock_model_server import MockModelServer, Text, prompt_text
+
+    claude = find_cli("claude")
+    if claude is None:
+        pytest.skip("claude CLI not installed (run tests/install_cli.sh)")
+    preferred = ["GOOD", "FINE", "PLAIN"]
+
+    def judge(body):
+        a, b = re.findall(r"^\+# (\w+)$", prompt_text(body), re.M)[:2]
+        label = "A" if preferred.index(a) < preferred.index(b) else "B"
+        return Text(f'```json\n{{"winner": "{label}", "reasons": "{[a, b][label == "B"]} handles the edge cases"}}\n```')
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    with MockModelServer(judge, lifetime=240) as mock:
+        home = tmp_path / "home"
+        home.mkdir()
+        for name, value in {**mock.client_env(), "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude")}.items():
+            monkeypatch.setenv(name, value)
+        engine = make(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"], "claude_command": claude})
+        config = {"attempts": 3, "select": "judge", "judge": {"kind": "claude", "model": "judge-model"}}
+        job = run_job(engine, "feature", tasks=[{"id": "f", "task": marked("PLAIN", "GOOD", "FINE")}], config=config, timeout=240)
+    selection = job.selections["f"]
+    assert selection["winner"] == "worker_2", selection
+    assert all(not m["fallback"] for m in selection["judge"]["matches"]), selection["judge"]
+    assert selection["cost_usd"] and job.judge_cost_usd == selection["cost_usd"]
+    assert git(host, "show", f"orchestrator/{job.id}/result:feature.txt").strip() == "# GOOD"
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.real_cli
+def test_a_judge_answering_garbage_falls_back_to_best_and_the_job_says_so(hosted, monkeypatch, tmp_path):
+    from .conftest import find_cli
+    from .mock_model_server import MockModelServer, Text
+
+    claude = find_cli("claude")
+    if claude is None:
+        pytest.skip("claude CLI not installed (run tests/install_cli.sh)")
+    host, folder, make = hosted
+    with MockModelServer(lambda body: Text("They both look fine to me."), lifetime=240) as mock:
+        home = tmp_path / "home"
+        home.mkdir()
+        for name, value in {**mock.client_env(), "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude")}.items():
+            monkeypatch.setenv(name, value)
+        engine = make(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"], "claude_command": claude})
+        config = {"attempts": 2, "select": "judge", "judge": {"kind": "claude"}}
+        task = 'case "$ORCHESTRATOR_WORKER_ID" in worker_1) seq 1 50 > f.txt;; worker_2) echo one > f.txt;; esac'
+        job = run_job(engine, "feature", tasks=[{"id": "f", "task": task}], config=config, timeout=240)
+    selection = job.selections["f"]
+    (match,) = selection["judge"]["matches"]
+    assert match["fallback"] is True and "unusable" in match["reason"], match
+    assert selection["winner"] == "worker_2"  # best's pick: the smaller diff
+    assert job.status is JobStatus.COMPLETED
