@@ -26,12 +26,23 @@ from jinja2 import (
 
 from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.reports import candidates as _candidates
 from orchestrator.reports.markdown import FILTERS
 from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
+CANDIDATES_TEMPLATE = "candidates.md.j2"
+ANSWER_CHARS = 2000  # of a judge's raw answer in a CANDIDATES file (its reasons are shown whole)
+# What each selection rule does, in a CANDIDATES file's words (selection/ owns the rules themselves).
+SELECT_RULES = {
+    "best": "the highest weighted score over gates and measures among the candidates whose required gates passed",
+    "cheapest": "the lowest cost among the candidates whose required gates passed",
+    "fastest": "the shortest run among the candidates whose required gates passed",
+    "first_passing": "the first to pass its required gates; the others were cancelled",
+    "judge": "an AI judge comparing the eligible candidates two at a time",
+}
 # Workers whose log tail a report shows. Cancelled and skipped ones were stopped
 # by the orchestrator, so their logs rarely explain anything.
 FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
@@ -58,6 +69,8 @@ def _make_env(loader: BaseLoader) -> Environment:
     )
     env.filters.update(FILTERS)
     env.filters["gate_summary"] = gate_summary
+    env.filters["measure"] = _candidates.measure
+    env.filters["clip"] = lambda text, limit: _clip(str(text), limit)[0] + ("\n…" if len(str(text).rstrip()) > limit else "")
     return env
 
 
@@ -168,6 +181,69 @@ def render_final_report(
     return render(FINAL_TEMPLATE, templates_dir, **context)
 
 
+def render_candidate_reports(
+    root: JobRecord,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    templates_dir: Path | None = None,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Each task's CANDIDATES file of the tree: its path relative to the root's folder
+    (candidates.report_path) -> its text. Empty when no task ran as candidates. The writer
+    (finishing.render_reports) writes them with the other reports, so FINAL_RESULT.md's and the
+    level reports' links to them hold."""
+    now = time.time() if now is None else now
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        if w.candidate is not None:
+            by_job.setdefault(w.job_id, []).append(w)
+    files: dict[str, str] = {}
+    for job in jobs:
+        own = by_job.get(job.id)
+        if not own:
+            continue
+        records = {w.name: w for w in own}
+        for task_id, group in _candidates.groups(job, own).items():
+            selection = job.selections.get(task_id) or {}
+            rows = [records[r["worker"]] for r in group["rows"]]
+            winner = records.get(group["winner"] or "")
+            path = group["report"]
+            files[path] = render(
+                CANDIDATES_TEMPLATE,
+                templates_dir,
+                root=root,
+                job=job,
+                g=group,
+                selection=selection,
+                records=records,
+                winner=winner,
+                winner_branch=winner.branch if winner is not None else None,
+                unfinished=sum(1 for w in rows if not w.status.terminal),
+                ranking=[r for r in selection.get("ranking") or [] if isinstance(r, dict)],
+                judge=selection.get("judge") if isinstance(selection.get("judge"), dict) else None,
+                measures=_candidates.measure_names(group["rows"]),
+                measure_columns=_candidates.MEASURE_COLUMNS,
+                rules=SELECT_RULES,
+                worktree=root.config.isolation == "worktree",
+                files_per_worker=FILES_PER_WORKER,
+                answer_chars=ANSWER_CHARS,
+                base=path.rpartition("/")[0],
+                now=now,
+            )
+    return files
+
+
+def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[tuple[JobRecord, dict[str, Any]]]:
+    """(job, group) per task with candidates, in tree order: what FINAL_RESULT.md and the level
+    reports list, each with a link to its CANDIDATES file."""
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        if w.candidate is not None:
+            by_job.setdefault(w.job_id, []).append(w)
+    return [(job, group) for job in jobs if job.id in by_job for group in _candidates.groups(job, by_job[job.id]).values()]
+
+
 def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> list[str]:
     """The text bars, with git isolation's commits after their attempts and its merges below, and
     a task graph's waits on prerequisites."""
@@ -276,6 +352,8 @@ def _context(
         # Issue 13: a view per job with dependencies, gates or trespasses (none: no Task graph section).
         "graphs": graph_views(jobs, workers),
         "graph_rows": None,  # tasks listed per job (None: every one)
+        # Issue 14: each task that ran as candidates, with its CANDIDATES file (none: no section).
+        "candidate_tasks": candidate_tasks(jobs, workers),
     }
 
 
