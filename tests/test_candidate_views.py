@@ -374,10 +374,12 @@ def test_one_terminal_line_per_task_with_its_candidates_side_by_side(tmp_path):
     # The progress tree: one line for t1 instead of three, from records or from the status document.
     for tree in (tree_from_records([record], workers), tree_from_status(doc)):
         lines = render_tree(tree, now=T + 50)
-        assert sum("worker_2" in l for l in lines) == 1
-        (t1,) = [l for l in lines if "t1 [best]" in l]
-        assert "worker_1 command ✗ gate tests | worker_2 command ✓ 87.5 (winner) |" in t1
-        assert any("worker_4" in l for l in lines)
+        assert sum("worker_2" in line for line in lines) == 1
+        (t1,) = [line for line in lines if "[best]" in line]
+        assert re.match(r"├─ ✔ t1 +success +\[best\] worker_1 command ✗ gate tests \| worker_2 command ✓ 87.5 \(winner\) \|", t1)
+        assert any("worker_4" in line for line in lines)
+        # A narrow terminal that keeps only running and failed workers still lists t1 (worker_1 failed).
+        assert any("t1" in line for line in render_tree(tree, now=T + 50, height=4))
 
 
 def test_the_terminal_line_is_one_line_whatever_the_text(tmp_path):
@@ -386,7 +388,8 @@ def test_the_terminal_line_is_one_line_whatever_the_text(tmp_path):
     workers[1].model = "m\nx\x1b[31m"
     line = candidate_line(groups(record, workers)["t1"])
     assert "\n" not in line and "\x1b" not in line
-    assert "worker_2 command mx" in line
+    assert "worker_2 command m x ✓ 87.5 (winner) | worker_3 command ✓ 61.2 x ¦ y" in line
+    assert line.count(" | ") == 2  # the separators between the three candidates, and no other
 
 
 @pytest.mark.parametrize("select", ["cheapest", "fastest", "first_passing"])

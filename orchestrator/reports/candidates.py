@@ -100,7 +100,7 @@ def candidate_line(group: dict[str, Any], *, ascii_only: bool = False) -> str:
     icons = ASCII_ICONS if ascii_only else ICONS
     parts = []
     for row in group["rows"]:
-        what = " ".join(p for p in (row["worker"], clean(row["kind"]), clean(row["model"])) if p)
+        what = " ".join(p for p in (row["worker"], _plain(row["kind"]), _plain(row["model"])) if p)
         bits = [what, icons.get(row["status"], "." if ascii_only else "·") if row["status"] != "running" else "running"]
         if row["score"] is not None:
             bits.append(_number(row["score"]))
@@ -109,7 +109,7 @@ def candidate_line(group: dict[str, Any], *, ascii_only: bool = False) -> str:
         elif row["failed_gates"]:
             bits.append("gate " + ", ".join(row["failed_gates"]))
         elif row["selected"] is False and row["reason"]:
-            bits.append(_short(clean(row["reason"]), LINE_REASON_CHARS))
+            bits.append(_short(_plain(row["reason"]), LINE_REASON_CHARS))
         parts.append(" ".join(bits))
     head = f"{group['task_id']} [{group['select'] or '?'}]"
     tail = ""
@@ -122,8 +122,13 @@ def _number(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
 
 
+def _plain(value: Any) -> str:
+    """Free text on one terminal line: no colours or control characters, and no ``|``, which
+    separates the candidates."""
+    return " ".join(clean(value).split()).replace("|", "¦")
+
+
 def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
