@@ -191,6 +191,7 @@
     $("cancel").hidden = TERMINAL.has(doc.status);
     GitView.job(doc);  // git.js: the merge state and action of a worktree job
     GraphView.job(doc);  // graph.js: the task graph of a job whose tasks depend on one another
+    CandidatesView.job(doc);  // candidates.js: each task's candidates side by side, with their diffs
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
     else if (doc.status === "cancelled") message("", "info");  // the badge says it
   }
@@ -522,6 +523,7 @@
     $("cancel").addEventListener("click", cancelJob);
     GitView.init(base, () => doc);
     GraphView.init(select);
+    CandidatesView.init(base, select);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });
     $("collapse-all").addEventListener("click", () => {
       for (const block of blocks.values()) if (!block.isRoot) setExpanded(block, false);
