@@ -166,15 +166,31 @@ def best_tree():
     return job({"t1": sel}), workers
 
 
-def judge_selection(answer='{"winner": "A", "reasons": "smaller diff"}', reasons="A is smaller", fallback=None):
-    order = {"shown": ["worker_2", "worker_3"], "answer": answer, "parsed": "worker_2", "reasons": reasons, "cost_usd": 0.003}
-    flipped = {"shown": ["worker_3", "worker_2"], "answer": answer, "parsed": "worker_2", "reasons": reasons, "cost_usd": 0.004}
+def judge_selection(answer='{"winner": "A", "reasons": "smaller diff"}', reasons="A is smaller", fallback=False, **match):
+    """select: judge, in the shape selection/judge.py records: worker_2 against worker_3, asked
+    in both orders (``parsed`` is the label the judge picked)."""
+    order = {
+        "shown": ["worker_2", "worker_3"],
+        "answer": answer,
+        "parsed": "A",
+        "reasons": reasons,
+        "cost_usd": 0.003,
+        "problem": None,
+    }
+    flipped = {
+        "shown": ["worker_3", "worker_2"],
+        "answer": answer,
+        "parsed": "B",
+        "reasons": reasons,
+        "cost_usd": 0.004,
+        "problem": None,
+    }
     return {
         "task_id": "t1",
         "select": "judge",
         "candidates": ["worker_1", "worker_2", "worker_3"],
         "winner": "worker_2",
-        "reason": "the judge preferred worker_2 in both orders",
+        "reason": "won the judge's knockout of 2 eligible in 1 round(s)",
         "ranking": [row("worker_2", 1, 1.0), row("worker_3", 2, 0.0), row("worker_1", 3, None, eligible=False)],
         "judge": {
             "kind": "claude",
@@ -186,8 +202,9 @@ def judge_selection(answer='{"winner": "A", "reasons": "smaller diff"}', reasons
                     "b": "worker_3",
                     "orders": [order, flipped],
                     "winner": "worker_2",
-                    "reason": "picked in both orders",
+                    "reason": "the judge picked worker_2 in both orders",
                     "fallback": fallback,
+                    **match,
                 }
             ],
         },
@@ -234,21 +251,29 @@ def test_candidates_file_shows_a_judges_matches_in_the_order_shown():
     text = candidates_file(record, workers)
     assert "## Judge" in text and "claude (sonnet) compared" in text
     assert "### Round 1: `worker_2` against `worker_3`" in text
-    assert "- Order 1: shown `worker_2` then `worker_3`; picked `worker_2`; cost $0.0030" in text
-    assert "- Order 2: shown `worker_3` then `worker_2`; picked `worker_2`; cost $0.0040" in text
+    assert "- Winner: **`worker_2`**: the judge picked worker_2 in both orders" in text
+    assert "- Order 1: shown `worker_2` as A then `worker_3` as B; answered `A` (`worker_2`); cost $0.0030" in text
+    assert "- Order 2: shown `worker_3` as A then `worker_2` as B; answered `B` (`worker_2`); cost $0.0040" in text
     assert text.count("  - Reasons: A is smaller") == 2
     assert '{"winner": "A", "reasons": "smaller diff"}' in code_blocks(text)[0]
     assert "- Judge's cost: $0.0070" in text
 
 
-def test_a_judge_fallback_is_noted():
+def test_a_judge_fallback_and_a_bye_are_noted():
     record, workers = best_tree()
-    record.selections["t1"] = judge_selection(
-        answer="I like both!", reasons="", fallback="unusable answer: no JSON; best decided"
-    )
+    sel = judge_selection(answer="I like both!", reasons="", fallback=True)
+    match = sel["judge"]["matches"][0]
+    match["reason"] = "fell back to best (worker_2 ranks higher): the answer with worker_2 shown as A was unusable: no JSON"
+    match["orders"] = match["orders"][:1]
+    match["orders"][0].update(parsed=None, problem="no JSON object in the answer")
+    sel["judge"]["matches"].append({"round": 2, "a": "worker_2", "b": None, "orders": [], "winner": "worker_2",
+                                    "reason": "a bye (odd one out)", "fallback": False})  # fmt: skip
+    record.selections["t1"] = sel
     text = candidates_file(record, workers)
-    assert "- Fallback: unusable answer: no JSON; best decided" in text
+    assert "- Winner: **`worker_2`** (fell back to `best`): fell back to best (worker_2 ranks higher)" in text
+    assert "answered nothing usable" in text and "  - Problem: no JSON object in the answer" in text
     assert "I like both!" in code_blocks(text)[0]
+    assert "### Round 2: `worker_2` (a bye)" in text
 
 
 def test_a_candidate_with_no_diff_and_a_task_not_chosen_yet():
@@ -403,3 +428,48 @@ def test_the_rule_shown_is_the_selections(select):
 
 def line_rule(record, workers):
     return re.match(r"t1 \[(\w+)\]", candidate_line(groups(record, workers)["t1"])).group(1)
+
+
+# -- from a real engine run ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_views_of_a_real_runs_candidates(hosted):
+    """Three command candidates in real worktrees (test_candidates.THREE: one fails the tests gate,
+    one passes with a large diff, one with a small diff): the selection's real records, as each
+    view shows them."""
+    from .test_candidates import TESTS_GATE, THREE
+
+    host, folder, make = hosted
+    engine = make(tasks={"gates": [TESTS_GATE]})
+    job = engine.submit("feature", {"attempts": 3}, [{"id": "feat", "task": THREE}])
+    done = engine.wait(job.id, 60)
+    assert done.status is JobStatus.COMPLETED, done.error
+    jobs, workers = engine.snapshot(done.root_id)
+    # The file
+    text = render_candidate_reports(jobs[0], jobs, workers)["CANDIDATES_feat.md"]
+    assert_tables_are_rectangular(text)
+    rows = table_with(text, "#")[2:]
+    assert [(r[1], r[3], r[9]) for r in rows] == [
+        ("`worker_1`", "failed", "no (out)"),
+        ("`worker_2`", "success", "no"),
+        ("`worker_3`", "success", "**winner**"),
+    ]
+    assert "tests failed" in rows[0][4] and rows[2][4] == "tests passed"
+    assert "- Winner: **`worker_3`** (command)" in text
+    assert f"- Why: {done.selections['feat']['reason']}" in text
+    ranking = table_with(text, "Rank")[2:]
+    assert [r[1] for r in ranking][0] == "`worker_3`"
+    for w in workers:
+        assert f"- Diffstat: {w.diffstat}" in text
+        assert f"`python -m orchestrator diff {job.id} --worker {w.key}`" in text
+    assert f"`git diff orchestrator/{job.id}/worker_3 orchestrator/{job.id}/worker_2`" in text
+    # FINAL_RESULT.md as the engine wrote it lists the task and links its file
+    final = (folder / "workspace" / f"job_{job.id}" / "FINAL_RESULT.md").read_text()
+    assert "[`CANDIDATES_feat.md`](CANDIDATES_feat.md)" in final
+    # The status document and the terminal line
+    doc = job_status(job.id, jobs, workers, folder / "workspace" / f"job_{job.id}")
+    group = doc["candidates"]["feat"]
+    assert group["winner"] == "worker_3" and [r["selected"] for r in group["rows"]] == [False, False, True]
+    assert group["rows"][2]["measures"] and group["rows"][2]["score"] is not None
+    line = candidate_line(group)
+    assert line.startswith("feat [best] worker_1 command ✗ gate tests | worker_2 command ✓ ")
+    assert "worker_3 command ✓ " in line and "(winner)" in line.split(" | ")[2]
