@@ -72,9 +72,9 @@ def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, 
     are ignored): ``{"task_id", "task", "select", "chosen" (its selection is made), "winner",
     "reason", "judge_cost_usd", "report", "rows" (a candidate_row each, by number)}``."""
     found: dict[str, list[WorkerRecord]] = {}
-    for w in sorted(workers, key=lambda w: w.index):
-        if w.candidate is not None and w.task_id is not None and (job is None or w.job_id == job.id):
-            found.setdefault(w.task_id, []).append(w)
+    mine = [w for w in workers if w.candidate is not None and w.task_id is not None and (job is None or w.job_id == job.id)]
+    for w in sorted(mine, key=lambda w: w.index):  # filtered first: the status document asks per poll
+        found.setdefault(str(w.task_id), []).append(w)
     out: dict[str, dict[str, Any]] = {}
     for task_id, members in found.items():
         members.sort(key=lambda w: (w.candidate or 0, w.index))
