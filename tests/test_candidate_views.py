@@ -6,6 +6,7 @@ grouping, the terminal's one line per task, and hostile text that must not break
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -13,6 +14,7 @@ from orchestrator.models import Attempt, JobConfig, JobRecord, JobStatus, TaskNo
 from orchestrator.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.reports import render_candidate_reports, render_final_report, render_level_report
 from orchestrator.reports.candidates import candidate_line, groups, report_path
+from orchestrator.reports.timeline import render_timeline_svg
 from orchestrator.status import job_status, status_table
 
 from .test_reports import assert_tables_are_rectangular, code_blocks, prose_lines, table_with, tables
@@ -366,6 +368,22 @@ def test_hostile_text_does_not_break_the_files():
     assert len(blocks) == 2 and all(len(b) < 2200 and b.rstrip().endswith("…") for b in blocks)
     measures = table_with(text, "Worker")
     assert len(measures[0]) == 3  # Worker, the hostile measure (one cell), n
+
+
+def test_the_timeline_marks_candidates_and_each_selection():
+    record, workers = best_tree()
+    root = ET.fromstring(render_timeline_svg([record], workers, now=T + 50))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    rows = {g.get("data-worker"): g for g in root.iterfind(".//s:g[@class='row']", ns)}
+    assert [(rows[f"depth_0_worker_{i}"].get("data-candidate"), rows[f"depth_0_worker_{i}"].get("data-selected")) for i in (1, 2, 3)] == [
+        ("1", "false"), ("2", "true"), ("3", "false")]  # fmt: skip
+    assert rows["depth_0_worker_4"].get("data-candidate") is None
+    label = "".join(rows["depth_0_worker_2"].find("s:text", ns).itertext())
+    assert label.startswith("worker_2 ★ ")
+    assert "candidate 2 of t1, selected" in rows["depth_0_worker_2"].find("s:title", ns).text
+    # The text timeline in FINAL_RESULT.md says when the task's selection was made, and who won
+    final = render_final_report(record, [record], workers, log_tails={}, now=T + 50)
+    assert "★ task t1 of job r1 (best) at 35.0s: worker_2 of worker_1, worker_2, worker_3" in "\n".join(code_blocks(final))
 
 
 # -- the status document and the terminal ------------------------------------------------------

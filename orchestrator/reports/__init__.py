@@ -247,6 +247,8 @@ def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[
 def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> list[str]:
     """The text bars, with git isolation's commits after their attempts and its merges below, and
     a task graph's waits on prerequisites."""
+    if not figures.rows:  # no attempt yet: no scale to draw the marks against
+        return []
     notes, merges = text_marks(jobs, workers, figures.started_at, now)
     return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
 
