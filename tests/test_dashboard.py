@@ -794,9 +794,9 @@ def _columns(driver):
         driver,
         "return [...document.querySelectorAll('#candidates .ccol')].map((c) => ({worker: c.dataset.worker,"
         " status: c.dataset.status, selected: c.dataset.selected, won: c.classList.contains('won'),"
-        " winner: !c.querySelector('.c-winner').hidden, score: c.querySelector('.c-score').textContent,"
-        " gates: c.querySelector('.c-gates').textContent, kind: c.querySelector('.c-kind').textContent,"
-        " measures: c.querySelector('.c-measures').textContent, diffstat: c.querySelector('.c-diffstat').textContent,"
+        " winner: !c.querySelector('.cand-winner').hidden, score: c.querySelector('.cand-score').textContent,"
+        " gates: c.querySelector('.cand-gates').textContent, kind: c.querySelector('.cand-kind').textContent,"
+        " measures: c.querySelector('.cand-measures').textContent, diffstat: c.querySelector('.cand-diffstat').textContent,"
         " left: c.getBoundingClientRect().left, top: c.getBoundingClientRect().top}));",
     )
 
@@ -862,13 +862,16 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
     assert cols[1]["score"] == "87.5 (rank 1)" and cols[1]["kind"] == "command · " + EVIL
     assert "diff_lines: 4 (20 pts)" in cols[1]["measures"] and f"{EVIL}: 1" in cols[1]["measures"]
     assert cols[2]["diffstat"] == done["results"]["tasks"][2]["diffstat"]
+    # The tree names each candidate's task and number, and stars the winner
+    names = js(browser, "return [...document.querySelectorAll('.wrow .c-name')].map((n) => n.textContent);")
+    assert names == ["worker_1 · t1 #1", "worker_2 · t1 #2 ★", "worker_3 · t1 #3"]
     panel = browser.find_element("css selector", "#candidates .cpanel[data-task='t1']")
     assert panel.get_attribute("data-winner") == "worker_2"
     assert text_of(browser, "candidates-note").startswith("1 task(s) run as candidates, 1 chosen")
-    assert js(browser, "return document.querySelector('.cpanel .c-reason').textContent") == "worker_2 scored 87.5 " + EVIL
+    assert js(browser, "return document.querySelector('.cpanel .cand-reason').textContent") == "worker_2 scored 87.5 " + EVIL
     # Each candidate's diff, from the worker diff route, side by side in its column
-    panel.find_element("css selector", ".c-diffs-button").click()
-    diffs = lambda: js(browser, "return [...document.querySelectorAll('#candidates .c-diff')].map((p) => p.textContent);")  # noqa: E731
+    panel.find_element("css selector", ".cand-diffs-button").click()
+    diffs = lambda: js(browser, "return [...document.querySelectorAll('#candidates .cand-diff')].map((p) => p.textContent);")  # noqa: E731
     wait_for(browser, lambda: all(diffs()), "the three diffs")
     for i, text in enumerate(diffs(), 1):
         assert text == live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_{i}/diff?max_bytes=200000").json()["diff"]
@@ -886,5 +889,5 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
     assert _columns(browser)[2]["score"] == "70 (rank 2)"
     assert len(_columns(browser)) == 3 and all(diffs())
     # A column's name selects its worker in the panel
-    browser.find_element("css selector", ".ccol[data-worker='worker_3'] .c-name").click()
+    browser.find_element("css selector", ".ccol[data-worker='worker_3'] .cand-name").click()
     wait_for(browser, lambda: text_of(browser, "w-title") == "depth_0_worker_3", "worker_3 in the panel")

@@ -43,12 +43,12 @@ const CandidatesView = (() => {
   }
 
   function makePanel(taskId) {
-    const button = el("button", { type: "button", className: "small c-diffs-button", text: "Show diffs" });
+    const button = el("button", { type: "button", className: "small cand-diffs-button", text: "Show diffs" });
     const panel = {
       id: taskId,
-      rule: el("span", { className: "badge c-rule" }),
-      verdict: el("span", { className: "c-verdict" }),
-      reason: el("p", { className: "c-reason pre-wrap" }),
+      rule: el("span", { className: "badge cand-rule" }),
+      verdict: el("span", { className: "cand-verdict" }),
+      reason: el("p", { className: "cand-reason pre-wrap" }),
       cols: el("div", { className: "ccols" }),
       columns: new Map(),        // worker name -> column
       button,
@@ -94,20 +94,20 @@ const CandidatesView = (() => {
 
   function makeColumn(row) {
     const col = {
-      name: el("button", { type: "button", className: "c-name mono link", title: "show this worker in the panel" }),
-      winner: el("span", { className: "c-winner", text: "winner" }),
+      name: el("button", { type: "button", className: "cand-name mono link", title: "show this worker in the panel" }),
+      winner: el("span", { className: "cand-winner", text: "winner" }),
       status: el("span", { className: "badge" }),
-      facts: el("dl", { className: "kv c-facts" }),
-      measures: el("ul", { className: "files c-measures" }),
-      note: el("span", { className: "muted c-diff-note" }),
-      diff: el("pre", { className: "diff c-diff", tabindex: "0" }),
+      facts: el("dl", { className: "kv cand-facts" }),
+      measures: el("ul", { className: "files cand-measures" }),
+      note: el("span", { className: "muted cand-diff-note" }),
+      diff: el("pre", { className: "diff cand-diff", tabindex: "0" }),
       key: row.key,
       diffFor: null,
       abort: null,
     };
     col.diff.hidden = true;
     col.el = el("div", { className: "ccol", dataset: { worker: row.worker } },
-      el("div", { className: "c-head" }, col.name, col.status, col.winner), col.facts, col.measures, col.note, col.diff);
+      el("div", { className: "cand-head" }, col.name, col.status, col.winner), col.facts, col.measures, col.note, col.diff);
     col.name.addEventListener("click", () => onSelect(col.key));
     return col;
   }
@@ -122,17 +122,17 @@ const CandidatesView = (() => {
     col.winner.hidden = row.selected !== true;
     col.facts.textContent = "";
     const fact = (label, value, cls) => col.facts.append(el("dt", { text: label }), el("dd", { className: cls || null, text: value }));
-    fact("Kind", String(row.kind) + (row.model ? " · " + String(row.model) : ""), "c-kind");
-    fact("Gates", row.gates ? String(row.gates) : "—", "c-gates");
+    fact("Kind", String(row.kind) + (row.model ? " · " + String(row.model) : ""), "cand-kind");
+    fact("Gates", row.gates ? String(row.gates) : "—", "cand-gates");
     let score = row.score === null || row.score === undefined ? "—" : number(row.score);
     if (row.rank) score += " (rank " + row.rank + ")";
     if (row.eligible === false) score += " · out";
-    fact("Score", score, "c-score");
-    fact("Cost", cost(row.cost_usd), "c-cost");
-    fact("Time", row.duration === null || row.duration === undefined ? "—" : duration(row.duration), "c-time");
-    fact("Branch", row.branch ? String(row.branch) : "—", "mono c-branch");
-    fact("Diffstat", row.diffstat ? String(row.diffstat) : "—", "c-diffstat");
-    if (row.reason) fact("Reason", String(row.reason), "c-why pre-wrap");
+    fact("Score", score, "cand-score");
+    fact("Cost", cost(row.cost_usd), "cand-cost");
+    fact("Time", row.duration === null || row.duration === undefined ? "—" : duration(row.duration), "cand-time");
+    fact("Branch", row.branch ? String(row.branch) : "—", "mono cand-branch");
+    fact("Diffstat", row.diffstat ? String(row.diffstat) : "—", "cand-diffstat");
+    if (row.reason) fact("Reason", String(row.reason), "cand-why pre-wrap");
     col.measures.textContent = "";
     const measures = Object.entries(row.measures || {});
     for (const [name, value] of measures.slice(0, MEASURES_SHOWN)) {

@@ -150,7 +150,9 @@
   function updateRow(row, entry) {
     const c = row.cells;
     row.entry = entry;
-    setText(c.name, entry.worker_id);
+    // A task's candidate (issue 14): its task and number, a star once selected (the Candidates card compares them).
+    const tag = entry.candidate ? " · " + entry.task_id + " #" + entry.candidate + (entry.selected ? " ★" : "") : "";
+    setText(c.name, entry.worker_id + tag);
     setBadge(c.status, entry.status);
     row.line.dataset.status = entry.status;
     const task = entry.task.split("\n", 1)[0];
