@@ -324,6 +324,25 @@ def test_final_result_and_level_report_link_each_tasks_file():
     assert "## Candidates" not in plain
 
 
+def test_a_summary_final_result_lists_the_first_tasks_with_candidates():
+    """Past FULL_LIST_LIMIT workers FINAL_RESULT.md is a summary: SHOWN_LIMIT tasks, then a count."""
+    from orchestrator.reports import FULL_LIST_LIMIT, SHOWN_LIMIT
+
+    record, _ = best_tree()
+    tasks = FULL_LIST_LIMIT // 2 + 1  # two candidates each: just past the limit
+    workers = [
+        candidate(2 * t + c, c, WorkerStatus.SUCCESS, task_id=f"t{t}", name=f"worker_{2 * t + c}")
+        for t in range(tasks)
+        for c in (1, 2)
+    ]
+    final = render_final_report(record, [record], workers, log_tails={}, now=T + 50)
+    section = next(t for t in tables(final) if t[0][:3] == ["Task", "Job", "Select"])
+    assert len(section) - 2 == SHOWN_LIMIT
+    assert f"_{tasks - SHOWN_LIMIT} more tasks ran as candidates; the level reports list each one._" in final
+    level = render_level_report(0, record, [record], workers, log_tails={}, now=T + 50)
+    assert len(next(t for t in tables(level) if t[0][:3] == ["Task", "Job", "Select"])) - 2 == tasks
+
+
 def test_a_child_jobs_tasks_get_their_own_file_under_their_depth():
     record, _ = best_tree()
     child = JobRecord(

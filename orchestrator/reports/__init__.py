@@ -165,6 +165,7 @@ def render_final_report(
     )
     if summary:
         context["graph_rows"] = SHOWN_LIMIT
+        context["candidate_tasks"] = context["candidate_tasks"][:SHOWN_LIMIT]
         context["failures"] = context["failures"][:SHOWN_LIMIT]
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
         by_job = context["workers_by_job"]
@@ -355,7 +356,8 @@ def _context(
         "graphs": graph_views(jobs, workers),
         "graph_rows": None,  # tasks listed per job (None: every one)
         # Issue 14: each task that ran as candidates, with its CANDIDATES file (none: no section).
-        "candidate_tasks": candidate_tasks(jobs, workers),
+        "candidate_tasks": (found := candidate_tasks(jobs, workers)),
+        "candidate_tasks_total": len(found),
     }
 
 
