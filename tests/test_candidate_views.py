@@ -444,6 +444,22 @@ def test_one_terminal_line_per_task_with_its_candidates_side_by_side(tmp_path):
         assert any("t1" in line for line in render_tree(tree, now=T + 50, height=4))
 
 
+def test_a_child_jobs_candidates_fold_into_one_line_too(tmp_path):
+    record, workers = best_tree()
+    parent = workers[3]
+    parent.child_job_ids = ["r1-c1"]
+    child = JobRecord(id="r1-c1", root_id="r1", request="sub", depth=1, parent_job_id="r1", parent_worker="worker_4",
+                      config=JobConfig(select="fastest"), status=JobStatus.RUNNING)  # fmt: skip
+    subs = [candidate(i, i, WorkerStatus.RUNNING, job_id="r1-c1", depth=1, name=f"worker_4_{i}", task_id="s") for i in (1, 2)]
+    doc = job_status("r1", [record, child], workers + subs, tmp_path, now=T + 50)
+    assert list(doc["results"]["tasks"][3]["child_candidates"]["r1-c1"]) == ["s"]
+    for tree in (tree_from_records([record, child], workers + subs), tree_from_status(doc)):
+        lines = render_tree(tree, now=T + 50)
+        (s_line,) = [line for line in lines if "[fastest]" in line]
+        assert "running" in s_line and "worker_4_1 command running | worker_4_2 command running" in s_line
+        assert sum("worker_4_1" in line for line in lines) == 1
+
+
 def test_the_terminal_line_is_one_line_whatever_the_text(tmp_path):
     record, workers = best_tree()
     workers[2].score = dict(workers[2].score, reason=HOSTILE)
