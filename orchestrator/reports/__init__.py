@@ -57,6 +57,12 @@ SHOWN_LIMIT = 50
 FILES_PER_WORKER = 20  # changed files the Changes section names per worker (its record keeps up to 500)
 
 
+def _clipped(text: Any, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, and a line with "…" when some were left out."""
+    kept, cut = _clip(str(text), limit)
+    return kept + ("\n…" if cut else "")
+
+
 def _make_env(loader: BaseLoader) -> Environment:
     # StrictUndefined: a missing field is a bug, not a blank. No autoescape: Markdown, not HTML.
     env = Environment(
@@ -70,7 +76,7 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.filters.update(FILTERS)
     env.filters["gate_summary"] = gate_summary
     env.filters["measure"] = _candidates.measure
-    env.filters["clip"] = lambda text, limit: _clip(str(text), limit)[0] + ("\n…" if len(str(text).rstrip()) > limit else "")
+    env.filters["clip"] = _clipped
     return env
 
 
@@ -191,14 +197,10 @@ def render_candidate_reports(
     now: float | None = None,
 ) -> dict[str, str]:
     """Each task's CANDIDATES file of the tree: its path relative to the root's folder
-    (candidates.report_path) -> its text. Empty when no task ran as candidates. The writer
-    (finishing.render_reports) writes them with the other reports, so FINAL_RESULT.md's and the
-    level reports' links to them hold."""
+    (candidates.report_path) -> its text. Empty when no task ran as candidates. Its caller writes
+    them with the other reports (first, so FINAL_RESULT.md's and the level reports' links hold)."""
     now = time.time() if now is None else now
-    by_job: dict[str, list[WorkerRecord]] = {}
-    for w in workers:
-        if w.candidate is not None:
-            by_job.setdefault(w.job_id, []).append(w)
+    by_job = _candidates_by_job(workers)
     files: dict[str, str] = {}
     for job in jobs:
         own = by_job.get(job.id)
@@ -238,11 +240,16 @@ def render_candidate_reports(
 def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[tuple[JobRecord, dict[str, Any]]]:
     """(job, group) per task with candidates, in tree order: what FINAL_RESULT.md and the level
     reports list, each with a link to its CANDIDATES file."""
-    by_job: dict[str, list[WorkerRecord]] = {}
+    by_job = _candidates_by_job(workers)
+    return [(job, group) for job in jobs if job.id in by_job for group in _candidates.groups(job, by_job[job.id]).values()]
+
+
+def _candidates_by_job(workers: list[WorkerRecord]) -> dict[str, list[WorkerRecord]]:
+    found: dict[str, list[WorkerRecord]] = {}
     for w in workers:
         if w.candidate is not None:
-            by_job.setdefault(w.job_id, []).append(w)
-    return [(job, group) for job in jobs if job.id in by_job for group in _candidates.groups(job, by_job[job.id]).values()]
+            found.setdefault(w.job_id, []).append(w)
+    return found
 
 
 def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> list[str]:
