@@ -518,6 +518,8 @@ def test_the_views_of_a_real_runs_candidates(hosted):
     # FINAL_RESULT.md as the engine wrote it lists the task and links its file
     final = (folder / "workspace" / f"job_{job.id}" / "FINAL_RESULT.md").read_text()
     assert "[`CANDIDATES_feat.md`](CANDIDATES_feat.md)" in final
+    written = (folder / "workspace" / f"job_{job.id}" / "CANDIDATES_feat.md").read_text()
+    assert written.split("Generated at")[0] == text.split("Generated at")[0]
     # The status document and the terminal line
     doc = job_status(job.id, jobs, workers, folder / "workspace" / f"job_{job.id}")
     group = doc["candidates"]["feat"]
