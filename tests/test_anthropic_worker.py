@@ -200,6 +200,40 @@ def test_the_ai_planner_runs_on_the_anthropic_kind(make_engine, mock_api):
     assert job.planner_cost_usd == pytest.approx((700 * price["input"] + 30 * price["output"]) / 1e6), why
 
 
+def test_candidates_on_two_models_are_priced_per_model_and_cheapest_merges_the_cheaper(hosted, mock_api):
+    from .test_worktree import git, snapshot
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+
+    def script(body):  # the same work and the same token counts for both models
+        if tool_results(body):
+            return Text("wrote feature.txt", usage=usage(2000, 100))
+        return ToolUse("write_file", {"path": "feature.txt", "content": body["model"] + "\n"}, usage=usage(1000, 50))
+
+    mock = mock_api(script)
+    engine = make(
+        orchestrator={"worker": "anthropic", "planner": "heuristic"},
+        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}},
+        anthropic={"max_retries": 0},
+    )
+    models = ["claude-opus-4-5", "claude-haiku-4-5"]
+    config = {"candidates": [{"kind": "anthropic", "model": m} for m in models], "select": "cheapest"}
+    job = run_job(engine, "feature", tasks=[{"id": "f", "task": "Write feature.txt"}], config=config, timeout=120)
+    _, found = engine.snapshot(job.root_id)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    by_model = {w.model: w for w in found}
+    assert sorted(by_model) == sorted(models), why
+    for model, worker in by_model.items():
+        price = engine.settings.anthropic.prices[model]
+        assert worker.cost_usd == pytest.approx((3000 * price["input"] + 150 * price["output"]) / 1e6), why
+    assert job.selections["f"]["winner"] == by_model["claude-haiku-4-5"].name, job.selections
+    assert git(host, "show", f"orchestrator/{job.id}/result:feature.txt") == "claude-haiku-4-5\n"
+    assert {r.body["model"] for r in mock.conversation} == set(models)
+    assert snapshot(host, folder) == before
+
+
 def test_a_401_fails_once_classified_auth(make_engine, mock_api):
     mock = mock_api([], default=AUTH_401)
     engine = anthropic_engine(make_engine, mock, workers={"max_retries": 2})
