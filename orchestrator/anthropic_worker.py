@@ -47,6 +47,8 @@ SYSTEM_PROMPT = (
     "Where your instructions say to run orchestrator-spawn in a shell, call start_child_job with the same "
     "subtasks instead. When the subtask is done, answer with a short summary of what you did, without a tool call."
 )
+# With --no-tools (a judge, which only reads what it is shown): no tools offered, this system prompt.
+ANSWER_PROMPT = "Answer the request below from what it shows you; you have no tools."
 CACHED = {"type": "ephemeral"}
 SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -118,6 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tool-output-chars", type=int, default=30000, help="cap of one tool result")
     parser.add_argument("--max-retries", type=int, default=2, help="the SDK's own retries of a failed request")
     parser.add_argument("--prices", help="USD per million input,output,cache-write,cache-read tokens")
+    parser.add_argument("--no-tools", action="store_true", help="offer the model no tools: one answer")
     return parser.parse_args(argv)
 
 
@@ -221,17 +224,19 @@ def agent_loop(args: argparse.Namespace, run: Run) -> str:
             "subtype": "init",
             "model": run.model,
             "cwd": str(tools.root),
-            "tools": [spec["name"] for spec in TOOL_SPECS],
+            "tools": [] if args.no_tools else [spec["name"] for spec in TOOL_SPECS],
             "shared_context_bytes": shared_bytes,
             "prompt_bytes": len(prompt.encode("utf-8")),
         }
     )
+    system = ANSWER_PROMPT if args.no_tools else SYSTEM_PROMPT
     request: dict[str, Any] = {
         "model": run.model,
         "max_tokens": args.max_tokens,
-        "system": [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": CACHED}],
-        "tools": TOOL_SPECS,
+        "system": [{"type": "text", "text": system, "cache_control": CACHED}],
     }
+    if not args.no_tools:
+        request["tools"] = TOOL_SPECS
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     while True:
         if run.turns >= args.max_turns:

@@ -446,6 +446,33 @@ def test_the_worker_connects_to_nothing_but_the_loopback_mock(tmp_path, mock_api
     net_guard.assert_only_loopback(log)
 
 
+def test_a_context_with_no_tools_allowed_asks_for_one_answer_without_tools(tmp_path, mock_api):
+    from orchestrator.adapters.base import WorkerContext
+
+    (tmp_path / "p.md").write_text("Which candidate is better? Answer JSON.")
+    ctx = WorkerContext(
+        task="judge",
+        prompt="",
+        prompt_file=tmp_path / "p.md",
+        worker_dir=tmp_path,
+        depth=0,
+        max_recursion_depth=0,
+        attempt=1,
+        settings=make_settings(tmp_path),
+        allowed_tools=(),  # what the judge gives: it only reads what it is shown
+    )
+    argv = get_adapter("anthropic").build_argv(ctx)
+    assert "--no-tools" in argv
+    mock = mock_api([])  # a request without tools is answered as a side request: "Mock title"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (request,) = mock.requests
+    assert "tools" not in request.body and "no tools" in request.body["system"][0]["text"]
+    assert get_adapter("anthropic").parse(done.stdout, 0, max_chars=100).output == "Mock title"
+
+
 def test_no_api_key_is_an_auth_failure_without_a_request(tmp_path, mock_api):
     mock = mock_api([Text("never")])
     done = run_worker(mock, tmp_path, "Say hi", ANTHROPIC_API_KEY="")

@@ -4,7 +4,7 @@ argv (``python -m orchestrator.anthropic_worker ...``, but never from the cwd)::
 
     PYTHON -c LAUNCH PACKAGE_PARENT --prompt-file FILE --root WORKER_DIR --model M
            --max-tokens N --max-turns N --command-timeout S --tool-output-chars N
-           --max-retries N [--prices IN,OUT,CACHE_WRITE,CACHE_READ]
+           --max-retries N [--no-tools] [--prices IN,OUT,CACHE_WRITE,CACHE_READ]
 
 ``LAUNCH`` puts the server's own package first on ``sys.path`` in place of the cwd, which ``-m``
 would put there: a worker's cwd may be a worktree of a repository that holds an ``orchestrator``
@@ -98,6 +98,8 @@ class AnthropicAdapter(Adapter):
             "--max-retries",
             str(a.max_retries),
         ]
+        if ctx.allowed_tools is not None and not ctx.allowed_tools:
+            argv.append("--no-tools")  # no tool at all (a judge); a role's list names claude's tools, not these
         prices = prices_for(a.prices, model)
         if prices is not None:
             argv += ["--prices", ",".join(f"{p!r}" for p in prices)]
