@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -471,6 +472,31 @@ def test_a_context_with_no_tools_allowed_asks_for_one_answer_without_tools(tmp_p
     (request,) = mock.requests
     assert "tools" not in request.body and "no tools" in request.body["system"][0]["text"]
     assert get_adapter("anthropic").parse(done.stdout, 0, max_chars=100).output == "Mock title"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_either_signal_of_the_kill_ladder_ends_a_hanging_request_at_once(tmp_path, mock_api, signum):
+    mock = mock_api([Hang()])
+    (tmp_path / "p.md").write_text("Say hi")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(PYTHONPATH=str(ROOT), ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
+    argv = [sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(tmp_path / "p.md")]
+    proc = subprocess.Popen(
+        [*argv, "--root", str(tmp_path), "--model", MODEL], env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_until(lambda: mock.requests, timeout=30, what="the request reached the mock")
+        started = time.monotonic()
+        os.killpg(proc.pid, signum)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    took = time.monotonic() - started
+    assert proc.returncode == 128 + signum and took < 3, (proc.returncode, took)
+    parsed = get_adapter("anthropic").parse(out.decode(), proc.returncode, max_chars=100)
+    assert parsed.ok is False and f"stopped by {signal.Signals(signum).name}" in (parsed.error or "")
 
 
 def test_no_api_key_is_an_auth_failure_without_a_request(tmp_path, mock_api):
