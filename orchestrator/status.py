@@ -16,6 +16,7 @@ from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
+from .reports.promptshare import prompt_share
 from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
 
@@ -70,6 +71,9 @@ def job_status(
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
+        # Issue 14 item 7: its workers' prompt bytes and the share of its shared context block in them
+        # ({workers, bytes, shared_bytes, shared_fraction, cache_read_tokens, summary}; null: no prompt rendered).
+        "prompts": _prompts(own),
         "progress": {
             "completed": len(done),
             "total": len(own),
@@ -89,6 +93,11 @@ def job_status(
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
     }
+
+
+def _prompts(workers: list[WorkerRecord]) -> dict[str, Any] | None:
+    share = prompt_share(workers)
+    return None if share is None else share.to_dict()
 
 
 def performance(a: TreeAnalytics) -> dict[str, Any]:
