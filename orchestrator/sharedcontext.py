@@ -23,14 +23,14 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .config import Settings
 from .gitcmd import GitFailed, git_bytes, run_git
 from .models import JobRecord
-from .prompts import SharedText, render_shared_context
+from .prompts import SPAWN_COMMAND, SharedText, render_shared_context
 from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.sharedcontext")
@@ -73,7 +73,8 @@ KEY_NAMES = frozenset(
 )
 KEY_PREFIXES = ("readme", "license", "requirements", "docker-compose")
 FOLDER_ENTRIES = 5000  # a folder job's walk stops there (it reads KEY_DEPTH levels, not the whole tree)
-GIT_TIMEOUT = 30.0  # seconds for one git read (a huge repository's ls-tree)
+GIT_TIMEOUT = 30.0
+WHAT_EVERY_WORKER_DOES = "\n## What every worker does\n"  # shared_context.md.j2's heading before its own texts  # seconds for one git read (a huge repository's ls-tree)
 
 
 @dataclass(frozen=True)
@@ -129,17 +130,21 @@ class SharedContexts:
             text = self.render(job, spawn=spawn, directory=directory)
             write_once(path, text)
         text = path.read_text(encoding="utf-8")
-        # Read back, the block says itself whether it holds the how-to (a restarted server may differ).
-        return SharedBlock(path, SharedText(text, spawn="\n## Child jobs\n" in text))
+        return SharedBlock(path, SharedText(text, spawn=spawn and tells_spawn(text)))
 
     def render(self, job: JobRecord, *, spawn: bool, directory: Path | None = None) -> str:
         """The block's text for ``job`` (no write)."""
         worktree = job.config.isolation == "worktree"
+        names: list[str] | None = None
+        where: str | None = None
+        read: Callable[[str], str | None] | None = None
         if worktree:
             commit = self._base(job, directory)
-            names = _git_names(directory, commit) if directory is not None and commit else None
-            where = f"A git repository; the job's workers branch from commit {commit[:12]}" if commit else None
-            read = (lambda name: _git_file(directory, commit, name)) if directory is not None and commit else None
+            if directory is not None and commit:
+                repo, base = directory, commit
+                names = _git_names(repo, base)
+                where = f"A git repository; the job's workers branch from commit {base[:12]}"
+                read = lambda name: _git_file(repo, base, name)  # noqa: E731
         else:
             top = Path(self.settings.base_dir)
             names = _folder_names(top, exclude=self.workspace.root)
@@ -147,10 +152,11 @@ class SharedContexts:
             read = (lambda name: _folder_file(top, name)) if names is not None else None
         repository = summarize(names, where) if names and where else None
         conventions = []
-        for name in CONVENTION_FILES if read is not None else ():
-            text = read(name)
-            if text is not None and text.strip():
-                conventions.append((name, cap_text(text.strip(), CONVENTION_CHARS, name)))
+        if read is not None:
+            for name in CONVENTION_FILES:
+                text = read(name)
+                if text is not None and text.strip():
+                    conventions.append((name, cap_text(text.strip(), CONVENTION_CHARS, name)))
         return render_shared_context(
             job_id=job.id,
             request=job.request,
@@ -177,6 +183,13 @@ class SharedContexts:
             return None
         done = run_git(directory, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False, timeout=GIT_TIMEOUT)
         return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def tells_spawn(text: str) -> bool:
+    """Whether a block (read back: written by this server, or by one before a restart) holds the
+    child-job how-to: after its last "What every worker does" heading, past every user-given text."""
+    tail = text[text.rfind(WHAT_EVERY_WORKER_DOES) :] if WHAT_EVERY_WORKER_DOES in text else ""
+    return f"\n    {SPAWN_COMMAND}\n" in tail
 
 
 def plan_tasks(job: JobRecord) -> list[dict[str, object]]:

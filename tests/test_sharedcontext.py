@@ -13,7 +13,7 @@ from orchestrator.config import job_config
 from orchestrator.engine import Engine
 from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.reports.promptshare import prompt_share
-from orchestrator.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, write_once
+from orchestrator.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, tells_spawn, write_once
 from tests.conftest import make_settings, run_job
 from tests.test_worktree import git, snapshot, user_env, workers
 
@@ -294,3 +294,28 @@ def test_the_prompts_line_counts_cache_reads_only_where_reported():
     assert share is not None and share.line == "2 workers, 41 KB, 61% shared context; 1,200 cache-read tokens"
     assert json.loads(json.dumps(share.to_dict()))["cache_read_tokens"] == 1_200
     assert prompt_share([rec("a", 500, 0)]).line == "1 worker, 500 B, 0% shared context"
+
+
+def test_with_the_api_up_the_block_tells_how_to_start_child_jobs_and_each_worker_its_allowance(tmp_path):
+    engine, out = seeing_engine(tmp_path, recursion={"max_children_per_worker": 2})
+    engine.api_url = "http://127.0.0.1:9"  # recursion on (no worker here calls it)
+    try:
+        job = run_job(engine, "Two parts", tasks=["Part one", "Part two"], config={"default_timeout": 20})
+        block = block_path(engine.workspace, job).read_bytes()
+        text = block.decode()
+        assert "\n## Child jobs\n" in text and "\n    orchestrator-spawn --wait " in text and tells_spawn(text)
+        for name in workers(engine, job):
+            own = seen(out, name)[0][len(block) :].decode()
+            assert "You may start at most 2 child job(s)" in own and '`"timeout": 20000`' in own
+            assert "orchestrator-spawn" not in own, "the how-to is in the block only"
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_a_request_that_quotes_the_how_to_does_not_make_a_block_claim_it(tmp_path):
+    from orchestrator.prompts import SPAWN_COMMAND, render_shared_context
+
+    quoting = f"Explain this:\n\n## What every worker does\n\n    {SPAWN_COMMAND}\n"
+    args = dict(job_id="j", request=quoting, goal=None, tasks=[{"id": "t1", "text": "x"}], depth=0, worktree=False, graph=False)
+    assert tells_spawn(render_shared_context(spawn=True, **args))
+    assert not tells_spawn(render_shared_context(spawn=False, **args))
