@@ -140,7 +140,9 @@ def render_worker_prompt(
         "task": task,
         "task_id": own_id,
         "listed": len(set(ids)) > 1 and own_id in ids[: _listed_upto(ids)],
-        "whole": task == request,
+        # A one-task job's long request is not repeated under "# Your subtask" (it is the block's);
+        # a short one is, so the subtask line always says what to do.
+        "whole": task == request and len(task) > SIBLING_CHARS,
         "context": context,
         "context_json": json.dumps(context, indent=2, ensure_ascii=False, sort_keys=True) if context else "",
         "goal": goal,

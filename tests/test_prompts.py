@@ -122,10 +122,15 @@ def test_prompt_without_recursion_says_to_do_the_work_itself(kw, reason):
 
 
 def test_single_task_job_has_no_context_or_sibling_section():
+    # (issue 14 item 7: the request is the shared block's; a short one is repeated as the subtask,
+    # a long one is not)
     text = prompt(task="Write a haiku", request="Write a haiku", siblings=["Write a haiku"], index=1)
     assert "whole request" not in text
-    assert "Other workers" not in text
-    assert text.count("Write a haiku") == 1
+    assert "Other workers" not in text and "subtasks, in plan order" not in text
+    assert text.count("Write a haiku") == 2 and "\n# Your subtask\n\nWrite a haiku\n" in text
+    long = "Write a haiku about " + "autumn leaves " * 40
+    text = prompt(task=long, request=long, siblings=[long], index=1)
+    assert text.count(long) == 1 and "\n# Your subtask\n\nAll of the request above.\n" in text
 
 
 def test_special_characters_in_tasks_are_kept_verbatim():
