@@ -319,3 +319,34 @@ def test_a_request_that_quotes_the_how_to_does_not_make_a_block_claim_it(tmp_pat
     args = dict(job_id="j", request=quoting, goal=None, tasks=[{"id": "t1", "text": "x"}], depth=0, worktree=False, graph=False)
     assert tells_spawn(render_shared_context(spawn=True, **args))
     assert not tells_spawn(render_shared_context(spawn=False, **args))
+
+
+def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(make_live, tmp_path):
+    out = tmp_path / "seen"
+    out.mkdir()
+    script = (
+        'cp "$1" "$2/$ORCHESTRATOR_JOB_ID.$ORCHESTRATOR_WORKER_ID.prompt"; '
+        'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then orchestrator-spawn --wait "child one" "child two" > /dev/null; fi'
+    )
+    live = make_live(orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{prompt_file}", str(out)]})
+    job_id = live.submit(request="Parent work", tasks=["Parent task"]).json()["job_id"]
+    doc = live.wait(job_id)
+    assert doc["status"] == "completed", doc["results"]
+    jobs, records = live.engine.snapshot(job_id)
+    assert len(jobs) == 2 and len(records) == 3
+    ws = live.engine.workspace
+    blocks = {job.id: block_path(ws, job).read_bytes() for job in jobs}
+    child = next(j for j in jobs if not j.is_root)
+    assert block_path(ws, child).parent == ws.depth_dir(job_id, 1) and blocks[child.id] != blocks[job_id]
+    assert b"- t1: child one\n- t2: child two\n" in blocks[child.id]
+    assert b"\n## Child jobs\n" in blocks[job_id] and b"\n## Child jobs\n" in blocks[child.id]  # max depth 3
+    for rec in records:
+        prompt = (out / f"{rec.job_id}.{rec.name}.prompt").read_bytes()
+        assert prompt.startswith(blocks[rec.job_id]) and rec.shared_prompt_bytes == len(blocks[rec.job_id])
+    tree, root_only = prompt_share(records), prompt_share([r for r in records if r.job_id == job_id])
+    assert tree is not None and root_only is not None
+    final = ws.final_report(job_id).read_text()
+    assert f"| Prompts | {tree.line} over the tree; root job: {root_only.line}; each job's in its level report |" in final
+    level = ws.level_report(job_id, 1).read_text()
+    assert f"- Job `{child.id}` prompts: {prompt_share([r for r in records if r.job_id == child.id]).line}\n" in level
+    assert doc["prompts"]["workers"] == 1
