@@ -38,6 +38,8 @@ branch                 the worker's git branch when its folder is a worktree (el
 role, preamble         the task's role (tasks.roles) and its preamble, shown first; None and "" without a role
 shared_context         the job's shared context block (text ending in a newline): the shipped template's first bytes
 task_id                this subtask's id in the job's plan (``t2``, or the explicit task's own)
+before, before_ids     the subtasks a graph task waits on, done before it: their texts, and their ids
+graph                  whether the job is a task graph (not every other subtask runs beside this one)
 context                a candidate's ``context`` object (TaskNode.context), or None
 =====================  =====================================================
 """
