@@ -245,4 +245,8 @@ def _context(node: TaskNode | None) -> dict[str, Any] | None:
 def _prerequisites(job: JobRecord, rec: WorkerRecord) -> list[int]:
     """The plan positions (1-based) of the tasks ``rec`` waits on."""
     wanted = set(rec.depends_on)
-    return [i for i, node in enumerate(job.nodes, 1) if node.id in wanted]
+    found: dict[str, int] = {}  # a task run as candidates: its first candidate's position stands for it
+    for i, node in enumerate(job.nodes, 1):
+        if node.id in wanted:
+            found.setdefault(node.id, i)
+    return list(found.values())
