@@ -350,3 +350,44 @@ def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(mak
     level = ws.level_report(job_id, 1).read_text()
     assert f"- Job `{child.id}` prompts: {prompt_share([r for r in records if r.job_id == child.id]).line}\n" in level
     assert doc["prompts"]["workers"] == 1
+
+
+def test_candidates_run_through_the_engine_share_their_jobs_block_and_read_only_their_own_context(tmp_path):
+    engine, out = seeing_engine(tmp_path)
+    try:
+        task = {
+            "id": "parse",
+            "task": "Write the parser",
+            "candidates": [
+                {"kind": "command", "context": {"approach": "recursive descent"}},
+                {"kind": "command", "context": {"approach": "parser combinators"}},
+                {"kind": "command"},
+            ],
+        }
+        job = run_job(
+            engine,
+            "A parser and its docs",
+            tasks=[task, {"id": "docs", "task": "Write the docs"}],
+            config={"select": "first_passing"},
+        )
+        records = workers(engine, job)
+        assert sorted((r.task_id, r.candidate) for r in records.values()) == [
+            ("docs", None),
+            ("parse", 1),
+            ("parse", 2),
+            ("parse", 3),
+        ]
+        block = block_path(engine.workspace, job).read_bytes()
+        assert block.count(b"Write the parser") == 1 and b"- parse: Write the parser\n- docs: Write the docs\n" in block
+        own = {}
+        for name, rec in records.items():
+            prompt, env = seen(out, name)
+            assert prompt.startswith(block) and env == str(block_path(engine.workspace, job)), name
+            assert rec.shared_prompt_bytes == len(block) and rec.prompt_bytes == len(prompt)
+            own[(rec.task_id, rec.candidate)] = prompt[len(block) :].decode()
+        assert '"approach": "recursive descent"' in own["parse", 1] and "combinators" not in own["parse", 1]
+        assert '"approach": "parser combinators"' in own["parse", 2] and "descent" not in own["parse", 2]
+        assert "Your own context" not in own["parse", 3] and "Your own context" not in own["docs", None]
+        assert b"recursive descent" not in block and b"combinators" not in block
+    finally:
+        engine.shutdown(timeout=10)
