@@ -87,7 +87,7 @@ class SharedBlock:
 
 def block_path(workspace: Workspace, job: JobRecord) -> Path:
     """``depth_<n>/shared_<job id>.md`` in the tree's folder (child jobs share a depth folder)."""
-    return workspace.depth_dir(job.root_id, job.depth) / f"shared_{job.id}.md"
+    return workspace.shared_context(job.root_id, job.depth, job.id)
 
 
 class SharedContexts:

@@ -160,6 +160,11 @@ def _task(
         "cost_usd": worker.cost_usd,
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
+        # Issue 14 item 7: its prompt's bytes, its job's shared block's bytes among them (0: its
+        # prompt does not start with it), the prompt-cache reads its model API reported (null: none)
+        "prompt_bytes": worker.prompt_bytes,
+        "shared_prompt_bytes": worker.shared_prompt_bytes,
+        "tokens_cache_read": worker.tokens_cache_read,
         "queue_wait": _r(waits.get(worker.key)),
         "cpu_seconds": worker.cpu_seconds,
         "peak_rss": worker.peak_rss,

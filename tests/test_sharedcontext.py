@@ -116,6 +116,11 @@ def test_the_status_document_gives_the_prompts_share(tmp_path):
             "cache_read_tokens": None,
             "summary": prompt_share(records).line,
         }
+        by_name = {t["worker_id"]: t for t in doc["results"]["tasks"]}
+        for w in records:
+            entry = by_name[w.name]
+            assert (entry["prompt_bytes"], entry["shared_prompt_bytes"]) == (len(seen(out, w.name)[0]), len(block))
+            assert entry["tokens_cache_read"] is None
     finally:
         engine.shutdown(timeout=10)
 
