@@ -373,7 +373,6 @@ def test_candidates_run_through_the_engine_share_their_jobs_block_and_read_only_
             engine,
             "A parser and its docs",
             tasks=[task, {"id": "docs", "task": "Write the docs"}],
-            config={"select": "first_passing"},
         )
         records = workers(engine, job)
         assert sorted((r.task_id, r.candidate) for r in records.values()) == [
