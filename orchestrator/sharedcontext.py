@@ -152,8 +152,9 @@ class SharedContexts:
             read = (lambda name: _folder_file(top, name)) if names is not None else None
         repository = summarize(names, where) if names and where else None
         conventions = []
-        if read is not None:
-            for name in CONVENTION_FILES:
+        if read is not None and names:
+            present = set(names)
+            for name in (n for n in CONVENTION_FILES if n in present):  # one git read per file there is
                 text = read(name)
                 if text is not None and text.strip():
                     conventions.append((name, cap_text(text.strip(), CONVENTION_CHARS, name)))
@@ -286,9 +287,6 @@ def _git_names(directory: Path, commit: str) -> list[str] | None:
 
 
 def _git_file(directory: Path, commit: str, name: str) -> str | None:
-    done = run_git(directory, "cat-file", "-e", f"{commit}:{name}", check=False, timeout=GIT_TIMEOUT)
-    if done.returncode != 0:
-        return None
     try:
         return git_bytes(directory, "cat-file", "blob", f"{commit}:{name}").decode("utf-8", "replace")
     except (GitFailed, OSError):
