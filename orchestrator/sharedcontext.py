@@ -31,7 +31,7 @@ from .config import Settings
 from .gitcmd import GitFailed, git_bytes, run_git
 from .models import JobRecord
 from .prompts import SPAWN_COMMAND, SharedText, render_shared_context
-from .workspace import Workspace
+from .workspace import Workspace, validate_job_id
 
 log = logging.getLogger("orchestrator.sharedcontext")
 
@@ -86,8 +86,9 @@ class SharedBlock:
 
 
 def block_path(workspace: Workspace, job: JobRecord) -> Path:
-    """``depth_<n>/shared_<job id>.md`` in the tree's folder (child jobs share a depth folder)."""
-    return workspace.shared_context(job.root_id, job.depth, job.id)
+    """``depth_<n>/shared_<job id>.md`` in the tree's folder (child jobs share a depth folder): the
+    one place that names it (here, not in workspace.py, which is at the 600-line limit)."""
+    return workspace.depth_dir(job.root_id, job.depth) / f"shared_{validate_job_id(job.id)}.md"
 
 
 class SharedContexts:

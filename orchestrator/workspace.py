@@ -4,7 +4,6 @@
         depth_<d>/worker_<name>/        a worker's directory (its cwd)
         depth_<d>/worker_<name>_recursive -> worker_<name>   (marker: it started child jobs)
         depth_<d>/LEVEL_<d>_REPORT.md
-        depth_<d>/shared_<job id>.md    a job's shared context block, the head of its workers' prompts (sharedcontext.py)
         logs/orchestrator.log           job-tree events, one line each
         logs/depth_<d>_<worker>.log     a worker's stdout+stderr, every attempt
         reports/                        aggregated reports and pictures
@@ -227,10 +226,6 @@ class Workspace:
 
     def reports_dir(self, root_id: str) -> Path:
         return self.job_dir(root_id) / "reports"
-
-    def shared_context(self, root_id: str, depth: int, job_id: str) -> Path:
-        """A job's shared context block (sharedcontext.py); child jobs at one depth share its folder."""
-        return self.depth_dir(root_id, depth) / f"shared_{validate_job_id(job_id)}.md"
 
     def level_report(self, root_id: str, depth: int) -> Path:
         return self.depth_dir(root_id, depth) / f"LEVEL_{int(depth)}_REPORT.md"
