@@ -395,3 +395,31 @@ def test_candidates_run_through_the_engine_share_their_jobs_block_and_read_only_
         assert b"recursive descent" not in block and b"combinators" not in block
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_a_jobs_block_tells_the_child_job_how_to_when_any_of_its_kinds_can_run_it(tmp_path):
+    from orchestrator.environment import job_spawns
+
+    engine = Engine(make_settings(tmp_path))
+    try:
+        config = job_config(engine.settings, None)[0]
+        job = JobRecord(id="d1d2d3d4d5d6", root_id="d1d2d3d4d5d6", request="r", tasks=["t", "t"], config=config)
+        job.nodes = [TaskNode("t1", candidate=1, kind="aider"), TaskNode("t1", candidate=2, kind="claude")]
+        assert not job_spawns(job, None), "no API: no child jobs"
+        assert job_spawns(job, "http://127.0.0.1:9")
+        job.nodes = [TaskNode("t1", candidate=1, kind="aider"), TaskNode("t1", candidate=2, kind="aider")]
+        assert not job_spawns(job, "http://127.0.0.1:9"), "aider runs no shell command: nobody to tell"
+        job.nodes = [TaskNode("t1", candidate=1, kind="aider"), TaskNode("t1", candidate=2, kind="claude")]
+        engine.api_url = "http://127.0.0.1:9"
+        aider, claude = (
+            WorkerRecord(
+                job_id=job.id, root_id=job.id, name=f"worker_{i}", index=i, depth=0, task="t", kind=kind, **n.worker_fields()
+            )
+            for i, (kind, n) in enumerate(zip(("aider", "claude"), job.nodes), 1)
+        )
+        block = engine.prompts.render(aider, job).text.split("\n---\n", 1)[0]
+        assert "\n## Child jobs\n" in block
+        assert "You cannot start child jobs: aider runs no shell commands" in engine.prompts.render(aider, job).text
+        assert "You may start at most" in engine.prompts.render(claude, job).text
+    finally:
+        engine.shutdown(timeout=10)
