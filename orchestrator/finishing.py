@@ -326,6 +326,9 @@ class Finishing:
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:
+            # Each task's CANDIDATES file first (issue 14), so the reports' links to them never dangle.
+            for path, text in reports.render_candidate_reports(jobs[0], jobs, workers, templates_dir=tdir).items():
+                self.workspace.write_text(self.workspace.job_dir(job.root_id) / path, text)
             for depth in depths:
                 text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
                 self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
