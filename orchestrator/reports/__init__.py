@@ -28,6 +28,7 @@ from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_tim
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports import candidates as _candidates
 from orchestrator.reports.markdown import FILTERS
+from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
@@ -354,6 +355,9 @@ def _context(
         "tally": tally,
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
+        # Issue 14 item 7: per job (and over these workers) the prompts' bytes and the shared block's share
+        "job_prompts": {job_id: share for job_id, ws in by_job.items() if (share := prompt_share(ws)) is not None},
+        "prompts": prompt_share(workers),
         "has_cost": analytics.cost_usd is not None,
         "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
         "cost_known": cost_known,
