@@ -118,8 +118,13 @@ def test_a_tool_call_writes_a_file_a_command_runs_and_usage_and_cost_are_exact(m
     def breakpoints(body) -> list[str]:
         return [b.get("type") for m in body["messages"] for b in m["content"] if "cache_control" in b]
 
-    assert [breakpoints(r.body) for r in mock.conversation] == [[], ["tool_result"], ["tool_result"]], why
+    # The job's shared context block (the prompt's first part) is cached too, in every request.
+    assert [breakpoints(r.body) for r in mock.conversation] == [["text"], ["text", "tool_result"], ["text", "tool_result"]], why
     assert "cache_control" in result_of(third) and "cache_control" not in result_of(third, 0)
+    from orchestrator.sharedcontext import block_path
+
+    first = mock.conversation[0].body["messages"][0]["content"][0]
+    assert first["text"] == block_path(engine.workspace, job).read_text(encoding="utf-8")
     log, _ = engine.read_log(worker)
     assert KEY not in log
 
