@@ -18,6 +18,7 @@ from .schema import (
     SECTIONS,
     ApiSettings,
     CandidatesSettings,
+    DatabaseSettings,
     GitSettings,
     Key,
     LoggingSettings,
@@ -47,6 +48,7 @@ class Settings:
     git: GitSettings = field(default_factory=GitSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property
