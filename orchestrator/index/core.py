@@ -93,6 +93,7 @@ class JobIndex:
         self._dirty: set[str] = set()  # roots whose rows were lost: indexed again from disk
         self._error: str | None = None  # why the database last failed (None: it works)
         self._ready = threading.Event()
+        self._stopping = threading.Event()  # wakes the writer from a back-off at close
         self._closed = False
         self._conn: Connection | None = None  # the writer's
         self._reader: Connection | None = None
@@ -265,6 +266,7 @@ class JobIndex:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put(("stop",), timeout=timeout)
         self._thread.join(timeout)
@@ -278,7 +280,7 @@ class JobIndex:
             if self._conn is None and not self._open():
                 if self._closed:
                     return
-                time.sleep(backoff)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 self._fail_flushes()
                 continue
@@ -320,13 +322,15 @@ class JobIndex:
             return False
 
     def _connect(self) -> Connection:
-        conn = self.store.connect()
         identity = str(self.workspace.root)
+        conn = None
         try:
+            conn = self.store.connect()
             self.store.prepare(conn, identity)
         except Corrupt as exc:
-            with contextlib.suppress(Exception):
-                conn.close()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
             assert isinstance(self.store, SqliteStore)
             aside = self.store.move_aside()
             log.warning("job index: %s; moved aside to %s and rebuilt from the workspace", exc, aside.name)

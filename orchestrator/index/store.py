@@ -106,6 +106,7 @@ class Dialect:
     placeholder: str
     real: str
     serial: str
+    tables: str  # the names of the tables that exist
 
     def sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -114,8 +115,16 @@ class Dialect:
         return [s.format(real=self.real, serial=self.serial) for s in DDL]
 
 
-SQLITE = Dialect("sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT")
-POSTGRES = Dialect("postgresql", "%s", "DOUBLE PRECISION", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+SQLITE = Dialect(
+    "sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", "SELECT name FROM sqlite_master WHERE type = 'table'"
+)
+POSTGRES = Dialect(
+    "postgresql",
+    "%s",
+    "DOUBLE PRECISION",
+    "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+)
 
 
 def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -136,16 +145,19 @@ class Store:
 
     def prepare(self, conn: Connection, identity: str) -> bool:
         """Create the tables; True when they were new or dropped (everything must be indexed). They
-        are dropped when made by another schema version or for another workspace (``identity``)."""
+        are dropped when made by another schema version or for another workspace (``identity``),
+        or when one of them is missing."""
         cur = conn.cursor()
         cur.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         cur.execute("SELECT key, value FROM meta")
         found = dict(cur.fetchall())
         wanted = {"schema": SCHEMA_VERSION, "workspace": identity}
-        fresh = found != wanted
+        cur.execute(self.dialect.tables)
+        complete = set(TABLES) <= {name for (name,) in cur.fetchall()}
+        fresh = found != wanted or not complete
         if fresh:
             if found:
-                log.info("job index at %s was made for another schema or workspace: rebuilding it", self.where)
+                log.info("job index at %s was made for another schema or workspace, or lost a table: rebuilding it", self.where)
             for table in TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in self.dialect.ddl():
@@ -169,8 +181,14 @@ class SqliteStore(Store):
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it consistent; the workspace is the truth anyway
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it consistent; the workspace is the truth anyway
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full: not corrupt
+                raise
+            raise Corrupt(self.path) from None
         return conn
 
     def prepare(self, conn: Connection, identity: str) -> bool:
@@ -180,6 +198,8 @@ class SqliteStore(Store):
             if cur.fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             return super().prepare(conn, identity)
+        except sqlite3.OperationalError:  # locked, read-only, disk full: not corrupt
+            raise
         except sqlite3.DatabaseError:
             raise Corrupt(self.path) from None
 
