@@ -68,9 +68,9 @@ DDL = (
         status TEXT NOT NULL, request TEXT NOT NULL, created_at {real} NOT NULL, started_at {real},
         ended_at {real}, workers INTEGER NOT NULL, planner TEXT, planner_cost_usd {real}, merge TEXT,
         selections INTEGER NOT NULL, error TEXT)""",
-    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (depth, created_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, depth, created_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_root ON jobs (root_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (depth, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, depth, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_root ON jobs (root_id, created_at, id)",
     """CREATE TABLE IF NOT EXISTS tasks (
         job_id TEXT NOT NULL, name TEXT NOT NULL, root_id TEXT NOT NULL, depth INTEGER NOT NULL,
         task_id TEXT, kind TEXT NOT NULL, model TEXT, status TEXT NOT NULL, candidate INTEGER,
