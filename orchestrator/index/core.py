@@ -307,6 +307,7 @@ class JobIndex:
             first = not self._ready.is_set()
             started = time.perf_counter()
             if first:
+                self._take_dirty()  # the first sync reads every changed tree anyway
                 count = self.sync()
             else:
                 count = self._reindex(sorted(self._take_dirty()))
@@ -364,8 +365,8 @@ class JobIndex:
         return dirty
 
     def _fail_flushes(self) -> None:
-        """While the database is down: answer waiting flushes (failed) rather than leave them hanging."""
-        kept = []
+        """While the database is down: answer waiting flushes (failed) rather than leave them
+        hanging, and hold no rows (their trees are re-indexed from disk when it answers)."""
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -375,10 +376,9 @@ class JobIndex:
                 item[1].done.set()
             elif item[0] == "stop":
                 self._closed = True
-            else:
-                kept.append(item)
-        for item in kept:
-            self._put(item)
+            elif item[0] in ("job", "worker"):
+                self._dirty.add(item[1])
+                self.dropped += 1
 
     def _finish_flushes(self, batch: list[tuple[Any, ...]]) -> None:
         for item in batch:
@@ -422,7 +422,7 @@ class JobIndex:
     def sync(self) -> int:
         """Compare every root folder with what is indexed: drop trees that are gone, index new or
         changed ones from their records. Returns how many trees were indexed."""
-        self._root_mtime = _clean_mtime(self.workspace.root)
+        self._root_mtime = _clean_mtime(self.workspace.root, settle=True)
         disk = self.workspace.root_ids()
         known = self._known()
         gone = [root for root in known if root not in set(disk)]
@@ -507,8 +507,14 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def _clean_mtime(path: Path) -> int | None:
+def _clean_mtime(path: Path, *, settle: bool = False) -> int | None:
     """The folder's time, or None when it is so recent that a change in the same clock tick
-    could hide behind it (the next query syncs again)."""
+    could hide behind it (the next query syncs again). ``settle``: first wait out that tick
+    (at most RACY_NS), as the first sync may, so that the first query need not sync again."""
     found = _mtime(path)
-    return None if found is None or time.time_ns() - found < RACY_NS else found
+    age = time.time_ns() - (found or 0)
+    if settle and found is not None and age < RACY_NS:
+        time.sleep((RACY_NS - age) / 1e9)
+        found = _mtime(path)
+        age = time.time_ns() - (found or 0)
+    return None if found is None or age < RACY_NS else found
