@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,50 @@ def test_a_tree_changed_on_disk_while_no_index_ran_is_indexed_again_at_the_next_
         row = index.page(root_id=changed.id)[0][0]
         assert (row["status"], row["request"]) == ("cancelled", "changed on disk")
     finally:
+        index.close()
+
+
+def test_a_stalled_writer_drops_rows_without_blocking_and_the_trees_are_indexed_again_from_disk(tmp_path, monkeypatch):
+    import threading
+
+    from orchestrator.events import Event
+    from orchestrator.index import core
+
+    workspace = Workspace(tmp_path / "workspace", durable=False)
+    jobs = write_jobs(workspace, 6, seed=7)
+    index = index_of(tmp_path, workspace)
+    try:
+        index.flush()
+        # Given a writer stuck in the database and a queue of 3 rows
+        stuck, release = threading.Event(), threading.Event()
+        apply = index._apply
+
+        def slow_apply(batch):
+            stuck.set()
+            release.wait(30)
+            apply(batch)
+
+        monkeypatch.setattr(index, "_apply", slow_apply)
+        waiting = index._queue
+        monkeypatch.setattr(index, "_queue", core.queue.Queue(3))
+        waiting.put(("roots",))  # wakes the writer, into the stuck database
+        assert stuck.wait(10)
+        # When the engine announces six jobs' ends (their records already final on disk)
+        for job in jobs:
+            job.status, job.request = JobStatus.CANCELLED, f"ended: {job.id}"
+            workspace.save_job(job)
+        started = time.perf_counter()
+        for job in jobs:
+            index.job_event(job, Event(seq=1, time=job.ended_at, type="job", root_id=job.id, job_id=job.id, status="cancelled"))
+        # Then the announcing never waited, the rows beyond the queue were dropped and counted
+        assert time.perf_counter() - started < 0.5
+        assert index.dropped == 3
+        release.set()
+        # And once the writer moves again, every tree is listed as its records say
+        found, total = index.page(limit=10)
+        assert total == 6 and {(j["status"], j["request"]) for j in found} == {("cancelled", f"ended: {j.id}") for j in jobs}
+    finally:
+        release.set()
         index.close()
 
 
