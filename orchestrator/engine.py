@@ -139,6 +139,8 @@ class Engine:
             clock=self.clock,
             nesting=self.nesting,
             scheduler=self.scheduler,
+            runner=self.runner,
+            skip=self._skip_pending,
         )
         self.submission = Submission(
             settings=settings,

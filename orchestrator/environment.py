@@ -131,7 +131,7 @@ def worker_prompt(
         job_id=rec.job_id,
         worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-        timeout=cfg.default_timeout,
+        timeout=rec.timeout or cfg.default_timeout,
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
@@ -144,4 +144,8 @@ def worker_prompt(
 def _prerequisites(job: JobRecord, rec: WorkerRecord) -> list[int]:
     """The plan positions (1-based) of the tasks ``rec`` waits on."""
     wanted = set(rec.depends_on)
-    return [i for i, node in enumerate(job.nodes, 1) if node.id in wanted]
+    found: dict[str, int] = {}  # a task run as candidates: its first candidate's position stands for it
+    for i, node in enumerate(job.nodes, 1):
+        if node.id in wanted:
+            found.setdefault(node.id, i)
+    return list(found.values())

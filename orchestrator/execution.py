@@ -126,7 +126,8 @@ class WorkerExecution:
         job: JobRecord | None = None,
     ) -> None:
         self.record = record
-        self.config = config
+        # A candidate's own timeout (issue 14: the seed's cli_assignments[].timeout) replaces the job's.
+        self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
         self.settings = settings
         self.adapter = adapter
         self.executor = executor

@@ -16,6 +16,7 @@ from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
+from .reports.candidates import candidate_line, groups
 from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
 
@@ -70,6 +71,11 @@ def job_status(
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
+        # Issue 14: each task of this job that runs as candidates, by task id (plan order), its
+        # candidates side by side: {"task_id", "task", "select", "chosen", "winner", "reason",
+        # "judge_cost_usd", "report" (its CANDIDATES file in the job folder), "rows": [one per
+        # candidate: worker, kind, model, status, gates, score, rank, measures, cost_usd, ...]}.
+        "candidates": groups(job, own),
         "progress": {
             "completed": len(done),
             "total": len(own),
@@ -170,6 +176,9 @@ def _task(
                 item["job_id"] = child_id
                 item["job_status"] = child.status.value if child else None
                 results.append(item)
+            found = groups(child, subs) if child is not None else {}
+            if found:  # a child job's tasks with candidates, as the document's own "candidates"
+                entry.setdefault("child_candidates", {})[child_id] = found
         entry["child_results"] = results
     return entry
 
@@ -193,6 +202,11 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "trespass": list(worker.trespass),
         "integrated": dict(worker.integrated) if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
+        # Issue 14: its candidate number (null: its task runs once), whether its task's selection
+        # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
+        "candidate": worker.candidate,
+        "selected": worker.selected,
+        "score": dict(worker.score) if worker.score is not None else None,
     }
 
 
@@ -227,6 +241,10 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
     ]
     for row in _flatten(doc["results"]["tasks"], indent=0):
         lines.append(row)
+    groups_ = doc.get("candidates") or {}
+    if groups_:
+        lines.append("")
+        lines += [f"candidates: {candidate_line(group)}" for group in groups_.values()]
     lines.append("")
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"]["final_report"]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
-from . import choice, quality
+from . import choice, quality, scoring
 
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
 PLANNERS = ("heuristic", "ai", "auto")
@@ -340,6 +340,23 @@ class CandidatesSettings(Section):
     judge_diff_bytes: int = setting(20000, "bytes of each candidate's diff shown to the judge", min=1000, max=1_000_000)
 
 
+@dataclass(frozen=True)
+class ScoringSettings(Section):
+    command: list[str] = setting(
+        [],
+        "select: best runs this argv (never a shell) in each eligible candidate's worktree and reads the JSON object "
+        "it prints, e.g. {tests_passed: 12, tests_failed: 0, coverage: 81.5, lint_warnings: 3}; empty: no command",
+    )
+    timeout: float = setting(120.0, "seconds the scoring command may run per candidate before it is killed", min=1, max=3600)
+    weights: dict[str, Any] = setting(
+        dict(scoring.DEFAULT_WEIGHTS),
+        "points per measure for select: best (positive: higher is better; negative: lower is better; 0: recorded only); "
+        "keys left out keep these defaults; a scoring command's other keys score 0 unless named here. "
+        "Ties break by higher score, then lower cost, then earlier end, then worker name",
+        parse=scoring.parse_weights,
+    )
+
+
 def check_database_url(url: str) -> None:
     """``database.url``: empty (SQLite in the workspace) or a PostgreSQL URL. Says nothing of the
     value itself: it may hold a password."""
@@ -370,6 +387,7 @@ SECTIONS: dict[str, type[Section]] = {
     "git": GitSettings,
     "tasks": TasksSettings,
     "candidates": CandidatesSettings,
+    "scoring": ScoringSettings,
     "database": DatabaseSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).

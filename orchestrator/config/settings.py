@@ -24,6 +24,7 @@ from .schema import (
     LoggingSettings,
     OrchestratorSettings,
     RecursionSettings,
+    ScoringSettings,
     SimulatedSettings,
     TasksSettings,
     WorkersSettings,
@@ -48,6 +49,7 @@ class Settings:
     git: GitSettings = field(default_factory=GitSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
