@@ -200,6 +200,21 @@ def test_the_sqlite_index_holds_the_engine_s_jobs_and_is_rebuilt_after_deletion_
 
 
 @pytest.mark.slow
+def test_a_tree_s_rows_match_its_records_once_it_ends_even_what_no_event_told(make_engine):
+    # Given a task run as two candidates: only the winner hears of its selection by an event
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "echo $0", "{task}"]})
+    job = run_job(engine, "two candidates", tasks=["a"], config={"attempts": 2, "select": "fastest"})
+    _, records = engine.snapshot(job.root_id)
+    # Then the index holds both as the records say: the loser's selected is False, not None
+    tasks = engine.index.tasks(job.id)
+    assert [(t["name"], t["candidate"], t["selected"], t["status"], t["kind"]) for t in tasks] == [
+        (w.name, w.candidate, w.selected, w.status.value, w.kind) for w in records
+    ]
+    assert sorted(t["selected"] for t in tasks) == [False, True]
+    assert engine.index.page()[0][0]["selections"] == 1
+
+
+@pytest.mark.slow
 def test_an_unreachable_database_never_stops_the_engine_and_the_listing_reads_the_workspace(make_live, caplog):
     # Given a database URL where nothing listens
     secret = "s3cret-pass"

@@ -13,7 +13,8 @@ records on disk when it was indexed: the modification times of its ``state/jobs`
 ``state/workers`` folders (every record write is a rename into one of them, which changes the
 folder's time). At start the writer compares every root folder's marker with the stored one:
 new or changed trees are indexed from disk, trees whose folder is gone are dropped. A tree fed
-by events is stamped with its marker when its root job ends. While serving, each query first
+by events is read again from its records when its root job ends (they are final then, and hold
+what no event told, such as a losing candidate's ``selected``). While serving, each query first
 compares the workspace folder's own time (a root folder created or removed changes it) and, when
 it moved, syncs the set of roots the same way. A schema version or workspace other than this
 one's empties the tables; a SQLite file that is not a usable database is moved aside and rebuilt
@@ -214,6 +215,16 @@ class JobIndex:
         found = self._read([(statement, [job_id, after, limit])])[0]
         return [dict(zip(columns, r, strict=True)) for r in found]
 
+    def tasks(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's workers as indexed, in plan order: ``store.TASK_COLUMNS`` as keys (``kind`` is
+        the seed's ``cli_name``; ``selected`` None, True or False; ``files_changed`` a count)."""
+        self.catch_up()
+        statement = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE job_id = ? ORDER BY created_at, name"
+        found = [dict(zip(TASK_COLUMNS, r, strict=True)) for r in self._read([(statement, [job_id])])[0]]
+        for task in found:
+            task["selected"] = None if task["selected"] is None else bool(task["selected"])
+        return sorted(found, key=lambda t: int(t["name"].rsplit("_", 1)[-1]) if t["name"][-1:].isdigit() else 0)
+
     def catch_up(self) -> None:
         """Before a query: the first build done, the set of roots synced if the workspace folder
         changed, and everything queued before now applied. Raises IndexUnavailable."""
@@ -406,8 +417,8 @@ class JobIndex:
             if events:
                 cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), events)
             ended = [item[1] for item in batch if item[0] == "job" and item[4]]
-            for root in ended:  # its records are final on disk: what a later start compares against
-                cur.execute(dialect.sql("UPDATE roots SET marker = ? WHERE root_id = ?"), [self.marker(root), root])
+        if ended:  # a tree's records are final on disk when its root ends: its rows are read from them
+            self._reindex(dict.fromkeys(ended), events=False)  # (a change no event told, e.g. a loser's selected)
         if any(item[0] == "roots" for item in batch):
             self._sync_roots()
         if self._dirty:
@@ -449,12 +460,13 @@ class JobIndex:
         with transaction(self._conn) as cur:
             self._delete(cur, roots)
 
-    def _delete(self, cur: Any, roots: list[str]) -> None:
-        for table in ("events", "tasks", "jobs", "roots"):
+    def _delete(self, cur: Any, roots: list[str], *, events: bool = True) -> None:
+        for table in ("events", "tasks", "jobs", "roots") if events else ("tasks", "jobs", "roots"):
             cur.executemany(self.store.dialect.sql(f"DELETE FROM {table} WHERE root_id = ?"), [(root,) for root in roots])
 
-    def _reindex(self, roots: Iterable[str]) -> int:
-        """Index trees from their records on disk (replacing what was indexed of them)."""
+    def _reindex(self, roots: Iterable[str], *, events: bool = True) -> int:
+        """Index trees from their records on disk (replacing what was indexed of them; with
+        ``events`` false, their progress events are kept as the live feed recorded them)."""
         count = 0
         chunk: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]] = []
         for root in roots:
@@ -469,17 +481,17 @@ class JobIndex:
             chunk.append((root, marker, jobs, workers))
             count += 1
             if len(chunk) >= ROOTS_PER_COMMIT:
-                self._write_trees(chunk)
+                self._write_trees(chunk, events)
                 chunk = []
         if chunk:
-            self._write_trees(chunk)
+            self._write_trees(chunk, events)
         return count
 
-    def _write_trees(self, trees: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]]) -> None:
+    def _write_trees(self, trees: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]], events: bool) -> None:
         assert self._conn is not None
         dialect = self.store.dialect
         with transaction(self._conn) as cur:  # one transaction: a reader sees the old tree or the new one
-            self._delete(cur, [root for root, *_ in trees])
+            self._delete(cur, [root for root, *_ in trees], events=events)
             cur.executemany(
                 dialect.sql(_insert("roots", ("root_id", "marker"))), [(root, marker) for root, marker, _, _ in trees]
             )
@@ -487,9 +499,9 @@ class JobIndex:
             cur.executemany(
                 dialect.sql(_insert("tasks", TASK_COLUMNS)), [rows.task_row(w) for _, _, _, workers in trees for w in workers]
             )
-            cur.executemany(
-                dialect.sql(_insert("events", EVENT_COLUMNS)), [e for _, _, jobs, ws in trees for e in rows.tree_events(jobs, ws)]
-            )
+            if events:
+                found = [e for _, _, jobs, ws in trees for e in rows.tree_events(jobs, ws)]
+                cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), found)
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
