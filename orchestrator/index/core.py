@@ -228,6 +228,8 @@ class JobIndex:
     def catch_up(self) -> None:
         """Before a query: the first build done, the set of roots synced if the workspace folder
         changed, and everything queued before now applied. Raises IndexUnavailable."""
+        if self._closed:
+            raise IndexUnavailable("the job index is closed")
         if self._error is not None:
             raise IndexUnavailable(f"the job index is unavailable: {self._error}")
         if not self._ready.wait(READY_WAIT):
