@@ -440,8 +440,8 @@ class JobIndex:
         known = self._known()
         gone = [root for root in known if root not in set(disk)]
         self._drop(gone)
-        changed = [root for root in disk if known.get(root) != self.marker(root)]
-        return self._reindex(changed)
+        markers = {root: self.marker(root) for root in disk}
+        return self._reindex([root for root in disk if known.get(root) != markers[root]], markers=markers)
 
     def _sync_roots(self) -> None:
         """The workspace folder changed: a root folder came or went (by this server or another)."""
@@ -466,13 +466,14 @@ class JobIndex:
         for table in ("events", "tasks", "jobs", "roots") if events else ("tasks", "jobs", "roots"):
             cur.executemany(self.store.dialect.sql(f"DELETE FROM {table} WHERE root_id = ?"), [(root,) for root in roots])
 
-    def _reindex(self, roots: Iterable[str], *, events: bool = True) -> int:
+    def _reindex(self, roots: Iterable[str], *, events: bool = True, markers: dict[str, str] | None = None) -> int:
         """Index trees from their records on disk (replacing what was indexed of them; with
         ``events`` false, their progress events are kept as the live feed recorded them)."""
         count = 0
         chunk: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]] = []
         for root in roots:
-            marker = self.marker(root)  # before reading: a write during the read shows as a change next time
+            # Taken before reading: a write during the read shows as a change next time.
+            marker = markers[root] if markers is not None else self.marker(root)
             try:
                 jobs, workers = self.workspace.load_tree(root)
             except (OSError, ValueError, KeyError, TypeError) as exc:
