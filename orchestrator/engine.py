@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
-from . import landing, limits, logs, roles, states
+from . import index, landing, limits, logs, roles, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
@@ -115,6 +115,7 @@ class Engine:
             tick=self._enforce_deadlines,
         )
         self.announce = Announcer(settings, self.workspace, self.events)
+        self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(
             settings=settings,
@@ -487,3 +488,4 @@ class Engine:
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()
         self.monitor.stop()
+        self.index.close()

@@ -294,7 +294,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
         "/api/v1/jobs": _get(
-            "list jobs, newest first",
+            "list root jobs, newest first (from the job index; a worker credential: its own tree)",
             _json({"type": "object"}),
             [
                 _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),

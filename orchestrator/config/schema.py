@@ -379,6 +379,25 @@ class AnthropicSettings(Section):
     )
 
 
+def check_database_url(url: str) -> None:
+    """``database.url``: empty (SQLite in the workspace) or a PostgreSQL URL. Says nothing of the
+    value itself: it may hold a password."""
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected empty (the SQLite index in the workspace) or postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+
+
+@dataclass(frozen=True)
+class DatabaseSettings(Section):
+    url: str = setting(
+        "",
+        "where the job index lives (task history for listing, paging and statistics; the workspace stays the "
+        "truth and the index is rebuilt from it): empty for SQLite in <workspace>/.index/jobs.sqlite3, or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (one database per workspace)",
+        secret=True,
+        check=check_database_url,
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -392,6 +411,7 @@ SECTIONS: dict[str, type[Section]] = {
     "candidates": CandidatesSettings,
     "scoring": ScoringSettings,
     "anthropic": AnthropicSettings,
+    "database": DatabaseSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
@@ -469,6 +489,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         try:
             spec.check(value)
         except ValueError as exc:
+            if spec.secret:  # never echo a secret (a database URL may hold a password)
+                raise ConfigError(f"{where} is not valid: {exc}", key=where) from None
             raise ConfigError(f"{where}={value!r} is not valid: {exc}", key=where, value=_jsonable(value)) from None
     return value
 

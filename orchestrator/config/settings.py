@@ -19,6 +19,7 @@ from .schema import (
     AnthropicSettings,
     ApiSettings,
     CandidatesSettings,
+    DatabaseSettings,
     GitSettings,
     Key,
     LoggingSettings,
@@ -51,6 +52,7 @@ class Settings:
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property
