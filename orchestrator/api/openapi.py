@@ -179,7 +179,7 @@ def candidate_schema() -> dict[str, Any]:
                 "required": ["kind"],
                 "properties": {
                     "kind": {"type": "string", "enum": kinds},
-                    "model": {"type": "string", "nullable": True, "pattern": r"^\S{1,200}$"},
+                    "model": {"type": "string", "nullable": True, "pattern": r"^[^\s\x00]{0,200}$"},
                     "timeout": timeout,
                     "context": {"type": "object", "nullable": True},
                 },
@@ -197,7 +197,7 @@ def judge_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "kind": {"type": "string", "enum": list(ADAPTERS)},
-            "model": {"type": "string", "nullable": True, "pattern": r"^\S{1,200}$"},
+            "model": {"type": "string", "nullable": True, "pattern": r"^[^\s\x00]{0,200}$"},
             "timeout": {"type": "number", "nullable": True, "minimum": choice.TIMEOUT[0], "maximum": choice.TIMEOUT[1]},
         },
     }
