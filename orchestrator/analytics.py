@@ -386,12 +386,12 @@ def _job_rollups(jobs: list[JobRecord], own_workers: dict[str, Rollup]) -> list[
 
 
 def _with_planner(own: Rollup, job: JobRecord) -> Rollup:
-    """A job's own rollup with its AI planner's call added to cost and tokens."""
-    if job.planner_cost_usd is None and job.planner_tokens_in is None and job.planner_tokens_out is None:
+    """A job's own rollup with its AI planner's call (and its candidates' judge's) added to cost and tokens."""
+    if job.planner_cost_usd is None and job.planner_tokens_in is None and job.planner_tokens_out is None and not job.selections:
         return own
     return dataclasses.replace(
         own,
-        cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd)),
+        cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd, job.judge_cost_usd)),
         tokens_in=_sum_known((own.tokens_in, job.planner_tokens_in)),
         tokens_out=_sum_known((own.tokens_out, job.planner_tokens_out)),
     )

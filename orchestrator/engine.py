@@ -24,13 +24,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from pathlib import Path
 
-from . import landing, limits, logs, roles, states
+from . import index, landing, limits, logs, roles, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
-from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, base_env, worker_env, worker_prompt
+from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from .errors import Conflict, OrchestratorError, Unavailable
 from .events import EventBus
 from .execution import Outcome
@@ -42,7 +43,6 @@ from .metrics import Metrics
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
 from .nesting import Nesting
-from .prompts import check_template, prompt_template_path
 from .prune import jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Recovered
@@ -93,6 +93,7 @@ class Engine:
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
         self._base_envs = BaseEnvs(settings)  # what each job's workers start from (environment.py)
+        self.prompts = WorkerPrompts(settings, self.workspace, lambda: self.api_url, roles.preamble)  # what AI workers read
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self.tables = Tables(self.workspace)  # read and changed under self._lock only
@@ -114,6 +115,7 @@ class Engine:
             tick=self._enforce_deadlines,
         )
         self.announce = Announcer(settings, self.workspace, self.events)
+        self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(
             settings=settings,
@@ -138,6 +140,8 @@ class Engine:
             clock=self.clock,
             nesting=self.nesting,
             scheduler=self.scheduler,
+            runner=self.runner,
+            skip=self._skip_pending,
         )
         self.submission = Submission(
             settings=settings,
@@ -166,7 +170,7 @@ class Engine:
             checkout=self.checkout,
             steps=self.steps,
             dispatch=self._dispatch,
-            prompt=self.worker_prompt,
+            prompt=self.prompts.render,
             env=self._worker_env,
         )
         # Shared-checkout path locks per root tree (locks.py): a worker's die when its process ends.
@@ -189,9 +193,6 @@ class Engine:
             checkout=self.checkout,
         )
         self.monitor.start()
-        self._prompt_template = prompt_template_path(settings)
-        if self._prompt_template is not None:
-            check_template(self._prompt_template)  # a broken template fails here, not in every worker
 
     # -- submitting and dispatching -----------------------------------------------------
     def submit(
@@ -307,21 +308,15 @@ class Engine:
     def _forget(self, future: Future[None]) -> None:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
-    def _worker_env(self, rec: WorkerRecord, cfg: JobConfig) -> dict[str, str]:
-        base = self._base_envs.get(rec.job_id)
-        return worker_env(self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=self.credentials, base=base)
+    def _worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:
+        base, creds = self._base_envs.get(rec.job_id), self.credentials
+        return worker_env(
+            self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
+        )
 
     def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
-        """What an AI worker of ``job`` reads (environment.worker_prompt, with this server's API and template)."""
-        return worker_prompt(
-            self.workspace,
-            rec,
-            job,
-            api_url=self.api_url,
-            template=self._prompt_template,
-            branch_prefix=self.settings.git.branch_prefix,
-            preamble=roles.preamble(self.settings, rec.role),
-        )
+        """What an AI worker of ``job`` reads (environment.WorkerPrompts, with this server's API and template)."""
+        return self.prompts.render(rec, job).text
 
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(
@@ -493,3 +488,4 @@ class Engine:
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()
         self.monitor.stop()
+        self.index.close()

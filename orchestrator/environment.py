@@ -1,19 +1,23 @@
 """What a worker starts with: the environment an AI CLI starts from (a worker, or the AI
 planner), as the server's owner chose it in ``workers.inherit_env``, ``workers.env_passthrough``
-and ``workers.env``; the worker protocol's variables on top; and the prompt an AI worker reads."""
+and ``workers.env``; the worker protocol's variables on top; and the prompt an AI worker reads
+(its job's shared context block first: sharedcontext.py)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import protocol
 from .adapters import get_adapter
 from .config import JobConfig, Settings
-from .models import JobRecord, WorkerRecord
-from .prompts import render_worker_prompt
+from .models import JobRecord, TaskNode, WorkerRecord
+from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt
 from .runner import python_executable
+from .sharedcontext import SharedContexts
 from .workspace import Workspace
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -70,9 +74,11 @@ def worker_env(
     api_url: str | None,
     credentials: Credentials | None,
     base: dict[str, str] | None = None,
+    shared: Path | None = None,
 ) -> dict[str, str]:
     """The worker protocol: who it is, where it is, and how to start a child job, on top of
-    the environment the server's owner chose (``base``: ``base_env``, never changed here)."""
+    the environment the server's owner chose (``base``: ``base_env``, never changed here).
+    ``shared``: its job's shared context block, when its prompt starts with exactly that file's text."""
     env = dict(base) if base is not None else base_env(settings)
     # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
     bin_dir = os.path.dirname(python_executable())
@@ -91,6 +97,8 @@ def worker_env(
             protocol.PYTHON: python_executable(),
         }
     )
+    if shared is not None:  # a kind that talks to a model API marks these first bytes for its prompt cache
+        env[protocol.SHARED_CONTEXT] = str(shared)
     if rec.port is not None:  # a worktree worker's, reserved at its checkout (bootstrap.py)
         env[protocol.PORT] = str(rec.port)
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
@@ -105,6 +113,69 @@ def worker_env(
     return env
 
 
+@dataclass(frozen=True)
+class WorkerPrompt:
+    """A worker's rendered prompt: its ``text``, and its job's shared block (``shared``, an
+    absolute path) when the text starts with exactly that file's text (``shared_bytes`` of it)."""
+
+    text: str
+    shared: Path | None = None
+    shared_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        """The prompt's bytes (UTF-8), as WorkerRecord.prompt_bytes records them."""
+        return len(self.text.encode("utf-8"))
+
+    @classmethod
+    def of(cls, text: str, shared: Path, block: str) -> WorkerPrompt:
+        """``text`` measured against its job's ``block`` (at ``shared``): a user template that
+        does not start with the block gets no shared bytes, and no ``ORCHESTRATOR_SHARED_CONTEXT``."""
+        if not text.startswith(block):
+            return cls(text)
+        return cls(text, shared, len(block.encode("utf-8")))
+
+
+class WorkerPrompts:
+    """The engine's prompts: each AI worker's, its job's shared block first (written at the job's
+    first worker), with this server's template (checked now: a broken one fails at start, not in
+    every worker) and API address (``api_url``: read when a worker starts; the server sets it).
+    ``preamble``: a role's preamble by its name (roles.preamble, which imports this module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        workspace: Workspace,
+        api_url: Callable[[], str | None],
+        preamble: Callable[[Settings, str | None], str],
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.api_url = api_url
+        self.preamble = preamble
+        self.shared = SharedContexts(workspace, settings)
+        self.template = prompt_template_path(settings)
+        if self.template is not None:
+            check_template(self.template)
+
+    def render(self, rec: WorkerRecord, job: JobRecord, directory: Path | None = None) -> WorkerPrompt:
+        """``rec``'s prompt, measured against its job's block. ``directory``: its checkout, where
+        a worktree job's repository is read for the block (when this is the job's first worker)."""
+        api_url = self.api_url()
+        block = self.shared.block(job, spawn=job_spawns(job, api_url), directory=directory)
+        text = worker_prompt(
+            self.workspace,
+            rec,
+            job,
+            api_url=api_url,
+            template=self.template,
+            branch_prefix=self.settings.git.branch_prefix,
+            preamble=self.preamble(self.settings, rec.role),
+            shared=block.shared,
+        )
+        return WorkerPrompt.of(text, block.path, block.shared.text)
+
+
 def worker_prompt(
     workspace: Workspace,
     rec: WorkerRecord,
@@ -114,10 +185,13 @@ def worker_prompt(
     template: Path | None,
     branch_prefix: str = "orchestrator/",
     preamble: str = "",
+    shared: SharedText | None = None,
 ) -> str:
-    """What an AI worker reads: its role's ``preamble`` (roles.preamble), its subtask, its context,
-    and how (and whether) to recurse."""
+    """What an AI worker reads: its job's ``shared`` context block (sharedcontext.py; without one,
+    a block is rendered from the job's record alone), then its role's ``preamble``
+    (roles.preamble), its subtask, its context, and how (and whether) to recurse."""
     cfg = job.config
+    node = node_of(job, rec)
     return render_worker_prompt(
         task=rec.task,
         goal=job.goal,
@@ -131,17 +205,48 @@ def worker_prompt(
         job_id=rec.job_id,
         worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
-        timeout=cfg.default_timeout,
+        timeout=rec.timeout or cfg.default_timeout,  # a candidate's own, else the job's
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
         role=rec.role,
         preamble=preamble,
         before=_prerequisites(job, rec) if any(n.depends_on for n in job.nodes) else None,
+        task_ids=[n.id for n in job.nodes] if len(job.nodes) == len(job.tasks) else None,
+        context=_context(node),
+        shared=shared,
     )
+
+
+def job_spawns(job: JobRecord, api_url: str | None) -> bool:
+    """Whether any worker of ``job`` may start child jobs (its shared block then tells how):
+    recursion on with the API up, a depth below the job's maximum, children allowed, and some
+    kind among its workers' with a shell tool (an aider-only job is told nothing of it)."""
+    cfg = job.config
+    if not (cfg.enable_recursion and api_url is not None) or job.depth >= cfg.max_recursion_depth:
+        return False
+    if cfg.max_children_per_worker <= 0:
+        return False
+    kinds = {node.kind or cfg.worker for node in job.nodes} or {cfg.worker}
+    return any(not get_adapter(kind).no_spawn_reason for kind in kinds)
+
+
+def node_of(job: JobRecord, rec: WorkerRecord) -> TaskNode | None:
+    """The plan node of ``rec`` (its plan position's; a candidate's own after expansion)."""
+    if len(job.nodes) != len(job.tasks) or not 1 <= rec.index <= len(job.nodes):
+        return None
+    return job.nodes[rec.index - 1]
+
+
+def _context(node: TaskNode | None) -> dict[str, Any] | None:
+    return dict(node.context) if node is not None and node.context else None
 
 
 def _prerequisites(job: JobRecord, rec: WorkerRecord) -> list[int]:
     """The plan positions (1-based) of the tasks ``rec`` waits on."""
     wanted = set(rec.depends_on)
-    return [i for i, node in enumerate(job.nodes, 1) if node.id in wanted]
+    found: dict[str, int] = {}  # a task run as candidates: its first candidate's position stands for it
+    for i, node in enumerate(job.nodes, 1):
+        if node.id in wanted:
+            found.setdefault(node.id, i)
+    return list(found.values())

@@ -126,7 +126,8 @@ class WorkerExecution:
         job: JobRecord | None = None,
     ) -> None:
         self.record = record
-        self.config = config
+        # A candidate's own timeout (issue 14: the seed's cli_assignments[].timeout) replaces the job's.
+        self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
         self.settings = settings
         self.adapter = adapter
         self.executor = executor
@@ -477,7 +478,7 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         return outcome
     if outcome.parsed is None:
         outcome.parsed = ParsedResult(output="")
-    for name in ("cost_usd", "tokens_in", "tokens_out"):
+    for name in ("cost_usd", "tokens_in", "tokens_out", "tokens_cache_read"):
         values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
         setattr(outcome.parsed, name, sum(values) if values else None)
     return outcome

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from . import failpoints, landing, logs, reports, states
 from .analytics import analyse
 from .announce import Announcer
+from .candidates import candidate_tasks
+from .choosing import Choosing
 from .clock import Clock
 from .config import Settings
 from .execution import Outcome
@@ -30,6 +32,7 @@ from .monitor import ResourceMonitor
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
+from .runner import ProcessRunner
 from .scheduling import Scheduler
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, write_snapshots
@@ -60,8 +63,26 @@ class Finishing:
         clock: Clock,
         nesting: Nesting | None = None,
         scheduler: Scheduler | None = None,
+        runner: ProcessRunner | None = None,
+        skip: Callable[[JobRecord, list[str], str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # A task's candidates settle into one winner (choosing.py): a unit of the job's work.
+        self.choosing = Choosing(
+            settings=settings,
+            workspace=workspace,
+            tables=tables,
+            lock=lock,
+            announce=announce,
+            scheduler=scheduler,
+            runner=runner or ProcessRunner(),
+            clock=clock,
+            queries=queries,
+            add_cost=self.add_cost,
+            skip=skip or (lambda job, keys, why: None),
+            dispatch=dispatch,
+            end_job=self.end_job,
+        )
         self.scheduler = scheduler  # a task graph's: what a worker's end unblocks or skips
         self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
         self.clock = clock
@@ -150,6 +171,8 @@ class Finishing:
             self.tables.unfinished[job.id] -= 1
             done = self.tables.unfinished[job.id] == 0
             self.announce.worker(live, rec.exit_reason)
+            if rec.candidate is not None:
+                self.choosing.settled(live)
             if self.scheduler is not None and self.scheduler.has_graph(job):
                 self._graph_step(live, self.scheduler)
         if done:
@@ -264,11 +287,14 @@ class Finishing:
 
     def job_outcome(self, job: JobRecord) -> JobStatus:
         """Under the lock: the status a job whose workers are all settled ends with."""
-        statuses = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record.status for n in job.worker_names]
-        if any(s in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for s in statuses) and job.error == "cancelled":
+        records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
+        if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
             return JobStatus.CANCELLED
-        ok = sum(1 for s in statuses if s.ok)
-        if ok == len(statuses):
+        # A task run as candidates counts once: done when it has a winner, whatever its losers did.
+        done = {r.task_id or r.name: r.status.ok for r in records if r.candidate is None}
+        done |= {task: bool(job.selections.get(task, {}).get("winner")) for task in candidate_tasks(job)}
+        ok = sum(done.values())
+        if ok == len(done):
             return JobStatus.COMPLETED
         return JobStatus.PARTIAL if ok else JobStatus.FAILED
 
@@ -300,6 +326,9 @@ class Finishing:
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:
+            # Each task's CANDIDATES file first (issue 14), so the reports' links to them never dangle.
+            for path, text in reports.render_candidate_reports(jobs[0], jobs, workers, templates_dir=tdir).items():
+                self.workspace.write_text(self.workspace.job_dir(job.root_id) / path, text)
             for depth in depths:
                 text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
                 self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)

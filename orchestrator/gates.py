@@ -106,6 +106,9 @@ def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None 
     table, the shipped roles without one; its recorded diff) is recorded."""
     if not record.status.ok:
         return f"it ended {record.status.value}" + (f": {record.error[:200]}" if record.error else "")
+    if record.candidate is not None and not record.selected:  # only its task's winner is merged (choosing.py)
+        winner = (job.selections.get(record.task_id or "") or {}).get("winner")
+        return f"a candidate not selected (task {record.task_id}'s winner: {winner or 'not chosen yet'})"
     if not job.config.gates:
         return None
     if record.gated_commit is None:

@@ -216,7 +216,19 @@ def topological(nodes: Sequence[TaskNode]) -> list[str]:
 def dependents(nodes: Sequence[TaskNode], task_id: str) -> list[str]:
     """Every task that waits, directly or through others, on ``task_id`` (plan order)."""
     above = ancestors(nodes)
-    return [n.id for n in nodes if task_id in above[n.id]]
+    return list(dict.fromkeys(n.id for n in nodes if task_id in above[n.id]))
+
+
+def unique_nodes(nodes: Sequence[TaskNode]) -> list[TaskNode]:
+    """One node per task id: a task run as candidates (issue 14) has a node per candidate, all
+    with its id and dependencies; its first stands for it."""
+    seen: set[str] = set()
+    found = []
+    for node in nodes:
+        if node.id not in seen:
+            seen.add(node.id)
+            found.append(node)
+    return found
 
 
 def serialize_overlaps(nodes: list[TaskNode]) -> list[str]:

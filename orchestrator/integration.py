@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from .config import Settings
 from .gates import GateStep, step_block
 from .landing import repository, tree_lock
 from .merging import integrate
-from .models import JobRecord
+from .models import JobRecord, WorkerRecord
 from .ownership import OwnershipStep
 from .steps import PASS, Step, StepContext, Verdict, fail
 from .workspace import Workspace
@@ -50,50 +51,57 @@ class IntegrateStep(Step):
 
     def run(self, ctx: StepContext) -> Verdict:
         job = ctx.job
-        if job is None or job.integration is None:
-            return PASS
+        if job is None or job.integration is None or ctx.record.candidate is not None:
+            return PASS  # a candidate is merged once its task selects it (choosing.py), not as it passes
         blocked = step_block(ctx, self.settings)  # fail closed: never merge work its gates did not pass
         if blocked:
             return fail(f"not merged into {job.integration}: {blocked}")
         commit = ctx.updates.get("gated_commit") or ctx.changes().commit
         branch = ctx.changes().branch
-        if not commit or not branch:
-            return fail(f"not merged into {job.integration}: the worker has no committed work on a branch")
-        start = job.start_commit or self._root_base(job)
-        repo = repository(self.settings, self.workspace)
-        with tree_lock(job.root_id):
-            done = integrate(
-                repo,
-                job.integration,
-                start,
-                ctx.record.name,
-                branch,
-                commit,
-                job.config.merge_strategy,
-                prefix=self.settings.git.branch_prefix,
-                root_id=job.root_id,
-            )
-        record = done.to_dict() | {"at": time.time(), "reason": None}
-        short = job.integration
-        if not done.merged:
-            files = [c.path for c in done.conflicts]
-            shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
-            record["reason"] = f"conflicts with work already merged into {short} in: {shown}"
+        record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit)
+        if record is not None:
             ctx.updates["integrated"] = record
-            self._note(ctx, f"not merged into {short}: {record['reason']}")
-            return fail(f"merging into {short} conflicts in: {shown} (merge_strategy auto)")
-        ctx.updates["integrated"] = record
-        won = [c.path for c in done.conflicts]
-        extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
-        self._note(ctx, f"merged commit {commit[:12]} into {short} (now {str(done.commit)[:12]}){extra}")
-        return PASS
+        return fail(failure) if failure else PASS
 
-    def _root_base(self, job: JobRecord) -> str:
-        return self.workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
 
-    def _note(self, ctx: StepContext, line: str) -> None:
-        rec = ctx.record
-        self.workspace.append_line(self.workspace.worker_log(rec.root_id, rec.depth, rec.name), f"[orchestrator] {line}")
+def integrate_worker(
+    settings: Settings, workspace: Workspace, job: JobRecord, worker: WorkerRecord, branch: str | None, commit: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Outside the engine's lock: ``worker``'s ``commit`` (on ``branch``) merged into ``job``'s
+    integration branch, one merge per tree at a time, a line in its log. The record for
+    ``WorkerRecord.integrated`` (None when nothing was tried) and why it failed (None: merged)."""
+    integration = job.integration
+    assert integration is not None
+    if not commit or not branch:
+        return None, f"not merged into {integration}: the worker has no committed work on a branch"
+    start = job.start_commit or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
+    repo = repository(settings, workspace)
+    with tree_lock(job.root_id):
+        done = integrate(
+            repo,
+            integration,
+            start,
+            worker.name,
+            branch,
+            commit,
+            job.config.merge_strategy,
+            prefix=settings.git.branch_prefix,
+            root_id=job.root_id,
+        )
+    record = done.to_dict() | {"at": time.time(), "reason": None}
+    log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
+    if not done.merged:
+        files = [c.path for c in done.conflicts]
+        shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
+        record["reason"] = f"conflicts with work already merged into {integration} in: {shown}"
+        workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record['reason']}")
+        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
+    won = [c.path for c in done.conflicts]
+    extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
+    workspace.append_line(
+        log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
+    )
+    return record, None
 
 
 def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:

@@ -327,6 +327,12 @@ class JobRecord:
         return self.parent_job_id is None
 
     @property
+    def judge_cost_usd(self) -> float | None:
+        """What its selections' AI judge calls cost (None: no judge reported a cost)."""
+        costs = [s["cost_usd"] for s in self.selections.values() if isinstance(s.get("cost_usd"), (int, float))]
+        return sum(costs) if costs else None
+
+    @property
     def duration(self) -> float | None:
         if self.started_at is None or self.ended_at is None:
             return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .models import JobRecord, WorkerRecord
+from .reports.candidates import candidate_line, groups
 from .reports.taskgraph import deliveries, waits_on
 
 ICONS = {
@@ -61,6 +62,8 @@ class WorkerNode:
     started_at: float | None = None  # wall clock, for the elapsed time of a running worker
     children: list[JobNode] = field(default_factory=list)
     waits_on: list[str] = field(default_factory=list)  # a task graph's: prerequisites not merged yet
+    task_id: str | None = None
+    candidate: int | None = None  # one of its task's candidates (issue 14): drawn on its task's line
 
 
 @dataclass
@@ -70,6 +73,8 @@ class JobNode:
     id: str
     status: str
     workers: list[WorkerNode] = field(default_factory=list)
+    # Its tasks that run as candidates, by task id (reports.candidates.groups): one line each.
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def walk(self) -> list[WorkerNode]:
         """Every worker of this job and of the jobs below it."""
@@ -98,7 +103,12 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
         for rec in own:
             kids = [build(by_id[c]) for c in rec.child_job_ids if c in by_id]
             waits = waits_on(rec, job, tasks)
-            node.workers.append(WorkerNode(rec.name, rec.status.value, rec.task, rec.duration, rec.started_at, kids, waits))
+            node.workers.append(
+                WorkerNode(
+                    rec.name, rec.status.value, rec.task, rec.duration, rec.started_at, kids, waits, rec.task_id, rec.candidate
+                )
+            )
+        node.candidates = groups(job, own)
         return node
 
     root = by_id[job_id] if job_id else next(j for j in jobs if j.is_root)
@@ -113,16 +123,18 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
         for task in tasks:
             node = WorkerNode(task["worker_id"], task["status"], task.get("task", ""), task.get("duration"))
             node.waits_on = list(task.get("waits_on") or [])
+            node.task_id, node.candidate = task.get("task_id"), task.get("candidate")
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
                 by_child.setdefault(sub["job_id"], []).append(sub)
                 status[sub["job_id"]] = sub.get("job_status") or "running"
-            node.children = [JobNode(cid, status[cid], workers(subs)) for cid, subs in by_child.items()]
+            chosen = task.get("child_candidates") or {}
+            node.children = [JobNode(cid, status[cid], workers(subs), chosen.get(cid) or {}) for cid, subs in by_child.items()]
             found.append(node)
         return found
 
-    return JobNode(doc["job_id"], doc["status"], workers(doc["results"]["tasks"]))
+    return JobNode(doc["job_id"], doc["status"], workers(doc["results"]["tasks"]), doc.get("candidates") or {})
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -142,7 +154,7 @@ def render_tree(
     if height and len(rows) > height:
         cut = len(rows) - height + 1
         rows = rows[: height - 1] + [(f"{dots} {cut} more line(s): enlarge the terminal to see them", "", "")]
-    return _lay_out(rows, now, width, dots)
+    return _lay_out(rows, now, width, dots, ascii_only)
 
 
 def _rows(
@@ -153,8 +165,14 @@ def _rows(
     rows: list[tuple[str, str, Any]] = [(f"job {root.id}", root.status, _done(root))]
 
     def level(job: JobNode, indent: str) -> None:
-        entries: list[WorkerNode | str] = [w for w in job.workers if keep is None or w.status in keep]
-        hidden = [w.status for w in job.workers if keep is not None and w.status not in keep]
+        entries: list[WorkerNode | Candidates | str] = []
+        hidden: list[str] = []
+        for item in _entries(job):
+            statuses = [item.status] if isinstance(item, WorkerNode) else [w.status for w in item.workers]
+            if keep is None or any(s in keep for s in statuses):
+                entries.append(item)
+            else:
+                hidden += statuses
         if hidden:
             entries.append(_count_line(hidden, icons))
         for i, entry in enumerate(entries):
@@ -162,14 +180,59 @@ def _rows(
             if isinstance(entry, str):
                 rows.append((indent + branch + entry, "", ""))
                 continue
-            rows.append((f"{indent}{branch}{icons.get(entry.status, '?')} {entry.name}", entry.status, entry))
-            for k, child in enumerate(entry.children):
-                kid_branch, kid_below = (box[1], box[3]) if k == len(entry.children) - 1 else (box[0], box[2])
+            if isinstance(entry, Candidates):
+                rows.append((f"{indent}{branch}{icons.get(entry.status, '?')} {entry.task_id}", entry.status, entry))
+            else:
+                rows.append((f"{indent}{branch}{icons.get(entry.status, '?')} {entry.name}", entry.status, entry))
+            children = entry.children
+            for k, child in enumerate(children):
+                kid_branch, kid_below = (box[1], box[3]) if k == len(children) - 1 else (box[0], box[2])
                 rows.append((f"{indent}{below}{kid_branch}job {child.id}", child.status, _done(child)))
                 level(child, indent + below + kid_below)
 
     level(root, "")
     return rows
+
+
+@dataclass
+class Candidates:
+    """A task's candidates, drawn as one line side by side (issue 14) where its first candidate is."""
+
+    task_id: str
+    group: dict[str, Any]  # reports.candidates.groups' entry
+    workers: list[WorkerNode]
+
+    @property
+    def status(self) -> str:
+        """Its winner's status once chosen (failed: none eligible); running while a candidate runs
+        or the selection is still to be made; pending before any started."""
+        if self.group.get("chosen"):
+            winner = next((w for w in self.workers if w.name == self.group.get("winner")), None)
+            return winner.status if winner is not None else "failed"
+        if all(w.status == "pending" for w in self.workers):
+            return "pending"
+        return "running"
+
+    @property
+    def children(self) -> list[JobNode]:
+        return [child for w in self.workers for child in w.children]
+
+
+def _entries(job: JobNode) -> list[WorkerNode | Candidates]:
+    """The job's workers in plan order, a task's candidates folded into one entry at the first."""
+    found: list[WorkerNode | Candidates] = []
+    folded: dict[str, Candidates] = {}
+    for worker in job.workers:
+        task_id = worker.task_id or ""
+        group = job.candidates.get(task_id) if worker.candidate is not None else None
+        if group is None:
+            found.append(worker)
+        elif task_id in folded:
+            folded[task_id].workers.append(worker)
+        else:
+            folded[task_id] = Candidates(task_id, group, [worker])
+            found.append(folded[task_id])
+    return found
 
 
 def _count_line(statuses: list[str], icons: dict[str, str]) -> str:
@@ -187,12 +250,15 @@ def _done(job: JobNode) -> str:
     return f"{sum(1 for w in job.workers if w.status in FINISHED)}/{len(job.workers)} done"
 
 
-def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str) -> list[str]:
+def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str, ascii_only: bool = False) -> list[str]:
     pad = max(len(left) for left, status, _ in rows if status)
     lines = []
     for left, status, what in rows:
         if not status:
             line = left
+        elif isinstance(what, Candidates):
+            text = candidate_line(what.group, ascii_only=ascii_only).removeprefix(what.task_id + " ")
+            line = f"{left:<{pad}}  {status:<17} {'':>7}  {text}"
         elif isinstance(what, WorkerNode):
             waits = f"(waits on {', '.join(what.waits_on)}) " if what.waits_on else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"

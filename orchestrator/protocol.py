@@ -23,6 +23,9 @@ ENABLE_RECURSION = "ORCHESTRATOR_ENABLE_RECURSION"  # "1" or "0"
 WORKER_DIR = "ORCHESTRATOR_WORKER_DIR"  # the worker's own folder (its working directory)
 PORT = "ORCHESTRATOR_PORT"  # a worktree worker's own free port from git.port_range (also given to git.setup/teardown)
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on
+# The absolute path of the worker's job's shared context block (sharedcontext.py), set only when
+# its prompt starts with exactly that file's text: a kind that calls a model API marks it for caching.
+SHARED_CONTEXT = "ORCHESTRATOR_SHARED_CONTEXT"
 ATTEMPT = "ORCHESTRATOR_ATTEMPT"  # 1 for the first attempt, 2 for the first retry, ...
 TAG = "ORCHESTRATOR_TAG"  # unique per worker: how its processes are found in /proc
 SHIM_STASH = "ORCHESTRATOR_SHIM_"  # + NAME: the worker's own value of a variable the perl shim starts without

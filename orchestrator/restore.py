@@ -139,7 +139,9 @@ class Restorer:
         tables = self.tables
         with self._lock:
             # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
-            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(j.planner_cost_usd or 0.0 for j in jobs)
+            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(
+                (j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs
+            )
             for job in jobs:
                 tables.jobs[job.id] = job
                 if not job.status.terminal:
@@ -148,6 +150,9 @@ class Restorer:
             for fate in fates:
                 live = self.restore_worker(by_id[fate.record.job_id], fate, to_run, to_settle)
                 tables.workers[(root_id, fate.record.key)] = live
+            for job in jobs:  # a task's selection not made before the restart is still to do (choosing.py)
+                if not job.status.terminal:
+                    tables.unfinished[job.id] += len(self.finishing.choosing.open_tasks(job))
             for job in jobs:
                 if not job.status.terminal:
                     note = (
@@ -162,6 +167,10 @@ class Restorer:
             self.run(live, fate)
         for live in to_settle:
             self.finishing.settle(live)
+        with self._lock:
+            for job in jobs:
+                if not job.status.terminal:
+                    self.finishing.choosing.resume(job)
         # Jobs whose workers had all ended before the crash, but not the job itself.
         for job in sorted(jobs, key=lambda j: -j.depth):
             with self._lock:

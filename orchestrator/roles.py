@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .adapters import resolve_kind
+from .adapters import get_adapter, resolve_kind
 from .config import JobConfig, Settings
 from .config.quality import roles_with_defaults
 from .environment import base_env
@@ -102,7 +102,7 @@ def _runs(
         kind, why = resolve_kind(role["worker"], settings)
         if role["worker"] == "auto":
             notes.append(f"role {name}: {why}")
-        missing = _not_installed(settings, kind)
+        missing = not_installed(settings, kind)
         if missing:
             raise InvalidGraph(
                 f"{where}={name!r}: the role's worker kind {kind} (tasks.roles.{name}.worker) is not installed here: "
@@ -120,10 +120,10 @@ def _runs(
     return kind, model
 
 
-def _not_installed(settings: Settings, kind: str) -> str:
+def not_installed(settings: Settings, kind: str) -> str:
     """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH."""
-    if kind == "simulated":
-        return ""
+    if kind == "simulated" or get_adapter(kind).command_key is None:
+        return ""  # nothing to find on PATH (the simulated kind, a kind that runs this package)
     if kind == "command":
         template = settings.orchestrator.command
         if not template:

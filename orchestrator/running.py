@@ -8,6 +8,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import failpoints, logs
 from .adapters import get_adapter
@@ -15,6 +16,7 @@ from .announce import Announcer
 from .checkout import Checkout, CheckoutFailed, finish_checkout
 from .clock import Clock
 from .config import JobConfig, Settings
+from .environment import WorkerPrompt
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
 from .executor import AttemptHandle, Executor
 from .finishing import Finishing
@@ -49,8 +51,8 @@ class WorkerRunner:
         checkout: Checkout,
         steps: Sequence[Step],
         dispatch: Callable[[], None],
-        prompt: Callable[[WorkerRecord, JobRecord], str],
-        env: Callable[[WorkerRecord, JobConfig], dict[str, str]],
+        prompt: Callable[[WorkerRecord, JobRecord, Path], WorkerPrompt],
+        env: Callable[[WorkerRecord, JobConfig, Path | None], dict[str, str]],
     ) -> None:
         self.settings = settings
         self.workspace = workspace
@@ -153,8 +155,12 @@ class WorkerRunner:
         rec, job = live.record, live.job
         cfg = job.config
         adapter = get_adapter(rec.kind)
-        prompt = self.prompt(rec, job) if adapter.needs_prompt(self.settings) else rec.task
-        directory = self.checkout.prepare(rec, job)
+        directory = self.checkout.prepare(rec, job)  # first: a worktree job's shared block reads the repository there
+        rendered = self.prompt(rec, job, directory) if adapter.needs_prompt(self.settings) else None
+        prompt = rendered.text if rendered is not None else rec.task
+        if rendered is not None:
+            with self._lock:  # the record is written with its first attempt
+                rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
@@ -165,7 +171,7 @@ class WorkerRunner:
             adapter=adapter,
             executor=self.executor,
             workspace=self.workspace,
-            env=self.env(rec, cfg),
+            env=self.env(rec, cfg, rendered.shared if rendered is not None else None),
             prompt=prompt,
             tag=live.tag,
             lock=self._lock,

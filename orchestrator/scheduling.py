@@ -43,13 +43,16 @@ class Scheduler:
         self.tables = tables
         self.skip = skip
         self.stop = stop
-        self._keys: dict[str, dict[str, str]] = {}  # job id -> task id -> worker key
+        # job id -> task id -> its workers' keys (one, or a task's candidates: issue 14)
+        self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph
 
-    def keys(self, job: JobRecord) -> dict[str, str]:
+    def keys(self, job: JobRecord) -> dict[str, list[str]]:
         found = self._keys.get(job.id)
         if found is None:
-            found = {n.id: worker_key(job.depth, name) for n, name in zip(job.nodes, job.worker_names)}
+            found = {}
+            for node, name in zip(job.nodes, job.worker_names):
+                found.setdefault(node.id, []).append(worker_key(job.depth, name))
             self._keys[job.id] = found
         return found
 
@@ -64,18 +67,22 @@ class Scheduler:
             found = self._graphs[job.id] = bool(job.nodes) and graph.has_dependencies(job.nodes)
         return found
 
-    def _record(self, job: JobRecord, task_id: str) -> WorkerRecord | None:
-        key = self.keys(job).get(task_id)
-        live = self.tables.workers.get((job.root_id, key)) if key else None
-        return live.record if live is not None else None
+    def _records(self, job: JobRecord, task_id: str) -> list[WorkerRecord]:
+        found = []
+        for key in self.keys(job).get(task_id, ()):
+            live = self.tables.workers.get((job.root_id, key))
+            if live is not None:
+                found.append(live.record)
+        return found
 
     def _met(self, job: JobRecord, task_id: str) -> bool:
-        record = self._record(job, task_id)
-        if record is None:
+        records = self._records(job, task_id)
+        if not records:
             return True
-        if job.config.on_failure == "continue":
-            return record.status.terminal
-        return delivered(job, record)
+        if job.config.on_failure == "continue":  # ended, and a task with candidates has chosen (or found none)
+            chosen = records[0].candidate is None or task_id in job.selections
+            return chosen and all(r.status.terminal for r in records)
+        return any(delivered(job, r) for r in records)
 
     def waits_on(self, job: JobRecord, record: WorkerRecord) -> list[str]:
         """The prerequisites ``record`` still waits on (task ids, plan order)."""
@@ -93,46 +100,58 @@ class Scheduler:
         return found
 
     def unblocked_by(self, live: LiveWorker, status: WorkerStatus) -> list[str]:
-        """Under the lock, as ``live`` settles with ``status``: the task ids that may start now
-        because of it (every other prerequisite of theirs already met)."""
+        """Under the lock, as ``live`` settles with ``status`` (or, for a task's candidate, once its
+        task has chosen: choosing.py): the task ids that may start now because of it (every other
+        prerequisite of theirs already met)."""
         job, rec = live.job, live.record
         if rec.task_id is None or not self.has_graph(job):
             return []
-        if not (delivered(job, rec, status) or (job.config.on_failure == "continue" and status.terminal)):
+        if rec.candidate is not None and rec.task_id not in job.selections:
+            return []  # a candidate's end unblocks nothing before its task's selection
+        continuing = job.config.on_failure == "continue" and status.terminal
+        if rec.candidate is not None:  # its task has chosen: has every candidate ended?
+            continuing = continuing and self._met(job, rec.task_id)
+        if not (delivered(job, rec, status) or continuing):
             return []
         found = []
-        for node in job.nodes:
+        for node in graph.unique_nodes(job.nodes):
             if rec.task_id in node.depends_on and all(d == rec.task_id or self._met(job, d) for d in node.depends_on):
-                dependent = self._record(job, node.id)
-                if dependent is not None and dependent.status is WorkerStatus.PENDING:
+                if any(d.status is WorkerStatus.PENDING for d in self._records(job, node.id)):
                     found.append(node.id)
         return found
 
     def settled(self, live: LiveWorker) -> None:
         """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
-        dependents or stops the job, as ``on_failure`` says."""
+        dependents or stops the job, as ``on_failure`` says. A candidate's task fails only when
+        its selection finds no winner (``failed_task``, from choosing.py)."""
         job, rec = live.job, live.record
-        if delivered(job, rec) or rec.task_id is None or not self.has_graph(job):
-            return
-        waiting = graph.dependents(job.nodes, rec.task_id)
-        if not waiting:
+        if delivered(job, rec) or rec.task_id is None or rec.candidate is not None or not self.has_graph(job):
             return
         if rec.status.ok:  # it succeeded, yet its work is not in the integration branch (it never ran its steps)
             why = f"dependency {rec.task_id} succeeded but its work was never merged into {job.integration}"
         else:
             why = f"dependency {rec.task_id} {rec.status.value}: {(rec.exit_reason or rec.error or '')[:REASON_CHARS]}"
+        self.failed_task(job, rec.task_id, rec.status.value, why)
+
+    def failed_task(self, job: JobRecord, task_id: str, status: str, why: str) -> None:
+        """Under the lock: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
+        if not self.has_graph(job):
+            return
+        waiting = graph.dependents(job.nodes, task_id)
+        if not waiting:
+            return
         policy = job.config.on_failure
         if policy == "continue":
             return
         if policy == "stop":
             if job.error is None:
-                self.stop(job, f"stopped: task {rec.task_id} {rec.status.value} (on_failure: stop)")
+                self.stop(job, f"stopped: task {task_id} {status} (on_failure: stop)")
             return
         pending = self.tables.pending.get(job.id)
         if not pending:
             return
         keys = self.keys(job)
-        skipped = [keys[t] for t in waiting if keys.get(t) in pending]
+        skipped = [key for t in waiting for key in keys.get(t, ()) if key in pending]
         if skipped:
             for key in skipped:
                 pending.remove(key)

@@ -16,6 +16,8 @@ from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
 from .models import JobRecord, WorkerRecord, WorkerStatus
+from .reports.candidates import candidate_line, groups
+from .reports.promptshare import prompt_share
 from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
 
@@ -70,6 +72,14 @@ def job_status(
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
+        # Issue 14 item 7: its workers' prompt bytes and the share of its shared context block in them
+        # ({workers, bytes, shared_bytes, shared_fraction, cache_read_tokens, summary}; null: no prompt rendered).
+        "prompts": _prompts(own),
+        # Issue 14: each task of this job that runs as candidates, by task id (plan order), its
+        # candidates side by side: {"task_id", "task", "select", "chosen", "winner", "reason",
+        # "judge_cost_usd", "report" (its CANDIDATES file in the job folder), "rows": [one per
+        # candidate: worker, kind, model, status, gates, score, rank, measures, cost_usd, ...]}.
+        "candidates": groups(job, own),
         "progress": {
             "completed": len(done),
             "total": len(own),
@@ -89,6 +99,11 @@ def job_status(
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
     }
+
+
+def _prompts(workers: list[WorkerRecord]) -> dict[str, Any] | None:
+    share = prompt_share(workers)
+    return None if share is None else share.to_dict()
 
 
 def performance(a: TreeAnalytics) -> dict[str, Any]:
@@ -151,6 +166,11 @@ def _task(
         "cost_usd": worker.cost_usd,
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
+        # Issue 14 item 7: its prompt's bytes, its job's shared block's bytes among them (0: its
+        # prompt does not start with it), the prompt-cache reads its model API reported (null: none)
+        "prompt_bytes": worker.prompt_bytes,
+        "shared_prompt_bytes": worker.shared_prompt_bytes,
+        "tokens_cache_read": worker.tokens_cache_read,
         "queue_wait": _r(waits.get(worker.key)),
         "cpu_seconds": worker.cpu_seconds,
         "peak_rss": worker.peak_rss,
@@ -170,6 +190,9 @@ def _task(
                 item["job_id"] = child_id
                 item["job_status"] = child.status.value if child else None
                 results.append(item)
+            found = groups(child, subs) if child is not None else {}
+            if found:  # a child job's tasks with candidates, as the document's own "candidates"
+                entry.setdefault("child_candidates", {})[child_id] = found
         entry["child_results"] = results
     return entry
 
@@ -193,6 +216,11 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "trespass": list(worker.trespass),
         "integrated": dict(worker.integrated) if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
+        # Issue 14: its candidate number (null: its task runs once), whether its task's selection
+        # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
+        "candidate": worker.candidate,
+        "selected": worker.selected,
+        "score": dict(worker.score) if worker.score is not None else None,
     }
 
 
@@ -227,6 +255,10 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
     ]
     for row in _flatten(doc["results"]["tasks"], indent=0):
         lines.append(row)
+    groups_ = doc.get("candidates") or {}
+    if groups_:
+        lines.append("")
+        lines += [f"candidates: {candidate_line(group)}" for group in groups_.values()]
     lines.append("")
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"]["final_report"]:

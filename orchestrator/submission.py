@@ -9,7 +9,7 @@ import shutil
 import threading
 from collections.abc import Callable
 
-from . import graph, landing, limits, states
+from . import candidates, graph, landing, limits, states
 from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
 from .clock import Clock
@@ -21,7 +21,7 @@ from .models import JobRecord, JobStatus, TaskNode
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from .roles import apply_roles, role_table
+from .roles import apply_roles, not_installed, role_table
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -118,11 +118,24 @@ class Submission:
                 fitted, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
                 if fitted != plan:  # merged to fit the tree: the planner's graph no longer applies
                     plan, nodes = fitted, graph.independent(len(fitted))
-            else:
-                limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
             # What each role's workers run (422: a role kind not installed); a child job's tasks
             # without a role take its parent worker's.
             notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
+            plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
+            judging = cfg.judge.get("kind") if cfg.select == "judge" and candidates.has_candidates_nodes(nodes) else None
+            for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
+                missing = not_installed(self.settings, kind)
+                if missing:
+                    raise ConfigError(
+                        f"candidate worker kind {kind} is not installed here: {missing}. Install it, or leave it out "
+                        "of config.candidates (and config.judge)",
+                        key="candidates",
+                    )
+            if parent is None:
+                limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
+            elif candidates.has_candidates_nodes(nodes):  # the tree must hold every candidate
+                used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == parent[0].root_id)
+                limits.tree_room(parent[0].root_id, used, self.settings.recursion.max_workers_per_root, len(plan), True)
             planned.nodes = nodes
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
             self.announce.line(
@@ -294,7 +307,8 @@ class Submission:
             raise
         tables.jobs[job.id] = job
         tables.running[job.id] = 0
-        tables.unfinished[job.id] = len(job.worker_names)
+        # A task's selection among its candidates is work of the job too: it ends after them (choosing.py).
+        tables.unfinished[job.id] = len(job.worker_names) + len(candidates.candidate_tasks(job))
         self.add_cost(job.root_id, job.planner_cost_usd)
         self.announce.job(job, f"planned {len(plan)} subtask(s)")
         if graphed:  # what each task waits on, once

@@ -11,6 +11,7 @@ Turns:
 * :class:`ToolUse` - a ``tool_use`` block (``stop_reason: tool_use``), e.g. ``Write`` or ``Bash``.
 * :class:`ApiError` - an HTTP error with the Anthropic error JSON (401 ``authentication_error`` ...).
 * :class:`Hang` - never answers; holds the connection until the server stops.
+  (``Text(..., stall=S)`` starts its stream, then holds it S seconds: a stall mid-answer.)
 
 A script is either a list of turns played in order, or a callable ``(body) -> turn`` that
 chooses the reply per request (for several CLIs sharing one server). Requests the CLI makes
@@ -57,6 +58,10 @@ class Text:
     text: str
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
     delay: float = 0.0  # seconds to think before answering (a slow model call)
+    # Streaming only: seconds to hold the stream after message_start (its input usage already
+    # sent), as a model that stalls mid-answer; the rest follows unless the server stops first.
+    stall: float = 0.0
+    stop_reason: str = "end_turn"  # e.g. "max_tokens": an answer cut at the request's max_tokens
 
 
 @dataclass
@@ -238,7 +243,7 @@ class _Handler(LoggingHandler):
         model = (body.get("model") if isinstance(body, dict) else None) or MODEL_FALLBACK
         message = self._message(turn, model)
         if isinstance(body, dict) and body.get("stream"):
-            self._stream(message)
+            self._stream(message, stall=getattr(turn, "stall", 0.0))
         else:
             self._json(200, message)
 
@@ -247,17 +252,16 @@ class _Handler(LoggingHandler):
         content: list[dict] = []
         if isinstance(turn, Text):
             content.append({"type": "text", "text": turn.text})
-            stop = "end_turn"
+            stop = turn.stop_reason
         else:
             if turn.text:
                 content.append({"type": "text", "text": turn.text})
             content.append({"type": "tool_use", "id": self.server_mock.new_id("toolu"), "name": turn.name, "input": turn.input})
             stop = "tool_use"
+        # A turn's usage may give the prompt-cache counts (the anthropic kind prices each).
         usage = {
-            "input_tokens": turn.usage.get("input_tokens", 0),
-            "output_tokens": turn.usage.get("output_tokens", 0),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            key: turn.usage.get(key, 0)
+            for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         }
         return {
             "id": self.server_mock.new_id("msg"),
@@ -275,7 +279,7 @@ class _Handler(LoggingHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.flush()
 
-    def _stream(self, message: dict) -> None:
+    def _stream(self, message: dict, stall: float = 0.0) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -286,6 +290,9 @@ class _Handler(LoggingHandler):
         start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         self._event("message_start", {"type": "message_start", "message": start})
         self._event("ping", {"type": "ping"})
+        if stall and self.server_mock._stopped.wait(stall):
+            self.close_connection = True
+            return
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
                 self._event(

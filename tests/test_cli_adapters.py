@@ -65,32 +65,22 @@ def test_aider_says_why_it_cannot_spawn_and_other_kinds_do_not():
 
 def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine):
     from orchestrator.config import job_config
-    from orchestrator.models import JobRecord
+    from orchestrator.models import JobRecord, TaskNode, WorkerRecord
 
     engine = make_engine(orchestrator={"worker": "aider"})
     engine.api_url = "http://127.0.0.1:9"  # recursion on: every other kind would be offered the spawn command
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
-    rec = type(
-        "Rec",
-        (),
-        {
-            "task": "t",
-            "index": 1,
-            "depth": 0,
-            "root_id": "a1b2c3d4e5f6",
-            "name": "worker_1",
-            "job_id": "a1b2c3d4e5f6",
-            "child_job_ids": [],
-            "kind": "aider",
-            "role": None,
-        },
-    )()
+    rec = WorkerRecord(job_id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", name="worker_1", index=1, depth=0, task="t", kind="aider")
     prompt = engine.worker_prompt(rec, job)
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
     assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
+    # A job with a gemini worker (its task's kind) is told how, in its shared block (issue 14 item 7).
+    other = JobRecord(id="b1b2c3d4e5f6", root_id="b1b2c3d4e5f6", request="r", tasks=["t"], config=config)
+    other.nodes = [TaskNode("t1", kind="gemini")]
+    rec.root_id = rec.job_id = other.id
     rec.kind = "gemini"
-    assert "orchestrator-spawn --wait" in engine.worker_prompt(rec, job)
+    assert "orchestrator-spawn --wait" in engine.worker_prompt(rec, other)
 
 
 # ----------------------------------------------------------------------------- gemini

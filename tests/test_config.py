@@ -77,8 +77,10 @@ def test_every_key_in_the_template_has_its_help_as_a_comment_on_its_line():
     lines = TEMPLATE.read_text(encoding="utf-8").splitlines()
     for section, keys in SCHEMA.items():
         assert f"{section}:" in lines, f"section {section} missing"
-        for key, spec in keys.items():
-            line = next((ln for ln in lines if re.match(rf"  {key}:", ln)), None)
+        start = lines.index(f"{section}:") + 1
+        end = next((i for i in range(start, len(lines)) if lines[i] and not lines[i].startswith(" ")), len(lines))
+        for key, spec in keys.items():  # looked for in its own section: two sections may share a key's name
+            line = next((ln for ln in lines[start:end] if re.match(rf"  {key}:", ln)), None)
             assert line is not None, f"{section}.{key} missing"
             assert "#" in line and spec.help in line.split("#", 1)[1], f"{section}.{key} comment"
 

@@ -786,3 +786,108 @@ def test_a_real_graph_jobs_graph_follows_its_run_without_reload(tree_live, brows
     assert js(browser, "return document.querySelectorAll('#graph-svg .gedge.waiting').length") == 0
     assert js(browser, "return window.__sameDocument === true;"), "the page reloaded"
     assert "merged into" not in text_of(browser, "graph-note")  # folder isolation: no integration branch
+
+
+# -- a task's candidates side by side (issue 14 item 3) ------------------------------------------
+def _columns(driver):
+    return js(
+        driver,
+        "return [...document.querySelectorAll('#candidates .ccol')].map((c) => ({worker: c.dataset.worker,"
+        " status: c.dataset.status, selected: c.dataset.selected, won: c.classList.contains('won'),"
+        " winner: !c.querySelector('.cand-winner').hidden, score: c.querySelector('.cand-score').textContent,"
+        " gates: c.querySelector('.cand-gates').textContent, kind: c.querySelector('.cand-kind').textContent,"
+        " measures: c.querySelector('.cand-measures').textContent, diffstat: c.querySelector('.cand-diffstat').textContent,"
+        " left: c.getBoundingClientRect().left, top: c.getBoundingClientRect().top}));",
+    )
+
+
+def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, browser):  # noqa: F811
+    from orchestrator.models import WorkerStatus
+
+    make, host, folder = hosted_live
+    live = make()
+    job_id = submit(
+        live,
+        request="three ways",
+        tasks=[
+            "printf 'def health():\\n    return 1\\n' > health.py",
+            f"printf '%s\\n' '{EVIL}' > small.py",
+            'for i in 1 2 3 4 5 6 7 8; do echo "line $i" >> big.py; done',
+        ],
+        config={"isolation": "worktree"},
+    )
+    done = live.wait(job_id)
+    assert [t["status"] for t in done["results"]["tasks"]] == ["success"] * 3
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_3") == "success", "the rows")
+    # A job without candidates shows no candidates card
+    assert not browser.find_element("id", "candidates-card").is_displayed()
+    # Given the selection's records (choosing.py fills them; set here): task t1 ran as three
+    # candidates; worker_1 failed its required tests gate, worker_2 won under best, worker_3 came
+    # second; a model, a measure and the reasons are markup
+    failed_gate = {"name": "tests", "required": True, "status": "failed", "passed": False, "exit_code": 1,
+                   "duration": 0.2, "log_path": "logs/x.log", "commit": "c" * 40, "reason": "tests gate: exit code 1"}  # fmt: skip
+
+    def row(worker, rank, score, eligible=True, reason=""):
+        return {"worker": worker, "kind": "command", "model": None, "eligible": eligible, "score": score, "rank": rank,
+                "parts": {"diff_lines": 20.0} if eligible else {}, "measures": {"diff_lines": 4 * rank, EVIL: 1} if eligible else {},
+                "reason": reason}  # fmt: skip
+
+    ranking = [row("worker_2", 1, 87.5, reason="smallest diff"), row("worker_3", 2, 61.25, reason=EVIL),
+               row("worker_1", 3, None, eligible=False, reason="required gate tests failed")]  # fmt: skip
+    with live.engine.queries._lock:
+        job = live.engine.queries._jobs[job_id]
+        records = {i: live.engine.queries._record(job_id, 0, f"worker_{i}") for i in range(1, 4)}
+        for i, record in records.items():
+            record.task_id, record.candidate = "t1", i
+        records[1].status, records[1].gates = WorkerStatus.FAILED, [failed_gate]
+        records[2].model = EVIL
+        for record, score in zip((records[2], records[3], records[1]), ranking):
+            record.score, record.selected = score, record is records[2]
+        job.selections["t1"] = {"task_id": "t1", "select": "best", "candidates": ["worker_1", "worker_2", "worker_3"],
+                                "winner": "worker_2", "reason": "worker_2 scored 87.5 " + EVIL, "ranking": ranking,
+                                "judge": None, "cost_usd": None, "at": time.time()}  # fmt: skip
+    time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
+    browser.refresh()
+    wait_for(browser, lambda: browser.find_element("id", "candidates-card").is_displayed(), "the candidates card")
+    wait_for(browser, lambda: len(_columns(browser)) == 3, "three columns")
+    cols = _columns(browser)
+    assert [c["worker"] for c in cols] == ["worker_1", "worker_2", "worker_3"]
+    # Side by side: one row of columns, left to right
+    assert len({round(c["top"]) for c in cols}) == 1 and cols[0]["left"] < cols[1]["left"] < cols[2]["left"]
+    assert [c["status"] for c in cols] == ["failed", "success", "success"]
+    assert [(c["selected"], c["won"], c["winner"]) for c in cols] == [
+        ("false", False, False), ("true", True, True), ("false", False, False)]  # fmt: skip
+    assert cols[0]["gates"] == "tests failed (exit 1)" and cols[0]["score"] == "— (rank 3) · out"
+    assert cols[1]["score"] == "87.5 (rank 1)" and cols[1]["kind"] == "command · " + EVIL
+    assert "diff_lines: 4 (20 pts)" in cols[1]["measures"] and f"{EVIL}: 1" in cols[1]["measures"]
+    assert cols[2]["diffstat"] == done["results"]["tasks"][2]["diffstat"]
+    # The tree names each candidate's task and number, and stars the winner
+    names = js(browser, "return [...document.querySelectorAll('.wrow .c-name')].map((n) => n.textContent);")
+    assert names == ["worker_1 · t1 #1", "worker_2 · t1 #2 ★", "worker_3 · t1 #3"]
+    panel = browser.find_element("css selector", "#candidates .cpanel[data-task='t1']")
+    assert panel.get_attribute("data-winner") == "worker_2"
+    assert text_of(browser, "candidates-note").startswith("1 task(s) run as candidates, 1 chosen")
+    assert js(browser, "return document.querySelector('.cpanel .cand-reason').textContent") == "worker_2 scored 87.5 " + EVIL
+    # Each candidate's diff, from the worker diff route, side by side in its column
+    panel.find_element("css selector", ".cand-diffs-button").click()
+    diffs = lambda: js(browser, "return [...document.querySelectorAll('#candidates .cand-diff')].map((p) => p.textContent);")  # noqa: E731
+    wait_for(browser, lambda: all(diffs()), "the three diffs")
+    for i, text in enumerate(diffs(), 1):
+        assert text == live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_{i}/diff?max_bytes=200000").json()["diff"]
+    assert "+line 8" in diffs()[2] and f"+{EVIL}" in diffs()[1] and "+def health():" in diffs()[0]
+    _no_markup_ran(browser)
+    shot(browser, "candidates-side-by-side")
+    # A newer snapshot (job.js hands each one over) updates the columns in place: still three,
+    # their diffs kept (the job ended: no more snapshots come by themselves, so one is handed here)
+    browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {headers: {'X-API-Key': sessionStorage.getItem('orchestrator.apiKey')}})"
+        ".then((r) => r.json()).then((d) => { d.candidates.t1.rows[2].score = 70; CandidatesView.job(d); done(); });",
+        f"/api/v1/jobs/{job_id}/status",
+    )
+    assert _columns(browser)[2]["score"] == "70 (rank 2)"
+    assert len(_columns(browser)) == 3 and all(diffs())
+    # A column's name selects its worker in the panel
+    browser.find_element("css selector", ".ccol[data-worker='worker_3'] .cand-name").click()
+    wait_for(browser, lambda: text_of(browser, "w-title") == "depth_0_worker_3", "worker_3 in the panel")

@@ -69,7 +69,8 @@ def test_an_ai_worker_prompt_states_the_goal(make_engine):
     job = run_job(engine, "Build a shop with a cart and a checkout")
     assert job.tasks == ["A cart", "A checkout"] and job.goal == "Build a shop"
     prompt = json.loads(workers_of(engine, job)["worker_2"].output.splitlines()[0])
-    assert prompt.startswith("# Your subtask\n\nA checkout\n\nIt is part of: Build a shop\n")
+    shared = (engine.workspace.depth_dir(job.id, 0) / f"shared_{job.id}.md").read_text()  # first (issue 14 item 7)
+    assert prompt.startswith(shared + "\n# Your subtask\n\nA checkout\n\nIt is part of: Build a shop\n")
 
 
 def test_files_created_lists_only_the_workers_own_files(engine):

@@ -45,19 +45,23 @@ def prompt(**kw):
 
 
 def test_prompt_states_the_task_the_request_and_the_siblings():
+    # Issue 14 item 7: the request and every subtask (with its id, its own too) are in the job's
+    # shared block, first; the worker's own subtask follows it and names its id in that list.
     text = prompt()
-    assert text.startswith("# Your subtask\n\nBuild the orders service\n\nIt is part of: Build a shop\n\nYou are worker")
-    assert "Build a shop with auth, orders and payments services" in text
-    assert "- Build the auth service\n" in text
-    assert "- Build the payments service\n" in text
-    assert "- Build the orders service" not in text, "its own task is not listed as a sibling's"
+    shared, own = text.split("\n---\n", 1)
+    assert own.startswith("\n# Your subtask\n\nBuild the orders service\n\nIt is part of: Build a shop\n\nYou are worker")
+    assert "your subtask is t2 in the list above" in own
+    assert "Build a shop with auth, orders and payments services" in shared
+    assert "- t1: Build the auth service\n- t2: Build the orders service\n- t3: Build the payments service\n" in shared
+    assert "Build the orders service" not in shared.replace("- t2: Build the orders service\n", ""), "listed once"
+    assert "Build the auth service" not in own and "Build the payments service" not in own
 
 
 def test_prompt_without_a_goal_has_no_goal_line():
     # Explicit tasks, an AI plan, and records written before the goal field (whose task still
     # carries the old " for: <goal>" suffix) have no goal: the task is shown as it is.
     text = prompt(task="Auth for: Build a shop", goal=None)
-    assert text.startswith("# Your subtask\n\nAuth for: Build a shop\n\nYou are worker")
+    assert "\n# Your subtask\n\nAuth for: Build a shop\n\nYou are worker" in text
     assert "It is part of" not in text
 
 
@@ -118,10 +122,15 @@ def test_prompt_without_recursion_says_to_do_the_work_itself(kw, reason):
 
 
 def test_single_task_job_has_no_context_or_sibling_section():
+    # (issue 14 item 7: the request is the shared block's; a short one is repeated as the subtask,
+    # a long one is not)
     text = prompt(task="Write a haiku", request="Write a haiku", siblings=["Write a haiku"], index=1)
     assert "whole request" not in text
-    assert "Other workers" not in text
-    assert text.count("Write a haiku") == 1
+    assert "Other workers" not in text and "subtasks, in plan order" not in text
+    assert text.count("Write a haiku") == 2 and "\n# Your subtask\n\nWrite a haiku\n" in text
+    long = "Write a haiku about " + "autumn leaves " * 40
+    text = prompt(task=long, request=long, siblings=[long], index=1)
+    assert text.count(long) == 1 and "\n# Your subtask\n\nAll of the request above.\n" in text
 
 
 def test_special_characters_in_tasks_are_kept_verbatim():
@@ -134,9 +143,9 @@ def test_special_characters_in_tasks_are_kept_verbatim():
 def test_long_sibling_lists_are_capped():
     siblings = [f"Part {i}" for i in range(1, 51)]
     text = prompt(task="Part 7", siblings=siblings, index=7)
-    assert "- Part 21" in text and "- Part 22" not in text
+    assert "- t21: Part 21" in text and "- t22: Part 22" not in text  # its own and 20 others
     assert "- ... and 29 more" in text
-    assert len(text.splitlines()) < 60
+    assert len(text.splitlines()) < 70  # (60 before the shared block's headings)
 
 
 def test_rendered_prompt_stays_short():
@@ -233,10 +242,11 @@ def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout()
 
 def test_a_graph_tasks_prompt_says_what_was_done_before_it_and_in_its_checkout():
     # orders waits on auth: auth is listed as done before (in its checkout), payments as another's
+    # (issue 14 item 7: the subtasks are listed once, in the shared block; the prerequisites by id)
     text = prompt(before=[1], branch="orchestrator/job_x/worker_2")
-    assert "These subtasks were done before yours, and their work is in your checkout: build on them" in text
-    assert text.index("- Build the auth service") < text.index("Other workers do these subtasks (some beside yours")
-    assert "at the same time" not in text and text.count("- Build the auth service") == 1
+    assert "These subtasks were done before yours, and their work is in your checkout: t1. Build on them" in text
+    assert text.index("- t1: Build the auth service") < text.index("Other workers do these subtasks (some beside yours")
+    assert "at the same time" not in text and text.count("Build the auth service") == 1
     # a graph task with no prerequisite: no "before" section, and no claim that all run at once
     first = prompt(before=[], branch=None)
     assert "done before yours" not in first and "(some beside yours, some after it)" in first

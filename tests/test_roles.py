@@ -135,10 +135,12 @@ def render(**kw):
 
 
 def test_a_roles_preamble_comes_first_in_the_prompt_and_the_rest_is_unchanged():
+    # (issue 14 item 7: after the job's shared block, which is the same for every role)
     plain = render()
+    shared, own = plain.split("\n---\n\n", 1)
     with_role = render(role="backend", preamble=DEFAULT_ROLES["backend"]["preamble"])
-    assert with_role == DEFAULT_ROLES["backend"]["preamble"] + "\n\n" + plain
-    assert plain.startswith("# Your subtask\n\nBuild the API\n")
+    assert with_role == shared + "\n---\n\n" + DEFAULT_ROLES["backend"]["preamble"] + "\n\n" + own
+    assert own.startswith("# Your subtask\n\nBuild the API\n")
     assert render(role="backend", preamble="") == plain, "a role without a preamble adds nothing"
 
 
@@ -155,10 +157,12 @@ def test_the_engine_renders_a_workers_prompt_with_its_roles_preamble(make_engine
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["Review it"], config=config)
     rec = WorkerRecord(job_id=job.id, root_id=job.id, name="worker_1", index=1, depth=0, task="Review it", kind="claude")
     plain = engine.worker_prompt(rec, job)
+    shared, own = plain.split("\n---\n\n", 1)  # the job's shared block first (issue 14 item 7), the same for every role
     rec.role = "reviewer"
-    assert engine.worker_prompt(rec, job) == "You are the reviewer: read, do not write.\n\n" + plain
+    assert engine.worker_prompt(rec, job) == shared + "\n---\n\n" + "You are the reviewer: read, do not write.\n\n" + own
     rec.role = "testing"
-    assert engine.worker_prompt(rec, job).startswith(DEFAULT_ROLES["testing"]["preamble"] + "\n\n# Your subtask\n")
+    text = engine.worker_prompt(rec, job)
+    assert text.startswith(shared + "\n---\n\n" + DEFAULT_ROLES["testing"]["preamble"] + "\n\n# Your subtask\n")
 
 
 # -- kind and model: decided at submission ----------------------------------------------------
@@ -318,7 +322,10 @@ def test_a_servers_tool_list_without_spawn_rules_does_not_get_them_back_through_
 # -- through the real API -----------------------------------------------------------------------
 
 # A command worker that prints the model it was given and its prompt's first paragraph.
-PRINT_MODEL_AND_PREAMBLE = "import sys; print('model=' + sys.argv[1]); print('first=' + sys.argv[2].split(chr(10))[0])"
+# The first line of the worker's own part: after its job's shared block (issue 14 item 7), which ends in "\n---\n".
+PRINT_MODEL_AND_PREAMBLE = (
+    "import sys; print('model=' + sys.argv[1]); print('first=' + sys.argv[2].split('\\n---\\n\\n', 1)[1].split(chr(10))[0])"
+)
 
 
 def test_tasks_naming_roles_run_each_worker_with_its_roles_kind_model_and_preamble_through_the_api(make_live):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .aider import AiderAdapter
+from .anthropic import AnthropicAdapter
 from .base import Adapter, ParsedResult, WorkerContext
 from .claude import ClaudeAdapter
 from .codex import CodexAdapter
@@ -28,6 +29,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "aider": AiderAdapter,
     "ollama": OllamaAdapter,
     "opencode": OpencodeAdapter,
+    "anthropic": AnthropicAdapter,  # not in AUTO_ORDER: no CLI to find; chosen by name
 }
 # Order in which ``auto`` looks for an AI CLI on PATH (each is found through its
 # ``orchestrator.<kind>_command`` setting, so a full path there counts too).

@@ -180,11 +180,7 @@ def candidate_schema() -> dict[str, Any]:
                 "required": ["kind"],
                 "properties": {
                     "kind": {"type": "string", "enum": kinds},
-                    "model": {
-                        "type": "string",
-                        "nullable": True,
-                        "pattern": r"^\S{0,200}$",
-                    },  # "" = the CLI's default (config/choice.py takes it)
+                    "model": {"type": "string", "nullable": True, "pattern": r"^[^\s\x00]{0,200}$"},
                     "timeout": timeout,
                     "context": {"type": "object", "nullable": True},
                 },
@@ -202,7 +198,7 @@ def judge_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "kind": {"type": "string", "enum": list(ADAPTERS)},
-            "model": {"type": "string", "nullable": True, "pattern": r"^\S{0,200}$"},
+            "model": {"type": "string", "nullable": True, "pattern": r"^[^\s\x00]{0,200}$"},
             "timeout": {"type": "number", "nullable": True, "minimum": choice.TIMEOUT[0], "maximum": choice.TIMEOUT[1]},
         },
     }
@@ -299,7 +295,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
         "/api/v1/jobs": _get(
-            "list jobs, newest first",
+            "list root jobs, newest first (from the job index; a worker credential: its own tree)",
             _json({"type": "object"}),
             [
                 _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,8 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
 from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, ValidationError
+from ..index import IndexUnavailable
+from ..index import rows as index_rows
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
@@ -19,6 +22,8 @@ from ..workspace import parse_worker_ref, root_of, validate_job_id
 from .context import extension
 from .guard import check_host
 from .openapi import openapi_document
+
+log = logging.getLogger("orchestrator.api")
 
 bp = Blueprint("api", __name__)
 public = Blueprint("public", __name__)
@@ -107,10 +112,17 @@ def list_jobs() -> Response:
         raise ValidationError(f"status={status!r} is not a job status; use one of: {', '.join(s.value for s in JobStatus)}")
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
+    engine = _engine()
+    tree = None if g.principal.admin else g.principal.root_id  # a worker credential sees only its tree
+    try:  # root jobs from the job index (orchestrator/index/), exact: it catches up before answering
+        found, total = engine.index.page(status, limit, offset, root_id=tree)
+        return jsonify({"jobs": [index_rows.summary(j) for j in found], "total": total, "limit": limit, "offset": offset})
+    except IndexUnavailable as exc:  # being built, or its database is down: scan the workspace
+        log.info("listing jobs from the workspace: %s", exc)
     jobs = [
         j
-        for j in _engine().list_jobs()
-        if (status is None or j.status.value == status) and (g.principal.admin or j.root_id == g.principal.root_id)
+        for j in engine.list_jobs()
+        if j.is_root and (status is None or j.status.value == status) and (tree is None or j.root_id == tree)
     ]
     page = jobs[offset : offset + limit]
     return jsonify({"jobs": [_summary(j) for j in page], "total": len(jobs), "limit": limit, "offset": offset})

@@ -129,6 +129,8 @@ def job_config(
     base = parent.to_dict() if parent else {k: settings.get(*src) for k, src in JOB_KEYS.items()}
     notes: list[str] = []
     values = dict(base)
+    if parent is not None:  # a candidate's child job runs its subtasks once each unless it asks otherwise
+        values["candidates"], values["attempts"] = [], 1
     for key, value in requested.items():
         if key in ACCEPTED_ONLY:
             continue

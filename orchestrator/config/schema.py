@@ -15,9 +15,10 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
-from . import choice, quality
+from . import choice, quality, scoring
+from .prices import ANTHROPIC_PRICES, parse_prices
 
-WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode")
+WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
 PLANNERS = ("heuristic", "ai", "auto")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables the orchestrator always sets itself (with ORCHESTRATOR_*): workers.env may not name them.
@@ -85,7 +86,8 @@ class OrchestratorSettings(Section):
     workspace_root: str = setting("./workspace", "where job folders go, relative to this folder")
     worker: str = setting(
         "auto",
-        "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode",
+        "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode, "
+        "anthropic (the Messages API directly: see the anthropic section)",
         choices=WORKER_KINDS,
     )
     planner: str = setting(
@@ -340,6 +342,62 @@ class CandidatesSettings(Section):
     judge_diff_bytes: int = setting(20000, "bytes of each candidate's diff shown to the judge", min=1000, max=1_000_000)
 
 
+@dataclass(frozen=True)
+class ScoringSettings(Section):
+    command: list[str] = setting(
+        [],
+        "select: best runs this argv (never a shell) in each eligible candidate's worktree and reads the JSON object "
+        "it prints, e.g. {tests_passed: 12, tests_failed: 0, coverage: 81.5, lint_warnings: 3}; empty: no command",
+    )
+    timeout: float = setting(120.0, "seconds the scoring command may run per candidate before it is killed", min=1, max=3600)
+    weights: dict[str, Any] = setting(
+        dict(scoring.DEFAULT_WEIGHTS),
+        "points per measure for select: best (positive: higher is better; negative: lower is better; 0: recorded only); "
+        "keys left out keep these defaults; a scoring command's other keys score 0 unless named here. "
+        "Ties break by higher score, then lower cost, then earlier end, then worker name",
+        parse=scoring.parse_weights,
+    )
+
+
+@dataclass(frozen=True)
+class AnthropicSettings(Section):
+    model: str = setting(
+        "claude-sonnet-5-5", "model of the anthropic kind when neither the worker's role nor orchestrator.model names one"
+    )
+    max_tokens: int = setting(8192, "max_tokens of each Messages API request (one turn's answer)", min=1, max=1_000_000)
+    max_turns: int = setting(50, "model turns (requests) one attempt may make before it fails", min=1, max=10_000)
+    command_timeout: float = setting(300.0, "seconds one run_command tool call may run", min=1, max=86400)
+    tool_output_chars: int = setting(30000, "characters of one tool result sent back to the model", min=1000, max=10_000_000)
+    max_retries: int = setting(
+        2, "the SDK's own retries of a failed request (429, 529, 5xx; it honours retry-after)", min=0, max=10
+    )
+    prices: dict[str, dict[str, Any]] = setting(
+        ANTHROPIC_PRICES,
+        "USD per million input, output, cache_write, cache_read tokens, by model name or prefix (longest wins); "
+        "a model missing here has an unknown cost",
+        parse=parse_prices,
+    )
+
+
+def check_database_url(url: str) -> None:
+    """``database.url``: empty (SQLite in the workspace) or a PostgreSQL URL. Says nothing of the
+    value itself: it may hold a password."""
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected empty (the SQLite index in the workspace) or postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+
+
+@dataclass(frozen=True)
+class DatabaseSettings(Section):
+    url: str = setting(
+        "",
+        "where the job index lives (task history for listing, paging and statistics; the workspace stays the "
+        "truth and the index is rebuilt from it): empty for SQLite in <workspace>/.index/jobs.sqlite3, or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (one database per workspace)",
+        secret=True,
+        check=check_database_url,
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -351,6 +409,9 @@ SECTIONS: dict[str, type[Section]] = {
     "git": GitSettings,
     "tasks": TasksSettings,
     "candidates": CandidatesSettings,
+    "scoring": ScoringSettings,
+    "anthropic": AnthropicSettings,
+    "database": DatabaseSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
@@ -428,6 +489,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
         try:
             spec.check(value)
         except ValueError as exc:
+            if spec.secret:  # never echo a secret (a database URL may hold a password)
+                raise ConfigError(f"{where} is not valid: {exc}", key=where) from None
             raise ConfigError(f"{where}={value!r} is not valid: {exc}", key=where, value=_jsonable(value)) from None
     return value
 

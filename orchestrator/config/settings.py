@@ -16,13 +16,16 @@ from ..errors import ConfigError
 from .schema import (
     SCHEMA,
     SECTIONS,
+    AnthropicSettings,
     ApiSettings,
     CandidatesSettings,
+    DatabaseSettings,
     GitSettings,
     Key,
     LoggingSettings,
     OrchestratorSettings,
     RecursionSettings,
+    ScoringSettings,
     SimulatedSettings,
     TasksSettings,
     WorkersSettings,
@@ -47,6 +50,9 @@ class Settings:
     git: GitSettings = field(default_factory=GitSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property

@@ -26,12 +26,24 @@ from jinja2 import (
 
 from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.reports import candidates as _candidates
 from orchestrator.reports.markdown import FILTERS
+from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
+CANDIDATES_TEMPLATE = "candidates.md.j2"
+ANSWER_CHARS = 2000  # of a judge's raw answer in a CANDIDATES file (its reasons are shown whole)
+# What each selection rule does, in a CANDIDATES file's words (selection/ owns the rules themselves).
+SELECT_RULES = {
+    "best": "the highest weighted score over gates and measures among the candidates whose required gates passed",
+    "cheapest": "the lowest cost among the candidates whose required gates passed",
+    "fastest": "the shortest run among the candidates whose required gates passed",
+    "first_passing": "the first to pass its required gates; the others were cancelled",
+    "judge": "an AI judge comparing the eligible candidates two at a time",
+}
 # Workers whose log tail a report shows. Cancelled and skipped ones were stopped
 # by the orchestrator, so their logs rarely explain anything.
 FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
@@ -46,6 +58,12 @@ SHOWN_LIMIT = 50
 FILES_PER_WORKER = 20  # changed files the Changes section names per worker (its record keeps up to 500)
 
 
+def _clipped(text: Any, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, and a line with "…" when some were left out."""
+    kept, cut = _clip(str(text), limit)
+    return kept + ("\n…" if cut else "")
+
+
 def _make_env(loader: BaseLoader) -> Environment:
     # StrictUndefined: a missing field is a bug, not a blank. No autoescape: Markdown, not HTML.
     env = Environment(
@@ -58,6 +76,8 @@ def _make_env(loader: BaseLoader) -> Environment:
     )
     env.filters.update(FILTERS)
     env.filters["gate_summary"] = gate_summary
+    env.filters["measure"] = _candidates.measure
+    env.filters["clip"] = _clipped
     return env
 
 
@@ -152,6 +172,7 @@ def render_final_report(
     )
     if summary:
         context["graph_rows"] = SHOWN_LIMIT
+        context["candidate_tasks"] = context["candidate_tasks"][:SHOWN_LIMIT]
         context["failures"] = context["failures"][:SHOWN_LIMIT]
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
         by_job = context["workers_by_job"]
@@ -168,9 +189,75 @@ def render_final_report(
     return render(FINAL_TEMPLATE, templates_dir, **context)
 
 
+def render_candidate_reports(
+    root: JobRecord,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    *,
+    templates_dir: Path | None = None,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Each task's CANDIDATES file of the tree: its path relative to the root's folder
+    (candidates.report_path) -> its text. Empty when no task ran as candidates. Its caller writes
+    them with the other reports (first, so FINAL_RESULT.md's and the level reports' links hold)."""
+    now = time.time() if now is None else now
+    by_job = _candidates_by_job(workers)
+    files: dict[str, str] = {}
+    for job in jobs:
+        own = by_job.get(job.id)
+        if not own:
+            continue
+        records = {w.name: w for w in own}
+        for task_id, group in _candidates.groups(job, own).items():
+            selection = job.selections.get(task_id) or {}
+            rows = [records[r["worker"]] for r in group["rows"]]
+            winner = records.get(group["winner"] or "")
+            path = group["report"]
+            files[path] = render(
+                CANDIDATES_TEMPLATE,
+                templates_dir,
+                root=root,
+                job=job,
+                g=group,
+                selection=selection,
+                records=records,
+                winner=winner,
+                winner_branch=winner.branch if winner is not None else None,
+                unfinished=sum(1 for w in rows if not w.status.terminal),
+                ranking=[r for r in selection.get("ranking") or [] if isinstance(r, dict)],
+                judge=selection.get("judge") if isinstance(selection.get("judge"), dict) else None,
+                measures=_candidates.measure_names(group["rows"]),
+                measure_columns=_candidates.MEASURE_COLUMNS,
+                rules=SELECT_RULES,
+                worktree=root.config.isolation == "worktree",
+                files_per_worker=FILES_PER_WORKER,
+                answer_chars=ANSWER_CHARS,
+                base=path.rpartition("/")[0],
+                now=now,
+            )
+    return files
+
+
+def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[tuple[JobRecord, dict[str, Any]]]:
+    """(job, group) per task with candidates, in tree order: what FINAL_RESULT.md and the level
+    reports list, each with a link to its CANDIDATES file."""
+    by_job = _candidates_by_job(workers)
+    return [(job, group) for job in jobs if job.id in by_job for group in _candidates.groups(job, by_job[job.id]).values()]
+
+
+def _candidates_by_job(workers: list[WorkerRecord]) -> dict[str, list[WorkerRecord]]:
+    found: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        if w.candidate is not None:
+            found.setdefault(w.job_id, []).append(w)
+    return found
+
+
 def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[WorkerRecord], now: float) -> list[str]:
     """The text bars, with git isolation's commits after their attempts and its merges below, and
     a task graph's waits on prerequisites."""
+    if not figures.rows:  # no attempt yet: no scale to draw the marks against
+        return []
     notes, merges = text_marks(jobs, workers, figures.started_at, now)
     return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
 
@@ -268,6 +355,9 @@ def _context(
         "tally": tally,
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
+        # Issue 14 item 7: per job (and over these workers) the prompts' bytes and the shared block's share
+        "job_prompts": {job_id: share for job_id, ws in by_job.items() if (share := prompt_share(ws)) is not None},
+        "prompts": prompt_share(workers),
         "has_cost": analytics.cost_usd is not None,
         "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
         "cost_known": cost_known,
@@ -276,6 +366,9 @@ def _context(
         # Issue 13: a view per job with dependencies, gates or trespasses (none: no Task graph section).
         "graphs": graph_views(jobs, workers),
         "graph_rows": None,  # tasks listed per job (None: every one)
+        # Issue 14: each task that ran as candidates, with its CANDIDATES file (none: no section).
+        "candidate_tasks": (found := candidate_tasks(jobs, workers)),
+        "candidate_tasks_total": len(found),
     }
 
 

@@ -89,9 +89,22 @@ def deliveries(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[s
     found: dict[str, float | None] = {}
     for w in workers:
         task_id = task_id_of(w, job)
-        if task_id is not None:
+        if task_id is not None and found.get(task_id) is None:  # a task's candidates: the one delivered
             found[task_id] = delivered_at(w, job)
     return found
+
+
+def representatives(workers: list[WorkerRecord], job: JobRecord | None) -> list[tuple[WorkerRecord, int]]:
+    """One worker per task in plan order, with its task's candidate count (1: no candidates):
+    a task run as candidates (issue 14) shows as its winner, else its first candidate."""
+    groups: dict[str, list[WorkerRecord]] = {}
+    order: list[str] = []
+    for w in workers:
+        key = (task_id_of(w, job) or w.name) if w.candidate is not None else w.name
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(w)
+    return [(next((w for w in groups[k] if w.selected), groups[k][0]), len(groups[k])) for k in order]
 
 
 def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
@@ -177,7 +190,9 @@ def mermaid_label(text: str) -> str:
 def mermaid(job: JobRecord, workers: list[WorkerRecord]) -> str | None:
     """The ``graph TD`` body of a job's tasks (an edge from each prerequisite to its dependent,
     each node coloured by its worker's status); None when it is too big for Mermaid."""
-    own = sorted((w for w in workers if w.job_id == job.id), key=lambda w: w.index)
+    shown = representatives(sorted((w for w in workers if w.job_id == job.id), key=lambda w: w.index), job)
+    own = [w for w, _ in shown]
+    count = {w.name: n for w, n in shown}
     ids = {}
     for w in own:
         node = node_of(w, job)
@@ -197,6 +212,8 @@ def mermaid(job: JobRecord, workers: list[WorkerRecord]) -> str | None:
         gates = gate_summary(w.gates)
         gates = gates if gates is None or len(gates) <= GATES_CHARS else gates[: GATES_CHARS - 1].rstrip() + "…"
         label = f"{node.id}: {title} ({w.status.value}" + (f", gates: {gates}" if gates else "") + ")"
+        if count[w.name] > 1:
+            label += f" [{count[w.name]} candidates" + (f", {w.name} selected]" if w.selected else "]")
         lines.append(f'    {ids[node.id]}["{mermaid_label(label)}"]')
         classes.setdefault(w.status.value, []).append(ids[node.id])
     lines += [f"    {a} --> {b}" for a, b in edges]

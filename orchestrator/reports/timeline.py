@@ -299,9 +299,12 @@ def _row(
     bar_y = y + (ROW_HEIGHT - BAR_HEIGHT) / 2
     x = MARGIN + _indent(row.level)
     name, task = _label(w, (LABEL_WIDTH - 8 - x) / CHAR_WIDTH)
+    chosen = ""  # a task's candidate (issue 14): its number, and whether its task's selection chose it
+    if w.candidate is not None:
+        chosen = f' data-candidate="{int(w.candidate)}" data-selected="{_text(str(w.selected).lower())}"'
     parts = [
-        f'<g class="row" data-worker="{_text(w.key)}" data-job="{_text(w.job_id)}">'
-        f"<title>{_text(f'{w.key} ({w.status.value}): {_clip(w.task, TITLE_TASK_LIMIT)}')}</title>"
+        f'<g class="row" data-worker="{_text(w.key)}" data-job="{_text(w.job_id)}"{chosen}>'
+        f"<title>{_text(f'{w.key} ({w.status.value}{_candidate_note(w)}): {_clip(w.task, TITLE_TASK_LIMIT)}')}</title>"
         f'<text class="label" x="{x}" y="{mid + FONT_SIZE * 0.36:.1f}">{_text(name)}'
         f'<tspan fill="#616161">{_text(task)}</tspan></text>'
     ]
@@ -392,6 +395,13 @@ def text_marks(
                 f"{len(merge.get('conflicts') or [])} conflicting file(s)"
             )
     if origin is not None:
+        for job in jobs:  # issue 14: each task's selection among its candidates
+            for task_id, sel in job.selections.items():
+                at = sel.get("at")
+                when = f" at {at - origin:.1f}s" if isinstance(at, (int, float)) else ""
+                winner = sel.get("winner") or "no winner"
+                names = ", ".join(str(n) for n in sel.get("candidates") or [])
+                lines.append(f"★ task {task_id} of job {job.id} ({sel.get('select')}){when}: {winner} of {names}")
         for key, wait in dependency_waits(jobs, workers, origin if now is None else now).items():
             span = f"({wait.start - origin:.1f}s → {wait.until - origin:.1f}s)"
             names = ", ".join(wait.depends_on)
@@ -477,10 +487,20 @@ def _clock(seconds: float) -> str:
     return f"{total // 3600}h {total % 3600 // 60:02d}m"
 
 
+def _candidate_note(worker: WorkerRecord) -> str:
+    """``, candidate 2 of t1, selected`` for a task's candidate (issue 14); empty otherwise."""
+    if worker.candidate is None:
+        return ""
+    verdict = "" if worker.selected is None else ", selected" if worker.selected else ", not selected"
+    return f", candidate {worker.candidate} of {worker.task_id}{verdict}"
+
+
 def _label(worker: WorkerRecord, max_chars: float) -> tuple[str, str]:
-    """(``worker_2_1``, `` task…``): the two cut together to fit the label column."""
+    """(``worker_2_1``, `` task…``): the two cut together to fit the label column; a selected
+    candidate's name gets a star."""
     limit = max(4, int(max_chars))
-    name = worker.name if len(worker.name) <= limit else worker.name[: limit - 1] + "…"
+    full = worker.name + (" ★" if worker.selected else "")
+    name = full if len(full) <= limit else full[: limit - 1] + "…"
     task = " " + " ".join(_NOT_XML.sub("", worker.task).split())
     room = limit - len(name)
     if room < 3:

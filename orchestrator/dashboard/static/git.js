@@ -213,5 +213,5 @@ const GitView = (() => {
     $("merge-button").addEventListener("click", merge);
   }
 
-  return { init, job, worker };
+  return { init, job, worker, renderDiff };  // renderDiff: candidates.js shows diffs side by side
 })();

@@ -150,7 +150,9 @@
   function updateRow(row, entry) {
     const c = row.cells;
     row.entry = entry;
-    setText(c.name, entry.worker_id);
+    // A task's candidate (issue 14): its task and number, a star once selected (the Candidates card compares them).
+    const tag = entry.candidate ? " · " + entry.task_id + " #" + entry.candidate + (entry.selected ? " ★" : "") : "";
+    setText(c.name, entry.worker_id + tag);
     setBadge(c.status, entry.status);
     row.line.dataset.status = entry.status;
     const task = entry.task.split("\n", 1)[0];
@@ -191,6 +193,7 @@
     $("cancel").hidden = TERMINAL.has(doc.status);
     GitView.job(doc);  // git.js: the merge state and action of a worktree job
     GraphView.job(doc);  // graph.js: the task graph of a job whose tasks depend on one another
+    CandidatesView.job(doc);  // candidates.js: each task's candidates side by side, with their diffs
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
     else if (doc.status === "cancelled") message("", "info");  // the badge says it
   }
@@ -522,6 +525,7 @@
     $("cancel").addEventListener("click", cancelJob);
     GitView.init(base, () => doc);
     GraphView.init(select);
+    CandidatesView.init(base, select);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });
     $("collapse-all").addEventListener("click", () => {
       for (const block of blocks.values()) if (!block.isRoot) setExpanded(block, false);

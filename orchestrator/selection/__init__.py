@@ -1,0 +1,70 @@
+"""Choosing among a task's candidates, with every step recorded (issue 14 item 2).
+
+``choose`` is called by the engine (choosing.py) from a worker thread, never under the engine
+lock, once a task's candidates have settled (for ``first_passing``, as soon as one passes). It
+runs processes (``scoring.command``, the judge's CLI) but changes nothing of the job: the
+engine merges the winner and records the Selection (``to_dict``) in JobRecord.selections.
+
+- ``best``, ``cheapest``, ``fastest``, ``first_passing``: scoring.py (the measures, the
+  weights, the normalisation and the tie rule are in its docstring).
+- ``judge``: judge.py, an AI CLI's knockout over the ``best`` ranking, which is also every
+  pair's fallback.
+
+Only eligible candidates (they succeeded, so every required gate passed) can win; the others
+are ranked last with why they are out. No eligible candidate: ``winner`` None and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..config.choice import SELECT
+from ..errors import ConfigError
+from ..runner import ProcessRunner
+from . import judge as judging
+from . import scoring
+from .records import Candidate, Selection
+from .scoring import Cancel
+
+__all__ = ["Candidate", "Selection", "choose"]
+
+
+def choose(
+    task: str,
+    candidates: Sequence[Candidate],
+    select: str,
+    *,
+    settings: Settings,
+    judge: Mapping[str, Any],
+    runner: ProcessRunner,
+    env: Mapping[str, str],
+    work_dir: Path,
+    cancel: Cancel | None = None,
+) -> Selection:
+    """The winner among ``candidates`` by ``select`` (config/choice.py's SELECT), the ranking
+    and why. ``judge``: ``{"kind", "model", "timeout"}`` (select judge only); ``env``: the
+    environment of the scoring command and the judge's CLI; ``work_dir``: a folder of the
+    engine's for their logs and the judge's prompts; ``cancel`` set: no new command or call
+    starts, a running one is stopped, and what is known decides (``best`` for the rest)."""
+    if select not in SELECT:
+        raise ConfigError(f"select={select!r} is not allowed. Choose one of: {', '.join(SELECT)}", key="select")
+    if select == "judge" and not judge.get("kind"):
+        raise ConfigError('select: judge needs a judge, e.g. {"kind": "claude", "model": "sonnet"}', key="judge")
+    measures = scoring.measure(
+        candidates,
+        settings=settings,
+        runner=runner,
+        env=env,
+        work_dir=Path(work_dir),
+        cancel=cancel,
+        command=select in ("best", "judge"),
+    )
+    ranked = scoring.rank(candidates, "best" if select == "judge" else select, measures, settings.scoring.weights)
+    if select != "judge":
+        return ranked
+    return judging.knockout(
+        task, candidates, ranked, judge, settings=settings, runner=runner, env=env, work_dir=Path(work_dir), cancel=cancel
+    )

@@ -1,0 +1,47 @@
+"""What a selection sees of each candidate, and what it decides (see the package docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Candidate:
+    """One candidate of a task, built by the engine from its WorkerRecord."""
+
+    name: str  # worker name, e.g. "worker_2"
+    kind: str  # worker kind: "claude", "command", ...
+    model: str | None
+    status: str  # its final WorkerStatus value ("success", "failed", "timeout", "cancelled", ...)
+    eligible: bool  # it succeeded, and so every required gate passed
+    gates: list[dict[str, Any]] = field(default_factory=list)  # WorkerRecord.gates
+    cost_usd: float | None = None
+    duration: float | None = None
+    ended_at: float | None = None
+    diff: str = ""  # its diff against the task's base, capped to candidates.judge_diff_bytes
+    diff_truncated: bool = False
+    diffstat: str | None = None
+    files_changed: int = 0
+    lines_added: int = 0
+    lines_removed: int = 0
+    output: str = ""  # its result text (a summary of the run)
+    cwd: Path | None = None  # its worktree (or worker folder) where scoring.command runs; None: gone
+
+
+@dataclass
+class Selection:
+    """The decision for one task, with everything that led to it."""
+
+    winner: str | None  # a candidate's name; None when no candidate is eligible
+    reason: str  # one line: why it won, or why none did
+    # One row per candidate, best first: {"worker", "kind", "model", "eligible", "score", "parts",
+    # "measures", "rank", "reason"}.
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    judge: dict[str, Any] | None = None  # select: judge: {"kind", "model", "matches": [...]}
+    cost_usd: float | None = None  # what the judge's calls cost (counts toward the tree)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
