@@ -11,13 +11,13 @@ merged (choosing.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from .adapters import ADAPTERS, get_adapter
 from .config import JobConfig, Settings
 from .errors import ConfigError
-from .models import JobRecord, TaskNode, WorkerRecord
+from .models import JobRecord, JobStatus, TaskNode, WorkerRecord
 
 
 def specs_for(node: TaskNode, cfg: JobConfig) -> list[dict[str, Any]]:
@@ -112,3 +112,25 @@ def siblings(records: Iterable[WorkerRecord], record: WorkerRecord) -> list[Work
 def merged_out(record: WorkerRecord) -> bool:
     """A candidate that is not (or not yet) its task's winner: its branch is never merged."""
     return record.candidate is not None and not record.selected
+
+
+def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
+    """A root job's outcome in the seed's terms (pending, running, completed, failed, cancelled):
+    an ended job is ``completed`` when a winner's work was merged (or nothing is merged here: no
+    git, or ``manual``, and there is a winner), else ``failed``. ``winners``: the selected
+    candidates' names (a job without candidates: its workers that succeeded); None: read from
+    the job's record (its selections, else its status)."""
+    if not job.status.terminal or job.status is JobStatus.CANCELLED:
+        return job.status.value
+    if winners is None and job.selections:
+        winners = [s["winner"] for s in job.selections.values() if s.get("winner")]
+    merge = job.merge
+    if winners is None:  # no candidates: some worker succeeded, and (when merging) something was merged
+        succeeded = job.status in (JobStatus.COMPLETED, JobStatus.PARTIAL)
+        if merge is None or merge.get("strategy") == "manual":
+            return "completed" if succeeded else "failed"
+        return "completed" if succeeded and (merge.get("merged") or merge.get("unchanged")) else "failed"
+    if merge is None or merge.get("strategy") == "manual":  # nothing to merge, or merging left to the user
+        return "completed" if winners else "failed"
+    merged = {*merge.get("merged", ()), *merge.get("unchanged", ())}
+    return "completed" if any(name in merged for name in winners) else "failed"

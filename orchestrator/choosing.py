@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class Choosing:
         self.end_job = end_job
         self.chooser: Chooser = chooser or choose
         self._running: set[tuple[str, str]] = set()  # (job id, task id) being chosen
+        self._threads: set[threading.Thread] = set()
+        self._closing = threading.Event()  # set by close(): a judge or scoring run in progress stops early
 
     # -- when ---------------------------------------------------------------------------------
     def settled(self, live: LiveWorker) -> None:
@@ -121,7 +124,18 @@ class Choosing:
     def _start(self, job: JobRecord, task_id: str) -> None:
         self._running.add((job.id, task_id))
         thread = threading.Thread(target=self._run, args=(job, task_id), name=f"choose-{job.id}-{task_id}", daemon=True)
+        self._threads.add(thread)
         thread.start()
+
+    def close(self, timeout: float) -> None:
+        """At shutdown: selections in progress stop early (the chooser's cancel) and are waited for,
+        so none writes a record after the engine is gone."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _cancel_rest(self, job: JobRecord, group: list[LiveWorker], winner: LiveWorker) -> None:
         """Under the lock (first_passing): the task's other candidates are stopped: running ones
@@ -151,6 +165,8 @@ class Choosing:
             log.exception("recording the selection of task %s of job %s failed", task_id, job.id)
         finally:
             self._finish(job, task_id)
+            with self._lock:
+                self._threads.discard(threading.current_thread())
 
     def _select(self, job: JobRecord, task_id: str) -> dict[str, Any]:
         with self._lock:
@@ -177,6 +193,7 @@ class Choosing:
                 runner=self.runner,
                 env=base_env(self.settings),
                 work_dir=scratch,
+                cancel=self._closing,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -485,6 +485,7 @@ class Engine:
         with self._lock:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
+        self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()
         self.monitor.stop()

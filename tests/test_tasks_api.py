@@ -604,3 +604,27 @@ def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
     assert seed_status(job, plain) == (
         "completed" if job.status.terminal and job.status is not JobStatus.CANCELLED else job_status
     )
+
+
+def test_listing_and_stats_answer_from_the_job_index_with_the_seeds_status(make_live):
+    """GET /api/v1/tasks and /tasks/stats read the job index (its ``outcome`` column is the seed's
+    status of each root job), never a workspace scan."""
+    live = make_live(orchestrator={"command": ["sh", "-c", "{task}"]})
+    ok = submit(live, {"cli_name": "command"}, {"cli_name": "command"}, description="true").json()["id"]
+    bad = submit(live, {"cli_name": "command"}, description="exit 3").json()["id"]
+    assert wait_task(live, ok)["status"] == "completed" and wait_task(live, bad)["status"] == "failed"
+
+    def no_scan():
+        raise AssertionError("the task listing scanned the workspace")
+
+    live.engine.list_jobs = no_scan
+    failed = live.call("GET", "/api/v1/tasks?status=failed").json()
+    assert failed["total"] == 1 and [t["id"] for t in failed["tasks"]] == [bad]
+    assert failed["tasks"][0]["cli_results"][0]["status"] == "failed"
+    everything = live.call("GET", "/api/v1/tasks?limit=1").json()
+    assert everything["total"] == 2 and [t["id"] for t in everything["tasks"]] == [bad]
+    stats = live.call("GET", "/api/v1/tasks/stats").json()
+    assert stats["by_status"]["completed"] == 1 and stats["by_status"]["failed"] == 1
+    assert stats["clis"]["command"]["runs"] == 3 and stats["clis"]["command"]["selected"] == 1
+    rows, _ = live.engine.index.page(None, 10, 0)
+    assert {r["job_id"]: r["outcome"] for r in rows} == {ok: "completed", bad: "failed"}

@@ -15,6 +15,7 @@ succeeded; no merge to make, in folder isolation or under ``manual``: one was se
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -24,13 +25,17 @@ from flask import Blueprint, Response, g, jsonify, request, stream_with_context,
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
+from ..candidates import task_outcome
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
 from ..filesystem import atomic_write
-from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..index import IndexUnavailable
+from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..workspace import root_of
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate
 from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds
+
+log = logging.getLogger("orchestrator.api")
 
 
 class TaskIdConverter(BaseConverter):
@@ -170,29 +175,35 @@ def progress(task_id: str) -> Response:
 
 # -- listing and statistics (the index replaces these two: engine.index.page / .stats) ---------
 def _page(status: str | None, limit: int, offset: int, principal: Any) -> tuple[list[dict[str, Any]], int]:
-    """A page of tasks (root jobs) newest first, in the seed's shape, and how many match."""
-    docs = (_doc(job) for job in _engine().list_jobs() if job.is_root and (principal.admin or job.id == principal.root_id))
+    """A page of tasks (root jobs) newest first, in the seed's shape, and how many match: from the
+    job index (its ``outcome`` is the seed's status), else, while it cannot answer, a workspace scan."""
+    engine = _engine()
+    tree = None if principal.admin else principal.root_id
+    try:
+        found, total = engine.index.page(None, limit, offset, root_id=tree, outcome=status)
+    except IndexUnavailable as exc:
+        log.info("listing tasks from the workspace: %s", exc)
+    else:
+        jobs = []
+        for row in found:
+            try:
+                jobs.append(_doc(engine.get_job(row["job_id"])))
+            except JobNotFound:  # deleted since the index answered: the next page says so
+                total -= 1
+        return jobs, total
+    docs = (_doc(job) for job in engine.list_jobs() if job.is_root and (tree is None or job.id == tree))
     matching = [doc for doc in docs if status is None or doc["status"] == status]
     return matching[offset : offset + limit], len(matching)
 
 
 def _stats() -> dict[str, Any]:
-    """Tasks by the seed's status, and per cli_name: runs, selections, cost and time."""
+    """Tasks by the seed's status, and per worker kind (the seed's cli_names map to kinds): runs,
+    completions, selections, cost and time of the root jobs' workers. From the job index."""
+    found = _engine().index.stats()
     by_status = dict.fromkeys(SEED_STATUSES, 0)
-    clis: dict[str, dict[str, Any]] = {}
-    for job in _engine().list_jobs():
-        if not job.is_root:
-            continue
-        doc = _doc(job)
-        by_status[doc["status"]] += 1
-        for result in doc["cli_results"] or []:
-            row = clis.setdefault(result["cli_name"], {"runs": 0, "completed": 0, "selected": 0, "cost": 0.0, "duration": 0.0})
-            row["runs"] += 1
-            row["completed"] += result["status"] == "completed"
-            row["selected"] += result["selected"] is True
-            row["cost"] += result["cost"] or 0.0
-            row["duration"] += result["duration"] or 0.0
-    return {"total": sum(by_status.values()), "by_status": by_status, "clis": clis, "live": _engine().counts()}
+    for outcome, count in found["outcomes"].items():
+        by_status[outcome if outcome in by_status else "failed"] += count
+    return {"total": sum(by_status.values()), "by_status": by_status, "clis": found["root_runs"], "live": _engine().counts()}
 
 
 # -- the seed's shape --------------------------------------------------------------------------
@@ -216,16 +227,10 @@ def task_doc(job: JobRecord, workers: list[WorkerRecord], names: list[str] | Non
 
 
 def seed_status(job: JobRecord, workers: list[WorkerRecord]) -> str:
-    """The seed's status of a root job (module docstring); ``workers``: its own."""
-    if not job.status.terminal or job.status is JobStatus.CANCELLED:
-        return job.status.value
+    """The seed's status of a root job (candidates.task_outcome); ``workers``: its own."""
     candidates = [w for w in workers if w.candidate is not None]
     winners = [w.name for w in candidates if w.selected] if candidates else [w.name for w in workers if w.status.ok]
-    merge = job.merge
-    if merge is None or merge.get("strategy") == "manual":  # nothing to merge, or merging left to you
-        return "completed" if winners else "failed"
-    merged = {*merge.get("merged", ()), *merge.get("unchanged", ())}
-    return "completed" if any(name in merged for name in winners) else "failed"
+    return task_outcome(job, winners)
 
 
 def _runs(workers: list[WorkerRecord], names: list[str] | None) -> list[tuple[WorkerRecord, str]]:

@@ -146,6 +146,7 @@ class JobIndex:
         *,
         root_only: bool = True,
         root_id: str | None = None,
+        outcome: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of jobs, newest first, and how many match: root jobs only unless
         ``root_only`` is false, of every tree or of ``root_id``'s. Each dict is the summary
@@ -160,6 +161,9 @@ class JobIndex:
         if root_id is not None:
             where.append("root_id = ?")
             args.append(root_id)
+        if outcome is not None:  # the seed's status of a task (the tasks facade's filter)
+            where.append("outcome = ?")
+            args.append(outcome)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         cost = "(SELECT SUM(t.cost_usd) FROM tasks t WHERE t.job_id = jobs.id)"
         columns = ", ".join(JOB_COLUMNS)
@@ -182,6 +186,13 @@ class JobIndex:
                 ("SELECT kind, status, COUNT(*), SUM(cost_usd) FROM tasks GROUP BY kind, status", []),
                 ("SELECT AVG(ended_at - started_at), SUM(planner_cost_usd), SUM(selections) FROM jobs WHERE depth = 0", []),
                 ("SELECT COUNT(*) FROM events", []),
+                ("SELECT outcome, COUNT(*) FROM jobs WHERE depth = 0 GROUP BY outcome", []),
+                (
+                    "SELECT kind, COUNT(*), SUM(CASE WHEN status IN ('success', 'recursive_success') THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN selected = 1 THEN 1 ELSE 0 END), SUM(cost_usd), SUM(duration) "
+                    "FROM tasks WHERE depth = 0 GROUP BY kind",
+                    [],
+                ),
             ]
         )
         by_status = {s: n for s, n in found[0]}
@@ -203,6 +214,13 @@ class JobIndex:
             "mean_duration": mean,
             "events": found[4][0][0],
             "dropped": self.dropped,
+            # The tasks facade's: root jobs by their outcome in the seed's terms, and the root jobs'
+            # workers by kind: runs, successes, selections, cost and time.
+            "outcomes": {o: n for o, n in found[5]},
+            "root_runs": {
+                kind: {"runs": n, "completed": ok or 0, "selected": chosen or 0, "cost": cost or 0.0, "duration": took or 0.0}
+                for kind, n, ok, chosen, cost, took in found[6]
+            },
         }
 
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..candidates import task_outcome
 from ..models import JobRecord, WorkerRecord
 from .store import JOB_COLUMNS
 
@@ -37,6 +38,7 @@ def job_row(job: JobRecord) -> Row:
         merge_summary(job.merge),
         len(job.selections),
         (job.error or "")[:500] or None,
+        task_outcome(job) if job.is_root else job.status.value,
     )
 
 
@@ -127,6 +129,7 @@ def job_dict(row: Sequence[Any], cost: float | None) -> dict[str, Any]:
         "merge": json.loads(data["merge"]) if data["merge"] else None,
         "selections": data["selections"],
         "error": data["error"],
+        "outcome": data["outcome"],  # a root job's in the seed's terms (candidates.task_outcome)
     }
 
 

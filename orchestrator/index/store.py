@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger("orchestrator.index")
 
-SCHEMA_VERSION = "1"  # a different version on disk: the tables are dropped and rebuilt from the workspace
+SCHEMA_VERSION = "2"  # a different version on disk: the tables are dropped and rebuilt from the workspace
 
 JOB_COLUMNS = (
     "id",
@@ -40,6 +40,7 @@ JOB_COLUMNS = (
     "merge",
     "selections",
     "error",
+    "outcome",
 )
 TASK_COLUMNS = (
     "job_id",
@@ -67,9 +68,10 @@ DDL = (
         id TEXT PRIMARY KEY, root_id TEXT NOT NULL, parent_job_id TEXT, depth INTEGER NOT NULL,
         status TEXT NOT NULL, request TEXT NOT NULL, created_at {real} NOT NULL, started_at {real},
         ended_at {real}, workers INTEGER NOT NULL, planner TEXT, planner_cost_usd {real}, merge TEXT,
-        selections INTEGER NOT NULL, error TEXT)""",
+        selections INTEGER NOT NULL, error TEXT, outcome TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (depth, created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, depth, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_outcome ON jobs (outcome, depth, created_at, id)",
     "CREATE INDEX IF NOT EXISTS jobs_by_root ON jobs (root_id, created_at, id)",
     """CREATE TABLE IF NOT EXISTS tasks (
         job_id TEXT NOT NULL, name TEXT NOT NULL, root_id TEXT NOT NULL, depth INTEGER NOT NULL,
