@@ -310,7 +310,9 @@ class Submission:
         # A task's selection among its candidates is work of the job too: it ends after them (choosing.py).
         tables.unfinished[job.id] = len(job.worker_names) + len(candidates.candidate_tasks(job))
         self.add_cost(job.root_id, job.planner_cost_usd)
-        self.announce.job(job, f"planned {len(plan)} subtask(s)")
+        tasks = len({n.id for n in job.nodes})
+        extra = f" as {len(plan)} workers (candidates)" if tasks != len(plan) else ""
+        self.announce.job(job, f"planned {tasks} subtask(s){extra}")
         if graphed:  # what each task waits on, once
             waits = "; ".join(f"{n.id} waits on {', '.join(n.depends_on)}" for n in job.nodes if n.depends_on)
             self.announce.line(job, f"job {job.id} task graph: {waits}")
