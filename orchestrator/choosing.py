@@ -292,6 +292,9 @@ class Choosing:
         with self._lock:
             what = f"selected {result['winner']}" if result.get("winner") else "no winner"
             self.announce.line(job, f"job {job.id} task {task_id} ({job.config.select}): {what}: {result.get('reason', '')}")
+            for live in self.group(job, task_id):  # every candidate's record changed: each is told (streams, the index)
+                if live is not winner:
+                    self.announce.worker(live, f"not selected for task {task_id} ({job.config.select})")
             if winner is not None:
                 extra = f"; unblocked {', '.join(winner.record.unblocked)}" if winner.record.unblocked else ""
                 self.announce.worker(winner, f"selected for task {task_id} ({job.config.select}){extra}")

@@ -1,4 +1,4 @@
-"""The on-disk layout of job trees. No other module builds a path in the workspace.
+"""The on-disk layout of job trees. Other modules build no path in it but the two named below.
 
     workspace/job_<root>/
         depth_<d>/worker_<name>/        a worker's directory (its cwd)
@@ -12,11 +12,11 @@
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
-        FINAL_RESULT.md
+        FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a task's candidates: reports/candidates.py)
+    depth_<d>/shared_<job id>.md and workspace/.index/ are sharedcontext.py's and the job index's.
 
-Bookkeeping lives under ``state/``, never in a worker's directory, so
-``files_created`` can list everything a worker directory holds. How bytes reach the disk
-(atomic and durable writes, batched fsyncs, ext4 allocation hints) is filesystem.py's.
+Bookkeeping lives under ``state/``, never in a worker's directory, so ``files_created`` can list
+everything a worker directory holds. How bytes reach the disk is filesystem.py's.
 """
 
 from __future__ import annotations
@@ -261,10 +261,8 @@ class Workspace:
         return self.worker_paths(root_id, depth, name).tmp
 
     def release_worker_tmp(self, root_id: str, depth: int, name: str) -> None:
-        """A worker ended: whatever it left in its TMPDIR goes now. An empty TMPDIR (the usual
-        case) stays until its tree ends (``remove_tree_tmp``): on ext4 without a journal every
-        inode freed mid-run is skipped one by one by each later file creation for minutes,
-        so a folder created and removed per worker made every later worker slower to start."""
+        """A worker ended: what it left in its TMPDIR goes now; an empty one stays until its tree ends (on ext4
+        without a journal each inode freed mid-run slows every later file creation for minutes)."""
         path = self.worker_tmp(root_id, depth, name)
         try:
             with os.scandir(path) as entries:
@@ -421,9 +419,10 @@ class Workspace:
         if not self.root.is_dir():
             return []
         found = []
-        for entry in os.scandir(self.root):
-            if entry.name.startswith("job_") and ROOT_ID_RE.fullmatch(entry.name[4:]) and entry.is_dir(follow_symlinks=False):
-                found.append((entry.stat().st_mtime, entry.name[4:]))
+        with os.scandir(self.root) as entries:  # closed even when a folder vanishes under the scan
+            for entry in entries:
+                if entry.name.startswith("job_") and ROOT_ID_RE.fullmatch(entry.name[4:]) and entry.is_dir(follow_symlinks=False):
+                    found.append((entry.stat().st_mtime, entry.name[4:]))
         return [root for _, root in sorted(found, reverse=True)]
 
     def files_in(self, directory: Path) -> list[str]:
@@ -570,7 +569,8 @@ def _open_regular(path: Path) -> BinaryIO | None:
 def _records(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return iter(())
-    return (folder / e.name for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
+    with os.scandir(folder) as found:  # a list: the scan is closed even when a caller stops at a bad record
+        return iter([folder / e.name for e in found if e.name.endswith(".json") and not e.name.startswith(".")])
 
 
 def read_served(
