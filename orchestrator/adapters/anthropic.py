@@ -33,19 +33,8 @@ from typing import Any
 
 from ..runner import python_executable
 from .aicli import add, dict_field, json_lines, last_json_object, model_of, str_field, to_float
-from .base import Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
+from .base import ANTHROPIC_ERROR_CLASSES, Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
 
-_CLASS_OF_TYPE = {  # the API's error type, when no status is known
-    "authentication_error": "auth",
-    "permission_error": "auth",
-    "invalid_request_error": "bad_request",
-    "not_found_error": "bad_request",
-    "request_too_large": "bad_request",
-    "rate_limit_error": "transient",
-    "overloaded_error": "transient",
-    "api_error": "transient",
-    "api_connection_error": "transient",
-}
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding this package
 LAUNCH = "import sys; sys.path[:1] = [sys.argv.pop(1)]; from orchestrator.anthropic_worker import cli; cli()"
 LIMITS = ("error_max_turns", "error_max_tokens")  # the program's subtypes for anthropic.max_turns and max_tokens
@@ -139,7 +128,7 @@ class AnthropicAdapter(Adapter):
         kind = obj.get("api_error_type")
         parsed.failure_class = class_of_http_status(status) if status else None
         if parsed.failure_class is None and isinstance(kind, str):
-            parsed.failure_class = _CLASS_OF_TYPE.get(kind)
+            parsed.failure_class = ANTHROPIC_ERROR_CLASSES.get(kind)
         if parsed.failure_class == "transient":
             parsed.retry_after = to_float(obj.get("retry_after"))
         # A bad key, a refused request, the turn or the answer limit would only fail the same way again.

@@ -56,6 +56,22 @@ class ParsedResult:
 FAILURE_CLASSES = ("auth", "bad_request", "transient")
 
 
+# The Anthropic Messages API's error types, when no HTTP status is known (the claude CLI's
+# api_error_type, the SDK's error body): the failure class each means.
+ANTHROPIC_ERROR_CLASSES = {
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+    "rate_limit_error": "transient",
+    "overloaded_error": "transient",
+    "api_error": "transient",
+    "timeout_error": "transient",
+    "api_connection_error": "transient",
+}
+
+
 def class_of_http_status(status: int | None) -> str | None:
     """The failure class of a model API's HTTP status (as CLIs report it), or None."""
     if status in (401, 403, 407):

@@ -60,21 +60,10 @@ from .aicli import (
     str_field,
     to_float,
 )
-from .base import ParsedResult, WorkerContext, class_of_http_status
+from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, WorkerContext, class_of_http_status
 
 # Result subtypes that a retry would only repeat.
 _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structured_output_retries")
-_CLASS_OF_TYPE = {  # api_error_type when no status is given
-    "authentication_error": "auth",
-    "permission_error": "auth",
-    "invalid_request_error": "bad_request",
-    "not_found_error": "bad_request",
-    "request_too_large": "bad_request",
-    "rate_limit_error": "transient",
-    "overloaded_error": "transient",
-    "api_error": "transient",
-    "timeout_error": "transient",
-}
 # How often the CLI retries one failed API request itself. Its default (10, with backoff up to
 # about 3 minutes) also applies to a 401, which would then look like a hang. A retry inside the
 # CLI keeps the conversation; a retry by the orchestrator starts the worker again. So the CLI
@@ -219,7 +208,7 @@ def failure_class(status: int | None, error_type: Any, message: str) -> str | No
     """auth / bad_request / transient, from the HTTP status claude reports, else its error type."""
     found = class_of_http_status(status) if status else None
     if found is None and isinstance(error_type, str):
-        found = _CLASS_OF_TYPE.get(error_type)
+        found = ANTHROPIC_ERROR_CLASSES.get(error_type)
     if found is None and is_auth_error(message):
         found = "auth"
     return found
