@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts.
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts, mcp.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -184,6 +184,14 @@ def _add_late_commands(sub: Any) -> None:
     conflicts.set_defaults(func=cmd_conflicts)
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the orchestrator's tools to an AI assistant over MCP (stdio)",
+        description="A Model Context Protocol server on stdin/stdout: orchestrate, status, wait, logs, cancel, "
+        "diff, merge (and spawn inside a worker). Register it with an MCP client, e.g. "
+        "claude mcp add orchestrator -- <folder>/.venv/bin/python -m orchestrator mcp",
+    )
+    mcp.set_defaults(func=_lazy("orchestrator.mcpserver", "cmd_mcp"))
 
 
 def _lazy(module: str, name: str) -> Any:
