@@ -284,6 +284,7 @@ LAYERS = [
             "orchestrator.server",
             "orchestrator.scripts",
             "orchestrator.spawn",
+            "orchestrator.mcpserver",
             "orchestrator.lockcmd",
             "orchestrator.anthropic_worker",
             "orchestrator.api",

@@ -1,0 +1,209 @@
+"""``python -m orchestrator mcp`` driven by the ``mcp`` SDK's own client over stdio: a real
+subprocess, talking to a real API server of a temporary orchestrator folder that the MCP server
+starts itself (as quick-start does) and the fixture stops. Workers are the fake CLI (command
+kind); inside a worker, ``tests/fixtures/mcp_worker.py`` runs the MCP server with the worker's
+own credential, as an AI CLI in a worker would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from orchestrator.server import folder_server
+
+from .conftest import API_KEY, FIXTURES, ROOT
+from .test_scripts import free_port
+from .test_worktree import git, make_host, user_env
+
+pytestmark = pytest.mark.slow
+
+WORKER = str(FIXTURES / "mcp_worker.py")
+LONG_POLL_MAX = 2  # api.long_poll_max of the folder: the cap of the wait tool
+
+
+def write_config(folder: Path, port: int, **extra: str) -> None:
+    (folder / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n  long_poll_max: {LONG_POLL_MAX}\n'
+        f"orchestrator:\n  worker: command\n  command: {json.dumps([sys.executable, WORKER, '{task}'])}\n"
+        "workers:\n  kill_grace: 1\n  default_timeout: 60\n" + "".join(extra.values())
+    )
+
+
+@pytest.fixture
+def home(tmp_path):
+    """An orchestrator folder inside a host git repository (so a job may use worktrees), on a
+    free port; its server (started by the MCP server under test) is stopped at the end."""
+    host, folder = make_host(tmp_path)
+    write_config(folder, free_port())
+    git(host, "add", "-A")
+    git(host, "commit", "-q", "--no-verify", "-m", "config", env=user_env())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env["ORCHESTRATOR_HOME"] = str(folder)
+    yield folder, env
+    subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, capture_output=True, timeout=60)
+
+
+def server_params(env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "orchestrator", "mcp"], env=env, cwd=ROOT)
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> tuple[str, dict[str, Any] | None, bool]:
+    """(text, structured content, is_error) of one tool call; the key never shows in the text."""
+    got = await client.call_tool(tool, arguments)
+    text = "\n".join(c.text for c in got.content if c.type == "text")
+    assert API_KEY not in text and API_KEY not in json.dumps(got.structured_content or {})
+    return text, got.structured_content, bool(got.is_error)
+
+
+def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
+    folder, env = home
+    assert folder_server(folder) is None
+
+    async def scenario() -> None:
+        async with Client(server_params(env)) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert sorted(tools) == [
+                "cancel",
+                "diff",
+                "logs",
+                "merge",
+                "orchestrate",
+                "status",
+                "wait",
+            ]  # no spawn outside a worker
+            assert tools["orchestrate"].input_schema["required"] == ["request"]
+
+            text, doc, err = await call(
+                client, "orchestrate", request="two files", tasks=["ok 2", "ok 1"], config={"isolation": "worktree"}
+            )
+            assert not err, text
+            job = doc["job_id"]
+            assert (
+                f"job {job} submitted at depth 0: 2 subtask(s), worker kind command" in text and f"wait(job_id='{job}')" in text
+            )
+            record = folder_server(folder)  # the MCP server started this folder's own server
+            assert record is not None and (folder / ".server.json").is_file()
+
+            for _ in range(30):  # each wait is held at most api.long_poll_max
+                text, doc, err = await call(client, "wait", job_id=job, timeout=30)
+                if doc["status"] != "running" and doc["status"] != "pending":
+                    break
+            assert not err and doc["status"] == "completed", text
+            assert (
+                f"job {job}: completed" in text and "workers: 2 succeeded, 0 failed" in text and "next: read the report" in text
+            )
+            assert "report: " in text and doc["results"]["final_report"].endswith("FINAL_RESULT.md")
+
+            text, doc, err = await call(client, "status", job_id=job)
+            assert not err and doc["progress"]["succeeded"] == 2 and "worker_1: success - ok 2" in text
+
+            text, doc, err = await call(client, "logs", job_id=job, worker="worker_1", tail=1)
+            assert not err and doc["tail"] == 1 and text.startswith(f"log of worker_1 in job {job}: last 1 line(s)\n")
+            assert len(doc["log"].strip().splitlines()) == 1
+
+            text, doc, err = await call(client, "diff", job_id=job, worker="worker_2")
+            assert not err and "+++ b/out.txt" in doc["diff"] and "+++ b/out.txt" in text, text
+            text, doc, err = await call(client, "diff", job_id=job, max_bytes=10)
+            assert not err and doc["truncated"] and "cut at 10 (raise max_bytes for more)" in text
+
+            text, doc, err = await call(client, "merge", job_id=job)
+            assert not err and doc["merge"]["result_ref"] in text and "worker_1" in text, text
+
+    anyio.run(scenario)
+
+
+def test_wait_is_capped_cancel_stops_a_job_and_bad_input_names_the_argument(home):
+    folder, env = home
+
+    async def scenario() -> None:
+        async with Client(server_params(env)) as client:
+            for tool, arguments, expected in [
+                ("orchestrate", {"request": "  "}, "request is empty"),
+                ("orchestrate", {"request": "x", "tasks": []}, "tasks is an empty list"),
+                ("orchestrate", {"request": "x", "tasks": ["ok", ""]}, "tasks[1] must be a non-empty string"),
+                ("orchestrate", {"request": "x", "config": {"max_workers": "many"}}, "max_workers"),
+                ("wait", {"job_id": "j", "timeout": -1}, "timeout must be at least 0"),
+                ("logs", {"job_id": "j", "worker": "worker_1", "tail": 0}, "tail must be at least 1"),
+                ("merge", {"job_id": "j", "strategy": "ours"}, "strategy must be auto, theirs or manual"),
+                ("status", {"job_id": "no-such-job"}, "InvalidId: invalid job id 'no-such-job'"),
+                ("status", {"job_id": "0123456789ab"}, "JobNotFound"),
+                ("status", {}, "job_id"),
+            ]:
+                text, _, err = await call(client, tool, **arguments)
+                assert err and expected in text, (tool, arguments, text)
+
+            text, doc, err = await call(client, "orchestrate", request="hang", tasks=["hang"])
+            assert not err, text
+            job = doc["job_id"]
+            started = time.monotonic()
+            text, doc, err = await call(client, "wait", job_id=job, timeout=600)
+            held = time.monotonic() - started
+            assert not err and doc["status"] in ("pending", "running") and held < LONG_POLL_MAX + 8, (held, text)
+            assert f"after {LONG_POLL_MAX}s (timeout is capped at {LONG_POLL_MAX}s)" in text and "next: wait(" in text
+
+            text, doc, err = await call(client, "cancel", job_id=job)
+            assert not err, text
+            text, doc, err = await call(client, "wait", job_id=job, timeout=LONG_POLL_MAX)
+            for _ in range(10):
+                if doc["status"] == "cancelled":
+                    break
+                text, doc, err = await call(client, "wait", job_id=job, timeout=LONG_POLL_MAX)
+            assert doc["status"] == "cancelled" and f"job {job}: cancelled" in text, text
+            text, _, err = await call(client, "cancel", job_id=job)
+            assert err and "Conflict" in text, text
+
+    anyio.run(scenario)
+
+
+def run_spawning_worker(folder: Path, env: dict[str, str], max_depth: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A root job whose one worker runs our MCP server with its own credential and calls spawn;
+    (the worker's JSON report, the root job's status)."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with Client(server_params(env)) as client:
+            _, doc, err = await call(
+                client,
+                "orchestrate",
+                request="spawn",
+                tasks=["mcp-spawn ok"],
+                config={"enable_recursion": True, "max_recursion_depth": max_depth},
+            )
+            assert not err
+            for _ in range(40):
+                text, doc, err = await call(client, "wait", job_id=doc["job_id"], timeout=LONG_POLL_MAX)
+                if doc["status"] not in ("pending", "running"):
+                    break
+            assert doc["status"] == "completed", text
+            log, _, _ = await call(client, "logs", job_id=doc["job_id"], worker="worker_1", tail=50)
+            lines = [line for line in log.splitlines() if line.startswith("{")]
+            assert lines, log
+            return json.loads(lines[-1]), doc
+
+    return anyio.run(scenario)
+
+
+def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_the_depth_cap(home):
+    folder, env = home
+    report, root = run_spawning_worker(folder, env, max_depth=0)
+    assert report["tools"] == ["cancel", "diff", "logs", "merge", "spawn", "status", "wait"]  # spawn, not orchestrate
+    assert report["spawn"]["is_error"], report
+    text = report["spawn"]["text"]
+    expected = f"RecursionLimit: Max recursion depth reached: worker worker_1 of job {root['job_id']} is at depth 0"
+    assert expected in text and "this tree's max_recursion_depth is 0" in text, text
+    assert root["tree"]["jobs"] == 1  # no child job was made
+
+    report, root = run_spawning_worker(folder, env, max_depth=1)
+    spawned = report["spawn"]
+    assert not spawned["is_error"], spawned
+    assert spawned["doc"]["depth"] == 1 and spawned["doc"]["parent_job_id"] == root["job_id"]
+    assert spawned["doc"]["parent_worker"] == "worker_1" and "child job" in spawned["text"]
+    assert report["wait"]["doc"]["status"] == "completed", report
