@@ -14,8 +14,8 @@ checks, limits and records hold exactly as for any other caller:
   child job of the worker) takes the place of ``orchestrate``: the server's depth and fan-out caps
   hold, and a refusal comes back with the server's message.
 
-A result is a few lines of text (status, counts, paths, the next step) with the API's JSON as
-the result's structured content. A tool's bad input or the server's refusal is an error result
+A result is a few lines of text (status, counts, paths, the next step); ``include_json: true``
+adds the API's JSON document after them as a fenced block. A tool's bad input or the server's refusal is an error result
 naming the argument or quoting the server. The key is never printed.
 """
 
@@ -87,10 +87,17 @@ class Backend:
 # --- results -------------------------------------------------------------------------------
 
 
-def result(text: str, doc: Any) -> CallToolResult:
-    """Compact text for the assistant, the API's JSON as structured content."""
-    structured = doc if isinstance(doc, dict) else {"result": doc}
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+Answer = tuple[str, Any]  # a tool's compact text, and the API's JSON behind it
+
+
+def result(answer: Answer, include_json: bool) -> CallToolResult:
+    """The compact text, and with ``include_json`` the API's JSON as a fenced block after it. Not
+    as structured content: Claude Code hands a result's structured content to the model instead of
+    its text (seen with claude 2.1), which would replace the few lines with the whole document."""
+    text, doc = answer
+    if include_json:
+        text += "\n```json\n" + json.dumps(doc, indent=1, default=str) + "\n```"
+    return CallToolResult(content=[TextContent(type="text", text=text)])
 
 
 def status_text(doc: dict[str, Any], next_step: bool = True) -> str:
@@ -189,10 +196,10 @@ def build(backend: Backend) -> MCPServer:
         ),
     )
 
-    async def call(fn: Callable[[], CallToolResult]) -> CallToolResult:
+    async def call(fn: Callable[[], Answer], include_json: bool) -> CallToolResult:
         """Run a blocking API call off the event loop; the server's refusal becomes an error result."""
         try:
-            return await anyio.to_thread.run_sync(fn)
+            return result(await anyio.to_thread.run_sync(fn), include_json)
         except OrchestratorError as exc:
             raise ToolError(f"{type(exc).__name__}: {exc.message}") from None
 
@@ -201,7 +208,7 @@ def build(backend: Backend) -> MCPServer:
             title=title, annotations=ToolAnnotations(read_only_hint=read_only, open_world_hint=False), structured_output=False
         )
 
-    def submit(request: str, tasks: list[Any] | None, config: dict[str, Any] | None, child: bool) -> CallToolResult:
+    def submit(request: str, tasks: list[Any] | None, config: dict[str, Any] | None, child: bool) -> Answer:
         doc = backend.client().orchestrate(request=request, tasks=tasks, config=config)
         job = doc["job_id"]
         what = f"child job {job} of worker {backend.worker_id}" if child else f"job {job}"
@@ -216,93 +223,106 @@ def build(backend: Backend) -> MCPServer:
             f"workspace: {doc.get('workspace')}",
             f"next: wait(job_id={job!r}) until it ends",
         ]
-        return result("\n".join(lines), doc)
+        return "\n".join(lines), doc
 
     if backend.in_worker:
 
         @tool(False, "Start a child job of this worker")
         async def spawn(
-            request: str, tasks: list[str | dict[str, Any]] | None = None, config: dict[str, Any] | None = None
+            request: str,
+            tasks: list[str | dict[str, Any]] | None = None,
+            config: dict[str, Any] | None = None,
+            include_json: bool = False,
         ) -> CallToolResult:
             """Start a child job of the worker this server runs in, with the worker's own credential (so
             the tree's depth and fan-out caps apply). request: what to do; tasks: explicit subtasks
             (strings, or {"task", "id", "depends_on", ...}) instead of the planner's split; config: job
             settings (max_workers, default_timeout...). Returns at once: wait on the child's job_id."""
             req, plan, cfg = _text("request", request), _tasks(tasks), _config(config)
-            return await call(lambda: submit(req, plan, cfg, child=True))
+            return await call(lambda: submit(req, plan, cfg, child=True), include_json)
 
     else:
 
         @tool(False, "Run a request as parallel workers")
         async def orchestrate(
-            request: str, tasks: list[str | dict[str, Any]] | None = None, config: dict[str, Any] | None = None
+            request: str,
+            tasks: list[str | dict[str, Any]] | None = None,
+            config: dict[str, Any] | None = None,
+            include_json: bool = False,
         ) -> CallToolResult:
             """Submit a job: the request is split into subtasks (or give them in tasks: strings, or
             {"task", "id", "depends_on", ...}) run by parallel AI worker subprocesses. config: job
             settings such as max_workers, default_timeout, worker (kind), isolation. Returns at once
             with the job_id: then call wait."""
             req, plan, cfg = _text("request", request), _tasks(tasks), _config(config)
-            return await call(lambda: submit(req, plan, cfg, child=False))
+            return await call(lambda: submit(req, plan, cfg, child=False), include_json)
 
     @tool(True, "A job's status")
-    async def status(job_id: str) -> CallToolResult:
+    async def status(job_id: str, include_json: bool = False) -> CallToolResult:
         """A job's status now: its workers, counts, workspace and report paths."""
         job = _text("job_id", job_id)
-        return await call(lambda: (lambda doc: result(status_text(doc), doc))(backend.client().status(job)))
+
+        def run() -> Answer:
+            doc = backend.client().status(job)
+            return status_text(doc), doc
+
+        return await call(run, include_json)
 
     @tool(True, "Wait for a job to end")
-    async def wait(job_id: str, timeout: float = WAIT_DEFAULT) -> CallToolResult:
+    async def wait(job_id: str, timeout: float = WAIT_DEFAULT, include_json: bool = False) -> CallToolResult:
         """Wait until the job ends or timeout seconds pass (at most the server's api.long_poll_max),
         then return its status. Call again while it is still running."""
         job = _text("job_id", job_id)
         cap = backend.wait_cap()
         hold = _bounded("timeout", timeout, 0, cap)
 
-        def run() -> CallToolResult:
+        def run() -> Answer:
             doc = backend.client().wait(job, timeout=hold, poll=max(hold, 0.001))
             text = status_text(doc)
             if doc["status"] not in TERMINAL:
                 text = f"still {doc['status']} after {hold:g}s (timeout is capped at {cap:g}s)\n" + text
-            return result(text, doc)
+            return text, doc
 
-        return await call(run)
+        return await call(run, include_json)
 
     @tool(True, "The tail of a worker's log")
-    async def logs(job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT) -> CallToolResult:
+    async def logs(job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT, include_json: bool = False) -> CallToolResult:
         """The last lines of a worker's log (worker: worker_1, or depth_1_worker_2_1 for a child job's
         worker; status lists them). tail: lines, 1 to 2000."""
         job, name = _text("job_id", job_id), _text("worker", worker)
         lines = int(_bounded("tail", tail, 1, LOG_TAIL_MAX))
 
-        def run() -> CallToolResult:
+        def run() -> Answer:
             text = backend.client().logs(job, name, tail=lines)
             cut = len(text) > TEXT_MAX
             shown = text[-TEXT_MAX:] if cut else text
             head = f"log of {name} in job {job}: last {lines} line(s)" + (f", last {TEXT_MAX} characters" if cut else "")
-            return result(f"{head}\n{shown}", {"job_id": job, "worker": name, "tail": lines, "truncated": cut, "log": shown})
+            return f"{head}\n{shown}", {"job_id": job, "worker": name, "tail": lines, "truncated": cut, "log": shown}
 
-        return await call(run)
+        return await call(run, include_json)
 
     @tool(False, "Cancel a job")
-    async def cancel(job_id: str) -> CallToolResult:
+    async def cancel(job_id: str, include_json: bool = False) -> CallToolResult:
         """Cancel a job and every job below it (its workers are stopped)."""
         job = _text("job_id", job_id)
 
-        def run() -> CallToolResult:
+        def run() -> Answer:
             doc = backend.client().cancel(job)
-            return result(f"job {job}: {doc.get('status', 'cancelled')}\nnext: status(job_id={job!r})", doc)
+            return f"job {job}: {doc.get('status', 'cancelled')}\nnext: status(job_id={job!r})", doc
 
-        return await call(run)
+        return await call(run, include_json)
 
     @tool(True, "A job's or a worker's diff")
-    async def diff(job_id: str, worker: str | None = None, max_bytes: int = DIFF_BYTES_DEFAULT) -> CallToolResult:
+    async def diff(
+        job_id: str, worker: str | None = None, max_bytes: int = DIFF_BYTES_DEFAULT, include_json: bool = False
+    ) -> CallToolResult:
         """The unified diff of a job (its result) or of one of its workers (its branch against its
         start), for jobs with git worktree isolation. max_bytes caps it (up to 1000000)."""
         job = _text("job_id", job_id)
         name = None if worker is None else _text("worker", worker)
         cap = int(_bounded("max_bytes", max_bytes, 1, DIFF_BYTES_MAX))
 
-        def run() -> CallToolResult:
+        def run() -> Answer:
             doc = backend.client().diff(job, worker=name, max_bytes=cap)
             text = doc.get("diff") or ""
             of = f"worker {name} of job {job}" if name else f"job {job}"
@@ -310,19 +330,21 @@ def build(backend: Backend) -> MCPServer:
             if doc.get("truncated"):
                 head += f", cut at {cap} (raise max_bytes for more)"
             shown = text[:TEXT_MAX] + ("\n... (more in the structured content)" if len(text) > TEXT_MAX else "")
-            return result(f"{head}\n{shown or '(no changes)'}", doc)
+            return f"{head}\n{shown or '(no changes)'}", doc
 
-        return await call(run)
+        return await call(run, include_json)
 
     @tool(False, "Merge a finished job's branches")
-    async def merge(job_id: str, strategy: str | None = None, into: str | None = None) -> CallToolResult:
+    async def merge(
+        job_id: str, strategy: str | None = None, into: str | None = None, include_json: bool = False
+    ) -> CallToolResult:
         """Merge a finished root job's workers' branches into its result branch (again). strategy:
         auto, theirs or manual (default: the job's); into: a branch of yours to fast-forward to it."""
         job = _text("job_id", job_id)
         if strategy is not None and strategy not in ("auto", "theirs", "manual"):
             raise ToolError(f"strategy must be auto, theirs or manual (got {strategy!r})")
 
-        def run() -> CallToolResult:
+        def run() -> Answer:
             doc = backend.client().merge(job, strategy=strategy, into=into)
             outcome = doc.get("merge") or {}
             if outcome.get("error"):
@@ -333,9 +355,9 @@ def build(backend: Backend) -> MCPServer:
                     f"{outcome.get('result_ref')}; conflicts: {len(outcome.get('conflicts') or [])}"
                     + (f"\ntake it with: {outcome['command']}" if outcome.get("command") else "")
                 )
-            return result(text, doc)
+            return text, doc
 
-        return await call(run)
+        return await call(run, include_json)
 
     return server
 

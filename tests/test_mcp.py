@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,11 +17,13 @@ from typing import Any
 
 import anyio
 import pytest
+import requests
 from mcp import Client, StdioServerParameters
 
 from orchestrator.server import folder_server
 
-from .conftest import API_KEY, FIXTURES, ROOT
+from .conftest import API_KEY, FIXTURES, ROOT, find_cli
+from .mock_model_server import MockModelServer, Text, ToolUse, tool_results
 from .test_scripts import free_port
 from .test_worktree import git, make_host, user_env
 
@@ -56,12 +59,26 @@ def server_params(env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "orchestrator", "mcp"], env=env, cwd=ROOT)
 
 
+FENCE = "\n```json\n"
+
+
+def split(text: str) -> tuple[str, dict[str, Any] | None]:
+    """A result's compact text, and the JSON block include_json adds after it (None: none)."""
+    if FENCE not in text:
+        return text, None
+    compact, _, block = text.partition(FENCE)
+    assert block.endswith("\n```"), block[-200:]
+    return compact, json.loads(block.removesuffix("\n```"))
+
+
 async def call(client: Client, tool: str, **arguments: Any) -> tuple[str, dict[str, Any] | None, bool]:
-    """(text, structured content, is_error) of one tool call; the key never shows in the text."""
-    got = await client.call_tool(tool, arguments)
+    """(compact text, the API's JSON, is_error) of one tool call, asking for the JSON; the key
+    never shows."""
+    got = await client.call_tool(tool, {"include_json": True, **arguments})
     text = "\n".join(c.text for c in got.content if c.type == "text")
-    assert API_KEY not in text and API_KEY not in json.dumps(got.structured_content or {})
-    return text, got.structured_content, bool(got.is_error)
+    assert API_KEY not in text
+    compact, doc = split(text)
+    return compact, doc, bool(got.is_error)
 
 
 def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
@@ -105,6 +122,8 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
 
             text, doc, err = await call(client, "status", job_id=job)
             assert not err and doc["progress"]["succeeded"] == 2 and "worker_1: success - ok 2" in text
+            plain = await client.call_tool("status", {"job_id": job})  # without include_json: the few lines only
+            assert plain.content[0].text == text and len(text.splitlines()) <= 8 and plain.structured_content is None
 
             text, doc, err = await call(client, "logs", job_id=job, worker="worker_1", tail=1)
             assert not err and doc["tail"] == 1 and text.startswith(f"log of worker_1 in job {job}: last 1 line(s)\n")
@@ -207,3 +226,94 @@ def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_th
     assert spawned["doc"]["depth"] == 1 and spawned["doc"]["parent_job_id"] == root["job_id"]
     assert spawned["doc"]["parent_worker"] == "worker_1" and "child job" in spawned["text"]
     assert report["wait"]["doc"]["status"] == "completed", report
+
+
+# ----------------------------------------------------------------------------- the real Claude Code CLI
+
+CLAUDE = find_cli("claude")
+PREFIX = "mcp__orchestrator__"  # how Claude Code names an MCP server's tools: mcp__<server>__<tool>
+
+
+def _last_result(body: dict[str, Any]) -> str:
+    """The text of the last tool_result the CLI sent back (our tool's compact text)."""
+    found = tool_results(body)
+    if not found:
+        return ""
+    content = found[-1].get("content")
+    if isinstance(content, list):
+        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return str(content or "")
+
+
+@pytest.mark.real_cli
+@pytest.mark.skipif(
+    CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)"
+)
+def test_the_real_claude_cli_calls_the_orchestrate_tool_of_our_mcp_server_and_the_job_completes(home, tmp_path):
+    folder, env = home
+    bodies: list[dict[str, Any]] = []
+    search = {"query": f"select:{PREFIX}orchestrate,{PREFIX}wait", "max_results": 5}
+
+    def script(body: dict[str, Any]) -> Any:
+        """The model's side, as Claude Code wants it: MCP tools are deferred (named in a system
+        message, their schemas fetched with ToolSearch), so search, then orchestrate, then wait on
+        the job the tool named until it ends, then say how it ended."""
+        bodies.append(body)
+        if not tool_results(body):
+            return ToolUse("ToolSearch", search)
+        last = _last_result(body)
+        job = re.search(r"job ([0-9a-f]{12})", last)
+        if job is None:
+            return ToolUse(PREFIX + "orchestrate", {"request": "write two files", "tasks": ["ok 2", "ok 1"]})
+        if "submitted" in last or last.startswith("still "):
+            return ToolUse(PREFIX + "wait", {"job_id": job.group(1), "timeout": 30})
+        return Text("The orchestrator says: " + last.splitlines()[0])
+
+    mcp_config = {
+        "mcpServers": {
+            "orchestrator": {"command": str(ROOT / "orchestrator.sh"), "args": ["mcp"], "env": {"ORCHESTRATOR_HOME": str(folder)}}
+        }
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    home_dir = tmp_path / "claude-home"
+    home_dir.mkdir()
+    with MockModelServer(script, lifetime=170) as mock:
+        cli_env = {k: v for k, v in env.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))}
+        cli_env.update(mock.client_env("sk-ant-mock-key-0000"))
+        cli_env.update({"HOME": str(home_dir), "CLAUDE_CONFIG_DIR": str(home_dir / ".claude")})
+        proc = subprocess.run(
+            [
+                CLAUDE,
+                "-p",
+                "Run this through the orchestrator",
+                "--output-format",
+                "json",
+                "--strict-mcp-config",
+                "--mcp-config",
+                json.dumps(mcp_config),
+                "--allowedTools",
+                f"{PREFIX}orchestrate,{PREFIX}wait",
+            ],
+            cwd=work,
+            env=cli_env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        summary = mock.summary()
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{summary}"
+    doc = json.loads(proc.stdout)
+    listed = json.dumps(bodies[0])  # the deferred tools' names, in the first request
+    assert all(f"{PREFIX}{t}" in listed for t in ("orchestrate", "status", "wait", "logs", "cancel", "diff", "merge")), listed
+    fetched = {t["name"]: t for t in bodies[1].get("tools", [])}  # right after ToolSearch
+    assert fetched[PREFIX + "orchestrate"]["input_schema"]["required"] == ["request"], sorted(fetched)
+    assert doc["permission_denials"] == [], doc
+    assert re.match(r"The orchestrator says: job [0-9a-f]{12}: completed", doc["result"]), doc["result"]
+    job_id = doc["result"].split("job ")[1].split(":")[0]
+    record = folder_server(folder)  # the job ran on this folder's server, which our MCP server started
+    assert record is not None
+    status = requests.get(f"{record.url}/api/v1/jobs/{job_id}/status", headers={"X-API-Key": API_KEY}, timeout=10).json()
+    assert status["status"] == "completed" and status["progress"]["succeeded"] == 2
+    assert all(p.startswith("POST /v1/messages") for p in mock.paths), mock.paths  # nothing but the loopback mock
