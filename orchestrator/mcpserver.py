@@ -29,13 +29,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import requests
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from . import protocol
 from .api.client import TERMINAL, OrchestratorClient
-from .errors import OrchestratorError
+from .errors import OrchestratorError, ServerUnreachable
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -72,13 +73,26 @@ class Backend:
         with self._lock:  # two first calls at once start one server
             if self._client is None:
                 if self.in_worker:
-                    self._client = OrchestratorClient(api_url=self.worker_url, api_key=self.worker_key)
+                    url, key = self.worker_url, self.worker_key
                 else:
                     from .scripts import ensure_server
 
                     url = ensure_server(self.settings, self.config)  # its notes go to stderr: stdout is the protocol's
-                    self._client = OrchestratorClient(api_url=url, api_key=self.settings.api.api_key or "-")
+                    key = self.settings.api.api_key or "-"
+                # No keep-alive: this process lives as long as the assistant's session, and an idle
+                # connection it held would keep the server's SIGTERM shutdown waiting (quick-start.sh --stop).
+                session = requests.Session()
+                session.headers["Connection"] = "close"
+                self._client = OrchestratorClient(api_url=url, api_key=key, session=session)
             return self._client
+
+    def forget(self) -> None:
+        """The server stopped answering: the next call looks for this folder's server again (and
+        starts it), so a server restarted on another port is found."""
+        with self._lock:
+            if self._client is not None:
+                self._client.session.close()
+            self._client = None
 
     def wait_cap(self) -> float:
         return float(self.settings.api.long_poll_max)
@@ -200,6 +214,10 @@ def build(backend: Backend) -> MCPServer:
         """Run a blocking API call off the event loop; the server's refusal becomes an error result."""
         try:
             return result(await anyio.to_thread.run_sync(fn), include_json)
+        except ServerUnreachable as exc:
+            backend.forget()
+            again = "" if backend.in_worker else "; the next call looks for this folder's server again and starts it if needed"
+            raise ToolError(f"ServerUnreachable: {exc.message}{again}") from None
         except OrchestratorError as exc:
             raise ToolError(f"{type(exc).__name__}: {exc.message}") from None
 

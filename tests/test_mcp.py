@@ -180,6 +180,14 @@ def test_wait_is_capped_cancel_stops_a_job_and_bad_input_names_the_argument(home
             text, _, err = await call(client, "cancel", job_id=job)
             assert err and "Conflict" in text, text
 
+            # This folder's server stops: the next call says so, the one after starts it again.
+            stop = subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, capture_output=True, timeout=60)
+            assert stop.returncode == 0 and folder_server(folder) is None, stop
+            text, _, err = await call(client, "status", job_id=job)
+            assert err and "ServerUnreachable" in text and "the next call looks for this folder's server again" in text
+            text, doc, err = await call(client, "status", job_id=job)
+            assert not err and doc["status"] == "cancelled" and folder_server(folder) is not None, text
+
     anyio.run(scenario)
 
 
