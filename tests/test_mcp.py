@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -46,12 +47,13 @@ def home(tmp_path):
     """An orchestrator folder inside a host git repository (so a job may use worktrees), on a
     free port; its server (started by the MCP server under test) is stopped at the end."""
     host, folder = make_host(tmp_path)
-    write_config(folder, free_port())
+    port = free_port()
+    write_config(folder, port)
     git(host, "add", "-A")
     git(host, "commit", "-q", "--no-verify", "-m", "config", env=user_env())
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
     env["ORCHESTRATOR_HOME"] = str(folder)
-    yield folder, env
+    yield folder, env, port
     subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, capture_output=True, timeout=60)
 
 
@@ -82,8 +84,10 @@ async def call(client: Client, tool: str, **arguments: Any) -> tuple[str, dict[s
 
 
 def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
-    folder, env = home
+    folder, env, port = home
     assert folder_server(folder) is None
+    squatter = socket.create_server(("127.0.0.1", port))  # another program holds the configured port
+    squatter.listen()
 
     async def scenario() -> None:
         async with Client(server_params(env)) as client:
@@ -107,8 +111,8 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
             assert (
                 f"job {job} submitted at depth 0: 2 subtask(s), worker kind command" in text and f"wait(job_id='{job}')" in text
             )
-            record = folder_server(folder)  # the MCP server started this folder's own server
-            assert record is not None and (folder / ".server.json").is_file()
+            record = folder_server(folder)  # the MCP server started this folder's own server, on a free port
+            assert record is not None and record.port != port and (folder / ".server.json").is_file()
 
             for _ in range(30):  # each wait is held at most api.long_poll_max
                 text, doc, err = await call(client, "wait", job_id=job, timeout=30)
@@ -137,11 +141,14 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
             text, doc, err = await call(client, "merge", job_id=job)
             assert not err and doc["merge"]["result_ref"] in text and "worker_1" in text, text
 
-    anyio.run(scenario)
+    try:
+        anyio.run(scenario)
+    finally:
+        squatter.close()
 
 
 def test_wait_is_capped_cancel_stops_a_job_and_bad_input_names_the_argument(home):
-    folder, env = home
+    folder, env, _ = home
 
     async def scenario() -> None:
         async with Client(server_params(env)) as client:
@@ -219,7 +226,7 @@ def run_spawning_worker(folder: Path, env: dict[str, str], max_depth: int) -> tu
 
 
 def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_the_depth_cap(home):
-    folder, env = home
+    folder, env, _ = home
     report, root = run_spawning_worker(folder, env, max_depth=0)
     assert report["tools"] == ["cancel", "diff", "logs", "merge", "spawn", "status", "wait"]  # spawn, not orchestrate
     assert report["spawn"]["is_error"], report
@@ -258,7 +265,7 @@ def _last_result(body: dict[str, Any]) -> str:
     CLAUDE is None, reason="claude CLI not found at .cli/node_modules/.bin/claude nor on PATH (run tests/install_cli.sh)"
 )
 def test_the_real_claude_cli_calls_the_orchestrate_tool_of_our_mcp_server_and_the_job_completes(home, tmp_path):
-    folder, env = home
+    folder, env, _ = home
     bodies: list[dict[str, Any]] = []
     search = {"query": f"select:{PREFIX}orchestrate,{PREFIX}wait", "max_results": 5}
 
