@@ -25,7 +25,7 @@ import argparse
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -50,11 +50,11 @@ TASK_LINES = 20  # worker lines shown in a status; the rest are counted
 
 
 class Backend:
-    """Where the tools' requests go: a client per call site, made once. Outside a worker: this
+    """Where the tools' requests go: one client, made at the first call. Outside a worker: this
     folder's server with the admin key (started when none answers). Inside one: the worker's
     URL and credential from its environment."""
 
-    def __init__(self, settings: Settings, config: str | None, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, config: str | None, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.settings = settings
         self.config = config
@@ -114,7 +114,7 @@ def result(answer: Answer, include_json: bool) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)])
 
 
-def status_text(doc: dict[str, Any], next_step: bool = True) -> str:
+def status_text(doc: dict[str, Any]) -> str:
     """A status document in a few lines: status, counts, workers, reports, the next step."""
     p = doc["progress"]
     lines = [
@@ -141,8 +141,7 @@ def status_text(doc: dict[str, Any], next_step: bool = True) -> str:
             lines.append(f"merge failed: {merge['error']}")
         elif merge.get("result_ref"):
             lines.append(f"merged {', '.join(merge.get('merged') or []) or 'nothing'} into {merge['result_ref']}")
-    if next_step:
-        lines.append(f"next: {_next(doc)}")
+    lines.append(f"next: {_next(doc)}")
     return "\n".join(lines)
 
 
