@@ -265,6 +265,9 @@ def _worktrees_impossible(settings: Settings) -> bool:
 _REFUSES_WORKTREES: dict[tuple[str, str, str], bool] = {}
 
 
+TEXT = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "\\S"}  # an approval's note or reason
+
+
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -483,6 +486,24 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
     }
+    for action, body in (("approve", "Approve"), ("reject", "Reject")):  # a person in the loop (approval.py)
+        paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
+            "post": {
+                "summary": f"{action} a root job waiting for approval (approval: before_merge); admin key only; 409 when "
+                "it is not waiting"
+                + (
+                    ": it lands and ends with the status its workers earned"
+                    if action == "approve"
+                    else ": nothing is merged, it ends failed with the reason"
+                ),
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": action == "reject",
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+                },
+                "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409)},
+            }
+        }
     paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
     return {
         "openapi": "3.0.3",
@@ -537,6 +558,13 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
                         "into": BRANCH,
                     },
+                },
+                "Approve": {"type": "object", "additionalProperties": False, "properties": {"note": TEXT}},
+                "Reject": {
+                    "type": "object",
+                    "required": ["reason"],
+                    "additionalProperties": False,
+                    "properties": {"reason": TEXT},
                 },
                 "Lock": {
                     "type": "object",
