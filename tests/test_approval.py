@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from orchestrator import approval
+from orchestrator.api.client import OrchestratorClient
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import Forbidden
@@ -128,9 +129,14 @@ def test_a_job_with_approval_waits_with_nothing_merged_and_approve_lands_it_comp
     assert served.engine.workspace.load_job(job_id).status is JobStatus.WAITING  # on disk
     events = served.engine.events.since(job_id, 0)
     assert [e.status for e in events if e.type == "job"][-1] == "waiting"  # the event the webhooks turn into job.waiting
-    # A second look after a while: still waiting (nothing times it out)
+    # A second look after a while: still waiting (nothing times it out); the client's wait returns on it
     time.sleep(0.3)
     assert served.call("GET", f"/api/v1/jobs/{job_id}").json()["status"] == "waiting"
+    assert OrchestratorClient(served.url, API_KEY).wait(job_id, timeout=30)["status"] == "waiting"
+    # POST /merge does not land it behind the person's back
+    merge = served.call("POST", f"/api/v1/jobs/{job_id}/merge", json={})
+    assert merge.status_code == 409 and "waiting for approval" in merge.json()["message"]
+    assert result_of(host, job_id) is None and snapshot(host, served.folder) == before
 
     answer = served.call("POST", f"/api/v1/jobs/{job_id}/approve", json={"note": "looks right"})
     assert answer.status_code == 200, answer.text
