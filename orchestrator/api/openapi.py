@@ -9,6 +9,7 @@ from .. import __version__
 from ..config import choice
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
+from .approvaldoc import approval_paths, approval_schemas
 from .taskdoc import task_paths, task_schemas
 
 if TYPE_CHECKING:
@@ -265,9 +266,6 @@ def _worktrees_impossible(settings: Settings) -> bool:
 _REFUSES_WORKTREES: dict[tuple[str, str, str], bool] = {}
 
 
-TEXT = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "\\S"}  # an approval's note or reason
-
-
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -486,24 +484,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
     }
-    for action, body in (("approve", "Approve"), ("reject", "Reject")):  # a person in the loop (approval.py)
-        paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
-            "post": {
-                "summary": f"{action} a root job waiting for approval (approval: before_merge); admin key only; 409 when "
-                "it is not waiting"
-                + (
-                    ": it lands and ends with the status its workers earned"
-                    if action == "approve"
-                    else ": nothing is merged, it ends failed with the reason"
-                ),
-                "parameters": [JOB_ID],
-                "requestBody": {
-                    "required": action == "reject",
-                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-                },
-                "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409)},
-            }
-        }
+    paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approvaldoc.py)
     paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
     return {
         "openapi": "3.0.3",
@@ -559,13 +540,6 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         "into": BRANCH,
                     },
                 },
-                "Approve": {"type": "object", "additionalProperties": False, "properties": {"note": TEXT}},
-                "Reject": {
-                    "type": "object",
-                    "required": ["reason"],
-                    "additionalProperties": False,
-                    "properties": {"reason": TEXT},
-                },
                 "Lock": {
                     "type": "object",
                     "required": ["paths"],
@@ -577,6 +551,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     },
                 },
                 **task_schemas(settings),
+                **approval_schemas(),
                 "JobStatus": {
                     "type": "object",
                     "required": ["job_id", "status", "results"],
