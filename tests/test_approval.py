@@ -22,6 +22,7 @@ from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
+from orchestrator.progress import closing_lines
 from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY
@@ -126,6 +127,7 @@ def test_a_job_with_approval_waits_with_nothing_merged_and_approve_lands_it_comp
     assert "**waiting for approval**" in final_report(served, job_id)
     assert "Not merged yet: the job waits for approval" in final_report(served, job_id)
     assert doc["results"]["final_report"]
+    assert f"waiting for approval: nothing merged until POST /api/v1/jobs/{job_id}/approve" in "\n".join(closing_lines(doc))
     assert served.engine.workspace.load_job(job_id).status is JobStatus.WAITING  # on disk
     events = served.engine.events.since(job_id, 0)
     assert [e.status for e in events if e.type == "job"][-1] == "waiting"  # the event the webhooks turn into job.waiting
