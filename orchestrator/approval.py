@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -31,6 +32,8 @@ from .models import JobRecord, JobStatus
 BEFORE_MERGE = "before_merge"
 ACTIONS = ("approve", "reject")
 MAX_REASON = 2000  # characters a reject's reason (or an approve's note) may have
+TOKEN = "[0-9a-f]{64}"  # sign_link's hex digest
+EXPIRES = "[0-9]{1,12}"  # Unix seconds (no int() of a 5,000-digit string)
 LINK_PREFIX = "/approval"  # the signed links' routes (api/approval.py), outside /api/v1: no API key
 
 
@@ -122,10 +125,15 @@ def links(api_key: str, job_id: str, now: float, ttl: float) -> dict[str, str]:
 def check_link(secret: bytes, job_id: str, action: str, expires: object, token: object, now: float) -> None:
     """Refuse (403) a link whose token was not made for this job and action with this expiry
     (tampered, or another job's), or that has expired."""
-    if action not in ACTIONS or not isinstance(token, str) or not isinstance(expires, str) or not expires.isdigit():
+    if (
+        action not in ACTIONS
+        or not isinstance(token, str)
+        or not isinstance(expires, str)
+        or not (re.fullmatch(TOKEN, token) and re.fullmatch(EXPIRES, expires))
+    ):
         raise Forbidden("this approval link is not valid: ask for a new one (the job's status lists its approve URL)")
     expected = sign_link(secret, job_id, action, int(expires))
-    if not hmac.compare_digest(expected, token):
+    if not hmac.compare_digest(expected.encode(), token.encode()):
         raise Forbidden("this approval link is not valid for this job and action: it was changed, or made for another job")
     if int(expires) < now:
         raise Forbidden("this approval link has expired: approve with the API key (POST /api/v1/jobs/<id>/approve)")

@@ -300,6 +300,8 @@ def test_a_link_for_another_job_expired_or_tampered_is_refused(served):
             approval.link_secret("another-key-" * 3), job_id, "approve", int(now) + 600
         ),
         "an unknown action": f"/approval/{job_id}/merge?expires={expires}&token={token}",
+        "a token that is not hex": f"/approval/{job_id}/approve?expires={expires}&token={'é' * 64}",
+        "an expiry of 5,000 digits": f"/approval/{job_id}/approve?expires={'9' * 5000}&token={token}",
     }
     for why, path in cases.items():
         for method in ("GET", "POST"):

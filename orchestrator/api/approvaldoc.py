@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..approval import MAX_REASON
+from ..approval import EXPIRES, MAX_REASON, TOKEN
 from .taskdoc import ERROR, NOT_BLANK
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK}  # a note or a reason
 PAGE = {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}
 ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": ["approve", "reject"]}}
-PROOF = {"expires": {"type": "string", "pattern": "^[0-9]+$"}, "token": {"type": "string"}}
+PROOF = {"expires": {"type": "string", "pattern": f"^{EXPIRES}$"}, "token": {"type": "string", "pattern": f"^{TOKEN}$"}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
