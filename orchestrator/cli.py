@@ -286,7 +286,7 @@ def _follow(engine: Any, job_id: str, view: Any) -> None:
     root = engine.get_job(job_id).root_id
     view.update(*engine.snapshot(root), job_id)
     seq = 0
-    while not engine.get_job(job_id).status.terminal:
+    while not engine.get_job(job_id).status.at_rest:
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq

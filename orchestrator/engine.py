@@ -40,7 +40,7 @@ from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .integration import default_steps
 from .locks import PathLocks
 from .metrics import Metrics
-from .models import JobRecord, WorkerRecord, WorkerStatus
+from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
 from .nesting import Nesting
 from .prune import jobs_on_disk, refusal
@@ -291,7 +291,7 @@ class Engine:
                 j
                 for j in self.tables.jobs.values()
                 if j.is_root
-                and not j.status.terminal
+                and not j.status.at_rest
                 and j.error != "cancelled"
                 and j.id not in self.tables.ending
                 and now - j.created_at > deadline
@@ -449,6 +449,8 @@ class Engine:
             never_started = self._cancel_locked(job)
         for live in never_started:
             self.finishing.settle(live)
+        if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (approval.py)
+            self.finishing.decide(job.id, "cancel")
         return self.get_job(job_id)
 
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
@@ -476,7 +478,7 @@ class Engine:
         """Refuse new jobs, cancel running ones (kill ladder) and wait for their threads."""
         with self._lock:
             self._closing = True
-            roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.terminal]
+            roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
         for job in roots:
             try:
                 self.cancel(job.id)

@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import failpoints, landing, logs, reports, states
+from . import approval, failpoints, landing, logs, reports, states
 from .analytics import analyse
 from .announce import Announcer
 from .candidates import candidate_tasks
 from .choosing import Choosing
 from .clock import Clock
 from .config import Settings
+from .errors import Conflict
 from .execution import Outcome
 from .landing import Landed
 from .metrics import Metrics
@@ -193,13 +194,26 @@ class Finishing:
         everyone; a parent worker waiting on it resumes (or is settled)."""
         tables = self.tables
         with self._lock:
-            if job.status.terminal or job.id in tables.ending:
+            if job.status.at_rest or job.id in tables.ending:  # ended, ending, or waiting for approval
                 return
             outcome = self.job_outcome(job)
             tables.ending[job.id] = (outcome, self.clock.time())
-        if job.is_root:  # its result branch (landing.py) is on disk before anyone hears the tree ended
+            wait = approval.waits(job, outcome)
+        if wait:  # approval: before_merge: nothing lands until a person approves (decide)
+            self.hold(job, outcome)
+        else:
+            self.conclude(job, land=True)
+
+    def conclude(self, job: JobRecord, *, land: bool) -> None:
+        """Outside the lock, the job in ``tables.ending`` with its status: land a root's result
+        (unless ``land`` is False: rejected or cancelled while waiting), render its reports, write
+        its final record, tell everyone."""
+        tables = self.tables
+        with self._lock:
+            outcome = tables.ending[job.id][0]
+        if job.is_root and land:  # its result branch (landing.py) is on disk before anyone hears the tree ended
             self.land(job, cancelled=outcome is JobStatus.CANCELLED)
-        elif self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
+        elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
@@ -241,6 +255,48 @@ class Finishing:
             self.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+
+    # -- a person in the loop (approval.py) ----------------------------------------------
+    def hold(self, job: JobRecord, earned: JobStatus) -> None:
+        """Outside the lock, from ``end_job``: a root job with approval: before_merge stops in
+        waiting, nothing merged; its reports say so and a "waiting" job event is published."""
+        tables = self.tables
+        with self._lock:
+            job.approval = approval.waiting(earned, self.clock.time())
+            job.notes.append(approval.waiting_note(job))
+        with self.render_lock(job.root_id):
+            self.render_reports(job)
+        with self._lock:
+            held = job.copy()
+            states.set_job_status(held, JobStatus.WAITING)
+            snapshot = tables.job_snapshot(held)
+        write_snapshots([snapshot])  # on disk before anyone hears it waits: a restart finds it waiting
+        with self._lock:
+            del tables.ending[job.id]
+            states.set_job_status(job, JobStatus.WAITING)
+            self.announce.job(job, "job waiting for approval")
+            self.announce.line(job, f"job {job.id} waiting for approval: nothing merged yet")
+            self._lock.notify_all()
+
+    def decide(self, job_id: str, action: str, text: str = "") -> JobRecord:
+        """``action`` (approve, reject, cancel) on a waiting root job: approve lands it and it ends
+        with the status its workers earned; reject ends it failed, cancel cancelled, nothing merged.
+        Conflict (409) when it is not waiting, or another decision is being carried out."""
+        with self._lock:
+            job = self.tables.jobs.get(job_id)
+            if job is None or job.id in self.tables.ending:
+                state = "being ended" if job is not None else "not waiting for approval"
+                raise Conflict(f"job {job_id} is {state}: only a waiting job can be approved, rejected or cancelled here")
+            now = self.clock.time()
+            status, record, note = approval.decision(job, action, text, now)
+            job.approval = record
+            job.notes.append(note)
+            if action == "reject":
+                job.error = f"rejected: {text}"
+            self.announce.line(job, f"job {job.id} {note}")
+            self.tables.ending[job.id] = (status, now)
+        self.conclude(job, land=action == "approve")
+        return self.queries.get_job(job_id)
 
     def land(
         self,

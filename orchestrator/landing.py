@@ -37,7 +37,7 @@ from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
 from .gitrefs import MergeRefused, advance, branch_ref, ref_value
 from .gitwork import find_host
-from .models import JobRecord, WorkerRecord
+from .models import JobRecord, JobStatus, WorkerRecord
 from .workspace import Workspace
 
 NAMED = 5  # conflicting files a note names before "and N more"
@@ -104,6 +104,11 @@ def check_root(job: JobRecord) -> JobRecord:
             f"job {job.id} is a child job: its workers' branches merge into its parent worker's branch. "
             f"Use the root job {job.root_id}",
             key="job_id",
+        )
+    if job.status is JobStatus.WAITING:  # approval: before_merge (approval.py)
+        raise Conflict(
+            f"job {job.id} is waiting for approval: approve it to land its result (POST /api/v1/jobs/{job.id}/approve) "
+            f"or reject it with a reason (POST /api/v1/jobs/{job.id}/reject)"
         )
     if job.config.isolation != "worktree":
         raise Conflict(

@@ -23,10 +23,18 @@ class JobStatus(str, Enum):
     PARTIAL = "partial"  # some workers failed, some succeeded
     FAILED = "failed"  # no worker succeeded, or the job could not start
     CANCELLED = "cancelled"
+    # A root job with approval: before_merge whose workers are all done: nothing merged until a
+    # person approves (POST /jobs/{id}/approve) or rejects it (approval.py). Not terminal.
+    WAITING = "waiting"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_JOB_STATUSES
+
+    @property
+    def at_rest(self) -> bool:
+        """Nothing of the job runs: it ended, or it waits for a person (approval)."""
+        return self in TERMINAL_JOB_STATUSES or self is JobStatus.WAITING
 
 
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -321,6 +329,10 @@ class JobRecord:
     # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
     # "cost_usd" (the judge's), "at"}.
     selections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Issue 15: a root job with approval: before_merge once its workers are done (approval.py):
+    # {"state": "waiting" | "approved" | "rejected" | "cancelled", "earned" (the status its workers
+    # earned), "waiting_since", "decided_at", "note" (approve's), "reason" (reject's)}; None: never waited.
+    approval: dict[str, Any] | None = None
 
     @property
     def is_root(self) -> bool:

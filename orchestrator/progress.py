@@ -419,6 +419,9 @@ def closing_lines(doc: dict[str, Any]) -> list[str]:
     from .workspace import Workspace
 
     lines = [summary(doc), *merge_lines(doc)]
+    if doc.get("status") == "waiting":  # approval: before_merge (approval.py)
+        job = doc["job_id"]
+        lines.append(f"waiting for approval: nothing merged until POST /api/v1/jobs/{job}/approve (or /reject with a reason)")
     results = doc["results"]
     if results.get("final_report"):
         lines.append(f"report: {results['final_report']}")

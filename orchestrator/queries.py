@@ -113,7 +113,7 @@ class Queries:
         return self.workspace.load_job(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
-        """Block until the job is terminal (reports written) or ``timeout`` passes."""
+        """Block until the job is terminal (reports written), waits for approval, or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
@@ -121,7 +121,7 @@ class Queries:
                 if job is None:
                     return self.workspace.load_job(job_id)
                 remaining = deadline - time.monotonic()
-                if job.status.terminal or remaining <= 0:
+                if job.status.at_rest or remaining <= 0:  # a job waiting for approval waits for a person
                     return job.copy()  # the JobConfig is frozen: shared, never rebuilt
                 self._lock.wait(remaining)
 

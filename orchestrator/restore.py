@@ -154,7 +154,7 @@ class Restorer:
                 if not job.status.terminal:
                     tables.unfinished[job.id] += len(self.finishing.choosing.open_tasks(job))
             for job in jobs:
-                if not job.status.terminal:
+                if not job.status.at_rest:  # a job waiting for approval ran nothing: it just waits on
                     note = (
                         f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
                         f"{killed} unaccounted process(es) of its tree killed"

@@ -259,7 +259,7 @@ def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
     while True:
         jobs, workers = workspace.load_tree(root)
         view.update(jobs, workers, job_id)
-        if next(j for j in jobs if j.id == job_id).status.terminal:
+        if next(j for j in jobs if j.id == job_id).status.at_rest:
             return job_status(job_id, jobs, workers, workspace.job_dir(root))
         time.sleep(TREE_REFRESH)
 

@@ -5,6 +5,14 @@ Job status (``JobRecord.status``, on disk and in every response)::
 
     pending  -> running                      (its plan and workers exist)
     running  -> completed | partial | failed | cancelled   (its last worker ended)
+    running  -> waiting                      (approval: before_merge, a root whose workers are all
+                                              done and earned completed or partial: nothing merged)
+    waiting  -> completed | partial          (approved: landed, the status its workers earned)
+    waiting  -> failed                       (rejected with a reason: nothing merged)
+    waiting  -> cancelled                    (cancelled while waiting: nothing merged)
+
+A waiting job is not terminal, but nothing of it runs (``JobStatus.at_rest``): a server that
+stops or restarts leaves it waiting (restore.py), and ``wait`` returns on it.
 
 Worker status (``WorkerRecord.status``)::
 
@@ -51,7 +59,8 @@ _J, _W = JobStatus, WorkerStatus
 
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _J.PENDING: frozenset({_J.RUNNING}),
-    _J.RUNNING: frozenset({_J.COMPLETED, _J.PARTIAL, _J.FAILED, _J.CANCELLED}),
+    _J.RUNNING: frozenset({_J.COMPLETED, _J.PARTIAL, _J.FAILED, _J.CANCELLED, _J.WAITING}),
+    _J.WAITING: frozenset({_J.COMPLETED, _J.PARTIAL, _J.FAILED, _J.CANCELLED}),
     _J.COMPLETED: frozenset(),
     _J.PARTIAL: frozenset(),
     _J.FAILED: frozenset(),

@@ -67,6 +67,9 @@ def job_status(
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge,
+        # Issue 15: a root job with approval: before_merge once its workers were done (approval.py):
+        # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
+        "approval": job.approval,
         # Issue 13: each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
         # are merged into as each passes its gates (null: no task depends on another).
         "nodes": [n.to_dict() for n in job.nodes],
@@ -95,7 +98,7 @@ def job_status(
             "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks) for w in own],
             "workspace": str(job_dir),
             # Reports are written as jobs end: no need to look for them before (this view is hot).
-            "final_report": str(final) if (job.status.terminal or job.depth) and final.is_file() else None,
+            "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
     }

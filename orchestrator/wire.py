@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
 TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
+AT_REST = TERMINAL | {"waiting"}  # nothing runs: ended, or waiting for a person's approval (approval.py)
 START_HINT = "start the server with `./quick-start.sh --start` (or `python api_server.py`)"
 TIMEOUT = 30.0  # seconds per request, on top of a long-poll's hold
 RETRIES = 3
@@ -433,7 +434,7 @@ def long_poll(fetch: Callable[[float], dict[str, Any]], timeout: float | None, p
             time.sleep(min(2.0, max(0.1, now - down_since)))
             continue
         down_since = None
-        if doc.get("status") in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+        if doc.get("status") in AT_REST or (deadline is not None and time.monotonic() >= deadline):
             return doc
 
 

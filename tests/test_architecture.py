@@ -322,6 +322,7 @@ LAYERS = [
             "orchestrator.nesting",
             "orchestrator.bootstrap",
             "orchestrator.landing",
+            "orchestrator.approval",
             "orchestrator.gates",
             "orchestrator.ownership",
             "orchestrator.integration",

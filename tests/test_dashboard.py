@@ -891,3 +891,26 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
     # A column's name selects its worker in the panel
     browser.find_element("css selector", ".ccol[data-worker='worker_3'] .cand-name").click()
     wait_for(browser, lambda: text_of(browser, "w-title") == "depth_0_worker_3", "worker_3 in the panel")
+
+
+def test_a_waiting_job_shows_approve_and_reject_and_approve_lands_it(hosted_live, browser):  # noqa: F811
+    make, host, folder = hosted_live
+    live = make()
+    job_id = submit(live, request="edit", tasks=["echo one > one.txt"], config={"approval": "before_merge"})
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()["status"] == "waiting"
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: browser.find_element("id", "approval-card").is_displayed(), "the approval card")
+    assert browser.find_element("id", "job-status").text == "waiting"
+    # Reject without a reason: refused in the page, nothing sent
+    browser.find_element("id", "reject-button").click()
+    wait_for(browser, lambda: "Say why you reject it" in text_of(browser, "approval-answer"), "the reason asked for")
+    assert live.call("GET", f"/api/v1/jobs/{job_id}").json()["status"] == "waiting"
+    # Approve with a note: the job lands and completes
+    browser.find_element("id", "approve-note").send_keys("ok from the dashboard")
+    browser.find_element("id", "approve-button").click()
+    wait_for(browser, lambda: "Approved: the job is now completed" in text_of(browser, "approval-answer"), "the approval")
+    doc = live.call("GET", f"/api/v1/jobs/{job_id}").json()
+    assert doc["status"] == "completed" and doc["approval"]["note"] == "ok from the dashboard"
+    assert doc["merge"]["merged"] == ["worker_1"]
+    wait_for(browser, lambda: browser.find_element("id", "job-status").text == "completed", "the completed badge")
+    assert not browser.find_element("id", "approve-button").is_enabled()

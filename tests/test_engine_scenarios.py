@@ -1163,3 +1163,40 @@ def test_the_worker_environment_names_the_attempt(rig):
     assert {h.env[protocol.WORKER_DIR] for h in rig.fake.attempts("worker_1")} == {
         str(rig.engine.workspace.worker_dir(rig.fake.handles[0].env[protocol.ROOT_JOB_ID], 0, "worker_1"))
     }
+
+
+# -- a person in the loop (approval.py) -----------------------------------------------------------
+
+
+def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_job_was_not_gated(make_rig):
+    rig = make_rig(auto=False, **DEADLINE)
+    rig.fake.script("worker_1", S(children=[["child task"]]))
+    job = rig.submit(["parent", "b"], {"approval": "before_merge"})
+    rig.clock.release()
+    waiting = rig.engine.wait(job.id, WAIT)
+    assert waiting.status is JobStatus.WAITING and waiting.approval["earned"] == "completed"
+    children = [j for j in rig.jobs(job).values() if j.depth == 1]
+    assert [c.status for c in children] == [JobStatus.COMPLETED] and children[0].approval is None  # its end was not gated
+    rig.clock.advance(60)  # past recursion.tree_deadline: a waiting job runs nothing, so no deadline ends it
+    time.sleep(0.3)  # several monitor passes, in real time
+    assert rig.engine.get_job(job.id).status is JobStatus.WAITING
+    engine = rig.restart()
+    engine.recover()
+    assert engine.get_job(job.id).status is JobStatus.WAITING
+    assert not any(n.startswith("recovered at server start") for n in engine.get_job(job.id).notes)
+    done = engine.finishing.decide(job.id, "approve", "fine")
+    assert done.status is JobStatus.COMPLETED and done.approval["state"] == "approved"
+    with pytest.raises(Conflict, match="not waiting for approval"):
+        engine.finishing.decide(job.id, "reject", "too late")
+
+
+def test_a_partial_job_waits_and_approve_ends_it_partial_a_failed_one_does_not_wait(make_rig):
+    rig = make_rig()
+    rig.fake.script("worker_2", S(exit=1))
+    job = rig.submit(["a", "b"], {"approval": "before_merge", "max_retries": 0})
+    waiting = rig.engine.wait(job.id, WAIT)
+    assert waiting.status is JobStatus.WAITING and waiting.approval["earned"] == "partial"
+    assert rig.engine.finishing.decide(job.id, "approve").status is JobStatus.PARTIAL
+    rig.fake.default = S(exit=1)
+    failed = rig.run(["c"], {"approval": "before_merge", "max_retries": 0})
+    assert failed.status is JobStatus.FAILED and failed.approval is None

@@ -30,7 +30,7 @@ log = logging.getLogger("orchestrator.api")
 def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
     """Build the app around an engine. The engine's ``credentials`` scope worker keys."""
     from .. import dashboard
-    from . import docs, routes, tasks
+    from . import approval, docs, routes, tasks
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
@@ -53,6 +53,8 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
     app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # the seed's task API, a facade over jobs
+    app.register_blueprint(approval.bp, url_prefix="/api/v1")  # approve / reject a waiting job (approval.py)
+    app.register_blueprint(approval.links)  # their signed links: no key, an expiring HMAC token
     app.register_blueprint(routes.public)
     app.register_blueprint(docs.bp)  # GET /docs: Swagger UI, public like the dashboard's shell
     app.register_blueprint(dashboard.bp)  # the web dashboard's shell pages at /: public, no data

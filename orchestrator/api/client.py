@@ -164,7 +164,7 @@ class OrchestratorClient:
         return self._request("GET", f"{_job_path(job_id)}/status")
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0, outage: float = 120.0) -> dict[str, Any]:
-        """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit).
+        """Long-poll until the job is terminal, waits for approval, or ``timeout`` seconds pass (None: no limit).
 
         Each call asks the server to hold the request up to ``min(poll, remaining)``
         seconds; there is no client-side sleep. Returns the last status document,

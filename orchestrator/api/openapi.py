@@ -9,6 +9,7 @@ from .. import __version__
 from ..config import choice
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
+from .approvaldoc import approval_paths, approval_schemas
 from .taskdoc import task_paths, task_schemas
 
 if TYPE_CHECKING:
@@ -483,6 +484,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
     }
+    paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approvaldoc.py)
     paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
     return {
         "openapi": "3.0.3",
@@ -549,6 +551,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     },
                 },
                 **task_schemas(settings),
+                **approval_schemas(),
                 "JobStatus": {
                     "type": "object",
                     "required": ["job_id", "status", "results"],

@@ -46,6 +46,9 @@ class JobConfig:
     isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
     merge_strategy: str = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
+    # Issue 15: before_merge: the root stops in "waiting" before landing (approval.py). A root
+    # job's only; a child job inherits it and ignores it (its merge into its parent worker's branch is not gated).
+    approval: str = job_key("git", "approval")
     # Issue 13: set by config.yaml or a root job's request (admin key); a child job inherits them
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
     gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
@@ -116,6 +119,12 @@ def job_config(
             "config.merge_into is for a root job only: a child job's work merges into its parent worker's branch, "
             "and the root's result into merge_into. Leave merge_into out of a child job's config.",
             key="merge_into",
+        )
+    if parent is not None and "approval" in requested:  # a worker may not gate (or ungate) its root's landing: 403
+        raise Forbidden(
+            "config.approval is for a root job only (the admin key): a person approves the root's result before it "
+            "merges; a child job's work merges into its parent worker's branch ungated. Leave approval out of a child job's config.",
+            key="approval",
         )
     gate_keys = sorted(k for k in requested if k in GATE_KEYS)
     if parent is not None and gate_keys:

@@ -261,6 +261,15 @@ class GitSettings(Section):
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
     )
+    approval: str = setting(
+        "none",
+        "none (a root job lands its result when its workers are done), before_merge (it stops in the waiting state, "
+        "nothing merged, until POST /api/v1/jobs/<id>/approve or /reject; a root job's only)",
+        choices=("none", "before_merge"),
+    )
+    approval_link_ttl: float = setting(
+        259200.0, "seconds a signed approve/reject link (in a webhook's payload) stays valid", min=60, max=2592000
+    )
     setup: list[str] = setting(
         [],
         "argv run once in each new worktree before its first attempt, with ORCHESTRATOR_PORT (e.g. [npm, ci]); "

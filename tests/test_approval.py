@@ -1,0 +1,330 @@
+"""A person in the loop (issue 15 item 3): ``approval: before_merge`` stops a root job in the
+``waiting`` state before its result lands; approve lands it, reject and cancel end it with
+nothing merged; a restart leaves it waiting; signed links act without the key. Real git, real
+repositories made here (test_worktree.make_host), real worker processes and a real waitress
+server; each test checks the user's repository is as it was (after approve: only our refs and
+merge_into's branch move)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from orchestrator import approval
+from orchestrator.api.client import OrchestratorClient
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+from orchestrator.errors import Forbidden
+from orchestrator.models import JobStatus
+from orchestrator.progress import closing_lines
+from orchestrator.server import start_in_thread
+
+from .conftest import API_KEY
+from .test_worktree import git, make_host, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def result_of(host: Path, job_id: str) -> str | None:
+    done = subprocess.run(
+        ["git", "-C", str(host), "rev-parse", "--verify", "-q", f"refs/heads/orchestrator/{job_id}/result"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or None
+
+
+class Served:
+    """A real waitress server whose folder sits inside a host repository; ``restart`` stops it
+    (as a server stops: shutdown) and starts a new engine and server on the same folder."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.host, self.folder = make_host(tmp_path)
+        self.started: list[tuple[object, Engine]] = []
+        self.start()
+
+    def start(self) -> None:
+        settings = load_settings(
+            base_dir=self.folder,
+            environ={},
+            overrides={
+                "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 30},
+                "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
+                "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+            },
+        )
+        self.engine = Engine(settings)
+        self.engine.recover()  # as server.serve does at start
+        self.server = start_in_thread(settings, self.engine, port=0)
+        self.url = self.server.url
+        self.started.append((self.server, self.engine))
+
+    def restart(self) -> None:
+        self.engine.shutdown(timeout=10)
+        self.server.close()
+        self.start()
+
+    def call(self, method: str, path: str, key: str | None = API_KEY, **kwargs) -> requests.Response:
+        headers = {"X-API-Key": key} if key else {}
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def submit(self, tasks: list[str], config: dict | None = None) -> str:
+        body = {"request": "add two files", "tasks": tasks, "config": {"approval": "before_merge", **(config or {})}}
+        answer = self.call("POST", "/api/v1/orchestrate", json=body)
+        assert answer.status_code == 202, answer.text
+        return answer.json()["job_id"]
+
+    def wait(self, job_id: str) -> dict:
+        return self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()
+
+    def close(self) -> None:
+        for server, engine in self.started:
+            engine.shutdown(timeout=10)
+            server.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def served(tmp_path):
+    served = Served(tmp_path)
+    yield served
+    served.close()
+
+
+TASKS = ["echo a > a.txt", "echo b > b.txt"]
+
+
+def waiting_job(served: Served, config: dict | None = None) -> tuple[str, dict]:
+    """Submit a two-worker job with approval and wait until it waits: nothing merged yet."""
+    job_id = served.submit(TASKS, config)
+    doc = served.wait(job_id)  # wait returns on a job waiting for approval
+    assert doc["status"] == "waiting", doc
+    return job_id, doc
+
+
+def final_report(served: Served, job_id: str) -> str:
+    return served.engine.workspace.final_report(job_id).read_text()
+
+
+# -- waiting, then approve ---------------------------------------------------------------------------
+
+
+def test_a_job_with_approval_waits_with_nothing_merged_and_approve_lands_it_completed(served):
+    host = served.host
+    git(host, "branch", "feature")  # a branch of the user's that merge_into fast-forwards on approval
+    before = snapshot(host, served.folder)
+    job_id, doc = waiting_job(served, {"merge_into": "feature"})
+    # Waiting: nothing merged, no ref moved, the record, the status document and the report say so
+    assert doc["merge"] is None and doc["approval"]["state"] == "waiting" and doc["approval"]["earned"] == "completed"
+    assert result_of(host, job_id) is None
+    assert snapshot(host, served.folder) == before
+    assert any(n.startswith("waiting for approval") for n in doc["notes"])
+    assert "**waiting for approval**" in final_report(served, job_id)
+    assert "Not merged yet: the job waits for approval" in final_report(served, job_id)
+    assert doc["results"]["final_report"]
+    assert f"waiting for approval: nothing merged until POST /api/v1/jobs/{job_id}/approve" in "\n".join(closing_lines(doc))
+    assert served.engine.workspace.load_job(job_id).status is JobStatus.WAITING  # on disk
+    events = served.engine.events.since(job_id, 0)
+    assert [e.status for e in events if e.type == "job"][-1] == "waiting"  # the event the webhooks turn into job.waiting
+    # A second look after a while: still waiting (nothing times it out); the client's wait returns on it
+    time.sleep(0.3)
+    assert served.call("GET", f"/api/v1/jobs/{job_id}").json()["status"] == "waiting"
+    assert OrchestratorClient(served.url, API_KEY).wait(job_id, timeout=30)["status"] == "waiting"
+    # POST /merge does not land it behind the person's back
+    merge = served.call("POST", f"/api/v1/jobs/{job_id}/merge", json={})
+    assert merge.status_code == 409 and "waiting for approval" in merge.json()["message"]
+    assert result_of(host, job_id) is None and snapshot(host, served.folder) == before
+
+    answer = served.call("POST", f"/api/v1/jobs/{job_id}/approve", json={"note": "looks right"})
+    assert answer.status_code == 200, answer.text
+    done = answer.json()
+    assert done["status"] == "completed" and done["approval"]["state"] == "approved" and done["approval"]["note"] == "looks right"
+    assert done["merge"]["merged"] == ["worker_1", "worker_2"] and done["merge"]["into"]["moved"] is True
+    result = result_of(host, job_id)
+    assert result == done["merge"]["result_commit"]
+    assert git(host, "rev-parse", "feature").strip() == result  # merge_into moved, as it would have
+    after = snapshot(host, served.folder)
+    assert {**after, "refs": [r for r in after["refs"] if not r.startswith("refs/heads/feature ")]} == {
+        **before,
+        "refs": [r for r in before["refs"] if not r.startswith("refs/heads/feature ")],
+    }
+    report = final_report(served, job_id)
+    assert "**completed** (approved: looks right)" in report and "waiting for approval**" not in report
+    assert served.engine.workspace.load_job(job_id).status is JobStatus.COMPLETED
+    # Approved once: a second decision is a 409
+    again = served.call("POST", f"/api/v1/jobs/{job_id}/approve")
+    assert again.status_code == 409 and "not waiting" in again.json()["message"]
+
+
+def test_reject_merges_nothing_ends_failed_with_the_reason_and_keeps_the_branches(served):
+    host = served.host
+    job_id, _ = waiting_job(served, {"merge_into": "main"})
+    before = snapshot(host, served.folder)
+    missing = served.call("POST", f"/api/v1/jobs/{job_id}/reject", json={})
+    assert missing.status_code == 400 and "reason" in missing.json()["message"]
+    blank = served.call("POST", f"/api/v1/jobs/{job_id}/reject", json={"reason": "  "})
+    assert blank.status_code == 400
+    long = served.call("POST", f"/api/v1/jobs/{job_id}/reject", json={"reason": "x" * 2001})
+    assert long.status_code == 400 and "2000" in long.json()["message"]
+    answer = served.call("POST", f"/api/v1/jobs/{job_id}/reject", json={"reason": "the tests do not cover it"})
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["status"] == "failed" and doc["merge"] is None
+    assert doc["approval"]["state"] == "rejected" and doc["approval"]["reason"] == "the tests do not cover it"
+    assert doc["error"] == "rejected: the tests do not cover it"
+    assert any(n.startswith("rejected: the tests do not cover it") for n in doc["notes"])
+    assert "Not merged: the job was rejected (the tests do not cover it)" in final_report(served, job_id)
+    assert result_of(host, job_id) is None and snapshot(host, served.folder) == before  # nothing merged, main untouched
+    branches = git(host, "for-each-ref", "--format=%(refname)", f"refs/heads/orchestrator/{job_id}/").split()
+    assert len(branches) == 2  # the workers' branches stay for review
+    assert served.call("POST", f"/api/v1/jobs/{job_id}/reject", json={"reason": "again"}).status_code == 409
+
+
+def test_cancel_while_waiting_ends_it_cancelled_with_nothing_merged(served):
+    host = served.host
+    job_id, _ = waiting_job(served, {"merge_into": "main"})
+    before = snapshot(host, served.folder)
+    answer = served.call("POST", f"/api/v1/jobs/{job_id}/cancel")
+    assert answer.status_code == 200, answer.text
+    doc = served.call("GET", f"/api/v1/jobs/{job_id}").json()
+    assert doc["status"] == "cancelled" and doc["merge"] is None and doc["approval"]["state"] == "cancelled"
+    assert result_of(host, job_id) is None and snapshot(host, served.folder) == before
+    assert served.call("POST", f"/api/v1/jobs/{job_id}/approve").status_code == 409
+
+
+def test_a_restart_leaves_the_job_waiting_and_approve_works_then(served):
+    host = served.host
+    job_id, _ = waiting_job(served)
+    before = snapshot(host, served.folder)
+    served.restart()
+    doc = served.call("GET", f"/api/v1/jobs/{job_id}").json()
+    assert doc["status"] == "waiting" and doc["approval"]["state"] == "waiting", doc
+    assert result_of(host, job_id) is None and snapshot(host, served.folder) == before
+    answer = served.call("POST", f"/api/v1/jobs/{job_id}/approve")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "completed" and answer.json()["merge"]["merged"] == ["worker_1", "worker_2"]
+    assert result_of(host, job_id) == answer.json()["merge"]["result_commit"]
+    assert snapshot(host, served.folder) == before  # no merge_into: only our refs moved
+
+
+def test_a_failed_job_or_one_without_approval_does_not_wait(served):
+    failed = served.submit(["exit 3"])
+    assert served.wait(failed)["status"] == "failed"  # nothing its workers earned to approve
+    plain = served.call("POST", "/api/v1/orchestrate", json={"request": "x", "tasks": ["echo a > a.txt"]}).json()["job_id"]
+    doc = served.wait(plain)
+    assert doc["status"] == "completed" and doc["approval"] is None and doc["merge"]["merged"] == ["worker_1"]
+    for job_id in (failed, plain):  # their reports rendered as before (a template reading approval of None)
+        assert "| Status | **" in final_report(served, job_id)
+        assert not [n for n in served.engine.get_job(job_id).notes if "report rendering failed" in n]
+
+
+def test_approve_and_reject_are_admin_only_404_for_an_unknown_job_and_409_for_a_running_one(served):
+    assert served.call("POST", "/api/v1/jobs/0123456789ab/approve").status_code == 404
+    assert served.call("POST", "/api/v1/jobs/0123456789ab/reject", json={"reason": "no"}).status_code == 404
+    assert served.call("POST", "/api/v1/jobs/0123456789ab/approve", key=None).status_code == 401
+    running = served.submit(["sleep 30"])
+    answer = served.call("POST", f"/api/v1/jobs/{running}/approve")
+    assert answer.status_code == 409 and "not waiting for approval" in answer.json()["message"]
+    assert served.call("POST", f"/api/v1/jobs/{running}/approve", json={"other": 1}).status_code == 400
+    # a worker's credential may not approve (its tree's root, even)
+    key = served.engine.credentials.issue(running, running, "worker_1")
+    assert served.call("POST", f"/api/v1/jobs/{running}/approve", key=key).status_code == 403
+    # nor ask for approval (or its absence) in a child job's config: 403 naming why
+    child = served.call(
+        "POST", "/api/v1/orchestrate", key=key, json={"request": "y", "tasks": ["true"], "config": {"approval": "none"}}
+    )
+    assert child.status_code == 403 and "config.approval is for a root job only" in child.json()["message"], child.text
+    served.call("POST", f"/api/v1/jobs/{running}/cancel")
+    doc = served.call("GET", "/openapi.json").json()
+    assert {"/api/v1/jobs/{job_id}/approve", "/api/v1/jobs/{job_id}/reject"} <= set(doc["paths"])
+    assert "409" in doc["paths"]["/api/v1/jobs/{job_id}/approve"]["post"]["responses"]
+
+
+# -- signed links ------------------------------------------------------------------------------------
+
+
+def test_a_signed_link_shows_a_confirmation_page_and_its_post_approves(served):
+    job_id, _ = waiting_job(served)
+    now = time.time()
+    paths = approval.links(API_KEY, job_id, now, 600)
+    assert API_KEY not in paths["approve"] and API_KEY not in paths["reject"]
+    page = served.call("GET", paths["approve"], key=None)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"], page.text
+    assert "form-action 'self'" in page.headers["Content-Security-Policy"] and "<script" not in page.text
+    assert f"Approve job {job_id}" in page.text and "It is waiting" in page.text
+    assert served.call("GET", f"/api/v1/jobs/{job_id}").json()["status"] == "waiting"  # a GET never acts
+    query = parse_qs(urlsplit(paths["approve"]).query)
+    form = {"expires": query["expires"][0], "token": query["token"][0]}
+    hidden = dict(re.findall(r'name="(expires|token)" value="([^"]+)"', page.text))
+    assert hidden == form  # the page's form carries the link's proof
+    done = served.call("POST", urlsplit(paths["approve"]).path, key=None, data={**form, "note": "from my phone"})
+    assert done.status_code == 200 and "Approved: the job is now completed" in done.text, done.text
+    doc = served.call("GET", f"/api/v1/jobs/{job_id}").json()
+    assert doc["status"] == "completed" and doc["approval"]["note"] == "from my phone"
+
+
+def test_a_signed_reject_link_needs_a_reason_and_rejects(served):
+    job_id, _ = waiting_job(served)
+    path = approval.links(API_KEY, job_id, time.time(), 600)["reject"]
+    query = parse_qs(urlsplit(path).query)
+    form = {"expires": query["expires"][0], "token": query["token"][0]}
+    page = served.call("GET", path, key=None)
+    assert page.status_code == 200 and 'name="reason" required' in page.text
+    assert served.call("POST", urlsplit(path).path, key=None, data=form).status_code == 400  # no reason
+    done = served.call("POST", urlsplit(path).path, key=None, data={**form, "reason": "wrong approach"})
+    assert done.status_code == 200 and "Rejected: the job is now failed" in done.text
+    assert served.call("GET", f"/api/v1/jobs/{job_id}").json()["approval"]["reason"] == "wrong approach"
+
+
+def test_a_link_for_another_job_expired_or_tampered_is_refused(served):
+    job_id, _ = waiting_job(served)
+    other, _ = waiting_job(served)
+    now = time.time()
+    secret = approval.link_secret(API_KEY)
+    good = approval.links(API_KEY, job_id, now, 600)["approve"]
+    query = parse_qs(urlsplit(good).query)
+    expires, token = query["expires"][0], query["token"][0]
+    cases = {
+        "another job's link": f"/approval/{other}/approve?expires={expires}&token={token}",
+        "the reject action with the approve token": f"/approval/{job_id}/reject?expires={expires}&token={token}",
+        "a longer expiry": f"/approval/{job_id}/approve?expires={int(expires) + 3600}&token={token}",
+        "a changed token": f"/approval/{job_id}/approve?expires={expires}&token={token[:-1]}{'0' if token[-1] != '0' else '1'}",
+        "expired": approval.link_path(secret, job_id, "approve", int(now) - 1),
+        "no token": f"/approval/{job_id}/approve?expires={expires}",
+        "signed with another key": approval.link_path(
+            approval.link_secret("another-key-" * 3), job_id, "approve", int(now) + 600
+        ),
+        "an unknown action": f"/approval/{job_id}/merge?expires={expires}&token={token}",
+        "a token that is not hex": f"/approval/{job_id}/approve?expires={expires}&token={'é' * 64}",
+        "an expiry of 5,000 digits": f"/approval/{job_id}/approve?expires={'9' * 5000}&token={token}",
+    }
+    for why, path in cases.items():
+        for method in ("GET", "POST"):
+            if method == "POST":
+                split = urlsplit(path)
+                data = {k: v[0] for k, v in parse_qs(split.query).items()}
+                answer = served.call("POST", split.path, key=None, data=data)
+            else:
+                answer = served.call("GET", path, key=None)
+            assert answer.status_code == 403, f"{why} ({method}): {answer.status_code} {answer.text[:200]}"
+    for job in (job_id, other):
+        assert served.call("GET", f"/api/v1/jobs/{job}").json()["status"] == "waiting"  # neither acted on
+    assert served.call("GET", good, key=None).status_code == 200  # the real one still works
+
+
+def test_the_link_signing_function_checks_what_it_signed():
+    secret = approval.link_secret("k" * 32)
+    token = approval.sign_link(secret, "0123456789ab", "approve", 2_000_000_000)
+    assert re.fullmatch(r"[0-9a-f]{64}", token) and "k" * 32 not in token
+    approval.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=1_999_999_999)
+    with pytest.raises(Forbidden, match="expired"):
+        approval.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=2_000_000_001)
+    with pytest.raises(Forbidden, match="another job"):
+        approval.check_link(secret, "0123456789ac", "approve", "2000000000", token, now=0)
+    with pytest.raises(ValueError):
+        approval.sign_link(secret, "0123456789ab", "merge", 1)
