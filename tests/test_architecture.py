@@ -329,6 +329,7 @@ LAYERS = [
             "orchestrator.selection",
             "orchestrator.index",
             "orchestrator.sharedcontext",
+            "orchestrator.webhooks",
         ],
     ),
     (

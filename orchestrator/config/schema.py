@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
-from . import choice, quality, scoring
+from . import choice, hooks, quality, scoring
 from .prices import ANTHROPIC_PRICES, parse_prices
 
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
@@ -40,6 +40,7 @@ class Key:
     secret: bool = False  # its values never appear in errors, `config` output or anything else
     check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
     parse: Any = None  # for structured values (gates, roles): (value, where) -> the checked value, or ConfigError
+    masked: tuple[str, ...] = ()  # fields of a structured value's items that are secret (webhooks.endpoints' "secret")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -398,6 +399,32 @@ class DatabaseSettings(Section):
     )
 
 
+@dataclass(frozen=True)
+class WebhooksSettings(Section):
+    endpoints: list[dict[str, Any]] = setting(
+        [],
+        "where job events are POSTed, signed (README: Webhooks): [{url: https://host/path, events: [job.completed, "
+        'job.failed] (or ["*"]), secret: at least 16 characters, never shown, timeout: 10}]. A request cannot add one',
+        parse=hooks.parse_endpoints,
+        masked=("secret",),
+    )
+    max_attempts: int = setting(8, "tries of one delivery (network errors and 5xx are retried, 4xx are not)", min=1, max=100)
+    backoff: float = setting(1.0, "seconds before a delivery's first retry; doubled after each one", min=0.01, max=3600)
+    backoff_max: float = setting(300.0, "longest wait between two tries of a delivery, seconds", min=0.01, max=86400)
+    allowed_callback_hosts: list[str] = setting(
+        [], "hosts a request's config.callback_url may name (empty: no callbacks); e.g. [n8n.example.com, 127.0.0.1]"
+    )
+    callback_secret: str = setting(
+        "", "the secret callbacks (a request's callback_url) are signed with, like an endpoint's", secret=True
+    )
+    callback_url: str = setting(
+        "", "a root job's callback URL when its request's config names none (usually empty); told its job's end"
+    )
+    keep_deliveries: int = setting(
+        1000, "finished deliveries kept in <workspace>/.webhooks for GET /api/v1/webhooks/deliveries", min=10, max=1_000_000
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -412,6 +439,7 @@ SECTIONS: dict[str, type[Section]] = {
     "scoring": ScoringSettings,
     "anthropic": AnthropicSettings,
     "database": DatabaseSettings,
+    "webhooks": WebhooksSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {
