@@ -354,7 +354,7 @@ def webhook_deliveries() -> Response:
     g.principal.require_admin("read webhook deliveries")
     status = request.args.get("status") or None
     if status is not None and status not in DELIVERY_STATUSES:
-        raise InvalidParameter(f"status={status[:40]!r}: choose one of {', '.join(DELIVERY_STATUSES)}", field="status")
+        raise ValidationError(f"status={status[:40]!r} is not a delivery status; use one of: {', '.join(DELIVERY_STATUSES)}")
     limit, offset = _int_arg("limit", 50, 1, 500), _int_arg("offset", 0, 0, 10**9)
     found, total = _engine().webhooks.deliveries(status, limit, offset)
     return jsonify({"deliveries": found, "total": total, "limit": limit, "offset": offset})

@@ -23,6 +23,19 @@ EVENTS = (
     "gate.failed",
     "candidate.selected",
 )
+# The webhooks section's comments (config/schema.py's WebhooksSettings; config.template.yaml shows them).
+HELP = {
+    "endpoints": "where job events are POSTed, signed (README: Webhooks and callbacks): [{url: https://host/path, "
+    'events: [job.completed, job.failed] (or ["*"]), secret: 16+ characters, never shown, timeout: 10}]. '
+    "A request cannot add one",
+    "max_attempts": "tries of one delivery (network errors, 5xx, 408 and 429 are retried; another 4xx is not)",
+    "backoff": "seconds before a delivery's first retry; doubled after each one",
+    "backoff_max": "longest wait between two tries of a delivery, seconds",
+    "allowed_callback_hosts": "hosts a request's config.callback_url may name (empty: no callbacks), e.g. [n8n.example.com]",
+    "callback_secret": "the secret callbacks (a request's config.callback_url) are signed with, like an endpoint's",
+    "callback_url": "a root job's callback URL when its request's config names none (usually empty): told of the job's end",
+    "keep_deliveries": "finished deliveries kept in <workspace>/.webhooks for GET /api/v1/webhooks/deliveries",
+}
 ENDPOINT_KEYS = ("url", "events", "secret", "timeout")
 MAX_TIMEOUT = 300.0
 DEFAULT_TIMEOUT = 10.0

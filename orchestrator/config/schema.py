@@ -400,29 +400,15 @@ class DatabaseSettings(Section):
 
 
 @dataclass(frozen=True)
-class WebhooksSettings(Section):
-    endpoints: list[dict[str, Any]] = setting(
-        [],
-        "where job events are POSTed, signed (README: Webhooks): [{url: https://host/path, events: [job.completed, "
-        'job.failed] (or ["*"]), secret: at least 16 characters, never shown, timeout: 10}]. A request cannot add one',
-        parse=hooks.parse_endpoints,
-        masked=("secret",),
-    )
-    max_attempts: int = setting(8, "tries of one delivery (network errors and 5xx are retried, 4xx are not)", min=1, max=100)
-    backoff: float = setting(1.0, "seconds before a delivery's first retry; doubled after each one", min=0.01, max=3600)
-    backoff_max: float = setting(300.0, "longest wait between two tries of a delivery, seconds", min=0.01, max=86400)
-    allowed_callback_hosts: list[str] = setting(
-        [], "hosts a request's config.callback_url may name (empty: no callbacks); e.g. [n8n.example.com, 127.0.0.1]"
-    )
-    callback_secret: str = setting(
-        "", "the secret callbacks (a request's callback_url) are signed with, like an endpoint's", secret=True
-    )
-    callback_url: str = setting(
-        "", "a root job's callback URL when its request's config names none (usually empty); told its job's end"
-    )
-    keep_deliveries: int = setting(
-        1000, "finished deliveries kept in <workspace>/.webhooks for GET /api/v1/webhooks/deliveries", min=10, max=1_000_000
-    )
+class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
+    endpoints: list[dict[str, Any]] = setting([], hooks.HELP["endpoints"], parse=hooks.parse_endpoints, masked=("secret",))
+    max_attempts: int = setting(8, hooks.HELP["max_attempts"], min=1, max=100)
+    backoff: float = setting(1.0, hooks.HELP["backoff"], min=0.01, max=3600)
+    backoff_max: float = setting(300.0, hooks.HELP["backoff_max"], min=0.01, max=86400)
+    allowed_callback_hosts: list[str] = setting([], hooks.HELP["allowed_callback_hosts"])
+    callback_secret: str = setting("", hooks.HELP["callback_secret"], secret=True)
+    callback_url: str = setting("", hooks.HELP["callback_url"])
+    keep_deliveries: int = setting(1000, hooks.HELP["keep_deliveries"], min=10, max=1_000_000)
 
 
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).

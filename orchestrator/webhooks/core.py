@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .. import __version__
 from ..config import Settings
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
@@ -123,7 +122,7 @@ class Webhooks:
         stamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": f"orchestrator-webhooks/{__version__}",
+            "User-Agent": "orchestrator-webhooks",
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: sign(secret, stamp, body),
             EVENT_HEADER: delivery.type,
@@ -152,7 +151,7 @@ class Webhooks:
         self.outbox.save(delivery)
 
     def _end(self, delivery: Delivery, status: str, error: str | None) -> None:
-        delivery.status, delivery.last_error = status, error
+        delivery.state, delivery.last_error = status, error
         delivery.ended_at, delivery.next_attempt_at = time.time(), None
         if status == "failed":
             log.warning("webhook %s to %s failed: %s", delivery.type, delivery.url, error)
@@ -211,7 +210,7 @@ class _Lane:
                 except Exception:  # never lose the lane to a bug: the delivery ends failed
                     log.exception("webhooks: delivery %s", delivery.delivery_id)
                     self.hooks._end(delivery, "failed", "internal error while sending; see the server log")
-                if delivery.status != "pending":
+                if delivery.state != "pending":
                     with self._cond:
                         self._queue.popleft()
         finally:

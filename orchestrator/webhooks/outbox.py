@@ -46,7 +46,7 @@ class Delivery:
     job_id: str
     body: str
     created_at: float
-    status: str = "pending"
+    state: str = "pending"  # pending, delivered or failed (the API says "status")
     attempts: int = 0
     last_status: int | None = None  # the last HTTP status received
     last_error: str | None = None  # the last network error, or why it was given up
@@ -61,7 +61,7 @@ class Delivery:
         """What the API lists (the body is left out: it is in the receiver's hands)."""
         data = self.to_dict()
         del data["body"]
-        return data
+        return {"status": data.pop("state"), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Delivery:
@@ -92,8 +92,8 @@ class Outbox:
                 log.warning("webhooks: skipping unreadable delivery file %s: %s", path.name, exc)
                 continue
             self._all[found.delivery_id] = found
-        self._finished = sum(d.status != "pending" for d in self._all.values())
-        return [d for d in self._all.values() if d.status == "pending"]
+        self._finished = sum(d.state != "pending" for d in self._all.values())
+        return [d for d in self._all.values() if d.state == "pending"]
 
     def add(self, delivery: Delivery) -> None:
         """On disk before the caller goes on (at least once), then listed."""
@@ -108,7 +108,7 @@ class Outbox:
             self._write(delivery)
         except OSError as exc:  # it stays pending on disk: sent again after a restart (at least once)
             log.warning("webhooks: cannot record delivery %s: %s", delivery.delivery_id, exc)
-        if delivery.status != "pending":
+        if delivery.state != "pending":
             with self._lock:
                 self._finished += 1
                 if self._finished > self.keep:
@@ -118,7 +118,7 @@ class Outbox:
         for key in sorted(self._all):
             if count <= 0:
                 break
-            if self._all[key].status != "pending":
+            if self._all[key].state != "pending":
                 del self._all[key]
                 (self.folder / f"{key}.json").unlink(missing_ok=True)
                 self._finished -= 1
@@ -131,11 +131,11 @@ class Outbox:
     def page(self, status: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Newest first, optionally of one status."""
         with self._lock:
-            found = [d for d in self._all.values() if status is None or d.status == status]
+            found = [d for d in self._all.values() if status is None or d.state == status]
             found.sort(key=lambda d: d.delivery_id, reverse=True)
             return [d.public() for d in found[offset : offset + limit]], len(found)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             values = list(self._all.values())
-        return {s: sum(d.status == s for d in values) for s in STATUSES}
+        return {s: sum(d.state == s for d in values) for s in STATUSES}
