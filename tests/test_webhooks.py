@@ -25,6 +25,7 @@ from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from orchestrator.webhooks.events import Seen, job_types, worker_types
 
 from .conftest import ROOT, make_settings, run_job, wait_until
+from .test_dashboard import browser  # noqa: F401 (the fixture: headless Chromium)
 
 SECRET = "test-secret-0123456789abcdef"
 
@@ -418,3 +419,19 @@ def test_no_webhooks_no_outbox(make_engine):
     run_job(engine)
     assert not (Path(engine.workspace.root) / ".webhooks").exists()
     assert engine.webhooks.deliveries() == ([], 0)
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_the_deliveries(make_live, receivers, browser):  # noqa: F811
+    """The jobs page's webhook panel, in headless Chromium (skipped without it, as test_dashboard)."""
+    from .test_dashboard import sign_in, wait_for
+
+    receiver = receivers(answers=[404])
+    live = make_live(**hooks(endpoint(receiver, ["job.completed"])))
+    live.wait(live.submit(request="shown on the dashboard").json()["job_id"])
+    wait_until(lambda: live.engine.webhooks.deliveries()[0] and live.engine.webhooks.deliveries()[0][0]["status"] == "failed")
+    sign_in(browser, live.url + "/")
+    wait_for(browser, lambda: browser.find_element("id", "hooks").is_displayed(), "the webhook panel")
+    wait_for(browser, lambda: browser.find_elements("css selector", "#hooks-body tr"), "a delivery row")
+    text = browser.find_element("css selector", "#hooks-body tr").text
+    assert "job.completed" in text and receiver.url in text and "failed" in text and "HTTP 404" in text
