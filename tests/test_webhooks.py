@@ -223,6 +223,8 @@ def test_a_killed_server_delivers_its_outbox_after_a_restart(tmp_path):
     pending = json.loads(done.stdout.strip().splitlines()[-1])
     on_disk = sorted(p.stem for p in (tmp_path / "workspace" / ".webhooks" / "deliveries").glob("dlv_*.json"))
     assert on_disk == pending
+    for path in (tmp_path / "workspace" / ".webhooks" / "deliveries").glob("dlv_*.json"):
+        assert SECRET not in path.read_text()  # the outbox names the endpoint by URL, never its secret
     receiver = Receiver(port=port)
     try:
         settings = load_settings(base_dir=tmp_path, environ={}, overrides=hooks({"url": url, "secret": SECRET}, max_attempts=100))
@@ -238,6 +240,28 @@ def test_a_killed_server_delivers_its_outbox_after_a_restart(tmp_path):
             engine.shutdown(timeout=10)
     finally:
         receiver.close()
+
+
+def test_the_outbox_keeps_the_newest_finished_deliveries(tmp_path):
+    from orchestrator.webhooks.outbox import Delivery, Outbox, new_id
+
+    outbox = Outbox(tmp_path, keep=10)
+    made = [
+        Delivery(new_id("dlv", time.time()), "e", "job.completed", "http://h/x", "endpoint", "j", "{}", 0.0) for _ in range(15)
+    ]
+    for delivery in made:
+        outbox.add(delivery)
+    waiting = made[0]  # the oldest stays pending: never dropped
+    for delivery in made[1:]:
+        delivery.state = "delivered"
+        outbox.save(delivery)
+    kept = sorted(p.stem for p in outbox.folder.glob("*.json"))
+    assert kept == sorted([waiting.delivery_id] + [d.delivery_id for d in made[-10:]])
+    rows, total = outbox.page(None, 100, 0)
+    assert total == 11 and [r["delivery_id"] for r in rows] == sorted(kept, reverse=True)
+    again = Outbox(tmp_path, keep=10)  # a restart: the pending one is sent again, the rest listed
+    assert [d.delivery_id for d in again.load()] == [waiting.delivery_id]
+    assert again.page("delivered", 100, 0)[1] == 10
 
 
 # -- a receiver that hangs -----------------------------------------------------------------------
