@@ -428,6 +428,7 @@ def test_callbacks_and_the_deliveries_route_on_a_live_server(make_live, receiver
     text = live.call("GET", "/api/v1/webhooks/deliveries").text
     assert SECRET not in text and "callback-secret" not in text and "body" not in json.loads(text)["deliveries"][0]
     assert live.call("GET", "/api/v1/webhooks/deliveries?status=nope").status_code == 400
+    assert live.call("GET", "/api/v1/webhooks/deliveries?status=").status_code == 400  # as the OpenAPI enum says
     assert live.call("GET", "/api/v1/webhooks/deliveries", key="wrong").status_code == 401
     assert "/api/v1/webhooks/deliveries" in live.call("GET", "/openapi.json").json()["paths"]
 

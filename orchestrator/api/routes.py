@@ -352,7 +352,7 @@ def events(job_id: str) -> Response:
 def webhook_deliveries() -> Response:
     """The outbox, newest first: each delivery's status, tries and last answer (never a secret)."""
     g.principal.require_admin("read webhook deliveries")
-    status = request.args.get("status") or None
+    status = request.args.get("status")
     if status is not None and status not in DELIVERY_STATUSES:
         raise ValidationError(f"status={status[:40]!r} is not a delivery status; use one of: {', '.join(DELIVERY_STATUSES)}")
     limit, offset = _int_arg("limit", 50, 1, 500), _int_arg("offset", 0, 0, 10**9)
