@@ -116,7 +116,7 @@ class Engine:
         )
         self.announce = Announcer(settings, self.workspace, self.events)
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
-        self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url)  # signed POSTs out
+        self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(
             settings=settings,

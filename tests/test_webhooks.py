@@ -289,8 +289,10 @@ def _event(type_, status, message=""):
 
 def test_types_derived_from_the_engine_events():
     seen = Seen()
-    job = JobRecord(id="r", root_id="r", request="x", status=JobStatus.RUNNING)
-    assert job_types(seen, job, _event("job", "running", "planned")) == ["job.started"]
+    job = JobRecord(id="r", root_id="r", request="x", status=JobStatus.RUNNING, started_at=100.0)
+    resumed = JobRecord(id="q", root_id="q", request="x", status=JobStatus.RUNNING, started_at=99.0)
+    assert job_types(seen, resumed, _event("job", "running"), since=100.0) == []  # started before a restart
+    assert job_types(seen, job, _event("job", "running", "planned"), since=100.0) == ["job.started"]
     assert job_types(seen, job, _event("job", "running", "task a: selected")) == []
     assert job_types(seen, job, _event("job", "waiting")) == ["job.waiting"]
     assert job_types(seen, job, _event("job", "waiting")) == []  # still waiting: told once

@@ -38,9 +38,12 @@ class Announcing(Protocol):
     sinks: list[Any]
 
 
-def attach(settings: Settings, workspace: Workspace, announce: Announcing, api_url: Callable[[], str | None]) -> Webhooks:
+def attach(
+    settings: Settings, workspace: Workspace, announce: Announcing, api_url: Callable[[], str | None], since: float
+) -> Webhooks:
     """The engine's webhooks (``engine.webhooks``), told of every event it announces; stopped by its
-    shutdown. Deliveries left pending by the last run are sent again now."""
-    hooks = Webhooks(settings, workspace.root, api_url)
+    shutdown. Deliveries left pending by the last run are sent again now. ``since``: the engine's
+    clock now (a job started before it was resumed after a restart: no second job.started)."""
+    hooks = Webhooks(settings, workspace.root, api_url, since)
     announce.sinks.append(hooks)
     return hooks

@@ -33,9 +33,10 @@ RETRIED_4XX = (408, 429)
 class Webhooks:
     """The engine's outgoing webhooks and callbacks (``engine.webhooks``)."""
 
-    def __init__(self, settings: Settings, root: Any, api_url: Callable[[], str | None]) -> None:
+    def __init__(self, settings: Settings, root: Any, api_url: Callable[[], str | None], since: float = 0.0) -> None:
         self.settings = settings.webhooks
         self.api_url = api_url
+        self.since = since  # when this server run began, on the engine's clock
         self.outbox = Outbox(root, self.settings.keep_deliveries)
         self.seen = events.Seen()
         self._lock = threading.Lock()
@@ -50,7 +51,7 @@ class Webhooks:
             return  # nothing subscribed: no cost to the engine
         try:
             with self._lock:
-                types = events.job_types(self.seen, job, event)
+                types = events.job_types(self.seen, job, event, self.since)
             for kind in types:
                 self._emit(kind, job, event, None)
         except Exception:  # a sink never raises into the engine

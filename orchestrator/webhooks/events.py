@@ -1,7 +1,7 @@
 """Webhook event types, derived from the events the engine already publishes (announce.py),
 and the compact job summary a delivery carries. Pure but for the memory of what was told.
 
-    job event, status running the first time        job.started
+    job event, status running the first time        job.started (for a job started since this server run began)
     job event, status waiting (approval)            job.waiting (each time the job enters it)
     job event, a terminal status the first time     job.<status> (after merge.* for a root job)
     a root job's merge record, new or changed       merge.completed, or merge.conflicted (conflicts)
@@ -40,11 +40,13 @@ class Seen:
         return True
 
 
-def job_types(seen: Seen, job: JobRecord, event: Event) -> list[str]:
-    """The webhook types one job event stands for, in the order they are told."""
+def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> list[str]:
+    """The webhook types one job event stands for, in the order they are told. ``since``: when
+    this server run began (a job resumed after a restart was told of its start by the last run)."""
     status = event.status
     found: list[str] = []
-    if status == "running" and seen.changed(("started", job.id)):
+    started_now = job.started_at is not None and job.started_at >= since
+    if status == "running" and started_now and seen.changed(("started", job.id)):
         found.append("job.started")
     if seen.changed(("status", job.id), status) and status == "waiting":
         found.append("job.waiting")
