@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
-from . import index, landing, limits, logs, roles, states
+from . import index, landing, limits, logs, roles, states, webhooks
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
@@ -116,6 +116,7 @@ class Engine:
         )
         self.announce = Announcer(settings, self.workspace, self.events)
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
+        self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(
             settings=settings,
@@ -492,3 +493,4 @@ class Engine:
         self.finishing.level_renders.close()
         self.monitor.stop()
         self.index.close()
+        self.webhooks.close()  # pending deliveries stay in the outbox for the next start

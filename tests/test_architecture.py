@@ -331,6 +331,7 @@ LAYERS = [
             "orchestrator.selection",
             "orchestrator.index",
             "orchestrator.sharedcontext",
+            "orchestrator.webhooks",
         ],
     ),
     (

@@ -396,3 +396,36 @@ def test_every_variable_the_guide_mentions_is_given_to_workers(make_live):
     # settings variables (ORCHESTRATOR__SECTION__KEY) name real settings
     for section, key in re.findall(r"\bORCHESTRATOR__([A-Z]+)__([A-Z_]+)", text):
         assert key.lower() in SCHEMA[section.lower()], f"{section}.{key}"
+
+
+def test_n8n_workflow_orchestrates_with_a_callback_and_waits_for_it(make_live):
+    """examples/n8n-workflow.json: its nodes in order, its HTTP Request the orchestrate route with
+    the Wait node's resume URL as callback_url; the request it makes (here from Python, as n8n
+    would send it) gets the callback its IF node checks."""
+    from .conftest import wait_until
+    from .test_webhooks import Receiver
+
+    flow = json.loads((EXAMPLES / "n8n-workflow.json").read_text(encoding="utf-8"))
+    nodes = {n["name"]: n for n in flow["nodes"]}
+    order = ["Webhook trigger", "Orchestrate", "Wait for the callback", "Job completed?"]
+    types = ["n8n-nodes-base.webhook", "n8n-nodes-base.httpRequest", "n8n-nodes-base.wait", "n8n-nodes-base.if"]
+    assert [nodes[name]["type"] for name in order] == types
+    for here, there in zip(order, order[1:]):
+        assert flow["connections"][here]["main"][0][0]["node"] == there
+    orchestrate = nodes["Orchestrate"]["parameters"]
+    path = "/" + orchestrate["url"].split("/", 3)[3]
+    assert orchestrate["method"] == "POST" and path == "/api/v1/orchestrate"
+    assert "post" in openapi_document()["paths"][path]
+    assert "callback_url: $execution.resumeUrl" in orchestrate["jsonBody"]
+    assert nodes["Wait for the callback"]["parameters"]["resume"] == "webhook"
+    wanted = nodes["Job completed?"]["parameters"]["conditions"]["conditions"][0]["rightValue"]
+    wait_node = Receiver()
+    try:
+        live = make_live(webhooks={"allowed_callback_hosts": ["127.0.0.1"], "callback_secret": "n8n-callback-secret-0123"})
+        body = {"request": "from n8n", "config": {"callback_url": wait_node.url}}  # what jsonBody evaluates to
+        answer = live.call("POST", path, json=body)
+        assert answer.status_code == 202, answer.text
+        wait_until(lambda: wait_node.requests, what="the callback")
+        assert json.loads(wait_node.requests[0]["body"])["type"] == wanted
+    finally:
+        wait_node.close()

@@ -234,6 +234,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
         }
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
+    props["callback_url"] = {"type": "string", "maxLength": 2048}  # a host in webhooks.allowed_callback_hosts, else 422
     props["gates"] = {"type": "array", "items": GATE}
     props["candidates"] = {"type": "array", "maxItems": choice.MAX_CANDIDATES, "items": candidate_schema()}
     props["judge"] = judge_schema()
@@ -300,6 +301,17 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             _json({"type": "object"}),
             [
                 _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
+            ],
+            400,
+        ),
+        "/api/v1/webhooks/deliveries": _get(
+            "webhook deliveries, newest first: status (pending, delivered, failed), attempts, last HTTP status or "
+            "error, times (the admin key; never a secret)",
+            _json({"type": "object", "required": ["deliveries", "total"]}),
+            [
+                _query("status", {"type": "string", "enum": ["pending", "delivered", "failed"]}),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                 _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
             ],

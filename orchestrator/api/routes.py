@@ -18,6 +18,7 @@ from ..index import rows as index_rows
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
+from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace import parse_worker_ref, root_of, validate_job_id
 from .context import extension
 from .guard import check_host
@@ -344,6 +345,19 @@ def events(job_id: str) -> Response:
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = _event_stream(engine, job_id, _last_event_id(), deadline)
     return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# -- webhooks --------------------------------------------------------------------------
+@bp.get("/webhooks/deliveries")
+def webhook_deliveries() -> Response:
+    """The outbox, newest first: each delivery's status, tries and last answer (never a secret)."""
+    g.principal.require_admin("read webhook deliveries")
+    status = request.args.get("status")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise ValidationError(f"status={status[:40]!r} is not a delivery status; use one of: {', '.join(DELIVERY_STATUSES)}")
+    limit, offset = _int_arg("limit", 50, 1, 500), _int_arg("offset", 0, 0, 10**9)
+    found, total = _engine().webhooks.deliveries(status, limit, offset)
+    return jsonify({"deliveries": found, "total": total, "limit": limit, "offset": offset})
 
 
 def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Iterator[str]:

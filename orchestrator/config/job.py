@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, Forbidden, RecursionLimit
+from .hooks import check_callback_url
 from .schema import SCHEMA, Key, check_value
 from .settings import Settings
 
@@ -61,6 +62,9 @@ class JobConfig:
     attempts: int = job_key("candidates", "attempts")
     select: str = job_key("candidates", "select")
     judge: dict[str, Any] = job_key("candidates", "judge")
+    # Issue 15: where a root job's end is POSTed, signed (webhooks/); its host must be in
+    # webhooks.allowed_callback_hosts. A root job's only: a child job's is "".
+    callback_url: str = job_key("webhooks", "callback_url")
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)  # scalars, and the gates copied below
@@ -126,6 +130,12 @@ def job_config(
             "merges; a child job's work merges into its parent worker's branch ungated. Leave approval out of a child job's config.",
             key="approval",
         )
+    if parent is not None and requested.get("callback_url"):  # a worker may not send the server's signed posts
+        raise Forbidden(
+            "config.callback_url is for a root job only: the root job's callback tells of the whole tree's end. "
+            "Leave callback_url out of a child job's config.",
+            key="callback_url",
+        )
     gate_keys = sorted(k for k in requested if k in GATE_KEYS)
     if parent is not None and gate_keys:
         raise Forbidden(
@@ -140,11 +150,15 @@ def job_config(
     values = dict(base)
     if parent is not None:  # a candidate's child job runs its subtasks once each unless it asks otherwise
         values["candidates"], values["attempts"] = [], 1
+        values["callback_url"] = ""  # the root's callback tells of the tree's end
     for key, value in requested.items():
         if key in ACCEPTED_ONLY:
             continue
         spec = SCHEMA[JOB_KEYS[key][0]][JOB_KEYS[key][1]]
         value = check_value("config", key, value, spec)
+        if key == "callback_url" and value:
+            hooks = settings.webhooks
+            value = check_callback_url(value, hooks.allowed_callback_hosts, hooks.callback_secret)
         values[key] = _apply_ceiling(settings, key, value, parent, notes)
     # The seed's AI-to-AI loop (admin key, current_depth + 1) ends here. A worker credential's job
     # is its parent's depth + 1 whatever the body says, but a body past the limit is refused from anyone

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
-from . import choice, quality, scoring
+from . import choice, hooks, quality, scoring
 from .prices import ANTHROPIC_PRICES, parse_prices
 
 WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
@@ -40,6 +40,7 @@ class Key:
     secret: bool = False  # its values never appear in errors, `config` output or anything else
     check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
     parse: Any = None  # for structured values (gates, roles): (value, where) -> the checked value, or ConfigError
+    masked: tuple[str, ...] = ()  # fields of a structured value's items that are secret (webhooks.endpoints' "secret")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -407,6 +408,18 @@ class DatabaseSettings(Section):
     )
 
 
+@dataclass(frozen=True)
+class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
+    endpoints: list[dict[str, Any]] = setting([], hooks.HELP["endpoints"], parse=hooks.parse_endpoints, masked=("secret",))
+    max_attempts: int = setting(8, hooks.HELP["max_attempts"], min=1, max=100)
+    backoff: float = setting(1.0, hooks.HELP["backoff"], min=0.01, max=3600)
+    backoff_max: float = setting(300.0, hooks.HELP["backoff_max"], min=0.01, max=86400)
+    allowed_callback_hosts: list[str] = setting([], hooks.HELP["allowed_callback_hosts"])
+    callback_secret: str = setting("", hooks.HELP["callback_secret"], secret=True)
+    callback_url: str = setting("", hooks.HELP["callback_url"])
+    keep_deliveries: int = setting(1000, hooks.HELP["keep_deliveries"], min=10, max=1_000_000)
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -421,6 +434,7 @@ SECTIONS: dict[str, type[Section]] = {
     "scoring": ScoringSettings,
     "anthropic": AnthropicSettings,
     "database": DatabaseSettings,
+    "webhooks": WebhooksSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {

@@ -28,6 +28,7 @@ from .schema import (
     ScoringSettings,
     SimulatedSettings,
     TasksSettings,
+    WebhooksSettings,
     WorkersSettings,
     check_value,
 )
@@ -53,6 +54,7 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property
@@ -90,7 +92,9 @@ class Settings:
         for section, keys in SCHEMA.items():
             for name, spec in keys.items():
                 value = data[section][name]
-                if spec.secret and isinstance(value, dict):
+                if spec.masked and isinstance(value, list):  # webhooks.endpoints: each item's secret
+                    data[section][name] = [{k: "(set)" if k in spec.masked else v for k, v in item.items()} for item in value]
+                elif spec.secret and isinstance(value, dict):
                     data[section][name] = {k: "(set)" for k in value}
                 elif spec.secret and value:
                     data[section][name] = "(set)"

@@ -112,5 +112,6 @@
     document.getElementById("jobs-next").addEventListener("click", () => page(PAGE));
     Dash.onReconnect(refresh);
     refresh();
+    HooksPanel.start();  // webhooks.js: the last webhook deliveries, when there are any
   });
 })();

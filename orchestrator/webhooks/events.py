@@ -1,0 +1,122 @@
+"""Webhook event types, derived from the events the engine already publishes (announce.py),
+and the compact job summary a delivery carries. Pure but for the memory of what was told.
+
+    job event, status running the first time        job.started (for a job started since this server run began)
+    job event, status waiting (approval)            job.waiting (each time the job enters it)
+    job event, a terminal status the first time     job.<status> (after merge.* for a root job)
+    a root job's merge record, new or changed       merge.completed, or merge.conflicted (conflicts)
+    worker event ending failed or timeout           worker.failed, and gate.failed if a required gate did not pass
+    worker event "selected for task ..."            candidate.selected
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ..events import Event
+from ..models import JobRecord, WorkerRecord
+
+TERMINAL = ("completed", "partial", "failed", "cancelled")
+REQUEST_HEAD = 200  # characters of the request a delivery carries
+
+
+class Seen:
+    """What was told already (bounded: the oldest keys are forgotten first)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._keys: OrderedDict[Hashable, Any] = OrderedDict()
+        self._size = size
+
+    def changed(self, key: Hashable, value: Any = True) -> bool:
+        """True (and remembered) when ``key`` was not seen with ``value`` before."""
+        if key in self._keys and self._keys[key] == value:
+            return False
+        self._keys[key] = value
+        self._keys.move_to_end(key)
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+        return True
+
+
+def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> list[str]:
+    """The webhook types one job event stands for, in the order they are told. ``since``: when
+    this server run began (a job resumed after a restart was told of its start by the last run)."""
+    status = event.status
+    found: list[str] = []
+    started_now = job.started_at is not None and job.started_at >= since
+    if status == "running" and started_now and seen.changed(("started", job.id)):
+        found.append("job.started")
+    if seen.changed(("status", job.id), status) and status == "waiting":
+        found.append("job.waiting")
+    if status in TERMINAL:
+        merge = job.merge
+        if job.is_root and merge and not merge.get("error") and "merged" in merge:
+            mark = (merge.get("result_commit"), len(merge.get("conflicts") or ()), len(merge["merged"]))
+            if seen.changed(("merge", job.id), mark):
+                found.append("merge.conflicted" if merge.get("conflicts") else "merge.completed")
+        if seen.changed(("end", job.id)):
+            found.append(f"job.{status}")
+    return found
+
+
+def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event) -> list[str]:
+    """The webhook types one worker event stands for."""
+    found: list[str] = []
+    if event.status in ("failed", "timeout") and seen.changed(("failed", job.id, record.name)):
+        found.append("worker.failed")
+        if any(g.get("required", True) and not g.get("passed") for g in record.gates):
+            found.append("gate.failed")
+    if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
+        found.append("candidate.selected")
+    return found
+
+
+def job_summary(job: JobRecord) -> dict[str, Any]:
+    """What a receiver needs to act without asking: ids, status, the request's head, counts, merge."""
+    merge = job.merge
+    return {
+        "id": job.id,
+        "root_id": job.root_id,
+        "parent_id": job.parent_job_id,
+        "depth": job.depth,
+        "status": job.status.value,
+        "request": job.request[:REQUEST_HEAD],
+        "tasks": len(job.tasks),
+        "workers": len(job.worker_names),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "error": (job.error or "")[:500] or None,
+        "merge": None
+        if not merge
+        else {
+            "merged": len(merge.get("merged") or ()),
+            "conflicts": len(merge.get("conflicts") or ()),
+            "result_ref": merge.get("result_ref"),
+            "result_commit": merge.get("result_commit"),
+            "command": merge.get("command"),
+            "error": (merge.get("error") or "")[:500] or None,
+        },
+    }
+
+
+def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "task_id": record.task_id,
+        "status": event.status,
+        "message": event.message[:500],
+        "gates": [{k: g.get(k) for k in ("name", "required", "status", "passed")} for g in record.gates],
+    }
+
+
+def links(job: JobRecord, base: Callable[[], str | None]) -> dict[str, str]:
+    """Where to read more: the status document, the tree's report and its dashboard page."""
+    url = (base() or "").rstrip("/")
+    return {
+        "status": f"{url}/api/v1/jobs/{job.id}/status",
+        "report": f"{url}/api/v1/jobs/{job.root_id}/report",
+        "dashboard": f"{url}/jobs/{job.root_id}",
+    }

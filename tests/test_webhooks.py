@@ -1,0 +1,464 @@
+"""Outgoing webhooks and callbacks (orchestrator/webhooks/): real receivers on 127.0.0.1 (a
+threaded http.server per test), real engines, a real waitress server, and a killed process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import JobConfig, job_config, load_settings
+from orchestrator.errors import ConfigError, Forbidden
+from orchestrator.events import Event
+from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from orchestrator.webhooks.events import Seen, job_types, worker_types
+
+from .conftest import ROOT, make_settings, run_job, wait_until
+from .test_dashboard import browser  # noqa: F401 (the fixture: headless Chromium)
+
+SECRET = "test-secret-0123456789abcdef"
+
+
+class Receiver:
+    """A webhook receiver: records every POST (headers, raw body, time); ``answers`` are the
+    statuses it gives in turn (then 200); ``hang`` makes it hold each request until released."""
+
+    def __init__(self, answers=(), hang=False, port=0):
+        self.requests: list[dict] = []
+        self.answers = list(answers)
+        self.release = threading.Event()
+        if not hang:
+            self.release.set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append({"headers": dict(self.headers), "body": body, "at": time.time()})
+                outer.release.wait(30)
+                code = outer.answers.pop(0) if outer.answers else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def types(self):
+        return [json.loads(r["body"])["type"] for r in self.requests]
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers():
+    made = []
+
+    def factory(**kwargs):
+        made.append(Receiver(**kwargs))
+        return made[-1]
+
+    yield factory
+    for receiver in made:
+        receiver.close()
+
+
+def endpoint(receiver, events=("*",), **extra):
+    return {"url": receiver.url, "events": list(events), "secret": SECRET, **extra}
+
+
+def hooks(*endpoints, **settings):
+    return {"webhooks": {"endpoints": list(endpoints), "backoff": 0.05, "backoff_max": 0.2, **settings}}
+
+
+def readme_check():
+    """The README's receiver check (verify_delivery), run as the user would copy it."""
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify_delivery" in b]
+    space: dict = {}
+    exec(code, space)  # noqa: S102 (the documented snippet itself)
+    return space
+
+
+# -- signatures, order, the payload -------------------------------------------------------------
+def test_deliveries_are_signed_in_order_and_pass_the_documented_check(make_engine, receivers):
+    receiver = receivers()
+    engine = make_engine(**hooks(endpoint(receiver)))
+    job = run_job(engine, "build it", tasks=["a", "b"])
+    wait_until(lambda: len(receiver.requests) >= 2, what="two deliveries")
+    time.sleep(0.2)  # nothing more comes
+    assert receiver.types() == ["job.started", "job.completed"]
+    check = readme_check()
+    seen: set = set()
+    for got in receiver.requests:
+        headers = {k.lower(): v for k, v in got["headers"].items()}
+        assert check["verify_delivery"](SECRET, headers, got["body"], seen) is True
+        payload = json.loads(got["body"])
+        assert payload["delivery_id"] == headers["x-orchestrator-delivery"]
+        assert payload["job"]["id"] == job.id and payload["job"]["request"] == "build it"
+        assert payload["job"]["tasks"] == 2
+        assert payload["links"]["status"].endswith(f"/api/v1/jobs/{job.id}/status")
+        assert SECRET not in got["body"].decode()
+    assert json.loads(receiver.requests[-1]["body"])["job"]["status"] == "completed"
+
+
+def test_forged_and_replayed_deliveries_are_rejected_by_the_documented_check(make_engine, receivers):
+    receiver = receivers()
+    engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
+    run_job(engine)
+    wait_until(lambda: receiver.requests, what="a delivery")
+    got = receiver.requests[0]
+    headers = {k.lower(): v for k, v in got["headers"].items()}
+    verify = readme_check()["verify_delivery"]
+    assert verify(SECRET, headers, got["body"], set()) is True
+    forged = got["body"].replace(b'"completed"', b'"failed"')
+    assert forged != got["body"] and verify(SECRET, headers, forged, set()) is False  # body changed
+    assert verify("another-secret-0123456789", headers, got["body"], set()) is False  # wrong key
+    seen: set = set()
+    assert verify(SECRET, headers, got["body"], seen) is True
+    assert verify(SECRET, headers, got["body"], seen) is False  # the same delivery again: a replay
+    old = str(int(time.time()) - 600)  # an old request re-signed by someone holding the secret is still late
+    stale = {**headers, "x-orchestrator-timestamp": old, "x-orchestrator-signature": sign(SECRET, old, got["body"])}
+    assert verify(SECRET, stale, got["body"], set()) is False
+    moved = {**headers, "x-orchestrator-timestamp": str(int(headers["x-orchestrator-timestamp"]) + 1)}
+    assert verify(SECRET, moved, got["body"], set()) is False  # a timestamp not the one signed
+
+
+# -- retries -------------------------------------------------------------------------------------
+def test_a_receiver_answering_500_twice_gets_the_event_three_times_with_one_delivery_id(make_engine, receivers):
+    receiver = receivers(answers=[500, 500])
+    engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
+    run_job(engine)
+    wait_until(lambda: len(receiver.requests) >= 3, what="three tries")
+    ids = {r["headers"]["X-Orchestrator-Delivery"] for r in receiver.requests}
+    bodies = {r["body"] for r in receiver.requests}
+    assert len(receiver.requests) == 3 and len(ids) == 1 and len(bodies) == 1
+    wait_until(lambda: engine.webhooks.deliveries()[0][0]["status"] == "delivered", what="delivered")
+    (row,), total = engine.webhooks.deliveries()
+    assert total == 1 and row["attempts"] == 3 and row["last_status"] == 200 and row["delivery_id"] in ids
+    gaps = [b["at"] - a["at"] for a, b in zip(receiver.requests, receiver.requests[1:])]
+    assert gaps[0] >= 0.04 and gaps[1] >= 0.09  # backoff 0.05, doubled
+
+
+def test_a_4xx_is_not_retried(make_engine, receivers):
+    receiver = receivers(answers=[404, 404, 404])
+    engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
+    run_job(engine)
+    wait_until(lambda: engine.webhooks.deliveries()[0] and engine.webhooks.deliveries()[0][0]["status"] == "failed")
+    time.sleep(0.4)  # twice backoff_max: a retry would have come
+    assert len(receiver.requests) == 1
+    (row,), _ = engine.webhooks.deliveries()
+    assert row["attempts"] == 1 and row["last_status"] == 404 and "HTTP 404" in row["last_error"]
+
+
+def test_a_network_error_is_retried_up_to_max_attempts(make_engine):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = {"url": f"http://127.0.0.1:{port}/hook", "events": ["job.completed"], "secret": SECRET}
+    engine = make_engine(**hooks(down, max_attempts=3))
+    run_job(engine)
+    wait_until(lambda: engine.webhooks.deliveries()[0] and engine.webhooks.deliveries()[0][0]["status"] == "failed")
+    (row,), _ = engine.webhooks.deliveries()
+    assert row["attempts"] == 3 and row["last_status"] is None
+    assert "ConnectionError" in row["last_error"] and "max_attempts" in row["last_error"]
+
+
+# -- the outbox survives a kill -----------------------------------------------------------------
+KILLED_SERVER = (
+    """
+import json, os, signal, sys, time
+from pathlib import Path
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
+base, url = Path(sys.argv[1]), sys.argv[2]
+settings = load_settings(base_dir=base, environ={}, overrides={
+    "orchestrator": {"worker": "simulated"}, "simulated": {"duration": 0.05},
+    "webhooks": {"endpoints": [{"url": url, "secret": %r}], "backoff": 0.05, "backoff_max": 0.1, "max_attempts": 100},
+})
+engine = Engine(settings)
+job = engine.submit("killed with its webhooks undelivered", None, ["a", "b"])
+assert engine.wait(job.id, 60).status.value == "completed"
+time.sleep(0.3)  # a few tries at the receiver, which is down
+rows, total = engine.webhooks.deliveries()
+assert total == 2 and all(r["status"] == "pending" for r in rows) and max(r["attempts"] for r in rows) >= 2, rows
+print(json.dumps(sorted(r["delivery_id"] for r in rows)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    % SECRET
+)
+
+
+def test_a_killed_server_delivers_its_outbox_after_a_restart(tmp_path):
+    """The engine runs in a subprocess that SIGKILLs itself with both deliveries pending
+    (its receiver is down); an engine restarted on the same workspace delivers them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_SERVER, str(tmp_path), url], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pending = json.loads(done.stdout.strip().splitlines()[-1])
+    on_disk = sorted(p.stem for p in (tmp_path / "workspace" / ".webhooks" / "deliveries").glob("dlv_*.json"))
+    assert on_disk == pending
+    for path in (tmp_path / "workspace" / ".webhooks" / "deliveries").glob("dlv_*.json"):
+        assert SECRET not in path.read_text()  # the outbox names the endpoint by URL, never its secret
+    receiver = Receiver(port=port)
+    try:
+        settings = load_settings(base_dir=tmp_path, environ={}, overrides=hooks({"url": url, "secret": SECRET}, max_attempts=100))
+        from orchestrator.engine import Engine
+
+        engine = Engine(settings)
+        try:
+            wait_until(lambda: len(receiver.requests) >= 2, what="the outbox delivered after the restart")
+            assert sorted(r["headers"]["X-Orchestrator-Delivery"] for r in receiver.requests) == pending
+            assert receiver.types() == ["job.started", "job.completed"]  # in the order they happened
+            wait_until(lambda: all(r["status"] == "delivered" for r in engine.webhooks.deliveries()[0]))
+        finally:
+            engine.shutdown(timeout=10)
+    finally:
+        receiver.close()
+
+
+def test_the_outbox_keeps_the_newest_finished_deliveries(tmp_path):
+    from orchestrator.webhooks.outbox import Delivery, Outbox, new_id
+
+    outbox = Outbox(tmp_path, keep=10)
+    made = [
+        Delivery(new_id("dlv", time.time()), "e", "job.completed", "http://h/x", "endpoint", "j", "{}", 0.0) for _ in range(15)
+    ]
+    for delivery in made:
+        outbox.add(delivery)
+    waiting = made[0]  # the oldest stays pending: never dropped
+    for delivery in made[1:]:
+        delivery.state = "delivered"
+        outbox.save(delivery)
+    kept = sorted(p.stem for p in outbox.folder.glob("*.json"))
+    assert kept == sorted([waiting.delivery_id] + [d.delivery_id for d in made[-10:]])
+    rows, total = outbox.page(None, 100, 0)
+    assert total == 11 and [r["delivery_id"] for r in rows] == sorted(kept, reverse=True)
+    again = Outbox(tmp_path, keep=10)  # a restart: the pending one is sent again, the rest listed
+    assert [d.delivery_id for d in again.load()] == [waiting.delivery_id]
+    assert again.page("delivered", 100, 0)[1] == 10
+
+
+# -- a receiver that hangs -----------------------------------------------------------------------
+def test_a_hanging_receiver_delays_neither_jobs_nor_other_receivers(make_engine, receivers):
+    hanging, fast = receivers(hang=True), receivers()
+    engine = make_engine(**hooks(endpoint(hanging, timeout=20), endpoint(fast)))
+    started = time.monotonic()
+    for n in range(3):
+        run_job(engine, f"job {n}", tasks=["a", "b"])
+    took = time.monotonic() - started
+    wait_until(lambda: len(fast.requests) >= 6, what="the fast receiver's six deliveries")
+    assert len(hanging.requests) == 1  # its lane is stuck on the first one, for up to its timeout
+    assert took < 5, f"three jobs took {took:.1f}s with a hanging receiver"
+    rows, _ = engine.webhooks.deliveries(status="pending")
+    assert len(rows) == 6 and {r["url"] for r in rows} == {hanging.url}
+    hanging.release.set()  # the receiver answers: the rest follow, in order
+    wait_until(lambda: len(hanging.requests) >= 6, what="the hanging receiver's backlog")
+    assert hanging.types() == fast.types()
+
+
+# -- which types, from which engine events ---------------------------------------------------------
+def _event(type_, status, message=""):
+    return Event(seq=1, time=time.time(), type=type_, root_id="r", job_id="r", status=status, message=message)
+
+
+def test_types_derived_from_the_engine_events():
+    seen = Seen()
+    job = JobRecord(id="r", root_id="r", request="x", status=JobStatus.RUNNING, started_at=100.0)
+    resumed = JobRecord(id="q", root_id="q", request="x", status=JobStatus.RUNNING, started_at=99.0)
+    assert job_types(seen, resumed, _event("job", "running"), since=100.0) == []  # started before a restart
+    assert job_types(seen, job, _event("job", "running", "planned"), since=100.0) == ["job.started"]
+    assert job_types(seen, job, _event("job", "running", "task a: selected")) == []
+    assert job_types(seen, job, _event("job", "waiting")) == ["job.waiting"]
+    assert job_types(seen, job, _event("job", "waiting")) == []  # still waiting: told once
+    job.merge = {"merged": ["w1"], "conflicts": [], "result_commit": "abc", "result_ref": "refs/heads/x"}
+    assert job_types(seen, job, _event("job", "completed")) == ["merge.completed", "job.completed"]
+    assert job_types(seen, job, _event("job", "completed", "merged again")) == []  # the same merge
+    job.merge = {"merged": ["w1"], "conflicts": [{"path": "a"}], "result_commit": "def", "result_ref": "refs/heads/x"}
+    assert job_types(seen, job, _event("job", "completed", "merged again")) == ["merge.conflicted"]
+    worker = WorkerRecord(
+        job_id="r", root_id="r", name="w1", index=1, depth=0, task="t", kind="command", status=WorkerStatus.FAILED
+    )
+    worker.gates = [{"name": "tests", "required": True, "passed": False, "status": "failed"}]
+    assert worker_types(seen, job, worker, _event("worker", "failed")) == ["worker.failed", "gate.failed"]
+    assert worker_types(seen, job, worker, _event("worker", "failed")) == []
+    other = WorkerRecord(
+        job_id="r", root_id="r", name="w2", index=1, depth=0, task="t", kind="command", status=WorkerStatus.TIMEOUT
+    )
+    other.gates = [{"name": "lint", "required": False, "passed": False, "status": "failed"}]
+    assert worker_types(seen, job, other, _event("worker", "timeout")) == ["worker.failed"]
+    third = WorkerRecord(
+        job_id="r", root_id="r", name="w3", index=1, depth=0, task="t", kind="command", status=WorkerStatus.SUCCESS
+    )
+    assert worker_types(seen, job, third, _event("worker", "success", "selected for task t (best)")) == ["candidate.selected"]
+    assert worker_types(seen, job, third, _event("worker", "success", "not selected for task t (best)")) == []
+
+
+def test_a_failed_command_worker_sends_worker_failed(make_engine, receivers):
+    from .conftest import fake_command
+
+    receiver = receivers()
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": fake_command()},
+        workers={"max_retries": 0},
+        **hooks(endpoint(receiver, ["worker.failed", "job.failed", "job.partial"])),
+    )
+    run_job(engine, tasks=["fail 3", "ok"])
+    wait_until(lambda: len(receiver.requests) >= 2, what="worker.failed and the job's end")
+    assert receiver.types() == ["worker.failed", "job.partial"]
+    failed = json.loads(receiver.requests[0]["body"])
+    assert failed["worker"]["status"] == "failed" and failed["job"]["status"] == "running"
+
+
+# -- settings and callbacks ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ({"url": "ftp://host/x", "secret": SECRET}, "only http:// and https://"),
+        ({"url": "http://user:pw@host/x", "secret": SECRET}, "no user:password@"),
+        ({"url": "http://host/x", "secret": SECRET, "events": ["job.done"]}, "unknown event 'job.done'"),
+        ({"url": "http://host/x", "secret": "short-secret"}, "at least 16 characters"),
+        ({"url": "http://host/x", "secret": SECRET, "timeout": 0}, "timeout"),
+        ({"url": "http://host/x", "secret": SECRET, "retries": 3}, "unknown key(s) retries"),
+    ],
+)
+def test_bad_endpoints_are_refused_naming_the_key_never_the_secret(tmp_path, bad, says):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_dir=tmp_path, environ={}, overrides={"webhooks": {"endpoints": [bad]}})
+    assert says in caught.value.message and "webhooks.endpoints[0]" in caught.value.message
+    assert bad["secret"] not in caught.value.message and bad["secret"] not in json.dumps(caught.value.to_dict())
+
+
+def test_secrets_never_shown_by_config_or_repr(tmp_path):
+    settings = make_settings(
+        tmp_path, webhooks={"endpoints": [{"url": "http://h/x", "secret": SECRET}], "callback_secret": SECRET}
+    )
+    assert SECRET not in repr(settings) and SECRET not in json.dumps(settings.public_dict())
+    assert settings.public_dict()["webhooks"]["endpoints"][0]["url"] == "http://h/x"
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ORCHESTRATOR__WEBHOOKS__ENDPOINTS": json.dumps([{"url": "http://h/x", "secret": SECRET}]),
+            "ORCHESTRATOR__WEBHOOKS__CALLBACK_SECRET": SECRET,
+        },
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "http://h/x" in out.stdout and SECRET not in out.stdout + out.stderr
+
+
+def test_callback_url_is_checked_and_a_root_jobs_only(tmp_path):
+    settings = make_settings(tmp_path, webhooks={"allowed_callback_hosts": ["hooks.example.com"], "callback_secret": SECRET})
+    cfg, _ = job_config(settings, {"callback_url": "https://hooks.example.com/wait/1"})
+    assert cfg.callback_url == "https://hooks.example.com/wait/1"
+    with pytest.raises(ConfigError, match="webhooks.allowed_callback_hosts"):
+        job_config(settings, {"callback_url": "https://evil.example.com/x"})
+    with pytest.raises(ConfigError, match="only http:// and https://"):
+        job_config(settings, {"callback_url": "file:///etc/passwd"})
+    with pytest.raises(Forbidden, match="root job only"):
+        job_config(settings, {"callback_url": "https://hooks.example.com/x"}, parent=cfg)
+    child, _ = job_config(settings, {}, parent=cfg)
+    assert child.callback_url == ""
+    unsigned = make_settings(tmp_path, webhooks={"allowed_callback_hosts": ["hooks.example.com"]})
+    with pytest.raises(ConfigError, match="webhooks.callback_secret"):
+        job_config(unsigned, {"callback_url": "https://hooks.example.com/x"})
+    assert JobConfig.from_dict({"max_workers": 2}).callback_url == ""  # a record from before callbacks
+
+
+# -- through the API (a real waitress server) ------------------------------------------------------
+def test_callbacks_and_the_deliveries_route_on_a_live_server(make_live, receivers):
+    endpoint_receiver, callback_receiver = receivers(), receivers()
+    live = make_live(
+        **hooks(
+            endpoint(endpoint_receiver, ["job.completed"]),
+            allowed_callback_hosts=["127.0.0.1"],
+            callback_secret="callback-secret-0123456789",
+        )
+    )
+    refused = live.call("POST", "/api/v1/orchestrate", json={"request": "x", "config": {"callback_url": "http://example.com/x"}})
+    assert refused.status_code == 422 and "webhooks.allowed_callback_hosts" in refused.json()["message"]
+    answer = live.submit(request="with a callback", config={"callback_url": callback_receiver.url}).json()
+    live.wait(answer["job_id"])
+    wait_until(lambda: callback_receiver.requests and endpoint_receiver.requests, what="the callback and the endpoint")
+    got = callback_receiver.requests[0]
+    stamp, body = got["headers"][TIMESTAMP_HEADER], got["body"]
+    assert got["headers"][SIGNATURE_HEADER] == sign("callback-secret-0123456789", stamp, body)
+    payload = json.loads(body)
+    assert payload["type"] == "job.completed" and payload["job"]["id"] == answer["job_id"]
+    assert payload["links"]["status"] == f"{live.url}/api/v1/jobs/{answer['job_id']}/status"
+    assert live.call("GET", payload["links"]["status"].removeprefix(live.url)).status_code == 200
+    wait_until(lambda: live.call("GET", "/api/v1/webhooks/deliveries?status=delivered").json()["total"] == 2)
+    listing = live.call("GET", "/api/v1/webhooks/deliveries?limit=1")
+    assert listing.status_code == 200
+    data = listing.json()
+    assert data["total"] == 2 and len(data["deliveries"]) == 1 and data["limit"] == 1
+    row = data["deliveries"][0]
+    assert row["status"] == "delivered" and row["attempts"] == 1 and row["last_status"] == 200
+    assert {r["target"] for r in live.call("GET", "/api/v1/webhooks/deliveries").json()["deliveries"]} == {
+        "endpoint",
+        "callback",
+    }
+    text = live.call("GET", "/api/v1/webhooks/deliveries").text
+    assert SECRET not in text and "callback-secret" not in text and "body" not in json.loads(text)["deliveries"][0]
+    assert live.call("GET", "/api/v1/webhooks/deliveries?status=nope").status_code == 400
+    assert live.call("GET", "/api/v1/webhooks/deliveries?status=").status_code == 400  # as the OpenAPI enum says
+    assert live.call("GET", "/api/v1/webhooks/deliveries", key="wrong").status_code == 401
+    assert "/api/v1/webhooks/deliveries" in live.call("GET", "/openapi.json").json()["paths"]
+
+
+def test_a_request_cannot_add_an_endpoint(make_live):
+    live = make_live()
+    answer = live.call("POST", "/api/v1/orchestrate", json={"request": "x", "config": {"webhooks": [{"url": "http://a/b"}]}})
+    assert answer.status_code == 422 and "unknown config key(s): webhooks" in answer.json()["message"]
+
+
+def test_no_webhooks_no_outbox(make_engine):
+    engine = make_engine()
+    run_job(engine)
+    assert not (Path(engine.workspace.root) / ".webhooks").exists()
+    assert engine.webhooks.deliveries() == ([], 0)
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_the_deliveries(make_live, receivers, browser):  # noqa: F811
+    """The jobs page's webhook panel, in headless Chromium (skipped without it, as test_dashboard)."""
+    from .test_dashboard import sign_in, wait_for
+
+    receiver = receivers(answers=[404])
+    live = make_live(**hooks(endpoint(receiver, ["job.completed"])))
+    live.wait(live.submit(request="shown on the dashboard").json()["job_id"])
+    wait_until(lambda: live.engine.webhooks.deliveries()[0] and live.engine.webhooks.deliveries()[0][0]["status"] == "failed")
+    sign_in(browser, live.url + "/")
+    wait_for(browser, lambda: browser.find_element("id", "hooks").is_displayed(), "the webhook panel")
+    wait_for(browser, lambda: browser.find_elements("css selector", "#hooks-body tr"), "a delivery row")
+    text = browser.find_element("css selector", "#hooks-body tr").text
+    assert "job.completed" in text and receiver.url in text and "failed" in text and "HTTP 404" in text
