@@ -462,3 +462,26 @@ def test_the_dashboard_shows_the_deliveries(make_live, receivers, browser):  # n
     wait_for(browser, lambda: browser.find_elements("css selector", "#hooks-body tr"), "a delivery row")
     text = browser.find_element("css selector", "#hooks-body tr").text
     assert "job.completed" in text and receiver.url in text and "failed" in text and "HTTP 404" in text
+
+
+def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(make_engine, receivers):
+    """Items 1 and 3 together: a root job with approval: before_merge stops in ``waiting`` and the
+    receiver is told (job.waiting); once approved it ends and the receiver hears that too."""
+    from orchestrator.models import JobStatus
+
+    from .conftest import fake_command
+
+    receiver = receivers()
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": fake_command()},
+        **hooks(endpoint(receiver, ["job.waiting", "job.completed"])),
+    )
+    job = engine.submit("x", {"approval": "before_merge"}, ["ok"])
+    wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, what="the job waiting for approval")
+    wait_until(lambda: len(receiver.requests) >= 1, what="job.waiting delivered")
+    assert receiver.types() == ["job.waiting"]
+    assert json.loads(receiver.requests[0]["body"])["job"]["status"] == "waiting"
+    engine.finishing.decide(job.id, "approve", "looks right")
+    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    wait_until(lambda: len(receiver.requests) >= 2, what="job.completed delivered")
+    assert receiver.types() == ["job.waiting", "job.completed"]
