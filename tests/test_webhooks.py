@@ -474,13 +474,20 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
     receiver = receivers()
     engine = make_engine(
         orchestrator={"worker": "command", "command": fake_command()},
+        api={"api_key": "test-admin-key-0123456789abcdef"},
         **hooks(endpoint(receiver, ["job.waiting", "job.completed"])),
     )
     job = engine.submit("x", {"approval": "before_merge"}, ["ok"])
     wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, what="the job waiting for approval")
     wait_until(lambda: len(receiver.requests) >= 1, what="job.waiting delivered")
     assert receiver.types() == ["job.waiting"]
-    assert json.loads(receiver.requests[0]["body"])["job"]["status"] == "waiting"
+    waiting = json.loads(receiver.requests[0]["body"])
+    assert waiting["job"]["status"] == "waiting"
+    # The payload carries the job's signed approve and reject links (approval.py), never the key.
+    assert {"approve", "reject"} <= set(waiting["links"])
+    assert engine.settings.api.api_key.encode() not in receiver.requests[0]["body"]
+    approve = waiting["links"]["approve"]
+    assert f"/approval/{job.id}/approve?" in approve and "token=" in approve
     engine.finishing.decide(job.id, "approve", "looks right")
     assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
     wait_until(lambda: len(receiver.requests) >= 2, what="job.completed delivered")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..approval import links as approval_links
 from ..config import Settings
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
@@ -35,6 +36,7 @@ class Webhooks:
 
     def __init__(self, settings: Settings, root: Any, api_url: Callable[[], str | None], since: float = 0.0) -> None:
         self.settings = settings.webhooks
+        self._approval = (settings.api.api_key, settings.git.approval_link_ttl)  # a waiting job's signed links
         self.api_url = api_url
         self.since = since  # when this server run began, on the engine's clock
         self.outbox = Outbox(root, self.settings.keep_deliveries)
@@ -81,6 +83,10 @@ class Webhooks:
         if worker is not None:
             payload["worker"] = worker
         payload["links"] = events.links(job, self.api_url)
+        if kind == "job.waiting" and self._approval[0]:  # approve or reject from the payload (approval.py's signed links)
+            base = (self.api_url() or "").rstrip("/")
+            signed = approval_links(self._approval[0], job.id, now, self._approval[1])
+            payload["links"].update({action: base + path for action, path in signed.items()})
         for url, target in targets:
             delivery_id = new_id("dlv", now)
             body = json.dumps({**payload, "delivery_id": delivery_id}, separators=(",", ":"))
