@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.bench_graph import load_average  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine import Engine  # noqa: E402
 from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign  # noqa: E402
@@ -177,13 +178,6 @@ def one_round(way: str, workers: int, concurrency: int, folders: list[Path]) -> 
         if server is not None:
             server.shutdown()
             server.server_close()
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
