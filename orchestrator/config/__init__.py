@@ -5,6 +5,7 @@ Precedence: built-in defaults < ``config.yaml`` < environment
 never raise the server's limits. This package is the only reader of YAML and of
 the settings part of the environment.
 
+- ``keys``: ``Key`` (one setting's description), the ``setting`` field maker, ``check_value``;
 - ``schema``: every setting, once (one frozen dataclass per section) and ``SCHEMA``, derived from them;
 - ``settings``: ``Settings`` and ``load_settings`` (defaults, file, environment, overrides);
 - ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission.
@@ -13,20 +14,17 @@ the settings part of the environment.
 from __future__ import annotations
 
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
+from .keys import ENV_NAME, RESERVED_ENV, Key, Section
 from .schema import (
-    ENV_NAME,
     PLANNERS,
-    RESERVED_ENV,
     SCHEMA,
     SECTIONS,
     TEMPLATE_HEADER,
     WORKER_KINDS,
     ApiSettings,
-    Key,
     LoggingSettings,
     OrchestratorSettings,
     RecursionSettings,
-    Section,
     SimulatedSettings,
     WorkersSettings,
     render_template,

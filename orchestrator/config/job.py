@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError, Forbidden, RecursionLimit
 from .hooks import check_callback_url
-from .schema import SCHEMA, Key, check_value
+from .keys import Key, check_value
+from .schema import SCHEMA
 from .settings import Settings
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from .. import protocol
 from ..errors import ConfigError
+from .keys import check_value
 from .schema import (
     SCHEMA,
     SECTIONS,
@@ -30,7 +31,6 @@ from .schema import (
     TasksSettings,
     WebhooksSettings,
     WorkersSettings,
-    check_value,
 )
 
 ENV_PREFIX = protocol.SETTINGS_PREFIX
