@@ -11,6 +11,7 @@ killed by SIGKILL       failed          no: out of memory or killed on purpose
 killed by other signal  failed          yes (a crash may be transient)
 our timeout             timeout         only with workers.retry_on_timeout
 cancelled               cancelled       no
+lost (its node died)    failed          yes, up to max_retries (distributed.executor rq)
 could not start         failed          no: a missing command stays missing
 adapter: not retryable  failed          no
 class auth/bad_request  failed          no: a bad key or request fails the same again
@@ -372,6 +373,10 @@ class WorkerExecution:
         reason = "exit"
         code = None
         while code is None:
+            if self.handle.queued:  # a remote attempt waiting for a node: its time starts when one starts it
+                deadline = clock.monotonic() + self.config.default_timeout
+            elif self.handle.node != attempt.node:
+                self._placed(attempt)
             remaining = deadline - clock.monotonic()
             if self.abort_reason:
                 reason = "cap"
@@ -391,6 +396,17 @@ class WorkerExecution:
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
+
+    def _placed(self, attempt: Attempt) -> None:
+        """A remote executor's node started the attempt: the record names the node (and its pid there)."""
+        handle = self.handle
+        assert handle is not None
+
+        def begin() -> None:  # under the engine's lock
+            attempt.node, attempt.pid = handle.node, handle.pid
+            self.record.node = handle.node
+
+        self.on_change(self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, True)
 
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
@@ -421,6 +437,11 @@ class WorkerExecution:
             why = f"{self.abort_reason} (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} stopped: {why} =====")
             return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), None
+        if self.handle is not None and self.handle.lost and reason == "exit":
+            attempt.end_reason = "lost"
+            why = f"lost: node {self.handle.node or '?'} stopped renewing its lease"
+            self._log(f"===== attempt {attempt.number} {why}; a late result from it is ignored =====")
+            return Outcome(WorkerStatus.FAILED, why, error=why, parsed=parsed), RETRY
         if reason == "cancelled":
             attempt.end_reason = "cancelled"
             why = f"cancelled (ended by {rung or 'exit'})"

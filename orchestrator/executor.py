@@ -18,6 +18,9 @@ What the interface promises, whatever runs the attempt (the contract tests check
 * ``terminate`` is the kill ladder: ``first_signal``, ``grace`` seconds, then SIGKILL; it
   returns the rung that ended the attempt ("none" when it had already ended), which the
   handle keeps as ``kill_rung``. "Already gone" is success.
+* A remote executor's attempt may wait ``queued`` for a machine (its timeout starts when one
+  starts it; ``wait`` returns None early when it does, so the record can name its ``node``), and
+  may end ``lost`` (its machine stopped renewing its lease): retried, never counted twice.
 * ``exit_file`` receives the true status; a restarted server finds a still-running attempt
   with ``find`` and takes it over with ``adopt``, or reads an ended one's exit file.
 
@@ -65,6 +68,21 @@ class AttemptHandle(Protocol):
     def ended_at(self) -> float | None: ...
     @property
     def exited(self) -> bool: ...
+    @property
+    def node(self) -> str | None:
+        """The machine that runs it (a remote executor's node name; None: this server)."""
+        ...
+
+    @property
+    def queued(self) -> bool:
+        """Waiting for a machine to start it (a remote executor); its timeout does not run yet."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """Ended in an unknown state: the machine that ran it stopped answering (its lease expired).
+        The attempt is retried under max_retries; a late result from it is ignored."""
+        ...
 
 
 class Sampled(Protocol):

@@ -96,6 +96,9 @@ class Attempt:
     # A worktree worker's: the commit this attempt started from (worktree.py: after a failed
     # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
     checkpoint: str | None = None
+    # Issue 16: the node that ran it (distributed.executor rq; None: this server ran it), and the
+    # Redis id of the attempt there (re-adopted by it after a server restart).
+    node: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -237,6 +240,7 @@ class WorkerRecord:
     prompt_bytes: int | None = None
     shared_prompt_bytes: int | None = None
     tokens_cache_read: int | None = None
+    node: str | None = None  # issue 16: the node its latest attempt runs or ran on (None: this server)
 
     @property
     def key(self) -> str:

@@ -149,6 +149,10 @@ class ProcessHandle:
     exit_file: Path | None = None  # where the shim writes the exit status
     code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
     ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
+    # A local process has no node, never waits in a queue and is never lost (executor.AttemptHandle).
+    node: str | None = None
+    queued: bool = False
+    lost: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

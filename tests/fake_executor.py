@@ -156,6 +156,9 @@ class FakeHandle:
     signals: list[int] = field(default_factory=list)
     children: list[str] = field(default_factory=list)  # child job ids it started
     refusals: list[str] = field(default_factory=list)  # why a child job was refused
+    node: str | None = None
+    queued: bool = False
+    lost: bool = False
     waited: bool = False
     waits: int = 0  # waits begun (their end already fixed): a manual clock may move on after one
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

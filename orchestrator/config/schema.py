@@ -32,6 +32,21 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def check_public_url(url: str) -> None:
+    if url and (not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or "@" in url):
+        raise ValueError("expected empty or http(s)://HOST[:PORT][/PATH] (no user, query or fragment)")
+
+
+def check_redis_url(url: str) -> None:
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected redis://[:PASSWORD@]HOST:PORT/DB, rediss://... (TLS) or unix:///PATH?db=N")
+
+
+def check_queue_prefix(prefix: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", prefix):
+        raise ValueError("expected 1 to 40 letters, digits, _ or -")
+
+
 @dataclass(frozen=True)
 class OrchestratorSettings(Section):
     execution_mode: str = setting(
@@ -179,6 +194,15 @@ class ApiSettings(Section):
     rate_limit_admin: float = setting(0.0, "requests per second the admin key may make (0: no limit)", min=0, max=1e6)
     rate_burst: int = setting(100, "requests a credential may make at once before its rate applies", min=1, max=1_000_000)
     rate_limit_failed_auth: float = setting(10.0, "requests per second one address may make with a wrong key", min=0, max=1e6)
+    public_url: str = setting(
+        "",
+        "the API's address as workers on other machines reach it, e.g. https://orchestrator.internal:8443 "
+        "(distributed.executor rq; empty: the address the server listens on)",
+        check=check_public_url,
+    )
+    allow_remote: bool = setting(
+        False, "let api.host be an address other machines reach (rq nodes); put TLS in front of it (README: Cluster)"
+    )
 
 
 @dataclass(frozen=True)
@@ -378,6 +402,32 @@ class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
     keep_deliveries: int = setting(1000, hooks.HELP["keep_deliveries"], min=10, max=1_000_000)
 
 
+@dataclass(frozen=True)
+class DistributedSettings(Section):
+    executor: str = setting(
+        "local",
+        "where worker attempts run: local (processes of this server) or rq (queued on Redis for "
+        "`python -m orchestrator node` processes on any machine that mounts the workspace)",
+        choices=("local", "rq"),
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "the Redis that carries attempts, leases and nodes (executor rq): redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS",
+        secret=True,
+        check=check_redis_url,
+    )
+    queue_prefix: str = setting(
+        "orchestrator", "names of this server's queues and keys in Redis (one server per prefix)", check=check_queue_prefix
+    )
+    lease: float = setting(
+        30.0,
+        "seconds an attempt's lease lasts; its node renews it every third of that. An attempt whose lease "
+        "expires is lost and retried on another node",
+        min=3,
+        max=3600,
+    )
+
+
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).
 SECTIONS: dict[str, type[Section]] = {
     "orchestrator": OrchestratorSettings,
@@ -393,6 +443,7 @@ SECTIONS: dict[str, type[Section]] = {
     "anthropic": AnthropicSettings,
     "database": DatabaseSettings,
     "webhooks": WebhooksSettings,
+    "distributed": DistributedSettings,
 }
 # A field's annotation (a string: annotations are postponed) -> (the value's type, whether null is allowed).
 _TYPES: dict[str, tuple[type, bool]] = {

@@ -21,6 +21,7 @@ from .schema import (
     ApiSettings,
     CandidatesSettings,
     DatabaseSettings,
+    DistributedSettings,
     GitSettings,
     Key,
     LoggingSettings,
@@ -55,6 +56,7 @@ class Settings:
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
     source: str = "defaults"  # which files and variables were applied, for `config show`
 
     @property

@@ -1,0 +1,72 @@
+"""Every Redis key and RQ queue name the rq executor uses, in one place, under one prefix
+(``distributed.queue_prefix``), so that two servers with different prefixes can share a Redis.
+
+======================  ======  =====================================================================
+key                     type    what it holds
+======================  ======  =====================================================================
+``P:attempt:ID``        hash    one attempt: its spec, fencing ``token``, ``state`` (queued, running,
+                                ended, cancelled, lost), ``node``, ``pid``, times, ``code``, ``kill_rung``
+``P:lease:ID``          string  ``NODE:TOKEN`` while the node that runs attempt ID renews it (PX = lease)
+``P:control:ID``        list    what the server asks of a running attempt (terminate), JSON, for its node
+``P:events``            list    what nodes tell the server (started, ended), JSON, read by one thread
+``P:fence``             string  the fencing-token counter (INCR): every enqueue gets a new token
+``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (nodes.py)
+``P:node:NAME``         string  present (PX = lease) while node NAME heartbeats
+``P:marker``            string  the server's workspace marker token (a node checks the file matches)
+``P:lock:...``          string  advisory path locks (locks.py) when the executor is rq
+RQ queue ``P.KIND``     queue   attempts waiting for a node that runs worker kind KIND
+======================  ======  =====================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = "orchestrator"
+
+    def attempt(self, attempt_id: str) -> str:
+        return f"{self.prefix}:attempt:{_checked(attempt_id)}"
+
+    def lease(self, attempt_id: str) -> str:
+        return f"{self.prefix}:lease:{_checked(attempt_id)}"
+
+    def control(self, attempt_id: str) -> str:
+        return f"{self.prefix}:control:{_checked(attempt_id)}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.prefix}:fence"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}:node:{_checked(name)}"
+
+    @property
+    def marker(self) -> str:
+        return f"{self.prefix}:marker"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
+
+    def queue(self, kind: str) -> str:
+        """The RQ queue (its name, not a key) of attempts of worker kind ``kind``."""
+        return f"{self.prefix}.{_checked(kind)}"
+
+
+def _checked(part: str) -> str:
+    if not ID.match(part):
+        raise ValueError(f"{part[:60]!r} is not a valid id for a Redis key (letters, digits, _ . : -)")
+    return part

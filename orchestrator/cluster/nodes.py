@@ -1,0 +1,75 @@
+"""The node registry: each node publishes its ``NodeInfo`` at start and with every heartbeat;
+the server reads them for ``GET /api/v1/nodes``, the dashboard and routing (a kind no live node
+runs is refused at once rather than left in a queue nobody reads)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from .names import Names
+
+
+@dataclass
+class NodeInfo:
+    """One node as it last described itself. ``alive`` is the server's reading: its heartbeat key
+    still exists (it expires one lease after the node's last heartbeat)."""
+
+    name: str
+    host: str
+    pid: int
+    kinds: list[str]
+    slots: int
+    running: int = 0
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    attempts: list[str] = field(default_factory=list)  # ids of the attempts it runs now
+    alive: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def publish(client: redis.Redis, names: Names, info: NodeInfo, lease: float) -> None:
+    """Write ``info`` and (re)start its liveness key, which expires ``lease`` seconds from now."""
+    data = info.to_dict()
+    data.pop("alive", None)
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(names.nodes, info.name, json.dumps(data, separators=(",", ":")))
+    pipe.set(names.node(info.name), str(info.pid), px=max(1, int(lease * 1000)))
+    pipe.execute()
+
+
+def forget(client: redis.Redis, names: Names, name: str) -> None:
+    """A node that stops cleanly takes itself out of the registry."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(names.nodes, name)
+    pipe.delete(names.node(name))
+    pipe.execute()
+
+
+def read(client: redis.Redis, names: Names) -> list[NodeInfo]:
+    """Every registered node, by name, each with ``alive`` set from its liveness key."""
+    raw: dict[bytes, bytes] = client.hgetall(names.nodes)  # type: ignore[assignment]
+    found = []
+    for value in raw.values():
+        try:
+            found.append(NodeInfo.from_dict(json.loads(value)))
+        except (ValueError, TypeError):
+            continue  # a garbled entry is skipped, not fatal to the listing
+    found.sort(key=lambda n: n.name)
+    if found:
+        pipe = client.pipeline(transaction=False)
+        for node in found:
+            pipe.exists(names.node(node.name))
+        for node, exists in zip(found, pipe.execute(), strict=True):
+            node.alive = bool(exists)
+    return found
