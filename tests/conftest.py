@@ -12,6 +12,8 @@ from orchestrator import protocol
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 
+from .redisserver import fresh_redis, redis_server, unique_prefix  # noqa: F401 (fixtures, for every test file)
+
 # An illegal status change raises (states.IllegalTransition) in the tests and in every server
 # and command they start (they inherit this), instead of being logged and refused.
 os.environ[protocol.STRICT_STATES] = "1"

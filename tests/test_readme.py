@@ -39,7 +39,8 @@ def test_every_route_in_the_readme_is_served():
 def test_every_setting_the_readme_names_exists():
     names = set(
         re.findall(
-            r"`((?:orchestrator|workers|recursion|api|logging|simulated|git|tasks|candidates|scoring|webhooks|distributed)\.[a-z_]+)", README
+            r"`((?:orchestrator|workers|recursion|api|logging|simulated|git|tasks|candidates|scoring|webhooks|distributed)\.[a-z_]+)",
+            README,
         )
     )
     assert len(names) > 15

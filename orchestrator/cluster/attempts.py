@@ -1,0 +1,328 @@
+"""The attempt protocol between the server (cluster/executor.py) and the nodes (cluster/node.py),
+as atomic Redis operations (Lua scripts), so that both sides agree on one state machine:
+
+    queued --claim--> running --finish--> ended
+      |                  |  \\--mark_lost (its lease expired: the node is gone)--> lost
+      \\--cancel_queued--> cancelled
+
+* Every enqueue gets a new **fencing token** (``P:fence``). A node may act on an attempt (claim,
+  renew, finish) only with the token the attempt's hash holds now; ``mark_lost`` and a re-enqueue
+  change it, so a late result from a lost attempt is ignored, and an attempt is never counted twice.
+* A running attempt holds a **lease** (``P:lease:ID``, ``NODE:TOKEN``, expiring ``lease`` seconds
+  after its node's last renewal). The server marks an attempt lost only once its lease is gone.
+* A Redis restart without its data loses hashes, queues and leases. A node's ``renew`` and
+  ``finish`` then recreate the hash from what the node knows (its token is as good as any: the
+  server keeps the token it enqueued, and a hash with another token fences the node); the server
+  re-enqueues, from its own handles, a queued attempt whose hash is gone (cluster/executor.py).
+* Nothing secret goes through Redis: the spec carries the worker protocol's variables, never
+  the server's environment nor the worker's API key, which travels in a 0600 file in the shared
+  workspace (``secret_env_file``) that the node reads and deletes (``split_env``).
+
+RQ carries only ``(attempt id, token)`` to the node (``RQ_FUNCTION``); the spec is in the hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .. import protocol
+from .names import Names
+
+RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an attempt: run(attempt_id, token)
+STATES = ("queued", "running", "ended", "cancelled", "lost")
+# Variables a node never takes from the server (it sets its own): paths into its own install.
+NODE_OWN = frozenset({"PATH", "PYTHONPATH", protocol.PYTHON, protocol.API_KEY})
+
+
+@dataclass
+class AttemptSpec:
+    """What a node needs to run one attempt. Paths are the same on every machine (the shared
+    workspace is mounted at the same path everywhere)."""
+
+    id: str
+    token: int
+    kind: str
+    tag: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]  # the worker protocol's variables (split_env), nothing secret
+    log_path: str
+    exit_file: str | None
+    secret_env_file: str | None = None  # a 0600 JSON object of secret variables (the worker's API key)
+    lease: float = 30.0
+    enqueued_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AttemptSpec:
+        data = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def split_env(
+    env: Mapping[str, str], server_environ: Mapping[str, str], server_workers_env: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(public, secret): what of a worker's environment travels to its node. Public: what the
+    server added for this worker (the protocol's variables, TMPDIR, an adapter's extras), never
+    a variable of the server's own environment or of its workers.env (a node starts from its own:
+    its CLI credentials, never the server's). Secret: the worker's API key."""
+    public, secret = {}, {}
+    for name, value in env.items():
+        if name == protocol.API_KEY:
+            secret[name] = value
+        elif name in NODE_OWN:
+            continue
+        elif server_environ.get(name) == value or server_workers_env.get(name) == value:
+            continue
+        else:
+            public[name] = value
+    return public, secret
+
+
+def write_secret_file(path: Path, secret: Mapping[str, str]) -> None:
+    """The secret variables, readable by this user only (the node runs as the same user)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(dict(secret), out)
+
+
+def read_secret_file(path: str | None) -> dict[str, str]:
+    """The secret variables a node's worker gets, deleting the file (it is needed once)."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as src:
+            data = json.load(src)
+    except (OSError, ValueError):
+        return {}
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+# -- the scripts -------------------------------------------------------------------------------
+# KEYS and ARGV are documented above each one; every script returns a small integer or string.
+
+# KEYS: attempt hash, events list. ARGV: token, spec json, kind, tag, now.
+_ENQUEUE = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'spec', ARGV[2], 'kind', ARGV[3], 'tag', ARGV[4],
+           'state', 'queued', 'enqueued_at', ARGV[5])
+return 1
+"""
+
+# KEYS: attempt hash, lease, events. ARGV: token, node, now, lease ms.
+# Returns the spec when the claim is granted, else false (fenced, cancelled, or gone).
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'queued' then
+  return false
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'node', ARGV[2], 'claimed_at', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[4])
+return redis.call('HGET', KEYS[1], 'spec')
+"""
+
+# KEYS: attempt hash, lease, events. ARGV: token, node, now, pid, start_id, event json.
+_STARTED = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'pid', ARGV[4], 'start_id', ARGV[5], 'started_at', ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[6])
+return 1
+"""
+
+# KEYS: attempt hash, lease. ARGV: token, node, lease ms, now, sample json.
+# "renewed"; "fenced" (the attempt is another's now, or lost or cancelled: stop it).
+_RENEW = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token then
+  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'state', 'running', 'node', ARGV[2], 'recreated_at', ARGV[4])
+elseif token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return 'fenced'
+end
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], 'renewed_at', ARGV[4], 'sample', ARGV[5])
+return 'renewed'
+"""
+
+# KEYS: attempt hash, lease, events. ARGV: token, node, code, kill_rung, ended_at, event json, note.
+# 1: recorded; 0: fenced (a late result: ignored).
+_FINISH = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token then
+  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'node', ARGV[2], 'recreated_at', ARGV[5])
+elseif token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'ended', 'code', ARGV[3], 'kill_rung', ARGV[4], 'ended_at', ARGV[5], 'note', ARGV[7])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[3], ARGV[6])
+return 1
+"""
+
+# KEYS: attempt hash, events. ARGV: token, now, event json.  1: it was still queued, now cancelled.
+_CANCEL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'queued' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'ended_at', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: attempt hash, lease, fence. ARGV: token, now.  The new token when marked lost, else 0.
+_MARK_LOST = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local fresh = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], 'state', 'lost', 'token', fresh, 'ended_at', ARGV[2])
+return fresh
+"""
+
+
+class Attempts:
+    """The protocol's operations on one Redis, under one prefix. Thread-safe (redis-py's client
+    is); every method is one round trip."""
+
+    def __init__(self, client: redis.Redis, names: Names) -> None:
+        self.client = client
+        self.names = names
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._claim = client.register_script(_CLAIM)
+        self._started = client.register_script(_STARTED)
+        self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
+        self._cancel_queued = client.register_script(_CANCEL_QUEUED)
+        self._mark_lost = client.register_script(_MARK_LOST)
+
+    # -- server side
+    def new_token(self) -> int:
+        return int(self.client.incr(self.names.fence))
+
+    def record(self, spec: AttemptSpec) -> None:
+        """Write the attempt's hash (state queued) before its RQ job is enqueued."""
+        n = self.names
+        self._enqueue(keys=[n.attempt(spec.id), n.events], args=[spec.token, spec.to_json(), spec.kind, spec.tag, time.time()])
+
+    def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
+        """Cancel an attempt no node has claimed yet (a later claim fails); tells the event list."""
+        n = self.names
+        event = _event(attempt_id, token, "ended", code=code, kill_rung="none", note="cancelled before a node started it")
+        return bool(self._cancel_queued(keys=[n.attempt(attempt_id), n.events], args=[token, time.time(), event]))
+
+    def terminate(self, attempt_id: str, token: int, signal: int, grace: float) -> None:
+        """Ask the node that runs the attempt to run the kill ladder (first ``signal``, then SIGKILL)."""
+        message = json.dumps({"action": "terminate", "token": token, "signal": signal, "grace": grace})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self.names.control(attempt_id), message)
+        pipe.expire(self.names.control(attempt_id), 86400)
+        pipe.execute()
+
+    def mark_lost(self, attempt_id: str, token: int) -> int:
+        """Mark a running attempt whose lease is gone lost; returns its new token (0: not lost)."""
+        n = self.names
+        return int(self._mark_lost(keys=[n.attempt(attempt_id), n.lease(attempt_id), n.fence], args=[token, time.time()]))
+
+    def read(self, attempt_id: str) -> dict[str, str] | None:
+        raw: dict[bytes, bytes] = self.client.hgetall(self.names.attempt(attempt_id))  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    def lease_holder(self, attempt_id: str) -> str | None:
+        value = self.client.get(self.names.lease(attempt_id))
+        return value.decode() if isinstance(value, bytes) else None
+
+    def next_events(self, timeout: float, most: int = 512) -> list[dict[str, Any]]:
+        """What nodes told since the last call (waits up to ``timeout`` for the first one)."""
+        found = self.client.blpop([self.names.events], timeout=max(timeout, 0.01))
+        if not found:
+            return []
+        raw = [found[1]]
+        more = self.client.lpop(self.names.events, most - 1)
+        raw.extend(more or [])  # type: ignore[arg-type]
+        events = []
+        for item in raw:
+            try:
+                events.append(json.loads(item))
+            except ValueError:
+                continue
+        return events
+
+    def forget(self, attempt_id: str) -> None:
+        """Remove an ended attempt's keys (the workspace records keep its story)."""
+        n = self.names
+        self.client.delete(n.attempt(attempt_id), n.lease(attempt_id), n.control(attempt_id))
+
+    # -- node side
+    def claim(self, attempt_id: str, token: int, node: str, lease: float) -> AttemptSpec | None:
+        """Take a queued attempt (its lease starts); None when it is no longer this token's to run."""
+        n = self.names
+        found = self._claim(
+            keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events], args=[token, node, time.time(), _ms(lease)]
+        )
+        return AttemptSpec.from_json(found) if found else None
+
+    def started(self, attempt_id: str, token: int, node: str, pid: int, start_id: str | None) -> bool:
+        n = self.names
+        now = time.time()
+        event = _event(attempt_id, token, "started", node=node, pid=pid, start_id=start_id, at=now)
+        return bool(
+            self._started(
+                keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
+                args=[token, node, now, pid, start_id or "", event],
+            )
+        )
+
+    def renew(self, attempt_id: str, token: int, node: str, lease: float, sample: Mapping[str, Any] | None = None) -> bool:
+        """Extend the lease; False when the attempt is fenced (stop it: it is no longer ours)."""
+        n = self.names
+        result = self._renew(
+            keys=[n.attempt(attempt_id), n.lease(attempt_id)],
+            args=[token, node, _ms(lease), time.time(), json.dumps(dict(sample or {}))],
+        )
+        return (result.decode() if isinstance(result, bytes) else result) == "renewed"
+
+    def finish(self, attempt_id: str, token: int, node: str, code: int, kill_rung: str | None, note: str = "") -> bool:
+        """Report the end; False when fenced (a late result from a lost attempt: ignored)."""
+        n = self.names
+        now = time.time()
+        event = _event(attempt_id, token, "ended", node=node, code=code, kill_rung=kill_rung or "none", at=now, note=note)
+        return bool(
+            self._finish(
+                keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
+                args=[token, node, code, kill_rung or "none", now, event, note],
+            )
+        )
+
+    def next_control(self, attempt_id: str, timeout: float) -> dict[str, Any] | None:
+        """The server's next request for this attempt (terminate), waiting up to ``timeout``."""
+        found = self.client.blpop([self.names.control(attempt_id)], timeout=max(timeout, 0.01))
+        if not found:
+            return None
+        try:
+            message = json.loads(found[1])
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+
+
+def _event(attempt_id: str, token: int, event: str, **fields: Any) -> str:
+    return json.dumps({"id": attempt_id, "token": token, "event": event, **fields}, separators=(",", ":"))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
