@@ -291,6 +291,8 @@ LAYERS = [
             "orchestrator.dashboard",
             "orchestrator.progress",
             "orchestrator.simulated",
+            "orchestrator.cluster.node",
+            "orchestrator.cluster.attempt",
         ],
     ),
     ("engine", ["orchestrator.engine"]),
@@ -348,7 +350,14 @@ LAYERS = [
     ("text", ["orchestrator.prompts", "orchestrator.reports", "orchestrator.analytics"]),
     (
         "seams",
-        ["orchestrator.executor", "orchestrator.clock", "orchestrator.checkout", "orchestrator.steps", "orchestrator.adapters"],
+        [
+            "orchestrator.executor",
+            "orchestrator.clock",
+            "orchestrator.checkout",
+            "orchestrator.steps",
+            "orchestrator.adapters",
+            "orchestrator.cluster.executor",
+        ],
     ),
     (
         "bottom",
@@ -372,6 +381,7 @@ LAYERS = [
             "orchestrator.merging",
             "orchestrator.gitrefs",
             "orchestrator.gitwork",
+            "orchestrator.cluster",
         ],
     ),
 ]
