@@ -39,6 +39,7 @@ from typing import Protocol
 
 import psutil
 
+from .cluster.nodes import NodeInfo
 from .procscan import rss_bytes
 from .runner import CommandNotFound, FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims
 
@@ -142,6 +143,10 @@ class Executor(Protocol):
         """End whatever carries a tag starting with ``prefix``, except tags in ``keep``; how many."""
         ...
 
+    def nodes(self) -> list[NodeInfo] | None:
+        """The machines that run attempts (a remote executor's node registry); None: this server."""
+        ...
+
 
 class LocalExecutor:
     """Attempts as processes on this machine, under runner.py's shim."""
@@ -193,6 +198,9 @@ class LocalExecutor:
 
     def sweep_prefix(self, prefix: str, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
         return self.runner.sweep_prefix(prefix, keep=keep)
+
+    def nodes(self) -> list[NodeInfo] | None:
+        return None  # this server runs every attempt
 
 
 def _local(handle: AttemptHandle) -> ProcessHandle:

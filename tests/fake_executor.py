@@ -357,6 +357,9 @@ class FakeExecutor:
             killed += 1
         return killed
 
+    def nodes(self) -> None:
+        return None  # a single machine, like the local executor
+
     # -- a server killed and restarted -------------------------------------------------------
     def kill_server(self) -> None:
         """The engine is killed (kill -9): its threads stop at their next call here, so

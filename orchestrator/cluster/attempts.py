@@ -32,11 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from .. import protocol
 from .names import Names
 
 RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an attempt: run(attempt_id, token)
+# RQ's jobs are JSON, never pickle: a pickle from Redis would run whatever code wrote it. A node also
+# refuses any job whose function is not RQ_FUNCTION (cluster/node.py).
+SERIALIZER = JSONSerializer
 STATES = ("queued", "running", "ended", "cancelled", "lost")
 # Variables a node never takes from the server (it sets its own): paths into its own install.
 NODE_OWN = frozenset({"PATH", "PYTHONPATH", protocol.PYTHON, protocol.API_KEY})
@@ -218,6 +223,24 @@ class Attempts:
         """Write the attempt's hash (state queued) before its RQ job is enqueued."""
         n = self.names
         self._enqueue(keys=[n.attempt(spec.id), n.events], args=[spec.token, spec.to_json(), spec.kind, spec.tag, time.time()])
+
+    def queue(self, kind: str) -> Queue:
+        """The RQ queue of attempts of worker kind ``kind`` (JSON jobs)."""
+        return Queue(self.names.queue(kind), connection=self.client, serializer=SERIALIZER)
+
+    def enqueue(self, spec: AttemptSpec, queue: Queue | None = None) -> None:
+        """Record the attempt (queued) and put ``(id, token)`` on its kind's RQ queue. RQ's own
+        timeout is off (-1): the server's timeout and the lease end an attempt, not RQ."""
+        self.record(spec)
+        (queue or self.queue(spec.kind)).enqueue_call(
+            RQ_FUNCTION,
+            args=(spec.id, spec.token),
+            timeout=-1,
+            result_ttl=0,
+            failure_ttl=3600,
+            description=spec.tag,
+            job_id=f"{spec.id}.{spec.token}",
+        )
 
     def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
         """Cancel an attempt no node has claimed yet (a later claim fails); tells the event list."""
