@@ -330,7 +330,13 @@ class WorkerExecution:
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             self.handle = self.executor.start(
-                argv, cwd=self.worker_dir, env=env, log_path=self.log_path, tag=self.tag, exit_file=exit_file
+                argv,
+                cwd=self.worker_dir,
+                env=env,
+                log_path=self.log_path,
+                tag=self.tag,
+                exit_file=exit_file,
+                kind=self.record.kind,
             )
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None

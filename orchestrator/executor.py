@@ -110,8 +110,18 @@ class Executor(Protocol):
     """Runs worker attempts. See the module docstring for what each method promises."""
 
     def start(
-        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
-    ) -> AttemptHandle: ...
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        kind: str = "command",
+    ) -> AttemptHandle:
+        """Start an attempt of worker kind ``kind`` (a remote executor routes by it)."""
+        ...
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None: ...
 
@@ -160,7 +170,15 @@ class LocalExecutor:
             )
 
     def start(
-        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        kind: str = "command",
     ) -> ProcessHandle:
         return self.runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file)
 

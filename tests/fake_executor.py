@@ -214,7 +214,7 @@ class FakeExecutor:
         return found[min(number, len(found)) - 1]
 
     # -- the Executor interface -----------------------------------------------------------
-    def start(self, argv, *, cwd, env, log_path, tag, exit_file=None) -> FakeHandle:
+    def start(self, argv, *, cwd, env, log_path, tag, exit_file=None, kind="command") -> FakeHandle:
         self._check_alive()
         if not argv:
             raise ValueError("empty command")

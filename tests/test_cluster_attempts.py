@@ -124,3 +124,17 @@ def test_nothing_secret_travels_in_the_spec(tmp_path):
     write_secret_file(path, secret)
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert read_secret_file(str(path)) == secret and not path.exists()
+
+
+def test_a_node_sees_the_servers_marker_only_at_the_same_path(redis_server, unique_prefix, tmp_path):
+    from orchestrator.cluster.marker import MARKER_FILE, Marker, check_marker, server_marker, write_marker
+
+    client, names = connect(redis_server.url), Names(unique_prefix)
+    assert server_marker(client, names) is None
+    (tmp_path / "ws").mkdir()
+    written = write_marker(client, names, tmp_path / "ws")
+    assert server_marker(client, names) == written and check_marker(written) is None
+    elsewhere = Marker(str(tmp_path / "other"), written.token)
+    assert "cannot see the server's workspace" in (check_marker(elsewhere) or "")
+    (tmp_path / "ws" / MARKER_FILE).write_text('{"token": "stale"}')
+    assert "not the running server's" in (check_marker(written) or "")
