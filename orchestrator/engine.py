@@ -30,6 +30,7 @@ from . import index, landing, limits, logs, roles, states, webhooks
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
+from .cluster.executor import close_executor, make_executor
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from .errors import Conflict, OrchestratorError, Unavailable
@@ -81,7 +82,7 @@ class Engine:
         self.workspace = workspace or Workspace(settings.workspace_root)
         # Where worker attempts run (executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
-        self.executor: Executor = executor or LocalExecutor(runner)
+        self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
@@ -492,5 +493,6 @@ class Engine:
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()
         self.monitor.stop()
+        close_executor(self.executor)  # the rq executor's listener (attempts on nodes run on)
         self.index.close()
         self.webhooks.close()  # pending deliveries stay in the outbox for the next start

@@ -1,0 +1,615 @@
+"""The rq executor: worker attempts run on nodes (``python -m orchestrator node``) through Redis
+and RQ, behind the same Executor seam as local processes (orchestrator/executor.py).
+
+``start`` writes an attempt's hash and puts ``(id, token)`` on its kind's RQ queue
+(cluster/attempts.py, the protocol); one listener thread hears what nodes tell (started,
+ended) and, every ``lease / 6`` seconds, reconciles each live attempt with Redis and the
+shared workspace:
+
+==============================================  ===============================================
+what it finds                                   what it does
+==============================================  ===============================================
+a queued attempt whose hash Redis lost          enqueues it again, with a new token
+  (a Redis restart without its data)
+a running attempt whose lease has been gone     ``mark_lost``: the handle ends lost (-SIGKILL),
+  for a full lease (its node died)              and a late result is fenced by the protocol
+an exit file, but no "ended" heard for          reads it: the shared file system is the truth
+  ``EXIT_FILE_GRACE`` seconds
+a hash that says started, ended, lost           the handle catches up (an event lost with Redis)
+==============================================  ===============================================
+
+Redis being down never crashes nor blocks the engine: the listener logs it once, retries,
+and reconciles when Redis is back; a start meanwhile is kept queued here and enqueued then.
+
+Concurrency: the engine's ``workers.global_max_workers`` still bounds how many attempts it
+has out at once (queued or running); the nodes' slots bound how many run. A queued attempt's
+timeout does not run (execution.py holds it while ``handle.queued``): it waits for a slot.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from .. import protocol
+from ..config import Settings
+from ..errors import ConfigError
+from ..executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
+from ..runner import CommandNotFound, FoundShim, ProcessRunner, Wakeup, read_exit_file
+from . import marker, nodes
+from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
+from .connect import connect, redacted
+from .names import Names
+from .nodes import NodeInfo
+
+log = logging.getLogger("orchestrator.cluster.executor")
+
+EXIT_FILE_GRACE = 3.0  # seconds an exit file may precede its "ended" event before it is believed
+ENDED_TTL = 3600  # seconds a released attempt's hash stays in Redis (for a look at what happened)
+WAKE_POLL = 0.25  # a Wakeup does not notify: a wait with one looks at it this often
+NODES_TTL = 2.0  # seconds a positive "a live node runs this kind" answer is reused
+
+
+def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Executor:
+    """The executor ``distributed.executor`` names: local processes, or nodes through Redis."""
+    if settings.distributed.executor == "rq":
+        return RQExecutor(settings)
+    return LocalExecutor(runner)
+
+
+def close_executor(executor: Executor) -> None:
+    """Stop what an executor runs of its own (the rq executor's listener thread)."""
+    close = getattr(executor, "close", None)
+    if callable(close):
+        close()
+
+
+@dataclass(eq=False)
+class RemoteHandle:
+    """One attempt on a node (executor.AttemptHandle). ``id`` is the attempt's id in Redis,
+    ``token`` its current fencing token; the listener thread updates the rest."""
+
+    id: str
+    tag: str
+    token: int
+    kind: str
+    started_at: float
+    exit_file: Path | None
+    spec: AttemptSpec | None = None  # kept to enqueue it again if Redis loses it
+    pid: int | None = None  # the worker's pid on its node, once started
+    node: str | None = None
+    queued: bool = True
+    lost: bool = False
+    kill_rung: str | None = None
+    code: int | None = None
+    ended_at: float | None = None
+    sample: Sample | None = None  # from the node's latest renew
+    node_told: bool = False  # a wait has returned None once since it was placed (execution records the node)
+    lease_gone: float | None = None  # monotonic time its lease was first seen missing
+    exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
+    secret_file: Path | None = None
+    _waiters: int = field(default=0, repr=False)
+
+    @property
+    def start_id(self) -> str:
+        return self.id  # what the record keeps (Attempt.pid_start): a restart adopts it by this
+
+    @property
+    def exited(self) -> bool:
+        return self.code is not None
+
+
+class RQExecutor:
+    """Attempts on nodes through Redis and RQ (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, client: redis.Redis | None = None, listen: bool = True) -> None:
+        d = settings.distributed
+        self.settings = settings
+        self.url = redacted(d.redis_url)
+        self.client = client or connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
+        self.names = Names(d.queue_prefix)
+        self.attempts = Attempts(self.client, self.names)
+        self.lease = d.lease
+        self.period = max(0.2, d.lease / 6)
+        settings.workspace_root.mkdir(parents=True, exist_ok=True)
+        self.marker = marker.write_marker(self.client, self.names, settings.workspace_root)
+        self._cond = threading.Condition()
+        self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
+        self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released while Redis was down
+        self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
+        self._down = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if listen:
+            self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop and join the listener (the engine's shutdown); attempts on nodes run on."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    # -- starting ---------------------------------------------------------------------------
+    def start(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        kind: str = "command",
+    ) -> RemoteHandle:
+        if not argv:
+            raise ValueError("empty argv")
+        if "/" in argv[0] and not os.path.exists(argv[0]):
+            # A path is on the shared file system (or the same on every node): missing here is missing there.
+            raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv[0]}", argv[0])
+        self._check_kind(kind)
+        attempt_id = uuid.uuid4().hex
+        public, secret = split_env(env, os.environ, self.settings.workers.env)
+        secret_file = None
+        if secret:
+            secret_file = (exit_file or log_path).with_name(f"{(exit_file or log_path).name}.{attempt_id[:8]}.secret")
+            write_secret_file(secret_file, secret)
+        spec = AttemptSpec(
+            id=attempt_id,
+            token=0,
+            kind=kind,
+            tag=tag,
+            argv=list(argv),
+            cwd=str(cwd),
+            env=public,
+            log_path=str(log_path),
+            exit_file=str(exit_file) if exit_file is not None else None,
+            secret_env_file=str(secret_file) if secret_file is not None else None,
+            lease=self.lease,
+        )
+        handle = RemoteHandle(
+            id=attempt_id,
+            tag=tag,
+            token=0,
+            kind=kind,
+            started_at=time.time(),
+            exit_file=exit_file,
+            spec=spec,
+            secret_file=secret_file,
+        )
+        with self._cond:
+            self._handles[attempt_id] = handle
+        try:
+            self._enqueue(handle)
+        except (redis.RedisError, OSError) as exc:  # Redis is down: the listener enqueues it once it is back
+            self._note_down(exc)
+        return handle
+
+    def _check_kind(self, kind: str) -> None:
+        """Refuse at once a kind no live node runs (it would wait in a queue nobody reads)."""
+        now = time.monotonic()
+        if now - self._kinds_seen.get(kind, -NODES_TTL) < NODES_TTL:
+            return
+        try:
+            found = nodes.read(self.client, self.names)
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+            if kind in self._kinds_seen:
+                return  # known a moment ago; Redis will be back (the attempt waits queued here)
+            raise OSError(f"cannot reach Redis at {self.url} to find a node for worker kind {kind!r}: {exc}") from None
+        live = [n for n in found if n.alive]
+        for node in live:
+            for k in node.kinds:
+                self._kinds_seen[k] = now
+        if kind in self._kinds_seen and now - self._kinds_seen[kind] < NODES_TTL:
+            return
+        listing = "; ".join(f"{n.name} ({', '.join(n.kinds) or 'no kinds'})" for n in live) or "none"
+        raise ConfigError(
+            f"no live node runs worker kind {kind!r} (live nodes: {listing}). Start one on a machine that mounts "
+            f"the workspace at {self.marker.workspace}: python -m orchestrator node --redis REDIS_URL --kinds {kind}",
+            key="distributed.executor",
+        )
+
+    def _enqueue(self, handle: RemoteHandle) -> None:
+        """Enqueue (again) with a fresh token; the attempt is indexed under its tree for ``find``."""
+        assert handle.spec is not None
+        token = self.attempts.new_token()
+        with self._cond:
+            handle.token = handle.spec.token = token
+        self.attempts.enqueue(handle.spec)
+        self.client.hset(self._index(handle.tag), handle.id, handle.tag)
+
+    def _index(self, tag: str) -> str:
+        """The hash (attempt id -> tag) of one job tree's attempts in Redis (find, sweep_prefix)."""
+        return f"{self.names.prefix}:tree:{tag.split('.', 1)[0]}"
+
+    # -- waiting ----------------------------------------------------------------------------
+    def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
+        h = _remote(handle)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if h.node is not None and not h.node_told:
+                    h.node_told = True  # placed: the caller records its node first, then waits on
+                    return None
+                if h.code is not None:
+                    return h.code
+                if wake is not None and wake.is_set():
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                if wake is not None:
+                    left = WAKE_POLL if left is None else min(left, WAKE_POLL)
+                self._cond.wait(left)
+
+    # -- ending -----------------------------------------------------------------------------
+    def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
+        h = _remote(handle)
+        with self._cond:
+            if h.code is not None:
+                h.kill_rung = h.kill_rung or "none"
+                return h.kill_rung
+        if h.queued:
+            try:
+                cancelled = self.attempts.cancel_queued(h.id, h.token, -first_signal)
+            except (redis.RedisError, OSError) as exc:  # no node can claim it while Redis is down either
+                self._note_down(exc)
+                cancelled = True
+            if cancelled:
+                self._drop_job(h)
+                self._end(h, -first_signal, "none", note="cancelled while queued")
+                return "none"
+        deadline = time.monotonic() + grace + 2 * self.lease + 5  # the node's ladder, or its lease running out
+        asked = False
+        while time.monotonic() < deadline:
+            if not asked:
+                try:
+                    self.attempts.terminate(h.id, h.token, int(first_signal), grace)
+                    asked = True
+                except (redis.RedisError, OSError) as exc:
+                    self._note_down(exc)
+            with self._cond:
+                if h.code is not None:
+                    break
+                self._cond.wait(min(1.0, max(0.01, deadline - time.monotonic())))
+        else:  # no answer at all: fence it (a late result is ignored) and call it lost
+            self._fence(h)
+            self._end(h, -signal.SIGKILL, "SIGKILL", lost=True, note="no answer to terminate")
+        with self._cond:
+            h.kill_rung = h.kill_rung or "none"
+            return h.kill_rung
+
+    def release(self, handle: AttemptHandle) -> None:
+        h = _remote(handle)
+        with self._cond:
+            self._handles.pop(h.id, None)
+        if h.secret_file is not None:
+            h.secret_file.unlink(missing_ok=True)  # the node deletes it once read; a cancelled one's is ours
+        self._forget.append((h.id, h.tag))
+        self._flush_forget()
+
+    def _flush_forget(self) -> None:
+        """Ended attempts leave the tree index; their hash stays ENDED_TTL for a look."""
+        while self._forget:
+            attempt_id, tag = self._forget[0]
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hdel(self._index(tag), attempt_id)
+                pipe.expire(self.names.attempt(attempt_id), ENDED_TTL)
+                pipe.delete(self.names.control(attempt_id))
+                pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                self._note_down(exc)
+                return
+            self._forget.pop(0)
+
+    # -- after a restart --------------------------------------------------------------------
+    def find(self, tag_prefix: str) -> list[FoundShim]:
+        """Attempts Redis holds as queued or running whose tag starts with ``tag_prefix``."""
+        try:
+            index: dict[bytes, bytes] = self.client.hgetall(self._index(tag_prefix))  # type: ignore[assignment]
+            ids = [k.decode() for k, v in index.items() if v.decode().startswith(tag_prefix)]
+            pipe = self.client.pipeline(transaction=False)
+            for attempt_id in ids:
+                pipe.hgetall(self.names.attempt(attempt_id))
+            hashes = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+            return []  # recovery then goes by the exit files and the records
+        found = []
+        for attempt_id, raw in zip(ids, hashes, strict=True):
+            data = {k.decode(): v.decode() for k, v in raw.items()}
+            if data.get("state") not in ("queued", "running") or "spec" not in data:
+                continue
+            spec = AttemptSpec.from_json(data["spec"])
+            number = spec.env.get(protocol.ATTEMPT, "")
+            found.append(
+                FoundShim(
+                    pid=int(data.get("pid") or 0),
+                    tag=spec.tag,
+                    start_id=attempt_id,
+                    exit_file=Path(spec.exit_file or ""),
+                    attempt=int(number) if number.isdigit() else None,
+                )
+            )
+        return found
+
+    def adopt(
+        self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
+    ) -> RemoteHandle:
+        """Take over attempt ``start_id`` from its hash, or from its exit file when Redis lost it."""
+        with self._cond:
+            if start_id is not None and start_id in self._handles:
+                return self._handles[start_id]
+        handle = RemoteHandle(
+            id=start_id or uuid.uuid4().hex, tag=tag, token=0, kind="", started_at=started_at, exit_file=exit_file
+        )
+        handle.pid, handle.node_told = pid or None, True
+        data = None
+        if start_id:
+            try:
+                data = self.attempts.read(start_id)
+            except (redis.RedisError, OSError) as exc:
+                self._note_down(exc)
+        if data is not None and "token" in data:
+            handle.token = int(data["token"])
+            handle.kind = data.get("kind", "")
+            handle.node = data.get("node")
+            handle.pid = int(data["pid"]) if data.get("pid") else handle.pid
+            if "spec" in data:
+                handle.spec = AttemptSpec.from_json(data["spec"])
+            state = data.get("state")
+            handle.queued = state == "queued"
+            if state == "ended":
+                handle.code, handle.kill_rung = int(data.get("code", -signal.SIGKILL)), data.get("kill_rung")
+            elif state == "lost":
+                handle.code, handle.lost = -signal.SIGKILL, True
+            elif state == "cancelled":
+                handle.code, handle.kill_rung = -signal.SIGTERM, "none"
+        else:  # Redis does not know it: its exit file, else a node that renews will recreate its hash
+            handle.queued = False
+            code = read_exit_file(exit_file) if exit_file is not None else None
+            if code is not None:
+                handle.code = code
+        if handle.code is not None:
+            handle.ended_at = handle.ended_at or time.time()
+        with self._cond:
+            self._handles[handle.id] = handle
+        return handle
+
+    # -- what runs --------------------------------------------------------------------------
+    def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
+        """From the sample each node sends with its renewals (read by the reconciler)."""
+        with self._cond:
+            by_tag = {h.tag: h.sample for h in self._handles.values() if h.code is None and h.sample is not None}
+        return {a.tag: s for a in attempts if (s := by_tag.get(a.tag)) is not None}
+
+    def sweep(self, tag: str, since: float = 0.0) -> None:
+        """Nothing here: the node sweeps an attempt's tag at its end, on its own machine."""
+
+    def sweep_prefix(self, prefix: str, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """End every queued or running attempt under ``prefix`` whose tag is not kept (SIGKILL)."""
+        count = 0
+        for found in self.find(prefix):
+            if found.tag in keep or found.start_id is None:
+                continue
+            try:
+                data = self.attempts.read(found.start_id) or {}
+                token = int(data.get("token", 0))
+                if data.get("state") == "queued" and self.attempts.cancel_queued(found.start_id, token, -signal.SIGKILL):
+                    count += 1
+                elif data.get("state") == "running":
+                    self.attempts.terminate(found.start_id, token, int(signal.SIGKILL), 0)
+                    count += 1
+            except (redis.RedisError, OSError) as exc:
+                self._note_down(exc)
+        return count
+
+    def nodes(self) -> list[NodeInfo] | None:
+        try:
+            return nodes.read(self.client, self.names)
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+            return []
+
+    # -- the listener -----------------------------------------------------------------------
+    def _listen(self) -> None:
+        next_check = 0.0
+        while not self._stop.is_set():
+            try:
+                for event in self.attempts.next_events(min(1.0, self.period)):
+                    self._apply(event)
+                if self._down:
+                    log.warning("Redis at %s answers again: reconciling the attempts on nodes", self.url)
+                    self._down = False
+                    next_check = 0.0
+                if time.monotonic() >= next_check:
+                    self._reconcile()
+                    next_check = time.monotonic() + self.period
+            except (redis.RedisError, OSError) as exc:
+                self._note_down(exc)
+                self._check_exit_files()  # the shared file system still says what ended
+                self._stop.wait(1.0)
+            except Exception:  # a bug must not stop the listener: every attempt would hang
+                log.exception("the rq executor's listener failed; going on")
+                self._stop.wait(1.0)
+
+    def _note_down(self, exc: Exception) -> None:
+        if not self._down:
+            self._down = True
+            log.warning("Redis at %s does not answer (%s): retrying; attempts wait", self.url, exc)
+
+    def _apply(self, event: Mapping[str, object]) -> None:
+        """One event from a node, for the handle it names with the token it holds now."""
+        with self._cond:
+            h = self._handles.get(str(event.get("id")))
+            if h is None or event.get("token") != h.token:
+                return  # a released attempt's, or a fenced one's (a late result)
+        if event.get("event") == "started":
+            self._placed(h, str(event.get("node") or "?"), event.get("pid"))
+        elif event.get("event") == "ended":
+            code = event.get("code")
+            rung = event.get("kill_rung")
+            if event.get("node"):
+                self._placed(h, str(event["node"]), event.get("pid") or h.pid)
+            self._end(h, int(code) if isinstance(code, int) else -signal.SIGKILL, str(rung) if rung else None)
+
+    def _placed(self, h: RemoteHandle, node: str, pid: object) -> None:
+        with self._cond:
+            if h.queued or h.node != node:
+                h.queued, h.node = False, node
+                h.pid = int(pid) if isinstance(pid, int | str) and str(pid).isdigit() else h.pid
+                self._cond.notify_all()
+
+    def _end(self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "") -> None:
+        with self._cond:
+            if h.code is not None:
+                return
+            h.code, h.ended_at, h.queued = code, time.time(), False
+            h.kill_rung = h.kill_rung or rung
+            h.lost = h.lost or lost
+            self._cond.notify_all()
+        if note:
+            log.info("attempt %s (%s) ended: %s", h.id, h.tag, note)
+
+    def _drop_job(self, h: RemoteHandle) -> None:
+        try:
+            self.attempts.queue(h.kind).remove(f"{h.id}-{h.token}")
+        except (redis.RedisError, OSError):
+            pass  # a node would find it cancelled anyway (its claim fails)
+        if h.secret_file is not None:
+            h.secret_file.unlink(missing_ok=True)
+
+    def _fence(self, h: RemoteHandle) -> None:
+        """Give the attempt a new token so that anything its node still says is ignored."""
+        try:
+            token = self.attempts.new_token()
+            self.client.hset(self.names.attempt(h.id), mapping={"token": token, "state": "lost", "ended_at": time.time()})
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+
+    def _check_exit_files(self) -> None:
+        """An attempt whose exit file says it ended, with no "ended" heard for a few seconds."""
+        now = time.monotonic()
+        with self._cond:
+            running = [h for h in self._handles.values() if h.code is None and not h.queued and h.exit_file is not None]
+        for h in running:
+            assert h.exit_file is not None
+            code = read_exit_file(h.exit_file)
+            if code is None:
+                h.exit_seen = None
+            elif h.exit_seen is None:
+                h.exit_seen = now
+            elif now - h.exit_seen >= EXIT_FILE_GRACE:
+                self._end(h, code, None, note="read from its exit file (no end heard from its node)")
+
+    def _reconcile(self) -> None:
+        """Each live attempt against Redis and its exit file (see the module docstring's table)."""
+        self._check_exit_files()
+        self._flush_forget()
+        if not self.client.exists(self.names.marker):  # Redis lost it: nodes that start now need it
+            self.client.set(self.names.marker, json.dumps({"workspace": self.marker.workspace, "token": self.marker.token}))
+        with self._cond:
+            live = [h for h in self._handles.values() if h.code is None]
+        if not live:
+            return
+        self._fence_floor(max(h.token for h in live))
+        pipe = self.client.pipeline(transaction=False)
+        for h in live:
+            pipe.hgetall(self.names.attempt(h.id))
+            pipe.exists(self.names.lease(h.id))
+            pipe.hset(self._index(h.tag), h.id, h.tag)  # the index again, should Redis have lost it
+        answers = pipe.execute()
+        now = time.monotonic()
+        for i, h in enumerate(live):
+            raw, leased = answers[3 * i], answers[3 * i + 1]
+            data = {k.decode(): v.decode() for k, v in raw.items()}
+            self._reconcile_one(h, data, bool(leased), now)
+
+    def _reconcile_one(self, h: RemoteHandle, data: dict[str, str], leased: bool, now: float) -> None:
+        state = data.get("state")
+        if not data:
+            if h.queued and h.spec is not None:  # Redis lost it before any node took it: again
+                log.warning("attempt %s (%s) was no longer in Redis: enqueued again", h.id, h.tag)
+                self._enqueue(h)
+            elif not leased:
+                self._lease_check(h, now, lambda: self._fence_if_absent(h))
+            return
+        if data.get("token") != str(h.token):
+            return  # not ours to judge (another token: fenced, or enqueued again meanwhile)
+        if data.get("sample"):
+            h.sample = _sample(data["sample"])
+        if state == "running":
+            if data.get("pid") and data.get("node"):
+                self._placed(h, data["node"], data["pid"])
+            if leased:
+                h.lease_gone = None
+            else:
+                self._lease_check(h, now, lambda: self.attempts.mark_lost(h.id, h.token) > 0, data.get("node"))
+        elif state == "ended":
+            if data.get("node"):
+                self._placed(h, data["node"], data.get("pid") or h.pid)
+            self._end(h, int(data.get("code", -signal.SIGKILL)), data.get("kill_rung"))
+        elif state == "lost":
+            self._end(h, -signal.SIGKILL, None, lost=True)
+        elif state == "cancelled":
+            self._end(h, -signal.SIGTERM, "none")
+
+    def _fence_floor(self, top: int) -> None:
+        """A Redis that lost its data restarts the token counter at 0: lift it above every token
+        this server holds, or a re-enqueued attempt could get its old token back (and be unfenced)."""
+        current = int(self.client.get(self.names.fence) or 0)
+        if current < top:
+            self.client.incrby(self.names.fence, top - current)
+
+    def _lease_check(self, h: RemoteHandle, now: float, mark: object, node: str | None = None) -> None:
+        """Lost once its lease has been gone a full lease (and its exit file says nothing)."""
+        if h.exit_seen is not None:
+            return  # it ended: its exit file is read after EXIT_FILE_GRACE
+        if h.lease_gone is None:
+            h.lease_gone = now
+            return
+        if now - h.lease_gone < self.lease or not callable(mark) or not mark():
+            return
+        with self._cond:
+            h.node = h.node or node
+            h.node_told = h.node_told and h.node is not None
+        log.warning("attempt %s (%s) lost: node %s stopped renewing its lease", h.id, h.tag, h.node or "?")
+        self._end(h, -signal.SIGKILL, None, lost=True)
+
+    def _fence_if_absent(self, h: RemoteHandle) -> bool:
+        """A running attempt Redis forgot, whose node has not renewed since: a hash that fences it."""
+        key = self.names.attempt(h.id)
+        if not self.client.hsetnx(key, "token", self.attempts.new_token()):
+            return False  # its node renewed meanwhile (which recreates the hash): it lives
+        self.client.hset(key, mapping={"state": "lost", "ended_at": time.time()})
+        return True
+
+
+def _sample(text: str) -> Sample | None:
+    try:
+        data = json.loads(text)
+        return Sample(int(data.get("rss", 0)), int(data.get("processes", 0)), float(data.get("cpu_seconds", 0.0)))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _remote(handle: AttemptHandle) -> RemoteHandle:
+    if not isinstance(handle, RemoteHandle):
+        raise TypeError(f"RQExecutor got a handle it did not make: {type(handle).__name__}")
+    return handle
+
+
+__all__ = ["RQExecutor", "RemoteHandle", "close_executor", "make_executor"]

@@ -1,0 +1,123 @@
+"""A test-only stand-in for a node (cluster/node.py), for the rq executor's unit tests: it
+speaks the attempt protocol (claim, started, renew with a sample, finish, the control list)
+and runs each attempt as a real process under the local runner (shim, kill ladder, exit
+file). ``die()`` plays a node SIGKILLed: it stops renewing and reporting, and its processes
+die with it. The real node's tests and the end-to-end ones use ``python -m orchestrator node``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import redis
+from rq import Queue
+
+from orchestrator.cluster import nodes
+from orchestrator.cluster.attempts import SERIALIZER, Attempts, read_secret_file
+from orchestrator.cluster.connect import connect
+from orchestrator.cluster.names import Names
+from orchestrator.environment import PACKAGE_PARENT
+from orchestrator.runner import CommandNotFound, ProcessRunner
+
+
+class NodeDouble:
+    def __init__(self, url: str, prefix: str, *, name: str = "double", kinds=("command",), slots: int = 4, lease: float = 3):
+        self.client = connect(url)
+        self.names = Names(prefix)
+        self.ops = Attempts(self.client, self.names)
+        self.name, self.kinds, self.slots, self.lease = name, list(kinds), slots, lease
+        self.runner = ProcessRunner()
+        self.running: dict[str, object] = {}
+        self.dead = threading.Event()
+        self.stopped = threading.Event()
+        self.ran: list[str] = []  # attempt ids it claimed
+        self.info = nodes.NodeInfo(name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time())
+        nodes.publish(self.client, self.names, self.info, lease)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _retry(self, call, *args, **kwargs):
+        """Redis may restart under it (a test does that): try again until it answers."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if time.monotonic() > deadline or self.dead.is_set():
+                    raise
+                time.sleep(0.1)
+
+    def _loop(self) -> None:
+        queues = [Queue(self.names.queue(k), connection=self.client, serializer=SERIALIZER) for k in self.kinds]
+        beat = 0.0
+        while not (self.dead.is_set() or self.stopped.is_set()):
+            if time.monotonic() - beat > self.lease / 3:
+                self.info.running, self.info.heartbeat_at = len(self.running), time.time()
+                self._retry(nodes.publish, self.client, self.names, self.info, self.lease)
+                beat = time.monotonic()
+            if len(self.running) >= self.slots:
+                time.sleep(0.05)
+                continue
+            found = self._retry(Queue.dequeue_any, queues, None, connection=self.client, serializer=SERIALIZER)
+            if found is None:
+                time.sleep(0.05)
+                continue
+            attempt_id, token = found[0].args
+            threading.Thread(target=self._run, args=(attempt_id, token), daemon=True).start()
+
+    def _run(self, attempt_id: str, token: int) -> None:
+        spec = self._retry(self.ops.claim, attempt_id, token, self.name, self.lease)
+        if spec is None:
+            return
+        self.ran.append(attempt_id)
+        env = {**os.environ, **spec.env, **read_secret_file(spec.secret_env_file), "PYTHONPATH": PACKAGE_PARENT}
+        try:
+            handle = self.runner.spawn(
+                spec.argv,
+                cwd=Path(spec.cwd),
+                env=env,
+                log_path=Path(spec.log_path),
+                tag=spec.tag,
+                exit_file=Path(spec.exit_file) if spec.exit_file else None,
+            )
+        except (CommandNotFound, OSError):
+            self.ops.finish(attempt_id, token, self.name, 127, None, note="could not start")
+            return
+        self.running[attempt_id] = handle
+        self._retry(self.ops.started, attempt_id, token, self.name, handle.pid, handle.start_id)
+        renewed = time.monotonic()
+        code = None
+        while code is None:
+            if self.dead.is_set():
+                return  # a dead node tells nothing more
+            message = self._retry(self.ops.next_control, attempt_id, 0.05)
+            if message and message.get("token") == token:
+                self.runner.terminate(handle, grace=float(message["grace"]), first_signal=int(message["signal"]))
+            if time.monotonic() - renewed > self.lease / 3:
+                sample = {"rss": 1234, "processes": 1, "cpu_seconds": 0.5}
+                if not self._retry(self.ops.renew, attempt_id, token, self.name, self.lease, sample):
+                    self.runner.terminate(handle, grace=0.5)  # fenced: no longer ours
+                renewed = time.monotonic()
+            code = self.runner.wait(handle, 0.05)
+        self.running.pop(attempt_id, None)
+        if not self.dead.is_set():
+            self._retry(self.ops.finish, attempt_id, token, self.name, code, handle.kill_rung)
+
+    def die(self) -> None:
+        """As if SIGKILLed: no renewal, no report, its processes gone with it, its heartbeat left to expire."""
+        self.dead.set()
+        for handle in list(self.running.values()):
+            try:
+                os.killpg(handle.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            except OSError:
+                pass
+            handle.popen.wait(5)  # type: ignore[attr-defined]  (reaped, as its parent's death would)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        nodes.forget(self.client, self.names, self.name)
