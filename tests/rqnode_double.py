@@ -32,9 +32,12 @@ class NodeDouble:
         self.name, self.kinds, self.slots, self.lease = name, list(kinds), slots, lease
         self.runner = ProcessRunner()
         self.running: dict[str, object] = {}
+        self.busy = 0  # slots taken (from the dequeue to the report)
+        self._lock = threading.Lock()
         self.dead = threading.Event()
         self.stopped = threading.Event()
         self.ran: list[str] = []  # attempt ids it claimed
+        self.tokens: dict[str, int] = {}  # attempt id -> the token it claimed it with
         self.info = nodes.NodeInfo(name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time())
         nodes.publish(self.client, self.names, self.info, lease)
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -59,7 +62,7 @@ class NodeDouble:
                 self.info.running, self.info.heartbeat_at = len(self.running), time.time()
                 self._retry(nodes.publish, self.client, self.names, self.info, self.lease)
                 beat = time.monotonic()
-            if len(self.running) >= self.slots:
+            if self.busy >= self.slots:
                 time.sleep(0.05)
                 continue
             found = self._retry(Queue.dequeue_any, queues, None, connection=self.client, serializer=SERIALIZER)
@@ -67,13 +70,23 @@ class NodeDouble:
                 time.sleep(0.05)
                 continue
             attempt_id, token = found[0].args
-            threading.Thread(target=self._run, args=(attempt_id, token), daemon=True).start()
+            with self._lock:
+                self.busy += 1
+            threading.Thread(target=self._slot, args=(attempt_id, token), daemon=True).start()
+
+    def _slot(self, attempt_id: str, token: int) -> None:
+        try:
+            self._run(attempt_id, token)
+        finally:
+            with self._lock:
+                self.busy -= 1
 
     def _run(self, attempt_id: str, token: int) -> None:
         spec = self._retry(self.ops.claim, attempt_id, token, self.name, self.lease)
         if spec is None:
             return
         self.ran.append(attempt_id)
+        self.tokens[attempt_id] = token
         env = {**os.environ, **spec.env, **read_secret_file(spec.secret_env_file), "PYTHONPATH": PACKAGE_PARENT}
         try:
             handle = self.runner.spawn(

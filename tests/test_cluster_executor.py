@@ -5,22 +5,26 @@ its data. The Executor contract itself runs against it in tests/test_executor_co
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
+import requests
+import yaml
 
-from orchestrator.cluster.attempts import Attempts
-from orchestrator.cluster.connect import connect
 from orchestrator.cluster.executor import RQExecutor, make_executor
-from orchestrator.cluster.names import Names
+from orchestrator.config import load_settings
+from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.executor import LocalExecutor
 from orchestrator.runner import read_exit_file
 
-from .conftest import make_settings, wait_until
+from .conftest import API_KEY, ROOT, make_settings, wait_until
+from .redisserver import free_port
 from .rqnode_double import NodeDouble
 
 pytestmark = pytest.mark.timeout(120)
@@ -170,6 +174,7 @@ def test_a_restarted_server_adopts_a_running_and_a_queued_attempt_from_redis(rq,
         assert (adopted.node, adopted.queued, adopted.code) == ("n1", False, None)
         two = found["root.e.worker_2"]
         queued = second.adopt(two.pid, two.start_id, tag=two.tag, started_at=waiting.started_at, exit_file=two.exit_file)
+        placed(second, adopted)  # its record names its node first
         assert second.wait(adopted, 15) == 0
         placed(second, queued)
         assert second.wait(queued, 15) == 0 and queued.node == "n1"
@@ -211,3 +216,119 @@ def test_a_redis_restart_loses_no_attempt(tmp_path, fresh_redis, unique_prefix, 
     finally:
         node.stop()
         executor.close()
+
+
+# -- a real engine whose workers run on nodes ---------------------------------------------------
+def rq_engine(make_engine, server, prefix, **sections):
+    distributed = {"executor": "rq", "redis_url": server.url, "queue_prefix": prefix, "lease": LEASE}
+    return make_engine(distributed=distributed, **sections)
+
+
+def test_a_job_runs_its_workers_on_the_nodes_and_each_record_names_its_node(make_engine, redis_server, unique_prefix):
+    nodes = [NodeDouble(redis_server.url, unique_prefix, name=f"n{i}", kinds=("simulated",), slots=2) for i in (1, 2)]
+    try:
+        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 0.5})
+        job = engine.submit("spread", {"max_workers": 4}, [f"task {i}" for i in range(6)])
+        assert engine.wait(job.id, 60).status.value == "completed"
+        workers = [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 7)]
+        assert all(w.node in ("n1", "n2") and w.attempts[-1].node == w.node for w in workers)
+        assert sum(len(n.ran) for n in nodes) == 6  # each ran once, on a node
+        assert {w.attempts[-1].pid_start for w in workers} == set(nodes[0].ran + nodes[1].ran)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_worker_of_a_kind_no_node_runs_fails_at_once_saying_how_to_start_one(make_engine, redis_server, unique_prefix):
+    node = NodeDouble(redis_server.url, unique_prefix, name="cmd-only", kinds=("command",))
+    try:
+        engine = rq_engine(make_engine, redis_server, unique_prefix)
+        job = engine.submit("nobody runs it", None, ["one"])
+        assert engine.wait(job.id, 30).status.value == "failed"
+        worker = engine.find_worker(job.id, 0, "worker_1")
+        assert "no live node runs worker kind 'simulated' (live nodes: cmd-only (command))" in worker.error
+        assert "python -m orchestrator node --redis REDIS_URL --kinds simulated" in worker.error
+        assert len(worker.attempts) == 1 and node.ran == []  # refused, not retried
+    finally:
+        node.stop()
+
+
+def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix):
+    doomed = NodeDouble(redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
+    other = None
+    try:
+        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
+        job = engine.submit("lost and retried", None, ["one"])
+        wait_until(lambda: engine.find_worker(job.id, 0, "worker_1").node == "doomed", timeout=20, what="running on doomed")
+        other = NodeDouble(redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
+        doomed.die()
+        assert engine.wait(job.id, 60).status.value == "completed"
+        worker = engine.find_worker(job.id, 0, "worker_1")
+        assert [(a.node, a.end_reason) for a in worker.attempts] == [("doomed", "lost"), ("other", "exit")]
+        assert worker.status.value == "success" and worker.node == "other"
+        lost_id = worker.attempts[0].pid_start
+        ops = engine.executor.attempts
+        assert not ops.finish(lost_id, doomed.tokens[lost_id], "doomed", 0, None)  # its late result: ignored
+        assert ops.read(lost_id)["state"] == "lost"
+    finally:
+        doomed.stop()
+        if other is not None:
+            other.stop()
+
+
+def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_its_node(tmp_path, redis_server, unique_prefix):
+    """The server is a real process, SIGKILLed while two workers run on a node and a third waits
+    in the queue; the next server (an engine on the same home) takes all three over: none runs twice."""
+    port = free_port()
+    config = {
+        "api": {"api_key": API_KEY, "port": port, "rate_limit_worker": 0},
+        "orchestrator": {"worker": "simulated"},
+        "simulated": {"duration": 4},
+        "workers": {"kill_grace": 1, "retry_backoff": 0.05},
+        "distributed": {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": LEASE},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
+    env.pop("ORCHESTRATOR_CONFIG", None)
+    node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    engine = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(url), timeout=30, what="the server up")
+        answer = requests.post(
+            f"{url}/api/v1/orchestrate",
+            json={"request": "survive a restart", "tasks": ["a", "b", "c"], "config": {"max_workers": 3}},
+            headers={"X-API-Key": API_KEY},
+            timeout=10,
+        )
+        assert answer.status_code in (200, 201, 202), answer.text
+        root = answer.json()["job_id"]
+        folder = tmp_path / "workspace" / f"job_{root}" / "state" / "workers"
+        on_node = lambda: [json.loads(p.read_text()).get("node") for p in folder.glob("*.json")]  # noqa: E731
+        wait_until(lambda: on_node().count("n1") == 2, timeout=30, what="two workers recorded on n1")
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        engine = Engine(load_settings(base_dir=tmp_path, environ={}))
+        assert engine.recover() == [root]
+        assert engine.wait(root, 60).status.value == "completed"
+        workers = [engine.find_worker(root, 0, f"worker_{i}") for i in (1, 2, 3)]
+        assert [len(w.attempts) for w in workers] == [1, 1, 1]  # adopted, never started again
+        assert [(w.node, w.status.value) for w in workers] == [("n1", "success")] * 3
+        assert sorted(node.ran) == sorted(w.attempts[0].pid_start for w in workers)  # each ran once
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        if engine is not None:
+            engine.shutdown(timeout=10)
+        node.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,6 +1,7 @@
 """The Executor contract (orchestrator/executor.py), checked the same way against the real
-LocalExecutor (real processes under the shim; slow) and the FakeExecutor the engine scenarios
-use (no process): the fake is only worth its scenarios if it keeps the same promises."""
+LocalExecutor (real processes under the shim; slow), the RQExecutor (attempts on a node through
+a real redis-server) and the FakeExecutor the engine scenarios use (no process): the fake is
+only worth its scenarios if it keeps the same promises."""
 
 from __future__ import annotations
 
@@ -60,11 +61,50 @@ class FakeRig:
         ), log
 
 
-@pytest.fixture(params=[pytest.param(LocalRig, marks=pytest.mark.slow, id="local"), pytest.param(FakeRig, id="fake")])
+class RQRig:
+    """The rq executor with one node on this machine; ``start`` returns once the node runs it
+    (a remote attempt's first wait returns None when it is placed: see ``executor.wait``)."""
+
+    slow = True
+
+    def __init__(self, tmp_path, request):
+        from orchestrator.cluster.executor import RQExecutor
+
+        from .conftest import make_settings
+        from .rqnode_double import NodeDouble
+
+        server, prefix = request.getfixturevalue("redis_server"), request.getfixturevalue("unique_prefix")
+        distributed = {"executor": "rq", "redis_url": server.url, "queue_prefix": prefix, "lease": 3}
+        self.executor = RQExecutor(make_settings(tmp_path, distributed=distributed))
+        self.node = NodeDouble(server.url, prefix, name="contract-node", lease=3)
+        self.tmp = tmp_path
+
+    def start(self, kind, tag):
+        log, exit_file = self.tmp / f"{tag}.log", self.tmp / f"{tag}.exit"
+        env = {**os.environ, "ORCHESTRATOR_ATTEMPT": "1"}
+        handle = self.executor.start(COMMANDS[kind], cwd=self.tmp, env=env, log_path=log, tag=tag, exit_file=exit_file)
+        while not handle.node_told:
+            assert self.executor.wait(handle, 15) is None, "a first wait returns None once a node runs it"
+        return handle, log
+
+    def close(self):
+        self.node.stop()
+        self.executor.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(LocalRig, marks=pytest.mark.slow, id="local"),
+        pytest.param(RQRig, marks=pytest.mark.slow, id="rq"),
+        pytest.param(FakeRig, id="fake"),
+    ]
+)
 def rig(request, tmp_path):
-    made = request.param(tmp_path)
+    made = request.param(tmp_path, request) if request.param is RQRig else request.param(tmp_path)
     yield made
     made.executor.sweep_prefix("contract.")
+    if hasattr(made, "close"):
+        made.close()
 
 
 def test_an_attempt_exits_with_its_code_its_output_in_the_log_and_its_status_in_the_exit_file(rig):

@@ -2,28 +2,19 @@
 and RQ, behind the same Executor seam as local processes (orchestrator/executor.py).
 
 ``start`` writes an attempt's hash and puts ``(id, token)`` on its kind's RQ queue
-(cluster/attempts.py, the protocol); one listener thread hears what nodes tell (started,
+(cluster/attempts.py, the protocol). One listener thread hears what nodes tell (started,
 ended) and, every ``lease / 6`` seconds, reconciles each live attempt with Redis and the
-shared workspace:
+shared workspace: a queued attempt whose hash Redis lost (a restart without its data) is
+enqueued again with a new token; a running one whose lease has been gone a full lease (its
+node died) is marked lost (it ends -SIGKILL, ``lost``; the protocol fences a late result);
+an exit file with no "ended" heard for ``EXIT_FILE_GRACE`` seconds is believed (the shared
+file system is the truth); a hash that says started, ended or lost is caught up with (an
+event lost with Redis). Redis being down never crashes nor blocks the engine: the listener
+logs it once, retries and reconciles when it is back; a start meanwhile waits queued here.
 
-==============================================  ===============================================
-what it finds                                   what it does
-==============================================  ===============================================
-a queued attempt whose hash Redis lost          enqueues it again, with a new token
-  (a Redis restart without its data)
-a running attempt whose lease has been gone     ``mark_lost``: the handle ends lost (-SIGKILL),
-  for a full lease (its node died)              and a late result is fenced by the protocol
-an exit file, but no "ended" heard for          reads it: the shared file system is the truth
-  ``EXIT_FILE_GRACE`` seconds
-a hash that says started, ended, lost           the handle catches up (an event lost with Redis)
-==============================================  ===============================================
-
-Redis being down never crashes nor blocks the engine: the listener logs it once, retries,
-and reconciles when Redis is back; a start meanwhile is kept queued here and enqueued then.
-
-Concurrency: the engine's ``workers.global_max_workers`` still bounds how many attempts it
-has out at once (queued or running); the nodes' slots bound how many run. A queued attempt's
-timeout does not run (execution.py holds it while ``handle.queued``): it waits for a slot.
+Concurrency: the engine's ``workers.global_max_workers`` still bounds the attempts it has out
+(queued or running); the nodes' slots bound how many run. A queued attempt's timeout does not
+run (execution.py holds it while ``handle.queued``): it waits for a slot.
 """
 
 from __future__ import annotations
@@ -165,29 +156,9 @@ class RQExecutor:
         if secret:
             secret_file = (exit_file or log_path).with_name(f"{(exit_file or log_path).name}.{attempt_id[:8]}.secret")
             write_secret_file(secret_file, secret)
-        spec = AttemptSpec(
-            id=attempt_id,
-            token=0,
-            kind=kind,
-            tag=tag,
-            argv=list(argv),
-            cwd=str(cwd),
-            env=public,
-            log_path=str(log_path),
-            exit_file=str(exit_file) if exit_file is not None else None,
-            secret_env_file=str(secret_file) if secret_file is not None else None,
-            lease=self.lease,
-        )
-        handle = RemoteHandle(
-            id=attempt_id,
-            tag=tag,
-            token=0,
-            kind=kind,
-            started_at=time.time(),
-            exit_file=exit_file,
-            spec=spec,
-            secret_file=secret_file,
-        )
+        files = (str(exit_file) if exit_file else None, str(secret_file) if secret_file else None)
+        spec = AttemptSpec(attempt_id, 0, kind, tag, list(argv), str(cwd), public, str(log_path), *files, lease=self.lease)
+        handle = RemoteHandle(attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file)
         with self._cond:
             self._handles[attempt_id] = handle
         try:
@@ -297,23 +268,27 @@ class RQExecutor:
             self._handles.pop(h.id, None)
         if h.secret_file is not None:
             h.secret_file.unlink(missing_ok=True)  # the node deletes it once read; a cancelled one's is ours
-        self._forget.append((h.id, h.tag))
+        with self._cond:
+            self._forget.append((h.id, h.tag))
         self._flush_forget()
 
     def _flush_forget(self) -> None:
         """Ended attempts leave the tree index; their hash stays ENDED_TTL for a look."""
-        while self._forget:
-            attempt_id, tag = self._forget[0]
-            try:
-                pipe = self.client.pipeline(transaction=False)
+        with self._cond:
+            batch, self._forget = self._forget, []
+        if not batch:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for attempt_id, tag in batch:
                 pipe.hdel(self._index(tag), attempt_id)
                 pipe.expire(self.names.attempt(attempt_id), ENDED_TTL)
                 pipe.delete(self.names.control(attempt_id))
-                pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                self._note_down(exc)
-                return
-            self._forget.pop(0)
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+            with self._cond:
+                self._forget[:0] = batch  # again once Redis answers
 
     # -- after a restart --------------------------------------------------------------------
     def find(self, tag_prefix: str) -> list[FoundShim]:
@@ -356,7 +331,7 @@ class RQExecutor:
         handle = RemoteHandle(
             id=start_id or uuid.uuid4().hex, tag=tag, token=0, kind="", started_at=started_at, exit_file=exit_file
         )
-        handle.pid, handle.node_told = pid or None, True
+        handle.pid = pid or None  # node_told stays False: the record names its node at the first wait
         data = None
         if start_id:
             try:
