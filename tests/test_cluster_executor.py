@@ -332,3 +332,44 @@ def _healthy(url: str) -> bool:
         return requests.get(url + "/health", timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_cancel_of_a_job_ends_its_running_worker_on_the_node_and_its_queued_one_never_runs(
+    make_engine, redis_server, unique_prefix
+):
+    node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=1, lease=LEASE)
+    try:
+        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 30})
+        job = engine.submit("cancel across", {"max_workers": 2}, ["one", "two"])
+        workers = lambda: [engine.find_worker(job.id, 0, f"worker_{i}") for i in (1, 2)]  # noqa: E731
+        wait_until(lambda: sorted(str(w.node) for w in workers()) == ["None", "n1"], timeout=20, what="one runs, one waits")
+        wait_until(lambda: all(w.status.value == "running" for w in workers()), timeout=10, what="both started")
+        running_pid = next(iter(node.running.values())).pid
+        began = time.monotonic()
+        assert engine.cancel(job.id) is not None
+        assert engine.wait(job.id, 30).status.value == "cancelled"
+        assert time.monotonic() - began < 10
+        assert sorted(w.status.value for w in workers()) == ["cancelled", "cancelled"]
+        assert not os.path.exists(f"/proc/{running_pid}") or b"zombie" in open(f"/proc/{running_pid}/status", "rb").read()
+        node.slots = 2
+        time.sleep(1)
+        assert len(node.ran) == 1  # the queued one was taken off the queue, never run
+    finally:
+        node.stop()
+
+
+def test_a_queued_attempt_cancelled_while_redis_is_down_never_runs_once_it_is_back(tmp_path, fresh_redis, unique_prefix):
+    executor = RQExecutor(rq_settings(tmp_path, fresh_redis, unique_prefix))
+    node = NodeDouble(fresh_redis.url, unique_prefix, name="full", slots=0, lease=LEASE)
+    try:
+        handle = start(executor, tmp_path, ["sleep", "30"], "root.h.worker_1")
+        fresh_redis.stop()  # a clean stop: its append-only file keeps the queued attempt
+        assert executor.terminate(handle, grace=1) == "none" and handle.exited  # at once, though Redis is down
+        fresh_redis.start()
+        wait_until(lambda: executor.attempts.read(handle.id)["state"] == "cancelled", timeout=15, what="told to Redis")
+        node.slots = 1
+        time.sleep(1)
+        assert node.ran == []
+    finally:
+        node.stop()
+        executor.close()

@@ -118,6 +118,7 @@ class RQExecutor:
         self._cond = threading.Condition()
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
         self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released while Redis was down
+        self._cancel_later: list[tuple[str, int]] = []  # (attempt id, token) cancelled while Redis was down
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._down = False
         self._stop = threading.Event()
@@ -237,6 +238,8 @@ class RQExecutor:
                 cancelled = self.attempts.cancel_queued(h.id, h.token, -first_signal)
             except (redis.RedisError, OSError) as exc:  # no node can claim it while Redis is down either
                 self._note_down(exc)
+                with self._cond:
+                    self._cancel_later.append((h.id, h.token))  # told to Redis once it is back
                 cancelled = True
             if cancelled:
                 self._drop_job(h)
@@ -266,10 +269,9 @@ class RQExecutor:
         h = _remote(handle)
         with self._cond:
             self._handles.pop(h.id, None)
+            self._forget.append((h.id, h.tag))
         if h.secret_file is not None:
             h.secret_file.unlink(missing_ok=True)  # the node deletes it once read; a cancelled one's is ours
-        with self._cond:
-            self._forget.append((h.id, h.tag))
         self._flush_forget()
 
     def _flush_forget(self) -> None:
@@ -289,6 +291,15 @@ class RQExecutor:
             self._note_down(exc)
             with self._cond:
                 self._forget[:0] = batch  # again once Redis answers
+
+    def _flush_cancels(self) -> None:
+        """Attempts cancelled while Redis was down: never to run (one a node took since: SIGKILL).
+        Only the listener calls it; a Redis error leaves the rest for its next round."""
+        while self._cancel_later:
+            attempt_id, token = self._cancel_later[0]
+            if not self.attempts.cancel_queued(attempt_id, token, -signal.SIGTERM):
+                self.attempts.terminate(attempt_id, token, int(signal.SIGKILL), 0)
+            self._cancel_later.pop(0)
 
     # -- after a restart --------------------------------------------------------------------
     def find(self, tag_prefix: str) -> list[FoundShim]:
@@ -310,15 +321,8 @@ class RQExecutor:
                 continue
             spec = AttemptSpec.from_json(data["spec"])
             number = spec.env.get(protocol.ATTEMPT, "")
-            found.append(
-                FoundShim(
-                    pid=int(data.get("pid") or 0),
-                    tag=spec.tag,
-                    start_id=attempt_id,
-                    exit_file=Path(spec.exit_file or ""),
-                    attempt=int(number) if number.isdigit() else None,
-                )
-            )
+            attempt = int(number) if number.isdigit() else None
+            found.append(FoundShim(int(data.get("pid") or 0), spec.tag, attempt_id, Path(spec.exit_file or ""), attempt))
         return found
 
     def adopt(
@@ -493,6 +497,7 @@ class RQExecutor:
     def _reconcile(self) -> None:
         """Each live attempt against Redis and its exit file (see the module docstring's table)."""
         self._check_exit_files()
+        self._flush_cancels()
         self._flush_forget()
         if not self.client.exists(self.names.marker):  # Redis lost it: nodes that start now need it
             self.client.set(self.names.marker, json.dumps({"workspace": self.marker.workspace, "token": self.marker.token}))
