@@ -28,10 +28,11 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from rq.job import Job
 
 from .. import protocol
 from ..config import Settings
@@ -89,8 +90,8 @@ class RemoteHandle:
     node_told: bool = False  # a wait has returned None once since it was placed (execution records the node)
     lease_gone: float | None = None  # monotonic time its lease was first seen missing
     exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
+    jobless: float | None = None  # monotonic time it was first seen queued without its RQ job
     secret_file: Path | None = None
-    _waiters: int = field(default=0, repr=False)
 
     @property
     def start_id(self) -> str:
@@ -104,11 +105,11 @@ class RemoteHandle:
 class RQExecutor:
     """Attempts on nodes through Redis and RQ (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, client: redis.Redis | None = None, listen: bool = True) -> None:
+    def __init__(self, settings: Settings) -> None:
         d = settings.distributed
         self.settings = settings
         self.url = redacted(d.redis_url)
-        self.client = client or connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
+        self.client = connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
         self.names = Names(d.queue_prefix)
         self.attempts = Attempts(self.client, self.names)
         self.lease = d.lease
@@ -122,16 +123,13 @@ class RQExecutor:
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._down = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if listen:
-            self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         """Stop and join the listener (the engine's shutdown); attempts on nodes run on."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        self._thread.join(timeout=15)
 
     # -- starting ---------------------------------------------------------------------------
     def start(
@@ -255,12 +253,13 @@ class RQExecutor:
                 except (redis.RedisError, OSError) as exc:
                     self._note_down(exc)
             with self._cond:
-                if h.code is not None:
+                if h.code is not None or self._stop.is_set():  # ended, or the server is going away
                     break
                 self._cond.wait(min(1.0, max(0.01, deadline - time.monotonic())))
         else:  # no answer at all: fence it (a late result is ignored) and call it lost
             self._fence(h)
             self._end(h, -signal.SIGKILL, "SIGKILL", lost=True, note="no answer to terminate")
+        self._end(h, -int(first_signal), None, note="the server stopped while it ended")  # no-op once ended
         with self._cond:
             h.kill_rung = h.kill_rung or "none"
             return h.kill_rung
@@ -397,6 +396,7 @@ class RQExecutor:
         return count
 
     def nodes(self) -> list[NodeInfo] | None:
+        """The node registry (GET /api/v1/nodes, the dashboard); empty while Redis does not answer."""
         try:
             return nodes.read(self.client, self.names)
         except (redis.RedisError, OSError) as exc:
@@ -467,9 +467,7 @@ class RQExecutor:
         try:
             self.attempts.queue(h.kind).remove(f"{h.id}-{h.token}")
         except (redis.RedisError, OSError):
-            pass  # a node would find it cancelled anyway (its claim fails)
-        if h.secret_file is not None:
-            h.secret_file.unlink(missing_ok=True)
+            pass  # a node would find it cancelled anyway (its claim fails); ``release`` deletes its secret file
 
     def _fence(self, h: RemoteHandle) -> None:
         """Give the attempt a new token so that anything its node still says is ignored."""
@@ -511,11 +509,19 @@ class RQExecutor:
             pipe.hgetall(self.names.attempt(h.id))
             pipe.exists(self.names.lease(h.id))
             pipe.hset(self._index(h.tag), h.id, h.tag)  # the index again, should Redis have lost it
+            pipe.exists(Job.key_for(f"{h.id}-{h.token}"))  # its RQ job (Attempts.enqueue's id)
         answers = pipe.execute()
         now = time.monotonic()
         for i, h in enumerate(live):
-            raw, leased = answers[3 * i], answers[3 * i + 1]
+            raw, leased, job = answers[4 * i], answers[4 * i + 1], answers[4 * i + 3]
             data = {k.decode(): v.decode() for k, v in raw.items()}
+            if data.get("state") == "queued" and data.get("token") == str(h.token) and not job:
+                if h.jobless is not None and now - h.jobless >= self.period:  # its RQ job never made it
+                    log.warning("attempt %s (%s) was queued without its RQ job: enqueued again", h.id, h.tag)
+                    self._enqueue(h)
+                h.jobless = None if h.jobless else now
+                continue
+            h.jobless = None
             self._reconcile_one(h, data, bool(leased), now)
 
     def _reconcile_one(self, h: RemoteHandle, data: dict[str, str], leased: bool, now: float) -> None:
@@ -529,8 +535,11 @@ class RQExecutor:
             return
         if data.get("token") != str(h.token):
             return  # not ours to judge (another token: fenced, or enqueued again meanwhile)
-        if data.get("sample"):
-            h.sample = _sample(data["sample"])
+        try:  # what the node measured at its latest renewal (the resource caps apply to it)
+            sample = json.loads(data.get("sample") or "{}")
+            h.sample = Sample(int(sample["rss"]), int(sample.get("processes", 0)), float(sample.get("cpu_seconds", 0)))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass
         if state == "running":
             if data.get("pid") and data.get("node"):
                 self._placed(h, data["node"], data["pid"])
@@ -576,14 +585,6 @@ class RQExecutor:
             return False  # its node renewed meanwhile (which recreates the hash): it lives
         self.client.hset(key, mapping={"state": "lost", "ended_at": time.time()})
         return True
-
-
-def _sample(text: str) -> Sample | None:
-    try:
-        data = json.loads(text)
-        return Sample(int(data.get("rss", 0)), int(data.get("processes", 0)), float(data.get("cpu_seconds", 0.0)))
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def _remote(handle: AttemptHandle) -> RemoteHandle:
