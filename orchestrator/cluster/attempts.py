@@ -239,7 +239,7 @@ class Attempts:
             result_ttl=0,
             failure_ttl=3600,
             description=spec.tag,
-            job_id=f"{spec.id}.{spec.token}",
+            job_id=f"{spec.id}-{spec.token}",  # RQ allows letters, digits, _ and - only
         )
 
     def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
