@@ -25,7 +25,7 @@ from orchestrator.runner import read_exit_file
 
 from .conftest import API_KEY, ROOT, make_settings, wait_until
 from .redisserver import free_port
-from .rqnode_double import NodeDouble
+from .rqnode_double import NodeDouble, RealNode
 
 pytestmark = pytest.mark.timeout(120)
 LEASE = 3.0
@@ -225,16 +225,21 @@ def rq_engine(make_engine, server, prefix, **sections):
     return make_engine(distributed=distributed, **sections)
 
 
-def test_a_job_runs_its_workers_on_the_nodes_and_each_record_names_its_node(make_engine, redis_server, unique_prefix):
-    nodes = [NodeDouble(redis_server.url, unique_prefix, name=f"n{i}", kinds=("simulated",), slots=2) for i in (1, 2)]
+def test_a_job_runs_its_workers_on_real_nodes_and_each_record_names_its_node(make_engine, redis_server, unique_prefix, tmp_path):
+    engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 0.5})  # the server first: its marker
+    nodes = [
+        RealNode(tmp_path / f"n{i}", redis_server.url, unique_prefix, name=f"n{i}", kinds=kinds, slots=2, lease=LEASE)
+        for i, kinds in ((1, ("simulated", "command")), (2, ("simulated",)))
+    ]
     try:
-        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 0.5})
         job = engine.submit("spread", {"max_workers": 4}, [f"task {i}" for i in range(6)])
         assert engine.wait(job.id, 60).status.value == "completed"
         workers = [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 7)]
-        assert all(w.node in ("n1", "n2") and w.attempts[-1].node == w.node for w in workers)
-        assert sum(len(n.ran) for n in nodes) == 6  # each ran once, on a node
-        assert {w.attempts[-1].pid_start for w in workers} == set(nodes[0].ran + nodes[1].ran)
+        assert [len(w.attempts) for w in workers] == [1] * 6
+        assert all(w.node in ("n1", "n2") and w.attempts[0].node == w.node for w in workers)
+        ops = engine.executor.attempts
+        assert [ops.read(w.attempts[0].pid_start)["node"] for w in workers] == [w.node for w in workers]
+        assert all(ops.read(w.attempts[0].pid_start)["state"] == "ended" for w in workers)
     finally:
         for node in nodes:
             node.stop()
@@ -254,23 +259,22 @@ def test_a_worker_of_a_kind_no_node_runs_fails_at_once_saying_how_to_start_one(m
         node.stop()
 
 
-def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix):
-    doomed = NodeDouble(redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
+def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix, tmp_path):
+    engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
+    doomed = RealNode(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
     other = None
     try:
-        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
         job = engine.submit("lost and retried", None, ["one"])
         wait_until(lambda: engine.find_worker(job.id, 0, "worker_1").node == "doomed", timeout=20, what="running on doomed")
-        other = NodeDouble(redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
-        doomed.die()
+        pid = engine.find_worker(job.id, 0, "worker_1").attempts[0].pid
+        other = RealNode(tmp_path / "other", redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
+        doomed.kill()
         assert engine.wait(job.id, 60).status.value == "completed"
         worker = engine.find_worker(job.id, 0, "worker_1")
         assert [(a.node, a.end_reason) for a in worker.attempts] == [("doomed", "lost"), ("other", "exit")]
         assert worker.status.value == "success" and worker.node == "other"
-        lost_id = worker.attempts[0].pid_start
-        ops = engine.executor.attempts
-        assert not ops.finish(lost_id, doomed.tokens[lost_id], "doomed", 0, None)  # its late result: ignored
-        assert ops.read(lost_id)["state"] == "lost"
+        assert engine.executor.attempts.read(worker.attempts[0].pid_start)["state"] == "lost"  # fenced for good
+        assert not os.path.exists(f"/proc/{pid}")  # its worker died with its node
     finally:
         doomed.stop()
         if other is not None:
@@ -291,14 +295,14 @@ def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
     env.pop("ORCHESTRATOR_CONFIG", None)
-    node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    engine = None
+    engine = node = None
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _healthy(url), timeout=30, what="the server up")
+        node = RealNode(tmp_path / "n1", redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
         answer = requests.post(
             f"{url}/api/v1/orchestrate",
             json={"request": "survive a restart", "tasks": ["a", "b", "c"], "config": {"max_workers": 3}},
@@ -318,14 +322,16 @@ def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_
         workers = [engine.find_worker(root, 0, f"worker_{i}") for i in (1, 2, 3)]
         assert [len(w.attempts) for w in workers] == [1, 1, 1]  # adopted, never started again
         assert [(w.node, w.status.value) for w in workers] == [("n1", "success")] * 3
-        assert sorted(node.ran) == sorted(w.attempts[0].pid_start for w in workers)  # each ran once
+        ops = engine.executor.attempts
+        assert [ops.read(w.attempts[0].pid_start)["state"] for w in workers] == ["ended"] * 3  # each ran once
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(10)
         if engine is not None:
             engine.shutdown(timeout=10)
-        node.stop()
+        if node is not None:
+            node.stop()
 
 
 def _healthy(url: str) -> bool:

@@ -62,7 +62,7 @@ class FakeRig:
 
 
 class RQRig:
-    """The rq executor with one node on this machine; ``start`` returns once the node runs it
+    """The rq executor with one real node (``python -m orchestrator node``); ``start`` returns once the node runs it
     (a remote attempt's first wait returns None when it is placed: see ``executor.wait``)."""
 
     slow = True
@@ -71,12 +71,12 @@ class RQRig:
         from orchestrator.cluster.executor import RQExecutor
 
         from .conftest import make_settings
-        from .rqnode_double import NodeDouble
+        from .rqnode_double import RealNode
 
         server, prefix = request.getfixturevalue("redis_server"), request.getfixturevalue("unique_prefix")
         distributed = {"executor": "rq", "redis_url": server.url, "queue_prefix": prefix, "lease": 3}
         self.executor = RQExecutor(make_settings(tmp_path, distributed=distributed))
-        self.node = NodeDouble(server.url, prefix, name="contract-node", lease=3)
+        self.node = RealNode(tmp_path / "node", server.url, prefix, name="contract-node", lease=3)
         self.tmp = tmp_path
 
     def start(self, kind, tag):
