@@ -383,3 +383,22 @@ def test_a_queued_attempt_cancelled_while_redis_is_down_never_runs_once_it_is_ba
     finally:
         node.stop()
         executor.close()
+
+
+def test_a_redis_that_loses_its_data_mid_job_loses_no_worker(make_engine, fresh_redis, unique_prefix, tmp_path):
+    """Four workers on a node with two slots: two run, two wait in the queue when Redis restarts
+    empty. The running ones are renewed back into Redis by their node; the queued ones are enqueued
+    again by the server from its own handles. Every worker runs once and the job completes."""
+    engine = rq_engine(make_engine, fresh_redis, unique_prefix, simulated={"duration": 3})
+    node = RealNode(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
+    try:
+        job = engine.submit("redis restart", {"max_workers": 4}, ["a", "b", "c", "d"])
+        workers = lambda: [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 5)]  # noqa: E731
+        wait_until(lambda: [w.node for w in workers()].count("n1") == 2, timeout=20, what="two running, two queued")
+        fresh_redis.restart(persist=False)
+        assert engine.wait(job.id, 60).status.value == "completed"
+        assert [(len(w.attempts), w.node, w.status.value) for w in workers()] == [(1, "n1", "success")] * 4
+        for w in workers():  # each ran once: its program's first line is in its log once
+            assert engine.read_log(w)[0].count("simulated worker:") == 1
+    finally:
+        node.stop()
