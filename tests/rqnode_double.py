@@ -25,7 +25,9 @@ from orchestrator.runner import CommandNotFound, ProcessRunner
 
 
 class NodeDouble:
-    def __init__(self, url: str, prefix: str, *, name: str = "double", kinds=("command",), slots: int = 4, lease: float = 3):
+    def __init__(
+        self, url: str, prefix: str, *, name: str = "double", kinds=("command",), slots: int = 4, lease: float = 3, mute=False
+    ):
         self.client = connect(url)
         self.names = Names(prefix)
         self.ops = Attempts(self.client, self.names)
@@ -35,6 +37,7 @@ class NodeDouble:
         self.busy = 0  # slots taken (from the dequeue to the report)
         self._lock = threading.Lock()
         self.dead = threading.Event()
+        self.mute = mute  # it never reports an end (as a node that dies just after its worker did)
         self.stopped = threading.Event()
         self.ran: list[str] = []  # attempt ids it claimed
         self.tokens: dict[str, int] = {}  # attempt id -> the token it claimed it with
@@ -117,7 +120,7 @@ class NodeDouble:
                 renewed = time.monotonic()
             code = self.runner.wait(handle, 0.05)
         self.running.pop(attempt_id, None)
-        if not self.dead.is_set():
+        if not self.dead.is_set() and not self.mute:
             self._retry(self.ops.finish, attempt_id, token, self.name, code, handle.kill_rung)
 
     def die(self) -> None:

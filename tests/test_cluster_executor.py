@@ -402,3 +402,16 @@ def test_a_redis_that_loses_its_data_mid_job_loses_no_worker(make_engine, fresh_
             assert engine.read_log(w)[0].count("simulated worker:") == 1
     finally:
         node.stop()
+
+
+def test_an_end_the_node_never_reported_is_read_from_the_exit_file_not_called_lost(rq, tmp_path, redis_server, unique_prefix):
+    executor = rq()
+    node = NodeDouble(redis_server.url, unique_prefix, name="mute", lease=LEASE, mute=True)
+    try:
+        handle = start(executor, tmp_path, ["sh", "-c", "exit 5"], "root.i.worker_1")
+        placed(executor, handle)
+        began = time.monotonic()
+        assert executor.wait(handle, 4 * LEASE) == 5 and not handle.lost  # the shared file system says how it ended
+        assert time.monotonic() - began >= 2.5  # after EXIT_FILE_GRACE without an "ended" from its node
+    finally:
+        node.stop()

@@ -533,6 +533,8 @@ class RQExecutor:
             elif not leased:
                 self._lease_check(h, now, lambda: self._fence_if_absent(h))
             return
+        if not h.token and data.get("token", "").isdigit():
+            h.token = int(data["token"])  # adopted while Redis had lost it: its node's renewals brought it back
         if data.get("token") != str(h.token):
             return  # not ours to judge (another token: fenced, or enqueued again meanwhile)
         try:  # what the node measured at its latest renewal (the resource caps apply to it)
