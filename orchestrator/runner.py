@@ -110,7 +110,7 @@ PERL_SHIM = (
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
-    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n, 1, $s) }\n"  # prctl(PR_SET_PDEATHSIG, s)
+    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
     'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"

@@ -1,0 +1,247 @@
+"""``python -m orchestrator node`` as real subprocesses against a real redis-server: it runs
+attempts (cluster/attempt.py) with the local runner and reports them, obeys terminate, stops a
+fenced attempt, advertises only the kinds it has, refuses a wrong password and a workspace it
+cannot see, takes its processes with it when SIGKILLed (sweeping the rest when it comes back),
+and rides out a Redis restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cluster.attempts import Attempts, AttemptSpec
+from orchestrator.cluster.connect import connect
+from orchestrator.cluster.marker import MARKER_FILE
+from orchestrator.cluster.names import Names
+from orchestrator.procscan import process_alive
+from orchestrator.runner import ProcessRunner
+
+from .cluster_fixtures import ROOT, start_node, stop_all, write_server_marker
+from .redisserver import RedisServer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _stop_nodes():
+    yield
+    stop_all()
+
+
+def ops_on(url: str, prefix: str) -> Attempts:
+    return Attempts(connect(url), Names(prefix))
+
+
+def enqueue(
+    ops: Attempts, ws: Path, attempt_id: str, argv: list[str], *, kind: str = "command", lease: float = 3.0
+) -> AttemptSpec:
+    spec = AttemptSpec(
+        id=attempt_id,
+        token=ops.new_token(),
+        kind=kind,
+        tag=f"{ops.names.prefix}.{attempt_id}",
+        argv=argv,
+        cwd=str(ws),
+        env={"ORCHESTRATOR_JOB_ID": "job1"},
+        log_path=str(ws / f"{attempt_id}.log"),
+        exit_file=str(ws / f"{attempt_id}.exit"),
+        lease=lease,
+    )
+    ops.enqueue(spec)
+    return spec
+
+
+def wait_for(check, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {check()!r})")
+
+
+def state(ops: Attempts, attempt_id: str) -> str | None:
+    record = ops.read(attempt_id)
+    return record.get("state") if record else None
+
+
+def setup(server: RedisServer, prefix: str, tmp_path: Path) -> tuple[Attempts, Path]:
+    ws = tmp_path / "ws"
+    write_server_marker(server.url, prefix, ws)
+    return ops_on(server.url, prefix), ws
+
+
+def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="n1", kinds="command", slots=2)
+    info = node.registered()
+    assert info is not None and info.kinds == ["command"] and info.slots == 2 and info.pid == node.pid
+    spec = enqueue(ops, ws, "a1", ["sh", "-c", 'echo hi; echo "job=$ORCHESTRATOR_JOB_ID"; exit 3'])
+    wait_for(lambda: state(ops, "a1") == "ended", what="the attempt to end")
+    record = ops.read("a1")
+    assert record["code"] == "3" and record["node"] == "n1" and record["kill_rung"] == "none"
+    assert (ws / "a1.log").read_text() == "hi\njob=job1\n"
+    assert (ws / "a1.exit").read_text() == "exit 3\n"
+    events = ops.next_events(1)
+    assert [(e["event"], e["token"], e.get("node")) for e in events] == [
+        ("started", spec.token, "n1"),
+        ("ended", spec.token, "n1"),
+    ]
+    assert events[1]["code"] == 3
+    assert node.stop() == 0
+    assert node.registered() is None  # a clean stop leaves the registry
+
+
+def test_a_node_waits_for_the_servers_marker_and_refuses_a_workspace_it_cannot_see(redis_server, unique_prefix, tmp_path):
+    node = start_node(redis_server.url, unique_prefix, name="early", wait=False)
+    wait_for(lambda: "waiting for a server" in node.output(), what="the node to say it waits")
+    ws = tmp_path / "ws"
+    write_server_marker(redis_server.url, unique_prefix, ws)
+    node.wait_registered()
+    (ws / MARKER_FILE).unlink()  # this "machine" no longer sees the workspace at that path
+    late = start_node(redis_server.url, unique_prefix, name="late", wait=False)
+    assert late.process.wait(30) == 2
+    assert f"cannot see the server's workspace at {ws.resolve()}" in late.output()
+    assert "Traceback" not in late.output()
+
+
+def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_server, unique_prefix, tmp_path):
+    wrong = "not-the-password-4711"
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "node",
+            "--redis",
+            redis_server.url_with(wrong),
+            "--prefix",
+            unique_prefix,
+            "--kinds",
+            "command",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = found.stdout + found.stderr
+    assert found.returncode == 2, said
+    assert "refused the password" in said and "--redis" in said
+    assert wrong not in said and redis_server.password not in said and "Traceback" not in said
+
+
+def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}}
+    node = start_node(redis_server.url, unique_prefix, name="nc", kinds="claude,command", config=config)
+    assert node.registered().kinds == ["command"]
+    assert "not taking kind claude" in node.output() and "no-such-claude" in node.output()
+    enqueue(ops, ws, "c1", ["sh", "-c", "exit 0"], kind="claude")
+    enqueue(ops, ws, "k1", ["sh", "-c", "exit 0"], kind="command")
+    wait_for(lambda: state(ops, "k1") == "ended", what="the command attempt to end")
+    assert state(ops, "c1") == "queued"  # nobody here takes claude
+    # A node with none of its kinds usable does not start.
+    none = start_node(redis_server.url, unique_prefix, name="nn", kinds="claude", config=config, wait=False)
+    assert none.process.wait(30) == 2
+    assert "none of the kinds claude can run here" in none.output()
+
+
+def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_process(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nt")
+    # It ignores SIGTERM, and so does the child it leaves in the background: SIGKILL ends them.
+    spec = enqueue(ops, ws, "t1", ["sh", "-c", "trap '' TERM; sleep 60 & sleep 61; wait"])
+    wait_for(lambda: ops.read("t1").get("started_at"), what="the attempt to start")
+    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) >= 3, what="its processes")
+    ops.terminate("t1", spec.token, signal.SIGTERM, 0.5)
+    wait_for(lambda: state(ops, "t1") == "ended", what="the attempt to end")
+    record = ops.read("t1")
+    assert record["kill_rung"] == "SIGKILL" and record["code"] == str(-signal.SIGKILL)
+    assert ProcessRunner().tagged(spec.tag) == []
+
+
+def test_a_fenced_attempt_is_stopped_by_its_node_and_its_result_ignored(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nf", lease=3.0)
+    spec = enqueue(ops, ws, "f1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
+    wait_for(lambda: ops.read("f1").get("started_at"), what="the attempt to start")
+    wait_for(lambda: ProcessRunner().tagged(spec.tag), what="its processes")
+    # The server re-enqueued it (a new token) without an RQ job: the running one is fenced.
+    again = AttemptSpec(**{**spec.__dict__, "token": ops.new_token()})
+    ops.record(again)
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the fenced attempt")
+    record = ops.read("f1")
+    assert record["state"] == "queued" and record["token"] == str(again.token)  # its late end was not recorded
+
+
+def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="nk", slots=2)
+    spec = enqueue(ops, ws, "k1", ["sh", "-c", "sleep 300 & sleep 301 & wait"], lease=3)
+    wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
+    shim = int(ops.read("k1")["pid"])
+    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) == 4, what="shim, sh and its two sleeps")
+    tree = _node_tree(node.pid)
+    sleeps = {pid for pid in ProcessRunner().tagged(spec.tag) if _argv0(pid) == "sleep"}
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers, the horse, the shim, sh
+    node.kill()
+    # The parent-death signal takes the pool's workers, the horse, the shim and the command (sh).
+    alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
+    wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
+    assert not process_alive(shim, None)
+    assert set(ProcessRunner().tagged(spec.tag)) == sleeps  # a grandchild gets no parent-death signal
+    start_node(redis_server.url, unique_prefix, name="nk2", slots=1)  # another node on this host
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=10, what="the sweep of the dead node's leftovers")
+    host_dir = next((ws / ".cluster" / "nodes").iterdir())
+    assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
+
+
+def test_a_redis_restart_without_its_data_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path):
+    ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
+    node = start_node(fresh_redis.url, unique_prefix, name="nr", lease=3)
+    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 3; echo done; exit 5"], lease=3)
+    wait_for(lambda: ops.read("r1").get("started_at"), what="the attempt to start")
+    fresh_redis.restart(persist=False)
+    ops = ops_on(fresh_redis.url, unique_prefix)
+    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach the new Redis")
+    record = ops.read("r1")
+    assert record["code"] == "5" and record["node"] == "nr" and record["token"] == str(spec.token)
+    assert (ws / "r1.log").read_text() == "done\n"
+    assert [e["event"] for e in ops.next_events(1)] == ["ended"]  # the "started" went with the old data
+    wait_for(node.registered, timeout=10, what="the node to publish itself again")
+    enqueue(ops, ws, "r2", ["sh", "-c", "exit 0"])  # and it takes new work
+    wait_for(lambda: state(ops, "r2") == "ended", timeout=30, what="a new attempt after the restart")
+
+
+def _argv0(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def _node_tree(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc), its own process excluded."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
