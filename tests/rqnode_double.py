@@ -139,40 +139,10 @@ class NodeDouble:
         nodes.forget(self.client, self.names, self.name)
 
 
-class RealNode:
-    """``python -m orchestrator node`` as a process of the test's, in a home of its own (its own
-    config.yaml: the node's settings, never the server's), ready once it is in the registry."""
+def real_node(folder: Path, url: str, prefix: str, *, name: str, kinds=("command",), slots: int = 2, lease: float = 3):
+    """``python -m orchestrator node`` (tests/cluster_fixtures.py), with settings of its own in
+    which the command kind has a program (its kinds are checked at start)."""
+    from .cluster_fixtures import start_node
 
-    def __init__(self, home: Path, url: str, prefix: str, *, name: str, kinds=("command",), slots: int = 2, lease: float = 3):
-        import subprocess
-        import sys
-
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.yaml").write_text('orchestrator:\n  command: ["sh", "-c", "{task}"]\n')
-        env = {**os.environ, "ORCHESTRATOR_HOME": str(home)}
-        env.pop("ORCHESTRATOR_CONFIG", None)
-        argv = [sys.executable, "-m", "orchestrator", "node", "--redis", url, "--slots", str(slots)]
-        argv += ["--kinds", ",".join(kinds), "--name", name, "--prefix", prefix, "--lease", str(lease)]
-        self.name, self.log = name, home / f"{name}.log"
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(argv, cwd=PACKAGE_PARENT, env=env, stdout=out, stderr=out)
-        client, names = connect(url), Names(prefix)
-        deadline = time.monotonic() + 30
-        while not any(n.name == name and n.alive for n in nodes.read(client, names)):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {name} did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean stop, its leases left to expire."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except Exception:
-                self.process.kill()
-                self.process.wait(10)
+    config = {"orchestrator": {"command": ["sh", "-c", "{task}"]}}
+    return start_node(url, prefix, name=name, kinds=",".join(kinds), slots=slots, lease=lease, config=config, folder=folder)

@@ -25,7 +25,7 @@ from orchestrator.runner import read_exit_file
 
 from .conftest import API_KEY, ROOT, make_settings, wait_until
 from .redisserver import free_port
-from .rqnode_double import NodeDouble, RealNode
+from .rqnode_double import NodeDouble, real_node
 
 pytestmark = pytest.mark.timeout(120)
 LEASE = 3.0
@@ -197,7 +197,7 @@ def test_an_attempt_redis_forgot_is_adopted_from_its_exit_file(rq, tmp_path):
 def test_a_redis_restart_loses_no_attempt(tmp_path, fresh_redis, unique_prefix, persist, real):
     executor = RQExecutor(rq_settings(tmp_path, fresh_redis, unique_prefix))
     if real:
-        node = RealNode(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", slots=1, lease=LEASE)
+        node = real_node(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", slots=1, lease=LEASE)
     else:
         node = NodeDouble(fresh_redis.url, unique_prefix, name="n1", slots=1, lease=LEASE)
     try:
@@ -231,7 +231,7 @@ def rq_engine(make_engine, server, prefix, **sections):
 def test_a_job_runs_its_workers_on_real_nodes_and_each_record_names_its_node(make_engine, redis_server, unique_prefix, tmp_path):
     engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 0.5})  # the server first: its marker
     nodes = [
-        RealNode(tmp_path / f"n{i}", redis_server.url, unique_prefix, name=f"n{i}", kinds=kinds, slots=2, lease=LEASE)
+        real_node(tmp_path / f"n{i}", redis_server.url, unique_prefix, name=f"n{i}", kinds=kinds, slots=2, lease=LEASE)
         for i, kinds in ((1, ("simulated", "command")), (2, ("simulated",)))
     ]
     try:
@@ -264,13 +264,13 @@ def test_a_worker_of_a_kind_no_node_runs_fails_at_once_saying_how_to_start_one(m
 
 def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix, tmp_path):
     engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
-    doomed = RealNode(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
+    doomed = real_node(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
     other = None
     try:
         job = engine.submit("lost and retried", None, ["one"])
         wait_until(lambda: engine.find_worker(job.id, 0, "worker_1").node == "doomed", timeout=20, what="running on doomed")
         pid = engine.find_worker(job.id, 0, "worker_1").attempts[0].pid
-        other = RealNode(tmp_path / "other", redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
+        other = real_node(tmp_path / "other", redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
         doomed.kill()
         assert engine.wait(job.id, 60).status.value == "completed"
         worker = engine.find_worker(job.id, 0, "worker_1")
@@ -305,7 +305,7 @@ def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _healthy(url), timeout=30, what="the server up")
-        node = RealNode(tmp_path / "n1", redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
+        node = real_node(tmp_path / "n1", redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
         answer = requests.post(
             f"{url}/api/v1/orchestrate",
             json={"request": "survive a restart", "tasks": ["a", "b", "c"], "config": {"max_workers": 3}},
@@ -390,7 +390,7 @@ def test_a_redis_that_loses_its_data_mid_job_loses_no_worker(make_engine, fresh_
     empty. The running ones are renewed back into Redis by their node; the queued ones are enqueued
     again by the server from its own handles. Every worker runs once and the job completes."""
     engine = rq_engine(make_engine, fresh_redis, unique_prefix, simulated={"duration": 3})
-    node = RealNode(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
+    node = real_node(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
     try:
         job = engine.submit("redis restart", {"max_workers": 4}, ["a", "b", "c", "d"])
         workers = lambda: [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 5)]  # noqa: E731

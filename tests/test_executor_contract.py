@@ -71,12 +71,12 @@ class RQRig:
         from orchestrator.cluster.executor import RQExecutor
 
         from .conftest import make_settings
-        from .rqnode_double import RealNode
+        from .rqnode_double import real_node
 
         server, prefix = request.getfixturevalue("redis_server"), request.getfixturevalue("unique_prefix")
         distributed = {"executor": "rq", "redis_url": server.url, "queue_prefix": prefix, "lease": 3}
         self.executor = RQExecutor(make_settings(tmp_path, distributed=distributed))
-        self.node = RealNode(tmp_path / "node", server.url, prefix, name="contract-node", lease=3)
+        self.node = real_node(tmp_path / "node", server.url, prefix, name="contract-node", lease=3)
         self.tmp = tmp_path
 
     def start(self, kind, tag):
