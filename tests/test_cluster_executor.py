@@ -79,6 +79,8 @@ def test_make_executor_follows_the_setting_and_a_bad_redis_refuses_the_start(tmp
     dead = "redis://:pw@127.0.0.1:1/0"
     with pytest.raises(ConfigError, match="cannot reach Redis at redis://\\*\\*\\*@127.0.0.1:1/0"):
         make_executor(rq_settings(tmp_path, type("S", (), {"url": dead})(), unique_prefix))
+    with pytest.raises(ConfigError, match="cannot reach Redis"):  # the engine (the server) refuses to start
+        Engine(rq_settings(tmp_path, type("S", (), {"url": dead})(), unique_prefix))
 
 
 def test_a_kind_no_live_node_runs_is_refused_at_once_with_the_command_to_start_one(rq, tmp_path, redis_server, unique_prefix):

@@ -158,12 +158,12 @@ class RQExecutor:
         files = (str(exit_file) if exit_file else None, str(secret_file) if secret_file else None)
         spec = AttemptSpec(attempt_id, 0, kind, tag, list(argv), str(cwd), public, str(log_path), *files, lease=self.lease)
         handle = RemoteHandle(attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file)
-        with self._cond:
-            self._handles[attempt_id] = handle
         try:
             self._enqueue(handle)
         except (redis.RedisError, OSError) as exc:  # Redis is down: the listener enqueues it once it is back
             self._note_down(exc)
+        with self._cond:  # only now: the listener must not see it half-enqueued (it would enqueue it again)
+            self._handles[attempt_id] = handle
         return handle
 
     def _check_kind(self, kind: str) -> None:
