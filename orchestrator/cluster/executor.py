@@ -91,6 +91,7 @@ class RemoteHandle:
     lease_gone: float | None = None  # monotonic time its lease was first seen missing
     exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
     jobless: float | None = None  # monotonic time it was first seen queued without its RQ job
+    enqueuing: bool = False  # start() is enqueueing it: the reconciler must not (it would enqueue it twice)
     secret_file: Path | None = None
 
     @property
@@ -157,13 +158,17 @@ class RQExecutor:
             write_secret_file(secret_file, secret)
         files = (str(exit_file) if exit_file else None, str(secret_file) if secret_file else None)
         spec = AttemptSpec(attempt_id, 0, kind, tag, list(argv), str(cwd), public, str(log_path), *files, lease=self.lease)
-        handle = RemoteHandle(attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file)
+        handle = RemoteHandle(
+            attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file, enqueuing=True
+        )
+        with self._cond:
+            self._handles[attempt_id] = handle  # (events for it may come at once; the reconciler waits)
         try:
             self._enqueue(handle)
         except (redis.RedisError, OSError) as exc:  # Redis is down: the listener enqueues it once it is back
             self._note_down(exc)
-        with self._cond:  # only now: the listener must not see it half-enqueued (it would enqueue it again)
-            self._handles[attempt_id] = handle
+        finally:
+            handle.enqueuing = False
         return handle
 
     def _check_kind(self, kind: str) -> None:
@@ -331,10 +336,7 @@ class RQExecutor:
         with self._cond:
             if start_id is not None and start_id in self._handles:
                 return self._handles[start_id]
-        handle = RemoteHandle(
-            id=start_id or uuid.uuid4().hex, tag=tag, token=0, kind="", started_at=started_at, exit_file=exit_file
-        )
-        handle.pid = pid or None  # node_told stays False: the record names its node at the first wait
+        handle = RemoteHandle(start_id or uuid.uuid4().hex, tag, 0, "", started_at, exit_file, pid=pid or None)
         data = None
         if start_id:
             try:
@@ -396,7 +398,6 @@ class RQExecutor:
         return count
 
     def nodes(self) -> list[NodeInfo] | None:
-        """The node registry (GET /api/v1/nodes, the dashboard); empty while Redis does not answer."""
         try:
             return nodes.read(self.client, self.names)
         except (redis.RedisError, OSError) as exc:
@@ -500,7 +501,7 @@ class RQExecutor:
         if not self.client.exists(self.names.marker):  # Redis lost it: nodes that start now need it
             self.client.set(self.names.marker, json.dumps({"workspace": self.marker.workspace, "token": self.marker.token}))
         with self._cond:
-            live = [h for h in self._handles.values() if h.code is None]
+            live = [h for h in self._handles.values() if h.code is None and not h.enqueuing]
         if not live:
             return
         self._fence_floor(max(h.token for h in live))
