@@ -7,6 +7,7 @@ and rides out a Redis restart."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster.attempts import Attempts, AttemptSpec
+from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
@@ -154,6 +155,22 @@ def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_
     assert "none of the kinds claude can run here" in none.output()
 
 
+def test_a_job_that_calls_anything_but_attempt_run_is_refused(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nj")
+    victim = tmp_path / "keep-me"
+    victim.write_text("x")
+    queue = ops.queue("command")
+    job = queue.enqueue_call("os.remove", args=(str(victim),), job_id="evil")
+    registry = queue.failed_job_registry
+    wait_for(lambda: "evil" in registry.get_job_ids(), what="the job to be failed")
+    job.refresh()
+    assert "refused" in (job.latest_result().exc_string or "") and RQ_FUNCTION in job.latest_result().exc_string
+    assert victim.exists()
+    enqueue(ops, ws, "ok1", ["sh", "-c", "exit 0"])  # and the node goes on taking attempts
+    wait_for(lambda: state(ops, "ok1") == "ended", what="the next attempt")
+
+
 def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_process(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     start_node(redis_server.url, unique_prefix, name="nt")
@@ -204,21 +221,30 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
 
 
-def test_a_redis_restart_without_its_data_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path):
+@pytest.mark.parametrize("persist", [False, True])
+def test_a_redis_restart_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path, persist):
     ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
     node = start_node(fresh_redis.url, unique_prefix, name="nr", lease=3)
-    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 3; echo done; exit 5"], lease=3)
+    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 6; echo done; exit 5"], lease=6)
     wait_for(lambda: ops.read("r1").get("started_at"), what="the attempt to start")
-    fresh_redis.restart(persist=False)
+    # Down for longer than RQ's monitoring interval (node.MONITOR_INTERVAL), shorter than the lease.
+    fresh_redis.stop(signal.SIGTERM if persist else signal.SIGKILL)
+    if not persist:
+        for path in fresh_redis.folder.glob("appendonly*"):
+            shutil.rmtree(path)
+    time.sleep(3)
+    fresh_redis.start()
     ops = ops_on(fresh_redis.url, unique_prefix)
-    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach the new Redis")
+    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach Redis")
     record = ops.read("r1")
     assert record["code"] == "5" and record["node"] == "nr" and record["token"] == str(spec.token)
     assert (ws / "r1.log").read_text() == "done\n"
-    assert [e["event"] for e in ops.next_events(1)] == ["ended"]  # the "started" went with the old data
+    events = [e["event"] for e in ops.next_events(1)]
+    assert events == (["started", "ended"] if persist else ["ended"])  # without its data, "started" is gone
     wait_for(node.registered, timeout=10, what="the node to publish itself again")
     enqueue(ops, ws, "r2", ["sh", "-c", "exit 0"])  # and it takes new work
     wait_for(lambda: state(ops, "r2") == "ended", timeout=30, what="a new attempt after the restart")
+    assert "quitting" not in node.output(), node.output()  # no RQ worker quit (its attempt would have died)
 
 
 def _argv0(pid: int) -> str:

@@ -56,6 +56,7 @@ from .names import ID, Names
 
 log = logging.getLogger("orchestrator.node")
 
+MONITOR_INTERVAL = 2  # seconds
 NODES_DIR = Path(".cluster") / "nodes"  # under the shared workspace: <host>/<name>.json and <name>.attempts/
 
 
@@ -256,6 +257,8 @@ class NodeWorker(Worker):
         set_parent_death_signal(signal.SIGKILL)  # this worker dies with the node
         if os.getppid() != parent:  # the node died before the line above
             os._exit(1)
+        # How often the worker checks on its horse and writes RQ's heartbeats (RQ: 30 s).
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
         self._outage = False
 
