@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec
+from orchestrator import protocol
+from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
+from orchestrator.environment import SPAWN_BIN
 from orchestrator.procscan import process_alive
 from orchestrator.runner import ProcessRunner
 
@@ -169,6 +171,59 @@ def test_a_job_that_calls_anything_but_attempt_run_is_refused(redis_server, uniq
     assert victim.exists()
     enqueue(ops, ws, "ok1", ["sh", "-c", "exit 0"])  # and the node goes on taking attempts
     wait_for(lambda: state(ops, "ok1") == "ended", what="the next attempt")
+
+
+def test_the_worker_gets_the_nodes_environment_and_the_secret_file_once(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    config = {"workers": {"inherit_env": False, "env": {"NODE_CREDENTIAL": "the-nodes-own"}}}
+    start_node(redis_server.url, unique_prefix, name="ne", config=config)
+    secret = ws / "s1.secret"
+    write_secret_file(secret, {protocol.API_KEY: "worker-key-1"})
+    script = 'echo "$NODE_CREDENTIAL|$ORCHESTRATOR_API_KEY|$ORCHESTRATOR_JOB_ID|${PYTEST_CURRENT_TEST:-absent}|$ORCHESTRATOR_PYTHON"; echo "$PATH"'
+    spec = AttemptSpec(
+        id="s1",
+        token=ops.new_token(),
+        kind="command",
+        tag=f"{unique_prefix}.s1",
+        argv=["sh", "-c", script],
+        cwd=str(ws),
+        # A server that (wrongly) sent its own PATH: the node keeps its own.
+        env={protocol.JOB_ID: "job9", "PATH": "/server/only/bin"},
+        log_path=str(ws / "s1.log"),
+        exit_file=None,
+        secret_env_file=str(secret),
+    )
+    ops.enqueue(spec)
+    wait_for(lambda: state(ops, "s1") == "ended", what="the attempt to end")
+    first, path = (ws / "s1.log").read_text().splitlines()
+    assert first == f"the-nodes-own|worker-key-1|job9|absent|{sys.executable}"
+    assert path.split(os.pathsep)[:2] == [SPAWN_BIN, os.path.dirname(sys.executable)] and "/server/only/bin" not in path
+    assert not secret.exists()  # read once, then gone
+
+
+def test_a_missing_command_is_reported_as_127_with_a_line_in_the_log(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nm")
+    enqueue(ops, ws, "m1", ["no-such-program-here", "--x"])
+    wait_for(lambda: state(ops, "m1") == "ended", what="the attempt to end")
+    record = ops.read("m1")
+    assert record["code"] == "127" and "no-such-program-here" in record["note"] and "nm" in record["note"]
+    assert "no-such-program-here" in (ws / "m1.log").read_text()
+
+
+def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="ns", slots=2)
+    specs = [enqueue(ops, ws, f"s{i}", ["sh", "-c", "sleep 60 & sleep 61; wait"]) for i in (1, 2)]
+    for spec in specs:
+        wait_for(lambda spec=spec: ops.read(spec.id).get("started_at"), what="the attempts to start")
+    wait_for(lambda: node.registered() and node.registered().running == 2, what="the node to publish both")
+    assert node.stop() == 0
+    for spec in specs:
+        record = ops.read(spec.id)
+        assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
+        assert ProcessRunner().tagged(spec.tag) == []
+    assert node.registered() is None and "Traceback" not in node.output()
 
 
 def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_process(redis_server, unique_prefix, tmp_path):
