@@ -326,3 +326,18 @@ def _node_tree(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def test_an_attempt_whose_node_cannot_reach_redis_for_a_lease_is_ended(fresh_redis, unique_prefix, tmp_path):
+    ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
+    start_node(fresh_redis.url, unique_prefix, name="nu", lease=3)
+    spec = enqueue(ops, ws, "u1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
+    wait_for(lambda: ops.read("u1").get("started_at"), what="the attempt to start")
+    fresh_redis.stop(signal.SIGTERM)  # its data (append-only) is kept
+    # Its lease has expired in everyone's eyes: the server will retry it elsewhere, so it must end.
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the attempt")
+    fresh_redis.start()
+    ops = ops_on(fresh_redis.url, unique_prefix)
+    wait_for(lambda: state(ops, "u1") == "ended", timeout=20, what="its end to be reported")
+    record = ops.read("u1")
+    assert record["note"] == "Redis unreachable for longer than the lease" and record["kill_rung"] == "SIGTERM"
