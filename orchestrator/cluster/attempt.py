@@ -169,8 +169,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
         done.set()
         signal.signal(signal.SIGTERM, previous)
     runner.sweep(spec.tag, handle.started_at)
-    control.join(CONTROL_WAIT + SOCKET_TIMEOUT)
-    wake.close()
+    wake.close()  # the control thread sees ``done`` at its next read; nobody waits for it (it is a daemon)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
