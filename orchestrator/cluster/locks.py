@@ -51,6 +51,7 @@ from .names import Names
 log = logging.getLogger(__name__)
 
 RECHECK = 1.0  # seconds: the longest a waiter sleeps between tries (a lost pub/sub message)
+LISTEN_TICK = 0.25  # seconds the listener blocks on its socket before looking at close() (no Redis traffic)
 SUBSCRIBE_WAIT = 5.0  # seconds the constructor waits for the listener's subscription
 
 # The index's PTTL (KEYS[1]), then each lock key's value (or false) and PTTL: one round trip.
@@ -69,14 +70,25 @@ def path_locks(clock: Clock, settings: Settings) -> LockTable:
     if settings.distributed.executor != "rq":
         return PathLocks(clock, settings.tasks)
     url = settings.distributed.redis_url
-    return RedisPathLocks(connect(url), Names(settings.distributed.queue_prefix), clock, settings.tasks, where=redacted(url))
+    names = Names(settings.distributed.queue_prefix)
+    return RedisPathLocks(connect(url), names, clock, settings.tasks, where=redacted(url), owns_client=True)
 
 
 class RedisPathLocks:
     """The lock tables of every root tree, in Redis; thread-safe. ``close`` stops the listener."""
 
-    def __init__(self, client: redis.Redis, names: Names, clock: Clock, settings: TasksSettings, *, where: str = "") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        names: Names,
+        clock: Clock,
+        settings: TasksSettings,
+        *,
+        where: str = "",
+        owns_client: bool = False,
+    ) -> None:
         self.client = client
+        self.owns_client = owns_client  # close() closes it
         self.names = names
         self.clock = clock
         self.settings = settings
@@ -181,9 +193,11 @@ class RedisPathLocks:
         return sorted(table, key=lambda lock: lock.acquired_at)
 
     def close(self) -> None:
-        """Stop the listener (its connection closes within a second)."""
+        """Stop the listener (within ``LISTEN_TICK``) and close its connection."""
         self._closed.set()
         self._listener.join(5)
+        if self.owns_client:
+            self.client.close()
 
     # -- one decision ----------------------------------------------------------------------
     def _try(
@@ -277,7 +291,7 @@ class RedisPathLocks:
                 if pubsub is None:
                     pubsub = self.client.pubsub()
                     pubsub.subscribe(self.names.locks_freed)
-                message = pubsub.get_message(timeout=RECHECK)
+                message = pubsub.get_message(timeout=LISTEN_TICK)
                 if message is None:
                     continue
                 if message["type"] == "subscribe":
