@@ -214,6 +214,20 @@ def test_the_engine_keeps_its_locks_in_redis_only_under_rq(redis_server, unique_
         table.close()
 
 
+def test_an_engine_under_rq_keeps_its_locks_in_redis_and_closes_the_table_at_shutdown(redis_server, unique_prefix, tmp_path):
+    from orchestrator.engine import Engine
+
+    rq = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix}
+    engine = Engine(make_settings(tmp_path, distributed=rq))
+    try:
+        table = engine.locks
+        assert isinstance(table, RedisPathLocks) and table.names.prefix == unique_prefix
+        assert table._listener.is_alive()
+    finally:
+        engine.shutdown(timeout=10)
+    assert not table._listener.is_alive()
+
+
 def test_a_wrong_or_missing_redis_password_is_a_clear_error(redis_server, unique_prefix, tmp_path):
     for url, words in (
         (redis_server.url_with("not-the-password"), "refused the password: set the right one in distributed.redis_url"),

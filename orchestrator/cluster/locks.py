@@ -44,7 +44,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..config.schema import TasksSettings
 from ..errors import Conflict, Forbidden, JobNotFound, Unavailable
-from ..locks import ADMIN, Lock, LockTable, PathLocks, conflict, held_error
+from ..locks import ADMIN, MAX_LEASE, Lock, LockTable, PathLocks, conflict, held_error
 from .connect import connect, redacted
 from .names import Names
 
@@ -130,7 +130,7 @@ class RedisPathLocks:
                 if now >= give_up:
                     raise held_error(blocking[0], wait, now)
                 until = min([give_up, now + RECHECK] + [h.deadline for h in blocking])
-                self.clock.wait(wake, until - now)
+                self.clock.wait(wake, max(until - now, 0.001))  # a lease ending now: Redis drops it within a ms
         finally:
             with self._lock:
                 self._waiters.discard(wake)
@@ -257,7 +257,8 @@ class RedisPathLocks:
 
     def _decode(self, raw: bytes | str, ttl_ms: int) -> Lock:
         data = json.loads(raw)
-        deadline = self.clock.monotonic() + max(0, ttl_ms) / 1000
+        # PTTL -1 (a key without expiry, which only a hand-made key has): no deadline to wait for
+        deadline = self.clock.monotonic() + (ttl_ms / 1000 if ttl_ms >= 0 else MAX_LEASE)
         return Lock(
             data["lock_id"],
             data["root_id"],
