@@ -84,6 +84,19 @@ def test_two_servers_on_one_redis_exclude_each_other_and_wake_each_others_waiter
     assert sorted(lock.paths[0] for lock in one.locks(ROOT)) == ["docs", "src"]
 
 
+def test_a_server_restart_keeps_the_locks_its_workers_hold(redis_server, unique_prefix, tables):
+    before = tables(redis_server, unique_prefix)
+    held = before.acquire(ROOT, JOB, "worker_1", ["src"], wait=0)
+    before.close()  # the server stops; under rq its workers run on, on their nodes
+    after = tables(redis_server, unique_prefix)
+    assert [lock.lock_id for lock in after.locks(ROOT)] == [held.lock_id]
+    with pytest.raises(Conflict, match="locked by worker worker_1"):
+        after.acquire(ROOT, JOB, "worker_2", ["src"], wait=0)
+    assert after.acquire(ROOT, JOB, "worker_1", ["src"], wait=0).lock_id == held.lock_id  # its renewal
+    assert [lock.lock_id for lock in after.release_worker(ROOT, "worker_1")] == [held.lock_id]
+    assert after.locks(ROOT) == []
+
+
 def test_grants_stay_exclusive_when_two_servers_race_for_overlapping_paths(redis_server, unique_prefix, tables):
     servers = [tables(redis_server, unique_prefix), tables(redis_server, unique_prefix)]
     inside = 0
@@ -273,3 +286,70 @@ def test_orchestrator_lock_retakes_its_lock_after_redis_lost_it_and_releases_the
     assert proc.returncode == 0, err
     assert "could not release" not in err
     assert live.call("GET", base).json()["locks"] == []  # the new lock released, not left to its lease
+
+
+@pytest.fixture
+def rq_live(tmp_path, redis_server, unique_prefix):
+    """A real server whose settings say ``distributed.executor: rq`` (so its lock table is the
+    engine's own choice), its workers kept on this machine by an explicit LocalExecutor: the
+    locks' way through the API, orchestrator-lock and a worker's end, without nodes."""
+    from orchestrator.engine import Engine
+    from orchestrator.executor import LocalExecutor
+    from orchestrator.server import start_in_thread
+
+    from .conftest import API_KEY, Live
+
+    settings = make_settings(
+        tmp_path,
+        orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
+        workers={"max_retries": 0},
+        git={"isolation": "folder"},
+        api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        distributed={"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix},
+    )
+    engine = Engine(settings, executor=LocalExecutor())
+    server = start_in_thread(settings, engine, port=0)
+    yield Live(server.url, API_KEY, engine)
+    engine.shutdown(timeout=10)
+    server.close()
+
+
+def test_workers_contend_through_orchestrator_lock_on_a_server_whose_locks_are_in_redis(
+    rq_live, redis_server, unique_prefix, tmp_path
+):
+    assert isinstance(rq_live.engine.locks, RedisPathLocks)
+    journal, go = tmp_path / "journal", tmp_path / "go"
+    step = f"echo start $ORCHESTRATOR_WORKER_ID >> '{journal}'; while [ ! -e '{go}' ]; do sleep 0.02; done; echo end $ORCHESTRATOR_WORKER_ID >> '{journal}'"
+    task = f'orchestrator-lock shared/data.txt --wait 60 -- sh -c "{step}"'
+    job_id = rq_live.submit(request="two", tasks=[task, task], config={"max_workers": 2}).json()["job_id"]
+    base = f"/api/v1/jobs/{job_id}/locks"
+    wait_until(lambda: rq_live.call("GET", base).json()["locks"], what="the first worker's lock")
+    (held,) = rq_live.call("GET", base).json()["locks"]
+    client = connect(redis_server.url)
+    names = Names(unique_prefix)
+    assert client.smembers(names.locks(job_id)) == {held["lock_id"].encode()}  # in Redis, under the prefix
+    assert json.loads(client.get(names.lock(job_id, held["lock_id"])))["worker"] == held["worker"]  # type: ignore[arg-type]
+    time.sleep(0.5)
+    assert journal.read_text().count("start") == 1  # the other waits
+    go.touch()
+    doc = rq_live.wait(job_id)
+    assert doc["status"] == "completed", doc
+    lines = journal.read_text().split("\n")[:-1]
+    assert [line.split()[0] for line in lines] == ["start", "end", "start", "end"]
+    assert lines[0].split()[1] == lines[1].split()[1] != lines[2].split()[1] == lines[3].split()[1]
+    assert rq_live.call("GET", base).json()["locks"] == []
+    assert client.exists(names.locks(job_id)) == 0
+
+
+def test_on_a_server_whose_locks_are_in_redis_a_lock_dies_with_its_worker(rq_live, tmp_path):
+    go = tmp_path / "go"
+    # the helper is killed (no release), the worker's process lives on until go appears
+    task = f"orchestrator-lock held --lease 600 -- sh -c 'kill -KILL $PPID'; while [ ! -e '{go}' ]; do sleep 0.02; done"
+    job_id = rq_live.submit(request="dies", tasks=[task]).json()["job_id"]
+    base = f"/api/v1/jobs/{job_id}/locks"
+    wait_until(lambda: rq_live.call("GET", base).json()["locks"], what="the lock")
+    time.sleep(0.3)
+    assert [lock["paths"] for lock in rq_live.call("GET", base).json()["locks"]] == [["held"]]
+    go.touch()
+    rq_live.wait(job_id)
+    assert rq_live.call("GET", base).json()["locks"] == []

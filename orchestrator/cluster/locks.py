@@ -15,6 +15,9 @@ shared by every server process on one Redis and prefix.
   delivers at most once (a message published while the listener reconnects is lost) and Redis
   says nothing when a lease expires, so a waiter also tries again at its blockers' lease end and
   at least every ``RECHECK`` seconds: a lost message costs at most that.
+* **A server restart** keeps the locks (a server that crashed or was stopped has granted them into
+  Redis, not its memory): under rq the workers on nodes go on running, re-adopted, and keep them.
+  A worker's end seen by any server frees its locks; a lease ends the rest.
 * **Redis restarted without its data** loses every lock. Nothing re-creates them from the
   server's memory: with several servers, a lock granted by another server meanwhile would then
   have two holders. A holder that still runs re-takes its lock by renewing it (orchestrator-lock
