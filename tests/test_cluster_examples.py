@@ -149,15 +149,29 @@ def test_the_redis_snippet_is_accepted_by_the_real_redis_server(tmp_path):
         process.wait(20)
 
 
-def test_the_node_command_takes_the_options_the_unit_gives_it():
+def readme_node_command() -> list[str]:
+    """The node's command line in README.md's Cluster section."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Cluster (workers on several machines)")[1]
+    (line,) = [line for line in section.split("## ")[0].splitlines() if "-m orchestrator node" in line and "--redis" in line]
+    return shlex.split(line)
+
+
+def test_the_readmes_node_command_is_the_units():
+    argv = readme_node_command()
+    assert argv[0] == ".venv/bin/python" and argv[1:4] == ["-m", "orchestrator", "node"]
+    assert set(argv[4::2]) <= set(exec_start("orchestrator-node@.service")[4::2])
+    assert argv[argv.index("--redis") + 1].startswith("rediss://:")
+
+
+def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():
     if importlib.util.find_spec("orchestrator.cluster.node") is None:
         pytest.skip("`python -m orchestrator node` is not on this branch yet (issue 16's node work; the lead merges it)")
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "node", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    for option in exec_start("orchestrator-node@.service")[4::2]:
-        assert option in done.stdout, option
+    for option in [*exec_start("orchestrator-node@.service")[4::2], "--prefix", "--lease"]:
+        assert option in done.stdout, option  # the unit's, and the README's for the node
 
 
 def test_the_examples_readme_mount_step_and_the_units_agree_on_the_folder():
