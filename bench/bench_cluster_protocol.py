@@ -20,7 +20,8 @@ and ``finish``; the server's ``next_events`` (the started and ended events) and 
 * single client: one thread runs attempts one after the other;
 * ``--threads``: that many threads run attempts at once (the server and node sides of each in
   the same thread), while one more thread reads the events, as the server's one reader does;
-* renewals: ``--threads`` threads renew the leases of claimed attempts for ``--renew-seconds``.
+* renewals: ``--threads`` threads renew the leases of claimed attempts for ``--renew-seconds``;
+* memory: Redis's ``used_memory`` grown by 1,000 queued attempts (each one's hash and RQ job).
 
 Besides the client's rate (on a small machine the Python client, not Redis, is the bottleneck)
 it measures the redis-server process's own CPU time per attempt and per renewal: Redis runs
@@ -307,6 +308,19 @@ def renewals(url: str, names: Names, args: argparse.Namespace) -> Callable[[], i
     return run
 
 
+def memory_per_queued(url: str, names: Names, args: argparse.Namespace, count: int = 1000) -> float:
+    """Bytes of Redis memory one queued attempt holds (its hash and its RQ job), from INFO memory."""
+    client = Protocol(url, names, args.lease, args.renews)
+    before = int(client.ops.client.info("memory")["used_memory"])
+    for i in range(count):
+        client.ops.enqueue(spec(client.ops, f"m{i}", args.lease), client.queue)
+    used = int(client.ops.client.info("memory")["used_memory"]) - before
+    client.queue.empty()
+    for i in range(count):
+        client.ops.forget(f"m{i}")
+    return used / count
+
+
 def figure(name: str, value: float, unit: str, figures: dict[str, Any]) -> None:
     figures[name] = {"value": round(value, 3), "unit": unit}
     shown = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
@@ -353,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         figure("redis-server CPU per renewal", renew.cpu_us, "us", figures)
         cpu_attempt = statistics.fmean([one.cpu_us, many.cpu_us]) / 1e6
         per_attempt = 3.0 / args.lease  # renewals per second of one running attempt
+        figure("redis memory per queued attempt", memory_per_queued(redis.url, Names(prefix + "d"), args), "bytes", figures)
         print(f"implied limits at distributed.lease={args.lease:g} s (a renewal every {args.lease / 3:g} s per running attempt):")
         figure("  concurrent attempts leased, at the measured renewal rate", renew.rate / per_attempt, "attempts", figures)
         figure(
