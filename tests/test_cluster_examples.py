@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,81 @@ def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():
 def test_the_examples_readme_mount_step_and_the_units_agree_on_the_folder():
     steps = (CLUSTER / "README.md").read_text(encoding="utf-8")
     assert f" {FOLDER}\n" in steps and "same uid" in steps  # the mount step mounts where the units look
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate for 127.0.0.1 signed by it (openssl, argv only)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's TLS certificates)")
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.crt", "redis.key", "redis.csr", "redis.crt"))
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    quiet = {"capture_output": True, "check": True, "timeout": 60}
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-subj",
+            "/CN=test-ca",
+            "-days",
+            "1",
+        ],
+        **quiet,
+    )
+    subprocess.run(
+        [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"], **quiet
+    )
+    subprocess.run(
+        [openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1"]
+        + ["-extfile", folder / "san.ext"],
+        **quiet,
+    )
+    return ca, cert, key
+
+
+def test_the_redis_snippets_tls_lines_serve_the_rediss_url_the_readme_shows(tmp_path):
+    server = RedisServer(tmp_path)  # skips (fails under CI) without redis-server
+    ca, cert, key = make_certificates(tmp_path)
+    snippet = (CLUSTER / "redis.conf").read_text(encoding="utf-8")
+    tls = re.sub(r"(?m)^# (tls-[a-z-]+ )", r"\1", snippet)  # the commented TLS lines turned on
+    assert tls.count("\ntls-") == 5
+    paths = {"/etc/redis/tls/redis.crt": cert, "/etc/redis/tls/redis.key": key, "/etc/redis/tls/ca.crt": ca}
+    for shown, real in paths.items():
+        tls = tls.replace(shown, str(real))
+    conf = tmp_path / "redis.conf"
+    conf.write_text(
+        re.sub(r"(?m)^bind .*$", "bind 127.0.0.1", tls)
+        .replace("port 6379", "port 0")  # TLS only, as the snippet suggests
+        .replace("tls-port 6380", f"tls-port {server.port}")
+        .replace(re.search(r"(?m)^requirepass (.*)$", tls).group(1), server.password)
+        + f"\ndir {tmp_path}\ndaemonize no\nlogfile {tmp_path / 'redis.log'}\n"
+    )
+    process = subprocess.Popen([server.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://:{server.password}@127.0.0.1:{server.port}/0"
+    try:
+        client = None
+        for _ in range(200):
+            if process.poll() is not None:
+                pytest.fail(f"redis-server refused the TLS lines: {(tmp_path / 'redis.log').read_text()[-1500:]}")
+            try:
+                client = connect(f"{url}?ssl_ca_certs={ca}")  # a private CA, as the README's settings table says
+                break
+            except ConfigError:
+                time.sleep(0.05)
+        assert client is not None and client.ping()
+        with pytest.raises(ConfigError, match="cannot reach Redis") as refused:
+            connect(url)  # the system's CAs do not know the private one
+        assert server.password not in str(refused.value)
+        with pytest.raises(ConfigError):
+            connect(url.replace("rediss://", "redis://"))  # no plain TCP on the TLS port
+    finally:
+        process.terminate()
+        process.wait(20)
