@@ -4,6 +4,9 @@ beyond loopback), on a real waitress server on 127.0.0.1; refusals happen before
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -12,7 +15,7 @@ from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.server import build, check_bind, embedded_server, start_in_thread
 
-from .conftest import API_KEY, fake_command, make_settings, run_job, wait_until
+from .conftest import API_KEY, ROOT, fake_command, make_settings, run_job, wait_until
 from .redisserver import free_port
 from .test_webhooks import endpoint, hooks, receivers  # noqa: F401 (receivers: the fixture)
 
@@ -109,3 +112,22 @@ def test_loopback_addresses_need_no_setting(host):
 def test_allow_remote_lets_any_address_through():
     for host in ("0.0.0.0", "::", "", "192.168.10.5"):
         check_bind(host, allow_remote=True)
+
+
+def test_api_server_py_with_a_public_host_exits_naming_the_setting(tmp_path):
+    # Given api_server.py asked to bind every interface, with no api.allow_remote
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"api:\n  api_key: {API_KEY}\n  port: {port}\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}, "ORCHESTRATOR_HOME": str(tmp_path)}
+    # When it starts, then it exits at once with the reason and the setting, and never listened
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "api_server.py"), "--config", str(config), "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "api.allow_remote: true" in out.stderr and "TLS" in out.stderr
+    assert "listening" not in out.stdout and not (tmp_path / ".server.json").exists()
