@@ -139,6 +139,19 @@ def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_serv
     assert found.returncode == 2, said
     assert "refused the password" in said and "--redis" in said
     assert wrong not in said and redis_server.password not in said and "Traceback" not in said
+    # Without --redis (which ps shows), the URL comes from the node's settings, e.g. the environment.
+    env = {**os.environ, "ORCHESTRATOR__DISTRIBUTED__REDIS_URL": redis_server.url_with(wrong)}
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--prefix", unique_prefix, "--kinds", "command"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = found.stdout + found.stderr
+    assert found.returncode == 2 and "refused the password" in said and "distributed.redis_url" in said, said
+    assert wrong not in said
 
 
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):

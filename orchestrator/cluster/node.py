@@ -98,7 +98,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"node {name}: none of the kinds {', '.join(wanted) or '(none)'} can run here (see above)", key="--kinds"
         )
-    client = connect(url, setting="--redis")
+    client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
     marker = wait_for_marker(client, names, name)
     refused = check_marker(marker)
     if refused:
