@@ -125,7 +125,8 @@ def run(attempt_id: str, token: int) -> int | None:
         log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
         return None
     mine = ctx.attempts_dir / f"{attempt_id}.json"
-    atomic_write(mine, json.dumps({"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}).encode())
+    record = {"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}
+    atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
     try:
         return _run(ctx, ops, spec)
     finally:
