@@ -379,7 +379,7 @@ def mode_sse(args: list[str]) -> int:
 
 # -- the orchestrator under test ---------------------------------------------------------
 class Live:
-    def __init__(self, base: Path, handoffs: int) -> None:
+    def __init__(self, base: Path, handoffs: int, extra: dict[str, dict[str, Any]] | None = None) -> None:
         from orchestrator.config import load_settings
         from orchestrator.engine import Engine
         from orchestrator.server import start_in_thread
@@ -411,6 +411,8 @@ class Live:
                 "logging": {"log_dir": str(base / "logs")},
             },
         )
+        if extra:  # bench_cluster: the distributed section, wider limits (merged into the sections above)
+            self.settings = self.settings.replace(**extra)
         self.engine = Engine(self.settings)
         self.server = start_in_thread(self.settings, self.engine, port=0)
         self.url = self.server.url

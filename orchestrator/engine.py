@@ -31,6 +31,7 @@ from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .cluster.executor import close_executor, make_executor
+from .cluster.locks import path_locks
 from .config import JobConfig, Settings
 from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from .errors import Conflict, OrchestratorError, Unavailable
@@ -39,7 +40,6 @@ from .execution import Outcome
 from .executor import Executor, LocalExecutor
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .integration import default_steps
-from .locks import PathLocks
 from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
@@ -175,8 +175,8 @@ class Engine:
             prompt=self.prompts.render,
             env=self._worker_env,
         )
-        # Shared-checkout path locks per root tree (locks.py): a worker's die when its process ends.
-        self.locks = PathLocks(self.clock, settings.tasks)
+        # Shared-checkout path locks per root tree (locks.py; in Redis under rq): a worker's die with its process.
+        self.locks = path_locks(self.clock, settings)
         self.running.on_process_end = lambda rec: self.locks.release_worker(rec.root_id, rec.name)
         self.restorer = Restorer(
             settings=settings,
@@ -496,3 +496,4 @@ class Engine:
         close_executor(self.executor)  # the rq executor's listener (attempts on nodes run on)
         self.index.close()
         self.webhooks.close()  # pending deliveries stay in the outbox for the next start
+        self.locks.close()

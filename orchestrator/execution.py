@@ -410,6 +410,7 @@ class WorkerExecution:
 
         def begin() -> None:  # under the engine's lock
             attempt.node, attempt.pid = handle.node, handle.pid
+            attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
             self.record.node = handle.node
 
         self.on_change(self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, True)

@@ -128,7 +128,7 @@ def _run(command: list[str], renew: Any, lock: dict[str, Any]) -> int:
     def renewing() -> None:
         while not done.wait(every):
             try:
-                renew()
+                lock.update(renew())  # the same lock, or a new one if its store lost it (a Redis restart)
             except Exception as exc:
                 print(f"orchestrator-lock: could not renew lock {lock['lock_id']}: {exc}", file=sys.stderr)
 

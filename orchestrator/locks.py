@@ -14,8 +14,10 @@ equals a path of the other or is a folder holding it (``src`` and ``src/a.py``).
 * A lock dies with its worker: the engine calls ``release_worker`` when a worker's process ends
   (``running.WorkerRunner.on_process_end``). A request whose worker ended while it waited is
   granted nothing.
-* Locks are advisory and live in the server's memory: nothing stops a worker that does not ask,
-  and a server restart frees them all.
+* Locks are advisory: nothing stops a worker that does not ask. ``PathLocks`` keeps them in the
+  server's memory (a server restart frees them all); under ``distributed.executor: rq``
+  ``cluster/locks.py``'s ``RedisPathLocks`` keeps them in Redis, with the same rules, so that
+  several server processes share them. Both are a ``LockTable``.
 
 Time is the engine's ``Clock`` (leases on wall time for the record, waits on monotonic time),
 so a test can drive the leases with a fake clock.
@@ -28,7 +30,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import Clock
 from .config.quality import relative_path
@@ -114,6 +116,29 @@ def overlaps(a: str, b: str) -> bool:
     return a == b or a == "." or b == "." or b.startswith(a + "/") or a.startswith(b + "/")
 
 
+class LockTable(Protocol):
+    """What the API and the engine use of a lock table (``PathLocks``, ``cluster.locks.RedisPathLocks``)."""
+
+    def acquire(
+        self,
+        root_id: str,
+        job_id: str,
+        worker: str | None,
+        paths: Sequence[str],
+        lease: float | None = None,
+        wait: float | None = None,
+        alive: Callable[[], bool] | None = None,
+    ) -> Lock: ...
+
+    def release(self, root_id: str, lock_id: str, by: str | None) -> Lock: ...
+
+    def release_worker(self, root_id: str, worker: str) -> list[Lock]: ...
+
+    def locks(self, root_id: str) -> list[Lock]: ...
+
+    def close(self) -> None: ...
+
+
 class PathLocks:
     """The lock tables of every root tree; thread-safe. ``settings``: lock_timeout, lock_lease."""
 
@@ -148,12 +173,12 @@ class PathLocks:
                     wake.clear()
                     now = self.clock.monotonic()
                     table = self._tree(root_id, now, create=True)
-                    blocking = [h for h in table.values() if h.holder != (worker or ADMIN) and _conflict(h.paths, paths)]
+                    blocking = [h for h in table.values() if h.holder != (worker or ADMIN) and conflict(h.paths, paths)]
                     if not blocking:
                         granted = self._grant(table, root_id, job_id, worker, list(paths), lease, now)
                         break
                     if now >= give_up:
-                        raise _held(blocking[0], wait, now)
+                        raise held_error(blocking[0], wait, now)
                     self._waiters.add(wake)
                     until = min([give_up] + [h.deadline for h in blocking])
                 self.clock.wait(wake, until - now)
@@ -200,6 +225,9 @@ class PathLocks:
         with self._lock:
             return sorted(self._tree(root_id, self.clock.monotonic()).values(), key=lambda lock: lock.acquired_at)
 
+    def close(self) -> None:
+        """Nothing to let go of (the Redis table's listener has a thread and a connection)."""
+
     # -- under self._lock ------------------------------------------------------------------
     def _tree(self, root_id: str, now: float, create: bool = False) -> dict[str, Lock]:
         """The tree's table, expired leases dropped (a tree without locks has none unless ``create``)."""
@@ -228,11 +256,13 @@ class PathLocks:
             event.set()
 
 
-def _conflict(held: Sequence[str], wanted: Sequence[str]) -> bool:
+def conflict(held: Sequence[str], wanted: Sequence[str]) -> bool:
+    """Whether a lock on ``held`` blocks one on ``wanted`` (some pair ``overlaps``)."""
     return any(overlaps(a, b) for a in held for b in wanted)
 
 
-def _held(holder: Lock, waited: float, now: float) -> Conflict:
+def held_error(holder: Lock, waited: float, now: float) -> Conflict:
+    """The 409 for a request that waited ``waited`` seconds in vain; ``now`` on the holder's deadline's clock."""
     who = "the admin key" if holder.worker is None else f"worker {holder.worker} of job {holder.job_id}"
     return Conflict(
         f"locked by {who} (paths: {', '.join(holder.paths)}; its lease ends in {max(0.0, holder.deadline - now):.0f}s); "

@@ -64,6 +64,7 @@ class WorkerNode:
     waits_on: list[str] = field(default_factory=list)  # a task graph's: prerequisites not merged yet
     task_id: str | None = None
     candidate: int | None = None  # one of its task's candidates (issue 14): drawn on its task's line
+    node: str | None = None  # the node its latest attempt runs or ran on (issue 16; None: this server)
 
 
 @dataclass
@@ -105,7 +106,16 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
             waits = waits_on(rec, job, tasks)
             node.workers.append(
                 WorkerNode(
-                    rec.name, rec.status.value, rec.task, rec.duration, rec.started_at, kids, waits, rec.task_id, rec.candidate
+                    rec.name,
+                    rec.status.value,
+                    rec.task,
+                    rec.duration,
+                    rec.started_at,
+                    kids,
+                    waits,
+                    rec.task_id,
+                    rec.candidate,
+                    rec.node,
                 )
             )
         node.candidates = groups(job, own)
@@ -123,7 +133,7 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
         for task in tasks:
             node = WorkerNode(task["worker_id"], task["status"], task.get("task", ""), task.get("duration"))
             node.waits_on = list(task.get("waits_on") or [])
-            node.task_id, node.candidate = task.get("task_id"), task.get("candidate")
+            node.task_id, node.candidate, node.node = task.get("task_id"), task.get("candidate"), task.get("node")
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
@@ -261,6 +271,7 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
             line = f"{left:<{pad}}  {status:<17} {'':>7}  {text}"
         elif isinstance(what, WorkerNode):
             waits = f"(waits on {', '.join(what.waits_on)}) " if what.waits_on else ""
+            waits += f"on {what.node}: " if what.node else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"

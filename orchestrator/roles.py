@@ -121,7 +121,11 @@ def _runs(
 
 
 def not_installed(settings: Settings, kind: str) -> str:
-    """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH."""
+    """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH.
+    Under ``distributed.executor: rq`` workers run on nodes, which check their own PATH; a kind no
+    live node runs is refused when its attempt starts (cluster/executor.py), naming the command."""
+    if settings.distributed.executor == "rq":
+        return ""
     if kind == "simulated" or get_adapter(kind).command_key is None:
         return ""  # nothing to find on PATH (the simulated kind, a kind that runs this package)
     if kind == "command":

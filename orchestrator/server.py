@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must
     from .config import Settings
 
 log = logging.getLogger("orchestrator.server")
+# Bind addresses whose URL, as this machine reaches it, is http://127.0.0.1:PORT (0.0.0.0, :: and ""
+# bind every interface: reachable from other machines too, so they need api.allow_remote).
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "")
 
 
@@ -68,6 +70,7 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     from .engine import Engine
 
     check_admin_key(settings.api.api_key)
+    check_bind(settings.api.host, settings.api.allow_remote)
     engine = engine or Engine(settings)
     app = create_app(settings, engine)
     host = settings.api.host
@@ -98,8 +101,36 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     effective = getattr(server, "effective_port", port)
     shown = "127.0.0.1" if host in LOCAL_HOSTS else host
     url = f"http://{shown}:{effective}"
-    engine.api_url = url
+    # Where workers (on any node) and the links the server sends out (webhooks, approval) reach the
+    # API: api.public_url when set (a node on another machine cannot use 127.0.0.1), else this URL.
+    engine.api_url = settings.api.public_url.rstrip("/") or url
     return engine, server, url, app.extensions[EXTENSION]["instance"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the API on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it resolves to whatever DNS says, another machine's reach
+        return False
+
+
+def check_bind(host: str, allow_remote: bool) -> None:
+    """Refuse an address other machines can reach (including 0.0.0.0, :: and "", every interface)
+    unless ``api.allow_remote`` says so: the API speaks plain HTTP with a key in a header."""
+    if allow_remote or is_loopback(host):
+        return
+    raise ConfigError(
+        f"api.host {host or '(empty: every interface)'!r} lets other machines reach the API; it listens on "
+        "127.0.0.1 unless you set api.allow_remote: true. Better: keep api.host 127.0.0.1 and let a reverse "
+        "proxy on this machine (nginx, caddy) serve it over TLS. If you do allow remote, put TLS in front of it "
+        "all the same, keep api.api_key secret, and set api.public_url to the address nodes reach it at.",
+        key="api.allow_remote",
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -135,7 +166,7 @@ def embedded_server(engine: Any, settings: Settings) -> RunningServer:
     """A loopback API for ``orchestrator run`` so its workers can start child jobs.
     Uses the configured key, or a random one that lives as long as the run."""
     key = settings.api.api_key or secrets.token_urlsafe(32)
-    local = settings.replace(api={"api_key": key, "host": "127.0.0.1", "port": 0})
+    local = settings.replace(api={"api_key": key, "host": "127.0.0.1", "port": 0, "public_url": ""})
     engine.settings = local
     return start_in_thread(local, engine, port=0)
 

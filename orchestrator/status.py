@@ -160,6 +160,9 @@ def _task(
         "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
         "depth": worker.depth,
         "attempts": len(worker.attempts),
+        # Issue 16: the node its latest attempt runs or ran on, and each attempt's (null: this server)
+        "node": worker.node,
+        "attempt_nodes": [a.node for a in worker.attempts],
         "duration": worker.duration,
         "exit_reason": worker.exit_reason,
         "error": worker.error,
@@ -304,7 +307,7 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
     for task in tasks:
         duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
         name = ("  " * indent + task["worker_id"])[:22]
-        summary = task["task"].replace("\n", " ")[:60]
+        summary = (f"on {task['node']}: " if task.get("node") else "") + task["task"].replace("\n", " ")[:60]
         rows.append(
             f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
         )

@@ -329,6 +329,7 @@ LAYERS = [
             "orchestrator.ownership",
             "orchestrator.integration",
             "orchestrator.locks",
+            "orchestrator.cluster.locks",
             "orchestrator.roles",
             "orchestrator.selection",
             "orchestrator.index",

@@ -3,8 +3,10 @@ leases, fencing tokens, a late result ignored, and a Redis that lost its data.""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import zlib
 
 import pytest
 
@@ -138,3 +140,31 @@ def test_a_node_sees_the_servers_marker_only_at_the_same_path(redis_server, uniq
     assert "cannot see the server's workspace" in (check_marker(elsewhere) or "")
     (tmp_path / "ws" / MARKER_FILE).write_text('{"token": "stale"}')
     assert "not the running server's" in (check_marker(written) or "")
+
+
+def test_enqueue_puts_a_json_job_of_id_and_token_on_the_kinds_queue(redis_server, unique_prefix):
+    from rq.job import Job
+
+    from orchestrator.cluster.attempts import RQ_FUNCTION, SERIALIZER, job_id
+
+    ops = attempts_on(redis_server, unique_prefix)
+    # an attempt id with the characters the key names allow and RQ's job ids do not (. and :)
+    s = AttemptSpec(
+        id="job1.w_2:a1",
+        token=ops.new_token(),
+        kind="command",
+        tag="t",
+        argv=["true"],
+        cwd="/tmp",
+        env={},
+        log_path="/tmp/x.log",
+        exit_file=None,
+    )
+    ops.enqueue(s)
+    assert ops.read("job1.w_2:a1")["state"] == "queued"
+    (queued,) = ops.queue("command").get_job_ids()
+    assert queued == job_id("job1.w_2:a1", s.token)
+    job = Job.fetch(queued, connection=ops.client, serializer=SERIALIZER)
+    assert job.func_name == RQ_FUNCTION and tuple(job.args) == ("job1.w_2:a1", s.token)
+    data = json.loads(zlib.decompress(ops.client.hget(f"rq:job:{queued}", "data")))  # RQ compresses it
+    assert data[0] == RQ_FUNCTION and data[2] == ["job1.w_2:a1", s.token]  # JSON, never pickle

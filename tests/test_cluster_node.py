@@ -7,6 +7,7 @@ and rides out a Redis restart."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster.attempts import Attempts, AttemptSpec
+from orchestrator import protocol
+from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
+from orchestrator.environment import SPAWN_BIN
 from orchestrator.procscan import process_alive
 from orchestrator.runner import ProcessRunner
 
@@ -136,6 +139,19 @@ def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_serv
     assert found.returncode == 2, said
     assert "refused the password" in said and "--redis" in said
     assert wrong not in said and redis_server.password not in said and "Traceback" not in said
+    # Without --redis (which ps shows), the URL comes from the node's settings, e.g. the environment.
+    env = {**os.environ, "ORCHESTRATOR__DISTRIBUTED__REDIS_URL": redis_server.url_with(wrong)}
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--prefix", unique_prefix, "--kinds", "command"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = found.stdout + found.stderr
+    assert found.returncode == 2 and "refused the password" in said and "distributed.redis_url" in said, said
+    assert wrong not in said
 
 
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
@@ -152,6 +168,75 @@ def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_
     none = start_node(redis_server.url, unique_prefix, name="nn", kinds="claude", config=config, wait=False)
     assert none.process.wait(30) == 2
     assert "none of the kinds claude can run here" in none.output()
+
+
+def test_a_job_that_calls_anything_but_attempt_run_is_refused(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nj")
+    victim = tmp_path / "keep-me"
+    victim.write_text("x")
+    queue = ops.queue("command")
+    job = queue.enqueue_call("os.remove", args=(str(victim),), job_id="evil")
+    registry = queue.failed_job_registry
+    wait_for(lambda: "evil" in registry.get_job_ids(), what="the job to be failed")
+    job.refresh()
+    assert "refused" in (job.latest_result().exc_string or "") and RQ_FUNCTION in job.latest_result().exc_string
+    assert victim.exists()
+    enqueue(ops, ws, "ok1", ["sh", "-c", "exit 0"])  # and the node goes on taking attempts
+    wait_for(lambda: state(ops, "ok1") == "ended", what="the next attempt")
+
+
+def test_the_worker_gets_the_nodes_environment_and_the_secret_file_once(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    config = {"workers": {"inherit_env": False, "env": {"NODE_CREDENTIAL": "the-nodes-own"}}}
+    start_node(redis_server.url, unique_prefix, name="ne", config=config)
+    secret = ws / "s1.secret"
+    write_secret_file(secret, {protocol.API_KEY: "worker-key-1"})
+    script = 'echo "$NODE_CREDENTIAL|$ORCHESTRATOR_API_KEY|$ORCHESTRATOR_JOB_ID|${PYTEST_CURRENT_TEST:-absent}|$ORCHESTRATOR_PYTHON"; echo "$PATH"'
+    spec = AttemptSpec(
+        id="s1",
+        token=ops.new_token(),
+        kind="command",
+        tag=f"{unique_prefix}.s1",
+        argv=["sh", "-c", script],
+        cwd=str(ws),
+        # A server that (wrongly) sent its own PATH: the node keeps its own.
+        env={protocol.JOB_ID: "job9", "PATH": "/server/only/bin"},
+        log_path=str(ws / "s1.log"),
+        exit_file=None,
+        secret_env_file=str(secret),
+    )
+    ops.enqueue(spec)
+    wait_for(lambda: state(ops, "s1") == "ended", what="the attempt to end")
+    first, path = (ws / "s1.log").read_text().splitlines()
+    assert first == f"the-nodes-own|worker-key-1|job9|absent|{sys.executable}"
+    assert path.split(os.pathsep)[:2] == [SPAWN_BIN, os.path.dirname(sys.executable)] and "/server/only/bin" not in path
+    assert not secret.exists()  # read once, then gone
+
+
+def test_a_missing_command_is_reported_as_127_with_a_line_in_the_log(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nm")
+    enqueue(ops, ws, "m1", ["no-such-program-here", "--x"])
+    wait_for(lambda: state(ops, "m1") == "ended", what="the attempt to end")
+    record = ops.read("m1")
+    assert record["code"] == "127" and "no-such-program-here" in record["note"] and "nm" in record["note"]
+    assert "no-such-program-here" in (ws / "m1.log").read_text()
+
+
+def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="ns", slots=2)
+    specs = [enqueue(ops, ws, f"s{i}", ["sh", "-c", "sleep 60 & sleep 61; wait"]) for i in (1, 2)]
+    for spec in specs:
+        wait_for(lambda spec=spec: ops.read(spec.id).get("started_at"), what="the attempts to start")
+    wait_for(lambda: node.registered() and node.registered().running == 2, what="the node to publish both")
+    assert node.stop() == 0
+    for spec in specs:
+        record = ops.read(spec.id)
+        assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
+        assert ProcessRunner().tagged(spec.tag) == []
+    assert node.registered() is None and "Traceback" not in node.output()
 
 
 def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_process(redis_server, unique_prefix, tmp_path):
@@ -204,21 +289,30 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
 
 
-def test_a_redis_restart_without_its_data_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path):
+@pytest.mark.parametrize("persist", [False, True])
+def test_a_redis_restart_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path, persist):
     ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
     node = start_node(fresh_redis.url, unique_prefix, name="nr", lease=3)
-    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 3; echo done; exit 5"], lease=3)
+    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 6; echo done; exit 5"], lease=6)
     wait_for(lambda: ops.read("r1").get("started_at"), what="the attempt to start")
-    fresh_redis.restart(persist=False)
+    # Down for longer than RQ's monitoring interval (node.MONITOR_INTERVAL), shorter than the lease.
+    fresh_redis.stop(signal.SIGTERM if persist else signal.SIGKILL)
+    if not persist:
+        for path in fresh_redis.folder.glob("appendonly*"):
+            shutil.rmtree(path)
+    time.sleep(3)
+    fresh_redis.start()
     ops = ops_on(fresh_redis.url, unique_prefix)
-    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach the new Redis")
+    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach Redis")
     record = ops.read("r1")
     assert record["code"] == "5" and record["node"] == "nr" and record["token"] == str(spec.token)
     assert (ws / "r1.log").read_text() == "done\n"
-    assert [e["event"] for e in ops.next_events(1)] == ["ended"]  # the "started" went with the old data
+    events = [e["event"] for e in ops.next_events(1)]
+    assert events == (["started", "ended"] if persist else ["ended"])  # without its data, "started" is gone
     wait_for(node.registered, timeout=10, what="the node to publish itself again")
     enqueue(ops, ws, "r2", ["sh", "-c", "exit 0"])  # and it takes new work
     wait_for(lambda: state(ops, "r2") == "ended", timeout=30, what="a new attempt after the restart")
+    assert "quitting" not in node.output(), node.output()  # no RQ worker quit (its attempt would have died)
 
 
 def _argv0(pid: int) -> str:
@@ -245,3 +339,18 @@ def _node_tree(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def test_an_attempt_whose_node_cannot_reach_redis_for_a_lease_is_ended(fresh_redis, unique_prefix, tmp_path):
+    ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
+    start_node(fresh_redis.url, unique_prefix, name="nu", lease=3)
+    spec = enqueue(ops, ws, "u1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
+    wait_for(lambda: ops.read("u1").get("started_at"), what="the attempt to start")
+    fresh_redis.stop(signal.SIGTERM)  # its data (append-only) is kept
+    # Its lease has expired in everyone's eyes: the server will retry it elsewhere, so it must end.
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the attempt")
+    fresh_redis.start()
+    ops = ops_on(fresh_redis.url, unique_prefix)
+    wait_for(lambda: state(ops, "u1") == "ended", timeout=20, what="its end to be reported")
+    record = ops.read("u1")
+    assert record["note"] == "Redis unreachable for longer than the lease" and record["kill_rung"] == "SIGTERM"

@@ -1,6 +1,10 @@
 """Shared-checkout locks (issue 13 item 6): the lock table (conflicts, waits, leases on a driven
 clock, renewal, release rules), then the API on a real waitress server and ``orchestrator-lock``
-run by real worker processes of a folder-isolation job contending for one path."""
+run by real worker processes of a folder-isolation job contending for one path.
+
+Each test that takes ``backend`` runs on both tables: ``PathLocks`` (memory) and
+``RedisPathLocks`` (issue 16 item 6, on a real redis-server); tests/test_cluster_locks.py has
+what only Redis does (several servers, a Redis restart)."""
 
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import SYSTEM_CLOCK
+from orchestrator.clock import SYSTEM_CLOCK, Clock
+from orchestrator.cluster.connect import connect
+from orchestrator.cluster.locks import RedisPathLocks
+from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
 from orchestrator.engine import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
-from orchestrator.locks import PathLocks, check_paths, overlaps
+from orchestrator.locks import LockTable, PathLocks, check_paths, overlaps
 
 from .conftest import wait_until
 from .fake_executor import FakeClock
@@ -28,8 +35,42 @@ ROOT = "0123456789ab"
 JOB = ROOT
 
 
-def table(clock=SYSTEM_CLOCK, timeout: float = 5.0, lease: float = 300.0) -> PathLocks:
-    return PathLocks(clock, TasksSettings(lock_timeout=timeout, lock_lease=lease))
+class Backend:
+    """Makes lock tables of one kind. Redis expires leases on its own (real) time, so a test that
+    waits for a lease's end runs there on the system clock with leases scaled by ``scale``."""
+
+    def __init__(self, redis_url: str | None = None, prefix: str = "") -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+        self.scale = 1.0 if redis_url is None else 0.3
+        self.made: list[LockTable] = []
+
+    def table(self, clock: Clock = SYSTEM_CLOCK, timeout: float = 5.0, lease: float = 300.0) -> LockTable:
+        settings = TasksSettings(lock_timeout=timeout, lock_lease=lease)
+        made: LockTable
+        if self.redis_url is None:
+            made = PathLocks(clock, settings)
+        else:
+            made = RedisPathLocks(connect(self.redis_url), Names(self.prefix), clock, settings, owns_client=True)
+        self.made.append(made)
+        return made
+
+    def timekeeper(self, auto: bool = False):
+        """(clock, advance): a fake clock for memory, real time for Redis."""
+        if self.redis_url is None:
+            clock = FakeClock(auto=auto)
+            return clock, clock.advance
+        return SYSTEM_CLOCK, time.sleep
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request):
+    if request.param == "memory":
+        made = Backend()
+    else:
+        made = Backend(request.getfixturevalue("redis_server").url, request.getfixturevalue("unique_prefix"))
+    yield made
+    for one in made.made:
+        one.close()
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -52,8 +93,8 @@ def test_paths_are_normalised_and_escaping_or_malformed_ones_are_422s_naming_the
         assert caught.value.details["field"].startswith("paths")
 
 
-def test_a_conflicting_request_gets_409_naming_the_holder_and_an_unrelated_one_is_granted():
-    locks = table()
+def test_a_conflicting_request_gets_409_naming_the_holder_and_an_unrelated_one_is_granted(backend):
+    locks = backend.table()
     held = locks.acquire(ROOT, JOB, "worker_1", ["src"], wait=0)
     assert locks.acquire(ROOT, JOB, "worker_2", ["docs/a.md"], wait=0).paths == ["docs/a.md"]
     assert locks.acquire("ba9876543210", "ba9876543210", "worker_2", ["src"], wait=0)  # another tree
@@ -63,9 +104,9 @@ def test_a_conflicting_request_gets_409_naming_the_holder_and_an_unrelated_one_i
     assert caught.value.details["holder"]["lock_id"] == held.lock_id
 
 
-def test_a_holders_own_locks_never_conflict_and_the_same_paths_again_renew_the_same_lock():
-    clock = FakeClock(auto=False)
-    locks = table(clock, lease=10)
+def test_a_holders_own_locks_never_conflict_and_the_same_paths_again_renew_the_same_lock(backend):
+    clock = FakeClock(auto=False)  # (Redis: the lease is real time; only the records' wall time moves)
+    locks = backend.table(clock, lease=10)
     first = locks.acquire(ROOT, JOB, "worker_1", ["src", "docs"], wait=0)
     clock.advance(6)
     again = locks.acquire(ROOT, JOB, "worker_1", ["docs", "src"], wait=0)
@@ -75,29 +116,34 @@ def test_a_holders_own_locks_never_conflict_and_the_same_paths_again_renew_the_s
     assert [lock.lock_id for lock in locks.locks(ROOT)] == [first.lock_id, inner.lock_id]
 
 
-def test_an_expired_lease_frees_itself_on_the_engines_clock():
-    clock = FakeClock(auto=False)
-    locks = table(clock, lease=10)
+def test_an_expired_lease_frees_itself_on_the_engines_clock(backend):
+    clock, advance = backend.timekeeper()  # Redis: its own clock ends the lease
+    scale = backend.scale
+    locks = backend.table(clock, lease=10 * scale)
     locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0)
-    clock.advance(9.5)
+    advance((9.5 if scale == 1 else 6) * scale)
     with pytest.raises(Conflict):
         locks.acquire(ROOT, JOB, "worker_2", ["a"], wait=0)
-    clock.advance(1)
+    advance((1 if scale == 1 else 5) * scale)
     assert locks.locks(ROOT) == []
     assert locks.acquire(ROOT, JOB, "worker_2", ["a"], wait=0).worker == "worker_2"
 
 
-def test_a_waiting_request_is_granted_when_the_lease_ends_within_its_wait():
-    clock = FakeClock(auto=True)  # a wait jumps the clock to the next lease end
-    locks = table(clock, lease=10)
+def test_a_waiting_request_is_granted_when_the_lease_ends_within_its_wait(backend):
+    clock, _ = backend.timekeeper(auto=True)  # memory: a wait jumps the clock to the next lease end
+    lease = 10 * backend.scale
+    locks = backend.table(clock, lease=lease)
     locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0)
     start = clock.monotonic()
     assert locks.acquire(ROOT, JOB, "worker_2", ["a"], wait=30).worker == "worker_2"
-    assert clock.monotonic() - start == pytest.approx(10)
+    if backend.redis_url is None:
+        assert clock.monotonic() - start == pytest.approx(10)
+    else:  # woken at the lease's end (not by the 1 s re-check, nor the 30 s wait)
+        assert lease - 0.05 <= clock.monotonic() - start < lease + 0.9
 
 
-def test_a_waiting_request_runs_as_soon_as_the_holder_lets_go():
-    locks = table()
+def test_a_waiting_request_runs_as_soon_as_the_holder_lets_go(backend):
+    locks = backend.table()
     held = locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0)
     got = []
     waiter = threading.Thread(target=lambda: got.append(locks.acquire(ROOT, JOB, "worker_2", ["a/b"], wait=20)))
@@ -111,8 +157,8 @@ def test_a_waiting_request_runs_as_soon_as_the_holder_lets_go():
     assert time.monotonic() - released < 2
 
 
-def test_a_lock_dies_with_its_worker_and_wakes_a_waiter():
-    locks = table()
+def test_a_lock_dies_with_its_worker_and_wakes_a_waiter(backend):
+    locks = backend.table()
     locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0)
     locks.acquire(ROOT, JOB, "worker_1", ["b"], wait=0)
     keep = locks.acquire(ROOT, JOB, "worker_3", ["c"], wait=0)
@@ -125,8 +171,8 @@ def test_a_lock_dies_with_its_worker_and_wakes_a_waiter():
     assert got and [lock.lock_id for lock in locks.locks(ROOT)] == [keep.lock_id, got[0].lock_id]
 
 
-def test_only_the_holder_or_the_admin_releases_and_an_unknown_lock_is_404():
-    locks = table()
+def test_only_the_holder_or_the_admin_releases_and_an_unknown_lock_is_404(backend):
+    locks = backend.table()
     held = locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0)
     with pytest.raises(Forbidden, match="held by worker_1, not worker worker_2"):
         locks.release(ROOT, held.lock_id, "worker_2")
@@ -135,8 +181,8 @@ def test_only_the_holder_or_the_admin_releases_and_an_unknown_lock_is_404():
         locks.release(ROOT, held.lock_id, "worker_1")
 
 
-def test_a_worker_that_ended_while_it_waited_is_granted_nothing():
-    locks = table()
+def test_a_worker_that_ended_while_it_waited_is_granted_nothing(backend):
+    locks = backend.table()
     with pytest.raises(Conflict, match="no longer running"):
         locks.acquire(ROOT, JOB, "worker_1", ["a"], wait=0, alive=lambda: False)
     assert locks.locks(ROOT) == []
@@ -147,16 +193,23 @@ def until_file(path: Path) -> str:
     return f"while [ ! -e {shlex.quote(str(path))} ]; do sleep 0.02; done"
 
 
-def lock_server(make_live, command=("sh", "-c", "{task}")):
-    return make_live(
+def lock_server(make_live, backend, command=("sh", "-c", "{task}")):
+    """A server whose lock table is ``backend``'s (Redis: injected, the engine's workers staying
+    local: the API, orchestrator-lock and a worker's end are what these tests prove)."""
+    live = make_live(
         orchestrator={"worker": "command", "command": list(command)},
         workers={"max_retries": 0},
         git={"isolation": "folder"},
     )
+    if backend.redis_url is not None:
+        live.engine.locks.close()
+        tasks = live.engine.settings.tasks
+        live.engine.locks = backend.table(live.engine.clock, tasks.lock_timeout, tasks.lock_lease)
+    return live
 
 
-def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, tmp_path):
-    live = lock_server(make_live)
+def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, tmp_path, backend):
+    live = lock_server(make_live, backend)
     journal = tmp_path / "journal"
     out = shlex.quote(str(journal))
     step = f"echo start $ORCHESTRATOR_WORKER_ID >> {out}; sleep 0.5; echo end $ORCHESTRATOR_WORKER_ID >> {out}"
@@ -171,8 +224,8 @@ def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, t
     assert live.call("GET", f"/api/v1/jobs/{job_id}/locks").json()["locks"] == []
 
 
-def test_with_a_short_wait_the_second_worker_gets_409_naming_the_holder_and_fails(make_live, tmp_path):
-    live = lock_server(make_live)
+def test_with_a_short_wait_the_second_worker_gets_409_naming_the_holder_and_fails(make_live, tmp_path, backend):
+    live = lock_server(make_live, backend)
     go = tmp_path / "go"
     holder = f"orchestrator-lock shared --wait 5 -- sh -c {shlex.quote(until_file(go))}"
     job_id = live.submit(request="one", tasks=[holder], config={"max_workers": 1}).json()["job_id"]
@@ -196,8 +249,8 @@ def test_with_a_short_wait_the_second_worker_gets_409_naming_the_holder_and_fail
     assert "waited 0.5s for it to let go" in log and "exit=75" in log and "never" not in log
 
 
-def test_a_lock_dies_when_its_worker_process_ends(make_live, tmp_path):
-    live = lock_server(make_live)
+def test_a_lock_dies_when_its_worker_process_ends(make_live, tmp_path, backend):
+    live = lock_server(make_live, backend)
     go = tmp_path / "go"
     # the helper is killed (no release), the worker's process lives on until go appears
     task = f"orchestrator-lock held --lease 600 -- sh -c 'kill -KILL $PPID'; {until_file(go)}"
@@ -210,8 +263,8 @@ def test_a_lock_dies_when_its_worker_process_ends(make_live, tmp_path):
     assert live.call("GET", f"/api/v1/jobs/{job_id}/locks").json()["locks"] == []
 
 
-def test_lock_routes_lease_expiry_bad_bodies_and_who_may_release(make_live, tmp_path):
-    live = lock_server(make_live)
+def test_lock_routes_lease_expiry_bad_bodies_and_who_may_release(make_live, tmp_path, backend):
+    live = lock_server(make_live, backend)
     go = tmp_path / "go"
     job_id = live.submit(request="two", tasks=[until_file(go)] * 2, config={"max_workers": 2}).json()["job_id"]
     engine = live.engine
@@ -291,10 +344,10 @@ def test_orchestrator_lock_outside_a_worker_says_so():
     assert done.returncode == 2 and "orchestrator-lock runs inside a worker" in done.stderr
 
 
-def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_sigterm(make_live, tmp_path):
+def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_sigterm(make_live, tmp_path, backend):
     import signal
 
-    live = lock_server(make_live)
+    live = lock_server(make_live, backend)
     job_id = live.submit(request="idle", tasks=["true"]).json()["job_id"]
     live.wait(job_id)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
@@ -328,10 +381,10 @@ def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_s
     assert live.call("GET", base).json()["locks"] == []
 
 
-def test_the_python_client_takes_renews_lists_and_releases_locks(make_live):
+def test_the_python_client_takes_renews_lists_and_releases_locks(make_live, backend):
     from orchestrator.api.client import OrchestratorClient
 
-    live = lock_server(make_live)
+    live = lock_server(make_live, backend)
     job_id = live.submit(request="idle", tasks=["true"]).json()["job_id"]
     live.wait(job_id)
     client = OrchestratorClient(live.url, live.key)

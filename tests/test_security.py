@@ -208,6 +208,7 @@ def test_a_worker_credential_cannot_reach_another_tree_or_admin_routes(make_live
         ("DELETE", f"/api/v1/jobs/{other}"),
         ("DELETE", f"/api/v1/jobs/{mine}"),
         ("POST", f"/api/v1/jobs/{mine}/cancel"),
+        ("GET", "/api/v1/nodes"),
     ]
     if live.call("GET", "/metrics").status_code == 200:
         routes.append(("GET", "/metrics"))

@@ -49,7 +49,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         # the server record (.server.json) so they never talk to another folder's server.
         "instance": secrets.token_hex(8),
         "limiter": RateLimiter(settings.api.rate_burst),
-        "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts),
+        "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts, settings.api.public_url),
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
     app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # the seed's task API, a facade over jobs

@@ -272,6 +272,12 @@ class OrchestratorClient:
         """A Markdown report: ``"final"`` or ``"level_<n>"``."""
         return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")
 
+    def nodes(self) -> dict[str, Any]:
+        """The machines that run workers (admin key): ``{"executor": "local"|"rq", "nodes": [...]}``,
+        each node with ``name``, ``host``, ``kinds``, ``slots``, ``running``, ``heartbeat_at``,
+        ``heartbeat_age`` (seconds) and ``alive``."""
+        return self._request("GET", "/api/v1/nodes")
+
     def health(self) -> dict[str, Any]:
         """The server's health document, ``{"status": "ok", ...}``."""
         return self._request("GET", "/health")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 from ..errors import RateLimited, ValidationError
 
@@ -37,10 +38,14 @@ def check_host(header: str | None, allowed: frozenset[str]) -> None:
         )
 
 
-def allowed_hosts(bind_host: str, extra: list[str]) -> frozenset[str]:
+def allowed_hosts(bind_host: str, extra: list[str], public_url: str = "") -> frozenset[str]:
+    """Loopback names, the bound address, ``api.allowed_hosts`` and ``api.public_url``'s host (the
+    name nodes and a TLS proxy in front send): any other Host is refused."""
     names = set(LOOPBACK_NAMES) | {h.lower() for h in extra}
     if bind_host not in ("", "0.0.0.0", "::"):
         names.add(bind_host.lower())
+    if public_url:
+        names.add(host_name(urlsplit(public_url).netloc))
     return frozenset(names)
 
 

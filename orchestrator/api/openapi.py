@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..cluster.nodes import NODES_SCHEMA
 from ..config import choice
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
@@ -316,6 +317,13 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
             ],
             400,
+        ),
+        "/api/v1/nodes": _get(
+            "the machines that run worker attempts (distributed.executor rq), each with its last heartbeat's time "
+            "and age in seconds and alive (its heartbeat has not expired); executor local: none (the admin key)",
+            _json({"type": "object", "required": ["executor", "nodes"], "properties": NODES_SCHEMA}),
+            [],
+            503,
         ),
         "/api/v1/jobs/{job_id}": {
             **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
-from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, ValidationError
+from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, Unavailable, ValidationError
 from ..index import IndexUnavailable
 from ..index import rows as index_rows
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -345,6 +345,28 @@ def events(job_id: str) -> Response:
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = _event_stream(engine, job_id, _last_event_id(), deadline)
     return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# -- nodes -----------------------------------------------------------------------------
+@bp.get("/nodes")
+def nodes() -> Response:
+    """The machines that run worker attempts: the rq executor's node registry (the admin key: a
+    worker credential sees only its own tree, and the cluster's machines are not part of it)."""
+    from redis.exceptions import RedisError  # the registry lives in Redis (cluster/nodes.py)
+
+    g.principal.require_admin("list the cluster's nodes")
+    engine = _engine()
+    try:
+        found = engine.executor.nodes()
+    except (RedisError, OSError) as exc:
+        raise Unavailable(
+            f"cannot read the node registry ({type(exc).__name__}): is Redis up at distributed.redis_url?"
+        ) from None
+    if found is None:  # the local executor: this server runs every worker
+        return jsonify({"executor": "local", "nodes": []})
+    now = engine.clock.time()
+    listed = [{**n.to_dict(), "heartbeat_age": round(max(0.0, now - n.heartbeat_at), 1)} for n in found]
+    return jsonify({"executor": "rq", "nodes": listed})
 
 
 # -- webhooks --------------------------------------------------------------------------

@@ -125,7 +125,8 @@ def run(attempt_id: str, token: int) -> int | None:
         log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
         return None
     mine = ctx.attempts_dir / f"{attempt_id}.json"
-    atomic_write(mine, json.dumps({"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}).encode())
+    record = {"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}
+    atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
     try:
         return _run(ctx, ops, spec)
     finally:
@@ -169,8 +170,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
         done.set()
         signal.signal(signal.SIGTERM, previous)
     runner.sweep(spec.tag, handle.started_at)
-    control.join(CONTROL_WAIT + SOCKET_TIMEOUT)
-    wake.close()
+    wake.close()  # the control thread sees ``done`` at its next read; nobody waits for it (it is a daemon)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code

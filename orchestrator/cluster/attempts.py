@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -239,7 +240,7 @@ class Attempts:
             result_ttl=0,
             failure_ttl=3600,
             description=spec.tag,
-            job_id=f"{spec.id}-{spec.token}",  # RQ allows letters, digits, _ and - only
+            job_id=job_id(spec.id, spec.token),
         )
 
     def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
@@ -341,6 +342,12 @@ class Attempts:
         except ValueError:
             return None
         return message if isinstance(message, dict) else None
+
+
+def job_id(attempt_id: str, token: int) -> str:
+    """The RQ job's id: RQ allows only letters, digits, _ and - (an attempt id may hold . and :);
+    the token, new at each enqueue, keeps it unique."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', attempt_id)}-{token}"
 
 
 def _event(attempt_id: str, token: int, event: str, **fields: Any) -> str:

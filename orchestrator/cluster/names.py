@@ -13,7 +13,10 @@ key                     type    what it holds
 ``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (nodes.py)
 ``P:node:NAME``         string  present (PX = lease) while node NAME heartbeats
 ``P:marker``            string  the server's workspace marker token (a node checks the file matches)
-``P:lock:...``          string  advisory path locks (locks.py) when the executor is rq
+``P:lock:ROOT:LOCK``    string  one advisory path lock of root tree ROOT (cluster/locks.py), JSON,
+                                PX = its lease
+``P:locks:ROOT``        set     the ids of tree ROOT's locks (some may have expired), PX = the longest
+``P:locks-freed``       pubsub  a channel: a tree's id, published when one of its locks is released
 RQ queue ``P.KIND``     queue   attempts waiting for a node that runs worker kind KIND
 ======================  ======  =====================================================================
 """
@@ -58,8 +61,16 @@ class Names:
     def marker(self) -> str:
         return f"{self.prefix}:marker"
 
-    def lock(self, name: str) -> str:
-        return f"{self.prefix}:lock:{name}"
+    def lock(self, root_id: str, lock_id: str) -> str:
+        return f"{self.prefix}:lock:{_checked(root_id)}:{_checked(lock_id)}"
+
+    def locks(self, root_id: str) -> str:
+        return f"{self.prefix}:locks:{_checked(root_id)}"
+
+    @property
+    def locks_freed(self) -> str:
+        """A pub/sub channel, not a key."""
+        return f"{self.prefix}:locks-freed"
 
     def queue(self, kind: str) -> str:
         """The RQ queue (its name, not a key) of attempts of worker kind ``kind``."""

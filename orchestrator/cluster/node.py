@@ -56,6 +56,7 @@ from .names import ID, Names
 
 log = logging.getLogger("orchestrator.node")
 
+MONITOR_INTERVAL = 2  # seconds
 NODES_DIR = Path(".cluster") / "nodes"  # under the shared workspace: <host>/<name>.json and <name>.attempts/
 
 
@@ -97,7 +98,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"node {name}: none of the kinds {', '.join(wanted) or '(none)'} can run here (see above)", key="--kinds"
         )
-    client = connect(url, setting="--redis")
+    client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
     marker = wait_for_marker(client, names, name)
     refused = check_marker(marker)
     if refused:
@@ -124,9 +125,13 @@ def cmd_node(args: argparse.Namespace) -> int:
         marker.workspace,
     )
     pool = NodePool(
-        [names.queue(k) for k in kinds], connection=client, num_workers=slots, worker_class=NodeWorker, serializer=SERIALIZER
+        [names.queue(k) for k in kinds],
+        connection=client,
+        num_workers=slots,
+        worker_class=NodeWorker,
+        serializer=SERIALIZER,
+        attempts_dir=own,
     )
-    pool.attempts_dir = own
     try:
         pool.start(logging_level="WARNING")
     finally:
@@ -251,11 +256,17 @@ class NodeWorker(Worker):
     """An RQ worker that runs attempt.run only, dies with its node, and lets a Redis outage pass
     while its horse runs an attempt."""
 
+    # An idle worker retries an unreachable Redis with doubling pauses; RQ caps them at 60 s, which
+    # would leave a node idle up to a minute after Redis is back.
+    max_connection_wait_time = 5.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         parent = os.getppid()
         set_parent_death_signal(signal.SIGKILL)  # this worker dies with the node
         if os.getppid() != parent:  # the node died before the line above
             os._exit(1)
+        # How often the worker checks on its horse and writes RQ's heartbeats (RQ: 30 s).
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
         self._outage = False
 
@@ -292,17 +303,30 @@ class NodePool(WorkerPool):
     """RQ's pool, whose stop also ends the running attempts (their horses run the kill ladder
     on SIGTERM and report the end) instead of waiting for them."""
 
-    attempts_dir: Path | None = None
+    def __init__(self, *args: Any, attempts_dir: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts_dir = attempts_dir
+        self._told: set[int] = set()  # horses already asked to end
 
     def request_stop(self, signum: Any = None, frame: Any = None) -> None:
         if self.status == self.Status.STOPPED:
             return
         log.info("node: stopping (signal %s): taking no more work, ending the running attempts", signum)
         super().request_stop(signum, frame)
-        for tag_file in self.attempts_dir.glob("*.json") if self.attempts_dir else []:
-            found = _read(tag_file)
-            if found and found.get("pid"):
+        self._end_attempts()
+
+    def all_workers_have_stopped(self) -> bool:
+        self._end_attempts()  # one claimed just as the stop came: its horse is told too
+        return super().all_workers_have_stopped()
+
+    def _end_attempts(self) -> None:
+        """SIGTERM each running attempt's horse (once): it runs the kill ladder and reports the end."""
+        for path in self.attempts_dir.glob("*.json"):
+            found = _read(path)
+            pid = int(found.get("pid", 0)) if found else 0
+            if pid and pid not in self._told:
+                self._told.add(pid)
                 try:
-                    os.kill(int(found["pid"]), signal.SIGTERM)
+                    os.kill(pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError):
                     pass

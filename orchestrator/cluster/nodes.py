@@ -38,6 +38,22 @@ class NodeInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# GET /api/v1/nodes answers {"executor": "local" | "rq", "nodes": [NodeInfo.to_dict() + heartbeat_age]};
+# its OpenAPI schema is kept here, beside the record it describes.
+NODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "host", "kinds", "slots", "running", "heartbeat_at", "heartbeat_age", "alive"],
+    "properties": {
+        **{key: {"type": "string"} for key in ("name", "host")},
+        **{key: {"type": "number", "minimum": 0} for key in ("pid", "slots", "running", "started_at", "heartbeat_at")},
+        "heartbeat_age": {"type": "number", "minimum": 0, "description": "seconds since heartbeat_at, on the server's clock"},
+        **{key: {"type": "array", "items": {"type": "string"}} for key in ("kinds", "attempts")},
+        "alive": {"type": "boolean", "description": "its heartbeat key has not expired (one lease after its last heartbeat)"},
+    },
+}
+NODES_SCHEMA = {"executor": {"type": "string", "enum": ["local", "rq"]}, "nodes": {"type": "array", "items": NODE_SCHEMA}}
+
+
 def publish(client: redis.Redis, names: Names, info: NodeInfo, lease: float) -> None:
     """Write ``info`` and (re)start its liveness key, which expires ``lease`` seconds from now."""
     data = info.to_dict()

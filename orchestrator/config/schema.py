@@ -196,8 +196,9 @@ class ApiSettings(Section):
     rate_limit_failed_auth: float = setting(10.0, "requests per second one address may make with a wrong key", min=0, max=1e6)
     public_url: str = setting(
         "",
-        "the API's address as workers on other machines reach it, e.g. https://orchestrator.internal:8443 "
-        "(distributed.executor rq; empty: the address the server listens on)",
+        "the API's address as workers on other machines and the links the server sends out (webhooks, approval) "
+        "reach it, e.g. https://orchestrator.internal:8443; its host passes the Host check (empty: the address the "
+        "server listens on)",
         check=check_public_url,
     )
     allow_remote: bool = setting(

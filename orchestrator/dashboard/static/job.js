@@ -125,14 +125,16 @@
     const cells = {
       name: el("span", { className: "c-name mono" }),
       status: el("span", { className: "badge" }),
-      task: el("span", { className: "c-task" }),
+      node: el("span", { className: "c-node mono", hidden: "" }),  // its node (distributed.executor rq)
+      task: el("span"),
       time: el("span", { className: "num" }),
       tries: el("span", { className: "num" }),
       cost: el("span", { className: "num" }),
       files: el("span", { className: "num" }),
     };
     const line = el("div", { className: "wrow", role: "button", tabindex: "0", dataset: { key } },
-      cells.name, el("span", {}, cells.status), cells.task, cells.time, cells.tries, cells.cost, cells.files);
+      cells.name, el("span", {}, cells.status), el("span", { className: "c-task" }, cells.node, cells.task),
+      cells.time, cells.tries, cells.cost, cells.files);
     line.addEventListener("click", () => select(key));
     line.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
@@ -158,6 +160,9 @@
     const task = entry.task.split("\n", 1)[0];
     setText(c.task, task);
     if (c.task.title !== entry.task) c.task.title = entry.task;
+    c.node.hidden = !entry.node;
+    setText(c.node, entry.node || "");
+    c.node.title = entry.node ? "runs on node " + entry.node : "";
     setText(c.time, rowTime(row.key, entry));
     setText(c.tries, String(entry.attempts));
     setText(c.cost, cost(entry.cost_usd));
@@ -364,6 +369,9 @@
     setText($("w-exit"), entry.exit_reason || "—");
     setText($("w-error"), entry.error || "—");
     setText($("w-logpath"), entry.log || "—");
+    const nodes = entry.attempt_nodes || [];  // each attempt's node, when one ran elsewhere than its last
+    const moved = nodes.some((n) => n !== entry.node) ? " (attempts: " + nodes.map((n) => n || "this server").join(", ") + ")" : "";
+    setText($("w-node"), (entry.node || "this server") + moved);
     const files = $("w-files");
     const shown = entry.files_created.slice(0, FILES_SHOWN);
     if (files.dataset.sig !== entry.files_created.length + ":" + key) {

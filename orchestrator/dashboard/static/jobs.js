@@ -113,5 +113,6 @@
     Dash.onReconnect(refresh);
     refresh();
     HooksPanel.start();  // webhooks.js: the last webhook deliveries, when there are any
+    NodesPanel.start();  // nodes.js: the machines that run workers (distributed.executor)
   });
 })();

@@ -1,0 +1,245 @@
+"""Cluster benchmark (issue 16): the rq executor with three nodes on this machine against the local
+executor, in one run.
+
+    .venv/bin/python bench/bench_cluster.py [--workers 1000] [--slots 8] [--handoffs 50] [--lease 30] [--json PATH]
+
+A real ``redis-server`` (Debian's package, started by the bench on a free 127.0.0.1 port with a
+password, stopped at the end), a real server (``server.start_in_thread`` on 127.0.0.1, as
+bench_api.py's ``Live``) and, for rq, three ``python -m orchestrator node`` processes with
+``--slots`` slots each, all on this machine and one workspace. Workers are the ``command`` kind
+running bench_api.py's ``worker.sh``.
+
+(a) throughput: one root job of ``--workers`` ``noop`` workers (each prints the time and exits),
+    ``3 x --slots`` at a time (the sum of the nodes' slots; the local executor gets the same
+    concurrency). Wall time from submit to the job's end, workers per second, and the slot-time
+    each worker costs (wall x concurrency / workers: the worker's own run plus the executor's
+    overhead per worker). The ratio rq / local is the cost of running the attempts through Redis
+    and nodes instead of this server's own processes.
+(b) child hand-off from a node-run worker: bench_api.py's (a1) and (a2), a worker that starts
+    ``--handoffs`` child jobs one after another through the API (its Python client: POST, then
+    long-poll wait): spawn call -> the child's worker running (on a node: claimed, started and
+    heard by the server), child end -> parent resumes. p50/p99, rq against local.
+
+A measurement, not a test: exit 0 whatever the figures, 1 when a check fails (a job not
+completing, a worker not recorded on a node, a hand-off missing). Talks to 127.0.0.1 only;
+every wait is bounded; temp folders are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_api import CheckFailed, Live, bench_handoff  # noqa: E402
+from bench.bench_cluster_protocol import Redis  # noqa: E402
+from bench.bench_graph import load_average  # noqa: E402
+from orchestrator.cluster import nodes as registry  # noqa: E402
+from orchestrator.cluster.connect import connect  # noqa: E402
+from orchestrator.cluster.names import Names  # noqa: E402
+from orchestrator.models import JobStatus  # noqa: E402
+
+NODES = 3
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.1f} ms"
+
+
+class Nodes:
+    """Three node processes of the bench's (each its own process group), stopped at the end."""
+
+    def __init__(self, base: Path, url: str, prefix: str, slots: int, lease: float) -> None:
+        self.url, self.prefix = url, prefix
+        self.procs: list[subprocess.Popen[bytes]] = []
+        config = base / "node-config.yaml"
+        # The node's own settings: the command kind's program is the bench worker (same path as the server's).
+        config.write_text(yaml.safe_dump({"orchestrator": {"command": [str(base / "bin" / "worker.sh"), "{task}"]}}))
+        for i in range(NODES):
+            argv = [sys.executable, "-m", "orchestrator", "--config", str(config), "node", "--redis", url]
+            argv += ["--prefix", prefix, "--name", f"bench-{i + 1}", "--kinds", "command", "--slots", str(slots)]
+            argv += ["--lease", str(lease)]
+            out = open(base / f"node-{i + 1}.out", "wb")  # noqa: SIM115 (closed with the process)
+            self.procs.append(
+                subprocess.Popen(
+                    argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            out.close()
+        deadline = time.monotonic() + 60
+        client, names = connect(url), Names(prefix)
+        while time.monotonic() < deadline:
+            alive = [n for n in registry.read(client, names) if n.alive]
+            if len(alive) == NODES:
+                return
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                raise CheckFailed(f"a node exited: {(base / 'node-1.out').read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        raise CheckFailed("the nodes did not register within 60 s")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run_noops(live: Live, count: int, concurrency: int) -> dict[str, Any]:
+    engine = live.engine
+    started = time.monotonic()
+    job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, ["noop"] * count)
+    done = engine.wait(job.id, timeout=max(120.0, count * 0.5))
+    wall = time.monotonic() - started
+    if done.status is not JobStatus.COMPLETED:
+        engine.cancel(job.id)
+        raise CheckFailed(f"(a) job {job.id} ended {done.status.value}")
+    _, workers = engine.snapshot(job.id)
+    on_nodes: dict[str, int] = {}
+    for worker in workers:
+        on_nodes[worker.node or "this server"] = on_nodes.get(worker.node or "this server", 0) + 1
+    return {
+        "wall": wall,
+        "workers": len(workers),
+        "per_second": len(workers) / wall,
+        "slot_seconds": wall * concurrency / len(workers),
+        "on": on_nodes,
+    }
+
+
+def settings_for(executor: str, args: argparse.Namespace, url: str, prefix: str) -> dict[str, dict[str, Any]]:
+    concurrency = NODES * args.slots
+    extra: dict[str, dict[str, Any]] = {
+        "workers": {"max_workers_limit": max(16, concurrency), "global_max_workers": max(64, concurrency)},
+        "recursion": {"max_workers_per_root": max(300, args.workers + 10, args.handoffs + 10)},
+        "git": {"isolation": "folder"},
+    }
+    if executor == "rq":
+        extra["distributed"] = {"executor": "rq", "redis_url": url, "queue_prefix": prefix, "lease": args.lease}
+    return extra
+
+
+def one_executor(executor: str, args: argparse.Namespace, redis: Redis) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix=f"bench-cluster-{executor}-"))
+    prefix = f"bench{secrets.token_hex(3)}"
+    live = None
+    nodes = None
+    try:
+        live = Live(base, args.handoffs, settings_for(executor, args, redis.url, prefix))
+        if executor == "rq":
+            nodes = Nodes(base, redis.url, prefix, args.slots, args.lease)
+        print(f"{executor}: (a) {args.workers} no-op workers ...", flush=True)
+        noops = run_noops(live, args.workers, NODES * args.slots)
+        if executor == "rq" and ("this server" in noops["on"] or len(noops["on"]) != NODES):
+            raise CheckFailed(f"(a) workers were not spread over the {NODES} nodes: {noops['on']}")
+        print(f"{executor}: (b) {args.handoffs} child hand-offs ...", flush=True)
+        handoff = bench_handoff(live, args.handoffs, "api")
+        return {"noops": noops, "handoff": handoff}
+    finally:
+        if live is not None:
+            live.close()
+        if nodes is not None:
+            nodes.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1000, help="no-op workers in (a) (default 1000)")
+    parser.add_argument("--slots", type=int, default=8, help="slots per node; the local executor gets 3x this (default 8)")
+    parser.add_argument("--handoffs", type=int, default=50, help="child hand-offs in (b) (default 50)")
+    parser.add_argument("--lease", type=float, default=30.0, help="distributed.lease (default 30)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
+    args = parser.parse_args(argv)
+    if not (1 <= args.workers <= 20000 and 1 <= args.slots <= 64 and 1 <= args.handoffs <= 250 and 3 <= args.lease <= 3600):
+        parser.error("out of range: workers 1-20000, slots 1-64, handoffs 1-250, lease 3-3600")
+    print(
+        f"bench_cluster: {args.workers} no-op workers and {args.handoffs} hand-offs, local vs rq on {NODES} nodes x "
+        f"{args.slots} slots; nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+    folder = Path(tempfile.mkdtemp(prefix="bench-cluster-redis-"))
+    redis = Redis(folder, "everysec")
+    print(f"{redis.version}; load average before: {load_average()}")
+    results: dict[str, Any] = {}
+    try:
+        for executor in ("local", "rq"):
+            results[executor] = one_executor(executor, args, redis)
+    except CheckFailed as exc:
+        print(f"CHECK FAILED: {exc}")
+        return 1
+    finally:
+        redis.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    local, rq = results["local"], results["rq"]
+    print(f"\n(a) {args.workers} no-op workers, {NODES * args.slots} at a time")
+    for name in ("local", "rq"):
+        n = results[name]["noops"]
+        print(
+            f"  {name:5}: wall {n['wall']:.2f} s, {n['per_second']:.1f} workers/s, "
+            f"{n['slot_seconds'] * 1000:.1f} ms of a slot per worker; on {n['on']}"
+        )
+    ratio = rq["noops"]["wall"] / local["noops"]["wall"]
+    overhead = (rq["noops"]["slot_seconds"] - local["noops"]["slot_seconds"]) * 1000
+    print(f"  ratio rq/local (wall): {ratio:.2f}x; the rq executor's extra cost per worker: {overhead:.1f} ms of a slot")
+    print(f"\n(b) child hand-off ({args.handoffs})")
+    figures: dict[str, Any] = {"noops_ratio": ratio, "noops_overhead_ms": overhead}
+    for name in ("local", "rq"):
+        h = results[name]["handoff"]
+        spawn, back = h["spawn_to_child"], h["child_to_parent"]
+        print(
+            f"  {name:5}: spawn -> child running p50 {ms(percentile(spawn, 50))}, p99 {ms(percentile(spawn, 99))}; "
+            f"child end -> parent resumes p50 {ms(percentile(back, 50))}, p99 {ms(percentile(back, 99))}"
+        )
+        figures[f"{name}_spawn_p50"] = percentile(spawn, 50)
+        figures[f"{name}_spawn_p99"] = percentile(spawn, 99)
+        figures[f"{name}_resume_p50"] = percentile(back, 50)
+        figures[f"{name}_resume_p99"] = percentile(back, 99)
+        figures[f"{name}_noops"] = results[name]["noops"]
+    local_p50 = statistics.median(local["handoff"]["spawn_to_child"])
+    rq_p50 = statistics.median(rq["handoff"]["spawn_to_child"])
+    print(f"  ratio rq/local (spawn -> child running, p50): {rq_p50 / local_p50:.2f}x")
+    print(f"load average after: {load_average()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
