@@ -449,6 +449,7 @@ class RQExecutor:
     def _placed(self, h: RemoteHandle, node: str, pid: object) -> None:
         with self._cond:
             if h.queued or h.node != node:
+                h.started_at = time.time() if h.queued else h.started_at  # it runs from now (it waited queued)
                 h.queued, h.node = False, node
                 h.pid = int(pid) if isinstance(pid, int | str) and str(pid).isdigit() else h.pid
                 self._cond.notify_all()
