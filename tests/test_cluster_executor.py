@@ -417,3 +417,25 @@ def test_an_end_the_node_never_reported_is_read_from_the_exit_file_not_called_lo
         assert time.monotonic() - began >= 2.5  # after EXIT_FILE_GRACE without an "ended" from its node
     finally:
         node.stop()
+
+
+def test_a_reconcile_while_start_enqueues_does_not_enqueue_the_attempt_twice(rq, tmp_path, redis_server, unique_prefix):
+    executor = rq()
+    node = NodeDouble(redis_server.url, unique_prefix, name="full", slots=0)  # alive, takes nothing
+    enqueue, rounds = executor.attempts.enqueue, []
+
+    def reconcile_first(spec, queue=None):  # the listener's round falls between the token and the enqueue
+        if not rounds:
+            rounds.append(1)
+            executor._reconcile()
+        enqueue(spec, queue)
+
+    executor.attempts.enqueue = reconcile_first
+    try:
+        handle = start(executor, tmp_path, ["true"], "root.j.worker_1")
+        executor.attempts.enqueue = enqueue
+        executor._reconcile()
+        assert executor.attempts.queue("command").count == 1
+        assert executor.attempts.read(handle.id)["token"] == str(handle.token)
+    finally:
+        node.stop()
