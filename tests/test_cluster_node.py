@@ -154,6 +154,17 @@ def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_serv
     assert wrong not in said
 
 
+def test_a_bad_node_name_is_refused_before_anything_starts(redis_server, unique_prefix):
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--redis", redis_server.url, "--prefix", unique_prefix, "--name", "a b/c"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2 and "--name 'a b/c' is not a valid node name" in found.stderr, found.stderr
+
+
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}}
