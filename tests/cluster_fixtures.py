@@ -15,6 +15,7 @@ stopped at the end of its ``with`` block (or by ``stop_all``), killed if it does
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class NodeProcess:
     def __init__(self, argv: list[str], url: str, prefix: str, name: str, folder: Path) -> None:
         self.url, self.prefix, self.name, self.folder = url, prefix, name, folder
         self.log_path = folder / f"{name}.out"
+        self.own_folder = False  # start_node made the folder: stop_all removes it
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -127,6 +129,7 @@ def start_node(
 ) -> NodeProcess:
     """Start a node and (``wait``) return once it is registered in Redis. ``config``: the node's
     settings (a dict of sections), written to a config file of its own."""
+    own = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="orch-node-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
@@ -134,10 +137,15 @@ def start_node(
     node = NodeProcess(
         node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder
     )
+    node.own_folder = own
     return node.wait_registered() if wait else node
 
 
 def stop_all() -> None:
-    """Stop every node this process started (a fixture's teardown)."""
+    """Stop every node this process started (a fixture's teardown), and remove the folders
+    ``start_node`` made for them."""
     while _started:
-        _started.pop().stop()
+        node = _started.pop()
+        node.stop()
+        if node.own_folder:
+            shutil.rmtree(node.folder, ignore_errors=True)

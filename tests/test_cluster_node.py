@@ -154,6 +154,17 @@ def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_serv
     assert wrong not in said
 
 
+def test_a_bad_node_name_is_refused_before_anything_starts(redis_server, unique_prefix):
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--redis", redis_server.url, "--prefix", unique_prefix, "--name", "a b/c"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2 and "--name 'a b/c' is not a valid node name" in found.stderr, found.stderr
+
+
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}}
@@ -354,3 +365,14 @@ def test_an_attempt_whose_node_cannot_reach_redis_for_a_lease_is_ended(fresh_red
     wait_for(lambda: state(ops, "u1") == "ended", timeout=20, what="its end to be reported")
     record = ops.read("u1")
     assert record["note"] == "Redis unreachable for longer than the lease" and record["kill_rung"] == "SIGTERM"
+
+
+def test_the_lease_a_claim_takes_is_renewed_in_time_whatever_lease_the_server_asked(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nl", lease=1.5)  # the claim's lease: 1.5 s
+    spec = enqueue(ops, ws, "l1", ["sleep", "30"], lease=30)  # the server's: renewed every 10 s from then on
+    wait_for(lambda: ops.read("l1").get("started_at"), what="the attempt to start")
+    time.sleep(2.5)
+    assert ops.lease_holder("l1") == f"nl:{spec.token}"
+    ops.terminate("l1", spec.token, signal.SIGTERM, 1.0)
+    wait_for(lambda: state(ops, "l1") == "ended", what="the attempt to end")

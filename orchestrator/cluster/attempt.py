@@ -154,10 +154,14 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
         _append(log_path, f"===== {note} =====\n")
         _report(ops, spec, ctx, code, None, note)
         return code
-    _retry(lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id), spec.lease)
     wake = Wakeup()
     stop = _Stop(wake)
     grace = ctx.settings.workers.kill_grace
+    try:
+        if not _retry(lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id), spec.lease):
+            stop.request("fenced", signal.SIGTERM, grace, report=False)  # re-enqueued since the claim
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass  # the renewals end it if Redis stays away for a lease
     previous = signal.signal(
         signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
     )
@@ -186,7 +190,8 @@ def _watch(
     sampler = LocalExecutor(runner)
     every = max(spec.lease / 3.0, 0.2)
     last_ok = time.monotonic()
-    next_renew = time.monotonic() + every
+    # The claim took this node's lease; the first renewal comes within a third of the shorter one.
+    next_renew = time.monotonic() + max(min(spec.lease, ctx.lease) / 3.0, 0.2)
     while True:
         code = runner.wait(handle, max(0.0, next_renew - time.monotonic()), wake)
         if code is not None:
