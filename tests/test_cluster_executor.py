@@ -264,6 +264,7 @@ def test_a_worker_of_a_kind_no_node_runs_fails_at_once_saying_how_to_start_one(m
         node.stop()
 
 
+@pytest.mark.chaos  # ~15 s; the quick suite has the executor-level proof above
 def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix, tmp_path):
     engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
     doomed = real_node(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
@@ -286,6 +287,7 @@ def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_en
             other.stop()
 
 
+@pytest.mark.chaos  # ~15 s; the quick suite has the executor-level proof above
 def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_its_node(tmp_path, redis_server, unique_prefix):
     """The server is a real process, SIGKILLed while two workers run on a node and a third waits
     in the queue; the next server (an engine on the same home) takes all three over: none runs twice."""
