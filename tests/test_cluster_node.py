@@ -235,14 +235,19 @@ def test_a_missing_command_is_reported_as_127_with_a_line_in_the_log(redis_serve
     assert "no-such-program-here" in (ws / "m1.log").read_text()
 
 
-def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM to the node", "Ctrl+C (SIGINT to its process group)"])
+def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path, how):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     node = start_node(redis_server.url, unique_prefix, name="ns", slots=2)
     specs = [enqueue(ops, ws, f"s{i}", ["sh", "-c", "sleep 60 & sleep 61; wait"]) for i in (1, 2)]
     for spec in specs:
         wait_for(lambda spec=spec: ops.read(spec.id).get("started_at"), what="the attempts to start")
     wait_for(lambda: node.registered() and node.registered().running == 2, what="the node to publish both")
-    assert node.stop() == 0
+    if how.startswith("SIGTERM"):
+        assert node.stop() == 0
+    else:
+        os.killpg(node.pid, signal.SIGINT)  # what a terminal sends: the node and its pool's workers
+        assert node.process.wait(30) == 0
     for spec in specs:
         record = ops.read(spec.id)
         assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
