@@ -381,3 +381,12 @@ def test_the_lease_a_claim_takes_is_renewed_in_time_whatever_lease_the_server_as
     assert ops.lease_holder("l1") == f"nl:{spec.token}"
     ops.terminate("l1", spec.token, signal.SIGTERM, 1.0)
     wait_for(lambda: state(ops, "l1") == "ended", what="the attempt to end")
+
+
+def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_server, unique_prefix, tmp_path):
+    setup(redis_server, unique_prefix, tmp_path)
+    first = start_node(redis_server.url, unique_prefix, name="same")
+    second = start_node(redis_server.url, unique_prefix, name="same", wait=False)
+    assert second.process.wait(30) == 2
+    assert f"a node named same already runs on this host (pid {first.pid})" in second.output()
+    assert first.registered() is not None and first.process.poll() is None
