@@ -149,6 +149,7 @@ def settings_for(executor: str, args: argparse.Namespace, url: str, prefix: str)
         "workers": {"max_workers_limit": max(16, concurrency), "global_max_workers": max(64, concurrency)},
         "recursion": {"max_workers_per_root": max(300, args.workers + 10, args.handoffs + 10)},
         "git": {"isolation": "folder"},
+        "orchestrator": {"max_tasks": max(100, args.workers)},
     }
     if executor == "rq":
         extra["distributed"] = {"executor": "rq", "redis_url": url, "queue_prefix": prefix, "lease": args.lease}
