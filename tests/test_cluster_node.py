@@ -167,7 +167,8 @@ def test_a_bad_node_name_is_refused_before_anything_starts(redis_server, unique_
 
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
-    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}}
+    # Its config may be the server's (executor rq): it still checks its own PATH.
+    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}, "distributed": {"executor": "rq"}}
     node = start_node(redis_server.url, unique_prefix, name="nc", kinds="claude,command", config=config)
     assert node.registered().kinds == ["command"]
     assert "not taking kind claude" in node.output() and "no-such-claude" in node.output()
