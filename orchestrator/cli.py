@@ -1,4 +1,4 @@
-"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts, mcp.
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts, mcp, node.
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -192,6 +192,19 @@ def _add_late_commands(sub: Any) -> None:
         "claude mcp add orchestrator -- <folder>/.venv/bin/python -m orchestrator mcp",
     )
     mcp.set_defaults(func=_lazy("orchestrator.mcpserver", "cmd_mcp"))
+    node = sub.add_parser(
+        "node",
+        help="run worker attempts for a server whose distributed.executor is rq (a cluster node)",
+        description="Take worker attempts from Redis (RQ) and run them on this machine, which must mount the "
+        "server's workspace at the same path. Stops cleanly on SIGTERM or Ctrl+C (its running attempts end).",
+    )
+    node.add_argument("--redis", metavar="URL", help="Redis URL (default: distributed.redis_url)")
+    node.add_argument("--slots", type=int, help="attempts at once (default: the number of CPUs)")
+    node.add_argument("--kinds", default="claude,codex,command", help="worker kinds to take, comma-separated")
+    node.add_argument("--name", help="this node's name (default: HOST-PID)")
+    node.add_argument("--prefix", help="queue and key prefix (default: distributed.queue_prefix)")
+    node.add_argument("--lease", type=float, help="seconds of a lease (default: distributed.lease)")
+    node.set_defaults(func=_lazy("orchestrator.cluster.node", "cmd_node"))
 
 
 def _lazy(module: str, name: str) -> Any:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import procscan, protocol
 from .groupsync import GroupCommit
@@ -106,8 +107,10 @@ PERL_SHIM = (
     f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
     f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
+    f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
     'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
@@ -227,10 +230,20 @@ class ProcessRunner:
     """Starts, watches and signals worker processes."""
 
     def spawn(
-        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, tag: str, exit_file: Path | None = None
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        parent_death_signal: int | None = None,
     ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
-        With ``exit_file``, under the shim, which writes the exit status there."""
+        With ``exit_file``, under the shim, which writes the exit status there. With
+        ``parent_death_signal`` (Linux; a cluster node's attempts), the shim gets that signal when
+        the calling thread ends, and the perl shim sets the same for the worker it starts."""
         if not argv:
             raise ValueError("empty command")
         full_env = dict(env)
@@ -242,6 +255,8 @@ class ProcessRunner:
                 os.unlink(exit_file)  # a stale status must never pass for this run's
             if self.perl is not None:
                 command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
+                if parent_death_signal is not None and PRCTL_SYSCALL is not None:
+                    full_env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"
                 for name, value in SHIM_START_ENV.items():  # the shim's own start; the worker gets its own back
                     if name in full_env:
                         full_env[protocol.SHIM_STASH + name] = full_env.pop(name)
@@ -249,6 +264,8 @@ class ProcessRunner:
                         full_env[name] = value
             else:
                 command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
+        if parent_death_signal is not None and sys.platform.startswith("linux"):
+            _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -261,6 +278,9 @@ class ProcessRunner:
                 stderr=log_fd,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=None
+                if parent_death_signal is None
+                else functools.partial(set_parent_death_signal, parent_death_signal),
             )
         finally:
             os.close(log_fd)
@@ -499,6 +519,34 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+# prctl's system call number, for the perl shim (which loads no module to find it); None: not Linux
+# or an architecture not listed (the shim's worker then does not die with it; the tag sweep remains).
+PRCTL_SYSCALL = (
+    {"x86_64": 157, "aarch64": 167, "riscv64": 167, "i686": 172, "armv7l": 172}.get(os.uname().machine)
+    if sys.platform.startswith("linux")
+    else None
+)
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` to this process when the thread that started it ends
+    (prctl PR_SET_PDEATHSIG), so a cluster node's processes die with it. False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(_prctl()(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def python_executable() -> str:

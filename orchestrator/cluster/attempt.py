@@ -1,0 +1,271 @@
+"""What a node runs for one attempt: ``run(attempt_id, token)`` (attempts.RQ_FUNCTION), called by
+RQ in a node's work horse (cluster/node.py) with only the attempt's id and fencing token.
+
+It claims the attempt (its lease starts), starts the worker with the same runner as a single
+server (runner.py: the shim, its own process group, the exit file, the tag), tells the server it
+started, then until it ends: takes the server's control messages (terminate: the kill ladder),
+and every third of the lease renews the lease with a sample of the worker's process tree (the
+server enforces the memory and process caps from it). A renewal that is refused (the attempt was
+fenced: lost, cancelled or re-enqueued) or a Redis unreachable for longer than the lease ends the
+worker: its result would be ignored anyway. At the end it sweeps the tag and reports the status
+(retrying Redis for up to two leases; the exit file on the shared workspace stays the truth).
+
+The worker's environment is built from the NODE's settings (``workers.inherit_env`` etc.: its own
+CLI credentials, never the server's), the spec's protocol variables, the secret file's API key,
+and this node's own PATH, PYTHONPATH and interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+from .. import protocol
+from ..config import Settings
+from ..environment import PACKAGE_PARENT, SPAWN_BIN, base_env
+from ..executor import LocalExecutor
+from ..filesystem import atomic_write
+from ..runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, python_executable
+from .attempts import NODE_OWN, Attempts, AttemptSpec, read_secret_file
+from .connect import SOCKET_TIMEOUT
+from .names import Names
+
+log = logging.getLogger("orchestrator.node")
+
+T = TypeVar("T")
+CONTROL_WAIT = 1.0  # seconds one BLPOP on the control list blocks (the control thread's loop)
+
+
+@dataclass
+class NodeContext:
+    """What ``run`` needs of the node that runs it; set by node.py before its pool forks."""
+
+    name: str
+    url: str  # carries the password: kept in memory only, never logged
+    names: Names
+    lease: float
+    settings: Settings
+    attempts_dir: Path  # one file per attempt in flight: its tag, so a restarted node can sweep it
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+_node: NodeContext | None = None
+
+
+def set_node(context: NodeContext | None) -> None:
+    global _node
+    _node = context
+
+
+def node() -> NodeContext:
+    if _node is None:
+        raise RuntimeError(f"{__name__}.run is run by `python -m orchestrator node`, not by a bare RQ worker")
+    return _node
+
+
+def client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0, health_check_interval=30)
+
+
+def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str]) -> dict[str, str]:
+    """The worker's environment on this node: the node's base (its settings, its credentials),
+    the spec's protocol variables and the secret ones, and this node's own paths."""
+    env = base_env(settings)
+    env.update({k: v for k, v in spec.env.items() if k not in NODE_OWN})
+    env.update({k: v for k, v in secret.items() if k == protocol.API_KEY})
+    env["PATH"] = os.pathsep.join((SPAWN_BIN, os.path.dirname(python_executable()), env["PATH"]))
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env[protocol.PYTHON] = python_executable()
+    return env
+
+
+@dataclass
+class _Sampled:
+    tag: str
+    started_at: float
+    shim_pid: int | None
+
+
+class _Stop:
+    """Why the worker is being ended early, and how (first signal, grace); set from the control
+    thread, a fenced renewal or the node's SIGTERM, read by the attempt's main loop."""
+
+    def __init__(self, wake: Wakeup) -> None:
+        self.wake = wake
+        self.lock = threading.Lock()
+        self.reason: str | None = None
+        self.signal: int = signal.SIGTERM
+        self.grace = 5.0
+        self.report = True  # False: fenced, nobody wants its result
+
+    def request(self, reason: str, signum: int, grace: float, *, report: bool = True) -> None:
+        with self.lock:
+            if self.reason is None:
+                self.reason, self.signal, self.grace, self.report = reason, signum, grace, report
+        self.wake.set()
+
+
+def run(attempt_id: str, token: int) -> int | None:
+    """Run one attempt to its end on this node; its status (None: not ours to run any more)."""
+    ctx = node()
+    client = client_for(ctx.url)
+    ops = Attempts(client, ctx.names)
+    spec = _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
+    if spec is None:
+        log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
+        return None
+    mine = ctx.attempts_dir / f"{attempt_id}.json"
+    record = {"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}
+    atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
+    try:
+        return _run(ctx, ops, spec)
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
+    runner = ProcessRunner()
+    secret = read_secret_file(spec.secret_env_file)
+    log_path = Path(spec.log_path)
+    exit_file = Path(spec.exit_file) if spec.exit_file else None
+    try:
+        handle = runner.spawn(
+            list(spec.argv),
+            cwd=Path(spec.cwd),
+            env=worker_env(ctx.settings, spec, secret),
+            log_path=log_path,
+            tag=spec.tag,
+            exit_file=exit_file,
+            parent_death_signal=signal.SIGKILL,
+        )
+    except (CommandNotFound, OSError, ValueError) as exc:
+        code = 127 if isinstance(exc, CommandNotFound) else 126
+        note = f"could not start the worker on node {ctx.name}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        _append(log_path, f"===== {note} =====\n")
+        _report(ops, spec, ctx, code, None, note)
+        return code
+    wake = Wakeup()
+    stop = _Stop(wake)
+    grace = ctx.settings.workers.kill_grace
+    try:
+        if not _retry(lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id), spec.lease):
+            stop.request("fenced", signal.SIGTERM, grace, report=False)  # re-enqueued since the claim
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass  # the renewals end it if Redis stays away for a lease
+    previous = signal.signal(
+        signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
+    )
+    done = threading.Event()
+    control = threading.Thread(target=_take_control, args=(ctx, spec, stop, done), name=f"control-{spec.id}", daemon=True)
+    control.start()
+    try:
+        code = _watch(runner, handle, ops, ctx, spec, stop, wake)
+    finally:
+        done.set()
+        signal.signal(signal.SIGTERM, previous)
+    runner.sweep(spec.tag, handle.started_at)
+    wake.close()  # the control thread sees ``done`` at its next read; nobody waits for it (it is a daemon)
+    if not stop.report:
+        log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
+        return code
+    note = stop.reason if stop.reason and stop.reason != "terminate" else ""
+    _report(ops, spec, ctx, code, handle.kill_rung, note)
+    return code
+
+
+def _watch(
+    runner: ProcessRunner, handle: ProcessHandle, ops: Attempts, ctx: NodeContext, spec: AttemptSpec, stop: _Stop, wake: Wakeup
+) -> int:
+    """Wait for the worker, renewing the lease every third of it; run the kill ladder when asked."""
+    sampler = LocalExecutor(runner)
+    every = max(spec.lease / 3.0, 0.2)
+    last_ok = time.monotonic()
+    # The claim took this node's lease; the first renewal comes within a third of the shorter one.
+    next_renew = time.monotonic() + max(min(spec.lease, ctx.lease) / 3.0, 0.2)
+    while True:
+        code = runner.wait(handle, max(0.0, next_renew - time.monotonic()), wake)
+        if code is not None:
+            return code
+        if stop.reason is not None:
+            runner.terminate(handle, grace=stop.grace, first_signal=stop.signal)
+            return _code(handle)
+        if time.monotonic() < next_renew:
+            continue
+        next_renew = time.monotonic() + every
+        sample = sampler.sample([_Sampled(spec.tag, handle.started_at, handle.pid)]).get(spec.tag)
+        reading = {"rss": sample.rss, "processes": sample.processes, "cpu_seconds": sample.cpu_seconds} if sample else {}
+        try:
+            renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() - last_ok > spec.lease:
+                log.warning("attempt %s: Redis unreachable for over a lease (%s): ending it", spec.id, exc)
+                stop.request("Redis unreachable for longer than the lease", signal.SIGTERM, ctx.settings.workers.kill_grace)
+            continue
+        last_ok = time.monotonic()
+        if not renewed:
+            stop.request("fenced", signal.SIGTERM, ctx.settings.workers.kill_grace, report=False)
+
+
+def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: threading.Event) -> None:
+    """The control thread: the server's terminate requests for this attempt (its own client:
+    a blocking read must not hold the renewals' connection)."""
+    ops = Attempts(client_for(ctx.url), ctx.names)
+    while not done.is_set() and stop.reason is None:
+        try:
+            message = ops.next_control(spec.id, CONTROL_WAIT)
+        except (redis.ConnectionError, redis.TimeoutError):
+            done.wait(CONTROL_WAIT)
+            continue
+        if not message or message.get("action") != "terminate" or int(message.get("token", -1)) != spec.token:
+            continue
+        signum = int(message.get("signal") or signal.SIGTERM)
+        stop.request("terminate", signum, float(message.get("grace", ctx.settings.workers.kill_grace)))
+    ops.client.close()
+
+
+def _code(handle: ProcessHandle) -> int:
+    code = handle.poll()
+    return -signal.SIGKILL if code is None else code
+
+
+def _report(ops: Attempts, spec: AttemptSpec, ctx: NodeContext, code: int, rung: str | None, note: str) -> None:
+    try:
+        if not _retry(lambda: ops.finish(spec.id, spec.token, ctx.name, code, rung, note), 2 * spec.lease):
+            log.info("attempt %s: its end was not recorded (fenced: a late result)", spec.id)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("attempt %s: could not report its end (%s); its exit file holds the status", spec.id, exc)
+
+
+def _retry(call: Callable[[], T], within: float) -> T:
+    """``call`` again with backoff while Redis is unreachable, for up to ``within`` seconds."""
+    deadline = time.monotonic() + within
+    pause = 0.1
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _append(path: Path, line: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line)
+    except OSError:
+        pass
+
+
+__all__ = ["NodeContext", "node", "run", "set_node", "worker_env"]

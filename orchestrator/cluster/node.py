@@ -1,0 +1,334 @@
+"""``python -m orchestrator node``: one machine's share of a cluster (``distributed.executor: rq``).
+
+A node checks which worker kinds it really has (their programs on its PATH, from its own
+settings), waits for the server's workspace marker and refuses to start unless it sees the
+server's workspace at the same path, then runs an RQ ``WorkerPool`` of ``--slots`` workers on the
+queues of its kinds. Each RQ job is ``(attempt id, token)`` for attempt.run (attempts.RQ_FUNCTION);
+any other function is refused (a job in Redis never runs arbitrary code). A heartbeat thread
+publishes the node (nodes.publish) every third of the lease.
+
+Processes die with the node where Linux allows (PR_SET_PDEATHSIG, SIGKILL): the pool's workers
+with the node, each work horse with its worker, the shim with its horse, the worker command with
+its shim. A worker's own descendants do not; so each attempt in flight is a file under
+``<workspace>/.cluster/nodes/<host>/<name>.attempts/`` (its tag), beside ``<name>.json`` (the node's
+pid and start id), and a node starting on the same host sweeps the tags of every node there whose
+process is dead (never a live sibling's), then deletes its files.
+
+A clean stop (SIGTERM, SIGINT) takes no more work, runs the kill ladder on the running attempts
+and reports each ended (so the server retries or fails it at once instead of waiting for its
+lease), then takes the node out of the registry.
+
+RQ's worker quits on a Redis error while it monitors a horse (and its horse would die with it);
+``NodeWorker`` keeps monitoring instead, so running attempts survive a Redis restart, and the pool
+restarts any worker that quit while idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Worker
+from rq.worker_pool import WorkerPool
+
+from ..adapters import ADAPTERS
+from ..config import Settings, load_settings
+from ..errors import ConfigError
+from ..filesystem import atomic_write
+from ..procscan import process_alive, process_start_id
+from ..roles import not_installed
+from ..runner import ProcessRunner, set_parent_death_signal
+from . import attempt, nodes
+from .attempts import RQ_FUNCTION, SERIALIZER
+from .connect import connect, redacted
+from .marker import Marker, check_marker, server_marker
+from .names import ID, Names
+
+log = logging.getLogger("orchestrator.node")
+
+MONITOR_INTERVAL = 2  # seconds
+NODES_DIR = Path(".cluster") / "nodes"  # under the shared workspace: <host>/<name>.json and <name>.attempts/
+
+
+def kind_problem(settings: Settings, kind: str) -> str:
+    """Why this node cannot run ``kind`` ("" when it can)."""
+    if kind not in ADAPTERS:
+        return f"unknown kind (known: {', '.join(ADAPTERS)})"
+    if kind == "command" and not settings.orchestrator.command:
+        return ""  # the argv comes from the server's orchestrator.command; a missing program fails that attempt (127)
+    return not_installed(settings, kind)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    settings = load_settings(args.config)
+    d = settings.distributed
+    url = args.redis or d.redis_url
+    lease = float(args.lease if args.lease is not None else d.lease)
+    if lease < 1:
+        raise ConfigError(f"--lease {lease} is too short: give 1 second or more", key="--lease")
+    slots = args.slots if args.slots is not None else (os.cpu_count() or 1)
+    if slots < 1:
+        raise ConfigError(f"--slots {slots}: give 1 or more", key="--slots")
+    host = socket.gethostname()
+    name = args.name or f"{host}-{os.getpid()}"
+    if not ID.match(name):
+        raise ConfigError(f"--name {name[:60]!r} is not a valid node name (letters, digits, _ . : -)", key="--name")
+    prefix = args.prefix or d.queue_prefix
+    if not ID.match(prefix):
+        raise ConfigError(f"--prefix {prefix[:60]!r} is not a valid prefix (letters, digits, _ . : -)", key="--prefix")
+    names = Names(prefix)
+    wanted = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    kinds = []
+    for kind in wanted:
+        problem = kind_problem(settings, kind)
+        if problem:
+            log.warning("node %s: not taking kind %s: %s", name, kind, problem)
+        else:
+            kinds.append(kind)
+    if not kinds:
+        raise ConfigError(
+            f"node {name}: none of the kinds {', '.join(wanted) or '(none)'} can run here (see above)", key="--kinds"
+        )
+    client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
+    marker = wait_for_marker(client, names, name)
+    refused = check_marker(marker)
+    if refused:
+        raise ConfigError(f"node {name} refuses to start: {refused}", key="--redis")
+    here = Path(marker.workspace) / NODES_DIR / host
+    here.mkdir(parents=True, exist_ok=True)
+    swept = sweep_dead_nodes(here)
+    if swept:
+        log.info("node %s: swept what dead nodes on this host left: %s", name, ", ".join(swept))
+    own = claim_name(here, name)
+    ctx = attempt.NodeContext(name=name, url=url, names=names, lease=lease, settings=settings, attempts_dir=own)
+    attempt.set_node(ctx)
+    info = nodes.NodeInfo(name=name, host=host, pid=os.getpid(), kinds=kinds, slots=slots, started_at=time.time())
+    beat = threading.Thread(target=_heartbeat, args=(client, names, info, lease, own, ctx.stop), name="heartbeat", daemon=True)
+    nodes.publish(client, names, _refresh(info, own), lease)
+    beat.start()
+    log.info(
+        "node %s: taking %s (%d slots) from %s, prefix %s, workspace %s",
+        name,
+        ", ".join(kinds),
+        slots,
+        redacted(url),
+        prefix,
+        marker.workspace,
+    )
+    pool = NodePool(
+        [names.queue(k) for k in kinds],
+        connection=client,
+        num_workers=slots,
+        worker_class=NodeWorker,
+        serializer=SERIALIZER,
+        attempts_dir=own,
+    )
+    try:
+        pool.start(logging_level="WARNING")
+    finally:
+        ctx.stop.set()
+        beat.join(5)
+        try:
+            nodes.forget(client, names, name)
+        except redis.RedisError as exc:
+            log.warning("node %s: could not leave the registry (%s); it expires in %.0f s", name, exc, lease)
+        _remove_own(here, name)
+    log.info("node %s: stopped", name)
+    return 0
+
+
+def wait_for_marker(client: redis.Redis, names: Names, name: str) -> Marker:
+    """The server's workspace marker, waiting (and saying so once) until a server has written it."""
+    said = False
+    while True:
+        found = server_marker(client, names)
+        if found is not None:
+            return found
+        if not said:
+            log.info("node %s: waiting for a server with prefix %s to start (its workspace marker)", name, names.prefix)
+            said = True
+        time.sleep(0.5)
+
+
+def claim_name(here: Path, name: str) -> Path:
+    """Write ``<name>.json`` (this process); refuse a name a live node on this host holds."""
+    owner = here / f"{name}.json"
+    found = _read(owner)
+    if found and found.get("pid") != os.getpid() and process_alive(int(found.get("pid", 0)), found.get("start_id")):
+        raise ConfigError(
+            f"a node named {name} already runs on this host (pid {found['pid']}): give another --name", key="--name"
+        )
+    atomic_write(owner, json.dumps({"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}).encode())
+    attempts = here / f"{name}.attempts"
+    attempts.mkdir(exist_ok=True)
+    return attempts
+
+
+def sweep_dead_nodes(here: Path) -> list[str]:
+    """Kill what the in-flight attempts of this host's dead nodes left (by tag), and forget those
+    nodes' files. A tag that a live node runs now (a retry on a sibling) is left alone."""
+    dead: list[tuple[Path, Path]] = []
+    live_tags: set[str] = set()
+    for owner in sorted(here.glob("*.json")):
+        found = _read(owner)
+        pid = int(found.get("pid", 0)) if found else 0
+        attempts = here / f"{owner.stem}.attempts"
+        if pid and process_alive(pid, found.get("start_id") if found else None):
+            live_tags.update(tag for tag, _ in _in_flight(attempts))
+        else:
+            dead.append((owner, attempts))
+    runner = ProcessRunner()
+    swept = []
+    for owner, attempts in dead:
+        for tag, since in _in_flight(attempts):
+            if tag not in live_tags:
+                runner.sweep(tag, since)
+                swept.append(tag)
+        for path in attempts.glob("*") if attempts.is_dir() else []:
+            path.unlink(missing_ok=True)
+        if attempts.is_dir():
+            attempts.rmdir()
+        owner.unlink(missing_ok=True)
+    return swept
+
+
+def _in_flight(attempts: Path) -> list[tuple[str, float]]:
+    found = []
+    for path in sorted(attempts.glob("*.json")) if attempts.is_dir() else []:
+        data = _read(path)
+        if data and isinstance(data.get("tag"), str):
+            found.append((data["tag"], float(data.get("started_at", 0.0)) - 1.0))
+    return found
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _remove_own(here: Path, name: str) -> None:
+    attempts = here / f"{name}.attempts"
+    if attempts.is_dir():
+        for path in attempts.glob("*"):
+            path.unlink(missing_ok=True)
+        attempts.rmdir()
+    (here / f"{name}.json").unlink(missing_ok=True)
+
+
+def _refresh(info: nodes.NodeInfo, attempts: Path) -> nodes.NodeInfo:
+    info.attempts = sorted(p.stem for p in attempts.glob("*.json"))
+    info.running = len(info.attempts)
+    info.heartbeat_at = time.time()
+    return info
+
+
+def _heartbeat(
+    client: redis.Redis, names: Names, info: nodes.NodeInfo, lease: float, attempts: Path, stop: threading.Event
+) -> None:
+    """Publish the node every third of the lease until it stops; a Redis outage is said once."""
+    failing = False
+    while not stop.wait(lease / 3.0):
+        try:
+            nodes.publish(client, names, _refresh(info, attempts), lease)
+        except redis.RedisError as exc:
+            if not failing:
+                log.warning("node %s: Redis unreachable (%s); running attempts go on, retrying", info.name, exc)
+            failing = True
+            continue
+        if failing:
+            log.info("node %s: Redis is back", info.name)
+        failing = False
+
+
+class NodeWorker(Worker):
+    """An RQ worker that runs attempt.run only, dies with its node, and lets a Redis outage pass
+    while its horse runs an attempt."""
+
+    # An idle worker retries an unreachable Redis with doubling pauses; RQ caps them at 60 s, which
+    # would leave a node idle up to a minute after Redis is back.
+    max_connection_wait_time = 5.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        parent = os.getppid()
+        set_parent_death_signal(signal.SIGKILL)  # this worker dies with the node
+        if os.getppid() != parent:  # the node died before the line above
+            os._exit(1)
+        # How often the worker checks on its horse and writes RQ's heartbeats (RQ: 30 s).
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
+        super().__init__(*args, **kwargs)
+        self._outage = False
+
+    def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
+        """No RQ scheduler process: attempts are never scheduled for later."""
+        return None
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        if job.func_name != RQ_FUNCTION:
+            why = f"refused: this node runs {RQ_FUNCTION} only, not {str(job.func_name)[:200]!r}"
+            self.log.error("job %s %s", job.id, why)
+            execution = self.prepare_execution(job)
+            self.handle_job_failure(job, queue=queue, exc_string=why, execution=execution)
+            return
+        super().execute_job(job, queue)
+
+    def main_work_horse(self, job: Any, queue: Any) -> None:
+        set_parent_death_signal(signal.SIGKILL)  # the horse (and so its attempt) dies with its worker
+        super().main_work_horse(job, queue)
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        """RQ's own bookkeeping; a Redis outage must not end the worker (its horse would die)."""
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self._outage:
+                log.warning("worker %s: Redis unreachable (%s); its attempt goes on", self.name, exc)
+            self._outage = True
+        else:
+            self._outage = False
+
+
+class NodePool(WorkerPool):
+    """RQ's pool, whose stop also ends the running attempts (their horses run the kill ladder
+    on SIGTERM and report the end) instead of waiting for them."""
+
+    def __init__(self, *args: Any, attempts_dir: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts_dir = attempts_dir
+        self._told: set[int] = set()  # horses already asked to end
+
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        if self.status == self.Status.STOPPED:
+            return
+        log.info("node: stopping (signal %s): taking no more work, ending the running attempts", signum)
+        super().request_stop(signum, frame)
+        self._end_attempts()
+
+    def all_workers_have_stopped(self) -> bool:
+        self._end_attempts()  # one claimed just as the stop came: its horse is told too
+        return super().all_workers_have_stopped()
+
+    def _end_attempts(self) -> None:
+        """SIGTERM each running attempt's horse (once): it runs the kill ladder and reports the end."""
+        for path in self.attempts_dir.glob("*.json"):
+            found = _read(path)
+            pid = int(found.get("pid", 0)) if found else 0
+            if pid and pid not in self._told:
+                self._told.add(pid)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass

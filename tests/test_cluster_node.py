@@ -1,0 +1,393 @@
+"""``python -m orchestrator node`` as real subprocesses against a real redis-server: it runs
+attempts (cluster/attempt.py) with the local runner and reports them, obeys terminate, stops a
+fenced attempt, advertises only the kinds it has, refuses a wrong password and a workspace it
+cannot see, takes its processes with it when SIGKILLed (sweeping the rest when it comes back),
+and rides out a Redis restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import protocol
+from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
+from orchestrator.cluster.connect import connect
+from orchestrator.cluster.marker import MARKER_FILE
+from orchestrator.cluster.names import Names
+from orchestrator.environment import SPAWN_BIN
+from orchestrator.procscan import process_alive
+from orchestrator.runner import ProcessRunner
+
+from .cluster_fixtures import ROOT, start_node, stop_all, write_server_marker
+from .redisserver import RedisServer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _stop_nodes():
+    yield
+    stop_all()
+
+
+def ops_on(url: str, prefix: str) -> Attempts:
+    return Attempts(connect(url), Names(prefix))
+
+
+def enqueue(
+    ops: Attempts, ws: Path, attempt_id: str, argv: list[str], *, kind: str = "command", lease: float = 3.0
+) -> AttemptSpec:
+    spec = AttemptSpec(
+        id=attempt_id,
+        token=ops.new_token(),
+        kind=kind,
+        tag=f"{ops.names.prefix}.{attempt_id}",
+        argv=argv,
+        cwd=str(ws),
+        env={"ORCHESTRATOR_JOB_ID": "job1"},
+        log_path=str(ws / f"{attempt_id}.log"),
+        exit_file=str(ws / f"{attempt_id}.exit"),
+        lease=lease,
+    )
+    ops.enqueue(spec)
+    return spec
+
+
+def wait_for(check, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {check()!r})")
+
+
+def state(ops: Attempts, attempt_id: str) -> str | None:
+    record = ops.read(attempt_id)
+    return record.get("state") if record else None
+
+
+def setup(server: RedisServer, prefix: str, tmp_path: Path) -> tuple[Attempts, Path]:
+    ws = tmp_path / "ws"
+    write_server_marker(server.url, prefix, ws)
+    return ops_on(server.url, prefix), ws
+
+
+def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="n1", kinds="command", slots=2)
+    info = node.registered()
+    assert info is not None and info.kinds == ["command"] and info.slots == 2 and info.pid == node.pid
+    spec = enqueue(ops, ws, "a1", ["sh", "-c", 'echo hi; echo "job=$ORCHESTRATOR_JOB_ID"; exit 3'])
+    wait_for(lambda: state(ops, "a1") == "ended", what="the attempt to end")
+    record = ops.read("a1")
+    assert record["code"] == "3" and record["node"] == "n1" and record["kill_rung"] == "none"
+    assert (ws / "a1.log").read_text() == "hi\njob=job1\n"
+    assert (ws / "a1.exit").read_text() == "exit 3\n"
+    events = ops.next_events(1)
+    assert [(e["event"], e["token"], e.get("node")) for e in events] == [
+        ("started", spec.token, "n1"),
+        ("ended", spec.token, "n1"),
+    ]
+    assert events[1]["code"] == 3
+    assert node.stop() == 0
+    assert node.registered() is None  # a clean stop leaves the registry
+
+
+def test_a_node_waits_for_the_servers_marker_and_refuses_a_workspace_it_cannot_see(redis_server, unique_prefix, tmp_path):
+    node = start_node(redis_server.url, unique_prefix, name="early", wait=False)
+    wait_for(lambda: "waiting for a server" in node.output(), what="the node to say it waits")
+    ws = tmp_path / "ws"
+    write_server_marker(redis_server.url, unique_prefix, ws)
+    node.wait_registered()
+    (ws / MARKER_FILE).unlink()  # this "machine" no longer sees the workspace at that path
+    late = start_node(redis_server.url, unique_prefix, name="late", wait=False)
+    assert late.process.wait(30) == 2
+    assert f"cannot see the server's workspace at {ws.resolve()}" in late.output()
+    assert "Traceback" not in late.output()
+
+
+def test_a_wrong_redis_password_is_a_clear_error_without_the_password(redis_server, unique_prefix, tmp_path):
+    wrong = "not-the-password-4711"
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "node",
+            "--redis",
+            redis_server.url_with(wrong),
+            "--prefix",
+            unique_prefix,
+            "--kinds",
+            "command",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = found.stdout + found.stderr
+    assert found.returncode == 2, said
+    assert "refused the password" in said and "--redis" in said
+    assert wrong not in said and redis_server.password not in said and "Traceback" not in said
+    # Without --redis (which ps shows), the URL comes from the node's settings, e.g. the environment.
+    env = {**os.environ, "ORCHESTRATOR__DISTRIBUTED__REDIS_URL": redis_server.url_with(wrong)}
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--prefix", unique_prefix, "--kinds", "command"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = found.stdout + found.stderr
+    assert found.returncode == 2 and "refused the password" in said and "distributed.redis_url" in said, said
+    assert wrong not in said
+
+
+def test_a_bad_node_name_is_refused_before_anything_starts(redis_server, unique_prefix):
+    found = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "node", "--redis", redis_server.url, "--prefix", unique_prefix, "--name", "a b/c"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2 and "--name 'a b/c' is not a valid node name" in found.stderr, found.stderr
+
+
+def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    # Its config may be the server's (executor rq): it still checks its own PATH.
+    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}, "distributed": {"executor": "rq"}}
+    node = start_node(redis_server.url, unique_prefix, name="nc", kinds="claude,command", config=config)
+    assert node.registered().kinds == ["command"]
+    assert "not taking kind claude" in node.output() and "no-such-claude" in node.output()
+    enqueue(ops, ws, "c1", ["sh", "-c", "exit 0"], kind="claude")
+    enqueue(ops, ws, "k1", ["sh", "-c", "exit 0"], kind="command")
+    wait_for(lambda: state(ops, "k1") == "ended", what="the command attempt to end")
+    assert state(ops, "c1") == "queued"  # nobody here takes claude
+    # A node with none of its kinds usable does not start.
+    none = start_node(redis_server.url, unique_prefix, name="nn", kinds="claude", config=config, wait=False)
+    assert none.process.wait(30) == 2
+    assert "none of the kinds claude can run here" in none.output()
+
+
+def test_a_job_that_calls_anything_but_attempt_run_is_refused(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nj")
+    victim = tmp_path / "keep-me"
+    victim.write_text("x")
+    queue = ops.queue("command")
+    job = queue.enqueue_call("os.remove", args=(str(victim),), job_id="evil")
+    registry = queue.failed_job_registry
+    wait_for(lambda: "evil" in registry.get_job_ids(), what="the job to be failed")
+    job.refresh()
+    assert "refused" in (job.latest_result().exc_string or "") and RQ_FUNCTION in job.latest_result().exc_string
+    assert victim.exists()
+    enqueue(ops, ws, "ok1", ["sh", "-c", "exit 0"])  # and the node goes on taking attempts
+    wait_for(lambda: state(ops, "ok1") == "ended", what="the next attempt")
+
+
+def test_the_worker_gets_the_nodes_environment_and_the_secret_file_once(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    config = {"workers": {"inherit_env": False, "env": {"NODE_CREDENTIAL": "the-nodes-own"}}}
+    start_node(redis_server.url, unique_prefix, name="ne", config=config)
+    secret = ws / "s1.secret"
+    write_secret_file(secret, {protocol.API_KEY: "worker-key-1"})
+    script = 'echo "$NODE_CREDENTIAL|$ORCHESTRATOR_API_KEY|$ORCHESTRATOR_JOB_ID|${PYTEST_CURRENT_TEST:-absent}|$ORCHESTRATOR_PYTHON"; echo "$PATH"'
+    spec = AttemptSpec(
+        id="s1",
+        token=ops.new_token(),
+        kind="command",
+        tag=f"{unique_prefix}.s1",
+        argv=["sh", "-c", script],
+        cwd=str(ws),
+        # A server that (wrongly) sent its own PATH: the node keeps its own.
+        env={protocol.JOB_ID: "job9", "PATH": "/server/only/bin"},
+        log_path=str(ws / "s1.log"),
+        exit_file=None,
+        secret_env_file=str(secret),
+    )
+    ops.enqueue(spec)
+    wait_for(lambda: state(ops, "s1") == "ended", what="the attempt to end")
+    first, path = (ws / "s1.log").read_text().splitlines()
+    assert first == f"the-nodes-own|worker-key-1|job9|absent|{sys.executable}"
+    assert path.split(os.pathsep)[:2] == [SPAWN_BIN, os.path.dirname(sys.executable)] and "/server/only/bin" not in path
+    assert not secret.exists()  # read once, then gone
+
+
+def test_a_missing_command_is_reported_as_127_with_a_line_in_the_log(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nm")
+    enqueue(ops, ws, "m1", ["no-such-program-here", "--x"])
+    wait_for(lambda: state(ops, "m1") == "ended", what="the attempt to end")
+    record = ops.read("m1")
+    assert record["code"] == "127" and "no-such-program-here" in record["note"] and "nm" in record["note"]
+    assert "no-such-program-here" in (ws / "m1.log").read_text()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the node", "Ctrl+C (SIGINT to its process group)"])
+def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path, how):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="ns", slots=2)
+    specs = [enqueue(ops, ws, f"s{i}", ["sh", "-c", "sleep 60 & sleep 61; wait"]) for i in (1, 2)]
+    for spec in specs:
+        wait_for(lambda spec=spec: ops.read(spec.id).get("started_at"), what="the attempts to start")
+    wait_for(lambda: node.registered() and node.registered().running == 2, what="the node to publish both")
+    if how.startswith("SIGTERM"):
+        assert node.stop() == 0
+    else:
+        os.killpg(node.pid, signal.SIGINT)  # what a terminal sends: the node and its pool's workers
+        assert node.process.wait(30) == 0
+    for spec in specs:
+        record = ops.read(spec.id)
+        assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
+        assert ProcessRunner().tagged(spec.tag) == []
+    assert node.registered() is None and "Traceback" not in node.output()
+
+
+def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_process(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nt")
+    # It ignores SIGTERM, and so does the child it leaves in the background: SIGKILL ends them.
+    spec = enqueue(ops, ws, "t1", ["sh", "-c", "trap '' TERM; sleep 60 & sleep 61; wait"])
+    wait_for(lambda: ops.read("t1").get("started_at"), what="the attempt to start")
+    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) >= 3, what="its processes")
+    ops.terminate("t1", spec.token, signal.SIGTERM, 0.5)
+    wait_for(lambda: state(ops, "t1") == "ended", what="the attempt to end")
+    record = ops.read("t1")
+    assert record["kill_rung"] == "SIGKILL" and record["code"] == str(-signal.SIGKILL)
+    assert ProcessRunner().tagged(spec.tag) == []
+
+
+def test_a_fenced_attempt_is_stopped_by_its_node_and_its_result_ignored(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nf", lease=3.0)
+    spec = enqueue(ops, ws, "f1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
+    wait_for(lambda: ops.read("f1").get("started_at"), what="the attempt to start")
+    wait_for(lambda: ProcessRunner().tagged(spec.tag), what="its processes")
+    # The server re-enqueued it (a new token) without an RQ job: the running one is fenced.
+    again = AttemptSpec(**{**spec.__dict__, "token": ops.new_token()})
+    ops.record(again)
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the fenced attempt")
+    record = ops.read("f1")
+    assert record["state"] == "queued" and record["token"] == str(again.token)  # its late end was not recorded
+
+
+def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="nk", slots=2)
+    spec = enqueue(ops, ws, "k1", ["sh", "-c", "sleep 300 & sleep 301 & wait"], lease=3)
+    wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
+    shim = int(ops.read("k1")["pid"])
+    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) == 4, what="shim, sh and its two sleeps")
+    tree = _node_tree(node.pid)
+    sleeps = {pid for pid in ProcessRunner().tagged(spec.tag) if _argv0(pid) == "sleep"}
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers, the horse, the shim, sh
+    node.kill()
+    # The parent-death signal takes the pool's workers, the horse, the shim and the command (sh).
+    alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
+    wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
+    assert not process_alive(shim, None)
+    assert set(ProcessRunner().tagged(spec.tag)) == sleeps  # a grandchild gets no parent-death signal
+    start_node(redis_server.url, unique_prefix, name="nk2", slots=1)  # another node on this host
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=10, what="the sweep of the dead node's leftovers")
+    host_dir = next((ws / ".cluster" / "nodes").iterdir())
+    assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_a_redis_restart_loses_no_running_attempt(fresh_redis, unique_prefix, tmp_path, persist):
+    ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
+    node = start_node(fresh_redis.url, unique_prefix, name="nr", lease=3)
+    spec = enqueue(ops, ws, "r1", ["sh", "-c", "sleep 6; echo done; exit 5"], lease=6)
+    wait_for(lambda: ops.read("r1").get("started_at"), what="the attempt to start")
+    # Down for longer than RQ's monitoring interval (node.MONITOR_INTERVAL), shorter than the lease.
+    fresh_redis.stop(signal.SIGTERM if persist else signal.SIGKILL)
+    if not persist:
+        for path in fresh_redis.folder.glob("appendonly*"):
+            shutil.rmtree(path)
+    time.sleep(3)
+    fresh_redis.start()
+    ops = ops_on(fresh_redis.url, unique_prefix)
+    wait_for(lambda: state(ops, "r1") == "ended", timeout=30, what="the attempt's end to reach Redis")
+    record = ops.read("r1")
+    assert record["code"] == "5" and record["node"] == "nr" and record["token"] == str(spec.token)
+    assert (ws / "r1.log").read_text() == "done\n"
+    events = [e["event"] for e in ops.next_events(1)]
+    assert events == (["started", "ended"] if persist else ["ended"])  # without its data, "started" is gone
+    wait_for(node.registered, timeout=10, what="the node to publish itself again")
+    enqueue(ops, ws, "r2", ["sh", "-c", "exit 0"])  # and it takes new work
+    wait_for(lambda: state(ops, "r2") == "ended", timeout=30, what="a new attempt after the restart")
+    assert "quitting" not in node.output(), node.output()  # no RQ worker quit (its attempt would have died)
+
+
+def _argv0(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def _node_tree(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc), its own process excluded."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_an_attempt_whose_node_cannot_reach_redis_for_a_lease_is_ended(fresh_redis, unique_prefix, tmp_path):
+    ops, ws = setup(fresh_redis, unique_prefix, tmp_path)
+    start_node(fresh_redis.url, unique_prefix, name="nu", lease=3)
+    spec = enqueue(ops, ws, "u1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
+    wait_for(lambda: ops.read("u1").get("started_at"), what="the attempt to start")
+    fresh_redis.stop(signal.SIGTERM)  # its data (append-only) is kept
+    # Its lease has expired in everyone's eyes: the server will retry it elsewhere, so it must end.
+    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the attempt")
+    fresh_redis.start()
+    ops = ops_on(fresh_redis.url, unique_prefix)
+    wait_for(lambda: state(ops, "u1") == "ended", timeout=20, what="its end to be reported")
+    record = ops.read("u1")
+    assert record["note"] == "Redis unreachable for longer than the lease" and record["kill_rung"] == "SIGTERM"
+
+
+def test_the_lease_a_claim_takes_is_renewed_in_time_whatever_lease_the_server_asked(redis_server, unique_prefix, tmp_path):
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nl", lease=1.5)  # the claim's lease: 1.5 s
+    spec = enqueue(ops, ws, "l1", ["sleep", "30"], lease=30)  # the server's: renewed every 10 s from then on
+    wait_for(lambda: ops.read("l1").get("started_at"), what="the attempt to start")
+    time.sleep(2.5)
+    assert ops.lease_holder("l1") == f"nl:{spec.token}"
+    ops.terminate("l1", spec.token, signal.SIGTERM, 1.0)
+    wait_for(lambda: state(ops, "l1") == "ended", what="the attempt to end")
+
+
+def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_server, unique_prefix, tmp_path):
+    setup(redis_server, unique_prefix, tmp_path)
+    first = start_node(redis_server.url, unique_prefix, name="same")
+    second = start_node(redis_server.url, unique_prefix, name="same", wait=False)
+    assert second.process.wait(30) == 2
+    assert f"a node named same already runs on this host (pid {first.pid})" in second.output()
+    assert first.registered() is not None and first.process.poll() is None
