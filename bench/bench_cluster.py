@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,12 +122,34 @@ class Nodes:
                 pass
 
 
-def run_noops(live: Live, count: int, concurrency: int) -> dict[str, Any]:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds a live process tree has used: each live process's own, plus what the ones it
+    has reaped used (an RQ worker reaps its horses, a horse its worker's shim)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def run_noops(live: Live, count: int, concurrency: int, node_pids: list[int]) -> dict[str, Any]:
     engine = live.engine
+    nodes_before = sum(tree_cpu(pid) for pid in node_pids)
+    server_before = tree_cpu(os.getpid()) - nodes_before  # this process started the nodes: they are in its tree
     started = time.monotonic()
     job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, ["noop"] * count)
     done = engine.wait(job.id, timeout=max(120.0, count * 0.5))
     wall = time.monotonic() - started
+    nodes_cpu = sum(tree_cpu(pid) for pid in node_pids) - nodes_before
+    server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - server_before  # locally, its workers' too
     if done.status is not JobStatus.COMPLETED:
         engine.cancel(job.id)
         raise CheckFailed(f"(a) job {job.id} ended {done.status.value}")
@@ -134,11 +157,14 @@ def run_noops(live: Live, count: int, concurrency: int) -> dict[str, Any]:
     on_nodes: dict[str, int] = {}
     for worker in workers:
         on_nodes[worker.node or "this server"] = on_nodes.get(worker.node or "this server", 0) + 1
+    n = len(workers)
     return {
         "wall": wall,
-        "workers": len(workers),
-        "per_second": len(workers) / wall,
-        "slot_seconds": wall * concurrency / len(workers),
+        "workers": n,
+        "per_second": n / wall,
+        "slot_seconds": wall * concurrency / n,
+        "server_cpu_per_worker": server_cpu / n,
+        "nodes_cpu_per_worker": nodes_cpu / n,
         "on": on_nodes,
     }
 
@@ -149,6 +175,7 @@ def settings_for(executor: str, args: argparse.Namespace, url: str, prefix: str)
         "workers": {"max_workers_limit": max(16, concurrency), "global_max_workers": max(64, concurrency)},
         "recursion": {"max_workers_per_root": max(300, args.workers + 10, args.handoffs + 10)},
         "git": {"isolation": "folder"},
+        "orchestrator": {"max_tasks": max(100, args.workers)},
     }
     if executor == "rq":
         extra["distributed"] = {"executor": "rq", "redis_url": url, "queue_prefix": prefix, "lease": args.lease}
@@ -165,7 +192,7 @@ def one_executor(executor: str, args: argparse.Namespace, redis: Redis) -> dict[
         if executor == "rq":
             nodes = Nodes(base, redis.url, prefix, args.slots, args.lease)
         print(f"{executor}: (a) {args.workers} no-op workers ...", flush=True)
-        noops = run_noops(live, args.workers, NODES * args.slots)
+        noops = run_noops(live, args.workers, NODES * args.slots, [p.pid for p in nodes.procs] if nodes else [])
         if executor == "rq" and ("this server" in noops["on"] or len(noops["on"]) != NODES):
             raise CheckFailed(f"(a) workers were not spread over the {NODES} nodes: {noops['on']}")
         print(f"{executor}: (b) {args.handoffs} child hand-offs ...", flush=True)
@@ -213,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         n = results[name]["noops"]
         print(
             f"  {name:5}: wall {n['wall']:.2f} s, {n['per_second']:.1f} workers/s, "
-            f"{n['slot_seconds'] * 1000:.1f} ms of a slot per worker; on {n['on']}"
+            f"{n['slot_seconds'] * 1000:.1f} ms of a slot per worker; CPU per worker: server "
+            f"{n['server_cpu_per_worker'] * 1000:.1f} ms, nodes {n['nodes_cpu_per_worker'] * 1000:.1f} ms; on {n['on']}"
         )
     ratio = rq["noops"]["wall"] / local["noops"]["wall"]
     overhead = (rq["noops"]["slot_seconds"] - local["noops"]["slot_seconds"]) * 1000

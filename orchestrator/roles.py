@@ -102,7 +102,7 @@ def _runs(
         kind, why = resolve_kind(role["worker"], settings)
         if role["worker"] == "auto":
             notes.append(f"role {name}: {why}")
-        missing = not_installed(settings, kind)
+        missing = worker_kind_missing(settings, kind)
         if missing:
             raise InvalidGraph(
                 f"{where}={name!r}: the role's worker kind {kind} (tasks.roles.{name}.worker) is not installed here: "
@@ -120,12 +120,15 @@ def _runs(
     return kind, model
 
 
+def worker_kind_missing(settings: Settings, kind: str) -> str:
+    """Why this server cannot run workers of ``kind`` ("" when it can). Under ``distributed.executor:
+    rq`` workers run on nodes, which check their own PATH (cluster/node.py); a kind no live node runs
+    is refused when its attempt starts (cluster/executor.py), naming the command that starts one."""
+    return "" if settings.distributed.executor == "rq" else not_installed(settings, kind)
+
+
 def not_installed(settings: Settings, kind: str) -> str:
-    """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH.
-    Under ``distributed.executor: rq`` workers run on nodes, which check their own PATH; a kind no
-    live node runs is refused when its attempt starts (cluster/executor.py), naming the command."""
-    if settings.distributed.executor == "rq":
-        return ""
+    """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH."""
     if kind == "simulated" or get_adapter(kind).command_key is None:
         return ""  # nothing to find on PATH (the simulated kind, a kind that runs this package)
     if kind == "command":

@@ -21,7 +21,7 @@ from .models import JobRecord, JobStatus, TaskNode
 from .nesting import Nesting
 from .planner import heuristic as planning
 from .planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from .roles import apply_roles, not_installed, role_table
+from .roles import apply_roles, not_installed, role_table, worker_kind_missing
 from .runner import ProcessRunner
 from .states import WorkerPhase
 from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
@@ -124,7 +124,8 @@ class Submission:
             plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
             judging = cfg.judge.get("kind") if cfg.select == "judge" and candidates.has_candidates_nodes(nodes) else None
             for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
-                missing = not_installed(self.settings, kind)
+                # The judge runs on this server; candidates run where workers run (nodes under rq).
+                missing = (not_installed if kind == judging else worker_kind_missing)(self.settings, kind)
                 if missing:
                     raise ConfigError(
                         f"candidate worker kind {kind} is not installed here: {missing}. Install it, or leave it out "

@@ -167,7 +167,8 @@ def test_a_bad_node_name_is_refused_before_anything_starts(redis_server, unique_
 
 def test_a_node_advertises_and_takes_only_the_kinds_it_has(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
-    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}}
+    # Its config may be the server's (executor rq): it still checks its own PATH.
+    config = {"orchestrator": {"claude_command": str(tmp_path / "no-such-claude")}, "distributed": {"executor": "rq"}}
     node = start_node(redis_server.url, unique_prefix, name="nc", kinds="claude,command", config=config)
     assert node.registered().kinds == ["command"]
     assert "not taking kind claude" in node.output() and "no-such-claude" in node.output()
@@ -235,14 +236,19 @@ def test_a_missing_command_is_reported_as_127_with_a_line_in_the_log(redis_serve
     assert "no-such-program-here" in (ws / "m1.log").read_text()
 
 
-def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM to the node", "Ctrl+C (SIGINT to its process group)"])
+def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, unique_prefix, tmp_path, how):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     node = start_node(redis_server.url, unique_prefix, name="ns", slots=2)
     specs = [enqueue(ops, ws, f"s{i}", ["sh", "-c", "sleep 60 & sleep 61; wait"]) for i in (1, 2)]
     for spec in specs:
         wait_for(lambda spec=spec: ops.read(spec.id).get("started_at"), what="the attempts to start")
     wait_for(lambda: node.registered() and node.registered().running == 2, what="the node to publish both")
-    assert node.stop() == 0
+    if how.startswith("SIGTERM"):
+        assert node.stop() == 0
+    else:
+        os.killpg(node.pid, signal.SIGINT)  # what a terminal sends: the node and its pool's workers
+        assert node.process.wait(30) == 0
     for spec in specs:
         record = ops.read(spec.id)
         assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
@@ -376,3 +382,12 @@ def test_the_lease_a_claim_takes_is_renewed_in_time_whatever_lease_the_server_as
     assert ops.lease_holder("l1") == f"nl:{spec.token}"
     ops.terminate("l1", spec.token, signal.SIGTERM, 1.0)
     wait_for(lambda: state(ops, "l1") == "ended", what="the attempt to end")
+
+
+def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_server, unique_prefix, tmp_path):
+    setup(redis_server, unique_prefix, tmp_path)
+    first = start_node(redis_server.url, unique_prefix, name="same")
+    second = start_node(redis_server.url, unique_prefix, name="same", wait=False)
+    assert second.process.wait(30) == 2
+    assert f"a node named same already runs on this host (pid {first.pid})" in second.output()
+    assert first.registered() is not None and first.process.poll() is None

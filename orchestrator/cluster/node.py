@@ -85,6 +85,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     if not ID.match(name):
         raise ConfigError(f"--name {name[:60]!r} is not a valid node name (letters, digits, _ . : -)", key="--name")
     prefix = args.prefix or d.queue_prefix
+    if not ID.match(prefix):
+        raise ConfigError(f"--prefix {prefix[:60]!r} is not a valid prefix (letters, digits, _ . : -)", key="--prefix")
     names = Names(prefix)
     wanted = [k.strip() for k in args.kinds.split(",") if k.strip()]
     kinds = []
