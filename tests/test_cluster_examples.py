@@ -91,14 +91,15 @@ def test_the_node_unit_starts_a_node_with_every_variable_it_names_documented():
     argv = exec_start("orchestrator-node@.service")
     assert argv[1:4] == ["-m", "orchestrator", "node"]
     options = dict(zip(argv[4::2], argv[5::2], strict=True))
-    assert options == {"--redis": "${REDIS_URL}", "--slots": "${SLOTS}", "--kinds": "${KINDS}", "--name": "%H-%i"}
+    assert options == {"--slots": "${SLOTS}", "--kinds": "${KINDS}", "--name": "%H-%i"}  # no --redis: ps shows argv
     header = (CLUSTER / "orchestrator-node@.service").read_text(encoding="utf-8").split("[Unit]")[0]
+    assert "ORCHESTRATOR__DISTRIBUTED__REDIS_URL=rediss://:" in header  # the password comes from the 0600 env file
     files = unit("orchestrator-node@.service")["Service.EnvironmentFile"]
     assert files == ["/etc/orchestrator/node.env", "/etc/orchestrator/node-%i.env"]
     for variable in re.findall(r"\$\{([A-Z_]+)\}", " ".join(argv)):
         assert re.search(rf"\b{variable}=", header), f"{variable} is not shown in an env file of the header"
     steps = (CLUSTER / "README.md").read_text(encoding="utf-8")
-    for variable in ("REDIS_URL=", "SLOTS=", "KINDS="):
+    for variable in ("ORCHESTRATOR__DISTRIBUTED__REDIS_URL=", "SLOTS=", "KINDS="):
         assert variable in steps
 
 
@@ -153,7 +154,7 @@ def test_the_redis_snippet_is_accepted_by_the_real_redis_server(tmp_path):
 def readme_node_command() -> list[str]:
     """The node's command line in README.md's Cluster section."""
     section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Cluster (workers on several machines)")[1]
-    (line,) = [line for line in section.split("## ")[0].splitlines() if "-m orchestrator node" in line and "--redis" in line]
+    (line,) = [line for line in section.split("## ")[0].splitlines() if line.startswith(".venv/bin/python -m orchestrator node")]
     return shlex.split(line)
 
 
@@ -161,7 +162,9 @@ def test_the_readmes_node_command_is_the_units():
     argv = readme_node_command()
     assert argv[0] == ".venv/bin/python" and argv[1:4] == ["-m", "orchestrator", "node"]
     assert set(argv[4::2]) <= set(exec_start("orchestrator-node@.service")[4::2])
-    assert argv[argv.index("--redis") + 1].startswith("rediss://:")
+    assert "--redis" not in argv  # the password stays out of argv (ps)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'export ORCHESTRATOR__DISTRIBUTED__REDIS_URL="rediss://:' in readme
 
 
 def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():

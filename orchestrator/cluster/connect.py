@@ -50,6 +50,6 @@ def connect(url: str, *, setting: str = "distributed.redis_url") -> redis.Redis:
         raise ConfigError(f"Redis at {shown} answered an error: {exc}", key=setting) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise ConfigError(
-            f"cannot reach Redis at {shown}: {exc}. Start redis-server there, or fix {setting}", key=setting
+            f"cannot reach Redis at {shown}: {str(exc).rstrip('.')}. Start redis-server there, or fix {setting}", key=setting
         ) from None
     return client
