@@ -207,7 +207,7 @@ class RQExecutor:
 
     def _index(self, tag: str) -> str:
         """The hash (attempt id -> tag) of one job tree's attempts in Redis (find, sweep_prefix)."""
-        return f"{self.names.prefix}:tree:{tag.split('.', 1)[0]}"
+        return self.names.tree(tag.split(".", 1)[0])
 
     # -- waiting ----------------------------------------------------------------------------
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:

@@ -10,6 +10,8 @@ key                     type    what it holds
 ``P:control:ID``        list    what the server asks of a running attempt (terminate), JSON, for its node
 ``P:events``            list    what nodes tell the server (started, ended), JSON, read by one thread
 ``P:fence``             string  the fencing-token counter (INCR): every enqueue gets a new token
+``P:tree:ROOT``         hash    attempt id -> tag of root tree ROOT's attempts out on nodes (the server's
+                                index for ``find`` after a restart and for ``sweep_prefix``)
 ``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (nodes.py)
 ``P:node:NAME``         string  present (PX = lease) while node NAME heartbeats
 ``P:marker``            string  the server's workspace marker token (a node checks the file matches)
@@ -49,6 +51,9 @@ class Names:
     @property
     def fence(self) -> str:
         return f"{self.prefix}:fence"
+
+    def tree(self, root_id: str) -> str:
+        return f"{self.prefix}:tree:{_checked(root_id)}"
 
     @property
     def nodes(self) -> str:
