@@ -358,6 +358,7 @@ LAYERS = [
             "orchestrator.steps",
             "orchestrator.adapters",
             "orchestrator.cluster.executor",
+            "orchestrator.cluster.handle",
         ],
     ),
     (

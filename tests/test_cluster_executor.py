@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -83,12 +84,16 @@ def test_make_executor_follows_the_setting_and_a_bad_redis_refuses_the_start(tmp
         Engine(rq_settings(tmp_path, type("S", (), {"url": dead})(), unique_prefix))
 
 
-def test_a_kind_no_live_node_runs_is_refused_at_once_with_the_command_to_start_one(rq, tmp_path, redis_server, unique_prefix):
+def test_a_kind_no_live_node_runs_is_refused_after_a_lease_with_the_command_to_start_one(
+    rq, tmp_path, redis_server, unique_prefix
+):
     executor = rq()
+    began = time.monotonic()
     with pytest.raises(ConfigError) as none:
         start(executor, tmp_path, ["true"], "root.a.worker_1", kind="codex")
-    assert "no live node runs worker kind 'codex' (live nodes: none)" in str(none.value)
-    assert "python -m orchestrator node --redis REDIS_URL --kinds codex" in str(none.value)
+    assert time.monotonic() - began >= executor.lease  # it waited one lease for a node to come
+    assert "no live node runs worker kind 'codex' (live nodes: none; waited 3s, distributed.lease)" in str(none.value)
+    assert "python -m orchestrator node --kinds codex" in str(none.value)
     node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("command", "claude"))
     try:
         with pytest.raises(ConfigError, match=r"live nodes: n1 \(command, claude\)"):
@@ -96,6 +101,25 @@ def test_a_kind_no_live_node_runs_is_refused_at_once_with_the_command_to_start_o
         assert list(tmp_path.glob("*.secret")) == []  # nothing was left for a node
     finally:
         node.stop()
+
+
+def test_a_node_that_registers_while_a_start_waits_gets_the_attempt(rq, tmp_path, redis_server, unique_prefix):
+    """The server and its nodes started together (quick-start with nodes waiting for the marker):
+    the first workers wait for a node of their kind instead of failing."""
+    executor = rq()
+    starting = threading.Timer(
+        1.0, lambda: late.append(NodeDouble(redis_server.url, unique_prefix, name="late", kinds=("command",)))
+    )
+    late: list[NodeDouble] = []
+    starting.start()
+    try:
+        handle = start(executor, tmp_path, ["true"], "root.a.worker_1", kind="command")
+        placed(executor, handle)
+        assert handle.node == "late" and executor.wait(handle, 30) == 0
+    finally:
+        starting.join()
+        for node in late:
+            node.stop()
 
 
 def test_an_attempt_runs_on_a_node_with_nothing_secret_in_redis_and_its_sample_read(rq, tmp_path, redis_server, unique_prefix):
@@ -250,15 +274,15 @@ def test_a_job_runs_its_workers_on_real_nodes_and_each_record_names_its_node(mak
             node.stop()
 
 
-def test_a_worker_of_a_kind_no_node_runs_fails_at_once_saying_how_to_start_one(make_engine, redis_server, unique_prefix):
+def test_a_worker_of_a_kind_no_node_runs_fails_after_a_lease_saying_how_to_start_one(make_engine, redis_server, unique_prefix):
     node = NodeDouble(redis_server.url, unique_prefix, name="cmd-only", kinds=("command",))
     try:
         engine = rq_engine(make_engine, redis_server, unique_prefix)
         job = engine.submit("nobody runs it", None, ["one"])
         assert engine.wait(job.id, 30).status.value == "failed"
         worker = engine.find_worker(job.id, 0, "worker_1")
-        assert "no live node runs worker kind 'simulated' (live nodes: cmd-only (command))" in worker.error
-        assert "python -m orchestrator node --redis REDIS_URL --kinds simulated" in worker.error
+        assert "no live node runs worker kind 'simulated' (live nodes: cmd-only (command); waited" in worker.error
+        assert "python -m orchestrator node --kinds simulated" in worker.error
         assert len(worker.attempts) == 1 and node.ran == []  # refused, not retried
     finally:
         node.stop()

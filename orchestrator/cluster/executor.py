@@ -28,7 +28,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -42,6 +41,7 @@ from ..runner import CommandNotFound, FoundShim, ProcessRunner, Wakeup, read_exi
 from . import marker, nodes
 from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
 from .connect import connect, redacted
+from .handle import RemoteHandle
 from .names import Names
 from .nodes import NodeInfo
 
@@ -65,42 +65,6 @@ def close_executor(executor: Executor) -> None:
     close = getattr(executor, "close", None)
     if callable(close):
         close()
-
-
-@dataclass(eq=False)
-class RemoteHandle:
-    """One attempt on a node (executor.AttemptHandle). ``id`` is the attempt's id in Redis,
-    ``token`` its current fencing token; the listener thread updates the rest."""
-
-    id: str
-    tag: str
-    token: int
-    kind: str
-    started_at: float
-    exit_file: Path | None
-    spec: AttemptSpec | None = None  # kept to enqueue it again if Redis loses it
-    pid: int | None = None  # the worker's pid on its node, once started
-    node: str | None = None
-    queued: bool = True
-    lost: bool = False
-    kill_rung: str | None = None
-    code: int | None = None
-    ended_at: float | None = None
-    sample: Sample | None = None  # from the node's latest renew
-    node_told: bool = False  # a wait has returned None once since it was placed (execution records the node)
-    lease_gone: float | None = None  # monotonic time its lease was first seen missing
-    exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
-    jobless: float | None = None  # monotonic time it was first seen queued without its RQ job
-    enqueuing: bool = False  # start() is enqueueing it: the reconciler must not (it would enqueue it twice)
-    secret_file: Path | None = None
-
-    @property
-    def start_id(self) -> str:
-        return self.id  # what the record keeps (Attempt.pid_start): a restart adopts it by this
-
-    @property
-    def exited(self) -> bool:
-        return self.code is not None
 
 
 class RQExecutor:
@@ -172,27 +136,31 @@ class RQExecutor:
         return handle
 
     def _check_kind(self, kind: str) -> None:
-        """Refuse at once a kind no live node runs (it would wait in a queue nobody reads)."""
-        now = time.monotonic()
-        if now - self._kinds_seen.get(kind, -NODES_TTL) < NODES_TTL:
-            return
-        try:
-            found = nodes.read(self.client, self.names)
-        except (redis.RedisError, OSError) as exc:
-            self._note_down(exc)
-            if kind in self._kinds_seen:
-                return  # known a moment ago; Redis will be back (the attempt waits queued here)
-            raise OSError(f"cannot reach Redis at {self.url} to find a node for worker kind {kind!r}: {exc}") from None
-        live = [n for n in found if n.alive]
-        for node in live:
-            for k in node.kinds:
-                self._kinds_seen[k] = now
-        if kind in self._kinds_seen and now - self._kinds_seen[kind] < NODES_TTL:
-            return
+        """Refuse a kind no live node runs (it would wait in a queue nobody reads), after waiting one
+        lease for one to come: a node that starts with its server registers once it sees the marker."""
+        deadline = time.monotonic() + self.lease
+        while True:
+            now = time.monotonic()
+            if now - self._kinds_seen.get(kind, -NODES_TTL) < NODES_TTL:
+                return
+            try:
+                found = nodes.read(self.client, self.names)
+            except (redis.RedisError, OSError) as exc:
+                self._note_down(exc)
+                if kind in self._kinds_seen:
+                    return  # known a moment ago; Redis will be back (the attempt waits queued here)
+                raise OSError(f"cannot reach Redis at {self.url} to find a node for worker kind {kind!r}: {exc}") from None
+            live = [n for n in found if n.alive]
+            self._kinds_seen.update({k: now for node in live for k in node.kinds})
+            if kind in self._kinds_seen and now - self._kinds_seen[kind] < NODES_TTL:
+                return
+            if now >= deadline or self._stop.wait(0.25):
+                break
         listing = "; ".join(f"{n.name} ({', '.join(n.kinds) or 'no kinds'})" for n in live) or "none"
         raise ConfigError(
-            f"no live node runs worker kind {kind!r} (live nodes: {listing}). Start one on a machine that mounts "
-            f"the workspace at {self.marker.workspace}: python -m orchestrator node --redis REDIS_URL --kinds {kind}",
+            f"no live node runs worker kind {kind!r} (live nodes: {listing}; waited {self.lease:g}s, distributed.lease). "
+            f"Start one on a machine that mounts the workspace at {self.marker.workspace}: "
+            f"python -m orchestrator node --kinds {kind}",
             key="distributed.executor",
         )
 
