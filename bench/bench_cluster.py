@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import CheckFailed, Live, bench_handoff  # noqa: E402
+from bench.bench_api import CheckFailed, Live, bench_handoff, ms, pct  # noqa: E402
 from bench.bench_cluster_protocol import Redis  # noqa: E402
 from bench.bench_graph import load_average  # noqa: E402
 from orchestrator.cluster import nodes as registry  # noqa: E402
@@ -58,21 +58,6 @@ from orchestrator.cluster.names import Names  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402
 
 NODES = 3
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
-
-
-def ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 1000:.1f} ms"
 
 
 class Nodes:
@@ -252,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         h = results[name]["handoff"]
         spawn, back = h["spawn_to_child"], h["child_to_parent"]
         print(
-            f"  {name:5}: spawn -> child running p50 {ms(percentile(spawn, 50))}, p99 {ms(percentile(spawn, 99))}; "
-            f"child end -> parent resumes p50 {ms(percentile(back, 50))}, p99 {ms(percentile(back, 99))}"
+            f"  {name:5}: spawn -> child running p50 {ms(pct(spawn, 50))}, p99 {ms(pct(spawn, 99))}; "
+            f"child end -> parent resumes p50 {ms(pct(back, 50))}, p99 {ms(pct(back, 99))}"
         )
-        figures[f"{name}_spawn_p50"] = percentile(spawn, 50)
-        figures[f"{name}_spawn_p99"] = percentile(spawn, 99)
-        figures[f"{name}_resume_p50"] = percentile(back, 50)
-        figures[f"{name}_resume_p99"] = percentile(back, 99)
+        figures[f"{name}_spawn_p50"] = pct(spawn, 50)
+        figures[f"{name}_spawn_p99"] = pct(spawn, 99)
+        figures[f"{name}_resume_p50"] = pct(back, 50)
+        figures[f"{name}_resume_p99"] = pct(back, 99)
         figures[f"{name}_noops"] = results[name]["noops"]
     local_p50 = statistics.median(local["handoff"]["spawn_to_child"])
     rq_p50 = statistics.median(rq["handoff"]["spawn_to_child"])
