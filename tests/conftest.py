@@ -87,15 +87,18 @@ def engine(make_engine):
 
 
 def wait_until(predicate, timeout=15, what="condition"):
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns something true, and return that; fail the test after
+    ``timeout`` seconds, saying what it returned last."""
     import time
 
     deadline = time.monotonic() + timeout
+    found = None
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        found = predicate()
+        if found:
+            return found
         time.sleep(0.02)
-    raise AssertionError(f"{what} not met within {timeout}s")
+    raise AssertionError(f"{what} not met within {timeout}s (last: {found!r})")
 
 
 def find_cli(name: str) -> str | None:

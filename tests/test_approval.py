@@ -8,7 +8,6 @@ merge_into's branch move)."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -26,18 +25,10 @@ from orchestrator.progress import closing_lines
 from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY
+from .test_landing import result_of
 from .test_worktree import git, make_host, snapshot
 
 pytestmark = pytest.mark.slow
-
-
-def result_of(host: Path, job_id: str) -> str | None:
-    done = subprocess.run(
-        ["git", "-C", str(host), "rev-parse", "--verify", "-q", f"refs/heads/orchestrator/{job_id}/result"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip() or None
 
 
 class Served:

@@ -15,7 +15,6 @@ a wrong password: tests/test_cluster_node.py.)
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from orchestrator import procscan
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .cluster_fixtures import start_node, stop_all
+from .conftest import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -91,16 +91,6 @@ def tagged_left(root_id: str) -> dict[str, list[int]]:
     return procscan.scan(lambda tag: tag.startswith(f"{root_id}."))
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_30_worker_job_spreads_over_three_nodes_by_kind_within_the_sum_of_their_slots(cluster):
     live, _ = cluster
     engine = live.engine
@@ -135,7 +125,7 @@ def test_a_node_killed_mid_job_loses_its_attempts_to_the_others_and_each_worker_
         _, workers = engine.snapshot(job.id)
         return [w for w in workers if w.node == "n2" and w.status is WorkerStatus.RUNNING]
 
-    victims = {w.name for w in wait_for(on_n2, 60, "a worker running on n2")}
+    victims = {w.name for w in wait_until(on_n2, 60, "a worker running on n2")}
     nodes["n2"].kill()  # SIGKILL: no goodbye, its leases just stop being renewed
     done = engine.wait(job.id, 180)
     _, workers = engine.snapshot(job.id)
@@ -175,13 +165,13 @@ def test_cancel_of_a_tree_spread_over_nodes_leaves_no_tagged_process_anywhere(cl
         running = [w for w in workers if w.status is WorkerStatus.RUNNING and w.node]
         return running if len({w.node for w in running}) >= 2 and len(jobs) >= 2 else None
 
-    wait_for(spread, 90, "workers running on two nodes and the child job")
+    wait_until(spread, 90, "workers running on two nodes and the child job")
     engine.cancel(job.id)
     done = engine.wait(job.id, 60)
     assert done.status is JobStatus.CANCELLED
     jobs, workers = engine.snapshot(job.id)
     assert all(w.status.terminal for w in workers) and all(j.status.terminal for j in jobs)
-    wait_for(lambda: tagged_left(job.id) == {}, 30, "every tagged process of the tree gone")
+    wait_until(lambda: tagged_left(job.id) == {}, 30, "every tagged process of the tree gone")
 
 
 def test_a_worker_on_a_node_starts_a_child_job_through_the_api(cluster):

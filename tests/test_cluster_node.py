@@ -6,6 +6,7 @@ and rides out a Redis restart."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from orchestrator.procscan import process_alive
 from orchestrator.runner import ProcessRunner
 
 from .cluster_fixtures import ROOT, start_node, stop_all, write_server_marker
+from .conftest import wait_until
 from .redisserver import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,14 +62,7 @@ def enqueue(
     return spec
 
 
-def wait_for(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {check()!r})")
+wait_for = functools.partial(wait_until, timeout=20.0)  # the nodes here take seconds to start
 
 
 def state(ops: Attempts, attempt_id: str) -> str | None:
