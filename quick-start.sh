@@ -2,7 +2,8 @@
 # ./quick-start.sh "request" [max_workers] [timeout_seconds]
 # ./quick-start.sh --start     start this folder's API server in the background (no job)
 # ./quick-start.sh --stop      stop this folder's API server (however it was started)
-# Starts this folder's API server in the background unless it runs (on a free port when the
+# ./quick-start.sh --restart   stop it and start it again (on the same port while that is free)
+# Starts this folder's API server in the background unless it runs (on a port it keeps when the
 # configured one belongs to another program), submits the request, follows the job live until it
 # ends, prints a summary and the path of FINAL_RESULT.md. Works from any folder.
 # Exit code: 0 completed, 3 partial, 1 failed, 4 cancelled, 2 usage, 5 server unreachable.
@@ -12,6 +13,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 case "${1:-}" in
   --stop) exec "$HERE/orchestrator.sh" stop-server ;;
   --start) exec "$HERE/orchestrator.sh" start-server ;;
+  --restart) exec "$HERE/orchestrator.sh" restart-server ;;
 esac
 if [ $# -lt 1 ]; then
   echo "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]" >&2

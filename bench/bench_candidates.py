@@ -70,7 +70,7 @@ def engine_for(base: Path, cli: str, candidates: int) -> Engine:
     overrides = {
         "orchestrator": {"worker": "claude", "claude_command": cli, "planner": "heuristic"},
         "workers": {"max_workers": max(candidates, 1), "default_timeout": 300, "max_retries": 0},
-        "git": {"isolation": "worktree"},
+        "git": {"isolation": "worktree", "repo": "."},  # the bench's repository is this folder itself
         "candidates": {"select": "cheapest"},
     }
     return Engine(load_settings(base_dir=base, environ={}, overrides=overrides))

@@ -151,8 +151,14 @@ def run_job(base: Path, workers: int) -> tuple[list[bytes], bytes]:
         environ={},
         overrides={
             "orchestrator": {"worker": "command", "command": ["sh", "-c", COPY, "sh", "{prompt_file}", str(out)]},
-            "workers": {"max_workers": workers, "max_workers_limit": max(workers, 16), "max_retries": 0},
-            "git": {"isolation": "worktree"},
+            # the workers copy their prompts to ``out``, outside their worktrees: a sandboxed worker may write it only so
+            "workers": {
+                "max_workers": workers,
+                "max_workers_limit": max(workers, 16),
+                "max_retries": 0,
+                "sandbox_writable": [str(out)],
+            },
+            "git": {"isolation": "worktree", "repo": "."},  # the bench's repository is this folder itself
             "recursion": {"tree_deadline": 60},
         },
     )

@@ -115,7 +115,9 @@ def orchestrator_settings(base_dir: Path, tasks: int, concurrency: int, worktree
                 "max_retries": 0,
             },
             "recursion": {"max_workers_per_root": max(tasks, 100)},
-            "git": {"isolation": "worktree" if worktree else "folder"},
+            "git": {"isolation": "worktree", "repo": "."}
+            if worktree
+            else {"isolation": "folder"},  # the repository is the folder
         },
     )
 

@@ -20,7 +20,6 @@ fi
 task="$1"
 depth="${ORCHESTRATOR_DEPTH:-0}"
 max_depth="${ORCHESTRATOR_MAX_DEPTH:-0}"
-python="${ORCHESTRATOR_PYTHON:-python3}"
 
 # The parts of the subtask: split on ";", trimmed, empty ones dropped. read -a neither globs nor evals.
 parts=()
@@ -37,7 +36,7 @@ if [ -n "${ORCHESTRATOR_API_URL:-}" ] && [ "$depth" -lt "$max_depth" ] && [ "${#
   # "--" ends the options, so a part starting with "-" is still a subtask. The Markdown results
   # go to stdout (this worker's output) and into CHILD_RESULTS.md in this worker's directory.
   status=0
-  "$python" -m orchestrator spawn --wait -- "${parts[@]}" > CHILD_RESULTS.md || status=$?
+  orchestrator-spawn --wait -- "${parts[@]}" > CHILD_RESULTS.md || status=$?
   cat CHILD_RESULTS.md
   exit "$status"
 fi

@@ -42,6 +42,7 @@ from . import protocol
 from .checkout import CheckoutFailed
 from .config import JobConfig, Settings
 from .config.schema import parse_port_range
+from .confinement import Confinement
 from .environment import base_env
 from .gitwork import GitError, git_dir_of, run_git
 from .models import JobRecord, WorkerRecord
@@ -122,6 +123,7 @@ class Bootstrap:
         self.repo = repo
         self.ports = PortPool(settings.git.port_range)
         self.runner = ProcessRunner()
+        self.confinement = Confinement(settings, workspace)  # git.setup runs the project's code: in the worker's sandbox
         self._env_for = env
         self._envs: dict[tuple[str, str], dict[str, str]] = {}  # a prepared worker's, for its teardown
         self._lists: dict[str, list[str]] = {}  # root id -> the files .worktreeinclude names (``_included``)
@@ -257,7 +259,8 @@ class Bootstrap:
         started = time.monotonic()
         why: str | None
         try:
-            handle = self.runner.spawn(list(argv), cwd=directory, env=env, log_path=capture, tag=tag)
+            sandbox = self.confinement.spec(record, directory, job.config if job else None, env)
+            handle = self.runner.spawn(list(argv), cwd=directory, env=env, log_path=capture, tag=tag, sandbox=sandbox)
         except CommandNotFound:
             why = f"{argv[0]!r} was not found on the worker's PATH"
         except OSError as exc:

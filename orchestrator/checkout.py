@@ -42,6 +42,8 @@ worktree's ``git.setup`` failed, no free port): its message is the worker's exit
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,10 +75,13 @@ class Changes:
     commit: str | None = None  # its tip after the orchestrator committed the worker's work
     files_changed: list[dict[str, str]] = field(default_factory=list)  # {"path", "change": added|modified|deleted|renamed}
     diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
+    # The checkout is as the worker found it (WorkerRecord.no_changes); None: not known.
+    unchanged: bool | None = None
 
     def apply_to(self, record: WorkerRecord) -> None:
         """Put these changes in the worker's record (under the engine's lock when it runs)."""
         record.files_created = self.files_created
+        record.no_changes = self.unchanged
         if self.branch is not None:  # a worktree's (worktree.py)
             record.branch, record.commit, record.diffstat = self.branch, self.commit, self.diffstat
             record.files_changed = self.files_changed
@@ -118,6 +123,11 @@ class Checkout(ABC):
         attempt; None for a checkout without checkpoints."""
         return None
 
+    @abstractmethod
+    def discard(self, record: WorkerRecord) -> None:
+        """Throw away what its last attempt left instead of keeping it: it ended at the disk cap,
+        and its excess files must not stay on disk (nor be committed)."""
+
     def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
         """A worker a restarted server settles without running it (its process ended while
         no server ran, or it was lost: ``lost``, no exit status either): what it left, as
@@ -143,12 +153,31 @@ class FolderCheckout(Checkout):
         """Nothing: the failed attempt's files stay for the retry (on purpose, see the table)."""
 
     def changes(self, record: WorkerRecord) -> Changes:
-        return Changes(
-            files_created=self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name))
-        )
+        """Its folder starts empty (its TMPDIR is elsewhere): unchanged when it holds no file and
+        it started no child job (whose workers write in folders of their own)."""
+        files = self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name))
+        return Changes(files_created=files, unchanged=not files and not record.child_job_ids)
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
         self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)
+
+    def discard(self, record: WorkerRecord) -> None:
+        """Its folder emptied: a folder has no checkpoint to go back to."""
+        folder = self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        with os.scandir(folder) as entries:
+            for entry in list(entries):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+
+
+def discard(checkout: Checkout, record: WorkerRecord) -> None:
+    """``checkout.discard``, never raising (the engine calls it where an exception would strand the worker)."""
+    try:
+        checkout.discard(record)
+    except Exception:
+        log.exception("checkout %s could not throw away what worker %s left", checkout.name, record.key)
 
 
 def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:

@@ -27,6 +27,7 @@ from . import candidates, diffs, gates
 from .announce import Announcer
 from .clock import Clock
 from .config import Settings
+from .confinement import Confinement
 from .environment import base_env
 from .errors import OrchestratorError
 from .gitwork import GitFailed, run_git
@@ -65,6 +66,7 @@ class Choosing:
     ) -> None:
         self.settings = settings
         self.workspace = workspace
+        self.confinement = Confinement(settings, workspace)
         self.tables = tables
         self._lock = lock
         self.announce = announce
@@ -239,6 +241,7 @@ class Choosing:
             lines_removed=removed,
             output=record.output,
             cwd=folder if folder.is_dir() else None,
+            sandbox=self.confinement.spec(record, folder, job.config),
         )
 
     def _integrate(self, job: JobRecord, records: list[Any], result: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, prune, merge, conflicts, mcp, node.
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, doctor, prune, merge, conflicts, mcp, node,
+and the job commands of commands.py (jobs, cancel, delete, approve, reject).
 
 Heavy modules are imported inside the commands that need them, so ``spawn``
 (run by workers, often) starts without Flask, Jinja or psutil.
@@ -114,9 +115,19 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the effective settings (and where they came from)")
     config.add_argument("--template", action="store_true", help="print config.template.yaml (every key, its default and comment)")
+    config.add_argument(
+        "--reference",
+        nargs="?",
+        const="-",
+        metavar="PAGE",
+        help="print the settings reference of docs/configuration.md; with PAGE, rewrite that page's reference part",
+    )
     config.set_defaults(func=cmd_config)
 
     _add_late_commands(sub)
+    from .commands import register as register_job_commands  # light: its imports are inside its commands
+
+    register_job_commands(sub)
     return parser
 
 
@@ -143,19 +154,33 @@ def _add_late_commands(sub: Any) -> None:
     check.add_argument("job_id", nargs="?", help="default: the newest job in this folder's workspace")
     check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     check.set_defaults(func=_lazy("orchestrator.scripts", "cmd_check_status"))
+    doctor = sub.add_parser(
+        "doctor",
+        help="check this machine for real AI workers (CLIs, logins, git, sandbox, ...) and propose a configuration",
+        description="Finds the AI CLIs and whether they are logged in (no model call), checks git, isolation, "
+        "the sandbox, cgroups, the API port and config.yaml's mode, and prints a working configuration. "
+        "Exit 0: nothing blocks real workers; 1: something does (each with its fix); 2: bad usage.",
+    )
+    doctor.add_argument("--write", action="store_true", help="merge the proposed configuration into config.yaml (comments kept)")
+    doctor.add_argument("--json", action="store_true", help="the whole report as JSON")
+    doctor.set_defaults(func=_lazy("orchestrator.doctor", "cmd_doctor"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
     start.set_defaults(func=_lazy("orchestrator.scripts", "cmd_start_server"))
     prune = sub.add_parser(
         "prune",
-        help="delete old finished job trees (lists them only, unless --yes)",
-        description="Finished job trees older than --older-than: listed, and deleted with --yes. A running "
-        "tree is never touched: with the server up it deletes them (DELETE /api/v1/jobs/ID), "
-        "else the workspace is read directly.",
+        help="clean up finished jobs' worktrees and branches, and old job trees (lists them only, unless --yes)",
+        description="A dry run by default: lists the job trees, worktrees, branches and bytes it would remove. "
+        "Worktrees of finished jobs go once their result is in the branch you named (merge_into) or "
+        "git.keep_worktrees_days after they ended (their branches stay); with --older-than, finished job trees "
+        "that ended that long ago go whole (their worker branches too; result branches stay). A running tree, "
+        "your checkout and any ref outside the branch prefix are never touched.",
     )
-    prune.add_argument("--older-than", required=True, metavar="AGE", help="ended at least this long ago: 30m, 12h, 7d, 2w")
+    prune.add_argument(
+        "--older-than", metavar="AGE", help="also delete finished job trees that ended this long ago: 0s, 30m, 12h, 7d, 2w"
+    )
     prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
-    prune.add_argument("--yes", action="store_true", help="delete them (without it: a dry run that only lists them)")
-    prune.set_defaults(func=_lazy("orchestrator.scripts", "cmd_prune"))
+    prune.add_argument("--yes", action="store_true", help="do it (without it: a dry run that only lists)")
+    prune.set_defaults(func=_lazy("orchestrator.prunecmd", "cmd_prune"))
     diff = sub.add_parser(
         "diff",
         help="a job's unified diff (its result, or its workers' branches), or one worker's",
@@ -184,6 +209,8 @@ def _add_late_commands(sub: Any) -> None:
     conflicts.set_defaults(func=cmd_conflicts)
     stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
     stop.set_defaults(func=_lazy("orchestrator.scripts", "cmd_stop_server"))
+    restart = sub.add_parser("restart-server", help="stop this folder's API server and start it again, on the same port")
+    restart.set_defaults(func=_lazy("orchestrator.scripts", "cmd_restart_server"))
     mcp = sub.add_parser(
         "mcp",
         help="serve the orchestrator's tools to an AI assistant over MCP (stdio)",
@@ -288,7 +315,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         view.finish(doc)
-    return EXIT_BY_STATUS.get(doc["status"], RET_FAILED)
+    from .scripts import exit_code
+
+    return exit_code(doc)
 
 
 def _follow(engine: Any, job_id: str, view: Any) -> None:
@@ -352,8 +381,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     job_id = validate_job_id(args.job_id)
     workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
     doc = Queries(workspace).status_document(job_id)
-    print(json.dumps(doc, indent=2) if args.json else status_table(doc))
+    held = _held(settings, workspace, job_id)
+    if args.json:
+        print(json.dumps(doc if held is None else {**doc, "held": held}, indent=2))
+    else:
+        print(status_table(doc))
+        if held is not None:
+            from .lifetime import lines
+
+            print("\n".join(lines(held)))
     return EXIT_BY_STATUS.get(doc["status"], RET_OK)
+
+
+def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | None:
+    """The root job's worktrees and branches now, and when they go (lifetime.py); None when it has none."""
+    from .errors import OrchestratorError
+    from .gitcmd import GitFailed
+    from .lifetime import shown
+
+    try:
+        return shown(settings, workspace, workspace.load_job(job_id))
+    except (GitFailed, OrchestratorError):
+        return None  # git unavailable now: the status itself still shows
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -401,6 +450,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
         print(render_template(), end="")
         return RET_OK
+    if args.reference:
+        from .config.reference import render_reference, splice
+
+        if args.reference == "-":
+            print(render_reference(), end="")
+        else:
+            page = Path(args.reference)
+            page.write_text(splice(page.read_text(encoding="utf-8")), encoding="utf-8")
+            print(f"wrote the settings reference into {page}")
+        return RET_OK
     settings = _settings(args)
     data = settings.public_dict()  # secrets masked: api.api_key, workers.env values
     print(f"# applied: {settings.source}")
@@ -409,13 +468,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    """A client of the server given (--api-url), else of this folder's own server."""
-    from .api.client import OrchestratorClient
-    from .scripts import folder_url, local_url
+    from .commands import client_for
 
-    settings = _settings(args)
-    url = args.api_url or folder_url(settings) or local_url(settings)
-    return OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-")
+    return client_for(args)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -10,10 +10,9 @@ creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
 ``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
 the one writer of a status.
 
-Concurrency: a job runs at most ``max_workers`` workers at once, and the
-server at most ``workers.global_max_workers``. A worker that has started a
-child job lends its global slot to the child while the child runs (it is
-blocked on it), so a deep tree completes even under a global limit of 2.
+Concurrency: a job runs at most ``max_workers`` workers at once, the server at most ``workers.global_max_workers``,
+and a worker starts only where the memory its kind needs is free (``admission``). A worker that has started a child
+job lends its global slot to the child while it runs (it is blocked on it): a deep tree completes under a limit of 2.
 """
 
 from __future__ import annotations
@@ -26,14 +25,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
-from . import index, landing, limits, logs, roles, states, webhooks
+from . import index, landing, limits, roles, states, webhooks
+from .admission import MemoryAdmission, MemoryProbe
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
-from .cluster.executor import close_executor, make_executor
+from .cluster.executor import close_executor, make_executor, memory_probe
 from .cluster.locks import path_locks
 from .config import JobConfig, Settings
-from .environment import PACKAGE_PARENT, SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
+from .confinement import Confinement
+from .environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from .errors import Conflict, OrchestratorError, Unavailable
 from .events import EventBus
 from .execution import Outcome
@@ -44,13 +45,14 @@ from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from .monitor import Caps, ResourceMonitor
 from .nesting import Nesting
-from .prune import jobs_on_disk, refusal
+from .prune import delete_job, jobs_on_disk, refusal
 from .queries import Queries
 from .recovery import Recovered
 from .restore import Restorer
-from .runner import FoundShim, ProcessRunner
+from .runner import ProcessRunner
 from .running import WorkerRunner
 from .scheduling import Scheduler
+from .shim import FoundShim
 from .states import WorkerPhase
 from .steps import Step
 from .submission import Submission
@@ -59,7 +61,7 @@ from .workspace import Workspace, validate_job_id, worker_key
 from .worktree import make_checkout
 
 log = logging.getLogger("orchestrator.engine")
-__all__ = ["FINISHED_TREES_IN_MEMORY", "PACKAGE_PARENT", "SPAWN_BIN", "Engine", "base_env"]
+__all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
 
 
 class Engine:
@@ -77,9 +79,12 @@ class Engine:
         credentials: Credentials | None = None,
         checkout: Checkout | None = None,
         steps: Sequence[Step] | None = None,
+        memory: MemoryProbe | None = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
+        # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
+        self.confinement = Confinement(settings, self.workspace, announce=True)
         # Where worker attempts run (executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
         self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
@@ -113,9 +118,12 @@ class Engine:
             Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
             w.monitor_interval,
             lambda: self.running.watched(),
-            tick=self._enforce_deadlines,
+            tick=self._tick,
         )
         self.announce = Announcer(settings, self.workspace, self.events)
+        # A worker starts only where its kind's measured peak fits in free memory (admission.py).
+        probe = memory or memory_probe(self.executor)  # this machine's, or the nodes' heartbeats under rq
+        self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker)
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
@@ -174,10 +182,11 @@ class Engine:
             dispatch=self._dispatch,
             prompt=self.prompts.render,
             env=self._worker_env,
+            confinement=self.confinement,
         )
         # Shared-checkout path locks per root tree (locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
-        self.running.on_process_end = lambda rec: self.locks.release_worker(rec.root_id, rec.name)
+        self.running.on_process_end = self._process_ended
         self.restorer = Restorer(
             settings=settings,
             workspace=self.workspace,
@@ -214,9 +223,10 @@ class Engine:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
     def _dispatch(self) -> None:
-        """Under the lock: start pending workers, oldest job first, within the per-job and global limits."""
+        """Under the lock: start pending workers, oldest job first, within the limits and free memory (no overtaking)."""
         t = self.tables
         limit = self.settings.workers.global_max_workers
+        self.admission.begin()
         for job_id, keys in list(t.pending.items()):
             job = t.jobs[job_id]
             if t.budget_spent(job):
@@ -225,8 +235,10 @@ class Engine:
                 continue
             ready = self.scheduler.ready(job, keys)  # a graph's tasks wait on their prerequisites
             n = limits.startable(len(ready), t.running[job_id], job.config.max_workers, t.slots_used, limit)
-            for key in ready[:n]:
-                self._start(t.workers[(job.root_id, key)])
+            starting = [t.workers[(job.root_id, key)] for key in ready[:n]]
+            n = self.admission.admit(job, starting)
+            for live in starting[:n]:
+                self._start(live)
             if ready is keys:
                 del keys[:n]
             elif n:
@@ -234,7 +246,7 @@ class Engine:
                 keys[:] = [k for k in keys if k not in started]
             if not keys:
                 del t.pending[job_id]
-            if t.slots_used >= limit:
+            if t.slots_used >= limit or self.admission.waiting:
                 return
 
     def _skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
@@ -282,30 +294,30 @@ class Engine:
             log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
+    def _process_ended(self, rec: WorkerRecord) -> None:  # under the lock: its path locks and memory are free again
+        self.locks.release_worker(rec.root_id, rec.name)
+        self.admission.ended(rec)
+
+    def _tick(self) -> None:
+        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end."""
+        if self.admission.waiting:
+            with self._lock:
+                self._dispatch()
+        self._enforce_deadlines()
+
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
         deadline = self.settings.recursion.tree_deadline
         if not deadline:
             return
-        now = self.clock.time()
         with self._lock:
-            late = [
-                j
-                for j in self.tables.jobs.values()
-                if j.is_root
-                and not j.status.at_rest
-                and j.error != "cancelled"
-                and j.id not in self.tables.ending
-                and now - j.created_at > deadline
-            ]
+            late = limits.late_trees(self.tables.jobs.values(), self.tables.ending, self.clock.time(), deadline)
             for job in late:
                 self.metrics.refused("deadline")
-                job.notes.append(f"cancelled: the tree ran past its deadline of {deadline:g}s (recursion.tree_deadline)")
+                job.notes.append(limits.deadline_note(deadline))
         for job in late:
-            try:
+            with contextlib.suppress(Conflict):
                 self.cancel(job.id)
-            except Conflict:
-                pass
 
     def _forget(self, future: Future[None]) -> None:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
@@ -386,17 +398,7 @@ class Engine:
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(job.root_id)
         # Outside the lock (git may take seconds on a big tree; the tree left the tables above).
-        if job.config.isolation == "worktree":  # its worktrees and branches, before its folder (worktree.py)
-            remove = getattr(self.checkout, "remove_tree", None)
-            if remove is not None:
-                remove(job.root_id, all_branches)
-        self.workspace.remove_job_tree(job.root_id)
-        log.info(
-            "job tree %s (%s) deleted with its folder",
-            job.root_id,
-            job.status.value,
-            extra=logs.context(job.id, root_id=job.root_id),
-        )
+        delete_job(self.workspace, job, self.checkout, all_branches)
 
     # -- merging a root job's result (landing.py) ----------------------------------------
     def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, object] | None:
@@ -482,10 +484,8 @@ class Engine:
             self._closing = True
             roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
         for job in roots:
-            try:
+            with contextlib.suppress(Conflict):
                 self.cancel(job.id)
-            except Conflict:
-                pass
         with self._lock:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)

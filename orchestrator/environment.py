@@ -20,7 +20,6 @@ from .runner import python_executable
 from .sharedcontext import SharedContexts
 from .workspace import Workspace
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 SPAWN_BIN = str(Path(__file__).resolve().parent / "bin")  # holds orchestrator-spawn and orchestrator-lock
 
 
@@ -37,6 +36,15 @@ def base_env(settings: Settings) -> dict[str, str]:
     env.update(w.env)
     env.setdefault("PATH", source.get("PATH", os.defpath))
     return env
+
+
+def add_helpers(env: dict[str, str]) -> None:
+    """The orchestrator's commands (orchestrator-spawn, orchestrator-lock) first on ``env``'s PATH,
+    and the interpreter they run on in ORCHESTRATOR_PYTHON. Nothing else of the orchestrator's:
+    ``python``, ``pip`` and PYTHONPATH in a worker or a gate stay the user's (their project's
+    tests must not run on the orchestrator's venv)."""
+    env["PATH"] = os.pathsep.join((SPAWN_BIN, env["PATH"]))
+    env[protocol.PYTHON] = python_executable()
 
 
 class BaseEnvs:
@@ -80,11 +88,8 @@ def worker_env(
     the environment the server's owner chose (``base``: ``base_env``, never changed here).
     ``shared``: its job's shared context block, when its prompt starts with exactly that file's text."""
     env = dict(base) if base is not None else base_env(settings)
-    # orchestrator-spawn first, then the interpreter's folder (``python -m orchestrator spawn``).
-    bin_dir = os.path.dirname(python_executable())
-    env["PATH"] = os.pathsep.join((SPAWN_BIN, bin_dir, env["PATH"]))
+    add_helpers(env)
     paths = workspace.worker_paths(rec.root_id, rec.depth, rec.name)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(
         {
             protocol.JOB_ID: rec.job_id,
@@ -94,7 +99,6 @@ def worker_env(
             protocol.MAX_RECURSION_DEPTH: str(cfg.max_recursion_depth),
             protocol.ENABLE_RECURSION: "1" if cfg.enable_recursion else "0",
             protocol.WORKER_DIR: str(paths.dir),
-            protocol.PYTHON: python_executable(),
         }
     )
     if shared is not None:  # a kind that talks to a model API marks these first bytes for its prompt cache

@@ -48,15 +48,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from . import failpoints, protocol, roles, states
 from .adapters.base import Adapter, ParsedResult, WorkerContext
 from .checkout import Checkout
 from .clock import SYSTEM_CLOCK, Clock
 from .config import JobConfig, Settings
+from .confinement import Confinement
 from .errors import ConfigError
 from .executor import AttemptHandle, Executor
 from .models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from .monitor import Caps
 from .runner import CommandNotFound, Wakeup, signal_name
 from .steps import Step, StepContext, run_steps
 from .workspace import Workspace
@@ -125,6 +128,7 @@ class WorkerExecution:
         worker_dir: Path,
         steps: Sequence[Step] = (),
         job: JobRecord | None = None,
+        confinement: Confinement | None = None,
     ) -> None:
         self.record = record
         # A candidate's own timeout (issue 14: the seed's cli_assignments[].timeout) replaces the job's.
@@ -143,6 +147,7 @@ class WorkerExecution:
         self.checkout = checkout
         self.steps = steps
         self.job = job
+        self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
         self.handle: AttemptHandle | None = None
@@ -315,6 +320,8 @@ class WorkerExecution:
             goal=self.record.goal,
             model=self.record.model,  # its role's (roles.apply_roles), else the job's
             allowed_tools=roles.allowed_tools(self.settings, self.record.role),
+            sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
+            env=self.env,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 
@@ -324,11 +331,15 @@ class WorkerExecution:
             self.record.started_at = self.record.started_at or attempt.started_at
             if self.handle is not None:
                 attempt.pid, attempt.pid_start = self.handle.pid, self.handle.start_id
+                attempt.enforced = _enforced(self.handle)
+            self.record.sandbox = "bubblewrap" if sandbox is not None else "none"
 
+        sandbox = None
         try:
             argv = self.adapter.build_argv(ctx)
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
+            sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
             self.handle = self.executor.start(
                 argv,
                 cwd=self.worker_dir,
@@ -337,6 +348,7 @@ class WorkerExecution:
                 tag=self.tag,
                 exit_file=exit_file,
                 kind=self.record.kind,
+                sandbox=sandbox,
             )
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None
@@ -391,17 +403,34 @@ class WorkerExecution:
             elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
                 reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not)
             if reason != "exit":
-                self.executor.terminate(
-                    self.handle, grace=self.settings.workers.kill_grace, first_signal=self.adapter.first_signal
-                )
+                # Over a cap it has nothing to save (it fails, not retried): SIGKILL at once, so a
+                # writer or a grower does not go on through the grace.
+                first = signal.SIGKILL if reason == "cap" else self.adapter.first_signal
+                self.executor.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=first)
                 code = self.executor.wait(self.handle, None)
                 break
             if code is None:
                 code = self.executor.wait(self.handle, remaining, wake=self.cancel)
+        if reason == "exit":
+            hit = self._cap_at_end(code)
+            if hit is not None:
+                self.abort_reason, reason = hit, "cap"
         self.executor.release(self.handle)
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
+
+    def _cap_at_end(self, code: int | None) -> str | None:
+        """The cap an attempt ended at though no sample caught it: one the kernel held it at (its
+        OOM killer, even on a child whose parent then exited 0; a refused fork; the file-size
+        limit), or, when it failed, its log or folder at the cap (a writer refused by the file-size
+        limit that exits on the error within an interval)."""
+        assert self.handle is not None
+        hit = self.handle.cap_hit
+        if hit is None and code != 0:
+            w = self.settings.workers
+            hit = Caps(0, 0, w.max_log_mb, w.max_disk_mb).files_breach(self.log_path, self.worker_dir)
+        return hit
 
     def _placed(self, attempt: Attempt) -> None:
         """A remote executor's node started the attempt: the record names the node (and its pid there)."""
@@ -420,6 +449,7 @@ class WorkerExecution:
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         with self.lock:
             attempt.ended_at = (self.handle.ended_at if self.handle else None) or self.clock.time()
+            attempt.enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
             attempt.kill_rung = rung
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None
@@ -497,6 +527,11 @@ _CLASS_WORDS = {
     "bad_request": "the service refused the request",
     "transient": "rate limit or overload",
 }
+
+
+def _enforced(handle: AttemptHandle | None) -> dict[str, Any] | None:
+    enforced = handle.enforced if handle is not None else None
+    return enforced.to_dict() if enforced is not None else None
 
 
 def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:

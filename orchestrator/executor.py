@@ -21,6 +21,9 @@ What the interface promises, whatever runs the attempt (the contract tests check
 * A remote executor's attempt may wait ``queued`` for a machine (its timeout starts when one
   starts it; ``wait`` returns None early when it does, so the record can name its ``node``), and
   may end ``lost`` (its machine stopped renewing its lease): retried, never counted twice.
+* ``enforced`` says which enforcement held each cap (kernel cgroup v2 or v1, file-size limit, or
+  sampled; None: not known), and ``cap_hit`` names a cap the kernel held the attempt at (its
+  OOM killer, a refused fork, the file-size limit): the attempt failed by that cap.
 * ``exit_file`` receives the true status; a restarted server finds a still-running attempt
   with ``find`` and takes it over with ``adopt``, or reads an ended one's exit file.
 
@@ -39,9 +42,12 @@ from typing import Protocol
 
 import psutil
 
+from .cgroups import Enforced, Limits
 from .cluster.nodes import NodeInfo
-from .procscan import rss_bytes
-from .runner import CommandNotFound, FoundShim, ProcessHandle, ProcessRunner, Wakeup, find_shims
+from .procscan import descendants, rss_bytes, sandbox_machinery
+from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
+from .sandbox import SandboxSpec
+from .shim import FoundShim, find_shims
 
 log = logging.getLogger("orchestrator.executor")
 
@@ -85,6 +91,16 @@ class AttemptHandle(Protocol):
         The attempt is retried under max_retries; a late result from it is ignored."""
         ...
 
+    @property
+    def enforced(self) -> Enforced | None:
+        """Which enforcement held each cap (None: not known)."""
+        ...
+
+    @property
+    def cap_hit(self) -> str | None:
+        """A cap the kernel held the attempt at, as a sentence (None: none)."""
+        ...
+
 
 class Sampled(Protocol):
     """What ``sample`` needs of a running attempt (monitor.Watched is one)."""
@@ -104,6 +120,11 @@ class Sample:
     rss: int = 0  # bytes
     processes: int = 0
     cpu_seconds: float = 0.0  # of the tree, shim included: CPU is the attempt's either way
+    # From the attempt's cgroup, where it has one: what the kernel refused or killed at its caps,
+    # and which enforcement held each cap (the monitor then leaves those caps to the kernel).
+    oom_kills: int = 0
+    forks_refused: int = 0
+    enforced: Enforced | None = None
 
 
 class Executor(Protocol):
@@ -119,8 +140,10 @@ class Executor(Protocol):
         tag: str,
         exit_file: Path | None = None,
         kind: str = "command",
+        sandbox: SandboxSpec | None = None,
     ) -> AttemptHandle:
-        """Start an attempt of worker kind ``kind`` (a remote executor routes by it)."""
+        """Start an attempt of worker kind ``kind`` (a remote executor routes by it), inside
+        ``sandbox`` when given (a machine that cannot sandbox refuses it: it never runs it unconfined)."""
         ...
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None: ...
@@ -159,10 +182,12 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Attempts as processes on this machine, under runner.py's shim."""
+    """Attempts as processes on this machine, under runner.py's shim; with ``limits``, each in a
+    cgroup of its own where the machine allows (cgroups.py)."""
 
-    def __init__(self, runner: ProcessRunner | None = None) -> None:
+    def __init__(self, runner: ProcessRunner | None = None, limits: Limits | None = None) -> None:
         self.runner = runner or ProcessRunner()
+        self.limits = limits
         if self.runner.perl is None:
             log.warning(
                 "no perl on this machine: workers run under the /bin/sh shim, which records a worker "
@@ -179,8 +204,11 @@ class LocalExecutor:
         tag: str,
         exit_file: Path | None = None,
         kind: str = "command",
+        sandbox: SandboxSpec | None = None,
     ) -> ProcessHandle:
-        return self.runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file)
+        return self.runner.spawn(
+            argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file, limits=self.limits, sandbox=sandbox
+        )
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
         return self.runner.wait(_local(handle), timeout, wake)
@@ -194,21 +222,41 @@ class LocalExecutor:
     def adopt(
         self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
     ) -> ProcessHandle:
-        return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file)
+        return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file, limits=self.limits)
 
     def find(self, tag_prefix: str) -> list[FoundShim]:
         return find_shims(tag_prefix)
 
     def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
-        if not attempts:
-            return {}
-        since = min(a.started_at for a in attempts)
-        pids = self.runner.tagged_many([a.tag for a in attempts], since)  # one pass over the process table
         found = {}
+        scan = []  # attempts without a cgroup: found by their tag
         for attempt in attempts:
-            tree = pids.get(attempt.tag, [])
-            own = [pid for pid in tree if pid != attempt.shim_pid]  # the worker's processes, without our shim
-            found[attempt.tag] = Sample(sum(rss_bytes(pid) for pid in own), len(own), sum(cpu_seconds(pid) for pid in tree))
+            cgroup = self.runner.confined.cgroup_of(attempt.tag)
+            if cgroup is None:
+                scan.append(attempt)
+                continue
+            # The cgroup counts every process of the tree, tagless ones too, and each page once.
+            usage = cgroup.usage()
+            own = [pid for pid in usage.pids if pid != attempt.shim_pid and not sandbox_machinery(pid)]
+            cpu = sum(cpu_seconds(pid) for pid in usage.pids)
+            enforced = self.runner.confined.enforced_of(attempt.tag)
+            found[attempt.tag] = Sample(usage.rss, len(own), cpu, usage.oom_kills, usage.forks_refused, enforced)
+        if scan:
+            since = min(a.started_at for a in scan)
+            pids = self.runner.tagged_many([a.tag for a in scan], since)  # one pass over the process table
+            # A confined attempt without a cgroup: also its shim's descendants (one that dropped its tag)
+            limited = [a.shim_pid for a in scan if a.shim_pid and self.runner.confined.enforced_of(a.tag)]
+            below = descendants(limited) if limited else {}
+            for attempt in scan:
+                tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.shim_pid or 0, [])))
+                # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
+                own = [pid for pid in tree if pid != attempt.shim_pid and not sandbox_machinery(pid)]
+                found[attempt.tag] = Sample(
+                    sum(rss_bytes(pid) for pid in own),
+                    len(own),
+                    sum(cpu_seconds(pid) for pid in tree),
+                    enforced=self.runner.confined.enforced_of(attempt.tag),
+                )
         return found
 
     def sweep(self, tag: str, since: float = 0.0) -> None:

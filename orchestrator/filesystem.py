@@ -1,6 +1,7 @@
 """How files reach the disk: atomic writes, durable ones (fdatasync, then the folder's fsync,
 shared by writers renaming into the same folder at once), and ext4's allocation hint for
-folders of many subfolders. Nothing here knows the workspace layout (workspace.py does)."""
+folders of many subfolders; and how a file a worker could have replaced is read (never through
+a link, never blocking on a FIFO). Nothing here knows the workspace layout (workspace.py does)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import contextlib
 import fcntl
 import os
 import secrets
+import stat
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from .errors import RefusedPath
 from .groupsync import GroupCommit
 
+# Logs and reports sit where workers can write: never open one through a link, and never
+# block a server thread on a FIFO a worker put in a log's place.
+NO_LINK_NO_BLOCK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIR_SYNCS: dict[str, GroupCommit[str]] = {}
 _DIR_SYNCS_LOCK = threading.Lock()
 
@@ -43,16 +50,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True, mode: int = 0o666) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file.
     ``data`` may come in chunks (a big report is streamed, never held whole).
 
     With ``durable`` the file and then its folder are fsynced, so the rename
-    survives a crash of the machine too, not just of the process.
+    survives a crash of the machine too, not just of the process. ``mode`` (less the umask) is
+    the new file's: 0o600 for a file holding secrets (config.yaml).
     """
     # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
             for chunk in (data,) if isinstance(data, bytes) else data:
@@ -68,6 +76,17 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = T
         raise
     if durable:
         _fsync_dir_grouped(path.parent)
+
+
+def durable_rename(source: Path, target: Path, *, durable: bool = True) -> None:
+    """``os.rename``; with ``durable`` both folders are then fsynced, so that a crash of the
+    machine, not only of the process, finds the entry at ``target`` and not at ``source``."""
+    os.rename(source, target)
+    if not durable:
+        return
+    _fsync_dir(target.parent)
+    if source.parent != target.parent:
+        _fsync_dir(source.parent)
 
 
 def encoded_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[bytes]:
@@ -128,3 +147,38 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def open_regular_fd(path: Path) -> tuple[int, int] | None:
+    """(fd, size) of a regular file opened for reading without following a link; None when it
+    does not exist. Raises RefusedPath for a link, a FIFO or a device (reading one could block
+    a server thread)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NO_LINK_NO_BLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RefusedPath(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
+    return fd, info.st_size
+
+
+def read_range(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of an open file (fewer if it is shorter), by pread."""
+    chunks = []
+    while start < end:
+        chunk = os.pread(fd, end - start, start)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
+
+
+def open_regular(path: Path) -> BinaryIO | None:
+    """``open_regular_fd`` as a file object."""
+    found = open_regular_fd(path)
+    return None if found is None else os.fdopen(found[0], "rb")

@@ -17,15 +17,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import approval, failpoints, landing, logs, reports, states
+from . import approval, failpoints, landing, lifetime, logs, reports, states
 from .analytics import analyse
 from .announce import Announcer
 from .candidates import candidate_tasks
 from .choosing import Choosing
 from .clock import Clock
 from .config import Settings
-from .errors import Conflict
+from .errors import Conflict, OrchestratorError
 from .execution import Outcome
+from .gitcmd import GitFailed
 from .landing import Landed
 from .metrics import Metrics
 from .models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -171,7 +172,7 @@ class Finishing:
             job = live.job
             self.tables.unfinished[job.id] -= 1
             done = self.tables.unfinished[job.id] == 0
-            self.announce.worker(live, rec.exit_reason)
+            self.announce.worker(live, rec.exit_reason + ("; no changes" if rec.no_changes else ""))
             if rec.candidate is not None:
                 self.choosing.settled(live)
             if self.scheduler is not None and self.scheduler.has_graph(job):
@@ -332,7 +333,20 @@ class Finishing:
                     self._record_landing(job, landed)
                     raise
             self._record_landing(job, landed)
+            self._release_worktrees(job, landed)
         return landed
+
+    def _release_worktrees(self, job: JobRecord, landed: Landed) -> None:
+        """A landing that moved the branch the user named ends the worktrees' lifetime (lifetime.py)."""
+        try:
+            note = lifetime.release_landed(self.settings, self.workspace, job, landed.merge)
+        except (GitFailed, OrchestratorError):
+            log.warning("job %s: could not remove its worktrees after its landing", job.id, exc_info=True)
+            return
+        if note:
+            with self._lock:
+                job.notes.append(note)
+                self.announce.line(job, note)
 
     def _record_landing(self, job: JobRecord, landed: Landed) -> None:
         with self._lock:

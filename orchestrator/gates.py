@@ -9,15 +9,21 @@ when it names the worker's role in ``roles``, or names no role and the worker ha
 role lists no gates, or its role's ``gates`` name it; then, with ``when_changed``, only when the
 worker changed (or renamed from) a path those globs match (``applicable``).
 
-Each gate is a real process: its argv (never a shell), cwd the worker's directory, the worker's
-environment without its API credential, its own session, stdin /dev/null, stdout+stderr
+Each gate is a real process: its argv, or with ``shell: true`` its command line run as ``/bin/sh -c``
+(the server owner's or the admin key's own text, never a request's: a worker credential may not
+set gates), in the worker's directory or the gate's ``cwd`` under it (``gate_dir``: a link out of
+the checkout is refused), with the worker's environment without its API credential, with no
+colour (``COLOURLESS``) and the gate's ``env`` over it, its own session, stdin /dev/null, stdout+stderr
 appended to ``logs/depth_<d>_<worker>.gate_<name>.log`` (a header line per run), bounded by its
 ``timeout`` and by the worker's cancel (its whole process group: SIGTERM, then SIGKILL after
 ``workers.kill_grace``, then every process carrying its tag). Each run is one entry of the
 worker's ``gates``: ``{name, required, status, passed, exit_code, duration, log_path, commit,
-reason}``, ``status`` one of passed, failed (exit code > 0), timeout, not_started (missing
-binary), crashed (killed by a signal, or the step raised), cancelled; and ``gated_commit`` is
-the commit judged (set even when no gate applies). A line per gate goes in the worker's log.
+reason}``, ``status`` one of passed, failed (exit code > 0), no_tests (its test runner said it ran no test,
+testruns.py; passed instead when the gate has ``allow_no_tests``), timeout, not_started (missing
+binary, or a ``cwd`` that is no folder of the checkout), crashed (killed by a signal, or the step
+raised), cancelled; and ``gated_commit`` is the commit judged (set even when no gate applies). A
+line per gate goes in the worker's log. Its output leaves its log only as plain text
+(plaintext.plain: no colour codes or progress redraws).
 
 *Fail closed.* A required gate that does not pass fails the worker (``gate tests failed: exit
 code 1``), or, with ``gates_retry`` > 0, asks for another attempt with the gate's name, command
@@ -52,19 +58,70 @@ from . import protocol
 from .checkout import Checkout, touched_paths
 from .config import Settings
 from .config.quality import roles_with_defaults
+from .confinement import Confinement
 from .gitcmd import run_git
 from .graph import matches
 from .models import JobRecord, WorkerRecord
+from .plaintext import plain
 from .roles import role_of
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, signal_name
 from .steps import PASS, Step, StepContext, Verdict, fail, retry
+from .testruns import ran_no_tests
 from .workspace import Workspace
 from .worktree import MAX_FILES, IsolatedCheckout, WorktreeCheckout
 
 log = logging.getLogger("orchestrator.gates")
 
 FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
+READ_BYTES = 1 << 20  # of a gate's output read for "ran no tests" (a runner's counts may be far from its end)
 PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
+NO_TESTS = "no_tests"
+SHELL = "/bin/sh"
+# A gate's output is read by a model, not a terminal: no colour, whatever the worker's environment
+# forces (the gate's own env may still ask for it).
+COLOURLESS = {"NO_COLOR": "1", "TERM": "dumb", "PY_COLORS": "0", "CLICOLOR": "0", "CARGO_TERM_COLOR": "never"}
+COLOUR_FORCING = ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_FORCE_COLOR")
+
+
+class GateDirError(ValueError):
+    """A gate's ``cwd`` is no folder inside the worker's checkout (missing, or a link out)."""
+
+
+def command_text(gate: Mapping[str, Any]) -> str:
+    """A gate's command as a person reads it: its command line, or its argv joined."""
+    run = gate["run"]
+    return run if isinstance(run, str) else " ".join(run)
+
+
+def gate_dir(directory: Path, cwd: str) -> Path:
+    """The folder a gate runs in: ``cwd`` (config.quality checked it is relative, without "..")
+    under ``directory``, resolved, so a link the worker made that points out of its checkout is
+    refused (GateDirError) rather than followed."""
+    top = directory.resolve()
+    target = (top / cwd).resolve() if cwd else top
+    if not target.is_relative_to(top):
+        raise GateDirError(f"its cwd {cwd!r} leads out of the worker's checkout (a symbolic link to {target}); refused")
+    if not target.is_dir():
+        raise GateDirError(f"its cwd {cwd!r} is not a folder in the worker's checkout")
+    return directory / cwd if cwd else directory  # the path a sandbox binds, not the resolved one
+
+
+def gate_argv(gate: Mapping[str, Any], cwd: Path) -> list[str]:
+    """What runs: ``/bin/sh -c`` and its command line, or its argv with ``./check.sh`` taken from
+    the gate's folder (the worker's, not the server's cwd)."""
+    if gate.get("shell"):
+        return [SHELL, "-c", gate["run"]]
+    argv = list(gate["run"])
+    if "/" in argv[0] and not Path(argv[0]).is_absolute():
+        argv[0] = str(cwd / argv[0])
+    return argv
+
+
+def gate_env(worker_env: Mapping[str, str], gate: Mapping[str, Any]) -> dict[str, str]:
+    """The worker's environment without its API credential (a gate never holds it) or colour
+    forcing, ``COLOURLESS``, then the gate's own ``env``."""
+    env = {k: v for k, v in worker_env.items() if k != protocol.API_KEY and k not in COLOUR_FORCING}
+    return {**env, **COLOURLESS, **(gate.get("env") or {})}
 
 
 def applicable(
@@ -156,6 +213,7 @@ class GateStep(Step):
         self.settings = settings
         self.workspace = workspace
         self.runner = runner or ProcessRunner()
+        self.confinement = Confinement(settings, workspace)  # a gate runs the worker's code: in its sandbox
 
     def applies(self, job: JobRecord) -> bool:
         return bool(job.config.gates)  # a job without gates pays nothing after its attempts
@@ -193,35 +251,47 @@ class GateStep(Step):
 
     # -- one gate ---------------------------------------------------------------------------------
     def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[dict[str, Any], str]:
+        """One gate's run: its record entry and its output, plain (no colour codes)."""
         record = ctx.record
-        name, argv, timeout = gate["name"], list(gate["run"]), float(gate["timeout"])
+        name, timeout = gate["name"], float(gate["timeout"])
         path = gate_log(self.workspace, record, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = f"===== gate {name}: {' '.join(argv)} (attempt {ctx.attempt}, commit {commit or 'none: folder'}) =====\n"
+        where = f", in {gate['cwd']}" if gate.get("cwd") else ""
+        header = (
+            f"===== gate {name}: {command_text(gate)} (attempt {ctx.attempt}, commit {commit or 'none: folder'}{where}) =====\n"
+        )
         offset = self.workspace.append_log(path, header.encode("utf-8")) + len(header.encode("utf-8"))
-        env = {k: v for k, v in ctx.env.items() if k != protocol.API_KEY}  # a gate never holds the worker's key
-        if "/" in argv[0] and not Path(argv[0]).is_absolute():
-            argv[0] = str(ctx.directory / argv[0])  # ./check.sh: the worker's, not the server's cwd
         tag = f"{record.root_id}.{record.key}.gate-{name}-{secrets.token_hex(4)}"
         started = time.monotonic()
         status, code, reason = CRASHED, None, ""
+        program = SHELL if gate.get("shell") else gate["run"][0]
         try:
-            handle = self.runner.spawn(argv, cwd=ctx.directory, env=env, log_path=path, tag=tag)
+            cwd = gate_dir(ctx.directory, gate.get("cwd") or "")
+            argv, env = gate_argv(gate, cwd), gate_env(ctx.env, gate)
+            sandbox = self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env)
+            handle = self.runner.spawn(argv, cwd=cwd, env=env, log_path=path, tag=tag, sandbox=sandbox)
+        except GateDirError as exc:
+            status, reason = NOT_STARTED, str(exc)
         except CommandNotFound:
-            status, reason = NOT_STARTED, f"{gate['run'][0]!r} was not found on the worker's PATH"
+            status, reason = NOT_STARTED, f"{program!r} was not found on the worker's PATH"
         except OSError as exc:
-            status, reason = NOT_STARTED, f"{gate['run'][0]!r} could not start: {exc.strerror or exc}"
+            status, reason = NOT_STARTED, f"{program!r} could not start: {exc.strerror or exc}"
         except Exception as exc:  # fail closed: recorded as crashed
             reason = f"raised {type(exc).__name__}: {exc}"
         else:
             status, code, reason = self._wait(ctx, handle, timeout, started)
+        output = plain(self.workspace.read_from(path, offset, READ_BYTES))
+        if status in (PASSED, FAILED):
+            size = READ_BYTES + 1  # unknown: as if too long to read whole
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size - offset
+            status, reason = _tests_ran(gate, status, code, reason, output, size)
         duration = round(time.monotonic() - started, 3)
-        passed = status == PASSED
         result = {
             "name": name,
             "required": bool(gate["required"]),
             "status": status,
-            "passed": passed,
+            "passed": status == PASSED,
             "exit_code": code,
             "duration": duration,
             "log_path": self.workspace.relative(record.root_id, path),
@@ -229,7 +299,7 @@ class GateStep(Step):
             "reason": reason,
         }
         self.workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
-        return result, self.workspace.read_from(path, offset, FEEDBACK_BYTES)
+        return result, output
 
     def _wait(self, ctx: StepContext, handle: ProcessHandle, timeout: float, started: float) -> tuple[str, int | None, str]:
         grace = self.settings.workers.kill_grace
@@ -266,7 +336,9 @@ class GateStep(Step):
         if status != CANCELLED and not result["required"]:
             self._note(ctx.record, f"{what}; it is not required, so the worker goes on")
             return PASS
-        why = f"gate {name} {'failed' if status == FAILED else status}: {reason}"
+        why = (
+            f"gate {name} {reason}" if status == NO_TESTS else f"gate {name} {'failed' if status == FAILED else status}: {reason}"
+        )
         skipped = f"; gate(s) {', '.join(rest)} not run" if rest else ""
         self._note(ctx.record, f"{what}; the worker's work may not be merged{skipped}")
         budget = ctx.job.config.gates_retry if ctx.job is not None else 0
@@ -318,12 +390,27 @@ def _crashed(
     }
 
 
+def _tests_ran(gate: Mapping[str, Any], status: str, code: int | None, reason: str, output: str, size: int) -> tuple[str, str]:
+    """A gate that ended 0, or with its runner's "nothing to run" code, after its runner said it
+    ran no test: no_tests (closed), or passed with ``allow_no_tests``; the reason says so. An
+    output past READ_BYTES is not read for it (a runner that wrote that much ran something)."""
+    found = ran_no_tests(output) if size <= READ_BYTES else None
+    if found is None or (code or 0) not in found.codes:
+        return status, reason
+    said = found.text + (f", exit code {code}" if code else "")
+    if gate.get("allow_no_tests"):
+        return PASSED, f"ran no tests ({said}); allowed by allow_no_tests"
+    return NO_TESTS, f"ran no tests ({said}); set allow_no_tests: true on the gate if that is expected"
+
+
 def feedback(gate: Mapping[str, Any], result: Mapping[str, Any], output: str) -> str:
-    """What the worker's next attempt reads: which gate, its command, why, and its output's tail."""
-    tail = output[-FEEDBACK_BYTES:].strip() or "(no output)"
+    """What the worker's next attempt reads: which gate, its command, why, and its output's tail
+    (plain: plaintext.plain, as ``_run_gate`` gives it)."""
+    tail = plain(output[-FEEDBACK_BYTES:]).strip() or "(no output)"
+    where = f" (in {gate['cwd']})" if gate.get("cwd") else ""
     return (
         f'[orchestrator] Your work did not pass the required quality gate "{gate["name"]}" ({result["reason"]}).\n'
-        f"Its command, run in your directory on your committed work: {' '.join(gate['run'])}\n"
+        f"Its command, run in your directory{where} on your committed work: {command_text(gate)}\n"
         f"The end of its output:\n{tail}\n"
         "Fix what it reports; your work so far is kept in your directory."
     )

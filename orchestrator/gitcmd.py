@@ -14,8 +14,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-# Who every commit the orchestrator makes is by (worker commits, merge commits): never the
-# user's git config, so a job's commits are the same on every machine.
+# Who git names in what it writes for the orchestrator when nothing else says (a ``stash create``
+# needs someone); the commits of a job are by the user instead, where they have an identity
+# (commits.identity_of), this one being the fallback.
 IDENTITY_ENV = {
     "GIT_AUTHOR_NAME": "orchestrator",
     "GIT_AUTHOR_EMAIL": "orchestrator@localhost",

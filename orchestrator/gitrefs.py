@@ -116,11 +116,13 @@ def ref_value(repo: str | Path, ref: str) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def update_ref(repo: str | Path, ref: str, new: str, old: str | None, *, under: str) -> None:
-    """Move ``ref`` from ``old`` (None: must not exist) to ``new`` atomically, only under ``under``."""
+def update_ref(repo: str | Path, ref: str, new: str | None, old: str | None, *, under: str) -> None:
+    """Move ``ref`` from ``old`` (None: must not exist) to ``new`` (None: delete it) atomically,
+    only under ``under``."""
     if not ref.startswith(under):
         raise ValidationError(f"refusing to move {ref}: only refs under {under} belong to this job")
-    done = run_git(repo, "update-ref", "-m", "orchestrator merge", ref, new, old or ZERO, check=False)
+    change = ["-d", ref, old or ZERO] if new is None else [ref, new, old or ZERO]
+    done = run_git(repo, "update-ref", "-m", "orchestrator merge", *change, check=False)
     if done.returncode != 0:
         if ".lock" in done.stderr and "File exists" in done.stderr:
             raise RefMoved(
@@ -129,6 +131,15 @@ def update_ref(repo: str | Path, ref: str, new: str, old: str | None, *, under: 
             )
         now = ref_value(repo, ref)
         raise RefMoved(f"{ref} is at {now or 'nothing'}, not {old or 'nothing'} as expected: someone moved it; nothing changed")
+
+
+def remove_ref(repo: str | Path, ref: str, old: str, *, under: str) -> str | None:
+    """Delete ``ref`` (at ``old``), only under ``under``, unless a worktree has it checked out:
+    then nothing is deleted and that worktree's path is returned."""
+    tree = checkouts(repo).get(ref)
+    if tree is None:
+        update_ref(repo, ref, None, old, under=under)
+    return tree
 
 
 def is_ancestor(repo: str | Path, older: str, newer: str) -> bool:

@@ -27,12 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitcmd
+from .commits import identity_of
 from .errors import ConfigError
 from .gitcmd import GitFailed
 
 MIN_GIT = (2, 17)
 GIT_TIMEOUT = 120.0  # seconds any one git call may take
 LOCK_RETRIES = 20  # attempts of a repository-level operation that met another process's lock
+BASE_FILE = "orchestrator-base"  # in a worktree's own git dir: the commit its branch started from
+CHECKPOINT_FILE = "orchestrator-checkpoint"  # beside it: the commit the next attempt starts from
 _LOCKED = re.compile(r"\.lock'?: File exists|Unable to create .*\.lock|cannot lock ref|is locked", re.IGNORECASE)
 
 
@@ -117,7 +120,10 @@ class Host:
 def find_host(folder: Path, workspace: Path, repo_setting: str) -> Host | str:
     """The host repository for worktree isolation, or the reason there is none (a sentence).
     ``repo_setting``: git.repo (relative to the folder), else the repository holding the folder.
-    The workspace must be ignored by the host (its worktrees must never show in ``git status``)."""
+    A folder that is a repository of its own (``git clone`` of the orchestrator) is not its own
+    host: the repository enclosing it is, and with none, there is no host (its worktrees would
+    branch the orchestrator's code). The workspace must be ignored by the repository whose work
+    tree holds it (its worktrees must never show in ``git status``)."""
     version = git_version()
     if version is None:
         return "git is not installed"
@@ -130,18 +136,33 @@ def find_host(folder: Path, workspace: Path, repo_setting: str) -> Host | str:
     top = toplevel(start)
     if top is None:
         return f"{start} is not inside a git work tree"
+    why = f"{top} is a git repository"
+    if not repo_setting and top.resolve() == start:
+        outer = toplevel(start.parent)
+        if outer is None:
+            return (
+                f"this folder {start} is a git repository of its own (as a clone is) and no repository encloses it: set "
+                'git.repo to the repository the workers should change (git.repo: "." for this one)'
+            )
+        why = f"this folder {start} is a git repository of its own (as a clone is) inside the git repository {outer}, the host"
+        top = outer
+    why += f" (git {'.'.join(map(str, version))})"
     ws = workspace.resolve()
     try:
         ws.relative_to(top.resolve())
     except ValueError:
-        return Host(top, f"{top} is a git repository (git {'.'.join(map(str, version))})")
-    probe = run_git(top, "check-ignore", "-q", "--", str(ws / "probe"), check=False)
-    if probe.returncode != 0:
+        return Host(top, why)
+    # Asked of the repository whose work tree holds the workspace: when that is a repository of
+    # its own inside ``top`` (a cloned folder), ``top`` never looks inside it (it sees one
+    # untracked folder, or a gitlink, and refuses paths in a submodule).
+    holder = toplevel(next(p for p in (ws, *ws.parents) if p.is_dir())) or top
+    if run_git(holder, "check-ignore", "-q", "--", str(ws / "probe"), check=False).returncode != 0:
         return (
-            f"the workspace {ws} is inside the repository {top} but not ignored by it: add it to the folder's "
+            f"the workspace {ws} is inside the repository {holder} but not ignored by it: add it to the folder's "
             ".gitignore (or the repository's .git/info/exclude), so the worktrees never show in git status"
         )
-    return Host(top, f"{top} is a git repository (git {'.'.join(map(str, version))}); the workspace is ignored by it")
+    by = "it" if holder == top else "this folder's own repository" if holder == folder.resolve() else str(holder)
+    return Host(top, f"{why}; the workspace is ignored by {by}")
 
 
 _LOCKS: dict[str, threading.Lock] = {}
@@ -216,7 +237,9 @@ def snapshot_commit(repo: Path, base: str) -> str:
     # The stash commit's tree is the working tree; its first parent is HEAD. Based on ``base``
     # when that is not HEAD: a commit of that tree on top of base.
     tree = run_git(repo, "rev-parse", "--verify", "--end-of-options", f"{made}^{{tree}}").stdout.strip()
-    return run_git(repo, "commit-tree", tree, "-p", head, "-m", "orchestrator: the uncommitted changes").stdout.strip()
+    message = "Uncommitted changes the job started from"  # the user's work: by the user, as the job's commits
+    env = {**git_env(), **identity_of(repo).env()}
+    return run_git(repo, "commit-tree", tree, "-p", head, "-m", message, env=env).stdout.strip()
 
 
 def resolve_commit(repo: Path, rev: str) -> str:
@@ -255,6 +278,15 @@ def linked_git_dir(directory: Path) -> Path | None:
         return None
     found = Path(text.removeprefix("gitdir: ").strip())
     return found if found.is_absolute() else (directory / found).resolve()
+
+
+def common_dir_of(private: Path) -> Path | None:
+    """The repository's common git dir, from a linked worktree's own git dir (its ``commondir``
+    file), without starting git; None when it cannot be read."""
+    try:
+        return (private / (private / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except OSError:
+        return None
 
 
 def git_dir_of(directory: Path) -> Path:

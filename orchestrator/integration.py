@@ -17,6 +17,8 @@ import logging
 import time
 from typing import Any
 
+from .adapters import co_author_of
+from .commits import Source
 from .config import Settings
 from .gates import GateStep, step_block
 from .landing import repository, tree_lock
@@ -81,9 +83,7 @@ def integrate_worker(
             repo,
             integration,
             start,
-            worker.name,
-            branch,
-            commit,
+            Source(worker.name, branch, commit, worker.task, co_author_of(worker, settings)),
             job.config.merge_strategy,
             prefix=settings.git.branch_prefix,
             root_id=job.root_id,

@@ -16,7 +16,8 @@ runs git and is never called under the engine's lock. Folder jobs have no branch
 is merged and ``merge`` stays None.
 
 ``JobRecord.merge`` is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
-merged, skipped, unchanged, conflicts, changes, command) plus ``at`` (clock time), ``left_out`` and ``into``
+merged, skipped, unchanged (workers that changed nothing: never merged), conflicts, changes,
+command, and for ``manual``: previous, removed, kept_in) plus ``at`` (clock time), ``left_out`` and ``into``
 (None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
 (why not, or None), "command" (what the user runs instead, or None), "message"}``. A merge
 that failed is ``{"strategy", "error", "at"}``.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gates, merging
+from .adapters import co_author_of
 from .config import Settings
 from .errors import ConfigError, Conflict, OrchestratorError
 from .gitcmd import run_git
@@ -134,25 +136,39 @@ def branches(job: JobRecord, workers: list[WorkerRecord]) -> list[tuple[str, str
     return [(n, w.branch) for n in job.worker_names if (w := mine.get(n)) is not None and w.branch and w.commit]
 
 
-def mergeable(
-    job: JobRecord, workers: list[WorkerRecord], settings: Settings
-) -> tuple[list[tuple[str, str]], dict[str, str], list[dict[str, str]]]:
-    """Of the job's committed branches (``branches``): those that may be merged (gates.merge_block
-    says None), each worker's commit to merge (its gated commit), and the workers left out with why."""
+@dataclass
+class Mergeable:
+    """A job's committed branches (``branches``) sorted for a merge."""
+
+    named: list[tuple[str, str]]  # (worker, branch) that may be merged (gates.merge_block says None)
+    commits: dict[str, str]  # worker -> its commit to merge (its gated commit)
+    left_out: list[dict[str, str]]  # {"worker", "reason"}: work kept out of the result, and why
+    unchanged: list[str]  # workers that may be merged but changed nothing: no work to merge
+
+    def with_unchanged(self, outcome: merging.MergeOutcome, order: list[str]) -> merging.MergeOutcome:
+        """``outcome`` with the workers that changed nothing among its ``unchanged``, in plan order."""
+        found = {*outcome.unchanged, *self.unchanged}
+        return dataclasses.replace(outcome, unchanged=tuple(n for n in order if n in found))
+
+
+def mergeable(job: JobRecord, workers: list[WorkerRecord], settings: Settings) -> Mergeable:
+    """Of the job's committed branches (``branches``): those that may be merged, each worker's
+    commit, the workers left out with why, and those that changed nothing (``no_changes``: never
+    merged, whatever their commit holds, such as git.setup's files)."""
     mine = {w.name: w for w in workers if w.job_id == job.id}
-    named: list[tuple[str, str]] = []
-    commits: dict[str, str] = {}
-    left_out: list[dict[str, str]] = []
+    found = Mergeable([], {}, [], [])
     for worker, branch in branches(job, workers):
         record = mine[worker]
         why = gates.merge_block(record, job, settings)
         commit = gates.merge_commit(record)
-        if why is None and commit:
-            named.append((worker, branch))
-            commits[worker] = commit
+        if why is None and commit and record.no_changes:
+            found.unchanged.append(worker)
+        elif why is None and commit:
+            found.named.append((worker, branch))
+            found.commits[worker] = commit
         else:
-            left_out.append({"worker": worker, "reason": why or "it has no commit"})
-    return named, commits, left_out
+            found.left_out.append({"worker": worker, "reason": why or "it has no commit"})
+    return found
 
 
 def _left_out(left_out: list[dict[str, str]]) -> str:
@@ -184,11 +200,15 @@ def land(
     into = job.config.merge_into if into is None else into
     # Only work that succeeded and passed its gates, at its gated commit (gates.merge_block); a
     # graph job's too (integration.py merged it as it passed).
-    named, commits, left_out = mergeable(job, workers, settings)
+    sorted_ = mergeable(job, workers, settings)
+    named, left_out = sorted_.named, sorted_.left_out
     base_file = workspace.tree_base_file(job.root_id)
     if not named or not base_file.is_file():
         why = "no worker committed work on a branch"
-        if left_out:
+        if sorted_.unchanged:
+            why = f"no worker changed anything (no changes: {', '.join(sorted_.unchanged)})"
+            why += "; left out: " + _left_out(left_out) if left_out else ""
+        elif left_out:
             why = "every worker was left out: " + _left_out(left_out)
         return Landed(None, f"nothing merged: {why}")
     repo = repository(settings, workspace)
@@ -197,8 +217,18 @@ def land(
     # (integration.py): the rest is merged onto that, never a rebuild from the base.
     onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
     outcome = merging.merge_branches(
-        repo, base, named, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id, onto=onto, commits=commits
+        repo,
+        base,
+        named,
+        strategy,
+        prefix=settings.git.branch_prefix,
+        root_id=job.root_id,
+        onto=onto,
+        commits=sorted_.commits,
+        tasks={w.name: w.task for w in workers if w.job_id == job.id},
+        credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
     )
+    outcome = sorted_.with_unchanged(outcome, job.worker_names)
     merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None, "left_out": left_out}
     if into:
         merge["into"] = _advance(repo, check_branch(settings, into), outcome, bool(left_out))
@@ -250,6 +280,7 @@ def describe(merge: dict[str, Any]) -> str:
         text = f"merge manual: nothing merged, {len(merge['skipped'])} branches left for you"
         text += f"; they would conflict in: {_files(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
         text += f"; to merge them yourself: {merge['command']}"
+        text += _previous(merge)
     elif merge["skipped"]:
         text = (
             f"merge auto stopped at a conflict in: {_files(actual)}; merged {len(merged)} worker(s) into {short}, "
@@ -260,12 +291,28 @@ def describe(merge: dict[str, Any]) -> str:
         won = [c for c in actual if c.get("resolved_by")]
         if won:
             text += "; the later worker's side won in: " + _files(won)
+    if merge.get("unchanged"):
+        text += f"; no changes from {', '.join(merge['unchanged'])} (not merged)"
     if merge.get("left_out"):
         text += "; left out: " + _left_out(merge["left_out"])
     into = merge.get("into")
     if into:
         text += f"; {into['message']}" if into["moved"] else f"; {into['refused']} (run: {into['command']})"
     return text
+
+
+def _previous(merge: dict[str, Any]) -> str:
+    """What a ``manual`` merge did with the result branch an earlier merge had made."""
+    previous = merge.get("previous")
+    if not previous:
+        return ""
+    short = merge["result_ref"].removeprefix("refs/heads/")
+    if merge.get("removed"):
+        return (
+            f"; {short} (at {previous[:12]}, an earlier merge's result) was removed, so it holds nothing this merge "
+            "did not make (merge again with auto or theirs to make it again)"
+        )
+    return f"; {short} still holds an earlier merge's result ({previous[:12]}): it is checked out in {merge.get('kept_in')}"
 
 
 def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings, workspace: Workspace) -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ refusal is the error a client sees (``ValidationError`` for a malformed request,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import RecursionLimit, ValidationError
+from .models import JobRecord, JobStatus
 
 EXAMPLE_REQUEST = '"Build a REST API with auth and tests"'
 
@@ -126,3 +128,20 @@ def startable(pending: int, job_running: int, job_max: int, slots_used: int, glo
     """How many of a job's ``pending`` workers may start now: within its max_workers (it runs
     ``job_running``) and the server's workers.global_max_workers (``slots_used`` are taken)."""
     return max(0, min(pending, job_max - job_running, global_max - slots_used))
+
+
+# -- deadlines -------------------------------------------------------------------------------
+def late_trees(
+    jobs: Iterable[JobRecord], ending: dict[str, tuple[JobStatus, float]], now: float, deadline: float
+) -> list[JobRecord]:
+    """The root jobs still running at ``now`` that started more than ``deadline`` seconds before
+    (recursion.tree_deadline), and are not already being cancelled or finished."""
+    return [
+        j
+        for j in jobs
+        if j.is_root and not j.status.at_rest and j.error != "cancelled" and j.id not in ending and now - j.created_at > deadline
+    ]
+
+
+def deadline_note(deadline: float) -> str:
+    return f"cancelled: the tree ran past its deadline of {deadline:g}s (recursion.tree_deadline)"

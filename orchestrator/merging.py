@@ -1,18 +1,27 @@
 """Merging workers' branches into a job's result branch, without touching any working tree.
 
 Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
-(git >= 2.38), ``git commit-tree`` for the merge commit, and, for ``theirs``, ``git merge-file
+(git >= 2.38), ``git commit-tree`` for the commit, and, for ``theirs``, ``git merge-file
 --theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
 write the resolved tree. The user's index, working trees and stash are never written.
 
+The result holds one commit per merged worker, whose only parent is the result so far: the
+worker's gated work squashed, so none of its other commits (an attempt whose commit failed a
+gate, before ``gates_retry`` gave it another) is an ancestor of the result; the worker's own
+branch keeps its whole history. Each commit names its source in an ``Orchestrator-Commit:``
+trailer (how a merge that starts from a graph job's integration branch knows who is in it). A
+worker whose work adds nothing to the result gets no commit and is listed as ``unchanged``,
+never as merged.
+
 The result ref moves once, at the end, by an atomic ``update-ref`` with its old value checked
 (see gitrefs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
-only unreferenced objects, and the merge runs again. Merge commits are deterministic (fixed
-identity, date = the newest input's committer date), so running the same merge twice gives the
-same commit and moves nothing.
+only unreferenced objects, and the merge runs again. Its commits are deterministic (by the user,
+commits.identity_of, dated the newest input's committer date), so running the same merge twice
+gives the same commit and moves nothing. ``manual`` merges nothing and removes a result branch an
+earlier merge made (``removed``), so the branch never holds work the record does not list.
 
 Disjoint branches that all descend from the base (the common case: workers on separate files)
-need no merge to know the answer; the same chain of merge commits is written in one
+need no merge to know the answer; the same chain of commits is written in one
 ``git fast-import`` instead of a merge-tree and a commit-tree per branch.
 
 git 2.39 has neither ``merge-tree --merge-base`` nor ``-X``: the sequential merge needs no
@@ -33,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from . import failpoints
+from .commits import Identity, Source, identity_of, squashed_in
 from .errors import ConfigError, ValidationError
-from .gitcmd import IDENTITY_ENV, GitFailed, git_bytes, run_git
-from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, resolve_all, update_ref
+from .gitcmd import GitFailed, git_bytes, run_git
+from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .gitwork import git_version
 
 MIN_GIT = (2, 38)
@@ -77,7 +87,12 @@ class MergeOutcome:
     conflicts: tuple[FileConflict, ...]
     changes: tuple[WorkerChanges, ...]
     command: str  # what the user runs to take the result
-    unchanged: tuple[str, ...] = field(default=())  # merged workers whose branch added nothing
+    unchanged: tuple[str, ...] = field(default=())  # workers whose work added nothing: not merged
+    # ``manual`` on the result branch: the commit an earlier merge had left it at (None: it did not
+    # exist), and whether it was removed (False: kept, checked out in a worktree: ``kept_in``).
+    previous: str | None = None
+    removed: bool = False
+    kept_in: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
@@ -92,6 +107,9 @@ class MergeOutcome:
             "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
             "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
             "command": self.command,
+            "previous": self.previous,
+            "removed": self.removed,
+            "kept_in": self.kept_in,
         }
 
     @classmethod
@@ -107,6 +125,9 @@ class MergeOutcome:
             changes=tuple(WorkerChanges(**(c | {"files": tuple(c["files"])})) for c in data.get("changes", ())),
             command=data.get("command", ""),
             unchanged=tuple(data.get("unchanged", ())),
+            previous=data.get("previous"),
+            removed=bool(data.get("removed")),
+            kept_in=data.get("kept_in"),
         )
 
 
@@ -257,20 +278,10 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
     return tree, hunks
 
 
-def _commit(repo: str | Path, tree: str, parents: list[str], message: str, when: str) -> str:
-    """A merge commit whose id depends only on its inputs (identity and date are fixed)."""
-    env = {**IDENTITY_ENV, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
-    argv = ["-c", "commit.gpgsign=false", "commit-tree", tree]
-    for parent in parents:
-        argv += ["-p", parent]
-    return run_git(repo, *argv, input=message, env=env).stdout.strip()
-
-
-def _message(worker: str, branch: str, root_id: str, strategy: str, into: str | None = None) -> str:
-    return (
-        f"orchestrator: merge worker {worker} ({branch}) into {into or 'job ' + root_id}\n\n"
-        f"Orchestrator-Job: {root_id}\nOrchestrator-Worker: {worker}\nOrchestrator-Strategy: {strategy}\n"
-    )
+def _commit(repo: str | Path, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
+    """A squashed commit on ``parent`` by ``who`` whose id depends only on its inputs (the date is fixed)."""
+    env = {**who.env(), "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    return run_git(repo, "-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent, input=message, env=env).stdout.strip()
 
 
 def _quote(path: str) -> str:
@@ -294,12 +305,14 @@ def _disjoint_merge(
     when: str,
     root_id: str,
     strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
     into: str | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
-    """The same chain of merge commits the per-branch loop makes, in one ``git fast-import``,
-    when the loop's answer is known without merging: every branch descends from the base and no
-    two branches touch the same path (or a file and a folder of the same name). Then each merge
-    is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
+    """The same chain of commits the per-branch loop makes, in one ``git fast-import``, when the
+    loop's answer is known without merging: every branch descends from the base and no two
+    branches touch the same path (or a file and a folder of the same name). Then each commit's
+    tree is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
     owner: dict[str, str] = {}
     for _, _, commit in commits:
         for path in files[commit]:
@@ -318,17 +331,17 @@ def _disjoint_merge(
     merged: list[str] = []
     unchanged: list[str] = []
     parent, marks = base, 0
-    for worker, branch, commit in commits:
-        merged.append(worker)
-        if commit == base:
+    for worker, _, commit in commits:
+        if not files[commit]:
             unchanged.append(worker)
             continue
+        merged.append(worker)
         marks += 1
-        message = _message(worker, branch, root_id, strategy, into).encode()
-        ident = f"orchestrator <orchestrator@localhost> {when}"
+        message = sources[worker].message(root_id, strategy, into).encode()
+        ident = who.ident(when)
         stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
         stream.append(message)
-        stream.append(f"\nfrom {parent}\nmerge {commit}\n".encode())
+        stream.append(f"\nfrom {parent}\n".encode())
         for path, entry in sorted(files[commit].items()):
             line = f"D {_quote(path)}\n" if entry is None else f"M {entry[0]} {entry[1]} {_quote(path)}\n"
             stream.append(line.encode())
@@ -386,16 +399,20 @@ def merge_branches(
     target: str | None = None,
     onto: str | None = None,
     commits: Mapping[str, str] | None = None,
+    tasks: Mapping[str, str] | None = None,
+    credits: Mapping[str, str | None] | None = None,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
-    branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``;
-    see the module docstring. A child job's merge names its parent worker's branch (nesting.py).
-    ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint
-    (tests compare the two). ``onto``: the commit the merges start from instead of ``base`` (a
-    graph job's integration branch, which already holds the workers merged as they passed their
-    gates: each of those counts as merged, and only the rest is merged onto it); what each
-    worker changed is still told against ``base``. ``commits``: worker -> the commit of its to
-    merge instead of its branch's tip (its gated commit, gates.py); the fast path needs the tip."""
+    branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``,
+    one squashed commit per worker whose work adds something; see the module docstring. A child
+    job's merge names its parent worker's branch (nesting.py). ``fast_path=False`` forces one
+    merge-tree per branch even when the changes are disjoint (tests compare the two). ``onto``:
+    the commit the merges start from instead of ``base`` (a graph job's integration branch, which
+    already holds the workers squashed into it as they passed their gates: each of those counts
+    as merged, and only the rest is merged onto it); what each worker changed is still told
+    against ``base``. ``commits``: worker -> the commit of its to merge instead of its branch's tip
+    (its gated commit, gates.py). ``tasks``, ``credits``: worker -> its subtask (its commit's subject),
+    the AI that did its work (its ``Co-authored-by:``)."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -419,6 +436,7 @@ def merge_branches(
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
+    sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
     files = changed_files(repo, base_commit, oids)
     changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
     comparison = tuple(changes[w] for w, _, _ in inputs)
@@ -427,34 +445,39 @@ def merge_branches(
         named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
         report = predict_conflicts(repo, base, named)
         command = " && ".join(f"git merge {b}" for _, b in named)
-        return MergeOutcome(strategy, base_commit, target, None, (), tuple(w for w, _, _ in inputs), report, comparison, command)
+        # An earlier merge's result goes: the branch never holds work this record does not list.
+        kept_in = remove_ref(repo, target, old, under=under) if into is None and old else None
+        removed = bool(into is None and old and kept_in is None)
+        left = tuple(w for w, _, _ in inputs)
+        return MergeOutcome(strategy, base_commit, target, None, (), left, report, comparison, command, (), old, removed, kept_in)
 
-    # Every merge commit of the job carries the newest input's date: a re-run makes the same ids.
+    # Every commit of the job carries the newest input's date: a re-run makes the same ids.
     when = f"{max(info.time for info in known)} +0000"
+    who = identity_of(repo)
     head, head_tree = base_commit, known[0].tree
+    already: set[str] = set()
     if onto is not None:
         start = read_commits(repo, [onto])[0]
         if start is None:
             raise ValidationError(f"{onto!r} is not a commit in {repo}")
         head, head_tree, fast_path = start.oid, start.tree, False
+        already = squashed_in(repo, base_commit, head)
     merged: list[str] = []
     unchanged: list[str] = []
     skipped: list[str] = []
     conflicts: list[FileConflict] = []
-    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, into) if fast_path else None
+    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, sources, who, into) if fast_path else None
     if fast:
         head, merged, unchanged = fast
         inputs = []  # all merged at once
-    for index, (worker, branch, commit) in enumerate(inputs):
-        if onto is not None and is_ancestor(repo, commit, head):  # integrated as it passed its gates
-            merged.append(worker)
-            if not files[commit]:
-                unchanged.append(worker)
+    for index, (worker, _, commit) in enumerate(inputs):
+        # Squashed in as it passed its gates, or merged with its history (an older version's branch)
+        if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
+            (merged if files[commit] else unchanged).append(worker)
             continue
         result = _merge_tree(repo, head, commit)
         tree = result.tree
-        if result.clean and tree == head_tree and is_ancestor(repo, commit, head):  # nothing new
-            merged.append(worker)
+        if result.clean and tree == head_tree:  # nothing the result does not hold already
             unchanged.append(worker)
             continue
         if not result.clean:
@@ -466,8 +489,7 @@ def merge_branches(
                 break
             tree, hunks = _resolve_theirs(repo, result)
             conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
-        message = _message(worker, branch, root_id, strategy, into)
-        head, head_tree = _commit(repo, tree, [head, commit], message, when), tree
+        head, head_tree = _commit(repo, tree, head, sources[worker].message(root_id, strategy, into), when, who), tree
         merged.append(worker)
     failpoints.hit("merge_before_update_ref")
     if head != old:
@@ -508,19 +530,18 @@ def integrate(
     repo: str | Path,
     ref: str,
     start: str,
-    worker: str,
-    branch: str,
-    commit: str,
+    source: Source,
     strategy: str,
     *,
     prefix: str,
     root_id: str,
 ) -> Integrated:
-    """Merge ``commit`` (the worker's gated commit) into ``ref``, a job's integration branch,
-    made at ``start`` when it does not exist yet. Fast-forwards when the branch is an ancestor of
-    the commit (the worker branched from it and nothing was merged since); ``auto`` leaves the
-    branch where it is on a conflict (``merged`` False, the conflicts named); ``theirs`` takes the
-    worker's side of each conflicting hunk. The caller holds the tree's merge lock."""
+    """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
+    branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
+    fast-forward to the worker's own history); ``auto`` leaves the branch where it is on a
+    conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
+    conflicting hunk. The caller holds the tree's merge lock."""
+    worker, branch, commit = source.worker, source.branch, source.commit
     if strategy not in ("auto", "theirs"):
         raise ValidationError(f"a task graph merges with auto or theirs, not {strategy!r}")
     require_git(repo)
@@ -529,10 +550,8 @@ def integrate(
     old = ref_value(repo, target)
     head = old or resolve_all(repo, [start])[0]
     conflicts: list[FileConflict] = []
-    if is_ancestor(repo, commit, head):  # already in (a retry of the same merge, or no new work)
+    if is_ancestor(repo, commit, head) or commit in squashed_in(repo, start, head):  # already in, or no new work
         new = head
-    elif is_ancestor(repo, head, commit):  # nothing merged since the worker branched: a fast-forward
-        new = commit
     else:
         result = _merge_tree(repo, head, commit)
         tree = result.tree
@@ -545,8 +564,8 @@ def integrate(
             tree, hunks = _resolve_theirs(repo, result)
             conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
         when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
-        message = _message(worker, branch, root_id, strategy, target.removeprefix("refs/heads/"))
-        new = _commit(repo, tree, [head, commit], message, when)
+        message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
+        new = _commit(repo, tree, head, message, when, identity_of(repo))
     if new != old:
         update_ref(repo, target, new, old, under=under)
     return Integrated(target, new, True, tuple(conflicts))

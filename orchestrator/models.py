@@ -99,6 +99,9 @@ class Attempt:
     # Issue 16: the node that ran it (distributed.executor rq; None: this server ran it), and the
     # Redis id of the attempt there (re-adopted by it after a server restart).
     node: str | None = None
+    # Which enforcement held each cap ({"memory", "processes", "log", "disk": "cgroup v2" | "cgroup v1"
+    # | "file-size limit" | "sampled" | "no cap", "file_size": bytes}: cgroups.Enforced); None: not known.
+    enforced: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -186,6 +189,9 @@ class WorkerRecord:
     created_at: float = 0.0
     started_at: float | None = None  # first attempt's start
     ended_at: float | None = None  # when it became terminal
+    # Why it is still pending when the count limits would let it start (admission.py: "waiting for
+    # memory: 300 MB needed, 120 MB free ..."); None once it starts, or while nothing but a slot holds it.
+    waiting: str | None = None
     exit_reason: str = ""  # one human line: "exit code 0", "timed out after 30s (SIGKILL)", ...
     error: str | None = None  # what went wrong, for failed/timeout workers
     failure_class: str | None = None  # its last attempt's failure class (see Attempt); None if it succeeded
@@ -197,6 +203,10 @@ class WorkerRecord:
     commit: str | None = None
     files_changed: list[dict[str, str]] = field(default_factory=list)
     diffstat: str | None = None
+    # Its last attempt left its checkout as the worker found it (checkout.Changes.unchanged: a
+    # worktree's tree equals the one its first attempt started from; a folder holds no file).
+    # None: not known (it never ran, or its changes were never read). Never merged.
+    no_changes: bool | None = None
     # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; bootstrap.py).
     port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
@@ -217,7 +227,7 @@ class WorkerRecord:
     role: str | None = None
     owns: list[str] = field(default_factory=list)
     model: str | None = None  # its role's model (TaskNode.model): None: orchestrator.model; "": the CLI's default
-    # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | timeout |
+    # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | no_tests | timeout |
     # not_started | crashed | cancelled), "passed", "exit_code", "duration", "log_path", "commit", "reason"}.
     gates: list[dict[str, Any]] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
@@ -241,6 +251,9 @@ class WorkerRecord:
     shared_prompt_bytes: int | None = None
     tokens_cache_read: int | None = None
     node: str | None = None  # issue 16: the node its latest attempt runs or ran on (None: this server)
+    # How its latest attempt was confined: "bubblewrap" (sandbox.py), or "none" (unconfined: the
+    # job's notes say why); None: no attempt started.
+    sandbox: str | None = None
 
     @property
     def key(self) -> str:
@@ -395,6 +408,14 @@ def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus 
     if job is None or job.integration is None:
         return True
     return bool(record.integrated and record.integrated.get("merged"))
+
+
+def changed_nothing(job: JobRecord, workers: list[WorkerRecord]) -> bool:
+    """A worktree job at rest whose every worker that ran (of ``workers``, its own) left its
+    checkout unchanged: its result is its base, whatever its status says (quick-start's exit
+    code 6, the summary's "no worker changed anything")."""
+    ran = [w for w in workers if w.job_id == job.id and w.attempts]
+    return job.config.isolation == "worktree" and job.status.at_rest and bool(ran) and all(w.no_changes for w in ran)
 
 
 def _shallow(record: _T) -> _T:

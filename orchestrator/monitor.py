@@ -1,12 +1,22 @@
 """Resource caps that hold for a worker's whole process tree.
 
-One thread samples every running worker each ``workers.monitor_interval``
-seconds through the executor (locally: one pass over the process table finds every
-process carrying a worker's tag, so a double-forked grandchild counts against its worker), then
-the tree's resident memory and process count, the log's size and the worker
-folder's disk use (less often: walking a folder costs more). A breach ends the
-worker through the kill ladder with a reason of its own, e.g.
-``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb)``; it is not retried.
+Where the machine allows, the kernel holds the memory and process caps (each attempt in a cgroup
+of its own, cgroups.py): the monitor reads the cgroup and ends a worker whose cgroup's OOM killer
+fired or whose fork was refused at ``pids.max`` (a fork bomb would otherwise sit at the cap), e.g.
+``memory cap: killed by the kernel at 200 MB (workers.max_memory_mb, cgroup v1)``.
+
+Elsewhere (an ordinary user on a cgroup v1 machine, no delegated v2 subtree) those caps are
+sampled: one thread samples every running worker each ``workers.monitor_interval`` seconds
+through the executor (locally: the cgroup where there is one, else one pass over the process
+table finds every process carrying a worker's tag), and a breach ends the worker, e.g.
+``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb, sampled)``.
+
+The log's size and the worker folder's disk use are read every interval too, and no single file
+the worker writes can grow past the larger of the two caps (RLIMIT_FSIZE, when both are set). So
+a writer is stopped at the cap plus at most what it writes in one interval (and the kill ladder's
+first rung: a cap breach ends the worker with SIGKILL at once, it has nothing left to save); a
+log whose cap is that file-size limit stops at the cap exactly. Each breach ends the worker
+through the kill ladder with its own reason; it is not retried.
 
 Each pass also keeps a worker's :class:`Usage`: peak memory and processes, and the
 CPU time of its tree (user + system, plus the children_* times of descendants already
@@ -20,15 +30,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cgroups import DISK_CAP, Enforced, Limits, kernel_breach
+from .cgroups import Usage as CgroupUsage
 from .executor import Executor, Sample, cpu_seconds
 
 log = logging.getLogger("orchestrator.monitor")
 MB = 1024 * 1024
-DISK_EVERY = 8  # samples between two walks of a worker's folder
 # A usage entry not sampled for this long belongs to a worker whose end the engine
 # already handled (it popped the entry and a late sample made it again): dropped.
 STALE_USAGE = 120.0
@@ -54,17 +65,34 @@ class Caps:
     log_mb: int
     disk_mb: int
 
-    def breach(self, rss: int, procs: int, log_size: int, disk: int | None) -> str | None:
-        """The first cap the sample is over, as a sentence; None when within every cap."""
-        if self.memory_mb and rss > self.memory_mb * MB:
-            return f"memory cap: {rss / MB:.0f} MB > {self.memory_mb} MB (workers.max_memory_mb)"
-        if self.processes and procs > self.processes:
-            return f"process cap: {procs} processes > {self.processes} (workers.max_processes)"
-        if self.log_mb and log_size > self.log_mb * MB:
-            return f"log cap: {log_size / MB:.0f} MB > {self.log_mb} MB (workers.max_log_mb)"
-        if self.disk_mb and disk is not None and disk > self.disk_mb * MB:
-            return f"disk cap: {disk / MB:.0f} MB in its folder > {self.disk_mb} MB (workers.max_disk_mb)"
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_mb(self.memory_mb, self.processes, self.log_mb, self.disk_mb)
+
+    def breach(self, rss: int, procs: int, log_size: int, disk: int | None, sample: Sample | None = None) -> str | None:
+        """The first cap the sample is over, as a sentence; None when within every cap. A cap the
+        kernel holds (``sample.enforced``) is judged by what the kernel did, not by the reading.
+        The log and the folder breach at their cap: the file-size limit may hold one exactly there."""
+        enforced = sample.enforced if sample is not None and sample.enforced is not None else Enforced()
+        if sample is not None:
+            from_kernel = kernel_breach(_usage(sample), self.limits, enforced)
+            if from_kernel:
+                return from_kernel
+        if self.memory_mb and not enforced.memory.kernel and rss > self.memory_mb * MB:
+            return f"memory cap: {rss / MB:.0f} MB > {self.memory_mb} MB (workers.max_memory_mb, sampled)"
+        if self.processes and not enforced.processes.kernel and procs > self.processes:
+            return f"process cap: {procs} processes > {self.processes} (workers.max_processes, sampled)"
+        if self.log_mb and log_size >= self.log_mb * MB:
+            return f"log cap: {log_size / MB:.0f} MB >= {self.log_mb} MB (workers.max_log_mb, {enforced.log.value})"
+        if self.disk_mb and disk is not None and disk >= self.disk_mb * MB:
+            return f"{DISK_CAP}: {disk / MB:.0f} MB in its folder >= {self.disk_mb} MB (workers.max_disk_mb, sampled)"
         return None
+
+    def files_breach(self, log_path: Path, worker_dir: Path) -> str | None:
+        """The log or disk cap a worker's files are at now (one walk of its folder), or None."""
+        if not self.log_mb and not self.disk_mb:
+            return None
+        return self.breach(0, 0, _size(log_path), folder_bytes(worker_dir) if self.disk_mb else None)
 
 
 @dataclass
@@ -143,7 +171,6 @@ class ResourceMonitor:
             return
         self._samples += 1
         found = self.executor.sample(watched)
-        walk_disk = self._samples % DISK_EVERY == 0
         now = time.monotonic()
         for worker in watched:
             got = found.get(worker.tag) or Sample()
@@ -151,14 +178,19 @@ class ResourceMonitor:
                 usage = self.usage.setdefault(worker.tag, Usage())
                 usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
                 usage.seen = now
-            disk = folder_bytes(worker.worker_dir) if walk_disk else None
-            reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk)
+            disk = folder_bytes(worker.worker_dir) if self.caps.disk_mb else None
+            reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk, got)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
                 worker.abort(reason)
         with self._usage_lock:
             for tag in [t for t, u in self.usage.items() if now - u.seen > STALE_USAGE]:
                 del self.usage[tag]
+
+    def peaks(self, tags: Iterable[str]) -> dict[str, int]:
+        """The peak RSS sampled so far of each of these workers that has been sampled (admission.py)."""
+        with self._usage_lock:
+            return {tag: usage.peak_rss for tag in tags if (usage := self.usage.get(tag)) is not None}
 
     def take_usage(self, tag: str) -> Usage | None:
         """What a worker used, removed from the monitor (its process ended); None if never sampled.
@@ -181,6 +213,10 @@ def folder_bytes(path: Path, limit: int = 200_000) -> int:
             if seen >= limit:
                 return total
     return total
+
+
+def _usage(sample: Sample) -> CgroupUsage:
+    return CgroupUsage(oom_kills=sample.oom_kills, forks_refused=sample.forks_refused)
 
 
 def _size(path: Path) -> int:

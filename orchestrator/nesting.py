@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .adapters import co_author_of
 from .checkout import Checkout
 from .clock import Clock
 from .config import Settings
@@ -98,7 +99,7 @@ class Nesting:
             wt = self.worktrees()
             if wt is None:
                 return None
-            subject = f"{parent.name}: its work when it started child job {child_id}"
+            subject = f"Work so far, as child job {child_id} starts"
             return wt.commit(parent, len(parent.attempts), subject=subject)
         except (GitFailed, OSError) as exc:
             raise Conflict(
@@ -158,8 +159,7 @@ class Nesting:
             job.merge = record
             job.notes.append(line)
             if fresh is not None:
-                parent.commit, parent.diffstat = fresh.commit, fresh.diffstat
-                parent.files_changed, parent.files_created = fresh.files_changed, fresh.files_created
+                fresh.apply_to(parent)
         log_file = self.workspace.worker_log(parent.root_id, parent.depth, parent.name)
         self.workspace.append_line(log_file, f"[orchestrator] {line}")
 
@@ -179,9 +179,9 @@ class Nesting:
         # Plan order; a worker that never started has no branch. As landing merges: only a worker
         # gates.merge_block lets through (it succeeded and passed its gates; a graph job's too), at
         # its gated commit; the others are named in ``left_out``.
-        named, commits, left = mergeable(job, children, self.settings)
-        branches = [(name, branch) for name, branch in named if check_ref(branch) in made]
-        left_out.extend(left)
+        sorted_ = mergeable(job, children, self.settings)
+        branches = [(name, branch) for name, branch in sorted_.named if check_ref(branch) in made]
+        left_out.extend(sorted_.left_out)
         with wt.holding(parent) as directory:
             on = run_git(directory, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
             if on != ref:
@@ -191,11 +191,21 @@ class Nesting:
                 )
             problem = ""
             for attempt in range(TRIES):
-                subject = f"{parent.name}: its work when child job {job.id} ended"
+                subject = f"Work so far, as child job {job.id} ends"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
                 outcome = merge_branches(
-                    wt.repo, tip, branches, job.config.merge_strategy, prefix=prefix, root_id=root, target=ref, commits=commits
+                    wt.repo,
+                    tip,
+                    branches,
+                    job.config.merge_strategy,
+                    prefix=prefix,
+                    root_id=root,
+                    target=ref,
+                    commits=sorted_.commits,
+                    tasks={c.name: c.task for c in children},
+                    credits={c.name: co_author_of(c, self.settings) for c in children},
                 )
+                outcome = sorted_.with_unchanged(outcome, job.worker_names)
                 new = outcome.result_commit
                 if new is None or new == tip:
                     return outcome

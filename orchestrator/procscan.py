@@ -48,20 +48,25 @@ def tagged_processes(wanted: Callable[[str], bool], since: float = 0.0, *, detai
     when ``details``. The one walk over the process table: ``scan`` and the runner's shim
     search are built on it."""
     if _PROC.is_dir():
-        for name, data in _tagged_environs(since):
+        host = _pid_namespace("self")
+        sandboxes: dict[str, str] = {}  # a sandbox's PID namespace -> the tag of the worker it confines
+        untagged: list[tuple[str, bytes]] = []
+        for name, data in _environs(since):
             tag = tag_in(data)
-            if tag is None or not wanted(tag) or _is_zombie(name):
+            if tag is None:
+                untagged.append((name, data))
                 continue
-            if not details:
-                yield TaggedProcess(int(name), tag)
+            if not wanted(tag) or _is_zombie(name):
                 continue
-            env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-            yield TaggedProcess(
-                int(name),
-                tag,
-                {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()},
-                _cmdline(int(name)),
-            )
+            namespace = _pid_namespace(name)
+            if namespace is not None and namespace != host:
+                sandboxes.setdefault(namespace, tag)
+            yield _found(name, tag, data, details)
+        # A process in a worker's sandbox that dropped its tag (env -i) is still that worker's.
+        for name, data in untagged if sandboxes else ():
+            tag = sandboxes.get(_pid_namespace(name) or "")
+            if tag is not None and not _is_zombie(name):
+                yield _found(name, tag, data, details)
         return
     import psutil
 
@@ -77,6 +82,22 @@ def tagged_processes(wanted: Callable[[str], bool], since: float = 0.0, *, detai
             yield TaggedProcess(proc.pid, tag, environ, proc.cmdline()) if details else TaggedProcess(proc.pid, tag)
         except (psutil.Error, OSError):
             continue
+
+
+def _found(name: str, tag: str, data: bytes, details: bool) -> TaggedProcess:
+    if not details:
+        return TaggedProcess(int(name), tag)
+    env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+    environ = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()}
+    return TaggedProcess(int(name), tag, environ, _cmdline(int(name)))
+
+
+def _pid_namespace(pid: str) -> str | None:
+    """The PID namespace a process lives in (``pid:[4026531836]``), None when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def tag_in(environ: bytes) -> str | None:
@@ -140,6 +161,67 @@ def process_alive(pid: int, start_id: str | None) -> bool:
     return start_id is None or process_start_id(pid) == start_id
 
 
+def sandbox_machinery(pid: int) -> bool:
+    """Whether ``pid`` is a sandbox's own init or the shim it runs (pid 1 or 2 of a PID namespace one
+    level below this one: sandbox.py), which a worker's caps do not count."""
+    try:
+        status = read_small(f"/proc/{pid}/status")
+    except OSError:
+        return False
+    at = status.find(b"\nNSpid:")
+    if at < 0:
+        return False
+    ids = status[at + 7 : status.find(b"\n", at + 1)].split()
+    return len(ids) == 2 and ids[1] in (b"1", b"2")
+
+
+def descendants(roots: list[int]) -> dict[int, list[int]]:
+    """For each pid in ``roots``, its live descendants, from one pass over the process table
+    (parent links, not tags: a child that dropped its tag is still found while it is in the tree)."""
+    children: dict[int, list[int]] = {}
+    if _PROC.is_dir():
+        with os.scandir(_PROC) as entries:
+            for entry in entries:
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    stat = read_small(f"/proc/{entry.name}/stat")
+                except OSError:
+                    continue
+                fields = stat[stat.rfind(b")") + 2 :].split()
+                if fields[:1] not in ([b"Z"], [b"X"]):
+                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found = {}
+    for root in roots:
+        tree, todo = [], list(children.get(root, []))
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        found[root] = tree
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a live (non-zombie) member. A zombie member is dead: once
+    orphaned, only pid 1 reaps it, at its own pace (a sandbox's init, whose launcher exits before it is
+    reaped, can linger there for seconds). Without /proc, True (the caller asks the kernel first)."""
+    if not _PROC.is_dir():
+        return True
+    wanted = str(pgid).encode()
+    with os.scandir(_PROC) as entries:
+        names = [entry.name for entry in entries if entry.name.isdigit()]
+    for name in names:
+        try:
+            stat = read_small(f"/proc/{name}/stat")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == wanted and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of one process (0 when it is gone)."""
     try:
@@ -149,6 +231,33 @@ def rss_bytes(pid: int) -> int:
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One machine's memory as last read: this one (``name`` None), or a node's from its heartbeat."""
+
+    total: int  # bytes
+    available: int  # bytes new processes may take without swapping (Linux's MemAvailable)
+    name: str | None = None
+    kinds: frozenset[str] | None = None  # the worker kinds it runs; None: every kind
+
+    def runs(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+
+def machine_memory() -> Memory:
+    """This machine's memory: its total, and what new processes may take without swapping
+    (Linux: /proc/meminfo's MemAvailable, free memory plus reclaimable cache, 50 us to read where
+    psutil takes 160; elsewhere psutil's figure)."""
+    try:
+        fields = dict(line.split(b":", 1) for line in read_small("/proc/meminfo").splitlines()[:3] if b":" in line)
+        return Memory(int(fields[b"MemTotal"].split()[0]) * 1024, int(fields[b"MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError, IndexError):
+        import psutil
+
+        found = psutil.virtual_memory()
+        return Memory(int(found.total), int(found.available))
 
 
 def _is_zombie(pid: str) -> bool:
@@ -171,8 +280,8 @@ _MADE: dict[str, tuple[int, float]] = {}  # pid -> (inode, when it was made), as
 _MADE_LOCK = threading.Lock()
 
 
-def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
-    """(pid, environment) of every other process that carries some orchestrator tag.
+def _environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
+    """(pid, environment) of every other process started since ``since`` (all of them with 0).
 
     A /proc/<pid> inode is made when the pid is first looked up, so one made before
     ``since`` belongs to a process that existed before the tagged worker started and
@@ -202,8 +311,7 @@ def _tagged_environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
             data = read_small(f"/proc/{name}/environ")
         except OSError:
             continue
-        if _TAG_ENTRY in data:
-            yield name, data
+        yield name, data
     if cutoff:
         with _MADE_LOCK:
             _MADE.clear()

@@ -65,6 +65,8 @@ class WorkerNode:
     task_id: str | None = None
     candidate: int | None = None  # one of its task's candidates (issue 14): drawn on its task's line
     node: str | None = None  # the node its latest attempt runs or ran on (issue 16; None: this server)
+    waiting: str | None = None  # why it is still pending ("waiting for memory: ...": admission.py)
+    no_changes: bool = False  # it ended with its checkout as it found it
 
 
 @dataclass
@@ -116,6 +118,8 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
                     rec.task_id,
                     rec.candidate,
                     rec.node,
+                    rec.waiting,
+                    bool(rec.no_changes),
                 )
             )
         node.candidates = groups(job, own)
@@ -134,6 +138,8 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
             node = WorkerNode(task["worker_id"], task["status"], task.get("task", ""), task.get("duration"))
             node.waits_on = list(task.get("waits_on") or [])
             node.task_id, node.candidate, node.node = task.get("task_id"), task.get("candidate"), task.get("node")
+            node.waiting = task.get("waiting")
+            node.no_changes = bool(task.get("no_changes"))
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
@@ -272,6 +278,8 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
         elif isinstance(what, WorkerNode):
             waits = f"(waits on {', '.join(what.waits_on)}) " if what.waits_on else ""
             waits += f"on {what.node}: " if what.node else ""
+            waits += f"({what.waiting}) " if what.waiting and what.status == "pending" else ""
+            waits += "no changes: " if what.no_changes else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"
@@ -396,6 +404,7 @@ class ProgressView:
     def _lines(self, workers: list[WorkerRecord]) -> None:
         for worker in workers:
             extra = f" ({worker.exit_reason})" if worker.status.terminal and worker.exit_reason else ""
+            extra += " (no changes)" if worker.no_changes else ""
             self._line(worker.key, worker.status.value, extra)
 
     def _line(self, key: str, state: str, extra: str) -> None:
@@ -420,6 +429,7 @@ def summary(doc: dict[str, Any]) -> str:
             if tree.get("jobs", 1) > 1
             else ""
         )
+        + ("; no worker changed anything: the result is the base" if doc.get("no_changes") else "")
         + took
     )
 

@@ -1,5 +1,6 @@
-"""Deleting old job trees: the rule, the offline deletion and the server's retention
-(``orchestrator prune``, the command, is in scripts.py).
+"""Deleting old job trees: the rule, the offline deletion and the server's retention pass
+(``orchestrator prune``, the command, is prunecmd.py; the server's retention thread, and the
+worktrees' shorter lifetime, lifetime.py).
 
 One rule decides whether a tree may go (``refusal``): it is a root job's tree and every job
 in it has ended. ``DELETE /api/v1/jobs/{id}`` (``Engine.delete``), ``orchestrator prune`` and the
@@ -16,6 +17,8 @@ never touched:
 Each way, a worktree job's worktrees and its branches under ``<git.branch_prefix><root id>/``
 go with its folder, by the same removal (worktree.remove_worktrees), keeping its result
 branch (``DELETE ...?branches=all`` removes that too); nothing outside the prefix is removed.
+Every deletion is ``delete_tree``: the folder is set aside first, in one rename, so a crash
+never leaves a tree half listed, and a server finishes at its start what a crash cut short.
 
 A dry run (the default) lists what would go and deletes nothing.
 """
@@ -25,11 +28,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import failpoints, logs
 from .errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from .models import JobRecord, JobStatus
 
@@ -43,7 +48,18 @@ if TYPE_CHECKING:
 FINISHED = tuple(s.value for s in JobStatus if s.terminal)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-RETENTION_INTERVAL = 3600.0  # seconds between two retention passes of a running server
+
+
+RemoveGit = Callable[[str, bool], None]  # (root id, all branches too): a checkout's remove_tree
+
+
+class Removes(str, Enum):
+    """What a deletion removes beside the tree's folder. Its value is in the name of the folder
+    set aside (Workspace.set_aside), so a deletion a crash cut short is finished the same way."""
+
+    FOLDER = "folder"  # nothing else: a job whose workers ran in plain folders
+    WORKERS = "workers"  # its worktrees and worker branches; its result branch stays
+    ALL = "all"  # its worktrees and every branch under its prefix, the result's too
 
 
 class Candidate(NamedTuple):
@@ -116,7 +132,7 @@ def candidates(workspace: Any, older_than: float, statuses: Iterable[str], now: 
         except (OSError, ValueError, OrchestratorError):
             continue  # being created or deleted, or unreadable: never guess
         if job.status.value in wanted and now - ended >= older_than:
-            found.append(Candidate(root_id, job.status.value, ended, _size(workspace.job_dir(root_id))))
+            found.append(Candidate(root_id, job.status.value, ended, size_of(workspace.job_dir(root_id))))
     return sorted(found, key=lambda c: c.ended_at)
 
 
@@ -125,7 +141,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
     of it says no, with its worktrees and branches as the server's delete removes them
     (worktree.remove_worktrees: its result branch stays; ``settings`` finds the repository).
     Returns why it was kept, or None when deleted."""
-    from .runner import find_shims  # psutil / the process table: only this path needs it
+    from .shim import find_shims  # psutil / the process table: only this path needs it
 
     try:
         root = workspace.load_job(root_id)
@@ -140,14 +156,60 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
             f"{len(shims)} worker process(es) of it still run (pid {', '.join(str(s.pid) for s in shims[:5])}); "
             "start the server to take them over"
         )
+    checkout = None
     if settings is not None and root.config.isolation == "worktree":
         from .worktree import make_checkout
 
-        remove = getattr(make_checkout(settings, workspace), "remove_tree", None)
-        if remove is not None:
-            remove(root_id)  # before the folder goes: git's admin entries would outlive it
-    workspace.remove_job_tree(root_id)
+        checkout = make_checkout(settings, workspace)
+    delete_job(workspace, root, checkout)
     return None
+
+
+def delete_job(workspace: Any, job: JobRecord, checkout: Any, all_branches: bool = False) -> None:
+    """Delete a root job's tree (the rule already applied), with its worktrees and branches when it
+    had them (its result branch too with ``all_branches``)."""
+    remove = getattr(checkout, "remove_tree", None) if job.config.isolation == "worktree" else None
+    removes = Removes.FOLDER if remove is None else Removes.ALL if all_branches else Removes.WORKERS
+    delete_tree(workspace, job.root_id, removes, remove)
+    where = logs.context(job.id, root_id=job.root_id)
+    log.info("job tree %s (%s) deleted with its folder", job.root_id, job.status.value, extra=where)
+
+
+def delete_tree(workspace: Any, root_id: str, removes: Removes, remove_git: RemoveGit | None) -> None:
+    """Delete a tree (the rule already applied) so that no crash leaves half of it listed: its
+    folder is set aside first, in one rename (from then on no listing, status, index or prune
+    sees it), then its worktrees and branches go, then the set-aside folder. A crash after the
+    rename is finished at the next server start (``finish_deletions``); one before it changed
+    nothing on disk."""
+    aside = workspace.set_aside(root_id, removes.value)
+    failpoints.hit("delete_set_aside")
+    _remove_aside(root_id, removes, remove_git, aside)
+
+
+def finish_deletions(workspace: Any, remove_git: RemoveGit | None) -> list[str]:
+    """At a server's start: finish every deletion a crash cut short (its folder set aside, not
+    yet removed). Finished, not undone: the tree had passed the rule, and its worktrees,
+    branches and files may be partly gone already, so putting it back would list a tree that
+    lost part of what it recorded. Returns the root ids."""
+    done = []
+    for root_id, what, aside in workspace.set_aside_trees():
+        try:
+            removes = Removes(what)
+        except ValueError:
+            removes = Removes.WORKERS  # not a name we write: the default deletion's
+        _remove_aside(root_id, removes, remove_git, aside)
+        done.append(root_id)
+    return done
+
+
+def _remove_aside(root_id: str, removes: Removes, remove_git: RemoveGit | None, aside: Path | None) -> None:
+    if removes is not Removes.FOLDER and remove_git is not None:
+        # Its worktrees' folders moved with the tree: git's entries for them are removed by
+        # their old paths (``worktree remove --force --force`` takes a missing folder).
+        remove_git(root_id, removes is Removes.ALL)
+    failpoints.hit("delete_git_removed")
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def prune_engine(engine: Any, older_than: float, statuses: Iterable[str] = FINISHED) -> list[str]:
@@ -164,35 +226,8 @@ def prune_engine(engine: Any, older_than: float, statuses: Iterable[str] = FINIS
     return deleted
 
 
-def start_retention(engine: Any, settings: Settings) -> threading.Event | None:
-    """With ``orchestrator.retention_days`` > 0: prune at start, then every RETENTION_INTERVAL
-    seconds, on a daemon thread. Set the returned event to stop it."""
-    days = settings.orchestrator.retention_days
-    if not days:
-        return None
-    stop = threading.Event()
-
-    def loop() -> None:
-        while True:
-            try:
-                gone = prune_engine(engine, days * UNITS["d"])
-                if gone:
-                    log.info(
-                        "retention: deleted %d job tree(s) finished more than %g day(s) ago (orchestrator.retention_days): %s",
-                        len(gone),
-                        days,
-                        ", ".join(gone),
-                    )
-            except Exception:  # a bad pass must not end retention for the server's lifetime
-                log.exception("retention pass failed")
-            if stop.wait(RETENTION_INTERVAL):
-                return
-
-    threading.Thread(target=loop, name="retention", daemon=True).start()
-    return stop
-
-
-def _size(path: Path) -> int:
+def size_of(path: Path) -> int:
+    """Bytes of the files under ``path`` (links not followed)."""
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:

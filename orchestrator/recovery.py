@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .models import Attempt, WorkerRecord
 from .procscan import process_alive
-from .runner import FoundShim, read_exit_file
+from .shim import FoundShim, read_exit_file
 
 LOST_REASON = "lost: the server stopped while it ran, and it left no exit status"
 

@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from . import recovery, states
+from . import prune, recovery, states
 from .announce import Announcer
 from .checkout import Checkout
 from .clock import Clock
@@ -21,7 +21,7 @@ from .finishing import Finishing
 from .models import JobRecord, WorkerRecord, WorkerStatus
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .runner import FoundShim
+from .shim import FoundShim
 from .states import WorkerPhase
 from .tables import LiveWorker, Tables, new_tag, write_snapshots
 from .workspace import Workspace
@@ -82,10 +82,14 @@ class Restorer:
     def recover(self) -> list[str]:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
         First, the admin entries of this workspace's worktrees whose folders are gone go
-        (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there)."""
-        prune = getattr(self.checkout, "prune_stale", None)
-        if prune is not None:
-            for path in prune():
+        (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there),
+        after the deletions a crash cut short are finished (prune.finish_deletions: their
+        worktrees' entries and branches go by the deletion's own rule)."""
+        for root_id in prune.finish_deletions(self.workspace, getattr(self.checkout, "remove_tree", None)):
+            log.warning("finished deleting job tree %s: the server had stopped while deleting it", root_id)
+        prune_stale = getattr(self.checkout, "prune_stale", None)
+        if prune_stale is not None:
+            for path in prune_stale():
                 log.info("pruned the stale worktree entry of %s (its folder was gone)", path)
         recovered = []
         for root_id in self.workspace.root_ids():

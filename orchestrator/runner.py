@@ -9,12 +9,13 @@ Every worker also carries a unique ``ORCHESTRATOR_TAG`` in its environment.
 Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
 of the process group is still found by the sweep (a procscan pass) and killed.
 
-A worker runs under a shim (like containerd's per-container shim or podman's
-conmon): a few lines of Perl (POSIX sh where there is no Perl) that run the command
-as its child and write its true wait status (exited with N, or killed by signal S)
-to an exit file, which the runner reads once the shim has ended. The shim lives in the
-worker's session, not the server's, so a worker's result survives the server
-being killed, and a restarted server re-adopts the shim by pid and start time.
+A worker spawned with ``limits`` joins a cgroup of its own before it execs where the machine allows
+(cgroups.py): the kernel holds its caps, and stopping it ends every process in it, tagless ones too.
+
+A worker runs under a shim (shim.py): a few lines of Perl that run the command as its child and
+write its true wait status to an exit file, which the runner reads once the shim has ended; a
+restarted server re-adopts the shim by pid and start time. A sandboxed worker (sandbox.py) runs
+with its shim inside bubblewrap, whose launcher is the process started here.
 """
 
 from __future__ import annotations
@@ -28,16 +29,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import procscan, protocol
+from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .groupsync import GroupCommit
-from .procscan import TAG_VAR, process_alive, process_start_id, read_small
+from .procscan import TAG_VAR, process_alive, process_start_id
+from .sandbox import SandboxSpec
+from .shim import PERL, PERL_SHIM, SHELL, SHIM_NAME, SHIM_SCRIPT, SHIM_SIGNALS, SHIM_START_ENV, read_exit_file
 
 
 class Wakeup:
@@ -82,61 +87,6 @@ class CommandNotFound(FileNotFoundError):
     """The worker's command is not on PATH (or not executable)."""
 
 
-# The shim records the worker's true wait status in its exit file: "exit N" (it exited with N)
-# or "signal S" (killed by signal S). A shell cannot tell those apart ($? is 128+S for a signal
-# death and also for an exit with 128+S: the Gemini CLI exits 147 for an HTTP 403), so the shim
-# is a few lines of Perl (Essential on Debian as perl-base, shipped with macOS; it starts in
-# about 2 ms, Python in 16), which gets the real status from waitpid. It re-raises nothing and
-# exits 128+S for a signal death (what a shell would report); the runner reads the true status
-# from the exit file. Its handlers are no-op subs, never IGNORE: a caught signal is reset to its
-# default by exec, so the same signal, sent to the whole group, still reaches the worker, while
-# the shim lives on to record how the worker ended. argv: SHIM_NAME, the exit file, the worker's
-# argv (run by exec, never parsed by a shell). The script loads no module: each would cost every
-# worker milliseconds. (Perl retries a waitpid that a caught signal interrupts by itself; the loop
-# covers PERL_SIGNALS=unsafe in the user's environment.)
-#
-# Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
-# into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
-# ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
-# that comes from outside). The runner keeps the worker's own values of these under SHIM_STASH +
-# name, and the shim puts them back (or removes what the worker did not have) before the exec.
-SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
-SHIM_START_ENV: dict[str, str | None] = {"PERL5OPT": None, "LC_ALL": "C", "PERL_HASH_SEED": "0"}
-PERL_SHIM = (
-    "shift; my $f = shift;\n"
-    f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
-    f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
-    " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
-    f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
-    "my $p = fork;\n"
-    'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
-    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
-    'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
-    "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
-    "my $s = $?; exit 255 if $s == -1;\n"
-    "my $sig = $s & 127;\n"
-    "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
-    "exit($sig ? 128 + $sig : $s >> 8);\n"
-)
-# Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
-# worker killed by signal N reads as "exited with 128+N" (the shell cannot know better).
-SHIM_SCRIPT = f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'exit %s\\n\' "$r" >"$f"; exit "$r"'
-SHIM_NAME = "orchestrator-shim"  # the shim's first argument: how it shows in ps, and how a restarted server knows it
-SHELL = "/bin/sh"
-
-
-def find_perl() -> str | None:
-    """The Perl the shim runs under (the system's first: a user's perlbrew on PATH may be slow
-    to start), or None when the machine has none (then the shell shim is used)."""
-    for candidate in ("/usr/bin/perl", shutil.which("perl")):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-PERL = find_perl()
-
-
 @dataclass
 class ProcessHandle:
     """A started (or re-adopted) worker process: with the shim, the shim's pid, which is also
@@ -152,10 +102,16 @@ class ProcessHandle:
     exit_file: Path | None = None  # where the shim writes the exit status
     code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
     ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
+    sandboxed: bool = False  # ``pid`` is bubblewrap's launcher; the shim and the worker run inside
+    private_exit: bool = False  # its exit file is the runner's own (removed by ``release``)
     # A local process has no node, never waits in a queue and is never lost (executor.AttemptHandle).
     node: str | None = None
     queued: bool = False
     lost: bool = False
+    limits: Limits | None = None  # the caps it runs under (None: spawned without, e.g. a gate)
+    cgroup: Cgroup | None = None  # its cgroup (cgroups.py), where the machine allows one
+    enforced: Enforced | None = None  # which enforcement held each cap
+    log_path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -187,6 +143,13 @@ class ProcessHandle:
             except OSError:
                 self.ended_at = time.time()
         return self.code
+
+    @property
+    def cap_hit(self) -> str | None:
+        """The cap the kernel held this attempt at, as a sentence (cgroups.cap_hit); None when none."""
+        return (
+            cap_hit(self.limits, self.enforced, self.cgroup, self.code, self.log_path) if self.limits and self.enforced else None
+        )
 
     @property
     def exited(self) -> bool:
@@ -239,17 +202,27 @@ class ProcessRunner:
         tag: str,
         exit_file: Path | None = None,
         parent_death_signal: int | None = None,
+        sandbox: SandboxSpec | None = None,
+        limits: Limits | None = None,
     ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
         With ``exit_file``, under the shim, which writes the exit status there. With
         ``parent_death_signal`` (Linux; a cluster node's attempts), the shim gets that signal when
-        the calling thread ends, and the perl shim sets the same for the worker it starts."""
+        the calling thread ends, and the perl shim sets the same for the worker it starts. With
+        ``sandbox``, the shim and the worker run inside it (sandbox.py), under bubblewrap's launcher. With
+        ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined)."""
         if not argv:
             raise ValueError("empty command")
         full_env = dict(env)
         full_env[TAG_VAR] = tag
+        full_env["PWD"] = str(cwd)  # a program that trusts $PWD over getcwd() (opencode did) must not see the server's
         program = resolve_command(argv[0], full_env.get("PATH"))
         command = [program, *argv[1:]]
+        private_exit = sandbox is not None and exit_file is None
+        if private_exit:  # the shim inside tells the true status (bubblewrap would say 128+N for signal N)
+            fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
+            os.close(fd)
+            exit_file = Path(name)
         if exit_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exit_file)  # a stale status must never pass for this run's
@@ -264,9 +237,19 @@ class ProcessRunner:
                         full_env[name] = value
             else:
                 command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
+        if sandbox is not None:
+            if exit_file is not None:  # the shim writes it from inside: it must exist to be bound writable
+                exit_file.touch()
+                sandbox = sandbox.with_writable(exit_file)
+            if parent_death_signal is not None:
+                sandbox = replace(sandbox, die_with_parent=True)
+            command = replace(sandbox, chdir=str(cwd)).argv(command)
         if parent_death_signal is not None and sys.platform.startswith("linux"):
             _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this
+        cgroup, child_setup, enforced = (
+            self.confined.start(tag, limits, (1 if exit_file else 0) + (2 if sandbox else 0)) if limits else (None, None, None)
+        )
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             popen = subprocess.Popen(
@@ -278,12 +261,16 @@ class ProcessRunner:
                 stderr=log_fd,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=None
-                if parent_death_signal is None
-                else functools.partial(set_parent_death_signal, parent_death_signal),
+                preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
             )
+        except BaseException:
+            self.confined.end(tag)
+            raise
         finally:
             os.close(log_fd)
+            if child_setup is not None:
+                for fd in child_setup.fds:
+                    os.close(fd)
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -298,12 +285,24 @@ class ProcessRunner:
             pidfd=pidfd,
             start_id=process_start_id(popen.pid),
             exit_file=exit_file,
+            sandboxed=sandbox is not None,
+            private_exit=private_exit,
+            limits=limits,
+            cgroup=cgroup,
+            enforced=enforced,
+            log_path=log_path,
         )
 
-    def adopt(self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None) -> ProcessHandle:
+    def adopt(
+        self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None, limits: Limits | None = None
+    ) -> ProcessHandle:
         """A handle on a shim a previous server started. If it has ended (or ``pid`` now belongs
-        to another process), the handle's status is already read from the exit file."""
+        to another process), the handle's status is already read from the exit file. With
+        ``limits`` (what it was started under), its cgroup is found again by its tag."""
         handle = ProcessHandle(pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file)
+        if limits is not None:
+            handle.limits = limits
+            handle.cgroup, handle.enforced = self.confined.adopt(tag, limits)
         if hasattr(os, "pidfd_open"):
             try:
                 handle.pidfd = os.pidfd_open(pid)
@@ -356,10 +355,12 @@ class ProcessRunner:
         return handle.code
 
     def release(self, handle: ProcessHandle) -> None:
-        """Close the handle's descriptors once its process is gone."""
+        """Close the handle's descriptors once its process is gone (and remove a private exit file, read by then)."""
         if handle.pidfd is not None:
             os.close(handle.pidfd)
             handle.pidfd = None
+        if handle.private_exit and handle.exit_file is not None and handle.poll() is not None:
+            handle.exit_file.unlink(missing_ok=True)
 
     def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
@@ -374,6 +375,9 @@ class ProcessRunner:
                 return handle.kill_rung
             rung = signal_name(first_signal)
             _killpg(handle.pid, first_signal)
+            tree = self.confined.tree(handle.tag, handle.pid) if handle.limits else []  # tagless ones too
+            # Only to those that left the group: a second SIGTERM would run a worker's handler twice.
+            kill_all([pid for pid in tree if _pgid(pid) != handle.pid], first_signal)
             deadline = time.monotonic() + grace
             if self.wait(handle, grace) is None:
                 rung = "SIGKILL"
@@ -381,6 +385,7 @@ class ProcessRunner:
             while time.monotonic() < deadline and _group_alive(handle.pid):
                 time.sleep(0.02)
             _killpg(handle.pid, signal.SIGKILL)
+            kill_all(tree, signal.SIGKILL)
             self.wait(handle, 5.0)
             self.sweep(handle.tag, handle.started_at)
             handle.kill_rung = rung
@@ -391,11 +396,14 @@ class ProcessRunner:
         # Workers finishing together share one scan of the process table (group commit); a
         # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company.
         self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch, gather=SWEEP_GATHER)
+        self.confined = Confined()  # the cgroups of the attempts started (or adopted) with limits
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
-        """SIGKILL every process carrying ``tag``, by a scan that started after this call;
-        repeated until none is left (they may be forking). ``since``: when the tagged
-        process was started; older processes cannot carry the tag and are skipped cheaply."""
+        """SIGKILL every process in the cgroup of ``tag`` (then removed) and every process carrying
+        ``tag``, by a scan that started after this call; repeated until none is left (they may be
+        forking). ``since``: when the tagged process was started; older processes cannot carry the
+        tag and are skipped cheaply."""
+        self.confined.end(tag)
         self._sweeper((tag, since))
 
     def _sweep_batch(self, batch: list[tuple[str, float]], rounds: int = 20) -> None:
@@ -416,7 +424,7 @@ class ProcessRunner:
         """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
         server crash), except those whose tag is in ``keep``; returns how many were found."""
         kept = frozenset(keep)
-        killed = 0
+        killed = self.confined.end_prefix(prefix, kept)
         for _ in range(rounds):
             found = procscan.scan(lambda tag: tag.startswith(prefix) and tag not in kept)
             pids = [pid for tagged in found.values() for pid in tagged]
@@ -440,65 +448,12 @@ class ProcessRunner:
         return procscan.scan(set(tags).__contains__, since)
 
 
-@dataclass
-class FoundShim:
-    """A live shim found by its tag, e.g. one spawned just before a server was killed."""
-
-    pid: int
-    tag: str
-    start_id: str | None
-    exit_file: Path
-    attempt: int | None
-
-
-def find_shims(tag_prefix: str) -> list[FoundShim]:
-    """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
-    what runs, whatever the records managed to say before a crash."""
-    found = []
-    for proc in procscan.tagged_processes(lambda tag: tag.startswith(tag_prefix), details=True):
-        pid, tag, env, argv = proc.pid, proc.tag, proc.environ or {}, proc.argv or []
-        if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
-            continue  # a worker or its descendant, not the shim (of this server or an earlier one)
-        attempt = env.get(protocol.ATTEMPT, "")
-        found.append(
-            FoundShim(
-                pid=pid,
-                tag=tag,
-                start_id=process_start_id(pid),
-                exit_file=Path(argv[4]),
-                attempt=int(attempt) if attempt.isdigit() else None,
-            )
-        )
-    return found
-
-
-def read_exit_file(path: Path) -> int | None:
-    """The status a shim recorded, in Popen's convention (negative: killed by that signal);
-    None when there is none or it is incomplete (the shim was killed while writing it).
-
-    The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes; a bare
-    number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
-    129-192 on itself as signals: it reads as that server meant it. (A bare number could not
-    be the new format: "147" meant SIGSTOP then and would mean exit 147 now.)"""
-    try:
-        text = read_small(path).decode("ascii")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not text.endswith("\n"):
-        return None
-    word, _, number = text[:-1].partition(" ")
-    if not number:
-        word, number = "old", word
-    if not number.isdigit() or len(number) > 3 or int(number) > 255:
-        return None
-    code = int(number)
-    if word == "exit":
-        return code
-    if word == "signal":
-        return -code if code > 0 else None
-    if word == "old":
-        return -(code - 128) if 128 < code < 193 else code
-    return None
+def _preexec(setup: ChildSetup | None, parent_death_signal: int | None, *, launcher: bool = False) -> Any:
+    """The child's preexec_fn: its cgroup and rlimits, its parent-death signal, and (a sandbox's
+    launcher) the signals it ignores, each if any (None: none, so subprocess keeps its faster spawn)."""
+    death = None if parent_death_signal is None else functools.partial(set_parent_death_signal, parent_death_signal)
+    steps = [step for step in (setup, death, _ignore_ladder if launcher else None) if step is not None]
+    return None if not steps else steps[0] if len(steps) == 1 else lambda: [step() for step in steps]
 
 
 # How long the first of several finishing workers waits for others to share its /proc scan.
@@ -513,12 +468,20 @@ def _killpg(pgid: int, signum: int) -> None:
         pass
 
 
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def _group_alive(pgid: int) -> bool:
+    """Whether the group has a member that is not a zombie (procscan.group_alive)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return procscan.group_alive(pgid)
 
 
 # prctl's system call number, for the perl shim (which loads no module to find it); None: not Linux
@@ -538,6 +501,18 @@ def _prctl() -> Any:
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
+# The signals the launcher of a sandbox ignores: the kill ladder's first rung goes to the whole group,
+# and bubblewrap's launcher would die of it at once, its PID namespace with it, before the worker had
+# its grace. Ignored signals stay ignored across exec, into bubblewrap's init too; the shim inside sets
+# handlers of its own, which exec resets to the default for the worker.
+LAUNCHER_IGNORES = tuple(getattr(signal, f"SIG{name}") for name in SHIM_SIGNALS.split())
+
+
+def _ignore_ladder() -> None:
+    for signum in LAUNCHER_IGNORES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def set_parent_death_signal(signum: int) -> bool:
     """Linux: have the kernel send ``signum`` to this process when the thread that started it ends
     (prctl PR_SET_PDEATHSIG), so a cluster node's processes die with it. False where unsupported."""
@@ -552,3 +527,15 @@ def set_parent_death_signal(signum: int) -> bool:
 def python_executable() -> str:
     """The interpreter running us: children start with it, not a PATH shim."""
     return sys.executable
+
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
+
+
+def package_argv(module: str, entry: str, args: list[str]) -> list[str]:
+    """argv running ``sys.exit(module.entry())`` on the orchestrator's own interpreter and package,
+    whatever the worker's PATH, PYTHONPATH and cwd are: those are the user's (their ``python``, their
+    project's modules), so the interpreter ignores PYTHON* variables (-E) and the package folder
+    takes the cwd's place on sys.path (a worktree may hold a copy of this package: issue 12)."""
+    launch = f"import sys; sys.path[:1] = [sys.argv.pop(1)]; from {module} import {entry}; sys.exit({entry}())"
+    return [python_executable(), "-E", "-c", launch, PACKAGE_PARENT, *args]

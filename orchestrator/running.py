@@ -13,9 +13,11 @@ from pathlib import Path
 from . import failpoints, logs
 from .adapters import get_adapter
 from .announce import Announcer
-from .checkout import Checkout, CheckoutFailed, finish_checkout
+from .cgroups import DISK_CAP
+from .checkout import Checkout, CheckoutFailed, discard, finish_checkout
 from .clock import Clock
 from .config import JobConfig, Settings
+from .confinement import Confinement
 from .environment import WorkerPrompt
 from .execution import Outcome, WorkerExecution, attempt_marker, marker_start_time
 from .executor import AttemptHandle, Executor
@@ -53,6 +55,7 @@ class WorkerRunner:
         dispatch: Callable[[], None],
         prompt: Callable[[WorkerRecord, JobRecord, Path], WorkerPrompt],
         env: Callable[[WorkerRecord, JobConfig, Path | None], dict[str, str]],
+        confinement: Confinement | None = None,
     ) -> None:
         self.settings = settings
         self.workspace = workspace
@@ -68,6 +71,7 @@ class WorkerRunner:
         self.dispatch = dispatch
         self.prompt = prompt
         self.env = env
+        self.confinement = confinement
         # Set by the engine: told under its lock when a worker's process has ended (its path
         # locks die with it: locks.py).
         self.on_process_end: Callable[[WorkerRecord], object] | None = None
@@ -121,6 +125,8 @@ class WorkerRunner:
                 self.process_ended(live, outcome)
                 self.dispatch()
         sweep()  # before its files are listed and before it is reported ended
+        if outcome.exit_reason.startswith(DISK_CAP):  # its excess files go, rather than onto its branch
+            discard(self.checkout, rec)
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
         with self._lock:
             changes.apply_to(rec)
@@ -182,6 +188,7 @@ class WorkerRunner:
             worker_dir=directory,
             steps=[step for step in self.steps if step.applies(job)],
             job=job,
+            confinement=self.confinement,
         )
         live.execution = execution
         resume = None

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
 RET_UNREACHABLE = 5
+RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
 
@@ -68,12 +69,6 @@ def folder_url(settings: Settings) -> str | None:
     return record.url if record else None
 
 
-def _port_free(host: str, port: int) -> bool:
-    from .ports import bind_error
-
-    return bind_error(host, port) is None
-
-
 def _start_lock(base_dir: Path) -> Any:
     """Wait for the folder's start lock: two quick-starts at once start one server."""
     from .errors import ServerUnreachable
@@ -95,7 +90,7 @@ def _start_lock(base_dir: Path) -> Any:
 def ensure_server(settings: Settings, config: str | None = None) -> str:
     """The URL of this folder's server, starting one in the background when none runs. Another
     folder's server, or any other program on the configured port, is never used: this folder's
-    server then listens on a free port, and every hint names it."""
+    server then listens on the port it keeps (ports.choose_port), and every hint names it."""
     base = Path(settings.base_dir)
     url = folder_url(settings)
     if url:
@@ -114,24 +109,18 @@ def _start_server(settings: Settings, config: str | None) -> str:
     out_path = settings.log_dir / "server.out"
     if folder_lock_held(base):  # a server of this folder that is still starting (say, by hand)
         return _wait_for_record(base, None, out_path)
-    host, port = settings.api.host, settings.api.port
     # The server runs in the folder, the caller anywhere: config paths travel absolute.
     argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", str(Path(config).resolve())] if config else [])]
     env = {**os.environ, protocol.NO_VENV_REEXEC: "1"}
     if env.get(protocol.CONFIG):
         env[protocol.CONFIG] = str(Path(env[protocol.CONFIG]).resolve())
-    if not _port_free("127.0.0.1" if host in ("", "localhost") else host, port):
-        print(
-            f"port {port} is in use by another program (not this folder's server: another folder's orchestrator, or "
-            "anything else); this folder's server takes a free port instead",
-            flush=True,
-        )
-        argv += ["--port", "0"]
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     with open(out_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=base, env=env)
     url = _wait_for_record(base, proc, out_path)
     record = read_record(base)
+    if record is not None and record.note:
+        print(record.note, flush=True)
     print(
         f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True
     )
@@ -216,6 +205,13 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
         f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from {shown(Path(settings.base_dir) / 'config.yaml')})"
     )
     print(f"this folder's API server keeps running at {url}; stop it with {script('quick-start.sh')} --stop")
+    return exit_code(doc)
+
+
+def exit_code(doc: dict[str, Any]) -> int:
+    """quick-start's exit status for a job's final status document (the README's exit codes)."""
+    if doc.get("no_changes") and doc["status"] in ("completed", "partial"):
+        return RET_NO_CHANGES
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
@@ -298,7 +294,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         source = f"from the workspace files ({why})"
     view.finish(doc, table=True)
     print(f"({source})")
-    return EXIT_BY_STATUS.get(doc["status"], 1)
+    return exit_code(doc)
 
 
 def cmd_check_status(args: argparse.Namespace) -> int:
@@ -347,7 +343,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     worker = None if args.worker is None else parse_worker_ref(args.worker)
     if args.max_bytes is not None and not 1 <= args.max_bytes <= diffs.MAX_BYTES_CEILING:
         raise ValidationError(f"--max-bytes {args.max_bytes} must be a whole number from 1 to {diffs.MAX_BYTES_CEILING}")
-    client = _server_client(settings)
+    client = server_client(settings)
     if client is not None:
         doc = client.diff(job_id, args.worker, args.max_bytes)
     else:
@@ -422,6 +418,13 @@ def cmd_stop_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart_server(args: argparse.Namespace) -> int:
+    """Stop this folder's server (when one runs) and start it again: on the port it kept while
+    that is free (ports.choose_port)."""
+    stopped = cmd_stop_server(args)
+    return stopped if stopped != 0 else cmd_start_server(args)
+
+
 def _alive(record: Any) -> bool:
     import psutil
 
@@ -436,75 +439,12 @@ def _alive(record: Any) -> bool:
         return False
 
 
-# -- prune (the rule and the server's retention are in prune.py; this is the command) ---------
-def cmd_prune(args: argparse.Namespace) -> int:
-    from .config import load_settings
-    from .prune import candidates, delete_offline, parse_age, parse_statuses
-    from .workspace import Workspace
-
-    older_than, statuses = parse_age(args.older_than), parse_statuses(args.status)
-    settings = load_settings(args.config)
-    workspace = Workspace(settings.workspace_root)
-    found = candidates(workspace, older_than, statuses)
-    now = time.time()
-    which = f"job tree(s) in {workspace.root} finished ({', '.join(statuses)}) more than {args.older_than} ago"
-    if not found:
-        print(f"nothing to delete: 0 {which}.")
-        return 0
-    print(f"{len(found)} {which}, {_mb(sum(c.size for c in found))} in all:")
-    for c in found:
-        print(f"  {c.root_id}  {c.status:<9}  ended {_age(now - c.ended_at)} ago  {_mb(c.size)}")
-    if not args.yes:
-        print("dry run: nothing deleted. Run again with --yes to delete them.")
-        return 0
-    client = _server_client(settings)
-    kept = 0
-    for c in found:
-        why = _delete_via_server(client, c.root_id) if client else delete_offline(workspace, c.root_id, settings)
-        if why:
-            kept += 1
-            print(f"kept {c.root_id}: {why}")
-        else:
-            print(f"deleted {c.root_id}")
-    where = f"through the server at {client.api_url}" if client else "from the workspace (no server answered)"
-    print(f"deleted {len(found) - kept} job tree(s) {where}; kept {kept}.")
-    return 0 if not kept else 1
-
-
-def _server_client(settings: Settings) -> Any:
+def server_client(settings: Settings) -> Any:
     """A client of this folder's server when one answers, else None."""
     from .api.client import OrchestratorClient
     from .server import health_instance
 
     # This folder's own server (verified through its record); else whatever answers on the
-    # configured address, which must then accept this folder's key (see _delete_via_server).
+    # configured address, which must then accept this folder's key (see prunecmd._delete_via_server).
     url = folder_url(settings) or local_url(settings)
     return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None
-
-
-def _delete_via_server(client: Any, root_id: str) -> str | None:
-    from .errors import AuthenticationError, JobNotFound, OrchestratorError
-
-    try:
-        client.delete(root_id)
-    except JobNotFound:
-        return None  # gone meanwhile
-    except AuthenticationError:
-        return (
-            f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
-            "Stop it, or prune with this folder's server"
-        )
-    except OrchestratorError as exc:  # 409 for a tree the server still runs (or finishes)
-        return exc.message
-    return None
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-
-
-def _age(seconds: float) -> str:
-    for unit, span in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= span:
-            return f"{seconds / span:.1f}{unit}"
-    return f"{seconds:.0f}s"

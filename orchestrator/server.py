@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .ports import bind_error
+from .ports import bind_error, choose_port, keep_port
 
 if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must start light
     from .config import Settings
@@ -92,11 +92,7 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
-                "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
-                port=port,
-            ) from None
+            raise _port_in_use(host, port) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Check api.host and api.port.") from None
     effective = getattr(server, "effective_port", port)
     shown = "127.0.0.1" if host in LOCAL_HOSTS else host
@@ -139,11 +135,16 @@ def _check_port_free(host: str, port: int) -> None:
         return
     failed = bind_error(host, port)
     if failed is not None and failed.errno == errno.EADDRINUSE:
-        raise ConfigError(
-            f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
-            "Stop it, or set api.port in config.yaml (or ORCHESTRATOR__API__PORT).",
-            port=port,
-        )
+        raise _port_in_use(host, port)
+
+
+def _port_in_use(host: str, port: int) -> ConfigError:
+    return ConfigError(
+        f"port {port} on {host} is already in use (another orchestrator? try curl http://{host}:{port}/health). "
+        "Stop it, or name another port (--port, or api.port in config.yaml); "
+        "without --port, python api_server.py takes a free port for this folder and keeps it.",
+        port=port,
+    )
 
 
 def start_in_thread(settings: Settings, engine: Any = None, *, port: int = 0) -> RunningServer:
@@ -185,6 +186,7 @@ class ServerRecord:
     started_at: float  # the process's start time (psutil), so a reused pid is never mistaken for it
     instance: str  # also in GET /health; not a secret
     base_dir: str
+    note: str = ""  # why it listens where it does when that is not api.port (ports.FolderPort.note)
 
 
 def record_path(base_dir: Path | str) -> Path:
@@ -201,6 +203,7 @@ def read_record(base_dir: Path | str) -> ServerRecord | None:
             started_at=float(data["started_at"]),
             instance=str(data["instance"]),
             base_dir=str(data["base_dir"]),
+            note=str(data.get("note") or ""),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -283,7 +286,7 @@ def _claim_folder(settings: Settings) -> IO[str]:
     return lock
 
 
-def _write_record(settings: Settings, url: str, port: int, instance: str) -> ServerRecord:
+def _write_record(settings: Settings, url: str, port: int, instance: str, note: str) -> ServerRecord:
     record = ServerRecord(
         pid=os.getpid(),
         port=port,
@@ -291,6 +294,7 @@ def _write_record(settings: Settings, url: str, port: int, instance: str) -> Ser
         started_at=process_start_time(os.getpid()) or time.time(),
         instance=instance,
         base_dir=str(settings.base_dir),
+        note=note,
     )
     path = record_path(settings.base_dir)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -304,13 +308,22 @@ def _remove_record(settings: Settings, record: ServerRecord) -> None:
         record_path(settings.base_dir).unlink(missing_ok=True)
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0."""
-    from .prune import start_retention
+def serve(settings: Settings, exact_port: bool = False) -> int:
+    """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0. It listens on the port this
+    folder keeps (ports.choose_port: api.port unless another program holds it), or, with
+    ``exact_port`` (``--port``), on api.port or not at all."""
+    from .lifetime import start_retention
 
     configure_logging(settings)
     lock = _claim_folder(settings)  # noqa: F841 (held, by staying open, until this process ends)
-    engine, server, url, instance = build(settings)
+    base = Path(settings.base_dir)
+    choice = None if exact_port else choose_port(base, settings.api.host, settings.api.port)
+    engine, server, url, instance = build(settings, port=None if choice is None else choice.port)
+    listening = int(getattr(server, "effective_port", settings.api.port))
+    note = ""
+    if choice is not None:
+        keep_port(base, choice.configured, listening)
+        note = choice.note(listening)
     retention = None
     stop = threading.Event()
 
@@ -321,7 +334,7 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    record = _write_record(settings, url, int(getattr(server, "effective_port", settings.api.port)), instance)
+    record = _write_record(settings, url, listening, instance, note)
     try:
         for root_id in engine.recover():
             log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
@@ -329,6 +342,8 @@ def serve(settings: Settings) -> int:
         log.info(
             "orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads
         )
+        if note:
+            log.warning("%s", note)
         print(f"orchestrator API listening on {url}", flush=True)
         try:
             if not stop.is_set():
@@ -370,4 +385,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_settings
 
     settings = load_settings(args.config, overrides={"api": api} if api else None)
-    return serve(settings)
+    return serve(settings, exact_port=args.port is not None)

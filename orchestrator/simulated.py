@@ -5,7 +5,7 @@ Deterministic and offline. It prints a few progress lines over
 its subtask (and the goal it is part of, when the planner found one) into its
 working directory, and prints a one-line result. When
 its subtask is compound, recursion is on, depth allows and an API is
-reachable, it starts a child job with ``python -m orchestrator spawn --wait``
+reachable, it starts a child job with ``orchestrator-spawn --wait``
 exactly as an AI worker would, and reports the child's results instead.
 
 Knobs (environment): ORCHESTRATOR_SIM_DURATION (seconds),
@@ -59,7 +59,7 @@ def wants_child_job(task: str) -> bool:
 
 def run_child_job(task: str) -> int:
     print(f"subtask is compound; starting a child job at depth {int(os.environ.get(protocol.DEPTH, '0')) + 1}", flush=True)
-    argv = [sys.executable, "-m", "orchestrator", "spawn", "--wait", "--request", task]
+    argv = ["orchestrator-spawn", "--wait", "--request", task]  # on the worker's PATH, as an AI worker runs it
     code = subprocess.call(argv, stdin=subprocess.DEVNULL)
     print(f"child job finished with exit code {code}", flush=True)
     return code

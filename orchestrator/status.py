@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .analytics import TreeAnalytics, analyse, subtree
-from .models import JobRecord, WorkerRecord, WorkerStatus
+from .models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing
 from .reports.candidates import candidate_line, groups
 from .reports.promptshare import prompt_share
 from .reports.taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
@@ -58,6 +58,8 @@ def job_status(
         if job.planner_cost_usd is None and job.planner_tokens_in is None
         else {"cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
         "config": job.config.to_dict(),
+        # A worktree job at rest whose every worker changed nothing: its result is its base.
+        "no_changes": changed_nothing(job, own),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,
@@ -90,6 +92,7 @@ def job_status(
             "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
             "succeeded": len(ok),
             "failed": len(done) - len(ok),
+            "no_changes": sum(1 for w in own if w.no_changes),  # ended with its checkout as it found it
             "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
         },
         "tree": tree,
@@ -157,14 +160,18 @@ def _task(
         "commit": worker.commit,
         "files_changed": worker.files_changed,
         "diffstat": worker.diffstat,
+        # Its checkout is as it found it (null: not known yet); such a worker is never merged.
+        "no_changes": worker.no_changes,
         "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
         "depth": worker.depth,
         "attempts": len(worker.attempts),
         # Issue 16: the node its latest attempt runs or ran on, and each attempt's (null: this server)
         "node": worker.node,
+        "sandbox": worker.sandbox,
         "attempt_nodes": [a.node for a in worker.attempts],
         "duration": worker.duration,
         "exit_reason": worker.exit_reason,
+        "waiting": worker.waiting,  # why a pending worker has not started ("waiting for memory: ..."), else null
         "error": worker.error,
         "failure_class": worker.failure_class,  # auth, bad_request, transient, or null
         "log": worker.log_path,
@@ -181,6 +188,8 @@ def _task(
         "cpu_seconds": worker.cpu_seconds,
         "peak_rss": worker.peak_rss,
         "peak_processes": worker.peak_processes,
+        # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
+        "enforced": worker.attempts[-1].enforced if worker.attempts else None,
         **_graph_fields(worker, job, tasks, now),
     }
     if worker.child_job_ids:
@@ -284,11 +293,14 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     target = str(merge.get("target") or merge.get("result_ref") or "").removeprefix("refs/heads/")
     conflicts = [c for c in merge.get("conflicts", []) if not c.get("predicted")]
     counts = f"{len(merge.get('merged', []))} merged" + (f", {len(merge['skipped'])} skipped" if merge.get("skipped") else "")
+    counts += f", {len(merge['unchanged'])} with no changes" if merge.get("unchanged") else ""
     counts += f", {len(conflicts)} conflicting file(s)" if conflicts else ""
     left_out = merge.get("left_out") or []  # not merged: failed, or their gates did not pass (gates.py)
     counts += f", {len(left_out)} left out" if left_out else ""
     if not merge.get("result_commit"):
         lines = [f"merge:     nothing merged ({merge.get('strategy')}): merge the branches yourself: {merge.get('command')}"]
+        if merge.get("removed"):
+            lines.append(f"           {target} (an earlier merge's result) was removed")
     elif merge.get("target"):  # a child job's: into its parent worker's branch and checkout
         lines = [f"merged:    into {target} ({merge.get('strategy')}: {counts})"]
     else:
@@ -307,13 +319,16 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
     for task in tasks:
         duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
         name = ("  " * indent + task["worker_id"])[:22]
-        summary = (f"on {task['node']}: " if task.get("node") else "") + task["task"].replace("\n", " ")[:60]
+        summary = (f"on {task['node']}: " if task.get("node") else "") + ("no changes: " if task.get("no_changes") else "")
+        summary += task["task"].replace("\n", " ")[:60]
         rows.append(
             f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
         )
         graph = graph_line(task)
         if graph:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
+        if task.get("waiting") and task["status"] == "pending":
+            rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
         if task.get("child_results"):
             rows.extend(_flatten(task["child_results"], indent + 1))
     return rows

@@ -14,6 +14,7 @@ from .adapters import get_adapter, resolve_kind
 from .announce import Announcer
 from .clock import Clock
 from .config import JobConfig, Settings, job_config
+from .confinement import Confinement
 from .environment import base_env
 from .errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from .integration import integration_ref
@@ -51,6 +52,7 @@ class Submission:
         nesting: Nesting | None = None,
     ) -> None:
         self.settings = settings
+        self.confinement = Confinement(settings, workspace)  # what each root job's notes say of its sandbox
         self.clock = clock
         self.workspace = workspace
         self.runner = runner
@@ -85,6 +87,8 @@ class Submission:
             kind, why = resolve_kind(cfg.worker, self.settings)
             if cfg.worker == "auto" and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
+            if parent is None:
+                notes.append(self.confinement.for_job(cfg).note)  # sandboxed, or unconfined and why
             cfg = cfg.replace(worker=kind)
             if parent:
                 self.check_recursion(parent[0], parent[1])

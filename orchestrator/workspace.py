@@ -14,6 +14,7 @@
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
         FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a task's candidates: reports/candidates.py)
     depth_<d>/shared_<job id>.md and workspace/.index/ are sharedcontext.py's and the job index's.
+    workspace/.deleting/job_<root>.<what>/   a tree being deleted, set aside (prune.delete_tree)
 
 Bookkeeping lives under ``state/``, never in a worker's directory, so ``files_created`` can list
 everything a worker directory holds. How bytes reach the disk is filesystem.py's.
@@ -33,19 +34,27 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
-from .filesystem import atomic_write, encoded_blocks, spread_subfolders, write_all
+from .filesystem import (
+    NO_LINK_NO_BLOCK,
+    atomic_write,
+    durable_rename,
+    encoded_blocks,
+    open_regular,
+    open_regular_fd,
+    read_range,
+    spread_subfolders,
+    write_all,
+)
 from .models import JobRecord, WorkerRecord
 
 ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
 JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
 WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
 MAX_FILES_LISTED = 10_000
-# Logs and reports sit where workers can write: never open one through a link, and never
-# block a server thread on a FIFO a worker put in a log's place.
-_NO_LINK_NO_BLOCK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+DELETING = ".deleting"  # trees set aside to be deleted: no listing looks in it (root_ids wants job_<id>)
 
 
 def new_root_id() -> str:
@@ -336,6 +345,25 @@ class Workspace:
     def remove_job_tree(self, root_id: str) -> None:
         shutil.rmtree(self.job_dir(root_id), ignore_errors=True)
 
+    def set_aside(self, root_id: str, what: str) -> Path | None:
+        """Move a root's folder, in one durable rename, to ``.deleting/job_<root>.<what>``, where no
+        listing looks (``what``: what else its deletion removes, for a restart to finish it the
+        same way). From here the tree is deleted. None when its folder is gone already."""
+        job_dir = self.job_dir(root_id)
+        aside = self.root / DELETING / f"{job_dir.name}.{what}"
+        aside.parent.mkdir(exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)  # an earlier deletion of this very tree, cut short
+        with contextlib.suppress(FileNotFoundError):
+            durable_rename(job_dir, aside, durable=self.durable)
+            return aside
+        return None
+
+    def set_aside_trees(self) -> list[tuple[str, str, Path]]:
+        """The deletions a crash cut short: (root id, what, folder), as ``set_aside`` left them."""
+        folder = self.root / DELETING
+        names = [p.name[4:].partition(".") for p in folder.glob("job_*")]
+        return [(root, what, folder / f"job_{root}.{what}") for root, _, what in names if ROOT_ID_RE.fullmatch(root) and what]
+
     def create_worker_dir(self, root_id: str, depth: int, name: str) -> Path:
         path = self.worker_dir(root_id, depth, name)
         path.mkdir(parents=True, exist_ok=True)
@@ -448,7 +476,7 @@ class Workspace:
         starts afresh."""
         for _ in range(2):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_LINK_NO_BLOCK, 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_LINK_NO_BLOCK, 0o644)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENXIO):
                     raise
@@ -473,7 +501,7 @@ class Workspace:
         """(offset, line) of the last line starting with ``marker`` among a log's last
         ``max_bytes``, or None. A link planted in the log's place has no lines."""
         try:
-            found = _open_regular_fd(path)
+            found = open_regular_fd(path)
         except (RefusedPath, OSError):
             return None
         if found is None:
@@ -481,7 +509,7 @@ class Workspace:
         fd, size = found
         start = max(0, size - max_bytes)
         try:
-            data = _read_range(fd, start, size)
+            data = read_range(fd, start, size)
         except OSError:
             return None
         finally:
@@ -504,14 +532,14 @@ class Workspace:
         """Up to ``max_bytes`` of a log from ``offset``, keeping the end (a result is at the end).
         A link planted in the log's place reads as empty: its target never becomes a worker's output."""
         try:
-            found = _open_regular_fd(path)
+            found = open_regular_fd(path)
         except RefusedPath:
             return ""
         if found is None:
             return ""
         fd, size = found
         try:  # plain fd calls: this runs once per worker on the engine's busy threads
-            data = _read_range(fd, max(offset, size - max_bytes), size)
+            data = read_range(fd, max(offset, size - max_bytes), size)
         finally:
             os.close(fd)
         return data.decode("utf-8", errors="replace")
@@ -531,41 +559,6 @@ class Workspace:
             raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
 
 
-def _open_regular_fd(path: Path) -> tuple[int, int] | None:
-    """(fd, size) of a regular file opened for reading without following a link; None when it
-    does not exist. Raises RefusedPath for a link, a FIFO or a device (reading one could block
-    a server thread)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _NO_LINK_NO_BLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RefusedPath(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
-    return fd, info.st_size
-
-
-def _read_range(fd: int, start: int, end: int) -> bytes:
-    """Bytes ``start``..``end`` of an open file (fewer if it is shorter), by pread."""
-    chunks = []
-    while start < end:
-        chunk = os.pread(fd, end - start, start)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        start += len(chunk)
-    return b"".join(chunks)
-
-
-def _open_regular(path: Path) -> BinaryIO | None:
-    """``_open_regular_fd`` as a file object."""
-    found = _open_regular_fd(path)
-    return None if found is None else os.fdopen(found[0], "rb")
-
-
 def _records(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return iter(())
@@ -582,7 +575,7 @@ def read_served(
     while this read ran is never both in this answer and in the next."""
     if not workspace.contains(path.parent):
         raise RefusedPath(f"refusing to serve {path.name}: it is outside the workspace")
-    handle = _open_regular(path)
+    handle = open_regular(path)
     if handle is None:
         return b"", 0
     with handle:

@@ -32,31 +32,40 @@ worker's port, ``git.setup`` and ``git.teardown``); a reset keeps what the boots
 Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
 worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
 while steps run only after a successful one. The commit names the worker and its subtask,
-carries ``Orchestrator-Job/Worker/Attempt`` trailers, skips the user's hooks (``--no-verify``,
-``core.hooksPath``) and is made by a fixed identity (gitcmd.IDENTITY_ENV).
+carries ``Orchestrator-Job/Worker/Attempt`` trailers (the worker by its name, as on the result
+branch's commits) and, for an AI kind's work, ``Co-authored-by:``; has a subject cut at a word's
+end; skips the user's hooks (``--no-verify``, ``core.hooksPath``); and is by the user
+(commits.identity_of: the host's ``user.name``/``user.email``, else the orchestrator's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import gitrefs
+from .adapters import co_author_of
 from .bootstrap import Bootstrap, EnvFor
 from .checkout import Changes, Checkout, FolderCheckout
+from .commits import identity_of, subject_line, trailers
 from .config import Settings
 from .errors import ConfigError, OrchestratorError
 from .gitcmd import GitFailed
 from .gitrefs import Deleted
 from .gitwork import (
+    BASE_FILE,
+    CHECKPOINT_FILE,
     GitError,
     add_worktree,
     check_ref,
+    common_dir_of,
     find_host,
     git_dir_of,
+    git_env,
     linked_git_dir,
     repo_lock,
     repo_op,
@@ -70,8 +79,6 @@ from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.worktree")
 
-BASE_FILE = "orchestrator-base"  # in the worktree's own git dir: the commit its branch started from
-CHECKPOINT_FILE = "orchestrator-checkpoint"  # beside it: the commit the next attempt starts from
 # Failure classes whose retry goes on from the leftovers ("feedback": a step, such as a failed gate,
 # asked for another attempt on this work, with what to fix in the prompt).
 KEEPS_PARTIAL_WORK = ("transient", "timeout", "feedback")
@@ -190,6 +197,16 @@ class WorktreeCheckout(Checkout):
             f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
         )
 
+    def discard(self, record: WorkerRecord) -> None:
+        """Back to the commit its last attempt started from, without committing what it left."""
+        directory = self.directory(record)
+        with self.holding(record):
+            start = self._read(directory, CHECKPOINT_FILE) or self._base(directory)
+            self._unlink_branch(record, directory)
+            run_git(directory, "reset", "--hard", "-q", start)
+            run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
+        self._note(record, f"what its last attempt left was thrown away (disk cap): back to {start[:12]}")
+
     def changes(self, record: WorkerRecord) -> Changes:
         with self.holding(record):  # its commit and what it changed: no merge into it in between
             return self._changes(record)
@@ -212,6 +229,10 @@ class WorktreeCheckout(Checkout):
                 files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
                 i += 2
         stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+        # Unchanged: the tree is the one its first attempt started from (after git.setup's files,
+        # which are not the worker's); a child job's work merged into it is a change.
+        start = next((a.checkpoint for a in record.attempts[:1] if a.checkpoint), base)
+        trees = run_git(directory, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
         for path in _written_submodules(directory):
             self._note(
                 record,
@@ -224,6 +245,7 @@ class WorktreeCheckout(Checkout):
             commit=commit,
             files_changed=files[:MAX_FILES],
             diffstat=stat,
+            unchanged=trees[0] == trees[1],
         )
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
@@ -267,17 +289,36 @@ class WorktreeCheckout(Checkout):
 
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         directory = self.directory(record)
+        self._unlink_branch(record, directory)
         run_git(directory, "add", "-A", "--", ".", *self.bootstrap.never_commit(directory))  # never a copied .env
         staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
         if staged.returncode != 0:
-            subject = subject or f"{record.name}: {' '.join(record.task.split())[:60]}"
+            # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
+            co_author = co_author_of(record, self.settings) if attempt > 0 else None
             message = (
-                f"{subject}\n\nThe work of worker {record.name} (depth {record.depth}) on its subtask:\n"
-                f"{record.task[:2000]}\n\n"
-                f"Orchestrator-Job: {record.job_id}\nOrchestrator-Worker: {record.key}\nOrchestrator-Attempt: {attempt}\n"
+                f"{subject_line(subject or record.task)}\n\n"
+                f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
+                + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
             )
-            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message)
+            env = {**git_env(), **identity_of(self.repo).env()}  # the user's, read from the host
+            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message, env=env)
         return self._tip(directory)
+
+    def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
+        """A worker may write its tree's ref folder (its own commits need it), so it can turn its
+        branch into a link to another branch, which git follows as a symbolic ref: this server's
+        commit would then move that branch (the user's ``main``). Such a link is replaced by the
+        branch itself, at the commit its attempt started from, before any git runs here."""
+        private = linked_git_dir(directory)
+        common = common_dir_of(private) if private is not None else None
+        ref = common / "refs" / "heads" / self.branch(record) if common is not None else None
+        if ref is None or not ref.is_symlink():
+            return
+        start = self._read(directory, CHECKPOINT_FILE) or self._read(directory, BASE_FILE)
+        self._note(record, f"its branch ref had been made a link ({os.readlink(ref)}): set back to {start[:12]}")
+        run_git(
+            self.repo, "update-ref", "--no-deref", "-m", "orchestrator: a link undone", f"refs/heads/{self.branch(record)}", start
+        )
 
     def _tip(self, directory: Path) -> str:
         return run_git(directory, "rev-parse", "HEAD").stdout.strip()
@@ -321,15 +362,7 @@ def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: boo
     ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
     checked out in a worktree of their own stays."""
     repo = checkout.repo
-    prefix = gitrefs.job_prefix(checkout.settings.git.branch_prefix, root_id)
-    tree = checkout.workspace.job_dir(root_id).resolve()
-    for entry in worktree_list(repo):
-        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], checkout.workspace.root)
-        if ours or _inside(entry["worktree"], tree):
-            try:
-                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
-            except GitError:
-                log.warning("could not remove worktree %s", entry["worktree"], exc_info=True)
+    remove_job_worktrees(repo, checkout.settings, checkout.workspace, root_id)
     with repo_lock(repo):
         deleted = gitrefs.delete_job_refs(repo, checkout.settings.git.branch_prefix, root_id, keep_result=not all_branches)
     if deleted.checked_out:
@@ -340,6 +373,33 @@ def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: boo
             ", ".join(deleted.checked_out),
         )
     return deleted
+
+
+def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """The paths of the repository's worktrees that are a job tree's: on a branch under
+    ``<prefix><root id>/`` inside the workspace, or inside the tree's folder (one deleted by hand
+    included). Never a worktree of the user's, wherever its branch."""
+    prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
+    tree = workspace.job_dir(root_id).resolve()
+    found = []
+    for entry in worktree_list(repo):
+        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], workspace.root)
+        if ours or _inside(entry["worktree"], tree):
+            found.append(entry["worktree"])
+    return found
+
+
+def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """Remove a job tree's worktrees (``job_worktrees``), folders and git's entries; their
+    branches stay. Returns the paths removed."""
+    removed = []
+    for path in job_worktrees(repo, settings, workspace, root_id):
+        try:
+            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", path)
+            removed.append(path)
+        except GitError:
+            log.warning("could not remove worktree %s", path, exc_info=True)
+    return removed
 
 
 def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
@@ -413,6 +473,9 @@ class IsolatedCheckout(Checkout):
 
     def changes(self, record: WorkerRecord) -> Changes:
         return self._of(record).changes(record)
+
+    def discard(self, record: WorkerRecord) -> None:
+        self._of(record).discard(record)
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)

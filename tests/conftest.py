@@ -35,6 +35,28 @@ def make_settings(tmp_path: Path, **sections):
     return load_settings(base_dir=tmp_path, environ={}, overrides=overrides)
 
 
+def observed(tmp_path: Path) -> Path:
+    """A folder outside the host where a test's worker, setup or teardown reports (a sandboxed
+    worker may write there only if it is in its ``workers.sandbox_writable``)."""
+    folder = tmp_path / "observed"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes on the host whose command line holds ``marker`` (a tagless one too, in any PID namespace)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in cmdline and state not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
+
+
 def fake_command(*args: str) -> list[str]:
     """An argv template running the fake CLI; by default the subtask picks the mode."""
     return [sys.executable, FAKE_CLI, *(args or ("{task}",))]
@@ -119,11 +141,11 @@ def only_worker(engine, job):
     return worker
 
 
-def explain(engine, job, mock) -> str:
-    """What to print when a test against a mock model server fails: the tree's logs and the mock's log."""
+def explain(engine, job, mock=None) -> str:
+    """What to print when a test (against a mock model server) fails: the tree's logs and the mock's log."""
     root = engine.workspace.job_dir(job.root_id)
     logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
-    return f"{logs}\n--- mock\n{mock.summary()}"
+    return logs if mock is None else f"{logs}\n--- mock\n{mock.summary()}"
 
 
 def run_job(engine, request="job", tasks=None, config=None, timeout=60):
@@ -152,6 +174,45 @@ def three_files_written(engine, mock):
         folder = engine.workspace.worker_dir(job.root_id, 0, worker.name)
         assert (folder / name).read_text() == f"{worker.task}\n", why
     return job, workers, why
+
+
+def three_files_in_worktrees(hosted_at_root, mock, **sections):
+    """The real-CLI tests' first scenario in worktree isolation, the orchestrator's folder inside
+    a host repository and the server started from its root (``hosted_at_root``):
+    three_files_written, each file its worker's one change, and only_in_their_worktrees.
+    Returns (engine, job, workers, why)."""
+    from .test_worktree import snapshot
+
+    host, folder, make = hosted_at_root
+    before = snapshot(host, folder)
+    engine = make(**sections)
+    job, workers, why = three_files_written(engine, mock)
+    for worker in workers:
+        assert worker.files_changed == [{"path": worker.task.split()[-1], "change": "added"}], why
+    only_in_their_worktrees(hosted_at_root, engine, job, before, why)
+    return engine, job, workers, why
+
+
+def only_in_their_worktrees(hosted, engine, job, before, why=""):
+    """Each file a worker of ``job`` added (worktree isolation, in the ``hosted`` host) is in its
+    own worktree and committed on its own branch, and no file of that name is anywhere else under
+    the test's folder (the host's tree, another worktree, the workspace, the CLIs' homes); the
+    host is exactly as it was (test_worktree.snapshot, taken ``before``). A job whose
+    ``workers.sandbox`` is on or off says each worker ran in bubblewrap, or unconfined."""
+    from .test_worktree import git, snapshot
+
+    host, folder, _ = hosted
+    assert job.config.isolation == "worktree", why
+    confined = {"on": "bubblewrap", "off": "none"}.get(job.config.sandbox)
+    for worker in engine.snapshot(job.root_id)[1]:
+        own = engine.workspace.worker_dir(job.root_id, worker.depth, worker.name)
+        assert confined is None or worker.sandbox == confined, why
+        assert worker.branch == f"orchestrator/{job.root_id}/{worker.name}", why
+        assert worker.files_changed and all(f["change"] == "added" for f in worker.files_changed), why
+        for path in (f["path"] for f in worker.files_changed):
+            assert git(host, "show", f"{worker.branch}:{path}") == (own / path).read_text(), why
+            assert sorted(p for p in host.parent.rglob(Path(path).name) if p.is_file()) == [own / path], why
+    assert snapshot(host, folder) == before, why
 
 
 def hang_ends_in_timeout(engine, mock, wait=90):
@@ -208,13 +269,15 @@ class Live:
         headers.setdefault("X-API-Key", self.key if key is None else key)
         if headers["X-API-Key"] == "":
             del headers["X-API-Key"]
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.url + path, headers=headers, **kwargs)
 
     def submit(self, key=None, **body):
         return self.call("POST", "/api/v1/orchestrate", key=key, json=body)
 
     def wait(self, job_id, timeout=60):
-        doc = self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout={timeout}").json()
+        # The server holds the request up to ``timeout``: the client waits longer than that
+        doc = self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout={timeout}", timeout=timeout + 30).json()
         assert doc["status"] in ("completed", "partial", "failed", "cancelled"), doc["status"]
         return doc
 
@@ -241,3 +304,20 @@ def hosted(tmp_path):
     yield host, folder, factory
     for engine in engines:
         engine.shutdown(timeout=10)
+
+
+@pytest.fixture(params=["off", "on"], ids=["unsandboxed", "sandboxed"])
+def hosted_at_root(request, hosted, monkeypatch):
+    """``hosted``, with the server started from the host repository's root as a user starts it
+    (``cd repo && tools/orch/orchestrator.sh``): its cwd and ``$PWD`` are the host's root, which
+    every worker inherits, so a CLI that takes its directory from ``$PWD`` rather than from its
+    own cwd works in the user's checkout. Each test runs twice: ``workers.sandbox`` off, and on
+    (bubblewrap; on refuses to run a worker unconfined)."""
+    host, folder, factory = hosted
+    monkeypatch.chdir(host)
+    monkeypatch.setenv("PWD", str(host))
+
+    def make(**sections):
+        return factory(**{**sections, "workers": {"sandbox": request.param, **sections.get("workers", {})}})
+
+    return host, folder, make

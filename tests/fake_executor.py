@@ -30,7 +30,8 @@ from pathlib import Path
 
 from orchestrator import protocol
 from orchestrator.executor import Sample
-from orchestrator.runner import CommandNotFound, FoundShim, read_exit_file, signal_name
+from orchestrator.runner import CommandNotFound, signal_name
+from orchestrator.shim import FoundShim, read_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process
@@ -159,6 +160,8 @@ class FakeHandle:
     node: str | None = None
     queued: bool = False
     lost: bool = False
+    enforced: object = None  # no cgroup, no limits: a fake process is held by nothing but the monitor
+    cap_hit: str | None = None
     waited: bool = False
     waits: int = 0  # waits begun (their end already fixed): a manual clock may move on after one
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -214,7 +217,7 @@ class FakeExecutor:
         return found[min(number, len(found)) - 1]
 
     # -- the Executor interface -----------------------------------------------------------
-    def start(self, argv, *, cwd, env, log_path, tag, exit_file=None, kind="command") -> FakeHandle:
+    def start(self, argv, *, cwd, env, log_path, tag, exit_file=None, kind="command", sandbox=None) -> FakeHandle:
         self._check_alive()
         if not argv:
             raise ValueError("empty command")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 STRACE = shutil.which("strace")
@@ -26,11 +27,19 @@ def traced(argv: list[str], log: Path) -> list[str]:
 
 
 def traced_program(program: str, folder: Path) -> str:
-    """An executable that runs ``program`` under strace, each run logging to ``folder/connect.<pid>``."""
+    """An executable that runs ``program`` under strace, each run logging to its own
+    ``folder/connect.<pid>.<random>`` (sandboxed workers each have a PID namespace: the same pids).
+    It is Python, not a shell script: a shell replaces an inherited ``$PWD`` that is not its cwd,
+    and the CLI must start with the environment the orchestrator gave it (opencode takes its
+    directory from ``$PWD``). A sandboxed worker needs ``folder`` in ``workers.sandbox_writable``."""
     assert STRACE, "strace not installed (Debian package strace; .ci/run installs it)"
     folder.mkdir(parents=True, exist_ok=True)
     wrapper = folder / "traced-cli"
-    wrapper.write_text(f'#!/bin/sh\nexec "{STRACE}" -f -qq -e trace=connect -o "{folder}/connect.$$" "{program}" "$@"\n')
+    argv = [STRACE, "-f", "-qq", "-e", "trace=connect", "-o"]
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport os, sys\n"
+        f"os.execv({STRACE!r}, {argv!r} + [{str(folder)!r} + f'/connect.{{os.getpid()}}.{{os.urandom(4).hex()}}', {program!r}, *sys.argv[1:]])\n"
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(wrapper)
 

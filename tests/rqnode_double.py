@@ -20,7 +20,6 @@ from orchestrator.cluster import nodes
 from orchestrator.cluster.attempts import SERIALIZER, Attempts, read_secret_file
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
-from orchestrator.environment import PACKAGE_PARENT
 from orchestrator.runner import CommandNotFound, ProcessRunner
 
 
@@ -90,14 +89,14 @@ class NodeDouble:
             return
         self.ran.append(attempt_id)
         self.tokens[attempt_id] = token
-        env = {**os.environ, **spec.env, **read_secret_file(spec.secret_env_file), "PYTHONPATH": PACKAGE_PARENT}
+        env = {**os.environ, **spec.env, **read_secret_file(spec.secret_env_file)}
         try:
             handle = self.runner.spawn(
                 spec.argv,
                 cwd=Path(spec.cwd),
                 env=env,
                 log_path=Path(spec.log_path),
-                tag=spec.tag,
+                tag=spec.run_tag,
                 exit_file=Path(spec.exit_file) if spec.exit_file else None,
             )
         except (CommandNotFound, OSError):
@@ -115,7 +114,7 @@ class NodeDouble:
                 self.runner.terminate(handle, grace=float(message["grace"]), first_signal=int(message["signal"]))
             if time.monotonic() - renewed > self.lease / 3:
                 sample = {"rss": 1234, "processes": 1, "cpu_seconds": 0.5}
-                if not self._retry(self.ops.renew, attempt_id, token, self.name, self.lease, sample):
+                if not self._retry(self.ops.renew, attempt_id, token, self.name, self.lease, sample, handle.pid):
                     self.runner.terminate(handle, grace=0.5)  # fenced: no longer ours
                 renewed = time.monotonic()
             code = self.runner.wait(handle, 0.05)

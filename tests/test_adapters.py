@@ -69,10 +69,21 @@ DEFAULT_TOOLS = [
     "Bash(orchestrator-spawn:*)",
     "Bash(python -m orchestrator spawn:*)",
     "Bash(python3 -m orchestrator spawn:*)",
+    # the project's own test runners, so a claude worker can run the tests it writes
+    "Bash(pytest:*)",
+    "Bash(python -m pytest:*)",
+    "Bash(python3 -m pytest:*)",
+    "Bash(npm test:*)",
+    "Bash(go test:*)",
+    "Bash(cargo test:*)",
+    "Bash(make test:*)",
 ]
 
 
-def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | None = None, **orchestrator) -> WorkerContext:
+def context(
+    tmp_path: Path, prompt: str = "Write hello.py", time_left: float | None = None, env: dict | None = None, **orchestrator
+) -> WorkerContext:
+    """A worker's context; ``env``: the worker's environment (a HOME of its own in tmp_path by default)."""
     settings = make_settings(tmp_path, orchestrator=orchestrator)
     worker_dir = tmp_path / "depth_0" / "worker_1"
     return WorkerContext(
@@ -85,6 +96,7 @@ def context(tmp_path: Path, prompt: str = "Write hello.py", time_left: float | N
         attempt=1,
         settings=settings,
         time_left=time_left,
+        env={"HOME": str(tmp_path)} if env is None else env,
     )
 
 
@@ -189,7 +201,7 @@ def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
 
 
 def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
-    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "7")  # the server's, not the worker's: no matter
     adapter = get_adapter("claude")
     retries = {"CLAUDE_CODE_MAX_RETRIES": "3"}
     assert adapter.extra_env(context(tmp_path)) == retries
@@ -198,8 +210,9 @@ def test_claude_bypass_permissions_sets_is_sandbox(tmp_path, monkeypatch):
 
 
 def test_claude_keeps_the_users_own_retry_count(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "7")
-    assert get_adapter("claude").extra_env(context(tmp_path)) == {}
+    # Set for the worker (workers.env) only: the server's environment has none.
+    monkeypatch.delenv("CLAUDE_CODE_MAX_RETRIES", raising=False)
+    assert get_adapter("claude").extra_env(context(tmp_path, env={"CLAUDE_CODE_MAX_RETRIES": "7"})) == {}
 
 
 def test_claude_bash_limits_cover_the_attempts_time_left_and_never_drop_below_the_clis(tmp_path, monkeypatch):
@@ -214,9 +227,9 @@ def test_claude_bash_limits_cover_the_attempts_time_left_and_never_drop_below_th
 
 
 def test_claude_bash_limits_the_user_set_win(tmp_path, monkeypatch):
-    monkeypatch.setenv("BASH_DEFAULT_TIMEOUT_MS", "2000")
-    monkeypatch.delenv("BASH_MAX_TIMEOUT_MS", raising=False)
-    env = get_adapter("claude").extra_env(context(tmp_path, time_left=900))
+    monkeypatch.delenv("BASH_DEFAULT_TIMEOUT_MS", raising=False)  # the worker's value, never the server's, counts
+    monkeypatch.setenv("BASH_MAX_TIMEOUT_MS", "1000")
+    env = get_adapter("claude").extra_env(context(tmp_path, time_left=900, env={"BASH_DEFAULT_TIMEOUT_MS": "2000"}))
     assert "BASH_DEFAULT_TIMEOUT_MS" not in env and env["BASH_MAX_TIMEOUT_MS"] == "900000"
 
 
@@ -266,17 +279,28 @@ def test_codex_login_shell_is_off_unless_cli_args_choose(tmp_path):
 
 
 def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
-    got = get_adapter("codex").build_argv(context(tmp_path, time_left=1800.5))
+    server = tmp_path / "server-codex-home"  # the server's CODEX_HOME sets a limit; the worker's is another
+    server.mkdir()
+    (server / "config.toml").write_text("background_terminal_max_timeout = 7000\n")
+    monkeypatch.setenv("CODEX_HOME", str(server))
+    given = {"CODEX_HOME": str(tmp_path / "codex-home")}  # workers.env
+    got = get_adapter("codex").build_argv(context(tmp_path, time_left=1800.5, env=given))
     assert got[got.index("background_terminal_max_timeout=1801000") - 1] == "-c"
-    short = get_adapter("codex").build_argv(context(tmp_path, time_left=60))  # never below codex's 300000
+    short = get_adapter("codex").build_argv(context(tmp_path, time_left=60, env=given))  # never below codex's 300000
     assert "background_terminal_max_timeout=300000" in short
     mine = get_adapter("codex").build_argv(
-        context(tmp_path, time_left=1800, cli_args=["-c", "background_terminal_max_timeout=5000"])
+        context(tmp_path, time_left=1800, env=given, cli_args=["-c", "background_terminal_max_timeout=5000"])
     )
     assert [a for a in mine if "background_terminal_max_timeout" in a] == ["background_terminal_max_timeout=5000"]
     (tmp_path / "codex-home").mkdir()
     (tmp_path / "codex-home" / "config.toml").write_text('model = "x"\nbackground_terminal_max_timeout = 9000\n')
+    assert not [
+        a for a in get_adapter("codex").build_argv(context(tmp_path, time_left=1800, env=given)) if "background_terminal" in a
+    ]
+    # Without CODEX_HOME, the worker's HOME/.codex: the server's CODEX_HOME is not the worker's.
+    (server / "config.toml").unlink()
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "config.toml").write_text("background_terminal_max_timeout = 9000\n")
     assert not [a for a in get_adapter("codex").build_argv(context(tmp_path, time_left=1800)) if "background_terminal" in a]
 
 
@@ -295,7 +319,10 @@ def test_gemini_argv_plain_model_and_cli_args(tmp_path):
 def test_aider_argv_plain_model_and_cli_args(tmp_path, monkeypatch):
     from orchestrator.adapters.aider import MODEL_SETTINGS
 
-    monkeypatch.setenv("HOME", str(tmp_path))
+    server_home = tmp_path / "server-home"  # the server's HOME has model settings; the worker's (tmp_path) not
+    server_home.mkdir()
+    (server_home / ".aider.model.settings.yml").write_text("- name: x\n")
+    monkeypatch.setenv("HOME", str(server_home))
     base = [
         "aider",
         "--message=Write hello.py",
@@ -334,12 +361,16 @@ def test_ollama_argv_uses_ollama_model(tmp_path):
 
 
 def test_opencode_argv_plain_model_and_cli_args(tmp_path):
-    assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--", "Write hello.py"]
+    # --dir pins opencode to the worker's directory (else it works in an inherited $PWD)
+    here = str(tmp_path / "depth_0" / "worker_1")
+    assert argv("opencode", tmp_path) == ["opencode", "run", "--format", "json", "--dir", here, "--", "Write hello.py"]
     assert argv("opencode", tmp_path, opencode_model="anthropic/claude sonnet", cli_args=["--auto"]) == [
         "opencode",
         "run",
         "--format",
         "json",
+        "--dir",
+        here,
         "-m",
         "anthropic/claude sonnet",
         "--auto",
@@ -348,7 +379,9 @@ def test_opencode_argv_plain_model_and_cli_args(tmp_path):
     ]
     # orchestrator.model is used only when it has opencode's provider/model form
     assert "-m" not in argv("opencode", tmp_path, model="sonnet")
-    assert argv("opencode", tmp_path, model="openai/gpt-5")[4:6] == ["-m", "openai/gpt-5"]
+    assert argv("opencode", tmp_path, model="openai/gpt-5")[6:8] == ["-m", "openai/gpt-5"]
+    # a --dir of the user's own is the one opencode gets (yargs would make two an array)
+    assert [a for a in argv("opencode", tmp_path, cli_args=["--dir=/x"]) if a.startswith("--dir")] == ["--dir=/x"]
 
 
 @pytest.mark.parametrize("kind", AI_KINDS)
@@ -789,3 +822,32 @@ def test_a_request_cannot_lift_the_servers_budget(settings):
     for asked in (2.0, 0):
         with pytest.raises(ConfigError, match="budget"):
             job_config(capped, {"max_cost_usd": asked})
+
+
+# -- the worker's environment, never the server's (issue 24 item 2) ---------------------------------
+
+
+def test_no_adapter_reads_the_servers_environment_or_home():
+    """Adapters read ``WorkerContext.env`` (the worker's environment); os.environ and Path.home()
+    are the server's, which workers.env, inherit_env and env_passthrough make another."""
+    import re
+
+    adapters = Path(__file__).resolve().parent.parent / "orchestrator" / "adapters"
+    reads = re.compile(r"os\.environ|os\.getenv|environ\.get|Path\.home\(|expanduser\(")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(adapters.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reads.search(line.split("#", 1)[0])
+    ]
+    assert found == [], "read the worker's environment (ctx.env, or the env given to state_dirs) instead"
+
+
+def test_without_home_in_the_workers_environment_its_home_is_the_users_not_the_servers(tmp_path, monkeypatch):
+    import pwd
+
+    from orchestrator.adapters.aicli import home_of
+
+    monkeypatch.setenv("HOME", str(tmp_path / "server-home"))
+    assert home_of({"HOME": str(tmp_path / "mine")}) == tmp_path / "mine"
+    assert home_of({}) == Path(pwd.getpwuid(os.getuid()).pw_dir)  # where a CLI without HOME looks

@@ -25,7 +25,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
 from . import net_guard
-from .conftest import ROOT, explain, make_settings, only_worker, run_job, wait_until
+from .conftest import ROOT, explain, make_settings, only_worker, run_job, three_files_in_worktrees, wait_until
 from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, subtask, tool_results
 
 KEY = "sk-ant-test-0123456789-secret"
@@ -46,13 +46,18 @@ def mock_api():
         mock.stop()
 
 
+def anthropic_sections(mock: MockModelServer, *, workers=None, **anthropic) -> dict:
+    """Settings sections whose workers are the anthropic kind, talking to ``mock`` through workers.env."""
+    return {
+        "orchestrator": {"worker": "anthropic", "planner": "heuristic"},
+        "workers": {"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}, **(workers or {})},
+        "anthropic": {"model": MODEL, "max_retries": 0, **anthropic},
+    }
+
+
 def anthropic_engine(make_engine, mock: MockModelServer, *, workers=None, **anthropic):
-    """An engine whose workers are the anthropic kind, talking to ``mock`` through workers.env."""
-    return make_engine(
-        orchestrator={"worker": "anthropic", "planner": "heuristic"},
-        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}, **(workers or {})},
-        anthropic={"model": MODEL, "max_retries": 0, **anthropic},
-    )
+    """An engine (of ``make_engine``) on anthropic_sections."""
+    return make_engine(**anthropic_sections(mock, workers=workers, **anthropic))
 
 
 def result_of(body, index: int = -1) -> dict:
@@ -168,11 +173,7 @@ def test_in_a_worktree_its_edits_are_committed_and_the_host_repository_is_untouc
         return calls[len(done)] if len(done) < len(calls) else Text("edited app.py")
 
     mock = mock_api(script)
-    engine = make(
-        orchestrator={"worker": "anthropic", "planner": "heuristic"},
-        workers={"env": {"ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY}},
-        anthropic={"model": MODEL, "max_retries": 0},
-    )
+    engine = anthropic_engine(make, mock)
     job = run_job(engine, "Edit app.py", tasks=["Edit app.py"], timeout=90)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
@@ -184,6 +185,18 @@ def test_in_a_worktree_its_edits_are_committed_and_the_host_repository_is_untouc
     assert "outside your working folder" in text_of(blocks[1])
     assert text_of(blocks[2]) == "exit code 0\n M app.py\n", why  # the command ran in the worktree
     assert snapshot(host, folder) == before
+
+
+def test_three_workers_in_worktrees_of_a_host_repository_write_only_there(hosted_at_root, mock_api):
+    def script(body):  # Write a.txt: a.txt by a path relative to its folder
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        if tool_results(body):
+            return Text(f"Wrote {name}")
+        return ToolUse("write_file", {"path": name, "content": f"{task}\n"})
+
+    mock = mock_api(script)
+    three_files_in_worktrees(hosted_at_root, mock, **anthropic_sections(mock))
 
 
 def test_the_ai_planner_runs_on_the_anthropic_kind(make_engine, mock_api):

@@ -119,6 +119,42 @@ def test_bad_bodies_get_json_errors_that_say_what_to_fix(live, body, status, wor
     assert live.engine.workspace.root_ids() == []
 
 
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/v1/orchestrate", "[" * 1000 + "]" * 1000),
+        ("/api/v1/orchestrate", '{"request": "x", "config": {"model": ' + "[" * 100 + "]" * 100 + "}}"),
+        ("/api/v1/tasks", '{"description": "x", "cli_assignments": ' + "[" * 1000 + "]" * 1000 + "}"),
+    ],
+    ids=["1000 deep", "100 deep in config", "1000 deep in a task"],
+)
+def test_a_body_nested_past_the_limit_is_a_400_naming_it(live, path, body):
+    """1,000 levels was a 500 (RecursionError); 100 parsed and reached the routes."""
+    response = live.call("POST", path, data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "more than 32 levels deep" in response.json()["message"]
+    assert live.engine.workspace.root_ids() == []
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/v1/orchestrate", {"request": "add a\u0000b"}, "request"),
+        ("/api/v1/orchestrate", {"request": "x", "tasks": ["fine", "bad\u0000"]}, "tasks[1]"),
+        ("/api/v1/orchestrate", {"request": "x", "config": {"model": "m\u0000"}}, "config.model"),
+        ("/api/v1/orchestrate", {"request": "x", "config": {"mo\u0000del": "m"}}, "config.mo\\u0000del"),
+        ("/api/v1/tasks", {"description": "write\u0000it", "cli_assignments": [{"cli_name": "claude"}]}, "description"),
+    ],
+)
+def test_a_nul_in_any_string_of_a_body_is_a_422_naming_the_field(live, path, body, field):
+    """A NUL was accepted and the job failed later (an argv, a file name or a log cannot hold one)."""
+    response = live.call("POST", path, json=body)
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert response.json()["details"]["field"] == field and field in message and "\x00" not in message
+    assert live.engine.workspace.root_ids() == []
+
+
 def test_body_over_the_cap_is_413(make_live):
     live = make_live(api={"max_body_bytes": 2048})
     response = live.submit(request="x" * 4000)
@@ -304,6 +340,9 @@ def test_events_stream_and_resume_with_last_event_id(make_live):
     assert [int(e["id"]) for e in resumed if "id" in e] == ids[3:]
     bad = live.call("GET", f"/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "abc"})
     assert bad.status_code == 400
+    # a bad ?last_event_id is refused even when a good header overrides it (schemathesis found it ignored)
+    bad = live.call("GET", f"/api/v1/jobs/{job_id}/events?last_event_id=x7", headers={"Last-Event-ID": "3"})
+    assert bad.status_code == 400 and "'x7' must be a non-negative whole number" in bad.json()["message"]
 
 
 def test_worker_log_tail_follow_and_a_planted_symlink(make_live):

@@ -35,21 +35,21 @@ class Served:
     """A real waitress server whose folder sits inside a host repository; ``restart`` stops it
     (as a server stops: shutdown) and starts a new engine and server on the same folder."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **sections: dict) -> None:
         self.host, self.folder = make_host(tmp_path)
+        self.sections = sections  # settings beyond the defaults below, section by section
         self.started: list[tuple[object, Engine]] = []
         self.start()
 
     def start(self) -> None:
-        settings = load_settings(
-            base_dir=self.folder,
-            environ={},
-            overrides={
-                "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 30},
-                "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
-                "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-            },
-        )
+        overrides: dict[str, dict] = {
+            "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 30},
+            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
+            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        }
+        for name, values in self.sections.items():
+            overrides.setdefault(name, {}).update(values)
+        settings = load_settings(base_dir=self.folder, environ={}, overrides=overrides)
         self.engine = Engine(settings)
         self.engine.recover()  # as server.serve does at start
         self.server = start_in_thread(settings, self.engine, port=0)
@@ -63,7 +63,7 @@ class Served:
 
     def call(self, method: str, path: str, key: str | None = API_KEY, **kwargs) -> requests.Response:
         headers = {"X-API-Key": key} if key else {}
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        return requests.request(method, self.url + path, headers=headers, **{"timeout": 30, **kwargs})
 
     def submit(self, tasks: list[str], config: dict | None = None) -> str:
         body = {"request": "add two files", "tasks": tasks, "config": {"approval": "before_merge", **(config or {})}}
@@ -72,7 +72,7 @@ class Served:
         return answer.json()["job_id"]
 
     def wait(self, job_id: str) -> dict:
-        return self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()
+        return self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()
 
     def close(self) -> None:
         for server, engine in self.started:

@@ -272,7 +272,7 @@ def test_the_engine_s_public_interface_has_no_any():
     assert _mentions_any(dict[str, typing.Any]) and not _mentions_any(dict[str, int]), "the check is blind"
 
 
-# The layers of the package, top first (README "Architecture"): a module imports its own layer
+# The layers of the package, top first (docs/architecture.md): a module imports its own layer
 # or the ones below it, never one above. Longest matching prefix wins.
 LAYERS = [
     (
@@ -283,6 +283,9 @@ LAYERS = [
             "orchestrator.cli",
             "orchestrator.server",
             "orchestrator.scripts",
+            "orchestrator.doctor",
+            "orchestrator.prunecmd",
+            "orchestrator.commands",
             "orchestrator.spawn",
             "orchestrator.mcpserver",
             "orchestrator.lockcmd",
@@ -318,6 +321,7 @@ LAYERS = [
             "orchestrator.monitor",
             "orchestrator.status",
             "orchestrator.prune",
+            "orchestrator.lifetime",
             "orchestrator.metrics",
             "orchestrator.worktree",
             "orchestrator.diffs",
@@ -335,6 +339,7 @@ LAYERS = [
             "orchestrator.index",
             "orchestrator.sharedcontext",
             "orchestrator.webhooks",
+            "orchestrator.clis",
         ],
     ),
     (
@@ -342,10 +347,13 @@ LAYERS = [
         [
             "orchestrator.states",
             "orchestrator.limits",
+            "orchestrator.admission",
             "orchestrator.recovery",
             "orchestrator.planner",
             "orchestrator.graph",
             "orchestrator.candidates",
+            "orchestrator.confinement",
+            "orchestrator.testruns",
         ],
     ),
     ("text", ["orchestrator.prompts", "orchestrator.reports", "orchestrator.analytics"]),
@@ -359,12 +367,16 @@ LAYERS = [
             "orchestrator.adapters",
             "orchestrator.cluster.executor",
             "orchestrator.cluster.handle",
+            "orchestrator.cluster.reconcile",
         ],
     ),
     (
         "bottom",
         [
             "orchestrator.runner",
+            "orchestrator.shim",
+            "orchestrator.sandbox",
+            "orchestrator.cgroups",
             "orchestrator.procscan",
             "orchestrator.groupsync",
             "orchestrator.models",
@@ -376,14 +388,17 @@ LAYERS = [
             "orchestrator.errors",
             "orchestrator.logs",
             "orchestrator.failpoints",
+            "orchestrator.documents",
             "orchestrator.events",
             "orchestrator.pacing",
             "orchestrator.wire",
             "orchestrator.gitcmd",
+            "orchestrator.commits",
             "orchestrator.merging",
             "orchestrator.gitrefs",
             "orchestrator.gitwork",
             "orchestrator.cluster",
+            "orchestrator.plaintext",
         ],
     ),
 ]

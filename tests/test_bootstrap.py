@@ -20,7 +20,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.status import job_status
 
-from .conftest import run_job, wait_until
+from .conftest import observed, run_job, wait_until
 from .test_worktree import git, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
@@ -116,9 +116,12 @@ def test_setup_runs_once_before_the_first_attempt_with_the_port_and_its_work_sur
     host, folder, make = hosted
     (host / ".gitignore").write_text(".env\n.setup-*\nnode_modules/\n")
     git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
-    runs = tmp_path / "runs"
+    runs = observed(tmp_path) / "runs"
     before = snapshot(host, folder)
-    engine = make(git={"setup": ["sh", "-c", SETUP], "port_range": RANGE}, workers={"env": {"RUNS": str(runs)}})
+    engine = make(
+        git={"setup": ["sh", "-c", SETUP], "port_range": RANGE},
+        workers={"env": {"RUNS": str(runs)}, "sandbox_writable": [str(runs.parent)]},
+    )
     job = run_job(engine, "x", tasks=[TASK], config={"max_retries": 1})
     w = workers(engine, job)["worker_1"]
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
@@ -215,6 +218,11 @@ def test_a_failing_setup_fails_the_worker_with_its_output_in_the_log_and_no_atte
     assert snapshot(host, folder) == before
 
 
+# These read the setup's pids from inside it and look for them on the host: unconfined, where the pid
+# is the host's (in a sandbox it is its PID namespace's). The sandboxed setup: test_sandbox.py.
+UNCONFINED_GRACE = {"kill_grace": 0.3, "sandbox": "off"}
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -227,7 +235,7 @@ def test_a_hanging_setup_is_killed_at_its_timeout_with_its_whole_process_group(h
     hang = "echo $$ > .setup-pid; sleep 300 & echo $! > .setup-child; echo started; wait"
     (host / ".gitignore").write_text(".env\n.setup-*\n")
     git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
-    engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 1, "port_range": RANGE}, workers={"kill_grace": 0.3})
+    engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 1, "port_range": RANGE}, workers=UNCONFINED_GRACE)
     started = time.monotonic()
     job = run_job(engine, "x", tasks=["echo ran > ran.txt"], config={"max_retries": 2})
     assert time.monotonic() - started < 15
@@ -250,9 +258,11 @@ def test_a_hanging_setup_is_killed_at_its_timeout_with_its_whole_process_group(h
 
 def test_teardown_runs_at_cleanup_with_the_port_and_its_failure_is_only_logged(hosted, tmp_path):
     host, folder, make = hosted
-    out = tmp_path / "torn"
+    out = observed(tmp_path) / "torn"
     teardown = ["sh", "-c", 'echo "$ORCHESTRATOR_WORKER_ID $ORCHESTRATOR_PORT $PWD" >> "$OUT"; echo teardown bye; exit 5']
-    engine = make(git={"teardown": teardown, "port_range": RANGE}, workers={"env": {"OUT": str(out)}})
+    engine = make(
+        git={"teardown": teardown, "port_range": RANGE}, workers={"env": {"OUT": str(out)}, "sandbox_writable": [str(out.parent)]}
+    )
     job = run_job(engine, "x", tasks=["echo ok > ok.txt", "exit 3"])
     ws = workers(engine, job)
     assert ws["worker_1"].status is WorkerStatus.SUCCESS and ws["worker_2"].status is WorkerStatus.FAILED
@@ -288,7 +298,7 @@ def test_cancelling_a_job_stops_its_workers_setup_at_once(hosted):
     (host / ".gitignore").write_text(".env\n.setup-*\n")
     git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
     hang = "echo $$ > .setup-pid; exec sleep 300"
-    engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 120, "port_range": RANGE}, workers={"kill_grace": 0.3})
+    engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 120, "port_range": RANGE}, workers=UNCONFINED_GRACE)
     job = engine.submit("x", {"max_retries": 2}, ["echo ran > ran.txt"])
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     wait_until(lambda: (wt / ".setup-pid").exists() and (wt / ".setup-pid").read_text().strip(), what="the setup started")
@@ -305,9 +315,11 @@ def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does
     from orchestrator.worktree import WorktreeCheckout
 
     host, folder, make = hosted
-    runs = tmp_path / "runs"
+    runs = observed(tmp_path) / "runs"
     setup = ["sh", "-c", 'echo "$ORCHESTRATOR_PORT" >> "$RUNS"']
-    engine = make(git={"setup": setup, "port_range": RANGE}, workers={"env": {"RUNS": str(runs)}})
+    engine = make(
+        git={"setup": setup, "port_range": RANGE}, workers={"env": {"RUNS": str(runs)}, "sandbox_writable": [str(runs.parent)]}
+    )
     job = run_job(engine, "x", tasks=["true"])
     w = workers(engine, job)["worker_1"]
     assert runs.read_text() == f"{w.port}\n" and w.attempts
@@ -363,7 +375,7 @@ def test_what_the_setup_leaves_running_serves_the_worker_and_is_stopped_at_its_c
     (host / ".gitignore").write_text(".env\n.setup-*\n")
     git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
     daemon = ["sh", "-c", "sleep 300 > /dev/null 2>&1 & echo $! > .setup-daemon"]
-    engine = make(git={"setup": daemon, "port_range": RANGE})
+    engine = make(git={"setup": daemon, "port_range": RANGE}, workers={"sandbox": "off"})
     job = run_job(engine, "x", tasks=['kill -0 "$(cat .setup-daemon)" && echo alive > alive.txt'])
     w = workers(engine, job)["worker_1"]
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")

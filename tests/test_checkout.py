@@ -90,8 +90,12 @@ def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_
     assert checkout.prepare(record, None) == folder and (tmp / "scratch").exists(), (
         "prepare again (a re-adopted worker) keeps both"
     )
+    assert checkout.changes(record).unchanged is False  # a file in its folder: a change (its TMPDIR's are not)
+    (folder / "work.txt").unlink()
+    assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
+    (folder / "work.txt").write_text("w")
     checkout.reset(record, 2)
-    assert checkout.changes(record) == Changes(files_created=["work.txt"])
+    assert checkout.changes(record) == Changes(files_created=["work.txt"], unchanged=False)
     checkout.cleanup(record, succeeded=True)
     assert not (tmp / "scratch").exists() and (folder / "work.txt").read_text() == "w"
 
@@ -174,6 +178,10 @@ def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path)
             self.calls.append(("cleanup", succeeded))
             raise OSError("disk gone")
 
+        def discard(self, record):
+            self.calls.append("discard")
+            raise OSError("disk gone")
+
     record = WorkerRecord(
         job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
     )
@@ -244,3 +252,22 @@ def test_a_checkout_stopped_by_a_cancel_ends_the_worker_cancelled(seamed):
     worker = only_worker(engine, job)
     assert worker.status is WorkerStatus.CANCELLED and worker.exit_reason == "cancelled during its setup"
     assert worker.error is None and worker.attempts == []
+
+
+def test_discard_never_raises_and_empties_a_folder(tmp_path):
+    """A worker stopped at the disk cap: its files are thrown away, whatever the checkout does."""
+    from orchestrator.checkout import FolderCheckout, discard
+
+    settings = make_settings(tmp_path)
+    workspace = Workspace(settings.workspace_root)
+    record = WorkerRecord(
+        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
+    )
+    folder = workspace.worker_dir(record.root_id, 0, "worker_1")
+    (folder / "deep" / "er").mkdir(parents=True)
+    (folder / "big").write_bytes(b"x" * 1024)
+    (folder / "deep" / "er" / "f").write_text("y")
+    discard(FolderCheckout(workspace), record)
+    assert list(folder.iterdir()) == []
+    folder.rmdir()
+    discard(FolderCheckout(workspace), record)  # a folder already gone: logged, never raised

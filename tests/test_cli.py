@@ -168,6 +168,32 @@ def test_a_bad_config_file_is_a_usage_error(tmp_path):
     assert "unknown key 'workers.max_worker'" in result.stderr
 
 
+BROKEN_CONFIGS = {
+    "not UTF-8": (b"api:\n  port: 8001  # caf\xe9\n", "is not UTF-8 text: byte 0xe9 on line 2"),
+    "1000 deep": (b"api:\n  allowed_hosts: " + b"[" * 1000 + b"]" * 1000 + b"\n", "more than 32 levels deep"),
+    "40 deep": (b"api:\n  allowed_hosts:\n" + b"".join(b"  " * (i + 2) + b"-\n" for i in range(40)), "more than 32 levels deep"),
+}
+ENTRY_POINTS = {
+    "config": [sys.executable, "-m", "orchestrator", "config"],
+    "api_server.py": [sys.executable, str(ROOT / "api_server.py")],
+    "quick-start.sh": [str(ROOT / "quick-start.sh"), "a request"],
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("broken", BROKEN_CONFIGS)
+def test_a_config_yaml_that_is_not_utf8_or_nests_too_deep_is_one_error_line_and_exit_2(tmp_path, broken, entry):
+    """Each was a traceback (UnicodeDecodeError, RecursionError) or, at 40 levels, a value error quoting it all."""
+    if entry == "quick-start.sh" and not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("quick-start.sh needs the folder's .venv (./install.sh)")
+    text, words = BROKEN_CONFIGS[broken]
+    (tmp_path / "config.yaml").write_bytes(text)
+    result = subprocess.run(ENTRY_POINTS[entry], cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'config.yaml'} ") and words in lines[0], lines
+
+
 # -- recursion ------------------------------------------------------------------------
 
 
@@ -324,9 +350,9 @@ def test_the_embedded_api_closes_without_a_thread_traceback(engine, monkeypatch)
 
 
 def test_run_with_the_readmes_plan_file_runs_the_graph_in_order(home, tmp_path):
-    from .test_readme import blocks
+    from .test_readme import PAGES, fences
 
-    plan = next(b for b in blocks("json") if '"depends_on": ["db"]' in b)
+    plan = next(code for page in PAGES for _, lang, code in fences(page) if lang == "json" and '"depends_on": ["db"]' in code)
     path = tmp_path / "plan.json"
     path.write_text(plan, encoding="utf-8")
     result, doc = run_json(home, "Build a todo app", "--plan", str(path), "--on-failure", "stop")

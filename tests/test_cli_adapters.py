@@ -109,7 +109,8 @@ def test_gemini_errors_are_classified_from_the_code_in_its_error_json():
     assert (turn_limit.failure_class, turn_limit.retryable) == ("bad_request", False)
 
 
-def gemini_ctx(tmp_path, time_left=600.0):
+def worker_ctx(tmp_path, time_left=600.0, env=None):
+    """A worker's context; ``env``: the worker's environment (a HOME of its own in tmp_path by default)."""
     from orchestrator.adapters.base import WorkerContext
 
     prompts = tmp_path / "state" / "prompts"
@@ -124,6 +125,7 @@ def gemini_ctx(tmp_path, time_left=600.0):
         attempt=1,
         settings=None,
         time_left=time_left,
+        env={"HOME": str(tmp_path)} if env is None else env,
     )
 
 
@@ -136,8 +138,14 @@ def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_p
     (user / ".gemini" / "oauth_creds.json").write_text("{}")
     (user / ".env").write_text("GEMINI_API_KEY=x\n")
     (user / ".gemini" / "settings.json").write_text('{// mine\n "general": {"maxAttempts": 5}, "ui": {"theme": "x"}}')
-    monkeypatch.setenv("GEMINI_CLI_HOME", str(user))
-    env = get_adapter("gemini").extra_env(gemini_ctx(tmp_path, 600.4))
+    # The worker's GEMINI_CLI_HOME (workers.env), not the server's: its environment has another.
+    server = tmp_path / "server"
+    (server / ".gemini").mkdir(parents=True)
+    (server / ".gemini" / "settings.json").write_text('{"general": {"maxAttempts": 9}}')
+    monkeypatch.setenv("GEMINI_CLI_HOME", str(server))
+    monkeypatch.setenv("HOME", str(server))
+    given = {"GEMINI_CLI_HOME": str(user)}  # workers.env
+    env = get_adapter("gemini").extra_env(worker_ctx(tmp_path, 600.4, env=given))
     mine = tmp_path / "state" / "prompts" / "depth_0_worker_1.gemini-home"
     assert env == {"GEMINI_CLI_HOME": str(mine)}
     settings = json.loads((mine / ".gemini" / "settings.json").read_text())
@@ -147,26 +155,28 @@ def test_gemini_worker_home_adds_shell_limit_and_attempts_keeps_the_user_s(tmp_p
     assert os.readlink(mine / ".gemini" / "oauth_creds.json") == str(user / ".gemini" / "oauth_creds.json")
     assert os.readlink(mine / ".env") == str(user / ".env")
     (user / ".gemini" / "settings.json").write_text('{"tools": {"shell": {"inactivityTimeout": 42}}}')
-    get_adapter("gemini").extra_env(gemini_ctx(tmp_path))
+    get_adapter("gemini").extra_env(worker_ctx(tmp_path, env=given))
     settings = json.loads((mine / ".gemini" / "settings.json").read_text())
     assert settings["tools"]["shell"]["inactivityTimeout"] == 42 and settings["general"]["maxAttempts"] == 3
     (user / ".gemini" / "settings.json").write_text("[1]")
-    assert get_adapter("gemini").extra_env(gemini_ctx(tmp_path)) == {}  # not gemini's either: leave it alone
+    assert get_adapter("gemini").extra_env(worker_ctx(tmp_path, env=given)) == {}  # not gemini's either: leave it alone
     assert json.loads((user / ".gemini" / "settings.json").read_text()) == [1]
 
 
 def test_opencode_worker_env_has_its_own_database_and_bash_limit_unless_the_user_set_them(tmp_path, monkeypatch):
-    for name in ("OPENCODE_DB", "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"):
-        monkeypatch.delenv(name, raising=False)
-    ctx = gemini_ctx(tmp_path, 300.0)
+    # The server's environment says the opposite each time: only the worker's counts.
+    monkeypatch.setenv("OPENCODE_DB", "/server.db")
+    monkeypatch.setenv("OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS", "7")
+    ctx = worker_ctx(tmp_path, 300.0)
     env = get_adapter("opencode").extra_env(ctx)
     assert env == {
-        "OPENCODE_DB": str(ctx.prompt_file.with_name("depth_0_worker_1.opencode.db")),
+        "OPENCODE_DB": str(ctx.prompt_file.with_name("depth_0_worker_1.opencode") / "opencode.db"),  # a folder of its own
         "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS": "300000",
     }
-    monkeypatch.setenv("OPENCODE_DB", "/x.db")
-    monkeypatch.setenv("OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS", "5")
-    assert get_adapter("opencode").extra_env(ctx) == {}
+    for name in ("OPENCODE_DB", "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"):
+        monkeypatch.delenv(name)
+    mine = {"OPENCODE_DB": "/x.db", "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS": "5"}  # workers.env
+    assert get_adapter("opencode").extra_env(worker_ctx(tmp_path, 300.0, env=mine)) == {}
 
 
 # ----------------------------------------------------------------------------- opencode

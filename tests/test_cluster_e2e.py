@@ -31,7 +31,7 @@ WORKER_SH = """#!/bin/sh
 # The cluster tests' worker: its subtask says what to do.
 case "$1" in
   "sleep "*) sleep "${1#sleep }"; echo "slept on $(hostname)"; exit 0 ;;
-  spawn) exec "$ORCHESTRATOR_PYTHON" -m orchestrator spawn --wait --json --request "child of a node worker" "sleep 0.2" ;;
+  spawn) exec orchestrator-spawn --wait --json --request "child of a node worker" "sleep 0.2" ;;
   *) echo "unknown task $1" >&2; exit 2 ;;
 esac
 """

@@ -1,4 +1,4 @@
-"""examples/cluster/ (README.md "Cluster"): the config loads as the rq executor's, the systemd
+"""examples/cluster/ (docs/cluster.md): the config loads as the rq executor's, the systemd
 units run the documented commands as an argv under a user that is not root (and systemd itself
 finds nothing wrong in them), and the Redis snippet is one the real redis-server accepts."""
 
@@ -84,7 +84,7 @@ def test_the_server_unit_starts_the_documented_server_entry():
     argv = exec_start("orchestrator-server.service")
     assert argv[1:] == [f"{FOLDER}/api_server.py"]
     assert (ROOT / "api_server.py").is_file()
-    assert "`python api_server.py`" in (ROOT / "README.md").read_text(encoding="utf-8")  # README: REST API
+    assert "`python api_server.py`" in (ROOT / "docs" / "api.md").read_text(encoding="utf-8")  # docs: REST API
 
 
 def test_the_node_unit_starts_a_node_with_every_variable_it_names_documented():
@@ -152,9 +152,9 @@ def test_the_redis_snippet_is_accepted_by_the_real_redis_server(tmp_path):
 
 
 def readme_node_command() -> list[str]:
-    """The node's command line in README.md's Cluster section."""
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Cluster (workers on several machines)")[1]
-    (line,) = [line for line in section.split("## ")[0].splitlines() if line.startswith(".venv/bin/python -m orchestrator node")]
+    """The node's command line in docs/cluster.md."""
+    page = (ROOT / "docs" / "cluster.md").read_text(encoding="utf-8")
+    (line,) = [line for line in page.splitlines() if line.startswith(".venv/bin/python -m orchestrator node")]
     return shlex.split(line)
 
 
@@ -163,8 +163,8 @@ def test_the_readmes_node_command_is_the_units():
     assert argv[0] == ".venv/bin/python" and argv[1:4] == ["-m", "orchestrator", "node"]
     assert set(argv[4::2]) <= set(exec_start("orchestrator-node@.service")[4::2])
     assert "--redis" not in argv  # the password stays out of argv (ps)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert 'export ORCHESTRATOR__DISTRIBUTED__REDIS_URL="rediss://:' in readme
+    page = (ROOT / "docs" / "cluster.md").read_text(encoding="utf-8")
+    assert 'export ORCHESTRATOR__DISTRIBUTED__REDIS_URL="rediss://:' in page
 
 
 def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():
@@ -175,7 +175,7 @@ def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():
     )
     assert done.returncode == 0, done.stderr
     for option in [*exec_start("orchestrator-node@.service")[4::2], "--prefix", "--lease"]:
-        assert option in done.stdout, option  # the unit's, and the README's for the node
+        assert option in done.stdout, option  # the unit's, and docs/cluster.md's for the node
 
 
 def test_the_examples_readme_mount_step_and_the_units_agree_on_the_folder():

@@ -17,12 +17,13 @@ import pytest
 import requests
 import yaml
 
-from orchestrator.cluster.executor import RQExecutor, make_executor
+from orchestrator.cluster import nodes
+from orchestrator.cluster.executor import RQExecutor, make_executor, memory_probe
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.executor import LocalExecutor
-from orchestrator.runner import read_exit_file
+from orchestrator.shim import read_exit_file
 
 from .conftest import API_KEY, ROOT, make_settings, wait_until
 from .redisserver import free_port
@@ -82,6 +83,21 @@ def test_make_executor_follows_the_setting_and_a_bad_redis_refuses_the_start(tmp
         make_executor(rq_settings(tmp_path, type("S", (), {"url": dead})(), unique_prefix))
     with pytest.raises(ConfigError, match="cannot reach Redis"):  # the engine (the server) refuses to start
         Engine(rq_settings(tmp_path, type("S", (), {"url": dead})(), unique_prefix))
+
+
+def test_admission_reads_each_live_nodes_memory_from_its_heartbeat(rq):
+    """Under rq the machines admission judges by are the live nodes, as their heartbeats say;
+    a node too old to report its memory is left out, and locally it is this machine."""
+    executor = rq()
+    gb = 1 << 30
+    fresh = nodes.NodeInfo("big", "h1", 1, ["claude"], 2, memory_total=64 * gb, memory_available=40 * gb)
+    old = nodes.NodeInfo("old", "h2", 2, ["command"], 2)
+    for info in (fresh, old):
+        nodes.publish(executor.client, executor.names, info, LEASE)
+    found = wait_until(lambda: memory_probe(executor)(), what="the listener to read the nodes' memory")
+    assert [(m.name, m.total, m.available, m.kinds) for m in found] == [("big", 64 * gb, 40 * gb, frozenset({"claude"}))]
+    here = memory_probe(LocalExecutor())()
+    assert len(here) == 1 and here[0].name is None and 0 < here[0].available <= here[0].total
 
 
 def test_a_kind_no_live_node_runs_is_refused_after_a_lease_with_the_command_to_start_one(
@@ -243,6 +259,42 @@ def test_a_redis_restart_loses_no_attempt(tmp_path, fresh_redis, unique_prefix, 
         assert queued.token >= old_token  # the fencing counter never goes back, even when Redis lost it
         assert (tmp_path / "root.g.worker_1.log").read_text() == "first\n"
         assert (tmp_path / "root.g.worker_2.log").read_text() == "second\n"
+    finally:
+        node.stop()
+        executor.close()
+
+
+def test_an_attempt_that_ended_unheard_before_redis_lost_its_data_is_never_run_again(tmp_path, fresh_redis, unique_prefix):
+    """A node ran the attempt and reported its end, and Redis restarted empty before the server's
+    listener heard a word of it (started, ended: the listener is held deaf here, as a busy one
+    is): the server finds the attempt gone from Redis, still queued in its eyes, and reads its
+    exit file instead of enqueuing it again (it ran twice)."""
+    executor = RQExecutor(rq_settings(tmp_path, fresh_redis, unique_prefix))
+    deaf, held = threading.Event(), threading.Event()
+    hear, reconcile = executor.attempts.next_events, executor._reconcile
+
+    def next_events(timeout, most=512):
+        held.set()
+        if deaf.is_set():
+            time.sleep(min(timeout, 0.1))
+            return []
+        return hear(timeout, most)
+
+    executor.attempts.next_events = next_events
+    executor._reconcile = lambda: None if deaf.is_set() else reconcile()
+    node = real_node(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", slots=1, lease=LEASE)
+    try:
+        deaf.set()
+        held.clear()
+        wait_until(held.is_set, what="the listener's next round (the one under way when it was made deaf may hear)")
+        handle = start(executor, tmp_path, ["sh", "-c", "echo ran >> runs.txt"], "root.k.worker_1")
+        wait_until(lambda: (executor.attempts.read(handle.id) or {}).get("state") == "ended", what="its end, in Redis")
+        assert handle.queued and read_exit_file(handle.exit_file) == 0  # the server heard nothing
+        fresh_redis.restart(persist=False)
+        deaf.clear()
+        assert executor.wait(handle, 30) == 0
+        assert (tmp_path / "runs.txt").read_text() == "ran\n"
+        assert executor.attempts.queue("command").count == 0
     finally:
         node.stop()
         executor.close()

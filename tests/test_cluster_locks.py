@@ -26,7 +26,7 @@ from orchestrator.config.schema import TasksSettings
 from orchestrator.errors import ConfigError, Conflict, Forbidden, Unavailable
 from orchestrator.locks import PathLocks
 
-from .conftest import make_settings, wait_until
+from .conftest import make_settings, observed, wait_until
 from .redisserver import RedisServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -302,7 +302,7 @@ def rq_live(tmp_path, redis_server, unique_prefix):
     settings = make_settings(
         tmp_path,
         orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
-        workers={"max_retries": 0},
+        workers={"max_retries": 0, "sandbox_writable": [str(observed(tmp_path))]},  # where a test's workers keep a journal
         git={"isolation": "folder"},
         api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
         distributed={"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix},
@@ -318,7 +318,7 @@ def test_workers_contend_through_orchestrator_lock_on_a_server_whose_locks_are_i
     rq_live, redis_server, unique_prefix, tmp_path
 ):
     assert isinstance(rq_live.engine.locks, RedisPathLocks)
-    journal, go = tmp_path / "journal", tmp_path / "go"
+    journal, go = observed(tmp_path) / "journal", tmp_path / "go"  # the workers write the journal, only read go
     step = f"echo start $ORCHESTRATOR_WORKER_ID >> '{journal}'; while [ ! -e '{go}' ]; do sleep 0.02; done; echo end $ORCHESTRATOR_WORKER_ID >> '{journal}'"
     task = f'orchestrator-lock shared/data.txt --wait 60 -- sh -c "{step}"'
     job_id = rq_live.submit(request="two", tasks=[task, task], config={"max_workers": 2}).json()["job_id"]

@@ -81,6 +81,7 @@ def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_s
     node = start_node(redis_server.url, unique_prefix, name="n1", kinds="command", slots=2)
     info = node.registered()
     assert info is not None and info.kinds == ["command"] and info.slots == 2 and info.pid == node.pid
+    assert 0 < info.memory_available <= info.memory_total  # what the server's admission by memory reads
     spec = enqueue(ops, ws, "a1", ["sh", "-c", 'echo hi; echo "job=$ORCHESTRATOR_JOB_ID"; exit 3'])
     wait_for(lambda: state(ops, "a1") == "ended", what="the attempt to end")
     record = ops.read("a1")
@@ -217,7 +218,9 @@ def test_the_worker_gets_the_nodes_environment_and_the_secret_file_once(redis_se
     wait_for(lambda: state(ops, "s1") == "ended", what="the attempt to end")
     first, path = (ws / "s1.log").read_text().splitlines()
     assert first == f"the-nodes-own|worker-key-1|job9|absent|{sys.executable}"
-    assert path.split(os.pathsep)[:2] == [SPAWN_BIN, os.path.dirname(sys.executable)] and "/server/only/bin" not in path
+    # the node's orchestrator commands first, not its interpreter's folder: `python` is the user's
+    assert path.split(os.pathsep)[0] == SPAWN_BIN and os.path.dirname(sys.executable) not in path.split(os.pathsep)[:2]
+    assert "/server/only/bin" not in path
     assert not secret.exists()  # read once, then gone
 
 
@@ -247,7 +250,7 @@ def test_a_clean_stop_ends_the_running_attempts_and_reports_them(redis_server, u
     for spec in specs:
         record = ops.read(spec.id)
         assert record["state"] == "ended" and record["kill_rung"] == "SIGTERM" and record["note"] == "node stopping"
-        assert ProcessRunner().tagged(spec.tag) == []
+        assert ProcessRunner().tagged(spec.run_tag) == []
     assert node.registered() is None and "Traceback" not in node.output()
 
 
@@ -257,12 +260,12 @@ def test_terminate_through_control_runs_the_kill_ladder_and_leaves_no_tagged_pro
     # It ignores SIGTERM, and so does the child it leaves in the background: SIGKILL ends them.
     spec = enqueue(ops, ws, "t1", ["sh", "-c", "trap '' TERM; sleep 60 & sleep 61; wait"])
     wait_for(lambda: ops.read("t1").get("started_at"), what="the attempt to start")
-    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) >= 3, what="its processes")
+    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) >= 3, what="its processes")
     ops.terminate("t1", spec.token, signal.SIGTERM, 0.5)
     wait_for(lambda: state(ops, "t1") == "ended", what="the attempt to end")
     record = ops.read("t1")
     assert record["kill_rung"] == "SIGKILL" and record["code"] == str(-signal.SIGKILL)
-    assert ProcessRunner().tagged(spec.tag) == []
+    assert ProcessRunner().tagged(spec.run_tag) == []
 
 
 def test_a_fenced_attempt_is_stopped_by_its_node_and_its_result_ignored(redis_server, unique_prefix, tmp_path):
@@ -270,13 +273,31 @@ def test_a_fenced_attempt_is_stopped_by_its_node_and_its_result_ignored(redis_se
     start_node(redis_server.url, unique_prefix, name="nf", lease=3.0)
     spec = enqueue(ops, ws, "f1", ["sh", "-c", "sleep 60 & sleep 61; wait"], lease=1.5)
     wait_for(lambda: ops.read("f1").get("started_at"), what="the attempt to start")
-    wait_for(lambda: ProcessRunner().tagged(spec.tag), what="its processes")
+    wait_for(lambda: ProcessRunner().tagged(spec.run_tag), what="its processes")
     # The server re-enqueued it (a new token) without an RQ job: the running one is fenced.
     again = AttemptSpec(**{**spec.__dict__, "token": ops.new_token()})
     ops.record(again)
-    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the fenced attempt")
+    wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=15, what="the node to end the fenced attempt")
     record = ops.read("f1")
     assert record["state"] == "queued" and record["token"] == str(again.token)  # its late end was not recorded
+
+
+def test_a_second_run_of_an_attempt_outlives_the_end_of_the_first(redis_server, unique_prefix, tmp_path):
+    """Redis lost an attempt a node was running before the server heard of it, and the server
+    enqueued it again: a second run of the same worker starts beside the first. The first, fenced
+    at its next renewal, is stopped, and its sweep takes its own run's processes only: the second
+    runs to its end (it was SIGKILLed by the first's sweep when both carried the worker's tag)."""
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="ns", slots=2, lease=6.0)
+    spec = enqueue(ops, ws, "s1", ["sh", "-c", "sleep 4; echo ran >> runs.txt"], lease=6.0)
+    wait_for(lambda: ops.read("s1").get("started_at"), what="the first run to start")
+    again = AttemptSpec(**{**spec.__dict__, "token": ops.new_token()})
+    ops.enqueue(again)  # a new hash and RQ job, as the server enqueues an attempt Redis lost
+    wait_for(lambda: ops.read("s1").get("started_at") and ops.read("s1")["token"] == str(again.token), what="the second run")
+    assert spec.run_tag != again.run_tag and spec.run_tag.startswith(f"{spec.tag}.")
+    wait_for(lambda: state(ops, "s1") == "ended", timeout=30, what="the second run's end")
+    assert ops.read("s1")["code"] == "0" and ops.read("s1")["token"] == str(again.token)
+    assert (ws / "runs.txt").read_text() == "ran\n"  # the first was stopped before its line, the second wrote it
 
 
 def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(redis_server, unique_prefix, tmp_path):
@@ -285,18 +306,18 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     spec = enqueue(ops, ws, "k1", ["sh", "-c", "sleep 300 & sleep 301 & wait"], lease=3)
     wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
     shim = int(ops.read("k1")["pid"])
-    wait_for(lambda: len(ProcessRunner().tagged(spec.tag)) == 4, what="shim, sh and its two sleeps")
+    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4, what="shim, sh and its two sleeps")
     tree = _node_tree(node.pid)
-    sleeps = {pid for pid in ProcessRunner().tagged(spec.tag) if _argv0(pid) == "sleep"}
+    sleeps = {pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"}
     assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers, the horse, the shim, sh
     node.kill()
     # The parent-death signal takes the pool's workers, the horse, the shim and the command (sh).
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
     wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
     assert not process_alive(shim, None)
-    assert set(ProcessRunner().tagged(spec.tag)) == sleeps  # a grandchild gets no parent-death signal
+    assert set(ProcessRunner().tagged(spec.run_tag)) == sleeps  # a grandchild gets no parent-death signal
     start_node(redis_server.url, unique_prefix, name="nk2", slots=1)  # another node on this host
-    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=10, what="the sweep of the dead node's leftovers")
+    wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=10, what="the sweep of the dead node's leftovers")
     host_dir = next((ws / ".cluster" / "nodes").iterdir())
     assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
 
@@ -360,7 +381,7 @@ def test_an_attempt_whose_node_cannot_reach_redis_for_a_lease_is_ended(fresh_red
     wait_for(lambda: ops.read("u1").get("started_at"), what="the attempt to start")
     fresh_redis.stop(signal.SIGTERM)  # its data (append-only) is kept
     # Its lease has expired in everyone's eyes: the server will retry it elsewhere, so it must end.
-    wait_for(lambda: not ProcessRunner().tagged(spec.tag), timeout=15, what="the node to end the attempt")
+    wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=15, what="the node to end the attempt")
     fresh_redis.start()
     ops = ops_on(fresh_redis.url, unique_prefix)
     wait_for(lambda: state(ops, "u1") == "ended", timeout=20, what="its end to be reported")

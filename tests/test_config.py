@@ -554,3 +554,18 @@ def test_mypy_types_a_section_read_and_refuses_a_write(tmp_path):
 def test_a_mistyped_secret_is_refused_without_echoing_it(tmp_path):
     message = config_error(tmp_path, "api:\n  api_key: 123456789\n")
     assert "api.api_key has the wrong type: expected a string" in message and "123456789" not in message
+
+
+def test_reserved_threads_must_leave_streams_a_thread(tmp_path):
+    """Streams and long-polls hold api.threads less api.reserved_threads: none left is refused, naming both."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, api={"threads": 4, "reserved_threads": 4})
+    assert "api.reserved_threads=4" in info.value.message and "api.threads=4" in info.value.message
+    assert load(tmp_path, api={"threads": 5, "reserved_threads": 4}).api.reserved_threads == 4
+
+
+def test_an_environment_value_nested_past_the_parsers_depth_is_an_error_naming_the_variable(tmp_path):
+    """It was a RecursionError traceback."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"ORCHESTRATOR__API__ALLOWED_HOSTS": "[" * 5000 + "]" * 5000})
+    assert "ORCHESTRATOR__API__ALLOWED_HOSTS" in info.value.message

@@ -51,7 +51,7 @@ if "<" in task:
 if mode in ("tree", "fan"):
     kind = "leaf" if mode == "tree" else "quick"
     subtasks = [f"{{kind}}: {{description}}, part {{i}}" for i in range(1, int(count) + 1)]
-    sys.exit(subprocess.call([sys.executable, "-m", "orchestrator", "spawn", "--wait", *subtasks]))
+    sys.exit(subprocess.call(["orchestrator-spawn", "--wait", *subtasks]))
 if mode == "leaf":
     n = 0
     while not os.path.exists(GATE):
@@ -394,7 +394,9 @@ def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
 
 @pytest.mark.slow
 def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, browser):
-    live = tree_live(workers={"max_workers": 16, "global_max_workers": 16}, recursion={"max_workers_per_root": 600})
+    # A parent waits for its 49 children, queued behind 15 others: not the suite's 30 s worker timeout
+    workers = {"max_workers": 16, "global_max_workers": 16, "default_timeout": 400}
+    live = tree_live(workers=workers, recursion={"max_workers_per_root": 600})
     job_id = submit(live, request="a wide tree", tasks=["fan 49"] * 10, config={"max_workers": 16})
     # While it runs (some 1,500 events), the page keeps up and never blocks for long
     sign_in(browser, f"{live.url}/jobs/{job_id}")
@@ -404,8 +406,9 @@ def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, bro
         "window.__longest = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
         " window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true});",
     )
-    doc = live.wait(job_id, timeout=110)
-    assert doc["tree"]["workers"] == 500 and doc["status"] == "completed"
+    # Generous: a loaded CI machine runs 500 sandboxed workers several times slower than a quiet one
+    doc = live.wait(job_id, timeout=400)
+    assert doc["tree"]["workers"] == 500 and doc["status"] == "completed", live.call("GET", f"/api/v1/jobs/{job_id}/report").text
     ended = time.monotonic()
     wait_for(
         browser,
@@ -897,7 +900,7 @@ def test_a_waiting_job_shows_approve_and_reject_and_approve_lands_it(hosted_live
     make, host, folder = hosted_live
     live = make()
     job_id = submit(live, request="edit", tasks=["echo one > one.txt"], config={"approval": "before_merge"})
-    assert live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()["status"] == "waiting"
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()["status"] == "waiting"
     sign_in(browser, f"{live.url}/jobs/{job_id}")
     wait_for(browser, lambda: browser.find_element("id", "approval-card").is_displayed(), "the approval card")
     assert browser.find_element("id", "job-status").text == "waiting"

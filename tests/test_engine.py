@@ -14,7 +14,7 @@ from orchestrator.errors import ConfigError, Conflict, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.runner import ProcessRunner
 
-from .conftest import fake_command, run_job, wait_until
+from .conftest import fake_command, observed, run_job, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +151,10 @@ def test_hung_worker_that_obeys_sigterm_ends_on_the_first_rung(make_engine):
 
 
 def test_double_forked_grandchild_is_swept_after_timeout(make_engine):
-    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.3})
+    # Unsandboxed: the test reads the grandchild's pid as the worker saw it, and a sandbox's PID namespace hides the host's
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.3, "sandbox": "off"}
+    )
     job = run_job(engine, "x", tasks=["grandchild"], config={"default_timeout": 1.5})
     worker = workers_of(engine, job)["worker_1"]
     pid_file = engine.workspace.job_dir(job.id) / worker.dir_path / "grandchild.pid"
@@ -343,14 +346,14 @@ def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engi
 def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree(make_engine, tmp_path):
     # Given two workers that note their TMPDIR: "leave" leaves a file there and ends at once,
     # "clean" leaves nothing and runs on
-    seen = tmp_path / "seen"
-    seen.mkdir()
+    seen = observed(tmp_path)
     script = (
         'echo "$TMPDIR" > "%s/$ORCHESTRATOR_WORKER_ID.tmp" && mv "%s/$ORCHESTRATOR_WORKER_ID.tmp" "%s/$ORCHESTRATOR_WORKER_ID"; '
         'if [ "$0" = leave ]; then echo scratch > "$TMPDIR/scratch"; else sleep 2; fi' % (seen, seen, seen)
     )
     engine = make_engine(
-        orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]}, workers={"max_workers": 2}
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]},
+        workers={"max_workers": 2, "sandbox_writable": [str(seen)]},
     )
     job = engine.submit("tmp", None, ["leave", "clean"])
     wait_until(lambda: len([p for p in seen.iterdir() if not p.name.endswith(".tmp")]) == 2, what="both TMPDIRs noted")

@@ -26,6 +26,7 @@ from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationEr
 from orchestrator.executor import Sample
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.recovery import LOST_REASON
+from orchestrator.sandbox import probe
 
 from .conftest import make_settings
 from .fake_executor import FakeClock, FakeExecutor, Script, claude_result
@@ -53,6 +54,9 @@ def no_processes(monkeypatch):
     def refused(*args, **kwargs):
         raise AssertionError("an engine scenario tried to start a process")
 
+    # The machine's sandbox probe runs once per process (sandbox.probe), when the first engine is
+    # built: here, before the scenario, as in a full run where an earlier test made it.
+    probe()
     monkeypatch.setattr(subprocess, "Popen", refused)
     for name in ("fork", "posix_spawn", "posix_spawnp"):
         if hasattr(os, name):
@@ -931,8 +935,12 @@ CAPS = {"workers": {"monitor_interval": 0.05, "max_memory_mb": 100, "max_process
 @pytest.mark.parametrize(
     ("usage", "reason"),
     [
-        pytest.param(Sample(rss=200 * MB, processes=1), "memory cap: 200 MB > 100 MB (workers.max_memory_mb)", id="memory"),
-        pytest.param(Sample(rss=MB, processes=50), "process cap: 50 processes > 10 (workers.max_processes)", id="processes"),
+        pytest.param(
+            Sample(rss=200 * MB, processes=1), "memory cap: 200 MB > 100 MB (workers.max_memory_mb, sampled)", id="memory"
+        ),
+        pytest.param(
+            Sample(rss=MB, processes=50), "process cap: 50 processes > 10 (workers.max_processes, sampled)", id="processes"
+        ),
     ],
 )
 def test_a_worker_over_a_resource_cap_is_stopped_and_not_retried(make_rig, usage, reason):
@@ -942,7 +950,7 @@ def test_a_worker_over_a_resource_cap_is_stopped_and_not_retried(make_rig, usage
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
-    assert worker.exit_reason == f"{reason} (ended by SIGTERM)"
+    assert worker.exit_reason == f"{reason} (ended by SIGKILL)"  # a cap breach kills at once, no grace
     assert worker.error == f"stopped: {reason}" and worker.attempts[0].end_reason == "cap"
 
 

@@ -299,13 +299,13 @@ def test_guide_spawn_one_liner_run_by_a_worker_starts_and_waits_for_a_child_job(
 
 
 SPAWN_SCRIPT = r"""
-spawn() { python -m orchestrator spawn --wait "$@" 2>&1; echo "exit=$?"; }
+spawn() { orchestrator-spawn --wait "$@" 2>&1; echo "exit=$?"; }
 case "$1" in
   ok) echo fine > leaf.txt ;;
   fail) echo broken >&2; exit 1 ;;
   hang) exec sleep 60 ;;
   codes) spawn ok ok; spawn ok fail; spawn fail fail; spawn ok ;;
-  json) python -m orchestrator spawn --wait --json ok > child.json; echo "exit=$?" ;;
+  json) orchestrator-spawn --wait --json ok > child.json; echo "exit=$?" ;;
   deep|cancel) spawn "$2" ;;
 esac
 """
@@ -355,7 +355,8 @@ def test_guide_worker_python_block_starts_a_child_job_from_inside_a_worker(make_
         "else:\n"
         "    open('leaf.txt', 'w').write(sys.argv[2])\n"
     )
-    live = command_live(make_live, [sys.executable, str(wrapper), str(tmp_path / "block.py"), "{task}"])
+    # run as the guide says: orchestrator-python (a worker's `python` is the user's, without the package)
+    live = command_live(make_live, ["orchestrator-python", str(wrapper), str(tmp_path / "block.py"), "{task}"])
     job_id = live.submit(request="apis", tasks=["apis"], config={"max_recursion_depth": 1}).json()["job_id"]
     doc = live.wait(job_id)
     (worker,) = doc["results"]["tasks"]
@@ -421,7 +422,12 @@ def test_n8n_workflow_orchestrates_with_a_callback_and_waits_for_it(make_live):
     wanted = nodes["Job completed?"]["parameters"]["conditions"]["conditions"][0]["rightValue"]
     wait_node = Receiver()
     try:
-        live = make_live(webhooks={"allowed_callback_hosts": ["127.0.0.1"], "callback_secret": "n8n-callback-secret-0123"})
+        live = make_live(
+            webhooks={
+                "allowed_callback_hosts": [f"127.0.0.1:{wait_node.server.server_port}"],
+                "callback_secret": "n8n-callback-secret-0123",
+            }
+        )
         body = {"request": "from n8n", "config": {"callback_url": wait_node.url}}  # what jsonBody evaluates to
         answer = live.call("POST", path, json=body)
         assert answer.status_code == 202, answer.text

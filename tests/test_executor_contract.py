@@ -13,7 +13,8 @@ import threading
 import pytest
 
 from orchestrator.executor import LocalExecutor
-from orchestrator.runner import CommandNotFound, Wakeup, read_exit_file
+from orchestrator.runner import CommandNotFound, Wakeup
+from orchestrator.shim import read_exit_file
 
 from .fake_executor import FakeClock, FakeExecutor, Script
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import API_KEY, ROOT
+from .test_readme import snippet
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +30,7 @@ LEFT_OUT = {
     ".pytest_cache",
     "artifacts",
     ".server.json",
+    ".server.port",
     ".server.lock",
     ".server.start.lock",
     ".server.pid",
@@ -125,8 +127,7 @@ README_CLIENT_RUN = "PYTHONPATH=orchestrator orchestrator/.venv/bin/python my_sc
 def test_the_launcher_and_the_readmes_client_snippet_work_from_the_host_repos_root(tmp_path, copies):
     host = tmp_path / "host"
     folder = copies(host / "orchestrator", free_port())
-    readme = (ROOT / "README.md").read_text()
-    assert README_CLIENT_RUN in readme  # the command the client section gives for the host's root
+    assert README_CLIENT_RUN in (ROOT / "docs" / "api.md").read_text()  # the command the client section gives
     # the launcher, from the host's root (where ./orchestrator is the folder, not the package)
     run = sh(["orchestrator/orchestrator.sh", "run", "write a", "--no-recursion"], cwd=host)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -135,12 +136,11 @@ def test_the_launcher_and_the_readmes_client_snippet_work_from_the_host_repos_ro
     for argv in (["status", job], ["config"], ["logs", job, "worker_1"], ["watch", job]):
         out = sh(["orchestrator/orchestrator.sh", *argv], cwd=host)
         assert out.returncode == 0, (argv, out.stdout + out.stderr)
-    # a bare python there finds no orchestrator: what the README's command fixes
+    # a bare python there finds no orchestrator: what the documented command fixes
     start = sh([str(folder / "quick-start.sh"), "--start"], cwd=host)
     assert start.returncode == 0, start.stdout + start.stderr
     url = re.search(r"running at (http://127\.0\.0\.1:\d+)", start.stdout).group(1)
-    snippet = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
-    (host / "my_script.py").write_text(snippet.replace("http://localhost:8000", url).replace("your-api-key", API_KEY))
+    (host / "my_script.py").write_text(snippet("client").replace("http://localhost:8000", url).replace("your-api-key", API_KEY))
     out = sh(["bash", "-c", README_CLIENT_RUN], cwd=host, timeout=180)
     assert out.returncode == 0, out.stderr
     assert "completed" in out.stdout.splitlines()[-1]

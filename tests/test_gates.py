@@ -74,6 +74,16 @@ def is_ancestor(host: Path, commit: str, of: str) -> bool:
     return subprocess.run(["git", "-C", str(host), "merge-base", "--is-ancestor", commit, of]).returncode == 0
 
 
+def merged_into(host: Path, commit: str, of: str) -> bool:
+    """``commit``'s work is squashed into ``of``: a commit of its history names it (``Orchestrator-Commit:``)."""
+    return commit in git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", of).split()
+
+
+def kept_out(host: Path, commit: str, of: str) -> bool:
+    """Neither in ``of``'s history nor squashed into it."""
+    return not is_ancestor(host, commit, of) and not merged_into(host, commit, of)
+
+
 def alive(pid: int) -> bool:
     """A live process (not a zombie) with this pid."""
     try:
@@ -127,12 +137,14 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
     ]
     result = merge["result_commit"]
     assert git(host, "rev-parse", w2.branch).strip() == w2.commit
-    assert not is_ancestor(host, w2.commit, result) and is_ancestor(host, w1.commit, result)
+    assert kept_out(host, w2.commit, result) and merged_into(host, w1.commit, result)
     assert "ok.txt" in result_tree(host, job.id) and "bad.txt" not in result_tree(host, job.id)
     assert any(n.endswith("; left out: worker_2 (it ended failed: gate check failed: exit code 3)") for n in job.notes)
     assert job.status is JobStatus.PARTIAL
     shown = merge_lines({"job_id": job.id, "merge": merge})
     assert shown[0].endswith("(auto: 1 merged, 1 left out)")
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "- Left out: `worker_2` (it ended failed: gate check failed: exit code 3)" in final and "Skipped: none" in final
     assert "           left out: worker_2 (it ended failed: gate check failed: exit code 3)" in shown
     assert snapshot(host, folder) == before
 
@@ -157,7 +169,7 @@ def test_a_gate_whose_program_is_missing_fails_closed_as_not_started(gated):
 def test_a_gate_past_its_timeout_has_its_process_group_killed_and_fails_closed(gated, tmp_path):
     host, folder, make = gated
     before = snapshot(host, folder)
-    engine = make()
+    engine = make(workers={"sandbox": "off"})  # the gate's pids as the host sees them (a sandbox has its own)
     pids = [tmp_path / "in_group.pid", tmp_path / "own_session.pid"]
     script = 'sleep 300 & echo $! > "$1"; setsid sleep 301 & echo $! > "$2"; wait'
     slow = gate("slow", ["sh", "-c", script, "sh", *map(str, pids)], timeout=1)
@@ -189,7 +201,7 @@ def test_a_gate_that_is_not_required_is_recorded_and_the_work_is_merged(gated):
 def test_the_first_required_failure_stops_the_gates_and_what_a_gate_wrote_is_never_committed(gated):
     host, folder, make = gated
     before = snapshot(host, folder)
-    engine = make()
+    engine = make(workers={"sandbox": "off"})  # a sandboxed gate cannot move its worktree's HEAD; unconfined, it is undone
     gates = [
         gate(
             "dirty",
@@ -255,7 +267,7 @@ def test_a_commit_added_after_the_gates_ran_is_not_merged(gated):
     merge = engine.merge(job.id, strategy="theirs")  # merged again (a new strategy: a new merge)
     result = merge["result_commit"]
     assert merge["merged"] == ["worker_1", "worker_2"] and merge["left_out"] == []
-    assert is_ancestor(host, gated_commit, result) and not is_ancestor(host, late, result)
+    assert merged_into(host, gated_commit, result) and kept_out(host, late, result)
     assert "late.txt" not in result_tree(host, job.id) and {"a.txt", "b.txt"} <= set(result_tree(host, job.id))
     assert [c["commit"] for c in merge["changes"] if c["worker"] == "worker_1"] == [gated_commit]
     assert snapshot(host, folder) == before
@@ -280,6 +292,17 @@ def test_gates_retry_gives_a_command_worker_the_gate_output_and_its_second_attem
     assert w1.gates[0]["status"] == "passed" and w1.gated_commit == w1.commit
     assert git(host, "show", f"{w1.commit}:value.txt") == "42\n"
     assert git(host, "show", f"orchestrator/{job.id}/result:value.txt") == "42\n"
+    # The result holds one commit of worker_1's, its gated work: the first attempt's commit, which
+    # failed the gate, is on the worker's branch but no ancestor of the result (a `git merge` of
+    # the result never brings in a commit that fails the user's tests).
+    failed_try = w1.attempts[1].checkpoint  # the second attempt went on from the first one's commit
+    result = f"orchestrator/{job.id}/result"
+    assert failed_try and git(host, "show", f"{failed_try}:value.txt") == "unknown\n"
+    assert is_ancestor(host, failed_try, w1.branch) and kept_out(host, failed_try, result)
+    assert git(host, "rev-list", "--parents", f"{job.merge['base']}..{result}").split()[1:] == [job.merge["base"]]
+    assert merged_into(host, w1.gated_commit, result)
+    subject = git(host, "log", "-1", "--format=%s", result).strip()
+    assert subject == "write the value"
     prompt = engine.workspace.prompt_path(job.id, 0, "worker_1").read_text()
     assert 'did not pass the required quality gate "tests" (exit code 1)' in prompt and "\nexpected value: 42\n" in prompt
     log = (engine.workspace.job_dir(job.id) / "logs/depth_0_worker_1.gate_tests.log").read_text()
@@ -444,7 +467,7 @@ def test_a_gate_killed_by_a_signal_is_crashed_and_fails_closed(gated):
 def test_cancelling_the_job_stops_a_running_gate_and_nothing_is_merged(gated, tmp_path):
     host, folder, make = gated
     before = snapshot(host, folder)
-    engine = make()
+    engine = make(workers={"sandbox": "off"})  # the gate's pid as the host sees it (a sandbox has its own)
     pid_file = tmp_path / "gate.pid"
     slow = gate("slow", ["sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pid_file)])
     job = engine.submit("x", {"gates": [slow]}, ["echo a > a.txt"])
@@ -471,7 +494,8 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     # the child job inherits the root's gates (it may not set its own: 403, tested above)
     child = engine.submit("y", None, ["echo ok > ok.txt", "echo bad > bad.txt"], parent_job_id=root.id, parent_worker="worker_1")
     done = engine.wait(child.id, 30)
-    assert done.config.gates == [check | {"required": True, "timeout": 600.0, "roles": [], "when_changed": []}]
+    filled = {"shell": False, "env": {}, "cwd": "", "allow_no_tests": False, "required": True, "timeout": 600.0}
+    assert done.config.gates == [check | filled | {"roles": [], "when_changed": []}]
     kids = {w.name: w for w in engine.snapshot(root.id)[1] if w.job_id == child.id}
     good, bad = (kids[n] for n in sorted(kids))
     assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0]["status"] == "failed"
@@ -479,7 +503,7 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     parent_branch = f"orchestrator/{root.id}/worker_1"
     files = git(host, "ls-tree", "-r", "--name-only", parent_branch).split()
     assert "ok.txt" in files and "bad.txt" not in files
-    assert not is_ancestor(host, bad.commit, parent_branch) and is_ancestor(host, good.gated_commit, parent_branch)
+    assert kept_out(host, bad.commit, parent_branch) and merged_into(host, good.gated_commit, parent_branch)
     assert any("; left out: " + bad.name in n for n in done.notes)
     engine.cancel(root.id)
     engine.wait(root.id, 30)
@@ -548,7 +572,7 @@ def test_in_a_graph_a_failing_required_gate_skips_the_dependents_and_its_commit_
     assert api.status is WorkerStatus.FAILED and api.gates[0]["status"] == "failed" and api.integrated is None
     assert by_task["ui"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["ui"].exit_reason
     result = f"orchestrator/{job.id}/result"
-    assert not is_ancestor(host, api.commit, result) and is_ancestor(host, by_task["db"].gated_commit, result)
+    assert kept_out(host, api.commit, result) and merged_into(host, by_task["db"].gated_commit, result)
     names = result_tree(host, job.id)
     assert "db.txt" in names and "bad.txt" not in names and "ui.txt" not in names
     assert [w["worker"] for w in job.merge["left_out"]] == [api.name]

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.errors import ConfigError, InvalidGraph
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .conftest import run_job
+from .conftest import observed, run_job
 from .test_worktree import git, snapshot, workers
 
 # Each task appends its name and start/end times to a file of its own, so the order is read back
@@ -23,7 +23,7 @@ def task(task_id: str, *deps: str, pause: float = 0.3, **extra: object) -> dict:
     return {"id": task_id, "task": STEP.format(id=task_id, pause=pause), "depends_on": list(deps), **extra}
 
 
-# b and c meet: each marks its start in a shared folder and waits (up to 30 s) for the other's mark,
+# b and c meet: each marks its start in a shared folder (writable to them) and waits (up to 30 s) for the other's mark,
 # so both succeed only if they ran at the same time, whatever the machine's load.
 MEET = (
     "touch {dir}/{me}; n=0; while [ ! -e {dir}/{other} ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; test -e {dir}/{other}"
@@ -43,12 +43,11 @@ def read(engine, job, worker, name):
     return git(engine.checkout.worktrees().repo, "show", f"{rec.commit}:{name}")
 
 
-def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_all_three(hosted):
+def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_all_three(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
-    engine = make()
-    meet = host.parent / "meet"
-    meet.mkdir()
+    meet = observed(tmp_path)  # outside the host, where b and c leave their marks: in workers.sandbox_writable
+    engine = make(workers={"sandbox_writable": [str(meet)]})
     job = run_job(engine, "diamond", tasks=diamond(meet), config={"isolation": "worktree"})
     found = workers(engine, job)
     assert job.status is JobStatus.COMPLETED, [(w.name, w.exit_reason) for w in found.values()]
@@ -71,7 +70,9 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
     assert {"a.txt", "b.txt", "c.txt", "d.txt"} <= set(tree)
     for w in by_task.values():
         assert w.integrated and w.integrated["merged"], w.integrated
-        assert git(host, "merge-base", "--is-ancestor", w.commit, result) == ""
+        # squashed in: one commit each, naming the worker's commit (its own history is not the result's)
+        assert w.commit in git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
+    assert git(host, "log", "--merges", "--format=%H", result) == ""
     assert by_task["a"].unblocked == ["b", "c"] and sorted(by_task["b"].unblocked + by_task["c"].unblocked) == ["d"]
     assert job.merge and job.merge["merged"] and not job.merge["skipped"]
     assert snapshot(host, folder) == before
@@ -231,5 +232,6 @@ def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_depende
     result = f"orchestrator/{job.id}/result"
     assert "broken.txt" not in git(host, "ls-tree", "-r", "--name-only", result).split()
     ancestors = git(host, "rev-list", result).split()
-    assert api.commit not in ancestors and by_task["c"].commit in ancestors
+    squashed = git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
+    assert api.commit not in ancestors + squashed and by_task["c"].commit in squashed
     assert snapshot(host, folder) == before

@@ -169,7 +169,7 @@ def test_the_sqlite_index_holds_the_engine_s_jobs_and_is_rebuilt_after_deletion_
     events = engine.index.events(partial.id)
     assert [e["status"] for e in events if e["type"] == "job"][-1] == "partial"
     failed = [e for e in events if e["worker"] == "worker_2" and e["status"] == "failed"]
-    assert failed and failed[0]["kind"] == "command" and failed[0]["message"] == "exit code 3"
+    assert failed and failed[0]["kind"] == "command" and failed[0]["message"] == "exit code 3; no changes"  # b writes nothing
     assert engine.index.events(partial.id, after=events[-1]["id"]) == []
     stats = engine.index.stats()
     assert stats["jobs"]["by_status"] == {"completed": 2, "partial": 1}

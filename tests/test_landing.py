@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestrator import scripts
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigError, Conflict, Forbidden
@@ -149,6 +150,103 @@ def test_manual_makes_no_result_branch_and_reports_what_would_conflict(hosted):
     final = engine.workspace.final_report(job.id).read_text()
     assert "not made (manual: nothing merged)" in final and "would conflict (not merged)" in final
     assert f"Merge the branches yourself with: `git merge {w1} && git merge {w2}`" in final
+    assert snapshot(host, folder) == before
+
+
+def test_workers_that_change_nothing_are_marked_never_merged_and_the_job_says_so_in_every_view(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    # Given git.setup leaving a file in each new worktree: committed before the first attempt, it is
+    # not the worker's work, so a worker that then changes nothing has no changes
+    engine = make(git={"setup": ["sh", "-c", "echo built > built.txt"]})
+    job = run_job(engine, "x", tasks=["true", "cat app.py > /dev/null"])
+    assert job.status is JobStatus.COMPLETED
+    found = workers(engine, job)
+    assert [w.no_changes for w in found.values()] == [True, True]
+    assert all("built.txt" in {f["path"] for f in w.files_changed} for w in found.values())  # on its branch, all the same
+    # Nothing is merged, no result branch is made, and the note says why
+    assert job.merge is None and result_of(host, job.id) is None
+    assert "nothing merged: no worker changed anything (no changes: worker_1, worker_2)" in job.notes
+    # The status document, check-status's table, the closing summary and quick-start's exit code
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    assert doc["no_changes"] is True and doc["progress"]["no_changes"] == 2
+    assert [t["no_changes"] for t in doc["results"]["tasks"]] == [True, True]
+    assert "no changes: true" in status_table(doc) and "no changes: cat app.py" in status_table(doc)
+    assert closing_lines(doc)[0].startswith(f"Job {job.id} completed: 2/2 workers succeeded; no worker changed anything")
+    assert scripts.exit_code(doc) == scripts.RET_NO_CHANGES == 6
+    # The reports and the event log
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "| success, no changes |" in final
+    assert "Not merged: no worker changed anything (no changes: worker_1, worker_2)." in final
+    level = engine.workspace.level_report(job.id, 0).read_text()
+    assert "| success, no changes |" in level
+    events = engine.workspace.orchestrator_log(job.id).read_text()
+    assert "depth_0_worker_1 success: exit code 0; no changes" in events
+    assert snapshot(host, folder) == before
+
+
+def test_one_worker_that_changed_nothing_beside_one_that_did_is_listed_apart_and_never_as_merged(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    long_task = "echo a > a.txt; : " + "supercalifragilistic expialidocious " * 4
+    job = run_job(engine, "x", tasks=[long_task, "true"])
+    w1, w2 = (workers(engine, job)[n] for n in ("worker_1", "worker_2"))
+    assert w1.no_changes is False and w2.no_changes is True
+    merge = job.merge
+    assert merge["merged"] == ["worker_1"] and merge["unchanged"] == ["worker_2"] and merge["left_out"] == []
+    short = f"orchestrator/{job.id}/result"
+    assert f"merged 1 worker(s) into {short} (auto); take it with: git merge {short}; no changes from worker_2 (not merged)" in (
+        job.notes
+    )
+    assert len(git(host, "rev-list", f"{merge['base']}..{short}").split()) == 1  # one commit: worker_1's
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    assert doc["no_changes"] is False and scripts.exit_code(doc) == 0
+    assert f"result:    {short} (auto: 1 merged, 1 with no changes)" in status_table(doc)
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "- Merged (one commit each): `worker_1`\n" in final and "- No changes (nothing to merge): `worker_2`" in final
+    # Subjects are cut at a word's end, and the worker is named by one trailer on both commits
+    full = " ".join(long_task.split())
+    for commit in (w1.commit, merge["result_commit"]):
+        subject = git(host, "log", "-1", "--format=%s", commit).strip()
+        assert len(subject) < 72 and subject.endswith("…") and full.startswith(subject[:-1])
+        assert full[len(subject) - 1] == " "  # the next character of the task starts a new word
+        assert git(host, "log", "-1", "--format=%(trailers:key=Orchestrator-Worker,valueonly)", commit).strip() == "worker_1"
+    # A webhook's worker summary carries it too
+    from orchestrator.events import Event
+    from orchestrator.webhooks.events import worker_summary
+
+    assert worker_summary(w2, Event(1, 0.0, "worker", job.id, job.id, "success", "worker_2"))["no_changes"] is True
+    assert snapshot(host, folder) == before
+
+
+def test_in_a_folder_a_worker_that_leaves_no_file_has_no_changes(hosted):
+    host, folder, make = hosted
+    engine = make()
+    job = run_job(engine, "x", tasks=["echo a > a.txt", "true"], config={"isolation": "folder"})
+    assert [w.no_changes for w in workers(engine, job).values()] == [False, True]
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    assert doc["no_changes"] is False  # the job-wide word is a worktree job's
+
+
+def test_manual_after_theirs_removes_the_result_branch_the_record_no_longer_lists(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "theirs"})
+    theirs = job.merge["result_commit"]
+    assert result_of(host, job.id) == theirs
+    merge = engine.merge(job.id, strategy="manual")
+    assert merge["result_commit"] is None and merge["merged"] == [] and merge["skipped"] == ["worker_1", "worker_2"]
+    assert merge["removed"] is True and merge["previous"] == theirs
+    assert result_of(host, job.id) is None  # the record says nothing merged, and no branch says otherwise
+    assert any(
+        f"orchestrator/{job.id}/result (at {theirs[:12]}, an earlier merge's result) was removed" in n
+        for n in engine.get_job(job.id).notes
+    )
+    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    assert f"orchestrator/{job.id}/result (an earlier merge's result) was removed" in status_table(doc)
+    assert engine.merge(job.id, strategy="theirs")["result_commit"] == theirs  # made again: the same commit
     assert snapshot(host, folder) == before
 
 
@@ -338,14 +436,14 @@ def served(tmp_path):
 
 
 def call(url: str, method: str, path: str, key: str = API_KEY, **kwargs):
-    return requests.request(method, url + path, headers={"X-API-Key": key}, timeout=30, **kwargs)
+    return requests.request(method, url + path, headers={"X-API-Key": key}, **{"timeout": 30, **kwargs})
 
 
 def submit_and_wait(url: str, tasks: list[str], config: dict | None = None) -> str:
     job_id = call(url, "POST", "/api/v1/orchestrate", json={"request": "x", "tasks": tasks, "config": config or {}}).json()[
         "job_id"
     ]
-    assert call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()["status"] in ("completed", "partial")
+    assert call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()["status"] in ("completed", "partial")
     return job_id
 
 
@@ -512,7 +610,7 @@ def test_kill_9_during_the_result_merge_leaves_no_ref_and_a_restart_and_post_mer
         assert not list((host / ".git").rglob("*.lock"))
         assert snapshot(host, folder) == before
         server = start()
-        done = call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60").json()
+        done = call(url, "GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()
         assert done["status"] == "completed"
         landed = json.loads((home / "workspace" / f"job_{job_id}" / "state" / "jobs" / f"{job_id}.json").read_text())["merge"]
         assert landed["merged"] == ["worker_1", "worker_2", "worker_3"]  # the restart ended the job and merged it

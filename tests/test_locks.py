@@ -27,7 +27,7 @@ from orchestrator.engine import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
 from orchestrator.locks import LockTable, PathLocks, check_paths, overlaps
 
-from .conftest import wait_until
+from .conftest import observed, wait_until
 from .fake_executor import FakeClock
 
 LOCK = str(Path(SPAWN_BIN) / "orchestrator-lock")
@@ -193,12 +193,13 @@ def until_file(path: Path) -> str:
     return f"while [ ! -e {shlex.quote(str(path))} ]; do sleep 0.02; done"
 
 
-def lock_server(make_live, backend, command=("sh", "-c", "{task}")):
+def lock_server(make_live, backend, command=("sh", "-c", "{task}"), writable=()):
     """A server whose lock table is ``backend``'s (Redis: injected, the engine's workers staying
-    local: the API, orchestrator-lock and a worker's end are what these tests prove)."""
+    local: the API, orchestrator-lock and a worker's end are what these tests prove); its workers
+    may also write the folders in ``writable`` (workers.sandbox_writable)."""
     live = make_live(
         orchestrator={"worker": "command", "command": list(command)},
-        workers={"max_retries": 0},
+        workers={"max_retries": 0, "sandbox_writable": [str(path) for path in writable]},
         git={"isolation": "folder"},
     )
     if backend.redis_url is not None:
@@ -209,8 +210,8 @@ def lock_server(make_live, backend, command=("sh", "-c", "{task}")):
 
 
 def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, tmp_path, backend):
-    live = lock_server(make_live, backend)
-    journal = tmp_path / "journal"
+    journal = observed(tmp_path) / "journal"  # outside the workers' folder: in their workers.sandbox_writable
+    live = lock_server(make_live, backend, writable=[journal.parent])
     out = shlex.quote(str(journal))
     step = f"echo start $ORCHESTRATOR_WORKER_ID >> {out}; sleep 0.5; echo end $ORCHESTRATOR_WORKER_ID >> {out}"
     task = f"orchestrator-lock shared/data.txt --wait 60 -- sh -c {shlex.quote(step)}"

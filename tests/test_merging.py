@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator import gitrefs, gitwork, merging, protocol
+from orchestrator.commits import ORCHESTRATOR, Source, subject_line
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.gitcmd import run_git
 
@@ -129,8 +130,8 @@ def test_disjoint_edits_merge_cleanly(repo: Path, strategy: str, detached: bool)
     before = snapshot(repo)
     outcome = merge(repo, strategy, "w1", "w2", "w3", "w4")
     assert snapshot(repo) == before
-    assert outcome.merged == ("w1", "w2", "w3", "w4") and outcome.skipped == () and outcome.conflicts == ()
-    assert outcome.unchanged == ("w4",)
+    assert outcome.merged == ("w1", "w2", "w3") and outcome.skipped == () and outcome.conflicts == ()
+    assert outcome.unchanged == ("w4",)  # it added nothing: never listed as merged
     assert git(repo, "rev-parse", RESULT).strip() == outcome.result_commit
     assert show(repo, RESULT, "story.txt") == lines_with({3: "w1 was here"})
     assert show(repo, RESULT, "dir with space/notes.txt") == "notes by w2\n"
@@ -145,7 +146,14 @@ def test_disjoint_edits_merge_cleanly(repo: Path, strategy: str, detached: bool)
         (),
     ]
     log = git(repo, "log", "--format=%s%n%b", RESULT)
-    assert "merge worker w2" in log and f"Orchestrator-Job: {ID}" in log
+    assert f"The work of w2 on {PREFIX}{ID}/w2" in log and f"Orchestrator-Job: {ID}" in log
+    # One commit per merged worker, each with one parent: no worker's own commit is an ancestor.
+    chain = git(repo, "rev-list", "--parents", f"main..{RESULT}").splitlines()
+    assert len(chain) == 3 and all(len(line.split()) == 2 for line in chain)
+    for worker in ("w1", "w2", "w3"):
+        tip = git(repo, "rev-parse", f"{PREFIX}{ID}/{worker}").strip()
+        assert not gitrefs.is_ancestor(repo, tip, RESULT)
+        assert f"Orchestrator-Worker: {worker}" in log and f"Orchestrator-Commit: {tip}" in log
 
 
 def conflicting(repo: Path) -> None:
@@ -412,7 +420,8 @@ def fast_path_taken(repo: Path, *workers: str) -> bool:
     oids = [git(repo, "rev-parse", b).strip() for _, b in branches(*workers)]
     commits = [(w, b, c) for (w, b), c in zip(branches(*workers), oids)]
     files = merging.changed_files(repo, base, oids)
-    return merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto") is not None
+    sources = {w: Source(w, b, c) for w, b, c in commits}
+    return merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto", sources, ORCHESTRATOR) is not None
 
 
 def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop(repo: Path) -> None:
@@ -438,7 +447,8 @@ def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop
     assert chain(f"{PREFIX}fast/result") == chain(f"{PREFIX}slow/result")
     assert show(repo, f"{PREFIX}fast/result", 'odd "name"\tx.txt') == "w1\n"
     assert git(repo, "for-each-ref", "refs/orchestrator-scratch") == ""  # fast-import wrote no ref
-    assert len(git(repo, "rev-list", "--merges", f"{PREFIX}fast/result").split()) == 3
+    assert git(repo, "rev-list", "--merges", f"{PREFIX}fast/result") == ""  # one squashed commit per worker
+    assert len(git(repo, "rev-list", f"main..{PREFIX}fast/result").split()) == 3
 
 
 def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(repo: Path) -> None:
@@ -535,9 +545,8 @@ def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outsid
     out = merging.merge_branches(repo, parent, branches("w2", "w3"), "auto", prefix=PREFIX, root_id=ID, target=parent)
     tip = git(repo, "rev-parse", parent).strip()
     assert out.result_ref == parent and out.result_commit == tip != start and out.merged == ("w2", "w3")
-    assert git(repo, "log", "-1", "--format=%s", tip).strip() == (
-        f"orchestrator: merge worker w3 ({PREFIX}{ID}/w3) into {PREFIX}{ID}/w1"
-    )
+    assert git(repo, "log", "-1", "--format=%s", tip).strip() == f"The work of w3 on {PREFIX}{ID}/w3"
+    assert f"merged into {PREFIX}{ID}/w1 as one commit" in git(repo, "log", "-1", "--format=%b", tip)
     assert show(repo, parent, "two.txt") == "two\n" and show(repo, parent, "three.txt") == "three\n"
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0  # no result branch made
     with pytest.raises(ValidationError, match="only branches under"):
@@ -548,21 +557,25 @@ def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outsid
 def integrate(repo: Path, strategy: str, worker: str) -> merging.Integrated:
     branch = f"{PREFIX}{ID}/{worker}"
     commit = git(repo, "rev-parse", branch).strip()
-    return merging.integrate(repo, f"{PREFIX}{ID}/result", "main", worker, branch, commit, strategy, prefix=PREFIX, root_id=ID)
+    source = Source(worker, branch, commit)
+    return merging.integrate(repo, f"{PREFIX}{ID}/result", "main", source, strategy, prefix=PREFIX, root_id=ID)
 
 
-def test_integration_fast_forwards_merges_and_is_idempotent(repo: Path) -> None:
-    # Issue 13: a graph job's workers merged one by one into the integration branch as they pass.
+def test_integration_squashes_each_worker_and_is_idempotent(repo: Path) -> None:
+    # Issue 13: a graph job's workers merged one by one into the integration branch as they pass,
+    # each as one commit on the branch (never a fast-forward to the worker's own history).
     before = snapshot(repo)
-    w1 = commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    main = git(repo, "rev-parse", "main").strip()
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"}, message="a first try")
+    w1 = commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n", "fix.txt": "fixed\n"})
     first = integrate(repo, "auto", "w1")
-    assert first.merged and first.commit == w1 and git(repo, "rev-parse", RESULT).strip() == w1  # made by a fast-forward
+    assert first.merged and first.commit == git(repo, "rev-parse", RESULT).strip() != w1
+    assert git(repo, "rev-parse", f"{RESULT}^@").split() == [main]  # one parent: the worker's commits are not in its history
+    assert git(repo, "rev-parse", f"{RESULT}^{{tree}}") == git(repo, "rev-parse", f"{w1}^{{tree}}")
+    assert integrate(repo, "auto", "w1").commit == first.commit  # already in (its trailer says so): nothing moves
     commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})  # w2 branched from main, before w1's merge
     second = integrate(repo, "auto", "w2")
-    assert second.merged and git(repo, "rev-parse", f"{RESULT}^@").split() == [
-        w1,
-        git(repo, "rev-parse", f"{PREFIX}{ID}/w2").strip(),
-    ]
+    assert second.merged and git(repo, "rev-parse", f"{RESULT}^@").split() == [first.commit]
     assert show(repo, RESULT, "w1.txt") == "w1\n" and show(repo, RESULT, "w2.txt") == "w2\n"
     again = integrate(repo, "auto", "w2")  # already in: nothing moves
     assert again.merged and again.commit == second.commit == git(repo, "rev-parse", RESULT).strip()
@@ -584,4 +597,67 @@ def test_an_integration_conflict_leaves_the_branch_under_auto_and_takes_the_work
     else:
         assert done.merged and done.conflicts[0].resolved_by == "w3"
         assert "w3 two" in show(repo, RESULT, "story.txt") and "w2 ten" in show(repo, RESULT, "story.txt")
+    assert snapshot(repo) == before
+
+
+def test_a_commit_subject_is_under_72_characters_and_cut_at_a_word_s_end() -> None:
+    assert subject_line("  fix   the\nparser. ") == "fix the parser"  # one line, spaces folded, no closing period
+    text = "Add thousands separators to intcomma and its docs in src/humanize/number.py, then the locales"
+    cut = subject_line(text)
+    assert cut == "Add thousands separators to intcomma and its docs in…"  # not ".../numb"
+    assert len(cut) < 72 and text.startswith(cut[:-1]) and text[len(cut) - 1] == " "
+    # Dropping the long word would leave little: it is cut after a separator inside it instead.
+    path = "Refactor src/humanize/number_formatting_helpers_for_every_locale_we_ship.py and its tests"
+    assert subject_line(path) == "Refactor src/humanize/number_formatting_helpers_for_every_locale_we_…"
+    assert subject_line("short " + "y" * 100) == "short…"  # a word with no separator is dropped whole
+    assert subject_line("x" * 100) == "x" * 70 + "…"  # one word and nothing else: cut where it must
+    assert all(len(subject_line(t)) < 72 for t in (text, path, "x" * 100, "a " * 40))
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_result_commits_are_by_the_user_and_credit_the_ai_that_did_the_work(repo: Path, fast_path: bool) -> None:
+    git(repo, "config", "user.name", "Ada Lovelace")
+    git(repo, "config", "user.email", "ada@example.org")
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})
+    before = snapshot(repo)
+    credits = {"w1": "Codex (o3) <noreply@openai.com>", "w2": None}  # w2: a command worker's
+    outcome = merging.merge_branches(
+        repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path, credits=credits
+    )
+    assert outcome.merged == ("w1", "w2") and snapshot(repo) == before
+    sep = "separator=%x2C"
+    fmt = (
+        f"%an <%ae> %cn <%ce>|%(trailers:key=Orchestrator-Worker,valueonly,{sep})|%(trailers:key=Co-authored-by,valueonly,{sep})"
+    )
+    made = git(repo, "log", "--reverse", f"--format={fmt}", f"main..{RESULT}").splitlines()
+    assert made == [
+        "Ada Lovelace <ada@example.org> Ada Lovelace <ada@example.org>|w1|Codex (o3) <noreply@openai.com>",
+        "Ada Lovelace <ada@example.org> Ada Lovelace <ada@example.org>|w2|",
+    ]
+    # An integration branch's squashed commit too (a graph job's, as its worker passes)
+    commit = git(repo, "rev-parse", f"{PREFIX}{ID}/w1").strip()
+    source = Source("w1", f"{PREFIX}{ID}/w1", commit, "write w1.txt", "Codex (o3) <noreply@openai.com>")
+    done = merging.integrate(repo, f"{PREFIX}{ID}/graph", "main", source, "auto", prefix=PREFIX, root_id=ID)
+    message = git(repo, "log", "-1", "--format=%an <%ae>%n%B", done.commit or "")
+    assert message.startswith("Ada Lovelace <ada@example.org>\nwrite w1.txt\n")
+    assert message.endswith(
+        "Orchestrator-Worker: w1\nOrchestrator-Strategy: auto\n"
+        f"Orchestrator-Commit: {commit}\nCo-authored-by: Codex (o3) <noreply@openai.com>\n\n"
+    )
+
+
+def test_a_graph_jobs_integration_branch_made_by_an_older_version_still_counts_its_workers_as_merged(repo: Path) -> None:
+    # Older versions merged each worker into the integration branch with a merge commit (two
+    # parents, no Orchestrator-Commit trailer): its worker is in the branch by ancestry.
+    w1 = commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})
+    main = git(repo, "rev-parse", "main").strip()
+    tree = git(repo, "rev-parse", f"{w1}^{{tree}}").strip()
+    old = git(repo, "commit-tree", tree, "-p", main, "-p", w1, input="orchestrator: merge worker w1\n\nOrchestrator-Worker: w1\n")
+    git(repo, "update-ref", RESULT, old.strip())
+    before = snapshot(repo)
+    outcome = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, onto=RESULT)
+    assert outcome.merged == ("w1", "w2") and outcome.unchanged == ()
+    assert git(repo, "rev-parse", f"{RESULT}~1").strip() == old.strip()  # w2 squashed onto it; w1 not again
     assert snapshot(repo) == before

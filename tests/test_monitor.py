@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from orchestrator.cgroups import Confined
 from orchestrator.executor import LocalExecutor
 from orchestrator.models import WorkerStatus
 from orchestrator.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
@@ -114,6 +115,8 @@ class TagRunner:
 
     def tagged_many(self, tags, since=0.0):
         return {tag: self.pids.get(tag, []) for tag in tags}
+
+    confined = Confined()  # nothing confined: the tag scan
 
 
 def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):

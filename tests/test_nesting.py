@@ -6,8 +6,6 @@ checkout before its ``spawn --wait`` returns. The user's repository is snapshott
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,12 +16,12 @@ from orchestrator.engine import Engine
 from orchestrator.models import WorkerStatus
 from orchestrator.server import start_in_thread
 
-from .conftest import API_KEY, Live
+from .conftest import API_KEY, ROOT, Live
 from .test_worktree import git, make_host, snapshot
 
 pytestmark = pytest.mark.slow
 
-# The worker every test runs (argv: python WORKER TASK, in its cwd, its worktree). The parent
+# The worker every test runs (argv: orchestrator-python WORKER TASK: it uses the Python client, in its cwd, its worktree). The parent
 # ("parent: A | B | ...") commits nothing itself, starts one child job per "|"-separated subtask
 # with orchestrator-spawn, then writes in marker.json what its own checkout held when spawn returned.
 # A child ("write PATH=TEXT") writes TEXT to PATH, and says whether it saw the parent's file.
@@ -88,10 +86,14 @@ def served(tmp_path):
     script.write_text(WORKER)
     started = []
 
-    def start(env: dict[str, str] | None = None, **git_settings) -> Live:
+    def start(env: dict[str, str] | None = None, sandbox: str = "auto", **git_settings) -> Live:
+        workers = {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 120, "max_retries": 0, "sandbox": sandbox}
         overrides = {
-            "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 120, "max_retries": 0, "env": env or {}},
-            "orchestrator": {"worker": "command", "command": [sys.executable, str(script), "{task}"]},
+            "workers": {**workers, "env": env or {}},
+            "orchestrator": {
+                "worker": "command",
+                "command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(script), "{task}"],
+            },
             "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
             "git": git_settings,
         }
@@ -130,6 +132,11 @@ def parents(host: Path, commit: str) -> list[str]:
     return git(host, "rev-list", "--parents", "-n", "1", commit).split()[1:]
 
 
+def squashed(host: Path, ref: str) -> set[str]:
+    """The workers' commits squashed into ``ref`` (each named by an ``Orchestrator-Commit:`` trailer)."""
+    return set(git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", ref).split())
+
+
 def test_two_children_s_work_is_in_the_parent_s_checkout_when_spawn_returns(served):
     host, folder, start = served
     before = snapshot(host, folder)
@@ -154,23 +161,21 @@ def test_two_children_s_work_is_in_the_parent_s_checkout_when_spawn_returns(serv
     assert (wt1 / "a.txt.saw").read_text() == "True"
     children = {t["worker_id"]: t for t in child["results"]["tasks"]}
     spawn_commit = git(host, "rev-parse", f"{children['worker_1_1']['commit']}~1").strip()
-    assert git(host, "log", "-1", "--format=%s", spawn_commit).strip() == (
-        f"worker_1: its work when it started child job {root_id}-c1"
-    )
+    assert git(host, "log", "-1", "--format=%s", spawn_commit).strip() == (f"Work so far, as child job {root_id}-c1 starts")
     assert git(host, "show", f"{spawn_commit}:before_spawn.txt") == "the parent's work before its spawn\n"
     assert git(host, "rev-parse", f"{children['worker_1_2']['commit']}~1").strip() == spawn_commit
-    # The parent's branch holds the children's commits, merged in plan order, then its own last work.
+    # The parent's branch holds the children's work, one squashed commit each in plan order (each
+    # naming the child's commit in a trailer), then its own last work.
     tip = git(host, "rev-parse", branch).strip()
     assert parent["commit"] == tip
-    for name in ("worker_1_1", "worker_1_2"):
-        done = git(host, "merge-base", "--is-ancestor", children[name]["commit"], branch)
-        assert done == "" and children[name]["branch"] == f"orchestrator/{root_id}/{name}"
-    merges = git(host, "log", "--merges", "--format=%H %s", branch).splitlines()
-    assert [m.split(" ", 1)[1] for m in merges] == [
-        f"orchestrator: merge worker worker_1_2 (orchestrator/{root_id}/worker_1_2) into {branch}",
-        f"orchestrator: merge worker worker_1_1 (orchestrator/{root_id}/worker_1_1) into {branch}",
-    ]
-    assert parents(host, merges[0].split()[0])[1] == children["worker_1_2"]["commit"]
+    assert git(host, "log", "--merges", "--format=%H", branch) == ""
+    merges = git(host, "log", "--grep=^Orchestrator-Commit: ", "--format=%H %s", branch).splitlines()
+    assert [m.split(" ", 1)[1] for m in merges] == ["write b.txt=from b", "write a.txt=from a"]
+    for name, (squashed, _) in zip(("worker_1_2", "worker_1_1"), (m.split(" ", 1) for m in merges)):
+        assert children[name]["branch"] == f"orchestrator/{root_id}/{name}"
+        body = git(host, "log", "-1", "--format=%b", squashed)
+        assert f"Orchestrator-Commit: {children[name]['commit']}" in body and f"Orchestrator-Worker: {name}" in body
+    assert len(parents(host, merges[0].split()[0])) == 1
     assert git(host, "show", f"{tip}:marker.json")  # the parent's own work after the spawn, committed
     assert {f["path"] for f in parent["files_changed"]} >= {"a.txt", "b.txt", "before_spawn.txt", "marker.json"}
     # The child job's record says how it was merged, into what; a note and the parent's log say it too.
@@ -219,9 +224,8 @@ def test_a_conflict_under_auto_is_reported_and_the_parent_s_branch_holds_only_th
     assert git(host, "show", f"{tip}:c.txt") == "clean\n"
     assert "b.txt" not in git(host, "ls-tree", "--name-only", tip).split()
     children = {t["worker_id"]: t for t in child["results"]["tasks"]}
-    assert git(host, "merge-base", "--is-ancestor", children["worker_1_2"]["commit"], branch) == ""
-    late = subprocess.run(["git", "-C", str(host), "merge-base", "--is-ancestor", children["worker_1_3"]["commit"], branch])
-    assert late.returncode == 1  # not merged: still only on its own branch
+    assert children["worker_1_2"]["commit"] in squashed(host, branch)
+    assert children["worker_1_3"]["commit"] not in squashed(host, branch)  # not merged: still only on its own branch
     assert snapshot(host, folder) == before
 
 
@@ -262,9 +266,9 @@ def test_the_parent_s_edits_made_while_its_child_ran_are_committed_first_and_kep
     assert (wt1 / "a.txt.saw").read_text() == "True" and not (wt1 / "after_spawn.txt").exists()
     # On the parent's branch: its edits committed when the child ended, then the children merged onto that.
     merge = child["merge"]["result_commit"]
-    first = parents(host, git(host, "rev-parse", f"{merge}^").strip())[0]  # below worker_1_2's merge: worker_1_1's
+    first = git(host, "rev-parse", f"{merge}~2").strip()  # below worker_1_2's commit and worker_1_1's
     subject = git(host, "log", "-1", "--format=%s", first).strip()
-    assert subject == f"worker_1: its work when child job {root_id}-c1 ended"
+    assert subject == f"Work so far, as child job {root_id}-c1 ends"
     assert git(host, "show", f"{first}:after_spawn.txt") == "written while the child ran\n"
     assert child["merge"]["base"] == first
     assert git(host, "merge-base", "--is-ancestor", merge, branch) == ""
@@ -296,7 +300,8 @@ def test_a_child_that_ends_after_its_parent_s_process_is_merged_and_the_parent_s
 def test_a_parent_that_left_its_branch_gets_no_merge_and_is_told_why(served):
     host, folder, start = served
     before = snapshot(host, folder)
-    live = start(env={"DETACH": "1"})
+    # Unsandboxed: a sandbox pins a worktree's HEAD, so there no worker can leave its branch (test_hostile.py)
+    live = start(env={"DETACH": "1"}, sandbox="off")
     doc, marker, child = run_tree(live, "parent: write a.txt=from a")
     root_id = doc["job_id"]
     branch = f"orchestrator/{root_id}/worker_1"
@@ -328,6 +333,7 @@ def test_three_levels_a_grandchild_s_work_reaches_the_root_worker_s_checkout(ser
     assert grandchild["merge"]["merged"] == ["worker_1_1_1", "worker_1_1_2"]
     assert child["merge"]["target"] == f"orchestrator/{root_id}/worker_1"
     tip = git(host, "rev-parse", f"orchestrator/{root_id}/worker_1").strip()
-    for name in ("worker_1_1_1", "worker_1_1_2", "worker_1_1", "worker_1_2"):
-        assert git(host, "merge-base", "--is-ancestor", f"orchestrator/{root_id}/{name}", tip) == ""
+    middle = f"orchestrator/{root_id}/worker_1_1"
+    for name, into in (("worker_1_1_1", middle), ("worker_1_1_2", middle), ("worker_1_1", tip), ("worker_1_2", tip)):
+        assert git(host, "rev-parse", f"orchestrator/{root_id}/{name}").strip() in squashed(host, into)
     assert snapshot(host, folder) == before

@@ -129,13 +129,14 @@ def test_the_budget_remembers_the_planner_after_a_restart(tmp_path):
     # Given a server whose AI planner spent $0.05 of a $0.055 budget, running the first of two
     # workers (one at a time: global_max_workers=1; each costs $0.01), killed with SIGKILL while it runs
     port = free_port()
+    marker = tmp_path / "observed" / "worker-started"  # outside the worker's folder: writable to its sandbox
+    marker.parent.mkdir()
     config = {
         "api": {"api_key": ADMIN_KEY, "port": port},
         "orchestrator": {"worker": "claude", "claude_command": fake_claude(tmp_path), "planner": "ai"},
-        "workers": {"global_max_workers": 1},
+        "workers": {"global_max_workers": 1, "sandbox_writable": [str(marker.parent)]},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    marker = tmp_path / "worker-started"
     server = serve(tmp_path, FAKE_SLEEP="3", FAKE_MARKER=str(marker))
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": ADMIN_KEY}
     try:

@@ -154,6 +154,18 @@ def test_the_status_document_draws_the_same_tree_as_the_records():
     assert render_tree(tree_from_status(doc), now=NOW) == render_tree(tree_from_records(jobs, workers), now=NOW)
 
 
+def test_a_worker_with_no_changes_says_so_in_the_tree_from_records_and_from_the_status_document():
+    jobs, workers = small_tree()
+    workers[0].no_changes = True  # worker_1 ended with its checkout as it found it
+    line = "├─ ✔ worker_1              success              0.4s  no changes: Frontend"
+    assert render_tree(tree_from_records(jobs, workers), now=NOW)[1] == line
+    doc = job_status(ROOT_ID, jobs, workers, Path("/nonexistent") / f"job_{ROOT_ID}")
+    assert render_tree(tree_from_status(doc), now=NOW)[1] == line
+    out = io.StringIO()
+    ProgressView(out, tty=False).update(jobs, workers[:1])
+    assert out.getvalue().rstrip().endswith("depth_0_worker_1             success (no changes)")
+
+
 def test_without_a_terminal_each_change_is_one_plain_line():
     jobs, workers = small_tree()
     out = io.StringIO()

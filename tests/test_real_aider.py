@@ -21,7 +21,15 @@ import pytest
 from orchestrator.adapters import get_adapter
 from orchestrator.models import WorkerStatus
 
-from .conftest import ROOT, explain, hang_ends_in_timeout, only_worker, run_job, three_files_written
+from .conftest import (
+    ROOT,
+    explain,
+    hang_ends_in_timeout,
+    only_worker,
+    run_job,
+    three_files_in_worktrees,
+    three_files_written,
+)
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, subtask
 from .net_guard import STRACE, assert_only_loopback, traced_program
 
@@ -87,14 +95,15 @@ def traces_of(start) -> list[Path]:
     return sorted(Path(start.traces).glob("connect.*"))
 
 
-def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(make_engine, aider_workers):
-    def script(body):
-        task = subtask(body) or "?"
-        name = task.split()[-1]
-        return Text(f"{name}\n```\n{task}\n```\n")  # aider's "whole" edit format: the file's full content
+def write_the_subtasks_file(body):
+    """``Write a.txt``: a.txt in aider's "whole" edit format (the file's full content)."""
+    task = subtask(body) or "?"
+    return Text(f"{task.split()[-1]}\n```\n{task}\n```\n")
 
-    mock, settings = aider_workers(script)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
+
+def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(make_engine, aider_workers):
+    mock, settings = aider_workers(write_the_subtasks_file)
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120, "sandbox_writable": [str(aider_workers.traces)]})
     job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
@@ -105,9 +114,19 @@ def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(ma
     assert_only_loopback(*traces_of(aider_workers))
 
 
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, aider_workers):
+    mock, settings = aider_workers(write_the_subtasks_file)
+    workers = {"default_timeout": 120, "sandbox_writable": [str(aider_workers.traces)]}  # the strace logs
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
+    assert_only_loopback(*traces_of(aider_workers))
+
+
 def test_bad_key_fails_the_worker_once_at_once_with_aider_s_message(make_engine, aider_workers):
     mock, settings = aider_workers([], default=AUTH_401)
-    engine = make_engine(orchestrator=settings, workers={"max_retries": 2, "default_timeout": 90})
+    engine = make_engine(
+        orchestrator=settings,
+        workers={"max_retries": 2, "default_timeout": 90, "sandbox_writable": [str(aider_workers.traces)]},
+    )
     started = time.monotonic()
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
     worker = only_worker(engine, job)

@@ -35,7 +35,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.prompts import spawn_timeout_ms
 from orchestrator.runner import ProcessRunner
 
-from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job
+from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
 from .mock_model_server import (
     AUTH_401,
     QUIET_ENV,
@@ -231,6 +231,20 @@ def test_default_allowed_tools_let_the_spawn_command_run_and_nothing_else(tmp_pa
     assert result.get("is_error") is True and "approval" in str(result["content"])
 
 
+def test_default_allowed_tools_let_a_worker_run_the_project_s_tests_in_its_checkout(tmp_path):
+    # A worker that says it added a test can have run it: pytest runs without asking, in its cwd.
+    tools = SCHEMA["orchestrator"]["claude_allowed_tools"].default
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "test_ok.py").write_text("def test_ok():\n    assert 1 + 1 == 2\n")
+    env = {"PATH": os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))}
+    with MockModelServer(_bash_turns("python -m pytest -q -p no:cacheprovider test_ok.py"), lifetime=CLI_TIMEOUT) as mock:
+        code, doc = run_claude(mock, work, "--permission-mode", "acceptEdits", "--allowedTools", *tools, **env)
+    assert code == 0 and doc["permission_denials"] == [], doc
+    (result,) = tool_results(mock.requests[-1].body)
+    assert "1 passed" in str(result["content"]), result
+
+
 def test_bad_key_gives_is_error_with_the_cli_message(tmp_path):
     # The CLI retries a 401 by default (10 retries with backoff: about 3 minutes);
     # CLAUDE_CODE_MAX_RETRIES=0 makes it answer at once.
@@ -259,6 +273,7 @@ def run_as_worker(mock: MockModelServer, work: Path, *, time_left: float = 60.0,
     adapter = get_adapter("claude")
     work.mkdir(parents=True, exist_ok=True)
     settings = make_settings(work.parent, orchestrator={"worker": "claude", "claude_command": CLAUDE})
+    base = cli_env(mock, work.parent / "home", **extra_env)  # the worker's environment, which the adapter reads
     ctx = WorkerContext(
         task="Say hi",
         prompt="Say hi",
@@ -269,8 +284,9 @@ def run_as_worker(mock: MockModelServer, work: Path, *, time_left: float = 60.0,
         attempt=1,
         settings=settings,
         time_left=time_left,
+        env=base,
     )
-    env = {**cli_env(mock, work.parent / "home", **extra_env), **adapter.extra_env(ctx)}
+    env = {**base, **adapter.extra_env(ctx)}
     started = time.monotonic()
     proc = subprocess.run(
         adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT
@@ -648,6 +664,19 @@ def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(t
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before
+
+
+@needs_adapter
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, claude_workers):
+    def script(body):  # Write a.txt: a.txt in the directory claude says it works in
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        if tool_results(body):
+            return Text(f"Wrote {name}")
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": f"{task}\n"})
+
+    mock = claude_workers(script)
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=worker_settings(), workers={"default_timeout": 120})
 
 
 @needs_adapter

@@ -28,7 +28,7 @@ from orchestrator.adapters import get_adapter
 from orchestrator.adapters.base import WorkerContext
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .conftest import explain, find_cli, make_settings, only_worker, run_job
+from .conftest import explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
 from .mock_openai_server import (
     AUTH_401,
     ENV_KEY,
@@ -198,8 +198,8 @@ def run_as_worker(mock: MockOpenAIServer, work: Path, *extra_args: str, time_lef
         attempt=1,
         settings=settings,
         time_left=time_left,
+        env=(env := codex_env(work.parent / "codex-home")),  # the adapter reads the worker's environment
     )
-    env = codex_env(work.parent / "codex-home")
     adapter = get_adapter("codex")
     proc = subprocess.run(
         adapter.build_argv(ctx), cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT
@@ -211,7 +211,6 @@ def run_as_worker(mock: MockOpenAIServer, work: Path, *extra_args: str, time_lef
 def test_the_shell_poll_limit_the_adapter_raises_is_a_setting_codex_knows(tmp_path, monkeypatch):
     # --strict-config refuses unknown keys, -c overrides included (a misspelt one fails): the
     # adapter's background_terminal_max_timeout is one codex 0.169.0 reads.
-    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))  # where the adapter looks for the user's own value
     with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
         code, parsed, text = run_as_worker(mock, tmp_path / "a", "--strict-config")
     assert code == 0 and parsed.output == "hi", text
@@ -226,6 +225,7 @@ def test_the_shell_poll_limit_the_adapter_raises_is_a_setting_codex_knows(tmp_pa
             attempt=1,
             settings=make_settings(tmp_path, orchestrator={"worker": "codex"}),
             time_left=1800.0,
+            env={"CODEX_HOME": str(tmp_path / "codex-home")},  # where the adapter looks for the user's own value
         )
     )
     with MockOpenAIServer([Text("hi")], lifetime=CLI_TIMEOUT) as mock:
@@ -376,6 +376,21 @@ def test_codex_shell_tool_writes_a_file_that_shows_in_files_created(make_engine,
     (output,) = function_outputs(mock.requests[-1].body)
     assert output["call_id"] == mock_call_id(mock) and "Process exited with code 0" in output["output"], output
     only_responses_endpoint(mock)
+
+
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, codex_workers):
+    """Sandboxed, codex runs with --sandbox danger-full-access: its own sandbox is a bubblewrap,
+    which cannot start inside the orchestrator's ("setting up uid map: Operation not permitted")."""
+
+    def script(body):  # Write a.txt: a.txt by its shell tool, in its directory
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        if function_outputs(body):
+            return Text(f"Wrote {name}")
+        return ShellCall(["bash", "-lc", f"printf '%s\\n' '{task}' > {name}"])
+
+    mock = codex_workers(script)
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=worker_settings(mock), workers={"default_timeout": 120})
 
 
 def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, codex_workers):

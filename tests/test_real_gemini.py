@@ -26,7 +26,15 @@ import pytest
 from orchestrator.adapters import get_adapter
 from orchestrator.models import WorkerStatus
 
-from .conftest import explain, find_cli, hang_ends_in_timeout, only_worker, run_job, three_files_written
+from .conftest import (
+    explain,
+    find_cli,
+    hang_ends_in_timeout,
+    only_worker,
+    run_job,
+    three_files_in_worktrees,
+    three_files_written,
+)
 from .mock_gemini_server import (
     BAD_KEY_400,
     PERMISSION_403,
@@ -158,23 +166,35 @@ def worker_log(engine, job, worker) -> str:
     return (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text(errors="replace")
 
 
-def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, gemini_workers, tmp_path):
-    def script(body):
-        task = subtask(body) or "?"
-        name = task.split()[-1]
-        if function_responses(body):
-            return Text(f"Wrote {name}")
-        assert "write_file" in tool_names(body)
-        return Call("write_file", {"file_path": name, "content": f"{task}\n"})
+def write_the_subtasks_file(body):
+    """``Write a.txt``: a.txt by a path relative to gemini's directory, then say so."""
+    task = subtask(body) or "?"
+    name = task.split()[-1]
+    if function_responses(body):
+        return Text(f"Wrote {name}")
+    assert "write_file" in tool_names(body)
+    return Call("write_file", {"file_path": name, "content": f"{task}\n"})
 
-    mock = gemini_workers(script)
+
+def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, gemini_workers, tmp_path):
+    mock = gemini_workers(write_the_subtasks_file)
     traces = tmp_path / "traces"
-    engine = make_engine(orchestrator=settings_for(traced_program(GEMINI, traces)), workers={"default_timeout": 120})
+    workers = {"default_timeout": 120, "sandbox_writable": [str(traces)]}  # the strace logs
+    engine = make_engine(orchestrator=settings_for(traced_program(GEMINI, traces)), workers=workers)
     job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
         assert worker.output == f"Wrote {name}", why
         assert worker.tokens_in and worker.tokens_in >= 2600, why  # two model calls of 1300 prompt tokens
+    assert_only_loopback(*sorted(traces.glob("connect.*")))
+
+
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, gemini_workers, tmp_path):
+    mock = gemini_workers(write_the_subtasks_file)
+    traces = tmp_path / "traces"
+    settings = settings_for(traced_program(GEMINI, traces))
+    workers = {"default_timeout": 120, "sandbox_writable": [str(traces)]}  # the strace logs
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
     assert_only_loopback(*sorted(traces.glob("connect.*")))
 
 

@@ -25,7 +25,16 @@ import pytest
 from orchestrator.adapters import get_adapter
 from orchestrator.models import WorkerStatus
 
-from .conftest import ROOT, explain, find_cli, hang_ends_in_timeout, only_worker, run_job, three_files_written
+from .conftest import (
+    ROOT,
+    explain,
+    find_cli,
+    hang_ends_in_timeout,
+    only_worker,
+    run_job,
+    three_files_in_worktrees,
+    three_files_written,
+)
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, ToolCall, subtask, tool_results
 from .net_guard import STRACE, assert_only_loopback, traced_program
 
@@ -104,16 +113,20 @@ def opencode_workers(monkeypatch, tmp_path):
         mock.stop()
 
 
-def test_three_parallel_first_runs_write_their_files_on_loopback_only(make_engine, opencode_workers, tmp_path):
-    def script(body):
-        task = subtask(body) or "?"
-        name = task.split()[-1]
-        if tool_results(body):
-            return Text(f"Wrote {name}")
-        return ToolCall("write", {"filePath": name, "content": f"{task}\n"})
+def write_then_report(body):
+    """Write the subtask's file (``Write a.txt``) by a path relative to opencode's directory, then say so."""
+    task = subtask(body) or "?"
+    name = task.split()[-1]
+    if tool_results(body):
+        return Text(f"Wrote {name}")
+    return ToolCall("write", {"filePath": name, "content": f"{task}\n"})
 
-    mock, settings = opencode_workers(script)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
+
+def test_three_parallel_first_runs_write_their_files_on_loopback_only(make_engine, opencode_workers, tmp_path):
+    mock, settings = opencode_workers(write_then_report)
+    engine = make_engine(
+        orchestrator=settings, workers={"default_timeout": 120, "sandbox_writable": [str(opencode_workers.traces)]}
+    )
     job, workers, why = three_files_written(engine, mock)
     starts = sorted(w.attempts[0].started_at for w in workers)
     ends = sorted(w.attempts[0].ended_at for w in workers)
@@ -123,15 +136,27 @@ def test_three_parallel_first_runs_write_their_files_on_loopback_only(make_engin
         assert len(worker.attempts) == 1, why
         assert worker.output == f"Wrote {name}", why
         assert worker.tokens_in and worker.tokens_in >= 5800, why  # two steps of 2900 prompt tokens
-        db = engine.workspace.state_dir(job.root_id) / "prompts" / f"depth_0_{worker.name}.opencode.db"
+        db = engine.workspace.state_dir(job.root_id) / "prompts" / f"depth_0_{worker.name}.opencode" / "opencode.db"
         assert db.is_file(), f"each worker has its own database\n{why}"
     assert not (tmp_path / "home" / ".local" / "share" / "opencode" / "opencode.db").exists()
     assert_only_loopback(*sorted(Path(opencode_workers.traces).glob("connect.*")))
 
 
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, opencode_workers):
+    # opencode resolves a worktree's .git pointer to the main repository and works at its root
+    # unless its directory is pinned: the files landed in the host's own checkout.
+    mock, settings = opencode_workers(write_then_report)
+    workers = {"default_timeout": 120, "sandbox_writable": [str(opencode_workers.traces)]}  # the strace logs
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
+    assert_only_loopback(*sorted(Path(opencode_workers.traces).glob("connect.*")))
+
+
 def test_bad_key_fails_the_worker_once_at_once_with_opencode_s_message(make_engine, opencode_workers):
     mock, settings = opencode_workers(lambda body: AUTH_401)
-    engine = make_engine(orchestrator=settings, workers={"max_retries": 2, "default_timeout": 90})
+    engine = make_engine(
+        orchestrator=settings,
+        workers={"max_retries": 2, "default_timeout": 90, "sandbox_writable": [str(opencode_workers.traces)]},
+    )
     started = time.monotonic()
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
     worker = only_worker(engine, job)

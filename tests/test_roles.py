@@ -398,15 +398,15 @@ def test_a_child_jobs_tasks_take_the_role_of_the_worker_that_started_it(make_liv
     assert "tasks without a role take role scripted of the worker that started this job" in child_job.notes
 
 
-def test_the_readmes_roles_example_loads_as_it_says(tmp_path):
+def test_the_docs_roles_example_loads_as_it_says(tmp_path):
     from .conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "workers.md").read_text()
     example = next(b for b in readme.split("```yaml\n")[1:] if b.startswith("tasks:\n  roles:")).split("```")[0]
     table = roles.role_table(from_yaml(tmp_path, example))
     assert table["backend"] == {**DEFAULT_ROLES["backend"], "model": "claude-opus-4-1"}
     assert (table["reviewer"]["allowed_tools"], table["reviewer"]["gates"]) == (["Read", "Grep", "Bash(git diff:*)"], ["tests"])
     assert (table["porter"]["worker"], table["porter"]["model"], table["porter"]["gates"]) == ("codex", "gpt-5-codex", [])
     rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines() if line.startswith("| `")}
-    for name in SHIPPED:  # the README's table lists each shipped role with its gates
+    for name in SHIPPED:  # the page's table lists each shipped role with its gates
         assert rows[name] == ", ".join(DEFAULT_ROLES[name]["gates"]), name

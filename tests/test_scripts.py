@@ -345,6 +345,97 @@ def test_quick_start_takes_a_free_port_when_another_program_holds_the_configured
         assert status.returncode == 0 and f"(from {url})" in status.stdout, status.stdout + status.stderr
 
 
+# -- the port a folder keeps (issue 24 item 6) ---------------------------------------------------
+def squat(port):
+    """Another program listening on ``port`` (a real socket; close it to free the port)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: past a closed one's TIME_WAIT
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def started_port(out):
+    assert out.returncode == 0, out.stdout + out.stderr
+    return int(out.stdout.split("started this folder's API server at http://127.0.0.1:")[1].split()[0])
+
+
+def test_every_restart_with_the_configured_port_taken_keeps_the_port_it_moved_to(home):
+    import sys
+
+    tmp, port, env = home
+    with squat(port):
+        first = run_script("quick-start.sh", "--start", env=env)
+        kept = started_port(first)
+        assert kept != port and folder_record(tmp)["port"] == kept
+        assert (
+            f"port {port} is in use by another program (api.port; not this folder's server): this folder's server "
+            f"takes port {kept} and keeps it for its next starts while it is free"
+        ) in first.stdout
+        # four restarts, each command the docs show: one port
+        assert started_port(run_script("quick-start.sh", "--restart", env=env)) == kept
+        assert run_script("orchestrator.sh", "stop-server", env=env).returncode == 0
+        again = run_script("orchestrator.sh", "start-server", env=env)
+        assert started_port(again) == kept
+        assert f"listening on this folder's port {kept}, kept since port {port} (api.port) was in use" in again.stdout
+        assert run_script("quick-start.sh", "--stop", env=env).returncode == 0
+        # python api_server.py (in the foreground, as README_FOR_AI starts it) starts too, on the same port
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: folder_record(tmp) is not None and _healthy(f"http://127.0.0.1:{kept}"))
+            assert folder_record(tmp)["port"] == kept and folder_record(tmp)["pid"] == server.pid
+        finally:
+            server.terminate()
+            out, err = server.communicate(timeout=60)
+        assert server.returncode == 0 and f"orchestrator API listening on http://127.0.0.1:{kept}" in out, out + err
+        assert f"listening on this folder's port {kept}" in err
+        assert started_port(run_script("quick-start.sh", "--start", env=env)) == kept
+
+
+def test_a_kept_port_another_program_took_gives_a_new_one_and_says_so_then_api_port_when_it_is_free(home):
+    tmp, port, env = home
+    with squat(port):
+        kept = started_port(run_script("quick-start.sh", "--start", env=env))
+        assert run_script("quick-start.sh", "--stop", env=env).returncode == 0
+        with squat(kept):
+            moved = run_script("quick-start.sh", "--start", env=env)
+            new = started_port(moved)
+            assert new not in (port, kept)
+            assert (
+                f"this folder's port {kept} is in use by another program now, and port {port} (api.port) too: "
+                f"this folder's server takes port {new} and keeps it for its next starts while it is free"
+            ) in moved.stdout
+            assert started_port(run_script("quick-start.sh", "--restart", env=env)) == new
+    # api.port is free again but the folder keeps its port while that stays free; once it is taken,
+    # the server goes back to api.port and keeps nothing
+    assert started_port(run_script("quick-start.sh", "--restart", env=env)) == new
+    assert run_script("quick-start.sh", "--stop", env=env).returncode == 0
+    with squat(new):
+        back = run_script("quick-start.sh", "--start", env=env)
+        assert started_port(back) == port
+        assert f"this folder's port {new} is in use by another program now: back on port {port} (api.port)" in back.stdout
+    assert not (tmp / ".server.port").exists()
+
+
+def test_api_server_py_with_port_names_a_busy_port_and_says_what_to_do(home):
+    import sys
+
+    _, port, env = home
+    with squat(port):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "api_server.py"), "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in out.stderr
+    assert "without --port, python api_server.py takes a free port for this folder and keeps it" in out.stderr
+
+
 def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no_new_job(home):
     tmp, port, env = home
     (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace("duration: 0.05", "duration: 20"))

@@ -303,6 +303,58 @@ def test_past_each_rate_limit_is_a_429_with_retry_after(make_live):
     live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
 
 
+def _open_stream(live, path, key):
+    """A stream held open (the response is read only as far as its headers), or a refusal."""
+    return requests.get(live.url + path, headers={"X-API-Key": key}, stream=True, timeout=10)
+
+
+def test_streams_and_long_polls_are_capped_per_credential_and_leave_threads_for_short_requests(make_live):
+    # Given a server of 8 threads, 2 kept for short requests, at most 3 streams per credential,
+    # and a running job of two workers
+    live = make_live(
+        orchestrator={"worker": "command", "command": fake_command()},
+        api={"threads": 8, "reserved_threads": 2, "max_streams_per_key": 3, "long_poll_max": 30},
+    )
+    job_id = live.submit(request="x", tasks=["hang", "hang"]).json()["job_id"]
+    first, second = (_credential(live, job_id, w) for w in ("worker_1", "worker_2"))
+    events, progress = f"/api/v1/jobs/{job_id}/events", f"/api/v1/tasks/{job_id}/progress"
+    held = []
+    try:
+        # When worker_1's credential holds its 3 (event streams and a task's progress stream)
+        held += [_open_stream(live, path, first) for path in (events, progress, events)]
+        assert [r.status_code for r in held] == [200] * 3
+        # Then its next stream, or long-poll, is a 429 whose Retry-After is whole seconds and whose
+        # message names the setting
+        for refused in (_open_stream(live, events, first), live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=1", key=first)):
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "5", refused.text
+            assert refused.json()["details"]["limit"] == "api.max_streams_per_key"
+            assert "api.max_streams_per_key" in refused.json()["message"]
+        # And once its client leaves one stream (the server sees it at the next heartbeat) the slot is its again
+        held.pop(1).close()
+        held += [wait_until(lambda: _answered(_open_stream(live, events, first)), what="a freed slot")]
+        # When worker_2 holds 3 too, all 6 stream threads are held: even the admin key's stream must wait
+        held += [_open_stream(live, events, second) for _ in range(3)]
+        assert [r.status_code for r in held] == [200] * 6
+        refused = _open_stream(live, events, API_KEY)
+        assert refused.status_code == 429 and refused.json()["details"]["limit"] == "api.reserved_threads"
+        # Then the admin's list, /health and a worker's status still answer, on the kept threads
+        # (before the cap, each waited for a stream to end: api.long_poll_max, past the 10 s timeout)
+        for path, key in (("/api/v1/jobs", API_KEY), ("/health", API_KEY), (f"/api/v1/jobs/{job_id}/status", second)):
+            assert requests.get(live.url + path, headers={"X-API-Key": key}, timeout=10).status_code == 200, path
+    finally:
+        for response in held:
+            response.close()
+        live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+
+def _answered(response):
+    """The response when it is a 200, else None (a 429 holds nothing: it is closed)."""
+    if response.status_code == 200:
+        return response
+    response.close()
+    return None
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -61,6 +61,7 @@ def recorded_argv(engine, job):
     got = {}
     for worker in workers:
         path = engine.workspace.worker_dir(worker.root_id, worker.depth, worker.name) / "argv.json"
+        assert path.is_file(), (worker.name, worker.status.value, worker.error, worker.attempts)
         got[worker.task] = json.loads(path.read_text(encoding="utf-8"))
     return got
 

@@ -271,7 +271,9 @@ def test_links_a_worker_plants_are_never_followed(make_live, tmp_path):
     secret.write_text("TOP-SECRET-a1b2c3d4e5\n")
     (outside / "only_outside_name.txt").write_text("x\n")
     command = [sys.executable, "-c", PLANTER, "{task}", str(secret), str(outside)]
-    live = make_live(api={"long_poll_max": 1}, orchestrator={"worker": "command", "command": command}, workers={"max_retries": 0})
+    # Unsandboxed: a sandbox refuses the planting (its log and its folder's place are read-only); here the server must cope
+    workers = {"max_retries": 0, "sandbox": "off"}
+    live = make_live(api={"long_poll_max": 1}, orchestrator={"worker": "command", "command": command}, workers=workers)
     before = fs_snapshot(outside)
     job_id = live.submit(request="x", tasks=["plant", "fail", "swapdir"]).json()["job_id"]
     done = live.wait(job_id)

@@ -14,11 +14,11 @@ from orchestrator.engine import Engine
 from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.reports.promptshare import prompt_share
 from orchestrator.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, tells_spawn, write_once
-from tests.conftest import make_settings, run_job
+from tests.conftest import make_settings, observed, run_job
 from tests.test_worktree import git, snapshot, user_env, workers
 
 # The worker: copies the prompt file it was given and its ORCHESTRATOR_SHARED_CONTEXT ("-": unset)
-# to <out>/<worker>.prompt and <out>/<worker>.env, outside its own folder.
+# to <out>/<worker>.prompt and <out>/<worker>.env, outside its own folder (in workers.sandbox_writable).
 SEE = (
     "import os, sys, pathlib; out = pathlib.Path(sys.argv[2]); name = os.environ['ORCHESTRATOR_WORKER_ID']; "
     "(out / (name + '.prompt')).write_bytes(pathlib.Path(sys.argv[1]).read_bytes()); "
@@ -36,11 +36,11 @@ SEVEN = [
 
 
 def seeing_engine(tmp_path: Path, **sections) -> tuple[Engine, Path]:
-    out = tmp_path / "seen"
-    out.mkdir(exist_ok=True)
+    out = observed(tmp_path)
     command = [sys.executable, "-c", SEE, "{prompt_file}", str(out)]
     orchestrator = {"worker": "command", "command": command, **sections.pop("orchestrator", {})}
-    return Engine(make_settings(tmp_path, orchestrator=orchestrator, **sections)), out
+    workers = {"sandbox_writable": [str(out)], **sections.pop("workers", {})}
+    return Engine(make_settings(tmp_path, orchestrator=orchestrator, workers=workers, **sections)), out
 
 
 def seen(out: Path, worker: str) -> tuple[bytes, str]:
@@ -180,7 +180,7 @@ def test_a_tasks_candidates_share_the_block_listing_the_task_once_and_each_reads
         engine.shutdown(timeout=10)
 
 
-def test_a_worktree_jobs_block_summarises_the_repository_at_its_base_with_its_conventions(hosted):
+def test_a_worktree_jobs_block_summarises_the_repository_at_its_base_with_its_conventions(hosted, tmp_path):
     host, folder, make = hosted
     (host / "AGENTS.md").write_text("# Agents\n\nRun `make test` before you finish.\n")
     (host / "pyproject.toml").write_text("[project]\nname = 'shop'\n")
@@ -191,10 +191,9 @@ def test_a_worktree_jobs_block_summarises_the_repository_at_its_base_with_its_co
     git(host, "commit", "-qm", "three", "--no-verify", env=user_env())
     (host / "uncommitted.txt").write_text("not at the base\n")
     before = snapshot(host, folder)
-    out = Path(str(host) + "-seen")  # outside the host: the workers' copies never touch it
-    out.mkdir()
+    out = observed(tmp_path)  # outside the host: the workers' copies never touch it
     script = f'cp "$1" "{out}/$ORCHESTRATOR_WORKER_ID.prompt"; printf %s "${{{protocol.SHARED_CONTEXT}:--}}" > "{out}/$ORCHESTRATOR_WORKER_ID.env"; echo $ORCHESTRATOR_WORKER_ID > "new_$ORCHESTRATOR_WORKER_ID.txt"'
-    engine = make(orchestrator={"command": ["sh", "-c", script, "sh", "{prompt_file}"]})
+    engine = make(orchestrator={"command": ["sh", "-c", script, "sh", "{prompt_file}"]}, workers={"sandbox_writable": [str(out)]})
     job = run_job(engine, "Edit the shop", tasks=["Part one", "Part two", "Part three"])
     assert job.status is JobStatus.COMPLETED and job.config.isolation == "worktree"
     path = block_path(engine.workspace, job)
@@ -230,7 +229,7 @@ def test_a_folder_jobs_block_summarises_the_folder_the_orchestrator_runs_in(tmp_
         job = run_job(engine, "Go", tasks=["One", "Two"])
         text = block_path(engine.workspace, job).read_text()
         assert f"## The repository\n\nThe folder the orchestrator runs in, {tmp_path}" in text
-        assert "Top level: seen/, src/, AGENTS.md, README.md." in text
+        assert "Top level: observed/, src/, AGENTS.md, README.md." in text
         assert "workspace" not in text.split("## The repository", 1)[1].split("##", 1)[0], "the workspace is left out"
         assert ".hidden" not in text
         assert "## The project's conventions: AGENTS.md\n\nUse tabs.\n" in text
@@ -327,13 +326,15 @@ def test_a_request_that_quotes_the_how_to_does_not_make_a_block_claim_it(tmp_pat
 
 
 def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(make_live, tmp_path):
-    out = tmp_path / "seen"
-    out.mkdir()
+    out = observed(tmp_path)
     script = (
         'cp "$1" "$2/$ORCHESTRATOR_JOB_ID.$ORCHESTRATOR_WORKER_ID.prompt"; '
         'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then orchestrator-spawn --wait "child one" "child two" > /dev/null; fi'
     )
-    live = make_live(orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{prompt_file}", str(out)]})
+    live = make_live(
+        orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{prompt_file}", str(out)]},
+        workers={"sandbox_writable": [str(out)]},
+    )
     job_id = live.submit(request="Parent work", tasks=["Parent task"]).json()["job_id"]
     doc = live.wait(job_id)
     assert doc["status"] == "completed", doc["results"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.procscan import process_alive, process_start_id
-from orchestrator.runner import PERL, ProcessRunner, find_shims, read_exit_file
+from orchestrator.runner import ProcessRunner
+from orchestrator.shim import PERL, find_shims, read_exit_file
 
 from .conftest import wait_until
 

@@ -443,6 +443,10 @@ def test_swagger_ui_runs_under_the_csp_and_sends_the_key_as_a_header_only(live, 
     doc = requests.get(live.url + "/openapi.json", timeout=5).json()
     operations = sum(len(ops) for ops in doc["paths"].values())
     assert len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) == operations
+    # grouped under the declared tags, in their order (none left under "default"), each with its description
+    shown = [tag.get_attribute("data-tag") for tag in driver.find_elements(By.CSS_SELECTOR, ".opblock-tag")]
+    assert shown == [tag["name"] for tag in doc["tags"]]
+    assert doc["tags"][0]["description"] in driver.find_element(By.CSS_SELECTOR, ".opblock-tag").text
     # When the key is entered through Authorize and GET /api/v1/tasks/stats is tried out
     driver.find_element(By.CSS_SELECTOR, "button.authorize").click()
     modal = WebDriverWait(driver, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, ".modal-ux"))
@@ -450,7 +454,7 @@ def test_swagger_ui_runs_under_the_csp_and_sends_the_key_as_a_header_only(live, 
     modal.find_elements(By.CSS_SELECTOR, "input")[0].send_keys(live.key)
     modal.find_elements(By.CSS_SELECTOR, "button.authorize")[0].click()
     modal.find_element(By.CSS_SELECTOR, "button.btn-done, button.close-modal").click()
-    operation = driver.find_element(By.ID, "operations-default-get_api_v1_tasks_stats")
+    operation = driver.find_element(By.ID, "operations-tasks-get_api_v1_tasks_stats")
     operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
     WebDriverWait(driver, 10).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))
     operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()

@@ -310,7 +310,10 @@ def test_a_real_run_writes_the_picture_and_links_it(make_engine):
 def test_the_api_draws_the_picture_live(make_live):
     live = make_live(orchestrator={"worker": "command", "command": fake_command()})
     job_id = live.submit(request="x", tasks=["ok", "sleep 30"]).json()["job_id"]
-    # While a worker still runs, the route draws it as running
+    # Once both workers' processes have started (a worker is "running" from its dispatch, but its
+    # attempt, the bar, is recorded only once its process is spawned), and while one still runs,
+    # the route draws both attempts, the running one as running
+    wait_until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 2, what="both workers' attempts")
     wait_until(
         lambda: 'data-status="running"' in live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg").text, what="a running bar"
     )

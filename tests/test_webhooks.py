@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from orchestrator.webhooks.events import Seen, job_types, worker_types
 
 from .conftest import ROOT, make_settings, run_job, wait_until
 from .test_dashboard import browser  # noqa: F401 (the fixture: headless Chromium)
+from .test_readme import snippet
 
 SECRET = "test-secret-0123456789abcdef"
 
@@ -91,9 +91,9 @@ def hooks(*endpoints, **settings):
 
 
 def readme_check():
-    """The README's receiver check (verify_delivery), run as the user would copy it."""
-    readme = (ROOT / "README.md").read_text()
-    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify_delivery" in b]
+    """The documented receiver check (verify_delivery, docs/api.md), run as the user would copy it."""
+    code = snippet("webhook-check")
+    assert "def verify_delivery" in code
     space: dict = {}
     exec(code, space)  # noqa: S102 (the documented snippet itself)
     return space
@@ -394,18 +394,57 @@ def test_callback_url_is_checked_and_a_root_jobs_only(tmp_path):
     assert JobConfig.from_dict({"max_workers": 2}).callback_url == ""  # a record from before callbacks
 
 
+def test_a_callback_host_allows_its_schemes_port_unless_its_entry_names_another(tmp_path):
+    """A listed host allowed a callback to any of its ports: its SSH port, this API's own."""
+    allowed = ["hooks.example.com", "n8n.internal:5678", "any.example.com:*", "[::1]:8080"]
+    settings = make_settings(tmp_path, webhooks={"allowed_callback_hosts": allowed, "callback_secret": SECRET})
+    for url in (
+        "https://hooks.example.com/x",
+        "https://hooks.example.com:443/x",
+        "http://hooks.example.com/x",
+        "http://n8n.internal:5678/webhook",
+        "http://any.example.com:22/x",
+        "http://[::1]:8080/x",
+    ):
+        assert job_config(settings, {"callback_url": url})[0].callback_url == url
+    for url, fix in (
+        ("https://hooks.example.com:22/x", "hooks.example.com:22"),
+        ("http://hooks.example.com:8000/x", "hooks.example.com:8000"),
+        ("https://hooks.example.com:80/x", "hooks.example.com:80"),
+        ("http://n8n.internal/webhook", "n8n.internal:80"),
+        ("http://[::1]:8000/x", "[::1]:8000"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            job_config(settings, {"callback_url": url})
+        assert f"Add {fix} there" in info.value.message and "webhooks.allowed_callback_hosts" in info.value.message, url
+
+
+@pytest.mark.parametrize(
+    "entry", ["hooks.example.com:0", "hooks.example.com:70000", "hooks.example.com:ssh", "https://hooks.example.com", ""]
+)
+def test_a_malformed_allowed_callback_host_is_a_config_error_naming_it(tmp_path, entry):
+    with pytest.raises(ConfigError, match=r"webhooks\.allowed_callback_hosts\[1\].*HOST:PORT"):
+        make_settings(tmp_path, webhooks={"allowed_callback_hosts": ["fine.example.com", entry]})
+
+
 # -- through the API (a real waitress server) ------------------------------------------------------
 def test_callbacks_and_the_deliveries_route_on_a_live_server(make_live, receivers):
     endpoint_receiver, callback_receiver = receivers(), receivers()
     live = make_live(
         **hooks(
             endpoint(endpoint_receiver, ["job.completed"]),
-            allowed_callback_hosts=["127.0.0.1"],
+            allowed_callback_hosts=[f"127.0.0.1:{callback_receiver.server.server_port}"],
             callback_secret="callback-secret-0123456789",
         )
     )
     refused = live.call("POST", "/api/v1/orchestrate", json={"request": "x", "config": {"callback_url": "http://example.com/x"}})
     assert refused.status_code == 422 and "webhooks.allowed_callback_hosts" in refused.json()["message"]
+    # the allowed host on another port (here this API's own) is refused too
+    own = live.call("POST", "/api/v1/orchestrate", json={"request": "x", "config": {"callback_url": f"{live.url}/api/v1/jobs"}})
+    assert (
+        own.status_code == 422
+        and f"port {live.url.rsplit(':', 1)[1]} of host '127.0.0.1' is not allowed" in own.json()["message"]
+    )
     answer = live.submit(request="with a callback", config={"callback_url": callback_receiver.url}).json()
     live.wait(answer["job_id"])
     wait_until(lambda: callback_receiver.requests and endpoint_receiver.requests, what="the callback and the endpoint")

@@ -5,6 +5,7 @@ set never reach a log, record, report, the `config` command's output or an API r
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,8 +14,11 @@ import yaml
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.gates import gate_log
+from orchestrator.sandbox import probe
 
 from .conftest import ROOT, run_job
+from .test_gates import gated  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -57,17 +61,14 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     seen = _seen(engine, job)
     assert seen["KEEP_ME"] == "kept" and seen["MY_TOKEN"] == SECRET
     assert "DROP_ME" not in seen and "NOT_SET_ANYWHERE" not in seen and "HOME" not in seen
-    # The protocol is always there: identity, PATH with orchestrator-spawn's folder and the
-    # folder's interpreter first, TMPDIR.
+    # The protocol is always there: identity, PATH with orchestrator-spawn's folder first (and
+    # nothing else of the orchestrator's), TMPDIR.
     assert seen["ORCHESTRATOR_WORKER_ID"] == "worker_1" and seen["ORCHESTRATOR_DEPTH"] == "0"
-    assert seen["PATH"].split(os.pathsep)[:2] == [str(ROOT / "orchestrator" / "bin"), os.path.dirname(sys.executable)]
-    assert seen["PATH"].endswith(os.environ["PATH"])
-    assert seen["PYTHONPATH"] == str(ROOT)  # the server's own PYTHONPATH is not passed on
+    assert seen["PATH"] == os.pathsep.join((str(ROOT / "orchestrator" / "bin"), os.environ["PATH"]))
+    assert "PYTHONPATH" not in seen  # the server's own PYTHONPATH is not passed on, and none is made
     assert seen["TMPDIR"] == seen["TMP"] == seen["TEMP"]
     names = set(seen) - {"PWD", "SHLVL", "_", "OLDPWD"}  # what sh adds itself
-    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "PYTHONPATH", "TMPDIR", "TMP", "TEMP"} | {
-        n for n in seen if n.startswith("ORCHESTRATOR_")
-    }
+    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "TMPDIR", "TMP", "TEMP"} | {n for n in seen if n.startswith("ORCHESTRATOR_")}
 
 
 def test_a_server_orchestrator_variable_never_reaches_a_worker(make_engine, monkeypatch):
@@ -179,3 +180,114 @@ def test_a_worker_s_paths_are_built_once_and_are_the_layout_s(tmp_path):
     )
     with pytest.raises(Exception, match="invalid worker id"):
         ws.worker_paths("0123456789ab", 2, "../x")
+
+
+# -- python in a worker or a gate is the user's (issue 24 item 3) ---------------------------------
+
+# What a worker or a gate finds as `python`, its PYTHONPATH, and whether the orchestrator's
+# commands still run there (orchestrator-lock takes the API, so a worker only checks it there).
+PYTHON_PROBE = (
+    "command -v python > which.txt; python -c 'import sys; print(sys.prefix)' > prefix.txt; "
+    'printf %s "${PYTHONPATH-unset}" > pythonpath.txt; '
+    "orchestrator-spawn --help > spawn.txt 2>&1; echo exit=$? >> spawn.txt; "
+    "orchestrator-python -c 'import sys, orchestrator.api.client; print(sys.prefix)' > client.txt 2>&1"
+)
+
+
+@pytest.fixture
+def users_python(tmp_path, monkeypatch):
+    """The server started from a user's shell: their own `python` first on PATH (the system's
+    python3 here), the orchestrator's venv nowhere on it, and their PYTHONPATH. Returns that
+    python's path and its sys.prefix."""
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system python3 to stand for the user's own")
+    folder = tmp_path / "user-bin"
+    folder.mkdir()
+    (folder / "python").symlink_to(system)
+    prefix = subprocess.run([str(folder / "python"), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True)
+    assert prefix.stdout.strip() != sys.prefix  # the orchestrator's interpreter is another one
+    monkeypatch.setenv("PATH", os.pathsep.join((str(folder), "/usr/bin", "/bin")))
+    monkeypatch.setenv("PYTHONPATH", "/home/user/project/src")
+    return folder / "python", prefix.stdout.strip()
+
+
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+def test_python_in_a_worker_is_the_users_and_the_orchestrators_commands_still_run(make_live, users_python, sandbox):
+    if sandbox == "on" and not probe().available:
+        pytest.skip(f"no sandbox on this machine: {probe().reason}")
+    python, prefix = users_python
+    lock = "orchestrator-lock notes.txt -- sh -c 'echo held > locked.txt'; echo exit=$? > lock.txt"
+    live = make_live(
+        orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
+        workers={"sandbox": sandbox, "max_retries": 0},
+        git={"isolation": "folder"},
+    )
+    job_id = live.submit(request="probe", tasks=[f"{PYTHON_PROBE}; {lock}"]).json()["job_id"]
+    doc = live.wait(job_id)
+    assert doc["status"] == "completed", doc
+    folder = live.engine.workspace.job_dir(job_id) / "depth_0" / "worker_1"
+    assert (folder / "which.txt").read_text().strip() == str(python)
+    assert (folder / "prefix.txt").read_text().strip() == prefix
+    assert (folder / "pythonpath.txt").read_text() == "/home/user/project/src"  # the user's, unchanged
+    spawn = (folder / "spawn.txt").read_text()
+    assert "usage: orchestrator-spawn" in spawn and spawn.endswith("exit=0\n"), spawn
+    assert (folder / "client.txt").read_text().strip() == sys.prefix  # the Python client: the orchestrator's
+    assert (folder / "lock.txt").read_text() == "exit=0\n" and (folder / "locked.txt").read_text() == "held\n"
+
+
+def test_a_workers_env_pythonpath_reaches_the_worker_unchanged(make_engine, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    engine = make_engine(orchestrator={"worker": "command", "command": DUMP}, workers={"env": {"PYTHONPATH": "/mine/src"}})
+    job = run_job(engine, "x", tasks=["show"])
+    assert _seen(engine, job)["PYTHONPATH"] == "/mine/src"
+
+
+def test_python_in_a_gate_is_the_users(gated, users_python):  # noqa: F811
+    python, prefix = users_python
+    host, folder, make = gated
+    engine = make()
+    script = (  # the probe's, to the gate's log
+        "command -v python; python -c 'import sys; print(sys.prefix)'; echo \"PYTHONPATH=${PYTHONPATH-unset}\"; "
+        "orchestrator-spawn --help; echo exit=$?"
+    )
+    probe_gate = {"name": "probe", "run": ["sh", "-c", script]}
+    job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [probe_gate], "max_retries": 0})
+    (w1,) = engine.snapshot(job.root_id)[1]
+    log = gate_log(engine.workspace, w1, "probe").read_text()
+    assert w1.gates[0]["status"] == "passed", log
+    assert f"{python}\n{prefix}\nPYTHONPATH=/home/user/project/src\nusage: orchestrator-spawn" in log and "exit=0\n" in log
+
+
+# -- an AI CLI's own folders come from the worker's environment (issue 24 item 2) -----------------
+
+FAKE_GEMINI = """#!/bin/sh
+cp "$GEMINI_CLI_HOME/.gemini/settings.json" seen-settings.json
+readlink "$GEMINI_CLI_HOME/.gemini/oauth_creds.json" > seen-creds.txt
+echo '{"response": "done"}'
+"""
+
+
+def test_gemini_starts_from_the_gemini_cli_home_of_workers_env_not_the_servers(make_engine, tmp_path, monkeypatch):
+    # The user's gemini login and auth choice, named in workers.env only; the server's
+    # environment names another home (no settings there: gemini would fail with code 41).
+    user = tmp_path / "gemini-user"
+    (user / ".gemini").mkdir(parents=True)
+    (user / ".gemini" / "settings.json").write_text('{"security": {"auth": {"selectedType": "oauth-personal"}}}')
+    (user / ".gemini" / "oauth_creds.json").write_text("{}")
+    monkeypatch.setenv("GEMINI_CLI_HOME", str(tmp_path / "server-gemini"))
+    monkeypatch.setenv("HOME", str(tmp_path / "server-home"))
+    fake = tmp_path / "fake-gemini"
+    fake.write_text(FAKE_GEMINI)
+    fake.chmod(0o755)
+    engine = make_engine(
+        orchestrator={"worker": "gemini", "gemini_command": str(fake)}, workers={"env": {"GEMINI_CLI_HOME": str(user)}}
+    )
+    job = run_job(engine, "x", tasks=["Write a.md"])
+    (worker,) = engine.snapshot(job.root_id)[1]
+    assert job.status.value == "completed", worker.error
+    folder = engine.workspace.job_dir(job.root_id) / worker.dir_path
+    settings = yaml.safe_load((folder / "seen-settings.json").read_text())  # JSON is YAML
+    assert settings["security"] == {"auth": {"selectedType": "oauth-personal"}}  # the user's, with the worker's limits added
+    assert settings["general"]["maxAttempts"] == 3
+    assert (folder / "seen-creds.txt").read_text().strip() == str(user / ".gemini" / "oauth_creds.json")

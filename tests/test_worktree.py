@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.commits import identity_of
 from orchestrator.config import load_settings
 from orchestrator.engine import Engine
-from orchestrator.environment import PACKAGE_PARENT, worker_prompt
+from orchestrator.environment import worker_prompt
 from orchestrator.errors import ConfigError
 from orchestrator.gitwork import GitError, add_worktree, repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.runner import PACKAGE_PARENT
 from orchestrator.status import job_status
 from orchestrator.worktree import checkpoints
 
-from .conftest import run_job, wait_until
+from .conftest import explain, only_in_their_worktrees, run_job, three_files_in_worktrees, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -127,10 +129,12 @@ def test_a_job_in_auto_mode_works_in_worktrees_commits_and_leaves_the_host_as_it
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     assert (wt / ".git").is_file() and w1.branch == f"orchestrator/{job.id}/worker_1"
     assert git(wt, "rev-parse", "--abbrev-ref", "HEAD").strip() == w1.branch
-    # Its work is committed by the orchestrator (hooks skipped), with the trailers
-    message = git(host, "log", "-1", "--format=%B%n%cn <%ce>", w1.commit)
-    assert "Orchestrator-Job: " + job.id in message and "Orchestrator-Worker: depth_0_worker_1" in message
-    assert "Orchestrator-Attempt: 1" in message and "orchestrator <orchestrator@localhost>" in message
+    # Its work is committed by the orchestrator (hooks skipped), with the trailers, as the user
+    # git names in the host (test_commits.py: the host's identity, else the orchestrator's)
+    message = git(host, "log", "-1", "--format=%B%n%an <%ae>", w1.commit)
+    assert "Orchestrator-Job: " + job.id in message and "Orchestrator-Worker: worker_1" in message
+    who = identity_of(host)
+    assert "Orchestrator-Attempt: 1" in message and message.strip().endswith(f"{who.name} <{who.email}>")
     assert git(host, "rev-parse", w1.branch).strip() == w1.commit
     assert git(host, "show", f"{w1.commit}:app.py") == "print('v2')\nline2\nadded\n"
     # What changed, how (added / modified / deleted / renamed), and a diffstat
@@ -171,7 +175,7 @@ def test_the_prompt_names_the_branch_and_the_worker_runs_the_folders_own_package
     w = workers(engine, job)["worker_1"]
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     assert (wt / "orchestrator" / "__init__.py").exists()  # the copy is there
-    assert (wt / "pythonpath.txt").read_text().split(os.pathsep)[0].strip() == PACKAGE_PARENT
+    assert PACKAGE_PARENT not in (wt / "pythonpath.txt").read_text()  # the user's PYTHONPATH, not ours
     assert (wt / "spawn_path.txt").read_text().strip() == str(
         Path(PACKAGE_PARENT) / "orchestrator" / "bin" / "orchestrator-spawn"
     )
@@ -205,7 +209,7 @@ def test_a_cancelled_job_and_a_deleted_one_leave_the_host_as_it_was_and_delete_r
     before = snapshot(host, folder)
     engine = make()
     job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
-    wait_until(lambda: workers(engine, job)["worker_1"].attempts, what="the worker started")
+    wait_until(lambda: (engine.workspace.worker_dir(job.id, 0, "worker_1") / "a.txt").exists(), what="the worker wrote")
     engine.cancel(job.id)
     done = engine.wait(job.id, 20)
     assert done.status is JobStatus.CANCELLED
@@ -323,13 +327,26 @@ def test_a_detached_head_base_works_and_stays_detached(hosted):
     assert snapshot(host, folder) == before
 
 
-def test_the_simulated_worker_writes_its_file_in_its_worktree(hosted):
-    host, folder, make = hosted
+def test_simulated_workers_write_their_files_in_their_worktrees_and_nowhere_else(hosted_at_root):
+    host, folder, make = hosted_at_root
+    before = snapshot(host, folder)
     engine = make(orchestrator={"worker": "simulated"}, simulated={"recurse": False})
-    job = run_job(engine, "x", tasks=["Write the parser"])
-    w = workers(engine, job)["worker_1"]
-    assert w.files_changed == [{"path": "write_the_parser.md", "change": "added"}]
-    assert "write_the_parser.md" in git(host, "ls-tree", "--name-only", w.branch)
+    job = run_job(engine, "x", tasks=["Write the parser", "Write the lexer", "Write the docs"])
+    found = workers(engine, job)
+    assert found["worker_1"].files_changed == [{"path": "write_the_parser.md", "change": "added"}]
+    assert "write_the_parser.md" in git(host, "ls-tree", "--name-only", found["worker_1"].branch)
+    assert [w.files_changed[0]["path"] for _, w in sorted(found.items())] == [
+        "write_the_parser.md",
+        "write_the_lexer.md",
+        "write_the_docs.md",
+    ]
+    only_in_their_worktrees(hosted_at_root, engine, job, before, explain(engine, job))
+
+
+def test_command_workers_write_their_files_in_their_worktrees_and_nowhere_else(hosted_at_root):
+    # "Write a.txt" writes a.txt (its task as its content) by a path relative to its cwd
+    command = ["sh", "-c", 'printf "%s\\n" "$1" > "${1##* }"', "sh", "{task}"]
+    three_files_in_worktrees(hosted_at_root, None, orchestrator={"worker": "command", "command": command})
 
 
 def test_a_host_that_is_not_a_git_repository_falls_back_to_folders_with_a_note(tmp_path):

@@ -18,7 +18,7 @@ import requests
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.errors import InvalidParameter
 from orchestrator.models import JobStatus
-from orchestrator.prune import delete_offline, prune_engine
+from orchestrator.prune import Removes, delete_offline, prune_engine
 from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY, ROOT, run_job
@@ -152,6 +152,29 @@ def test_a_server_start_prunes_only_its_workspaces_dead_worktree_entries(host):
         kept = job_worktrees(repo)
         assert kept == [f"worktree {restarted.workspace.worker_dir(job.id, 0, 'worker_2')}"]
         assert len(job_refs(repo, job.id)) == 3  # pruning an entry never deletes a branch
+        assert user_state(repo, tmp) == before
+    finally:
+        restarted.shutdown(timeout=10)
+
+
+@pytest.mark.parametrize("removes", [Removes.WORKERS, Removes.ALL])
+def test_a_delete_a_crash_cut_short_after_its_rename_is_finished_by_the_next_start(host, removes):
+    """What a server killed just after setting a tree aside leaves (tests/chaos/test_delete_crash.py
+    kills a real one): nothing lists the tree any more; the next start removes its worktrees'
+    entries, its branches by the deletion's rule and its folder, and nothing of the user's."""
+    repo, folder, tmp = host
+    before = user_state(repo, tmp)
+    engine = host_engine(folder)
+    job = finished_job(engine, repo)
+    engine.shutdown(timeout=10)
+    aside = engine.workspace.set_aside(job.id, removes.value)
+    assert aside is not None and aside.is_dir() and job.id not in engine.workspace.root_ids()
+    restarted = host_engine(folder)
+    try:
+        restarted.recover()
+        kept = [f"{PREFIX}{job.id}/result"] if removes is Removes.WORKERS else []
+        assert job_refs(repo, job.id) == kept and job_worktrees(repo) == []
+        assert not aside.exists() and restarted.workspace.set_aside_trees() == []
         assert user_state(repo, tmp) == before
     finally:
         restarted.shutdown(timeout=10)

@@ -19,6 +19,7 @@ from .simulated import SimulatedAdapter
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..models import WorkerRecord
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "simulated": SimulatedAdapter,
@@ -35,7 +36,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
 # ``orchestrator.<kind>_command`` setting, so a full path there counts too).
 AUTO_ORDER = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 
-__all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "get_adapter", "resolve_kind"]
+__all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "co_author_of", "get_adapter", "resolve_kind"]
 
 
 def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
@@ -60,3 +61,10 @@ def get_adapter(kind: str) -> Adapter:
         return ADAPTERS[kind]()
     except KeyError:
         raise ConfigError(f"unknown worker kind '{kind}'. Known kinds: {', '.join(ADAPTERS)}", key="worker") from None
+
+
+def co_author_of(worker: WorkerRecord, settings: Settings) -> str | None:
+    """The ``Co-authored-by:`` value for ``worker``'s work: its kind's, with the model it ran
+    (None: a kind that is no AI, or one this server does not know)."""
+    found = ADAPTERS.get(worker.kind)
+    return found().co_author(settings, worker.model) if found is not None else None

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import pwd
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import Adapter, ParsedResult, WorkerContext, tail_chars
@@ -63,18 +66,27 @@ def scan_window(text: str) -> str:
 
 
 def setting(ctx: WorkerContext, key: str, default: Any = None) -> Any:
+    return setting_in(ctx.settings, key, default)
+
+
+def setting_in(settings: Settings, key: str, default: Any = None) -> Any:
+    """``orchestrator.<key>``, or ``default`` when it is unset."""
     try:
-        value = ctx.settings.get("orchestrator", key)
+        value = settings.get("orchestrator", key)
     except (KeyError, AttributeError):
         return default
     return default if value is None else value
 
 
 def model_of(ctx: WorkerContext) -> str:
-    """The worker's model: its role's (``ctx.model``), else ``orchestrator.model``; "" for the CLI's default."""
-    if ctx.model is not None:
-        return ctx.model.strip()
-    return str(setting(ctx, "model", "") or "").strip()
+    return chosen_model(ctx.settings, ctx.model)
+
+
+def chosen_model(settings: Settings, model: str | None) -> str:
+    """The worker's model: its role's (``model``), else ``orchestrator.model``; "" for the CLI's default."""
+    if model is not None:
+        return model.strip()
+    return str(setting_in(settings, "model", "") or "").strip()
 
 
 def cli_args_of(ctx: WorkerContext) -> list[str]:
@@ -214,6 +226,17 @@ def add(total: int | None, value: Any) -> int | None:
     return number if total is None else total + number
 
 
+def home_of(env: Mapping[str, str]) -> Path:
+    """The worker's home folder, as its CLI will find it: its HOME, else its user's entry in the
+    password database (what a CLI falls back to), never the server's HOME."""
+    return Path(env.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def env_dir(env: Mapping[str, str], name: str, default: str) -> Path:
+    """A folder an environment variable names, else ``default`` under the worker's home."""
+    return Path(env[name]) if env.get(name) else home_of(env) / default
+
+
 class AICLIAdapter(Adapter):
     """An AI coding CLI run headless: the prompt is one argv element, never a file or stdin."""
 
@@ -223,6 +246,9 @@ class AICLIAdapter(Adapter):
 
     def needs_prompt_file(self, settings: Settings) -> bool:
         return False
+
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        return chosen_model(settings, model)
 
     def program(self, ctx: WorkerContext) -> str:
         return str(setting(ctx, f"{self.name}_command", self.cli) or self.cli)

@@ -42,10 +42,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .aicli import AICLIAdapter, cli_args_of, has_flag, is_auth_error, model_of, scan_window, strip_ansi
+from .aicli import AICLIAdapter, cli_args_of, has_flag, home_of, is_auth_error, scan_window, strip_ansi
 from .base import ParsedResult, WorkerContext
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # No retries inside litellm's OpenAI client (see the file); skipped when the user has model settings
 # of their own (~/.aider.model.settings.yml or --model-settings-file in cli_args), which it would replace.
@@ -105,9 +110,15 @@ _BANNER = (
 
 class AiderAdapter(AICLIAdapter):
     name = "aider"
+    co_author_name = "aider"
+    co_author_email = "aider@aider.chat"  # aider's own --attribute-co-authored-by trailer
     cli = "aider"
     command_key = "orchestrator.aider_command"
     no_spawn_reason = "aider runs no shell commands when it runs unattended, so it cannot run the spawn command"
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """~/.aider: its caches (model metadata, tags, the installs it records)."""
+        return [home_of(env) / ".aider"]
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [
@@ -124,11 +135,11 @@ class AiderAdapter(AICLIAdapter):
             f"--chat-history-file={os.devnull}",
             f"--input-history-file={os.devnull}",
         ]
-        model = model_of(ctx)
+        model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["--model", model]
         extra = cli_args_of(ctx)
-        if not has_flag(extra, "--model-settings-file") and not (Path.home() / ".aider.model.settings.yml").exists():
+        if not has_flag(extra, "--model-settings-file") and not (home_of(ctx.env) / ".aider.model.settings.yml").exists():
             argv.append(f"--model-settings-file={MODEL_SETTINGS}")
         return [*argv, *extra]
 

@@ -2,14 +2,15 @@
 
 argv (``python -m orchestrator.anthropic_worker ...``, but never from the cwd)::
 
-    PYTHON -c LAUNCH PACKAGE_PARENT --prompt-file FILE --root WORKER_DIR --model M
+    PYTHON -E -c LAUNCH PACKAGE_PARENT --prompt-file FILE --root WORKER_DIR --model M
            --max-tokens N --max-turns N --command-timeout S --tool-output-chars N
            --max-retries N [--no-tools] [--prices IN,OUT,CACHE_WRITE,CACHE_READ]
 
-``LAUNCH`` puts the server's own package first on ``sys.path`` in place of the cwd, which ``-m``
-would put there: a worker's cwd may be a worktree of a repository that holds an ``orchestrator``
-package of its own (as ``orchestrator-spawn`` guards against too), and the AI planner runs the
-kind without the workers' ``PYTHONPATH``.
+``LAUNCH`` (runner.package_argv) puts the server's own package first on ``sys.path`` in place of
+the cwd, which ``-m`` would put there: a worker's cwd may be a worktree of a repository that holds
+an ``orchestrator`` package of its own (as ``orchestrator-spawn`` guards against too), and the
+worker's ``PYTHONPATH`` is the user's (-E: the interpreter ignores it; the commands the model runs
+still get it).
 
 The program (orchestrator/anthropic_worker.py) is a subprocess like any CLI, so the process
 group, the kill ladder, the resource caps and the exit-status shim apply unchanged. Its settings
@@ -28,15 +29,15 @@ service's retry-after.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..runner import python_executable
-from .aicli import add, dict_field, json_lines, last_json_object, model_of, str_field, to_float
+from ..runner import package_argv
+from .aicli import add, chosen_model, dict_field, json_lines, last_json_object, str_field, to_float
 from .base import ANTHROPIC_ERROR_CLASSES, Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding this package
-LAUNCH = "import sys; sys.path[:1] = [sys.argv.pop(1)]; from orchestrator.anthropic_worker import cli; cli()"
+if TYPE_CHECKING:
+    from ..config import Settings
+
 LIMITS = ("error_max_turns", "error_max_tokens")  # the program's subtypes for anthropic.max_turns and max_tokens
 COST_UNKNOWN = "[cost unknown: no price for model {model} in anthropic.prices]"
 
@@ -55,38 +56,40 @@ def prices_for(table: dict[str, dict[str, Any]], model: str) -> tuple[float, flo
 
 class AnthropicAdapter(Adapter):
     name = "anthropic"
+    co_author_name = "Claude"
+    co_author_email = "noreply@anthropic.com"  # Claude Code's own trailer
     first_signal = signal.SIGINT  # the program ends at once on SIGINT or SIGTERM, printing its result
     is_ai = True
     result_window = 8 * 1024 * 1024
 
-    def model(self, ctx: WorkerContext) -> str:
-        return model_of(ctx) or ctx.settings.anthropic.model
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        return chosen_model(settings, model) or settings.anthropic.model
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         a = ctx.settings.anthropic
-        model = self.model(ctx)
-        argv = [
-            python_executable(),
-            "-c",
-            LAUNCH,
-            PACKAGE_PARENT,
-            "--prompt-file",
-            str(ctx.prompt_file),
-            "--root",
-            str(ctx.worker_dir),
-            "--model",
-            model,
-            "--max-tokens",
-            str(a.max_tokens),
-            "--max-turns",
-            str(a.max_turns),
-            "--command-timeout",
-            f"{a.command_timeout:g}",
-            "--tool-output-chars",
-            str(a.tool_output_chars),
-            "--max-retries",
-            str(a.max_retries),
-        ]
+        model = self.model_for(ctx.settings, ctx.model)
+        argv = package_argv(
+            "orchestrator.anthropic_worker",
+            "cli",
+            [
+                "--prompt-file",
+                str(ctx.prompt_file),
+                "--root",
+                str(ctx.worker_dir),
+                "--model",
+                model,
+                "--max-tokens",
+                str(a.max_tokens),
+                "--max-turns",
+                str(a.max_turns),
+                "--command-timeout",
+                f"{a.command_timeout:g}",
+                "--tool-output-chars",
+                str(a.tool_output_chars),
+                "--max-retries",
+                str(a.max_retries),
+            ],
+        )
         if ctx.allowed_tools is not None and not ctx.allowed_tools:
             argv.append("--no-tools")  # no tool at all (a judge); a role's list names claude's tools, not these
         prices = prices_for(a.prices, model)

@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -261,8 +260,7 @@ class Tools:
             raise ToolError("tasks must be a non-empty list of subtasks (strings)")
         if not self.env.get(protocol.API_URL):
             raise ToolError("child jobs are not available to this worker (recursion is off, or no server runs)")
-        python = self.env.get(protocol.PYTHON) or sys.executable
-        argv = [python, "-m", "orchestrator", "spawn", "--wait"]
+        argv = [SPAWN_PROGRAM, "--wait"]  # on the worker's PATH (``python`` there is the user's, not ours)
         if isinstance(args.get("request"), str) and args["request"].strip():
             argv += ["--request", args["request"]]
         # Waits as long as the child runs: the worker's own timeout (the kill ladder) bounds it.

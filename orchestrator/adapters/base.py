@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,12 @@ class WorkerContext:
     # (orchestrator.model, orchestrator.claude_allowed_tools); model "" is the CLI's own default.
     model: str | None = None
     allowed_tools: tuple[str, ...] | None = None
+    sandboxed: bool = False  # it runs in the orchestrator's sandbox (sandbox.py), which a CLI's own may not nest in
+    # The environment the command starts with, before ``extra_env`` (workers.inherit_env,
+    # env_passthrough and env applied; the protocol's variables): the only environment an adapter
+    # reads. The server's own (os.environ) is not the worker's: a variable set in workers.env only
+    # must count, one the server has but the worker does not must not.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +62,8 @@ class ParsedResult:
 
 
 FAILURE_CLASSES = ("auth", "bad_request", "transient")
+# What a model's name loses in a trailer's ``Name (model) <email>``: what would end or break it.
+_NOT_IN_A_NAME = re.compile(r"[<>()\x00-\x1f]")
 
 
 # The Anthropic Messages API's error types, when no HTTP status is known (the claude CLI's
@@ -94,6 +104,11 @@ class Adapter:
     # Why this kind can never run the spawn command (no shell tool), as a clause for the prompt's
     # "You cannot start child jobs: ..."; "" when it can.
     no_spawn_reason = ""
+    # Who a commit of this kind's work credits in its ``Co-authored-by:`` trailer (commits.py): the
+    # CLI's name and a no-reply address of its maker, as the CLI's own commits have them where it
+    # has a habit (Claude Code, aider, opencode). "" for a kind that is no AI.
+    co_author_name = ""
+    co_author_email = ""
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         raise NotImplementedError
@@ -104,6 +119,30 @@ class Adapter:
 
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Where the CLI keeps state of its own besides its cwd and TMPDIR (sessions, caches, its
+        config file), which a sandboxed worker may write; ``env`` is the worker's environment."""
+        return []
+
+    def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Single files the CLI rewrites outside those folders (claude's ``~/.claude.json``): a
+        sandboxed worker may write them in place where they exist; they are never made."""
+        return []
+
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        """The model this kind runs for a worker whose role names ``model`` (None: none), or ""
+        when that is the CLI's own default (unknown here)."""
+        return ""
+
+    def co_author(self, settings: Settings, model: str | None) -> str | None:
+        """The ``Co-authored-by:`` value for this kind's work, its model named where known
+        (``Claude Code (claude-sonnet-4) <noreply@anthropic.com>``); None for a kind that is no AI:
+        ``command`` runs whatever the user set, ``simulated`` never pretends to be one."""
+        if not self.co_author_name:
+            return None
+        chosen = _NOT_IN_A_NAME.sub("", self.model_for(settings, model)).strip()
+        return f"{self.co_author_name}{f' ({chosen})' if chosen else ''} <{self.co_author_email}>"
 
     def needs_prompt(self, settings: Settings) -> bool:
         """Whether the command reads the rendered prompt at all (else it is not rendered)."""

@@ -42,24 +42,30 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
 from __future__ import annotations
 
 import math
-import os
 import signal
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .aicli import (
     AICLIAdapter,
     add,
     cli_args_of,
     dict_field,
+    env_dir,
     has_flag,
+    home_of,
     is_auth_error,
     json_lines,
     last_json_object,
-    model_of,
     setting,
     str_field,
     to_float,
 )
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
 from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, WorkerContext, class_of_http_status
 
 # Result subtypes that a retry would only repeat.
@@ -79,13 +85,15 @@ COST_UNKNOWN = "[cost unknown: claude ended before reporting it (timeout or canc
 
 class ClaudeAdapter(AICLIAdapter):
     name = "claude"
+    co_author_name = "Claude Code"
+    co_author_email = "noreply@anthropic.com"  # Claude Code's own trailer names Claude at this address
     cli = "claude"
     command_key = "orchestrator.claude_command"
     first_signal = signal.SIGINT
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "-p", "--output-format", "stream-json", "--verbose"]
-        model = model_of(ctx)
+        model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["--model", model]
         turns = int(setting(ctx, "claude_max_turns", 0) or 0)
@@ -98,6 +106,14 @@ class ClaudeAdapter(AICLIAdapter):
             argv += ["--allowedTools", *tools]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
 
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Its config folder (sessions, todos, credentials it refreshes; its config file too with CLAUDE_CONFIG_DIR)."""
+        return [env_dir(env, "CLAUDE_CONFIG_DIR", ".claude")]
+
+    def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Without CLAUDE_CONFIG_DIR, its config file sits in the home folder itself."""
+        return [] if env.get("CLAUDE_CONFIG_DIR") else [home_of(env) / ".claude.json"]
+
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         bypass = setting(ctx, "claude_permission_mode", "") == "bypassPermissions" or has_flag(
             cli_args_of(ctx), "--dangerously-skip-permissions"
@@ -107,8 +123,8 @@ class ClaudeAdapter(AICLIAdapter):
             left_ms = math.ceil(ctx.time_left) * 1000
             wanted["BASH_DEFAULT_TIMEOUT_MS"] = str(max(left_ms, BASH_DEFAULT_MS))
             wanted["BASH_MAX_TIMEOUT_MS"] = str(max(left_ms, BASH_MAX_MS))
-        user = user_env_names(ctx)  # the user's explicit value wins
-        env = {name: value for name, value in wanted.items() if name not in user}
+        # The user's explicit value (workers.env, or the server's the worker inherits) wins.
+        env = {name: value for name, value in wanted.items() if name not in ctx.env}
         if bypass:
             env["IS_SANDBOX"] = "1"
         return env
@@ -221,20 +237,3 @@ def last_retry_delay(text: str) -> float | None:
         if event.get("type") == "system" and event.get("subtype") == "api_retry":
             delay = to_float(event.get("retry_delay_ms"))
     return None if delay is None else round(delay / 1000, 3)
-
-
-def user_env_names(ctx: WorkerContext) -> set[str]:
-    """Variables the user set for workers: ``workers.env``, or the server's environment when
-    workers inherit it (``workers.inherit_env``, else only ``workers.env_passthrough``)."""
-
-    def workers(key: str, default: Any) -> Any:
-        try:
-            value = ctx.settings.get("workers", key)
-        except (KeyError, AttributeError):
-            return default
-        return default if value is None else value
-
-    names = set(workers("env", {}) or {})
-    if workers("inherit_env", True):
-        return names | set(os.environ)
-    return names | (set(workers("env_passthrough", []) or []) & set(os.environ))

@@ -53,13 +53,17 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .aicli import AICLIAdapter, add, cli_args_of, has_flag, is_auth_error, json_lines, model_of
+from .aicli import AICLIAdapter, add, cli_args_of, env_dir, has_flag, home_of, is_auth_error, json_lines
 from .base import ParsedResult, WorkerContext, class_of_http_status
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
 POLL_KEY = "background_terminal_max_timeout"
@@ -70,23 +74,34 @@ _TRY_AGAIN_RE = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.I)
 
 class CodexAdapter(AICLIAdapter):
     name = "codex"
+    co_author_name = "Codex"
+    co_author_email = "noreply@openai.com"
     cli = "codex"
     command_key = "orchestrator.codex_command"
     first_signal = signal.SIGINT
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """CODEX_HOME: its sessions, logs and the auth it refreshes."""
+        return [env_dir(env, "CODEX_HOME", ".codex")]
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         extra = cli_args_of(ctx)
         argv = [self.program(ctx), "exec", "--json", "-C", str(ctx.worker_dir), "--skip-git-repo-check"]
         if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
-            argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
+            # Codex's own sandbox is a bubblewrap too, which cannot start inside the orchestrator's
+            # ("setting up uid map: Operation not permitted"): there the orchestrator's confines it.
+            if ctx.sandboxed:
+                argv += ["--sandbox", "danger-full-access"]
+            else:
+                argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
         argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
         if not any("allow_login_shell" in arg for arg in extra):
             # A login shell (bash -lc) re-reads the profile, which resets PATH: orchestrator-spawn
             # (first on the worker's PATH) would be "command not found" (measured).
             argv += ["-c", "allow_login_shell=false"]
-        if ctx.time_left is not None and ctx.time_left > 0 and not _user_sets_poll_limit(extra):
+        if ctx.time_left is not None and ctx.time_left > 0 and not _user_sets_poll_limit(extra, ctx.env):
             argv += ["-c", f"{POLL_KEY}={max(math.ceil(ctx.time_left) * 1000, POLL_DEFAULT_MS)}"]
-        model = model_of(ctx)
+        model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["-m", model]
         return [*argv, *extra, "--", ctx.prompt]
@@ -158,11 +173,12 @@ def classify(message: str) -> tuple[str | None, float | None]:
     return failure_class, retry_after
 
 
-def _user_sets_poll_limit(cli_args: list[str]) -> bool:
-    """Whether the user chose background_terminal_max_timeout: in cli_args, or in CODEX_HOME's config.toml."""
+def _user_sets_poll_limit(cli_args: list[str], env: Mapping[str, str]) -> bool:
+    """Whether the user chose background_terminal_max_timeout: in cli_args, or in the config.toml
+    of the worker's CODEX_HOME (``env``: the worker's environment)."""
     if any(POLL_KEY in arg for arg in cli_args):
         return True
-    home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    home = Path(env.get("CODEX_HOME") or home_of(env) / ".codex")
     try:
         text = (home / "config.toml").read_text(encoding="utf-8", errors="replace")
     except OSError:

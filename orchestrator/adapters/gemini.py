@@ -42,25 +42,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .aicli import (
     AICLIAdapter,
     add,
     cli_args_of,
     dict_field,
+    home_of,
     is_auth_error,
     last_json_object,
     last_words,
     message_of,
-    model_of,
     str_field,
     to_int,
 )
 from .base import ParsedResult, WorkerContext, class_of_http_status
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 def _failure_class(code: int | None, message: str) -> str | None:
@@ -78,15 +81,21 @@ FATAL_EXIT_CODES = {41: "authentication", 42: "input", 44: "sandbox", 52: "confi
 
 class GeminiAdapter(AICLIAdapter):
     name = "gemini"
+    co_author_name = "Gemini CLI"
+    co_author_email = "noreply@google.com"
     cli = "gemini"
     command_key = "orchestrator.gemini_command"
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), f"--prompt={ctx.prompt}", "--output-format", "json", "--yolo", "--skip-trust"]
-        model = model_of(ctx)
+        model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx)]
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Its .gemini folder (the worker's private GEMINI_CLI_HOME when it has one): chats, its tmp."""
+        return [Path(env.get("GEMINI_CLI_HOME") or home_of(env)) / ".gemini"]
 
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         home = private_home(ctx)
@@ -140,7 +149,7 @@ MAX_ATTEMPTS = 3  # gemini's own tries per model request (its default is 10, 5-3
 
 def private_home(ctx: WorkerContext) -> Path | None:
     """A worker's GEMINI_CLI_HOME (see the module docstring), or None to leave the user's."""
-    user = Path(os.environ.get("GEMINI_CLI_HOME") or Path.home()) / ".gemini"
+    user = Path(ctx.env.get("GEMINI_CLI_HOME") or home_of(ctx.env)) / ".gemini"  # the worker's, not the server's
     settings: dict[str, Any] = {}
     user_settings = user / "settings.json"
     if user_settings.is_file():

@@ -28,9 +28,13 @@ argv (checked against the cobra definition of ``run`` in ollama's cmd/cmd.go)::
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from .aicli import AICLIAdapter, cli_args_of, scan_window, setting, strip_ansi
+from .aicli import AICLIAdapter, cli_args_of, scan_window, setting_in, strip_ansi
 from .base import ParsedResult, WorkerContext
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _STATS = re.compile(
     r"^(?:total duration|load duration|prompt eval count|prompt eval duration|prompt eval rate"
@@ -51,12 +55,17 @@ _NOT_RETRYABLE = re.compile(
 
 class OllamaAdapter(AICLIAdapter):
     name = "ollama"
+    co_author_name = "Ollama"
+    co_author_email = "noreply@ollama.com"
     cli = "ollama"
     command_key = "orchestrator.ollama_command"
 
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        """A role's model names an ollama model outright; else ``orchestrator.ollama_model``."""
+        return (model or "").strip() or str(setting_in(settings, "ollama_model", "") or "").strip() or "llama3.2"
+
     def build_argv(self, ctx: WorkerContext) -> list[str]:
-        role_model = (ctx.model or "").strip()  # a role's model names an ollama model outright
-        model = role_model or str(setting(ctx, "ollama_model", "") or "").strip() or "llama3.2"
+        model = self.model_for(ctx.settings, ctx.model)
         return [self.program(ctx), "run", model, "--verbose", "--nowordwrap", *cli_args_of(ctx), "--", ctx.prompt]
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:

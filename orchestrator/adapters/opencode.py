@@ -2,8 +2,13 @@
 
 argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 
-    opencode run --format json [-m PROVIDER/MODEL] [CLI_ARGS ...] -- PROMPT
+    opencode run --format json --dir WORKER_DIR [-m PROVIDER/MODEL] [CLI_ARGS ...] -- PROMPT
 
+* ``--dir``: opencode works in ``$PWD`` when it is set, not in its cwd (its run command:
+  ``path.resolve(process.env.PWD ?? process.cwd())``), and a worker inherits the server's
+  ``$PWD``: started from the user's checkout, the workers wrote their files there (measured,
+  1.18.33). ``--dir`` makes it change into the worker's directory and work there; a ``--dir`` in
+  ``orchestrator.cli_args`` is left to win.
 * ``-m`` is the worker's role's model, else ``orchestrator.opencode_model``, else ``orchestrator.model`` when it
   has the ``provider/model`` form opencode needs, else opencode's default.
 * The message is a yargs array positional; ``--`` ends the options, so a
@@ -35,44 +40,74 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .aicli import (
     AICLIAdapter,
     add,
+    chosen_model,
     cli_args_of,
     dict_field,
+    env_dir,
+    has_flag,
     is_auth_error,
     json_lines,
     message_of,
-    model_of,
-    setting,
+    setting_in,
     to_float,
     to_int,
 )
 from .base import ParsedResult, WorkerContext, class_of_http_status
 
+if TYPE_CHECKING:
+    from ..config import Settings
+
 
 class OpencodeAdapter(AICLIAdapter):
     name = "opencode"
+    co_author_name = "opencode"
+    co_author_email = "noreply@opencode.ai"  # opencode's own trailer
     cli = "opencode"
     command_key = "orchestrator.opencode_command"
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "run", "--format", "json"]
-        model = (ctx.model or "").strip() or str(setting(ctx, "opencode_model", "") or "").strip()  # a role's first
-        if not model and "/" in model_of(ctx):
-            model = model_of(ctx)
+        if not has_flag(cli_args_of(ctx), "--dir"):
+            argv += ["--dir", str(ctx.worker_dir)]
+        model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
 
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        """A role's model, else ``orchestrator.opencode_model``, else ``orchestrator.model`` in
+        opencode's ``provider/model`` form; "" for opencode's default."""
+        found = (model or "").strip() or str(setting_in(settings, "opencode_model", "") or "").strip()
+        general = chosen_model(settings, model)
+        return found or (general if "/" in general else "")
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Its XDG folders (data: auth and snapshots; config; cache; state) and its database's folder."""
+        found = [
+            env_dir(env, "XDG_DATA_HOME", ".local/share") / "opencode",
+            env_dir(env, "XDG_CONFIG_HOME", ".config") / "opencode",
+            env_dir(env, "XDG_CACHE_HOME", ".cache") / "opencode",
+            env_dir(env, "XDG_STATE_HOME", ".local/state") / "opencode",
+        ]
+        if env.get("OPENCODE_DB"):
+            found.append(Path(env["OPENCODE_DB"]).parent)
+        return found
+
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         env: dict[str, str] = {}
-        if "OPENCODE_DB" not in os.environ:
-            env["OPENCODE_DB"] = str(ctx.prompt_file.with_name(ctx.prompt_file.stem + ".opencode.db"))
-        if ctx.time_left and "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS" not in os.environ:
+        if "OPENCODE_DB" not in ctx.env:  # the worker's own, from workers.env or the server's it inherits
+            # A folder of its own (SQLite writes its journal beside the file): a sandbox opens it alone.
+            folder = ctx.prompt_file.with_name(ctx.prompt_file.stem + ".opencode")
+            folder.mkdir(exist_ok=True)
+            env["OPENCODE_DB"] = str(folder / "opencode.db")
+        if ctx.time_left and "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS" not in ctx.env:
             env["OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"] = str(int(ctx.time_left * 1000))
         return env
 

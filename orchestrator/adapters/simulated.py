@@ -1,6 +1,6 @@
 """The built-in simulated worker: deterministic, offline, never pretends to be an AI.
 
-It runs ``python -m orchestrator.simulated`` (see ``orchestrator/simulated.py``),
+It runs ``orchestrator.simulated`` on the orchestrator's interpreter (runner.package_argv),
 which writes a deliverable file for its subtask and, when the subtask is
 compound and depth allows, starts a child job through the same ``spawn``
 command an AI worker would use.
@@ -9,7 +9,7 @@ command an AI worker would use.
 from __future__ import annotations
 
 from .. import protocol
-from ..runner import python_executable
+from ..runner import package_argv
 from .base import Adapter, WorkerContext
 
 
@@ -18,7 +18,7 @@ class SimulatedAdapter(Adapter):
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         goal = ["--goal", ctx.goal] if ctx.goal else []
-        return [python_executable(), "-m", "orchestrator.simulated", *goal, "--", ctx.task]
+        return package_argv("orchestrator.simulated", "main", [*goal, "--", ctx.task])
 
     def needs_prompt(self, settings: object) -> bool:
         return False  # it reads its subtask from argv

@@ -13,16 +13,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
+from ..documents import MAX_DEPTH, deeper_than, nul_field
 from ..engine import Engine
-from ..errors import OrchestratorError, PayloadTooLarge
+from ..errors import InvalidParameter, OrchestratorError, PayloadTooLarge, ValidationError
 from ..metrics import refusal_reason
 from ..status import StatusCache
 from .auth import Credentials
 from .context import EXTENSION, extension
-from .guard import RateLimiter, allowed_hosts
+from .guard import RateLimiter, StreamSlots, allowed_hosts
 
 log = logging.getLogger("orchestrator.api")
 
@@ -36,7 +38,8 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
     # No 308 from `/jobs/..%2f/status` to a "cleaned" `/jobs/../status`: an id is refused, never rewritten.
     app.url_map.merge_slashes = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = BodyJSON(app)
+    app.json.sort_keys = False
     if credentials is None:
         credentials = Credentials(settings.api.api_key, engine.worker_running)
     engine.credentials = credentials
@@ -49,6 +52,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         # the server record (.server.json) so they never talk to another folder's server.
         "instance": secrets.token_hex(8),
         "limiter": RateLimiter(settings.api.rate_burst),
+        "streams": StreamSlots(settings.api.max_streams_per_key, settings.api.threads - settings.api.reserved_threads),
         "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts, settings.api.public_url),
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
@@ -65,6 +69,30 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     app.after_request(_note_route)
     app.wsgi_app = _timed(app.wsgi_app, engine)  # type: ignore[method-assign]
     return app
+
+
+class BodyJSON(DefaultJSONProvider):
+    """Every request body is parsed here, and refused before a route reads it when it nests
+    deeper than ``MAX_DEPTH`` (400: past it a parser or a later walk would run out of stack)
+    or holds a NUL in any string (422 naming the field: no task, file name, argv or log takes one)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+            too_deep = deeper_than(value)
+        except RecursionError:  # the C parser's own limit, near 1,000 levels
+            too_deep = True
+        if too_deep:
+            raise ValidationError(
+                f"the JSON body nests arrays and objects more than {MAX_DEPTH} levels deep; the API takes at most {MAX_DEPTH}"
+            )
+        field = nul_field(value)
+        if field is not None:
+            raise InvalidParameter(
+                f"{field} contains a NUL character (\\u0000), which no request, task, path or setting may hold: remove it",
+                field=field,
+            )
+        return value
 
 
 ROUTE_KEY = "orchestrator.route"

@@ -28,21 +28,21 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
         )
         paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
             "post": {
-                "summary": f"{action} a root job waiting for approval (approval: before_merge): {done}; admin key only; "
+                "description": f"{action} a root job waiting for approval (approval: before_merge): {done}; admin key only; "
                 "409 when it is not waiting",
                 "parameters": [job_id],
                 "requestBody": {
                     "required": action == "reject",
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
                 },
-                "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409)},
+                "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409, 422)},
             }
         }
     link = {"security": [], "responses": {"200": PAGE, **_errors(400, 403, 404, 409)}}
     form = {"type": "object", "properties": {**PROOF, "note": TEXT, "reason": TEXT}, "required": ["expires", "token"]}
     paths["/approval/{job_id}/{action}"] = {
         "get": {
-            "summary": "a signed approval link's confirmation page (approval.links: no key, an expiring HMAC token)",
+            "description": "a signed approval link's confirmation page (approval.links: no key, an expiring HMAC token)",
             **link,
             "parameters": [
                 job_id,
@@ -51,7 +51,7 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
             ],
         },
         "post": {
-            "summary": "a signed approval link's action: its confirmation page's form (a reject needs a reason)",
+            "description": "a signed approval link's action: its confirmation page's form (a reject needs a reason)",
             **link,
             "parameters": [job_id, ACTION],
             "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": form}}},

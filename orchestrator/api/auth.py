@@ -31,6 +31,16 @@ class Principal:
     job_id: str | None = None
     worker: str | None = None
 
+    @property
+    def key(self) -> str:
+        """What this caller's rate bucket and held streams are counted under."""
+        return "admin" if self.admin else f"worker:{self.job_id}:{self.worker}"
+
+    @property
+    def label(self) -> str:
+        """This caller in a refusal's message."""
+        return "the admin key" if self.admin else f"worker {self.worker}'s credential"
+
     def check_tree(self, job_id: str) -> None:
         """A worker may only touch its own job tree."""
         if not self.admin and root_of(job_id) != self.root_id:

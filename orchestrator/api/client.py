@@ -252,6 +252,15 @@ class OrchestratorClient:
         body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
         return self._request("POST", f"{_job_path(job_id)}/merge", json=body)
 
+    def approve(self, job_id: str, note: str | None = None) -> dict[str, Any]:
+        """Land a root job waiting for approval (admin key); its status document after the decision.
+        ``Conflict`` when it is not waiting."""
+        return self._request("POST", f"{_job_path(job_id)}/approve", json={} if note is None else {"note": note})
+
+    def reject(self, job_id: str, reason: str) -> dict[str, Any]:
+        """End a root job waiting for approval failed, nothing merged (admin key; ``reason`` required)."""
+        return self._request("POST", f"{_job_path(job_id)}/reject", json={"reason": reason})
+
     def lock(self, job_id: str, paths: list[str], lease: float | None = None, wait: float | None = None) -> dict[str, Any]:
         """Lock paths of the job tree's shared folder (a worker's credential: for that worker),
         waiting up to ``wait`` s (server default: tasks.lock_timeout); ``Conflict`` names the holder."""

@@ -1,16 +1,19 @@
-"""Checks every request passes before it reaches a route: the Host header and rate limits.
+"""Checks every request passes before it reaches a route: the Host header, rate limits, held streams.
 
 The Host check stops DNS rebinding: a web page on another name that resolves to
 127.0.0.1 cannot drive the API from a browser. Rate limits are token buckets per
 credential (each worker's credential has its own), and per address for requests
-with a wrong key; a refusal is a 429 with ``Retry-After``.
+with a wrong key; open streams and long-polls are capped per credential and in all
+(``StreamSlots``). A refusal is a 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..errors import RateLimited, ValidationError
@@ -78,3 +81,59 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1, now)
             while len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
+
+
+# What a 429 for a held-stream cap asks a client to wait: streams end at api.long_poll_max or when
+# their client goes, so a slot frees within seconds on a busy server. (error_response rounds up: 5 s.)
+STREAM_RETRY_AFTER = 4.0
+
+
+class StreamSlots:
+    """Open streams and long-polls (each holds a server thread until it ends), counted per
+    credential and in all. One credential holds at most ``per_key`` at once and all of them
+    together at most ``total`` (api.threads less api.reserved_threads), so the threads that
+    short requests need (/health, status, lists, the admin's calls) are never all held."""
+
+    def __init__(self, per_key: int, total: int) -> None:
+        self.per_key = per_key
+        self.total = total
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, who: str) -> Callable[[], None]:
+        """One slot for ``key``, or RateLimited (429) naming the setting; call the result once done."""
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held >= self.per_key:
+                raise RateLimited(
+                    f"{who} already holds {held} open streams and long-polls (events, progress, log follow, wait, "
+                    f"lock waits), the most one credential may (api.max_streams_per_key); close one, or retry in "
+                    f"{STREAM_RETRY_AFTER + 1:g}s",
+                    retry_after=STREAM_RETRY_AFTER,
+                    limit="api.max_streams_per_key",
+                    held=held,
+                )
+            if sum(self._held.values()) >= self.total:
+                raise RateLimited(
+                    f"all {self.total} server threads for streams and long-polls are held (api.threads less "
+                    f"api.reserved_threads, kept for short requests); retry in {STREAM_RETRY_AFTER + 1:g}s",
+                    retry_after=STREAM_RETRY_AFTER,
+                    limit="api.reserved_threads",
+                )
+            self._held[key] = held + 1
+        return functools.partial(self._give_back, key, [False])
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return self._held.get(key, 0)
+
+    def _give_back(self, key: str, done: list[bool]) -> None:
+        with self._lock:
+            if done[0]:  # a response's close may come twice (an error while streaming, then waitress)
+                return
+            done[0] = True
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)

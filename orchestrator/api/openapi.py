@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..cluster.nodes import NODES_SCHEMA
-from ..config import choice
+from ..config import choice, quality
 from ..diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 from .approvaldoc import approval_paths, approval_schemas
+from .catalogue import file_operations
 from .taskdoc import task_paths, task_schemas
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *errors: int) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(401, 403, *errors)}}}
+def _get(description: str, ok: dict[str, Any], params: list[dict[str, Any]], *errors: int) -> dict[str, Any]:
+    return {"get": {"description": description, "parameters": params, "responses": {"200": ok, **_errors(401, 403, *errors)}}}
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -120,20 +121,6 @@ def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-# A quality gate in a request's config (config/quality.py checks the same).
-GATE: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "run"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-        "run": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        "required": {"type": "boolean"},
-        "timeout": {"type": "number", "minimum": 1, "maximum": 86400},
-        "roles": {"type": "array", "items": {"type": "string"}},
-        "when_changed": {"type": "array", "items": {"type": "string"}},
-    },
-}
 # A subtask as an object (graph.py checks the same, and the graph as a whole: ids that exist,
 # no cycle; a role this server knows is the enum ``job_schema`` fills in).
 GLOB = r"^(?![/~])(?![A-Za-z]:)(?!(.*/)?\.\.(/|$))[^\x00]+$"  # relative, never climbing out (config.quality.check_glob)
@@ -236,7 +223,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     props["worker"]["enum"] = ["auto", *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
     props["callback_url"] = {"type": "string", "maxLength": 2048}  # a host in webhooks.allowed_callback_hosts, else 422
-    props["gates"] = {"type": "array", "items": GATE}
+    props["gates"] = {"type": "array", "items": quality.GATE_SCHEMA}
     props["candidates"] = {"type": "array", "maxItems": choice.MAX_CANDIDATES, "items": candidate_schema()}
     props["judge"] = judge_schema()
     if settings is not None and settings.workers.max_cost_usd:
@@ -272,11 +259,13 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     status_ref = _json({"$ref": "#/components/schemas/JobStatus"})
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     paths: dict[str, Any] = {
-        "/health": {"get": {"summary": "liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
-        "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/health": {"get": {"description": "liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/openapi.json": {
+            "get": {"description": "this document", "security": [], "responses": {"200": _json({"type": "object"})}}
+        },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics (text format 0.0.4); the admin key, as X-API-Key or Authorization: Bearer",
+                "description": "Prometheus metrics (text format 0.0.4); the admin key, as X-API-Key or Authorization: Bearer",
                 "security": [{"ApiKey": []}, {"Bearer": []}],
                 "responses": {
                     "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
@@ -286,7 +275,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
         "/api/v1/orchestrate": {
             "post": {
-                "summary": "submit a job (with a worker credential: a child job of that worker)",
+                "description": "submit a job (with a worker credential: a child job of that worker)",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}},
@@ -328,9 +317,8 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         "/api/v1/jobs/{job_id}": {
             **_get("a job's status (same as /status)", status_ref, [JOB_ID], 400, 404),
             "delete": {
-                "summary": "delete a finished root job's folder, its worktrees and branches",
                 "description": (
-                    "Removes the job tree's folder, its git worktrees and its branches under <git.branch_prefix><root id>/ "
+                    "Deletes a finished root job: removes the job tree's folder, its git worktrees and its branches under <git.branch_prefix><root id>/ "
                     "(never a ref outside that prefix). The result branch <prefix><root id>/result stays unless "
                     "branches=all."
                 ),
@@ -345,10 +333,11 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             [JOB_ID, _query("timeout", {"type": "number", "minimum": 0})],
             400,
             404,
+            429,
         ),
         "/api/v1/jobs/{job_id}/cancel": {
             "post": {
-                "summary": "cancel a job and its whole subtree",
+                "description": "cancel a job and its whole subtree",
                 "parameters": [JOB_ID],
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)},
             }
@@ -383,6 +372,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             ],
             400,
             404,
+            429,
         ),
         "/api/v1/jobs/{job_id}/report": _get(
             "FINAL_RESULT.md (name=final) or LEVEL_<n>_REPORT.md (name=level_<n>)",
@@ -410,6 +400,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             ],
             400,
             404,
+            429,
         ),
         "/api/v1/jobs/{job_id}/workers/{worker}/checkpoints": _get(
             "a worktree worker's checkpoints: the commit each attempt started from, and whether a retry "
@@ -458,7 +449,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 404,
             ),
             "post": {
-                "summary": "lock paths of the tree's shared folder for the calling worker (advisory; it dies with its "
+                "description": "lock paths of the tree's shared folder for the calling worker (advisory; it dies with its "
                 "worker or its lease): a conflicting request waits up to wait seconds (tasks.lock_timeout), then 409 "
                 "naming the holder; the same paths again by the same holder renew the lease",
                 "parameters": [JOB_ID],
@@ -468,13 +459,13 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json({"type": "object", "required": ["lock_id", "paths", "worker", "job_id", "expires_at"]}),
-                    **_errors(400, 401, 403, 404, 409, 422),
+                    **_errors(400, 401, 403, 404, 409, 422, 429),
                 },
             },
         },
         "/api/v1/jobs/{job_id}/locks/{lock_id}": {
             "delete": {
-                "summary": "release a path lock: its holder's credential or the admin key (403 for another worker)",
+                "description": "release a path lock: its holder's credential or the admin key (403 for another worker)",
                 "parameters": [
                     JOB_ID,
                     {
@@ -489,7 +480,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
         "/api/v1/jobs/{job_id}/merge": {
             "post": {
-                "summary": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
+                "description": "merge a finished root job's workers' branches into its result branch (again), with a strategy, "
                 "and fast-forward a branch of yours to it (into); idempotent; admin key only; 409 while the tree runs "
                 "or for a folder job (no branches), 422 for a child job (use its root)",
                 "parameters": [JOB_ID],
@@ -506,6 +497,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     }
     paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approvaldoc.py)
     paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
+    tags = file_operations(paths)  # tags, summaries and example bodies (catalogue.py)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -514,6 +506,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "description": "Recursive, hierarchical job orchestrator for AI coding workers.",
         },
         "servers": [{"url": "/"}],
+        "tags": tags,
         "security": [{"ApiKey": []}],
         "paths": paths,
         "components": {

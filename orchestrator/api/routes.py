@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -20,6 +21,7 @@ from ..models import JobStatus
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace import parse_worker_ref, root_of, validate_job_id
+from . import catalogue
 from .context import extension
 from .guard import check_host
 from .openapi import openapi_document
@@ -43,14 +45,8 @@ def authenticate(key: str | None = None) -> None:
         limiter.check(f"addr:{request.remote_addr}", settings.api.rate_limit_failed_auth, "requests with a wrong key")
         raise
     principal = g.principal
-    if principal.admin:
-        limiter.check("admin", settings.api.rate_limit_admin, "the admin key")
-    else:
-        limiter.check(
-            f"worker:{principal.job_id}:{principal.worker}",
-            settings.api.rate_limit_worker,
-            f"worker {principal.worker}'s credential",
-        )
+    rate = settings.api.rate_limit_admin if principal.admin else settings.api.rate_limit_worker
+    limiter.check(principal.key, rate, principal.label)
 
 
 @public.before_app_request
@@ -139,7 +135,8 @@ def status(job_id: str) -> Response:
 def wait(job_id: str) -> Response:
     job_id = _allowed(job_id)
     timeout = _float_arg("timeout", 30.0, 0.0, float("inf"))
-    _engine().wait(job_id, min(timeout, _settings().api.long_poll_max))
+    with held_slot():
+        _engine().wait(job_id, min(timeout, _settings().api.long_poll_max))
     return jsonify(_status_doc(job_id))
 
 
@@ -211,7 +208,7 @@ def worker_log(job_id: str, worker: str) -> Response:
     if request.args.get("follow") not in (None, "0", "false"):
         engine.read_log(record, offset=1 << 62)  # a planted link is a 403 now, not a broken stream later
         deadline = time.monotonic() + _settings().api.long_poll_max
-        return Response(engine.follow_log(record, offset, deadline), mimetype="text/plain")
+        return held_stream(engine.follow_log(record, offset, deadline), "text/plain")
     text, size = engine.read_log(record, tail=tail, offset=offset)
     response = Response(text, mimetype="text/plain")
     response.headers["X-Log-Size"] = str(size)
@@ -282,7 +279,7 @@ def merge(job_id: str) -> Response:
 
 # -- shared-checkout locks (issue 13 item 6: locks.py) -------------------------------------
 LOCK_KEYS = ("paths", "lease", "wait")
-LOCK_EXAMPLE = '{"paths": ["src/app.py", "docs"], "lease": 300, "wait": 30}'
+LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 
 
 @bp.post("/jobs/<job_id>/locks")
@@ -305,11 +302,12 @@ def take_lock(job_id: str) -> tuple[Response, int]:
     lease = locks.check_seconds(body.get("lease"), "lease", tasks.lock_lease, 1, locks.MAX_LEASE)
     wait = locks.check_seconds(body.get("wait"), "wait", tasks.lock_timeout, 0, locks.MAX_WAIT)
     principal = g.principal
-    if principal.admin:
-        lock = engine.locks.acquire(root_of(job_id), job_id, None, paths, lease, wait)
-    else:  # a worker locks for itself only, in its own job's tree (_allowed)
-        alive = functools.partial(engine.worker_running, principal.job_id, principal.worker)
-        lock = engine.locks.acquire(root_of(job_id), principal.job_id, principal.worker, paths, lease, wait, alive)
+    with held_slot() if wait > 0 else contextlib.nullcontext():
+        if principal.admin:
+            lock = engine.locks.acquire(root_of(job_id), job_id, None, paths, lease, wait)
+        else:  # a worker locks for itself only, in its own job's tree (_allowed)
+            alive = functools.partial(engine.worker_running, principal.job_id, principal.worker)
+            lock = engine.locks.acquire(root_of(job_id), principal.job_id, principal.worker, paths, lease, wait, alive)
     return jsonify(lock.to_dict()), 201
 
 
@@ -343,8 +341,7 @@ def events(job_id: str) -> Response:
     engine = _engine()
     engine.get_job(job_id)
     deadline = time.monotonic() + _settings().api.long_poll_max
-    stream = _event_stream(engine, job_id, _last_event_id(), deadline)
-    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return held_stream(_event_stream(engine, job_id, _last_event_id(), deadline), "text/event-stream")
 
 
 # -- nodes -----------------------------------------------------------------------------
@@ -406,14 +403,43 @@ def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Itera
 
 
 # -- helpers ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def held_slot() -> Iterator[None]:
+    """Hold one of the caller's stream slots (guard.StreamSlots) while a long-poll waits: a 429
+    naming the setting when the caller, or the server, holds all it may."""
+    release = extension()["streams"].take(g.principal.key, g.principal.label)
+    try:
+        yield
+    finally:
+        release()
+
+
+def held_stream(body: Iterable[str], mimetype: str) -> Response:
+    """A streamed answer holding one of the caller's stream slots until it ends or its client goes
+    (the WSGI server closes the response either way)."""
+    release = extension()["streams"].take(g.principal.key, g.principal.label)
+    try:
+        response = Response(body, mimetype=mimetype, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    except BaseException:
+        release()
+        raise
+    response.call_on_close(release)
+    return response
+
+
 def _last_event_id() -> int:
-    """Where an SSE stream resumes: the Last-Event-ID header (or ?last_event_id=), 0 for the start."""
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
-        raise ValidationError(
-            f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)"
-        )
-    return int(raw)
+    """Where an SSE stream resumes: the Last-Event-ID header (or ?last_event_id=), 0 for the start.
+    Each one given is checked, the one the header overrides too (a bad value is never ignored)."""
+    found = 0
+    for raw in (request.args.get("last_event_id"), request.headers.get("Last-Event-ID")):  # the header wins
+        if not raw:
+            continue
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit alone takes "²", which int() refuses
+            raise ValidationError(
+                f"Last-Event-ID {raw[:40]!r} must be a non-negative whole number (the id of the last event you saw)"
+            )
+        found = int(raw)
+    return found
 
 
 def _json_body() -> dict[str, Any]:

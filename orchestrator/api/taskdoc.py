@@ -52,14 +52,14 @@ def task_paths() -> dict[str, Any]:
     return {
         "/docs": {
             "get": {
-                "summary": "interactive API documentation (Swagger UI, served from this server; enter the key with Authorize)",
+                "description": "interactive API documentation (Swagger UI, served from this server; enter the key with Authorize)",
                 "security": [],
                 "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
             }
         },
         "/api/v1/tasks": {
             "post": {
-                "summary": "submit a task in the sibling seed's shape: one job whose task runs once per cli_assignments "
+                "description": "submit a task in the sibling seed's shape: one job whose task runs once per cli_assignments "
                 "entry (as candidates, each in its own worktree where there is git); the selected one is merged with "
                 "merge_strategy (default theirs). 201 with the task; admin key only",
                 "requestBody": {
@@ -69,7 +69,7 @@ def task_paths() -> dict[str, Any]:
                 "responses": {**_ok("Task", "201", "created"), **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
             },
             "get": {
-                "summary": "list tasks (root jobs), newest first, with the seed's status filter",
+                "description": "list tasks (root jobs), newest first, with the seed's status filter",
                 "parameters": [
                     {"name": "status", "in": "query", "required": False, "schema": SEED_STATUS},
                     {
@@ -90,21 +90,25 @@ def task_paths() -> dict[str, Any]:
         },
         "/api/v1/tasks/stats": {
             "get": {
-                "summary": "tasks by status, and per cli_name its runs, completions, selections, cost and time; admin key only",
+                "description": "tasks by status, and per cli_name its runs, completions, selections, cost and time; admin key only",
                 "responses": {**_ok("TaskStats"), **_errors(401, 403)},
             }
         },
         "/api/v1/tasks/{task_id}": {
-            "get": {"summary": "a task", "parameters": [ROOT_ID], "responses": {**_ok("Task"), **_errors(400, 401, 403, 404)}},
+            "get": {
+                "description": "a task",
+                "parameters": [ROOT_ID],
+                "responses": {**_ok("Task"), **_errors(400, 401, 403, 404)},
+            },
             "delete": {
-                "summary": "cancel a task (its job and whole tree; 409 once it has ended) and answer it; admin key only",
+                "description": "cancel a task (its job and whole tree; 409 once it has ended) and answer it; admin key only",
                 "parameters": [ROOT_ID],
                 "responses": {**_ok("Task"), **_errors(400, 401, 403, 404, 409)},
             },
         },
         "/api/v1/tasks/{task_id}/progress": {
             "get": {
-                "summary": "Server-Sent Events: connected first, progress (id: the event's number; resume with "
+                "description": "Server-Sent Events: connected first, progress (id: the event's number; resume with "
                 "Last-Event-ID), heartbeat each second, task_complete last; error when the stream cannot go on",
                 "parameters": [
                     ROOT_ID,
@@ -141,20 +145,20 @@ def task_paths() -> dict[str, Any]:
                             }
                         },
                     },
-                    **_errors(400, 401, 403, 404),
+                    **_errors(400, 401, 403, 404, 429),
                 },
             }
         },
         "/api/v1/tasks/{task_id}/conflicts": {
             "get": {
-                "summary": "what would conflict between the task's candidates' branches (none without git), and its last merge",
+                "description": "what would conflict between the task's candidates' branches (none without git), and its last merge",
                 "parameters": [ROOT_ID],
                 "responses": {**_ok("TaskConflicts"), **_errors(400, 401, 403, 404)},
             }
         },
         "/api/v1/tasks/{task_id}/merge": {
             "post": {
-                "summary": "merge the task's selected candidate again with a strategy (default: the task's); admin key only; "
+                "description": "merge the task's selected candidate again with a strategy (default: the task's); admin key only; "
                 "409 while it runs or without git (no branches)",
                 "parameters": [ROOT_ID],
                 "requestBody": {

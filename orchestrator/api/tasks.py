@@ -32,7 +32,8 @@ from ..filesystem import atomic_write
 from ..index import IndexUnavailable
 from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..workspace import root_of
-from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate
+from .catalogue import TASK_EXAMPLE
+from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate, held_stream
 from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds
 
 log = logging.getLogger("orchestrator.api")
@@ -60,10 +61,7 @@ ASSIGNMENT_KEYS = ("cli_name", "context", "timeout")
 DEFAULT_STRATEGY = "theirs"  # the seed's default ("THEIRS (Default - Fully Automated)")
 NAMES_FILE = "task_api.json"  # in the tree's state folder: the cli_names as the request gave them
 HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (the seed's)
-EXAMPLE = (
-    '{"description": "Add error handling to the login function", "cli_assignments": '
-    '[{"cli_name": "claude_code", "context": {}, "timeout": 600}], "merge_strategy": "theirs"}'
-)
+EXAMPLE = json.dumps(TASK_EXAMPLE)
 _WORKER_STATUS = {
     WorkerStatus.PENDING: "pending",
     WorkerStatus.RUNNING: "running",
@@ -170,7 +168,7 @@ def progress(task_id: str) -> Response:
     _engine().get_job(task_id)  # a 404 now, not an error event later
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = stream_with_context(_progress_stream(task_id, _last_event_id(), deadline))  # it reads the app's engine
-    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return held_stream(stream, "text/event-stream")
 
 
 # -- listing and statistics (the index replaces these two: engine.index.page / .stats) ---------
@@ -371,11 +369,12 @@ def _sse(event: str, data: Any, seq: int | None = None) -> str:
 def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
     """The seed's progress events: ``connected`` first; a ``progress`` per event of the task's
     tree after ``last`` (its id is the event's, for Last-Event-ID); a ``heartbeat`` each second
-    without one; ``task_complete`` last, with the task, once it has ended; ``error`` when the
+    (a keep-alive, however busy the tree); ``task_complete`` last, with the task, once it has ended; ``error`` when the
     stream cannot go on (its task deleted, or api.long_poll_max reached: reconnect to go on)."""
     engine = _engine()
     yield "retry: 1000\n" + _sse("connected", {"task_id": task_id, "last_event_id": last})
     names: dict[str, str] = {}
+    beat = time.monotonic() + HEARTBEAT
     try:
         while True:
             job = engine.get_job(task_id)
@@ -389,7 +388,7 @@ def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
                     {"task_id": task_id, "message": "stream time is up (api.long_poll_max); reconnect with Last-Event-ID"},
                 )
                 return
-            batch = engine.events.wait(task_id, last, min(HEARTBEAT, remaining))
+            batch = engine.events.wait(task_id, last, max(0.0, min(beat - time.monotonic(), remaining)))
             for event in batch:
                 last = event.seq
                 # A child job's worker (worker_2_1) counts as the candidate it descends from (worker_2).
@@ -398,7 +397,8 @@ def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
                     _, workers = engine.snapshot(task_id, task_id)
                     names = {w.name: name for w, name in _runs([w for w in workers if w.job_id == task_id], _names(task_id))}
                 yield _sse("progress", _progress(event, names.get(top)), event.seq)
-            if not batch:
+            if time.monotonic() >= beat:
+                beat = time.monotonic() + HEARTBEAT
                 yield _sse("heartbeat", {"task_id": task_id, "time": iso(time.time())})
     except JobNotFound as exc:
         yield _sse("error", {"task_id": task_id, "message": exc.message})

@@ -2,12 +2,13 @@
 RQ in a node's work horse (cluster/node.py) with only the attempt's id and fencing token.
 
 It claims the attempt (its lease starts), starts the worker with the same runner as a single
-server (runner.py: the shim, its own process group, the exit file, the tag), tells the server it
-started, then until it ends: takes the server's control messages (terminate: the kill ladder),
+server (runner.py: the shim, its own process group, the exit file, and the tag of this run,
+``AttemptSpec.run_tag``), tells the server it started, then until it ends: takes the server's
+control messages (terminate: the kill ladder),
 and every third of the lease renews the lease with a sample of the worker's process tree (the
 server enforces the memory and process caps from it). A renewal that is refused (the attempt was
 fenced: lost, cancelled or re-enqueued) or a Redis unreachable for longer than the lease ends the
-worker: its result would be ignored anyway. At the end it sweeps the tag and reports the status
+worker: its result would be ignored anyway. At the end it sweeps its run's tag and reports the status
 (retrying Redis for up to two leases; the exit file on the shared workspace stays the truth).
 
 The worker's environment is built from the NODE's settings (``workers.inherit_env`` etc.: its own
@@ -31,11 +32,13 @@ from typing import TypeVar
 import redis
 
 from .. import protocol
+from ..cgroups import Limits
 from ..config import Settings
-from ..environment import PACKAGE_PARENT, SPAWN_BIN, base_env
-from ..executor import LocalExecutor
+from ..environment import add_helpers, base_env
+from ..executor import LocalExecutor, Sample
 from ..filesystem import atomic_write
-from ..runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, python_executable
+from ..runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
+from ..sandbox import SandboxSpec, probe
 from .attempts import NODE_OWN, Attempts, AttemptSpec, read_secret_file
 from .connect import SOCKET_TIMEOUT
 from .names import Names
@@ -83,9 +86,7 @@ def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str]) ->
     env = base_env(settings)
     env.update({k: v for k, v in spec.env.items() if k not in NODE_OWN})
     env.update({k: v for k, v in secret.items() if k == protocol.API_KEY})
-    env["PATH"] = os.pathsep.join((SPAWN_BIN, os.path.dirname(python_executable()), env["PATH"]))
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env[protocol.PYTHON] = python_executable()
+    add_helpers(env)
     return env
 
 
@@ -125,7 +126,7 @@ def run(attempt_id: str, token: int) -> int | None:
         log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
         return None
     mine = ctx.attempts_dir / f"{attempt_id}.json"
-    record = {"id": attempt_id, "tag": spec.tag, "started_at": time.time(), "pid": os.getpid()}
+    record = {"id": attempt_id, "tag": spec.run_tag, "started_at": time.time(), "pid": os.getpid()}
     atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
     try:
         return _run(ctx, ops, spec)
@@ -138,15 +139,18 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
     secret = read_secret_file(spec.secret_env_file)
     log_path = Path(spec.log_path)
     exit_file = Path(spec.exit_file) if spec.exit_file else None
+    w = ctx.settings.workers
     try:
         handle = runner.spawn(
             list(spec.argv),
             cwd=Path(spec.cwd),
             env=worker_env(ctx.settings, spec, secret),
             log_path=log_path,
-            tag=spec.tag,
+            tag=spec.run_tag,
             exit_file=exit_file,
             parent_death_signal=signal.SIGKILL,
+            sandbox=None if spec.sandbox is None else SandboxSpec.from_dict(spec.sandbox, probe()),
+            limits=Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),  # the node's own caps
         )
     except (CommandNotFound, OSError, ValueError) as exc:
         code = 127 if isinstance(exc, CommandNotFound) else 126
@@ -173,13 +177,14 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
     finally:
         done.set()
         signal.signal(signal.SIGTERM, previous)
-    runner.sweep(spec.tag, handle.started_at)
+    cap = handle.cap_hit  # read before the sweep removes its cgroup
+    runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
     wake.close()  # the control thread sees ``done`` at its next read; nobody waits for it (it is a daemon)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
     note = stop.reason if stop.reason and stop.reason != "terminate" else ""
-    _report(ops, spec, ctx, code, handle.kill_rung, note)
+    _report(ops, spec, ctx, code, handle.kill_rung, note, cap)
     return code
 
 
@@ -202,10 +207,10 @@ def _watch(
         if time.monotonic() < next_renew:
             continue
         next_renew = time.monotonic() + every
-        sample = sampler.sample([_Sampled(spec.tag, handle.started_at, handle.pid)]).get(spec.tag)
-        reading = {"rss": sample.rss, "processes": sample.processes, "cpu_seconds": sample.cpu_seconds} if sample else {}
+        sample = sampler.sample([_Sampled(spec.run_tag, handle.started_at, handle.pid)]).get(spec.run_tag)
+        reading = sample_reading(sample) if sample else {}
         try:
-            renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading)
+            renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading, handle.pid)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() - last_ok > spec.lease:
                 log.warning("attempt %s: Redis unreachable for over a lease (%s): ending it", spec.id, exc)
@@ -214,6 +219,15 @@ def _watch(
         last_ok = time.monotonic()
         if not renewed:
             stop.request("fenced", signal.SIGTERM, ctx.settings.workers.kill_grace, report=False)
+
+
+def sample_reading(sample: Sample) -> dict[str, object]:
+    """What a renewal tells the server of the worker's tree (its caps are judged there)."""
+    reading: dict[str, object] = {"rss": sample.rss, "processes": sample.processes, "cpu_seconds": sample.cpu_seconds}
+    reading.update(oom_kills=sample.oom_kills, forks_refused=sample.forks_refused)
+    if sample.enforced is not None:
+        reading["enforced"] = sample.enforced.to_dict()
+    return reading
 
 
 def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: threading.Event) -> None:
@@ -238,9 +252,11 @@ def _code(handle: ProcessHandle) -> int:
     return -signal.SIGKILL if code is None else code
 
 
-def _report(ops: Attempts, spec: AttemptSpec, ctx: NodeContext, code: int, rung: str | None, note: str) -> None:
+def _report(
+    ops: Attempts, spec: AttemptSpec, ctx: NodeContext, code: int, rung: str | None, note: str, cap: str | None = None
+) -> None:
     try:
-        if not _retry(lambda: ops.finish(spec.id, spec.token, ctx.name, code, rung, note), 2 * spec.lease):
+        if not _retry(lambda: ops.finish(spec.id, spec.token, ctx.name, code, rung, note, cap), 2 * spec.lease):
             log.info("attempt %s: its end was not recorded (fenced: a late result)", spec.id)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("attempt %s: could not report its end (%s); its exit file holds the status", spec.id, exc)

@@ -13,7 +13,10 @@ as atomic Redis operations (Lua scripts), so that both sides agree on one state 
 * A Redis restart without its data loses hashes, queues and leases. A node's ``renew`` and
   ``finish`` then recreate the hash from what the node knows (its token is as good as any: the
   server keeps the token it enqueued, and a hash with another token fences the node); the server
-  re-enqueues, from its own handles, a queued attempt whose hash is gone (cluster/executor.py).
+  re-enqueues, from its own handles, a queued attempt whose hash stays gone for a lease and whose
+  exit file says nothing (cluster/executor.py): one that ran, unheard, is never run again.
+* Each run carries its own tag on its node (``AttemptSpec.run_tag``), so the sweep at one run's
+  end never kills another run of the same attempt.
 * Nothing secret goes through Redis: the spec carries the worker protocol's variables, never
   the server's environment nor the worker's API key, which travels in a 0600 file in the shared
   workspace (``secret_env_file``) that the node reads and deletes (``split_env``).
@@ -65,6 +68,14 @@ class AttemptSpec:
     secret_env_file: str | None = None  # a 0600 JSON object of secret variables (the worker's API key)
     lease: float = 30.0
     enqueued_at: float = field(default_factory=time.time)
+    sandbox: dict[str, Any] | None = None  # sandbox.SandboxSpec.to_dict(): the node confines the attempt so, or refuses it
+
+    @property
+    def run_tag(self) -> str:
+        """The tag one run of the attempt carries on its node: the worker's tag, the attempt and
+        its token. A re-enqueued attempt (Redis lost it) is another run, whose end sweeps only its
+        own processes, never those of a run beside it (a prefix of the worker's tag finds both)."""
+        return f"{self.tag}.{self.id[:8]}-{self.token}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -150,12 +161,12 @@ redis.call('RPUSH', KEYS[3], ARGV[6])
 return 1
 """
 
-# KEYS: attempt hash, lease. ARGV: token, node, lease ms, now, sample json.
+# KEYS: attempt hash, lease. ARGV: token, node, lease ms, now, sample json, pid.
 # "renewed"; "fenced" (the attempt is another's now, or lost or cancelled: stop it).
 _RENEW = """
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token then
-  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'state', 'running', 'node', ARGV[2], 'recreated_at', ARGV[4])
+  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'state', 'running', 'node', ARGV[2], 'pid', ARGV[6], 'recreated_at', ARGV[4])
 elseif token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 'fenced'
 end
@@ -311,20 +322,28 @@ class Attempts:
             )
         )
 
-    def renew(self, attempt_id: str, token: int, node: str, lease: float, sample: Mapping[str, Any] | None = None) -> bool:
-        """Extend the lease; False when the attempt is fenced (stop it: it is no longer ours)."""
+    def renew(
+        self, attempt_id: str, token: int, node: str, lease: float, sample: Mapping[str, Any] | None = None, pid: int = 0
+    ) -> bool:
+        """Extend the lease; False when the attempt is fenced (stop it: it is no longer ours).
+        ``pid``: the worker's, for a hash Redis lost (the server then knows it started)."""
         n = self.names
         result = self._renew(
             keys=[n.attempt(attempt_id), n.lease(attempt_id)],
-            args=[token, node, _ms(lease), time.time(), json.dumps(dict(sample or {}))],
+            args=[token, node, _ms(lease), time.time(), json.dumps(dict(sample or {})), pid],
         )
         return (result.decode() if isinstance(result, bytes) else result) == "renewed"
 
-    def finish(self, attempt_id: str, token: int, node: str, code: int, kill_rung: str | None, note: str = "") -> bool:
-        """Report the end; False when fenced (a late result from a lost attempt: ignored)."""
+    def finish(
+        self, attempt_id: str, token: int, node: str, code: int, kill_rung: str | None, note: str = "", cap: str | None = None
+    ) -> bool:
+        """Report the end (``cap``: a cap the node's kernel held it at); False when fenced (a late
+        result from a lost attempt: ignored)."""
         n = self.names
         now = time.time()
-        event = _event(attempt_id, token, "ended", node=node, code=code, kill_rung=kill_rung or "none", at=now, note=note)
+        event = _event(
+            attempt_id, token, "ended", node=node, code=code, kill_rung=kill_rung or "none", at=now, note=note, cap=cap or ""
+        )
         return bool(
             self._finish(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],

@@ -5,7 +5,9 @@ and RQ, behind the same Executor seam as local processes (orchestrator/executor.
 (cluster/attempts.py, the protocol). One listener thread hears what nodes tell (started,
 ended) and, every ``lease / 6`` seconds, reconciles each live attempt with Redis and the
 shared workspace: a queued attempt whose hash Redis lost (a restart without its data) is
-enqueued again with a new token; a running one whose lease has been gone a full lease (its
+enqueued again with a new token once a lease has passed with no node bringing its hash back
+and no exit file (a node may have run it, unheard: it is never run twice); a running one
+whose lease has been gone a full lease (its
 node died) is marked lost (it ends -SIGKILL, ``lost``; the protocol fences a late result);
 an exit file with no "ended" heard for ``EXIT_FILE_GRACE`` seconds is believed (the shared
 file system is the truth); a hash that says started, ended or lost is caught up with (an
@@ -20,34 +22,36 @@ run (execution.py holds it while ``handle.queued``): it waits for a slot.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import redis
-from rq.job import Job
 
 from .. import protocol
+from ..cgroups import Limits
 from ..config import Settings
 from ..errors import ConfigError
 from ..executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
-from ..runner import CommandNotFound, FoundShim, ProcessRunner, Wakeup, read_exit_file
+from ..procscan import Memory, machine_memory
+from ..runner import CommandNotFound, ProcessRunner, Wakeup
+from ..sandbox import SandboxSpec
+from ..shim import FoundShim, read_exit_file
 from . import marker, nodes
 from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
 from .connect import connect, redacted
 from .handle import RemoteHandle
 from .names import Names
 from .nodes import NodeInfo
+from .reconcile import Reconciler
 
 log = logging.getLogger("orchestrator.cluster.executor")
 
-EXIT_FILE_GRACE = 3.0  # seconds an exit file may precede its "ended" event before it is believed
 ENDED_TTL = 3600  # seconds a released attempt's hash stays in Redis (for a look at what happened)
 WAKE_POLL = 0.25  # a Wakeup does not notify: a wait with one looks at it this often
 NODES_TTL = 2.0  # seconds a positive "a live node runs this kind" answer is reused
@@ -57,7 +61,13 @@ def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Ex
     """The executor ``distributed.executor`` names: local processes, or nodes through Redis."""
     if settings.distributed.executor == "rq":
         return RQExecutor(settings)
-    return LocalExecutor(runner)
+    w = settings.workers
+    return LocalExecutor(runner, Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb))
+
+
+def memory_probe(executor: Executor) -> Callable[[], list[Memory]]:
+    """Where admission by memory reads free memory: the nodes' heartbeats under rq, else this machine."""
+    return executor.memory if isinstance(executor, RQExecutor) else lambda: [machine_memory()]
 
 
 def close_executor(executor: Executor) -> None:
@@ -67,7 +77,7 @@ def close_executor(executor: Executor) -> None:
         close()
 
 
-class RQExecutor:
+class RQExecutor(Reconciler):
     """Attempts on nodes through Redis and RQ (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -86,6 +96,7 @@ class RQExecutor:
         self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released while Redis was down
         self._cancel_later: list[tuple[str, int]] = []  # (attempt id, token) cancelled while Redis was down
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
+        self._memory: list[Memory] = []  # each live node's, from its heartbeat (read by the listener)
         self._down = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
@@ -107,6 +118,7 @@ class RQExecutor:
         tag: str,
         exit_file: Path | None = None,
         kind: str = "command",
+        sandbox: SandboxSpec | None = None,
     ) -> RemoteHandle:
         if not argv:
             raise ValueError("empty argv")
@@ -121,7 +133,19 @@ class RQExecutor:
             secret_file = (exit_file or log_path).with_name(f"{(exit_file or log_path).name}.{attempt_id[:8]}.secret")
             write_secret_file(secret_file, secret)
         files = (str(exit_file) if exit_file else None, str(secret_file) if secret_file else None)
-        spec = AttemptSpec(attempt_id, 0, kind, tag, list(argv), str(cwd), public, str(log_path), *files, lease=self.lease)
+        spec = AttemptSpec(
+            attempt_id,
+            0,
+            kind,
+            tag,
+            list(argv),
+            str(cwd),
+            public,
+            str(log_path),
+            *files,
+            lease=self.lease,
+            sandbox=sandbox.to_dict() if sandbox is not None else None,
+        )
         handle = RemoteHandle(
             attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file, enqueuing=True
         )
@@ -372,6 +396,18 @@ class RQExecutor:
             self._note_down(exc)
             return []
 
+    def memory(self) -> list[Memory]:
+        """Each live node's memory as its last heartbeat said (the listener reads them every
+        ``lease / 6`` seconds, so a dispatch pass never waits on Redis). Nodes too old to
+        report memory are left out."""
+        return self._memory
+
+    def _read_memory(self) -> None:
+        found = nodes.read(self.client, self.names)
+        self._memory = [
+            Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds)) for n in found if n.alive and n.memory_total
+        ]
+
     # -- the listener -----------------------------------------------------------------------
     def _listen(self) -> None:
         next_check = 0.0
@@ -385,6 +421,7 @@ class RQExecutor:
                     next_check = 0.0
                 if time.monotonic() >= next_check:
                     self._reconcile()
+                    self._read_memory()
                     next_check = time.monotonic() + self.period
             except (redis.RedisError, OSError) as exc:
                 self._note_down(exc)
@@ -412,6 +449,7 @@ class RQExecutor:
             rung = event.get("kill_rung")
             if event.get("node"):
                 self._placed(h, str(event["node"]), event.get("pid") or h.pid)
+            h.cap_hit = str(event.get("cap") or "") or h.cap_hit  # a cap its node's kernel held it at
             self._end(h, int(code) if isinstance(code, int) else -signal.SIGKILL, str(rung) if rung else None)
 
     def _placed(self, h: RemoteHandle, node: str, pid: object) -> None:
@@ -446,117 +484,6 @@ class RQExecutor:
             self.client.hset(self.names.attempt(h.id), mapping={"token": token, "state": "lost", "ended_at": time.time()})
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
-
-    def _check_exit_files(self) -> None:
-        """An attempt whose exit file says it ended, with no "ended" heard for a few seconds."""
-        now = time.monotonic()
-        with self._cond:
-            running = [h for h in self._handles.values() if h.code is None and not h.queued and h.exit_file is not None]
-        for h in running:
-            assert h.exit_file is not None
-            code = read_exit_file(h.exit_file)
-            if code is None:
-                h.exit_seen = None
-            elif h.exit_seen is None:
-                h.exit_seen = now
-            elif now - h.exit_seen >= EXIT_FILE_GRACE:
-                self._end(h, code, None, note="read from its exit file (no end heard from its node)")
-
-    def _reconcile(self) -> None:
-        """Each live attempt against Redis and its exit file (see the module docstring's table)."""
-        self._check_exit_files()
-        self._flush_cancels()
-        self._flush_forget()
-        if not self.client.exists(self.names.marker):  # Redis lost it: nodes that start now need it
-            self.client.set(self.names.marker, json.dumps({"workspace": self.marker.workspace, "token": self.marker.token}))
-        with self._cond:
-            live = [h for h in self._handles.values() if h.code is None and not h.enqueuing]
-        if not live:
-            return
-        self._fence_floor(max(h.token for h in live))
-        pipe = self.client.pipeline(transaction=False)
-        for h in live:
-            pipe.hgetall(self.names.attempt(h.id))
-            pipe.exists(self.names.lease(h.id))
-            pipe.hset(self._index(h.tag), h.id, h.tag)  # the index again, should Redis have lost it
-            pipe.exists(Job.key_for(f"{h.id}-{h.token}"))  # its RQ job (Attempts.enqueue's id)
-        answers = pipe.execute()
-        now = time.monotonic()
-        for i, h in enumerate(live):
-            raw, leased, job = answers[4 * i], answers[4 * i + 1], answers[4 * i + 3]
-            data = {k.decode(): v.decode() for k, v in raw.items()}
-            if data.get("state") == "queued" and data.get("token") == str(h.token) and not job:
-                if h.jobless is not None and now - h.jobless >= self.period:  # its RQ job never made it
-                    log.warning("attempt %s (%s) was queued without its RQ job: enqueued again", h.id, h.tag)
-                    self._enqueue(h)
-                h.jobless = None if h.jobless else now
-                continue
-            h.jobless = None
-            self._reconcile_one(h, data, bool(leased), now)
-
-    def _reconcile_one(self, h: RemoteHandle, data: dict[str, str], leased: bool, now: float) -> None:
-        state = data.get("state")
-        if not data:
-            if h.queued and h.spec is not None:  # Redis lost it before any node took it: again
-                log.warning("attempt %s (%s) was no longer in Redis: enqueued again", h.id, h.tag)
-                self._enqueue(h)
-            elif not leased:
-                self._lease_check(h, now, lambda: self._fence_if_absent(h))
-            return
-        if not h.token and data.get("token", "").isdigit():
-            h.token = int(data["token"])  # adopted while Redis had lost it: its node's renewals brought it back
-        if data.get("token") != str(h.token):
-            return  # not ours to judge (another token: fenced, or enqueued again meanwhile)
-        try:  # what the node measured at its latest renewal (the resource caps apply to it)
-            sample = json.loads(data.get("sample") or "{}")
-            h.sample = Sample(int(sample["rss"]), int(sample.get("processes", 0)), float(sample.get("cpu_seconds", 0)))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            pass
-        if state == "running":
-            if data.get("pid") and data.get("node"):
-                self._placed(h, data["node"], data["pid"])
-            if leased:
-                h.lease_gone = None
-            else:
-                self._lease_check(h, now, lambda: self.attempts.mark_lost(h.id, h.token) > 0, data.get("node"))
-        elif state == "ended":
-            if data.get("node"):
-                self._placed(h, data["node"], data.get("pid") or h.pid)
-            self._end(h, int(data.get("code", -signal.SIGKILL)), data.get("kill_rung"))
-        elif state == "lost":
-            self._end(h, -signal.SIGKILL, None, lost=True)
-        elif state == "cancelled":
-            self._end(h, -signal.SIGTERM, "none")
-
-    def _fence_floor(self, top: int) -> None:
-        """A Redis that lost its data restarts the token counter at 0: lift it above every token
-        this server holds, or a re-enqueued attempt could get its old token back (and be unfenced)."""
-        current = int(self.client.get(self.names.fence) or 0)
-        if current < top:
-            self.client.incrby(self.names.fence, top - current)
-
-    def _lease_check(self, h: RemoteHandle, now: float, mark: object, node: str | None = None) -> None:
-        """Lost once its lease has been gone a full lease (and its exit file says nothing)."""
-        if h.exit_seen is not None:
-            return  # it ended: its exit file is read after EXIT_FILE_GRACE
-        if h.lease_gone is None:
-            h.lease_gone = now
-            return
-        if now - h.lease_gone < self.lease or not callable(mark) or not mark():
-            return
-        with self._cond:
-            h.node = h.node or node
-            h.node_told = h.node_told and h.node is not None
-        log.warning("attempt %s (%s) lost: node %s stopped renewing its lease", h.id, h.tag, h.node or "?")
-        self._end(h, -signal.SIGKILL, None, lost=True)
-
-    def _fence_if_absent(self, h: RemoteHandle) -> bool:
-        """A running attempt Redis forgot, whose node has not renewed since: a hash that fences it."""
-        key = self.names.attempt(h.id)
-        if not self.client.hsetnx(key, "token", self.attempts.new_token()):
-            return False  # its node renewed meanwhile (which recreates the hash): it lives
-        self.client.hset(key, mapping={"state": "lost", "ended_at": time.time()})
-        return True
 
 
 def _remote(handle: AttemptHandle) -> RemoteHandle:

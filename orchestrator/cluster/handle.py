@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cgroups import Enforced
 from ..executor import Sample
 from .attempts import AttemptSpec
 
@@ -33,8 +34,11 @@ class RemoteHandle:
     lease_gone: float | None = None  # monotonic time its lease was first seen missing
     exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
     jobless: float | None = None  # monotonic time it was first seen queued without its RQ job
+    unknown: float | None = None  # monotonic time it was first seen queued here and absent from Redis
     enqueuing: bool = False  # start() is enqueueing it: the reconciler must not (it would enqueue it twice)
     secret_file: Path | None = None
+    enforced: Enforced | None = None  # which enforcement held its caps on its node (from its renewals)
+    cap_hit: str | None = None  # a cap its node's kernel held it at (from its "ended" event)
 
     @property
     def start_id(self) -> str:

@@ -45,7 +45,7 @@ from ..adapters import ADAPTERS
 from ..config import Settings, load_settings
 from ..errors import ConfigError
 from ..filesystem import atomic_write
-from ..procscan import process_alive, process_start_id
+from ..procscan import machine_memory, process_alive, process_start_id
 from ..roles import not_installed
 from ..runner import ProcessRunner, set_parent_death_signal
 from . import attempt, nodes
@@ -232,6 +232,8 @@ def _remove_own(here: Path, name: str) -> None:
 def _refresh(info: nodes.NodeInfo, attempts: Path) -> nodes.NodeInfo:
     info.attempts = sorted(p.stem for p in attempts.glob("*.json"))
     info.running = len(info.attempts)
+    memory = machine_memory()
+    info.memory_total, info.memory_available = memory.total, memory.available
     info.heartbeat_at = time.time()
     return info
 

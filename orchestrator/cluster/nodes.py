@@ -27,6 +27,10 @@ class NodeInfo:
     started_at: float = 0.0
     heartbeat_at: float = 0.0
     attempts: list[str] = field(default_factory=list)  # ids of the attempts it runs now
+    # Its machine's memory in bytes at its last heartbeat (0: a node too old to say): what the
+    # server's admission by memory judges by (admission.py).
+    memory_total: int = 0
+    memory_available: int = 0
     alive: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,6 +50,10 @@ NODE_SCHEMA: dict[str, Any] = {
     "properties": {
         **{key: {"type": "string"} for key in ("name", "host")},
         **{key: {"type": "number", "minimum": 0} for key in ("pid", "slots", "running", "started_at", "heartbeat_at")},
+        **{
+            key: {"type": "number", "minimum": 0, "description": f"bytes: its machine's {what} memory at its last heartbeat"}
+            for key, what in (("memory_total", "total"), ("memory_available", "available"))
+        },
         "heartbeat_age": {"type": "number", "minimum": 0, "description": "seconds since heartbeat_at, on the server's clock"},
         **{key: {"type": "array", "items": {"type": "string"}} for key in ("kinds", "attempts")},
         "alive": {"type": "boolean", "description": "its heartbeat key has not expired (one lease after its last heartbeat)"},

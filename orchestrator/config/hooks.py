@@ -4,6 +4,7 @@ secret never appears in an error: messages name the key, never its value."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,8 @@ HELP = {
     "max_attempts": "tries of one delivery (network errors, 5xx, 408 and 429 are retried; another 4xx is not)",
     "backoff": "seconds before a delivery's first retry; doubled after each one",
     "backoff_max": "longest wait between two tries of a delivery, seconds",
-    "allowed_callback_hosts": "hosts a request's config.callback_url may name (empty: no callbacks), e.g. [n8n.example.com]",
+    "allowed_callback_hosts": "hosts a request's config.callback_url may name, each HOST (its scheme's port only: 443 for "
+    "https, 80 for http), HOST:PORT or HOST:* (any port) (empty: no callbacks), e.g. [n8n.example.com, n8n.internal:5678]",
     "callback_secret": "the secret callbacks (a request's config.callback_url) are signed with, like an endpoint's",
     "callback_url": "a root job's callback URL when its request's config names none (usually empty): told of the job's end",
     "keep_deliveries": "finished deliveries kept in <workspace>/.webhooks for GET /api/v1/webhooks/deliveries",
@@ -100,14 +102,56 @@ def parse_endpoints(value: Any, where: str) -> list[dict[str, Any]]:
     return endpoints
 
 
+ANY_PORT = "*"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_ENTRY = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^\s:/@\[\]]+)(?::(?P<port>[0-9]{1,5}|\*))?")
+
+
+def parse_callback_hosts(value: Any, where: str) -> list[str]:
+    """``webhooks.allowed_callback_hosts``: ``HOST``, ``HOST:PORT`` or ``HOST:*`` each (an IPv6
+    address in brackets), lower-cased. A bare HOST allows its URL scheme's own port only."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of HOST, HOST:PORT or HOST:* entries", key=where)
+    entries = []
+    for i, item in enumerate(value):
+        found = _HOST_ENTRY.fullmatch(item.strip()) if isinstance(item, str) else None
+        port = found["port"] if found else None
+        if found is None or (port not in (None, ANY_PORT) and not 1 <= int(port) <= 65535):
+            raise ConfigError(
+                f"{where}[{i}]: {str(item)[:80]!r} is not HOST, HOST:PORT (1-65535) or HOST:* (any port), "
+                "e.g. n8n.example.com or n8n.internal:5678",
+                key=f"{where}[{i}]",
+            )
+        entries.append(item.strip().lower())
+    return entries
+
+
+def _host_port(entry: str) -> tuple[str, str | None]:
+    found = _HOST_ENTRY.fullmatch(entry)
+    assert found is not None  # parse_callback_hosts checked every entry
+    return found["host"].strip("[]"), found["port"]
+
+
 def check_callback_url(value: str, allowed_hosts: list[str], secret: str) -> str:
-    """A request's ``config.callback_url``: an http(s) URL whose host is in ``allowed_hosts``."""
+    """A request's ``config.callback_url``: an http(s) URL whose host and port an entry of
+    ``allowed_hosts`` allows (a bare host: the scheme's own port only, so a callback can never
+    reach another service of that host, such as its SSH port or this API)."""
     url = check_url(value, "config.callback_url")
-    host = (urlsplit(url).hostname or "").lower()
-    if host not in {h.lower() for h in allowed_hosts}:
+    parts = urlsplit(url)
+    host, port = (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS[parts.scheme]
+    ports = [p for h, p in map(_host_port, allowed_hosts) if h == host]
+    if not ports:
         raise ConfigError(
             f"config.callback_url: host {host!r} is not in webhooks.allowed_callback_hosts "
             f"({', '.join(allowed_hosts) or 'empty: no callbacks allowed'}). Add it there in config.yaml to allow callbacks to it.",
+            key="callback_url",
+        )
+    if not any(p == ANY_PORT or int(p or DEFAULT_PORTS[parts.scheme]) == port for p in ports):
+        raise ConfigError(
+            f"config.callback_url: port {port} of host {host!r} is not allowed by webhooks.allowed_callback_hosts "
+            f"({', '.join(allowed_hosts)}; a host without a port allows {parts.scheme}'s own port, "
+            f"{DEFAULT_PORTS[parts.scheme]}, only). Add {f'[{host}]' if ':' in host else host}:{port} there in config.yaml "
+            "to allow it.",
             key="callback_url",
         )
     if not secret:

@@ -45,6 +45,7 @@ class JobConfig:
     worker: str = job_key("orchestrator", "worker")
     planner: str = job_key("orchestrator", "planner")
     max_cost_usd: float = job_key("workers", "max_cost_usd")
+    sandbox: str = job_key("workers", "sandbox")  # the admin key's; a child job runs in its root's
     isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
     merge_strategy: str = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
@@ -88,7 +89,7 @@ JOB_CEILINGS: dict[str, tuple[str, str]] = {
     f.name: f.metadata["ceiling"] for f in dataclasses.fields(JobConfig) if f.metadata["ceiling"]
 }
 # What a child job's request may not carry: the gates and what they decide are the root's (403).
-GATE_KEYS = ("gates", "gates_retry", "on_failure", "ownership")
+GATE_KEYS = ("gates", "gates_retry", "on_failure", "ownership", "sandbox")
 ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
 # A request never sets a worker's environment: that is the server owner's (workers.env).
 ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")

@@ -4,6 +4,7 @@ of config/schema.py use, and ``check_value``, which checks one value against its
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,21 @@ class Key:
     check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
     parse: Any = None  # for structured values (gates, roles): (value, where) -> the checked value, or ConfigError
     masked: tuple[str, ...] = ()  # fields of a structured value's items that are secret (webhooks.endpoints' "secret")
+
+    def shown_default(self) -> str:
+        """The default as config.yaml spells it (the template and the configuration page show it)."""
+        value = self.default
+        if value is None or isinstance(value, bool):
+            return {None: "null", True: "true", False: "false"}[value]
+        return json.dumps(value) if isinstance(value, (str, list, dict)) else repr(value)
+
+    def allowed(self) -> str:
+        """Its choices (``a | b``) or range (``[0..10]``), or "" when any value of its type goes."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.min is not None:
+            return f"[{self.min:g}..{self.max:g}]"
+        return ""
 
 
 def _copy(value: Any) -> Any:

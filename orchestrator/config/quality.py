@@ -2,7 +2,8 @@
 (config.yaml's ``tasks`` section and a request's config) into plain JSON-able values with an
 error that names the field and what is allowed.
 
-A gate is ``{"name", "run": [argv], "required", "timeout", "roles", "when_changed"}``; a role is
+A gate is ``{"name", "run": [argv] (or one command line with ``shell: true``), "shell", "env",
+"cwd", "allow_no_tests", "required", "timeout", "roles", "when_changed"}``; a role is
 ``{"preamble", "worker", "model", "allowed_tools", "gates"}`` (``DEFAULT_ROLES`` ship six).
 Globs (``owns``, ``when_changed``) are repository-relative: ``src/api/**``; never absolute and
 never climbing out (``..``).
@@ -15,6 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..protocol import PREFIX
 
 GATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 ROLE_NAME = GATE_NAME
@@ -22,9 +24,37 @@ ON_FAILURE = ("skip", "continue", "stop")
 OWNERSHIP = ("enforce", "strict", "warn")
 GATE_TIMEOUT = (1.0, 86400.0)  # seconds, inclusive
 DEFAULT_GATE_TIMEOUT = 600.0
-GATE_KEYS = ("name", "run", "required", "timeout", "roles", "when_changed")
+GATE_KEYS = ("name", "run", "shell", "env", "cwd", "allow_no_tests", "required", "timeout", "roles", "when_changed")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+MAX_GATE_ENV = 64  # variables per gate
+MAX_ENV_VALUE = 8192  # characters
+RESERVED_ENV = PREFIX + "_"  # the orchestrator's own protocol variables (the worker's API key among them)
 ROLE_KEYS = ("preamble", "worker", "model", "allowed_tools", "gates")
 MAX_GLOBS = 100
+
+# A quality gate's JSON schema in the API's document (this module's checks below say the same); an env value may be a number (its text).
+ENV_VALUE = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+GATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "run"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "run": {"anyOf": [{"type": "array", "minItems": 1, "items": {"type": "string"}}, {"type": "string", "minLength": 1}]},
+        "shell": {"type": "boolean"},
+        "env": {"type": "object", "nullable": True, "maxProperties": MAX_GATE_ENV, "additionalProperties": ENV_VALUE},
+        "cwd": {"type": "string", "nullable": True},
+        "allow_no_tests": {"type": "boolean"},
+        "required": {"type": "boolean"},
+        "timeout": {"type": "number", "minimum": 1, "maximum": 86400},
+        "roles": {"type": "array", "nullable": True, "items": {"type": "string"}},
+        "when_changed": {"type": "array", "nullable": True, "items": {"type": "string"}},
+    },
+    "anyOf": [  # an argv, or (shell: true) one command line
+        {"properties": {"run": {"type": "array"}, "shell": {"enum": [False]}}},
+        {"required": ["shell"], "properties": {"run": {"type": "string"}, "shell": {"enum": [True]}}},
+    ],
+}
 
 
 def relative_path(text: str) -> str | None:
@@ -81,27 +111,91 @@ def parse_gate(value: object, where: str) -> dict[str, Any]:
         raise ConfigError(
             f'{where}.name must be a name of letters, digits, "_", "-" or "." (at most 64), e.g. "tests"', key=f"{where}.name"
         )
-    run = value.get("run")
-    if not isinstance(run, list) or not run or not all(isinstance(a, str) and "\0" not in a for a in run) or not run[0]:
-        raise ConfigError(
-            f'{where}.run must be a command as a non-empty list of strings (argv, no shell), e.g. ["pytest", "-q"]',
-            key=f"{where}.run",
-        )
-    required = value.get("required", True)
-    if not isinstance(required, bool):
-        raise ConfigError(f"{where}.required must be true or false", key=f"{where}.required")
+    shell = value.get("shell", False)
+    if not isinstance(shell, bool):
+        raise ConfigError(f"{where}.shell must be true or false", key=f"{where}.shell")
+    run = _run(value.get("run"), shell, f"{where}.run")
+    required, allow_no_tests = value.get("required", True), value.get("allow_no_tests", False)
+    for key, flag in (("required", required), ("allow_no_tests", allow_no_tests)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{where}.{key} must be true or false", key=f"{where}.{key}")
     timeout = value.get("timeout", DEFAULT_GATE_TIMEOUT)
     low, high = GATE_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not low <= timeout <= high:
         raise ConfigError(f"{where}.timeout must be a number of seconds from {low:g} to {high:g}", key=f"{where}.timeout")
     return {
         "name": name,
-        "run": list(run),
+        "run": run,
+        "shell": shell,
+        "env": _env(value.get("env"), f"{where}.env"),
+        "cwd": _cwd(value.get("cwd"), f"{where}.cwd"),
+        "allow_no_tests": allow_no_tests,
         "required": required,
         "timeout": float(timeout),
         "roles": _names(value.get("roles"), f"{where}.roles", ROLE_NAME),
         "when_changed": check_globs(value.get("when_changed"), f"{where}.when_changed"),
     }
+
+
+def _run(run: object, shell: bool, where: str) -> str | list[str]:
+    """An argv list; with ``shell``, one command line for /bin/sh (the server owner's or the admin
+    key's own configuration: a request from a worker credential may not set gates, config/job.py)."""
+    if shell:
+        if not isinstance(run, str) or not run.strip() or "\0" in run:
+            raise ConfigError(
+                f'{where} must be one command line (a string) with shell: true, e.g. "PYTHONPATH=src pytest -q && ruff check ."',
+                key=where,
+            )
+        return run
+    if not isinstance(run, list) or not run or not all(isinstance(a, str) and "\0" not in a for a in run) or not run[0]:
+        hint = f"; to run {run[:200]!r} through /bin/sh, add shell: true" if isinstance(run, str) and run.strip() else ""
+        raise ConfigError(
+            f'{where} must be a command as a non-empty list of strings (argv, no shell), e.g. ["pytest", "-q"]{hint}',
+            key=where,
+        )
+    return list(run)
+
+
+def _env(value: object, where: str) -> dict[str, str]:
+    """Variables a gate's command gets over the worker's environment, e.g. ``{PYTHONPATH: src}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or len(value) > MAX_GATE_ENV:
+        raise ConfigError(f"{where} must be a mapping of at most {MAX_GATE_ENV} variables, e.g. {{PYTHONPATH: src}}", key=where)
+    env = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ConfigError(
+                f'{where}: {str(name)[:60]!r} is not a variable name (a letter or "_", then letters, digits, "_")', key=where
+            )
+        if name.upper().startswith(RESERVED_ENV):
+            raise ConfigError(
+                f"{where}.{name}: variables named {RESERVED_ENV}* are the orchestrator's own", key=f"{where}.{name}"
+            )
+        if isinstance(text, int) and not isinstance(text, bool):
+            text = str(text)
+        if not isinstance(text, str) or "\0" in text or len(text) > MAX_ENV_VALUE:
+            raise ConfigError(
+                f'{where}.{name} must be a string of at most {MAX_ENV_VALUE} characters (quote it in YAML: "1")',
+                key=f"{where}.{name}",
+            )
+        env[name] = text
+    return env
+
+
+def _cwd(value: object, where: str) -> str:
+    """The folder a gate runs in, relative to the worker's checkout ("" its top). Where a link
+    inside the checkout points is checked when the gate runs (gates.gate_dir)."""
+    if value is None:
+        return ""
+    clean = relative_path(value) if isinstance(value, str) else None
+    if clean is None:
+        raise ConfigError(
+            f"{where}={str(value)[:200]!r} is not a folder inside the worker's checkout: give a path relative to "
+            'its top, without ".." or a leading "/" (e.g. "backend")',
+            key=where,
+        )
+    return clean
 
 
 def parse_gates(value: object, where: str = "gates") -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -95,8 +94,17 @@ class OrchestratorSettings(Section):
             "Bash(orchestrator-spawn:*)",
             "Bash(python -m orchestrator spawn:*)",
             "Bash(python3 -m orchestrator spawn:*)",
+            # The project's own test runners, so a worker that says it added a test has run it:
+            # each runs the project's code in the worker's checkout, nothing else.
+            "Bash(pytest:*)",
+            "Bash(python -m pytest:*)",
+            "Bash(python3 -m pytest:*)",
+            "Bash(npm test:*)",
+            "Bash(go test:*)",
+            "Bash(cargo test:*)",
+            "Bash(make test:*)",
         ],
-        "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, and the older spawn forms)",
+        "claude --allowedTools: what a worker may use without asking (orchestrator-spawn, its older forms, the common test runners)",
     )
     claude_max_turns: int = setting(0, "claude --max-turns (0: the CLI's default)", min=0, max=10_000)
     ollama_model: str = setting("llama3.2", "model for the ollama kind (ollama run MODEL)")
@@ -143,11 +151,53 @@ class WorkersSettings(Section):
     retry_on_timeout: bool = setting(False, "retry an attempt that timed out (off: a timeout usually repeats)")
     kill_grace: float = setting(5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600)
     output_chars: int = setting(4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000)
-    max_memory_mb: int = setting(8192, "a worker's whole process tree may use this much RSS (0: no cap)", min=0, max=1 << 30)
-    max_processes: int = setting(512, "processes a worker's tree may have at once (0: no cap)", min=0, max=1 << 22)
-    max_log_mb: int = setting(200, "a worker's log may grow to this size; then it is stopped (0: no cap)", min=0, max=1 << 30)
-    max_disk_mb: int = setting(4096, "a worker's folder may hold this much (0: no cap)", min=0, max=1 << 30)
+    max_memory_mb: int = setting(
+        8192,
+        "a worker's whole process tree may use this much memory (0: no cap); held by the kernel in a cgroup where the machine allows, else sampled",
+        min=0,
+        max=1 << 30,
+    )
+    memory_reserve_mb: int = setting(
+        1024,
+        "a worker starts only when its kind's measured peak RSS fits in free memory less this much; else it waits (0: off)",
+        min=0,
+        max=1 << 30,
+    )
+    max_processes: int = setting(
+        512,
+        "processes a worker's tree may have at once (0: no cap); in a cgroup, pids.max, which counts threads too",
+        min=0,
+        max=1 << 22,
+    )
+    max_log_mb: int = setting(
+        200,
+        "a worker's log may grow to this size; then it is stopped (0: no cap), within one monitor_interval of writing",
+        min=0,
+        max=1 << 30,
+    )
+    max_disk_mb: int = setting(
+        4096,
+        "a worker's folder may hold this much (0: no cap), checked every monitor_interval; with max_log_mb, no file may pass the larger of the two",
+        min=0,
+        max=1 << 30,
+    )
     monitor_interval: float = setting(0.25, "seconds between resource samples of running workers", min=0.05, max=60)
+    sandbox: str = setting(
+        "auto",
+        "confine each worker (and the gates, scoring and git.setup that run its code) with bubblewrap: it writes only "
+        "its checkout, its TMPDIR, its worktree's git data and its CLI's state; auto: where the machine can, else "
+        "unconfined with a note; on: refuse to run unconfined",
+        choices=("auto", "on", "off"),
+    )
+    sandbox_writable: list[str] = setting([], "more paths a sandboxed worker may write (relative: to this folder)")
+    sandbox_hidden: list[str] = setting(
+        ["config.yaml"], "paths a sandboxed worker sees empty (relative: to this folder); the API key lives in config.yaml"
+    )
+    sandbox_network: str = setting(
+        "host",
+        "a sandboxed worker's network: host (its CLI reaches its model API and this server) or none (no network at all)",
+        choices=("host", "none"),
+    )
     max_cost_usd: float = setting(
         0.0,
         "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)",
@@ -187,6 +237,20 @@ class ApiSettings(Section):
     threads: int = setting(24, "waitress request threads (long-polls and streams hold one each)", min=2, max=512)
     max_body_bytes: int = setting(1_048_576, "largest request body accepted", min=1024, max=1 << 30)
     long_poll_max: float = setting(60.0, "longest a wait or stream request is held, seconds", min=1, max=3600)
+    max_streams_per_key: int = setting(
+        6,
+        "open streams and long-polls (events, progress, log follow, wait, lock waits) one credential, the admin "
+        "key or one worker's, may hold at once; more get 429",
+        min=1,
+        max=10_000,
+    )
+    reserved_threads: int = setting(
+        4,
+        "threads kept for short requests (/health, status, lists): streams and long-polls together hold at most "
+        "api.threads less these",
+        min=1,
+        max=511,
+    )
     allowed_hosts: list[str] = setting(
         [], "Host header names accepted besides 127.0.0.1, localhost, ::1 and api.host (DNS-rebinding guard)"
     )
@@ -245,6 +309,13 @@ class GitSettings(Section):
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
     )
+    keep_worktrees_days: float = setting(
+        7.0,
+        "a finished job's worktrees are removed this many days after it ended, or once its result is in merge_into "
+        "(its branches stay until the job is deleted; 0: no age limit; see `prune`)",
+        min=0,
+        max=36500,
+    )
     approval: str = setting(
         "none",
         "none (a root job lands its result when its workers are done), before_merge (it stops in the waiting state, "
@@ -278,7 +349,9 @@ class TasksSettings(Section):
         [],
         "quality gates run in a worker's worktree on the commit to be merged, after its last attempt: "
         "[{name: tests, run: [pytest, -q], required: true, timeout: 600, roles: [], when_changed: []}]; "
-        "a required gate that fails, times out or cannot start blocks the merge",
+        "also env: {PYTHONPATH: src}, cwd: backend (a folder of the checkout), shell: true with run as one "
+        "command line for /bin/sh, allow_no_tests: true (else a test run that ran no test fails); "
+        "a required gate that fails, runs no tests, times out or cannot start blocks the merge",
         parse=quality.parse_gates,
     )
     gates_retry: int = setting(
@@ -397,7 +470,7 @@ class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
     max_attempts: int = setting(8, hooks.HELP["max_attempts"], min=1, max=100)
     backoff: float = setting(1.0, hooks.HELP["backoff"], min=0.01, max=3600)
     backoff_max: float = setting(300.0, hooks.HELP["backoff_max"], min=0.01, max=86400)
-    allowed_callback_hosts: list[str] = setting([], hooks.HELP["allowed_callback_hosts"])
+    allowed_callback_hosts: list[str] = setting([], hooks.HELP["allowed_callback_hosts"], parse=hooks.parse_callback_hosts)
     callback_secret: str = setting("", hooks.HELP["callback_secret"], secret=True)
     callback_url: str = setting("", hooks.HELP["callback_url"])
     keep_deliveries: int = setting(1000, hooks.HELP["keep_deliveries"], min=10, max=1_000_000)
@@ -492,24 +565,7 @@ def render_template() -> str:
     for section, keys in SCHEMA.items():
         lines.append(f"{section}:")
         for name, spec in keys.items():
-            value = spec.default
-            shown = (
-                "null"
-                if value is None
-                else "true"
-                if value is True
-                else "false"
-                if value is False
-                else json.dumps(value)
-                if isinstance(value, (str, list, dict))
-                else repr(value)
-            )
-            if spec.choices:
-                allowed = f" ({' | '.join(spec.choices)})"
-            elif spec.min is not None:
-                allowed = f" [{spec.min:g}..{spec.max:g}]"
-            else:
-                allowed = ""
-            lines.append(f"  {name}: {shown}  # {spec.help}{allowed}")
+            allowed = f" ({spec.allowed()})" if spec.choices else f" {spec.allowed()}" if spec.allowed() else ""
+            lines.append(f"  {name}: {spec.shown_default()}  # {spec.help}{allowed}")
         lines.append("")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .. import protocol
+from ..documents import MAX_DEPTH, deeper_than
 from ..errors import ConfigError
 from .keys import check_value
 from .schema import (
@@ -146,9 +147,29 @@ def _default_config_path(base: Path, environ: Mapping[str, str]) -> Path | None:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} is not UTF-8; "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+        too_deep = deeper_than(data)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # the YAML parser recurses once per level
+        too_deep = True
+    if too_deep:
+        raise ConfigError(
+            f"{path} nests lists and mappings more than {MAX_DEPTH} levels deep; settings need a few at most "
+            "(section, key, list, item): check its indentation and brackets"
+        )
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -208,7 +229,7 @@ def _parse_env(raw: str, spec: Key | None) -> Any:
             return raw
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # left as text: the type check names the variable
         return raw
 
 
@@ -244,8 +265,22 @@ def _build(base: Path, merged: Mapping[str, Mapping[str, Any]], source: str) -> 
         wanted = values[section].get(default, keys[default].default)
         if wanted > values[section].get(limit, keys[limit].default):
             values[section][limit] = wanted
+    _check_threads(values["api"])
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Settings(base_dir=base, source=source, **sections)  # type: ignore[arg-type]
+
+
+def _check_threads(api: Mapping[str, Any]) -> None:
+    """Streams and long-polls need at least one thread besides those kept for short requests."""
+    keys = SCHEMA["api"]
+    threads = api.get("threads", keys["threads"].default)
+    reserved = api.get("reserved_threads", keys["reserved_threads"].default)
+    if reserved >= threads:
+        raise ConfigError(
+            f"api.reserved_threads={reserved} leaves none of api.threads={threads} for streams and long-polls: "
+            f"raise api.threads above {reserved} or lower api.reserved_threads below {threads}",
+            key="api.reserved_threads",
+        )
 
 
 def _resolve(base: Path, value: str) -> Path:

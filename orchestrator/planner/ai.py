@@ -400,6 +400,7 @@ def _ask(
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / LOG_NAME
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
+    base = _base_env(env)
     ctx = WorkerContext(
         task=request,
         prompt=prompt,
@@ -410,13 +411,14 @@ def _ask(
         attempt=1,
         settings=settings,
         time_left=timeout,
+        env=base,
     )
     if adapter.needs_prompt_file(settings):
         ctx.prompt_file.write_text(prompt, encoding="utf-8")
     tag = tag or f"planner.{secrets.token_hex(6)}"
     try:
         argv = adapter.build_argv(ctx)
-        handle = runner.spawn(argv, cwd=work_dir, env={**_base_env(env), **adapter.extra_env(ctx)}, log_path=log_path, tag=tag)
+        handle = runner.spawn(argv, cwd=work_dir, env={**base, **adapter.extra_env(ctx)}, log_path=log_path, tag=tag)
     except ConfigError as exc:
         raise PlanError(exc.message) from None
     except CommandNotFound as exc:

@@ -174,6 +174,7 @@ def gate_summary(gates: list[dict[str, Any]]) -> str | None:
         status = str(gate.get("status") or ("passed" if gate.get("passed") else "failed"))
         code = gate.get("exit_code")
         detail = f" (exit {code})" if code not in (None, 0) and status != "passed" else ""
+        status = "ran no tests" if status == "no_tests" else status
         optional = "" if gate.get("required", True) else " [optional]"
         parts.append(f"{gate.get('name')} {status}{detail}{optional}")
     return ", ".join(parts)

@@ -170,6 +170,8 @@ def ask(
     call_dir.mkdir(parents=True, exist_ok=True)
     log_path = call_dir / "judge.log"
     log_path.unlink(missing_ok=True)
+    # Never a worker identity or key: a judge must not start jobs.
+    base = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
     ctx = WorkerContext(
         task=task,
         prompt=prompt,
@@ -182,10 +184,9 @@ def ask(
         time_left=timeout,
         model=judge.get("model"),
         allowed_tools=(),  # it only reads what it is shown
+        env=base,
     )
     ctx.prompt_file.write_text(prompt, encoding="utf-8")  # kept for the record, whatever the CLI reads
-    # Never a worker identity or key: a judge must not start jobs.
-    base = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
     try:
         argv = adapter.build_argv(ctx)
         handle = runner.spawn(

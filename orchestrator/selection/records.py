@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sandbox import SandboxSpec
+
 
 @dataclass
 class Candidate:
@@ -29,6 +31,7 @@ class Candidate:
     lines_removed: int = 0
     output: str = ""  # its result text (a summary of the run)
     cwd: Path | None = None  # its worktree (or worker folder) where scoring.command runs; None: gone
+    sandbox: SandboxSpec | None = None  # the sandbox its worker ran in: scoring.command runs its code there too
 
 
 @dataclass

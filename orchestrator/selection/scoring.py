@@ -111,7 +111,8 @@ def run_command(
     env = {k: v for k, v in env.items() if k != protocol.API_KEY}  # never the worker's key
     timeout = settings.scoring.timeout
     try:
-        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=f"scoring.{candidate.name}.{secrets.token_hex(4)}")
+        tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
+        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
     except CommandNotFound:
         return {STATUS_KEY: f"not run: {argv[0]!r} was not found on the PATH (scoring.command)"}
     except (OSError, ValueError) as exc:

@@ -93,6 +93,7 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         if not merge
         else {
             "merged": len(merge.get("merged") or ()),
+            "unchanged": len(merge.get("unchanged") or ()),  # workers whose work added nothing: not merged
             "conflicts": len(merge.get("conflicts") or ()),
             "result_ref": merge.get("result_ref"),
             "result_commit": merge.get("result_commit"),
@@ -108,6 +109,7 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "task_id": record.task_id,
         "status": event.status,
         "message": event.message[:500],
+        "no_changes": record.no_changes,  # its checkout is as it found it (null: not known)
         "gates": [{k: g.get(k) for k in ("name", "required", "status", "passed")} for g in record.gates],
     }
 

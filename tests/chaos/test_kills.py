@@ -36,7 +36,8 @@ def test_twenty_workers_ten_sigkilled_at_random(make_engine):
     # Given 20 workers printing a numbered line every 0.1 s for 4 s, all running at once
     seed = int(time.time())
     rng = random.Random(seed)
-    engine = make_engine(orchestrator=command_worker(), workers={"max_workers": 20, "global_max_workers": 20})
+    # Unconfined ladder: it SIGKILLs workers by host pid (sandboxed: tests/test_sandbox.py, test_hostile.py)
+    engine = make_engine(orchestrator=command_worker(), workers={"max_workers": 20, "global_max_workers": 20, "sandbox": "off"})
     job = engine.submit("x", {"max_retries": 2, "max_workers": 20}, ["ok 40 0.1"] * 20)
     victims = {f"worker_{i + 1}": rng.uniform(0.3, 2.5) for i in rng.sample(range(20), 10)}
     killed_at = {}
@@ -97,7 +98,8 @@ def test_hung_worker_ignoring_sigterm_times_out_by_sigkill_on_time(make_engine):
 def test_double_forked_grandchildren_are_gone_soon_after_a_cancel(make_live, leader):
     # Given a worker that started 3 grandchildren which setsid(), double-fork and ignore SIGTERM
     grace = 1.0
-    live = make_live(orchestrator=command_worker(), workers={"kill_grace": grace})
+    # Unconfined ladder: it watches the worker's recorded pids from the host (sandboxed: tests/test_sandbox.py)
+    live = make_live(orchestrator=command_worker(), workers={"kill_grace": grace, "sandbox": "off"})
     task = "grandchildren 3" + (" ignore-term" if leader == "ignores-term" else "")
     job_id = live.submit(request="x", tasks=[task]).json()["job_id"]
     pid_file = live.engine.workspace.worker_dir(job_id, 0, "worker_1") / "children.pids"

@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 def test_retries_are_exactly_counted_spaced_by_the_backoff_and_never_overlap(make_engine):
     # Given a worker whose every attempt runs 0.2 s then exits 3, 3 retries, a 0.2 s backoff
     backoff, retries, runs = 0.2, 3, 0.2
-    engine = make_engine(orchestrator=command_worker(), workers={"retry_backoff": backoff, "retry_backoff_max": 10})
+    # Unconfined: each attempt records its host pids and probes the last one's (a sandbox's are its namespace's)
+    workers = {"retry_backoff": backoff, "retry_backoff_max": 10, "sandbox": "off"}
+    engine = make_engine(orchestrator=command_worker(), workers=workers)
     job = engine.submit("x", {"max_retries": retries}, [f"attempt-fail 3 {runs:g}"])
     engine.wait(job.id, 60)
     _, (worker,) = engine.snapshot(job.id)

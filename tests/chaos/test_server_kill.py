@@ -46,6 +46,7 @@ class Home:
             f'api:\n  api_key: "{API_KEY}"\n  port: {self.port}\n  rate_limit_worker: 0\n'
             f'orchestrator:\n  worker: "command"\n  command: ["{sys.executable}", "{WORKER}", "{{task}}"]\n'
             f"workers:\n  max_workers: 20\n  max_workers_limit: 20\n  kill_grace: 1\n  max_retries: {max_retries}\n  retry_backoff: 0.05\n  global_max_workers: 32\n"
+            f'  sandbox_writable: ["{self.runs}"]\n'  # sandboxed workers record their runs there
         )
         self.env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp), "CHAOS_RUNS_DIR": str(self.runs)}
         self.env.pop("ORCHESTRATOR_CONFIG", None)
@@ -216,7 +217,7 @@ def _illegal(before: dict | None, after: dict) -> list[str]:
 
 def _unrecorded(home: Home) -> list[str]:
     """Live shims whose worker's record on disk does not name them as its running attempt."""
-    from orchestrator.runner import find_shims
+    from orchestrator.shim import find_shims
 
     missing = []
     for shim in find_shims(""):

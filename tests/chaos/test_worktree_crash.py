@@ -11,6 +11,7 @@ here, with command workers (``sh -c``) that write files and sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,14 +79,16 @@ def host_state(host: Path, folder: Path, tmp: Path) -> dict[str, object]:
 
 
 class Server:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, writable: Path | None = None) -> None:
+        """``writable``: a folder outside the workers' checkouts that their sandbox lets them write."""
         self.folder, self.port = folder, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (folder / "config.yaml").write_text(
             f'api:\n  api_key: "{API_KEY}"\n  port: {self.port}\n  rate_limit_worker: 0\n'
             'orchestrator:\n  worker: "command"\n  command: ["sh", "-c", "{task}"]\n'
             "workers:\n  max_workers: 8\n  kill_grace: 1\n  retry_backoff: 0.05\n"
-            "git:\n  isolation: worktree\n"
+            + (f"  sandbox_writable: [{json.dumps(str(writable))}]\n" if writable else "")
+            + "git:\n  isolation: worktree\n"
         )
         self.env = {**os.environ, "ORCHESTRATOR_HOME": str(folder)}
         self.env.pop("ORCHESTRATOR_CONFIG", None)
@@ -131,7 +134,7 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
     shutil.rmtree(folder / "workspace" / "job_old")
     marks = tmp_path / "marks"
     marks.mkdir()
-    server = Server(folder)
+    server = Server(folder, writable=marks)
     before = host_state(host, folder, tmp_path)
     tasks = [
         "echo one > one.txt; sleep 15; echo more >> one.txt",  # runs on across the restart
@@ -164,7 +167,8 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
         server.kill()
         for name in ("worker_3", "worker_4"):  # lost: nothing of them survives, not even an exit status
             for pid in tagged_alive(f"{root}.depth_0_{name}."):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # a sandbox's processes die with its launcher
+                    os.kill(pid, signal.SIGKILL)
         wait_until(
             lambda: not tagged_alive(f"{root}.depth_0_worker_3.") and not tagged_alive(f"{root}.depth_0_worker_4."), timeout=10
         )
@@ -231,4 +235,5 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
     finally:
         server.stop()
         for pid in tagged_alive(f"{locals().get('root', 'none')}."):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -139,9 +139,12 @@ const GitView = (() => {
     const fact = (label, value, cls) => facts.append(el("dt", { text: label }), el("dd", { className: cls || null, text: value }));
     fact("Strategy", String(merge.strategy));
     fact("Result", String(merge.result_ref || "—") + (merge.result_commit ? " @ " + short(merge.result_commit) : " (none made)"), "mono");
-    fact("Merged", names(merge.merged), "mono");
+    fact("Merged", names((merge.merged || []).filter((n) => !(merge.unchanged || []).includes(n))), "mono");
     fact("Skipped", names(merge.skipped), "mono");
-    if (merge.unchanged && merge.unchanged.length) fact("Unchanged", names(merge.unchanged), "mono");
+    if (merge.unchanged && merge.unchanged.length) fact("No changes", names(merge.unchanged) + " (nothing to merge)", "mono");
+    const leftOut = (merge.left_out || []).map((w) => String(w.worker) + " (" + String(w.reason) + ")");
+    if (leftOut.length) fact("Left out", leftOut.join("; "), "mono");
+    if (merge.removed) fact("Removed", "the result branch of an earlier merge (" + short(merge.previous) + "): manual merges nothing", "mono");
     if (merge.command) fact("Take it", String(merge.command), "mono take");
     if (merge.into) {
       const into = merge.into;

@@ -157,7 +157,8 @@
     setText(c.name, entry.worker_id + tag);
     setBadge(c.status, entry.status);
     row.line.dataset.status = entry.status;
-    const task = entry.task.split("\n", 1)[0];
+    // A worker whose checkout is as it found it says so first: it is never merged.
+    const task = (entry.no_changes ? "no changes · " : "") + entry.task.split("\n", 1)[0];
     setText(c.task, task);
     if (c.task.title !== entry.task) c.task.title = entry.task;
     c.node.hidden = !entry.node;
@@ -366,7 +367,7 @@
     if (!statusBox.firstChild) statusBox.append(el("span"));
     setBadge(statusBox.firstChild, entry.status);
     setText($("w-task"), entry.task);
-    setText($("w-exit"), entry.exit_reason || "—");
+    setText($("w-exit"), (entry.exit_reason || "—") + (entry.no_changes ? " · no changes (not merged)" : ""));
     setText($("w-error"), entry.error || "—");
     setText($("w-logpath"), entry.log || "—");
     const nodes = entry.attempt_nodes || [];  // each attempt's node, when one ran elsewhere than its last

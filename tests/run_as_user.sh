@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The confinement tests as an ordinary user (what a user who is not root gets: bubblewrap through an
+# unprivileged user namespace, no writable cgroup, so caps sampled and labelled so). Run as root:
+#     bash tests/run_as_user.sh [pytest args...]
+# It makes the user (ORCHESTRATOR_TEST_USER, default orchestrator-test), copies this folder into its
+# home (without .venv, .cli, workspace), installs it there with the README's command, and runs the
+# sandbox, cgroup and hostile-worker tests (or the pytest args given) as that user.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+user="${ORCHESTRATOR_TEST_USER:-orchestrator-test}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run_as_user.sh: run it as root (it makes the user and runs the tests as them)" >&2
+  exit 2
+fi
+id -u "$user" >/dev/null 2>&1 || useradd -m "$user"
+home="$(getent passwd "$user" | cut -d: -f6)"
+copy="$home/orchestrator"
+rm -rf "$copy"
+mkdir -p "$copy"
+tar -C "$here" --exclude=./.venv --exclude=./.cli --exclude=./workspace --exclude=./config.yaml -cf - . | tar -C "$copy" -xf -
+mkdir -p "$copy/workspace"
+chown -R "$user:" "$copy"
+# A Python the user can run (a root-only pyenv is not one): the system's, unless PYTHON says otherwise.
+python="${PYTHON:-/usr/bin/python3}"
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(tests/test_sandbox.py tests/test_cgroups.py tests/test_hostile.py -q)
+runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHON="$python" \
+  bash -c 'cd "$1" && shift && ./install.sh --dev >install.log 2>&1 || { tail -20 install.log; exit 1; }; exec .venv/bin/python -m pytest -p no:cacheprovider "$@"' \
+  run-as-user "$copy" "${tests[@]}"

@@ -1,0 +1,205 @@
+"""A worker's whole tree is one unit for its caps and for stopping, with real processes.
+
+Where this user may make cgroups (root on this cgroup v1 machine), the kernel holds the memory and
+process caps and every process of the attempt is in its cgroup, tagless ones included; as an
+ordinary user the caps are sampled (over the tag and the shim's descendants) and the record says
+so. Each test asserts the label the machine allows, so it holds run either way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
+from orchestrator.models import WorkerStatus
+from orchestrator.runner import ProcessRunner
+
+from .conftest import only_worker, processes_with, run_job, wait_until
+
+pytestmark = pytest.mark.slow
+MB = 1024 * 1024
+BASES = hierarchies().bases
+MEMORY = BASES["memory"][0].value if "memory" in BASES else "sampled"
+PIDS = BASES["pids"][0].value if "pids" in BASES else "sampled"
+IN_CGROUP = bool(BASES)
+NO_CAPS = {"max_memory_mb": 0, "max_processes": 0, "max_log_mb": 0, "max_disk_mb": 0}
+
+
+def shell_engine(make_engine, **caps):
+    """Workers that run their task as a shell command, under ``caps``."""
+    workers = {**NO_CAPS, "monitor_interval": 0.1, "kill_grace": 0.5, **caps}
+    return make_engine(orchestrator={"worker": "command", "command": ["/bin/sh", "-c", "{task}"]}, workers=workers)
+
+
+def stopped_by(engine, job, words):
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason.startswith(words), worker.exit_reason
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "cap", "a cap is not retried"
+    return worker
+
+
+def test_a_tagless_child_holding_memory_past_the_cap_is_stopped_and_labelled(make_engine):
+    # Given a worker whose child drops its tag (env -i) and holds 400 MiB against a 200 MB cap
+    engine = shell_engine(make_engine, max_memory_mb=200)
+    hog = "env -i python3 -c 'x = bytearray(400 << 20); import time; time.sleep(60)'; echo parent went on"
+    job = run_job(engine, "x", tasks=[hog], config={"max_retries": 2, "default_timeout": 60})
+    # Then it is stopped by the memory cap, not retried, and the record says what held it
+    worker = stopped_by(engine, job, "memory cap")
+    assert worker.attempts[0].enforced["memory"] == MEMORY
+    if MEMORY != "sampled":
+        assert f"killed by the kernel at 200 MB (workers.max_memory_mb, {MEMORY})" in worker.exit_reason
+        assert worker.peak_rss is None or worker.peak_rss <= 200 * MB
+    else:
+        assert "(workers.max_memory_mb, sampled)" in worker.exit_reason
+
+
+def test_a_fork_bomb_is_held_at_the_cap_and_ends_with_a_process_cap(make_engine):
+    # Given a worker forking 300 sleeping children as fast as it can, against a cap of 40
+    engine = shell_engine(make_engine, max_processes=40)
+    bomb = "i=0; while [ $i -lt 300 ]; do sleep 30.125 & i=$((i+1)); done; wait"
+    job = run_job(engine, "x", tasks=[bomb], config={"max_retries": 2, "default_timeout": 60})
+    # Then it ends with a process-cap reason (it does not sit at the cap until its timeout)
+    worker = stopped_by(engine, job, "process cap")
+    assert worker.attempts[0].enforced["processes"] == PIDS
+    if PIDS != "sampled":
+        assert f"a fork refused by the kernel at 40 processes and threads (workers.max_processes, {PIDS})" in worker.exit_reason
+        assert (worker.peak_processes or 0) <= 40, "the kernel held it at pids.max (None: it ended before a sample)"
+    assert wait_until(lambda: not processes_with("30.125"), timeout=5), "none of the bomb is left"
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="sampled fallback: a tagless process that double-forks out of the tree is not found")
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_tagless_double_forked_sleep_dies_with_its_worker(make_engine, how):
+    # Given a worker that leaves a grandchild which drops its tag and its session, then waits
+    engine = shell_engine(make_engine)
+    marker = "123.4567" if how == "timeout" else "123.4568"
+    task = f"(setsid env -u ORCHESTRATOR_TAG sleep {marker} &); sleep 60"
+    job = engine.submit("x", {"max_retries": 0, "default_timeout": 60 if how == "cancel" else 2}, [task])
+    wait_until(lambda: processes_with(marker), timeout=20)
+    # When its worker times out, or its job is cancelled
+    if how == "cancel":
+        engine.cancel(job.id)
+    engine.wait(job.id, 30)
+    # Then the grandchild is gone too, and so is the attempt's cgroup
+    worker = only_worker(engine, job)
+    assert worker.status is (WorkerStatus.TIMEOUT if how == "timeout" else WorkerStatus.CANCELLED)
+    assert wait_until(lambda: not processes_with(marker), timeout=5)
+    assert hierarchies().find(cgroup_name(engine.worker_tag(worker))) is None
+
+
+def test_a_fast_single_file_writer_stops_at_the_disk_cap(make_engine):
+    # Given a worker writing one file as fast as it can, a 20 MB disk cap and a 5 MB log cap
+    engine = shell_engine(make_engine, max_disk_mb=20, max_log_mb=5)
+    writer = "python3 -c \"f = open('big', 'wb'); b = b'x' * (1 << 20); [f.write(b) for _ in range(2000)]\""
+    job = run_job(engine, "x", tasks=[writer], config={"max_retries": 2, "default_timeout": 60})
+    # Then the kernel refused the file past 20 MB (RLIMIT_FSIZE), and the worker ended by the disk cap
+    worker = stopped_by(engine, job, "disk cap")
+    enforced = worker.attempts[0].enforced
+    assert enforced["disk"] == "sampled" and enforced["file_size"] == 20 * MB
+    # and what it wrote was thrown away with its folder's reset (never left on disk, never committed)
+    assert not (engine.workspace.job_dir(job.id) / worker.dir_path / "big").exists()
+
+
+def test_a_fast_many_file_writer_stops_within_an_interval_of_the_disk_cap(make_engine):
+    # Given a worker writing 1 MiB files as fast as it can against a 20 MB folder cap
+    engine = shell_engine(make_engine, max_disk_mb=20, max_log_mb=5)
+    writer = (
+        "python3 -c \"b = b'x' * (1 << 20); [open(f'f{i}', 'wb').write(b) for i in range(2000)]; import time; time.sleep(30)\""
+    )
+    job = run_job(engine, "x", tasks=[writer], config={"max_retries": 2, "default_timeout": 60})
+    worker = stopped_by(engine, job, "disk cap")
+    # The bound is the cap plus one interval's writing (a printed figure: it depends on the disk's speed)
+    seen = int(re.match(r"disk cap: (\d+) MB in its folder", worker.exit_reason).group(1))
+    print(f"FIGURE disk_overshoot_many_files={seen - 20} MB over a 20 MB cap (interval 0.1 s)")
+    assert 20 <= seen < 2000, "stopped before it wrote all it meant to"
+    # and what it wrote was thrown away with its folder's reset (never left on disk, never committed)
+    assert not list((engine.workspace.job_dir(job.id) / worker.dir_path).glob("f*"))
+
+
+def test_a_fast_log_writer_stops_at_the_log_cap_exactly(make_engine):
+    # Given a worker printing as fast as it can, a 20 MB log cap and a 5 MB disk cap: the log's
+    # cap is the file-size limit, so the kernel holds the log there
+    engine = shell_engine(make_engine, max_log_mb=20, max_disk_mb=5)
+    job = run_job(engine, "x", tasks=["yes 0123456789abcdef0123456789abcdef"], config={"max_retries": 2, "default_timeout": 60})
+    worker = stopped_by(engine, job, "log cap")
+    assert worker.attempts[0].enforced["log"] == "file-size limit"
+    size = (engine.workspace.job_dir(job.id) / worker.log_path).stat().st_size
+    assert 20 * MB <= size <= 20 * MB + 4096, "the cap exactly, plus the orchestrator's own marker lines"
+
+
+def test_the_status_document_says_which_enforcement_held_each_cap(make_engine):
+    engine = shell_engine(make_engine, max_memory_mb=500, max_processes=100)
+    job = run_job(engine, "x", tasks=["true"])
+    (entry,) = [w for w in engine.queries.status_document(job.id)["results"]["tasks"]]
+    assert entry["enforced"] == {"memory": MEMORY, "processes": PIDS, "log": "no cap", "disk": "no cap", "file_size": 0}
+
+
+def test_a_restarted_runner_finds_a_running_attempt_by_its_tag_and_ends_it(tmp_path):
+    # Given an attempt started with limits by one runner, whose tagless grandchild left its tree
+    first = ProcessRunner()
+    tag = f"restart-{os.getpid()}.worker_1.abcd"
+    task = "(setsid env -u ORCHESTRATOR_TAG sleep 123.4569 &); sleep 60"
+    handle = first.spawn(
+        ["/bin/sh", "-c", task],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=tmp_path / "exit",
+        limits=Limits(memory=300 * MB),
+    )
+    wait_until(lambda: processes_with("123.4569"), timeout=20)
+    # When another runner (a restarted server) adopts it and then ends it
+    second = ProcessRunner()
+    adopted = second.adopt(
+        handle.pid,
+        handle.start_id,
+        tag=tag,
+        started_at=handle.started_at,
+        exit_file=tmp_path / "exit",
+        limits=Limits(memory=300 * MB),
+    )
+    assert (adopted.cgroup is not None) is IN_CGROUP
+    assert adopted.enforced.memory.value == MEMORY
+    second.terminate(adopted, grace=0.2)
+    first.wait(handle, 10)
+    # Then with a cgroup, the grandchild went with it (without one, only what carries the tag does)
+    if IN_CGROUP:
+        assert wait_until(lambda: not processes_with("123.4569"), timeout=5)
+        assert hierarchies().find(cgroup_name(tag)) is None
+    else:
+        for pid in processes_with("123.4569"):
+            os.kill(pid, 9)
+
+
+def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path, monkeypatch):
+    # Given a machine where no cgroup can be made (as for an ordinary user here)
+    monkeypatch.setattr(hierarchies(), "_found", {})
+    runner = ProcessRunner()
+    task = "env -i python3 -c 'x = bytearray(60 << 20); import time; time.sleep(30)'"
+    handle = runner.spawn(
+        ["/bin/sh", "-c", task],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=f"fallback-{os.getpid()}.w.abcd",
+        exit_file=tmp_path / "exit",
+        limits=Limits(memory=500 * MB),
+    )
+    try:
+        assert handle.cgroup is None and handle.enforced.memory is Enforcement.SAMPLED
+        from orchestrator.executor import LocalExecutor
+        from orchestrator.monitor import Watched
+
+        sampler = LocalExecutor(runner)
+        watched = Watched("w", handle.tag, handle.started_at, tmp_path / "log", tmp_path, lambda _: None, handle.pid)
+        # Then the tagless child's memory is counted (found as a descendant of the shim)
+        sample = wait_until(lambda: (s := sampler.sample([watched])[handle.tag]).rss > 50 * MB and s, timeout=20)
+        assert sample.enforced.memory is Enforcement.SAMPLED
+    finally:
+        runner.terminate(handle, grace=0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in Confined().tree("x", handle.pid))

@@ -1,0 +1,496 @@
+"""Hostile workers (issue 23, "bad input and attacks"): real processes, a real host repository with
+the orchestrator's folder inside it, worktree isolation, ``command`` workers running
+tests/hostile_worker.py, and the real sandbox (bubblewrap).
+
+For each attack: what refused or stopped it and in how long (a table printed at the end of the
+run), and the host snapshot unchanged. With ``workers.sandbox: off`` the same attacks succeed:
+asserted, so what docs/sandbox.md says is not protected is proven. The core (writes outside, git on
+the host, a child that drops its tag) also runs on a real node under the rq executor. Root and an
+ordinary user see the same results here (run as both: see docs/sandbox.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator.cgroups import hierarchies
+from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.sandbox import probe
+
+from .conftest import processes_with, wait_until
+from .test_worktree import git, host_engine, make_host, snapshot, user_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+needs_bwrap = pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}")
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "hostile_worker.py"
+SECRET = "hostile-suite-api-key-0123456789abcdef"
+KILL_GRACE = 1.0
+ROWS: list[tuple[str, str, str, str, str]] = []  # mode, attack, outcome, how long, host unchanged
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(request):
+    """Print what refused or stopped each attack, and in how long, once the module's tests ran."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if not ROWS or reporter is None or capture is None:
+        return
+    user = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    widths = [max(len(r[i]) for r in [*ROWS, HEADER]) for i in range(5)]
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(f"hostile workers ({user}): what refused or stopped each attack, and in how long")
+        for line in [HEADER, tuple("-" * w for w in widths), *ROWS]:
+            reporter.write_line(" | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    if os.environ.get("HOSTILE_TABLE"):  # a file to keep the table in (bench/README.md quotes one run)
+        with open(os.environ["HOSTILE_TABLE"], "a", encoding="utf-8") as out:
+            out.writelines(" | ".join(line) + "\n" for line in ROWS)
+
+
+HEADER = ("mode", "attack", "outcome", "how long", "host unchanged")
+
+
+def row(mode: str, attack: str, outcome: str, seconds: float | None, unchanged: bool) -> None:
+    took = "" if seconds is None else (f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s")
+    ROWS.append((mode, attack, outcome, took, "yes" if unchanged else "NO"))
+
+
+@dataclass
+class Arena:
+    """A host repository on branch ``dev`` (so ``main`` can be moved) with a stash, an untracked
+    file, the orchestrator's folder holding an API key in config.yaml, a HOME of the test's, and a
+    process of the test's standing for the server (the workers must not be able to kill it)."""
+
+    host: Path
+    folder: Path
+    home: Path
+    targets: Path
+    decoy: subprocess.Popen
+    pids_file: Path
+    tmp: Path
+    engines: list = field(default_factory=list)
+
+    def engine(self, sandbox: str, **sections: dict):
+        workers = {
+            "sandbox": sandbox,
+            "max_retries": 0,
+            "kill_grace": KILL_GRACE,
+            "default_timeout": 60,
+            "env": {"HOME": str(self.home), **IDENTITY},
+            **sections.pop("workers", {}),
+        }
+        engine = host_engine(self.folder, workers=workers, **sections)
+        self.engines.append(engine)
+        return engine
+
+    def task(self, *groups: str) -> str:
+        return f"'{sys.executable}' '{WORKER}' '{self.targets}' {' '.join(groups)}"
+
+    def snapshot(self) -> dict[str, object]:
+        """test_worktree.snapshot, plus the index as a tree, ignored files and $HOME."""
+        found = snapshot(self.host, self.folder)
+        found["write_tree"] = git(self.host, "write-tree")
+        found["ignored"] = git(self.host, "status", "--porcelain", "--ignored")
+        found["home"] = (self.home / ".bashrc").read_text()
+        return found
+
+
+IDENTITY = {"GIT_AUTHOR_NAME": "W", "GIT_AUTHOR_EMAIL": "w@x", "GIT_COMMITTER_NAME": "W", "GIT_COMMITTER_EMAIL": "w@x"}
+
+
+@pytest.fixture
+def arena(tmp_path):
+    host, folder = make_host(tmp_path)
+    git(host, "checkout", "-q", "-b", "dev")
+    (host / "app.py").write_text("print('stashed')\n")
+    git(host, "stash", "push", "-q", "-m", "the user's stash", env=user_env())
+    (host / "notes.txt").write_text("untracked notes\n")
+    (folder / "config.yaml").write_text(f"api:\n  api_key: {SECRET}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("# the user's\n")
+    decoy = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    pids_file = tmp_path / "pids.json"
+    targets = tmp_path / "targets.json"
+    spec = {"host": str(host), "folder": str(folder), "secret": SECRET, "server": os.getpid(), "sibling": "worker_4"}
+    spec |= {"pids_file": str(pids_file), "hog_mb": 400, "disk_mb": 600, "log_mb": 300}
+    targets.write_text(json.dumps(spec))
+    made = Arena(host, folder, home, targets, decoy, pids_file, tmp_path)
+    yield made
+    for engine in made.engines:
+        engine.shutdown(timeout=10)
+    decoy.kill()
+    decoy.wait()
+
+
+def lines(engine, job: JobRecord, name: str) -> dict[str, dict]:
+    """The HOSTILE lines of a worker's log: attack -> what happened."""
+    text = engine.workspace.worker_log(job.root_id, 0, name).read_text(errors="replace")
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("HOSTILE "):
+            got = json.loads(line.removeprefix("HOSTILE "))
+            found[got["name"]] = got
+    return found
+
+
+def lines_of(engine, job: JobRecord, name: str) -> list[str]:
+    """A worker's whole log, line by line (what an assertion shows when its HOSTILE lines are missing)."""
+    return engine.workspace.worker_log(job.root_id, 0, name).read_text(errors="replace").splitlines()
+
+
+def worker(engine, job: JobRecord, name: str) -> WorkerRecord:
+    return engine.find_worker(job.id, 0, name)
+
+
+def duration(record: WorkerRecord) -> float:
+    attempt = record.attempts[-1]
+    return (attempt.ended_at or time.time()) - attempt.started_at
+
+
+def sleepers(marker: str) -> list[int]:
+    """Live processes running ``sleep <marker>`` (a child that dropped its tag: found by its argv)."""
+    return processes_with(f"sleep\x00{marker}\x00")
+
+
+def victim_pid(engine, job: JobRecord) -> int:
+    """The host pid of the sibling worker's ``sleep`` once it runs."""
+
+    def running() -> int | None:
+        record = worker(engine, job, "worker_4")
+        if record.status is not WorkerStatus.RUNNING:
+            return None
+        for pid in engine.runner.tagged(engine.worker_tag(record)):
+            try:
+                if psutil.Process(pid).cmdline()[:1] == ["sleep"]:
+                    return pid
+            except psutil.Error:
+                continue
+        return None
+
+    return wait_until(running, 20, "the sibling worker's sleep")
+
+
+def run_attacks(arena: Arena, engine, mode: str) -> dict:
+    """One job of six workers: writes outside, reads and kills, git on the host, a sibling that
+    sleeps (the writes' and kills' target), a child that drops its tag, and a legit commit."""
+    marker = f"{random.randint(3000, 9000)}.{random.randint(100, 999)}"
+    tasks = [
+        arena.task("writes"),
+        arena.task("reads", "kills"),
+        arena.task("git"),
+        "exec sleep 5",
+        f"setsid env -i sleep {marker} </dev/null >/dev/null 2>&1 & echo dropped its tag",
+        "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits' && echo more > more.txt",
+    ]
+    before = arena.snapshot()
+    job = engine.submit("hostile", {"max_workers": 6}, tasks)
+    sleeping = victim_pid(engine, job)
+    arena.pids_file.write_text(json.dumps({"the server (a stand-in)": arena.decoy.pid, "a sibling worker": sleeping}))
+    dropper = wait_until(lambda: (w := worker(engine, job, "worker_5")).status.terminal and w, 30, "the tag-dropper's end")
+    ended = dropper.attempts[-1].ended_at or time.time()
+    alive = wait_until(lambda: (not sleepers(marker) or mode == "off") and time.time(), KILL_GRACE + 5, "its child gone")
+    done = engine.wait(job.id, 120)
+    assert done.status.terminal, f"job still {done.status.value}"
+    seen = {}
+    for name in ("worker_1", "worker_2", "worker_3"):
+        seen.update(lines(engine, job, name))
+    gone = max(0.0, alive - ended)
+    return {"job": job, "before": before, "after": arena.snapshot(), "seen": seen, "marker": marker, "gone": gone}
+
+
+def record_rows(mode: str, seen: dict, unchanged: bool) -> None:
+    for name, got in seen.items():
+        outcome = "done" if got["done"] else f"refused: {got['detail']}"
+        row(mode, name, outcome if got["done"] else outcome[:70], got["ms"] / 1000, unchanged)
+
+
+# -- the sandbox on ----------------------------------------------------------------------------
+@needs_bwrap
+def test_a_sandboxed_worker_is_refused_everything_outside_its_checkout_and_the_host_is_as_it_was(arena):
+    engine = arena.engine("on")
+    got = run_attacks(arena, engine, "on")
+    job, seen = got["job"], got["seen"]
+    unchanged = got["after"] == got["before"]
+    record_rows("sandbox on", seen, unchanged)
+    expected = {
+        "write host tracked file",
+        "write host new file",
+        "write $HOME",
+        "write config.yaml",
+        "write workspace state",
+        "write sibling worktree",
+        "read config.yaml",
+        "see the server's pid",
+        "kill the server (a stand-in)",
+        "kill a sibling worker",
+        "git branch -f main HEAD~1",
+        "git update-ref refs/heads/x HEAD",
+        "git stash drop",
+        "git checkout -b y",
+        "git add -A (host index)",
+        "git commit (host)",
+    }
+    assert set(seen) == expected
+    assert [name for name, g in seen.items() if g["done"]] == [], seen
+    assert "Read-only file system" in seen["write host tracked file"]["detail"]
+    # hidden: bound over by /dev/null, which the sandbox's nodev mount makes unreadable (EACCES), not empty
+    assert seen["read config.yaml"]["detail"] in (
+        "PermissionError: Permission denied",
+        "OSError: config.yaml reads as 0 bytes, no API key",
+    )
+    assert "ProcessLookupError" in seen["kill a sibling worker"]["detail"]  # not in its PID namespace
+    # Proven from outside, not from what the worker said:
+    assert unchanged, {k: (got["before"][k], got["after"][k]) for k in got["before"] if got["before"][k] != got["after"][k]}
+    assert SECRET in (arena.folder / "config.yaml").read_text()  # hidden from the worker, not changed
+    assert arena.decoy.poll() is None
+    sibling = worker(engine, job, "worker_4")
+    assert sibling.status is WorkerStatus.SUCCESS, sibling.exit_reason
+    assert "PLANTED" not in git(arena.host, "show", f"{sibling.commit}:app.py")
+    for record in engine.snapshot(job.root_id)[1]:
+        assert "PLANTED" not in engine.workspace.job_dir(job.id).joinpath("state", "workers", f"{record.key}.json").read_text()
+    # The child that dropped its tag (setsid env -i) dies with its attempt's PID namespace.
+    assert not sleepers(got["marker"])
+    row("sandbox on", "setsid env -i sleep & exit", "killed with its PID namespace", got["gone"], unchanged)
+    # A worker's own commit in its worktree still works, and its files land on its branch.
+    legit = worker(engine, job, "worker_6")
+    assert legit.status is WorkerStatus.SUCCESS, engine.workspace.worker_log(job.root_id, 0, "worker_6").read_text()
+    assert "the worker commits" in git(arena.host, "log", "--format=%s", legit.branch)
+    assert {"mine.txt", "more.txt"} <= set(git(arena.host, "ls-tree", "--name-only", legit.commit).split())
+    row("sandbox on", "a commit in its own worktree", "works: on its branch", duration(legit), unchanged)
+
+
+def test_with_the_sandbox_off_the_same_attacks_succeed(arena):
+    """What is not protected without the sandbox (workers.sandbox: off): everything above."""
+    engine = arena.engine("off")
+    got = run_attacks(arena, engine, "off")
+    job, seen = got["job"], got["seen"]
+    held = bool(hierarchies().bases)  # where the attempt gets a cgroup (root here), it holds the tree even unconfined
+    try:
+        if held:
+            wait_until(lambda: not sleepers(got["marker"]), 5, "the tag-dropping child killed with its cgroup")
+        else:
+            survivors = wait_until(lambda: sleepers(got["marker"]), 5, "the tag-dropping child")
+            time.sleep(1.0)
+            assert sleepers(got["marker"]) == survivors, "it outlives its attempt"
+    finally:
+        for pid in sleepers(got["marker"]):
+            os.kill(pid, signal.SIGKILL)
+    unchanged = got["after"] == got["before"]
+    record_rows("sandbox off", seen, unchanged)
+    fate = "killed with its attempt's cgroup" if held else "survives its attempt"
+    row("sandbox off", "setsid env -i sleep & exit", fate, None, unchanged)
+    assert [name for name, g in seen.items() if not g["done"]] == [], seen
+    assert not unchanged
+    assert got["after"]["stash"] == "" and "PLANTED" in (arena.host / "app.py").read_text()
+    assert "PLANTED" in (arena.home / ".bashrc").read_text() and "PLANTED" in (arena.folder / "config.yaml").read_text()
+    assert arena.decoy.wait(5) == -signal.SIGKILL
+    assert worker(engine, job, "worker_4").status is not WorkerStatus.SUCCESS  # its sleep was killed
+
+
+# A shell's loop (each child a small ``sleep``, so the process cap, not the memory cap, is what it meets).
+BOMB = (
+    "i=0; while [ $i -lt 2000 ]; do sleep 120 & i=$((i+1)); "
+    '[ $((i % 50)) -eq 0 ] && echo "HOSTILE-PROGRESS forks=$i" >&2; done; wait'
+)
+
+
+# -- caps: what stops a tree that grows -------------------------------------------------------
+@needs_bwrap
+def test_a_sandboxed_tree_past_its_caps_is_stopped_and_nothing_of_it_survives(arena):
+    """A bounded fork bomb against max_processes, memory past max_memory_mb (tagged, and with its
+    tag dropped), a file past max_disk_mb and a log past max_log_mb, as fast as each can."""
+    caps = {"max_processes": 50, "max_memory_mb": 200, "max_disk_mb": 20, "max_log_mb": 5, "monitor_interval": 0.25}
+    engine = arena.engine("on", workers=caps)
+    before = arena.snapshot()
+    tasks = {
+        "fork bomb (2,000 sleeps) vs max_processes 50": BOMB,
+        "hold 400 MB vs max_memory_mb 200": arena.task("hog"),
+        "hold 400 MB, tag dropped (env -i)": f"exec env -i {arena.task('hog')}",
+        "write 600 MB vs max_disk_mb 20": arena.task("disk"),
+        "log 300 MB vs max_log_mb 5": arena.task("flood"),
+    }
+    timeout = 15.0
+    job = engine.submit("caps", {"max_workers": 5, "default_timeout": timeout}, list(tasks.values()))
+    done = engine.wait(job.id, 120)
+    assert done.status.terminal
+    unchanged = arena.snapshot() == before
+    for i, attack in enumerate(tasks, start=1):
+        record = worker(engine, job, f"worker_{i}")
+        log = engine.workspace.worker_log(job.root_id, 0, record.name)
+        progress = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("HOSTILE-PROGRESS")]
+        reached = progress[-1].removeprefix("HOSTILE-PROGRESS ") if progress else "-"
+        outcome = f"{record.status.value}: {record.exit_reason or record.attempts[-1].end_reason}; reached {reached}"
+        # A worker the kernel stops before the monitor's first sample (a fork bomb at pids.max, in
+        # well under monitor_interval) has no sampled peaks: None, not 0
+        peak = "not sampled" if record.peak_rss is None else f"{record.peak_processes} procs, {record.peak_rss / 2**20:.0f} MB"
+        outcome += f"; peak {peak}; log {log.stat().st_size / 2**20:.1f} MB"
+        row("sandbox on", attack, outcome, duration(record), unchanged)
+        assert record.status is not WorkerStatus.SUCCESS, outcome
+        assert duration(record) < timeout + KILL_GRACE + 5, outcome
+        assert engine.runner.tagged(engine.worker_tag(record)) == []
+    hogs = [p.pid for p in psutil.process_iter(["cmdline"]) if str(arena.targets) in " ".join(p.info["cmdline"] or [])]
+    assert hogs == [], "a process of the job outlived it"
+    assert unchanged
+
+
+# -- holes: git the orchestrator runs outside the sandbox, on what a worker left --------------
+def planted_job(arena: Arena, engine, script: str) -> tuple[JobRecord, dict, dict]:
+    attack = arena.tmp / "attack.sh"
+    attack.write_text(script)
+    before = arena.snapshot()
+    job = engine.submit("plant", {"max_workers": 1}, [f"sh '{attack}'; echo change > changed.txt"])
+    assert engine.wait(job.id, 60).status.terminal
+    return job, before, arena.snapshot()
+
+
+@needs_bwrap
+def test_a_worker_cannot_point_its_head_at_the_users_branch_for_the_orchestrators_commit(arena):
+    """HEAD is the worktree's own file, but the orchestrator commits the worker's work outside the
+    sandbox: a HEAD pointing at main would have that commit move the user's main."""
+    engine = arena.engine("on")
+    job, before, after = planted_job(arena, engine, "git symbolic-ref HEAD refs/heads/main\n")
+    # git writes HEAD.lock and renames it over HEAD: a mount point cannot be renamed over
+    assert (
+        "unable to write symref for HEAD: Device or resource busy"
+        in engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    )
+    assert after == before
+    row("sandbox on", "point HEAD at main", "refused: HEAD pinned (EBUSY)", None, after == before)
+
+
+@needs_bwrap
+def test_a_worker_cannot_swap_its_git_pointer_for_a_repository_whose_config_runs_a_command(arena):
+    """core.fsmonitor in a repository of the worker's own would run when the orchestrator's
+    ``git add -A`` looks at the worktree: unconfined, with the user's rights."""
+    escaped = arena.tmp / "escaped"
+    evil = arena.tmp / "evil.sh"
+    evil.write_text(f"#!/bin/sh\necho unconfined > '{escaped}'\n")
+    evil.chmod(0o755)
+    script = (
+        "admin=$(git rev-parse --absolute-git-dir)\n"
+        'git init -q "$TMPDIR/own" && git -C "$TMPDIR/own" config core.fsmonitor ' + f"'{evil}'\n"
+        'echo "gitdir: $TMPDIR/own/.git" > .git || rm -f .git || echo refused-pointer\n'
+        'echo "$TMPDIR/own/.git" > "$admin/commondir" || echo refused-commondir\n'
+    )
+    job, before, after = planted_job(arena, engine := arena.engine("on"), script)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert "refused-pointer" in log and "refused-commondir" in log
+    assert not escaped.exists()
+    assert after == before
+    row("sandbox on", "own .git pointer with core.fsmonitor", "refused: pointer pinned", None, after == before)
+
+
+@needs_bwrap
+def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena):
+    """git appends to a reflog through a symbolic link: the orchestrator's commit would write the host's files."""
+    script = (
+        "admin=$(git rev-parse --absolute-git-dir); common=$(git rev-parse --git-common-dir); branch=$(git symbolic-ref HEAD)\n"
+        f'ln -sf "{arena.host}/app.py" "$common/logs/$branch" || echo refused-branch-log\n'
+        f'ln -sf "{arena.host}/.env" "$admin/logs/HEAD" || echo refused-head-log\n'
+        f'ln -sf "{arena.host}/notes.txt" "$common/logs/$branch-next" || echo refused-new-log\n'
+    )
+    engine = arena.engine("on")
+    job, before, after = planted_job(arena, engine, script)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert all(f"refused-{what}-log" in log for what in ("branch", "head", "new")), log
+    assert after == before
+    row("sandbox on", "reflog as a link to a host file", "refused: reflogs pinned", None, after == before)
+
+
+@needs_bwrap
+def test_a_worker_cannot_make_its_branch_a_link_to_the_users_branch(arena):
+    script = (
+        'common=$(git rev-parse --git-common-dir); branch=$(git symbolic-ref HEAD)\nln -sf refs/heads/main "$common/$branch"\n'
+    )
+    engine = arena.engine("on")
+    _, before, after = planted_job(arena, engine, script)
+    row(
+        "sandbox on",
+        "its branch ref as a link to main",
+        "undone before the commit" if after == before else "NOT refused: main moved",
+        None,
+        after == before,
+    )
+    assert after == before
+
+
+@needs_bwrap
+@pytest.mark.xfail(
+    strict=True,
+    reason="NOT PROTECTED: the object store is writable (a worker's own commits write objects there); "
+    "a worker can delete the host's objects and with them its history.",
+)
+def test_a_worker_cannot_delete_the_hosts_history(arena):
+    script = 'common=$(git rev-parse --git-common-dir)\nfind "$common/objects" -type f -name "[0-9a-f]*" -delete\n'
+    engine = arena.engine("on")
+    planted = arena.tmp / "attack.sh"
+    planted.write_text(script)
+    job = engine.submit("plant", {"max_workers": 1}, [f"sh '{planted}'"])
+    engine.wait(job.id, 60)
+    intact = subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    row("sandbox on", "delete the object store", "refused" if intact else "NOT refused: history gone", None, intact)
+    assert intact
+
+
+# -- on a node ------------------------------------------------------------------------------------
+@needs_bwrap
+def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena, redis_server, unique_prefix):
+    """The sandbox travels in the attempt (AttemptSpec.sandbox) and the node confines it: writes
+    outside, git on the host and a tag-dropping child, on a real node against a real redis-server."""
+    from .cluster_fixtures import start_node, stop_all
+
+    distributed = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": 3}
+    engine = arena.engine("on", distributed=distributed)  # the server first: its marker
+    # A node builds a worker's environment from its own settings (never the server's workers.env)
+    own = {"orchestrator": {"command": ["sh", "-c", "{task}"]}, "workers": {"env": {"HOME": str(arena.home), **IDENTITY}}}
+    start_node(
+        redis_server.url, unique_prefix, name="n1", kinds="command", slots=4, lease=3, config=own, folder=arena.tmp / "node"
+    )
+    marker = f"{random.randint(3000, 9000)}.{random.randint(100, 999)}"
+    tasks = [
+        arena.task("writes"),
+        arena.task("git"),
+        f"setsid env -i sleep {marker} </dev/null >/dev/null 2>&1 & echo dropped its tag",
+        "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits'",
+    ]
+    try:
+        before = arena.snapshot()
+        job = engine.submit("hostile on a node", {"max_workers": 4}, tasks)
+        assert engine.wait(job.id, 120).status.terminal
+        gone = wait_until(lambda: not sleepers(marker) and time.time(), KILL_GRACE + 5, "the tag-dropping child gone")
+        dropper = worker(engine, job, "worker_3")
+        after = arena.snapshot()
+    finally:
+        stop_all()
+        for pid in sleepers(marker):
+            os.kill(pid, signal.SIGKILL)
+    seen = {**lines(engine, job, "worker_1"), **lines(engine, job, "worker_2")}
+    record_rows("node (rq), on", seen, after == before)
+    row(
+        "node (rq), on",
+        "setsid env -i sleep & exit",
+        "killed with its PID namespace",
+        gone - (dropper.attempts[-1].ended_at or gone),
+        after == before,
+    )
+    assert all(w.node == "n1" for w in engine.snapshot(job.root_id)[1])
+    ran = {n: (worker(engine, job, n).exit_reason, lines_of(engine, job, n)[-3:]) for n in ("worker_1", "worker_2")}
+    assert len(seen) == 12 and [name for name, g in seen.items() if g["done"]] == [], (seen, ran)
+    assert after == before
+    legit = worker(engine, job, "worker_4")
+    assert legit.status is WorkerStatus.SUCCESS and "the worker commits" in git(arena.host, "log", "--format=%s", legit.branch)

@@ -1,0 +1,265 @@
+"""The sandbox per worker (sandbox.py, confinement.py): real bubblewrap, real processes, a real host
+repository. The hostile-worker suite (test_hostile.py) tries every attack; this file proves the
+mechanism: what is writable, what is hidden, exit statuses through the sandbox, the kill ladder's
+grace, the PID namespace as one unit, and what the record and the notes say."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings
+from orchestrator.config.job import job_config
+from orchestrator.confinement import Confinement
+from orchestrator.errors import ConfigError, Forbidden
+from orchestrator.executor import LocalExecutor, Sample
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.monitor import Watched
+from orchestrator.procscan import process_alive
+from orchestrator.runner import ProcessRunner
+from orchestrator.sandbox import SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
+from orchestrator.workspace import Workspace
+
+from .conftest import processes_with, run_job, wait_until
+from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
+
+SUPPORT = probe()
+needs_bwrap = pytest.mark.skipif(not SUPPORT.available, reason=f"no sandbox on this machine: {SUPPORT.reason}")
+
+
+def spec(*writable: Path, hidden: tuple[Path, ...] = ()) -> SandboxSpec:
+    assert SUPPORT.bwrap is not None
+    return SandboxSpec(SUPPORT.bwrap, writable=tuple(map(str, writable)), hidden=tuple(map(str, hidden)))
+
+
+def spawn(tmp_path: Path, script: str, sandbox: SandboxSpec, name: str = "w"):
+    runner = ProcessRunner()
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    handle = runner.spawn(
+        ["sh", "-c", script],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / f"{name}.log",
+        tag=f"sandbox-test-{name}-{os.getpid()}",
+        exit_file=tmp_path / f"{name}.exit",
+        sandbox=sandbox,
+    )
+    return runner, handle
+
+
+# -- the decision ---------------------------------------------------------------------------
+def test_on_where_the_machine_cannot_sandbox_is_refused_and_auto_says_it_runs_unconfined():
+    missing = Support(None, "bwrap is not installed (install bubblewrap)")
+    with pytest.raises(ValueError, match="workers.sandbox is on, but bwrap is not installed"):
+        decide(SandboxMode.ON, missing, network=SandboxNetwork.HOST)
+    auto = decide(SandboxMode.AUTO, missing, network=SandboxNetwork.HOST)
+    assert auto.spec is None and "workers run unconfined: bwrap is not installed" in auto.note
+    assert "can write anywhere you can" in auto.note
+    off = decide(SandboxMode.OFF, Support("/usr/bin/bwrap"), network=SandboxNetwork.HOST)
+    assert off.spec is None and "workers.sandbox: off" in off.note
+
+
+def test_a_missing_bubblewrap_is_reported_by_name():
+    found = probe("no-such-bwrap-7c1e")
+    assert (
+        not found.available
+        and "no-such-bwrap-7c1e is not installed" in found.reason
+        and "apt-get install bubblewrap" in found.reason
+    )
+
+
+def test_a_server_with_sandbox_on_where_it_cannot_refuses_to_start(tmp_path, monkeypatch):
+    monkeypatch.setattr("orchestrator.confinement.probe", lambda: Support(None, "bwrap is not installed"))
+    settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on"}})
+    with pytest.raises(ConfigError, match="workers.sandbox is on, but bwrap is not installed. Set workers.sandbox: auto"):
+        Confinement(settings, Workspace(settings.workspace_root))
+
+
+def test_a_child_job_may_not_set_its_own_sandbox(tmp_path):
+    settings = load_settings(base_dir=tmp_path, environ={})
+    root, _ = job_config(settings, {"sandbox": "off"})
+    assert root.sandbox == "off"  # the admin key's root job may
+    with pytest.raises(Forbidden, match="config.sandbox is for a root job only"):
+        job_config(settings, {"sandbox": "off"}, parent=root)
+    child, _ = job_config(settings, {}, parent=root)
+    assert child.sandbox == "off"  # it runs in its root's
+
+
+# -- the mechanism ----------------------------------------------------------------------------
+@needs_bwrap
+def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty(tmp_path):
+    outside, secret = tmp_path / "outside", tmp_path / "config.yaml"
+    outside.mkdir()
+    secret.write_text("api_key: s3cret\n")
+    mine = tmp_path / "work"
+    mine.mkdir()
+    script = (
+        f"echo mine > {mine}/a.txt; echo no > {outside}/b.txt; echo no > {secret}; echo key=$(cat {secret}); echo $$ > {mine}/pid"
+    )
+    runner, handle = spawn(tmp_path, script, spec(mine, hidden=(secret,)))
+    assert runner.wait(handle, 30) == 0
+    log = (tmp_path / "w.log").read_text()
+    assert (mine / "a.txt").read_text() == "mine\n"
+    assert not (outside / "b.txt").exists() and "Read-only file system" in log
+    assert secret.read_text() == "api_key: s3cret\n" and "key=\n" in log and "s3cret" not in log
+    assert int((mine / "pid").read_text()) == 3  # its own PID namespace: bubblewrap's init is 1, the shim 2
+    assert handle.sandboxed
+
+
+@needs_bwrap
+@pytest.mark.parametrize(("script", "code"), [("exit 147", 147), ("exit 0", 0), ("kill -9 $$", -signal.SIGKILL)])
+def test_the_exit_status_through_the_sandbox_is_the_workers_own(tmp_path, script, code):
+    """The shim runs inside: an exit code of 147 stays an exit code, a SIGKILL stays a signal."""
+    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work"))
+    assert runner.wait(handle, 30) == code
+
+
+@needs_bwrap
+def test_the_first_rung_reaches_the_worker_which_gets_its_grace(tmp_path):
+    """bubblewrap's launcher ignores SIGTERM (else it would die at once, and the namespace with it)."""
+    script = "trap 'echo cleaned up; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work"))
+    wait_until(lambda: "ready" in (tmp_path / "w.log").read_text(), what="the worker started")
+    assert runner.terminate(handle, grace=10) == "SIGTERM"
+    assert handle.poll() == 3 and "cleaned up" in (tmp_path / "w.log").read_text()
+
+
+@needs_bwrap
+def test_a_process_that_leaves_its_session_and_drops_its_tag_dies_with_the_attempt(tmp_path):
+    """The PID namespace is one unit: ``setsid env -i`` escapes the group and the tag, not the sandbox."""
+    mine = tmp_path / "work"
+    script = f"setsid env -i sh -c 'echo $$ > {mine}/escaped; exec sleep 300.417' & sleep 0.3; exit 0"
+    runner, handle = spawn(tmp_path, script, spec(mine))
+    assert runner.wait(handle, 30) == 0
+    inner = int(wait_until(lambda: (mine / "escaped").read_text().strip(), what="the escaped pid"))
+    assert inner > 2  # a pid inside the namespace; find it on the host by its namespace instead
+    survivors = processes_with("sleep\x00300.417\x00")
+    assert survivors, "the escaped sleep should still run until the attempt's leftovers are swept"
+    runner.sweep(handle.tag, handle.started_at)
+    wait_until(lambda: not any(process_alive(p, None) for p in survivors), what="the escaped process killed")
+
+
+@needs_bwrap
+def test_a_tagless_process_in_the_sandbox_counts_against_its_worker(tmp_path):
+    """The caps' sample finds what ``env -i`` hid from the tag scan, by the sandbox's PID namespace."""
+    executor = LocalExecutor()
+    work = tmp_path / "work"
+    work.mkdir()
+    script = "env -i python3 -c 'x = bytearray(120 << 20); import time; time.sleep(60)' & sleep 60"
+    handle = executor.start(
+        ["sh", "-c", script],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "w.log",
+        tag=f"sandbox-sample-{os.getpid()}",
+        exit_file=tmp_path / "w.exit",
+        sandbox=spec(work),
+    )
+    try:
+        watched = Watched("k", handle.tag, handle.started_at, tmp_path / "w.log", work, lambda _: None, shim_pid=handle.pid)
+        found = wait_until(
+            lambda: (s := executor.sample([watched]).get(handle.tag)) and s.rss > 120 << 20 and s,
+            what="the tagless python counted",
+        )
+        assert found.processes == 3  # sh, its sleep and the tagless python: not the launcher, init or shim
+    finally:
+        executor.terminate(handle, grace=1)
+    assert executor.sample([watched]).get(handle.tag, Sample()).processes == 0
+
+
+# -- a real job in a host repository ------------------------------------------------------------
+@needs_bwrap
+def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host(tmp_path):
+    host, folder = make_host(tmp_path)
+    (folder / "config.yaml").write_text("api:\n  api_key: s3cret-key\n")
+    (host / "app.py").write_text("a change the user stashed\n")
+    git(host, "stash", "-q", env=user_env())
+    before = snapshot(host, folder)
+    task = (
+        "echo work > mine.txt && git add mine.txt && git -c user.name=w -c user.email=w@x commit --no-verify -qm 'my own commit'"
+        f" && echo hacked > '{host}/app.py'; git -C '{host}' update-ref refs/heads/main HEAD~1; git -C '{host}' stash drop;"
+        f" echo key=$(cat '{folder}/config.yaml' | tr -d '\\n'); exit 0"
+    )
+    engine = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        job = run_job(engine, tasks=[task])
+        w = workers(engine, job)["worker_1"]
+    finally:
+        engine.shutdown(timeout=10)
+    log = (engine.workspace.worker_log(job.root_id, 0, "worker_1")).read_text()
+    assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
+    assert w.sandbox == "bubblewrap" and any(n.startswith("workers run sandboxed (bubblewrap") for n in job.notes)
+    assert "my own commit" in git(host, "log", "--format=%s", w.branch)  # a CLI may commit on its branch
+    assert "Read-only file system" in log and "key=\n" in log and "s3cret-key" not in log
+    assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{host}/gate.txt' || {{ echo refused; exit 1; }}"]}
+    engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]})
+    try:
+        job = run_job(engine, tasks=["echo hi > a.txt"])
+        w = workers(engine, job)["worker_1"]
+    finally:
+        engine.shutdown(timeout=10)
+    assert w.status is WorkerStatus.FAILED and w.gates[0]["status"] == "failed"
+    assert not (host / "gate.txt").exists() and snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_with_the_sandbox_off_the_job_says_workers_run_unconfined(tmp_path):
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "off"})
+    try:
+        job = run_job(engine, tasks=["echo hi > a.txt"])
+        w = workers(engine, job)["worker_1"]
+    finally:
+        engine.shutdown(timeout=10)
+    assert w.sandbox == "none"
+    assert any("workers run unconfined (workers.sandbox: off)" in n for n in job.notes)
+
+
+def test_sandbox_modes_match_the_setting_choices():
+    from orchestrator.config.schema import SCHEMA
+
+    assert set(SCHEMA["workers"]["sandbox"].choices) == {m.value for m in SandboxMode}
+    assert set(SCHEMA["workers"]["sandbox_network"].choices) == {n.value for n in SandboxNetwork}
+
+
+@needs_bwrap
+@pytest.mark.xfail(
+    strict=True,
+    reason="NOT PROTECTED: the tree's branches share one ref folder, which a worker's own commits must write; "
+    "binding the siblings read-only one by one raced with their commits (bubblewrap failed to start)",
+)
+def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_starts(tmp_path):
+    """A worker moving or deleting a sibling's branch in its own job tree (the user's refs are
+    read-only to it: test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host)."""
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    sibling = 'refs/heads/orchestrator/"$ORCHESTRATOR_ROOT_JOB_ID"/worker_1'
+    # git itself is refused (the sibling's reflog is read-only), but the ref file is writable: a plain write moves it
+    second = (
+        f"git update-ref {sibling} HEAD~1 && echo MOVED; git update-ref -d {sibling} && echo DELETED;"
+        f' git rev-parse HEAD~1 > "$(git rev-parse --git-common-dir)/{sibling}" && echo MOVED;'
+        " git -c user.name=w -c user.email=w@x commit --no-verify --allow-empty -qm mine && echo COMMITTED; exit 0"
+    )
+    engine = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        job = run_job(engine, tasks=["echo one > one.txt", second], config={"max_workers": 1})
+        found = workers(engine, job)
+    finally:
+        engine.shutdown(timeout=10)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_2").read_text()
+    assert "MOVED" not in log and "DELETED" not in log and "COMMITTED" in log, log
+    first = found["worker_1"]
+    assert git(host, "rev-parse", first.branch).strip() == first.commit  # still where its own work put it
+    assert "mine" in git(host, "log", "-1", "--format=%s", found["worker_2"].branch)
+    assert snapshot(host, folder) == before
