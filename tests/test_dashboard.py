@@ -393,6 +393,7 @@ def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the job's own wait is up to 400 s on a loaded machine
 def test_a_500_worker_tree_renders_collapsed_and_stays_responsive(tree_live, browser):
     # A parent waits for its 49 children, queued behind 15 others: not the suite's 30 s worker timeout
     workers = {"max_workers": 16, "global_max_workers": 16, "default_timeout": 400}
