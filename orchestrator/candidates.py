@@ -1,4 +1,4 @@
-"""A subtask run as several candidates (issue 14 item 1), as pure functions: the plan expanded at
+"""A subtask run as several candidates, as pure functions: the plan expanded at
 submission so that each candidate is a worker of its own, with the task's id, its number, and its
 kind, model, timeout and context; and which of a job's workers are one task's candidates.
 

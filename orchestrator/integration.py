@@ -1,4 +1,4 @@
-"""A graph job's integration branch (issue 13 item 2): each worker's work merged into it as
+"""A graph job's integration branch: each worker's work merged into it as
 soon as the worker has succeeded and passed its gates, so the tasks that wait on it branch
 from a commit that holds it (worktree.py starts a graph job's worker from this branch's tip).
 

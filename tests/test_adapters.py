@@ -824,7 +824,7 @@ def test_a_request_cannot_lift_the_servers_budget(settings):
             job_config(capped, {"max_cost_usd": asked})
 
 
-# -- the worker's environment, never the server's (issue 24 item 2) ---------------------------------
+# -- the worker's environment, never the server's ---------------------------------------------------
 
 
 def test_no_adapter_reads_the_servers_environment_or_home():

@@ -285,11 +285,11 @@ def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
     result = plan_with_ai(
         REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
     )
-    # The heuristic plan, its goal kept as a field (issue 11: it was a " for: " suffix on the task)
+    # The heuristic plan, its goal kept as a field (not a " for: " suffix on the task)
     assert result == AIPlan(["An auth service; an orders service; a payments service"], "heuristic", None, goal="Build a shop")
 
 
-# -- graphs (issue 13): {"tasks": [{"id", "task", "depends_on", "role", "owns"}]} ---------
+# -- graphs: {"tasks": [{"id", "task", "depends_on", "role", "owns"}]} --------------------
 ROLES = ["backend", "docs", "testing"]
 GRAPH = {
     "tasks": [

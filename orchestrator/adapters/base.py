@@ -51,7 +51,7 @@ class ParsedResult:
     cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
-    tokens_cache_read: int | None = None  # prompt-cache reads the model API reported (issue 14 item 7)
+    tokens_cache_read: int | None = None  # prompt-cache reads the model API reported
     retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
     # Why it failed, from the CLI's structured output: one of FAILURE_CLASSES, or None (unknown).
     # "auth" and "bad_request" are never retried; "transient" (rate limit, overload, 5xx) is
