@@ -72,7 +72,7 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
     rec = WorkerRecord(job_id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", name="worker_1", index=1, depth=0, task="t", kind="aider")
-    prompt = engine.worker_prompt(rec, job)
+    prompt = engine.prompts.render(rec, job).text
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
     assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
     # A job with a gemini worker (its task's kind) is told how, in its shared block.
@@ -80,7 +80,7 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
     other.nodes = [TaskNode("t1", kind="gemini")]
     rec.root_id = rec.job_id = other.id
     rec.kind = "gemini"
-    assert "orchestrator-spawn --wait" in engine.worker_prompt(rec, other)
+    assert "orchestrator-spawn --wait" in engine.prompts.render(rec, other).text
 
 
 # ----------------------------------------------------------------------------- gemini

@@ -156,12 +156,12 @@ def test_the_engine_renders_a_workers_prompt_with_its_roles_preamble(make_engine
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["Review it"], config=config)
     rec = WorkerRecord(job_id=job.id, root_id=job.id, name="worker_1", index=1, depth=0, task="Review it", kind="claude")
-    plain = engine.worker_prompt(rec, job)
+    plain = engine.prompts.render(rec, job).text
     shared, own = plain.split("\n---\n\n", 1)  # the job's shared block first, the same for every role
     rec.role = "reviewer"
-    assert engine.worker_prompt(rec, job) == shared + "\n---\n\n" + "You are the reviewer: read, do not write.\n\n" + own
+    assert engine.prompts.render(rec, job).text == shared + "\n---\n\n" + "You are the reviewer: read, do not write.\n\n" + own
     rec.role = "testing"
-    text = engine.worker_prompt(rec, job)
+    text = engine.prompts.render(rec, job).text
     assert text.startswith(shared + "\n---\n\n" + DEFAULT_ROLES["testing"]["preamble"] + "\n\n# Your subtask\n")
 
 

@@ -4,7 +4,7 @@
 missing CLI, a non-zero exit, a timeout or an answer that is not a usable plan
 all give the heuristic plan (``heuristic_plan``) with a note saying why.
 
-``parse_plan`` reads the answer. It is lenient about the wrapping and strict
+``extract_plan`` reads the answer. It is lenient about the wrapping and strict
 about the content:
 
 - accepted: a JSON array of strings, alone or inside a ```json fence or prose
@@ -125,16 +125,6 @@ def choose_planner(name: str, worker_kind: str) -> str:
 
 
 # -- reading an answer ----------------------------------------------------------
-def parse_plan(text: str, max_tasks: int) -> list[str]:
-    """The subtasks in an AI answer: 1..max_tasks clean, distinct strings. Raises PlanError."""
-    return merge_adjacent(extract_tasks(text), max_tasks)
-
-
-def extract_tasks(text: str) -> list[str]:
-    """Every subtask the answer proposes, cleaned and deduplicated (not capped). Raises PlanError."""
-    return extract_plan(text)[0]
-
-
 def extract_plan(text: str, roles: Collection[str] | None = None) -> tuple[list[str], list[TaskNode] | None]:
     """The answer's subtasks (not capped) and, when it is a graph, their checked nodes (None:
     independent tasks). ``roles``: the role names that exist (None: any). Raises PlanError."""
