@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
+from ..adapters import ADAPTERS
 from ..adapters.base import Adapter, WorkerContext
-from ..config import PLANNERS, WORKER_KINDS, Settings
+from ..config import PLANNERS, Settings
 from ..errors import ConfigError, InvalidGraph, OrchestratorError
 from ..graph import auto_id, build_nodes, check_graph, topological
 from ..models import TaskNode
@@ -57,7 +58,7 @@ from .heuristic import adjacent_groups, merge_adjacent, plan_request, split_requ
 log = logging.getLogger("orchestrator.planner.ai")
 
 # Worker kinds that are an AI CLI; "auto" plans with the AI only for these.
-AI_KINDS = frozenset(WORKER_KINDS) - {"auto", "simulated", "command"}
+AI_KINDS = frozenset(kind for kind, adapter in ADAPTERS.items() if adapter.is_ai)
 LOG_NAME = "planner.log"
 PROMPT_NAME = "planner_prompt.md"
 ANSWER_CHARS = 200_000  # most of the CLI's output read back as the answer
