@@ -46,7 +46,7 @@ dispatches on the subtask: ``noop`` (prints ``date +%s.%N`` and exits),
     ``--startup-runs``, interleaved.
 
 Targets: (a1) and (a2) p50 <= 20 ms each (the seed polled every 5 s); (a1') helper call ->
-child running p50 <= 30 ms (issue 10: it was 182 ms with ``requests``); (b) orchestrator >= 70 %
+child running p50 <= 30 ms (182 ms when the helper used ``requests``); (b) orchestrator >= 70 %
 of bare; (c) p99 <= 50 ms; (d) ``orchestrator-spawn --help`` <= 3x ``python -c pass``, in the
 same run.
 It is a measurement: exit 0 whatever the figures, 1 if a correctness check

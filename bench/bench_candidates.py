@@ -1,4 +1,4 @@
-"""Candidates benchmark (issue 14 (a)): one task on N candidates at once against N sequential runs of it.
+"""Candidates benchmark (a): one task on N candidates at once against N sequential runs of it.
 
     .venv/bin/python bench/bench_candidates.py [--candidates 3] [--think 1.0] [--repeat 1] [--kind claude]
 

@@ -1,4 +1,4 @@
-"""Cluster benchmark (issue 16): the rq executor with three nodes on this machine against the local
+"""Cluster benchmark: the rq executor with three nodes on this machine against the local
 executor, in one run.
 
     .venv/bin/python bench/bench_cluster.py [--workers 1000] [--slots 8] [--handoffs 50] [--lease 30] [--json PATH]

@@ -1,4 +1,4 @@
-"""The attempt protocol's cost on one Redis (issue 16's "design limits"): how many attempts per
+"""The attempt protocol's cost on one Redis (the cluster's "design limits"): how many attempts per
 second one Redis carries through the whole protocol, how many lease renewals, and what that
 implies for the concurrent attempts one Redis can lease.
 

@@ -1,4 +1,4 @@
-"""Shared context benchmark (issue 14 item 7, benchmark (c)): per-worker prompt bytes of a 7-worker
+"""Shared context benchmark (benchmark (c)): per-worker prompt bytes of a 7-worker
 job with the job's shared context block first, against the same information inline.
 
     .venv/bin/python bench/bench_context.py [--workers 7] [--files 120] [--conventions 3000] [--keep] [--json OUT]
@@ -12,7 +12,7 @@ the shipped template, the job's block (sharedcontext.py) read at the job's base 
 
 **With the block**: the prompts as the workers received them: the block first, byte-identical,
 then each worker's own part. **Without** (the baseline, from the same texts in the same run): each
-worker's prompt carrying the same information inline, as before issue 14: its own part first
+worker's prompt carrying the same information inline, as before the shared block existed: its own part first
 (subtask, identity, folder), then the request, the subtasks, the repository and the conventions.
 
 Figures: the bytes per worker and in total; the bytes a prompt cache could reuse (a provider's

@@ -1,4 +1,4 @@
-"""Task-graph benchmark (issue 13): a 200-task graph of no-op workers against its critical path.
+"""Task-graph benchmark: a 200-task graph of no-op workers against its critical path.
 
     .venv/bin/python bench/bench_graph.py [--tasks 200] [--depth 10] [--seed 13] [--concurrency 16] [--repeat 3] [--worktree]
 

@@ -1,4 +1,4 @@
-"""Job-index benchmark (issue 14 (b)): listing 10,000 jobs page by page from the index against
+"""Job-index benchmark (benchmark (b)): listing 10,000 jobs page by page from the index against
 scanning the workspace, and the index's rebuild.
 
     .venv/bin/python bench/bench_index.py [--jobs 10000] [--page 50] [--status failed] [--seed 14] [--scan-pages 10] [--keep]

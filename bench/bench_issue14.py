@@ -1,4 +1,4 @@
-"""Issue 14's benchmark in one run: (a) one task on 3 candidates against 3 sequential runs (wall and
+"""The best-of-N benchmarks in one run: (a) one task on 3 candidates against 3 sequential runs (wall and
 cost), (b) listing 10,000 jobs page by page from the job index against scanning the workspace,
 (c) per-worker prompt bytes with and without the shared context block for a 7-worker job.
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = failed or not skipped
         else:
             results[part] = lines[-1]
-    print("\n== issue 14 benchmark")
+    print("\n== candidates, job index and shared context benchmarks")
     for part, line in results.items():
         print(f"({part}) {line}")
     return 1 if failed else 0

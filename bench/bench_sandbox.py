@@ -1,4 +1,4 @@
-"""The sandbox's per-worker cost (issue 23): no-op workers through the real engine with
+"""The sandbox's per-worker cost: no-op workers through the real engine with
 ``workers.sandbox: on`` against ``off``, in the same run, and where bubblewrap's own start goes.
 
     .venv/bin/python bench/bench_sandbox.py [--workers 1000] [--concurrency 16] [--repeat 3] [--starts 200]

@@ -1,4 +1,4 @@
-"""Webhook benchmark (issue 15): delivery latency on loopback, and the engine's throughput with a
+"""Webhook benchmark: delivery latency on loopback, and the engine's throughput with a
 receiver that hangs against no webhooks, in one run.
 
     .venv/bin/python bench/bench_webhooks.py [--events 200] [--workers 200] [--concurrency 16] [--repeat 3] [--json PATH]

@@ -1,4 +1,4 @@
-"""Worktree benchmark (issue 12): 16 workers' worktrees, their commits and their merge, on a big repository.
+"""Worktree benchmark: 16 workers' worktrees, their commits and their merge, on a big repository.
 
     .venv/bin/python bench/bench_worktree.py [--files 20000] [--megabytes 200] [--workers 16] [--repeat 3]
 

@@ -362,12 +362,6 @@ def rollup(workers: Iterable[WorkerRecord], now: float | None = None) -> Rollup:
     return sums.rollup()
 
 
-def job_rollups(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | None = None) -> list[JobRollup]:
-    """Per job, in the order of ``jobs``: its own workers' resources and its subtree's."""
-    by_job = _by_job(workers)
-    return _job_rollups(jobs, {j.id: rollup(by_job.get(j.id, []), now) for j in jobs})
-
-
 def _job_rollups(jobs: list[JobRecord], own_workers: dict[str, Rollup]) -> list[JobRollup]:
     children = _children(jobs)
     own = {j.id: _with_planner(own_workers.get(j.id) or _Sums().rollup(), j) for j in jobs}

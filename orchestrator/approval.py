@@ -1,4 +1,4 @@
-"""A person in the loop (issue 15 item 3): ``approval: before_merge`` makes a root job whose
+"""A person in the loop: ``approval: before_merge`` makes a root job whose
 workers are all done stop in the ``waiting`` state before landing merges anything (finishing.py
 ``hold``); ``POST /api/v1/jobs/{id}/approve`` lands it with the status its workers earned,
 ``/reject`` (a reason required) ends it failed with nothing merged, a cancel ends it cancelled

@@ -1,4 +1,4 @@
-"""The bootstrap of a worker's worktree (issue 12, item 8): what a fresh checkout lacks before
+"""The bootstrap of a worker's worktree: what a fresh checkout lacks before
 a worker can build and test in it.
 
 1. ``.worktreeinclude`` at the repository root (gitignore syntax, e.g. ``.env``): the host's

@@ -1,4 +1,4 @@
-"""A subtask run as several candidates (issue 14 item 1), as pure functions: the plan expanded at
+"""A subtask run as several candidates, as pure functions: the plan expanded at
 submission so that each candidate is a worker of its own, with the task's id, its number, and its
 kind, model, timeout and context; and which of a job's workers are one task's candidates.
 
@@ -87,10 +87,6 @@ def _without_specs(node: TaskNode) -> TaskNode:
     return TaskNode(node.id, list(node.depends_on), node.role, list(node.owns), node.kind, node.model)
 
 
-def has_candidates(job: JobRecord) -> bool:
-    return has_candidates_nodes(job.nodes)
-
-
 def has_candidates_nodes(nodes: Iterable[TaskNode]) -> bool:
     return any(n.candidate is not None for n in nodes)
 
@@ -107,11 +103,6 @@ def candidate_tasks(job: JobRecord) -> dict[str, list[str]]:
 def siblings(records: Iterable[WorkerRecord], record: WorkerRecord) -> list[WorkerRecord]:
     """``record``'s task's candidates (itself included) among ``records`` of its job."""
     return [r for r in records if r.job_id == record.job_id and r.task_id == record.task_id and r.candidate is not None]
-
-
-def merged_out(record: WorkerRecord) -> bool:
-    """A candidate that is not (or not yet) its task's winner: its branch is never merged."""
-    return record.candidate is not None and not record.selected
 
 
 def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:

@@ -24,7 +24,7 @@ worktree commits it), unless its record already holds that.
 
 ``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
 ``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
-implementation puts the worker there (the git worktree checkout of issue 12 makes that folder
+implementation puts the worker there (the git worktree checkout makes that folder
 a worktree on a branch of its own, keeping the layout: worktree.py, whose ``make_checkout``
 gives the engine its Checkout).
 

@@ -1,4 +1,4 @@
-"""A task's candidates settle into one winner (issue 14 items 2 and 3).
+"""A task's candidates settle into one winner.
 
 When the last of a task's candidates has settled (or, under ``select: first_passing``, as soon as
 one has passed its gates: the others are cancelled), the selection runs on a thread of its own,

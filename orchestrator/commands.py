@@ -1,5 +1,5 @@
 """The job commands a person runs against this folder's server: ``jobs``, ``cancel``, ``delete``,
-``approve`` and ``reject`` (issue 24 item 7), each the API route of that name, so a person needs
+``approve`` and ``reject``, each the API route of that name, so a person needs
 neither curl nor the dashboard. ``merge`` and ``conflicts`` (cli.py) go the same way.
 
 Each talks to the server given by ``--api-url``, else this folder's own (its ``.server.json``

@@ -1,4 +1,4 @@
-"""Unified diffs of a job's work (issue 12 item 7): ``GET .../workers/<worker>/diff``,
+"""Unified diffs of a job's work: ``GET .../workers/<worker>/diff``,
 ``GET /api/v1/jobs/<id>/diff`` and ``python -m orchestrator diff``.
 
 A worker's diff is its branch against its start point: the checkpoint its first attempt started

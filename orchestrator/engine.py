@@ -328,10 +328,6 @@ class Engine:
             self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
         )
 
-    def worker_prompt(self, rec: WorkerRecord, job: JobRecord) -> str:
-        """What an AI worker of ``job`` reads (environment.WorkerPrompts, with this server's API and template)."""
-        return self.prompts.render(rec, job).text
-
     # -- reading: queries.Queries answers; the engine forwards for its callers -----------
     def snapshot(
         self, root_id: str, job_id: str | None = None, *, outcomes: bool = False

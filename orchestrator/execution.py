@@ -131,7 +131,7 @@ class WorkerExecution:
         confinement: Confinement | None = None,
     ) -> None:
         self.record = record
-        # A candidate's own timeout (issue 14: the seed's cli_assignments[].timeout) replaces the job's.
+        # A candidate's own timeout (the seed's cli_assignments[].timeout) replaces the job's.
         self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
         self.settings = settings
         self.adapter = adapter

@@ -396,7 +396,7 @@ class Finishing:
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:
-            # Each task's CANDIDATES file first (issue 14), so the reports' links to them never dangle.
+            # Each task's CANDIDATES file first, so the reports' links to them never dangle.
             for path, text in reports.render_candidate_reports(jobs[0], jobs, workers, templates_dir=tdir).items():
                 self.workspace.write_text(self.workspace.job_dir(job.root_id) / path, text)
             for depth in depths:

@@ -1,4 +1,4 @@
-"""Quality gates (issue 13 item 3): commands that judge a worker's work before it may be merged,
+"""Quality gates: commands that judge a worker's work before it may be merged,
 closed by default.
 
 ``GateStep`` is an after-attempt step (steps.py): after a worker's successful attempt, the job's

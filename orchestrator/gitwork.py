@@ -1,4 +1,4 @@
-"""Git for the worktree checkout (issue 12): the host repository, its version check, and the
+"""Git for the worktree checkout: the host repository, its version check, and the
 few repository-level operations a worker's worktree needs.
 
 Every call is an argv list (never a shell string) run as ``git -C <dir> ...`` with

@@ -1,4 +1,4 @@
-"""Plans as graphs (issue 13 item 1), as pure functions: a request's ``tasks`` (plain strings
+"""Plans as graphs, as pure functions: a request's ``tasks`` (plain strings
 and ``{"id", "task", "depends_on", "role", "owns", "candidates"}`` objects) checked into subtask texts and
 ``TaskNode``s; cycles, unknown, duplicate and self ids refused (``InvalidGraph``, a 422 naming
 the cycle or the id); tasks whose ``owns`` overlap ordered by an added dependency; and the path
@@ -220,7 +220,7 @@ def dependents(nodes: Sequence[TaskNode], task_id: str) -> list[str]:
 
 
 def unique_nodes(nodes: Sequence[TaskNode]) -> list[TaskNode]:
-    """One node per task id: a task run as candidates (issue 14) has a node per candidate, all
+    """One node per task id: a task run as candidates has a node per candidate, all
     with its id and dependencies; its first stands for it."""
     seen: set[str] = set()
     found = []

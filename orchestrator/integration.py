@@ -1,4 +1,4 @@
-"""A graph job's integration branch (issue 13 item 2): each worker's work merged into it as
+"""A graph job's integration branch: each worker's work merged into it as
 soon as the worker has succeeded and passed its gates, so the tasks that wait on it branch
 from a commit that holds it (worktree.py starts a graph job's worker from this branch's tip).
 
@@ -21,7 +21,7 @@ from .adapters import co_author_of
 from .commits import Source
 from .config import Settings
 from .gates import GateStep, step_block
-from .landing import repository, tree_lock
+from .landing import NAMED, repository, tree_lock
 from .merging import integrate
 from .models import JobRecord, WorkerRecord
 from .ownership import OwnershipStep
@@ -29,7 +29,6 @@ from .steps import PASS, Step, StepContext, Verdict, fail
 from .workspace import Workspace
 
 log = logging.getLogger("orchestrator.integration")
-NAMED = 5  # conflicting files named in a failed merge's reason
 
 
 def integration_ref(prefix: str, job: JobRecord) -> str:

@@ -1,4 +1,4 @@
-"""Landing a root job's work (issue 12 item 6): its depth-0 workers' branches merged, in plan
+"""Landing a root job's work: its depth-0 workers' branches merged, in plan
 order, into ``<git.branch_prefix><root id>/result`` from the job's base with its
 ``merge_strategy`` (merging.py: no working tree touched), then, when ``merge_into`` names a
 branch of the user's, that branch fast-forwarded to the result (gitrefs.advance: refused, with

@@ -1,4 +1,4 @@
-"""How long a job's worktrees and branches live (issue 24 item 8), in one place.
+"""How long a job's worktrees and branches live, in one place.
 
 ================ =====================================================================================
 worktrees        the checkouts the workers ran in: a finished root job's go once its result is in the

@@ -1,4 +1,4 @@
-"""Shared-checkout locks (issue 13 item 6): advisory locks on paths, one table per root tree.
+"""Shared-checkout locks: advisory locks on paths, one table per root tree.
 
 Workers of an ``isolation: folder`` job that share one directory take a lock on the paths they
 are about to edit (``POST /api/v1/jobs/{id}/locks``, or ``orchestrator-lock PATH... -- CMD``).

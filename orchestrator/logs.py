@@ -14,9 +14,6 @@ import logging
 import time
 from typing import Any
 
-# Fields a caller may attach to a server log record with ``extra=context(...)``.
-CONTEXT_FIELDS = ("job_id", "root_id", "worker")
-
 
 def iso_ts(ts: float) -> str:
     """UTC, millisecond precision: ``2025-01-31T12:00:00.123Z``."""

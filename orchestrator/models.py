@@ -96,7 +96,7 @@ class Attempt:
     # A worktree worker's: the commit this attempt started from (worktree.py: after a failed
     # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
     checkpoint: str | None = None
-    # Issue 16: the node that ran it (distributed.executor rq; None: this server ran it), and the
+    # The node that ran it (distributed.executor rq; None: this server ran it), and the
     # Redis id of the attempt there (re-adopted by it after a server restart).
     node: str | None = None
     # Which enforcement held each cap ({"memory", "processes", "log", "disk": "cgroup v2" | "cgroup v1"
@@ -121,7 +121,7 @@ class Attempt:
 
 @dataclass
 class TaskNode:
-    """A subtask's place in its job's graph (issue 13): its id, the ids it waits on, its role and
+    """A subtask's place in its job's graph: its id, the ids it waits on, its role and
     the path globs it owns. Plain-string tasks get ids ``t1``, ``t2``... and no dependencies."""
 
     id: str
@@ -132,7 +132,7 @@ class TaskNode:
     # (None: the job's) and the model (None: orchestrator.model; "": the CLI's own default).
     kind: str | None = None
     model: str | None = None
-    # Issue 14: an explicit task's own candidates (config/choice.py's shape) before the plan is
+    # An explicit task's own candidates (config/choice.py's shape) before the plan is
     # expanded (candidates.py); after it, each candidate is a node of its own with the task's id,
     # its 1-based ``candidate`` number, and its kind, model, ``timeout`` (None: the job's) and
     # ``context`` (a JSON object for its prompt). ``candidate`` None: the task runs once.
@@ -221,7 +221,7 @@ class WorkerRecord:
     log_path: str = ""  # relative to the root job folder: "logs/depth_0_worker_1.log"
     dir_path: str = ""  # relative to the root job folder: "depth_0/worker_1"
     goal: str | None = None  # its job's goal (JobRecord.goal), which ``task`` is part of
-    # Issue 13: its task's node in the job's graph (TaskNode), copied here for every reader.
+    # Its task's node in the job's graph (TaskNode), copied here for every reader.
     task_id: str | None = None
     depends_on: list[str] = field(default_factory=list)  # task ids it waits on (merged first)
     role: str | None = None
@@ -236,7 +236,7 @@ class WorkerRecord:
     # after it), "merged" (bool), "at", "reason" (why not, when not), "conflicts"}; None: not merged yet.
     integrated: dict[str, Any] | None = None
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
-    # Issue 14: one of its task's candidates (1-based; None: the task runs once). ``selected``:
+    # One of its task's candidates (1-based; None: the task runs once). ``selected``:
     # None until its task's selection is made (JobRecord.selections), then whether it won (only a
     # winner is merged). ``score``: its row of that selection ({"eligible", "score", "parts",
     # "measures", "rank", "reason"}). ``timeout``: its own attempt timeout (None: the job's).
@@ -244,13 +244,13 @@ class WorkerRecord:
     selected: bool | None = None
     score: dict[str, Any] | None = None
     timeout: float | None = None
-    # Issue 14 item 7: the bytes of its rendered prompt, how many of them are its job's shared
+    # The bytes of its rendered prompt, how many of them are its job's shared
     # context block (sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
     # (the anthropic kind's usage.cache_read_input_tokens; None: not reported).
     prompt_bytes: int | None = None
     shared_prompt_bytes: int | None = None
     tokens_cache_read: int | None = None
-    node: str | None = None  # issue 16: the node its latest attempt runs or ran on (None: this server)
+    node: str | None = None  # the node its latest attempt runs or ran on (None: this server)
     # How its latest attempt was confined: "bubblewrap" (sandbox.py), or "none" (unconfined: the
     # job's notes say why); None: no attempt started.
     sandbox: str | None = None
@@ -336,17 +336,17 @@ class JobRecord:
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, nesting.py), where the job's workers branch from.
     start_commit: str | None = None
-    # Issue 13: each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
+    # Each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
     # before graphs (every task independent). ``integration``: the ref a graph job's workers are
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
     nodes: list[TaskNode] = field(default_factory=list)
     integration: str | None = None
-    # Issue 14: each task with candidates, by task id, once its winner is chosen (choosing.py): {"task_id",
+    # Each task with candidates, by task id, once its winner is chosen (choosing.py): {"task_id",
     # "select", "candidates" (worker names), "winner" (a name, or None: none eligible), "reason",
     # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
     # "cost_usd" (the judge's), "at"}.
     selections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Issue 15: a root job with approval: before_merge once its workers are done (approval.py):
+    # A root job with approval: before_merge once its workers are done (approval.py):
     # {"state": "waiting" | "approved" | "rejected" | "cancelled", "earned" (the status its workers
     # earned), "waiting_since", "decided_at", "note" (approve's), "reason" (reject's)}; None: never waited.
     approval: dict[str, Any] | None = None

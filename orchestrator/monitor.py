@@ -146,7 +146,6 @@ class ResourceMonitor:
         self._usage_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
-        self._samples = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -169,7 +168,6 @@ class ResourceMonitor:
         watched = self.running()
         if not watched:
             return
-        self._samples += 1
         found = self.executor.sample(watched)
         now = time.monotonic()
         for worker in watched:

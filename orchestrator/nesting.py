@@ -1,4 +1,4 @@
-"""Recursion composes with worktrees (issue 12 item 5): a child job of a worktree worker starts
+"""Recursion composes with worktrees: a child job of a worktree worker starts
 from its parent worker's work, and its work comes back into the parent's checkout.
 
 ========== ==================================================================================

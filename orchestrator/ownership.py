@@ -1,4 +1,4 @@
-"""File ownership (issue 13 item 5): the after-attempt step that holds a worker to the paths its
+"""File ownership: the after-attempt step that holds a worker to the paths its
 task owns, when the job's tasks declare ``owns``.
 
 The worker's changed paths (``files_changed``: each path, and for a rename also the path it

@@ -63,8 +63,8 @@ class WorkerNode:
     children: list[JobNode] = field(default_factory=list)
     waits_on: list[str] = field(default_factory=list)  # a task graph's: prerequisites not merged yet
     task_id: str | None = None
-    candidate: int | None = None  # one of its task's candidates (issue 14): drawn on its task's line
-    node: str | None = None  # the node its latest attempt runs or ran on (issue 16; None: this server)
+    candidate: int | None = None  # one of its task's candidates: drawn on its task's line
+    node: str | None = None  # the node its latest attempt runs or ran on (None: this server)
     waiting: str | None = None  # why it is still pending ("waiting for memory: ...": admission.py)
     no_changes: bool = False  # it ended with its checkout as it found it
 
@@ -212,7 +212,7 @@ def _rows(
 
 @dataclass
 class Candidates:
-    """A task's candidates, drawn as one line side by side (issue 14) where its first candidate is."""
+    """A task's candidates, drawn as one line side by side where its first candidate is."""
 
     task_id: str
     group: dict[str, Any]  # reports.candidates.groups' entry

@@ -1,4 +1,4 @@
-"""Roles (issue 13 item 4): a task's ``role`` names a prompt preamble, an optional worker kind and
+"""Roles: a task's ``role`` names a prompt preamble, an optional worker kind and
 model, allowed tools, and the gates that apply to its workers. The shipped six
 (config.quality.DEFAULT_ROLES) are merged with ``tasks.roles`` from config.yaml.
 

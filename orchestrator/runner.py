@@ -536,6 +536,6 @@ def package_argv(module: str, entry: str, args: list[str]) -> list[str]:
     """argv running ``sys.exit(module.entry())`` on the orchestrator's own interpreter and package,
     whatever the worker's PATH, PYTHONPATH and cwd are: those are the user's (their ``python``, their
     project's modules), so the interpreter ignores PYTHON* variables (-E) and the package folder
-    takes the cwd's place on sys.path (a worktree may hold a copy of this package: issue 12)."""
+    takes the cwd's place on sys.path (a worktree may hold a copy of this package)."""
     launch = f"import sys; sys.path[:1] = [sys.argv.pop(1)]; from {module} import {entry}; sys.exit({entry}())"
     return [python_executable(), "-E", "-c", launch, PACKAGE_PARENT, *args]

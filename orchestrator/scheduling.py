@@ -1,4 +1,4 @@
-"""A task graph schedules itself (issue 13 item 2): which pending workers may start, what a
+"""A task graph schedules itself: which pending workers may start, what a
 worker's end unblocks, and what its failure does to the tasks that wait on it.
 
 A task starts once every prerequisite has succeeded, which for a worktree job means its work
@@ -43,7 +43,7 @@ class Scheduler:
         self.tables = tables
         self.skip = skip
         self.stop = stop
-        # job id -> task id -> its workers' keys (one, or a task's candidates: issue 14)
+        # job id -> task id -> its workers' keys (one, or a task's candidates)
         self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph
 

@@ -327,7 +327,7 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- diff (issue 12 item 7) ---------------------------------------------------------------
+# -- diff ---------------------------------------------------------------------------------
 def cmd_diff(args: argparse.Namespace) -> int:
     """A job's or a worker's unified diff, as plain text (pipe it to less or git apply) or JSON:
     from this folder's server when one answers, else read from the records and the repository."""

@@ -1,4 +1,4 @@
-"""A job's shared context block (issue 14 item 7; the PHASE2 seed's SharedContextStore).
+"""A job's shared context block (the PHASE2 seed's SharedContextStore).
 
 Every worker of a job (a job's siblings, and a task's candidates) reads the same first part of its
 prompt: the request and the job's goal, a summary of the repository, the job's subtasks with their

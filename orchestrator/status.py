@@ -69,18 +69,18 @@ def job_status(
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge,
-        # Issue 15: a root job with approval: before_merge once its workers were done (approval.py):
+        # A root job with approval: before_merge once its workers were done (approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval,
-        # Issue 13: each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
+        # Each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
         # are merged into as each passes its gates (null: no task depends on another).
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
-        # Issue 14 item 7: its workers' prompt bytes and the share of its shared context block in them
+        # Its workers' prompt bytes and the share of its shared context block in them
         # ({workers, bytes, shared_bytes, shared_fraction, cache_read_tokens, summary}; null: no prompt rendered).
         "prompts": _prompts(own),
-        # Issue 14: each task of this job that runs as candidates, by task id (plan order), its
+        # Each task of this job that runs as candidates, by task id (plan order), its
         # candidates side by side: {"task_id", "task", "select", "chosen", "winner", "reason",
         # "judge_cost_usd", "report" (its CANDIDATES file in the job folder), "rows": [one per
         # candidate: worker, kind, model, status, gates, score, rank, measures, cost_usd, ...]}.
@@ -165,7 +165,7 @@ def _task(
         "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
         "depth": worker.depth,
         "attempts": len(worker.attempts),
-        # Issue 16: the node its latest attempt runs or ran on, and each attempt's (null: this server)
+        # The node its latest attempt runs or ran on, and each attempt's (null: this server)
         "node": worker.node,
         "sandbox": worker.sandbox,
         "attempt_nodes": [a.node for a in worker.attempts],
@@ -179,7 +179,7 @@ def _task(
         "cost_usd": worker.cost_usd,
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
-        # Issue 14 item 7: its prompt's bytes, its job's shared block's bytes among them (0: its
+        # Its prompt's bytes, its job's shared block's bytes among them (0: its
         # prompt does not start with it), the prompt-cache reads its model API reported (null: none)
         "prompt_bytes": worker.prompt_bytes,
         "shared_prompt_bytes": worker.shared_prompt_bytes,
@@ -213,7 +213,7 @@ def _task(
 
 
 def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
-    """A task's place in its job's graph (issue 13): what it waits on, its gates, what its end let start.
+    """A task's place in its job's graph: what it waits on, its gates, what its end let start.
     (Read from the worker's own fields; a record from before them, from its job's node.)"""
     node = node_of(worker, job) if worker.task_id is None else None
     task_id, owns = (worker.task_id, worker.owns) if node is None else (node.id, node.owns)
@@ -231,7 +231,7 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "trespass": list(worker.trespass),
         "integrated": dict(worker.integrated) if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
-        # Issue 14: its candidate number (null: its task runs once), whether its task's selection
+        # Its candidate number (null: its task runs once), whether its task's selection
         # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
         "candidate": worker.candidate,
         "selected": worker.selected,

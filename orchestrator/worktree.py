@@ -1,4 +1,4 @@
-"""The worktree checkout (issue 12, items 1-4 and 9): each worker's usual folder
+"""The worktree checkout: each worker's usual folder
 ``depth_<n>/worker_<k>/`` is a git worktree of the host repository, on its own branch
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
@@ -22,7 +22,7 @@ cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deli
 
 ``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
 while no server ran) has what it left committed by ``changes``; a lost one with no work loses
-its worktree (its branch stays at its base). Clean-up (item 9): ``remove_worktrees`` (a
+its worktree (its branch stays at its base). Clean-up: ``remove_worktrees`` (a
 deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
 start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
 

@@ -53,6 +53,7 @@ import pytest
 
 from orchestrator.adapters import ADAPTERS, AUTO_ORDER, get_adapter, resolve_kind
 from orchestrator.adapters.base import WorkerContext
+from orchestrator.config import WORKER_KINDS
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import make_settings, run_job
@@ -118,6 +119,11 @@ def test_every_ai_kind_is_registered_and_declares_itself():
         assert kind in ADAPTERS and adapter.name == kind and adapter.is_ai
         assert adapter.command_key == f"orchestrator.{kind}_command"
         assert adapter.needs_prompt_file(None) is False
+
+
+def test_the_settings_worker_kinds_are_the_registry_and_auto():
+    # config/ sits below the adapters, so orchestrator.worker's choices are spelled there; this keeps them the registry's
+    assert sorted(WORKER_KINDS) == sorted(["auto", *ADAPTERS])
 
 
 def test_first_signals_are_the_measured_ones():
@@ -824,7 +830,7 @@ def test_a_request_cannot_lift_the_servers_budget(settings):
             job_config(capped, {"max_cost_usd": asked})
 
 
-# -- the worker's environment, never the server's (issue 24 item 2) ---------------------------------
+# -- the worker's environment, never the server's ---------------------------------------------------
 
 
 def test_no_adapter_reads_the_servers_environment_or_home():

@@ -19,10 +19,8 @@ from orchestrator.planner.ai import (
     PlanError,
     choose_planner,
     extract_plan,
-    extract_tasks,
     merge_adjacent,
     merge_graph,
-    parse_plan,
     plan_with_ai,
 )
 from orchestrator.planner.heuristic import split_request
@@ -30,6 +28,12 @@ from orchestrator.roles import role_table
 from orchestrator.runner import ProcessRunner
 from tests.conftest import explain, find_cli, make_settings, run_job
 from tests.mock_model_server import MockModelServer, Text, prompt_text, subtask
+
+
+def parse_plan(text, max_tasks):
+    """An answer's subtasks as the planner keeps them when it is no graph: capped by merging neighbours."""
+    return merge_adjacent(extract_plan(text)[0], max_tasks)
+
 
 REQUEST = "Build a shop with an auth service, an orders service and a payments service"
 ABC = ["Build auth", "Build orders", "Build payments"]
@@ -100,7 +104,7 @@ def test_parse_plan_merges_a_long_plan_into_max_tasks_without_losing_any():
 
 def test_parse_plan_at_exactly_max_tasks_is_unchanged():
     assert parse_plan(json.dumps(ABC), 3) == ABC
-    assert extract_tasks(json.dumps(ABC * 2)) == ABC
+    assert extract_plan(json.dumps(ABC * 2))[0] == ABC
 
 
 def test_merge_adjacent_refuses_a_bad_limit():
@@ -285,11 +289,11 @@ def test_plan_with_ai_with_one_task_needs_no_ai(tmp_path):
     result = plan_with_ai(
         REQUEST, 1, settings=settings, adapter=CommandAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
     )
-    # The heuristic plan, its goal kept as a field (issue 11: it was a " for: " suffix on the task)
+    # The heuristic plan, its goal kept as a field (not a " for: " suffix on the task)
     assert result == AIPlan(["An auth service; an orders service; a payments service"], "heuristic", None, goal="Build a shop")
 
 
-# -- graphs (issue 13): {"tasks": [{"id", "task", "depends_on", "role", "owns"}]} ---------
+# -- graphs: {"tasks": [{"id", "task", "depends_on", "role", "owns"}]} --------------------
 ROLES = ["backend", "docs", "testing"]
 GRAPH = {
     "tasks": [

@@ -1,4 +1,4 @@
-"""A person in the loop (issue 15 item 3): ``approval: before_merge`` stops a root job in the
+"""A person in the loop: ``approval: before_merge`` stops a root job in the
 ``waiting`` state before its result lands; approve lands it, reject and cancel end it with
 nothing merged; a restart leaves it waiting; signed links act without the key. Real git, real
 repositories made here (test_worktree.make_host), real worker processes and a real waitress

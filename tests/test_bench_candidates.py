@@ -1,4 +1,4 @@
-"""bench/bench_candidates.py (issue 14's benchmark (a)) runs end to end with the real claude CLI and
+"""bench/bench_candidates.py (the candidates benchmark (a)) runs end to end with the real claude CLI and
 the loopback mock model server: candidates and sequential runs both complete, and it prints its
 RESULT line with both walls and costs."""
 

@@ -1,4 +1,4 @@
-"""bench/bench_cluster_protocol.py (issue 16's Redis figures, bench/README.md): a small run end to
+"""bench/bench_cluster_protocol.py (the cluster's Redis figures, bench/README.md): a small run end to
 end on a real redis-server it starts and stops itself (its checks pass, its folder removed)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bench/bench_context.py (issue 14's benchmark (c); its figures are bench/README.md's): the prefix
+"""bench/bench_context.py (the shared context benchmark (c); its figures are bench/README.md's): the prefix
 a cache could reuse is measured as it should be, and a small job runs end to end through the real
 Engine, printing its figures and RESULT line and removing its repository."""
 

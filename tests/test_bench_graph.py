@@ -1,4 +1,4 @@
-"""bench/bench_graph.py (issue 13's benchmark; its figures are bench/README.md's): the seeded graph
+"""bench/bench_graph.py (the task-graph benchmark; its figures are bench/README.md's): the seeded graph
 has the asked depth, the critical path is the longest path by duration, and a small graph runs end
 to end through the real Engine, printing its RESULT line and removing its workspace."""
 

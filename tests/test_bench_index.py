@@ -1,4 +1,4 @@
-"""bench/bench_index.py (issue 14's benchmark (b); its figures are bench/README.md's): the written
+"""bench/bench_index.py (the job-index benchmark (b); its figures are bench/README.md's): the written
 workspace is seeded, and a small run lists every page through the index and by scanning, with the
 same answers, printing its RESULT line and removing its workspace."""
 

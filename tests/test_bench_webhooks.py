@@ -1,4 +1,4 @@
-"""bench/bench_webhooks.py (issue 15's benchmark; its figures are bench/README.md's): the
+"""bench/bench_webhooks.py (the webhook benchmark; its figures are bench/README.md's): the
 percentile it reports, and a small run end to end (its checks pass, its workspaces removed)."""
 
 from __future__ import annotations

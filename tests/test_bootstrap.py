@@ -1,4 +1,4 @@
-"""The bootstrap of a worktree (issue 12 item 8) with real git, real repositories made here and
+"""The bootstrap of a worktree with real git, real repositories made here and
 real workers through the engine: ``.worktreeinclude`` copies, a port per worker, ``git.setup``
 before the first attempt (once, killed at its timeout), ``git.teardown`` at cleanup. The host is
 snapshotted around each job: the bootstrap reads from it and never writes to it."""

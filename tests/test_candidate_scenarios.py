@@ -1,4 +1,4 @@
-"""Candidates under fake time (issue 14 items 1-3): first_passing stops the rest at once, a job
+"""Candidates under fake time: first_passing stops the rest at once, a job
 ends only after its selections, and a restarted server makes the selections the old one left
 undone (or had made) without running any candidate twice. The selection itself is the real one."""
 

@@ -1,4 +1,4 @@
-"""What the user sees of a task's candidates (issue 14 items 1 and 3), from records built here (the
+"""What the user sees of a task's candidates, from records built here (the
 shape the selection writes: WorkerRecord.candidate/selected/score, JobRecord.selections): each
 task's CANDIDATES file, its link from FINAL_RESULT.md and the level report, the status document's
 grouping, the terminal's one line per task, and hostile text that must not break any of them."""

@@ -1,4 +1,4 @@
-"""A subtask run as several candidates (issue 14 items 1-3) through the real engine: real command
+"""A subtask run as several candidates through the real engine: real command
 workers in real worktrees of a repository made here, real gates, the selection of a winner and
 its merge (only the winner's work reaches the result branch; the others stay as branches), and
 the user's repository as it was."""

@@ -88,7 +88,7 @@ def test_run_output_names_the_job_three_subtasks_and_an_existing_report(home):
         r"^job [0-9a-f]{12}: 3 subtask\(s\) \(heuristic planner\), worker kind simulated\ngoal: Build a REST API$",
         result.stdout,
         re.M,
-    )  # issue 11: the goal is a field, shown once (no " for: " on each task)
+    )  # the goal is a field, shown once (no " for: " on each task)
     report = re.search(r"^report: (.+FINAL_RESULT\.md)$", result.stdout, re.M)
     assert report and os.path.isfile(report.group(1))
     assert "completed: 3/3 workers succeeded" in result.stdout

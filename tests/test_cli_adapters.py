@@ -1,4 +1,4 @@
-"""The gemini, aider, opencode and ollama adapters on recorded output (issue 10, items 3 and 10),
+"""The gemini, aider, opencode and ollama adapters on recorded output,
 and the worker log's end marker on a line of its own. The real CLIs are in tests/test_real_*.py."""
 
 from __future__ import annotations
@@ -72,15 +72,15 @@ def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine)
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["t"], config=config)
     rec = WorkerRecord(job_id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", name="worker_1", index=1, depth=0, task="t", kind="aider")
-    prompt = engine.worker_prompt(rec, job)
+    prompt = engine.prompts.render(rec, job).text
     assert "You cannot start child jobs: aider runs no shell commands when it runs unattended" in prompt
     assert "orchestrator-spawn" not in prompt and "orchestrator spawn" not in prompt
-    # A job with a gemini worker (its task's kind) is told how, in its shared block (issue 14 item 7).
+    # A job with a gemini worker (its task's kind) is told how, in its shared block.
     other = JobRecord(id="b1b2c3d4e5f6", root_id="b1b2c3d4e5f6", request="r", tasks=["t"], config=config)
     other.nodes = [TaskNode("t1", kind="gemini")]
     rec.root_id = rec.job_id = other.id
     rec.kind = "gemini"
-    assert "orchestrator-spawn --wait" in engine.worker_prompt(rec, other)
+    assert "orchestrator-spawn --wait" in engine.prompts.render(rec, other).text
 
 
 # ----------------------------------------------------------------------------- gemini

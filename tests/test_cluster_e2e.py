@@ -1,4 +1,4 @@
-"""The cluster end to end (issue 16's tests): a real server on 127.0.0.1 with
+"""The cluster end to end: a real server on 127.0.0.1 with
 ``distributed.executor: rq``, a real redis-server and three real node processes on this machine
 with different names, slots and kinds (tests/cluster_fixtures.py). Workers are the ``command``
 kind (tests' worker.sh) and the ``simulated`` kind, routed by role.

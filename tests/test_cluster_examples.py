@@ -169,7 +169,7 @@ def test_the_readmes_node_command_is_the_units():
 
 def test_the_node_command_takes_the_options_the_unit_and_the_readme_give_it():
     if importlib.util.find_spec("orchestrator.cluster.node") is None:
-        pytest.skip("`python -m orchestrator node` is not on this branch yet (issue 16's node work; the lead merges it)")
+        pytest.skip("`python -m orchestrator node` is not on this branch yet")
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "node", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )

@@ -1,4 +1,4 @@
-"""What only the Redis lock table does (issue 16 item 6, cluster/locks.py), on a real
+"""What only the Redis lock table does (cluster/locks.py), on a real
 redis-server: two servers on one Redis exclude each other and wake each other's waiters, grants
 stay exclusive under a race of both, a lock whose holder was killed expires by itself, a Redis
 restart with and without its data, Redis gone, a wrong password, and the engine's choice of

@@ -1,4 +1,4 @@
-"""The commits a job makes read like a person's who used an AI CLI (issue 24 item 9): by the user
+"""The commits a job makes read like a person's who used an AI CLI: by the user
 (the host's git identity; the orchestrator's only where there is none), crediting the AI by a
 ``Co-authored-by:`` trailer, naming the job and the worker with one trailer each on every commit,
 under a subject cut at a word's end. Real git, real repositories made here, real processes."""

@@ -428,7 +428,7 @@ def test_the_command_key_help_names_every_placeholder_the_command_kind_fills():
         assert placeholder in help_text and placeholder in line, placeholder
 
 
-# -- typed sections and the typed job config (issue 11 item 4) --------------------------
+# -- typed sections and the typed job config --------------------------------------------
 
 
 def test_a_section_and_the_settings_refuse_assignment(settings):

@@ -494,7 +494,7 @@ def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_ret
 
 
 def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tmp_path, browser, gate):
-    """Issue 10 item 15: a finished job's page, served by a later server run over the same workspace
+    """A finished job's page, served by a later server run over the same workspace
     (its events are gone), shows the reports and timeline at once, never "live" or "loading"."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT.format(gate=str(gate)))
@@ -525,7 +525,7 @@ def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tm
         server.close()
 
 
-# -- git: a worker's changes and diff, the job's merge (issue 12 items 7 and 10) -----------------
+# -- git: a worker's changes and diff, the job's merge -------------------------------------------
 from .test_diffs import EVIL, hosted_live  # noqa: E402, F401  (a real server over a real host repository)
 
 EVIL_NAME = "evil <img src=x onerror=alert(2)>.txt"
@@ -609,7 +609,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     gate.touch()
     assert live.wait(job_id)["status"] == "completed"
     wait_for(browser, lambda: browser.find_element("id", "merge-button").is_enabled(), "the merge button enabled")
-    # A merge on record (item 6 writes it; set here) shows its strategy, lists, command, target and
+    # A merge on record (landing writes it; set here) shows its strategy, lists, command, target and
     # conflicts, the worker-made path as text
     merge = {
         "strategy": "auto",
@@ -669,7 +669,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     shot(browser, "git-merge-card")
 
 
-# -- the task graph (issue 13 item 7) --------------------------------------------------------------
+# -- the task graph ------------------------------------------------------------------------------
 def _graph_nodes(driver):
     return js(
         driver,
@@ -792,7 +792,7 @@ def test_a_real_graph_jobs_graph_follows_its_run_without_reload(tree_live, brows
     assert "merged into" not in text_of(browser, "graph-note")  # folder isolation: no integration branch
 
 
-# -- a task's candidates side by side (issue 14 item 3) ------------------------------------------
+# -- a task's candidates side by side ------------------------------------------------------------
 def _columns(driver):
     return js(
         driver,

@@ -1,4 +1,4 @@
-"""Diffs of a job's work (issue 12 item 7): the worker and job diff routes on a real waitress
+"""Diffs of a job's work: the worker and job diff routes on a real waitress
 server over a real host repository made here, command workers editing files in their
 worktrees; the size cap, the errors, the scopes of keys, the client and the CLI."""
 
@@ -64,7 +64,7 @@ TASKS = [
 
 
 def run_tree(live, tasks=TASKS, **config):
-    """Run a worktree job to its end. Whatever merge its end made (item 6) is dropped from the
+    """Run a worktree job to its end. Whatever merge its end made (landing.py) is dropped from the
     engine's record, so the job's diff is its workers' (a test that wants a merge sets one)."""
     job_id = live.submit(request="edit the app", tasks=tasks, config={"isolation": "worktree", **config}).json()["job_id"]
     doc = live.wait(job_id)
@@ -123,7 +123,7 @@ def test_a_jobs_diff_is_its_workers_diffs_in_turn_until_a_merge_made_a_result(ho
     git(host.parent, "clone", "-q", str(host), str(clone))
     subprocess.run(["git", "-C", str(clone), "apply", "--index"], input=doc["diff"].encode(), check=True)
     assert (clone / "two.txt").read_text() == "two\n" and (clone / "app.py").read_text().endswith("print(1)\n")
-    # Once the job's merge made a result commit (item 6 records it in JobRecord.merge), the job's
+    # Once the job's merge made a result commit (landing records it in JobRecord.merge), the job's
     # diff is that commit against the base
     base = git(host, "rev-parse", "main").strip()
     result = tasks["worker_2"]["commit"]  # any commit: what the merge would have made

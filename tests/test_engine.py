@@ -40,8 +40,8 @@ def test_simulated_job_builds_the_workspace_layout(engine):
 
 
 def test_the_goal_travels_as_a_field_to_records_reports_and_the_deliverable(engine):
-    # Issue 11: the planner's shared goal is the job's and each worker's ``goal`` field; it was a
-    # " for: <goal>" suffix on every task that the planner parsed back out of its own output.
+    # The planner's shared goal is the job's and each worker's ``goal`` field, not a " for: <goal>"
+    # suffix on every task that the planner would have to parse back out of its own output.
     job = run_job(engine, "Build a REST API with authentication, user management, and data CRUD operations")
     assert job.tasks == ["Authentication", "User management", "Data CRUD operations"]
     assert job.goal == "Build a REST API" and engine.workspace.load_job(job.id).goal == "Build a REST API"
@@ -54,8 +54,8 @@ def test_the_goal_travels_as_a_field_to_records_reports_and_the_deliverable(engi
 
 
 def test_a_then_sequence_runs_as_a_chain(engine):
-    # Issue 11: "then" gave two parallel workers, the second ("Benchmark it") with no referent; it
-    # became one worker. Issue 13: a chain. The second starts once the first has ended (in a worktree
+    # "then" is a chain, not two parallel workers (the second, "Benchmark it", would have no
+    # referent). The second starts once the first has ended (in a worktree
     # job, from its merged work), and its prompt holds the whole request as context.
     job = run_job(engine, "Write a parser in Rust, then benchmark it")
     assert job.tasks == ["Write a parser in Rust", "Benchmark it"] and job.goal is None
@@ -70,7 +70,7 @@ def test_an_ai_worker_prompt_states_the_goal(make_engine):
     job = run_job(engine, "Build a shop with a cart and a checkout")
     assert job.tasks == ["A cart", "A checkout"] and job.goal == "Build a shop"
     prompt = json.loads(workers_of(engine, job)["worker_2"].output.splitlines()[0])
-    shared = (engine.workspace.depth_dir(job.id, 0) / f"shared_{job.id}.md").read_text()  # first (issue 14 item 7)
+    shared = (engine.workspace.depth_dir(job.id, 0) / f"shared_{job.id}.md").read_text()  # first
     assert prompt.startswith(shared + "\n# Your subtask\n\nA checkout\n\nIt is part of: Build a shop\n")
 
 
@@ -398,7 +398,7 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
 
 
 def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engine, monkeypatch):
-    """Issue 11 item 4: the record holds the JobConfig that job_config built; nothing rebuilds it
+    """The record holds the JobConfig that job_config built; nothing rebuilds it
     from a dict (submission, dispatch, the worker's run, a child job's limits), and job.json keeps
     the same dict as before."""
     from orchestrator import submission as engine_module  # where a job is admitted and its config built

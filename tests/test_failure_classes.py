@@ -1,4 +1,4 @@
-"""Failure classes (issue 10 item 3): auth and bad_request are never retried, transient failures
+"""Failure classes: auth and bad_request are never retried, transient failures
 are retried under workers.transient_retries with their own backoff, and the class is recorded.
 
 The adapter is the only fake here: a ``command`` kind whose parser reads an HTTP status the way

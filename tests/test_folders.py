@@ -1,5 +1,5 @@
 """The orchestrator folder as users place it: copied into host repositories, run from their roots
-(issue 10, items 12, 14, 16 and install.sh's PYTHON). Each copy is a real copy of this folder
+(and install.sh's PYTHON). Each copy is a real copy of this folder
 (its .venv a symlink to ours, to stay fast), driven through its own scripts."""
 
 from __future__ import annotations

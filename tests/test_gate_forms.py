@@ -1,4 +1,4 @@
-"""Gates as a user writes them (issue 24 item 4): ``env``, ``cwd``, ``shell: true``, a test
+"""Gates as a user writes them: ``env``, ``cwd``, ``shell: true``, a test
 runner that ran no test (``allow_no_tests``), and gate output made plain before a worker's
 retry prompt reads it. Real gate processes in real worktrees of a repository made here (a real
 pytest among them); every test that runs a job checks that the user's repository is as it was."""

@@ -1,4 +1,4 @@
-"""Quality gates (issue 13 item 3), closed by default: real gate processes in real worktrees of a
+"""Quality gates, closed by default: real gate processes in real worktrees of a
 repository made here, the merge that follows them (only a gated commit of a worker whose
 required gates passed), the feedback loop of ``gates_retry``, and bad gate settings refused
 through the real API and config.yaml. Every test that runs a job checks that the user's

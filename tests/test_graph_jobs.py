@@ -1,4 +1,4 @@
-"""Task graphs that schedule themselves (issue 13 items 1-2), with real processes and real git:
+"""Task graphs that schedule themselves, with real processes and real git:
 the diamond runs in order with its middle in parallel and its last task seeing all merged work,
 a failed prerequisite skips or stops what waits on it, and bad graphs are 422s naming the id."""
 

@@ -1,4 +1,4 @@
-"""Task graphs in fake time (issue 13 item 2): the scheduler's decisions through the engine's
+"""Task graphs in fake time: the scheduler's decisions through the engine's
 public interface, with tests/fake_executor.py instead of processes (folder isolation: readiness
 is a prerequisite's success; test_graph_jobs.py proves the worktree merges with real git)."""
 

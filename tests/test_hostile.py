@@ -1,4 +1,4 @@
-"""Hostile workers (issue 23, "bad input and attacks"): real processes, a real host repository with
+"""Hostile workers ("bad input and attacks"): real processes, a real host repository with
 the orchestrator's folder inside it, worktree isolation, ``command`` workers running
 tests/hostile_worker.py, and the real sandbox (bubblewrap).
 

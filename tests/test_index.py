@@ -1,4 +1,4 @@
-"""The job index (issue 14 item 5, orchestrator/index/): jobs, tasks and progress events in SQLite
+"""The job index (orchestrator/index/): jobs, tasks and progress events in SQLite
 (the default) or PostgreSQL, fed by the engine's events, rebuilt from the workspace when missing,
 stale or corrupt, and what GET /api/v1/jobs lists through."""
 

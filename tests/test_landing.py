@@ -1,4 +1,4 @@
-"""A root job's result (issue 12 items 6, 7 and 10): its workers' branches merged into
+"""A root job's result: its workers' branches merged into
 ``orchestrator/<root>/result`` when it ends, ``merge_into``, the conflicts and merge routes, the
 CLI, FINAL_RESULT.md's Changes section and a server killed in the middle of the merge. Real git,
 real repositories made here, real worker processes and a real waitress server; every test checks

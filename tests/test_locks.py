@@ -1,9 +1,9 @@
-"""Shared-checkout locks (issue 13 item 6): the lock table (conflicts, waits, leases on a driven
+"""Shared-checkout locks: the lock table (conflicts, waits, leases on a driven
 clock, renewal, release rules), then the API on a real waitress server and ``orchestrator-lock``
 run by real worker processes of a folder-isolation job contending for one path.
 
 Each test that takes ``backend`` runs on both tables: ``PathLocks`` (memory) and
-``RedisPathLocks`` (issue 16 item 6, on a real redis-server); tests/test_cluster_locks.py has
+``RedisPathLocks`` (cluster/locks.py, on a real redis-server); tests/test_cluster_locks.py has
 what only Redis does (several servers, a Redis restart)."""
 
 from __future__ import annotations

@@ -562,7 +562,7 @@ def integrate(repo: Path, strategy: str, worker: str) -> merging.Integrated:
 
 
 def test_integration_squashes_each_worker_and_is_idempotent(repo: Path) -> None:
-    # Issue 13: a graph job's workers merged one by one into the integration branch as they pass,
+    # A graph job's workers merged one by one into the integration branch as they pass,
     # each as one commit on the branch (never a fast-forward to the worker's own history).
     before = snapshot(repo)
     main = git(repo, "rev-parse", "main").strip()

@@ -1,4 +1,4 @@
-"""Recursion composes with worktrees (issue 12 item 5), with real git, a real repository made here,
+"""Recursion composes with worktrees, with real git, a real repository made here,
 a real server and real worker processes: a worktree worker's work is committed when it spawns (its
 children start from it), and a child job's work is merged into the parent worker's branch and
 checkout before its ``spawn --wait`` returns. The user's repository is snapshotted around each job."""

@@ -1,4 +1,4 @@
-"""File ownership (issue 13 item 5): the matching as pure functions, and the step on real jobs in
+"""File ownership: the matching as pure functions, and the step on real jobs in
 real git worktrees (a trespassing diff blocked, warn recording without blocking, strict, renames)."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from orchestrator.planner.heuristic import MAX_TASK_CHARS, Plan, is_compound, sp
 BIG = 1000  # a max_tasks large enough that nothing is merged
 
 # (id, request, exact expected subtasks, expected shared goal). Grouped by rule; ids name the rule.
-# Issue 11: the goal is a field of the plan; it was a " for: <goal>" suffix on every subtask.
+# The goal is a field of the plan, not a " for: <goal>" suffix on every subtask.
 CASES: list[tuple[str, str, list[str], str | None]] = [
     # --- seed examples from the brief ---
     (
@@ -98,7 +98,7 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
     ("with-as-complement", "Run the tests with coverage and profiling", ["Run the tests with coverage and profiling"], None),
     ("conditional-then", "If the tests pass, then deploy to staging", ["If the tests pass, then deploy to staging"], None),
     ("file-paths", "Update src/app.py and docs/setup.md", ["Update src/app.py and docs/setup.md"], None),
-    # Issue 11: "Write parses it" was a subtask: the list belongs to the relative clause, not to "Write"
+    # "Write parses it" is no subtask: the list belongs to the relative clause, not to "Write"
     (
         "relative-clause-list",
         "Write a script that downloads a file, parses it, and saves the result",
@@ -197,40 +197,40 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
         ["Translate the README into French", "Translate the README into German", "Translate the README into Japanese"],
         None,
     ),
-    # --- sequences: semicolons split; "then" and instruction after instruction are one worker (issue 11) ---
+    # --- sequences: semicolons split; "then" and instruction after instruction are one worker ---
     ("semicolons", "Add login; add logout; write tests", ["Add login", "Add logout", "Write tests"], None),
     ("semicolons-plain", "a; b; c", ["A", "B", "C"], None),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "then-commas",
         "Write the parser, then add tests, then document it",
         ["Write the parser, then add tests, then document it"],
         None,
     ),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     ("and-then", "Write the parser and then add tests", ["Write the parser and then add tests"], None),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "first-then-finally",
         "First, set up the repo. Then add CI. Finally, write the README.",
         ["First, set up the repo. Then add CI. Finally, write the README."],
         None,
     ),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "and-finally",
         "Write a date parser, then write tests for it, and finally benchmark it",
         ["Write a date parser, then write tests for it, and finally benchmark it"],
         None,
     ),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "mixed-sentences-and-semicolon",
         "Rewrite the CLI in Rust. Then add shell completions; finally publish to crates.io.",
         ["Rewrite the CLI in Rust. Then add shell completions; finally publish to crates.io."],
         None,
     ),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "context-sentence-stays-with-task",
         "Build a todo app. It should use React. Add tests.",
@@ -250,7 +250,7 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
         ["Backend: posts API and comments API", "Frontend"],
         "Build a blog",
     ),
-    # Issue 11: a section heading prefixes its items (was the suffix " for: Backend").
+    # A section heading prefixes its items (not the suffix " for: Backend").
     (
         "markdown-sections",
         "## Backend\n- REST API\n- database schema\n## Frontend\n- React UI",
@@ -281,7 +281,7 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
     ),
     ("wrapped-instruction", "Build a full-stack\napplication", ["Build a full-stack application"], None),
     ("duplicate-lines", "Add tests\nadd tests\nAdd  Tests", ["Add tests"], None),
-    # Issue 11: was split into parallel workers (a then-sequence); one worker does it in order.
+    # A then-sequence is one worker's, done in order (parallel workers would lose the referent).
     (
         "code-fence-kept",
         "Refactor this:\n```\nx = f(a, b); y = 1\n```\nThen add tests.",
@@ -296,7 +296,7 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
         "Do the following",
     ),
     ("inline-list-shares-verb", "Add 1) caching and 2) retries", ["Add caching", "Add retries"], None),
-    # Issue 10: a numbered list on one line, starting with its marker, was read as one item
+    # A numbered list on one line, starting with its marker, is a list, not one item
     # "Write the parser 2. Write the tests 3. Write docs" and then split at each "N. ".
     (
         "inline-numbered-list-from-the-start",
@@ -448,7 +448,7 @@ def test_is_compound_true(task: str) -> None:
     [
         "Build a full-stack application",
         "Add error handling to the login function",
-        "Write the parser, then add tests",  # issue 11: a sequence is one worker's
+        "Write the parser, then add tests",  # a sequence is one worker's
         "Authentication",
         "Authentication for: Build a REST API",  # a task written by the old planner (on disk)
         "Orders and payments for: Build X",
@@ -544,7 +544,7 @@ def test_planner_imports_only_the_standard_library() -> None:
 
 
 def test_sentences_around_verb_clauses_are_the_goal() -> None:
-    """Issue 11: a context sentence is the shared goal of verb clauses too; it was glued to each
+    """A context sentence is the shared goal of verb clauses too, not glued to each
     clause ("I have a Flask app. add tests")."""
     assert split_request("I have a Flask app. Fix the login bug and add tests.", BIG) == Plan(
         ["Fix the login bug", "Add tests"], "I have a Flask app"
@@ -552,7 +552,7 @@ def test_sentences_around_verb_clauses_are_the_goal() -> None:
 
 
 def test_parenthesised_numbers_in_one_line_are_a_list() -> None:
-    """Issue 11: "(1) x (2) y" in one line is a list, as "1) x 2) y" is; it was one task."""
+    """A line "(1) x (2) y" is a list, as "1) x 2) y" is, not one task."""
     assert split_request("(1) Add login (2) Add logout", BIG) == Plan(["Add login", "Add logout"])
     assert split_request("Fix (a) the parser and (b) the lexer", BIG) == Plan(["Fix the parser", "Fix the lexer"])
 
@@ -595,5 +595,5 @@ def test_parenthesised_numbers_in_one_line_are_a_list() -> None:
     ],
 )
 def test_shapes_the_smaller_planner_keeps(request_text: str, tasks: list[str], goal: str | None) -> None:
-    """Behaviours of the 515-line planner that the smaller one (issue 11) keeps, beyond the table."""
+    """Behaviours of the 515-line planner that the smaller one keeps, beyond the table."""
     assert split_request(request_text, BIG) == Plan(tasks, goal)

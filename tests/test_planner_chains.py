@@ -1,4 +1,4 @@
-"""The heuristic planner's chains (issue 13 item 1): a "then"-sequence is a chain of tasks, each
+"""The heuristic planner's chains: a "then"-sequence is a chain of tasks, each
 waiting on the one before; a step that splits is a stage of parallel tasks the next step waits on.
 Requests without a chain plan exactly as ``split_request`` plans them (tests/test_planner.py)."""
 
@@ -180,7 +180,7 @@ def test_a_then_request_in_a_manual_worktree_job_is_one_task_not_a_422(hosted):
     _, _, make = hosted
     engine = make(orchestrator={"worker": "simulated", "planner": "heuristic"})
     request = "Set up the database, then build the API"
-    # When a "then"-sequence is planned by the heuristic: it is one task, as before issue 13
+    # When a "then"-sequence is planned by the heuristic: it is one task (a manual merge leaves no chain to build on)
     job = run_job(engine, request, config={"merge_strategy": "manual"})
     assert (job.status, job.tasks, [n.depends_on for n in job.nodes]) == (JobStatus.COMPLETED, [request], [[]])
     # And with a merge strategy that merges, it is a chain

@@ -1,6 +1,6 @@
 """The AI planner's CLI call is paid for like a worker's: its cost and tokens count in the
 tree's cost_usd, tokens and max_cost_usd budget, and show as a planner line in
-FINAL_RESULT.md and in the status JSON (issue 10, item 5).
+FINAL_RESULT.md and in the status JSON.
 
 Two groups: a fake CLI that prints claude's result object (the budget logic, exact figures),
 and the real claude CLI against the loopback mock of the Messages API (the end-to-end figure).

@@ -1,4 +1,4 @@
-"""execution_mode (issue 10, item 17): only `native` exists; wsl and windows are refused with what works."""
+"""execution_mode: only `native` exists; wsl and windows are refused with what works."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from orchestrator.prompts import (
 from tests.conftest import ROOT, make_settings
 
 SPAWN_LINE = 'orchestrator-spawn --wait "subtask A" "subtask B"'
-# Issue 11: the shared goal is a field, rendered on its own line (it was a " for: a shop" suffix on each task).
+# The shared goal is a field, rendered on its own line (not a " for: a shop" suffix on each task).
 TASKS = ["Build the auth service", "Build the orders service", "Build the payments service"]
 GOAL = "Build a shop"
 
@@ -45,7 +45,7 @@ def prompt(**kw):
 
 
 def test_prompt_states_the_task_the_request_and_the_siblings():
-    # Issue 14 item 7: the request and every subtask (with its id, its own too) are in the job's
+    # The request and every subtask (with its id, its own too) are in the job's
     # shared block, first; the worker's own subtask follows it and names its id in that list.
     text = prompt()
     shared, own = text.split("\n---\n", 1)
@@ -122,7 +122,7 @@ def test_prompt_without_recursion_says_to_do_the_work_itself(kw, reason):
 
 
 def test_single_task_job_has_no_context_or_sibling_section():
-    # (issue 14 item 7: the request is the shared block's; a short one is repeated as the subtask,
+    # (the request is the shared block's; a short one is repeated as the subtask,
     # a long one is not)
     text = prompt(task="Write a haiku", request="Write a haiku", siblings=["Write a haiku"], index=1)
     assert "whole request" not in text
@@ -203,7 +203,7 @@ def test_prompt_template_path_resolves_against_the_config_folder(tmp_path):
 
 
 def test_planner_prompt_asks_for_only_a_json_graph():
-    # Issue 13: a graph of tasks (id, task, depends_on, role, owns); it was a JSON array of strings
+    # A graph of tasks (id, task, depends_on, role, owns), not a JSON array of strings
     text = render_planner_prompt('Build a CLI with "init", `sync` and {{ status }}', 5, roles=["backend", "docs"])
     assert "ONLY a JSON object" in text
     assert "1 to 5 tasks; 3 to 5 is typical" in text
@@ -229,7 +229,7 @@ def test_planner_prompt_for_a_small_limit_does_not_suggest_more():
 
 
 def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout():
-    # Issue 12 item 5: a child job's work is merged into the parent's branch and checkout before
+    # A child job's work is merged into the parent's branch and checkout before
     # spawn --wait returns; a folder worker's children keep their files in their own folders.
     text = prompt(branch="orchestrator/job_x/worker_2")
     assert "Your work so far is committed before the children start from it." in text
@@ -242,7 +242,7 @@ def test_a_worktree_worker_is_told_its_children_s_work_arrives_in_its_checkout()
 
 def test_a_graph_tasks_prompt_says_what_was_done_before_it_and_in_its_checkout():
     # orders waits on auth: auth is listed as done before (in its checkout), payments as another's
-    # (issue 14 item 7: the subtasks are listed once, in the shared block; the prerequisites by id)
+    # (the subtasks are listed once, in the shared block; the prerequisites by id)
     text = prompt(before=[1], branch="orchestrator/job_x/worker_2")
     assert "These subtasks were done before yours, and their work is in your checkout: t1. Build on them" in text
     assert text.index("- t1: Build the auth service") < text.index("Other workers do these subtasks (some beside yours")

@@ -1,5 +1,5 @@
-"""The orchestrator's environment variable names are spelled once, in ``orchestrator.protocol``
-(issue 11 item 4), and that is what a real worker gets."""
+"""The orchestrator's environment variable names are spelled once, in ``orchestrator.protocol``,
+and that is what a real worker gets."""
 
 from __future__ import annotations
 

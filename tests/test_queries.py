@@ -1,4 +1,4 @@
-"""Reads apart from state changes (issue 11 item 5): ``orchestrator.queries`` answers from the
+"""Reads apart from state changes: ``orchestrator.queries`` answers from the
 engine's memory while it holds a tree and from the records on disk otherwise, the same way."""
 
 from __future__ import annotations

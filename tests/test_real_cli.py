@@ -620,7 +620,7 @@ def test_a_timed_out_claude_worker_keeps_the_tokens_its_stream_showed(make_engin
 
 @needs_adapter
 def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(tmp_path, claude_workers):
-    # Issue 12: the worker's cwd is a git worktree of the host repository; the model reads the
+    # The worker's cwd is a git worktree of the host repository; the model reads the
     # tracked app.py and changes one line of it with the Edit tool (which the CLI refuses on a file
     # it has not read). The orchestrator commits the edit on the worker's branch; the user's
     # repository stays exactly as it was.
@@ -681,7 +681,7 @@ def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(h
 
 @needs_adapter
 def test_a_role_runs_real_claude_workers_with_its_model_and_preamble_in_a_simulated_job(make_engine, claude_workers):
-    # Issue 13 roles: the job's kind is simulated; the role's worker kind (claude) and model win for its task.
+    # Roles: the job's kind is simulated; the role's worker kind (claude) and model win for its task.
     mock = claude_workers(write_then_report("notes.md", "# Notes\n", "Wrote notes.md"))
     engine = make_engine(
         orchestrator={"claude_command": CLAUDE, "planner": "heuristic", "model": "job-model"},

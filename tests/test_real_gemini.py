@@ -7,7 +7,7 @@ statistics off (the user's ~/.gemini is never read). Every run here is traced wi
 every connect must go to 127.0.0.1 (``tests/net_guard.py``). Install the CLI with
 ``tests/install_cli.sh``; without it these tests skip.
 
-Issue 10, item 1: a bad key (400), a 401 and a 403 each fail once, at once, with gemini's own
+A bad key (400), a 401 and a 403 each fail once, at once, with gemini's own
 message. gemini exits with the HTTP status modulo 256 (144, 145, 147): through the orchestrator
 this needs the worker shim to record an exit code of 129-192 as an exit code, not a signal
 (helper ``core``'s fix); the direct tests pin down what the CLI does.

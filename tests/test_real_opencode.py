@@ -8,7 +8,7 @@ sharing disabled), ``OPENCODE_DISABLE_MODELS_FETCH``/``_AUTOUPDATE``/``_SHARE``,
 plugin folder tests/install_cli.sh prepared (.cli/opencode-config), so opencode installs nothing.
 Every run is traced with strace and every connect must go to 127.0.0.1 (``tests/net_guard.py``).
 
-Issue 10, item 10: parallel first runs raced on creating opencode's SQLite database; the adapter
+Parallel first runs race on creating opencode's SQLite database; the adapter
 gives each worker its own ``OPENCODE_DB``: three parallel workers on a fresh HOME all succeed.
 """
 

@@ -492,7 +492,7 @@ def test_level_report_totals_show_cpu_memory_and_the_longest_queue_wait(tree):
 
 
 def test_the_goal_shows_beside_the_task_from_its_field():
-    # Issue 11: the goal is a record field (it was a " for: <goal>" suffix inside each task)
+    # The goal is a record field (not a " for: <goal>" suffix inside each task)
     root = make_job("r1", status=JobStatus.PARTIAL, request="Build a REST API with auth and users", goal="Build a REST API")
     workers = [
         make_worker("r1", "worker_1", 0, 0, 5, task="Auth", goal="Build a REST API", output="done"),

@@ -1,4 +1,4 @@
-"""A job that finished under an earlier server run, read through a later one (issue 10, item 15)."""
+"""A job that finished under an earlier server run, read through a later one."""
 
 from __future__ import annotations
 

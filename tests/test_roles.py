@@ -1,4 +1,4 @@
-"""Roles (issue 13 item 4): a task's role gives its worker a preamble, a worker kind and model,
+"""Roles: a task's role gives its worker a preamble, a worker kind and model,
 claude's allowed tools, and gates; the six shipped roles, and tasks.roles in config.yaml."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def render(**kw):
 
 
 def test_a_roles_preamble_comes_first_in_the_prompt_and_the_rest_is_unchanged():
-    # (issue 14 item 7: after the job's shared block, which is the same for every role)
+    # (after the job's shared block, which is the same for every role)
     plain = render()
     shared, own = plain.split("\n---\n\n", 1)
     with_role = render(role="backend", preamble=DEFAULT_ROLES["backend"]["preamble"])
@@ -156,12 +156,12 @@ def test_the_engine_renders_a_workers_prompt_with_its_roles_preamble(make_engine
     config = job_config(engine.settings, None)[0]
     job = JobRecord(id="a1b2c3d4e5f6", root_id="a1b2c3d4e5f6", request="r", tasks=["Review it"], config=config)
     rec = WorkerRecord(job_id=job.id, root_id=job.id, name="worker_1", index=1, depth=0, task="Review it", kind="claude")
-    plain = engine.worker_prompt(rec, job)
-    shared, own = plain.split("\n---\n\n", 1)  # the job's shared block first (issue 14 item 7), the same for every role
+    plain = engine.prompts.render(rec, job).text
+    shared, own = plain.split("\n---\n\n", 1)  # the job's shared block first, the same for every role
     rec.role = "reviewer"
-    assert engine.worker_prompt(rec, job) == shared + "\n---\n\n" + "You are the reviewer: read, do not write.\n\n" + own
+    assert engine.prompts.render(rec, job).text == shared + "\n---\n\n" + "You are the reviewer: read, do not write.\n\n" + own
     rec.role = "testing"
-    text = engine.worker_prompt(rec, job)
+    text = engine.prompts.render(rec, job).text
     assert text.startswith(shared + "\n---\n\n" + DEFAULT_ROLES["testing"]["preamble"] + "\n\n# Your subtask\n")
 
 
@@ -322,7 +322,7 @@ def test_a_servers_tool_list_without_spawn_rules_does_not_get_them_back_through_
 # -- through the real API -----------------------------------------------------------------------
 
 # A command worker that prints the model it was given and its prompt's first paragraph.
-# The first line of the worker's own part: after its job's shared block (issue 14 item 7), which ends in "\n---\n".
+# The first line of the worker's own part: after its job's shared block, which ends in "\n---\n".
 PRINT_MODEL_AND_PREAMBLE = (
     "import sys; print('model=' + sys.argv[1]); print('first=' + sys.argv[2].split('\\n---\\n\\n', 1)[1].split(chr(10))[0])"
 )

@@ -59,7 +59,7 @@ def test_quick_start_starts_the_server_runs_the_job_and_check_status_reads_it(ho
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
     assert "no AI CLI found on PATH" in out.stdout and "using the simulated worker" in out.stdout
-    # the planner's goal on a line of its own (issue 11: it was a " for: <goal>" suffix on each subtask)
+    # the planner's goal on a line of its own (not a " for: <goal>" suffix on each subtask)
     assert (
         "subtask(s), worker kind simulated\n  goal: Build a REST API\n  1. Authentication; user management\n  2. Data CRUD operations\n"
         in out.stdout
@@ -225,7 +225,7 @@ def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home
         server.wait(30)
 
 
-# -- one server per folder, found through its own record (issue 10, items 12, 13, 18) ----------
+# -- one server per folder, found through its own record ---------------------------------------
 def run_script(name, *argv, env, cwd=None, timeout=120):
     return subprocess.run([str(ROOT / name), *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
@@ -345,7 +345,7 @@ def test_quick_start_takes_a_free_port_when_another_program_holds_the_configured
         assert status.returncode == 0 and f"(from {url})" in status.stdout, status.stdout + status.stderr
 
 
-# -- the port a folder keeps (issue 24 item 6) ---------------------------------------------------
+# -- the port a folder keeps -------------------------------------------------------------------
 def squat(port):
     """Another program listening on ``port`` (a real socket; close it to free the port)."""
     sock = socket.socket()

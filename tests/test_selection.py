@@ -1,4 +1,4 @@
-"""Choosing a task's winner among its candidates (orchestrator/selection, issue 14 item 2):
+"""Choosing a task's winner among its candidates (orchestrator/selection):
 best's weighted score and its parts, cheapest, fastest, first_passing, the tie rule, and a
 real scoring command (a script run as a subprocess in each candidate's folder) that prints
 JSON, garbage, fails, hangs, or looks for the worker's key."""

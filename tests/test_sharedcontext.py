@@ -1,4 +1,4 @@
-"""Issue 14 item 7: a job's shared context block, written once, first and byte-identical in every
+"""A job's shared context block, written once, first and byte-identical in every
 one of its workers' prompts (siblings and candidates), named by ORCHESTRATOR_SHARED_CONTEXT, and
 measured in the records, the status document and the reports."""
 

@@ -1,4 +1,4 @@
-"""What the user sees of a task graph (issue 13 items 2 and 7), from records built here: the status
+"""What the user sees of a task graph, from records built here: the status
 document's waits, gates and unblocked tasks, the terminal table's graph lines, the reports' Mermaid
 graph, gates, skips and trespasses, and the timeline's waits on prerequisites."""
 

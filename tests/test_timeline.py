@@ -348,7 +348,7 @@ def test_the_streamed_picture_is_the_whole_one_and_shared_figures_draw_the_same(
     assert big.read_text(encoding="utf-8") == "".join(f"{i}→" * 50 for i in range(3000))
 
 
-# -- git isolation: commits and merges (issue 12 item 10) ------------------------------------------
+# -- git isolation: commits and merges -------------------------------------------------------------
 def _git_tree():
     """A worktree job: worker_1 failed (reset), failed again (a timeout: its work kept), then
     succeeded with a commit; worker_2 changed nothing; a child job of worker_1 merged at 33s

@@ -1,4 +1,4 @@
-"""A worker's environment (issue 10 item 6): workers.env, workers.inherit_env and
+"""A worker's environment: workers.env, workers.inherit_env and
 workers.env_passthrough, with real workers writing down the environment they got. The values
 set never reach a log, record, report, the `config` command's output or an API response."""
 
@@ -182,7 +182,7 @@ def test_a_worker_s_paths_are_built_once_and_are_the_layout_s(tmp_path):
         ws.worker_paths("0123456789ab", 2, "../x")
 
 
-# -- python in a worker or a gate is the user's (issue 24 item 3) ---------------------------------
+# -- python in a worker or a gate is the user's ---------------------------------------------------
 
 # What a worker or a gate finds as `python`, its PYTHONPATH, and whether the orchestrator's
 # commands still run there (orchestrator-lock takes the API, so a worker only checks it there).
@@ -259,7 +259,7 @@ def test_python_in_a_gate_is_the_users(gated, users_python):  # noqa: F811
     assert f"{python}\n{prefix}\nPYTHONPATH=/home/user/project/src\nusage: orchestrator-spawn" in log and "exit=0\n" in log
 
 
-# -- an AI CLI's own folders come from the worker's environment (issue 24 item 2) -----------------
+# -- an AI CLI's own folders come from the worker's environment -----------------------------------
 
 FAKE_GEMINI = """#!/bin/sh
 cp "$GEMINI_CLI_HOME/.gemini/settings.json" seen-settings.json

@@ -1,4 +1,4 @@
-"""Git isolation (issue 12 items 1-4) with real git and real repositories made here: a worktree
+"""Git isolation with real git and real repositories made here: a worktree
 and branch per worker, its commits, what changed, checkpoints on a retry, and the safety rule
 that the user's branch, index, files, stash list and refs outside the prefix never change."""
 

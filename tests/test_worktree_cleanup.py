@@ -1,4 +1,4 @@
-"""Clean-up of a worktree job (issue 12, item 9) with real git and real repositories made here:
+"""Clean-up of a worktree job with real git and real repositories made here:
 deleting a job (server and offline) removes its worktrees and branches and nothing outside its
 prefix, a server start prunes only its own workspace's dead worktree entries, and a worker a
 restart settles has its work committed (or, lost with none, its worktree removed)."""
@@ -67,7 +67,7 @@ def job_worktrees(repo: Path) -> list[str]:
 
 def finished_job(engine, repo: Path):
     """A finished worktree job of two workers that wrote files, with a result branch (made here
-    when the merge of item 6 did not make one)."""
+    when its landing merge did not make one)."""
     job = run_job(engine, "two files", ["echo a > a.txt", "echo b > b.txt"], {"isolation": "worktree"})
     assert job.status is JobStatus.COMPLETED
     result = f"orchestrator/{job.id}/result"

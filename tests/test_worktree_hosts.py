@@ -1,4 +1,4 @@
-"""Hosts of unusual shape for git isolation: a repository with a submodule (issue 12's test list).
+"""Hosts of unusual shape for git isolation: a repository with a submodule.
 What happens is documented in docs/worktrees.md ("Limits"): a worker's worktree has
 the submodule's folder empty, as ``git worktree add`` leaves it; what a worker writes there is
 not committed, stays in its folder, and its log says so; the host and its submodule are untouched."""
@@ -79,7 +79,7 @@ def test_the_openapi_document_offers_worktree_only_where_it_is_possible_and_asks
     assert asked == []  # answered from the first documents: git is asked once per folder
 
 
-# -- a folder that is a git clone of the orchestrator (issue 24 item 1) ---------------------------
+# -- a folder that is a git clone of the orchestrator ---------------------------------------------
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -51,9 +51,10 @@ class ParsedResult:
     cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
-    tokens_cache_read: int | None = None  # prompt-cache reads the model API reported (issue 14 item 7)
+    tokens_cache_read: int | None = None  # prompt-cache reads the model API reported
     retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
-    # Why it failed, from the CLI's structured output: one of FAILURE_CLASSES, or None (unknown).
+    # Why it failed, from the CLI's structured output: one of "auth",
+    # "bad_request" or "transient", or None (unknown).
     # "auth" and "bad_request" are never retried; "transient" (rate limit, overload, 5xx) is
     # retried under its own budget (workers.transient_retries), not max_retries.
     failure_class: str | None = None
@@ -61,7 +62,6 @@ class ParsedResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-FAILURE_CLASSES = ("auth", "bad_request", "transient")
 # What a model's name loses in a trailer's ``Name (model) <email>``: what would end or break it.
 _NOT_IN_A_NAME = re.compile(r"[<>()\x00-\x1f]")
 

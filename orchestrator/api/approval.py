@@ -1,4 +1,4 @@
-"""A person in the loop (issue 15 item 3, orchestrator/approval.py): approve or reject a root job
+"""A person in the loop (orchestrator/approval.py): approve or reject a root job
 waiting for approval.
 
 * ``POST /api/v1/jobs/{id}/approve`` (admin key; body ``{"note": "..."}`` optional) and

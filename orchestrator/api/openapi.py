@@ -29,7 +29,7 @@ WORKER = {
     "required": True,
     "schema": {"type": "string", "pattern": r"^(depth_[0-9]{1,3}_)?worker(_[1-9][0-9]{0,6}){1,40}$"},
 }
-# -- diffs (issue 12 item 7) --
+# -- diffs --
 MAX_BYTES = {
     "name": "max_bytes",
     "in": "query",
@@ -410,7 +410,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             400,
             404,
         ),
-        # -- diffs (issue 12 item 7) --
+        # -- diffs --
         "/api/v1/jobs/{job_id}/diff": _get(
             "the job's unified diff: for a root job whose merge made a result commit, that commit against the "
             "base (source: result); else its workers' diffs one after the other (source: workers). Capped at "
@@ -439,7 +439,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             400,
             404,
         ),
-        # -- shared-checkout locks (issue 13 item 6) --
+        # -- shared-checkout locks --
         "/api/v1/jobs/{job_id}/locks": {
             **_get(
                 "the job tree's path locks (lock_id, paths, worker: null for the admin key's, job_id, acquired_at, expires_at)",

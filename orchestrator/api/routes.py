@@ -224,7 +224,7 @@ def worker_checkpoints(job_id: str, worker: str) -> Response:
     return jsonify({"job_id": job_id, **checkpoints(_engine().find_worker(job_id, depth, name))})
 
 
-# -- diffs (issue 12 item 7: diffs.py) ---------------------------------------------------
+# -- diffs (diffs.py) ----------------------------------------------------------------------
 @bp.get("/jobs/<job_id>/diff")
 def job_diff(job_id: str) -> Response:
     """The job's unified diff: its result commit against the base, else its workers' diffs."""
@@ -277,7 +277,7 @@ def merge(job_id: str) -> Response:
     return jsonify({"job_id": job_id, "merge": merged})
 
 
-# -- shared-checkout locks (issue 13 item 6: locks.py) -------------------------------------
+# -- shared-checkout locks (locks.py) ------------------------------------------------------
 LOCK_KEYS = ("paths", "lease", "wait")
 LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 

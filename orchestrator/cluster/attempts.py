@@ -46,7 +46,6 @@ RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an atte
 # RQ's jobs are JSON, never pickle: a pickle from Redis would run whatever code wrote it. A node also
 # refuses any job whose function is not RQ_FUNCTION (cluster/node.py).
 SERIALIZER = JSONSerializer
-STATES = ("queued", "running", "ended", "cancelled", "lost")
 # Variables a node never takes from the server (it sets its own): paths into its own install.
 NODE_OWN = frozenset({"PATH", "PYTHONPATH", protocol.PYTHON, protocol.API_KEY})
 

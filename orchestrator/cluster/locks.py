@@ -1,4 +1,4 @@
-"""The path locks of locks.py in Redis (issue 16 item 6), for ``distributed.executor: rq``: the
+"""The path locks of locks.py in Redis, for ``distributed.executor: rq``: the
 same rules (``locks.conflict``, renewal, release by the holder, a worker's locks die with it),
 shared by every server process on one Redis and prefix.
 

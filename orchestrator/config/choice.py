@@ -1,4 +1,4 @@
-"""The shapes of issue 14's settings: candidates (the same subtask run several times, on several
+"""The shapes of the best-of-N settings: candidates (the same subtask run several times, on several
 worker kinds) and the judge that may pick among them, each checked once (config.yaml's
 ``candidates`` section, a request's config, an explicit task's ``candidates``) into plain
 JSON-able values with an error that names the field and what is allowed.

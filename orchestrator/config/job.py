@@ -49,22 +49,22 @@ class JobConfig:
     isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
     merge_strategy: str = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
-    # Issue 15: before_merge: the root stops in "waiting" before landing (approval.py). A root
+    # Approval before_merge: the root stops in "waiting" before landing (approval.py). A root
     # job's only; a child job inherits it and ignores it (its merge into its parent worker's branch is not gated).
     approval: str = job_key("git", "approval")
-    # Issue 13: set by config.yaml or a root job's request (admin key); a child job inherits them
+    # Gates: set by config.yaml or a root job's request (admin key); a child job inherits them
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
     gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
     gates_retry: int = job_key("tasks", "gates_retry")
     on_failure: str = job_key("tasks", "on_failure")
     ownership: str = job_key("tasks", "ownership")
-    # Issue 14: each subtask run as several candidates (config/choice.py's shape), and how the
+    # Candidates: each subtask run as several candidates (config/choice.py's shape), and how the
     # one merged is selected; a request (root or child) may set them.
     candidates: list[dict[str, Any]] = job_key("candidates", "candidates")
     attempts: int = job_key("candidates", "attempts")
     select: str = job_key("candidates", "select")
     judge: dict[str, Any] = job_key("candidates", "judge")
-    # Issue 15: where a root job's end is POSTed, signed (webhooks/); its host must be in
+    # Webhooks: where a root job's end is POSTed, signed (webhooks/); its host must be in
     # webhooks.allowed_callback_hosts. A root job's only: a child job's is "".
     callback_url: str = job_key("webhooks", "callback_url")
 

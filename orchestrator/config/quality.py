@@ -1,4 +1,4 @@
-"""The shapes of issue 13's settings: quality gates, roles and path globs, each checked once
+"""The shapes of the task-graph settings: quality gates, roles and path globs, each checked once
 (config.yaml's ``tasks`` section and a request's config) into plain JSON-able values with an
 error that names the field and what is allowed.
 

@@ -4,7 +4,7 @@
 missing CLI, a non-zero exit, a timeout or an answer that is not a usable plan
 all give the heuristic plan (``heuristic_plan``) with a note saying why.
 
-``parse_plan`` reads the answer. It is lenient about the wrapping and strict
+``extract_plan`` reads the answer. It is lenient about the wrapping and strict
 about the content:
 
 - accepted: a JSON array of strings, alone or inside a ```json fence or prose
@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
+from ..adapters import ADAPTERS
 from ..adapters.base import Adapter, WorkerContext
-from ..config import PLANNERS, WORKER_KINDS, Settings
+from ..config import PLANNERS, Settings
 from ..errors import ConfigError, InvalidGraph, OrchestratorError
 from ..graph import auto_id, build_nodes, check_graph, topological
 from ..models import TaskNode
@@ -57,7 +58,7 @@ from .heuristic import adjacent_groups, merge_adjacent, plan_request, split_requ
 log = logging.getLogger("orchestrator.planner.ai")
 
 # Worker kinds that are an AI CLI; "auto" plans with the AI only for these.
-AI_KINDS = frozenset(WORKER_KINDS) - {"auto", "simulated", "command"}
+AI_KINDS = frozenset(kind for kind, adapter in ADAPTERS.items() if adapter.is_ai)
 LOG_NAME = "planner.log"
 PROMPT_NAME = "planner_prompt.md"
 ANSWER_CHARS = 200_000  # most of the CLI's output read back as the answer
@@ -125,16 +126,6 @@ def choose_planner(name: str, worker_kind: str) -> str:
 
 
 # -- reading an answer ----------------------------------------------------------
-def parse_plan(text: str, max_tasks: int) -> list[str]:
-    """The subtasks in an AI answer: 1..max_tasks clean, distinct strings. Raises PlanError."""
-    return merge_adjacent(extract_tasks(text), max_tasks)
-
-
-def extract_tasks(text: str) -> list[str]:
-    """Every subtask the answer proposes, cleaned and deduplicated (not capped). Raises PlanError."""
-    return extract_plan(text)[0]
-
-
 def extract_plan(text: str, roles: Collection[str] | None = None) -> tuple[list[str], list[TaskNode] | None]:
     """The answer's subtasks (not capped) and, when it is a graph, their checked nodes (None:
     independent tasks). ``roles``: the role names that exist (None: any). Raises PlanError."""

@@ -355,7 +355,7 @@ def _context(
         "tally": tally,
         "workers_by_job": by_job,
         "job_workers": {job_id: _workers_summary(ws) for job_id, ws in by_job.items()},
-        # Issue 14 item 7: per job (and over these workers) the prompts' bytes and the shared block's share
+        # Per job (and over these workers) the prompts' bytes and the shared block's share
         "job_prompts": {job_id: share for job_id, ws in by_job.items() if (share := prompt_share(ws)) is not None},
         "prompts": prompt_share(workers),
         "has_cost": analytics.cost_usd is not None,
@@ -363,10 +363,10 @@ def _context(
         "cost_known": cost_known,
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
         "simulated": simulated,
-        # Issue 13: a view per job with dependencies, gates or trespasses (none: no Task graph section).
+        # A view per job with dependencies, gates or trespasses (none: no Task graph section).
         "graphs": graph_views(jobs, workers),
         "graph_rows": None,  # tasks listed per job (None: every one)
-        # Issue 14: each task that ran as candidates, with its CANDIDATES file (none: no section).
+        # Each task that ran as candidates, with its CANDIDATES file (none: no section).
         "candidate_tasks": (found := candidate_tasks(jobs, workers)),
         "candidate_tasks_total": len(found),
     }

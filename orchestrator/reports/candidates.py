@@ -1,4 +1,4 @@
-"""What the user sees of a task's candidates (issue 14 items 1 and 3), from records alone: the
+"""What the user sees of a task's candidates, from records alone: the
 candidates of each task grouped side by side (the status document, the progress tree and the
 dashboard read these groups), one line per task for a terminal, and where each task's
 CANDIDATES file sits in the job folder. Pure: no I/O; reports/__init__.py renders the files.

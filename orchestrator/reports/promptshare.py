@@ -1,4 +1,4 @@
-"""How much of a job's prompts was its shared context block (issue 14 item 7): pure, from the
+"""How much of a job's prompts was its shared context block: pure, from the
 workers' records (``prompt_bytes``, ``shared_prompt_bytes``, ``tokens_cache_read``). The status
 document, LEVEL_<n>_REPORT.md and FINAL_RESULT.md show it as one line:
 ``prompts: 7 workers, 41 KB, 62% shared context; 12,345 cache-read tokens``."""

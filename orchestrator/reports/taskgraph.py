@@ -1,4 +1,4 @@
-"""What the user sees of a job's task graph (issue 13 item 7), from records alone: which tasks a
+"""What the user sees of a job's task graph, from records alone: which tasks a
 worker still waits on, how long it waited on them, its gates in one line, and the graph as a
 Mermaid block for FINAL_RESULT.md. Pure: the status document, the reports and the timeline
 call it on a snapshot or on records read from disk.
@@ -96,7 +96,7 @@ def deliveries(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[s
 
 def representatives(workers: list[WorkerRecord], job: JobRecord | None) -> list[tuple[WorkerRecord, int]]:
     """One worker per task in plan order, with its task's candidate count (1: no candidates):
-    a task run as candidates (issue 14) shows as its winner, else its first candidate."""
+    a task run as candidates shows as its winner, else its first candidate."""
     groups: dict[str, list[WorkerRecord]] = {}
     order: list[str] = []
     for w in workers:

@@ -10,10 +10,10 @@ the child jobs it started, indented one step per depth and laid on a band per jo
 A dashed line before a bar is the worker's queue wait (its plan was ready, no slot
 was free); a faded bar is an attempt that was retried; an outlined bar is on the
 critical path. Hovering a bar shows its ``<title>``: worker, full task, status, times.
-In git isolation (issue 12) a diamond at an attempt's end is a commit of the worker's work
+In git isolation a diamond at an attempt's end is a commit of the worker's work
 (``class="commit"``, ``data-commit``), and a violet line across a job's band is its merge
 (``class="merge"``, at ``JobRecord.merge["at"]``); both are drawn for worktree jobs only.
-In a task graph (issue 13) an amber dashed line before a bar is the worker's wait on its
+In a task graph an amber dashed line before a bar is the worker's wait on its
 prerequisites (``class="wait deps"``, ``data-depends-on``): from its job's start until the last
 of them was merged (or, still waiting, until now); the grey line after it the wait for a slot.
 For scripts (the dashboard, the tests), rows carry ``data-worker``/``data-job`` and bars
@@ -299,7 +299,7 @@ def _row(
     bar_y = y + (ROW_HEIGHT - BAR_HEIGHT) / 2
     x = MARGIN + _indent(row.level)
     name, task = _label(w, (LABEL_WIDTH - 8 - x) / CHAR_WIDTH)
-    chosen = ""  # a task's candidate (issue 14): its number, and whether its task's selection chose it
+    chosen = ""  # a task's candidate: its number, and whether its task's selection chose it
     if w.candidate is not None:
         chosen = f' data-candidate="{int(w.candidate)}" data-selected="{_text(str(w.selected).lower())}"'
     parts = [
@@ -395,7 +395,7 @@ def text_marks(
                 f"{len(merge.get('conflicts') or [])} conflicting file(s)"
             )
     if origin is not None:
-        for job in jobs:  # issue 14: each task's selection among its candidates
+        for job in jobs:  # each task's selection among its candidates
             for task_id, sel in job.selections.items():
                 at = sel.get("at")
                 when = f" at {at - origin:.1f}s" if isinstance(at, (int, float)) else ""
@@ -488,7 +488,7 @@ def _clock(seconds: float) -> str:
 
 
 def _candidate_note(worker: WorkerRecord) -> str:
-    """``, candidate 2 of t1, selected`` for a task's candidate (issue 14); empty otherwise."""
+    """``, candidate 2 of t1, selected`` for a task's candidate; empty otherwise."""
     if worker.candidate is None:
         return ""
     verdict = "" if worker.selected is None else ", selected" if worker.selected else ", not selected"

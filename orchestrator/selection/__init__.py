@@ -1,4 +1,4 @@
-"""Choosing among a task's candidates, with every step recorded (issue 14 item 2).
+"""Choosing among a task's candidates, with every step recorded.
 
 ``choose`` is called by the engine (choosing.py) from a worker thread, never under the engine
 lock, once a task's candidates have settled (for ``first_passing``, as soon as one passes). It

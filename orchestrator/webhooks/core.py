@@ -27,7 +27,7 @@ from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = logging.getLogger("orchestrator.webhooks")
-CALLBACK_TYPES = ("job.completed", "job.partial", "job.failed", "job.cancelled")  # a root job's end
+CALLBACK_TYPES = tuple(f"job.{status}" for status in events.TERMINAL)  # a root job's end
 RETRIED_4XX = (408, 429)
 
 

@@ -1,8 +1,8 @@
-"""Chaos suite helpers (issue 5): one METRIC line per test, and the orphan check.
+"""Chaos suite helpers: one METRIC line per test, and the orphan check.
 
 Every chaos test prints exactly one ``METRIC name=value unit`` line and asserts
 bounds on both sides of it: not better than physically possible, not worse
-than the issue allows. The lines are repeated in the terminal summary so a
+than the target allows. The lines are repeated in the terminal summary so a
 plain ``pytest -m chaos -q`` shows them all.
 """
 

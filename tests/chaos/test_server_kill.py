@@ -1,4 +1,4 @@
-"""The server is SIGKILLed and restarted (issue 5, promise 3): workers run on under their
+"""The server is SIGKILLed and restarted (the chaos suite's promise 3): workers run on under their
 shims, their results survive, and the next server takes over without running anything twice.
 
 These run ``api_server.py`` as a real process in a temporary orchestrator home, with

@@ -1,4 +1,4 @@
-"""A server running worktree workers is SIGKILLed and restarted (issue 12, item 9): every
+"""A server running worktree workers is SIGKILLed and restarted: every
 worker's work ends up committed on its branch, whether it ran on across the restart, ended
 while no server ran, or was lost (its shim killed too); checkpoints stay right across it; git
 is left with no stale worktree entry and no lock file; and the user's repository (branch,

@@ -1,4 +1,4 @@
-// A person in the loop (issue 15): a job waiting for approval (approval: before_merge) shows
+// A person in the loop: a job waiting for approval (approval: before_merge) shows
 // Approve (an optional note) and Reject (a reason, required) buttons that call
 // POST /api/v1/jobs/<id>/approve and /reject with the key the dashboard already holds.
 "use strict";

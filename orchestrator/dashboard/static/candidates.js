@@ -1,4 +1,4 @@
-// A job's tasks that ran as several candidates (issue 14): a panel per task with a column per
+// A job's tasks that ran as several candidates: a panel per task with a column per
 // candidate, side by side (status, gates, score and rank, measures, cost, time, branch and
 // diffstat, the winner marked), the selection's rule, winner and reason, and each candidate's
 // diff loaded from the worker diff route into its column. Read from the status document's

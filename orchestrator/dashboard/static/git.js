@@ -1,4 +1,4 @@
-// The git side of a job's page (issue 12), for jobs in worktree isolation: each worker's
+// The git side of a job's page, for jobs in worktree isolation: each worker's
 // branch, commit, diffstat, changed files and diff; the job's merge state, its conflicts and
 // the merge action. Diffs, paths and branch names come from workers: they only ever become
 // text nodes (a diff is split into lines, each a span whose textContent is the line).

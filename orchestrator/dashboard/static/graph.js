@@ -1,4 +1,4 @@
-// A job's task graph (issue 13), for jobs whose tasks depend on one another: one node per task,
+// A job's task graph, for jobs whose tasks depend on one another: one node per task,
 // laid out in layers by depth (a task sits one layer below its deepest prerequisite), coloured by
 // its worker's state, with its gates' results along its foot and an arrow from each prerequisite
 // (solid once merged, dashed while its dependents still wait on it). Plain SVG built node by

@@ -152,7 +152,7 @@
   function updateRow(row, entry) {
     const c = row.cells;
     row.entry = entry;
-    // A task's candidate (issue 14): its task and number, a star once selected (the Candidates card compares them).
+    // A task's candidate: its task and number, a star once selected (the Candidates card compares them).
     const tag = entry.candidate ? " · " + entry.task_id + " #" + entry.candidate + (entry.selected ? " ★" : "") : "";
     setText(c.name, entry.worker_id + tag);
     setBadge(c.status, entry.status);
