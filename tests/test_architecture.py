@@ -296,6 +296,7 @@ LAYERS = [
             "orchestrator.simulated",
             "orchestrator.cluster.node",
             "orchestrator.cluster.attempt",
+            "orchestrator.testing",
         ],
     ),
     ("engine", ["orchestrator.engine"]),

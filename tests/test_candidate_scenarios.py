@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.testing import Script as S
 
 from . import test_engine_scenarios as scenarios
-from .fake_executor import Script as S
 from .test_engine_scenarios import crash_while_running, until
 
 make_rig = scenarios.make_rig

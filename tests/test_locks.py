@@ -26,9 +26,9 @@ from orchestrator.config.schema import TasksSettings
 from orchestrator.engine import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
 from orchestrator.locks import LockTable, PathLocks, check_paths, overlaps
+from orchestrator.testing import FakeClock
 
 from .conftest import observed, wait_until
-from .fake_executor import FakeClock
 
 LOCK = str(Path(SPAWN_BIN) / "orchestrator-lock")
 ROOT = "0123456789ab"
