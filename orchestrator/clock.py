@@ -2,7 +2,7 @@
 
 ``SystemClock`` is the real one. Every reading and every pause that a decision rests on
 (an attempt's timeout, the backoff before a retry, a tree's deadline) goes through a
-``Clock``, so a fake clock (tests/fake_executor.py) makes them take no real time.
+``Clock``, so a fake clock (orchestrator.testing.FakeClock) makes them take no real time.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the kill ladder, re-adopts one a previous server started, samples what running a
 use, and sweeps whatever is left carrying a tag. The engine and ``execution`` use nothing
 else to run a worker. :class:`LocalExecutor` (processes on this machine: runner.py's
 shim, kill ladder and sweep, procscan.py's process table) is today's only implementation;
-tests/fake_executor.py is its test double.
+orchestrator.testing.FakeExecutor is its test double, shipped for users' tests.
 
 What the interface promises, whatever runs the attempt (the contract tests check both):
 

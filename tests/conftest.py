@@ -62,6 +62,19 @@ def fake_command(*args: str) -> list[str]:
     return [sys.executable, FAKE_CLI, *(args or ("{task}",))]
 
 
+# A test that starts a real Redis, PostgreSQL or Chromium is marked so by the fixture it asks for
+# (pyproject's markers), and slow with it: the default run, the fast tier, leaves it to CI.
+SERVER_FIXTURES = {"redis_server": "redis", "fresh_redis": "redis", "postgres_server": "postgres", "browser": "browser"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture in sorted(SERVER_FIXTURES.keys() & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(SERVER_FIXTURES[fixture])
+            item.add_marker("slow")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_temp_folder(tmp_path_factory):
     """TMPDIR (and TMP, TEMP) for the whole run, and every process it starts, is a folder under

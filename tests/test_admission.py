@@ -198,6 +198,7 @@ def dialled(tmp_path):
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_worker_waits_for_memory_saying_why_then_starts_when_memory_frees(dialled):
     # Given a machine whose free memory is all in the reserve
     dial = Dial(available=512 * MB + 10 * MB)
@@ -219,6 +220,7 @@ def test_a_worker_waits_for_memory_saying_why_then_starts_when_memory_frees(dial
     assert engine.snapshot(job.id)[1][0].waiting is None
 
 
+@pytest.mark.slow
 def test_a_worker_that_can_never_fit_runs_alone_with_a_note(dialled):
     # Given a machine too small for even one simulated worker above its reserve
     dial = Dial(available=16 * GB)

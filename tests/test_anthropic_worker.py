@@ -28,6 +28,9 @@ from . import net_guard
 from .conftest import ROOT, explain, make_settings, only_worker, run_job, three_files_in_worktrees, wait_until
 from .mock_model_server import AUTH_401, ApiError, Hang, MockModelServer, Text, ToolUse, subtask, tool_results
 
+# Real worker subprocesses against a real loopback server: the slow tier.
+pytestmark = pytest.mark.slow
+
 KEY = "sk-ant-test-0123456789-secret"
 MODEL = "claude-sonnet-5-5"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 MAX_LINES = 600
 ENGINE_MAX_LINES = 500  # the module that defines the engine wires its parts; each concern is a module of its own
@@ -144,6 +146,7 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert find_cycles(graph) == [["orchestrator.a", "orchestrator.b"]]
 
 
+@pytest.mark.slow
 def test_no_import_cycle_in_the_package():
     graph = import_graph()
     assert "orchestrator.engine" in graph and graph["orchestrator.engine"], "the graph is empty: the parser is broken"
@@ -226,6 +229,7 @@ class WorkerRecord:
     assert lines == ["line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 15"], state_writes(source)
 
 
+@pytest.mark.slow
 def test_only_states_writes_a_status_or_a_phase():
     """Every status and worker-phase change goes through states.py, which checks it against its
     transition tables: no other module assigns ``.status`` or ``.phase`` on a record."""
@@ -296,6 +300,7 @@ LAYERS = [
             "orchestrator.simulated",
             "orchestrator.cluster.node",
             "orchestrator.cluster.attempt",
+            "orchestrator.testing",
         ],
     ),
     ("engine", ["orchestrator.engine"]),
@@ -424,6 +429,7 @@ def _upward(imports: dict[str, set[str]]) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_imports_point_down_the_layers():
     modules = _modules()
     known = set(modules)

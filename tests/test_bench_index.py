@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 from bench_index import write_jobs  # noqa: E402
 
 
+@pytest.mark.slow
 def test_the_written_jobs_are_seeded_finished_root_trees(tmp_path):
     one = write_jobs(Workspace(tmp_path / "a", durable=False), 30, seed=14)
     two = write_jobs(Workspace(tmp_path / "b", durable=False), 30, seed=14)

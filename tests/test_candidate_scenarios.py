@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.testing import Script as S
 
 from . import test_engine_scenarios as scenarios
-from .fake_executor import Script as S
 from .test_engine_scenarios import crash_while_running, until
 
 make_rig = scenarios.make_rig
@@ -47,6 +49,7 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
     assert len(rig.fake.handles) == 2  # nothing ran twice
 
 
+@pytest.mark.slow
 def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig):
     rig = make_rig()
     stuck = threading.Event()

@@ -324,6 +324,7 @@ def test_final_result_and_level_report_link_each_tasks_file():
     assert "## Candidates" not in plain
 
 
+@pytest.mark.slow
 def test_a_summary_final_result_lists_the_first_tasks_with_candidates():
     """Past FULL_LIST_LIMIT workers FINAL_RESULT.md is a summary: SHOWN_LIMIT tasks, then a count."""
     from orchestrator.reports import FULL_LIST_LIMIT, SHOWN_LIMIT

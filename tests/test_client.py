@@ -85,6 +85,7 @@ def test_repr_hides_key(client):
     assert KEY not in repr(client)
 
 
+@pytest.mark.slow
 def test_import_is_light():
     code = (
         "import sys, orchestrator.api.client; print(sorted({'flask', 'jinja2', 'yaml', 'psutil', 'werkzeug'} & set(sys.modules)))"

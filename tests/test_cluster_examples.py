@@ -221,6 +221,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
+@pytest.mark.slow
 def test_the_redis_snippets_tls_lines_serve_the_rediss_url_the_readme_shows(tmp_path):
     server = RedisServer(tmp_path)  # skips (fails under CI) without redis-server
     ca, cert, key = make_certificates(tmp_path)

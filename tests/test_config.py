@@ -564,6 +564,7 @@ def test_reserved_threads_must_leave_streams_a_thread(tmp_path):
     assert load(tmp_path, api={"threads": 5, "reserved_threads": 4}).api.reserved_threads == 4
 
 
+@pytest.mark.slow
 def test_an_environment_value_nested_past_the_parsers_depth_is_an_error_naming_the_variable(tmp_path):
     """It was a RecursionError traceback."""
     with pytest.raises(ConfigError) as info:

@@ -1,11 +1,11 @@
 """Engine scenarios in fake time: the engine's decisions (dispatch, limits, retries and backoff,
 timeouts and the kill ladder, deadlines, budgets, recursion caps, cancel, recovery after a
 restart, job outcomes) through its public interface (submit, wait, cancel, snapshot, recover),
-with tests/fake_executor.py's FakeExecutor and FakeClock instead of processes and real time.
+with orchestrator.testing's FakeExecutor and FakeClock instead of processes and real time.
 
-No process starts here: an autouse fixture makes subprocess.Popen, os.fork and os.posix_spawn
-raise. What only real processes prove (the shim, the kill ladder on a real tree, the tag
-sweep) stays in test_engine.py, test_shim.py, test_executor_contract.py and the chaos suite.
+No process starts here: an autouse fixture (testing.no_processes) makes subprocess.Popen,
+os.fork and os.posix_spawn raise. What only real processes prove (the shim, the kill ladder on
+a real tree, the tag sweep) stays in test_engine.py, test_shim.py, test_executor_contract.py and the chaos suite.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import protocol
-from orchestrator.engine import Engine
+from orchestrator import protocol, testing
 from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationError
 from orchestrator.executor import Sample
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.recovery import LOST_REASON
-from orchestrator.sandbox import probe
+from orchestrator.testing import Script, claude_result
 
 from .conftest import make_settings
-from .fake_executor import FakeClock, FakeExecutor, Script, claude_result
 
 DEFAULTS = {
     "workers": {
@@ -48,62 +46,24 @@ WAIT = 10  # real seconds a scenario may take before it counts as hung
 
 
 @pytest.fixture(autouse=True)
-def no_processes(monkeypatch):
-    """The claim "without starting a process" is enforced, not hoped for."""
-
-    def refused(*args, **kwargs):
-        raise AssertionError("an engine scenario tried to start a process")
-
-    # The machine's sandbox probe runs once per process (sandbox.probe), when the first engine is
-    # built: here, before the scenario, as in a full run where an earlier test made it.
-    probe()
-    monkeypatch.setattr(subprocess, "Popen", refused)
-    for name in ("fork", "posix_spawn", "posix_spawnp"):
-        if hasattr(os, name):
-            monkeypatch.setattr(os, name, refused)
+def no_processes():
+    """The claim "without starting a process" is enforced, not hoped for (testing.no_processes)."""
+    with testing.no_processes():
+        yield
 
 
-class Rig:
-    """An engine on a FakeExecutor and a FakeClock, over a workspace in memory-backed storage."""
+class Rig(testing.Rig):
+    """testing.Rig on the scenarios' settings (DEFAULTS, then ``sections``), in a temp workspace."""
 
     def __init__(self, base: Path, *, auto: bool = True, **sections):
         merged = {name: dict(values) for name, values in DEFAULTS.items()}
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)
-        self.settings = make_settings(base, **merged)
-        self.clock = FakeClock(auto=auto)
-        self.fake = FakeExecutor(self.clock)
-        self.engines: list[Engine] = []
-        self.engine = self.new_engine()
-
-    def new_engine(self) -> Engine:
-        engine = Engine(self.settings, executor=self.fake, clock=self.clock)
-        self.fake.engine = engine
-        self.engines.append(engine)
-        return engine
-
-    def submit(self, tasks, config=None, request="job"):
-        return self.engine.submit(request, config, tasks)
-
-    def run(self, tasks, config=None, request="job"):
-        job = self.submit(tasks, config, request)
-        done = self.engine.wait(job.id, WAIT)
-        assert done.status.terminal, f"job {job.id} still {done.status.value}"
-        return done
-
-    def wait(self, job):
-        done = self.engine.wait(job.id, WAIT)
-        assert done.status.terminal, f"job {job.id} still {done.status.value}"
-        return done
+        super().__init__(make_settings(base, **merged), auto=auto, wait=WAIT)
 
     def started(self, count):
         """Until ``count`` attempts have started (manual clock: before moving time on)."""
         until(lambda: len(self.fake.handles) >= count, f"{count} attempt(s) started")
-
-    def workers(self, job):
-        """The job's own workers by name, as the engine reports them."""
-        _, workers = self.engine.snapshot(job.root_id)
-        return {w.name: w for w in workers if w.job_id == job.id}
 
     def jobs(self, job):
         jobs, _ = self.engine.snapshot(job.root_id)
@@ -111,18 +71,6 @@ class Rig:
 
     def statuses(self, job):
         return {name: w.status.value for name, w in sorted(self.workers(job).items())}
-
-    def restart(self):
-        """The server is killed (kill -9) and a new one starts on the same workspace and machine."""
-        self.fake.kill_server()
-        engine = self.new_engine()
-        self.fake.restart(engine)
-        self.engine = engine
-        return engine
-
-    def close(self):
-        for engine in self.engines:
-            engine.shutdown(timeout=5)
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import pytest
 from orchestrator.executor import LocalExecutor
 from orchestrator.runner import CommandNotFound, Wakeup
 from orchestrator.shim import read_exit_file
-
-from .fake_executor import FakeClock, FakeExecutor, Script
+from orchestrator.testing import FakeClock, FakeExecutor, Script
 
 # What each kind of attempt does, as a real command and as a script.
 COMMANDS = {

@@ -43,6 +43,7 @@ def read(engine, job, worker, name):
     return git(engine.checkout.worktrees().repo, "show", f"{rec.commit}:{name}")
 
 
+@pytest.mark.slow
 def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_all_three(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
@@ -78,6 +79,7 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
     assert snapshot(host, folder) == before
 
 
+@pytest.mark.slow
 def test_a_failed_prerequisite_skips_its_dependents_naming_it(hosted):
     host, folder, make = hosted
     before = snapshot(host, folder)
@@ -98,6 +100,7 @@ def test_a_failed_prerequisite_skips_its_dependents_naming_it(hosted):
     assert snapshot(host, folder) == before
 
 
+@pytest.mark.slow
 def test_on_failure_stop_cancels_the_rest_and_the_job_fails_not_cancelled(hosted):
     host, folder, make = hosted
     engine = make(workers={"max_retries": 0})
@@ -110,6 +113,7 @@ def test_on_failure_stop_cancels_the_rest_and_the_job_fails_not_cancelled(hosted
     assert job.status is JobStatus.FAILED and job.error.startswith("stopped: task bad failed")
 
 
+@pytest.mark.slow
 def test_on_failure_continue_runs_dependents_anyway(hosted):
     host, folder, make = hosted
     engine = make(workers={"max_retries": 0})
@@ -120,6 +124,7 @@ def test_on_failure_continue_runs_dependents_anyway(hosted):
     assert job.status is JobStatus.PARTIAL
 
 
+@pytest.mark.slow
 def test_a_graph_runs_in_folder_isolation_in_order_without_git(tmp_path):
     from orchestrator.config import load_settings
     from orchestrator.engine import Engine
@@ -143,6 +148,7 @@ def test_a_graph_runs_in_folder_isolation_in_order_without_git(tmp_path):
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_two_tasks_that_own_overlapping_paths_run_one_after_the_other(hosted):
     host, folder, make = hosted
     engine = make()
@@ -213,6 +219,7 @@ def test_a_worker_spawns_a_child_graph_through_the_helper_and_it_runs_in_order(m
     assert float((second / "start").read_text()) >= float((first / "end").read_text())
 
 
+@pytest.mark.slow
 def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_dependents(hosted):
     # No steps passed: the engine's defaults run the gates, then merge into the integration branch.
     host, folder, make = hosted

@@ -1,5 +1,5 @@
 """Task graphs in fake time: the scheduler's decisions through the engine's
-public interface, with tests/fake_executor.py instead of processes (folder isolation: readiness
+public interface, with orchestrator.testing's fakes instead of processes (folder isolation: readiness
 is a prerequisite's success; test_graph_jobs.py proves the worktree merges with real git)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.testing import Script as S
 
 from . import test_engine_scenarios as scenarios
-from .fake_executor import Script as S
 from .test_engine_scenarios import crash_while_running, until
 
 # The scenarios' fixtures: a rig per test, and no process may start.

@@ -45,6 +45,7 @@ def listed(index, **query):
 
 
 # -- paging and filters (records written straight to a workspace: fast) ------------------------
+@pytest.mark.slow
 def test_pages_come_newest_first_filtered_by_status_and_tree(tmp_path):
     workspace = Workspace(tmp_path / "workspace", durable=False)
     jobs = write_jobs(workspace, 120, seed=3)

@@ -26,9 +26,9 @@ from orchestrator.config.schema import TasksSettings
 from orchestrator.engine import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
 from orchestrator.locks import LockTable, PathLocks, check_paths, overlaps
+from orchestrator.testing import FakeClock
 
 from .conftest import observed, wait_until
-from .fake_executor import FakeClock
 
 LOCK = str(Path(SPAWN_BIN) / "orchestrator-lock")
 ROOT = "0123456789ab"
@@ -62,7 +62,7 @@ class Backend:
         return SYSTEM_CLOCK, time.sleep
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.slow])])
 def backend(request):
     if request.param == "memory":
         made = Backend()
@@ -209,6 +209,7 @@ def lock_server(make_live, backend, command=("sh", "-c", "{task}"), writable=())
     return live
 
 
+@pytest.mark.slow
 def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, tmp_path, backend):
     journal = observed(tmp_path) / "journal"  # outside the workers' folder: in their workers.sandbox_writable
     live = lock_server(make_live, backend, writable=[journal.parent])
@@ -225,6 +226,7 @@ def test_two_workers_contend_for_one_path_through_orchestrator_lock(make_live, t
     assert live.call("GET", f"/api/v1/jobs/{job_id}/locks").json()["locks"] == []
 
 
+@pytest.mark.slow
 def test_with_a_short_wait_the_second_worker_gets_409_naming_the_holder_and_fails(make_live, tmp_path, backend):
     live = lock_server(make_live, backend)
     go = tmp_path / "go"
@@ -250,6 +252,7 @@ def test_with_a_short_wait_the_second_worker_gets_409_naming_the_holder_and_fail
     assert "waited 0.5s for it to let go" in log and "exit=75" in log and "never" not in log
 
 
+@pytest.mark.slow
 def test_a_lock_dies_when_its_worker_process_ends(make_live, tmp_path, backend):
     live = lock_server(make_live, backend)
     go = tmp_path / "go"
@@ -264,6 +267,7 @@ def test_a_lock_dies_when_its_worker_process_ends(make_live, tmp_path, backend):
     assert live.call("GET", f"/api/v1/jobs/{job_id}/locks").json()["locks"] == []
 
 
+@pytest.mark.slow
 def test_lock_routes_lease_expiry_bad_bodies_and_who_may_release(make_live, tmp_path, backend):
     live = lock_server(make_live, backend)
     go = tmp_path / "go"
@@ -345,6 +349,7 @@ def test_orchestrator_lock_outside_a_worker_says_so():
     assert done.returncode == 2 and "orchestrator-lock runs inside a worker" in done.stderr
 
 
+@pytest.mark.slow
 def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_sigterm(make_live, tmp_path, backend):
     import signal
 
@@ -382,6 +387,7 @@ def test_orchestrator_lock_passes_the_exit_code_and_releases_on_failure_and_on_s
     assert live.call("GET", base).json()["locks"] == []
 
 
+@pytest.mark.slow
 def test_the_python_client_takes_renews_lists_and_releases_locks(make_live, backend):
     from orchestrator.api.client import OrchestratorClient
 

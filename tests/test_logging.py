@@ -48,6 +48,7 @@ def test_a_structured_tree_log_is_one_json_object_per_line_with_ids(make_live):
     assert all("worker" not in e for e in entries if e["event"] == "job")
 
 
+@pytest.mark.slow
 def test_plain_text_stays_the_default(make_engine):
     engine = make_engine()
     job = run_job(engine, tasks=["a"])

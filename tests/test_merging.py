@@ -21,6 +21,9 @@ from orchestrator.commits import ORCHESTRATOR, Source, subject_line
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.gitcmd import run_git
 
+# Many real git processes on real repositories: the slow tier.
+pytestmark = pytest.mark.slow
+
 PREFIX = "orchestrator/"
 ID = "job1"
 LINES = [f"line {n}" for n in range(1, 21)]

@@ -41,6 +41,7 @@ def _spelled_out(path: Path) -> list[str]:
     return hits
 
 
+@pytest.mark.slow
 def test_every_orchestrator_variable_name_is_spelled_only_in_the_protocol_module():
     hits = [hit for path in sorted(PACKAGE.rglob("*.py")) if path.name != "protocol.py" for hit in _spelled_out(path)]
     assert hits == []

@@ -41,6 +41,7 @@ def serve(tmp_path):
         server.close()
 
 
+@pytest.mark.slow
 def test_workers_and_webhook_links_use_public_url(serve, receivers):  # noqa: F811 (the imported fixture)
     # Given a server on 127.0.0.1 whose public address is another name for it (as a node would use)
     port = free_port()
@@ -67,11 +68,13 @@ def test_workers_and_webhook_links_use_public_url(serve, receivers):  # noqa: F8
     assert requests.get(links["status"], headers={"X-API-Key": API_KEY}, timeout=30).status_code == 200
 
 
+@pytest.mark.slow
 def test_without_public_url_workers_get_the_address_the_server_listens_on(serve):
     server, engine = serve(free_port())
     assert engine.api_url == server.url
 
 
+@pytest.mark.slow
 def test_public_urls_host_passes_the_host_guard_and_others_do_not(serve):
     # Given a server behind a TLS proxy that forwards with the public name in the Host header
     server, _ = serve(free_port(), api={"public_url": "https://Orch.Example.Internal:8443/"})
@@ -82,6 +85,7 @@ def test_public_urls_host_passes_the_host_guard_and_others_do_not(serve):
     assert refused.status_code == 400 and "api.allowed_hosts" in refused.json()["message"]
 
 
+@pytest.mark.slow
 def test_the_embedded_server_of_orchestrator_run_keeps_its_workers_on_loopback(tmp_path):
     # `orchestrator run` serves its own workers on an ephemeral loopback port: public_url cannot name it
     settings = make_settings(tmp_path, api={"api_key": API_KEY, "public_url": "https://orch.example.internal"})
@@ -114,6 +118,7 @@ def test_allow_remote_lets_any_address_through():
         check_bind(host, allow_remote=True)
 
 
+@pytest.mark.slow
 def test_api_server_py_with_a_public_host_exits_naming_the_setting(tmp_path):
     # Given api_server.py asked to bind every interface, with no api.allow_remote
     port = free_port()

@@ -328,6 +328,7 @@ PRINT_MODEL_AND_PREAMBLE = (
 )
 
 
+@pytest.mark.slow
 def test_tasks_naming_roles_run_each_worker_with_its_roles_kind_model_and_preamble_through_the_api(make_live):
     live = make_live(
         orchestrator={"command": [sys.executable, "-c", PRINT_MODEL_AND_PREAMBLE, "{model}", "{prompt}"]},
@@ -353,6 +354,7 @@ def test_tasks_naming_roles_run_each_worker_with_its_roles_kind_model_and_preamb
     assert ran["Write the API"]["output"].splitlines() == ["model=m-role", "first=You are the scripted one."]
 
 
+@pytest.mark.slow
 def test_a_task_naming_a_role_that_does_not_exist_is_a_422_naming_it_and_the_known_roles(live):
     answer = live.submit(request="build it", tasks=[{"task": "Design it", "role": "designer"}, "Build it"])
     assert answer.status_code == 422
@@ -365,6 +367,7 @@ def test_a_task_naming_a_role_that_does_not_exist_is_a_422_naming_it_and_the_kno
     assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
 
 
+@pytest.mark.slow
 def test_a_task_whose_roles_kind_is_not_installed_is_a_422_naming_the_role_and_kind(make_live, tmp_path):
     live = make_live(
         orchestrator={"gemini_command": str(tmp_path / "no-gemini")},
@@ -379,6 +382,7 @@ def test_a_task_whose_roles_kind_is_not_installed_is_a_422_naming_the_role_and_k
     assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
 
 
+@pytest.mark.slow
 def test_a_child_jobs_tasks_take_the_role_of_the_worker_that_started_it(make_live):
     # The job's kind is simulated; only the role runs the command kind, whose "tree 2" task
     # starts a child job of two "tree 2" subtasks (plain strings, no role).

@@ -144,6 +144,7 @@ def test_a_process_that_leaves_its_session_and_drops_its_tag_dies_with_the_attem
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_a_tagless_process_in_the_sandbox_counts_against_its_worker(tmp_path):
     """The caps' sample finds what ``env -i`` hid from the tag scan, by the sandbox's PID namespace."""
     executor = LocalExecutor()
@@ -173,6 +174,7 @@ def test_a_tagless_process_in_the_sandbox_counts_against_its_worker(tmp_path):
 
 # -- a real job in a host repository ------------------------------------------------------------
 @needs_bwrap
+@pytest.mark.slow
 def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host(tmp_path):
     host, folder = make_host(tmp_path)
     (folder / "config.yaml").write_text("api:\n  api_key: s3cret-key\n")
@@ -199,6 +201,7 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
@@ -214,6 +217,7 @@ def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_with_the_sandbox_off_the_job_says_workers_run_unconfined(tmp_path):
     host, folder = make_host(tmp_path)
     engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "off"})
@@ -239,6 +243,7 @@ def test_sandbox_modes_match_the_setting_choices():
     reason="NOT PROTECTED: the tree's branches share one ref folder, which a worker's own commits must write; "
     "binding the siblings read-only one by one raced with their commits (bubblewrap failed to start)",
 )
+@pytest.mark.slow
 def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_starts(tmp_path):
     """A worker moving or deleting a sibling's branch in its own job tree (the user's refs are
     read-only to it: test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host)."""

@@ -260,6 +260,7 @@ def test_a_scoring_commands_json_is_scored_and_its_other_keys_kept_at_weight_0(t
     assert (tmp_path / "selection" / "scoring-worker_1.log").read_text().startswith("running tests...")
 
 
+@pytest.mark.slow
 def test_a_scoring_command_printing_garbage_failing_or_hanging_is_noted_not_crashed_on(tmp_path):
     good = worktree(tmp_path, "worker_1", "json", {"tests_passed": 3, "tests_failed": 0})
     garbage = worktree(tmp_path, "worker_2", "garbage")
@@ -305,6 +306,7 @@ def test_a_relative_scoring_command_is_the_candidates_own_and_a_missing_one_is_n
     )
 
 
+@pytest.mark.slow
 def test_a_cancelled_selection_starts_no_scoring_command_and_stops_a_running_one(tmp_path):
     hanging = worktree(tmp_path, "worker_1", "hang")
     other = worktree(tmp_path, "worker_2", "json", {"coverage": 1})

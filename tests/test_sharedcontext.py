@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator import protocol
 from orchestrator.config import job_config
 from orchestrator.engine import Engine
@@ -47,6 +49,7 @@ def seen(out: Path, worker: str) -> tuple[bytes, str]:
     return (out / f"{worker}.prompt").read_bytes(), (out / f"{worker}.env").read_text()
 
 
+@pytest.mark.slow
 def test_a_jobs_siblings_read_one_block_written_once_first_and_byte_identical(tmp_path):
     engine, out = seeing_engine(tmp_path)
     try:
@@ -98,6 +101,7 @@ def test_a_jobs_siblings_read_one_block_written_once_first_and_byte_identical(tm
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_the_status_document_gives_the_prompts_share(tmp_path):
     from orchestrator.status import job_status
 
@@ -125,6 +129,7 @@ def test_the_status_document_gives_the_prompts_share(tmp_path):
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_job_whose_workers_read_no_prompt_has_no_block_and_no_prompts_line(tmp_path):
     engine = Engine(make_settings(tmp_path))  # the simulated kind reads its subtask from argv
     try:
@@ -180,6 +185,7 @@ def test_a_tasks_candidates_share_the_block_listing_the_task_once_and_each_reads
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_worktree_jobs_block_summarises_the_repository_at_its_base_with_its_conventions(hosted, tmp_path):
     host, folder, make = hosted
     (host / "AGENTS.md").write_text("# Agents\n\nRun `make test` before you finish.\n")
@@ -218,6 +224,7 @@ def test_a_worktree_jobs_block_summarises_the_repository_at_its_base_with_its_co
     assert snapshot(host, folder) == before, "the host repository is untouched"
 
 
+@pytest.mark.slow
 def test_a_folder_jobs_block_summarises_the_folder_the_orchestrator_runs_in(tmp_path):
     (tmp_path / "README.md").write_text("# Shop\n")
     (tmp_path / "AGENTS.md").write_text("Use tabs.\n")
@@ -237,6 +244,7 @@ def test_a_folder_jobs_block_summarises_the_folder_the_orchestrator_runs_in(tmp_
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_hostile_request_is_kept_verbatim_in_the_block_and_renders(tmp_path):
     hostile = "Do {{ 6*7*1000+1 }} and {% if true %}this{% endif %} {{ shared_context }} {# no #} `x` $HOME\n" + "long " * 3900
     engine, out = seeing_engine(tmp_path)
@@ -253,6 +261,7 @@ def test_a_hostile_request_is_kept_verbatim_in_the_block_and_renders(tmp_path):
         engine.shutdown(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_user_template_without_the_block_renders_as_before_and_one_with_it_gets_it_first(tmp_path):
     old = tmp_path / "old.md.j2"
     old.write_text("OLD {{ task }} of {{ request }} ({{ others | length }} others)")
@@ -300,6 +309,7 @@ def test_the_prompts_line_counts_cache_reads_only_where_reported():
     assert prompt_share([rec("a", 500, 0)]).line == "1 worker, 500 B, 0% shared context"
 
 
+@pytest.mark.slow
 def test_with_the_api_up_the_block_tells_how_to_start_child_jobs_and_each_worker_its_allowance(tmp_path):
     engine, out = seeing_engine(tmp_path, recursion={"max_children_per_worker": 2})
     engine.api_url = "http://127.0.0.1:9"  # recursion on (no worker here calls it)
@@ -325,6 +335,7 @@ def test_a_request_that_quotes_the_how_to_does_not_make_a_block_claim_it(tmp_pat
     assert not tells_spawn(render_shared_context(spawn=False, **args))
 
 
+@pytest.mark.slow
 def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(make_live, tmp_path):
     out = observed(tmp_path)
     script = (
@@ -358,6 +369,7 @@ def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(mak
     assert doc["prompts"]["workers"] == 1
 
 
+@pytest.mark.slow
 def test_candidates_run_through_the_engine_share_their_jobs_block_and_read_only_their_own_context(tmp_path):
     engine, out = seeing_engine(tmp_path)
     try:

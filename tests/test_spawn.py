@@ -99,6 +99,7 @@ DONE = {
 }
 
 
+@pytest.mark.slow
 def test_the_helpers_imports_are_the_standard_library_errors_protocol_and_wire_only(tmp_path):
     # Against a closed port it goes all the way through its HTTP path (exit 5 after its retries).
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
@@ -244,6 +245,7 @@ def test_the_script_runs_from_any_folder_with_a_bare_path(tmp_path):
 
 
 @pytest.mark.parametrize("via", ["script", "module"])
+@pytest.mark.slow
 def test_an_unreachable_server_exits_5_with_the_clients_message(via):
     url = closed_port_url()
     out = helper("A", "B", url=url, via=via)
@@ -296,6 +298,7 @@ def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else():
     assert elsewhere.requests == []
 
 
+@pytest.mark.slow
 def test_a_429_is_waited_out_as_retry_after_asks_then_given_up_with_the_limit_named():
     calls = []
 
@@ -333,6 +336,7 @@ def test_a_429_is_waited_out_as_retry_after_asks_then_given_up_with_the_limit_na
     ) in out.stderr
 
 
+@pytest.mark.slow
 def test_the_wait_rides_out_a_server_restart():
     # POST is answered, then the server goes away mid-wait and comes back on the same port
     # (it re-adopts its workers): the helper keeps long-polling and prints the child's results.

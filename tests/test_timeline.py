@@ -427,6 +427,7 @@ def test_folder_jobs_and_failed_merges_get_no_git_marks(tree):
     assert {g.get("data-job") for g in by_class(svg, "g", "merge")} == {CHILD}
 
 
+@pytest.mark.slow
 def test_ten_thousand_worktree_workers_draw_their_marks_in_linear_time():
     """bench_scale renders a 10,000-worker picture: the marks cost a few string joins per worker."""
     import time as clock

@@ -100,6 +100,7 @@ def readme_check():
 
 
 # -- signatures, order, the payload -------------------------------------------------------------
+@pytest.mark.slow
 def test_deliveries_are_signed_in_order_and_pass_the_documented_check(make_engine, receivers):
     receiver = receivers()
     engine = make_engine(**hooks(endpoint(receiver)))
@@ -121,6 +122,7 @@ def test_deliveries_are_signed_in_order_and_pass_the_documented_check(make_engin
     assert json.loads(receiver.requests[-1]["body"])["job"]["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_forged_and_replayed_deliveries_are_rejected_by_the_documented_check(make_engine, receivers):
     receiver = receivers()
     engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
@@ -144,6 +146,7 @@ def test_forged_and_replayed_deliveries_are_rejected_by_the_documented_check(mak
 
 
 # -- retries -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_receiver_answering_500_twice_gets_the_event_three_times_with_one_delivery_id(make_engine, receivers):
     receiver = receivers(answers=[500, 500])
     engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
@@ -159,6 +162,7 @@ def test_a_receiver_answering_500_twice_gets_the_event_three_times_with_one_deli
     assert gaps[0] >= 0.04 and gaps[1] >= 0.09  # backoff 0.05, doubled
 
 
+@pytest.mark.slow
 def test_a_4xx_is_not_retried(make_engine, receivers):
     receiver = receivers(answers=[404, 404, 404])
     engine = make_engine(**hooks(endpoint(receiver, ["job.completed"])))
@@ -208,6 +212,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 )
 
 
+@pytest.mark.slow
 def test_a_killed_server_delivers_its_outbox_after_a_restart(tmp_path):
     """The engine runs in a subprocess that SIGKILLs itself with both deliveries pending
     (its receiver is down); an engine restarted on the same workspace delivers them."""
@@ -265,6 +270,7 @@ def test_the_outbox_keeps_the_newest_finished_deliveries(tmp_path):
 
 
 # -- a receiver that hangs -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_hanging_receiver_delays_neither_jobs_nor_other_receivers(make_engine, receivers):
     hanging, fast = receivers(hang=True), receivers()
     engine = make_engine(**hooks(endpoint(hanging, timeout=20), endpoint(fast)))
@@ -319,6 +325,7 @@ def test_types_derived_from_the_engine_events():
     assert worker_types(seen, job, third, _event("worker", "success", "not selected for task t (best)")) == []
 
 
+@pytest.mark.slow
 def test_a_failed_command_worker_sends_worker_failed(make_engine, receivers):
     from .conftest import fake_command
 
@@ -428,6 +435,7 @@ def test_a_malformed_allowed_callback_host_is_a_config_error_naming_it(tmp_path,
 
 
 # -- through the API (a real waitress server) ------------------------------------------------------
+@pytest.mark.slow
 def test_callbacks_and_the_deliveries_route_on_a_live_server(make_live, receivers):
     endpoint_receiver, callback_receiver = receivers(), receivers()
     live = make_live(
@@ -474,6 +482,7 @@ def test_callbacks_and_the_deliveries_route_on_a_live_server(make_live, receiver
     assert "/api/v1/webhooks/deliveries" in live.call("GET", "/openapi.json").json()["paths"]
 
 
+@pytest.mark.slow
 def test_a_request_cannot_add_an_endpoint(make_live):
     live = make_live()
     answer = live.call("POST", "/api/v1/orchestrate", json={"request": "x", "config": {"webhooks": [{"url": "http://a/b"}]}})
@@ -503,6 +512,7 @@ def test_the_dashboard_shows_the_deliveries(make_live, receivers, browser):  # n
     assert "job.completed" in text and receiver.url in text and "failed" in text and "HTTP 404" in text
 
 
+@pytest.mark.slow
 def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(make_engine, receivers):
     """Items 1 and 3 together: a root job with approval: before_merge stops in ``waiting`` and the
     receiver is told (job.waiting); once approved it ends and the receiver hears that too."""

@@ -1,12 +1,28 @@
-"""Test doubles for the engine's seams: a FakeClock and a FakeExecutor that starts no process.
+"""Fakes for testing an engine without processes or real time: shipped, as dramatiq ships its StubBroker.
 
-``FakeExecutor`` keeps ``orchestrator.executor.Executor``'s promises (the contract tests in
-tests/test_executor_contract.py check it beside ``LocalExecutor``): it writes each attempt's
-output to the worker log, writes the exit file the way the shim does ("exit N" / "signal S"),
-runs the kill ladder (first signal, grace, SIGKILL) and reports the rung, and a restarted
-engine finds and adopts what a "killed" one left running. What each attempt does is
-scripted per worker name with :class:`Script`. Time is a :class:`FakeClock`'s: durations,
-timeouts, grace and backoffs are fake seconds.
+A user tests their own configuration and after-attempt steps on these: :class:`Rig` builds an
+:class:`~orchestrator.engine.Engine` on a :class:`FakeExecutor` (which starts no process) and a
+:class:`FakeClock` (on which a 30 s timeout takes no real time), :meth:`FakeExecutor.script`
+says what each worker's attempts do, and :func:`no_processes` makes any real process start
+fail, so a test cannot lean on one by mistake::
+
+    from orchestrator.config import load_settings
+    from orchestrator.testing import Rig, Script, no_processes
+
+    def test_a_flaky_worker_is_retried(tmp_path):
+        settings = load_settings("my-config.yaml", base_dir=tmp_path, environ={})
+        with no_processes(), Rig(settings) as rig:
+            rig.fake.script("worker_1", Script(exit=1), Script(exit=0))
+            job = rig.run(["Write the docs"])
+            assert job.status.value == "completed"
+            assert len(rig.fake.attempts("worker_1")) == 2
+
+``FakeExecutor`` keeps ``orchestrator.executor.Executor``'s promises (the project's contract
+tests check it beside ``LocalExecutor``): it writes each attempt's output to the worker log,
+writes the exit file the way the shim does ("exit N" / "signal S"), runs the kill ladder
+(first signal, grace, SIGKILL) and reports the rung, and a restarted engine finds and adopts
+what a "killed" one left running. What each attempt does is scripted per worker name with
+:class:`Script`. Durations, timeouts, grace and backoffs are the clock's fake seconds.
 
 ``FakeClock(auto=True)`` (the default): a wait returns at once, moving time to its end (or to
 the attempt's end, whichever is first), so a 30 s timeout takes no real time. Threads share
@@ -17,21 +33,32 @@ a worker runs (cancel, tree deadline, resource caps, a restart).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
 import math
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
 
-from orchestrator import protocol
-from orchestrator.executor import Sample
-from orchestrator.runner import CommandNotFound, signal_name
-from orchestrator.shim import FoundShim, read_exit_file
+from . import protocol
+from .cgroups import Enforced
+from .clock import Waitable
+from .config import Settings
+from .engine import Engine
+from .executor import AttemptHandle, Sample, Sampled
+from .models import JobRecord, WorkerRecord
+from .runner import CommandNotFound, signal_name
+from .sandbox import SandboxSpec, probe
+from .shim import FoundShim, read_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process
@@ -68,10 +95,11 @@ class FakeClock:
             self._elapsed += seconds
             self._cond.notify_all()
 
-    def wait(self, wake, timeout: float) -> bool:
+    def wait(self, wake: Waitable | None, timeout: float) -> bool:
+        """Pause ``timeout`` fake seconds, or until ``wake`` is set (True then)."""
         return self.sleep_until(self.monotonic() + max(0.0, timeout), wake)
 
-    def sleep_until(self, target: float, wake=None) -> bool:
+    def sleep_until(self, target: float, wake: Waitable | None = None) -> bool:
         """Until monotonic ``target``, or ``wake`` is set (True then). Auto: time jumps there."""
         if wake is not None and wake.is_set():
             return True
@@ -102,7 +130,7 @@ class Script:
     exit_on_signal: int | None = None  # on the first signal it exits with this code (claude: 0 on SIGINT)
     spawn_error: str | None = None  # "missing" (CommandNotFound) or "oserror": it never starts
     children: list[list[str]] | None = None  # child jobs (each its tasks) it asks for, in turn, while it runs
-    child_config: dict | None = None
+    child_config: dict[str, Any] | None = None
     wait_for_children: bool = True  # block (as ``orchestrator-spawn --wait``) until each child job ends
     usage: Sample | None = None  # what ``sample`` reports while it runs
     vanishes: bool = False  # when the server is killed, dies leaving no exit file (lost)
@@ -122,7 +150,7 @@ def claude_result(
         lines.append(
             json.dumps({"type": "system", "subtype": "api_retry", "error_status": status, "retry_delay_ms": retry_after * 1000})
         )
-    result = {
+    result: dict[str, Any] = {
         "type": "result",
         "subtype": "success",
         "is_error": error or status is not None,
@@ -160,7 +188,7 @@ class FakeHandle:
     node: str | None = None
     queued: bool = False
     lost: bool = False
-    enforced: object = None  # no cgroup, no limits: a fake process is held by nothing but the monitor
+    enforced: Enforced | None = None  # no cgroup, no limits: a fake process is held by nothing but the monitor
     cap_hit: str | None = None
     waited: bool = False
     waits: int = 0  # waits begun (their end already fixed): a manual clock may move on after one
@@ -183,13 +211,18 @@ class FakeHandle:
         return self.code is not None
 
 
+def _fake(handle: AttemptHandle) -> FakeHandle:
+    assert isinstance(handle, FakeHandle), f"not a FakeExecutor's attempt: {handle!r}"
+    return handle
+
+
 class FakeExecutor:
-    """Scripted attempts in fake time; starts no process. ``engine`` (set by the test) is what
-    a worker's child-job requests go to, as a real worker's go to the server's API."""
+    """Scripted attempts in fake time; starts no process. ``engine`` (set by :class:`Rig`) is
+    what a worker's child-job requests go to, as a real worker's go to the server's API."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
-        self.engine = None
+        self.engine: Engine | None = None
         self.scripts: dict[str, list[Script]] = {}
         self.default = Script()
         self.handles: list[FakeHandle] = []
@@ -208,6 +241,7 @@ class FakeExecutor:
         self.scripts[worker] = list(attempts)
 
     def attempts(self, worker: str) -> list[FakeHandle]:
+        """The attempts started so far of every worker called ``worker``, oldest first."""
         return [h for h in self.handles if h.worker == worker]
 
     def _script_for(self, worker: str, number: int) -> Script:
@@ -217,7 +251,19 @@ class FakeExecutor:
         return found[min(number, len(found)) - 1]
 
     # -- the Executor interface -----------------------------------------------------------
-    def start(self, argv, *, cwd, env, log_path, tag, exit_file=None, kind="command", sandbox=None) -> FakeHandle:
+    def start(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        kind: str = "command",
+        sandbox: SandboxSpec | None = None,
+    ) -> FakeHandle:
+        """Start the attempt its worker's :class:`Script` describes (no process)."""
         self._check_alive()
         if not argv:
             raise ValueError("empty command")
@@ -246,7 +292,9 @@ class FakeExecutor:
             self.handles.append(handle)
         return handle
 
-    def wait(self, handle, timeout, wake=None):
+    def wait(self, handle: AttemptHandle, timeout: float | None, wake: Waitable | None = None) -> int | None:
+        """Its exit status once it ended within ``timeout`` fake seconds, else None."""
+        handle = _fake(handle)
         self._check_alive()
         if handle.code is not None:
             return handle.code
@@ -269,7 +317,9 @@ class FakeExecutor:
             self._end(handle)
         return handle.code
 
-    def terminate(self, handle, *, grace, first_signal=signal.SIGTERM) -> str:
+    def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
+        """The kill ladder in fake time; the rung that ended it ("none": it had ended)."""
+        handle = _fake(handle)
         with handle.lock:
             if handle.kill_rung is not None:
                 return handle.kill_rung
@@ -291,10 +341,11 @@ class FakeExecutor:
             handle.kill_rung = rung
             return rung
 
-    def release(self, handle) -> None:
-        pass
+    def release(self, handle: AttemptHandle) -> None:
+        """Nothing to free: a fake attempt holds no descriptor."""
 
-    def adopt(self, pid, start_id, *, tag, started_at, exit_file) -> FakeHandle:
+    def adopt(self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None) -> FakeHandle:
+        """The attempt a previous engine started, as ``runner.adopt`` finds it."""
         self._check_alive()
         for handle in self.handles:
             if handle.pid == pid and handle.tag == tag:
@@ -319,6 +370,7 @@ class FakeExecutor:
         )
 
     def find(self, tag_prefix: str) -> list[FoundShim]:
+        """Attempts still running whose tag starts with ``tag_prefix``."""
         self._check_alive()
         found = []
         for handle in self.handles:
@@ -336,18 +388,21 @@ class FakeExecutor:
                 )
         return found
 
-    def sample(self, attempts) -> dict[str, Sample]:
+    def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
+        """The ``usage`` of each running attempt's :class:`Script`, by tag."""
         if self.killed_server:
             return {}  # (the killed server's monitor thread: nothing to measure, and nothing raised there)
-        running = {h.tag: h for h in self.handles if h.code is None and h.script.usage is not None}
-        return {a.tag: running[a.tag].script.usage for a in attempts if a.tag in running}
+        running = {h.tag: h.script.usage for h in self.handles if h.code is None and h.script.usage is not None}
+        return {a.tag: running[a.tag] for a in attempts if a.tag in running}
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
+        """Record the sweep; a stray carrying ``tag`` is gone."""
         self._check_alive()
         self.sweeps.append(tag)
         self.strays.discard(tag)
 
-    def sweep_prefix(self, prefix: str, *, keep=frozenset()) -> int:
+    def sweep_prefix(self, prefix: str, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """End what carries a tag starting with ``prefix`` (not in ``keep``); how many."""
         self._check_alive()
         self.swept_prefixes.append((prefix, frozenset(keep)))
         killed = 0
@@ -361,7 +416,8 @@ class FakeExecutor:
         return killed
 
     def nodes(self) -> None:
-        return None  # a single machine, like the local executor
+        """A single machine, like the local executor."""
+        return None
 
     # -- a server killed and restarted -------------------------------------------------------
     def kill_server(self) -> None:
@@ -374,7 +430,7 @@ class FakeExecutor:
             if handle.code is None and handle.script.vanishes:
                 handle.code, handle.exit_file = -signal.SIGKILL, None
 
-    def restart(self, engine) -> None:
+    def restart(self, engine: Engine) -> None:
         """A new engine on the same machine: calls are honoured again."""
         self.killed_server = False
         self.engine = engine
@@ -438,3 +494,88 @@ class FakeExecutor:
             os.write(fd, text.encode("utf-8"))
         finally:
             os.close(fd)
+
+
+class Rig:
+    """An engine on a :class:`FakeExecutor` and a :class:`FakeClock`, and the engines that
+    replace it after a simulated crash (:meth:`restart`). ``engine_options`` go to each
+    :class:`~orchestrator.engine.Engine` (``steps=[...]`` to test your own after-attempt steps).
+    Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(self, settings: Settings, *, auto: bool = True, wait: float = 10.0, **engine_options: Any) -> None:
+        self.settings = settings
+        self.wait_seconds = wait  # real seconds a job may take before it counts as hung
+        self.engine_options = engine_options
+        self.clock = FakeClock(auto=auto)
+        self.fake = FakeExecutor(self.clock)
+        self.engines: list[Engine] = []
+        self.engine = self.new_engine()
+
+    def new_engine(self) -> Engine:
+        """Another engine on the same settings, executor and clock (what a restart starts)."""
+        engine = Engine(self.settings, executor=self.fake, clock=self.clock, **self.engine_options)
+        self.fake.engine = engine
+        self.engines.append(engine)
+        return engine
+
+    def submit(self, tasks: list[str] | None, config: Mapping[str, Any] | None = None, request: str = "job") -> JobRecord:
+        """Submit a job of ``tasks`` (None: the planner splits ``request``) with a job ``config``."""
+        return self.engine.submit(request, dict(config) if config is not None else None, tasks)
+
+    def wait(self, job: JobRecord) -> JobRecord:
+        """The job once it ended; fails if it has not within ``wait`` real seconds."""
+        done = self.engine.wait(job.id, self.wait_seconds)
+        assert done.status.terminal, f"job {job.id} still {done.status.value}"
+        return done
+
+    def run(self, tasks: list[str] | None, config: Mapping[str, Any] | None = None, request: str = "job") -> JobRecord:
+        """Submit and wait: the ended job."""
+        return self.wait(self.submit(tasks, config, request))
+
+    def workers(self, job: JobRecord) -> dict[str, WorkerRecord]:
+        """The job's own workers by name, as the engine reports them."""
+        _, workers = self.engine.snapshot(job.root_id)
+        return {w.name: w for w in workers if w.job_id == job.id}
+
+    def restart(self) -> Engine:
+        """The server is killed (kill -9) and a new one starts on the same workspace and machine."""
+        self.fake.kill_server()
+        engine = self.new_engine()
+        self.fake.restart(engine)
+        self.engine = engine
+        return engine
+
+    def close(self) -> None:
+        """Shut every engine of the rig down."""
+        for engine in self.engines:
+            engine.shutdown(timeout=5)
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def no_processes() -> Iterator[None]:
+    """While inside, starting a process (``subprocess.Popen``, ``os.fork``, ``os.posix_spawn``)
+    raises AssertionError: the claim "without starting a process" is enforced, not hoped for.
+    The machine's sandbox probe (a process, run once per interpreter) runs first, as the first
+    engine built would."""
+
+    def refused(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("something tried to start a process inside testing.no_processes()")
+
+    probe()
+    names = [name for name in ("fork", "posix_spawn", "posix_spawnp") if hasattr(os, name)]
+    saved = subprocess.Popen, {name: getattr(os, name) for name in names}
+    subprocess.Popen = refused  # type: ignore[assignment,misc]
+    for name in names:
+        setattr(os, name, refused)
+    try:
+        yield
+    finally:
+        subprocess.Popen = saved[0]  # type: ignore[misc]
+        for name, original in saved[1].items():
+            setattr(os, name, original)
