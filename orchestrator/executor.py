@@ -36,18 +36,49 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
 from .cgroups import Enforced, Limits
-from .cluster.nodes import NodeInfo
 from .procscan import descendants, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
 from .shim import FoundShim, find_shims
+
+
+# A node as the seam's ``nodes()`` reports it; it lives here, not in the cluster package that
+# publishes it, so the seam does not import the executors built on it.
+@dataclass
+class NodeInfo:
+    """One node as it last described itself. ``alive`` is the server's reading: its heartbeat key
+    still exists (it expires one lease after the node's last heartbeat)."""
+
+    name: str
+    host: str
+    pid: int
+    kinds: list[str]
+    slots: int
+    running: int = 0
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    attempts: list[str] = field(default_factory=list)  # ids of the attempts it runs now
+    # Its machine's memory in bytes at its last heartbeat (0: a node too old to say): what the
+    # server's admission by memory judges by (admission.py).
+    memory_total: int = 0
+    memory_available: int = 0
+    alive: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 log = logging.getLogger("orchestrator.executor")
 

@@ -368,6 +368,7 @@ LAYERS = [
             "orchestrator.cluster.executor",
             "orchestrator.cluster.handle",
             "orchestrator.cluster.reconcile",
+            "orchestrator.cluster.nodes",
         ],
     ),
     (
