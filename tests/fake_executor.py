@@ -1,6 +1,6 @@
 """Test doubles for the engine's seams: a FakeClock and a FakeExecutor that starts no process.
 
-``FakeExecutor`` keeps ``orchestrator.executor.Executor``'s promises (the contract tests in
+``FakeExecutor`` keeps ``orchestrator.process.executor.Executor``'s promises (the contract tests in
 tests/test_executor_contract.py check it beside ``LocalExecutor``): it writes each attempt's
 output to the worker log, writes the exit file the way the shim does ("exit N" / "signal S"),
 runs the kill ladder (first signal, grace, SIGKILL) and reports the rung, and a restarted
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import protocol
-from orchestrator.executor import Sample
-from orchestrator.runner import CommandNotFound, signal_name
-from orchestrator.shim import FoundShim, read_exit_file
+from orchestrator.process.executor import Sample
+from orchestrator.process.runner import CommandNotFound, signal_name
+from orchestrator.process.shim import FoundShim, read_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
+from orchestrator.engine.recovery import LOST_REASON
 from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationError
-from orchestrator.executor import Sample
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.recovery import LOST_REASON
-from orchestrator.sandbox import probe
+from orchestrator.process.executor import Sample
+from orchestrator.process.sandbox import probe
 
 from .conftest import make_settings
 from .fake_executor import FakeClock, FakeExecutor, Script, claude_result

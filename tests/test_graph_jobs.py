@@ -122,7 +122,7 @@ def test_on_failure_continue_runs_dependents_anyway(hosted):
 
 def test_a_graph_runs_in_folder_isolation_in_order_without_git(tmp_path):
     from orchestrator.config import load_settings
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     engine = Engine(
         load_settings(

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import gitrefs, gitwork, merging, protocol
-from orchestrator.commits import ORCHESTRATOR, Source, subject_line
+from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
-from orchestrator.gitcmd import run_git
+from orchestrator.git import gitrefs, gitwork, merging
+from orchestrator.git.commits import ORCHESTRATOR, Source, subject_line
+from orchestrator.git.gitcmd import run_git
 
 PREFIX = "orchestrator/"
 ID = "job1"

@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from orchestrator import workspace as workspace_module
 from orchestrator.config import JobConfig
 from orchestrator.errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
-from orchestrator.filesystem import atomic_write, spread_subfolders
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.workspace import (
+from orchestrator.workspace import layout as workspace_module
+from orchestrator.workspace.filesystem import atomic_write, spread_subfolders
+from orchestrator.workspace.layout import (
     Workspace,
     child_job_id,
     parse_worker_ref,

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from ..executor import NodeInfo as NodeInfo  # the record lives with the seam that reports it
+from ..process.executor import NodeInfo as NodeInfo  # the record lives with the seam that reports it
 from .names import Names
 
 # GET /api/v1/nodes answers {"executor": "local" | "rq", "nodes": [NodeInfo.to_dict() + heartbeat_age]};

@@ -24,9 +24,9 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports import candidates as _candidates
+from orchestrator.reports.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.reports.markdown import FILTERS
 from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
@@ -264,7 +264,7 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
 
 def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
     """The Changes section's context (worktree jobs only): each worker's branch and what it
-    changed, and the root's merge (landing.py's ``JobRecord.merge``)."""
+    changed, and the root's merge (quality/landing.py's ``JobRecord.merge``)."""
     branched = [w for w in workers if w.branch] if root.config.isolation == "worktree" else []
     merge = root.merge or {}
     return {

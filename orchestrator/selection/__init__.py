@@ -1,6 +1,6 @@
 """Choosing among a task's candidates, with every step recorded (issue 14 item 2).
 
-``choose`` is called by the engine (choosing.py) from a worker thread, never under the engine
+``choose`` is called by the engine (engine/choosing.py) from a worker thread, never under the engine
 lock, once a task's candidates have settled (for ``first_passing``, as soon as one passes). It
 runs processes (``scoring.command``, the judge's CLI) but changes nothing of the job: the
 engine merges the winner and records the Selection (``to_dict``) in JobRecord.selections.
@@ -23,7 +23,7 @@ from typing import Any
 from ..config import Settings
 from ..config.choice import SELECT
 from ..errors import ConfigError
-from ..runner import ProcessRunner
+from ..process.runner import ProcessRunner
 from . import judge as judging
 from . import scoring
 from .records import Candidate, Selection

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..filesystem import atomic_write
+from ..workspace.filesystem import atomic_write
 
 log = logging.getLogger("orchestrator.webhooks")
 STATUSES = ("pending", "delivered", "failed")
