@@ -8,7 +8,7 @@ import pytest
 from orchestrator.engine.queries import Queries
 from orchestrator.errors import JobNotFound
 from orchestrator.models import JobStatus
-from orchestrator.workspace.layout import child_job_id
+from orchestrator.workspace.ids import child_job_id
 
 from .conftest import run_job
 

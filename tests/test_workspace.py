@@ -14,15 +14,8 @@ from orchestrator.errors import InvalidId, JobNotFound, WorkerNotFound, Workspac
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.workspace import layout as workspace_module
 from orchestrator.workspace.filesystem import atomic_write, spread_subfolders
-from orchestrator.workspace.layout import (
-    Workspace,
-    child_job_id,
-    parse_worker_ref,
-    read_served,
-    root_of,
-    validate_job_id,
-    validate_worker_name,
-)
+from orchestrator.workspace.ids import child_job_id, parse_worker_ref, root_of, validate_job_id, validate_worker_name
+from orchestrator.workspace.layout import Workspace, read_served
 
 ROOT_ID = "3f9a2c7b1d0e"
 BAD_IDS = [

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from ..errors import ValidationError
 from ..quality import approval
-from ..workspace.layout import validate_job_id
+from ..workspace.ids import validate_job_id
 from .context import extension
 from .routes import _allowed, _status_doc, authenticate
 

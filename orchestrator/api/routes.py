@@ -20,7 +20,7 @@ from ..models import JobStatus
 from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
-from ..workspace.layout import parse_worker_ref, root_of, validate_job_id
+from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
 from . import catalogue
 from .context import extension
 from .guard import check_host

@@ -31,7 +31,7 @@ from ..index import IndexUnavailable
 from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..selection.candidates import task_outcome
 from ..workspace.filesystem import atomic_write
-from ..workspace.layout import root_of
+from ..workspace.ids import root_of
 from .catalogue import TASK_EXAMPLE
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate, held_stream
 from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds

@@ -78,7 +78,7 @@ def client_for(args: argparse.Namespace) -> Any:
 
 def _job_id(text: str) -> str:
     """The id checked here, so a malformed one is refused (exit 2) before any server is asked."""
-    from ..workspace.layout import validate_job_id
+    from ..workspace.ids import validate_job_id
 
     return validate_job_id(text)
 

@@ -374,7 +374,8 @@ def _start_embedded_api(engine: Any, settings: Settings) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     from ..engine.queries import Queries
     from ..reports.status_document import status_table
-    from ..workspace.layout import Workspace, validate_job_id
+    from ..workspace.ids import validate_job_id
+    from ..workspace.layout import Workspace
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)
@@ -407,7 +408,8 @@ def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | N
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..engine.queries import Queries
-    from ..workspace.layout import Workspace, parse_worker_ref
+    from ..workspace.ids import parse_worker_ref
+    from ..workspace.layout import Workspace
 
     settings = _settings(args)
     workspace = Workspace(settings.workspace_root)

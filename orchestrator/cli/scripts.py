@@ -247,7 +247,8 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
 def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
     """Follow a job from its workspace files (no server answering) until it ends."""
     from ..reports.status_document import job_status
-    from ..workspace.layout import Workspace, root_of
+    from ..workspace.ids import root_of
+    from ..workspace.layout import Workspace
 
     workspace = Workspace(settings.workspace_root)
     workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
@@ -273,7 +274,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """A job's tree, live, until it ends: from the API when a server answers, else from the files."""
     from ..api.client import OrchestratorClient
     from ..errors import ServerUnreachable
-    from ..workspace.layout import validate_job_id
+    from ..workspace.ids import validate_job_id
     from .progress import ProgressView
 
     settings = _settings(args)
@@ -302,7 +303,8 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     from ..engine.queries import Queries
     from ..errors import ServerUnreachable
     from ..reports.status_document import status_table
-    from ..workspace.layout import Workspace, validate_job_id
+    from ..workspace.ids import validate_job_id
+    from ..workspace.layout import Workspace
 
     settings = _settings(args)
     newest = args.job_id is None
@@ -336,7 +338,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from ..engine.queries import Queries
     from ..errors import ValidationError
     from ..git import diffs
-    from ..workspace.layout import Workspace, parse_worker_ref, validate_job_id
+    from ..workspace.ids import parse_worker_ref, validate_job_id
+    from ..workspace.layout import Workspace
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)

@@ -35,7 +35,8 @@ from ..quality.integration import integrate_worker
 from ..selection import Candidate, Selection, candidates, choose
 from ..workers.confinement import Confinement
 from ..workers.environment import base_env
-from ..workspace.layout import Workspace, worker_key
+from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
 from .announce import Announcer
 from .scheduling import Scheduler
 from .tables import LiveWorker, Snapshot, Tables, write_snapshots

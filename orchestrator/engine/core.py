@@ -49,7 +49,8 @@ from ..states import WorkerPhase
 from ..workers import roles
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
-from ..workspace.layout import Workspace, validate_job_id, worker_key
+from ..workspace.ids import validate_job_id, worker_key
+from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
 from .attempts import Outcome

@@ -33,7 +33,8 @@ from ..reports.metrics import Metrics
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workspace import logs
-from ..workspace.layout import Workspace, worker_key
+from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
 from .announce import Announcer
 from .attempts import Outcome
 from .choosing import Choosing

@@ -19,7 +19,8 @@ from .. import states
 from ..errors import JobNotFound, ValidationError
 from ..models import JobRecord, JobStatus, WorkerRecord
 from ..reports.status_document import job_status
-from ..workspace.layout import Workspace, read_served, root_of, validate_job_id, worker_key
+from ..workspace.ids import root_of, validate_job_id, worker_key
+from ..workspace.layout import Workspace, read_served
 
 
 class HeldWorker(Protocol):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
-from ..workspace.layout import worker_key
+from ..workspace.ids import worker_key
 from .tables import LiveWorker, Tables
 
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons

@@ -27,7 +27,8 @@ from ..workers.adapters import get_adapter, resolve_kind
 from ..workers.confinement import Confinement
 from ..workers.environment import base_env
 from ..workers.roles import apply_roles, not_installed, role_table, worker_kind_missing
-from ..workspace.layout import Workspace, child_job_id, new_root_id, validate_job_id, validate_worker_name
+from ..workspace.ids import child_job_id, new_root_id, validate_job_id, validate_worker_name
+from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
 from .nesting import Nesting

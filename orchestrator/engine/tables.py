@@ -20,7 +20,8 @@ from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord
 from ..process.runner import Wakeup
 from ..states import WorkerPhase
-from ..workspace.layout import Workspace, worker_key
+from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
 from . import limits
 from .attempts import Outcome, WorkerExecution
 

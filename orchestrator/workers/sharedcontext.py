@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from ..config import Settings
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..models import JobRecord
-from ..workspace.layout import Workspace, validate_job_id
+from ..workspace.layout import Workspace
 from .prompts import SPAWN_COMMAND, SharedText, render_shared_context
 
 log = logging.getLogger("orchestrator.sharedcontext")
@@ -86,9 +86,8 @@ class SharedBlock:
 
 
 def block_path(workspace: Workspace, job: JobRecord) -> Path:
-    """``depth_<n>/shared_<job id>.md`` in the tree's folder (child jobs share a depth folder): the
-    one place that names it (here, not in workspace/layout.py, which is at the 600-line limit)."""
-    return workspace.depth_dir(job.root_id, job.depth) / f"shared_{validate_job_id(job.id)}.md"
+    """The job's block: ``depth_<n>/shared_<job id>.md`` in the tree's folder."""
+    return workspace.shared_block(job.root_id, job.depth, job.id)
 
 
 class SharedContexts:

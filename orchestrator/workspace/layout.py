@@ -1,4 +1,4 @@
-"""The on-disk layout of job trees. Other modules build no path in it but the two named below.
+"""The on-disk layout of job trees: every path in the workspace is built here.
 
     workspace/job_<root>/
         depth_<d>/worker_<name>/        a worker's directory (its cwd)
@@ -12,8 +12,11 @@
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
-        FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a task's candidates: reports/candidates.py)
-    depth_<d>/shared_<job id>.md and workspace/.index/ are workers/sharedcontext.py's and the job index's.
+        depth_<d>/shared_<job id>.md    a job's shared context block (workers/sharedcontext.py)
+        FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a child job's task's candidates:
+                                        depth_<d>/CANDIDATES_<job id>_<task id>.md)
+    workspace/.index/jobs.sqlite3       the job index's SQLite file (index/)
+    workspace/.webhooks/deliveries/     the webhooks' outbox (webhooks/outbox.py)
     workspace/.deleting/job_<root>.<what>/   a tree being deleted, set aside (prune.delete_tree)
 
 Bookkeeping lives under ``state/``, never in a worker's directory, so ``files_created`` can list
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
+from ..models import JobRecord, WorkerRecord
 from .filesystem import (
     NO_LINK_NO_BLOCK,
     atomic_write,
@@ -48,59 +52,10 @@ from .filesystem import (
     spread_subfolders,
     write_all,
 )
-from ..models import JobRecord, WorkerRecord
+from .ids import JOB_ID_RE, ROOT_ID_RE, root_of, validate_job_id, validate_worker_name, worker_key
 
-ROOT_ID_RE = re.compile(r"[0-9a-f]{12}")
-JOB_ID_RE = re.compile(r"(?P<root>[0-9a-f]{12})(?:-c(?P<n>[1-9][0-9]{0,6}))?")
-WORKER_NAME_RE = re.compile(r"worker(?:_[1-9][0-9]{0,6}){1,40}")
 MAX_FILES_LISTED = 10_000
 DELETING = ".deleting"  # trees set aside to be deleted: no listing looks in it (root_ids wants job_<id>)
-
-
-def new_root_id() -> str:
-    return secrets.token_hex(6)
-
-
-def child_job_id(root_id: str, number: int) -> str:
-    """Child ids carry their root, so any job's folder is found without an index."""
-    return f"{root_id}-c{number}"
-
-
-def validate_job_id(job_id: object) -> str:
-    """Return the id if it is one of ours, else raise InvalidId (ids become paths)."""
-    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
-        shown = repr(job_id)[:80]
-        raise InvalidId(
-            f"invalid job id {shown}: expected 12 hex digits, optionally followed by -c<number> (e.g. 3f9a2c7b1d0e or 3f9a2c7b1d0e-c2)"
-        )
-    return job_id
-
-
-def validate_worker_name(name: object) -> str:
-    if not isinstance(name, str) or not WORKER_NAME_RE.fullmatch(name):
-        shown = repr(name)[:80]
-        raise InvalidId(f"invalid worker id {shown}: expected worker_<n>[_<n>...], e.g. worker_2 or worker_2_1")
-    return name
-
-
-def root_of(job_id: str) -> str:
-    match = JOB_ID_RE.fullmatch(validate_job_id(job_id))
-    assert match is not None
-    return match.group("root")
-
-
-def worker_key(depth: int, name: str) -> str:
-    return f"depth_{depth}_{name}"
-
-
-def parse_worker_ref(ref: str) -> tuple[int | None, str]:
-    """``depth_1_worker_2_1`` -> (1, "worker_2_1"); ``worker_2_1`` -> (None, "worker_2_1")."""
-    if not isinstance(ref, str):
-        raise InvalidId(f"invalid worker id {ref!r}: expected worker_<n>[_<n>...] or depth_<d>_worker_<n>...")
-    match = re.fullmatch(r"depth_([0-9]{1,3})_(.+)", ref)
-    if match:
-        return int(match.group(1)), validate_worker_name(match.group(2))
-    return None, validate_worker_name(ref)
 
 
 @dataclass(frozen=True)
@@ -155,6 +110,24 @@ class _TreeDirs:
         if found is None:
             found = self.depths.setdefault(depth, self.job / f"depth_{depth}")
         return found
+
+
+def index_database(root: Path) -> Path:
+    """The job index's SQLite file: in a dot folder, where no listing of trees looks."""
+    return root / ".index" / "jobs.sqlite3"
+
+
+def webhook_deliveries(root: Path) -> Path:
+    """The webhooks' outbox: a file per delivery."""
+    return root / ".webhooks" / "deliveries"
+
+
+def candidates_report(job: JobRecord, task_id: str) -> str:
+    """A task's CANDIDATES file, relative to the root job's folder: a child job's carries its id,
+    since task ids are unique only within a job."""
+    if job.is_root:
+        return f"CANDIDATES_{task_id}.md"
+    return f"depth_{job.depth}/CANDIDATES_{job.id}_{task_id}.md"
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -217,6 +190,10 @@ class Workspace:
 
     def depth_dir(self, root_id: str, depth: int) -> Path:
         return self._tree(root_id).depth(int(depth))
+
+    def shared_block(self, root_id: str, depth: int, job_id: str) -> Path:
+        """A job's shared context block, in its depth folder (child jobs share a depth folder)."""
+        return self.depth_dir(root_id, depth) / f"shared_{validate_job_id(job_id)}.md"
 
     def worker_dir(self, root_id: str, depth: int, name: str) -> Path:
         return self.worker_paths(root_id, depth, name).dir

@@ -75,5 +75,5 @@ class JsonFormatter(logging.Formatter):
 
 
 def _root_of(job_id: str | None) -> str | None:
-    # A child job's id is its root's id plus "-c<n>" (see workspace.child_job_id).
+    # A child job's id is its root's id plus "-c<n>" (see workspace/ids.py).
     return job_id.split("-", 1)[0] if job_id else None
