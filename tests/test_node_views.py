@@ -34,7 +34,7 @@ PLACES = {"1": "node-east", "2": "node-west"}  # the node each attempt number "r
 
 class PlacingExecutor(LocalExecutor):
     """Runs attempts here but names a node for each, as the rq executor's handle does once a
-    node starts it (execution.py then records ``attempt.node`` and ``rec.node``)."""
+    node starts it (engine/attempts.py then records ``attempt.node`` and ``rec.node``)."""
 
     def start(self, argv, *, env, **kwargs):
         handle = super().start(argv, env=env, **kwargs)

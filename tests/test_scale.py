@@ -11,7 +11,7 @@ from collections import deque
 
 import pytest
 
-from orchestrator.cli import main as cli
+from orchestrator.cli import main as cli_main
 from orchestrator.cli import progress
 from orchestrator.cli.progress import ProgressView
 from orchestrator.events import EventBus
@@ -113,7 +113,7 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
     job = engine.submit("x", {"max_workers": 2}, [f"task {i}" for i in range(24)])
     out = io.StringIO()
     # When `run` follows it without a terminal
-    cli._follow(engine, job.id, ProgressView(out, tty=False))
+    cli_main._follow(engine, job.id, ProgressView(out, tty=False))
     # Then the whole tree was copied at the start and at the end, plus once per job event
     # (before: once per wake-up, a dozen times or more), and each worker's states are all there
     job_events = [e for e in engine.events.since(job.root_id, 0) if e.type == "job"]

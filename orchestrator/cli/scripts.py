@@ -448,6 +448,6 @@ def server_client(settings: Settings) -> Any:
     from .server import health_instance
 
     # This folder's own server (verified through its record); else whatever answers on the
-    # configured address, which must then accept this folder's key (see prunecmd._delete_via_server).
+    # configured address, which must then accept this folder's key (see cli/prune.py, _delete_via_server).
     url = folder_url(settings) or local_url(settings)
     return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None

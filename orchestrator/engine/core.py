@@ -291,7 +291,7 @@ class Engine:
         a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
         return self.restorer.recover()
 
-    # -- what the engine does beside running workers (running.WorkerRunner runs them) -----
+    # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
     def _kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
         """SIGKILL every process of the tree that carries no adopted shim's tag."""
         for shim in shims:

@@ -92,7 +92,7 @@ class Queries:
         return found
 
     def status_document(self, job_id: str) -> dict[str, Any]:
-        """The job's status document (``status.job_status``) over its subtree as it is now."""
+        """The job's status document (``status_document.job_status``) over its subtree as it is now."""
         root = root_of(job_id)
         jobs, workers = self.snapshot(root, job_id)
         if not any(j.id == job_id for j in jobs):

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .. import states
-from ..checkouts import pruning as prune
+from ..checkouts import pruning
 from ..checkouts.checkout import Checkout
 from ..clock import Clock
 from ..config import Settings
@@ -85,9 +85,9 @@ class Restorer:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
         First, the admin entries of this workspace's worktrees whose folders are gone go
         (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there),
-        after the deletions a crash cut short are finished (prune.finish_deletions: their
+        after the deletions a crash cut short are finished (pruning.finish_deletions: their
         worktrees' entries and branches go by the deletion's own rule)."""
-        for root_id in prune.finish_deletions(self.workspace, getattr(self.checkout, "remove_tree", None)):
+        for root_id in pruning.finish_deletions(self.workspace, getattr(self.checkout, "remove_tree", None)):
             log.warning("finished deleting job tree %s: the server had stopped while deleting it", root_id)
         prune_stale = getattr(self.checkout, "prune_stale", None)
         if prune_stale is not None:
