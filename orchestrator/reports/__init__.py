@@ -1,6 +1,8 @@
 """Markdown reports rendered from Jinja templates: pure, they return a string.
 
 The workspace writes the files; this package only turns records into text.
+Beside the reports: ``analytics`` (a tree's performance figures), ``status_document`` (the
+status document, from records alone) and ``metrics`` (the engine's Prometheus text).
 Templates ship in ``templates/``; a ``templates_dir`` from config
 (``orchestrator.templates_dir``) overrides them file by file.
 """

@@ -9,6 +9,7 @@ engine merges the winner and records the Selection (``to_dict``) in JobRecord.se
   weights, the normalisation and the tie rule are in its docstring).
 - ``judge``: judge.py, an AI CLI's knockout over the ``best`` ranking, which is also every
   pair's fallback.
+- ``candidates``: candidates.py, the plan expanded into a worker per candidate (pure).
 
 Only eligible candidates (they succeeded, so every required gate passed) can win; the others
 are ranked last with why they are out. No eligible candidate: ``winner`` None and why.
