@@ -373,7 +373,7 @@ def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_ru
         conflicting(repo)
     before = snapshot(repo)
     script = (
-        "import sys\nfrom orchestrator import merging\n"
+        "import sys\nfrom orchestrator.git import merging\n"
         "merging.merge_branches(sys.argv[1], 'main', "
         f"[('w1', '{PREFIX}{ID}/w1'), ('w2', '{PREFIX}{ID}/w2'), ('w3', '{PREFIX}{ID}/w3')], 'theirs', prefix='{PREFIX}', root_id='{ID}')\n"
     )
