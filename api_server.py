@@ -22,7 +22,7 @@ if (
     os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(__file__), *sys.argv[1:]])
 sys.path.insert(0, HERE)
 
-from orchestrator.cli import main  # noqa: E402
+from orchestrator.cli.main import main  # noqa: E402
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

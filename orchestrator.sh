@@ -11,4 +11,4 @@ if [ ! -x "$PY" ]; then
   exit 2
 fi
 # sys.path[0] is the folder (not the caller's cwd, where another "orchestrator" could shadow ours).
-exec "$PY" -c 'import sys; sys.path[0] = sys.argv.pop(1); from orchestrator.cli import main; sys.exit(main())' "$HERE" "$@"
+exec "$PY" -c 'import sys; sys.path[0] = sys.argv.pop(1); from orchestrator.cli.main import main; sys.exit(main())' "$HERE" "$@"

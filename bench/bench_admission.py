@@ -43,9 +43,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402
-from orchestrator.procscan import Memory, machine_memory  # noqa: E402
+from orchestrator.process.procscan import Memory, machine_memory  # noqa: E402
 
 MB = 1 << 20
 # Allocates and touches N MB (bytes filled with one value: every page written), then sleeps S seconds.

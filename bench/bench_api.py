@@ -380,9 +380,9 @@ def mode_sse(args: list[str]) -> int:
 # -- the orchestrator under test ---------------------------------------------------------
 class Live:
     def __init__(self, base: Path, handoffs: int, extra: dict[str, dict[str, Any]] | None = None) -> None:
+        from orchestrator.cli.server import start_in_thread
         from orchestrator.config import load_settings
-        from orchestrator.engine import Engine
-        from orchestrator.server import start_in_thread
+        from orchestrator.engine.core import Engine
 
         bin_dir = base / "bin"
         bin_dir.mkdir()
@@ -580,7 +580,7 @@ def bench_status(
 
 def time_status_parts(engine: Any, job_ids: list[str], calls: int = 300) -> dict[str, float]:
     """In-process cost of the status view's two engine steps, seconds per call (profiling aid)."""
-    from orchestrator.status import job_status
+    from orchestrator.reports.status_document import job_status
 
     start = time.perf_counter()
     for i in range(calls):
@@ -654,7 +654,7 @@ def bench_startup(runs: int) -> dict[str, Any]:
         "import orchestrator.api.client": [PY, "-c", "import orchestrator.api.client"],
         "orchestrator-spawn --help": [str(ROOT / "orchestrator" / "bin" / "orchestrator-spawn"), "--help"],
         "python -m orchestrator spawn --help": [PY, "-m", "orchestrator", "spawn", "--help"],
-        "spawn's imports (spawn+wire)": [PY, "-c", "import orchestrator.spawn, orchestrator.wire"],
+        "spawn's imports (spawn+wire)": [PY, "-c", "import orchestrator.cli.spawn, orchestrator.api.wire"],
     }
     env = {**child_env(), "ORCHESTRATOR_PYTHON": PY}
     times: dict[str, list[float]] = {name: [] for name in commands}

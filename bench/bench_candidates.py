@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402
 from tests.conftest import find_cli  # noqa: E402
 from tests.mock_model_server import MockModelServer, Text, ToolUse, tool_results, working_directory  # noqa: E402

@@ -43,9 +43,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402
-from orchestrator.sharedcontext import block_path  # noqa: E402
+from orchestrator.workers.sharedcontext import block_path  # noqa: E402
 
 GIT_IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
 REQUEST = (

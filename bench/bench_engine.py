@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 
 TARGET = 1.00  # orchestrator wall / GNU parallel wall
 TARGET_POPEN = 4.00  # orchestrator wall / bare Popen pool wall

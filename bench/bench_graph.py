@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import Settings, load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.models import WorkerRecord  # noqa: E402
 
 TARGET_RATIO = 1.1  # wall / critical path ...

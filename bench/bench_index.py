@@ -42,10 +42,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_settings  # noqa: E402
+from orchestrator.engine.queries import Queries  # noqa: E402
 from orchestrator.index import JobIndex, open_index  # noqa: E402
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus  # noqa: E402
-from orchestrator.queries import Queries  # noqa: E402
-from orchestrator.workspace import Workspace  # noqa: E402
+from orchestrator.workspace.layout import Workspace  # noqa: E402
 
 TARGET_P99 = 0.05  # seconds: an index page at p99, whatever the workspace's size
 STATUSES = (JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED)

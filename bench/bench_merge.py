@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import gitwork, merging  # noqa: E402
-from orchestrator.gitcmd import run_git  # noqa: E402
+from orchestrator.git import gitwork, merging  # noqa: E402
+from orchestrator.git.gitcmd import run_git  # noqa: E402
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
 

@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_engine import CheckFailed, check_orchestrator_workspace, filesystem_of  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
-from orchestrator.sandbox import SandboxSpec, probe  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
+from orchestrator.process.sandbox import SandboxSpec, probe  # noqa: E402
 
 TARGET = 1.25  # sandboxed per-worker wall / unconfined per-worker wall
 

@@ -149,7 +149,7 @@ def bench_env(base: Path) -> dict[str, str]:
 
 def check_tree(base: Path, root_id: str, n: int) -> tuple[list[Any], list[Any]]:
     """The finished tree from the workspace: every job completed, n workers, all successful."""
-    from orchestrator.workspace import Workspace
+    from orchestrator.workspace.layout import Workspace
 
     jobs, workers = Workspace(base / "workspace").load_tree(root_id)
     bad = [w.key for w in workers if w.status.value not in ("success", "recursive_success")]

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_graph import load_average  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.engine import Engine  # noqa: E402
+from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"

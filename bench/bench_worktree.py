@@ -47,12 +47,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import gitwork, merging  # noqa: E402
-from orchestrator.checkout import Changes  # noqa: E402
+from orchestrator.checkouts.checkout import Changes  # noqa: E402
+from orchestrator.checkouts.worktree import make_checkout  # noqa: E402
 from orchestrator.config import JobConfig, load_settings  # noqa: E402
+from orchestrator.git import gitwork, merging  # noqa: E402
 from orchestrator.models import JobRecord, WorkerRecord  # noqa: E402
-from orchestrator.workspace import Workspace  # noqa: E402
-from orchestrator.worktree import make_checkout  # noqa: E402
+from orchestrator.workspace.layout import Workspace  # noqa: E402
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
 PER_FOLDER = 100

@@ -4,10 +4,10 @@ child job) takes a fast path that skips the full command line's parser and impor
 import sys
 
 if sys.argv[1:2] == ["spawn"]:
-    from .spawn import main as spawn_main
+    from .cli.spawn import main as spawn_main
 
     sys.exit(spawn_main(sys.argv[2:]))
 
-from .cli import main  # noqa: E402
+from .cli.main import main  # noqa: E402
 
 sys.exit(main())

@@ -24,7 +24,7 @@ class JobStatus(str, Enum):
     FAILED = "failed"  # no worker succeeded, or the job could not start
     CANCELLED = "cancelled"
     # A root job with approval: before_merge whose workers are all done: nothing merged until a
-    # person approves (POST /jobs/{id}/approve) or rejects it (approval.py). Not terminal.
+    # person approves (POST /jobs/{id}/approve) or rejects it (quality/approval.py). Not terminal.
     WAITING = "waiting"
 
     @property
@@ -93,7 +93,7 @@ class Attempt:
     # "transient" (rate limit, overload, 5xx) or None (succeeded, or not known).
     failure_class: str | None = None
     retry_after: float | None = None  # seconds the service asked to wait, when the CLI said
-    # A worktree worker's: the commit this attempt started from (worktree.py: after a failed
+    # A worktree worker's: the commit this attempt started from (checkouts/worktree.py: after a failed
     # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
     checkpoint: str | None = None
     # The node that ran it (distributed.executor rq; None: this server ran it), and the
@@ -133,7 +133,7 @@ class TaskNode:
     kind: str | None = None
     model: str | None = None
     # An explicit task's own candidates (config/choice.py's shape) before the plan is
-    # expanded (candidates.py); after it, each candidate is a node of its own with the task's id,
+    # expanded (selection/candidates.py); after it, each candidate is a node of its own with the task's id,
     # its 1-based ``candidate`` number, and its kind, model, ``timeout`` (None: the job's) and
     # ``context`` (a JSON object for its prompt). ``candidate`` None: the task runs once.
     candidates: list[dict[str, Any]] = field(default_factory=list)
@@ -189,7 +189,7 @@ class WorkerRecord:
     created_at: float = 0.0
     started_at: float | None = None  # first attempt's start
     ended_at: float | None = None  # when it became terminal
-    # Why it is still pending when the count limits would let it start (admission.py: "waiting for
+    # Why it is still pending when the count limits would let it start (process/admission.py: "waiting for
     # memory: 300 MB needed, 120 MB free ..."); None once it starts, or while nothing but a slot holds it.
     waiting: str | None = None
     exit_reason: str = ""  # one human line: "exit code 0", "timed out after 30s (SIGKILL)", ...
@@ -207,7 +207,7 @@ class WorkerRecord:
     # worktree's tree equals the one its first attempt started from; a folder holds no file).
     # None: not known (it never ran, or its changes were never read). Never merged.
     no_changes: bool | None = None
-    # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; bootstrap.py).
+    # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; checkouts/bootstrap.py).
     port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
     cost_usd: float | None = None
@@ -245,13 +245,13 @@ class WorkerRecord:
     score: dict[str, Any] | None = None
     timeout: float | None = None
     # The bytes of its rendered prompt, how many of them are its job's shared
-    # context block (sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
+    # context block (workers/sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
     # (the anthropic kind's usage.cache_read_input_tokens; None: not reported).
     prompt_bytes: int | None = None
     shared_prompt_bytes: int | None = None
     tokens_cache_read: int | None = None
     node: str | None = None  # the node its latest attempt runs or ran on (None: this server)
-    # How its latest attempt was confined: "bubblewrap" (sandbox.py), or "none" (unconfined: the
+    # How its latest attempt was confined: "bubblewrap" (process/sandbox.py), or "none" (unconfined: the
     # job's notes say why); None: no attempt started.
     sandbox: str | None = None
 
@@ -334,19 +334,19 @@ class JobRecord:
     # of the last merge, into the result branch (root) or the parent worker's branch (child job).
     merge: dict[str, Any] | None = None
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
-    # committed then, nesting.py), where the job's workers branch from.
+    # committed then, engine/nesting.py), where the job's workers branch from.
     start_commit: str | None = None
     # Each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
     # before graphs (every task independent). ``integration``: the ref a graph job's workers are
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
     nodes: list[TaskNode] = field(default_factory=list)
     integration: str | None = None
-    # Each task with candidates, by task id, once its winner is chosen (choosing.py): {"task_id",
+    # Each task with candidates, by task id, once its winner is chosen (engine/choosing.py): {"task_id",
     # "select", "candidates" (worker names), "winner" (a name, or None: none eligible), "reason",
     # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
     # "cost_usd" (the judge's), "at"}.
     selections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # A root job with approval: before_merge once its workers are done (approval.py):
+    # A root job with approval: before_merge once its workers are done (quality/approval.py):
     # {"state": "waiting" | "approved" | "rejected" | "cancelled", "earned" (the status its workers
     # earned), "waiting_since", "decided_at", "note" (approve's), "reason" (reject's)}; None: never waited.
     approval: dict[str, Any] | None = None
@@ -398,7 +398,7 @@ class JobRecord:
 
 def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus | None = None) -> bool:
     """A task's work is delivered to those that wait on it once it succeeded and, in a job with an
-    integration branch (a graph in worktrees), was merged there (a candidate: once selected): the one rule scheduling.py
+    integration branch (a graph in worktrees), was merged there (a candidate: once selected): the one rule engine/scheduling.py
     starts dependents by and the views (reports.taskgraph) show. ``status``: the one it is
     settling with, when its record does not have it yet."""
     if not (status or record.status).ok:

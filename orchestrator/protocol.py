@@ -23,7 +23,7 @@ ENABLE_RECURSION = "ORCHESTRATOR_ENABLE_RECURSION"  # "1" or "0"
 WORKER_DIR = "ORCHESTRATOR_WORKER_DIR"  # the worker's own folder (its working directory)
 PORT = "ORCHESTRATOR_PORT"  # a worktree worker's own free port from git.port_range (also given to git.setup/teardown)
 PYTHON = "ORCHESTRATOR_PYTHON"  # the server's interpreter, which orchestrator-spawn runs on
-# The absolute path of the worker's job's shared context block (sharedcontext.py), set only when
+# The absolute path of the worker's job's shared context block (workers/sharedcontext.py), set only when
 # its prompt starts with exactly that file's text: a kind that calls a model API marks it for caching.
 SHARED_CONTEXT = "ORCHESTRATOR_SHARED_CONTEXT"
 ATTEMPT = "ORCHESTRATOR_ATTEMPT"  # 1 for the first attempt, 2 for the first retry, ...

@@ -12,7 +12,7 @@ Job status (``JobRecord.status``, on disk and in every response)::
     waiting  -> cancelled                    (cancelled while waiting: nothing merged)
 
 A waiting job is not terminal, but nothing of it runs (``JobStatus.at_rest``): a server that
-stops or restarts leaves it waiting (restore.py), and ``wait`` returns on it.
+stops or restarts leaves it waiting (engine/takeover.py), and ``wait`` returns on it.
 
 Worker status (``WorkerRecord.status``)::
 

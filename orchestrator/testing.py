@@ -1,7 +1,7 @@
 """Fakes for testing an engine without processes or real time: shipped, as dramatiq ships its StubBroker.
 
 A user tests their own configuration and after-attempt steps on these: :class:`Rig` builds an
-:class:`~orchestrator.engine.Engine` on a :class:`FakeExecutor` (which starts no process) and a
+:class:`~orchestrator.engine.core.Engine` on a :class:`FakeExecutor` (which starts no process) and a
 :class:`FakeClock` (on which a 30 s timeout takes no real time), :meth:`FakeExecutor.script`
 says what each worker's attempts do, and :func:`no_processes` makes any real process start
 fail, so a test cannot lean on one by mistake::
@@ -17,7 +17,7 @@ fail, so a test cannot lean on one by mistake::
             assert job.status.value == "completed"
             assert len(rig.fake.attempts("worker_1")) == 2
 
-``FakeExecutor`` keeps ``orchestrator.executor.Executor``'s promises (the project's contract
+``FakeExecutor`` keeps ``orchestrator.process.executor.Executor``'s promises (the project's contract
 tests check it beside ``LocalExecutor``): it writes each attempt's output to the worker log,
 writes the exit file the way the shim does ("exit N" / "signal S"), runs the kill ladder
 (first signal, grace, SIGKILL) and reports the rung, and a restarted engine finds and adopts
@@ -50,15 +50,15 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from . import protocol
-from .cgroups import Enforced
 from .clock import Waitable
 from .config import Settings
-from .engine import Engine
-from .executor import AttemptHandle, Sample, Sampled
+from .engine.core import Engine
 from .models import JobRecord, WorkerRecord
-from .runner import CommandNotFound, signal_name
-from .sandbox import SandboxSpec, probe
-from .shim import FoundShim, read_exit_file
+from .process.cgroups import Enforced
+from .process.executor import AttemptHandle, Sample, Sampled
+from .process.runner import CommandNotFound, signal_name
+from .process.sandbox import SandboxSpec, probe
+from .process.shim import FoundShim, read_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from orchestrator.checkout import FolderCheckout
-from orchestrator.engine import Engine
-from orchestrator.workspace import Workspace
+from orchestrator.checkouts.checkout import FolderCheckout
+from orchestrator.engine.core import Engine
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import make_settings
 

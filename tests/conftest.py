@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 
 from .redisserver import fresh_redis, redis_server, unique_prefix  # noqa: F401 (fixtures, for every test file)
 
@@ -250,7 +250,7 @@ API_KEY = "test-key-0123456789abcdefghijklmnop"
 @pytest.fixture
 def make_live(tmp_path):
     """Start a real waitress server on an ephemeral 127.0.0.1 port with the given settings."""
-    from orchestrator.server import start_in_thread
+    from orchestrator.cli.server import start_in_thread
 
     started = []
 

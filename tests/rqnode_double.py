@@ -20,7 +20,7 @@ from orchestrator.cluster import nodes
 from orchestrator.cluster.attempts import SERIALIZER, Attempts, read_secret_file
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
-from orchestrator.runner import CommandNotFound, ProcessRunner
+from orchestrator.process.runner import CommandNotFound, ProcessRunner
 
 
 class NodeDouble:

@@ -51,10 +51,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import ADAPTERS, AUTO_ORDER, get_adapter, resolve_kind
-from orchestrator.adapters.base import WorkerContext
 from orchestrator.config import WORKER_KINDS
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.workers.adapters import ADAPTERS, AUTO_ORDER, get_adapter, resolve_kind
+from orchestrator.workers.adapters.base import WorkerContext
 
 from .conftest import make_settings, run_job
 
@@ -323,7 +323,7 @@ def test_gemini_argv_plain_model_and_cli_args(tmp_path):
 
 
 def test_aider_argv_plain_model_and_cli_args(tmp_path, monkeypatch):
-    from orchestrator.adapters.aider import MODEL_SETTINGS
+    from orchestrator.workers.adapters.aider import MODEL_SETTINGS
 
     server_home = tmp_path / "server-home"  # the server's HOME has model settings; the worker's (tmp_path) not
     server_home.mkdir()
@@ -852,7 +852,7 @@ def test_no_adapter_reads_the_servers_environment_or_home():
 def test_without_home_in_the_workers_environment_its_home_is_the_users_not_the_servers(tmp_path, monkeypatch):
     import pwd
 
-    from orchestrator.adapters.aicli import home_of
+    from orchestrator.workers.adapters.aicli import home_of
 
     monkeypatch.setenv("HOME", str(tmp_path / "server-home"))
     assert home_of({"HOME": str(tmp_path / "mine")}) == tmp_path / "mine"

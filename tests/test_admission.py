@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator.admission import DEFAULT_PEAK_MB, MB, RECENT, MemoryAdmission, Peaks, Room, size_text
-from orchestrator.engine import Engine
+from orchestrator.cli.progress import render_tree, tree_from_status
+from orchestrator.engine.core import Engine
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.procscan import Memory, machine_memory
-from orchestrator.progress import render_tree, tree_from_status
-from orchestrator.status import status_table
+from orchestrator.process.admission import DEFAULT_PEAK_MB, MB, RECENT, MemoryAdmission, Peaks, Room, size_text
+from orchestrator.process.procscan import Memory, machine_memory
+from orchestrator.reports.status_document import status_table
 
 from .conftest import make_settings, wait_until
 

@@ -9,9 +9,6 @@ import time
 
 import pytest
 
-from orchestrator.adapters import get_adapter
-from orchestrator.adapters.command import CommandAdapter
-from orchestrator.adapters.simulated import SimulatedAdapter
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, TaskNode
 from orchestrator.planner.ai import (
@@ -24,8 +21,11 @@ from orchestrator.planner.ai import (
     plan_with_ai,
 )
 from orchestrator.planner.heuristic import split_request
-from orchestrator.roles import role_table
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.workers.adapters import get_adapter
+from orchestrator.workers.adapters.command import CommandAdapter
+from orchestrator.workers.adapters.simulated import SimulatedAdapter
+from orchestrator.workers.roles import role_table
 from tests.conftest import explain, find_cli, make_settings, run_job
 from tests.mock_model_server import MockModelServer, Text, prompt_text, subtask
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.analytics import TimelineRow, analyse, queue_wait, text_timeline, worker_elapsed
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.status import job_status
+from orchestrator.reports.analytics import TimelineRow, analyse, queue_wait, text_timeline, worker_elapsed
+from orchestrator.reports.status_document import job_status
 
 from .conftest import run_job
 

@@ -1,7 +1,7 @@
 """The ``anthropic`` worker kind: the SDK's agentic loop against the loopback Messages API mock.
 
 Jobs run through the engine with real worker subprocesses (``python -m
-orchestrator.anthropic_worker``); the only fake is the model API (tests/mock_model_server.py,
+orchestrator.cli.anthropic_worker``); the only fake is the model API (tests/mock_model_server.py,
 streaming SSE and tool_use as the real API sends them). Nothing leaves 127.0.0.1.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol
-from orchestrator.adapters import get_adapter
-from orchestrator.adapters.anthropic import prices_for
-from orchestrator.adapters.anthropic_tools import Tools
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.workers.adapters import get_adapter
+from orchestrator.workers.adapters.anthropic import prices_for
+from orchestrator.workers.adapters.anthropic_tools import Tools
 
 from . import net_guard
 from .conftest import ROOT, explain, make_settings, only_worker, run_job, three_files_in_worktrees, wait_until
@@ -129,7 +129,7 @@ def test_a_tool_call_writes_a_file_a_command_runs_and_usage_and_cost_are_exact(m
     # The job's shared context block (the prompt's first part) is cached too, in every request.
     assert [breakpoints(r.body) for r in mock.conversation] == [["text"], ["text", "tool_result"], ["text", "tool_result"]], why
     assert "cache_control" in result_of(third) and "cache_control" not in result_of(third, 0)
-    from orchestrator.sharedcontext import block_path
+    from orchestrator.workers.sharedcontext import block_path
 
     first = mock.conversation[0].body["messages"][0]["content"][0]
     assert first["text"] == block_path(engine.workspace, job).read_text(encoding="utf-8")
@@ -427,7 +427,7 @@ def run_worker(
     prompt_file.write_text(prompt, encoding="utf-8")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", protocol.PREFIX))}
     full = {**base, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY, **env}
-    argv = [*wrap, sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(prompt_file)]
+    argv = [*wrap, sys.executable, "-m", "orchestrator.cli.anthropic_worker", "--prompt-file", str(prompt_file)]
     argv += ["--root", str(tmp_path / "work"), "--model", MODEL, "--max-retries", "0"]
     return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60, check=False)
 
@@ -469,7 +469,7 @@ def test_the_worker_connects_to_nothing_but_the_loopback_mock(tmp_path, mock_api
 
 
 def test_a_context_with_no_tools_allowed_asks_for_one_answer_without_tools(tmp_path, mock_api):
-    from orchestrator.adapters.base import WorkerContext
+    from orchestrator.workers.adapters.base import WorkerContext
 
     (tmp_path / "p.md").write_text("Which candidate is better? Answer JSON.")
     ctx = WorkerContext(
@@ -501,7 +501,7 @@ def test_either_signal_of_the_kill_ladder_ends_a_hanging_request_at_once(tmp_pat
     (tmp_path / "p.md").write_text("Say hi")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(PYTHONPATH=str(ROOT), ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
-    argv = [sys.executable, "-m", "orchestrator.anthropic_worker", "--prompt-file", str(tmp_path / "p.md")]
+    argv = [sys.executable, "-m", "orchestrator.cli.anthropic_worker", "--prompt-file", str(tmp_path / "p.md")]
     proc = subprocess.Popen(
         [*argv, "--root", str(tmp_path), "--model", MODEL], env=env, stdout=subprocess.PIPE, start_new_session=True
     )
@@ -574,7 +574,7 @@ def test_tools_refuse_links_out_and_run_argv_lists_only(tmp_path):
 
 
 def test_the_argv_carries_the_settings_and_runs_the_servers_package_whatever_the_cwd(tmp_path, mock_api):
-    from orchestrator.adapters.base import WorkerContext
+    from orchestrator.workers.adapters.base import WorkerContext
 
     settings = make_settings(tmp_path, anthropic={"model": "claude-opus-4-5-20251101", "max_turns": 7})
     # The cwd holds an orchestrator package of its own (a worktree of a repository that has one).

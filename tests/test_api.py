@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
 
 from .conftest import fake_command, wait_until
 
@@ -393,8 +393,8 @@ def test_python_client_from_the_seed_against_the_live_server(live):
 
 
 def test_server_refuses_a_busy_port_naming_it(tmp_path):
+    from orchestrator.cli.server import build
     from orchestrator.errors import ConfigError
-    from orchestrator.server import build
 
     from .conftest import API_KEY, make_settings
 
@@ -409,8 +409,8 @@ def test_server_refuses_a_busy_port_naming_it(tmp_path):
 
 @pytest.mark.parametrize("key, words", [("", "no API key"), ("your-api-key", "placeholder"), ("short", "at least")])
 def test_server_refuses_to_start_without_a_real_key(tmp_path, key, words):
+    from orchestrator.cli.server import build
     from orchestrator.errors import ConfigError
-    from orchestrator.server import build
 
     from .conftest import make_settings
 
@@ -479,7 +479,7 @@ def test_status_documents_are_reused_until_the_tree_changes_or_they_age():
     number) or the ttl builds a new one, so a poller never misses a transition."""
     import time as _time
 
-    from orchestrator.status import StatusCache
+    from orchestrator.reports.status_document import StatusCache
 
     built = []
 

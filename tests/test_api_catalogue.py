@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema
 import pytest
 
-from orchestrator import approval
 from orchestrator.api.catalogue import OPERATIONS, TAGS
 from orchestrator.api.openapi import openapi_document
+from orchestrator.quality import approval
 
 from .conftest import API_KEY, wait_until
 from .test_approval import Served, waiting_job

@@ -15,14 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from orchestrator import approval
 from orchestrator.api.client import OrchestratorClient
+from orchestrator.cli.progress import closing_lines
+from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
-from orchestrator.progress import closing_lines
-from orchestrator.server import start_in_thread
+from orchestrator.quality import approval
 
 from .conftest import API_KEY
 from .test_landing import result_of

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.workspace import Workspace
+from orchestrator.workspace.layout import Workspace
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))

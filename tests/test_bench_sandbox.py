@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sandbox import probe
+from orchestrator.process.sandbox import probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not probe().available, reason="no sandbox on this machine")]
 

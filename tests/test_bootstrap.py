@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, ignored_made
+from orchestrator.checkouts.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, ignored_made
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.status import job_status
+from orchestrator.reports.status_document import job_status
 
 from .conftest import observed, run_job, wait_until
 from .test_worktree import git, snapshot, user_env, workers
@@ -312,7 +312,7 @@ def test_cancelling_a_job_stops_its_workers_setup_at_once(hosted):
 
 
 def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does_not_run_setup_again(hosted, tmp_path):
-    from orchestrator.worktree import WorktreeCheckout
+    from orchestrator.checkouts.worktree import WorktreeCheckout
 
     host, folder, make = hosted
     runs = observed(tmp_path) / "runs"

@@ -99,7 +99,7 @@ def test_no_passing_candidate_fails_the_task_and_skips_its_dependents(hosted):
 
 def test_folder_candidates_of_the_simulated_kind(tmp_path):
     from orchestrator.config import load_settings
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     settings = load_settings(
         base_dir=tmp_path, environ={}, overrides={"simulated": {"duration": 0.05}, "git": {"isolation": "folder"}}
@@ -151,7 +151,7 @@ def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_rem
 )
 def test_candidates_that_could_never_run_are_refused_at_submission(tmp_path, config, tasks, said):
     from orchestrator.config import load_settings
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
     from orchestrator.errors import OrchestratorError
 
     overrides = {"orchestrator": {"worker": "command", "command": ["true"], "codex_command": "no-such-codex-here"}}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
 from orchestrator.models import WorkerStatus
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
+from orchestrator.process.runner import ProcessRunner
 
 from .conftest import only_worker, processes_with, run_job, wait_until
 
@@ -192,8 +192,8 @@ def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path
     )
     try:
         assert handle.cgroup is None and handle.enforced.memory is Enforcement.SAMPLED
-        from orchestrator.executor import LocalExecutor
-        from orchestrator.monitor import Watched
+        from orchestrator.process.executor import LocalExecutor
+        from orchestrator.process.monitor import Watched
 
         sampler = LocalExecutor(runner)
         watched = Watched("w", handle.tag, handle.started_at, tmp_path / "log", tmp_path, lambda _: None, handle.pid)

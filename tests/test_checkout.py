@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.checkout import Changes, Checkout, FolderCheckout, finish_checkout
-from orchestrator.engine import Engine
+from orchestrator.checkouts.checkout import Changes, Checkout, FolderCheckout, finish_checkout
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.workspace import Workspace
+from orchestrator.workspace.layout import Workspace
 
 from .checkout_double import RecordingCheckout, seamed_engines
 from .conftest import make_settings, only_worker, run_job, wait_until
@@ -191,7 +191,7 @@ def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path)
 
 
 def test_make_checkout_gives_the_isolated_checkout_and_names_the_choices_for_an_unknown_one(tmp_path):
-    from orchestrator.worktree import IsolatedCheckout, make_checkout
+    from orchestrator.checkouts.worktree import IsolatedCheckout, make_checkout
 
     settings = make_settings(tmp_path)
     workspace = Workspace(settings.workspace_root)
@@ -224,7 +224,7 @@ def test_a_prepare_that_raises_fails_the_worker_before_it_runs_and_still_cleans_
 
 
 def test_a_checkout_failure_of_the_users_making_is_the_workers_exit_reason_not_an_engine_error(seamed):
-    from orchestrator.checkout import CheckoutFailed
+    from orchestrator.checkouts.checkout import CheckoutFailed
 
     class SetupFails(RecordingCheckout):
         def prepare(self, record, job):
@@ -240,7 +240,7 @@ def test_a_checkout_failure_of_the_users_making_is_the_workers_exit_reason_not_a
 
 
 def test_a_checkout_stopped_by_a_cancel_ends_the_worker_cancelled(seamed):
-    from orchestrator.checkout import CheckoutFailed
+    from orchestrator.checkouts.checkout import CheckoutFailed
 
     class Cancelled(RecordingCheckout):
         def prepare(self, record, job):
@@ -256,7 +256,7 @@ def test_a_checkout_stopped_by_a_cancel_ends_the_worker_cancelled(seamed):
 
 def test_discard_never_raises_and_empties_a_folder(tmp_path):
     """A worker stopped at the disk cap: its files are thrown away, whatever the checkout does."""
-    from orchestrator.checkout import FolderCheckout, discard
+    from orchestrator.checkouts.checkout import FolderCheckout, discard
 
     settings = make_settings(tmp_path)
     workspace = Workspace(settings.workspace_root)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from waitress import wasyncore
 
-from orchestrator.server import embedded_server
+from orchestrator.cli.server import embedded_server
 
 from .conftest import ROOT
 
@@ -358,7 +358,7 @@ def test_run_with_the_readmes_plan_file_runs_the_graph_in_order(home, tmp_path):
     result, doc = run_json(home, "Build a todo app", "--plan", str(path), "--on-failure", "stop")
     assert result.returncode == 0, result.stderr
     assert doc["status"] == "completed", doc
-    from orchestrator.workspace import Workspace
+    from orchestrator.workspace.layout import Workspace
 
     _, workers = Workspace(home / "workspace").load_tree(doc["job_id"])
     by_id = {w.task_id: w for w in workers}

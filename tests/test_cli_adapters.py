@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from orchestrator.adapters import get_adapter
 from orchestrator.models import WorkerStatus
+from orchestrator.workers.adapters import get_adapter
 
 from .conftest import run_job
 
@@ -111,7 +111,7 @@ def test_gemini_errors_are_classified_from_the_code_in_its_error_json():
 
 def worker_ctx(tmp_path, time_left=600.0, env=None):
     """A worker's context; ``env``: the worker's environment (a HOME of its own in tmp_path by default)."""
-    from orchestrator.adapters.base import WorkerContext
+    from orchestrator.workers.adapters.base import WorkerContext
 
     prompts = tmp_path / "state" / "prompts"
     prompts.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import procscan
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.process import procscan
 
 from .cluster_fixtures import start_node, stop_all
 from .conftest import wait_until

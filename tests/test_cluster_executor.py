@@ -20,10 +20,10 @@ import yaml
 from orchestrator.cluster import nodes
 from orchestrator.cluster.executor import RQExecutor, make_executor, memory_probe
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
-from orchestrator.executor import LocalExecutor
-from orchestrator.shim import read_exit_file
+from orchestrator.process.executor import LocalExecutor
+from orchestrator.process.shim import read_exit_file
 
 from .conftest import API_KEY, ROOT, make_settings, wait_until
 from .redisserver import free_port

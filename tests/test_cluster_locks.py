@@ -24,7 +24,7 @@ from orchestrator.cluster.locks import RedisPathLocks, path_locks
 from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
 from orchestrator.errors import ConfigError, Conflict, Forbidden, Unavailable
-from orchestrator.locks import PathLocks
+from orchestrator.quality.locks import PathLocks
 
 from .conftest import make_settings, observed, wait_until
 from .redisserver import RedisServer
@@ -228,7 +228,7 @@ def test_the_engine_keeps_its_locks_in_redis_only_under_rq(redis_server, unique_
 
 
 def test_an_engine_under_rq_keeps_its_locks_in_redis_and_closes_the_table_at_shutdown(redis_server, unique_prefix, tmp_path):
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     rq = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix}
     engine = Engine(make_settings(tmp_path, distributed=rq))
@@ -293,9 +293,9 @@ def rq_live(tmp_path, redis_server, unique_prefix):
     """A real server whose settings say ``distributed.executor: rq`` (so its lock table is the
     engine's own choice), its workers kept on this machine by an explicit LocalExecutor: the
     locks' way through the API, orchestrator-lock and a worker's end, without nodes."""
-    from orchestrator.engine import Engine
-    from orchestrator.executor import LocalExecutor
-    from orchestrator.server import start_in_thread
+    from orchestrator.cli.server import start_in_thread
+    from orchestrator.engine.core import Engine
+    from orchestrator.process.executor import LocalExecutor
 
     from .conftest import API_KEY, Live
 

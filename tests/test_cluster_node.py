@@ -22,9 +22,9 @@ from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, wr
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
-from orchestrator.environment import SPAWN_BIN
-from orchestrator.procscan import process_alive
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.procscan import process_alive
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.workers.environment import SPAWN_BIN
 
 from .cluster_fixtures import ROOT, start_node, stop_all, write_server_marker
 from .conftest import wait_until

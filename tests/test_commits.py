@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import ADAPTERS, co_author_of, get_adapter
-from orchestrator.commits import ORCHESTRATOR, Identity, identity_of
-from orchestrator.gitwork import snapshot_commit
+from orchestrator.git.commits import ORCHESTRATOR, Identity, identity_of
+from orchestrator.git.gitwork import snapshot_commit
 from orchestrator.models import JobStatus, WorkerRecord
+from orchestrator.workers.adapters import ADAPTERS, co_author_of, get_adapter
 
 from .conftest import make_settings, run_job
 from .test_worktree import git, snapshot, workers

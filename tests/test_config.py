@@ -420,7 +420,7 @@ def test_the_shipped_template_is_the_one_generated_from_the_schema():
 
 
 def test_the_command_key_help_names_every_placeholder_the_command_kind_fills():
-    from orchestrator.adapters.command import PLACEHOLDERS
+    from orchestrator.workers.adapters.command import PLACEHOLDERS
 
     help_text = SCHEMA["orchestrator"]["command"].help
     line = next(line for line in TEMPLATE.read_text().splitlines() if line.strip().startswith("command:"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api.app import create_app
-from orchestrator.engine import Engine
-from orchestrator.server import start_in_thread
+from orchestrator.cli.server import start_in_thread
+from orchestrator.engine.core import Engine
 
 from .conftest import API_KEY, ROOT, make_settings, wait_until
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api.client import OrchestratorClient
+from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
-from orchestrator.diffs import DEFAULT_MAX_BYTES, MAX_BYTES_CEILING
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.errors import Conflict
-from orchestrator.server import start_in_thread
+from orchestrator.git.diffs import DEFAULT_MAX_BYTES, MAX_BYTES_CEILING
 
 from .conftest import API_KEY, ROOT, Live, wait_until
 from .test_worktree import git, make_host, snapshot

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from orchestrator import protocol
+from orchestrator.cli.doctor import Report, _suggested_gate
 from orchestrator.config import load_settings, render_template
-from orchestrator.doctor import Report, _suggested_gate
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import ROOT, explain, find_cli, only_worker, run_job

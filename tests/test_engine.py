@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.errors import ConfigError, Conflict, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
 
 from .conftest import fake_command, observed, run_job, wait_until
 
@@ -279,7 +279,7 @@ def test_a_worker_printing_megabytes_loses_no_line_and_keeps_a_bounded_result(ma
 def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     """A long-running server keeps only the newest finished trees in memory (flat memory);
     the older ones are served from their records exactly as before."""
-    from orchestrator.engine import FINISHED_TREES_IN_MEMORY
+    from orchestrator.engine.core import FINISHED_TREES_IN_MEMORY
 
     engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
     jobs = [run_job(engine, f"tree {n}", tasks=["a", "b"]) for n in range(FINISHED_TREES_IN_MEMORY + 8)]
@@ -375,7 +375,7 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
     # Given a 1 s delay (0.1 s by default; longer here so a loaded machine still ends the short
     # worker within it), a worker that exits at once and one that runs for 2 s, with every
     # worker record write noted as it reaches the disk
-    monkeypatch.setattr("orchestrator.execution.RUNNING_RECORD_DELAY", 1.0)
+    monkeypatch.setattr("orchestrator.engine.attempts.RUNNING_RECORD_DELAY", 1.0)
     engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]}, workers={"max_workers": 2})
     written: dict[str, list[str]] = {}
     save = engine.workspace.save_worker_dict
@@ -401,8 +401,8 @@ def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engin
     """The record holds the JobConfig that job_config built; nothing rebuilds it
     from a dict (submission, dispatch, the worker's run, a child job's limits), and job.json keeps
     the same dict as before."""
-    from orchestrator import submission as engine_module  # where a job is admitted and its config built
     from orchestrator.config import JobConfig
+    from orchestrator.engine import submission as engine_module  # where a job is admitted and its config built
 
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
     built = []

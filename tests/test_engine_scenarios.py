@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol, testing
+from orchestrator.engine.recovery import LOST_REASON
 from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationError
-from orchestrator.executor import Sample
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.recovery import LOST_REASON
+from orchestrator.process.executor import Sample
 from orchestrator.testing import Script, claude_result
 
 from .conftest import make_settings

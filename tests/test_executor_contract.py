@@ -1,4 +1,4 @@
-"""The Executor contract (orchestrator/executor.py), checked the same way against the real
+"""The Executor contract (orchestrator/process/executor.py), checked the same way against the real
 LocalExecutor (real processes under the shim; slow), the RQExecutor (attempts on a node through
 a real redis-server) and the FakeExecutor the engine scenarios use (no process): the fake is
 only worth its scenarios if it keeps the same promises."""
@@ -12,9 +12,9 @@ import threading
 
 import pytest
 
-from orchestrator.executor import LocalExecutor
-from orchestrator.runner import CommandNotFound, Wakeup
-from orchestrator.shim import read_exit_file
+from orchestrator.process.executor import LocalExecutor
+from orchestrator.process.runner import CommandNotFound, Wakeup
+from orchestrator.process.shim import read_exit_file
 from orchestrator.testing import FakeClock, FakeExecutor, Script
 
 # What each kind of attempt does, as a real command and as a script.

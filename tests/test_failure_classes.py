@@ -10,12 +10,12 @@ import re
 
 import pytest
 
-from orchestrator.adapters import ADAPTERS
-from orchestrator.adapters.base import ParsedResult, class_of_http_status, tail_chars
-from orchestrator.adapters.command import CommandAdapter
-from orchestrator.execution import transient_delay
+from orchestrator.engine.attempts import transient_delay
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.status import job_status
+from orchestrator.reports.status_document import job_status
+from orchestrator.workers.adapters import ADAPTERS
+from orchestrator.workers.adapters.base import ParsedResult, class_of_http_status, tail_chars
+from orchestrator.workers.adapters.command import CommandAdapter
 
 from .conftest import run_job
 

@@ -48,7 +48,10 @@ def free_port():
 
 def copy_folder(dest: Path, port: int) -> Path:
     """This folder copied to ``dest`` with its own config.yaml on ``port`` (simulated workers)."""
-    shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in LEFT_OUT])
+    # The folder's own workspace, logs, ... only: the package has a workspace/ of its own.
+    shutil.copytree(
+        ROOT, dest, ignore=lambda d, names: [n for n in names if n in LEFT_OUT and (Path(d) == ROOT or n == "__pycache__")]
+    )
     (dest / ".venv").symlink_to(ROOT / ".venv")
     (dest / "config.yaml").write_text(
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\norchestrator:\n  worker: "simulated"\n'

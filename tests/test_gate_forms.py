@@ -15,9 +15,9 @@ import requests
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.plaintext import plain
+from orchestrator.process.plaintext import plain
+from orchestrator.quality.testruns import ran_no_tests
 from orchestrator.reports.taskgraph import gate_summary
-from orchestrator.testruns import ran_no_tests
 
 from .conftest import API_KEY, run_job, wait_until
 from .test_gates import gate, gated, served  # noqa: F401 (gated, served: the fixtures)

@@ -13,17 +13,17 @@ import pytest
 import requests
 
 from orchestrator.api.auth import Credentials
+from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.config.job import JobConfig
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError, Forbidden
-from orchestrator.gates import GateStep, applicable, gate_log, merge_block, merge_commit, step_block
-from orchestrator.integration import IntegrateStep
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.server import start_in_thread
-from orchestrator.status import merge_lines
-from orchestrator.steps import PASS, Step, StepContext, Verdict
-from orchestrator.workspace import Workspace
+from orchestrator.quality.gates import GateStep, applicable, gate_log, merge_block, merge_commit, step_block
+from orchestrator.quality.integration import IntegrateStep
+from orchestrator.quality.steps import PASS, Step, StepContext, Verdict
+from orchestrator.reports.status_document import merge_lines
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import API_KEY, run_job, wait_until
 from .test_worktree import git, make_host, snapshot, workers

@@ -127,7 +127,7 @@ def test_on_failure_continue_runs_dependents_anyway(hosted):
 @pytest.mark.slow
 def test_a_graph_runs_in_folder_isolation_in_order_without_git(tmp_path):
     from orchestrator.config import load_settings
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     engine = Engine(
         load_settings(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.groupsync import GroupCommit
+from orchestrator.workspace.groupsync import GroupCommit
 
 
 class Recorder:

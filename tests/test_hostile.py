@@ -24,9 +24,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.cgroups import hierarchies
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
-from orchestrator.sandbox import probe
+from orchestrator.process.cgroups import hierarchies
+from orchestrator.process.sandbox import probe
 
 from .conftest import processes_with, wait_until
 from .test_worktree import git, host_engine, make_host, snapshot, user_env

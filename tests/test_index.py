@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_settings
+from orchestrator.engine.queries import Queries
 from orchestrator.errors import ConfigError
 from orchestrator.index import IndexUnavailable, open_index
 from orchestrator.index.rows import SUMMARY_KEYS
 from orchestrator.models import JobStatus
-from orchestrator.queries import Queries
-from orchestrator.workspace import Workspace
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import make_settings, run_job
 from .postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)

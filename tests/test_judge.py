@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 from orchestrator.selection.judge import judge_prompt, parse_verdict
 

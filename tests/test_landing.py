@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator import scripts
+from orchestrator.cli import scripts
+from orchestrator.cli.progress import ProgressView, closing_lines
+from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError, Conflict, Forbidden
 from orchestrator.models import JobStatus
-from orchestrator.progress import ProgressView, closing_lines
-from orchestrator.server import start_in_thread
-from orchestrator.status import job_status, status_table
+from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .test_worktree import git, make_host, snapshot, user_env, workers

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import graph, limits
+from orchestrator.engine import limits
 from orchestrator.errors import InvalidGraph, RecursionLimit, ValidationError
+from orchestrator.planner import graph
 
 
 # -- request shape ---------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from orchestrator.cluster.connect import connect
 from orchestrator.cluster.locks import RedisPathLocks
 from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
-from orchestrator.engine import SPAWN_BIN
+from orchestrator.engine.core import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
-from orchestrator.locks import LockTable, PathLocks, check_paths, overlaps
+from orchestrator.quality.locks import LockTable, PathLocks, check_paths, overlaps
 from orchestrator.testing import FakeClock
 
 from .conftest import observed, wait_until

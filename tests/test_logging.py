@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from orchestrator.logs import JsonFormatter, context, job_line
+from orchestrator.workspace.logs import JsonFormatter, context, job_line
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
 

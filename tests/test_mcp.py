@@ -21,7 +21,7 @@ import pytest
 import requests
 from mcp import Client, StdioServerParameters
 
-from orchestrator.server import folder_server
+from orchestrator.cli.server import folder_server
 
 from .conftest import API_KEY, FIXTURES, ROOT, find_cli
 from .mock_model_server import MockModelServer, Text, ToolUse, tool_results

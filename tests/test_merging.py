@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import gitrefs, gitwork, merging, protocol
-from orchestrator.commits import ORCHESTRATOR, Source, subject_line
+from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
-from orchestrator.gitcmd import run_git
+from orchestrator.git import gitrefs, gitwork, merging
+from orchestrator.git.commits import ORCHESTRATOR, Source, subject_line
+from orchestrator.git.gitcmd import run_git
 
 # Many real git processes on real repositories: the slow tier.
 pytestmark = pytest.mark.slow
@@ -375,7 +376,7 @@ def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_ru
         conflicting(repo)
     before = snapshot(repo)
     script = (
-        "import sys\nfrom orchestrator import merging\n"
+        "import sys\nfrom orchestrator.git import merging\n"
         "merging.merge_branches(sys.argv[1], 'main', "
         f"[('w1', '{PREFIX}{ID}/w1'), ('w2', '{PREFIX}{ID}/w2'), ('w3', '{PREFIX}{ID}/w3')], 'theirs', prefix='{PREFIX}', root_id='{ID}')\n"
     )

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.errors import RecursionLimit, ValidationError
-from orchestrator.metrics import refusal_reason
+from orchestrator.reports.metrics import refusal_reason
 
 from .conftest import fake_command, run_job, wait_until
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from orchestrator.cgroups import Confined
-from orchestrator.executor import LocalExecutor
 from orchestrator.models import WorkerStatus
-from orchestrator.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
+from orchestrator.process.cgroups import Confined
+from orchestrator.process.executor import LocalExecutor
+from orchestrator.process.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
 
 from .conftest import fake_command, only_worker, run_job, wait_until
 

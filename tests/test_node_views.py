@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol
+from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
 from orchestrator.cluster.nodes import publish
-from orchestrator.engine import Engine
-from orchestrator.executor import LocalExecutor
+from orchestrator.engine.core import Engine
 from orchestrator.models import Attempt, WorkerStatus
-from orchestrator.progress import render_tree, tree_from_records, tree_from_status
-from orchestrator.status import job_status, status_table
+from orchestrator.process.executor import LocalExecutor
+from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import API_KEY, ROOT, fake_command, make_settings, run_job
 from .redisserver import free_port
@@ -34,7 +34,7 @@ PLACES = {"1": "node-east", "2": "node-west"}  # the node each attempt number "r
 
 class PlacingExecutor(LocalExecutor):
     """Runs attempts here but names a node for each, as the rq executor's handle does once a
-    node starts it (execution.py then records ``attempt.node`` and ``rec.node``)."""
+    node starts it (engine/attempts.py then records ``attempt.node`` and ``rec.node``)."""
 
     def start(self, argv, *, env, **kwargs):
         handle = super().start(argv, env=env, **kwargs)

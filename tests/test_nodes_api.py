@@ -9,12 +9,12 @@ import pytest
 import requests
 
 from orchestrator.api.client import OrchestratorClient
+from orchestrator.cli.server import start_in_thread
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
 from orchestrator.cluster.nodes import NODE_SCHEMA, NodeInfo, publish, read
-from orchestrator.engine import Engine
-from orchestrator.executor import LocalExecutor
-from orchestrator.server import start_in_thread
+from orchestrator.engine.core import Engine
+from orchestrator.process.executor import LocalExecutor
 
 from .conftest import API_KEY, fake_command, make_settings, wait_until
 

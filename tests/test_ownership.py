@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkout import Changes
+from orchestrator.checkouts.checkout import Changes
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
-from orchestrator.integration import IntegrateStep
+from orchestrator.engine.core import Engine
 from orchestrator.models import JobStatus, TaskNode, WorkerStatus
-from orchestrator.ownership import OwnershipStep, changed_paths, describe, trespasses
-from orchestrator.workspace import Workspace
+from orchestrator.quality.integration import IntegrateStep
+from orchestrator.quality.ownership import OwnershipStep, changed_paths, describe, trespasses
+from orchestrator.workspace.layout import Workspace
 
 from .test_worktree import git, snapshot, user_env, workers
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from orchestrator.graph import check_graph
 from orchestrator.models import JobStatus, TaskNode
 from orchestrator.planner.ai import AIPlan, heuristic_plan
+from orchestrator.planner.graph import check_graph
 from orchestrator.planner.heuristic import Plan, plan_request, split_request
 
 from .conftest import run_job

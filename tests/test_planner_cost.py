@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.status import job_status
+from orchestrator.reports.status_document import job_status
 
 from .conftest import API_KEY as ADMIN_KEY
 from .conftest import ROOT, explain, find_cli, make_settings, run_job, wait_until
@@ -150,7 +150,7 @@ def test_the_budget_remembers_the_planner_after_a_restart(tmp_path):
         server.kill()
         server.wait(30)
     # When a new server recovers the tree
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     engine = Engine(make_settings(tmp_path, **config))
     try:

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from orchestrator import procscan
-from orchestrator.procscan import TAG_VAR, process_alive, process_start_id, scan, tag_in, tagged_processes
-from orchestrator.runner import ProcessRunner
+from orchestrator.process import procscan
+from orchestrator.process.procscan import TAG_VAR, process_alive, process_start_id, scan, tag_in, tagged_processes
+from orchestrator.process.runner import ProcessRunner
 from tests.conftest import wait_until
 
 

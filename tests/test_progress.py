@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import progress
+from orchestrator.cli import progress
+from orchestrator.cli.progress import ProgressView, render_tree, tree_from_records, tree_from_status
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.progress import ProgressView, render_tree, tree_from_records, tree_from_status
-from orchestrator.status import job_status
+from orchestrator.reports.status_document import job_status
 
 from .conftest import API_KEY, ROOT, run_job
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.prompts import (
+from orchestrator.workers.prompts import (
     MAX_SUBTASKS,
     MIN_SUBTASKS,
     SPAWN_COMMAND,

@@ -11,9 +11,9 @@ import sys
 import pytest
 import requests
 
-from orchestrator.engine import Engine
+from orchestrator.cli.server import build, check_bind, embedded_server, start_in_thread
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
-from orchestrator.server import build, check_bind, embedded_server, start_in_thread
 
 from .conftest import API_KEY, ROOT, fake_command, make_settings, run_job, wait_until
 from .redisserver import free_port

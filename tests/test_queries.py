@@ -1,14 +1,14 @@
-"""Reads apart from state changes: ``orchestrator.queries`` answers from the
+"""Reads apart from state changes: ``orchestrator.engine.queries`` answers from the
 engine's memory while it holds a tree and from the records on disk otherwise, the same way."""
 
 from __future__ import annotations
 
 import pytest
 
+from orchestrator.engine.queries import Queries
 from orchestrator.errors import JobNotFound
 from orchestrator.models import JobStatus
-from orchestrator.queries import Queries
-from orchestrator.workspace import child_job_id
+from orchestrator.workspace.ids import child_job_id
 
 from .conftest import run_job
 

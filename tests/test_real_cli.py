@@ -10,7 +10,7 @@ Two groups:
   (JSON result, cost, tool permissions, what a bad key looks like, signals), and the binary
   run exactly as the adapter runs it (its argv and environment) for the failure classes;
 * through the orchestrator: the ``claude`` adapter running real claude workers
-  (skipped until ``orchestrator/adapters/claude.py`` is registered in ADAPTERS).
+  (skipped until ``orchestrator/workers/adapters/claude.py`` is registered in ADAPTERS).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import ADAPTERS, get_adapter
-from orchestrator.adapters.base import WorkerContext
-from orchestrator.adapters.claude import COST_UNKNOWN
 from orchestrator.config import SCHEMA
-from orchestrator.engine import SPAWN_BIN
+from orchestrator.engine.core import SPAWN_BIN
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.prompts import spawn_timeout_ms
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.workers.adapters import ADAPTERS, get_adapter
+from orchestrator.workers.adapters.base import WorkerContext
+from orchestrator.workers.adapters.claude import COST_UNKNOWN
+from orchestrator.workers.prompts import spawn_timeout_ms
 
 from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
 from .mock_model_server import (
@@ -63,7 +63,7 @@ pytestmark = [
 ]
 needs_adapter = pytest.mark.skipif(
     "claude" not in ADAPTERS,
-    reason="orchestrator/adapters/claude.py is not registered in orchestrator.adapters.ADAPTERS yet",
+    reason="orchestrator/workers/adapters/claude.py is not registered in orchestrator.workers.adapters.ADAPTERS yet",
 )
 
 
@@ -409,7 +409,7 @@ def write_then_report(name: str, content: str, final: str):
 
 @needs_adapter
 def test_claude_worker_writes_a_file_and_reports_cost_and_tokens(make_engine, claude_workers):
-    from orchestrator.status import job_status
+    from orchestrator.reports.status_document import job_status
 
     mock = claude_workers(write_then_report("hello.md", "# Hello\n", "Created hello.md"))
     engine = make_engine(orchestrator=worker_settings())

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import get_adapter
-from orchestrator.adapters.base import WorkerContext
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.workers.adapters import get_adapter
+from orchestrator.workers.adapters.base import WorkerContext
 
 from .conftest import explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
 from .mock_openai_server import (

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters import get_adapter
 from orchestrator.models import WorkerStatus
+from orchestrator.workers.adapters import get_adapter
 
 from .conftest import (
     ROOT,

@@ -522,8 +522,8 @@ def test_records_written_before_the_goal_field_still_load_and_show_their_task():
 def test_final_report_from_figures_computed_once_is_the_same_report():
     """The engine computes the tree's figures once (analyse over ``tree_order``) for the picture
     and FINAL_RESULT.md: given them, the report is the one it computes itself."""
-    from orchestrator.analytics import analyse
     from orchestrator.reports import tree_order
+    from orchestrator.reports.analytics import analyse
 
     root = make_job("r1", end=300)
     child = make_job("r1.1", 1, start=10, end=200, parent_job_id="r1", parent_worker="worker_2")

@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from orchestrator.engine import Engine
-from orchestrator.server import start_in_thread
+from orchestrator.cli.server import start_in_thread
+from orchestrator.engine.core import Engine
 
 from .conftest import API_KEY, make_settings
 

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from orchestrator import roles
-from orchestrator.adapters import get_adapter
-from orchestrator.adapters.base import WorkerContext
 from orchestrator.config import job_config, load_settings
 from orchestrator.config.quality import DEFAULT_ROLES
 from orchestrator.errors import ConfigError, InvalidGraph
 from orchestrator.models import JobRecord, TaskNode, WorkerRecord
-from orchestrator.prompts import render_worker_prompt
+from orchestrator.workers import roles
+from orchestrator.workers.adapters import get_adapter
+from orchestrator.workers.adapters.base import WorkerContext
+from orchestrator.workers.prompts import render_worker_prompt
 
 from .conftest import fake_command, make_settings
 
@@ -182,7 +182,7 @@ def test_apply_roles_records_a_roles_kind_and_model_on_its_nodes(tmp_path):
     job.nodes, job.worker_names = nodes, ["worker_1", "worker_2", "worker_3"]
     restored = JobRecord.from_dict(job.to_dict())
     assert [(n.kind, n.model) for n in restored.nodes] == [("command", "m-small"), (None, None), (None, None)]
-    from orchestrator.workspace import Workspace
+    from orchestrator.workspace.layout import Workspace
 
     pending = [Workspace(tmp_path / "ws").pending_worker(restored, i) for i in (1, 2, 3)]
     assert [(w.kind, w.model, w.role) for w in pending] == [

@@ -13,15 +13,15 @@ import pytest
 
 from orchestrator.config import load_settings
 from orchestrator.config.job import job_config
-from orchestrator.confinement import Confinement
 from orchestrator.errors import ConfigError, Forbidden
-from orchestrator.executor import LocalExecutor, Sample
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.monitor import Watched
-from orchestrator.procscan import process_alive
-from orchestrator.runner import ProcessRunner
-from orchestrator.sandbox import SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
-from orchestrator.workspace import Workspace
+from orchestrator.process.executor import LocalExecutor, Sample
+from orchestrator.process.monitor import Watched
+from orchestrator.process.procscan import process_alive
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
+from orchestrator.workers.confinement import Confinement
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import processes_with, run_job, wait_until
 from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
@@ -73,7 +73,7 @@ def test_a_missing_bubblewrap_is_reported_by_name():
 
 
 def test_a_server_with_sandbox_on_where_it_cannot_refuses_to_start(tmp_path, monkeypatch):
-    monkeypatch.setattr("orchestrator.confinement.probe", lambda: Support(None, "bwrap is not installed"))
+    monkeypatch.setattr("orchestrator.workers.confinement.probe", lambda: Support(None, "bwrap is not installed"))
     settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on"}})
     with pytest.raises(ConfigError, match="workers.sandbox is on, but bwrap is not installed. Set workers.sandbox: auto"):
         Confinement(settings, Workspace(settings.workspace_root))

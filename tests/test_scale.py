@@ -11,9 +11,10 @@ from collections import deque
 
 import pytest
 
-from orchestrator import cli, progress
+from orchestrator.cli import main as cli_main
+from orchestrator.cli import progress
+from orchestrator.cli.progress import ProgressView
 from orchestrator.events import EventBus
-from orchestrator.progress import ProgressView
 
 from .test_progress import small_tree
 
@@ -112,7 +113,7 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
     job = engine.submit("x", {"max_workers": 2}, [f"task {i}" for i in range(24)])
     out = io.StringIO()
     # When `run` follows it without a terminal
-    cli._follow(engine, job.id, ProgressView(out, tty=False))
+    cli_main._follow(engine, job.id, ProgressView(out, tty=False))
     # Then the whole tree was copied at the start and at the end, plus once per job event
     # (before: once per wake-up, a dozen times or more), and each worker's states are all there
     job_events = [e for e in engine.events.since(job.root_id, 0) if e.type == "job"]
@@ -127,7 +128,7 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
 
 # -- pacing: a level report re-rendered as each child job of its level ends ----------------------
 def test_a_paced_refresh_runs_at_once_then_merges_the_requests_of_its_pause():
-    from orchestrator.pacing import Pacer
+    from orchestrator.engine.pacing import Pacer
 
     pacer = Pacer(factor=4.0)
     runs = []
@@ -156,7 +157,7 @@ def test_a_paced_refresh_runs_at_once_then_merges_the_requests_of_its_pause():
 
 
 def test_a_forgotten_key_drops_its_pending_run():
-    from orchestrator.pacing import Pacer
+    from orchestrator.engine.pacing import Pacer
 
     pacer = Pacer(factor=10.0)
     runs = []
@@ -174,7 +175,7 @@ def test_a_forgotten_key_drops_its_pending_run():
 def test_the_level_report_of_many_child_jobs_is_rendered_once_for_all_of_them(make_live, monkeypatch):
     # Given a root of six compound subtasks: six child jobs of three workers at depth 1, ending together
     from orchestrator import reports
-    from orchestrator.pacing import Pacer
+    from orchestrator.engine.pacing import Pacer
 
     live = make_live(simulated={"duration": 0.05})
     live.engine.finishing.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed

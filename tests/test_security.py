@@ -230,8 +230,8 @@ def test_a_worker_credential_cannot_reach_another_tree_or_admin_routes(make_live
 
 # -- limits ------------------------------------------------------------------------------------
 def test_body_cap_is_a_413_at_flask_and_at_waitress_both_from_config(tmp_path):
-    from orchestrator.engine import Engine
-    from orchestrator.server import start_in_thread
+    from orchestrator.cli.server import start_in_thread
+    from orchestrator.engine.core import Engine
 
     from .conftest import make_settings
 

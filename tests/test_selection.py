@@ -19,7 +19,7 @@ import pytest
 from orchestrator.config import load_settings
 from orchestrator.config.scoring import DEFAULT_WEIGHTS, parse_weights
 from orchestrator.errors import ConfigError
-from orchestrator.runner import ProcessRunner
+from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 
 from .conftest import make_settings

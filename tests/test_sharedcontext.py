@@ -12,10 +12,10 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.config import job_config
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.reports.promptshare import prompt_share
-from orchestrator.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, tells_spawn, write_once
+from orchestrator.workers.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, tells_spawn, write_once
 from tests.conftest import make_settings, observed, run_job
 from tests.test_worktree import git, snapshot, user_env, workers
 
@@ -103,7 +103,7 @@ def test_a_jobs_siblings_read_one_block_written_once_first_and_byte_identical(tm
 
 @pytest.mark.slow
 def test_the_status_document_gives_the_prompts_share(tmp_path):
-    from orchestrator.status import job_status
+    from orchestrator.reports.status_document import job_status
 
     engine, out = seeing_engine(tmp_path)
     try:
@@ -327,7 +327,7 @@ def test_with_the_api_up_the_block_tells_how_to_start_child_jobs_and_each_worker
 
 
 def test_a_request_that_quotes_the_how_to_does_not_make_a_block_claim_it(tmp_path):
-    from orchestrator.prompts import SPAWN_COMMAND, render_shared_context
+    from orchestrator.workers.prompts import SPAWN_COMMAND, render_shared_context
 
     quoting = f"Explain this:\n\n## What every worker does\n\n    {SPAWN_COMMAND}\n"
     args = dict(job_id="j", request=quoting, goal=None, tasks=[{"id": "t1", "text": "x"}], depth=0, worktree=False, graph=False)
@@ -411,7 +411,7 @@ def test_candidates_run_through_the_engine_share_their_jobs_block_and_read_only_
 
 
 def test_a_jobs_block_tells_the_child_job_how_to_when_any_of_its_kinds_can_run_it(tmp_path):
-    from orchestrator.environment import job_spawns
+    from orchestrator.workers.environment import job_spawns
 
     engine = Engine(make_settings(tmp_path))
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.procscan import process_alive, process_start_id
-from orchestrator.runner import ProcessRunner
-from orchestrator.shim import PERL, find_shims, read_exit_file
+from orchestrator.process.procscan import process_alive, process_start_id
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.process.shim import PERL, find_shims, read_exit_file
 
 from .conftest import wait_until
 
@@ -271,7 +271,7 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
 
 
 def test_an_engine_without_perl_says_what_it_cannot_tell(tmp_path, caplog):
-    from orchestrator.engine import Engine
+    from orchestrator.engine.core import Engine
 
     from .conftest import make_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine import SPAWN_BIN
+from orchestrator.engine.core import SPAWN_BIN
 
 from .conftest import ROOT
 
@@ -115,15 +115,21 @@ def test_the_helpers_imports_are_the_standard_library_errors_protocol_and_wire_o
     assert out.returncode == 5, out.stderr[-2000:]
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     ours = sorted(m for m in modules if m.startswith("orchestrator"))
-    assert ours == ["orchestrator", "orchestrator.errors", "orchestrator.protocol", "orchestrator.spawn", "orchestrator.wire"], (
-        ours
-    )  # __main__ runs, not imported
+    assert ours == [
+        "orchestrator",
+        "orchestrator.api",  # the two folders' __init__ import nothing
+        "orchestrator.api.wire",
+        "orchestrator.cli",
+        "orchestrator.cli.spawn",
+        "orchestrator.errors",
+        "orchestrator.protocol",
+    ], ours  # __main__ runs, not imported
     assert not modules & {
         "requests",
         "urllib3",
         "http.client",
         "email.parser",
-        "orchestrator.cli",
+        "orchestrator.cli.main",
         "typing",
         "argparse",
         "shutil",
@@ -169,7 +175,7 @@ FOR_ARGPARSE = [
 def test_quick_parse_gives_what_argparse_gives(argv):
     import argparse
 
-    from orchestrator.spawn import _arguments, quick_parse
+    from orchestrator.cli.spawn import _arguments, quick_parse
 
     parser = argparse.ArgumentParser(prog="orchestrator-spawn")
     _arguments(parser)
@@ -178,7 +184,7 @@ def test_quick_parse_gives_what_argparse_gives(argv):
 
 @pytest.mark.parametrize("argv", FOR_ARGPARSE)
 def test_anything_else_goes_to_argparse(argv):
-    from orchestrator.spawn import quick_parse
+    from orchestrator.cli.spawn import quick_parse
 
     assert quick_parse(argv) is None
 
@@ -213,7 +219,7 @@ DOCS = [
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_wire_json_is_jsons(doc):
-    from orchestrator.wire import dumps, loads
+    from orchestrator.api.wire import dumps, loads
 
     assert dumps(doc) == json.dumps(doc)
     assert loads(json.dumps(doc).encode()) == doc and loads("  " + json.dumps(doc, indent=2) + "\n") == doc
@@ -221,7 +227,7 @@ def test_wire_json_is_jsons(doc):
 
 @pytest.mark.parametrize("text", ["", "   ", '{"a": ', '{"a": 1} x', "<html>", '{"a": 1}{"b": 2}', b"\xff\xfe"])
 def test_wire_json_refuses_what_json_refuses(text):
-    from orchestrator.wire import loads
+    from orchestrator.api.wire import loads
 
     with pytest.raises(ValueError):
         json.loads(text)
@@ -230,7 +236,7 @@ def test_wire_json_refuses_what_json_refuses(text):
 
 
 def test_wire_dumps_refuses_what_json_cannot_write():
-    from orchestrator.wire import dumps
+    from orchestrator.api.wire import dumps
 
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps({"a": object()})

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.checkout import Changes
-from orchestrator.execution import WorkerExecution
+from orchestrator.checkouts.checkout import Changes
+from orchestrator.engine.attempts import WorkerExecution
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.steps import PASS, Step, StepContext, Verdict, fail, retry, run_steps
+from orchestrator.quality.steps import PASS, Step, StepContext, Verdict, fail, retry, run_steps
 
 from .checkout_double import RecordingCheckout, seamed_engines
 from .conftest import only_worker, run_job
@@ -149,7 +149,7 @@ def test_with_no_steps_the_after_attempt_path_is_never_taken(seamed, monkeypatch
 # -- run_steps on its own (no process) -----------------------------------------------------
 def _context(tmp_path):
     from orchestrator.models import WorkerRecord
-    from orchestrator.runner import Wakeup
+    from orchestrator.process.runner import Wakeup
 
     class NoChanges(RecordingCheckout):
         def changes(self, record):

@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.models import Attempt, JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
 from orchestrator.reports import render_final_report, render_level_report
+from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.reports.taskgraph import (
     MERMAID_MAX_EDGES,
     deliveries,
@@ -23,7 +24,6 @@ from orchestrator.reports.taskgraph import (
     waits_on,
 )
 from orchestrator.reports.timeline import render_timeline_svg
-from orchestrator.status import job_status, status_table
 
 from .test_reports import assert_tables_are_rectangular, code_blocks, table_with, tables
 
@@ -369,7 +369,7 @@ def test_a_summary_report_lists_the_first_tasks_of_a_big_graph(monkeypatch):
 
 
 def test_the_live_progress_tree_says_what_a_pending_task_waits_on(running):
-    from orchestrator.progress import render_tree, tree_from_records, tree_from_status
+    from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 
     job, workers = running
     from_records = render_tree(tree_from_records([job], workers), now=T + 10)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.server import start_in_thread
+from orchestrator.cli.server import start_in_thread
 
 from .conftest import API_KEY, wait_until
 from .test_real_cli import claude_workers  # noqa: F401  (a fixture)
@@ -537,8 +537,8 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
 
 # -- the mapping, as pure functions -----------------------------------------------------------------
 def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exists(monkeypatch):
-    from orchestrator import adapters
     from orchestrator.api.taskdoc import cli_kinds
+    from orchestrator.workers import adapters
 
     kinds = cli_kinds()
     assert kinds["claude_code"] == kinds["claude-code"] == kinds["claude"] == "claude"

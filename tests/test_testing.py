@@ -7,7 +7,7 @@ import time
 
 from orchestrator.config import load_settings
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.steps import PASS, Step, retry
+from orchestrator.quality.steps import PASS, Step, retry
 from orchestrator.testing import Rig, Script, claude_result, no_processes
 
 USER_CONFIG = """\

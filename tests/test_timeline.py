@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from orchestrator.merging import FileConflict, MergeOutcome
+from orchestrator.git.merging import FileConflict, MergeOutcome
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.reports import timeline
 from orchestrator.reports.timeline import COLOURS, render_timeline_svg, tick_step
@@ -330,8 +330,8 @@ def test_the_api_draws_the_picture_live(make_live):
 
 def test_the_streamed_picture_is_the_whole_one_and_shared_figures_draw_the_same(tree, tmp_path):
     # Given a tree, its figures computed once (as the engine does for the picture and FINAL_RESULT.md)
-    from orchestrator.analytics import analyse
-    from orchestrator.workspace import Workspace
+    from orchestrator.reports.analytics import analyse
+    from orchestrator.workspace.layout import Workspace
 
     jobs, workers = tree
     whole = render_timeline_svg(jobs, workers, now=50.0)

@@ -193,7 +193,7 @@ KILLED_SERVER = (
 import json, os, signal, sys, time
 from pathlib import Path
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
+from orchestrator.engine.core import Engine
 base, url = Path(sys.argv[1]), sys.argv[2]
 settings = load_settings(base_dir=base, environ={}, overrides={
     "orchestrator": {"worker": "simulated"}, "simulated": {"duration": 0.05},
@@ -233,7 +233,7 @@ def test_a_killed_server_delivers_its_outbox_after_a_restart(tmp_path):
     receiver = Receiver(port=port)
     try:
         settings = load_settings(base_dir=tmp_path, environ={}, overrides=hooks({"url": url, "secret": SECRET}, max_attempts=100))
-        from orchestrator.engine import Engine
+        from orchestrator.engine.core import Engine
 
         engine = Engine(settings)
         try:

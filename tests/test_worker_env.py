@@ -14,8 +14,8 @@ import yaml
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
-from orchestrator.gates import gate_log
-from orchestrator.sandbox import probe
+from orchestrator.process.sandbox import probe
+from orchestrator.quality.gates import gate_log
 
 from .conftest import ROOT, run_job
 from .test_gates import gated  # noqa: F401  (a fixture)
@@ -151,7 +151,7 @@ def test_no_api_response_shows_the_values(make_live):
 def test_a_job_s_workers_share_one_base_environment_read_when_its_first_worker_starts(monkeypatch, tmp_path):
     """environment.BaseEnvs: the server's environment is copied once per job, not per worker;
     each worker gets its own copy, and a later job reads the environment afresh."""
-    from orchestrator.environment import BaseEnvs
+    from orchestrator.workers.environment import BaseEnvs
 
     settings = load_settings(base_dir=tmp_path, environ={}, overrides={})
     monkeypatch.setenv("BENCH_SEEN", "one")
@@ -164,7 +164,7 @@ def test_a_job_s_workers_share_one_base_environment_read_when_its_first_worker_s
 
 
 def test_a_worker_s_paths_are_built_once_and_are_the_layout_s(tmp_path):
-    from orchestrator.workspace import Workspace
+    from orchestrator.workspace.layout import Workspace
 
     ws = Workspace(tmp_path)
     paths = ws.worker_paths("0123456789ab", 2, "worker_1_3")

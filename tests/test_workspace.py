@@ -9,20 +9,13 @@ import subprocess
 
 import pytest
 
-from orchestrator import workspace as workspace_module
 from orchestrator.config import JobConfig
 from orchestrator.errors import InvalidId, JobNotFound, WorkerNotFound, WorkspaceError
-from orchestrator.filesystem import atomic_write, spread_subfolders
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.workspace import (
-    Workspace,
-    child_job_id,
-    parse_worker_ref,
-    read_served,
-    root_of,
-    validate_job_id,
-    validate_worker_name,
-)
+from orchestrator.workspace import layout as workspace_module
+from orchestrator.workspace.filesystem import atomic_write, spread_subfolders
+from orchestrator.workspace.ids import child_job_id, parse_worker_ref, root_of, validate_job_id, validate_worker_name
+from orchestrator.workspace.layout import Workspace, read_served
 
 ROOT_ID = "3f9a2c7b1d0e"
 BAD_IDS = [

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.commits import identity_of
+from orchestrator.checkouts.worktree import checkpoints
 from orchestrator.config import load_settings
-from orchestrator.engine import Engine
-from orchestrator.environment import worker_prompt
+from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
-from orchestrator.gitwork import GitError, add_worktree, repo_op, run_git
+from orchestrator.git.commits import identity_of
+from orchestrator.git.gitwork import GitError, add_worktree, repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.runner import PACKAGE_PARENT
-from orchestrator.status import job_status
-from orchestrator.worktree import checkpoints
+from orchestrator.process.runner import PACKAGE_PARENT
+from orchestrator.reports.status_document import job_status
+from orchestrator.workers.environment import worker_prompt
 
 from .conftest import explain, only_in_their_worktrees, run_job, three_files_in_worktrees, wait_until
 
@@ -421,7 +421,8 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
 
 
 def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
-    from orchestrator import gitwork, worktree
+    from orchestrator.checkouts import worktree
+    from orchestrator.git import gitwork
 
     host, folder, make = hosted
     engine = make()

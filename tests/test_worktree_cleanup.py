@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from orchestrator.api.client import OrchestratorClient
+from orchestrator.checkouts.pruning import Removes, delete_offline, prune_engine
+from orchestrator.cli.server import start_in_thread
 from orchestrator.errors import InvalidParameter
 from orchestrator.models import JobStatus
-from orchestrator.prune import Removes, delete_offline, prune_engine
-from orchestrator.server import start_in_thread
 
 from .conftest import API_KEY, ROOT, run_job
 from .test_worktree import PREFIX, git, host_engine, make_host, snapshot
@@ -282,7 +282,7 @@ def test_the_prune_command_with_no_server_removes_worktrees_and_branches(host):
 
 
 def test_the_worktree_list_reads_the_same_with_and_without_git_236s_nul_separator(host, monkeypatch):
-    from orchestrator import gitrefs, gitwork
+    from orchestrator.git import gitrefs, gitwork
 
     repo, _, _ = host
     with_nul = gitwork.worktree_list(repo)

@@ -60,8 +60,8 @@ def test_a_submodule_is_empty_in_a_worktree_and_what_a_worker_writes_there_is_sa
 
 
 def test_the_openapi_document_offers_worktree_only_where_it_is_possible_and_asks_git_once(tmp_path, monkeypatch):
-    from orchestrator import worktree
     from orchestrator.api.openapi import openapi_document
+    from orchestrator.checkouts import worktree
     from orchestrator.config import load_settings
 
     def isolation_enum(folder: Path) -> list[str]:

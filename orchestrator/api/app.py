@@ -17,11 +17,11 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
-from ..documents import MAX_DEPTH, deeper_than, nul_field
-from ..engine import Engine
+from ..config.documents import MAX_DEPTH, deeper_than, nul_field
+from ..engine.core import Engine
 from ..errors import InvalidParameter, OrchestratorError, PayloadTooLarge, ValidationError
-from ..metrics import refusal_reason
-from ..status import StatusCache
+from ..reports.metrics import refusal_reason
+from ..reports.status_document import StatusCache
 from .auth import Credentials
 from .context import EXTENSION, extension
 from .guard import RateLimiter, StreamSlots, allowed_hosts
@@ -57,7 +57,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
     app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # the seed's task API, a facade over jobs
-    app.register_blueprint(approval.bp, url_prefix="/api/v1")  # approve / reject a waiting job (approval.py)
+    app.register_blueprint(approval.bp, url_prefix="/api/v1")  # approve / reject a waiting job (quality/approval.py)
     app.register_blueprint(approval.links)  # their signed links: no key, an expiring HMAC token
     app.register_blueprint(routes.public)
     app.register_blueprint(docs.bp)  # GET /docs: Swagger UI, public like the dashboard's shell

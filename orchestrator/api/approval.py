@@ -1,4 +1,4 @@
-"""A person in the loop (orchestrator/approval.py): approve or reject a root job
+"""A person in the loop (orchestrator/quality/approval.py): approve or reject a root job
 waiting for approval.
 
 * ``POST /api/v1/jobs/{id}/approve`` (admin key; body ``{"note": "..."}`` optional) and
@@ -17,9 +17,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from .. import approval
 from ..errors import ValidationError
-from ..workspace import validate_job_id
+from ..quality import approval
+from ..workspace.ids import validate_job_id
 from .context import extension
 from .routes import _allowed, _status_doc, authenticate
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import AuthenticationError, ConfigError, Forbidden
-from ..workspace import JOB_ID_RE, WORKER_NAME_RE, root_of
+from ..workspace.ids import JOB_ID_RE, WORKER_NAME_RE, root_of
 
 PLACEHOLDER_KEYS = frozenset({"your-api-key", "your-secure-api-key", "changeme", "change-me", "secret", "test", "dev"})
 MIN_KEY_CHARS = 16

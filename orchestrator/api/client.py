@@ -44,10 +44,9 @@ from urllib.parse import quote
 
 import requests
 
-from orchestrator.errors import OrchestratorError, RateLimited, ServerUnreachable, ValidationError
-
 # The rules the spawn helper's standard-library path shares with this client: one place for each.
-from orchestrator.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, long_poll, rate_limited, seconds
+from orchestrator.api.wire import KEY_ENV, START_HINT, TERMINAL, URL_ENV, error_of, long_poll, rate_limited, seconds
+from orchestrator.errors import OrchestratorError, RateLimited, ServerUnreachable, ValidationError
 
 __all__ = ["OrchestratorClient", "TERMINAL"]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..cluster.nodes import NODES_SCHEMA
 from ..config import choice, quality
-from ..diffs import MAX_BYTES_CEILING
+from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 from .approvaldoc import approval_paths, approval_schemas
 from .catalogue import file_operations
@@ -121,7 +121,7 @@ def depth_rule(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-# A subtask as an object (graph.py checks the same, and the graph as a whole: ids that exist,
+# A subtask as an object (planner/graph.py checks the same, and the graph as a whole: ids that exist,
 # no cycle; a role this server knows is the enum ``job_schema`` fills in).
 GLOB = r"^(?![/~])(?![A-Za-z]:)(?!(.*/)?\.\.(/|$))[^\x00]+$"  # relative, never climbing out (config.quality.check_glob)
 TASK: dict[str, Any] = {
@@ -156,7 +156,7 @@ def task_schema(settings: Settings | None = None) -> dict[str, Any]:
 
 def candidate_schema() -> dict[str, Any]:
     """One of ``config.candidates`` (config/choice.py): a worker kind, or an object."""
-    from ..adapters import ADAPTERS
+    from ..workers.adapters import ADAPTERS
 
     kinds = [k for k in ADAPTERS]
     timeout = {"type": "number", "nullable": True, "minimum": choice.TIMEOUT[0], "maximum": choice.TIMEOUT[1]}
@@ -180,7 +180,7 @@ def candidate_schema() -> dict[str, Any]:
 
 def judge_schema() -> dict[str, Any]:
     """``config.judge``: the AI kind that compares candidates for ``select: judge``."""
-    from ..adapters import ADAPTERS
+    from ..workers.adapters import ADAPTERS
 
     return {
         "type": "object",
@@ -196,8 +196,8 @@ def judge_schema() -> dict[str, Any]:
 def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     """A request's "config" keys, with the types, ranges and choices this server enforces
     (with ``settings``, its own ceilings: a valid request is never refused for a limit)."""
-    from ..adapters import ADAPTERS
     from ..config import ACCEPTED_ONLY, JOB_CEILINGS, JOB_KEYS, SCHEMA
+    from ..workers.adapters import ADAPTERS
 
     names = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array", dict: "object"}
     props: dict[str, Any] = {}
@@ -239,8 +239,8 @@ def _worktrees_impossible(settings: Settings) -> bool:
     """Whether this server refuses ``isolation: worktree`` (no git, or no repository holding
     the folder that ignores its workspace). Asked of git once per folder and server process: the
     document is fetched often, and its answer changes only if the host repository does."""
+    from ..checkouts.worktree import resolve_isolation
     from ..errors import ConfigError
-    from ..worktree import resolve_isolation
 
     key = (str(settings.base_dir), str(settings.workspace_root), settings.git.repo)
     if key not in _REFUSES_WORKTREES:

@@ -16,11 +16,11 @@ from .. import __version__
 from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, Unavailable, ValidationError
 from ..index import IndexUnavailable
 from ..index import rows as index_rows
-from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..models import JobStatus
+from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
-from ..workspace import parse_worker_ref, root_of, validate_job_id
+from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
 from . import catalogue
 from .context import extension
 from .guard import check_host
@@ -217,18 +217,18 @@ def worker_log(job_id: str, worker: str) -> Response:
 
 @bp.get("/jobs/<job_id>/workers/<worker>/checkpoints")
 def worker_checkpoints(job_id: str, worker: str) -> Response:
-    from ..worktree import checkpoints
+    from ..checkouts.worktree import checkpoints
 
     job_id = _allowed(job_id)
     depth, name = parse_worker_ref(worker)
     return jsonify({"job_id": job_id, **checkpoints(_engine().find_worker(job_id, depth, name))})
 
 
-# -- diffs (diffs.py) ----------------------------------------------------------------------
+# -- diffs (git/diffs.py) ---------------------------------------------------
 @bp.get("/jobs/<job_id>/diff")
 def job_diff(job_id: str) -> Response:
     """The job's unified diff: its result commit against the base, else its workers' diffs."""
-    from .. import diffs
+    from ..git import diffs
 
     job_id = _allowed(job_id)
     max_bytes = _int_arg("max_bytes", diffs.DEFAULT_MAX_BYTES, 1, diffs.MAX_BYTES_CEILING)
@@ -239,7 +239,7 @@ def job_diff(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/workers/<worker>/diff")
 def worker_diff(job_id: str, worker: str) -> Response:
     """A worker's unified diff: its branch against the commit it started from."""
-    from .. import diffs
+    from ..git import diffs
 
     job_id = _allowed(job_id)
     ref = parse_worker_ref(worker)
@@ -250,7 +250,7 @@ def worker_diff(job_id: str, worker: str) -> Response:
 
 @bp.get("/jobs/<job_id>/conflicts")
 def conflicts(job_id: str) -> Response:
-    """Predicted conflicts between the root's workers' branches, and its last merge (landing.py)."""
+    """Predicted conflicts between the root's workers' branches, and its last merge (quality/landing.py)."""
     return jsonify(_engine().conflicts(_allowed(job_id)))
 
 
@@ -277,7 +277,7 @@ def merge(job_id: str) -> Response:
     return jsonify({"job_id": job_id, "merge": merged})
 
 
-# -- shared-checkout locks (locks.py) ------------------------------------------------------
+# -- shared-checkout locks (quality/locks.py) -------------------------------------
 LOCK_KEYS = ("paths", "lease", "wait")
 LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 
@@ -286,7 +286,7 @@ LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 def take_lock(job_id: str) -> tuple[Response, int]:
     """Lock paths of the tree's shared folder for the calling worker (the admin key: for itself),
     waiting up to ``wait`` seconds for a holder to let go; 409 names the holder."""
-    from .. import locks
+    from ..quality import locks
 
     job_id = _allowed(job_id)
     engine = _engine()
@@ -323,7 +323,7 @@ def list_locks(job_id: str) -> Response:
 @bp.delete("/jobs/<job_id>/locks/<lock_id>")
 def release_lock(job_id: str, lock_id: str) -> tuple[str, int]:
     """Release a lock: its holder's credential or the admin key (403 for another worker)."""
-    from ..locks import LOCK_ID_RE
+    from ..quality.locks import LOCK_ID_RE
 
     job_id = _allowed(job_id)
     if not LOCK_ID_RE.fullmatch(lock_id):

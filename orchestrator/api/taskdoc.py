@@ -25,7 +25,7 @@ ERROR = {"description": "error", "content": {"application/json": {"schema": {"$r
 
 def cli_kinds() -> dict[str, str]:
     """Every ``cli_name`` this server can run, and the worker kind it runs as."""
-    from ..adapters import ADAPTERS
+    from ..workers.adapters import ADAPTERS
 
     kinds = {kind: kind for kind in ADAPTERS}
     kinds.update({alias: kind for alias, kind in ALIASES.items() if kind in ADAPTERS})

@@ -25,13 +25,13 @@ from flask import Blueprint, Response, g, jsonify, request, stream_with_context,
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
-from ..candidates import task_outcome
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
-from ..filesystem import atomic_write
 from ..index import IndexUnavailable
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..workspace import root_of
+from ..selection.candidates import task_outcome
+from ..workspace.filesystem import atomic_write
+from ..workspace.ids import root_of
 from .catalogue import TASK_EXAMPLE
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate, held_stream
 from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds

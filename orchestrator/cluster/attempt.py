@@ -2,7 +2,7 @@
 RQ in a node's work horse (cluster/node.py) with only the attempt's id and fencing token.
 
 It claims the attempt (its lease starts), starts the worker with the same runner as a single
-server (runner.py: the shim, its own process group, the exit file, and the tag of this run,
+server (process/runner.py: the shim, its own process group, the exit file, and the tag of this run,
 ``AttemptSpec.run_tag``), tells the server it started, then until it ends: takes the server's
 control messages (terminate: the kill ladder),
 and every third of the lease renews the lease with a sample of the worker's process tree (the
@@ -32,13 +32,13 @@ from typing import TypeVar
 import redis
 
 from .. import protocol
-from ..cgroups import Limits
 from ..config import Settings
-from ..environment import add_helpers, base_env
-from ..executor import LocalExecutor, Sample
-from ..filesystem import atomic_write
-from ..runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
-from ..sandbox import SandboxSpec, probe
+from ..process.cgroups import Limits
+from ..process.executor import LocalExecutor, Sample
+from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
+from ..process.sandbox import SandboxSpec, probe
+from ..workers.environment import add_helpers, base_env
+from ..workspace.filesystem import atomic_write
 from .attempts import NODE_OWN, Attempts, AttemptSpec, read_secret_file
 from .connect import SOCKET_TIMEOUT
 from .names import Names

@@ -1,5 +1,5 @@
 """The rq executor: worker attempts run on nodes (``python -m orchestrator node``) through Redis
-and RQ, behind the same Executor seam as local processes (orchestrator/executor.py).
+and RQ, behind the same Executor seam as local processes (orchestrator/process/executor.py).
 
 ``start`` writes an attempt's hash and puts ``(id, token)`` on its kind's RQ queue
 (cluster/attempts.py, the protocol). One listener thread hears what nodes tell (started,
@@ -16,7 +16,7 @@ logs it once, retries and reconciles when it is back; a start meanwhile waits qu
 
 Concurrency: the engine's ``workers.global_max_workers`` still bounds the attempts it has out
 (queued or running); the nodes' slots bound how many run. A queued attempt's timeout does not
-run (execution.py holds it while ``handle.queued``): it waits for a slot.
+run (engine/attempts.py holds it while ``handle.queued``): it waits for a slot.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from pathlib import Path
 import redis
 
 from .. import protocol
-from ..cgroups import Limits
 from ..config import Settings
 from ..errors import ConfigError
-from ..executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
-from ..procscan import Memory, machine_memory
-from ..runner import CommandNotFound, ProcessRunner, Wakeup
-from ..sandbox import SandboxSpec
-from ..shim import FoundShim, read_exit_file
+from ..process.cgroups import Limits
+from ..process.executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
+from ..process.procscan import Memory, machine_memory
+from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
+from ..process.sandbox import SandboxSpec
+from ..process.shim import FoundShim, read_exit_file
 from . import marker, nodes
 from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
 from .connect import connect, redacted

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cgroups import Enforced
-from ..executor import Sample
+from ..process.cgroups import Enforced
+from ..process.executor import Sample
 from .attempts import AttemptSpec
 
 

@@ -1,4 +1,4 @@
-"""The path locks of locks.py in Redis, for ``distributed.executor: rq``: the
+"""The path locks of quality/locks.py in Redis, for ``distributed.executor: rq``: the
 same rules (``locks.conflict``, renewal, release by the holder, a worker's locks die with it),
 shared by every server process on one Redis and prefix.
 
@@ -47,7 +47,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..config.schema import TasksSettings
 from ..errors import Conflict, Forbidden, JobNotFound, Unavailable
-from ..locks import ADMIN, MAX_LEASE, Lock, LockTable, PathLocks, conflict, held_error
+from ..quality.locks import ADMIN, MAX_LEASE, Lock, LockTable, PathLocks, conflict, held_error
 from .connect import connect, redacted
 from .names import Names
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from ..filesystem import atomic_write
+from ..workspace.filesystem import atomic_write
 from .names import Names
 
 MARKER_FILE = ".cluster_marker"

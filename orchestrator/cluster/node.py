@@ -41,13 +41,13 @@ import redis
 from rq import Worker
 from rq.worker_pool import WorkerPool
 
-from ..adapters import ADAPTERS
 from ..config import Settings, load_settings
 from ..errors import ConfigError
-from ..filesystem import atomic_write
-from ..procscan import machine_memory, process_alive, process_start_id
-from ..roles import not_installed
-from ..runner import ProcessRunner, set_parent_death_signal
+from ..process.procscan import machine_memory, process_alive, process_start_id
+from ..process.runner import ProcessRunner, set_parent_death_signal
+from ..workers.adapters import ADAPTERS
+from ..workers.roles import not_installed
+from ..workspace.filesystem import atomic_write
 from . import attempt, nodes
 from .attempts import RQ_FUNCTION, SERIALIZER
 from .connect import connect, redacted

@@ -5,42 +5,12 @@ runs is refused at once rather than left in a queue nobody reads)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
+from ..process.executor import NodeInfo as NodeInfo  # the record lives with the seam that reports it
 from .names import Names
-
-
-@dataclass
-class NodeInfo:
-    """One node as it last described itself. ``alive`` is the server's reading: its heartbeat key
-    still exists (it expires one lease after the node's last heartbeat)."""
-
-    name: str
-    host: str
-    pid: int
-    kinds: list[str]
-    slots: int
-    running: int = 0
-    started_at: float = 0.0
-    heartbeat_at: float = 0.0
-    attempts: list[str] = field(default_factory=list)  # ids of the attempts it runs now
-    # Its machine's memory in bytes at its last heartbeat (0: a node too old to say): what the
-    # server's admission by memory judges by (admission.py).
-    memory_total: int = 0
-    memory_available: int = 0
-    alive: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NodeInfo:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 # GET /api/v1/nodes answers {"executor": "local" | "rq", "nodes": [NodeInfo.to_dict() + heartbeat_age]};
 # its OpenAPI schema is kept here, beside the record it describes.

@@ -18,9 +18,9 @@ import time
 import redis
 from rq.job import Job
 
-from ..cgroups import Enforced
-from ..executor import Sample
-from ..shim import read_exit_file
+from ..process.cgroups import Enforced
+from ..process.executor import Sample
+from ..process.shim import read_exit_file
 from .attempts import Attempts
 from .handle import RemoteHandle
 from .marker import Marker

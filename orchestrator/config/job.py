@@ -46,10 +46,10 @@ class JobConfig:
     planner: str = job_key("orchestrator", "planner")
     max_cost_usd: float = job_key("workers", "max_cost_usd")
     sandbox: str = job_key("workers", "sandbox")  # the admin key's; a child job runs in its root's
-    isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (submission.py)
+    isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (engine/submission.py)
     merge_strategy: str = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
-    # Approval before_merge: the root stops in "waiting" before landing (approval.py). A root
+    # Before_merge: the root stops in "waiting" before landing (quality/approval.py). A root
     # job's only; a child job inherits it and ignores it (its merge into its parent worker's branch is not gated).
     approval: str = job_key("git", "approval")
     # Gates: set by config.yaml or a root job's request (admin key); a child job inherits them

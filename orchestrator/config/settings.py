@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from .. import protocol
-from ..documents import MAX_DEPTH, deeper_than
 from ..errors import ConfigError
+from .documents import MAX_DEPTH, deeper_than
 from .keys import check_value
 from .schema import (
     SCHEMA,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, render_template
 
-from ..workspace import validate_job_id
+from ..workspace.ids import validate_job_id
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/dashboard/static")
 

@@ -11,7 +11,7 @@ staleness is seen). ``GET /api/v1/jobs`` lists through it; so does the tasks fac
 from __future__ import annotations
 
 from ..config import Settings
-from ..workspace import Workspace
+from ..workspace.layout import Workspace
 from .core import Announcing, IndexUnavailable, JobIndex
 from .store import open_store
 

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from ..errors import Unavailable
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
-from ..workspace import Workspace
+from ..workspace.layout import Workspace
 from . import rows
 from .store import (
     EVENT_COLUMNS,

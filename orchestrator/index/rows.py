@@ -10,8 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..candidates import task_outcome
 from ..models import JobRecord, WorkerRecord
+from ..selection.candidates import task_outcome
 from .store import JOB_COLUMNS
 
 REQUEST_CAP = 4000  # characters of a job's request kept (the listing shows the first 300)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..workspace.layout import index_database
+
 log = logging.getLogger("orchestrator.index")
 
 SCHEMA_VERSION = "2"  # a different version on disk: the tables are dropped and rebuilt from the workspace
@@ -250,7 +252,7 @@ def open_store(url: str, workspace_root: Path) -> Store:
     server (config/schema.py checks the form)."""
     if url:
         return PostgresStore(url)
-    return SqliteStore(workspace_root / ".index" / "jobs.sqlite3")
+    return SqliteStore(index_database(workspace_root))
 
 
 @contextlib.contextmanager

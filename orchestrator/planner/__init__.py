@@ -1,7 +1,8 @@
 """Planners: split a request into subtasks and the goal they share.
 
 ``heuristic`` (offline rules, standard library only: the simulated worker imports it at
-start-up) and ``ai`` (ask the configured AI CLI once; it falls back to the heuristic).
+start-up), ``ai`` (ask the configured AI CLI once; it falls back to the heuristic) and
+``graph`` (a plan's tasks as a graph, checked: pure).
 Only the heuristic is imported here, so ``import orchestrator.planner`` stays light.
 """
 

@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..adapters import ADAPTERS
-from ..adapters.base import Adapter, WorkerContext
 from ..config import PLANNERS, Settings
 from ..errors import ConfigError, InvalidGraph, OrchestratorError
-from ..graph import auto_id, build_nodes, check_graph, topological
 from ..models import TaskNode
-from ..prompts import MAX_TASK_CHARS, render_planner_prompt
-from ..runner import CommandNotFound, ProcessRunner, signal_name
+from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..workers.adapters import ADAPTERS
+from ..workers.adapters.base import Adapter, WorkerContext
+from ..workers.prompts import MAX_TASK_CHARS, render_planner_prompt
+from .graph import auto_id, build_nodes, check_graph, topological
 from .heuristic import adjacent_groups, merge_adjacent, plan_request, split_request
 
 log = logging.getLogger("orchestrator.planner.ai")
@@ -101,7 +101,7 @@ class AIPlan:
     tokens_in: int | None = None
     tokens_out: int | None = None
     goal: str | None = None  # what every subtask is part of (the heuristic's; the AI's are self-contained)
-    # Each task's node (graph.py), beside ``tasks``; None: the tasks are independent (ids t1, t2...).
+    # Each task's node (planner/graph.py), beside ``tasks``; None: the tasks are independent (ids t1, t2...).
     nodes: list[TaskNode] | None = None
 
 

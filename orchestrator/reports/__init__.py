@@ -1,6 +1,8 @@
 """Markdown reports rendered from Jinja templates: pure, they return a string.
 
 The workspace writes the files; this package only turns records into text.
+Beside the reports: ``analytics`` (a tree's performance figures), ``status_document`` (the
+status document, from records alone) and ``metrics`` (the engine's Prometheus text).
 Templates ship in ``templates/``; a ``templates_dir`` from config
 (``orchestrator.templates_dir``) overrides them file by file.
 """
@@ -24,9 +26,9 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports import candidates as _candidates
+from orchestrator.reports.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.reports.markdown import FILTERS
 from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
@@ -264,7 +266,7 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
 
 def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
     """The Changes section's context (worktree jobs only): each worker's branch and what it
-    changed, and the root's merge (landing.py's ``JobRecord.merge``)."""
+    changed, and the root's merge (quality/landing.py's ``JobRecord.merge``)."""
     branched = [w for w in workers if w.branch] if root.config.isolation == "worktree" else []
     merge = root.merge or {}
     return {

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.models import JobRecord, WorkerRecord
 from orchestrator.reports.markdown import DASH, clean, md_cell
 from orchestrator.reports.taskgraph import gate_summary
+from orchestrator.workspace.layout import candidates_report
 
 ICONS = {"success": "✓", "recursive_success": "✓", "failed": "✗", "timeout": "⏱", "cancelled": "■", "skipped": "–"}
 ASCII_ICONS = {"success": "+", "recursive_success": "+", "failed": "x", "timeout": "t", "cancelled": "#", "skipped": "-"}
@@ -31,9 +32,7 @@ MEASURE_COLUMNS = 12  # measures a CANDIDATES table shows (a scoring command may
 
 def report_path(job: JobRecord, task_id: str) -> str:
     """The task's CANDIDATES file, relative to the root job's folder."""
-    if job.is_root:
-        return f"CANDIDATES_{task_id}.md"
-    return f"depth_{job.depth}/CANDIDATES_{job.id}_{task_id}.md"
+    return candidates_report(job, task_id)
 
 
 def candidate_row(worker: WorkerRecord) -> dict[str, Any]:

@@ -3,7 +3,7 @@ worker still waits on, how long it waited on them, its gates in one line, and th
 Mermaid block for FINAL_RESULT.md. Pure: the status document, the reports and the timeline
 call it on a snapshot or on records read from disk.
 
-A prerequisite is *delivered* as scheduling.py meets it: once it succeeded and its work was merged
+A prerequisite is *delivered* as engine/scheduling.py meets it: once it succeeded and its work was merged
 into the job's integration branch (``WorkerRecord.integrated["merged"]``); a job without an
 integration ref (no worktree) counts one that succeeded; ``on_failure: continue`` one that ended. Mermaid gets no user text as syntax: node ids are ``n<index>``,
 and a label is one line in double quotes where the few characters that would end it or be read
@@ -108,7 +108,7 @@ def representatives(workers: list[WorkerRecord], job: JobRecord | None) -> list[
 
 
 def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
-    """When a prerequisite was met, as scheduling.py meets it; None: not (yet). Met: merged into
+    """When a prerequisite was met, as engine/scheduling.py meets it; None: not (yet). Met: merged into
     the job's integration branch (at the merge), or, without one, succeeded; under
     ``on_failure: continue``, ended whatever its status."""
     if job is not None and job.config.on_failure == "continue" and dep.status.terminal:
@@ -124,7 +124,7 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
 def waits_on(worker: WorkerRecord, job: JobRecord | None, delivered: dict[str, float | None]) -> list[str]:
     """The task ids a pending worker still waits on: its prerequisites not delivered yet
     (``delivered``: its job's ``deliveries``; an id without a worker counts as met, as in
-    scheduling.py). Empty once it started or ended (a skipped one's reason says which failed)."""
+    engine/scheduling.py). Empty once it started or ended (a skipped one's reason says which failed)."""
     if worker.status is not WorkerStatus.PENDING:
         return []
     return [d for d in depends_of(worker, job) if d in delivered and delivered[d] is None]
@@ -158,7 +158,7 @@ def dependency_wait(
     stop = first if first is not None else (worker.ended_at if worker.status.terminal else now)
     if stop is None:
         return None
-    times = [delivered[d] for d in depends if d in delivered]  # an unknown id: met (scheduling.py)
+    times = [delivered[d] for d in depends if d in delivered]  # an unknown id: met (engine/scheduling.py)
     known = [t for t in times if t is not None]
     waiting = len(known) < len(times)
     until = stop if waiting else min(stop, max(known, default=ready))

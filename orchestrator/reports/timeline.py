@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from orchestrator.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
 WIDTH = 1200

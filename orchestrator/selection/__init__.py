@@ -1,6 +1,6 @@
 """Choosing among a task's candidates, with every step recorded.
 
-``choose`` is called by the engine (choosing.py) from a worker thread, never under the engine
+``choose`` is called by the engine (engine/choosing.py) from a worker thread, never under the engine
 lock, once a task's candidates have settled (for ``first_passing``, as soon as one passes). It
 runs processes (``scoring.command``, the judge's CLI) but changes nothing of the job: the
 engine merges the winner and records the Selection (``to_dict``) in JobRecord.selections.
@@ -9,6 +9,7 @@ engine merges the winner and records the Selection (``to_dict``) in JobRecord.se
   weights, the normalisation and the tie rule are in its docstring).
 - ``judge``: judge.py, an AI CLI's knockout over the ``best`` ranking, which is also every
   pair's fallback.
+- ``candidates``: candidates.py, the plan expanded into a worker per candidate (pure).
 
 Only eligible candidates (they succeeded, so every required gate passed) can win; the others
 are ranked last with why they are out. No eligible candidate: ``winner`` None and why.
@@ -23,7 +24,7 @@ from typing import Any
 from ..config import Settings
 from ..config.choice import SELECT
 from ..errors import ConfigError
-from ..runner import ProcessRunner
+from ..process.runner import ProcessRunner
 from . import judge as judging
 from . import scoring
 from .records import Candidate, Selection

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..adapters import get_adapter
-from ..adapters.base import WorkerContext
 from ..config import Settings
 from ..errors import ConfigError
-from ..runner import CommandNotFound, ProcessRunner, signal_name
+from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..workers.adapters import get_adapter
+from ..workers.adapters.base import WorkerContext
 from .records import Candidate, Selection
 from .scoring import Cancel, wait_for
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sandbox import SandboxSpec
+from ..process.sandbox import SandboxSpec
 
 
 @dataclass

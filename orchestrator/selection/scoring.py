@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .. import protocol
-from ..adapters.aicli import last_json_object
 from ..config import Settings
 from ..config.scoring import BUILTIN
-from ..runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
+from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
+from ..workers.adapters.aicli import last_json_object
 from .records import Candidate, Selection
 
 Cancel = threading.Event | Wakeup

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..config import Settings
-from ..workspace import Workspace
+from ..workspace.layout import Workspace
 from .core import Webhooks
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 

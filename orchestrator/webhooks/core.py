@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..approval import links as approval_links
 from ..config import Settings
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
+from ..quality.approval import links as approval_links
 from . import events
 from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -83,7 +83,7 @@ class Webhooks:
         if worker is not None:
             payload["worker"] = worker
         payload["links"] = events.links(job, self.api_url)
-        if kind == "job.waiting" and self._approval[0]:  # approve or reject from the payload (approval.py's signed links)
+        if kind == "job.waiting" and self._approval[0]:  # approve or reject from the payload (quality/approval.py's signed links)
             base = (self.api_url() or "").rstrip("/")
             signed = approval_links(self._approval[0], job.id, now, self._approval[1])
             payload["links"].update({action: base + path for action, path in signed.items()})

@@ -1,4 +1,4 @@
-"""Webhook event types, derived from the events the engine already publishes (announce.py),
+"""Webhook event types, derived from the events the engine already publishes (engine/announce.py),
 and the compact job summary a delivery carries. Pure but for the memory of what was told.
 
     job event, status running the first time        job.started (for a job started since this server run began)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..filesystem import atomic_write
+from ..workspace.filesystem import atomic_write
+from ..workspace.layout import webhook_deliveries
 
 log = logging.getLogger("orchestrator.webhooks")
 STATUSES = ("pending", "delivered", "failed")
@@ -73,7 +74,7 @@ class Outbox:
     """The deliveries on disk and in memory (the listing reads memory)."""
 
     def __init__(self, root: Path, keep: int) -> None:
-        self.folder = root / ".webhooks" / "deliveries"
+        self.folder = webhook_deliveries(root)
         self.keep = keep
         self._lock = threading.Lock()
         self._all: dict[str, Delivery] = {}  # by id; ids sort by creation

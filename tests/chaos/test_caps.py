@@ -10,8 +10,8 @@ import psutil
 import pytest
 import requests
 
+from orchestrator.cli.server import OUTPUT_HIGH_WATERMARK
 from orchestrator.models import WorkerStatus
-from orchestrator.server import OUTPUT_HIGH_WATERMARK
 
 from .conftest import command_worker, metric, tagged_alive
 

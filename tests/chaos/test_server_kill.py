@@ -217,7 +217,7 @@ def _illegal(before: dict | None, after: dict) -> list[str]:
 
 def _unrecorded(home: Home) -> list[str]:
     """Live shims whose worker's record on disk does not name them as its running attempt."""
-    from orchestrator.shim import find_shims
+    from orchestrator.process.shim import find_shims
 
     missing = []
     for shim in find_shims(""):

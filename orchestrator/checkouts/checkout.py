@@ -1,0 +1,195 @@
+"""Where a worker works: the Checkout seam.
+
+The engine holds one Checkout and calls it at four points of a worker's run:
+
+==========  =====================================  ==========================================
+call        when                                   FolderCheckout (today's behaviour)
+==========  =====================================  ==========================================
+prepare     before its first attempt (once; also   makes ``depth_<d>/worker_<name>/`` and
+            for a worker re-adopted after a        its private TMPDIR (both kept if there)
+            restart, whose folder is already there)
+reset       before each retry, after the failed    nothing: a retry sees what the failed
+            attempt's leftovers were swept and     attempt left (an AI CLI can go on from
+            its backoff waited; never otherwise    its partial work)
+changes     after its last attempt, once nothing   ``files_created``: every file in its folder
+            of it runs (and when a step asks)      (see ``Workspace.files_in``)
+cleanup     after ``changes``, once per prepare,   empties its TMPDIR (the folder stays: it is
+            whatever the outcome (cancelled and    the worker's deliverable)
+            timed-out workers included)
+==========  =====================================  ==========================================
+
+A worker that never started (skipped) is neither prepared nor cleaned up; nor is one whose
+process had ended before a server restart: the restart asks ``recovered`` what it left (a
+worktree commits it), unless its record already holds that.
+
+``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
+``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
+implementation puts the worker there (the git worktree checkout makes that folder
+a worktree on a branch of its own, keeping the layout: checkouts/worktree.py, whose ``make_checkout``
+gives the engine its Checkout).
+
+A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
+emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
+
+``changes`` and ``cleanup`` run after the worker's process has ended (through ``finish_checkout``),
+where an exception must not leave the worker running forever: one that raises is logged and
+the worker's changes are taken as none. ``prepare`` and ``reset`` may raise: the worker then
+fails, before it runs (an engine error naming the exception; ``cleanup`` still runs) or
+instead of the retry. ``CheckoutFailed`` from ``prepare`` is a failure of the user's making (a
+worktree's ``git.setup`` failed, no free port): its message is the worker's exit reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..models import JobRecord, WorkerRecord
+from ..workspace.layout import Workspace
+
+log = logging.getLogger("orchestrator.checkout")
+
+
+class CheckoutFailed(Exception):
+    """``prepare`` could not make the directory ready for a reason the user must see as the
+    worker's exit reason ("setup failed: exit code 2"), not as an engine error. ``cancelled``:
+    it stopped because the job was cancelled (the worker ends cancelled, not failed)."""
+
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
+        super().__init__(message)
+        self.cancelled = cancelled
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a worker changed in its directory (a worktree checkout adds the commit, the
+    changed files with how each changed, and a diffstat)."""
+
+    files_created: list[str] = field(default_factory=list)  # added files, relative to its directory
+    branch: str | None = None  # a worktree's branch
+    commit: str | None = None  # its tip after the orchestrator committed the worker's work
+    files_changed: list[dict[str, str]] = field(default_factory=list)  # {"path", "change": added|modified|deleted|renamed}
+    diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
+    # The checkout is as the worker found it (WorkerRecord.no_changes); None: not known.
+    unchanged: bool | None = None
+
+    def apply_to(self, record: WorkerRecord) -> None:
+        """Put these changes in the worker's record (under the engine's lock when it runs)."""
+        record.files_created = self.files_created
+        record.no_changes = self.unchanged
+        if self.branch is not None:  # a worktree's (checkouts/worktree.py)
+            record.branch, record.commit, record.diffstat = self.branch, self.commit, self.diffstat
+            record.files_changed = self.files_changed
+
+
+def touched_paths(files_changed: Sequence[Mapping[str, str]]) -> list[str]:
+    """Every path a worktree worker's diff touched (``files_changed``): each file's, and a
+    rename's old path (moving a file away touches it too)."""
+    paths = [f["path"] for f in files_changed if f.get("path")]
+    return paths + [f["from"] for f in files_changed if f.get("from")]
+
+
+class Checkout(ABC):
+    """Prepares, resets, inspects and cleans up worker directories (see the module docstring)."""
+
+    name: str = ""
+
+    @abstractmethod
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        """Before the worker's first attempt: make its directory ready; return it (its cwd).
+        Idempotent: a worker re-adopted after a restart finds it there and keeps it."""
+
+    @abstractmethod
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        """Before retry ``attempt`` (2 or more) starts; ``record.attempts[-1]`` is the one
+        that failed (its end, failure class and exit code say why)."""
+
+    @abstractmethod
+    def changes(self, record: WorkerRecord) -> Changes:
+        """What the worker changed so far (after its last attempt, or for a step that asks)."""
+
+    @abstractmethod
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        """After its last attempt and ``changes``; ``succeeded``: that attempt succeeded
+        (and no step failed it). Its child jobs may still be running."""
+
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        """What the attempt starting now starts from (a worktree's commit), recorded in the
+        attempt; None for a checkout without checkpoints."""
+        return None
+
+    @abstractmethod
+    def discard(self, record: WorkerRecord) -> None:
+        """Throw away what its last attempt left instead of keeping it: it ended at the disk cap,
+        and its excess files must not stay on disk (nor be committed)."""
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        """A worker a restarted server settles without running it (its process ended while
+        no server ran, or it was lost: ``lost``, no exit status either): what it left, as
+        ``changes`` tells it (a worktree commits it first), so nothing it wrote is lost."""
+        return self.changes(record)
+
+
+class FolderCheckout(Checkout):
+    """A plain folder per worker in the workspace, kept as it is between attempts."""
+
+    name = "folder"
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        directory = self.workspace.create_worker_dir(record.root_id, record.depth, record.name)
+        # Its own temp folder, outside its directory, so files_created stays the worker's work.
+        self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        """Nothing: the failed attempt's files stay for the retry (on purpose, see the table)."""
+
+    def changes(self, record: WorkerRecord) -> Changes:
+        """Its folder starts empty (its TMPDIR is elsewhere): unchanged when it holds no file and
+        it started no child job (whose workers write in folders of their own)."""
+        files = self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name))
+        return Changes(files_created=files, unchanged=not files and not record.child_job_ids)
+
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        self.workspace.release_worker_tmp(record.root_id, record.depth, record.name)
+
+    def discard(self, record: WorkerRecord) -> None:
+        """Its folder emptied: a folder has no checkpoint to go back to."""
+        folder = self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        with os.scandir(folder) as entries:
+            for entry in list(entries):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+
+
+def discard(checkout: Checkout, record: WorkerRecord) -> None:
+    """``checkout.discard``, never raising (the engine calls it where an exception would strand the worker)."""
+    try:
+        checkout.discard(record)
+    except Exception:
+        log.exception("checkout %s could not throw away what worker %s left", checkout.name, record.key)
+
+
+def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:
+    """After a worker's last attempt: its changes, then its cleanup. Never raises (see the
+    module docstring): the engine calls this where an exception would strand the worker."""
+    changes = Changes()
+    try:
+        changes = checkout.changes(record)
+    except Exception:
+        log.exception("checkout %s could not tell what worker %s changed", checkout.name, record.key)
+    try:
+        checkout.cleanup(record, succeeded)
+    except Exception:
+        log.exception("checkout %s could not clean up after worker %s", checkout.name, record.key)
+    return changes

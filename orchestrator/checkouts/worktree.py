@@ -1,0 +1,598 @@
+"""The worktree checkout: each worker's usual folder
+``depth_<n>/worker_<k>/`` is a git worktree of the host repository, on its own branch
+``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
+worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
+``git.include_uncommitted``; a graph job's from its integration branch's tip once there is one,
+so a task sees its prerequisites' merged work: quality/integration.py). Git itself is git/gitwork.py's.
+
+======== ================================================================================
+prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
+         restart; made again when its add was cut off before the worker first ran; its
+         checkout runs outside the repository's lock, see gitwork.add_worktree), and the
+         worker's TMPDIR as FolderCheckout makes it
+reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
+         the worktree goes back to the checkpoint the failed attempt started from (``reset
+         --hard`` + ``clean -fdx`` inside that worktree only), unless the failure's class is
+         ``transient`` or ``feedback`` (a failed gate asked for another try) or the attempt timed out: then its partial work is kept (a retry of an
+         AI CLI goes on from it). Each attempt's checkpoint and the decision go in the log.
+changes  commits what the worker left (respecting .gitignore) as the orchestrator, then tells
+         the branch, its commit and what changed since the worker's base
+cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deliverable)
+======== ================================================================================
+
+``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
+while no server ran) has what it left committed by ``changes``; a lost one with no work loses
+its worktree (its branch stays at its base). Clean-up: ``remove_worktrees`` (a
+deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
+start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
+
+``prepare`` and ``cleanup`` also bootstrap the worktree (checkouts/bootstrap.py: ``.worktreeinclude``, the
+worker's port, ``git.setup`` and ``git.teardown``); a reset keeps what the bootstrap made.
+
+Commits are made after an attempt, not in an after-attempt step: ``changes`` runs after every
+worker's last attempt whatever its outcome (a failed worker's partial work is committed too),
+while steps run only after a successful one. The commit names the worker and its subtask,
+carries ``Orchestrator-Job/Worker/Attempt`` trailers (the worker by its name, as on the result
+branch's commits) and, for an AI kind's work, ``Co-authored-by:``; has a subject cut at a word's
+end; skips the user's hooks (``--no-verify``, ``core.hooksPath``); and is by the user
+(commits.identity_of: the host's ``user.name``/``user.email``, else the orchestrator's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import ConfigError, OrchestratorError
+from ..git import gitrefs
+from ..git.commits import identity_of, subject_line, trailers
+from ..git.gitcmd import GitFailed
+from ..git.gitrefs import Deleted
+from ..git.gitwork import (
+    BASE_FILE,
+    CHECKPOINT_FILE,
+    GitError,
+    add_worktree,
+    check_ref,
+    common_dir_of,
+    find_host,
+    git_dir_of,
+    git_env,
+    linked_git_dir,
+    repo_lock,
+    repo_op,
+    resolve_commit,
+    run_git,
+    snapshot_commit,
+    worktree_list,
+)
+from ..models import JobRecord, WorkerRecord
+from ..workers.adapters import co_author_of
+from ..workspace.layout import Workspace
+from .bootstrap import Bootstrap, EnvFor
+from .checkout import Changes, Checkout, FolderCheckout
+
+log = logging.getLogger("orchestrator.worktree")
+
+# Failure classes whose retry goes on from the leftovers ("feedback": a step, such as a failed gate,
+# asked for another attempt on this work, with what to fix in the prompt).
+KEEPS_PARTIAL_WORK = ("transient", "timeout", "feedback")
+STATUS_NAMES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "added", "T": "modified"}
+MAX_FILES = 500  # files_changed listed per worker
+
+
+class WorktreeCheckout(Checkout):
+    """A git worktree per worker on its own branch (see the module docstring)."""
+
+    name = "worktree"
+
+    def __init__(self, workspace: Workspace, settings: Settings, repo: Path, env: EnvFor | None = None) -> None:
+        self.workspace = workspace
+        self.settings = settings
+        self.repo = repo
+        self.bootstrap = Bootstrap(settings, workspace, repo, env)  # env: the worker's (the engine's), for its setup
+        self.folder = FolderCheckout(workspace)  # the TMPDIR part
+        self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
+        self._lock = threading.Lock()
+        # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
+        # merge into it (engine/nesting.py) never interleave.
+        self._held: dict[Path, threading.RLock] = {}
+
+    # -- names ---------------------------------------------------------------------------------
+    def branch(self, record: WorkerRecord) -> str:
+        return f"{self.settings.git.branch_prefix}{record.root_id}/{record.name}"
+
+    def directory(self, record: WorkerRecord) -> Path:
+        return self.workspace.worker_dir(record.root_id, record.depth, record.name)
+
+    def _root_base(self, root_id: str) -> str:
+        """The commit a root job's workers start from, fixed at its first worker (and kept in
+        its tree folder, so a restarted server uses the same one)."""
+        with self._lock:
+            if root_id in self._bases:
+                return self._bases[root_id]
+            saved = self.workspace.tree_base_file(root_id)
+            if saved.is_file():
+                commit = saved.read_text(encoding="utf-8").strip()
+            else:
+                g = self.settings.git
+                commit = snapshot_commit(self.repo, g.base) if g.include_uncommitted else resolve_commit(self.repo, g.base)
+                self.workspace.write_text(saved, commit + "\n")
+            self._bases[root_id] = commit
+            return commit
+
+    def _start_point(self, record: WorkerRecord, job: JobRecord) -> str:
+        if job.integration:  # a graph job: the work merged so far, its prerequisites' included (quality/integration.py)
+            found = run_git(
+                self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(job.integration), check=False
+            )
+            if found.returncode == 0:
+                return found.stdout.strip()
+        if job.start_commit:  # a child job: its parent worker's work, committed at the spawn (engine/nesting.py)
+            return job.start_commit
+        if job.parent_worker and record.depth > 0:  # (older records) its parent worker's branch as it stands now
+            parent = f"{self.settings.git.branch_prefix}{record.root_id}/{job.parent_worker}"
+            found = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(parent), check=False)
+            if found.returncode == 0:
+                return found.stdout.strip()
+        return self._root_base(record.root_id)
+
+    # -- the seam ------------------------------------------------------------------------------
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        directory = self.directory(record)
+        self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
+        if (directory / ".git").exists():
+            if record.attempts or not _interrupted(directory):
+                # re-adopted after a restart: its worktree is there (its port again; setup only if cut short)
+                if self.bootstrap.prepare(record, job, directory, fresh=False):
+                    self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
+                return directory
+            # Its ``worktree add`` never finished (the machine stopped mid-checkout): its files are
+            # partial, and a commit would record the missing ones as deleted. The worker never ran
+            # there (this comes before its first attempt), so it is made again from its branch.
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+        ref = check_ref(self.branch(record))
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
+        if exists:  # its branch outlived its worktree (a restart after a crash): check it out again
+            start = resolve_commit(self.repo, ref)
+            add_worktree(self.repo, directory, self.branch(record), None)
+        else:
+            start = self._start_point(record, job)
+            add_worktree(self.repo, directory, self.branch(record), start)
+        git_dir = git_dir_of(directory)
+        if not (git_dir / BASE_FILE).exists():
+            (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
+            (git_dir / CHECKPOINT_FILE).write_text(self._tip(directory) + "\n", encoding="utf-8")
+        if self.bootstrap.prepare(record, job, directory, fresh=True):  # the setup's files start every attempt
+            self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
+        return directory
+
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        with self.holding(record):  # no child job's merge into it meanwhile (engine/nesting.py)
+            self._reset(record, attempt)
+
+    def _reset(self, record: WorkerRecord, attempt: int) -> None:
+        """Commit the failed attempt's work (its checkpoint), then keep it or go back."""
+        failed = record.attempts[-1] if record.attempts else None
+        directory = self.directory(record)
+        before = self._read(directory, CHECKPOINT_FILE)
+        left = self.commit(record, attempt - 1)
+        kind = None
+        if failed is not None:
+            kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
+        if kind in KEEPS_PARTIAL_WORK or not before:
+            self._write(directory, CHECKPOINT_FILE, left)
+            self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
+            return
+        run_git(directory, "reset", "--hard", "-q", before)
+        run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
+        self._note(
+            record,
+            f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
+        )
+
+    def discard(self, record: WorkerRecord) -> None:
+        """Back to the commit its last attempt started from, without committing what it left."""
+        directory = self.directory(record)
+        with self.holding(record):
+            start = self._read(directory, CHECKPOINT_FILE) or self._base(directory)
+            self._unlink_branch(record, directory)
+            run_git(directory, "reset", "--hard", "-q", start)
+            run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
+        self._note(record, f"what its last attempt left was thrown away (disk cap): back to {start[:12]}")
+
+    def changes(self, record: WorkerRecord) -> Changes:
+        with self.holding(record):  # its commit and what it changed: no merge into it in between
+            return self._changes(record)
+
+    def _changes(self, record: WorkerRecord) -> Changes:
+        directory = self.directory(record)
+        if not (directory / ".git").exists():
+            return Changes()
+        commit = self.commit(record, len(record.attempts))
+        base = self._base(directory)
+        files: list[dict[str, str]] = []
+        out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+        i = 0
+        while i < len(out) - 1:
+            status = out[i]
+            if status[:1] in ("R", "C"):
+                files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
+                i += 3
+            else:
+                files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
+                i += 2
+        stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+        # Unchanged: the tree is the one its first attempt started from (after git.setup's files,
+        # which are not the worker's); a child job's work merged into it is a change.
+        start = next((a.checkpoint for a in record.attempts[:1] if a.checkpoint), base)
+        trees = run_git(directory, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
+        for path in _written_submodules(directory):
+            self._note(
+                record,
+                f"not committed: the files written inside submodule {path!r} (submodules are not checked out in"
+                " worktrees; they stay in this folder only. See the README: Work in your repository)",
+            )
+        return Changes(
+            files_created=sorted(f["path"] for f in files if f["change"] == "added"),
+            branch=self.branch(record),
+            commit=commit,
+            files_changed=files[:MAX_FILES],
+            diffstat=stat,
+            unchanged=trees[0] == trees[1],
+        )
+
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        try:
+            self.bootstrap.cleanup(record, self.directory(record))  # git.teardown; the port goes back
+        finally:
+            self.folder.cleanup(record, succeeded)
+
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        return self._read(self.directory(record), CHECKPOINT_FILE) or None
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        """A worker a restarted server settles without running it: what it left is committed
+        (``changes``). A lost one that left no work (its branch still at its base) and started
+        no child job has its worktree removed (a full checkout of disk for nothing); its branch
+        stays, at its base, so its record names it like any other worker's, until the job is
+        deleted."""
+        changes = self.changes(record)
+        directory = self.directory(record)
+        idle = changes.commit is not None and changes.commit == self._base(directory) and not record.child_job_ids
+        if lost and idle:  # one with child jobs keeps it: their work is merged into its checkout
+            repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+            self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
+        return changes
+
+    # -- helpers -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def holding(self, record: WorkerRecord) -> Iterator[Path]:
+        """The worker's worktree, locked against this server's other commits and merges into it."""
+        directory = self.directory(record)
+        with self._lock:
+            held = self._held.setdefault(directory, threading.RLock())
+        with held:
+            yield directory
+
+    def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str:
+        """Commit everything the worker left (``add -A`` respects .gitignore); the tip either way.
+        ``subject``: the message's first line instead of the subtask's (a commit at a spawn)."""
+        with self.holding(record):
+            return self._commit(record, attempt, subject)
+
+    def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
+        directory = self.directory(record)
+        self._unlink_branch(record, directory)
+        run_git(directory, "add", "-A", "--", ".", *self.bootstrap.never_commit(directory))  # never a copied .env
+        staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
+        if staged.returncode != 0:
+            # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
+            co_author = co_author_of(record, self.settings) if attempt > 0 else None
+            message = (
+                f"{subject_line(subject or record.task)}\n\n"
+                f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
+                + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
+            )
+            env = {**git_env(), **identity_of(self.repo).env()}  # the user's, read from the host
+            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message, env=env)
+        return self._tip(directory)
+
+    def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
+        """A worker may write its tree's ref folder (its own commits need it), so it can turn its
+        branch into a link to another branch, which git follows as a symbolic ref: this server's
+        commit would then move that branch (the user's ``main``). Such a link is replaced by the
+        branch itself, at the commit its attempt started from, before any git runs here."""
+        private = linked_git_dir(directory)
+        common = common_dir_of(private) if private is not None else None
+        ref = common / "refs" / "heads" / self.branch(record) if common is not None else None
+        if ref is None or not ref.is_symlink():
+            return
+        start = self._read(directory, CHECKPOINT_FILE) or self._read(directory, BASE_FILE)
+        self._note(record, f"its branch ref had been made a link ({os.readlink(ref)}): set back to {start[:12]}")
+        run_git(
+            self.repo, "update-ref", "--no-deref", "-m", "orchestrator: a link undone", f"refs/heads/{self.branch(record)}", start
+        )
+
+    def _tip(self, directory: Path) -> str:
+        return run_git(directory, "rev-parse", "HEAD").stdout.strip()
+
+    def _base(self, directory: Path) -> str:
+        return self._read(directory, BASE_FILE) or self._tip(directory)
+
+    def _read(self, directory: Path, name: str) -> str:
+        try:
+            return (git_dir_of(directory) / name).read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def _write(self, directory: Path, name: str, value: str) -> None:
+        (git_dir_of(directory) / name).write_text(value + "\n", encoding="utf-8")
+
+    def _note(self, record: WorkerRecord, line: str) -> None:
+        self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+
+def _written_submodules(directory: Path) -> list[str]:
+    """Submodule folders a worker wrote into. ``git worktree add`` leaves them empty and git
+    neither sees nor commits files there, so they would be dropped without a word."""
+    if not (directory / ".gitmodules").is_file():
+        return []
+    listed = run_git(directory, "config", "--file", ".gitmodules", "--get-regexp", r"\.path$", check=False).stdout
+    found = []
+    for line in listed.splitlines():
+        path = line.partition(" ")[2]
+        folder = directory / path
+        if path and folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
+            found.append(path)
+    return found
+
+
+def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: bool = False) -> Deleted:
+    """A deleted job's worktrees and branches: every worktree of the repository on a branch
+    under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
+    hand included: its admin entry goes too), then the branches under that prefix in one
+    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
+    ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
+    checked out in a worktree of their own stays."""
+    repo = checkout.repo
+    remove_job_worktrees(repo, checkout.settings, checkout.workspace, root_id)
+    with repo_lock(repo):
+        deleted = gitrefs.delete_job_refs(repo, checkout.settings.git.branch_prefix, root_id, keep_result=not all_branches)
+    if deleted.checked_out:
+        log.warning(
+            "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
+            "delete them with git branch -D)",
+            root_id,
+            ", ".join(deleted.checked_out),
+        )
+    return deleted
+
+
+def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """The paths of the repository's worktrees that are a job tree's: on a branch under
+    ``<prefix><root id>/`` inside the workspace, or inside the tree's folder (one deleted by hand
+    included). Never a worktree of the user's, wherever its branch."""
+    prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
+    tree = workspace.job_dir(root_id).resolve()
+    found = []
+    for entry in worktree_list(repo):
+        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], workspace.root)
+        if ours or _inside(entry["worktree"], tree):
+            found.append(entry["worktree"])
+    return found
+
+
+def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """Remove a job tree's worktrees (``job_worktrees``), folders and git's entries; their
+    branches stay. Returns the paths removed."""
+    removed = []
+    for path in job_worktrees(repo, settings, workspace, root_id):
+        try:
+            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", path)
+            removed.append(path)
+        except GitError:
+            log.warning("could not remove worktree %s", path, exc_info=True)
+    return removed
+
+
+def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
+    """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
+    the workspace whose folders are gone (a job folder deleted by hand, a server killed
+    mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
+    worktree whose folder is only away for now (an unmounted disk), so each entry is removed
+    by its path. Returns the paths whose entries went."""
+    pruned = []
+    for entry in worktree_list(repo):
+        dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
+        if dead and _inside(entry["worktree"], workspace_root.resolve()):
+            try:
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
+                pruned.append(entry["worktree"])
+            except GitError:
+                log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
+    return pruned
+
+
+def _interrupted(directory: Path) -> bool:
+    """Whether making the worktree ``directory`` was cut off before its checkout completed:
+    git locks a new worktree ("initializing", in the C locale our git calls run in) until its
+    own checkout is done, and gitwork.add_worktree's checkout (after ``worktree add
+    --no-checkout``) is the first to write the worktree's index. Read from the files, no git call."""
+    admin = linked_git_dir(directory)
+    if admin is None:
+        return False
+    try:
+        if (admin / "locked").read_text(encoding="utf-8").strip() == "initializing":
+            return True
+    except OSError:
+        pass
+    return (admin / "HEAD").is_file() and not (admin / "index").exists()
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+class IsolatedCheckout(Checkout):
+    """The engine's Checkout: each job's workers go to the checkout its ``isolation`` names
+    (folder or worktree; ``auto`` was resolved at submission)."""
+
+    name = "isolated"
+
+    def __init__(self, folder: FolderCheckout, worktree_for: WorktreeFactory) -> None:
+        self.folder = folder
+        self._worktree_for = worktree_for
+        self._by_worker: dict[tuple[str, str], Checkout] = {}
+        self._lock = threading.Lock()
+
+    def _of(self, record: WorkerRecord) -> Checkout:
+        with self._lock:
+            return self._by_worker.get((record.root_id, record.key), self.folder)
+
+    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        chosen: Checkout = self.folder
+        if getattr(job.config, "isolation", "folder") == "worktree":
+            chosen = self._worktree_for()
+        with self._lock:
+            self._by_worker[(record.root_id, record.key)] = chosen
+        return chosen.prepare(record, job)
+
+    def reset(self, record: WorkerRecord, attempt: int) -> None:
+        self._of(record).reset(record, attempt)
+
+    def changes(self, record: WorkerRecord) -> Changes:
+        return self._of(record).changes(record)
+
+    def discard(self, record: WorkerRecord) -> None:
+        self._of(record).discard(record)
+
+    def checkpoint(self, record: WorkerRecord) -> str | None:
+        return self._of(record).checkpoint(record)
+
+    def worktrees(self) -> WorktreeCheckout:
+        """The host repository's worktree checkout (GitError when there is none)."""
+        return self._worktree_for()
+
+    def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
+        """A deleted job's worktrees and branches go (never a ref outside its prefix; its
+        result branch only with ``all_branches``)."""
+        try:
+            remove_worktrees(self._worktree_for(), root_id, all_branches)
+        except (GitFailed, OrchestratorError):
+            log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
+
+    def prune_stale(self) -> list[str]:
+        """At server start: the admin entries of this workspace's worktrees whose folders are
+        gone (``prune_stale``, run when the host repository is first found). Not asked for
+        when git.isolation is ``folder`` (no git at start): then the first job that asks for
+        worktrees prunes. Nothing when the folder is in no git repository."""
+        if self._worktree_for.settings.git.isolation == "folder":
+            return []
+        try:
+            self._worktree_for()
+        except GitError:
+            return []  # no host repository (or no git): no worktrees either
+        return self._worktree_for.pruned
+
+    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
+        if getattr(job.config, "isolation", "folder") != "worktree":
+            return self.folder.recovered(record, job, lost)
+        return self._worktree_for().recovered(record, job, lost)
+
+    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        try:
+            self._of(record).cleanup(record, succeeded)
+        finally:
+            with self._lock:
+                self._by_worker.pop((record.root_id, record.key), None)
+
+
+def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tuple[str, str | None]:
+    """A root job's isolation (``auto`` resolved) and the note that says why; ConfigError when
+    ``worktree`` is asked for and not possible. The repository is always the one holding this
+    folder, or git.repo: a request names only the mode, never a path."""
+    if mode == "folder":
+        return mode, None
+    host = find_host(settings.base_dir, workspace_root, settings.git.repo)
+    if mode == "worktree":
+        if isinstance(host, str):
+            raise ConfigError(f"isolation worktree is not possible: {host}. Use isolation folder (or auto).")
+        return mode, None
+    if isinstance(host, str):
+        return "folder", f"isolation auto: folder, because {host}"
+    return "worktree", f"isolation auto: worktree, because {host.reason}"
+
+
+def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated", env: EnvFor | None = None) -> Checkout:
+    """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
+    folder, or a git worktree per worker); "folder" forces today's folders for every job.
+    ``env``: a worker's environment, which a worktree's git.setup and git.teardown run with."""
+    if kind == "isolated":
+        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace, env))
+    if kind == FolderCheckout.name:
+        return FolderCheckout(workspace)
+    raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, folder")
+
+
+class WorktreeFactory:
+    """The WorktreeCheckout of the host repository, found when a job first asks for one."""
+
+    def __init__(self, settings: Settings, workspace: Workspace, env: EnvFor | None = None) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.env = env
+        self._made: WorktreeCheckout | None = None
+        self._lock = threading.Lock()
+        self.pruned: list[str] = []  # the stale worktree entries pruned when the repository was found
+
+    def __call__(self) -> WorktreeCheckout:
+        with self._lock:
+            if self._made is None:
+                host = find_host(self.settings.base_dir, self.workspace.root, self.settings.git.repo)
+                if isinstance(host, str):
+                    raise GitError(f"worktree isolation is not possible: {host}")
+                self._made = WorktreeCheckout(self.workspace, self.settings, host.repo, self.env)
+                try:  # once per server run, before its first worktree: a dead entry would block its branch
+                    self.pruned = prune_stale(host.repo, self.workspace.root)
+                except GitFailed:
+                    log.warning("could not prune stale worktree entries in %s", host.repo, exc_info=True)
+            return self._made
+
+
+def checkpoints(record: WorkerRecord) -> dict[str, object]:
+    """A worker's checkpoints (GET .../workers/<worker>/checkpoints): the commit each attempt
+    started from, and whether a retry went back to its predecessor's checkpoint ("reset") or went
+    on from that attempt's work ("kept": after a timeout or a transient failure). A folder
+    worker has none."""
+    rows: list[dict[str, object]] = []
+    previous = None
+    for attempt in record.attempts:
+        if previous is None:
+            started = "base"
+        elif attempt.checkpoint is not None and attempt.checkpoint == previous.checkpoint:
+            started = "reset"
+        else:
+            started = "kept"
+        rows.append(
+            {
+                "attempt": attempt.number,
+                "checkpoint": attempt.checkpoint,
+                "started_from": started,
+                "end_reason": attempt.end_reason,
+                "failure_class": attempt.failure_class,
+            }
+        )
+        previous = attempt
+    isolation = "worktree" if record.branch else "folder"
+    return {"worker": record.key, "isolation": isolation, "branch": record.branch, "checkpoints": rows if record.branch else []}

@@ -1,0 +1,422 @@
+"""``orchestrator doctor``: what this machine and folder need before real AI workers run, each
+problem with the line that fixes it, and a working configuration for the CLIs found
+(``--write`` merges it into config.yaml, keeping its comments: config/edit.py).
+
+Every check asks the code that decides at run time (the adapters' CLI lookup, gitwork.find_host
+for ``isolation: auto``, merging.require_git, sandbox.probe and decide, cgroups.hierarchies,
+ports.bind_error), so doctor cannot disagree with what a job will do. Nothing here calls a model.
+
+Exit codes: 0 nothing blocks real workers; 1 something does (each with its fix); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..workers.clis import INSTALL, LOCAL_BIN, LOGIN_FIX, PROVIDER_VARS, FoundCLI, Login, find_clis
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+AI_KINDS = tuple(INSTALL)
+MIN_PYTHON = (3, 10)
+# Test commands a repository shows by its files, as a gate's argv (the first found wins).
+TEST_COMMANDS: tuple[tuple[str, list[str]], ...] = (
+    ("pyproject.toml", ["pytest", "-q"]),
+    ("pytest.ini", ["pytest", "-q"]),
+    ("go.mod", ["go", "test", "./..."]),
+    ("Cargo.toml", ["cargo", "test"]),
+    ("package.json", ["npm", "test"]),
+)
+NPM_NO_TESTS = 'echo "Error: no test specified" && exit 1'  # what `npm init` writes
+
+
+class Level(str, Enum):
+    OK = "ok"
+    NOTE = "note"  # works, with something worth knowing
+    PROBLEM = "problem"  # blocks real workers: its fix says how to remove it
+
+
+@dataclass(frozen=True)
+class Finding:
+    topic: str
+    level: Level
+    text: str
+    fix: str = ""
+
+
+@dataclass
+class Report:
+    """What doctor found, and the configuration it proposes (``changes``, values included: they
+    are written, never printed; ``shown`` is the same with the copied variables' values hidden)."""
+
+    config_path: Path
+    findings: list[Finding] = field(default_factory=list)
+    clis: list[FoundCLI] = field(default_factory=list)
+    worker: str = ""
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    copied: list[str] = field(default_factory=list)  # variables whose values go into workers.env
+    written: bool = False
+
+    def add(self, topic: str, level: Level, text: str, fix: str = "") -> None:
+        self.findings.append(Finding(topic, level, text, fix))
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.level is Level.PROBLEM]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+    @property
+    def shown(self) -> dict[str, dict[str, Any]]:
+        shown = {section: dict(keys) for section, keys in self.changes.items()}
+        env = shown.get("workers", {}).get("env")
+        if env is not None:
+            shown["workers"]["env"] = {k: "(from your environment, not shown)" if k in self.copied else "(set)" for k in env}
+        return shown
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.problems,
+            "exit_code": self.exit_code,
+            "config": str(self.config_path),
+            "worker": self.worker,
+            "clis": [cli.to_dict() for cli in self.clis],
+            "checks": [{**asdict(f), "level": f.level.value} for f in self.findings],
+            "suggested": self.shown,
+            "written": self.written,
+        }
+
+
+def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | None = None) -> Report:
+    """Every check, and the configuration to propose."""
+    from ..workers.environment import base_env
+
+    report = Report(config_path)
+    env = base_env(settings)
+    commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in AI_KINDS}
+    report.clis = find_clis(commands, settings.base_dir, env)
+    _check_clis(report, settings)
+    _check_python(report)
+    host = _check_git(report, settings)
+    sandboxed = _check_sandbox(report, settings)
+    _check_cgroups(report)
+    _check_port(report, settings)
+    _check_config_file(report)
+    _propose(report, settings, host, sandboxed, os.environ if environ is None else environ)
+    return report
+
+
+def _check_clis(report: Report, settings: Settings) -> None:
+    configured = settings.orchestrator.worker
+    for cli in report.clis:
+        if cli.version is None:
+            report.add(
+                cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {INSTALL[cli.kind]}"
+            )
+    if configured not in ("auto", *AI_KINDS):
+        report.worker = configured
+        report.add("worker", Level.OK, f"worker kind {configured} (configured): no AI CLI needed")
+        return
+    usable = [cli for cli in report.clis if cli.version is not None]
+    if configured in AI_KINDS:
+        chosen = next((cli for cli in usable if cli.kind == configured), None)
+        if chosen is None:
+            report.add(
+                "worker",
+                Level.PROBLEM,
+                f"worker kind {configured} is configured but its CLI is not installed (or does not run)",
+                INSTALL[configured],
+            )
+            return
+    else:
+        logged = [cli for cli in usable if cli.login in (Login.YES, Login.NOT_NEEDED)]
+        chosen = next(iter(logged or usable), None)
+        if chosen is None:
+            looked = f"PATH and {LOCAL_BIN}/"
+            report.add(
+                "worker",
+                Level.PROBLEM,
+                f"no AI CLI found (looked for {', '.join(AI_KINDS)} on {looked}): workers would be simulated",
+                "install one, e.g. " + "; ".join(f"{k}: {INSTALL[k]}" for k in ("claude", "codex", "gemini")),
+            )
+            return
+    report.worker = chosen.kind
+    if chosen.login is Login.NO:
+        report.add("login", Level.PROBLEM, f"{chosen.kind} is not logged in ({chosen.login_detail})", LOGIN_FIX[chosen.kind])
+    elif chosen.login is Login.UNKNOWN:
+        report.add("login", Level.NOTE, f"{chosen.kind}'s login is unknown ({chosen.login_detail})", LOGIN_FIX[chosen.kind])
+    else:
+        report.add("login", Level.OK, f"{chosen.kind} is logged in ({chosen.login_detail})")
+
+
+def _check_python(report: Report) -> None:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        report.add(
+            "python",
+            Level.PROBLEM,
+            f"Python {version} is older than {need}",
+            f"install Python {need} or newer, then ./install.sh",
+        )
+    else:
+        report.add("python", Level.OK, f"Python {version} ({sys.executable})")
+
+
+def _check_git(report: Report, settings: Settings) -> Path | None:
+    """git, worktree support and the isolation ``auto`` picks; the host repository, if any."""
+    from ..git.gitwork import Host, find_host, git_version, worktree_list
+    from ..git.merging import GitTooOld, require_git
+
+    mode = settings.git.isolation
+    version = git_version()
+    found = find_host(settings.base_dir, settings.workspace_root, settings.git.repo)
+    host = found if isinstance(found, Host) else None
+    if version is None:
+        level = Level.PROBLEM if mode == "worktree" else Level.NOTE
+        report.add("git", level, "git is not installed: workers get plain folders, no branches", "install git (2.38 or newer)")
+    else:
+        report.add("git", Level.OK, f"git {'.'.join(map(str, version))}")
+    if host is not None:
+        try:
+            worktree_list(host.repo)
+        except Exception as exc:  # noqa: BLE001 (any failure means no worktrees here)
+            report.add("git", Level.PROBLEM, f"`git worktree list` fails in {host.repo}: {exc}", "install git 2.38 or newer")
+            host = None
+    if host is None:
+        level = Level.PROBLEM if mode == "worktree" else Level.OK
+        fix = "set git.isolation: folder, or fix the above" if mode == "worktree" else ""
+        report.add("isolation", level, f"isolation {mode} -> folder: {found if isinstance(found, str) else 'no worktrees'}", fix)
+        return None
+    if mode == "folder":
+        report.add("isolation", Level.OK, f"isolation folder (configured; {host.repo} could hold worktrees)")
+        return None
+    try:
+        require_git()
+    except GitTooOld as exc:
+        report.add("isolation", Level.PROBLEM, f"isolation {mode} -> worktree, but {exc}", "install git 2.38 or newer")
+        return host.repo
+    report.add("isolation", Level.OK, f"isolation {mode} -> worktree: {host.reason}")
+    return host.repo
+
+
+def _check_sandbox(report: Report, settings: Settings) -> bool:
+    """Whether workers will run in bubblewrap."""
+    from ..process.sandbox import SandboxMode, SandboxNetwork, decide, probe
+
+    mode = SandboxMode(settings.workers.sandbox)
+    support = probe()
+    try:
+        decision = decide(mode, support, network=SandboxNetwork(settings.workers.sandbox_network))
+    except ValueError as exc:
+        report.add("sandbox", Level.PROBLEM, str(exc), "fix the above, or set workers.sandbox: auto")
+        return False
+    level = Level.NOTE if decision.spec is None and mode is not SandboxMode.OFF else Level.OK
+    report.add("sandbox", level, decision.note, support.reason if decision.spec is None and support.reason else "")
+    return decision.spec is not None
+
+
+def _check_cgroups(report: Report) -> None:
+    from ..process.cgroups import CONTROLLERS, hierarchies
+
+    bases = hierarchies().bases
+    held = [f"{c} ({bases[c][0].value})" for c in CONTROLLERS if c in bases]
+    sampled = [c for c in CONTROLLERS if c not in bases]
+    if not sampled:
+        report.add("cgroups", Level.OK, f"the kernel holds workers' caps: {', '.join(held)}")
+    else:
+        report.add(
+            "cgroups",
+            Level.NOTE,
+            f"no writable {' or '.join(sampled)} cgroup: those caps are sampled every workers.monitor_interval"
+            + (f" (kernel: {', '.join(held)})" if held else ""),
+            "run the server as root, or in a systemd unit with Delegate=yes, for kernel-held caps",
+        )
+
+
+def _check_port(report: Report, settings: Settings) -> None:
+    from ..process.ports import bind_error
+    from .server import folder_server
+
+    host, port = settings.api.host, settings.api.port
+    running = folder_server(settings.base_dir)
+    if running is not None:
+        report.add("port", Level.OK, f"this folder's server is running at {running.url}")
+        return
+    error = bind_error(host, port) if port else None
+    if error is None:
+        report.add("port", Level.OK, f"{host}:{port or '(any free port)'} is free for the API server")
+    else:
+        report.add("port", Level.NOTE, f"{host}:{port} is taken ({error.strerror or error})", "set api.port to a free port, or 0")
+
+
+def _check_config_file(report: Report) -> None:
+    path = report.config_path
+    if not path.is_file():
+        report.add(
+            "config", Level.NOTE, f"no {path.name} yet: defaults apply", "run ./install.sh (it writes one with an API key)"
+        )
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        report.add(
+            "config",
+            Level.PROBLEM,
+            f"{path} holds api.api_key but others can access it (mode {mode:04o})",
+            f"chmod 600 {path}",
+        )
+    else:
+        report.add("config", Level.OK, f"{path} is private to you (mode {mode:04o})")
+    _check_ignored(report, path)
+
+
+def _check_ignored(report: Report, path: Path) -> None:
+    """config.yaml holds keys: a repository holding it must ignore it, or one `git add -A` commits them."""
+    from ..git.gitwork import GitError, run_git, toplevel
+
+    top = toplevel(path.parent)
+    if top is None:
+        return
+    try:
+        ignored = run_git(top, "check-ignore", "-q", "--", str(path), check=False).returncode == 0
+    except GitError:
+        return
+    if not ignored:
+        report.add(
+            "config",
+            Level.NOTE,
+            f"{path} holds keys but the repository {top} does not ignore it: `git add -A` would commit them",
+            f"add {path.name} to {path.parent / '.gitignore'}",
+        )
+
+
+def _propose(report: Report, settings: Settings, host: Path | None, sandboxed: bool, environ: Mapping[str, str]) -> None:
+    """The settings a real CLI needs that are not in the configuration yet."""
+    from ..config import SCHEMA
+
+    cli = next((c for c in report.clis if c.kind == report.worker), None)
+    if cli is None:
+        return
+    orch: dict[str, Any] = {"worker": cli.kind, f"{cli.kind}_command": cli.path}
+    if cli.kind == "claude":
+        tools = list(settings.orchestrator.claude_allowed_tools)
+        if sandboxed and "Bash" not in tools:
+            orch["claude_allowed_tools"] = [*tools, "Bash"]
+        elif not sandboxed and "Bash" not in tools:
+            report.add(
+                "tools",
+                Level.NOTE,
+                "claude workers may run only the listed commands (orchestrator.claude_allowed_tools has no plain Bash); "
+                "doctor adds Bash only where workers run sandboxed",
+                'add "Bash" to orchestrator.claude_allowed_tools if you accept unconfined shell commands',
+            )
+    report.changes["orchestrator"] = {k: v for k, v in orch.items() if settings.get("orchestrator", k) != v}
+    env = dict(settings.workers.env)
+    report.copied = [name for name in PROVIDER_VARS[cli.kind] if environ.get(name) and name not in env]
+    if report.copied:
+        report.changes["workers"] = {"env": {**env, **{name: environ[name] for name in report.copied}}}
+    gate = _suggested_gate(report, host) if not settings.tasks.gates else None
+    if gate is not None:
+        report.changes["tasks"] = {"gates": [gate]}
+    report.changes = {s: keys for s, keys in report.changes.items() if keys and s in SCHEMA}
+
+
+def _suggested_gate(report: Report, host: Path | None) -> dict[str, Any] | None:
+    """A required "tests" gate when the host repository shows an obvious test command."""
+    if host is None:
+        return None
+    for marker, argv in TEST_COMMANDS:
+        path = host / marker
+        if not path.is_file() or (marker == "package.json" and not _npm_tests(path)):
+            continue
+        if shutil.which(argv[0]) is None:
+            report.add("gates", Level.NOTE, f"{marker} suggests `{' '.join(argv)}` as a gate, but {argv[0]} is not on PATH")
+            return None
+        return {"name": "tests", "run": argv, "required": True, "timeout": 600}
+    return None
+
+
+def _npm_tests(path: Path) -> bool:
+    try:
+        script = json.loads(path.read_text(encoding="utf-8")).get("scripts", {}).get("test")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(script, str) and bool(script.strip()) and script.strip() != NPM_NO_TESTS
+
+
+def write(report: Report) -> None:
+    """Merge ``report.changes`` into its config file, atomically, mode 0600 (it holds secrets)."""
+    from ..config.edit import merge_settings
+    from ..errors import ConfigError
+    from ..workspace.filesystem import atomic_write
+
+    path = report.config_path
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: run ./install.sh first (it creates config.yaml), then doctor --write")
+    old = path.read_text(encoding="utf-8")
+    new = merge_settings(old, report.changes, str(path))
+    if new != old:
+        atomic_write(path, new.encode("utf-8"), mode=0o600)
+    report.written = True
+
+
+def render(report: Report) -> str:
+    """The human report: CLIs, checks (each problem with its fix), the proposed configuration."""
+    lines = ["AI CLIs"]
+    for cli in report.clis:
+        lines.append(
+            f"  {cli.kind:<9}{cli.version or 'broken'}  {cli.path} (from {cli.source})  "
+            f"logged in: {cli.login.value}" + (f" ({cli.login_detail})" if cli.login_detail else "")
+        )
+    if not report.clis:
+        lines.append("  none found")
+    lines.append("Checks")
+    for f in report.findings:
+        lines.append(f"  {f.level.value.upper() if f.level is Level.PROBLEM else f.level.value:<8}{f.topic:<10}{f.text}")
+        if f.fix and f.level is not Level.OK:
+            lines.append(f"  {'':<18}fix: {f.fix}")
+    if report.changes:
+        verb = "written to" if report.written else "for"
+        lines.append(f"Configuration {verb} {report.config_path}" + ("" if report.written else " (doctor --write merges it)"))
+        for section, keys in report.shown.items():
+            lines.append(f"  {section}:")
+            lines.extend(f"    {key}: {json.dumps(value)}" for key, value in keys.items())
+    elif report.worker:
+        lines.append(f"Configuration: {report.config_path} already has what worker kind {report.worker} needs")
+    count = len(report.problems)
+    lines.append(
+        f"{count} problem(s) block real workers: fix them and run doctor again" if count else "Nothing blocks real workers."
+    )
+    return "\n".join(lines)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+
+    settings = load_settings(args.config)
+    path = Path(args.config) if args.config else settings.base_dir / "config.yaml"
+    report = examine(settings, path.resolve())
+    if args.write and report.changes:
+        write(report)
+        _check_config_file_again(report)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
+    return report.exit_code
+
+
+def _check_config_file_again(report: Report) -> None:
+    """The mode check after a write (which leaves the file 0600)."""
+    report.findings = [f for f in report.findings if f.topic != "config"]
+    _check_config_file(report)

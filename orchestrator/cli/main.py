@@ -1,0 +1,528 @@
+"""``python -m orchestrator``: run, status, watch, logs, diff, spawn, serve, config, doctor, prune, merge, conflicts, mcp, node,
+and the job commands of cli/commands.py (jobs, cancel, delete, approve, reject).
+
+Heavy modules are imported inside the commands that need them, so ``spawn``
+(run by workers, often) starts without Flask, Jinja or psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+RET_OK = 0
+RET_FAILED = 1
+RET_USAGE = 2
+RET_PARTIAL = 3
+RET_CANCELLED = 4
+RET_UNREACHABLE = 5
+RET_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
+
+EXIT_BY_STATUS = {"completed": RET_OK, "partial": RET_PARTIAL, "failed": RET_FAILED, "cancelled": RET_CANCELLED}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away (`| head`) is met here, not at interpreter exit
+    except BrokenPipeError:
+        _drop_stdout()
+        return RET_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return RET_USAGE
+    from ..errors import OrchestratorError
+
+    try:
+        return int(args.func(args) or 0)
+    except OrchestratorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return _exit_for(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _drop_stdout() -> None:
+    """The reader of our output closed it (`status JOB | head -4`): end quietly, as a shell
+    tool killed by SIGPIPE does, instead of printing a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _exit_for(exc: Exception) -> int:
+    from ..errors import exit_code_of
+
+    return exit_code_of(exc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively."
+    )
+    parser.add_argument("--config", help="config file (default: config.yaml beside the orchestrator, if present)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a job in this process and show its progress")
+    run.add_argument("request", help="what to do, in plain words")
+    run.add_argument("--tasks", nargs="+", metavar="TASK", help="explicit subtasks (skip the planner)")
+    run.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="a task graph file (JSON or YAML): subtasks as strings or {id, task, depends_on, role, owns} (skip the planner)",
+    )
+    run.add_argument(
+        "--on-failure", choices=("skip", "continue", "stop"), help="what a failed task does to those that wait on it"
+    )
+    run.add_argument("--workers", type=int, help="workers at once (max_workers)")
+    run.add_argument("--timeout", type=float, help="seconds per worker attempt (default_timeout)")
+    run.add_argument("--retries", type=int, help="extra attempts after a failure (max_retries)")
+    run.add_argument("--worker", help="worker kind: auto, simulated, command, claude, ...")
+    run.add_argument("--depth", type=int, help="max_recursion_depth")
+    run.add_argument("--no-recursion", action="store_true", help="workers may not start child jobs")
+    run.add_argument("--json", action="store_true", help="print the final status as JSON")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="a job's status, read from the workspace")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    logs = sub.add_parser("logs", help="a worker's log (worker_2, or depth_1_worker_2_1)")
+    logs.add_argument("job_id")
+    logs.add_argument("worker")
+    logs.add_argument("-n", "--lines", type=_non_negative, default=0, help="only the last N lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the worker ends")
+    logs.set_defaults(func=cmd_logs)
+
+    config = sub.add_parser("config", help="print the effective settings (and where they came from)")
+    config.add_argument("--template", action="store_true", help="print config.template.yaml (every key, its default and comment)")
+    config.add_argument(
+        "--reference",
+        nargs="?",
+        const="-",
+        metavar="PAGE",
+        help="print the settings reference of docs/configuration.md; with PAGE, rewrite that page's reference part",
+    )
+    config.set_defaults(func=cmd_config)
+
+    _add_late_commands(sub)
+    from .commands import register as register_job_commands  # light: its imports are inside its commands
+
+    register_job_commands(sub)
+    return parser
+
+
+def _add_late_commands(sub: Any) -> None:
+    """Commands whose code lives elsewhere. Their modules are imported only when the command
+    runs, so ``spawn`` (run by workers, often) does not pay for the server's imports."""
+    from .spawn import register as register_spawn  # cli/spawn.py itself is light
+
+    register_spawn(sub)
+    serve = sub.add_parser("serve", help="serve the REST API (what api_server.py runs)")
+    serve.add_argument("--host", help="address to bind (api.host)")
+    serve.add_argument("--port", type=int, help="port (api.port)")
+    serve.set_defaults(func=_lazy("orchestrator.cli.server", "cmd_serve"))
+    quick = sub.add_parser("quick-start", help="start the server if needed, run a request, follow it to the end")
+    quick.add_argument("request")
+    quick.add_argument("max_workers", nargs="?", type=int)
+    quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
+    quick.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_quick_start"))
+    watch = sub.add_parser("watch", help="follow a job live as a tree (from the API, or from the workspace files)")
+    watch.add_argument("job_id")
+    watch.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
+    watch.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_watch"))
+    check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
+    check.add_argument("job_id", nargs="?", help="default: the newest job in this folder's workspace")
+    check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
+    check.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_check_status"))
+    doctor = sub.add_parser(
+        "doctor",
+        help="check this machine for real AI workers (CLIs, logins, git, sandbox, ...) and propose a configuration",
+        description="Finds the AI CLIs and whether they are logged in (no model call), checks git, isolation, "
+        "the sandbox, cgroups, the API port and config.yaml's mode, and prints a working configuration. "
+        "Exit 0: nothing blocks real workers; 1: something does (each with its fix); 2: bad usage.",
+    )
+    doctor.add_argument("--write", action="store_true", help="merge the proposed configuration into config.yaml (comments kept)")
+    doctor.add_argument("--json", action="store_true", help="the whole report as JSON")
+    doctor.set_defaults(func=_lazy("orchestrator.cli.doctor", "cmd_doctor"))
+    start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
+    start.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_start_server"))
+    prune = sub.add_parser(
+        "prune",
+        help="clean up finished jobs' worktrees and branches, and old job trees (lists them only, unless --yes)",
+        description="A dry run by default: lists the job trees, worktrees, branches and bytes it would remove. "
+        "Worktrees of finished jobs go once their result is in the branch you named (merge_into) or "
+        "git.keep_worktrees_days after they ended (their branches stay); with --older-than, finished job trees "
+        "that ended that long ago go whole (their worker branches too; result branches stay). A running tree, "
+        "your checkout and any ref outside the branch prefix are never touched.",
+    )
+    prune.add_argument(
+        "--older-than", metavar="AGE", help="also delete finished job trees that ended this long ago: 0s, 30m, 12h, 7d, 2w"
+    )
+    prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
+    prune.add_argument("--yes", action="store_true", help="do it (without it: a dry run that only lists)")
+    prune.set_defaults(func=_lazy("orchestrator.cli.prune", "cmd_prune"))
+    diff = sub.add_parser(
+        "diff",
+        help="a job's unified diff (its result, or its workers' branches), or one worker's",
+        description="Plain diff text by default, so it pipes into less or git apply; capped at --max-bytes "
+        "(a note on stderr says when it was cut). From this folder's server when one answers, else read "
+        "from the workspace and the repository.",
+    )
+    diff.add_argument("job_id")
+    diff.add_argument("--worker", help="one worker's diff (worker_2, or depth_1_worker_2_1)")
+    diff.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of diff (default 1 MiB)")
+    diff.add_argument("--json", action="store_true", help="the whole answer as JSON (from, to, truncated, bytes, ...)")
+    diff.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_diff"))
+    merge = sub.add_parser("merge", help="merge a finished root job's workers' branches into its result branch (again)")
+    merge.add_argument("job_id")
+    merge.add_argument("--strategy", choices=("auto", "theirs", "manual"), help="default: the job's merge_strategy")
+    merge.add_argument(
+        "--into", metavar="BRANCH", help="fast-forward this branch of yours to the result (default: the job's merge_into)"
+    )
+    merge.add_argument("--api-url", help="default: this folder's own server")
+    merge.add_argument("--json", action="store_true")
+    merge.set_defaults(func=cmd_merge)
+    conflicts = sub.add_parser("conflicts", help="what conflicts between a root job's workers' branches, and its last merge")
+    conflicts.add_argument("job_id")
+    conflicts.add_argument("--api-url", help="default: this folder's own server")
+    conflicts.add_argument("--json", action="store_true")
+    conflicts.set_defaults(func=cmd_conflicts)
+    stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
+    stop.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_stop_server"))
+    restart = sub.add_parser("restart-server", help="stop this folder's API server and start it again, on the same port")
+    restart.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_restart_server"))
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the orchestrator's tools to an AI assistant over MCP (stdio)",
+        description="A Model Context Protocol server on stdin/stdout: orchestrate, status, wait, logs, cancel, "
+        "diff, merge (and spawn inside a worker). Register it with an MCP client, e.g. "
+        "claude mcp add orchestrator -- <folder>/.venv/bin/python -m orchestrator mcp",
+    )
+    mcp.set_defaults(func=_lazy("orchestrator.cli.mcpserver", "cmd_mcp"))
+    node = sub.add_parser(
+        "node",
+        help="run worker attempts for a server whose distributed.executor is rq (a cluster node)",
+        description="Take worker attempts from Redis (RQ) and run them on this machine, which must mount the "
+        "server's workspace at the same path. Stops cleanly on SIGTERM or Ctrl+C (its running attempts end).",
+    )
+    node.add_argument("--redis", metavar="URL", help="Redis URL (default: distributed.redis_url)")
+    node.add_argument("--slots", type=int, help="attempts at once (default: the number of CPUs)")
+    node.add_argument("--kinds", default="claude,codex,command", help="worker kinds to take, comma-separated")
+    node.add_argument("--name", help="this node's name (default: HOST-PID)")
+    node.add_argument("--prefix", help="queue and key prefix (default: distributed.queue_prefix)")
+    node.add_argument("--lease", type=float, help="seconds of a lease (default: distributed.lease)")
+    node.set_defaults(func=_lazy("orchestrator.cluster.node", "cmd_node"))
+
+
+def _lazy(module: str, name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a count of lines, 0 or more")
+    return value
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ..config import load_settings
+
+    return load_settings(args.config)
+
+
+def _plan_file(path: str) -> list[Any]:
+    """``run --plan``: a task graph from a JSON or YAML file (JSON is YAML)."""
+    import yaml
+
+    from .spawn import read_plan
+
+    return read_plan(path, yaml.safe_load, (yaml.YAMLError,))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..engine.core import Engine
+    from .progress import ProgressView
+    from .scripts import shown
+
+    settings = _settings(args)
+    config: dict[str, Any] = {}
+    for key, value in (
+        ("max_workers", args.workers),
+        ("default_timeout", args.timeout),
+        ("max_retries", args.retries),
+        ("worker", args.worker),
+        ("max_recursion_depth", args.depth),
+        ("on_failure", args.on_failure),
+    ):
+        if value is not None:
+            config[key] = value
+    if args.no_recursion:
+        config["enable_recursion"] = False
+    engine = Engine(settings)
+    server = _start_embedded_api(engine, settings)
+    try:
+        job = engine.submit(args.request, config, _plan_file(args.plan) if args.plan else args.tasks)
+        if not args.json:
+            print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config.worker}")
+            if job.goal:
+                print(f"goal: {job.goal}")
+            for note in job.notes:
+                print(f"note: {note}")
+            print(f"workspace: {engine.workspace.job_dir(job.root_id)}")
+            print(f"follow a worker: tail -f {shown(engine.workspace.logs_dir(job.root_id) / 'depth_0_worker_1.log')}")
+        view = ProgressView(sys.stderr if args.json else sys.stdout)
+        try:
+            _follow(engine, job.id, view)
+        except KeyboardInterrupt:
+            print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
+            engine.cancel(job.id)
+            engine.wait(job.id, settings.workers.kill_grace + 10)
+        doc = engine.queries.status_document(job.id)
+    finally:
+        engine.shutdown()
+        if server is not None:
+            server.close()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        view.finish(doc)
+    from .scripts import exit_code
+
+    return exit_code(doc)
+
+
+def _follow(engine: Any, job_id: str, view: Any) -> None:
+    """Show the job's tree until the job ends, at a cost per change rather than per worker:
+    re-reading the whole tree at each event made a 10,000-worker run quadratic (the copy
+    also holds the engine's lock). Without a terminal, only the workers (and new jobs) the
+    events name are read; on a terminal the tree is re-read only when a redraw is due."""
+    root = engine.get_job(job_id).root_id
+    view.update(*engine.snapshot(root), job_id)
+    seq = 0
+    while not engine.get_job(job_id).status.at_rest:
+        events = engine.events.wait(root, seq, 1.0)
+        if events:
+            seq = events[-1].seq
+        if view.tty:
+            view.refresh(lambda: engine.snapshot(root), job_id)
+        elif events:
+            view.changed(_changed_workers(engine, root, events))
+    view.update(*engine.snapshot(root), job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
+
+
+def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
+    """The current records of the workers ``events`` name, in the order they were named; a
+    job's event brings its subtree's workers (a new child job's pending workers)."""
+    from ..errors import OrchestratorError
+
+    found: dict[str, Any] = {}
+    for event in events:
+        try:
+            if event.type == "worker":
+                key = f"depth_{event.depth}_{event.worker}"
+                if key not in found:
+                    found[key] = engine.find_worker(event.job_id, event.depth, event.worker)
+            else:
+                for worker in engine.snapshot(root, event.job_id)[1]:
+                    found.setdefault(worker.key, worker)
+        except OrchestratorError:  # gone meanwhile (deleted): the last full read shows what is left
+            continue
+    return list(found.values())
+
+
+def _start_embedded_api(engine: Any, settings: Settings) -> Any:
+    """With recursion on, ``run`` serves the API on an ephemeral loopback port so workers can
+    start child jobs exactly as they do under ``api_server.py``."""
+    try:
+        from .server import embedded_server
+    except ModuleNotFoundError:
+        return None
+    if not settings.recursion.enable:
+        return None
+    return embedded_server(engine, settings)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..engine.queries import Queries
+    from ..reports.status_document import status_table
+    from ..workspace.ids import validate_job_id
+    from ..workspace.layout import Workspace
+
+    settings = _settings(args)
+    workspace = Workspace(settings.workspace_root)
+    job_id = validate_job_id(args.job_id)
+    workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+    doc = Queries(workspace).status_document(job_id)
+    held = _held(settings, workspace, job_id)
+    if args.json:
+        print(json.dumps(doc if held is None else {**doc, "held": held}, indent=2))
+    else:
+        print(status_table(doc))
+        if held is not None:
+            from ..checkouts.lifetime import lines
+
+            print("\n".join(lines(held)))
+    return EXIT_BY_STATUS.get(doc["status"], RET_OK)
+
+
+def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | None:
+    """The root job's worktrees and branches now, and when they go (checkouts/lifetime.py); None when it has none."""
+    from ..checkouts.lifetime import shown
+    from ..errors import OrchestratorError
+    from ..git.gitcmd import GitFailed
+
+    try:
+        return shown(settings, workspace, workspace.load_job(job_id))
+    except (GitFailed, OrchestratorError):
+        return None  # git unavailable now: the status itself still shows
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from ..engine.queries import Queries
+    from ..workspace.ids import parse_worker_ref
+    from ..workspace.layout import Workspace
+
+    settings = _settings(args)
+    workspace = Workspace(settings.workspace_root)
+    reader = Queries(workspace)  # the records on disk: a server may or may not be running
+    job = reader.get_job(args.job_id)
+    depth, name = parse_worker_ref(args.worker)
+    record = reader.find_worker(job.id, depth, name)
+    path = workspace.job_dir(job.root_id) / record.log_path
+    if args.lines:
+        print(workspace.read_tail(path, args.lines))
+        offset = path.stat().st_size if path.exists() else 0
+    else:
+        offset = _copy_from(path, 0)
+    while args.follow:
+        offset = _copy_from(path, offset)
+        if reader.find_worker(job.id, record.depth, name).status.terminal:
+            _copy_from(path, offset)
+            break
+        time.sleep(0.2)
+    return RET_OK
+
+
+def _copy_from(path: Path, offset: int) -> int:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return offset
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return offset + len(data)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    if args.template:
+        from ..config import render_template
+
+        print(render_template(), end="")
+        return RET_OK
+    if args.reference:
+        from ..config.reference import render_reference, splice
+
+        if args.reference == "-":
+            print(render_reference(), end="")
+        else:
+            page = Path(args.reference)
+            page.write_text(splice(page.read_text(encoding="utf-8")), encoding="utf-8")
+            print(f"wrote the settings reference into {page}")
+        return RET_OK
+    settings = _settings(args)
+    data = settings.public_dict()  # secrets masked: api.api_key, workers.env values
+    print(f"# applied: {settings.source}")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return RET_OK
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .commands import client_for
+
+    return client_for(args)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    answer = _client(args).merge(args.job_id, strategy=args.strategy, into=args.into)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return RET_OK
+    merge = answer["merge"] or {}
+    if "error" in merge:
+        print(f"job {answer['job_id']}: the merge failed: {merge['error']}")
+        return RET_FAILED
+    print(_merge_lines(answer["job_id"], merge))
+    return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    answer = _client(args).conflicts(args.job_id)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return RET_OK
+    found = answer["conflicts"]
+    print(f"job {answer['job_id']}: {len(found)} predicted conflict(s) between its workers' branches")
+    for c in found:
+        print(f"  {c['path']}: {' vs '.join(c['workers'])} ({c['hunks']} hunk(s), {c['kind']})")
+    if answer["merge"]:
+        print(_merge_lines(answer["job_id"], answer["merge"]))
+    else:
+        print("not merged yet")
+    return RET_OK
+
+
+def _merge_lines(job_id: str, merge: dict[str, Any]) -> str:
+    """A merge record (quality/landing.py's shape) as a few lines for a person."""
+    if "error" in merge:
+        return f"last merge failed: {merge['error']}"
+    lines = [f"merge ({merge['strategy']}) of job {job_id}: result {merge['result_ref'].removeprefix('refs/heads/')}"]
+    lines.append(f"  commit: {merge['result_commit'] or 'none (manual: nothing merged)'}")
+    lines.append(f"  merged: {', '.join(merge['merged']) or 'none'}; skipped: {', '.join(merge['skipped']) or 'none'}")
+    lines += [f"  left out: {w['worker']} ({w['reason']})" for w in merge.get("left_out") or []]
+    for c in merge["conflicts"]:
+        how = f"resolved by {c['resolved_by']}'s side" if c["resolved_by"] else "predicted" if c["predicted"] else "conflict"
+        lines.append(f"  {c['path']}: {', '.join(c['workers'])} ({c['hunks']} hunk(s), {how})")
+    into = merge.get("into")
+    if into:
+        lines.append(
+            f"  {into['branch']}: {into['message']}" if into["moved"] else f"  {into['refused']}; run: {into['command']}"
+        )
+    lines.append(f"  take it with: {merge['command']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

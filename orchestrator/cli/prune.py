@@ -1,0 +1,117 @@
+"""``orchestrator prune``: the one-line clean-up of the workspace and the host repository's
+``orchestrator/`` branches and worktrees (the rules are checkouts/pruning.py's and checkouts/lifetime.py's).
+
+A dry run by default: it lists the job trees it would delete, the worktrees it would remove and
+the branches and bytes that would go, and changes nothing. ``--yes`` does it:
+
+- job trees that ended ``--older-than`` ago go whole (their worktrees and worker branches too;
+  result branches stay), through the server when one answers (it refuses a tree it still runs),
+  else from the workspace (prune.delete_offline);
+- the worktrees of other finished jobs whose lifetime is over (checkouts/lifetime.py: their result is in
+  the branch the user named, or ``git.keep_worktrees_days`` passed) go, their branches stay;
+- git's entries of this workspace's worktrees whose folders are gone are dropped
+  (worktree.prune_stale), so ``git worktree list`` shows none left behind.
+
+A running tree is never touched, nor a ref outside the branch prefix, nor the host's checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ..config import load_settings
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..checkouts import lifetime
+    from ..checkouts.pruning import candidates, delete_offline, parse_age, parse_statuses
+    from ..checkouts.worktree import prune_stale
+    from ..workspace.layout import Workspace
+    from .scripts import server_client
+
+    statuses = parse_statuses(args.status)
+    older_than = None if args.older_than is None else parse_age(args.older_than)
+    settings = load_settings(args.config)
+    workspace = Workspace(settings.workspace_root)
+    repo = lifetime.host_repo(settings, workspace)
+    now = time.time()
+    trees = candidates(workspace, older_than, statuses) if older_than is not None else []
+    holds = {c.root_id: lifetime.held(repo, settings, workspace, c.root_id) if repo else lifetime.Held() for c in trees}
+    due = lifetime.due(repo, settings, workspace, now, frozenset(holds)) if repo else []
+    due = [r for r in due if r.status in statuses]
+    worktrees = sum(len(h.worktrees) for h in holds.values()) + sum(len(r.held.worktrees) for r in due)
+    branches = sum(len(h.worker_branches) for h in holds.values())
+    size = sum(c.size for c in trees) + sum(r.held.bytes for r in due)
+    if trees:
+        print(f"job trees to delete (finished more than {args.older_than} ago), result branches kept:")
+    for c in trees:
+        h = holds[c.root_id]
+        print(
+            f"  {c.root_id}  {c.status:<9}  ended {_age(now - c.ended_at)} ago  {_mb(c.size)}  "
+            f"{len(h.worktrees)} worktree(s), {len(h.worker_branches)} worker branch(es)"
+        )
+    if due:
+        print("worktrees to remove (their jobs and branches stay):")
+    for r in due:
+        print(f"  {r.root_id}  {r.status:<9}  {len(r.held.worktrees)} worktree(s), {_mb(r.held.bytes)}: {r.reason}")
+    total = f"{len(trees)} job tree(s), {worktrees} worktree(s), {branches} branch(es), {_mb(size)}"
+    print(f"in all: {total}" if trees or due else f"nothing to delete: {total}.")
+    if older_than is None:
+        waiting = [i for i in workspace.root_ids() if lifetime.has_worktrees(workspace, i) and i not in {r.root_id for r in due}]
+        if waiting:
+            print(
+                f"{len(waiting)} other job tree(s) keep their worktrees (running, or their lifetime is not over: "
+                f"{lifetime.KEEP_KEY} is {settings.git.keep_worktrees_days:g}); --older-than AGE deletes finished ones (0s: all)"
+            )
+    if not (trees or due):
+        return 0
+    if not args.yes:
+        print("dry run: nothing deleted. Run again with --yes to delete them.")
+        return 0
+    client = server_client(settings) if trees else None
+    kept = 0
+    for c in trees:
+        why = _delete_via_server(client, c.root_id) if client else delete_offline(workspace, c.root_id, settings)
+        kept += bool(why)
+        print(f"kept {c.root_id}: {why}" if why else f"deleted {c.root_id}")
+    if repo is not None:
+        for r in due:
+            removed = lifetime.release(repo, settings, workspace, r.root_id, r.reason)
+            print(f"removed {len(removed)} worktree(s) of {r.root_id}")
+        stale = prune_stale(repo, workspace.root)
+        if stale:
+            print(f"dropped {len(stale)} stale worktree entr{'y' if len(stale) == 1 else 'ies'} of this workspace")
+    if trees:
+        where = f"through the server at {client.api_url}" if client else "from the workspace (no server answered)"
+        print(f"deleted {len(trees) - kept} job tree(s) {where}; kept {kept}.")
+    return 0 if not kept else 1
+
+
+def _delete_via_server(client: Any, root_id: str) -> str | None:
+    from ..errors import AuthenticationError, JobNotFound, OrchestratorError
+
+    try:
+        client.delete(root_id)
+    except JobNotFound:
+        return None  # gone meanwhile
+    except AuthenticationError:
+        return (
+            f"the server at {client.api_url} refuses this folder's api.api_key: is it another folder's server? "
+            "Stop it, or prune with this folder's server"
+        )
+    except OrchestratorError as exc:  # 409 for a tree the server still runs (or finishes)
+        return exc.message
+    return None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def _age(seconds: float) -> str:
+    for unit, span in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.1f}{unit}"
+    return f"{seconds:.0f}s"

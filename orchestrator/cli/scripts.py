@@ -1,0 +1,453 @@
+"""What ``quick-start.sh``, ``check-status.sh`` and ``watch`` run: a client of the API, plus a
+fallback to the workspace files when the server is down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..workspace.layout import Workspace
+
+EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
+RET_UNREACHABLE = 5
+RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
+SERVER_START_TIMEOUT = 20.0
+TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ..config import load_settings
+
+    return load_settings(args.config)
+
+
+FOLDER = Path(__file__).resolve().parent.parent.parent  # the orchestrator folder (its scripts live here)
+START_LOCK = ".server.start.lock"
+START_LOCK_WAIT = SERVER_START_TIMEOUT + 40.0
+
+
+def local_url(settings: Settings) -> str:
+    """The configured address (api.host, api.port): what a server of this folder would listen on
+    by default. To reach this folder's running server, use ``folder_url`` (it may have moved)."""
+    host = settings.api.host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
+    return f"http://{host}:{settings.api.port}"
+
+
+def shown(path: Path | str) -> str:
+    """A path as a hint prints it: relative to where the user stands when it is below, else
+    absolute; quoted for a POSIX shell when it holds spaces or other special characters."""
+    import shlex
+
+    target = Path(path)
+    try:
+        text = "./" + str(target.relative_to(Path.cwd()))
+    except (ValueError, OSError):  # not below, or the current folder is gone
+        text = str(target)
+    return shlex.quote(text)
+
+
+def script(name: str) -> str:
+    """How to run one of the folder's scripts from where the user stands."""
+    return shown(FOLDER / name)
+
+
+def folder_url(settings: Settings) -> str | None:
+    """The URL of this folder's own running server (verified through its record), or None."""
+    from .server import folder_server
+
+    record = folder_server(settings.base_dir)
+    return record.url if record else None
+
+
+def _start_lock(base_dir: Path) -> Any:
+    """Wait for the folder's start lock: two quick-starts at once start one server."""
+    from ..errors import ServerUnreachable
+    from .server import try_lock
+
+    deadline = time.monotonic() + START_LOCK_WAIT
+    while True:
+        handle = try_lock(base_dir / START_LOCK)
+        if handle is not None:
+            return handle
+        if time.monotonic() > deadline:
+            raise ServerUnreachable(
+                f"another quick-start in {base_dir} has been starting its server for over {START_LOCK_WAIT:.0f}s; "
+                f"see {base_dir / 'logs' / 'server.out'}"
+            )
+        time.sleep(0.1)
+
+
+def ensure_server(settings: Settings, config: str | None = None) -> str:
+    """The URL of this folder's server, starting one in the background when none runs. Another
+    folder's server, or any other program on the configured port, is never used: this folder's
+    server then listens on the port it keeps (ports.choose_port), and every hint names it."""
+    base = Path(settings.base_dir)
+    url = folder_url(settings)
+    if url:
+        return url
+    with _start_lock(base):
+        url = folder_url(settings)
+        if url:
+            return url
+        return _start_server(settings, config)
+
+
+def _start_server(settings: Settings, config: str | None) -> str:
+    from .server import folder_lock_held, read_record
+
+    base = Path(settings.base_dir)
+    out_path = settings.log_dir / "server.out"
+    if folder_lock_held(base):  # a server of this folder that is still starting (say, by hand)
+        return _wait_for_record(base, None, out_path)
+    # The server runs in the folder, the caller anywhere: config paths travel absolute.
+    argv = [sys.executable, str(FOLDER / "api_server.py"), *(["--config", str(Path(config).resolve())] if config else [])]
+    env = {**os.environ, protocol.NO_VENV_REEXEC: "1"}
+    if env.get(protocol.CONFIG):
+        env[protocol.CONFIG] = str(Path(env[protocol.CONFIG]).resolve())
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=base, env=env)
+    url = _wait_for_record(base, proc, out_path)
+    record = read_record(base)
+    if record is not None and record.note:
+        print(record.note, flush=True)
+    print(
+        f"started this folder's API server at {url} (pid {record.pid if record else proc.pid}; log {shown(out_path)})", flush=True
+    )
+    return url
+
+
+def _wait_for_record(base: Path, proc: Any, out_path: Path) -> str:
+    """Wait until the folder's server has written its record and answers /health as itself."""
+    from ..errors import ServerUnreachable
+    from .server import check_record, folder_lock_held, read_record
+
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        record = read_record(base)
+        if record is not None and (proc is None or record.pid == proc.pid) and check_record(record, 0.5) is None:
+            return record.url
+        if proc is not None and proc.poll() is not None:
+            if folder_lock_held(base):  # lost the folder to a server started another way meanwhile: use that one
+                return _wait_for_record(base, None, out_path)
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ServerUnreachable(
+                f"the API server exited with code {proc.returncode}: " + " | ".join(tail) + f" (full log: {shown(out_path)})"
+            )
+        if proc is None and not folder_lock_held(base):
+            raise ServerUnreachable(f"this folder's API server stopped while it started; see {shown(out_path)}")
+        time.sleep(0.1)
+    if proc is not None:
+        proc.terminate()
+    raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path)}")
+
+
+USAGE = 'usage: ./quick-start.sh "request" [max_workers] [timeout_seconds]'
+
+
+def cmd_quick_start(args: argparse.Namespace) -> int:
+    from ..api.client import OrchestratorClient
+    from ..errors import ServerUnreachable
+    from .progress import ProgressView
+
+    if not args.request.strip():
+        print(USAGE, file=sys.stderr)
+        print(
+            '  e.g. ./quick-start.sh "Build a REST API with authentication, user management, and data CRUD operations"',
+            file=sys.stderr,
+        )
+        return 2
+    settings = _settings(args)
+    url = ensure_server(settings, args.config)
+    client = OrchestratorClient(api_url=url, api_key=settings.api.api_key)
+    config: dict[str, Any] = {}
+    if args.max_workers is not None:
+        config["max_workers"] = args.max_workers
+    if args.timeout is not None:
+        config["default_timeout"] = args.timeout
+    job = client.orchestrate(request=args.request, config=config or None)
+    job_id = job["job_id"]
+    print(f"job {job_id}: {len(job['tasks'])} subtask(s), worker kind {job['worker_kind']}")
+    if job.get("goal"):
+        print(f"  goal: {job['goal']}")
+    for i, task in enumerate(job["tasks"], 1):
+        print(f"  {i}. {task}")
+    for note in job["notes"]:
+        print(f"note: {note}")
+    print(f"follow a worker: tail -f {shown(Path(job['workspace']) / 'logs' / 'depth_0_worker_1.log')}", flush=True)
+    view = ProgressView()
+    try:
+        doc = follow_api(client, job_id, view)
+    except ServerUnreachable:
+        print(
+            f"\nerror: this folder's API server at {url} stopped answering while job {job_id} ran.\n"
+            f"  The job is not lost: its records are in {shown(job['workspace'])}.\n"
+            f"  Start the server again (it takes the job back, no new job): {script('quick-start.sh')} --start\n"
+            f"  then follow job {job_id}: {script('orchestrator.sh')} watch {job_id}\n"
+            f"  its status from the files now: {script('check-status.sh')} {job_id}",
+            file=sys.stderr,
+        )
+        return RET_UNREACHABLE
+    view.finish(doc, table=True)
+    print(f"status again:    {script('check-status.sh')} {job_id}")
+    print(f"watch it live:   {script('orchestrator.sh')} watch {job_id}")
+    print(
+        f"in a browser:    {url}/jobs/{job_id} (sign in with api.api_key from {shown(Path(settings.base_dir) / 'config.yaml')})"
+    )
+    print(f"this folder's API server keeps running at {url}; stop it with {script('quick-start.sh')} --stop")
+    return exit_code(doc)
+
+
+def exit_code(doc: dict[str, Any]) -> int:
+    """quick-start's exit status for a job's final status document (the README's exit codes)."""
+    if doc.get("no_changes") and doc["status"] in ("completed", "partial"):
+        return RET_NO_CHANGES
+    return EXIT_BY_STATUS.get(doc["status"], 1)
+
+
+def cmd_start_server(args: argparse.Namespace) -> int:
+    """Start this folder's server in the background unless it runs; print its URL."""
+    settings = _settings(args)
+    url = ensure_server(settings, args.config)
+    print(f"this folder's API server is running at {url}; stop it with {script('quick-start.sh')} --stop")
+    return 0
+
+
+def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
+    """Follow a job through the API until it ends; returns its final status document. On a
+    terminal the tree is redrawn from short long-polls; otherwise each event of the SSE
+    stream is printed as a line."""
+    if view.tty:
+        doc = client.status(job_id)
+        while doc["status"] not in EXIT_BY_STATUS:
+            view.update_doc(doc)
+            asked = time.monotonic()
+            doc = client.wait(job_id, timeout=TREE_REFRESH, poll=TREE_REFRESH)
+            if doc["status"] not in EXIT_BY_STATUS:
+                # A server that answers at once (the job runs in another process) is not hammered.
+                time.sleep(max(0.0, TREE_REFRESH - (time.monotonic() - asked)))
+        return doc
+    for event in client.events(job_id):
+        if event["event"] == "end":
+            break
+        view.event(event["data"])
+    return client.wait(job_id)
+
+
+def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
+    """Follow a job from its workspace files (no server answering) until it ends."""
+    from ..reports.status_document import job_status
+    from ..workspace.ids import root_of
+    from ..workspace.layout import Workspace
+
+    workspace = Workspace(settings.workspace_root)
+    workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+    root = root_of(job_id)
+    while True:
+        jobs, workers = workspace.load_tree(root)
+        view.update(jobs, workers, job_id)
+        if next(j for j in jobs if j.id == job_id).status.at_rest:
+            return job_status(job_id, jobs, workers, workspace.job_dir(root))
+        time.sleep(TREE_REFRESH)
+
+
+def _server_for(args: argparse.Namespace, settings: Settings) -> tuple[str | None, str]:
+    """The URL to ask (the one given, else this folder's own server) and, when there is none,
+    why the workspace files are read instead."""
+    if args.api_url:
+        return args.api_url, ""
+    url = folder_url(settings)
+    return url, "" if url else "this folder's API server is not running"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """A job's tree, live, until it ends: from the API when a server answers, else from the files."""
+    from ..api.client import OrchestratorClient
+    from ..errors import ServerUnreachable
+    from ..workspace.ids import validate_job_id
+    from .progress import ProgressView
+
+    settings = _settings(args)
+    job_id = validate_job_id(args.job_id)
+    url, why = _server_for(args, settings)
+    key = settings.api.api_key or "-"
+    view = ProgressView()
+    if url:
+        try:
+            OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
+        except ServerUnreachable:
+            url, why = None, f"no server answering at {url}"
+    if url:
+        doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
+        source = f"from {url}"
+    else:
+        doc = follow_files(settings, job_id, view)
+        source = f"from the workspace files ({why})"
+    view.finish(doc, table=True)
+    print(f"({source})")
+    return exit_code(doc)
+
+
+def cmd_check_status(args: argparse.Namespace) -> int:
+    from ..api.client import OrchestratorClient
+    from ..engine.queries import Queries
+    from ..errors import ServerUnreachable
+    from ..reports.status_document import status_table
+    from ..workspace.ids import validate_job_id
+    from ..workspace.layout import Workspace
+
+    settings = _settings(args)
+    newest = args.job_id is None
+    job_id = validate_job_id(args.job_id) if not newest else _newest_job(Workspace(settings.workspace_root))
+    url, why = _server_for(args, settings)
+    doc = None
+    if url:
+        try:
+            doc = OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-", retries=0, timeout=5).status(job_id)
+            source = f"from {url}"
+        except ServerUnreachable:
+            why = f"no server answering at {url}"
+    if doc is None:
+        workspace = Workspace(settings.workspace_root)
+        workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
+        doc = Queries(workspace).status_document(job_id)
+        source = f"from the workspace files ({why})"
+    print(status_table(doc))
+    print(f"({source})")
+    if newest:
+        print(f"(the newest job in {settings.workspace_root}; give a JOB_ID for another)")
+    return 0
+
+
+# -- diff ---------------------------------------------------------------------------------
+def cmd_diff(args: argparse.Namespace) -> int:
+    """A job's or a worker's unified diff, as plain text (pipe it to less or git apply) or JSON:
+    from this folder's server when one answers, else read from the records and the repository."""
+    import json
+
+    from ..engine.queries import Queries
+    from ..errors import ValidationError
+    from ..git import diffs
+    from ..workspace.ids import parse_worker_ref, validate_job_id
+    from ..workspace.layout import Workspace
+
+    settings = _settings(args)
+    job_id = validate_job_id(args.job_id)
+    worker = None if args.worker is None else parse_worker_ref(args.worker)
+    if args.max_bytes is not None and not 1 <= args.max_bytes <= diffs.MAX_BYTES_CEILING:
+        raise ValidationError(f"--max-bytes {args.max_bytes} must be a whole number from 1 to {diffs.MAX_BYTES_CEILING}")
+    client = server_client(settings)
+    if client is not None:
+        doc = client.diff(job_id, args.worker, args.max_bytes)
+    else:
+        workspace = Workspace(settings.workspace_root)
+        reader = Queries(workspace)
+        cap = diffs.DEFAULT_MAX_BYTES if args.max_bytes is None else args.max_bytes
+        if worker is None:
+            doc = diffs.job_diff(reader, settings, workspace, job_id, cap)
+        else:
+            doc = diffs.worker_diff(reader, settings, workspace, job_id, worker, cap)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    sys.stdout.write(doc["diff"])
+    if doc["truncated"]:
+        print(
+            f"diff truncated: {len(doc['diff'].encode())} of {doc['bytes']} bytes shown; "
+            f"--max-bytes N (up to {diffs.MAX_BYTES_CEILING}) shows more",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _newest_job(workspace: Workspace) -> str:
+    """The root job created last in this folder's workspace (check-status.sh with no JOB_ID)."""
+    from ..errors import JobNotFound
+
+    created = []
+    for root_id in workspace.root_ids():
+        try:
+            created.append((workspace.load_job(root_id).created_at, root_id))
+        except (JobNotFound, OSError, ValueError):
+            continue  # a folder being created or removed: not a job to show
+    if not created:
+        raise JobNotFound(f'no job in {workspace.root} yet: run ./quick-start.sh "your request" first')
+    return max(created)[1]
+
+
+def cmd_stop_server(args: argparse.Namespace) -> int:
+    """SIGTERM this folder's server (it cancels running jobs) and wait for it to exit. Only a
+    process the folder's record names, whose start time and /health instance id match, is
+    signalled; a bare pid file is never trusted."""
+    import signal
+
+    from .server import check_record, folder_lock_held, read_record, record_path
+
+    settings = _settings(args)
+    base = Path(settings.base_dir)
+    record = read_record(base)
+    if record is None:
+        print(f"no API server is recorded for this folder ({shown(record_path(base))} is missing); nothing to stop")
+        return 0
+    why = check_record(record, timeout=5.0)  # a busy server (recovering jobs) may answer slowly
+    if why is not None:
+        if not folder_lock_held(base):  # no server of this folder runs: the record is stale
+            record_path(base).unlink(missing_ok=True)
+            print(f"this folder's API server is not running (stale record removed: {why}); nothing to stop")
+            return 0
+        print(f"not stopping pid {record.pid}: {why}. Nothing was signalled.", file=sys.stderr)
+        return 1
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _alive(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(record):
+        print(
+            f"this folder's API server (pid {record.pid}) is still stopping after 60s; its running jobs are being cancelled",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"stopped this folder's API server at {record.url} (pid {record.pid})")
+    return 0
+
+
+def cmd_restart_server(args: argparse.Namespace) -> int:
+    """Stop this folder's server (when one runs) and start it again: on the port it kept while
+    that is free (ports.choose_port)."""
+    stopped = cmd_stop_server(args)
+    return stopped if stopped != 0 else cmd_start_server(args)
+
+
+def _alive(record: Any) -> bool:
+    import psutil
+
+    from .server import process_start_time
+
+    started = process_start_time(record.pid)
+    if started is None or abs(started - record.started_at) > 0.05:
+        return False
+    try:  # a zombie (a test's own child) has ended
+        return psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def server_client(settings: Settings) -> Any:
+    """A client of this folder's server when one answers, else None."""
+    from ..api.client import OrchestratorClient
+    from .server import health_instance
+
+    # This folder's own server (verified through its record); else whatever answers on the
+    # configured address, which must then accept this folder's key (see cli/prune.py, _delete_via_server).
+    url = folder_url(settings) or local_url(settings)
+    return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None

@@ -1,0 +1,594 @@
+"""One worker's attempts: spawn, wait with a timeout, the kill ladder, retries.
+
+How an attempt's end is classified, and whether it is retried:
+
+======================  ==============  ==============================================
+how it ended            worker status   retried?
+======================  ==============  ==============================================
+exit code 0             success         no (unless the adapter says it failed)
+exit code != 0          failed          yes, up to max_retries, with backoff
+killed by SIGKILL       failed          no: out of memory or killed on purpose
+killed by other signal  failed          yes (a crash may be transient)
+our timeout             timeout         only with workers.retry_on_timeout
+cancelled               cancelled       no
+lost (its node died)    failed          yes, up to max_retries (distributed.executor rq)
+could not start         failed          no: a missing command stays missing
+adapter: not retryable  failed          no
+class auth/bad_request  failed          no: a bad key or request fails the same again
+class transient         failed          yes, under workers.transient_retries (not
+                                        max_retries), with a longer backoff
+a step fails it         failed          no (after-attempt steps: see quality/steps.py)
+a step asks to retry    failed          yes, up to max_retries (or the step's own budget,
+                                        e.g. gates_retry), with backoff
+======================  ==============  ==============================================
+
+Before each retry the Checkout resets the worker's directory (see checkouts/checkout.py).
+
+"Exit code" and "signal" are the worker's true wait status, as its shim recorded it (see
+process/runner.py): an exit code of 147 is an exit code, never signal 19. The failure class comes
+from the adapter, which reads it from the CLI's structured output (ParsedResult.failure_class).
+
+A transient failure (rate limit, overload, 5xx) waits 4 x retry_backoff, doubling each time,
+capped at workers.transient_backoff_max, or the service's retry-after if that is longer. The
+total a worker spends waiting on them is bounded by transient_retries x transient_backoff_max,
+and by its tree's deadline (cancelling the tree ends a wait at once); a retry-after longer than
+transient_backoff_max fails the worker at once, saying so, rather than retry too early.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .. import failpoints, protocol, states
+from ..checkouts.checkout import Checkout
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import JobConfig, Settings
+from ..errors import ConfigError
+from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from ..process.executor import AttemptHandle, Executor
+from ..process.monitor import Caps
+from ..process.runner import CommandNotFound, Wakeup, signal_name
+from ..quality.steps import Step, StepContext, run_steps
+from ..workers import roles
+from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
+from ..workers.confinement import Confinement
+from ..workspace.layout import Workspace
+
+# How long a process must live before its "running" record is written (see _attempt).
+RUNNING_RECORD_DELAY = 0.1
+
+
+@dataclass
+class Outcome:
+    """How a worker's last attempt ended."""
+
+    status: WorkerStatus
+    exit_reason: str
+    error: str | None = None
+    parsed: ParsedResult | None = None
+
+
+# Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or
+# an after-attempt step's request (which spends max_retries too).
+RETRY, TRANSIENT, STEP_RETRY = "retry", "transient", "step"
+NEVER_RETRIED = ("auth", "bad_request")
+TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
+
+
+def transient_delay(
+    retry: int, base: float, cap: float, retry_after: float | None, rng: random.Random | None = None
+) -> float | None:
+    """Pause before transient retry ``retry`` (1-based): the doubling backoff (capped, with
+    jitter, never above ``cap``), or the service's ``retry_after`` when that is longer; None when
+    the service asks for more than ``cap`` (waiting less would only fail again)."""
+    if retry_after is not None and retry_after > cap:
+        return None
+    delay = min(cap, backoff_delay(retry, base, cap, rng))
+    return max(delay, retry_after or 0.0)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Pause before attempt ``attempt + 1``: base * 2^(attempt-1), capped, plus up to 25% jitter.
+    Never less than the un-jittered backoff, so attempts are spaced at least that far apart."""
+    delay = min(cap, base * (2 ** (attempt - 1)))
+    return delay + (rng or random).uniform(0, 0.25 * delay)
+
+
+class WorkerExecution:
+    """Runs a worker's attempts in the calling thread, through ``executor``; every timeout,
+    backoff and timestamp is read from ``clock``. The engine's lock guards the record."""
+
+    def __init__(
+        self,
+        *,
+        record: WorkerRecord,
+        config: JobConfig,
+        settings: Settings,
+        adapter: Adapter,
+        executor: Executor,
+        workspace: Workspace,
+        env: dict[str, str],
+        prompt: str,
+        tag: str,
+        lock: threading.RLock,
+        on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], Callable[[], None]],
+        cancel: Wakeup,
+        clock: Clock = SYSTEM_CLOCK,
+        checkout: Checkout,
+        worker_dir: Path,
+        steps: Sequence[Step] = (),
+        job: JobRecord | None = None,
+        confinement: Confinement | None = None,
+    ) -> None:
+        self.record = record
+        # A candidate's own timeout (the seed's cli_assignments[].timeout) replaces the job's.
+        self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
+        self.settings = settings
+        self.adapter = adapter
+        self.executor = executor
+        self.clock = clock
+        self.workspace = workspace
+        self.env = env
+        self.prompt = prompt
+        self.tag = tag
+        self.lock = lock
+        self.on_change = on_change
+        self.cancel = cancel
+        self.checkout = checkout
+        self.steps = steps
+        self.job = job
+        self.confinement = confinement  # None: unconfined (a test's engine without one)
+        self.base_prompt = prompt
+        self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
+        self.handle: AttemptHandle | None = None
+        self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
+        rec = record
+        self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
+        self.worker_dir = worker_dir  # the Checkout's (prepared by the engine)
+        self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
+
+    def abort(self, reason: str) -> None:
+        """Stop the running attempt for ``reason`` (kill ladder); no retry follows."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            self.cancel.set()
+
+    def run(self, resume: tuple[Attempt, AttemptHandle] | None = None) -> Outcome:
+        """Run the attempts; with ``resume``, first see an attempt a previous server started
+        (re-adopted: running, or already ended) through, then go on as if it never stopped.
+        Ordinary retries spend max_retries, transient ones workers.transient_retries."""
+        w = self.settings.workers
+        retries, transients = 0, 0  # used so far of each budget
+        outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
+        paid: list[ParsedResult] = []  # every attempt's usage: a retried worker costs all of them
+        number = 0
+        while True:
+            if resume is not None:
+                attempt, self.handle = resume
+                resume = None
+                number = attempt.number
+                for earlier in self.record.attempts:  # what the old server's attempts spent
+                    if earlier.number < number:
+                        transients += earlier.failure_class == "transient"
+                        retries += earlier.failure_class != "transient"
+                outcome, retry = self._wait(attempt)
+            else:
+                number += 1
+                if self.cancel.is_set():
+                    break
+                outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
+            if outcome.parsed is not None:
+                paid.append(outcome.parsed)
+            own: tuple[str, int] | None = None  # a step's retry with a budget of its own: (step, budget)
+            if self.steps and outcome.status is WorkerStatus.SUCCESS:
+                outcome, retry, own = self._after_attempt(number, outcome)
+            if retry == TRANSIENT:
+                if transients >= w.transient_retries:
+                    outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
+                    break
+                transients += 1
+                retry_after = outcome.parsed.retry_after if outcome.parsed else None
+                delay = transient_delay(transients, TRANSIENT_BASE_FACTOR * w.retry_backoff, w.transient_backoff_max, retry_after)
+                if delay is None:  # only a retry_after the service sent is refused
+                    outcome.exit_reason += (
+                        f"; the service asked to wait {retry_after:g}s, longer than "
+                        f"workers.transient_backoff_max={w.transient_backoff_max:g}s"
+                    )
+                    break
+                what = f"transient retry {transients}/{w.transient_retries}"
+            elif retry == STEP_RETRY and own is not None:
+                name, budget = own
+                used = self.step_retries.get(name, 0)
+                if used >= budget:
+                    outcome.exit_reason += f"; no retries left for step {name} ({budget})"
+                    self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
+                    break
+                self.step_retries[name] = used + 1
+                delay = backoff_delay(used + 1, w.retry_backoff, w.retry_backoff_max)
+                what = f"step {name} retry {used + 1}/{budget}"
+            elif retry in (RETRY, STEP_RETRY) and retries < self.config.max_retries:
+                retries += 1
+                delay = backoff_delay(retries, w.retry_backoff, w.retry_backoff_max)
+                what = f"retry {retries}/{self.config.max_retries}"
+            else:
+                if retry == STEP_RETRY:
+                    outcome.exit_reason += f"; no retries left (max_retries={self.config.max_retries})"
+                    self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
+                break
+            self.sweep()  # nothing of the failed attempt may run beside the next one
+            self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
+            if self.clock.wait(self.cancel, delay):
+                outcome = Outcome(WorkerStatus.CANCELLED, "cancelled while waiting to retry")
+                break
+            unready = self._reset(number + 1)
+            if unready is not None:
+                outcome = unready
+                break
+        return _charged(outcome, paid)
+
+    def _after_attempt(self, number: int, outcome: Outcome) -> tuple[Outcome, str | None, tuple[str, int] | None]:
+        """Run the after-attempt steps on a successful attempt (see quality/steps.py): its outcome and
+        retry decision as the first step that did not pass makes them, and (step, budget) when
+        that step's retry spends a budget of its own."""
+        self.sweep()  # nothing the attempt left may write while the steps look at its work
+        ctx = StepContext(
+            record=self.record,
+            directory=self.worker_dir,
+            attempt=number,
+            status=outcome.status,
+            exit_reason=outcome.exit_reason,
+            parsed=outcome.parsed,
+            checkout=self.checkout,
+            cancel=self.cancel,
+            job=self.job,
+            env=self.env,
+        )
+        try:
+            found = run_steps(self.steps, ctx)
+        finally:
+            if ctx.updates:
+                with self.lock:
+                    for key, value in ctx.updates.items():
+                        setattr(self.record, key, value)
+        if found is None:
+            return outcome, None, None
+        name, verdict = found
+        if self.cancel.is_set() and self.abort_reason is None:  # cancelled while a step ran: it stopped for that
+            why = f"cancelled while step {name} ran ({verdict.reason})"
+            self._log(f"===== attempt {number} {why} =====")
+            return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None, None
+        if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
+            why = f"step {name} asked for a retry: {verdict.reason}"
+            if verdict.feedback:  # the next attempts read it, and go on from this one's work
+                self._feedback(verdict.feedback)
+                with self.lock:
+                    if self.record.attempts:
+                        self.record.attempts[-1].failure_class = "feedback"
+            own = None if verdict.budget is None else (name, verdict.budget)
+            return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY, own
+        why = f"step {name} failed: {verdict.reason}"
+        self._log(f"===== attempt {number} {why} =====")
+        return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), None, None
+
+    def _feedback(self, text: str) -> None:
+        """The prompt of the attempts after this one: the worker's own, then ``text``."""
+        self.prompt = f"{self.base_prompt}\n\n{text}"
+        if self.prompt_file.exists():
+            self.prompt_file.write_text(self.prompt, encoding="utf-8")
+
+    def _reset(self, number: int) -> Outcome | None:
+        """The Checkout resets the worker's directory before attempt ``number``; a failed
+        reset fails the worker instead of retrying on a directory in an unknown state."""
+        try:
+            self.checkout.reset(self.record, number)
+        except Exception as exc:
+            why = f"could not reset its directory before attempt {number}"
+            self._log(f"===== {why}: {exc} =====")
+            return Outcome(WorkerStatus.FAILED, why, error=f"{why}: {exc}")
+        return None
+
+    def sweep(self) -> None:
+        """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is
+        gone; a daemonised grandchild may not be)."""
+        if self.handle is not None:
+            self.executor.sweep(self.tag, self.handle.started_at)
+
+    # -- one attempt ---------------------------------------------------------
+    def _attempt(self, number: int, attempts: int) -> tuple[Outcome, str | None]:
+        now = self.clock.time()  # one clock reading for the start line and the record: a restart reads it back
+        offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
+        ctx = WorkerContext(
+            task=self.record.task,
+            prompt=self.prompt,
+            prompt_file=self.prompt_file,
+            worker_dir=self.worker_dir,
+            depth=self.record.depth,
+            max_recursion_depth=self.config.max_recursion_depth,
+            attempt=number,
+            settings=self.settings,
+            time_left=self.config.default_timeout,
+            goal=self.record.goal,
+            model=self.record.model,  # its role's (roles.apply_roles), else the job's
+            allowed_tools=roles.allowed_tools(self.settings, self.record.role),
+            sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
+            env=self.env,
+        )
+        attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
+
+        def begin() -> None:  # under the engine's lock
+            self.record.attempts.append(attempt)
+            states.set_worker_status(self.record, WorkerStatus.RUNNING)
+            self.record.started_at = self.record.started_at or attempt.started_at
+            if self.handle is not None:
+                attempt.pid, attempt.pid_start = self.handle.pid, self.handle.start_id
+                attempt.enforced = _enforced(self.handle)
+            self.record.sandbox = "bubblewrap" if sandbox is not None else "none"
+
+        sandbox = None
+        try:
+            argv = self.adapter.build_argv(ctx)
+            env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
+            exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
+            sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
+            self.handle = self.executor.start(
+                argv,
+                cwd=self.worker_dir,
+                env=env,
+                log_path=self.log_path,
+                tag=self.tag,
+                exit_file=exit_file,
+                kind=self.record.kind,
+                sandbox=sandbox,
+            )
+        except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
+            self.handle = None
+            with self.lock:
+                begin()
+            return self._spawn_failed(attempt, exc), None
+        failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
+        # One lock section records the attempt with its pid (the engine's lock is contended by
+        # every worker thread: each extra section cost milliseconds per worker).
+        save = self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin, False)
+        # The "running" record goes to disk only if the process outlives RUNNING_RECORD_DELAY:
+        # a short one's final record follows at once, which spares a durable write and, on
+        # ext4 without a journal, a freed inode that every later file creation steps over.
+        # A restart in between finds the attempt through its shim (alive, or its exit file),
+        # exactly as for a worker spawned but not yet recorded; readers of the engine see
+        # "running" at once.
+        if self.executor.wait(self.handle, min(RUNNING_RECORD_DELAY, self.config.default_timeout), wake=self.cancel) is None:
+            save()
+        return self._wait(attempt)
+
+    def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
+        if isinstance(exc, CommandNotFound):
+            key = self.adapter.command_key or "orchestrator.worker"
+            message = f"{exc.strerror}. Install it, or set {key} in config.yaml to its full path."
+        elif isinstance(exc, ConfigError):
+            message = exc.message
+        else:
+            message = f"could not start the worker command: {exc}"
+        self._log(f"===== attempt {attempt.number} could not start: {message} =====")
+        with self.lock:
+            attempt.ended_at = self.clock.time()
+            attempt.end_reason = "spawn_error"
+        return Outcome(WorkerStatus.FAILED, "could not start", error=message)
+
+    def _wait(self, attempt: Attempt) -> tuple[Outcome, str | None]:
+        assert self.handle is not None
+        # From the attempt's start, which for a re-adopted attempt was before this server started.
+        clock = self.clock
+        deadline = clock.monotonic() + self.config.default_timeout - max(0.0, clock.time() - attempt.started_at)
+        reason = "exit"
+        code = None
+        while code is None:
+            if self.handle.queued:  # a remote attempt waiting for a node: its time starts when one starts it
+                deadline = clock.monotonic() + self.config.default_timeout
+            elif self.handle.node != attempt.node:
+                self._placed(attempt)
+            remaining = deadline - clock.monotonic()
+            if self.abort_reason:
+                reason = "cap"
+            elif self.cancel.is_set():
+                reason = "cancelled"
+            elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
+                reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not)
+            if reason != "exit":
+                # Over a cap it has nothing to save (it fails, not retried): SIGKILL at once, so a
+                # writer or a grower does not go on through the grace.
+                first = signal.SIGKILL if reason == "cap" else self.adapter.first_signal
+                self.executor.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=first)
+                code = self.executor.wait(self.handle, None)
+                break
+            if code is None:
+                code = self.executor.wait(self.handle, remaining, wake=self.cancel)
+        if reason == "exit":
+            hit = self._cap_at_end(code)
+            if hit is not None:
+                self.abort_reason, reason = hit, "cap"
+        self.executor.release(self.handle)
+        # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
+        # before a retry, and after the last attempt once the engine has freed the slot.
+        return self._classify(attempt, code, reason)
+
+    def _cap_at_end(self, code: int | None) -> str | None:
+        """The cap an attempt ended at though no sample caught it: one the kernel held it at (its
+        OOM killer, even on a child whose parent then exited 0; a refused fork; the file-size
+        limit), or, when it failed, its log or folder at the cap (a writer refused by the file-size
+        limit that exits on the error within an interval)."""
+        assert self.handle is not None
+        hit = self.handle.cap_hit
+        if hit is None and code != 0:
+            w = self.settings.workers
+            hit = Caps(0, 0, w.max_log_mb, w.max_disk_mb).files_breach(self.log_path, self.worker_dir)
+        return hit
+
+    def _placed(self, attempt: Attempt) -> None:
+        """A remote executor's node started the attempt: the record names the node (and its pid there)."""
+        handle = self.handle
+        assert handle is not None
+
+        def begin() -> None:  # under the engine's lock
+            attempt.node, attempt.pid = handle.node, handle.pid
+            attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
+            self.record.node = handle.node
+
+        self.on_change(self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, True)
+
+    def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
+        """How the attempt ended, and whether (and under which budget) another one follows."""
+        rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
+        with self.lock:
+            attempt.ended_at = (self.handle.ended_at if self.handle else None) or self.clock.time()
+            attempt.enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
+            attempt.kill_rung = rung
+            attempt.exit_code = code if code is not None and code >= 0 else None
+            attempt.signal = -code if code is not None and code < 0 else None
+            self.record.failure_class = None  # the latest attempt's; set below when the adapter names one
+        duration = attempt.duration or 0.0
+        window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
+        text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
+        parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
+        if reason == "timeout":
+            attempt.end_reason = "timeout"
+            why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} {why} =====")
+            outcome = Outcome(
+                WorkerStatus.TIMEOUT,
+                why,
+                error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.",
+                parsed=parsed,
+            )
+            return outcome, RETRY if self.settings.workers.retry_on_timeout else None
+        if reason == "cap":
+            attempt.end_reason = "cap"
+            why = f"{self.abort_reason} (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} stopped: {why} =====")
+            return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), None
+        if self.handle is not None and self.handle.lost and reason == "exit":
+            attempt.end_reason = "lost"
+            why = f"lost: node {self.handle.node or '?'} stopped renewing its lease"
+            self._log(f"===== attempt {attempt.number} {why}; a late result from it is ignored =====")
+            return Outcome(WorkerStatus.FAILED, why, error=why, parsed=parsed), RETRY
+        if reason == "cancelled":
+            attempt.end_reason = "cancelled"
+            why = f"cancelled (ended by {rung or 'exit'})"
+            self._log(f"===== attempt {attempt.number} {why} =====")
+            return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), None
+        return self._classify_exit(attempt, code, duration, parsed)
+
+    def _classify_exit(
+        self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult
+    ) -> tuple[Outcome, str | None]:
+        if code is not None and code < 0:
+            attempt.end_reason = "signal"
+            name = signal_name(-code)
+            retry = -code != signal.SIGKILL
+            why = f"killed by {name}" + ("" if retry else " (out of memory, or killed from outside; not retried)")
+            self._log(f"===== attempt {attempt.number} {why} after {duration:.2f}s =====")
+            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), RETRY if retry else None
+        attempt.end_reason = "exit"
+        self._log(f"===== attempt {attempt.number} exited with code {code} after {duration:.2f}s =====")
+        if code == 0 and parsed.ok is not False:
+            return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), None
+        why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
+        error = parsed.error or _last_line(parsed.output) or why
+        kind = parsed.failure_class
+        if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
+            parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
+        with self.lock:
+            attempt.failure_class, attempt.retry_after = kind, parsed.retry_after
+            self.record.failure_class = kind
+        if kind in NEVER_RETRIED:
+            return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]}: not retried)", error=error, parsed=parsed), None
+        if kind == "transient":
+            return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]})", error=error, parsed=parsed), TRANSIENT
+        return Outcome(WorkerStatus.FAILED, why, error=error, parsed=parsed), RETRY if parsed.retryable else None
+
+    def _log(self, line: str) -> int:
+        """Append a marker line to the worker log, on a line of its own (a worker's last line may
+        lack its newline); returns the offset where the marker starts."""
+        if not _ends_a_line(self.log_path):
+            self.workspace.append_log(self.log_path, b"\n")
+        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
+
+
+_CLASS_WORDS = {
+    "auth": "authentication failed",
+    "bad_request": "the service refused the request",
+    "transient": "rate limit or overload",
+}
+
+
+def _enforced(handle: AttemptHandle | None) -> dict[str, Any] | None:
+    enforced = handle.enforced if handle is not None else None
+    return enforced.to_dict() if enforced is not None else None
+
+
+def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
+    """The outcome with the cost and tokens of every attempt this run made, not only the last
+    one's (a transient retry loop pays for each try)."""
+    if not paid or (len(paid) == 1 and outcome.parsed is paid[0]):
+        return outcome
+    if outcome.parsed is None:
+        outcome.parsed = ParsedResult(output="")
+    for name in ("cost_usd", "tokens_in", "tokens_out", "tokens_cache_read"):
+        values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
+        setattr(outcome.parsed, name, sum(values) if values else None)
+    return outcome
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether a log is empty, missing or ends with a newline (read without following a planted link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return True
+    try:
+        size = os.fstat(fd).st_size
+        return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _strip_headers(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("===== attempt "))
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+_MARKER_START = re.compile(rb"===== attempt (\d+)/\d+ started (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{3})?Z =====")
+
+
+def attempt_marker(number: int) -> bytes:
+    """How attempt ``number``'s start line in a worker log begins (see ``_attempt``)."""
+    return f"===== attempt {number}/".encode()
+
+
+def marker_start_time(line: bytes) -> float | None:
+    """When the attempt whose start line this is began (for a restart rebuilding an attempt
+    the old server did not record), or None if it is not a start line."""
+    found = _MARKER_START.match(line)
+    if found is None:
+        return None
+    whole = calendar.timegm(time.strptime(found.group(2).decode(), "%Y-%m-%dT%H:%M:%S"))
+    return whole + (float(found.group(3)) if found.group(3) else 0.0)

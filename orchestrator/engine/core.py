@@ -1,0 +1,499 @@
+"""The engine: jobs, their workers, and every state change.
+
+One lock guards all records (``tables.Tables``: the engine's memory of the trees it runs).
+Each running worker has a thread that owns its attempts (``running``, ``execution``, through
+an ``executor.Executor``); everything else (submitting, dispatching, finishing jobs,
+cancelling) happens under the lock and is cheap. The engine wires the parts together,
+dispatches and cancels; each other concern is a part of its own: ``submission`` admits and
+creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
+``finishing`` ends workers and jobs and renders their reports, ``restore`` applies
+``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
+the one writer of a status.
+
+Concurrency: a job runs at most ``max_workers`` workers at once, the server at most ``workers.global_max_workers``,
+and a worker starts only where the memory its kind needs is free (``admission``). A worker that has started a child
+job lends its global slot to the child while it runs (it is blocked on it): a deep tree completes under a limit of 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from pathlib import Path
+
+from .. import index, states, webhooks
+from ..checkouts.checkout import Checkout
+from ..checkouts.pruning import delete_job, jobs_on_disk, refusal
+from ..checkouts.worktree import make_checkout
+from ..clock import SYSTEM_CLOCK, Clock
+from ..cluster.executor import close_executor, make_executor, memory_probe
+from ..cluster.locks import path_locks
+from ..config import JobConfig, Settings
+from ..errors import Conflict, OrchestratorError, Unavailable
+from ..events import EventBus
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..process.admission import MemoryAdmission, MemoryProbe
+from ..process.executor import Executor, LocalExecutor
+from ..process.monitor import Caps, ResourceMonitor
+from ..process.runner import ProcessRunner
+from ..process.shim import FoundShim
+from ..quality import landing
+from ..quality.integration import default_steps
+from ..quality.steps import Step
+from ..reports.metrics import Metrics
+from ..states import WorkerPhase
+from ..workers import roles
+from ..workers.confinement import Confinement
+from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
+from ..workspace.ids import validate_job_id, worker_key
+from ..workspace.layout import Workspace
+from . import limits
+from .announce import Announcer
+from .attempts import Outcome
+from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
+from .nesting import Nesting
+from .queries import Queries
+from .recovery import Recovered
+from .scheduling import Scheduler
+from .submission import Submission
+from .tables import LiveWorker, Tables
+from .takeover import Restorer
+from .worker_thread import WorkerRunner
+
+log = logging.getLogger("orchestrator.engine")
+__all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
+
+
+class Engine:
+    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workspace: Workspace | None = None,
+        runner: ProcessRunner | None = None,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
+        api_url: str | None = None,
+        credentials: Credentials | None = None,
+        checkout: Checkout | None = None,
+        steps: Sequence[Step] | None = None,
+        memory: MemoryProbe | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace or Workspace(settings.workspace_root)
+        # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
+        self.confinement = Confinement(settings, self.workspace, announce=True)
+        # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
+        # deadline is measured on: local processes and the system clock unless a test injects others.
+        self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
+        self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
+        # Prepares each worker's directory (checkouts/checkout.py), and checks its work after each attempt (quality/steps.py).
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self._worker_env)
+        # In order; by default the quality gates and a graph job's merge into its integration branch.
+        self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace)
+        self.events = EventBus()
+        self.api_url = api_url  # set by the server once it listens; workers call back here
+        self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
+        self._base_envs = BaseEnvs(settings)  # what each job's workers start from (workers/environment.py)
+        self.prompts = WorkerPrompts(settings, self.workspace, lambda: self.api_url, roles.preamble)  # what AI workers read
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self.tables = Tables(self.workspace)  # read and changed under self._lock only
+        # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
+        self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
+        self._futures: set[Future[None]] = set()
+        self._closing = False
+        # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
+        # engine's memory while it holds a tree, the records on disk otherwise.
+        t = self.tables
+        self.queries = Queries(self.workspace, self._cond, t.jobs, t.workers, t.ending)
+        self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
+        w = settings.workers
+        self.monitor = ResourceMonitor(
+            self.executor,
+            Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
+            w.monitor_interval,
+            lambda: self.running.watched(),
+            tick=self._tick,
+        )
+        self.announce = Announcer(settings, self.workspace, self.events)
+        # A worker starts only where its kind's measured peak fits in free memory (process/admission.py).
+        probe = memory or memory_probe(self.executor)  # this machine's, or the nodes' heartbeats under rq
+        self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker)
+        self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
+        self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
+        # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
+        self.nesting = Nesting(
+            settings=settings,
+            workspace=self.workspace,
+            checkout=self.checkout,
+            lock=self._cond,
+            family=t.family,
+            clock=self.clock,
+        )
+        # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
+        self.scheduler = Scheduler(t, skip=self._skip_pending, stop=self._stop)
+        self.finishing = Finishing(
+            settings=settings,
+            workspace=self.workspace,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            metrics=self.metrics,
+            monitor=self.monitor,
+            queries=self.queries,
+            dispatch=self._dispatch,
+            clock=self.clock,
+            nesting=self.nesting,
+            scheduler=self.scheduler,
+            runner=self.runner,
+            skip=self._skip_pending,
+        )
+        self.submission = Submission(
+            settings=settings,
+            workspace=self.workspace,
+            runner=self.runner,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            check_open=self._check_open,
+            dispatch=self._dispatch,
+            skip_pending=self._skip_pending,
+            add_cost=self.finishing.add_cost,
+            clock=self.clock,
+            nesting=self.nesting,
+        )
+        self.running = WorkerRunner(
+            settings=settings,
+            workspace=self.workspace,
+            executor=self.executor,
+            clock=self.clock,
+            tables=t,
+            lock=self._lock,
+            announce=self.announce,
+            finishing=self.finishing,
+            metrics=self.metrics,
+            checkout=self.checkout,
+            steps=self.steps,
+            dispatch=self._dispatch,
+            prompt=self.prompts.render,
+            env=self._worker_env,
+            confinement=self.confinement,
+        )
+        # Shared-checkout path locks per root tree (quality/locks.py; in Redis under rq): a worker's die with its process.
+        self.locks = path_locks(self.clock, settings)
+        self.running.on_process_end = self._process_ended
+        self.restorer = Restorer(
+            settings=settings,
+            workspace=self.workspace,
+            tables=t,
+            lock=self._cond,
+            announce=self.announce,
+            queries=self.queries,
+            finishing=self.finishing,
+            dispatch=self._dispatch,
+            run=self._run,
+            kill_unaccounted=self._kill_unaccounted,
+            attempt_start=self.running.attempt_start,
+            executor=self.executor,
+            clock=self.clock,
+            checkout=self.checkout,
+        )
+        self.monitor.start()
+
+    # -- submitting and dispatching -----------------------------------------------------
+    def submit(
+        self,
+        request: object,
+        config: object = None,
+        tasks: object = None,
+        *,
+        parent_job_id: str | None = None,
+        parent_worker: str | None = None,
+    ) -> JobRecord:
+        """Validate, plan and start a job. A child job names the worker that asks for it."""
+        return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Unavailable("the orchestrator is shutting down; submit again once it is back")
+
+    def _dispatch(self) -> None:
+        """Under the lock: start pending workers, oldest job first, within the limits and free memory (no overtaking)."""
+        t = self.tables
+        limit = self.settings.workers.global_max_workers
+        self.admission.begin()
+        for job_id, keys in list(t.pending.items()):
+            job = t.jobs[job_id]
+            if t.budget_spent(job):
+                self._skip_pending(job, keys, t.budget_note(job))
+                del t.pending[job_id]
+                continue
+            ready = self.scheduler.ready(job, keys)  # a graph's tasks wait on their prerequisites
+            n = limits.startable(len(ready), t.running[job_id], job.config.max_workers, t.slots_used, limit)
+            starting = [t.workers[(job.root_id, key)] for key in ready[:n]]
+            n = self.admission.admit(job, starting)
+            for live in starting[:n]:
+                self._start(live)
+            if ready is keys:
+                del keys[:n]
+            elif n:
+                started = set(ready[:n])
+                keys[:] = [k for k in keys if k not in started]
+            if not keys:
+                del t.pending[job_id]
+            if t.slots_used >= limit or self.admission.waiting:
+                return
+
+    def _skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
+        """Workers that will never start end as skipped; settled on a pool thread (not under our caller's lock)."""
+        for key in keys:
+            live = self.tables.workers[(job.root_id, key)]
+            live.exited(Outcome(WorkerStatus.SKIPPED, reason))
+            self._futures.add(self._pool.submit(self.finishing.settle, live))
+        keys.clear()
+
+    def _stop(self, job: JobRecord, reason: str) -> None:
+        """Under the lock: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+        for live in self._cancel_locked(job, reason):
+            self._futures.add(self._pool.submit(self.finishing.settle, live))
+
+    def _start(self, live: LiveWorker) -> None:
+        """Under the lock: the worker takes a slot and its thread starts."""
+        states.set_phase(live, WorkerPhase.RUNNING)
+        self.tables.slots_used += 1
+        self.tables.running[live.job.id] += 1
+        states.set_worker_status(live.record, WorkerStatus.RUNNING)
+        self.metrics.dispatched(live.tag)
+        self._run(live)
+
+    def _run(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
+        """The worker's thread (from the pool: idle threads are reused, as starting a thread
+        per worker under the lock cost more than the worker)."""
+        future = self._pool.submit(self.running.run_worker, live, adopted)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def recover(self) -> list[str]:
+        """Take over the job trees a previous server left unfinished (it was killed, or the
+        machine stopped), as ``recovery`` decides: live workers are re-adopted through their
+        shims, ones that ended meanwhile get their true status from their exit files, lost ones
+        fail with a reason, never-started ones start; the jobs then go on or end. Processes of
+        a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
+        return self.restorer.recover()
+
+    # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
+    def _kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
+        """SIGKILL every process of the tree that carries no adopted shim's tag."""
+        for shim in shims:
+            log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
+        return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
+
+    def _process_ended(self, rec: WorkerRecord) -> None:  # under the lock: its path locks and memory are free again
+        self.locks.release_worker(rec.root_id, rec.name)
+        self.admission.ended(rec)
+
+    def _tick(self) -> None:
+        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end."""
+        if self.admission.waiting:
+            with self._lock:
+                self._dispatch()
+        self._enforce_deadlines()
+
+    def _enforce_deadlines(self) -> None:
+        """Cancel every root tree that has run past recursion.tree_deadline."""
+        deadline = self.settings.recursion.tree_deadline
+        if not deadline:
+            return
+        with self._lock:
+            late = limits.late_trees(self.tables.jobs.values(), self.tables.ending, self.clock.time(), deadline)
+            for job in late:
+                self.metrics.refused("deadline")
+                job.notes.append(limits.deadline_note(deadline))
+        for job in late:
+            with contextlib.suppress(Conflict):
+                self.cancel(job.id)
+
+    def _forget(self, future: Future[None]) -> None:
+        self._futures.discard(future)  # atomic; shutdown copies the set before reading it
+
+    def _worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:
+        base, creds = self._base_envs.get(rec.job_id), self.credentials
+        return worker_env(
+            self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
+        )
+
+    # -- reading: queries.Queries answers; the engine forwards for its callers -----------
+    def snapshot(
+        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
+    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        return self.queries.snapshot(root_id, job_id, outcomes=outcomes)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self.queries.get_job(job_id)
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        return self.queries.wait(job_id, timeout)
+
+    def list_jobs(self) -> list[JobRecord]:
+        return self.queries.list_jobs()
+
+    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
+        return self.queries.find_worker(job_id, depth, name)
+
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
+        return self.queries.read_log(record, tail=tail, offset=offset)
+
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
+        return self.queries.follow_log(record, offset, deadline)
+
+    def read_report(self, job_id: str, name: str) -> str:
+        return self.queries.read_report(job_id, name)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return self.tables.counts()
+
+    def worker_running(self, job_id: str, worker: str) -> bool:
+        """True while the worker's process runs: its credential is honoured only then."""
+        with self._lock:
+            job = self.tables.jobs.get(job_id)
+            live = self.tables.worker(job.root_id, job.depth, worker) if job else None
+            return live is not None and live.record.status is WorkerStatus.RUNNING and not live.phase.process_ended
+
+    def worker_tags(self, job_id: str | None = None) -> list[str]:
+        """The tags of the workers this engine holds in memory (of one job, or all; finished
+        trees leave memory): how their processes are found in /proc."""
+        with self._lock:
+            return [live.tag for live in self.tables.workers.values() if job_id is None or live.job.id == job_id]
+
+    def worker_tag(self, record: WorkerRecord) -> str:
+        """The tag of a worker this engine holds (KeyError once its tree left memory)."""
+        with self._lock:
+            return self.tables.workers[(record.root_id, record.key)].tag
+
+    # -- deleting ---------------------------------------------------------------------
+    def delete(self, job_id: str, all_branches: bool = False) -> None:
+        """Remove a finished root job's folder (its child jobs live inside it), with its
+        worktrees and branches (its result branch too with ``all_branches``). The rule is
+        ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
+        job = self.get_job(job_id)
+        # A tree this server does not hold is judged by its records (read outside the lock).
+        on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
+        with self._lock:
+            held = [j for j in self.tables.jobs.values() if j.root_id == job.root_id]
+            reason = refusal(job, held or on_disk)  # a finishing job (reports rendering) is still running here
+            if reason:
+                raise Conflict(reason)
+            self.tables.forget_tree(job.root_id, self.events)
+            with contextlib.suppress(ValueError):
+                self.tables.finished_roots.remove(job.root_id)
+        # Outside the lock (git may take seconds on a big tree; the tree left the tables above).
+        delete_job(self.workspace, job, self.checkout, all_branches)
+
+    # -- merging a root job's result (quality/landing.py) ----------------------------------------
+    def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, object] | None:
+        """POST /jobs/{id}/merge: merge a finished root job's workers' branches again (or for the
+        first time after a crash), with the job's strategy and merge_into unless given; the same
+        inputs give the same commit and move nothing. 409 while the tree runs."""
+        job = landing.check_root(self.get_job(job_id))
+        if strategy is not None:
+            landing.check_strategy(strategy)
+        if into:
+            into = landing.check_branch(self.settings, into, "into")
+        with self._lock:
+            held = self.tables.jobs.get(job.id)
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
+                raise Conflict(f"job {job.id} is still running: merge it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
+        target = held or job
+        try:
+            self.finishing.land(target, strategy, into, strict=True)
+        except (OrchestratorError, OSError):
+            raise
+        except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
+            raise OrchestratorError(f"merging job {job.id} failed: {exc}") from exc
+        finally:  # the merge, or its error, on disk either way
+            with self._lock:
+                snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
+            if snapshot is not None:
+                snapshot.write()
+            else:
+                self.workspace.save_job(target)
+            self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
+        return target.merge
+
+    def conflicts(self, job_id: str) -> dict[str, object]:
+        """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
+        branches as they stand (running or ended), and the job's last merge."""
+        job = self.get_job(job_id)
+        _, workers = self.snapshot(job.root_id, job.id)
+        found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
+        return {"job_id": job.id, "conflicts": found, "merge": job.merge}
+
+    # -- cancelling -----------------------------------------------------------------
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
+        with self._lock:
+            job = self.tables.jobs.get(validate_job_id(job_id))
+            if job is None:
+                stored = self.workspace.load_job(job_id)
+                raise Conflict(f"job {job_id} is already {stored.status.value}; there is nothing to cancel")
+            if job.status.terminal or job.id in self.tables.ending:
+                raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
+            never_started = self._cancel_locked(job)
+        for live in never_started:
+            self.finishing.settle(live)
+        if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (quality/approval.py)
+            self.finishing.decide(job.id, "cancel")
+        return self.get_job(job_id)
+
+    def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
+        """Under the lock: wake every worker of the job and its subtree to stop; the ones that
+        never started end skipped (returned, to settle outside the lock). A ``reason`` other
+        than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
+        job.error = reason
+        self.announce.line(job, f"job {job.id} cancel requested" if reason == "cancelled" else f"job {job.id} {reason}")
+        never_started = []
+        pending = set(self.tables.pending.pop(job.id, []))
+        for name in job.worker_names:
+            live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
+            live.cancel.set()
+            if live.record.key in pending:
+                why = "the job was cancelled" if reason == "cancelled" else f"the job {reason}"
+                live.exited(Outcome(WorkerStatus.SKIPPED, f"skipped: {why} before it started"))
+                never_started.append(live)
+            for child_id in live.record.child_job_ids:
+                child = self.tables.jobs.get(child_id)
+                if child is not None and not child.status.terminal:
+                    never_started.extend(self._cancel_locked(child))
+        return never_started
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Refuse new jobs, cancel running ones (kill ladder) and wait for their threads."""
+        with self._lock:
+            self._closing = True
+            roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
+        for job in roots:
+            with contextlib.suppress(Conflict):
+                self.cancel(job.id)
+        with self._lock:
+            futures = [f for f in list(self._futures) if not f.done()]
+        wait_futures(futures, timeout=timeout)
+        self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for
+        self._pool.shutdown(wait=False)
+        self.finishing.level_renders.close()
+        self.monitor.stop()
+        close_executor(self.executor)  # the rq executor's listener (attempts on nodes run on)
+        self.index.close()
+        self.webhooks.close()  # pending deliveries stay in the outbox for the next start
+        self.locks.close()

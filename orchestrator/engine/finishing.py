@@ -1,0 +1,431 @@
+"""How workers and jobs end: a worker's outcome applied, its final record written, its job
+ended once its last worker is, a root's result branch merged (``land``, quality/landing.py) and the
+reports rendered before anyone hears the job ended.
+
+A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
+called by the engine, frees its slot); once its child jobs have ended too it is settled:
+``final_record`` works out its terminal status under the lock, ``publish_final`` writes it
+to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
+last worker is settled.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .. import failpoints, reports, states
+from ..checkouts import lifetime
+from ..clock import Clock
+from ..config import Settings
+from ..errors import Conflict, OrchestratorError
+from ..git.gitcmd import GitFailed
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..process.monitor import ResourceMonitor
+from ..process.runner import ProcessRunner
+from ..quality import approval, landing
+from ..quality.landing import Landed
+from ..reports.analytics import analyse
+from ..reports.metrics import Metrics
+from ..selection.candidates import candidate_tasks
+from ..states import WorkerPhase
+from ..workspace import logs
+from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
+from .announce import Announcer
+from .attempts import Outcome
+from .choosing import Choosing
+from .nesting import Nesting
+from .pacing import Pacer
+from .queries import Queries
+from .scheduling import Scheduler
+from .tables import LiveWorker, Snapshot, Tables, write_snapshots
+
+log = logging.getLogger("orchestrator.engine")
+# Finished trees kept in memory (their records, events and locks): enough for clients that
+# read a tree right after it ends; older ones come from disk, the same way after a restart.
+FINISHED_TREES_IN_MEMORY = 32
+
+
+class Finishing:
+    """Ends workers and jobs. Shares the engine's tables and lock; ``dispatch`` (under the
+    lock) starts the workers a freed slot lets start."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        tables: Tables,
+        lock: threading.Condition,
+        announce: Announcer,
+        metrics: Metrics,
+        monitor: ResourceMonitor,
+        queries: Queries,
+        dispatch: Callable[[], None],
+        clock: Clock,
+        nesting: Nesting | None = None,
+        scheduler: Scheduler | None = None,
+        runner: ProcessRunner | None = None,
+        skip: Callable[[JobRecord, list[str], str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        # A task's candidates settle into one winner (engine/choosing.py): a unit of the job's work.
+        self.choosing = Choosing(
+            settings=settings,
+            workspace=workspace,
+            tables=tables,
+            lock=lock,
+            announce=announce,
+            scheduler=scheduler,
+            runner=runner or ProcessRunner(),
+            clock=clock,
+            queries=queries,
+            add_cost=self.add_cost,
+            skip=skip or (lambda job, keys, why: None),
+            dispatch=dispatch,
+            end_job=self.end_job,
+        )
+        self.scheduler = scheduler  # a task graph's: what a worker's end unblocks or skips
+        self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
+        self.clock = clock
+        self.workspace = workspace
+        self.tables = tables
+        self._lock = lock
+        self.announce = announce
+        self.metrics = metrics
+        self.monitor = monitor
+        self.queries = queries
+        self.dispatch = dispatch
+        self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
+
+    # -- a worker ---------------------------------------------------------------------------
+    def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
+        """Under the lock: what its last attempt reported, its sampled usage, and its cost
+        toward the tree's budget."""
+        rec = live.record
+        parsed = outcome.parsed
+        rec.exit_reason = outcome.exit_reason
+        rec.error = outcome.error
+        usage = self.monitor.take_usage(live.tag)
+        if usage is not None:
+            rec.peak_rss, rec.peak_processes = usage.peak_rss, usage.peak_processes
+            rec.cpu_seconds = round(usage.cpu_seconds, 3)
+        if parsed is not None:
+            rec.output = parsed.output
+            rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
+            rec.tokens_cache_read = parsed.tokens_cache_read
+            self.add_cost(rec.root_id, parsed.cost_usd)
+
+    def add_cost(self, root_id: str, usd: float | None) -> None:
+        """Under the lock: AI cost reported by a worker or the AI planner, toward the tree's budget."""
+        if usd:
+            self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
+            self.metrics.add_cost(usd)
+
+    def settle(self, live: LiveWorker) -> None:
+        """Its process has exited and its child jobs have ended: settle its status."""
+        with self._lock:
+            settled = self.final_record(live)
+        if settled is not None:
+            self.publish_final(live, *settled)
+
+    def final_record(self, live: LiveWorker) -> tuple[WorkerRecord, Snapshot] | None:
+        """Under the lock: the worker's final record and its snapshot to write, or None when
+        it is not in phase EXITED (already settled, or being settled)."""
+        if live.phase is not WorkerPhase.EXITED:
+            return None
+        states.set_phase(live, WorkerPhase.SETTLING)
+        rec = live.record
+        outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+        if not rec.attempts:  # never ran (skipped): its reason was never applied
+            rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
+        status = outcome.status
+        jobs = self.tables.jobs
+        if status is WorkerStatus.SUCCESS and rec.child_job_ids:
+            children = [jobs[c] for c in rec.child_job_ids if c in jobs]
+            if children and all(c.status is JobStatus.COMPLETED for c in children):
+                status = WorkerStatus.RECURSIVE_SUCCESS
+            else:
+                rec.exit_reason += "; a child job did not complete"
+        if self.scheduler is not None:  # in its final record: the tasks its end lets start
+            rec.unblocked = self.scheduler.unblocked_by(live, status)
+        final = rec.copy()
+        # It ended when its last process and its child jobs did: for one that ended while no
+        # server ran, that is its shim's time, not the restart's.
+        ends = [a.ended_at for a in rec.attempts[-1:] if a.ended_at is not None]
+        ends += [e for c in rec.child_job_ids if c in jobs and (e := jobs[c].ended_at)]
+        states.set_worker_status(final, status)
+        final.ended_at = max(ends) if ends else self.clock.time()
+        self.metrics.worker_finished(live.tag, status.value, final.duration)
+        return final, self.tables.worker_snapshot(live, final)
+
+    def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> None:
+        """Outside the lock: the final record on disk, then everyone told; the job may end."""
+        # On disk before anyone can see it: a reader told "done" never loses that to a crash.
+        failpoints.hit("before_final_record")
+        snapshot.write()
+        with self._lock:
+            rec = live.record
+            states.set_worker_status(rec, final.status)
+            rec.ended_at = final.ended_at
+            states.set_phase(live, WorkerPhase.SETTLED)
+            job = live.job
+            self.tables.unfinished[job.id] -= 1
+            done = self.tables.unfinished[job.id] == 0
+            self.announce.worker(live, rec.exit_reason + ("; no changes" if rec.no_changes else ""))
+            if rec.candidate is not None:
+                self.choosing.settled(live)
+            if self.scheduler is not None and self.scheduler.has_graph(job):
+                self._graph_step(live, self.scheduler)
+        if done:
+            self.end_job(job)
+
+    def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
+        """Under the lock, a graph job's worker settled: say what it unblocked, skip or stop
+        what waited on it if it failed (engine/scheduling.py), and start what may start now."""
+        rec = live.record
+        if rec.unblocked:
+            self.announce.worker(live, f"task {rec.task_id} {rec.status.value}: unblocked {', '.join(rec.unblocked)}")
+        scheduler.settled(live)
+        self.dispatch()
+
+    # -- a job ------------------------------------------------------------------------------
+    def end_job(self, job: JobRecord) -> None:
+        """Its last worker is settled: render its reports, write its final record, tell
+        everyone; a parent worker waiting on it resumes (or is settled)."""
+        tables = self.tables
+        with self._lock:
+            if job.status.at_rest or job.id in tables.ending:  # ended, ending, or waiting for approval
+                return
+            outcome = self.job_outcome(job)
+            tables.ending[job.id] = (outcome, self.clock.time())
+            wait = approval.waits(job, outcome)
+        if wait:  # approval: before_merge: nothing lands until a person approves (decide)
+            self.hold(job, outcome)
+        else:
+            self.conclude(job, land=True)
+
+    def conclude(self, job: JobRecord, *, land: bool) -> None:
+        """Outside the lock, the job in ``tables.ending`` with its status: land a root's result
+        (unless ``land`` is False: rejected or cancelled while waiting), render its reports, write
+        its final record, tell everyone."""
+        tables = self.tables
+        with self._lock:
+            outcome = tables.ending[job.id][0]
+        if job.is_root and land:  # its result branch (quality/landing.py) is on disk before anyone hears the tree ended
+            self.land(job, cancelled=outcome is JobStatus.CANCELLED)
+        elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
+            self.nesting.merge_child(job)
+        if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
+            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
+            remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
+            remover.start()
+            with self.render_lock(job.root_id):
+                self.render_reports(job)
+            remover.join()
+        with self._lock:
+            status, ended = tables.ending[job.id]
+            final = job.copy()
+            states.set_job_status(final, status)
+            final.ended_at = ended
+            snapshot = tables.job_snapshot(final)
+        # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
+        # tens of ms, which every request (a child job's refusal) would otherwise wait out.
+        write_snapshots([snapshot])
+        with self._lock:
+            del tables.ending[job.id]
+            if self.scheduler is not None:
+                self.scheduler.forget(job.id)
+            states.set_job_status(job, status)
+            job.ended_at = ended
+            self.announce.job(job, f"job {status.value}")
+            self.announce.line(job, f"job {job.id} {status.value}")
+            self._lock.notify_all()
+            parent = tables.parent_of(job)
+            idle = parent is not None and not tables.live_children(parent)
+            settle_parent = parent is not None and idle and parent.phase is WorkerPhase.EXITED
+            if parent is not None and idle and parent.phase is WorkerPhase.LENDING:
+                states.set_phase(parent, WorkerPhase.RUNNING)  # its child is done: it runs again, and counts again
+                tables.slots_used += 1
+            self.dispatch()
+        if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: engine/pacing.py)
+            self.level_renders.request((job.root_id, job.depth), functools.partial(self.render_locked, job))
+        if settle_parent and parent is not None:
+            self.settle(parent)
+        if job.is_root:
+            self.evict_finished(job.root_id)
+
+    # -- a person in the loop (quality/approval.py) ----------------------------------------------
+    def hold(self, job: JobRecord, earned: JobStatus) -> None:
+        """Outside the lock, from ``end_job``: a root job with approval: before_merge stops in
+        waiting, nothing merged; its reports say so and a "waiting" job event is published."""
+        tables = self.tables
+        with self._lock:
+            job.approval = approval.waiting(earned, self.clock.time())
+            job.notes.append(approval.waiting_note(job))
+        with self.render_lock(job.root_id):
+            self.render_reports(job)
+        with self._lock:
+            held = job.copy()
+            states.set_job_status(held, JobStatus.WAITING)
+            snapshot = tables.job_snapshot(held)
+        write_snapshots([snapshot])  # on disk before anyone hears it waits: a restart finds it waiting
+        with self._lock:
+            del tables.ending[job.id]
+            states.set_job_status(job, JobStatus.WAITING)
+            self.announce.job(job, "job waiting for approval")
+            self.announce.line(job, f"job {job.id} waiting for approval: nothing merged yet")
+            self._lock.notify_all()
+
+    def decide(self, job_id: str, action: str, text: str = "") -> JobRecord:
+        """``action`` (approve, reject, cancel) on a waiting root job: approve lands it and it ends
+        with the status its workers earned; reject ends it failed, cancel cancelled, nothing merged.
+        Conflict (409) when it is not waiting, or another decision is being carried out."""
+        with self._lock:
+            job = self.tables.jobs.get(job_id)
+            if job is None or job.id in self.tables.ending:
+                state = "being ended" if job is not None else "not waiting for approval"
+                raise Conflict(f"job {job_id} is {state}: only a waiting job can be approved, rejected or cancelled here")
+            now = self.clock.time()
+            status, record, note = approval.decision(job, action, text, now)
+            job.approval = record
+            job.notes.append(note)
+            if action == "reject":
+                job.error = f"rejected: {text}"
+            self.announce.line(job, f"job {job.id} {note}")
+            self.tables.ending[job.id] = (status, now)
+        self.conclude(job, land=action == "approve")
+        return self.queries.get_job(job_id)
+
+    def land(
+        self,
+        job: JobRecord,
+        strategy: str | None = None,
+        into: str | None = None,
+        *,
+        strict: bool = False,
+        cancelled: bool = False,
+    ) -> Landed:
+        """Outside the lock: merge a root job's workers' branches into its result branch and record
+        it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
+        workers earned); ``strict`` (POST /merge) raises it after recording it."""
+        if job.config.isolation != "worktree":
+            return Landed(None, "")  # folder workers have no branches (and a big tree's copy is not free)
+        with landing.tree_lock(job.root_id):
+            _, workers = self.queries.snapshot(job.root_id, job.id)
+            try:
+                landed = landing.land(
+                    job,
+                    workers,
+                    cancelled=cancelled,
+                    settings=self.settings,
+                    workspace=self.workspace,
+                    now=self.clock.time(),
+                    strategy=strategy,
+                    into=into,
+                )
+            except Exception as exc:
+                log.warning("merging job %s failed: %s", job.id, exc, extra=logs.context(job.id))
+                landed = landing.failed(job, strategy, exc, self.clock.time())
+                if strict:
+                    self._record_landing(job, landed)
+                    raise
+            self._record_landing(job, landed)
+            self._release_worktrees(job, landed)
+        return landed
+
+    def _release_worktrees(self, job: JobRecord, landed: Landed) -> None:
+        """A landing that moved the branch the user named ends the worktrees' lifetime (checkouts/lifetime.py)."""
+        try:
+            note = lifetime.release_landed(self.settings, self.workspace, job, landed.merge)
+        except (GitFailed, OrchestratorError):
+            log.warning("job %s: could not remove its worktrees after its landing", job.id, exc_info=True)
+            return
+        if note:
+            with self._lock:
+                job.notes.append(note)
+                self.announce.line(job, note)
+
+    def _record_landing(self, job: JobRecord, landed: Landed) -> None:
+        with self._lock:
+            job.merge = landed.merge
+            if landed.note:
+                job.notes.append(landed.note)
+                self.announce.line(job, landed.note)
+
+    def job_outcome(self, job: JobRecord) -> JobStatus:
+        """Under the lock: the status a job whose workers are all settled ends with."""
+        records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
+        if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
+            return JobStatus.CANCELLED
+        # A task run as candidates counts once: done when it has a winner, whatever its losers did.
+        done = {r.task_id or r.name: r.status.ok for r in records if r.candidate is None}
+        done |= {task: bool(job.selections.get(task, {}).get("winner")) for task in candidate_tasks(job)}
+        ok = sum(done.values())
+        if ok == len(done):
+            return JobStatus.COMPLETED
+        return JobStatus.PARTIAL if ok else JobStatus.FAILED
+
+    def evict_finished(self, root_id: str) -> None:
+        """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
+        read from their records on disk, so a long-running server's memory stays flat."""
+        with self._lock:
+            self.tables.finished_roots.append(root_id)
+            while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
+                self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)
+
+    # -- reports ----------------------------------------------------------------------------
+    def render_lock(self, root_id: str) -> threading.Lock:
+        with self._lock:
+            return self.tables.render_locks.setdefault(root_id, threading.Lock())
+
+    def render_locked(self, job: JobRecord) -> None:
+        with self.render_lock(job.root_id):
+            self.render_reports(job)
+
+    def render_reports(self, job: JobRecord) -> None:
+        """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
+        jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
+        tails = {
+            w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
+            for w in workers
+            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
+        }
+        tdir = self.settings.templates_dir
+        depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
+        try:
+            # Each task's CANDIDATES file first, so the reports' links to them never dangle.
+            for path, text in reports.render_candidate_reports(jobs[0], jobs, workers, templates_dir=tdir).items():
+                self.workspace.write_text(self.workspace.job_dir(job.root_id) / path, text)
+            for depth in depths:
+                text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
+                self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
+            if job.is_root:  # the picture first, so the report's link to it never dangles
+                # One set of the tree's figures for both, and the picture streamed to its file:
+                # at 10,000 workers each is a pass over every record, and the picture megabytes.
+                jobs, workers = reports.tree_order(jobs, workers)
+                now = time.time()
+                figures = analyse(jobs, workers, now)
+                svg = self.workspace.timeline_svg(job.root_id)
+                self.workspace.write_text(svg, reports.timeline_svg_parts(jobs, workers, now=now, analytics=figures))
+                text = reports.render_final_report(
+                    jobs[0],
+                    jobs,
+                    workers,
+                    log_tails=tails,
+                    templates_dir=tdir,
+                    timeline_svg=self.workspace.relative(job.root_id, svg),
+                    now=now,
+                    analytics=figures,
+                )
+                self.workspace.write_text(self.workspace.final_report(job.root_id), text)
+        except Exception as exc:  # a broken custom template must not hang the job
+            log.exception("report rendering failed for %s", job.id, extra=logs.context(job.id))
+            with self._lock:
+                job.notes.append(f"report rendering failed: {exc}")

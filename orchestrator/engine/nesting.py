@@ -1,0 +1,244 @@
+"""Recursion composes with worktrees: a child job of a worktree worker starts
+from its parent worker's work, and its work comes back into the parent's checkout.
+
+========== ==================================================================================
+at spawn   (submission, outside the engine lock) the parent worker's work so far is committed
+           on its branch (``commit_at_spawn``); the child job's workers branch from that
+           commit (``JobRecord.start_commit``, read by checkouts/worktree.py). A commit that fails
+           refuses the spawn: no child starts from a state nobody knows.
+at its end (finishing.end_job, before the child job's terminal status is visible, so the
+           parent's ``spawn --wait`` returns only after it) the child's workers' branches (those
+           ``gates.merge_block`` lets through, at their gated commits; the others are named in
+           ``merge["left_out"]``) are merged in plan order into the parent worker's branch with the job's
+           ``merge_strategy`` (merging.merge_branches with ``target``: the parent's branch), and
+           the parent's worktree is brought to the merged commit (``merge_child``).
+========== ==================================================================================
+
+The parent may have edited files since the spawn (``spawn`` without ``--wait``). So, holding the
+worktree's lock (checkouts/worktree.py takes it for its own commits too): its pending work is committed
+first; the branch moves only by an atomic ``update-ref`` from that commit to the merge; then
+``git read-tree -m -u <commit> <merge>`` inside that worktree brings its index and files along,
+and refuses, changing nothing, if an edit made in the meantime would be overwritten: the branch
+is then put back and the whole step tried again. Under ``auto`` a conflict stops the merge at
+the last clean one (the parent's branch holds what merged cleanly; the report names each
+conflicting file and the workers involved); ``manual`` merges nothing. A checkout the worker
+switched off its branch is left alone (reported). Every git call runs in the parent's worktree
+or the object store: the user's checkout is never touched.
+
+The outcome is the child's ``JobRecord.merge`` (``MergeOutcome.to_dict()`` plus ``at`` and
+``target``; ``error`` when it could not be done), a job note, and a line in the parent worker's
+log. A parent whose process has already ended gets its record's commit and changes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..checkouts.checkout import Checkout
+from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
+from ..clock import Clock
+from ..config import Settings
+from ..errors import Conflict, OrchestratorError
+from ..git.gitcmd import GitFailed
+from ..git.gitrefs import job_prefix, update_ref
+from ..git.gitwork import check_ref, run_git
+from ..git.merging import MergeOutcome, merge_branches
+from ..models import JobRecord, WorkerRecord
+from ..quality.landing import mergeable
+from ..workers.adapters import co_author_of
+from ..workspace.layout import Workspace
+
+log = logging.getLogger("orchestrator.nesting")
+TRIES = 3  # merge attempts when the parent's checkout changed under it (an edit, its own git)
+
+# (the parent worker's live record, the child job's workers' records in plan order), read under
+# the engine lock; None when the parent is not held (a root job).
+Family = Callable[[JobRecord], tuple[WorkerRecord, list[WorkerRecord]] | None]
+
+
+class NotMerged(OrchestratorError):
+    """The child job's work could not be brought into its parent's checkout."""
+
+
+class Nesting:
+    """Commits a parent's work at a spawn and merges a child job's work back into it."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        checkout: Checkout,
+        lock: threading.Condition | threading.RLock,
+        family: Family,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.checkout = checkout
+        self._lock = lock
+        self.family = family
+        self.clock = clock
+
+    def worktrees(self) -> WorktreeCheckout | None:
+        """The engine's worktree checkout (None: its checkout never makes worktrees)."""
+        if isinstance(self.checkout, WorktreeCheckout):
+            return self.checkout
+        if isinstance(self.checkout, IsolatedCheckout):
+            return self.checkout.worktrees()
+        return None
+
+    # -- at a spawn ----------------------------------------------------------------------------
+    def commit_at_spawn(self, parent: WorkerRecord, child_id: str) -> str | None:
+        """Outside the engine lock: the parent's work committed on its branch; the commit its
+        child job's workers start from. Conflict (the spawn is refused) when it cannot be made."""
+        try:
+            wt = self.worktrees()
+            if wt is None:
+                return None
+            subject = f"Work so far, as child job {child_id} starts"
+            return wt.commit(parent, len(parent.attempts), subject=subject)
+        except (GitFailed, OSError) as exc:
+            raise Conflict(
+                f"the work of worker {parent.name} could not be committed before starting its child job "
+                f"(its children would start from an unknown state), so no child job was started: {exc}"
+            ) from exc
+
+    # -- at the child's end --------------------------------------------------------------------
+    def merge_child(self, job: JobRecord) -> None:
+        """Outside the engine lock, before ``job``'s terminal status is visible: its workers'
+        branches into its parent worker's branch and checkout (see the module docstring). Never
+        raises: a job whose merge broke still ends (and says so in its notes)."""
+        if job.is_root or job.config.isolation != "worktree":
+            return
+        try:
+            self._merge_child(job)
+        except Exception as exc:  # a bug here must not leave the child job, and its parent, hanging
+            log.exception("merging child job %s into its parent's branch failed", job.id)
+            with self._lock:
+                job.notes.append(f"merging child job {job.id} into its parent worker's branch failed: {exc}")
+
+    def _merge_child(self, job: JobRecord) -> None:
+        with self._lock:
+            family = self.family(job)
+        if family is None:
+            return
+        parent, children = family
+        wt = None
+        try:
+            wt = self.worktrees()
+            if wt is None:
+                return
+            target = wt.branch(parent)
+            left_out: list[dict[str, str]] = []
+            outcome, error = self._merge(wt, job, parent, children, target, left_out), None
+        except (OrchestratorError, GitFailed, OSError) as exc:  # reported; the job still ends
+            log.warning("child job %s was not merged into its parent's branch", job.id, exc_info=True)
+            target = f"{self.settings.git.branch_prefix}{job.root_id}/{parent.name}"
+            outcome, error = _not_merged(job.config.merge_strategy, target, [c.name for c in children]), str(exc)
+        line = summary(job.id, target, outcome, error)
+        if left_out and not error:
+            line += "; left out: " + "; ".join(f"{w['worker']} ({w['reason']})" for w in left_out)
+        record = outcome.to_dict() | {"at": self.clock.time(), "target": target, "left_out": left_out}
+        if error:
+            record["error"] = error
+        fresh = None
+        if wt is not None and error is None and outcome.result_commit:
+            with self._lock:
+                # Its process ended and its changes are in its record: they are read again. (One
+                # still running reads them when it ends, after this merge: the worktree's lock.)
+                ended = parent.commit is not None
+            try:
+                fresh = wt.changes(parent) if ended else None
+            except (GitFailed, OSError):
+                log.warning("worker %s's changes could not be read again after a merge", parent.key, exc_info=True)
+        with self._lock:
+            job.merge = record
+            job.notes.append(line)
+            if fresh is not None:
+                fresh.apply_to(parent)
+        log_file = self.workspace.worker_log(parent.root_id, parent.depth, parent.name)
+        self.workspace.append_line(log_file, f"[orchestrator] {line}")
+
+    def _merge(
+        self,
+        wt: WorktreeCheckout,
+        job: JobRecord,
+        parent: WorkerRecord,
+        children: list[WorkerRecord],
+        target: str,
+        left_out: list[dict[str, str]],
+    ) -> MergeOutcome:
+        prefix, root = self.settings.git.branch_prefix, job.root_id
+        under = job_prefix(prefix, root)
+        ref = check_ref(target)
+        made = set(run_git(wt.repo, "for-each-ref", "--format=%(refname)", "--", under).stdout.split())
+        # Plan order; a worker that never started has no branch. As landing merges: only a worker
+        # gates.merge_block lets through (it succeeded and passed its gates; a graph job's too), at
+        # its gated commit; the others are named in ``left_out``.
+        sorted_ = mergeable(job, children, self.settings)
+        branches = [(name, branch) for name, branch in sorted_.named if check_ref(branch) in made]
+        left_out.extend(sorted_.left_out)
+        with wt.holding(parent) as directory:
+            on = run_git(directory, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
+            if on != ref:
+                raise NotMerged(
+                    f"worker {parent.name}'s checkout is not on its branch {target} (it is on {on or 'a detached HEAD'}); "
+                    f"nothing was merged: merge the children's branches yourself ({', '.join(b for _, b in branches)})"
+                )
+            problem = ""
+            for attempt in range(TRIES):
+                subject = f"Work so far, as child job {job.id} ends"
+                tip = wt.commit(parent, len(parent.attempts), subject=subject)
+                outcome = merge_branches(
+                    wt.repo,
+                    tip,
+                    branches,
+                    job.config.merge_strategy,
+                    prefix=prefix,
+                    root_id=root,
+                    target=ref,
+                    commits=sorted_.commits,
+                    tasks={c.name: c.task for c in children},
+                    credits={c.name: co_author_of(c, self.settings) for c in children},
+                )
+                outcome = sorted_.with_unchanged(outcome, job.worker_names)
+                new = outcome.result_commit
+                if new is None or new == tip:
+                    return outcome
+                moved = run_git(directory, "read-tree", "-m", "-u", tip, new, check=False)
+                if moved.returncode == 0:
+                    return outcome
+                # Its checkout changed since the commit (an edit, a git of its own): put the branch
+                # back where the checkout is, and go again from a new commit.
+                update_ref(wt.repo, ref, tip, new, under=under)
+                problem = moved.stderr.strip()[:500]
+                time.sleep(0.1 * (attempt + 1))
+        raise NotMerged(f"worker {parent.name}'s checkout kept changing while the merge was brought into it: {problem}")
+
+
+def _not_merged(strategy: str, target: str, workers: list[str]) -> MergeOutcome:
+    return MergeOutcome(strategy, "", f"refs/heads/{target}", None, (), tuple(workers), (), (), "")
+
+
+def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None = None) -> str:
+    """One line: what of the child job was merged into the parent's branch, what conflicted."""
+    if error:
+        return f"child job {job_id} was not merged into {target}: {error}"
+    if outcome.strategy == "manual":
+        return f"child job {job_id} was not merged into {target} (merge_strategy manual): {outcome.command}"
+    done = [w for w in outcome.merged if w not in outcome.unchanged]
+    parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done) or 'nothing new'}"]
+    if outcome.unchanged:
+        parts.append(f"no changes from {', '.join(outcome.unchanged)}")
+    for c in outcome.conflicts:
+        if c.resolved_by:
+            parts.append(f"conflict in {c.path} ({', '.join(c.workers)}) resolved by taking {c.resolved_by}'s side")
+        elif not c.predicted:
+            parts.append(f"conflict in {c.path} ({', '.join(c.workers)})")
+    if outcome.skipped:
+        parts.append(f"not merged: {', '.join(outcome.skipped)}")
+    return "; ".join(parts)

@@ -1,0 +1,192 @@
+"""Reads: list and find jobs and workers, wait for a job, read logs and reports, copy a tree's
+records for a reader, and build a job's status document.
+
+The engine changes state; this module only reads it. A tree the engine holds in memory is
+read there, under the engine's lock, as copies (a reader never sees a record change under
+it); any other tree (finished and forgotten, or left by an earlier server run) is read from
+its records on disk. ``Queries(workspace)`` alone, with no engine, reads only the disk: what
+the command line does with no server running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from .. import states
+from ..errors import JobNotFound, ValidationError
+from ..models import JobRecord, JobStatus, WorkerRecord
+from ..reports.status_document import job_status
+from ..workspace.ids import root_of, validate_job_id, worker_key
+from ..workspace.layout import Workspace, read_served
+
+
+class HeldWorker(Protocol):
+    """What a query reads of a worker the engine holds: its record (the engine's ``tables.LiveWorker``)."""
+
+    @property
+    def record(self) -> WorkerRecord: ...
+
+
+class Queries:
+    """Read-only answers about jobs and workers, from the engine's memory, else the disk.
+
+    ``lock`` is the engine's condition (held while its memory is read; notified when a job
+    ends), ``jobs`` its jobs by id, ``workers`` its workers by (root id, worker key), and
+    ``ending`` the outcome of each job whose reports are being rendered. The engine keeps
+    changing these mappings in place; the queries never change them."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        lock: threading.Condition | None = None,
+        jobs: Mapping[str, JobRecord] | None = None,
+        workers: Mapping[tuple[str, str], HeldWorker] | None = None,
+        ending: Mapping[str, tuple[JobStatus, float]] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self._lock = lock or threading.Condition(threading.RLock())
+        self._jobs: Mapping[str, JobRecord] = jobs if jobs is not None else {}
+        self._workers: Mapping[tuple[str, str], HeldWorker] = workers if workers is not None else {}
+        self._ending: Mapping[str, tuple[JobStatus, float]] = ending if ending is not None else {}
+
+    def _record(self, root_id: str, depth: int, name: str) -> WorkerRecord:
+        """Under the lock: the live record of a held worker."""
+        return self._workers[(root_id, worker_key(depth, name))].record
+
+    # -- trees ------------------------------------------------------------------------
+    def snapshot(
+        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
+    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
+        """Copies of a tree's records, or of one job's subtree; read from disk when the tree is
+        not live. ``outcomes``: jobs whose reports are being rendered show the outcome they are
+        about to get (for the reports); everyone else sees them running until the reports exist."""
+        with self._lock:
+            if job_id is not None and job_id in self._jobs:
+                jobs = self._subtree(job_id)
+            else:
+                jobs = [j for j in self._jobs.values() if j.root_id == root_id]
+            if not jobs:
+                return self.workspace.load_tree(root_id)
+            copies: list[JobRecord] = []
+            workers: list[WorkerRecord] = []
+            for job in jobs:
+                dup = job.copy()
+                if outcomes and job.id in self._ending:
+                    status, dup.ended_at = self._ending[job.id]
+                    states.set_job_status(dup, status)
+                copies.append(dup)
+                workers.extend(self._record(job.root_id, job.depth, n).copy() for n in job.worker_names)
+        copies.sort(key=lambda j: (j.depth, j.created_at, j.id))
+        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
+        return copies, workers
+
+    def _subtree(self, job_id: str) -> list[JobRecord]:
+        found = [self._jobs[job_id]]
+        for job in found:  # grows while it is walked: breadth first
+            for name in job.worker_names:
+                record = self._record(job.root_id, job.depth, name)
+                found.extend(self._jobs[c] for c in record.child_job_ids if c in self._jobs)
+        return found
+
+    def status_document(self, job_id: str) -> dict[str, Any]:
+        """The job's status document (``status_document.job_status``) over its subtree as it is now."""
+        root = root_of(job_id)
+        jobs, workers = self.snapshot(root, job_id)
+        if not any(j.id == job_id for j in jobs):
+            raise JobNotFound(f"job {job_id} not found")
+        return job_status(job_id, jobs, workers, self.workspace.job_dir(root))
+
+    def holds(self, root_id: str) -> bool:
+        """Whether the engine holds this tree in memory (else it is read from disk)."""
+        with self._lock:
+            return any(j.root_id == root_id for j in self._jobs.values())
+
+    # -- jobs -------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> JobRecord:
+        validate_job_id(job_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return job.copy()  # the JobConfig is frozen: shared, never rebuilt
+        return self.workspace.load_job(job_id)
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        """Block until the job is terminal (reports written), waits for approval, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                job = self._jobs.get(validate_job_id(job_id))
+                if job is None:
+                    return self.workspace.load_job(job_id)
+                remaining = deadline - time.monotonic()
+                if job.status.at_rest or remaining <= 0:  # a job waiting for approval waits for a person
+                    return job.copy()  # the JobConfig is frozen: shared, never rebuilt
+                self._lock.wait(remaining)
+
+    def list_jobs(self) -> list[JobRecord]:
+        """Live jobs and every root job on disk, newest first."""
+        with self._lock:
+            seen = {j.id: j.copy() for j in self._jobs.values()}
+        for root_id in self.workspace.root_ids():
+            if root_id not in seen:
+                try:
+                    seen[root_id] = self.workspace.load_job(root_id)
+                except (JobNotFound, ValueError, OSError):
+                    continue
+        return sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs the engine holds, by status (for the metrics)."""
+        with self._lock:
+            found: dict[str, int] = {}
+            for job in self._jobs.values():
+                found[job.status.value] = found.get(job.status.value, 0) + 1
+            return found
+
+    # -- workers, logs, reports ---------------------------------------------------------
+    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
+        """A worker of the job's tree, by name (at the job's depth) or by depth and name."""
+        job = self.get_job(job_id)
+        depth = job.depth if depth is None else depth
+        with self._lock:
+            held = self._workers.get((job.root_id, worker_key(depth, name)))
+            if held is not None:
+                return WorkerRecord.from_dict(held.record.to_dict())
+        return self.workspace.load_worker(job.root_id, depth, name)
+
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
+        path = self.workspace.job_dir(record.root_id) / record.log_path
+        data, size = read_served(self.workspace, path, offset=offset, tail_lines=tail)
+        return data.decode("utf-8", errors="replace"), size
+
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
+        """New bytes of a worker log as they are written, until the worker ends or ``deadline``."""
+        path = self.workspace.job_dir(record.root_id) / record.log_path
+        while True:
+            data, size = read_served(self.workspace, path, offset=offset, max_bytes=1 << 20)
+            if data:
+                offset += len(data)
+                yield data
+                continue
+            current = self.find_worker(record.job_id, record.depth, record.name)
+            if current.status.terminal or time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
+
+    def read_report(self, job_id: str, name: str) -> str:
+        job = self.get_job(job_id)
+        if name == "final":
+            path = self.workspace.final_report(job.root_id)
+        elif name.startswith("level_") and name[6:].isascii() and name[6:].isdigit() and len(name) < 10:
+            path = self.workspace.level_report(job.root_id, int(name[6:]))
+        else:
+            raise ValidationError(f"report name {name[:40]!r}: use 'final' or 'level_<depth>' (e.g. level_0)")
+        data, _ = read_served(self.workspace, path)
+        if not data and not path.is_file():
+            raise JobNotFound(
+                f"report {name} of job {job_id} is not written yet (job {job.status.value}); it appears when the job ends"
+            )
+        return data.decode("utf-8", errors="replace")

@@ -1,0 +1,160 @@
+"""A task graph schedules itself: which pending workers may start, what a
+worker's end unblocks, and what its failure does to the tasks that wait on it.
+
+A task starts once every prerequisite has succeeded, which for a worktree job means its work
+passed its gates and was merged into the job's integration branch (quality/integration.py: the last
+after-attempt step; a merge that fails fails the worker). A failed prerequisite, by the job's
+``on_failure``:
+
+=========  ==================================================================================
+skip       every task that waits on it, directly or not, ends ``skipped``: "dependency api
+           failed: step gates failed: gate tests failed: exit code 1"
+continue   they run anyway, once their prerequisites have ended whatever their status
+stop       the rest of the job is cancelled (running workers stopped, pending ones skipped) and
+           the job ends failed or partial, not cancelled: GNU parallel's ``--halt now,fail=1``
+=========  ==================================================================================
+
+Everything here runs under the engine's lock and is cheap: a job's task ids are mapped to its
+workers' keys once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
+from ..planner import graph
+from ..workspace.ids import worker_key
+from .tables import LiveWorker, Tables
+
+REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
+
+
+class Scheduler:
+    """Readiness and failure handling for jobs whose tasks have dependencies. ``skip`` ends
+    pending workers skipped with a reason; ``stop`` cancels the rest of a job with a reason."""
+
+    def __init__(
+        self,
+        tables: Tables,
+        skip: Callable[[JobRecord, list[str], str], None],
+        stop: Callable[[JobRecord, str], None],
+    ) -> None:
+        self.tables = tables
+        self.skip = skip
+        self.stop = stop
+        # job id -> task id -> its workers' keys (one, or a task's candidates)
+        self._keys: dict[str, dict[str, list[str]]] = {}
+        self._graphs: dict[str, bool] = {}  # job id -> has_graph
+
+    def keys(self, job: JobRecord) -> dict[str, list[str]]:
+        found = self._keys.get(job.id)
+        if found is None:
+            found = {}
+            for node, name in zip(job.nodes, job.worker_names):
+                found.setdefault(node.id, []).append(worker_key(job.depth, name))
+            self._keys[job.id] = found
+        return found
+
+    def forget(self, job_id: str) -> None:
+        self._keys.pop(job_id, None)
+        self._graphs.pop(job_id, None)
+
+    def has_graph(self, job: JobRecord) -> bool:
+        """Whether any of the job's tasks waits on another (asked once per job)."""
+        found = self._graphs.get(job.id)
+        if found is None:
+            found = self._graphs[job.id] = bool(job.nodes) and graph.has_dependencies(job.nodes)
+        return found
+
+    def _records(self, job: JobRecord, task_id: str) -> list[WorkerRecord]:
+        found = []
+        for key in self.keys(job).get(task_id, ()):
+            live = self.tables.workers.get((job.root_id, key))
+            if live is not None:
+                found.append(live.record)
+        return found
+
+    def _met(self, job: JobRecord, task_id: str) -> bool:
+        records = self._records(job, task_id)
+        if not records:
+            return True
+        if job.config.on_failure == "continue":  # ended, and a task with candidates has chosen (or found none)
+            chosen = records[0].candidate is None or task_id in job.selections
+            return chosen and all(r.status.terminal for r in records)
+        return any(delivered(job, r) for r in records)
+
+    def waits_on(self, job: JobRecord, record: WorkerRecord) -> list[str]:
+        """The prerequisites ``record`` still waits on (task ids, plan order)."""
+        return [d for d in record.depends_on if not self._met(job, d)]
+
+    def ready(self, job: JobRecord, keys: list[str]) -> list[str]:
+        """Those of ``keys`` (pending workers of ``job``) whose prerequisites are all met."""
+        if not self.has_graph(job):
+            return keys
+        found = []
+        for key in keys:
+            live = self.tables.workers[(job.root_id, key)]
+            if all(self._met(job, d) for d in live.record.depends_on):
+                found.append(key)
+        return found
+
+    def unblocked_by(self, live: LiveWorker, status: WorkerStatus) -> list[str]:
+        """Under the lock, as ``live`` settles with ``status`` (or, for a task's candidate, once its
+        task has chosen: engine/choosing.py): the task ids that may start now because of it (every other
+        prerequisite of theirs already met)."""
+        job, rec = live.job, live.record
+        if rec.task_id is None or not self.has_graph(job):
+            return []
+        if rec.candidate is not None and rec.task_id not in job.selections:
+            return []  # a candidate's end unblocks nothing before its task's selection
+        continuing = job.config.on_failure == "continue" and status.terminal
+        if rec.candidate is not None:  # its task has chosen: has every candidate ended?
+            continuing = continuing and self._met(job, rec.task_id)
+        if not (delivered(job, rec, status) or continuing):
+            return []
+        found = []
+        for node in graph.unique_nodes(job.nodes):
+            if rec.task_id in node.depends_on and all(d == rec.task_id or self._met(job, d) for d in node.depends_on):
+                if any(d.status is WorkerStatus.PENDING for d in self._records(job, node.id)):
+                    found.append(node.id)
+        return found
+
+    def settled(self, live: LiveWorker) -> None:
+        """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
+        dependents or stops the job, as ``on_failure`` says. A candidate's task fails only when
+        its selection finds no winner (``failed_task``, from engine/choosing.py)."""
+        job, rec = live.job, live.record
+        if delivered(job, rec) or rec.task_id is None or rec.candidate is not None or not self.has_graph(job):
+            return
+        if rec.status.ok:  # it succeeded, yet its work is not in the integration branch (it never ran its steps)
+            why = f"dependency {rec.task_id} succeeded but its work was never merged into {job.integration}"
+        else:
+            why = f"dependency {rec.task_id} {rec.status.value}: {(rec.exit_reason or rec.error or '')[:REASON_CHARS]}"
+        self.failed_task(job, rec.task_id, rec.status.value, why)
+
+    def failed_task(self, job: JobRecord, task_id: str, status: str, why: str) -> None:
+        """Under the lock: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
+        if not self.has_graph(job):
+            return
+        waiting = graph.dependents(job.nodes, task_id)
+        if not waiting:
+            return
+        policy = job.config.on_failure
+        if policy == "continue":
+            return
+        if policy == "stop":
+            if job.error is None:
+                self.stop(job, f"stopped: task {task_id} {status} (on_failure: stop)")
+            return
+        pending = self.tables.pending.get(job.id)
+        if not pending:
+            return
+        keys = self.keys(job)
+        skipped = [key for t in waiting for key in keys.get(t, ()) if key in pending]
+        if skipped:
+            for key in skipped:
+                pending.remove(key)
+            if not pending:
+                del self.tables.pending[job.id]
+            self.skip(job, skipped, f"skipped: {why}")

@@ -1,0 +1,171 @@
+"""What the engine holds in memory, guarded by its one lock: the jobs of the trees it runs,
+their workers (``LiveWorker``: the record plus the engine's runtime state), the counts the
+limits are judged on, and the numbered snapshots that keep record writes in order.
+
+Everything here is read and changed under the engine's lock; nothing here does I/O except
+``Snapshot.write`` (outside the lock) and ``Tables.forget_tree`` (events only).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import states
+from ..events import EventBus
+from ..models import JobRecord, JobStatus, WorkerRecord
+from ..process.runner import Wakeup
+from ..states import WorkerPhase
+from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
+from . import limits
+from .attempts import Outcome, WorkerExecution
+
+
+@dataclass
+class Versions:
+    """A record's writes, made outside the engine lock: each snapshot is numbered under the
+    lock, and a write never replaces a newer version another thread already put on disk."""
+
+    taken: int = 0  # the newest snapshot's number
+    written: int = 0  # the number on disk
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One record's state, numbered under the engine lock, written by ``write`` outside it."""
+
+    versions: Versions
+    number: int
+    save: Callable[[], None]
+
+    def write(self) -> None:
+        """Durably (temp + fsync + rename + folder fsync), unless a newer one is on disk."""
+        with self.versions.lock:
+            if self.number > self.versions.written:
+                self.save()
+                self.versions.written = self.number
+
+
+def numbered(versions: Versions, save: Callable[[], None]) -> Snapshot:
+    versions.taken += 1
+    return Snapshot(versions, versions.taken, save)
+
+
+def write_snapshots(writes: list[Snapshot]) -> None:
+    """Outside the lock, in order (an fsync'd write costs ~1 ms, tens on a busy disk)."""
+    for snapshot in writes:
+        snapshot.write()
+
+
+@dataclass
+class LiveWorker:
+    """A worker the engine holds: its record, its phase (``states.WorkerPhase``) and runtime state."""
+
+    record: WorkerRecord
+    job: JobRecord
+    tag: str
+    phase: WorkerPhase = WorkerPhase.WAITING
+    cancel: Wakeup = field(default_factory=Wakeup)
+    outcome: Outcome | None = None  # how its process ended (set as it becomes EXITED)
+    execution: WorkerExecution | None = None  # while its attempts run
+    versions: Versions = field(default_factory=Versions)  # of its record on disk
+
+    def exited(self, outcome: Outcome) -> None:
+        """Its process ended with ``outcome`` (or it will never start: a skipped outcome)."""
+        if states.set_phase(self, WorkerPhase.EXITED):
+            self.outcome = outcome
+
+
+def new_tag(root_id: str, key: str) -> str:
+    """The tag a worker's processes carry (how they are found in /proc): unique per worker."""
+    return f"{root_id}.{key}.{secrets.token_hex(4)}"
+
+
+class Tables:
+    """The engine's memory of the trees it runs. Every method runs under the engine lock."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.jobs: dict[str, JobRecord] = {}
+        self.workers: dict[tuple[str, str], LiveWorker] = {}  # (root id, worker key) -> live worker
+        self.pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
+        self.running: dict[str, int] = {}  # job id -> workers with a live process
+        self.unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
+        self.tree_cost: dict[str, float] = {}  # root id -> AI cost reported so far (budget)
+        self.slots_used = 0  # global slots held (workers in phase RUNNING)
+        self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
+        self.render_locks: dict[str, threading.Lock] = {}
+        self.finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
+        # Job records are snapshotted under the lock and written (temp + fsync + rename) outside
+        # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
+        # refusal, a credential check) waits for this lock. Versions keep writes in order.
+        self.job_versions: dict[str, Versions] = {}
+
+    def worker(self, root_id: str, depth: int, name: str) -> LiveWorker | None:
+        return self.workers.get((root_id, worker_key(depth, name)))
+
+    def parent_of(self, job: JobRecord) -> LiveWorker | None:
+        """The worker that started ``job`` (None for a root)."""
+        return self.worker(job.root_id, job.depth - 1, job.parent_worker) if job.parent_worker else None
+
+    def family(self, job: JobRecord) -> tuple[WorkerRecord, list[WorkerRecord]] | None:
+        """A child job's parent worker's record and its own workers' records in plan order
+        (None for a root, or a parent not held): what merging it back needs (engine/nesting.py)."""
+        parent = self.parent_of(job)
+        if parent is None:
+            return None
+        return parent.record, [self.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
+
+    def live_children(self, live: LiveWorker) -> list[str]:
+        """The worker's child jobs that have not ended."""
+        return [c for c in live.record.child_job_ids if c in self.jobs and not self.jobs[c].status.terminal]
+
+    def tree_spent(self, job: JobRecord) -> float:
+        return self.tree_cost.get(job.root_id, 0.0)
+
+    def budget_spent(self, job: JobRecord) -> bool:
+        return limits.budget_spent(self.tree_spent(job), job.config.max_cost_usd)
+
+    def budget_note(self, job: JobRecord) -> str:
+        return limits.budget_note(self.tree_spent(job), job.config.max_cost_usd)
+
+    def job_snapshot(self, job: JobRecord) -> Snapshot:
+        """A job record's current state (``job`` may be a copy about to be applied), numbered,
+        to write outside the lock."""
+        data = job.to_dict()
+        versions = self.job_versions.setdefault(job.id, Versions())
+        return numbered(versions, functools.partial(self.workspace.save_job_dict, job.id, data))
+
+    def worker_snapshot(self, live: LiveWorker, record: WorkerRecord | None = None) -> Snapshot:
+        """A worker record's current state (or ``record``, a copy about to be applied),
+        numbered, to write outside the lock."""
+        rec = record or live.record
+        data = rec.to_dict()
+        return numbered(live.versions, functools.partial(self.workspace.save_worker_dict, rec.root_id, rec.depth, rec.name, data))
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "jobs_running": sum(1 for j in self.jobs.values() if not j.status.terminal),
+            "workers_running": sum(self.running.values()),
+            "slots_used": self.slots_used,
+        }
+
+    def forget_tree(self, root_id: str, events: EventBus) -> None:
+        """Drop a finished (or deleted) tree's in-memory state."""
+        for jid in [j.id for j in self.jobs.values() if j.root_id == root_id]:
+            del self.jobs[jid]
+            for table in (self.running, self.unfinished, self.pending):
+                table.pop(jid, None)
+        for key in [k for k in self.workers if k[0] == root_id]:
+            del self.workers[key]
+        self.tree_cost.pop(root_id, None)
+        self.render_locks.pop(root_id, None)
+        for jid in [j for j in self.job_versions if j == root_id or j.startswith(root_id + "-")]:
+            del self.job_versions[jid]
+        events.forget(root_id)

@@ -1,0 +1,232 @@
+"""Taking over the job trees a previous server left unfinished: ``recovery`` decides each
+worker's fate; this module applies the fates to the engine's tables, in one place."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from .. import states
+from ..checkouts import pruning
+from ..checkouts.checkout import Checkout
+from ..clock import Clock
+from ..config import Settings
+from ..errors import JobNotFound
+from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..process.executor import Executor
+from ..process.shim import FoundShim
+from ..states import WorkerPhase
+from ..workspace.layout import Workspace
+from . import recovery
+from .announce import Announcer
+from .attempts import Outcome
+from .finishing import Finishing
+from .queries import Queries
+from .recovery import Fate, Recovered
+from .tables import LiveWorker, Tables, new_tag, write_snapshots
+
+log = logging.getLogger("orchestrator.engine")
+
+
+def recorded_outcome(rec: WorkerRecord) -> Outcome:
+    """The outcome of a worker whose process ended before a restart, from its record (the
+    engine applied it, and wrote the record, before waiting for the worker's child jobs)."""
+    last = rec.attempts[-1] if rec.attempts else None
+    if last is None:
+        return Outcome(WorkerStatus.SKIPPED, rec.exit_reason or "skipped")
+    status = {"timeout": WorkerStatus.TIMEOUT, "cancelled": WorkerStatus.CANCELLED}.get(last.end_reason or "")
+    if status is None:
+        ok = last.end_reason == "exit" and last.exit_code == 0 and not rec.error
+        status = WorkerStatus.SUCCESS if ok else WorkerStatus.FAILED
+    return Outcome(status, rec.exit_reason or f"exit code {last.exit_code}", error=rec.error)
+
+
+class Restorer:
+    """Applies ``recovery``'s fates. ``kill_unaccounted`` and ``attempt_start`` are the
+    engine's (the process side of a restart); ``run`` starts an adopted worker's thread."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        tables: Tables,
+        lock: threading.Condition,
+        announce: Announcer,
+        queries: Queries,
+        finishing: Finishing,
+        dispatch: Callable[[], None],
+        run: Callable[[LiveWorker, Recovered], None],
+        kill_unaccounted: Callable[[str, set[str], list[FoundShim]], int],
+        attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
+        executor: Executor,
+        clock: Clock,
+        checkout: Checkout,
+    ) -> None:
+        self.settings = settings
+        self.checkout = checkout
+        self.executor = executor
+        self.clock = clock
+        self.workspace = workspace
+        self.tables = tables
+        self._lock = lock
+        self.announce = announce
+        self.queries = queries
+        self.finishing = finishing
+        self.dispatch = dispatch
+        self.run = run
+        self.kill_unaccounted = kill_unaccounted
+        self.attempt_start = attempt_start
+
+    def recover(self) -> list[str]:
+        """Take over the job trees a previous server left unfinished. Returns their root ids.
+        First, the admin entries of this workspace's worktrees whose folders are gone go
+        (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there),
+        after the deletions a crash cut short are finished (pruning.finish_deletions: their
+        worktrees' entries and branches go by the deletion's own rule)."""
+        for root_id in pruning.finish_deletions(self.workspace, getattr(self.checkout, "remove_tree", None)):
+            log.warning("finished deleting job tree %s: the server had stopped while deleting it", root_id)
+        prune_stale = getattr(self.checkout, "prune_stale", None)
+        if prune_stale is not None:
+            for path in prune_stale():
+                log.info("pruned the stale worktree entry of %s (its folder was gone)", path)
+        recovered = []
+        for root_id in self.workspace.root_ids():
+            if self.queries.holds(root_id):
+                continue  # ours, live
+            try:
+                if self.workspace.load_job(root_id).status.terminal:
+                    continue  # a root ends after its whole tree: one small read skips a finished tree
+                jobs, workers = self.workspace.load_tree(root_id)
+            except (JobNotFound, OSError, ValueError) as exc:
+                log.warning("cannot read job tree %s to recover it: %s", root_id, exc)
+                continue
+            if not jobs or all(j.status.terminal for j in jobs):
+                continue
+            self.restore_tree(root_id, jobs, workers)
+            recovered.append(root_id)
+        return recovered
+
+    def restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        shims: dict[str, list[FoundShim]] = {}
+        for shim in self.executor.find(f"{root_id}."):
+            shims.setdefault(shim.tag.split(".")[1], []).append(shim)
+        by_id = {j.id: j for j in jobs}
+        fates = []
+        for worker in workers:
+            job = by_id.get(worker.job_id)
+            if job is None:
+                continue  # a record without its job: nothing can run it
+            # Transient retries have a budget of their own: their exit files are looked for too.
+            max_attempts = job.config.max_retries + self.settings.workers.transient_retries + 1
+            fates.append(
+                recovery.decide(
+                    worker,
+                    shims.pop(worker.key, []),
+                    functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name),
+                    max_attempts,
+                    functools.partial(self.attempt_start, worker),
+                )
+            )
+        # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
+        # worker, or a shim of a worker no record knows) must not run on unaccounted for.
+        adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
+        leftovers = [s for found in shims.values() for s in found]
+        killed = self.kill_unaccounted(root_id, adopted_tags, leftovers)
+        for fate in fates:  # nothing of the tree runs yet: no lock needed
+            self.take_changes(by_id[fate.record.job_id], fate)
+        counts = Counter(fate.fate.value for fate in fates)
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "keep") or "nothing to resume"
+        to_run: list[tuple[LiveWorker, Recovered]] = []
+        to_settle: list[LiveWorker] = []
+        tables = self.tables
+        with self._lock:
+            # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
+            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(
+                (j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs
+            )
+            for job in jobs:
+                tables.jobs[job.id] = job
+                if not job.status.terminal:
+                    tables.running[job.id] = 0
+                    tables.unfinished[job.id] = 0
+            for fate in fates:
+                live = self.restore_worker(by_id[fate.record.job_id], fate, to_run, to_settle)
+                tables.workers[(root_id, fate.record.key)] = live
+            for job in jobs:  # a task's selection not made before the restart is still to do (engine/choosing.py)
+                if not job.status.terminal:
+                    tables.unfinished[job.id] += len(self.finishing.choosing.open_tasks(job))
+            for job in jobs:
+                if not job.status.at_rest:  # a job waiting for approval ran nothing: it just waits on
+                    note = (
+                        f"recovered at server start: the server had stopped while this job ran; workers: {summary}; "
+                        f"{killed} unaccounted process(es) of its tree killed"
+                    )
+                    job.notes.append(note)
+                    write_snapshots([tables.job_snapshot(job)])
+                    self.announce.line(job, f"job {job.id} recovered: {summary}")
+            self.dispatch()
+        for live, fate in to_run:
+            self.run(live, fate)
+        for live in to_settle:
+            self.finishing.settle(live)
+        with self._lock:
+            for job in jobs:
+                if not job.status.terminal:
+                    self.finishing.choosing.resume(job)
+        # Jobs whose workers had all ended before the crash, but not the job itself.
+        for job in sorted(jobs, key=lambda j: -j.depth):
+            with self._lock:
+                ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
+            if ready:
+                self.finishing.end_job(job)
+
+    def take_changes(self, job: JobRecord, fate: Recovered) -> None:
+        """A worker whose process ended while no server ran (lost, or it had only its child
+        jobs left to wait for and its record lacks what it changed): what it left goes in
+        its record (a worktree commits it on its branch first, see ``Checkout.recovered``)."""
+        rec = fate.record
+        if not (fate.fate is Fate.LOST or (fate.fate is Fate.WAITING and rec.branch is None)):
+            return  # adopted ones are finished by engine/worker_thread.py, like any worker; kept ones are done
+        try:
+            changes = self.checkout.recovered(rec, job, lost=fate.fate is Fate.LOST)
+        except Exception:  # a restart must go on: the worker is settled, with no changes told
+            log.exception("could not tell what recovered worker %s left", rec.key)
+            return
+        changes.apply_to(rec)
+
+    def restore_worker(
+        self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
+    ) -> LiveWorker:
+        """Under the lock: the live state of one recovered worker, by its fate."""
+        rec = fate.record
+        tag = fate.tag or new_tag(job.root_id, rec.key)
+        if fate.fate is Fate.KEEP:
+            return LiveWorker(record=rec, job=job, tag=tag, phase=WorkerPhase.SETTLED)
+        live = LiveWorker(record=rec, job=job, tag=tag)
+        tables = self.tables
+        tables.unfinished[job.id] += 1
+        if fate.fate is Fate.START:
+            states.set_worker_status(rec, WorkerStatus.PENDING)  # never started: it says so already
+            tables.pending.setdefault(job.id, []).append(rec.key)
+        elif fate.fate is Fate.ADOPT:
+            states.set_worker_status(rec, WorkerStatus.RUNNING)
+            states.set_phase(live, WorkerPhase.RUNNING)
+            tables.slots_used += 1
+            tables.running[job.id] += 1
+            to_run.append((live, fate))
+        elif fate.fate is Fate.WAITING:
+            live.exited(recorded_outcome(rec))
+            if not tables.live_children(live):
+                to_settle.append(live)
+        else:  # LOST
+            attempt = fate.attempt
+            if attempt is not None and attempt.ended_at is None:
+                attempt.ended_at, attempt.end_reason = self.clock.time(), "lost"
+            live.exited(Outcome(WorkerStatus.FAILED, recovery.LOST_REASON, error=recovery.LOST_REASON))
+            rec.exit_reason, rec.error = recovery.LOST_REASON, recovery.LOST_REASON
+            to_settle.append(live)
+        return live

@@ -1,0 +1,294 @@
+"""Git for the worktree checkout: the host repository, its version check, and the
+few repository-level operations a worker's worktree needs.
+
+Every call is an argv list (never a shell string) run as ``git -C <dir> ...`` with
+``GIT_TERMINAL_PROMPT=0`` (never a credential prompt), auto-gc off and the user's hooks
+skipped; user text (a path, a branch name) always follows ``--`` or is checked first
+(``git check-ref-format``). Operations that take a lock of the whole repository (worktree
+add and remove, branch creation and deletion) are serialised by one lock per repository and
+retried on git's own ``index.lock``/``.lock`` errors, so sixteen workers starting at once
+never fail on them. A new worktree's checkout writes only that worktree: it runs outside the
+lock (``add_worktree``), so sixteen checkouts share the machine instead of queueing.
+
+Minimum git: 2.17 (``git worktree remove``; ``worktree add`` is 2.5, ``-C`` 1.8.5). Item 6's
+merges (``merge-tree --write-tree``) need 2.38: that check is git/merging.py's.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import gitcmd
+from .commits import identity_of
+from .gitcmd import GitFailed
+
+MIN_GIT = (2, 17)
+GIT_TIMEOUT = 120.0  # seconds any one git call may take
+LOCK_RETRIES = 20  # attempts of a repository-level operation that met another process's lock
+BASE_FILE = "orchestrator-base"  # in a worktree's own git dir: the commit its branch started from
+CHECKPOINT_FILE = "orchestrator-checkpoint"  # beside it: the commit the next attempt starts from
+_LOCKED = re.compile(r"\.lock'?: File exists|Unable to create .*\.lock|cannot lock ref|is locked", re.IGNORECASE)
+
+
+class GitError(GitFailed):
+    """A git command failed; the message names the command and git's own words."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.argv, self.returncode, self.stderr = [], -1, message
+
+
+# What every worktree-side call pins beyond gitcmd's: a known identity, and no system config
+# (hooks, signing or a pager could come from it).
+_PINNED_ENV = {**gitcmd.IDENTITY_ENV, "GIT_CONFIG_NOSYSTEM": "1"}
+# The user's hooks never run, auto-gc never starts, commits are never signed, paths are as written.
+_PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
+
+
+def git_env() -> dict[str, str]:
+    """The environment of every worktree-side git call (gitcmd's, with the pins above)."""
+    return gitcmd.git_env(_PINNED_ENV)
+
+
+def run_git(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = GIT_TIMEOUT,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``git -C cwd -c ... args`` through gitcmd.run_git; GitError when it fails and ``check``."""
+    try:
+        done = gitcmd.run_git(cwd, *_PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout)
+    except FileNotFoundError:
+        raise GitError("git is not installed (not on PATH)") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args[:2])} took more than {timeout:g}s") from None
+    if check and done.returncode != 0:
+        raise GitError(f"git {' '.join(args[:3])} failed (exit {done.returncode}): {done.stderr.strip()[:500]}")
+    return done
+
+
+@functools.lru_cache(maxsize=1)
+def git_version() -> tuple[int, ...] | None:
+    """The installed git's version, or None when there is no git (asked once per process)."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        out = subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return gitcmd.parse_version(out)
+
+
+def toplevel(folder: Path) -> Path | None:
+    """The root of the git work tree holding ``folder``, or None (not in one, or no git)."""
+    try:
+        done = run_git(folder, "rev-parse", "--show-toplevel", check=False)
+    except GitError:
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
+
+
+def check_ref(name: str) -> str:
+    """``name`` as a full branch ref, after ``git check-ref-format`` accepts it."""
+    ref = f"refs/heads/{name}"
+    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
+    if done.returncode != 0:
+        raise ConfigError(f"{name!r} is not a valid git branch name (git check-ref-format); check git.branch_prefix")
+    return ref
+
+
+@dataclass(frozen=True)
+class Host:
+    """The repository a job's worktrees come from, once its checks passed."""
+
+    repo: Path  # its work tree's root
+    reason: str  # why worktree isolation applies (the auto note)
+
+
+def find_host(folder: Path, workspace: Path, repo_setting: str) -> Host | str:
+    """The host repository for worktree isolation, or the reason there is none (a sentence).
+    ``repo_setting``: git.repo (relative to the folder), else the repository holding the folder.
+    A folder that is a repository of its own (``git clone`` of the orchestrator) is not its own
+    host: the repository enclosing it is, and with none, there is no host (its worktrees would
+    branch the orchestrator's code). The workspace must be ignored by the repository whose work
+    tree holds it (its worktrees must never show in ``git status``)."""
+    version = git_version()
+    if version is None:
+        return "git is not installed"
+    if version < MIN_GIT:
+        need = ".".join(map(str, MIN_GIT))
+        return f"git {'.'.join(map(str, version))} is older than {need}, the least worktree isolation needs"
+    start = (folder / repo_setting).resolve() if repo_setting else folder.resolve()
+    if not start.is_dir():
+        return f"git.repo {repo_setting!r} is not a folder" if repo_setting else f"{start} is not a folder"
+    top = toplevel(start)
+    if top is None:
+        return f"{start} is not inside a git work tree"
+    why = f"{top} is a git repository"
+    if not repo_setting and top.resolve() == start:
+        outer = toplevel(start.parent)
+        if outer is None:
+            return (
+                f"this folder {start} is a git repository of its own (as a clone is) and no repository encloses it: set "
+                'git.repo to the repository the workers should change (git.repo: "." for this one)'
+            )
+        why = f"this folder {start} is a git repository of its own (as a clone is) inside the git repository {outer}, the host"
+        top = outer
+    why += f" (git {'.'.join(map(str, version))})"
+    ws = workspace.resolve()
+    try:
+        ws.relative_to(top.resolve())
+    except ValueError:
+        return Host(top, why)
+    # Asked of the repository whose work tree holds the workspace: when that is a repository of
+    # its own inside ``top`` (a cloned folder), ``top`` never looks inside it (it sees one
+    # untracked folder, or a gitlink, and refuses paths in a submodule).
+    holder = toplevel(next(p for p in (ws, *ws.parents) if p.is_dir())) or top
+    if run_git(holder, "check-ignore", "-q", "--", str(ws / "probe"), check=False).returncode != 0:
+        return (
+            f"the workspace {ws} is inside the repository {holder} but not ignored by it: add it to the folder's "
+            ".gitignore (or the repository's .git/info/exclude), so the worktrees never show in git status"
+        )
+    by = "it" if holder == top else "this folder's own repository" if holder == folder.resolve() else str(holder)
+    return Host(top, f"{why}; the workspace is ignored by {by}")
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def repo_lock(repo: Path) -> threading.Lock:
+    """The one lock of a repository's repository-level operations in this server."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(repo.resolve()), threading.Lock())
+
+
+def repo_op(repo: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A repository-level git operation: under the repository's lock, retried while another
+    process (the user's own git) holds one of git's lock files."""
+    with repo_lock(repo):
+        return retry_locked(cwd, *args)
+
+
+def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A git call retried while another process holds one of git's lock files."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return run_git(cwd, *args, env=env)
+        except GitError as exc:
+            if attempt + 1 == LOCK_RETRIES or not _LOCKED.search(str(exc)):
+                raise
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) -> None:
+    """``git worktree add`` of ``branch`` at ``directory`` (a new branch from ``start``; None:
+    the branch exists), split in git's own two steps: the worktree's admin folder and its branch
+    under the repository's lock (``--no-checkout``), then its checkout, the same ``reset --hard
+    --no-recurse-submodules`` git runs inside a new worktree, outside the lock: it writes only
+    that worktree's own index and files, so many workers' checkouts run side by side instead of
+    one after another. A checkout that fails removes the worktree again, as git does."""
+    place = ("--", str(directory), branch) if start is None else ("--no-track", "-b", branch, "--", str(directory), start)
+    repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
+    try:
+        # Named explicitly, as git names them for its own checkout: a directory that somehow
+        # were not a worktree must never let ``reset --hard`` find the host's own work tree.
+        admin = linked_git_dir(directory)
+        if admin is None:
+            raise GitError(f"git worktree add made no readable {directory / '.git'}")
+        env = {**_PINNED_ENV, "GIT_DIR": str(admin), "GIT_WORK_TREE": str(directory)}
+        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", env=env)
+    except GitError:
+        try:
+            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", str(directory))
+        except GitError:
+            pass  # the first error is the one to report
+        raise
+
+
+def snapshot_commit(repo: Path, base: str) -> str:
+    """A commit of the user's uncommitted changes to tracked files on top of ``base`` (as
+    ``git stash create`` makes it), or ``base``'s commit when there are none. Runs on a copy
+    of the index, so the user's index, working tree and stash list are never touched
+    (untracked files are not included: ``stash create`` leaves them out)."""
+    head = resolve_commit(repo, base)
+    git_dir = Path(run_git(repo, "rev-parse", "--absolute-git-dir").stdout.strip())
+    with tempfile.TemporaryDirectory(prefix="orchestrator-index-") as tmp:
+        index = Path(tmp) / "index"
+        if (git_dir / "index").exists():
+            shutil.copyfile(git_dir / "index", index)
+        env = {**git_env(), "GIT_INDEX_FILE": str(index), "GIT_OPTIONAL_LOCKS": "0"}
+        made = run_git(repo, "stash", "create", "orchestrator snapshot", env=env).stdout.strip()
+    if not made:
+        return head
+    # The stash commit's tree is the working tree; its first parent is HEAD. Based on ``base``
+    # when that is not HEAD: a commit of that tree on top of base.
+    tree = run_git(repo, "rev-parse", "--verify", "--end-of-options", f"{made}^{{tree}}").stdout.strip()
+    message = "Uncommitted changes the job started from"  # the user's work: by the user, as the job's commits
+    env = {**git_env(), **identity_of(repo).env()}
+    return run_git(repo, "commit-tree", tree, "-p", head, "-m", message, env=env).stdout.strip()
+
+
+def resolve_commit(repo: Path, rev: str) -> str:
+    """The commit ``rev`` names (git.base); ConfigError when it names none."""
+    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"git.base {rev!r} names no commit in {repo}: set git.base to a branch, tag or commit")
+    return done.stdout.strip()
+
+
+def worktree_list(repo: Path) -> list[dict[str, str]]:
+    """``git worktree list --porcelain`` as one dict per worktree (key -> value; a bare
+    key such as ``prunable`` or ``locked`` maps to its reason or "")."""
+    found: list[dict[str, str]] = []
+    nul = (git_version() or (0,)) >= (2, 36)  # -z is git 2.36+; before, one a line (a newline in a path misreads)
+    listed = run_git(repo, "worktree", "list", "--porcelain", *(["-z"] if nul else [])).stdout
+    for line in listed.split("\0" if nul else "\n"):
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            found.append({})
+        if found:
+            found[-1][key] = value
+    return found
+
+
+def linked_git_dir(directory: Path) -> Path | None:
+    """A linked worktree's own git dir, read from its ``.git`` file (``gitdir: <path>``, relative
+    with worktree.useRelativePaths) without starting git; None when it has no such file."""
+    try:
+        text = (directory / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    found = Path(text.removeprefix("gitdir: ").strip())
+    return found if found.is_absolute() else (directory / found).resolve()
+
+
+def common_dir_of(private: Path) -> Path | None:
+    """The repository's common git dir, from a linked worktree's own git dir (its ``commondir``
+    file), without starting git; None when it cannot be read."""
+    try:
+        return (private / (private / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except OSError:
+        return None
+
+
+def git_dir_of(directory: Path) -> Path:
+    """``directory``'s git dir: a linked worktree's from its ``.git`` file, else asked of git."""
+    return linked_git_dir(directory) or Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())

@@ -1,0 +1,598 @@
+"""Merging workers' branches into a job's result branch, without touching any working tree.
+
+Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
+(git >= 2.38), ``git commit-tree`` for the commit, and, for ``theirs``, ``git merge-file
+--theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
+write the resolved tree. The user's index, working trees and stash are never written.
+
+The result holds one commit per merged worker, whose only parent is the result so far: the
+worker's gated work squashed, so none of its other commits (an attempt whose commit failed a
+gate, before ``gates_retry`` gave it another) is an ancestor of the result; the worker's own
+branch keeps its whole history. Each commit names its source in an ``Orchestrator-Commit:``
+trailer (how a merge that starts from a graph job's integration branch knows who is in it). A
+worker whose work adds nothing to the result gets no commit and is listed as ``unchanged``,
+never as merged.
+
+The result ref moves once, at the end, by an atomic ``update-ref`` with its old value checked
+(see gitrefs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
+only unreferenced objects, and the merge runs again. Its commits are deterministic (by the user,
+commits.identity_of, dated the newest input's committer date), so running the same merge twice
+gives the same commit and moves nothing. ``manual`` merges nothing and removes a result branch an
+earlier merge made (``removed``), so the branch never holds work the record does not list.
+
+Disjoint branches that all descend from the base (the common case: workers on separate files)
+need no merge to know the answer; the same chain of commits is written in one
+``git fast-import`` instead of a merge-tree and a commit-tree per branch.
+
+git 2.39 has neither ``merge-tree --merge-base`` nor ``-X``: the sequential merge needs no
+explicit base (each step merges the result so far with the next branch, whose merge base git
+finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same rule as
+``git merge -X theirs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import failpoints
+from ..errors import ConfigError, ValidationError
+from .commits import Identity, Source, identity_of, squashed_in
+from .gitcmd import GitFailed, git_bytes, run_git
+from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
+from .gitwork import git_version
+
+MIN_GIT = (2, 38)
+STRATEGIES = ("auto", "theirs", "manual")
+
+
+class GitTooOld(ConfigError):
+    """The installed git lacks a feature the orchestrator needs."""
+
+
+@dataclass(frozen=True)
+class FileConflict:
+    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
+
+    path: str
+    workers: tuple[str, ...]
+    hunks: int
+    kind: str  # content, add/add, modify/delete, delete/modify
+    resolved_by: str = ""  # under theirs: the worker whose side won
+    predicted: bool = False  # not merged: what would conflict if it were
+
+
+@dataclass(frozen=True)
+class WorkerChanges:
+    worker: str
+    branch: str
+    commit: str
+    files: tuple[str, ...]  # changed against the base
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    strategy: str
+    base: str
+    result_ref: str
+    result_commit: str | None
+    merged: tuple[str, ...]
+    skipped: tuple[str, ...]
+    conflicts: tuple[FileConflict, ...]
+    changes: tuple[WorkerChanges, ...]
+    command: str  # what the user runs to take the result
+    unchanged: tuple[str, ...] = field(default=())  # workers whose work added nothing: not merged
+    # ``manual`` on the result branch: the commit an earlier merge had left it at (None: it did not
+    # exist), and whether it was removed (False: kept, checked out in a worktree: ``kept_in``).
+    previous: str | None = None
+    removed: bool = False
+    kept_in: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
+        return {
+            "strategy": self.strategy,
+            "base": self.base,
+            "result_ref": self.result_ref,
+            "result_commit": self.result_commit,
+            "merged": list(self.merged),
+            "skipped": list(self.skipped),
+            "unchanged": list(self.unchanged),
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+            "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
+            "command": self.command,
+            "previous": self.previous,
+            "removed": self.removed,
+            "kept_in": self.kept_in,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeOutcome:
+        return cls(
+            strategy=data["strategy"],
+            base=data["base"],
+            result_ref=data["result_ref"],
+            result_commit=data.get("result_commit"),
+            merged=tuple(data.get("merged", ())),
+            skipped=tuple(data.get("skipped", ())),
+            conflicts=tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts", ())),
+            changes=tuple(WorkerChanges(**(c | {"files": tuple(c["files"])})) for c in data.get("changes", ())),
+            command=data.get("command", ""),
+            unchanged=tuple(data.get("unchanged", ())),
+            previous=data.get("previous"),
+            removed=bool(data.get("removed")),
+            kept_in=data.get("kept_in"),
+        )
+
+
+def require_git(repo: str | Path = ".") -> None:
+    """GitTooOld unless the installed git can merge in the object store (asked once per process)."""
+    found = git_version()
+    if found is None:
+        raise GitTooOld("git is not installed: merging needs git >= 2.38; install it or set git.isolation: folder")
+    if found[:2] < MIN_GIT:
+        raise GitTooOld(
+            f"git {'.'.join(map(str, found))} is too old: merging needs git >= {'.'.join(map(str, MIN_GIT))} "
+            "(for 'git merge-tree --write-tree'); install a newer git or set git.isolation: folder"
+        )
+
+
+def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, dict[str, tuple[str, str] | None]]:
+    """commit -> {path: (mode, blob) it has there, None when it deleted it} against ``base``, for
+    all commits in one ``diff-tree --stdin``. Each line is "<commit> <base>" (a commit and the
+    parent to compare it with): each diff is headed by its commit, its "new" side the commit's."""
+    lines = "".join(f"{c} {base}\n" for c in commits)
+    out = run_git(repo, "diff-tree", "--stdin", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", input=lines).stdout
+    found: dict[str, dict[str, tuple[str, str] | None]] = {c: {} for c in commits}
+    tokens = iter(filter(None, out.split("\0")))
+    current: dict[str, tuple[str, str] | None] = {}
+    for token in tokens:
+        if token.startswith(":"):
+            _, mode, _, blob, _ = token[1:].split(" ")
+            current[next(tokens)] = None if mode == "000000" else (mode, blob)
+        elif token in found:
+            current = found[token]
+    return found
+
+
+# -- merge-tree ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _TreeMerge:
+    tree: str
+    stages: dict[str, dict[int, tuple[str, str]]]  # path -> stage -> (mode, blob)
+
+    @property
+    def clean(self) -> bool:
+        return not self.stages
+
+
+def _parse_merges(tokens: list[str], batch: bool) -> list[_TreeMerge]:
+    merges, i = [], 0
+    while i < len(tokens) and tokens[i] != "":
+        if batch:
+            i += 1  # the per-merge status; the stage entries say the same
+        merge = _TreeMerge(tokens[i], {})
+        i += 1
+        while i < len(tokens) and tokens[i] != "":
+            info, _, path = tokens[i].partition("\t")
+            mode, blob, stage = info.split()
+            merge.stages.setdefault(path, {})[int(stage)] = (mode, blob)
+            i += 1
+        i += 1  # the empty token closing the section
+        merges.append(merge)
+    return merges
+
+
+def _merge_tree(repo: str | Path, ours: str, theirs: str) -> _TreeMerge:
+    done = run_git(repo, "merge-tree", "--write-tree", "-z", "--no-messages", ours, theirs, check=False)
+    if done.returncode not in (0, 1):
+        raise GitFailed(["merge-tree", "--write-tree", ours, theirs], done.returncode, done.stderr)
+    return _parse_merges(done.stdout.split("\0") + [""], batch=False)[0]
+
+
+def _merge_trees(repo: str | Path, pairs: list[tuple[str, str]]) -> list[_TreeMerge]:
+    """Many merges in one git process (``merge-tree --stdin``)."""
+    if not pairs:
+        return []
+    lines = "".join(f"{a} {b}\n" for a, b in pairs)
+    done = run_git(repo, "merge-tree", "--stdin", "-z", "--no-messages", input=lines, check=False)
+    if done.returncode not in (0, 1):
+        raise GitFailed(["merge-tree", "--stdin"], done.returncode, done.stderr)
+    return _parse_merges(done.stdout.split("\0"), batch=True)
+
+
+def _kind(stages: dict[int, tuple[str, str]]) -> str:
+    have = set(stages)
+    if {2, 3} <= have:
+        return "content" if 1 in have else "add/add"
+    return "modify/delete" if 2 in have else "delete/modify"
+
+
+def _write_stages(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: Path) -> None:
+    for stage, name in ((1, "base"), (2, "ours"), (3, "theirs")):
+        (scratch / name).write_bytes(git_bytes(repo, "cat-file", "blob", stages[stage][1]) if stage in stages else b"")
+
+
+def _merge_file(repo: str | Path, scratch: Path, *options: str) -> int:
+    """``git merge-file`` on the files in ``scratch`` (outside every working tree), result in
+    ``scratch/ours``; its exit code is the number of conflicting hunks, > 127 for binary files."""
+    files = [str(scratch / name) for name in ("ours", "base", "theirs")]
+    return run_git(repo, "merge-file", "-q", *options, *files, check=False).returncode
+
+
+def _text_files(stages: dict[int, tuple[str, str]]) -> bool:
+    """Both sides are regular files (not a submodule's commit, not a symbolic link)."""
+    return {2, 3} <= set(stages) and all(mode in ("100644", "100755") for mode, _ in stages.values())
+
+
+def _count_hunks(repo: str | Path, stages: dict[int, tuple[str, str]]) -> int:
+    if not _text_files(stages):
+        return 1
+    with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch:
+        _write_stages(repo, stages, Path(scratch))
+        code = _merge_file(repo, Path(scratch))
+    return 1 if code > 127 else max(code, 1)
+
+
+def _theirs_blob(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: Path) -> str:
+    """The path's content with every conflicting hunk taken from the later side (binary: theirs whole)."""
+    if not _text_files(stages):
+        return stages[3][1]
+    _write_stages(repo, stages, scratch)
+    if _merge_file(repo, scratch, "--theirs") != 0:
+        return stages[3][1]
+    return run_git(repo, "hash-object", "-w", "--", str(scratch / "ours")).stdout.strip()
+
+
+def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str, int]]:
+    """The merge's tree with every conflicting hunk taken from the later side ("theirs"), and
+    the hunks per path. Written through a temporary index file: the user's index is untouched."""
+    hunks: dict[str, int] = {}
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        for path, stages in sorted(merge.stages.items()):
+            if 3 not in stages:  # the later worker deleted it
+                hunks[path] = 1
+                lines.append(f"0 {ZERO}\t{path}")
+                continue
+            if 2 not in stages:  # deleted before, changed by the later worker
+                hunks[path] = 1
+                lines.append(f"{stages[3][0]} {stages[3][1]}\t{path}")
+                continue
+            hunks[path] = _count_hunks(repo, stages)
+            blob = _theirs_blob(repo, stages, scratch)
+            lines.append(f"{stages[3][0]} {blob}\t{path}")
+        env = {"GIT_INDEX_FILE": str(scratch / "index")}
+        run_git(repo, "read-tree", merge.tree, env=env)
+        run_git(repo, "update-index", "--index-info", input="".join(line + "\n" for line in lines), env=env)
+        tree = run_git(repo, "write-tree", env=env).stdout.strip()
+    return tree, hunks
+
+
+def _commit(repo: str | Path, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
+    """A squashed commit on ``parent`` by ``who`` whose id depends only on its inputs (the date is fixed)."""
+    env = {**who.env(), "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    return run_git(repo, "-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent, input=message, env=env).stdout.strip()
+
+
+def _quote(path: str) -> str:
+    """A path for fast-import, C-quoted (it may hold spaces, quotes, even a newline)."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+# fast-import writes a temporary pack, fsyncs it, then (under fastimport.unpackLimit objects)
+# unpacks it into loose objects and deletes it: that fsync of a file about to be deleted took 34 ms
+# of a 62 ms merge on a busy disk (bench_worktree.py). Its objects always go loose, as the per-branch path's
+# merge-tree and commit-tree write them (git's default fsyncs no loose object), and the temporary
+# pack is not fsynced.
+_LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")
+
+
+def _disjoint_merge(
+    repo: str | Path,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    files: dict[str, dict[str, tuple[str, str] | None]],
+    when: str,
+    root_id: str,
+    strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
+    into: str | None = None,
+) -> tuple[str, list[str], list[str]] | None:
+    """The same chain of commits the per-branch loop makes, in one ``git fast-import``, when the
+    loop's answer is known without merging: every branch descends from the base and no two
+    branches touch the same path (or a file and a folder of the same name). Then each commit's
+    tree is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
+    owner: dict[str, str] = {}
+    for _, _, commit in commits:
+        for path in files[commit]:
+            if owner.setdefault(path, commit) != commit:
+                return None
+    for path in owner:
+        parts = path.split("/")
+        if any("/".join(parts[:n]) in owner for n in range(1, len(parts))):
+            return None
+    refs = [branch_ref(branch) for _, branch, _ in commits]
+    listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
+    if {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines()):
+        return None  # a branch that is not a ref, or that does not descend from the base
+    scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
+    stream: list[bytes] = []
+    merged: list[str] = []
+    unchanged: list[str] = []
+    parent, marks = base, 0
+    for worker, _, commit in commits:
+        if not files[commit]:
+            unchanged.append(worker)
+            continue
+        merged.append(worker)
+        marks += 1
+        message = sources[worker].message(root_id, strategy, into).encode()
+        ident = who.ident(when)
+        stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
+        stream.append(message)
+        stream.append(f"\nfrom {parent}\n".encode())
+        for path, entry in sorted(files[commit].items()):
+            line = f"D {_quote(path)}\n" if entry is None else f"M {entry[0]} {entry[1]} {_quote(path)}\n"
+            stream.append(line.encode())
+        stream.append(b"\n")
+        parent = f":{marks}"
+    if not marks:
+        return base, merged, unchanged
+    # A branch reset to nothing is not written at the end: fast-import moves no ref at all.
+    stream.append(f"reset {scratch}\n\nget-mark :{marks}\ndone\n".encode())
+    out = git_bytes(repo, *_LOOSE_IMPORT, "fast-import", "--quiet", "--done", input=b"".join(stream))
+    return out.decode().split()[-1], merged, unchanged
+
+
+# -- the merge ----------------------------------------------------------------------------------
+
+
+def _touched_by(changes: dict[str, WorkerChanges], workers: list[str], path: str) -> list[str]:
+    return [w for w in workers if path in changes[w].files]
+
+
+def _conflicts(
+    repo: str | Path,
+    merge: _TreeMerge,
+    changes: dict[str, WorkerChanges],
+    earlier: list[str],
+    worker: str,
+    hunks: dict[str, int] | None = None,
+    resolved_by: str = "",
+    predicted: bool = False,
+) -> list[FileConflict]:
+    """The merge's conflicting paths as reported: a file that met a folder of its name is moved
+    by git to ``<path>~<side>``; the report names ``<path>`` and the kind "file/folder"."""
+    found = []
+    for path, stages in sorted(merge.stages.items()):
+        shown, kind = path, _kind(stages)
+        stem, tilde, side = path.rpartition("~")
+        touched = {p for w in (*earlier, worker) for p in changes[w].files}
+        if tilde and "/" not in side and path not in touched and stem in touched:
+            shown, kind = stem, "file/folder"
+        count = hunks[path] if hunks is not None else _count_hunks(repo, stages)
+        involved = (*_touched_by(changes, earlier, shown), worker)
+        found.append(FileConflict(shown, involved, count, kind, resolved_by, predicted))
+    return found
+
+
+def merge_branches(
+    repo: str | Path,
+    base: str,
+    branches: list[tuple[str, str]],
+    strategy: str,
+    *,
+    prefix: str,
+    root_id: str,
+    fast_path: bool = True,
+    target: str | None = None,
+    onto: str | None = None,
+    commits: Mapping[str, str] | None = None,
+    tasks: Mapping[str, str] | None = None,
+    credits: Mapping[str, str | None] | None = None,
+) -> MergeOutcome:
+    """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
+    branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``,
+    one squashed commit per worker whose work adds something; see the module docstring. A child
+    job's merge names its parent worker's branch (engine/nesting.py). ``fast_path=False`` forces one
+    merge-tree per branch even when the changes are disjoint (tests compare the two). ``onto``:
+    the commit the merges start from instead of ``base`` (a graph job's integration branch, which
+    already holds the workers squashed into it as they passed their gates: each of those counts
+    as merged, and only the rest is merged onto it); what each worker changed is still told
+    against ``base``. ``commits``: worker -> the commit of its to merge instead of its branch's tip
+    (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker -> its subtask (its commit's subject),
+    the AI that did its work (its ``Co-authored-by:``)."""
+    if strategy not in STRATEGIES:
+        raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    require_git(repo)
+    under = job_prefix(prefix, root_id)
+    into = None
+    if target is None:
+        target = under + "result"
+    else:
+        target = branch_ref(target)
+        if not target.startswith(under):
+            raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {root_id}")
+        into = target.removeprefix("refs/heads/")
+    short = target.removeprefix("refs/heads/")
+    chosen = dict(commits or {})
+    names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
+    *infos, current = read_commits(repo, [*names, target])
+    for name, info in zip(names, infos):
+        if info is None:
+            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    known = [info for info in infos if info]
+    old = current.oid if current else None
+    base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
+    inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
+    sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
+    files = changed_files(repo, base_commit, oids)
+    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
+    comparison = tuple(changes[w] for w, _, _ in inputs)
+    if strategy == "manual":
+        tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
+        named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
+        report = predict_conflicts(repo, base, named)
+        command = " && ".join(f"git merge {b}" for _, b in named)
+        # An earlier merge's result goes: the branch never holds work this record does not list.
+        kept_in = remove_ref(repo, target, old, under=under) if into is None and old else None
+        removed = bool(into is None and old and kept_in is None)
+        left = tuple(w for w, _, _ in inputs)
+        return MergeOutcome(strategy, base_commit, target, None, (), left, report, comparison, command, (), old, removed, kept_in)
+
+    # Every commit of the job carries the newest input's date: a re-run makes the same ids.
+    when = f"{max(info.time for info in known)} +0000"
+    who = identity_of(repo)
+    head, head_tree = base_commit, known[0].tree
+    already: set[str] = set()
+    if onto is not None:
+        start = read_commits(repo, [onto])[0]
+        if start is None:
+            raise ValidationError(f"{onto!r} is not a commit in {repo}")
+        head, head_tree, fast_path = start.oid, start.tree, False
+        already = squashed_in(repo, base_commit, head)
+    merged: list[str] = []
+    unchanged: list[str] = []
+    skipped: list[str] = []
+    conflicts: list[FileConflict] = []
+    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, sources, who, into) if fast_path else None
+    if fast:
+        head, merged, unchanged = fast
+        inputs = []  # all merged at once
+    for index, (worker, _, commit) in enumerate(inputs):
+        # Squashed in as it passed its gates, or merged with its history (an older version's branch)
+        if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
+            (merged if files[commit] else unchanged).append(worker)
+            continue
+        result = _merge_tree(repo, head, commit)
+        tree = result.tree
+        if result.clean and tree == head_tree:  # nothing the result does not hold already
+            unchanged.append(worker)
+            continue
+        if not result.clean:
+            earlier = list(merged)
+            if strategy == "auto":
+                conflicts += _conflicts(repo, result, changes, earlier, worker)
+                skipped = [w for w, _, _ in inputs[index:]]
+                conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
+                break
+            tree, hunks = _resolve_theirs(repo, result)
+            conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
+        head, head_tree = _commit(repo, tree, head, sources[worker].message(root_id, strategy, into), when, who), tree
+        merged.append(worker)
+    failpoints.hit("merge_before_update_ref")
+    if head != old:
+        update_ref(repo, target, head, old, under=under)
+    return MergeOutcome(
+        strategy,
+        base_commit,
+        target,
+        head,
+        tuple(merged),
+        tuple(skipped),
+        tuple(conflicts),
+        comparison,
+        f"git merge {short}",
+        tuple(unchanged),
+    )
+
+
+@dataclass(frozen=True)
+class Integrated:
+    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
+
+    ref: str
+    commit: str | None  # the branch's tip after it (None: not merged)
+    merged: bool
+    conflicts: tuple[FileConflict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "commit": self.commit,
+            "merged": self.merged,
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+        }
+
+
+def integrate(
+    repo: str | Path,
+    ref: str,
+    start: str,
+    source: Source,
+    strategy: str,
+    *,
+    prefix: str,
+    root_id: str,
+) -> Integrated:
+    """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
+    branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
+    fast-forward to the worker's own history); ``auto`` leaves the branch where it is on a
+    conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
+    conflicting hunk. The caller holds the tree's merge lock."""
+    worker, branch, commit = source.worker, source.branch, source.commit
+    if strategy not in ("auto", "theirs"):
+        raise ValidationError(f"a task graph merges with auto or theirs, not {strategy!r}")
+    require_git(repo)
+    under = job_prefix(prefix, root_id)
+    target = branch_ref(ref)
+    old = ref_value(repo, target)
+    head = old or resolve_all(repo, [start])[0]
+    conflicts: list[FileConflict] = []
+    if is_ancestor(repo, commit, head) or commit in squashed_in(repo, start, head):  # already in, or no new work
+        new = head
+    else:
+        result = _merge_tree(repo, head, commit)
+        tree = result.tree
+        if not result.clean:
+            files = changed_files(repo, head, [commit])[commit]
+            changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
+            if strategy == "auto":
+                found = _conflicts(repo, result, changes, [], worker)
+                return Integrated(target, old, False, tuple(found))
+            tree, hunks = _resolve_theirs(repo, result)
+            conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+        when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
+        message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
+        new = _commit(repo, tree, head, message, when, identity_of(repo))
+    if new != old:
+        update_ref(repo, target, new, old, under=under)
+    return Integrated(target, new, True, tuple(conflicts))
+
+
+def _predict_rest(
+    repo: str | Path, head: str, rest: list[tuple[str, str, str]], changes: dict[str, WorkerChanges], merged: list[str]
+) -> list[FileConflict]:
+    """What each branch after the first conflict would conflict on against the clean result."""
+    found = []
+    for (worker, _, _), result in zip(rest, _merge_trees(repo, [(head, c) for _, _, c in rest])):
+        found += _conflicts(repo, result, changes, merged, worker, predicted=True)
+    return found
+
+
+def predict_conflicts(repo: str | Path, base: str, branches: list[tuple[str, str]]) -> tuple[FileConflict, ...]:
+    """Pairwise: every pair of workers whose branches conflict, per file (one ``merge-tree``
+    process for all pairs); touches no working tree and moves no ref."""
+    require_git(repo)
+    _, *oids = resolve_all(repo, [base, *(branch for _, branch in branches)])
+    commits = [(worker, oid) for (worker, _), oid in zip(branches, oids)]
+    pairs = [(i, j) for i in range(len(commits)) for j in range(i + 1, len(commits))]
+    results = _merge_trees(repo, [(commits[i][1], commits[j][1]) for i, j in pairs])
+    found = []
+    for (i, j), result in zip(pairs, results):
+        for path, stages in sorted(result.stages.items()):
+            found.append(
+                FileConflict(path, (commits[i][0], commits[j][0]), _count_hunks(repo, stages), _kind(stages), predicted=True)
+            )
+    return tuple(found)

@@ -1,0 +1,567 @@
+"""Control groups: one per worker attempt, so its whole tree is one unit for limits and for stopping.
+
+The only module that writes /sys/fs/cgroup. A process joins its attempt's cgroup before it execs
+(``Cgroup.join_fds``: the parent opens the ``cgroup.procs`` files, the child writes "0" to them
+in its preexec), so everything it forks is in it, whatever it does with its session, process
+group or environment. The kernel then holds the memory cap (``memory.max`` / v1
+``memory.limit_in_bytes``, swap included where memsw exists) and the process cap (``pids.max``,
+which counts threads as well as processes), and the cgroup lists every process to sample or kill.
+
+Where each controller comes from, per controller: cgroup v2 when the server's own v2 cgroup can
+have ``memory`` / ``pids`` enabled for children and is writable (a delegated subtree, or the root
+of a container's cgroup namespace); else the v1 hierarchy of that controller when writable (root
+on a v1 machine); else none, and that cap is sampled (process/monitor.py), which the record says. An
+attempt's cgroup is ``orchestrator-<tag>`` under the server's own cgroup, so a restarted server
+(started the same way) finds a running attempt's cgroup again from its tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import logging
+import os
+import re
+import resource
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from .procscan import descendants
+
+log = logging.getLogger("orchestrator.cgroups")
+
+MB = 1024 * 1024
+PREFIX = "orchestrator-"  # an attempt's cgroup: PREFIX + its tag (made safe for a file name)
+CONTROLLERS = ("memory", "pids")
+KILL_ROUNDS = 50  # passes of "SIGKILL every member" before giving up on a cgroup (forks race the kill)
+REMOVE_WAIT = 2.0  # seconds to wait for killed members to leave before rmdir gives up
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Enforcement(str, Enum):
+    """How a cap was held for an attempt (the record says which)."""
+
+    CGROUP_V2 = "cgroup v2"  # the kernel, through a v2 cgroup
+    CGROUP_V1 = "cgroup v1"  # the kernel, through a v1 hierarchy
+    FILE_SIZE = "file-size limit"  # the kernel's RLIMIT_FSIZE (a file past it is refused)
+    SAMPLED = "sampled"  # the monitor's readings every workers.monitor_interval
+    NONE = "no cap"  # the setting is 0
+
+    @property
+    def kernel(self) -> bool:
+        return self in (Enforcement.CGROUP_V2, Enforcement.CGROUP_V1, Enforcement.FILE_SIZE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The caps one attempt runs under, in bytes and processes (0: no cap)."""
+
+    memory: int = 0
+    processes: int = 0
+    log: int = 0
+    disk: int = 0
+
+    @classmethod
+    def from_mb(cls, memory_mb: int, processes: int, log_mb: int, disk_mb: int) -> Limits:
+        """From the settings' units (workers.max_memory_mb, max_processes, max_log_mb, max_disk_mb)."""
+        return cls(memory_mb * MB, processes, log_mb * MB, disk_mb * MB)
+
+    @property
+    def file_size(self) -> int:
+        """The RLIMIT_FSIZE the attempt runs under (0: none). It holds every file the worker
+        writes, so it is the larger of the disk and log caps (a smaller one would refuse the
+        other's legitimate writes), and only when both are set (an uncapped one would be
+        capped by it). The log is appended to, so the log cap holds its whole size."""
+        return max(self.disk, self.log) if self.disk and self.log else 0
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """Which enforcement held each cap of one attempt; ``file_size``: its RLIMIT_FSIZE in bytes."""
+
+    memory: Enforcement = Enforcement.SAMPLED
+    processes: Enforcement = Enforcement.SAMPLED
+    log: Enforcement = Enforcement.SAMPLED
+    disk: Enforcement = Enforcement.SAMPLED
+    file_size: int = 0
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "memory": self.memory.value,
+            "processes": self.processes.value,
+            "log": self.log.value,
+            "disk": self.disk.value,
+            "file_size": self.file_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Enforced:
+        def get(key: str) -> Enforcement:
+            try:
+                return Enforcement(str(data.get(key)))
+            except ValueError:
+                return Enforcement.SAMPLED
+
+        size = data.get("file_size")
+        return cls(get("memory"), get("processes"), get("log"), get("disk"), size if isinstance(size, int) else 0)
+
+
+def enforced_for(limits: Limits, cgroup: Cgroup | None) -> Enforced:
+    """What holds each of ``limits`` when the attempt runs in ``cgroup`` (None: no cgroup)."""
+
+    def by_cgroup(cap: int, controller: str) -> Enforcement:
+        if not cap:
+            return Enforcement.NONE
+        if cgroup is not None and controller in cgroup.versions:
+            return cgroup.versions[controller]
+        return Enforcement.SAMPLED
+
+    size = limits.file_size
+    # The log is held by the file-size limit only where that limit is the log cap itself; the
+    # folder's total is always summed by the monitor (RLIMIT_FSIZE bounds each file, not the sum).
+    log_by = Enforcement.NONE if not limits.log else Enforcement.FILE_SIZE if size == limits.log else Enforcement.SAMPLED
+    return Enforced(
+        memory=by_cgroup(limits.memory, "memory"),
+        processes=by_cgroup(limits.processes, "pids"),
+        log=log_by,
+        disk=Enforcement.SAMPLED if limits.disk else Enforcement.NONE,
+        file_size=size,
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One reading of a cgroup: its members, their memory (each page once) and the kernel's counts."""
+
+    pids: tuple[int, ...] = ()
+    rss: int = 0  # bytes: anonymous plus mapped file pages (no page cache it could drop)
+    oom_kills: int = 0  # processes the kernel's OOM killer ended at the memory cap
+    forks_refused: int = 0  # forks (and clones) refused at pids.max
+
+
+@dataclass
+class Cgroup:
+    """One attempt's cgroup: a directory per controller, all named ``name``."""
+
+    name: str
+    dirs: dict[str, Path]  # controller -> its directory (v2: the same directory for both)
+    versions: dict[str, Enforcement]  # controller -> CGROUP_V2 or CGROUP_V1
+    last: Usage = field(default_factory=Usage)  # the latest reading (kept after removal)
+
+    def join_fds(self) -> list[int]:
+        """Descriptors on each hierarchy's ``cgroup.procs``, opened in the parent: a child writes
+        "0" to each (``join``) before it execs. The caller closes them after the fork."""
+        paths = {d / "cgroup.procs" for d in self.dirs.values()}
+        return [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in sorted(paths)]
+
+    def members(self) -> list[int]:
+        """The processes in the cgroup (any hierarchy's list: each process is in all of them)."""
+        found: set[int] = set()
+        for directory in set(self.dirs.values()):
+            with contextlib.suppress(OSError):
+                found.update(int(x) for x in _read(directory / "cgroup.procs").split())
+        return sorted(found)
+
+    def usage(self) -> Usage:
+        """Read the cgroup now (also kept as ``last``, which outlives the cgroup)."""
+        pids = tuple(self.members())
+        rss = oom = refused = 0
+        memory = self.dirs.get("memory")
+        if memory is not None:
+            stat = _keyed(memory / "memory.stat")
+            if self.versions["memory"] is Enforcement.CGROUP_V2:
+                rss = stat.get("anon", 0) + stat.get("file_mapped", 0)
+                oom = _keyed(memory / "memory.events").get("oom_kill", 0)
+            else:
+                rss = stat.get("total_rss", stat.get("rss", 0)) + stat.get("total_mapped_file", stat.get("mapped_file", 0))
+                oom = _keyed(memory / "memory.oom_control").get("oom_kill", 0)
+        pids_dir = self.dirs.get("pids")
+        if pids_dir is not None:
+            refused = _keyed(pids_dir / "pids.events").get("max", 0)
+        current = Usage(pids, rss, max(oom, self.last.oom_kills), max(refused, self.last.forks_refused))
+        if self.dirs:
+            self.last = current
+        return current
+
+    def kill(self) -> int:
+        """SIGKILL every member until none is left (they may be forking); how many were signalled."""
+        for controller, directory in self.dirs.items():
+            kill_file = directory / "cgroup.kill"
+            if self.versions[controller] is Enforcement.CGROUP_V2 and kill_file.exists():
+                with contextlib.suppress(OSError):
+                    _write(kill_file, "1")
+        killed = 0
+        for _ in range(KILL_ROUNDS):
+            pids = self.members()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            time.sleep(0.005)
+        return killed
+
+    def remove(self) -> bool:
+        """Kill what is left, read it a last time, and remove its directories; False if one stays
+        (a member that would not leave in REMOVE_WAIT: a later sweep tries again)."""
+        self.kill()
+        with contextlib.suppress(OSError):
+            self.usage()
+        gone = True
+        for directory in set(self.dirs.values()):
+            deadline = time.monotonic() + REMOVE_WAIT
+            while True:
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        log.warning("could not remove cgroup %s: %s", directory, exc)
+                        gone = False
+                        break
+                    self.kill()
+                    time.sleep(0.01)
+        self.dirs = {}
+        return gone
+
+
+def kernel_breach(usage: Usage, limits: Limits, enforced: Enforced) -> str | None:
+    """The cap the kernel held this attempt at, as a sentence; None when it held none."""
+    if usage.oom_kills and enforced.memory in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+        return f"memory cap: killed by the kernel at {limits.memory / MB:.0f} MB (workers.max_memory_mb, {enforced.memory.value})"
+    if usage.forks_refused and enforced.processes in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+        return (
+            f"process cap: a fork refused by the kernel at {limits.processes} processes and threads "
+            f"(workers.max_processes, {enforced.processes.value})"
+        )
+    return None
+
+
+DISK_CAP = "disk cap"  # how every disk cap's reason starts: the engine throws such a worker's files away
+
+
+def file_size_breach(log_size: int, limits: Limits) -> str:
+    """Why a worker killed by SIGXFSZ stopped: the log reached the file-size limit, or another file did."""
+    size = limits.file_size
+    if limits.log and log_size >= size:
+        return f"log cap: the log reached the file-size limit of {size / MB:.0f} MB (workers.max_log_mb, file-size limit)"
+    return f"{DISK_CAP}: a file reached the file-size limit of {size / MB:.0f} MB (workers.max_disk_mb, file-size limit)"
+
+
+def kill_all(pids: list[int], signum: int) -> None:
+    """``signum`` to each of ``pids``; "already gone" is success."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def cap_hit(limits: Limits, enforced: Enforced, cgroup: Cgroup | None, code: int | None, log_path: Path | None) -> str | None:
+    """The cap the kernel held an attempt at: its cgroup's OOM kills or refused forks (read now,
+    or as last read before the cgroup was removed), or its death by SIGXFSZ at the file-size limit."""
+    if cgroup is not None:
+        found = kernel_breach(cgroup.usage() if cgroup.dirs else cgroup.last, limits, enforced)
+        if found:
+            return found
+    if code == -signal.SIGXFSZ and limits.file_size:
+        try:
+            log_size = os.stat(log_path).st_size if log_path is not None else 0
+        except OSError:
+            log_size = 0
+        return file_size_breach(log_size, limits)
+    return None
+
+
+@dataclass(frozen=True)
+class ChildSetup:
+    """What a confined worker's child does between fork and exec (its preexec): join its cgroup
+    (write "0" to each ``cgroup.procs`` the parent opened: it moves the writer), then lower
+    RLIMIT_FSIZE. Only system calls: it runs in a forked copy of a threaded server."""
+
+    fds: list[int]
+    file_size: int  # bytes (0: none)
+
+    def __call__(self) -> None:
+        for fd in self.fds:
+            os.write(fd, b"0")
+        if self.file_size:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
+
+
+class Confined:
+    """The attempts one process runner confines, by tag: their cgroups and how their caps are held."""
+
+    def __init__(self) -> None:
+        self._cgroups: dict[str, Cgroup] = {}
+        self._enforced: dict[str, Enforced] = {}
+
+    def start(self, tag: str, limits: Limits, own: int = 0) -> tuple[Cgroup | None, ChildSetup, Enforced]:
+        """The cgroup an attempt carrying ``tag`` runs in (None where the machine allows none), its
+        child's setup (the caller closes ``setup.fds`` once the child is started) and what holds
+        its caps. ``own``: the orchestrator's processes (the shim) it holds besides the worker's."""
+        cgroup = hierarchies().create(cgroup_name(tag), limits, own)
+        return (
+            cgroup,
+            ChildSetup(cgroup.join_fds() if cgroup is not None else [], limits.file_size),
+            self._keep(tag, limits, cgroup),
+        )
+
+    def adopt(self, tag: str, limits: Limits) -> tuple[Cgroup | None, Enforced]:
+        """A running attempt a previous server started: its cgroup, found again by its tag."""
+        cgroup = hierarchies().find(cgroup_name(tag))
+        return cgroup, self._keep(tag, limits, cgroup)
+
+    def _keep(self, tag: str, limits: Limits, cgroup: Cgroup | None) -> Enforced:
+        enforced = self._enforced[tag] = enforced_for(limits, cgroup)
+        if cgroup is not None:
+            self._cgroups[tag] = cgroup
+        return enforced
+
+    def cgroup_of(self, tag: str) -> Cgroup | None:
+        return self._cgroups.get(tag)
+
+    def enforced_of(self, tag: str) -> Enforced | None:
+        return self._enforced.get(tag)
+
+    def tree(self, tag: str, shim: int) -> list[int]:
+        """The processes of the attempt carrying ``tag``: its cgroup's, whatever their session or
+        environment; without a cgroup, the descendants of its shim ``shim`` (a tagless child is
+        found while it stays in the tree; one that double-forks out of it is not)."""
+        cgroup = self._cgroups.get(tag)
+        return cgroup.members() if cgroup is not None else descendants([shim])[shim]
+
+    def end(self, tag: str) -> None:
+        """Kill every process in the cgroup of ``tag`` (this runner's, or one found by name) and remove it."""
+        self._enforced.pop(tag, None)
+        cgroup = self._cgroups.pop(tag, None) or hierarchies().find(cgroup_name(tag))
+        if cgroup is not None:
+            cgroup.remove()
+
+    def end_prefix(self, prefix: str, keep: frozenset[str]) -> int:
+        """``end`` every cgroup whose tag starts with ``prefix``, but those of ``keep``; how many processes they held."""
+        spared = {cgroup_name(tag) for tag in keep}
+        killed = 0
+        for cgroup in hierarchies().find_prefix(cgroup_name(prefix)):
+            if cgroup.name not in spared:
+                killed += len(cgroup.members())
+                cgroup.remove()
+        return killed
+
+
+def cgroup_name(tag: str) -> str:
+    """The cgroup of the attempt carrying ``tag``: one character for one, so a tag prefix is a name prefix."""
+    return PREFIX + _UNSAFE.sub("_", tag)
+
+
+class Hierarchies:
+    """Where this process may make cgroups, per controller (found once, on first use)."""
+
+    def __init__(self, proc: Path = Path("/proc/self")) -> None:
+        self._proc = proc
+        self._found: dict[str, tuple[Enforcement, Path]] | None = None
+
+    @property
+    def bases(self) -> dict[str, tuple[Enforcement, Path]]:
+        """controller -> (version, the directory attempt cgroups are made in)."""
+        if self._found is None:
+            self._found = self._find()
+            if not self._found:
+                log.info("no writable memory or pids cgroup for workers: their caps are sampled (workers.monitor_interval)")
+        return self._found
+
+    def create(self, name: str, limits: Limits, own: int = 0) -> Cgroup | None:
+        """A fresh cgroup ``name`` holding ``limits`` (``own``: processes of the orchestrator's own,
+        such as the shim, that it holds besides the worker's); None where none can be made."""
+        dirs: dict[str, Path] = {}
+        versions: dict[str, Enforcement] = {}
+        for controller, (version, base) in self.bases.items():
+            directory = base / name
+            try:
+                if directory.exists():  # a stale one (its attempt was never swept): ended first
+                    Cgroup(name, {controller: directory}, {controller: version}).remove()
+                directory.mkdir()
+            except OSError as exc:
+                log.warning("could not make cgroup %s (%s): the %s cap is sampled", directory, exc, controller)
+                continue
+            dirs[controller], versions[controller] = directory, version
+        if not dirs:
+            return None
+        cgroup = Cgroup(name, dirs, versions)
+        try:
+            _set_limits(cgroup, limits, own)
+        except OSError as exc:
+            log.warning("could not set the limits of cgroup %s (%s): its caps are sampled", name, exc)
+            cgroup.remove()
+            return None
+        return cgroup
+
+    def find(self, name: str) -> Cgroup | None:
+        """The existing cgroup ``name`` (a restarted server's handle on a running attempt's)."""
+        dirs = {c: base / name for c, (_, base) in self.bases.items() if (base / name).is_dir()}
+        return Cgroup(name, dirs, {c: self.bases[c][0] for c in dirs}) if dirs else None
+
+    def find_prefix(self, prefix: str) -> Iterator[Cgroup]:
+        """Existing cgroups whose name starts with ``prefix``."""
+        names: set[str] = set()
+        for _, base in self.bases.values():
+            with contextlib.suppress(OSError):
+                names.update(entry.name for entry in os.scandir(base) if entry.is_dir() and entry.name.startswith(prefix))
+        for name in sorted(names):
+            found = self.find(name)
+            if found is not None:
+                yield found
+
+    def _find(self) -> dict[str, tuple[Enforcement, Path]]:
+        try:
+            own = _own_cgroups(_read(self._proc / "cgroup"))
+            mounts = _cgroup_mounts(_read(self._proc / "mountinfo"))
+        except OSError:
+            return {}
+        found: dict[str, tuple[Enforcement, Path]] = {}
+        v2 = _v2_base(own, mounts)
+        for controller in CONTROLLERS:
+            if v2 is not None and controller in v2[1]:
+                found[controller] = (Enforcement.CGROUP_V2, v2[0])
+                continue
+            base = _v1_base(controller, own, mounts)
+            if base is not None:
+                found[controller] = (Enforcement.CGROUP_V1, base)
+        return found
+
+
+def _set_limits(cgroup: Cgroup, limits: Limits, own: int) -> None:
+    memory, pids = cgroup.dirs.get("memory"), cgroup.dirs.get("pids")
+    if memory is not None and limits.memory:
+        if cgroup.versions["memory"] is Enforcement.CGROUP_V2:
+            _write(memory / "memory.max", str(limits.memory))
+            with contextlib.suppress(OSError):  # no swap accounting: the memory limit still holds
+                _write(memory / "memory.swap.max", "0")
+        else:
+            _write(memory / "memory.limit_in_bytes", str(limits.memory))
+            memsw = memory / "memory.memsw.limit_in_bytes"
+            if memsw.exists():  # swap accounting: the cap holds memory plus swap, so swap is no way out
+                _write(memsw, str(limits.memory))
+    if pids is not None and limits.processes:
+        _write(pids / "pids.max", str(limits.processes + own))
+
+
+def _v2_base(own: dict[str, str], mounts: list[tuple[str, str, str, str]]) -> tuple[Path, set[str]] | None:
+    """The server's own v2 cgroup when attempts can be made in it with controllers, and which."""
+    path = own.get("")
+    for fstype, root, point, _ in mounts:
+        if fstype != "cgroup2" or path is None:
+            continue
+        base = Path(point) / _relative(path, root)
+        try:
+            enabled = set(_read(base / "cgroup.subtree_control").split())
+            available = set(_read(base / "cgroup.controllers").split())
+        except OSError:
+            return None
+        wanted = [c for c in CONTROLLERS if c in available and c not in enabled]
+        if wanted:
+            with contextlib.suppress(OSError):  # EBUSY: the cgroup has processes of its own (not the root)
+                _write(base / "cgroup.subtree_control", " ".join("+" + c for c in wanted))
+                enabled.update(wanted)
+        usable = {c for c in CONTROLLERS if c in enabled}
+        if usable and os.access(base, os.W_OK):
+            return base, usable
+        return None
+    return None
+
+
+def _v1_base(controller: str, own: dict[str, str], mounts: list[tuple[str, str, str, str]]) -> Path | None:
+    path = own.get(controller)
+    for fstype, root, point, options in mounts:
+        if fstype == "cgroup" and path is not None and controller in options.split(","):
+            base = Path(point) / _relative(path, root)
+            return base if base.is_dir() and os.access(base, os.W_OK) else None
+    return None
+
+
+def _own_cgroups(text: str) -> dict[str, str]:
+    """controller -> this process's cgroup path, from /proc/self/cgroup ("" is the v2 one)."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            found[controller] = path
+    return found
+
+
+def _cgroup_mounts(text: str) -> list[tuple[str, str, str, str]]:
+    """(type, root, mount point, super options) of each cgroup mount in /proc/self/mountinfo."""
+    found = []
+    for line in text.splitlines():
+        before, _, after = line.partition(" - ")
+        fields, rest = before.split(), after.split()
+        if len(fields) >= 5 and len(rest) >= 3 and rest[0] in ("cgroup", "cgroup2"):
+            found.append((rest[0], fields[3], fields[4].replace("\\040", " "), rest[2]))
+    return found
+
+
+def _relative(path: str, root: str) -> str:
+    if root != "/" and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :]
+    return path.lstrip("/")
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A "key value" per line file (memory.stat, memory.events, pids.events); {} when unreadable."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in _read(path).splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                found[key] = int(value)
+    return found
+
+
+def _read(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def hierarchies() -> Hierarchies:
+    """This process's view of the machine's cgroups (one per process)."""
+    return Hierarchies()
+
+
+__all__ = [
+    "Cgroup",
+    "Enforced",
+    "Enforcement",
+    "Hierarchies",
+    "Limits",
+    "Usage",
+    "cgroup_name",
+    "enforced_for",
+    "hierarchies",
+    "ChildSetup",
+    "Confined",
+    "cap_hit",
+    "kill_all",
+    "file_size_breach",
+    "kernel_breach",
+]

@@ -1,0 +1,227 @@
+"""Resource caps that hold for a worker's whole process tree.
+
+Where the machine allows, the kernel holds the memory and process caps (each attempt in a cgroup
+of its own, process/cgroups.py): the monitor reads the cgroup and ends a worker whose cgroup's OOM killer
+fired or whose fork was refused at ``pids.max`` (a fork bomb would otherwise sit at the cap), e.g.
+``memory cap: killed by the kernel at 200 MB (workers.max_memory_mb, cgroup v1)``.
+
+Elsewhere (an ordinary user on a cgroup v1 machine, no delegated v2 subtree) those caps are
+sampled: one thread samples every running worker each ``workers.monitor_interval`` seconds
+through the executor (locally: the cgroup where there is one, else one pass over the process
+table finds every process carrying a worker's tag), and a breach ends the worker, e.g.
+``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb, sampled)``.
+
+The log's size and the worker folder's disk use are read every interval too, and no single file
+the worker writes can grow past the larger of the two caps (RLIMIT_FSIZE, when both are set). So
+a writer is stopped at the cap plus at most what it writes in one interval (and the kill ladder's
+first rung: a cap breach ends the worker with SIGKILL at once, it has nothing left to save); a
+log whose cap is that file-size limit stops at the cap exactly. Each breach ends the worker
+through the kill ladder with its own reason; it is not retried.
+
+Each pass also keeps a worker's :class:`Usage`: peak memory and processes, and the
+CPU time of its tree (user + system, plus the children_* times of descendants already
+reaped). CPU is sampled, so a worker's figure misses at most what it burnt after the
+last sample before it exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cgroups import DISK_CAP, Enforced, Limits, kernel_breach
+from .cgroups import Usage as CgroupUsage
+from .executor import Executor, Sample, cpu_seconds
+
+log = logging.getLogger("orchestrator.monitor")
+MB = 1024 * 1024
+# A usage entry not sampled for this long belongs to a worker whose end the engine
+# already handled (it popped the entry and a late sample made it again): dropped.
+STALE_USAGE = 120.0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A running worker as the monitor sees it."""
+
+    key: str
+    tag: str
+    started_at: float
+    log_path: Path
+    worker_dir: Path
+    abort: Callable[[str], None]  # ends the worker with this reason
+    shim_pid: int | None = None  # the orchestrator's own shim: not counted against the worker's caps
+
+
+@dataclass(frozen=True)
+class Caps:
+    memory_mb: int
+    processes: int
+    log_mb: int
+    disk_mb: int
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_mb(self.memory_mb, self.processes, self.log_mb, self.disk_mb)
+
+    def breach(self, rss: int, procs: int, log_size: int, disk: int | None, sample: Sample | None = None) -> str | None:
+        """The first cap the sample is over, as a sentence; None when within every cap. A cap the
+        kernel holds (``sample.enforced``) is judged by what the kernel did, not by the reading.
+        The log and the folder breach at their cap: the file-size limit may hold one exactly there."""
+        enforced = sample.enforced if sample is not None and sample.enforced is not None else Enforced()
+        if sample is not None:
+            from_kernel = kernel_breach(_usage(sample), self.limits, enforced)
+            if from_kernel:
+                return from_kernel
+        if self.memory_mb and not enforced.memory.kernel and rss > self.memory_mb * MB:
+            return f"memory cap: {rss / MB:.0f} MB > {self.memory_mb} MB (workers.max_memory_mb, sampled)"
+        if self.processes and not enforced.processes.kernel and procs > self.processes:
+            return f"process cap: {procs} processes > {self.processes} (workers.max_processes, sampled)"
+        if self.log_mb and log_size >= self.log_mb * MB:
+            return f"log cap: {log_size / MB:.0f} MB >= {self.log_mb} MB (workers.max_log_mb, {enforced.log.value})"
+        if self.disk_mb and disk is not None and disk >= self.disk_mb * MB:
+            return f"{DISK_CAP}: {disk / MB:.0f} MB in its folder >= {self.disk_mb} MB (workers.max_disk_mb, sampled)"
+        return None
+
+    def files_breach(self, log_path: Path, worker_dir: Path) -> str | None:
+        """The log or disk cap a worker's files are at now (one walk of its folder), or None."""
+        if not self.log_mb and not self.disk_mb:
+            return None
+        return self.breach(0, 0, _size(log_path), folder_bytes(worker_dir) if self.disk_mb else None)
+
+
+@dataclass
+class Usage:
+    """What a worker's process tree used, over all its attempts (the engine copies it
+    into the WorkerRecord when the worker's process ends)."""
+
+    peak_rss: int = 0  # bytes
+    peak_processes: int = 0
+    cpu_before: float = 0.0  # CPU seconds of the attempts before the current one
+    cpu_attempt: float = 0.0  # the most CPU seconds seen for the current attempt
+    attempt_started: float = 0.0  # identifies the current attempt
+    seen: float = 0.0  # monotonic time of the last sample
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_before + self.cpu_attempt
+
+    def record(self, attempt_started: float, rss: int, processes: int, cpu: float) -> None:
+        """Fold in one sample. CPU only grows within an attempt, so the largest sample is
+        the best estimate (a descendant reaped by init takes its time with it); a new
+        attempt starts counting from zero on top of the earlier ones."""
+        if attempt_started != self.attempt_started:
+            self.cpu_before += self.cpu_attempt
+            self.cpu_attempt = 0.0
+            self.attempt_started = attempt_started
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_processes = max(self.peak_processes, processes)
+        self.cpu_attempt = max(self.cpu_attempt, cpu)
+
+
+class ResourceMonitor:
+    """Samples running workers on one thread; calls ``abort`` on a breach."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        caps: Caps,
+        interval: float,
+        running: Callable[[], list[Watched]],
+        tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.tick = tick  # also run every interval (the engine's tree deadlines)
+        self.executor = executor  # measures the attempts (executor.Executor.sample)
+        self.caps = caps
+        self.interval = interval
+        self.running = running
+        # Keyed by the worker's tag: unique across root trees, whose worker keys repeat. Written
+        # by this thread, taken by worker threads (``take_usage``): both under ``_usage_lock``.
+        self.usage: dict[str, Usage] = {}
+        self._usage_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.tick is not None:
+                    self.tick()
+                self.sample()
+            except Exception:  # a monitor that dies silently would lift every cap
+                log.exception("resource sample failed; trying again next interval")
+
+    def sample(self) -> None:
+        """One pass: measure every running worker and stop those over a cap."""
+        watched = self.running()
+        if not watched:
+            return
+        found = self.executor.sample(watched)
+        now = time.monotonic()
+        for worker in watched:
+            got = found.get(worker.tag) or Sample()
+            with self._usage_lock:
+                usage = self.usage.setdefault(worker.tag, Usage())
+                usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
+                usage.seen = now
+            disk = folder_bytes(worker.worker_dir) if self.caps.disk_mb else None
+            reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk, got)
+            if reason:
+                log.warning("%s: %s", worker.key, reason)
+                worker.abort(reason)
+        with self._usage_lock:
+            for tag in [t for t, u in self.usage.items() if now - u.seen > STALE_USAGE]:
+                del self.usage[tag]
+
+    def peaks(self, tags: Iterable[str]) -> dict[str, int]:
+        """The peak RSS sampled so far of each of these workers that has been sampled (process/admission.py)."""
+        with self._usage_lock:
+            return {tag: usage.peak_rss for tag in tags if (usage := self.usage.get(tag)) is not None}
+
+    def take_usage(self, tag: str) -> Usage | None:
+        """What a worker used, removed from the monitor (its process ended); None if never sampled.
+        Safe from any thread: the sample that may be running holds the same lock."""
+        with self._usage_lock:
+            return self.usage.pop(tag, None)
+
+
+def folder_bytes(path: Path, limit: int = 200_000) -> int:
+    """Bytes in a folder, links not followed; stops counting after ``limit`` entries."""
+    total = 0
+    seen = 0
+    for base, _dirs, files in os.walk(path, followlinks=False):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                continue
+            seen += 1
+            if seen >= limit:
+                return total
+    return total
+
+
+def _usage(sample: Sample) -> CgroupUsage:
+    return CgroupUsage(oom_kills=sample.oom_kills, forks_refused=sample.forks_refused)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+__all__ = ["Caps", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]

@@ -1,0 +1,318 @@
+"""Reading the process table: which processes carry an orchestrator tag, whether a pid is still
+the process it was, how much memory it holds. Nothing here signals a process (process/runner.py does).
+
+Every worker carries a unique ``ORCHESTRATOR_TAG`` in its environment and its descendants
+inherit it, so one pass over the process table finds a worker's whole tree, even a grandchild
+that left its process group. Linux: /proc, read by plain fd calls. Elsewhere (macOS): psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import protocol
+
+TAG_VAR = protocol.TAG
+_TAG_ENTRY = f"{TAG_VAR}=".encode()
+_PROC = Path("/proc")
+# /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
+INODE_CLOCK_SLACK = 0.1
+
+
+@dataclass
+class TaggedProcess:
+    """A live process carrying a tag; ``environ`` and ``argv`` only when asked for (``details``)."""
+
+    pid: int
+    tag: str
+    environ: dict[str, str] | None = None
+    argv: list[str] | None = None
+
+
+def scan(wanted: Callable[[str], bool], since: float = 0.0) -> dict[str, list[int]]:
+    """One pass over the process table: for each tag that ``wanted`` accepts, the live
+    (non-zombie) processes carrying it. ``since``: when the oldest process looked for started;
+    processes older than that cannot carry its tag and are skipped cheaply."""
+    found: dict[str, list[int]] = {}
+    for proc in tagged_processes(wanted, since):
+        found.setdefault(proc.tag, []).append(proc.pid)
+    return found
+
+
+def tagged_processes(wanted: Callable[[str], bool], since: float = 0.0, *, details: bool = False) -> Iterator[TaggedProcess]:
+    """Every other live process whose tag ``wanted`` accepts, with its environment and argv
+    when ``details``. The one walk over the process table: ``scan`` and the runner's shim
+    search are built on it."""
+    if _PROC.is_dir():
+        host = _pid_namespace("self")
+        sandboxes: dict[str, str] = {}  # a sandbox's PID namespace -> the tag of the worker it confines
+        untagged: list[tuple[str, bytes]] = []
+        for name, data in _environs(since):
+            tag = tag_in(data)
+            if tag is None:
+                untagged.append((name, data))
+                continue
+            if not wanted(tag) or _is_zombie(name):
+                continue
+            namespace = _pid_namespace(name)
+            if namespace is not None and namespace != host:
+                sandboxes.setdefault(namespace, tag)
+            yield _found(name, tag, data, details)
+        # A process in a worker's sandbox that dropped its tag (env -i) is still that worker's.
+        for name, data in untagged if sandboxes else ():
+            tag = sandboxes.get(_pid_namespace(name) or "")
+            if tag is not None and not _is_zombie(name):
+                yield _found(name, tag, data, details)
+        return
+    import psutil
+
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == me:
+                continue
+            environ = proc.environ()
+            tag = environ.get(TAG_VAR)
+            if tag is None or not wanted(tag) or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            yield TaggedProcess(proc.pid, tag, environ, proc.cmdline()) if details else TaggedProcess(proc.pid, tag)
+        except (psutil.Error, OSError):
+            continue
+
+
+def _found(name: str, tag: str, data: bytes, details: bool) -> TaggedProcess:
+    if not details:
+        return TaggedProcess(int(name), tag)
+    env = dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+    environ = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in env.items()}
+    return TaggedProcess(int(name), tag, environ, _cmdline(int(name)))
+
+
+def _pid_namespace(pid: str) -> str | None:
+    """The PID namespace a process lives in (``pid:[4026531836]``), None when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def tag_in(environ: bytes) -> str | None:
+    """The tag in a NUL-separated environment (its first ``ORCHESTRATOR_TAG=`` entry, the one
+    getenv returns), or None."""
+    at = 0
+    while (at := environ.find(_TAG_ENTRY, at)) >= 0:
+        if at == 0 or environ[at - 1] == 0:
+            end = environ.find(b"\0", at)
+            return environ[at + len(_TAG_ENTRY) : end if end >= 0 else len(environ)].decode(errors="replace")
+        at += 1
+    return None
+
+
+def read_small(path: str | Path) -> bytes:
+    """A whole small file (/proc entries, exit files) by plain fd calls. Not open(): a file
+    object adds an fstat, an isatty and seeks, and each of those syscalls hands the GIL to
+    another thread, which costs a busy server far more than the syscall."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO in a file's place never blocks
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def process_start_id(pid: int) -> str | None:
+    """When the kernel started ``pid`` (clock ticks since boot, from /proc; psutil elsewhere):
+    with the pid, it names one process for good, even after the pid is reused."""
+    try:
+        stat = read_small(f"/proc/{pid}/stat")
+        return stat[stat.rfind(b")") + 2 :].split()[19].decode()
+    except (OSError, IndexError):
+        pass
+    if _PROC.is_dir():
+        return None
+    try:
+        import psutil
+
+        return repr(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - gone, or no permission: unknown
+        return None
+
+
+def process_alive(pid: int, start_id: str | None) -> bool:
+    """Whether ``pid`` still runs (not a zombie) and, when ``start_id`` is known, is the same process."""
+    if _PROC.is_dir():
+        if _is_zombie(str(pid)):
+            return False
+    else:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return start_id is None or process_start_id(pid) == start_id
+
+
+def sandbox_machinery(pid: int) -> bool:
+    """Whether ``pid`` is a sandbox's own init or the shim it runs (pid 1 or 2 of a PID namespace one
+    level below this one: process/sandbox.py), which a worker's caps do not count."""
+    try:
+        status = read_small(f"/proc/{pid}/status")
+    except OSError:
+        return False
+    at = status.find(b"\nNSpid:")
+    if at < 0:
+        return False
+    ids = status[at + 7 : status.find(b"\n", at + 1)].split()
+    return len(ids) == 2 and ids[1] in (b"1", b"2")
+
+
+def descendants(roots: list[int]) -> dict[int, list[int]]:
+    """For each pid in ``roots``, its live descendants, from one pass over the process table
+    (parent links, not tags: a child that dropped its tag is still found while it is in the tree)."""
+    children: dict[int, list[int]] = {}
+    if _PROC.is_dir():
+        with os.scandir(_PROC) as entries:
+            for entry in entries:
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    stat = read_small(f"/proc/{entry.name}/stat")
+                except OSError:
+                    continue
+                fields = stat[stat.rfind(b")") + 2 :].split()
+                if fields[:1] not in ([b"Z"], [b"X"]):
+                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found = {}
+    for root in roots:
+        tree, todo = [], list(children.get(root, []))
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        found[root] = tree
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a live (non-zombie) member. A zombie member is dead: once
+    orphaned, only pid 1 reaps it, at its own pace (a sandbox's init, whose launcher exits before it is
+    reaped, can linger there for seconds). Without /proc, True (the caller asks the kernel first)."""
+    if not _PROC.is_dir():
+        return True
+    wanted = str(pgid).encode()
+    with os.scandir(_PROC) as entries:
+        names = [entry.name for entry in entries if entry.name.isdigit()]
+    for name in names:
+        try:
+            stat = read_small(f"/proc/{name}/stat")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == wanted and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        return int(read_small(f"/proc/{pid}/statm").split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One machine's memory as last read: this one (``name`` None), or a node's from its heartbeat."""
+
+    total: int  # bytes
+    available: int  # bytes new processes may take without swapping (Linux's MemAvailable)
+    name: str | None = None
+    kinds: frozenset[str] | None = None  # the worker kinds it runs; None: every kind
+
+    def runs(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+
+def machine_memory() -> Memory:
+    """This machine's memory: its total, and what new processes may take without swapping
+    (Linux: /proc/meminfo's MemAvailable, free memory plus reclaimable cache, 50 us to read where
+    psutil takes 160; elsewhere psutil's figure)."""
+    try:
+        fields = dict(line.split(b":", 1) for line in read_small("/proc/meminfo").splitlines()[:3] if b":" in line)
+        return Memory(int(fields[b"MemTotal"].split()[0]) * 1024, int(fields[b"MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError, IndexError):
+        import psutil
+
+        found = psutil.virtual_memory()
+        return Memory(int(found.total), int(found.available))
+
+
+def _is_zombie(pid: str) -> bool:
+    try:
+        stat = read_small(f"/proc/{pid}/stat")
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = read_small(f"/proc/{pid}/cmdline")
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+_MADE: dict[str, tuple[int, float]] = {}  # pid -> (inode, when it was made), as the last scan saw it
+_MADE_LOCK = threading.Lock()
+
+
+def _environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
+    """(pid, environment) of every other process started since ``since`` (all of them with 0).
+
+    A /proc/<pid> inode is made when the pid is first looked up, so one made before
+    ``since`` belongs to a process that existed before the tagged worker started and
+    cannot be its descendant: its environment is not read. When that inode was made is
+    asked once per process: the listing gives each entry's inode number for free, and
+    while it is unchanged the same process holds the pid. (Environments are always read
+    afresh: a process seen between its fork and its exec still shows its parent's.)"""
+    me = str(os.getpid())
+    cutoff = since - INODE_CLOCK_SLACK if since else 0.0
+    with _MADE_LOCK:
+        known = dict(_MADE)
+    now: dict[str, tuple[int, float]] = {}
+    with os.scandir(_PROC) as entries:
+        listing = [(entry.name, entry.inode()) for entry in entries if entry.name.isdigit() and entry.name != me]
+    for name, inode in listing:
+        if cutoff:
+            look = known.get(name)
+            if look is None or look[0] != inode:
+                try:
+                    look = (inode, os.stat(f"/proc/{name}").st_ctime)
+                except OSError:
+                    continue
+            now[name] = look
+            if look[1] < cutoff:
+                continue
+        try:
+            data = read_small(f"/proc/{name}/environ")
+        except OSError:
+            continue
+        yield name, data
+    if cutoff:
+        with _MADE_LOCK:
+            _MADE.clear()
+            _MADE.update(now)

@@ -1,0 +1,542 @@
+"""Process control: spawn, wait, the kill ladder and the tag sweep.
+
+The only module that starts or signals a process (reading the process table is process/procscan.py's). Every worker runs
+in its own session (so its process group is its own), with stdin closed and
+stdout+stderr written straight to its log file by the kernel: the engine
+never drains a pipe, and ``tail -f`` sees output as it is produced.
+
+Every worker also carries a unique ``ORCHESTRATOR_TAG`` in its environment.
+Descendants inherit it, so a grandchild that ``setsid``s and double-forks out
+of the process group is still found by the sweep (a procscan pass) and killed.
+
+A worker spawned with ``limits`` joins a cgroup of its own before it execs where the machine allows
+(process/cgroups.py): the kernel holds its caps, and stopping it ends every process in it, tagless ones too.
+
+A worker runs under a shim (process/shim.py): a few lines of Perl that run the command as its child and
+write its true wait status to an exit file, which the runner reads once the shim has ended; a
+restarted server re-adopts the shim by pid and start time. A sandboxed worker (process/sandbox.py) runs
+with its shim inside bubblewrap, whose launcher is the process started here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from ..workspace.groupsync import GroupCommit
+from . import procscan
+from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
+from .procscan import TAG_VAR, process_alive, process_start_id
+from .sandbox import SandboxSpec
+from .shim import PERL, PERL_SHIM, SHELL, SHIM_NAME, SHIM_SCRIPT, SHIM_SIGNALS, SHIM_START_ENV, read_exit_file
+
+
+class Wakeup:
+    """A flag like threading.Event that a worker thread can also select() on, so one blocking
+    wait ends on whichever comes first: the process exiting, a timeout, or this being set.
+    Its pipe is made on first use and closed by ``close``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._pipe: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            if self._pipe is not None:
+                os.write(self._pipe[1], b"x")
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def fileno(self) -> int:
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = os.pipe()
+                if self._event.is_set():
+                    os.write(self._pipe[1], b"x")
+            return self._pipe[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pipe is not None:
+                for fd in self._pipe:
+                    os.close(fd)
+                self._pipe = None
+
+
+class CommandNotFound(FileNotFoundError):
+    """The worker's command is not on PATH (or not executable)."""
+
+
+@dataclass
+class ProcessHandle:
+    """A started (or re-adopted) worker process: with the shim, the shim's pid, which is also
+    the worker's process group and session id."""
+
+    pid: int
+    tag: str
+    popen: subprocess.Popen[bytes] | None  # None: adopted from a previous server, not our child
+    started_at: float
+    kill_rung: str | None = None  # set by terminate(): which signal ended it
+    pidfd: int | None = None  # Linux: a descriptor that becomes readable when the process exits
+    start_id: str | None = None  # the kernel's start time of ``pid``: tells it from a reused pid
+    exit_file: Path | None = None  # where the shim writes the exit status
+    code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
+    ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
+    sandboxed: bool = False  # ``pid`` is bubblewrap's launcher; the shim and the worker run inside
+    private_exit: bool = False  # its exit file is the runner's own (removed by ``release``)
+    # A local process has no node, never waits in a queue and is never lost (executor.AttemptHandle).
+    node: str | None = None
+    queued: bool = False
+    lost: bool = False
+    limits: Limits | None = None  # the caps it runs under (None: spawned without, e.g. a gate)
+    cgroup: Cgroup | None = None  # its cgroup (process/cgroups.py), where the machine allows one
+    enforced: Enforced | None = None  # which enforcement held each cap
+    log_path: Path | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def id(self) -> str:
+        """The attempt's identity (executor.AttemptHandle): its pid and kernel start time."""
+        return f"{self.pid}@{self.start_id}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def poll(self) -> int | None:
+        """The worker's exit status (negative: killed by that signal), or None while it runs.
+        Under the shim, the true status its exit file records; without one (the shim was
+        SIGKILLed before writing it), the shim's own status, or ``-SIGKILL`` when adopted."""
+        if self.code is not None:
+            return self.code
+        if self.popen is not None:
+            shim = self.popen.poll()
+            if shim is not None:
+                found = read_exit_file(self.exit_file) if self.exit_file is not None else None
+                self.code = shim if found is None else found
+            return self.code
+        if not process_alive(self.pid, self.start_id):
+            found = read_exit_file(self.exit_file) if self.exit_file else None
+            self.code = -signal.SIGKILL if found is None else found
+            try:
+                self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
+            except OSError:
+                self.ended_at = time.time()
+        return self.code
+
+    @property
+    def cap_hit(self) -> str | None:
+        """The cap the kernel held this attempt at, as a sentence (cgroups.cap_hit); None when none."""
+        return (
+            cap_hit(self.limits, self.enforced, self.cgroup, self.code, self.log_path) if self.limits and self.enforced else None
+        )
+
+    @property
+    def exited(self) -> bool:
+        """Whether it is known to have ended, without reaping it (safe from any thread)."""
+        if self.popen is not None:
+            return self.popen.returncode is not None
+        return self.code is not None or not process_alive(self.pid, self.start_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _which(argv0: str, path_env: str | None) -> str | None:
+    return shutil.which(argv0, path=path_env)
+
+
+def resolve_command(argv0: str, path_env: str | None) -> str:
+    """The absolute path of a command, or CommandNotFound with the shell's wording.
+    Found paths are cached; a miss is looked up again next time (it may be installed since)."""
+    if os.sep in argv0:
+        if os.path.isfile(argv0) and os.access(argv0, os.X_OK):
+            return argv0
+    else:
+        found = _which(argv0, path_env)
+        if found is None or not os.access(found, os.X_OK):
+            _which.cache_clear()  # missing or gone: look again, it may have been installed since
+            found = shutil.which(argv0, path=path_env)
+        if found:
+            return found
+    raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv0}", argv0)
+
+
+def signal_name(signum: int | None) -> str:
+    if signum is None:
+        return ""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class ProcessRunner:
+    """Starts, watches and signals worker processes."""
+
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None = None,
+        parent_death_signal: int | None = None,
+        sandbox: SandboxSpec | None = None,
+        limits: Limits | None = None,
+    ) -> ProcessHandle:
+        """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
+        With ``exit_file``, under the shim, which writes the exit status there. With
+        ``parent_death_signal`` (Linux; a cluster node's attempts), the shim gets that signal when
+        the calling thread ends, and the perl shim sets the same for the worker it starts. With
+        ``sandbox``, the shim and the worker run inside it (process/sandbox.py), under bubblewrap's launcher. With
+        ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined)."""
+        if not argv:
+            raise ValueError("empty command")
+        full_env = dict(env)
+        full_env[TAG_VAR] = tag
+        full_env["PWD"] = str(cwd)  # a program that trusts $PWD over getcwd() (opencode did) must not see the server's
+        program = resolve_command(argv[0], full_env.get("PATH"))
+        command = [program, *argv[1:]]
+        private_exit = sandbox is not None and exit_file is None
+        if private_exit:  # the shim inside tells the true status (bubblewrap would say 128+N for signal N)
+            fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
+            os.close(fd)
+            exit_file = Path(name)
+        if exit_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(exit_file)  # a stale status must never pass for this run's
+            if self.perl is not None:
+                command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
+                if parent_death_signal is not None and PRCTL_SYSCALL is not None:
+                    full_env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"
+                for name, value in SHIM_START_ENV.items():  # the shim's own start; the worker gets its own back
+                    if name in full_env:
+                        full_env[protocol.SHIM_STASH + name] = full_env.pop(name)
+                    if value is not None:
+                        full_env[name] = value
+            else:
+                command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
+        if sandbox is not None:
+            if exit_file is not None:  # the shim writes it from inside: it must exist to be bound writable
+                exit_file.touch()
+                sandbox = sandbox.with_writable(exit_file)
+            if parent_death_signal is not None:
+                sandbox = replace(sandbox, die_with_parent=True)
+            command = replace(sandbox, chdir=str(cwd)).argv(command)
+        if parent_death_signal is not None and sys.platform.startswith("linux"):
+            _prctl()  # loaded before the fork: the child only calls it
+        started_at = time.time()  # before the fork: every descendant is younger than this
+        cgroup, child_setup, enforced = (
+            self.confined.start(tag, limits, (1 if exit_file else 0) + (2 if sandbox else 0)) if limits else (None, None, None)
+        )
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            popen = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
+            )
+        except BaseException:
+            self.confined.end(tag)
+            raise
+        finally:
+            os.close(log_fd)
+            if child_setup is not None:
+                for fd in child_setup.fds:
+                    os.close(fd)
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(popen.pid)
+            except OSError:  # old kernel: fall back to polling
+                pidfd = None
+        return ProcessHandle(
+            pid=popen.pid,
+            tag=tag,
+            popen=popen,
+            started_at=started_at,
+            pidfd=pidfd,
+            start_id=process_start_id(popen.pid),
+            exit_file=exit_file,
+            sandboxed=sandbox is not None,
+            private_exit=private_exit,
+            limits=limits,
+            cgroup=cgroup,
+            enforced=enforced,
+            log_path=log_path,
+        )
+
+    def adopt(
+        self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None, limits: Limits | None = None
+    ) -> ProcessHandle:
+        """A handle on a shim a previous server started. If it has ended (or ``pid`` now belongs
+        to another process), the handle's status is already read from the exit file. With
+        ``limits`` (what it was started under), its cgroup is found again by its tag."""
+        handle = ProcessHandle(pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file)
+        if limits is not None:
+            handle.limits = limits
+            handle.cgroup, handle.enforced = self.confined.adopt(tag, limits)
+        if hasattr(os, "pidfd_open"):
+            try:
+                handle.pidfd = os.pidfd_open(pid)
+            except OSError:
+                handle.pidfd = None
+        # Checked after the pidfd is open: a pidfd on a reused pid is closed again at once.
+        if not process_alive(pid, start_id):
+            self.release(handle)
+        handle.poll()
+        return handle
+
+    def wait(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:
+        """The return code, or None if still running after ``timeout`` seconds (or once ``wake``
+        is set). With a pidfd this blocks without polling, so idle worker threads cost nothing."""
+        if handle.popen is None:
+            return self._wait_adopted(handle, timeout, wake)
+        if handle.pidfd is not None and handle.popen.returncode is None:
+            fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if handle.pidfd not in ready:
+                return handle.poll()
+            handle.popen.wait()
+            return handle.poll()
+        if wake is not None and timeout is not None:
+            timeout = min(timeout, 0.25)  # no pidfd: poll so a set wake is seen soon
+        try:
+            handle.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return handle.poll()
+
+    def _wait_adopted(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None) -> int | None:
+        """Not our child, so no waitpid: its pidfd (or polling) says when it ends, its exit file how."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handle.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if handle.pidfd is not None:
+                fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
+                select.select(fds, [], [], left)
+            else:
+                step = 0.05 if left is None else min(0.05, left)
+                if wake is not None and wake.wait(step):
+                    return handle.poll()
+                if wake is None:
+                    time.sleep(step)
+            if wake is not None and wake.is_set():
+                return handle.poll()
+        return handle.code
+
+    def release(self, handle: ProcessHandle) -> None:
+        """Close the handle's descriptors once its process is gone (and remove a private exit file, read by then)."""
+        if handle.pidfd is not None:
+            os.close(handle.pidfd)
+            handle.pidfd = None
+        if handle.private_exit and handle.exit_file is not None and handle.poll() is not None:
+            handle.exit_file.unlink(missing_ok=True)
+
+    def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
+        """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
+        group, then SIGKILL to every process still carrying the tag. Returns the rung that
+        ended the leader. Safe to call from several threads; "already gone" is success."""
+        with handle._lock:
+            if handle.kill_rung is not None:
+                return handle.kill_rung
+            if handle.poll() is not None:
+                self.sweep(handle.tag, handle.started_at)
+                handle.kill_rung = "none"
+                return handle.kill_rung
+            rung = signal_name(first_signal)
+            _killpg(handle.pid, first_signal)
+            tree = self.confined.tree(handle.tag, handle.pid) if handle.limits else []  # tagless ones too
+            # Only to those that left the group: a second SIGTERM would run a worker's handler twice.
+            kill_all([pid for pid in tree if _pgid(pid) != handle.pid], first_signal)
+            deadline = time.monotonic() + grace
+            if self.wait(handle, grace) is None:
+                rung = "SIGKILL"
+            # The leader is gone (or about to be); give the rest of its group what is left of the grace.
+            while time.monotonic() < deadline and _group_alive(handle.pid):
+                time.sleep(0.02)
+            _killpg(handle.pid, signal.SIGKILL)
+            kill_all(tree, signal.SIGKILL)
+            self.wait(handle, 5.0)
+            self.sweep(handle.tag, handle.started_at)
+            handle.kill_rung = rung
+            return rung
+
+    def __init__(self, *, perl: str | None = PERL) -> None:
+        self.perl = perl  # None: the shell shim (a signal death then reads as exit 128+N)
+        # Workers finishing together share one scan of the process table (group commit); a
+        # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company.
+        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch, gather=SWEEP_GATHER)
+        self.confined = Confined()  # the cgroups of the attempts started (or adopted) with limits
+
+    def sweep(self, tag: str, since: float = 0.0) -> None:
+        """SIGKILL every process in the cgroup of ``tag`` (then removed) and every process carrying
+        ``tag``, by a scan that started after this call; repeated until none is left (they may be
+        forking). ``since``: when the tagged process was started; older processes cannot carry the
+        tag and are skipped cheaply."""
+        self.confined.end(tag)
+        self._sweeper((tag, since))
+
+    def _sweep_batch(self, batch: list[tuple[str, float]], rounds: int = 20) -> None:
+        tags = [tag for tag, _ in batch]
+        since = min(when for _, when in batch)
+        for _ in range(rounds):
+            pids = [pid for found in self.tagged_many(tags, since).values() for pid in found]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def sweep_prefix(self, prefix: str, rounds: int = 20, *, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
+        server crash), except those whose tag is in ``keep``; returns how many were found."""
+        kept = frozenset(keep)
+        killed = self.confined.end_prefix(prefix, kept)
+        for _ in range(rounds):
+            found = procscan.scan(lambda tag: tag.startswith(prefix) and tag not in kept)
+            pids = [pid for tagged in found.values() for pid in tagged]
+            if not pids:
+                return killed
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        return killed
+
+    def tagged(self, tag: str) -> list[int]:
+        """Live (non-zombie) processes whose environment carries ``tag``."""
+        return self.tagged_many([tag]).get(tag, [])
+
+    def tagged_many(self, tags: list[str], since: float = 0.0) -> dict[str, list[int]]:
+        """For each tag, the live processes carrying it, from one pass over the process table."""
+        return procscan.scan(set(tags).__contains__, since)
+
+
+def _preexec(setup: ChildSetup | None, parent_death_signal: int | None, *, launcher: bool = False) -> Any:
+    """The child's preexec_fn: its cgroup and rlimits, its parent-death signal, and (a sandbox's
+    launcher) the signals it ignores, each if any (None: none, so subprocess keeps its faster spawn)."""
+    death = None if parent_death_signal is None else functools.partial(set_parent_death_signal, parent_death_signal)
+    steps = [step for step in (setup, death, _ignore_ladder if launcher else None) if step is not None]
+    return None if not steps else steps[0] if len(steps) == 1 else lambda: [step() for step in steps]
+
+
+# How long the first of several finishing workers waits for others to share its /proc scan.
+# The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
+SWEEP_GATHER = 0.01
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether the group has a member that is not a zombie (procscan.group_alive)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return procscan.group_alive(pgid)
+
+
+# prctl's system call number, for the perl shim (which loads no module to find it); None: not Linux
+# or an architecture not listed (the shim's worker then does not die with it; the tag sweep remains).
+PRCTL_SYSCALL = (
+    {"x86_64": 157, "aarch64": 167, "riscv64": 167, "i686": 172, "armv7l": 172}.get(os.uname().machine)
+    if sys.platform.startswith("linux")
+    else None
+)
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+# The signals the launcher of a sandbox ignores: the kill ladder's first rung goes to the whole group,
+# and bubblewrap's launcher would die of it at once, its PID namespace with it, before the worker had
+# its grace. Ignored signals stay ignored across exec, into bubblewrap's init too; the shim inside sets
+# handlers of its own, which exec resets to the default for the worker.
+LAUNCHER_IGNORES = tuple(getattr(signal, f"SIG{name}") for name in SHIM_SIGNALS.split())
+
+
+def _ignore_ladder() -> None:
+    for signum in LAUNCHER_IGNORES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` to this process when the thread that started it ends
+    (prctl PR_SET_PDEATHSIG), so a cluster node's processes die with it. False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(_prctl()(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def python_executable() -> str:
+    """The interpreter running us: children start with it, not a PATH shim."""
+    return sys.executable
+
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding this package
+
+
+def package_argv(module: str, entry: str, args: list[str]) -> list[str]:
+    """argv running ``sys.exit(module.entry())`` on the orchestrator's own interpreter and package,
+    whatever the worker's PATH, PYTHONPATH and cwd are: those are the user's (their ``python``, their
+    project's modules), so the interpreter ignores PYTHON* variables (-E) and the package folder
+    takes the cwd's place on sys.path (a worktree may hold a copy of this package)."""
+    launch = f"import sys; sys.path[:1] = [sys.argv.pop(1)]; from {module} import {entry}; sys.exit({entry}())"
+    return [python_executable(), "-E", "-c", launch, PACKAGE_PARENT, *args]

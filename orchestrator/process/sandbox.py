@@ -1,0 +1,245 @@
+"""A sandbox per worker attempt: bubblewrap (Debian's ``bubblewrap``, what Claude Code uses on Linux).
+
+What a sandboxed process and everything it starts get:
+
+* the whole file system read-only (``--ro-bind / /``), except the paths of its :class:`SandboxSpec`:
+  its checkout, its TMPDIR, the git metadata its worktree needs, its exit file, the user's
+  ``workers.sandbox_writable``; its CLI's state folders as a private overlay (reads see the user's
+  files, writes go to a tmpfs that ends with the attempt: the user's real folders never change);
+* ``workers.sandbox_hidden`` (the orchestrator's ``config.yaml`` and key files by default) replaced by
+  an empty file or folder;
+* its own PID namespace (``--unshare-pid``): it sees and can signal only its own processes, and
+  when the namespace's init dies the kernel kills every process in it, whatever it did with its
+  session, process group or environment: the tree is one unit;
+* no capabilities (``--cap-drop ALL``: as root, bubblewrap would otherwise keep them, and a root
+  worker could remount); the network of the host unless ``workers.sandbox_network: none``.
+
+The shim (process/runner.py) runs inside the sandbox, so the exit file it writes records the worker's own
+wait status; bubblewrap's launcher is the process the runner started (the session leader) and it
+ignores the kill ladder's catchable signals (process/runner.py), so SIGTERM reaches the worker while the
+launcher waits to report it. Nothing here starts a process except :func:`probe`.
+
+macOS (Seatbelt ``sandbox-exec``) is not supported: ``auto`` there runs workers unconfined, saying so.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class SandboxMode(str, Enum):
+    """``workers.sandbox``: on (refuse to run unconfined), off, or auto (on where the machine can)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class SandboxNetwork(str, Enum):
+    """``workers.sandbox_network``: the host's network (the CLIs reach their model API), or none."""
+
+    HOST = "host"
+    NONE = "none"
+
+
+HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether this machine can sandbox, and if not, why (a sentence a user can act on)."""
+
+    bwrap: str | None
+    reason: str = ""
+    overlay: bool = False  # bubblewrap >= 0.8 with overlayfs: state folders get a private overlay
+
+    @property
+    def available(self) -> bool:
+        return self.bwrap is not None
+
+
+@functools.lru_cache(maxsize=4)
+def probe(command: str = "bwrap") -> Support:
+    """Try bubblewrap once (per process and command): the kernel, not the package list, decides."""
+    if not sys.platform.startswith("linux"):
+        return Support(None, f"the sandbox needs Linux's bubblewrap; {sys.platform} runs workers unconfined")
+    found = shutil.which(command)
+    if found is None:
+        return Support(None, f"{command} is not installed ({HOW_TO_ENABLE})")
+    base = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--cap-drop", "ALL"]
+    ok, why = _runs([*base, "--", "true"])
+    if not ok:
+        return Support(None, f"{command} cannot create a sandbox here: {why} ({HOW_TO_ENABLE})")
+    overlay, _ = _runs([*base, "--overlay-src", "/tmp", "--tmp-overlay", "/tmp", "--", "true"])
+    return Support(found, overlay=overlay)
+
+
+def _runs(argv: list[str]) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return done.returncode == 0, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandboxed process tree may write and see. Paths are absolute; a path that does
+    not exist is left out (bubblewrap refuses to bind one)."""
+
+    bwrap: str
+    writable: tuple[str, ...] = ()
+    private: tuple[str, ...] = ()  # state folders: a private overlay where supported, else writable
+    # Bound over themselves after ``writable``, inside it: files the process may write in place but
+    # never replace (a mount point cannot be unlinked, renamed over or turned into a symlink), and
+    # paths it may only read. The orchestrator runs git outside the sandbox on what a worker left in
+    # its worktree's git metadata: a planted HEAD, ``.git`` pointer or reflog link would act there.
+    fixed: tuple[str, ...] = ()
+    readonly: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+    network: SandboxNetwork = SandboxNetwork.HOST
+    overlay: bool = False
+    die_with_parent: bool = False  # a cluster node's attempts: the tree dies with the node
+    chdir: str | None = None
+    # An empty regular file shown in place of each hidden file (bound read-only: it reads empty and a
+    # write fails). Not /dev/null: bubblewrap's binds are nodev, so it would read "Permission denied".
+    empty: str | None = None
+
+    def with_writable(self, *paths: str | Path) -> SandboxSpec:
+        return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        """bubblewrap's argv running ``command`` in this sandbox (an argv list; no shell)."""
+        out = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL"]
+        if self.network is SandboxNetwork.NONE:
+            out.append("--unshare-net")
+        if self.die_with_parent:
+            out.append("--die-with-parent")
+        for path in _existing(self.private):
+            if self.overlay and os.path.isdir(path):
+                out += ["--overlay-src", path, "--tmp-overlay", path]
+            else:
+                out += ["--bind", path, path]
+        for path in _existing(self.writable):
+            out += ["--bind", path, path]
+        for path in _existing(self.fixed):
+            out += ["--bind", path, path]
+        for path in _existing(self.readonly):
+            out += ["--ro-bind", path, path]
+        for path in _existing(self.hidden):
+            if os.path.isdir(path):
+                out += ["--tmpfs", path, "--remount-ro", path]
+            else:
+                out += ["--ro-bind", self.empty or "/dev/null", path]
+        if self.chdir:
+            out += ["--chdir", self.chdir]
+        out.append("--")
+        out += list(command)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (a cluster node receives it in the attempt's job)."""
+        return {
+            "writable": list(self.writable),
+            "private": list(self.private),
+            "fixed": list(self.fixed),
+            "readonly": list(self.readonly),
+            "hidden": list(self.hidden),
+            "network": self.network.value,
+            "empty": self.empty,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], support: Support) -> SandboxSpec:
+        if support.bwrap is None:
+            raise ValueError(f"this machine cannot sandbox workers: {support.reason}")
+        return cls(
+            bwrap=support.bwrap,
+            writable=tuple(str(p) for p in data.get("writable", ())),
+            private=tuple(str(p) for p in data.get("private", ())),
+            fixed=tuple(str(p) for p in data.get("fixed", ())),
+            readonly=tuple(str(p) for p in data.get("readonly", ())),
+            hidden=tuple(str(p) for p in data.get("hidden", ())),
+            network=SandboxNetwork(data.get("network", SandboxNetwork.HOST.value)),
+            overlay=support.overlay,
+            empty=data.get("empty"),
+        )
+
+
+def _replace(spec: SandboxSpec, **changes: Any) -> SandboxSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+def _existing(paths: Iterable[str]) -> list[str]:
+    """Each path once, in order, if it exists; nested duplicates are kept (a deeper bind re-opens
+    a path below a hidden or private one on purpose)."""
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        if path not in seen and os.path.lexists(path):
+            seen.add(path)
+            out.append(path)
+    return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether workers run sandboxed, and the one-line note every root job carries saying so (or why not)."""
+
+    spec: SandboxSpec | None
+    note: str = ""
+
+
+def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> Decision:
+    """``workers.sandbox`` against what the machine can: on and unavailable is a refusal (a
+    ValueError the caller turns into its ConfigError); auto and unavailable runs unconfined, saying so."""
+    if mode is SandboxMode.OFF:
+        return Decision(None, "workers run unconfined (workers.sandbox: off): any worker can write anywhere you can")
+    if support.bwrap is None:
+        if mode is SandboxMode.ON:
+            raise ValueError(f"workers.sandbox is on, but {support.reason}")
+        return Decision(
+            None,
+            f"workers run unconfined: {support.reason}; any worker can write anywhere you can "
+            "(set workers.sandbox: on to refuse to run without it)",
+        )
+    where = "no network" if network is SandboxNetwork.NONE else "the host's network"
+    return Decision(
+        SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay),
+        f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR and its "
+        "CLI's state; your working tree, refs and stash are read-only to them (workers.sandbox)",
+    )
+
+
+@dataclass(frozen=True)
+class Paths:
+    """What one worker's sandbox opens, gathered by the engine (who knows the checkout) and the adapter."""
+
+    writable: list[Path] = field(default_factory=list)
+    private: list[Path] = field(default_factory=list)
+    fixed: list[Path] = field(default_factory=list)
+    readonly: list[Path] = field(default_factory=list)
+
+
+def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str], hidden: Sequence[str]) -> SandboxSpec:
+    """``base`` (the server's decision) opened for one worker."""
+    return _replace(
+        base,
+        writable=tuple(str(p) for p in (*paths.writable, *(Path(x).expanduser() for x in extra_writable))),
+        private=tuple(str(p) for p in paths.private),
+        fixed=tuple(str(p) for p in paths.fixed),
+        readonly=tuple(str(p) for p in paths.readonly),
+        hidden=tuple(str(Path(x).expanduser()) for x in hidden),
+    )

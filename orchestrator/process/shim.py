@@ -1,0 +1,132 @@
+"""The shim every worker runs under (like containerd's per-container shim or podman's conmon): its
+script, the exit file it writes, and how a restarted server finds a shim still running.
+
+A worker's shim lives in the worker's session (or its sandbox), not the server's, so a worker's
+result survives the server being killed; process/runner.py starts it, this module says what it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import protocol
+from . import procscan
+from .procscan import process_start_id, read_small
+
+# The shim records the worker's true wait status in its exit file: "exit N" (it exited with N)
+# or "signal S" (killed by signal S). A shell cannot tell those apart ($? is 128+S for a signal
+# death and also for an exit with 128+S: the Gemini CLI exits 147 for an HTTP 403), so the shim
+# is a few lines of Perl (Essential on Debian as perl-base, shipped with macOS; it starts in
+# about 2 ms, Python in 16), which gets the real status from waitpid. It re-raises nothing and
+# exits 128+S for a signal death (what a shell would report); the runner reads the true status
+# from the exit file. Its handlers are no-op subs, never IGNORE: a caught signal is reset to its
+# default by exec, so the same signal, sent to the whole group, still reaches the worker, while
+# the shim lives on to record how the worker ended. argv: SHIM_NAME, the exit file, the worker's
+# argv (run by exec, never parsed by a shell). The script loads no module: each would cost every
+# worker milliseconds. (Perl retries a waitpid that a caught signal interrupts by itself; the loop
+# covers PERL_SIGNALS=unsafe in the user's environment.)
+#
+# Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
+# into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
+# ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
+# that comes from outside). The runner keeps the worker's own values of these under SHIM_STASH +
+# name, and the shim puts them back (or removes what the worker did not have) before the exec.
+SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
+SHIM_START_ENV: dict[str, str | None] = {"PERL5OPT": None, "LC_ALL": "C", "PERL_HASH_SEED": "0"}
+PERL_SHIM = (
+    "shift; my $f = shift;\n"
+    f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
+    f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
+    " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
+    f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
+    "my $p = fork;\n"
+    'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
+    'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
+    "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
+    "my $s = $?; exit 255 if $s == -1;\n"
+    "my $sig = $s & 127;\n"
+    "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
+    "exit($sig ? 128 + $sig : $s >> 8);\n"
+)
+# Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
+# worker killed by signal N reads as "exited with 128+N" (the shell cannot know better).
+SHIM_SCRIPT = f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'exit %s\\n\' "$r" >"$f"; exit "$r"'
+SHIM_NAME = "orchestrator-shim"  # the shim's first argument: how it shows in ps, and how a restarted server knows it
+SHELL = "/bin/sh"
+
+
+def find_perl() -> str | None:
+    """The Perl the shim runs under (the system's first: a user's perlbrew on PATH may be slow
+    to start), or None when the machine has none (then the shell shim is used)."""
+    for candidate in ("/usr/bin/perl", shutil.which("perl")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+PERL = find_perl()
+
+
+@dataclass
+class FoundShim:
+    """A live shim found by its tag, e.g. one spawned just before a server was killed."""
+
+    pid: int
+    tag: str
+    start_id: str | None
+    exit_file: Path
+    attempt: int | None
+
+
+def find_shims(tag_prefix: str) -> list[FoundShim]:
+    """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
+    what runs, whatever the records managed to say before a crash."""
+    found = []
+    for proc in procscan.tagged_processes(lambda tag: tag.startswith(tag_prefix), details=True):
+        pid, tag, env, argv = proc.pid, proc.tag, proc.environ or {}, proc.argv or []
+        if len(argv) < 6 or argv[1] not in ("-c", "-e") or argv[3] != SHIM_NAME:
+            continue  # a worker or its descendant, not the shim (of this server or an earlier one)
+        attempt = env.get(protocol.ATTEMPT, "")
+        found.append(
+            FoundShim(
+                pid=pid,
+                tag=tag,
+                start_id=process_start_id(pid),
+                exit_file=Path(argv[4]),
+                attempt=int(attempt) if attempt.isdigit() else None,
+            )
+        )
+    return found
+
+
+def read_exit_file(path: Path) -> int | None:
+    """The status a shim recorded, in Popen's convention (negative: killed by that signal);
+    None when there is none or it is incomplete (the shim was killed while writing it).
+
+    The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes; a bare
+    number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
+    129-192 on itself as signals: it reads as that server meant it. (A bare number could not
+    be the new format: "147" meant SIGSTOP then and would mean exit 147 now.)"""
+    try:
+        text = read_small(path).decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.endswith("\n"):
+        return None
+    word, _, number = text[:-1].partition(" ")
+    if not number:
+        word, number = "old", word
+    if not number.isdigit() or len(number) > 3 or int(number) > 255:
+        return None
+    code = int(number)
+    if word == "exit":
+        return code
+    if word == "signal":
+        return -code if code > 0 else None
+    if word == "old":
+        return -(code - 128) if 128 < code < 193 else code
+    return None

@@ -1,0 +1,416 @@
+"""Quality gates: commands that judge a worker's work before it may be merged,
+closed by default.
+
+``GateStep`` is an after-attempt step (quality/steps.py): after a worker's successful attempt, the job's
+gates (``config.gates``, config.quality's shape) that apply to it run one by one in its directory
+on the commit that will be merged (``ctx.changes().commit``: a worktree commits the work first;
+None in folder isolation, where the gates still run in its folder). A gate applies to a worker
+when it names the worker's role in ``roles``, or names no role and the worker has none, or its
+role lists no gates, or its role's ``gates`` name it; then, with ``when_changed``, only when the
+worker changed (or renamed from) a path those globs match (``applicable``).
+
+Each gate is a real process: its argv, or with ``shell: true`` its command line run as ``/bin/sh -c``
+(the server owner's or the admin key's own text, never a request's: a worker credential may not
+set gates), in the worker's directory or the gate's ``cwd`` under it (``gate_dir``: a link out of
+the checkout is refused), with the worker's environment without its API credential, with no
+colour (``COLOURLESS``) and the gate's ``env`` over it, its own session, stdin /dev/null, stdout+stderr
+appended to ``logs/depth_<d>_<worker>.gate_<name>.log`` (a header line per run), bounded by its
+``timeout`` and by the worker's cancel (its whole process group: SIGTERM, then SIGKILL after
+``workers.kill_grace``, then every process carrying its tag). Each run is one entry of the
+worker's ``gates``: ``{name, required, status, passed, exit_code, duration, log_path, commit,
+reason}``, ``status`` one of passed, failed (exit code > 0), no_tests (its test runner said it ran no test,
+quality/testruns.py; passed instead when the gate has ``allow_no_tests``), timeout, not_started (missing
+binary, or a ``cwd`` that is no folder of the checkout), crashed (killed by a signal, or the step
+raised), cancelled; and ``gated_commit`` is the commit judged (set even when no gate applies). A
+line per gate goes in the worker's log. Its output leaves its log only as plain text
+(plaintext.plain: no colour codes or progress redraws).
+
+*Fail closed.* A required gate that does not pass fails the worker (``gate tests failed: exit
+code 1``), or, with ``gates_retry`` > 0, asks for another attempt with the gate's name, command
+and output tail in the prompt (that budget, not max_retries; not for ``not_started``: the
+worker cannot install the server's programs, nor for ``cancelled``). Gates after the first
+required failure do not run and are not recorded (the worker's log names them). A gate that is
+not required is recorded and passes whatever it says. A cancel stops the running gate (status
+cancelled) and the rest; the worker ends cancelled (engine/attempts.py). Afterwards a worktree goes
+back to the gated commit on its branch (``checkout -f -B``, a ``reset --hard`` that also undoes a
+gate's branch switch, and ``clean -fd``, never ``-x``: what git ignores, node_modules say, stays),
+so nothing a gate wrote is committed. The gates run holding the worktree's lock (checkouts/worktree.py),
+so a child job's merge into it waits for them.
+
+``merge_block`` is the other half: landing (and nesting, for a child job's workers) merges a
+worker only when it says None, and then only its gated commit (``merge_commit``: a commit added
+after the gates ran is not merged). ``step_block`` asks it from a later step of the same attempt,
+before the engine has put ``ctx.updates`` on the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from ..checkouts.checkout import Checkout, touched_paths
+from ..checkouts.worktree import MAX_FILES, IsolatedCheckout, WorktreeCheckout
+from ..config import Settings
+from ..config.quality import roles_with_defaults
+from ..git.gitcmd import run_git
+from ..models import JobRecord, WorkerRecord
+from ..planner.graph import matches
+from ..process.plaintext import plain
+from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, signal_name
+from ..workers.confinement import Confinement
+from ..workers.roles import role_of
+from ..workspace.layout import Workspace
+from .steps import PASS, Step, StepContext, Verdict, fail, retry
+from .testruns import ran_no_tests
+
+log = logging.getLogger("orchestrator.gates")
+
+FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
+READ_BYTES = 1 << 20  # of a gate's output read for "ran no tests" (a runner's counts may be far from its end)
+PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
+NO_TESTS = "no_tests"
+SHELL = "/bin/sh"
+# A gate's output is read by a model, not a terminal: no colour, whatever the worker's environment
+# forces (the gate's own env may still ask for it).
+COLOURLESS = {"NO_COLOR": "1", "TERM": "dumb", "PY_COLORS": "0", "CLICOLOR": "0", "CARGO_TERM_COLOR": "never"}
+COLOUR_FORCING = ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_FORCE_COLOR")
+
+
+class GateDirError(ValueError):
+    """A gate's ``cwd`` is no folder inside the worker's checkout (missing, or a link out)."""
+
+
+def command_text(gate: Mapping[str, Any]) -> str:
+    """A gate's command as a person reads it: its command line, or its argv joined."""
+    run = gate["run"]
+    return run if isinstance(run, str) else " ".join(run)
+
+
+def gate_dir(directory: Path, cwd: str) -> Path:
+    """The folder a gate runs in: ``cwd`` (config.quality checked it is relative, without "..")
+    under ``directory``, resolved, so a link the worker made that points out of its checkout is
+    refused (GateDirError) rather than followed."""
+    top = directory.resolve()
+    target = (top / cwd).resolve() if cwd else top
+    if not target.is_relative_to(top):
+        raise GateDirError(f"its cwd {cwd!r} leads out of the worker's checkout (a symbolic link to {target}); refused")
+    if not target.is_dir():
+        raise GateDirError(f"its cwd {cwd!r} is not a folder in the worker's checkout")
+    return directory / cwd if cwd else directory  # the path a sandbox binds, not the resolved one
+
+
+def gate_argv(gate: Mapping[str, Any], cwd: Path) -> list[str]:
+    """What runs: ``/bin/sh -c`` and its command line, or its argv with ``./check.sh`` taken from
+    the gate's folder (the worker's, not the server's cwd)."""
+    if gate.get("shell"):
+        return [SHELL, "-c", gate["run"]]
+    argv = list(gate["run"])
+    if "/" in argv[0] and not Path(argv[0]).is_absolute():
+        argv[0] = str(cwd / argv[0])
+    return argv
+
+
+def gate_env(worker_env: Mapping[str, str], gate: Mapping[str, Any]) -> dict[str, str]:
+    """The worker's environment without its API credential (a gate never holds it) or colour
+    forcing, ``COLOURLESS``, then the gate's own ``env``."""
+    env = {k: v for k, v in worker_env.items() if k != protocol.API_KEY and k not in COLOUR_FORCING}
+    return {**env, **COLOURLESS, **(gate.get("env") or {})}
+
+
+def applicable(
+    gates: Sequence[Mapping[str, Any]],
+    role_name: str | None,
+    role: Mapping[str, Any] | None,
+    files_changed: Sequence[Mapping[str, str]],
+) -> list[dict[str, Any]]:
+    """The gates (in order) that apply to a worker of role ``role_name`` (``role``: its entry in
+    the role table, None when it has none) whose diff is ``files_changed`` (see the module
+    docstring). A list cut at worktree.MAX_FILES may hide a matching path: every
+    ``when_changed`` then applies (closed, not open)."""
+    wanted = list(role.get("gates") or []) if role else []
+    paths = touched_paths(files_changed)
+    cut = len(files_changed) >= MAX_FILES
+    found = []
+    for gate in gates:
+        if gate.get("roles"):
+            applies = role_name is not None and role_name in gate["roles"]
+        else:
+            applies = not wanted or gate["name"] in wanted
+        if applies and gate.get("when_changed") and not cut:
+            applies = any(matches(p, gate["when_changed"]) for p in paths)
+        if applies:
+            found.append(dict(gate))
+    return found
+
+
+def gate_log(workspace: Workspace, record: WorkerRecord, name: str) -> Path:
+    """``logs/depth_<d>_<worker>.gate_<name>.log``, beside the worker's log."""
+    log = workspace.worker_log(record.root_id, record.depth, record.name)
+    return log.with_name(f"{log.stem}.gate_{name}.log")
+
+
+def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None = None) -> str | None:
+    """Why this worker's work may not be merged, or None. Not ok: blocked. When the job has
+    gates: blocked unless its gates ran (a gated commit), every required gate recorded passed on
+    that commit, and every required gate that applies to it (its role from ``settings``'s role
+    table, the shipped roles without one; its recorded diff) is recorded."""
+    if not record.status.ok:
+        return f"it ended {record.status.value}" + (f": {record.error[:200]}" if record.error else "")
+    if record.candidate is not None and not record.selected:  # only its task's winner is merged (engine/choosing.py)
+        winner = (job.selections.get(record.task_id or "") or {}).get("winner")
+        return f"a candidate not selected (task {record.task_id}'s winner: {winner or 'not chosen yet'})"
+    if not job.config.gates:
+        return None
+    if record.gated_commit is None:
+        return "its gates never ran (no gated commit)"
+    recorded = {g.get("name"): g for g in record.gates}
+    for entry in record.gates:
+        if entry.get("required") and not entry.get("passed"):
+            return f"required gate {entry.get('name')} did not pass: {entry.get('reason') or entry.get('status')}"
+        if entry.get("commit") != record.gated_commit:
+            return f"gate {entry.get('name')} judged commit {str(entry.get('commit'))[:12]}, not the gated commit"
+    if settings is not None:
+        role = role_of(settings, record.role)
+    else:
+        role = roles_with_defaults({}).get(record.role) if record.role else None
+    for gate in applicable(job.config.gates, record.role, role, record.files_changed):
+        if gate["required"] and gate["name"] not in recorded:
+            return f"required gate {gate['name']} never ran"
+    return None
+
+
+def step_block(ctx: StepContext, settings: Settings | None = None) -> str | None:
+    """``merge_block`` from a later step of the same attempt (an integration merge), before the
+    engine sets ``ctx.updates`` on the record: the record as it will be (the attempt succeeded,
+    the gates' results, the changes). Without its job: blocked (closed, not open)."""
+    if ctx.job is None:
+        return "its job is unknown"
+    view = dataclasses.replace(ctx.record, status=ctx.status, files_changed=list(ctx.changes().files_changed))
+    for key in ("gates", "gated_commit"):
+        if key in ctx.updates:
+            setattr(view, key, ctx.updates[key])
+    return merge_block(view, ctx.job, settings)
+
+
+def merge_commit(record: WorkerRecord) -> str | None:
+    """The commit of a worker's that may be merged: the one its gates judged, else its tip."""
+    return record.gated_commit or record.commit
+
+
+class GateStep(Step):
+    """Runs the job's quality gates on a worker's work (see the module docstring)."""
+
+    name = "gates"
+
+    def __init__(self, settings: Settings, workspace: Workspace, runner: ProcessRunner | None = None) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.runner = runner or ProcessRunner()
+        self.confinement = Confinement(settings, workspace)  # a gate runs the worker's code: in its sandbox
+
+    def applies(self, job: JobRecord) -> bool:
+        return bool(job.config.gates)  # a job without gates pays nothing after its attempts
+
+    def run(self, ctx: StepContext) -> Verdict:
+        gates = list(ctx.job.config.gates) if ctx.job is not None else []
+        record = ctx.record
+        results: list[dict[str, Any]] = []
+        verdict = PASS
+        with self._holding(ctx) as worktree:
+            changes = ctx.changes()  # a worktree commits the work first
+            commit = changes.commit
+            if worktree is not None and commit is not None:  # its tip now (a child job's merge since a step asked)
+                commit = run_git(ctx.directory, "rev-parse", "HEAD").stdout.strip()
+            ctx.updates["gated_commit"] = commit
+            ctx.updates["gates"] = results
+            todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
+            if not todo:
+                return PASS
+            try:
+                for index, gate in enumerate(todo):
+                    try:
+                        result, output = self._run_gate(ctx, gate, commit)
+                    except Exception as exc:  # fail closed, and say which gate
+                        log.exception("gate %s of worker %s raised", gate["name"], record.key)
+                        result, output = _crashed(self.workspace, record, gate, commit, exc), ""
+                    results.append(result)
+                    verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
+                    if verdict.action != "pass":
+                        break
+            finally:
+                if worktree is not None and commit is not None and changes.branch:
+                    self._restore(worktree, ctx.directory, changes.branch, commit)
+        return verdict
+
+    # -- one gate ---------------------------------------------------------------------------------
+    def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[dict[str, Any], str]:
+        """One gate's run: its record entry and its output, plain (no colour codes)."""
+        record = ctx.record
+        name, timeout = gate["name"], float(gate["timeout"])
+        path = gate_log(self.workspace, record, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = f", in {gate['cwd']}" if gate.get("cwd") else ""
+        header = (
+            f"===== gate {name}: {command_text(gate)} (attempt {ctx.attempt}, commit {commit or 'none: folder'}{where}) =====\n"
+        )
+        offset = self.workspace.append_log(path, header.encode("utf-8")) + len(header.encode("utf-8"))
+        tag = f"{record.root_id}.{record.key}.gate-{name}-{secrets.token_hex(4)}"
+        started = time.monotonic()
+        status, code, reason = CRASHED, None, ""
+        program = SHELL if gate.get("shell") else gate["run"][0]
+        try:
+            cwd = gate_dir(ctx.directory, gate.get("cwd") or "")
+            argv, env = gate_argv(gate, cwd), gate_env(ctx.env, gate)
+            sandbox = self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env)
+            handle = self.runner.spawn(argv, cwd=cwd, env=env, log_path=path, tag=tag, sandbox=sandbox)
+        except GateDirError as exc:
+            status, reason = NOT_STARTED, str(exc)
+        except CommandNotFound:
+            status, reason = NOT_STARTED, f"{program!r} was not found on the worker's PATH"
+        except OSError as exc:
+            status, reason = NOT_STARTED, f"{program!r} could not start: {exc.strerror or exc}"
+        except Exception as exc:  # fail closed: recorded as crashed
+            reason = f"raised {type(exc).__name__}: {exc}"
+        else:
+            status, code, reason = self._wait(ctx, handle, timeout, started)
+        output = plain(self.workspace.read_from(path, offset, READ_BYTES))
+        if status in (PASSED, FAILED):
+            size = READ_BYTES + 1  # unknown: as if too long to read whole
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size - offset
+            status, reason = _tests_ran(gate, status, code, reason, output, size)
+        duration = round(time.monotonic() - started, 3)
+        result = {
+            "name": name,
+            "required": bool(gate["required"]),
+            "status": status,
+            "passed": status == PASSED,
+            "exit_code": code,
+            "duration": duration,
+            "log_path": self.workspace.relative(record.root_id, path),
+            "commit": commit,
+            "reason": reason,
+        }
+        self.workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
+        return result, output
+
+    def _wait(self, ctx: StepContext, handle: ProcessHandle, timeout: float, started: float) -> tuple[str, int | None, str]:
+        grace = self.settings.workers.kill_grace
+        try:
+            while True:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    self.runner.terminate(handle, grace=grace)
+                    return TIMEOUT, None, f"timed out after {timeout:g}s; its process group was killed"
+                code = self.runner.wait(handle, left, wake=ctx.cancel)
+                if code is not None:
+                    break
+                if ctx.cancel.is_set():
+                    self.runner.terminate(handle, grace=grace)
+                    return CANCELLED, None, "the worker was cancelled while the gate ran"
+            self.runner.sweep(handle.tag, handle.started_at)  # nothing a gate started outlives it
+            if code == 0:
+                return PASSED, 0, ""
+            if code > 0:
+                return FAILED, code, f"exit code {code}"
+            return CRASHED, code, f"killed by signal {signal_name(-code)}"
+        finally:
+            self.runner.release(handle)
+
+    def _judge(
+        self, ctx: StepContext, gate: Mapping[str, Any], result: Mapping[str, Any], output: str, rest: list[str]
+    ) -> Verdict:
+        """The worker's log line for one gate, and what its result means for the worker."""
+        name, status, reason = result["name"], result["status"], result["reason"]
+        what = f"gate {name} {status} in {result['duration']:.1f}s" + (f" ({reason})" if reason else "")
+        if status == PASSED:
+            self._note(ctx.record, what)
+            return PASS
+        if status != CANCELLED and not result["required"]:
+            self._note(ctx.record, f"{what}; it is not required, so the worker goes on")
+            return PASS
+        why = (
+            f"gate {name} {reason}" if status == NO_TESTS else f"gate {name} {'failed' if status == FAILED else status}: {reason}"
+        )
+        skipped = f"; gate(s) {', '.join(rest)} not run" if rest else ""
+        self._note(ctx.record, f"{what}; the worker's work may not be merged{skipped}")
+        budget = ctx.job.config.gates_retry if ctx.job is not None else 0
+        if budget > 0 and status not in (NOT_STARTED, CANCELLED):
+            return retry(why, feedback=feedback(gate, result, output), budget=budget)
+        return fail(why)
+
+    # -- the worktree -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _holding(self, ctx: StepContext) -> Iterator[WorktreeCheckout | None]:
+        """The worker's worktree checkout, locked for the gates' run (a child job's merge into it
+        waits: the gates judge one commit and the restore cannot undo a merge), or None."""
+        checkout: Checkout = ctx.checkout
+        worktree: WorktreeCheckout | None = None
+        if isinstance(checkout, WorktreeCheckout):
+            worktree = checkout
+        elif isinstance(checkout, IsolatedCheckout) and ctx.job is not None and ctx.job.config.isolation == "worktree":
+            worktree = checkout.worktrees()
+        if worktree is None or not (ctx.directory / ".git").exists():
+            yield None
+            return
+        with worktree.holding(ctx.record):
+            yield worktree
+
+    def _restore(self, worktree: WorktreeCheckout, directory: Path, branch: str, commit: str) -> None:
+        """Back to the gated commit, on the worker's branch: what a gate wrote, committed or checked
+        out is dropped (``checkout -f -B``: ``reset --hard`` that also leaves a branch or detached
+        HEAD a gate switched to), what git ignores stays."""
+        run_git(directory, "checkout", "-q", "-f", "-B", branch, commit)  # its branch, checked at its prepare
+        run_git(directory, "clean", "-fdq", *worktree.bootstrap.keep_args(directory))
+
+    def _note(self, record: WorkerRecord, line: str) -> None:
+        self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+
+def _crashed(
+    workspace: Workspace, record: WorkerRecord, gate: Mapping[str, Any], commit: str | None, exc: Exception
+) -> dict[str, Any]:
+    return {
+        "name": gate["name"],
+        "required": bool(gate["required"]),
+        "status": CRASHED,
+        "passed": False,
+        "exit_code": None,
+        "duration": 0.0,
+        "log_path": workspace.relative(record.root_id, gate_log(workspace, record, gate["name"])),
+        "commit": commit,
+        "reason": f"raised {type(exc).__name__}: {str(exc)[:300]}",
+    }
+
+
+def _tests_ran(gate: Mapping[str, Any], status: str, code: int | None, reason: str, output: str, size: int) -> tuple[str, str]:
+    """A gate that ended 0, or with its runner's "nothing to run" code, after its runner said it
+    ran no test: no_tests (closed), or passed with ``allow_no_tests``; the reason says so. An
+    output past READ_BYTES is not read for it (a runner that wrote that much ran something)."""
+    found = ran_no_tests(output) if size <= READ_BYTES else None
+    if found is None or (code or 0) not in found.codes:
+        return status, reason
+    said = found.text + (f", exit code {code}" if code else "")
+    if gate.get("allow_no_tests"):
+        return PASSED, f"ran no tests ({said}); allowed by allow_no_tests"
+    return NO_TESTS, f"ran no tests ({said}); set allow_no_tests: true on the gate if that is expected"
+
+
+def feedback(gate: Mapping[str, Any], result: Mapping[str, Any], output: str) -> str:
+    """What the worker's next attempt reads: which gate, its command, why, and its output's tail
+    (plain: plaintext.plain, as ``_run_gate`` gives it)."""
+    tail = plain(output[-FEEDBACK_BYTES:]).strip() or "(no output)"
+    where = f" (in {gate['cwd']})" if gate.get("cwd") else ""
+    return (
+        f'[orchestrator] Your work did not pass the required quality gate "{gate["name"]}" ({result["reason"]}).\n'
+        f"Its command, run in your directory{where} on your committed work: {command_text(gate)}\n"
+        f"The end of its output:\n{tail}\n"
+        "Fix what it reports; your work so far is kept in your directory."
+    )

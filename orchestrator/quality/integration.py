@@ -1,0 +1,110 @@
+"""A graph job's integration branch: each worker's work merged into it as
+soon as the worker has succeeded and passed its gates, so the tasks that wait on it branch
+from a commit that holds it (checkouts/worktree.py starts a graph job's worker from this branch's tip).
+
+A root job's integration branch is its result branch ``<prefix><root id>/result``; a child
+job's is ``<prefix><root id>/<job id>/integration`` (its workers' branches are merged into its
+parent worker's branch at its end, as any child job's: engine/nesting.py). ``IntegrateStep`` is the
+last after-attempt step: it merges the commit the gates judged (never a later one) with the
+job's strategy (``auto``: a conflict fails the worker, naming the files; ``theirs``: the worker's
+side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto or
+theirs runs a graph (submission refuses manual).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..config import Settings
+from ..git.commits import Source
+from ..git.merging import integrate
+from ..models import JobRecord, WorkerRecord
+from ..workers.adapters import co_author_of
+from ..workspace.layout import Workspace
+from .gates import GateStep, step_block
+from .landing import NAMED, repository, tree_lock
+from .ownership import OwnershipStep
+from .steps import PASS, Step, StepContext, Verdict, fail
+
+log = logging.getLogger("orchestrator.integration")
+
+
+def integration_ref(prefix: str, job: JobRecord) -> str:
+    """The branch a graph job's workers are merged into (see the module docstring)."""
+    if job.is_root:
+        return f"{prefix}{job.root_id}/result"
+    return f"{prefix}{job.root_id}/{job.id}/integration"
+
+
+class IntegrateStep(Step):
+    """The worker's gated commit into its job's integration branch (the last step)."""
+
+    name = "integrate"
+
+    def __init__(self, settings: Settings, workspace: Workspace) -> None:
+        self.settings = settings
+        self.workspace = workspace
+
+    def applies(self, job: JobRecord) -> bool:
+        return job.integration is not None
+
+    def run(self, ctx: StepContext) -> Verdict:
+        job = ctx.job
+        if job is None or job.integration is None or ctx.record.candidate is not None:
+            return PASS  # a candidate is merged once its task selects it (engine/choosing.py), not as it passes
+        blocked = step_block(ctx, self.settings)  # fail closed: never merge work its gates did not pass
+        if blocked:
+            return fail(f"not merged into {job.integration}: {blocked}")
+        commit = ctx.updates.get("gated_commit") or ctx.changes().commit
+        branch = ctx.changes().branch
+        record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit)
+        if record is not None:
+            ctx.updates["integrated"] = record
+        return fail(failure) if failure else PASS
+
+
+def integrate_worker(
+    settings: Settings, workspace: Workspace, job: JobRecord, worker: WorkerRecord, branch: str | None, commit: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Outside the engine's lock: ``worker``'s ``commit`` (on ``branch``) merged into ``job``'s
+    integration branch, one merge per tree at a time, a line in its log. The record for
+    ``WorkerRecord.integrated`` (None when nothing was tried) and why it failed (None: merged)."""
+    integration = job.integration
+    assert integration is not None
+    if not commit or not branch:
+        return None, f"not merged into {integration}: the worker has no committed work on a branch"
+    start = job.start_commit or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
+    repo = repository(settings, workspace)
+    with tree_lock(job.root_id):
+        done = integrate(
+            repo,
+            integration,
+            start,
+            Source(worker.name, branch, commit, worker.task, co_author_of(worker, settings)),
+            job.config.merge_strategy,
+            prefix=settings.git.branch_prefix,
+            root_id=job.root_id,
+        )
+    record = done.to_dict() | {"at": time.time(), "reason": None}
+    log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
+    if not done.merged:
+        files = [c.path for c in done.conflicts]
+        shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
+        record["reason"] = f"conflicts with work already merged into {integration} in: {shown}"
+        workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record['reason']}")
+        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
+    won = [c.path for c in done.conflicts]
+    extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
+    workspace.append_line(
+        log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
+    )
+    return record, None
+
+
+def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
+    """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
+    gates, then the merge into a graph job's integration branch (each applies only to the jobs
+    that need it: a job with none of them pays nothing after its attempts)."""
+    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), IntegrateStep(settings, workspace))

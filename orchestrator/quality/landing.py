@@ -1,0 +1,328 @@
+"""Landing a root job's work: its depth-0 workers' branches merged, in plan
+order, into ``<git.branch_prefix><root id>/result`` from the job's base with its
+``merge_strategy`` (git/merging.py: no working tree touched), then, when ``merge_into`` names a
+branch of the user's, that branch fast-forwarded to the result (gitrefs.advance: refused, with
+the command to run, when it is not a fast-forward or its checkout is dirty).
+
+Only workers that ``gates.merge_block`` lets through are merged, each at its gated commit
+(``gates.merge_commit``), never a branch tip its gates did not judge: a worker that failed,
+timed out or was cancelled, or whose required gate did not pass (or never ran), is left out,
+listed with why in the note and in ``merge["left_out"]`` (``[{"worker", "reason"}]``), and
+``merge_into`` is then left alone.
+
+``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
+them (engine/finishing.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
+runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
+is merged and ``merge`` stays None.
+
+``JobRecord.merge`` is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
+merged, skipped, unchanged (workers that changed nothing: never merged), conflicts, changes,
+command, and for ``manual``: previous, removed, kept_in) plus ``at`` (clock time), ``left_out`` and ``into``
+(None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
+(why not, or None), "command" (what the user runs instead, or None), "message"}``. A merge
+that failed is ``{"strategy", "error", "at"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError, Conflict, OrchestratorError
+from ..git import merging
+from ..git.gitcmd import run_git
+from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
+from ..git.gitwork import find_host
+from ..models import JobRecord, JobStatus, WorkerRecord
+from ..workers.adapters import co_author_of
+from ..workspace.layout import Workspace
+from . import gates
+
+NAMED = 5  # conflicting files a note names before "and N more"
+
+
+@dataclass(frozen=True)
+class Landed:
+    merge: dict[str, Any] | None  # what JobRecord.merge becomes (None: nothing to merge)
+    note: str  # one line for the job's notes ("" when there is nothing to say)
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def tree_lock(root_id: str) -> threading.Lock:
+    """One merge of a tree at a time (the job's end and any number of POST /merge)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(root_id, threading.Lock())
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def check_strategy(value: object, key: str = "strategy") -> str:
+    if value not in merging.STRATEGIES:
+        raise ConfigError(
+            f"{key}={value!r} is not a merge strategy: use one of {', '.join(merging.STRATEGIES)}", key=key, value=str(value)
+        )
+    return str(value)
+
+
+def check_branch(settings: Settings, value: object, key: str = "merge_into") -> str:
+    """A branch of the user's to fast-forward to the result: a valid branch name (``git
+    check-ref-format --branch``, argv only) outside the orchestrator's branch prefix."""
+    if not isinstance(value, str):
+        raise ConfigError(f'{key} must be a branch name (a string), e.g. "main"', key=key)
+    name = value.removeprefix("refs/heads/")
+    plain = len(name) <= 255 and name.isprintable()  # no NUL or control character ever reaches git's argv
+    valid = plain and name and not name.startswith("-") and "@{" not in name and name != "@"
+    if valid and run_git(".", "check-ref-format", "--branch", name, check=False).returncode != 0:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f'{key}={value[:200]!r} is not a valid branch name: give the name of a branch of yours, e.g. "main" '
+            "(see 'git help check-ref-format')",
+            key=key,
+        )
+    prefix = settings.git.branch_prefix
+    if (name + "/").startswith(prefix) or name == prefix.rstrip("/"):
+        raise ConfigError(
+            f"{key}={name!r} is inside the orchestrator's branch prefix {prefix!r}: name a branch of yours "
+            f"(the result is already the branch {prefix}<job id>/result)",
+            key=key,
+        )
+    return name
+
+
+def check_root(job: JobRecord) -> JobRecord:
+    """Only a root job's result is merged here (a child job's workers merge into its parent
+    worker's branch: 422), and only a worktree job has branches (409: the job's state)."""
+    if not job.is_root:
+        raise ConfigError(
+            f"job {job.id} is a child job: its workers' branches merge into its parent worker's branch. "
+            f"Use the root job {job.root_id}",
+            key="job_id",
+        )
+    if job.status is JobStatus.WAITING:  # approval: before_merge (quality/approval.py)
+        raise Conflict(
+            f"job {job.id} is waiting for approval: approve it to land its result (POST /api/v1/jobs/{job.id}/approve) "
+            f"or reject it with a reason (POST /api/v1/jobs/{job.id}/reject)"
+        )
+    if job.config.isolation != "worktree":
+        raise Conflict(
+            f"job {job.id} ran in folder isolation: its workers have no branches to merge "
+            "(run a job with isolation worktree in a git repository)"
+        )
+    return job
+
+
+# -- the merge ---------------------------------------------------------------------------------
+
+
+def repository(settings: Settings, workspace: Workspace) -> Path:
+    host = find_host(settings.base_dir, workspace.root, settings.git.repo)
+    if isinstance(host, str):
+        raise ConfigError(f"cannot merge: {host}")
+    return host.repo
+
+
+def branches(job: JobRecord, workers: list[WorkerRecord]) -> list[tuple[str, str]]:
+    """(worker, branch) of the job's own workers, in plan order, that have a committed branch."""
+    mine = {w.name: w for w in workers if w.job_id == job.id}
+    return [(n, w.branch) for n in job.worker_names if (w := mine.get(n)) is not None and w.branch and w.commit]
+
+
+@dataclass
+class Mergeable:
+    """A job's committed branches (``branches``) sorted for a merge."""
+
+    named: list[tuple[str, str]]  # (worker, branch) that may be merged (gates.merge_block says None)
+    commits: dict[str, str]  # worker -> its commit to merge (its gated commit)
+    left_out: list[dict[str, str]]  # {"worker", "reason"}: work kept out of the result, and why
+    unchanged: list[str]  # workers that may be merged but changed nothing: no work to merge
+
+    def with_unchanged(self, outcome: merging.MergeOutcome, order: list[str]) -> merging.MergeOutcome:
+        """``outcome`` with the workers that changed nothing among its ``unchanged``, in plan order."""
+        found = {*outcome.unchanged, *self.unchanged}
+        return dataclasses.replace(outcome, unchanged=tuple(n for n in order if n in found))
+
+
+def mergeable(job: JobRecord, workers: list[WorkerRecord], settings: Settings) -> Mergeable:
+    """Of the job's committed branches (``branches``): those that may be merged, each worker's
+    commit, the workers left out with why, and those that changed nothing (``no_changes``: never
+    merged, whatever their commit holds, such as git.setup's files)."""
+    mine = {w.name: w for w in workers if w.job_id == job.id}
+    found = Mergeable([], {}, [], [])
+    for worker, branch in branches(job, workers):
+        record = mine[worker]
+        why = gates.merge_block(record, job, settings)
+        commit = gates.merge_commit(record)
+        if why is None and commit and record.no_changes:
+            found.unchanged.append(worker)
+        elif why is None and commit:
+            found.named.append((worker, branch))
+            found.commits[worker] = commit
+        else:
+            found.left_out.append({"worker": worker, "reason": why or "it has no commit"})
+    return found
+
+
+def _left_out(left_out: list[dict[str, str]]) -> str:
+    return "; ".join(f"{w['worker']} ({w['reason']})" for w in left_out)
+
+
+def land(
+    job: JobRecord,
+    workers: list[WorkerRecord],
+    *,
+    settings: Settings,
+    workspace: Workspace,
+    now: float,
+    strategy: str | None = None,
+    into: str | None = None,
+    cancelled: bool = False,
+) -> Landed:
+    """Merge the root job's workers' branches into its result branch (see the module docstring).
+    A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
+    records it."""
+    if job.config.isolation != "worktree":
+        return Landed(None, "")
+    if cancelled:
+        return Landed(
+            None,
+            f"not merged: the job was cancelled; merge what its workers committed with: python -m orchestrator merge {job.id}",
+        )
+    strategy = check_strategy(strategy or job.config.merge_strategy)
+    into = job.config.merge_into if into is None else into
+    # Only work that succeeded and passed its gates, at its gated commit (gates.merge_block); a
+    # graph job's too (quality/integration.py merged it as it passed).
+    sorted_ = mergeable(job, workers, settings)
+    named, left_out = sorted_.named, sorted_.left_out
+    base_file = workspace.tree_base_file(job.root_id)
+    if not named or not base_file.is_file():
+        why = "no worker committed work on a branch"
+        if sorted_.unchanged:
+            why = f"no worker changed anything (no changes: {', '.join(sorted_.unchanged)})"
+            why += "; left out: " + _left_out(left_out) if left_out else ""
+        elif left_out:
+            why = "every worker was left out: " + _left_out(left_out)
+        return Landed(None, f"nothing merged: {why}")
+    repo = repository(settings, workspace)
+    base = base_file.read_text(encoding="utf-8").strip()
+    # A graph job's workers were merged into its result branch as they passed their gates
+    # (quality/integration.py): the rest is merged onto that, never a rebuild from the base.
+    onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
+    outcome = merging.merge_branches(
+        repo,
+        base,
+        named,
+        strategy,
+        prefix=settings.git.branch_prefix,
+        root_id=job.root_id,
+        onto=onto,
+        commits=sorted_.commits,
+        tasks={w.name: w.task for w in workers if w.job_id == job.id},
+        credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
+    )
+    outcome = sorted_.with_unchanged(outcome, job.worker_names)
+    merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None, "left_out": left_out}
+    if into:
+        merge["into"] = _advance(repo, check_branch(settings, into), outcome, bool(left_out))
+    return Landed(merge, describe(merge))
+
+
+def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> dict[str, Any]:
+    short = outcome.result_ref.removeprefix("refs/heads/")
+    if outcome.result_commit is None or outcome.skipped or left_out:
+        why = "the manual strategy merged nothing" if outcome.result_commit is None else "the merge stopped at a conflict"
+        if left_out and outcome.result_commit is not None and not outcome.skipped:
+            why = "some workers were left out of the merge"
+        command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
+        return {
+            "branch": branch,
+            "moved": False,
+            "refused": f"{branch} was left alone: {why}, so the result lacks some workers' work",
+            "command": command,
+            "message": "",
+        }
+    try:
+        message = advance(repo, branch, outcome.result_commit)
+    except MergeRefused as exc:
+        return {"branch": branch, "moved": False, "refused": exc.message, "command": exc.command, "message": ""}
+    return {"branch": branch, "moved": True, "refused": None, "command": None, "message": message}
+
+
+def failed(job: JobRecord, strategy: str | None, exc: BaseException, now: float) -> Landed:
+    """What is recorded when the merge raised: the job keeps the status its workers earned."""
+    text = exc.message if isinstance(exc, OrchestratorError) else str(exc)
+    return Landed(
+        {"strategy": strategy or job.config.merge_strategy, "error": text[:2000], "at": now},
+        f"merging the workers' branches failed: {text[:500]}; run it again with: python -m orchestrator merge {job.id}",
+    )
+
+
+def _files(conflicts: list[dict[str, Any]]) -> str:
+    shown = [f"{c['path']} ({', '.join(c['workers'])})" for c in conflicts[:NAMED]]
+    more = len(conflicts) - NAMED
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def describe(merge: dict[str, Any]) -> str:
+    """The job's note: what was merged, what conflicted, and how to take the result."""
+    strategy, merged = merge["strategy"], merge["merged"]
+    short = merge["result_ref"].removeprefix("refs/heads/")
+    actual = [c for c in merge["conflicts"] if not c["predicted"]]
+    if strategy == "manual":
+        text = f"merge manual: nothing merged, {len(merge['skipped'])} branches left for you"
+        text += f"; they would conflict in: {_files(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
+        text += f"; to merge them yourself: {merge['command']}"
+        text += _previous(merge)
+    elif merge["skipped"]:
+        text = (
+            f"merge auto stopped at a conflict in: {_files(actual)}; merged {len(merged)} worker(s) into {short}, "
+            f"skipped {', '.join(merge['skipped'])}; take what merged with: {merge['command']}"
+        )
+    else:
+        text = f"merged {len(merged)} worker(s) into {short} ({strategy}); take it with: {merge['command']}"
+        won = [c for c in actual if c.get("resolved_by")]
+        if won:
+            text += "; the later worker's side won in: " + _files(won)
+    if merge.get("unchanged"):
+        text += f"; no changes from {', '.join(merge['unchanged'])} (not merged)"
+    if merge.get("left_out"):
+        text += "; left out: " + _left_out(merge["left_out"])
+    into = merge.get("into")
+    if into:
+        text += f"; {into['message']}" if into["moved"] else f"; {into['refused']} (run: {into['command']})"
+    return text
+
+
+def _previous(merge: dict[str, Any]) -> str:
+    """What a ``manual`` merge did with the result branch an earlier merge had made."""
+    previous = merge.get("previous")
+    if not previous:
+        return ""
+    short = merge["result_ref"].removeprefix("refs/heads/")
+    if merge.get("removed"):
+        return (
+            f"; {short} (at {previous[:12]}, an earlier merge's result) was removed, so it holds nothing this merge "
+            "did not make (merge again with auto or theirs to make it again)"
+        )
+    return f"; {short} still holds an earlier merge's result ({previous[:12]}): it is checked out in {merge.get('kept_in')}"
+
+
+def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings, workspace: Workspace) -> list[dict[str, Any]]:
+    """What would conflict between each pair of the job's workers' branches as they stand now
+    (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
+    named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
+    base_file = workspace.tree_base_file(job.root_id)
+    if job.config.isolation != "worktree" or len(named) < 2 or not base_file.is_file():
+        return []
+    base = base_file.read_text(encoding="utf-8").strip()
+    found = merging.predict_conflicts(repository(settings, workspace), base, named)
+    return [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in found]

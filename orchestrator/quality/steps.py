@@ -1,0 +1,133 @@
+"""After-attempt steps: what judges a worker's work before it is reported done.
+
+An ordered list of steps (empty today; quality gates, commits and merges come next) runs in
+the worker's thread after an attempt, before the worker's slot is freed and its status told.
+
+*Which attempts.* Steps judge finished work, so they run only after an attempt that
+succeeded (exit code 0, the adapter agreeing), including one re-adopted after a restart. A
+failed, timed-out, cancelled or unstartable attempt is judged by the retry table in
+``execution`` alone; what it left in the worker's directory is the Checkout's to keep or reset
+before the retry. Before the steps run, anything the attempt left running (a daemonised
+grandchild) is swept, so nothing writes to the directory while they look at it.
+
+*Verdicts.* Steps run in order until one does not pass; the ones after it do not run (a merge
+never follows a failed gate).
+
+======================  ===============================================================
+a step returns          the worker
+======================  ===============================================================
+``PASS``                the next step runs; after the last one the attempt's success stands
+``fail(reason)``        fails now, no retry: exit_reason ``step <name> failed: <reason>``,
+                        error ``<reason>``, and a line in the worker log
+``retry(reason)``       a retry like a failed attempt's: it spends max_retries, with the
+                        same backoff and log line (``attempt N failed (step <name> asked for
+                        a retry: <reason>); retry i/n in ...``) and the Checkout's reset
+                        first; past max_retries it fails, saying the step asked for a retry.
+                        ``budget=N``: the step's own N retries instead of max_retries.
+                        ``feedback``: added to the prompt of the attempts after it (a failed
+                        gate's output), and the attempt's work is kept for them (its failure
+                        class is ``feedback``: the Checkout does not reset it away)
+raises, or returns      fails closed, never reported a success: ``step <name> failed:
+something else          raised <Error>: <message>`` (the traceback goes to the server log)
+======================  ===============================================================
+
+Steps are not bounded by the worker's timeout (its attempt has ended): a step bounds its own
+work and should stop when ``ctx.cancel`` is set. A step reads the worker record, never
+changes it (the engine's lock guards it): what it has to record goes in ``ctx.updates``
+(record field -> value), set on the record under the lock once the steps have run, whatever
+their verdict (gate results, the gated commit, trespassing paths, the integration merge).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..checkouts.checkout import Changes, Checkout
+from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..process.runner import Wakeup
+from ..workers.adapters.base import ParsedResult
+
+log = logging.getLogger("orchestrator.steps")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A step's judgement: pass, fail the worker, or ask for another attempt."""
+
+    action: Literal["pass", "fail", "retry"]
+    reason: str = ""
+    feedback: str = ""  # retry: added to the next attempts' prompt
+    budget: int | None = None  # retry: the step's own budget of retries (None: max_retries)
+
+
+PASS = Verdict("pass")
+
+
+def fail(reason: str) -> Verdict:
+    return Verdict("fail", reason)
+
+
+def retry(reason: str, *, feedback: str = "", budget: int | None = None) -> Verdict:
+    return Verdict("retry", reason, feedback, budget)
+
+
+@dataclass
+class StepContext:
+    """What a step sees of the attempt it judges."""
+
+    record: WorkerRecord
+    directory: Path  # the worker's directory (the Checkout's)
+    attempt: int  # the attempt's number
+    status: WorkerStatus  # how the attempt ended (SUCCESS: see "Which attempts")
+    exit_reason: str
+    parsed: ParsedResult | None  # its output, cost and tokens as the adapter read them
+    checkout: Checkout
+    cancel: Wakeup  # set when the worker is cancelled: a long step stops
+    job: JobRecord | None = None  # the worker's job (its config: gates, ownership; its graph's nodes)
+    env: dict[str, str] = field(default_factory=dict)  # the worker's environment
+    updates: dict[str, Any] = field(default_factory=dict)  # record field -> value, set after the steps
+    _changes: Changes | None = field(default=None, init=False, repr=False)
+
+    def changes(self) -> Changes:
+        """The Checkout's changes, asked once per attempt, only by a step that needs them (a
+        worktree commits the worker's work first: ``changes().commit`` is what a gate judges)."""
+        if self._changes is None:
+            self._changes = self.checkout.changes(self.record)
+        return self._changes
+
+
+class Step(ABC):
+    """One after-attempt step; ``name`` shows in the worker's exit_reason and log."""
+
+    name: str = "step"
+
+    def applies(self, job: JobRecord) -> bool:
+        """Whether this step runs for ``job``'s workers at all (asked once per worker): a job
+        no step applies to pays nothing after its attempts."""
+        return True
+
+    @abstractmethod
+    def run(self, ctx: StepContext) -> Verdict:
+        """Judge the attempt: ``PASS``, ``fail(reason)`` or ``retry(reason)``."""
+
+
+def run_steps(steps: Sequence[Step], ctx: StepContext) -> tuple[str, Verdict] | None:
+    """Run ``steps`` in order; the first one that does not pass and its verdict, or None when
+    all passed. A step that raises or returns something other than a Verdict fails closed."""
+    for step in steps:
+        name = getattr(step, "name", "") or type(step).__name__
+        try:
+            verdict = step.run(ctx)
+        except Exception as exc:  # fail closed: a broken step never lets a worker through
+            log.exception("after-attempt step %s raised for worker %s", name, ctx.record.key)
+            verdict = fail(f"raised {type(exc).__name__}: {exc}")
+        if not isinstance(verdict, Verdict) or verdict.action not in ("pass", "fail", "retry"):
+            verdict = fail(f"returned {verdict!r}, not PASS, fail(reason) or retry(reason)")
+        if verdict.action != "pass":
+            return name, verdict
+    return None

@@ -1,0 +1,388 @@
+"""The status document of a job, in the seed's output format, from records alone.
+
+Works the same on a live snapshot and on records read from disk, which is how
+``check-status.sh`` answers with the server down.
+
+Keys are only ever added, never renamed: workers and scripts parse this document.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing
+from .analytics import TreeAnalytics, analyse, subtree
+from .candidates import candidate_line, groups
+from .promptshare import prompt_share
+from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
+
+
+def job_status(
+    job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path, now: float | None = None
+) -> dict[str, Any]:
+    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``,
+    with ``tree`` totals and ``performance`` over the job and every job below it. Running
+    workers count up to ``now`` (default: the clock)."""
+    by_id = {j.id: j for j in jobs}
+    job = by_id[job_id]
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for worker in workers:
+        by_job.setdefault(worker.job_id, []).append(worker)
+    own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
+    sub_jobs, sub_workers = subtree(jobs, workers, job.id)
+    now = time.time() if now is None else now
+    perf = analyse(sub_jobs, sub_workers, now)
+    final = job_dir / "FINAL_RESULT.md"
+    level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
+    done = [w for w in own if w.status.terminal]
+    ok = [w for w in own if w.status.ok]
+    tree = _tree_totals(job, sub_jobs, sub_workers, perf)
+    graph = has_dependencies(job, own)
+    own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "request": job.request,
+        "goal": job.goal,  # what every subtask is part of, from the planner (null: none shared)
+        "root_job_id": job.root_id,
+        "parent_job_id": job.parent_job_id,
+        "parent_worker": job.parent_worker,
+        "depth": job.depth,
+        "planner": job.planner,
+        # This job's AI planner call (None: no call or nothing reported); the tree's are in tree.planner.
+        "planner_usage": None
+        if job.planner_cost_usd is None and job.planner_tokens_in is None
+        else {"cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
+        "config": job.config.to_dict(),
+        # A worktree job at rest whose every worker changed nothing: its result is its base.
+        "no_changes": changed_nothing(job, own),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "duration": job.duration,
+        "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
+        "notes": job.notes,
+        # How its workers' branches were merged (git isolation; null until then): into the result
+        # branch (root), or into the parent worker's branch (child job, key "target").
+        "merge": job.merge,
+        # A root job with approval: before_merge once its workers were done (quality/approval.py):
+        # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
+        "approval": job.approval,
+        # Each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
+        # are merged into as each passes its gates (null: no task depends on another).
+        "nodes": [n.to_dict() for n in job.nodes],
+        "integration": job.integration,
+        "has_dependencies": graph,
+        # Its workers' prompt bytes and the share of its shared context block in them
+        # ({workers, bytes, shared_bytes, shared_fraction, cache_read_tokens, summary}; null: no prompt rendered).
+        "prompts": _prompts(own),
+        # Each task of this job that runs as candidates, by task id (plan order), its
+        # candidates side by side: {"task_id", "task", "select", "chosen", "winner", "reason",
+        # "judge_cost_usd", "report" (its CANDIDATES file in the job folder), "rows": [one per
+        # candidate: worker, kind, model, status, gates, score, rank, measures, cost_usd, ...]}.
+        "candidates": groups(job, own),
+        "progress": {
+            "completed": len(done),
+            "total": len(own),
+            "running": sum(1 for w in own if w.status is WorkerStatus.RUNNING),
+            "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
+            "succeeded": len(ok),
+            "failed": len(done) - len(ok),
+            "no_changes": sum(1 for w in own if w.no_changes),  # ended with its checkout as it found it
+            "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
+        },
+        "tree": tree,
+        "performance": performance(perf),
+        "results": {
+            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks) for w in own],
+            "workspace": str(job_dir),
+            # Reports are written as jobs end: no need to look for them before (this view is hot).
+            "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
+            "level_report": str(level) if job.status.terminal and level.is_file() else None,
+        },
+    }
+
+
+def _prompts(workers: list[WorkerRecord]) -> dict[str, Any] | None:
+    share = prompt_share(workers)
+    return None if share is None else share.to_dict()
+
+
+def performance(a: TreeAnalytics) -> dict[str, Any]:
+    """The tree's figures as JSON: timing, the critical path, queue waits, resources per job."""
+    longest, waited = a.longest_queue_wait
+    return {
+        "wall": _r(a.wall),
+        "worker_seconds": _r(a.busy),
+        "peak_concurrency": a.peak_concurrency,
+        "parallel_efficiency": None if a.parallel_efficiency is None else round(a.parallel_efficiency, 4),
+        "cpu_seconds": _r(a.cpu_seconds),
+        "peak_rss": a.peak_rss,
+        "queue_wait": {"total": _r(a.queue_wait_total), "max": _r(waited), "worker": longest},
+        "slowest_worker": None if a.slowest_worker is None else {"worker": a.slowest_worker, "duration": _r(a.slowest_duration)},
+        "bottleneck_level": None
+        if a.bottleneck_level is None
+        else {"depth": a.bottleneck_level, "span": _r(a.level_waits[a.bottleneck_level])},
+        "level_spans": {str(depth): _r(span) for depth, span in a.level_waits.items()},
+        "critical_path": [step.to_dict() for step in a.critical_path],
+        "jobs": [r.to_dict() for r in a.jobs],
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _task(
+    worker: WorkerRecord,
+    by_id: dict[str, JobRecord],
+    by_job: dict[str, list[WorkerRecord]],
+    waits: dict[str, float],
+    now: float,
+    tasks: dict[str, float | None],
+) -> dict[str, Any]:
+    """A worker's entry; ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
+    job = by_id.get(worker.job_id)
+    entry: dict[str, Any] = {
+        "worker_id": worker.name,
+        "status": worker.status.value,
+        "task": worker.task,
+        "role": worker.role,  # its task's role (tasks.roles), and what it ran: kind and model (null: orchestrator.model)
+        "kind": worker.kind,
+        "model": worker.model,
+        "output": worker.output,
+        "files_created": worker.files_created,
+        "branch": worker.branch,  # null in folder isolation
+        "commit": worker.commit,
+        "files_changed": worker.files_changed,
+        "diffstat": worker.diffstat,
+        # Its checkout is as it found it (null: not known yet); such a worker is never merged.
+        "no_changes": worker.no_changes,
+        "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
+        "depth": worker.depth,
+        "attempts": len(worker.attempts),
+        # The node its latest attempt runs or ran on, and each attempt's (null: this server)
+        "node": worker.node,
+        "sandbox": worker.sandbox,
+        "attempt_nodes": [a.node for a in worker.attempts],
+        "duration": worker.duration,
+        "exit_reason": worker.exit_reason,
+        "waiting": worker.waiting,  # why a pending worker has not started ("waiting for memory: ..."), else null
+        "error": worker.error,
+        "failure_class": worker.failure_class,  # auth, bad_request, transient, or null
+        "log": worker.log_path,
+        "dir": worker.dir_path,
+        "cost_usd": worker.cost_usd,
+        "tokens_in": worker.tokens_in,
+        "tokens_out": worker.tokens_out,
+        # Its prompt's bytes, its job's shared block's bytes among them (0: its
+        # prompt does not start with it), the prompt-cache reads its model API reported (null: none)
+        "prompt_bytes": worker.prompt_bytes,
+        "shared_prompt_bytes": worker.shared_prompt_bytes,
+        "tokens_cache_read": worker.tokens_cache_read,
+        "queue_wait": _r(waits.get(worker.key)),
+        "cpu_seconds": worker.cpu_seconds,
+        "peak_rss": worker.peak_rss,
+        "peak_processes": worker.peak_processes,
+        # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
+        "enforced": worker.attempts[-1].enforced if worker.attempts else None,
+        **_graph_fields(worker, job, tasks, now),
+    }
+    if worker.child_job_ids:
+        entry["child_job_id"] = worker.child_job_ids[0]
+        entry["child_job_ids"] = list(worker.child_job_ids)
+        results: list[dict[str, Any]] = []
+        for child_id in worker.child_job_ids:
+            child = by_id.get(child_id)
+            subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
+            child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
+            for sub in subs:
+                item = _task(sub, by_id, by_job, waits, now, child_tasks)
+                item["job_id"] = child_id
+                item["job_status"] = child.status.value if child else None
+                results.append(item)
+            found = groups(child, subs) if child is not None else {}
+            if found:  # a child job's tasks with candidates, as the document's own "candidates"
+                entry.setdefault("child_candidates", {})[child_id] = found
+        entry["child_results"] = results
+    return entry
+
+
+def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
+    """A task's place in its job's graph: what it waits on, its gates, what its end let start.
+    (Read from the worker's own fields; a record from before them, from its job's node.)"""
+    node = node_of(worker, job) if worker.task_id is None else None
+    task_id, owns = (worker.task_id, worker.owns) if node is None else (node.id, node.owns)
+    depends = worker.depends_on if node is None else node.depends_on
+    waited = dependency_wait(worker, job, tasks, now) if depends else None
+    return {
+        "task_id": task_id,  # (its "role" is beside its kind and model, above)
+        "depends_on": list(depends),
+        "owns": list(owns),
+        "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
+        "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
+        "gates": [dict(g) for g in worker.gates],
+        "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
+        "gated_commit": worker.gated_commit,
+        "trespass": list(worker.trespass),
+        "integrated": dict(worker.integrated) if worker.integrated is not None else None,
+        "unblocked": list(worker.unblocked),
+        # Its candidate number (null: its task runs once), whether its task's selection
+        # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
+        "candidate": worker.candidate,
+        "selected": worker.selected,
+        "score": dict(worker.score) if worker.score is not None else None,
+    }
+
+
+def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], a: TreeAnalytics) -> dict[str, Any]:
+    """Counts, cost and resources over this job and every job below it."""
+    return {
+        "jobs": len(jobs),
+        "workers": len(workers),
+        "completed": sum(1 for w in workers if w.status.terminal),
+        "succeeded": sum(1 for w in workers if w.status.ok),
+        "max_depth": max((j.depth for j in jobs), default=job.depth),
+        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers and AI planners
+        "tokens_in": a.tokens_in,
+        "tokens_out": a.tokens_out,
+        "planner": a.planner.to_dict(),  # the AI planner's share of the above
+        "worker_seconds": _r(a.busy),
+        "cpu_seconds": _r(a.cpu_seconds),
+        "peak_rss": a.peak_rss,
+    }
+
+
+def status_table(doc: dict[str, Any], merge: bool = True) -> str:
+    """A plain-text table for terminals (check-status.sh, ``orchestrator status``); ``merge``:
+    end with where a worktree job's work landed (``run`` prints that in its closing lines)."""
+    lines = [
+        f"job {doc['job_id']}  {doc['status'].upper()}  depth {doc['depth']}",
+        f"request: {doc['request'][:200]}",
+        f"progress: {doc['progress']['completed']}/{doc['progress']['total']} workers done, "
+        f"success rate {doc['progress']['success_rate'] * 100:.0f}%",
+        "",
+        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  FILES  TASK",
+    ]
+    for row in _flatten(doc["results"]["tasks"], indent=0):
+        lines.append(row)
+    groups_ = doc.get("candidates") or {}
+    if groups_:
+        lines.append("")
+        lines += [f"candidates: {candidate_line(group)}" for group in groups_.values()]
+    lines.append("")
+    lines.append(f"workspace: {doc['results']['workspace']}")
+    if doc["results"]["final_report"]:
+        lines.append(f"report:    {doc['results']['final_report']}")
+    if merge:
+        lines += merge_lines(doc)
+    return "\n".join(lines)
+
+
+def merge_lines(doc: dict[str, Any]) -> list[str]:
+    """Where a worktree job's work landed (its ``merge``), and the command that takes it."""
+    merge = doc.get("merge")
+    if not merge:
+        return []
+    if merge.get("error"):
+        return [f"merge:     failed: {merge['error']}", f"           run it again: ./orchestrator.sh merge {doc['job_id']}"]
+    target = str(merge.get("target") or merge.get("result_ref") or "").removeprefix("refs/heads/")
+    conflicts = [c for c in merge.get("conflicts", []) if not c.get("predicted")]
+    counts = f"{len(merge.get('merged', []))} merged" + (f", {len(merge['skipped'])} skipped" if merge.get("skipped") else "")
+    counts += f", {len(merge['unchanged'])} with no changes" if merge.get("unchanged") else ""
+    counts += f", {len(conflicts)} conflicting file(s)" if conflicts else ""
+    left_out = merge.get("left_out") or []  # not merged: failed, or their gates did not pass (quality/gates.py)
+    counts += f", {len(left_out)} left out" if left_out else ""
+    if not merge.get("result_commit"):
+        lines = [f"merge:     nothing merged ({merge.get('strategy')}): merge the branches yourself: {merge.get('command')}"]
+        if merge.get("removed"):
+            lines.append(f"           {target} (an earlier merge's result) was removed")
+    elif merge.get("target"):  # a child job's: into its parent worker's branch and checkout
+        lines = [f"merged:    into {target} ({merge.get('strategy')}: {counts})"]
+    else:
+        lines = [f"result:    {target} ({merge.get('strategy')}: {counts})", f"           take it: {merge.get('command')}"]
+    lines += [f"           left out: {w['worker']} ({w['reason']})" for w in left_out]
+    into = merge.get("into")
+    if into and into.get("moved"):
+        lines.append(f"           your branch {into['branch']} is at the result")
+    elif into:
+        lines.append(f"           your branch {into['branch']} was not moved: {into.get('refused')}; run: {into.get('command')}")
+    return lines
+
+
+def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
+    rows = []
+    for task in tasks:
+        duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
+        name = ("  " * indent + task["worker_id"])[:22]
+        summary = (f"on {task['node']}: " if task.get("node") else "") + ("no changes: " if task.get("no_changes") else "")
+        summary += task["task"].replace("\n", " ")[:60]
+        rows.append(
+            f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
+        )
+        graph = graph_line(task)
+        if graph:
+            rows.append(" " * (2 * indent + 2) + "↳ " + graph)
+        if task.get("waiting") and task["status"] == "pending":
+            rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
+        if task.get("child_results"):
+            rows.extend(_flatten(task["child_results"], indent + 1))
+    return rows
+
+
+def graph_line(task: dict[str, Any]) -> str:
+    """A task's graph facts on one line (``api (backend) after db; waits on db; gates: tests
+    passed; unblocked: web``); empty for a task with no dependencies, gates or trespasses."""
+    parts = []
+    if task.get("depends_on"):
+        parts.append("after " + ", ".join(task["depends_on"]))
+    if task.get("waits_on"):
+        parts.append("waits on " + ", ".join(task["waits_on"]))
+    if task.get("gate_summary"):
+        parts.append("gates: " + task["gate_summary"])
+    if task.get("trespass"):
+        shown = task["trespass"][:5]
+        more = f" and {len(task['trespass']) - len(shown)} more" if len(task["trespass"]) > len(shown) else ""
+        parts.append("trespass: " + ", ".join(shown) + more)
+    if task.get("unblocked"):
+        parts.append("unblocked: " + ", ".join(task["unblocked"]))
+    if parts and task["status"] == "skipped" and task.get("exit_reason"):
+        parts.append(task["exit_reason"])
+    if not parts and not task.get("role"):
+        return ""
+    head = str(task.get("task_id") or "") + (f" ({task['role']})" if task.get("role") else "")
+    return "; ".join([head, *parts]) if head else "; ".join(parts)
+
+
+class StatusCache:
+    """Status documents of recent (job, tree version) pairs. Building one walks the whole tree
+    (analytics, critical path), while dashboards and agents poll the same job many times a
+    second; a document is reused until the tree changes (a new event) or ``ttl`` seconds pass,
+    so running workers' elapsed times are never older than ``ttl``."""
+
+    def __init__(self, ttl: float = 0.2, size: int = 256) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._docs: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, version: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached document for (job_id, version), or ``build()``'s. ``version`` must be read
+        before ``build`` snapshots the tree, so a document is never filed under a newer version."""
+        now = time.monotonic()
+        key = (job_id, version)
+        with self._lock:
+            hit = self._docs.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        doc = build()
+        with self._lock:
+            if len(self._docs) >= self.size:
+                for old in sorted(self._docs, key=lambda k: self._docs[k][0])[: self.size // 2]:
+                    del self._docs[old]
+            self._docs[key] = (now, doc)
+        return doc

@@ -1,0 +1,160 @@
+"""What every worker kind provides: an argv list for a subtask, and a parser for what it printed."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything an adapter may use to build a command. Paths are absolute."""
+
+    task: str
+    prompt: str  # the full text given to the worker (for AI kinds, the rendered prompt)
+    prompt_file: Path
+    worker_dir: Path
+    depth: int
+    max_recursion_depth: int  # the job's; ORCHESTRATOR_MAX_DEPTH to the worker
+    attempt: int
+    settings: Settings
+    # Seconds this attempt may still run (its timeout, less what a re-adopted attempt already
+    # used): what a CLI's own shell-tool limit must cover so a long ``spawn --wait`` returns.
+    time_left: float | None = None
+    goal: str | None = None  # what the subtask is part of (the job's goal), if the planner found one
+    # The worker's own model and tool list, from its role (workers/roles.py): None leaves the job's
+    # (orchestrator.model, orchestrator.claude_allowed_tools); model "" is the CLI's own default.
+    model: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    sandboxed: bool = False  # it runs in the orchestrator's sandbox (process/sandbox.py), which a CLI's own may not nest in
+    # The environment the command starts with, before ``extra_env`` (workers.inherit_env,
+    # env_passthrough and env applied; the protocol's variables): the only environment an adapter
+    # reads. The server's own (os.environ) is not the worker's: a variable set in workers.env only
+    # must count, one the server has but the worker does not must not.
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedResult:
+    """What an adapter read from a finished attempt's output."""
+
+    output: str
+    ok: bool | None = None  # None: trust the exit code; False: failed even if it exited 0
+    error: str | None = None
+    cost_usd: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cache_read: int | None = None  # prompt-cache reads the model API reported
+    retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
+    # Why it failed, from the CLI's structured output: one of "auth",
+    # "bad_request" or "transient", or None (unknown).
+    # "auth" and "bad_request" are never retried; "transient" (rate limit, overload, 5xx) is
+    # retried under its own budget (workers.transient_retries), not max_retries.
+    failure_class: str | None = None
+    retry_after: float | None = None  # seconds the service asked to wait, when the CLI reports it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# What a model's name loses in a trailer's ``Name (model) <email>``: what would end or break it.
+_NOT_IN_A_NAME = re.compile(r"[<>()\x00-\x1f]")
+
+
+# The Anthropic Messages API's error types, when no HTTP status is known (the claude CLI's
+# api_error_type, the SDK's error body): the failure class each means.
+ANTHROPIC_ERROR_CLASSES = {
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "request_too_large": "bad_request",
+    "rate_limit_error": "transient",
+    "overloaded_error": "transient",
+    "api_error": "transient",
+    "timeout_error": "transient",
+    "api_connection_error": "transient",
+}
+
+
+def class_of_http_status(status: int | None) -> str | None:
+    """The failure class of a model API's HTTP status (as CLIs report it), or None."""
+    if status in (401, 403, 407):
+        return "auth"
+    if status in (400, 404, 405, 413, 422):
+        return "bad_request"
+    if status in (408, 409, 425, 429, 500, 502, 503, 504, 529):
+        return "transient"
+    return None
+
+
+class Adapter:
+    """A worker kind. Builds an argv and parses output; never spawns anything."""
+
+    name = "base"
+    command_key: str | None = None  # the setting holding the CLI's path, e.g. "orchestrator.claude_command"
+    first_signal = signal.SIGTERM  # the first rung of the kill ladder
+    is_ai = False
+    result_window = 64 * 1024  # bytes at the end of an attempt's log that parse() is given
+    # Why this kind can never run the spawn command (no shell tool), as a clause for the prompt's
+    # "You cannot start child jobs: ..."; "" when it can.
+    no_spawn_reason = ""
+    # Who a commit of this kind's work credits in its ``Co-authored-by:`` trailer (git/commits.py): the
+    # CLI's name and a no-reply address of its maker, as the CLI's own commits have them where it
+    # has a habit (Claude Code, aider, opencode). "" for a kind that is no AI.
+    co_author_name = ""
+    co_author_email = ""
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        """By default the result is the tail of what the command printed."""
+        return ParsedResult(output=tail_chars(text, max_chars))
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        return {}
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Where the CLI keeps state of its own besides its cwd and TMPDIR (sessions, caches, its
+        config file), which a sandboxed worker may write; ``env`` is the worker's environment."""
+        return []
+
+    def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Single files the CLI rewrites outside those folders (claude's ``~/.claude.json``): a
+        sandboxed worker may write them in place where they exist; they are never made."""
+        return []
+
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        """The model this kind runs for a worker whose role names ``model`` (None: none), or ""
+        when that is the CLI's own default (unknown here)."""
+        return ""
+
+    def co_author(self, settings: Settings, model: str | None) -> str | None:
+        """The ``Co-authored-by:`` value for this kind's work, its model named where known
+        (``Claude Code (claude-sonnet-4) <noreply@anthropic.com>``); None for a kind that is no AI:
+        ``command`` runs whatever the user set, ``simulated`` never pretends to be one."""
+        if not self.co_author_name:
+            return None
+        chosen = _NOT_IN_A_NAME.sub("", self.model_for(settings, model)).strip()
+        return f"{self.co_author_name}{f' ({chosen})' if chosen else ''} <{self.co_author_email}>"
+
+    def needs_prompt(self, settings: Settings) -> bool:
+        """Whether the command reads the rendered prompt at all (else it is not rendered)."""
+        return True
+
+    def needs_prompt_file(self, settings: Settings) -> bool:
+        """Whether the command reads the prompt from ``state/prompts/`` (written only then)."""
+        return True
+
+
+def tail_chars(text: str, max_chars: int) -> str:
+    text = text.strip()
+    if max_chars <= 0:
+        return ""
+    return text if len(text) <= max_chars else "…" + text[-max_chars:]

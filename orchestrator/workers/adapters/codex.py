@@ -1,0 +1,200 @@
+"""OpenAI Codex CLI (``codex exec``) run headless.
+
+argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
+
+    codex exec --json -C WORKER_DIR --skip-git-repo-check
+               [--sandbox workspace-write -c sandbox_workspace_write.network_access=true]
+               -c shell_environment_policy.ignore_default_excludes=true
+               [-c allow_login_shell=false] [-c background_terminal_max_timeout=MS]
+               [-m MODEL] [CLI_ARGS ...] -- PROMPT
+
+* This version has no ``--full-auto``; ``codex exec`` never asks for approval,
+  and ``--sandbox workspace-write`` lets the agent edit its worker directory.
+  Network access inside that sandbox is switched on so a worker can reach the
+  orchestrator's API to start child jobs; ``ignore_default_excludes`` keeps
+  variables named ``*KEY*``/``*TOKEN*`` (the worker's ``ORCHESTRATOR_API_KEY``)
+  in the commands the agent runs. When ``orchestrator.cli_args`` chooses its own
+  sandbox (``-s``/``--sandbox``, ``--dangerously-bypass-approvals-and-sandbox``)
+  ours is left out, since codex rejects the flag twice.
+* ``--`` ends the options, so a prompt starting with ``-`` is still the prompt
+  (measured). Codex also reads stdin when it is not a terminal; the orchestrator
+  closes stdin (``/dev/null``), without which it would wait forever.
+* Output is JSONL on stdout: ``thread.started``, ``turn.started``,
+  ``item.completed`` (the answer is the last item with ``type: agent_message``),
+  ``turn.completed`` with ``usage`` (``input_tokens`` including
+  ``cached_input_tokens``, ``output_tokens``), or ``turn.failed`` with
+  ``error.message``; transient ``{"type": "error"}`` lines report reconnects.
+  Codex reports tokens, never a cost. The pre-0.44 event shape
+  (``{"msg": {"type": "agent_message"|"token_count"|"task_complete"|"error"}}``)
+  is read too.
+* SIGINT and SIGTERM both end it (measured: SIGINT exits 1 after its own
+  shutdown, SIGTERM 143); SIGINT is used so it can shut down cleanly.
+* ``CODEX_HOME`` is left alone: it holds the user's ``auth.json``.
+* Its shell runs commands as ``bash -lc`` by default; a login shell re-reads the profile,
+  which resets PATH, and ``orchestrator-spawn`` (first on the worker's PATH) was "command
+  not found" (measured). ``allow_login_shell=false`` keeps the worker's environment, unless
+  ``cli_args`` set it.
+* Shell-tool time limit: the model's ``exec_command`` runs a command for up to its
+  ``yield_time_ms``, then leaves it running in a background terminal that it polls with
+  ``write_stdin``; one empty poll waits at most ``background_terminal_max_timeout`` ms
+  (config.toml, default 300000). ``-c background_terminal_max_timeout=`` raises it to the
+  attempt's time left, so one poll can wait out a ``orchestrator-spawn --wait`` for a long
+  child job, unless the user set it (in ``cli_args`` or ``$CODEX_HOME/config.toml``).
+  (The classic ``shell`` tool takes a per-call ``timeout_ms``, default 10 s: the prompt
+  asks the model for a long one.)
+* Failures: ``turn.failed`` carries only a message; the HTTP status is in its words
+  (``unexpected status 401 Unauthorized: ...``, ``exceeded retry limit, last status: 429
+  Too Many Requests``), from which ``failure_class`` is read. Codex waits out a 429's
+  retry-after itself (measured) but does not print it; its own retries
+  (``request_max_retries``/``stream_max_retries`` of the provider, default 4 and 5)
+  are left as they are: they retry one request, keeping the conversation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .aicli import AICLIAdapter, add, cli_args_of, env_dir, has_flag, home_of, is_auth_error, json_lines
+from .base import ParsedResult, WorkerContext, class_of_http_status
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+_OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
+POLL_KEY = "background_terminal_max_timeout"
+POLL_DEFAULT_MS = 300_000  # codex's own default: never lowered
+_STATUS_RE = re.compile(r"\bstatus(?: code)?:?\s+(\d{3})\b", re.I)
+_TRY_AGAIN_RE = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.I)
+
+
+class CodexAdapter(AICLIAdapter):
+    name = "codex"
+    co_author_name = "Codex"
+    co_author_email = "noreply@openai.com"
+    cli = "codex"
+    command_key = "orchestrator.codex_command"
+    first_signal = signal.SIGINT
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """CODEX_HOME: its sessions, logs and the auth it refreshes."""
+        return [env_dir(env, "CODEX_HOME", ".codex")]
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        extra = cli_args_of(ctx)
+        argv = [self.program(ctx), "exec", "--json", "-C", str(ctx.worker_dir), "--skip-git-repo-check"]
+        if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
+            # Codex's own sandbox is a bubblewrap too, which cannot start inside the orchestrator's
+            # ("setting up uid map: Operation not permitted"): there the orchestrator's confines it.
+            if ctx.sandboxed:
+                argv += ["--sandbox", "danger-full-access"]
+            else:
+                argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
+        argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
+        if not any("allow_login_shell" in arg for arg in extra):
+            # A login shell (bash -lc) re-reads the profile, which resets PATH: orchestrator-spawn
+            # (first on the worker's PATH) would be "command not found" (measured).
+            argv += ["-c", "allow_login_shell=false"]
+        if ctx.time_left is not None and ctx.time_left > 0 and not _user_sets_poll_limit(extra, ctx.env):
+            argv += ["-c", f"{POLL_KEY}={max(math.ceil(ctx.time_left) * 1000, POLL_DEFAULT_MS)}"]
+        model = self.model_for(ctx.settings, ctx.model)
+        if model:
+            argv += ["-m", model]
+        return [*argv, *extra, "--", ctx.prompt]
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        answer: str | None = None
+        failure: str | None = None
+        last_error: str | None = None
+        tokens_in = tokens_out = None
+        turn_completed = False
+        extra: dict[str, object] = {}
+        for event in json_lines(text):
+            kind = event.get("type")
+            if kind is None and isinstance(event.get("msg"), dict):
+                answer, tokens = _legacy(event["msg"], answer)
+                if tokens is not None:
+                    tokens_in, tokens_out = tokens
+                if event["msg"].get("type") in ("error", "stream_error") and isinstance(event["msg"].get("message"), str):
+                    last_error = event["msg"]["message"]
+                continue
+            if kind == "item.completed" and isinstance(event.get("item"), dict):
+                item = event["item"]
+                if item.get("type") in ("agent_message", "assistant_message") and isinstance(item.get("text"), str):
+                    answer = item["text"]
+            elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+                tokens_in = add(tokens_in, usage.get("input_tokens"))
+                tokens_out = add(tokens_out, usage.get("output_tokens"))
+                failure = None
+                turn_completed = True
+            elif kind == "turn.failed":
+                error = event.get("error")
+                failure = error.get("message") if isinstance(error, dict) else None
+                failure = failure or "turn failed"
+            elif kind == "error" and isinstance(event.get("message"), str):
+                last_error = event["message"]
+            elif kind == "thread.started" and event.get("thread_id"):
+                extra["thread_id"] = event["thread_id"]
+        fields = {"tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        if failure is not None:
+            failure_class, retry_after = classify(failure)
+            retryable = failure_class not in ("auth", "bad_request") and not is_auth_error(failure)
+            return self.result(
+                answer or "",
+                max_chars,
+                ok=False,
+                error=f"codex: {failure}",
+                retryable=retryable,
+                failure_class=failure_class or ("auth" if not retryable else None),
+                retry_after=retry_after,
+                **fields,
+            )
+        if answer is None:
+            why = "the turn completed without an agent message" if turn_completed else last_error
+            parsed = self.no_result(text, exit_code, why=why)
+            parsed.tokens_in, parsed.tokens_out, parsed.extra = tokens_in, tokens_out, extra
+            return parsed
+        return self.result(answer, max_chars, **fields)
+
+
+def classify(message: str) -> tuple[str | None, float | None]:
+    """(failure class, retry-after seconds) from the words of a codex failure."""
+    found = _STATUS_RE.search(message)
+    failure_class = class_of_http_status(int(found.group(1))) if found else None
+    again = _TRY_AGAIN_RE.search(message)
+    retry_after = None
+    if again and failure_class == "transient":
+        retry_after = float(again.group(1)) / (1000 if again.group(2).lower() == "ms" else 1)
+    return failure_class, retry_after
+
+
+def _user_sets_poll_limit(cli_args: list[str], env: Mapping[str, str]) -> bool:
+    """Whether the user chose background_terminal_max_timeout: in cli_args, or in the config.toml
+    of the worker's CODEX_HOME (``env``: the worker's environment)."""
+    if any(POLL_KEY in arg for arg in cli_args):
+        return True
+    home = Path(env.get("CODEX_HOME") or home_of(env) / ".codex")
+    try:
+        text = (home / "config.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^\s*{POLL_KEY}\s*=", text, re.M) is not None
+
+
+def _legacy(msg: dict, answer: str | None) -> tuple[str | None, tuple[int | None, int | None] | None]:
+    """Events of codex before 0.44: ``{"id": ..., "msg": {"type": ...}}``."""
+    kind = msg.get("type")
+    if kind == "agent_message" and isinstance(msg.get("message"), str):
+        return msg["message"], None
+    if kind == "task_complete" and isinstance(msg.get("last_agent_message"), str):
+        return msg["last_agent_message"], None
+    if kind == "token_count":
+        info = found if isinstance(found := msg.get("info"), dict) else msg
+        usage = total if isinstance(total := info.get("total_token_usage"), dict) else info
+        return answer, (add(None, usage.get("input_tokens")), add(None, usage.get("output_tokens")))
+    return answer, None

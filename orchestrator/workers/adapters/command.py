@@ -1,0 +1,47 @@
+"""The generic ``command`` kind: an argv template from config, filled per element."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ...errors import ConfigError
+from .aicli import model_of
+from .base import Adapter, WorkerContext
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+# What orchestrator.command may contain; its help in config.SCHEMA names each (a test checks).
+PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{worker_dir}", "{task}", "{model}")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+
+class CommandAdapter(Adapter):
+    """Runs ``orchestrator.command`` (a list). Placeholders are replaced inside each
+    argv element, so user text is always one argument and never reaches a shell."""
+
+    name = "command"
+    command_key = "orchestrator.command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        template = ctx.settings.orchestrator.command
+        if not template:
+            raise ConfigError(
+                "worker kind 'command' needs orchestrator.command in config.yaml: an argv list such as "
+                '["my-tool", "--prompt-file", "{prompt_file}"]'
+            )
+        # {model}: the worker's role's model, else orchestrator.model ("" when neither is set).
+        values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task, model_of(ctx))))
+        return [_fill(part, values) for part in template]
+
+    def needs_prompt(self, settings: Settings) -> bool:
+        return any("{prompt" in part for part in settings.orchestrator.command)
+
+    def needs_prompt_file(self, settings: Settings) -> bool:
+        return any("{prompt_file}" in part for part in settings.orchestrator.command)
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    """Each placeholder replaced in one pass: a value that contains ``{task}`` (a prompt may) stays as it is."""
+    return _PLACEHOLDER.sub(lambda found: values[found.group(0)], part)

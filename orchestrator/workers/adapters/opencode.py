@@ -1,0 +1,193 @@
+"""opencode (``opencode run``) run headless.
+
+argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
+
+    opencode run --format json --dir WORKER_DIR [-m PROVIDER/MODEL] [CLI_ARGS ...] -- PROMPT
+
+* ``--dir``: opencode works in ``$PWD`` when it is set, not in its cwd (its run command:
+  ``path.resolve(process.env.PWD ?? process.cwd())``), and a worker inherits the server's
+  ``$PWD``: started from the user's checkout, the workers wrote their files there (measured,
+  1.18.33). ``--dir`` makes it change into the worker's directory and work there; a ``--dir`` in
+  ``orchestrator.cli_args`` is left to win.
+* ``-m`` is the worker's role's model, else ``orchestrator.opencode_model``, else ``orchestrator.model`` when it
+  has the ``provider/model`` form opencode needs, else opencode's default.
+* The message is a yargs array positional; ``--`` ends the options, so a
+  prompt starting with ``-`` is still the prompt (measured). opencode itself
+  joins the message elements with spaces and wraps every element that contains
+  a space in double quotes (``"…"``, inner ``"`` escaped) before sending it:
+  the model reads the prompt intact, inside quotes. That is opencode's doing
+  (its run command, 1.18.33), not the adapter's.
+* With ``--format json`` it prints one JSON event per line:
+  ``step_start``, ``text`` (``part.text``), ``tool_use``, ``reasoning``,
+  ``step_finish`` (``part.cost`` in USD and ``part.tokens`` {input, output,
+  reasoning, cache {read, write}} for that step; summed here) and ``error``
+  (``error.name``, ``error.data.message``, ``statusCode``, ``isRetryable``).
+  The answer is the text of the last step that produced text.
+* Permissions that opencode would ask about are auto-rejected in ``run`` unless
+  ``--auto`` is given (add it to ``orchestrator.cli_args`` to allow them).
+* SIGTERM ends it; SIGINT does not (measured: still running 10 s after SIGINT).
+* Its auth store (``$XDG_DATA_HOME/opencode/auth.json``) is left alone. Its session
+  database is not: parallel first runs on a machine where opencode never ran race on
+  creating ``opencode.db`` ("database is locked"), so each worker gets its own
+  (``OPENCODE_DB`` beside the worker's prompt file under ``state/``), unless the
+  user set ``OPENCODE_DB``. Sessions of workers are therefore not in the user's list.
+* Its bash tool's time limit is ``OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS``
+  (default 2 minutes): set to the attempt's remaining time so a long
+  ``spawn --wait`` returns to the model, unless the user set it.
+* Errors: ``failure_class`` from the event's ``statusCode`` (else ``isRetryable``;
+  ``ProviderAuthError`` is auth), ``retry_after`` from its ``responseHeaders``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .aicli import (
+    AICLIAdapter,
+    add,
+    chosen_model,
+    cli_args_of,
+    dict_field,
+    env_dir,
+    has_flag,
+    is_auth_error,
+    json_lines,
+    message_of,
+    setting_in,
+    to_float,
+    to_int,
+)
+from .base import ParsedResult, WorkerContext, class_of_http_status
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+
+class OpencodeAdapter(AICLIAdapter):
+    name = "opencode"
+    co_author_name = "opencode"
+    co_author_email = "noreply@opencode.ai"  # opencode's own trailer
+    cli = "opencode"
+    command_key = "orchestrator.opencode_command"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        argv = [self.program(ctx), "run", "--format", "json"]
+        if not has_flag(cli_args_of(ctx), "--dir"):
+            argv += ["--dir", str(ctx.worker_dir)]
+        model = self.model_for(ctx.settings, ctx.model)
+        if model:
+            argv += ["-m", model]
+        return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
+
+    def model_for(self, settings: Settings, model: str | None) -> str:
+        """A role's model, else ``orchestrator.opencode_model``, else ``orchestrator.model`` in
+        opencode's ``provider/model`` form; "" for opencode's default."""
+        found = (model or "").strip() or str(setting_in(settings, "opencode_model", "") or "").strip()
+        general = chosen_model(settings, model)
+        return found or (general if "/" in general else "")
+
+    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
+        """Its XDG folders (data: auth and snapshots; config; cache; state) and its database's folder."""
+        found = [
+            env_dir(env, "XDG_DATA_HOME", ".local/share") / "opencode",
+            env_dir(env, "XDG_CONFIG_HOME", ".config") / "opencode",
+            env_dir(env, "XDG_CACHE_HOME", ".cache") / "opencode",
+            env_dir(env, "XDG_STATE_HOME", ".local/state") / "opencode",
+        ]
+        if env.get("OPENCODE_DB"):
+            found.append(Path(env["OPENCODE_DB"]).parent)
+        return found
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if "OPENCODE_DB" not in ctx.env:  # the worker's own, from workers.env or the server's it inherits
+            # A folder of its own (SQLite writes its journal beside the file): a sandbox opens it alone.
+            folder = ctx.prompt_file.with_name(ctx.prompt_file.stem + ".opencode")
+            folder.mkdir(exist_ok=True)
+            env["OPENCODE_DB"] = str(folder / "opencode.db")
+        if ctx.time_left and "OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS" not in ctx.env:
+            env["OPENCODE_EXPERIMENTAL_BASH_DEFAULT_TIMEOUT_MS"] = str(int(ctx.time_left * 1000))
+        return env
+
+    def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
+        cost: float | None = None
+        tokens_in = tokens_out = None
+        step_texts: list[str] = []
+        answer: list[str] | None = None
+        finished = False
+        error: dict[str, Any] | None = None
+        extra: dict[str, Any] = {}
+        for event in json_lines(text):
+            kind = event.get("type")
+            part = dict_field(event, "part")
+            if event.get("sessionID") and "session_id" not in extra:
+                extra["session_id"] = event["sessionID"]
+            if kind == "step_start":
+                step_texts = []
+            elif kind == "text" and isinstance(part.get("text"), str):
+                step_texts.append(part["text"])
+                answer = list(step_texts)
+            elif kind == "step_finish":
+                finished = True
+                step_cost = to_float(part.get("cost"))
+                if step_cost is not None:
+                    cost = (cost or 0.0) + step_cost
+                tokens = dict_field(part, "tokens")
+                cache = dict_field(tokens, "cache")
+                tokens_in = add(add(add(tokens_in, tokens.get("input")), cache.get("read")), cache.get("write"))
+                tokens_out = add(add(tokens_out, tokens.get("output")), tokens.get("reasoning"))
+            elif kind == "error":
+                error = event.get("error") if isinstance(event.get("error"), dict) else {"name": str(event.get("error"))}
+        cost = None if cost is None else round(cost, 10)  # a sum of floats: drop the binary noise
+        fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        output = "\n\n".join(t.strip() for t in answer or [] if t.strip())
+        if error is not None:
+            data = dict_field(error, "data")
+            message = message_of(data) or str(error.get("name") or "unknown error")
+            status = to_int(data.get("statusCode"))
+            name = error.get("name")
+            label = f"{name}" + (f" {status}" if status else "") if isinstance(name, str) else ""
+            failure = _failure_class(name, status, data.get("isRetryable"), message)
+            retryable = data.get("isRetryable") is not False and failure not in ("auth", "bad_request")
+            return self.result(
+                output,
+                max_chars,
+                ok=False,
+                error=f"opencode: {message}" + (f" ({label})" if label else ""),
+                retryable=retryable,
+                failure_class=failure,
+                retry_after=_retry_after(data),
+                **fields,
+            )
+        if answer is None and not finished:
+            parsed = self.no_result(text, exit_code)
+            parsed.extra = extra
+            return parsed
+        return self.result(output, max_chars, **fields)
+
+
+def _failure_class(name: Any, status: int | None, retryable: Any, message: str) -> str | None:
+    """The class of an opencode ``error`` event: its HTTP status when there is one, else its name
+    (``ProviderAuthError``) or ``isRetryable``."""
+    if name == "ProviderAuthError" or is_auth_error(message):
+        return "auth"
+    found = class_of_http_status(status)
+    if found:
+        return found
+    return "transient" if retryable is True else None
+
+
+def _retry_after(data: dict[str, Any]) -> float | None:
+    """Seconds from a ``retry-after`` (or ``retry-after-ms``) response header opencode passed on."""
+    headers = data.get("responseHeaders")
+    if not isinstance(headers, dict):
+        return None
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[key]) * scale
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None

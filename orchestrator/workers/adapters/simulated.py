@@ -1,0 +1,36 @@
+"""The built-in simulated worker: deterministic, offline, never pretends to be an AI.
+
+It runs ``orchestrator.cli.simulated`` on the orchestrator's interpreter (runner.package_argv),
+which writes a deliverable file for its subtask and, when the subtask is
+compound and depth allows, starts a child job through the same ``spawn``
+command an AI worker would use.
+"""
+
+from __future__ import annotations
+
+from ... import protocol
+from ...process.runner import package_argv
+from .base import Adapter, WorkerContext
+
+
+class SimulatedAdapter(Adapter):
+    name = "simulated"
+
+    def build_argv(self, ctx: WorkerContext) -> list[str]:
+        goal = ["--goal", ctx.goal] if ctx.goal else []
+        return package_argv("orchestrator.cli.simulated", "main", [*goal, "--", ctx.task])
+
+    def needs_prompt(self, settings: object) -> bool:
+        return False  # it reads its subtask from argv
+
+    def needs_prompt_file(self, settings: object) -> bool:
+        return False
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        sim = ctx.settings.simulated
+        return {
+            protocol.SIM_DURATION: str(sim.duration),
+            protocol.SIM_FAIL_MATCHING: sim.fail_matching,
+            protocol.SIM_FAIL_ATTEMPTS: str(sim.fail_attempts),
+            protocol.SIM_RECURSE: "1" if sim.recurse else "0",
+        }

@@ -1,0 +1,119 @@
+"""Which sandbox a worker's processes run in: the server's decision (``workers.sandbox`` against what
+the machine can, process/sandbox.py), a job's own ``config.sandbox`` (the admin key's; a child job inherits
+its root's), and the paths one worker's sandbox opens.
+
+A worker, the quality gates and scoring commands that judge its checkout, and its ``git.setup``
+all run worker-written code, so all of them get the same sandbox: :meth:`Confinement.spec`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import JobConfig, Settings
+from ..errors import ConfigError
+from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
+from ..models import WorkerRecord
+from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
+from ..workspace.layout import Workspace
+from .adapters import get_adapter
+
+log = logging.getLogger("orchestrator.sandbox")
+
+
+class Confinement:
+    """The sandbox of every process that runs a worker's code. Cheap to build: the machine is
+    probed once per process (sandbox.probe)."""
+
+    def __init__(self, settings: Settings, workspace: Workspace, *, announce: bool = False) -> None:
+        """A ConfigError when workers.sandbox is on and the machine cannot sandbox: a server never
+        starts unconfined by surprise. ``announce``: the server's, which logs its decision once."""
+        self.settings = settings
+        self.workspace = workspace
+        w = settings.workers
+        self.support = probe()
+        self.network = SandboxNetwork(w.sandbox_network)
+        self.decision = self.decide(w.sandbox)
+        if announce:
+            (log.info if self.decision.spec is not None else log.warning)("%s", self.decision.note)
+
+    def decide(self, mode: str) -> Decision:
+        """``mode`` on this machine; ``on`` where it cannot sandbox is a ConfigError that says why."""
+        try:
+            return decide(SandboxMode(mode), self.support, network=self.network)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}. Set workers.sandbox: auto (or off) to run workers unconfined.") from None
+
+    def for_job(self, config: JobConfig | None) -> Decision:
+        """A job's decision: its own config.sandbox, else the server's."""
+        mode = config.sandbox if config is not None else self.settings.workers.sandbox
+        return self.decision if mode == self.settings.workers.sandbox else self.decide(mode)
+
+    def spec(
+        self, record: WorkerRecord, directory: Path, config: JobConfig | None, env: Mapping[str, str] | None = None
+    ) -> SandboxSpec | None:
+        """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
+        base = self.for_job(config).spec
+        if base is None:
+            return None
+        w = self.settings.workers
+        paths = Paths(writable=[directory, self.workspace.worker_tmp(record.root_id, record.depth, record.name)])
+        self._git_paths(record, directory, paths)
+        adapter = get_adapter(record.kind) if record.kind else None
+        if adapter is not None:
+            for folder in adapter.state_dirs(self.settings, env or {}):
+                # A CLI's first run makes its folders; in the read-only root it could not (opencode:
+                # EROFS on ~/.local), and a folder that does not exist is not bound.
+                folder.mkdir(parents=True, exist_ok=True)
+                paths.private.append(folder)
+            paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
+        hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
+        writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
+        return replace(for_worker(base, paths, extra_writable=writable, hidden=hidden), empty=str(self._empty()))
+
+    def _empty(self) -> Path:
+        """The workspace's empty file, shown in place of each hidden file (made once, read-only)."""
+        path = self.workspace.root / ".sandbox-empty"
+        if not path.is_file() or path.stat().st_size:
+            # Made aside and renamed over: another worker's bubblewrap may be binding it right now,
+            # and an unlink-then-create leaves a moment without it (bubblewrap then fails to start).
+            self.workspace.root.mkdir(parents=True, exist_ok=True)
+            fd, aside = tempfile.mkstemp(prefix=".sandbox-empty.", dir=self.workspace.root)
+            os.close(fd)
+            os.chmod(aside, 0o444)
+            os.replace(aside, path)
+        return path
+
+    def _git_paths(self, record: WorkerRecord, directory: Path, paths: Paths) -> None:
+        """What a worktree's own commits write: its private git dir, the shared object store, the
+        folder of its tree's branches, and its own branch's reflog. Nothing for a plain folder.
+
+        The orchestrator later runs git outside the sandbox on this worktree (its commit of the
+        worker's work), so what git there would follow is pinned read-only: the ``.git`` pointer
+        and the private dir's HEAD, commondir and gitdir (else a worker points HEAD at the user's
+        ``main``, or the pointer at a repository of its own whose ``core.fsmonitor`` runs
+        unconfined), and the orchestrator's own markers. The reflogs git appends to are bound
+        over themselves and their folder stays read-only: no reflog can become a link to a file of
+        the user's, which the orchestrator's commit would append to."""
+        private = linked_git_dir(directory)
+        if private is None:
+            return
+        common = common_dir_of(private)
+        if common is None:
+            paths.writable.append(private)
+            return
+        tree = f"{self.settings.git.branch_prefix}{record.root_id}"
+        refs = common / "refs" / "heads" / tree
+        refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
+        paths.writable.extend([private, common / "objects", refs])
+        paths.fixed.extend([private / "logs" / "HEAD", common / "logs" / "refs" / "heads" / tree / record.name])
+        pinned = ("HEAD", "commondir", "gitdir", "config.worktree", BASE_FILE, CHECKPOINT_FILE)
+        paths.readonly.extend([directory / ".git", *(private / name for name in pinned)])
+        # The tree's other branches stay writable to it: bound read-only one by one, a sibling's commit
+        # (git renames a new file over its ref) between this list and bubblewrap's start made the
+        # start fail ("Unable to find ... in mount table"), 2 of 3 times with 16 workers at once.

@@ -1,0 +1,184 @@
+"""How files reach the disk: atomic writes, durable ones (fdatasync, then the folder's fsync,
+shared by writers renaming into the same folder at once), and ext4's allocation hint for
+folders of many subfolders; and how a file a worker could have replaced is read (never through
+a link, never blocking on a FIFO). Nothing here knows the workspace layout (workspace/layout.py does)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import stat
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import RefusedPath
+from .groupsync import GroupCommit
+
+# Logs and reports sit where workers can write: never open one through a link, and never
+# block a server thread on a FIFO a worker put in a log's place.
+NO_LINK_NO_BLOCK = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_SYNCS: dict[str, GroupCommit[str]] = {}
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
+def _fsync_dir_grouped(path: Path) -> None:
+    """Fsync a folder; writers renaming into the same folder at once share one fsync."""
+    key = str(path)
+    with _DIR_SYNCS_LOCK:
+        syncer = _DIR_SYNCS.get(key)
+        if syncer is None:
+            if len(_DIR_SYNCS) > 1024:  # callers in flight keep their own reference
+                _DIR_SYNCS.clear()
+
+            def sync(_batch: list[str]) -> None:
+                _fsync_dir(path)
+
+            syncer = _DIR_SYNCS[key] = GroupCommit(sync)
+    syncer(key)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written. Plain fd calls, not a file object: opening
+    one adds an fstat, a seek and an isatty, and each syscall hands the GIL to another thread."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True, mode: int = 0o666) -> None:
+    """Write via a temp file in the same folder and rename, so no reader sees half a file.
+    ``data`` may come in chunks (a big report is streamed, never held whole).
+
+    With ``durable`` the file and then its folder are fsynced, so the rename
+    survives a crash of the machine too, not just of the process. ``mode`` (less the umask) is
+    the new file's: 0o600 for a file holding secrets (config.yaml).
+    """
+    # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                write_all(fd, chunk)
+            if durable:
+                _fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_dir_grouped(path.parent)
+
+
+def durable_rename(source: Path, target: Path, *, durable: bool = True) -> None:
+    """``os.rename``; with ``durable`` both folders are then fsynced, so that a crash of the
+    machine, not only of the process, finds the entry at ``target`` and not at ``source``."""
+    os.rename(source, target)
+    if not durable:
+        return
+    _fsync_dir(target.parent)
+    if source.parent != target.parent:
+        _fsync_dir(source.parent)
+
+
+def encoded_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[bytes]:
+    """``pieces`` of text, UTF-8 encoded in blocks of about ``size`` characters (a streamed write)."""
+    block: list[str] = []
+    length = 0
+    for piece in pieces:
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block).encode("utf-8")
+            block, length = [], 0
+    if block:
+        yield "".join(block).encode("utf-8")
+
+
+# ext2/3/4's "top of a directory hierarchy" flag (chattr +T): the Orlov allocator puts each new
+# subfolder of such a folder in a block group of its own choosing instead of next to its parent.
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_subfolders(path: Path) -> bool:
+    """Mark ``path`` so its subfolders go to block groups of their own (ext2/3/4; elsewhere
+    nothing happens and False is returned). Why: a record rewrite frees an inode, and ext4
+    without a journal makes every later file creation in that block group step over each inode
+    freed in the last minutes, one by one. Job trees and their state folders in groups of their
+    own keep one tree's churn (or an old tree's deletion) from slowing every other's creations."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        flags = int.from_bytes(buf[:4], sys.byteorder)
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder) + bytes(4))
+        return True
+    except OSError:  # not ext2/3/4 (ENOTTY, EOPNOTSUPP), or not allowed: the layout is the same
+        return False
+    finally:
+        os.close(fd)
+
+
+def _fdatasync(fd: int) -> None:
+    """fdatasync where there is one: it still flushes a new file's size, skips its times."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_regular_fd(path: Path) -> tuple[int, int] | None:
+    """(fd, size) of a regular file opened for reading without following a link; None when it
+    does not exist. Raises RefusedPath for a link, a FIFO or a device (reading one could block
+    a server thread)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NO_LINK_NO_BLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RefusedPath(f"refusing to serve {path.name}: {exc.strerror} (is it a symlink?)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise RefusedPath(f"refusing to serve {path.name}: not a regular file")
+    return fd, info.st_size
+
+
+def read_range(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of an open file (fewer if it is shorter), by pread."""
+    chunks = []
+    while start < end:
+        chunk = os.pread(fd, end - start, start)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
+
+
+def open_regular(path: Path) -> BinaryIO | None:
+    """``open_regular_fd`` as a file object."""
+    found = open_regular_fd(path)
+    return None if found is None else os.fdopen(found[0], "rb")
