@@ -9,8 +9,6 @@ all run worker-written code, so all of them get the same sandbox: :meth:`Confine
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from ..errors import ConfigError
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
+from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
 
@@ -80,13 +79,10 @@ class Confinement:
         """The workspace's empty file, shown in place of each hidden file (made once, read-only)."""
         path = self.workspace.root / ".sandbox-empty"
         if not path.is_file() or path.stat().st_size:
-            # Made aside and renamed over: another worker's bubblewrap may be binding it right now,
-            # and an unlink-then-create leaves a moment without it (bubblewrap then fails to start).
+            # Renamed over, never unlinked first: another worker's bubblewrap may be binding it right
+            # now, and a moment without it makes that bubblewrap fail to start.
             self.workspace.root.mkdir(parents=True, exist_ok=True)
-            fd, aside = tempfile.mkstemp(prefix=".sandbox-empty.", dir=self.workspace.root)
-            os.close(fd)
-            os.chmod(aside, 0o444)
-            os.replace(aside, path)
+            atomic_write(path, b"", durable=False, mode=0o444)
         return path
 
     def _git_paths(self, record: WorkerRecord, directory: Path, paths: Paths) -> None:
