@@ -256,6 +256,8 @@ def test_codex_argv_plain_model_and_cli_args(tmp_path):
         "-c",
         "sandbox_workspace_write.network_access=true",
         "-c",
+        "sandbox_workspace_write.exclude_slash_tmp=true",
+        "-c",
         "shell_environment_policy.ignore_default_excludes=true",
         "-c",
         "allow_login_shell=false",

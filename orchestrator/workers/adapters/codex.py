@@ -3,7 +3,8 @@
 argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 
     codex exec --json -C WORKER_DIR --skip-git-repo-check
-               [--sandbox workspace-write -c sandbox_workspace_write.network_access=true]
+               [--sandbox workspace-write -c sandbox_workspace_write.network_access=true
+                -c sandbox_workspace_write.exclude_slash_tmp=true]
                -c shell_environment_policy.ignore_default_excludes=true
                [-c allow_login_shell=false] [-c background_terminal_max_timeout=MS]
                [-m MODEL] [CLI_ARGS ...] -- PROMPT
@@ -11,7 +12,11 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 * This version has no ``--full-auto``; ``codex exec`` never asks for approval,
   and ``--sandbox workspace-write`` lets the agent edit its worker directory.
   Network access inside that sandbox is switched on so a worker can reach the
-  orchestrator's API to start child jobs; ``ignore_default_excludes`` keeps
+  orchestrator's API to start child jobs. ``/tmp`` is left out of its writable
+  roots (the worker's private ``$TMPDIR`` stays in): codex re-protects a ``.codex``
+  under every writable root, and parallel workers sharing ``/tmp`` raced on
+  ``/tmp/.codex`` ("bwrap: Can't remount readonly on /newroot/tmp/.codex", seen
+  once in 3 workers). ``ignore_default_excludes`` keeps
   variables named ``*KEY*``/``*TOKEN*`` (the worker's ``ORCHESTRATOR_API_KEY``)
   in the commands the agent runs. When ``orchestrator.cli_args`` chooses its own
   sandbox (``-s``/``--sandbox``, ``--dangerously-bypass-approvals-and-sandbox``)
@@ -94,6 +99,7 @@ class CodexAdapter(AICLIAdapter):
                 argv += ["--sandbox", "danger-full-access"]
             else:
                 argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
+                argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true"]
         argv += ["-c", "shell_environment_policy.ignore_default_excludes=true"]
         if not any("allow_login_shell" in arg for arg in extra):
             # A login shell (bash -lc) re-reads the profile, which resets PATH: orchestrator-spawn
