@@ -20,29 +20,23 @@ workers' keys once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
 from ..workspace.ids import worker_key
-from .tables import LiveWorker, Tables
+from .context import EngineContext
+from .tables import LiveWorker
 
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
 
 
 class Scheduler:
-    """Readiness and failure handling for jobs whose tasks have dependencies. ``skip`` ends
-    pending workers skipped with a reason; ``stop`` cancels the rest of a job with a reason."""
+    """Readiness and failure handling for jobs whose tasks have dependencies. A failed
+    prerequisite's dependents end through the engine's hooks: ``skip_pending`` (skipped with a
+    reason) or ``stop_job`` (the rest of the job cancelled)."""
 
-    def __init__(
-        self,
-        tables: Tables,
-        skip: Callable[[JobRecord, list[str], str], None],
-        stop: Callable[[JobRecord, str], None],
-    ) -> None:
-        self.tables = tables
-        self.skip = skip
-        self.stop = stop
+    def __init__(self, ctx: EngineContext) -> None:
+        self.tables = ctx.tables
+        self.hooks = ctx.hooks
         # job id -> task id -> its workers' keys (one, or a task's candidates)
         self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph
@@ -145,7 +139,7 @@ class Scheduler:
             return
         if policy == "stop":
             if job.error is None:
-                self.stop(job, f"stopped: task {task_id} {status} (on_failure: stop)")
+                self.hooks.stop_job(job, f"stopped: task {task_id} {status} (on_failure: stop)")
             return
         pending = self.tables.pending.get(job.id)
         if not pending:
@@ -157,4 +151,4 @@ class Scheduler:
                 pending.remove(key)
             if not pending:
                 del self.tables.pending[job.id]
-            self.skip(job, skipped, f"skipped: {why}")
+            self.hooks.skip_pending(job, skipped, f"skipped: {why}")
