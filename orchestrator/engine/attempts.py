@@ -318,7 +318,7 @@ class WorkerExecution:
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 
-        def begin() -> None:  # under the engine's lock
+        def begin() -> None:  # inside tables.locked()
             self.record.attempts.append(attempt)
             states.set_worker_status(self.record, WorkerStatus.RUNNING)
             self.record.started_at = self.record.started_at or attempt.started_at
@@ -430,7 +430,7 @@ class WorkerExecution:
         handle = self.handle
         assert handle is not None
 
-        def begin() -> None:  # under the engine's lock
+        def begin() -> None:  # inside tables.locked()
             attempt.node, attempt.pid = handle.node, handle.pid
             attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
             self.record.node = handle.node

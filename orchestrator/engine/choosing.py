@@ -2,7 +2,7 @@
 
 When the last of a task's candidates has settled (or, under ``select: first_passing``, as soon as
 one has passed its gates: the others are cancelled), the selection runs on a thread of its own,
-never under the engine's lock: it may run a scoring command in each candidate's worktree and ask
+never inside ``tables.locked()``: it may run a scoring command in each candidate's worktree and ask
 an AI judge (selection package). Its record goes in ``JobRecord.selections[task]`` and each
 candidate's ``selected`` and ``score``; the winner's work is then delivered like any task's: a graph
 job merges it into its integration branch at once (the next candidate in the ranking when it
@@ -72,7 +72,7 @@ class Choosing:
 
     # -- when ---------------------------------------------------------------------------------
     def settled(self, live: LiveWorker) -> None:
-        """Under the lock, once candidate ``live`` has its final status: start its task's
+        """Inside ``tables.locked()``, once candidate ``live`` has its final status: start its task's
         selection when the task is ready for one."""
         job, rec = live.job, live.record
         if rec.task_id is None or rec.task_id in job.selections or (job.id, rec.task_id) in self._running:
@@ -85,7 +85,7 @@ class Choosing:
             self._cancel_rest(job, group, live)
 
     def group(self, job: JobRecord, task_id: str) -> list[LiveWorker]:
-        """Under the lock: the task's candidates, in number order."""
+        """Inside ``tables.locked()``: the task's candidates, in number order."""
         names = candidates.candidate_tasks(job).get(task_id, [])
         return [self.tables.workers[(job.root_id, worker_key(job.depth, n))] for n in names]
 
@@ -94,7 +94,7 @@ class Choosing:
         return [t for t in candidates.candidate_tasks(job) if t not in job.selections]
 
     def resume(self, job: JobRecord) -> None:
-        """Under the lock, for a job a restarted server took over: its records follow the
+        """Inside ``tables.locked()``, for a job a restarted server took over: its records follow the
         selections on record, and each task whose candidates all ended before the restart
         (or, first_passing, one passed) is chosen now."""
         for task_id, selection in job.selections.items():
@@ -127,7 +127,7 @@ class Choosing:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _cancel_rest(self, job: JobRecord, group: list[LiveWorker], winner: LiveWorker) -> None:
-        """Under the lock (first_passing): the task's other candidates are stopped: running ones
+        """Inside ``tables.locked()`` (first_passing): the task's other candidates are stopped: running ones
         get the kill ladder, pending ones end skipped."""
         why = f"{winner.record.name} passed first (select: first_passing)"
         pending = self.tables.pending.get(job.id, [])

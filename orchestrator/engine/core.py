@@ -1,12 +1,14 @@
 """The engine: jobs, their workers, and every state change.
 
-One lock guards all records (``tables.Tables``: the engine's memory of the trees it runs).
-Each running worker has a thread that owns its attempts (``running``, ``execution``, through
-an ``executor.Executor``); everything else (submitting, dispatching, finishing jobs,
-cancelling) happens under the lock and is cheap. The engine wires the parts together,
-dispatches and cancels; each other concern is a part of its own: ``submission`` admits and
+One lock guards all records: ``tables.Tables`` (the engine's memory of the trees it runs)
+owns it, taken as ``with tables.locked():``. Each running worker has a thread that owns its
+attempts (``running``, ``execution``, through an ``executor.Executor``); everything else
+(submitting, dispatching, finishing jobs, cancelling) happens inside the lock and is cheap.
+The engine builds one ``context.EngineContext`` that every part takes, dispatches and cancels,
+and is the parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
+``start_thread``, ...); each other concern is a part of its own: ``submission`` admits and
 creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
-``finishing`` ends workers and jobs and renders their reports, ``restore`` applies
+``finishing`` ends workers and jobs and renders their reports, ``restorer`` applies
 ``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
 the one writer of a status.
 
@@ -175,7 +177,8 @@ class Engine:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
     def dispatch(self) -> None:
-        """Under the lock: start pending workers, oldest job first, within the limits and free memory (no overtaking)."""
+        """Inside ``tables.locked()``: start pending workers, oldest job first, within the limits and
+        free memory (no overtaking)."""
         t = self.tables
         limit = self.settings.workers.global_max_workers
         self.admission.begin()
@@ -202,7 +205,8 @@ class Engine:
                 return
 
     def skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
-        """Workers that will never start end as skipped; settled on a pool thread (not under our caller's lock)."""
+        """Inside ``tables.locked()``: workers that will never start end as skipped; they are
+        settled on a pool thread (after our caller lets the lock go)."""
         for key in keys:
             live = self.tables.workers[(job.root_id, key)]
             live.exited(Outcome(WorkerStatus.SKIPPED, reason))
@@ -210,12 +214,12 @@ class Engine:
         keys.clear()
 
     def stop_job(self, job: JobRecord, reason: str) -> None:
-        """Under the lock: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+        """Inside ``tables.locked()``: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
         for live in self._cancel_locked(job, reason):
             self._futures.add(self._pool.submit(self.finishing.settle, live))
 
     def _start(self, live: LiveWorker) -> None:
-        """Under the lock: the worker takes a slot and its thread starts."""
+        """Inside ``tables.locked()``: the worker takes a slot and its thread starts."""
         states.set_phase(live, WorkerPhase.RUNNING)
         self.tables.slots_used += 1
         self.tables.running[live.job.id] += 1
@@ -225,7 +229,7 @@ class Engine:
 
     def start_thread(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         """The worker's thread (from the pool: idle threads are reused, as starting a thread
-        per worker under the lock cost more than the worker)."""
+        per worker inside ``tables.locked()`` cost more than the worker)."""
         future = self._pool.submit(self.running.run_worker, live, adopted)
         with self.tables.locked():
             self._futures.add(future)
@@ -246,7 +250,7 @@ class Engine:
             log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
-    def process_ended(self, rec: WorkerRecord) -> None:  # under the lock: its path locks and memory are free again
+    def process_ended(self, rec: WorkerRecord) -> None:  # inside tables.locked(): its path locks and memory are free again
         self.locks.release_worker(rec.root_id, rec.name)
         self.admission.ended(rec)
 
@@ -406,7 +410,7 @@ class Engine:
         return self.get_job(job_id)
 
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
-        """Under the lock: wake every worker of the job and its subtree to stop; the ones that
+        """Inside ``tables.locked()``: wake every worker of the job and its subtree to stop; the ones that
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason

@@ -4,7 +4,7 @@ reports rendered before anyone hears the job ended.
 
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
 called by the engine, frees its slot); once its child jobs have ended too it is settled:
-``final_record`` works out its terminal status under the lock, ``publish_final`` writes it
+``final_record`` works out its terminal status inside ``tables.locked()``, ``publish_final`` writes it
 to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
 last worker is settled.
 """
@@ -75,7 +75,7 @@ class Finishing:
 
     # -- a worker ---------------------------------------------------------------------------
     def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Under the lock: what its last attempt reported, its sampled usage, and its cost
+        """Inside ``tables.locked()``: what its last attempt reported, its sampled usage, and its cost
         toward the tree's budget."""
         rec = live.record
         parsed = outcome.parsed
@@ -99,7 +99,7 @@ class Finishing:
             self.publish_final(live, *settled)
 
     def final_record(self, live: LiveWorker) -> tuple[WorkerRecord, Snapshot] | None:
-        """Under the lock: the worker's final record and its snapshot to write, or None when
+        """Inside ``tables.locked()``: the worker's final record and its snapshot to write, or None when
         it is not in phase EXITED (already settled, or being settled)."""
         if live.phase is not WorkerPhase.EXITED:
             return None
@@ -150,7 +150,7 @@ class Finishing:
             self.end_job(job)
 
     def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
-        """Under the lock, a graph job's worker settled: say what it unblocked, skip or stop
+        """Inside ``tables.locked()``, a graph job's worker settled: say what it unblocked, skip or stop
         what waited on it if it failed (engine/scheduling.py), and start what may start now."""
         rec = live.record
         if rec.unblocked:
@@ -325,7 +325,7 @@ class Finishing:
                 self.announce.line(job, landed.note)
 
     def job_outcome(self, job: JobRecord) -> JobStatus:
-        """Under the lock: the status a job whose workers are all settled ends with."""
+        """Inside ``tables.locked()``: the status a job whose workers are all settled ends with."""
         records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
         if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
             return JobStatus.CANCELLED

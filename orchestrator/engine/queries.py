@@ -2,7 +2,7 @@
 records for a reader, and build a job's status document.
 
 The engine changes state; this module only reads it. A tree the engine holds in memory is
-read there, under the engine's lock, as copies (a reader never sees a record change under
+read there, inside ``tables.locked()``, as copies (a reader never sees a record change under
 it); any other tree (finished and forgotten, or left by an earlier server run) is read from
 its records on disk. ``Queries(workspace)`` alone, with no engine, reads only the disk: what
 the command line does with no server running.

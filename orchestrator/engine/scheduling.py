@@ -14,7 +14,7 @@ stop       the rest of the job is cancelled (running workers stopped, pending on
            the job ends failed or partial, not cancelled: GNU parallel's ``--halt now,fail=1``
 =========  ==================================================================================
 
-Everything here runs under the engine's lock and is cheap: a job's task ids are mapped to its
+Everything here runs inside ``tables.locked()`` and is cheap: a job's task ids are mapped to its
 workers' keys once.
 """
 
@@ -94,7 +94,7 @@ class Scheduler:
         return found
 
     def unblocked_by(self, live: LiveWorker, status: WorkerStatus) -> list[str]:
-        """Under the lock, as ``live`` settles with ``status`` (or, for a task's candidate, once its
+        """Inside ``tables.locked()``, as ``live`` settles with ``status`` (or, for a task's candidate, once its
         task has chosen: engine/choosing.py): the task ids that may start now because of it (every other
         prerequisite of theirs already met)."""
         job, rec = live.job, live.record
@@ -115,7 +115,7 @@ class Scheduler:
         return found
 
     def settled(self, live: LiveWorker) -> None:
-        """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
+        """Inside ``tables.locked()``, once ``live``'s final status is set: a failed prerequisite skips its
         dependents or stops the job, as ``on_failure`` says. A candidate's task fails only when
         its selection finds no winner (``failed_task``, from engine/choosing.py)."""
         job, rec = live.job, live.record
@@ -128,7 +128,7 @@ class Scheduler:
         self.failed_task(job, rec.task_id, rec.status.value, why)
 
     def failed_task(self, job: JobRecord, task_id: str, status: str, why: str) -> None:
-        """Under the lock: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
+        """Inside ``tables.locked()``: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
         if not self.has_graph(job):
             return
         waiting = graph.dependents(job.nodes, task_id)

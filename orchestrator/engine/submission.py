@@ -90,7 +90,7 @@ class Submission:
             cfg = cfg.replace(isolation=parent[0].config.isolation)
             if child_id is not None and self.nesting is not None:
                 start = self.nesting.commit_at_spawn(parent[1].record, child_id)
-        # Planning may ask an AI CLI and take minutes: never under the lock.
+        # Planning may ask an AI CLI and take minutes: never inside ``tables.locked()``.
         planned = self.plan(request, explicit, cfg)
         plan, planner_name = planned.tasks, planned.planner
         if planned.note:
@@ -186,7 +186,7 @@ class Submission:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, LiveWorker]:
-        """Under the lock: the job and worker that ask for a child job."""
+        """Inside ``tables.locked()``: the job and worker that ask for a child job."""
         validate_job_id(job_id)
         job = self.tables.jobs.get(job_id)
         if job is None:
@@ -198,7 +198,7 @@ class Submission:
         return job, live
 
     def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
-        """Under the lock: may this worker start a child job now?"""
+        """Inside ``tables.locked()``: may this worker start a child job now?"""
         pcfg = parent_job.config
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self.tables.ending or parent.cancel.is_set():
@@ -213,7 +213,7 @@ class Submission:
     def fit_tree(
         self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str], goal: str | None
     ) -> tuple[list[str], str | None]:
-        """Under the lock: a child job's plan, merged to fit recursion.max_workers_per_root."""
+        """Inside ``tables.locked()``: a child job's plan, merged to fit recursion.max_workers_per_root."""
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == root_id)
         room = limits.tree_room(root_id, used, cap, len(plan), planner_name == "explicit")
@@ -236,7 +236,7 @@ class Submission:
         child_id: str | None = None,
         start_commit: str | None = None,
     ) -> tuple[JobRecord, list[Snapshot]]:
-        """Under the lock: the job in memory, and the record snapshots to write (outside it).
+        """Inside ``tables.locked()``: the job in memory, and the record snapshots to write (outside it).
         ``child_id``: a child's id reserved before (``reserve_child_id``); ``start_commit``: where
         a worktree child's workers branch from (its parent's work at the spawn, engine/nesting.py)."""
         now = self.clock.time()
@@ -308,7 +308,7 @@ class Submission:
         return job, writes
 
     def reserve_child_id(self, parent_job: JobRecord) -> str:
-        """Under the lock: the next child job id of the tree (a refused spawn leaves a gap)."""
+        """Inside ``tables.locked()``: the next child job id of the tree (a refused spawn leaves a gap)."""
         root = self.tables.jobs[parent_job.root_id]
         root.child_seq += 1
         return child_job_id(root.id, root.child_seq)

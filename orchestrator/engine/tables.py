@@ -39,7 +39,7 @@ class Versions:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One record's state, numbered under the engine lock, written by ``write`` outside it."""
+    """One record's state, numbered inside ``tables.locked()``, written by ``write`` outside it."""
 
     versions: Versions
     number: int
@@ -107,7 +107,7 @@ class Tables:
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
         self.render_locks: dict[str, threading.Lock] = {}
         self.finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
-        # Job records are snapshotted under the lock and written (temp + fsync + rename) outside
+        # Job records are snapshotted inside ``tables.locked()`` and written (temp + fsync + rename) outside
         # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
         # refusal, a credential check) waits for this lock. Versions keep writes in order.
         self.job_versions: dict[str, Versions] = {}

@@ -175,7 +175,7 @@ class Restorer:
     def restore_worker(
         self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
     ) -> LiveWorker:
-        """Under the lock: the live state of one recovered worker, by its fate."""
+        """Inside ``tables.locked()``: the live state of one recovered worker, by its fate."""
         rec = fate.record
         tag = fate.tag or new_tag(job.root_id, rec.key)
         if fate.fate is Fate.KEEP:

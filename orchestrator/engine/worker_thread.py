@@ -129,7 +129,7 @@ class WorkerRunner:
             self.finishing.publish_final(live, *settled)  # writes the record once, with its final status
 
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Under the lock: its process has ended with ``outcome``; it no longer counts against
+        """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against
         the limits, and its cost counts against the tree's budget."""
         if live.phase.holds_slot:
             self.tables.slots_used -= 1
@@ -187,7 +187,7 @@ class WorkerRunner:
         self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None, write: bool = True
     ) -> Callable[[], None]:
         """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
-        under the lock, and everyone is told. With ``write`` the record is on disk first;
+        inside ``tables.locked()``, and everyone is told. With ``write`` the record is on disk first;
         without, the caller gets the write to make later (see ``WorkerExecution._attempt``).
         Telling "running" before it is on disk is safe, unlike a final status: a restart finds
         the attempt through its shim and says "running" (or its true end) again. Returns the
