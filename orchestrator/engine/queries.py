@@ -10,6 +10,7 @@ the command line does with no server running.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
@@ -20,7 +21,6 @@ from ..models import JobRecord, JobStatus, WorkerRecord
 from ..reports.status_document import job_status
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace, read_served
-from .tables import Tables
 
 
 class HeldWorker(Protocol):
@@ -28,6 +28,40 @@ class HeldWorker(Protocol):
 
     @property
     def record(self) -> WorkerRecord: ...
+
+
+class HeldTables(Protocol):
+    """What the queries read of the engine's memory (its ``tables.Tables``), inside ``locked()``."""
+
+    @property
+    def jobs(self) -> Mapping[str, JobRecord]: ...
+
+    @property
+    def workers(self) -> Mapping[tuple[str, str], HeldWorker]: ...
+
+    @property
+    def ending(self) -> Mapping[str, tuple[JobStatus, float]]: ...
+
+    def locked(self) -> threading.Condition: ...
+
+    def wait(self, timeout: float) -> None: ...
+
+
+class _DiskOnly:
+    """No engine: nothing held in memory, every answer comes from the disk (and the engine
+    package's tables are not even imported: the command line starts fast)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.workers: dict[tuple[str, str], HeldWorker] = {}
+        self.ending: dict[str, tuple[JobStatus, float]] = {}
+        self._cond = threading.Condition(threading.RLock())
+
+    def locked(self) -> threading.Condition:
+        return self._cond
+
+    def wait(self, timeout: float) -> None:
+        self._cond.wait(timeout)
 
 
 class Queries:
@@ -38,9 +72,9 @@ class Queries:
     whose reports are being rendered. The engine keeps changing them in place; the queries never
     change them. Without ``tables``, only the disk is read."""
 
-    def __init__(self, workspace: Workspace, tables: Tables | None = None) -> None:
+    def __init__(self, workspace: Workspace, tables: HeldTables | None = None) -> None:
         self.workspace = workspace
-        self.tables = tables if tables is not None else Tables(workspace)
+        self.tables: HeldTables = tables if tables is not None else _DiskOnly()
         self._jobs: Mapping[str, JobRecord] = self.tables.jobs
         self._workers: Mapping[tuple[str, str], HeldWorker] = self.tables.workers
         self._ending: Mapping[str, tuple[JobStatus, float]] = self.tables.ending
