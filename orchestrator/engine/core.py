@@ -71,7 +71,9 @@ __all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
 
 
 class Engine:
-    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk."""
+    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk. It is
+    also its parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
+    ``start_thread``, ``process_ended``, ``kill_unaccounted``, ``worker_env``, ``check_open``)."""
 
     def __init__(
         self,
@@ -172,7 +174,9 @@ class Engine:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
         return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
 
+    # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
     def check_open(self) -> None:
+        """Inside ``tables.locked()``: Unavailable once the engine is shutting down."""
         if self._closing:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
