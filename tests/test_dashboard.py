@@ -634,7 +634,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
         "at": time.time(),
         "into": {"branch": "main", "moved": False, "refused": "not a fast-forward", "command": "git merge --ff-only x"},
     }
-    with live.engine.queries._lock:
+    with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = merge
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
@@ -700,7 +700,7 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
         return {"name": name, "required": True, "status": status, "passed": status == "passed", "exit_code": code,
                 "duration": 0.4, "log_path": "logs/x.log", "commit": "c" * 40, "reason": ""}  # fmt: skip
 
-    with live.engine.queries._lock:
+    with live.engine.tables.locked():
         job = live.engine.queries._jobs[job_id]
         job.nodes, job.integration = nodes, f"refs/heads/orchestrator/{job_id}/result"
         records = {i: live.engine.queries._record(job_id, 0, f"worker_{i}") for i in range(1, 5)}
@@ -839,7 +839,7 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
 
     ranking = [row("worker_2", 1, 87.5, reason="smallest diff"), row("worker_3", 2, 61.25, reason=EVIL),
                row("worker_1", 3, None, eligible=False, reason="required gate tests failed")]  # fmt: skip
-    with live.engine.queries._lock:
+    with live.engine.tables.locked():
         job = live.engine.queries._jobs[job_id]
         records = {i: live.engine.queries._record(job_id, 0, f"worker_{i}") for i in range(1, 4)}
         for i, record in records.items():

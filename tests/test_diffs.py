@@ -69,7 +69,7 @@ def run_tree(live, tasks=TASKS, **config):
     job_id = live.submit(request="edit the app", tasks=tasks, config={"isolation": "worktree", **config}).json()["job_id"]
     doc = live.wait(job_id)
     assert doc["status"] == "completed", [t["error"] for t in doc["results"]["tasks"]]
-    with live.engine.queries._lock:
+    with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = None
     return job_id, {t["worker_id"]: t for t in doc["results"]["tasks"]}
 
@@ -128,13 +128,13 @@ def test_a_jobs_diff_is_its_workers_diffs_in_turn_until_a_merge_made_a_result(ho
     base = git(host, "rev-parse", "main").strip()
     result = tasks["worker_2"]["commit"]  # any commit: what the merge would have made
     engine = live.engine
-    with engine.queries._lock:
+    with engine.tables.locked():
         engine.queries._jobs[job_id].merge = {"strategy": "auto", "base": base, "result_commit": result, "result_ref": "x"}
     merged = live.call("GET", f"/api/v1/jobs/{job_id}/diff").json()
     assert merged["source"] == "result" and merged["from"] == base and merged["to"] == result
     assert merged["diff"] == git(host, "diff", "--no-color", base, result)
     # A merge naming a commit the repository does not have is a 409 saying so, not a 500
-    with engine.queries._lock:
+    with engine.tables.locked():
         engine.queries._jobs[job_id].merge["result_commit"] = "f" * 40
     gone = live.call("GET", f"/api/v1/jobs/{job_id}/diff")
     assert gone.status_code == 409 and "no longer has" in gone.json()["message"]

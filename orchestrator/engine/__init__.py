@@ -1,7 +1,16 @@
 """The engine: jobs, their workers and every state change. ``core.Engine`` is the facade; its parts
 are submission, a worker's thread (``worker_thread``) and its attempts (``attempts``), scheduling,
 choosing among candidates, nesting, finishing, and taking over after a restart (``recovery``
-decides, ``takeover`` acts).
+decides, ``takeover`` acts). Every part takes one ``context.EngineContext`` (settings, workspace,
+clock, tables and their lock ``tables.locked()``, announcer, metrics, executor, runner, checkout)
+and asks the engine for what only it does through ``ctx.hooks`` (``context.EngineHooks``).
+
+In one sentence: a worker is started in ``core.Engine.dispatch`` (``Engine._start`` then
+``Engine.start_thread``, which runs ``worker_thread.WorkerRunner.run_worker`` on a pool thread),
+each of its attempts is judged in ``attempts.WorkerExecution.run`` (``_classify`` says how it ended,
+``_after_attempt`` runs the quality steps, and ``run`` decides on a retry), and its job ends in
+``finishing.Finishing.end_job`` (then ``conclude``) once ``Finishing.settle`` has settled its
+last worker.
 
 Imports every layer below it (``cluster``, ``webhooks``, ``index``, ``quality`` and down), never
 ``api`` or ``cli``.

@@ -18,7 +18,7 @@ log = logging.getLogger("orchestrator.engine")
 
 class Sink(Protocol):
     """Something told of every job and worker event as it is published (the job index, webhooks).
-    Called often, maybe under the engine's lock: it must only queue, never block or raise."""
+    Called often, maybe inside ``tables.locked()``: it must only queue, never block or raise."""
 
     def job_event(self, job: JobRecord, event: Event) -> None: ...
 

@@ -43,27 +43,26 @@ import os
 import random
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import failpoints, protocol, states
-from ..checkouts.checkout import Checkout
-from ..clock import SYSTEM_CLOCK, Clock
-from ..config import JobConfig, Settings
 from ..errors import ConfigError
 from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
-from ..process.executor import AttemptHandle, Executor
+from ..process.executor import AttemptHandle
 from ..process.monitor import Caps
-from ..process.runner import CommandNotFound, Wakeup, signal_name
+from ..process.runner import CommandNotFound, signal_name
 from ..quality.steps import Step, StepContext, run_steps
 from ..workers import roles
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
-from ..workspace.layout import Workspace
+
+if TYPE_CHECKING:
+    from .context import EngineContext
+    from .tables import LiveWorker
 
 # How long a process must live before its "running" record is written (see _attempt).
 RUNNING_RECORD_DELAY = 0.1
@@ -106,48 +105,41 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
 
 
 class WorkerExecution:
-    """Runs a worker's attempts in the calling thread, through ``executor``; every timeout,
-    backoff and timestamp is read from ``clock``. The engine's lock guards the record."""
+    """Runs worker ``live``'s attempts in the calling thread, through ``ctx.executor``; every
+    timeout, backoff and timestamp is read from ``ctx.clock``. Its record is changed inside
+    ``ctx.tables.locked()``."""
 
     def __init__(
         self,
+        ctx: EngineContext,
+        live: LiveWorker,
         *,
-        record: WorkerRecord,
-        config: JobConfig,
-        settings: Settings,
         adapter: Adapter,
-        executor: Executor,
-        workspace: Workspace,
         env: dict[str, str],
         prompt: str,
-        tag: str,
-        lock: threading.RLock,
         on_change: Callable[[WorkerRecord, str, Callable[[], None] | None, bool], Callable[[], None]],
-        cancel: Wakeup,
-        clock: Clock = SYSTEM_CLOCK,
-        checkout: Checkout,
         worker_dir: Path,
         steps: Sequence[Step] = (),
-        job: JobRecord | None = None,
         confinement: Confinement | None = None,
     ) -> None:
+        record, config = live.record, live.job.config
         self.record = record
         # A candidate's own timeout (the seed's cli_assignments[].timeout) replaces the job's.
         self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
-        self.settings = settings
+        self.settings = ctx.settings
         self.adapter = adapter
-        self.executor = executor
-        self.clock = clock
-        self.workspace = workspace
+        self.executor = ctx.executor
+        self.clock = ctx.clock
+        self.workspace = workspace = ctx.workspace
         self.env = env
         self.prompt = prompt
-        self.tag = tag
-        self.lock = lock
+        self.tag = live.tag
+        self.tables = ctx.tables
         self.on_change = on_change
-        self.cancel = cancel
-        self.checkout = checkout
+        self.cancel = live.cancel
+        self.checkout = ctx.checkout
         self.steps = steps
-        self.job = job
+        self.job: JobRecord | None = live.job
         self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
@@ -258,7 +250,7 @@ class WorkerExecution:
             found = run_steps(self.steps, ctx)
         finally:
             if ctx.updates:
-                with self.lock:
+                with self.tables.locked():
                     for key, value in ctx.updates.items():
                         setattr(self.record, key, value)
         if found is None:
@@ -272,7 +264,7 @@ class WorkerExecution:
             why = f"step {name} asked for a retry: {verdict.reason}"
             if verdict.feedback:  # the next attempts read it, and go on from this one's work
                 self._feedback(verdict.feedback)
-                with self.lock:
+                with self.tables.locked():
                     if self.record.attempts:
                         self.record.attempts[-1].failure_class = "feedback"
             own = None if verdict.budget is None else (name, verdict.budget)
@@ -326,7 +318,7 @@ class WorkerExecution:
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 
-        def begin() -> None:  # under the engine's lock
+        def begin() -> None:  # inside tables.locked()
             self.record.attempts.append(attempt)
             states.set_worker_status(self.record, WorkerStatus.RUNNING)
             self.record.started_at = self.record.started_at or attempt.started_at
@@ -353,7 +345,7 @@ class WorkerExecution:
             )
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None
-            with self.lock:
+            with self.tables.locked():
                 begin()
             return self._spawn_failed(attempt, exc), None
         failpoints.hit("after_spawn")  # running, not yet recorded: a restart must still find it
@@ -379,7 +371,7 @@ class WorkerExecution:
         else:
             message = f"could not start the worker command: {exc}"
         self._log(f"===== attempt {attempt.number} could not start: {message} =====")
-        with self.lock:
+        with self.tables.locked():
             attempt.ended_at = self.clock.time()
             attempt.end_reason = "spawn_error"
         return Outcome(WorkerStatus.FAILED, "could not start", error=message)
@@ -438,7 +430,7 @@ class WorkerExecution:
         handle = self.handle
         assert handle is not None
 
-        def begin() -> None:  # under the engine's lock
+        def begin() -> None:  # inside tables.locked()
             attempt.node, attempt.pid = handle.node, handle.pid
             attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
             self.record.node = handle.node
@@ -448,7 +440,7 @@ class WorkerExecution:
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
-        with self.lock:
+        with self.tables.locked():
             attempt.ended_at = (self.handle.ended_at if self.handle else None) or self.clock.time()
             attempt.enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
             attempt.kill_rung = rung
@@ -506,7 +498,7 @@ class WorkerExecution:
         kind = parsed.failure_class
         if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
             parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
-        with self.lock:
+        with self.tables.locked():
             attempt.failure_class, attempt.retry_after = kind, parsed.retry_after
             self.record.failure_class = kind
         if kind in NEVER_RETRIED:

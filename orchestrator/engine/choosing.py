@@ -2,7 +2,7 @@
 
 When the last of a task's candidates has settled (or, under ``select: first_passing``, as soon as
 one has passed its gates: the others are cancelled), the selection runs on a thread of its own,
-never under the engine's lock: it may run a scoring command in each candidate's worktree and ask
+never inside ``tables.locked()``: it may run a scoring command in each candidate's worktree and ask
 an AI judge (selection package). Its record goes in ``JobRecord.selections[task]`` and each
 candidate's ``selected`` and ``score``; the winner's work is then delivered like any task's: a graph
 job merges it into its integration branch at once (the next candidate in the ranking when it
@@ -23,23 +23,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..clock import Clock
-from ..config import Settings
 from ..errors import OrchestratorError
 from ..git import diffs
 from ..git.gitwork import GitFailed, run_git
 from ..models import JobRecord, WorkerStatus
-from ..process.runner import ProcessRunner
 from ..quality import gates
 from ..quality.integration import integrate_worker
 from ..selection import Candidate, Selection, candidates, choose
 from ..workers.confinement import Confinement
 from ..workers.environment import base_env
 from ..workspace.ids import worker_key
-from ..workspace.layout import Workspace
-from .announce import Announcer
+from .context import EngineContext
 from .scheduling import Scheduler
-from .tables import LiveWorker, Snapshot, Tables, write_snapshots
+from .tables import LiveWorker, Snapshot, write_snapshots
 
 log = logging.getLogger("orchestrator.choosing")
 Chooser = Callable[..., Selection]  # selection.choose's signature: a test may hand in its own
@@ -50,36 +46,25 @@ class Choosing:
 
     def __init__(
         self,
+        ctx: EngineContext,
         *,
-        settings: Settings,
-        workspace: Workspace,
-        tables: Tables,
-        lock: threading.Condition,
-        announce: Announcer,
         scheduler: Scheduler | None,
-        runner: ProcessRunner,
-        clock: Clock,
         queries: diffs.Reader,
-        add_cost: Callable[[str, float | None], None],
-        skip: Callable[[JobRecord, list[str], str], None],
-        dispatch: Callable[[], None],
         end_job: Callable[[JobRecord], None],
         chooser: Chooser | None = None,
     ) -> None:
-        self.settings = settings
-        self.workspace = workspace
-        self.confinement = Confinement(settings, workspace)
-        self.tables = tables
-        self._lock = lock
-        self.announce = announce
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.workspace = ctx.workspace
+        self.confinement = Confinement(ctx.settings, ctx.workspace)
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.hooks = ctx.hooks
         self.scheduler = scheduler
-        self.runner = runner
-        self.clock = clock
+        self.runner = ctx.runner
+        self.clock = ctx.clock
         self.queries = queries
-        self.add_cost = add_cost
-        self.skip = skip
-        self.dispatch = dispatch
-        self.end_job = end_job
+        self.end_job = end_job  # Finishing's: the job ends once its last selection is made
         self.chooser: Chooser = chooser or choose
         self._running: set[tuple[str, str]] = set()  # (job id, task id) being chosen
         self._threads: set[threading.Thread] = set()
@@ -87,7 +72,7 @@ class Choosing:
 
     # -- when ---------------------------------------------------------------------------------
     def settled(self, live: LiveWorker) -> None:
-        """Under the lock, once candidate ``live`` has its final status: start its task's
+        """Inside ``tables.locked()``, once candidate ``live`` has its final status: start its task's
         selection when the task is ready for one."""
         job, rec = live.job, live.record
         if rec.task_id is None or rec.task_id in job.selections or (job.id, rec.task_id) in self._running:
@@ -100,7 +85,7 @@ class Choosing:
             self._cancel_rest(job, group, live)
 
     def group(self, job: JobRecord, task_id: str) -> list[LiveWorker]:
-        """Under the lock: the task's candidates, in number order."""
+        """Inside ``tables.locked()``: the task's candidates, in number order."""
         names = candidates.candidate_tasks(job).get(task_id, [])
         return [self.tables.workers[(job.root_id, worker_key(job.depth, n))] for n in names]
 
@@ -109,7 +94,7 @@ class Choosing:
         return [t for t in candidates.candidate_tasks(job) if t not in job.selections]
 
     def resume(self, job: JobRecord) -> None:
-        """Under the lock, for a job a restarted server took over: its records follow the
+        """Inside ``tables.locked()``, for a job a restarted server took over: its records follow the
         selections on record, and each task whose candidates all ended before the restart
         (or, first_passing, one passed) is chosen now."""
         for task_id, selection in job.selections.items():
@@ -136,13 +121,13 @@ class Choosing:
         so none writes a record after the engine is gone."""
         self._closing.set()
         deadline = time.monotonic() + timeout
-        with self._lock:
+        with self.tables.locked():
             threads = list(self._threads)
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _cancel_rest(self, job: JobRecord, group: list[LiveWorker], winner: LiveWorker) -> None:
-        """Under the lock (first_passing): the task's other candidates are stopped: running ones
+        """Inside ``tables.locked()`` (first_passing): the task's other candidates are stopped: running ones
         get the kill ladder, pending ones end skipped."""
         why = f"{winner.record.name} passed first (select: first_passing)"
         pending = self.tables.pending.get(job.id, [])
@@ -150,7 +135,7 @@ class Choosing:
         for key in waiting:
             pending.remove(key)
         if waiting:
-            self.skip(job, waiting, f"skipped: {why}")
+            self.hooks.skip_pending(job, waiting, f"skipped: {why}")
         for live in group:
             if live is not winner and not live.record.status.terminal and live.record.key not in waiting:
                 live.cancel.set()
@@ -169,11 +154,11 @@ class Choosing:
             log.exception("recording the selection of task %s of job %s failed", task_id, job.id)
         finally:
             self._finish(job, task_id)
-            with self._lock:
+            with self.tables.locked():
                 self._threads.discard(threading.current_thread())
 
     def _select(self, job: JobRecord, task_id: str) -> dict[str, Any]:
-        with self._lock:
+        with self.tables.locked():
             records = [g.record.copy() for g in self.group(job, task_id)]
             cancelled = job.error == "cancelled"
         task = records[0].task if records else ""
@@ -275,7 +260,7 @@ class Choosing:
         told), the judge's cost toward the tree, what the winner unblocks."""
         writes: list[Snapshot] = []
         integrated = result.pop("integrated", {})
-        with self._lock:
+        with self.tables.locked():
             job.selections[task_id] = result
             rows = {row.get("worker"): row for row in result.get("ranking") or []}
             group = self.group(job, task_id)
@@ -288,13 +273,13 @@ class Choosing:
                     rec.integrated = integrated[rec.name]
                 if rec.selected:
                     winner = live
-            self.add_cost(job.root_id, result.get("cost_usd"))
+            self.ctx.add_cost(job.root_id, result.get("cost_usd"))
             if winner is not None and self.scheduler is not None:
                 winner.record.unblocked = self.scheduler.unblocked_by(winner, winner.record.status)
             writes.append(self.tables.job_snapshot(job))
             writes.extend(self.tables.worker_snapshot(live) for live in group)
         write_snapshots(writes)
-        with self._lock:
+        with self.tables.locked():
             what = f"selected {result['winner']}" if result.get("winner") else "no winner"
             self.announce.line(job, f"job {job.id} task {task_id} ({job.config.select}): {what}: {result.get('reason', '')}")
             for live in self.group(job, task_id):  # every candidate's record changed: each is told (streams, the index)
@@ -313,11 +298,11 @@ class Choosing:
             self.announce.job(job, f"task {task_id}: {what}")
 
     def _finish(self, job: JobRecord, task_id: str) -> None:
-        with self._lock:
+        with self.tables.locked():
             self._running.discard((job.id, task_id))
             self.tables.unfinished[job.id] -= 1
             done = self.tables.unfinished[job.id] == 0
-            self.dispatch()
+            self.hooks.dispatch()
         if done:
             self.end_job(job)
 

@@ -1,12 +1,14 @@
 """The engine: jobs, their workers, and every state change.
 
-One lock guards all records (``tables.Tables``: the engine's memory of the trees it runs).
-Each running worker has a thread that owns its attempts (``running``, ``execution``, through
-an ``executor.Executor``); everything else (submitting, dispatching, finishing jobs,
-cancelling) happens under the lock and is cheap. The engine wires the parts together,
-dispatches and cancels; each other concern is a part of its own: ``submission`` admits and
+One lock guards all records: ``tables.Tables`` (the engine's memory of the trees it runs)
+owns it, taken as ``with tables.locked():``. Each running worker has a thread that owns its
+attempts (``running``, ``execution``, through an ``executor.Executor``); everything else
+(submitting, dispatching, finishing jobs, cancelling) happens inside the lock and is cheap.
+The engine builds one ``context.EngineContext`` that every part takes, dispatches and cancels,
+and is the parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
+``start_thread``, ...); each other concern is a part of its own: ``submission`` admits and
 creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
-``finishing`` ends workers and jobs and renders their reports, ``restore`` applies
+``finishing`` ends workers and jobs and renders their reports, ``restorer`` applies
 ``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
 the one writer of a status.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -54,6 +55,7 @@ from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
 from .attempts import Outcome
+from .context import EngineContext
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .nesting import Nesting
 from .queries import Queries
@@ -69,7 +71,9 @@ __all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
 
 
 class Engine:
-    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk."""
+    """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk. It is
+    also its parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
+    ``start_thread``, ``process_ended``, ``kill_unaccounted``, ``worker_env``, ``check_open``)."""
 
     def __init__(
         self,
@@ -96,7 +100,7 @@ class Engine:
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
         self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
         # Prepares each worker's directory (checkouts/checkout.py), and checks its work after each attempt (quality/steps.py).
-        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self._worker_env)
+        self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self.worker_env)
         # In order; by default the quality gates and a graph job's merge into its integration branch.
         self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace)
         self.events = EventBus()
@@ -104,17 +108,14 @@ class Engine:
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
         self._base_envs = BaseEnvs(settings)  # what each job's workers start from (workers/environment.py)
         self.prompts = WorkerPrompts(settings, self.workspace, lambda: self.api_url, roles.preamble)  # what AI workers read
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self.tables = Tables(self.workspace)  # read and changed under self._lock only
+        self.tables = Tables(self.workspace)  # read and changed inside self.tables.locked() only
         # Workers waiting on children keep their thread, so the pool may exceed global_max_workers.
         self._pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="worker")
         self._futures: set[Future[None]] = set()
         self._closing = False
         # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
         # engine's memory while it holds a tree, the records on disk otherwise.
-        t = self.tables
-        self.queries = Queries(self.workspace, self._cond, t.jobs, t.workers, t.ending)
+        self.queries = Queries(self.workspace, self.tables)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(
@@ -130,83 +131,34 @@ class Engine:
         self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker)
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
-        # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
-        self.nesting = Nesting(
+        # What every part shares; the parts ask the engine for what only it does through ``hooks`` (this engine).
+        ctx = EngineContext(
             settings=settings,
             workspace=self.workspace,
-            checkout=self.checkout,
-            lock=self._cond,
-            family=t.family,
             clock=self.clock,
-        )
-        # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
-        self.scheduler = Scheduler(t, skip=self._skip_pending, stop=self._stop)
-        self.finishing = Finishing(
-            settings=settings,
-            workspace=self.workspace,
-            tables=t,
-            lock=self._cond,
+            tables=self.tables,
             announce=self.announce,
             metrics=self.metrics,
-            monitor=self.monitor,
-            queries=self.queries,
-            dispatch=self._dispatch,
-            clock=self.clock,
-            nesting=self.nesting,
-            scheduler=self.scheduler,
-            runner=self.runner,
-            skip=self._skip_pending,
-        )
-        self.submission = Submission(
-            settings=settings,
-            workspace=self.workspace,
-            runner=self.runner,
-            tables=t,
-            lock=self._cond,
-            announce=self.announce,
-            check_open=self._check_open,
-            dispatch=self._dispatch,
-            skip_pending=self._skip_pending,
-            add_cost=self.finishing.add_cost,
-            clock=self.clock,
-            nesting=self.nesting,
-        )
-        self.running = WorkerRunner(
-            settings=settings,
-            workspace=self.workspace,
             executor=self.executor,
-            clock=self.clock,
-            tables=t,
-            lock=self._lock,
-            announce=self.announce,
-            finishing=self.finishing,
-            metrics=self.metrics,
+            runner=self.runner,
             checkout=self.checkout,
-            steps=self.steps,
-            dispatch=self._dispatch,
-            prompt=self.prompts.render,
-            env=self._worker_env,
-            confinement=self.confinement,
+            hooks=self,
+        )
+        self.ctx = ctx
+        # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
+        self.nesting = Nesting(ctx)
+        # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
+        self.scheduler = Scheduler(ctx)
+        self.finishing = Finishing(
+            ctx, monitor=self.monitor, queries=self.queries, nesting=self.nesting, scheduler=self.scheduler
+        )
+        self.submission = Submission(ctx, nesting=self.nesting)
+        self.running = WorkerRunner(
+            ctx, finishing=self.finishing, prompts=self.prompts, steps=self.steps, confinement=self.confinement
         )
         # Shared-checkout path locks per root tree (quality/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
-        self.running.on_process_end = self._process_ended
-        self.restorer = Restorer(
-            settings=settings,
-            workspace=self.workspace,
-            tables=t,
-            lock=self._cond,
-            announce=self.announce,
-            queries=self.queries,
-            finishing=self.finishing,
-            dispatch=self._dispatch,
-            run=self._run,
-            kill_unaccounted=self._kill_unaccounted,
-            attempt_start=self.running.attempt_start,
-            executor=self.executor,
-            clock=self.clock,
-            checkout=self.checkout,
-        )
+        self.restorer = Restorer(ctx, queries=self.queries, finishing=self.finishing)
         self.monitor.start()
 
     # -- submitting and dispatching -----------------------------------------------------
@@ -222,19 +174,22 @@ class Engine:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
         return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
 
-    def _check_open(self) -> None:
+    # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
+    def check_open(self) -> None:
+        """Inside ``tables.locked()``: Unavailable once the engine is shutting down."""
         if self._closing:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
-    def _dispatch(self) -> None:
-        """Under the lock: start pending workers, oldest job first, within the limits and free memory (no overtaking)."""
+    def dispatch(self) -> None:
+        """Inside ``tables.locked()``: start pending workers, oldest job first, within the limits and
+        free memory (no overtaking)."""
         t = self.tables
         limit = self.settings.workers.global_max_workers
         self.admission.begin()
         for job_id, keys in list(t.pending.items()):
             job = t.jobs[job_id]
             if t.budget_spent(job):
-                self._skip_pending(job, keys, t.budget_note(job))
+                self.skip_pending(job, keys, t.budget_note(job))
                 del t.pending[job_id]
                 continue
             ready = self.scheduler.ready(job, keys)  # a graph's tasks wait on their prerequisites
@@ -253,33 +208,34 @@ class Engine:
             if t.slots_used >= limit or self.admission.waiting:
                 return
 
-    def _skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
-        """Workers that will never start end as skipped; settled on a pool thread (not under our caller's lock)."""
+    def skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
+        """Inside ``tables.locked()``: workers that will never start end as skipped; they are
+        settled on a pool thread (after our caller lets the lock go)."""
         for key in keys:
             live = self.tables.workers[(job.root_id, key)]
             live.exited(Outcome(WorkerStatus.SKIPPED, reason))
             self._futures.add(self._pool.submit(self.finishing.settle, live))
         keys.clear()
 
-    def _stop(self, job: JobRecord, reason: str) -> None:
-        """Under the lock: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+    def stop_job(self, job: JobRecord, reason: str) -> None:
+        """Inside ``tables.locked()``: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
         for live in self._cancel_locked(job, reason):
             self._futures.add(self._pool.submit(self.finishing.settle, live))
 
     def _start(self, live: LiveWorker) -> None:
-        """Under the lock: the worker takes a slot and its thread starts."""
+        """Inside ``tables.locked()``: the worker takes a slot and its thread starts."""
         states.set_phase(live, WorkerPhase.RUNNING)
         self.tables.slots_used += 1
         self.tables.running[live.job.id] += 1
         states.set_worker_status(live.record, WorkerStatus.RUNNING)
         self.metrics.dispatched(live.tag)
-        self._run(live)
+        self.start_thread(live)
 
-    def _run(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
+    def start_thread(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         """The worker's thread (from the pool: idle threads are reused, as starting a thread
-        per worker under the lock cost more than the worker)."""
+        per worker inside ``tables.locked()`` cost more than the worker)."""
         future = self._pool.submit(self.running.run_worker, live, adopted)
-        with self._lock:
+        with self.tables.locked():
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
@@ -292,21 +248,21 @@ class Engine:
         return self.restorer.recover()
 
     # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
-    def _kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
+    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
         """SIGKILL every process of the tree that carries no adopted shim's tag."""
         for shim in shims:
             log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
-    def _process_ended(self, rec: WorkerRecord) -> None:  # under the lock: its path locks and memory are free again
+    def process_ended(self, rec: WorkerRecord) -> None:  # inside tables.locked(): its path locks and memory are free again
         self.locks.release_worker(rec.root_id, rec.name)
         self.admission.ended(rec)
 
     def _tick(self) -> None:
         """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end."""
         if self.admission.waiting:
-            with self._lock:
-                self._dispatch()
+            with self.tables.locked():
+                self.dispatch()
         self._enforce_deadlines()
 
     def _enforce_deadlines(self) -> None:
@@ -314,7 +270,7 @@ class Engine:
         deadline = self.settings.recursion.tree_deadline
         if not deadline:
             return
-        with self._lock:
+        with self.tables.locked():
             late = limits.late_trees(self.tables.jobs.values(), self.tables.ending, self.clock.time(), deadline)
             for job in late:
                 self.metrics.refused("deadline")
@@ -326,7 +282,7 @@ class Engine:
     def _forget(self, future: Future[None]) -> None:
         self._futures.discard(future)  # atomic; shutdown copies the set before reading it
 
-    def _worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:
+    def worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:
         base, creds = self._base_envs.get(rec.job_id), self.credentials
         return worker_env(
             self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
@@ -360,12 +316,12 @@ class Engine:
         return self.queries.read_report(job_id, name)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
+        with self.tables.locked():
             return self.tables.counts()
 
     def worker_running(self, job_id: str, worker: str) -> bool:
         """True while the worker's process runs: its credential is honoured only then."""
-        with self._lock:
+        with self.tables.locked():
             job = self.tables.jobs.get(job_id)
             live = self.tables.worker(job.root_id, job.depth, worker) if job else None
             return live is not None and live.record.status is WorkerStatus.RUNNING and not live.phase.process_ended
@@ -373,12 +329,12 @@ class Engine:
     def worker_tags(self, job_id: str | None = None) -> list[str]:
         """The tags of the workers this engine holds in memory (of one job, or all; finished
         trees leave memory): how their processes are found in /proc."""
-        with self._lock:
+        with self.tables.locked():
             return [live.tag for live in self.tables.workers.values() if job_id is None or live.job.id == job_id]
 
     def worker_tag(self, record: WorkerRecord) -> str:
         """The tag of a worker this engine holds (KeyError once its tree left memory)."""
-        with self._lock:
+        with self.tables.locked():
             return self.tables.workers[(record.root_id, record.key)].tag
 
     # -- deleting ---------------------------------------------------------------------
@@ -389,7 +345,7 @@ class Engine:
         job = self.get_job(job_id)
         # A tree this server does not hold is judged by its records (read outside the lock).
         on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
-        with self._lock:
+        with self.tables.locked():
             held = [j for j in self.tables.jobs.values() if j.root_id == job.root_id]
             reason = refusal(job, held or on_disk)  # a finishing job (reports rendering) is still running here
             if reason:
@@ -410,7 +366,7 @@ class Engine:
             landing.check_strategy(strategy)
         if into:
             into = landing.check_branch(self.settings, into, "into")
-        with self._lock:
+        with self.tables.locked():
             held = self.tables.jobs.get(job.id)
             tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
             if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
@@ -423,7 +379,7 @@ class Engine:
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
             raise OrchestratorError(f"merging job {job.id} failed: {exc}") from exc
         finally:  # the merge, or its error, on disk either way
-            with self._lock:
+            with self.tables.locked():
                 snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
             if snapshot is not None:
                 snapshot.write()
@@ -443,7 +399,7 @@ class Engine:
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
-        with self._lock:
+        with self.tables.locked():
             job = self.tables.jobs.get(validate_job_id(job_id))
             if job is None:
                 stored = self.workspace.load_job(job_id)
@@ -458,7 +414,7 @@ class Engine:
         return self.get_job(job_id)
 
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
-        """Under the lock: wake every worker of the job and its subtree to stop; the ones that
+        """Inside ``tables.locked()``: wake every worker of the job and its subtree to stop; the ones that
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason
@@ -480,13 +436,13 @@ class Engine:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Refuse new jobs, cancel running ones (kill ladder) and wait for their threads."""
-        with self._lock:
+        with self.tables.locked():
             self._closing = True
             roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
         for job in roots:
             with contextlib.suppress(Conflict):
                 self.cancel(job.id)
-        with self._lock:
+        with self.tables.locked():
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for

@@ -4,7 +4,7 @@ reports rendered before anyone hears the job ended.
 
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
 called by the engine, frees its slot); once its child jobs have ended too it is settled:
-``final_record`` works out its terminal status under the lock, ``publish_final`` writes it
+``final_record`` works out its terminal status inside ``tables.locked()``, ``publish_final`` writes it
 to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
 last worker is settled.
 """
@@ -15,34 +15,28 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from .. import failpoints, reports, states
 from ..checkouts import lifetime
-from ..clock import Clock
-from ..config import Settings
 from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
-from ..process.runner import ProcessRunner
 from ..quality import approval, landing
 from ..quality.landing import Landed
 from ..reports.analytics import analyse
-from ..reports.metrics import Metrics
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workspace import logs
 from ..workspace.ids import worker_key
-from ..workspace.layout import Workspace
-from .announce import Announcer
 from .attempts import Outcome
 from .choosing import Choosing
+from .context import EngineContext
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
 from .scheduling import Scheduler
-from .tables import LiveWorker, Snapshot, Tables, write_snapshots
+from .tables import LiveWorker, Snapshot, write_snapshots
 
 log = logging.getLogger("orchestrator.engine")
 # Finished trees kept in memory (their records, events and locks): enough for clients that
@@ -51,60 +45,37 @@ FINISHED_TREES_IN_MEMORY = 32
 
 
 class Finishing:
-    """Ends workers and jobs. Shares the engine's tables and lock; ``dispatch`` (under the
-    lock) starts the workers a freed slot lets start."""
+    """Ends workers and jobs, on the engine's context (``ctx``); a freed slot goes to the next
+    pending worker through ``ctx.hooks.dispatch``."""
 
     def __init__(
         self,
+        ctx: EngineContext,
         *,
-        settings: Settings,
-        workspace: Workspace,
-        tables: Tables,
-        lock: threading.Condition,
-        announce: Announcer,
-        metrics: Metrics,
         monitor: ResourceMonitor,
         queries: Queries,
-        dispatch: Callable[[], None],
-        clock: Clock,
-        nesting: Nesting | None = None,
-        scheduler: Scheduler | None = None,
-        runner: ProcessRunner | None = None,
-        skip: Callable[[JobRecord, list[str], str], None] | None = None,
+        nesting: Nesting | None,
+        scheduler: Scheduler | None,
     ) -> None:
-        self.settings = settings
+        self.settings = ctx.settings
         # A task's candidates settle into one winner (engine/choosing.py): a unit of the job's work.
-        self.choosing = Choosing(
-            settings=settings,
-            workspace=workspace,
-            tables=tables,
-            lock=lock,
-            announce=announce,
-            scheduler=scheduler,
-            runner=runner or ProcessRunner(),
-            clock=clock,
-            queries=queries,
-            add_cost=self.add_cost,
-            skip=skip or (lambda job, keys, why: None),
-            dispatch=dispatch,
-            end_job=self.end_job,
-        )
+        self.choosing = Choosing(ctx, scheduler=scheduler, queries=queries, end_job=self.end_job)
         self.scheduler = scheduler  # a task graph's: what a worker's end unblocks or skips
         self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
-        self.clock = clock
-        self.workspace = workspace
-        self.tables = tables
-        self._lock = lock
-        self.announce = announce
-        self.metrics = metrics
+        self.ctx = ctx
+        self.clock = ctx.clock
+        self.workspace = ctx.workspace
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.metrics = ctx.metrics
+        self.hooks = ctx.hooks
         self.monitor = monitor
         self.queries = queries
-        self.dispatch = dispatch
         self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
 
     # -- a worker ---------------------------------------------------------------------------
     def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Under the lock: what its last attempt reported, its sampled usage, and its cost
+        """Inside ``tables.locked()``: what its last attempt reported, its sampled usage, and its cost
         toward the tree's budget."""
         rec = live.record
         parsed = outcome.parsed
@@ -118,23 +89,17 @@ class Finishing:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
             rec.tokens_cache_read = parsed.tokens_cache_read
-            self.add_cost(rec.root_id, parsed.cost_usd)
-
-    def add_cost(self, root_id: str, usd: float | None) -> None:
-        """Under the lock: AI cost reported by a worker or the AI planner, toward the tree's budget."""
-        if usd:
-            self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
-            self.metrics.add_cost(usd)
+            self.ctx.add_cost(rec.root_id, parsed.cost_usd)
 
     def settle(self, live: LiveWorker) -> None:
         """Its process has exited and its child jobs have ended: settle its status."""
-        with self._lock:
+        with self.tables.locked():
             settled = self.final_record(live)
         if settled is not None:
             self.publish_final(live, *settled)
 
     def final_record(self, live: LiveWorker) -> tuple[WorkerRecord, Snapshot] | None:
-        """Under the lock: the worker's final record and its snapshot to write, or None when
+        """Inside ``tables.locked()``: the worker's final record and its snapshot to write, or None when
         it is not in phase EXITED (already settled, or being settled)."""
         if live.phase is not WorkerPhase.EXITED:
             return None
@@ -168,7 +133,7 @@ class Finishing:
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
         failpoints.hit("before_final_record")
         snapshot.write()
-        with self._lock:
+        with self.tables.locked():
             rec = live.record
             states.set_worker_status(rec, final.status)
             rec.ended_at = final.ended_at
@@ -185,20 +150,20 @@ class Finishing:
             self.end_job(job)
 
     def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
-        """Under the lock, a graph job's worker settled: say what it unblocked, skip or stop
+        """Inside ``tables.locked()``, a graph job's worker settled: say what it unblocked, skip or stop
         what waited on it if it failed (engine/scheduling.py), and start what may start now."""
         rec = live.record
         if rec.unblocked:
             self.announce.worker(live, f"task {rec.task_id} {rec.status.value}: unblocked {', '.join(rec.unblocked)}")
         scheduler.settled(live)
-        self.dispatch()
+        self.hooks.dispatch()
 
     # -- a job ------------------------------------------------------------------------------
     def end_job(self, job: JobRecord) -> None:
         """Its last worker is settled: render its reports, write its final record, tell
         everyone; a parent worker waiting on it resumes (or is settled)."""
         tables = self.tables
-        with self._lock:
+        with self.tables.locked():
             if job.status.at_rest or job.id in tables.ending:  # ended, ending, or waiting for approval
                 return
             outcome = self.job_outcome(job)
@@ -214,7 +179,7 @@ class Finishing:
         (unless ``land`` is False: rejected or cancelled while waiting), render its reports, write
         its final record, tell everyone."""
         tables = self.tables
-        with self._lock:
+        with self.tables.locked():
             outcome = tables.ending[job.id][0]
         if job.is_root and land:  # its result branch (quality/landing.py) is on disk before anyone hears the tree ended
             self.land(job, cancelled=outcome is JobStatus.CANCELLED)
@@ -229,7 +194,7 @@ class Finishing:
             with self.render_lock(job.root_id):
                 self.render_reports(job)
             remover.join()
-        with self._lock:
+        with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
             states.set_job_status(final, status)
@@ -238,7 +203,7 @@ class Finishing:
         # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
         # tens of ms, which every request (a child job's refusal) would otherwise wait out.
         write_snapshots([snapshot])
-        with self._lock:
+        with self.tables.locked():
             del tables.ending[job.id]
             if self.scheduler is not None:
                 self.scheduler.forget(job.id)
@@ -246,14 +211,14 @@ class Finishing:
             job.ended_at = ended
             self.announce.job(job, f"job {status.value}")
             self.announce.line(job, f"job {job.id} {status.value}")
-            self._lock.notify_all()
+            self.tables.notify_all()
             parent = tables.parent_of(job)
             idle = parent is not None and not tables.live_children(parent)
             settle_parent = parent is not None and idle and parent.phase is WorkerPhase.EXITED
             if parent is not None and idle and parent.phase is WorkerPhase.LENDING:
                 states.set_phase(parent, WorkerPhase.RUNNING)  # its child is done: it runs again, and counts again
                 tables.slots_used += 1
-            self.dispatch()
+            self.hooks.dispatch()
         if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: engine/pacing.py)
             self.level_renders.request((job.root_id, job.depth), functools.partial(self.render_locked, job))
         if settle_parent and parent is not None:
@@ -266,28 +231,28 @@ class Finishing:
         """Outside the lock, from ``end_job``: a root job with approval: before_merge stops in
         waiting, nothing merged; its reports say so and a "waiting" job event is published."""
         tables = self.tables
-        with self._lock:
+        with self.tables.locked():
             job.approval = approval.waiting(earned, self.clock.time())
             job.notes.append(approval.waiting_note(job))
         with self.render_lock(job.root_id):
             self.render_reports(job)
-        with self._lock:
+        with self.tables.locked():
             held = job.copy()
             states.set_job_status(held, JobStatus.WAITING)
             snapshot = tables.job_snapshot(held)
         write_snapshots([snapshot])  # on disk before anyone hears it waits: a restart finds it waiting
-        with self._lock:
+        with self.tables.locked():
             del tables.ending[job.id]
             states.set_job_status(job, JobStatus.WAITING)
             self.announce.job(job, "job waiting for approval")
             self.announce.line(job, f"job {job.id} waiting for approval: nothing merged yet")
-            self._lock.notify_all()
+            self.tables.notify_all()
 
     def decide(self, job_id: str, action: str, text: str = "") -> JobRecord:
         """``action`` (approve, reject, cancel) on a waiting root job: approve lands it and it ends
         with the status its workers earned; reject ends it failed, cancel cancelled, nothing merged.
         Conflict (409) when it is not waiting, or another decision is being carried out."""
-        with self._lock:
+        with self.tables.locked():
             job = self.tables.jobs.get(job_id)
             if job is None or job.id in self.tables.ending:
                 state = "being ended" if job is not None else "not waiting for approval"
@@ -348,19 +313,19 @@ class Finishing:
             log.warning("job %s: could not remove its worktrees after its landing", job.id, exc_info=True)
             return
         if note:
-            with self._lock:
+            with self.tables.locked():
                 job.notes.append(note)
                 self.announce.line(job, note)
 
     def _record_landing(self, job: JobRecord, landed: Landed) -> None:
-        with self._lock:
+        with self.tables.locked():
             job.merge = landed.merge
             if landed.note:
                 job.notes.append(landed.note)
                 self.announce.line(job, landed.note)
 
     def job_outcome(self, job: JobRecord) -> JobStatus:
-        """Under the lock: the status a job whose workers are all settled ends with."""
+        """Inside ``tables.locked()``: the status a job whose workers are all settled ends with."""
         records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
         if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
             return JobStatus.CANCELLED
@@ -375,14 +340,14 @@ class Finishing:
     def evict_finished(self, root_id: str) -> None:
         """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
         read from their records on disk, so a long-running server's memory stays flat."""
-        with self._lock:
+        with self.tables.locked():
             self.tables.finished_roots.append(root_id)
             while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
                 self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)
 
     # -- reports ----------------------------------------------------------------------------
     def render_lock(self, root_id: str) -> threading.Lock:
-        with self._lock:
+        with self.tables.locked():
             return self.tables.render_locks.setdefault(root_id, threading.Lock())
 
     def render_locked(self, job: JobRecord) -> None:
@@ -427,5 +392,5 @@ class Finishing:
                 self.workspace.write_text(self.workspace.final_report(job.root_id), text)
         except Exception as exc:  # a broken custom template must not hang the job
             log.exception("report rendering failed for %s", job.id, extra=logs.context(job.id))
-            with self._lock:
+            with self.tables.locked():
                 job.notes.append(f"report rendering failed: {exc}")

@@ -33,14 +33,9 @@ log. A parent whose process has already ended gets its record's commit and chang
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
 
-from ..checkouts.checkout import Checkout
 from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
-from ..clock import Clock
-from ..config import Settings
 from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
@@ -49,14 +44,10 @@ from ..git.merging import MergeOutcome, merge_branches
 from ..models import JobRecord, WorkerRecord
 from ..quality.landing import mergeable
 from ..workers.adapters import co_author_of
-from ..workspace.layout import Workspace
+from .context import EngineContext
 
 log = logging.getLogger("orchestrator.nesting")
 TRIES = 3  # merge attempts when the parent's checkout changed under it (an edit, its own git)
-
-# (the parent worker's live record, the child job's workers' records in plan order), read under
-# the engine lock; None when the parent is not held (a root job).
-Family = Callable[[JobRecord], tuple[WorkerRecord, list[WorkerRecord]] | None]
 
 
 class NotMerged(OrchestratorError):
@@ -66,22 +57,12 @@ class NotMerged(OrchestratorError):
 class Nesting:
     """Commits a parent's work at a spawn and merges a child job's work back into it."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        workspace: Workspace,
-        checkout: Checkout,
-        lock: threading.Condition | threading.RLock,
-        family: Family,
-        clock: Clock,
-    ) -> None:
-        self.settings = settings
-        self.workspace = workspace
-        self.checkout = checkout
-        self._lock = lock
-        self.family = family
-        self.clock = clock
+    def __init__(self, ctx: EngineContext) -> None:
+        self.settings = ctx.settings
+        self.workspace = ctx.workspace
+        self.checkout = ctx.checkout
+        self.tables = ctx.tables
+        self.clock = ctx.clock
 
     def worktrees(self) -> WorktreeCheckout | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
@@ -118,12 +99,12 @@ class Nesting:
             self._merge_child(job)
         except Exception as exc:  # a bug here must not leave the child job, and its parent, hanging
             log.exception("merging child job %s into its parent's branch failed", job.id)
-            with self._lock:
+            with self.tables.locked():
                 job.notes.append(f"merging child job {job.id} into its parent worker's branch failed: {exc}")
 
     def _merge_child(self, job: JobRecord) -> None:
-        with self._lock:
-            family = self.family(job)
+        with self.tables.locked():
+            family = self.tables.family(job)
         if family is None:
             return
         parent, children = family
@@ -147,7 +128,7 @@ class Nesting:
             record["error"] = error
         fresh = None
         if wt is not None and error is None and outcome.result_commit:
-            with self._lock:
+            with self.tables.locked():
                 # Its process ended and its changes are in its record: they are read again. (One
                 # still running reads them when it ends, after this merge: the worktree's lock.)
                 ended = parent.commit is not None
@@ -155,7 +136,7 @@ class Nesting:
                 fresh = wt.changes(parent) if ended else None
             except (GitFailed, OSError):
                 log.warning("worker %s's changes could not be read again after a merge", parent.key, exc_info=True)
-        with self._lock:
+        with self.tables.locked():
             job.merge = record
             job.notes.append(line)
             if fresh is not None:

@@ -2,7 +2,7 @@
 records for a reader, and build a job's status document.
 
 The engine changes state; this module only reads it. A tree the engine holds in memory is
-read there, under the engine's lock, as copies (a reader never sees a record change under
+read there, inside ``tables.locked()``, as copies (a reader never sees a record change under
 it); any other tree (finished and forgotten, or left by an earlier server run) is read from
 its records on disk. ``Queries(workspace)`` alone, with no engine, reads only the disk: what
 the command line does with no server running.
@@ -30,30 +30,57 @@ class HeldWorker(Protocol):
     def record(self) -> WorkerRecord: ...
 
 
+class HeldTables(Protocol):
+    """What the queries read of the engine's memory (its ``tables.Tables``), inside ``locked()``."""
+
+    @property
+    def jobs(self) -> Mapping[str, JobRecord]: ...
+
+    @property
+    def workers(self) -> Mapping[tuple[str, str], HeldWorker]: ...
+
+    @property
+    def ending(self) -> Mapping[str, tuple[JobStatus, float]]: ...
+
+    def locked(self) -> threading.Condition: ...
+
+    def wait(self, timeout: float) -> None: ...
+
+
+class _DiskOnly:
+    """No engine: nothing held in memory, every answer comes from the disk (and the engine
+    package's tables are not even imported: the command line starts fast)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.workers: dict[tuple[str, str], HeldWorker] = {}
+        self.ending: dict[str, tuple[JobStatus, float]] = {}
+        self._cond = threading.Condition(threading.RLock())
+
+    def locked(self) -> threading.Condition:
+        return self._cond
+
+    def wait(self, timeout: float) -> None:
+        self._cond.wait(timeout)
+
+
 class Queries:
     """Read-only answers about jobs and workers, from the engine's memory, else the disk.
 
-    ``lock`` is the engine's condition (held while its memory is read; notified when a job
-    ends), ``jobs`` its jobs by id, ``workers`` its workers by (root id, worker key), and
-    ``ending`` the outcome of each job whose reports are being rendered. The engine keeps
-    changing these mappings in place; the queries never change them."""
+    ``tables`` are the engine's (read inside ``tables.locked()``; ``tables.wait`` wakes when a
+    job ends): its jobs by id, its workers by (root id, worker key), and the outcome of each job
+    whose reports are being rendered. The engine keeps changing them in place; the queries never
+    change them. Without ``tables``, only the disk is read."""
 
-    def __init__(
-        self,
-        workspace: Workspace,
-        lock: threading.Condition | None = None,
-        jobs: Mapping[str, JobRecord] | None = None,
-        workers: Mapping[tuple[str, str], HeldWorker] | None = None,
-        ending: Mapping[str, tuple[JobStatus, float]] | None = None,
-    ) -> None:
+    def __init__(self, workspace: Workspace, tables: HeldTables | None = None) -> None:
         self.workspace = workspace
-        self._lock = lock or threading.Condition(threading.RLock())
-        self._jobs: Mapping[str, JobRecord] = jobs if jobs is not None else {}
-        self._workers: Mapping[tuple[str, str], HeldWorker] = workers if workers is not None else {}
-        self._ending: Mapping[str, tuple[JobStatus, float]] = ending if ending is not None else {}
+        self.tables: HeldTables = tables if tables is not None else _DiskOnly()
+        self._jobs: Mapping[str, JobRecord] = self.tables.jobs
+        self._workers: Mapping[tuple[str, str], HeldWorker] = self.tables.workers
+        self._ending: Mapping[str, tuple[JobStatus, float]] = self.tables.ending
 
     def _record(self, root_id: str, depth: int, name: str) -> WorkerRecord:
-        """Under the lock: the live record of a held worker."""
+        """Inside ``tables.locked()``: the live record of a held worker."""
         return self._workers[(root_id, worker_key(depth, name))].record
 
     # -- trees ------------------------------------------------------------------------
@@ -63,7 +90,7 @@ class Queries:
         """Copies of a tree's records, or of one job's subtree; read from disk when the tree is
         not live. ``outcomes``: jobs whose reports are being rendered show the outcome they are
         about to get (for the reports); everyone else sees them running until the reports exist."""
-        with self._lock:
+        with self.tables.locked():
             if job_id is not None and job_id in self._jobs:
                 jobs = self._subtree(job_id)
             else:
@@ -101,13 +128,13 @@ class Queries:
 
     def holds(self, root_id: str) -> bool:
         """Whether the engine holds this tree in memory (else it is read from disk)."""
-        with self._lock:
+        with self.tables.locked():
             return any(j.root_id == root_id for j in self._jobs.values())
 
     # -- jobs -------------------------------------------------------------------------
     def get_job(self, job_id: str) -> JobRecord:
         validate_job_id(job_id)
-        with self._lock:
+        with self.tables.locked():
             job = self._jobs.get(job_id)
             if job is not None:
                 return job.copy()  # the JobConfig is frozen: shared, never rebuilt
@@ -116,7 +143,7 @@ class Queries:
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal (reports written), waits for approval, or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
-        with self._lock:
+        with self.tables.locked():
             while True:
                 job = self._jobs.get(validate_job_id(job_id))
                 if job is None:
@@ -124,11 +151,11 @@ class Queries:
                 remaining = deadline - time.monotonic()
                 if job.status.at_rest or remaining <= 0:  # a job waiting for approval waits for a person
                     return job.copy()  # the JobConfig is frozen: shared, never rebuilt
-                self._lock.wait(remaining)
+                self.tables.wait(remaining)
 
     def list_jobs(self) -> list[JobRecord]:
         """Live jobs and every root job on disk, newest first."""
-        with self._lock:
+        with self.tables.locked():
             seen = {j.id: j.copy() for j in self._jobs.values()}
         for root_id in self.workspace.root_ids():
             if root_id not in seen:
@@ -140,7 +167,7 @@ class Queries:
 
     def job_counts(self) -> dict[str, int]:
         """Jobs the engine holds, by status (for the metrics)."""
-        with self._lock:
+        with self.tables.locked():
             found: dict[str, int] = {}
             for job in self._jobs.values():
                 found[job.status.value] = found.get(job.status.value, 0) + 1
@@ -151,7 +178,7 @@ class Queries:
         """A worker of the job's tree, by name (at the job's depth) or by depth and name."""
         job = self.get_job(job_id)
         depth = job.depth if depth is None else depth
-        with self._lock:
+        with self.tables.locked():
             held = self._workers.get((job.root_id, worker_key(depth, name)))
             if held is not None:
                 return WorkerRecord.from_dict(held.record.to_dict())

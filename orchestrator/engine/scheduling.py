@@ -14,35 +14,29 @@ stop       the rest of the job is cancelled (running workers stopped, pending on
            the job ends failed or partial, not cancelled: GNU parallel's ``--halt now,fail=1``
 =========  ==================================================================================
 
-Everything here runs under the engine's lock and is cheap: a job's task ids are mapped to its
+Everything here runs inside ``tables.locked()`` and is cheap: a job's task ids are mapped to its
 workers' keys once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
 from ..workspace.ids import worker_key
-from .tables import LiveWorker, Tables
+from .context import EngineContext
+from .tables import LiveWorker
 
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
 
 
 class Scheduler:
-    """Readiness and failure handling for jobs whose tasks have dependencies. ``skip`` ends
-    pending workers skipped with a reason; ``stop`` cancels the rest of a job with a reason."""
+    """Readiness and failure handling for jobs whose tasks have dependencies. A failed
+    prerequisite's dependents end through the engine's hooks: ``skip_pending`` (skipped with a
+    reason) or ``stop_job`` (the rest of the job cancelled)."""
 
-    def __init__(
-        self,
-        tables: Tables,
-        skip: Callable[[JobRecord, list[str], str], None],
-        stop: Callable[[JobRecord, str], None],
-    ) -> None:
-        self.tables = tables
-        self.skip = skip
-        self.stop = stop
+    def __init__(self, ctx: EngineContext) -> None:
+        self.tables = ctx.tables
+        self.hooks = ctx.hooks
         # job id -> task id -> its workers' keys (one, or a task's candidates)
         self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph
@@ -100,7 +94,7 @@ class Scheduler:
         return found
 
     def unblocked_by(self, live: LiveWorker, status: WorkerStatus) -> list[str]:
-        """Under the lock, as ``live`` settles with ``status`` (or, for a task's candidate, once its
+        """Inside ``tables.locked()``, as ``live`` settles with ``status`` (or, for a task's candidate, once its
         task has chosen: engine/choosing.py): the task ids that may start now because of it (every other
         prerequisite of theirs already met)."""
         job, rec = live.job, live.record
@@ -121,7 +115,7 @@ class Scheduler:
         return found
 
     def settled(self, live: LiveWorker) -> None:
-        """Under the lock, once ``live``'s final status is set: a failed prerequisite skips its
+        """Inside ``tables.locked()``, once ``live``'s final status is set: a failed prerequisite skips its
         dependents or stops the job, as ``on_failure`` says. A candidate's task fails only when
         its selection finds no winner (``failed_task``, from engine/choosing.py)."""
         job, rec = live.job, live.record
@@ -134,7 +128,7 @@ class Scheduler:
         self.failed_task(job, rec.task_id, rec.status.value, why)
 
     def failed_task(self, job: JobRecord, task_id: str, status: str, why: str) -> None:
-        """Under the lock: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
+        """Inside ``tables.locked()``: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
         if not self.has_graph(job):
             return
         waiting = graph.dependents(job.nodes, task_id)
@@ -145,7 +139,7 @@ class Scheduler:
             return
         if policy == "stop":
             if job.error is None:
-                self.stop(job, f"stopped: task {task_id} {status} (on_failure: stop)")
+                self.hooks.stop_job(job, f"stopped: task {task_id} {status} (on_failure: stop)")
             return
         pending = self.tables.pending.get(job.id)
         if not pending:
@@ -157,4 +151,4 @@ class Scheduler:
                 pending.remove(key)
             if not pending:
                 del self.tables.pending[job.id]
-            self.skip(job, skipped, f"skipped: {why}")
+            self.hooks.skip_pending(job, skipped, f"skipped: {why}")

@@ -6,19 +6,15 @@ records written before any worker starts."""
 from __future__ import annotations
 
 import shutil
-import threading
-from collections.abc import Callable
 
 from .. import states
 from ..checkouts.worktree import resolve_isolation
-from ..clock import Clock
-from ..config import JobConfig, Settings, job_config
+from ..config import JobConfig, job_config
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
 from ..planner import graph
 from ..planner import heuristic as planning
 from ..planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from ..process.runner import ProcessRunner
 from ..quality import landing
 from ..quality.integration import integration_ref
 from ..selection import candidates
@@ -28,46 +24,27 @@ from ..workers.confinement import Confinement
 from ..workers.environment import base_env
 from ..workers.roles import apply_roles, not_installed, role_table, worker_kind_missing
 from ..workspace.ids import child_job_id, new_root_id, validate_job_id, validate_worker_name
-from ..workspace.layout import Workspace
 from . import limits
-from .announce import Announcer
+from .context import EngineContext
 from .nesting import Nesting
-from .tables import LiveWorker, Snapshot, Tables, new_tag, write_snapshots
+from .tables import LiveWorker, Snapshot, new_tag, write_snapshots
 
 
 class Submission:
-    """Admits and creates jobs. Shares the engine's tables and lock. ``check_open`` refuses
-    when the engine is closing; ``dispatch`` starts workers; ``skip_pending`` ends workers
-    that will never start; ``add_cost`` counts the AI planner's cost toward the tree's budget."""
+    """Admits and creates jobs, on the engine's context (``ctx``). Through ``ctx.hooks`` it
+    refuses once the engine is closing (``check_open``), starts workers (``dispatch``) and ends
+    the ones that will never start (``skip_pending``)."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        workspace: Workspace,
-        runner: ProcessRunner,
-        tables: Tables,
-        lock: threading.Condition,
-        announce: Announcer,
-        check_open: Callable[[], None],
-        dispatch: Callable[[], None],
-        skip_pending: Callable[[JobRecord, list[str], str], None],
-        add_cost: Callable[[str, float | None], None],
-        clock: Clock,
-        nesting: Nesting | None = None,
-    ) -> None:
-        self.settings = settings
-        self.confinement = Confinement(settings, workspace)  # what each root job's notes say of its sandbox
-        self.clock = clock
-        self.workspace = workspace
-        self.runner = runner
-        self.tables = tables
-        self._lock = lock
-        self.announce = announce
-        self.check_open = check_open
-        self.dispatch = dispatch
-        self.skip_pending = skip_pending
-        self.add_cost = add_cost
+    def __init__(self, ctx: EngineContext, *, nesting: Nesting | None) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.confinement = Confinement(ctx.settings, ctx.workspace)  # what each root job's notes say of its sandbox
+        self.clock = ctx.clock
+        self.workspace = ctx.workspace
+        self.runner = ctx.runner
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.hooks = ctx.hooks
         self.nesting = nesting  # commits a worktree worker's work before its child job starts
 
     def submit(
@@ -84,8 +61,8 @@ class Submission:
         request = limits.check_request(request, o.max_request_chars)
         explicit = graph.check_tasks(tasks, o.max_tasks, o.max_request_chars, role_table(self.settings))
         given = limits.check_config(config)
-        with self._lock:
-            self.check_open()
+        with self.tables.locked():
+            self.hooks.check_open()
             parent = self.parent_for(parent_job_id, parent_worker) if parent_job_id else None
             parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, given, parent_cfg)
@@ -113,14 +90,14 @@ class Submission:
             cfg = cfg.replace(isolation=parent[0].config.isolation)
             if child_id is not None and self.nesting is not None:
                 start = self.nesting.commit_at_spawn(parent[1].record, child_id)
-        # Planning may ask an AI CLI and take minutes: never under the lock.
+        # Planning may ask an AI CLI and take minutes: never inside ``tables.locked()``.
         planned = self.plan(request, explicit, cfg)
         plan, planner_name = planned.tasks, planned.planner
         if planned.note:
             notes.append(planned.note)
         nodes = self.graph_of(plan, planned, cfg, notes)
-        with self._lock:
-            self.check_open()
+        with self.tables.locked():
+            self.hooks.check_open()
             if parent and parent_job_id:  # the world may have moved while planning: check again
                 parent = self.parent_for(parent_job_id, parent_worker)
                 self.check_recursion(parent[0], parent[1])
@@ -155,11 +132,13 @@ class Submission:
         try:
             write_snapshots(writes)
         except Exception:
-            with self._lock:  # never started: its workers end skipped, and the caller hears why
-                self.skip_pending(job, self.tables.pending.pop(job.id, []), "skipped: the job's record could not be written")
+            with self.tables.locked():  # never started: its workers end skipped, and the caller hears why
+                self.hooks.skip_pending(
+                    job, self.tables.pending.pop(job.id, []), "skipped: the job's record could not be written"
+                )
             raise
-        with self._lock:
-            self.dispatch()
+        with self.tables.locked():
+            self.hooks.dispatch()
         return job
 
     def graph_of(self, plan: list[str], planned: AIPlan, cfg: JobConfig, notes: list[str]) -> list[TaskNode]:
@@ -207,7 +186,7 @@ class Submission:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, LiveWorker]:
-        """Under the lock: the job and worker that ask for a child job."""
+        """Inside ``tables.locked()``: the job and worker that ask for a child job."""
         validate_job_id(job_id)
         job = self.tables.jobs.get(job_id)
         if job is None:
@@ -219,7 +198,7 @@ class Submission:
         return job, live
 
     def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
-        """Under the lock: may this worker start a child job now?"""
+        """Inside ``tables.locked()``: may this worker start a child job now?"""
         pcfg = parent_job.config
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self.tables.ending or parent.cancel.is_set():
@@ -234,7 +213,7 @@ class Submission:
     def fit_tree(
         self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str], goal: str | None
     ) -> tuple[list[str], str | None]:
-        """Under the lock: a child job's plan, merged to fit recursion.max_workers_per_root."""
+        """Inside ``tables.locked()``: a child job's plan, merged to fit recursion.max_workers_per_root."""
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == root_id)
         room = limits.tree_room(root_id, used, cap, len(plan), planner_name == "explicit")
@@ -257,7 +236,7 @@ class Submission:
         child_id: str | None = None,
         start_commit: str | None = None,
     ) -> tuple[JobRecord, list[Snapshot]]:
-        """Under the lock: the job in memory, and the record snapshots to write (outside it).
+        """Inside ``tables.locked()``: the job in memory, and the record snapshots to write (outside it).
         ``child_id``: a child's id reserved before (``reserve_child_id``); ``start_commit``: where
         a worktree child's workers branch from (its parent's work at the spawn, engine/nesting.py)."""
         now = self.clock.time()
@@ -319,7 +298,7 @@ class Submission:
         tables.running[job.id] = 0
         # A task's selection among its candidates is work of the job too: it ends after them (engine/choosing.py).
         tables.unfinished[job.id] = len(job.worker_names) + len(candidates.candidate_tasks(job))
-        self.add_cost(job.root_id, job.planner_cost_usd)
+        self.ctx.add_cost(job.root_id, job.planner_cost_usd)
         tasks = len({n.id for n in job.nodes})
         extra = f" as {len(plan)} workers (candidates)" if tasks != len(plan) else ""
         self.announce.job(job, f"planned {tasks} subtask(s){extra}")
@@ -329,7 +308,7 @@ class Submission:
         return job, writes
 
     def reserve_child_id(self, parent_job: JobRecord) -> str:
-        """Under the lock: the next child job id of the tree (a refused spawn leaves a gap)."""
+        """Inside ``tables.locked()``: the next child job id of the tree (a refused spawn leaves a gap)."""
         root = self.tables.jobs[parent_job.root_id]
         root.child_seq += 1
         return child_job_id(root.id, root.child_seq)

@@ -2,8 +2,9 @@
 their workers (``LiveWorker``: the record plus the engine's runtime state), the counts the
 limits are judged on, and the numbered snapshots that keep record writes in order.
 
-Everything here is read and changed under the engine's lock; nothing here does I/O except
-``Snapshot.write`` (outside the lock) and ``Tables.forget_tree`` (events only).
+``Tables`` owns that lock: everything here is read and changed inside ``with
+tables.locked():``; nothing here does I/O except ``Snapshot.write`` (outside the lock) and
+``Tables.forget_tree`` (events only).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Versions:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One record's state, numbered under the engine lock, written by ``write`` outside it."""
+    """One record's state, numbered inside ``tables.locked()``, written by ``write`` outside it."""
 
     versions: Versions
     number: int
@@ -88,10 +89,14 @@ def new_tag(root_id: str, key: str) -> str:
 
 
 class Tables:
-    """The engine's memory of the trees it runs. Every method runs under the engine lock."""
+    """The engine's memory of the trees it runs, and the one lock that guards it: every method
+    and every table is used inside ``with tables.locked():``."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
+        # Reentrant (a part holding it calls another that takes it); its condition wakes the
+        # readers waiting for a job to end (``wait``, ``notify_all``).
+        self._cond = threading.Condition(threading.RLock())
         self.jobs: dict[str, JobRecord] = {}
         self.workers: dict[tuple[str, str], LiveWorker] = {}  # (root id, worker key) -> live worker
         self.pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
@@ -102,10 +107,22 @@ class Tables:
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
         self.render_locks: dict[str, threading.Lock] = {}
         self.finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
-        # Job records are snapshotted under the lock and written (temp + fsync + rename) outside
+        # Job records are snapshotted inside ``tables.locked()`` and written (temp + fsync + rename) outside
         # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
         # refusal, a credential check) waits for this lock. Versions keep writes in order.
         self.job_versions: dict[str, Versions] = {}
+
+    def locked(self) -> threading.Condition:
+        """The engine's one lock, as a context manager: ``with tables.locked(): ...``."""
+        return self._cond
+
+    def wait(self, timeout: float) -> None:
+        """Inside ``locked()``: release the lock until ``notify_all`` (a job ended) or ``timeout``."""
+        self._cond.wait(timeout)
+
+    def notify_all(self) -> None:
+        """Inside ``locked()``: wake every reader in ``wait`` (a job's status changed)."""
+        self._cond.notify_all()
 
     def worker(self, root_id: str, depth: int, name: str) -> LiveWorker | None:
         return self.workers.get((root_id, worker_key(depth, name)))

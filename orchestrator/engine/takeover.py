@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 from .. import states
 from ..checkouts import pruning
-from ..checkouts.checkout import Checkout
-from ..clock import Clock
-from ..config import Settings
 from ..errors import JobNotFound
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..process.executor import Executor
 from ..process.shim import FoundShim
 from ..states import WorkerPhase
-from ..workspace.layout import Workspace
 from . import recovery
-from .announce import Announcer
 from .attempts import Outcome
+from .context import EngineContext
 from .finishing import Finishing
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .tables import LiveWorker, Tables, new_tag, write_snapshots
+from .tables import LiveWorker, new_tag, write_snapshots
+from .worker_thread import attempt_start
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -45,41 +39,21 @@ def recorded_outcome(rec: WorkerRecord) -> Outcome:
 
 
 class Restorer:
-    """Applies ``recovery``'s fates. ``kill_unaccounted`` and ``attempt_start`` are the
-    engine's (the process side of a restart); ``run`` starts an adopted worker's thread."""
+    """Applies ``recovery``'s fates, on the engine's context (``ctx``). The process side of a
+    restart is the engine's (``ctx.hooks.kill_unaccounted``); an adopted worker's thread starts
+    through ``ctx.hooks.start_thread``."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        workspace: Workspace,
-        tables: Tables,
-        lock: threading.Condition,
-        announce: Announcer,
-        queries: Queries,
-        finishing: Finishing,
-        dispatch: Callable[[], None],
-        run: Callable[[LiveWorker, Recovered], None],
-        kill_unaccounted: Callable[[str, set[str], list[FoundShim]], int],
-        attempt_start: Callable[[WorkerRecord, int], tuple[int, float] | None],
-        executor: Executor,
-        clock: Clock,
-        checkout: Checkout,
-    ) -> None:
-        self.settings = settings
-        self.checkout = checkout
-        self.executor = executor
-        self.clock = clock
-        self.workspace = workspace
-        self.tables = tables
-        self._lock = lock
-        self.announce = announce
+    def __init__(self, ctx: EngineContext, *, queries: Queries, finishing: Finishing) -> None:
+        self.settings = ctx.settings
+        self.checkout = ctx.checkout
+        self.executor = ctx.executor
+        self.clock = ctx.clock
+        self.workspace = ctx.workspace
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.hooks = ctx.hooks
         self.queries = queries
         self.finishing = finishing
-        self.dispatch = dispatch
-        self.run = run
-        self.kill_unaccounted = kill_unaccounted
-        self.attempt_start = attempt_start
 
     def recover(self) -> list[str]:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
@@ -128,14 +102,14 @@ class Restorer:
                     shims.pop(worker.key, []),
                     functools.partial(self.workspace.exit_file, root_id, worker.depth, worker.name),
                     max_attempts,
-                    functools.partial(self.attempt_start, worker),
+                    functools.partial(attempt_start, self.workspace, worker),
                 )
             )
         # Whatever carries this tree's tag and is no adopted shim's (descendants of an ended
         # worker, or a shim of a worker no record knows) must not run on unaccounted for.
         adopted_tags = {f.tag for f in fates if f.fate is Fate.ADOPT and f.tag}
         leftovers = [s for found in shims.values() for s in found]
-        killed = self.kill_unaccounted(root_id, adopted_tags, leftovers)
+        killed = self.hooks.kill_unaccounted(root_id, adopted_tags, leftovers)
         for fate in fates:  # nothing of the tree runs yet: no lock needed
             self.take_changes(by_id[fate.record.job_id], fate)
         counts = Counter(fate.fate.value for fate in fates)
@@ -143,7 +117,7 @@ class Restorer:
         to_run: list[tuple[LiveWorker, Recovered]] = []
         to_settle: list[LiveWorker] = []
         tables = self.tables
-        with self._lock:
+        with self.tables.locked():
             # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
             tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(
                 (j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs
@@ -168,18 +142,18 @@ class Restorer:
                     job.notes.append(note)
                     write_snapshots([tables.job_snapshot(job)])
                     self.announce.line(job, f"job {job.id} recovered: {summary}")
-            self.dispatch()
+            self.hooks.dispatch()
         for live, fate in to_run:
-            self.run(live, fate)
+            self.hooks.start_thread(live, fate)
         for live in to_settle:
             self.finishing.settle(live)
-        with self._lock:
+        with self.tables.locked():
             for job in jobs:
                 if not job.status.terminal:
                     self.finishing.choosing.resume(job)
         # Jobs whose workers had all ended before the crash, but not the job itself.
         for job in sorted(jobs, key=lambda j: -j.depth):
-            with self._lock:
+            with self.tables.locked():
                 ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
             if ready:
                 self.finishing.end_job(job)
@@ -201,7 +175,7 @@ class Restorer:
     def restore_worker(
         self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
     ) -> LiveWorker:
-        """Under the lock: the live state of one recovered worker, by its fate."""
+        """Inside ``tables.locked()``: the live state of one recovered worker, by its fate."""
         rec = fate.record
         tag = fate.tag or new_tag(job.root_id, rec.key)
         if fate.fate is Fate.KEEP:

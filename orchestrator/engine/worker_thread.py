@@ -6,80 +6,62 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .. import failpoints
-from ..checkouts.checkout import Checkout, CheckoutFailed, discard, finish_checkout
-from ..clock import Clock
-from ..config import JobConfig, Settings
-from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..checkouts.checkout import CheckoutFailed, discard, finish_checkout
+from ..models import WorkerRecord, WorkerStatus
 from ..process.cgroups import DISK_CAP
-from ..process.executor import AttemptHandle, Executor
+from ..process.executor import AttemptHandle
 from ..process.monitor import Watched
 from ..quality.steps import Step
-from ..reports.metrics import Metrics
 from ..workers.adapters import get_adapter
 from ..workers.confinement import Confinement
-from ..workers.environment import WorkerPrompt
+from ..workers.environment import WorkerPrompts
 from ..workspace import logs
 from ..workspace.layout import Workspace
-from .announce import Announcer
 from .attempts import Outcome, WorkerExecution, attempt_marker, marker_start_time
+from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
-from .tables import LiveWorker, Tables
+from .tables import LiveWorker
 
 log = logging.getLogger("orchestrator.engine")
 
 
 class WorkerRunner:
-    """Runs workers' attempts on the threads the engine gives them; shares the engine's
-    tables and lock. ``prompt`` and ``env`` say what a worker starts with (``environment``),
-    read when it starts (the server sets its API address after the engine is built)."""
+    """Runs workers' attempts on the threads the engine gives them, on the engine's context
+    (``ctx``). ``prompts`` and ``ctx.hooks.worker_env`` say what a worker starts with
+    (``environment``), read when it starts (the server sets its API address after the engine
+    is built); ``finishing`` takes over once its process has ended."""
 
     def __init__(
         self,
+        ctx: EngineContext,
         *,
-        settings: Settings,
-        workspace: Workspace,
-        executor: Executor,
-        clock: Clock,
-        tables: Tables,
-        lock: threading.RLock,
-        announce: Announcer,
         finishing: Finishing,
-        metrics: Metrics,
-        checkout: Checkout,
+        prompts: WorkerPrompts,
         steps: Sequence[Step],
-        dispatch: Callable[[], None],
-        prompt: Callable[[WorkerRecord, JobRecord, Path], WorkerPrompt],
-        env: Callable[[WorkerRecord, JobConfig, Path | None], dict[str, str]],
         confinement: Confinement | None = None,
     ) -> None:
-        self.settings = settings
-        self.workspace = workspace
-        self.executor = executor
-        self.clock = clock
-        self.tables = tables
-        self._lock = lock
-        self.announce = announce
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.workspace = ctx.workspace
+        self.executor = ctx.executor
+        self.clock = ctx.clock
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.metrics = ctx.metrics
+        self.checkout = ctx.checkout
+        self.hooks = ctx.hooks
         self.finishing = finishing
-        self.metrics = metrics
-        self.checkout = checkout
+        self.prompts = prompts
         self.steps = tuple(steps)
-        self.dispatch = dispatch
-        self.prompt = prompt
-        self.env = env
         self.confinement = confinement
-        # Set by the engine: told under its lock when a worker's process has ended (its path
-        # locks die with it: quality/locks.py).
-        self.on_process_end: Callable[[WorkerRecord], object] | None = None
 
     def watched(self) -> list[Watched]:
         """Running workers for the resource monitor."""
-        with self._lock:
+        with self.tables.locked():
             found = []
             for live in self.tables.workers.values():
                 execution = live.execution
@@ -122,14 +104,14 @@ class WorkerRunner:
         # with settling it (a child job ending in between may settle it).
         early = not rec.child_job_ids
         if early:
-            with self._lock:
+            with self.tables.locked():
                 self.process_ended(live, outcome)
-                self.dispatch()
+                self.hooks.dispatch()
         sweep()  # before its files are listed and before it is reported ended
         if outcome.exit_reason.startswith(DISK_CAP):  # its excess files go, rather than onto its branch
             discard(self.checkout, rec)
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
-        with self._lock:
+        with self.tables.locked():
             changes.apply_to(rec)
             if not early:
                 self.process_ended(live, outcome)
@@ -140,22 +122,21 @@ class WorkerRunner:
             else:  # settled in this same lock section (each one is a hand-off between 16 threads)
                 settled = self.finishing.final_record(live)
             if not early:
-                self.dispatch()
+                self.hooks.dispatch()
         if waiting:
             snapshot.write()
         elif settled is not None:
             self.finishing.publish_final(live, *settled)  # writes the record once, with its final status
 
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Under the lock: its process has ended with ``outcome``; it no longer counts against
+        """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against
         the limits, and its cost counts against the tree's budget."""
         if live.phase.holds_slot:
             self.tables.slots_used -= 1
         live.exited(outcome)
         self.tables.running[live.job.id] -= 1
         self.finishing.record_outcome(live, outcome)
-        if self.on_process_end is not None:
-            self.on_process_end(live.record)
+        self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
     def execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
         """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
@@ -163,32 +144,23 @@ class WorkerRunner:
         cfg = job.config
         adapter = get_adapter(rec.kind)
         directory = self.checkout.prepare(rec, job)  # first: a worktree job's shared block reads the repository there
-        rendered = self.prompt(rec, job, directory) if adapter.needs_prompt(self.settings) else None
+        rendered = self.prompts.render(rec, job, directory) if adapter.needs_prompt(self.settings) else None
         prompt = rendered.text if rendered is not None else rec.task
         if rendered is not None:
-            with self._lock:  # the record is written with its first attempt
+            with self.tables.locked():  # the record is written with its first attempt
                 rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
         execution = WorkerExecution(
-            record=rec,
-            config=cfg,
-            settings=self.settings,
+            self.ctx,
+            live,
             adapter=adapter,
-            executor=self.executor,
-            workspace=self.workspace,
-            env=self.env(rec, cfg, rendered.shared if rendered is not None else None),
+            env=self.hooks.worker_env(rec, cfg, rendered.shared if rendered is not None else None),
             prompt=prompt,
-            tag=live.tag,
-            lock=self._lock,
             on_change=self.on_attempt,
-            cancel=live.cancel,
-            clock=self.clock,
-            checkout=self.checkout,
             worker_dir=directory,
             steps=[step for step in self.steps if step.applies(job)],
-            job=job,
             confinement=self.confinement,
         )
         live.execution = execution
@@ -211,24 +183,16 @@ class WorkerRunner:
         self.on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
         return handle
 
-    def attempt_start(self, rec: WorkerRecord, number: int) -> tuple[int, float] | None:
-        """(log offset, start time) of attempt ``number`` from its start line in the worker log."""
-        found = self.workspace.find_line_in_log(
-            self.workspace.worker_log(rec.root_id, rec.depth, rec.name), attempt_marker(number)
-        )
-        started = marker_start_time(found[1]) if found is not None else None
-        return None if found is None or started is None else (found[0], started)
-
     def on_attempt(
         self, record: WorkerRecord, message: str, begin: Callable[[], None] | None = None, write: bool = True
     ) -> Callable[[], None]:
         """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
-        under the lock, and everyone is told. With ``write`` the record is on disk first;
+        inside ``tables.locked()``, and everyone is told. With ``write`` the record is on disk first;
         without, the caller gets the write to make later (see ``WorkerExecution._attempt``).
         Telling "running" before it is on disk is safe, unlike a final status: a restart finds
         the attempt through its shim and says "running" (or its true end) again. Returns the
         write (a no-op on disk once made)."""
-        with self._lock:
+        with self.tables.locked():
             if begin is not None:
                 begin()
             live = self.tables.workers[(record.root_id, record.key)]
@@ -243,3 +207,10 @@ class WorkerRunner:
             save()
         self.announce.worker(live, message)  # the event bus and the log append need no engine lock
         return save
+
+
+def attempt_start(workspace: Workspace, rec: WorkerRecord, number: int) -> tuple[int, float] | None:
+    """(log offset, start time) of attempt ``number`` from its start line in the worker log."""
+    found = workspace.find_line_in_log(workspace.worker_log(rec.root_id, rec.depth, rec.name), attempt_marker(number))
+    started = marker_start_time(found[1]) if found is not None else None
+    return None if found is None or started is None else (found[0], started)

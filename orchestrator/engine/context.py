@@ -1,0 +1,83 @@
+"""What the engine's parts share, and what they may ask of the engine.
+
+``EngineContext`` is built once by ``core.Engine`` and handed to every part (submission,
+scheduling, nesting, finishing, choosing, the worker threads, takeover): its settings, its
+workspace, the clock, the tables (and their one lock, ``tables.locked()``), the announcer (the
+event bus and the logs), the metrics, and where attempts and helper commands run.
+
+``EngineHooks`` is the engine's side: the few things a part asks the engine to do, named
+(``core.Engine`` implements it). The call path reads one way: a part calls ``ctx.hooks.dispatch()``;
+the engine never hands a part its bound methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ..checkouts.checkout import Checkout
+from ..clock import Clock
+from ..config import JobConfig, Settings
+from ..models import JobRecord, WorkerRecord
+from ..process.executor import Executor
+from ..process.runner import ProcessRunner
+from ..process.shim import FoundShim
+from ..reports.metrics import Metrics
+from ..workspace.layout import Workspace
+
+if TYPE_CHECKING:
+    from .announce import Announcer
+    from .recovery import Recovered
+    from .tables import LiveWorker, Tables
+
+
+class EngineHooks(Protocol):
+    """What the engine's parts ask of the engine (``core.Engine``). The ones marked "locked" are
+    called inside ``tables.locked()``."""
+
+    def check_open(self) -> None:
+        """Locked: raise Unavailable once the engine is shutting down (no new job)."""
+
+    def dispatch(self) -> None:
+        """Locked: start the pending workers the limits and free memory let start."""
+
+    def skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
+        """Locked: these pending workers will never start; they end skipped for ``reason``."""
+
+    def stop_job(self, job: JobRecord, reason: str) -> None:
+        """Locked: the rest of ``job`` is cancelled for ``reason`` (a graph's on_failure: stop)."""
+
+    def start_thread(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
+        """The worker's thread starts (``worker_thread.WorkerRunner.run_worker``), or a re-adopted one's."""
+
+    def process_ended(self, rec: WorkerRecord) -> None:
+        """Locked: the worker's process has ended: its path locks and its memory are free."""
+
+    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
+        """At a takeover: kill the tree's processes no adopted shim accounts for; how many."""
+
+    def worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:
+        """The environment a worker's processes start with."""
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What every part of one engine shares (see the module's docstring)."""
+
+    settings: Settings
+    workspace: Workspace
+    clock: Clock
+    tables: Tables  # the engine's memory; ``tables.locked()`` is its one lock
+    announce: Announcer  # events (the API's streams, the index, webhooks) and log lines
+    metrics: Metrics
+    executor: Executor  # where worker attempts run
+    runner: ProcessRunner  # where helper commands run (the AI planner, a judge, scoring)
+    checkout: Checkout  # prepares each worker's directory
+    hooks: EngineHooks
+
+    def add_cost(self, root_id: str, usd: float | None) -> None:
+        """Locked: AI cost reported by a worker, the AI planner or a judge, toward the tree's budget."""
+        if usd:
+            self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
+            self.metrics.add_cost(usd)
