@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+from orchestrator.git.merging import MergeRecord
 from orchestrator.models import Approval, JobRecord, JobStatus
-from orchestrator.quality import approval
+from orchestrator.quality import approval, landing
 
 
 def _same(text: str, dumped: object) -> None:
@@ -49,3 +50,47 @@ def test_approval_decisions_keep_the_shape() -> None:
     ]
     status, record, _ = approval.decision(job, "reject", "no", 9.0)
     assert status is JobStatus.FAILED and record.reason == "no" and record.note is None
+
+
+# What landing.py and nesting.py wrote in JobRecord.merge before it had a type: a root's landing
+# (into a named branch, a worker left out), a root's merge that raised, a child job's merge that failed.
+ROOT_MERGE = (
+    '{"strategy":"auto","base":"b1","result_ref":"refs/heads/orchestrator/j/result","result_commit":"c9",'
+    '"merged":["worker_1"],"skipped":["worker_2"],"unchanged":["worker_3"],'
+    '"conflicts":[{"path":"a.py","workers":["worker_1","worker_2"],"hunks":2,"kind":"content","resolved_by":"","predicted":false}],'
+    '"changes":[{"worker":"worker_1","branch":"orchestrator/j/worker_1","commit":"c1","files":["a.py"]}],'
+    '"command":"git merge orchestrator/j/result","previous":null,"removed":false,"kept_in":null,"at":12.5,'
+    '"into":{"branch":"main","moved":false,"refused":"main was left alone","command":"git switch main","message":""},'
+    '"left_out":[{"worker":"worker_4","reason":"its gates failed"}]}'
+)
+FAILED_MERGE = '{"strategy":"theirs","error":"stale lock file","at":3.0}'
+CHILD_MERGE = (
+    '{"strategy":"auto","base":"","result_ref":"refs/heads/orchestrator/j/worker_1","result_commit":null,'
+    '"merged":[],"skipped":["worker_1"],"unchanged":[],"conflicts":[],"changes":[],"command":"",'
+    '"previous":null,"removed":false,"kept_in":null,"at":7.0,"target":"orchestrator/j/worker_1","left_out":[],'
+    '"error":"not on its branch"}'
+)
+
+
+def test_merge_record_old_shapes_round_trip() -> None:
+    for text in (ROOT_MERGE, FAILED_MERGE, CHILD_MERGE):
+        record = MergeRecord.from_dict(json.loads(text))
+        _same(text, record.to_dict())
+    root = MergeRecord.from_dict(json.loads(ROOT_MERGE))
+    assert root.outcome is not None and root.outcome.conflicts[0].workers == ("worker_1", "worker_2")
+    assert root.into is not None and not root.into.moved and root.left_out[0]["worker"] == "worker_4"
+    assert landing.describe(root) == (
+        "merge auto stopped at a conflict in: a.py (worker_1, worker_2); merged 1 worker(s) into orchestrator/j/result, "
+        "skipped worker_2; take what merged with: git merge orchestrator/j/result; no changes from worker_3 (not merged); "
+        "left out: worker_4 (its gates failed); main was left alone (run: git switch main)"
+    )
+    failed = MergeRecord.from_dict(json.loads(FAILED_MERGE))
+    assert failed.outcome is None and failed.strategy == "theirs" and failed.error == "stale lock file"
+    child = MergeRecord.from_dict(json.loads(CHILD_MERGE))
+    assert child.target == "orchestrator/j/worker_1" and child.into is None and child.error == "not on its branch"
+    # A landing's record from before ``unchanged``, ``into`` and ``left_out``: it loads, with defaults.
+    old = json.loads(ROOT_MERGE)
+    for key in ("unchanged", "into", "left_out"):
+        del old[key]
+    loaded = MergeRecord.from_dict(old)
+    assert loaded.outcome is not None and loaded.outcome.unchanged == () and loaded.into is None and loaded.left_out == ()

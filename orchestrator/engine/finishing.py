@@ -354,7 +354,7 @@ class Finishing:
 
     def _record_landing(self, job: JobRecord, landed: Landed) -> None:
         with self._lock:
-            job.merge = landed.merge
+            job.merge = landed.merge.to_dict() if landed.merge is not None else None
             if landed.note:
                 job.notes.append(landed.note)
                 self.announce.line(job, landed.note)
