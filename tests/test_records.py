@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.git.merging import MergeRecord
-from orchestrator.models import Approval, JobRecord, JobStatus
-from orchestrator.quality import approval, landing
+from orchestrator.git.merging import Integrated, MergeRecord
+from orchestrator.models import Approval, JobRecord, JobStatus, WorkerRecord
+from orchestrator.quality import approval, gates, landing
+from orchestrator.quality.gates import GateResult
+from orchestrator.quality.integration import IntegrationRecord
 
 
 def _same(text: str, dumped: object) -> None:
@@ -94,3 +96,43 @@ def test_merge_record_old_shapes_round_trip() -> None:
         del old[key]
     loaded = MergeRecord.from_dict(old)
     assert loaded.outcome is not None and loaded.outcome.unchanged == () and loaded.into is None and loaded.left_out == ()
+
+
+# An entry of WorkerRecord.gates as GateStep wrote it, and a WorkerRecord.integrated as IntegrateStep did.
+GATE = (
+    '{"name":"tests","required":true,"status":"failed","passed":false,"exit_code":1,"duration":0.25,'
+    '"log_path":"logs/depth_0_worker_1.gate_tests.log","commit":"c1","reason":"exit code 1"}'
+)
+INTEGRATED = (
+    '{"ref":"orchestrator/j/result","commit":null,"merged":false,'
+    '"conflicts":[{"path":"a.py","workers":["worker_2"],"hunks":1,"kind":"content","resolved_by":"","predicted":false}],'
+    '"at":4.5,"reason":"conflicts with work already merged into orchestrator/j/result in: a.py"}'
+)
+
+
+def test_gate_result_old_shape_round_trips() -> None:
+    result = GateResult.from_dict(json.loads(GATE))
+    assert result.status == "failed" and result.exit_code == 1 and not result.passed
+    _same(GATE, result.to_dict())
+    record = WorkerRecord.from_dict(
+        {
+            "name": "worker_1",
+            "job_id": "j",
+            "root_id": "j",
+            "task": "t",
+            "index": 1,
+            "depth": 0,
+            "kind": "simulated",
+            "gates": [json.loads(GATE)],
+        }
+    )
+    assert GateResult.from_dict(record.gates[0]) == result
+    assert "(exit code 1)" in gates.feedback({"name": "tests", "run": ["pytest"]}, result, "boom")
+
+
+def test_integration_record_old_shape_round_trips() -> None:
+    record = IntegrationRecord.from_dict(json.loads(INTEGRATED))
+    assert not record.integrated.merged and record.integrated.conflicts[0].path == "a.py" and record.at == 4.5
+    _same(INTEGRATED, record.to_dict())
+    merged = IntegrationRecord(Integrated("orchestrator/j/result", "c2", True), 5.0)
+    _same('{"ref":"orchestrator/j/result","commit":"c2","merged":true,"conflicts":[],"at":5.0,"reason":null}', merged.to_dict())

@@ -606,6 +606,11 @@ class Integrated:
             "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
+        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
+        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
+
 
 def integrate(
     repo: str | Path,
