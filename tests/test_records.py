@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+from orchestrator.config import JobConfig
+from orchestrator.config.choice import CandidateSpec, parse_candidates
 from orchestrator.git.merging import Integrated, MergeRecord
-from orchestrator.models import Approval, JobRecord, JobStatus, WorkerRecord
+from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.quality import approval, gates, landing
 from orchestrator.quality.gates import GateResult
 from orchestrator.quality.integration import IntegrationRecord
+from orchestrator.selection.candidates import specs_for
 
 
 def _same(text: str, dumped: object) -> None:
@@ -136,3 +139,20 @@ def test_integration_record_old_shape_round_trips() -> None:
     _same(INTEGRATED, record.to_dict())
     merged = IntegrationRecord(Integrated("orchestrator/j/result", "c2", True), 5.0)
     _same('{"ref":"orchestrator/j/result","commit":"c2","merged":true,"conflicts":[],"at":5.0,"reason":null}', merged.to_dict())
+
+
+# A candidate as config/choice.py stored it in a job's config and an explicit task's node.
+CANDIDATE = '{"kind":"codex","model":"o3","timeout":600,"context":{"focus":"speed"}}'
+
+
+def test_candidate_spec_old_shape_round_trips() -> None:
+    spec = CandidateSpec.from_dict(json.loads(CANDIDATE))
+    assert spec == CandidateSpec("codex", "o3", 600, {"focus": "speed"})
+    _same(CANDIDATE, spec.to_dict())
+    assert parse_candidates(["claude", json.loads(CANDIDATE)]) == [
+        {"kind": "claude", "model": None, "timeout": None, "context": None},
+        json.loads(CANDIDATE),
+    ]
+    node = TaskNode.from_dict({"id": "t1", "candidates": [json.loads(CANDIDATE)]})
+    assert specs_for(node, JobConfig()) == [spec]
+    assert specs_for(TaskNode(id="t1"), JobConfig(attempts=2)) == [CandidateSpec(), CandidateSpec()]
