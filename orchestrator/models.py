@@ -351,7 +351,7 @@ class JobRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. limits lowered to the server's
     child_seq: int = 0  # root only: last child job number handed out in this tree
-    # How this job's workers' branches were merged (git isolation): merging.MergeOutcome.to_dict()
+    # How this job's workers' branches were merged (git isolation): merging.MergeRecord.to_dict()
     # of the last merge, into the result branch (root) or the parent worker's branch (child job).
     merge: dict[str, Any] | None = None
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
