@@ -301,6 +301,27 @@ class WorkerRecord:
         return cls(**known)
 
 
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A root job's approval (``approval: before_merge``, quality/approval.py): ``state`` is "waiting",
+    "approved", "rejected" or "cancelled"; ``earned`` the status its workers earned; ``note`` an
+    approve's, ``reason`` a reject's. Its dict (``to_dict``) is the shape on disk and in the API."""
+
+    state: str = "waiting"
+    earned: str | None = None
+    waiting_since: float | None = None
+    decided_at: float | None = None
+    note: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Approval:
+        return cls(**_known_fields(cls, data))
+
+
 @dataclass
 class JobRecord:
     """One request with its plan and its workers' names. Changed only by the engine."""
@@ -330,7 +351,7 @@ class JobRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. limits lowered to the server's
     child_seq: int = 0  # root only: last child job number handed out in this tree
-    # How this job's workers' branches were merged (git isolation): merging.MergeOutcome.to_dict()
+    # How this job's workers' branches were merged (git isolation): merging.MergeRecord.to_dict()
     # of the last merge, into the result branch (root) or the parent worker's branch (child job).
     merge: dict[str, Any] | None = None
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
@@ -346,10 +367,9 @@ class JobRecord:
     # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
     # "cost_usd" (the judge's), "at"}.
     selections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # A root job with approval: before_merge once its workers are done (quality/approval.py):
-    # {"state": "waiting" | "approved" | "rejected" | "cancelled", "earned" (the status its workers
-    # earned), "waiting_since", "decided_at", "note" (approve's), "reason" (reject's)}; None: never waited.
-    approval: dict[str, Any] | None = None
+    # A root job with approval: before_merge once its workers are done (quality/approval.py);
+    # None: never waited.
+    approval: Approval | None = None
 
     @property
     def is_root(self) -> bool:
@@ -375,6 +395,7 @@ class JobRecord:
             data[name] = list(data[name])
         data["nodes"] = [n.to_dict() for n in self.nodes]
         data["selections"] = {k: dict(v) for k, v in self.selections.items()}
+        data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["duration"] = self.duration
         return data
 
@@ -393,6 +414,8 @@ class JobRecord:
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
+        if known.get("approval") is not None:
+            known["approval"] = Approval.from_dict(known["approval"])
         return cls(**known)
 
 

@@ -1130,7 +1130,7 @@ def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_
     job = rig.submit(["parent", "b"], {"approval": "before_merge"})
     rig.clock.release()
     waiting = rig.engine.wait(job.id, WAIT)
-    assert waiting.status is JobStatus.WAITING and waiting.approval["earned"] == "completed"
+    assert waiting.status is JobStatus.WAITING and waiting.approval.earned == "completed"
     children = [j for j in rig.jobs(job).values() if j.depth == 1]
     assert [c.status for c in children] == [JobStatus.COMPLETED] and children[0].approval is None  # its end was not gated
     rig.clock.advance(60)  # past recursion.tree_deadline: a waiting job runs nothing, so no deadline ends it
@@ -1141,7 +1141,7 @@ def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_
     assert engine.get_job(job.id).status is JobStatus.WAITING
     assert not any(n.startswith("recovered at server start") for n in engine.get_job(job.id).notes)
     done = engine.finishing.decide(job.id, "approve", "fine")
-    assert done.status is JobStatus.COMPLETED and done.approval["state"] == "approved"
+    assert done.status is JobStatus.COMPLETED and done.approval.state == "approved"
     with pytest.raises(Conflict, match="not waiting for approval"):
         engine.finishing.decide(job.id, "reject", "too late")
 
@@ -1151,7 +1151,7 @@ def test_a_partial_job_waits_and_approve_ends_it_partial_a_failed_one_does_not_w
     rig.fake.script("worker_2", S(exit=1))
     job = rig.submit(["a", "b"], {"approval": "before_merge", "max_retries": 0})
     waiting = rig.engine.wait(job.id, WAIT)
-    assert waiting.status is JobStatus.WAITING and waiting.approval["earned"] == "partial"
+    assert waiting.status is JobStatus.WAITING and waiting.approval.earned == "partial"
     assert rig.engine.finishing.decide(job.id, "approve").status is JobStatus.PARTIAL
     rig.fake.default = S(exit=1)
     failed = rig.run(["c"], {"approval": "before_merge", "max_retries": 0})

@@ -95,7 +95,7 @@ def confirm(job_id: str, action: str) -> Response:
     job_id = validate_job_id(job_id)
     _check_link(job_id, action)
     job = extension()["engine"].get_job(job_id)
-    state = f"It is {job.status.value}" + ("" if (job.approval or {}).get("state") == "waiting" else " (no longer waiting)")
+    state = f"It is {job.status.value}" + ("" if job.approval and job.approval.state == "waiting" else " (no longer waiting)")
     reason = (
         '<p><label>Reason (required)<br><textarea name="reason" required maxlength="2000" rows="4" cols="60"></textarea></label></p>'
         if action == "reject"

@@ -328,7 +328,7 @@ def _assignment(item: object, where: str) -> dict[str, Any]:
         )
     # The candidate's own checks (config/choice.py), its errors naming this assignment's fields.
     candidate = parse_candidate({"kind": kinds[name], "context": item.get("context"), "timeout": timeout}, where)
-    return {"cli_name": name, **candidate}
+    return {"cli_name": name, **candidate.to_dict()}
 
 
 def _task_id(task_id: str) -> str:

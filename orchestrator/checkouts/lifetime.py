@@ -31,6 +31,7 @@ from ..errors import OrchestratorError
 from ..git import gitrefs
 from ..git.gitcmd import GitFailed
 from ..git.gitwork import check_ref, find_host, run_git
+from ..git.merging import MergeRecord
 from ..models import JobRecord
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
 from .worktree import job_worktrees, prune_stale, remove_job_worktrees
@@ -139,17 +140,17 @@ def release(repo: Path, settings: Settings, workspace: Workspace, root_id: str, 
     return removed
 
 
-def release_landed(settings: Settings, workspace: Workspace, job: JobRecord, merge: dict[str, Any] | None) -> str | None:
+def release_landed(settings: Settings, workspace: Workspace, job: JobRecord, merge: MergeRecord | None) -> str | None:
     """After a landing that moved the branch the user named: the tree's worktrees go at once.
     Returns a note for the job when they went."""
-    into = (merge or {}).get("into") or {}
-    if not into.get("moved") or not job.is_root:
+    into = merge.into if merge is not None else None
+    if into is None or not into.moved or not job.is_root:
         return None
     repo = host_repo(settings, workspace)
     if repo is None:
         return None
-    removed = release(repo, settings, workspace, job.root_id, f"its result is in {into['branch']}")
-    return f"worktrees removed ({len(removed)}): its result is in {into['branch']}; its branches stay" if removed else None
+    removed = release(repo, settings, workspace, job.root_id, f"its result is in {into.branch}")
+    return f"worktrees removed ({len(removed)}): its result is in {into.branch}; its branches stay" if removed else None
 
 
 def expire(settings: Settings, workspace: Workspace, now: float) -> list[Release]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
@@ -26,6 +27,25 @@ MAX_CONTEXT_BYTES = 16_384  # a candidate's context object, as JSON
 CANDIDATE_EXAMPLE = '["claude", {"kind": "codex", "model": "o3", "timeout": 600}]'
 
 
+@dataclass(frozen=True, slots=True)
+class CandidateSpec:
+    """One candidate of a subtask (see the module docstring). Its dict (``to_dict``) is the shape
+    stored in a job's config and a task node's ``candidates``. ``kind`` None: the task's own
+    (``config.attempts: N``)."""
+
+    kind: str | None = None
+    model: str | None = None
+    timeout: float | None = None
+    context: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "timeout": self.timeout, "context": self.context}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CandidateSpec:
+        return cls(kind=data.get("kind"), model=data.get("model"), timeout=data.get("timeout"), context=data.get("context"))
+
+
 def parse_candidates(value: object, where: str = "candidates", kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
     """A list of candidates, each normalised to ``{"kind", "model", "timeout", "context"}``; []
     when left out (one worker per subtask). ``kinds``: the worker kinds that exist (None: any)."""
@@ -36,10 +56,10 @@ def parse_candidates(value: object, where: str = "candidates", kinds: Collection
             f"{where} must be a list of at most {MAX_CANDIDATES} worker kinds or candidate objects, e.g. {CANDIDATE_EXAMPLE}",
             key=where,
         )
-    return [parse_candidate(item, f"{where}[{i}]", kinds) for i, item in enumerate(value)]
+    return [parse_candidate(item, f"{where}[{i}]", kinds).to_dict() for i, item in enumerate(value)]
 
 
-def parse_candidate(value: object, where: str, kinds: Collection[str] | None = None) -> dict[str, Any]:
+def parse_candidate(value: object, where: str, kinds: Collection[str] | None = None) -> CandidateSpec:
     if isinstance(value, str):
         value = {"kind": value}
     if not isinstance(value, Mapping):
@@ -60,12 +80,12 @@ def parse_candidate(value: object, where: str, kinds: Collection[str] | None = N
         if size > MAX_CONTEXT_BYTES:
             raise ConfigError(f"{where}.context is {size} bytes of JSON; at most {MAX_CONTEXT_BYTES}", key=f"{where}.context")
         context = dict(context) or None
-    return {
-        "kind": _kind(value.get("kind"), f"{where}.kind", kinds),
-        "model": _model(value.get("model"), f"{where}.model"),
-        "timeout": _timeout(value.get("timeout"), f"{where}.timeout"),
-        "context": context,
-    }
+    return CandidateSpec(
+        kind=_kind(value.get("kind"), f"{where}.kind", kinds),
+        model=_model(value.get("model"), f"{where}.model"),
+        timeout=_timeout(value.get("timeout"), f"{where}.timeout"),
+        context=context,
+    )
 
 
 def parse_judge(value: object, where: str = "judge", kinds: Collection[str] | None = None) -> dict[str, Any]:

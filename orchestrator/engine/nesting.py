@@ -25,7 +25,7 @@ conflicting file and the workers involved); ``manual`` merges nothing. A checkou
 switched off its branch is left alone (reported). Every git call runs in the parent's worktree
 or the object store: the user's checkout is never touched.
 
-The outcome is the child's ``JobRecord.merge`` (``MergeOutcome.to_dict()`` plus ``at`` and
+The outcome is the child's ``JobRecord.merge`` (``MergeRecord``: ``MergeOutcome.to_dict()`` plus ``at`` and
 ``target``; ``error`` when it could not be done), a job note, and a line in the parent worker's
 log. A parent whose process has already ended gets its record's commit and changes again.
 """
@@ -40,7 +40,7 @@ from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
-from ..git.merging import MergeOutcome, merge_branches
+from ..git.merging import MergeOutcome, MergeRecord, merge_branches
 from ..models import JobRecord, WorkerRecord
 from ..quality.landing import mergeable
 from ..workers.adapters import co_author_of
@@ -123,9 +123,7 @@ class Nesting:
         line = summary(job.id, target, outcome, error)
         if left_out and not error:
             line += "; left out: " + "; ".join(f"{w['worker']} ({w['reason']})" for w in left_out)
-        record = outcome.to_dict() | {"at": self.clock.time(), "target": target, "left_out": left_out}
-        if error:
-            record["error"] = error
+        record = MergeRecord.of(outcome, self.clock.time(), target=target, left_out=tuple(left_out), error=error or None)
         fresh = None
         if wt is not None and error is None and outcome.result_commit:
             with self.tables.locked():
@@ -137,7 +135,7 @@ class Nesting:
             except (GitFailed, OSError):
                 log.warning("worker %s's changes could not be read again after a merge", parent.key, exc_info=True)
         with self.tables.locked():
-            job.merge = record
+            job.merge = record.to_dict()
             job.notes.append(line)
             if fresh is not None:
                 fresh.apply_to(parent)

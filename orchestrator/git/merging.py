@@ -131,6 +131,87 @@ class MergeOutcome:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Into:
+    """A landing's fast-forward of the branch the user named (``merge_into``) to the result."""
+
+    branch: str
+    moved: bool  # the branch is at the result
+    refused: str | None = None  # why not, or None
+    command: str | None = None  # what the user runs instead, or None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "moved": self.moved,
+            "refused": self.refused,
+            "command": self.command,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Into:
+        return cls(
+            branch=data["branch"],
+            moved=bool(data.get("moved")),
+            refused=data.get("refused"),
+            command=data.get("command"),
+            message=data.get("message") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRecord:
+    """``JobRecord.merge``: a job's last merge of its workers' branches, as quality/landing.py (a
+    root, into its result branch) and engine/nesting.py (a child job, into its parent worker's
+    branch: ``target``) record it. Its dict is ``MergeOutcome.to_dict()`` plus ``at``, then a
+    child's ``target`` or a root's ``into``, ``left_out`` (``[{"worker", "reason"}]``) and a child's
+    ``error``; a root's merge that raised before it had an outcome is ``{"strategy", "error", "at"}``."""
+
+    outcome: MergeOutcome | None  # None: the merge failed before it had one (``error`` says why)
+    strategy: str
+    at: float | None = None  # clock time
+    error: str | None = None
+    target: str | None = None  # a child job's: the parent worker's branch; None: a root's landing
+    into: Into | None = None  # a root's: None unless a branch was named
+    left_out: tuple[dict[str, str], ...] = ()  # work kept out of the result, and why
+
+    @classmethod
+    def of(cls, outcome: MergeOutcome, at: float, **more: Any) -> MergeRecord:
+        return cls(outcome, outcome.strategy, at, **more)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.outcome is None:
+            return {"strategy": self.strategy, "error": self.error, "at": self.at}
+        data: dict[str, Any] = self.outcome.to_dict() | {"at": self.at}
+        if self.target is not None:
+            data["target"] = self.target
+        else:
+            data["into"] = self.into.to_dict() if self.into is not None else None
+        data["left_out"] = [dict(w) for w in self.left_out]
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeRecord:
+        """A record as ``to_dict`` wrote it (older ones lack ``unchanged``, ``into``, ``left_out``: defaults)."""
+        if "result_ref" not in data:  # a merge that failed before it had an outcome
+            return cls(None, data.get("strategy") or "", data.get("at"), error=data.get("error"))
+        outcome = MergeOutcome.from_dict(data)
+        into = data.get("into")
+        return cls(
+            outcome,
+            outcome.strategy,
+            data.get("at"),
+            error=data.get("error"),
+            target=data.get("target"),
+            into=Into.from_dict(into) if into else None,
+            left_out=tuple(dict(w) for w in data.get("left_out") or ()),
+        )
+
+
 def require_git(repo: str | Path = ".") -> None:
     """GitTooOld unless the installed git can merge in the object store (asked once per process)."""
     found = git_version()
@@ -524,6 +605,11 @@ class Integrated:
             "merged": self.merged,
             "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
+        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
+        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
 
 
 def integrate(

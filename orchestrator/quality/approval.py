@@ -9,8 +9,8 @@ completed or partial; a failed or cancelled job ends as it would). A child job o
 inherits the key and ignores it: its merge into its parent worker's branch is not gated, only
 the root's landing is. A child job's request carrying the key is refused (config/job.py: 403).
 
-The record (``JobRecord.approval``): ``{"state", "earned", "waiting_since", "decided_at",
-"note", "reason"}``; on disk, so a restart finds the job still waiting (engine/takeover.py leaves it so).
+The record (``JobRecord.approval``): ``models.Approval``, whose dict is ``{"state", "earned",
+"waiting_since", "decided_at", "note", "reason"}``; on disk, so a restart finds the job still waiting (engine/takeover.py leaves it so).
 
 Signed links: ``sign_link(secret, job_id, action, expires)`` is the one signing function, an
 HMAC-SHA256 token over the job, the action and the expiry, keyed by ``link_secret(api_key)``
@@ -20,14 +20,14 @@ payload carries; ``check_link`` refuses a link for another job or action, expire
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..errors import Conflict, Forbidden, ValidationError
-from ..models import JobRecord, JobStatus
+from ..models import Approval, JobRecord, JobStatus
 
 BEFORE_MERGE = "before_merge"
 ACTIONS = ("approve", "reject")
@@ -42,14 +42,14 @@ def waits(job: JobRecord, earned: JobStatus) -> bool:
     return job.is_root and job.config.approval == BEFORE_MERGE and earned in (JobStatus.COMPLETED, JobStatus.PARTIAL)
 
 
-def waiting(earned: JobStatus, now: float) -> dict[str, Any]:
-    return {"state": "waiting", "earned": earned.value, "waiting_since": now, "decided_at": None, "note": None, "reason": None}
+def waiting(earned: JobStatus, now: float) -> Approval:
+    return Approval(state="waiting", earned=earned.value, waiting_since=now)
 
 
 def waiting_note(job: JobRecord) -> str:
     return (
         f"waiting for approval: nothing is merged until POST /api/v1/jobs/{job.id}/approve "
-        f'(or /reject with {{"reason": "..."}}); its workers earned {(job.approval or {}).get("earned")}'
+        f'(or /reject with {{"reason": "..."}}); its workers earned {job.approval.earned if job.approval else None}'
     )
 
 
@@ -66,7 +66,7 @@ def check_text(value: object, key: str, *, required: bool) -> str:
     return value.strip()
 
 
-def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobStatus, dict[str, Any], str]:
+def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobStatus, Approval, str]:
     """A waiting job's status once ``action`` (approve, reject, cancel) is taken, its new approval
     record and the note it gets. Conflict when it is not waiting."""
     record = job.approval
@@ -76,7 +76,7 @@ def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobSta
             "before_merge whose workers are all done waits (GET its status)"
         )
     if action == "approve":
-        status, state = JobStatus(record["earned"]), "approved"
+        status, state = JobStatus(record.earned), "approved"
         note = "approved" + (f": {text}" if text else "") + "; landing its result"
     elif action == "reject":
         status, state = JobStatus.FAILED, "rejected"
@@ -89,8 +89,11 @@ def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobSta
         note = (
             f"cancelled while waiting for approval: nothing merged (merge it anyway with: python -m orchestrator merge {job.id})"
         )
-    fields = {"note": text or None} if action == "approve" else {"reason": text or None} if action == "reject" else {}
-    return status, record | {"state": state, "decided_at": now} | fields, note
+    if action == "approve":
+        record = dataclasses.replace(record, note=text or None)
+    elif action == "reject":
+        record = dataclasses.replace(record, reason=text or None)
+    return status, dataclasses.replace(record, state=state, decided_at=now), note
 
 
 # -- signed links ------------------------------------------------------------------------------

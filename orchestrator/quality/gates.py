@@ -51,6 +51,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,39 @@ SHELL = "/bin/sh"
 # forces (the gate's own env may still ask for it).
 COLOURLESS = {"NO_COLOR": "1", "TERM": "dumb", "PY_COLORS": "0", "CLICOLOR": "0", "CARGO_TERM_COLOR": "never"}
 COLOUR_FORCING = ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_FORCE_COLOR")
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """One gate's run: an entry of ``WorkerRecord.gates`` (``to_dict``, the shape on disk and in the
+    API; see the module docstring)."""
+
+    name: str
+    required: bool
+    status: str
+    passed: bool
+    exit_code: int | None
+    duration: float
+    log_path: str
+    commit: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
+        return cls(
+            name=data["name"],
+            required=bool(data.get("required", True)),
+            status=data.get("status") or CRASHED,
+            passed=bool(data.get("passed")),
+            exit_code=data.get("exit_code"),
+            duration=data.get("duration") or 0.0,
+            log_path=data.get("log_path") or "",
+            commit=data.get("commit"),
+            reason=data.get("reason") or "",
+        )
 
 
 class GateDirError(ValueError):
@@ -240,7 +274,7 @@ class GateStep(Step):
                     except Exception as exc:  # fail closed, and say which gate
                         log.exception("gate %s of worker %s raised", gate["name"], record.key)
                         result, output = _crashed(self.workspace, record, gate, commit, exc), ""
-                    results.append(result)
+                    results.append(result.to_dict())
                     verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
                     if verdict.action != "pass":
                         break
@@ -250,7 +284,7 @@ class GateStep(Step):
         return verdict
 
     # -- one gate ---------------------------------------------------------------------------------
-    def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[dict[str, Any], str]:
+    def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[GateResult, str]:
         """One gate's run: its record entry and its output, plain (no colour codes)."""
         record = ctx.record
         name, timeout = gate["name"], float(gate["timeout"])
@@ -287,17 +321,17 @@ class GateStep(Step):
                 size = path.stat().st_size - offset
             status, reason = _tests_ran(gate, status, code, reason, output, size)
         duration = round(time.monotonic() - started, 3)
-        result = {
-            "name": name,
-            "required": bool(gate["required"]),
-            "status": status,
-            "passed": status == PASSED,
-            "exit_code": code,
-            "duration": duration,
-            "log_path": self.workspace.relative(record.root_id, path),
-            "commit": commit,
-            "reason": reason,
-        }
+        result = GateResult(
+            name=name,
+            required=bool(gate["required"]),
+            status=status,
+            passed=status == PASSED,
+            exit_code=code,
+            duration=duration,
+            log_path=self.workspace.relative(record.root_id, path),
+            commit=commit,
+            reason=reason,
+        )
         self.workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
         return result, output
 
@@ -324,16 +358,14 @@ class GateStep(Step):
         finally:
             self.runner.release(handle)
 
-    def _judge(
-        self, ctx: StepContext, gate: Mapping[str, Any], result: Mapping[str, Any], output: str, rest: list[str]
-    ) -> Verdict:
+    def _judge(self, ctx: StepContext, gate: Mapping[str, Any], result: GateResult, output: str, rest: list[str]) -> Verdict:
         """The worker's log line for one gate, and what its result means for the worker."""
-        name, status, reason = result["name"], result["status"], result["reason"]
-        what = f"gate {name} {status} in {result['duration']:.1f}s" + (f" ({reason})" if reason else "")
+        name, status, reason = result.name, result.status, result.reason
+        what = f"gate {name} {status} in {result.duration:.1f}s" + (f" ({reason})" if reason else "")
         if status == PASSED:
             self._note(ctx.record, what)
             return PASS
-        if status != CANCELLED and not result["required"]:
+        if status != CANCELLED and not result.required:
             self._note(ctx.record, f"{what}; it is not required, so the worker goes on")
             return PASS
         why = (
@@ -376,18 +408,18 @@ class GateStep(Step):
 
 def _crashed(
     workspace: Workspace, record: WorkerRecord, gate: Mapping[str, Any], commit: str | None, exc: Exception
-) -> dict[str, Any]:
-    return {
-        "name": gate["name"],
-        "required": bool(gate["required"]),
-        "status": CRASHED,
-        "passed": False,
-        "exit_code": None,
-        "duration": 0.0,
-        "log_path": workspace.relative(record.root_id, gate_log(workspace, record, gate["name"])),
-        "commit": commit,
-        "reason": f"raised {type(exc).__name__}: {str(exc)[:300]}",
-    }
+) -> GateResult:
+    return GateResult(
+        name=gate["name"],
+        required=bool(gate["required"]),
+        status=CRASHED,
+        passed=False,
+        exit_code=None,
+        duration=0.0,
+        log_path=workspace.relative(record.root_id, gate_log(workspace, record, gate["name"])),
+        commit=commit,
+        reason=f"raised {type(exc).__name__}: {str(exc)[:300]}",
+    )
 
 
 def _tests_ran(gate: Mapping[str, Any], status: str, code: int | None, reason: str, output: str, size: int) -> tuple[str, str]:
@@ -403,13 +435,13 @@ def _tests_ran(gate: Mapping[str, Any], status: str, code: int | None, reason: s
     return NO_TESTS, f"ran no tests ({said}); set allow_no_tests: true on the gate if that is expected"
 
 
-def feedback(gate: Mapping[str, Any], result: Mapping[str, Any], output: str) -> str:
+def feedback(gate: Mapping[str, Any], result: GateResult, output: str) -> str:
     """What the worker's next attempt reads: which gate, its command, why, and its output's tail
     (plain: plaintext.plain, as ``_run_gate`` gives it)."""
     tail = plain(output[-FEEDBACK_BYTES:]).strip() or "(no output)"
     where = f" (in {gate['cwd']})" if gate.get("cwd") else ""
     return (
-        f'[orchestrator] Your work did not pass the required quality gate "{gate["name"]}" ({result["reason"]}).\n'
+        f'[orchestrator] Your work did not pass the required quality gate "{gate["name"]}" ({result.reason}).\n'
         f"Its command, run in your directory{where} on your committed work: {command_text(gate)}\n"
         f"The end of its output:\n{tail}\n"
         "Fix what it reports; your work so far is kept in your directory."

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
 from ..git.commits import Source
-from ..git.merging import integrate
+from ..git.merging import Integrated, integrate
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -29,6 +31,23 @@ from .ownership import OwnershipStep
 from .steps import PASS, Step, StepContext, Verdict, fail
 
 log = logging.getLogger("orchestrator.integration")
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationRecord:
+    """``WorkerRecord.integrated``: the worker's commit merged into its job's integration branch
+    (``Integrated``), when (clock time) and, when it was not merged, why."""
+
+    integrated: Integrated
+    at: float
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.integrated.to_dict() | {"at": self.at, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
+        return cls(Integrated.from_dict(data), data["at"], data.get("reason"))
 
 
 def integration_ref(prefix: str, job: JobRecord) -> str:
@@ -61,13 +80,13 @@ class IntegrateStep(Step):
         branch = ctx.changes().branch
         record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit)
         if record is not None:
-            ctx.updates["integrated"] = record
+            ctx.updates["integrated"] = record.to_dict()
         return fail(failure) if failure else PASS
 
 
 def integrate_worker(
     settings: Settings, workspace: Workspace, job: JobRecord, worker: WorkerRecord, branch: str | None, commit: str | None
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[IntegrationRecord | None, str | None]:
     """Outside the engine's lock: ``worker``'s ``commit`` (on ``branch``) merged into ``job``'s
     integration branch, one merge per tree at a time, a line in its log. The record for
     ``WorkerRecord.integrated`` (None when nothing was tried) and why it failed (None: merged)."""
@@ -87,20 +106,20 @@ def integrate_worker(
             prefix=settings.git.branch_prefix,
             root_id=job.root_id,
         )
-    record = done.to_dict() | {"at": time.time(), "reason": None}
+    at = time.time()
     log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     if not done.merged:
         files = [c.path for c in done.conflicts]
         shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
-        record["reason"] = f"conflicts with work already merged into {integration} in: {shown}"
-        workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record['reason']}")
+        record = IntegrationRecord(done, at, f"conflicts with work already merged into {integration} in: {shown}")
+        workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
         return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
     won = [c.path for c in done.conflicts]
     extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
     workspace.append_line(
         log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
     )
-    return record, None
+    return IntegrationRecord(done, at), None
 
 
 def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:

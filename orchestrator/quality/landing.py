@@ -15,7 +15,7 @@ them (engine/finishing.py when the root ends, ``Engine.merge`` for ``POST /jobs/
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
 is merged and ``merge`` stays None.
 
-``JobRecord.merge`` is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
+``JobRecord.merge`` is ``merging.MergeRecord.to_dict()``: ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
 merged, skipped, unchanged (workers that changed nothing: never merged), conflicts, changes,
 command, and for ``manual``: previous, removed, kept_in) plus ``at`` (clock time), ``left_out`` and ``into``
 (None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ NAMED = 5  # conflicting files a note names before "and N more"
 
 @dataclass(frozen=True)
 class Landed:
-    merge: dict[str, Any] | None  # what JobRecord.merge becomes (None: nothing to merge)
+    merge: merging.MergeRecord | None  # what JobRecord.merge becomes (None: nothing to merge)
     note: str  # one line for the job's notes ("" when there is nothing to say)
 
 
@@ -230,90 +231,85 @@ def land(
         credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
     )
     outcome = sorted_.with_unchanged(outcome, job.worker_names)
-    merge: dict[str, Any] = outcome.to_dict() | {"at": now, "into": None, "left_out": left_out}
-    if into:
-        merge["into"] = _advance(repo, check_branch(settings, into), outcome, bool(left_out))
+    advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
+    merge = merging.MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
     return Landed(merge, describe(merge))
 
 
-def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> dict[str, Any]:
+def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> merging.Into:
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
         why = "the manual strategy merged nothing" if outcome.result_commit is None else "the merge stopped at a conflict"
         if left_out and outcome.result_commit is not None and not outcome.skipped:
             why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
-        return {
-            "branch": branch,
-            "moved": False,
-            "refused": f"{branch} was left alone: {why}, so the result lacks some workers' work",
-            "command": command,
-            "message": "",
-        }
+        return merging.Into(branch, False, f"{branch} was left alone: {why}, so the result lacks some workers' work", command)
     try:
         message = advance(repo, branch, outcome.result_commit)
     except MergeRefused as exc:
-        return {"branch": branch, "moved": False, "refused": exc.message, "command": exc.command, "message": ""}
-    return {"branch": branch, "moved": True, "refused": None, "command": None, "message": message}
+        return merging.Into(branch, False, exc.message, exc.command)
+    return merging.Into(branch, True, None, None, message)
 
 
 def failed(job: JobRecord, strategy: str | None, exc: BaseException, now: float) -> Landed:
     """What is recorded when the merge raised: the job keeps the status its workers earned."""
     text = exc.message if isinstance(exc, OrchestratorError) else str(exc)
     return Landed(
-        {"strategy": strategy or job.config.merge_strategy, "error": text[:2000], "at": now},
+        merging.MergeRecord(None, strategy or job.config.merge_strategy, now, error=text[:2000]),
         f"merging the workers' branches failed: {text[:500]}; run it again with: python -m orchestrator merge {job.id}",
     )
 
 
-def _files(conflicts: list[dict[str, Any]]) -> str:
-    shown = [f"{c['path']} ({', '.join(c['workers'])})" for c in conflicts[:NAMED]]
+def _files(conflicts: Sequence[merging.FileConflict]) -> str:
+    shown = [f"{c.path} ({', '.join(c.workers)})" for c in conflicts[:NAMED]]
     more = len(conflicts) - NAMED
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
-def describe(merge: dict[str, Any]) -> str:
+def describe(merge: merging.MergeRecord) -> str:
     """The job's note: what was merged, what conflicted, and how to take the result."""
-    strategy, merged = merge["strategy"], merge["merged"]
-    short = merge["result_ref"].removeprefix("refs/heads/")
-    actual = [c for c in merge["conflicts"] if not c["predicted"]]
+    outcome = merge.outcome
+    assert outcome is not None, "describe is for a merge that has an outcome"
+    strategy, merged = outcome.strategy, outcome.merged
+    short = outcome.result_ref.removeprefix("refs/heads/")
+    actual = [c for c in outcome.conflicts if not c.predicted]
     if strategy == "manual":
-        text = f"merge manual: nothing merged, {len(merge['skipped'])} branches left for you"
-        text += f"; they would conflict in: {_files(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
-        text += f"; to merge them yourself: {merge['command']}"
-        text += _previous(merge)
-    elif merge["skipped"]:
+        text = f"merge manual: nothing merged, {len(outcome.skipped)} branches left for you"
+        text += f"; they would conflict in: {_files(outcome.conflicts)}" if outcome.conflicts else "; none conflict"
+        text += f"; to merge them yourself: {outcome.command}"
+        text += _previous(outcome)
+    elif outcome.skipped:
         text = (
             f"merge auto stopped at a conflict in: {_files(actual)}; merged {len(merged)} worker(s) into {short}, "
-            f"skipped {', '.join(merge['skipped'])}; take what merged with: {merge['command']}"
+            f"skipped {', '.join(outcome.skipped)}; take what merged with: {outcome.command}"
         )
     else:
-        text = f"merged {len(merged)} worker(s) into {short} ({strategy}); take it with: {merge['command']}"
-        won = [c for c in actual if c.get("resolved_by")]
+        text = f"merged {len(merged)} worker(s) into {short} ({strategy}); take it with: {outcome.command}"
+        won = [c for c in actual if c.resolved_by]
         if won:
             text += "; the later worker's side won in: " + _files(won)
-    if merge.get("unchanged"):
-        text += f"; no changes from {', '.join(merge['unchanged'])} (not merged)"
-    if merge.get("left_out"):
-        text += "; left out: " + _left_out(merge["left_out"])
-    into = merge.get("into")
+    if outcome.unchanged:
+        text += f"; no changes from {', '.join(outcome.unchanged)} (not merged)"
+    if merge.left_out:
+        text += "; left out: " + _left_out(list(merge.left_out))
+    into = merge.into
     if into:
-        text += f"; {into['message']}" if into["moved"] else f"; {into['refused']} (run: {into['command']})"
+        text += f"; {into.message}" if into.moved else f"; {into.refused} (run: {into.command})"
     return text
 
 
-def _previous(merge: dict[str, Any]) -> str:
+def _previous(outcome: merging.MergeOutcome) -> str:
     """What a ``manual`` merge did with the result branch an earlier merge had made."""
-    previous = merge.get("previous")
+    previous = outcome.previous
     if not previous:
         return ""
-    short = merge["result_ref"].removeprefix("refs/heads/")
-    if merge.get("removed"):
+    short = outcome.result_ref.removeprefix("refs/heads/")
+    if outcome.removed:
         return (
             f"; {short} (at {previous[:12]}, an earlier merge's result) was removed, so it holds nothing this merge "
             "did not make (merge again with auto or theirs to make it again)"
         )
-    return f"; {short} still holds an earlier merge's result ({previous[:12]}): it is checked out in {merge.get('kept_in')}"
+    return f"; {short} still holds an earlier merge's result ({previous[:12]}): it is checked out in {outcome.kept_in}"
 
 
 def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings, workspace: Workspace) -> list[dict[str, Any]]:

@@ -71,7 +71,7 @@ def job_status(
         "merge": job.merge,
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
-        "approval": job.approval,
+        "approval": job.approval.to_dict() if job.approval else None,
         # Each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
         # are merged into as each passes its gates (null: no task depends on another).
         "nodes": [n.to_dict() for n in job.nodes],

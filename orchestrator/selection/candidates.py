@@ -12,22 +12,22 @@ merged (engine/choosing.py).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any
 
 from ..config import JobConfig, Settings
+from ..config.choice import CandidateSpec
 from ..errors import ConfigError
 from ..models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from ..workers.adapters import ADAPTERS, get_adapter
 
 
-def specs_for(node: TaskNode, cfg: JobConfig) -> list[dict[str, Any]]:
+def specs_for(node: TaskNode, cfg: JobConfig) -> list[CandidateSpec]:
     """The candidates ``node`` runs as ([]: it runs once)."""
     if node.candidates:
-        return [dict(c) for c in node.candidates]
+        return [CandidateSpec.from_dict(c) for c in node.candidates]
     if cfg.candidates:
-        return [dict(c) for c in cfg.candidates]
+        return [CandidateSpec.from_dict(c) for c in cfg.candidates]
     if cfg.attempts > 1:
-        return [{"kind": None, "model": None, "timeout": None, "context": None} for _ in range(cfg.attempts)]
+        return [CandidateSpec() for _ in range(cfg.attempts)]
     return []
 
 
@@ -44,15 +44,15 @@ def expand(tasks: list[str], nodes: list[TaskNode], cfg: JobConfig, settings: Se
             out_nodes.append(_without_specs(node))
             continue
         for number, spec in enumerate(specs, 1):
-            timeout = spec.get("timeout")
+            timeout = spec.timeout
             if timeout is not None and timeout > settings.workers.max_timeout:
                 raise ConfigError(
                     f"task {node.id}: candidate {number}'s timeout {timeout:g}s is above this server's limit "
                     f"{settings.workers.max_timeout:g}s (workers.max_timeout); ask for at most that",
                     key="candidates",
                 )
-            kind = spec.get("kind") or node.kind
-            model = spec["model"] if spec.get("model") is not None else node.model
+            kind = spec.kind or node.kind
+            model = spec.model if spec.model is not None else node.model
             if model is None and kind and kind != cfg.worker and settings.orchestrator.model:
                 model = ""  # orchestrator.model names a model of the job's CLI; another CLI would refuse it
             out_tasks.append(text)
@@ -66,7 +66,7 @@ def expand(tasks: list[str], nodes: list[TaskNode], cfg: JobConfig, settings: Se
                     model=model,
                     candidate=number,
                     timeout=timeout,
-                    context=spec.get("context"),
+                    context=spec.context,
                 )
             )
     if cfg.select == "judge" and any(n.candidate is not None for n in out_nodes):
