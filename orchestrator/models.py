@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from .config import Isolation
 from .config.job import JobConfig
 
 _T = TypeVar("_T")
@@ -415,7 +416,7 @@ def changed_nothing(job: JobRecord, workers: list[WorkerRecord]) -> bool:
     checkout unchanged: its result is its base, whatever its status says (quick-start's exit
     code 6, the summary's "no worker changed anything")."""
     ran = [w for w in workers if w.job_id == job.id and w.attempts]
-    return job.config.isolation == "worktree" and job.status.at_rest and bool(ran) and all(w.no_changes for w in ran)
+    return job.config.isolation == Isolation.WORKTREE and job.status.at_rest and bool(ran) and all(w.no_changes for w in ran)
 
 
 def _shallow(record: _T) -> _T:

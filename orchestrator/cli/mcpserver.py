@@ -358,7 +358,9 @@ def build(backend: Backend) -> MCPServer:
         """Merge a finished root job's workers' branches into its result branch (again). strategy:
         auto, theirs or manual (default: the job's); into: a branch of yours to fast-forward to it."""
         job = _text("job_id", job_id)
-        if strategy is not None and strategy not in ("auto", "theirs", "manual"):
+        from ..config import MergeStrategy  # here: the MCP server starts light
+
+        if strategy is not None and strategy not in tuple(MergeStrategy):
             raise ToolError(f"strategy must be auto, theirs or manual (got {strategy!r})")
 
         def run() -> Answer:

@@ -13,6 +13,7 @@ the settings part of the environment.
 
 from __future__ import annotations
 
+from .choice import Select
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
 from .keys import ENV_NAME, RESERVED_ENV, Key, Section
 from .schema import (
@@ -22,9 +23,14 @@ from .schema import (
     TEMPLATE_HEADER,
     WORKER_KINDS,
     ApiSettings,
+    Approval,
+    Isolation,
     LoggingSettings,
+    MergeStrategy,
     OrchestratorSettings,
     RecursionSettings,
+    SandboxMode,
+    SandboxNetwork,
     SimulatedSettings,
     WorkersSettings,
     render_template,
@@ -45,12 +51,18 @@ __all__ = [
     "TEMPLATE_HEADER",
     "WORKER_KINDS",
     "ApiSettings",
+    "Approval",
+    "Isolation",
     "JobConfig",
     "Key",
     "LoggingSettings",
+    "MergeStrategy",
     "OrchestratorSettings",
     "RecursionSettings",
+    "SandboxMode",
+    "SandboxNetwork",
     "Section",
+    "Select",
     "Settings",
     "SimulatedSettings",
     "WorkersSettings",

@@ -16,8 +16,22 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from .keys import StrEnum
 
-SELECT = ("best", "cheapest", "fastest", "first_passing", "judge")
+
+class Select(StrEnum):
+    """``candidates.select``: how a subtask's winner is chosen among its candidates (selection/)."""
+
+    BEST = "best"  # weighted score
+    CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    FIRST_PASSING = "first_passing"  # cancel the rest once one passes
+    JUDGE = "judge"  # an AI compares them two at a time
+
+
+SELECT = tuple(member.value for member in Select)
+
+
 CANDIDATE_KEYS = ("kind", "model", "timeout", "context")
 JUDGE_KEYS = ("kind", "model", "timeout")
 MAX_CANDIDATES = 16  # per subtask: the same prompt on more than this is a mistake, not a plan

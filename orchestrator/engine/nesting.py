@@ -40,7 +40,7 @@ from collections.abc import Callable
 from ..checkouts.checkout import Checkout
 from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
 from ..clock import Clock
-from ..config import Settings
+from ..config import Isolation, MergeStrategy, Settings
 from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
@@ -112,7 +112,7 @@ class Nesting:
         """Outside the engine lock, before ``job``'s terminal status is visible: its workers'
         branches into its parent worker's branch and checkout (see the module docstring). Never
         raises: a job whose merge broke still ends (and says so in its notes)."""
-        if job.is_root or job.config.isolation != "worktree":
+        if job.is_root or job.config.isolation != Isolation.WORKTREE:
             return
         try:
             self._merge_child(job)
@@ -228,7 +228,7 @@ def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None =
     """One line: what of the child job was merged into the parent's branch, what conflicted."""
     if error:
         return f"child job {job_id} was not merged into {target}: {error}"
-    if outcome.strategy == "manual":
+    if outcome.strategy == MergeStrategy.MANUAL:
         return f"child job {job_id} was not merged into {target} (merge_strategy manual): {outcome.command}"
     done = [w for w in outcome.merged if w not in outcome.unchanged]
     parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done) or 'nothing new'}"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import Isolation, MergeStrategy, Settings
 from ..errors import ConfigError, Conflict, OrchestratorError
 from ..git import merging
 from ..git.gitcmd import run_git
@@ -113,7 +113,7 @@ def check_root(job: JobRecord) -> JobRecord:
             f"job {job.id} is waiting for approval: approve it to land its result (POST /api/v1/jobs/{job.id}/approve) "
             f"or reject it with a reason (POST /api/v1/jobs/{job.id}/reject)"
         )
-    if job.config.isolation != "worktree":
+    if job.config.isolation != Isolation.WORKTREE:
         raise Conflict(
             f"job {job.id} ran in folder isolation: its workers have no branches to merge "
             "(run a job with isolation worktree in a git repository)"
@@ -190,7 +190,7 @@ def land(
     """Merge the root job's workers' branches into its result branch (see the module docstring).
     A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
     records it."""
-    if job.config.isolation != "worktree":
+    if job.config.isolation != Isolation.WORKTREE:
         return Landed(None, "")
     if cancelled:
         return Landed(
@@ -277,7 +277,7 @@ def describe(merge: dict[str, Any]) -> str:
     strategy, merged = merge["strategy"], merge["merged"]
     short = merge["result_ref"].removeprefix("refs/heads/")
     actual = [c for c in merge["conflicts"] if not c["predicted"]]
-    if strategy == "manual":
+    if strategy == MergeStrategy.MANUAL:
         text = f"merge manual: nothing merged, {len(merge['skipped'])} branches left for you"
         text += f"; they would conflict in: {_files(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
         text += f"; to merge them yourself: {merge['command']}"
@@ -321,7 +321,7 @@ def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings
     (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
     named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
     base_file = workspace.tree_base_file(job.root_id)
-    if job.config.isolation != "worktree" or len(named) < 2 or not base_file.is_file():
+    if job.config.isolation != Isolation.WORKTREE or len(named) < 2 or not base_file.is_file():
         return []
     base = base_file.read_text(encoding="utf-8").strip()
     found = merging.predict_conflicts(repository(settings, workspace), base, named)

@@ -33,6 +33,8 @@ from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
+from ..config import Isolation
+
 WIDTH = 1200
 LABEL_WIDTH = 380  # the label column; bars start right of it
 MARGIN = 12
@@ -120,7 +122,7 @@ def timeline_svg_parts(
     critical = {step.name for step in analytics.critical_path if step.kind == "worker"}
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
-    git = any(getattr(j.config, "isolation", "folder") == "worktree" for j in jobs)
+    git = any(getattr(j.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE for j in jobs)
     deps = dependency_waits(jobs, workers, now)
     yield _header(chart, top, analytics.total, analytics.wall, git, bool(deps))
     for job, first, last, level in bands:
