@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .config import Isolation
 from .config.job import JobConfig
+from .errors import TERMINAL_STATUSES
 
 _T = TypeVar("_T")
 
@@ -38,7 +39,7 @@ class JobStatus(str, Enum):
         return self in TERMINAL_JOB_STATUSES or self is JobStatus.WAITING
 
 
-TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_JOB_STATUSES = frozenset(JobStatus(status) for status in TERMINAL_STATUSES)
 
 
 class WorkerStatus(str, Enum):

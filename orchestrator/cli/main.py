@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from ..config import Settings
 
-RET_OK = 0
-RET_FAILED = 1
-RET_USAGE = 2
-RET_PARTIAL = 3
-RET_CANCELLED = 4
-RET_UNREACHABLE = 5
+RET_OK = EXIT_OK
+RET_FAILED = EXIT_FAILED
+RET_USAGE = EXIT_USAGE
+RET_PARTIAL = EXIT_PARTIAL
+RET_CANCELLED = EXIT_CANCELLED
+RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
-
-EXIT_BY_STATUS = {"completed": RET_OK, "partial": RET_PARTIAL, "failed": RET_FAILED, "cancelled": RET_CANCELLED}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
