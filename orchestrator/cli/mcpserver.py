@@ -364,6 +364,8 @@ def build(backend: Backend) -> MCPServer:
             raise ToolError(f"strategy must be auto, theirs or manual (got {strategy!r})")
 
         def run() -> Answer:
+            from ..git.conflicts import counted
+
             doc = backend.client().merge(job, strategy=strategy, into=into)
             outcome = doc.get("merge") or {}
             if outcome.get("error"):
@@ -371,7 +373,7 @@ def build(backend: Backend) -> MCPServer:
             else:
                 text = (
                     f"job {job}: merged {', '.join(outcome.get('merged') or []) or 'nothing'} into "
-                    f"{outcome.get('result_ref')}; conflicts: {len(outcome.get('conflicts') or [])}"
+                    f"{outcome.get('result_ref')}; {counted(len(outcome.get('conflicts') or []))}"
                     + (f"\ntake it with: {outcome['command']}" if outcome.get("command") else "")
                 )
             return text, doc

@@ -261,11 +261,11 @@ def merged(merge: dict[str, Any] | None) -> list[str]:
     if merge.get("unchanged"):
         lines.append("No changes from: " + ", ".join(merge["unchanged"]))
     for conflict in merge.get("conflicts", []):
-        workers = ", ".join(conflict["workers"])
-        if conflict.get("resolved_by"):
-            lines.append(f"Conflict in {conflict['path']} ({workers}): resolved by taking {conflict['resolved_by']}'s side")
-        elif not conflict.get("predicted"):
-            lines.append(f"Conflict in {conflict['path']} ({workers}, {conflict['hunks']} hunk(s)): not merged")
+        if conflict.get("resolved_by") or not conflict.get("predicted"):
+            from ..git.conflicts import describe  # only here: a child's merge that told of a conflict
+
+            text = describe(conflict)
+            lines.append(text[:1].upper() + text[1:])
     if merge.get("skipped"):
         where = merge["target"].rsplit("/", 1)[0]
         branches = ", ".join(f"{where}/{w}" for w in merge["skipped"])

@@ -42,6 +42,7 @@ from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
 from ..clock import Clock
 from ..config import Isolation, MergeStrategy, Settings
 from ..errors import Conflict, OrchestratorError
+from ..git import conflicts as conflict_text
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
@@ -234,11 +235,7 @@ def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None =
     parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done) or 'nothing new'}"]
     if outcome.unchanged:
         parts.append(f"no changes from {', '.join(outcome.unchanged)}")
-    for c in outcome.conflicts:
-        if c.resolved_by:
-            parts.append(f"conflict in {c.path} ({', '.join(c.workers)}) resolved by taking {c.resolved_by}'s side")
-        elif not c.predicted:
-            parts.append(f"conflict in {c.path} ({', '.join(c.workers)})")
+    parts += [conflict_text.describe(c) for c in outcome.conflicts if c.resolved_by or not c.predicted]
     if outcome.skipped:
         parts.append(f"not merged: {', '.join(outcome.skipped)}")
     return "; ".join(parts)

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..config import Isolation, MergeStrategy, Settings
 from ..errors import ConfigError, Conflict, OrchestratorError
+from ..git import conflicts as conflict_text
 from ..git import merging
 from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
@@ -42,8 +43,6 @@ from ..models import JobRecord, JobStatus, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import gates
-
-NAMED = 5  # conflicting files a note names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -239,7 +238,7 @@ def land(
 def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> dict[str, Any]:
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
-        why = "the manual strategy merged nothing" if outcome.result_commit is None else "the merge stopped at a conflict"
+        why = "the manual strategy merged nothing" if outcome.result_commit is None else conflict_text.STOPPED
         if left_out and outcome.result_commit is not None and not outcome.skipped:
             why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
@@ -266,12 +265,6 @@ def failed(job: JobRecord, strategy: str | None, exc: BaseException, now: float)
     )
 
 
-def _files(conflicts: list[dict[str, Any]]) -> str:
-    shown = [f"{c['path']} ({', '.join(c['workers'])})" for c in conflicts[:NAMED]]
-    more = len(conflicts) - NAMED
-    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-
-
 def describe(merge: dict[str, Any]) -> str:
     """The job's note: what was merged, what conflicted, and how to take the result."""
     strategy, merged = merge["strategy"], merge["merged"]
@@ -279,19 +272,21 @@ def describe(merge: dict[str, Any]) -> str:
     actual = [c for c in merge["conflicts"] if not c["predicted"]]
     if strategy == MergeStrategy.MANUAL:
         text = f"merge manual: nothing merged, {len(merge['skipped'])} branches left for you"
-        text += f"; they would conflict in: {_files(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
+        text += (
+            f"; they would conflict in: {conflict_text.listed(merge['conflicts'])}" if merge["conflicts"] else "; none conflict"
+        )
         text += f"; to merge them yourself: {merge['command']}"
         text += _previous(merge)
     elif merge["skipped"]:
         text = (
-            f"merge auto stopped at a conflict in: {_files(actual)}; merged {len(merged)} worker(s) into {short}, "
+            f"merge auto stopped at a conflict in: {conflict_text.listed(actual)}; merged {len(merged)} worker(s) into {short}, "
             f"skipped {', '.join(merge['skipped'])}; take what merged with: {merge['command']}"
         )
     else:
         text = f"merged {len(merged)} worker(s) into {short} ({strategy}); take it with: {merge['command']}"
         won = [c for c in actual if c.get("resolved_by")]
         if won:
-            text += "; the later worker's side won in: " + _files(won)
+            text += "; " + conflict_text.side_won(won)
     if merge.get("unchanged"):
         text += f"; no changes from {', '.join(merge['unchanged'])} (not merged)"
     if merge.get("left_out"):

@@ -35,6 +35,7 @@ from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 from ..config import Isolation
+from ..git import conflicts as conflict_text
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -82,6 +83,8 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.filters["gate_summary"] = gate_summary
     env.filters["measure"] = _candidates.measure
     env.filters["clip"] = _clipped
+    env.filters["conflict_outcome"] = conflict_text.outcome
+    env.globals["merge_stopped"] = conflict_text.STOPPED
     return env
 
 

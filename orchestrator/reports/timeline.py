@@ -34,6 +34,7 @@ from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, s
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
 from ..config import Isolation
+from ..git.conflicts import counted
 
 WIDTH = 1200
 LABEL_WIDTH = 380  # the label column; bars start right of it
@@ -394,7 +395,7 @@ def text_marks(
             lines.append(
                 f"│ merge of job {job.id} ({merge.get('strategy')}) at {at - origin:.1f}s: "
                 f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
-                f"{len(merge.get('conflicts') or [])} conflicting file(s)"
+                f"{counted(len(merge.get('conflicts') or []))}"
             )
     if origin is not None:
         for job in jobs:  # each task's selection among its candidates
@@ -419,8 +420,7 @@ def _merge(chart: _Chart, job: JobRecord, at: float, first: int, last: int, leve
     result = merge.get("result_commit")
     tip = (
         f"job {job.id}: merge ({merge.get('strategy')}) of {len(merge.get('merged') or [])} worker(s), "
-        f"{len(merge.get('skipped') or [])} skipped, {len(conflicts)} conflicting file(s)"
-        + (f" -> {str(result)[:12]}" if result else "")
+        f"{len(merge.get('skipped') or [])} skipped, {counted(len(conflicts))}" + (f" -> {str(result)[:12]}" if result else "")
     )
     top, bottom = chart.y(first), chart.y(last + 1)
     return (
