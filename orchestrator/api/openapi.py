@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..cluster.nodes import NODES_SCHEMA
-from ..config import Isolation, MergeStrategy, choice, quality
+from ..config import AUTO_KIND, Isolation, MergeStrategy, choice, quality
 from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 from .approvaldoc import approval_paths, approval_schemas
@@ -220,7 +220,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
             "minimum": 0,
             "maximum": settings.recursion.max_depth_limit if settings is not None else 1000,
         }
-    props["worker"]["enum"] = ["auto", *ADAPTERS]
+    props["worker"]["enum"] = [AUTO_KIND, *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
     props["callback_url"] = {"type": "string", "maxLength": 2048}  # a host in webhooks.allowed_callback_hosts, else 422
     props["gates"] = {"type": "array", "items": quality.GATE_SCHEMA}

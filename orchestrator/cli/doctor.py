@@ -120,13 +120,15 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
 
 
 def _check_clis(report: Report, settings: Settings) -> None:
+    from ..config import AUTO_KIND
+
     configured = settings.orchestrator.worker
     for cli in report.clis:
         if cli.version is None:
             report.add(
                 cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {INSTALL[cli.kind]}"
             )
-    if configured not in ("auto", *AI_KINDS):
+    if configured not in (AUTO_KIND, *AI_KINDS):
         report.worker = configured
         report.add("worker", Level.OK, f"worker kind {configured} (configured): no AI CLI needed")
         return

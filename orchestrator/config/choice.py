@@ -18,6 +18,8 @@ from typing import Any
 from ..errors import ConfigError
 from .keys import StrEnum
 
+AUTO_KIND = "auto"  # the worker kind (orchestrator.worker, a role's) that is the first AI CLI on PATH, else simulated
+
 
 class Select(StrEnum):
     """``candidates.select``: how a subtask's winner is chosen among its candidates (selection/)."""
@@ -102,7 +104,7 @@ def parse_judge(value: object, where: str = "judge", kinds: Collection[str] | No
 
 
 def _kind(value: object, where: str, kinds: Collection[str] | None) -> str:
-    usable = [k for k in kinds or () if k != "auto"]
+    usable = [k for k in kinds or () if k != AUTO_KIND]
     if not isinstance(value, str) or not value or (kinds is not None and value not in usable):
         listed = f" Available kinds: {', '.join(usable)}" if kinds is not None else ""
         raise ConfigError(f"{where}={str(value)[:60]!r} is not a worker kind this server can run.{listed}", key=where)

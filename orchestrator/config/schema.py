@@ -16,7 +16,7 @@ from . import choice, hooks, quality, scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 
-WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
+WORKER_KINDS = (choice.AUTO_KIND, "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
 PLANNERS = ("heuristic", "ai", "auto")
 
 

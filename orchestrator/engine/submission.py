@@ -12,7 +12,7 @@ from collections.abc import Callable
 from .. import states
 from ..checkouts.worktree import resolve_isolation
 from ..clock import Clock
-from ..config import Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
+from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
 from ..planner import graph
@@ -90,7 +90,7 @@ class Submission:
             parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, given, parent_cfg)
             kind, why = resolve_kind(cfg.worker, self.settings)
-            if cfg.worker == "auto" and parent is None:
+            if cfg.worker == AUTO_KIND and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
             if parent is None:
                 notes.append(self.confinement.for_job(cfg).note)  # sandboxed, or unconfined and why
