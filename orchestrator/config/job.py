@@ -70,9 +70,8 @@ class JobConfig:
     callback_url: str = job_key("webhooks", "callback_url")
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
-            k: v.value if isinstance(v, StrEnum) else v for k, v in self.__dict__.items()
-        }  # scalars (a closed choice as its string), and the gates copied below
+        # Scalars (a closed choice as its string), and the gates copied below.
+        data = {k: v.value if isinstance(v, StrEnum) else v for k, v in self.__dict__.items()}
         data["gates"] = copy.deepcopy(self.gates)
         data["candidates"], data["judge"] = copy.deepcopy(self.candidates), dict(self.judge)
         return data
