@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+from .config import Isolation
 from .config.job import JobConfig
+from .errors import TERMINAL_STATUSES
 
 _T = TypeVar("_T")
 
@@ -37,7 +39,7 @@ class JobStatus(str, Enum):
         return self in TERMINAL_JOB_STATUSES or self is JobStatus.WAITING
 
 
-TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_JOB_STATUSES = frozenset(JobStatus(status) for status in TERMINAL_STATUSES)
 
 
 class WorkerStatus(str, Enum):
@@ -438,7 +440,7 @@ def changed_nothing(job: JobRecord, workers: list[WorkerRecord]) -> bool:
     checkout unchanged: its result is its base, whatever its status says (quick-start's exit
     code 6, the summary's "no worker changed anything")."""
     ran = [w for w in workers if w.job_id == job.id and w.attempts]
-    return job.config.isolation == "worktree" and job.status.at_rest and bool(ran) and all(w.no_changes for w in ran)
+    return job.config.isolation == Isolation.WORKTREE and job.status.at_rest and bool(ran) and all(w.no_changes for w in ran)
 
 
 def _shallow(record: _T) -> _T:

@@ -116,7 +116,7 @@ def test_the_same_lines_under_auto_stop_and_report_the_file_and_workers_and_skip
     assert "d.txt" not in git(host, "ls-tree", "--name-only", result)  # merged nothing more after the conflict
     assert any(n.startswith("merge auto stopped at a conflict in: app.py (worker_2, worker_3)") for n in job.notes)
     final = engine.workspace.final_report(job.id).read_text()
-    assert "| `app.py` | worker_2, worker_3 | 1 | content | conflict: merging stopped here |" in final
+    assert "| `app.py` | worker_2, worker_3 | 1 | content | not merged (merging stopped here) |" in final
     assert "- Skipped: `worker_3`, `worker_4`" in final
     assert snapshot(host, folder) == before
 
@@ -132,7 +132,7 @@ def test_the_same_lines_under_theirs_take_the_later_workers_side_and_name_the_fi
     assert show(host, result_of(host, job.id), "app.py") == "print('w2')\nline2\n"
     assert any("the later worker's side won in: app.py (worker_1, worker_2)" in n for n in job.notes)
     final = engine.workspace.final_report(job.id).read_text()
-    assert "| `app.py` | worker_1, worker_2 | 1 | content | the later worker's side won: `worker_2` |" in final
+    assert "| `app.py` | worker_1, worker_2 | 1 | content | resolved by taking worker_2's side |" in final
     assert snapshot(host, folder) == before
 
 
@@ -553,11 +553,14 @@ def test_cli_merge_and_conflicts_against_a_real_server(served, tmp_path):
 
     shown = cli("conflicts", job_id)
     assert shown.returncode == 0, shown.stderr
-    assert "1 predicted conflict(s)" in shown.stdout and "app.py: worker_1 vs worker_2 (1 hunk(s), content)" in shown.stdout
+    assert (
+        "1 predicted conflict(s)" in shown.stdout
+        and "conflict in app.py (worker_1, worker_2, 1 hunk(s)): would conflict (not merged)" in shown.stdout
+    )
     assert "merge (auto)" in shown.stdout and "skipped: worker_2" in shown.stdout
     done = cli("merge", job_id, "--strategy", "theirs")
     assert done.returncode == 0, done.stderr
-    assert "merged: worker_1, worker_2; skipped: none" in done.stdout and "resolved by worker_2's side" in done.stdout
+    assert "merged: worker_1, worker_2; skipped: none" in done.stdout and "resolved by taking worker_2's side" in done.stdout
     assert f"take it with: git merge orchestrator/{job_id}/result" in done.stdout
     as_json = json.loads(cli("merge", job_id, "--strategy", "theirs", "--json").stdout)
     assert as_json["merge"]["result_commit"] == result_of(host, job_id)

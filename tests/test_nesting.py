@@ -212,12 +212,13 @@ def test_a_conflict_under_auto_is_reported_and_the_parent_s_branch_holds_only_th
     assert [(c["path"], c["workers"], c["kind"]) for c in first] == [("app.py", ["worker_1_2", "worker_1_3"], "content")]
     out = marker["out"]
     assert "Merged (auto), now in your checkout: worker_1_1, worker_1_2" in out, out
-    assert "Conflict in app.py (worker_1_2, worker_1_3, 1 hunk(s)): not merged" in out, out
+    assert "Conflict in app.py (worker_1_2, worker_1_3, 1 hunk(s)): not merged (merging stopped here)" in out, out
     assert (
         f"Not merged (their work stays on their branches; merge or redo it yourself): "
         f"orchestrator/{root_id}/worker_1_3, orchestrator/{root_id}/worker_1_4"
     ) in out, out
-    assert any("conflict in app.py (worker_1_2, worker_1_3); not merged: worker_1_3, worker_1_4" in n for n in child["notes"])
+    stopped = "conflict in app.py (worker_1_2, worker_1_3, 1 hunk(s)): not merged (merging stopped here)"
+    assert any(f"{stopped}; not merged: worker_1_3, worker_1_4" in n for n in child["notes"])
     # The parent's branch holds the clean part only (its own marker.json committed on top).
     tip = git(host, "rev-parse", branch).strip()
     assert git(host, "show", f"{tip}:app.py") == "print('two')\n"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..cluster.nodes import NODES_SCHEMA
-from ..config import choice, quality
+from ..config import AUTO_KIND, Isolation, MergeStrategy, choice, quality
 from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 from .approvaldoc import approval_paths, approval_schemas
@@ -220,7 +220,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
             "minimum": 0,
             "maximum": settings.recursion.max_depth_limit if settings is not None else 1000,
         }
-    props["worker"]["enum"] = ["auto", *ADAPTERS]
+    props["worker"]["enum"] = [AUTO_KIND, *ADAPTERS]
     props["merge_into"] = dict(BRANCH)
     props["callback_url"] = {"type": "string", "maxLength": 2048}  # a host in webhooks.allowed_callback_hosts, else 422
     props["gates"] = {"type": "array", "items": quality.GATE_SCHEMA}
@@ -231,7 +231,7 @@ def job_config_schema(settings: Settings | None = None) -> dict[str, Any]:
     if settings is not None and not settings.recursion.enable:
         props["enable_recursion"]["enum"] = [False]
     if settings is not None and _worktrees_impossible(settings):  # never offer what would be refused
-        props["isolation"]["enum"] = [m for m in props["isolation"]["enum"] if m != "worktree"]
+        props["isolation"]["enum"] = [m for m in props["isolation"]["enum"] if m != Isolation.WORKTREE]
     return props
 
 
@@ -245,7 +245,7 @@ def _worktrees_impossible(settings: Settings) -> bool:
     key = (str(settings.base_dir), str(settings.workspace_root), settings.git.repo)
     if key not in _REFUSES_WORKTREES:
         try:
-            resolve_isolation(settings, settings.workspace_root, "worktree")
+            resolve_isolation(settings, settings.workspace_root, Isolation.WORKTREE)
             _REFUSES_WORKTREES[key] = False
         except ConfigError:
             _REFUSES_WORKTREES[key] = True
@@ -549,7 +549,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "strategy": {"type": "string", "enum": ["auto", "theirs", "manual"]},
+                        "strategy": {"type": "string", "enum": [m.value for m in MergeStrategy]},
                         "into": BRANCH,
                     },
                 },

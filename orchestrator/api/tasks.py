@@ -25,6 +25,7 @@ from flask import Blueprint, Response, g, jsonify, request, stream_with_context,
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
+from ..config import MergeStrategy
 from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
 from ..index import IndexUnavailable
@@ -58,7 +59,7 @@ bp.before_request(authenticate)  # the same key, credentials and rate limits as 
 
 BODY_KEYS = ("description", "cli_assignments", "merge_strategy")
 ASSIGNMENT_KEYS = ("cli_name", "context", "timeout")
-DEFAULT_STRATEGY = "theirs"  # the seed's default ("THEIRS (Default - Fully Automated)")
+DEFAULT_STRATEGY = MergeStrategy.THEIRS.value  # the seed's default ("THEIRS (Default - Fully Automated)")
 NAMES_FILE = "task_api.json"  # in the tree's state folder: the cli_names as the request gave them
 HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (the seed's)
 EXAMPLE = json.dumps(TASK_EXAMPLE)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import Isolation
 from ..errors import OrchestratorError
 from ..git import gitrefs
 from ..git.gitcmd import GitFailed
@@ -93,7 +94,7 @@ def has_worktrees(workspace: Workspace, root_id: str) -> bool:
 
 def release_reason(job: JobRecord, repo: Path, settings: Settings, now: float) -> str | None:
     """Why a finished root job's worktrees may go now, or None while they stay."""
-    if job.config.isolation != "worktree" or not job.is_root or not job.status.terminal:
+    if job.config.isolation != Isolation.WORKTREE or not job.is_root or not job.status.terminal:
         return None
     merge = job.merge or {}
     branch = (merge.get("into") or {}).get("branch") or job.config.merge_into
@@ -203,7 +204,7 @@ def start_retention(engine: Any, settings: Settings) -> threading.Event | None:
 def shown(settings: Settings, workspace: Workspace, job: JobRecord) -> dict[str, Any] | None:
     """What a root worktree job holds in the repository now and when each part goes (``status``
     shows it), or None for a job without worktrees or a repository."""
-    if job.config.isolation != "worktree" or not job.is_root:
+    if job.config.isolation != Isolation.WORKTREE or not job.is_root:
         return None
     repo = host_repo(settings, workspace)
     if repo is None:

@@ -35,6 +35,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import failpoints
+from ..config import Isolation
 from ..errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from ..models import JobRecord, JobStatus
 from ..workspace import logs
@@ -158,7 +159,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
             "start the server to take them over"
         )
     checkout = None
-    if settings is not None and root.config.isolation == "worktree":
+    if settings is not None and root.config.isolation == Isolation.WORKTREE:
         from .worktree import make_checkout
 
         checkout = make_checkout(settings, workspace)
@@ -169,7 +170,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
 def delete_job(workspace: Any, job: JobRecord, checkout: Any, all_branches: bool = False) -> None:
     """Delete a root job's tree (the rule already applied), with its worktrees and branches when it
     had them (its result branch too with ``all_branches``)."""
-    remove = getattr(checkout, "remove_tree", None) if job.config.isolation == "worktree" else None
+    remove = getattr(checkout, "remove_tree", None) if job.config.isolation == Isolation.WORKTREE else None
     removes = Removes.FOLDER if remove is None else Removes.ALL if all_branches else Removes.WORKERS
     delete_tree(workspace, job.root_id, removes, remove)
     where = logs.context(job.id, root_id=job.root_id)

@@ -47,7 +47,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Isolation, Settings
 from ..errors import ConfigError, OrchestratorError
 from ..git import gitrefs
 from ..git.commits import identity_of, subject_line, trailers
@@ -462,7 +462,7 @@ class IsolatedCheckout(Checkout):
 
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         chosen: Checkout = self.folder
-        if getattr(job.config, "isolation", "folder") == "worktree":
+        if getattr(job.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE:
             chosen = self._worktree_for()
         with self._lock:
             self._by_worker[(record.root_id, record.key)] = chosen
@@ -497,7 +497,7 @@ class IsolatedCheckout(Checkout):
         gone (``prune_stale``, run when the host repository is first found). Not asked for
         when git.isolation is ``folder`` (no git at start): then the first job that asks for
         worktrees prunes. Nothing when the folder is in no git repository."""
-        if self._worktree_for.settings.git.isolation == "folder":
+        if self._worktree_for.settings.git.isolation == Isolation.FOLDER:
             return []
         try:
             self._worktree_for()
@@ -506,7 +506,7 @@ class IsolatedCheckout(Checkout):
         return self._worktree_for.pruned
 
     def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
-        if getattr(job.config, "isolation", "folder") != "worktree":
+        if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:
             return self.folder.recovered(record, job, lost)
         return self._worktree_for().recovered(record, job, lost)
 
@@ -518,20 +518,20 @@ class IsolatedCheckout(Checkout):
                 self._by_worker.pop((record.root_id, record.key), None)
 
 
-def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tuple[str, str | None]:
+def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tuple[Isolation, str | None]:
     """A root job's isolation (``auto`` resolved) and the note that says why; ConfigError when
     ``worktree`` is asked for and not possible. The repository is always the one holding this
     folder, or git.repo: a request names only the mode, never a path."""
-    if mode == "folder":
-        return mode, None
+    if mode == Isolation.FOLDER:
+        return Isolation.FOLDER, None
     host = find_host(settings.base_dir, workspace_root, settings.git.repo)
-    if mode == "worktree":
+    if mode == Isolation.WORKTREE:
         if isinstance(host, str):
             raise ConfigError(f"isolation worktree is not possible: {host}. Use isolation folder (or auto).")
-        return mode, None
+        return Isolation.WORKTREE, None
     if isinstance(host, str):
-        return "folder", f"isolation auto: folder, because {host}"
-    return "worktree", f"isolation auto: worktree, because {host.reason}"
+        return Isolation.FOLDER, f"isolation auto: folder, because {host}"
+    return Isolation.WORKTREE, f"isolation auto: worktree, because {host.reason}"
 
 
 def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated", env: EnvFor | None = None) -> Checkout:

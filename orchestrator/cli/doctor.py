@@ -120,13 +120,15 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
 
 
 def _check_clis(report: Report, settings: Settings) -> None:
+    from ..config import AUTO_KIND
+
     configured = settings.orchestrator.worker
     for cli in report.clis:
         if cli.version is None:
             report.add(
                 cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {INSTALL[cli.kind]}"
             )
-    if configured not in ("auto", *AI_KINDS):
+    if configured not in (AUTO_KIND, *AI_KINDS):
         report.worker = configured
         report.add("worker", Level.OK, f"worker kind {configured} (configured): no AI CLI needed")
         return
@@ -178,6 +180,7 @@ def _check_python(report: Report) -> None:
 
 def _check_git(report: Report, settings: Settings) -> Path | None:
     """git, worktree support and the isolation ``auto`` picks; the host repository, if any."""
+    from ..config import Isolation
     from ..git.gitwork import Host, find_host, git_version, worktree_list
     from ..git.merging import GitTooOld, require_git
 
@@ -186,7 +189,7 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
     found = find_host(settings.base_dir, settings.workspace_root, settings.git.repo)
     host = found if isinstance(found, Host) else None
     if version is None:
-        level = Level.PROBLEM if mode == "worktree" else Level.NOTE
+        level = Level.PROBLEM if mode == Isolation.WORKTREE else Level.NOTE
         report.add("git", level, "git is not installed: workers get plain folders, no branches", "install git (2.38 or newer)")
     else:
         report.add("git", Level.OK, f"git {'.'.join(map(str, version))}")
@@ -197,11 +200,11 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
             report.add("git", Level.PROBLEM, f"`git worktree list` fails in {host.repo}: {exc}", "install git 2.38 or newer")
             host = None
     if host is None:
-        level = Level.PROBLEM if mode == "worktree" else Level.OK
-        fix = "set git.isolation: folder, or fix the above" if mode == "worktree" else ""
+        level = Level.PROBLEM if mode == Isolation.WORKTREE else Level.OK
+        fix = "set git.isolation: folder, or fix the above" if mode == Isolation.WORKTREE else ""
         report.add("isolation", level, f"isolation {mode} -> folder: {found if isinstance(found, str) else 'no worktrees'}", fix)
         return None
-    if mode == "folder":
+    if mode == Isolation.FOLDER:
         report.add("isolation", Level.OK, f"isolation folder (configured; {host.repo} could hold worktrees)")
         return None
     try:

@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from ..config import Settings
 
-RET_OK = 0
-RET_FAILED = 1
-RET_USAGE = 2
-RET_PARTIAL = 3
-RET_CANCELLED = 4
-RET_UNREACHABLE = 5
+RET_OK = EXIT_OK
+RET_FAILED = EXIT_FAILED
+RET_USAGE = EXIT_USAGE
+RET_PARTIAL = EXIT_PARTIAL
+RET_CANCELLED = EXIT_CANCELLED
+RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
-
-EXIT_BY_STATUS = {"completed": RET_OK, "partial": RET_PARTIAL, "failed": RET_FAILED, "cancelled": RET_CANCELLED}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -489,6 +489,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
+    from ..git.conflicts import describe
+
     answer = _client(args).conflicts(args.job_id)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -496,7 +498,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     found = answer["conflicts"]
     print(f"job {answer['job_id']}: {len(found)} predicted conflict(s) between its workers' branches")
     for c in found:
-        print(f"  {c['path']}: {' vs '.join(c['workers'])} ({c['hunks']} hunk(s), {c['kind']})")
+        print(f"  {describe(c)}")
     if answer["merge"]:
         print(_merge_lines(answer["job_id"], answer["merge"]))
     else:
@@ -506,15 +508,15 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 def _merge_lines(job_id: str, merge: dict[str, Any]) -> str:
     """A merge record (quality/landing.py's shape) as a few lines for a person."""
+    from ..git.conflicts import describe
+
     if "error" in merge:
         return f"last merge failed: {merge['error']}"
     lines = [f"merge ({merge['strategy']}) of job {job_id}: result {merge['result_ref'].removeprefix('refs/heads/')}"]
     lines.append(f"  commit: {merge['result_commit'] or 'none (manual: nothing merged)'}")
     lines.append(f"  merged: {', '.join(merge['merged']) or 'none'}; skipped: {', '.join(merge['skipped']) or 'none'}")
     lines += [f"  left out: {w['worker']} ({w['reason']})" for w in merge.get("left_out") or []]
-    for c in merge["conflicts"]:
-        how = f"resolved by {c['resolved_by']}'s side" if c["resolved_by"] else "predicted" if c["predicted"] else "conflict"
-        lines.append(f"  {c['path']}: {', '.join(c['workers'])} ({c['hunks']} hunk(s), {how})")
+    lines += [f"  {describe(c)}" for c in merge["conflicts"]]
     into = merge.get("into")
     if into:
         lines.append(

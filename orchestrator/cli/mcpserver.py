@@ -358,10 +358,14 @@ def build(backend: Backend) -> MCPServer:
         """Merge a finished root job's workers' branches into its result branch (again). strategy:
         auto, theirs or manual (default: the job's); into: a branch of yours to fast-forward to it."""
         job = _text("job_id", job_id)
-        if strategy is not None and strategy not in ("auto", "theirs", "manual"):
+        from ..config import MergeStrategy  # here: the MCP server starts light
+
+        if strategy is not None and strategy not in tuple(MergeStrategy):
             raise ToolError(f"strategy must be auto, theirs or manual (got {strategy!r})")
 
         def run() -> Answer:
+            from ..git.conflicts import counted
+
             doc = backend.client().merge(job, strategy=strategy, into=into)
             outcome = doc.get("merge") or {}
             if outcome.get("error"):
@@ -369,7 +373,7 @@ def build(backend: Backend) -> MCPServer:
             else:
                 text = (
                     f"job {job}: merged {', '.join(outcome.get('merged') or []) or 'nothing'} into "
-                    f"{outcome.get('result_ref')}; conflicts: {len(outcome.get('conflicts') or [])}"
+                    f"{outcome.get('result_ref')}; {counted(len(outcome.get('conflicts') or []))}"
                     + (f"\ntake it with: {outcome['command']}" if outcome.get("command") else "")
                 )
             return text, doc

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
+from ..errors import EXIT_BY_STATUS, EXIT_UNREACHABLE
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..workspace.layout import Workspace
 
-EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
-RET_UNREACHABLE = 5
+RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-EXIT_BY_STATUS = {"completed": 0, "partial": 3, "failed": 1, "cancelled": 4}
-
 
 def register(sub: Any) -> None:
     """The ``spawn`` entry of the full command line (``python -m orchestrator --help`` lists it)."""
@@ -172,7 +170,7 @@ def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tupl
 
 def cmd_spawn(args: Any) -> int:
     from ..api.wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps
-    from ..errors import ValidationError
+    from ..errors import EXIT_BY_STATUS, ValidationError
 
     plan = read_plan(args.plan) if args.plan else None
     if plan is not None:  # a graph: its subtasks are the plan's; the request defaults to their texts
@@ -263,11 +261,11 @@ def merged(merge: dict[str, Any] | None) -> list[str]:
     if merge.get("unchanged"):
         lines.append("No changes from: " + ", ".join(merge["unchanged"]))
     for conflict in merge.get("conflicts", []):
-        workers = ", ".join(conflict["workers"])
-        if conflict.get("resolved_by"):
-            lines.append(f"Conflict in {conflict['path']} ({workers}): resolved by taking {conflict['resolved_by']}'s side")
-        elif not conflict.get("predicted"):
-            lines.append(f"Conflict in {conflict['path']} ({workers}, {conflict['hunks']} hunk(s)): not merged")
+        if conflict.get("resolved_by") or not conflict.get("predicted"):
+            from ..git.conflicts import describe  # only here: a child's merge that told of a conflict
+
+            text = describe(conflict)
+            lines.append(text[:1].upper() + text[1:])
     if merge.get("skipped"):
         where = merge["target"].rsplit("/", 1)[0]
         branches = ", ".join(f"{where}/{w}" for w in merge["skipped"])

@@ -13,6 +13,7 @@ the settings part of the environment.
 
 from __future__ import annotations
 
+from .choice import AUTO_KIND, Select
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
 from .keys import ENV_NAME, RESERVED_ENV, Key, Section
 from .schema import (
@@ -22,9 +23,14 @@ from .schema import (
     TEMPLATE_HEADER,
     WORKER_KINDS,
     ApiSettings,
+    ApprovalMode,
+    Isolation,
     LoggingSettings,
+    MergeStrategy,
     OrchestratorSettings,
     RecursionSettings,
+    SandboxMode,
+    SandboxNetwork,
     SimulatedSettings,
     WorkersSettings,
     render_template,
@@ -32,6 +38,7 @@ from .schema import (
 from .settings import ENV_PREFIX, Settings, default_base_dir, load_settings
 
 __all__ = [
+    "AUTO_KIND",
     "ACCEPTED_ONLY",
     "ENV_NAME",
     "ENV_PREFIX",
@@ -45,12 +52,18 @@ __all__ = [
     "TEMPLATE_HEADER",
     "WORKER_KINDS",
     "ApiSettings",
+    "ApprovalMode",
+    "Isolation",
     "JobConfig",
     "Key",
     "LoggingSettings",
+    "MergeStrategy",
     "OrchestratorSettings",
     "RecursionSettings",
+    "SandboxMode",
+    "SandboxNetwork",
     "Section",
+    "Select",
     "Settings",
     "SimulatedSettings",
     "WorkersSettings",

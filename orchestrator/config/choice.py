@@ -17,8 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .keys import StrEnum
 
-SELECT = ("best", "cheapest", "fastest", "first_passing", "judge")
+AUTO_KIND = "auto"  # the worker kind (orchestrator.worker, a role's) that is the first AI CLI on PATH, else simulated
+
+
+class Select(StrEnum):
+    """``candidates.select``: how a subtask's winner is chosen among its candidates (selection/)."""
+
+    BEST = "best"  # weighted score
+    CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    FIRST_PASSING = "first_passing"  # cancel the rest once one passes
+    JUDGE = "judge"  # an AI compares them two at a time
+
+
+SELECT = tuple(member.value for member in Select)
+
+
 CANDIDATE_KEYS = ("kind", "model", "timeout", "context")
 JUDGE_KEYS = ("kind", "model", "timeout")
 MAX_CANDIDATES = 16  # per subtask: the same prompt on more than this is a mistake, not a plan
@@ -108,7 +124,7 @@ def parse_judge(value: object, where: str = "judge", kinds: Collection[str] | No
 
 
 def _kind(value: object, where: str, kinds: Collection[str] | None) -> str:
-    usable = [k for k in kinds or () if k != "auto"]
+    usable = [k for k in kinds or () if k != AUTO_KIND]
     if not isinstance(value, str) or not value or (kinds is not None and value not in usable):
         listed = f" Available kinds: {', '.join(usable)}" if kinds is not None else ""
         raise ConfigError(f"{where}={str(value)[:60]!r} is not a worker kind this server can run.{listed}", key=where)

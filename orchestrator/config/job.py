@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, Forbidden, RecursionLimit
+from .choice import Select
 from .hooks import check_callback_url
-from .keys import Key, check_value
-from .schema import SCHEMA
+from .keys import Key, StrEnum, check_value
+from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, SandboxMode
 from .settings import Settings
 
 
@@ -45,13 +46,13 @@ class JobConfig:
     worker: str = job_key("orchestrator", "worker")
     planner: str = job_key("orchestrator", "planner")
     max_cost_usd: float = job_key("workers", "max_cost_usd")
-    sandbox: str = job_key("workers", "sandbox")  # the admin key's; a child job runs in its root's
-    isolation: str = job_key("git", "isolation")  # "auto" is resolved at submission (engine/submission.py)
-    merge_strategy: str = job_key("git", "merge_strategy")
+    sandbox: SandboxMode = job_key("workers", "sandbox")  # the admin key's; a child job runs in its root's
+    isolation: Isolation = job_key("git", "isolation")  # "auto" is resolved at submission (engine/submission.py)
+    merge_strategy: MergeStrategy = job_key("git", "merge_strategy")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
     # Before_merge: the root stops in "waiting" before landing (quality/approval.py). A root
     # job's only; a child job inherits it and ignores it (its merge into its parent worker's branch is not gated).
-    approval: str = job_key("git", "approval")
+    approval: ApprovalMode = job_key("git", "approval")
     # Gates: set by config.yaml or a root job's request (admin key); a child job inherits them
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
     gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
@@ -62,14 +63,15 @@ class JobConfig:
     # one merged is selected; a request (root or child) may set them.
     candidates: list[dict[str, Any]] = job_key("candidates", "candidates")
     attempts: int = job_key("candidates", "attempts")
-    select: str = job_key("candidates", "select")
+    select: Select = job_key("candidates", "select")
     judge: dict[str, Any] = job_key("candidates", "judge")
     # Webhooks: where a root job's end is POSTed, signed (webhooks/); its host must be in
     # webhooks.allowed_callback_hosts. A root job's only: a child job's is "".
     callback_url: str = job_key("webhooks", "callback_url")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)  # scalars, and the gates copied below
+        # Scalars (a closed choice as its string), and the gates copied below.
+        data = {k: v.value if isinstance(v, StrEnum) else v for k, v in self.__dict__.items()}
         data["gates"] = copy.deepcopy(self.gates)
         data["candidates"], data["judge"] = copy.deepcopy(self.candidates), dict(self.judge)
         return data
@@ -79,7 +81,13 @@ class JobConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobConfig:
-        return cls(**{k: v for k, v in data.items() if k in JOB_KEYS and v is not None})
+        return cls(**{k: _member(k, v) for k, v in data.items() if k in JOB_KEYS and v is not None})
+
+
+def _member(key: str, value: Any) -> Any:
+    """A record's value of a closed choice as its enum member (any other value as it is)."""
+    spec = SCHEMA[JOB_KEYS[key][0]][JOB_KEYS[key][1]]
+    return spec.enum(value) if spec.enum is not None and value in (spec.choices or ()) else value
 
 
 # Keys a request's "config" may carry, and the setting each one defaults from.

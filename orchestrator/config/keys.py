@@ -3,14 +3,31 @@ of config/schema.py use, and ``check_value``, which checks one value against its
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol
 from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:
+    from enum import Enum
+
+    class StrEnum(str, Enum):
+        """enum.StrEnum of Python 3.11: a member is its value, as a string (str(), f-strings, JSON)."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return format(str(self.value), spec)
+
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables the orchestrator always sets itself (with ORCHESTRATOR_*): workers.env may not name them.
@@ -33,6 +50,7 @@ class Key:
     check: Any = None  # a function that raises ValueError (saying what is wrong) for a value of the right type but bad form
     parse: Any = None  # for structured values (gates, roles): (value, where) -> the checked value, or ConfigError
     masked: tuple[str, ...] = ()  # fields of a structured value's items that are secret (webhooks.endpoints' "secret")
+    enum: builtins.type[StrEnum] | None = None  # a closed choice's StrEnum: a checked value is its member (choices: its values)
 
     def shown_default(self) -> str:
         """The default as config.yaml spells it (the template and the configuration page show it)."""
@@ -51,6 +69,8 @@ class Key:
 
 
 def _copy(value: Any) -> Any:
+    if isinstance(value, StrEnum):  # a closed choice, as config.yaml and JSON spell it
+        return value.value
     return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
@@ -58,6 +78,9 @@ def setting(default: Any, help: str, **spec: Any) -> Any:
     """A section field: its default, its one-line comment, and the rest of its ``Key`` (min, max,
     choices, refusal, secret). Its type (and whether null is allowed) is the field's annotation."""
     meta = {"help": help, **spec}
+    choices = spec.get("choices")
+    if isinstance(choices, type) and issubclass(choices, StrEnum):  # a closed choice: its values, in order
+        meta["choices"], meta["enum"] = tuple(member.value for member in choices), choices
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: _copy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -104,6 +127,8 @@ def check_value(section: str, key: str, value: Any, spec: Key) -> Any:
             key=where,
             value=value,
         )
+    if spec.enum is not None:
+        return spec.enum(value)
     # a key with bounds is an int or float one, checked just above
     if isinstance(value, (int, float)) and (
         spec.min is not None and value < spec.min or spec.max is not None and value > spec.max

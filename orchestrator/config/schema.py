@@ -13,11 +13,50 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import choice, hooks, quality, scoring
-from .keys import Key, Section, setting
+from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 
-WORKER_KINDS = ("auto", "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
+WORKER_KINDS = (choice.AUTO_KIND, "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
 PLANNERS = ("heuristic", "ai", "auto")
+
+
+class Isolation(StrEnum):
+    """``git.isolation``: where workers work. A job's config holds worktree or folder: auto is
+    resolved at submission (checkouts/worktree.py's resolve_isolation)."""
+
+    AUTO = "auto"
+    WORKTREE = "worktree"  # a git worktree and branch per worker
+    FOLDER = "folder"  # a plain folder each
+
+
+class MergeStrategy(StrEnum):
+    """``git.merge_strategy``: how workers' branches are merged (git/merging.py)."""
+
+    AUTO = "auto"  # merge what merges cleanly, stop at the first conflict
+    THEIRS = "theirs"  # the later worker wins a conflicting hunk
+    MANUAL = "manual"  # merge nothing; report what would conflict
+
+
+class ApprovalMode(StrEnum):
+    """``git.approval``: whether a root job waits for a person before it lands (quality/approval.py)."""
+
+    NONE = "none"
+    BEFORE_MERGE = "before_merge"
+
+
+class SandboxMode(StrEnum):
+    """``workers.sandbox``: on (refuse to run unconfined), off, or auto (on where the machine can)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class SandboxNetwork(StrEnum):
+    """``workers.sandbox_network``: the host's network (the CLIs reach their model API), or none."""
+
+    HOST = "host"
+    NONE = "none"
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -182,21 +221,21 @@ class WorkersSettings(Section):
         max=1 << 30,
     )
     monitor_interval: float = setting(0.25, "seconds between resource samples of running workers", min=0.05, max=60)
-    sandbox: str = setting(
-        "auto",
+    sandbox: SandboxMode = setting(
+        SandboxMode.AUTO,
         "confine each worker (and the gates, scoring and git.setup that run its code) with bubblewrap: it writes only "
         "its checkout, its TMPDIR, its worktree's git data and its CLI's state; auto: where the machine can, else "
         "unconfined with a note; on: refuse to run unconfined",
-        choices=("auto", "on", "off"),
+        choices=SandboxMode,
     )
     sandbox_writable: list[str] = setting([], "more paths a sandboxed worker may write (relative: to this folder)")
     sandbox_hidden: list[str] = setting(
         ["config.yaml"], "paths a sandboxed worker sees empty (relative: to this folder); the API key lives in config.yaml"
     )
-    sandbox_network: str = setting(
-        "host",
+    sandbox_network: SandboxNetwork = setting(
+        SandboxNetwork.HOST,
         "a sandboxed worker's network: host (its CLI reaches its model API and this server) or none (no network at all)",
-        choices=("host", "none"),
+        choices=SandboxNetwork,
     )
     max_cost_usd: float = setting(
         0.0,
@@ -287,11 +326,11 @@ class SimulatedSettings(Section):
 
 @dataclass(frozen=True)
 class GitSettings(Section):
-    isolation: str = setting(
-        "auto",
+    isolation: Isolation = setting(
+        Isolation.AUTO,
         "where workers work: worktree (a git worktree and branch per worker, in the repository holding this folder), "
         "folder (a plain folder each), auto (worktree when this folder is in a git work tree and git is installed, else folder)",
-        choices=("auto", "worktree", "folder"),
+        choices=Isolation,
     )
     repo: str = setting("", "the repository for worktrees, relative to this folder (empty: the one holding this folder)")
     branch_prefix: str = setting("orchestrator/", "workers' branches are <branch_prefix><root job id>/<worker>")
@@ -299,12 +338,12 @@ class GitSettings(Section):
     include_uncommitted: bool = setting(
         False, "start from a snapshot of the uncommitted changes to tracked files (your index, files and stash stay as they are)"
     )
-    merge_strategy: str = setting(
-        "auto",
+    merge_strategy: MergeStrategy = setting(
+        MergeStrategy.AUTO,
         "how a job's workers' branches are merged into its result branch (a child job's: into its parent worker's branch): "
         "auto (merge what merges cleanly, stop at the first conflict), theirs (the later worker wins a conflicting hunk), "
         "manual (merge nothing; report what would conflict)",
-        choices=("auto", "theirs", "manual"),
+        choices=MergeStrategy,
     )
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
@@ -316,11 +355,11 @@ class GitSettings(Section):
         min=0,
         max=36500,
     )
-    approval: str = setting(
-        "none",
+    approval: ApprovalMode = setting(
+        ApprovalMode.NONE,
         "none (a root job lands its result when its workers are done), before_merge (it stops in the waiting state, "
         "nothing merged, until POST /api/v1/jobs/<id>/approve or /reject; a root job's only)",
-        choices=("none", "before_merge"),
+        choices=ApprovalMode,
     )
     approval_link_ttl: float = setting(
         259200.0, "seconds a signed approve/reject link (in a webhook's payload) stays valid", min=60, max=2592000
@@ -394,11 +433,11 @@ class CandidatesSettings(Section):
         min=1,
         max=choice.MAX_CANDIDATES,
     )
-    select: str = setting(
-        "best",
+    select: choice.Select = setting(
+        choice.Select.BEST,
         "how a subtask's winner is chosen among the candidates that passed their gates: best (weighted score), "
         "cheapest, fastest, first_passing (cancel the rest once one passes), judge (an AI compares them two at a time)",
-        choices=choice.SELECT,
+        choices=choice.Select,
     )
     judge: dict[str, Any] = setting(
         {},
@@ -537,9 +576,14 @@ _TYPES: dict[str, tuple[type, bool]] = {
 def _keys(section: type[Section]) -> dict[str, Key]:
     keys = {}
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
-        if str(f.type) not in _TYPES:
+        kind: type
+        enum = f.metadata.get("enum")
+        if enum is not None and str(f.type).rpartition(".")[2] == enum.__name__:  # a closed choice: a str
+            kind, nullable = str, False
+        elif str(f.type) not in _TYPES:
             raise TypeError(f"{section.__name__}.{f.name}: annotate a setting with one of {', '.join(_TYPES)}, not {f.type}")
-        kind, nullable = _TYPES[str(f.type)]
+        else:
+            kind, nullable = _TYPES[str(f.type)]
         factory = f.default_factory
         default = f.default if factory is dataclasses.MISSING else factory()
         keys[f.name] = Key(kind, default, nullable=nullable, **f.metadata)

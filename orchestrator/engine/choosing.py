@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import Isolation, Select
 from ..errors import OrchestratorError
 from ..git import diffs
 from ..git.gitwork import GitFailed, run_git
@@ -78,7 +79,7 @@ class Choosing:
         if rec.task_id is None or rec.task_id in job.selections or (job.id, rec.task_id) in self._running:
             return
         group = self.group(job, rec.task_id)
-        first = job.config.select == "first_passing" and rec.status.ok
+        first = job.config.select == Select.FIRST_PASSING and rec.status.ok
         if first or all(g.record.status.terminal for g in group):
             self._start(job, rec.task_id)
         if first:
@@ -105,9 +106,9 @@ class Choosing:
                 continue
             group = self.group(job, task_id)
             passed = [g for g in group if g.record.status.ok]
-            if all(g.record.status.terminal for g in group) or (job.config.select == "first_passing" and passed):
+            if all(g.record.status.terminal for g in group) or (job.config.select == Select.FIRST_PASSING and passed):
                 self._start(job, task_id)
-                if job.config.select == "first_passing" and passed:
+                if job.config.select == Select.FIRST_PASSING and passed:
                     self._cancel_rest(job, group, passed[0])
 
     def _start(self, job: JobRecord, task_id: str) -> None:
@@ -195,7 +196,7 @@ class Choosing:
     def _candidate(self, job: JobRecord, record: Any) -> Candidate:
         """What the selection sees of one candidate: its record and, in a worktree, its diff."""
         diff, truncated, added, removed = "", False, 0, 0
-        if job.config.isolation == "worktree" and record.status.ok and record.commit:
+        if job.config.isolation == Isolation.WORKTREE and record.status.ok and record.commit:
             try:
                 found = diffs.worker_diff(
                     self.queries,

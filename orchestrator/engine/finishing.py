@@ -18,6 +18,7 @@ import time
 
 from .. import failpoints, reports, states
 from ..checkouts import lifetime
+from ..config import Isolation
 from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -280,7 +281,7 @@ class Finishing:
         """Outside the lock: merge a root job's workers' branches into its result branch and record
         it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
         workers earned); ``strict`` (POST /merge) raises it after recording it."""
-        if job.config.isolation != "worktree":
+        if job.config.isolation != Isolation.WORKTREE:
             return Landed(None, "")  # folder workers have no branches (and a big tree's copy is not free)
         with landing.tree_lock(job.root_id):
             _, workers = self.queries.snapshot(job.root_id, job.id)

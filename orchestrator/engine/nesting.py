@@ -36,7 +36,9 @@ import logging
 import time
 
 from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
+from ..config import Isolation, MergeStrategy
 from ..errors import Conflict, OrchestratorError
+from ..git import conflicts as conflict_text
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
@@ -93,7 +95,7 @@ class Nesting:
         """Outside the engine lock, before ``job``'s terminal status is visible: its workers'
         branches into its parent worker's branch and checkout (see the module docstring). Never
         raises: a job whose merge broke still ends (and says so in its notes)."""
-        if job.is_root or job.config.isolation != "worktree":
+        if job.is_root or job.config.isolation != Isolation.WORKTREE:
             return
         try:
             self._merge_child(job)
@@ -207,17 +209,13 @@ def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None =
     """One line: what of the child job was merged into the parent's branch, what conflicted."""
     if error:
         return f"child job {job_id} was not merged into {target}: {error}"
-    if outcome.strategy == "manual":
+    if outcome.strategy == MergeStrategy.MANUAL:
         return f"child job {job_id} was not merged into {target} (merge_strategy manual): {outcome.command}"
     done = [w for w in outcome.merged if w not in outcome.unchanged]
     parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done) or 'nothing new'}"]
     if outcome.unchanged:
         parts.append(f"no changes from {', '.join(outcome.unchanged)}")
-    for c in outcome.conflicts:
-        if c.resolved_by:
-            parts.append(f"conflict in {c.path} ({', '.join(c.workers)}) resolved by taking {c.resolved_by}'s side")
-        elif not c.predicted:
-            parts.append(f"conflict in {c.path} ({', '.join(c.workers)})")
+    parts += [conflict_text.describe(c) for c in outcome.conflicts if c.resolved_by or not c.predicted]
     if outcome.skipped:
         parts.append(f"not merged: {', '.join(outcome.skipped)}")
     return "; ".join(parts)

@@ -9,7 +9,7 @@ import shutil
 
 from .. import states
 from ..checkouts.worktree import resolve_isolation
-from ..config import JobConfig, job_config
+from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, job_config
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
 from ..planner import graph
@@ -67,7 +67,7 @@ class Submission:
             parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, given, parent_cfg)
             kind, why = resolve_kind(cfg.worker, self.settings)
-            if cfg.worker == "auto" and parent is None:
+            if cfg.worker == AUTO_KIND and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
             if parent is None:
                 notes.append(self.confinement.for_job(cfg).note)  # sandboxed, or unconfined and why
@@ -76,7 +76,7 @@ class Submission:
                 self.check_recursion(parent[0], parent[1])
             depth = parent[0].depth + 1 if parent else limits.admitted_depth(given)
             child_id = None
-            if parent and parent[0].config.isolation == "worktree":  # its id, for the commit below
+            if parent and parent[0].config.isolation == Isolation.WORKTREE:  # its id, for the commit below
                 child_id = self.reserve_child_id(parent[0])
         start = None
         if parent is None:
@@ -108,7 +108,7 @@ class Submission:
             # without a role take its parent worker's.
             notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
             plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
-            judging = cfg.judge.get("kind") if cfg.select == "judge" and candidates.has_candidates_nodes(nodes) else None
+            judging = cfg.judge.get("kind") if cfg.select == Select.JUDGE and candidates.has_candidates_nodes(nodes) else None
             for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
                 # The judge runs on this server; candidates run where workers run (nodes under rq).
                 missing = (not_installed if kind == judging else worker_kind_missing)(self.settings, kind)
@@ -267,7 +267,7 @@ class Submission:
         job.tasks = plan
         job.nodes = planned.nodes if planned is not None and planned.nodes else graph.independent(len(plan))
         graphed = graph.has_dependencies(job.nodes)
-        if cfg.isolation == "worktree" and graphed:  # its integration branch
+        if cfg.isolation == Isolation.WORKTREE and graphed:  # its integration branch
             job.integration = integration_ref(self.settings.git.branch_prefix, job)
         job.goal = planned.goal if planned is not None else None
         job.planner = planner_name
@@ -348,4 +348,4 @@ class Submission:
 def runs_dependencies(cfg: JobConfig) -> bool:
     """Can the job run a graph with dependencies? A worktree job must merge (not ``manual``):
     a task starts once its prerequisites' work is merged into the integration branch."""
-    return cfg.isolation != "worktree" or cfg.merge_strategy != "manual"
+    return cfg.isolation != Isolation.WORKTREE or cfg.merge_strategy != MergeStrategy.MANUAL

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import Settings
+from ..config import Isolation, Settings
 from ..errors import Conflict
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
@@ -222,7 +222,7 @@ def _resolve(repo: Path, name: str) -> str | None:
 
 
 def _require_branches(job: JobRecord) -> None:
-    if job.config.isolation != "worktree":
+    if job.config.isolation != Isolation.WORKTREE:
         raise Conflict(
             f"job {job.id} ran in isolation {job.config.isolation}: its workers have no git branches, so there is no diff "
             "(a job submitted with config.isolation 'worktree', or 'auto' in a git repository, has one)"

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import failpoints
+from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, run_git
@@ -49,7 +50,7 @@ from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, re
 from .gitwork import git_version
 
 MIN_GIT = (2, 38)
-STRATEGIES = ("auto", "theirs", "manual")
+STRATEGIES = tuple(member.value for member in MergeStrategy)
 
 
 class GitTooOld(ConfigError):
@@ -521,7 +522,7 @@ def merge_branches(
     files = changed_files(repo, base_commit, oids)
     changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
     comparison = tuple(changes[w] for w, _, _ in inputs)
-    if strategy == "manual":
+    if strategy == MergeStrategy.MANUAL:
         tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
         named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
         report = predict_conflicts(repo, base, named)
@@ -563,7 +564,7 @@ def merge_branches(
             continue
         if not result.clean:
             earlier = list(merged)
-            if strategy == "auto":
+            if strategy == MergeStrategy.AUTO:
                 conflicts += _conflicts(repo, result, changes, earlier, worker)
                 skipped = [w for w, _, _ in inputs[index:]]
                 conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
@@ -628,8 +629,8 @@ def integrate(
     conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
     conflicting hunk. The caller holds the tree's merge lock."""
     worker, branch, commit = source.worker, source.branch, source.commit
-    if strategy not in ("auto", "theirs"):
-        raise ValidationError(f"a task graph merges with auto or theirs, not {strategy!r}")
+    if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS):
+        raise ValidationError(f"a task graph merges with auto or theirs, not {str(strategy)!r}")
     require_git(repo)
     under = job_prefix(prefix, root_id)
     target = branch_ref(ref)
@@ -644,7 +645,7 @@ def integrate(
         if not result.clean:
             files = changed_files(repo, head, [commit])[commit]
             changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
-            if strategy == "auto":
+            if strategy == MergeStrategy.AUTO:
                 found = _conflicts(repo, result, changes, [], worker)
                 return Integrated(target, old, False, tuple(found))
             tree, hunks = _resolve_theirs(repo, result)

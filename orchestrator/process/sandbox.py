@@ -31,25 +31,11 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-
-class SandboxMode(str, Enum):
-    """``workers.sandbox``: on (refuse to run unconfined), off, or auto (on where the machine can)."""
-
-    AUTO = "auto"
-    ON = "on"
-    OFF = "off"
-
-
-class SandboxNetwork(str, Enum):
-    """``workers.sandbox_network``: the host's network (the CLIs reach their model API), or none."""
-
-    HOST = "host"
-    NONE = "none"
-
+from ..config.schema import SandboxMode as SandboxMode  # the settings' closed choices, re-exported
+from ..config.schema import SandboxNetwork as SandboxNetwork
 
 HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
 

@@ -26,10 +26,10 @@ import hmac
 import re
 from urllib.parse import quote, urlencode
 
+from ..config import ApprovalMode
 from ..errors import Conflict, Forbidden, ValidationError
 from ..models import Approval, JobRecord, JobStatus
 
-BEFORE_MERGE = "before_merge"
 ACTIONS = ("approve", "reject")
 MAX_REASON = 2000  # characters a reject's reason (or an approve's note) may have
 TOKEN = "[0-9a-f]{64}"  # sign_link's hex digest
@@ -39,7 +39,7 @@ LINK_PREFIX = "/approval"  # the signed links' routes (api/approval.py), outside
 
 def waits(job: JobRecord, earned: JobStatus) -> bool:
     """Whether a job whose workers are all done stops for approval instead of landing."""
-    return job.is_root and job.config.approval == BEFORE_MERGE and earned in (JobStatus.COMPLETED, JobStatus.PARTIAL)
+    return job.is_root and job.config.approval == ApprovalMode.BEFORE_MERGE and earned in (JobStatus.COMPLETED, JobStatus.PARTIAL)
 
 
 def waiting(earned: JobStatus, now: float) -> Approval:

@@ -58,7 +58,7 @@ from typing import Any
 from .. import protocol
 from ..checkouts.checkout import Checkout, touched_paths
 from ..checkouts.worktree import MAX_FILES, IsolatedCheckout, WorktreeCheckout
-from ..config import Settings
+from ..config import Isolation, Settings
 from ..config.quality import roles_with_defaults
 from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
@@ -387,7 +387,7 @@ class GateStep(Step):
         worktree: WorktreeCheckout | None = None
         if isinstance(checkout, WorktreeCheckout):
             worktree = checkout
-        elif isinstance(checkout, IsolatedCheckout) and ctx.job is not None and ctx.job.config.isolation == "worktree":
+        elif isinstance(checkout, IsolatedCheckout) and ctx.job is not None and ctx.job.config.isolation == Isolation.WORKTREE:
             worktree = checkout.worktrees()
         if worktree is None or not (ctx.directory / ".git").exists():
             yield None

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
+from ..git import conflicts as conflict_text
 from ..git.commits import Source
 from ..git.merging import Integrated, integrate
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from .gates import GateStep, step_block
-from .landing import NAMED, repository, tree_lock
+from .landing import repository, tree_lock
 from .ownership import OwnershipStep
 from .steps import PASS, Step, StepContext, Verdict, fail
 
@@ -109,13 +110,11 @@ def integrate_worker(
     at = time.time()
     log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     if not done.merged:
-        files = [c.path for c in done.conflicts]
-        shown = ", ".join(files[:NAMED]) + (f" and {len(files) - NAMED} more" if len(files) > NAMED else "")
+        shown = conflict_text.listed(done.conflicts)
         record = IntegrationRecord(done, at, f"conflicts with work already merged into {integration} in: {shown}")
         workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
         return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
-    won = [c.path for c in done.conflicts]
-    extra = f"; its side won in: {', '.join(won[:NAMED])}" if won else ""
+    extra = f"; {conflict_text.side_won(done.conflicts)}" if done.conflicts else ""
     workspace.append_line(
         log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
     )

@@ -28,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import Isolation, MergeStrategy, Settings
 from ..errors import ConfigError, Conflict, OrchestratorError
+from ..git import conflicts as conflict_text
 from ..git import merging
 from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
@@ -43,8 +43,6 @@ from ..models import JobRecord, JobStatus, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import gates
-
-NAMED = 5  # conflicting files a note names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def check_root(job: JobRecord) -> JobRecord:
             f"job {job.id} is waiting for approval: approve it to land its result (POST /api/v1/jobs/{job.id}/approve) "
             f"or reject it with a reason (POST /api/v1/jobs/{job.id}/reject)"
         )
-    if job.config.isolation != "worktree":
+    if job.config.isolation != Isolation.WORKTREE:
         raise Conflict(
             f"job {job.id} ran in folder isolation: its workers have no branches to merge "
             "(run a job with isolation worktree in a git repository)"
@@ -191,7 +189,7 @@ def land(
     """Merge the root job's workers' branches into its result branch (see the module docstring).
     A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
     records it."""
-    if job.config.isolation != "worktree":
+    if job.config.isolation != Isolation.WORKTREE:
         return Landed(None, "")
     if cancelled:
         return Landed(
@@ -239,7 +237,7 @@ def land(
 def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> merging.Into:
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
-        why = "the manual strategy merged nothing" if outcome.result_commit is None else "the merge stopped at a conflict"
+        why = "the manual strategy merged nothing" if outcome.result_commit is None else conflict_text.STOPPED
         if left_out and outcome.result_commit is not None and not outcome.skipped:
             why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
@@ -260,12 +258,6 @@ def failed(job: JobRecord, strategy: str | None, exc: BaseException, now: float)
     )
 
 
-def _files(conflicts: Sequence[merging.FileConflict]) -> str:
-    shown = [f"{c.path} ({', '.join(c.workers)})" for c in conflicts[:NAMED]]
-    more = len(conflicts) - NAMED
-    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-
-
 def describe(merge: merging.MergeRecord) -> str:
     """The job's note: what was merged, what conflicted, and how to take the result."""
     outcome = merge.outcome
@@ -273,21 +265,21 @@ def describe(merge: merging.MergeRecord) -> str:
     strategy, merged = outcome.strategy, outcome.merged
     short = outcome.result_ref.removeprefix("refs/heads/")
     actual = [c for c in outcome.conflicts if not c.predicted]
-    if strategy == "manual":
+    if strategy == MergeStrategy.MANUAL:
         text = f"merge manual: nothing merged, {len(outcome.skipped)} branches left for you"
-        text += f"; they would conflict in: {_files(outcome.conflicts)}" if outcome.conflicts else "; none conflict"
+        text += f"; they would conflict in: {conflict_text.listed(outcome.conflicts)}" if outcome.conflicts else "; none conflict"
         text += f"; to merge them yourself: {outcome.command}"
         text += _previous(outcome)
     elif outcome.skipped:
         text = (
-            f"merge auto stopped at a conflict in: {_files(actual)}; merged {len(merged)} worker(s) into {short}, "
+            f"merge auto stopped at a conflict in: {conflict_text.listed(actual)}; merged {len(merged)} worker(s) into {short}, "
             f"skipped {', '.join(outcome.skipped)}; take what merged with: {outcome.command}"
         )
     else:
         text = f"merged {len(merged)} worker(s) into {short} ({strategy}); take it with: {outcome.command}"
         won = [c for c in actual if c.resolved_by]
         if won:
-            text += "; the later worker's side won in: " + _files(won)
+            text += "; " + conflict_text.side_won(won)
     if outcome.unchanged:
         text += f"; no changes from {', '.join(outcome.unchanged)} (not merged)"
     if merge.left_out:
@@ -317,7 +309,7 @@ def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings
     (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
     named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
     base_file = workspace.tree_base_file(job.root_id)
-    if job.config.isolation != "worktree" or len(named) < 2 or not base_file.is_file():
+    if job.config.isolation != Isolation.WORKTREE or len(named) < 2 or not base_file.is_file():
         return []
     base = base_file.read_text(encoding="utf-8").strip()
     found = merging.predict_conflicts(repository(settings, workspace), base, named)

@@ -34,6 +34,9 @@ from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
+from ..config import Isolation
+from ..git import conflicts as conflict_text
+
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
 CANDIDATES_TEMPLATE = "candidates.md.j2"
@@ -80,6 +83,8 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.filters["gate_summary"] = gate_summary
     env.filters["measure"] = _candidates.measure
     env.filters["clip"] = _clipped
+    env.filters["conflict_outcome"] = conflict_text.outcome
+    env.globals["merge_stopped"] = conflict_text.STOPPED
     return env
 
 
@@ -231,7 +236,7 @@ def render_candidate_reports(
                 measures=_candidates.measure_names(group["rows"]),
                 measure_columns=_candidates.MEASURE_COLUMNS,
                 rules=SELECT_RULES,
-                worktree=root.config.isolation == "worktree",
+                worktree=root.config.isolation == Isolation.WORKTREE,
                 files_per_worker=FILES_PER_WORKER,
                 answer_chars=ANSWER_CHARS,
                 base=path.rpartition("/")[0],
@@ -267,10 +272,10 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
 def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
     """The Changes section's context (worktree jobs only): each worker's branch and what it
     changed, and the root's merge (quality/landing.py's ``JobRecord.merge``)."""
-    branched = [w for w in workers if w.branch] if root.config.isolation == "worktree" else []
+    branched = [w for w in workers if w.branch] if root.config.isolation == Isolation.WORKTREE else []
     merge = root.merge or {}
     return {
-        "worktree": root.config.isolation == "worktree",
+        "worktree": root.config.isolation == Isolation.WORKTREE,
         "branched": branched[:SHOWN_LIMIT] if summary else branched,
         "branched_total": len(branched),
         "files_per_worker": FILES_PER_WORKER,

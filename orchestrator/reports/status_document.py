@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..git.conflicts import counted
 from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
@@ -294,7 +295,7 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     conflicts = [c for c in merge.get("conflicts", []) if not c.get("predicted")]
     counts = f"{len(merge.get('merged', []))} merged" + (f", {len(merge['skipped'])} skipped" if merge.get("skipped") else "")
     counts += f", {len(merge['unchanged'])} with no changes" if merge.get("unchanged") else ""
-    counts += f", {len(conflicts)} conflicting file(s)" if conflicts else ""
+    counts += f", {counted(len(conflicts))}" if conflicts else ""
     left_out = merge.get("left_out") or []  # not merged: failed, or their gates did not pass (quality/gates.py)
     counts += f", {len(left_out)} left out" if left_out else ""
     if not merge.get("result_commit"):

@@ -33,6 +33,9 @@ from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
+from ..config import Isolation
+from ..git.conflicts import counted
+
 WIDTH = 1200
 LABEL_WIDTH = 380  # the label column; bars start right of it
 MARGIN = 12
@@ -120,7 +123,7 @@ def timeline_svg_parts(
     critical = {step.name for step in analytics.critical_path if step.kind == "worker"}
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
-    git = any(getattr(j.config, "isolation", "folder") == "worktree" for j in jobs)
+    git = any(getattr(j.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE for j in jobs)
     deps = dependency_waits(jobs, workers, now)
     yield _header(chart, top, analytics.total, analytics.wall, git, bool(deps))
     for job, first, last, level in bands:
@@ -392,7 +395,7 @@ def text_marks(
             lines.append(
                 f"│ merge of job {job.id} ({merge.get('strategy')}) at {at - origin:.1f}s: "
                 f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
-                f"{len(merge.get('conflicts') or [])} conflicting file(s)"
+                f"{counted(len(merge.get('conflicts') or []))}"
             )
     if origin is not None:
         for job in jobs:  # each task's selection among its candidates
@@ -417,8 +420,7 @@ def _merge(chart: _Chart, job: JobRecord, at: float, first: int, last: int, leve
     result = merge.get("result_commit")
     tip = (
         f"job {job.id}: merge ({merge.get('strategy')}) of {len(merge.get('merged') or [])} worker(s), "
-        f"{len(merge.get('skipped') or [])} skipped, {len(conflicts)} conflicting file(s)"
-        + (f" -> {str(result)[:12]}" if result else "")
+        f"{len(merge.get('skipped') or [])} skipped, {counted(len(conflicts))}" + (f" -> {str(result)[:12]}" if result else "")
     )
     top, bottom = chart.y(first), chart.y(last + 1)
     return (

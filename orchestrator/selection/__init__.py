@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import Select, Settings
 from ..config.choice import SELECT
 from ..errors import ConfigError
 from ..process.runner import ProcessRunner
@@ -52,7 +52,7 @@ def choose(
     starts, a running one is stopped, and what is known decides (``best`` for the rest)."""
     if select not in SELECT:
         raise ConfigError(f"select={select!r} is not allowed. Choose one of: {', '.join(SELECT)}", key="select")
-    if select == "judge" and not judge.get("kind"):
+    if select == Select.JUDGE and not judge.get("kind"):
         raise ConfigError('select: judge needs a judge, e.g. {"kind": "claude", "model": "sonnet"}', key="judge")
     measures = scoring.measure(
         candidates,
@@ -61,10 +61,10 @@ def choose(
         env=env,
         work_dir=Path(work_dir),
         cancel=cancel,
-        command=select in ("best", "judge"),
+        command=select in (Select.BEST, Select.JUDGE),
     )
-    ranked = scoring.rank(candidates, "best" if select == "judge" else select, measures, settings.scoring.weights)
-    if select != "judge":
+    ranked = scoring.rank(candidates, Select.BEST if select == Select.JUDGE else select, measures, settings.scoring.weights)
+    if select != Select.JUDGE:
         return ranked
     return judging.knockout(
         task, candidates, ranked, judge, settings=settings, runner=runner, env=env, work_dir=Path(work_dir), cancel=cancel

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from ..config import JobConfig, Settings
+from ..config import JobConfig, MergeStrategy, Select, Settings
 from ..config.choice import CandidateSpec
 from ..errors import ConfigError
 from ..models import JobRecord, JobStatus, TaskNode, WorkerRecord
@@ -69,7 +69,7 @@ def expand(tasks: list[str], nodes: list[TaskNode], cfg: JobConfig, settings: Se
                     context=spec.context,
                 )
             )
-    if cfg.select == "judge" and any(n.candidate is not None for n in out_nodes):
+    if cfg.select == Select.JUDGE and any(n.candidate is not None for n in out_nodes):
         if not cfg.judge:
             raise ConfigError(
                 'select: judge needs a judge: set candidates.judge in config.yaml or config.judge in the request, e.g. {"kind": "claude"}',
@@ -120,10 +120,10 @@ def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
     merge = job.merge
     if winners is None:  # no candidates: some worker succeeded, and (when merging) something was merged
         succeeded = job.status in (JobStatus.COMPLETED, JobStatus.PARTIAL)
-        if merge is None or merge.get("strategy") == "manual":
+        if merge is None or merge.get("strategy") == MergeStrategy.MANUAL:
             return "completed" if succeeded else "failed"
         return "completed" if succeeded and (merge.get("merged") or merge.get("unchanged")) else "failed"
-    if merge is None or merge.get("strategy") == "manual":  # nothing to merge, or merging left to the user
+    if merge is None or merge.get("strategy") == MergeStrategy.MANUAL:  # nothing to merge, or merging left to the user
         return "completed" if winners else "failed"
     merged = {*merge.get("merged", ()), *merge.get("unchanged", ())}
     return "completed" if any(name in merged for name in winners) else "failed"

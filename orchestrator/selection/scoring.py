@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .. import protocol
-from ..config import Settings
+from ..config import Select, Settings
 from ..config.scoring import BUILTIN
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
@@ -244,10 +244,10 @@ def rank(
     score: dict[str, float] = {}
     parts: dict[str, dict[str, float]] = {}
     used: dict[str, float] = {}
-    if select == "best":
+    if select == Select.BEST:
         score, parts, used = scores(eligible, measures, weights)
     own = _own_key(select, score)
-    rules = TIE_RULES[2:] if select == "first_passing" else TIE_RULES  # its own key is the end
+    rules = TIE_RULES[2:] if select == Select.FIRST_PASSING else TIE_RULES  # its own key is the end
     order = sorted(eligible, key=lambda c: (own(c), *(key(c) for _, key in rules)))
     rows = []
     for place, c in enumerate(order, 1):
@@ -271,13 +271,13 @@ def rank(
 
 
 def _own_key(select: str, score: Mapping[str, float]) -> Callable[[Candidate], Any]:
-    if select == "best":
+    if select == Select.BEST:
         return lambda c: -score[c.name]
-    if select == "cheapest":
+    if select == Select.CHEAPEST:
         return lambda c: _unknown_last(c.cost_usd)
-    if select == "fastest":
+    if select == Select.FASTEST:
         return lambda c: _unknown_last(c.duration)
-    if select == "first_passing":
+    if select == Select.FIRST_PASSING:
         return lambda c: _unknown_last(c.ended_at)
     raise ValueError(f"unknown select {select!r}")
 
@@ -306,12 +306,12 @@ def _why(
     used: Mapping[str, float],
     measures: Mapping[str, Any],
 ) -> str:
-    if select == "best":
+    if select == Select.BEST:
         shown = ", ".join(f"{m} {parts[m]:g}/{abs(w):g}" for m, w in used.items())
         why = f"score {score:g}" + (f": {shown}" if shown else " (no measure to score)")
-    elif select == "cheapest":
+    elif select == Select.CHEAPEST:
         why = f"cost {_money(c.cost_usd)}"
-    elif select == "fastest":
+    elif select == Select.FASTEST:
         why = "duration unknown" if c.duration is None else f"duration {c.duration:.1f}s"
     else:
         why = "end unknown" if c.ended_at is None else "ended at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.ended_at))
@@ -326,9 +326,15 @@ def _money(cost: float | None) -> str:
 
 
 def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[str]) -> str:
-    label = {"best": "best score", "cheapest": "cheapest", "fastest": "fastest", "first_passing": "first to pass"}[select]
+    labels: dict[str, str] = {
+        Select.BEST: "best score",
+        Select.CHEAPEST: "cheapest",
+        Select.FASTEST: "fastest",
+        Select.FIRST_PASSING: "first to pass",
+    }
+    label = labels[select]
     detail = top["reason"]
-    if select == "best":
+    if select == Select.BEST:
         label += f" {top['score']:g}"
         detail = detail.removeprefix(f"score {top['score']:g}").removeprefix(": ").strip() or "no measure to score"
     text = f"{label} of {eligible} eligible: {detail}"

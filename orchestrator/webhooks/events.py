@@ -15,10 +15,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..errors import TERMINAL_STATUSES
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
 
-TERMINAL = ("completed", "partial", "failed", "cancelled")
+TERMINAL = TERMINAL_STATUSES
 REQUEST_HEAD = 200  # characters of the request a delivery carries
 
 

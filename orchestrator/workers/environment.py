@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import protocol
-from ..config import JobConfig, Settings
+from ..config import Isolation, JobConfig, Settings
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.runner import python_executable
 from ..workspace.layout import Workspace
@@ -212,7 +212,7 @@ def worker_prompt(
         timeout=rec.timeout or cfg.default_timeout,  # a candidate's own, else the job's
         template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
-        branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == "worktree" else None,
+        branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == Isolation.WORKTREE else None,
         role=rec.role,
         preamble=preamble,
         before=_prerequisites(job, rec) if any(n.depends_on for n in job.nodes) else None,

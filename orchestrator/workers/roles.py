@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..config import JobConfig, Settings
+from ..config import AUTO_KIND, JobConfig, Settings
 from ..config.quality import roles_with_defaults
 from ..errors import InvalidGraph
 from ..models import TaskNode
@@ -100,7 +100,7 @@ def _runs(
     kind = None
     if role["worker"]:
         kind, why = resolve_kind(role["worker"], settings)
-        if role["worker"] == "auto":
+        if role["worker"] == AUTO_KIND:
             notes.append(f"role {name}: {why}")
         missing = worker_kind_missing(settings, kind)
         if missing:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..config import Settings
+from ..config import Isolation, Settings
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..models import JobRecord
 from ..workspace.layout import Workspace
@@ -134,7 +134,7 @@ class SharedContexts:
 
     def render(self, job: JobRecord, *, spawn: bool, directory: Path | None = None) -> str:
         """The block's text for ``job`` (no write)."""
-        worktree = job.config.isolation == "worktree"
+        worktree = job.config.isolation == Isolation.WORKTREE
         names: list[str] | None = None
         where: str | None = None
         read: Callable[[str], str | None] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
+from ...config import AUTO_KIND
 from ...errors import ConfigError
 from .aider import AiderAdapter
 from .anthropic import AnthropicAdapter
@@ -41,9 +42,9 @@ __all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "co_author_of
 
 def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
     """The concrete kind for ``kind`` and a sentence saying why (for logs and the CLI)."""
-    if kind != "auto":
+    if kind != AUTO_KIND:
         if kind not in ADAPTERS:
-            known = ", ".join(["auto", *ADAPTERS])
+            known = ", ".join([AUTO_KIND, *ADAPTERS])
             raise ConfigError(f"worker kind '{kind}' is not available here. Available kinds: {known}", key="worker")
         return kind, f"worker kind {kind} (configured)"
     for name in AUTO_ORDER:
