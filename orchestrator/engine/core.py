@@ -43,7 +43,7 @@ from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner
 from ..process.shim import FoundShim
 from ..quality import landing
-from ..quality.integration import default_steps
+from ..quality.default_steps import default_steps
 from ..quality.steps import Step
 from ..reports.metrics import Metrics
 from ..states import WorkerPhase

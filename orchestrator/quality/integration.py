@@ -26,9 +26,8 @@ from ..git.merging import Integrated, integrate
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
-from .gates import GateStep, step_block
+from .gates import step_block
 from .landing import repository, tree_lock
-from .ownership import OwnershipStep
 from .steps import PASS, Step, StepContext, Verdict, fail
 
 log = logging.getLogger("orchestrator.integration")
@@ -119,10 +118,3 @@ def integrate_worker(
         log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
     )
     return IntegrationRecord(done, at), None
-
-
-def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
-    """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
-    gates, then the merge into a graph job's integration branch (each applies only to the jobs
-    that need it: a job with none of them pays nothing after its attempts)."""
-    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), IntegrateStep(settings, workspace))

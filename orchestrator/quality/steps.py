@@ -1,7 +1,8 @@
 """After-attempt steps: what judges a worker's work before it is reported done.
 
-An ordered list of steps (empty today; quality gates, commits and merges come next) runs in
-the worker's thread after an attempt, before the worker's slot is freed and its status told.
+An ordered list of steps (default_steps.py: file ownership, the quality gates, the merge into a
+graph job's integration branch) runs in the worker's thread after an attempt, before the
+worker's slot is freed and its status told.
 
 *Which attempts.* Steps judge finished work, so they run only after an attempt that
 succeeded (exit code 0, the adapter agreeing), including one re-adopted after a restart. A
