@@ -152,8 +152,7 @@ def test_phases_say_what_the_old_flags_said():
 
 
 def test_a_live_worker_exits_once_with_its_outcome():
-    from orchestrator.engine.attempts import Outcome
-    from orchestrator.engine.tables import LiveWorker
+    from orchestrator.engine.tables import LiveWorker, Outcome
 
     live = LiveWorker(record=worker(WorkerStatus.PENDING), job=job(JobStatus.RUNNING), tag="t")
     assert live.phase is WorkerPhase.WAITING and live.outcome is None

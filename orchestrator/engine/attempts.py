@@ -45,7 +45,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ from ..quality.steps import Step, StepContext, run_steps
 from ..workers import roles
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
+from .tables import Outcome
 
 if TYPE_CHECKING:
     from .context import EngineContext
@@ -66,16 +67,6 @@ if TYPE_CHECKING:
 
 # How long a process must live before its "running" record is written (see _attempt).
 RUNNING_RECORD_DELAY = 0.1
-
-
-@dataclass
-class Outcome:
-    """How a worker's last attempt ended."""
-
-    status: WorkerStatus
-    exit_reason: str
-    error: str | None = None
-    parsed: ParsedResult | None = None
 
 
 # Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or

@@ -54,7 +54,6 @@ from ..workspace.ids import validate_job_id, worker_key
 from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
-from .attempts import Outcome
 from .context import EngineContext
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .nesting import Nesting
@@ -62,7 +61,7 @@ from .queries import Queries
 from .recovery import Recovered
 from .scheduling import Scheduler
 from .submission import Submission
-from .tables import LiveWorker, Tables
+from .tables import LiveWorker, Outcome, Tables
 from .takeover import Restorer
 from .worker_thread import WorkerRunner
 

@@ -30,14 +30,13 @@ from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workspace import logs
 from ..workspace.ids import worker_key
-from .attempts import Outcome
 from .choosing import Choosing
 from .context import EngineContext
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
 from .scheduling import Scheduler
-from .tables import LiveWorker, Snapshot, write_snapshots
+from .tables import LiveWorker, Outcome, Snapshot, write_snapshots
 
 log = logging.getLogger("orchestrator.engine")
 # Finished trees kept in memory (their records, events and locks): enough for clients that

@@ -15,16 +15,18 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .. import states
 from ..events import EventBus
-from ..models import JobRecord, JobStatus, WorkerRecord
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..process.executor import AttemptHandle
 from ..process.runner import Wakeup
 from ..states import WorkerPhase
+from ..workers.adapters.base import ParsedResult
 from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
 from . import limits
-from .attempts import Outcome, WorkerExecution
 
 
 @dataclass
@@ -65,6 +67,25 @@ def write_snapshots(writes: list[Snapshot]) -> None:
 
 
 @dataclass
+class Outcome:
+    """How a worker's last attempt ended."""
+
+    status: WorkerStatus
+    exit_reason: str
+    error: str | None = None
+    parsed: ParsedResult | None = None
+
+
+class RunningAttempts(Protocol):
+    """A worker's attempts while they run (``attempts.WorkerExecution``): what the tables read of them."""
+
+    handle: AttemptHandle | None  # the attempt's process, while one runs
+
+    def abort(self, reason: str) -> None:
+        """Stop the running attempt for ``reason`` (a cap the resource monitor saw exceeded)."""
+
+
+@dataclass
 class LiveWorker:
     """A worker the engine holds: its record, its phase (``states.WorkerPhase``) and runtime state."""
 
@@ -74,7 +95,7 @@ class LiveWorker:
     phase: WorkerPhase = WorkerPhase.WAITING
     cancel: Wakeup = field(default_factory=Wakeup)
     outcome: Outcome | None = None  # how its process ended (set as it becomes EXITED)
-    execution: WorkerExecution | None = None  # while its attempts run
+    execution: RunningAttempts | None = None  # while its attempts run
     versions: Versions = field(default_factory=Versions)  # of its record on disk
 
     def exited(self, outcome: Outcome) -> None:

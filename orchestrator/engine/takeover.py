@@ -14,12 +14,11 @@ from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..process.shim import FoundShim
 from ..states import WorkerPhase
 from . import recovery
-from .attempts import Outcome
 from .context import EngineContext
 from .finishing import Finishing
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .tables import LiveWorker, new_tag, write_snapshots
+from .tables import LiveWorker, Outcome, new_tag, write_snapshots
 from .worker_thread import attempt_start
 
 log = logging.getLogger("orchestrator.engine")

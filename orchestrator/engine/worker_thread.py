@@ -20,11 +20,11 @@ from ..workers.confinement import Confinement
 from ..workers.environment import WorkerPrompts
 from ..workspace import logs
 from ..workspace.layout import Workspace
-from .attempts import Outcome, WorkerExecution, attempt_marker, marker_start_time
+from .attempts import WorkerExecution, attempt_marker, marker_start_time
 from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
-from .tables import LiveWorker
+from .tables import LiveWorker, Outcome
 
 log = logging.getLogger("orchestrator.engine")
 
