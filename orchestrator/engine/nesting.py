@@ -37,8 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..checkouts.checkout import Checkout
-from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
+from ..checkouts.checkout import Checkout, Worktrees
 from ..clock import Clock
 from ..config import Settings
 from ..errors import Conflict, OrchestratorError
@@ -83,13 +82,9 @@ class Nesting:
         self.family = family
         self.clock = clock
 
-    def worktrees(self) -> WorktreeCheckout | None:
+    def worktrees(self) -> Worktrees | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
-        if isinstance(self.checkout, WorktreeCheckout):
-            return self.checkout
-        if isinstance(self.checkout, IsolatedCheckout):
-            return self.checkout.worktrees()
-        return None
+        return self.checkout.worktrees()
 
     # -- at a spawn ----------------------------------------------------------------------------
     def commit_at_spawn(self, parent: WorkerRecord, child_id: str) -> str | None:
@@ -165,7 +160,7 @@ class Nesting:
 
     def _merge(
         self,
-        wt: WorktreeCheckout,
+        wt: Worktrees,
         job: JobRecord,
         parent: WorkerRecord,
         children: list[WorkerRecord],
