@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_approval import Served, waiting_job
-from .test_worktree import git, snapshot
+from .helpers.approval import Served, waiting_job
+from .helpers.worktree import git, snapshot
 
 pytestmark = pytest.mark.slow
 UNKNOWN = "0123456789ab"  # a well-formed id no job has

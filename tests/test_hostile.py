@@ -29,7 +29,7 @@ from orchestrator.process.cgroups import hierarchies
 from orchestrator.process.sandbox import probe
 
 from .conftest import processes_with, wait_until
-from .test_worktree import git, host_engine, make_host, snapshot, user_env
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

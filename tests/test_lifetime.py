@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_approval import Served
-from .test_worktree import git, snapshot
+from .helpers.approval import Served
+from .helpers.worktree import git, snapshot
 
 pytestmark = pytest.mark.slow
 JOBS = 20
