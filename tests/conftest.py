@@ -213,7 +213,7 @@ def only_in_their_worktrees(hosted, engine, job, before, why=""):
     """Each file a worker of ``job`` added (worktree isolation, in the ``hosted`` host) is in its
     own worktree and committed on its own branch, and no file of that name is anywhere else under
     the test's folder (the host's tree, another worktree, the workspace, the CLIs' homes); the
-    host is exactly as it was (test_worktree.snapshot, taken ``before``). A job whose
+    host is exactly as it was (helpers.worktree.snapshot, taken ``before``). A job whose
     ``workers.sandbox`` is on or off says each worker ran in bubblewrap, or unconfined."""
     from .helpers.worktree import git, snapshot
 
@@ -305,8 +305,8 @@ def live(make_live):
 
 @pytest.fixture
 def hosted(tmp_path):
-    """A host git repository holding an orchestrator folder (test_worktree.make_host), and a
-    factory of engines in that folder (test_worktree.host_engine), shut down at the end."""
+    """A host git repository holding an orchestrator folder (helpers.worktree.make_host), and a
+    factory of engines in that folder (helpers.worktree.host_engine), shut down at the end."""
     from .helpers.worktree import host_engine, make_host
 
     host, folder = make_host(tmp_path)

@@ -1,7 +1,7 @@
 """A person in the loop: ``approval: before_merge`` stops a root job in the
 ``waiting`` state before its result lands; approve lands it, reject and cancel end it with
 nothing merged; a restart leaves it waiting; signed links act without the key. Real git, real
-repositories made here (test_worktree.make_host), real worker processes and a real waitress
+repositories made here (helpers.worktree.make_host), real worker processes and a real waitress
 server; each test checks the user's repository is as it was (after approve: only our refs and
 merge_into's branch move)."""
 

@@ -1,6 +1,6 @@
 """The job commands of commands.py (jobs, cancel, delete, approve, reject), each run as a user runs
 it (``python -m orchestrator ...``, a real subprocess) against a real server whose folder sits in a
-host repository (test_approval.Served), on real jobs: exit codes, ``--json`` carrying the API's
+host repository (helpers.approval.Served), on real jobs: exit codes, ``--json`` carrying the API's
 document, clear errors for an unknown or malformed id, and the host left as it was."""
 
 from __future__ import annotations

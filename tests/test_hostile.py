@@ -101,7 +101,7 @@ class Arena:
         return f"'{sys.executable}' '{WORKER}' '{self.targets}' {' '.join(groups)}"
 
     def snapshot(self) -> dict[str, object]:
-        """test_worktree.snapshot, plus the index as a tree, ignored files and $HOME."""
+        """helpers.worktree.snapshot, plus the index as a tree, ignored files and $HOME."""
         found = snapshot(self.host, self.folder)
         found["write_tree"] = git(self.host, "write-tree")
         found["ignored"] = git(self.host, "status", "--porcelain", "--ignored")

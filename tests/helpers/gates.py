@@ -22,7 +22,7 @@ def gate(name: str, run: list[str], **more) -> dict:
 
 @pytest.fixture
 def gated(tmp_path):
-    """A host repository (test_worktree.make_host) and a factory of engines in its folder whose
+    """A host repository (helpers.worktree.make_host) and a factory of engines in its folder whose
     after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it; ``integrate``: IntegrateStep after it
     (as the engine's default steps end); ``then``: steps after those."""
     host, folder = make_host(tmp_path)
