@@ -56,7 +56,8 @@ from .engine.core import Engine
 from .models import JobRecord, WorkerRecord
 from .process.cgroups import Enforced
 from .process.executor import AttemptHandle, Sample, Sampled
-from .process.runner import CommandNotFound, signal_name
+from .process.procscan import Memory, machine_memory
+from .process.runner import CommandNotFound, ProcessRunner, signal_name
 from .process.sandbox import SandboxSpec, probe
 from .process.shim import FoundShim, read_exit_file
 
@@ -418,6 +419,16 @@ class FakeExecutor:
     def nodes(self) -> None:
         """A single machine, like the local executor."""
         return None
+
+    def memory(self) -> list[Memory]:
+        """This machine's, like the local executor's."""
+        return [machine_memory()]
+
+    def local_runner(self) -> ProcessRunner | None:
+        return None  # no process: the planner gets a runner of its own
+
+    def close(self) -> None:
+        """Nothing: it runs nothing of its own."""
 
     # -- a server killed and restarted -------------------------------------------------------
     def kill_server(self) -> None:

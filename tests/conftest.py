@@ -14,6 +14,9 @@ from orchestrator.engine.core import Engine
 
 from .redisserver import fresh_redis, redis_server, unique_prefix  # noqa: F401 (fixtures, for every test file)
 
+# The helpers test files share (tests/helpers/; none imported yet): their asserts explain a failure as a test's do.
+pytest.register_assert_rewrite("tests.helpers")
+
 # An illegal status change raises (states.IllegalTransition) in the tests and in every server
 # and command they start (they inherit this), instead of being logged and refused.
 os.environ[protocol.STRICT_STATES] = "1"
@@ -194,7 +197,7 @@ def three_files_in_worktrees(hosted_at_root, mock, **sections):
     a host repository and the server started from its root (``hosted_at_root``):
     three_files_written, each file its worker's one change, and only_in_their_worktrees.
     Returns (engine, job, workers, why)."""
-    from .test_worktree import snapshot
+    from .helpers.worktree import snapshot
 
     host, folder, make = hosted_at_root
     before = snapshot(host, folder)
@@ -210,9 +213,9 @@ def only_in_their_worktrees(hosted, engine, job, before, why=""):
     """Each file a worker of ``job`` added (worktree isolation, in the ``hosted`` host) is in its
     own worktree and committed on its own branch, and no file of that name is anywhere else under
     the test's folder (the host's tree, another worktree, the workspace, the CLIs' homes); the
-    host is exactly as it was (test_worktree.snapshot, taken ``before``). A job whose
+    host is exactly as it was (helpers.worktree.snapshot, taken ``before``). A job whose
     ``workers.sandbox`` is on or off says each worker ran in bubblewrap, or unconfined."""
-    from .test_worktree import git, snapshot
+    from .helpers.worktree import git, snapshot
 
     host, folder, _ = hosted
     assert job.config.isolation == "worktree", why
@@ -302,9 +305,9 @@ def live(make_live):
 
 @pytest.fixture
 def hosted(tmp_path):
-    """A host git repository holding an orchestrator folder (test_worktree.make_host), and a
-    factory of engines in that folder (test_worktree.host_engine), shut down at the end."""
-    from .test_worktree import host_engine, make_host
+    """A host git repository holding an orchestrator folder (helpers.worktree.make_host), and a
+    factory of engines in that folder (helpers.worktree.host_engine), shut down at the end."""
+    from .helpers.worktree import host_engine, make_host
 
     host, folder = make_host(tmp_path)
     engines = []

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.models import WorkerStatus  # noqa: E402
+from orchestrator.models import JobStatus, WorkerStatus  # noqa: E402
 from orchestrator.reports.taskgraph import mermaid  # noqa: E402
-from tests.test_task_views import DIAMOND, HOSTILE, JobStatus, gate, graph_job, node_worker  # noqa: E402
+from tests.helpers.task_views import DIAMOND, HOSTILE, gate, graph_job, node_worker  # noqa: E402
 
 TEXTS = [
     HOSTILE,

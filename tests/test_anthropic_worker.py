@@ -161,7 +161,7 @@ def test_a_path_outside_the_worktree_is_refused(make_engine, mock_api):
 
 
 def test_in_a_worktree_its_edits_are_committed_and_the_host_repository_is_untouched(hosted, mock_api):
-    from .test_worktree import git, snapshot
+    from .helpers.worktree import git, snapshot
 
     host, folder, make = hosted
     before = snapshot(host, folder)
@@ -223,7 +223,7 @@ def test_the_ai_planner_runs_on_the_anthropic_kind(make_engine, mock_api):
 
 
 def test_candidates_on_two_models_are_priced_per_model_and_cheapest_merges_the_cheaper(hosted, mock_api):
-    from .test_worktree import git, snapshot
+    from .helpers.worktree import git, snapshot
 
     host, folder, make = hosted
     before = snapshot(host, folder)

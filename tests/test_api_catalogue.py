@@ -16,9 +16,9 @@ from orchestrator.api.openapi import openapi_document
 from orchestrator.quality import approval
 
 from .conftest import API_KEY, wait_until
-from .test_approval import Served, waiting_job
-from .test_tasks_api import stand_in
-from .test_worktree import snapshot
+from .helpers.approval import Served, waiting_job
+from .helpers.tasks_api import stand_in
+from .helpers.worktree import snapshot
 
 DECLARED = [tag.name for tag in TAGS]
 

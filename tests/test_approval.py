@@ -1,7 +1,7 @@
 """A person in the loop: ``approval: before_merge`` stops a root job in the
 ``waiting`` state before its result lands; approve lands it, reject and cancel end it with
 nothing merged; a restart leaves it waiting; signed links act without the key. Real git, real
-repositories made here (test_worktree.make_host), real worker processes and a real waitress
+repositories made here (helpers.worktree.make_host), real worker processes and a real waitress
 server; each test checks the user's repository is as it was (after approve: only our refs and
 merge_into's branch move)."""
 
@@ -9,93 +9,26 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.progress import closing_lines
-from orchestrator.cli.server import start_in_thread
-from orchestrator.config import load_settings
-from orchestrator.engine.core import Engine
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
 from orchestrator.quality import approval
 
 from .conftest import API_KEY
-from .test_landing import result_of
-from .test_worktree import git, make_host, snapshot
+from .helpers import approval as approval_helpers
+from .helpers.approval import Served, waiting_job
+from .helpers.landing import result_of
+from .helpers.worktree import git, snapshot
+
+# The fixture this file shares with other test files (tests/helpers/approval.py).
+served = approval_helpers.served
 
 pytestmark = pytest.mark.slow
-
-
-class Served:
-    """A real waitress server whose folder sits inside a host repository; ``restart`` stops it
-    (as a server stops: shutdown) and starts a new engine and server on the same folder."""
-
-    def __init__(self, tmp_path: Path, **sections: dict) -> None:
-        self.host, self.folder = make_host(tmp_path)
-        self.sections = sections  # settings beyond the defaults below, section by section
-        self.started: list[tuple[object, Engine]] = []
-        self.start()
-
-    def start(self) -> None:
-        overrides: dict[str, dict] = {
-            "workers": {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 30},
-            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
-            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-        }
-        for name, values in self.sections.items():
-            overrides.setdefault(name, {}).update(values)
-        settings = load_settings(base_dir=self.folder, environ={}, overrides=overrides)
-        self.engine = Engine(settings)
-        self.engine.recover()  # as server.serve does at start
-        self.server = start_in_thread(settings, self.engine, port=0)
-        self.url = self.server.url
-        self.started.append((self.server, self.engine))
-
-    def restart(self) -> None:
-        self.engine.shutdown(timeout=10)
-        self.server.close()
-        self.start()
-
-    def call(self, method: str, path: str, key: str | None = API_KEY, **kwargs) -> requests.Response:
-        headers = {"X-API-Key": key} if key else {}
-        return requests.request(method, self.url + path, headers=headers, **{"timeout": 30, **kwargs})
-
-    def submit(self, tasks: list[str], config: dict | None = None) -> str:
-        body = {"request": "add two files", "tasks": tasks, "config": {"approval": "before_merge", **(config or {})}}
-        answer = self.call("POST", "/api/v1/orchestrate", json=body)
-        assert answer.status_code == 202, answer.text
-        return answer.json()["job_id"]
-
-    def wait(self, job_id: str) -> dict:
-        return self.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()
-
-    def close(self) -> None:
-        for server, engine in self.started:
-            engine.shutdown(timeout=10)
-            server.close()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def served(tmp_path):
-    served = Served(tmp_path)
-    yield served
-    served.close()
-
-
-TASKS = ["echo a > a.txt", "echo b > b.txt"]
-
-
-def waiting_job(served: Served, config: dict | None = None) -> tuple[str, dict]:
-    """Submit a two-worker job with approval and wait until it waits: nothing merged yet."""
-    job_id = served.submit(TASKS, config)
-    doc = served.wait(job_id)  # wait returns on a job waiting for approval
-    assert doc["status"] == "waiting", doc
-    return job_id, doc
 
 
 def final_report(served: Served, job_id: str) -> str:

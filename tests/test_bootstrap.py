@@ -21,7 +21,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.reports.status_document import job_status
 
 from .conftest import observed, run_job, wait_until
-from .test_worktree import git, snapshot, user_env, workers
+from .helpers.worktree import git, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
 

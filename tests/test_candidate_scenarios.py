@@ -11,8 +11,8 @@ import pytest
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.testing import Script as S
 
-from . import test_engine_scenarios as scenarios
-from .test_engine_scenarios import crash_while_running, until
+from .helpers import engine_scenarios as scenarios
+from .helpers.engine_scenarios import crash_while_running, until
 
 make_rig = scenarios.make_rig
 

@@ -17,7 +17,7 @@ from orchestrator.reports.candidates import candidate_line, groups, report_path
 from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.reports.timeline import render_timeline_svg
 
-from .test_reports import assert_tables_are_rectangular, code_blocks, prose_lines, table_with, tables
+from .helpers.reports import assert_tables_are_rectangular, code_blocks, prose_lines, table_with, tables
 
 T = 1_700_000_000.0
 # Markdown that would end a cell, a code span or block, start a heading, or be read as a template.
@@ -490,7 +490,7 @@ def test_the_views_of_a_real_runs_candidates(hosted):
     """Three command candidates in real worktrees (test_candidates.THREE: one fails the tests gate,
     one passes with a large diff, one with a small diff): the selection's real records, as each
     view shows them."""
-    from .test_candidates import TESTS_GATE, THREE
+    from .helpers.candidates import TESTS_GATE, THREE
 
     host, folder, make = hosted
     engine = make(tasks={"gates": [TESTS_GATE]})

@@ -10,19 +10,10 @@ import pytest
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import run_job
-from .test_worktree import git, snapshot, workers
+from .helpers.candidates import TESTS_GATE, THREE
+from .helpers.worktree import git, snapshot, workers
 
 pytestmark = pytest.mark.slow
-
-# Candidate 1 fails the tests gate (it breaks check.txt); candidate 2 passes with a large diff;
-# candidate 3 passes with a small one. Each candidate knows itself by ORCHESTRATOR_WORKER_ID.
-THREE = (
-    'case "$ORCHESTRATOR_WORKER_ID" in '
-    "worker_1) echo broken > check.txt; echo one > feature.txt;; "
-    "worker_2) seq 1 200 > feature.txt; seq 1 100 > extra.txt;; "
-    "worker_3) sleep 0.3; echo small > feature.txt;; esac"
-)
-TESTS_GATE = {"name": "tests", "run": ["sh", "-c", "! grep -q broken check.txt 2>/dev/null"]}
 
 
 def test_best_merges_the_small_passing_candidate_and_keeps_the_others_as_branches(hosted):

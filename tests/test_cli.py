@@ -350,7 +350,7 @@ def test_the_embedded_api_closes_without_a_thread_traceback(engine, monkeypatch)
 
 
 def test_run_with_the_readmes_plan_file_runs_the_graph_in_order(home, tmp_path):
-    from .test_readme import PAGES, fences
+    from .helpers.readme import PAGES, fences
 
     plan = next(code for page in PAGES for _, lang, code in fences(page) if lang == "json" and '"depends_on": ["db"]' in code)
     path = tmp_path / "plan.json"

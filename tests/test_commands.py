@@ -1,6 +1,6 @@
 """The job commands of commands.py (jobs, cancel, delete, approve, reject), each run as a user runs
 it (``python -m orchestrator ...``, a real subprocess) against a real server whose folder sits in a
-host repository (test_approval.Served), on real jobs: exit codes, ``--json`` carrying the API's
+host repository (helpers.approval.Served), on real jobs: exit codes, ``--json`` carrying the API's
 document, clear errors for an unknown or malformed id, and the host left as it was."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_approval import Served, waiting_job
-from .test_worktree import git, snapshot
+from .helpers.approval import Served, waiting_job
+from .helpers.worktree import git, snapshot
 
 pytestmark = pytest.mark.slow
 UNKNOWN = "0123456789ab"  # a well-formed id no job has

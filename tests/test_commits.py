@@ -16,7 +16,7 @@ from orchestrator.models import JobStatus, WorkerRecord
 from orchestrator.workers.adapters import ADAPTERS, co_author_of, get_adapter
 
 from .conftest import make_settings, run_job
-from .test_worktree import git, snapshot, workers
+from .helpers.worktree import git, snapshot, workers
 
 USER = Identity("Ada Lovelace", "ada@example.org")
 

@@ -14,7 +14,6 @@ import shutil
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +21,13 @@ from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
 
-from .conftest import API_KEY, ROOT, make_settings, wait_until
+from .conftest import API_KEY, ROOT, make_settings
+from .helpers import dashboard as dashboard_helpers
+from .helpers.dashboard import ARTIFACTS, shot, sign_in, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = ROOT / "tests" / "artifacts"
+# The fixture this file shares with other test files (tests/helpers/dashboard.py).
+browser = dashboard_helpers.browser
+
 DOCS = ROOT / "docs"
 STATIC = ROOT / "orchestrator" / "dashboard" / "static"
 XSS_TASK = "<img src=x onerror=alert(1)>"
@@ -72,56 +73,6 @@ sys.exit(2)
 """
 
 
-# -- fixtures ------------------------------------------------------------------------------
-def _browser_missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            return (
-                f"{path} not found: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
-            )
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed: ./install.sh --dev"
-    return None
-
-
-@pytest.fixture
-def browser(tmp_path, request):
-    """A fresh headless Chromium; its last screen is saved as a test artifact."""
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the dashboard's browser tests: {missing}")
-        pytest.skip(missing)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    # Service(executable_path=...) so Selenium Manager never downloads a driver.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_script_timeout(30)
-    yield driver
-    try:
-        shot(driver, request.node.name + "-last")
-    finally:
-        driver.quit()
-
-
 @pytest.fixture
 def gate(tmp_path):
     return tmp_path / "gate"
@@ -164,39 +115,11 @@ def stop_like_a_dying_process(running) -> None:
     running.thread.join(5)
 
 
-def shot(driver, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
-    driver.save_screenshot(str(path))
-    return path
-
-
 def docs_shot(driver, name: str) -> None:
     """Artifacts always; docs/ only when asked, so a test run never rewrites tracked files."""
     path = shot(driver, name)
     if os.environ.get("DASHBOARD_DOCS_SCREENSHOTS"):
         shutil.copyfile(path, DOCS / path.name)
-
-
-# -- page helpers ------------------------------------------------------------------------------
-def sign_in(driver, url: str, key: str = API_KEY) -> None:
-    driver.get(url)
-    wait_for(driver, lambda: driver.find_element("id", "login").is_displayed(), "the key form")
-    driver.find_element("id", "login-key").send_keys(key)
-    driver.find_element("id", "login-submit").click()
-
-
-def wait_for(driver, predicate, what: str, timeout: float = 20) -> None:
-    """Poll a page condition; a stale element mid-update just means: look again."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-
-    def safe():
-        try:
-            return predicate()
-        except (NoSuchElementException, StaleElementReferenceException):
-            return False
-
-    wait_until(safe, timeout=timeout, what=what)
 
 
 def js(driver, script: str, *args):
@@ -526,7 +449,7 @@ def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tm
 
 
 # -- git: a worker's changes and diff, the job's merge -------------------------------------------
-from .test_diffs import EVIL, hosted_live  # noqa: E402, F401  (a real server over a real host repository)
+from .helpers.diffs import EVIL, hosted_live  # noqa: E402, F401  (a real server over a real host repository)
 
 EVIL_NAME = "evil <img src=x onerror=alert(2)>.txt"
 

@@ -13,49 +13,20 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api.client import OrchestratorClient
-from orchestrator.cli.server import start_in_thread
-from orchestrator.config import load_settings
-from orchestrator.engine.core import Engine
 from orchestrator.errors import Conflict
 from orchestrator.git.diffs import DEFAULT_MAX_BYTES, MAX_BYTES_CEILING
 
-from .conftest import API_KEY, ROOT, Live, wait_until
-from .test_worktree import git, make_host, snapshot
+from .conftest import API_KEY, ROOT, wait_until
+from .helpers import diffs as diffs_helpers
+from .helpers.diffs import EVIL
+from .helpers.worktree import git, snapshot
+
+# The fixture this file shares with other test files (tests/helpers/diffs.py).
+hosted_live = diffs_helpers.hosted_live
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def hosted_live(tmp_path):
-    """A real server whose folder sits in a host repository (worktree isolation), workers running
-    ``sh -c TASK``; returns (live, host, folder)."""
-    host, folder = make_host(tmp_path)
-    started = []
-
-    def factory(**sections):
-        overrides = {
-            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-            "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
-            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
-        }
-        for name, values in sections.items():
-            overrides.setdefault(name, {}).update(values)
-        settings = load_settings(base_dir=folder, environ={}, overrides=overrides)
-        engine = Engine(settings)
-        server = start_in_thread(settings, engine, port=0)
-        started.append((server, engine))
-        live = Live(server.url, API_KEY, engine)
-        live.server = server
-        return live
-
-    yield factory, host, folder
-    for server, engine in started:
-        engine.shutdown(timeout=10)
-        server.close()
-
-
-# File content and a file name that would run script if a page ever parsed them as HTML.
-EVIL = "<script>window.__pwned=1</script><img src=x onerror=alert(1)>"
 TASKS = [
     "printf 'print(1)\\n' >> app.py && printf '%s\\n' \"$EVIL\" > 'evil <img src=x onerror=alert(2)>.txt'",
     "printf 'two\\n' > two.txt && printf '\\000\\001\\002binary' > blob.bin",

@@ -13,7 +13,7 @@ from orchestrator.config import SCHEMA
 from orchestrator.config.reference import BEGIN, END, render_reference, splice
 
 from .conftest import ROOT
-from .test_readme import snippet
+from .helpers.readme import snippet
 
 PAGE = ROOT / "docs" / "configuration.md"
 

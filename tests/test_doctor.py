@@ -207,7 +207,7 @@ def test_a_job_with_the_written_config_runs_a_real_claude_worker_in_a_worktree(t
     """doctor --write in a folder inside a host repository, then a job on exactly that config.yaml
     (the server's environment has no Anthropic variable: workers.env carries them) runs a real
     claude worker in a worktree; the host is as it was, the folder's config.yaml aside."""
-    from .test_worktree import git, make_host, snapshot, user_env
+    from .helpers.worktree import git, make_host, snapshot, user_env
 
     host, folder = make_host(tmp_path)
     (folder / ".gitignore").write_text("/workspace/*\nconfig.yaml\n")

@@ -11,99 +11,31 @@ a real tree, the tag sweep) stays in test_engine.py, test_shim.py, test_executor
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from orchestrator import protocol, testing
+from orchestrator import protocol
 from orchestrator.engine.recovery import LOST_REASON
 from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.executor import Sample
 from orchestrator.testing import Script, claude_result
 
-from .conftest import make_settings
+from .helpers import engine_scenarios as scenarios
+from .helpers.engine_scenarios import WAIT, crash_while_running, on_disk, until
 
-DEFAULTS = {
-    "workers": {
-        "retry_backoff": 1.0,
-        "retry_backoff_max": 60.0,
-        "kill_grace": 5.0,
-        "default_timeout": 30.0,
-        "max_retries": 2,
-        "monitor_interval": 0.25,
-    },
-    "recursion": {"tree_deadline": 0},
-    "orchestrator": {"worker": "simulated"},
-    "git": {"isolation": "folder"},  # auto asks git (a process) whether the folder is in a repository
-}
-WAIT = 10  # real seconds a scenario may take before it counts as hung
-
-
-@pytest.fixture(autouse=True)
-def no_processes():
-    """The claim "without starting a process" is enforced, not hoped for (testing.no_processes)."""
-    with testing.no_processes():
-        yield
-
-
-class Rig(testing.Rig):
-    """testing.Rig on the scenarios' settings (DEFAULTS, then ``sections``), in a temp workspace."""
-
-    def __init__(self, base: Path, *, auto: bool = True, **sections):
-        merged = {name: dict(values) for name, values in DEFAULTS.items()}
-        for name, values in sections.items():
-            merged.setdefault(name, {}).update(values)
-        super().__init__(make_settings(base, **merged), auto=auto, wait=WAIT)
-
-    def started(self, count):
-        """Until ``count`` attempts have started (manual clock: before moving time on)."""
-        until(lambda: len(self.fake.handles) >= count, f"{count} attempt(s) started")
-
-    def jobs(self, job):
-        jobs, _ = self.engine.snapshot(job.root_id)
-        return {j.id: j for j in jobs}
-
-    def statuses(self, job):
-        return {name: w.status.value for name, w in sorted(self.workers(job).items())}
-
-
-@pytest.fixture
-def make_rig():
-    base = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    rigs = []
-
-    def factory(*, auto=True, **sections):
-        rig = Rig(base / str(len(rigs)), auto=auto, **sections)
-        rigs.append(rig)
-        return rig
-
-    yield factory
-    for rig in rigs:
-        rig.close()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def rig(make_rig):
-    return make_rig()
+# The scenarios' fixtures, shared with other test files (tests/helpers/engine_scenarios.py): a rig
+# per test, and no process may start (autouse).
+make_rig = scenarios.make_rig
+rig = scenarios.rig
+no_processes = scenarios.no_processes
 
 
 def attempts_of(worker):
     return [(a.exit_code, a.signal, a.end_reason) for a in worker.attempts]
-
-
-def until(predicate, what, timeout=WAIT):
-    """For the few scenarios that act while a worker runs (manual clock): real time, bounded."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
-        time.sleep(0.002)
 
 
 # -- dispatch and limits ---------------------------------------------------------------------
@@ -914,24 +846,6 @@ def test_a_worker_within_its_caps_has_its_peaks_recorded(make_rig):
 
 
 # -- recovery after a restart -------------------------------------------------------------------
-
-
-def on_disk(rig, job, name):
-    _, workers = rig.engine.workspace.load_tree(job.root_id)
-    return next(w for w in workers if w.name == name)
-
-
-def crash_while_running(rig, tasks, config=None, *, recorded=True):
-    """Submit, let worker_1 start (and, with ``recorded``, its "running" record reach the disk),
-    then kill the server and start a new one on the same workspace."""
-    job = rig.submit(tasks, config)
-    rig.started(1)
-    if recorded:
-        until(lambda: rig.fake.handles[0].waits, "its first wait")
-        rig.clock.advance(0.5)  # past execution.RUNNING_RECORD_DELAY
-        until(lambda: on_disk(rig, job, "worker_1").status is WorkerStatus.RUNNING, "the running record on disk")
-    rig.restart()
-    return job
 
 
 def test_a_restarted_server_adopts_a_running_attempt(make_rig):

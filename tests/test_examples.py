@@ -404,7 +404,7 @@ def test_n8n_workflow_orchestrates_with_a_callback_and_waits_for_it(make_live):
     the Wait node's resume URL as callback_url; the request it makes (here from Python, as n8n
     would send it) gets the callback its IF node checks."""
     from .conftest import wait_until
-    from .test_webhooks import Receiver
+    from .helpers.webhooks import Receiver
 
     flow = json.loads((EXAMPLES / "n8n-workflow.json").read_text(encoding="utf-8"))
     nodes = {n["name"]: n for n in flow["nodes"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import API_KEY, ROOT
-from .test_readme import snippet
+from .helpers.readme import snippet
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from orchestrator.quality.testruns import ran_no_tests
 from orchestrator.reports.taskgraph import gate_summary
 
 from .conftest import API_KEY, run_job, wait_until
-from .test_gates import gate, gated, served  # noqa: F401 (gated, served: the fixtures)
-from .test_worktree import snapshot, workers
+from .helpers.gates import gate, gated, served  # noqa: F401 (gated, served: the fixtures)
+from .helpers.worktree import snapshot, workers
 
 pytestmark = pytest.mark.slow
 

@@ -12,56 +12,24 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.api.auth import Credentials
-from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.config.job import JobConfig
-from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.quality.gates import GateStep, applicable, gate_log, merge_block, merge_commit, step_block
-from orchestrator.quality.integration import IntegrateStep
+from orchestrator.quality.gates import applicable, gate_log, merge_block, merge_commit, step_block
 from orchestrator.quality.steps import PASS, Step, StepContext, Verdict
 from orchestrator.reports.status_document import merge_lines
-from orchestrator.workspace.layout import Workspace
 
 from .conftest import API_KEY, run_job, wait_until
-from .test_worktree import git, make_host, snapshot, workers
+from .helpers import gates as gates_helpers
+from .helpers.gates import gate
+from .helpers.worktree import git, snapshot, workers
+
+# The fixtures this file shares with other test files (tests/helpers/gates.py).
+gated = gates_helpers.gated
+served = gates_helpers.served
 
 pytestmark = pytest.mark.slow
-
-
-def gate(name: str, run: list[str], **more) -> dict:
-    return {"name": name, "run": run, **more}
-
-
-@pytest.fixture
-def gated(tmp_path):
-    """A host repository (test_worktree.make_host) and a factory of engines in its folder whose
-    after-attempt steps are ``[GateStep]``; ``steps=False`` makes one without it; ``integrate``: IntegrateStep after it
-    (as the engine's default steps end); ``then``: steps after those."""
-    host, folder = make_host(tmp_path)
-    engines = []
-
-    def factory(steps: bool = True, api: bool = False, then: tuple = (), integrate: bool = False, **sections: dict) -> Engine:
-        overrides = {
-            "workers": {"retry_backoff": 0.05, "retry_backoff_max": 0.2, "kill_grace": 0.5, "default_timeout": 30},
-            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
-        }
-        for name, values in sections.items():
-            overrides.setdefault(name, {}).update(values)
-        settings = load_settings(base_dir=folder, environ={}, overrides=overrides)
-        workspace = Workspace(settings.workspace_root)
-        serving = {"api_url": "http://127.0.0.1:9", "credentials": Credentials(API_KEY, lambda j, w: True)} if api else {}
-        chosen = [GateStep(settings, workspace)] if steps else []
-        chosen += [IntegrateStep(settings, workspace)] if integrate else []  # the gates, then the integration merge
-        engine = Engine(settings, workspace=workspace, steps=[*chosen, *then], **serving)
-        engines.append(engine)
-        return engine
-
-    yield host, folder, factory
-    for engine in engines:
-        engine.shutdown(timeout=10)
 
 
 def result_tree(host: Path, job_id: str) -> list[str]:
@@ -399,25 +367,6 @@ def test_bad_gates_in_config_yaml_are_refused_naming_the_field(tmp_path):
         with pytest.raises(ConfigError, match=said) as caught:
             load_settings(base_dir=tmp_path, environ={})
         assert caught.value.message.startswith(key)
-
-
-@pytest.fixture
-def served(tmp_path):
-    host, folder = make_host(tmp_path)
-    settings = load_settings(
-        base_dir=folder,
-        environ={},
-        overrides={
-            "workers": {"kill_grace": 0.5, "default_timeout": 30},
-            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
-            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
-        },
-    )
-    engine = Engine(settings)
-    server = start_in_thread(settings, engine, port=0)
-    yield server.url, engine
-    engine.shutdown(timeout=10)
-    server.close()
 
 
 def test_bad_gates_in_a_request_are_422_naming_the_field_and_a_worker_may_not_set_gates(served):

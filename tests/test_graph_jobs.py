@@ -12,7 +12,7 @@ from orchestrator.errors import ConfigError, InvalidGraph
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import observed, run_job
-from .test_worktree import git, snapshot, workers
+from .helpers.worktree import git, snapshot, workers
 
 # Each task appends its name and start/end times to a file of its own, so the order is read back
 # from the files: <id>.txt holds "<id> <start> <end>" and lists what the worktree held at its start.

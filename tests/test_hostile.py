@@ -29,7 +29,7 @@ from orchestrator.process.cgroups import hierarchies
 from orchestrator.process.sandbox import probe
 
 from .conftest import processes_with, wait_until
-from .test_worktree import git, host_engine, make_host, snapshot, user_env
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -101,7 +101,7 @@ class Arena:
         return f"'{sys.executable}' '{WORKER}' '{self.targets}' {' '.join(groups)}"
 
     def snapshot(self) -> dict[str, object]:
-        """test_worktree.snapshot, plus the index as a tree, ignored files and $HOME."""
+        """helpers.worktree.snapshot, plus the index as a tree, ignored files and $HOME."""
         found = snapshot(self.host, self.folder)
         found["write_tree"] = git(self.host, "write-tree")
         found["ignored"] = git(self.host, "status", "--porcelain", "--ignored")

@@ -28,20 +28,12 @@ from orchestrator.models import JobStatus
 from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
-from .test_worktree import git, make_host, snapshot, user_env, workers
+from .helpers.landing import result_of
+from .helpers.worktree import git, make_host, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
 
 SAME_LINE = "sed -i s/v2/{}/ app.py"  # every worker that runs it rewrites line 1 of app.py
-
-
-def result_of(host: Path, job_id: str) -> str | None:
-    done = subprocess.run(
-        ["git", "-C", str(host), "rev-parse", "--verify", "-q", f"refs/heads/orchestrator/{job_id}/result"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip() or None
 
 
 def show(host: Path, rev: str, path: str) -> str:

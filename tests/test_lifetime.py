@@ -1,9 +1,9 @@
 """Worktrees' and branches' lifetime (lifetime.py) and ``orchestrator prune`` as the clean-up
 (cli/prune.py), with real git: a real server whose folder sits in a host repository
-(test_approval.Served, ``command`` workers: real subprocesses), twenty-odd quick jobs, and the
+(helpers.approval.Served, ``command`` workers: real subprocesses), twenty-odd quick jobs, and the
 command run as a user runs it (``python -m orchestrator prune``, a real subprocess). A running
 job is in every test and keeps its worktree; the host's checkout and refs outside
-``orchestrator/`` never change (test_worktree.snapshot)."""
+``orchestrator/`` never change (helpers.worktree.snapshot)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_approval import Served
-from .test_worktree import git, snapshot
+from .helpers.approval import Served
+from .helpers.worktree import git, snapshot
 
 pytestmark = pytest.mark.slow
 JOBS = 20

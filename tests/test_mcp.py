@@ -24,9 +24,9 @@ from mcp import Client, StdioServerParameters
 from orchestrator.cli.server import folder_server
 
 from .conftest import API_KEY, FIXTURES, ROOT, find_cli
+from .helpers.scripts import free_port
+from .helpers.worktree import git, make_host, user_env
 from .mock_model_server import MockModelServer, Text, ToolUse, tool_results
-from .test_scripts import free_port
-from .test_worktree import git, make_host, user_env
 
 pytestmark = pytest.mark.slow
 

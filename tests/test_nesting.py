@@ -17,7 +17,7 @@ from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
 
 from .conftest import API_KEY, ROOT, Live
-from .test_worktree import git, make_host, snapshot
+from .helpers.worktree import git, make_host, snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -23,10 +23,10 @@ from orchestrator.process.executor import LocalExecutor
 from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import API_KEY, ROOT, fake_command, make_settings, run_job
+from .helpers.dashboard import browser, sign_in, wait_for  # noqa: F401 (browser: the fixture)
+from .helpers.nodes_api import RegistryExecutor, node, serve  # noqa: F401 (serve: the fixture)
+from .helpers.progress import NOW, ROOT_ID, small_tree
 from .redisserver import free_port
-from .test_dashboard import browser, sign_in, wait_for  # noqa: F401 (browser: the fixture)
-from .test_nodes_api import RegistryExecutor, node, serve  # noqa: F401 (serve: the fixture)
-from .test_progress import NOW, ROOT_ID, small_tree
 
 pytestmark = pytest.mark.timeout(120)
 PLACES = {"1": "node-east", "2": "node-west"}  # the node each attempt number "runs on"

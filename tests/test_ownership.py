@@ -15,7 +15,7 @@ from orchestrator.quality.integration import IntegrateStep
 from orchestrator.quality.ownership import OwnershipStep, changed_paths, describe, trespasses
 from orchestrator.workspace.layout import Workspace
 
-from .test_worktree import git, snapshot, user_env, workers
+from .helpers.worktree import git, snapshot, user_env, workers
 
 NODES = [
     TaskNode("ui", owns=["src/ui/**"]),

@@ -14,7 +14,7 @@ from orchestrator.planner.graph import check_graph
 from orchestrator.planner.heuristic import Plan, plan_request, split_request
 
 from .conftest import run_job
-from .test_planner import CASES
+from .helpers.planner import CASES
 
 BIG = 1000
 

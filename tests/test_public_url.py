@@ -16,8 +16,8 @@ from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
 
 from .conftest import API_KEY, ROOT, fake_command, make_settings, run_job, wait_until
+from .helpers.webhooks import endpoint, hooks, receivers  # noqa: F401 (receivers: the fixture)
 from .redisserver import free_port
-from .test_webhooks import endpoint, hooks, receivers  # noqa: F401 (receivers: the fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

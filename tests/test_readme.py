@@ -15,10 +15,8 @@ from orchestrator.api.openapi import openapi_document
 from orchestrator.config import SCHEMA
 
 from .conftest import ROOT
+from .helpers.readme import FENCE, GUIDE, PAGES, README, fences, snippet, text
 
-README = ROOT / "README.md"
-GUIDE = ROOT / "README_FOR_AI.md"
-PAGES = [README, GUIDE, *sorted((ROOT / "docs").glob("*.md"))]
 # Markers of blocks a test runs or checks, and where.
 RUN_BY = {
     "ci": "test_ci_runs_the_readmes_two_commands_verbatim (.ci/run runs them)",
@@ -27,23 +25,6 @@ RUN_BY = {
     "webhook-check": "tests/test_webhooks.py",
     "config-reference": "tests/test_docs_configuration.py",
 }
-FENCE = re.compile(r"(?:<!-- test: ([^\n]*?) -->\n)?```(\w*)\n(.*?)```", re.S)
-
-
-def text(page):
-    return page.read_text(encoding="utf-8")
-
-
-def fences(page):
-    """(marker or None, language, code) of every fenced block of ``page``."""
-    return FENCE.findall(text(page))
-
-
-def snippet(name):
-    """The one block marked ``<!-- test: name -->`` in README.md and docs/."""
-    found = [code for page in PAGES if page != GUIDE for marker, _, code in fences(page) if marker == name]
-    assert len(found) == 1, f"{len(found)} blocks are marked {name!r}"
-    return found[0]
 
 
 def prose(page):

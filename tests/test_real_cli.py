@@ -36,6 +36,8 @@ from orchestrator.workers.adapters.claude import COST_UNKNOWN
 from orchestrator.workers.prompts import spawn_timeout_ms
 
 from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
+from .helpers import real_cli as real_cli_helpers
+from .helpers.real_cli import API_KEY, write_then_report
 from .mock_model_server import (
     AUTH_401,
     QUIET_ENV,
@@ -50,8 +52,10 @@ from .mock_model_server import (
     working_directory,
 )
 
+# The fixture this file shares with other test files (tests/helpers/real_cli.py).
+claude_workers = real_cli_helpers.claude_workers
+
 CLAUDE = find_cli("claude")
-API_KEY = "sk-ant-mock-key-0000"
 CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 s
 
 pytestmark = [
@@ -368,43 +372,8 @@ def test_a_hanging_request_keeps_the_cli_waiting_until_it_is_signalled(tmp_path)
 # ----------------------------------------------------------------------------- orchestrator
 
 
-@pytest.fixture
-def claude_workers(monkeypatch, tmp_path):
-    """Start a mock and give every worker its URL through the environment the engine copies."""
-    started = []
-
-    def start(script, *, lifetime=90.0, default=None, **extra):
-        mock = MockModelServer(script, lifetime=lifetime, default=default).start()
-        started.append(mock)
-        for name in [n for n in os.environ if n.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))]:
-            monkeypatch.delenv(name)
-        home = tmp_path / "home"
-        home.mkdir(exist_ok=True)
-        for name, value in {
-            **mock.client_env(API_KEY),
-            "HOME": str(home),
-            "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-            **extra,
-        }.items():
-            monkeypatch.setenv(name, value)
-        return mock
-
-    yield start
-    for mock in started:
-        mock.stop()
-
-
 def worker_settings(**orchestrator):
     return {"worker": "claude", "claude_command": CLAUDE, "planner": "heuristic", **orchestrator}
-
-
-def write_then_report(name: str, content: str, final: str):
-    def script(body):
-        if tool_results(body):
-            return Text(final)
-        return ToolUse("Write", {"file_path": f"{working_directory(body)}/{name}", "content": content})
-
-    return script
 
 
 @needs_adapter
@@ -624,7 +593,7 @@ def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(t
     # tracked app.py and changes one line of it with the Edit tool (which the CLI refuses on a file
     # it has not read). The orchestrator commits the edit on the worker's branch; the user's
     # repository stays exactly as it was.
-    from .test_worktree import git, host_engine, make_host, snapshot
+    from .helpers.worktree import git, host_engine, make_host, snapshot
 
     def script(body):
         done = tool_results(body)

@@ -16,7 +16,6 @@ this needs the worker shim to record an exit code of 129-192 as an exit code, no
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -28,13 +27,14 @@ from orchestrator.workers.adapters import get_adapter
 
 from .conftest import (
     explain,
-    find_cli,
     hang_ends_in_timeout,
     only_worker,
     run_job,
     three_files_in_worktrees,
     three_files_written,
 )
+from .helpers import real_gemini as real_gemini_helpers
+from .helpers.real_gemini import API_KEY, GEMINI, gemini_env, gemini_home
 from .mock_gemini_server import (
     BAD_KEY_400,
     PERMISSION_403,
@@ -50,9 +50,10 @@ from .mock_gemini_server import (
 )
 from .net_guard import STRACE, assert_only_loopback, traced, traced_program
 
-GEMINI = find_cli("gemini")
+# The fixture this file shares with other test files (tests/helpers/real_gemini.py).
+gemini_workers = real_gemini_helpers.gemini_workers
+
 MODEL = "gemini-2.5-flash"  # named, so gemini skips its model router (a side request to a Flash Lite model)
-API_KEY = "mock-gemini-key-0000"
 CLI_TIMEOUT = 90
 
 pytestmark = [
@@ -65,23 +66,6 @@ pytestmark = [
 ]
 
 AUTH_ERRORS = {400: BAD_KEY_400, 401: UNAUTHENTICATED_401, 403: PERMISSION_403}
-
-
-def gemini_home(folder: Path, max_attempts: int | None = 2) -> Path:
-    """A GEMINI_CLI_HOME of the test's: API-key auth, no usage statistics, ``max_attempts`` per request
-    (None: not set, so a worker gets the adapter's bound)."""
-    settings: dict = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False}}
-    if max_attempts is not None:
-        settings["general"] = {"maxAttempts": max_attempts}
-    (folder / ".gemini").mkdir(parents=True, exist_ok=True)
-    (folder / ".gemini" / "settings.json").write_text(json.dumps(settings))
-    return folder
-
-
-def gemini_env(mock: MockGeminiServer, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))}
-    env.update({"GEMINI_CLI_HOME": str(home), "GOOGLE_GEMINI_BASE_URL": mock.url, "GEMINI_API_KEY": API_KEY})
-    return env
 
 
 def run_gemini(mock: MockGeminiServer, tmp: Path, prompt: str = "hello") -> tuple[int, str, str, float]:
@@ -132,30 +116,6 @@ def test_bad_key_401_and_403_fail_at_once_with_gemini_s_message(tmp_path, status
 
 
 # ----------------------------------------------------------------------------- orchestrator
-
-
-@pytest.fixture
-def gemini_workers(monkeypatch, tmp_path):
-    """Start a mock; point workers' gemini at it through the environment the engine copies."""
-    started = []
-
-    def start(script, *, lifetime=150.0, default=None):
-        mock = MockGeminiServer(script, lifetime=lifetime, default=default).start()
-        started.append(mock)
-        for name, value in gemini_env(mock, gemini_home(tmp_path / "gemini-home", None)).items():
-            if os.environ.get(name) != value:
-                monkeypatch.setenv(name, value)
-        for name in [
-            n
-            for n in os.environ
-            if n.startswith(("GEMINI", "GOOGLE")) and n not in ("GEMINI_CLI_HOME", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY")
-        ]:
-            monkeypatch.delenv(name)
-        return mock
-
-    yield start
-    for mock in started:
-        mock.stop()
 
 
 def settings_for(program: str, **orchestrator):

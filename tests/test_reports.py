@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import jinja2
 import pytest
 
@@ -17,6 +15,8 @@ from orchestrator.reports.markdown import (
     md_inline_code,
     md_link,
 )
+
+from .helpers.reports import assert_tables_are_rectangular, code_blocks, prose_lines, table_with, tables
 
 T = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 NASTY = "fix | the `parser`\n# not a heading\n```\n<b>bold</b> \\| end"
@@ -101,63 +101,6 @@ def final(tree, **kw):
 def level(tree, depth, **kw):
     root, jobs, workers, tails = tree
     return render_level_report(depth, root, jobs, workers, log_tails=tails, now=T + 30, **kw)
-
-
-def split_cells(line):
-    """Cells of a GFM table row: a backslash escapes the next character, ``|`` splits."""
-    body = line.strip()[1:-1]
-    cells, current, i = [], "", 0
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body):
-            current += body[i : i + 2]
-            i += 2
-            continue
-        if body[i] == "|":
-            cells.append(current.strip())
-            current = ""
-        else:
-            current += body[i]
-        i += 1
-    return cells + [current.strip()]
-
-
-def prose_lines(markdown):
-    """Lines outside fenced code blocks."""
-    fence = None
-    for line in markdown.splitlines():
-        run = re.match(r"^(`{3,})", line)
-        if fence is None and run:
-            fence = run.group(1)
-        elif fence is not None and line.strip() == "`" * len(line.strip()) and len(line.strip()) >= len(fence):
-            fence = None
-        elif fence is None:
-            yield line
-
-
-def tables(markdown):
-    """Every table outside code blocks, as a list of rows of cells (header first)."""
-    found, current = [], []
-    for line in list(prose_lines(markdown)) + [""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            found.append(current)
-            current = []
-    return [[split_cells(line) for line in table] for table in found]
-
-
-def table_with(markdown, first_header):
-    return next(t for t in tables(markdown) if t[0][0] == first_header)
-
-
-def code_blocks(markdown):
-    return [m.group(2) for m in re.finditer(r"^(`{3,})\w*\n(.*?)^\1$", markdown, re.M | re.S)]
-
-
-def assert_tables_are_rectangular(markdown):
-    for table in tables(markdown):
-        assert re.fullmatch(r"-+:?", table[1][0].strip(":")), table[1]
-        assert {len(row) for row in table} == {len(table[0])}, table
 
 
 def test_final_report_lists_every_worker_of_the_tree(tree):

@@ -24,7 +24,7 @@ from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
 from .conftest import processes_with, run_job, wait_until
-from .test_worktree import git, host_engine, make_host, snapshot, user_env, workers
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 
 SUPPORT = probe()
 needs_bwrap = pytest.mark.skipif(not SUPPORT.available, reason=f"no sandbox on this machine: {SUPPORT.reason}")

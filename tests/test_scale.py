@@ -16,7 +16,7 @@ from orchestrator.cli import progress
 from orchestrator.cli.progress import ProgressView
 from orchestrator.events import EventBus
 
-from .test_progress import small_tree
+from .helpers.progress import small_tree
 
 
 class CountingDeque(deque):

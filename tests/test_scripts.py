@@ -13,14 +13,9 @@ import pytest
 import requests
 
 from .conftest import API_KEY, FAKE_CLI, ROOT, wait_until
+from .helpers.scripts import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

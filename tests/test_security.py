@@ -25,7 +25,7 @@ import requests
 from orchestrator.api.auth import MAX_KEY_BYTES, Credentials
 
 from .conftest import API_KEY, ROOT, fake_command, wait_until
-from .test_security_paths import raw_request
+from .helpers.security_paths import raw_request
 
 pytestmark = pytest.mark.slow
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

@@ -17,7 +17,7 @@ from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.reports.promptshare import prompt_share
 from orchestrator.workers.sharedcontext import CONVENTION_CHARS, SharedContexts, block_path, tells_spawn, write_once
 from tests.conftest import make_settings, observed, run_job
-from tests.test_worktree import git, snapshot, user_env, workers
+from tests.helpers.worktree import git, snapshot, user_env, workers
 
 # The worker: copies the prompt file it was given and its ORCHESTRATOR_SHARED_CONTEXT ("-": unset)
 # to <out>/<worker>.prompt and <out>/<worker>.env, outside its own folder (in workers.sandbox_writable).

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,13 +21,13 @@ import requests
 from orchestrator.cli.server import start_in_thread
 
 from .conftest import API_KEY, wait_until
-from .test_real_cli import claude_workers  # noqa: F401  (a fixture)
-from .test_real_gemini import gemini_workers  # noqa: F401  (a fixture)
-from .test_worktree import PREFIX, git, snapshot
+from .helpers.real_cli import claude_workers  # noqa: F401  (a fixture)
+from .helpers.real_gemini import gemini_workers  # noqa: F401  (a fixture)
+from .helpers.tasks_api import stand_in
+from .helpers.worktree import PREFIX, git, snapshot
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SEED_KEYS = {"id", "description", "status", "created_at", "cli_results"}
 CLI_RESULT_KEYS = {"cli_name", "status", "files_modified", "cost", "duration", "branch", "score", "selected"}
@@ -45,12 +43,6 @@ SEED_CURL = """curl -X POST http://localhost:8000/api/v1/tasks \\
     ],
     "merge_strategy": "theirs"
   }'"""
-STAND_IN = """#!{python}
-# A stand-in for the {cli} CLI: writes a file where it runs and prints what the real CLI printed.
-import pathlib, sys
-pathlib.Path("{cli}.txt").write_text("written by the {cli} stand-in\\n")
-sys.stdout.write(pathlib.Path({fixture!r}).read_text())
-"""
 
 
 def seed_argv(url: str, key: str) -> list[str]:
@@ -59,13 +51,6 @@ def seed_argv(url: str, key: str) -> list[str]:
 
     line = SEED_CURL.replace("http://localhost:8000", url).replace("your-secret-api-key-here", key)
     return shlex.split(line.replace("\\\n", " "))
-
-
-def stand_in(folder: Path, cli: str, fixture: str) -> str:
-    path = folder / f"{cli}-stand-in"
-    path.write_text(STAND_IN.format(python=sys.executable, cli=cli, fixture=str(OUTPUTS / fixture)))
-    path.chmod(0o755)
-    return str(path)
 
 
 def submit(live, *assignments: dict, description: str = "Add error handling", **extra):
@@ -402,7 +387,7 @@ def logging_browser(tmp_path):
     """A headless Chromium (as test_dashboard's) that also records every request it sends and its console."""
     import os
 
-    from .test_dashboard import CHROMEDRIVER, CHROMIUM, _browser_missing
+    from .helpers.dashboard import CHROMEDRIVER, CHROMIUM, _browser_missing
 
     missing = _browser_missing()
     if missing:
@@ -495,9 +480,9 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
     gemini_workers,  # noqa: F811
 ):
     from .conftest import find_cli
+    from .helpers.real_cli import write_then_report
     from .mock_gemini_server import Call, function_responses
     from .mock_gemini_server import Text as GeminiText
-    from .test_real_cli import write_then_report
 
     claude, gemini = find_cli("claude"), find_cli("gemini")
     if claude is None or gemini is None:

@@ -465,7 +465,7 @@ def test_ten_thousand_worktree_workers_draw_their_marks_in_linear_time():
 
 @pytest.mark.slow
 def test_a_real_worktree_run_marks_each_workers_commit(tmp_path):
-    from .test_worktree import host_engine, make_host
+    from .helpers.worktree import host_engine, make_host
 
     host, folder = make_host(tmp_path)
     engine = host_engine(folder)

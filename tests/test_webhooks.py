@@ -9,9 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,70 +22,13 @@ from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from orchestrator.webhooks.events import Seen, job_types, worker_types
 
 from .conftest import ROOT, make_settings, run_job, wait_until
-from .test_dashboard import browser  # noqa: F401 (the fixture: headless Chromium)
-from .test_readme import snippet
+from .helpers import webhooks as webhooks_helpers
+from .helpers.dashboard import browser  # noqa: F401 (the fixture: headless Chromium)
+from .helpers.readme import snippet
+from .helpers.webhooks import SECRET, Receiver, endpoint, hooks
 
-SECRET = "test-secret-0123456789abcdef"
-
-
-class Receiver:
-    """A webhook receiver: records every POST (headers, raw body, time); ``answers`` are the
-    statuses it gives in turn (then 200); ``hang`` makes it hold each request until released."""
-
-    def __init__(self, answers=(), hang=False, port=0):
-        self.requests: list[dict] = []
-        self.answers = list(answers)
-        self.release = threading.Event()
-        if not hang:
-            self.release.set()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append({"headers": dict(self.headers), "body": body, "at": time.time()})
-                outer.release.wait(30)
-                code = outer.answers.pop(0) if outer.answers else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def types(self):
-        return [json.loads(r["body"])["type"] for r in self.requests]
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def factory(**kwargs):
-        made.append(Receiver(**kwargs))
-        return made[-1]
-
-    yield factory
-    for receiver in made:
-        receiver.close()
-
-
-def endpoint(receiver, events=("*",), **extra):
-    return {"url": receiver.url, "events": list(events), "secret": SECRET, **extra}
-
-
-def hooks(*endpoints, **settings):
-    return {"webhooks": {"endpoints": list(endpoints), "backoff": 0.05, "backoff_max": 0.2, **settings}}
+# The fixture this file shares with other test files (tests/helpers/webhooks.py).
+receivers = webhooks_helpers.receivers
 
 
 def readme_check():
@@ -506,7 +447,7 @@ def test_no_webhooks_no_outbox(make_engine):
 @pytest.mark.slow
 def test_the_dashboard_shows_the_deliveries(make_live, receivers, browser):  # noqa: F811
     """The jobs page's webhook panel, in headless Chromium (skipped without it, as test_dashboard)."""
-    from .test_dashboard import sign_in, wait_for
+    from .helpers.dashboard import sign_in, wait_for
 
     receiver = receivers(answers=[404])
     live = make_live(**hooks(endpoint(receiver, ["job.completed"])))

@@ -18,7 +18,7 @@ from orchestrator.process.sandbox import probe
 from orchestrator.quality.gates import gate_log
 
 from .conftest import ROOT, run_job
-from .test_gates import gated  # noqa: F401  (a fixture)
+from .helpers.gates import gated  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 

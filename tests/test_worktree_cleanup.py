@@ -22,7 +22,7 @@ from orchestrator.errors import InvalidParameter
 from orchestrator.models import JobStatus
 
 from .conftest import API_KEY, ROOT, run_job
-from .test_worktree import PREFIX, git, host_engine, make_host, snapshot
+from .helpers.worktree import PREFIX, git, host_engine, make_host, snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import run_job
-from .test_worktree import git, host_engine, make_host, snapshot, user_env
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,9 @@ from ..engine.core import Engine
 from ..errors import InvalidParameter, OrchestratorError, PayloadTooLarge, ValidationError
 from ..reports.metrics import refusal_reason
 from ..reports.status_document import StatusCache
+from . import context
 from .auth import Credentials
-from .context import EXTENSION, extension
+from .context import EXTENSION
 from .guard import RateLimiter, StreamSlots, allowed_hosts
 
 log = logging.getLogger("orchestrator.api")
@@ -138,7 +139,7 @@ def error_response(error: OrchestratorError) -> Response:
 
 def _orchestrator_error(error: OrchestratorError) -> Response:
     if error.http_status != 500:  # every request the API refused, by the check that refused it
-        extension()["engine"].metrics.refused(refusal_reason(error))
+        context.engine().metrics.refused(refusal_reason(error))
         _log_refusal(error)
     return error_response(error)
 

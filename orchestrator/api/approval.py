@@ -20,6 +20,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from ..errors import ValidationError
 from ..quality import approval
 from ..workspace.ids import validate_job_id
+from . import context
 from .context import extension
 from .routes import _allowed, _status_doc, authenticate
 
@@ -41,7 +42,7 @@ def _body(action: str) -> str:
 
 
 def _decide(job_id: str, action: str, text: str) -> dict[str, Any]:
-    engine = extension()["engine"]
+    engine = context.engine()
     job = engine.get_job(job_id)  # 404 for an unknown job
     engine.finishing.decide(job.id, action, text)
     return _status_doc(job.id)
@@ -72,7 +73,7 @@ def _check_link(job_id: str, action: str) -> None:
     secret = approval.link_secret(settings.api.api_key)
     args = request.form if request.method == "POST" else request.args
     # No rate limit of its own: a token is 256 bits of HMAC, and a refusal is logged like a wrong key's.
-    approval.check_link(secret, job_id, action, args.get("expires"), args.get("token"), ext["engine"].clock.time())
+    approval.check_link(secret, job_id, action, args.get("expires"), args.get("token"), context.engine().clock.time())
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:
@@ -94,7 +95,7 @@ def confirm(job_id: str, action: str) -> Response:
     mail scanner that follows links must not approve)."""
     job_id = validate_job_id(job_id)
     _check_link(job_id, action)
-    job = extension()["engine"].get_job(job_id)
+    job = context.engine().get_job(job_id)
     state = f"It is {job.status.value}" + ("" if job.approval and job.approval.state == "waiting" else " (no longer waiting)")
     reason = (
         '<p><label>Reason (required)<br><textarea name="reason" required maxlength="2000" rows="4" cols="60"></textarea></label></p>'

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
@@ -16,15 +16,19 @@ from .. import __version__
 from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, Unavailable, ValidationError
 from ..index import IndexUnavailable
 from ..index import rows as index_rows
-from ..models import JobStatus
+from ..models import JobRecord, JobStatus
 from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
-from . import catalogue
+from . import catalogue, context
 from .context import extension
 from .guard import check_host
 from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ..config.settings import Settings
+    from ..engine.core import Engine
 
 log = logging.getLogger("orchestrator.api")
 
@@ -55,12 +59,12 @@ def check_host_header() -> None:
     check_host(request.headers.get("Host"), ext["allowed_hosts"])
 
 
-def _engine() -> Any:
-    return extension()["engine"]
+def _engine() -> Engine:
+    return context.engine()
 
 
-def _settings() -> Any:
-    return extension()["settings"]
+def _settings() -> Settings:
+    return context.settings()
 
 
 # -- public -------------------------------------------------------------------------
@@ -379,7 +383,7 @@ def webhook_deliveries() -> Response:
     return jsonify({"deliveries": found, "total": total, "limit": limit, "offset": offset})
 
 
-def _event_stream(engine: Any, job_id: str, last: int, deadline: float) -> Iterator[str]:
+def _event_stream(engine: Engine, job_id: str, last: int, deadline: float) -> Iterator[str]:
     """Events of the job's tree after ``last``; ``end`` once the job is terminal. Bounded by
     ``deadline`` so a stream never holds a server thread for longer than api.long_poll_max.
     A job that is already over with nothing left to send (say it ended under an earlier server
@@ -414,7 +418,7 @@ def held_slot() -> Iterator[None]:
         release()
 
 
-def held_stream(body: Iterable[str], mimetype: str) -> Response:
+def held_stream(body: Iterable[str] | Iterable[bytes], mimetype: str) -> Response:
     """A streamed answer holding one of the caller's stream slots until it ends or its client goes
     (the WSGI server closes the response either way)."""
     release = extension()["streams"].take(g.principal.key, g.principal.label)
@@ -475,7 +479,7 @@ def _status_doc(job_id: str) -> dict[str, Any]:
     )
 
 
-def _submitted(job: Any) -> dict[str, Any]:
+def _submitted(job: JobRecord) -> dict[str, Any]:
     engine = _engine()
     return {
         "job_id": job.id,
@@ -502,7 +506,7 @@ def _submitted(job: Any) -> dict[str, Any]:
     }
 
 
-def _summary(job: Any) -> dict[str, Any]:
+def _summary(job: JobRecord) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "status": job.status.value,

@@ -45,9 +45,11 @@ import logging
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
@@ -94,6 +96,31 @@ def touched_paths(files_changed: Sequence[Mapping[str, str]]) -> list[str]:
     return paths + [f["from"] for f in files_changed if f.get("from")]
 
 
+# A deleted job tree's git worktrees and branches removed: (root id, all its branches too).
+RemoveTree = Callable[[str, bool], None]
+
+
+class Worktrees(Protocol):
+    """What the engine (a commit at a spawn, a child job's merge: engine/nesting.py) and the
+    quality gates use of the checkout that makes worktrees (checkouts/worktree.py's WorktreeCheckout)."""
+
+    repo: Path  # the host repository
+
+    def branch(self, record: WorkerRecord) -> str: ...
+
+    def changes(self, record: WorkerRecord) -> Changes: ...
+
+    def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str: ...
+
+    def holding(self, record: WorkerRecord) -> AbstractContextManager[Path]:
+        """The worker's worktree, locked against the other commits and merges into it."""
+        ...
+
+    def keep_args(self, directory: Path) -> list[str]:
+        """What ``git clean`` must keep in the worktree (its bootstrap's files)."""
+        ...
+
+
 class Checkout(ABC):
     """Prepares, resets, inspects and cleans up worker directories (see the module docstring)."""
 
@@ -133,6 +160,23 @@ class Checkout(ABC):
         no server ran, or it was lost: ``lost``, no exit status either): what it left, as
         ``changes`` tells it (a worktree commits it first), so nothing it wrote is lost."""
         return self.changes(record)
+
+    def worktrees(self) -> Worktrees | None:
+        """The checkout it makes worktrees with; None: it makes none. May raise GitError when it
+        would but finds no host repository."""
+        return None
+
+    def worktrees_for(self, job: JobRecord | None) -> Worktrees | None:
+        """The worktree checkout a worker of ``job`` works in; None: a plain folder."""
+        return self.worktrees()
+
+    def tree_remover(self) -> RemoveTree | None:
+        """What removes a deleted job tree's git worktrees and branches; None: it makes none."""
+        return None
+
+    def prune_stale(self) -> list[str]:
+        """At server start: the stale worktree entries it pruned (none: it makes no worktrees)."""
+        return []
 
 
 class FolderCheckout(Checkout):

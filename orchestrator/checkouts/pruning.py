@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -39,6 +39,7 @@ from ..config import Isolation
 from ..errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from ..models import JobRecord, JobStatus
 from ..workspace import logs
+from .checkout import Checkout, RemoveTree
 
 log = logging.getLogger("orchestrator.prune")
 
@@ -52,7 +53,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
-RemoveGit = Callable[[str, bool], None]  # (root id, all branches too): a checkout's remove_tree
+RemoveGit = RemoveTree  # (root id, all branches too): a checkout's tree_remover
 
 
 class Removes(str, Enum):
@@ -167,10 +168,10 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
     return None
 
 
-def delete_job(workspace: Any, job: JobRecord, checkout: Any, all_branches: bool = False) -> None:
+def delete_job(workspace: Any, job: JobRecord, checkout: Checkout | None, all_branches: bool = False) -> None:
     """Delete a root job's tree (the rule already applied), with its worktrees and branches when it
     had them (its result branch too with ``all_branches``)."""
-    remove = getattr(checkout, "remove_tree", None) if job.config.isolation == Isolation.WORKTREE else None
+    remove = checkout.tree_remover() if checkout is not None and job.config.isolation == Isolation.WORKTREE else None
     removes = Removes.FOLDER if remove is None else Removes.ALL if all_branches else Removes.WORKERS
     delete_tree(workspace, job.root_id, removes, remove)
     where = logs.context(job.id, root_id=job.root_id)

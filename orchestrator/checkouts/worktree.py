@@ -75,7 +75,7 @@ from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from .bootstrap import Bootstrap, EnvFor
-from .checkout import Changes, Checkout, FolderCheckout
+from .checkout import Changes, Checkout, FolderCheckout, RemoveTree
 
 log = logging.getLogger("orchestrator.worktree")
 
@@ -270,6 +270,12 @@ class WorktreeCheckout(Checkout):
             repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
             self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
         return changes
+
+    def worktrees(self) -> WorktreeCheckout:
+        return self
+
+    def keep_args(self, directory: Path) -> list[str]:
+        return self.bootstrap.keep_args(directory)
 
     # -- helpers -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -483,6 +489,13 @@ class IsolatedCheckout(Checkout):
     def worktrees(self) -> WorktreeCheckout:
         """The host repository's worktree checkout (GitError when there is none)."""
         return self._worktree_for()
+
+    def worktrees_for(self, job: JobRecord | None) -> WorktreeCheckout | None:
+        """The worktree checkout when ``job`` asks for worktrees (its ``isolation``), else None."""
+        return self.worktrees() if job is not None and job.config.isolation == Isolation.WORKTREE else None
+
+    def tree_remover(self) -> RemoveTree | None:
+        return self.remove_tree
 
     def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
         """A deleted job's worktrees and branches go (never a ref outside its prefix; its

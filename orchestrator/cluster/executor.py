@@ -38,7 +38,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..process.cgroups import Limits
 from ..process.executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
-from ..process.procscan import Memory, machine_memory
+from ..process.procscan import Memory
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
 from ..process.shim import FoundShim, read_exit_file
@@ -67,14 +67,12 @@ def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Ex
 
 def memory_probe(executor: Executor) -> Callable[[], list[Memory]]:
     """Where admission by memory reads free memory: the nodes' heartbeats under rq, else this machine."""
-    return executor.memory if isinstance(executor, RQExecutor) else lambda: [machine_memory()]
+    return executor.memory
 
 
 def close_executor(executor: Executor) -> None:
     """Stop what an executor runs of its own (the rq executor's listener thread)."""
-    close = getattr(executor, "close", None)
-    if callable(close):
-        close()
+    executor.close()
 
 
 class RQExecutor(Reconciler):
@@ -395,6 +393,9 @@ class RQExecutor(Reconciler):
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
             return []
+
+    def local_runner(self) -> ProcessRunner | None:
+        return None  # attempts run on the nodes
 
     def memory(self) -> list[Memory]:
         """Each live node's memory as its last heartbeat said (the listener reads them every

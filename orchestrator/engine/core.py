@@ -38,7 +38,7 @@ from ..errors import Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.admission import MemoryAdmission, MemoryProbe
-from ..process.executor import Executor, LocalExecutor
+from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner
 from ..process.shim import FoundShim
@@ -97,7 +97,7 @@ class Engine:
         self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
-        self.runner = self.executor.runner if isinstance(self.executor, LocalExecutor) else runner or ProcessRunner()
+        self.runner = self.executor.local_runner() or runner or ProcessRunner()
         # Prepares each worker's directory (checkouts/checkout.py), and checks its work after each attempt (quality/steps.py).
         self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self.worker_env)
         # In order; by default the quality gates and a graph job's merge into its integration branch.

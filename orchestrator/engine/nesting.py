@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..checkouts.worktree import IsolatedCheckout, WorktreeCheckout
+from ..checkouts.checkout import Worktrees
 from ..config import Isolation, MergeStrategy
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
@@ -66,13 +66,9 @@ class Nesting:
         self.tables = ctx.tables
         self.clock = ctx.clock
 
-    def worktrees(self) -> WorktreeCheckout | None:
+    def worktrees(self) -> Worktrees | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
-        if isinstance(self.checkout, WorktreeCheckout):
-            return self.checkout
-        if isinstance(self.checkout, IsolatedCheckout):
-            return self.checkout.worktrees()
-        return None
+        return self.checkout.worktrees()
 
     # -- at a spawn ----------------------------------------------------------------------------
     def commit_at_spawn(self, parent: WorkerRecord, child_id: str) -> str | None:
@@ -146,7 +142,7 @@ class Nesting:
 
     def _merge(
         self,
-        wt: WorktreeCheckout,
+        wt: Worktrees,
         job: JobRecord,
         parent: WorkerRecord,
         children: list[WorkerRecord],

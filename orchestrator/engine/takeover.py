@@ -60,12 +60,10 @@ class Restorer:
         (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there),
         after the deletions a crash cut short are finished (pruning.finish_deletions: their
         worktrees' entries and branches go by the deletion's own rule)."""
-        for root_id in pruning.finish_deletions(self.workspace, getattr(self.checkout, "remove_tree", None)):
+        for root_id in pruning.finish_deletions(self.workspace, self.checkout.tree_remover()):
             log.warning("finished deleting job tree %s: the server had stopped while deleting it", root_id)
-        prune_stale = getattr(self.checkout, "prune_stale", None)
-        if prune_stale is not None:
-            for path in prune_stale():
-                log.info("pruned the stale worktree entry of %s (its folder was gone)", path)
+        for path in self.checkout.prune_stale():
+            log.info("pruned the stale worktree entry of %s (its folder was gone)", path)
         recovered = []
         for root_id in self.workspace.root_ids():
             if self.queries.holds(root_id):

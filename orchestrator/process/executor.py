@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import psutil
 
 from .cgroups import Enforced, Limits
-from .procscan import descendants, rss_bytes, sandbox_machinery
+from .procscan import Memory, descendants, machine_memory, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
 from .shim import FoundShim, find_shims
@@ -211,6 +211,19 @@ class Executor(Protocol):
         """The machines that run attempts (a remote executor's node registry); None: this server."""
         ...
 
+    def memory(self) -> list[Memory]:
+        """The memory admission by memory reads: this machine's, or each live node's (a remote executor)."""
+        ...
+
+    def local_runner(self) -> ProcessRunner | None:
+        """The runner its attempts run through on this machine (the AI planner runs its CLI
+        through it too); None: they run elsewhere."""
+        ...
+
+    def close(self) -> None:
+        """Stop what it runs of its own (the rq executor's listener thread): the engine's shutdown."""
+        ...
+
 
 class LocalExecutor:
     """Attempts as processes on this machine, under process/runner.py's shim; with ``limits``, each in a
@@ -298,6 +311,15 @@ class LocalExecutor:
 
     def nodes(self) -> list[NodeInfo] | None:
         return None  # this server runs every attempt
+
+    def memory(self) -> list[Memory]:
+        return [machine_memory()]
+
+    def local_runner(self) -> ProcessRunner | None:
+        return self.runner
+
+    def close(self) -> None:
+        """Nothing: it runs nothing of its own."""
 
 
 def _local(handle: AttemptHandle) -> ProcessHandle:

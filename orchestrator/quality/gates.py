@@ -56,9 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..checkouts.checkout import Checkout, touched_paths
-from ..checkouts.worktree import MAX_FILES, IsolatedCheckout, WorktreeCheckout
-from ..config import Isolation, Settings
+from ..checkouts.checkout import Checkout, Worktrees, touched_paths
+from ..checkouts.worktree import MAX_FILES
+from ..config import Settings
 from ..config.quality import roles_with_defaults
 from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
@@ -380,27 +380,23 @@ class GateStep(Step):
 
     # -- the worktree -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _holding(self, ctx: StepContext) -> Iterator[WorktreeCheckout | None]:
+    def _holding(self, ctx: StepContext) -> Iterator[Worktrees | None]:
         """The worker's worktree checkout, locked for the gates' run (a child job's merge into it
         waits: the gates judge one commit and the restore cannot undo a merge), or None."""
         checkout: Checkout = ctx.checkout
-        worktree: WorktreeCheckout | None = None
-        if isinstance(checkout, WorktreeCheckout):
-            worktree = checkout
-        elif isinstance(checkout, IsolatedCheckout) and ctx.job is not None and ctx.job.config.isolation == Isolation.WORKTREE:
-            worktree = checkout.worktrees()
+        worktree = checkout.worktrees_for(ctx.job)
         if worktree is None or not (ctx.directory / ".git").exists():
             yield None
             return
         with worktree.holding(ctx.record):
             yield worktree
 
-    def _restore(self, worktree: WorktreeCheckout, directory: Path, branch: str, commit: str) -> None:
+    def _restore(self, worktree: Worktrees, directory: Path, branch: str, commit: str) -> None:
         """Back to the gated commit, on the worker's branch: what a gate wrote, committed or checked
         out is dropped (``checkout -f -B``: ``reset --hard`` that also leaves a branch or detached
         HEAD a gate switched to), what git ignores stays."""
         run_git(directory, "checkout", "-q", "-f", "-B", branch, commit)  # its branch, checked at its prepare
-        run_git(directory, "clean", "-fdq", *worktree.bootstrap.keep_args(directory))
+        run_git(directory, "clean", "-fdq", *worktree.keep_args(directory))
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")

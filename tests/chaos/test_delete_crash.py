@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from ..conftest import wait_until
+from ..helpers.worktree_crash import Server, host_state, make_repo
 from ..test_worktree import PREFIX, git
 from .conftest import metric
-from .test_worktree_crash import Server, host_state, make_repo
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 BULK = 20_000  # files in the tree beside its worktrees: removing them takes a while, the kill lands meanwhile
