@@ -2,7 +2,7 @@
 cost), (b) listing 10,000 jobs page by page from the job index against scanning the workspace,
 (c) per-worker prompt bytes with and without the shared context block for a 7-worker job.
 
-    .venv/bin/python bench/bench_issue14.py [--quick]
+    .venv/bin/python bench/bench_best_of_n.py [--quick]
 
 Runs bench_candidates.py, bench_index.py and bench_context.py one after the other with their
 defaults (``--quick``: small sizes, for a smoke run), each measuring its own baseline in the same
