@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
+from .records import GateResult
 
 _T = TypeVar("_T")
 
@@ -229,9 +230,9 @@ class WorkerRecord:
     role: str | None = None
     owns: list[str] = field(default_factory=list)
     model: str | None = None  # its role's model (TaskNode.model): None: orchestrator.model; "": the CLI's default
-    # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | no_tests | timeout |
-    # not_started | crashed | cancelled), "passed", "exit_code", "duration", "log_path", "commit", "reason"}.
-    gates: list[dict[str, Any]] = field(default_factory=list)
+    # Its quality gates' results, in order (records.GateResult; status: passed | failed | no_tests | timeout |
+    # not_started | crashed | cancelled).
+    gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
     # Its merge into the job's integration branch (a graph job's): {"ref", "commit" (the branch's tip
@@ -277,7 +278,7 @@ class WorkerRecord:
         data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
-        data["gates"] = [dict(g) for g in self.gates]
+        data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
         data["integrated"] = dict(self.integrated) if self.integrated is not None else None
         data["score"] = dict(self.score) if self.score is not None else None
@@ -300,6 +301,7 @@ class WorkerRecord:
         known = _known_fields(cls, data)
         known["status"] = WorkerStatus(known.get("status", "pending"))
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
+        known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
         return cls(**known)
 
 

@@ -20,6 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
+from orchestrator.records import GateResult
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -620,8 +621,8 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
     evil_gate = "<img src=x onerror=alert(3)>"
 
     def gate(name, status, code):
-        return {"name": name, "required": True, "status": status, "passed": status == "passed", "exit_code": code,
-                "duration": 0.4, "log_path": "logs/x.log", "commit": "c" * 40, "reason": ""}  # fmt: skip
+        return GateResult(name=name, required=True, status=status, passed=status == "passed", exit_code=code,
+                          duration=0.4, log_path="logs/x.log", commit="c" * 40, reason="")  # fmt: skip
 
     with live.engine.tables.locked():
         job = live.engine.queries._jobs[job_id]
@@ -752,8 +753,8 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
     # Given the selection's records (choosing.py fills them; set here): task t1 ran as three
     # candidates; worker_1 failed its required tests gate, worker_2 won under best, worker_3 came
     # second; a model, a measure and the reasons are markup
-    failed_gate = {"name": "tests", "required": True, "status": "failed", "passed": False, "exit_code": 1,
-                   "duration": 0.2, "log_path": "logs/x.log", "commit": "c" * 40, "reason": "tests gate: exit code 1"}  # fmt: skip
+    failed_gate = GateResult(name="tests", required=True, status="failed", passed=False, exit_code=1,
+                             duration=0.2, log_path="logs/x.log", commit="c" * 40, reason="tests gate: exit code 1")  # fmt: skip
 
     def row(worker, rank, score, eligible=True, reason=""):
         return {"worker": worker, "kind": "command", "model": None, "eligible": eligible, "score": score, "rank": rank,

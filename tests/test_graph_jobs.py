@@ -231,11 +231,11 @@ def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_depende
     by_task = {w.task_id: w for w in workers(engine, job).values()}
     api = by_task["api"]
     assert api.status is WorkerStatus.FAILED and "gate tests failed" in api.exit_reason
-    assert [(g["name"], g["status"]) for g in api.gates] == [("tests", "failed")] and api.gated_commit == api.commit
+    assert [(g.name, g.status) for g in api.gates] == [("tests", "failed")] and api.gated_commit == api.commit
     assert api.integrated is None  # never merged
     assert by_task["b"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["b"].exit_reason
     assert "gate tests failed" in by_task["b"].exit_reason
-    assert by_task["c"].status is WorkerStatus.SUCCESS and by_task["c"].gates[0]["status"] == "passed"
+    assert by_task["c"].status is WorkerStatus.SUCCESS and by_task["c"].gates[0].status == "passed"
     result = f"orchestrator/{job.id}/result"
     assert "broken.txt" not in git(host, "ls-tree", "-r", "--name-only", result).split()
     ancestors = git(host, "rev-list", result).split()

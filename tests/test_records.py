@@ -10,8 +10,8 @@ from orchestrator.config.choice import CandidateSpec, parse_candidates
 from orchestrator.git.merging import Integrated, MergeRecord
 from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.quality import approval, gates, landing
-from orchestrator.quality.gates import GateResult
 from orchestrator.quality.integration import IntegrationRecord
+from orchestrator.records import GateResult
 from orchestrator.selection.candidates import specs_for
 
 
@@ -129,7 +129,7 @@ def test_gate_result_old_shape_round_trips() -> None:
             "gates": [json.loads(GATE)],
         }
     )
-    assert GateResult.from_dict(record.gates[0]) == result
+    assert record.gates[0] == result
     assert "(exit code 1)" in gates.feedback({"name": "tests", "run": ["pytest"]}, result, "boom")
 
 

@@ -18,6 +18,7 @@ from orchestrator.config import JobConfig, job_config, load_settings
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.records import GateResult
 from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from orchestrator.webhooks.events import Seen, job_types, worker_types
 
@@ -258,13 +259,13 @@ def test_types_derived_from_the_engine_events():
     worker = WorkerRecord(
         job_id="r", root_id="r", name="w1", index=1, depth=0, task="t", kind="command", status=WorkerStatus.FAILED
     )
-    worker.gates = [{"name": "tests", "required": True, "passed": False, "status": "failed"}]
+    worker.gates = [GateResult.from_dict({"name": "tests", "required": True, "passed": False, "status": "failed"})]
     assert worker_types(seen, job, worker, _event("worker", "failed")) == ["worker.failed", "gate.failed"]
     assert worker_types(seen, job, worker, _event("worker", "failed")) == []
     other = WorkerRecord(
         job_id="r", root_id="r", name="w2", index=1, depth=0, task="t", kind="command", status=WorkerStatus.TIMEOUT
     )
-    other.gates = [{"name": "lint", "required": False, "passed": False, "status": "failed"}]
+    other.gates = [GateResult.from_dict({"name": "lint", "required": False, "passed": False, "status": "failed"})]
     assert worker_types(seen, job, other, _event("worker", "timeout")) == ["worker.failed"]
     third = WorkerRecord(
         job_id="r", root_id="r", name="w3", index=1, depth=0, task="t", kind="command", status=WorkerStatus.SUCCESS

@@ -217,7 +217,7 @@ class Choosing:
             model=record.model,
             status=record.status.value,
             eligible=record.status.ok,
-            gates=[dict(g) for g in record.gates],
+            gates=[g.to_dict() for g in record.gates],
             cost_usd=record.cost_usd,
             duration=record.duration,
             ended_at=record.ended_at,

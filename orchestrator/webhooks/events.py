@@ -67,7 +67,7 @@ def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event)
     found: list[str] = []
     if event.status in ("failed", "timeout") and seen.changed(("failed", job.id, record.name)):
         found.append("worker.failed")
-        if any(g.get("required", True) and not g.get("passed") for g in record.gates):
+        if any(g.required and not g.passed for g in record.gates):
             found.append("gate.failed")
     if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
         found.append("candidate.selected")
@@ -111,7 +111,7 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "status": event.status,
         "message": event.message[:500],
         "no_changes": record.no_changes,  # its checkout is as it found it (null: not known)
-        "gates": [{k: g.get(k) for k in ("name", "required", "status", "passed")} for g in record.gates],
+        "gates": [{"name": g.name, "required": g.required, "status": g.status, "passed": g.passed} for g in record.gates],
     }
 
 
