@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .records import GateResult
+from .records import GateResult, IntegrationRecord
 
 _T = TypeVar("_T")
 
@@ -235,9 +235,9 @@ class WorkerRecord:
     gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
-    # Its merge into the job's integration branch (a graph job's): {"ref", "commit" (the branch's tip
-    # after it), "merged" (bool), "at", "reason" (why not, when not), "conflicts"}; None: not merged yet.
-    integrated: dict[str, Any] | None = None
+    # Its merge into the job's integration branch (a graph job's; records.IntegrationRecord: the branch's
+    # tip after it, whether it merged, when, why not, the conflicts); None: not merged yet.
+    integrated: IntegrationRecord | None = None
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
     # One of its task's candidates (1-based; None: the task runs once). ``selected``:
     # None until its task's selection is made (JobRecord.selections), then whether it won (only a
@@ -280,7 +280,7 @@ class WorkerRecord:
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
         data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
-        data["integrated"] = dict(self.integrated) if self.integrated is not None else None
+        data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
         data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
@@ -302,6 +302,8 @@ class WorkerRecord:
         known["status"] = WorkerStatus(known.get("status", "pending"))
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
         known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
+        if known.get("integrated") is not None:
+            known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
         return cls(**known)
 
 
@@ -434,7 +436,7 @@ def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus 
         return False
     if job is None or job.integration is None:
         return True
-    return bool(record.integrated and record.integrated.get("merged"))
+    return record.integrated is not None and record.integrated.merged
 
 
 def changed_nothing(job: JobRecord, workers: list[WorkerRecord]) -> bool:

@@ -47,3 +47,62 @@ class GateResult:
             commit=data.get("commit"),
             reason=data.get("reason") or "",
         )
+
+
+# -- merges (git/merging.py) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileConflict:
+    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
+
+    path: str
+    workers: tuple[str, ...]
+    hunks: int
+    kind: str  # content, add/add, modify/delete, delete/modify
+    resolved_by: str = ""  # under theirs: the worker whose side won
+    predicted: bool = False  # not merged: what would conflict if it were
+
+
+@dataclass(frozen=True)
+class Integrated:
+    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
+
+    ref: str
+    commit: str | None  # the branch's tip after it (None: not merged)
+    merged: bool
+    conflicts: tuple[FileConflict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "commit": self.commit,
+            "merged": self.merged,
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
+        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
+        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationRecord:
+    """``WorkerRecord.integrated``: the worker's commit merged into its job's integration branch
+    (``Integrated``), when (clock time) and, when it was not merged, why."""
+
+    integrated: Integrated
+    at: float
+    reason: str | None = None
+
+    @property
+    def merged(self) -> bool:
+        return self.integrated.merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.integrated.to_dict() | {"at": self.at, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
+        return cls(Integrated.from_dict(data), data["at"], data.get("reason"))

@@ -20,7 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
-from orchestrator.records import GateResult
+from orchestrator.records import GateResult, Integrated, IntegrationRecord
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -631,7 +631,7 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
         for i, node in enumerate(nodes, 1):
             for name, value in node.worker_fields().items():
                 setattr(records[i], name, value)
-        records[1].integrated = {"ref": job.integration, "commit": "d" * 40, "merged": True, "at": time.time()}
+        records[1].integrated = IntegrationRecord(Integrated(job.integration, "d" * 40, True), time.time())
         records[1].unblocked, records[1].gates = ["b", "c"], [gate("tests", "passed", 0), gate(evil_gate, "passed", 0)]
         records[2].status, records[2].gates = WorkerStatus.FAILED, [gate("tests", "failed", 1)]
         records[3].task = XSS_TASK

@@ -531,7 +531,7 @@ def test_in_a_graph_a_failing_required_gate_skips_the_dependents_and_its_commit_
     check = gate("check", ["sh", "-c", "test ! -e bad.txt || { echo bad.txt is here; exit 1; }"])
     job = run_job(engine, "graph", tasks=tasks, config={"gates": [check], "max_retries": 0, "isolation": "worktree"})
     by_task = {w.task_id: w for w in workers(engine, job).values()}
-    assert by_task["db"].status is WorkerStatus.SUCCESS and by_task["db"].integrated["merged"] is True
+    assert by_task["db"].status is WorkerStatus.SUCCESS and by_task["db"].integrated.merged is True
     api = by_task["api"]
     assert api.status is WorkerStatus.FAILED and api.gates[0].status == "failed" and api.integrated is None
     assert by_task["ui"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["ui"].exit_reason

@@ -70,7 +70,7 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
     tree = git(host, "ls-tree", "--name-only", result).split()
     assert {"a.txt", "b.txt", "c.txt", "d.txt"} <= set(tree)
     for w in by_task.values():
-        assert w.integrated and w.integrated["merged"], w.integrated
+        assert w.integrated and w.integrated.merged, w.integrated
         # squashed in: one commit each, naming the worker's commit (its own history is not the result's)
         assert w.commit in git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
     assert git(host, "log", "--merges", "--format=%H", result) == ""

@@ -7,11 +7,10 @@ import json
 
 from orchestrator.config import JobConfig
 from orchestrator.config.choice import CandidateSpec, parse_candidates
-from orchestrator.git.merging import Integrated, MergeRecord
+from orchestrator.git.merging import MergeRecord
 from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.quality import approval, gates, landing
-from orchestrator.quality.integration import IntegrationRecord
-from orchestrator.records import GateResult
+from orchestrator.records import GateResult, Integrated, IntegrationRecord
 from orchestrator.selection.candidates import specs_for
 
 

@@ -246,7 +246,7 @@ class Choosing:
             merged, failure = integrate_worker(
                 self.settings, self.workspace, job, record, record.branch, gates.merge_commit(record)
             )
-            result.setdefault("integrated", {})[name] = merged.to_dict() if merged is not None else None
+            result.setdefault("integrated", {})[name] = merged  # an IntegrationRecord, or None
             if failure is None:
                 if name != result["winner"]:
                     result["reason"] += f"; {'; '.join(notes)}, so {name} (next in the ranking) was merged"

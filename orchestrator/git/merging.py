@@ -44,6 +44,7 @@ from typing import Any
 from .. import failpoints
 from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
+from ..records import FileConflict, Integrated
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
@@ -55,18 +56,6 @@ STRATEGIES = tuple(member.value for member in MergeStrategy)
 
 class GitTooOld(ConfigError):
     """The installed git lacks a feature the orchestrator needs."""
-
-
-@dataclass(frozen=True)
-class FileConflict:
-    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
-
-    path: str
-    workers: tuple[str, ...]
-    hunks: int
-    kind: str  # content, add/add, modify/delete, delete/modify
-    resolved_by: str = ""  # under theirs: the worker whose side won
-    predicted: bool = False  # not merged: what would conflict if it were
 
 
 @dataclass(frozen=True)
@@ -588,29 +577,6 @@ def merge_branches(
         f"git merge {short}",
         tuple(unchanged),
     )
-
-
-@dataclass(frozen=True)
-class Integrated:
-    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
-
-    ref: str
-    commit: str | None  # the branch's tip after it (None: not merged)
-    merged: bool
-    conflicts: tuple[FileConflict, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "commit": self.commit,
-            "merged": self.merged,
-            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
-        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
-        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
 
 
 def integrate(

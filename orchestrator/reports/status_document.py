@@ -230,7 +230,7 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
         "gated_commit": worker.gated_commit,
         "trespass": list(worker.trespass),
-        "integrated": dict(worker.integrated) if worker.integrated is not None else None,
+        "integrated": worker.integrated.to_dict() if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
         # Its candidate number (null: its task runs once), whether its task's selection
         # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).

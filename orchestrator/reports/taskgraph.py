@@ -4,7 +4,7 @@ Mermaid block for FINAL_RESULT.md. Pure: the status document, the reports and th
 call it on a snapshot or on records read from disk.
 
 A prerequisite is *delivered* as engine/scheduling.py meets it: once it succeeded and its work was merged
-into the job's integration branch (``WorkerRecord.integrated["merged"]``); a job without an
+into the job's integration branch (``WorkerRecord.integrated.merged``); a job without an
 integration ref (no worktree) counts one that succeeded; ``on_failure: continue`` one that ended. Mermaid gets no user text as syntax: node ids are ``n<index>``,
 and a label is one line in double quotes where the few characters that would end it or be read
 as markup become look-alikes (``"`` ``'``, ``<>`` ``‹›``, a backtick ``ˋ``, the first character of
@@ -118,7 +118,7 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
         return None
     if job is None or job.integration is None or dep.integrated is None:
         return dep.ended_at or 0.0
-    at = dep.integrated.get("at")
+    at = dep.integrated.at
     return float(at) if isinstance(at, (int, float)) else dep.ended_at or 0.0
 
 
