@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .records import GateResult, IntegrationRecord
+from .records import GateResult, IntegrationRecord, MergeRecord
 
 _T = TypeVar("_T")
 
@@ -357,9 +357,9 @@ class JobRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. limits lowered to the server's
     child_seq: int = 0  # root only: last child job number handed out in this tree
-    # How this job's workers' branches were merged (git isolation): merging.MergeRecord.to_dict()
-    # of the last merge, into the result branch (root) or the parent worker's branch (child job).
-    merge: dict[str, Any] | None = None
+    # How this job's workers' branches were merged (git isolation): the last merge (records.MergeRecord),
+    # into the result branch (root) or the parent worker's branch (child job).
+    merge: MergeRecord | None = None
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, engine/nesting.py), where the job's workers branch from.
     start_commit: str | None = None
@@ -399,6 +399,7 @@ class JobRecord:
         data["config"] = self.config.to_dict()
         for name in ("tasks", "worker_names", "notes"):
             data[name] = list(data[name])
+        data["merge"] = self.merge.to_dict() if self.merge is not None else None
         data["nodes"] = [n.to_dict() for n in self.nodes]
         data["selections"] = {k: dict(v) for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
@@ -420,6 +421,8 @@ class JobRecord:
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
+        if known.get("merge") is not None:
+            known["merge"] = MergeRecord.from_dict(known["merge"])
         if known.get("approval") is not None:
             known["approval"] = Approval.from_dict(known["approval"])
         return cls(**known)

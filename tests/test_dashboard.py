@@ -20,7 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
-from orchestrator.records import GateResult, Integrated, IntegrationRecord
+from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -559,7 +559,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
         "into": {"branch": "main", "moved": False, "refused": "not a fast-forward", "command": "git merge --ff-only x"},
     }
     with live.engine.tables.locked():
-        live.engine.queries._jobs[job_id].merge = merge
+        live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")

@@ -67,7 +67,7 @@ def test_a_gate_runs_in_its_cwd_and_a_cwd_linking_out_of_the_checkout_is_refused
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.config.gates[0]["cwd"] == "sub"
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    assert f"in {wt / 'sub'}\n" in gate_output(engine, job, w1) and job.merge["merged"] == ["worker_1"]
+    assert f"in {wt / 'sub'}\n" in gate_output(engine, job, w1) and list(job.merge.merged) == ["worker_1"]
     # A link the worker made that leads out of its checkout: not followed, the gate fails closed
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -101,16 +101,16 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
     assert "[orchestrator] gate check passed in " in (engine.workspace.job_dir(job.id) / w1.log_path).read_text()
     # Fail closed: worker_2's commit is on its branch but not in the result
     merge = job.merge
-    assert merge["merged"] == ["worker_1"] and merge["left_out"] == [
-        {"worker": "worker_2", "reason": "it ended failed: gate check failed: exit code 3"}
-    ]
-    result = merge["result_commit"]
+    assert merge.merged == ("worker_1",) and merge.left_out == (
+        {"worker": "worker_2", "reason": "it ended failed: gate check failed: exit code 3"},
+    )
+    result = merge.result_commit
     assert git(host, "rev-parse", w2.branch).strip() == w2.commit
     assert kept_out(host, w2.commit, result) and merged_into(host, w1.commit, result)
     assert "ok.txt" in result_tree(host, job.id) and "bad.txt" not in result_tree(host, job.id)
     assert any(n.endswith("; left out: worker_2 (it ended failed: gate check failed: exit code 3)") for n in job.notes)
     assert job.status is JobStatus.PARTIAL
-    shown = merge_lines({"job_id": job.id, "merge": merge})
+    shown = merge_lines({"job_id": job.id, "merge": merge.to_dict()})  # the status document's shape
     assert shown[0].endswith("(auto: 1 merged, 1 left out)")
     final = engine.workspace.final_report(job.id).read_text()
     assert "- Left out: `worker_2` (it ended failed: gate check failed: exit code 3)" in final and "Skipped: none" in final
@@ -162,7 +162,7 @@ def test_a_gate_that_is_not_required_is_recorded_and_the_work_is_merged(gated):
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED
     assert w1.gates[0].status == "failed" and w1.gates[0].required is False and w1.gates[0].exit_code == 1
-    assert job.merge["merged"] == ["worker_1"] and job.merge["left_out"] == []
+    assert list(job.merge.merged) == ["worker_1"] and job.merge.left_out == ()
     assert "it is not required" in (engine.workspace.job_dir(job.id) / w1.log_path).read_text()
     assert snapshot(host, folder) == before
 
@@ -225,7 +225,7 @@ def test_a_commit_added_after_the_gates_ran_is_not_merged(gated):
     job = run_job(engine, "x", tasks=["echo a > a.txt", "echo b > b.txt"], config={"gates": [gate("tests", ["true"])]})
     w1 = workers(engine, job)["worker_1"]
     gated_commit = w1.gated_commit
-    assert gated_commit == w1.commit and job.merge["merged"] == ["worker_1", "worker_2"]
+    assert gated_commit == w1.commit and list(job.merge.merged) == ["worker_1", "worker_2"]
     # Something commits on worker_1's branch after its gates judged it
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     (wt / "late.txt").write_text("not gated\n")
@@ -268,7 +268,7 @@ def test_gates_retry_gives_a_command_worker_the_gate_output_and_its_second_attem
     result = f"orchestrator/{job.id}/result"
     assert failed_try and git(host, "show", f"{failed_try}:value.txt") == "unknown\n"
     assert is_ancestor(host, failed_try, w1.branch) and kept_out(host, failed_try, result)
-    assert git(host, "rev-list", "--parents", f"{job.merge['base']}..{result}").split()[1:] == [job.merge["base"]]
+    assert git(host, "rev-list", "--parents", f"{job.merge.base}..{result}").split()[1:] == [job.merge.base]
     assert merged_into(host, w1.gated_commit, result)
     subject = git(host, "log", "-1", "--format=%s", result).strip()
     assert subject == "write the value"
@@ -463,7 +463,7 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     kids = {w.name: w for w in engine.snapshot(root.id)[1] if w.job_id == child.id}
     good, bad = (kids[n] for n in sorted(kids))
     assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed"
-    assert done.merge["merged"] == [good.name] and [w["worker"] for w in done.merge["left_out"]] == [bad.name]
+    assert list(done.merge.merged) == [good.name] and [w["worker"] for w in done.merge.left_out] == [bad.name]
     parent_branch = f"orchestrator/{root.id}/worker_1"
     files = git(host, "ls-tree", "-r", "--name-only", parent_branch).split()
     assert "ok.txt" in files and "bad.txt" not in files
@@ -510,7 +510,7 @@ def test_a_later_step_sees_the_gates_verdict_before_the_record_has_it(gated):
     engine = make(then=(probe,))
     config = {"gates": [gate("tests", ["true"]), gate("style", ["false"], required=False)]}
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config=config)
-    assert probe.said == [None] and job.merge["merged"] == ["worker_1"]
+    assert probe.said == [None] and list(job.merge.merged) == ["worker_1"]
     # without the gate step before it, the same worker may not be merged
     late = Probe()
     bare = make(steps=False, then=(late,))
@@ -539,5 +539,5 @@ def test_in_a_graph_a_failing_required_gate_skips_the_dependents_and_its_commit_
     assert kept_out(host, api.commit, result) and merged_into(host, by_task["db"].gated_commit, result)
     names = result_tree(host, job.id)
     assert "db.txt" in names and "bad.txt" not in names and "ui.txt" not in names
-    assert [w["worker"] for w in job.merge["left_out"]] == [api.name]
+    assert [w["worker"] for w in job.merge.left_out] == [api.name]
     assert snapshot(host, folder) == before

@@ -75,7 +75,7 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
         assert w.commit in git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
     assert git(host, "log", "--merges", "--format=%H", result) == ""
     assert by_task["a"].unblocked == ["b", "c"] and sorted(by_task["b"].unblocked + by_task["c"].unblocked) == ["d"]
-    assert job.merge and job.merge["merged"] and not job.merge["skipped"]
+    assert job.merge and job.merge.merged and not job.merge.skipped
     assert snapshot(host, folder) == before
 
 
