@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
+from .records import GateResult, IntegrationRecord, MergeRecord
 
 _T = TypeVar("_T")
 
@@ -229,14 +230,14 @@ class WorkerRecord:
     role: str | None = None
     owns: list[str] = field(default_factory=list)
     model: str | None = None  # its role's model (TaskNode.model): None: orchestrator.model; "": the CLI's default
-    # Its quality gates' results, in order: {"name", "required", "status" (passed | failed | no_tests | timeout |
-    # not_started | crashed | cancelled), "passed", "exit_code", "duration", "log_path", "commit", "reason"}.
-    gates: list[dict[str, Any]] = field(default_factory=list)
+    # Its quality gates' results, in order (records.GateResult; status: passed | failed | no_tests | timeout |
+    # not_started | crashed | cancelled).
+    gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
-    # Its merge into the job's integration branch (a graph job's): {"ref", "commit" (the branch's tip
-    # after it), "merged" (bool), "at", "reason" (why not, when not), "conflicts"}; None: not merged yet.
-    integrated: dict[str, Any] | None = None
+    # Its merge into the job's integration branch (a graph job's; records.IntegrationRecord: the branch's
+    # tip after it, whether it merged, when, why not, the conflicts); None: not merged yet.
+    integrated: IntegrationRecord | None = None
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
     # One of its task's candidates (1-based; None: the task runs once). ``selected``:
     # None until its task's selection is made (JobRecord.selections), then whether it won (only a
@@ -277,9 +278,9 @@ class WorkerRecord:
         data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
-        data["gates"] = [dict(g) for g in self.gates]
+        data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
-        data["integrated"] = dict(self.integrated) if self.integrated is not None else None
+        data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
         data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
@@ -300,6 +301,9 @@ class WorkerRecord:
         known = _known_fields(cls, data)
         known["status"] = WorkerStatus(known.get("status", "pending"))
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
+        known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
+        if known.get("integrated") is not None:
+            known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
         return cls(**known)
 
 
@@ -353,9 +357,9 @@ class JobRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. limits lowered to the server's
     child_seq: int = 0  # root only: last child job number handed out in this tree
-    # How this job's workers' branches were merged (git isolation): merging.MergeRecord.to_dict()
-    # of the last merge, into the result branch (root) or the parent worker's branch (child job).
-    merge: dict[str, Any] | None = None
+    # How this job's workers' branches were merged (git isolation): the last merge (records.MergeRecord),
+    # into the result branch (root) or the parent worker's branch (child job).
+    merge: MergeRecord | None = None
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, engine/nesting.py), where the job's workers branch from.
     start_commit: str | None = None
@@ -395,6 +399,7 @@ class JobRecord:
         data["config"] = self.config.to_dict()
         for name in ("tasks", "worker_names", "notes"):
             data[name] = list(data[name])
+        data["merge"] = self.merge.to_dict() if self.merge is not None else None
         data["nodes"] = [n.to_dict() for n in self.nodes]
         data["selections"] = {k: dict(v) for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
@@ -416,6 +421,8 @@ class JobRecord:
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
+        if known.get("merge") is not None:
+            known["merge"] = MergeRecord.from_dict(known["merge"])
         if known.get("approval") is not None:
             known["approval"] = Approval.from_dict(known["approval"])
         return cls(**known)
@@ -432,7 +439,7 @@ def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus 
         return False
     if job is None or job.integration is None:
         return True
-    return bool(record.integrated and record.integrated.get("merged"))
+    return record.integrated is not None and record.integrated.merged
 
 
 def changed_nothing(job: JobRecord, workers: list[WorkerRecord]) -> bool:

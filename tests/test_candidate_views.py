@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.models import Attempt, JobConfig, JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
+from orchestrator.records import GateResult
 from orchestrator.reports import render_candidate_reports, render_final_report, render_level_report
 from orchestrator.reports.candidates import candidate_line, groups, report_path
 from orchestrator.reports.status_document import job_status, status_table
@@ -25,17 +26,17 @@ HOSTILE = "x | y `z` ``` \n# heading\n{{ 7*7 }} {% raw %} <b>bold</b> \x1b[31mre
 
 
 def gate(name, passed=True, required=True):
-    return {
-        "name": name,
-        "required": required,
-        "status": "passed" if passed else "failed",
-        "passed": passed,
-        "exit_code": 0 if passed else 1,
-        "duration": 1.0,
-        "log_path": f"logs/{name}.log",
-        "commit": "c" * 40,
-        "reason": "" if passed else f"{name} gate: exit code 1",
-    }
+    return GateResult(
+        name=name,
+        required=required,
+        status="passed" if passed else "failed",
+        passed=passed,
+        exit_code=0 if passed else 1,
+        duration=1.0,
+        log_path=f"logs/{name}.log",
+        commit="c" * 40,
+        reason="" if passed else f"{name} gate: exit code 1",
+    )
 
 
 def candidate(index, number, status, *, kind="command", model=None, job_id="r1", depth=0, task_id="t1", **kw):

@@ -93,7 +93,7 @@ LONG = "Add thousands separators to intcomma, documented in src/humanize/number_
 
 def commits_of(host: Path, job, own: list[str]) -> list[dict[str, str]]:
     """The workers' own commits (``own``), then the result branch's: who, subject, trailers."""
-    found = own + git(host, "rev-list", "--reverse", f"{job.merge['base']}..orchestrator/{job.id}/result").split()
+    found = own + git(host, "rev-list", "--reverse", f"{job.merge.base}..orchestrator/{job.id}/result").split()
     fmt = "%an <%ae>%n%cn <%ce>%n%s%n%(trailers:key=Orchestrator-Job,valueonly,separator=%x2C)%n"
     fmt += "%(trailers:key=Orchestrator-Worker,valueonly,separator=%x2C)%n%(trailers:key=Co-authored-by,valueonly,separator=%x2C)"
     keys = ("author", "committer", "subject", "job", "worker", "co_author")

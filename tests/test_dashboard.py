@@ -20,6 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
+from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -558,7 +559,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
         "into": {"branch": "main", "moved": False, "refused": "not a fast-forward", "command": "git merge --ff-only x"},
     }
     with live.engine.tables.locked():
-        live.engine.queries._jobs[job_id].merge = merge
+        live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")
@@ -620,8 +621,8 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
     evil_gate = "<img src=x onerror=alert(3)>"
 
     def gate(name, status, code):
-        return {"name": name, "required": True, "status": status, "passed": status == "passed", "exit_code": code,
-                "duration": 0.4, "log_path": "logs/x.log", "commit": "c" * 40, "reason": ""}  # fmt: skip
+        return GateResult(name=name, required=True, status=status, passed=status == "passed", exit_code=code,
+                          duration=0.4, log_path="logs/x.log", commit="c" * 40, reason="")  # fmt: skip
 
     with live.engine.tables.locked():
         job = live.engine.queries._jobs[job_id]
@@ -630,7 +631,7 @@ def test_the_task_graph_draws_nodes_by_state_edges_and_gates_and_selects_a_worke
         for i, node in enumerate(nodes, 1):
             for name, value in node.worker_fields().items():
                 setattr(records[i], name, value)
-        records[1].integrated = {"ref": job.integration, "commit": "d" * 40, "merged": True, "at": time.time()}
+        records[1].integrated = IntegrationRecord(Integrated(job.integration, "d" * 40, True), time.time())
         records[1].unblocked, records[1].gates = ["b", "c"], [gate("tests", "passed", 0), gate(evil_gate, "passed", 0)]
         records[2].status, records[2].gates = WorkerStatus.FAILED, [gate("tests", "failed", 1)]
         records[3].task = XSS_TASK
@@ -752,8 +753,8 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
     # Given the selection's records (choosing.py fills them; set here): task t1 ran as three
     # candidates; worker_1 failed its required tests gate, worker_2 won under best, worker_3 came
     # second; a model, a measure and the reasons are markup
-    failed_gate = {"name": "tests", "required": True, "status": "failed", "passed": False, "exit_code": 1,
-                   "duration": 0.2, "log_path": "logs/x.log", "commit": "c" * 40, "reason": "tests gate: exit code 1"}  # fmt: skip
+    failed_gate = GateResult(name="tests", required=True, status="failed", passed=False, exit_code=1,
+                             duration=0.2, log_path="logs/x.log", commit="c" * 40, reason="tests gate: exit code 1")  # fmt: skip
 
     def row(worker, rank, score, eligible=True, reason=""):
         return {"worker": worker, "kind": "command", "model": None, "eligible": eligible, "score": score, "rank": rank,

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.errors import Conflict
 from orchestrator.git.diffs import DEFAULT_MAX_BYTES, MAX_BYTES_CEILING
+from orchestrator.records import MergeRecord
 
 from .conftest import API_KEY, ROOT, wait_until
 from .helpers import diffs as diffs_helpers
@@ -100,13 +101,17 @@ def test_a_jobs_diff_is_its_workers_diffs_in_turn_until_a_merge_made_a_result(ho
     result = tasks["worker_2"]["commit"]  # any commit: what the merge would have made
     engine = live.engine
     with engine.tables.locked():
-        engine.queries._jobs[job_id].merge = {"strategy": "auto", "base": base, "result_commit": result, "result_ref": "x"}
+        engine.queries._jobs[job_id].merge = MergeRecord.from_dict(
+            {"strategy": "auto", "base": base, "result_commit": result, "result_ref": "x"}
+        )
     merged = live.call("GET", f"/api/v1/jobs/{job_id}/diff").json()
     assert merged["source"] == "result" and merged["from"] == base and merged["to"] == result
     assert merged["diff"] == git(host, "diff", "--no-color", base, result)
     # A merge naming a commit the repository does not have is a 409 saying so, not a 500
     with engine.tables.locked():
-        engine.queries._jobs[job_id].merge["result_commit"] = "f" * 40
+        engine.queries._jobs[job_id].merge = MergeRecord.from_dict(
+            {"strategy": "auto", "base": base, "result_commit": "f" * 40, "result_ref": "x"}
+        )
     gone = live.call("GET", f"/api/v1/jobs/{job_id}/diff")
     assert gone.status_code == 409 and "no longer has" in gone.json()["message"]
 

@@ -29,7 +29,7 @@ PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]  # the
 
 
 def gate_output(engine, job, record) -> str:
-    return (engine.workspace.job_dir(job.id) / record.gates[0]["log_path"]).read_text()
+    return (engine.workspace.job_dir(job.id) / record.gates[0].log_path).read_text()
 
 
 # -- env and cwd ------------------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def test_a_gates_env_reaches_a_real_python_that_imports_from_src_without_colour_
     job = run_job(engine, "x", tasks=[task], config={"gates": [imports], "max_retries": 0})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS, w1.exit_reason
-    assert w1.gates[0]["status"] == "passed" and job.config.gates[0]["env"] == {"PYTHONPATH": "src", "EXTRA": "7"}
+    assert w1.gates[0].status == "passed" and job.config.gates[0]["env"] == {"PYTHONPATH": "src", "EXTRA": "7"}
     output = gate_output(engine, job, w1)
     assert "value 42\n" in output
     seen = "[('CARGO_TERM_COLOR', 'never'), ('CLICOLOR', '0'), ('NO_COLOR', '1'), ('PY_COLORS', '0'), ('TERM', 'dumb')]"
@@ -54,7 +54,7 @@ def test_a_gates_env_reaches_a_real_python_that_imports_from_src_without_colour_
     bare = gate("imports", [sys.executable, "-c", "import mylib"])
     job = run_job(engine, "x", tasks=[task], config={"gates": [bare], "max_retries": 0})
     (w1,) = workers(engine, job).values()
-    assert w1.gates[0]["status"] == "failed" and "ModuleNotFoundError" in gate_output(engine, job, w1)
+    assert w1.gates[0].status == "failed" and "ModuleNotFoundError" in gate_output(engine, job, w1)
     assert snapshot(host, folder) == before
 
 
@@ -67,7 +67,7 @@ def test_a_gate_runs_in_its_cwd_and_a_cwd_linking_out_of_the_checkout_is_refused
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.config.gates[0]["cwd"] == "sub"
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    assert f"in {wt / 'sub'}\n" in gate_output(engine, job, w1) and job.merge["merged"] == ["worker_1"]
+    assert f"in {wt / 'sub'}\n" in gate_output(engine, job, w1) and list(job.merge.merged) == ["worker_1"]
     # A link the worker made that leads out of its checkout: not followed, the gate fails closed
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -75,15 +75,13 @@ def test_a_gate_runs_in_its_cwd_and_a_cwd_linking_out_of_the_checkout_is_refused
     job = run_job(engine, "x", tasks=[link], config={"gates": [gate("here", ["touch", "gate-was-here"], cwd="out")]})
     (w1,) = workers(engine, job).values()
     (entry,) = w1.gates
-    assert entry["status"] == "not_started" and entry["passed"] is False
-    assert (
-        entry["reason"] == f"its cwd 'out' leads out of the worker's checkout (a symbolic link to {outside.resolve()}); refused"
-    )
+    assert entry.status == "not_started" and entry.passed is False
+    assert entry.reason == f"its cwd 'out' leads out of the worker's checkout (a symbolic link to {outside.resolve()}); refused"
     assert w1.status is WorkerStatus.FAILED and job.merge is None and list(outside.iterdir()) == []
     # A cwd that is not there
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [gate("here", ["true"], cwd="nowhere")]})
     (w1,) = workers(engine, job).values()
-    assert w1.gates[0]["reason"] == "its cwd 'nowhere' is not a folder in the worker's checkout" and job.merge is None
+    assert w1.gates[0].reason == "its cwd 'nowhere' is not a folder in the worker's checkout" and job.merge is None
     assert snapshot(host, folder) == before
 
 
@@ -119,11 +117,11 @@ def test_a_shell_gate_runs_its_command_line_with_a_pipeline_and_a_string_without
     line = "test -f a.txt && printf 'one\\ntwo\\n' | tr a-z A-Z && echo \"$((6 * 7))\""
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [gate("pipe", line, shell=True)]})
     (w1,) = workers(engine, job).values()
-    assert w1.status is WorkerStatus.SUCCESS and w1.gates[0]["status"] == "passed"
+    assert w1.status is WorkerStatus.SUCCESS and w1.gates[0].status == "passed"
     output = gate_output(engine, job, w1)
     assert f"===== gate pipe: {line} (attempt 1, " in output and "ONE\nTWO\n42\n" in output
     failing = run_job(engine, "x", tasks=["true"], config={"gates": [gate("pipe", "false && true || exit 4", shell=True)]})
-    assert workers(engine, failing)["worker_1"].gates[0]["reason"] == "exit code 4"
+    assert workers(engine, failing)["worker_1"].gates[0].reason == "exit code 4"
     with pytest.raises(ConfigError, match=r"to run 'pytest -q' through /bin/sh, add shell: true"):
         engine.submit("x", {"gates": [gate("tests", "pytest -q")]}, ["true"])
     with pytest.raises(ConfigError, match="must be one command line"):
@@ -151,7 +149,7 @@ def test_a_shell_gate_from_a_request_needs_the_admin_key(served):  # noqa: F811 
     assert answer.status_code == 202, answer.text
     done = engine.wait(answer.json()["job_id"], 60)
     (w1,) = workers(engine, done).values()
-    assert w1.gates[0]["status"] == "passed" and "from the admin\n" in gate_output(engine, done, w1)
+    assert w1.gates[0].status == "passed" and "from the admin\n" in gate_output(engine, done, w1)
     answer = post({"gates": [{"name": "sh", "run": "pytest -q"}]})
     assert answer.status_code == 422 and "add shell: true" in answer.json()["message"]
 
@@ -168,9 +166,9 @@ def test_a_real_pytest_that_ran_no_tests_fails_closed_unless_the_gate_allows_it(
     (w1,) = workers(engine, job).values()
     (entry,) = w1.gates
     said = 'ran no tests (pytest: "no tests ran", exit code 5)'
-    assert entry["status"] == "no_tests" and entry["exit_code"] == 5 and entry["passed"] is False
-    assert entry["reason"] == f"{said}; set allow_no_tests: true on the gate if that is expected"
-    assert w1.status is WorkerStatus.FAILED and w1.error == f"gate tests {entry['reason']}" and job.merge is None
+    assert entry.status == "no_tests" and entry.exit_code == 5 and entry.passed is False
+    assert entry.reason == f"{said}; set allow_no_tests: true on the gate if that is expected"
+    assert w1.status is WorkerStatus.FAILED and w1.error == f"gate tests {entry.reason}" and job.merge is None
     final = engine.workspace.final_report(job.id).read_text()
     assert f"it ended failed: gate tests {said}" in final
     assert gate_summary(w1.gates) == "tests ran no tests (exit 5)"  # the task graph's words
@@ -178,12 +176,12 @@ def test_a_real_pytest_that_ran_no_tests_fails_closed_unless_the_gate_allows_it(
     job = run_job(engine, "x", tasks=[task], config={"gates": [allowed]})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED
-    assert w1.gates[0]["status"] == "passed" and w1.gates[0]["reason"] == f"{said}; allowed by allow_no_tests"
+    assert w1.gates[0].status == "passed" and w1.gates[0].reason == f"{said}; allowed by allow_no_tests"
     # A pytest that ran a test is judged by its exit code alone
     with_test = task + " && echo 'def test_one(): assert True' > empty/test_one.py"
     job = run_job(engine, "x", tasks=[with_test], config={"gates": [gate("tests", PYTEST, cwd="empty")]})
     entry = workers(engine, job)["worker_1"].gates[0]
-    assert entry["status"] == "passed" and entry["exit_code"] == 0 and entry["reason"] == ""
+    assert entry.status == "passed" and entry.exit_code == 0 and entry.reason == ""
     assert snapshot(host, folder) == before
 
 

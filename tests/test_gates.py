@@ -18,6 +18,7 @@ from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.quality.gates import applicable, gate_log, merge_block, merge_commit, step_block
 from orchestrator.quality.steps import PASS, Step, StepContext, Verdict
+from orchestrator.records import GateResult
 from orchestrator.reports.status_document import merge_lines
 
 from .conftest import API_KEY, run_job, wait_until
@@ -75,21 +76,21 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
     assert w2.exit_reason == "step gates failed: gate check failed: exit code 3"
     # The worker's entry records the gate and the commit it judged
     (entry,) = w2.gates
-    assert entry == {
+    assert entry.to_dict() == {
         "name": "check",
         "required": True,
         "status": "failed",
         "passed": False,
         "exit_code": 3,
-        "duration": entry["duration"],
+        "duration": entry.duration,
         "log_path": "logs/depth_0_worker_2.gate_check.log",
         "commit": w2.commit,
         "reason": "exit code 3",
     }
-    assert w2.gated_commit == w2.commit and isinstance(entry["duration"], float)
-    assert w1.gates[0]["status"] == "passed" and w1.gates[0]["commit"] == w1.gated_commit == w1.commit
+    assert w2.gated_commit == w2.commit and isinstance(entry.duration, float)
+    assert w1.gates[0].status == "passed" and w1.gates[0].commit == w1.gated_commit == w1.commit
     # Its output is in its own log, beside the worker's; a line per gate in the worker's log
-    log = engine.workspace.job_dir(job.id) / entry["log_path"]
+    log = engine.workspace.job_dir(job.id) / entry.log_path
     assert (
         log == gate_log(engine.workspace, w2, "check") and log.parent == (engine.workspace.job_dir(job.id) / w2.log_path).parent
     )
@@ -100,16 +101,16 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
     assert "[orchestrator] gate check passed in " in (engine.workspace.job_dir(job.id) / w1.log_path).read_text()
     # Fail closed: worker_2's commit is on its branch but not in the result
     merge = job.merge
-    assert merge["merged"] == ["worker_1"] and merge["left_out"] == [
-        {"worker": "worker_2", "reason": "it ended failed: gate check failed: exit code 3"}
-    ]
-    result = merge["result_commit"]
+    assert merge.merged == ("worker_1",) and merge.left_out == (
+        {"worker": "worker_2", "reason": "it ended failed: gate check failed: exit code 3"},
+    )
+    result = merge.result_commit
     assert git(host, "rev-parse", w2.branch).strip() == w2.commit
     assert kept_out(host, w2.commit, result) and merged_into(host, w1.commit, result)
     assert "ok.txt" in result_tree(host, job.id) and "bad.txt" not in result_tree(host, job.id)
     assert any(n.endswith("; left out: worker_2 (it ended failed: gate check failed: exit code 3)") for n in job.notes)
     assert job.status is JobStatus.PARTIAL
-    shown = merge_lines({"job_id": job.id, "merge": merge})
+    shown = merge_lines({"job_id": job.id, "merge": merge.to_dict()})  # the status document's shape
     assert shown[0].endswith("(auto: 1 merged, 1 left out)")
     final = engine.workspace.final_report(job.id).read_text()
     assert "- Left out: `worker_2` (it ended failed: gate check failed: exit code 3)" in final and "Skipped: none" in final
@@ -125,8 +126,8 @@ def test_a_gate_whose_program_is_missing_fails_closed_as_not_started(gated):
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [missing], "gates_retry": 2})
     (w1,) = workers(engine, job).values()
     (entry,) = w1.gates
-    assert entry["status"] == "not_started" and entry["passed"] is False and entry["exit_code"] is None
-    assert entry["reason"] == "'no-such-linter-7f3a' was not found on the worker's PATH"
+    assert entry.status == "not_started" and entry.passed is False and entry.exit_code is None
+    assert entry.reason == "'no-such-linter-7f3a' was not found on the worker's PATH"
     # not retried (the worker cannot install the server's programs), not merged
     assert w1.status is WorkerStatus.FAILED and len(w1.attempts) == 1
     assert w1.exit_reason == "step gates failed: gate lint not_started: 'no-such-linter-7f3a' was not found on the worker's PATH"
@@ -144,8 +145,8 @@ def test_a_gate_past_its_timeout_has_its_process_group_killed_and_fails_closed(g
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [slow], "max_retries": 0})
     (w1,) = workers(engine, job).values()
     (entry,) = w1.gates
-    assert entry["status"] == "timeout" and entry["exit_code"] is None and entry["passed"] is False
-    assert entry["reason"] == "timed out after 1s; its process group was killed" and 1.0 <= entry["duration"] < 10
+    assert entry.status == "timeout" and entry.exit_code is None and entry.passed is False
+    assert entry.reason == "timed out after 1s; its process group was killed" and 1.0 <= entry.duration < 10
     assert w1.status is WorkerStatus.FAILED and job.merge is None
     for pid in [int(path.read_text()) for path in pids]:  # the sleep in its group, and the one that left it (its tag)
         wait_until(lambda pid=pid: not alive(pid), timeout=5, what=f"gate process {pid} gone")
@@ -160,8 +161,8 @@ def test_a_gate_that_is_not_required_is_recorded_and_the_work_is_merged(gated):
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [advisory]})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED
-    assert w1.gates[0]["status"] == "failed" and w1.gates[0]["required"] is False and w1.gates[0]["exit_code"] == 1
-    assert job.merge["merged"] == ["worker_1"] and job.merge["left_out"] == []
+    assert w1.gates[0].status == "failed" and w1.gates[0].required is False and w1.gates[0].exit_code == 1
+    assert list(job.merge.merged) == ["worker_1"] and job.merge.left_out == ()
     assert "it is not required" in (engine.workspace.job_dir(job.id) / w1.log_path).read_text()
     assert snapshot(host, folder) == before
 
@@ -186,12 +187,12 @@ def test_the_first_required_failure_stops_the_gates_and_what_a_gate_wrote_is_nev
     ]
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": gates, "max_retries": 0})
     (w1,) = workers(engine, job).values()
-    assert [g["name"] for g in w1.gates] == ["dirty", "fails"]  # "never" did not run, and says so in the log
+    assert [g.name for g in w1.gates] == ["dirty", "fails"]  # "never" did not run, and says so in the log
     assert "gate(s) never not run" in (engine.workspace.job_dir(job.id) / w1.log_path).read_text()
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     assert not (wt.parent / "never_ran.txt").exists()
     # The worktree is back on the gated commit: tracked and untracked changes gone, ignored files kept
-    assert w1.gates[0]["status"] == "passed"
+    assert w1.gates[0].status == "passed"
     assert git(wt, "status", "--porcelain") == "" and not (wt / "junk.txt").exists() and not (wt / "untracked.txt").exists()
     assert git(wt, "rev-parse", "HEAD").strip() == w1.gated_commit == w1.commit
     assert git(wt, "symbolic-ref", "HEAD").strip() == "refs/heads/" + w1.branch  # the gate's commit and detach undone
@@ -224,7 +225,7 @@ def test_a_commit_added_after_the_gates_ran_is_not_merged(gated):
     job = run_job(engine, "x", tasks=["echo a > a.txt", "echo b > b.txt"], config={"gates": [gate("tests", ["true"])]})
     w1 = workers(engine, job)["worker_1"]
     gated_commit = w1.gated_commit
-    assert gated_commit == w1.commit and job.merge["merged"] == ["worker_1", "worker_2"]
+    assert gated_commit == w1.commit and list(job.merge.merged) == ["worker_1", "worker_2"]
     # Something commits on worker_1's branch after its gates judged it
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     (wt / "late.txt").write_text("not gated\n")
@@ -257,7 +258,7 @@ def test_gates_retry_gives_a_command_worker_the_gate_output_and_its_second_attem
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS, w1.exit_reason
     assert len(w1.attempts) == 2 and w1.attempts[0].failure_class == "feedback"
-    assert w1.gates[0]["status"] == "passed" and w1.gated_commit == w1.commit
+    assert w1.gates[0].status == "passed" and w1.gated_commit == w1.commit
     assert git(host, "show", f"{w1.commit}:value.txt") == "42\n"
     assert git(host, "show", f"orchestrator/{job.id}/result:value.txt") == "42\n"
     # The result holds one commit of worker_1's, its gated work: the first attempt's commit, which
@@ -267,7 +268,7 @@ def test_gates_retry_gives_a_command_worker_the_gate_output_and_its_second_attem
     result = f"orchestrator/{job.id}/result"
     assert failed_try and git(host, "show", f"{failed_try}:value.txt") == "unknown\n"
     assert is_ancestor(host, failed_try, w1.branch) and kept_out(host, failed_try, result)
-    assert git(host, "rev-list", "--parents", f"{job.merge['base']}..{result}").split()[1:] == [job.merge["base"]]
+    assert git(host, "rev-list", "--parents", f"{job.merge.base}..{result}").split()[1:] == [job.merge.base]
     assert merged_into(host, w1.gated_commit, result)
     subject = git(host, "log", "-1", "--format=%s", result).strip()
     assert subject == "write the value"
@@ -293,8 +294,8 @@ def test_gates_from_config_yaml_run_in_a_folder_job_too_without_a_commit(gated):
     job = run_job(engine, "x", tasks=["env | grep -c ^ORCHESTRATOR_API_KEY= > key.txt"], config={"isolation": "folder"})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and w1.gated_commit is None
-    assert w1.gates[0]["status"] == "passed" and w1.gates[0]["commit"] is None
-    log = (engine.workspace.job_dir(job.id) / w1.gates[0]["log_path"]).read_text()
+    assert w1.gates[0].status == "passed" and w1.gates[0].commit is None
+    log = (engine.workspace.job_dir(job.id) / w1.gates[0].log_path).read_text()
     # the worker held its credential; its gate ran in its environment (its API URL) without it
     assert (engine.workspace.worker_dir(job.id, 0, "worker_1") / "key.txt").read_text() == "1\n"
     assert "\n1\n0\n" in log
@@ -334,7 +335,17 @@ def test_merge_block_names_why_a_worker_may_not_be_merged():
     job = JobRecord("j1", "j1", "x", config=JobConfig().replace(gates=[tests, lint]))
     ok = {"name": "tests", "required": True, "status": "passed", "passed": True, "commit": "c1", "reason": ""}
     worker = WorkerRecord(
-        "j1", "j1", "worker_1", 1, 0, "t", "command", status=WorkerStatus.SUCCESS, commit="c2", gated_commit="c1", gates=[ok]
+        "j1",
+        "j1",
+        "worker_1",
+        1,
+        0,
+        "t",
+        "command",
+        status=WorkerStatus.SUCCESS,
+        commit="c2",
+        gated_commit="c1",
+        gates=[GateResult.from_dict(ok)],
     )
     assert merge_block(worker, job) is None and merge_commit(worker) == "c1"  # the gated commit, not the tip
     assert merge_block(dataclasses.replace(worker, status=WorkerStatus.FAILED, error="boom"), job) == "it ended failed: boom"
@@ -342,10 +353,14 @@ def test_merge_block_names_why_a_worker_may_not_be_merged():
     assert merge_block(dataclasses.replace(worker, gates=[]), job) == "required gate tests never ran"
     failed = {**ok, "status": "timeout", "passed": False, "reason": "timed out after 60s"}
     assert (
-        merge_block(dataclasses.replace(worker, gates=[failed]), job) == "required gate tests did not pass: timed out after 60s"
+        merge_block(dataclasses.replace(worker, gates=[GateResult.from_dict(failed)]), job)
+        == "required gate tests did not pass: timed out after 60s"
     )
     stale = {**ok, "commit": "c0"}
-    assert merge_block(dataclasses.replace(worker, gates=[stale]), job) == "gate tests judged commit c0, not the gated commit"
+    assert (
+        merge_block(dataclasses.replace(worker, gates=[GateResult.from_dict(stale)]), job)
+        == "gate tests judged commit c0, not the gated commit"
+    )
     # a job without gates: an ok worker merges at its tip; a failed one never
     plain = JobRecord("j2", "j2", "x")
     bare = dataclasses.replace(worker, gated_commit=None, gates=[])
@@ -408,7 +423,7 @@ def test_a_gate_killed_by_a_signal_is_crashed_and_fails_closed(gated):
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [gate("segv", ["sh", "-c", "kill -SEGV $$"])]})
     (w1,) = workers(engine, job).values()
     (entry,) = w1.gates
-    assert entry["status"] == "crashed" and entry["exit_code"] == -11 and entry["reason"] == "killed by signal SIGSEGV"
+    assert entry.status == "crashed" and entry.exit_code == -11 and entry.reason == "killed by signal SIGSEGV"
     assert w1.status is WorkerStatus.FAILED and job.merge is None
     assert snapshot(host, folder) == before
 
@@ -428,7 +443,7 @@ def test_cancelling_the_job_stops_a_running_gate_and_nothing_is_merged(gated, tm
     # the worker ends cancelled (not failed), so its job does, and a cancelled job is not merged
     assert w1.status is WorkerStatus.CANCELLED and done.status is JobStatus.CANCELLED
     assert w1.exit_reason == "cancelled while step gates ran (gate slow cancelled: the worker was cancelled while the gate ran)"
-    assert w1.gates[0]["status"] == "cancelled" and w1.gates[0]["reason"] == "the worker was cancelled while the gate ran"
+    assert w1.gates[0].status == "cancelled" and w1.gates[0].reason == "the worker was cancelled while the gate ran"
     assert not alive(pid) and done.merge is None
     assert snapshot(host, folder) == before
 
@@ -447,8 +462,8 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     assert done.config.gates == [check | filled | {"roles": [], "when_changed": []}]
     kids = {w.name: w for w in engine.snapshot(root.id)[1] if w.job_id == child.id}
     good, bad = (kids[n] for n in sorted(kids))
-    assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0]["status"] == "failed"
-    assert done.merge["merged"] == [good.name] and [w["worker"] for w in done.merge["left_out"]] == [bad.name]
+    assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed"
+    assert list(done.merge.merged) == [good.name] and [w["worker"] for w in done.merge.left_out] == [bad.name]
     parent_branch = f"orchestrator/{root.id}/worker_1"
     files = git(host, "ls-tree", "-r", "--name-only", parent_branch).split()
     assert "ok.txt" in files and "bad.txt" not in files
@@ -470,7 +485,7 @@ def test_a_relative_gate_program_runs_from_the_workers_directory_and_spent_gates
     assert w1.status is WorkerStatus.FAILED and len(w1.attempts) == 2
     assert w1.exit_reason.endswith("; no retries left for step gates (1)") and "gate own failed: exit code 1" in w1.exit_reason
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    log = (engine.workspace.job_dir(job.id) / w1.gates[0]["log_path"]).read_text()
+    log = (engine.workspace.job_dir(job.id) / w1.gates[0].log_path).read_text()
     assert log.count(f"in {wt}\n") == 2 and job.merge is None
     assert snapshot(host, folder) == before
 
@@ -495,7 +510,7 @@ def test_a_later_step_sees_the_gates_verdict_before_the_record_has_it(gated):
     engine = make(then=(probe,))
     config = {"gates": [gate("tests", ["true"]), gate("style", ["false"], required=False)]}
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config=config)
-    assert probe.said == [None] and job.merge["merged"] == ["worker_1"]
+    assert probe.said == [None] and list(job.merge.merged) == ["worker_1"]
     # without the gate step before it, the same worker may not be merged
     late = Probe()
     bare = make(steps=False, then=(late,))
@@ -516,13 +531,13 @@ def test_in_a_graph_a_failing_required_gate_skips_the_dependents_and_its_commit_
     check = gate("check", ["sh", "-c", "test ! -e bad.txt || { echo bad.txt is here; exit 1; }"])
     job = run_job(engine, "graph", tasks=tasks, config={"gates": [check], "max_retries": 0, "isolation": "worktree"})
     by_task = {w.task_id: w for w in workers(engine, job).values()}
-    assert by_task["db"].status is WorkerStatus.SUCCESS and by_task["db"].integrated["merged"] is True
+    assert by_task["db"].status is WorkerStatus.SUCCESS and by_task["db"].integrated.merged is True
     api = by_task["api"]
-    assert api.status is WorkerStatus.FAILED and api.gates[0]["status"] == "failed" and api.integrated is None
+    assert api.status is WorkerStatus.FAILED and api.gates[0].status == "failed" and api.integrated is None
     assert by_task["ui"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["ui"].exit_reason
     result = f"orchestrator/{job.id}/result"
     assert kept_out(host, api.commit, result) and merged_into(host, by_task["db"].gated_commit, result)
     names = result_tree(host, job.id)
     assert "db.txt" in names and "bad.txt" not in names and "ui.txt" not in names
-    assert [w["worker"] for w in job.merge["left_out"]] == [api.name]
+    assert [w["worker"] for w in job.merge.left_out] == [api.name]
     assert snapshot(host, folder) == before

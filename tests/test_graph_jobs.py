@@ -70,12 +70,12 @@ def test_a_diamond_runs_in_order_with_its_middle_in_parallel_and_the_last_sees_a
     tree = git(host, "ls-tree", "--name-only", result).split()
     assert {"a.txt", "b.txt", "c.txt", "d.txt"} <= set(tree)
     for w in by_task.values():
-        assert w.integrated and w.integrated["merged"], w.integrated
+        assert w.integrated and w.integrated.merged, w.integrated
         # squashed in: one commit each, naming the worker's commit (its own history is not the result's)
         assert w.commit in git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
     assert git(host, "log", "--merges", "--format=%H", result) == ""
     assert by_task["a"].unblocked == ["b", "c"] and sorted(by_task["b"].unblocked + by_task["c"].unblocked) == ["d"]
-    assert job.merge and job.merge["merged"] and not job.merge["skipped"]
+    assert job.merge and job.merge.merged and not job.merge.skipped
     assert snapshot(host, folder) == before
 
 
@@ -231,11 +231,11 @@ def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_depende
     by_task = {w.task_id: w for w in workers(engine, job).values()}
     api = by_task["api"]
     assert api.status is WorkerStatus.FAILED and "gate tests failed" in api.exit_reason
-    assert [(g["name"], g["status"]) for g in api.gates] == [("tests", "failed")] and api.gated_commit == api.commit
+    assert [(g.name, g.status) for g in api.gates] == [("tests", "failed")] and api.gated_commit == api.commit
     assert api.integrated is None  # never merged
     assert by_task["b"].status is WorkerStatus.SKIPPED and "dependency api failed" in by_task["b"].exit_reason
     assert "gate tests failed" in by_task["b"].exit_reason
-    assert by_task["c"].status is WorkerStatus.SUCCESS and by_task["c"].gates[0]["status"] == "passed"
+    assert by_task["c"].status is WorkerStatus.SUCCESS and by_task["c"].gates[0].status == "passed"
     result = f"orchestrator/{job.id}/result"
     assert "broken.txt" not in git(host, "ls-tree", "-r", "--name-only", result).split()
     ancestors = git(host, "rev-list", result).split()

@@ -55,15 +55,15 @@ def test_disjoint_workers_land_in_a_clean_result_branch_with_a_note_and_a_change
     job = run_job(engine, "x", tasks=["echo a > a.txt", "mkdir -p 'dir b' && echo b > 'dir b/b.txt'", "echo c >> app.py"])
     assert job.status is JobStatus.COMPLETED
     merge = job.merge
-    assert merge is not None and merge["strategy"] == "auto"
-    assert merge["merged"] == ["worker_1", "worker_2", "worker_3"] and merge["skipped"] == [] and merge["conflicts"] == []
+    assert merge is not None and merge.strategy == "auto"
+    assert list(merge.merged) == ["worker_1", "worker_2", "worker_3"] and merge.skipped == () and merge.conflicts == ()
     result = result_of(host, job.id)
-    assert result == merge["result_commit"] and merge["result_ref"] == f"refs/heads/orchestrator/{job.id}/result"
+    assert result == merge.result_commit and merge.result_ref == f"refs/heads/orchestrator/{job.id}/result"
     assert show(host, result, "a.txt") == "a\n" and show(host, result, "dir b/b.txt") == "b\n"
     assert show(host, result, "app.py") == "print('v2')\nline2\nc\n"
-    assert merge["command"] == f"git merge orchestrator/{job.id}/result" and merge["into"] is None
-    assert [c["worker"] for c in merge["changes"]] == ["worker_1", "worker_2", "worker_3"]
-    assert isinstance(merge["at"], float)
+    assert merge.outcome.command == f"git merge orchestrator/{job.id}/result" and merge.into is None
+    assert [c.worker for c in merge.outcome.changes] == ["worker_1", "worker_2", "worker_3"]
+    assert isinstance(merge.at, float)
     note = f"merged 3 worker(s) into orchestrator/{job.id}/result (auto); take it with: git merge orchestrator/{job.id}/result"
     assert note in job.notes
     # on disk with the job's final record (what GET status and a restarted server read)
@@ -97,9 +97,9 @@ def test_the_same_lines_under_auto_stop_and_report_the_file_and_workers_and_skip
     job = run_job(engine, "x", tasks=["echo a > a.txt", SAME_LINE.format("w2"), SAME_LINE.format("w3"), "echo d > d.txt"])
     merge = job.merge
     assert job.status is JobStatus.COMPLETED  # the workers' status: a conflict is the merge's, not theirs
-    assert merge["merged"] == ["worker_1", "worker_2"] and merge["skipped"] == ["worker_3", "worker_4"]
-    actual = [c for c in merge["conflicts"] if not c["predicted"]]
-    assert [(c["path"], c["workers"], c["kind"]) for c in actual] == [("app.py", ["worker_2", "worker_3"], "content")]
+    assert list(merge.merged) == ["worker_1", "worker_2"] and list(merge.skipped) == ["worker_3", "worker_4"]
+    actual = [c for c in merge.conflicts if not c.predicted]
+    assert [(c.path, list(c.workers), c.kind) for c in actual] == [("app.py", ["worker_2", "worker_3"], "content")]
     assert f"result:    orchestrator/{job.id}/result (auto: 2 merged, 2 skipped, 1 conflicting file(s))" in status_table(
         job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     )
@@ -119,8 +119,8 @@ def test_the_same_lines_under_theirs_take_the_later_workers_side_and_name_the_fi
     engine = make()
     job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "theirs"})
     merge = job.merge
-    assert merge["strategy"] == "theirs" and merge["merged"] == ["worker_1", "worker_2"] and merge["skipped"] == []
-    assert [(c["path"], c["resolved_by"]) for c in merge["conflicts"]] == [("app.py", "worker_2")]
+    assert merge.strategy == "theirs" and list(merge.merged) == ["worker_1", "worker_2"] and merge.skipped == ()
+    assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "worker_2")]
     assert show(host, result_of(host, job.id), "app.py") == "print('w2')\nline2\n"
     assert any("the later worker's side won in: app.py (worker_1, worker_2)" in n for n in job.notes)
     final = engine.workspace.final_report(job.id).read_text()
@@ -134,11 +134,11 @@ def test_manual_makes_no_result_branch_and_reports_what_would_conflict(hosted):
     engine = make()
     job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "manual"})
     merge = job.merge
-    assert merge["result_commit"] is None and merge["merged"] == [] and merge["skipped"] == ["worker_1", "worker_2"]
-    assert [(c["path"], c["workers"], c["predicted"]) for c in merge["conflicts"]] == [("app.py", ["worker_1", "worker_2"], True)]
+    assert merge.result_commit is None and merge.merged == () and list(merge.skipped) == ["worker_1", "worker_2"]
+    assert [(c.path, list(c.workers), c.predicted) for c in merge.conflicts] == [("app.py", ["worker_1", "worker_2"], True)]
     assert result_of(host, job.id) is None
     w1, w2 = (workers(engine, job)[n].branch for n in ("worker_1", "worker_2"))
-    assert merge["command"] == f"git merge {w1} && git merge {w2}"
+    assert merge.outcome.command == f"git merge {w1} && git merge {w2}"
     final = engine.workspace.final_report(job.id).read_text()
     assert "not made (manual: nothing merged)" in final and "would conflict (not merged)" in final
     assert f"Merge the branches yourself with: `git merge {w1} && git merge {w2}`" in final
@@ -186,12 +186,12 @@ def test_one_worker_that_changed_nothing_beside_one_that_did_is_listed_apart_and
     w1, w2 = (workers(engine, job)[n] for n in ("worker_1", "worker_2"))
     assert w1.no_changes is False and w2.no_changes is True
     merge = job.merge
-    assert merge["merged"] == ["worker_1"] and merge["unchanged"] == ["worker_2"] and merge["left_out"] == []
+    assert list(merge.merged) == ["worker_1"] and list(merge.unchanged) == ["worker_2"] and merge.left_out == ()
     short = f"orchestrator/{job.id}/result"
     assert f"merged 1 worker(s) into {short} (auto); take it with: git merge {short}; no changes from worker_2 (not merged)" in (
         job.notes
     )
-    assert len(git(host, "rev-list", f"{merge['base']}..{short}").split()) == 1  # one commit: worker_1's
+    assert len(git(host, "rev-list", f"{merge.base}..{short}").split()) == 1  # one commit: worker_1's
     doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert doc["no_changes"] is False and scripts.exit_code(doc) == 0
     assert f"result:    {short} (auto: 1 merged, 1 with no changes)" in status_table(doc)
@@ -199,7 +199,7 @@ def test_one_worker_that_changed_nothing_beside_one_that_did_is_listed_apart_and
     assert "- Merged (one commit each): `worker_1`\n" in final and "- No changes (nothing to merge): `worker_2`" in final
     # Subjects are cut at a word's end, and the worker is named by one trailer on both commits
     full = " ".join(long_task.split())
-    for commit in (w1.commit, merge["result_commit"]):
+    for commit in (w1.commit, merge.result_commit):
         subject = git(host, "log", "-1", "--format=%s", commit).strip()
         assert len(subject) < 72 and subject.endswith("…") and full.startswith(subject[:-1])
         assert full[len(subject) - 1] == " "  # the next character of the task starts a new word
@@ -226,7 +226,7 @@ def test_manual_after_theirs_removes_the_result_branch_the_record_no_longer_list
     before = snapshot(host, folder)
     engine = make()
     job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "theirs"})
-    theirs = job.merge["result_commit"]
+    theirs = job.merge.result_commit
     assert result_of(host, job.id) == theirs
     merge = engine.merge(job.id, strategy="manual")
     assert merge["result_commit"] is None and merge["merged"] == [] and merge["skipped"] == ["worker_1", "worker_2"]
@@ -247,7 +247,7 @@ def test_the_simulated_worker_in_worktree_mode_lands_its_file_in_the_result_bran
     before = snapshot(host, folder)
     engine = make(orchestrator={"worker": "simulated"}, simulated={"recurse": False})
     job = run_job(engine, "x", tasks=["Write the parser", "Write the lexer"])
-    assert job.merge["merged"] == ["worker_1", "worker_2"]
+    assert list(job.merge.merged) == ["worker_1", "worker_2"]
     listed = git(host, "ls-tree", "--name-only", result_of(host, job.id)).split()
     assert "write_the_parser.md" in listed and "write_the_lexer.md" in listed and "app.py" in listed
     assert snapshot(host, folder) == before
@@ -275,17 +275,17 @@ def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_ru
     lock.write_text("")
     done = engine.wait(job.id, 30)
     assert done.status is JobStatus.COMPLETED  # what its worker earned
-    assert "stale lock file" in done.merge["error"] and done.merge["strategy"] == "auto"
+    assert "stale lock file" in done.merge.error and done.merge.strategy == "auto"
     assert any(n.startswith("merging the workers' branches failed:") for n in done.notes)
     assert f"python -m orchestrator merge {job.id}" in engine.workspace.final_report(job.id).read_text()
     assert result_of(host, job.id) is None
     with pytest.raises(Conflict, match="stale lock file"):  # POST /merge says so (409), and records it
         engine.merge(job.id, "theirs")
-    assert engine.workspace.load_job(job.id).merge["strategy"] == "theirs" and "stale lock" in done.merge["error"]
+    assert engine.workspace.load_job(job.id).merge.strategy == "theirs" and "stale lock" in done.merge.error
     lock.unlink()
     merge = engine.merge(job.id)
     assert merge is not None and merge["merged"] == ["worker_1"] and result_of(host, job.id) == merge["result_commit"]
-    assert engine.workspace.load_job(job.id).merge == merge
+    assert engine.workspace.load_job(job.id).merge.to_dict() == merge
     assert snapshot(host, folder) == before
 
 
@@ -325,9 +325,9 @@ def test_merge_into_a_branch_not_checked_out_fast_forwards_only_that_branch(host
     before = snapshot(host, folder)
     engine = make()
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"merge_into": "feature"})
-    into = job.merge["into"]
-    assert into["branch"] == "feature" and into["moved"] is True and into["refused"] is None
-    assert git(host, "rev-parse", "feature").strip() == job.merge["result_commit"]
+    into = job.merge.into
+    assert into.branch == "feature" and into.moved is True and into.refused is None
+    assert git(host, "rev-parse", "feature").strip() == job.merge.result_commit
     assert without(snapshot(host, folder), "refs/heads/feature") == without(before, "refs/heads/feature")
     final = engine.workspace.final_report(job.id).read_text()
     assert "Your branch `feature`: moved feature from" in final
@@ -338,11 +338,11 @@ def test_merge_into_the_checked_out_branch_of_a_clean_host_fast_forwards_it_and_
     before = snapshot(host, folder)
     engine = make(git={"merge_into": "main"})  # the server's setting, this time
     job = run_job(engine, "x", tasks=["echo a > a.txt", "echo b >> app.py"])
-    into = job.merge["into"]
-    assert into["moved"] is True and "fast-forwarded main in" in into["message"]
+    into = job.merge.into
+    assert into.moved is True and "fast-forwarded main in" in into.message
     after = snapshot(host, folder)
     # main is the result, still checked out, and the working tree was fast-forwarded with it (clean)
-    assert git(host, "rev-parse", "main").strip() == job.merge["result_commit"]
+    assert git(host, "rev-parse", "main").strip() == job.merge.result_commit
     assert git(host, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
     assert (host / "a.txt").read_text() == "a\n" and (host / "app.py").read_text() == "print('v2')\nline2\nb\n"
     assert git(host, "status", "--porcelain") == ""
@@ -361,17 +361,17 @@ def test_merge_into_a_dirty_checkout_or_a_non_fast_forward_is_refused_with_the_c
     before = snapshot(host, folder)
     engine = make()
     dirty = run_job(engine, "x", tasks=["echo a > a.txt"], config={"merge_into": "main"})
-    into = dirty.merge["into"]
-    assert into["moved"] is False and "has uncommitted changes" in into["refused"]
-    assert into["command"] == f"git -C '{host}' merge --ff-only {dirty.merge['result_commit']}"
-    assert any(f"run: {into['command']}" in n for n in dirty.notes)
+    into = dirty.merge.into
+    assert into.moved is False and "has uncommitted changes" in into.refused
+    assert into.command == f"git -C '{host}' merge --ff-only {dirty.merge.result_commit}"
+    assert any(f"run: {into.command}" in n for n in dirty.notes)
     assert snapshot(host, folder) == before
     refused = run_job(engine, "x", tasks=["echo b > b.txt"], config={"merge_into": "diverged"})
-    into = refused.merge["into"]
-    assert into["moved"] is False and "not a fast-forward" in into["refused"]
-    assert into["command"] == f"git switch diverged && git merge {refused.merge['result_commit']}"
+    into = refused.merge.into
+    assert into.moved is False and "not a fast-forward" in into.refused
+    assert into.command == f"git switch diverged && git merge {refused.merge.result_commit}"
     final = engine.workspace.final_report(refused.id).read_text()
-    assert "Your branch `diverged` was not moved:" in final and f"Run: `{into['command']}`" in final
+    assert "Your branch `diverged` was not moved:" in final and f"Run: `{into.command}`" in final
     assert snapshot(host, folder) == before
 
 
@@ -451,7 +451,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
 
     job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
     status = call(url, "GET", f"/api/v1/jobs/{job_id}").json()
-    first = engine.get_job(job_id).merge
+    first = engine.get_job(job_id).merge.to_dict()  # as the API answers it
     assert first["skipped"] == ["worker_2", "worker_3"] and status["status"] == "completed" and status["merge"] == first
     reflog = git(host, "reflog", "show", f"orchestrator/{job_id}/result")
     again = call(url, "POST", f"/api/v1/jobs/{job_id}/merge")  # no body: the job's own strategy
@@ -467,7 +467,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
         == theirs["result_commit"]
     )
     # the record on disk and the status document carry the last merge
-    assert engine.workspace.load_job(job_id).merge["strategy"] == "theirs"
+    assert engine.workspace.load_job(job_id).merge.strategy == "theirs"
     assert call(url, "GET", f"/api/v1/jobs/{job_id}").json()["merge"]["result_commit"] == theirs["result_commit"]
     for body, code, said in (
         ({"strategy": "ours"}, 422, "not a merge strategy"),

@@ -188,7 +188,7 @@ def test_two_children_s_work_is_in_the_parent_s_checkout_when_spawn_returns(serv
     log = live.engine.workspace.worker_log(root_id, 0, "worker_1").read_text()
     assert f"[orchestrator] {line}" in log
     # On disk as well (a reader after a restart sees the same).
-    assert live.engine.workspace.load_job(f"{root_id}-c1").merge == merge
+    assert live.engine.workspace.load_job(f"{root_id}-c1").merge.to_dict() == merge
     assert snapshot(host, folder) == before
 
 

@@ -627,9 +627,9 @@ def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(t
         assert worker.diffstat == "1 file changed, 1 insertion(+), 1 deletion(-)"
         # The job's result branch (landing.py) holds the edit: the one command the user runs takes it.
         result = f"orchestrator/{job.id}/result"
-        assert job.merge and job.merge["merged"] == ["worker_1"] and job.merge["command"] == f"git merge {result}", why
+        assert job.merge and list(job.merge.merged) == ["worker_1"] and job.merge.outcome.command == f"git merge {result}", why
         assert git(host, "show", f"{result}:app.py") == "print('v2')\nline2 edited by claude\n"
-        assert git(host, "rev-parse", result).strip() == job.merge["result_commit"]
+        assert git(host, "rev-parse", result).strip() == job.merge.result_commit
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before

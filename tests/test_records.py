@@ -7,11 +7,9 @@ import json
 
 from orchestrator.config import JobConfig
 from orchestrator.config.choice import CandidateSpec, parse_candidates
-from orchestrator.git.merging import Integrated, MergeRecord
 from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
 from orchestrator.quality import approval, gates, landing
-from orchestrator.quality.gates import GateResult
-from orchestrator.quality.integration import IntegrationRecord
+from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
 from orchestrator.selection.candidates import specs_for
 
 
@@ -129,7 +127,7 @@ def test_gate_result_old_shape_round_trips() -> None:
             "gates": [json.loads(GATE)],
         }
     )
-    assert GateResult.from_dict(record.gates[0]) == result
+    assert record.gates[0] == result
     assert "(exit code 1)" in gates.feedback({"name": "tests", "run": ["pytest"]}, result, "boom")
 
 
@@ -156,3 +154,60 @@ def test_candidate_spec_old_shape_round_trips() -> None:
     node = TaskNode.from_dict({"id": "t1", "candidates": [json.loads(CANDIDATE)]})
     assert specs_for(node, JobConfig()) == [spec]
     assert specs_for(TaskNode(id="t1"), JobConfig(attempts=2)) == [CandidateSpec(), CandidateSpec()]
+
+
+# A job's and a worker's record as the code wrote them to disk while JobRecord.merge, WorkerRecord.gates and
+# WorkerRecord.integrated held dicts (workspace/layout.py's json.dumps): they load into the typed fields and
+# dump back byte for byte.
+JOB_JSON = (
+    '{"id":"j","root_id":"j","request":"r","depth":0,"parent_job_id":null,"parent_worker":null,"status":"partial","'
+    'config":{"max_workers":5,"default_timeout":300.0,"max_retries":2,"execution_mode":"native","enable_recursion":'
+    'true,"max_recursion_depth":3,"max_children_per_worker":3,"worker":"auto","planner":"auto","max_cost_usd":0.0,"'
+    'sandbox":"auto","isolation":"auto","merge_strategy":"auto","merge_into":"","approval":"none","gates":[],"gates'
+    '_retry":0,"on_failure":"skip","ownership":"enforce","candidates":[],"attempts":1,"select":"best","judge":{},"c'
+    'allback_url":""},"tasks":["a","b"],"goal":null,"planner":"","planner_cost_usd":null,"planner_tokens_in":null,"'
+    'planner_tokens_out":null,"worker_names":["worker_1"],"created_at":1.0,"started_at":2.0,"ended_at":14.0,"error"'
+    ':null,"notes":[],"child_seq":0,"merge":{"strategy":"auto","base":"b1","result_ref":"refs/heads/orchestrator/j/'
+    'result","result_commit":"c9","merged":["worker_1"],"skipped":["worker_2"],"unchanged":["worker_3"],"conflicts"'
+    ':[{"path":"a.py","workers":["worker_1","worker_2"],"hunks":2,"kind":"content","resolved_by":"","predicted":fal'
+    'se}],"changes":[{"worker":"worker_1","branch":"orchestrator/j/worker_1","commit":"c1","files":["a.py"]}],"comm'
+    'and":"git merge orchestrator/j/result","previous":null,"removed":false,"kept_in":null,"at":12.5,"into":{"branc'
+    'h":"main","moved":false,"refused":"main was left alone","command":"git switch main","message":""},"left_out":['
+    '{"worker":"worker_4","reason":"its gates failed"}]},"start_commit":null,"nodes":[],"integration":"refs/heads/o'
+    'rchestrator/j/result","selections":{},"approval":null,"duration":12.0}'
+)
+
+WORKER_JSON = (
+    '{"job_id":"j","root_id":"j","name":"worker_1","index":1,"depth":0,"task":"a","kind":"command","status":"failed'
+    '","attempts":[],"created_at":1.0,"started_at":2.0,"ended_at":4.0,"waiting":null,"exit_reason":"","error":null,'
+    '"failure_class":null,"output":"","files_created":[],"branch":"orchestrator/j/worker_1","commit":"c1","files_ch'
+    'anged":[],"diffstat":null,"no_changes":null,"port":null,"child_job_ids":[],"cost_usd":null,"tokens_in":null,"t'
+    'okens_out":null,"peak_rss":null,"peak_processes":null,"cpu_seconds":null,"log_path":"","dir_path":"","goal":nu'
+    'll,"task_id":"a","depends_on":[],"role":null,"owns":[],"model":null,"gates":[{"name":"tests","required":true,"'
+    'status":"failed","passed":false,"exit_code":1,"duration":0.25,"log_path":"logs/depth_0_worker_1.gate_tests.log'
+    '","commit":"c1","reason":"exit code 1"},{"name":"lint","required":false,"status":"passed","passed":true,"exit_'
+    'code":0,"duration":0.25,"log_path":"logs/depth_0_worker_1.gate_tests.log","commit":"c1","reason":""}],"gated_c'
+    'ommit":"c1","trespass":[],"integrated":{"ref":"orchestrator/j/result","commit":null,"merged":false,"conflicts"'
+    ':[{"path":"a.py","workers":["worker_2"],"hunks":1,"kind":"content","resolved_by":"","predicted":false}],"at":4'
+    '.5,"reason":"conflicts with work already merged into orchestrator/j/result in: a.py"},"unblocked":[],"candidat'
+    'e":null,"selected":null,"score":null,"timeout":null,"prompt_bytes":null,"shared_prompt_bytes":null,"tokens_cac'
+    'he_read":null,"node":null,"sandbox":null,"duration":2.0,"worker_id":"worker_1"}'
+)
+
+
+def test_job_and_worker_records_written_before_the_typed_fields_round_trip() -> None:
+    job = JobRecord.from_dict(json.loads(JOB_JSON))
+    assert isinstance(job.merge, MergeRecord) and job.merge.into is not None and job.merge.merged == ("worker_1",)
+    assert job.merge == MergeRecord.from_dict(json.loads(ROOT_MERGE))
+    _same(JOB_JSON, job.to_dict())
+    _same(JOB_JSON, job.copy().to_dict())
+    worker = WorkerRecord.from_dict(json.loads(WORKER_JSON))
+    assert [type(g) for g in worker.gates] == [GateResult, GateResult] and worker.gates[1].name == "lint"
+    assert isinstance(worker.integrated, IntegrationRecord) and not worker.integrated.merged
+    _same(WORKER_JSON, worker.to_dict())
+    _same(WORKER_JSON, worker.copy().to_dict())
+    # A record without them (older, or not merged yet) still loads, with the empty values
+    bare = JobRecord.from_dict({"id": "j", "root_id": "j", "request": "r", "merge": None})
+    assert bare.merge is None and bare.to_dict()["merge"] is None
+    plain = WorkerRecord.from_dict({k: v for k, v in json.loads(WORKER_JSON).items() if k not in ("gates", "integrated")})
+    assert plain.gates == [] and plain.integrated is None

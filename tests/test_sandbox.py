@@ -212,7 +212,7 @@ def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
         w = workers(engine, job)["worker_1"]
     finally:
         engine.shutdown(timeout=10)
-    assert w.status is WorkerStatus.FAILED and w.gates[0]["status"] == "failed"
+    assert w.status is WorkerStatus.FAILED and w.gates[0].status == "failed"
     assert not (host / "gate.txt").exists() and snapshot(host, folder) == before
 
 

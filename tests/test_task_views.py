@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
+from orchestrator.records import Integrated, IntegrationRecord
 from orchestrator.reports import render_final_report, render_level_report
 from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.reports.taskgraph import (
@@ -30,7 +31,7 @@ from .helpers.task_views import DIAMOND, HOSTILE, RESULT, T, gate, graph_job, no
 
 
 def merged(at):
-    return {"ref": RESULT, "commit": "d" * 40, "merged": True, "at": T + at, "reason": "", "conflicts": []}
+    return IntegrationRecord(Integrated(RESULT, "d" * 40, True), T + at, "")
 
 
 @pytest.fixture
@@ -387,8 +388,8 @@ def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_
     started = engine.queries.get_job(job.id).started_at
     origin = min([started, *(a.started_at for w in records.values() for a in w.attempts)])  # the chart's zero
     for key, task_id in (("depth_0_worker_2", "b"), ("depth_0_worker_3", "c")):
-        assert float(deps[key].get("data-until")) == pytest.approx(records["a"].integrated["at"] - origin, abs=0.002)
-        assert records[task_id].attempts[0].started_at >= records["a"].integrated["at"]
+        assert float(deps[key].get("data-until")) == pytest.approx(records["a"].integrated.at - origin, abs=0.002)
+        assert records[task_id].attempts[0].started_at >= records["a"].integrated.at
     assert float(deps["depth_0_worker_4"].get("data-until")) == pytest.approx(records["d"].ended_at - origin, abs=0.002)
 
 

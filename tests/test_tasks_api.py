@@ -569,8 +569,10 @@ def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exi
 def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
     from orchestrator.api.tasks import seed_status
     from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+    from orchestrator.records import MergeRecord
 
-    job = JobRecord(id="0123456789ab", root_id="0123456789ab", request="x", status=JobStatus(job_status), merge=merge)
+    record = None if merge is None else MergeRecord.from_dict({"base": "", "result_ref": "x", **merge})
+    job = JobRecord(id="0123456789ab", root_id="0123456789ab", request="x", status=JobStatus(job_status), merge=record)
     workers = [
         WorkerRecord(
             "0123456789ab",

@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from orchestrator.git.merging import FileConflict, MergeOutcome
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.records import FileConflict, MergeOutcome, MergeRecord
 from orchestrator.reports import timeline
 from orchestrator.reports.timeline import COLOURS, render_timeline_svg, tick_step
 
@@ -94,7 +94,7 @@ def axis(root):
 
 
 def _merge_record(strategy, merged, conflicts, result_commit, at):
-    """A JobRecord.merge as landing.py and nesting.py write it: the outcome's dict and its time."""
+    """A JobRecord.merge as landing.py and nesting.py make it: the outcome and its time."""
     outcome = MergeOutcome(
         strategy,
         "b" * 40,
@@ -106,7 +106,7 @@ def _merge_record(strategy, merged, conflicts, result_commit, at):
         (),
         "git merge orchestrator/x/result",
     )
-    return outcome.to_dict() | {"at": at, "into": None}
+    return MergeRecord.of(outcome, at)
 
 
 def test_one_bar_per_attempt_and_a_marker_for_a_worker_that_never_ran(tree):
@@ -422,7 +422,7 @@ def test_folder_jobs_and_failed_merges_get_no_git_marks(tree):
     assert not by_class(svg, "path", "commit") and not by_class(svg, "g", "merge")
     assert not {"commit", "merge"} & {t.text for t in svg.iter(f"{{{NS['s']}}}text")}
     git_jobs, git_workers = _git_tree()
-    git_jobs[0].merge = {"error": "git is too old"}
+    git_jobs[0].merge = MergeRecord(None, "", error="git is too old")
     svg = parse(render_timeline_svg(git_jobs, git_workers, now=T + 50))
     assert {g.get("data-job") for g in by_class(svg, "g", "merge")} == {CHILD}
 
@@ -437,7 +437,7 @@ def test_ten_thousand_worktree_workers_draw_their_marks_in_linear_time():
     def build(n, worktree):
         root = job(config=JobConfig(isolation="worktree" if worktree else "folder"))
         if worktree:
-            root.merge = {"strategy": "auto", "merged": [], "skipped": [], "conflicts": [], "at": T + 41}
+            root.merge = MergeRecord.of(MergeOutcome("auto", "", "x", None, (), (), (), (), ""), T + 41)
         ws = []
         for i in range(n):
             w = worker(f"worker_{i + 1}", i + 1, [(i % 30, i % 30 + 5, "exit")])

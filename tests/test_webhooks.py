@@ -18,6 +18,7 @@ from orchestrator.config import JobConfig, job_config, load_settings
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.records import FileConflict, GateResult, MergeOutcome, MergeRecord
 from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from orchestrator.webhooks.events import Seen, job_types, worker_types
 
@@ -250,21 +251,22 @@ def test_types_derived_from_the_engine_events():
     assert job_types(seen, job, _event("job", "running", "task a: selected")) == []
     assert job_types(seen, job, _event("job", "waiting")) == ["job.waiting"]
     assert job_types(seen, job, _event("job", "waiting")) == []  # still waiting: told once
-    job.merge = {"merged": ["w1"], "conflicts": [], "result_commit": "abc", "result_ref": "refs/heads/x"}
+    job.merge = MergeRecord.of(MergeOutcome("auto", "b", "refs/heads/x", "abc", ("w1",), (), (), (), ""), 1.0)
     assert job_types(seen, job, _event("job", "completed")) == ["merge.completed", "job.completed"]
     assert job_types(seen, job, _event("job", "completed", "merged again")) == []  # the same merge
-    job.merge = {"merged": ["w1"], "conflicts": [{"path": "a"}], "result_commit": "def", "result_ref": "refs/heads/x"}
+    conflict = FileConflict("a", ("w1",), 1, "content")
+    job.merge = MergeRecord.of(MergeOutcome("auto", "b", "refs/heads/x", "def", ("w1",), (), (conflict,), (), ""), 2.0)
     assert job_types(seen, job, _event("job", "completed", "merged again")) == ["merge.conflicted"]
     worker = WorkerRecord(
         job_id="r", root_id="r", name="w1", index=1, depth=0, task="t", kind="command", status=WorkerStatus.FAILED
     )
-    worker.gates = [{"name": "tests", "required": True, "passed": False, "status": "failed"}]
+    worker.gates = [GateResult.from_dict({"name": "tests", "required": True, "passed": False, "status": "failed"})]
     assert worker_types(seen, job, worker, _event("worker", "failed")) == ["worker.failed", "gate.failed"]
     assert worker_types(seen, job, worker, _event("worker", "failed")) == []
     other = WorkerRecord(
         job_id="r", root_id="r", name="w2", index=1, depth=0, task="t", kind="command", status=WorkerStatus.TIMEOUT
     )
-    other.gates = [{"name": "lint", "required": False, "passed": False, "status": "failed"}]
+    other.gates = [GateResult.from_dict({"name": "lint", "required": False, "passed": False, "status": "failed"})]
     assert worker_types(seen, job, other, _event("worker", "timeout")) == ["worker.failed"]
     third = WorkerRecord(
         job_id="r", root_id="r", name="w3", index=1, depth=0, task="t", kind="command", status=WorkerStatus.SUCCESS

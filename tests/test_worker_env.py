@@ -255,7 +255,7 @@ def test_python_in_a_gate_is_the_users(gated, users_python):  # noqa: F811
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [probe_gate], "max_retries": 0})
     (w1,) = engine.snapshot(job.root_id)[1]
     log = gate_log(engine.workspace, w1, "probe").read_text()
-    assert w1.gates[0]["status"] == "passed", log
+    assert w1.gates[0].status == "passed", log
     assert f"{python}\n{prefix}\nPYTHONPATH=/home/user/project/src\nusage: orchestrator-spawn" in log and "exit=0\n" in log
 
 

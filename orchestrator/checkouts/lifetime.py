@@ -32,8 +32,8 @@ from ..errors import OrchestratorError
 from ..git import gitrefs
 from ..git.gitcmd import GitFailed
 from ..git.gitwork import check_ref, find_host, run_git
-from ..git.merging import MergeRecord
 from ..models import JobRecord
+from ..records import MergeRecord
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
 from .worktree import job_worktrees, prune_stale, remove_job_worktrees
 
@@ -96,9 +96,9 @@ def release_reason(job: JobRecord, repo: Path, settings: Settings, now: float) -
     """Why a finished root job's worktrees may go now, or None while they stay."""
     if job.config.isolation != Isolation.WORKTREE or not job.is_root or not job.status.terminal:
         return None
-    merge = job.merge or {}
-    branch = (merge.get("into") or {}).get("branch") or job.config.merge_into
-    result = merge.get("result_commit")
+    merge = job.merge
+    branch = (merge.into.branch if merge is not None and merge.into is not None else None) or job.config.merge_into
+    result = merge.result_commit if merge is not None else None
     if branch and result and _contains(repo, branch, result):
         return f"its result is in {branch}"
     days = settings.git.keep_worktrees_days

@@ -217,7 +217,7 @@ class Choosing:
             model=record.model,
             status=record.status.value,
             eligible=record.status.ok,
-            gates=[dict(g) for g in record.gates],
+            gates=[g.to_dict() for g in record.gates],
             cost_usd=record.cost_usd,
             duration=record.duration,
             ended_at=record.ended_at,
@@ -246,7 +246,7 @@ class Choosing:
             merged, failure = integrate_worker(
                 self.settings, self.workspace, job, record, record.branch, gates.merge_commit(record)
             )
-            result.setdefault("integrated", {})[name] = merged.to_dict() if merged is not None else None
+            result.setdefault("integrated", {})[name] = merged  # an IntegrationRecord, or None
             if failure is None:
                 if name != result["winner"]:
                     result["reason"] += f"; {'; '.join(notes)}, so {name} (next in the ranking) was merged"

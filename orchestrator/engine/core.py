@@ -385,7 +385,7 @@ class Engine:
             else:
                 self.workspace.save_job(target)
             self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
-        return target.merge
+        return target.merge.to_dict() if target.merge is not None else None
 
     def conflicts(self, job_id: str) -> dict[str, object]:
         """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
@@ -393,7 +393,7 @@ class Engine:
         job = self.get_job(job_id)
         _, workers = self.snapshot(job.root_id, job.id)
         found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
-        return {"job_id": job.id, "conflicts": found, "merge": job.merge}
+        return {"job_id": job.id, "conflicts": found, "merge": job.merge.to_dict() if job.merge is not None else None}
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

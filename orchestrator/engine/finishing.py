@@ -319,7 +319,7 @@ class Finishing:
 
     def _record_landing(self, job: JobRecord, landed: Landed) -> None:
         with self.tables.locked():
-            job.merge = landed.merge.to_dict() if landed.merge is not None else None
+            job.merge = landed.merge
             if landed.note:
                 job.notes.append(landed.note)
                 self.announce.line(job, landed.note)

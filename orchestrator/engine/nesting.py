@@ -42,9 +42,10 @@ from ..git import conflicts as conflict_text
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
-from ..git.merging import MergeOutcome, MergeRecord, merge_branches
+from ..git.merging import merge_branches
 from ..models import JobRecord, WorkerRecord
 from ..quality.landing import mergeable
+from ..records import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext
 
@@ -133,7 +134,7 @@ class Nesting:
             except (GitFailed, OSError):
                 log.warning("worker %s's changes could not be read again after a merge", parent.key, exc_info=True)
         with self.tables.locked():
-            job.merge = record.to_dict()
+            job.merge = record
             job.notes.append(line)
             if fresh is not None:
                 fresh.apply_to(parent)

@@ -104,15 +104,24 @@ def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: s
     _require_branches(job)
     repo = repository(settings, workspace)
     doc: dict[str, Any] = {"job_id": job.id, "source": "workers", "from": None, "to": None}
-    merge = job.merge or {}
-    result = merge.get("result_commit")
-    if job.is_root and not merge.get("error") and isinstance(result, str) and _is_id(result) and _is_id(merge.get("base")):
-        for commit in (merge["base"], result):
+    merge = job.merge
+    result = merge.result_commit if merge is not None else None
+    base = merge.base if merge is not None else None
+    if (
+        job.is_root
+        and merge is not None
+        and not merge.error
+        and isinstance(result, str)
+        and _is_id(result)
+        and isinstance(base, str)
+        and _is_id(base)
+    ):
+        for commit in (base, result):
             if _resolve(repo, commit) is None:
                 raise Conflict(f"job {job.id}'s merge names commit {commit[:12]}, which the repository no longer has")
-        data, total = capped_diff(repo, merge["base"], result, max_bytes)
+        data, total = capped_diff(repo, base, result, max_bytes)
         text, truncated = _text(data, total, max_bytes)
-        doc.update(source="result", branch=merge.get("result_ref"), **{"from": merge["base"], "to": result})
+        doc.update(source="result", branch=merge.result_ref, **{"from": base, "to": result})
         return {**doc, "diff": text, "truncated": truncated, "bytes": total, "max_bytes": max_bytes}
     _, workers = reader.snapshot(job.root_id, job.id)
     own = sorted((w for w in workers if w.job_id == job.id), key=lambda w: w.index)

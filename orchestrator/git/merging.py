@@ -32,18 +32,17 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .. import failpoints
 from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
+from ..records import FileConflict, Integrated, MergeOutcome, WorkerChanges
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
@@ -55,162 +54,6 @@ STRATEGIES = tuple(member.value for member in MergeStrategy)
 
 class GitTooOld(ConfigError):
     """The installed git lacks a feature the orchestrator needs."""
-
-
-@dataclass(frozen=True)
-class FileConflict:
-    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
-
-    path: str
-    workers: tuple[str, ...]
-    hunks: int
-    kind: str  # content, add/add, modify/delete, delete/modify
-    resolved_by: str = ""  # under theirs: the worker whose side won
-    predicted: bool = False  # not merged: what would conflict if it were
-
-
-@dataclass(frozen=True)
-class WorkerChanges:
-    worker: str
-    branch: str
-    commit: str
-    files: tuple[str, ...]  # changed against the base
-
-
-@dataclass(frozen=True)
-class MergeOutcome:
-    strategy: str
-    base: str
-    result_ref: str
-    result_commit: str | None
-    merged: tuple[str, ...]
-    skipped: tuple[str, ...]
-    conflicts: tuple[FileConflict, ...]
-    changes: tuple[WorkerChanges, ...]
-    command: str  # what the user runs to take the result
-    unchanged: tuple[str, ...] = field(default=())  # workers whose work added nothing: not merged
-    # ``manual`` on the result branch: the commit an earlier merge had left it at (None: it did not
-    # exist), and whether it was removed (False: kept, checked out in a worktree: ``kept_in``).
-    previous: str | None = None
-    removed: bool = False
-    kept_in: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
-        return {
-            "strategy": self.strategy,
-            "base": self.base,
-            "result_ref": self.result_ref,
-            "result_commit": self.result_commit,
-            "merged": list(self.merged),
-            "skipped": list(self.skipped),
-            "unchanged": list(self.unchanged),
-            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
-            "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
-            "command": self.command,
-            "previous": self.previous,
-            "removed": self.removed,
-            "kept_in": self.kept_in,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MergeOutcome:
-        return cls(
-            strategy=data["strategy"],
-            base=data["base"],
-            result_ref=data["result_ref"],
-            result_commit=data.get("result_commit"),
-            merged=tuple(data.get("merged", ())),
-            skipped=tuple(data.get("skipped", ())),
-            conflicts=tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts", ())),
-            changes=tuple(WorkerChanges(**(c | {"files": tuple(c["files"])})) for c in data.get("changes", ())),
-            command=data.get("command", ""),
-            unchanged=tuple(data.get("unchanged", ())),
-            previous=data.get("previous"),
-            removed=bool(data.get("removed")),
-            kept_in=data.get("kept_in"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Into:
-    """A landing's fast-forward of the branch the user named (``merge_into``) to the result."""
-
-    branch: str
-    moved: bool  # the branch is at the result
-    refused: str | None = None  # why not, or None
-    command: str | None = None  # what the user runs instead, or None
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "branch": self.branch,
-            "moved": self.moved,
-            "refused": self.refused,
-            "command": self.command,
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Into:
-        return cls(
-            branch=data["branch"],
-            moved=bool(data.get("moved")),
-            refused=data.get("refused"),
-            command=data.get("command"),
-            message=data.get("message") or "",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class MergeRecord:
-    """``JobRecord.merge``: a job's last merge of its workers' branches, as quality/landing.py (a
-    root, into its result branch) and engine/nesting.py (a child job, into its parent worker's
-    branch: ``target``) record it. Its dict is ``MergeOutcome.to_dict()`` plus ``at``, then a
-    child's ``target`` or a root's ``into``, ``left_out`` (``[{"worker", "reason"}]``) and a child's
-    ``error``; a root's merge that raised before it had an outcome is ``{"strategy", "error", "at"}``."""
-
-    outcome: MergeOutcome | None  # None: the merge failed before it had one (``error`` says why)
-    strategy: str
-    at: float | None = None  # clock time
-    error: str | None = None
-    target: str | None = None  # a child job's: the parent worker's branch; None: a root's landing
-    into: Into | None = None  # a root's: None unless a branch was named
-    left_out: tuple[dict[str, str], ...] = ()  # work kept out of the result, and why
-
-    @classmethod
-    def of(cls, outcome: MergeOutcome, at: float, **more: Any) -> MergeRecord:
-        return cls(outcome, outcome.strategy, at, **more)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.outcome is None:
-            return {"strategy": self.strategy, "error": self.error, "at": self.at}
-        data: dict[str, Any] = self.outcome.to_dict() | {"at": self.at}
-        if self.target is not None:
-            data["target"] = self.target
-        else:
-            data["into"] = self.into.to_dict() if self.into is not None else None
-        data["left_out"] = [dict(w) for w in self.left_out]
-        if self.error is not None:
-            data["error"] = self.error
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MergeRecord:
-        """A record as ``to_dict`` wrote it (older ones lack ``unchanged``, ``into``, ``left_out``: defaults)."""
-        if "result_ref" not in data:  # a merge that failed before it had an outcome
-            return cls(None, data.get("strategy") or "", data.get("at"), error=data.get("error"))
-        outcome = MergeOutcome.from_dict(data)
-        into = data.get("into")
-        return cls(
-            outcome,
-            outcome.strategy,
-            data.get("at"),
-            error=data.get("error"),
-            target=data.get("target"),
-            into=Into.from_dict(into) if into else None,
-            left_out=tuple(dict(w) for w in data.get("left_out") or ()),
-        )
 
 
 def require_git(repo: str | Path = ".") -> None:
@@ -588,29 +431,6 @@ def merge_branches(
         f"git merge {short}",
         tuple(unchanged),
     )
-
-
-@dataclass(frozen=True)
-class Integrated:
-    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
-
-    ref: str
-    commit: str | None  # the branch's tip after it (None: not merged)
-    merged: bool
-    conflicts: tuple[FileConflict, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "commit": self.commit,
-            "merged": self.merged,
-            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
-        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
-        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
 
 
 def integrate(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import JobRecord, WorkerRecord
+from ..records import MergeRecord
 from ..selection.candidates import task_outcome
 from .store import JOB_COLUMNS
 
@@ -42,17 +43,17 @@ def job_row(job: JobRecord) -> Row:
     )
 
 
-def merge_summary(merge: dict[str, Any] | None) -> str | None:
+def merge_summary(merge: MergeRecord | None) -> str | None:
     """The few facts of a job's merge a listing shows (JSON), not its per-file detail."""
-    if not merge:
+    if merge is None:
         return None
     found = {
-        "strategy": merge.get("strategy"),
-        "result_ref": merge.get("result_ref"),
-        "result_commit": merge.get("result_commit"),
-        "merged": len(merge.get("merged") or ()),
-        "conflicts": len(merge.get("conflicts") or ()),
-        "error": merge.get("error"),
+        "strategy": merge.strategy,
+        "result_ref": merge.result_ref,
+        "result_commit": merge.result_commit,
+        "merged": len(merge.merged),
+        "conflicts": len(merge.conflicts),
+        "error": merge.error,
     }
     return json.dumps(found)
 

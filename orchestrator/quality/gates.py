@@ -51,7 +51,6 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,7 @@ from ..models import JobRecord, WorkerRecord
 from ..planner.graph import matches
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, signal_name
+from ..records import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult
 from ..workers.confinement import Confinement
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
@@ -75,46 +75,11 @@ log = logging.getLogger("orchestrator.gates")
 
 FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
 READ_BYTES = 1 << 20  # of a gate's output read for "ran no tests" (a runner's counts may be far from its end)
-PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
-NO_TESTS = "no_tests"
 SHELL = "/bin/sh"
 # A gate's output is read by a model, not a terminal: no colour, whatever the worker's environment
 # forces (the gate's own env may still ask for it).
 COLOURLESS = {"NO_COLOR": "1", "TERM": "dumb", "PY_COLORS": "0", "CLICOLOR": "0", "CARGO_TERM_COLOR": "never"}
 COLOUR_FORCING = ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_FORCE_COLOR")
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """One gate's run: an entry of ``WorkerRecord.gates`` (``to_dict``, the shape on disk and in the
-    API; see the module docstring)."""
-
-    name: str
-    required: bool
-    status: str
-    passed: bool
-    exit_code: int | None
-    duration: float
-    log_path: str
-    commit: str | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
-        return cls(
-            name=data["name"],
-            required=bool(data.get("required", True)),
-            status=data.get("status") or CRASHED,
-            passed=bool(data.get("passed")),
-            exit_code=data.get("exit_code"),
-            duration=data.get("duration") or 0.0,
-            log_path=data.get("log_path") or "",
-            commit=data.get("commit"),
-            reason=data.get("reason") or "",
-        )
 
 
 class GateDirError(ValueError):
@@ -204,12 +169,12 @@ def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None 
         return None
     if record.gated_commit is None:
         return "its gates never ran (no gated commit)"
-    recorded = {g.get("name"): g for g in record.gates}
+    recorded = {g.name: g for g in record.gates}
     for entry in record.gates:
-        if entry.get("required") and not entry.get("passed"):
-            return f"required gate {entry.get('name')} did not pass: {entry.get('reason') or entry.get('status')}"
-        if entry.get("commit") != record.gated_commit:
-            return f"gate {entry.get('name')} judged commit {str(entry.get('commit'))[:12]}, not the gated commit"
+        if entry.required and not entry.passed:
+            return f"required gate {entry.name} did not pass: {entry.reason or entry.status}"
+        if entry.commit != record.gated_commit:
+            return f"gate {entry.name} judged commit {str(entry.commit)[:12]}, not the gated commit"
     if settings is not None:
         role = role_of(settings, record.role)
     else:
@@ -255,7 +220,7 @@ class GateStep(Step):
     def run(self, ctx: StepContext) -> Verdict:
         gates = list(ctx.job.config.gates) if ctx.job is not None else []
         record = ctx.record
-        results: list[dict[str, Any]] = []
+        results: list[GateResult] = []
         verdict = PASS
         with self._holding(ctx) as worktree:
             changes = ctx.changes()  # a worktree commits the work first
@@ -274,7 +239,7 @@ class GateStep(Step):
                     except Exception as exc:  # fail closed, and say which gate
                         log.exception("gate %s of worker %s raised", gate["name"], record.key)
                         result, output = _crashed(self.workspace, record, gate, commit, exc), ""
-                    results.append(result.to_dict())
+                    results.append(result)
                     verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
                     if verdict.action != "pass":
                         break

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from ..config import Settings
 from ..git import conflicts as conflict_text
 from ..git.commits import Source
-from ..git.merging import Integrated, integrate
+from ..git.merging import integrate
 from ..models import JobRecord, WorkerRecord
+from ..records import IntegrationRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from .gates import step_block
@@ -31,23 +29,6 @@ from .landing import repository, tree_lock
 from .steps import PASS, Step, StepContext, Verdict, fail
 
 log = logging.getLogger("orchestrator.integration")
-
-
-@dataclass(frozen=True, slots=True)
-class IntegrationRecord:
-    """``WorkerRecord.integrated``: the worker's commit merged into its job's integration branch
-    (``Integrated``), when (clock time) and, when it was not merged, why."""
-
-    integrated: Integrated
-    at: float
-    reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.integrated.to_dict() | {"at": self.at, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
-        return cls(Integrated.from_dict(data), data["at"], data.get("reason"))
 
 
 def integration_ref(prefix: str, job: JobRecord) -> str:
@@ -80,7 +61,7 @@ class IntegrateStep(Step):
         branch = ctx.changes().branch
         record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit)
         if record is not None:
-            ctx.updates["integrated"] = record.to_dict()
+            ctx.updates["integrated"] = record
         return fail(failure) if failure else PASS
 
 

@@ -15,7 +15,7 @@ them (engine/finishing.py when the root ends, ``Engine.merge`` for ``POST /jobs/
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
 is merged and ``merge`` stays None.
 
-``JobRecord.merge`` is ``merging.MergeRecord.to_dict()``: ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
+``JobRecord.merge`` is a ``records.MergeRecord``, whose dict is ``MergeOutcome.to_dict()`` (strategy, base, result_ref, result_commit,
 merged, skipped, unchanged (workers that changed nothing: never merged), conflicts, changes,
 command, and for ``manual``: previous, removed, kept_in) plus ``at`` (clock time), ``left_out`` and ``into``
 (None unless a branch was named): ``{"branch", "moved" (the branch is at the result), "refused"
@@ -40,6 +40,7 @@ from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord
+from ..records import Into, MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import gates
@@ -47,7 +48,7 @@ from . import gates
 
 @dataclass(frozen=True)
 class Landed:
-    merge: merging.MergeRecord | None  # what JobRecord.merge becomes (None: nothing to merge)
+    merge: MergeRecord | None  # what JobRecord.merge becomes (None: nothing to merge)
     note: str  # one line for the job's notes ("" when there is nothing to say)
 
 
@@ -145,7 +146,7 @@ class Mergeable:
     left_out: list[dict[str, str]]  # {"worker", "reason"}: work kept out of the result, and why
     unchanged: list[str]  # workers that may be merged but changed nothing: no work to merge
 
-    def with_unchanged(self, outcome: merging.MergeOutcome, order: list[str]) -> merging.MergeOutcome:
+    def with_unchanged(self, outcome: MergeOutcome, order: list[str]) -> MergeOutcome:
         """``outcome`` with the workers that changed nothing among its ``unchanged``, in plan order."""
         found = {*outcome.unchanged, *self.unchanged}
         return dataclasses.replace(outcome, unchanged=tuple(n for n in order if n in found))
@@ -230,35 +231,35 @@ def land(
     )
     outcome = sorted_.with_unchanged(outcome, job.worker_names)
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
-    merge = merging.MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
+    merge = MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
     return Landed(merge, describe(merge))
 
 
-def _advance(repo: Path, branch: str, outcome: merging.MergeOutcome, left_out: bool = False) -> merging.Into:
+def _advance(repo: Path, branch: str, outcome: MergeOutcome, left_out: bool = False) -> Into:
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
         why = "the manual strategy merged nothing" if outcome.result_commit is None else conflict_text.STOPPED
         if left_out and outcome.result_commit is not None and not outcome.skipped:
             why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
-        return merging.Into(branch, False, f"{branch} was left alone: {why}, so the result lacks some workers' work", command)
+        return Into(branch, False, f"{branch} was left alone: {why}, so the result lacks some workers' work", command)
     try:
         message = advance(repo, branch, outcome.result_commit)
     except MergeRefused as exc:
-        return merging.Into(branch, False, exc.message, exc.command)
-    return merging.Into(branch, True, None, None, message)
+        return Into(branch, False, exc.message, exc.command)
+    return Into(branch, True, None, None, message)
 
 
 def failed(job: JobRecord, strategy: str | None, exc: BaseException, now: float) -> Landed:
     """What is recorded when the merge raised: the job keeps the status its workers earned."""
     text = exc.message if isinstance(exc, OrchestratorError) else str(exc)
     return Landed(
-        merging.MergeRecord(None, strategy or job.config.merge_strategy, now, error=text[:2000]),
+        MergeRecord(None, strategy or job.config.merge_strategy, now, error=text[:2000]),
         f"merging the workers' branches failed: {text[:500]}; run it again with: python -m orchestrator merge {job.id}",
     )
 
 
-def describe(merge: merging.MergeRecord) -> str:
+def describe(merge: MergeRecord) -> str:
     """The job's note: what was merged, what conflicted, and how to take the result."""
     outcome = merge.outcome
     assert outcome is not None, "describe is for a merge that has an outcome"
@@ -290,7 +291,7 @@ def describe(merge: merging.MergeRecord) -> str:
     return text
 
 
-def _previous(outcome: merging.MergeOutcome) -> str:
+def _previous(outcome: MergeOutcome) -> str:
     """What a ``manual`` merge did with the result branch an earlier merge had made."""
     previous = outcome.previous
     if not previous:

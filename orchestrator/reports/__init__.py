@@ -273,7 +273,7 @@ def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dic
     """The Changes section's context (worktree jobs only): each worker's branch and what it
     changed, and the root's merge (quality/landing.py's ``JobRecord.merge``)."""
     branched = [w for w in workers if w.branch] if root.config.isolation == Isolation.WORKTREE else []
-    merge = root.merge or {}
+    merge = root.merge.to_dict() if root.merge is not None else {}  # the template reads the JSON shape
     return {
         "worktree": root.config.isolation == Isolation.WORKTREE,
         "branched": branched[:SHOWN_LIMIT] if summary else branched,

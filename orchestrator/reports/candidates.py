@@ -39,7 +39,7 @@ def candidate_row(worker: WorkerRecord) -> dict[str, Any]:
     """One candidate as the views show it (JSON-ready): what ran, how it ended, its gates, its
     ranking row's figures once its task's selection is made (None before), its cost and time."""
     score = worker.score or {}
-    failed_gates = [str(g.get("name")) for g in worker.gates if g.get("required", True) and not g.get("passed")]
+    failed_gates = [str(g.name) for g in worker.gates if g.required and not g.passed]
     return {
         "worker": worker.name,
         "key": worker.key,

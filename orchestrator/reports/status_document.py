@@ -69,7 +69,7 @@ def job_status(
         "notes": job.notes,
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
-        "merge": job.merge,
+        "merge": job.merge.to_dict() if job.merge is not None else None,
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
@@ -226,11 +226,11 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "owns": list(owns),
         "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
         "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
-        "gates": [dict(g) for g in worker.gates],
+        "gates": [g.to_dict() for g in worker.gates],
         "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
         "gated_commit": worker.gated_commit,
         "trespass": list(worker.trespass),
-        "integrated": dict(worker.integrated) if worker.integrated is not None else None,
+        "integrated": worker.integrated.to_dict() if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
         # Its candidate number (null: its task runs once), whether its task's selection
         # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).

@@ -4,7 +4,7 @@ Mermaid block for FINAL_RESULT.md. Pure: the status document, the reports and th
 call it on a snapshot or on records read from disk.
 
 A prerequisite is *delivered* as engine/scheduling.py meets it: once it succeeded and its work was merged
-into the job's integration branch (``WorkerRecord.integrated["merged"]``); a job without an
+into the job's integration branch (``WorkerRecord.integrated.merged``); a job without an
 integration ref (no worktree) counts one that succeeded; ``on_failure: continue`` one that ended. Mermaid gets no user text as syntax: node ids are ``n<index>``,
 and a label is one line in double quotes where the few characters that would end it or be read
 as markup become look-alikes (``"`` ``'``, ``<>`` ``‹›``, a backtick ``ˋ``, the first character of
@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..models import JobRecord, TaskNode, WorkerRecord, WorkerStatus, delivered
+from ..records import GateResult
 
 # GitHub's Mermaid refuses a diagram past 500 edges (its maxEdges) or 50,000 characters: a
 # bigger graph is left to the task table rather than shown as an error box.
@@ -117,7 +118,7 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
         return None
     if job is None or job.integration is None or dep.integrated is None:
         return dep.ended_at or 0.0
-    at = dep.integrated.get("at")
+    at = dep.integrated.at
     return float(at) if isinstance(at, (int, float)) else dep.ended_at or 0.0
 
 
@@ -165,18 +166,18 @@ def dependency_wait(
     return DependencyWait(ready, max(ready, until), tuple(depends), waiting and first is None and not worker.status.terminal)
 
 
-def gate_summary(gates: list[dict[str, Any]]) -> str | None:
+def gate_summary(gates: list[GateResult]) -> str | None:
     """``tests passed, lint failed (exit 1)``; None when no gate ran."""
     if not gates:
         return None
     parts = []
     for gate in gates:
-        status = str(gate.get("status") or ("passed" if gate.get("passed") else "failed"))
-        code = gate.get("exit_code")
+        status = str(gate.status or ("passed" if gate.passed else "failed"))
+        code = gate.exit_code
         detail = f" (exit {code})" if code not in (None, 0) and status != "passed" else ""
         status = "ran no tests" if status == "no_tests" else status
-        optional = "" if gate.get("required", True) else " [optional]"
-        parts.append(f"{gate.get('name')} {status}{detail}{optional}")
+        optional = "" if gate.required else " [optional]"
+        parts.append(f"{gate.name} {status}{detail}{optional}")
     return ", ".join(parts)
 
 

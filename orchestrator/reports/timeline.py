@@ -12,7 +12,7 @@ was free); a faded bar is an attempt that was retried; an outlined bar is on the
 critical path. Hovering a bar shows its ``<title>``: worker, full task, status, times.
 In git isolation a diamond at an attempt's end is a commit of the worker's work
 (``class="commit"``, ``data-commit``), and a violet line across a job's band is its merge
-(``class="merge"``, at ``JobRecord.merge["at"]``); both are drawn for worktree jobs only.
+(``class="merge"``, at ``JobRecord.merge.at``); both are drawn for worktree jobs only.
 In a task graph an amber dashed line before a bar is the worker's wait on its
 prerequisites (``class="wait deps"``, ``data-depends-on``): from its job's start until the last
 of them was merged (or, still waiting, until now); the grey line after it the wait for a slot.
@@ -374,9 +374,9 @@ def commit_marks(w: WorkerRecord) -> list[tuple[float, str, int]]:
 
 
 def merged_at(job: JobRecord) -> float | None:
-    """When the job's workers' branches were merged (``JobRecord.merge["at"]``), if they were."""
+    """When the job's workers' branches were merged (``JobRecord.merge.at``), if they were."""
     merge = job.merge
-    at = merge.get("at") if isinstance(merge, dict) and not merge.get("error") else None
+    at = merge.at if merge is not None and not merge.error else None
     return float(at) if isinstance(at, (int, float)) and math.isfinite(at) else None
 
 
@@ -391,11 +391,12 @@ def text_marks(
     for job in jobs:
         at = merged_at(job)
         if at is not None and origin is not None:
-            merge = job.merge or {}
+            merge = job.merge
+            assert merge is not None  # merged_at said when
             lines.append(
-                f"│ merge of job {job.id} ({merge.get('strategy')}) at {at - origin:.1f}s: "
-                f"{len(merge.get('merged') or [])} merged, {len(merge.get('skipped') or [])} skipped, "
-                f"{counted(len(merge.get('conflicts') or []))}"
+                f"│ merge of job {job.id} ({merge.strategy}) at {at - origin:.1f}s: "
+                f"{len(merge.merged)} merged, {len(merge.skipped)} skipped, "
+                f"{counted(len(merge.conflicts))}"
             )
     if origin is not None:
         for job in jobs:  # each task's selection among its candidates
@@ -414,13 +415,14 @@ def text_marks(
 
 
 def _merge(chart: _Chart, job: JobRecord, at: float, first: int, last: int, level: int) -> str:
-    merge = job.merge or {}
+    merge = job.merge
+    assert merge is not None  # merged_at said when
     x = chart.x(at)
-    conflicts = merge.get("conflicts") or []
-    result = merge.get("result_commit")
+    conflicts = merge.conflicts
+    result = merge.result_commit
     tip = (
-        f"job {job.id}: merge ({merge.get('strategy')}) of {len(merge.get('merged') or [])} worker(s), "
-        f"{len(merge.get('skipped') or [])} skipped, {counted(len(conflicts))}" + (f" -> {str(result)[:12]}" if result else "")
+        f"job {job.id}: merge ({merge.strategy}) of {len(merge.merged)} worker(s), "
+        f"{len(merge.skipped)} skipped, {counted(len(conflicts))}" + (f" -> {str(result)[:12]}" if result else "")
     )
     top, bottom = chart.y(first), chart.y(last + 1)
     return (

@@ -120,10 +120,10 @@ def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
     merge = job.merge
     if winners is None:  # no candidates: some worker succeeded, and (when merging) something was merged
         succeeded = job.status in (JobStatus.COMPLETED, JobStatus.PARTIAL)
-        if merge is None or merge.get("strategy") == MergeStrategy.MANUAL:
+        if merge is None or merge.strategy == MergeStrategy.MANUAL:
             return "completed" if succeeded else "failed"
-        return "completed" if succeeded and (merge.get("merged") or merge.get("unchanged")) else "failed"
-    if merge is None or merge.get("strategy") == MergeStrategy.MANUAL:  # nothing to merge, or merging left to the user
+        return "completed" if succeeded and (merge.merged or merge.unchanged) else "failed"
+    if merge is None or merge.strategy == MergeStrategy.MANUAL:  # nothing to merge, or merging left to the user
         return "completed" if winners else "failed"
-    merged = {*merge.get("merged", ()), *merge.get("unchanged", ())}
+    merged = {*merge.merged, *merge.unchanged}
     return "completed" if any(name in merged for name in winners) else "failed"

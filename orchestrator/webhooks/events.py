@@ -53,10 +53,10 @@ def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> l
         found.append("job.waiting")
     if status in TERMINAL:
         merge = job.merge
-        if job.is_root and merge and not merge.get("error") and "merged" in merge:
-            mark = (merge.get("result_commit"), len(merge.get("conflicts") or ()), len(merge["merged"]))
+        if job.is_root and merge is not None and not merge.error and merge.outcome is not None:
+            mark = (merge.result_commit, len(merge.conflicts), len(merge.merged))
             if seen.changed(("merge", job.id), mark):
-                found.append("merge.conflicted" if merge.get("conflicts") else "merge.completed")
+                found.append("merge.conflicted" if merge.conflicts else "merge.completed")
         if seen.changed(("end", job.id)):
             found.append(f"job.{status}")
     return found
@@ -67,7 +67,7 @@ def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event)
     found: list[str] = []
     if event.status in ("failed", "timeout") and seen.changed(("failed", job.id, record.name)):
         found.append("worker.failed")
-        if any(g.get("required", True) and not g.get("passed") for g in record.gates):
+        if any(g.required and not g.passed for g in record.gates):
             found.append("gate.failed")
     if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
         found.append("candidate.selected")
@@ -91,15 +91,15 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         "ended_at": job.ended_at,
         "error": (job.error or "")[:500] or None,
         "merge": None
-        if not merge
+        if merge is None
         else {
-            "merged": len(merge.get("merged") or ()),
-            "unchanged": len(merge.get("unchanged") or ()),  # workers whose work added nothing: not merged
-            "conflicts": len(merge.get("conflicts") or ()),
-            "result_ref": merge.get("result_ref"),
-            "result_commit": merge.get("result_commit"),
-            "command": merge.get("command"),
-            "error": (merge.get("error") or "")[:500] or None,
+            "merged": len(merge.merged),
+            "unchanged": len(merge.unchanged),  # workers whose work added nothing: not merged
+            "conflicts": len(merge.conflicts),
+            "result_ref": merge.result_ref,
+            "result_commit": merge.result_commit,
+            "command": merge.outcome.command if merge.outcome is not None else None,
+            "error": (merge.error or "")[:500] or None,
         },
     }
 
@@ -111,7 +111,7 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "status": event.status,
         "message": event.message[:500],
         "no_changes": record.no_changes,  # its checkout is as it found it (null: not known)
-        "gates": [{k: g.get(k) for k in ("name", "required", "status", "passed")} for g in record.gates],
+        "gates": [{"name": g.name, "required": g.required, "status": g.status, "passed": g.passed} for g in record.gates],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.models import Attempt, JobRecord, JobStatus, TaskNode, WorkerRecord
+from orchestrator.records import GateResult
 
 T = 1_700_000_000.0
 
@@ -14,17 +15,17 @@ HOSTILE = 'x"] --> evil; click n1 call alert() %% ```\n end\n`{<b>}`|#35; ;'
 
 
 def gate(name, status="passed", exit_code=0, required=True, duration=1.25):
-    return {
-        "name": name,
-        "required": required,
-        "status": status,
-        "passed": status == "passed",
-        "exit_code": exit_code,
-        "duration": duration,
-        "log_path": f"logs/depth_0_worker_x.gate_{name}.log",
-        "commit": "c" * 40,
-        "reason": "" if status == "passed" else f"{name} gate: exit code {exit_code}",
-    }
+    return GateResult(
+        name=name,
+        required=required,
+        status=status,
+        passed=status == "passed",
+        exit_code=exit_code,
+        duration=duration,
+        log_path=f"logs/depth_0_worker_x.gate_{name}.log",
+        commit="c" * 40,
+        reason="" if status == "passed" else f"{name} gate: exit code {exit_code}",
+    )
 
 
 def node_worker(node, index, status, start=None, end=None, *, job_id="r1", depth=0, **kw):

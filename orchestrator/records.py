@@ -1,0 +1,281 @@
+"""Records that travel between features, as dataclasses: what the records of models.py hold
+(``WorkerRecord.gates``, ``WorkerRecord.integrated``, ``JobRecord.merge``), kept here, below every
+folder, so models.py can name them. Each one's ``to_dict`` is the shape on disk and in the API;
+``from_dict`` loads what ``to_dict`` (and the code before these classes) wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# A gate's status (quality/gates.py).
+PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
+NO_TESTS = "no_tests"
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """One gate's run: an entry of ``WorkerRecord.gates`` (``to_dict``, the shape on disk and in the
+    API; see the module docstring)."""
+
+    name: str
+    required: bool
+    status: str
+    passed: bool
+    exit_code: int | None
+    duration: float
+    log_path: str
+    commit: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
+        return cls(
+            name=data["name"],
+            required=bool(data.get("required", True)),
+            status=data.get("status") or CRASHED,
+            passed=bool(data.get("passed")),
+            exit_code=data.get("exit_code"),
+            duration=data.get("duration") or 0.0,
+            log_path=data.get("log_path") or "",
+            commit=data.get("commit"),
+            reason=data.get("reason") or "",
+        )
+
+
+# -- merges (git/merging.py) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileConflict:
+    """One conflicting path: the workers whose changes meet there and how many hunks conflict."""
+
+    path: str
+    workers: tuple[str, ...]
+    hunks: int
+    kind: str  # content, add/add, modify/delete, delete/modify
+    resolved_by: str = ""  # under theirs: the worker whose side won
+    predicted: bool = False  # not merged: what would conflict if it were
+
+
+@dataclass(frozen=True)
+class WorkerChanges:
+    worker: str
+    branch: str
+    commit: str
+    files: tuple[str, ...]  # changed against the base
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    strategy: str
+    base: str
+    result_ref: str
+    result_commit: str | None
+    merged: tuple[str, ...]
+    skipped: tuple[str, ...]
+    conflicts: tuple[FileConflict, ...]
+    changes: tuple[WorkerChanges, ...]
+    command: str  # what the user runs to take the result
+    unchanged: tuple[str, ...] = field(default=())  # workers whose work added nothing: not merged
+    # ``manual`` on the result branch: the commit an earlier merge had left it at (None: it did not
+    # exist), and whether it was removed (False: kept, checked out in a worktree: ``kept_in``).
+    previous: str | None = None
+    removed: bool = False
+    kept_in: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
+        return {
+            "strategy": self.strategy,
+            "base": self.base,
+            "result_ref": self.result_ref,
+            "result_commit": self.result_commit,
+            "merged": list(self.merged),
+            "skipped": list(self.skipped),
+            "unchanged": list(self.unchanged),
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+            "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
+            "command": self.command,
+            "previous": self.previous,
+            "removed": self.removed,
+            "kept_in": self.kept_in,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeOutcome:
+        return cls(
+            strategy=data["strategy"],
+            base=data["base"],
+            result_ref=data["result_ref"],
+            result_commit=data.get("result_commit"),
+            merged=tuple(data.get("merged", ())),
+            skipped=tuple(data.get("skipped", ())),
+            conflicts=tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts", ())),
+            changes=tuple(WorkerChanges(**(c | {"files": tuple(c["files"])})) for c in data.get("changes", ())),
+            command=data.get("command", ""),
+            unchanged=tuple(data.get("unchanged", ())),
+            previous=data.get("previous"),
+            removed=bool(data.get("removed")),
+            kept_in=data.get("kept_in"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Into:
+    """A landing's fast-forward of the branch the user named (``merge_into``) to the result."""
+
+    branch: str
+    moved: bool  # the branch is at the result
+    refused: str | None = None  # why not, or None
+    command: str | None = None  # what the user runs instead, or None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "moved": self.moved,
+            "refused": self.refused,
+            "command": self.command,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Into:
+        return cls(
+            branch=data["branch"],
+            moved=bool(data.get("moved")),
+            refused=data.get("refused"),
+            command=data.get("command"),
+            message=data.get("message") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRecord:
+    """``JobRecord.merge``: a job's last merge of its workers' branches, as quality/landing.py (a
+    root, into its result branch) and engine/nesting.py (a child job, into its parent worker's
+    branch: ``target``) record it. Its dict is ``MergeOutcome.to_dict()`` plus ``at``, then a
+    child's ``target`` or a root's ``into``, ``left_out`` (``[{"worker", "reason"}]``) and a child's
+    ``error``; a root's merge that raised before it had an outcome is ``{"strategy", "error", "at"}``."""
+
+    outcome: MergeOutcome | None  # None: the merge failed before it had one (``error`` says why)
+    strategy: str
+    at: float | None = None  # clock time
+    error: str | None = None
+    target: str | None = None  # a child job's: the parent worker's branch; None: a root's landing
+    into: Into | None = None  # a root's: None unless a branch was named
+    left_out: tuple[dict[str, str], ...] = ()  # work kept out of the result, and why
+
+    @classmethod
+    def of(cls, outcome: MergeOutcome, at: float, **more: Any) -> MergeRecord:
+        return cls(outcome, outcome.strategy, at, **more)
+
+    # Its outcome's facts the readers ask for: None or empty when it failed before it had one.
+    @property
+    def base(self) -> str | None:
+        return self.outcome.base if self.outcome is not None else None
+
+    @property
+    def result_ref(self) -> str | None:
+        return self.outcome.result_ref if self.outcome is not None else None
+
+    @property
+    def result_commit(self) -> str | None:
+        return self.outcome.result_commit if self.outcome is not None else None
+
+    @property
+    def merged(self) -> tuple[str, ...]:
+        return self.outcome.merged if self.outcome is not None else ()
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        return self.outcome.skipped if self.outcome is not None else ()
+
+    @property
+    def unchanged(self) -> tuple[str, ...]:
+        return self.outcome.unchanged if self.outcome is not None else ()
+
+    @property
+    def conflicts(self) -> tuple[FileConflict, ...]:
+        return self.outcome.conflicts if self.outcome is not None else ()
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.outcome is None:
+            return {"strategy": self.strategy, "error": self.error, "at": self.at}
+        data: dict[str, Any] = self.outcome.to_dict() | {"at": self.at}
+        if self.target is not None:
+            data["target"] = self.target
+        else:
+            data["into"] = self.into.to_dict() if self.into is not None else None
+        data["left_out"] = [dict(w) for w in self.left_out]
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergeRecord:
+        """A record as ``to_dict`` wrote it (older ones lack ``unchanged``, ``into``, ``left_out``: defaults)."""
+        if "result_ref" not in data:  # a merge that failed before it had an outcome
+            return cls(None, data.get("strategy") or "", data.get("at"), error=data.get("error"))
+        outcome = MergeOutcome.from_dict(data)
+        into = data.get("into")
+        return cls(
+            outcome,
+            outcome.strategy,
+            data.get("at"),
+            error=data.get("error"),
+            target=data.get("target"),
+            into=Into.from_dict(into) if into else None,
+            left_out=tuple(dict(w) for w in data.get("left_out") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Integrated:
+    """One worker's commit merged into a graph job's integration branch (``integrate``)."""
+
+    ref: str
+    commit: str | None  # the branch's tip after it (None: not merged)
+    merged: bool
+    conflicts: tuple[FileConflict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "commit": self.commit,
+            "merged": self.merged,
+            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
+        conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
+        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationRecord:
+    """``WorkerRecord.integrated``: the worker's commit merged into its job's integration branch
+    (``Integrated``), when (clock time) and, when it was not merged, why."""
+
+    integrated: Integrated
+    at: float
+    reason: str | None = None
+
+    @property
+    def merged(self) -> bool:
+        return self.integrated.merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.integrated.to_dict() | {"at": self.at, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
+        return cls(Integrated.from_dict(data), data["at"], data.get("reason"))
