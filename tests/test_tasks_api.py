@@ -385,34 +385,9 @@ def test_docs_is_a_public_page_under_the_dashboards_csp_with_its_files_served_he
 @pytest.fixture
 def logging_browser(tmp_path):
     """A headless Chromium (as test_dashboard's) that also records every request it sends and its console."""
-    import os
+    from .helpers.dashboard import start_chromium
 
-    from .helpers.dashboard import CHROMEDRIVER, CHROMIUM, _browser_missing
-
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests: {missing}")
-        pytest.skip(missing)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = start_chromium(tmp_path / "profile", capabilities={"goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}})
     yield driver
     driver.quit()
 

@@ -31,13 +31,13 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def browser(tmp_path, request):
-    """A fresh headless Chromium; its last screen is saved as a test artifact."""
+def start_chromium(profile: Path, what: str = "browser tests", capabilities: dict | None = None):
+    """A fresh headless Chromium with its profile in ``profile`` (skipped where it is missing,
+    failed under CI); ``capabilities`` are set on its options (e.g. ``goog:loggingPrefs``)."""
     missing = _browser_missing()
     if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"CI must run the dashboard's browser tests: {missing}")
+            pytest.fail(f"CI must run the {what}: {missing}")
         pytest.skip(missing)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -54,11 +54,19 @@ def browser(tmp_path, request):
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    for name, value in (capabilities or {}).items():
+        options.set_capability(name, value)
     # Service(executable_path=...) so Selenium Manager never downloads a driver.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path, request):
+    """A fresh headless Chromium; its last screen is saved as a test artifact."""
+    driver = start_chromium(tmp_path / "chromium-profile", "dashboard's browser tests")
     driver.set_script_timeout(30)
     yield driver
     try:
