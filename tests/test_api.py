@@ -362,6 +362,23 @@ def test_worker_log_tail_follow_and_a_planted_symlink(make_live):
     assert planted.status_code >= 400 and Path("/etc/hostname").read_text() not in planted.text
 
 
+@pytest.mark.parametrize(
+    "query, words",
+    [
+        ("/api/v1/tasks?offset=&limit=5", "offset='' must be a whole number from 0"),  # schemathesis found it taken as 0
+        ("/api/v1/jobs?limit=", "limit='' must be a whole number from 1 to 500 (leave limit out for 50)"),
+        ("/api/v1/webhooks/deliveries?offset=-1", "offset='-1' must be a whole number"),
+        ("/api/v1/jobs/{job}/workers/worker_1/log?follow=true", "follow='true' must be 1"),
+        ("/api/v1/jobs/{job}/workers/worker_1/log?tail=", "tail='' must be a whole number"),
+        ("/api/v1/jobs/{job}/wait?timeout=", "timeout='' must be a number of seconds"),
+    ],
+)
+def test_a_query_value_outside_its_schema_is_a_400_naming_it(live, query, words):
+    job_id = live.submit(request="x", tasks=["a"]).json()["job_id"]
+    response = live.call("GET", query.format(job=job_id))
+    assert response.status_code == 400 and words in response.json()["message"], response.text
+
+
 def test_reports_delete_and_list(live):
     job_id = live.submit(request="x", tasks=["a"]).json()["job_id"]
     live.wait(job_id)

@@ -209,7 +209,10 @@ def worker_log(job_id: str, worker: str) -> Response:
     record = engine.find_worker(job_id, depth, name)
     tail = _int_arg("tail", 0, 0, 100_000)
     offset = _int_arg("offset", 0, 0, 1 << 62)
-    if request.args.get("follow") not in (None, "0", "false"):
+    follow = request.args.get("follow", "0")
+    if follow not in ("0", "1"):
+        raise ValidationError(f"follow={follow[:40]!r} must be 1 (follow the log live) or 0 (read it once)")
+    if follow == "1":
         engine.read_log(record, offset=1 << 62)  # a planted link is a 403 now, not a broken stream later
         deadline = time.monotonic() + _settings().api.long_poll_max
         return held_stream(engine.follow_log(record, offset, deadline), "text/plain")
@@ -522,16 +525,16 @@ def _summary(job: JobRecord) -> dict[str, Any]:
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # isdigit alone takes "²"
-        raise ValidationError(f"{name}={raw[:40]!r} must be a whole number from {low} to {high}")
+        raise ValidationError(f"{name}={raw[:40]!r} must be a whole number from {low} to {high} (leave {name} out for {default})")
     return int(raw)
 
 
 def _float_arg(name: str, default: float, low: float, high: float) -> float:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = float(raw)
