@@ -101,12 +101,18 @@ def toplevel(folder: Path) -> Path | None:
 
 
 def check_ref(name: str) -> str:
-    """``name`` as a full branch ref, after ``git check-ref-format`` accepts it."""
+    """``name`` as a full branch ref, after ``git check-ref-format`` accepts it (asked once per
+    name and process: the answer depends on the name alone)."""
     ref = f"refs/heads/{name}"
-    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
-    if done.returncode != 0:
+    if not _valid_ref(ref):
         raise ConfigError(f"{name!r} is not a valid git branch name (git check-ref-format); check git.branch_prefix")
     return ref
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_ref(ref: str) -> bool:
+    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
+    return done.returncode == 0
 
 
 @dataclass(frozen=True)
