@@ -102,6 +102,8 @@ class WorktreeCheckout(Checkout):
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
         # merge into it (engine/nesting.py) never interleave.
         self._held: dict[Path, threading.RLock] = {}
+        # worktree -> the last ``changes``' (base, commit, start) and what it found (until its cleanup)
+        self._diffs: dict[Path, tuple[tuple[str, str, str], tuple[list[dict[str, str]], str, bool]]] = {}
 
     # -- names ---------------------------------------------------------------------------------
     def branch(self, record: WorkerRecord) -> str:
@@ -126,13 +128,19 @@ class WorktreeCheckout(Checkout):
             self._bases[root_id] = commit
             return commit
 
-    def _start_point(self, record: WorkerRecord, job: JobRecord) -> str:
+    def _tips(self, *refs: str) -> dict[str, str]:
+        """Full branch refs (checked by check_ref) -> their commits, those that exist: one git
+        process for all of them."""
+        listed = run_git(self.repo, "for-each-ref", "--format=%(refname) %(objectname)", *refs).stdout
+        wanted = set(refs)  # a pattern also lists the refs below it (refs/heads/a/b/...): exact names only
+        return {ref: oid for ref, _, oid in (line.partition(" ") for line in listed.splitlines()) if ref in wanted}
+
+    def _start_point(self, record: WorkerRecord, job: JobRecord, tips: dict[str, str] | None = None) -> str:
         if job.integration:  # a graph job: the work merged so far, its prerequisites' included (quality/integration.py)
-            found = run_git(
-                self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", check_ref(job.integration), check=False
-            )
-            if found.returncode == 0:
-                return found.stdout.strip()
+            integration = check_ref(job.integration)
+            tip = (tips if tips is not None else self._tips(integration)).get(integration)
+            if tip:
+                return tip
         if job.start_commit:  # a child job: its parent worker's work, committed at the spawn (engine/nesting.py)
             return job.start_commit
         if job.parent_worker and record.depth > 0:  # (older records) its parent worker's branch as it stands now
@@ -158,17 +166,21 @@ class WorktreeCheckout(Checkout):
             repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
         ref = check_ref(self.branch(record))
         directory.parent.mkdir(parents=True, exist_ok=True)
-        exists = run_git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False).returncode == 0
+        # Its branch and (a graph job's) the integration branch it would start from, in one lookup.
+        tips = self._tips(ref, *([check_ref(job.integration)] if job.integration else []))
+        exists = ref in tips
         if exists:  # its branch outlived its worktree (a restart after a crash): check it out again
-            start = resolve_commit(self.repo, ref)
+            start = tips[ref]
             add_worktree(self.repo, directory, self.branch(record), None)
         else:
-            start = self._start_point(record, job)
+            start = self._start_point(record, job, tips)
             add_worktree(self.repo, directory, self.branch(record), start)
         git_dir = git_dir_of(directory)
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
-            (git_dir / CHECKPOINT_FILE).write_text(self._tip(directory) + "\n", encoding="utf-8")
+            # A new branch is made at ``start``: its tip is that commit, no git call needed.
+            tip = self._tip(directory) if exists else start
+            (git_dir / CHECKPOINT_FILE).write_text(tip + "\n", encoding="utf-8")
         if self.bootstrap.prepare(record, job, directory, fresh=True):  # the setup's files start every attempt
             self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
         return directory
@@ -217,22 +229,18 @@ class WorktreeCheckout(Checkout):
             return Changes()
         commit = self.commit(record, len(record.attempts))
         base = self._base(directory)
-        files: list[dict[str, str]] = []
-        out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
-        i = 0
-        while i < len(out) - 1:
-            status = out[i]
-            if status[:1] in ("R", "C"):
-                files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
-                i += 3
-            else:
-                files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
-                i += 2
-        stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
         # Unchanged: the tree is the one its first attempt started from (after git.setup's files,
         # which are not the worker's); a child job's work merged into it is a change.
         start = next((a.checkpoint for a in record.attempts[:1] if a.checkpoint), base)
-        trees = run_git(directory, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
+        # What follows depends on these three commits alone: asked again (the steps' context, then
+        # finish_checkout) with nothing new committed, the last answer is the answer.
+        key = (base, commit, start)
+        known = self._diffs.get(directory)
+        if known is not None and known[0] == key:
+            files, stat, unchanged = known[1]
+        else:
+            files, stat, unchanged = self._diff(directory, base, commit, start)
+            self._diffs[directory] = (key, (files, stat, unchanged))
         for path in _written_submodules(directory):
             self._note(
                 record,
@@ -243,12 +251,36 @@ class WorktreeCheckout(Checkout):
             files_created=sorted(f["path"] for f in files if f["change"] == "added"),
             branch=self.branch(record),
             commit=commit,
-            files_changed=files[:MAX_FILES],
+            files_changed=[dict(f) for f in files[:MAX_FILES]],
             diffstat=stat,
-            unchanged=trees[0] == trees[1],
+            unchanged=unchanged,
         )
 
+    def _diff(self, directory: Path, base: str, commit: str, start: str) -> tuple[list[dict[str, str]], str, bool]:
+        """The files changed from ``base`` to ``commit``, git's shortstat of it, and whether
+        ``commit``'s tree is ``start``'s. The same commit twice needs no git."""
+        files: list[dict[str, str]] = []
+        if base == commit:
+            stat = "no changes"
+        else:
+            out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+            i = 0
+            while i < len(out) - 1:
+                status = out[i]
+                if status[:1] in ("R", "C"):
+                    files.append({"path": out[i + 2], "change": STATUS_NAMES[status[0]], "from": out[i + 1]})
+                    i += 3
+                else:
+                    files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
+                    i += 2
+            stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+        if start == commit:
+            return files, stat, True
+        trees = run_git(directory, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
+        return files, stat, trees[0] == trees[1]
+
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
+        self._diffs.pop(self.directory(record), None)
         try:
             self.bootstrap.cleanup(record, self.directory(record))  # git.teardown; the port goes back
         finally:

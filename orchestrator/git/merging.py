@@ -457,7 +457,8 @@ def integrate(
     old = ref_value(repo, target)
     head = old or resolve_all(repo, [start])[0]
     conflicts: list[FileConflict] = []
-    if is_ancestor(repo, commit, head) or commit in squashed_in(repo, start, head):  # already in, or no new work
+    already = commit == head or is_ancestor(repo, commit, head)  # the same commit needs no git
+    if already or commit in squashed_in(repo, start, head):  # already in, or no new work
         new = head
     else:
         result = _merge_tree(repo, head, commit)

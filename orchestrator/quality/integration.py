@@ -14,7 +14,9 @@ theirs runs a graph (submission refuses manual).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from pathlib import Path
 
 from ..config import Settings
 from ..git import conflicts as conflict_text
@@ -65,6 +67,25 @@ class IntegrateStep(Step):
         return fail(failure) if failure else PASS
 
 
+# root id (with what finds its repository) -> the host repository: a running tree's repository is
+# the one its worktrees were made in, found once (find_host costs three git processes a merge).
+_REPOS: dict[tuple[str, str, str, str], Path] = {}
+_REPOS_GUARD = threading.Lock()
+
+
+def _repository(settings: Settings, workspace: Workspace, root_id: str) -> Path:
+    key = (root_id, str(settings.base_dir), str(workspace.root), settings.git.repo)
+    with _REPOS_GUARD:
+        found = _REPOS.get(key)
+    if found is None:
+        found = repository(settings, workspace)  # ConfigError when there is none: not remembered
+        with _REPOS_GUARD:
+            if len(_REPOS) >= 1024:  # a long-running server's finished trees: found again if asked
+                _REPOS.clear()
+            _REPOS[key] = found
+    return found
+
+
 def integrate_worker(
     settings: Settings, workspace: Workspace, job: JobRecord, worker: WorkerRecord, branch: str | None, commit: str | None
 ) -> tuple[IntegrationRecord | None, str | None]:
@@ -76,7 +97,7 @@ def integrate_worker(
     if not commit or not branch:
         return None, f"not merged into {integration}: the worker has no committed work on a branch"
     start = job.start_commit or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
-    repo = repository(settings, workspace)
+    repo = _repository(settings, workspace, job.root_id)
     with tree_lock(job.root_id):
         done = integrate(
             repo,
