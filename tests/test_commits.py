@@ -5,6 +5,7 @@ under a subject cut at a word's end. Real git, real repositories made here, real
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_each_ai_kind_credits_its_cli_and_the_model_it_runs_and_no_other_kind_do
     # From a worker's record: its kind, its role's model; a kind this server does not know credits no one.
     worker = WorkerRecord(job_id="j", root_id="j", index=1, name="worker_1", depth=0, task="t", kind="gemini", model="g-1")
     assert co_author_of(worker, settings) == "Gemini CLI (g-1) <noreply@google.com>"
-    assert co_author_of(WorkerRecord(**{**worker.__dict__, "kind": "gone"}), settings) is None
+    assert co_author_of(dataclasses.replace(worker, kind="gone"), settings) is None
 
 
 def bare_git_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:

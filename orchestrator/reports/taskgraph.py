@@ -14,6 +14,7 @@ used: Mermaid 11 parses them but shows them garbled (checked in Chromium with me
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -253,11 +254,13 @@ def graph_views(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[Grap
     for w in workers:
         by_job.setdefault(w.job_id, []).append(w)
     views = []
+    by_index = operator.attrgetter("index")
     for job in jobs:
-        own = sorted(by_job.get(job.id, []), key=lambda w: w.index)
+        own = by_job.get(job.id, [])
         deps = has_dependencies(job, own)
         if not (deps or any(w.gates or w.trespass for w in own)):
-            continue
+            continue  # (checked before the sort: a flat job of 10,000 workers has nothing to show)
+        own = sorted(own, key=by_index)
         delivered = deliveries(job, own)
         # A worker without a node (a record from before graphs) still shows, under its plan id.
         rows = [TaskRow(job, w, node_of(w, job) or TaskNode(f"t{w.index}"), waits_on(w, job, delivered)) for w in own]
