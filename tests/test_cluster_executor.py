@@ -18,7 +18,8 @@ import requests
 import yaml
 
 from orchestrator.cluster import nodes
-from orchestrator.cluster.executor import RQExecutor, make_executor, memory_probe
+from orchestrator.cluster.backends import make_executor
+from orchestrator.cluster.executor import RQExecutor
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
@@ -94,9 +95,9 @@ def test_admission_reads_each_live_nodes_memory_from_its_heartbeat(rq):
     old = nodes.NodeInfo("old", "h2", 2, ["command"], 2)
     for info in (fresh, old):
         nodes.publish(executor.client, executor.names, info, LEASE)
-    found = wait_until(lambda: memory_probe(executor)(), what="the listener to read the nodes' memory")
+    found = wait_until(lambda: executor.memory(), what="the listener to read the nodes' memory")
     assert [(m.name, m.total, m.available, m.kinds) for m in found] == [("big", 64 * gb, 40 * gb, frozenset({"claude"}))]
-    here = memory_probe(LocalExecutor())()
+    here = LocalExecutor().memory()
     assert len(here) == 1 and here[0].name is None and 0 < here[0].available <= here[0].total
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from orchestrator.clock import SYSTEM_CLOCK
 from orchestrator.cluster import locks as cluster_locks
+from orchestrator.cluster.backends import path_locks
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.locks import RedisPathLocks, path_locks
+from orchestrator.cluster.locks import RedisPathLocks
 from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
 from orchestrator.errors import ConfigError, Conflict, Forbidden, Unavailable

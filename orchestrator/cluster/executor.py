@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -36,8 +36,7 @@ import redis
 from .. import protocol
 from ..config import Settings
 from ..errors import ConfigError
-from ..process.cgroups import Limits
-from ..process.executor import AttemptHandle, Executor, LocalExecutor, Sample, Sampled
+from ..process.executor import AttemptHandle, Sample, Sampled
 from ..process.procscan import Memory
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
@@ -55,24 +54,6 @@ log = logging.getLogger("orchestrator.cluster.executor")
 ENDED_TTL = 3600  # seconds a released attempt's hash stays in Redis (for a look at what happened)
 WAKE_POLL = 0.25  # a Wakeup does not notify: a wait with one looks at it this often
 NODES_TTL = 2.0  # seconds a positive "a live node runs this kind" answer is reused
-
-
-def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Executor:
-    """The executor ``distributed.executor`` names: local processes, or nodes through Redis."""
-    if settings.distributed.executor == "rq":
-        return RQExecutor(settings)
-    w = settings.workers
-    return LocalExecutor(runner, Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb))
-
-
-def memory_probe(executor: Executor) -> Callable[[], list[Memory]]:
-    """Where admission by memory reads free memory: the nodes' heartbeats under rq, else this machine."""
-    return executor.memory
-
-
-def close_executor(executor: Executor) -> None:
-    """Stop what an executor runs of its own (the rq executor's listener thread)."""
-    executor.close()
 
 
 class RQExecutor(Reconciler):
@@ -493,4 +474,4 @@ def _remote(handle: AttemptHandle) -> RemoteHandle:
     return handle
 
 
-__all__ = ["RQExecutor", "RemoteHandle", "close_executor", "make_executor"]
+__all__ = ["RQExecutor", "RemoteHandle"]

@@ -44,11 +44,9 @@ import redis
 import redis.client
 
 from ..clock import Clock
-from ..config import Settings
 from ..config.schema import TasksSettings
 from ..errors import Conflict, Forbidden, JobNotFound, Unavailable
-from ..quality.locks import ADMIN, MAX_LEASE, Lock, LockTable, PathLocks, conflict, held_error
-from .connect import connect, redacted
+from ..quality.locks import ADMIN, MAX_LEASE, Lock, conflict, held_error
 from .names import Names
 
 log = logging.getLogger(__name__)
@@ -66,15 +64,6 @@ for i = 2, #KEYS do
 end
 return out
 """
-
-
-def path_locks(clock: Clock, settings: Settings) -> LockTable:
-    """The engine's lock table: in Redis when ``distributed.executor`` is rq, else in memory."""
-    if settings.distributed.executor != "rq":
-        return PathLocks(clock, settings.tasks)
-    url = settings.distributed.redis_url
-    names = Names(settings.distributed.queue_prefix)
-    return RedisPathLocks(connect(url), names, clock, settings.tasks, where=redacted(url), owns_client=True)
 
 
 class RedisPathLocks:

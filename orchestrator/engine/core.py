@@ -31,8 +31,7 @@ from ..checkouts.checkout import Checkout
 from ..checkouts.pruning import delete_job, jobs_on_disk, refusal
 from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
-from ..cluster.executor import close_executor, make_executor, memory_probe
-from ..cluster.locks import path_locks
+from ..cluster.backends import make_executor, path_locks
 from ..config import JobConfig, Settings
 from ..errors import Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
@@ -126,7 +125,7 @@ class Engine:
         )
         self.announce = Announcer(settings, self.workspace, self.events)
         # A worker starts only where its kind's measured peak fits in free memory (process/admission.py).
-        probe = memory or memory_probe(self.executor)  # this machine's, or the nodes' heartbeats under rq
+        probe = memory or self.executor.memory  # this machine's, or the nodes' heartbeats under rq
         self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker)
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
@@ -448,7 +447,7 @@ class Engine:
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()
         self.monitor.stop()
-        close_executor(self.executor)  # the rq executor's listener (attempts on nodes run on)
+        self.executor.close()  # the rq executor's listener (attempts on nodes run on)
         self.index.close()
         self.webhooks.close()  # pending deliveries stay in the outbox for the next start
         self.locks.close()
