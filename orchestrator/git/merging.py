@@ -32,13 +32,16 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .. import failpoints
 from ..config import MergeStrategy
@@ -49,6 +52,7 @@ from .gitcmd import GitFailed, git_bytes, git_env, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .gitwork import git_version
 
+T = TypeVar("T")
 MIN_GIT = (2, 38)
 STRATEGIES = tuple(member.value for member in MergeStrategy)
 
@@ -390,6 +394,52 @@ def _disjoint_merge(
 # -- the merge ----------------------------------------------------------------------------------
 
 
+class _WhatChanged:
+    """What each worker changed against the base (``changed_files``) and who the commits are by
+    (``identity_of``): read at once, or, when ``background`` (the per-branch loop is certain), on
+    two threads while the first branches merge; each is waited for where it is first needed."""
+
+    def __init__(self, repo: str | Path, base: str, inputs: list[tuple[str, str, str]], background: bool) -> None:
+        self.inputs = list(inputs)
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge") if background else None
+        self._files = self._later(changed_files, repo, base, [c for _, _, c in inputs])
+        self._who: Future[Identity] | None = None
+        self.repo = repo
+
+    def _later(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        if self.pool is not None:
+            return self.pool.submit(function, *args)
+        done: Future[T] = Future()
+        done.set_result(function(*args))
+        return done
+
+    def want_identity(self) -> None:
+        if self._who is None:
+            self._who = self._later(identity_of, self.repo)
+
+    @functools.cached_property
+    def files(self) -> dict[str, dict[str, tuple[str, str] | None]]:
+        return self._files.result()
+
+    @functools.cached_property
+    def changes(self) -> dict[str, WorkerChanges]:
+        return {w: WorkerChanges(w, b, c, tuple(sorted(self.files[c]))) for w, b, c in self.inputs}
+
+    @property
+    def comparison(self) -> tuple[WorkerChanges, ...]:
+        return tuple(self.changes[w] for w, _, _ in self.inputs)
+
+    @functools.cached_property
+    def who(self) -> Identity:
+        self.want_identity()
+        assert self._who is not None
+        return self._who.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 def _touched_by(changes: dict[str, WorkerChanges], workers: list[str], path: str) -> list[str]:
     return [w for w in workers if path in changes[w].files]
 
@@ -472,13 +522,14 @@ def merge_branches(
     # The per-branch loop's processes: one writes every commit, and the first merge-tree starts
     # now when the loop is certain, while what each worker changed is read.
     writer, chained = _CommitWriter(repo), _ChainedMerges(repo)
-    if inputs and strategy != MergeStrategy.MANUAL and not fast_path:
+    loop = bool(inputs) and strategy != MergeStrategy.MANUAL and not fast_path
+    if loop:
         writer.start()
         chained.warm()
+    told = _WhatChanged(repo, base_commit, inputs, background=loop)
     try:
-        files = changed_files(repo, base_commit, oids)
-        changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
-        comparison = tuple(changes[w] for w, _, _ in inputs)
+        if strategy != MergeStrategy.MANUAL:
+            told.want_identity()
         if strategy == MergeStrategy.MANUAL:
             tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
             named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
@@ -489,12 +540,11 @@ def merge_branches(
             removed = bool(into is None and old and kept_in is None)
             left = tuple(w for w, _, _ in inputs)
             return MergeOutcome(
-                strategy, base_commit, target, None, (), left, report, comparison, command, (), old, removed, kept_in
+                strategy, base_commit, target, None, (), left, report, told.comparison, command, (), old, removed, kept_in
             )
 
         # Every commit of the job carries the newest input's date: a re-run makes the same ids.
         when = f"{max(info.time for info in known)} +0000"
-        who = identity_of(repo)
         head, head_tree = base_commit, known[0].tree
         already: set[str] = set()
         if onto is not None:
@@ -508,7 +558,9 @@ def merge_branches(
         skipped: list[str] = []
         conflicts: list[FileConflict] = []
         fast = (
-            _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, sources, who, into) if fast_path else None
+            _disjoint_merge(repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into)
+            if fast_path
+            else None
         )
         if fast:
             head, merged, unchanged = fast
@@ -519,7 +571,7 @@ def merge_branches(
         for index, (worker, _, commit) in enumerate(inputs):
             # Squashed in as it passed its gates, or merged with its history (an older version's branch)
             if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
-                (merged if files[commit] else unchanged).append(worker)
+                (merged if told.files[commit] else unchanged).append(worker)
                 continue
             result = chained.merge(head, commit, more=index + 1 < len(inputs))
             tree = result.tree
@@ -529,21 +581,23 @@ def merge_branches(
             if not result.clean:
                 earlier = list(merged)
                 if strategy == MergeStrategy.AUTO:
-                    conflicts += _conflicts(repo, result, changes, earlier, worker)
+                    conflicts += _conflicts(repo, result, told.changes, earlier, worker)
                     skipped = [w for w, _, _ in inputs[index:]]
-                    conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
+                    conflicts += _predict_rest(repo, head, inputs[index + 1 :], told.changes, merged)
                     break
                 tree, hunks = _resolve_theirs(repo, result)
-                conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
+                conflicts += _conflicts(repo, result, told.changes, earlier, worker, hunks, resolved_by=worker)
             message = sources[worker].message(root_id, strategy, into)
-            head, head_tree = writer.commit(tree, head, message, when, who), tree
+            head, head_tree = writer.commit(tree, head, message, when, told.who), tree
             merged.append(worker)
     except BaseException:
         writer.close(kill=True)
         raise
     finally:
         chained.close()
+        told.close()
     writer.close()
+    comparison = told.comparison
     failpoints.hit("merge_before_update_ref")
     if head != old:
         update_ref(repo, target, head, old, under=under)
