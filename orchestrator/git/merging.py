@@ -510,22 +510,27 @@ def merge_branches(
     short = target.removeprefix("refs/heads/")
     chosen = dict(commits or {})
     names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
-    *infos, current = read_commits(repo, [*names, target])
-    for name, info in zip(names, infos):
-        if info is None:
-            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    # The per-branch loop's processes: one writes every commit, and the first merge-tree starts
+    # now when the loop is certain, while the names are read.
+    writer, chained = _CommitWriter(repo), _ChainedMerges(repo)
+    loop = bool(branches) and strategy != MergeStrategy.MANUAL and not fast_path
+    if loop:
+        writer.start()
+        chained.warm()
+    try:
+        *infos, current = read_commits(repo, [*names, target])
+        for name, info in zip(names, infos):
+            if info is None:
+                raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    except BaseException:
+        chained.close()
+        writer.close(kill=True)
+        raise
     known = [info for info in infos if info]
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
-    # The per-branch loop's processes: one writes every commit, and the first merge-tree starts
-    # now when the loop is certain, while what each worker changed is read.
-    writer, chained = _CommitWriter(repo), _ChainedMerges(repo)
-    loop = bool(inputs) and strategy != MergeStrategy.MANUAL and not fast_path
-    if loop:
-        writer.start()
-        chained.warm()
     told = _WhatChanged(repo, base_commit, inputs, background=loop)
     try:
         if strategy != MergeStrategy.MANUAL:
