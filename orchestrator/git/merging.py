@@ -1,7 +1,8 @@
 """Merging workers' branches into a job's result branch, without touching any working tree.
 
-Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
-(git >= 2.38), ``git commit-tree`` for the commit, and, for ``theirs``, ``git merge-file
+Every merge is computed in the object store: ``git merge-tree`` for the tree (git >= 2.38),
+``git commit-tree`` for the commit (for a chain of them, one ``git hash-object -t commit
+--stdin-paths`` process writes the same bytes: ``_CommitWriter``), and, for ``theirs``, ``git merge-file
 --theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
 write the resolved tree. The user's index, working trees and stash are never written.
 
