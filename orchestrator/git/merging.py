@@ -160,7 +160,7 @@ class _ChainedMerges:
         if more:
             self.spare = self._start()
         out, err = process.communicate(f"{ours} {theirs}\n")
-        if process.returncode != 0 or not out:
+        if process.returncode not in (0, 1) or not out:
             raise GitFailed(["merge-tree", "--write-tree", ours, theirs], process.returncode, err)
         return _parse_merges(out.split("\0"), batch=True)[0]
 
