@@ -19,7 +19,7 @@ import pytest
 from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.git import gitrefs, gitwork, merging
-from orchestrator.git.commits import ORCHESTRATOR, Source, subject_line
+from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, subject_line
 from orchestrator.git.gitcmd import run_git
 
 # Many real git processes on real repositories: the slow tier.
@@ -665,3 +665,48 @@ def test_a_graph_jobs_integration_branch_made_by_an_older_version_still_counts_i
     assert outcome.merged == ("w1", "w2") and outcome.unchanged == ()
     assert git(repo, "rev-parse", f"{RESULT}~1").strip() == old.strip()  # w2 squashed onto it; w1 not again
     assert snapshot(repo) == before
+
+
+def test_the_loop_writes_the_commits_commit_tree_makes_with_one_process(repo: Path) -> None:
+    """The per-branch loop writes its commits through one ``hash-object --stdin-paths`` process:
+    byte for byte those ``commit-tree`` makes, whatever the identity and the message."""
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(repo, "rev-parse", "HEAD").strip()
+    writer = merging._CommitWriter(repo)
+    identities = [ORCHESTRATOR, Identity("Zoë Ünïcode", "z@x"), Identity("A. B", "a.b+c@example.com")]
+    messages = ["one line", "no newline", "subject ✓\n\nbody\n\nOrchestrator-Commit: x\nCo-authored-by: A <a@b>\n", "\n\nx  \n\n"]
+    for who in identities:
+        for message in messages:
+            made = writer.commit(tree, parent, message, "1700000000 +0000", who)
+            assert made == merging._commit(repo, tree, parent, message, "1700000000 +0000", who)
+    writer.close()
+    assert writer.process is None and writer.scratch is None
+    assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
+
+
+def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for worker in ("w1", "w2", "w3"):
+        commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}.txt": worker})
+    before = snapshot(repo)
+    started: list[subprocess.Popen[Any]] = []
+    real_start, real_merge = merging._ChainedMerges._start, merging._ChainedMerges.merge
+
+    def start(self: merging._ChainedMerges) -> subprocess.Popen[str]:
+        started.append(real_start(self))
+        return started[-1]
+
+    def merge(self: merging._ChainedMerges, ours: str, theirs: str, more: bool) -> Any:
+        if len(started) > 2:
+            raise RuntimeError("failed midway")
+        return real_merge(self, ours, theirs, more)
+
+    monkeypatch.setattr(merging._ChainedMerges, "_start", start)
+    monkeypatch.setattr(merging._ChainedMerges, "merge", merge)
+    with pytest.raises(RuntimeError, match="failed midway"):
+        merging.merge_branches(repo, "main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+    assert snapshot(repo) == before
+    assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
+    assert started and all(process.poll() is not None for process in started)
+    monkeypatch.undo()
+    outcome = merging.merge_branches(repo, "main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+    assert outcome.merged == ("w1", "w2", "w3")

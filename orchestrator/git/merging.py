@@ -1,7 +1,8 @@
 """Merging workers' branches into a job's result branch, without touching any working tree.
 
-Every merge is computed in the object store: ``git merge-tree --write-tree`` for the tree
-(git >= 2.38), ``git commit-tree`` for the commit, and, for ``theirs``, ``git merge-file
+Every merge is computed in the object store: ``git merge-tree`` for the tree (git >= 2.38),
+``git commit-tree`` for the commit (for a chain of them, one ``git hash-object -t commit
+--stdin-paths`` process writes the same bytes: ``_CommitWriter``), and, for ``theirs``, ``git merge-file
 --theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
 write the resolved tree. The user's index, working trees and stash are never written.
 
@@ -32,22 +33,27 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .. import failpoints
 from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
 from ..records import FileConflict, Integrated, MergeOutcome, WorkerChanges
 from .commits import Identity, Source, identity_of, squashed_in
-from .gitcmd import GitFailed, git_bytes, run_git
+from .gitcmd import GitFailed, git_bytes, git_env, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .gitwork import git_version
 
+T = TypeVar("T")
 MIN_GIT = (2, 38)
 STRATEGIES = tuple(member.value for member in MergeStrategy)
 
@@ -121,6 +127,48 @@ def _merge_tree(repo: str | Path, ours: str, theirs: str) -> _TreeMerge:
     if done.returncode not in (0, 1):
         raise GitFailed(["merge-tree", "--write-tree", ours, theirs], done.returncode, done.stderr)
     return _parse_merges(done.stdout.split("\0") + [""], batch=False)[0]
+
+
+class _ChainedMerges:
+    """``_merge_tree`` for a chain of merges, each of which needs the commit made from the one
+    before: one ``git merge-tree --stdin`` process a merge (git 2.39 prints a merge's result
+    only when it exits), but the next one is started while this one merges, so the merge waits
+    for no process start. ``more=False`` on the last merge: no process is started for nothing."""
+
+    ARGV = ("merge-tree", "--stdin", "-z", "--no-messages")
+
+    def __init__(self, repo: str | Path) -> None:
+        self.repo = repo
+        self.spare: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["git", "-C", str(self.repo), *self.ARGV],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,  # as run_git reads it
+            env=git_env(),
+        )
+
+    def warm(self) -> None:
+        if self.spare is None:
+            self.spare = self._start()
+
+    def merge(self, ours: str, theirs: str, more: bool) -> _TreeMerge:
+        process, self.spare = self.spare or self._start(), None
+        if more:
+            self.spare = self._start()
+        out, err = process.communicate(f"{ours} {theirs}\n")
+        if process.returncode not in (0, 1) or not out:
+            raise GitFailed(["merge-tree", "--write-tree", ours, theirs], process.returncode, err)
+        return _parse_merges(out.split("\0"), batch=True)[0]
+
+    def close(self) -> None:
+        """End the spare process, if any (on end of input it merges nothing and exits)."""
+        process, self.spare = self.spare, None
+        if process is not None:
+            process.communicate("")
 
 
 def _merge_trees(repo: str | Path, pairs: list[tuple[str, str]]) -> list[_TreeMerge]:
@@ -209,6 +257,70 @@ def _commit(repo: str | Path, tree: str, parent: str, message: str, when: str, w
     return run_git(repo, "-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent, input=message, env=env).stdout.strip()
 
 
+def _commit_body(tree: str, parent: str, message: str, when: str, who: Identity) -> bytes:
+    """The bytes of the commit ``_commit`` makes: ``commit-tree``'s headers, then the message verbatim."""
+    ident = who.ident(when)
+    return f"tree {tree}\nparent {parent}\nauthor {ident}\ncommitter {ident}\n\n{message}".encode()
+
+
+class _CommitWriter:
+    """``_commit`` for many commits, with one git process for all of them: a long-lived
+    ``git hash-object -t commit -w --stdin-paths`` reads each commit's bytes (``_commit_body``,
+    written to a file in a temporary folder) and prints its id as soon as the object is written
+    (loose, as ``commit-tree`` writes it; hash-object checks the commit's format). The same bytes
+    make the same id: the commits are those ``_commit`` makes, one process start fewer a branch.
+    ``start`` (or the first commit) starts it; ``close`` ends it (killed when the merge fails midway: every
+    object it wrote is complete, and none is referenced before the ref moves)."""
+
+    def __init__(self, repo: str | Path) -> None:
+        self.repo = repo
+        self.process: subprocess.Popen[bytes] | None = None
+        self.scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.error = ""
+        self.count = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        if self.process is None:
+            self.scratch = tempfile.TemporaryDirectory(prefix="orchestrator-commit-")
+            argv = ["-C", str(self.repo), "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths"]
+            self.process = subprocess.Popen(
+                ["git", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=git_env()
+            )
+        return self.process
+
+    def commit(self, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
+        process = self.start()
+        assert self.scratch is not None and process.stdin is not None and process.stdout is not None
+        # A new file each time: truncating one ext4 holds data in (auto_da_alloc) is flushed on close.
+        self.count += 1
+        body = Path(self.scratch.name) / f"commit{self.count}"
+        body.write_bytes(_commit_body(tree, parent, message, when, who))
+        try:
+            process.stdin.write(f"{body}\n".encode())
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # git has exited: its stderr says why, below
+        line = process.stdout.readline().decode().strip()
+        if len(line) < 40:
+            self.close(kill=True)
+            raise GitFailed(["hash-object", "-t", "commit", "-w", "--stdin-paths"], -1, "no commit id: " + self.error)
+        return line
+
+    def close(self, kill: bool = False) -> None:
+        """End the process (``kill``: at once) and remove the temporary folder."""
+        process, self.process = self.process, None
+        if process is not None:
+            if kill:
+                process.kill()
+            _, stderr = process.communicate()
+            self.error = stderr.decode("utf-8", "replace")
+            if process.returncode != 0 and not kill:
+                raise GitFailed(["hash-object", "-t", "commit", "-w", "--stdin-paths"], process.returncode, self.error)
+        if self.scratch is not None:
+            self.scratch.cleanup()
+            self.scratch = None
+
+
 def _quote(path: str) -> str:
     """A path for fast-import, C-quoted (it may hold spaces, quotes, even a newline)."""
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -283,6 +395,52 @@ def _disjoint_merge(
 # -- the merge ----------------------------------------------------------------------------------
 
 
+class _WhatChanged:
+    """What each worker changed against the base (``changed_files``) and who the commits are by
+    (``identity_of``): read at once, or, when ``background`` (the per-branch loop is certain), on
+    two threads while the first branches merge; each is waited for where it is first needed."""
+
+    def __init__(self, repo: str | Path, base: str, inputs: list[tuple[str, str, str]], background: bool) -> None:
+        self.inputs = list(inputs)
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge") if background else None
+        self._files = self._later(changed_files, repo, base, [c for _, _, c in inputs])
+        self._who: Future[Identity] | None = None
+        self.repo = repo
+
+    def _later(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        if self.pool is not None:
+            return self.pool.submit(function, *args)
+        done: Future[T] = Future()
+        done.set_result(function(*args))
+        return done
+
+    def want_identity(self) -> None:
+        if self._who is None:
+            self._who = self._later(identity_of, self.repo)
+
+    @functools.cached_property
+    def files(self) -> dict[str, dict[str, tuple[str, str] | None]]:
+        return self._files.result()
+
+    @functools.cached_property
+    def changes(self) -> dict[str, WorkerChanges]:
+        return {w: WorkerChanges(w, b, c, tuple(sorted(self.files[c]))) for w, b, c in self.inputs}
+
+    @property
+    def comparison(self) -> tuple[WorkerChanges, ...]:
+        return tuple(self.changes[w] for w, _, _ in self.inputs)
+
+    @functools.cached_property
+    def who(self) -> Identity:
+        self.want_identity()
+        assert self._who is not None
+        return self._who.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 def _touched_by(changes: dict[str, WorkerChanges], workers: list[str], path: str) -> list[str]:
     return [w for w in workers if path in changes[w].files]
 
@@ -353,69 +511,99 @@ def merge_branches(
     short = target.removeprefix("refs/heads/")
     chosen = dict(commits or {})
     names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
-    *infos, current = read_commits(repo, [*names, target])
-    for name, info in zip(names, infos):
-        if info is None:
-            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    # The per-branch loop's processes: one writes every commit, and the first merge-tree starts
+    # now when the loop is certain, while the names are read.
+    writer, chained = _CommitWriter(repo), _ChainedMerges(repo)
+    loop = bool(branches) and strategy != MergeStrategy.MANUAL and not fast_path
+    if loop:
+        writer.start()
+        chained.warm()
+    try:
+        *infos, current = read_commits(repo, [*names, target])
+        for name, info in zip(names, infos):
+            if info is None:
+                raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+    except BaseException:
+        chained.close()
+        writer.close(kill=True)
+        raise
     known = [info for info in infos if info]
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
-    files = changed_files(repo, base_commit, oids)
-    changes = {w: WorkerChanges(w, b, c, tuple(sorted(files[c]))) for w, b, c in inputs}
-    comparison = tuple(changes[w] for w, _, _ in inputs)
-    if strategy == MergeStrategy.MANUAL:
-        tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
-        named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
-        report = predict_conflicts(repo, base, named)
-        command = " && ".join(f"git merge {b}" for _, b in named)
-        # An earlier merge's result goes: the branch never holds work this record does not list.
-        kept_in = remove_ref(repo, target, old, under=under) if into is None and old else None
-        removed = bool(into is None and old and kept_in is None)
-        left = tuple(w for w, _, _ in inputs)
-        return MergeOutcome(strategy, base_commit, target, None, (), left, report, comparison, command, (), old, removed, kept_in)
+    told = _WhatChanged(repo, base_commit, inputs, background=loop)
+    try:
+        if strategy != MergeStrategy.MANUAL:
+            told.want_identity()
+        if strategy == MergeStrategy.MANUAL:
+            tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
+            named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
+            report = predict_conflicts(repo, base, named)
+            command = " && ".join(f"git merge {b}" for _, b in named)
+            # An earlier merge's result goes: the branch never holds work this record does not list.
+            kept_in = remove_ref(repo, target, old, under=under) if into is None and old else None
+            removed = bool(into is None and old and kept_in is None)
+            left = tuple(w for w, _, _ in inputs)
+            return MergeOutcome(
+                strategy, base_commit, target, None, (), left, report, told.comparison, command, (), old, removed, kept_in
+            )
 
-    # Every commit of the job carries the newest input's date: a re-run makes the same ids.
-    when = f"{max(info.time for info in known)} +0000"
-    who = identity_of(repo)
-    head, head_tree = base_commit, known[0].tree
-    already: set[str] = set()
-    if onto is not None:
-        start = read_commits(repo, [onto])[0]
-        if start is None:
-            raise ValidationError(f"{onto!r} is not a commit in {repo}")
-        head, head_tree, fast_path = start.oid, start.tree, False
-        already = squashed_in(repo, base_commit, head)
-    merged: list[str] = []
-    unchanged: list[str] = []
-    skipped: list[str] = []
-    conflicts: list[FileConflict] = []
-    fast = _disjoint_merge(repo, base_commit, inputs, files, when, root_id, strategy, sources, who, into) if fast_path else None
-    if fast:
-        head, merged, unchanged = fast
-        inputs = []  # all merged at once
-    for index, (worker, _, commit) in enumerate(inputs):
-        # Squashed in as it passed its gates, or merged with its history (an older version's branch)
-        if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
-            (merged if files[commit] else unchanged).append(worker)
-            continue
-        result = _merge_tree(repo, head, commit)
-        tree = result.tree
-        if result.clean and tree == head_tree:  # nothing the result does not hold already
-            unchanged.append(worker)
-            continue
-        if not result.clean:
-            earlier = list(merged)
-            if strategy == MergeStrategy.AUTO:
-                conflicts += _conflicts(repo, result, changes, earlier, worker)
-                skipped = [w for w, _, _ in inputs[index:]]
-                conflicts += _predict_rest(repo, head, inputs[index + 1 :], changes, merged)
-                break
-            tree, hunks = _resolve_theirs(repo, result)
-            conflicts += _conflicts(repo, result, changes, earlier, worker, hunks, resolved_by=worker)
-        head, head_tree = _commit(repo, tree, head, sources[worker].message(root_id, strategy, into), when, who), tree
-        merged.append(worker)
+        # Every commit of the job carries the newest input's date: a re-run makes the same ids.
+        when = f"{max(info.time for info in known)} +0000"
+        head, head_tree = base_commit, known[0].tree
+        already: set[str] = set()
+        if onto is not None:
+            start = read_commits(repo, [onto])[0]
+            if start is None:
+                raise ValidationError(f"{onto!r} is not a commit in {repo}")
+            head, head_tree, fast_path = start.oid, start.tree, False
+            already = squashed_in(repo, base_commit, head)
+        merged: list[str] = []
+        unchanged: list[str] = []
+        skipped: list[str] = []
+        conflicts: list[FileConflict] = []
+        fast = (
+            _disjoint_merge(repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into)
+            if fast_path
+            else None
+        )
+        if fast:
+            head, merged, unchanged = fast
+            inputs = []  # all merged at once
+        if inputs:
+            writer.start()
+            chained.warm()
+        for index, (worker, _, commit) in enumerate(inputs):
+            # Squashed in as it passed its gates, or merged with its history (an older version's branch)
+            if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
+                (merged if told.files[commit] else unchanged).append(worker)
+                continue
+            result = chained.merge(head, commit, more=index + 1 < len(inputs))
+            tree = result.tree
+            if result.clean and tree == head_tree:  # nothing the result does not hold already
+                unchanged.append(worker)
+                continue
+            if not result.clean:
+                earlier = list(merged)
+                if strategy == MergeStrategy.AUTO:
+                    conflicts += _conflicts(repo, result, told.changes, earlier, worker)
+                    skipped = [w for w, _, _ in inputs[index:]]
+                    conflicts += _predict_rest(repo, head, inputs[index + 1 :], told.changes, merged)
+                    break
+                tree, hunks = _resolve_theirs(repo, result)
+                conflicts += _conflicts(repo, result, told.changes, earlier, worker, hunks, resolved_by=worker)
+            message = sources[worker].message(root_id, strategy, into)
+            head, head_tree = writer.commit(tree, head, message, when, told.who), tree
+            merged.append(worker)
+    except BaseException:
+        writer.close(kill=True)
+        raise
+    finally:
+        chained.close()
+        told.close()
+    writer.close()
+    comparison = told.comparison
     failpoints.hit("merge_before_update_ref")
     if head != old:
         update_ref(repo, target, head, old, under=under)
