@@ -100,7 +100,9 @@ def crash_while_running(rig, tasks, config=None, *, recorded=True):
     job = rig.submit(tasks, config)
     rig.started(1)
     if recorded:
-        until(lambda: rig.fake.handles[0].waits, "its first wait")
+        # worker_1's own handle: with candidates, worker_2's may be the first to start, and a
+        # clock moved on before worker_1's first wait fixed its end would never reach it
+        until(lambda: any(h.waits for h in rig.fake.handles if h.worker == "worker_1"), "worker_1's first wait")
         rig.clock.advance(0.5)  # past execution.RUNNING_RECORD_DELAY
         until(lambda: on_disk(rig, job, "worker_1").status is WorkerStatus.RUNNING, "the running record on disk")
     rig.restart()
