@@ -200,7 +200,11 @@ def run_attacks(arena: Arena, engine, mode: str) -> dict:
     before = arena.snapshot()
     job = engine.submit("hostile", {"max_workers": 6}, tasks)
     sleeping = victim_pid(engine, job)
-    arena.pids_file.write_text(json.dumps({"the server (a stand-in)": arena.decoy.pid, "a sibling worker": sleeping}))
+    # Made aside and renamed in: the worker polls for the file, and one seen empty, mid-write,
+    # read as no JSON and ended its kills unreported
+    aside = arena.pids_file.with_suffix(".part")
+    aside.write_text(json.dumps({"the server (a stand-in)": arena.decoy.pid, "a sibling worker": sleeping}))
+    aside.replace(arena.pids_file)
     dropper = wait_until(lambda: (w := worker(engine, job, "worker_5")).status.terminal and w, 30, "the tag-dropper's end")
     ended = dropper.attempts[-1].ended_at or time.time()
     alive = wait_until(lambda: (not sleepers(marker) or mode == "off") and time.time(), KILL_GRACE + 5, "its child gone")
