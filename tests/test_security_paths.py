@@ -168,6 +168,9 @@ def test_every_id_in_every_route_refuses_traversal_and_touches_no_file(make_live
     live = make_live(api={"long_poll_max": 1, "rate_limit_failed_auth": 0}, simulated={"duration": 0.01})
     job_id = live.submit(request="x", tasks=["a", "b"]).json()["job_id"]
     live.wait(job_id)
+    # The job index re-reads a tree from disk when its root job ends, on its own writer thread:
+    # a listing waits for that writer (and its read takes SQLite's read mark) before the snapshot.
+    assert live.call("GET", "/api/v1/jobs").status_code == 200
     canary = make_canary(tmp_path)
     roots = [tmp_path, *repo_files(), Path("/etc/passwd"), Path("/etc/hostname")]
     before = fs_snapshot(*roots)
