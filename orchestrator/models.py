@@ -462,10 +462,18 @@ def _shallow(record: _T) -> _T:
         return dup
     # Slotted (a worker and its attempts, 10,000s of them): its fields given to its __init__ in
     # order (no default factory runs for a field given); a few us a record more than the dict copy.
-    fields: Any = cls
-    getter = _GETTERS.get(cls) or _GETTERS.setdefault(cls, operator.attrgetter(*(f.name for f in dataclasses.fields(fields))))
+    getter = _GETTERS.get(cls) or _GETTERS.setdefault(cls, _init_getter(cls))
     copied: _T = cls(*getter(record))
     return copied
+
+
+def _init_getter(cls: Any) -> Callable[[Any], Any]:
+    """``record -> its fields in __init__'s order``, for a class whose __init__ takes every field
+    and does nothing else: a field left out of it, or a __post_init__, would make that a new record."""
+    fields = dataclasses.fields(cls)
+    if any(not f.init for f in fields) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: _shallow copies through __init__, which must take every field and do nothing else")
+    return operator.attrgetter(*(f.name for f in fields))
 
 
 # The records there are many of (WorkerRecord, Attempt) have __slots__: 53 fields in a

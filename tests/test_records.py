@@ -211,3 +211,33 @@ def test_job_and_worker_records_written_before_the_typed_fields_round_trip() -> 
     assert bare.merge is None and bare.to_dict()["merge"] is None
     plain = WorkerRecord.from_dict({k: v for k, v in json.loads(WORKER_JSON).items() if k not in ("gates", "integrated")})
     assert plain.gates == [] and plain.integrated is None
+
+
+def test_a_slotted_record_copy_refuses_a_class_its_init_would_change() -> None:
+    # Given slotted records whose __init__ would not rebuild the same record from its fields
+    from dataclasses import dataclass, field
+
+    import pytest
+
+    from orchestrator.models import _shallow
+
+    @dataclass(slots=True)
+    class Derived:
+        a: int
+        b: int = field(init=False, default=0)
+
+    @dataclass(slots=True)
+    class Normalised:
+        a: int
+
+        def __post_init__(self) -> None:
+            self.a = abs(self.a)
+
+    # When each is copied, Then the copy is refused with the reason, never made different
+    for record in (Derived(1), Normalised(-1)):
+        with pytest.raises(TypeError, match="must take every field and do nothing else"):
+            _shallow(record)
+    # And the worker record's copy is a field-for-field equal, distinct record
+    worker = WorkerRecord.from_dict(json.loads(WORKER_JSON))
+    copied = _shallow(worker)
+    assert copied == worker and copied is not worker and copied.attempts is worker.attempts
