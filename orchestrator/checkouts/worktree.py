@@ -420,9 +420,9 @@ def _written_submodules(directory: Path) -> list[str]:
 class Retirer:
     """Removes finished workers' worktrees on one background thread, in batches: each folder is
     first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
-    then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) go
-    under the repository's lock, a few ``rmtree`` of small folders and no git process, so a
-    waiting ``worktree add`` waits for no deletion. What ``git worktree remove`` does, without its
+    then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
+    renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
+    and deleted after it, so a waiting ``worktree add`` waits for no deletion. What ``git worktree remove`` does, without its
     checks for changes (the work is committed) and its process per worktree."""
 
     def __init__(self, repo: Path) -> None:
@@ -495,10 +495,20 @@ class Retirer:
             admins.append(admin)
         if not admins:
             return
-        with repo_lock(self.repo):  # never while an add reads .git/worktrees
+        # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
+        # never meets a half-deleted entry), under the lock an add holds; deleted after it.
+        gone = []
+        with repo_lock(self.repo):
             for admin in admins:
-                shutil.rmtree(admin, ignore_errors=True)
-        self.removed += len(admins)
+                aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
+                try:
+                    os.rename(admin, aside)
+                    gone.append(aside)
+                except OSError:
+                    log.warning("could not remove the worktree entry %s", admin, exc_info=True)
+        for aside in gone:
+            shutil.rmtree(aside, ignore_errors=True)
+        self.removed += len(gone)
 
 
 _RETIRERS: dict[str, Retirer] = {}
