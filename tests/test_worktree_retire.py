@@ -5,6 +5,7 @@ a job's deletion) reads its branch, with real git and real processes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 
@@ -137,3 +138,18 @@ def test_a_graph_workers_changes_are_asked_once_and_a_gates_files_are_still_comm
     record = workers(engine, job)["worker_1"]
     assert record.status is WorkerStatus.SUCCESS and len(asked) == 2  # the gate ran in it: asked again
     assert record.files_created == ["a.txt"]  # as before this change: a gate's files are not the worker's work
+
+
+def test_an_entry_a_stopped_server_renamed_out_but_never_deleted_goes_at_the_next_start(hosted):
+    from orchestrator.checkouts.worktree import prune_stale
+
+    host, folder, _ = hosted
+    dead = host / ".git" / "orchestrator-retired-worker_9-999999999-1"  # no such pid
+    mine = host / ".git" / f"orchestrator-retired-worker_8-{os.getppid()}-1"  # a live server's (the test's parent)
+    for leftover in (dead, mine):
+        leftover.mkdir()
+        (leftover / "gitdir").write_text("/nowhere/.git\n")
+    before = snapshot(host, folder)
+    prune_stale(host, folder / "workspace")
+    assert not dead.exists() and mine.exists()
+    assert snapshot(host, folder) == before

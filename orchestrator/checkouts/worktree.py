@@ -585,6 +585,7 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
     worktree whose folder is only away for now (an unmounted disk), so each entry is removed
     by its path. Returns the paths whose entries went."""
     flush_retired(repo)
+    _sweep_retired(repo)
     pruned = []
     for entry in worktree_list(repo):
         dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
@@ -595,6 +596,31 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
             except GitError:
                 log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
     return pruned
+
+
+def _sweep_retired(repo: Path) -> None:
+    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete (a server
+    stopped in between): deleted, unless their server (the pid in the name) still runs."""
+    try:
+        common = Path(run_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip())
+        leftovers = list(common.glob("orchestrator-retired-*"))
+    except (GitFailed, OrchestratorError, OSError):
+        return
+    for folder in leftovers:
+        parts = folder.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) != os.getpid() and _alive(int(parts[1])):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _interrupted(directory: Path) -> bool:
