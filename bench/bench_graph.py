@@ -102,7 +102,7 @@ def longest_path(deps: Mapping[str, Sequence[str]], duration: Mapping[str, float
 
 
 # -- the orchestrator ----------------------------------------------------------------------
-def orchestrator_settings(base_dir: Path, tasks: int, concurrency: int, worktree: bool) -> Settings:
+def orchestrator_settings(base_dir: Path, tasks: int, concurrency: int, worktree: bool, remove: bool = False) -> Settings:
     return load_settings(
         base_dir=base_dir,
         environ={},
@@ -115,7 +115,7 @@ def orchestrator_settings(base_dir: Path, tasks: int, concurrency: int, worktree
                 "max_retries": 0,
             },
             "recursion": {"max_workers_per_root": max(tasks, 100)},
-            "git": {"isolation": "worktree", "repo": "."}
+            "git": {"isolation": "worktree", "repo": ".", "remove_worker_worktrees": remove}
             if worktree
             else {"isolation": "folder"},  # the repository is the folder
         },
@@ -144,12 +144,14 @@ class Round:
     tail: float = 0.0  # the last attempt's end to the job seen terminal (last records, reports)
 
 
-def run_orchestrator(deps: dict[str, list[str]], concurrency: int, worktree: bool, folders: list[Path]) -> Round:
+def run_orchestrator(
+    deps: dict[str, list[str]], concurrency: int, worktree: bool, folders: list[Path], remove: bool = False
+) -> Round:
     base = Path(tempfile.mkdtemp(prefix="bench-graph-"))
     folders.append(base)
     if worktree:
         make_repo(base)
-    engine = Engine(orchestrator_settings(base, len(deps), concurrency, worktree))
+    engine = Engine(orchestrator_settings(base, len(deps), concurrency, worktree, remove))
     try:
         tasks = [{"id": t, "task": f"noop {t}", "depends_on": d} for t, d in deps.items()]
         start, submitted = time.perf_counter(), time.time()
@@ -270,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="workers alive at once (default 16)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median round is the result (default 3)")
     parser.add_argument("--worktree", action="store_true", help="run in a git repository, a worktree per worker")
+    parser.add_argument(
+        "--remove-worktrees",
+        action="store_true",
+        help="with --worktree: git.remove_worker_worktrees (a finished worker's worktree goes once committed)",
+    )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare Python scheduler reference")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temp workspaces")
@@ -292,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     folders: list[Path] = []
     try:
         for r in range(1, args.repeat + 1):
-            one = run_orchestrator(deps, args.concurrency, args.worktree, folders)
+            one = run_orchestrator(deps, args.concurrency, args.worktree, folders, args.remove_worktrees)
             rounds.append(one)
             print(
                 f"  round {r}/{args.repeat} orchestrator  wall {one.wall:7.3f} s  critical path {one.critical:7.3f} s "

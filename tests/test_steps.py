@@ -61,8 +61,9 @@ def test_steps_run_in_order_after_a_successful_attempt_and_see_its_work(seamed):
         ("first", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
         ("second", 1, WorkerStatus.SUCCESS, folder, ["a.txt"], "done", "worker_1", 1),
     ]
-    # the steps' changes were asked of the Checkout once, and again after the last attempt
-    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "changes", "cleanup"]
+    # the steps' changes were asked of the Checkout once, and are the last attempt's final ones
+    # (no step ran anything in its directory since: not asked again)
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "cleanup"]
 
 
 def test_steps_do_not_run_after_a_failed_attempt(seamed):
@@ -102,8 +103,9 @@ def test_a_step_asking_for_a_retry_gets_a_second_attempt_which_then_passes(seame
     log = log_of(engine, worker)
     assert "===== attempt 1 failed (step gate asked for a retry: tests failed); retry 1/2 in 0." in log
     assert "===== attempt 2/3 started " in log
-    # and the Checkout reset the directory before the retry, once
-    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "reset", "changes", "changes", "cleanup"]
+    # and the Checkout reset the directory before the retry, once; the second attempt's steps'
+    # changes are its final ones
+    assert [c[0] for c in engine.checkout.calls] == ["prepare", "changes", "reset", "changes", "cleanup"]
     assert engine.checkout.calls[-1] == ("cleanup", "worker_1", True)
 
 

@@ -161,6 +161,11 @@ class Checkout(ABC):
         ``changes`` tells it (a worktree commits it first), so nothing it wrote is lost."""
         return self.changes(record)
 
+    def retire(self, record: WorkerRecord, job: JobRecord) -> bool:
+        """A finished worker's final record is on disk: what it worked in may go (a worktree,
+        its branch staying). Returns whether something is going; a folder stays."""
+        return False
+
     def worktrees(self) -> Worktrees | None:
         """The checkout it makes worktrees with; None: it makes none. May raise GitError when it
         would but finds no host repository."""
@@ -224,12 +229,14 @@ def discard(checkout: Checkout, record: WorkerRecord) -> None:
         log.exception("checkout %s could not throw away what worker %s left", checkout.name, record.key)
 
 
-def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool) -> Changes:
+def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool, known: Changes | None = None) -> Changes:
     """After a worker's last attempt: its changes, then its cleanup. Never raises (see the
-    module docstring): the engine calls this where an exception would strand the worker."""
+    module docstring): the engine calls this where an exception would strand the worker.
+    ``known``: the changes its last attempt's steps already asked for, still current (nothing
+    ran in its directory since): taken as they are, with no second commit step."""
     changes = Changes()
     try:
-        changes = checkout.changes(record)
+        changes = known if known is not None else checkout.changes(record)
     except Exception:
         log.exception("checkout %s could not tell what worker %s changed", checkout.name, record.key)
     try:

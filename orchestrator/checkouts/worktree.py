@@ -18,6 +18,13 @@ reset    before a retry: the failed attempt's leftovers are committed (its check
 changes  commits what the worker left (respecting .gitignore) as the orchestrator, then tells
          the branch, its commit and what changed since the worker's base
 cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deliverable)
+retire   with ``git.remove_worker_worktrees`` (off by default: a worker's folder is then what it
+         was), once its final record is on disk with its commit (engine/worker_thread.py), a worker
+         with no child job (they merge into its worktree) and no candidate (the judge runs in
+         its folder) has its worktree removed on a background thread (``Retirer``); its branch
+         stays, and everything that reads its work reads the branch or the commit. So the
+         repository's live worktrees are bounded by the workers running, not the workers run,
+         and each ``worktree add`` (which reads every worktree) stays cheap.
 ======== ================================================================================
 
 ``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
@@ -43,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +110,7 @@ class WorktreeCheckout(Checkout):
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
         # merge into it (engine/nesting.py) never interleave.
         self._held: dict[Path, threading.RLock] = {}
+        self.retirer = retirer_of(repo)
         # worktree -> the last ``changes``' (base, commit, start) and what it found (until its cleanup)
         self._diffs: dict[Path, tuple[tuple[str, str, str], tuple[list[dict[str, str]], str, bool]]] = {}
 
@@ -153,6 +162,7 @@ class WorktreeCheckout(Checkout):
     # -- the seam ------------------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         directory = self.directory(record)
+        self.retirer.wait_for(directory)  # (a worker run again under the same name: its old worktree gone first)
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
         if (directory / ".git").exists():
             if record.attempts or not _interrupted(directory):
@@ -306,6 +316,21 @@ class WorktreeCheckout(Checkout):
     def worktrees(self) -> WorktreeCheckout:
         return self
 
+    def retire(self, record: WorkerRecord, job: JobRecord) -> bool:
+        """A finished worker's worktree goes, on the retirer's thread, once its work is committed
+        (``record.commit``, its final record on disk): not a worker with child jobs (their work
+        is merged into its worktree) nor a candidate (the judge runs in its folder). Its branch
+        stays. Returns whether it was queued."""
+        if not self.settings.git.remove_worker_worktrees:
+            return False  # kept until the job lands or git.keep_worktrees_days (checkouts/lifetime.py)
+        if record.commit is None or record.child_job_ids or record.candidate is not None:
+            return False
+        directory = self.directory(record)
+        if not (directory / ".git").is_file():
+            return False
+        self.retirer.put(directory)
+        return True
+
     def keep_args(self, directory: Path) -> list[str]:
         return self.bootstrap.keep_args(directory)
 
@@ -392,6 +417,118 @@ def _written_submodules(directory: Path) -> list[str]:
     return found
 
 
+class Retirer:
+    """Removes finished workers' worktrees on one background thread, in batches: each folder is
+    first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
+    then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
+    renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
+    and deleted after it, so a waiting ``worktree add`` waits for no deletion. What ``git worktree remove`` does, without its
+    checks for changes (the work is committed) and its process per worktree."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self._cond = threading.Condition()
+        self._queue: list[Path] = []
+        self._pending: set[Path] = set()  # queued or being removed
+        self._thread: threading.Thread | None = None
+        self.removed = 0
+
+    def put(self, directory: Path) -> None:
+        with self._cond:
+            if directory in self._pending:
+                return
+            self._pending.add(directory)
+            self._queue.append(directory)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="worktree-retirer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait_for(self, directory: Path) -> None:
+        """Until ``directory`` is no longer queued nor being removed."""
+        with self._cond:
+            while directory in self._pending:
+                self._cond.wait(1.0)
+
+    def flush(self) -> None:
+        """Until everything queued so far is removed (before a tree's clean-up lists its worktrees)."""
+        with self._cond:
+            while self._pending:
+                self._cond.wait(1.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if not self._cond.wait(30.0) and not self._queue:
+                        self._thread = None  # idle: a later put starts another
+                        return
+                batch, self._queue = self._queue, []
+            try:
+                self._remove(batch)
+            except Exception:
+                log.exception("could not remove %d finished worktree(s)", len(batch))
+            finally:
+                with self._cond:
+                    self._pending.difference_update(batch)
+                    self._cond.notify_all()
+
+    def _remove(self, batch: list[Path]) -> None:
+        admins = []
+        for directory in batch:
+            admin = linked_git_dir(directory)
+            if admin is None:
+                continue
+            try:
+                named = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+            except OSError:
+                continue
+            if named != directory / ".git" and named.resolve() != (directory / ".git").resolve():
+                continue  # not this folder's entry: never touch another worktree's
+            aside = directory.with_name(f".retired_{directory.name}_{os.getpid()}_{threading.get_ident()}")
+            try:
+                os.rename(directory, aside)
+            except OSError:
+                log.warning("could not remove finished worktree %s", directory, exc_info=True)
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+            admins.append(admin)
+        if not admins:
+            return
+        # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
+        # never meets a half-deleted entry), under the lock an add holds; deleted after it.
+        gone = []
+        with repo_lock(self.repo):
+            for admin in admins:
+                aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
+                try:
+                    os.rename(admin, aside)
+                    gone.append(aside)
+                except OSError:
+                    log.warning("could not remove the worktree entry %s", admin, exc_info=True)
+        for aside in gone:
+            shutil.rmtree(aside, ignore_errors=True)
+        self.removed += len(gone)
+
+
+_RETIRERS: dict[str, Retirer] = {}
+_RETIRERS_GUARD = threading.Lock()
+
+
+def retirer_of(repo: Path) -> Retirer:
+    """The one Retirer of a repository in this server."""
+    with _RETIRERS_GUARD:
+        return _RETIRERS.setdefault(str(repo.resolve()), Retirer(repo))
+
+
+def flush_retired(repo: Path) -> None:
+    """Wait for the finished worktrees queued for removal in ``repo``, if any."""
+    with _RETIRERS_GUARD:
+        found = _RETIRERS.get(str(repo.resolve()))
+    if found is not None:
+        found.flush()
+
+
 def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: bool = False) -> Deleted:
     """A deleted job's worktrees and branches: every worktree of the repository on a branch
     under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
@@ -430,6 +567,7 @@ def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id:
 def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
     """Remove a job tree's worktrees (``job_worktrees``), folders and git's entries; their
     branches stay. Returns the paths removed."""
+    flush_retired(repo)  # a finished worker's worktree being removed meanwhile is done first
     removed = []
     for path in job_worktrees(repo, settings, workspace, root_id):
         try:
@@ -446,6 +584,8 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
     mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
     worktree whose folder is only away for now (an unmounted disk), so each entry is removed
     by its path. Returns the paths whose entries went."""
+    flush_retired(repo)
+    _sweep_retired(repo)
     pruned = []
     for entry in worktree_list(repo):
         dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
@@ -456,6 +596,31 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
             except GitError:
                 log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
     return pruned
+
+
+def _sweep_retired(repo: Path) -> None:
+    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete (a server
+    stopped in between): deleted, unless their server (the pid in the name) still runs."""
+    try:
+        common = Path(run_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip())
+        leftovers = list(common.glob("orchestrator-retired-*"))
+    except (GitFailed, OrchestratorError, OSError):
+        return
+    for folder in leftovers:
+        parts = folder.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) != os.getpid() and _alive(int(parts[1])):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _interrupted(directory: Path) -> bool:
@@ -517,6 +682,15 @@ class IsolatedCheckout(Checkout):
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)
+
+    def retire(self, record: WorkerRecord, job: JobRecord) -> bool:
+        if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:
+            return False
+        try:
+            return self._worktree_for().retire(record, job)
+        except (GitFailed, OrchestratorError, OSError):
+            log.warning("could not queue the worktree of worker %s for removal", record.key, exc_info=True)
+            return False
 
     def worktrees(self) -> WorktreeCheckout:
         """The host repository's worktree checkout (GitError when there is none)."""

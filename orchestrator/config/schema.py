@@ -355,6 +355,12 @@ class GitSettings(Section):
         min=0,
         max=36500,
     )
+    remove_worker_worktrees: bool = setting(
+        False,
+        "remove each worker's worktree as soon as its work is committed on its branch (not one with child jobs or "
+        "a candidate's: they keep it as before): the repository then holds only the running workers' worktrees, so "
+        "each new one stays cheap to add; the worker's folder is gone, its branch, diff and results stay",
+    )
     approval: ApprovalMode = setting(
         ApprovalMode.NONE,
         "none (a root job lands its result when its workers are done), before_merge (it stops in the waiting state, "

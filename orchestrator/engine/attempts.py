@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import failpoints, protocol, states
+from ..checkouts.checkout import Changes
 from ..errors import ConfigError
 from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 from ..process.executor import AttemptHandle
@@ -133,6 +134,8 @@ class WorkerExecution:
         self.job: JobRecord | None = live.job
         self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
+        # The changes the last attempt's steps asked for, while still current (StepContext.known_changes).
+        self.known_changes: Changes | None = None
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
         self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
@@ -171,6 +174,7 @@ class WorkerExecution:
                 if self.cancel.is_set():
                     break
                 outcome, retry = self._attempt(number, self.config.max_retries + 1 + transients)
+            self.known_changes = None  # (a retry's attempt changed the directory)
             if outcome.parsed is not None:
                 paid.append(outcome.parsed)
             own: tuple[str, int] | None = None  # a step's retry with a budget of its own: (step, budget)
@@ -209,6 +213,7 @@ class WorkerExecution:
                     outcome.exit_reason += f"; no retries left (max_retries={self.config.max_retries})"
                     self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
                 break
+            self.known_changes = None  # a retry resets or goes on in the directory: asked again at the end
             self.sweep()  # nothing of the failed attempt may run beside the next one
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
             if self.clock.wait(self.cancel, delay):
@@ -240,6 +245,7 @@ class WorkerExecution:
         try:
             found = run_steps(self.steps, ctx)
         finally:
+            self.known_changes = ctx.known_changes()
             if ctx.updates:
                 with self.tables.locked():
                     for key, value in ctx.updates.items():

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from .. import failpoints
-from ..checkouts.checkout import CheckoutFailed, discard, finish_checkout
+from ..checkouts.checkout import Changes, CheckoutFailed, discard, finish_checkout
 from ..models import WorkerRecord, WorkerStatus
 from ..process.cgroups import DISK_CAP
 from ..process.executor import AttemptHandle
@@ -84,8 +84,9 @@ class WorkerRunner:
 
     def run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
+        known: Changes | None = None  # its last attempt's changes, when its steps asked for them
         try:
-            outcome, sweep = self.execute(live, adopted)
+            outcome, sweep, known = self.execute(live, adopted)
         except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
             if exc.cancelled:
                 outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
@@ -110,7 +111,10 @@ class WorkerRunner:
         sweep()  # before its files are listed and before it is reported ended
         if outcome.exit_reason.startswith(DISK_CAP):  # its excess files go, rather than onto its branch
             discard(self.checkout, rec)
-        changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS)
+            known = None
+        if rec.child_job_ids:  # a child job's merge into its worktree may have come since its steps asked
+            known = None
+        changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
         with self.tables.locked():
             changes.apply_to(rec)
             if not early:
@@ -127,6 +131,8 @@ class WorkerRunner:
             snapshot.write()
         elif settled is not None:
             self.finishing.publish_final(live, *settled)  # writes the record once, with its final status
+            # On disk with its commit: its worktree may go now (its branch stays; checkouts/worktree.py).
+            self.checkout.retire(rec, live.job)
 
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
         """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against
@@ -138,8 +144,9 @@ class WorkerRunner:
         self.finishing.record_outcome(live, outcome)
         self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
-    def execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None]]:
-        """Run the worker's attempts; returns the outcome and the sweep of its last attempt's leftovers."""
+    def execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None], Changes | None]:
+        """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers
+        and the changes its last attempt's steps asked for, when still current (else None)."""
         rec, job = live.record, live.job
         cfg = job.config
         adapter = get_adapter(rec.kind)
@@ -168,7 +175,7 @@ class WorkerRunner:
         if adopted is not None and adopted.attempt is not None:
             resume = (adopted.attempt, self.adopt(live, adopted))
         try:
-            return execution.run(resume), execution.sweep
+            return execution.run(resume), execution.sweep, execution.known_changes
         finally:
             live.execution = None
 

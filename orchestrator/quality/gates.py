@@ -232,6 +232,7 @@ class GateStep(Step):
             todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
             if not todo:
                 return PASS
+            ctx.touched = True  # its gates run in the worker's directory from here
             try:
                 for index, gate in enumerate(todo):
                     try:

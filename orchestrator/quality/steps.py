@@ -92,6 +92,9 @@ class StepContext:
     job: JobRecord | None = None  # the worker's job (its config: gates, ownership; its graph's nodes)
     env: dict[str, str] = field(default_factory=dict)  # the worker's environment
     updates: dict[str, Any] = field(default_factory=dict)  # record field -> value, set after the steps
+    # A step ran processes in ``directory`` after ``changes`` was asked (a gate): what it found may
+    # be out of date, so the engine asks the Checkout again after the last attempt.
+    touched: bool = False
     _changes: Changes | None = field(default=None, init=False, repr=False)
 
     def changes(self) -> Changes:
@@ -100,6 +103,12 @@ class StepContext:
         if self._changes is None:
             self._changes = self.checkout.changes(self.record)
         return self._changes
+
+    def known_changes(self) -> Changes | None:
+        """The changes asked for by a step, when still what the directory holds (no step ran
+        anything there since); None otherwise. ``finish_checkout`` takes them instead of asking
+        the Checkout a second time for the same attempt (engine/worker_thread.py)."""
+        return None if self.touched else self._changes
 
 
 class Step(ABC):

@@ -1,0 +1,155 @@
+"""``git.remove_worker_worktrees``: a finished worker's worktree goes once its work is committed
+(its branch stays), so the repository's live worktrees are bounded by the workers running; and
+what reads a finished worker's work (its record, its diff, a merge again, a restarted server,
+a job's deletion) reads its branch, with real git and real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import pytest
+
+from orchestrator.checkouts.worktree import flush_retired
+from orchestrator.git import diffs
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import run_job
+from .helpers.worktree import git, snapshot, workers
+
+pytestmark = pytest.mark.slow
+
+REMOVE = {"remove_worker_worktrees": True}
+
+
+def live_worktrees(repo) -> list[str]:
+    """The repository's worktrees inside the orchestrator's workspace."""
+    return [
+        line
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ") and "/workspace/" in line
+    ]
+
+
+def test_live_worktrees_stay_bounded_by_the_workers_running_and_none_is_left(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(git=REMOVE)
+    peak, stop = [0], threading.Event()
+
+    failed: list[str] = []
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            listed = subprocess.run(["git", "-C", str(host), "worktree", "list", "--porcelain"], capture_output=True, text=True)
+            # git fails to list while an add is making an entry ("failed to read .git/worktrees/<id>/commondir",
+            # git's own race, bench/README.md); a removal renames its entry out in one step, never half-deleted
+            if listed.returncode:
+                failed.append(listed.stderr)
+                continue
+            peak[0] = max(
+                peak[0], sum("/workspace/" in line for line in listed.stdout.splitlines() if line.startswith("worktree "))
+            )
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        tasks = [f"echo {i} > f{i}.txt" for i in range(14)]
+        job = run_job(engine, "many", tasks, {"isolation": "worktree", "max_workers": 2}, timeout=120)
+    finally:
+        stop.set()
+        sampler.join()
+    assert job.status is JobStatus.COMPLETED
+    flush_retired(host)
+    # 2 running, plus at most the finished ones still being removed on the retirer's thread
+    assert 0 < peak[0] <= 6, peak[0]
+    assert live_worktrees(host) == []
+    found = workers(engine, job)
+    for i in range(14):
+        record = found[f"worker_{i + 1}"]
+        assert record.status is WorkerStatus.SUCCESS and record.files_created == [f"f{i}.txt"]
+        assert git(host, "rev-parse", record.branch).strip() == record.commit  # the branch stays
+        assert git(host, "show", f"{record.commit}:f{i}.txt") == f"{i}\n"
+        assert not engine.workspace.worker_dir(job.id, 0, record.name).exists()
+    assert not list(engine.workspace.job_dir(job.id).glob("depth_0/.retired_*"))
+    assert snapshot(host, folder) == before
+
+
+def test_results_diff_merge_restart_and_delete_read_the_branches_of_removed_worktrees(hosted):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(git=REMOVE)
+    job = run_job(engine, "two", ["echo a > a.txt && echo more >> app.py", "echo b > b.txt"], {"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    flush_retired(host)
+    assert live_worktrees(host) == []
+    w1 = workers(engine, job)["worker_1"]
+    assert w1.files_created == ["a.txt"] and {f["path"] for f in w1.files_changed} == {"a.txt", "app.py"}
+    assert "2 files changed" in (w1.diffstat or "")
+    # its diff, from its branch
+    found = diffs.worker_diff(engine.queries, engine.settings, engine.workspace, job.id, (0, "worker_1"), 1 << 20)
+    assert "+++ b/a.txt" in found["diff"] and "+more" in found["diff"] and found["to"] == w1.commit
+    # a merge again, manual then auto, from the branches
+    manual = engine.merge(job.id, "manual")
+    assert manual is not None and manual.get("strategy") == "manual"
+    merged = engine.merge(job.id, "auto")
+    assert merged is not None and merged.get("result_commit")
+    assert git(host, "show", f"{merged['result_commit']}:b.txt") == "b\n"
+    engine.shutdown(timeout=10)
+    # a restarted server: the finished workers are kept as they were, not lost
+    again = make(git=REMOVE)
+    records = workers(again, job)
+    assert {r.status for r in records.values()} == {WorkerStatus.SUCCESS}
+    assert records["worker_1"].commit == w1.commit and records["worker_1"].files_created == ["a.txt"]
+    assert not any("lost" in (r.exit_reason or "") for r in records.values())
+    # deleting the job: its branches go (the result's too with all), nothing of the user's
+    again.delete(job.id, all_branches=True)
+    assert not git(host, "for-each-ref", f"refs/heads/orchestrator/{job.id}/worker_1").strip()
+    assert live_worktrees(host) == []
+    assert snapshot(host, folder) == before
+
+
+def test_a_graph_workers_changes_are_asked_once_and_a_gates_files_are_still_committed(hosted, monkeypatch):
+    """The steps' changes (the integration step asked for them) are the final ones: the commit
+    step runs once per worker (it ran twice before); after a gate ran in the worktree they are
+    asked again, as before."""
+    from orchestrator.checkouts.worktree import WorktreeCheckout
+
+    asked: list[str] = []
+    real = WorktreeCheckout.changes
+
+    def counting(self, record):
+        asked.append(record.name)
+        return real(self, record)
+
+    monkeypatch.setattr(WorktreeCheckout, "changes", counting)
+    host, folder, make = hosted
+    engine = make()
+    tasks = [{"id": "one", "task": "echo 1 > one.txt"}, {"id": "two", "task": "echo 2 > two.txt", "depends_on": ["one"]}]
+    job = run_job(engine, "graph", tasks, {"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    found = workers(engine, job)
+    assert sorted(asked) == sorted(found) and len(asked) == 2  # once a worker, not twice
+    assert {r.files_created[0] for r in found.values()} == {"one.txt", "two.txt"}
+    asked.clear()
+    gate = {"name": "build", "run": ["sh", "-c", "echo built > built.txt"]}
+    job = run_job(engine, "gated", ["echo a > a.txt"], {"isolation": "worktree", "gates": [gate], "max_retries": 0})
+    record = workers(engine, job)["worker_1"]
+    assert record.status is WorkerStatus.SUCCESS and len(asked) == 2  # the gate ran in it: asked again
+    assert record.files_created == ["a.txt"]  # as before this change: a gate's files are not the worker's work
+
+
+def test_an_entry_a_stopped_server_renamed_out_but_never_deleted_goes_at_the_next_start(hosted):
+    from orchestrator.checkouts.worktree import prune_stale
+
+    host, folder, _ = hosted
+    dead = host / ".git" / "orchestrator-retired-worker_9-999999999-1"  # no such pid
+    mine = host / ".git" / f"orchestrator-retired-worker_8-{os.getppid()}-1"  # a live server's (the test's parent)
+    for leftover in (dead, mine):
+        leftover.mkdir()
+        (leftover / "gitdir").write_text("/nowhere/.git\n")
+    before = snapshot(host, folder)
+    prune_stale(host, folder / "workspace")
+    assert not dead.exists() and mine.exists()
+    assert snapshot(host, folder) == before
