@@ -505,11 +505,11 @@ def test_a_reconcile_while_start_enqueues_does_not_enqueue_the_attempt_twice(rq,
     node = NodeDouble(redis_server.url, unique_prefix, name="full", slots=0)  # alive, takes nothing
     enqueue, rounds = executor.attempts.enqueue, []
 
-    def reconcile_first(spec, queue=None):  # the listener's round falls between the token and the enqueue
+    def reconcile_first(spec, queue=None, **kwargs):  # the listener's round falls between the token and the enqueue
         if not rounds:
             rounds.append(1)
             executor._reconcile()
-        enqueue(spec, queue)
+        enqueue(spec, queue, **kwargs)
 
     executor.attempts.enqueue = reconcile_first
     try:

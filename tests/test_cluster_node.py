@@ -309,9 +309,9 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4, what="shim, sh and its two sleeps")
     tree = _node_tree(node.pid)
     sleeps = {pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"}
-    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 4  # two pool workers (one runs the attempt), the shim, sh
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers, the horse, the shim, sh
     node.kill()
-    # The parent-death signal takes the pool's workers, the shim and the command (sh).
+    # The parent-death signal takes the pool's workers, the horse, the shim and the command (sh).
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
     wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
     assert not process_alive(shim, None)

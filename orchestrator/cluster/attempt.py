@@ -1,6 +1,5 @@
 """What a node runs for one attempt: ``run(attempt_id, token)`` (attempts.RQ_FUNCTION), called by
-RQ in the main thread of a node's worker process (cluster/node.py: NodeWorker forks no horse),
-with only the attempt's id and fencing token.
+RQ in a node's work horse (cluster/node.py) with only the attempt's id and fencing token.
 
 It claims the attempt (its lease starts), starts the worker with the same runner as a single
 server (process/runner.py: the shim, its own process group, the exit file, and the tag of this run,
@@ -86,10 +85,10 @@ _shared_lock = threading.Lock()
 
 
 def shared_ops(ctx: NodeContext) -> Attempts:
-    """This process's protocol client for the node's Redis: one connection pool (its connections
-    stay open and authenticated from one attempt to the next; the control thread's blocking read
-    takes a connection of its own from it) and the scripts registered once. Keyed by pid too: a
-    forked process starts its own (redis-py also resets a pool inherited across a fork)."""
+    """This process's protocol client for the node's Redis: one connection pool for the attempt's
+    main thread and its control thread (whose blocking read takes a connection of its own from
+    it) instead of a client each, and the scripts registered once. Keyed by pid: a forked process
+    (each RQ work horse) starts its own (redis-py also resets a pool inherited across a fork)."""
     key = (os.getpid(), ctx.url)
     with _shared_lock:
         found = _shared.get(key)
@@ -137,9 +136,8 @@ class _Stop:
 def run(attempt_id: str, token: int) -> int | None:
     """Run one attempt to its end on this node; its status (None: not ours to run any more).
 
-    Called in the main thread of a node's RQ worker (node.NodeWorker runs it in-process): from
-    here to the end a SIGTERM (the node stopping, node.NodePool) asks this attempt to end by the
-    kill ladder and report, instead of the worker's own handler."""
+    From here to the end a SIGTERM (the node stopping, node.NodePool) asks this attempt to end by
+    the kill ladder and report (before the spawn too: it is then ended as soon as it starts)."""
     ctx = node()
     ops = shared_ops(ctx)
     wake = Wakeup()
