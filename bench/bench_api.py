@@ -389,7 +389,9 @@ class Live:
         worker = bin_dir / "worker.sh"
         worker.write_text(WORKER_SH)
         worker.chmod(0o755)
-        (bin_dir / "handoff.py").write_text(HANDOFF_PY)
+        # The worker's PYTHONPATH is the user's (workers/environment.py): the script finds this
+        # checkout's package itself, as a worker's own tooling would.
+        (bin_dir / "handoff.py").write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + HANDOFF_PY)
         self.key = secrets.token_urlsafe(24)  # 32 characters
         self.settings = load_settings(
             base_dir=base,

@@ -58,6 +58,8 @@ from orchestrator.cluster.names import Names  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402
 
 NODES = 3
+TARGET_EXTRA_SLOT_MS = 100.0  # issue 26: a worker attempt on a node costs at most this much slot time beyond local
+TARGET_SPAWN_RATIO = 2.0  # issue 26: spawn -> child running on rq at most this times local (p50)
 
 
 class Nodes:
@@ -248,6 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     local_p50 = statistics.median(local["handoff"]["spawn_to_child"])
     rq_p50 = statistics.median(rq["handoff"]["spawn_to_child"])
     print(f"  ratio rq/local (spawn -> child running, p50): {rq_p50 / local_p50:.2f}x")
+    met = lambda ok: "met" if ok else "not met"  # noqa: E731
+    print(
+        f"RESULT rq executor's extra slot time per worker = {overhead:.1f} ms (target <= {TARGET_EXTRA_SLOT_MS:.0f} ms) "
+        f"{met(overhead <= TARGET_EXTRA_SLOT_MS)}; rq/local wall {ratio:.2f}x; node CPU per worker "
+        f"{rq['noops']['nodes_cpu_per_worker'] * 1000:.1f} ms"
+    )
+    print(
+        f"RESULT rq/local spawn -> child running p50 = {rq_p50 / local_p50:.2f}x "
+        f"({ms(rq_p50)} against {ms(local_p50)}; target <= {TARGET_SPAWN_RATIO:.0f}x) {met(rq_p50 <= TARGET_SPAWN_RATIO * local_p50)}"
+    )
     print(f"load average after: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))

@@ -343,7 +343,9 @@ def test_a_worker_of_a_kind_no_node_runs_fails_after_a_lease_saying_how_to_start
 
 @pytest.mark.chaos  # ~15 s; the quick suite has the executor-level proof above
 def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_engine, redis_server, unique_prefix, tmp_path):
-    engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 3}, workers={"max_retries": 1})
+    # The attempt outlasts the second node's start (a process that registers: seconds under load;
+    # with 3 s it once ended on doomed first at load average 25).
+    engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 8}, workers={"max_retries": 1})
     doomed = real_node(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
     other = None
     try:
@@ -503,11 +505,11 @@ def test_a_reconcile_while_start_enqueues_does_not_enqueue_the_attempt_twice(rq,
     node = NodeDouble(redis_server.url, unique_prefix, name="full", slots=0)  # alive, takes nothing
     enqueue, rounds = executor.attempts.enqueue, []
 
-    def reconcile_first(spec, queue=None):  # the listener's round falls between the token and the enqueue
+    def reconcile_first(spec, queue=None, **kwargs):  # the listener's round falls between the token and the enqueue
         if not rounds:
             rounds.append(1)
             executor._reconcile()
-        enqueue(spec, queue)
+        enqueue(spec, queue, **kwargs)
 
     executor.attempts.enqueue = reconcile_first
     try:

@@ -80,6 +80,23 @@ def client_for(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0, health_check_interval=30)
 
 
+_shared: dict[tuple[int, str], Attempts] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_ops(ctx: NodeContext) -> Attempts:
+    """This process's protocol client for the node's Redis: one connection pool for the attempt's
+    main thread and its control thread (whose blocking read takes a connection of its own from
+    it) instead of a client each, and the scripts registered once. Keyed by pid: a forked process
+    (each RQ work horse) starts its own (redis-py also resets a pool inherited across a fork)."""
+    key = (os.getpid(), ctx.url)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None or found.names != ctx.names:
+            found = _shared[key] = Attempts(client_for(ctx.url), ctx.names)
+        return found
+
+
 def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str]) -> dict[str, str]:
     """The worker's environment on this node: the node's base (its settings, its credentials),
     the spec's protocol variables and the secret ones, and this node's own paths."""
@@ -117,25 +134,39 @@ class _Stop:
 
 
 def run(attempt_id: str, token: int) -> int | None:
-    """Run one attempt to its end on this node; its status (None: not ours to run any more)."""
+    """Run one attempt to its end on this node; its status (None: not ours to run any more).
+
+    From here to the end a SIGTERM (the node stopping, node.NodePool) asks this attempt to end by
+    the kill ladder and report (before the spawn too: it is then ended as soon as it starts)."""
     ctx = node()
-    client = client_for(ctx.url)
-    ops = Attempts(client, ctx.names)
-    spec = _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
-    if spec is None:
-        log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
-        return None
-    mine = ctx.attempts_dir / f"{attempt_id}.json"
-    record = {"id": attempt_id, "tag": spec.run_tag, "started_at": time.time(), "pid": os.getpid()}
-    atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
+    ops = shared_ops(ctx)
+    wake = Wakeup()
+    stop = _Stop(wake)
+    grace = ctx.settings.workers.kill_grace
+    previous = signal.signal(
+        signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
+    )
     try:
-        return _run(ctx, ops, spec)
+        spec = _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
+        if spec is None:
+            log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
+            return None
+        mine = ctx.attempts_dir / f"{attempt_id}.json"
+        record = {"id": attempt_id, "tag": spec.run_tag, "started_at": time.time(), "pid": os.getpid()}
+        atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
+        try:
+            return _run(ctx, ops, spec, stop, wake)
+        finally:
+            mine.unlink(missing_ok=True)
     finally:
-        mine.unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, previous)
+        wake.close()  # a control thread still reading sees ``done`` at its next read (it is a daemon)
 
 
-def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
-    runner = ProcessRunner()
+def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
+    # One attempt per process at a time: its end's tag sweep has nobody to share a /proc scan
+    # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER).
+    runner = ProcessRunner(sweep_gather=0.0)
     secret = read_secret_file(spec.secret_env_file)
     log_path = Path(spec.log_path)
     exit_file = Path(spec.exit_file) if spec.exit_file else None
@@ -158,17 +189,12 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
         _append(log_path, f"===== {note} =====\n")
         _report(ops, spec, ctx, code, None, note)
         return code
-    wake = Wakeup()
-    stop = _Stop(wake)
     grace = ctx.settings.workers.kill_grace
     try:
         if not _retry(lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id), spec.lease):
             stop.request("fenced", signal.SIGTERM, grace, report=False)  # re-enqueued since the claim
     except (redis.ConnectionError, redis.TimeoutError):
         pass  # the renewals end it if Redis stays away for a lease
-    previous = signal.signal(
-        signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
-    )
     done = threading.Event()
     control = threading.Thread(target=_take_control, args=(ctx, spec, stop, done), name=f"control-{spec.id}", daemon=True)
     control.start()
@@ -176,10 +202,8 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec) -> int | None:
         code = _watch(runner, handle, ops, ctx, spec, stop, wake)
     finally:
         done.set()
-        signal.signal(signal.SIGTERM, previous)
     cap = handle.cap_hit  # read before the sweep removes its cgroup
     runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
-    wake.close()  # the control thread sees ``done`` at its next read; nobody waits for it (it is a daemon)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
@@ -232,8 +256,8 @@ def sample_reading(sample: Sample) -> dict[str, object]:
 
 def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: threading.Event) -> None:
     """The control thread: the server's terminate requests for this attempt (its own client:
-    a blocking read must not hold the renewals' connection)."""
-    ops = Attempts(client_for(ctx.url), ctx.names)
+    a blocking read must not hold the renewals' connection: the shared pool gives it another)."""
+    ops = shared_ops(ctx)
     while not done.is_set() and stop.reason is None:
         try:
             message = ops.next_control(spec.id, CONTROL_WAIT)
@@ -244,7 +268,6 @@ def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: thread
             continue
         signum = int(message.get("signal") or signal.SIGTERM)
         stop.request("terminate", signum, float(message.get("grace", ctx.settings.workers.kill_grace)))
-    ops.client.close()
 
 
 def _code(handle: ProcessHandle) -> int:

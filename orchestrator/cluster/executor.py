@@ -173,8 +173,7 @@ class RQExecutor(Reconciler):
         token = self.attempts.new_token()
         with self._cond:
             handle.token = handle.spec.token = token
-        self.attempts.enqueue(handle.spec)
-        self.client.hset(self._index(handle.tag), handle.id, handle.tag)
+        self.attempts.enqueue(handle.spec, index=self._index(handle.tag))
 
     def _index(self, tag: str) -> str:
         """The hash (attempt id -> tag) of one job tree's attempts in Redis (find, sweep_prefix)."""

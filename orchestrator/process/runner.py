@@ -392,11 +392,14 @@ class ProcessRunner:
             handle.kill_rung = rung
             return rung
 
-    def __init__(self, *, perl: str | None = PERL) -> None:
+    def __init__(self, *, perl: str | None = PERL, sweep_gather: float | None = None) -> None:
         self.perl = perl  # None: the shell shim (a signal death then reads as exit 128+N)
         # Workers finishing together share one scan of the process table (group commit); a
-        # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company.
-        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(self._sweep_batch, gather=SWEEP_GATHER)
+        # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company
+        # (0: a runner with one worker at a time, a cluster node's attempt, does not wait).
+        self._sweeper: GroupCommit[tuple[str, float]] = GroupCommit(
+            self._sweep_batch, gather=SWEEP_GATHER if sweep_gather is None else sweep_gather
+        )
         self.confined = Confined()  # the cgroups of the attempts started (or adopted) with limits
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
