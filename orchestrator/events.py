@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
+    """One change (slotted: a tree's bus keeps up to 20,000 of them)."""
+
     seq: int
     time: float
     type: str  # "job" or "worker"

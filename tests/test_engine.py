@@ -299,6 +299,22 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     assert not engine.queries.holds(jobs[-1].id)
 
 
+def test_a_released_tree_leaves_memory_and_its_status_document_is_the_same(make_engine):
+    """``run`` builds its status document from its own copy after ``release`` (cli/main.py):
+    the same document the engine gave while it held the tree, and the disk's after."""
+    from orchestrator.reports.status_document import job_status
+
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    job = run_job(engine, "released", tasks=["a", "b", "c"])
+    held = engine.queries.status_document(job.id)
+    jobs, workers = engine.snapshot(job.root_id)
+    engine.release(job.root_id)
+    assert not engine.queries.holds(job.root_id) and engine.worker_tags() == []
+    ours = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id), now=0.0)
+    disk = engine.queries.status_document(job.id)  # read from the records now
+    assert held == ours == disk and ours["status"] == "completed"
+
+
 def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
     """A server start reads one small record per finished tree, not the whole tree: here a
     finished tree's worker record is garbage, and recovery neither reads it nor complains."""

@@ -135,6 +135,22 @@ def test_a_wait_ends_on_its_timeout_or_its_wakeup_and_the_ladder_ends_the_attemp
     assert log.read_text().startswith("up\n")
 
 
+def test_a_wakeup_makes_its_event_and_pipe_on_first_use_and_is_the_same_flag_either_way():
+    import select
+
+    idle = Wakeup()  # what a worker that is never waited on holds: no Event, no pipe
+    assert not idle.is_set() and idle._event is None and idle._pipe is None
+    assert idle.wait(0.01) is False and idle._event is not None  # made by the first wait
+    early = Wakeup()
+    early.set()  # set before anyone waits: a wait and a select see it at once
+    assert early.is_set() and early.wait(0) is True and early._event is None
+    assert select.select([early], [], [], 0)[0] == [early]
+    early.close()
+    late = Wakeup()
+    threading.Timer(0.1, late.set).start()
+    assert late.wait(30) is True and late.is_set()  # set while a thread waits: it wakes
+
+
 def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig):
     handle, _ = rig.start("stubborn", "contract.stubborn.1")
     rig.executor.wait(handle, 0.3)  # its trap is set

@@ -300,17 +300,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"workspace: {engine.workspace.job_dir(job.root_id)}")
             print(f"follow a worker: tail -f {shown(engine.workspace.logs_dir(job.root_id) / 'depth_0_worker_1.log')}")
         view = ProgressView(sys.stderr if args.json else sys.stdout)
+        final: tuple[list[Any], list[Any]] | None = None
         try:
-            _follow(engine, job.id, view)
+            final = _follow(engine, job.id, view)
         except KeyboardInterrupt:
             print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
             engine.cancel(job.id)
             engine.wait(job.id, settings.workers.kill_grace + 10)
-        doc = engine.queries.status_document(job.id)
+        doc = engine.queries.status_document(job.id) if final is None else {}
     finally:
         engine.shutdown()
         if server is not None:
             server.close()
+    if final is not None:
+        # The job is at rest and the engine stopped: its status document is built from the copy
+        # the view's last update read, after the engine let go of its own records (a 10,000-worker
+        # tree was held twice, the engine's and the copy, while the document was built over them).
+        from ..reports.status_document import job_status
+
+        engine.release(job.root_id)
+        doc = job_status(job.id, *final, engine.workspace.job_dir(job.root_id))
+        del final
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -320,8 +330,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code(doc)
 
 
-def _follow(engine: Any, job_id: str, view: Any) -> None:
-    """Show the job's tree until the job ends, at a cost per change rather than per worker:
+def _follow(engine: Any, job_id: str, view: Any) -> tuple[list[Any], list[Any]]:
+    """Show the job's tree until the job ends, at a cost per change rather than per worker, and
+    return the tree's records as they ended (copies):
     re-reading the whole tree at each event made a 10,000-worker run quadratic (the copy
     also holds the engine's lock). Without a terminal, only the workers (and new jobs) the
     events name are read; on a terminal the tree is re-read only when a redraw is due."""
@@ -336,7 +347,9 @@ def _follow(engine: Any, job_id: str, view: Any) -> None:
             view.refresh(lambda: engine.snapshot(root), job_id)
         elif events:
             view.changed(_changed_workers(engine, root, events))
-    view.update(*engine.snapshot(root), job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
+    final = engine.snapshot(root)  # the tree at rest: the caller's status document is built from it
+    view.update(*final, job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
+    return final
 
 
 def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:

@@ -335,6 +335,17 @@ class Engine:
         with self.tables.locked():
             return self.tables.workers[(record.root_id, record.key)].tag
 
+    def release(self, root_id: str) -> None:
+        """Let go of a tree at rest: it is read from its records on disk from now on (as a tree
+        evicted by ``finishing.evict_finished``). ``run`` does it at its end, once the engine has
+        stopped, so the tree is not held twice while its status document is built from a copy."""
+        with self.tables.locked():
+            if any(j.root_id == root_id and not j.status.at_rest for j in self.tables.jobs.values()):
+                return
+            self.tables.forget_tree(root_id, self.events)
+            with contextlib.suppress(ValueError):
+                self.tables.finished_roots.remove(root_id)
+
     # -- deleting ---------------------------------------------------------------------
     def delete(self, job_id: str, all_branches: bool = False) -> None:
         """Remove a finished root job's folder (its child jobs live inside it), with its

@@ -106,6 +106,7 @@ class Finishing:
         states.set_phase(live, WorkerPhase.SETTLING)
         rec = live.record
         outcome = live.outcome or Outcome(WorkerStatus.FAILED, "lost")
+        live.outcome = None  # read once (its phase leaves EXITED): its parsed output is not held per settled worker
         if not rec.attempts:  # never ran (skipped): its reason was never applied
             rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
         status = outcome.status

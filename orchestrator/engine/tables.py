@@ -94,7 +94,7 @@ class LiveWorker:
     tag: str
     phase: WorkerPhase = WorkerPhase.WAITING
     cancel: Wakeup = field(default_factory=Wakeup)
-    outcome: Outcome | None = None  # how its process ended (set as it becomes EXITED)
+    outcome: Outcome | None = None  # how its process ended (set as it becomes EXITED, read once as it settles)
     execution: RunningAttempts | None = None  # while its attempts run
     versions: Versions = field(default_factory=Versions)  # of its record on disk
 

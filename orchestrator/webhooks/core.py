@@ -13,10 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from ..config import Settings
 from ..events import Event
@@ -25,6 +23,9 @@ from ..quality.approval import links as approval_links
 from . import events
 from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+if TYPE_CHECKING:  # imported by the lanes only, when there is a delivery to send: `run` without webhooks never pays for it
+    import requests
 
 log = logging.getLogger("orchestrator.webhooks")
 CALLBACK_TYPES = tuple(f"job.{status}" for status in events.TERMINAL)  # a root job's end
@@ -117,6 +118,8 @@ class Webhooks:
 
     def attempt(self, delivery: Delivery, session: requests.Session) -> None:
         """One try; the delivery's record says how it went and whether to try again."""
+        import requests
+
         found = self.credentials(delivery)
         delivery.attempts += 1
         delivery.last_attempt_at = time.time()
@@ -203,6 +206,8 @@ class _Lane:
             self._cond.notify()
 
     def _run(self) -> None:
+        import requests
+
         session = requests.Session()
         try:
             while True:
