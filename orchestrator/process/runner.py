@@ -441,20 +441,21 @@ class ProcessRunner:
         """SIGKILL every process whose tag starts with ``prefix`` (a whole job tree's, after a
         server crash), except those whose tag is in ``keep``; returns how many were found."""
         kept = frozenset(keep)
-        killed = self.confined.end_prefix(prefix, kept)
+        confined = self.confined.end_prefix(prefix, kept)
+        signalled: set[int] = set()  # a process found again before it died (a busy machine) counts once
         for _ in range(rounds):
             found = procscan.scan(lambda tag: tag.startswith(prefix) and tag not in kept)
             pids = [pid for tagged in found.values() for pid in tagged]
             if not pids:
-                return killed
+                break
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    killed += 1
+                    signalled.add(pid)
                 except ProcessLookupError:
                     pass
             time.sleep(0.01)
-        return killed
+        return confined + len(signalled)
 
     def tagged(self, tag: str) -> list[int]:
         """Live (non-zombie) processes whose environment carries ``tag``."""
