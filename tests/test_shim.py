@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -280,3 +281,57 @@ def test_an_engine_without_perl_says_what_it_cannot_tell(tmp_path, caplog):
         assert any("no perl on this machine" in r.getMessage() and "128+N" in r.getMessage() for r in caplog.records)
     finally:
         engine.shutdown(timeout=5)
+
+
+@pytest.mark.skipif(PERL is None, reason="the lifeline is the perl shim's")
+def test_a_node_shim_whose_spawner_is_gone_never_starts_the_worker(tmp_path):
+    # Given the perl shim with a lifeline pipe, as a node's attempt starts it
+    from orchestrator import protocol
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME
+
+    def start(keep_writer: bool):
+        marker, exit_file = tmp_path / f"ran.{keep_writer}", tmp_path / f"exit.{keep_writer}"
+        read, write = os.pipe()
+        if not keep_writer:
+            os.close(write)  # the spawner died between its fork and the shim's start
+        env = {**os.environ, protocol.SHIM_STASH + "LIFELINE": str(read)}
+        worker = [sys.executable, "-c", f"import os; open({str(marker)!r}, 'w').write(str(sorted(os.listdir('/proc/self/fd'))))"]
+        shim = subprocess.run(
+            [PERL, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *worker], env=env, pass_fds=(read,), capture_output=True, text=True
+        )
+        os.close(read)
+        if keep_writer:
+            os.close(write)
+        return shim, marker, exit_file, read
+
+    # When its spawner is gone before it looks, Then the worker never runs and no exit file says it did
+    shim, marker, exit_file, _ = start(keep_writer=False)
+    assert shim.returncode == 125 and "the node process that started it is gone" in shim.stderr
+    assert not marker.exists() and not exit_file.exists()
+    # When its spawner lives, Then the worker runs as ever, without the lifeline's descriptor
+    shim, marker, exit_file, read = start(keep_writer=True)
+    assert shim.returncode == 0 and read_exit_file(exit_file) == 0, shim.stderr
+    assert str(read) not in eval(marker.read_text())
+
+
+@pytest.mark.skipif(PERL is None, reason="the lifeline is the perl shim's")
+def test_a_node_attempt_holds_its_lifeline_while_it_runs_and_closes_it_once_released(tmp_path):
+    # Given a node's attempt: a worker started with a parent-death signal
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        [sys.executable, "-c", "print('ran')"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        log_path=tmp_path / "log",
+        tag="t9.k.1",
+        exit_file=tmp_path / "exit.1",
+        parent_death_signal=signal.SIGKILL,
+    )
+    # Then it holds the lifeline's write end while it runs, and the worker ran through it
+    assert handle.lifeline is not None
+    held, pipe = handle.lifeline, os.fstat(handle.lifeline).st_ino
+    assert runner.wait(handle, 10) == 0 and (tmp_path / "log").read_text() == "ran\n"
+    # And releasing the ended attempt closes it (the descriptor is gone, or a new file took its number)
+    runner.release(handle)
+    assert handle.lifeline is None
+    assert not os.path.exists(f"/proc/self/fd/{held}") or os.fstat(held).st_ino != pipe

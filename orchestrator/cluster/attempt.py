@@ -204,6 +204,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         done.set()
     cap = handle.cap_hit  # read before the sweep removes its cgroup
     runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
+    runner.release(handle)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code

@@ -126,6 +126,7 @@ class ProcessHandle:
     cgroup: Cgroup | None = None  # its cgroup (process/cgroups.py), where the machine allows one
     enforced: Enforced | None = None  # which enforcement held each cap
     log_path: Path | None = None
+    lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -233,6 +234,7 @@ class ProcessRunner:
         program = resolve_command(argv[0], full_env.get("PATH"))
         command = [program, *argv[1:]]
         private_exit = sandbox is not None and exit_file is None
+        lifeline: tuple[int, int] | None = None
         if private_exit:  # the shim inside tells the true status (bubblewrap would say 128+N for signal N)
             fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
             os.close(fd)
@@ -244,6 +246,8 @@ class ProcessRunner:
                 command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
                 if parent_death_signal is not None and PRCTL_SYSCALL is not None:
                     full_env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"
+                    lifeline = os.pipe()  # both ends close-on-exec: the read end reaches the shim alone (pass_fds)
+                    full_env[protocol.SHIM_STASH + "LIFELINE"] = str(lifeline[0])
                 for name, value in SHIM_START_ENV.items():  # the shim's own start; the worker gets its own back
                     if name in full_env:
                         full_env[protocol.SHIM_STASH + name] = full_env.pop(name)
@@ -275,13 +279,18 @@ class ProcessRunner:
                 stderr=log_fd,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(lifeline[0],) if lifeline is not None else (),
                 preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
             )
         except BaseException:
             self.confined.end(tag)
+            if lifeline is not None:
+                os.close(lifeline[1])
             raise
         finally:
             os.close(log_fd)
+            if lifeline is not None:
+                os.close(lifeline[0])
             if child_setup is not None:
                 for fd in child_setup.fds:
                     os.close(fd)
@@ -298,6 +307,7 @@ class ProcessRunner:
             started_at=started_at,
             pidfd=pidfd,
             start_id=process_start_id(popen.pid),
+            lifeline=lifeline[1] if lifeline is not None else None,
             exit_file=exit_file,
             sandboxed=sandbox is not None,
             private_exit=private_exit,
@@ -373,6 +383,9 @@ class ProcessRunner:
         if handle.pidfd is not None:
             os.close(handle.pidfd)
             handle.pidfd = None
+        if handle.lifeline is not None and handle.poll() is not None:
+            os.close(handle.lifeline)
+            handle.lifeline = None
         if handle.private_exit and handle.exit_file is not None and handle.poll() is not None:
             handle.exit_file.unlink(missing_ok=True)
 

@@ -29,6 +29,14 @@ from .procscan import process_start_id, read_small
 # worker milliseconds. (Perl retries a waitpid that a caught signal interrupts by itself; the loop
 # covers PERL_SIGNALS=unsafe in the user's environment.)
 #
+# LIFELINE (a cluster node's attempts): the read end of a pipe whose write end only the spawning
+# process holds. Parent-death signals chain a node's processes to it (node, RQ worker, work horse,
+# bubblewrap's launcher, its namespace's init, the shim, the worker), but each link is set by the
+# child after it starts: a parent killed in between (bubblewrap's clone before its prctl) leaves
+# the rest running with no parent to die with, a worker outliving its node. Every link before the
+# shim is set by the time the shim starts, so the shim looks once: if the pipe already reads as
+# closed, its spawner died and the worker is never started (and no exit file says it ran).
+#
 # Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
 # into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
 # ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
@@ -42,6 +50,12 @@ PERL_SHIM = (
     f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
+    # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
+    f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}};\n"
+    "if (defined $l) { my $r = ''; vec($r, $l, 1) = 1;"
+    ' if (select($r, undef, undef, 0) > 0) { print STDERR "orchestrator-shim: the node process that started it is gone:'
+    ' the worker is not started\\n"; exit 125 }'
+    " open(my $h, '<&=', $l) and close $h }\n"
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
