@@ -200,6 +200,10 @@ class FakeHandle:
         return f"fake-{self.pid}"
 
     @property
+    def shim_pid(self) -> int | None:
+        return None  # a fake process has no shim
+
+    @property
     def worker(self) -> str:
         return self.env.get(protocol.WORKER_ID, "")
 

@@ -17,6 +17,7 @@ import pytest
 from orchestrator.models import WorkerStatus
 from orchestrator.process.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
 from orchestrator.process.runner import ProcessRunner
+from orchestrator.process.supervised import SupervisorClient
 
 from .conftest import only_worker, processes_with, run_job, wait_until
 
@@ -176,10 +177,11 @@ def test_a_restarted_runner_finds_a_running_attempt_by_its_tag_and_ends_it(tmp_p
             os.kill(pid, 9)
 
 
-def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path, monkeypatch):
+@pytest.mark.parametrize("supervised", [False, True], ids=["shim", "supervisor"])
+def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path, monkeypatch, supervised):
     # Given a machine where no cgroup can be made (as for an ordinary user here)
     monkeypatch.setattr(hierarchies(), "_found", {})
-    runner = ProcessRunner()
+    runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup") if supervised else None)
     task = "env -i python3 -c 'x = bytearray(60 << 20); import time; time.sleep(30)'"
     handle = runner.spawn(
         ["/bin/sh", "-c", task],
@@ -196,10 +198,20 @@ def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path
         from orchestrator.process.monitor import Watched
 
         sampler = LocalExecutor(runner)
-        watched = Watched("w", handle.tag, handle.started_at, tmp_path / "log", tmp_path, lambda _: None, handle.pid)
-        # Then the tagless child's memory is counted (found as a descendant of the shim)
+        watched = Watched(
+            "w",
+            handle.tag,
+            handle.started_at,
+            tmp_path / "log",
+            tmp_path,
+            lambda _: None,
+            shim_pid=handle.shim_pid,
+            pid=handle.pid,
+        )
+        # Then the tagless child's memory is counted (found as a descendant of the shim, or of the worker itself)
         sample = wait_until(lambda: (s := sampler.sample([watched])[handle.tag]).rss > 50 * MB and s, timeout=20)
         assert sample.enforced.memory is Enforcement.SAMPLED
     finally:
         runner.terminate(handle, grace=0.2)
+        runner.close()
     assert not any(Path(f"/proc/{pid}").exists() for pid in Confined().tree("x", handle.pid))

@@ -144,7 +144,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
     of it says no, with its worktrees and branches as the server's delete removes them
     (worktree.remove_worktrees: its result branch stays; ``settings`` finds the repository).
     Returns why it was kept, or None when deleted."""
-    from ..process.shim import find_shims  # psutil / the process table: only this path needs it
+    from ..process import procscan  # psutil / the process table: only this path needs it
 
     try:
         root = workspace.load_job(root_id)
@@ -153,10 +153,11 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
     reason = refusal(root, jobs_on_disk(workspace, root))
     if reason:
         return reason
-    shims = find_shims(f"{root_id}.")
-    if shims:
+    # Any process carrying one of its tags: a worker under its shim or its supervisor, or what it started.
+    running = sorted(pid for pids in procscan.scan(lambda tag: tag.startswith(f"{root_id}.")).values() for pid in pids)
+    if running:
         return (
-            f"{len(shims)} worker process(es) of it still run (pid {', '.join(str(s.pid) for s in shims[:5])}); "
+            f"{len(running)} worker process(es) of it still run (pid {', '.join(str(p) for p in running[:5])}); "
             "start the server to take them over"
         )
     checkout = None

@@ -112,6 +112,7 @@ class _Sampled:
     tag: str
     started_at: float
     shim_pid: int | None
+    pid: int | None
 
 
 class _Stop:
@@ -232,7 +233,7 @@ def _watch(
         if time.monotonic() < next_renew:
             continue
         next_renew = time.monotonic() + every
-        sample = sampler.sample([_Sampled(spec.run_tag, handle.started_at, handle.pid)]).get(spec.run_tag)
+        sample = sampler.sample([_Sampled(spec.run_tag, handle.started_at, handle.shim_pid, handle.pid)]).get(spec.run_tag)
         reading = sample_reading(sample) if sample else {}
         try:
             renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading, handle.pid)

@@ -47,3 +47,8 @@ class RemoteHandle:
     @property
     def exited(self) -> bool:
         return self.code is not None
+
+    @property
+    def shim_pid(self) -> int | None:
+        """Its node samples it (a node's attempt runs under the shim): the monitor here does not."""
+        return self.pid if self.exit_file is not None else None

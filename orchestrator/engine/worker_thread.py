@@ -77,7 +77,8 @@ class WorkerRunner:
                         log_path=self.workspace.worker_log(rec.root_id, rec.depth, rec.name),
                         worker_dir=self.workspace.worker_dir(rec.root_id, rec.depth, rec.name),
                         abort=execution.abort,
-                        shim_pid=handle.pid if handle.exit_file is not None else None,
+                        shim_pid=handle.shim_pid,
+                        pid=handle.pid,
                     )
                 )
             return found

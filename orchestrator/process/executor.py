@@ -46,7 +46,7 @@ from .cgroups import Enforced, Limits
 from .procscan import Memory, descendants, machine_memory, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
-from .shim import FoundShim, find_shims
+from .shim import FoundShim
 
 
 # A node as the seam's ``nodes()`` reports it; it lives here, not in the cluster package that
@@ -107,6 +107,8 @@ class AttemptHandle(Protocol):
     @property
     def exited(self) -> bool: ...
     @property
+    def shim_pid(self) -> int | None: ...
+    @property
     def node(self) -> str | None:
         """The machine that runs it (a remote executor's node name; None: this server)."""
         ...
@@ -142,6 +144,8 @@ class Sampled(Protocol):
     def started_at(self) -> float: ...
     @property
     def shim_pid(self) -> int | None: ...
+    @property
+    def pid(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ class LocalExecutor:
         return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file, limits=self.limits)
 
     def find(self, tag_prefix: str) -> list[FoundShim]:
-        return find_shims(tag_prefix)
+        return self.runner.find(tag_prefix)
 
     def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
         found = {}
@@ -288,11 +292,12 @@ class LocalExecutor:
         if scan:
             since = min(a.started_at for a in scan)
             pids = self.runner.tagged_many([a.tag for a in scan], since)  # one pass over the process table
-            # A confined attempt without a cgroup: also its shim's descendants (one that dropped its tag)
-            limited = [a.shim_pid for a in scan if a.shim_pid and self.runner.confined.enforced_of(a.tag)]
+            # A confined attempt without a cgroup: also its top process's descendants (one that dropped its tag)
+            limited = [a.pid for a in scan if a.pid and self.runner.confined.enforced_of(a.tag)]
             below = descendants(limited) if limited else {}
             for attempt in scan:
-                tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.shim_pid or 0, [])))
+                top = [attempt.pid] if attempt.pid and attempt.shim_pid is None and attempt.pid in below else []
+                tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
                 # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
                 own = [pid for pid in tree if pid != attempt.shim_pid and not sandbox_machinery(pid)]
                 found[attempt.tag] = Sample(
@@ -319,7 +324,8 @@ class LocalExecutor:
         return self.runner
 
     def close(self) -> None:
-        """Nothing: it runs nothing of its own."""
+        """Let go of the workers' supervisor, if any (it leaves once its last worker has ended)."""
+        self.runner.close()
 
 
 def _local(handle: AttemptHandle) -> ProcessHandle:

@@ -56,6 +56,7 @@ class Watched:
     worker_dir: Path
     abort: Callable[[str], None]  # ends the worker with this reason
     shim_pid: int | None = None  # the orchestrator's own shim: not counted against the worker's caps
+    pid: int | None = None  # the attempt's top process (its shim, a sandbox's launcher, or the worker)
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,28 @@ def machine_memory() -> Memory:
         return Memory(int(found.total), int(found.available))
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None when it is gone)."""
+    try:
+        stat = read_small(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+def zombie_of(pid: int, start_id: str | None) -> int | None:
+    """The parent of ``pid`` while it is a zombie (ended, not yet reaped) and the process ``start_id``
+    names; None otherwise (running, reaped, or another process now)."""
+    try:
+        stat = read_small(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[:1] != [b"Z"] or (start_id is not None and fields[19:20] != [start_id.encode()]):
+        return None
+    return int(fields[1])
+
+
 def _is_zombie(pid: str) -> bool:
     try:
         stat = read_small(f"/proc/{pid}/stat")

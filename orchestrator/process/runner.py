@@ -1,6 +1,7 @@
 """Process control: spawn, wait, the kill ladder and the tag sweep.
 
-The only module that starts or signals a process (reading the process table is process/procscan.py's). Every worker runs
+The only module that starts (itself, or through the supervisor) or signals a process (reading the process table is
+process/procscan.py's). Every worker runs
 in its own session (so its process group is its own), with stdin closed and
 stdout+stderr written straight to its log file by the kernel: the engine
 never drains a pipe, and ``tail -f`` sees output as it is produced.
@@ -12,10 +13,12 @@ of the process group is still found by the sweep (a procscan pass) and killed.
 A worker spawned with ``limits`` joins a cgroup of its own before it execs where the machine allows
 (process/cgroups.py): the kernel holds its caps, and stopping it ends every process in it, tagless ones too.
 
-A worker runs under a shim (process/shim.py): a few lines of Perl that run the command as its child and
-write its true wait status to an exit file, which the runner reads once the shim has ended; a
-restarted server re-adopts the shim by pid and start time. A sandboxed worker (process/sandbox.py) runs
-with its shim inside bubblewrap, whose launcher is the process started here.
+A server's worker is started by its workspace's supervisor (process/supervisor.py), which writes the
+worker's true wait status to its exit file before it reaps it; elsewhere (a runner without one: a
+cluster node's, a test's) the worker runs under a shim (process/shim.py), a few lines of Perl that
+run it as their child and write the same file. The runner reads it once the process has ended; a
+restarted server re-adopts a running worker (or shim) by pid and start time. A sandboxed worker
+(process/sandbox.py) runs with the shim inside bubblewrap, whose launcher is the process started here.
 """
 
 from __future__ import annotations
@@ -43,7 +46,19 @@ from . import procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import SandboxSpec
-from .shim import PERL, PERL_SHIM, SHELL, SHIM_NAME, SHIM_SCRIPT, SHIM_SIGNALS, SHIM_START_ENV, read_exit_file
+from .shim import (
+    PERL,
+    PERL_SHIM,
+    SHELL,
+    SHIM_NAME,
+    SHIM_SCRIPT,
+    SHIM_SIGNALS,
+    SHIM_START_ENV,
+    FoundShim,
+    find_shims,
+    read_exit_file,
+)
+from .supervised import SupervisorClient
 
 
 class Wakeup:
@@ -126,6 +141,10 @@ class ProcessHandle:
     cgroup: Cgroup | None = None  # its cgroup (process/cgroups.py), where the machine allows one
     enforced: Enforced | None = None  # which enforcement held each cap
     log_path: Path | None = None
+    # Started by the workspace's supervisor (process/supervisor.py): ``pid`` is the worker's own (or a
+    # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
+    supervised: bool = False
+    reaper: int | None = None
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -152,12 +171,24 @@ class ProcessHandle:
             return self.code
         if not process_alive(self.pid, self.start_id):
             found = read_exit_file(self.exit_file) if self.exit_file else None
+            if found is None and self.reaper is not None and self.exit_file is not None:
+                if procscan.zombie_of(self.pid, self.start_id) == self.reaper:
+                    return None  # ended; its supervisor is writing how, then reaps it
+                found = read_exit_file(self.exit_file)  # reaped since the first read: written before that
             self.code = -signal.SIGKILL if found is None else found
             try:
                 self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
             except OSError:
                 self.ended_at = time.time()
         return self.code
+
+    @property
+    def shim_pid(self) -> int | None:
+        """The orchestrator's own process at the top of the attempt (its shim, or a sandbox's launcher),
+        which the worker's caps do not count; None when ``pid`` is the worker itself (supervised)."""
+        if self.exit_file is None or (self.supervised and not self.sandboxed):
+            return None
+        return self.pid
 
     @property
     def cap_hit(self) -> str | None:
@@ -171,7 +202,7 @@ class ProcessHandle:
         """Whether it is known to have ended, without reaping it (safe from any thread)."""
         if self.popen is not None:
             return self.popen.returncode is not None
-        return self.code is not None or not process_alive(self.pid, self.start_id)
+        return self.poll() is not None
 
 
 @functools.lru_cache(maxsize=256)
@@ -234,7 +265,6 @@ class ProcessRunner:
         program = resolve_command(argv[0], full_env.get("PATH"))
         command = [program, *argv[1:]]
         private_exit = sandbox is not None and exit_file is None
-        lifeline: tuple[int, int] | None = None
         if private_exit:  # the shim inside tells the true status (bubblewrap would say 128+N for signal N)
             fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
             os.close(fd)
@@ -242,19 +272,11 @@ class ProcessRunner:
         if exit_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exit_file)  # a stale status must never pass for this run's
-            if self.perl is not None:
-                command = [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command]
-                if parent_death_signal is not None and PRCTL_SYSCALL is not None:
-                    full_env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"
-                    lifeline = os.pipe()  # both ends close-on-exec: the read end reaches the shim alone (pass_fds)
-                    full_env[protocol.SHIM_STASH + "LIFELINE"] = str(lifeline[0])
-                for name, value in SHIM_START_ENV.items():  # the shim's own start; the worker gets its own back
-                    if name in full_env:
-                        full_env[protocol.SHIM_STASH + name] = full_env.pop(name)
-                    if value is not None:
-                        full_env[name] = value
-            else:
-                command = [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command]
+        # Through the supervisor: a worker with an exit file, unless it must die with this process (a node's).
+        supervised = self.supervisor is not None and exit_file is not None and parent_death_signal is None
+        lifeline: tuple[int, int] | None = None
+        if exit_file is not None and (sandbox is not None or not supervised):
+            command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
         if sandbox is not None:
             if exit_file is not None:  # the shim writes it from inside: it must exist to be bound writable
                 exit_file.touch()
@@ -265,23 +287,41 @@ class ProcessRunner:
         if parent_death_signal is not None and sys.platform.startswith("linux"):
             _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this
-        cgroup, child_setup, enforced = (
-            self.confined.start(tag, limits, (1 if exit_file else 0) + (2 if sandbox else 0)) if limits else (None, None, None)
-        )
+        # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
+        # the supervisor starting it), and a sandbox's launcher and init.
+        own = (1 if exit_file else 0) + (2 if sandbox else 0)
+        cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        popen: subprocess.Popen[bytes] | None = None
+        reaper: int | None = None
         try:
-            popen = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(lifeline[0],) if lifeline is not None else (),
-                preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
-            )
+            if supervised:
+                assert self.supervisor is not None
+                pid, start_id, reaper = self.supervisor.spawn(
+                    command,
+                    cwd=cwd,
+                    env=full_env,
+                    log_fd=log_fd,
+                    tag=tag,
+                    exit_file=exit_file if sandbox is None else None,  # a sandbox's shim writes it from inside
+                    cgroup_fds=child_setup.fds if child_setup is not None else [],
+                    file_size=child_setup.file_size if child_setup is not None else 0,
+                    ignore=LAUNCHER_IGNORES if sandbox is not None else (),
+                )
+            else:
+                popen = subprocess.Popen(
+                    command,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(lifeline[0],) if lifeline is not None else (),
+                    preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
+                )
+                pid, start_id = popen.pid, process_start_id(popen.pid)
         except BaseException:
             self.confined.end(tag)
             if lifeline is not None:
@@ -297,25 +337,49 @@ class ProcessRunner:
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
-                pidfd = os.pidfd_open(popen.pid)
-            except OSError:  # old kernel: fall back to polling
+                pidfd = os.pidfd_open(pid)
+            except OSError:  # old kernel (then polling), or a supervised worker already ended and reaped
                 pidfd = None
+        if pidfd is not None and popen is None and not process_alive(pid, start_id) and procscan.zombie_of(pid, start_id) is None:
+            os.close(pidfd)  # reaped before it was opened: the pid may be another process's now
+            pidfd = None
         return ProcessHandle(
-            pid=popen.pid,
+            pid=pid,
             tag=tag,
             popen=popen,
             started_at=started_at,
             pidfd=pidfd,
-            start_id=process_start_id(popen.pid),
+            start_id=start_id,
             lifeline=lifeline[1] if lifeline is not None else None,
             exit_file=exit_file,
             sandboxed=sandbox is not None,
             private_exit=private_exit,
+            supervised=supervised,
+            reaper=reaper,
             limits=limits,
             cgroup=cgroup,
             enforced=enforced,
             log_path=log_path,
         )
+
+    def _shim(
+        self, command: list[str], env: dict[str, str], exit_file: Path, parent_death_signal: int | None
+    ) -> tuple[list[str], tuple[int, int] | None]:
+        """``command`` under the shim (process/shim.py), which writes its status to ``exit_file``;
+        with ``parent_death_signal``, also the lifeline pipe (read end for the shim, write end kept)."""
+        if self.perl is None:
+            return [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command], None
+        lifeline = None
+        if parent_death_signal is not None and PRCTL_SYSCALL is not None:
+            env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"
+            lifeline = os.pipe()  # both ends close-on-exec: the read end reaches the shim alone (pass_fds)
+            env[protocol.SHIM_STASH + "LIFELINE"] = str(lifeline[0])
+        for name, value in SHIM_START_ENV.items():  # the shim's own start; the worker gets its own back
+            if name in env:
+                env[protocol.SHIM_STASH + name] = env.pop(name)
+            if value is not None:
+                env[name] = value
+        return [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command], lifeline
 
     def adopt(
         self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None, limits: Limits | None = None
@@ -324,6 +388,10 @@ class ProcessRunner:
         to another process), the handle's status is already read from the exit file. With
         ``limits`` (what it was started under), its cgroup is found again by its tag."""
         handle = ProcessHandle(pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file)
+        if self.supervisor is not None and pid:  # a supervised worker is a running supervisor's child
+            parent = procscan.parent_of(pid)
+            if parent is not None and parent in self.supervisor.running():
+                handle.reaper, handle.supervised = parent, True
         if limits is not None:
             handle.limits = limits
             handle.cgroup, handle.enforced = self.confined.adopt(tag, limits)
@@ -367,7 +435,9 @@ class ProcessRunner:
                 return None
             if handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
-                select.select(fds, [], [], left)
+                ready, _, _ = select.select(fds, [], [], left)
+                if handle.pidfd in ready:
+                    time.sleep(0.0005)  # it has ended: its supervisor is writing how (see poll)
             else:
                 step = 0.05 if left is None else min(0.05, left)
                 if wake is not None and wake.wait(step):
@@ -418,8 +488,13 @@ class ProcessRunner:
             handle.kill_rung = rung
             return rung
 
-    def __init__(self, *, perl: str | None = PERL, sweep_gather: float | None = None) -> None:
+    def __init__(
+        self, *, perl: str | None = PERL, sweep_gather: float | None = None, supervisor: SupervisorClient | None = None
+    ) -> None:
         self.perl = perl  # None: the shell shim (a signal death then reads as exit 128+N)
+        # A server's workers are started by its workspace's supervisor (process/supervisor.py), without
+        # a shim each; without one (a gate, a test, a cluster node's attempt), under the shim.
+        self.supervisor = supervisor
         # Workers finishing together share one scan of the process table (group commit); a
         # scan costs the same for one tag or twenty, so each waits SWEEP_GATHER for company
         # (0: a runner with one worker at a time, a cluster node's attempt, does not wait).
@@ -469,6 +544,19 @@ class ProcessRunner:
                     pass
             time.sleep(0.01)
         return confined + len(signalled)
+
+    def find(self, tag_prefix: str) -> list[FoundShim]:
+        """Live attempts whose tag starts with ``tag_prefix``, each with the file its status goes to:
+        shims found in the process table, and the workers the supervisor runs."""
+        found = find_shims(tag_prefix)
+        if self.supervisor is not None:
+            found += self.supervisor.found(tag_prefix)
+        return found
+
+    def close(self) -> None:
+        """Let go of the supervisor (it leaves once its last worker has ended)."""
+        if self.supervisor is not None:
+            self.supervisor.close()
 
     def tagged(self, tag: str) -> list[int]:
         """Live (non-zombie) processes whose environment carries ``tag``."""

@@ -72,6 +72,7 @@ class Confinement:
                 paths.private.append(folder)
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
         hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
+        hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
         return replace(for_worker(base, paths, extra_writable=writable, hidden=hidden), empty=str(self._empty()))
 

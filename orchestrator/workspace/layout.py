@@ -149,6 +149,11 @@ class Workspace:
         self._workers: dict[tuple[str, int, str], WorkerPaths] = {}
 
     # -- layout -------------------------------------------------------------
+    @property
+    def supervisor_dir(self) -> Path:
+        """The workers' supervisor's socket and lock (process/supervisor.py): mode 0700, hidden from sandboxes."""
+        return self.root / ".supervisor"
+
     def _tree(self, root_id: str) -> _TreeDirs:
         found = self._trees.get(root_id)
         if found is None:

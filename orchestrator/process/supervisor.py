@@ -1,0 +1,350 @@
+"""The supervisor: one long-lived process per workspace that starts the workers and records how each ended.
+
+A server forking each worker itself pays for its own size on every spawn: the fork copies the page
+tables of a large threaded process, and every thread then takes copy-on-write faults (a preexec
+step, to join a cgroup, rules out vfork). A per-worker shim (process/shim.py) costs a process start
+of its own. The supervisor is small and single-threaded, so it may change its own state around a
+``posix_spawn`` (vfork and exec, no copy): it steps into the worker's cgroup (the child is born in
+it, with no moment outside), into the worker's folder, and ignores the signals a sandbox's launcher
+must ignore, then steps back. A worker's RLIMIT_FSIZE is the supervisor's own (a hard limit cannot
+be raised again): a supervisor serves one file-size limit, named in its socket's name. It records
+each worker's true wait status in its exit file (``exit N`` or ``signal S``, the shim's format)
+before it reaps it, so a process seen gone has its status on disk. It runs in a session of its own, so a server killed
+or restarted leaves it, and its workers, running; the restarted server connects again and adopts
+them (``list``). It exits once no server is connected and no worker runs.
+
+Requests come over a Unix stream socket in the workspace's supervisor folder (mode 0700: the
+user's own; a sandboxed worker sees that folder empty): a 4-byte length, then JSON, the first
+bytes carrying the descriptors (the log, the cgroup's ``cgroup.procs``). The client side is
+process/supervised.py. This module imports only the standard library: it starts in a fresh
+interpreter, once per server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+
+LOCK = "supervisor.lock"  # held to start a supervisor, connect to one, or for one to leave
+HEADER = struct.Struct("!I")
+MAX_REQUEST = 64 << 20  # argv and environment; far above the kernel's own ARG_MAX
+MAX_FDS = 8
+IDLE_START = 10.0  # a supervisor nobody connects to within this leaves
+
+
+# Signals the supervisor ignores (a terminal's); a worker gets them back at their default.
+IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
+
+
+def socket_name(file_size: int) -> str:
+    """The socket of the supervisor whose workers get RLIMIT_FSIZE ``file_size`` (0: none)."""
+    return f"supervisor-{file_size}.sock"
+
+
+def address(dir_fd: int, name: str) -> str:
+    """A socket's address through an open descriptor of its folder: a workspace's path may be
+    longer than the 107 bytes a socket address holds."""
+    return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def send(sock: socket.socket, message: dict[str, object], fds: list[int] | tuple[int, ...] = ()) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    frame = HEADER.pack(len(data)) + data
+    sent = socket.send_fds(sock, [frame[: HEADER.size]], list(fds)) if fds else sock.send(frame[: HEADER.size])
+    sock.sendall(frame[sent:])
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, object], list[int]] | None:
+    """One message and the descriptors sent with it (close-on-exec); None at the end of the stream."""
+    head, fds, _, _ = socket.recv_fds(sock, HEADER.size, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    if not head:
+        return None
+    head += _exactly(sock, HEADER.size - len(head))
+    (length,) = HEADER.unpack(head)
+    if length > MAX_REQUEST:
+        raise ValueError(f"a message of {length} bytes")
+    message = json.loads(_exactly(sock, length))
+    if not isinstance(message, dict):
+        raise ValueError("a message that is not an object")
+    return message, fds
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    parts = []
+    while size:
+        part = sock.recv(min(size, 1 << 20))
+        if not part:
+            raise ConnectionError("the other side closed mid-message")
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def status_line(code: int, status: int) -> bytes:
+    """The exit file's line for a waitid result (the shim's format: process/shim.py)."""
+    if code == os.CLD_EXITED:
+        return f"exit {status}\n".encode()
+    return f"signal {status}\n".encode()
+
+
+@dataclass
+class Child:
+    pid: int
+    tag: str
+    start_id: str | None
+    exit_file: str | None  # None: another process writes its status (a sandbox's shim)
+    attempt: str | None
+
+
+class Supervisor:
+    """The serving loop (``serve``) and the workers it started."""
+
+    def __init__(self, directory: str, file_size: int) -> None:
+        if file_size:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        self.home = home_fds()  # where it steps back to after starting a worker in its cgroup
+        self.socket = socket_name(file_size)
+        self.dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket, dir_fd=self.dir_fd)
+        self.listener.bind(address(self.dir_fd, self.socket))
+        os.chmod(self.socket, 0o600, dir_fd=self.dir_fd)
+        self.listener.listen(64)
+        self.clients: dict[int, socket.socket] = {}
+        self.children: dict[int, Child] = {}
+        self.served = False
+        self.started = time.monotonic()
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        for signum in IGNORED:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll(1000):
+                if fd == self.wake_r:
+                    os.read(self.wake_r, 4096)
+                elif fd == self.listener.fileno():
+                    conn, _ = self.listener.accept()
+                    self.clients[conn.fileno()] = conn
+                    poller.register(conn, select.POLLIN)
+                    self.served = True
+                elif fd in self.clients and not self._answer(self.clients[fd]):
+                    poller.unregister(fd)
+                    self.clients.pop(fd).close()
+            self._reap()
+            if not self.clients and not self.children and (self.served or time.monotonic() - self.started > IDLE_START):
+                if self._leave():
+                    return
+
+    def _answer(self, conn: socket.socket) -> bool:
+        """Serve one request; False when the client is gone (or sent what cannot be read)."""
+        try:
+            got = receive(conn)
+        except (OSError, ValueError):
+            return False
+        if got is None:
+            return False
+        message, fds = got
+        try:
+            op = message.get("op")
+            if op == "spawn":
+                reply: dict[str, object] = self._spawn(message, fds)
+            elif op == "list":
+                reply = {"children": [vars(c) for c in self.children.values() if c.exit_file is not None]}
+            else:
+                reply = {"error": f"unknown request {op!r}"}
+        except OSError as exc:  # the client raises it again, as the same kind of OSError
+            reply = {"error": exc.strerror or str(exc), "errno": exc.errno, "filename": _text(exc.filename)}
+        except Exception as exc:  # noqa: BLE001 - said to the client, which raises it
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            send(conn, reply)
+        except OSError:
+            return False
+        return True
+
+    def _spawn(self, spec: dict[str, object], fds: list[int]) -> dict[str, object]:
+        argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
+        env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
+        exit_file = spec.get("exit_file")
+        joins = fds[1:]
+        if joins and not self.home:  # it could not step back out of the worker's cgroup: the child joins it
+            pid = os.fork()
+            if pid == 0:
+                _exec_child(argv, env, str(spec["cwd"]), fds, spec)
+        else:
+            pid = self._posix_spawn(argv, env, str(spec["cwd"]), fds[0], joins, [int(s) for s in spec.get("ignore") or ()])  # type: ignore[attr-defined]
+        self.children[pid] = Child(
+            pid, str(spec.get("tag", "")), _start_id(pid), str(exit_file) if exit_file else None, _text(spec.get("attempt"))
+        )
+        return {"pid": pid, "start_id": self.children[pid].start_id}
+
+    def _posix_spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: int, joins: list[int], ignore: list[int]) -> int:
+        """Start a worker by vfork and exec, born in its cgroup and folder, ignoring ``ignore``."""
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignore}
+        os.chdir(cwd)
+        try:
+            for fd in joins:
+                os.write(fd, b"0")
+            try:
+                return os.posix_spawn(
+                    argv[0],
+                    argv,
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, log, 1),
+                        (os.POSIX_SPAWN_DUP2, log, 2),
+                    ],
+                    setsid=True,
+                    setsigdef=[s for s in IGNORED if s not in ignore],
+                )
+            finally:
+                if joins:
+                    for fd in self.home:
+                        os.write(fd, b"0")
+        finally:
+            os.chdir("/")
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _reap(self) -> None:
+        """Each ended child: its status into its exit file, then reaped (a process gone has its status on disk)."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            child = self.children.pop(info.si_pid, None)
+            if child is not None and child.exit_file is not None:
+                _write_status(child.exit_file, status_line(info.si_code, info.si_status))
+            os.waitpid(info.si_pid, 0)
+
+    def _leave(self) -> bool:
+        """Leave unless a server is connecting: under the lock a server connects with, and only
+        with no connection waiting (one that came in between is served instead)."""
+        lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self.dir_fd)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            return False
+        ready, _, _ = select.select([self.listener], [], [], 0)
+        if ready:
+            os.close(lock)
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket, dir_fd=self.dir_fd)
+        self.listener.close()
+        return True  # the lock goes with the process
+
+
+def home_fds() -> list[int]:
+    """Descriptors on ``cgroup.procs`` of this process's own cgroups, where attempts' cgroups are
+    made (process/cgroups.py): writing "0" there brings it back. Empty where none is writable."""
+    from .cgroups import hierarchies
+
+    fds = []
+    for directory in sorted({str(base) for _, base in hierarchies().bases.values()}):
+        with contextlib.suppress(OSError):
+            fds.append(os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+    return fds
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _start_id(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (procscan.process_start_id's reading)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rfind(b")") + 2 :].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _write_status(path: str, line: bytes) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def _exec_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], spec: dict[str, object]) -> None:
+    """In the forked child (where the supervisor has no way back from a cgroup): its own session,
+    the log as stdout and stderr, its cgroup joined (each ``cgroup.procs`` after the log), the
+    signals a sandbox's launcher ignores; then the exec. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, *IGNORED):
+            signal.signal(signum, signal.SIG_DFL)
+        for signum in spec.get("ignore") or ():  # type: ignore[attr-defined]
+            signal.signal(int(signum), signal.SIG_IGN)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[0], 2)
+        for fd in fds[1:]:
+            os.write(fd, b"0")
+        os.chdir(cwd)
+        os.execve(argv[0], argv, env)
+    except BaseException as exc:  # noqa: BLE001 - said in the worker's log; 127 as a shell would
+        with contextlib.suppress(OSError):
+            os.write(2, f"orchestrator-supervisor: cannot run {argv[0]}: {exc}\n".encode())
+    os._exit(127)
+
+
+def main() -> int:
+    """argv: the supervisor's folder and its workers' file-size limit. Forks once (the server's child returns at once, so the
+    supervisor is nobody's child to reap), prints ``ready PID`` when it listens, then serves."""
+    directory, file_size = sys.argv[1], int(sys.argv[2])
+    os.chdir("/")
+    os.umask(0o077)
+    ready_r, ready_w = os.pipe()
+    if os.fork():
+        os.close(ready_w)
+        line = os.read(ready_r, 64)
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        return 0 if line.startswith(b"ready ") else 1
+    os.close(ready_r)
+    os.setsid()
+    try:
+        supervisor = Supervisor(directory, file_size)
+    except OSError as exc:
+        os.write(ready_w, f"failed: {exc}\n".encode()[:63])
+        return 1
+    null = os.open(os.devnull, os.O_RDWR)
+    os.write(ready_w, f"ready {os.getpid()}\n".encode())
+    os.close(ready_w)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    supervisor.serve()
+    return 0

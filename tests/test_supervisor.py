@@ -1,0 +1,234 @@
+"""The workers' supervisor (process/supervisor.py, process/supervised.py), with real processes: it
+starts each worker with no shim, records each status exactly, outlives the server that asked and is
+adopted by the next one, and leaves once nobody needs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.process import procscan, supervised
+from orchestrator.process.cgroups import Limits
+from orchestrator.process.runner import ProcessRunner
+from orchestrator.process.shim import read_exit_file
+from orchestrator.process.supervised import SupervisorClient, SupervisorError
+
+from .conftest import wait_until
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not supervised.supported(), reason="the supervisor needs Linux pidfds"),
+]
+
+
+def _runner(folder: Path) -> ProcessRunner:
+    return ProcessRunner(supervisor=SupervisorClient(folder))
+
+
+def _spawn(runner: ProcessRunner, tmp_path: Path, code: str, tag: str, attempt: int = 1, limits: Limits | None = None):
+    exit_file = tmp_path / f"exit.{tag}"
+    handle = runner.spawn(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "ORCHESTRATOR_ATTEMPT": str(attempt)},
+        log_path=tmp_path / f"{tag}.log",
+        tag=tag,
+        exit_file=exit_file,
+        limits=limits,
+    )
+    return handle, exit_file
+
+
+def _supervisor_gone(folder: Path, pid: int) -> bool:
+    return not procscan.process_alive(pid, None) and not any(p.name.endswith(".sock") for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "line"),
+    [
+        ("import sys; sys.exit(3)", 3, "exit 3\n"),
+        ("import sys; sys.exit(147)", 147, "exit 147\n"),  # an exit code above 128 is not a signal
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", -signal.SIGSEGV, f"signal {signal.SIGSEGV.value}\n"),
+    ],
+)
+def test_the_supervisor_records_each_status_exactly(tmp_path, code, status, line):
+    runner = _runner(tmp_path / "sup")
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, code, "s1.k.1")
+        assert runner.wait(handle, 20) == status
+        assert exit_file.read_text() == line and read_exit_file(exit_file) == status
+    finally:
+        runner.close()
+
+
+def test_a_worker_is_the_supervisors_child_in_a_session_of_its_own_with_no_shim(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    try:
+        handle, _ = _spawn(runner, tmp_path, "import time; print('up', flush=True); time.sleep(30)", "s2.k.1")
+        wait_until(lambda: "up" in (tmp_path / "s2.k.1.log").read_text())
+        assert handle.supervised and handle.reaper is not None
+        assert procscan.parent_of(handle.pid) == handle.reaper  # not the server's child, and no shim between
+        cmdline = Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[0] == sys.executable.encode()  # the pid is the worker itself
+        assert os.getsid(handle.pid) == handle.pid and os.getpgid(handle.pid) == handle.pid
+        assert handle.shim_pid is None  # the monitor counts the worker itself against its caps
+        assert runner.terminate(handle, grace=5) == "SIGTERM"
+        assert handle.returncode == -signal.SIGTERM
+    finally:
+        runner.close()
+
+
+def test_a_command_that_cannot_run_is_the_error_popen_would_raise(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    script = tmp_path / "script"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    log = tmp_path / "log"
+    try:
+        with pytest.raises(FileNotFoundError):
+            runner.spawn([str(script)], cwd=tmp_path, env={}, log_path=log, tag="s3.k.1", exit_file=tmp_path / "e")
+        with pytest.raises(FileNotFoundError, match="gone"):
+            runner.spawn(
+                ["true"], cwd=tmp_path / "gone", env={"PATH": os.defpath}, log_path=log, tag="s3.k.2", exit_file=tmp_path / "e2"
+            )
+        handle, _ = _spawn(runner, tmp_path, "pass", "s3.k.3")  # the supervisor serves on
+        assert runner.wait(handle, 20) == 0
+    finally:
+        runner.close()
+
+
+SERVER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from orchestrator.process.runner import ProcessRunner
+    from orchestrator.process.supervised import SupervisorClient
+    tmp = Path(sys.argv[2])
+    runner = ProcessRunner(supervisor=SupervisorClient(tmp / "sup"))
+    handle = runner.spawn(
+        [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1])); sys.exit(7)", sys.argv[3]],
+        cwd=tmp, env={"ORCHESTRATOR_ATTEMPT": "2"}, log_path=tmp / "w.log", tag="s4.k.1", exit_file=tmp / "exit.1",
+    )
+    print(handle.pid, handle.start_id, handle.reaper, flush=True)
+    os.kill(os.getpid(), 9)  # the server dies without a word
+    """
+)
+
+
+def test_the_supervisor_outlives_a_killed_server_and_the_next_one_adopts_its_worker(tmp_path):
+    package = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER, package, str(tmp_path), "1.5"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid_text, start_id, reaper_text = done.stdout.split()
+    pid, reaper = int(pid_text), int(reaper_text)
+    assert procscan.process_alive(pid, start_id) and procscan.parent_of(pid) == reaper
+
+    runner = _runner(tmp_path / "sup")  # the restarted server
+    try:
+        found = runner.find("s4.")
+        assert [(f.pid, f.tag, f.start_id, f.exit_file, f.attempt) for f in found] == [
+            (pid, "s4.k.1", start_id, tmp_path / "exit.1", 2)
+        ]
+        handle = runner.adopt(pid, start_id, tag="s4.k.1", started_at=time.time() - 1, exit_file=tmp_path / "exit.1")
+        assert handle.supervised and handle.reaper == reaper
+        assert runner.wait(handle, 30) == 7  # its true status, though the server that started it is gone
+    finally:
+        runner.close()
+    wait_until(lambda: _supervisor_gone(tmp_path / "sup", reaper), timeout=15)
+
+
+def test_with_no_server_the_supervisor_writes_the_status_and_leaves(tmp_path):
+    package = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER, package, str(tmp_path), "0.5"], capture_output=True, text=True, timeout=60
+    )
+    pid_text, start_id, reaper_text = done.stdout.split()
+    wait_until(lambda: _supervisor_gone(tmp_path / "sup", int(reaper_text)), timeout=15)
+    assert read_exit_file(tmp_path / "exit.1") == 7
+    assert not procscan.process_alive(int(pid_text), start_id)
+
+
+def test_a_supervisor_nobody_needs_leaves_and_the_next_spawn_starts_another(tmp_path):
+    folder = tmp_path / "sup"
+    runner = _runner(folder)
+    handle, _ = _spawn(runner, tmp_path, "pass", "s5.k.1")
+    assert runner.wait(handle, 20) == 0
+    first = handle.reaper
+    assert first is not None and procscan.process_alive(first, None)
+    runner.close()
+    wait_until(lambda: _supervisor_gone(folder, first), timeout=15)
+    handle, _ = _spawn(runner, tmp_path, "pass", "s5.k.2")
+    try:
+        assert runner.wait(handle, 20) == 0 and handle.reaper not in (None, first)
+    finally:
+        runner.close()
+
+
+def test_each_file_size_limit_has_its_own_supervisor_and_a_worker_is_held_by_its_limit(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    code = "import resource; print(resource.getrlimit(resource.RLIMIT_FSIZE), flush=True)"
+    try:
+        small, _ = _spawn(runner, tmp_path, code, "s6.k.1", limits=Limits(log=3 << 20, disk=5 << 20))
+        none, _ = _spawn(runner, tmp_path, code, "s6.k.2", limits=Limits())
+        assert runner.wait(small, 20) == 0 and runner.wait(none, 20) == 0
+        assert (tmp_path / "s6.k.1.log").read_text() == f"({5 << 20}, {5 << 20})\n"  # soft and hard: it cannot raise it
+        limit = resource_unlimited()
+        assert (tmp_path / "s6.k.2.log").read_text() == f"({limit}, {limit})\n"
+        assert small.reaper != none.reaper
+        assert sorted(p.name for p in (tmp_path / "sup").iterdir() if p.name.endswith(".sock")) == [
+            "supervisor-0.sock",
+            f"supervisor-{5 << 20}.sock",
+        ]
+    finally:
+        runner.close()
+
+
+def resource_unlimited() -> int:
+    import resource
+
+    return resource.RLIM_INFINITY
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups for workers: root on this machine")
+def test_a_worker_is_born_in_its_cgroup_and_the_supervisor_steps_back_out(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    try:
+        handle, _ = _spawn(
+            runner,
+            tmp_path,
+            "print(open('/proc/self/cgroup').read(), flush=True)",
+            "s7.k.1",
+            limits=Limits(memory=256 << 20, processes=20),
+        )
+        if handle.cgroup is None:
+            pytest.skip("no writable memory or pids cgroup here")
+        assert runner.wait(handle, 20) == 0
+        said = (tmp_path / "s7.k.1.log").read_text()
+        assert all(str(d).rsplit("/", 1)[1] in said for d in handle.cgroup.dirs.values())
+        assert handle.reaper is not None
+        supervisor_cgroups = Path(f"/proc/{handle.reaper}/cgroup").read_text()
+        assert handle.cgroup.name not in supervisor_cgroups  # back where it was
+        assert supervisor_cgroups == Path("/proc/self/cgroup").read_text()  # the server's, which it inherited
+    finally:
+        runner.close()
+        runner.sweep("s7.k.1")
+
+
+def test_the_supervisor_folder_must_be_the_users_alone(tmp_path):
+    folder = tmp_path / "sup"
+    runner = _runner(folder)
+    assert (folder.stat().st_mode & 0o777) == 0o700
+    folder.chmod(0o755)
+    with pytest.raises(SupervisorError, match="chmod 700"):
+        _spawn(runner, tmp_path, "pass", "s8.k.1")
+    assert not any(p.name.endswith(".sock") for p in folder.iterdir())  # nothing was started
