@@ -232,3 +232,61 @@ def test_the_supervisor_folder_must_be_the_users_alone(tmp_path):
     with pytest.raises(SupervisorError, match="chmod 700"):
         _spawn(runner, tmp_path, "pass", "s8.k.1")
     assert not any(p.name.endswith(".sock") for p in folder.iterdir())  # nothing was started
+
+
+def test_an_engines_workers_are_the_supervisors_and_an_offline_delete_sees_one_still_running(make_engine, tmp_path):
+    from orchestrator.checkouts.pruning import delete_offline
+
+    from .conftest import run_job
+
+    # Given an engine (a server's) whose unsandboxed worker reports its parent's command line (in a
+    # sandbox, its parent is the shim that tells its true status from inside: bubblewrap's cannot)
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", "tr '\\0' ' ' </proc/$PPID/cmdline"]},
+        workers={"sandbox": "off"},
+    )
+    done = run_job(engine, tasks=["who started me"])
+    assert done.status.value == "completed"
+    log = engine.workspace.worker_log(done.id, 0, "worker_1").read_text()
+    # Then its parent was the workspace's supervisor: no shim, and not the server itself
+    assert "orchestrator.process.supervisor" in log and str(engine.workspace.supervisor_dir) in log
+    engine.shutdown(timeout=10)
+    # And with no server, a tree with a process of it still running is not deleted (whoever started it)
+    runner = _runner(tmp_path / "sup2")
+    handle, _ = _spawn(runner, tmp_path, "import time; time.sleep(30)", f"{done.id}.0.worker_1.x")
+    try:
+        why = delete_offline(engine.workspace, done.id)
+        assert why is not None and f"pid {handle.pid}" in why and "start the server" in why
+        assert engine.workspace.job_dir(done.id).is_dir()
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.close()
+    assert delete_offline(engine.workspace, done.id) is None and not engine.workspace.job_dir(done.id).exists()
+
+
+def test_a_sandboxed_worker_cannot_reach_the_supervisor(make_engine):
+    from orchestrator.process.sandbox import probe
+
+    from .conftest import run_job
+
+    support = probe()
+    if not support.available:
+        pytest.skip(f"no sandbox on this machine: {support.reason}")
+    # Given a sandboxed worker that looks into the supervisor's folder and tries every socket it can name
+    probe_code = (
+        "import os, socket, sys; d = sys.argv[1]; print('sees', sorted(os.listdir(d)))\n"
+        "for size in (0, 5 << 20, 200 << 20, 4096 << 20):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try: s.connect(os.path.join(d, f'supervisor-{size}.sock')); print('REACHED', size)\n"
+        "    except OSError as e: print('refused', e.errno)\n"
+    )
+    # (its folder is workspace/job_<id>/depth_0/worker_1: the supervisor's is three levels up)
+    command = [sys.executable, "-c", probe_code, "../../../.supervisor"]
+    engine = make_engine(orchestrator={"worker": "command", "command": command}, workers={"sandbox": "on"})
+    folder = engine.workspace.supervisor_dir
+    done = run_job(engine, tasks=["reach the supervisor"])
+    log = engine.workspace.worker_log(done.id, 0, "worker_1").read_text()
+    # Then the folder reads empty in there and no socket answers, though the supervisor runs outside
+    assert done.status.value == "completed", log
+    assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4
+    assert any(p.name.endswith(".sock") for p in folder.iterdir())
