@@ -145,6 +145,7 @@ class ProcessHandle:
     # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
     supervised: bool = False
     reaper: int | None = None
+    adopted: bool = False  # from a previous server: its end time is its exit file's (it ended unseen)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -176,10 +177,11 @@ class ProcessHandle:
                     return None  # ended; its supervisor is writing how, then reaps it
                 found = read_exit_file(self.exit_file)  # reaped since the first read: written before that
             self.code = -signal.SIGKILL if found is None else found
-            try:
-                self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
-            except OSError:
-                self.ended_at = time.time()
+            if self.adopted:  # seen live, it ended now (the caller's clock); adopted, it may have ended long ago
+                try:
+                    self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
+                except OSError:
+                    self.ended_at = time.time()
         return self.code
 
     @property
@@ -387,7 +389,9 @@ class ProcessRunner:
         """A handle on a shim a previous server started. If it has ended (or ``pid`` now belongs
         to another process), the handle's status is already read from the exit file. With
         ``limits`` (what it was started under), its cgroup is found again by its tag."""
-        handle = ProcessHandle(pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file)
+        handle = ProcessHandle(
+            pid=pid, tag=tag, popen=None, started_at=started_at, start_id=start_id, exit_file=exit_file, adopted=True
+        )
         if self.supervisor is not None and pid:  # a supervised worker is a running supervisor's child
             parent = procscan.parent_of(pid)
             if parent is not None and parent in self.supervisor.running():

@@ -216,11 +216,20 @@ def _illegal(before: dict | None, after: dict) -> list[str]:
 
 
 def _unrecorded(home: Home) -> list[str]:
-    """Live shims whose worker's record on disk does not name them as its running attempt."""
+    """Live attempts (the supervisor's workers, or shims) whose worker's record on disk does not name
+    them as its running attempt."""
     from orchestrator.process.shim import find_shims
+    from orchestrator.process.supervised import SupervisorClient
 
     missing = []
-    for shim in find_shims(""):
+    supervisor = SupervisorClient(home.state() / ".supervisor")
+    try:
+        live = find_shims("") + supervisor.found("")
+    finally:
+        supervisor.close()
+    for shim in live:
+        if shim.tag.count(".") < 2:
+            continue  # not a worker's tag: another test's process
         root, key = shim.tag.split(".")[:2]
         if not (home.state() / f"job_{root}").is_dir():
             continue  # another test's
