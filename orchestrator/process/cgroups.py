@@ -170,16 +170,23 @@ class Cgroup:
     def usage(self) -> Usage:
         """Read the cgroup now (also kept as ``last``, which outlives the cgroup)."""
         pids = tuple(self.members())
-        rss = oom = refused = 0
+        rss = 0
         memory = self.dirs.get("memory")
         if memory is not None:
             stat = _keyed(memory / "memory.stat")
             if self.versions["memory"] is Enforcement.CGROUP_V2:
                 rss = stat.get("anon", 0) + stat.get("file_mapped", 0)
-                oom = _keyed(memory / "memory.events").get("oom_kill", 0)
             else:
                 rss = stat.get("total_rss", stat.get("rss", 0)) + stat.get("total_mapped_file", stat.get("mapped_file", 0))
-                oom = _keyed(memory / "memory.oom_control").get("oom_kill", 0)
+        return self._keep(pids, rss)
+
+    def _keep(self, pids: tuple[int, ...], rss: int) -> Usage:
+        """A reading of ``pids`` and ``rss`` with the kernel's counts read now (kept as ``last``)."""
+        oom = refused = 0
+        memory = self.dirs.get("memory")
+        if memory is not None:
+            events = "memory.events" if self.versions["memory"] is Enforcement.CGROUP_V2 else "memory.oom_control"
+            oom = _keyed(memory / events).get("oom_kill", 0)
         pids_dir = self.dirs.get("pids")
         if pids_dir is not None:
             refused = _keyed(pids_dir / "pids.events").get("max", 0)
@@ -208,11 +215,12 @@ class Cgroup:
         return killed
 
     def remove(self) -> bool:
-        """Kill what is left, read it a last time, and remove its directories; False if one stays
-        (a member that would not leave in REMOVE_WAIT: a later sweep tries again)."""
-        self.kill()
-        with contextlib.suppress(OSError):
-            self.usage()
+        """Read the kernel's counts a last time (kept in ``last``), kill what is left and remove
+        its directories; False if one stays (a member that would not leave in REMOVE_WAIT: a
+        later sweep tries again). The kernel refuses to remove a cgroup that still has a
+        process (EBUSY), so an empty one (the usual end: its worker has exited) is removed at
+        once, without listing or signalling its members; one that is not is killed first."""
+        self._keep((), 0)
         gone = True
         for directory in set(self.dirs.values()):
             deadline = time.monotonic() + REMOVE_WAIT
@@ -227,8 +235,10 @@ class Cgroup:
                         log.warning("could not remove cgroup %s: %s", directory, exc)
                         gone = False
                         break
-                    self.kill()
-                    time.sleep(0.01)
+                    if self.kill():
+                        self._keep((), 0)  # after its members are gone: every count is in
+                    else:
+                        time.sleep(0.01)  # none left to signal: the last ones are still leaving
         self.dirs = {}
         return gone
 
@@ -378,19 +388,33 @@ class Hierarchies:
 
     def create(self, name: str, limits: Limits, own: int = 0) -> Cgroup | None:
         """A fresh cgroup ``name`` holding ``limits`` (``own``: processes of the orchestrator's own,
-        such as the shim, that it holds besides the worker's); None where none can be made."""
+        such as the shim, that it holds besides the worker's); None where none can be made.
+
+        One directory per hierarchy (v2: one for both controllers). A v1 ``pids`` hierarchy is
+        skipped when there is no process cap and the memory one was made: that one already lists
+        every process of the attempt (to sample and to kill), and an uncapped ``pids.max`` holds
+        nothing, so the record's words are the same ("no cap")."""
         dirs: dict[str, Path] = {}
         versions: dict[str, Enforcement] = {}
+        made: dict[Path, Path] = {}  # base -> the directory made in it
         for controller, (version, base) in self.bases.items():
+            if base in made:  # v2: both controllers in one directory
+                dirs[controller], versions[controller] = made[base], version
+                continue
+            if controller == "pids" and not limits.processes and "memory" in dirs:
+                continue
             directory = base / name
             try:
-                if directory.exists():  # a stale one (its attempt was never swept): ended first
+                try:
+                    directory.mkdir()
+                except FileExistsError:  # a stale one (its attempt was never swept): ended first
                     Cgroup(name, {controller: directory}, {controller: version}).remove()
-                directory.mkdir()
+                    directory.mkdir()
             except OSError as exc:
                 log.warning("could not make cgroup %s (%s): the %s cap is sampled", directory, exc, controller)
                 continue
-            dirs[controller], versions[controller] = directory, version
+            made[base] = dirs[controller] = directory
+            versions[controller] = version
         if not dirs:
             return None
         cgroup = Cgroup(name, dirs, versions)
