@@ -152,6 +152,9 @@ class Cgroup:
     dirs: dict[str, Path]  # controller -> its directory (v2: the same directory for both)
     versions: dict[str, Enforcement]  # controller -> CGROUP_V2 or CGROUP_V1
     last: Usage = field(default_factory=Usage)  # the latest reading (kept after removal)
+    # The controllers whose kernel counts (OOM kills, refused forks) are read: those holding a cap
+    # (an uncapped one's counts say nothing of this attempt's caps); all for a cgroup found again.
+    counted: frozenset[str] = frozenset(CONTROLLERS)
 
     def join_fds(self) -> list[int]:
         """Descriptors on each hierarchy's ``cgroup.procs``, opened in the parent: a child writes
@@ -180,14 +183,19 @@ class Cgroup:
                 rss = stat.get("total_rss", stat.get("rss", 0)) + stat.get("total_mapped_file", stat.get("mapped_file", 0))
         return self._keep(pids, rss)
 
+    def counts(self) -> Usage:
+        """The kernel's counts read now (what ``kernel_breach`` judges), with the latest reading's
+        members and memory: no member list, no memory.stat (also kept as ``last``)."""
+        return self._keep(self.last.pids, self.last.rss)
+
     def _keep(self, pids: tuple[int, ...], rss: int) -> Usage:
         """A reading of ``pids`` and ``rss`` with the kernel's counts read now (kept as ``last``)."""
         oom = refused = 0
-        memory = self.dirs.get("memory")
+        memory = self.dirs.get("memory") if "memory" in self.counted else None
         if memory is not None:
             events = "memory.events" if self.versions["memory"] is Enforcement.CGROUP_V2 else "memory.oom_control"
             oom = _keyed(memory / events).get("oom_kill", 0)
-        pids_dir = self.dirs.get("pids")
+        pids_dir = self.dirs.get("pids") if "pids" in self.counted else None
         if pids_dir is not None:
             refused = _keyed(pids_dir / "pids.events").get("max", 0)
         current = Usage(pids, rss, max(oom, self.last.oom_kills), max(refused, self.last.forks_refused))
@@ -243,11 +251,14 @@ class Cgroup:
         return gone
 
 
+_CGROUP = (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2)
+
+
 def kernel_breach(usage: Usage, limits: Limits, enforced: Enforced) -> str | None:
     """The cap the kernel held this attempt at, as a sentence; None when it held none."""
-    if usage.oom_kills and enforced.memory in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+    if usage.oom_kills and enforced.memory in _CGROUP:
         return f"memory cap: killed by the kernel at {limits.memory / MB:.0f} MB (workers.max_memory_mb, {enforced.memory.value})"
-    if usage.forks_refused and enforced.processes in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+    if usage.forks_refused and enforced.processes in _CGROUP:
         return (
             f"process cap: a fork refused by the kernel at {limits.processes} processes and threads "
             f"(workers.max_processes, {enforced.processes.value})"
@@ -276,8 +287,8 @@ def kill_all(pids: list[int], signum: int) -> None:
 def cap_hit(limits: Limits, enforced: Enforced, cgroup: Cgroup | None, code: int | None, log_path: Path | None) -> str | None:
     """The cap the kernel held an attempt at: its cgroup's OOM kills or refused forks (read now,
     or as last read before the cgroup was removed), or its death by SIGXFSZ at the file-size limit."""
-    if cgroup is not None:
-        found = kernel_breach(cgroup.usage() if cgroup.dirs else cgroup.last, limits, enforced)
+    if cgroup is not None and (enforced.memory in _CGROUP or enforced.processes in _CGROUP):
+        found = kernel_breach(cgroup.counts() if cgroup.dirs else cgroup.last, limits, enforced)
         if found:
             return found
     if code == -signal.SIGXFSZ and limits.file_size:
@@ -417,7 +428,8 @@ class Hierarchies:
             versions[controller] = version
         if not dirs:
             return None
-        cgroup = Cgroup(name, dirs, versions)
+        capped = {"memory": limits.memory, "pids": limits.processes}
+        cgroup = Cgroup(name, dirs, versions, counted=frozenset(c for c in dirs if capped[c]))
         try:
             _set_limits(cgroup, limits, own)
         except OSError as exc:
@@ -469,9 +481,8 @@ def _set_limits(cgroup: Cgroup, limits: Limits, own: int) -> None:
                 _write(memory / "memory.swap.max", "0")
         else:
             _write(memory / "memory.limit_in_bytes", str(limits.memory))
-            memsw = memory / "memory.memsw.limit_in_bytes"
-            if memsw.exists():  # swap accounting: the cap holds memory plus swap, so swap is no way out
-                _write(memsw, str(limits.memory))
+            with contextlib.suppress(FileNotFoundError):  # swap accounting: the cap holds memory plus swap, so swap is no way out
+                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
     if pids is not None and limits.processes:
         _write(pids / "pids.max", str(limits.processes + own))
 
