@@ -215,3 +215,55 @@ def test_without_cgroups_a_confined_attempt_is_sampled_through_its_tree(tmp_path
         runner.terminate(handle, grace=0.2)
         runner.close()
     assert not any(Path(f"/proc/{pid}").exists() for pid in Confined().tree("x", handle.pid))
+
+
+def _joined(setup, script):
+    """A shell running ``script`` in the attempt's cgroup (it joins as a worker's preexec does)."""
+    import subprocess
+
+    try:
+        return subprocess.Popen(["/bin/sh", "-c", script], preexec_fn=setup, start_new_session=True)
+    finally:
+        for fd in setup.fds:
+            os.close(fd)
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")
+@pytest.mark.parametrize("caps", ["none", "capped"])
+def test_an_ended_attempt_leaves_neither_its_cgroup_nor_a_tagless_process(caps):
+    # Given an attempt's cgroup, with no caps (the memory hierarchy alone lists its processes on
+    # v1) or with both, whose shell left a setsid'd sleep behind and exited
+    limits = Limits() if caps == "none" else Limits(memory=300 * MB, processes=50)
+    confined, tag, marker = Confined(), f"end-{caps}-{os.getpid()}", f"123.457{len(caps)}"
+    cgroup, setup, enforced = confined.start(tag, limits, 1)
+    assert cgroup is not None
+    assert enforced.memory.value == ("no cap" if caps == "none" else MEMORY)
+    assert enforced.processes.value == ("no cap" if caps == "none" else PIDS)
+    _joined(setup, f"setsid sleep {marker} & exit 0").wait()
+    (left,) = wait_until(lambda: processes_with(marker))
+    assert left in cgroup.members()
+    # When it ends, Then the sleep is killed and every directory of its cgroup is gone
+    confined.end(tag)
+    assert wait_until(lambda: not processes_with(marker), timeout=5)
+    assert hierarchies().find(cgroup_name(tag)) is None
+    # And an empty one (its processes all exited) is removed as well
+    cgroup, setup, _ = confined.start(tag, limits, 1)
+    _joined(setup, "exit 0").wait()
+    confined.end(tag)
+    assert hierarchies().find(cgroup_name(tag)) is None and cgroup.dirs == {}
+
+
+@pytest.mark.skipif(PIDS == "sampled", reason="no pids cgroup for this user")
+def test_a_refused_fork_is_still_told_after_the_emptied_cgroup_is_removed():
+    # Given an attempt under a process cap of 3 whose shell forked past it, then exited
+    from orchestrator.process.cgroups import cap_hit
+
+    limits = Limits(processes=3)
+    confined, tag = Confined(), f"refused-{os.getpid()}"
+    cgroup, setup, enforced = confined.start(tag, limits, 0)
+    _joined(setup, "for i in 1 2 3 4 5 6; do sleep 0.2 & done 2>/dev/null; wait").wait()
+    # When its (now empty) cgroup is removed at its end
+    confined.end(tag)
+    assert cgroup.dirs == {} and hierarchies().find(cgroup_name(tag)) is None
+    # Then the record still tells the kernel's refusal (read before the removal)
+    assert cap_hit(limits, enforced, cgroup, 0, None).startswith("process cap: a fork refused by the kernel at 3")

@@ -152,6 +152,9 @@ class Cgroup:
     dirs: dict[str, Path]  # controller -> its directory (v2: the same directory for both)
     versions: dict[str, Enforcement]  # controller -> CGROUP_V2 or CGROUP_V1
     last: Usage = field(default_factory=Usage)  # the latest reading (kept after removal)
+    # The controllers whose kernel counts (OOM kills, refused forks) are read: those holding a cap
+    # (an uncapped one's counts say nothing of this attempt's caps); all for a cgroup found again.
+    counted: frozenset[str] = frozenset(CONTROLLERS)
 
     def join_fds(self) -> list[int]:
         """Descriptors on each hierarchy's ``cgroup.procs``, opened in the parent: a child writes
@@ -170,17 +173,29 @@ class Cgroup:
     def usage(self) -> Usage:
         """Read the cgroup now (also kept as ``last``, which outlives the cgroup)."""
         pids = tuple(self.members())
-        rss = oom = refused = 0
+        rss = 0
         memory = self.dirs.get("memory")
         if memory is not None:
             stat = _keyed(memory / "memory.stat")
             if self.versions["memory"] is Enforcement.CGROUP_V2:
                 rss = stat.get("anon", 0) + stat.get("file_mapped", 0)
-                oom = _keyed(memory / "memory.events").get("oom_kill", 0)
             else:
                 rss = stat.get("total_rss", stat.get("rss", 0)) + stat.get("total_mapped_file", stat.get("mapped_file", 0))
-                oom = _keyed(memory / "memory.oom_control").get("oom_kill", 0)
-        pids_dir = self.dirs.get("pids")
+        return self._keep(pids, rss)
+
+    def counts(self) -> Usage:
+        """The kernel's counts read now (what ``kernel_breach`` judges), with the latest reading's
+        members and memory: no member list, no memory.stat (also kept as ``last``)."""
+        return self._keep(self.last.pids, self.last.rss)
+
+    def _keep(self, pids: tuple[int, ...], rss: int) -> Usage:
+        """A reading of ``pids`` and ``rss`` with the kernel's counts read now (kept as ``last``)."""
+        oom = refused = 0
+        memory = self.dirs.get("memory") if "memory" in self.counted else None
+        if memory is not None:
+            events = "memory.events" if self.versions["memory"] is Enforcement.CGROUP_V2 else "memory.oom_control"
+            oom = _keyed(memory / events).get("oom_kill", 0)
+        pids_dir = self.dirs.get("pids") if "pids" in self.counted else None
         if pids_dir is not None:
             refused = _keyed(pids_dir / "pids.events").get("max", 0)
         current = Usage(pids, rss, max(oom, self.last.oom_kills), max(refused, self.last.forks_refused))
@@ -208,11 +223,12 @@ class Cgroup:
         return killed
 
     def remove(self) -> bool:
-        """Kill what is left, read it a last time, and remove its directories; False if one stays
-        (a member that would not leave in REMOVE_WAIT: a later sweep tries again)."""
-        self.kill()
-        with contextlib.suppress(OSError):
-            self.usage()
+        """Read the kernel's counts a last time (kept in ``last``), kill what is left and remove
+        its directories; False if one stays (a member that would not leave in REMOVE_WAIT: a
+        later sweep tries again). The kernel refuses to remove a cgroup that still has a
+        process (EBUSY), so an empty one (the usual end: its worker has exited) is removed at
+        once, without listing or signalling its members; one that is not is killed first."""
+        self._keep((), 0)
         gone = True
         for directory in set(self.dirs.values()):
             deadline = time.monotonic() + REMOVE_WAIT
@@ -227,17 +243,22 @@ class Cgroup:
                         log.warning("could not remove cgroup %s: %s", directory, exc)
                         gone = False
                         break
-                    self.kill()
-                    time.sleep(0.01)
+                    if self.kill():
+                        self._keep((), 0)  # after its members are gone: every count is in
+                    else:
+                        time.sleep(0.01)  # none left to signal: the last ones are still leaving
         self.dirs = {}
         return gone
 
 
+_CGROUP = (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2)
+
+
 def kernel_breach(usage: Usage, limits: Limits, enforced: Enforced) -> str | None:
     """The cap the kernel held this attempt at, as a sentence; None when it held none."""
-    if usage.oom_kills and enforced.memory in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+    if usage.oom_kills and enforced.memory in _CGROUP:
         return f"memory cap: killed by the kernel at {limits.memory / MB:.0f} MB (workers.max_memory_mb, {enforced.memory.value})"
-    if usage.forks_refused and enforced.processes in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
+    if usage.forks_refused and enforced.processes in _CGROUP:
         return (
             f"process cap: a fork refused by the kernel at {limits.processes} processes and threads "
             f"(workers.max_processes, {enforced.processes.value})"
@@ -266,8 +287,8 @@ def kill_all(pids: list[int], signum: int) -> None:
 def cap_hit(limits: Limits, enforced: Enforced, cgroup: Cgroup | None, code: int | None, log_path: Path | None) -> str | None:
     """The cap the kernel held an attempt at: its cgroup's OOM kills or refused forks (read now,
     or as last read before the cgroup was removed), or its death by SIGXFSZ at the file-size limit."""
-    if cgroup is not None:
-        found = kernel_breach(cgroup.usage() if cgroup.dirs else cgroup.last, limits, enforced)
+    if cgroup is not None and (enforced.memory in _CGROUP or enforced.processes in _CGROUP):
+        found = kernel_breach(cgroup.counts() if cgroup.dirs else cgroup.last, limits, enforced)
         if found:
             return found
     if code == -signal.SIGXFSZ and limits.file_size:
@@ -378,22 +399,37 @@ class Hierarchies:
 
     def create(self, name: str, limits: Limits, own: int = 0) -> Cgroup | None:
         """A fresh cgroup ``name`` holding ``limits`` (``own``: processes of the orchestrator's own,
-        such as the shim, that it holds besides the worker's); None where none can be made."""
+        such as the shim, that it holds besides the worker's); None where none can be made.
+
+        One directory per hierarchy (v2: one for both controllers). A v1 ``pids`` hierarchy is
+        skipped when there is no process cap and the memory one was made: that one already lists
+        every process of the attempt (to sample and to kill), and an uncapped ``pids.max`` holds
+        nothing, so the record's words are the same ("no cap")."""
         dirs: dict[str, Path] = {}
         versions: dict[str, Enforcement] = {}
+        made: dict[Path, Path] = {}  # base -> the directory made in it
         for controller, (version, base) in self.bases.items():
+            if base in made:  # v2: both controllers in one directory
+                dirs[controller], versions[controller] = made[base], version
+                continue
+            if controller == "pids" and not limits.processes and "memory" in dirs:
+                continue
             directory = base / name
             try:
-                if directory.exists():  # a stale one (its attempt was never swept): ended first
+                try:
+                    directory.mkdir()
+                except FileExistsError:  # a stale one (its attempt was never swept): ended first
                     Cgroup(name, {controller: directory}, {controller: version}).remove()
-                directory.mkdir()
+                    directory.mkdir()
             except OSError as exc:
                 log.warning("could not make cgroup %s (%s): the %s cap is sampled", directory, exc, controller)
                 continue
-            dirs[controller], versions[controller] = directory, version
+            made[base] = dirs[controller] = directory
+            versions[controller] = version
         if not dirs:
             return None
-        cgroup = Cgroup(name, dirs, versions)
+        capped = {"memory": limits.memory, "pids": limits.processes}
+        cgroup = Cgroup(name, dirs, versions, counted=frozenset(c for c in dirs if capped[c]))
         try:
             _set_limits(cgroup, limits, own)
         except OSError as exc:
@@ -445,9 +481,8 @@ def _set_limits(cgroup: Cgroup, limits: Limits, own: int) -> None:
                 _write(memory / "memory.swap.max", "0")
         else:
             _write(memory / "memory.limit_in_bytes", str(limits.memory))
-            memsw = memory / "memory.memsw.limit_in_bytes"
-            if memsw.exists():  # swap accounting: the cap holds memory plus swap, so swap is no way out
-                _write(memsw, str(limits.memory))
+            with contextlib.suppress(FileNotFoundError):  # swap accounting: the cap holds memory plus swap, so swap is no way out
+                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
     if pids is not None and limits.processes:
         _write(pids / "pids.max", str(limits.processes + own))
 
