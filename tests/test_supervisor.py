@@ -290,3 +290,24 @@ def test_a_sandboxed_worker_cannot_reach_the_supervisor(make_engine):
     assert done.status.value == "completed", log
     assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4
     assert any(p.name.endswith(".sock") for p in folder.iterdir())
+
+
+def test_many_threads_start_workers_at_once_and_each_gets_its_own_status(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = _runner(tmp_path / "sup")
+
+    def one(i: int) -> int | None:
+        handle, _ = _spawn(runner, tmp_path, f"import sys; sys.exit({i % 200})", f"s9.k.{i}")
+        try:
+            return runner.wait(handle, 30)
+        finally:
+            runner.release(handle)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(one, range(80)))
+        assert codes == [i % 200 for i in range(80)]
+        assert len({pid for pool in runner.supervisor._idle.values() for _, pid in pool}) == 1  # one supervisor
+    finally:
+        runner.close()

@@ -31,14 +31,15 @@ def supported() -> bool:
 
 class SupervisorClient:
     """A server's connections to the supervisors of one folder (one per file-size limit, in practice
-    one), shared by its worker threads: one request at a time each."""
+    one), shared by its worker threads: a connection carries one request at a time."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         # Made now, so a sandbox built before the first spawn already hides it (workers/confinement.py).
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._socks: dict[int, tuple[socket.socket, int]] = {}  # file-size limit -> (connection, supervisor pid)
+        # file-size limit -> idle connections, each with its supervisor's pid
+        self._idle: dict[int, list[tuple[socket.socket, int]]] = {}
 
     def spawn(
         self,
@@ -100,17 +101,20 @@ class SupervisorClient:
         """The pids of the supervisors running for this folder (connecting to each)."""
         found = set()
         for size in self._sizes():
-            with self._lock:
-                connected = self._connect(size, start=False)
+            connected = self._take(size, start=False)
             if connected is not None:
                 found.add(connected[1])
+                self._give(size, connected)
         return found
 
     def close(self) -> None:
         """Let go of the supervisors: each leaves once its last worker has ended."""
         with self._lock:
-            for size in list(self._socks):
-                self._drop(size)
+            idle = [sock for pool in self._idle.values() for sock, _ in pool]
+            self._idle.clear()
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _sizes(self) -> list[int]:
         """The file-size limits of the supervisors whose sockets are in the folder."""
@@ -128,41 +132,61 @@ class SupervisorClient:
     def _call(
         self, file_size: int, message: dict[str, object], fds: list[int], *, start: bool = True
     ) -> tuple[dict[str, object], int] | None:
-        """The supervisor's reply and its pid (None: none runs, and ``start`` is false)."""
-        with self._lock:
-            for _ in range(2):
-                connected = self._connect(file_size, start=start)
-                if connected is None:
-                    return None
-                sock, pid = connected
-                try:
-                    send(sock, message, fds)
-                except (BrokenPipeError, ConnectionResetError):
-                    self._drop(file_size)  # it went away before reading the request: nothing started; once more
-                    continue
-                try:
-                    got = receive(sock)
-                except (OSError, ValueError) as exc:
-                    self._drop(file_size)
-                    raise SupervisorError(f"the worker supervisor did not answer ({exc})") from exc
-                if got is None:
-                    self._drop(file_size)
-                    raise SupervisorError("the worker supervisor closed the connection without answering")
-                reply, extra = got
-                for fd in extra:
-                    os.close(fd)
-                if isinstance(reply.get("errno"), int):  # as Popen would have raised it (FileNotFoundError, ...)
-                    raise OSError(reply["errno"], str(reply["error"]), _text(reply.get("filename")))
-                if "error" in reply:
-                    raise SupervisorError(f"the worker supervisor refused: {reply['error']}")
-                return reply, pid
+        """The supervisor's reply and its pid (None: none runs, and ``start`` is false). Each
+        request has a connection to itself: the supervisor answers them one after another, while
+        the threads that asked wait for their answers in parallel."""
+        for _ in range(2):
+            connected = self._take(file_size, start=start)
+            if connected is None:
+                return None
+            sock, pid = connected
+            try:
+                send(sock, message, fds)
+            except (BrokenPipeError, ConnectionResetError):
+                sock.close()  # it went away before reading the request: nothing started; once more,
+                self._forget(file_size)  # with none of its other connections either
+                continue
+            try:
+                got = receive(sock)
+            except (OSError, ValueError) as exc:
+                sock.close()
+                raise SupervisorError(f"the worker supervisor did not answer ({exc})") from exc
+            if got is None:
+                sock.close()
+                raise SupervisorError("the worker supervisor closed the connection without answering")
+            self._give(file_size, connected)
+            reply, extra = got
+            for fd in extra:
+                os.close(fd)
+            if isinstance(reply.get("errno"), int):  # as Popen would have raised it (FileNotFoundError, ...)
+                raise OSError(reply["errno"], str(reply["error"]), _text(reply.get("filename")))
+            if "error" in reply:
+                raise SupervisorError(f"the worker supervisor refused: {reply['error']}")
+            return reply, pid
         raise SupervisorError(f"the worker supervisor in {self.directory} went away twice")
 
+    def _take(self, file_size: int, *, start: bool) -> tuple[socket.socket, int] | None:
+        """An idle connection to the supervisor for ``file_size``, or a new one (the supervisor
+        started first, with ``start``, if none runs); None when none runs and ``start`` is false."""
+        with self._lock:
+            pool = self._idle.get(file_size)
+            if pool:
+                return pool.pop()
+            return self._connect(file_size, start=start)
+
+    def _give(self, file_size: int, connected: tuple[socket.socket, int]) -> None:
+        with self._lock:
+            self._idle.setdefault(file_size, []).append(connected)
+
+    def _forget(self, file_size: int) -> None:
+        with self._lock:
+            stale = self._idle.pop(file_size, [])
+        for sock, _ in stale:
+            sock.close()
+
     def _connect(self, file_size: int, *, start: bool) -> tuple[socket.socket, int] | None:
-        """Inside ``_lock``: the connection and the supervisor's pid, made (and the supervisor
-        started, with ``start``) if need be."""
-        if file_size in self._socks:
-            return self._socks[file_size]
+        """Inside ``_lock``: a new connection and the supervisor's pid (the supervisor started first,
+        with ``start``, if none runs)."""
         name = socket_name(file_size)
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -186,14 +210,7 @@ class SupervisorClient:
         if uid != os.geteuid():
             sock.close()
             raise SupervisorError(f"the socket in {self.directory} is served by user {uid}, not this server's")
-        self._socks[file_size] = (sock, pid)
         return sock, pid
-
-    def _drop(self, file_size: int) -> None:
-        sock, _ = self._socks.pop(file_size, (None, 0))
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def _text(value: object) -> str | None:
