@@ -68,6 +68,21 @@ def test_the_supervisor_records_each_status_exactly(tmp_path, code, status, line
         runner.close()
 
 
+def test_a_worker_gets_the_servers_umask_and_limits_not_the_supervisors_own(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    old = os.umask(0o027)  # the server's, when it started the supervisor
+    try:
+        code = "import os, resource; print(oct(os.umask(0)), resource.getrlimit(resource.RLIMIT_NOFILE), flush=True)"
+        handle, _ = _spawn(runner, tmp_path, code, "s10.k.1")
+        assert runner.wait(handle, 20) == 0
+    finally:
+        os.umask(old)
+        runner.close()
+    import resource
+
+    assert (tmp_path / "s10.k.1.log").read_text() == f"0o27 {resource.getrlimit(resource.RLIMIT_NOFILE)}\n"
+
+
 def test_a_worker_is_the_supervisors_child_in_a_session_of_its_own_with_no_shim(tmp_path):
     runner = _runner(tmp_path / "sup")
     try:

@@ -325,8 +325,7 @@ def main() -> int:
     """argv: the supervisor's folder and its workers' file-size limit. Forks once (the server's child returns at once, so the
     supervisor is nobody's child to reap), prints ``ready PID`` when it listens, then serves."""
     directory, file_size = sys.argv[1], int(sys.argv[2])
-    os.chdir("/")
-    os.umask(0o077)
+    os.chdir("/")  # its umask stays the server's: its workers inherit it (its own folder is 0700)
     ready_r, ready_w = os.pipe()
     if os.fork():
         os.close(ready_w)
