@@ -59,7 +59,7 @@ from .process.executor import AttemptHandle, Sample, Sampled
 from .process.procscan import Memory, machine_memory
 from .process.runner import CommandNotFound, ProcessRunner, signal_name
 from .process.sandbox import SandboxSpec, probe
-from .process.shim import FoundShim, read_exit_file
+from .process.shim import FoundAttempt, read_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process
@@ -374,7 +374,7 @@ class FakeExecutor:
             ended_at=ended,
         )
 
-    def find(self, tag_prefix: str) -> list[FoundShim]:
+    def find(self, tag_prefix: str) -> list[FoundAttempt]:
         """Attempts still running whose tag starts with ``tag_prefix``."""
         self._check_alive()
         found = []
@@ -383,7 +383,7 @@ class FakeExecutor:
                 self._end(handle)  # ended while no server watched: its shim wrote the exit file
             if handle.code is None and handle.tag.startswith(tag_prefix) and handle.exit_file is not None:
                 found.append(
-                    FoundShim(
+                    FoundAttempt(
                         pid=handle.pid,
                         tag=handle.tag,
                         start_id=handle.start_id,

@@ -40,7 +40,7 @@ from ..process.executor import AttemptHandle, Sample, Sampled
 from ..process.procscan import Memory
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
-from ..process.shim import FoundShim, read_exit_file
+from ..process.shim import FoundAttempt, read_exit_file
 from . import marker, nodes
 from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
 from .connect import connect, redacted
@@ -276,7 +276,7 @@ class RQExecutor(Reconciler):
             self._cancel_later.pop(0)
 
     # -- after a restart --------------------------------------------------------------------
-    def find(self, tag_prefix: str) -> list[FoundShim]:
+    def find(self, tag_prefix: str) -> list[FoundAttempt]:
         """Attempts Redis holds as queued or running whose tag starts with ``tag_prefix``."""
         try:
             index: dict[bytes, bytes] = self.client.hgetall(self._index(tag_prefix))  # type: ignore[assignment]
@@ -296,7 +296,7 @@ class RQExecutor(Reconciler):
             spec = AttemptSpec.from_json(data["spec"])
             number = spec.env.get(protocol.ATTEMPT, "")
             attempt = int(number) if number.isdigit() else None
-            found.append(FoundShim(int(data.get("pid") or 0), spec.tag, attempt_id, Path(spec.exit_file or ""), attempt))
+            found.append(FoundAttempt(int(data.get("pid") or 0), spec.tag, attempt_id, Path(spec.exit_file or ""), attempt))
         return found
 
     def adopt(

@@ -22,7 +22,7 @@ from ..config import JobConfig, Settings
 from ..models import JobRecord, WorkerRecord
 from ..process.executor import Executor
 from ..process.runner import ProcessRunner
-from ..process.shim import FoundShim
+from ..process.shim import FoundAttempt
 from ..reports.metrics import Metrics
 from ..workspace.layout import Workspace
 
@@ -54,7 +54,7 @@ class EngineHooks(Protocol):
     def process_ended(self, rec: WorkerRecord) -> None:
         """Locked: the worker's process has ended: its path locks and its memory are free."""
 
-    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
+    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
         """At a takeover: kill the tree's processes no adopted shim accounts for; how many."""
 
     def worker_env(self, rec: WorkerRecord, cfg: JobConfig, shared: Path | None = None) -> dict[str, str]:

@@ -41,7 +41,7 @@ from ..process.admission import MemoryAdmission, MemoryProbe
 from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner
-from ..process.shim import FoundShim
+from ..process.shim import FoundAttempt
 from ..quality import landing
 from ..quality.default_steps import default_steps
 from ..quality.steps import Step
@@ -250,10 +250,10 @@ class Engine:
         return self.restorer.recover()
 
     # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
-    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundShim]) -> int:
-        """SIGKILL every process of the tree that carries no adopted shim's tag."""
+    def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
+        """SIGKILL every process of the tree that carries no adopted attempt's tag."""
         for shim in shims:
-            log.warning("killing shim pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
+            log.warning("killing attempt pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
     def process_ended(self, rec: WorkerRecord) -> None:  # inside tables.locked(): its path locks and memory are free again

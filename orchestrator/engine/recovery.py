@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..models import Attempt, WorkerRecord
 from ..process.procscan import process_alive
-from ..process.shim import FoundShim, read_exit_file
+from ..process.shim import FoundAttempt, read_exit_file
 
 LOST_REASON = "lost: the server stopped while it ran, and it left no exit status"
 
@@ -60,7 +60,7 @@ class Recovered:
 
 def decide(
     worker: WorkerRecord,
-    shims: list[FoundShim],
+    shims: list[FoundAttempt],
     exit_file: Callable[[int], Path],
     max_attempts: int,
     attempt_start: Callable[[int], tuple[int, float] | None] = lambda n: None,
@@ -84,7 +84,7 @@ def decide(
 
 def _decide(
     worker: WorkerRecord,
-    shims: list[FoundShim],
+    shims: list[FoundAttempt],
     exit_file: Callable[[int], Path],
     max_attempts: int,
     attempt_start: Callable[[int], tuple[int, float] | None],

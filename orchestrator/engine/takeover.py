@@ -11,7 +11,7 @@ from .. import states
 from ..checkouts import pruning
 from ..errors import JobNotFound
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..process.shim import FoundShim
+from ..process.shim import FoundAttempt
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
@@ -82,7 +82,7 @@ class Restorer:
         return recovered
 
     def restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
-        shims: dict[str, list[FoundShim]] = {}
+        shims: dict[str, list[FoundAttempt]] = {}
         for shim in self.executor.find(f"{root_id}."):
             shims.setdefault(shim.tag.split(".")[1], []).append(shim)
         by_id = {j.id: j for j in jobs}

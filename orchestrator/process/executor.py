@@ -46,7 +46,7 @@ from .cgroups import Enforced, Limits
 from .procscan import Memory, descendants, machine_memory, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
-from .shim import FoundShim
+from .shim import FoundAttempt
 
 
 # A node as the seam's ``nodes()`` reports it; it lives here, not in the cluster package that
@@ -195,7 +195,7 @@ class Executor(Protocol):
         """A handle on an attempt a previous server started; already ended if it has."""
         ...
 
-    def find(self, tag_prefix: str) -> list[FoundShim]:
+    def find(self, tag_prefix: str) -> list[FoundAttempt]:
         """Attempts still running whose tag starts with ``tag_prefix`` (after a restart)."""
         ...
 
@@ -272,7 +272,7 @@ class LocalExecutor:
     ) -> ProcessHandle:
         return self.runner.adopt(pid or 0, start_id, tag=tag, started_at=started_at, exit_file=exit_file, limits=self.limits)
 
-    def find(self, tag_prefix: str) -> list[FoundShim]:
+    def find(self, tag_prefix: str) -> list[FoundAttempt]:
         return self.runner.find(tag_prefix)
 
     def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
@@ -347,7 +347,7 @@ __all__ = [
     "AttemptHandle",
     "CommandNotFound",
     "Executor",
-    "FoundShim",
+    "FoundAttempt",
     "LocalExecutor",
     "Sample",
     "Sampled",

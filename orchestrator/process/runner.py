@@ -54,7 +54,7 @@ from .shim import (
     SHIM_SCRIPT,
     SHIM_SIGNALS,
     SHIM_START_ENV,
-    FoundShim,
+    FoundAttempt,
     find_shims,
     read_exit_file,
 )
@@ -549,7 +549,7 @@ class ProcessRunner:
             time.sleep(0.01)
         return confined + len(signalled)
 
-    def find(self, tag_prefix: str) -> list[FoundShim]:
+    def find(self, tag_prefix: str) -> list[FoundAttempt]:
         """Live attempts whose tag starts with ``tag_prefix``, each with the file its status goes to:
         shims found in the process table, and the workers the supervisor runs."""
         found = find_shims(tag_prefix)

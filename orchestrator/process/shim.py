@@ -86,8 +86,9 @@ PERL = find_perl()
 
 
 @dataclass
-class FoundShim:
-    """A live shim found by its tag, e.g. one spawned just before a server was killed."""
+class FoundAttempt:
+    """A live attempt found by its tag (its shim, or its worker under the supervisor), e.g. one
+    spawned just before a server was killed, and the file its status goes to."""
 
     pid: int
     tag: str
@@ -96,7 +97,7 @@ class FoundShim:
     attempt: int | None
 
 
-def find_shims(tag_prefix: str) -> list[FoundShim]:
+def find_shims(tag_prefix: str) -> list[FoundAttempt]:
     """Live shims whose tag starts with ``tag_prefix``: the process table is the truth about
     what runs, whatever the records managed to say before a crash."""
     found = []
@@ -106,7 +107,7 @@ def find_shims(tag_prefix: str) -> list[FoundShim]:
             continue  # a worker or its descendant, not the shim (of this server or an earlier one)
         attempt = env.get(protocol.ATTEMPT, "")
         found.append(
-            FoundShim(
+            FoundAttempt(
                 pid=pid,
                 tag=tag,
                 start_id=process_start_id(pid),

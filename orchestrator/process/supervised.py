@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .shim import FoundShim
+from .shim import FoundAttempt
 from .supervisor import LOCK, address, receive, send, socket_name
 
 START_TIMEOUT = 30.0
@@ -72,7 +72,7 @@ class SupervisorClient:
         reply, supervisor = got
         return int(str(reply["pid"])), _text(reply.get("start_id")), supervisor
 
-    def found(self, tag_prefix: str) -> list[FoundShim]:
+    def found(self, tag_prefix: str) -> list[FoundAttempt]:
         """The workers a running supervisor started whose tag starts with ``tag_prefix`` (none when
         no supervisor runs: one is not started to be asked)."""
         children: list[dict[str, object]] = []
@@ -87,7 +87,7 @@ class SupervisorClient:
                 continue
             attempt = str(child.get("attempt") or "")
             out.append(
-                FoundShim(
+                FoundAttempt(
                     pid=int(str(child["pid"])),
                     tag=tag,
                     start_id=_text(child.get("start_id")),
