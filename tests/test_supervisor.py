@@ -206,6 +206,8 @@ def test_each_file_size_limit_has_its_own_supervisor_and_a_worker_is_held_by_its
         ]
     finally:
         runner.close()
+        for tag in ("s6.k.1", "s6.k.2"):
+            runner.sweep(tag)  # their cgroups go too
 
 
 def resource_unlimited() -> int:
