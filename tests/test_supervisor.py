@@ -328,3 +328,19 @@ def test_many_threads_start_workers_at_once_and_each_gets_its_own_status(tmp_pat
         assert len({pid for pool in runner.supervisor._idle.values() for _, pid in pool}) == 1  # one supervisor
     finally:
         runner.close()
+
+
+def test_a_killed_supervisor_is_replaced_at_the_next_spawn_and_its_orphan_reads_as_killed(tmp_path):
+    runner = _runner(tmp_path / "sup")
+    try:
+        handle, _ = _spawn(runner, tmp_path, "import time; time.sleep(30)", "s11.k.1")
+        first = handle.reaper
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # someone kills it: its worker's status can no longer be told
+        wait_until(lambda: not procscan.process_alive(first, None))
+        os.kill(handle.pid, signal.SIGTERM)
+        assert runner.wait(handle, 20) == -signal.SIGKILL  # no exit file: said as killed, never as success
+        again, _ = _spawn(runner, tmp_path, "import sys; sys.exit(5)", "s11.k.2")  # a new supervisor serves
+        assert runner.wait(again, 20) == 5 and again.reaper not in (None, first)
+    finally:
+        runner.close()

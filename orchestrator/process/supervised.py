@@ -18,6 +18,7 @@ from .shim import FoundAttempt
 from .supervisor import LOCK, address, receive, send, socket_name
 
 START_TIMEOUT = 30.0
+ANSWER_TIMEOUT = 30.0  # a supervisor that does not answer a request in this long is stuck (stopped, swapped out)
 
 
 class SupervisorError(OSError):
@@ -229,6 +230,7 @@ def _check_private(dir_fd: int, directory: Path) -> None:
 
 def _try_connect(dir_fd: int, name: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(ANSWER_TIMEOUT)
     try:
         sock.connect(address(dir_fd, name))
     except (FileNotFoundError, ConnectionRefusedError):

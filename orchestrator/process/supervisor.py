@@ -142,6 +142,7 @@ class Supervisor:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
                     conn, _ = self.listener.accept()
+                    conn.settimeout(5.0)  # a request is sent whole at once: a client stuck mid-request is dropped
                     self.clients[conn.fileno()] = conn
                     poller.register(conn, select.POLLIN)
                     self.served = True
