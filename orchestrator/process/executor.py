@@ -238,8 +238,9 @@ class LocalExecutor:
         self.limits = limits
         if self.runner.perl is None:
             log.warning(
-                "no perl on this machine: workers run under the /bin/sh shim, which records a worker "
-                "killed by signal N as exit code 128+N (install perl to tell them apart)"
+                "no perl on this machine: %s run under the /bin/sh shim, which records a worker "
+                "killed by signal N as exit code 128+N (install perl to tell them apart)",
+                "sandboxed workers" if self.runner.supervisor is not None else "workers",
             )
 
     def start(
