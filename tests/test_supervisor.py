@@ -344,3 +344,36 @@ def test_a_killed_supervisor_is_replaced_at_the_next_spawn_and_its_orphan_reads_
         assert runner.wait(again, 20) == 5 and again.reaper not in (None, first)
     finally:
         runner.close()
+
+
+def test_a_spawn_that_fails_leaves_the_supervisor_as_it_was(tmp_path):
+    client = SupervisorClient(tmp_path / "sup")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        ok = client.spawn(
+            ["/bin/true"], cwd=tmp_path, env={}, log_fd=log, tag="s12.k.1", exit_file=None, cgroup_fds=[], file_size=0
+        )
+        supervisor = ok[2]
+
+        def ignored() -> int:
+            line = next(x for x in Path(f"/proc/{supervisor}/status").read_text().splitlines() if x.startswith("SigIgn:"))
+            return int(line.split()[1], 16)
+
+        before = ignored()
+        with pytest.raises(FileNotFoundError):  # a sandbox launcher's spawn, into a folder that is gone
+            client.spawn(
+                ["/bin/true"],
+                cwd=tmp_path / "gone",
+                env={},
+                log_fd=log,
+                tag="s12.k.2",
+                exit_file=None,
+                cgroup_fds=[],
+                file_size=0,
+                ignore=(signal.SIGTERM, signal.SIGUSR1),
+            )
+        assert ignored() == before and not before & (1 << (signal.SIGTERM - 1))  # it still dies of SIGTERM
+        assert os.readlink(f"/proc/{supervisor}/cwd") == "/"
+    finally:
+        os.close(log)
+        client.close()

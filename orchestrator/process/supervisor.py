@@ -201,33 +201,34 @@ class Supervisor:
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
     def _posix_spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: int, joins: list[int], ignore: list[int]) -> int:
-        """Start a worker by vfork and exec, born in its cgroup and folder, ignoring ``ignore``."""
-        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignore}
-        os.chdir(cwd)
+        """Start a worker by vfork and exec, born in its cgroup and folder, ignoring ``ignore``;
+        whatever fails, the supervisor ends back in its own cgroup, folder and signal handling."""
+        previous: dict[int, object] = {}
         try:
+            for signum in ignore:
+                previous[signum] = signal.signal(signum, signal.SIG_IGN)
+            os.chdir(cwd)
             for fd in joins:
                 os.write(fd, b"0")
-            try:
-                return os.posix_spawn(
-                    argv[0],
-                    argv,
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, log, 1),
-                        (os.POSIX_SPAWN_DUP2, log, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=[s for s in IGNORED if s not in ignore],
-                )
-            finally:
-                if joins:
-                    for fd in self.home:
-                        os.write(fd, b"0")
+            return os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, log, 2),
+                ],
+                setsid=True,
+                setsigdef=[s for s in IGNORED if s not in ignore],
+            )
         finally:
+            if joins:
+                for fd in self.home:
+                    os.write(fd, b"0")
             os.chdir("/")
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _reap(self) -> None:
         """Each ended child: its status into its exit file, then reaped (a process gone has its status on disk)."""
