@@ -16,8 +16,7 @@ them (``list``). It exits once no server is connected and no worker runs.
 Requests come over a Unix stream socket in the workspace's supervisor folder (mode 0700: the
 user's own; a sandboxed worker sees that folder empty): a 4-byte length, then JSON, the first
 bytes carrying the descriptors (the log, the cgroup's ``cgroup.procs``). The client side is
-process/supervised.py. This module imports only the standard library: it starts in a fresh
-interpreter, once per server.
+process/supervised.py. It starts in a fresh interpreter once per server, so it imports little.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
+
+from .procscan import process_start_id
 
 LOCK = "supervisor.lock"  # held to start a supervisor, connect to one, or for one to leave
 HEADER = struct.Struct("!I")
@@ -196,7 +197,11 @@ class Supervisor:
         else:
             pid = self._posix_spawn(argv, env, str(spec["cwd"]), fds[0], joins, [int(s) for s in spec.get("ignore") or ()])  # type: ignore[attr-defined]
         self.children[pid] = Child(
-            pid, str(spec.get("tag", "")), _start_id(pid), str(exit_file) if exit_file else None, _text(spec.get("attempt"))
+            pid,
+            str(spec.get("tag", "")),
+            process_start_id(pid),
+            str(exit_file) if exit_file else None,
+            _text(spec.get("attempt")),
         )
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
@@ -277,16 +282,6 @@ def home_fds() -> list[int]:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def _start_id(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (procscan.process_start_id's reading)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rfind(b")") + 2 :].split()[19].decode()
-    except (OSError, IndexError):
-        return None
 
 
 def _write_status(path: str, line: bytes) -> None:
