@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -39,6 +40,8 @@ def fs_snapshot(*roots: Path) -> dict[str, tuple]:
                 seen[str(path)] = ("link", os.readlink(path))
             elif path.is_dir():
                 seen[str(path)] = ("dir", st.st_mtime_ns)
+            elif not stat.S_ISREG(st.st_mode):  # the workers' supervisor's socket: no content to read
+                seen[str(path)] = ("special", stat.S_IFMT(st.st_mode), st.st_ino)
             else:
                 seen[str(path)] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
     return seen

@@ -15,7 +15,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.git.commits import identity_of
 from orchestrator.git.gitwork import GitError, add_worktree, repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process.runner import PACKAGE_PARENT
+from orchestrator.process.interpreter import PACKAGE_PARENT
 from orchestrator.reports.status_document import job_status
 from orchestrator.workers.environment import worker_prompt
 

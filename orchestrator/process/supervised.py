@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .. import protocol
+from .interpreter import package_argv
 from .shim import FoundAttempt
 from .supervisor import LOCK, address, receive, send, socket_name
 
@@ -36,8 +38,10 @@ class SupervisorClient:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        # Made now, so a sandbox built before the first spawn already hides it (workers/confinement.py).
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Made now, so a sandbox built before the first spawn already hides it (workers/confinement.py);
+        # where it cannot be (an unwritable workspace), the first spawn says why.
+        with contextlib.suppress(OSError):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # file-size limit -> idle connections, each with its supervisor's pid
         self._idle: dict[int, list[tuple[socket.socket, int]]] = {}
@@ -64,7 +68,7 @@ class SupervisorClient:
             "cwd": str(cwd),
             "env": env,
             "tag": tag,
-            "attempt": env.get("ORCHESTRATOR_ATTEMPT"),
+            "attempt": env.get(protocol.ATTEMPT),
             "exit_file": str(exit_file) if exit_file is not None else None,
             "ignore": list(ignore),
         }
@@ -189,6 +193,8 @@ class SupervisorClient:
         """Inside ``_lock``: a new connection and the supervisor's pid (the supervisor started first,
         with ``start``, if none runs)."""
         name = socket_name(file_size)
+        if start:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             _check_private(dir_fd, self.directory)
@@ -241,8 +247,6 @@ def _try_connect(dir_fd: int, name: str) -> socket.socket | None:
 
 def _launch(directory: Path, file_size: int) -> None:
     """Start a supervisor for ``directory`` and wait until it listens (its first process says so and exits)."""
-    from .runner import package_argv  # the runner imports this module
-
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
     try:
         done = subprocess.run(

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from .. import protocol
 from ..config import Isolation, JobConfig, Settings
 from ..models import JobRecord, TaskNode, WorkerRecord
-from ..process.runner import python_executable
+from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
 from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt

@@ -6,7 +6,7 @@ argv (``python -m orchestrator.cli.anthropic_worker ...``, but never from the cw
            --max-tokens N --max-turns N --command-timeout S --tool-output-chars N
            --max-retries N [--no-tools] [--prices IN,OUT,CACHE_WRITE,CACHE_READ]
 
-``LAUNCH`` (runner.package_argv) puts the server's own package first on ``sys.path`` in place of
+``LAUNCH`` (interpreter.package_argv) puts the server's own package first on ``sys.path`` in place of
 the cwd, which ``-m`` would put there: a worker's cwd may be a worktree of a repository that holds
 an ``orchestrator`` package of its own (as ``orchestrator-spawn`` guards against too), and the
 worker's ``PYTHONPATH`` is the user's (-E: the interpreter ignores it; the commands the model runs
@@ -31,7 +31,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ...process.runner import package_argv
+from ...process.interpreter import package_argv
 from .aicli import add, chosen_model, dict_field, json_lines, last_json_object, str_field, to_float
 from .base import ANTHROPIC_ERROR_CLASSES, Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
 

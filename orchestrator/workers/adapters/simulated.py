@@ -1,6 +1,6 @@
 """The built-in simulated worker: deterministic, offline, never pretends to be an AI.
 
-It runs ``orchestrator.cli.simulated`` on the orchestrator's interpreter (runner.package_argv),
+It runs ``orchestrator.cli.simulated`` on the orchestrator's interpreter (interpreter.package_argv),
 which writes a deliverable file for its subtask and, when the subtask is
 compound and depth allows, starts a child job through the same ``spawn``
 command an AI worker would use.
@@ -9,7 +9,7 @@ command an AI worker would use.
 from __future__ import annotations
 
 from ... import protocol
-from ...process.runner import package_argv
+from ...process.interpreter import package_argv
 from .base import Adapter, WorkerContext
 
 
