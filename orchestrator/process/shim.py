@@ -67,8 +67,10 @@ PERL_SHIM = (
     'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
     # ending between the two calls): its end kills the shim's process group, the worker with it.
-    "if ($g) { while (waitpid($p, 1) == 0) { my $r = $m; if (select($r, undef, undef, 0.25) > 0) {"
-    ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 } } }\n'
+    # (A select that fails otherwise than EINTR falls back to the plain wait: no busy loop.)
+    "if ($g) { while (waitpid($p, 1) == 0) { my $r = $m; my $n = select($r, undef, undef, 0.25); if ($n > 0) {"
+    ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
+    " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\n"
     "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
     "my $sig = $s & 127;\n"
