@@ -111,7 +111,7 @@ class Nodes:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds a live process tree has used: each live process's own, plus what the ones it
-    has reaped used (an RQ worker reaps its horses, a horse its worker's shim)."""
+    has reaped used (an RQ worker reaps its attempts' shims or sandbox launchers)."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]

@@ -315,6 +315,37 @@ def test_a_node_shim_whose_spawner_is_gone_never_starts_the_worker(tmp_path):
 
 
 @pytest.mark.skipif(PERL is None, reason="the lifeline is the perl shim's")
+def test_a_node_shim_whose_spawner_dies_while_its_worker_runs_kills_the_worker_and_says_nothing(tmp_path):
+    # Given the perl shim with a lifeline pipe running a worker with a child of its own (its
+    # parent-death signal never set: the link that did not fire)
+    from orchestrator import protocol
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME
+
+    pid_file, exit_file = tmp_path / "sleep.pid", tmp_path / "exit"
+    read, write = os.pipe()
+    env = {**os.environ, protocol.SHIM_STASH + "LIFELINE": str(read)}
+    worker = ["sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"]
+    with open(tmp_path / "log", "wb") as log:
+        shim = subprocess.Popen(
+            [PERL, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *worker],
+            env=env,
+            pass_fds=(read,),
+            start_new_session=True,
+            stderr=log,
+        )
+    os.close(read)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 10)
+    sleep = int(pid_file.read_text())
+    # When its spawner is gone (the write end's last holder closes it)
+    os.close(write)
+    # Then the shim kills its process group, the worker's child with it, and no exit file says it ran
+    assert shim.wait(10) == -signal.SIGKILL
+    assert "the node process that started it is gone: the worker is killed" in (tmp_path / "log").read_text()
+    wait_until(lambda: not process_alive(sleep, None), 10)
+    assert not exit_file.exists()
+
+
+@pytest.mark.skipif(PERL is None, reason="the lifeline is the perl shim's")
 def test_a_node_attempt_holds_its_lifeline_while_it_runs_and_closes_it_once_released(tmp_path):
     # Given a node's attempt: a worker started with a parent-death signal
     runner = ProcessRunner()

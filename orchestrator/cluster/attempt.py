@@ -1,5 +1,6 @@
 """What a node runs for one attempt: ``run(attempt_id, token)`` (attempts.RQ_FUNCTION), called by
-RQ in a node's work horse (cluster/node.py) with only the attempt's id and fencing token.
+RQ in the main thread of a node's worker process (cluster/node.py: NodeWorker forks no horse),
+with only the attempt's id and fencing token.
 
 It claims the attempt (its lease starts), starts the worker with the same runner as a single
 server (process/runner.py: the shim, its own process group, the exit file, and the tag of this run,
@@ -87,8 +88,9 @@ _shared_lock = threading.Lock()
 def shared_ops(ctx: NodeContext) -> Attempts:
     """This process's protocol client for the node's Redis: one connection pool for the attempt's
     main thread and its control thread (whose blocking read takes a connection of its own from
-    it) instead of a client each, and the scripts registered once. Keyed by pid: a forked process
-    (each RQ work horse) starts its own (redis-py also resets a pool inherited across a fork)."""
+    it) instead of a client each, and the scripts registered once; it stays open and authenticated
+    from one attempt to the next. Keyed by pid: a forked process starts its own (redis-py also
+    resets a pool inherited across a fork)."""
     key = (os.getpid(), ctx.url)
     with _shared_lock:
         found = _shared.get(key)

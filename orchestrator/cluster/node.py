@@ -8,8 +8,13 @@ any other function is refused (a job in Redis never runs arbitrary code). A hear
 publishes the node (nodes.publish) every third of the lease.
 
 Processes die with the node where Linux allows (PR_SET_PDEATHSIG, SIGKILL): the pool's workers
-with the node, each work horse with its worker, the shim with its horse, the worker command with
-its shim. A worker's own descendants do not; so each attempt in flight is a file under
+with the node (each sets it in ``NodeWorker.__init__`` and checks its parent after), the shim (or a
+sandbox's bubblewrap launcher, ``--die-with-parent``, and the PID namespace with it) with the
+worker that runs its attempt (in process: no RQ work horse, see ``NodeWorker``; the attempt's main
+thread starts it, and that thread ends only with the process), the worker command with its shim.
+A link set just after a parent died does not fire, so the shim also checks its lifeline once
+(process/shim.py) before starting the command. A worker's own descendants do not die with it; so
+each attempt in flight is a file under
 ``<workspace>/.cluster/nodes/<host>/<name>.attempts/`` (its tag), beside ``<name>.json`` (the node's
 pid and start id), and a node starting on the same host sweeps the tags of every node there whose
 process is dead (never a live sibling's), then deletes its files.
@@ -18,9 +23,8 @@ A clean stop (SIGTERM, SIGINT) takes no more work, runs the kill ladder on the r
 and reports each ended (so the server retries or fails it at once instead of waiting for its
 lease), then takes the node out of the registry.
 
-RQ's worker quits on a Redis error while it monitors a horse (and its horse would die with it);
-``NodeWorker`` keeps monitoring instead, so running attempts survive a Redis restart, and the pool
-restarts any worker that quit while idle.
+A Redis error in RQ's heartbeats while an attempt runs is logged, not fatal (``NodeWorker``), so
+running attempts survive a Redis restart, and the pool restarts any worker that quit while idle.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 
 import redis
 from rq import Worker
+from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from ..config import Settings, load_settings
@@ -257,8 +262,20 @@ def _heartbeat(
 
 
 class NodeWorker(Worker):
-    """An RQ worker that runs attempt.run only, dies with its node, and lets a Redis outage pass
-    while its horse runs an attempt."""
+    """An RQ worker that runs attempt.run only, in its own process (no work horse), dies with its
+    node, and lets a Redis outage pass while it runs an attempt.
+
+    RQ's ``Worker`` forks a horse per job (about 15 ms of CPU a job more than running it in
+    process, bench_rq_worker.py). The attempt needs none of what the fork protects: the worker
+    command already runs in a process of its own (the shim, its own group, the tag), dying with
+    this worker (PR_SET_PDEATHSIG), which dies with the node; attempts have no RQ timeout (the
+    server's timeout and the lease end them, so there is no death penalty to enforce); a crash of
+    attempt.run's Python is an exception RQ records, and a crash of the process (a segfault) is a
+    dead worker the pool replaces, its attempt's processes dying with it as a horse's did. What the
+    monitoring parent did besides waiting, RQ's heartbeats every ``MONITOR_INTERVAL``, a thread does
+    here; the attempt's lease renewals and control stay attempt.run's own. While an attempt runs
+    it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the pool's
+    SIGINT only asks the worker to stop after it."""
 
     # An idle worker retries an unreachable Redis with doubling pauses; RQ caps them at 60 s, which
     # would leave a node idle up to a minute after Redis is back.
@@ -266,13 +283,14 @@ class NodeWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         parent = os.getppid()
-        set_parent_death_signal(signal.SIGKILL)  # this worker dies with the node
+        set_parent_death_signal(signal.SIGKILL)  # this worker (and so its attempt) dies with the node
         if os.getppid() != parent:  # the node died before the line above
             os._exit(1)
-        # How often the worker checks on its horse and writes RQ's heartbeats (RQ: 30 s).
+        # How often the worker writes RQ's heartbeats while it runs an attempt (RQ: 30 s).
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
         self._outage = False
+        self._attempting = False
 
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
         """No RQ scheduler process: attempts are never scheduled for later."""
@@ -285,14 +303,35 @@ class NodeWorker(Worker):
             execution = self.prepare_execution(job)
             self.handle_job_failure(job, queue=queue, exc_string=why, execution=execution)
             return
-        super().execute_job(job, queue)
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, done), name="rq-heartbeat", daemon=True)
+        self._attempting = True
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)  # attempt.run, in this process's main thread
+        finally:
+            self._attempting = False
+            done.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
 
-    def main_work_horse(self, job: Any, queue: Any) -> None:
-        set_parent_death_signal(signal.SIGKILL)  # the horse (and so its attempt) dies with its worker
-        super().main_work_horse(job, queue)
+    def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception as exc:  # RQ's bookkeeping only: the attempt goes on whatever it says
+                log.debug("worker %s: RQ heartbeat failed (%s)", self.name, exc)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """Stop after the running attempt (warm) without taking SIGTERM from it."""
+        if self._attempting:
+            self._stop_requested = True
+            return
+        super().request_stop(signum, frame)
 
     def maintain_heartbeats(self, job: Any, execution: Any) -> None:
-        """RQ's own bookkeeping; a Redis outage must not end the worker (its horse would die)."""
+        """RQ's own bookkeeping; a Redis outage must not end the worker (its attempt goes on)."""
         try:
             super().maintain_heartbeats(job, execution)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -304,13 +343,13 @@ class NodeWorker(Worker):
 
 
 class NodePool(WorkerPool):
-    """RQ's pool, whose stop also ends the running attempts (their horses run the kill ladder
+    """RQ's pool, whose stop also ends the running attempts (their workers run the kill ladder
     on SIGTERM and report the end) instead of waiting for them."""
 
     def __init__(self, *args: Any, attempts_dir: Path, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attempts_dir = attempts_dir
-        self._told: set[int] = set()  # horses already asked to end
+        self._told: set[int] = set()  # workers already asked to end their attempt
 
     def request_stop(self, signum: Any = None, frame: Any = None) -> None:
         if self.status == self.Status.STOPPED:
@@ -320,11 +359,11 @@ class NodePool(WorkerPool):
         self._end_attempts()
 
     def all_workers_have_stopped(self) -> bool:
-        self._end_attempts()  # one claimed just as the stop came: its horse is told too
+        self._end_attempts()  # one claimed just as the stop came: its worker is told too
         return super().all_workers_have_stopped()
 
     def _end_attempts(self) -> None:
-        """SIGTERM each running attempt's horse (once): it runs the kill ladder and reports the end."""
+        """SIGTERM each running attempt's worker (once): it runs the kill ladder and reports the end."""
         for path in self.attempts_dir.glob("*.json"):
             found = _read(path)
             pid = int(found.get("pid", 0)) if found else 0

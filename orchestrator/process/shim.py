@@ -30,12 +30,17 @@ from .procscan import process_start_id, read_small
 # covers PERL_SIGNALS=unsafe in the user's environment.)
 #
 # LIFELINE (a cluster node's attempts): the read end of a pipe whose write end only the spawning
-# process holds. Parent-death signals chain a node's processes to it (node, RQ worker, work horse,
-# bubblewrap's launcher, its namespace's init, the shim, the worker), but each link is set by the
-# child after it starts: a parent killed in between (bubblewrap's clone before its prctl) leaves
-# the rest running with no parent to die with, a worker outliving its node. Every link before the
-# shim is set by the time the shim starts, so the shim looks once: if the pipe already reads as
-# closed, its spawner died and the worker is never started (and no exit file says it ran).
+# process holds; it reads as closed once every thread of that process is gone. Parent-death
+# signals chain a node's processes to it (node, RQ worker running the attempt, bubblewrap's
+# launcher, its namespace's init, the shim, the worker), but each link is set by the child after it
+# starts, and the kernel sends it when the parent's forking thread ends, while the process's other
+# threads may still hold its files: a parent killed in between leaves the rest running with no
+# parent to die with, a worker outliving its node. bubblewrap's init sets its own only after it has
+# forked the shim, so the whole sandbox setup is such a window (the node-death e2e test's kill lands
+# there: its attempt has just told the server it started). So the shim looks at the lifeline before
+# starting the worker (already closed: the worker is never started, and no exit file says it ran),
+# and then watches it while the worker runs: once it reads as closed, the shim kills its process
+# group (the worker with it) and writes no exit file, whichever link failed to fire.
 #
 # Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
 # into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
@@ -51,16 +56,22 @@ PERL_SHIM = (
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
     # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
-    f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}};\n"
-    "if (defined $l) { my $r = ''; vec($r, $l, 1) = 1;"
+    f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
+    "if (defined $l) { $m = ''; vec($m, $l, 1) = 1; my $r = $m;"
     ' if (select($r, undef, undef, 0) > 0) { print STDERR "orchestrator-shim: the node process that started it is gone:'
     ' the worker is not started\\n"; exit 125 }'
-    " open(my $h, '<&=', $l) and close $h }\n"
+    " open($g, '<&=', $l) or undef $g; $SIG{CHLD} = sub {} }\n"  # a handler: the worker's end interrupts the select below
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
-    'if (!$p) { exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
-    "1 while waitpid($p, 0) < 0 && $! == 4;\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
+    'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
+    # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
+    # ending between the two calls): its end kills the shim's process group, the worker with it.
+    # (A select that fails otherwise than EINTR falls back to the plain wait: no busy loop.)
+    "if ($g) { while (waitpid($p, 1) == 0) { my $r = $m; my $n = select($r, undef, undef, 0.25); if ($n > 0) {"
+    ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
+    " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\n"
+    "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
     "my $sig = $s & 127;\n"
     "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
