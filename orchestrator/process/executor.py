@@ -297,7 +297,7 @@ class LocalExecutor:
             limited = [a.pid for a in scan if a.pid and self.runner.confined.enforced_of(a.tag)]
             below = descendants(limited) if limited else {}
             for attempt in scan:
-                top = [attempt.pid] if attempt.pid and attempt.shim_pid is None and attempt.pid in below else []
+                top = [attempt.pid] if attempt.shim_pid is None and attempt.pid in below else []  # the worker itself
                 tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
                 # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
                 own = [pid for pid in tree if pid != attempt.shim_pid and not sandbox_machinery(pid)]

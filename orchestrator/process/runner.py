@@ -143,7 +143,6 @@ class ProcessHandle:
     log_path: Path | None = None
     # Started by the workspace's supervisor (process/supervisor.py): ``pid`` is the worker's own (or a
     # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
-    supervised: bool = False
     reaper: int | None = None
     adopted: bool = False  # from a previous server: its end time is its exit file's (it ended unseen)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
@@ -183,6 +182,11 @@ class ProcessHandle:
                 except OSError:
                     self.ended_at = time.time()
         return self.code
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the workspace's supervisor started it (and reaps it)."""
+        return self.reaper is not None
 
     @property
     def shim_pid(self) -> int | None:
@@ -356,7 +360,6 @@ class ProcessRunner:
             exit_file=exit_file,
             sandboxed=sandbox is not None,
             private_exit=private_exit,
-            supervised=supervised,
             reaper=reaper,
             limits=limits,
             cgroup=cgroup,
@@ -395,7 +398,7 @@ class ProcessRunner:
         if self.supervisor is not None and pid:  # a supervised worker is a running supervisor's child
             parent = procscan.parent_of(pid)
             if parent is not None and parent in self.supervisor.running():
-                handle.reaper, handle.supervised = parent, True
+                handle.reaper = parent
         if limits is not None:
             handle.limits = limits
             handle.cgroup, handle.enforced = self.confined.adopt(tag, limits)

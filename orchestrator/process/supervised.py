@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import protocol
 from .interpreter import package_argv
 from .shim import FoundAttempt
-from .supervisor import LOCK, address, receive, send, socket_name
+from .supervisor import LOCK, address, optional_text, receive, send, socket_name
 
 START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 30.0  # a supervisor that does not answer a request in this long is stuck (stopped, swapped out)
@@ -75,7 +75,7 @@ class SupervisorClient:
         got = self._call(file_size, message, [log_fd, *cgroup_fds])
         assert got is not None
         reply, supervisor = got
-        return int(str(reply["pid"])), _text(reply.get("start_id")), supervisor
+        return int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor
 
     def found(self, tag_prefix: str) -> list[FoundAttempt]:
         """The workers a running supervisor started whose tag starts with ``tag_prefix`` (none when
@@ -95,7 +95,7 @@ class SupervisorClient:
                 FoundAttempt(
                     pid=int(str(child["pid"])),
                     tag=tag,
-                    start_id=_text(child.get("start_id")),
+                    start_id=optional_text(child.get("start_id")),
                     exit_file=Path(str(child["exit_file"])),
                     attempt=int(attempt) if attempt.isdigit() else None,
                 )
@@ -164,7 +164,7 @@ class SupervisorClient:
             for fd in extra:
                 os.close(fd)
             if isinstance(reply.get("errno"), int):  # as Popen would have raised it (FileNotFoundError, ...)
-                raise OSError(reply["errno"], str(reply["error"]), _text(reply.get("filename")))
+                raise OSError(reply["errno"], str(reply["error"]), optional_text(reply.get("filename")))
             if "error" in reply:
                 raise SupervisorError(f"the worker supervisor refused: {reply['error']}")
             return reply, pid
@@ -218,10 +218,6 @@ class SupervisorClient:
             sock.close()
             raise SupervisorError(f"the socket in {self.directory} is served by user {uid}, not this server's")
         return sock, pid
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def _check_private(dir_fd: int, directory: Path) -> None:

@@ -173,7 +173,7 @@ class Supervisor:
             else:
                 reply = {"error": f"unknown request {op!r}"}
         except OSError as exc:  # the client raises it again, as the same kind of OSError
-            reply = {"error": exc.strerror or str(exc), "errno": exc.errno, "filename": _text(exc.filename)}
+            reply = {"error": exc.strerror or str(exc), "errno": exc.errno, "filename": optional_text(exc.filename)}
         except Exception as exc:  # noqa: BLE001 - said to the client, which raises it
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -201,7 +201,7 @@ class Supervisor:
             str(spec.get("tag", "")),
             process_start_id(pid),
             str(exit_file) if exit_file else None,
-            _text(spec.get("attempt")),
+            optional_text(spec.get("attempt")),
         )
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
@@ -280,7 +280,8 @@ def home_fds() -> list[int]:
     return fds
 
 
-def _text(value: object) -> str | None:
+def optional_text(value: object) -> str | None:
+    """``value`` as text, None staying None (a JSON field that may be null)."""
     return None if value is None else str(value)
 
 
