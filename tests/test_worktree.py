@@ -227,6 +227,80 @@ def test_a_new_worktree_is_what_git_worktree_add_makes_and_a_failed_checkout_lea
     assert str(broken) not in git(host, "worktree", "list", "--porcelain")
 
 
+def test_sixteen_worktrees_made_at_once_while_git_lists_them_never_fail_and_each_is_whole(tmp_path):
+    """Made side by side with no repository lock: each entry comes into .git/worktrees in one
+    rename, so a ``git worktree list`` running meanwhile never meets a half-made one (git's own
+    concurrent ``worktree add`` runs fail on exactly that), and every worktree is complete."""
+    host, _ = make_host(tmp_path)
+    head = git(host, "rev-parse", "HEAD").strip()
+    stop, failures = threading.Event(), []
+
+    def lister() -> None:
+        while not stop.is_set():
+            done = run_git(host, "worktree", "list", "--porcelain", check=False)
+            if done.returncode:
+                failures.append(done.stderr)
+
+    watching = threading.Thread(target=lister)
+    watching.start()
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            add_worktree(host, tmp_path / "wt" / f"worker_{i}", f"orchestrator/t/w{i}", head)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        adders = [threading.Thread(target=add, args=(i,)) for i in range(16)]
+        for t in adders:
+            t.start()
+        for t in adders:
+            t.join()
+    finally:
+        stop.set()
+        watching.join()
+    assert errors == [] and failures == []
+    listed = git(host, "worktree", "list", "--porcelain")
+    for i in range(16):
+        tree = tmp_path / "wt" / f"worker_{i}"
+        assert f"worktree {tree}\n" in listed
+        assert git(tree, "symbolic-ref", "HEAD") == f"refs/heads/orchestrator/t/w{i}\n"
+        assert git(tree, "rev-parse", "HEAD").strip() == head and git(tree, "status", "--porcelain") == ""
+    assert "locked" not in listed and "prunable" not in listed
+    assert not list((host / ".git").glob("orchestrator-adding-*"))
+    git(host, "worktree", "remove", str(tmp_path / "wt" / "worker_3"))  # git's own removal knows them
+    assert str(tmp_path / "wt" / "worker_3") not in git(host, "worktree", "list", "--porcelain")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [("extensions.worktreeConfig", "true"), ("core.sparseCheckout", "true")],
+    ids=["worktree-config", "sparse-checkout"],
+)
+def test_a_repository_whose_worktrees_need_more_than_the_usual_files_gets_git_worktree_add(tmp_path, setting):
+    """Where git's own ``worktree add`` copies the main worktree's per-worktree config or
+    sparse patterns, it is what makes the worktree: the result is git's."""
+    host, _ = make_host(tmp_path)
+    head = git(host, "rev-parse", "HEAD").strip()
+    git(host, "config", *setting)
+    if setting[0] == "extensions.worktreeConfig":
+        git(host, "config", "core.repositoryformatversion", "1")
+        git(host, "config", "--worktree", "user.name", "from the main worktree")
+    else:
+        (host / ".git" / "info").mkdir(exist_ok=True)
+        (host / ".git" / "info" / "sparse-checkout").write_text("/*\n")
+    made, plain = tmp_path / "made", tmp_path / "plain"
+    add_worktree(host, made, "orchestrator/a", head)
+    git(host, "worktree", "add", "-q", "--no-track", "-b", "orchestrator/b", str(plain), head)
+    admin = {tree: Path(git(tree, "rev-parse", "--absolute-git-dir").strip()) for tree in (made, plain)}
+    assert sorted(p.name for p in admin[made].iterdir() if p.name != "logs") == sorted(
+        p.name for p in admin[plain].iterdir() if p.name != "logs"
+    )
+    assert admin[made].name == "made"  # git named it (gitwork's own entries carry a hash)
+    assert git(made, "status", "--porcelain") == "" and git(made, "rev-parse", "HEAD").strip() == head
+
+
 def test_a_detached_head_base_works_and_stays_detached(hosted):
     host, folder, make = hosted
     git(host, "checkout", "-q", "--detach", "HEAD")

@@ -232,6 +232,7 @@ def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cu
         assert "locked" not in git(repo, "worktree", "list", "--porcelain")
         # Cut off between gitwork.add_worktree's two steps: `worktree add --no-checkout` done (no
         # lock left, no index, no files), its checkout never ran. Made again too.
+        admin = Path(git(directory, "rev-parse", "--absolute-git-dir").strip())  # (made again: its entry may be renamed)
         (admin / "index").unlink()
         for name in ("app.py", "a.txt"):
             (directory / name).unlink()

@@ -6,9 +6,9 @@ worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitte
 so a task sees its prerequisites' merged work: quality/integration.py). Git itself is git/gitwork.py's.
 
 ======== ================================================================================
-prepare  ``git worktree add`` (kept when it is already there: a worker re-adopted after a
-         restart; made again when its add was cut off before the worker first ran; its
-         checkout runs outside the repository's lock, see gitwork.add_worktree), and the
+prepare  a worktree as ``git worktree add`` makes it, with no lock of the repository (kept
+         when it is already there: a worker re-adopted after a restart; made again when its
+         add was cut off before the worker first ran; see gitwork.add_worktree), and the
          worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
@@ -163,6 +163,7 @@ class WorktreeCheckout(Checkout):
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         directory = self.directory(record)
         self.retirer.wait_for(directory)  # (a worker run again under the same name: its old worktree gone first)
+        self.retirer.wait_below()  # removals that lag behind hold back new worktrees, not the disk
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
         if (directory / ".git").exists():
             if record.attempts or not _interrupted(directory):
@@ -353,18 +354,29 @@ class WorktreeCheckout(Checkout):
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         directory = self.directory(record)
         self._unlink_branch(record, directory)
-        run_git(directory, "add", "-A", "--", ".", *self.bootstrap.never_commit(directory))  # never a copied .env
-        staged = run_git(directory, "diff", "--cached", "--quiet", check=False)
-        if staged.returncode != 0:
-            # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
-            co_author = co_author_of(record, self.settings) if attempt > 0 else None
-            message = (
-                f"{subject_line(subject or record.task)}\n\n"
-                f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
-                + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
-            )
-            env = {**git_env(), **identity_of(self.repo).env()}  # the user's, read from the host
-            run_git(directory, "commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-", input_text=message, env=env)
+        spec = ["--", ".", *self.bootstrap.never_commit(directory)]  # never a copied .env
+        # One process tells both whether anything is left to commit and HEAD's commit: with
+        # nothing listed (index and files as HEAD has them), ``add -A`` would stage nothing.
+        tip, listed = _status(directory, spec)
+        if not listed:
+            return tip
+        run_git(directory, "add", "-A", *spec)
+        # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
+        co_author = co_author_of(record, self.settings) if attempt > 0 else None
+        message = (
+            f"{subject_line(subject or record.task)}\n\n"
+            f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
+            + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
+        )
+        env = {**git_env(), **identity_of(self.repo).env()}  # the user's, read from the host
+        argv = ("commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-")
+        done = run_git(directory, *argv, input_text=message, env=env, check=False)
+        if done.returncode != 0:
+            # What was listed may stage nothing (a submodule's own changes, a staged change undone
+            # in the file): then there is nothing to commit, and HEAD is where it was.
+            if run_git(directory, "diff", "--cached", "--quiet", check=False).returncode == 0:
+                return tip
+            raise GitError(f"git {' '.join(argv[:3])} failed (exit {done.returncode}): {done.stderr.strip()[:500]}")
         return self._tip(directory)
 
     def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
@@ -402,6 +414,26 @@ class WorktreeCheckout(Checkout):
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
 
 
+def _status(directory: Path, spec: list[str]) -> tuple[str, list[str]]:
+    """HEAD's commit and the changed entries (``git status --porcelain=v2``, untracked files
+    included, ignored ones not) of ``directory`` under the pathspec ``spec``."""
+    out = run_git(directory, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all", *spec).stdout
+    tip, listed, fields = "", [], out.split("\0")
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if entry.startswith("# branch.oid "):
+            tip = entry.removeprefix("# branch.oid ")
+        elif entry and not entry.startswith("#"):
+            listed.append(entry)
+            if entry.startswith("2 "):  # a rename's entry is followed by its original path
+                i += 1
+        i += 1
+    if not tip or tip == "(initial)":
+        tip = run_git(directory, "rev-parse", "HEAD").stdout.strip()  # (a HEAD no branch.oid names)
+    return tip, listed
+
+
 def _written_submodules(directory: Path) -> list[str]:
     """Submodule folders a worker wrote into. ``git worktree add`` leaves them empty and git
     neither sees nor commits files there, so they would be dropped without a word."""
@@ -415,6 +447,9 @@ def _written_submodules(directory: Path) -> list[str]:
         if path and folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
             found.append(path)
     return found
+
+
+RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits
 
 
 class Retirer:
@@ -432,6 +467,7 @@ class Retirer:
         self._pending: set[Path] = set()  # queued or being removed
         self._thread: threading.Thread | None = None
         self.removed = 0
+        self.backlog = RETIRE_BACKLOG
 
     def put(self, directory: Path) -> None:
         with self._cond:
@@ -448,6 +484,14 @@ class Retirer:
         """Until ``directory`` is no longer queued nor being removed."""
         with self._cond:
             while directory in self._pending:
+                self._cond.wait(1.0)
+
+    def wait_below(self) -> None:
+        """Until fewer than ``backlog`` worktrees wait for removal: with workers that finish faster
+        than their worktrees can be deleted, live worktrees stay bounded by the workers running
+        plus this backlog."""
+        with self._cond:
+            while len(self._pending) >= self.backlog:
                 self._cond.wait(1.0)
 
     def flush(self) -> None:
@@ -599,17 +643,20 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
 
 
 def _sweep_retired(repo: Path) -> None:
-    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete (a server
-    stopped in between): deleted, unless their server (the pid in the name) still runs."""
+    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete, and entries
+    gitwork.add_worktree was writing aside (a server stopped in between): deleted, unless their
+    server (the pid in the name) still runs, or is this one and is still adding."""
     try:
         common = Path(run_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip())
-        leftovers = list(common.glob("orchestrator-retired-*"))
+        leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
     except (GitFailed, OrchestratorError, OSError):
         return
     for folder in leftovers:
         parts = folder.name.rsplit("-", 2)
-        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) != os.getpid() and _alive(int(parts[1])):
-            continue
+        if len(parts) == 3 and parts[1].isdigit():
+            pid = int(parts[1])
+            if (pid != os.getpid() and _alive(pid)) or (pid == os.getpid() and "-adding-" in folder.name):
+                continue
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -4,11 +4,11 @@ few repository-level operations a worker's worktree needs.
 Every call is an argv list (never a shell string) run as ``git -C <dir> ...`` with
 ``GIT_TERMINAL_PROMPT=0`` (never a credential prompt), auto-gc off and the user's hooks
 skipped; user text (a path, a branch name) always follows ``--`` or is checked first
-(``git check-ref-format``). Operations that take a lock of the whole repository (worktree
-add and remove, branch creation and deletion) are serialised by one lock per repository and
-retried on git's own ``index.lock``/``.lock`` errors, so sixteen workers starting at once
-never fail on them. A new worktree's checkout writes only that worktree: it runs outside the
-lock (``add_worktree``), so sixteen checkouts share the machine instead of queueing.
+(``git check-ref-format``, or its documented rules where a name has only plain characters).
+Operations that take a lock of the whole repository (worktree remove, branch deletion) are
+serialised by one lock per repository and retried on git's own ``index.lock``/``.lock``
+errors, so sixteen workers at once never fail on them. A new worker's worktree needs no such
+lock (``add_worktree``): sixteen are made side by side instead of queueing.
 
 Minimum git: 2.17 (``git worktree remove``; ``worktree add`` is 2.5, ``-C`` 1.8.5). Item 6's
 merges (``merge-tree --write-tree``) need 2.38: that check is git/merging.py's.
@@ -16,7 +16,10 @@ merges (``merge-tree --write-tree``) need 2.38: that check is git/merging.py's.
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -109,8 +112,25 @@ def check_ref(name: str) -> str:
     return ref
 
 
+# A ref of these characters alone is valid exactly when ``_valid_plain`` says so: of git's rules
+# (git-check-ref-format(1)) the others are about characters outside this set.
+_PLAIN_REF = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def _valid_plain(ref: str) -> bool:
+    parts = ref.split("/")
+    return (
+        len(parts) >= 2
+        and all(p and not p.startswith(".") and not p.endswith(".lock") for p in parts)
+        and ".." not in ref
+        and not ref.endswith(".")
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def _valid_ref(ref: str) -> bool:
+    if _PLAIN_REF.fullmatch(ref):  # every worker's branch: no git process
+        return _valid_plain(ref)
     done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
     return done.returncode == 0
 
@@ -201,35 +221,119 @@ def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> su
 
 
 def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) -> None:
-    """``git worktree add`` of ``branch`` at ``directory`` (a new branch from ``start``; None:
-    the branch exists), split in git's own two steps: the worktree's admin folder and its branch
-    under the repository's lock (``--no-checkout``), then its checkout, the same ``reset --hard
-    --no-recurse-submodules`` git runs inside a new worktree, outside the lock: it writes only
-    that worktree's own index and files, so many workers' checkouts run side by side instead of
-    one after another. A checkout that fails removes the worktree again, as git does."""
-    # A new branch (``-b``) cannot be checked out anywhere yet, so its add skips that check
-    # (``--force``): git reads every worktree of the repository for it, under the lock, a cost
-    # that grows with the worktrees there (~20 ms of the ~50 an add takes beside 300 of them).
-    # --force also lets an entry git still keeps for ``directory`` (a folder deleted by hand) be
-    # replaced, as prune_stale would; an existing branch keeps git's checks.
-    place = (
-        ("--", str(directory), branch) if start is None else ("--force", "--no-track", "-b", branch, "--", str(directory), start)
-    )
-    repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
+    """A linked worktree of ``repo`` at ``directory`` on ``branch`` (a new branch from ``start``;
+    None: the branch exists), checked out, as ``git worktree add`` makes it.
+
+    A new branch in a repository of the usual layout (``_plain_layout``) is made without ``git
+    worktree add``: its admin entry (``HEAD``, ``commondir``, ``gitdir``, git's "initializing"
+    lock) is written aside and renamed into ``.git/worktrees`` in one step, and one ``reset
+    --hard <start>`` makes the branch (HEAD names it, unborn) and checks it out. No lock of the
+    repository is needed: the rename is atomic (a git listing the worktrees meanwhile never
+    meets a half-made entry, which makes concurrent ``worktree add`` runs fail) and names never
+    collide, so sixteen workers' worktrees are made side by side and the cost does not grow with
+    the worktrees already there. Otherwise git's own two steps: ``worktree add --no-checkout``
+    under the repository's lock, then the same checkout outside it. A checkout that fails
+    removes the worktree again, as git does."""
+    admin: Path | None
+    if start is not None and _plain_layout(str(repo)):
+        admin = _make_entry(repo, directory, branch)
+    else:
+        # A new branch (``-b``) cannot be checked out anywhere yet, so its add skips that check
+        # (``--force``): git reads every worktree of the repository for it, under the lock.
+        place = (
+            ("--", str(directory), branch)
+            if start is None
+            else ("--force", "--no-track", "-b", branch, "--", str(directory), start)
+        )
+        repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
+        admin = linked_git_dir(directory)
+        start = None
     try:
         # Named explicitly, as git names them for its own checkout: a directory that somehow
         # were not a worktree must never let ``reset --hard`` find the host's own work tree.
-        admin = linked_git_dir(directory)
         if admin is None:
             raise GitError(f"git worktree add made no readable {directory / '.git'}")
         env = {**_PINNED_ENV, "GIT_DIR": str(admin), "GIT_WORK_TREE": str(directory)}
-        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", env=env)
+        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", *([start] if start else []), env=env)
+        (admin / "locked").unlink(missing_ok=True)  # git's own "initializing" lock ends with its checkout
     except GitError:
         try:
             repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", str(directory))
         except GitError:
             pass  # the first error is the one to report
         raise
+
+
+# Settings under which git's ``worktree add`` writes more than the three files of an entry: a
+# per-worktree config copied from the main one, sparse-checkout patterns, refs kept in reftable.
+_LAYOUT_KEYS = r"^(extensions\.(worktreeconfig|refstorage)|core\.sparsecheckout)$"
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_layout(repo: str) -> bool:
+    """Whether ``repo``'s linked worktrees are made of the files ``_make_entry`` writes (asked
+    once per repository and process)."""
+    done = run_git(Path(repo), "config", "--get-regexp", _LAYOUT_KEYS, check=False)
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key.lower() == "extensions.refstorage" and value.strip().lower() != "files":
+            return False
+        if key.lower() != "extensions.refstorage" and value.strip().lower() not in ("false", "no", "off", "0"):
+            return False
+    return done.returncode in (0, 1)  # 1: none of them is set
+
+
+def _make_entry(repo: Path, directory: Path, branch: str) -> Path:
+    """``directory``'s admin entry in ``repo``'s ``worktrees`` folder, locked "initializing" (as
+    git leaves it until its checkout), and ``directory/.git`` pointing to it. Returns the entry."""
+    if directory.exists() and any(directory.iterdir()):
+        raise GitError(f"git worktree add: {directory} already exists and is not empty")
+    common = common_dir(repo)
+    where = Path(os.path.realpath(directory))
+    staging = common / f"orchestrator-adding-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(staging, ignore_errors=True)  # this thread's own, left by a failure
+    staging.mkdir()
+    for name, text in (
+        ("locked", "initializing\n"),
+        ("commondir", "../..\n"),
+        ("gitdir", f"{where / '.git'}\n"),
+        ("HEAD", f"ref: refs/heads/{branch}\n"),
+    ):
+        (staging / name).write_text(text, encoding="utf-8")
+    worktrees = common / "worktrees"
+    worktrees.mkdir(exist_ok=True)
+    # git names an entry after its folder, with a number when that name is taken; the folder's
+    # hash keeps names from colliding (every tree has a worker_1).
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", directory.name).lstrip(".") or "worktree"
+    stem += "-" + hashlib.sha1(str(where).encode("utf-8")).hexdigest()[:8]
+    for n in range(100):
+        admin = worktrees / (stem if n == 0 else f"{stem}{n}")
+        try:
+            os.rename(staging, admin)  # fails on an existing, non-empty entry: never replaces one
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise GitError(f"could not make the worktree entry {admin}: {exc}") from None
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise GitError(f"could not name a worktree entry for {directory} in {worktrees}")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ".git").write_text(f"gitdir: {Path(os.path.realpath(admin))}\n", encoding="utf-8")
+    return admin
+
+
+def common_dir(repo: Path) -> Path:
+    """``repo``'s common git dir: its ``.git`` folder, or for a linked worktree or a submodule
+    (a ``.git`` file) what that names; asked of git when neither reads."""
+    dot = repo / ".git"
+    if dot.is_dir():
+        return dot.resolve()
+    private = linked_git_dir(repo)
+    found = common_dir_of(private) if private is not None and (private / "commondir").is_file() else private
+    if found is not None and found.is_dir():
+        return found
+    return Path(run_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip())
 
 
 def snapshot_commit(repo: Path, base: str) -> str:
