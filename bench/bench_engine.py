@@ -16,6 +16,13 @@ again); the table shows each method's median wall time.
 * bare Popen: ``jobs`` x ``subprocess.Popen(["true"]).wait()`` on a
   ThreadPoolExecutor of ``concurrency`` threads: the floor for spawning from Python.
 * GNU parallel: ``parallel -jN true`` fed ``jobs`` lines on stdin.
+* orch. no sandbox: the orchestrator run with ``workers.sandbox: off``: the engine's own cost
+  over the Popen floor, with no bubblewrap.
+* sandbox floor: the Popen pool again, each process what a sandboxed worker's start is
+  (bubblewrap with the orchestrator's protections, process/sandbox.py's argv, around the shim
+  that records the exit status, around ``true``), started bare: the floor of any sandboxed run.
+  When it is above 4x Popen by itself, the 4x target cannot be met with the sandbox on, and
+  ``orchestrator/sandbox floor`` says what the orchestrator adds to it.
 * tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator run again with
   its workspace there, to tell the file system's share of its time apart from the
   engine's. The RESULT line is never about it.
@@ -23,7 +30,8 @@ again); the table shows each method's median wall time.
 It is a measurement, not a test: the exit code is 0 whatever the ratios, 1 only
 when a correctness check failed. ``RESULT orchestrator/parallel = X.XXx`` is
 the figure the target (<= 1.00x) is about; ``RESULT orchestrator/Popen`` the
-one the second target (<= 4.00x, the engine's overhead over bare Popen) is about.
+one the second target (<= 4.00x, the engine's overhead over bare Popen) is about, with the
+default settings (the sandbox on where the machine has bubblewrap) and without the sandbox.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
+from orchestrator.process import sandbox, shim  # noqa: E402
 
 TARGET = 1.00  # orchestrator wall / GNU parallel wall
 TARGET_POPEN = 4.00  # orchestrator wall / bare Popen pool wall
@@ -58,7 +67,7 @@ class CheckFailed(Exception):
 
 
 # -- the three methods ------------------------------------------------------------
-def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int):
+def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int, sandbox: str = "auto"):
     return load_settings(
         base_dir=base_dir,
         environ={},
@@ -69,13 +78,16 @@ def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int):
                 "max_workers_limit": max(concurrency, 16),
                 "global_max_workers": concurrency,
                 "max_retries": 0,
+                "sandbox": sandbox,
             },
             "recursion": {"max_workers_per_root": max(jobs, 100)},
         },
     )
 
 
-def run_orchestrator(jobs: int, concurrency: int, workspaces: list[Path], parent: str | None = None) -> float:
+def run_orchestrator(
+    jobs: int, concurrency: int, workspaces: list[Path], parent: str | None = None, sandbox: str = "auto"
+) -> float:
     """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove.
 
     The folders are removed only after the last run: deleting ~7000 files right
@@ -84,7 +96,7 @@ def run_orchestrator(jobs: int, concurrency: int, workspaces: list[Path], parent
     the benchmark's own clean-up to the orchestrator."""
     base = Path(tempfile.mkdtemp(prefix="bench-orch-", dir=parent))
     workspaces.append(base)
-    engine = Engine(orchestrator_settings(base, jobs, concurrency))
+    engine = Engine(orchestrator_settings(base, jobs, concurrency, sandbox))
     try:
         tasks = [f"noop {i}" for i in range(jobs)]
         start = time.perf_counter()
@@ -141,6 +153,39 @@ def run_popen(jobs: int, concurrency: int) -> float:
     failed = sum(1 for c in codes if c != 0)
     if failed:
         raise CheckFailed(f"bare Popen: {failed} of {jobs} processes failed")
+    return wall
+
+
+def sandbox_floor_argv(folder: Path, i: int) -> list[str] | None:
+    """What a sandboxed worker's start is, started bare: bubblewrap with the orchestrator's own
+    protections (process/sandbox.py builds the argv) around the shim that records the exit
+    status, around ``true``; None when this machine cannot sandbox."""
+    support = sandbox.probe()
+    if support.bwrap is None or shim.PERL is None:
+        return None
+    exit_file = folder / f"exit.{i}"
+    spec = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(str(folder),), chdir=str(folder))
+    return spec.argv([shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"])
+
+
+def run_sandbox_floor(jobs: int, concurrency: int) -> float:
+    """The Popen pool of run_popen, each process a sandboxed start (``sandbox_floor_argv``)."""
+    with tempfile.TemporaryDirectory(prefix="bench-sandbox-floor-") as tmp:
+        folder = Path(tmp)
+        argvs = [sandbox_floor_argv(folder, i) for i in range(jobs)]
+
+        def one(i: int) -> int:
+            argv = argvs[i]
+            assert argv is not None
+            return subprocess.Popen(argv).wait()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            codes = list(pool.map(one, range(jobs)))
+        wall = time.perf_counter() - start
+        written = sum(1 for i in range(jobs) if (folder / f"exit.{i}").read_text().strip() == "exit 0")
+    if any(codes) or written != jobs:
+        raise CheckFailed(f"sandbox floor: {sum(1 for c in codes if c)} failed, {written} of {jobs} exit files say exit 0")
     return wall
 
 
@@ -208,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument(
         "--only",
-        choices=("orchestrator", "popen", "parallel", "tmpfs"),
+        choices=("orchestrator", "popen", "parallel", "tmpfs", "unsandboxed", "sandbox-floor"),
         action="append",
         help="run only this method (repeatable; for profiling)",
     )
@@ -223,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the orchestrator accepts at most 1024 workers at once and 10000 tasks per job")
 
     shm = tmpfs_dir()
-    methods = args.only or ["orchestrator", "popen", "parallel", *(["tmpfs"] if shm and not args.no_tmpfs else [])]
+    can_sandbox = sandbox_floor_argv(Path(tempfile.gettempdir()), 0) is not None
+    default = ["orchestrator", "popen", "parallel", *(["unsandboxed", "sandbox-floor"] if can_sandbox else [])]
+    methods = args.only or [*default, *(["tmpfs"] if shm and not args.no_tmpfs else [])]
     version = parallel_available() if "parallel" in methods else None
     nproc = os.cpu_count()
     print(f"bench_engine: {args.jobs} no-op jobs (`true`), {args.concurrency} at a time, {args.repeat} run(s) each, interleaved")
@@ -246,7 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
         "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
+        "unsandboxed": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, sandbox="off"),
+        "sandbox-floor": lambda: run_sandbox_floor(args.jobs, args.concurrency),
     }
+    if not can_sandbox:
+        for method in ("unsandboxed", "sandbox-floor"):
+            if method in methods:
+                skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
     try:
         for r in range(1, args.repeat + 1):
@@ -269,15 +322,22 @@ def main(argv: list[str] | None = None) -> int:
 
     median = {m: statistics.median(v) if v else None for m, v in walls.items()}
     par, pop = median.get("parallel"), median.get("popen")
-    labels = {"orchestrator": "orchestrator", "popen": "bare Popen", "parallel": "GNU parallel", "tmpfs": "orch. on tmpfs"}
+    labels = {
+        "orchestrator": "orchestrator",
+        "popen": "bare Popen",
+        "parallel": "GNU parallel",
+        "tmpfs": "orch. on tmpfs",
+        "unsandboxed": "orch. no sandbox",
+        "sandbox-floor": "sandbox floor",
+    }
     print()
-    print(f"{'method':<14}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
+    print(f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
     for method in methods:
         if method in skipped:
-            print(f"{labels[method]:<14}  SKIPPED: {skipped[method]}")
+            print(f"{labels[method]:<17}  SKIPPED: {skipped[method]}")
             continue
         wall = median[method]
-        print(f"{labels[method]:<14}{wall:>10.3f}{wall / args.jobs * 1000:>10.3f}{ratio(wall, par):>12}{ratio(wall, pop):>10}")
+        print(f"{labels[method]:<17}{wall:>10.3f}{wall / args.jobs * 1000:>10.3f}{ratio(wall, par):>12}{ratio(wall, pop):>10}")
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     peak_mb = peak_kb / (1024 * 1024) if sys.platform == "darwin" else peak_kb / 1024
     print()
@@ -294,6 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RESULT orchestrator/Popen = {orch / pop:.2f}x (target <= {TARGET_POPEN:.2f}x) {verdict}")
     else:
         print(f"RESULT orchestrator/Popen = n/a (bare Popen or orchestrator not run) (target <= {TARGET_POPEN:.2f}x)")
+    bare_off, floor = median.get("unsandboxed"), median.get("sandbox-floor")
+    if bare_off is not None and pop:
+        verdict = "met" if bare_off / pop <= TARGET_POPEN else "not met"
+        print(f"RESULT orchestrator without the sandbox/Popen = {bare_off / pop:.2f}x (target <= {TARGET_POPEN:.2f}x) {verdict}")
+    if floor is not None and pop:
+        print(
+            f"RESULT sandbox floor/Popen = {floor / pop:.2f}x: a sandboxed start alone (bubblewrap, its init, the shim), "
+            f"started bare{'; above the target, so no orchestrator can meet it with the sandbox on' if floor / pop > TARGET_POPEN else ''}"
+        )
+        if orch is not None:
+            print(f"RESULT orchestrator/sandbox floor = {orch / floor:.2f}x (what the orchestrator adds to a sandboxed start)")
     on_tmpfs = median.get("tmpfs")
     if on_tmpfs is not None and par:
         share = f"; the file system took {1 - on_tmpfs / orch:.0%} of the orchestrator's wall" if orch else ""

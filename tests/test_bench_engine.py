@@ -1,0 +1,42 @@
+"""bench/bench_engine.py runs end to end at a small size (its figures are bench/README.md's): the
+orchestrator with and without the sandbox, the bare Popen floor and the sandbox's own floor each
+get a row, and the RESULT lines that compare them are printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.process import sandbox, shim
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_engine.py"
+
+
+@pytest.mark.skipif(sandbox.probe().bwrap is None or shim.PERL is None, reason="this machine cannot sandbox workers")
+def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_path):
+    methods = ("orchestrator", "popen", "unsandboxed", "sandbox-floor")
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--jobs", "12", "--concurrency", "4", "--repeat", "1"]
+        + [arg for m in methods for arg in ("--only", m)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    for label in ("orchestrator", "bare Popen", "orch. no sandbox", "sandbox floor"):
+        assert f"\n{label:<17}" in out, out
+    for line in (
+        "RESULT orchestrator/Popen = ",
+        "RESULT orchestrator without the sandbox/Popen = ",
+        "RESULT sandbox floor/Popen = ",
+        "RESULT orchestrator/sandbox floor = ",
+    ):
+        assert line in out, out
+    assert list(tmp_path.iterdir()) == []  # its workspaces and the floor's exit files are removed
