@@ -279,9 +279,9 @@ class NodeWorker(Worker):
     thread does here; the attempt's lease renewals and control stay attempt.run's own. Nor does it
     keep RQ's records of a job's run (its execution, the started registry, its status and result):
     nothing reads them, and the job is deleted at its end (``result_ttl=0``); the attempt's hash
-    is the truth (attempts.py), and a node that dies mid-attempt is found by its lease. While an attempt runs
-    it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the pool's
-    SIGINT only asks the worker to stop after it."""
+    is the truth (attempts.py), and a node that dies mid-attempt is found by its lease. While an
+    attempt runs it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the
+    pool's SIGINT only asks the worker to stop after it."""
 
     # An idle worker retries an unreachable Redis with doubling pauses; RQ caps them at 60 s, which
     # would leave a node idle up to a minute after Redis is back.
