@@ -127,8 +127,34 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def run_noops(live: Live, count: int, concurrency: int, node_pids: list[int]) -> dict[str, Any]:
+PHASES = (("enqueued_at", "claimed_at"), ("claimed_at", "started_at"), ("started_at", "ended_at"))
+
+
+def redis_phases(url: str, prefix: str, attempt_ids: list[str]) -> dict[str, Any]:
+    """Redis commands per attempt since the last reset (INFO commandstats, the scripts' own
+    commands included) and, from the attempts' hashes (kept ENDED_TTL after their end), the p50
+    of each hop a node's attempt goes through: enqueued -> claimed (waiting for a node's
+    worker), claimed -> started (the spawn), started -> ended (the worker's own run)."""
+    client, names = connect(url), Names(prefix)
+    stats: dict[str, dict[str, int]] = client.info("commandstats")  # type: ignore[assignment]
+    commands = sum(v["calls"] for v in stats.values())
+    pipe = client.pipeline(transaction=False)
+    for attempt_id in attempt_ids:
+        pipe.hmget(names.attempt(attempt_id), [k for pair in PHASES for k in pair])
+    rows = [[float(x) if x else None for x in row] for row in pipe.execute()]
+    phases = {}
+    for i, (a, b) in enumerate(PHASES):
+        hops = [row[2 * i + 1] - row[2 * i] for row in rows if row[2 * i] is not None and row[2 * i + 1] is not None]
+        phases[f"{a[:-3]} -> {b[:-3]}"] = statistics.median(hops) if hops else None
+    return {"commands_per_attempt": commands / max(1, len(attempt_ids)), "phases_p50": phases}
+
+
+def run_noops(
+    live: Live, count: int, concurrency: int, node_pids: list[int], redis_url: str = "", prefix: str = ""
+) -> dict[str, Any]:
     engine = live.engine
+    if redis_url:
+        connect(redis_url).config_resetstat()
     nodes_before = sum(tree_cpu(pid) for pid in node_pids)
     server_before = tree_cpu(os.getpid()) - nodes_before  # this process started the nodes: they are in its tree
     started = time.monotonic()
@@ -145,7 +171,10 @@ def run_noops(live: Live, count: int, concurrency: int, node_pids: list[int]) ->
     for worker in workers:
         on_nodes[worker.node or "this server"] = on_nodes.get(worker.node or "this server", 0) + 1
     n = len(workers)
+    ids = [w.attempts[-1].pid_start for w in workers if w.attempts and w.attempts[-1].pid_start]
+    protocol = redis_phases(redis_url, prefix, [i for i in ids if i]) if redis_url else None
     return {
+        "redis": protocol,
         "wall": wall,
         "workers": n,
         "per_second": n / wall,
@@ -179,7 +208,8 @@ def one_executor(executor: str, args: argparse.Namespace, redis: Redis) -> dict[
         if executor == "rq":
             nodes = Nodes(base, redis.url, prefix, args.slots, args.lease)
         print(f"{executor}: (a) {args.workers} no-op workers ...", flush=True)
-        noops = run_noops(live, args.workers, NODES * args.slots, [p.pid for p in nodes.procs] if nodes else [])
+        pids = [p.pid for p in nodes.procs] if nodes else []
+        noops = run_noops(live, args.workers, NODES * args.slots, pids, redis.url if nodes else "", prefix)
         if executor == "rq" and ("this server" in noops["on"] or len(noops["on"]) != NODES):
             raise CheckFailed(f"(a) workers were not spread over the {NODES} nodes: {noops['on']}")
         print(f"{executor}: (b) {args.handoffs} child hand-offs ...", flush=True)
@@ -230,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{n['slot_seconds'] * 1000:.1f} ms of a slot per worker; CPU per worker: server "
             f"{n['server_cpu_per_worker'] * 1000:.1f} ms, nodes {n['nodes_cpu_per_worker'] * 1000:.1f} ms; on {n['on']}"
         )
+    protocol = rq["noops"]["redis"]
+    hops = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in protocol["phases_p50"].items() if v is not None)
+    print(f"  rq: {protocol['commands_per_attempt']:.1f} Redis commands per attempt; p50 {hops}")
     ratio = rq["noops"]["wall"] / local["noops"]["wall"]
     overhead = (rq["noops"]["slot_seconds"] - local["noops"]["slot_seconds"]) * 1000
     print(f"  ratio rq/local (wall): {ratio:.2f}x; the rq executor's extra cost per worker: {overhead:.1f} ms of a slot")

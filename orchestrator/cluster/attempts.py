@@ -26,6 +26,7 @@ RQ carries only ``(attempt id, token)`` to the node (``RQ_FUNCTION``); the spec 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -132,14 +133,6 @@ def read_secret_file(path: str | None) -> dict[str, str]:
 # -- the scripts -------------------------------------------------------------------------------
 # KEYS and ARGV are documented above each one; every script returns a small integer or string.
 
-# KEYS: attempt hash, events list. ARGV: token, spec json, kind, tag, now.
-_ENQUEUE = """
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'spec', ARGV[2], 'kind', ARGV[3], 'tag', ARGV[4],
-           'state', 'queued', 'enqueued_at', ARGV[5])
-return 1
-"""
-
 # KEYS: attempt hash, lease, events. ARGV: token, node, now, lease ms.
 # Returns the spec when the claim is granted, else false (fenced, cancelled, or gone).
 _CLAIM = """
@@ -218,7 +211,6 @@ class Attempts:
     def __init__(self, client: redis.Redis, names: Names) -> None:
         self.client = client
         self.names = names
-        self._enqueue = client.register_script(_ENQUEUE)
         self._claim = client.register_script(_CLAIM)
         self._started = client.register_script(_STARTED)
         self._renew = client.register_script(_RENEW)
@@ -230,10 +222,25 @@ class Attempts:
     def new_token(self) -> int:
         return int(self.client.incr(self.names.fence))
 
-    def record(self, spec: AttemptSpec) -> None:
-        """Write the attempt's hash (state queued) before its RQ job is enqueued."""
-        n = self.names
-        self._enqueue(keys=[n.attempt(spec.id), n.events], args=[spec.token, spec.to_json(), spec.kind, spec.tag, time.time()])
+    def record(self, spec: AttemptSpec, pipe: redis.client.Pipeline | None = None) -> None:
+        """Write the attempt's hash (state queued), replacing any it had, before its RQ job is
+        enqueued (in ``pipe``, a transaction, when given)."""
+        key = self.names.attempt(spec.id)
+        with self.client.pipeline() if pipe is None else contextlib.nullcontext(pipe) as p:
+            p.delete(key)
+            p.hset(
+                key,
+                mapping={
+                    "token": spec.token,
+                    "spec": spec.to_json(),
+                    "kind": spec.kind,
+                    "tag": spec.tag,
+                    "state": "queued",
+                    "enqueued_at": time.time(),
+                },
+            )
+            if pipe is None:
+                p.execute()
 
     def queue(self, kind: str) -> Queue:
         """The RQ queue of attempts of worker kind ``kind`` (JSON jobs)."""
@@ -242,10 +249,12 @@ class Attempts:
     def enqueue(self, spec: AttemptSpec, queue: Queue | None = None, *, index: str | None = None) -> None:
         """Record the attempt (queued) and put ``(id, token)`` on its kind's RQ queue. RQ's own
         timeout is off (-1): the server's timeout and the lease end an attempt, not RQ. ``index``:
-        a hash that gets ``id -> tag`` (the server's index of a job tree's attempts). RQ's job and
-        the index go in one round trip (RQ alone takes two)."""
-        self.record(spec)
+        a hash that gets ``id -> tag`` (the server's index of a job tree's attempts). The hash, RQ's
+        job and the index go in one transaction, one round trip (the hash first: a node that pops
+        the job finds it; RQ alone takes two)."""
         with self.client.pipeline() as pipe:
+            pipe.multi()  # before any command (RQ would start it after ours otherwise, which redis-py refuses)
+            self.record(spec, pipe)
             (queue or self.queue(spec.kind)).enqueue_call(
                 RQ_FUNCTION,
                 args=(spec.id, spec.token),

@@ -38,11 +38,13 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import redis
 from rq import Worker
+from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
@@ -62,6 +64,7 @@ from .names import ID, Names
 log = logging.getLogger("orchestrator.node")
 
 MONITOR_INTERVAL = 2  # seconds
+JOB_TTL = 3600  # seconds a taken RQ job outlives a worker that died before deleting it (RQ's failure_ttl here)
 NODES_DIR = Path(".cluster") / "nodes"  # under the shared workspace: <host>/<name>.json and <name>.attempts/
 
 
@@ -272,10 +275,13 @@ class NodeWorker(Worker):
     server's timeout and the lease end them, so there is no death penalty to enforce); a crash of
     attempt.run's Python is an exception RQ records, and a crash of the process (a segfault) is a
     dead worker the pool replaces, its attempt's processes dying with it as a horse's did. What the
-    monitoring parent did besides waiting, RQ's heartbeats every ``MONITOR_INTERVAL``, a thread does
-    here; the attempt's lease renewals and control stay attempt.run's own. While an attempt runs
-    it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the pool's
-    SIGINT only asks the worker to stop after it."""
+    monitoring parent did besides waiting, the worker's heartbeat every ``MONITOR_INTERVAL``, a
+    thread does here; the attempt's lease renewals and control stay attempt.run's own. Nor does it
+    keep RQ's records of a job's run (its execution, the started registry, its status and result):
+    nothing reads them, and the job is deleted at its end (``result_ttl=0``); the attempt's hash
+    is the truth (attempts.py), and a node that dies mid-attempt is found by its lease. While an
+    attempt runs it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the
+    pool's SIGINT only asks the worker to stop after it."""
 
     # An idle worker retries an unreachable Redis with doubling pauses; RQ caps them at 60 s, which
     # would leave a node idle up to a minute after Redis is back.
@@ -303,25 +309,61 @@ class NodeWorker(Worker):
             execution = self.prepare_execution(job)
             self.handle_job_failure(job, queue=queue, exc_string=why, execution=execution)
             return
-        execution = self.prepare_execution(job)
+        # RQ's own lifecycle around a job (its execution record, the started registry, the job's
+        # status and heartbeats, the success bookkeeping, the job's deletion: some 50 commands
+        # in some 20 round trips) is bookkeeping nobody reads here: the attempt's hash is the
+        # protocol's truth (attempts.py). One round trip takes the job off RQ's intermediate
+        # queue and marks this worker busy; one deletes the job after (``result_ttl=0``).
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.expire(job.key, JOB_TTL)  # read by nobody from here on: gone even if this worker dies
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            pipe.execute()
         done = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(job, execution, done), name="rq-heartbeat", daemon=True)
+        beat = threading.Thread(target=self._beat, args=(done,), name="rq-heartbeat", daemon=True)
         self._attempting = True
         beat.start()
         try:
-            self.perform_job(job, queue, execution)  # attempt.run, in this process's main thread
+            attempt.run(*job.args)  # in this process's main thread
+        except Exception:  # a bug in attempt.run: RQ records it as it did (the failed job registry)
+            self.log.exception("job %s failed", job.id)
+            self.handle_job_failure(job, queue=queue, exc_string=traceback.format_exc(), execution=self.prepare_execution(job))
+            return
         finally:
             self._attempting = False
             done.set()
             beat.join()
-        self.set_state(WorkerStatus.IDLE)
+        try:
+            self.connection.delete(job.key)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # its attempt has ended and told so (or will)
+            log.warning("worker %s: could not delete RQ job %s (%s)", self.name, job.id, exc)
 
-    def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's worker heartbeat (its key's TTL, minutes) in one round trip instead of three, and
+        at most once per ``MONITOR_INTERVAL`` when RQ's loop asks for one (before and after each
+        dequeue and after each job: three a job)."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        if timeout is None and self.last_heartbeat is not None:
+            if (now() - self.last_heartbeat).total_seconds() < MONITOR_INTERVAL:
+                return
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipeline=pipe)
+            pipe.execute()
+
+    def _beat(self, done: threading.Event) -> None:
         while not done.wait(self.job_monitoring_interval):
             try:
-                self.maintain_heartbeats(job, execution)
+                self.heartbeat(self.job_monitoring_interval + 60)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # the attempt goes on
+                if not self._outage:
+                    log.warning("worker %s: Redis unreachable (%s); its attempt goes on", self.name, exc)
+                self._outage = True
             except Exception as exc:  # RQ's bookkeeping only: the attempt goes on whatever it says
                 log.debug("worker %s: RQ heartbeat failed (%s)", self.name, exc)
+            else:
+                self._outage = False
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         """Stop after the running attempt (warm) without taking SIGTERM from it."""
@@ -329,17 +371,6 @@ class NodeWorker(Worker):
             self._stop_requested = True
             return
         super().request_stop(signum, frame)
-
-    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
-        """RQ's own bookkeeping; a Redis outage must not end the worker (its attempt goes on)."""
-        try:
-            super().maintain_heartbeats(job, execution)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if not self._outage:
-                log.warning("worker %s: Redis unreachable (%s); its attempt goes on", self.name, exc)
-            self._outage = True
-        else:
-            self._outage = False
 
 
 class NodePool(WorkerPool):

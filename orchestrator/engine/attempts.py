@@ -355,8 +355,14 @@ class WorkerExecution:
         # A restart in between finds the attempt through its shim (alive, or its exit file),
         # exactly as for a worker spawned but not yet recorded; readers of the engine see
         # "running" at once.
-        if self.executor.wait(self.handle, min(RUNNING_RECORD_DELAY, self.config.default_timeout), wake=self.cancel) is None:
-            save()
+        # A remote attempt placed on its node within the delay is recorded so in the same way
+        # (told at once, on disk only with the rest).
+        until = self.clock.monotonic() + min(RUNNING_RECORD_DELAY, self.config.default_timeout)
+        while self.executor.wait(self.handle, max(0.0, until - self.clock.monotonic()), wake=self.cancel) is None:
+            if self.handle.node is None or self.handle.node == attempt.node or self.cancel.is_set():
+                save()
+                break
+            save = self._placed(attempt, write=False)
         return self._wait(attempt)
 
     def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
@@ -422,8 +428,9 @@ class WorkerExecution:
             hit = Caps(0, 0, w.max_log_mb, w.max_disk_mb).files_breach(self.log_path, self.worker_dir)
         return hit
 
-    def _placed(self, attempt: Attempt) -> None:
-        """A remote executor's node started the attempt: the record names the node (and its pid there)."""
+    def _placed(self, attempt: Attempt, *, write: bool = True) -> Callable[[], None]:
+        """A remote executor's node started the attempt: the record names the node (and its pid
+        there). Without ``write``, the record's write is returned to be made later (``on_change``)."""
         handle = self.handle
         assert handle is not None
 
@@ -432,7 +439,9 @@ class WorkerExecution:
             attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
             self.record.node = handle.node
 
-        self.on_change(self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, True)
+        return self.on_change(
+            self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, write
+        )
 
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
