@@ -61,6 +61,28 @@ def test_workers_start_within_the_job_and_server_limits(make_rig, tasks, max_wor
     assert len(rig.fake.handles) == tasks
 
 
+def test_the_monitor_watches_the_workers_a_scan_of_every_held_worker_finds_running(make_rig):
+    # Given 8 workers, 3 at a time, the clock held (the first three run, five wait)
+    rig = make_rig(auto=False, workers={"global_max_workers": 3})
+    job = rig.submit([f"t{i}" for i in range(8)], {"max_workers": 3})
+    tables = rig.engine.tables
+
+    def scan():  # what the monitor read before: every worker held, whose attempt's process runs
+        with tables.locked():
+            found = [live for live in tables.workers.values() if live.execution is not None]
+            return sorted(live.record.key for live in found if live.execution.handle and not live.execution.handle.exited)
+
+    until(lambda: len(scan()) == 3, "three running attempts")
+    # Then the workers the monitor samples (kept as they start and end) are the scan's
+    watched = rig.engine.running.watched()
+    assert sorted(w.key for w in watched) == scan() == [f"depth_0_worker_{i}" for i in (1, 2, 3)]
+    assert len(tables.executing) == 3
+    # And once every worker has ended, none is left to sample, as the scan finds
+    rig.clock.release()
+    assert rig.wait(job).status is JobStatus.COMPLETED
+    assert rig.engine.running.watched() == [] and scan() == [] and tables.executing == {}
+
+
 def test_a_job_at_its_own_limit_leaves_the_free_server_slot_to_the_next_job(make_rig):
     rig = make_rig(auto=False, workers={"global_max_workers": 2})
     first = rig.submit(["a1", "a2"], {"max_workers": 1})

@@ -224,3 +224,38 @@ def test_the_step_applies_only_to_jobs_whose_tasks_own_something(tmp_path):
     step = OwnershipStep(load_settings(base_dir=tmp_path, environ={}))
     assert not step.applies(JobRecord("0123456789ab", "0123456789ab", "r", nodes=[TaskNode("a"), TaskNode("b")]))
     assert step.applies(JobRecord("0123456789ab", "0123456789ab", "r", nodes=[TaskNode("a"), TaskNode("b", owns=["src/**"])]))
+
+
+class CountingNodes(list):
+    """A job's nodes that count how often they are walked."""
+
+    walks = 0
+
+    def __iter__(self):
+        CountingNodes.walks += 1
+        return super().__iter__()
+
+
+def test_whether_the_step_applies_is_worked_out_once_per_job_and_is_the_walk_s_answer(tmp_path):
+    # Given a job of 2,000 tasks (the last owns a path) and one of 3 that own nothing, asked in turns
+    from orchestrator.models import JobRecord
+    from orchestrator.quality import ownership
+
+    step = OwnershipStep(load_settings(base_dir=tmp_path, environ={}))
+    big_nodes = CountingNodes([TaskNode(f"t{i}") for i in range(1999)] + [TaskNode("t1999", owns=["src/**"])])
+    big = JobRecord("0123456789ab", "0123456789ab", "r", nodes=big_nodes)
+    small = JobRecord("ba9876543210", "ba9876543210", "r", nodes=CountingNodes([TaskNode("a"), TaskNode("b"), TaskNode("c")]))
+    CountingNodes.walks = 0
+    # When each of their workers asks (as each worker's thread does before its first attempt)
+    answers = [(step.applies(big), step.applies(small)) for _ in range(2000)]
+    # Then the answers are the walk's, and each job's nodes were walked once, not once per worker
+    assert set(answers) == {(any(n.owns for n in big_nodes), any(n.owns for n in small.nodes))} == {(True, False)}
+    assert CountingNodes.walks == 2 + 2, CountingNodes.walks  # (the line above walked each once more)
+    # And a copy of the job (a new list of nodes) is walked again: never an answer for other nodes
+    copy = big.copy()
+    copy.nodes = [TaskNode("x")]
+    assert step.applies(copy) is False and step.applies(big) is True
+    # And what is remembered stays bounded however many jobs are asked about
+    for i in range(ownership.OWNS_REMEMBERED * 3):
+        step.applies(JobRecord(f"{i:012x}", f"{i:012x}", "r", nodes=[TaskNode("a")]))
+    assert len(step._owns) == ownership.OWNS_REMEMBERED

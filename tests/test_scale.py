@@ -15,6 +15,7 @@ from orchestrator.cli import main as cli_main
 from orchestrator.cli import progress
 from orchestrator.cli.progress import ProgressView
 from orchestrator.events import EventBus
+from orchestrator.models import JobRecord
 
 from .helpers.progress import small_tree
 
@@ -110,7 +111,18 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
         return snapshot(root_id, job_id, outcomes=outcomes)
 
     monkeypatch.setattr(engine, "snapshot", counted)
+    # (and the job's record, which lists every worker of the job, copied by the follower's thread)
+    job_copies = []
+    copy_job = JobRecord.copy
+    follower = threading.current_thread()
+
+    def counted_copy(record):
+        if threading.current_thread() is follower:
+            job_copies.append(record.id)
+        return copy_job(record)
+
     job = engine.submit("x", {"max_workers": 2}, [f"task {i}" for i in range(24)])
+    monkeypatch.setattr(JobRecord, "copy", counted_copy)
     out = io.StringIO()
     # When `run` follows it without a terminal
     cli_main._follow(engine, job.id, ProgressView(out, tty=False))
@@ -118,6 +130,10 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
     # (before: once per wake-up, a dozen times or more), and each worker's states are all there
     job_events = [e for e in engine.events.since(job.root_id, 0) if e.type == "job"]
     assert len(copies) <= 2 + len(job_events), f"{len(copies)} copies of the tree for {len(job_events)} job events"
+    # And the job's record was copied only by those copies of the tree and the first read (its
+    # root), not once more per wake-up to read its status and per worker event to look it up
+    worker_events = [e for e in engine.events.since(job.root_id, 0) if e.type == "worker"]
+    assert len(job_copies) <= len(copies) + 1, f"{len(job_copies)} copies of the job for {len(worker_events)} worker events"
     lines = re.findall(r"^\[ *[0-9.]+s\] (depth_0_worker_\d+) +(\w+)", out.getvalue(), re.M)
     finals = {}
     for name, state in lines:

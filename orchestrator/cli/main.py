@@ -339,7 +339,7 @@ def _follow(engine: Any, job_id: str, view: Any) -> tuple[list[Any], list[Any]]:
     root = engine.get_job(job_id).root_id
     view.update(*engine.snapshot(root), job_id)
     seq = 0
-    while not engine.get_job(job_id).status.at_rest:
+    while not engine.status_of(job_id).at_rest:  # (not get_job: a copy of a record that lists every worker)
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq

@@ -299,6 +299,9 @@ class Engine:
     def get_job(self, job_id: str) -> JobRecord:
         return self.queries.get_job(job_id)
 
+    def status_of(self, job_id: str) -> JobStatus:
+        return self.queries.status_of(job_id)
+
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         return self.queries.wait(job_id, timeout)
 

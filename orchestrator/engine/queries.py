@@ -140,6 +140,15 @@ class Queries:
                 return job.copy()  # the JobConfig is frozen: shared, never rebuilt
         return self.workspace.load_job(job_id)
 
+    def status_of(self, job_id: str) -> JobStatus:
+        """A job's status, without a copy of its record (which lists every worker of the job)."""
+        validate_job_id(job_id)
+        with self.tables.locked():
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return job.status
+        return self.workspace.load_job(job_id).status
+
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal (reports written), waits for approval, or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
@@ -175,14 +184,22 @@ class Queries:
 
     # -- workers, logs, reports ---------------------------------------------------------
     def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
-        """A worker of the job's tree, by name (at the job's depth) or by depth and name."""
-        job = self.get_job(job_id)
-        depth = job.depth if depth is None else depth
+        """A worker of the job's tree, by name (at the job's depth) or by depth and name. A held
+        job's record is read in place, not copied: it lists every worker of the job, so a copy
+        per lookup made following a 10,000-worker job quadratic (``run`` looks up each worker an
+        event names)."""
+        validate_job_id(job_id)
         with self.tables.locked():
-            held = self._workers.get((job.root_id, worker_key(depth, name)))
-            if held is not None:
-                return WorkerRecord.from_dict(held.record.to_dict())
-        return self.workspace.load_worker(job.root_id, depth, name)
+            job = self._jobs.get(job_id)
+            if job is not None:
+                root_id, at = job.root_id, job.depth if depth is None else depth
+                held = self._workers.get((root_id, worker_key(at, name)))
+                if held is not None:
+                    return WorkerRecord.from_dict(held.record.to_dict())
+        if job is None:
+            stored = self.workspace.load_job(job_id)
+            root_id, at = stored.root_id, stored.depth if depth is None else depth
+        return self.workspace.load_worker(root_id, at, name)
 
     def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
         path = self.workspace.job_dir(record.root_id) / record.log_path

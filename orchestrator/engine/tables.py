@@ -121,6 +121,9 @@ class Tables:
         self.jobs: dict[str, JobRecord] = {}
         self.workers: dict[tuple[str, str], LiveWorker] = {}  # (root id, worker key) -> live worker
         self.pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
+        # (root id, worker key) -> the workers whose attempts run (``LiveWorker.execution`` set):
+        # what the resource monitor samples each interval, without a scan of every worker held.
+        self.executing: dict[tuple[str, str], LiveWorker] = {}
         self.running: dict[str, int] = {}  # job id -> workers with a live process
         self.unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
         self.tree_cost: dict[str, float] = {}  # root id -> AI cost reported so far (budget)
@@ -202,6 +205,7 @@ class Tables:
                 table.pop(jid, None)
         for key in [k for k in self.workers if k[0] == root_id]:
             del self.workers[key]
+            self.executing.pop(key, None)
         self.tree_cost.pop(root_id, None)
         self.render_locks.pop(root_id, None)
         for jid in [j for j in self.job_versions if j == root_id or j.startswith(root_id + "-")]:

@@ -63,7 +63,7 @@ class WorkerRunner:
         """Running workers for the resource monitor."""
         with self.tables.locked():
             found = []
-            for live in self.tables.workers.values():
+            for live in self.tables.executing.values():
                 execution = live.execution
                 handle = execution.handle if execution else None
                 if execution is None or handle is None or handle.exited:
@@ -171,14 +171,19 @@ class WorkerRunner:
             steps=[step for step in self.steps if step.applies(job)],
             confinement=self.confinement,
         )
-        live.execution = execution
+        key = (rec.root_id, rec.key)
+        with self.tables.locked():
+            live.execution = execution
+            self.tables.executing[key] = live
         resume = None
-        if adopted is not None and adopted.attempt is not None:
-            resume = (adopted.attempt, self.adopt(live, adopted))
         try:
+            if adopted is not None and adopted.attempt is not None:
+                resume = (adopted.attempt, self.adopt(live, adopted))
             return execution.run(resume), execution.sweep, execution.known_changes
         finally:
-            live.execution = None
+            with self.tables.locked():
+                live.execution = None
+                self.tables.executing.pop(key, None)
 
     def adopt(self, live: LiveWorker, fate: Recovered) -> AttemptHandle:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""

@@ -21,6 +21,7 @@ merged. A job whose tasks own nothing is not looked at (PASS, nothing recorded).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 
 from ..checkouts.checkout import Changes, touched_paths
@@ -78,6 +79,9 @@ def describe(found: dict[str, list[str]], own: Sequence[str], mode: str) -> str:
     return f"{head}: {', '.join(items)}"
 
 
+OWNS_REMEMBERED = 64  # jobs whose answer to ``OwnershipStep.applies`` is kept
+
+
 class OwnershipStep(Step):
     """Blocks (or, under ``warn``, records) a diff that trespasses on other tasks' paths."""
 
@@ -85,9 +89,22 @@ class OwnershipStep(Step):
 
     def __init__(self, settings: Settings, workspace: Workspace | None = None) -> None:
         self.workspace = workspace or Workspace(settings.workspace_root)  # the engine's, where its worker logs are
+        # job id -> (the job's list of nodes as last asked, whether a node owns paths): asked once
+        # per worker, and walking a 10,000-task job's nodes for each of its workers was quadratic.
+        # A job's nodes are set once, at its submission; a copy of the job (a new list) is walked again.
+        self._owns: dict[str, tuple[list[TaskNode], bool]] = {}
+        self._lock = threading.Lock()
 
     def applies(self, job: JobRecord) -> bool:
-        return any(n.owns for n in job.nodes)
+        with self._lock:  # (asked by every worker's thread)
+            known = self._owns.get(job.id)
+            if known is not None and known[0] is job.nodes:
+                return known[1]
+            owns = any(n.owns for n in job.nodes)
+            if len(self._owns) >= OWNS_REMEMBERED:
+                del self._owns[next(iter(self._owns))]  # the oldest job asked about
+            self._owns[job.id] = (job.nodes, owns)
+            return owns
 
     def run(self, ctx: StepContext) -> Verdict:
         job = ctx.job
