@@ -137,8 +137,9 @@ class _ChainedMerges:
 
     ARGV = ("merge-tree", "--stdin", "-z", "--no-messages")
 
-    def __init__(self, repo: str | Path) -> None:
+    def __init__(self, repo: str | Path, meanwhile: Callable[[], object] = lambda: None) -> None:
         self.repo = repo
+        self.meanwhile = meanwhile  # called while each merge runs (the commit writer's start)
         self.spare: subprocess.Popen[str] | None = None
 
     def _start(self) -> subprocess.Popen[str]:
@@ -157,9 +158,16 @@ class _ChainedMerges:
 
     def merge(self, ours: str, theirs: str, more: bool) -> _TreeMerge:
         process, self.spare = self.spare or self._start(), None
+        assert process.stdin is not None
+        try:  # this merge starts now; the next process starts while it merges
+            process.stdin.write(f"{ours} {theirs}\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # git has exited: its exit code and stderr say why, below
         if more:
             self.spare = self._start()
-        out, err = process.communicate(f"{ours} {theirs}\n")
+        self.meanwhile()
+        out, err = process.communicate()
         if process.returncode not in (0, 1) or not out:
             raise GitFailed(["merge-tree", "--write-tree", ours, theirs], process.returncode, err)
         return _parse_merges(out.split("\0"), batch=True)[0]
@@ -511,12 +519,12 @@ def merge_branches(
     short = target.removeprefix("refs/heads/")
     chosen = dict(commits or {})
     names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
-    # The per-branch loop's processes: one writes every commit, and the first merge-tree starts
-    # now when the loop is certain, while the names are read.
-    writer, chained = _CommitWriter(repo), _ChainedMerges(repo)
+    # The per-branch loop's processes: the first merge-tree starts now when the loop is certain,
+    # while the names are read; the one that writes every commit, while the first merge runs.
+    writer = _CommitWriter(repo)
+    chained = _ChainedMerges(repo, meanwhile=writer.start)
     loop = bool(branches) and strategy != MergeStrategy.MANUAL and not fast_path
     if loop:
-        writer.start()
         chained.warm()
     try:
         *infos, current = read_commits(repo, [*names, target])
@@ -572,7 +580,6 @@ def merge_branches(
             head, merged, unchanged = fast
             inputs = []  # all merged at once
         if inputs:
-            writer.start()
             chained.warm()
         for index, (worker, _, commit) in enumerate(inputs):
             # Squashed in as it passed its gates, or merged with its history (an older version's branch)
