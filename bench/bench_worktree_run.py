@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from orchestrator.checkouts.worktree import flush_retired  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
 
@@ -99,6 +100,7 @@ def run_orchestrator(base: Path, workers: int, concurrency: int, remove: bool) -
     finally:
         stop.set()
         engine.shutdown(timeout=30)
+        flush_retired(base)  # the removals still queued, before the caller deletes the folder
     return wall, max(peak, left), left
 
 
