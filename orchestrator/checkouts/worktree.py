@@ -457,8 +457,9 @@ class Retirer:
     first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
     then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
     renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
-    and deleted after it, so a waiting ``worktree add`` waits for no deletion. What ``git worktree remove`` does, without its
-    checks for changes (the work is committed) and its process per worktree."""
+    and deleted after it, so a git operation waiting for that lock waits for no deletion. What
+    ``git worktree remove`` does, without its checks for changes (the work is committed) and its
+    process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``)."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
@@ -540,7 +541,8 @@ class Retirer:
         if not admins:
             return
         # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
-        # never meets a half-deleted entry), under the lock an add holds; deleted after it.
+        # never meets a half-deleted entry), under the lock git's own adds and removes take
+        # (gitwork.repo_op); deleted after it.
         gone = []
         with repo_lock(self.repo):
             for admin in admins:
