@@ -30,5 +30,6 @@ def test_the_protocol_benchmark_runs_end_to_end_and_stops_its_redis(tmp_path):
         ("concurrent attempts leased, one Redis core saturated", "attempts"),
     ]:
         assert re.search(rf"^ *{re.escape(name)}: [\d,.]+ {unit}$", out, flags=re.M), (name, out)
-    assert re.search(r"^  evalsha +7\.00 calls", out, flags=re.M), out  # enqueue, claim, started, 3 renews, finish
+    assert re.search(r"^  evalsha +6\.00 calls", out, flags=re.M), out  # claim, started, 3 renews, finish
+    assert re.search(r"^  exec +1\.00 calls", out, flags=re.M), out  # the enqueue: hash, RQ's job and index in one transaction
     assert "127.0.0.1:" in out and not list(tmp_path.glob("bench-cluster-*")), "its Redis folder is removed"
