@@ -67,6 +67,7 @@ from ..git.gitwork import (
     GitError,
     add_worktree,
     check_ref,
+    common_dir,
     common_dir_of,
     find_host,
     git_dir_of,
@@ -649,7 +650,7 @@ def _sweep_retired(repo: Path) -> None:
     gitwork.add_worktree was writing aside (a server stopped in between): deleted, unless their
     server (the pid in the name) still runs, or is this one and is still adding."""
     try:
-        common = Path(run_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip())
+        common = common_dir(repo)
         leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
     except (GitFailed, OrchestratorError, OSError):
         return

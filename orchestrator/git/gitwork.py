@@ -235,8 +235,9 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
     under the repository's lock, then the same checkout outside it. A checkout that fails
     removes the worktree again, as git does."""
     admin: Path | None
+    target: list[str] = []  # what the checkout resets to: the new branch's start, else its tip
     if start is not None and _plain_layout(str(repo)):
-        admin = _make_entry(repo, directory, branch)
+        admin, target = _make_entry(repo, directory, branch), [start]
     else:
         # A new branch (``-b``) cannot be checked out anywhere yet, so its add skips that check
         # (``--force``): git reads every worktree of the repository for it, under the lock.
@@ -247,14 +248,13 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
         )
         repo_op(repo, repo, "worktree", "add", "--no-checkout", *place)
         admin = linked_git_dir(directory)
-        start = None
     try:
         # Named explicitly, as git names them for its own checkout: a directory that somehow
         # were not a worktree must never let ``reset --hard`` find the host's own work tree.
         if admin is None:
             raise GitError(f"git worktree add made no readable {directory / '.git'}")
         env = {**_PINNED_ENV, "GIT_DIR": str(admin), "GIT_WORK_TREE": str(directory)}
-        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", *([start] if start else []), env=env)
+        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", *target, env=env)
         (admin / "locked").unlink(missing_ok=True)  # git's own "initializing" lock ends with its checkout
     except GitError:
         try:
