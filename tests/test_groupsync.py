@@ -65,11 +65,24 @@ def test_every_request_is_served_once_by_a_run_that_began_after_it(gather):
 
 
 def test_a_gathering_wait_lets_callers_who_arrive_meanwhile_share_the_run():
-    # Given a 0.5 s gathering wait and 6 callers arriving together
+    # Given a 0.5 s gathering wait and 6 callers arriving together after a quiet spell
     op = Recorder(takes=0.0)
     assert call_together(GroupCommit(op, gather=0.5), callers=6) == []
-    # Then one run served them all (a barrier releases them well within 0.5 s of each other)
-    assert [len(batch) for _, batch in op.runs] == [6]
+    # Then the first was served at once, alone (nothing came just before it), and the five that
+    # came right after it shared the next run (a barrier releases them well within 0.5 s)
+    assert [len(batch) for _, batch in op.runs] == [1, 5]
+
+
+def test_a_lone_request_is_not_held_up_waiting_for_company():
+    # Given a 0.4 s gathering wait, and requests a quiet spell apart (a chain: each waits on the one before)
+    op = Recorder(takes=0.0)
+    commit = GroupCommit(op, gather=0.4)
+    for n in range(3):
+        commit((n, time.monotonic()))
+        time.sleep(0.9)  # longer than twice the gathering wait: no company is likely
+    # Then each run began right after its request, without the gathering wait
+    assert [len(batch) for _, batch in op.runs] == [1, 1, 1]
+    assert all(began - batch[0][1] < 0.2 for began, batch in op.runs)
 
 
 def test_a_failed_run_raises_in_every_caller_it_served_and_the_next_run_works():

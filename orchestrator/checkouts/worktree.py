@@ -80,6 +80,7 @@ from ..git.gitwork import (
     snapshot_commit,
     worktree_list,
 )
+from ..git.refstore import read_refs
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -140,7 +141,10 @@ class WorktreeCheckout(Checkout):
 
     def _tips(self, *refs: str) -> dict[str, str]:
         """Full branch refs (checked by check_ref) -> their commits, those that exist: one git
-        process for all of them."""
+        process for all of them, or none where the ref files answer)."""
+        found = read_refs(self.repo, refs)
+        if found is not None:
+            return found
         listed = run_git(self.repo, "for-each-ref", "--format=%(refname) %(objectname)", *refs).stdout
         wanted = set(refs)  # a pattern also lists the refs below it (refs/heads/a/b/...): exact names only
         return {ref: oid for ref, _, oid in (line.partition(" ") for line in listed.splitlines()) if ref in wanted}

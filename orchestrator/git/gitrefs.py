@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import ConfigError, Conflict, ValidationError
 from .gitcmd import GitFailed, git_bytes, run_git
 from .gitwork import worktree_list
+from .refstore import read_refs
 
 ZERO = "0" * 40
 _ROOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -112,6 +113,11 @@ def read_commits(repo: str | Path, names: list[str]) -> list[CommitInfo | None]:
 
 
 def ref_value(repo: str | Path, ref: str) -> str | None:
+    """The commit ``ref`` (a full name) points at, None when it does not exist: read from the
+    ref files where they answer (no process), else asked of git."""
+    found = read_refs(repo, [ref])
+    if found is not None:
+        return found.get(ref)
     done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False)
     return done.stdout.strip() or None if done.returncode == 0 else None
 

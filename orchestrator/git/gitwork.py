@@ -127,6 +127,11 @@ def _valid_plain(ref: str) -> bool:
     )
 
 
+def is_plain_ref(ref: str) -> bool:
+    """A valid ref made of plain characters only (every ref of the orchestrator's own)."""
+    return bool(_PLAIN_REF.fullmatch(ref)) and _valid_plain(ref)
+
+
 @functools.lru_cache(maxsize=4096)
 def _valid_ref(ref: str) -> bool:
     if _PLAIN_REF.fullmatch(ref):  # every worker's branch: no git process
@@ -224,7 +229,7 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
     """A linked worktree of ``repo`` at ``directory`` on ``branch`` (a new branch from ``start``;
     None: the branch exists), checked out, as ``git worktree add`` makes it.
 
-    A new branch in a repository of the usual layout (``_plain_layout``) is made without ``git
+    A new branch in a repository of the usual layout (``plain_layout``) is made without ``git
     worktree add``: its admin entry (``HEAD``, ``commondir``, ``gitdir``, git's "initializing"
     lock) is written aside and renamed into ``.git/worktrees`` in one step, and one ``reset
     --hard <start>`` makes the branch (HEAD names it, unborn) and checks it out. No lock of the
@@ -236,7 +241,7 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
     removes the worktree again, as git does."""
     admin: Path | None
     target: list[str] = []  # what the checkout resets to: the new branch's start, else its tip
-    if start is not None and _plain_layout(str(repo)):
+    if start is not None and plain_layout(str(repo)):
         admin, target = _make_entry(repo, directory, branch), [start]
     else:
         # A new branch (``-b``) cannot be checked out anywhere yet, so its add skips that check
@@ -270,9 +275,9 @@ _LAYOUT_KEYS = r"^(extensions\.(worktreeconfig|refstorage)|core\.sparsecheckout)
 
 
 @functools.lru_cache(maxsize=64)
-def _plain_layout(repo: str) -> bool:
-    """Whether ``repo``'s linked worktrees are made of the files ``_make_entry`` writes (asked
-    once per repository and process)."""
+def plain_layout(repo: str) -> bool:
+    """Whether ``repo``'s linked worktrees are made of the files ``_make_entry`` writes, and its
+    refs are files (refstore.py); asked once per repository and process."""
     done = run_git(Path(repo), "config", "--get-regexp", _LAYOUT_KEYS, check=False)
     for line in done.stdout.splitlines():
         key, _, value = line.partition(" ")

@@ -5,7 +5,10 @@ folder fsynced before its writer goes on) and for the tag sweep (every finished
 worker needs one /proc scan that started after its process exited). Under load one
 operation serves every caller that arrived while the previous one ran; the
 guarantee each caller gets is unchanged. With ``gather``, the caller that starts a
-run first waits that long for company: fewer, larger runs, for callers that can wait.
+run first waits that long for company: fewer, larger runs, for callers that can wait. It
+waits only while requests come often (the one before came within twice ``gather``): a lone
+request (one worker of a chain, each waiting on the one before) is never held up for
+company that is not coming.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ class GroupCommit(Generic[T]):
         self._finished = 0  # number of runs finished
         self._running = False
         self._errors: dict[int, BaseException] = {}
+        self._last_request = -float("inf")  # time.monotonic() of the latest request
 
     def __call__(self, request: T) -> None:
         with self._cond:
+            now = time.monotonic()
+            busy = now - self._last_request < 2 * self._gather  # company is likely
+            self._last_request = now
             self._queue.append(request)
             target = self._generation + 1  # the next run to start is the first that can include us
             while self._finished < target:
@@ -40,7 +47,7 @@ class GroupCommit(Generic[T]):
                     self._cond.wait()
                     continue
                 self._running = True
-                if self._gather:  # who arrives meanwhile joins this run (the batch is taken after)
+                if self._gather and busy:  # who arrives meanwhile joins this run (the batch is taken after)
                     self._cond.release()
                     try:
                         time.sleep(self._gather)
