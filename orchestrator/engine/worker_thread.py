@@ -105,8 +105,9 @@ class WorkerRunner:
         # finishing workers. A worker with child jobs does this after the sweep, in one step
         # with settling it (a child job ending in between may settle it).
         early = not rec.child_job_ids
-        if early:
-            with self.tables.locked():
+        with self.tables.locked():
+            self._executed(live)
+            if early:
                 self.process_ended(live, outcome)
                 self.hooks.dispatch()
         sweep()  # before its files are listed and before it is reported ended
@@ -154,9 +155,6 @@ class WorkerRunner:
         directory = self.checkout.prepare(rec, job)  # first: a worktree job's shared block reads the repository there
         rendered = self.prompts.render(rec, job, directory) if adapter.needs_prompt(self.settings) else None
         prompt = rendered.text if rendered is not None else rec.task
-        if rendered is not None:
-            with self.tables.locked():  # the record is written with its first attempt
-                rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
@@ -172,18 +170,21 @@ class WorkerRunner:
             confinement=self.confinement,
         )
         key = (rec.root_id, rec.key)
-        with self.tables.locked():
+        with self.tables.locked():  # one section: each is a hand-off between the worker threads
+            if rendered is not None:  # (in the record written with its first attempt)
+                rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
             live.execution = execution
             self.tables.executing[key] = live
         resume = None
-        try:
-            if adopted is not None and adopted.attempt is not None:
-                resume = (adopted.attempt, self.adopt(live, adopted))
-            return execution.run(resume), execution.sweep, execution.known_changes
-        finally:
-            with self.tables.locked():
-                live.execution = None
-                self.tables.executing.pop(key, None)
+        if adopted is not None and adopted.attempt is not None:
+            resume = (adopted.attempt, self.adopt(live, adopted))
+        # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
+        return execution.run(resume), execution.sweep, execution.known_changes
+
+    def _executed(self, live: LiveWorker) -> None:
+        """Inside ``tables.locked()``: its attempts are over (or never began): no longer executing."""
+        live.execution = None
+        self.tables.executing.pop((live.record.root_id, live.record.key), None)
 
     def adopt(self, live: LiveWorker, fate: Recovered) -> AttemptHandle:
         """A handle on the shim of a worker a previous server started; its record says so on disk."""
