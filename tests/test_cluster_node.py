@@ -22,7 +22,7 @@ from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, wr
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
-from orchestrator.process.procscan import process_alive
+from orchestrator.process.procscan import parent_of, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.environment import SPAWN_BIN
 
@@ -309,11 +309,15 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
     shim = int(ops.read("k1")["pid"])
     wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4, what="shim, sh and its two sleeps")
-    tree = _node_tree(node.pid)
+    # The node's supervisor starts the shim: the shim and its tree are the supervisor's, not the node's.
+    supervisor = parent_of(shim)
+    assert supervisor is not None and supervisor not in _node_tree(node.pid)
+    tree = [*_node_tree(node.pid), shim, *_node_tree(shim), supervisor]
     sleeps = {pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"}
-    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 4  # two pool workers (one runs the attempt), the shim, sh
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers (one runs the attempt), the shim, sh, supervisor
     node.kill()
-    # The parent-death signal takes the pool's workers, the shim and the command (sh).
+    # The parent-death signal takes the pool's workers; the shim sees its lifeline close and kills
+    # its group (the command, sh); the node's supervisor leaves once its last child is gone.
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
     wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
     assert not process_alive(shim, None)
