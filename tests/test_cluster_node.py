@@ -7,6 +7,7 @@ and rides out a Redis restart."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -413,3 +414,46 @@ def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_
     assert second.process.wait(30) == 2
     assert f"a node named same already runs on this host (pid {first.pid})" in second.output()
     assert first.registered() is not None and first.process.poll() is None
+
+
+def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, unique_prefix, tmp_path):
+    """The node's supervisor (its socket starts processes unconfined) is hidden from a sandboxed
+    attempt, which still runs under the shim with its exact status."""
+    from orchestrator.process.sandbox import probe
+
+    support = probe()
+    if not support.available:
+        pytest.skip(f"no sandbox on this machine: {support.reason}")
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nb", slots=1)
+    enqueue(ops, ws, "b0", ["sh", "-c", "exit 0"])  # the node's supervisor starts with its first attempt
+    wait_for(lambda: state(ops, "b0") == "ended", what="the first attempt's end")
+    record = json.loads(next((ws / ".cluster" / "nodes").glob("*/nb.json")).read_text())
+    folder = Path(record["supervisor_dir"])
+    assert any(p.name.endswith(".sock") for p in folder.iterdir())
+    code = (
+        "import os, socket, sys; d = sys.argv[1]; print('sees', sorted(os.listdir(d)))\n"
+        "for size in (0, 5 << 20, 200 << 20, 4096 << 20):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try: s.connect(os.path.join(d, f'supervisor-{size}.sock')); print('REACHED', size)\n"
+        "    except OSError as e: print('refused', e.errno)\n"
+        "sys.exit(7)\n"
+    )
+    spec = AttemptSpec(
+        id="b1",
+        token=ops.new_token(),
+        kind="command",
+        tag=f"{ops.names.prefix}.b1",
+        argv=[sys.executable, "-c", code, str(folder)],
+        cwd=str(ws),
+        env={"ORCHESTRATOR_JOB_ID": "job1"},
+        log_path=str(ws / "b1.log"),
+        exit_file=str(ws / "b1.exit"),
+        lease=3.0,
+        sandbox={"writable": [str(ws)]},
+    )
+    ops.enqueue(spec)
+    wait_for(lambda: state(ops, "b1") == "ended", what="the sandboxed attempt's end")
+    log = (ws / "b1.log").read_text()
+    assert ops.read("b1")["code"] == "7", log
+    assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4, log
