@@ -7,6 +7,7 @@ and rides out a Redis restart."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, wr
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
-from orchestrator.process.procscan import process_alive
+from orchestrator.process.procscan import parent_of, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.environment import SPAWN_BIN
 
@@ -309,11 +310,15 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
     shim = int(ops.read("k1")["pid"])
     wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4, what="shim, sh and its two sleeps")
-    tree = _node_tree(node.pid)
+    # The node's supervisor starts the shim: the shim and its tree are the supervisor's, not the node's.
+    supervisor = parent_of(shim)
+    assert supervisor is not None and supervisor not in _node_tree(node.pid)
+    tree = [*_node_tree(node.pid), shim, *_node_tree(shim), supervisor]
     sleeps = {pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"}
-    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 4  # two pool workers (one runs the attempt), the shim, sh
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers (one runs the attempt), the shim, sh, supervisor
     node.kill()
-    # The parent-death signal takes the pool's workers, the shim and the command (sh).
+    # The parent-death signal takes the pool's workers; the shim sees its lifeline close and kills
+    # its group (the command, sh); the node's supervisor leaves once its last child is gone.
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
     wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
     assert not process_alive(shim, None)
@@ -409,3 +414,46 @@ def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_
     assert second.process.wait(30) == 2
     assert f"a node named same already runs on this host (pid {first.pid})" in second.output()
     assert first.registered() is not None and first.process.poll() is None
+
+
+def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, unique_prefix, tmp_path):
+    """The node's supervisor (its socket starts processes unconfined) is hidden from a sandboxed
+    attempt, which still runs under the shim with its exact status."""
+    from orchestrator.process.sandbox import probe
+
+    support = probe()
+    if not support.available:
+        pytest.skip(f"no sandbox on this machine: {support.reason}")
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    start_node(redis_server.url, unique_prefix, name="nb", slots=1)
+    enqueue(ops, ws, "b0", ["sh", "-c", "exit 0"])  # the node's supervisor starts with its first attempt
+    wait_for(lambda: state(ops, "b0") == "ended", what="the first attempt's end")
+    record = json.loads(next((ws / ".cluster" / "nodes").glob("*/nb.json")).read_text())
+    folder = Path(record["supervisor_dir"])
+    assert any(p.name.endswith(".sock") for p in folder.iterdir())
+    code = (
+        "import os, socket, sys; d = sys.argv[1]; print('sees', sorted(os.listdir(d)))\n"
+        "for size in (0, 5 << 20, 200 << 20, 4096 << 20):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try: s.connect(os.path.join(d, f'supervisor-{size}.sock')); print('REACHED', size)\n"
+        "    except OSError as e: print('refused', e.errno)\n"
+        "sys.exit(7)\n"
+    )
+    spec = AttemptSpec(
+        id="b1",
+        token=ops.new_token(),
+        kind="command",
+        tag=f"{ops.names.prefix}.b1",
+        argv=[sys.executable, "-c", code, str(folder)],
+        cwd=str(ws),
+        env={"ORCHESTRATOR_JOB_ID": "job1"},
+        log_path=str(ws / "b1.log"),
+        exit_file=str(ws / "b1.exit"),
+        lease=3.0,
+        sandbox={"writable": [str(ws)]},
+    )
+    ops.enqueue(spec)
+    wait_for(lambda: state(ops, "b1") == "ended", what="the sandboxed attempt's end")
+    log = (ws / "b1.log").read_text()
+    assert ops.read("b1")["code"] == "7", log
+    assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4, log

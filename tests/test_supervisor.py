@@ -377,3 +377,39 @@ def test_a_spawn_that_fails_leaves_the_supervisor_as_it_was(tmp_path):
     finally:
         os.close(log)
         client.close()
+
+
+def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_lifeline(tmp_path):
+    """A cluster node's attempt (``parent_death_signal``) is started by the node's supervisor, not
+    by a fork of the node's worker process: the shim is the supervisor's child, writes the exact
+    status itself, and kills its worker once the spawning process's lifeline closes."""
+    runner = _runner(tmp_path / "sup")
+    try:
+        runs = []
+        for tag, code in (("n1.k.1", "import sys; sys.exit(3)"), ("n2.k.1", "import time; time.sleep(300)")):
+            exit_file = tmp_path / f"exit.{tag}"
+            handle = runner.spawn(
+                [sys.executable, "-c", code],
+                cwd=tmp_path,
+                env=dict(os.environ),
+                log_path=tmp_path / f"{tag}.log",
+                tag=tag,
+                exit_file=exit_file,
+                parent_death_signal=signal.SIGKILL,
+            )
+            assert handle.supervised and handle.shim_pid == handle.pid and handle.lifeline is not None
+            assert procscan.parent_of(handle.pid) == handle.reaper  # the supervisor's child, under the shim
+            assert "orchestrator-shim" in Path(f"/proc/{handle.pid}/cmdline").read_bytes().decode(errors="replace")
+            runs.append((handle, exit_file))
+        (done, done_file), (held, held_file) = runs
+        assert runner.wait(done, 20) == 3 and done_file.read_text() == "exit 3\n"
+        assert runner.wait(held, 0.5) is None
+        os.close(held.lifeline)  # as the node's worker process dying closes it
+        held.lifeline = None
+        assert runner.wait(held, 20) == -signal.SIGKILL and not held_file.exists()  # killed with its group, no status
+        wait_until(lambda: not runner.tagged("n2.k.1"), timeout=10)  # the worker went with the shim's group
+        assert "the node process that started it is gone" in (tmp_path / "n2.k.1.log").read_text()
+        for handle, _ in runs:
+            runner.release(handle)
+    finally:
+        runner.close()

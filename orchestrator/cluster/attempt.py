@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,10 +34,12 @@ import redis
 
 from .. import protocol
 from ..config import Settings
+from ..process import supervised
 from ..process.cgroups import Limits
 from ..process.executor import LocalExecutor, Sample
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec, probe
+from ..process.supervised import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write
 from .attempts import NODE_OWN, Attempts, AttemptSpec, read_secret_file
@@ -61,6 +63,9 @@ class NodeContext:
     settings: Settings
     attempts_dir: Path  # one file per attempt in flight: its tag, so a restarted node can sweep it
     stop: threading.Event = field(default_factory=threading.Event)
+    # The folder of the node's own worker supervisor (process/supervisor.py), which starts its
+    # attempts' shims without a fork of the RQ worker's process (None: each worker forks its own).
+    supervisor_dir: Path | None = None
 
 
 _node: NodeContext | None = None
@@ -96,6 +101,22 @@ def shared_ops(ctx: NodeContext) -> Attempts:
         found = _shared.get(key)
         if found is None or found.names != ctx.names:
             found = _shared[key] = Attempts(client_for(ctx.url), ctx.names)
+        return found
+
+
+_supervisors: dict[tuple[int, Path], SupervisorClient] = {}
+
+
+def supervisor_for(ctx: NodeContext) -> SupervisorClient | None:
+    """This process's client of the node's supervisor (one connection kept from one attempt to the
+    next), or None where the node has none or the platform cannot pass descriptors."""
+    if ctx.supervisor_dir is None or not supervised.supported():
+        return None
+    key = (os.getpid(), ctx.supervisor_dir)
+    with _shared_lock:
+        found = _supervisors.get(key)
+        if found is None:
+            found = _supervisors[key] = SupervisorClient(ctx.supervisor_dir)
         return found
 
 
@@ -168,14 +189,20 @@ def run(attempt_id: str, token: int) -> int | None:
 
 def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
     # One attempt per process at a time: its end's tag sweep has nobody to share a /proc scan
-    # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER).
-    runner = ProcessRunner(sweep_gather=0.0)
+    # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER). The shim is
+    # started by the node's supervisor (a vfork of a small process, not a fork of this large one),
+    # tied to this process by its lifeline; should the supervisor fail, by a fork of this one.
+    runner = ProcessRunner(sweep_gather=0.0, supervisor=supervisor_for(ctx))
     secret = read_secret_file(spec.secret_env_file)
     log_path = Path(spec.log_path)
     exit_file = Path(spec.exit_file) if spec.exit_file else None
     w = ctx.settings.workers
-    try:
-        handle = runner.spawn(
+
+    def spawn(runner: ProcessRunner) -> ProcessHandle:
+        sandbox = None if spec.sandbox is None else SandboxSpec.from_dict(spec.sandbox, probe())
+        if sandbox is not None and ctx.supervisor_dir is not None:  # its socket starts processes unconfined
+            sandbox = replace(sandbox, hidden=(*sandbox.hidden, str(ctx.supervisor_dir)))
+        return runner.spawn(
             list(spec.argv),
             cwd=Path(spec.cwd),
             env=worker_env(ctx.settings, spec, secret),
@@ -183,9 +210,17 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
             tag=spec.run_tag,
             exit_file=exit_file,
             parent_death_signal=signal.SIGKILL,
-            sandbox=None if spec.sandbox is None else SandboxSpec.from_dict(spec.sandbox, probe()),
+            sandbox=sandbox,
             limits=Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),  # the node's own caps
         )
+
+    try:
+        try:
+            handle = spawn(runner)
+        except SupervisorError as exc:
+            log.warning("attempt %s: the node's worker supervisor failed (%s): starting it directly", spec.id, exc)
+            runner = ProcessRunner(sweep_gather=0.0)
+            handle = spawn(runner)
     except (CommandNotFound, OSError, ValueError) as exc:
         code = 127 if isinstance(exc, CommandNotFound) else 126
         note = f"could not start the worker on node {ctx.name}: {exc.strerror if isinstance(exc, OSError) else exc}"

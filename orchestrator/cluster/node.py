@@ -7,13 +7,15 @@ queues of its kinds. Each RQ job is ``(attempt id, token)`` for attempt.run (att
 any other function is refused (a job in Redis never runs arbitrary code). A heartbeat thread
 publishes the node (nodes.publish) every third of the lease.
 
-Processes die with the node where Linux allows (PR_SET_PDEATHSIG, SIGKILL): the pool's workers
-with the node (each sets it in ``NodeWorker.__init__`` and checks its parent after), the shim (or a
-sandbox's bubblewrap launcher, ``--die-with-parent``, and the PID namespace with it) with the
-worker that runs its attempt (in process: no RQ work horse, see ``NodeWorker``; the attempt's main
-thread starts it, and that thread ends only with the process), the worker command with its shim.
-A link set just after a parent died does not fire, so the shim also checks its lifeline once
-(process/shim.py) before starting the command. A worker's own descendants do not die with it; so
+Processes die with the node where Linux allows: the pool's workers with the node (PR_SET_PDEATHSIG,
+SIGKILL: each sets it in ``NodeWorker.__init__`` and checks its parent after); the shim with the
+worker that runs its attempt (in process: no RQ work horse, see ``NodeWorker``) by its lifeline, a
+pipe whose write end that worker alone holds: the shim checks it before starting the command and
+kills its process group once it reads as closed (process/shim.py); the worker command with its shim
+(PR_SET_PDEATHSIG). The shims are started by the node's own worker supervisor (process/supervisor.py,
+its folder a private temporary one, hidden from sandboxed workers): a vfork of a small process
+instead of a fork of the ~60 MB worker process per attempt; it leaves once no worker process is
+connected and no shim runs, so with the node. A worker's own descendants do not die with it; so
 each attempt in flight is a file under
 ``<workspace>/.cluster/nodes/<host>/<name>.attempts/`` (its tag), beside ``<name>.json`` (the node's
 pid and start id), and a node starting on the same host sweeps the tags of every node there whose
@@ -33,9 +35,11 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -118,8 +122,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     swept = sweep_dead_nodes(here)
     if swept:
         log.info("node %s: swept what dead nodes on this host left: %s", name, ", ".join(swept))
-    own = claim_name(here, name)
-    ctx = attempt.NodeContext(name=name, url=url, names=names, lease=lease, settings=settings, attempts_dir=own)
+    supervisor_dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-node-{name}-"))  # this machine's own disk, mode 0700
+    own = claim_name(here, name, supervisor_dir)
+    ctx = attempt.NodeContext(
+        name=name, url=url, names=names, lease=lease, settings=settings, attempts_dir=own, supervisor_dir=supervisor_dir
+    )
     attempt.set_node(ctx)
     info = nodes.NodeInfo(name=name, host=host, pid=os.getpid(), kinds=kinds, slots=slots, started_at=time.time())
     beat = threading.Thread(target=_heartbeat, args=(client, names, info, lease, own, ctx.stop), name="heartbeat", daemon=True)
@@ -152,6 +159,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         except redis.RedisError as exc:
             log.warning("node %s: could not leave the registry (%s); it expires in %.0f s", name, exc, lease)
         _remove_own(here, name)
+        shutil.rmtree(supervisor_dir, ignore_errors=True)  # its supervisor leaves with the last attempt
     log.info("node %s: stopped", name)
     return 0
 
@@ -169,15 +177,19 @@ def wait_for_marker(client: redis.Redis, names: Names, name: str) -> Marker:
         time.sleep(0.5)
 
 
-def claim_name(here: Path, name: str) -> Path:
-    """Write ``<name>.json`` (this process); refuse a name a live node on this host holds."""
+def claim_name(here: Path, name: str, supervisor_dir: Path | None = None) -> Path:
+    """Write ``<name>.json`` (this process, and its supervisor's folder, for the sweep of a dead
+    node); refuse a name a live node on this host holds."""
     owner = here / f"{name}.json"
     found = _read(owner)
     if found and found.get("pid") != os.getpid() and process_alive(int(found.get("pid", 0)), found.get("start_id")):
         raise ConfigError(
             f"a node named {name} already runs on this host (pid {found['pid']}): give another --name", key="--name"
         )
-    atomic_write(owner, json.dumps({"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}).encode())
+    record: dict[str, Any] = {"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}
+    if supervisor_dir is not None:
+        record["supervisor_dir"] = str(supervisor_dir)
+    atomic_write(owner, json.dumps(record).encode())
     attempts = here / f"{name}.attempts"
     attempts.mkdir(exist_ok=True)
     return attempts
@@ -196,6 +208,9 @@ def sweep_dead_nodes(here: Path) -> list[str]:
             live_tags.update(tag for tag, _ in _in_flight(attempts))
         else:
             dead.append((owner, attempts))
+            folder = found.get("supervisor_dir") if found else None
+            if isinstance(folder, str) and Path(folder).name.startswith("orchestrator-node-"):
+                shutil.rmtree(folder, ignore_errors=True)  # its supervisor left (or leaves) with its last attempt
     runner = ProcessRunner()
     swept = []
     for owner, attempts in dead:

@@ -59,6 +59,7 @@ from .shim import (
     read_exit_file,
 )
 from .supervised import SupervisorClient
+from .supervisor import LIFELINE_FD
 
 
 class Wakeup:
@@ -145,6 +146,7 @@ class ProcessHandle:
     # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
     reaper: int | None = None
     adopted: bool = False  # from a previous server: its end time is its exit file's (it ended unseen)
+    shimmed: bool = False  # supervised, yet ``pid`` is the shim (a node's attempt, tied to its node by the lifeline)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -192,7 +194,7 @@ class ProcessHandle:
     def shim_pid(self) -> int | None:
         """The orchestrator's own process at the top of the attempt (its shim, or a sandbox's launcher),
         which the worker's caps do not count; None when ``pid`` is the worker itself (supervised)."""
-        if self.exit_file is None or (self.supervised and not self.sandboxed):
+        if self.exit_file is None or (self.supervised and not self.sandboxed and not self.shimmed):
             return None
         return self.pid
 
@@ -259,8 +261,10 @@ class ProcessRunner:
     ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
         With ``exit_file``, under the shim, which writes the exit status there. With
-        ``parent_death_signal`` (Linux; a cluster node's attempts), the shim gets that signal when
-        the calling thread ends, and the perl shim sets the same for the worker it starts. With
+        ``parent_death_signal`` (Linux; a cluster node's attempts), the perl shim holds a lifeline
+        to this process (it kills its group once this process is gone) and sets that signal for the
+        worker it starts; started by the supervisor (a node's own) when there is one, else by a
+        fork of this process, when it also gets that signal itself when the calling thread ends. With
         ``sandbox``, the shim and the worker run inside it (process/sandbox.py), under bubblewrap's launcher. With
         ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined)."""
         if not argv:
@@ -278,11 +282,19 @@ class ProcessRunner:
         if exit_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(exit_file)  # a stale status must never pass for this run's
-        # Through the supervisor: a worker with an exit file, unless it must die with this process (a node's).
-        supervised = self.supervisor is not None and exit_file is not None and parent_death_signal is None
+        # Through the supervisor: a worker with an exit file, which the supervisor writes (a sandbox's
+        # shim inside does); one that must die with this process (a node's attempt) keeps the shim.
+        plain = self.supervisor is not None and exit_file is not None and parent_death_signal is None
         lifeline: tuple[int, int] | None = None
-        if exit_file is not None and (sandbox is not None or not supervised):
+        if exit_file is not None and (sandbox is not None or not plain):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
+        # A node's attempt through the supervisor (no fork of this large process): the shim's
+        # parent is then the supervisor, so its tie to this process is the lifeline alone, which
+        # it checks before starting the worker and watches while the worker runs (shim.py).
+        tethered = self.supervisor is not None and parent_death_signal is not None and lifeline is not None
+        if tethered:
+            full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
+        supervised = plain or tethered
         if sandbox is not None:
             if exit_file is not None:  # the shim writes it from inside: it must exist to be bound writable
                 exit_file.touch()
@@ -309,10 +321,12 @@ class ProcessRunner:
                     env=full_env,
                     log_fd=log_fd,
                     tag=tag,
-                    exit_file=exit_file if sandbox is None else None,  # a sandbox's shim writes it from inside
+                    # a shim (a sandbox's, inside; a node's attempt's) writes it itself
+                    exit_file=exit_file if sandbox is None and not tethered else None,
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
                     ignore=LAUNCHER_IGNORES if sandbox is not None else (),
+                    lifeline=lifeline[0] if tethered and lifeline is not None else None,
                 )
             else:
                 popen = subprocess.Popen(
@@ -361,6 +375,7 @@ class ProcessRunner:
             sandboxed=sandbox is not None,
             private_exit=private_exit,
             reaper=reaper,
+            shimmed=tethered,
             limits=limits,
             cgroup=cgroup,
             enforced=enforced,

@@ -58,10 +58,12 @@ class SupervisorClient:
         cgroup_fds: list[int],
         file_size: int,
         ignore: tuple[int, ...] = (),
+        lifeline: int | None = None,
     ) -> tuple[int, str | None, int]:
         """Start ``argv`` (an absolute path first) with RLIMIT_FSIZE ``file_size`` (0: none): its pid,
         its kernel start time and the supervisor's pid. With ``exit_file``, the supervisor writes the
-        worker's status there before reaping it."""
+        worker's status there before reaping it. With ``lifeline`` (a descriptor), the worker gets
+        it as descriptor supervisor.LIFELINE_FD."""
         message: dict[str, object] = {
             "op": "spawn",
             "argv": argv,
@@ -71,8 +73,10 @@ class SupervisorClient:
             "attempt": env.get(protocol.ATTEMPT),
             "exit_file": str(exit_file) if exit_file is not None else None,
             "ignore": list(ignore),
+            "lifeline": lifeline is not None,
         }
-        got = self._call(file_size, message, [log_fd, *cgroup_fds])
+        fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds]
+        got = self._call(file_size, message, fds)
         assert got is not None
         reply, supervisor = got
         return int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor

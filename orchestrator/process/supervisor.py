@@ -9,7 +9,9 @@ it, with no moment outside), into the worker's folder, and ignores the signals a
 must ignore, then steps back. A worker's RLIMIT_FSIZE is the supervisor's own (a hard limit cannot
 be raised again): a supervisor serves one file-size limit, named in its socket's name. It records
 each worker's true wait status in its exit file (``exit N`` or ``signal S``, the shim's format)
-before it reaps it, so a process seen gone has its status on disk. It runs in a session of its own, so a server killed
+before it reaps it, so a process seen gone has its status on disk. A cluster node has one of its
+own (cluster/node.py), starting each attempt's shim with the lifeline the request carries (the
+attempt's process holds the write end; the shim writes the status itself). It runs in a session of its own, so a server killed
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
 them (``list``). It exits once no server is connected and no worker runs.
 
@@ -40,6 +42,7 @@ LOCK = "supervisor.lock"  # held to start a supervisor, connect to one, or for o
 HEADER = struct.Struct("!I")
 MAX_REQUEST = 64 << 20  # argv and environment; far above the kernel's own ARG_MAX
 MAX_FDS = 8
+LIFELINE_FD = 3  # where a worker gets the lifeline a request may carry (a cluster node's attempt: process/shim.py)
 IDLE_START = 10.0  # a supervisor nobody connects to within this leaves
 
 
@@ -189,13 +192,17 @@ class Supervisor:
         argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
         exit_file = spec.get("exit_file")
-        joins = fds[1:]
+        # The descriptors: the log, then the lifeline if the request says it carries one (the
+        # worker gets it as LIFELINE_FD), then each cgroup's ``cgroup.procs`` to join.
+        lifeline = fds[1] if spec.get("lifeline") else None
+        joins = fds[2:] if lifeline is not None else fds[1:]
         if joins and not self.home:  # it could not step back out of the worker's cgroup: the child joins it
             pid = os.fork()
             if pid == 0:
-                _exec_child(argv, env, str(spec["cwd"]), fds, spec)
+                _exec_child(argv, env, str(spec["cwd"]), fds[0], lifeline, joins, spec)
         else:
-            pid = self._posix_spawn(argv, env, str(spec["cwd"]), fds[0], joins, [int(s) for s in spec.get("ignore") or ()])  # type: ignore[attr-defined]
+            ignore = [int(s) for s in spec.get("ignore") or ()]  # type: ignore[attr-defined]
+            pid = self._posix_spawn(argv, env, str(spec["cwd"]), fds[0], lifeline, joins, ignore)
         self.children[pid] = Child(
             pid,
             str(spec.get("tag", "")),
@@ -205,10 +212,22 @@ class Supervisor:
         )
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
-    def _posix_spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: int, joins: list[int], ignore: list[int]) -> int:
+    def _posix_spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str, log: int, lifeline: int | None, joins: list[int], ignore: list[int]
+    ) -> int:
         """Start a worker by vfork and exec, born in its cgroup and folder, ignoring ``ignore``;
         whatever fails, the supervisor ends back in its own cgroup, folder and signal handling."""
         previous: dict[int, object] = {}
+        actions: list[tuple[object, ...]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ]
+        moved = None
+        if lifeline is not None:
+            if lifeline == LIFELINE_FD:  # dup2 onto itself would leave it close-on-exec
+                lifeline = moved = os.dup(lifeline)
+            actions.append((os.POSIX_SPAWN_DUP2, lifeline, LIFELINE_FD))
         try:
             for signum in ignore:
                 previous[signum] = signal.signal(signum, signal.SIG_IGN)
@@ -219,15 +238,13 @@ class Supervisor:
                 argv[0],
                 argv,
                 env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log, 1),
-                    (os.POSIX_SPAWN_DUP2, log, 2),
-                ],
+                file_actions=actions,
                 setsid=True,
                 setsigdef=[s for s in IGNORED if s not in ignore],
             )
         finally:
+            if moved is not None:
+                os.close(moved)
             if joins:
                 for fd in self.home:
                     os.write(fd, b"0")
@@ -294,10 +311,12 @@ def _write_status(path: str, line: bytes) -> None:
             os.close(fd)
 
 
-def _exec_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], spec: dict[str, object]) -> None:
+def _exec_child(
+    argv: list[str], env: dict[str, str], cwd: str, log: int, lifeline: int | None, joins: list[int], spec: dict[str, object]
+) -> None:
     """In the forked child (where the supervisor has no way back from a cgroup): its own session,
-    the log as stdout and stderr, its cgroup joined (each ``cgroup.procs`` after the log), the
-    signals a sandbox's launcher ignores; then the exec. Never returns."""
+    the log as stdout and stderr, the lifeline if any, its cgroup joined (each ``cgroup.procs``),
+    the signals a sandbox's launcher ignores; then the exec. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, *IGNORED):
@@ -307,10 +326,13 @@ def _exec_child(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], 
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[0], 2)
-        for fd in fds[1:]:
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        for fd in joins:
             os.write(fd, b"0")
+        if lifeline is not None:  # after the joins: one of them may be LIFELINE_FD
+            os.dup2(lifeline, LIFELINE_FD)  # inheritable (dup2 onto itself: set so by hand)
+            os.set_inheritable(LIFELINE_FD, True)
         os.chdir(cwd)
         os.execve(argv[0], argv, env)
     except BaseException as exc:  # noqa: BLE001 - said in the worker's log; 127 as a shell would
