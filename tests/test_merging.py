@@ -19,7 +19,7 @@ import pytest
 from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.git import gitrefs, gitwork, merging
-from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, subject_line
+from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, identity_of, subject_line
 from orchestrator.git.gitcmd import run_git
 
 # Many real git processes on real repositories: the slow tier.
@@ -682,6 +682,114 @@ def test_the_loop_writes_the_commits_commit_tree_makes_with_one_process(repo: Pa
     writer.close()
     assert writer.process is None and writer.scratch is None
     assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
+
+
+def test_the_loop_writes_its_commits_in_python_byte_for_byte_as_commit_tree(repo: Path) -> None:
+    """Where the repository is plain (sha1, no shared modes, no fsync), the loop's commits are
+    written by Python as loose objects: the ids and objects ``commit-tree`` makes, the user's
+    identity as ``git var`` tells it, unicode in it and in the message; fsck finds nothing wrong."""
+    git(repo, "config", "user.name", "Zoë Ünïcode")
+    git(repo, "config", "user.email", "zoe@example.org")
+    user = identity_of(repo)  # from git var
+    assert user == Identity("Zoë Ünïcode", "zoe@example.org")
+    objects = merging.loose_objects(repo)
+    assert objects == repo / ".git" / "objects"
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(repo, "rev-parse", "HEAD").strip()
+    writer = merging._CommitWriter(repo, objects=lambda: objects)
+    messages = ["one line", "subject ✓ — ünïcode\n\nbody\n\nOrchestrator-Commit: x\nCo-authored-by: A <a@b>\n", "\n\nx  \n\n"]
+    for who in (user, ORCHESTRATOR):
+        for message in messages:
+            writer.start()  # as while a merge runs: the next object's file made beforehand
+            made = writer.commit(tree, parent, message, "1700000000 +0000", who)
+            path = objects / made[:2] / made[2:]
+            assert path.is_file() and path.stat().st_mode & 0o777 == 0o444 & ~current_umask()
+            assert git(repo, "cat-file", "-t", made).strip() == "commit"
+            assert made == merging._commit(repo, tree, parent, message, "1700000000 +0000", who)  # git: the same id
+            assert writer.commit(tree, parent, message, "1700000000 +0000", who) == made  # there already
+    writer.start()
+    writer.close()
+    assert writer.process is None and not list(objects.glob("tmp_obj_*")) and not list(objects.glob("*/tmp_obj_*"))
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"core.sharedRepository": "group"},
+        {"core.fsync": "loose-object"},
+        {"core.fsyncObjectFiles": "true"},
+        {"core.looseCompression": "9"},
+        {"core.createObject": "link"},
+        {"extensions.unknown": "x"},
+    ],
+)
+def test_git_writes_the_commits_where_the_repository_is_not_plain(repo: Path, config: dict[str, str]) -> None:
+    for key, value in config.items():
+        git(repo, "config", key, value)
+    assert merging.loose_objects(repo) is None
+
+
+def test_the_loop_writes_in_the_common_objects_folder_from_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "linked"), "main")
+    assert merging.loose_objects(tmp_path / "linked") == (repo / ".git" / "objects").resolve()
+    git(repo, "worktree", "remove", "--force", str(tmp_path / "linked"))
+
+
+def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"})})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"story.txt": lines_with({3: "w1", 9: "w2"})})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
+    git(repo, "config", "user.name", "Zoë Ünïcode")
+    before = snapshot(repo)
+    tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
+    written: list[str] = []
+    real_write = merging._LooseObjects.write
+
+    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+        written.append(real_write(self, kind, body))
+        return written[-1]
+
+    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    python = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+    )
+    assert len(written) == 3 and written[-1] == python.result_commit  # by Python, not by git
+    assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+    git(repo, "update-ref", "-d", RESULT)
+    monkeypatch.setattr(merging, "loose_objects", lambda repo: None)  # git writes them: hash-object
+    by_git = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+    )
+    assert python == by_git and python.merged == ("w1", "w2", "w3") and python.unchanged == ("w4",)
+    assert git(repo, "rev-parse", RESULT).strip() == python.result_commit
+    assert git(repo, "log", "-1", "--format=%an", RESULT).strip() == "Zoë Ünïcode"
+    assert snapshot(repo) == before
+
+
+def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
+    root = tmp_path / "sha256"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main", "--object-format=sha256")
+    (root / "a.txt").write_text("a\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "first")
+    assert merging.loose_objects(root) is None
+    tree = git(root, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(root, "rev-parse", "HEAD").strip()
+    writer = merging._CommitWriter(root, objects=lambda: merging.loose_objects(root))
+    writer.start()
+    assert writer.process is not None  # git's hash-object
+    made = writer.commit(tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
+    writer.close()
+    assert len(made) == 64 and made == merging._commit(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
 
 
 def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
