@@ -455,9 +455,15 @@ def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop
     assert len(git(repo, "rev-list", f"main..{PREFIX}fast/result").split()) == 3
 
 
-def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(repo: Path) -> None:
+@pytest.mark.parametrize("writer", ["python", "fast-import"])
+def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(
+    repo: Path, writer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fast-import's objects go loose, as the per-branch path's do: its temporary pack (which it
-    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept."""
+    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept. (In a plain
+    repository Python writes them, loose.)"""
+    if writer == "fast-import":
+        monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
     for worker in ("w1", "w2", "w3", "w4"):  # 4 merges of 40 new folders each: ~170 new objects
         commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}/d{k}/f.txt": f"{worker} {k}\n" for k in range(40)})
     packs = repo / ".git" / "objects" / "pack"
@@ -790,6 +796,76 @@ def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
     made = writer.commit(tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
     writer.close()
     assert len(made) == 64 and made == merging._commit(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
+
+
+def commit_entries(repo: Path, branch: str, entries: dict[str, tuple[str, str] | None]) -> str:
+    """Commit ``entries`` (path -> (mode, content); None deletes) on ``branch``, any mode."""
+    index = repo.parent / f"index-{os.getpid()}-{branch.replace('/', '_')}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    parent = git(repo, "rev-parse", branch).strip()
+    git(repo, "read-tree", parent, env=env)
+    for path, entry in entries.items():
+        if entry is None:
+            git(repo, "update-index", "--force-remove", "-z", "--stdin", env=env, input=path + "\0")
+        else:
+            blob = git(repo, "hash-object", "-w", "--stdin", input=entry[1]).strip()
+            git(repo, "update-index", "--add", "-z", "--index-info", env=env, input=f"{entry[0]} {blob}\t{path}\0")
+    tree = git(repo, "write-tree", env=env).strip()
+    index.unlink()
+    commit = git(repo, "commit-tree", tree, "-p", parent, input="work").strip()
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, parent)
+    return commit
+
+
+def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disjoint branches in a plain repository: trees and commits written by Python, the same ids
+    as fast-import's for the same chain (new nested folders, a folder emptied and removed, modes,
+    names git orders specially, unicode), and the same as the per-branch loop's trees."""
+    commit_on(repo, "main", {"gone/only.txt": "x\n", "a-b": "file\n", "a/keep.txt": "k\n", "deep/x/y/z.txt": "z\n"})
+    for worker in ("w1", "w2", "w3", "w4"):
+        git(repo, "update-ref", f"refs/heads/{PREFIX}{ID}/{worker}", "main")
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w1", {"gone/only.txt": None, "a/new.txt": ("100755", "run\n"), "a.txt": ("100644", "a\n")}
+    )
+    commit_entries(
+        repo,
+        f"{PREFIX}{ID}/w2",
+        {"new/deeper/still/f.txt": ("100644", "n\n"), "link": ("120000", "a-b"), "a0": ("100644", "0\n")},
+    )
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w3", {"deep/x/y/z.txt": None, "deep/x/w.txt": ("100644", "w\n"), "ünï côde.txt": ("100644", "u\n")}
+    )
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w4", {"dir with space/notes.txt": ("100755", "notes\n"), 'odd "q"\tt.txt': ("100644", "q\n")}
+    )
+    workers = ("w1", "w2", "w3", "w4")
+    assert fast_path_taken(repo, *workers)
+    before = snapshot(repo)
+    written: list[str] = []
+    real_write = merging._LooseObjects.write
+
+    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+        written.append(real_write(self, kind, body))
+        return written[-1]
+
+    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
+    assert written and written[-1] == python.result_commit  # by Python, not by fast-import
+    assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+    monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
+    git(repo, "update-ref", "-d", f"refs/heads/{PREFIX}py/result")
+    again = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")  # by fast-import
+    assert again == python and python.merged == workers
+    loop = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="loop", fast_path=False)
+
+    def trees(ref: str) -> list[str]:
+        return git(repo, "log", "--first-parent", "--format=%T", ref).split()
+
+    assert trees(f"{PREFIX}py/result") == trees(f"{PREFIX}loop/result")
+    assert loop.result_commit and show(repo, loop.result_commit, "a/new.txt") == "run\n"
+    assert git(repo, "ls-tree", "--name-only", f"{PREFIX}py/result").split().count("gone") == 0
+    assert snapshot(repo) == before
 
 
 def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

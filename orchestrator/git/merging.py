@@ -41,6 +41,7 @@ import os
 import secrets
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -302,20 +303,34 @@ class _LooseObjects:
     into a ``tmp_obj_*`` file of mode 0444 (less the umask), renamed to ``xx/<rest of the id>`` (as
     ``core.createObject=rename`` does), no fsync; a loose object already there only has its date
     refreshed (freshen_loose_object). Creating a file is the slow part (0.2-0.7 ms on a busy
-    disk): ``prepare`` makes the next one beforehand (while a merge runs), in ``objects`` itself,
-    where git's own temporary files go too. A crash leaves at most a ``tmp_obj_*`` file, which
-    ``git gc`` removes as it removes git's."""
+    disk): ``prepare`` makes the next one beforehand (while a merge runs), ``prepare_later`` many
+    on a thread, in ``objects`` itself, where git's own temporary files go too; ``close`` removes
+    those no object took. A crash leaves at most ``tmp_obj_*`` files, which ``git gc`` removes
+    as it removes git's."""
 
     FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
     def __init__(self, objects: Path) -> None:
         self.objects = objects
-        self.temp: tuple[int, Path] | None = None
+        self.temps: list[tuple[int, Path]] = []
+        self.thread: threading.Thread | None = None
+
+    def _new(self) -> tuple[int, Path]:
+        path = self.objects / f"tmp_obj_{secrets.token_hex(4)}"
+        return os.open(path, self.FLAGS, 0o444), path
 
     def prepare(self) -> None:
-        if self.temp is None:
-            path = self.objects / f"tmp_obj_{secrets.token_hex(4)}"
-            self.temp = os.open(path, self.FLAGS, 0o444), path
+        if not self.temps:
+            self.temps.append(self._new())
+
+    def prepare_later(self, count: int) -> None:
+        def make() -> None:
+            with contextlib.suppress(OSError):  # the writes make their own
+                for _ in range(count):
+                    self.temps.append(self._new())
+
+        self.thread = threading.Thread(target=make, name="merge-objects", daemon=True)
+        self.thread.start()
 
     def write(self, kind: str, body: bytes) -> str:
         data = f"{kind} {len(body)}\0".encode() + body
@@ -324,9 +339,10 @@ class _LooseObjects:
         with contextlib.suppress(OSError):
             os.utime(path)
             return oid
-        self.prepare()
-        assert self.temp is not None
-        (fd, temp), self.temp = self.temp, None
+        try:
+            fd, temp = self.temps.pop()
+        except IndexError:
+            fd, temp = self._new()
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(zlib.compress(data, 1))
@@ -342,12 +358,15 @@ class _LooseObjects:
         return oid
 
     def close(self) -> None:
-        """Remove the file ``prepare`` made and no object took."""
-        temp, self.temp = self.temp, None
-        if temp is not None:
-            os.close(temp[0])
+        """Remove the files made beforehand that no object took."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        while self.temps:
+            fd, temp = self.temps.pop()
+            os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(temp[1])
+                os.unlink(temp)
 
 
 class _CommitWriter:
@@ -437,6 +456,122 @@ def _quote(path: str) -> str:
 _LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")
 
 
+def _tree_entries(body: bytes) -> dict[bytes, bytes]:
+    """A tree object's entries: name -> its record in the tree ("<mode> <name>\\0<20-byte id>")."""
+    entries, at = {}, 0
+    while at < len(body):
+        space = body.index(b" ", at)
+        nul = body.index(b"\0", space)
+        entries[body[space + 1 : nul]] = body[at : nul + 21]
+        at = nul + 21
+    return entries
+
+
+def _tree_record(mode: str, name: bytes, oid: str) -> bytes:
+    """A tree entry, its mode as git writes it in a tree (octal, no leading 0: "40000" a folder)."""
+    return b"%o %s\0%s" % (int(mode, 8), name, bytes.fromhex(oid))
+
+
+def _tree_body(entries: dict[bytes, bytes]) -> bytes:
+    """A tree object's bytes, its entries in git's order (a folder's name compared as if it ended in "/")."""
+    return b"".join(entries[n] for n in sorted(entries, key=lambda n: n + b"/" if entries[n][:6] == b"40000 " else n))
+
+
+def _disjoint_objects(
+    repo: str | Path,
+    objects: Path | None,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    files: dict[str, dict[str, tuple[str, str] | None]],
+    when: str,
+    root_id: str,
+    strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
+    into: str | None,
+) -> tuple[str, list[str], list[str]] | None:
+    """``_disjoint_merge``'s commits, and their trees, written by Python (``_LooseObjects``) in
+    ``objects``: the bytes fast-import writes for the same stream (each tree the one before with
+    the branch's files set or removed, a folder left empty removed; modes as git writes them in a
+    tree), with no process but one ``cat-file --batch`` for the base's folders that change. None:
+    no ``objects`` folder, or a path this cannot name (a newline in it, not UTF-8): fast-import."""
+    if objects is None:
+        return None
+    try:
+        changes = [[(tuple(p.encode().split(b"/")), e) for p, e in sorted(files[c].items())] for _, _, c in commits]
+    except UnicodeEncodeError:
+        return None
+    folders = sorted({parts[:n] for change in changes for parts, _ in change for n in range(len(parts))})
+    if any(b"\n" in part for folder in folders for part in folder):
+        return None
+    loose = _LooseObjects(objects)
+    loose.prepare_later(sum(1 for change in changes if change))  # while git reads: a file for each commit
+    try:
+        return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into)
+    finally:
+        loose.close()
+
+
+def _write_disjoint(
+    repo: str | Path,
+    loose: _LooseObjects,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    changes: list[list[tuple[tuple[bytes, ...], tuple[str, str] | None]]],
+    folders: list[tuple[bytes, ...]],
+    when: str,
+    root_id: str,
+    strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
+    into: str | None,
+) -> tuple[str, list[str], list[str]] | None:
+    names = b"".join(b"%s:%s\n" % (base.encode(), b"/".join(folder)) for folder in folders)
+    out = git_bytes(repo, "cat-file", "--batch", input=names)
+    trees: dict[tuple[bytes, ...], dict[bytes, bytes]] = {}
+    at = 0
+    for folder in folders:
+        end = out.index(b"\n", at)
+        header, at = out[at:end].split(b" "), end + 1
+        if header[-1] == b"missing":
+            if folder and folder[-1] in trees[folder[:-1]]:
+                return None  # a submodule there in the base, say
+            trees[folder] = {}  # a folder a branch makes
+            continue
+        if len(header) != 3 or header[1] != b"tree":
+            return None
+        size = int(header[2])
+        trees[folder] = _tree_entries(out[at : at + size])
+        at += size + 1
+    merged: list[str] = []
+    unchanged: list[str] = []
+    head = base
+    for (worker, _, _), change in zip(commits, changes):
+        if not change:
+            unchanged.append(worker)
+            continue
+        dirty: set[tuple[bytes, ...]] = set()
+        for parts, entry in change:
+            folder = parts[:-1]
+            if entry is None:
+                trees[folder].pop(parts[-1], None)
+            else:
+                trees[folder][parts[-1]] = _tree_record(entry[0], parts[-1], entry[1])
+            dirty.update(folder[:n] for n in range(len(folder) + 1))
+        for folder in sorted(dirty, key=len, reverse=True):  # the deepest first: a folder's id goes in its parent
+            entries = trees[folder]
+            if not folder:
+                tree = loose.write("tree", _tree_body(entries))
+            elif entries:
+                trees[folder[:-1]][folder[-1]] = _tree_record("40000", folder[-1], loose.write("tree", _tree_body(entries)))
+            else:
+                trees[folder[:-1]].pop(folder[-1], None)
+        message = sources[worker].message(root_id, strategy, into)
+        head = loose.write("commit", _commit_body(tree, head, message, when, who))
+        merged.append(worker)
+    return head, merged, unchanged
+
+
 def _disjoint_merge(
     repo: str | Path,
     base: str,
@@ -448,8 +583,10 @@ def _disjoint_merge(
     sources: Mapping[str, Source],
     who: Identity,
     into: str | None = None,
+    objects: Callable[[], Path | None] | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
-    """The same chain of commits the per-branch loop makes, in one ``git fast-import``, when the
+    """The same chain of commits the per-branch loop makes, in one ``git fast-import`` (or,
+    where ``objects`` gives a folder, written by Python: ``_disjoint_objects``), when the
     loop's answer is known without merging: every branch descends from the base and no two
     branches touch the same path (or a file and a folder of the same name). Then each commit's
     tree is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
@@ -466,6 +603,10 @@ def _disjoint_merge(
     listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
     if {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines()):
         return None  # a branch that is not a ref, or that does not descend from the base
+    if objects is not None and (
+        done := _disjoint_objects(repo, objects(), base, commits, files, when, root_id, strategy, sources, who, into)
+    ):
+        return done
     scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
     stream: list[bytes] = []
     merged: list[str] = []
@@ -681,7 +822,9 @@ def merge_branches(
         skipped: list[str] = []
         conflicts: list[FileConflict] = []
         fast = (
-            _disjoint_merge(repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into)
+            _disjoint_merge(
+                repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into, lambda: told.objects
+            )
             if fast_path
             else None
         )
