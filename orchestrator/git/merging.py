@@ -489,6 +489,7 @@ def _disjoint_objects(
     sources: Mapping[str, Source],
     who: Identity,
     into: str | None,
+    descend: Callable[[], bool] = lambda: True,
 ) -> tuple[str, list[str], list[str]] | None:
     """``_disjoint_merge``'s commits, and their trees, written by Python (``_LooseObjects``) in
     ``objects``: the bytes fast-import writes for the same stream (each tree the one before with
@@ -507,7 +508,7 @@ def _disjoint_objects(
     loose = _LooseObjects(objects)
     loose.prepare_later(sum(1 for change in changes if change))  # while git reads: a file for each commit
     try:
-        return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into)
+        return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into, descend)
     finally:
         loose.close()
 
@@ -525,6 +526,7 @@ def _write_disjoint(
     sources: Mapping[str, Source],
     who: Identity,
     into: str | None,
+    descend: Callable[[], bool],
 ) -> tuple[str, list[str], list[str]] | None:
     names = b"".join(b"%s:%s\n" % (base.encode(), b"/".join(folder)) for folder in folders)
     out = git_bytes(repo, "cat-file", "--batch", input=names)
@@ -543,6 +545,8 @@ def _write_disjoint(
         size = int(header[2])
         trees[folder] = _tree_entries(out[at : at + size])
         at += size + 1
+    if not descend():
+        return None  # nothing written: the loop merges them
     merged: list[str] = []
     unchanged: list[str] = []
     head = base
@@ -600,13 +604,22 @@ def _disjoint_merge(
         if any("/".join(parts[:n]) in owner for n in range(1, len(parts))):
             return None
     refs = [branch_ref(branch) for _, branch, _ in commits]
-    listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
-    if {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines()):
-        return None  # a branch that is not a ref, or that does not descend from the base
-    if objects is not None and (
-        done := _disjoint_objects(repo, objects(), base, commits, files, when, root_id, strategy, sources, who, into)
-    ):
-        return done
+
+    def descend() -> bool:  # every branch a ref that descends from the base
+        listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
+        return not {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines())
+
+    folder = objects() if objects is not None else None
+    if folder is not None:  # Python writes the objects: git checks the branches meanwhile
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:
+            descending = pool.submit(descend).result
+            done = _disjoint_objects(repo, folder, base, commits, files, when, root_id, strategy, sources, who, into, descending)
+        if not descending():
+            return None
+        if done:
+            return done
+    elif not descend():
+        return None
     scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
     stream: list[bytes] = []
     merged: list[str] = []
@@ -641,8 +654,9 @@ def _disjoint_merge(
 
 class _WhatChanged:
     """What each worker changed against the base (``changed_files``) and who the commits are by
-    (``identity_of``): read at once, or, when ``background`` (the per-branch loop is certain), on
-    two threads while the first branches merge; each is waited for where it is first needed."""
+    (``identity_of``), and where Python may write the commits (``loose_objects``): read at once,
+    or, when ``background`` (any merge but ``manual``), on two threads while the first branches
+    merge (or the fast path waits for what it needs); each is waited for where it is first needed."""
 
     def __init__(self, repo: str | Path, base: str, inputs: list[tuple[str, str, str]], background: bool) -> None:
         self.inputs = list(inputs)
@@ -786,13 +800,13 @@ def merge_branches(
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
-    told = _WhatChanged(repo, base_commit, inputs, background=loop)
+    told = _WhatChanged(repo, base_commit, inputs, background=bool(branches) and strategy != MergeStrategy.MANUAL)
     writer = _CommitWriter(repo, objects=lambda: told.objects)
     chained.meanwhile = writer.start  # while the first merge runs: git's writer, when it writes the commits
     try:
         if strategy != MergeStrategy.MANUAL:
             told.want_identity()
-        if loop:
+        if strategy != MergeStrategy.MANUAL:
             told.want_objects()
         if strategy == MergeStrategy.MANUAL:
             tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
