@@ -868,6 +868,24 @@ def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Pat
     assert snapshot(repo) == before
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_where_python_cannot_write_git_writes_the_same_commits(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})
+    python = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    git(repo, "update-ref", "-d", RESULT)
+
+    def refused(self: merging._LooseObjects) -> tuple[int, Path]:
+        raise PermissionError(13, "Permission denied", str(self.objects))
+
+    monkeypatch.setattr(merging._LooseObjects, "_new", refused)
+    by_git = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    assert by_git == python and git(repo, "rev-parse", RESULT).strip() == python.result_commit
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+
+
 def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for worker in ("w1", "w2", "w3"):
         commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}.txt": worker})

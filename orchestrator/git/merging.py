@@ -384,21 +384,34 @@ class _CommitWriter:
         self.repo = repo
         self.objects = objects
         self.loose: _LooseObjects | None = None
+        self.by_git = False
         self.process: subprocess.Popen[bytes] | None = None
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
         self.error = ""
         self.count = 0
 
     def _loose(self) -> _LooseObjects | None:
-        if self.loose is None and (objects := self.objects()) is not None:
+        if self.loose is None and not self.by_git and (objects := self.objects()) is not None:
             self.loose = _LooseObjects(objects)
         return self.loose
+
+    def _to_git(self) -> None:
+        """Python could not write there (a folder it may not write, say): git writes the rest, and
+        says what is wrong in its own words if it cannot either."""
+        if self.loose is not None:
+            with contextlib.suppress(OSError):
+                self.loose.close()
+        self.loose, self.by_git = None, True
 
     def start(self) -> None:
         """Make ready for the next commit (called while a merge runs)."""
         if (loose := self._loose()) is not None:
-            loose.prepare()
-        elif self.process is None:
+            try:
+                loose.prepare()
+                return
+            except OSError:
+                self._to_git()
+        if self.process is None:
             self.scratch = tempfile.TemporaryDirectory(prefix="orchestrator-commit-")
             argv = ["-C", str(self.repo), "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths"]
             self.process = subprocess.Popen(
@@ -407,7 +420,10 @@ class _CommitWriter:
 
     def commit(self, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
         if (loose := self._loose()) is not None:
-            return loose.write("commit", _commit_body(tree, parent, message, when, who))
+            try:
+                return loose.write("commit", _commit_body(tree, parent, message, when, who))
+            except OSError:
+                self._to_git()
         self.start()
         process = self.process
         assert self.scratch is not None and process is not None and process.stdin is not None and process.stdout is not None
@@ -429,7 +445,8 @@ class _CommitWriter:
     def close(self, kill: bool = False) -> None:
         """End the process (``kill``: at once) and remove the temporary files."""
         if self.loose is not None:
-            self.loose.close()
+            with contextlib.suppress(OSError):
+                self.loose.close()
         process, self.process = self.process, None
         if process is not None:
             if kill:
@@ -509,8 +526,11 @@ def _disjoint_objects(
     loose.prepare_later(sum(1 for change in changes if change))  # while git reads: a file for each commit
     try:
         return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into, descend)
+    except OSError:
+        return None  # Python could not write there (a folder it may not write, say): fast-import, in its own words
     finally:
-        loose.close()
+        with contextlib.suppress(OSError):
+            loose.close()
 
 
 def _write_disjoint(
