@@ -19,7 +19,7 @@ import pytest
 from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.git import gitrefs, gitwork, merging
-from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, subject_line
+from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, identity_of, subject_line
 from orchestrator.git.gitcmd import run_git
 
 # Many real git processes on real repositories: the slow tier.
@@ -455,9 +455,15 @@ def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop
     assert len(git(repo, "rev-list", f"main..{PREFIX}fast/result").split()) == 3
 
 
-def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(repo: Path) -> None:
+@pytest.mark.parametrize("writer", ["python", "fast-import"])
+def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(
+    repo: Path, writer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fast-import's objects go loose, as the per-branch path's do: its temporary pack (which it
-    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept."""
+    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept. (In a plain
+    repository Python writes them, loose.)"""
+    if writer == "fast-import":
+        monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
     for worker in ("w1", "w2", "w3", "w4"):  # 4 merges of 40 new folders each: ~170 new objects
         commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}/d{k}/f.txt": f"{worker} {k}\n" for k in range(40)})
     packs = repo / ".git" / "objects" / "pack"
@@ -682,6 +688,202 @@ def test_the_loop_writes_the_commits_commit_tree_makes_with_one_process(repo: Pa
     writer.close()
     assert writer.process is None and writer.scratch is None
     assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
+
+
+def test_the_loop_writes_its_commits_in_python_byte_for_byte_as_commit_tree(repo: Path) -> None:
+    """Where the repository is plain (sha1, no shared modes, no fsync), the loop's commits are
+    written by Python as loose objects: the ids and objects ``commit-tree`` makes, the user's
+    identity as ``git var`` tells it, unicode in it and in the message; fsck finds nothing wrong."""
+    git(repo, "config", "user.name", "Zoë Ünïcode")
+    git(repo, "config", "user.email", "zoe@example.org")
+    user = identity_of(repo)  # from git var
+    assert user == Identity("Zoë Ünïcode", "zoe@example.org")
+    objects = merging.loose_objects(repo)
+    assert objects == repo / ".git" / "objects"
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(repo, "rev-parse", "HEAD").strip()
+    writer = merging._CommitWriter(repo, objects=lambda: objects)
+    messages = ["one line", "subject ✓ — ünïcode\n\nbody\n\nOrchestrator-Commit: x\nCo-authored-by: A <a@b>\n", "\n\nx  \n\n"]
+    for who in (user, ORCHESTRATOR):
+        for message in messages:
+            writer.start()  # as while a merge runs: the next object's file made beforehand
+            made = writer.commit(tree, parent, message, "1700000000 +0000", who)
+            path = objects / made[:2] / made[2:]
+            assert path.is_file() and path.stat().st_mode & 0o777 == 0o444 & ~current_umask()
+            assert git(repo, "cat-file", "-t", made).strip() == "commit"
+            assert made == merging._commit(repo, tree, parent, message, "1700000000 +0000", who)  # git: the same id
+            assert writer.commit(tree, parent, message, "1700000000 +0000", who) == made  # there already
+    writer.start()
+    writer.close()
+    assert writer.process is None and not list(objects.glob("tmp_obj_*")) and not list(objects.glob("*/tmp_obj_*"))
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"core.sharedRepository": "group"},
+        {"core.fsync": "loose-object"},
+        {"core.fsyncObjectFiles": "true"},
+        {"core.looseCompression": "9"},
+        {"core.createObject": "link"},
+        {"extensions.unknown": "x"},
+    ],
+)
+def test_git_writes_the_commits_where_the_repository_is_not_plain(repo: Path, config: dict[str, str]) -> None:
+    for key, value in config.items():
+        git(repo, "config", key, value)
+    assert merging.loose_objects(repo) is None
+
+
+def test_the_loop_writes_in_the_common_objects_folder_from_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "linked"), "main")
+    assert merging.loose_objects(tmp_path / "linked") == (repo / ".git" / "objects").resolve()
+    git(repo, "worktree", "remove", "--force", str(tmp_path / "linked"))
+
+
+def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"})})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"story.txt": lines_with({3: "w1", 9: "w2"})})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
+    git(repo, "config", "user.name", "Zoë Ünïcode")
+    before = snapshot(repo)
+    tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
+    written: list[str] = []
+    real_write = merging._LooseObjects.write
+
+    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+        written.append(real_write(self, kind, body))
+        return written[-1]
+
+    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    python = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+    )
+    assert len(written) == 3 and written[-1] == python.result_commit  # by Python, not by git
+    assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+    git(repo, "update-ref", "-d", RESULT)
+    monkeypatch.setattr(merging, "loose_objects", lambda repo: None)  # git writes them: hash-object
+    by_git = merging.merge_branches(
+        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+    )
+    assert python == by_git and python.merged == ("w1", "w2", "w3") and python.unchanged == ("w4",)
+    assert git(repo, "rev-parse", RESULT).strip() == python.result_commit
+    assert git(repo, "log", "-1", "--format=%an", RESULT).strip() == "Zoë Ünïcode"
+    assert snapshot(repo) == before
+
+
+def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
+    root = tmp_path / "sha256"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main", "--object-format=sha256")
+    (root / "a.txt").write_text("a\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "first")
+    assert merging.loose_objects(root) is None
+    tree = git(root, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(root, "rev-parse", "HEAD").strip()
+    writer = merging._CommitWriter(root, objects=lambda: merging.loose_objects(root))
+    writer.start()
+    assert writer.process is not None  # git's hash-object
+    made = writer.commit(tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
+    writer.close()
+    assert len(made) == 64 and made == merging._commit(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
+
+
+def commit_entries(repo: Path, branch: str, entries: dict[str, tuple[str, str] | None]) -> str:
+    """Commit ``entries`` (path -> (mode, content); None deletes) on ``branch``, any mode."""
+    index = repo.parent / f"index-{os.getpid()}-{branch.replace('/', '_')}"
+    env = {"GIT_INDEX_FILE": str(index)}
+    parent = git(repo, "rev-parse", branch).strip()
+    git(repo, "read-tree", parent, env=env)
+    for path, entry in entries.items():
+        if entry is None:
+            git(repo, "update-index", "--force-remove", "-z", "--stdin", env=env, input=path + "\0")
+        else:
+            blob = git(repo, "hash-object", "-w", "--stdin", input=entry[1]).strip()
+            git(repo, "update-index", "--add", "-z", "--index-info", env=env, input=f"{entry[0]} {blob}\t{path}\0")
+    tree = git(repo, "write-tree", env=env).strip()
+    index.unlink()
+    commit = git(repo, "commit-tree", tree, "-p", parent, input="work").strip()
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, parent)
+    return commit
+
+
+def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disjoint branches in a plain repository: trees and commits written by Python, the same ids
+    as fast-import's for the same chain (new nested folders, a folder emptied and removed, modes,
+    names git orders specially, unicode), and the same as the per-branch loop's trees."""
+    commit_on(repo, "main", {"gone/only.txt": "x\n", "a-b": "file\n", "a/keep.txt": "k\n", "deep/x/y/z.txt": "z\n"})
+    for worker in ("w1", "w2", "w3", "w4"):
+        git(repo, "update-ref", f"refs/heads/{PREFIX}{ID}/{worker}", "main")
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w1", {"gone/only.txt": None, "a/new.txt": ("100755", "run\n"), "a.txt": ("100644", "a\n")}
+    )
+    commit_entries(
+        repo,
+        f"{PREFIX}{ID}/w2",
+        {"new/deeper/still/f.txt": ("100644", "n\n"), "link": ("120000", "a-b"), "a0": ("100644", "0\n")},
+    )
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w3", {"deep/x/y/z.txt": None, "deep/x/w.txt": ("100644", "w\n"), "ünï côde.txt": ("100644", "u\n")}
+    )
+    commit_entries(
+        repo, f"{PREFIX}{ID}/w4", {"dir with space/notes.txt": ("100755", "notes\n"), 'odd "q"\tt.txt': ("100644", "q\n")}
+    )
+    workers = ("w1", "w2", "w3", "w4")
+    assert fast_path_taken(repo, *workers)
+    before = snapshot(repo)
+    written: list[str] = []
+    real_write = merging._LooseObjects.write
+
+    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+        written.append(real_write(self, kind, body))
+        return written[-1]
+
+    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
+    assert written and written[-1] == python.result_commit  # by Python, not by fast-import
+    assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
+    monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
+    git(repo, "update-ref", "-d", f"refs/heads/{PREFIX}py/result")
+    again = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")  # by fast-import
+    assert again == python and python.merged == workers
+    loop = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="loop", fast_path=False)
+
+    def trees(ref: str) -> list[str]:
+        return git(repo, "log", "--first-parent", "--format=%T", ref).split()
+
+    assert trees(f"{PREFIX}py/result") == trees(f"{PREFIX}loop/result")
+    assert loop.result_commit and show(repo, loop.result_commit, "a/new.txt") == "run\n"
+    assert git(repo, "ls-tree", "--name-only", f"{PREFIX}py/result").split().count("gone") == 0
+    assert snapshot(repo) == before
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_where_python_cannot_write_git_writes_the_same_commits(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})
+    python = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    git(repo, "update-ref", "-d", RESULT)
+
+    def refused(self: merging._LooseObjects) -> tuple[int, Path]:
+        raise PermissionError(13, "Permission denied", str(self.objects))
+
+    monkeypatch.setattr(merging._LooseObjects, "_new", refused)
+    by_git = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    assert by_git == python and git(repo, "rev-parse", RESULT).strip() == python.result_commit
+    assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
 
 
 def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

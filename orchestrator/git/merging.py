@@ -1,10 +1,11 @@
 """Merging workers' branches into a job's result branch, without touching any working tree.
 
 Every merge is computed in the object store: ``git merge-tree`` for the tree (git >= 2.38),
-``git commit-tree`` for the commit (for a chain of them, one ``git hash-object -t commit
---stdin-paths`` process writes the same bytes: ``_CommitWriter``), and, for ``theirs``, ``git merge-file
---theirs`` on the conflicting blobs in a temporary directory plus a temporary index file to
-write the resolved tree. The user's index, working trees and stash are never written.
+``git commit-tree`` for the commit (for a chain of them, ``_CommitWriter`` writes the same bytes
+as a loose object itself where the repository is plain, sha1 and git's default object config, so
+the next merge waits for no process; else one ``git hash-object -t commit --stdin-paths`` process
+writes them all), and, for ``theirs``, ``git merge-file --theirs`` on the conflicting blobs in
+a temporary directory plus a temporary index file to write the resolved tree. The user's index, working trees and stash are never written.
 
 The result holds one commit per merged worker, whose only parent is the result so far: the
 worker's gated work squashed, so none of its other commits (an attempt whose commit failed a
@@ -33,11 +34,15 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 import secrets
 import subprocess
 import tempfile
+import threading
+import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +56,7 @@ from ..records import FileConflict, Integrated, MergeOutcome, WorkerChanges
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, git_env, run_git
 from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
-from .gitwork import git_version
+from .gitwork import common_dir, git_version
 
 T = TypeVar("T")
 MIN_GIT = (2, 38)
@@ -139,7 +144,7 @@ class _ChainedMerges:
 
     def __init__(self, repo: str | Path, meanwhile: Callable[[], object] = lambda: None) -> None:
         self.repo = repo
-        self.meanwhile = meanwhile  # called while each merge runs (the commit writer's start)
+        self.meanwhile = meanwhile  # called while each merge runs (the commit writer's preparation)
         self.spare: subprocess.Popen[str] | None = None
 
     def _start(self) -> subprocess.Popen[str]:
@@ -271,34 +276,157 @@ def _commit_body(tree: str, parent: str, message: str, when: str, who: Identity)
     return f"tree {tree}\nparent {parent}\nauthor {ident}\ncommitter {ident}\n\n{message}".encode()
 
 
-class _CommitWriter:
-    """``_commit`` for many commits, with one git process for all of them: a long-lived
-    ``git hash-object -t commit -w --stdin-paths`` reads each commit's bytes (``_commit_body``,
-    written to a file in a temporary folder) and prints its id as soon as the object is written
-    (loose, as ``commit-tree`` writes it; hash-object checks the commit's format). The same bytes
-    make the same id: the commits are those ``_commit`` makes, one process start fewer a branch.
-    ``start`` (or the first commit) starts it; ``close`` ends it (killed when the merge fails midway: every
-    object it wrote is complete, and none is referenced before the ref moves)."""
+# Config that changes where or how git writes a loose object (its id's hash, the files' mode, an
+# fsync, the compression): with any of it set, git writes the loop's commits (``loose_objects``).
+_OBJECT_CONFIG = r"^(extensions\..*|core\.(sharedrepository|fsync.*|createobject|loosecompression|compression))$"
+_PLAIN_EXTENSIONS = {"extensions.worktreeconfig", "extensions.partialclone", "extensions.preciousobjects", "extensions.noop"}
 
-    def __init__(self, repo: str | Path) -> None:
+
+def loose_objects(repo: str | Path) -> Path | None:
+    """The repository's objects folder when its commits can be written as git writes a loose
+    object by default (``_LooseObjects``): sha1 ids, no shared-repository modes, no fsync, no
+    other compression or creation mode. None: anything else (git then writes them)."""
+    done = run_git(repo, "config", "-z", "--get-regexp", _OBJECT_CONFIG, check=False)
+    if done.returncode not in (0, 1):  # 1: none of it is set
+        return None
+    for entry in filter(None, done.stdout.split("\0")):
+        key, _, value = entry.partition("\n")
+        if not (key in _PLAIN_EXTENSIONS or (key == "extensions.objectformat" and value.strip().lower() == "sha1")):
+            return None
+    objects = common_dir(Path(repo)) / "objects"
+    return objects if objects.is_dir() else None
+
+
+class _LooseObjects:
+    """Objects written in the ``objects`` folder as git writes a loose object by default
+    (write_loose_object): "<kind> <size>\\0<body>", its sha1 the id, deflated at zlib level 1
+    into a ``tmp_obj_*`` file of mode 0444 (less the umask), renamed to ``xx/<rest of the id>`` (as
+    ``core.createObject=rename`` does), no fsync; a loose object already there only has its date
+    refreshed (freshen_loose_object). Creating a file is the slow part (0.2-0.7 ms on a busy
+    disk): ``prepare`` makes the next one beforehand (while a merge runs), ``prepare_later`` many
+    on a thread, in ``objects`` itself, where git's own temporary files go too; ``close`` removes
+    those no object took. A crash leaves at most ``tmp_obj_*`` files, which ``git gc`` removes
+    as it removes git's."""
+
+    FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+    def __init__(self, objects: Path) -> None:
+        self.objects = objects
+        self.temps: list[tuple[int, Path]] = []
+        self.thread: threading.Thread | None = None
+
+    def _new(self) -> tuple[int, Path]:
+        path = self.objects / f"tmp_obj_{secrets.token_hex(4)}"
+        return os.open(path, self.FLAGS, 0o444), path
+
+    def prepare(self) -> None:
+        if not self.temps:
+            self.temps.append(self._new())
+
+    def prepare_later(self, count: int) -> None:
+        def make() -> None:
+            with contextlib.suppress(OSError):  # the writes make their own
+                for _ in range(count):
+                    self.temps.append(self._new())
+
+        self.thread = threading.Thread(target=make, name="merge-objects", daemon=True)
+        self.thread.start()
+
+    def write(self, kind: str, body: bytes) -> str:
+        data = f"{kind} {len(body)}\0".encode() + body
+        oid = hashlib.sha1(data).hexdigest()
+        path = self.objects / oid[:2] / oid[2:]
+        with contextlib.suppress(OSError):
+            os.utime(path)
+            return oid
+        try:
+            fd, temp = self.temps.pop()
+        except IndexError:
+            fd, temp = self._new()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(zlib.compress(data, 1))
+            try:
+                os.replace(temp, path)
+            except FileNotFoundError:  # no xx/ folder yet
+                os.makedirs(path.parent, 0o777, exist_ok=True)
+                os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        return oid
+
+    def close(self) -> None:
+        """Remove the files made beforehand that no object took."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        while self.temps:
+            fd, temp = self.temps.pop()
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+class _CommitWriter:
+    """``_commit`` for many commits. Where ``objects`` gives the repository's objects folder
+    (``loose_objects``), each commit is written by Python (``_LooseObjects``): the bytes
+    ``commit-tree`` writes (``_commit_body``), so the same id, with no process to wait for.
+    Otherwise one git process writes them all: a long-lived ``git hash-object -t commit -w
+    --stdin-paths`` reads each commit's bytes (written to a file in a temporary folder) and
+    prints its id as soon as the object is written (loose, as ``commit-tree`` writes it).
+    ``start`` starts that process when git writes the commits (else the first commit does);
+    ``close`` ends it (killed when the merge fails midway: every object it wrote is complete, and
+    none is referenced before the ref moves)."""
+
+    def __init__(self, repo: str | Path, objects: Callable[[], Path | None] = lambda: None) -> None:
         self.repo = repo
+        self.objects = objects
+        self.loose: _LooseObjects | None = None
+        self.by_git = False
         self.process: subprocess.Popen[bytes] | None = None
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
         self.error = ""
         self.count = 0
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def _loose(self) -> _LooseObjects | None:
+        if self.loose is None and not self.by_git and (objects := self.objects()) is not None:
+            self.loose = _LooseObjects(objects)
+        return self.loose
+
+    def _to_git(self) -> None:
+        """Python could not write there (a folder it may not write, say): git writes the rest, and
+        says what is wrong in its own words if it cannot either."""
+        if self.loose is not None:
+            with contextlib.suppress(OSError):
+                self.loose.close()
+        self.loose, self.by_git = None, True
+
+    def start(self) -> None:
+        """Make ready for the next commit (called while a merge runs)."""
+        if (loose := self._loose()) is not None:
+            try:
+                loose.prepare()
+                return
+            except OSError:
+                self._to_git()
         if self.process is None:
             self.scratch = tempfile.TemporaryDirectory(prefix="orchestrator-commit-")
             argv = ["-C", str(self.repo), "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths"]
             self.process = subprocess.Popen(
                 ["git", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=git_env()
             )
-        return self.process
 
     def commit(self, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
-        process = self.start()
-        assert self.scratch is not None and process.stdin is not None and process.stdout is not None
+        if (loose := self._loose()) is not None:
+            try:
+                return loose.write("commit", _commit_body(tree, parent, message, when, who))
+            except OSError:
+                self._to_git()
+        self.start()
+        process = self.process
+        assert self.scratch is not None and process is not None and process.stdin is not None and process.stdout is not None
         # A new file each time: truncating one ext4 holds data in (auto_da_alloc) is flushed on close.
         self.count += 1
         body = Path(self.scratch.name) / f"commit{self.count}"
@@ -315,7 +443,10 @@ class _CommitWriter:
         return line
 
     def close(self, kill: bool = False) -> None:
-        """End the process (``kill``: at once) and remove the temporary folder."""
+        """End the process (``kill``: at once) and remove the temporary files."""
+        if self.loose is not None:
+            with contextlib.suppress(OSError):
+                self.loose.close()
         process, self.process = self.process, None
         if process is not None:
             if kill:
@@ -342,6 +473,129 @@ def _quote(path: str) -> str:
 _LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")
 
 
+def _tree_entries(body: bytes) -> dict[bytes, bytes]:
+    """A tree object's entries: name -> its record in the tree ("<mode> <name>\\0<20-byte id>")."""
+    entries, at = {}, 0
+    while at < len(body):
+        space = body.index(b" ", at)
+        nul = body.index(b"\0", space)
+        entries[body[space + 1 : nul]] = body[at : nul + 21]
+        at = nul + 21
+    return entries
+
+
+def _tree_record(mode: str, name: bytes, oid: str) -> bytes:
+    """A tree entry, its mode as git writes it in a tree (octal, no leading 0: "40000" a folder)."""
+    return b"%o %s\0%s" % (int(mode, 8), name, bytes.fromhex(oid))
+
+
+def _tree_body(entries: dict[bytes, bytes]) -> bytes:
+    """A tree object's bytes, its entries in git's order (a folder's name compared as if it ended in "/")."""
+    return b"".join(entries[n] for n in sorted(entries, key=lambda n: n + b"/" if entries[n][:6] == b"40000 " else n))
+
+
+def _disjoint_objects(
+    repo: str | Path,
+    objects: Path | None,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    files: dict[str, dict[str, tuple[str, str] | None]],
+    when: str,
+    root_id: str,
+    strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
+    into: str | None,
+    descend: Callable[[], bool] = lambda: True,
+) -> tuple[str, list[str], list[str]] | None:
+    """``_disjoint_merge``'s commits, and their trees, written by Python (``_LooseObjects``) in
+    ``objects``: the bytes fast-import writes for the same stream (each tree the one before with
+    the branch's files set or removed, a folder left empty removed; modes as git writes them in a
+    tree), with no process but one ``cat-file --batch`` for the base's folders that change. None:
+    no ``objects`` folder, or a path this cannot name (a newline in it, not UTF-8): fast-import."""
+    if objects is None:
+        return None
+    try:
+        changes = [[(tuple(p.encode().split(b"/")), e) for p, e in sorted(files[c].items())] for _, _, c in commits]
+    except UnicodeEncodeError:
+        return None
+    folders = sorted({parts[:n] for change in changes for parts, _ in change for n in range(len(parts))})
+    if any(b"\n" in part for folder in folders for part in folder):
+        return None
+    loose = _LooseObjects(objects)
+    loose.prepare_later(sum(1 for change in changes if change))  # while git reads: a file for each commit
+    try:
+        return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into, descend)
+    except OSError:
+        return None  # Python could not write there (a folder it may not write, say): fast-import, in its own words
+    finally:
+        with contextlib.suppress(OSError):
+            loose.close()
+
+
+def _write_disjoint(
+    repo: str | Path,
+    loose: _LooseObjects,
+    base: str,
+    commits: list[tuple[str, str, str]],
+    changes: list[list[tuple[tuple[bytes, ...], tuple[str, str] | None]]],
+    folders: list[tuple[bytes, ...]],
+    when: str,
+    root_id: str,
+    strategy: str,
+    sources: Mapping[str, Source],
+    who: Identity,
+    into: str | None,
+    descend: Callable[[], bool],
+) -> tuple[str, list[str], list[str]] | None:
+    names = b"".join(b"%s:%s\n" % (base.encode(), b"/".join(folder)) for folder in folders)
+    out = git_bytes(repo, "cat-file", "--batch", input=names)
+    trees: dict[tuple[bytes, ...], dict[bytes, bytes]] = {}
+    at = 0
+    for folder in folders:
+        end = out.index(b"\n", at)
+        header, at = out[at:end].split(b" "), end + 1
+        if header[-1] == b"missing":
+            if folder and folder[-1] in trees[folder[:-1]]:
+                return None  # a submodule there in the base, say
+            trees[folder] = {}  # a folder a branch makes
+            continue
+        if len(header) != 3 or header[1] != b"tree":
+            return None
+        size = int(header[2])
+        trees[folder] = _tree_entries(out[at : at + size])
+        at += size + 1
+    if not descend():
+        return None  # nothing written: the loop merges them
+    merged: list[str] = []
+    unchanged: list[str] = []
+    head = base
+    for (worker, _, _), change in zip(commits, changes):
+        if not change:
+            unchanged.append(worker)
+            continue
+        dirty: set[tuple[bytes, ...]] = set()
+        for parts, entry in change:
+            folder = parts[:-1]
+            if entry is None:
+                trees[folder].pop(parts[-1], None)
+            else:
+                trees[folder][parts[-1]] = _tree_record(entry[0], parts[-1], entry[1])
+            dirty.update(folder[:n] for n in range(len(folder) + 1))
+        for folder in sorted(dirty, key=len, reverse=True):  # the deepest first: a folder's id goes in its parent
+            entries = trees[folder]
+            if not folder:
+                tree = loose.write("tree", _tree_body(entries))
+            elif entries:
+                trees[folder[:-1]][folder[-1]] = _tree_record("40000", folder[-1], loose.write("tree", _tree_body(entries)))
+            else:
+                trees[folder[:-1]].pop(folder[-1], None)
+        message = sources[worker].message(root_id, strategy, into)
+        head = loose.write("commit", _commit_body(tree, head, message, when, who))
+        merged.append(worker)
+    return head, merged, unchanged
+
+
 def _disjoint_merge(
     repo: str | Path,
     base: str,
@@ -353,8 +607,10 @@ def _disjoint_merge(
     sources: Mapping[str, Source],
     who: Identity,
     into: str | None = None,
+    objects: Callable[[], Path | None] | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
-    """The same chain of commits the per-branch loop makes, in one ``git fast-import``, when the
+    """The same chain of commits the per-branch loop makes, in one ``git fast-import`` (or,
+    where ``objects`` gives a folder, written by Python: ``_disjoint_objects``), when the
     loop's answer is known without merging: every branch descends from the base and no two
     branches touch the same path (or a file and a folder of the same name). Then each commit's
     tree is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
@@ -368,9 +624,22 @@ def _disjoint_merge(
         if any("/".join(parts[:n]) in owner for n in range(1, len(parts))):
             return None
     refs = [branch_ref(branch) for _, branch, _ in commits]
-    listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
-    if {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines()):
-        return None  # a branch that is not a ref, or that does not descend from the base
+
+    def descend() -> bool:  # every branch a ref that descends from the base
+        listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
+        return not {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines())
+
+    folder = objects() if objects is not None else None
+    if folder is not None:  # Python writes the objects: git checks the branches meanwhile
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:
+            descending = pool.submit(descend).result
+            done = _disjoint_objects(repo, folder, base, commits, files, when, root_id, strategy, sources, who, into, descending)
+        if not descending():
+            return None
+        if done:
+            return done
+    elif not descend():
+        return None
     scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
     stream: list[bytes] = []
     merged: list[str] = []
@@ -405,14 +674,16 @@ def _disjoint_merge(
 
 class _WhatChanged:
     """What each worker changed against the base (``changed_files``) and who the commits are by
-    (``identity_of``): read at once, or, when ``background`` (the per-branch loop is certain), on
-    two threads while the first branches merge; each is waited for where it is first needed."""
+    (``identity_of``), and where Python may write the commits (``loose_objects``): read at once,
+    or, when ``background`` (any merge but ``manual``), on two threads while the first branches
+    merge (or the fast path waits for what it needs); each is waited for where it is first needed."""
 
     def __init__(self, repo: str | Path, base: str, inputs: list[tuple[str, str, str]], background: bool) -> None:
         self.inputs = list(inputs)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="merge") if background else None
         self._files = self._later(changed_files, repo, base, [c for _, _, c in inputs])
         self._who: Future[Identity] | None = None
+        self._objects: Future[Path | None] | None = None
         self.repo = repo
 
     def _later(self, function: Callable[..., T], *args: Any) -> Future[T]:
@@ -425,6 +696,17 @@ class _WhatChanged:
     def want_identity(self) -> None:
         if self._who is None:
             self._who = self._later(identity_of, self.repo)
+
+    def want_objects(self) -> None:
+        if self._objects is None:
+            self._objects = self._later(loose_objects, self.repo)
+
+    @functools.cached_property
+    def objects(self) -> Path | None:
+        """Where the commits are written by Python (``loose_objects``); None: by git."""
+        self.want_objects()
+        assert self._objects is not None
+        return self._objects.result()
 
     @functools.cached_property
     def files(self) -> dict[str, dict[str, tuple[str, str] | None]]:
@@ -521,8 +803,7 @@ def merge_branches(
     names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
     # The per-branch loop's processes: the first merge-tree starts now when the loop is certain,
     # while the names are read; the one that writes every commit, while the first merge runs.
-    writer = _CommitWriter(repo)
-    chained = _ChainedMerges(repo, meanwhile=writer.start)
+    chained = _ChainedMerges(repo)
     loop = bool(branches) and strategy != MergeStrategy.MANUAL and not fast_path
     if loop:
         chained.warm()
@@ -533,17 +814,20 @@ def merge_branches(
                 raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
     except BaseException:
         chained.close()
-        writer.close(kill=True)
         raise
     known = [info for info in infos if info]
     old = current.oid if current else None
     base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
     inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
     sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
-    told = _WhatChanged(repo, base_commit, inputs, background=loop)
+    told = _WhatChanged(repo, base_commit, inputs, background=bool(branches) and strategy != MergeStrategy.MANUAL)
+    writer = _CommitWriter(repo, objects=lambda: told.objects)
+    chained.meanwhile = writer.start  # while the first merge runs: git's writer, when it writes the commits
     try:
         if strategy != MergeStrategy.MANUAL:
             told.want_identity()
+        if strategy != MergeStrategy.MANUAL:
+            told.want_objects()
         if strategy == MergeStrategy.MANUAL:
             tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
             named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
@@ -572,7 +856,9 @@ def merge_branches(
         skipped: list[str] = []
         conflicts: list[FileConflict] = []
         fast = (
-            _disjoint_merge(repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into)
+            _disjoint_merge(
+                repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into, lambda: told.objects
+            )
             if fast_path
             else None
         )
