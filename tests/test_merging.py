@@ -19,6 +19,7 @@ import pytest
 from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.git import gitrefs, gitwork, merging
+from orchestrator.git import objects as gitobjects
 from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, identity_of, subject_line
 from orchestrator.git.gitcmd import run_git
 
@@ -678,7 +679,7 @@ def test_the_loop_writes_the_commits_commit_tree_makes_with_one_process(repo: Pa
     byte for byte those ``commit-tree`` makes, whatever the identity and the message."""
     tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
     parent = git(repo, "rev-parse", "HEAD").strip()
-    writer = merging._CommitWriter(repo)
+    writer = gitobjects.CommitWriter(repo)
     identities = [ORCHESTRATOR, Identity("Zoë Ünïcode", "z@x"), Identity("A. B", "a.b+c@example.com")]
     messages = ["one line", "no newline", "subject ✓\n\nbody\n\nOrchestrator-Commit: x\nCo-authored-by: A <a@b>\n", "\n\nx  \n\n"]
     for who in identities:
@@ -698,11 +699,11 @@ def test_the_loop_writes_its_commits_in_python_byte_for_byte_as_commit_tree(repo
     git(repo, "config", "user.email", "zoe@example.org")
     user = identity_of(repo)  # from git var
     assert user == Identity("Zoë Ünïcode", "zoe@example.org")
-    objects = merging.loose_objects(repo)
+    objects = gitobjects.loose_objects(repo)
     assert objects == repo / ".git" / "objects"
     tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
     parent = git(repo, "rev-parse", "HEAD").strip()
-    writer = merging._CommitWriter(repo, objects=lambda: objects)
+    writer = gitobjects.CommitWriter(repo, objects=lambda: objects)
     messages = ["one line", "subject ✓ — ünïcode\n\nbody\n\nOrchestrator-Commit: x\nCo-authored-by: A <a@b>\n", "\n\nx  \n\n"]
     for who in (user, ORCHESTRATOR):
         for message in messages:
@@ -739,12 +740,12 @@ def current_umask() -> int:
 def test_git_writes_the_commits_where_the_repository_is_not_plain(repo: Path, config: dict[str, str]) -> None:
     for key, value in config.items():
         git(repo, "config", key, value)
-    assert merging.loose_objects(repo) is None
+    assert gitobjects.loose_objects(repo) is None
 
 
 def test_the_loop_writes_in_the_common_objects_folder_from_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
     git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "linked"), "main")
-    assert merging.loose_objects(tmp_path / "linked") == (repo / ".git" / "objects").resolve()
+    assert gitobjects.loose_objects(tmp_path / "linked") == (repo / ".git" / "objects").resolve()
     git(repo, "worktree", "remove", "--force", str(tmp_path / "linked"))
 
 
@@ -756,13 +757,13 @@ def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: P
     before = snapshot(repo)
     tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
     written: list[str] = []
-    real_write = merging._LooseObjects.write
+    real_write = gitobjects.LooseObjects.write
 
-    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+    def write(self: gitobjects.LooseObjects, kind: str, body: bytes) -> str:
         written.append(real_write(self, kind, body))
         return written[-1]
 
-    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    monkeypatch.setattr(gitobjects.LooseObjects, "write", write)
     python = merging.merge_branches(
         repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
     )
@@ -787,10 +788,10 @@ def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
     (root / "a.txt").write_text("a\n")
     git(root, "add", ".")
     git(root, "commit", "-qm", "first")
-    assert merging.loose_objects(root) is None
+    assert gitobjects.loose_objects(root) is None
     tree = git(root, "rev-parse", "HEAD^{tree}").strip()
     parent = git(root, "rev-parse", "HEAD").strip()
-    writer = merging._CommitWriter(root, objects=lambda: merging.loose_objects(root))
+    writer = gitobjects.CommitWriter(root, objects=lambda: gitobjects.loose_objects(root))
     writer.start()
     assert writer.process is not None  # git's hash-object
     made = writer.commit(tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
@@ -842,13 +843,13 @@ def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Pat
     assert fast_path_taken(repo, *workers)
     before = snapshot(repo)
     written: list[str] = []
-    real_write = merging._LooseObjects.write
+    real_write = gitobjects.LooseObjects.write
 
-    def write(self: merging._LooseObjects, kind: str, body: bytes) -> str:
+    def write(self: gitobjects.LooseObjects, kind: str, body: bytes) -> str:
         written.append(real_write(self, kind, body))
         return written[-1]
 
-    monkeypatch.setattr(merging._LooseObjects, "write", write)
+    monkeypatch.setattr(gitobjects.LooseObjects, "write", write)
     python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
     assert written and written[-1] == python.result_commit  # by Python, not by fast-import
     assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed
@@ -877,10 +878,10 @@ def test_where_python_cannot_write_git_writes_the_same_commits(
     python = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
     git(repo, "update-ref", "-d", RESULT)
 
-    def refused(self: merging._LooseObjects) -> tuple[int, Path]:
+    def refused(self: gitobjects.LooseObjects) -> tuple[int, Path]:
         raise PermissionError(13, "Permission denied", str(self.objects))
 
-    monkeypatch.setattr(merging._LooseObjects, "_new", refused)
+    monkeypatch.setattr(gitobjects.LooseObjects, "_new", refused)
     by_git = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
     assert by_git == python and git(repo, "rev-parse", RESULT).strip() == python.result_commit
     assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
