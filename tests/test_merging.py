@@ -799,6 +799,39 @@ def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
     assert len(made) == 64 and made == merging._commit(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("strategy", ["auto", "theirs"])
+def test_a_sha256_repository_merges_and_its_result_ref_moves(tmp_path: Path, strategy: str, fast_path: bool) -> None:
+    # Given a sha256 repository and three workers' branches, two of them changing the same line
+    root = tmp_path / "sha256"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main", "--object-format=sha256")
+    (root / "a.txt").write_text("a\n")
+    (root / "gone.txt").write_text("x\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "first")
+    for worker, change in (("w1", "b.txt"), ("w2", "a.txt"), ("w3", "a.txt")):
+        git(root, "checkout", "-q", "-b", f"{PREFIX}{ID}/{worker}", "main")
+        (root / change).write_text(f"{worker}\n")
+        if worker == "w3":
+            git(root, "rm", "-q", "gone.txt")
+        git(root, "add", ".")
+        git(root, "commit", "-qm", worker)
+    git(root, "checkout", "-q", "main")
+    # When they are merged (a conflict: auto stops at it, theirs takes the later side)
+    done = merging.merge_branches(root, "main", branches("w1", "w2", "w3"), strategy, prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    # Then the result ref holds a 64-character id, and what was merged is in it
+    tip = git(root, "rev-parse", RESULT).strip()
+    assert len(tip) == 64 and tip == done.result_commit
+    assert git(root, "show", f"{RESULT}:b.txt") == "w1\n"
+    expected = ("w1", "w2") if strategy == "auto" else ("w1", "w2", "w3")
+    assert done.merged == expected
+    if strategy == "theirs":
+        assert git(root, "show", f"{RESULT}:a.txt") == "w3\n"
+        assert "gone.txt" not in git(root, "ls-tree", "--name-only", RESULT).split()
+    git(root, "fsck", "--strict")
+
+
 def commit_entries(repo: Path, branch: str, entries: dict[str, tuple[str, str] | None]) -> str:
     """Commit ``entries`` (path -> (mode, content); None deletes) on ``branch``, any mode."""
     index = repo.parent / f"index-{os.getpid()}-{branch.replace('/', '_')}"

@@ -127,7 +127,8 @@ def update_ref(repo: str | Path, ref: str, new: str | None, old: str | None, *, 
     only under ``under``."""
     if not ref.startswith(under):
         raise ValidationError(f"refusing to move {ref}: only refs under {under} belong to this job")
-    change = ["-d", ref, old or ZERO] if new is None else [ref, new, old or ZERO]
+    zero = "0" * len(new or old or ZERO)  # "must not exist", in the repository's hash's length (sha256: 64)
+    change = ["-d", ref, old or zero] if new is None else [ref, new, old or zero]
     done = run_git(repo, "update-ref", "-m", "orchestrator merge", *change, check=False)
     if done.returncode != 0:
         if ".lock" in done.stderr and "File exists" in done.stderr:

@@ -53,7 +53,7 @@ from ..errors import ConfigError, ValidationError
 from ..records import FileConflict, Integrated, MergeOutcome, WorkerChanges
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, git_env, run_git
-from .gitrefs import ZERO, branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
+from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .gitwork import git_version
 from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tree_body, tree_entries, tree_record
 
@@ -247,7 +247,7 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
         for path, stages in sorted(merge.stages.items()):
             if 3 not in stages:  # the later worker deleted it
                 hunks[path] = 1
-                lines.append(f"0 {ZERO}\t{path}")
+                lines.append(f"0 {'0' * len(merge.tree)}\t{path}")  # (a null id of the repository's hash)
                 continue
             if 2 not in stages:  # deleted before, changed by the later worker
                 hunks[path] = 1
