@@ -819,7 +819,9 @@ def test_a_sha256_repository_merges_and_its_result_ref_moves(tmp_path: Path, str
         git(root, "commit", "-qm", worker)
     git(root, "checkout", "-q", "main")
     # When they are merged (a conflict: auto stops at it, theirs takes the later side)
-    done = merging.merge_branches(root, "main", branches("w1", "w2", "w3"), strategy, prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    done = merging.merge_branches(
+        root, "main", branches("w1", "w2", "w3"), strategy, prefix=PREFIX, root_id=ID, fast_path=fast_path
+    )
     # Then the result ref holds a 64-character id, and what was merged is in it
     tip = git(root, "rev-parse", RESULT).strip()
     assert len(tip) == 64 and tip == done.result_commit
