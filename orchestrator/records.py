@@ -245,6 +245,8 @@ class Integrated:
     commit: str | None  # the branch's tip after it (None: not merged)
     merged: bool
     conflicts: tuple[FileConflict, ...] = ()
+    # A commit was made for it (False: its work was in the branch already); told in its log, not recorded.
+    added: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -242,3 +242,30 @@ def test_the_engines_own_steps_gate_a_graph_and_a_failing_gate_skips_the_depende
     squashed = git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
     assert api.commit not in ancestors + squashed and by_task["c"].commit in squashed
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_each_workers_log_says_whether_its_work_was_merged_or_was_already_in(hosted):
+    # Given a graph whose first task writes a file and whose second changes nothing
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make()
+    tasks = [task("a"), {"id": "b", "task": "true", "depends_on": ["a"]}]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    result = f"orchestrator/{job.id}/result"
+
+    def said(worker) -> list[str]:
+        log = engine.workspace.worker_log(worker.root_id, worker.depth, worker.name)
+        return [line for line in log.read_text().splitlines() if result in line]
+
+    # Then a's log says its commit was merged, and b's that there was nothing to merge (never "merged")
+    assert said(by_task["a"]) == [
+        f"[orchestrator] merged commit {by_task['a'].commit[:12]} into {result} (now {git(host, 'rev-parse', result).strip()[:12]})"
+    ]
+    assert said(by_task["b"]) == [
+        f"[orchestrator] commit {by_task['b'].commit[:12]} is already in {result} (at {git(host, 'rev-parse', result).strip()[:12]}): nothing to merge"
+    ]
+    assert by_task["b"].integrated and by_task["b"].integrated.merged  # its (empty) work is in the branch
+    assert snapshot(host, folder) == before

@@ -727,7 +727,8 @@ def integrate(
     head = old or resolve_all(repo, [start])[0]
     conflicts: list[FileConflict] = []
     already = commit == head or is_ancestor(repo, commit, head)  # the same commit needs no git
-    if already or commit in squashed_in(repo, start, head):  # already in, or no new work
+    added = not (already or commit in squashed_in(repo, start, head))  # (else: already in, or no new work)
+    if not added:
         new = head
     else:
         result = _merge_tree(repo, head, commit)
@@ -745,7 +746,7 @@ def integrate(
         new = _commit(repo, tree, head, message, when, identity_of(repo))
     if new != old:
         update_ref(repo, target, new, old, under=under)
-    return Integrated(target, new, True, tuple(conflicts))
+    return Integrated(target, new, True, tuple(conflicts), added=added)
 
 
 def _predict_rest(

@@ -115,8 +115,10 @@ def integrate_worker(
         record = IntegrationRecord(done, at, f"conflicts with work already merged into {integration} in: {shown}")
         workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
         return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
-    extra = f"; {conflict_text.side_won(done.conflicts)}" if done.conflicts else ""
-    workspace.append_line(
-        log, f"[orchestrator] merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
-    )
+    if not done.added:
+        said = f"commit {commit[:12]} is already in {integration} (at {str(done.commit)[:12]}): nothing to merge"
+    else:
+        extra = f"; {conflict_text.side_won(done.conflicts)}" if done.conflicts else ""
+        said = f"merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
+    workspace.append_line(log, f"[orchestrator] {said}")
     return IntegrationRecord(done, at), None
