@@ -185,6 +185,18 @@ def victim_pid(engine, job: JobRecord) -> int:
     return wait_until(running, 20, "the sibling worker's sleep")
 
 
+def drops_its_tag(marker: str) -> str:
+    """A task whose child leaves its session and its environment (``setsid env -i``), then sleeps
+    with ``marker`` as its argument; the task ends only once the child has dropped its tag (it made a
+    file from the tagless shell), so the end-of-attempt sweep never meets it still carrying the tag
+    (it did under load: ``setsid`` not yet replaced by ``env -i``, which the sweep rightly killed)."""
+    return (
+        'f="${TMPDIR:-/tmp}/dropped.$$"; '
+        f'setsid env -i sh -c \'touch "$1"; exec sleep {marker}\' sh "$f" </dev/null >/dev/null 2>&1 & '
+        'n=0; until [ -e "$f" ] || [ $n -ge 1500 ]; do sleep 0.02; n=$((n+1)); done; echo dropped its tag'
+    )
+
+
 def run_attacks(arena: Arena, engine, mode: str) -> dict:
     """One job of six workers: writes outside, reads and kills, git on the host, a sibling that
     sleeps (the writes' and kills' target), a child that drops its tag, and a legit commit."""
@@ -194,7 +206,7 @@ def run_attacks(arena: Arena, engine, mode: str) -> dict:
         arena.task("reads", "kills"),
         arena.task("git"),
         "exec sleep 5",
-        f"setsid env -i sleep {marker} </dev/null >/dev/null 2>&1 & echo dropped its tag",
+        drops_its_tag(marker),
         "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits' && echo more > more.txt",
     ]
     before = arena.snapshot()
@@ -469,7 +481,7 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     tasks = [
         arena.task("writes"),
         arena.task("git"),
-        f"setsid env -i sleep {marker} </dev/null >/dev/null 2>&1 & echo dropped its tag",
+        drops_its_tag(marker),
         "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits'",
     ]
     try:
