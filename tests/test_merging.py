@@ -749,13 +749,8 @@ def test_the_loop_writes_in_the_common_objects_folder_from_a_linked_worktree(rep
     git(repo, "worktree", "remove", "--force", str(tmp_path / "linked"))
 
 
-def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"})})
-    commit_on(repo, f"{PREFIX}{ID}/w2", {"story.txt": lines_with({3: "w1", 9: "w2"})})
-    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
-    git(repo, "config", "user.name", "Zoë Ünïcode")
-    before = snapshot(repo)
-    tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
+def python_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the objects Python writes from now on (``LooseObjects.write``, recorded)."""
     written: list[str] = []
     real_write = gitobjects.LooseObjects.write
 
@@ -764,6 +759,17 @@ def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: P
         return written[-1]
 
     monkeypatch.setattr(gitobjects.LooseObjects, "write", write)
+    return written
+
+
+def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"})})
+    commit_on(repo, f"{PREFIX}{ID}/w2", {"story.txt": lines_with({3: "w1", 9: "w2"})})
+    commit_on(repo, f"{PREFIX}{ID}/w3", {"w3.txt": "w3\n"})
+    git(repo, "config", "user.name", "Zoë Ünïcode")
+    before = snapshot(repo)
+    tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
+    written = python_writes(monkeypatch)
     python = merging.merge_branches(
         repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
     )
@@ -877,14 +883,7 @@ def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Pat
     workers = ("w1", "w2", "w3", "w4")
     assert fast_path_taken(repo, *workers)
     before = snapshot(repo)
-    written: list[str] = []
-    real_write = gitobjects.LooseObjects.write
-
-    def write(self: gitobjects.LooseObjects, kind: str, body: bytes) -> str:
-        written.append(real_write(self, kind, body))
-        return written[-1]
-
-    monkeypatch.setattr(gitobjects.LooseObjects, "write", write)
+    written = python_writes(monkeypatch)
     python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
     assert written and written[-1] == python.result_commit  # by Python, not by fast-import
     assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed

@@ -282,18 +282,29 @@ def _quote(path: str) -> str:
 _LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """What each commit of a disjoint merge's chain says besides its tree and parent: its message
+    (its worker's source's), who wrote it and when (the same for all)."""
+
+    root_id: str
+    strategy: str
+    sources: Mapping[str, Source]
+    into: str | None
+    who: Identity
+    when: str
+
+    def message(self, worker: str) -> str:
+        return self.sources[worker].message(self.root_id, self.strategy, self.into)
+
+
 def _disjoint_objects(
     repo: str | Path,
     objects: Path | None,
     base: str,
     commits: list[tuple[str, str, str]],
     files: dict[str, dict[str, tuple[str, str] | None]],
-    when: str,
-    root_id: str,
-    strategy: str,
-    sources: Mapping[str, Source],
-    who: Identity,
-    into: str | None,
+    chain: _Chain,
     descend: Callable[[], bool] = lambda: True,
 ) -> tuple[str, list[str], list[str]] | None:
     """``_disjoint_merge``'s commits, and their trees, written by Python (``LooseObjects``) in
@@ -313,7 +324,7 @@ def _disjoint_objects(
     loose = LooseObjects(objects)
     loose.prepare_later(sum(1 for change in changes if change))  # while git reads: a file for each commit
     try:
-        return _write_disjoint(repo, loose, base, commits, changes, folders, when, root_id, strategy, sources, who, into, descend)
+        return _write_disjoint(repo, loose, base, commits, changes, folders, chain, descend)
     except OSError:
         return None  # Python could not write there (a folder it may not write, say): fast-import, in its own words
     finally:
@@ -328,12 +339,7 @@ def _write_disjoint(
     commits: list[tuple[str, str, str]],
     changes: list[list[tuple[tuple[bytes, ...], tuple[str, str] | None]]],
     folders: list[tuple[bytes, ...]],
-    when: str,
-    root_id: str,
-    strategy: str,
-    sources: Mapping[str, Source],
-    who: Identity,
-    into: str | None,
+    chain: _Chain,
     descend: Callable[[], bool],
 ) -> tuple[str, list[str], list[str]] | None:
     names = b"".join(b"%s:%s\n" % (base.encode(), b"/".join(folder)) for folder in folders)
@@ -378,8 +384,7 @@ def _write_disjoint(
                 trees[folder[:-1]][folder[-1]] = tree_record("40000", folder[-1], loose.write("tree", tree_body(entries)))
             else:
                 trees[folder[:-1]].pop(folder[-1], None)
-        message = sources[worker].message(root_id, strategy, into)
-        head = loose.write("commit", commit_body(tree, head, message, when, who))
+        head = loose.write("commit", commit_body(tree, head, chain.message(worker), chain.when, chain.who))
         merged.append(worker)
     return head, merged, unchanged
 
@@ -417,11 +422,12 @@ def _disjoint_merge(
         listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
         return not {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines())
 
+    chain = _Chain(root_id, strategy, sources, into, who, when)
     folder = objects() if objects is not None else None
     if folder is not None:  # Python writes the objects: git checks the branches meanwhile
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:
             descending = pool.submit(descend).result
-            done = _disjoint_objects(repo, folder, base, commits, files, when, root_id, strategy, sources, who, into, descending)
+            done = _disjoint_objects(repo, folder, base, commits, files, chain, descending)
         if not descending():
             return None
         if done:
@@ -439,7 +445,7 @@ def _disjoint_merge(
             continue
         merged.append(worker)
         marks += 1
-        message = sources[worker].message(root_id, strategy, into).encode()
+        message = chain.message(worker).encode()
         ident = who.ident(when)
         stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
         stream.append(message)
@@ -614,7 +620,6 @@ def merge_branches(
     try:
         if strategy != MergeStrategy.MANUAL:
             told.want_identity()
-        if strategy != MergeStrategy.MANUAL:
             told.want_objects()
         if strategy == MergeStrategy.MANUAL:
             tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
