@@ -386,7 +386,9 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
     runner = _runner(tmp_path / "sup")
     try:
         runs = []
-        for tag, code in (("n1.k.1", "import sys; sys.exit(3)"), ("n2.k.1", "import time; time.sleep(300)")):
+        go = tmp_path / "go"  # the first worker exits only once the test has looked at its shim
+        first = f"import os, sys, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\nsys.exit(3)"
+        for tag, code in (("n1.k.1", first), ("n2.k.1", "import time; time.sleep(300)")):
             exit_file = tmp_path / f"exit.{tag}"
             handle = runner.spawn(
                 [sys.executable, "-c", code],
@@ -402,6 +404,7 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
             assert "orchestrator-shim" in Path(f"/proc/{handle.pid}/cmdline").read_bytes().decode(errors="replace")
             runs.append((handle, exit_file))
         (done, done_file), (held, held_file) = runs
+        go.touch()
         assert runner.wait(done, 20) == 3 and done_file.read_text() == "exit 3\n"
         assert runner.wait(held, 0.5) is None
         os.close(held.lifeline)  # as the node's worker process dying closes it
