@@ -216,6 +216,9 @@ class WorkerRecord:
     port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
     cost_usd: float | None = None
+    # "reported" (its CLI said) or "estimated" (from a price table: workers/costs.py); None: no cost.
+    cost_basis: str | None = None
+    cost_note: str | None = None  # "cost unknown (model X)": it reported tokens, and no price is known
     tokens_in: int | None = None
     tokens_out: int | None = None
     peak_rss: int | None = None  # bytes: the most its whole process tree held at once (sampled)

@@ -110,6 +110,7 @@ def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(ma
         log = (engine.workspace.job_dir(job.root_id) / worker.log_path).read_text()
         assert "Applied edit to " + name in log, why
         assert worker.cost_usd and worker.cost_usd > 0, why  # from "Cost: $… message"
+        assert worker.cost_basis == "estimated", why  # aider's own, rounded (no price for the mock's model)
         assert worker.tokens_in and worker.tokens_out, why
     assert_only_loopback(*traces_of(aider_workers))
 

@@ -313,7 +313,10 @@ def test_codex_worker_answers_with_the_scripted_text_and_tokens(make_engine, cod
     assert worker.status is WorkerStatus.SUCCESS, why
     assert worker.output.strip() == "The answer is 42.", why
     assert (worker.tokens_in, worker.tokens_out) == (1500, 60), why
-    assert worker.cost_usd is None  # codex reports tokens, never a cost
+    # codex reports tokens, never a cost: estimated from the price table (gpt-5-codex: OpenAI's gpt-5 prices)
+    cached = worker.tokens_cache_read or 0
+    assert worker.cost_basis == "estimated", why
+    assert worker.cost_usd == pytest.approx(((1500 - cached) * 1.25 + cached * 0.125 + 60 * 10.0) / 1e6), why
     on_disk = engine.workspace.load_worker(job.root_id, 0, worker.name)
     assert (on_disk.tokens_in, on_disk.tokens_out) == (1500, 60)
     assert worker.files_created == []

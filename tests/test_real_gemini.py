@@ -146,6 +146,8 @@ def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, ge
         name = worker.task.split()[-1]
         assert worker.output == f"Wrote {name}", why
         assert worker.tokens_in and worker.tokens_in >= 2600, why  # two model calls of 1300 prompt tokens
+        # gemini reports tokens, never a cost: estimated from the price table (gemini-2.5-flash, by request)
+        assert worker.cost_basis == "estimated" and worker.cost_usd and 0 < worker.cost_usd < 0.01, why
     assert_only_loopback(*sorted(traces.glob("connect.*")))
 
 

@@ -181,7 +181,7 @@ WORKER_JSON = (
     '{"job_id":"j","root_id":"j","name":"worker_1","index":1,"depth":0,"task":"a","kind":"command","status":"failed'
     '","attempts":[],"created_at":1.0,"started_at":2.0,"ended_at":4.0,"waiting":null,"exit_reason":"","error":null,'
     '"failure_class":null,"output":"","files_created":[],"branch":"orchestrator/j/worker_1","commit":"c1","files_ch'
-    'anged":[],"diffstat":null,"no_changes":null,"port":null,"child_job_ids":[],"cost_usd":null,"tokens_in":null,"t'
+    'anged":[],"diffstat":null,"no_changes":null,"port":null,"child_job_ids":[],"cost_usd":null,"cost_basis":null,"cost_note":null,"tokens_in":null,"t'
     'okens_out":null,"peak_rss":null,"peak_processes":null,"cpu_seconds":null,"log_path":"","dir_path":"","goal":nu'
     'll,"task_id":"a","depends_on":[],"role":null,"owns":[],"model":null,"gates":[{"name":"tests","required":true,"'
     'status":"failed","passed":false,"exit_code":1,"duration":0.25,"log_path":"logs/depth_0_worker_1.gate_tests.log'

@@ -134,9 +134,23 @@ def test_unknown_cost_ranks_after_a_known_one_and_unknown_duration_after_a_known
     candidates = [cand("worker_1", cost=None, duration=None), cand("worker_2", cost=0.5, duration=100.0)]
     assert pick(tmp_path, candidates, "cheapest").winner == "worker_2"
     assert pick(tmp_path, candidates, "fastest").winner == "worker_2"
-    # best: the unknown cost earns no points; the known one all of them.
+    # best: an unknown cost counts as the median of the known ones (here the one known), never as 0 points.
     rows = rows_by_name(pick(tmp_path, candidates, "best"))
-    assert rows["worker_1"]["parts"]["cost_usd"] == 0.0 and rows["worker_2"]["parts"]["cost_usd"] == 10.0
+    assert rows["worker_1"]["parts"]["cost_usd"] == rows["worker_2"]["parts"]["cost_usd"] == 10.0
+    assert "cost unknown, counted as the median of the known costs" in rows["worker_1"]["reason"]
+
+
+def test_best_scores_an_unknown_cost_as_the_median_of_the_known_costs(tmp_path):
+    # Given three priced candidates ($0.10, $0.20, $0.40) and one whose model has no known price
+    priced = [cand("worker_1", cost=0.1), cand("worker_2", cost=0.2), cand("worker_3", cost=0.4)]
+    unknown = cand("worker_4", cost=None)
+    # When best ranks them
+    rows = rows_by_name(pick(tmp_path, [*priced, unknown], "best"))
+    # Then the unknown one scores on cost as the median ($0.20) does: half the cheapest's points, above the dearest
+    parts = {name: row["parts"]["cost_usd"] for name, row in rows.items()}
+    assert parts == {"worker_1": 10.0, "worker_2": 5.0, "worker_3": 2.5, "worker_4": 5.0}
+    assert rows["worker_4"]["measures"]["cost_usd"] is None  # the record keeps what was known
+    assert "counted as the median" not in rows["worker_2"]["reason"]
 
 
 def test_no_eligible_candidate_means_no_winner_and_says_why(tmp_path):

@@ -248,6 +248,8 @@ def _cli_result(worker: WorkerRecord, cli_name: str) -> dict[str, Any]:
         "status": _WORKER_STATUS[worker.status],
         "files_modified": paths,
         "cost": worker.cost_usd,
+        "cost_basis": worker.cost_basis,
+        "cost_note": worker.cost_note,
         "duration": worker.duration,
         "branch": worker.branch,
         "score": worker.score.get("score") if worker.score else None,

@@ -239,9 +239,15 @@ class WorkersSettings(Section):
     )
     max_cost_usd: float = setting(
         0.0,
-        "per root tree: once AI workers have reported this much cost, no new worker starts (0: no budget)",
+        "per root tree: once AI workers have reported or been estimated this much cost, no new worker starts (0: no budget)",
         min=0,
         max=1_000_000,
+    )
+    prices: dict[str, dict[str, Any]] = setting(
+        {},
+        "USD per million input, output, cache_write, cache_read tokens, by model name or prefix (longest wins), for a "
+        "CLI that reports tokens but no cost; a model missing here is looked up in the bundled genai-prices table",
+        parse=parse_prices,
     )
     env: dict[str, str] = setting(
         {}, 'environment variables every worker gets, NAME: "value" (values are never logged or shown)', secret=True

@@ -26,7 +26,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "coverage": 10.0,  # scoring command (percent or fraction: normalised anyway)
     "lint_warnings": -5.0,  # scoring command
     "diff_lines": -15.0,  # lines added plus lines removed against the task's base
-    "cost_usd": -10.0,  # what its runs cost (unknown: no points)
+    "cost_usd": -10.0,  # what its runs cost, reported or estimated (unknown: the known ones' median)
     "duration": -10.0,  # its seconds of work
 }
 # Measures the orchestrator computes: a scoring command's key of the same name is not used.

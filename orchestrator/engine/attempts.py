@@ -57,7 +57,7 @@ from ..process.executor import AttemptHandle
 from ..process.monitor import Caps
 from ..process.runner import CommandNotFound, signal_name
 from ..quality.steps import Step, StepContext, run_steps
-from ..workers import roles
+from ..workers import costs, roles
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
 from .tables import Outcome
@@ -457,6 +457,13 @@ class WorkerExecution:
         window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
         text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
         parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
+        costs.estimate(
+            parsed,
+            self.adapter.model_for(self.settings, self.record.model),
+            kind=self.adapter.name,
+            overrides=self.settings.workers.prices,
+            rounded=self.adapter.rounded_cost,
+        )
         if reason == "timeout":
             attempt.end_reason = "timeout"
             why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
@@ -543,6 +550,10 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
     for name in ("cost_usd", "tokens_in", "tokens_out", "tokens_cache_read"):
         values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
         setattr(outcome.parsed, name, sum(values) if values else None)
+    # The sum is an estimate if any part is; a try whose cost is unknown leaves the sum a lower bound.
+    if any(p.cost_basis == costs.CostBasis.ESTIMATED for p in paid):
+        outcome.parsed.cost_basis = costs.CostBasis.ESTIMATED.value
+    outcome.parsed.cost_note = next((p.cost_note for p in paid if p.cost_note), None)
     return outcome
 
 

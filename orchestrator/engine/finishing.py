@@ -28,6 +28,7 @@ from ..quality.landing import Landed
 from ..reports.analytics import analyse
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
+from ..workers import costs
 from ..workspace import logs
 from ..workspace.ids import worker_key
 from .choosing import Choosing
@@ -89,6 +90,8 @@ class Finishing:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
             rec.tokens_cache_read = parsed.tokens_cache_read
+            rec.cost_basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
+            rec.cost_note = parsed.cost_note
             self.ctx.add_cost(rec.root_id, parsed.cost_usd)
 
     def settle(self, live: LiveWorker) -> None:

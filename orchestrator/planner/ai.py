@@ -49,6 +49,7 @@ from ..config import PLANNERS, Settings
 from ..errors import ConfigError, InvalidGraph, OrchestratorError
 from ..models import TaskNode
 from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..workers import costs
 from ..workers.adapters import ADAPTERS
 from ..workers.adapters.base import Adapter, WorkerContext
 from ..workers.prompts import MAX_TASK_CHARS, render_planner_prompt
@@ -427,6 +428,13 @@ def _ask(
         runner.release(handle)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=ANSWER_CHARS)
+    costs.estimate(
+        parsed,
+        adapter.model_for(settings, ctx.model),
+        kind=adapter.name,
+        overrides=settings.workers.prices,
+        rounded=adapter.rounded_cost,
+    )
     usage.update(cost_usd=parsed.cost_usd, tokens_in=parsed.tokens_in, tokens_out=parsed.tokens_out)
     if code != 0:
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"

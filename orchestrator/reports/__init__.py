@@ -333,7 +333,8 @@ def _context(
     with_output: list[WorkerRecord] = []
     files: list[tuple[WorkerRecord, str]] = []
     tally: dict[tuple[int, str], int] = {}  # (depth, status value) -> workers
-    cost_known = simulated = 0
+    cost_known = cost_estimated = simulated = 0
+    cost_unknown: dict[str, int] = {}  # "cost unknown (model X)" -> workers
     for w in workers:  # one pass for everything per worker: each pass over 10,000 records costs
         by_job.setdefault(w.job_id, []).append(w)
         if w.status in FAILURE_STATUSES:
@@ -345,6 +346,9 @@ def _context(
         level = (w.depth, w.status._value_)  # plain keys: an Enum hashes in Python
         tally[level] = tally.get(level, 0) + 1
         cost_known += w.cost_usd is not None
+        cost_estimated += w.cost_basis == "estimated"
+        if w.cost_note and w.cost_usd is None:
+            cost_unknown[w.cost_note] = cost_unknown.get(w.cost_note, 0) + 1
         simulated += w.kind == "simulated"
     return {
         "root": root,
@@ -365,9 +369,11 @@ def _context(
         # Per job (and over these workers) the prompts' bytes and the shared block's share
         "job_prompts": {job_id: share for job_id, ws in by_job.items() if (share := prompt_share(ws)) is not None},
         "prompts": prompt_share(workers),
-        "has_cost": analytics.cost_usd is not None,
+        "has_cost": analytics.cost_usd is not None or bool(cost_unknown),
         "has_tokens": analytics.tokens_in is not None or analytics.tokens_out is not None,
         "cost_known": cost_known,
+        "cost_estimated": cost_estimated,  # of cost_known: from a price table (workers/costs.py)
+        "cost_unknown": cost_unknown,
         # Workers of the built-in simulated kind: their files are placeholders, and the report says so first.
         "simulated": simulated,
         # A view per job with dependencies, gates or trespasses (none: no Task graph section).

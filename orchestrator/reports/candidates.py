@@ -58,6 +58,8 @@ def candidate_row(worker: WorkerRecord) -> dict[str, Any]:
         "parts": dict(score.get("parts") or {}),
         "selected": worker.selected,
         "cost_usd": worker.cost_usd,
+        "cost_basis": worker.cost_basis,
+        "cost_note": worker.cost_note,
         "duration": worker.duration,
         "branch": worker.branch,
         "commit": worker.commit,

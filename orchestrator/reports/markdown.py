@@ -131,6 +131,18 @@ def usd(amount: float | None) -> str:
     return DASH if amount is None else f"${amount:,.4f}"
 
 
+def worker_cost(worker: Any) -> str:
+    """A worker's cost as its report shows it: ``$0.0123``, ``$0.0123 (estimated)`` when a price table
+    gave it, or ``cost unknown (model X)`` when it reported tokens and no price is known."""
+
+    def field(name: str) -> Any:  # a record, or a candidate's row (a dict)
+        return worker.get(name) if isinstance(worker, dict) else getattr(worker, name)
+
+    if field("cost_usd") is None:
+        return md_cell(field("cost_note"), 80) if field("cost_note") else DASH
+    return usd(field("cost_usd")) + (" (estimated)" if field("cost_basis") == "estimated" else "")
+
+
 def count(number: int | None) -> str:
     return DASH if number is None else f"{number:,}"
 
@@ -167,6 +179,7 @@ FILTERS = {
     "iso": iso,
     "pct": pct,
     "usd": usd,
+    "worker_cost": worker_cost,
     "count": count,
     "size": size,
     "dash": dash,

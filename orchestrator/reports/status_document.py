@@ -178,6 +178,8 @@ def _task(
         "log": worker.log_path,
         "dir": worker.dir_path,
         "cost_usd": worker.cost_usd,
+        "cost_basis": worker.cost_basis,  # reported (by its CLI) or estimated (from a price table); null: no cost
+        "cost_note": worker.cost_note,  # "cost unknown (model X)" when it reported tokens and no price is known
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
         # Its prompt's bytes, its job's shared block's bytes among them (0: its
@@ -249,6 +251,10 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "succeeded": sum(1 for w in workers if w.status.ok),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
         "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers and AI planners
+        # Workers whose cost above is an estimate from a price table, and why others' is unknown
+        # ({"cost unknown (model X)": workers}): the total is then a lower bound.
+        "cost_estimated": sum(1 for w in workers if w.cost_basis == "estimated"),
+        "cost_unknown": _unknown_costs(workers),
         "tokens_in": a.tokens_in,
         "tokens_out": a.tokens_out,
         "planner": a.planner.to_dict(),  # the AI planner's share of the above
@@ -256,6 +262,25 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "cpu_seconds": _r(a.cpu_seconds),
         "peak_rss": a.peak_rss,
     }
+
+
+def _unknown_costs(workers: list[WorkerRecord]) -> dict[str, int]:
+    notes: dict[str, int] = {}
+    for w in workers:
+        if w.cost_note and w.cost_usd is None:
+            notes[w.cost_note] = notes.get(w.cost_note, 0) + 1
+    return notes
+
+
+def cost_line(tree: dict[str, Any]) -> str | None:
+    """``$0.1234 (estimated for 2 of 5 workers; cost unknown (model X) for 1)``, or None: no cost."""
+    unknown = tree.get("cost_unknown") or {}
+    if tree.get("cost_usd") is None and not unknown:
+        return None
+    parts = [f"estimated for {tree['cost_estimated']} of {tree['workers']} workers"] if tree.get("cost_estimated") else []
+    parts += [f"{note} for {n}" for note, n in unknown.items()]
+    total = "no cost known" if tree.get("cost_usd") is None else f"${tree['cost_usd']:,.4f}"
+    return total + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def status_table(doc: dict[str, Any], merge: bool = True) -> str:
@@ -276,6 +301,9 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         lines.append("")
         lines += [f"candidates: {candidate_line(group)}" for group in groups_.values()]
     lines.append("")
+    cost = cost_line(doc["tree"])
+    if cost:
+        lines.append(f"cost:      {cost}")
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"]["final_report"]:
         lines.append(f"report:    {doc['results']['final_report']}")

@@ -34,6 +34,7 @@ from .. import protocol
 from ..config import Settings
 from ..errors import ConfigError
 from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import WorkerContext
 from .records import Candidate, Selection
@@ -205,6 +206,13 @@ def ask(
         runner.release(handle)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=READ_CHARS)
+    costs.estimate(  # counted in the tree's cost and budget like a worker's (an estimate where no cost was reported)
+        parsed,
+        adapter.model_for(settings, ctx.model),
+        kind=adapter.name,
+        overrides=settings.workers.prices,
+        rounded=adapter.rounded_cost,
+    )
     if code is None:
         return parsed.output, parsed.cost_usd, why
     if code != 0 or parsed.ok is False:

@@ -14,7 +14,9 @@ Measures of a candidate (``measures`` in its ranking row, raw values):
 ``best`` scores each eligible candidate: per measure with a non-zero weight that at least one
 of them has, its value normalised across them (config/scoring.py: the best gets 1) times the
 weight's size are its ``parts``; the score is 100 times their sum over those weights' sizes.
-A candidate without a measure gets no points for it.
+A candidate without a measure gets no points for it, except an unknown ``cost_usd`` (a CLI that
+reported no cost and whose model has no known price: workers/costs.py), which counts as the
+median of the known costs: an unpriced model neither wins nor loses on cost.
 
 Ties break, always the same way, by: higher score (rounded to 2 decimals, as recorded), then
 lower cost (unknown after known), then earlier end (``ended_at``), then the worker's name in
@@ -29,6 +31,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +51,7 @@ POLL = 0.25  # seconds between looks at a cancel flag that cannot wake a wait (t
 OUTPUT_BYTES = 64 * 1024  # the end of the scoring command's output that is read for its JSON object
 MAX_KEYS = 64  # a scoring command's keys kept per candidate
 TEXT_CHARS = 200  # a non-number value of the command's, as kept
+MEDIAN_WHEN_UNKNOWN = ("cost_usd",)  # measures an unknown value of which counts as the known ones' median
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -227,6 +231,8 @@ def scores(
         for m, w in used.items():
             value = measures[c.name].get(m)
             values = [v for e in eligible if is_number(v := measures[e.name].get(m))]
+            if m in MEDIAN_WHEN_UNKNOWN and not is_number(value):
+                value = statistics.median(values)
             mine[m] = abs(w) * normalised(value, values, w > 0) if is_number(value) else 0.0
         parts[c.name] = {m: round(p, 2) for m, p in mine.items()}
         score[c.name] = round(100 * sum(mine.values()) / total, 2) if total else 0.0
@@ -309,6 +315,8 @@ def _why(
     if select == Select.BEST:
         shown = ", ".join(f"{m} {parts[m]:g}/{abs(w):g}" for m, w in used.items())
         why = f"score {score:g}" + (f": {shown}" if shown else " (no measure to score)")
+        if "cost_usd" in used and not is_number(measures.get("cost_usd")):
+            why += "; cost unknown, counted as the median of the known costs"
     elif select == Select.CHEAPEST:
         why = f"cost {_money(c.cost_usd)}"
     elif select == Select.FASTEST:

@@ -128,7 +128,7 @@ const CandidatesView = (() => {
     if (row.rank) score += " (rank " + row.rank + ")";
     if (row.eligible === false) score += " · out";
     fact("Score", score, "cand-score");
-    fact("Cost", cost(row.cost_usd), "cand-cost");
+    fact("Cost", cost(row.cost_usd, row), "cand-cost");
     fact("Time", row.duration === null || row.duration === undefined ? "—" : duration(row.duration), "cand-time");
     fact("Branch", row.branch ? String(row.branch) : "—", "mono cand-branch");
     fact("Diffstat", row.diffstat ? String(row.diffstat) : "—", "cand-diffstat");

@@ -256,8 +256,11 @@ const Dash = (() => {
     return Math.floor(total / 3600) + "h " + String(Math.floor(total % 3600 / 60)).padStart(2, "0") + "m";
   }
 
-  function cost(usd) {
-    return usd === null || usd === undefined ? "—" : "$" + usd.toFixed(4);
+  // A cost as reported; "est." when it came from a price table; a worker's "cost unknown (model X)" when
+  // it reported tokens and no price is known (its status document's cost_basis and cost_note).
+  function cost(usd, entry) {
+    if (usd === null || usd === undefined) return entry && entry.cost_note ? String(entry.cost_note) : "—";
+    return "$" + usd.toFixed(4) + (entry && entry.cost_basis === "estimated" ? " est." : "");
   }
 
   function when(epoch) {

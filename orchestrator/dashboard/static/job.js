@@ -166,7 +166,7 @@
     c.node.title = entry.node ? "runs on node " + entry.node : "";
     setText(c.time, rowTime(row.key, entry));
     setText(c.tries, String(entry.attempts));
-    setText(c.cost, cost(entry.cost_usd));
+    setText(c.cost, cost(entry.cost_usd, entry));
     setText(c.files, String(entry.files_created.length));
   }
 
@@ -185,7 +185,8 @@
     setText($("f-workers"), tree.completed + "/" + tree.workers + " done, " + tree.succeeded + " succeeded");
     setText($("f-jobs"), String(tree.jobs));
     setText($("f-duration"), duration(elapsed(doc)));
-    setText($("f-cost"), cost(tree.cost_usd));
+    setText($("f-cost"), cost(tree.cost_usd) + (tree.cost_estimated ? " (" + tree.cost_estimated + " estimated)" : "")
+      + (tree.cost_unknown && Object.keys(tree.cost_unknown).length ? " · " + Object.keys(tree.cost_unknown).join(", ") : ""));
     setText($("f-started"), when(doc.started_at || doc.created_at));
     setText($("f-depth"), doc.depth + (tree.max_depth > doc.depth ? " (tree reaches depth " + tree.max_depth + ")" : ""));
     if (doc.parent_job_id) {

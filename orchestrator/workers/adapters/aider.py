@@ -110,6 +110,7 @@ _BANNER = (
 
 class AiderAdapter(AICLIAdapter):
     name = "aider"
+    rounded_cost = True  # "$0.02 session": cents, from aider's own price table
     co_author_name = "aider"
     co_author_email = "aider@aider.chat"  # aider's own --attribute-co-authored-by trailer
     cli = "aider"

@@ -121,6 +121,10 @@ class AnthropicAdapter(Adapter):
             tokens_out=add(None, usage.get("output_tokens")),
             tokens_cache_read=add(None, usage.get("cache_read_input_tokens")),
             extra=extra,
+            # Its cost is computed from anthropic.prices (the Messages API reports none); without a
+            # price there, it is unknown (the kind's own table decides, not the general estimate's).
+            cost_basis="estimated" if cost is not None else None,
+            cost_note=f"cost unknown (model {str_field(obj, 'model')})" if cost is None and tokens_in else None,
         )
         subtype = str_field(obj, "subtype")
         if obj.get("is_error") is not True and subtype == "success":

@@ -41,6 +41,17 @@ class WorkerContext:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ModelUsage:
+    """One model's tokens in an attempt, as its CLI reported them (input includes cache reads)."""
+
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cache_read: int = 0
+    requests: int | None = None  # its API requests, where reported: a price tier applies per request
+
+
 @dataclass
 class ParsedResult:
     """What an adapter read from a finished attempt's output."""
@@ -52,6 +63,13 @@ class ParsedResult:
     tokens_in: int | None = None
     tokens_out: int | None = None
     tokens_cache_read: int | None = None  # prompt-cache reads the model API reported
+    # Where ``cost_usd`` comes from (workers/costs.py's CostBasis value): None while the adapter read
+    # it from the CLI's own report; "estimated" when computed from a price table.
+    cost_basis: str | None = None
+    cost_note: str | None = None  # why the cost is unknown ("cost unknown (model X)"); set: no estimate is made
+    # The models the CLI's output named with their own counts (gemini's per-model stats), for a cost
+    # estimate per model; empty: the totals above belong to the worker's configured model.
+    usage_by_model: list[ModelUsage] = field(default_factory=list)
     retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
     # Why it failed, from the CLI's structured output: one of "auth",
     # "bad_request" or "transient", or None (unknown).
@@ -100,6 +118,7 @@ class Adapter:
     command_key: str | None = None  # the setting holding the CLI's path, e.g. "orchestrator.claude_command"
     first_signal = signal.SIGTERM  # the first rung of the kill ladder
     is_ai = False
+    rounded_cost = False  # its CLI's cost figure is rounded (aider's cents): a price table's estimate is finer
     result_window = 64 * 1024  # bytes at the end of an attempt's log that parse() is given
     # Why this kind can never run the spawn command (no shell tool), as a clause for the prompt's
     # "You cannot start child jobs: ..."; "" when it can.

@@ -116,7 +116,7 @@ class CodexAdapter(AICLIAdapter):
         answer: str | None = None
         failure: str | None = None
         last_error: str | None = None
-        tokens_in = tokens_out = None
+        tokens_in = tokens_out = cached = None
         turn_completed = False
         extra: dict[str, object] = {}
         for event in json_lines(text):
@@ -136,6 +136,7 @@ class CodexAdapter(AICLIAdapter):
                 usage = event["usage"]
                 tokens_in = add(tokens_in, usage.get("input_tokens"))
                 tokens_out = add(tokens_out, usage.get("output_tokens"))
+                cached = add(cached, usage.get("cached_input_tokens"))  # part of input_tokens
                 failure = None
                 turn_completed = True
             elif kind == "turn.failed":
@@ -146,7 +147,7 @@ class CodexAdapter(AICLIAdapter):
                 last_error = event["message"]
             elif kind == "thread.started" and event.get("thread_id"):
                 extra["thread_id"] = event["thread_id"]
-        fields = {"tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        fields = {"tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_cache_read": cached, "extra": extra}
         if failure is not None:
             failure_class, retry_after = classify(failure)
             retryable = failure_class not in ("auth", "bad_request") and not is_auth_error(failure)
@@ -163,7 +164,8 @@ class CodexAdapter(AICLIAdapter):
         if answer is None:
             why = "the turn completed without an agent message" if turn_completed else last_error
             parsed = self.no_result(text, exit_code, why=why)
-            parsed.tokens_in, parsed.tokens_out, parsed.extra = tokens_in, tokens_out, extra
+            parsed.tokens_in, parsed.tokens_out, parsed.tokens_cache_read = tokens_in, tokens_out, cached
+            parsed.extra = extra
             return parsed
         return self.result(answer, max_chars, **fields)
 

@@ -60,7 +60,7 @@ from .aicli import (
     str_field,
     to_int,
 )
-from .base import ParsedResult, WorkerContext, class_of_http_status
+from .base import ModelUsage, ParsedResult, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -131,17 +131,25 @@ class GeminiAdapter(AICLIAdapter):
                 retryable=failure not in ("auth", "bad_request") and not (fatal or code in FATAL_EXIT_CODES),
             )
         response = str_field(obj, "response")
-        tokens_in = tokens_out = None
+        tokens_in = tokens_out = cached = None
         stats = dict_field(obj, "stats")
         models = dict_field(stats, "models")
-        for per_model in models.values():
+        by_model: list[ModelUsage] = []
+        for name, per_model in models.items():
             tokens = per_model.get("tokens") if isinstance(per_model, dict) else None
             if not isinstance(tokens, dict):
                 continue
-            tokens_in = add(tokens_in, tokens.get("prompt", tokens.get("input")))
-            tokens_out = add(tokens_out, tokens.get("candidates"))
-            tokens_out = add(tokens_out, tokens.get("thoughts"))
-        return self.result(response, max_chars, tokens_in=tokens_in, tokens_out=tokens_out, extra=extra)
+            model_in = add(None, tokens.get("prompt", tokens.get("input")))  # cached tokens included
+            model_out = add(add(None, tokens.get("candidates")), tokens.get("thoughts"))
+            model_cached = add(None, tokens.get("cached"))
+            tokens_in, tokens_out, cached = add(tokens_in, model_in), add(tokens_out, model_out), add(cached, model_cached)
+            requests = to_int(dict_field(per_model, "api").get("totalRequests"))
+            by_model.append(ModelUsage(str(name), model_in or 0, model_out or 0, model_cached or 0, requests))
+        parsed = self.result(
+            response, max_chars, tokens_in=tokens_in, tokens_out=tokens_out, tokens_cache_read=cached, extra=extra
+        )
+        parsed.usage_by_model = by_model
+        return parsed
 
 
 MAX_ATTEMPTS = 3  # gemini's own tries per model request (its default is 10, 5-30 s apart)
