@@ -107,6 +107,8 @@ class Attempt:
     # Which enforcement held each cap ({"memory", "processes", "log", "disk": "cgroup v2" | "cgroup v1"
     # | "file-size limit" | "sampled" | "no cap", "file_size": bytes}: cgroups.Enforced); None: not known.
     enforced: dict[str, Any] | None = None
+    # What it ran, for the run's record (audit/record.py): the prompt as its size and digest, secrets masked.
+    argv: list[str] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -381,6 +383,8 @@ class JobRecord:
     # A root job with approval: before_merge once its workers are done (quality/approval.py);
     # None: never waited.
     approval: Approval | None = None
+    # A root's: the digest of its signed RECORD.json (audit/record.py), "sha256:<hex>"; None: not written.
+    record_digest: str | None = None
 
     @property
     def is_root(self) -> bool:

@@ -271,6 +271,7 @@ LAYERS = [
     "workspace",  # the on-disk layout, records, logs, durable writes
     "process",  # the one door to the OS: processes, /proc, cgroups, sandbox, the executor seam
     "git",  # git commands, refs, the host repository, commits, merges, diffs
+    "audit",  # the signed record of a run (RECORD.json), its key, and its verification
     "reports",  # records turned into text: reports, analytics, the status document, metrics
     "workers",  # worker kinds (adapters), a worker's environment, sandbox choice, roles, prompts
     "planner",  # a request split into tasks, and the task graph

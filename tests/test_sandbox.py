@@ -268,3 +268,23 @@ def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_s
     assert git(host, "rev-parse", first.branch).strip() == first.commit  # still where its own work put it
     assert "mine" in git(host, "log", "-1", "--format=%s", found["worker_2"].branch)
     assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_path):
+    from orchestrator.audit import keys
+
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on"})
+    key = keys.key_path(engine.workspace.root)
+    keys.load_or_create(engine.workspace.root)
+    assert b"PRIVATE KEY" in key.read_bytes()
+    try:
+        job = run_job(engine, tasks=[f"echo key=$(cat '{key}' 2>&1 | tr -d '\\n'); ls '{key.parent}' | wc -l; exit 0"])
+    finally:
+        engine.shutdown(timeout=10)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert "key=" in log and "PRIVATE KEY" not in log, log  # the folder is an empty tmpfs in its sandbox
+    assert "\n0\n" in log, log
+    assert job.record_digest is not None  # the record was still signed, outside the sandbox

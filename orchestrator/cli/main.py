@@ -202,6 +202,16 @@ def _add_late_commands(sub: Any) -> None:
     merge.add_argument("--api-url", help="default: this folder's own server")
     merge.add_argument("--json", action="store_true")
     merge.set_defaults(func=cmd_merge)
+    verify = sub.add_parser(
+        "verify",
+        help="check a root job's signed RECORD.json: its signature, every log's digest, the result branch",
+        description="Exit 0 when everything matches; else 1, naming each thing that changed. --key prints "
+        "this workspace's public key (made if there is none), for checking records elsewhere.",
+    )
+    verify.add_argument("job_id", nargs="?")
+    verify.add_argument("--key", action="store_true", help="print this folder's public key and exit")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
     conflicts = sub.add_parser("conflicts", help="what conflicts between a root job's workers' branches, and its last merge")
     conflicts.add_argument("job_id")
     conflicts.add_argument("--api-url", help="default: this folder's own server")
@@ -499,6 +509,67 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return RET_FAILED
     print(_merge_lines(answer["job_id"], merge))
     return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..audit import keys
+    from ..audit.verify import verify
+    from ..errors import OrchestratorError
+    from ..git.gitrefs import ref_value
+    from ..quality.landing import repository
+    from ..workspace.ids import validate_job_id
+    from ..workspace.layout import Workspace
+
+    settings = _settings(args)
+    if args.key:
+        print(keys.public_text(keys.load_or_create(settings.workspace_root).public_key()))
+        return RET_OK
+    if not args.job_id:
+        print("verify: name a root job (./orchestrator.sh verify JOB_ID), or --key for this folder's public key", file=sys.stderr)
+        return RET_USAGE
+    workspace = Workspace(settings.workspace_root)
+    job = workspace.load_job(validate_job_id(args.job_id))  # JobNotFound, with its message
+    if not job.is_root:
+        print(f"verify: job {job.id} is a child job; its tree's record is its root's: verify {job.root_id}", file=sys.stderr)
+        return RET_USAGE
+    try:
+        public = keys.load(keys.key_path(settings.workspace_root)).public_key()
+    except FileNotFoundError:
+        print(
+            f"verify: no signing key at {keys.key_path(settings.workspace_root)}: this folder never signed a record",
+            file=sys.stderr,
+        )
+        return RET_FAILED
+    try:
+        repo = repository(settings, workspace)
+    except OrchestratorError:
+        repo = None
+    reader = (lambda ref: ref_value(repo, ref)) if repo is not None else None
+    record, problems = verify(workspace.job_dir(job.id), public, reader)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "job_id": job.id,
+                    "verified": not problems,
+                    "problems": problems,
+                    "digest": (record or {}).get("signature", {}).get("digest"),
+                },
+                indent=2,
+            )
+        )
+    elif problems:
+        print(f"job {job.id}: RECORD.json NOT verified:")
+        print("\n".join(f"  - {p}" for p in problems))
+    else:
+        assert record is not None
+        result = record.get("result") or {}
+        where = f"; {result['ref']} still at {result['commit'][:12]}" if result.get("commit") else ""
+        print(
+            f"job {job.id}: RECORD.json verified: signed by this folder's key, {len(record.get('logs') or [])} logs "
+            f"unchanged{where} ({record['signature']['digest']})"
+        )
+    return RET_OK if not problems else RET_FAILED
 
 
 def cmd_conflicts(args: argparse.Namespace) -> int:

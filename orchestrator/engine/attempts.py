@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import failpoints, protocol, states
+from ..audit import record as audit_record
 from ..checkouts.checkout import Changes
 from ..errors import ConfigError
 from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
@@ -327,6 +328,7 @@ class WorkerExecution:
         sandbox = None
         try:
             argv = self.adapter.build_argv(ctx)
+            attempt.argv = audit_record.redacted_argv(argv, self.prompt)
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None

@@ -390,6 +390,7 @@ class Engine:
         target = held or job
         try:
             self.finishing.land(target, strategy, into, strict=True)
+            self.finishing.write_record(target, target.status, target.ended_at)  # the record names the new result
         except (OrchestratorError, OSError):
             raise
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500

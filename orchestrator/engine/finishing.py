@@ -17,6 +17,8 @@ import threading
 import time
 
 from .. import failpoints, reports, states
+from ..audit import keys as audit_keys
+from ..audit import record as audit_record
 from ..checkouts import lifetime
 from ..config import Isolation
 from ..errors import Conflict, OrchestratorError
@@ -198,6 +200,9 @@ class Finishing:
             with self.render_lock(job.root_id):
                 self.render_reports(job)
             remover.join()
+            with self.tables.locked():
+                status, ended = tables.ending[job.id]
+            self.write_record(job, status, ended)
         with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
@@ -229,6 +234,23 @@ class Finishing:
             self.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+
+    def write_record(self, job: JobRecord, status: JobStatus, ended: float | None) -> None:
+        """Outside the lock: a root tree's signed RECORD.json (audit/record.py), its digest on the
+        job record. Failing to write it is a note on the job, never the job's failure."""
+        try:
+            jobs, workers = self.queries.snapshot(job.root_id)
+            job_dir = self.workspace.job_dir(job.root_id)
+            body = audit_record.build(job, jobs, workers, job_dir, status=status.value, ended_at=ended)
+            signed = audit_record.sign(body, audit_keys.load_or_create(self.workspace.root))
+            audit_record.write(job_dir, signed)
+        except Exception as exc:  # a full disk, an unreadable key: the run's result stands without its record
+            log.warning("job %s: RECORD.json not written: %s", job.id, exc, extra=logs.context(job.id))
+            with self.tables.locked():
+                job.notes.append(f"RECORD.json not written: {exc}")
+            return
+        with self.tables.locked():
+            job.record_digest = signed["signature"]["digest"]
 
     # -- a person in the loop (quality/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:

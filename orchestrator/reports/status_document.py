@@ -70,6 +70,9 @@ def job_status(
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge.to_dict() if job.merge is not None else None,
+        # A root's signed record of the run (RECORD.json in its folder; ./orchestrator.sh verify JOB):
+        # {"path", "digest"}; null until the tree has ended.
+        "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,

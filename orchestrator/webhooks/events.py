@@ -90,6 +90,7 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "error": (job.error or "")[:500] or None,
+        "record_digest": job.record_digest,  # its signed RECORD.json's (a root's, once written): ./orchestrator.sh verify
         "merge": None
         if merge is None
         else {

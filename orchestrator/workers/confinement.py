@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from ..audit import keys as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
@@ -73,6 +74,7 @@ class Confinement:
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
         hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
         hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
+        hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
         return replace(for_worker(base, paths, extra_writable=writable, hidden=hidden), empty=str(self._empty()))
 

@@ -1,0 +1,148 @@
+"""A verifiable record of the run: RECORD.json, signed with the workspace's Ed25519 key when a root
+job ends, and ``./orchestrator.sh verify`` naming whatever changed since (a log, the record, the
+result branch, the key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import protocol
+from orchestrator.audit import keys
+from orchestrator.audit.record import FILE, masked, redacted_argv
+from orchestrator.models import JobStatus
+from orchestrator.webhooks.events import job_summary
+
+from .conftest import run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot, workers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def verify_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``./orchestrator.sh verify`` as a user runs it, in the orchestrator's folder."""
+    code = "import sys; sys.path[0] = sys.argv.pop(1); from orchestrator.cli.main import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, str(ROOT), "verify", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, protocol.HOME: str(folder)},  # the folder the user copied (its config and workspace)
+    )
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A worktree job of two workers and a gate in a host repository, ended, and the host as it was before."""
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    gate = {"name": "has-files", "run": ["sh", "-c", "ls *.txt"]}
+    engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]})
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt", "echo two > b.txt"])
+        found = workers(engine, job)
+    finally:
+        engine.shutdown(timeout=10)
+    return host, folder, engine, job, found, before
+
+
+@pytest.mark.slow
+def test_a_finished_root_job_has_a_signed_record_that_verifies(finished):
+    host, folder, engine, job, found, before = finished
+    assert job.status is JobStatus.COMPLETED
+    job_dir = engine.workspace.job_dir(job.id)
+    record = json.loads((job_dir / FILE).read_text())
+    # What ran: the request, the plan, every worker's attempts with their argv, gates with log digests, the merge
+    assert record["request"] == "job" and record["status"] == "completed"
+    assert [t["task"] for t in record["jobs"][0]["plan"]] == ["echo one > a.txt", "echo two > b.txt"]
+    rows = {w["key"]: w for w in record["workers"]}
+    one = rows["depth_0_worker_1"]
+    assert one["attempts"][0]["argv"][:2] == ["sh", "-c"] and one["attempts"][0]["exit_code"] == 0
+    assert one["commit"] == found["worker_1"].commit and one["gates"][0]["name"] == "has-files"
+    assert one["gates"][0]["log"]["sha256"] and one["log"]["sha256"]
+    assert record["result"]["commit"] == git(host, "rev-parse", record["result"]["ref"]).strip()
+    assert {e["path"] for e in record["logs"]} >= {found["worker_1"].log_path, found["worker_2"].log_path}
+    # Signed with the workspace's key, made with mode 0600 beside the records, never in the user's checkout
+    key = keys.key_path(engine.workspace.root)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert record["signature"]["public_key"] == keys.public_text(keys.load(key).public_key())
+    # The job record, the status document and the webhook event carry its digest
+    loaded = engine.workspace.load_job(job.id)
+    assert loaded.record_digest == record["signature"]["digest"]
+    assert engine.queries.status_document(job.id)["record"]["digest"] == loaded.record_digest
+    assert job_summary(loaded)["record_digest"] == loaded.record_digest
+    done = verify_cli(folder, job.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"job {job.id}: RECORD.json verified: signed by this folder's key" in done.stdout
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_verify_names_a_changed_log_a_moved_result_and_an_edited_record(finished):
+    host, folder, engine, job, found, _ = finished
+    job_dir = engine.workspace.job_dir(job.id)
+    # A worker's log edited, a gate's log deleted
+    log = job_dir / found["worker_1"].log_path
+    log.write_text(log.read_text() + "a line added later\n")
+    gate_log = job_dir / found["worker_2"].gates[0].log_path
+    gate_log.unlink()
+    # The result branch moved
+    ref = json.loads((job_dir / FILE).read_text())["result"]["ref"]
+    git(host, "update-ref", ref, f"{ref}~1")
+    done = verify_cli(folder, job.id)
+    assert done.returncode == 1
+    assert "RECORD.json NOT verified" in done.stdout
+    assert f"{found['worker_1'].log_path}: changed" in done.stdout
+    assert f"{found['worker_2'].gates[0].log_path}: gone" in done.stdout
+    assert f"{ref} now points at" in done.stdout
+    assert "signature does not match" not in done.stdout  # the record itself is intact
+    # The record edited: its status rewritten
+    path = job_dir / FILE
+    record = json.loads(path.read_text())
+    record["status"] = "failed"
+    path.write_text(json.dumps(record))
+    assert "the signature does not match the record" in verify_cli(folder, job.id).stdout
+
+
+@pytest.mark.slow
+def test_a_record_signed_by_another_key_does_not_verify(finished):
+    _, folder, engine, job, _, _ = finished
+    key = keys.key_path(engine.workspace.root)
+    old = key.read_bytes()
+    key.unlink()
+    keys.load_or_create(engine.workspace.root)  # a new key: the old record is not its
+    assert key.read_bytes() != old
+    done = verify_cli(folder, job.id)
+    assert done.returncode == 1 and "signed by another key" in done.stdout
+    assert "the signature does not match the record" in done.stdout
+
+
+def test_verify_key_prints_the_public_key_and_bad_input_is_named(tmp_path):
+    folder = tmp_path / "orch"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# the defaults: the workspace is ./workspace\n")
+    shown = verify_cli(folder, "--key")
+    assert shown.returncode == 0 and shown.stdout.startswith("ed25519:")
+    assert shown.stdout.strip() == verify_cli(folder, "--key").stdout.strip()  # made once
+    assert verify_cli(folder).returncode == 2
+    missing = verify_cli(folder, "0123456789ab")
+    assert missing.returncode != 0 and "0123456789ab" in missing.stderr + missing.stdout
+    bad = verify_cli(folder, "../etc")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_an_argv_keeps_no_prompt_and_no_secret_and_a_config_no_secret():
+    prompt = "Build the thing carefully, with tests " * 3
+    argv = ["codex", "exec", "--api-key", "sk-123", "-c", "model_providers.m.api_key=sk-456", "--", prompt]
+    shown = redacted_argv(argv, prompt)
+    assert shown[:6] == ["codex", "exec", "--api-key", "***", "-c", "model_providers.m.api_key=***"]
+    assert shown[-1].startswith("<prompt: 114 bytes, sha256 ") and "Build" not in " ".join(shown)
+    config = masked({"callback_url": "https://hooks.example/p?token=abc", "webhook_secret": "s3cret", "gates": [{"run": ["x"]}]})
+    assert config == {"callback_url": "https://hooks.example", "webhook_secret": "***", "gates": [{"run": ["x"]}]}
