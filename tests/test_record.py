@@ -80,7 +80,7 @@ def test_a_finished_root_job_has_a_signed_record_that_verifies(finished):
     assert job_summary(loaded)["record_digest"] == loaded.record_digest
     done = verify_cli(folder, job.id)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"job {job.id}: RECORD.json verified: signed by this folder's key" in done.stdout
+    assert f"job {job.id}: RECORD.json verified: signed by this workspace's key" in done.stdout
     assert snapshot(host, folder) == before
 
 

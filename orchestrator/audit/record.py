@@ -7,8 +7,9 @@ gate's command, result and log digest, every merge (strategy, commits, conflicts
 out), the candidates' scores and the judge's answers, and the result commit. Every worker and gate
 log is listed with its SHA-256, and the list is chained (each link hashes the one before, the
 file's path and its digest). The body (everything but ``signature``) is serialised canonically
-(sorted keys, no spaces, UTF-8); its SHA-256 is the record's digest, which the signature (Ed25519,
-keys.py) covers and which the job record, the status document and the webhook events carry.
+(sorted keys, no spaces, UTF-8) and written as those bytes, one line; its SHA-256 is the record's
+digest, which the signature (Ed25519, keys.py, over the format and the digest) covers and which
+the job record, the status document and the webhook events carry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ MASK = "***"
 
 
 def canonical(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _canonical_value(body)
 
 
 def digest_of(body: Mapping[str, Any]) -> str:
@@ -96,95 +98,102 @@ def redacted_argv(argv: Sequence[str], prompt: str) -> list[str]:
     return out
 
 
-def build(
+def _log_entries(workers: Sequence[WorkerRecord], job_dir: Path) -> list[dict[str, Any]]:
+    """Every worker and gate log, in the workers' order, with its digest and the chain's link."""
+    entries: list[dict[str, Any]] = []
+    link = CHAIN_START
+    for w in workers:
+        for relative in (w.log_path, *(g.log_path for g in w.gates)):
+            if not relative:
+                continue
+            sha, size = file_digest(job_dir / relative)
+            link = chain_link(link, relative, sha)
+            entries.append({"path": relative, "sha256": sha, "bytes": size, "chain": link})
+    return entries
+
+
+def _worker_row(w: WorkerRecord, digests: Mapping[str, str | None]) -> dict[str, Any]:
+    return {
+        "key": w.key,
+        "job_id": w.job_id,
+        "task_id": w.task_id,
+        "task": w.task,
+        "kind": w.kind,
+        "model": w.model,
+        "role": w.role,
+        "status": w.status.value,
+        "exit_reason": w.exit_reason,
+        "attempts": [
+            {
+                "number": a.number,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "argv": a.argv,
+                "exit_code": a.exit_code,
+                "signal": a.signal,
+                "end_reason": a.end_reason,
+                "failure_class": a.failure_class,
+                "node": a.node,
+                "checkpoint": a.checkpoint,
+            }
+            for a in w.attempts
+        ],
+        "cost_usd": w.cost_usd,
+        "cost_basis": w.cost_basis,
+        "cost_note": w.cost_note,
+        "tokens_in": w.tokens_in,
+        "tokens_out": w.tokens_out,
+        "branch": w.branch,
+        "commit": w.commit,
+        "gated_commit": w.gated_commit,
+        "integrated": w.integrated.to_dict() if w.integrated is not None else None,
+        "log": {"path": w.log_path, "sha256": digests.get(w.log_path)} if w.log_path else None,
+        "gates": [{**g.to_dict(), "log": {"path": g.log_path, "sha256": digests.get(g.log_path)}} for g in w.gates],
+        "candidate": w.candidate,
+        "selected": w.selected,
+        "score": w.score,
+    }
+
+
+def _job_row(j: JobRecord, status: str) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "parent_job_id": j.parent_job_id,
+        "parent_worker": j.parent_worker,
+        "depth": j.depth,
+        "request": j.request,
+        "status": status,
+        "config": masked(j.config.to_dict()),
+        "planner": j.planner,
+        "planner_cost_usd": j.planner_cost_usd,
+        "goal": j.goal,
+        "plan": [{"task": t, **(j.nodes[i].to_dict() if i < len(j.nodes) else {})} for i, t in enumerate(j.tasks)],
+        "merge": j.merge.to_dict() if j.merge is not None else None,
+        "selections": j.selections,
+        "start_commit": j.start_commit,
+    }
+
+
+def write_signed(
     root: JobRecord,
     jobs: Sequence[JobRecord],
     workers: Sequence[WorkerRecord],
     job_dir: Path,
+    key: Ed25519PrivateKey,
     *,
     status: str,
     ended_at: float | None,
-) -> dict[str, Any]:
-    """The record's body (unsigned) for a root job's tree."""
-    logs: list[dict[str, Any]] = []
-    link = CHAIN_START
-
-    def listed(relative: str | None) -> dict[str, Any] | None:
-        nonlocal link
-        if not relative:
-            return None
-        sha, size = file_digest(job_dir / relative)
-        link = chain_link(link, relative, sha)
-        entry = {"path": relative, "sha256": sha, "bytes": size, "chain": link}
-        logs.append(entry)
-        return {"path": relative, "sha256": sha}
+) -> str:
+    """Write the tree's RECORD.json, signed; returns its digest. The body is written as its canonical
+    bytes, one worker at a time (a 10,000-worker tree's record is never held whole), hashed as it
+    goes, then the signature (over the format and the digest) closes the object."""
+    from .keys import public_text  # cryptography: imported by the first record, not by every worker
 
     ordered = sorted(workers, key=lambda w: (w.depth, w.job_id, w.index))
-    worker_rows = []
-    for w in ordered:
-        worker_rows.append(
-            {
-                "key": w.key,
-                "job_id": w.job_id,
-                "task_id": w.task_id,
-                "task": w.task,
-                "kind": w.kind,
-                "model": w.model,
-                "role": w.role,
-                "status": w.status.value,
-                "exit_reason": w.exit_reason,
-                "attempts": [
-                    {
-                        "number": a.number,
-                        "started_at": a.started_at,
-                        "ended_at": a.ended_at,
-                        "argv": a.argv,
-                        "exit_code": a.exit_code,
-                        "signal": a.signal,
-                        "end_reason": a.end_reason,
-                        "failure_class": a.failure_class,
-                        "node": a.node,
-                        "checkpoint": a.checkpoint,
-                    }
-                    for a in w.attempts
-                ],
-                "cost_usd": w.cost_usd,
-                "cost_basis": w.cost_basis,
-                "cost_note": w.cost_note,
-                "tokens_in": w.tokens_in,
-                "tokens_out": w.tokens_out,
-                "branch": w.branch,
-                "commit": w.commit,
-                "gated_commit": w.gated_commit,
-                "integrated": w.integrated.to_dict() if w.integrated is not None else None,
-                "log": listed(w.log_path),
-                "gates": [{**g.to_dict(), "log": listed(g.log_path)} for g in w.gates],
-                "candidate": w.candidate,
-                "selected": w.selected,
-                "score": w.score,
-            }
-        )
-    job_rows = [
-        {
-            "id": j.id,
-            "parent_job_id": j.parent_job_id,
-            "parent_worker": j.parent_worker,
-            "depth": j.depth,
-            "request": j.request,
-            "status": j.status.value if j.id != root.id else status,
-            "config": masked(j.config.to_dict()),
-            "planner": j.planner,
-            "planner_cost_usd": j.planner_cost_usd,
-            "goal": j.goal,
-            "plan": [{"task": t, **(j.nodes[i].to_dict() if i < len(j.nodes) else {})} for i, t in enumerate(j.tasks)],
-            "merge": j.merge.to_dict() if j.merge is not None else None,
-            "selections": j.selections,
-            "start_commit": j.start_commit,
-        }
-        for j in sorted(jobs, key=lambda j: (j.depth, j.id))
-    ]
+    logs = _log_entries(ordered, job_dir)
+    digests = {e["path"]: e["sha256"] for e in logs}
     merge = root.merge
-    return {
+    small: dict[str, Any] = {
         "format": FORMAT,
         "job_id": root.id,
         "request": root.request,
@@ -197,37 +206,48 @@ def build(
             "commit": merge.result_commit if merge is not None else None,
             "into": merge.into.to_dict() if merge is not None and merge.into is not None else None,
         },
-        "jobs": job_rows,
-        "workers": worker_rows,
+        "jobs": [_job_row(j, status if j.id == root.id else j.status.value) for j in sorted(jobs, key=lambda j: (j.depth, j.id))],
         "logs": logs,
-        "log_chain": link,
+        "log_chain": logs[-1]["chain"] if logs else CHAIN_START,
     }
+    path = job_dir / FILE
+    temp = path.with_name(f".{FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+    h = hashlib.sha256()
+    with temp.open("wb") as f:
 
+        def put(data: bytes) -> None:
+            h.update(data)
+            f.write(data)
 
-def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
-    """The record as written: the body and its signature over the body's canonical bytes."""
-    from .keys import public_text  # cryptography: imported by the first record, not by every worker
-
-    data = canonical(body)
-    return {
-        **body,
-        "signature": {
+        put(b"{")
+        for i, name in enumerate(sorted([*small, "workers"])):
+            put((b"," if i else b"") + json.dumps(name).encode() + b":")
+            if name != "workers":
+                put(_canonical_value(small[name]))
+                continue
+            put(b"[")
+            for n, w in enumerate(ordered):
+                put((b"," if n else b"") + _canonical_value(_worker_row(w, digests)))
+            put(b"]")
+        h.update(b"}")
+        digest = "sha256:" + h.hexdigest()
+        signature = {
             "algorithm": "ed25519",
             "public_key": public_text(key.public_key()),
-            "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
-            "value": base64.b64encode(key.sign(data)).decode(),
-        },
-    }
-
-
-def write(job_dir: Path, record: Mapping[str, Any]) -> Path:
-    """RECORD.json in the job's folder, atomically (a reader sees the old record or the new one)."""
-    path = job_dir / FILE
-    temp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, ensure_ascii=False, allow_nan=False)
-        f.write("\n")
+            "digest": digest,
+            "value": base64.b64encode(key.sign(signed_message(digest))).decode(),
+        }
+        f.write(b',"signature":' + _canonical_value(signature) + b"}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, path)
-    return path
+    return digest
+
+
+def signed_message(digest: str) -> bytes:
+    """What the signature covers: the record's format and its body's digest."""
+    return f"{FORMAT}\n{digest}".encode()
+
+
+def _canonical_value(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

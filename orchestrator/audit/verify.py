@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .keys import public_text
-from .record import CHAIN_START, FILE, canonical, chain_link, digest_of, file_digest
+from .record import CHAIN_START, FILE, chain_link, digest_of, file_digest, signed_message
 
 
 def verify(
@@ -37,13 +37,12 @@ def verify(
     body = {k: v for k, v in record.items() if k != "signature"}
     ours = public_text(public_key)
     if signature.get("public_key") != ours:
-        problems.append(f"signed by another key ({signature.get('public_key')}), not this folder's ({ours})")
+        problems.append(f"signed by another key ({signature.get('public_key')}), not this workspace's ({ours})")
+    digest = digest_of(body)
     try:
-        public_key.verify(base64.b64decode(str(signature.get("value", "")), validate=True), canonical(body))
+        public_key.verify(base64.b64decode(str(signature.get("value", "")), validate=True), signed_message(digest))
     except (InvalidSignature, ValueError):
         problems.append("the signature does not match the record: RECORD.json was changed after it was signed")
-    if signature.get("digest") != digest_of(body):
-        problems.append(f"the record's digest is {digest_of(body)}, its signature says {signature.get('digest')}")
     problems += _logs(job_dir, body)
     problems += _result(body, ref_value)
     return record, problems

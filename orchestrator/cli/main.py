@@ -566,7 +566,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         result = record.get("result") or {}
         where = f"; {result['ref']} still at {result['commit'][:12]}" if result.get("commit") else ""
         print(
-            f"job {job.id}: RECORD.json verified: signed by this folder's key, {len(record.get('logs') or [])} logs "
+            f"job {job.id}: RECORD.json verified: signed by this workspace's key, {len(record.get('logs') or [])} logs "
             f"unchanged{where} ({record['signature']['digest']})"
         )
     return RET_OK if not problems else RET_FAILED

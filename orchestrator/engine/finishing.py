@@ -241,16 +241,15 @@ class Finishing:
         try:
             jobs, workers = self.queries.snapshot(job.root_id)
             job_dir = self.workspace.job_dir(job.root_id)
-            body = audit_record.build(job, jobs, workers, job_dir, status=status.value, ended_at=ended)
-            signed = audit_record.sign(body, audit_keys.load_or_create(self.workspace.root))
-            audit_record.write(job_dir, signed)
+            key = audit_keys.load_or_create(self.workspace.root)
+            digest = audit_record.write_signed(job, jobs, workers, job_dir, key, status=status.value, ended_at=ended)
         except Exception as exc:  # a full disk, an unreadable key: the run's result stands without its record
             log.warning("job %s: RECORD.json not written: %s", job.id, exc, extra=logs.context(job.id))
             with self.tables.locked():
                 job.notes.append(f"RECORD.json not written: {exc}")
             return
         with self.tables.locked():
-            job.record_digest = signed["signature"]["digest"]
+            job.record_digest = digest
 
     # -- a person in the loop (quality/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:
