@@ -98,9 +98,10 @@ def redacted_argv(argv: Sequence[str], prompt: str) -> list[str]:
     return out
 
 
-def _log_entries(workers: Sequence[WorkerRecord], job_dir: Path) -> list[dict[str, Any]]:
-    """Every worker and gate log, in the workers' order, with its digest and the chain's link."""
-    entries: list[dict[str, Any]] = []
+def _log_entries(workers: Sequence[WorkerRecord], job_dir: Path) -> list[tuple[str, str | None, int | None, str]]:
+    """Every worker and gate log, in the workers' order: (path, sha256, bytes, the chain's link);
+    tuples, not dicts: a 10,000-worker tree holds them all while its record is written."""
+    entries = []
     link = CHAIN_START
     for w in workers:
         for relative in (w.log_path, *(g.log_path for g in w.gates)):
@@ -108,8 +109,12 @@ def _log_entries(workers: Sequence[WorkerRecord], job_dir: Path) -> list[dict[st
                 continue
             sha, size = file_digest(job_dir / relative)
             link = chain_link(link, relative, sha)
-            entries.append({"path": relative, "sha256": sha, "bytes": size, "chain": link})
+            entries.append((relative, sha, size, link))
     return entries
+
+
+def _logs_json(entries: Sequence[tuple[str, str | None, int | None, str]]) -> bytes:
+    return b"[" + b",".join(_canonical_value({"bytes": n, "chain": c, "path": p, "sha256": h}) for p, h, n, c in entries) + b"]"
 
 
 def _worker_row(w: WorkerRecord, digests: Mapping[str, str | None]) -> dict[str, Any]:
@@ -191,7 +196,7 @@ def write_signed(
 
     ordered = sorted(workers, key=lambda w: (w.depth, w.job_id, w.index))
     logs = _log_entries(ordered, job_dir)
-    digests = {e["path"]: e["sha256"] for e in logs}
+    digests = {path: sha for path, sha, _, _ in logs}
     merge = root.merge
     small: dict[str, Any] = {
         "format": FORMAT,
@@ -207,8 +212,7 @@ def write_signed(
             "into": merge.into.to_dict() if merge is not None and merge.into is not None else None,
         },
         "jobs": [_job_row(j, status if j.id == root.id else j.status.value) for j in sorted(jobs, key=lambda j: (j.depth, j.id))],
-        "logs": logs,
-        "log_chain": logs[-1]["chain"] if logs else CHAIN_START,
+        "log_chain": logs[-1][3] if logs else CHAIN_START,
     }
     path = job_dir / FILE
     temp = path.with_name(f".{FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -220,8 +224,11 @@ def write_signed(
             f.write(data)
 
         put(b"{")
-        for i, name in enumerate(sorted([*small, "workers"])):
+        for i, name in enumerate(sorted([*small, "logs", "workers"])):
             put((b"," if i else b"") + json.dumps(name).encode() + b":")
+            if name == "logs":
+                put(_logs_json(logs))
+                continue
             if name != "workers":
                 put(_canonical_value(small[name]))
                 continue
