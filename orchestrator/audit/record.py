@@ -30,7 +30,7 @@ from ..models import JobRecord, WorkerRecord
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-FORMAT = "orchestrator.record/1"
+FORMAT = "orchestrator-record/1"
 FILE = "RECORD.json"
 CHAIN_START = "0" * 64
 _SECRET_NAME = re.compile(r"(secret|token|password|passwd|api[_-]?key|auth)", re.I)
