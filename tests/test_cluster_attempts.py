@@ -270,3 +270,18 @@ def test_take_claims_a_job_a_blocking_move_took_and_reads_the_queues_in_order(re
     assert ops.claim("c2", again.token, "node-b", lease=5) is not None
     lost = ops.take(worker, lists, "node-a", 5, prefix, popped=(moved.decode(), 0))
     assert lost is not None and lost.what == "stale" and ops.read("c2")["node"] == "node-b"
+
+
+@pytest.mark.parametrize("blmpop", [True, False], ids=["blmpop", "blpop-lpop"])
+def test_the_server_reads_every_waiting_event_in_order_in_one_call(redis_server, unique_prefix, blmpop):
+    ops = attempts_on(redis_server, unique_prefix)
+    ops._blmpop = blmpop  # False: what a Redis before 7.0 gets
+    began = time.monotonic()
+    assert ops.next_events(0.2) == [] and time.monotonic() - began >= 0.15  # it waited for one
+    specs = [spec(ops, f"a{i}") for i in range(5)]
+    for s in specs:
+        ops.claim(s.id, s.token, "node-a", lease=5)
+        ops.started(s.id, s.token, "node-a", 100, None)
+    events = ops.next_events(1, most=3)
+    assert [(e["id"], e["event"]) for e in events] == [(f"a{i}", "started") for i in range(3)]
+    assert [e["id"] for e in ops.next_events(1)] == ["a3", "a4"]

@@ -259,6 +259,7 @@ class Attempts:
         self._cancel_queued = client.register_script(_CANCEL_QUEUED)
         self._mark_lost = client.register_script(_MARK_LOST)
         self._take = client.register_script(_TAKE)
+        self._blmpop = True  # next_events: until this Redis says it has no BLMPOP
 
     # -- server side
     def new_token(self) -> int:
@@ -339,13 +340,23 @@ class Attempts:
         return value.decode() if isinstance(value, bytes) else None
 
     def next_events(self, timeout: float, most: int = 512) -> list[dict[str, Any]]:
-        """What nodes told since the last call (waits up to ``timeout`` for the first one)."""
-        found = self.client.blpop([self.names.events], timeout=max(timeout, 0.01))
-        if not found:
-            return []
-        raw = [found[1]]
-        more = self.client.lpop(self.names.events, most - 1)
-        raw.extend(more or [])  # type: ignore[arg-type]
+        """What nodes told since the last call (waits up to ``timeout`` for the first one): one
+        BLMPOP of up to ``most`` (Redis 7), else a BLPOP and an LPOP of the rest."""
+        raw: list[Any] = []
+        if self._blmpop:
+            try:
+                popped = self.client.blmpop(max(timeout, 0.01), 1, self.names.events, direction="LEFT", count=most)
+            except redis.ResponseError:  # a Redis before 7.0: no BLMPOP
+                self._blmpop = False
+            else:
+                raw = list(popped[1]) if popped else []
+        if not self._blmpop:
+            found = self.client.blpop([self.names.events], timeout=max(timeout, 0.01))
+            if not found:
+                return []
+            raw = [found[1]]
+            more = self.client.lpop(self.names.events, most - 1)
+            raw.extend(more or [])
         events = []
         for item in raw:
             try:
