@@ -168,3 +168,120 @@ def test_enqueue_puts_a_json_job_of_id_and_token_on_the_kinds_queue(redis_server
     assert job.func_name == RQ_FUNCTION and tuple(job.args) == ("job1.w_2:a1", s.token)
     data = json.loads(zlib.decompress(ops.client.hget(f"rq:job:{queued}", "data")))  # RQ compresses it
     assert data[0] == RQ_FUNCTION and data[2] == ["job1.w_2:a1", s.token]  # JSON, never pickle
+
+
+# -- the node's own dequeue (Attempts.take, node.NodeWorker): RQ's queue, one round trip
+
+
+def take_keys(ops: Attempts, *kinds: str) -> list[tuple[str, str]]:
+    return [(q.key, q.intermediate_queue_key) for q in (ops.queue(k) for k in kinds)]
+
+
+def enqueued(ops: Attempts, attempt_id: str, kind: str = "command") -> AttemptSpec:
+    s = AttemptSpec(attempt_id, ops.new_token(), kind, f"root.{attempt_id}", ["true"], "/tmp", {}, "/tmp/x.log", None)
+    ops.enqueue(s)
+    return s
+
+
+def test_take_pops_the_first_job_and_claims_its_attempt_in_one_step(redis_server, unique_prefix):
+    from rq.job import Job
+
+    from orchestrator.cluster.attempts import job_id
+
+    ops = attempts_on(redis_server, unique_prefix)
+    lists = take_keys(ops, "command")
+    worker = f"rq:worker:{unique_prefix}-w"
+    assert ops.take(worker, lists, "node-a", 5, Job.redis_job_namespace_prefix) is None  # nothing queued
+    assert ops.client.hget(worker, "state") == b"idle"
+    first, second = enqueued(ops, "a1"), enqueued(ops, "a2")
+    taken = ops.take(worker, lists, "node-a", 5, Job.redis_job_namespace_prefix)
+    assert taken is not None and (taken.what, taken.job_id, taken.queue) == ("claimed", job_id("a1", first.token), 0)
+    assert taken.spec == first  # from the attempt's hash: RQ's job is neither fetched nor decoded
+    record = ops.read("a1")
+    assert record["state"] == "running" and record["node"] == "node-a" and "claimed_at" in record
+    assert ops.lease_holder("a1") == f"node-a:{first.token}"
+    assert 4000 < ops.client.pttl(ops.names.lease("a1")) <= 5000
+    assert ops.client.hget(worker, "state") == b"busy"
+    assert not ops.client.exists(f"rq:job:{taken.job_id}")  # read by nobody after the claim
+    assert ops.claim("a1", first.token, "node-b", lease=5) is None  # claimed once
+    assert ops.queue("command").get_job_ids() == [job_id("a2", second.token)]  # first in, first out
+    again = ops.take(worker, lists, "node-b", 5, Job.redis_job_namespace_prefix)
+    assert again is not None and again.spec == second and ops.read("a2")["node"] == "node-b"
+    assert ops.take(worker, lists, "node-b", 5, Job.redis_job_namespace_prefix) is None
+    assert ops.client.llen(lists[0][1]) == 0  # nothing left on RQ's intermediate list
+
+
+def test_take_skips_a_cancelled_or_re_enqueued_attempt_without_claiming_it(redis_server, unique_prefix):
+    from rq.job import Job
+
+    ops = attempts_on(redis_server, unique_prefix)
+    lists, worker, prefix = take_keys(ops, "command"), f"rq:worker:{unique_prefix}-w", Job.redis_job_namespace_prefix
+    cancelled = enqueued(ops, "a1")
+    assert ops.cancel_queued("a1", cancelled.token, -15)
+    taken = ops.take(worker, lists, "node-a", 5, prefix)
+    assert taken is not None and taken.what == "stale" and taken.spec is None
+    assert ops.read("a1")["state"] == "cancelled" and ops.lease_holder("a1") is None
+    assert not ops.client.exists(f"rq:job:{taken.job_id}")
+    old = enqueued(ops, "a2")
+    new = AttemptSpec("a2", ops.new_token(), "command", "root.a2", ["true"], "/tmp", {}, "/tmp/x.log", None)
+    ops.enqueue(new)  # the same attempt again with a new token: the old job is fenced
+    stale = ops.take(worker, lists, "node-a", 5, prefix)
+    assert stale is not None and stale.what == "stale" and stale.job_id.endswith(f"-{old.token}")
+    fresh = ops.take(worker, lists, "node-a", 5, prefix)
+    assert fresh is not None and fresh.what == "claimed" and fresh.spec is not None and fresh.spec.token == new.token
+    assert ops.lease_holder("a2") == f"node-a:{new.token}"
+
+
+def test_take_leaves_a_job_that_is_no_attempt_of_ours_to_rq_on_its_intermediate_list(redis_server, unique_prefix):
+    from rq.job import Job
+
+    from orchestrator.cluster.attempts import job_id
+
+    ops = attempts_on(redis_server, unique_prefix)
+    lists, worker, prefix = take_keys(ops, "command"), f"rq:worker:{unique_prefix}-w", Job.redis_job_namespace_prefix
+    ops.queue("command").enqueue_call("os.remove", args=("/nonexistent",), job_id="evil")
+    # an attempt whose id RQ's job id cannot carry as it is (. and :): RQ's own path reads its args
+    odd = AttemptSpec("job1.w_2:a1", ops.new_token(), "command", "t", ["true"], "/tmp", {}, "/tmp/x.log", None)
+    ops.enqueue(odd)
+    for expected in ("evil", job_id("job1.w_2:a1", odd.token)):
+        taken = ops.take(worker, lists, "node-a", 5, prefix)
+        assert taken is not None and (taken.what, taken.job_id, taken.spec) == ("rq", expected, None)
+        assert ops.client.exists(f"rq:job:{expected}")  # left for RQ (fetched, then refused or run)
+    assert ops.client.lrange(lists[0][1], 0, -1) == [job_id("job1.w_2:a1", odd.token).encode(), b"evil"]
+    assert ops.read("job1.w_2:a1")["state"] == "queued"  # attempt.run claims it on that path
+
+
+def test_take_claims_a_job_a_blocking_move_took_and_reads_the_queues_in_order(redis_server, unique_prefix):
+    from rq.job import Job
+
+    ops = attempts_on(redis_server, unique_prefix)
+    worker, prefix = f"rq:worker:{unique_prefix}-w", Job.redis_job_namespace_prefix
+    lists = take_keys(ops, "command", "claude")
+    later, sooner = enqueued(ops, "c1", "command"), enqueued(ops, "k1", "claude")
+    moved = ops.client.blmove(lists[1][0], lists[1][1], 1)  # what node.NodeWorker's wait does: onto the intermediate list
+    taken = ops.take(worker, lists, "node-a", 5, prefix, popped=(moved.decode(), 1))
+    assert taken is not None and taken.what == "claimed" and taken.spec == sooner and taken.queue == 1
+    assert ops.client.llen(lists[1][1]) == 0  # off the intermediate list
+    first = ops.take(worker, lists, "node-a", 5, prefix)
+    assert first is not None and first.spec == later and first.queue == 0
+    # a job taken by a move whose attempt another worker has claimed meanwhile is not claimed twice
+    again = enqueued(ops, "c2", "command")
+    moved = ops.client.blmove(lists[0][0], lists[0][1], 1)
+    assert ops.claim("c2", again.token, "node-b", lease=5) is not None
+    lost = ops.take(worker, lists, "node-a", 5, prefix, popped=(moved.decode(), 0))
+    assert lost is not None and lost.what == "stale" and ops.read("c2")["node"] == "node-b"
+
+
+@pytest.mark.parametrize("blmpop", [True, False], ids=["blmpop", "blpop-lpop"])
+def test_the_server_reads_every_waiting_event_in_order_in_one_call(redis_server, unique_prefix, blmpop):
+    ops = attempts_on(redis_server, unique_prefix)
+    ops._blmpop = blmpop  # False: what a Redis before 7.0 gets
+    began = time.monotonic()
+    assert ops.next_events(0.2) == [] and time.monotonic() - began >= 0.15  # it waited for one
+    specs = [spec(ops, f"a{i}") for i in range(5)]
+    for s in specs:
+        ops.claim(s.id, s.token, "node-a", lease=5)
+        ops.started(s.id, s.token, "node-a", 100, None)
+    events = ops.next_events(1, most=3)
+    assert [(e["id"], e["event"]) for e in events] == [(f"a{i}", "started") for i in range(3)]
+    assert [e["id"] for e in ops.next_events(1)] == ["a3", "a4"]

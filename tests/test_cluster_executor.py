@@ -451,6 +451,31 @@ def test_cancel_of_a_job_ends_its_running_worker_on_the_node_and_its_queued_one_
         node.stop()
 
 
+def test_a_queued_attempts_running_record_reaches_the_disk_after_its_delay_and_a_placed_one_names_its_node(
+    make_engine, redis_server, unique_prefix
+):
+    from orchestrator.engine.attempts import QUEUED_RECORD_DELAY
+
+    node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=1, lease=LEASE)
+    try:
+        engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 30})
+        job = engine.submit("one runs, one waits", {"max_workers": 2}, ["one", "two"])
+        on_disk = lambda: {w.name: w for w in engine.workspace.load_tree(job.id)[1]}  # noqa: E731
+        began = time.monotonic()
+        wait_until(
+            lambda: sorted(str(w.node) for w in on_disk().values() if w.status.value == "running") == ["None", "n1"],
+            timeout=20,
+            what="both running records on disk: the placed one naming its node, the queued one none",
+        )
+        assert time.monotonic() - began >= QUEUED_RECORD_DELAY * 0.9  # the queued one's waited its delay
+        queued = next(w for w in on_disk().values() if w.node is None)
+        assert len(queued.attempts) == 1 and queued.attempts[0].node is None
+        engine.cancel(job.id)
+        assert engine.wait(job.id, 30).status.value == "cancelled"
+    finally:
+        node.stop()
+
+
 def test_a_queued_attempt_cancelled_while_redis_is_down_never_runs_once_it_is_back(tmp_path, fresh_redis, unique_prefix):
     executor = RQExecutor(rq_settings(tmp_path, fresh_redis, unique_prefix))
     node = NodeDouble(fresh_redis.url, unique_prefix, name="full", slots=0, lease=LEASE)

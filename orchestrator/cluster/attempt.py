@@ -162,6 +162,16 @@ def run(attempt_id: str, token: int) -> int | None:
 
     From here to the end a SIGTERM (the node stopping, node.NodePool) asks this attempt to end by
     the kill ladder and report (before the spawn too: it is then ended as soon as it starts)."""
+    return _attempt(attempt_id, token, None)
+
+
+def run_claimed(spec: AttemptSpec) -> int | None:
+    """``run`` for an attempt this node has already claimed, in the same round trip as it took
+    its job off the queue (node.NodeWorker: Attempts.take)."""
+    return _attempt(spec.id, spec.token, spec)
+
+
+def _attempt(attempt_id: str, token: int, claimed: AttemptSpec | None) -> int | None:
     ctx = node()
     ops = shared_ops(ctx)
     wake = Wakeup()
@@ -171,7 +181,7 @@ def run(attempt_id: str, token: int) -> int | None:
         signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
     )
     try:
-        spec = _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
+        spec = claimed or _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
         if spec is None:
             log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
             return None

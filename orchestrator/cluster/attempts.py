@@ -31,7 +31,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,47 @@ redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[4])
 return redis.call('HGET', KEYS[1], 'spec')
 """
 
+# A node's dequeue and claim in one round trip (node.NodeWorker, instead of RQ's dequeue, its job's
+# fetch and decoding, and then the claim). KEYS: the node worker's RQ key, then each RQ queue's
+# list and its intermediate list, in the worker's order. ARGV: prefix, node, now, lease ms, RQ's
+# job key prefix, a job id already popped ("" to pop one here), the index in KEYS of the queue it
+# came from. An RQ job of ours is named ``<attempt id>-<token>`` (job_id): the attempt's hash,
+# not RQ's job, says what to run. Returns false (every queue empty: the worker is idle), or
+# {what, job id, queue index[, spec]}: what is "claimed" (the claim's lease starts, the worker is
+# busy, RQ's job is deleted: nobody reads it), "stale" (an attempt no longer this token's to
+# run: cancelled, fenced or re-enqueued; its job deleted), or "rq" (no attempt of ours by that
+# name: the job is put on the queue's intermediate list for RQ's own path, which refuses it).
+_TAKE = """
+local function take(job, qi)
+  local id, token = string.match(job, '^([%w_]+)%-(%d+)$')
+  local key = id and (ARGV[1] .. ':attempt:' .. id)
+  local held = key and redis.call('HGET', key, 'token')
+  if not held then
+    redis.call('LPUSH', KEYS[qi + 1], job)
+    return {'rq', job, qi}
+  end
+  redis.call('DEL', ARGV[5] .. job)
+  if held ~= token or redis.call('HGET', key, 'state') ~= 'queued' then
+    return {'stale', job, qi}
+  end
+  redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'claimed_at', ARGV[3])
+  redis.call('SET', ARGV[1] .. ':lease:' .. id, ARGV[2] .. ':' .. token, 'PX', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'busy')
+  return {'claimed', job, qi, redis.call('HGET', key, 'spec')}
+end
+if ARGV[6] ~= '' then
+  local qi = tonumber(ARGV[7])
+  redis.call('LREM', KEYS[qi + 1], 1, ARGV[6])
+  return take(ARGV[6], qi)
+end
+for qi = 2, #KEYS, 2 do
+  local job = redis.call('LPOP', KEYS[qi])
+  if job then return take(job, qi) end
+end
+redis.call('HSET', KEYS[1], 'state', 'idle')
+return false
+"""
+
 # KEYS: attempt hash, lease, events. ARGV: token, node, now, pid, start_id, event json.
 _STARTED = """
 local token = redis.call('HGET', KEYS[1], 'token')
@@ -217,6 +258,8 @@ class Attempts:
         self._finish = client.register_script(_FINISH)
         self._cancel_queued = client.register_script(_CANCEL_QUEUED)
         self._mark_lost = client.register_script(_MARK_LOST)
+        self._take = client.register_script(_TAKE)
+        self._blmpop = True  # next_events: until this Redis says it has no BLMPOP
 
     # -- server side
     def new_token(self) -> int:
@@ -297,13 +340,23 @@ class Attempts:
         return value.decode() if isinstance(value, bytes) else None
 
     def next_events(self, timeout: float, most: int = 512) -> list[dict[str, Any]]:
-        """What nodes told since the last call (waits up to ``timeout`` for the first one)."""
-        found = self.client.blpop([self.names.events], timeout=max(timeout, 0.01))
-        if not found:
-            return []
-        raw = [found[1]]
-        more = self.client.lpop(self.names.events, most - 1)
-        raw.extend(more or [])  # type: ignore[arg-type]
+        """What nodes told since the last call (waits up to ``timeout`` for the first one): one
+        BLMPOP of up to ``most`` (Redis 7), else a BLPOP and an LPOP of the rest."""
+        raw: list[Any] = []
+        if self._blmpop:
+            try:
+                popped = self.client.blmpop(max(timeout, 0.01), 1, self.names.events, direction="LEFT", count=most)
+            except redis.ResponseError:  # a Redis before 7.0: no BLMPOP
+                self._blmpop = False
+            else:
+                raw = list(popped[1]) if popped else []
+        if not self._blmpop:
+            found = self.client.blpop([self.names.events], timeout=max(timeout, 0.01))
+            if not found:
+                return []
+            raw = [found[1]]
+            more = self.client.lpop(self.names.events, most - 1)
+            raw.extend(more or [])
         events = []
         for item in raw:
             try:
@@ -325,6 +378,30 @@ class Attempts:
             keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events], args=[token, node, time.time(), _ms(lease)]
         )
         return AttemptSpec.from_json(found) if found else None
+
+    def take(
+        self,
+        worker_key: str,
+        queues: Sequence[tuple[str, str]],
+        node: str,
+        lease: float,
+        job_prefix: str,
+        popped: tuple[str, int] | None = None,
+    ) -> Taken | None:
+        """Dequeue and claim in one round trip (``_TAKE``): the first job of the first non-empty
+        RQ queue of ``queues`` ((list key, intermediate list key) each), or the job ``popped``
+        (its id, the index of its queue in ``queues``) that a blocking move has just put on its
+        queue's intermediate list. None when every queue is empty."""
+        keys = [worker_key]
+        for queue, intermediate in queues:
+            keys += [queue, intermediate]
+        job, index = popped if popped is not None else ("", 0)
+        found = self._take(keys=keys, args=[self.names.prefix, node, time.time(), _ms(lease), job_prefix, job, 2 + 2 * index])
+        if not found:
+            return None
+        what, job_id, at = found[0].decode(), found[1].decode(), (int(found[2]) - 2) // 2
+        spec = AttemptSpec.from_json(found[3]) if what == "claimed" else None
+        return Taken(what, job_id, at, spec)
 
     def started(self, attempt_id: str, token: int, node: str, pid: int, start_id: str | None) -> bool:
         n = self.names
@@ -376,6 +453,18 @@ class Attempts:
         except ValueError:
             return None
         return message if isinstance(message, dict) else None
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What ``Attempts.take`` found: ``what`` is "claimed" (``spec`` is this node's to run now),
+    "stale" (not this token's to run any more: nothing to do) or "rq" (not an attempt's job: RQ's
+    own path takes it); ``queue``: the index of its queue in the list given."""
+
+    what: str
+    job_id: str
+    queue: int
+    spec: AttemptSpec | None = None
 
 
 def job_id(attempt_id: str, token: int) -> str:

@@ -3,8 +3,11 @@
 A node checks which worker kinds it really has (their programs on its PATH, from its own
 settings), waits for the server's workspace marker and refuses to start unless it sees the
 server's workspace at the same path, then runs an RQ ``WorkerPool`` of ``--slots`` workers on the
-queues of its kinds. Each RQ job is ``(attempt id, token)`` for attempt.run (attempts.RQ_FUNCTION);
-any other function is refused (a job in Redis never runs arbitrary code). A heartbeat thread
+queues of its kinds. Each RQ job is ``(attempt id, token)`` for attempt.run (attempts.RQ_FUNCTION),
+named ``<attempt id>-<token>``: a worker's own dequeue takes it off RQ's queue and claims the
+attempt in one round trip (Attempts.take), by the attempt's hash, without fetching RQ's job; a
+job that names no attempt goes RQ's way, where any function but attempt.run is refused (a job in
+Redis never runs arbitrary code). A heartbeat thread
 publishes the node (nodes.publish) every third of the lease.
 
 Processes die with the node where Linux allows: the pool's workers with the node (PR_SET_PDEATHSIG,
@@ -43,11 +46,14 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
@@ -60,7 +66,7 @@ from ..workers.adapters import ADAPTERS
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
 from . import attempt, nodes
-from .attempts import RQ_FUNCTION, SERIALIZER
+from .attempts import RQ_FUNCTION, SERIALIZER, AttemptSpec
 from .connect import connect, redacted
 from .marker import Marker, check_marker, server_marker
 from .names import ID, Names
@@ -294,7 +300,9 @@ class NodeWorker(Worker):
     thread does here; the attempt's lease renewals and control stay attempt.run's own. Nor does it
     keep RQ's records of a job's run (its execution, the started registry, its status and result):
     nothing reads them, and the job is deleted at its end (``result_ttl=0``); the attempt's hash
-    is the truth (attempts.py), and a node that dies mid-attempt is found by its lease. While an
+    is the truth (attempts.py), and a node that dies mid-attempt is found by its lease. Nor does
+    it use RQ's dequeue (a blocking move, the job's fetch and decoding, its worker state, then the
+    claim: four round trips): ``dequeue_job_and_maintain_ttl`` takes and claims in one. While an
     attempt runs it owns SIGTERM (the node's stop: the kill ladder, then its end reported), and the
     pool's SIGINT only asks the worker to stop after it."""
 
@@ -317,7 +325,77 @@ class NodeWorker(Worker):
         """No RQ scheduler process: attempts are never scheduled for later."""
         return None
 
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Any, Any] | None:
+        """A dequeue of our own: one round trip takes the first job off this worker's queues and
+        claims its attempt (Attempts.take: the attempt's hash says what to run, so RQ's job is
+        neither fetched nor decoded); when every queue is empty, a blocking move (RQ's own, onto
+        the queue's intermediate list) waits for one, and the same round trip claims it. Returns
+        (``_Claimed``, queue) for ``execute_job``; a job that is not an attempt's (Attempts.take
+        says "rq") goes RQ's own way (fetched as a ``Job``, refused by ``execute_job``)."""
+        if max_idle_time is not None:  # not a node's (it never gives one): RQ's own dequeue
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        ops = attempt.shared_ops(attempt.node())
+        lists = [(q.key, q.intermediate_queue_key) for q in self._ordered_queues]
+        node = attempt.node()
+        wait = 1.0
+        popped: tuple[str, int] | None = None
+        while True:
+            try:
+                self.heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                self._attempting = True  # a stop now waits for the claim's answer (a claimed attempt then runs)
+                try:
+                    taken = ops.take(self.key, lists, node.name, node.lease, Job.redis_job_namespace_prefix, popped)
+                finally:
+                    self._attempting, popped = False, None
+                queue = self._ordered_queues[taken.queue] if taken is not None else None
+                if taken is not None and taken.spec is not None:
+                    self._state = WorkerStatus.BUSY  # (the script wrote it to RQ's worker hash)
+                    return _Claimed(taken.job_id, taken.spec), queue
+                if taken is not None and taken.what == "rq":
+                    found = self._rq_job(taken.job_id, queue)
+                    if found is not None:
+                        return found, queue
+                    continue
+                if taken is not None:  # stale: not this token's to run any more
+                    log.info("worker %s: RQ job %s is no attempt's to run any more: skipped", self.name, taken.job_id)
+                    continue
+                self._state = WorkerStatus.IDLE
+                if self._stop_requested or timeout is None:  # stopping, or burst mode with nothing left
+                    return None
+                popped = self._wait_for_job(lists, timeout)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.log.error("Worker %s: could not connect to Redis: %s; retrying in %d seconds", self.name, exc, wait)
+                time.sleep(wait)
+                wait = min(wait * self.exponential_backoff_factor, self.max_connection_wait_time)
+
+    def _wait_for_job(self, lists: list[tuple[str, str]], timeout: int) -> tuple[str, int] | None:
+        """Block until a job is pushed on one of the queues (RQ's way: a single queue's job moves
+        onto its intermediate list, so a worker killed before its claim leaves it there for RQ's
+        maintenance, not nowhere); the job's id and its queue's index, or None at the timeout."""
+        if len(lists) == 1 and self.get_redis_server_version() >= (6, 2, 0):
+            found = self.connection.blmove(lists[0][0], lists[0][1], timeout)
+            return (_text(found), 0) if found is not None else None
+        got = self.connection.blpop([key for key, _ in lists], timeout)
+        if got is None:
+            return None
+        key, job = _text(got[0]), _text(got[1])
+        return job, [k for k, _ in lists].index(key)
+
+    def _rq_job(self, job_id: str, queue: Any) -> Any:
+        """The ``Job`` of a job that is not an attempt's (``execute_job`` refuses it); None when it
+        no longer exists."""
+        try:
+            return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        except NoSuchJobError:
+            self.connection.lrem(queue.intermediate_queue_key, 1, job_id)
+            return None
+
     def execute_job(self, job: Any, queue: Any) -> None:
+        if isinstance(job, _Claimed):  # taken and claimed by our dequeue
+            self._run_claimed(job)
+            return
         if job.func_name != RQ_FUNCTION:
             why = f"refused: this node runs {RQ_FUNCTION} only, not {str(job.func_name)[:200]!r}"
             self.log.error("job %s %s", job.id, why)
@@ -353,6 +431,20 @@ class NodeWorker(Worker):
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # its attempt has ended and told so (or will)
             log.warning("worker %s: could not delete RQ job %s (%s)", self.name, job.id, exc)
 
+    def _run_claimed(self, job: _Claimed) -> None:
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(done,), name="rq-heartbeat", daemon=True)
+        self._attempting = True
+        beat.start()
+        try:
+            attempt.run_claimed(job.spec)  # in this process's main thread
+        except Exception:  # a bug in attempt.run: logged (RQ's job was deleted at the claim)
+            self.log.exception("attempt %s (RQ job %s) failed", job.spec.id, job.id)
+        finally:
+            self._attempting = False
+            done.set()
+            beat.join()
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat (its key's TTL, minutes) in one round trip instead of three, and
         at most once per ``MONITOR_INTERVAL`` when RQ's loop asks for one (before and after each
@@ -386,6 +478,18 @@ class NodeWorker(Worker):
             self._stop_requested = True
             return
         super().request_stop(signum, frame)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """An attempt ``NodeWorker``'s dequeue claimed with its RQ job (``id``), which it deleted."""
+
+    id: str
+    spec: AttemptSpec
 
 
 class NodePool(WorkerPool):

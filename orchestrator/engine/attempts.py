@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 
 # How long a process must live before its "running" record is written (see _attempt).
 RUNNING_RECORD_DELAY = 0.1
+# How long a remote attempt may wait queued for a node before its "running" record is written.
+QUEUED_RECORD_DELAY = 1.0
 
 
 # Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or
@@ -357,14 +359,25 @@ class WorkerExecution:
         # A restart in between finds the attempt through its shim (alive, or its exit file),
         # exactly as for a worker spawned but not yet recorded; readers of the engine see
         # "running" at once.
-        # A remote attempt placed on its node within the delay is recorded so in the same way
-        # (told at once, on disk only with the rest).
-        until = self.clock.monotonic() + min(RUNNING_RECORD_DELAY, self.config.default_timeout)
+        # A remote attempt is recorded so in the same way, its process's life counted from its
+        # placement on its node (told at once, on disk only with the rest); one still queued
+        # waits up to QUEUED_RECORD_DELAY before its "running" record is written (the queue's wait
+        # under load is the same kind of moment: a restart finds it queued in Redis).
+        delay = min(RUNNING_RECORD_DELAY, self.config.default_timeout)
+        until = self.clock.monotonic() + delay
+        queued_until = self.clock.monotonic() + min(QUEUED_RECORD_DELAY, self.config.default_timeout)
         while self.executor.wait(self.handle, max(0.0, until - self.clock.monotonic()), wake=self.cancel) is None:
-            if self.handle.node is None or self.handle.node == attempt.node or self.cancel.is_set():
+            if self.cancel.is_set():
                 save()
                 break
-            save = self._placed(attempt, write=False)
+            if self.handle.node is not None and self.handle.node != attempt.node:  # placed: its delay from now
+                save = self._placed(attempt, write=False)
+                until = self.clock.monotonic() + delay
+            elif self.handle.queued and self.clock.monotonic() < queued_until:
+                until = queued_until
+            else:
+                save()
+                break
         return self._wait(attempt)
 
     def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
