@@ -404,7 +404,7 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
             # Read until the exec has set it: the spawn returns once the exec is past its point of no
             # return, before the kernel has written the new program's arguments (an empty cmdline).
             cmdline = Path(f"/proc/{handle.pid}/cmdline")
-            wait_until(lambda: "orchestrator-shim" in cmdline.read_bytes().decode(errors="replace"), timeout=10)
+            wait_until(lambda c=cmdline: "orchestrator-shim" in c.read_bytes().decode(errors="replace"), timeout=10)
             runs.append((handle, exit_file))
         (done, done_file), (held, held_file) = runs
         go.touch()
