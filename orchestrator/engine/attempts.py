@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import calendar
 import math
-import os
 import random
 import re
 import signal
@@ -545,9 +544,8 @@ class WorkerExecution:
     def _log(self, line: str) -> int:
         """Append a marker line to the worker log, on a line of its own (a worker's last line may
         lack its newline); returns the offset where the marker starts."""
-        if not _ends_a_line(self.log_path):
-            self.workspace.append_log(self.log_path, b"\n")
-        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
+        # One open (never through a planted link): its last byte read, the marker appended.
+        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n", own_line=True)
 
 
 _CLASS_WORDS = {
@@ -573,21 +571,6 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         values = [getattr(p, name) for p in paid if getattr(p, name) is not None]
         setattr(outcome.parsed, name, sum(values) if values else None)
     return outcome
-
-
-def _ends_a_line(path: Path) -> bool:
-    """Whether a log is empty, missing or ends with a newline (read without following a planted link)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return True
-    try:
-        size = os.fstat(fd).st_size
-        return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def _strip_headers(text: str) -> str:
