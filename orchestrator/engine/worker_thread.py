@@ -150,7 +150,7 @@ class WorkerRunner:
         self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
     def execute(
-        self, live: LiveWorker, adopted: Recovered | None = None, deferred: list[Callable[[], None]] | None = None
+        self, live: LiveWorker, adopted: Recovered | None, deferred: list[Callable[[], None]]
     ) -> tuple[Outcome, Callable[[], None], Changes | None]:
         """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers
         and the changes its last attempt's steps asked for, when still current (else None). The
@@ -177,8 +177,7 @@ class WorkerRunner:
             confinement=self.confinement,
         )
         key = (rec.root_id, rec.key)
-        if deferred is not None:
-            execution.deferred = deferred
+        execution.deferred = deferred
 
         def register() -> None:  # inside tables.locked(): in its first attempt's section, not one of its own
             if rendered is not None:  # (in the record written with its first attempt)
