@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import calendar
 import math
-import os
 import random
 import re
 import signal
@@ -142,10 +141,27 @@ class WorkerExecution:
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
         self.handle: AttemptHandle | None = None
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
+        # Changes to the record waiting for this thread's next ``tables.locked()`` section (run by
+        # ``apply_deferred``): each section is a hand-off between every worker's thread, so an
+        # attempt's end is recorded in the section that follows it (the next attempt's, the
+        # steps', or the runner's that frees the slot) rather than in one of its own.
+        self.deferred: list[Callable[[], None]] = []
         rec = record
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
         self.worker_dir = worker_dir  # the Checkout's (prepared by the engine)
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
+
+    def apply_deferred(self) -> None:
+        """Inside ``tables.locked()``: make the record's changes that wait for a lock section."""
+        while self.deferred:
+            self.deferred.pop(0)()
+
+    def _flush(self) -> None:
+        """The deferred changes made now, in a section of their own (before a reader outside this
+        thread may need them: the steps, a retry)."""
+        if self.deferred:
+            with self.tables.locked():
+                self.apply_deferred()
 
     def abort(self, reason: str) -> None:
         """Stop the running attempt for ``reason`` (kill ladder); no retry follows."""
@@ -182,6 +198,7 @@ class WorkerExecution:
                 paid.append(outcome.parsed)
             own: tuple[str, int] | None = None  # a step's retry with a budget of its own: (step, budget)
             if self.steps and outcome.status is WorkerStatus.SUCCESS:
+                self._flush()  # the steps see the attempt's end in the record
                 outcome, retry, own = self._after_attempt(number, outcome)
             if retry == TRANSIENT:
                 if transients >= w.transient_retries:
@@ -217,6 +234,7 @@ class WorkerExecution:
                     self._log(f"===== attempt {number} failed ({outcome.exit_reason}) =====")
                 break
             self.known_changes = None  # a retry resets or goes on in the directory: asked again at the end
+            self._flush()
             self.sweep()  # nothing of the failed attempt may run beside the next one
             self._log(f"===== attempt {number} failed ({outcome.exit_reason}); {what} in {delay:.2f}s =====")
             if self.clock.wait(self.cancel, delay):
@@ -319,6 +337,7 @@ class WorkerExecution:
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
 
         def begin() -> None:  # inside tables.locked()
+            self.apply_deferred()
             self.record.attempts.append(attempt)
             states.set_worker_status(self.record, WorkerStatus.RUNNING)
             self.record.started_at = self.record.started_at or attempt.started_at
@@ -461,14 +480,19 @@ class WorkerExecution:
     def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
-        with self.tables.locked():
-            attempt.ended_at = (self.handle.ended_at if self.handle else None) or self.clock.time()
-            attempt.enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
+        ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
+        enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
+
+        def end() -> None:  # inside tables.locked(): the next section this thread enters
+            attempt.ended_at = ended
+            attempt.enforced = enforced
             attempt.kill_rung = rung
             attempt.exit_code = code if code is not None and code >= 0 else None
             attempt.signal = -code if code is not None and code < 0 else None
             self.record.failure_class = None  # the latest attempt's; set below when the adapter names one
-        duration = attempt.duration or 0.0
+
+        self.deferred.append(end)
+        duration = max(0.0, ended - attempt.started_at)
         window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
         text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
         parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
@@ -526,9 +550,13 @@ class WorkerExecution:
         kind = parsed.failure_class
         if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
             parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
-        with self.tables.locked():
-            attempt.failure_class, attempt.retry_after = kind, parsed.retry_after
+        retry_after = parsed.retry_after
+
+        def classified() -> None:  # inside tables.locked(), after ``end`` (``_classify``)
+            attempt.failure_class, attempt.retry_after = kind, retry_after
             self.record.failure_class = kind
+
+        self.deferred.append(classified)
         if kind in NEVER_RETRIED:
             return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]}: not retried)", error=error, parsed=parsed), None
         if kind == "transient":
@@ -538,9 +566,8 @@ class WorkerExecution:
     def _log(self, line: str) -> int:
         """Append a marker line to the worker log, on a line of its own (a worker's last line may
         lack its newline); returns the offset where the marker starts."""
-        if not _ends_a_line(self.log_path):
-            self.workspace.append_log(self.log_path, b"\n")
-        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n")  # never through a planted link
+        # One open (never through a planted link): its last byte read, the marker appended.
+        return self.workspace.append_log(self.log_path, line.encode("utf-8") + b"\n", own_line=True)
 
 
 _CLASS_WORDS = {
@@ -570,21 +597,6 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         outcome.parsed.cost_basis = costs.CostBasis.ESTIMATED.value
     outcome.parsed.cost_note = next((p.cost_note for p in paid if p.cost_note), None)
     return outcome
-
-
-def _ends_a_line(path: Path) -> bool:
-    """Whether a log is empty, missing or ends with a newline (read without following a planted link)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return True
-    try:
-        size = os.fstat(fd).st_size
-        return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def _strip_headers(text: str) -> str:

@@ -86,8 +86,9 @@ class WorkerRunner:
     def run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         known: Changes | None = None  # its last attempt's changes, when its steps asked for them
+        deferred: list[Callable[[], None]] = []  # record changes left for the next lock section (attempts.py)
         try:
-            outcome, sweep, known = self.execute(live, adopted)
+            outcome, sweep, known = self.execute(live, adopted, deferred)
         except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
             if exc.cancelled:
                 outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
@@ -106,6 +107,8 @@ class WorkerRunner:
         # with settling it (a child job ending in between may settle it).
         early = not rec.child_job_ids
         with self.tables.locked():
+            while deferred:  # its last attempt's end, in this same section
+                deferred.pop(0)()
             self._executed(live)
             if early:
                 self.process_ended(live, outcome)
@@ -146,9 +149,13 @@ class WorkerRunner:
         self.finishing.record_outcome(live, outcome)
         self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
-    def execute(self, live: LiveWorker, adopted: Recovered | None = None) -> tuple[Outcome, Callable[[], None], Changes | None]:
+    def execute(
+        self, live: LiveWorker, adopted: Recovered | None, deferred: list[Callable[[], None]]
+    ) -> tuple[Outcome, Callable[[], None], Changes | None]:
         """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers
-        and the changes its last attempt's steps asked for, when still current (else None)."""
+        and the changes its last attempt's steps asked for, when still current (else None). The
+        record's changes still in ``deferred`` at the end are the caller's to make inside its next
+        ``tables.locked()`` section."""
         rec, job = live.record, live.job
         cfg = job.config
         adapter = get_adapter(rec.kind)
@@ -170,14 +177,18 @@ class WorkerRunner:
             confinement=self.confinement,
         )
         key = (rec.root_id, rec.key)
-        with self.tables.locked():  # one section: each is a hand-off between the worker threads
+        execution.deferred = deferred
+
+        def register() -> None:  # inside tables.locked(): in its first attempt's section, not one of its own
             if rendered is not None:  # (in the record written with its first attempt)
                 rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
             live.execution = execution
             self.tables.executing[key] = live
+
+        execution.deferred.append(register)
         resume = None
         if adopted is not None and adopted.attempt is not None:
-            resume = (adopted.attempt, self.adopt(live, adopted))
+            resume = (adopted.attempt, self.adopt(live, adopted, execution.apply_deferred))
         # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
         return execution.run(resume), execution.sweep, execution.known_changes
 
@@ -186,15 +197,16 @@ class WorkerRunner:
         live.execution = None
         self.tables.executing.pop((live.record.root_id, live.record.key), None)
 
-    def adopt(self, live: LiveWorker, fate: Recovered) -> AttemptHandle:
-        """A handle on the shim of a worker a previous server started; its record says so on disk."""
+    def adopt(self, live: LiveWorker, fate: Recovered, begin: Callable[[], None] | None = None) -> AttemptHandle:
+        """A handle on the shim of a worker a previous server started; its record says so on disk
+        (``begin``, if any, runs in the same lock section: see ``on_attempt``)."""
         attempt, rec = fate.attempt, live.record
         assert attempt is not None and (fate.pid is not None or fate.exit_file is not None)
         handle = self.executor.adopt(
             fate.pid, fate.start_id, tag=live.tag, started_at=attempt.started_at, exit_file=fate.exit_file
         )
         state = "still running" if handle.code is None else f"ended while no server ran (status {handle.code})"
-        self.on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}")
+        self.on_attempt(rec, f"attempt {attempt.number} re-adopted after a server restart (pid {handle.pid}): {state}", begin)
         return handle
 
     def on_attempt(

@@ -30,6 +30,7 @@ reads the workspace instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -525,6 +526,7 @@ class JobIndex:
                 cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), found)
 
 
+@functools.lru_cache(maxsize=64)  # the same few statements, asked for with every batch
 def _insert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
 

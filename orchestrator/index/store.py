@@ -11,6 +11,7 @@ words that differ. Nothing else in the package knows which backend it talks to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -131,6 +132,7 @@ POSTGRES = Dialect(
 )
 
 
+@functools.lru_cache(maxsize=64)  # the same few statements, asked for with every batch
 def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     """INSERT ... ON CONFLICT DO UPDATE: the same words in SQLite (3.24+) and PostgreSQL."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)

@@ -452,13 +452,16 @@ class Workspace:
     def append_line(self, path: Path, line: str) -> None:
         self.append_log(path, (line if line.endswith("\n") else line + "\n").encode("utf-8"))
 
-    def append_log(self, path: Path, data: bytes) -> int:
-        """Append to a log; returns the offset where ``data`` starts. A link, FIFO or device a
-        worker planted in the log's place is unlinked (its target is never written) and the log
-        starts afresh."""
+    def append_log(self, path: Path, data: bytes, *, own_line: bool = False) -> int:
+        """Append to a log; returns the offset where ``data`` starts. With ``own_line``, ``data``
+        starts a line of its own: a newline goes first when the log's last line lacks one (a
+        worker's output), read through the same descriptor. A link, FIFO or device a worker
+        planted in the log's place is unlinked (its target is never written) and the log starts
+        afresh."""
+        mode = os.O_RDWR if own_line else os.O_WRONLY
         for _ in range(2):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_LINK_NO_BLOCK, 0o644)
+                fd = os.open(path, mode | os.O_APPEND | os.O_CREAT | NO_LINK_NO_BLOCK, 0o644)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENXIO):
                     raise
@@ -466,6 +469,9 @@ class Workspace:
             if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
                 try:
                     offset = os.lseek(fd, 0, os.SEEK_END)
+                    if own_line and offset > 0 and os.pread(fd, 1, offset - 1) != b"\n":
+                        data = b"\n" + data
+                        offset += 1
                     write_all(fd, data)
                 finally:
                     os.close(fd)
