@@ -385,6 +385,11 @@ class JobRecord:
     approval: Approval | None = None
     # A root's: the digest of its signed RECORD.json (audit/record.py), "sha256:<hex>"; None: not written.
     record_digest: str | None = None
+    # A root's last publishing of its result (quality/publishing.py; git.push, git.pull_request): {"at",
+    # "remote", "branch", "commit", "pushed" (bool), "error" (why the push or the pull request failed, or
+    # None), "pull_request" ({"forge", "number", "url", "action": opened|updated}, or None)}; replaced whole,
+    # never changed in place. None: never published.
+    publish: dict[str, Any] | None = None
 
     @property
     def is_root(self) -> bool:

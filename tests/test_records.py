@@ -174,7 +174,7 @@ JOB_JSON = (
     'and":"git merge orchestrator/j/result","previous":null,"removed":false,"kept_in":null,"at":12.5,"into":{"branc'
     'h":"main","moved":false,"refused":"main was left alone","command":"git switch main","message":""},"left_out":['
     '{"worker":"worker_4","reason":"its gates failed"}]},"start_commit":null,"nodes":[],"integration":"refs/heads/o'
-    'rchestrator/j/result","selections":{},"approval":null,"record_digest":null,"duration":12.0}'
+    'rchestrator/j/result","selections":{},"approval":null,"record_digest":null,"publish":null,"duration":12.0}'
 )
 
 WORKER_JSON = (

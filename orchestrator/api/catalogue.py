@@ -82,6 +82,7 @@ OPERATIONS: dict[tuple[str, str], Entry] = {
     ("get", WORKER + "/diff"): Entry("git", "Get a worker's diff"),
     ("get", JOB + "/conflicts"): Entry("git", "Predict conflicts between a job's branches"),
     ("post", JOB + "/merge"): Entry("git", "Merge a finished job again", MERGE_EXAMPLE),
+    ("post", JOB + "/publish"): Entry("git", "Push a job's result and open its pull request again"),
     ("post", JOB + "/approve"): Entry("approval", "Approve a waiting job", APPROVE_EXAMPLE),
     ("post", JOB + "/reject"): Entry("approval", "Reject a waiting job", REJECT_EXAMPLE),
     ("get", "/approval/{job_id}/{action}"): Entry("approval", "A signed link's confirmation page"),

@@ -251,6 +251,11 @@ class OrchestratorClient:
         body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
         return self._request("POST", f"{_job_path(job_id)}/merge", json=body)
 
+    def publish(self, job_id: str) -> dict[str, Any]:
+        """Push a finished root job's result branch and open or update its pull request (again):
+        ``{"job_id", "publish"}`` (the job's publish record: pushed, the pull request, or the error)."""
+        return self._request("POST", f"{_job_path(job_id)}/publish")
+
     def approve(self, job_id: str, note: str | None = None) -> dict[str, Any]:
         """Land a root job waiting for approval (admin key); its status document after the decision.
         ``Conflict`` when it is not waiting."""

@@ -497,6 +497,18 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/jobs/{job_id}/publish": {
+            "post": {
+                "description": "push a finished root job's result branch to git.push's remote and open or update its draft "
+                "pull request (git.pull_request) again; a failed push or pull request is the answer's publish.error, "
+                "not an HTTP error; admin key only; 409 while the tree runs, 400 without git.push, 422 for a child job",
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["job_id", "publish"]}),
+                    **_errors(400, 401, 403, 404, 409, 422),
+                },
+            }
+        },
     }
     paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approvaldoc.py)
     paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)

@@ -284,6 +284,14 @@ def merge(job_id: str) -> Response:
     return jsonify({"job_id": job_id, "merge": merged})
 
 
+@bp.post("/jobs/<job_id>/publish")
+def publish(job_id: str) -> Response:
+    """Push a finished root job's result branch and open or update its pull request (again): admin only."""
+    g.principal.require_admin("publish a job's result")
+    job_id = _allowed(job_id)
+    return jsonify({"job_id": job_id, "publish": _engine().publish(job_id)})
+
+
 # -- shared-checkout locks (quality/locks.py) -------------------------------------
 LOCK_KEYS = ("paths", "lease", "wait")
 LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)

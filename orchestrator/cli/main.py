@@ -202,6 +202,13 @@ def _add_late_commands(sub: Any) -> None:
     merge.add_argument("--api-url", help="default: this folder's own server")
     merge.add_argument("--json", action="store_true")
     merge.set_defaults(func=cmd_merge)
+    publish = sub.add_parser(
+        "publish", help="push a finished root job's result branch and open or update its pull request (again)"
+    )
+    publish.add_argument("job_id")
+    publish.add_argument("--api-url", help="default: this folder's own server")
+    publish.add_argument("--json", action="store_true")
+    publish.set_defaults(func=cmd_publish)
     verify = sub.add_parser(
         "verify",
         help="check a root job's signed RECORD.json: its signature, every log's digest, the result branch",
@@ -509,6 +516,23 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return RET_FAILED
     print(_merge_lines(answer["job_id"], merge))
     return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    answer = _client(args).publish(args.job_id)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return RET_OK
+    done = answer["publish"] or {}
+    pr = done.get("pull_request") or {}
+    if done.get("pushed"):
+        print(f"job {answer['job_id']}: pushed {done['branch']} ({str(done['commit'])[:12]}) to {done['remote']}")
+    if pr and not done.get("error"):
+        print(f"pull request {pr.get('action')}: {pr.get('url') or '#' + str(pr.get('number'))}")
+    if done.get("error"):
+        print(f"job {answer['job_id']}: not published: {done['error']}")
+        return RET_FAILED
+    return RET_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -44,6 +44,14 @@ class ApprovalMode(StrEnum):
     BEFORE_MERGE = "before_merge"
 
 
+class PullRequestForge(StrEnum):
+    """``git.pull_request``: where a root job's result branch is proposed (quality/publishing.py)."""
+
+    NONE = "none"
+    GITHUB = "github"
+    GITLAB = "gitlab"
+
+
 class SandboxMode(StrEnum):
     """``workers.sandbox``: on (refuse to run unconfined), off, or auto (on where the machine can)."""
 
@@ -353,6 +361,29 @@ class GitSettings(Section):
     )
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"
+    )
+    push: str = setting(
+        "",
+        "a remote of the repository to push a root job's result branch to when it ends and after each merge, e.g. "
+        "origin (empty: none); a failed push is recorded, never the job's failure (./orchestrator.sh publish JOB retries)",
+    )
+    pull_request: PullRequestForge = setting(
+        PullRequestForge.NONE,
+        "open a draft pull request from the pushed result branch, updated on each merge: none, github or gitlab "
+        "(needs push, forge_repo and the token in forge_token_env)",
+        choices=PullRequestForge,
+    )
+    forge_api_url: str = setting(
+        "", "the forge's API (empty: https://api.github.com for github, https://gitlab.com/api/v4 for gitlab)"
+    )
+    forge_repo: str = setting("", "the repository on the forge: OWNER/NAME on GitHub, the project's path or id on GitLab")
+    forge_token_env: str = setting(
+        "",
+        "the environment variable of the server holding the forge token (empty: GITHUB_TOKEN or GITLAB_TOKEN); "
+        "the token itself is never in config, records, logs or reports",
+    )
+    pull_request_base: str = setting(
+        "", "the branch the pull request targets (empty: merge_into, else the branch checked out in the repository)"
     )
     keep_worktrees_days: float = setting(
         7.0,

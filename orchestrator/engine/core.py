@@ -33,7 +33,7 @@ from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.backends import make_executor, path_locks
 from ..config import JobConfig, Settings
-from ..errors import Conflict, OrchestratorError, Unavailable
+from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process import supervised
@@ -42,7 +42,7 @@ from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner
 from ..process.shim import FoundAttempt
-from ..quality import landing
+from ..quality import landing, publishing
 from ..quality.default_steps import default_steps
 from ..quality.steps import Step
 from ..reports.metrics import Metrics
@@ -391,6 +391,8 @@ class Engine:
         try:
             self.finishing.land(target, strategy, into, strict=True)
             self.finishing.write_record(target, target.status, target.ended_at)  # the record names the new result
+            if publishing.configured(self.settings):
+                self.finishing.publish(target)  # the remote branch and its pull request follow the new result
         except (OrchestratorError, OSError):
             raise
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
@@ -404,6 +406,29 @@ class Engine:
                 self.workspace.save_job(target)
             self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
         return target.merge.to_dict() if target.merge is not None else None
+
+    def publish(self, job_id: str) -> dict[str, object]:
+        """POST /jobs/{id}/publish: push a finished root job's result branch and open or update its
+        pull request again (git.push, git.pull_request): its ``publish`` record. 409 while the tree
+        runs; ConfigError without git.push."""
+        job = landing.check_root(self.get_job(job_id))
+        if not publishing.configured(self.settings):
+            raise ConfigError("nothing to publish to: set git.push to a remote of the repository (e.g. origin)", key="git.push")
+        with self.tables.locked():
+            held = self.tables.jobs.get(job.id)
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
+                raise Conflict(f"job {job.id} is still running: publish it once it has ended")
+        target = held or job
+        found = self.finishing.publish(target)
+        with self.tables.locked():
+            snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
+        if snapshot is not None:
+            snapshot.write()
+        else:
+            self.workspace.save_job(target)
+        self.announce.job(target, "published")
+        return found
 
     def conflicts(self, job_id: str) -> dict[str, object]:
         """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'

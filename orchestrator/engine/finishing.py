@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
+from typing import Any
 
 from .. import failpoints, reports, states
 from ..audit import keys as audit_keys
@@ -25,7 +27,7 @@ from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
-from ..quality import approval, landing
+from ..quality import approval, landing, publishing
 from ..quality.landing import Landed
 from ..reports.analytics import analyse
 from ..selection.candidates import candidate_tasks
@@ -203,6 +205,8 @@ class Finishing:
             with self.tables.locked():
                 status, ended = tables.ending[job.id]
             self.write_record(job, status, ended)
+            if land and status is not JobStatus.CANCELLED and publishing.configured(self.settings):
+                self.publish(job)
         with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
@@ -250,6 +254,24 @@ class Finishing:
             return
         with self.tables.locked():
             job.record_digest = digest
+
+    def publish(self, job: JobRecord) -> dict[str, Any]:
+        """Outside the lock: push a root's result branch and open or update its pull request
+        (quality/publishing.py); what happened is the job's ``publish`` record, never its failure."""
+        _, workers = self.queries.snapshot(job.root_id)
+        found = publishing.publish(
+            job, workers, settings=self.settings, workspace=self.workspace, environ=os.environ, now=self.clock.time()
+        )
+        with self.tables.locked():
+            job.publish = found
+        pr = found.get("pull_request") or {}
+        if found["error"]:
+            log.warning("job %s: publishing: %s", job.id, found["error"], extra=logs.context(job.id))
+            self.announce.line(job, f"job {job.id}: not published: {found['error']} (retry: ./orchestrator.sh publish {job.id})")
+        else:
+            where = f"; pull request {pr.get('url') or pr.get('number')} {pr.get('action')}" if pr else ""
+            self.announce.line(job, f"job {job.id}: pushed {found['branch']} to {found['remote']}{where}")
+        return found
 
     # -- a person in the loop (quality/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:

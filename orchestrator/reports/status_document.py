@@ -73,6 +73,9 @@ def job_status(
         # A root's signed record of the run (RECORD.json in its folder; ./orchestrator.sh verify JOB):
         # {"path", "digest"}; null until the tree has ended.
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
+        # A root's last push of its result branch and its pull request (git.push; null: never published):
+        # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
+        "publish": job.publish,
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,

@@ -1,0 +1,176 @@
+"""Publishing a root job's result: push its result branch to ``git.push``'s remote, then open (or
+update) a draft pull request on ``git.pull_request``'s forge with the run's summary as its body.
+
+It runs when a root job lands its result and after each ``merge``, and again on ``publish``. It
+never raises and never fails the job: what happened (pushed, the pull request opened or updated,
+or why not) is the job's ``publish`` record. The push goes to the remote's push URL (by name,
+git would also move the user's remote-tracking ref), ``--force-with-lease`` on the commit this job
+pushed last (none: the branch must not exist on the remote yet), so it never overwrites work it
+did not push, and it runs no hook. Credentials in a remote's URL never reach a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..config import PullRequestForge, Settings
+from ..git.gitcmd import run_git
+from ..models import JobRecord, WorkerRecord
+from ..workspace.layout import Workspace
+from . import forge
+from .landing import repository
+
+PUSH_TIMEOUT = 300.0
+NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}  # a server has no one to ask
+_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")  # https://user:token@host -> https://***@host
+REQUEST_CHARS = 2000
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.git.push)
+
+
+def publish(
+    job: JobRecord,
+    workers: Sequence[WorkerRecord],
+    *,
+    settings: Settings,
+    workspace: Workspace,
+    environ: Mapping[str, str],
+    now: float,
+) -> dict[str, Any]:
+    """The job's new ``publish`` record (see models.JobRecord.publish)."""
+    g = settings.git
+    merge = job.merge
+    record: dict[str, Any] = {"at": now, "remote": g.push, "branch": None, "commit": None, "pushed": False}
+    record.update(error=None, pull_request=(job.publish or {}).get("pull_request"))
+    if merge is None or not merge.result_commit or not merge.result_ref:
+        return {**record, "error": "nothing to publish: the job has no result commit (merge it first)"}
+    branch = merge.result_ref.removeprefix("refs/heads/")
+    record.update(branch=branch, commit=merge.result_commit)
+    try:
+        repo = repository(settings, workspace)
+    except Exception as exc:  # no repository any more: said, not raised
+        return {**record, "error": f"no repository to push from: {exc}"}
+    # Pushed to the remote's push URL, not its name: a push by name also moves the user's
+    # remote-tracking ref (refs/remotes/<remote>/...), a ref outside the job's prefix.
+    found = run_git(repo, "remote", "get-url", "--push", "--end-of-options", g.push, check=False)
+    url = found.stdout.strip()
+    if found.returncode != 0 or not url:
+        return {**record, "error": f"git push {g.push} failed: no remote named {g.push!r} in {repo} (git.push)"}
+    previous = job.publish or {}
+    ours = previous.get("commit") if previous.get("pushed") and previous.get("branch") == branch else None
+    # The lease: the branch as this job left it on the remote, or absent (a branch deleted there, say
+    # after its pull request was merged, is made again); anything else there is someone else's work.
+    there = run_git(
+        repo,
+        "ls-remote",
+        "--end-of-options",
+        url,
+        f"refs/heads/{branch}",
+        check=False,
+        timeout=PUSH_TIMEOUT,
+        env=NO_PROMPT,
+    )
+    if there.returncode != 0:
+        return {**record, "error": f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}"}
+    remote_tip = there.stdout.split()[0] if there.stdout.split() else ""
+    lease = remote_tip if remote_tip and remote_tip in (ours, merge.result_commit) else ""
+    done = run_git(
+        repo,
+        "push",
+        "--porcelain",
+        "--no-verify",
+        f"--force-with-lease=refs/heads/{branch}:{lease}",
+        "--end-of-options",
+        url,
+        f"{merge.result_commit}:refs/heads/{branch}",
+        check=False,
+        timeout=PUSH_TIMEOUT,
+        env=NO_PROMPT,
+    )
+    if done.returncode != 0:
+        # --porcelain: a refused ref is a "!" line on stdout with git's reason ("[rejected] (stale info)").
+        refused = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("!")]
+        why = "; ".join(refused) or _clean(done.stderr) or f"exit code {done.returncode}"
+        why = _CREDENTIALS.sub(r"\1***@", why)
+        return {**record, "error": f"git push {g.push} {branch} failed: {why}"}
+    record["pushed"] = True
+    if g.pull_request == PullRequestForge.NONE:
+        return record
+    kind = g.pull_request.value
+    token_env = g.forge_token_env or forge.DEFAULT_TOKEN_ENV[kind]
+    token = environ.get(token_env, "")
+    if not token:
+        return {**record, "error": f"no pull request: {token_env} is not set in the server's environment (git.forge_token_env)"}
+    if not g.forge_repo:
+        return {**record, "error": "no pull request: set git.forge_repo (OWNER/NAME on GitHub, the project's path on GitLab)"}
+    base = g.pull_request_base or g.merge_into or _checked_out(repo)
+    if not base:
+        return {
+            **record,
+            "error": "no pull request: no base branch (set git.pull_request_base; the repository's HEAD is detached)",
+        }
+    known = record["pull_request"] if isinstance(record["pull_request"], dict) else {}
+    try:
+        made = forge.propose(
+            kind,
+            g.forge_api_url,
+            g.forge_repo,
+            token,
+            head=branch,
+            base=base,
+            title=f"orchestrator: {_first_line(job.request)[:100]}",
+            body=summary(job, workers),
+            number=known.get("number") if known.get("forge") == kind else None,
+        )
+    except forge.ForgeError as exc:
+        return {**record, "error": f"{kind} pull request: {_clean(str(exc)).replace(token, '***')}"}
+    record["pull_request"] = {"forge": kind, "number": made.number, "url": made.url, "action": made.action, "base": base}
+    return record
+
+
+def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
+    """The pull request's body: the run as FINAL_RESULT.md sums it up (status, workers, gates, merge, cost)."""
+    done = [w for w in workers if w.status.terminal]
+    gates = [g for w in workers for g in w.gates]
+    merge = job.merge
+    costs = [w.cost_usd for w in workers if w.cost_usd is not None]
+    estimated = sum(1 for w in workers if w.cost_basis == "estimated")
+    unknown = sum(1 for w in workers if w.cost_usd is None and w.cost_note)
+    lines = [
+        f"## orchestrator job `{job.id}`: {job.status.value}",
+        "",
+        "> " + job.request[:REQUEST_CHARS].replace("\n", "\n> "),
+        "",
+        f"- Workers: {sum(1 for w in done if w.status.ok)} of {len(workers)} succeeded",
+        f"- Gates: {sum(1 for g in gates if g.passed)} passed, {sum(1 for g in gates if not g.passed)} not passed"
+        if gates
+        else "- Gates: none",
+    ]
+    if merge is not None:
+        left = f", {len(merge.left_out)} left out" if merge.left_out else ""
+        lines.append(f"- Merge: {merge.strategy}, {len(merge.merged)} merged, {len(merge.conflicts)} conflicts{left}")
+    cost = f"${sum(costs):,.4f}" if costs else "no cost known"
+    notes = [f"estimated for {estimated}"] * bool(estimated) + [f"unknown for {unknown}"] * bool(unknown)
+    lines.append(f"- Cost: {cost}" + (f" ({', '.join(notes)} of {len(workers)} workers)" if notes else ""))
+    if job.record_digest:
+        lines.append(f"- Record: `RECORD.json` {job.record_digest} (`./orchestrator.sh verify {job.id}`)")
+    lines += ["", "Opened by the orchestrator as a draft: review it, then mark it ready."]
+    return "\n".join(lines)
+
+
+def _checked_out(repo: Any) -> str:
+    done = run_git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _clean(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not line.startswith("To ")]
+    return _CREDENTIALS.sub(r"\1***@", "; ".join(lines[-3:]))[:500]
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]

@@ -1,0 +1,192 @@
+"""Results people can take: a root job's result branch pushed to ``git.push``'s remote (a local bare
+repository here) and a draft pull request opened, then updated on a re-merge, on a loopback mock of
+GitHub's and GitLab's pull-request endpoints; a failed push or pull request recorded, never the
+job's failure, and retried by ``publish``; the token never written anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.models import JobStatus
+
+from . import mock_forge_server
+from .conftest import run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot
+
+TOKEN = "ghp_mocktoken0123456789abcdef"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def forge():
+    server = mock_forge_server.start()
+    yield server
+    mock_forge_server.stop(server)
+
+
+@pytest.fixture
+def hosted_remote(tmp_path, monkeypatch):
+    """A host repository with a bare repository as its remote ``origin``, and the forge token in
+    the server's environment."""
+    host, folder = make_host(tmp_path)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(host, "remote", "add", "origin", str(remote))
+    monkeypatch.setenv("TEST_FORGE_TOKEN", TOKEN)
+    return host, folder, remote
+
+
+def publishing_engine(folder, forge, **git_settings):
+    settings = {
+        "isolation": "worktree",
+        "push": "origin",
+        "pull_request": "github",
+        "forge_api_url": forge.url,
+        "forge_repo": "me/app",
+        "forge_token_env": "TEST_FORGE_TOKEN",
+        **git_settings,
+    }
+    return host_engine(folder, git=settings)
+
+
+def no_token_anywhere(folder):
+    for path in (folder / "workspace").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_root_jobs_result_is_pushed_and_proposed_as_a_draft_then_updated_on_a_re_merge(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    engine = publishing_engine(folder, forge)
+    try:
+        job = run_job(engine, "Add two files", tasks=["echo one > a.txt", "echo two > b.txt"])
+        assert job.status is JobStatus.COMPLETED
+        done = job.publish
+        # The result branch is on the remote, at the result commit
+        assert done["pushed"] and done["error"] is None and done["remote"] == "origin"
+        assert git(remote, "rev-parse", f"refs/heads/{done['branch']}").strip() == job.merge.result_commit == done["commit"]
+        # A draft pull request from it into the checked-out branch, with the run's summary and the token in a header only
+        (post,) = [c for c in forge.calls if c.method == "POST"]
+        assert post.path == "/repos/me/app/pulls" and post.headers["authorization"] == f"Bearer {TOKEN}"
+        assert post.body["draft"] is True and post.body["head"] == done["branch"] and post.body["base"] == "main"
+        assert "- Workers: 2 of 2 succeeded" in post.body["body"] and "Add two files" in post.body["body"]
+        assert f"`./orchestrator.sh verify {job.id}`" in post.body["body"]  # the record's digest, to check it
+        assert done["pull_request"] == {
+            "forge": "github",
+            "number": 1,
+            "url": "https://forge.example/pull/1",
+            "action": "opened",
+            "base": "main",
+        }
+        # A re-merge (another strategy) pushes the same branch again and updates the same pull request
+        engine.merge(job.id, strategy="theirs")
+        again = engine.get_job(job.id).publish
+        assert again["pushed"] and again["pull_request"]["action"] == "updated" and again["pull_request"]["number"] == 1
+        assert [c.method for c in forge.calls].count("POST") == 1 and forge.calls[-1].method == "PATCH"
+        assert len(forge.pulls) == 1
+    finally:
+        engine.shutdown(timeout=10)
+    no_token_anywhere(folder)
+    assert engine.workspace.load_job(job.id).publish["pull_request"]["number"] == 1  # on disk
+    assert engine.queries.status_document(job.id)["publish"]["pull_request"]["action"] == "updated"
+    assert snapshot(host, folder) == before  # the user's checkout, index, stash and refs: untouched
+
+
+def test_a_failed_pull_request_is_recorded_not_the_jobs_failure_and_publish_retries_it(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    forge.fail = [(422, {"message": "Validation Failed", "errors": [{"message": "base is not a branch"}]})]
+    engine = publishing_engine(folder, forge)
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt"])
+        assert job.status is JobStatus.COMPLETED  # whatever the forge said
+        assert job.publish["pushed"] and job.publish["pull_request"] is None
+        assert job.publish["error"] == (
+            f"github pull request: GET {forge.url}/repos/me/app/pulls answered 422: Validation Failed; base is not a branch"
+        )
+        found = engine.publish(job.id)  # ./orchestrator.sh publish JOB
+        assert found["error"] is None and found["pull_request"]["action"] == "opened"
+    finally:
+        engine.shutdown(timeout=10)
+    no_token_anywhere(folder)
+
+
+def test_a_push_that_fails_or_would_overwrite_anothers_work_is_refused_and_said(hosted_remote, forge, tmp_path):
+    host, folder, remote = hosted_remote
+    engine = publishing_engine(folder, forge, push="nowhere")
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt"])
+        assert job.status is JobStatus.COMPLETED
+        assert not job.publish["pushed"] and job.publish["error"].startswith("git push nowhere failed: no remote named 'nowhere'")
+        assert forge.calls == []  # no pull request for a branch that was not pushed
+    finally:
+        engine.shutdown(timeout=10)
+    # Someone else's commit on the remote's branch: the lease refuses to overwrite it
+    engine = publishing_engine(folder, forge, pull_request="none")
+    try:
+        job = run_job(engine, tasks=["echo two > b.txt"])
+        branch = job.publish["branch"]
+        assert job.publish["pushed"]
+        other = git(host, "commit-tree", "-m", "someone else's", f"{job.merge.result_commit}^{{tree}}").strip()
+        git(host, "push", "-q", "origin", f"{other}:refs/heads/{branch}", "--force")
+        engine.merge(job.id, strategy="theirs")
+        refused = engine.get_job(job.id).publish
+        assert not refused["pushed"] and "stale info" in refused["error"], refused["error"]
+        assert git(remote, "rev-parse", f"refs/heads/{branch}").strip() == other  # their work stays
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_gitlab_gets_a_draft_merge_request(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    engine = publishing_engine(folder, forge, pull_request="gitlab", forge_repo="group/app", pull_request_base="main")
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt"])
+    finally:
+        engine.shutdown(timeout=10)
+    (post,) = [c for c in forge.calls if c.method == "POST"]
+    assert post.path == "/projects/group%2Fapp/merge_requests" and post.headers["private-token"] == TOKEN
+    assert post.body["title"].startswith("Draft: orchestrator: ") and post.body["target_branch"] == "main"
+    assert job.publish["pull_request"]["action"] == "opened" and job.publish["pull_request"]["forge"] == "gitlab"
+
+
+def test_without_the_token_there_is_no_pull_request_and_it_says_which_variable(hosted_remote, forge, monkeypatch):
+    host, folder, remote = hosted_remote
+    monkeypatch.delenv("TEST_FORGE_TOKEN")
+    engine = publishing_engine(folder, forge)
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt"])
+    finally:
+        engine.shutdown(timeout=10)
+    assert job.publish["pushed"] and forge.calls == []
+    assert (
+        job.publish["error"] == "no pull request: TEST_FORGE_TOKEN is not set in the server's environment (git.forge_token_env)"
+    )
+
+
+def test_the_publish_route_retries_through_the_api_and_names_a_missing_setting(hosted_remote, forge):
+    from orchestrator.api.client import OrchestratorClient
+    from orchestrator.cli.server import start_in_thread
+    from orchestrator.errors import ConfigError
+
+    host, folder, remote = hosted_remote
+    key = "k" * 32
+    engine = publishing_engine(folder, forge, pull_request="none")
+    engine.settings = engine.settings.replace(api={"api_key": key, "host": "127.0.0.1", "port": 0})
+    server = start_in_thread(engine.settings, engine, port=0)
+    try:
+        job = run_job(engine, tasks=["echo one > a.txt"])
+        git(remote, "update-ref", "-d", f"refs/heads/{job.publish['branch']}")  # gone from the remote: publish again
+        client = OrchestratorClient(server.url, key)
+        answer = client.publish(job.id)
+        assert answer["job_id"] == job.id and answer["publish"]["pushed"] and answer["publish"]["error"] is None
+        assert git(remote, "rev-parse", f"refs/heads/{job.publish['branch']}").strip() == job.merge.result_commit
+    finally:
+        server.close()
+        engine.shutdown(timeout=10)
+    plain = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        with pytest.raises(ConfigError, match="set git.push to a remote"):
+            plain.publish(job.id)
+    finally:
+        plain.shutdown(timeout=10)
