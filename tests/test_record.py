@@ -146,3 +146,20 @@ def test_an_argv_keeps_no_prompt_and_no_secret_and_a_config_no_secret():
     assert shown[-1].startswith("<prompt: 114 bytes, sha256 ") and "Build" not in " ".join(shown)
     config = masked({"callback_url": "https://hooks.example/p?token=abc", "webhook_secret": "s3cret", "gates": [{"run": ["x"]}]})
     assert config == {"callback_url": "https://hooks.example", "webhook_secret": "***", "gates": [{"run": ["x"]}]}
+
+
+@pytest.mark.slow
+def test_a_folder_job_has_a_record_without_a_result_and_a_crashed_writes_leftover_goes(tmp_path, make_engine):
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]})
+    job = run_job(engine, tasks=["echo one > a.txt", "exit 3"])
+    job_dir = engine.workspace.job_dir(job.id)
+    record = json.loads((job_dir / FILE).read_text())
+    assert record["status"] == job.status.value == "partial"
+    assert record["result"] == {"ref": None, "commit": None, "into": None}  # folder workers: no branches
+    assert [w["status"] for w in record["workers"]] == ["success", "failed"]
+    assert record["workers"][1]["attempts"][-1]["exit_code"] == 3
+    # A write cut short by a crash leaves a temp file; the next record's write removes it
+    leftover = job_dir / f".{FILE}.999.1.tmp"
+    leftover.write_text("{")
+    engine.finishing.write_record(job, job.status, job.ended_at)
+    assert not leftover.exists() and json.loads((job_dir / FILE).read_text())["job_id"] == job.id

@@ -215,6 +215,8 @@ def write_signed(
         "log_chain": logs[-1][3] if logs else CHAIN_START,
     }
     path = job_dir / FILE
+    for stale in job_dir.glob(f".{FILE}.*.tmp"):  # a write a crash cut short (a reader only ever sees RECORD.json)
+        stale.unlink(missing_ok=True)
     temp = path.with_name(f".{FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
     h = hashlib.sha256()
     with temp.open("wb") as f:
