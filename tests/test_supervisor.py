@@ -272,6 +272,8 @@ def test_an_engines_workers_are_the_supervisors_and_an_offline_delete_sees_one_s
     runner = _runner(tmp_path / "sup2")
     handle, _ = _spawn(runner, tmp_path, "import time; time.sleep(30)", f"{done.id}.0.worker_1.x")
     try:
+        # Its tag is readable once its exec has set its environment (the spawn returns a moment before).
+        wait_until(lambda: runner.tagged(f"{done.id}.0.worker_1.x"), timeout=10)
         why = delete_offline(engine.workspace, done.id)
         assert why is not None and f"pid {handle.pid}" in why and "start the server" in why
         assert engine.workspace.job_dir(done.id).is_dir()
