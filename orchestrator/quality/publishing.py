@@ -22,7 +22,7 @@ from ..workspace.layout import Workspace
 from . import forge
 from .landing import repository
 
-PUSH_TIMEOUT = 300.0
+PUSH_TIMEOUT = 120.0  # each of ls-remote and push: the tree's end waits for them, as for its merge
 NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}  # a server has no one to ask
 _CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")  # https://user:token@host -> https://***@host
 REQUEST_CHARS = 2000
