@@ -26,7 +26,8 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
   wrote one; 2.1.x still does when the interrupt lands between its steps, and
   then its cost is used). The events streamed so far remain, so a timed-out or cancelled
   worker still gets its input tokens (exact) and output tokens (as each message
-  started: a lower bound); its cost is unknown and the output says so. SIGTERM
+  started: a lower bound); claude reported no cost and the output says so (the cost is then
+  estimated from those tokens where the model is named and priced: workers/costs.py). SIGTERM
   ends it silently; SIGINT stays ``first_signal`` so it shuts down cleanly.
 * As root it refuses ``--dangerously-skip-permissions`` (which
   ``bypassPermissions`` implies) unless ``IS_SANDBOX=1``; ``extra_env`` sets it
@@ -80,7 +81,7 @@ _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structu
 CLI_MAX_RETRIES = "3"
 # The Bash tool's own limits (ms), when the attempt's time left is shorter: never lowered.
 BASH_DEFAULT_MS, BASH_MAX_MS = 120_000, 600_000
-COST_UNKNOWN = "[cost unknown: claude ended before reporting it (timeout or cancel); tokens counted from its stream]"
+COST_UNKNOWN = "[no cost reported: claude ended before reporting it (timeout or cancel); tokens counted from its stream]"
 
 
 class ClaudeAdapter(AICLIAdapter):
