@@ -382,30 +382,40 @@ class Engine:
             landing.check_strategy(strategy)
         if into:
             into = landing.check_branch(self.settings, into, "into")
-        with self.tables.locked():
-            held = self.tables.jobs.get(job.id)
-            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
-            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
-                raise Conflict(f"job {job.id} is still running: merge it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
+        held = self._ended_root(job, "merge")
         target = held or job
         try:
             self.finishing.land(target, strategy, into, strict=True)
-            self.finishing.write_record(target, target.status, target.ended_at)  # the record names the new result
-            if publishing.configured(self.settings):
-                self.finishing.publish(target)  # the remote branch and its pull request follow the new result
+            # The record names the new result; the remote branch and its pull request follow it.
+            self.finishing.record_result(target, target.status, target.ended_at)
         except (OrchestratorError, OSError):
             raise
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
             raise OrchestratorError(f"merging job {job.id} failed: {exc}") from exc
         finally:  # the merge, or its error, on disk either way
-            with self.tables.locked():
-                snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
-            if snapshot is not None:
-                snapshot.write()
-            else:
-                self.workspace.save_job(target)
-            self.announce.job(target, "merged again")  # an event: status documents cached before it are stale
+            self._save_root(target, held, "merged again")
         return target.merge.to_dict() if target.merge is not None else None
+
+    def _ended_root(self, job: JobRecord, action: str) -> JobRecord | None:
+        """The engine's own record of a root job whose whole tree has ended (None: not held, read from
+        disk); Conflict while any job of the tree runs or ends."""
+        with self.tables.locked():
+            held = self.tables.jobs.get(job.id)
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
+                raise Conflict(f"job {job.id} is still running: {action} it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
+        return held
+
+    def _save_root(self, target: JobRecord, held: JobRecord | None, event: str) -> None:
+        """A root job's record on disk after a merge or a publish, and an event: status documents
+        cached before it are stale."""
+        with self.tables.locked():
+            snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(target.id) is held else None
+        if snapshot is not None:
+            snapshot.write()
+        else:
+            self.workspace.save_job(target)
+        self.announce.job(target, event)
 
     def publish(self, job_id: str) -> dict[str, object]:
         """POST /jobs/{id}/publish: push a finished root job's result branch and open or update its
@@ -414,20 +424,10 @@ class Engine:
         job = landing.check_root(self.get_job(job_id))
         if not publishing.configured(self.settings):
             raise ConfigError("nothing to publish to: set git.push to a remote of the repository (e.g. origin)", key="git.push")
-        with self.tables.locked():
-            held = self.tables.jobs.get(job.id)
-            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
-            if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
-                raise Conflict(f"job {job.id} is still running: publish it once it has ended")
+        held = self._ended_root(job, "publish")
         target = held or job
         found = self.finishing.publish(target)
-        with self.tables.locked():
-            snapshot = self.tables.job_snapshot(target) if held is not None and self.tables.jobs.get(job.id) is held else None
-        if snapshot is not None:
-            snapshot.write()
-        else:
-            self.workspace.save_job(target)
-        self.announce.job(target, "published")
+        self._save_root(target, held, "published")
         return found
 
     def conflicts(self, job_id: str) -> dict[str, object]:

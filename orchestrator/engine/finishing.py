@@ -204,9 +204,7 @@ class Finishing:
             remover.join()
             with self.tables.locked():
                 status, ended = tables.ending[job.id]
-            self.write_record(job, status, ended)
-            if land and status is not JobStatus.CANCELLED and publishing.configured(self.settings):
-                self.publish(job)
+            self.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
         with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
@@ -239,11 +237,20 @@ class Finishing:
         if job.is_root:
             self.evict_finished(job.root_id)
 
-    def write_record(self, job: JobRecord, status: JobStatus, ended: float | None) -> None:
-        """Outside the lock: a root tree's signed RECORD.json (audit/record.py), its digest on the
-        job record. Failing to write it is a note on the job, never the job's failure."""
+    def record_result(self, job: JobRecord, status: JobStatus, ended: float | None, *, publish: bool = True) -> None:
+        """Outside the lock, once a root's result has landed: its signed record, then (``publish``, and
+        git.push set) its push and pull request, from one copy of the tree's records."""
+        jobs, workers = self.queries.snapshot(job.root_id)
+        self.write_record(job, status, ended, jobs, workers)
+        if publish and publishing.configured(self.settings):
+            self.publish(job, workers)
+
+    def write_record(
+        self, job: JobRecord, status: JobStatus, ended: float | None, jobs: list[JobRecord], workers: list[WorkerRecord]
+    ) -> None:
+        """Outside the lock: a root tree's signed RECORD.json (audit/record.py) from the tree's records,
+        its digest on the job record. Failing to write it is a note on the job, never the job's failure."""
         try:
-            jobs, workers = self.queries.snapshot(job.root_id)
             job_dir = self.workspace.job_dir(job.root_id)
             key = audit_keys.load_or_create(self.workspace.root)
             digest = audit_record.write_signed(job, jobs, workers, job_dir, key, status=status.value, ended_at=ended)
@@ -255,10 +262,12 @@ class Finishing:
         with self.tables.locked():
             job.record_digest = digest
 
-    def publish(self, job: JobRecord) -> dict[str, Any]:
+    def publish(self, job: JobRecord, workers: list[WorkerRecord] | None = None) -> dict[str, Any]:
         """Outside the lock: push a root's result branch and open or update its pull request
-        (quality/publishing.py); what happened is the job's ``publish`` record, never its failure."""
-        _, workers = self.queries.snapshot(job.root_id)
+        (quality/publishing.py) from the tree's worker records (None: read now); what happened is
+        the job's ``publish`` record, never its failure."""
+        if workers is None:
+            _, workers = self.queries.snapshot(job.root_id)
         found = publishing.publish(
             job, workers, settings=self.settings, workspace=self.workspace, environ=os.environ, now=self.clock.time()
         )

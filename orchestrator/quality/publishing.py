@@ -12,7 +12,9 @@ did not push, and it runs no hook. Credentials in a remote's URL never reach a m
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..config import PullRequestForge, Settings
@@ -64,21 +66,12 @@ def publish(
     ours = previous.get("commit") if previous.get("pushed") and previous.get("branch") == branch else None
     # The lease: the branch as this job left it on the remote, or absent (a branch deleted there, say
     # after its pull request was merged, is made again); anything else there is someone else's work.
-    there = run_git(
-        repo,
-        "ls-remote",
-        "--end-of-options",
-        url,
-        f"refs/heads/{branch}",
-        check=False,
-        timeout=PUSH_TIMEOUT,
-        env=NO_PROMPT,
-    )
+    there = _remote_git(repo, "ls-remote", "--end-of-options", url, f"refs/heads/{branch}")
     if there.returncode != 0:
         return {**record, "error": f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}"}
     remote_tip = there.stdout.split()[0] if there.stdout.split() else ""
     lease = remote_tip if remote_tip and remote_tip in (ours, merge.result_commit) else ""
-    done = run_git(
+    done = _remote_git(
         repo,
         "push",
         "--porcelain",
@@ -87,15 +80,11 @@ def publish(
         "--end-of-options",
         url,
         f"{merge.result_commit}:refs/heads/{branch}",
-        check=False,
-        timeout=PUSH_TIMEOUT,
-        env=NO_PROMPT,
     )
     if done.returncode != 0:
         # --porcelain: a refused ref is a "!" line on stdout with git's reason ("[rejected] (stale info)").
         refused = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("!")]
-        why = "; ".join(refused) or _clean(done.stderr) or f"exit code {done.returncode}"
-        why = _CREDENTIALS.sub(r"\1***@", why)
+        why = _CREDENTIALS.sub(r"\1***@", "; ".join(refused)) or _clean(done.stderr) or f"exit code {done.returncode}"
         return {**record, "error": f"git push {g.push} {branch} failed: {why}"}
     record["pushed"] = True
     if g.pull_request == PullRequestForge.NONE:
@@ -162,7 +151,12 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
     return "\n".join(lines)
 
 
-def _checked_out(repo: Any) -> str:
+def _remote_git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A git call that talks to the remote: bounded in time, never asking for a password."""
+    return run_git(repo, *args, check=False, timeout=PUSH_TIMEOUT, env=NO_PROMPT)
+
+
+def _checked_out(repo: Path) -> str:
     done = run_git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
 
