@@ -496,13 +496,7 @@ class WorkerExecution:
         window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
         text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
         parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
-        costs.estimate(
-            parsed,
-            self.adapter.model_for(self.settings, self.record.model),
-            kind=self.adapter.name,
-            overrides=self.settings.workers.prices,
-            rounded=self.adapter.rounded_cost,
-        )
+        costs.estimate_for(parsed, self.adapter, self.settings, self.record.model)
         if reason == "timeout":
             attempt.end_reason = "timeout"
             why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"

@@ -428,13 +428,7 @@ def _ask(
         runner.release(handle)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=ANSWER_CHARS)
-    costs.estimate(
-        parsed,
-        adapter.model_for(settings, ctx.model),
-        kind=adapter.name,
-        overrides=settings.workers.prices,
-        rounded=adapter.rounded_cost,
-    )
+    costs.estimate_for(parsed, adapter, settings, ctx.model)
     usage.update(cost_usd=parsed.cost_usd, tokens_in=parsed.tokens_in, tokens_out=parsed.tokens_out)
     if code != 0:
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"

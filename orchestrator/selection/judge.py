@@ -206,13 +206,8 @@ def ask(
         runner.release(handle)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=READ_CHARS)
-    costs.estimate(  # counted in the tree's cost and budget like a worker's (an estimate where no cost was reported)
-        parsed,
-        adapter.model_for(settings, ctx.model),
-        kind=adapter.name,
-        overrides=settings.workers.prices,
-        rounded=adapter.rounded_cost,
-    )
+    # Counted in the tree's cost and budget like a worker's (an estimate where no cost was reported).
+    costs.estimate_for(parsed, adapter, settings, ctx.model)
     if code is None:
         return parsed.output, parsed.cost_usd, why
     if code != 0 or parsed.ok is False:

@@ -15,10 +15,13 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.keys import StrEnum
-from .adapters.base import ModelUsage, ParsedResult
+from .adapters.base import Adapter, ModelUsage, ParsedResult
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class CostBasis(StrEnum):
@@ -46,6 +49,17 @@ def price_table_source() -> str:
     except metadata.PackageNotFoundError:
         version = "not installed"
     return f"{PRICE_PACKAGE} {version} (its bundled data, released {PRICE_TABLE_TAKEN}; github.com/pydantic/genai-prices)"
+
+
+def estimate_for(parsed: ParsedResult, adapter: Adapter, settings: Settings, model: str | None) -> None:
+    """``estimate`` for a call of ``adapter``'s CLI whose role names ``model`` (None: the job's)."""
+    estimate(
+        parsed,
+        adapter.model_for(settings, model),
+        kind=adapter.name,
+        overrides=settings.workers.prices,
+        rounded=adapter.rounded_cost,
+    )
 
 
 def estimate(
