@@ -35,6 +35,7 @@ running attempts survive a Redis restart, and the pool restarts any worker that 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,9 +336,9 @@ class NodeWorker(Worker):
         says "rq") goes RQ's own way (fetched as a ``Job``, refused by ``execute_job``)."""
         if max_idle_time is not None:  # not a node's (it never gives one): RQ's own dequeue
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        ops = attempt.shared_ops(attempt.node())
-        lists = [(q.key, q.intermediate_queue_key) for q in self._ordered_queues]
         node = attempt.node()
+        ops = attempt.shared_ops(node)
+        lists = [(q.key, q.intermediate_queue_key) for q in self._ordered_queues]
         wait = 1.0
         popped: tuple[str, int] | None = None
         while True:
@@ -412,34 +414,36 @@ class NodeWorker(Worker):
             pipe.expire(job.key, JOB_TTL)  # read by nobody from here on: gone even if this worker dies
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             pipe.execute()
-        done = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(done,), name="rq-heartbeat", daemon=True)
-        self._attempting = True
-        beat.start()
-        try:
-            attempt.run(*job.args)  # in this process's main thread
-        except Exception:  # a bug in attempt.run: RQ records it as it did (the failed job registry)
-            self.log.exception("job %s failed", job.id)
-            self.handle_job_failure(job, queue=queue, exc_string=traceback.format_exc(), execution=self.prepare_execution(job))
-            return
-        finally:
-            self._attempting = False
-            done.set()
-            beat.join()
+        with self._beating():
+            try:
+                attempt.run(*job.args)  # in this process's main thread
+            except Exception:  # a bug in attempt.run: RQ records it as it did (the failed job registry)
+                self.log.exception("job %s failed", job.id)
+                execution = self.prepare_execution(job)
+                self.handle_job_failure(job, queue=queue, exc_string=traceback.format_exc(), execution=execution)
+                return
         try:
             self.connection.delete(job.key)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # its attempt has ended and told so (or will)
             log.warning("worker %s: could not delete RQ job %s (%s)", self.name, job.id, exc)
 
     def _run_claimed(self, job: _Claimed) -> None:
+        with self._beating():
+            try:
+                attempt.run_claimed(job.spec)  # in this process's main thread
+            except Exception:  # a bug in attempt.run: logged (RQ's job was deleted at the claim)
+                self.log.exception("attempt %s (RQ job %s) failed", job.spec.id, job.id)
+
+    @contextlib.contextmanager
+    def _beating(self) -> Iterator[None]:
+        """While an attempt runs: RQ's worker heartbeat from a thread of its own, and a stop waits for
+        the attempt's end (``_attempting``)."""
         done = threading.Event()
         beat = threading.Thread(target=self._beat, args=(done,), name="rq-heartbeat", daemon=True)
         self._attempting = True
         beat.start()
         try:
-            attempt.run_claimed(job.spec)  # in this process's main thread
-        except Exception:  # a bug in attempt.run: logged (RQ's job was deleted at the claim)
-            self.log.exception("attempt %s (RQ job %s) failed", job.spec.id, job.id)
+            yield
         finally:
             self._attempting = False
             done.set()
