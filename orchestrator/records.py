@@ -60,8 +60,84 @@ class FileConflict:
     workers: tuple[str, ...]
     hunks: int
     kind: str  # content, add/add, modify/delete, delete/modify
-    resolved_by: str = ""  # under theirs: the worker whose side won
+    resolved_by: str = ""  # under theirs: the worker whose side won; under resolve: "resolver", when kept
     predicted: bool = False  # not merged: what would conflict if it were
+    refused: bool = False  # under resolve: not merged, the resolver's resolution was refused
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its JSON shape; ``refused`` only where true (the records before it stay byte for byte)."""
+        found = dataclasses.asdict(self) | {"workers": list(self.workers)}
+        if not self.refused:
+            del found["refused"]
+        return found
+
+
+@dataclass(frozen=True)
+class ResolverAttempt:
+    """One run of a resolver worker (quality/resolving.py): how it ended and why its tree was refused."""
+
+    number: int
+    exit_code: int | None  # None: it timed out, was cancelled or never started
+    seconds: float
+    cost_usd: float | None
+    cost_basis: str | None  # "reported" or "estimated" (workers/costs.py); None: no cost
+    refused: str  # why its tree was not taken ("" when it was)
+    log_path: str  # relative to the job folder
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A conflict a resolver worker was asked to resolve under ``merge_strategy: resolve``: the
+    worker whose branch conflicted with the result so far, the files, the resolver, each attempt,
+    the gates run on the merged tree, and whether the resolution became part of the result."""
+
+    worker: str  # whose branch conflicted
+    files: tuple[str, ...]
+    resolver: str  # its kind (and model: "claude (sonnet)")
+    accepted: bool
+    reason: str  # accepted: what it did; refused: why the worker's branch was left out
+    attempts: tuple[ResolverAttempt, ...] = ()
+    gates: tuple[GateResult, ...] = ()  # of the accepted attempt, or the last one that ran them
+    tree: str | None = None  # the resolved tree (accepted only)
+
+    @property
+    def cost_usd(self) -> float | None:
+        known = [a.cost_usd for a in self.attempts if a.cost_usd is not None]
+        return sum(known) if known else None
+
+    @property
+    def estimated(self) -> bool:
+        return any(a.cost_basis == "estimated" for a in self.attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "files": list(self.files),
+            "resolver": self.resolver,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "gates": [g.to_dict() for g in self.gates],
+            "tree": self.tree,
+            "cost_usd": self.cost_usd,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resolution:
+        fields = {f.name for f in dataclasses.fields(ResolverAttempt)}
+        return cls(
+            worker=data["worker"],
+            files=tuple(data.get("files") or ()),
+            resolver=data.get("resolver") or "",
+            accepted=bool(data.get("accepted")),
+            reason=data.get("reason") or "",
+            attempts=tuple(ResolverAttempt(**{k: v for k, v in a.items() if k in fields}) for a in data.get("attempts") or ()),
+            gates=tuple(GateResult.from_dict(g) for g in data.get("gates") or ()),
+            tree=data.get("tree"),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +165,7 @@ class MergeOutcome:
     previous: str | None = None
     removed: bool = False
     kept_in: str | None = None
+    resolutions: tuple[Resolution, ...] = ()  # ``resolve``: each conflict a resolver worker was asked to resolve
 
     def to_dict(self) -> dict[str, object]:
         """The record's ``merge`` and the API's shape: plain JSON types, tuples as lists."""
@@ -100,13 +177,13 @@ class MergeOutcome:
             "merged": list(self.merged),
             "skipped": list(self.skipped),
             "unchanged": list(self.unchanged),
-            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+            "conflicts": [c.to_dict() for c in self.conflicts],
             "changes": [dataclasses.asdict(c) | {"files": list(c.files)} for c in self.changes],
             "command": self.command,
             "previous": self.previous,
             "removed": self.removed,
             "kept_in": self.kept_in,
-        }
+        } | ({"resolutions": [r.to_dict() for r in self.resolutions]} if self.resolutions else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MergeOutcome:
@@ -124,6 +201,7 @@ class MergeOutcome:
             previous=data.get("previous"),
             removed=bool(data.get("removed")),
             kept_in=data.get("kept_in"),
+            resolutions=tuple(Resolution.from_dict(r) for r in data.get("resolutions") or ()),
         )
 
 
@@ -247,19 +325,24 @@ class Integrated:
     conflicts: tuple[FileConflict, ...] = ()
     # A commit was made for it (False: its work was in the branch already); told in its log, not recorded.
     added: bool = True
+    resolution: Resolution | None = None  # ``resolve``: the resolver's work on its conflict
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "ref": self.ref,
             "commit": self.commit,
             "merged": self.merged,
-            "conflicts": [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in self.conflicts],
+            "conflicts": [c.to_dict() for c in self.conflicts],
         }
+        if self.resolution is not None:
+            found["resolution"] = self.resolution.to_dict()
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Integrated:
         conflicts = tuple(FileConflict(**(c | {"workers": tuple(c["workers"])})) for c in data.get("conflicts") or ())
-        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts)
+        resolution = Resolution.from_dict(data["resolution"]) if data.get("resolution") else None
+        return cls(data["ref"], data.get("commit"), bool(data.get("merged")), conflicts, resolution=resolution)
 
 
 @dataclass(frozen=True, slots=True)

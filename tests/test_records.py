@@ -163,7 +163,7 @@ JOB_JSON = (
     '{"id":"j","root_id":"j","request":"r","depth":0,"parent_job_id":null,"parent_worker":null,"status":"partial","'
     'config":{"max_workers":5,"default_timeout":300.0,"max_retries":2,"execution_mode":"native","enable_recursion":'
     'true,"max_recursion_depth":3,"max_children_per_worker":3,"worker":"auto","planner":"auto","max_cost_usd":0.0,"'
-    'sandbox":"auto","isolation":"auto","merge_strategy":"auto","merge_into":"","approval":"none","gates":[],"gates'
+    'sandbox":"auto","isolation":"auto","merge_strategy":"auto","resolver_kind":"","resolver_model":"","merge_into":"","approval":"none","gates":[],"gates'
     '_retry":0,"on_failure":"skip","ownership":"enforce","candidates":[],"attempts":1,"select":"best","judge":{},"c'
     'allback_url":""},"tasks":["a","b"],"goal":null,"planner":"","planner_cost_usd":null,"planner_tokens_in":null,"'
     'planner_tokens_out":null,"worker_names":["worker_1"],"created_at":1.0,"started_at":2.0,"ended_at":14.0,"error"'

@@ -35,6 +35,7 @@ class MergeStrategy(StrEnum):
     AUTO = "auto"  # merge what merges cleanly, stop at the first conflict
     THEIRS = "theirs"  # the later worker wins a conflicting hunk
     MANUAL = "manual"  # merge nothing; report what would conflict
+    RESOLVE = "resolve"  # as auto, but a resolver worker resolves each conflict, re-gated (quality/resolving.py)
 
 
 class ApprovalMode(StrEnum):
@@ -356,8 +357,31 @@ class GitSettings(Section):
         MergeStrategy.AUTO,
         "how a job's workers' branches are merged into its result branch (a child job's: into its parent worker's branch): "
         "auto (merge what merges cleanly, stop at the first conflict), theirs (the later worker wins a conflicting hunk), "
-        "manual (merge nothing; report what would conflict)",
+        "manual (merge nothing; report what would conflict), resolve (as auto, but a resolver worker resolves each "
+        "conflict in a worktree with the merge in progress; kept only when no conflict marker remains and the required "
+        "gates pass on the merged tree, else that worker's branch is left out)",
         choices=MergeStrategy,
+    )
+    resolver_kind: str = setting(
+        "",
+        "merge_strategy resolve: the worker kind that resolves a conflict (empty: the kind of the worker whose branch "
+        "conflicted)",
+        choices=("", *(k for k in WORKER_KINDS if k != choice.AUTO_KIND)),
+    )
+    resolver_model: str = setting("", "merge_strategy resolve: the resolver's model (empty: orchestrator.model)")
+    resolver_command: list[str] = setting(
+        [],
+        "merge_strategy resolve with resolver_kind command: its argv, with orchestrator.command's placeholders "
+        "({prompt}, {prompt_file}, {worker_dir}: the worktree with the merge in progress, {task}, {model}); "
+        "empty: orchestrator.command",
+    )
+    resolver_timeout: float = setting(900.0, "merge_strategy resolve: seconds one resolver attempt may take", min=1, max=86400)
+    resolver_retries: int = setting(
+        1,
+        "merge_strategy resolve: attempts after the first when the resolver fails, leaves a conflict marker or a "
+        "required gate fails (each starts from the merge again, told why the last was refused)",
+        min=0,
+        max=10,
     )
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"

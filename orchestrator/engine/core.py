@@ -59,6 +59,7 @@ from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .nesting import Nesting
 from .queries import Queries
 from .recovery import Recovered
+from .resolvers import resolver_factory
 from .scheduling import Scheduler
 from .submission import Submission
 from .tables import LiveWorker, Outcome, Tables
@@ -103,8 +104,6 @@ class Engine:
         self.runner = self.executor.local_runner() or runner or ProcessRunner()
         # Prepares each worker's directory (checkouts/checkout.py), and checks its work after each attempt (quality/steps.py).
         self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self.worker_env)
-        # In order; by default the quality gates and a graph job's merge into its integration branch.
-        self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace)
         self.events = EventBus()
         self.api_url = api_url  # set by the server once it listens; workers call back here
         self.credentials = credentials  # issues scoped worker keys (api.auth), when serving
@@ -147,6 +146,10 @@ class Engine:
             hooks=self,
         )
         self.ctx = ctx
+        # In order; by default the quality gates and a graph job's merge into its integration branch.
+        self.steps = (
+            tuple(steps) if steps is not None else default_steps(settings, self.workspace, resolvers=resolver_factory(ctx))
+        )
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(ctx)
         # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).

@@ -40,6 +40,7 @@ from .context import EngineContext
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
+from .resolvers import resolver_factory
 from .scheduling import Scheduler
 from .tables import LiveWorker, Outcome, Snapshot, write_snapshots
 
@@ -76,6 +77,7 @@ class Finishing:
         self.hooks = ctx.hooks
         self.monitor = monitor
         self.queries = queries
+        self.resolvers = resolver_factory(ctx)  # merge_strategy resolve's resolver workers
         self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
 
     # -- a worker ---------------------------------------------------------------------------
@@ -350,6 +352,7 @@ class Finishing:
                     now=self.clock.time(),
                     strategy=strategy,
                     into=into,
+                    resolvers=self.resolvers,
                 )
             except Exception as exc:
                 log.warning("merging job %s failed: %s", job.id, exc, extra=logs.context(job.id))

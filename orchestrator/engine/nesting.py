@@ -48,6 +48,7 @@ from ..quality.landing import mergeable
 from ..records import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext
+from .resolvers import resolver_factory
 
 log = logging.getLogger("orchestrator.nesting")
 TRIES = 3  # merge attempts when the parent's checkout changed under it (an edit, its own git)
@@ -66,6 +67,7 @@ class Nesting:
         self.checkout = ctx.checkout
         self.tables = ctx.tables
         self.clock = ctx.clock
+        self.resolvers = resolver_factory(ctx)  # merge_strategy resolve's resolver workers
 
     def worktrees(self) -> Worktrees | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
@@ -168,6 +170,11 @@ class Nesting:
                     f"nothing was merged: merge the children's branches yourself ({', '.join(b for _, b in branches)})"
                 )
             problem = ""
+            resolver = None
+            if job.config.merge_strategy == MergeStrategy.RESOLVE:  # diffs shown against where the children started
+                resolver = self.resolvers(
+                    job, children, wt.repo, job.start_commit or run_git(directory, "rev-parse", "HEAD").stdout.strip()
+                )
             for attempt in range(TRIES):
                 subject = f"Work so far, as child job {job.id} ends"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
@@ -182,6 +189,7 @@ class Nesting:
                     commits=sorted_.commits,
                     tasks={c.name: c.task for c in children},
                     credits={c.name: co_author_of(c, self.settings) for c in children},
+                    resolver=resolver,
                 )
                 outcome = sorted_.with_unchanged(outcome, job.worker_names)
                 new = outcome.result_commit

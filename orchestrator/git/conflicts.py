@@ -3,7 +3,7 @@ log lines, a child job's merge summary, FINAL_RESULT.md, the status document, th
 command line (``conflicts``, ``merge``) and the spawn helper's Markdown.
 
 A conflict is git/merging.py's ``FileConflict`` or its JSON shape (``{"path", "workers", "hunks",
-"kind", "resolved_by", "predicted"}``, as a merge record holds it). This module imports nothing:
+"kind", "resolved_by", "predicted", "refused"}``, as a merge record holds it). This module imports nothing:
 the spawn helper renders a child's merge with it, and its start-up counts (cli/spawn.py).
 """
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAMED = 5  # conflicting files a note names before "and N more"
+RESOLVER = "resolver"  # resolved_by of a conflict a resolver worker resolved (merge_strategy resolve)
 STOPPED = "merging stopped at a conflict"  # an auto merge: the branches after the first conflict were skipped
 
 
@@ -32,8 +33,12 @@ def where(conflict: Any) -> str:
 def outcome(conflict: Any) -> str:
     """What became of a conflicting file: resolved (theirs), predicted only, or where merging stopped."""
     resolved_by = _get(conflict, "resolved_by")
+    if resolved_by == RESOLVER:
+        return "resolved by the resolver worker, gates passed on the merged tree"
     if resolved_by:
         return f"resolved by taking {resolved_by}'s side"
+    if _get(conflict, "refused"):
+        return "not merged (the resolver's resolution was refused)"
     if _get(conflict, "predicted"):
         return "would conflict (not merged)"
     return "not merged (merging stopped here)"

@@ -36,6 +36,7 @@ finds), and ``theirs`` is resolved per hunk by ``merge-file --theirs``, the same
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import secrets
@@ -50,7 +51,8 @@ from typing import Any, TypeVar
 from .. import failpoints
 from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
-from ..records import FileConflict, Integrated, MergeOutcome, WorkerChanges
+from ..records import FileConflict, Integrated, MergeOutcome, Resolution, WorkerChanges
+from . import conflicts as conflict_text
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, git_bytes, git_env, run_git
 from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
@@ -60,6 +62,22 @@ from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tre
 T = TypeVar("T")
 MIN_GIT = (2, 38)
 STRATEGIES = tuple(member.value for member in MergeStrategy)
+
+
+@dataclass(frozen=True)
+class Conflicted:
+    """A worker's commit that conflicts with the result so far, as ``merge_strategy: resolve``
+    hands it to a resolver (quality/resolving.py), which answers with a ``Resolution``: its
+    ``tree`` (accepted) becomes the worker's commit on ``head``; refused, the worker is left out."""
+
+    worker: str
+    commit: str  # the worker's commit being merged
+    head: str  # the result so far
+    conflicts: tuple[FileConflict, ...]
+    earlier: tuple[str, ...]  # the workers already in ``head``
+
+
+Resolver = Callable[[Conflicted], Resolution]
 
 
 class GitTooOld(ConfigError):
@@ -568,6 +586,7 @@ def merge_branches(
     commits: Mapping[str, str] | None = None,
     tasks: Mapping[str, str] | None = None,
     credits: Mapping[str, str | None] | None = None,
+    resolver: Resolver | None = None,
 ) -> MergeOutcome:
     """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
     branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``,
@@ -579,7 +598,9 @@ def merge_branches(
     as merged, and only the rest is merged onto it); what each worker changed is still told
     against ``base``. ``commits``: worker -> the commit of its to merge instead of its branch's tip
     (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker -> its subtask (its commit's subject),
-    the AI that did its work (its ``Co-authored-by:``)."""
+    the AI that did its work (its ``Co-authored-by:``). ``resolver``: ``resolve``'s, asked for each
+    conflicting worker in turn (refused: that worker alone is left out, in ``skipped``, and the
+    merge goes on with the next); without one, ``resolve`` stops at the first conflict as ``auto``."""
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
@@ -648,6 +669,7 @@ def merge_branches(
         unchanged: list[str] = []
         skipped: list[str] = []
         conflicts: list[FileConflict] = []
+        resolutions: list[Resolution] = []
         fast = (
             _disjoint_merge(
                 repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into, lambda: told.objects
@@ -672,13 +694,24 @@ def merge_branches(
                 continue
             if not result.clean:
                 earlier = list(merged)
-                if strategy == MergeStrategy.AUTO:
+                if strategy == MergeStrategy.RESOLVE and resolver is not None:
+                    found = _conflicts(repo, result, told.changes, earlier, worker)
+                    done = resolver(Conflicted(worker, commit, head, tuple(found), tuple(earlier)))
+                    resolutions.append(done)
+                    if not done.accepted or done.tree is None:
+                        conflicts += [dataclasses.replace(c, refused=True) for c in found]
+                        skipped.append(worker)
+                        continue
+                    conflicts += [dataclasses.replace(c, resolved_by=conflict_text.RESOLVER) for c in found]
+                    tree = done.tree
+                elif strategy in (MergeStrategy.AUTO, MergeStrategy.RESOLVE):
                     conflicts += _conflicts(repo, result, told.changes, earlier, worker)
                     skipped = [w for w, _, _ in inputs[index:]]
                     conflicts += _predict_rest(repo, head, inputs[index + 1 :], told.changes, merged)
                     break
-                tree, hunks = _resolve_theirs(repo, result)
-                conflicts += _conflicts(repo, result, told.changes, earlier, worker, hunks, resolved_by=worker)
+                else:
+                    tree, hunks = _resolve_theirs(repo, result)
+                    conflicts += _conflicts(repo, result, told.changes, earlier, worker, hunks, resolved_by=worker)
             message = sources[worker].message(root_id, strategy, into)
             head, head_tree = writer.commit(tree, head, message, when, told.who), tree
             merged.append(worker)
@@ -704,6 +737,7 @@ def merge_branches(
         comparison,
         f"git merge {short}",
         tuple(unchanged),
+        resolutions=tuple(resolutions),
     )
 
 
@@ -716,21 +750,24 @@ def integrate(
     *,
     prefix: str,
     root_id: str,
+    resolver: Resolver | None = None,
 ) -> Integrated:
     """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
     branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
     fast-forward to the worker's own history); ``auto`` leaves the branch where it is on a
     conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
-    conflicting hunk. The caller holds the tree's merge lock."""
+    conflicting hunk; ``resolve`` asks ``resolver`` (refused, or none: as ``auto``, with its
+    resolution). The caller holds the tree's merge lock."""
     worker, branch, commit = source.worker, source.branch, source.commit
-    if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS):
-        raise ValidationError(f"a task graph merges with auto or theirs, not {str(strategy)!r}")
+    if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS, MergeStrategy.RESOLVE):
+        raise ValidationError(f"a task graph merges with auto, theirs or resolve, not {str(strategy)!r}")
     require_git(repo)
     under = job_prefix(prefix, root_id)
     target = branch_ref(ref)
     old = ref_value(repo, target)
     head = old or resolve_all(repo, [start])[0]
     conflicts: list[FileConflict] = []
+    resolution: Resolution | None = None
     already = commit == head or is_ancestor(repo, commit, head)  # the same commit needs no git
     added = not (already or commit in squashed_in(repo, start, head))  # (else: already in, or no new work)
     if not added:
@@ -741,17 +778,22 @@ def integrate(
         if not result.clean:
             files = changed_files(repo, head, [commit])[commit]
             changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
-            if strategy == MergeStrategy.AUTO:
+            if strategy == MergeStrategy.THEIRS:
+                tree, hunks = _resolve_theirs(repo, result)
+                conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+            else:
                 found = _conflicts(repo, result, changes, [], worker)
-                return Integrated(target, old, False, tuple(found))
-            tree, hunks = _resolve_theirs(repo, result)
-            conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+                done = resolver(Conflicted(worker, commit, head, tuple(found), ())) if resolver is not None else None
+                if done is None or not done.accepted or done.tree is None:
+                    return Integrated(target, old, False, tuple(found), resolution=done)
+                tree, resolution = done.tree, done
+                conflicts = [dataclasses.replace(c, resolved_by=conflict_text.RESOLVER) for c in found]
         when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
         message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
         new = _commit(repo, tree, head, message, when, identity_of(repo))
     if new != old:
         update_ref(repo, target, new, old, under=under)
-    return Integrated(target, new, True, tuple(conflicts), added=added)
+    return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
 
 def _predict_rest(

@@ -7,12 +7,15 @@ from ..config import Settings
 from ..workspace.layout import Workspace
 from .gates import GateStep
 from .integration import IntegrateStep
+from .landing import ResolverFactory
 from .ownership import OwnershipStep
 from .steps import Step
 
 
-def default_steps(settings: Settings, workspace: Workspace) -> tuple[Step, ...]:
+def default_steps(settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None) -> tuple[Step, ...]:
     """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
     gates, then the merge into a graph job's integration branch (each applies only to the jobs
-    that need it: a job with none of them pays nothing after its attempts)."""
-    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), IntegrateStep(settings, workspace))
+    that need it: a job with none of them pays nothing after its attempts). ``resolvers``: the
+    integration's resolver under ``merge_strategy: resolve`` (None: a conflict fails as ``auto``)."""
+    integrate = IntegrateStep(settings, workspace, resolvers)
+    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), integrate)

@@ -51,6 +51,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
 from ..planner.graph import matches
 from ..process.plaintext import plain
-from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, signal_name
+from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
+from ..process.sandbox import SandboxSpec
 from ..records import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult
 from ..workers.confinement import Confinement
 from ..workers.roles import role_of
@@ -251,78 +253,27 @@ class GateStep(Step):
 
     # -- one gate ---------------------------------------------------------------------------------
     def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[GateResult, str]:
-        """One gate's run: its record entry and its output, plain (no colour codes)."""
+        """One gate's run on the worker's checkout, in its sandbox: its record entry and its output."""
         record = ctx.record
-        name, timeout = gate["name"], float(gate["timeout"])
-        path = gate_log(self.workspace, record, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        where = f", in {gate['cwd']}" if gate.get("cwd") else ""
-        header = (
-            f"===== gate {name}: {command_text(gate)} (attempt {ctx.attempt}, commit {commit or 'none: folder'}{where}) =====\n"
+        env = gate_env(ctx.env, gate)
+        return run_gate(
+            self.runner,
+            self.workspace,
+            self.settings,
+            gate,
+            GatePlace(
+                root_id=record.root_id,
+                directory=ctx.directory,
+                env=env,
+                sandbox=self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
+                log_path=gate_log(self.workspace, record, gate["name"]),
+                tag=f"{record.root_id}.{record.key}.gate-{gate['name']}-{secrets.token_hex(4)}",
+                heading=f"attempt {ctx.attempt}, commit {commit or 'none: folder'}",
+                commit=commit,
+                cancel=ctx.cancel,
+                cancelled="the worker was cancelled while the gate ran",
+            ),
         )
-        offset = self.workspace.append_log(path, header.encode("utf-8")) + len(header.encode("utf-8"))
-        tag = f"{record.root_id}.{record.key}.gate-{name}-{secrets.token_hex(4)}"
-        started = time.monotonic()
-        status, code, reason = CRASHED, None, ""
-        program = SHELL if gate.get("shell") else gate["run"][0]
-        try:
-            cwd = gate_dir(ctx.directory, gate.get("cwd") or "")
-            argv, env = gate_argv(gate, cwd), gate_env(ctx.env, gate)
-            sandbox = self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env)
-            handle = self.runner.spawn(argv, cwd=cwd, env=env, log_path=path, tag=tag, sandbox=sandbox)
-        except GateDirError as exc:
-            status, reason = NOT_STARTED, str(exc)
-        except CommandNotFound:
-            status, reason = NOT_STARTED, f"{program!r} was not found on the worker's PATH"
-        except OSError as exc:
-            status, reason = NOT_STARTED, f"{program!r} could not start: {exc.strerror or exc}"
-        except Exception as exc:  # fail closed: recorded as crashed
-            reason = f"raised {type(exc).__name__}: {exc}"
-        else:
-            status, code, reason = self._wait(ctx, handle, timeout, started)
-        output = plain(self.workspace.read_from(path, offset, READ_BYTES))
-        if status in (PASSED, FAILED):
-            size = READ_BYTES + 1  # unknown: as if too long to read whole
-            with contextlib.suppress(OSError):
-                size = path.stat().st_size - offset
-            status, reason = _tests_ran(gate, status, code, reason, output, size)
-        duration = round(time.monotonic() - started, 3)
-        result = GateResult(
-            name=name,
-            required=bool(gate["required"]),
-            status=status,
-            passed=status == PASSED,
-            exit_code=code,
-            duration=duration,
-            log_path=self.workspace.relative(record.root_id, path),
-            commit=commit,
-            reason=reason,
-        )
-        self.workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
-        return result, output
-
-    def _wait(self, ctx: StepContext, handle: ProcessHandle, timeout: float, started: float) -> tuple[str, int | None, str]:
-        grace = self.settings.workers.kill_grace
-        try:
-            while True:
-                left = timeout - (time.monotonic() - started)
-                if left <= 0:
-                    self.runner.terminate(handle, grace=grace)
-                    return TIMEOUT, None, f"timed out after {timeout:g}s; its process group was killed"
-                code = self.runner.wait(handle, left, wake=ctx.cancel)
-                if code is not None:
-                    break
-                if ctx.cancel.is_set():
-                    self.runner.terminate(handle, grace=grace)
-                    return CANCELLED, None, "the worker was cancelled while the gate ran"
-            self.runner.sweep(handle.tag, handle.started_at)  # nothing a gate started outlives it
-            if code == 0:
-                return PASSED, 0, ""
-            if code > 0:
-                return FAILED, code, f"exit code {code}"
-            return CRASHED, code, f"killed by signal {signal_name(-code)}"
-        finally:
-            self.runner.release(handle)
 
     def _judge(self, ctx: StepContext, gate: Mapping[str, Any], result: GateResult, output: str, rest: list[str]) -> Verdict:
         """The worker's log line for one gate, and what its result means for the worker."""
@@ -366,6 +317,96 @@ class GateStep(Step):
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+
+@dataclass(frozen=True)
+class GatePlace:
+    """Where and how one gate runs: a worker's checkout (``GateStep``) or a resolved merge's
+    worktree (quality/resolving.py)."""
+
+    root_id: str
+    directory: Path  # the checkout the gate judges (its ``cwd`` is under it)
+    env: Mapping[str, str]  # gate_env's
+    sandbox: SandboxSpec | None
+    log_path: Path
+    tag: str
+    heading: str  # the log header's "(...)": which attempt, which commit
+    commit: str | None  # what the gate judges, as recorded
+    cancel: Wakeup
+    cancelled: str  # the reason recorded when ``cancel`` stops it
+
+
+def run_gate(
+    runner: ProcessRunner, workspace: Workspace, settings: Settings, gate: Mapping[str, Any], place: GatePlace
+) -> tuple[GateResult, str]:
+    """One gate's run at ``place``: its record entry and its output, plain (no colour codes)."""
+    name, timeout, path = gate["name"], float(gate["timeout"]), place.log_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    where = f", in {gate['cwd']}" if gate.get("cwd") else ""
+    header = f"===== gate {name}: {command_text(gate)} ({place.heading}{where}) =====\n"
+    offset = workspace.append_log(path, header.encode("utf-8")) + len(header.encode("utf-8"))
+    started = time.monotonic()
+    status, code, reason = CRASHED, None, ""
+    program = SHELL if gate.get("shell") else gate["run"][0]
+    try:
+        cwd = gate_dir(place.directory, gate.get("cwd") or "")
+        argv = gate_argv(gate, cwd)
+        handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox)
+    except GateDirError as exc:
+        status, reason = NOT_STARTED, str(exc)
+    except CommandNotFound:
+        status, reason = NOT_STARTED, f"{program!r} was not found on the worker's PATH"
+    except OSError as exc:
+        status, reason = NOT_STARTED, f"{program!r} could not start: {exc.strerror or exc}"
+    except Exception as exc:  # fail closed: recorded as crashed
+        reason = f"raised {type(exc).__name__}: {exc}"
+    else:
+        status, code, reason = _wait(runner, settings, handle, timeout, started, place)
+    output = plain(workspace.read_from(path, offset, READ_BYTES))
+    if status in (PASSED, FAILED):
+        size = READ_BYTES + 1  # unknown: as if too long to read whole
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size - offset
+        status, reason = _tests_ran(gate, status, code, reason, output, size)
+    result = GateResult(
+        name=name,
+        required=bool(gate["required"]),
+        status=status,
+        passed=status == PASSED,
+        exit_code=code,
+        duration=round(time.monotonic() - started, 3),
+        log_path=workspace.relative(place.root_id, path),
+        commit=place.commit,
+        reason=reason,
+    )
+    workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
+    return result, output
+
+
+def _wait(
+    runner: ProcessRunner, settings: Settings, handle: ProcessHandle, timeout: float, started: float, place: GatePlace
+) -> tuple[str, int | None, str]:
+    grace = settings.workers.kill_grace
+    try:
+        while True:
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                runner.terminate(handle, grace=grace)
+                return TIMEOUT, None, f"timed out after {timeout:g}s; its process group was killed"
+            code = runner.wait(handle, left, wake=place.cancel)
+            if code is not None:
+                break
+            if place.cancel.is_set():
+                runner.terminate(handle, grace=grace)
+                return CANCELLED, None, place.cancelled
+        runner.sweep(handle.tag, handle.started_at)  # nothing a gate started outlives it
+        if code == 0:
+            return PASSED, 0, ""
+        if code > 0:
+            return FAILED, code, f"exit code {code}"
+        return CRASHED, code, f"killed by signal {signal_name(-code)}"
+    finally:
+        runner.release(handle)
 
 
 def _crashed(

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import Settings
+from ..config import MergeStrategy, Settings
 from ..git import conflicts as conflict_text
 from ..git.commits import Source
 from ..git.merging import integrate
@@ -27,7 +27,7 @@ from ..records import IntegrationRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from .gates import step_block
-from .landing import repository, tree_lock
+from .landing import ResolverFactory, repository, tree_lock
 from .steps import PASS, Step, StepContext, Verdict, fail
 
 log = logging.getLogger("orchestrator.integration")
@@ -45,9 +45,10 @@ class IntegrateStep(Step):
 
     name = "integrate"
 
-    def __init__(self, settings: Settings, workspace: Workspace) -> None:
+    def __init__(self, settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None) -> None:
         self.settings = settings
         self.workspace = workspace
+        self.resolvers = resolvers  # merge_strategy resolve's (None: a conflict fails the worker, as auto)
 
     def applies(self, job: JobRecord) -> bool:
         return job.integration is not None
@@ -61,7 +62,7 @@ class IntegrateStep(Step):
             return fail(f"not merged into {job.integration}: {blocked}")
         commit = ctx.updates.get("gated_commit") or ctx.changes().commit
         branch = ctx.changes().branch
-        record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit)
+        record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit, self.resolvers)
         if record is not None:
             ctx.updates["integrated"] = record
         return fail(failure) if failure else PASS
@@ -87,7 +88,13 @@ def _repository(settings: Settings, workspace: Workspace, root_id: str) -> Path:
 
 
 def integrate_worker(
-    settings: Settings, workspace: Workspace, job: JobRecord, worker: WorkerRecord, branch: str | None, commit: str | None
+    settings: Settings,
+    workspace: Workspace,
+    job: JobRecord,
+    worker: WorkerRecord,
+    branch: str | None,
+    commit: str | None,
+    resolvers: ResolverFactory | None = None,
 ) -> tuple[IntegrationRecord | None, str | None]:
     """Outside the engine's lock: ``worker``'s ``commit`` (on ``branch``) merged into ``job``'s
     integration branch, one merge per tree at a time, a line in its log. The record for
@@ -98,6 +105,9 @@ def integrate_worker(
         return None, f"not merged into {integration}: the worker has no committed work on a branch"
     start = job.start_commit or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
     repo = _repository(settings, workspace, job.root_id)
+    resolver = None
+    if resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE:
+        resolver = resolvers(job, [worker], repo, start)
     with tree_lock(job.root_id):
         done = integrate(
             repo,
@@ -107,18 +117,27 @@ def integrate_worker(
             job.config.merge_strategy,
             prefix=settings.git.branch_prefix,
             root_id=job.root_id,
+            resolver=resolver,
         )
     at = time.time()
     log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     if not done.merged:
         shown = conflict_text.listed(done.conflicts)
-        record = IntegrationRecord(done, at, f"conflicts with work already merged into {integration} in: {shown}")
+        why = f"conflicts with work already merged into {integration} in: {shown}"
+        if done.resolution is not None:
+            why += f"; the resolver's resolution was refused: {done.resolution.reason}"
+        record = IntegrationRecord(done, at, why)
         workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
-        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy auto)"
+        strategy = job.config.merge_strategy
+        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy {strategy})" + (
+            f"; the resolver's resolution was refused: {done.resolution.reason}" if done.resolution is not None else ""
+        )
     if not done.added:
         said = f"commit {commit[:12]} is already in {integration} (at {str(done.commit)[:12]}): nothing to merge"
     else:
         extra = f"; {conflict_text.side_won(done.conflicts)}" if done.conflicts else ""
+        if done.resolution is not None:
+            extra = f"; conflicts in {conflict_text.listed(done.conflicts)} {done.resolution.reason}"
         said = f"merged commit {commit[:12]} into {integration} (now {str(done.commit)[:12]}){extra}"
     workspace.append_line(log, f"[orchestrator] {said}")
     return IntegrationRecord(done, at), None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ from ..records import Into, MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import gates
+
+# (the job whose workers merge, the tree's worker records, the repository, the base) -> a resolver
+ResolverFactory = Callable[[JobRecord, list[WorkerRecord], Path, str], merging.Resolver]
 
 
 @dataclass(frozen=True)
@@ -186,10 +190,12 @@ def land(
     strategy: str | None = None,
     into: str | None = None,
     cancelled: bool = False,
+    resolvers: ResolverFactory | None = None,
 ) -> Landed:
     """Merge the root job's workers' branches into its result branch (see the module docstring).
     A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
-    records it."""
+    records it. ``resolvers``: makes ``merge_strategy: resolve``'s resolver (quality/resolving.py;
+    None: that strategy stops at a conflict as ``auto``)."""
     if job.config.isolation != Isolation.WORKTREE:
         return Landed(None, "")
     if cancelled:
@@ -228,6 +234,7 @@ def land(
         commits=sorted_.commits,
         tasks={w.name: w.task for w in workers if w.job_id == job.id},
         credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
+        resolver=resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None,
     )
     outcome = sorted_.with_unchanged(outcome, job.worker_names)
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
@@ -271,6 +278,14 @@ def describe(merge: MergeRecord) -> str:
         text += f"; they would conflict in: {conflict_text.listed(outcome.conflicts)}" if outcome.conflicts else "; none conflict"
         text += f"; to merge them yourself: {outcome.command}"
         text += _previous(outcome)
+    elif strategy == MergeStrategy.RESOLVE and outcome.resolutions:
+        text = f"merged {len(merged)} worker(s) into {short} (resolve); take it with: {outcome.command}"
+        for r in outcome.resolutions:
+            files = ", ".join(r.files)
+            if r.accepted:
+                text += f"; the conflict of {r.worker} in {files} was {r.reason}"
+            else:
+                text += f"; {r.worker} was left out: its conflict in {files} was not resolved ({r.reason})"
     elif outcome.skipped:
         text = (
             f"merge auto stopped at a conflict in: {conflict_text.listed(actual)}; merged {len(merged)} worker(s) into {short}, "
@@ -314,4 +329,4 @@ def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings
         return []
     base = base_file.read_text(encoding="utf-8").strip()
     found = merging.predict_conflicts(repository(settings, workspace), base, named)
-    return [dataclasses.asdict(c) | {"workers": list(c.workers)} for c in found]
+    return [c.to_dict() for c in found]

@@ -58,13 +58,31 @@ class Confinement:
         self, record: WorkerRecord, directory: Path, config: JobConfig | None, env: Mapping[str, str] | None = None
     ) -> SandboxSpec | None:
         """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
+        tmp = self.workspace.worker_tmp(record.root_id, record.depth, record.name)
+        return self.spec_at(record.root_id, record.kind, directory, tmp, config, env, branch=record.name)
+
+    def spec_at(
+        self,
+        root_id: str,
+        kind: str | None,
+        directory: Path,
+        tmp: Path,
+        config: JobConfig | None,
+        env: Mapping[str, str] | None = None,
+        *,
+        branch: str = "",
+    ) -> SandboxSpec | None:
+        """The sandbox of a process of tree ``root_id`` run by ``kind``'s CLI that writes only
+        ``directory`` and ``tmp`` (and, in a worktree, its git data: its ``branch``'s reflog, a
+        name under the tree's prefix; "" for a detached HEAD): a worker's (``spec``), or a
+        resolver's in a merge's worktree (quality/resolving.py). None: unconfined."""
         base = self.for_job(config).spec
         if base is None:
             return None
         w = self.settings.workers
-        paths = Paths(writable=[directory, self.workspace.worker_tmp(record.root_id, record.depth, record.name)])
-        self._git_paths(record, directory, paths)
-        adapter = get_adapter(record.kind) if record.kind else None
+        paths = Paths(writable=[directory, tmp])
+        self._git_paths(root_id, branch, directory, paths)
+        adapter = get_adapter(kind) if kind else None
         if adapter is not None:
             for folder in adapter.state_dirs(self.settings, env or {}):
                 # A CLI's first run makes its folders; in the read-only root it could not (opencode:
@@ -88,7 +106,7 @@ class Confinement:
             atomic_write(path, b"", durable=False, mode=0o444)
         return path
 
-    def _git_paths(self, record: WorkerRecord, directory: Path, paths: Paths) -> None:
+    def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths) -> None:
         """What a worktree's own commits write: its private git dir, the shared object store, the
         folder of its tree's branches, and its own branch's reflog. Nothing for a plain folder.
 
@@ -106,11 +124,13 @@ class Confinement:
         if common is None:
             paths.writable.append(private)
             return
-        tree = f"{self.settings.git.branch_prefix}{record.root_id}"
+        tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
         refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
         paths.writable.extend([private, common / "objects", refs])
-        paths.fixed.extend([private / "logs" / "HEAD", common / "logs" / "refs" / "heads" / tree / record.name])
+        paths.fixed.append(private / "logs" / "HEAD")
+        if branch:
+            paths.fixed.append(common / "logs" / "refs" / "heads" / tree / branch)
         pinned = ("HEAD", "commondir", "gitdir", "config.worktree", BASE_FILE, CHECKPOINT_FILE)
         paths.readonly.extend([directory / ".git", *(private / name for name in pinned)])
         # The tree's other branches stay writable to it: bound read-only one by one, a sibling's commit

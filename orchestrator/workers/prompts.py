@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 WORKER_TEMPLATE = "worker.md.j2"
 SHARED_TEMPLATE = "shared_context.md.j2"
+RESOLVER_TEMPLATE = "resolver.md.j2"
 PLANNER_TEMPLATE = "planner.md.j2"
 # ``orchestrator-spawn`` (orchestrator/bin, first on every worker's PATH) is one command every
 # CLI's shell tool runs alike; claude's default --allowedTools names it.
@@ -253,6 +254,29 @@ def render_planner_prompt(request: str, max_tasks: int, *, template: Path | None
     (``{"tasks": [{"id", "task", "depends_on", "role", "owns"}]}``); ``roles``: the names offered."""
     context = {"request": request, "max_tasks": max_tasks, "max_chars": MAX_TASK_CHARS, "roles": list(roles)}
     return _render(PLANNER_TEMPLATE, template, context)
+
+
+def render_resolver_prompt(
+    worker: str,
+    task: str,
+    others: Sequence[tuple[str, str]],
+    files: Sequence[str],
+    diffs: tuple[str, str],
+    refused: str = "",
+) -> str:
+    """A resolver worker's prompt (quality/resolving.py): both sides' subtasks (``others``: (name,
+    task) of the workers already in the result), the conflicting files, both sides' diffs of them
+    against the merge base (the result's, the worker's), and why its last attempt was refused."""
+    context = {
+        "worker": worker,
+        "task": task,
+        "others": [{"name": n, "task": t} for n, t in others],
+        "files": list(files),
+        "ours_diff": diffs[0],
+        "theirs_diff": diffs[1],
+        "refused": refused,
+    }
+    return _render(RESOLVER_TEMPLATE, None, context)
 
 
 def prompt_template_path(settings: Settings) -> Path | None:

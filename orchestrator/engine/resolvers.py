@@ -1,0 +1,41 @@
+"""The engine's side of ``merge_strategy: resolve`` (quality/resolving.py): a resolver for one
+merge of a job's workers, root (engine/finishing.py) or child (engine/nesting.py), whose runs
+count toward the tree's cost and budget and run where the engine's helper commands run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models import JobRecord, WorkerRecord
+from ..quality.landing import ResolverFactory
+from ..quality.resolving import ConflictResolver
+from ..workers.confinement import Confinement
+from .context import EngineContext
+
+
+def resolver_factory(ctx: EngineContext) -> ResolverFactory:
+    confinement = Confinement(ctx.settings, ctx.workspace)  # the workers' sandbox (a resolver runs worker code)
+
+    def make(job: JobRecord, workers: list[WorkerRecord], repo: Path, base: str) -> ConflictResolver:
+        def budget() -> str | None:
+            with ctx.tables.locked():
+                return ctx.tables.budget_note(job).removeprefix("skipped: ") if ctx.tables.budget_spent(job) else None
+
+        def on_cost(usd: float | None) -> None:
+            with ctx.tables.locked():
+                ctx.add_cost(job.root_id, usd)
+
+        return ConflictResolver(
+            settings=ctx.settings,
+            workspace=ctx.workspace,
+            runner=ctx.runner,
+            confinement=confinement,
+            repo=repo,
+            job=job,
+            workers=workers,
+            base=base,
+            budget=budget,
+            on_cost=on_cost,
+        )
+
+    return make

@@ -1,0 +1,193 @@
+"""``merge_strategy: resolve``: a resolver worker resolves each conflict in a worktree with the
+merge in progress, and its resolution is kept only when no conflict marker is left and the
+required gates pass on the merged tree. Real git, a real host repository made here, real worker
+and resolver processes (a ``command`` resolver: a script that keeps both sides); the host's
+snapshot is checked after every job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.git import merging
+from orchestrator.models import JobStatus
+from orchestrator.quality.resolving import markers_left
+from orchestrator.records import MergeOutcome, Resolution
+
+from .conftest import run_job
+from .helpers.landing import result_of
+from .helpers.worktree import git, snapshot, user_env
+
+pytestmark = pytest.mark.slow
+
+SAME_LINE = "sed -i s/v2/{}/ app.py"  # every worker that runs it rewrites line 1 of app.py
+GATE = {"name": "check", "run": ["sh", "-c", "grep -q print app.py"], "required": True}
+
+# Keeps both sides of every conflict hunk (ours, then theirs) in each file git left unmerged.
+BOTH_SIDES = """
+import re, subprocess, sys
+names = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"], capture_output=True, text=True, check=True)
+for name in names.stdout.split():
+    text = open(name).read()
+    text = re.sub(r"<<<<<<< [^\\n]*\\n(.*?)=======\\n(.*?)>>>>>>> [^\\n]*\\n", r"\\1\\2", text, flags=re.S)
+    open(name, "w").write(text)
+print("resolved", names.stdout.split())
+"""
+
+
+def resolver_script(tmp_path: Path, body: str) -> list[str]:
+    script = tmp_path / "resolver.py"
+    script.write_text(body)
+    return [sys.executable, str(script), "{prompt_file}"]
+
+
+def resolve_config(command: list[str], **git_more: object) -> dict:
+    return {"git": {"resolver_command": command, "resolver_kind": "command", **git_more}}
+
+
+def show(host: Path, rev: str, path: str) -> str:
+    return git(host, "show", f"{rev}:{path}")
+
+
+def test_a_conflict_resolved_by_a_command_resolver_is_regated_and_lands_with_both_sides(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"]
+    job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "gates": [GATE]})
+    merge = job.merge
+    assert job.status is JobStatus.COMPLETED, job.notes
+    assert list(merge.merged) == ["worker_1", "worker_2", "worker_3"] and merge.skipped == ()
+    (resolution,) = merge.outcome.resolutions
+    assert resolution.accepted and resolution.worker == "worker_2" and resolution.files == ("app.py",)
+    assert resolution.resolver == "command" and len(resolution.attempts) == 1
+    assert [(g.name, g.status) for g in resolution.gates] == [("check", "passed")]
+    assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "resolver")]
+    result = result_of(host, job.id)
+    assert show(host, result, "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert show(host, result, "c.txt") == "c\n"
+    # Its log, its prompt (both subtasks, the file, both diffs), and no worktree left behind.
+    log = engine.workspace.job_dir(job.id) / resolution.attempts[0].log_path
+    assert "resolved ['app.py']" in log.read_text()
+    prompt = (engine.workspace.job_dir(job.id) / "resolve" / "depth_0_worker_2" / "prompt_1.md").read_text()
+    assert "sed -i s/v2/w1/ app.py" in prompt and "sed -i s/v2/w2/ app.py" in prompt and "- app.py" in prompt
+    assert "+print('w1')" in prompt and "+print('w2')" in prompt
+    assert "/resolve/" not in git(host, "worktree", "list")
+    assert any(
+        "the conflict of worker_2 in app.py was resolved by command in attempt 1; gates passed: check" in n for n in job.notes
+    )
+    assert snapshot(host, folder) == before
+
+
+def test_a_resolution_that_leaves_a_marker_is_refused_retried_and_the_worker_left_out_while_the_rest_merge(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, "print('did nothing')\n"), resolver_retries=1))
+    tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"]
+    job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve"})
+    merge = job.merge
+    assert list(merge.merged) == ["worker_1", "worker_3"] and list(merge.skipped) == ["worker_2"]
+    (resolution,) = merge.outcome.resolutions
+    assert not resolution.accepted and resolution.tree is None
+    assert resolution.reason == "conflict markers are left in: app.py"
+    assert [a.refused for a in resolution.attempts] == ["conflict markers are left in: app.py"] * 2
+    second = (engine.workspace.job_dir(job.id) / "resolve" / "depth_0_worker_2" / "prompt_2.md").read_text()
+    assert "Your last attempt was refused: conflict markers are left in: app.py" in second
+    result = result_of(host, job.id)
+    assert show(host, result, "app.py") == "print('w1')\nline2\n" and show(host, result, "c.txt") == "c\n"
+    assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "")]
+    assert snapshot(host, folder) == before
+
+
+def test_a_resolution_a_required_gate_fails_on_is_refused_with_the_gate_named(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    wipe = "open('app.py', 'w').write('nothing here\\n')\n"  # no marker left, but the gate's print is gone
+    engine = make(**resolve_config(resolver_script(tmp_path, wipe), resolver_retries=0))
+    job = run_job(
+        engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve", "gates": [GATE]}
+    )
+    (resolution,) = job.merge.outcome.resolutions
+    assert not resolution.accepted and list(job.merge.skipped) == ["worker_2"]
+    assert resolution.reason.startswith("gate check failed on the merged tree: exit code 1")
+    assert [(g.name, g.status, g.required) for g in resolution.gates] == [("check", "failed", True)]
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nline2\n"
+    assert snapshot(host, folder) == before
+
+
+def test_a_resolver_that_fails_or_cannot_start_is_refused_with_why(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, "import sys; print('no'); sys.exit(3)\n"), resolver_retries=0))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.reason.startswith("the resolver exited with code 3") and resolution.attempts[0].exit_code == 3
+    engine = make(**resolve_config(["/nonexistent/resolver"], resolver_retries=0))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert "not found" in resolution.reason and list(job.merge.skipped) == ["worker_2"]
+    assert snapshot(host, folder) == before
+
+
+def test_resolve_without_a_resolver_stops_at_the_first_conflict_as_auto(repo_with_conflict):
+    host, base, branches = repo_with_conflict
+    outcome = merging.merge_branches(host, base, branches, "resolve", prefix="orchestrator/", root_id="j1")
+    assert list(outcome.merged) == ["w1"] and list(outcome.skipped) == ["w2", "w3"] and outcome.resolutions == ()
+
+
+def test_a_resolver_is_asked_per_conflict_and_its_tree_becomes_the_workers_commit(repo_with_conflict):
+    host, base, branches = repo_with_conflict
+    asked: list[merging.Conflicted] = []
+
+    def resolver(at: merging.Conflicted) -> Resolution:
+        asked.append(at)
+        tree = git(host, "rev-parse", f"{at.commit}^{{tree}}").strip()  # the worker's side whole
+        return Resolution(at.worker, tuple(c.path for c in at.conflicts), "fake", True, "taken", tree=tree)
+
+    outcome = merging.merge_branches(host, base, branches, "resolve", prefix="orchestrator/", root_id="j1", resolver=resolver)
+    assert [(a.worker, a.earlier, [c.path for c in a.conflicts]) for a in asked] == [("w2", ("w1",), ["app.py"])]
+    assert list(outcome.merged) == ["w1", "w2", "w3"] and outcome.skipped == ()
+    assert show(host, str(outcome.result_commit), "app.py") == "print('w2')\nline2\n"
+    again = MergeOutcome.from_dict(outcome.to_dict())
+    assert again.resolutions == outcome.resolutions
+
+
+def test_markers_are_found_and_an_underline_both_sides_had_is_not_one() -> None:
+    assert markers_left(b"a\n<<<<<<< HEAD\nb\n", [b"a\n"])
+    assert markers_left(b">>>>>>> theirs\n", [])
+    assert markers_left(b"x\n=======\ny\n", [b"x\n", b"y\n"])
+    assert not markers_left(b"Title\n=======\ntext\n", [b"Title\n=======\n", b"Title\n=======\nold\n"])
+    assert not markers_left(b"a <<<<<<< b\n", [])
+
+
+@pytest.fixture
+def repo_with_conflict(tmp_path: Path) -> tuple[Path, str, list[tuple[str, str]]]:
+    """Three branches off one base: w1 and w2 rewrite line 1 of app.py, w3 adds c.txt."""
+    from .helpers.worktree import make_host
+
+    host, _ = make_host(tmp_path)
+    base = git(host, "rev-parse", "HEAD").strip()
+    made = []
+    for worker, files in (
+        ("w1", {"app.py": "print('w1')\nline2\n"}),
+        ("w2", {"app.py": "print('w2')\nline2\n"}),
+        ("w3", {"c.txt": "c\n"}),
+    ):
+        branch = f"orchestrator/j1/{worker}"
+        git(host, "branch", branch, base)
+        env = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / f"index-{worker}")}
+        git(host, "read-tree", base, env=env)
+        for path, text in files.items():
+            blob = subprocess.run(
+                ["git", "-C", str(host), "hash-object", "-w", "--stdin"], input=text, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            git(host, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = git(host, "write-tree", env=env).strip()
+        commit = git(host, "commit-tree", tree, "-p", base, "-m", "work", env=user_env()).strip()
+        git(host, "update-ref", f"refs/heads/{branch}", commit)
+        made.append((worker, branch))
+    return host, base, made
