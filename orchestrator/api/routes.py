@@ -272,7 +272,7 @@ def merge(job_id: str) -> Response:
     body = request.get_json(force=True, silent=True) if request.get_data() else {}
     if not isinstance(body, dict):
         raise ValidationError(
-            'body must be a JSON object: {"strategy": "auto|theirs|manual", "into": "<branch>"} (both optional)'
+            'body must be a JSON object: {"strategy": "auto|theirs|manual|resolve", "into": "<branch>"} (both optional)'
         )
     unknown = sorted(set(body) - set(MERGE_KEYS))
     if unknown:

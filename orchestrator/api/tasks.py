@@ -136,7 +136,7 @@ def merge(task_id: str) -> Response:
     task_id = _task_id(task_id)
     body = request.get_json(force=True, silent=True) if request.get_data() else {}
     if not isinstance(body, dict):
-        raise ValidationError('body must be a JSON object: {"merge_strategy": "theirs|auto|manual"}')
+        raise ValidationError('body must be a JSON object: {"merge_strategy": "theirs|auto|manual|resolve"}')
     unknown = sorted(str(k) for k in body if k != "merge_strategy")
     if unknown:
         raise InvalidParameter(f"unknown field(s) {', '.join(unknown)}; the body takes: merge_strategy", field=unknown[0])

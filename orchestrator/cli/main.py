@@ -195,7 +195,7 @@ def _add_late_commands(sub: Any) -> None:
     diff.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_diff"))
     merge = sub.add_parser("merge", help="merge a finished root job's workers' branches into its result branch (again)")
     merge.add_argument("job_id")
-    merge.add_argument("--strategy", choices=("auto", "theirs", "manual"), help="default: the job's merge_strategy")
+    merge.add_argument("--strategy", choices=("auto", "theirs", "manual", "resolve"), help="default: the job's merge_strategy")
     merge.add_argument(
         "--into", metavar="BRANCH", help="fast-forward this branch of yours to the result (default: the job's merge_into)"
     )

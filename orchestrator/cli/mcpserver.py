@@ -356,12 +356,12 @@ def build(backend: Backend) -> MCPServer:
         job_id: str, strategy: str | None = None, into: str | None = None, include_json: bool = False
     ) -> CallToolResult:
         """Merge a finished root job's workers' branches into its result branch (again). strategy:
-        auto, theirs or manual (default: the job's); into: a branch of yours to fast-forward to it."""
+        auto, theirs, manual or resolve (default: the job's); into: a branch of yours to fast-forward to it."""
         job = _text("job_id", job_id)
         from ..config import MergeStrategy  # here: the MCP server starts light
 
         if strategy is not None and strategy not in tuple(MergeStrategy):
-            raise ToolError(f"strategy must be auto, theirs or manual (got {strategy!r})")
+            raise ToolError(f"strategy must be one of {', '.join(MergeStrategy)} (got {strategy!r})")
 
         def run() -> Answer:
             from ..git.conflicts import counted

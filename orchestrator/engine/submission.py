@@ -154,7 +154,7 @@ class Submission:
         if graph.has_dependencies(nodes) and not merges:
             raise ConfigError(
                 "merge_strategy manual cannot run a task graph: a task starts once its prerequisites are merged into "
-                "the job's result branch, and manual merges nothing. Use merge_strategy auto or theirs, or drop depends_on",
+                "the job's result branch, and manual merges nothing. Use merge_strategy auto, theirs or resolve, or drop depends_on",
                 key="merge_strategy",
             )
         return nodes

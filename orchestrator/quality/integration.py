@@ -6,9 +6,10 @@ A root job's integration branch is its result branch ``<prefix><root id>/result`
 job's is ``<prefix><root id>/<job id>/integration`` (its workers' branches are merged into its
 parent worker's branch at its end, as any child job's: engine/nesting.py). ``IntegrateStep`` is the
 last after-attempt step: it merges the commit the gates judged (never a later one) with the
-job's strategy (``auto``: a conflict fails the worker, naming the files; ``theirs``: the worker's
-side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto or
-theirs runs a graph (submission refuses manual).
+job's strategy (``auto``: a conflict fails the worker, naming the files; ``resolve``: a resolver
+worker resolves it first, quality/resolving.py, and only a refused resolution fails it; ``theirs``: the worker's
+side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto,
+theirs or resolve runs a graph (submission refuses manual).
 """
 
 from __future__ import annotations

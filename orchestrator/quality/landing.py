@@ -315,7 +315,7 @@ def _previous(outcome: MergeOutcome) -> str:
     if outcome.removed:
         return (
             f"; {short} (at {previous[:12]}, an earlier merge's result) was removed, so it holds nothing this merge "
-            "did not make (merge again with auto or theirs to make it again)"
+            "did not make (merge again with auto, theirs or resolve to make it again)"
         )
     return f"; {short} still holds an earlier merge's result ({previous[:12]}): it is checked out in {outcome.kept_in}"
 
