@@ -463,6 +463,30 @@ def test_a_worker_cannot_delete_the_hosts_history(arena):
     assert intact
 
 
+@needs_bwrap
+def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
+    """merge_strategy resolve: the resolver runs worker-written code's sandbox too (quality/resolving.py)."""
+    resolver = [sys.executable, str(WORKER), str(arena.targets), "writes", "git"]
+    engine = arena.engine("on", git={"resolver_kind": "command", "resolver_command": resolver, "resolver_retries": 0})
+    before = arena.snapshot()
+    same_line = "sed -i s/v2/{}/ app.py"
+    job = engine.submit("resolve", {"merge_strategy": "resolve"}, [same_line.format("w1"), same_line.format("w2")])
+    done = engine.wait(job.id, 120)
+    (resolution,) = done.merge.outcome.resolutions
+    assert not resolution.accepted and resolution.reason == "conflict markers are left in: app.py"
+    log = engine.workspace.job_dir(job.id) / resolution.attempts[0].log_path
+    seen = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("HOSTILE "):
+            got = json.loads(line.removeprefix("HOSTILE "))
+            seen[got["name"]] = got
+    assert {"write host tracked file", "write config.yaml", "git branch -f main HEAD~1", "git stash drop"} <= set(seen), seen
+    assert [name for name, g in seen.items() if g["done"]] == [], seen
+    unchanged = arena.snapshot() == before
+    row("sandbox on", "a resolver's writes and git", "refused: its resolution refused", None, unchanged)
+    assert unchanged
+
+
 # -- on a node ------------------------------------------------------------------------------------
 @needs_bwrap
 def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena, redis_server, unique_prefix):

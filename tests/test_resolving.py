@@ -191,3 +191,20 @@ def repo_with_conflict(tmp_path: Path) -> tuple[Path, str, list[tuple[str, str]]
         git(host, "update-ref", f"refs/heads/{branch}", commit)
         made.append((worker, branch))
     return host, base, made
+
+
+def test_a_host_without_a_git_identity_still_resolves(hosted, tmp_path, monkeypatch):
+    """git merge asks for an identity even with --no-commit: the orchestrator's fallback is used."""
+    host, folder, make = hosted
+    monkeypatch.setenv("HOME", str(tmp_path / "no-home"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.accepted, resolution.reason
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert snapshot(host, folder) == before

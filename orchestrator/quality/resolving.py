@@ -41,6 +41,7 @@ from typing import Any
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
+from ..git.commits import identity_of
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..git.gitwork import repo_op
 from ..git.merging import Conflicted
@@ -134,7 +135,12 @@ class ConflictResolver:
                 if self.cancel.is_set():
                     refused = f"no resolver attempt {number}: the merge was cancelled"
                     break
-                self._prepare(tree, tmp, at)
+                try:
+                    self._prepare(tree, tmp, at)
+                except (GitFailed, OSError) as exc:  # the merge is left out, never the landing failed
+                    log.warning("job %s: the resolver's worktree could not be made", self.job.id, exc_info=True)
+                    refused = f"the merge could not be set up for the resolver: {exc}"
+                    break
                 prompt = self._prompt(at, files, refused)
                 (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
                 attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
@@ -171,7 +177,9 @@ class ConflictResolver:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--detach", "--", str(tree), at.head)
-        done = run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
+        # git merge asks for an identity even when it commits nothing: the user's, else the orchestrator's.
+        who = identity_of(self.repo).env()
+        done = run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False, env=who)
         if done.returncode not in (0, 1):
             raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, done.stderr)
 
@@ -181,8 +189,9 @@ class ConflictResolver:
                 repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(tree))
             except GitFailed:
                 log.warning("could not remove the resolver's worktree %s", tree, exc_info=True)
+        # Never ``git worktree prune``: it would drop the admin entry of a worktree of the user's
+        # whose folder is away (an unmounted drive); a left entry is git's to expire.
         shutil.rmtree(tree, ignore_errors=True)
-        run_git(self.repo, "worktree", "prune", check=False)
 
     # -- the resolver ------------------------------------------------------------------------
     def _prompt(self, at: Conflicted, files: Sequence[str], refused: str) -> str:
