@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from orchestrator.models import JobStatus
 from orchestrator.quality.resolving import markers_left
 from orchestrator.records import MergeOutcome, Resolution
 
-from .conftest import run_job
+from .conftest import processes_with, run_job, wait_until
 from .helpers.landing import result_of
 from .helpers.worktree import git, snapshot, user_env
 
@@ -207,4 +208,22 @@ def test_a_host_without_a_git_identity_still_resolves(hosted, tmp_path, monkeypa
     (resolution,) = job.merge.outcome.resolutions
     assert resolution.accepted, resolution.reason
     assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert snapshot(host, folder) == before
+
+
+def test_a_shutdown_stops_a_running_resolver_and_leaves_no_process(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    marker = f"{os.getpid()}.{time.monotonic_ns() % 100000}"
+    engine = make(**resolve_config(["sleep", marker], resolver_timeout=300, resolver_retries=0))
+    job = engine.submit("x", {"merge_strategy": "resolve"}, [SAME_LINE.format("w1"), SAME_LINE.format("w2")])
+    wait_until(lambda: processes_with(f"sleep\x00{marker}\x00"), 30, "the resolver running")
+    started = time.monotonic()
+    engine.shutdown(timeout=20)
+    assert time.monotonic() - started < 15  # not the resolver's 300 s
+    wait_until(lambda: not processes_with(f"sleep\x00{marker}\x00"), 10, "the resolver gone")
+    done = wait_until(lambda: (j := engine.get_job(job.id)).merge is not None and j, 20, "the merge recorded")
+    (resolution,) = done.merge.outcome.resolutions
+    assert not resolution.accepted and resolution.reason.startswith("the resolver did not finish: cancelled")
+    assert list(done.merge.skipped) == ["worker_2"]
     assert snapshot(host, folder) == before

@@ -12,7 +12,7 @@ the engine never hands a part its bound methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..config import JobConfig, Settings
 from ..models import JobRecord, WorkerRecord
 from ..process.executor import Executor
-from ..process.runner import ProcessRunner
+from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..reports.metrics import Metrics
 from ..workspace.layout import Workspace
@@ -75,6 +75,8 @@ class EngineContext:
     runner: ProcessRunner  # where helper commands run (the AI planner, a judge, scoring)
     checkout: Checkout  # prepares each worker's directory
     hooks: EngineHooks
+    # Set at shutdown: what runs outside a worker's attempt and may take long (a merge's resolver) stops.
+    closing: Wakeup = field(default_factory=Wakeup)
 
     def add_cost(self, root_id: str, usd: float | None) -> None:
         """Locked: AI cost reported by a worker, the AI planner or a judge, toward the tree's budget."""

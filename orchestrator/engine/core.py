@@ -484,6 +484,7 @@ class Engine:
         with self.tables.locked():
             self._closing = True
             roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
+        self.ctx.closing.set()  # a merge's resolver in progress stops (quality/resolving.py)
         for job in roots:
             with contextlib.suppress(Conflict):
                 self.cancel(job.id)

@@ -36,6 +36,7 @@ def resolver_factory(ctx: EngineContext) -> ResolverFactory:
             base=base,
             budget=budget,
             on_cost=on_cost,
+            cancel=ctx.closing,  # the engine's shutdown stops a resolver (its merge leaves that worker out)
         )
 
     return make

@@ -275,8 +275,8 @@ class ConflictResolver:
         basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
         ran = (code, seconds, parsed.cost_usd, basis)
         self.workspace.append_line(log_path, f"===== resolver attempt {number} ended: {why or f'exit code {code}'} =====")
-        if code is None:
-            return ran, f"the resolver {why.replace('the selection', 'the merge')}"
+        if code is None:  # timed out, or the engine is shutting down
+            return ran, f"the resolver did not finish: {why.replace('the selection', 'the merge')}"
         if code != 0 or parsed.ok is False:
             how = (
                 f"was killed by {signal_name(-code)}"
