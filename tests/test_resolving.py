@@ -83,6 +83,27 @@ def test_a_conflict_resolved_by_a_command_resolver_is_regated_and_lands_with_bot
     assert snapshot(host, folder) == before
 
 
+def test_a_resolve_merge_needs_no_git_identity_of_the_user_s(hosted, tmp_path, monkeypatch):
+    # A server account with no user.name/user.email anywhere (a HOME of its own, no global config):
+    # git refuses even a merge that commits nothing without one, so the resolver's worktree
+    # merge runs with the worktree side's pinned identity, as every other git call of a job does.
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    nobody = tmp_path / "nobody"
+    nobody.mkdir()
+    for name, value in {"HOME": str(nobody), "GIT_CONFIG_GLOBAL": str(nobody / "none"), "GIT_CONFIG_NOSYSTEM": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    assert subprocess.run(["git", "-C", str(host), "var", "GIT_COMMITTER_IDENT"], capture_output=True).returncode != 0
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.accepted and list(job.merge.merged) == ["worker_1", "worker_2"], job.notes
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert snapshot(host, folder) == before
+
+
 def test_a_resolution_that_leaves_a_marker_is_refused_retried_and_the_worker_left_out_while_the_rest_merge(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
