@@ -247,6 +247,8 @@ def test_a_child_job_s_conflict_is_resolved_into_its_parent_worker_s_branch(serv
     both = "print('two')\nprint('three')\n"
     assert marker["seen"]["app.py"] == both and marker["status"] == "", marker
     assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): resolved by the resolver worker" in marker["out"]
+    told = "the conflict of worker_1_2 in app.py was resolved by command in attempt 1"
+    assert told.capitalize() in marker["out"] and any(told in n for n in child["notes"]), marker["out"]
     assert git(host, "show", f"{branch}:app.py") == both
     assert git(host, "merge-base", "--is-ancestor", merge.result_commit, branch) == ""
     assert "/resolve/" not in git(host, "worktree", "list")
@@ -274,6 +276,8 @@ def test_a_child_job_s_resolution_that_leaves_a_marker_leaves_that_worker_out_of
     out = marker["out"]
     assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): not merged (the resolver's resolution was refused)" in out
     assert f"Not merged (their work stays on their branches; merge or redo it yourself): {branch}_2" in out, out
+    why = "worker_1_2 was left out: its conflict in app.py was not resolved (conflict markers are left in: app.py)"
+    assert why.capitalize() in out and any(why in n for n in child["notes"]), out
     assert marker["seen"]["app.py"] == "print('two')\n" and marker["status"] == "", marker
     assert git(host, "show", f"{branch}:app.py") == "print('two')\n"
     assert git(host, "show", f"{branch}_2:app.py") == "print('three')\n"
