@@ -635,6 +635,87 @@ def test_a_claude_worker_in_a_worktree_edits_a_tracked_file_with_its_edit_tool(t
     assert snapshot(host, folder) == before
 
 
+RESOLVER_OPENING = "You are resolving a git merge conflict"
+_CONFLICT_BLOCK = re.compile(r"^<<<<<<< [^\n]*\n.*?^>>>>>>> [^\n]*\n", re.S | re.M)
+
+
+@needs_adapter
+def test_a_claude_resolver_edits_the_conflict_away_and_its_resolution_lands_sandboxed(hosted, tmp_path, claude_workers):
+    # Two command workers rewrite line 1 of app.py; under merge_strategy resolve, with the request's
+    # resolver_kind claude, the real CLI resolves the conflict. Its model (the mock) answers the
+    # resolver's prompt as a model would: it reads app.py, replaces the whole conflict block
+    # (markers and all) with one line holding both sides, tries to write outside its worktree
+    # (the sandbox's read-only root refuses that, where this machine can sandbox), and answers.
+    from orchestrator.process.sandbox import probe
+
+    from .helpers.landing import result_of
+    from .helpers.worktree import git, snapshot
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    outside = tmp_path / "observed" / "resolver_was_here"  # outside the host and the workspace
+    outside.parent.mkdir()
+    resolved = "print('w1', 'w2')\n"
+
+    def script(body):
+        if RESOLVER_OPENING not in prompt_text(body):
+            return Text(f"unexpected prompt: {subtask(body)!r}")
+        done = tool_results(body)
+        path = f"{working_directory(body)}/app.py"
+        if not done:
+            return ToolUse("Read", {"file_path": path}, text="Reading the conflicting file")
+        if len(done) == 1:
+            with open(path) as file:  # what the model read: the merge in progress, markers included
+                (block,) = _CONFLICT_BLOCK.findall(file.read())
+            return ToolUse("Edit", {"file_path": path, "old_string": block, "new_string": resolved})
+        if len(done) == 2:
+            probe_call = f"python3 -c \"open('{outside}', 'w')\""  # claude asks before a touch outside its folder
+            return ToolUse("Bash", {"command": probe_call, "description": "Probe the sandbox"})
+        return Text("Resolved app.py: both workers' prints on one line")
+
+    mock = claude_workers(script)
+    tools = [*SCHEMA["orchestrator"]["claude_allowed_tools"].default, "Bash(python3 -c:*)"]
+    engine = make(orchestrator={"claude_command": CLAUDE, "claude_allowed_tools": tools}, git={"resolver_retries": 0})
+    tasks = ["sed -i s/v2/w1/ app.py", "sed -i s/v2/w2/ app.py"]
+    job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "resolver_kind": "claude"}, timeout=120)
+    why = explain(engine, job, mock)
+    merge = job.merge
+    assert job.status is JobStatus.COMPLETED and merge is not None, why
+    assert list(merge.merged) == ["worker_1", "worker_2"] and merge.skipped == (), why
+    (resolution,) = merge.outcome.resolutions
+    assert resolution.accepted and resolution.worker == "worker_2" and resolution.files == ("app.py",), why
+    assert resolution.resolver == "claude" and resolution.reason == "resolved by claude in attempt 1", why
+    assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "resolver")]
+    # The result branch holds the resolver's text, no marker left.
+    result = result_of(host, job.id)
+    assert git(host, "show", f"{result}:app.py") == resolved + "line2\n"
+    assert git(host, "rev-parse", f"{result}^{{tree}}").strip() == resolution.tree
+    # The model was sent the resolver's prompt, as the orchestrator wrote it down.
+    prompt = (engine.workspace.job_dir(job.id) / "resolve" / "depth_0_worker_2" / "prompt_1.md").read_text()
+    assert prompt.startswith(RESOLVER_OPENING) and "- app.py" in prompt and "+print('w1')" in prompt
+    asked = [r for r in mock.conversation if RESOLVER_OPENING in prompt_text(r.body)]
+    assert len(asked) == 4 and all(prompt.strip() in prompt_text(r.body) for r in asked), why
+    # Its tools ran: the Read and the Edit cleanly, the probe as the sandbox allows.
+    read, edit, probe_result = tool_results(asked[-1].body)
+    assert not read.get("is_error") and not edit.get("is_error"), why
+    if probe().available:  # workers.sandbox auto: confined, in a read-only root but for its worktree
+        assert probe_result.get("is_error") and "Read-only file system" in result_text(probe_result), why
+        assert not outside.exists()
+    else:
+        assert not probe_result.get("is_error") and outside.exists(), why
+    # Its one attempt, with the cost the CLI reported for the mock's usage (4 calls of 1200 in,
+    # 80 out), counted toward the tree's budget (the workers are commands: no cost of their own).
+    (attempt,) = resolution.attempts
+    assert attempt.exit_code == 0 and attempt.refused == "" and attempt.cost_basis == "reported", why
+    log_text = (engine.workspace.job_dir(job.id) / attempt.log_path).read_text()
+    (reported,) = [e for e in json_lines(log_text) if e.get("type") == "result"]
+    assert reported["usage"]["input_tokens"] == 4 * 1200 and reported["usage"]["output_tokens"] == 4 * 80, why
+    assert attempt.cost_usd == reported["total_cost_usd"] == pytest.approx(4 * 0.0064, rel=0.01), why
+    assert engine.tables.tree_cost[job.root_id] == pytest.approx(attempt.cost_usd)
+    assert "/resolve/" not in git(host, "worktree", "list")
+    assert snapshot(host, folder) == before
+
+
 @needs_adapter
 def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, claude_workers):
     def script(body):  # Write a.txt: a.txt in the directory claude says it works in

@@ -20,10 +20,15 @@ from orchestrator.quality.resolving import markers_left
 from orchestrator.records import MergeOutcome, Resolution
 
 from .conftest import processes_with, run_job, wait_until
+from .helpers import nesting as nesting_helpers
 from .helpers.landing import result_of
+from .helpers.nesting import run_tree
 from .helpers.worktree import git, snapshot, user_env
 
 pytestmark = pytest.mark.slow
+
+# The fixture this file shares with tests/test_nesting.py (tests/helpers/nesting.py).
+served = nesting_helpers.served
 
 SAME_LINE = "sed -i s/v2/{}/ app.py"  # every worker that runs it rewrites line 1 of app.py
 GATE = {"name": "check", "run": ["sh", "-c", "grep -q print app.py"], "required": True}
@@ -81,6 +86,27 @@ def test_a_conflict_resolved_by_a_command_resolver_is_regated_and_lands_with_bot
     assert any(
         "the conflict of worker_2 in app.py was resolved by command in attempt 1; gates passed: check" in n for n in job.notes
     )
+    assert snapshot(host, folder) == before
+
+
+def test_a_resolve_merge_needs_no_git_identity_of_the_user_s(hosted, tmp_path, monkeypatch):
+    # A server account with no user.name/user.email anywhere (a HOME of its own, no global config):
+    # git refuses even a merge that commits nothing without one, so the resolver's worktree
+    # merge runs with the worktree side's pinned identity, as every other git call of a job does.
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    nobody = tmp_path / "nobody"
+    nobody.mkdir()
+    for name, value in {"HOME": str(nobody), "GIT_CONFIG_GLOBAL": str(nobody / "none"), "GIT_CONFIG_NOSYSTEM": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    assert subprocess.run(["git", "-C", str(host), "var", "GIT_COMMITTER_IDENT"], capture_output=True).returncode != 0
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.accepted and list(job.merge.merged) == ["worker_1", "worker_2"], job.notes
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
     assert snapshot(host, folder) == before
 
 
@@ -194,23 +220,6 @@ def repo_with_conflict(tmp_path: Path) -> tuple[Path, str, list[tuple[str, str]]
     return host, base, made
 
 
-def test_a_host_without_a_git_identity_still_resolves(hosted, tmp_path, monkeypatch):
-    """git merge asks for an identity even with --no-commit: the orchestrator's fallback is used."""
-    host, folder, make = hosted
-    monkeypatch.setenv("HOME", str(tmp_path / "no-home"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
-        monkeypatch.delenv(name, raising=False)
-    before = snapshot(host, folder)
-    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
-    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
-    (resolution,) = job.merge.outcome.resolutions
-    assert resolution.accepted, resolution.reason
-    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
-    assert snapshot(host, folder) == before
-
-
 def test_a_shutdown_stops_a_running_resolver_and_leaves_no_process(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
@@ -226,4 +235,69 @@ def test_a_shutdown_stops_a_running_resolver_and_leaves_no_process(hosted, tmp_p
     (resolution,) = done.merge.outcome.resolutions
     assert not resolution.accepted and resolution.reason.startswith("the resolver did not finish: cancelled")
     assert list(done.merge.skipped) == ["worker_2"]
+    assert snapshot(host, folder) == before
+
+
+# A parent worker (tests/helpers/nesting.py WORKER) whose child job's two workers rewrite app.py whole.
+CHILD_CONFLICT = "parent: write app.py=print('two') | write app.py=print('three')"
+
+
+def test_a_child_job_s_conflict_is_resolved_into_its_parent_worker_s_branch(served, tmp_path):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start(resolver_kind="command", resolver_command=resolver_script(tmp_path, BOTH_SIDES))
+    doc, marker, child = run_tree(live, CHILD_CONFLICT, merge_strategy="resolve")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    # The child job's merge record: both workers merged into the parent's branch, the second by its resolution.
+    merge = live.engine.workspace.load_job(f"{root_id}-c1").merge
+    assert merge is not None and merge.target == branch and merge.outcome.strategy == "resolve", merge
+    assert list(merge.merged) == ["worker_1_1", "worker_1_2"] and merge.skipped == (), merge
+    (resolution,) = merge.outcome.resolutions
+    assert resolution.accepted and resolution.worker == "worker_1_2" and resolution.files == ("app.py",), resolution
+    assert resolution.resolver == "command" and [a.exit_code for a in resolution.attempts] == [0]
+    assert [(c.path, c.workers, c.resolved_by) for c in merge.conflicts] == [("app.py", ("worker_1_1", "worker_1_2"), "resolver")]
+    assert child["merge"]["resolutions"][0]["accepted"] is True  # the status document shows the same
+    # Its prompt (under the tree's folder, keyed by the child's depth) names both children's subtasks.
+    prompt = live.engine.workspace.job_dir(root_id) / "resolve" / "depth_1_worker_1_2" / "prompt_1.md"
+    assert "write app.py=print('two')" in prompt.read_text() and "write app.py=print('three')" in prompt.read_text()
+    # Both sides are in the parent's checkout when its spawn returned, and on its branch.
+    both = "print('two')\nprint('three')\n"
+    assert marker["seen"]["app.py"] == both and marker["status"] == "", marker
+    assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): resolved by the resolver worker" in marker["out"]
+    told = "the conflict of worker_1_2 in app.py was resolved by command in attempt 1"
+    assert told.capitalize() in marker["out"] and any(told in n for n in child["notes"]), marker["out"]
+    assert git(host, "show", f"{branch}:app.py") == both
+    assert git(host, "merge-base", "--is-ancestor", merge.result_commit, branch) == ""
+    assert "/resolve/" not in git(host, "worktree", "list")
+    assert snapshot(host, folder) == before
+
+
+def test_a_child_job_s_resolution_that_leaves_a_marker_leaves_that_worker_out_of_its_parent_s_branch(served, tmp_path):
+    host, folder, start = served
+    before = snapshot(host, folder)
+    live = start(
+        resolver_kind="command", resolver_command=resolver_script(tmp_path, "print('did nothing')\n"), resolver_retries=0
+    )
+    doc, marker, child = run_tree(live, CHILD_CONFLICT, merge_strategy="resolve")
+    root_id = doc["job_id"]
+    branch = f"orchestrator/{root_id}/worker_1"
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    merge = live.engine.workspace.load_job(f"{root_id}-c1").merge
+    assert merge is not None and list(merge.merged) == ["worker_1_1"] and list(merge.skipped) == ["worker_1_2"], merge
+    (resolution,) = merge.outcome.resolutions
+    assert not resolution.accepted and resolution.tree is None
+    assert resolution.reason == "conflict markers are left in: app.py"
+    assert [a.refused for a in resolution.attempts] == ["conflict markers are left in: app.py"]
+    assert [(c.path, c.resolved_by, bool(c.refused)) for c in merge.conflicts] == [("app.py", "", True)]
+    # The parent was told, and its branch holds the first side only, no marker; the other stays on its own branch.
+    out = marker["out"]
+    assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): not merged (the resolver's resolution was refused)" in out
+    assert f"Not merged (their work stays on their branches; merge or redo it yourself): {branch}_2" in out, out
+    why = "worker_1_2 was left out: its conflict in app.py was not resolved (conflict markers are left in: app.py)"
+    assert why.capitalize() in out and any(why in n for n in child["notes"]), out
+    assert marker["seen"]["app.py"] == "print('two')\n" and marker["status"] == "", marker
+    assert git(host, "show", f"{branch}:app.py") == "print('two')\n"
+    assert git(host, "show", f"{branch}_2:app.py") == "print('three')\n"
     assert snapshot(host, folder) == before

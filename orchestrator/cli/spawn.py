@@ -266,6 +266,11 @@ def merged(merge: dict[str, Any] | None) -> list[str]:
 
             text = describe(conflict)
             lines.append(text[:1].upper() + text[1:])
+    for resolved in merge.get("resolutions", []):  # merge_strategy resolve: what its resolver did, or why not
+        from ..git.conflicts import resolution
+
+        text = resolution(resolved)
+        lines.append(text[:1].upper() + text[1:])
     if merge.get("skipped"):
         where = merge["target"].rsplit("/", 1)[0]
         branches = ", ".join(f"{where}/{w}" for w in merge["skipped"])

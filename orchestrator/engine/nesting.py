@@ -221,6 +221,7 @@ def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None =
     if outcome.unchanged:
         parts.append(f"no changes from {', '.join(outcome.unchanged)}")
     parts += [conflict_text.describe(c) for c in outcome.conflicts if c.resolved_by or not c.predicted]
+    parts += [conflict_text.resolution(r) for r in outcome.resolutions]  # what the resolver did, or why not
     if outcome.skipped:
         parts.append(f"not merged: {', '.join(outcome.skipped)}")
     return "; ".join(parts)

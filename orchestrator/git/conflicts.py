@@ -3,7 +3,8 @@ log lines, a child job's merge summary, FINAL_RESULT.md, the status document, th
 command line (``conflicts``, ``merge``) and the spawn helper's Markdown.
 
 A conflict is git/merging.py's ``FileConflict`` or its JSON shape (``{"path", "workers", "hunks",
-"kind", "resolved_by", "predicted", "refused"}``, as a merge record holds it). This module imports nothing:
+"kind", "resolved_by", "predicted", "refused"}``, as a merge record holds it); what a resolver worker
+made of one (merge_strategy resolve) is records.py's ``Resolution`` or its JSON shape. This module imports nothing:
 the spawn helper renders a child's merge with it, and its start-up counts (cli/spawn.py).
 """
 
@@ -51,6 +52,16 @@ def describe(conflict: Any) -> str:
     hunks = f"{_get(conflict, 'hunks', 0)} hunk(s)" + ("" if kind == "content" else f", {kind}")
     workers = ", ".join(_get(conflict, "workers", ()))
     return f"conflict in {_get(conflict, 'path')} ({workers}, {hunks}): {outcome(conflict)}"
+
+
+def resolution(resolved: Any) -> str:
+    """What a resolver worker made of a conflict (``records.Resolution`` or its JSON shape), with
+    why: ``the conflict of worker_2 in app.py was resolved by claude in attempt 1``, or
+    ``worker_2 was left out: its conflict in app.py was not resolved (conflict markers are left in: app.py)``."""
+    worker, files, reason = _get(resolved, "worker"), ", ".join(_get(resolved, "files", ())), _get(resolved, "reason")
+    if _get(resolved, "accepted"):
+        return f"the conflict of {worker} in {files} was {reason}"
+    return f"{worker} was left out: its conflict in {files} was not resolved ({reason})"
 
 
 def listed(conflicts: Sequence[Any], limit: int = NAMED) -> str:

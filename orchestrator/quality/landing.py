@@ -280,12 +280,7 @@ def describe(merge: MergeRecord) -> str:
         text += _previous(outcome)
     elif strategy == MergeStrategy.RESOLVE and outcome.resolutions:
         text = f"merged {len(merged)} worker(s) into {short} (resolve); take it with: {outcome.command}"
-        for r in outcome.resolutions:
-            files = ", ".join(r.files)
-            if r.accepted:
-                text += f"; the conflict of {r.worker} in {files} was {r.reason}"
-            else:
-                text += f"; {r.worker} was left out: its conflict in {files} was not resolved ({r.reason})"
+        text += "".join(f"; {conflict_text.resolution(r)}" for r in outcome.resolutions)
     elif outcome.skipped:
         text = (
             f"merge auto stopped at a conflict in: {conflict_text.listed(actual)}; merged {len(merged)} worker(s) into {short}, "

@@ -41,7 +41,7 @@ from typing import Any
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
-from ..git.commits import identity_of
+from ..git import gitwork
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..git.gitwork import repo_op
 from ..git.merging import Conflicted
@@ -177,9 +177,9 @@ class ConflictResolver:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--detach", "--", str(tree), at.head)
-        # git merge asks for an identity even when it commits nothing: the user's, else the orchestrator's.
-        who = identity_of(self.repo).env()
-        done = run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False, env=who)
+        # The worktree side's git (gitwork): its pinned identity, as a merge needs one even when it
+        # commits nothing, and the user may have none (a service account, a HOME of its own).
+        done = gitwork.run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
         if done.returncode not in (0, 1):
             raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, done.stderr)
 
@@ -290,8 +290,8 @@ class ConflictResolver:
 
     def _take(self, tree: Path, at: Conflicted, files: Sequence[str]) -> tuple[str | None, str]:
         """The worktree's files as a tree, and why it is refused ("": it is not)."""
-        run_git(tree, *_QUIET, "add", "-A", "--", ".")
-        resolved = run_git(tree, "write-tree").stdout.strip()
+        gitwork.run_git(tree, *_QUIET, "add", "-A", "--", ".")
+        resolved = gitwork.run_git(tree, "write-tree").stdout.strip()
         left = []
         for path in files:
             found = run_git(self.repo, "cat-file", "-e", f"{resolved}:{path}", check=False)
