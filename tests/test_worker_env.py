@@ -49,6 +49,19 @@ def test_workers_env_is_set_and_inheritance_is_the_default(make_engine, monkeypa
     assert _files_mentioning(engine.workspace.job_dir(job.root_id), SECRET) == []
 
 
+@pytest.mark.parametrize("forge, variable", [("github", "GITHUB_TOKEN"), ("gitlab", "MY_FORGE_TOKEN")])
+def test_the_pull_requests_token_is_withheld_from_workers_unless_passed_through(make_engine, monkeypatch, forge, variable):
+    monkeypatch.setenv(variable, SECRET)
+    monkeypatch.setenv("SERVER_SIDE_VAR", "from-the-server")
+    named = {"forge_token_env": variable} if variable != "GITHUB_TOKEN" else {}
+    git = {"pull_request": forge, "push": "origin", "forge_repo": "o/r", **named}
+    engine = make_engine(orchestrator={"worker": "command", "command": DUMP}, git=git)
+    seen = _seen(engine, run_job(engine, "x", tasks=["show"]))
+    assert variable not in seen and seen["SERVER_SIDE_VAR"] == "from-the-server"
+    engine = make_engine(orchestrator={"worker": "command", "command": DUMP}, git=git, workers={"env_passthrough": [variable]})
+    assert _seen(engine, run_job(engine, "x", tasks=["show"]))[variable] == SECRET  # asked for by name: given
+
+
 def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, monkeypatch):
     monkeypatch.setenv("KEEP_ME", "kept")
     monkeypatch.setenv("DROP_ME", "dropped")

@@ -53,6 +53,10 @@ class PullRequestForge(StrEnum):
     GITLAB = "gitlab"
 
 
+# The server's variable holding a forge's token when git.forge_token_env is empty.
+DEFAULT_TOKEN_ENV = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
+
+
 class SandboxMode(StrEnum):
     """``workers.sandbox``: on (refuse to run unconfined), off, or auto (on where the machine can)."""
 
@@ -404,7 +408,8 @@ class GitSettings(Section):
     forge_token_env: str = setting(
         "",
         "the environment variable of the server holding the forge token (empty: GITHUB_TOKEN or GITLAB_TOKEN); "
-        "the token itself is never in config, records, logs or reports",
+        "the token itself is never in config, records, logs or reports, and workers do not inherit that variable "
+        "unless workers.env_passthrough names it",
     )
     pull_request_base: str = setting(
         "", "the branch the pull request targets (empty: merge_into, else the branch checked out in the repository)"

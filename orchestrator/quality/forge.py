@@ -18,8 +18,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ..config import schema
+
 DEFAULT_API = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
-DEFAULT_TOKEN_ENV = {"github": "GITHUB_TOKEN", "gitlab": "GITLAB_TOKEN"}
+DEFAULT_TOKEN_ENV = {str(k): v for k, v in schema.DEFAULT_TOKEN_ENV.items()}
 TIMEOUT = 30.0
 
 

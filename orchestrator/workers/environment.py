@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from .. import protocol
 from ..config import Isolation, JobConfig, Settings
+from ..config.schema import DEFAULT_TOKEN_ENV
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
@@ -33,6 +34,11 @@ def base_env(settings: Settings) -> dict[str, str]:
     env = dict(source) if w.inherit_env else {name: source[name] for name in w.env_passthrough if name in source}
     for name in [n for n in env if n.startswith(protocol.PREFIX)]:
         del env[name]  # never leak a parent's identity or settings into a worker
+    forge = settings.git.pull_request
+    if forge in DEFAULT_TOKEN_ENV:  # the pull request's token is the server's, not a worker's to read or log
+        token = settings.git.forge_token_env or DEFAULT_TOKEN_ENV[forge]
+        if token not in w.env_passthrough:
+            env.pop(token, None)
     env.update(w.env)
     env.setdefault("PATH", source.get("PATH", os.defpath))
     return env
