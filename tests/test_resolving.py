@@ -265,7 +265,7 @@ def test_a_child_job_s_conflict_is_resolved_into_its_parent_worker_s_branch(serv
     # Both sides are in the parent's checkout when its spawn returned, and on its branch.
     both = "print('two')\nprint('three')\n"
     assert marker["seen"]["app.py"] == both and marker["status"] == "", marker
-    assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): resolved by the resolver worker" in marker["out"]
+    assert "Conflict in app.py (worker_1_1, worker_1_2, 1 hunk(s)): resolved by a resolver worker" in marker["out"]
     told = "the conflict of worker_1_2 in app.py was resolved by command in attempt 1"
     assert told.capitalize() in marker["out"] and any(told in n for n in child["notes"]), marker["out"]
     assert git(host, "show", f"{branch}:app.py") == both

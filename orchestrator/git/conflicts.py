@@ -35,7 +35,7 @@ def outcome(conflict: Any) -> str:
     """What became of a conflicting file: resolved (theirs), predicted only, or where merging stopped."""
     resolved_by = _get(conflict, "resolved_by")
     if resolved_by == RESOLVER:
-        return "resolved by the resolver worker, gates passed on the merged tree"
+        return "resolved by a resolver worker"
     if resolved_by:
         return f"resolved by taking {resolved_by}'s side"
     if _get(conflict, "refused"):
