@@ -145,10 +145,14 @@ class ConflictResolver:
                 (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
                 attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
                 resolved = None
-                if not problem:
-                    resolved, problem = self._take(tree, at, files)
-                if not problem and resolved is not None:
-                    ran_gates, problem = self._gate(at, tree, tmp, resolved, number)
+                try:
+                    if not problem:
+                        resolved, problem = self._take(tree, at, files)
+                    if not problem and resolved is not None:
+                        ran_gates, problem = self._gate(at, tree, tmp, resolved, number)
+                except (GitFailed, OSError) as exc:  # fail closed: a resolution that cannot be read is refused
+                    log.warning("job %s: a resolution could not be checked", self.job.id, exc_info=True)
+                    problem = f"the resolution could not be checked: {exc}"
                 attempts.append(ResolverAttempt(number, *attempt, refused=problem, log_path=self._rel(log_path)))
                 self._note(at.worker, f"resolver attempt {number} ({label}) on {', '.join(files)}: {problem or 'accepted'}")
                 if not problem:
