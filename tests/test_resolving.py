@@ -18,7 +18,7 @@ from orchestrator.models import JobStatus
 from orchestrator.quality.resolving import markers_left
 from orchestrator.records import MergeOutcome, Resolution
 
-from .conftest import run_job
+from .conftest import run_job, wait_until
 from .helpers.landing import result_of
 from .helpers.worktree import git, snapshot, user_env
 
@@ -80,6 +80,47 @@ def test_a_conflict_resolved_by_a_command_resolver_is_regated_and_lands_with_bot
     assert any(
         "the conflict of worker_2 in app.py was resolved by command in attempt 1; gates passed: check" in n for n in job.notes
     )
+    assert snapshot(host, folder) == before
+
+
+# A stand-in for claude as the resolver: keeps both sides (BOTH_SIDES), then prints claude's result
+# object with tokens and no cost, so its cost is estimated from workers.prices.
+FAKE_CLAUDE = """#!{python}
+import json
+{both}
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "resolved",
+                  "usage": {{"input_tokens": 1000, "output_tokens": 500}}}}))
+"""
+PRICE = {"input": 10.0, "output": 20.0, "cache_write": 0.0, "cache_read": 0.0}  # 1000 in, 500 out: $0.02
+
+
+def test_a_restarted_server_counts_the_resolvers_cost_in_the_trees_budget(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
+    fake.chmod(0o755)
+    sections = {
+        "git": {"resolver_kind": "claude", "resolver_model": "fake-model"},
+        "orchestrator": {"claude_command": str(fake)},
+        "workers": {"prices": {"fake-model": PRICE}},
+    }
+    engine = make(**sections)
+    tasks = [
+        {"id": "a", "task": SAME_LINE.format("w1")},
+        {"id": "b", "task": SAME_LINE.format("w2")},
+        {"id": "c", "task": "echo c > c.txt", "depends_on": ["a", "b"]},
+    ]
+    config = {"merge_strategy": "resolve", "gates": [GATE], "approval": "before_merge"}
+    job = engine.submit("x", config, tasks)
+    wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, timeout=60)
+    assert engine.tables.tree_cost[job.id] == pytest.approx(0.02)  # the integration's resolver, as it ran
+    engine.shutdown(timeout=10)
+    # When a new server takes the waiting tree over, its cost is restored from the records
+    again = make(**sections)
+    again.recover()
+    assert again.get_job(job.id).status is JobStatus.WAITING
+    assert again.tables.tree_cost[job.id] == pytest.approx(0.02)
     assert snapshot(host, folder) == before
 
 
