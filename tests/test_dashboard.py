@@ -599,6 +599,12 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     ]
     assert "resolver $0.0100 est." in text_of(browser, "f-cost")
     _no_markup_ran(browser)
+    # The jobs list labels the tree's cost estimated: the resolver's was
+    browser.get(f"{live.url}/")
+    row = f"#jobs-body tr[data-job-id='{job_id}'] td:nth-child(6)"
+    wait_for(browser, lambda: browser.find_element("css selector", row).text == "$0.0100 est.", "the job's cost in the list")
+    browser.get(f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state again")
     # The button POSTs the chosen strategy and target to /merge and shows the merge it made
     js(
         browser,
