@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .records import GateResult, IntegrationRecord, MergeRecord
+from .records import GateResult, IntegrationRecord, MergeRecord, Resolution
 
 _T = TypeVar("_T")
 
@@ -271,6 +271,12 @@ class WorkerRecord:
         return f"depth_{self.depth}_{self.name}"
 
     @property
+    def integration_resolution(self) -> Resolution | None:
+        """``merge_strategy: resolve``: the resolver's work on the conflict of its merge into its job's
+        integration branch (a graph job's). Its cost is its job's, never in ``cost_usd`` (what its own runs cost)."""
+        return self.integrated.integrated.resolution if self.integrated is not None else None
+
+    @property
     def duration(self) -> float | None:
         if self.started_at is None:
             return None
@@ -402,6 +408,18 @@ class JobRecord:
         return sum(costs) if costs else None
 
     @property
+    def resolver_cost_usd(self) -> float | None:
+        """What the resolver workers of its last merge cost (``merge_strategy: resolve``; a child job's
+        merge into its parent worker's branch holds its own); None: none reported or estimated one.
+        A graph job's integration resolutions are its workers' records' (``resolver_cost``)."""
+        costs = (
+            [r.cost_usd for r in self.merge.outcome.resolutions if r.cost_usd is not None]
+            if self.merge and self.merge.outcome
+            else []
+        )
+        return sum(costs) if costs else None
+
+    @property
     def duration(self) -> float | None:
         if self.started_at is None or self.ended_at is None:
             return None
@@ -440,6 +458,25 @@ class JobRecord:
         if known.get("approval") is not None:
             known["approval"] = Approval.from_dict(known["approval"])
         return cls(**known)
+
+
+def resolutions_of(job: JobRecord, workers: Iterable[WorkerRecord]) -> list[tuple[str, Resolution]]:
+    """Every conflict a resolver worker was asked to resolve for ``job`` (``merge_strategy: resolve``),
+    as (stage, resolution): its graph's integration ("integration", its own ``workers``' records, in
+    plan order), then its last merge's ("merge"). The one list the views show."""
+    mine = sorted((w for w in workers if w.job_id == job.id), key=lambda w: w.index)
+    found = [("integration", r) for w in mine if (r := w.integration_resolution) is not None]
+    outcome = job.merge.outcome if job.merge is not None else None
+    return found + [("merge", r) for r in (outcome.resolutions if outcome is not None else ())]
+
+
+def resolver_cost(jobs: Iterable[JobRecord], workers: Iterable[WorkerRecord]) -> float | None:
+    """What the resolver workers of ``jobs`` cost, counted once: each job's merge's
+    (``JobRecord.resolver_cost_usd``) and its graph's integration's (each worker's
+    ``integration_resolution``, its job's cost); None: none known."""
+    costs = [c for j in jobs if (c := j.resolver_cost_usd) is not None]
+    costs += [r.cost_usd for w in workers if (r := w.integration_resolution) is not None and r.cost_usd is not None]
+    return sum(costs) if costs else None
 
 
 def delivered(job: JobRecord | None, record: WorkerRecord, status: WorkerStatus | None = None) -> bool:

@@ -112,6 +112,12 @@ class Resolution:
     def estimated(self) -> bool:
         return any(a.cost_basis == "estimated" for a in self.attempts)
 
+    @property
+    def cost_basis(self) -> str | None:
+        """As a worker's: "estimated" when any attempt's cost came from a price table, "reported" when
+        its CLI said, None: no cost known."""
+        return "estimated" if self.estimated else "reported" if self.cost_usd is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "worker": self.worker,
@@ -123,6 +129,7 @@ class Resolution:
             "gates": [g.to_dict() for g in self.gates],
             "tree": self.tree,
             "cost_usd": self.cost_usd,
+            "cost_basis": self.cost_basis,
         }
 
     @classmethod

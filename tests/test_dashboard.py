@@ -557,6 +557,29 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
         "command": f"git merge orchestrator/{job_id}/result",
         "at": time.time(),
         "into": {"branch": "main", "moved": False, "refused": "not a fast-forward", "command": "git merge --ff-only x"},
+        # merge_strategy resolve's record of the resolver's work on worker_2's conflict (refused)
+        "resolutions": [
+            {
+                "worker": "worker_2",
+                "files": [EVIL_NAME],
+                "resolver": "command",
+                "accepted": False,
+                "reason": "conflict markers are left in: " + EVIL_NAME,
+                "attempts": [
+                    {
+                        "number": 1,
+                        "exit_code": 0,
+                        "seconds": 0.5,
+                        "cost_usd": 0.01,
+                        "cost_basis": "estimated",
+                        "refused": "conflict markers are left in: " + EVIL_NAME,
+                        "log_path": "logs/depth_0_worker_2.resolve.log",
+                    }
+                ],
+                "gates": [],
+                "tree": None,
+            }
+        ],
     }
     with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
@@ -568,7 +591,20 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     assert "main: not moved: not a fast-forward" in state and "1 conflicting file(s)" in state
     cells = js(browser, "return [...document.querySelectorAll('#merge-conflicts tbody td')].map((td) => td.textContent)")
     assert cells == [EVIL_NAME, "worker_1, worker_2", "2", "content", "—"]
+    # ... and each resolution, with its attempts, cost (estimated), why and log; its cost in the tree's
+    resolutions = js(browser, "return [...document.querySelectorAll('#merge-resolutions li')].map((li) => li.textContent)")
+    assert resolutions == [
+        f"refused: worker_2 in {EVIL_NAME} by command · 1 attempt · $0.0100 est. · conflict markers are left in: {EVIL_NAME}"
+        " · log: logs/depth_0_worker_2.resolve.log"
+    ]
+    assert "resolver $0.0100 est." in text_of(browser, "f-cost")
     _no_markup_ran(browser)
+    # The jobs list labels the tree's cost estimated: the resolver's was
+    browser.get(f"{live.url}/")
+    row = f"#jobs-body tr[data-job-id='{job_id}'] td:nth-child(6)"
+    wait_for(browser, lambda: browser.find_element("css selector", row).text == "$0.0100 est.", "the job's cost in the list")
+    browser.get(f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state again")
     # The button POSTs the chosen strategy and target to /merge and shows the merge it made
     js(
         browser,

@@ -261,7 +261,7 @@ def test_a_folder_job_merges_nothing_and_its_report_has_no_changes_section(hoste
     assert "## Changes" not in engine.workspace.final_report(job.id).read_text()
     with pytest.raises(Conflict, match="folder isolation: its workers have no branches"):
         engine.merge(job.id)
-    assert engine.conflicts(job.id) == {"job_id": job.id, "conflicts": [], "merge": None}
+    assert engine.conflicts(job.id) == {"job_id": job.id, "conflicts": [], "merge": None, "resolutions": []}
 
 
 def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_runs_again(hosted):
@@ -446,7 +446,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
     answer = call(url, "POST", f"/api/v1/jobs/{running}/merge", json={})
     assert answer.status_code == 409 and "still running" in answer.json()["message"]
     seen = call(url, "GET", f"/api/v1/jobs/{running}/conflicts")  # answers while it runs
-    assert seen.status_code == 200 and seen.json() == {"job_id": running, "conflicts": [], "merge": None}
+    assert seen.status_code == 200 and seen.json() == {"job_id": running, "conflicts": [], "merge": None, "resolutions": []}
     call(url, "POST", f"/api/v1/jobs/{running}/cancel")
 
     job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
@@ -498,8 +498,10 @@ def test_conflicts_route_before_and_after_merging_and_who_may_merge(served):
             "kind": "content",
             "resolved_by": "",
             "predicted": True,
+            "resolution": None,  # no resolver was asked (merge_strategy resolve's)
         }
     ]
+    assert got["resolutions"] == []
     merged = call(url, "POST", f"/api/v1/jobs/{job_id}/merge", json={"strategy": "theirs", "into": ""}).json()["merge"]
     after = call(url, "GET", f"/api/v1/jobs/{job_id}/conflicts").json()
     assert after["conflicts"] == got["conflicts"] and after["merge"] == merged and merged["into"] is None

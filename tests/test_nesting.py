@@ -5,6 +5,7 @@ checkout before its ``spawn --wait`` returns. The user's repository is snapshott
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,33 @@ def test_a_conflict_under_auto_is_reported_and_the_parent_s_branch_holds_only_th
     children = {t["worker_id"]: t for t in child["results"]["tasks"]}
     assert children["worker_1_2"]["commit"] in squashed(host, branch)
     assert children["worker_1_3"]["commit"] not in squashed(host, branch)  # not merged: still only on its own branch
+    assert snapshot(host, folder) == before
+
+
+def test_a_child_jobs_conflict_resolved_under_resolve_is_in_its_views_and_counts_toward_the_child(served, tmp_path):
+    from .test_resolving import BOTH_SIDES, FAKE_CLAUDE, PRICE
+
+    host, folder, start = served
+    before = snapshot(host, folder)
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
+    fake.chmod(0o755)
+    sections = {"orchestrator": {"claude_command": str(fake)}, "workers": {"prices": {"fake-model": PRICE}}}
+    live = start(sections=sections, merge_strategy="resolve", resolver_kind="claude", resolver_model="fake-model")
+    doc, marker, child = run_tree(live, "parent: write app.py=print('two') | write app.py=print('three')")
+    root_id = doc["job_id"]
+    assert doc["status"] == "completed" and marker["exit"] == 0, marker
+    # The child's merge into its parent worker's branch kept both sides, by the resolver
+    assert marker["seen"]["app.py"] == "print('two')\nprint('three')\n", marker
+    (resolution,) = child["resolutions"]
+    assert resolution["stage"] == "merge" and resolution["worker"] == "worker_1_2" and resolution["accepted"]
+    assert child["merge"]["resolutions"][0]["cost_usd"] == pytest.approx(0.02)
+    # Its cost is the child job's (its own rollup), and the root's tree counts it once
+    child_row = next(r for r in doc["performance"]["jobs"] if r["job_id"] == f"{root_id}-c1")
+    assert child_row["cost_usd"] == pytest.approx(0.02) and doc["tree"]["cost_usd"] == pytest.approx(0.02)
+    assert doc["tree"]["resolver"] == {"resolutions": 1, "accepted": 1, "cost_usd": 0.02, "estimated": 1}
+    final = live.engine.workspace.final_report(root_id).read_text()
+    assert f"- Resolved: `worker_1_2`'s conflict in `app.py` (child job `{root_id}-c1`), by claude (fake-model)" in final
     assert snapshot(host, folder) == before
 
 

@@ -6,6 +6,7 @@ snapshot is checked after every job."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from orchestrator.git import merging
 from orchestrator.models import JobStatus
 from orchestrator.quality.resolving import markers_left
 from orchestrator.records import MergeOutcome, Resolution
+from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import processes_with, run_job, wait_until
 from .helpers import nesting as nesting_helpers
@@ -110,6 +112,136 @@ def test_a_resolve_merge_needs_no_git_identity_of_the_user_s(hosted, tmp_path, m
     assert snapshot(host, folder) == before
 
 
+# A stand-in for claude as the resolver: keeps both sides (BOTH_SIDES), then prints claude's result
+# object with tokens and no cost, so its cost is estimated from workers.prices.
+FAKE_CLAUDE = """#!{python}
+import json
+{both}
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "resolved",
+                  "usage": {{"input_tokens": 1000, "output_tokens": 500}}}}))
+"""
+PRICE = {"input": 10.0, "output": 20.0, "cache_write": 0.0, "cache_read": 0.0}  # 1000 in, 500 out: $0.02
+
+
+def test_a_resolution_shows_in_every_view_and_its_estimated_cost_counts_in_the_trees(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
+    fake.chmod(0o755)
+    engine = make(
+        git={"resolver_kind": "claude", "resolver_model": "fake-model"},
+        orchestrator={"claude_command": str(fake)},
+        workers={"prices": {"fake-model": PRICE}},
+    )
+    tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"]
+    job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "gates": [GATE]})
+    assert job.status is JobStatus.COMPLETED, job.notes
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.accepted and resolution.resolver == "claude (fake-model)"
+    assert resolution.cost_usd == pytest.approx(0.02) and resolution.cost_basis == "estimated"
+    assert job.resolver_cost_usd == pytest.approx(0.02)
+    log_path = resolution.attempts[0].log_path
+    # The status document: the job's resolutions, the merge's, and the resolver's share of the tree's cost
+    jobs, workers = engine.snapshot(job.id)
+    doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.id))
+    (shown,) = doc["resolutions"]
+    assert shown["stage"] == "merge" and shown["worker"] == "worker_2" and shown["files"] == ["app.py"]
+    assert shown["accepted"] and len(shown["attempts"]) == 1 and shown["cost_basis"] == "estimated"
+    assert [(g["name"], g["status"]) for g in shown["gates"]] == [("check", "passed")]
+    assert doc["merge"]["resolutions"] == [{k: v for k, v in shown.items() if k != "stage"}]
+    assert doc["tree"]["resolver"] == {"resolutions": 1, "accepted": 1, "cost_usd": 0.02, "estimated": 1}
+    assert doc["tree"]["cost_usd"] == pytest.approx(0.02)  # the shell workers report none
+    assert doc["performance"]["jobs"][0]["cost_usd"] == pytest.approx(0.02)  # the job's own rollup
+    # check-status's text: a line per resolution, and the cost line says the resolver's is estimated
+    table = status_table(doc)
+    assert "resolved:  worker_2 in app.py by claude (fake-model) (gates passed: check; 1 attempt, $0.0200 estimated)" in table
+    assert "cost:      $0.0200 (conflict resolver $0.0200, estimated for 1 of 1)" in table
+    # FINAL_RESULT.md: a Resolutions subsection under the conflicts, with the log; the cost counts it
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "#### Resolutions" in final.split("| `app.py` |")[1]
+    assert (
+        "- Resolved: `worker_2`'s conflict in `app.py`, by claude (fake-model), 1 attempt, gates: `check` passed, "
+        f"$0.0200 (estimated): resolved by claude (fake-model) in attempt 1; gates passed: check. Log: [`{log_path}`]({log_path})"
+    ) in final
+    assert "; conflict resolvers $0.0200, estimated from a price table for 1 of 1 resolutions, included)" in final
+    # GET /jobs/{id}/conflicts: each predicted conflict with its resolution, and the job's resolutions
+    answer = engine.conflicts(job.id)
+    (conflict,) = answer["conflicts"]
+    assert conflict["path"] == "app.py" and conflict["workers"] == ["worker_1", "worker_2"]
+    assert conflict["resolution"] == shown and answer["resolutions"] == [shown]
+    # RECORD.json carries the resolution with the merge
+    record = json.loads((engine.workspace.job_dir(job.id) / "RECORD.json").read_text())
+    assert record["jobs"][0]["merge"]["resolutions"] == doc["merge"]["resolutions"]
+    assert snapshot(host, folder) == before
+
+
+def test_a_graphs_integration_resolution_counts_once_toward_its_job_and_shows_as_integration(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
+    fake.chmod(0o755)
+    engine = make(
+        git={"resolver_kind": "claude", "resolver_model": "fake-model"},
+        orchestrator={"claude_command": str(fake)},
+        workers={"prices": {"fake-model": PRICE}},
+    )
+    tasks = [
+        {"id": "a", "task": SAME_LINE.format("w1")},
+        {"id": "b", "task": SAME_LINE.format("w2")},
+        {"id": "c", "task": "echo c > c.txt", "depends_on": ["a", "b"]},
+    ]
+    job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "gates": [GATE]})
+    assert job.status is JobStatus.COMPLETED, job.notes
+    jobs, workers = engine.snapshot(job.id)
+    made = [(w.name, r) for w in workers if (r := w.integration_resolution) is not None]
+    ((name, resolution),) = made  # whichever of worker_1 and worker_2 integrated second
+    assert resolution.accepted and resolution.cost_usd == pytest.approx(0.02) and name in ("worker_1", "worker_2")
+    assert job.merge.outcome.resolutions == () and job.resolver_cost_usd is None  # its merge onto the integration: no conflict
+    doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.id))
+    assert [(r["stage"], r["worker"], r["accepted"]) for r in doc["resolutions"]] == [("integration", name, True)]
+    # counted once: toward the job (its own rollup), not the worker's own cost
+    assert doc["tree"]["cost_usd"] == pytest.approx(0.02) and doc["tree"]["resolver"]["cost_usd"] == 0.02
+    assert doc["performance"]["jobs"][0]["cost_usd"] == pytest.approx(0.02)
+    assert all(w.cost_usd is None for w in workers)
+    assert f"resolved:  {name} in app.py by claude (fake-model) (integration) (gates passed: check" in status_table(doc)
+    final = engine.workspace.final_report(job.id).read_text()
+    assert f"- Resolved: `{name}`'s conflict in `app.py` (merging into its job's integration branch)" in final
+    assert engine.conflicts(job.id)["resolutions"] == doc["resolutions"]
+    assert snapshot(host, folder) == before
+
+
+def test_a_restarted_server_counts_the_resolvers_cost_in_the_trees_budget(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    fake = tmp_path / "fake-claude"
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
+    fake.chmod(0o755)
+    sections = {
+        "git": {"resolver_kind": "claude", "resolver_model": "fake-model"},
+        "orchestrator": {"claude_command": str(fake)},
+        "workers": {"prices": {"fake-model": PRICE}},
+    }
+    engine = make(**sections)
+    tasks = [
+        {"id": "a", "task": SAME_LINE.format("w1")},
+        {"id": "b", "task": SAME_LINE.format("w2")},
+        {"id": "c", "task": "echo c > c.txt", "depends_on": ["a", "b"]},
+    ]
+    config = {"merge_strategy": "resolve", "gates": [GATE], "approval": "before_merge"}
+    job = engine.submit("x", config, tasks)
+    wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, timeout=60)
+    assert engine.tables.tree_cost[job.id] == pytest.approx(0.02)  # the integration's resolver, as it ran
+    engine.shutdown(timeout=10)
+    # When a new server takes the waiting tree over, its cost is restored from the records
+    again = make(**sections)
+    again.recover()
+    assert again.get_job(job.id).status is JobStatus.WAITING
+    assert again.tables.tree_cost[job.id] == pytest.approx(0.02)
+    assert snapshot(host, folder) == before
+
+
 def test_a_resolution_that_leaves_a_marker_is_refused_retried_and_the_worker_left_out_while_the_rest_merge(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
@@ -127,6 +259,11 @@ def test_a_resolution_that_leaves_a_marker_is_refused_retried_and_the_worker_lef
     result = result_of(host, job.id)
     assert show(host, result, "app.py") == "print('w1')\nline2\n" and show(host, result, "c.txt") == "c\n"
     assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "")]
+    jobs, workers = engine.snapshot(job.id)
+    table = status_table(job_status(job.id, jobs, workers, engine.workspace.job_dir(job.id)))
+    assert "refused:   worker_2 in app.py by command (2 attempts): conflict markers are left in: app.py" in table
+    final = engine.workspace.final_report(job.id).read_text()
+    assert "- Refused: `worker_2`'s conflict in `app.py`, by command, 2 attempts: conflict markers are left in: app.py." in final
     assert snapshot(host, folder) == before
 
 

@@ -80,7 +80,7 @@ OPERATIONS: dict[tuple[str, str], Entry] = {
     ("get", WORKER + "/checkpoints"): Entry("workers", "List a worker's checkpoints"),
     ("get", JOB + "/diff"): Entry("git", "Get a job's diff"),
     ("get", WORKER + "/diff"): Entry("git", "Get a worker's diff"),
-    ("get", JOB + "/conflicts"): Entry("git", "Predict conflicts between a job's branches"),
+    ("get", JOB + "/conflicts"): Entry("git", "Predict a job's conflicts and show their resolutions"),
     ("post", JOB + "/merge"): Entry("git", "Merge a finished job again", MERGE_EXAMPLE),
     ("post", JOB + "/publish"): Entry("git", "Push a job's result and open its pull request again"),
     ("post", JOB + "/approve"): Entry("approval", "Approve a waiting job", APPROVE_EXAMPLE),

@@ -436,8 +436,12 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         ),
         "/api/v1/jobs/{job_id}/conflicts": _get(
             "a job's predicted conflicts between its workers' branches (file, workers, hunks; before or after "
-            "merging) and its last merge; none for a folder job",
-            _json({"type": "object", "required": ["job_id", "conflicts", "merge"]}),
+            "merging), each with its resolution under merge_strategy resolve (the last one made for that file and "
+            "one of its workers: worker, files, resolver, accepted, reason, attempts, gates, cost_usd, cost_basis, "
+            "stage; null: none), its last merge, and resolutions: every conflict a resolver worker was asked to "
+            "resolve for the job (stage integration: a graph's integration branch; merge: its last merge); "
+            "none for a folder job",
+            _json({"type": "object", "required": ["job_id", "conflicts", "merge", "resolutions"]}),
             [JOB_ID],
             400,
             404,

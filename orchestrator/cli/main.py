@@ -598,6 +598,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
     from ..git.conflicts import describe
+    from ..reports.status_document import resolution_lines
 
     answer = _client(args).conflicts(args.job_id)
     if args.json:
@@ -611,6 +612,8 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
         print(_merge_lines(answer["job_id"], answer["merge"]))
     else:
         print("not merged yet")
+    for line in resolution_lines(answer):  # merge_strategy resolve: each resolver's work (older servers: none)
+        print(f"  {line}")
     return RET_OK
 
 

@@ -435,11 +435,13 @@ class Engine:
 
     def conflicts(self, job_id: str) -> dict[str, object]:
         """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
-        branches as they stand (running or ended), and the job's last merge."""
+        branches as they stand (running or ended), each with its resolution (``merge_strategy:
+        resolve``; None: none), the job's last merge, and every resolution made for the job."""
         job = self.get_job(job_id)
         _, workers = self.snapshot(job.root_id, job.id)
         found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
-        return {"job_id": job.id, "conflicts": found, "merge": job.merge.to_dict() if job.merge is not None else None}
+        merge = job.merge.to_dict() if job.merge is not None else None
+        return {"job_id": job.id, "conflicts": found, "merge": merge, "resolutions": landing.resolved(job, workers)}
 
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:

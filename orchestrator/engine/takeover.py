@@ -10,7 +10,7 @@ from collections import Counter
 from .. import states
 from ..checkouts import pruning
 from ..errors import JobNotFound
-from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
 from ..states import WorkerPhase
 from . import recovery
@@ -115,9 +115,12 @@ class Restorer:
         to_settle: list[LiveWorker] = []
         tables = self.tables
         with self.tables.locked():
-            # The budget counts what the tree spent before the restart: its workers' and planners' reported cost.
-            tables.tree_cost[root_id] = sum(w.cost_usd or 0.0 for w in workers) + sum(
-                (j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs
+            # The budget counts what the tree spent before the restart: its workers', planners', judges'
+            # and conflict resolvers' cost (reported or estimated).
+            tables.tree_cost[root_id] = (
+                sum(w.cost_usd or 0.0 for w in workers)
+                + sum((j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs)
+                + (resolver_cost(jobs, workers) or 0.0)
             )
             for job in jobs:
                 tables.jobs[job.id] = job

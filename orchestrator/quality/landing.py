@@ -40,7 +40,7 @@ from ..git import merging
 from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
 from ..git.gitwork import find_host
-from ..models import JobRecord, JobStatus, WorkerRecord
+from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
 from ..records import Into, MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -317,11 +317,25 @@ def _previous(outcome: MergeOutcome) -> str:
 
 def conflicts(job: JobRecord, workers: list[WorkerRecord], *, settings: Settings, workspace: Workspace) -> list[dict[str, Any]]:
     """What would conflict between each pair of the job's workers' branches as they stand now
-    (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref."""
+    (GET /jobs/{id}/conflicts, before or after the merge); touches no working tree, moves no ref.
+    Each with ``resolution``: under ``merge_strategy: resolve``, the last resolution made for that
+    file and one of its workers (``resolved``), else None."""
     named = branches(job, workers)  # a child job's too: its workers' branches, merged into its parent worker's
     base_file = workspace.tree_base_file(job.root_id)
     if job.config.isolation != Isolation.WORKTREE or len(named) < 2 or not base_file.is_file():
         return []
     base = base_file.read_text(encoding="utf-8").strip()
     found = merging.predict_conflicts(repository(settings, workspace), base, named)
-    return [c.to_dict() for c in found]
+    made = resolved(job, workers)
+    return [c.to_dict() | {"resolution": _resolution_for(made, c.path, c.workers)} for c in found]
+
+
+def resolved(job: JobRecord, workers: list[WorkerRecord]) -> list[dict[str, Any]]:
+    """Each resolution made for ``job`` (``models.resolutions_of``: its graph's integration's, then its
+    last merge's) as JSON, with its ``stage``: GET /jobs/{id}/conflicts' ``resolutions``."""
+    return [{"stage": stage} | r.to_dict() for stage, r in resolutions_of(job, workers)]
+
+
+def _resolution_for(made: list[dict[str, Any]], path: str, workers: tuple[str, ...]) -> dict[str, Any] | None:
+    found = [r for r in made if r["worker"] in workers and path in r["files"]]
+    return found[-1] if found else None

@@ -26,7 +26,7 @@ from jinja2 import (
     StrictUndefined,
 )
 
-from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus, resolutions_of
 from orchestrator.reports import candidates as _candidates
 from orchestrator.reports.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.reports.markdown import FILTERS
@@ -175,7 +175,7 @@ def render_final_report(
         failures_total=len(context["failures"]),
         levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
-        **_changes(root, context["workers"], summary),
+        **_changes(root, context["jobs"], context["workers"], summary),
     )
     if summary:
         context["graph_rows"] = SHOWN_LIMIT
@@ -269,12 +269,30 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
     return text_timeline(figures.rows, TIMELINE_WIDTH, notes) + merges
 
 
-def _changes(root: JobRecord, workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
+def _changes(root: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
     """The Changes section's context (worktree jobs only): each worker's branch and what it
-    changed, and the root's merge (quality/landing.py's ``JobRecord.merge``)."""
+    changed, the root's merge (quality/landing.py's ``JobRecord.merge``), and every conflict a
+    resolver worker was asked to resolve in the tree (``merge_strategy: resolve``), root's first."""
     branched = [w for w in workers if w.branch] if root.config.isolation == Isolation.WORKTREE else []
     merge = root.merge.to_dict() if root.merge is not None else {}  # the template reads the JSON shape
+    by_job: dict[str, list[WorkerRecord]] = {}
+    for w in workers:
+        if w.integrated is not None:  # only they can hold a resolution besides the jobs' merges
+            by_job.setdefault(w.job_id, []).append(w)
+    resolutions = [
+        {"job_id": job.id, "child": not job.is_root, "stage": stage} | r.to_dict()
+        for job in jobs
+        if job.merge is not None or job.id in by_job
+        for stage, r in resolutions_of(job, by_job.get(job.id, []))
+    ]
+    costs = [r["cost_usd"] for r in resolutions if r["cost_usd"] is not None]
     return {
+        # Their cost (part of the tree's, None: none known) and how many are estimated from a price table
+        "resolver_cost": sum(costs) if costs else None,
+        "resolver_estimated": sum(1 for r in resolutions if r["cost_basis"] == "estimated"),
+        "resolver_count": len(resolutions),
+        "resolutions": resolutions[:SHOWN_LIMIT] if summary else resolutions,
+        "resolutions_total": len(resolutions),
         "worktree": root.config.isolation == Isolation.WORKTREE,
         "branched": branched[:SHOWN_LIMIT] if summary else branched,
         "branched_total": len(branched),

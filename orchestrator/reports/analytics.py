@@ -161,7 +161,7 @@ class TreeAnalytics:
     succeeded: int
     failed: int  # failed + timeout + cancelled + skipped
     success_rate: float  # succeeded / total, 0 when total is 0
-    cost_usd: float | None  # workers' and AI planners' cost; None when none reported one
+    cost_usd: float | None  # workers', AI planners', judges' and conflict resolvers' cost; None when none reported one
     tokens_in: int | None
     tokens_out: int | None
     planner: PlannerUsage  # the AI planner's share of cost and tokens
@@ -212,6 +212,9 @@ def analyse(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | Non
         if job_sums is None:
             job_sums = sums[w.job_id if w.job_id in ready else None] = _Sums()
         job_sums.add(w)
+        resolved = w.integration_resolution  # a graph's integration resolver: its job's cost, not the worker's
+        if resolved is not None and resolved.cost_usd is not None:
+            job_sums.cost = resolved.cost_usd if job_sums.cost is None else job_sums.cost + resolved.cost_usd
         wait = queue_wait(w, now, ready.get(w.job_id))
         if wait is not None:
             waits[key] = wait
@@ -380,12 +383,20 @@ def _job_rollups(jobs: list[JobRecord], own_workers: dict[str, Rollup]) -> list[
 
 
 def _with_planner(own: Rollup, job: JobRecord) -> Rollup:
-    """A job's own rollup with its AI planner's call (and its candidates' judge's) added to cost and tokens."""
-    if job.planner_cost_usd is None and job.planner_tokens_in is None and job.planner_tokens_out is None and not job.selections:
+    """A job's own rollup with its AI planner's call (and its candidates' judge's, and its merge's
+    conflict resolvers') added to cost and tokens."""
+    resolver = job.resolver_cost_usd
+    if (
+        job.planner_cost_usd is None
+        and job.planner_tokens_in is None
+        and job.planner_tokens_out is None
+        and not job.selections
+        and resolver is None
+    ):
         return own
     return dataclasses.replace(
         own,
-        cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd, job.judge_cost_usd)),
+        cost_usd=_sum_known((own.cost_usd, job.planner_cost_usd, job.judge_cost_usd, resolver)),
         tokens_in=_sum_known((own.tokens_in, job.planner_tokens_in)),
         tokens_out=_sum_known((own.tokens_out, job.planner_tokens_out)),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..git.conflicts import counted
-from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing
+from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
 from .promptshare import prompt_share
@@ -70,6 +70,12 @@ def job_status(
         # How its workers' branches were merged (git isolation; null until then): into the result
         # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge.to_dict() if job.merge is not None else None,
+        # merge_strategy resolve: each conflict a resolver worker was asked to resolve for this job, its
+        # graph's integration's ("stage": "integration", also in its task's "integrated") then its last
+        # merge's ("merge", also in "merge"): {"stage", "worker", "files", "resolver", "accepted", "reason",
+        # "attempts": [{"number", "exit_code", "seconds", "cost_usd", "cost_basis", "refused", "log_path"}],
+        # "gates", "tree", "cost_usd", "cost_basis"}; [] when none.
+        "resolutions": [{"stage": stage} | r.to_dict() for stage, r in resolutions_of(job, own)],
         # A root's signed record of the run (RECORD.json in its folder; ./orchestrator.sh verify JOB):
         # {"path", "digest"}; null until the tree has ended.
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
@@ -256,7 +262,7 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "completed": sum(1 for w in workers if w.status.terminal),
         "succeeded": sum(1 for w in workers if w.status.ok),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
-        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers and AI planners
+        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers, AI planners, judges, resolvers
         # Workers whose cost above is an estimate from a price table, and why others' is unknown
         # ({"cost unknown (model X)": workers}): the total is then a lower bound.
         "cost_estimated": sum(1 for w in workers if w.cost_basis == "estimated"),
@@ -264,9 +270,24 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "tokens_in": a.tokens_in,
         "tokens_out": a.tokens_out,
         "planner": a.planner.to_dict(),  # the AI planner's share of the above
+        # merge_strategy resolve's resolver workers' share of the above: {"resolutions", "accepted",
+        # "cost_usd" (null: none known), "estimated" (resolutions whose cost is from a price table)}.
+        "resolver": _resolver_totals(jobs, workers),
         "worker_seconds": _r(a.busy),
         "cpu_seconds": _r(a.cpu_seconds),
         "peak_rss": a.peak_rss,
+    }
+
+
+def _resolver_totals(jobs: list[JobRecord], workers: list[WorkerRecord]) -> dict[str, Any]:
+    found = [r for j in jobs if j.merge is not None and j.merge.outcome is not None for r in j.merge.outcome.resolutions]
+    found += [r for w in workers if (r := w.integration_resolution) is not None]
+    costs = [r.cost_usd for r in found if r.cost_usd is not None]
+    return {
+        "resolutions": len(found),
+        "accepted": sum(1 for r in found if r.accepted),
+        "cost_usd": round(sum(costs), 6) if costs else None,
+        "estimated": sum(1 for r in found if r.estimated),
     }
 
 
@@ -279,12 +300,19 @@ def _unknown_costs(workers: list[WorkerRecord]) -> dict[str, int]:
 
 
 def cost_line(tree: dict[str, Any]) -> str | None:
-    """``$0.1234 (estimated for 2 of 5 workers; cost unknown (model X) for 1)``, or None: no cost."""
+    """``$0.1234 (estimated for 2 of 5 workers; cost unknown (model X) for 1; conflict resolver $0.0100,
+    estimated for 1 of 1)``, or None: no cost."""
     unknown = tree.get("cost_unknown") or {}
     if tree.get("cost_usd") is None and not unknown:
         return None
     parts = [f"estimated for {tree['cost_estimated']} of {tree['workers']} workers"] if tree.get("cost_estimated") else []
     parts += [f"{note} for {n}" for note, n in unknown.items()]
+    resolver = tree.get("resolver") or {}
+    if resolver.get("cost_usd") is not None:  # part of the total
+        shown = f"conflict resolver ${resolver['cost_usd']:,.4f}"
+        parts.append(
+            shown + (f", estimated for {resolver['estimated']} of {resolver['resolutions']}" if resolver["estimated"] else "")
+        )
     total = "no cost known" if tree.get("cost_usd") is None else f"${tree['cost_usd']:,.4f}"
     return total + (f" ({'; '.join(parts)})" if parts else "")
 
@@ -322,7 +350,7 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     """Where a worktree job's work landed (its ``merge``), and the command that takes it."""
     merge = doc.get("merge")
     if not merge:
-        return []
+        return resolution_lines(doc)  # a graph's integration's, before its merge
     if merge.get("error"):
         return [f"merge:     failed: {merge['error']}", f"           run it again: ./orchestrator.sh merge {doc['job_id']}"]
     target = str(merge.get("target") or merge.get("result_ref") or "").removeprefix("refs/heads/")
@@ -341,11 +369,34 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     else:
         lines = [f"result:    {target} ({merge.get('strategy')}: {counts})", f"           take it: {merge.get('command')}"]
     lines += [f"           left out: {w['worker']} ({w['reason']})" for w in left_out]
+    lines += [f"           {line}" for line in resolution_lines(doc)]
     into = merge.get("into")
     if into and into.get("moved"):
         lines.append(f"           your branch {into['branch']} is at the result")
     elif into:
         lines.append(f"           your branch {into['branch']} was not moved: {into.get('refused')}; run: {into.get('command')}")
+    return lines
+
+
+def resolution_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per resolution of the job (its ``resolutions``): ``resolved:  worker_2 in app.py by
+    command (gates passed: check)``, or ``refused:   worker_2 in app.py by command (2 attempts): why``."""
+    lines = []
+    for r in doc.get("resolutions") or []:
+        where = f"{r['worker']} in {', '.join(r['files'])} by {r['resolver']}"
+        where += " (integration)" if r.get("stage") == "integration" else ""
+        attempts = len(r.get("attempts") or [])
+        tried = f"{attempts} attempts" if attempts != 1 else "1 attempt"
+        cost = (
+            f", ${r['cost_usd']:,.4f}" + (" estimated" if r.get("cost_basis") == "estimated" else "")
+            if r.get("cost_usd") is not None
+            else ""
+        )
+        if r["accepted"]:
+            gates = ", ".join(g["name"] for g in r.get("gates") or [])
+            lines.append(f"resolved:  {where} ({f'gates passed: {gates}' if gates else 'no required gate'}; {tried}{cost})")
+        else:
+            lines.append(f"refused:   {where} ({tried}{cost}): {r['reason']}")
     return lines
 
 

@@ -81,7 +81,7 @@ def served(tmp_path):
     script.write_text(WORKER)
     started = []
 
-    def start(env: dict[str, str] | None = None, sandbox: str = "auto", **git_settings) -> Live:
+    def start(env: dict[str, str] | None = None, sandbox: str = "auto", sections: dict | None = None, **git_settings) -> Live:
         workers = {"retry_backoff": 0.05, "kill_grace": 0.5, "default_timeout": 120, "max_retries": 0, "sandbox": sandbox}
         overrides = {
             "workers": {**workers, "env": env or {}},
@@ -92,6 +92,8 @@ def served(tmp_path):
             "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
             "git": git_settings,
         }
+        for name, values in (sections or {}).items():  # more of a section's settings
+            overrides[name] = {**overrides.get(name, {}), **values}
         settings = load_settings(base_dir=folder, environ={}, overrides=overrides)
         engine = Engine(settings)
         server = start_in_thread(settings, engine, port=0)

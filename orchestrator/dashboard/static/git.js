@@ -116,18 +116,39 @@ const GitView = (() => {
     const button = $("merge-button");
     button.disabled = running || merging;
     button.title = running ? "the job is still running: merge once it has ended" : "";
-    const sig = JSON.stringify(doc.merge === undefined ? null : doc.merge);
+    const sig = JSON.stringify([doc.merge === undefined ? null : doc.merge, doc.resolutions || []]);
     if (sig !== mergeSig) {
       mergeSig = sig;
-      renderMerge(doc.merge || null);
+      renderMerge(doc.merge || null, doc.resolutions);
     }
   }
 
-  function renderMerge(merge) {
+  // merge_strategy resolve: each conflict a resolver worker was asked to resolve (the status
+  // document's "resolutions": a graph's integration's, then the last merge's), one line each.
+  function renderResolutions(box, resolutions) {
+    if (!resolutions || !resolutions.length) return;
+    const list = el("ul", { className: "resolutions", id: "merge-resolutions" });
+    for (const r of resolutions) {
+      const tries = (r.attempts || []).length;
+      const gates = (r.gates || []).map((g) => String(g.name) + " " + String(g.status)).join(", ");
+      const usd = typeof r.cost_usd === "number" ? " · $" + r.cost_usd.toFixed(4) + (r.cost_basis === "estimated" ? " est." : "") : "";
+      const logs = (r.attempts || []).map((a) => a.log_path).filter(Boolean);
+      list.append(el("li", { className: r.accepted ? "resolution accepted" : "resolution refused",
+        text: (r.accepted ? "resolved: " : "refused: ") + String(r.worker) + " in " + (r.files || []).join(", ") +
+          " by " + String(r.resolver) + (r.stage === "integration" ? " (integration)" : "") +
+          " · " + tries + (tries === 1 ? " attempt" : " attempts") + (gates ? " · gates: " + gates : "") + usd +
+          " · " + String(r.reason) + (logs.length ? " · log: " + String(logs[logs.length - 1]) : "") }));
+    }
+    box.append(el("h3", { text: resolutions.length + " resolution(s)" }), list);
+  }
+
+  function renderMerge(merge, resolutions) {
     const box = $("merge-state");
     box.textContent = "";
+    if (resolutions === undefined) resolutions = merge && merge.resolutions;  // a merge record alone (POST /merge's)
     if (!merge) {
       box.append(el("p", { className: "muted", text: "Not merged yet: when the job ends its workers' branches are merged into its result branch (or merge them with the action above)." }));
+      renderResolutions(box, resolutions);  // a graph's integration's, before the merge
       return;
     }
     if (merge.error) {
@@ -156,6 +177,7 @@ const GitView = (() => {
     const conflicts = merge.conflicts || [];
     if (!conflicts.length) {
       box.append(el("p", { className: "muted", id: "merge-no-conflicts", text: "No conflicts." }));
+      renderResolutions(box, resolutions);
       return;
     }
     const body = el("tbody");
@@ -170,6 +192,7 @@ const GitView = (() => {
     box.append(el("h3", { text: conflicts.length + " conflicting file(s)" }),
       el("table", { className: "conflicts", id: "merge-conflicts" },
         el("thead", {}, el("tr", {}, ...["File", "Workers", "Hunks", "Kind", "Resolved by"].map((t) => el("th", { text: t })))), body));
+    renderResolutions(box, resolutions);
   }
 
   async function merge() {

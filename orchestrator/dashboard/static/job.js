@@ -185,7 +185,9 @@
     setText($("f-workers"), tree.completed + "/" + tree.workers + " done, " + tree.succeeded + " succeeded");
     setText($("f-jobs"), String(tree.jobs));
     setText($("f-duration"), duration(elapsed(doc)));
+    const resolver = tree.resolver || {};  // merge_strategy resolve's share of the cost
     setText($("f-cost"), cost(tree.cost_usd) + (tree.cost_estimated ? " (" + tree.cost_estimated + " estimated)" : "")
+      + (typeof resolver.cost_usd === "number" ? " · resolver " + cost(resolver.cost_usd) + (resolver.estimated ? " est." : "") : "")
       + (tree.cost_unknown && Object.keys(tree.cost_unknown).length ? " · " + Object.keys(tree.cost_unknown).join(", ") : ""));
     setText($("f-started"), when(doc.started_at || doc.created_at));
     setText($("f-depth"), doc.depth + (tree.max_depth > doc.depth ? " (tree reaches depth " + tree.max_depth + ")" : ""));

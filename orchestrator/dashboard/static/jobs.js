@@ -98,7 +98,7 @@
     c.request.title = job.request;
     setText(c.workers, doc ? doc.tree.completed + "/" + doc.tree.workers : "—/" + job.workers);
     setText(c.duration, duration(doc ? elapsed(doc) : job.duration));
-    setText(c.cost, doc ? cost(doc.tree.cost_usd) + (doc.tree.cost_estimated ? " est." : "") : "—");
+    setText(c.cost, doc ? cost(doc.tree.cost_usd) + (doc.tree.cost_estimated || (doc.tree.resolver || {}).estimated ? " est." : "") : "—");
     setText(c.started, when(doc ? doc.started_at || doc.created_at : job.created_at));
   }
 
