@@ -72,6 +72,7 @@ def test_the_runner_sweeps_a_tree_but_keeps_what_it_is_told(tagged_children):
 
 @pytest.mark.skipif(not procscan._PROC.is_dir(), reason="the /proc path; psutil is the fallback elsewhere")
 def test_the_psutil_fallback_finds_the_same(tagged_children, monkeypatch):
-    on_proc = scan(lambda tag: tag.startswith("ps"))
+    # Each child's environment is readable once its exec is done (just after the spawn it is empty).
+    on_proc = wait_until(lambda: (found := scan(lambda tag: tag.startswith("ps"))) and len(found) == 3 and found)
     monkeypatch.setattr(procscan, "_PROC", procscan.Path("/nonexistent-proc"))
     assert scan(lambda tag: tag.startswith("ps")) == on_proc
