@@ -138,7 +138,7 @@ def tasks() -> list[str]:
 # each timed without the parts it calls: prepare (a worktree of the result so far, ``git merge
 # --no-commit``), run (the sandboxed resolver, spawn to swept), take (``git add -A``,
 # ``write-tree``, the marker check), gate (the required gates), remove (``git worktree remove``
-# when there is a tree, then ``prune``: called by prepare first, and once at the end).
+# when there is a tree: called by prepare first, and once at the end).
 TIMED: tuple[tuple[Any, str, str], ...] = (
     (merging, "merge_branches", "merge"),
     (resolving.ConflictResolver, "__call__", "resolution"),
