@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.audit import keys as audit_keys
+from orchestrator.audit.verify import verify
 from orchestrator.git import merging
 from orchestrator.models import JobStatus
 from orchestrator.quality.resolving import markers_left
@@ -173,6 +175,18 @@ def test_a_resolution_shows_in_every_view_and_its_estimated_cost_counts_in_the_t
     # RECORD.json carries the resolution with the merge
     record = json.loads((engine.workspace.job_dir(job.id) / "RECORD.json").read_text())
     assert record["jobs"][0]["merge"]["resolutions"] == doc["merge"]["resolutions"]
+    # ... and the resolver's log in its digest chain: a changed byte is named by verify
+    assert log_path in [entry["path"] for entry in record["logs"]]
+    job_dir = engine.workspace.job_dir(job.id)
+    key = audit_keys.load_or_create(engine.workspace.root).public_key()
+
+    def ref(name: str) -> str | None:
+        return git(host, "rev-parse", "--verify", "-q", name).strip() or None
+
+    assert verify(job_dir, key, ref)[1] == []
+    with (job_dir / log_path).open("a") as log:
+        log.write("edited later\n")
+    assert [p for p in verify(job_dir, key, ref)[1] if log_path in p], verify(job_dir, key, ref)[1]
     assert snapshot(host, folder) == before
 
 

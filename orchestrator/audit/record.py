@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..models import JobRecord, WorkerRecord
+from ..records import Resolution
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -98,18 +100,34 @@ def redacted_argv(argv: Sequence[str], prompt: str) -> list[str]:
     return out
 
 
-def _log_entries(workers: Sequence[WorkerRecord], job_dir: Path) -> list[tuple[str, str | None, int | None, str]]:
-    """Every worker and gate log, in the workers' order: (path, sha256, bytes, the chain's link);
-    tuples, not dicts: a 10,000-worker tree holds them all while its record is written."""
+def _resolver_logs(jobs: Sequence[JobRecord], workers: Sequence[WorkerRecord]) -> list[str]:
+    """The logs of merge_strategy resolve's resolvers and of the gates run on their resolutions:
+    the jobs' merges', then the graph integrations' (each file once, in that order)."""
+    found: list[Resolution] = []
+    for j in jobs:
+        if j.merge is not None and j.merge.outcome is not None:
+            found.extend(j.merge.outcome.resolutions)
+    for w in workers:
+        if w.integrated is not None and w.integrated.integrated.resolution is not None:
+            found.append(w.integrated.integrated.resolution)
+    paths = [p for r in found for p in (*(a.log_path for a in r.attempts), *(g.log_path for g in r.gates)) if p]
+    return list(dict.fromkeys(paths))
+
+
+def _log_entries(
+    workers: Sequence[WorkerRecord], job_dir: Path, more: Sequence[str] = ()
+) -> list[tuple[str, str | None, int | None, str]]:
+    """Every worker and gate log, in the workers' order, then ``more`` (the resolvers'): (path,
+    sha256, bytes, the chain's link); tuples, not dicts: a 10,000-worker tree holds them all while
+    its record is written."""
     entries = []
     link = CHAIN_START
-    for w in workers:
-        for relative in (w.log_path, *(g.log_path for g in w.gates)):
-            if not relative:
-                continue
-            sha, size = file_digest(job_dir / relative)
-            link = chain_link(link, relative, sha)
-            entries.append((relative, sha, size, link))
+    for relative in itertools.chain((p for w in workers for p in (w.log_path, *(g.log_path for g in w.gates))), more):
+        if not relative:
+            continue
+        sha, size = file_digest(job_dir / relative)
+        link = chain_link(link, relative, sha)
+        entries.append((relative, sha, size, link))
     return entries
 
 
@@ -195,7 +213,8 @@ def write_signed(
     from .keys import public_text  # cryptography: imported by the first record, not by every worker
 
     ordered = sorted(workers, key=lambda w: (w.depth, w.job_id, w.index))
-    logs = _log_entries(ordered, job_dir)
+    by_depth = sorted(jobs, key=lambda j: (j.depth, j.id))
+    logs = _log_entries(ordered, job_dir, _resolver_logs(by_depth, ordered))
     digests = {path: sha for path, sha, _, _ in logs}
     merge = root.merge
     small: dict[str, Any] = {
