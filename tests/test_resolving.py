@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import pytest
@@ -452,3 +453,23 @@ def test_a_child_job_s_resolution_that_leaves_a_marker_leaves_that_worker_out_of
     assert git(host, "show", f"{branch}:app.py") == "print('two')\n"
     assert git(host, "show", f"{branch}_2:app.py") == "print('three')\n"
     assert snapshot(host, folder) == before
+
+
+def test_the_pull_requests_body_counts_the_resolvers_and_their_cost() -> None:
+    from orchestrator.models import JobRecord
+    from orchestrator.quality.publishing import summary
+    from orchestrator.records import FileConflict, MergeRecord, ResolverAttempt
+
+    attempt = ResolverAttempt(1, 0, 1.5, 0.25, "estimated", "", "logs/depth_0_worker_2.resolve.log")
+    accepted = Resolution("worker_2", ("app.py",), "claude", True, "resolved", (attempt,), tree="t")
+    refused = Resolution("worker_3", ("app.py",), "claude", False, "markers", (attempt,))
+    conflicts = tuple(FileConflict("app.py", (w, "worker_1"), 1, "content") for w in ("worker_2", "worker_3"))
+    outcome = MergeOutcome(
+        "resolve", "b", "refs/heads/r", "c", ("worker_1", "worker_2"), ("worker_3",), conflicts, (), "git merge r"
+    )
+    job = JobRecord(
+        id="j", root_id="j", request="r", merge=MergeRecord.of(dataclasses_replace(outcome, resolutions=(accepted, refused)), 1.0)
+    )
+    text = summary(job, [])
+    assert "- Merge: resolve, 2 merged, 2 conflicts, 1 of 2 resolved by a resolver" in text
+    assert "- Cost: $0.5000" in text

@@ -127,6 +127,8 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
     gates = [g for w in workers for g in w.gates]
     merge = job.merge
     costs = [w.cost_usd for w in workers if w.cost_usd is not None]
+    # The root's own AI calls: its planner, its candidates' judge, its merge's conflict resolvers.
+    costs += [c for c in (job.planner_cost_usd, job.judge_cost_usd, job.resolver_cost_usd) if c is not None]
     estimated = sum(1 for w in workers if w.cost_basis == "estimated")
     unknown = sum(1 for w in workers if w.cost_usd is None and w.cost_note)
     lines = [
@@ -141,7 +143,9 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
     ]
     if merge is not None:
         left = f", {len(merge.left_out)} left out" if merge.left_out else ""
-        lines.append(f"- Merge: {merge.strategy}, {len(merge.merged)} merged, {len(merge.conflicts)} conflicts{left}")
+        resolved = merge.outcome.resolutions if merge.outcome is not None else ()
+        shown = f", {sum(r.accepted for r in resolved)} of {len(resolved)} resolved by a resolver" if resolved else ""
+        lines.append(f"- Merge: {merge.strategy}, {len(merge.merged)} merged, {len(merge.conflicts)} conflicts{shown}{left}")
     cost = f"${sum(costs):,.4f}" if costs else "no cost known"
     notes = [f"estimated for {estimated}"] * bool(estimated) + [f"unknown for {unknown}"] * bool(unknown)
     lines.append(f"- Cost: {cost}" + (f" ({', '.join(notes)} of {len(workers)} workers)" if notes else ""))
