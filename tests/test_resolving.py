@@ -473,3 +473,26 @@ def test_the_pull_requests_body_counts_the_resolvers_and_their_cost() -> None:
     text = summary(job, [])
     assert "- Merge: resolve, 2 merged, 2 conflicts, 1 of 2 resolved by a resolver" in text
     assert "- Cost: $0.5000" in text
+
+
+def test_merge_into_moves_with_every_conflict_resolved_and_stays_when_one_was_refused(hosted, tmp_path):
+    host, folder, make = hosted
+    git(host, "branch", "release")
+    start = git(host, "rev-parse", "release").strip()
+    before = snapshot(host, folder)
+    tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2")]
+    config = {"merge_strategy": "resolve", "merge_into": "release"}
+    engine = make(**resolve_config(resolver_script(tmp_path, "print('did nothing')\n"), resolver_retries=0))
+    job = run_job(engine, "x", tasks=tasks, config=config)
+    into = job.merge.into
+    assert not into.moved and "a conflict's resolution was refused" in into.refused
+    assert git(host, "rev-parse", "release").strip() == start
+    (tmp_path / "second").mkdir()
+    engine = make(**resolve_config(resolver_script(tmp_path / "second", BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=tasks, config=config)
+    assert job.merge.into.moved and git(host, "rev-parse", "release").strip() == result_of(host, job.id)
+    after = snapshot(host, folder)
+    assert {**after, "refs": [r for r in after["refs"] if "release" not in r]} == {
+        **before,
+        "refs": [r for r in before["refs"] if "release" not in r],
+    }

@@ -246,6 +246,8 @@ def _advance(repo: Path, branch: str, outcome: MergeOutcome, left_out: bool = Fa
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
         why = "the manual strategy merged nothing" if outcome.result_commit is None else conflict_text.STOPPED
+        if outcome.result_commit is not None and outcome.strategy == MergeStrategy.RESOLVE and outcome.resolutions:
+            why = "a conflict's resolution was refused"
         if left_out and outcome.result_commit is not None and not outcome.skipped:
             why = "some workers were left out of the merge"
         command = outcome.command if outcome.result_commit is None else f"git switch {shlex.quote(branch)} && git merge {short}"
