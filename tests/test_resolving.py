@@ -381,7 +381,7 @@ def test_a_shutdown_stops_a_running_resolver_and_leaves_no_process(hosted, tmp_p
     wait_until(lambda: processes_with(f"sleep\x00{marker}\x00"), 30, "the resolver running")
     started = time.monotonic()
     engine.shutdown(timeout=20)
-    assert time.monotonic() - started < 15  # not the resolver's 300 s
+    assert time.monotonic() - started < 60  # not the resolver's 300 s
     wait_until(lambda: not processes_with(f"sleep\x00{marker}\x00"), 10, "the resolver gone")
     done = wait_until(lambda: (j := engine.get_job(job.id)).merge is not None and j, 20, "the merge recorded")
     (resolution,) = done.merge.outcome.resolutions
