@@ -496,3 +496,23 @@ def test_merge_into_moves_with_every_conflict_resolved_and_stays_when_one_was_re
         **before,
         "refs": [r for r in before["refs"] if "release" not in r],
     }
+
+
+def test_cancelling_the_tree_stops_a_child_jobs_resolver_and_the_tree_ends_without_it(served):
+    """A child job's merge runs its resolver before the child ends, and so before its parent and the
+    root can: the root's cancel must stop it, not wait out its timeout."""
+    host, folder, start = served
+    before = snapshot(host, folder)
+    marker = f"{os.getpid()}.{time.monotonic_ns() % 100000}"
+    live = start(resolver_kind="command", resolver_command=["sleep", marker], resolver_timeout=300, resolver_retries=0)
+    request = {"max_recursion_depth": 1, "merge_strategy": "resolve"}
+    root_id = live.submit(request="tree", tasks=[CHILD_CONFLICT], config=request).json()["job_id"]
+    wait_until(lambda: processes_with(f"sleep\x00{marker}\x00"), 60, "the child's resolver running")
+    assert live.call("POST", f"/api/v1/jobs/{root_id}/cancel").status_code == 200
+    doc = nesting_helpers.wait(live, root_id, timeout=60)  # not the resolver's 300 s
+    assert doc["status"] == "cancelled"
+    wait_until(lambda: not processes_with(f"sleep\x00{marker}\x00"), 10, "the resolver gone")
+    merge = live.engine.workspace.load_job(f"{root_id}-c1").merge
+    (resolution,) = merge.outcome.resolutions
+    assert not resolution.accepted and resolution.reason.startswith("the resolver did not finish: cancelled"), resolution
+    assert snapshot(host, folder) == before

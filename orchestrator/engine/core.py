@@ -40,7 +40,7 @@ from ..process import supervised
 from ..process.admission import MemoryAdmission, MemoryProbe
 from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
-from ..process.runner import ProcessRunner
+from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..quality import landing, publishing
 from ..quality.default_steps import default_steps
@@ -465,6 +465,8 @@ class Engine:
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason
+        if job.is_root and reason == "cancelled":  # a child job's merge resolving a conflict stops too
+            self.tables.tree_stop.setdefault(job.root_id, Wakeup()).set()
         self.announce.line(job, f"job {job.id} cancel requested" if reason == "cancelled" else f"job {job.id} {reason}")
         never_started = []
         pending = set(self.tables.pending.pop(job.id, []))
@@ -486,7 +488,10 @@ class Engine:
         with self.tables.locked():
             self._closing = True
             roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
-        self.ctx.closing.set()  # a merge's resolver in progress stops (quality/resolving.py)
+        self.ctx.closing.set()
+        with self.tables.locked():  # a merge's resolver in progress stops (quality/resolving.py)
+            for stop in self.tables.tree_stop.values():
+                stop.set()
         for job in roots:
             with contextlib.suppress(Conflict):
                 self.cancel(job.id)

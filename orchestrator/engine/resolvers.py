@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..models import JobRecord, WorkerRecord
+from ..process.runner import Wakeup
 from ..quality.landing import ResolverFactory
 from ..quality.resolving import ConflictResolver
 from ..workers.confinement import Confinement
@@ -20,6 +21,11 @@ def resolver_factory(ctx: EngineContext) -> ResolverFactory:
         def budget() -> str | None:
             with ctx.tables.locked():
                 return ctx.tables.budget_note(job).removeprefix("skipped: ") if ctx.tables.budget_spent(job) else None
+
+        with ctx.tables.locked():
+            stop = ctx.tables.tree_stop.setdefault(job.root_id, Wakeup())
+            if ctx.closing.is_set():
+                stop.set()
 
         def on_cost(usd: float | None) -> None:
             with ctx.tables.locked():
@@ -36,7 +42,7 @@ def resolver_factory(ctx: EngineContext) -> ResolverFactory:
             base=base,
             budget=budget,
             on_cost=on_cost,
-            cancel=ctx.closing,  # the engine's shutdown stops a resolver (its merge leaves that worker out)
+            cancel=stop,  # the tree's cancel or the engine's shutdown stops it (its merge leaves that worker out)
         )
 
     return make

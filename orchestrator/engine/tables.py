@@ -127,6 +127,9 @@ class Tables:
         self.running: dict[str, int] = {}  # job id -> workers with a live process
         self.unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
         self.tree_cost: dict[str, float] = {}  # root id -> AI cost reported so far (budget)
+        # root id -> set when the tree is cancelled: what runs for it outside a worker's attempt (a
+        # merge's resolver, quality/resolving.py) stops; made when first asked for.
+        self.tree_stop: dict[str, Wakeup] = {}
         self.slots_used = 0  # global slots held (workers in phase RUNNING)
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
         self.render_locks: dict[str, threading.Lock] = {}
@@ -207,6 +210,9 @@ class Tables:
             del self.workers[key]
             self.executing.pop(key, None)
         self.tree_cost.pop(root_id, None)
+        stop = self.tree_stop.pop(root_id, None)
+        if stop is not None:
+            stop.close()
         self.render_locks.pop(root_id, None)
         for jid in [j for j in self.job_versions if j == root_id or j.startswith(root_id + "-")]:
             del self.job_versions[jid]
