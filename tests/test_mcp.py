@@ -159,7 +159,7 @@ def test_wait_is_capped_cancel_stops_a_job_and_bad_input_names_the_argument(home
                 ("orchestrate", {"request": "x", "config": {"max_workers": "many"}}, "max_workers"),
                 ("wait", {"job_id": "j", "timeout": -1}, "timeout must be at least 0"),
                 ("logs", {"job_id": "j", "worker": "worker_1", "tail": 0}, "tail must be at least 1"),
-                ("merge", {"job_id": "j", "strategy": "ours"}, "strategy must be auto, theirs or manual"),
+                ("merge", {"job_id": "j", "strategy": "ours"}, "strategy must be one of auto, theirs, manual, resolve"),
                 ("status", {"job_id": "no-such-job"}, "InvalidId: invalid job id 'no-such-job'"),
                 ("status", {"job_id": "0123456789ab"}, "JobNotFound"),
                 ("status", {}, "job_id"),
