@@ -516,3 +516,17 @@ def test_cancelling_the_tree_stops_a_child_jobs_resolver_and_the_tree_ends_witho
     (resolution,) = merge.outcome.resolutions
     assert not resolution.accepted and resolution.reason.startswith("the resolver did not finish: cancelled"), resolution
     assert snapshot(host, folder) == before
+
+
+def test_an_auto_job_that_stopped_at_a_conflict_is_merged_again_with_resolve(hosted, tmp_path):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
+    assert list(job.merge.skipped) == ["worker_2", "worker_3"]  # auto: stopped at the conflict
+    merge = engine.merge(job.id, strategy="resolve")
+    assert merge is not None and merge["strategy"] == "resolve" and merge["skipped"] == []
+    assert [r["accepted"] for r in merge["resolutions"]] == [True]
+    result = result_of(host, job.id)
+    assert show(host, result, "app.py") == "print('w1')\nprint('w2')\nline2\n" and show(host, result, "c.txt") == "c\n"
+    assert snapshot(host, folder) == before
