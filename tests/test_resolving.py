@@ -530,3 +530,22 @@ def test_an_auto_job_that_stopped_at_a_conflict_is_merged_again_with_resolve(hos
     result = result_of(host, job.id)
     assert show(host, result, "app.py") == "print('w1')\nprint('w2')\nline2\n" and show(host, result, "c.txt") == "c\n"
     assert snapshot(host, folder) == before
+
+
+def test_a_stale_entry_of_an_earlier_resolvers_worktree_does_not_block_the_next(hosted, tmp_path):
+    """A server killed mid-resolution leaves git's entry of the resolver's worktree (its folder may
+    be gone too): the re-merge's resolver makes it again."""
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(**resolve_config(resolver_script(tmp_path, BOTH_SIDES)))
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "auto"})
+    tree = engine.workspace.job_dir(job.id) / "resolve" / "depth_0_worker_2" / "tree"
+    base = git(host, "rev-parse", "HEAD").strip()
+    git(host, "worktree", "add", "-q", "--detach", str(tree), base)  # as a killed resolution left it
+    for path in sorted(tree.rglob("*"), reverse=True):  # its folder gone, its entry still registered
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    tree.rmdir()
+    merge = engine.merge(job.id, strategy="resolve")
+    assert merge is not None and [r["accepted"] for r in merge["resolutions"]] == [True], merge["resolutions"]
+    assert "/resolve/" not in git(host, "worktree", "list")
+    assert snapshot(host, folder) == before

@@ -180,7 +180,9 @@ class ConflictResolver:
         tree.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--detach", "--", str(tree), at.head)
+        # --force: an earlier attempt's entry whose folder is gone (its removal failed) is replaced
+        # rather than refused; the path is the orchestrator's own.
+        repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--force", "--detach", "--", str(tree), at.head)
         # The worktree side's git (gitwork): its pinned identity, as a merge needs one even when it
         # commits nothing, and the user may have none (a service account, a HOME of its own).
         done = gitwork.run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
