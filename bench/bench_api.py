@@ -448,7 +448,7 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
     by_job = {j.id: j for j in jobs}
     child_worker = {w.job_id: w for w in workers if w.depth == 1}
     spawn_to_run, end_to_resume, to_created, created_to_run, end_to_out, out_to_resume = [], [], [], [], [], []
-    run_to_proc, proc_to_end = [], []
+    run_to_proc, proc_to_end, spawn_to_proc = [], [], []
     for row in rows:
         child = by_job.get(row["job_id"] or "")
         worker = child_worker.get(row["job_id"] or "")
@@ -469,6 +469,7 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
         ran = [float(line.split()[1]) for line in clog.splitlines() if line.startswith("CHILD_RAN ")]
         if ran:
             run_to_proc.append(ran[0] - started)
+            spawn_to_proc.append(ran[0] - row["t0"])
             proc_to_end.append(child.ended_at - ran[0])
     if problems:
         raise CheckFailed("(a) " + "; ".join(problems[:5]))
@@ -483,6 +484,7 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
         "output_to_exit": out_to_resume,
         "started_to_process": run_to_proc,
         "process_to_ended": proc_to_end,
+        "spawn_to_process": spawn_to_proc,
     }
 
 

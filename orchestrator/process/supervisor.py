@@ -17,7 +17,7 @@ them (``list``). It exits once no server is connected and no worker runs.
 
 Requests come over a Unix stream socket in the workspace's supervisor folder (mode 0700: the
 user's own; a sandboxed worker sees that folder empty): a 4-byte length, then JSON, the first
-bytes carrying the descriptors (the log, the cgroup's ``cgroup.procs``). The client side is
+bytes carrying the descriptors (the log, the cgroup's join files). The client side is
 process/supervised.py. It starts in a fresh interpreter once per server, so it imports little.
 """
 
@@ -193,7 +193,7 @@ class Supervisor:
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
         exit_file = spec.get("exit_file")
         # The descriptors: the log, then the lifeline if the request says it carries one (the
-        # worker gets it as LIFELINE_FD), then each cgroup's ``cgroup.procs`` to join.
+        # worker gets it as LIFELINE_FD), then each cgroup's join file (cgroups.join_file).
         lifeline = fds[1] if spec.get("lifeline") else None
         joins = fds[2:] if lifeline is not None else fds[1:]
         if joins and not self.home:  # it could not step back out of the worker's cgroup: the child joins it
@@ -286,14 +286,15 @@ class Supervisor:
 
 
 def home_fds() -> list[int]:
-    """Descriptors on ``cgroup.procs`` of this process's own cgroups, where attempts' cgroups are
-    made (process/cgroups.py): writing "0" there brings it back. Empty where none is writable."""
-    from .cgroups import hierarchies
+    """Descriptors on the join files (cgroups.join_file) of this process's own cgroups, where
+    attempts' cgroups are made (process/cgroups.py): writing "0" there brings it back. Empty
+    where none is writable."""
+    from .cgroups import hierarchies, join_file
 
     fds = []
     for directory in sorted({str(base) for _, base in hierarchies().bases.values()}):
         with contextlib.suppress(OSError):
-            fds.append(os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+            fds.append(os.open(join_file(directory), os.O_WRONLY | os.O_CLOEXEC))
     return fds
 
 
@@ -315,7 +316,7 @@ def _exec_child(
     argv: list[str], env: dict[str, str], cwd: str, log: int, lifeline: int | None, joins: list[int], spec: dict[str, object]
 ) -> None:
     """In the forked child (where the supervisor has no way back from a cgroup): its own session,
-    the log as stdout and stderr, the lifeline if any, its cgroup joined (each ``cgroup.procs``),
+    the log as stdout and stderr, the lifeline if any, its cgroup joined (each join file),
     the signals a sandbox's launcher ignores; then the exec. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
