@@ -267,3 +267,59 @@ def test_a_refused_fork_is_still_told_after_the_emptied_cgroup_is_removed():
     assert cgroup.dirs == {} and hierarchies().find(cgroup_name(tag)) is None
     # Then the record still tells the kernel's refusal (read before the removal)
     assert cap_hit(limits, enforced, cgroup, 0, None).startswith("process cap: a fork refused by the kernel at 3")
+
+
+def _cgroups_of(pid: int, tid: int | None = None) -> dict[str, str]:
+    """``/proc/<pid>/cgroup`` (one thread's: ``task/<tid>``) as controller list -> path (v2's under "")."""
+    found = {}
+    where = Path(f"/proc/{pid}") / (f"task/{tid}/cgroup" if tid else "cgroup")
+    for line in where.read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        found[controllers] = path
+    return found
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")
+@pytest.mark.parametrize("supervised", [False, True], ids=["forked", "supervisor"])
+def test_a_worker_is_born_in_its_cgroup_on_every_hierarchy_and_its_starter_goes_back(tmp_path, supervised):
+    # Given a runner that starts workers by a fork of this threaded process, or through the
+    # supervisor (which moves itself into the worker's cgroup around its spawn, through each
+    # hierarchy's join file: v1's ``tasks`` moves the writing thread alone)
+    import threading
+
+    hold = threading.Event()
+    company = threading.Thread(target=hold.wait, daemon=True)  # this process is not single-threaded
+    company.start()
+    client = SupervisorClient(tmp_path / "sup") if supervised else None
+    runner = ProcessRunner(supervisor=client)
+    tag = f"born-{os.getpid()}-{int(supervised)}.w.abcd"
+    before = _cgroups_of(os.getpid())
+    # When it starts a worker with caps on memory and processes
+    handle = runner.spawn(
+        ["/bin/sh", "-c", "sleep 30"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=tmp_path / "exit",
+        limits=Limits(memory=300 * MB, processes=50),
+    )
+    try:
+        assert handle.cgroup is not None
+        # Then the worker is in its attempt's cgroup on every hierarchy that holds a cap
+        mine = _cgroups_of(handle.pid)
+        for controller, version in handle.cgroup.versions.items():
+            v2 = version is Enforcement.CGROUP_V2
+            (path,) = [p for c, p in mine.items() if (c == "" if v2 else controller in c.split(","))]
+            assert path.endswith(cgroup_name(tag)), (controller, mine)
+        # And whoever started it is back where it was: this process's threads (the forked
+        # path moves only the child), or the supervisor
+        assert _cgroups_of(os.getpid()) == before
+        assert _cgroups_of(os.getpid(), company.native_id) == before
+        if client is not None:
+            (supervisor,) = client.running()
+            assert not any(cgroup_name(tag) in p for p in _cgroups_of(supervisor).values())
+    finally:
+        runner.terminate(handle, grace=0.2)
+        runner.close()
+        hold.set()
