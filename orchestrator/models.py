@@ -470,12 +470,16 @@ def resolutions_of(job: JobRecord, workers: Iterable[WorkerRecord]) -> list[tupl
     return found + [("merge", r) for r in (outcome.resolutions if outcome is not None else ())]
 
 
+def tree_resolutions(jobs: Iterable[JobRecord], workers: Iterable[WorkerRecord]) -> list[Resolution]:
+    """Every conflict a resolver worker was asked to resolve in a tree, each once: each job's last
+    merge's, then each worker's integration's (a graph job's)."""
+    found = [r for j in jobs if j.merge is not None and j.merge.outcome is not None for r in j.merge.outcome.resolutions]
+    return found + [r for w in workers if (r := w.integration_resolution) is not None]
+
+
 def resolver_cost(jobs: Iterable[JobRecord], workers: Iterable[WorkerRecord]) -> float | None:
-    """What the resolver workers of ``jobs`` cost, counted once: each job's merge's
-    (``JobRecord.resolver_cost_usd``) and its graph's integration's (each worker's
-    ``integration_resolution``, its job's cost); None: none known."""
-    costs = [c for j in jobs if (c := j.resolver_cost_usd) is not None]
-    costs += [r.cost_usd for w in workers if (r := w.integration_resolution) is not None and r.cost_usd is not None]
+    """What the resolver workers of ``jobs`` cost, counted once (``tree_resolutions``); None: none known."""
+    costs = [r.cost_usd for r in tree_resolutions(jobs, workers) if r.cost_usd is not None]
     return sum(costs) if costs else None
 
 

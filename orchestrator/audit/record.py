@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..models import JobRecord, WorkerRecord
-from ..records import Resolution
+from ..models import JobRecord, WorkerRecord, tree_resolutions
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -101,15 +100,9 @@ def redacted_argv(argv: Sequence[str], prompt: str) -> list[str]:
 
 
 def _resolver_logs(jobs: Sequence[JobRecord], workers: Sequence[WorkerRecord]) -> list[str]:
-    """The logs of merge_strategy resolve's resolvers and of the gates run on their resolutions:
-    the jobs' merges', then the graph integrations' (each file once, in that order)."""
-    found: list[Resolution] = []
-    for j in jobs:
-        if j.merge is not None and j.merge.outcome is not None:
-            found.extend(j.merge.outcome.resolutions)
-    for w in workers:
-        if w.integrated is not None and w.integrated.integrated.resolution is not None:
-            found.append(w.integrated.integrated.resolution)
+    """The logs of merge_strategy resolve's resolvers and of the gates run on their resolutions, in
+    ``tree_resolutions``' order (each file once)."""
+    found = tree_resolutions(jobs, workers)
     paths = [p for r in found for p in (*(a.log_path for a in r.attempts), *(g.log_path for g in r.gates)) if p]
     return list(dict.fromkeys(paths))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..git.conflicts import counted
-from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of
+from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
 from .promptshare import prompt_share
@@ -280,8 +280,7 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
 
 
 def _resolver_totals(jobs: list[JobRecord], workers: list[WorkerRecord]) -> dict[str, Any]:
-    found = [r for j in jobs if j.merge is not None and j.merge.outcome is not None for r in j.merge.outcome.resolutions]
-    found += [r for w in workers if (r := w.integration_resolution) is not None]
+    found = tree_resolutions(jobs, workers)
     costs = [r.cost_usd for r in found if r.cost_usd is not None]
     return {
         "resolutions": len(found),
