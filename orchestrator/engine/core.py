@@ -146,16 +146,16 @@ class Engine:
             hooks=self,
         )
         self.ctx = ctx
+        # merge_strategy resolve's resolver workers, for every merge: a root's, a child's, a graph's integration.
+        resolvers = resolver_factory(ctx, self.confinement)
         # In order; by default the quality gates and a graph job's merge into its integration branch.
-        self.steps = (
-            tuple(steps) if steps is not None else default_steps(settings, self.workspace, resolvers=resolver_factory(ctx))
-        )
+        self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace, resolvers=resolvers)
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
-        self.nesting = Nesting(ctx)
+        self.nesting = Nesting(ctx, resolvers)
         # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
         self.scheduler = Scheduler(ctx)
         self.finishing = Finishing(
-            ctx, monitor=self.monitor, queries=self.queries, nesting=self.nesting, scheduler=self.scheduler
+            ctx, monitor=self.monitor, queries=self.queries, nesting=self.nesting, scheduler=self.scheduler, resolvers=resolvers
         )
         self.submission = Submission(ctx, nesting=self.nesting)
         self.running = WorkerRunner(

@@ -28,7 +28,7 @@ from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
 from ..quality import approval, landing, publishing
-from ..quality.landing import Landed
+from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
@@ -40,7 +40,6 @@ from .context import EngineContext
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
-from .resolvers import resolver_factory
 from .scheduling import Scheduler
 from .tables import LiveWorker, Outcome, Snapshot, write_snapshots
 
@@ -62,6 +61,7 @@ class Finishing:
         queries: Queries,
         nesting: Nesting | None,
         scheduler: Scheduler | None,
+        resolvers: ResolverFactory | None = None,
     ) -> None:
         self.settings = ctx.settings
         # A task's candidates settle into one winner (engine/choosing.py): a unit of the job's work.
@@ -77,7 +77,7 @@ class Finishing:
         self.hooks = ctx.hooks
         self.monitor = monitor
         self.queries = queries
-        self.resolvers = resolver_factory(ctx)  # merge_strategy resolve's resolver workers
+        self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
         self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
 
     # -- a worker ---------------------------------------------------------------------------

@@ -44,11 +44,10 @@ from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
 from ..git.merging import merge_branches
 from ..models import JobRecord, WorkerRecord
-from ..quality.landing import mergeable
+from ..quality.landing import ResolverFactory, mergeable
 from ..records import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext
-from .resolvers import resolver_factory
 
 log = logging.getLogger("orchestrator.nesting")
 TRIES = 3  # merge attempts when the parent's checkout changed under it (an edit, its own git)
@@ -61,13 +60,13 @@ class NotMerged(OrchestratorError):
 class Nesting:
     """Commits a parent's work at a spawn and merges a child job's work back into it."""
 
-    def __init__(self, ctx: EngineContext) -> None:
+    def __init__(self, ctx: EngineContext, resolvers: ResolverFactory | None = None) -> None:
         self.settings = ctx.settings
         self.workspace = ctx.workspace
         self.checkout = ctx.checkout
         self.tables = ctx.tables
         self.clock = ctx.clock
-        self.resolvers = resolver_factory(ctx)  # merge_strategy resolve's resolver workers
+        self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
 
     def worktrees(self) -> Worktrees | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
@@ -171,7 +170,9 @@ class Nesting:
                 )
             problem = ""
             resolver = None
-            if job.config.merge_strategy == MergeStrategy.RESOLVE:  # diffs shown against where the children started
+            if (
+                self.resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE
+            ):  # diffs shown against where the children started
                 resolver = self.resolvers(
                     job, children, wt.repo, job.start_commit or run_git(directory, "rev-parse", "HEAD").stdout.strip()
                 )

@@ -14,8 +14,8 @@ from ..workers.confinement import Confinement
 from .context import EngineContext
 
 
-def resolver_factory(ctx: EngineContext) -> ResolverFactory:
-    confinement = Confinement(ctx.settings, ctx.workspace)  # the workers' sandbox (a resolver runs worker code)
+def resolver_factory(ctx: EngineContext, confinement: Confinement) -> ResolverFactory:
+    """``confinement``: the engine's, the workers' sandbox (a resolver runs worker code)."""
 
     def make(job: JobRecord, workers: list[WorkerRecord], repo: Path, base: str) -> ConflictResolver:
         def budget() -> str | None:
