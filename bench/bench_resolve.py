@@ -69,6 +69,7 @@ from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.git import gitwork, merging  # noqa: E402
 from orchestrator.models import JobRecord, JobStatus  # noqa: E402
 from orchestrator.quality import resolving  # noqa: E402
+from tests.helpers.resolving import BOTH_SIDES  # noqa: E402  (the tests' resolver: both sides of each hunk)
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
 PAIRS = 8
@@ -77,17 +78,6 @@ STRATEGIES = ("auto", "resolve")
 PARTS = ("prepare", "run", "take", "gate", "remove")
 GATE = {"name": "check", "run": ["sh", "-c", "grep -q one f1.txt"], "required": True}
 
-# Keeps both sides of every conflict hunk (ours, then theirs) in each file git left unmerged:
-# tests/test_resolving.py's BOTH_SIDES.
-BOTH_SIDES = """
-import re, subprocess, sys
-names = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"], capture_output=True, text=True, check=True)
-for name in names.stdout.split():
-    text = open(name).read()
-    text = re.sub(r"<<<<<<< [^\\n]*\\n(.*?)=======\\n(.*?)>>>>>>> [^\\n]*\\n", r"\\1\\2", text, flags=re.S)
-    open(name, "w").write(text)
-print("resolved", names.stdout.split())
-"""
 # Appended to it here: a write outside its worktree, which the sandbox refuses (a confined resolver).
 PROBE = """
 try:

@@ -5,7 +5,6 @@ checkout before its ``spawn --wait`` returns. The user's repository is snapshott
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from orchestrator.models import WorkerStatus
 
 from .helpers import nesting as nesting_helpers
 from .helpers.nesting import run_tree
+from .helpers.resolving import fake_claude_resolver
 from .helpers.worktree import git, snapshot
 
 pytestmark = pytest.mark.slow
@@ -125,15 +125,9 @@ def test_a_conflict_under_auto_is_reported_and_the_parent_s_branch_holds_only_th
 
 
 def test_a_child_jobs_conflict_resolved_under_resolve_is_in_its_views_and_counts_toward_the_child(served, tmp_path):
-    from .test_resolving import BOTH_SIDES, FAKE_CLAUDE, PRICE
-
     host, folder, start = served
     before = snapshot(host, folder)
-    fake = tmp_path / "fake-claude"
-    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
-    fake.chmod(0o755)
-    sections = {"orchestrator": {"claude_command": str(fake)}, "workers": {"prices": {"fake-model": PRICE}}}
-    live = start(sections=sections, merge_strategy="resolve", resolver_kind="claude", resolver_model="fake-model")
+    live = start(sections=fake_claude_resolver(tmp_path), merge_strategy="resolve")
     doc, marker, child = run_tree(live, "parent: write app.py=print('two') | write app.py=print('three')")
     root_id = doc["job_id"]
     assert doc["status"] == "completed" and marker["exit"] == 0, marker

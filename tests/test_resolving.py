@@ -28,6 +28,7 @@ from .conftest import processes_with, run_job, wait_until
 from .helpers import nesting as nesting_helpers
 from .helpers.landing import result_of
 from .helpers.nesting import run_tree
+from .helpers.resolving import BOTH_SIDES, fake_claude_resolver
 from .helpers.worktree import git, snapshot, user_env
 
 pytestmark = pytest.mark.slow
@@ -37,17 +38,6 @@ served = nesting_helpers.served
 
 SAME_LINE = "sed -i s/v2/{}/ app.py"  # every worker that runs it rewrites line 1 of app.py
 GATE = {"name": "check", "run": ["sh", "-c", "grep -q print app.py"], "required": True}
-
-# Keeps both sides of every conflict hunk (ours, then theirs) in each file git left unmerged.
-BOTH_SIDES = """
-import re, subprocess, sys
-names = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"], capture_output=True, text=True, check=True)
-for name in names.stdout.split():
-    text = open(name).read()
-    text = re.sub(r"<<<<<<< [^\\n]*\\n(.*?)=======\\n(.*?)>>>>>>> [^\\n]*\\n", r"\\1\\2", text, flags=re.S)
-    open(name, "w").write(text)
-print("resolved", names.stdout.split())
-"""
 
 
 def resolver_script(tmp_path: Path, body: str) -> list[str]:
@@ -115,28 +105,10 @@ def test_a_resolve_merge_needs_no_git_identity_of_the_user_s(hosted, tmp_path, m
     assert snapshot(host, folder) == before
 
 
-# A stand-in for claude as the resolver: keeps both sides (BOTH_SIDES), then prints claude's result
-# object with tokens and no cost, so its cost is estimated from workers.prices.
-FAKE_CLAUDE = """#!{python}
-import json
-{both}
-print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "resolved",
-                  "usage": {{"input_tokens": 1000, "output_tokens": 500}}}}))
-"""
-PRICE = {"input": 10.0, "output": 20.0, "cache_write": 0.0, "cache_read": 0.0}  # 1000 in, 500 out: $0.02
-
-
 def test_a_resolution_shows_in_every_view_and_its_estimated_cost_counts_in_the_trees(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
-    fake = tmp_path / "fake-claude"
-    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
-    fake.chmod(0o755)
-    engine = make(
-        git={"resolver_kind": "claude", "resolver_model": "fake-model"},
-        orchestrator={"claude_command": str(fake)},
-        workers={"prices": {"fake-model": PRICE}},
-    )
+    engine = make(**fake_claude_resolver(tmp_path))
     tasks = [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"]
     job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "gates": [GATE]})
     assert job.status is JobStatus.COMPLETED, job.notes
@@ -194,14 +166,7 @@ def test_a_resolution_shows_in_every_view_and_its_estimated_cost_counts_in_the_t
 def test_a_graphs_integration_resolution_counts_once_toward_its_job_and_shows_as_integration(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
-    fake = tmp_path / "fake-claude"
-    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
-    fake.chmod(0o755)
-    engine = make(
-        git={"resolver_kind": "claude", "resolver_model": "fake-model"},
-        orchestrator={"claude_command": str(fake)},
-        workers={"prices": {"fake-model": PRICE}},
-    )
+    engine = make(**fake_claude_resolver(tmp_path))
     tasks = [
         {"id": "a", "task": SAME_LINE.format("w1")},
         {"id": "b", "task": SAME_LINE.format("w2")},
@@ -230,14 +195,7 @@ def test_a_graphs_integration_resolution_counts_once_toward_its_job_and_shows_as
 def test_a_restarted_server_counts_the_resolvers_cost_in_the_trees_budget(hosted, tmp_path):
     host, folder, make = hosted
     before = snapshot(host, folder)
-    fake = tmp_path / "fake-claude"
-    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=BOTH_SIDES))
-    fake.chmod(0o755)
-    sections = {
-        "git": {"resolver_kind": "claude", "resolver_model": "fake-model"},
-        "orchestrator": {"claude_command": str(fake)},
-        "workers": {"prices": {"fake-model": PRICE}},
-    }
+    sections = fake_claude_resolver(tmp_path)
     engine = make(**sections)
     tasks = [
         {"id": "a", "task": SAME_LINE.format("w1")},

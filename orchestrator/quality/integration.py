@@ -124,15 +124,11 @@ def integrate_worker(
     log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     if not done.merged:
         shown = conflict_text.listed(done.conflicts)
-        why = f"conflicts with work already merged into {integration} in: {shown}"
-        if done.resolution is not None:
-            why += f"; the resolver's resolution was refused: {done.resolution.reason}"
-        record = IntegrationRecord(done, at, why)
+        refused = f"; the resolver's resolution was refused: {done.resolution.reason}" if done.resolution is not None else ""
+        record = IntegrationRecord(done, at, f"conflicts with work already merged into {integration} in: {shown}{refused}")
         workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
         strategy = job.config.merge_strategy
-        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy {strategy})" + (
-            f"; the resolver's resolution was refused: {done.resolution.reason}" if done.resolution is not None else ""
-        )
+        return record, f"merging into {integration} conflicts in: {shown} (merge_strategy {strategy}){refused}"
     if not done.added:
         said = f"commit {commit[:12]} is already in {integration} (at {str(done.commit)[:12]}): nothing to merge"
     else:
