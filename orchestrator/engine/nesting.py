@@ -170,9 +170,8 @@ class Nesting:
                 )
             problem = ""
             resolver = None
-            if (
-                self.resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE
-            ):  # diffs shown against where the children started
+            # The resolver's diffs are shown against where the children started.
+            if self.resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE:
                 resolver = self.resolvers(
                     job, children, wt.repo, job.start_commit or run_git(directory, "rev-parse", "HEAD").stdout.strip()
                 )
