@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from orchestrator import protocol
-from orchestrator.cluster.attempts import Attempts, AttemptSpec, read_secret_file, split_env, write_secret_file
+from orchestrator.cluster.attempts import TOKEN_BLOCK, Attempts, AttemptSpec, read_secret_file, split_env, write_secret_file
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
 
@@ -49,7 +49,7 @@ def test_an_attempt_goes_queued_running_ended_and_the_server_hears_each_step(red
     assert claimed == s
     assert ops.claim("a1", s.token, "node-b", lease=5) is None  # taken once
     assert ops.lease_holder("a1") == f"node-a:{s.token}"
-    assert ops.started("a1", s.token, "node-a", 4242, "123")
+    assert ops.started("a1", s.token, "node-a", 4242, "123", spawned_at=1234.5)
     assert ops.renew("a1", s.token, "node-a", 5, {"rss": 10})
     assert ops.finish("a1", s.token, "node-a", 0, None)
     record = ops.read("a1")
@@ -58,6 +58,24 @@ def test_an_attempt_goes_queued_running_ended_and_the_server_hears_each_step(red
     events = ops.next_events(1)
     assert [(e["event"], e["token"]) for e in events] == [("started", s.token), ("ended", s.token)]
     assert events[0]["pid"] == 4242
+    assert events[0]["spawned_at"] == 1234.5 and ops.read("a1")["started_at"] == "1234.5"  # the node's spawn time
+
+
+def test_tokens_are_taken_in_blocks_and_never_repeat_across_servers_and_lost_attempts(redis_server, unique_prefix):
+    one, two = attempts_on(redis_server, unique_prefix), attempts_on(redis_server, unique_prefix)
+    fence = one.names.fence
+    first = [one.new_token() for _ in range(3)]
+    assert int(one.client.get(fence)) == TOKEN_BLOCK  # one INCRBY for three tokens
+    s = spec(two)  # another server: a block of its own
+    assert s.token == TOKEN_BLOCK + 1 and one.reserved_top == TOKEN_BLOCK and two.reserved_top == 2 * TOKEN_BLOCK
+    two.claim("a1", s.token, "node-a", lease=0.1)
+    time.sleep(0.3)
+    lost = two.mark_lost("a1", s.token)  # an INCR past every block taken
+    assert lost == 2 * TOKEN_BLOCK + 1
+    rest = [one.new_token() for _ in range(TOKEN_BLOCK)]  # the first block runs out: a new one, past the INCR
+    tokens = [*first, s.token, lost, *rest, *(two.new_token() for _ in range(TOKEN_BLOCK))]
+    assert len(set(tokens)) == len(tokens)
+    assert max(rest) <= one.reserved_top and min(rest[-3:]) > lost
 
 
 def test_a_lost_attempt_is_fenced_and_its_late_result_is_ignored(redis_server, unique_prefix):

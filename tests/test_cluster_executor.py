@@ -162,6 +162,31 @@ def test_an_attempt_runs_on_a_node_with_nothing_secret_in_redis_and_its_sample_r
         node.stop()
 
 
+def test_an_attempt_runs_from_its_nodes_spawn_to_its_nodes_end_kept_within_what_the_server_saw(rq, tmp_path):
+    executor = rq()
+    info = nodes.NodeInfo(name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time())
+    nodes.publish(executor.client, executor.names, info, lease=60)  # a node that is registered and takes nothing
+    handles = [start(executor, tmp_path, ["true"], f"root.s.worker_{i}") for i in range(3)]
+    enqueued = [h.started_at for h in handles]
+    time.sleep(0.05)
+    before = time.time()
+    for h, spawned in zip(handles, (enqueued[0] + 0.004, enqueued[1] - 60, time.time() + 60), strict=True):
+        executor._apply({"id": h.id, "token": h.token, "event": "started", "node": "n1", "pid": 7, "spawned_at": spawned})
+    after = time.time()
+    assert handles[0].started_at == enqueued[0] + 0.004  # the node's spawn time
+    assert handles[1].started_at == enqueued[1]  # a clock behind: not before its enqueue
+    assert before <= handles[2].started_at <= after  # a clock ahead: not after it was heard
+    assert all((h.node, h.pid, h.queued) == ("n1", 7, False) for h in handles)
+    time.sleep(0.05)
+    for h, exited in zip(handles[:2], (handles[0].started_at + 0.01, 0.0), strict=True):  # its end: its node's clock too
+        executor._apply({"id": h.id, "token": h.token, "event": "ended", "node": "n1", "code": 0, "exited_at": exited})
+    assert handles[0].ended_at == handles[0].started_at + 0.01
+    assert handles[1].ended_at == handles[1].started_at  # never before its start
+    assert [h.code for h in handles[:2]] == [0, 0]
+    for h in handles:
+        executor.release(h)
+
+
 def test_cancel_of_a_queued_attempt_removes_it_and_no_node_ever_runs_it(rq, tmp_path, redis_server, unique_prefix):
     executor = rq()
     node = NodeDouble(redis_server.url, unique_prefix, name="full", slots=0)  # alive, no free slot
@@ -258,6 +283,7 @@ def test_a_redis_restart_loses_no_attempt(tmp_path, fresh_redis, unique_prefix, 
         assert executor.wait(queued, 15) == 0 and queued.node == "n1"
         assert (queued.token == old_token) is persist  # enqueued again (a new token) only when Redis lost it
         assert queued.token >= old_token  # the fencing counter never goes back, even when Redis lost it
+        assert int(executor.client.get(executor.names.fence)) >= executor.attempts.reserved_top  # nor below a block taken
         assert (tmp_path / "root.g.worker_1.log").read_text() == "first\n"
         assert (tmp_path / "root.g.worker_2.log").read_text() == "second\n"
     finally:

@@ -239,7 +239,9 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         return code
     grace = ctx.settings.workers.kill_grace
     try:
-        if not _retry(lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id), spec.lease):
+        if not _retry(
+            lambda: ops.started(spec.id, spec.token, ctx.name, handle.pid, handle.start_id, handle.started_at), spec.lease
+        ):
             stop.request("fenced", signal.SIGTERM, grace, report=False)  # re-enqueued since the claim
     except (redis.ConnectionError, redis.TimeoutError):
         pass  # the renewals end it if Redis stays away for a lease
@@ -257,7 +259,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
     note = stop.reason if stop.reason and stop.reason != "terminate" else ""
-    _report(ops, spec, ctx, code, handle.kill_rung, note, cap)
+    _report(ops, spec, ctx, code, handle.kill_rung, note, cap, handle.ended_at)
     return code
 
 
@@ -325,10 +327,17 @@ def _code(handle: ProcessHandle) -> int:
 
 
 def _report(
-    ops: Attempts, spec: AttemptSpec, ctx: NodeContext, code: int, rung: str | None, note: str, cap: str | None = None
+    ops: Attempts,
+    spec: AttemptSpec,
+    ctx: NodeContext,
+    code: int,
+    rung: str | None,
+    note: str,
+    cap: str | None = None,
+    exited_at: float | None = None,
 ) -> None:
     try:
-        if not _retry(lambda: ops.finish(spec.id, spec.token, ctx.name, code, rung, note, cap), 2 * spec.lease):
+        if not _retry(lambda: ops.finish(spec.id, spec.token, ctx.name, code, rung, note, cap, exited_at), 2 * spec.lease):
             log.info("attempt %s: its end was not recorded (fenced: a late result)", spec.id)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("attempt %s: could not report its end (%s); its exit file holds the status", spec.id, exc)

@@ -5,7 +5,7 @@ as atomic Redis operations (Lua scripts), so that both sides agree on one state 
       |                  |  \\--mark_lost (its lease expired: the node is gone)--> lost
       \\--cancel_queued--> cancelled
 
-* Every enqueue gets a new **fencing token** (``P:fence``). A node may act on an attempt (claim,
+* Every enqueue gets a new **fencing token** (from ``P:fence``, taken by a server in blocks). A node may act on an attempt (claim,
   renew, finish) only with the token the attempt's hash holds now; ``mark_lost`` and a re-enqueue
   change it, so a late result from a lost attempt is ignored, and an attempt is never counted twice.
 * A running attempt holds a **lease** (``P:lease:ID``, ``NODE:TOKEN``, expiring ``lease`` seconds
@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ from rq.serializers import JSONSerializer
 from .. import protocol
 from .names import Names
 
+TOKEN_BLOCK = 64  # fencing tokens a server takes from ``P:fence`` at once (Attempts.new_token)
 RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an attempt: run(attempt_id, token)
 # RQ's jobs are JSON, never pickle: a pickle from Redis would run whatever code wrote it. A node also
 # refuses any job whose function is not RQ_FUNCTION (cluster/node.py).
@@ -260,10 +262,26 @@ class Attempts:
         self._mark_lost = client.register_script(_MARK_LOST)
         self._take = client.register_script(_TAKE)
         self._blmpop = True  # next_events: until this Redis says it has no BLMPOP
+        self._tokens_lock = threading.Lock()
+        self._next_token, self._block_top = 1, 0  # the block of tokens taken and not yet handed out
 
     # -- server side
     def new_token(self) -> int:
-        return int(self.client.incr(self.names.fence))
+        """A token no enqueue has had: the next of a block this server took with one INCRBY (so an
+        enqueue costs no round trip of its own for it). Tokens are compared only for equality, so
+        a block's order among other servers' blocks and ``mark_lost``'s INCRs does not matter."""
+        with self._tokens_lock:
+            if self._next_token > self._block_top:
+                self._block_top = int(self.client.incrby(self.names.fence, TOKEN_BLOCK))
+                self._next_token = self._block_top - TOKEN_BLOCK + 1
+            token, self._next_token = self._next_token, self._next_token + 1
+            return token
+
+    @property
+    def reserved_top(self) -> int:
+        """The highest token this server has taken (handed out or not): the floor the fence
+        counter must be above after a Redis that lost its data (reconcile._fence_floor)."""
+        return self._block_top
 
     def record(self, spec: AttemptSpec, pipe: redis.client.Pipeline | None = None) -> None:
         """Write the attempt's hash (state queued), replacing any it had, before its RQ job is
@@ -403,14 +421,20 @@ class Attempts:
         spec = AttemptSpec.from_json(found[3]) if what == "claimed" else None
         return Taken(what, job_id, at, spec)
 
-    def started(self, attempt_id: str, token: int, node: str, pid: int, start_id: str | None) -> bool:
+    def started(
+        self, attempt_id: str, token: int, node: str, pid: int, start_id: str | None, spawned_at: float | None = None
+    ) -> bool:
+        """Tell the server the attempt's process runs. ``spawned_at``: the node's clock just before
+        its spawn, the moment the local executor records as an attempt's start (the server's
+        record takes it, bounded by the enqueue and by when it hears this)."""
         n = self.names
         now = time.time()
-        event = _event(attempt_id, token, "started", node=node, pid=pid, start_id=start_id, at=now)
+        spawned = now if spawned_at is None else spawned_at
+        event = _event(attempt_id, token, "started", node=node, pid=pid, start_id=start_id, at=now, spawned_at=spawned)
         return bool(
             self._started(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
-                args=[token, node, now, pid, start_id or "", event],
+                args=[token, node, spawned, pid, start_id or "", event],
             )
         )
 
@@ -427,15 +451,25 @@ class Attempts:
         return (result.decode() if isinstance(result, bytes) else result) == "renewed"
 
     def finish(
-        self, attempt_id: str, token: int, node: str, code: int, kill_rung: str | None, note: str = "", cap: str | None = None
+        self,
+        attempt_id: str,
+        token: int,
+        node: str,
+        code: int,
+        kill_rung: str | None,
+        note: str = "",
+        cap: str | None = None,
+        exited_at: float | None = None,
     ) -> bool:
-        """Report the end (``cap``: a cap the node's kernel held it at); False when fenced (a late
-        result from a lost attempt: ignored)."""
+        """Report the end (``cap``: a cap the node's kernel held it at; ``exited_at``: the node's
+        clock when it saw the worker end, the end that matches ``started``'s ``spawned_at``);
+        False when fenced (a late result from a lost attempt: ignored)."""
         n = self.names
         now = time.time()
-        event = _event(
-            attempt_id, token, "ended", node=node, code=code, kill_rung=kill_rung or "none", at=now, note=note, cap=cap or ""
-        )
+        fields = {"kill_rung": kill_rung or "none", "at": now, "note": note, "cap": cap or ""}
+        if exited_at is not None:
+            fields["exited_at"] = exited_at
+        event = _event(attempt_id, token, "ended", node=node, code=code, **fields)
         return bool(
             self._finish(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],

@@ -424,28 +424,41 @@ class RQExecutor(Reconciler):
             if h is None or event.get("token") != h.token:
                 return  # a released attempt's, or a fenced one's (a late result)
         if event.get("event") == "started":
-            self._placed(h, str(event.get("node") or "?"), event.get("pid"))
+            self._placed(h, str(event.get("node") or "?"), event.get("pid"), event.get("spawned_at"))
         elif event.get("event") == "ended":
             code = event.get("code")
             rung = event.get("kill_rung")
             if event.get("node"):
                 self._placed(h, str(event["node"]), event.get("pid") or h.pid)
             h.cap_hit = str(event.get("cap") or "") or h.cap_hit  # a cap its node's kernel held it at
-            self._end(h, int(code) if isinstance(code, int) else -signal.SIGKILL, str(rung) if rung else None)
+            code = int(code) if isinstance(code, int) else -signal.SIGKILL
+            self._end(h, code, str(rung) if rung else None, exited_at=event.get("exited_at"))
 
-    def _placed(self, h: RemoteHandle, node: str, pid: object) -> None:
+    def _placed(self, h: RemoteHandle, node: str, pid: object, spawned_at: object = None) -> None:
+        """The attempt runs on ``node``. It runs from its node's spawn (as a local attempt runs from
+        its spawn), not from its enqueue: another machine's clock, so it is kept between the
+        enqueue and now; without it (an adoption, a hash read back), from now."""
         with self._cond:
             if h.queued or h.node != node:
-                h.started_at = time.time() if h.queued else h.started_at  # it runs from now (it waited queued)
+                if h.queued:
+                    now = time.time()
+                    spawned = float(spawned_at) if isinstance(spawned_at, int | float) else now
+                    h.started_at = min(now, max(h.started_at, spawned))
                 h.queued, h.node = False, node
                 h.pid = int(pid) if isinstance(pid, int | str) and str(pid).isdigit() else h.pid
                 self._cond.notify_all()
 
-    def _end(self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "") -> None:
+    def _end(
+        self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "", exited_at: object = None
+    ) -> None:
+        """It ended. ``exited_at``: its node's clock when it saw the end (its start is its node's
+        too, see _placed), kept between its start and now; without it, now."""
         with self._cond:
             if h.code is not None:
                 return
-            h.code, h.ended_at, h.queued = code, time.time(), False
+            now = time.time()
+            ended = min(now, max(h.started_at, float(exited_at))) if isinstance(exited_at, int | float) else now
+            h.code, h.ended_at, h.queued = code, ended, False
             h.kill_rung = h.kill_rung or rung
             h.lost = h.lost or lost
             self._cond.notify_all()

@@ -9,7 +9,7 @@ key                     type    what it holds
 ``P:lease:ID``          string  ``NODE:TOKEN`` while the node that runs attempt ID renews it (PX = lease)
 ``P:control:ID``        list    what the server asks of a running attempt (terminate), JSON, for its node
 ``P:events``            list    what nodes tell the server (started, ended), JSON, read by one thread
-``P:fence``             string  the fencing-token counter (INCR): every enqueue gets a new token
+``P:fence``             string  the fencing-token counter: a server takes tokens in blocks (INCRBY), every enqueue a new one
 ``P:tree:ROOT``         hash    attempt id -> tag of root tree ROOT's attempts out on nodes (the server's
                                 index for ``find`` after a restart and for ``sweep_prefix``)
 ``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (nodes.py)

@@ -42,10 +42,12 @@ class Reconciler:
     _cond: threading.Condition
     _handles: dict[str, RemoteHandle]
 
-    def _end(self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "") -> None:
+    def _end(
+        self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "", exited_at: object = None
+    ) -> None:
         raise NotImplementedError
 
-    def _placed(self, h: RemoteHandle, node: str, pid: object) -> None:
+    def _placed(self, h: RemoteHandle, node: str, pid: object, spawned_at: object = None) -> None:
         raise NotImplementedError
 
     def _enqueue(self, handle: RemoteHandle) -> None:
@@ -86,7 +88,7 @@ class Reconciler:
             live = [h for h in self._handles.values() if h.code is None and not h.enqueuing]
         if not live:
             return
-        self._fence_floor(max(h.token for h in live))
+        self._fence_floor(max(self.attempts.reserved_top, *(h.token for h in live)))
         pipe = self.client.pipeline(transaction=False)
         for h in live:
             pipe.hgetall(self.names.attempt(h.id))
@@ -136,14 +138,14 @@ class Reconciler:
             pass
         if state == "running":
             if data.get("pid") and data.get("node"):  # (a hash a node's renewal recreated holds its pid)
-                self._placed(h, data["node"], data["pid"])
+                self._placed(h, data["node"], data["pid"], _number(data.get("started_at")))
             if leased:
                 h.lease_gone = None
             else:
                 self._lease_check(h, now, lambda: self.attempts.mark_lost(h.id, h.token) > 0, data.get("node"))
         elif state == "ended":
             if data.get("node"):
-                self._placed(h, data["node"], data.get("pid") or h.pid)
+                self._placed(h, data["node"], data.get("pid") or h.pid, _number(data.get("started_at")))
             self._end(h, int(data.get("code", -signal.SIGKILL)), data.get("kill_rung"))
         elif state == "lost":
             self._end(h, -signal.SIGKILL, None, lost=True)
@@ -168,7 +170,8 @@ class Reconciler:
 
     def _fence_floor(self, top: int) -> None:
         """A Redis that lost its data restarts the token counter at 0: lift it above every token
-        this server holds, or a re-enqueued attempt could get its old token back (and be unfenced)."""
+        this server holds or has reserved, or a re-enqueued attempt could get its old token back
+        (and be unfenced)."""
         current = int(self.client.get(self.names.fence) or 0)
         if current < top:
             self.client.incrby(self.names.fence, top - current)
@@ -195,3 +198,11 @@ class Reconciler:
             return False  # its node renewed meanwhile (which recreates the hash): it lives
         self.client.hset(key, mapping={"state": "lost", "ended_at": time.time()})
         return True
+
+
+def _number(text: str | None) -> float | None:
+    """A hash field's number (a node's clock), or None."""
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
