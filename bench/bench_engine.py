@@ -23,6 +23,8 @@ again); the table shows each method's median wall time.
   that records the exit status, around ``true``), started bare: the floor of any sandboxed run.
   When it is above 4x Popen by itself, the 4x target cannot be met with the sandbox on, and
   ``orchestrator/sandbox floor`` says what the orchestrator adds to it.
+* bubblewrap alone: the sandbox floor without the shim (bubblewrap around ``true``): what the
+  namespaces and mounts cost by themselves, whatever records the exit status.
 * tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator run again with
   its workspace there, to tell the file system's share of its time apart from the
   engine's. The RESULT line is never about it.
@@ -156,23 +158,23 @@ def run_popen(jobs: int, concurrency: int) -> float:
     return wall
 
 
-def sandbox_floor_argv(folder: Path, i: int) -> list[str] | None:
+def sandbox_floor_argv(folder: Path, i: int, *, shimmed: bool = True) -> list[str] | None:
     """What a sandboxed worker's start is, started bare: bubblewrap with the orchestrator's own
     protections (process/sandbox.py builds the argv) around the shim that records the exit
-    status, around ``true``; None when this machine cannot sandbox."""
+    status (without ``shimmed``: none), around ``true``; None when this machine cannot sandbox."""
     support = sandbox.probe()
     if support.bwrap is None or shim.PERL is None:
         return None
     exit_file = folder / f"exit.{i}"
     spec = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(str(folder),), chdir=str(folder))
-    return spec.argv([shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"])
+    return spec.argv([shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"] if shimmed else ["true"])
 
 
-def run_sandbox_floor(jobs: int, concurrency: int) -> float:
+def run_sandbox_floor(jobs: int, concurrency: int, *, shimmed: bool = True) -> float:
     """The Popen pool of run_popen, each process a sandboxed start (``sandbox_floor_argv``)."""
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-floor-") as tmp:
         folder = Path(tmp)
-        argvs = [sandbox_floor_argv(folder, i) for i in range(jobs)]
+        argvs = [sandbox_floor_argv(folder, i, shimmed=shimmed) for i in range(jobs)]
 
         def one(i: int) -> int:
             argv = argvs[i]
@@ -183,8 +185,8 @@ def run_sandbox_floor(jobs: int, concurrency: int) -> float:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             codes = list(pool.map(one, range(jobs)))
         wall = time.perf_counter() - start
-        written = sum(1 for i in range(jobs) if (folder / f"exit.{i}").read_text().strip() == "exit 0")
-    if any(codes) or written != jobs:
+        written = sum(1 for i in range(jobs) if shimmed and (folder / f"exit.{i}").read_text().strip() == "exit 0")
+    if any(codes) or written != (jobs if shimmed else 0):
         raise CheckFailed(f"sandbox floor: {sum(1 for c in codes if c)} failed, {written} of {jobs} exit files say exit 0")
     return wall
 
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument(
         "--only",
-        choices=("orchestrator", "popen", "parallel", "tmpfs", "unsandboxed", "sandbox-floor"),
+        choices=("orchestrator", "popen", "parallel", "tmpfs", "unsandboxed", "sandbox-floor", "bwrap-alone"),
         action="append",
         help="run only this method (repeatable; for profiling)",
     )
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shm = tmpfs_dir()
     can_sandbox = sandbox_floor_argv(Path(tempfile.gettempdir()), 0) is not None
-    default = ["orchestrator", "popen", "parallel", *(["unsandboxed", "sandbox-floor"] if can_sandbox else [])]
+    default = ["orchestrator", "popen", "parallel", *(["unsandboxed", "sandbox-floor", "bwrap-alone"] if can_sandbox else [])]
     methods = args.only or [*default, *(["tmpfs"] if shm and not args.no_tmpfs else [])]
     version = parallel_available() if "parallel" in methods else None
     nproc = os.cpu_count()
@@ -295,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
         "unsandboxed": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, sandbox="off"),
         "sandbox-floor": lambda: run_sandbox_floor(args.jobs, args.concurrency),
+        "bwrap-alone": lambda: run_sandbox_floor(args.jobs, args.concurrency, shimmed=False),
     }
     if not can_sandbox:
-        for method in ("unsandboxed", "sandbox-floor"):
+        for method in ("unsandboxed", "sandbox-floor", "bwrap-alone"):
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
@@ -329,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "tmpfs": "orch. on tmpfs",
         "unsandboxed": "orch. no sandbox",
         "sandbox-floor": "sandbox floor",
+        "bwrap-alone": "bubblewrap alone",
     }
     print()
     print(f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
@@ -363,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
             f"RESULT sandbox floor/Popen = {floor / pop:.2f}x: a sandboxed start alone (bubblewrap, its init, the shim), "
             f"started bare{'; above the target, so no orchestrator can meet it with the sandbox on' if floor / pop > TARGET_POPEN else ''}"
         )
+        if median.get("bwrap-alone") is not None:
+            alone = median["bwrap-alone"] / pop
+            print(
+                f"RESULT bubblewrap alone/Popen = {alone:.2f}x: the sandbox's namespaces and mounts around `true`, no shim"
+                f"{'; above the target, so no shim, however cheap, brings a sandboxed run under it' if alone > TARGET_POPEN else ''}"
+            )
         if orch is not None:
             print(f"RESULT orchestrator/sandbox floor = {orch / floor:.2f}x (what the orchestrator adds to a sandboxed start)")
     on_tmpfs = median.get("tmpfs")
