@@ -95,6 +95,8 @@ def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_s
         ("ended", spec.token, "n1"),
     ]
     assert events[1]["code"] == 3
+    # The node's own clock: before its spawn, and when it saw the end (the server records both).
+    assert spec.enqueued_at <= events[0]["spawned_at"] <= events[1]["exited_at"] <= events[1]["at"]
     assert node.stop() == 0
     assert node.registered() is None  # a clean stop leaves the registry
 

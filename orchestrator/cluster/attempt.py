@@ -252,6 +252,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         code = _watch(runner, handle, ops, ctx, spec, stop, wake)
     finally:
         done.set()
+    exited_at = handle.ended_at or time.time()  # its end as this node saw it (the server records it: _report)
     cap = handle.cap_hit  # read before the sweep removes its cgroup
     runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
     runner.release(handle)
@@ -259,7 +260,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
     note = stop.reason if stop.reason and stop.reason != "terminate" else ""
-    _report(ops, spec, ctx, code, handle.kill_rung, note, cap, handle.ended_at)
+    _report(ops, spec, ctx, code, handle.kill_rung, note, cap, exited_at)
     return code
 
 
