@@ -252,7 +252,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
         code = _watch(runner, handle, ops, ctx, spec, stop, wake)
     finally:
         done.set()
-    exited_at = handle.ended_at or time.time()  # its end as this node saw it (the server records it: _report)
+    exited_at = time.time()  # its end as this node saw it (the server records it: _report)
     cap = handle.cap_hit  # read before the sweep removes its cgroup
     runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
     runner.release(handle)

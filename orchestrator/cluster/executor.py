@@ -441,9 +441,7 @@ class RQExecutor(Reconciler):
         with self._cond:
             if h.queued or h.node != node:
                 if h.queued:
-                    now = time.time()
-                    spawned = float(spawned_at) if isinstance(spawned_at, int | float) else now
-                    h.started_at = min(now, max(h.started_at, spawned))
+                    h.started_at = _node_clock(spawned_at, h.started_at)
                 h.queued, h.node = False, node
                 h.pid = int(pid) if isinstance(pid, int | str) and str(pid).isdigit() else h.pid
                 self._cond.notify_all()
@@ -456,9 +454,7 @@ class RQExecutor(Reconciler):
         with self._cond:
             if h.code is not None:
                 return
-            now = time.time()
-            ended = min(now, max(h.started_at, float(exited_at))) if isinstance(exited_at, int | float) else now
-            h.code, h.ended_at, h.queued = code, ended, False
+            h.code, h.ended_at, h.queued = code, _node_clock(exited_at, h.started_at), False
             h.kill_rung = h.kill_rung or rung
             h.lost = h.lost or lost
             self._cond.notify_all()
@@ -478,6 +474,13 @@ class RQExecutor(Reconciler):
             self.client.hset(self.names.attempt(h.id), mapping={"token": token, "state": "lost", "ended_at": time.time()})
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
+
+
+def _node_clock(reading: object, earliest: float) -> float:
+    """A node's clock reading, kept between ``earliest`` and now on this server's clock (another
+    machine's clock may be off); now when the node sent none."""
+    now = time.time()
+    return min(now, max(earliest, float(reading))) if isinstance(reading, int | float) else now
 
 
 def _remote(handle: AttemptHandle) -> RemoteHandle:
