@@ -148,9 +148,12 @@ def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):
 
 def test_peaks_and_cpu_reach_the_record_and_leave_the_monitor(make_engine):
     engine = capped_engine(make_engine)
-    job = run_job(engine, "x", tasks=["procs 2"], config={"default_timeout": 1})
+    # (a worker that burns a known CPU time: python's start-up alone is under the 10 ms tick
+    # that /proc counts in, per process, and was read as 0.0 in about a third of the runs)
+    job = run_job(engine, "x", tasks=["procs 2 0.3"], config={"default_timeout": 3})
     worker = only_worker(engine, job)
-    assert worker.cpu_seconds is not None and worker.cpu_seconds > 0  # python's start-up alone is some
+    assert worker.cpu_seconds is not None and 0.28 <= worker.cpu_seconds < 1.5
+    assert worker.peak_processes == 3 and worker.peak_rss > 1 << 20
     assert engine.monitor.usage == {}
 
 
