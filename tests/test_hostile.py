@@ -28,7 +28,7 @@ from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.process.cgroups import hierarchies
 from orchestrator.process.sandbox import probe
 
-from .conftest import processes_with, wait_until
+from .conftest import only_worker, processes_with, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -446,21 +446,48 @@ def test_a_worker_cannot_make_its_branch_a_link_to_the_users_branch(arena):
 
 
 @needs_bwrap
-@pytest.mark.xfail(
-    strict=True,
-    reason="NOT PROTECTED: the object store is writable (a worker's own commits write objects there); "
-    "a worker can delete the host's objects and with them its history.",
-)
 def test_a_worker_cannot_delete_the_hosts_history(arena):
-    script = 'common=$(git rev-parse --git-common-dir)\nfind "$common/objects" -type f -name "[0-9a-f]*" -delete\n'
+    """The repository's object store is read-only to a worker: its own commits write a store of its
+    own (git/worker_objects.py), and what it deletes, there or through its alternates, is its own."""
+    script = (
+        'common=$(git rev-parse --git-common-dir)\necho "seen $(git rev-list --count HEAD) commits"\n'
+        '{ echo "$common/objects"; cat "$common/objects/info/alternates"; } > "$TMPDIR/stores"\n'
+        "while IFS= read -r store; do\n"
+        '  echo "objects in a store: $(find "$store" -type f -path "*/[0-9a-f][0-9a-f]/*" | wc -l)"\n'
+        '  find "$store" -type f -path "*/[0-9a-f][0-9a-f]/*" -delete 2>/dev/null || echo refused-delete\n'
+        'done < "$TMPDIR/stores"\n'
+    )
+    history = git(arena.host, "rev-list", "--count", "HEAD").strip()
     engine = arena.engine("on")
-    planted = arena.tmp / "attack.sh"
-    planted.write_text(script)
-    job = engine.submit("plant", {"max_workers": 1}, [f"sh '{planted}'"])
-    engine.wait(job.id, 60)
+    job, before, after = planted_job(arena, engine, script)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert f"seen {history} commits" in log and "refused-delete" in log, log  # it saw the history, and could not delete it
     intact = subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
     row("sandbox on", "delete the object store", "refused" if intact else "NOT refused: history gone", None, intact)
-    assert intact
+    assert intact and after == before
+    assert only_worker(engine, job).status is WorkerStatus.SUCCESS  # its own work still landed
+
+
+@needs_bwrap
+def test_a_worker_that_commits_and_packs_itself_has_its_commits_checked_into_the_repository(arena):
+    """A worker's own commits (aider's, a CLI's ``git commit``) and a ``git gc`` of them live in its
+    own store until the orchestrator checks them into the repository's; one it forged is left out."""
+    commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"  # (the host's pre-commit hook fails)
+    script = (
+        f"echo one > own.txt && git add own.txt && {commit} 'own commit' && echo committed\n"
+        "git repack -adq && echo packed\n"
+        f"echo two > own2.txt && git add own2.txt && {commit} 'own second' && echo committed-loose\n"
+    )
+    engine = arena.engine("on")
+    job, before, after = planted_job(arena, engine, script)
+    worker = only_worker(engine, job)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert {"committed", "packed", "committed-loose"} <= set(log.splitlines()), log
+    assert worker.status is WorkerStatus.SUCCESS, log
+    subjects = git(arena.host, "log", "--format=%s", str(worker.commit)).splitlines()
+    assert subjects[1:3] == ["own second", "own commit"]  # above them, the orchestrator's commit of changed.txt
+    assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    assert after == before
 
 
 @needs_bwrap

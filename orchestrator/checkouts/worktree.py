@@ -57,7 +57,7 @@ from pathlib import Path
 
 from ..config import Isolation, Settings
 from ..errors import ConfigError, OrchestratorError
-from ..git import gitrefs
+from ..git import gitrefs, worker_objects
 from ..git.commits import identity_of, subject_line, trailers
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
@@ -231,6 +231,7 @@ class WorktreeCheckout(Checkout):
         with self.holding(record):
             start = self._read(directory, CHECKPOINT_FILE) or self._base(directory)
             self._unlink_branch(record, directory)
+            self._take_objects(record, directory)
             run_git(directory, "reset", "--hard", "-q", start)
             run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
         self._note(record, f"what its last attempt left was thrown away (disk cap): back to {start[:12]}")
@@ -359,6 +360,7 @@ class WorktreeCheckout(Checkout):
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         directory = self.directory(record)
         self._unlink_branch(record, directory)
+        self._take_objects(record, directory)
         spec = ["--", ".", *self.bootstrap.never_commit(directory)]  # never a copied .env
         # One process tells both whether anything is left to commit and HEAD's commit: with
         # nothing listed (index and files as HEAD has them), ``add -A`` would stage nothing.
@@ -399,6 +401,12 @@ class WorktreeCheckout(Checkout):
         run_git(
             self.repo, "update-ref", "--no-deref", "-m", "orchestrator: a link undone", f"refs/heads/{self.branch(record)}", start
         )
+
+    def _take_objects(self, record: WorkerRecord, directory: Path) -> None:
+        """What the worker's git wrote in its sandbox's object store, checked into the repository's
+        before any git runs here (git/worker_objects.py)."""
+        for line in worker_objects.take(directory, self.repo).refused:
+            self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
 
     def _tip(self, directory: Path) -> str:
         return run_git(directory, "rev-parse", "HEAD").stdout.strip()

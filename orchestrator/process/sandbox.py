@@ -3,7 +3,8 @@
 What a sandboxed process and everything it starts get:
 
 * the whole file system read-only (``--ro-bind / /``), except the paths of its :class:`SandboxSpec`:
-  its checkout, its TMPDIR, the git metadata its worktree needs, its exit file, the user's
+  its checkout, its TMPDIR, the git metadata its worktree needs (an object store of its own bound
+  over the repository's, which it sees read-only: git/worker_objects.py), its exit file, the user's
   ``workers.sandbox_writable``; its CLI's state folders as a private overlay (reads see the user's
   files, writes go to a tmpfs that ends with the attempt: the user's real folders never change);
 * ``workers.sandbox_hidden`` (the orchestrator's ``config.yaml`` and key files by default) replaced by
@@ -92,6 +93,10 @@ class SandboxSpec:
     fixed: tuple[str, ...] = ()
     readonly: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    # (source, destination) pairs bound after ``fixed``: ``moved`` writable, ``shown`` read-only. A
+    # worktree's own object store is bound over the repository's, which is shown read-only elsewhere.
+    moved: tuple[tuple[str, str], ...] = ()
+    shown: tuple[tuple[str, str], ...] = ()
     network: SandboxNetwork = SandboxNetwork.HOST
     overlay: bool = False
     die_with_parent: bool = False  # a cluster node's attempts: the tree dies with the node
@@ -120,6 +125,10 @@ class SandboxSpec:
             out += ["--bind", path, path]
         for path in _existing(self.fixed):
             out += ["--bind", path, path]
+        for source, destination in self.moved:
+            out += ["--bind", source, destination]
+        for source, destination in self.shown:
+            out += ["--ro-bind", source, destination]
         for path in _existing(self.readonly):
             out += ["--ro-bind", path, path]
         for path in _existing(self.hidden):
@@ -141,6 +150,8 @@ class SandboxSpec:
             "fixed": list(self.fixed),
             "readonly": list(self.readonly),
             "hidden": list(self.hidden),
+            "moved": [list(pair) for pair in self.moved],
+            "shown": [list(pair) for pair in self.shown],
             "network": self.network.value,
             "empty": self.empty,
         }
@@ -156,6 +167,8 @@ class SandboxSpec:
             fixed=tuple(str(p) for p in data.get("fixed", ())),
             readonly=tuple(str(p) for p in data.get("readonly", ())),
             hidden=tuple(str(p) for p in data.get("hidden", ())),
+            moved=_pairs(data.get("moved", ())),
+            shown=_pairs(data.get("shown", ())),
             network=SandboxNetwork(data.get("network", SandboxNetwork.HOST.value)),
             overlay=support.overlay,
             empty=data.get("empty"),
@@ -166,6 +179,10 @@ def _replace(spec: SandboxSpec, **changes: Any) -> SandboxSpec:
     from dataclasses import replace
 
     return replace(spec, **changes)
+
+
+def _pairs(data: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(source), str(destination)) for source, destination in data)
 
 
 def _existing(paths: Iterable[str]) -> list[str]:
@@ -217,6 +234,8 @@ class Paths:
     private: list[Path] = field(default_factory=list)
     fixed: list[Path] = field(default_factory=list)
     readonly: list[Path] = field(default_factory=list)
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+    shown: list[tuple[Path, Path]] = field(default_factory=list)
 
 
 def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str], hidden: Sequence[str]) -> SandboxSpec:
@@ -227,5 +246,7 @@ def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str]
         private=tuple(str(p) for p in paths.private),
         fixed=tuple(str(p) for p in paths.fixed),
         readonly=tuple(str(p) for p in paths.readonly),
+        moved=tuple((str(a), str(b)) for a, b in paths.moved),
+        shown=tuple((str(a), str(b)) for a, b in paths.shown),
         hidden=tuple(str(Path(x).expanduser()) for x in hidden),
     )

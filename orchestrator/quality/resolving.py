@@ -41,7 +41,7 @@ from typing import Any
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
-from ..git import gitwork
+from ..git import gitwork, worker_objects
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..git.gitwork import repo_op
 from ..git.merging import Conflicted
@@ -295,7 +295,11 @@ class ConflictResolver:
         return ran, ""
 
     def _take(self, tree: Path, at: Conflicted, files: Sequence[str]) -> tuple[str | None, str]:
-        """The worktree's files as a tree, and why it is refused ("": it is not)."""
+        """The worktree's files as a tree, and why it is refused ("": it is not). What the resolver's
+        git wrote in its sandbox's object store is checked into the repository's first."""
+        refused = worker_objects.take(tree, self.repo).refused
+        if refused:
+            return None, f"an object its sandbox wrote was not taken into the repository: {refused[0]}"
         gitwork.run_git(tree, *_QUIET, "add", "-A", "--", ".")
         resolved = gitwork.run_git(tree, "write-tree").stdout.strip()
         left = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..audit import keys as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
+from ..git import worker_objects
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
@@ -107,8 +108,9 @@ class Confinement:
         return path
 
     def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths) -> None:
-        """What a worktree's own commits write: its private git dir, the shared object store, the
-        folder of its tree's branches, and its own branch's reflog. Nothing for a plain folder.
+        """What a worktree's own commits write: its private git dir, its own object store in place of
+        the repository's (which it sees read-only: git/worker_objects.py), the folder of its tree's
+        branches, and its own branch's reflog. Nothing for a plain folder.
 
         The orchestrator later runs git outside the sandbox on this worktree (its commit of the
         worker's work), so what git there would follow is pinned read-only: the ``.git`` pointer
@@ -127,7 +129,11 @@ class Confinement:
         tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
         refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
-        paths.writable.extend([private, common / "objects", refs])
+        paths.writable.extend([private, refs])
+        stores = worker_objects.stores_at(private, common)
+        worker_objects.prepare(stores)
+        paths.moved.append((stores.worker, stores.host))
+        paths.shown.append((stores.host, stores.shown_at))
         paths.fixed.append(private / "logs" / "HEAD")
         if branch:
             paths.fixed.append(common / "logs" / "refs" / "heads" / tree / branch)

@@ -1,0 +1,255 @@
+"""A sandboxed worker's own object store: its commits never write the repository's objects.
+
+Inside a worker's sandbox (process/sandbox.py, workers/confinement.py) the repository's
+``objects`` folder is this worktree's ``worker-objects`` folder, bound in its place, writable;
+the real store is shown read-only at ``host-objects`` in the worktree's private git dir, and
+``worker-objects/info/alternates`` names it, so git reads every object the repository has and
+writes new ones (a worker's ``git add``, its commits, its ``git gc``) into its own folder. A
+worker that deletes objects deletes its own; the repository's history cannot go.
+
+Before the orchestrator runs git on the worktree outside the sandbox (its commit of the
+worker's work, a reset, a resolver's result), :func:`take` moves those objects into the real
+store, each checked first: a loose object's content must hash to its name, and a pack is read by
+``git index-pack``, which names each object by its content. An object that fails is left out
+(and named), so a worker can plant nothing under a name it did not earn; the git that then
+needs it fails and says which object is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import secrets
+import stat
+import subprocess
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .gitcmd import git_env, run_git
+from .gitwork import common_dir_of, linked_git_dir
+
+WORKER_OBJECTS = "worker-objects"  # in the worktree's private git dir: the worker's object store
+HOST_OBJECTS = "host-objects"  # in the same dir: where the sandbox shows the real one (an empty folder outside)
+_KINDS = {b"blob", b"tree", b"commit", b"tag"}
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (a FIFO planted there must not block)
+_HEX = re.compile(r"[0-9a-f]+")
+_OBJECTS = re.compile(r"[0-9a-f]{2}|pack")  # the folders of a store that hold objects
+_CHUNK = 1 << 16
+_HEAD = 64  # inflated bytes that hold any object's header (kind, size, NUL)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """One worktree's two stores: ``worker`` (the sandbox binds it over ``host``) and ``shown_at``,
+    where the sandbox shows ``host`` read-only."""
+
+    worker: Path
+    host: Path
+    shown_at: Path
+
+
+@dataclass
+class Taken:
+    """What :func:`take` moved into the repository's store, and what it refused (with why)."""
+
+    objects: int = 0
+    packs: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+def stores_at(private: Path, common: Path) -> Stores:
+    """The stores of the worktree whose private git dir is ``private`` in repository ``common``."""
+    return Stores(private / WORKER_OBJECTS, common / "objects", private / HOST_OBJECTS)
+
+
+def stores_of(directory: Path) -> Stores | None:
+    """The stores of the linked worktree at ``directory`` (None: not a linked worktree)."""
+    private = linked_git_dir(directory)
+    common = common_dir_of(private) if private is not None else None
+    return stores_at(private, common) if private is not None and common is not None else None
+
+
+def prepare(stores: Stores) -> None:
+    """Make the worker's store (once): its alternates name the real store where the sandbox shows
+    it, and the real store's own alternates, made absolute (a relative one is relative to the
+    real folder, which inside the sandbox is somewhere else)."""
+    stores.shown_at.mkdir(exist_ok=True)
+    alternates = stores.worker / "info" / "alternates"
+    if alternates.is_file():
+        return
+    lines = [str(stores.shown_at)]
+    with contextlib.suppress(OSError):
+        for line in (stores.host / "info" / "alternates").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                lines.append(str((stores.host / line.strip()).resolve()))
+    alternates.parent.mkdir(parents=True, exist_ok=True)
+    temp = alternates.with_name(f"alternates.{secrets.token_hex(4)}")
+    temp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(temp, alternates)
+
+
+def take(directory: Path, repo: Path) -> Taken:
+    """Move what the worker at ``directory`` wrote into its store into the repository's (``repo``
+    names it for git), checking every object; the moved ones leave the worker's store, so a
+    second call moves only what is new. Nothing to do (no store, or an empty one) costs a listing.
+
+    The worker may still run, and its store is its to write: every step goes through a folder
+    opened without following a link (a store or a folder of it turned into a link to another
+    repository's objects would otherwise have them moved here, and deleted there)."""
+    taken = Taken()
+    stores = stores_of(directory)
+    if stores is None:
+        return taken
+    try:
+        store = os.open(stores.worker, _FOLDER)
+    except OSError:
+        return taken  # none (a worktree made before this, or never sandboxed), or a link: nothing taken
+    try:
+        names = [e.name for e in os.scandir(store) if _OBJECTS.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+        algorithm = _algorithm(repo) if names else "sha1"
+        for name in names:
+            try:
+                folder = os.open(name, _FOLDER, dir_fd=store)
+            except OSError:
+                continue  # gone, or turned into a link meanwhile
+            try:
+                if name == "pack":
+                    _take_packs(folder, repo, taken)
+                else:
+                    _take_folder(folder, name, stores.host, algorithm, taken)
+            finally:
+                os.close(folder)
+    finally:
+        os.close(store)
+    return taken
+
+
+def _take_folder(folder: int, prefix: str, host: Path, algorithm: str, taken: Taken) -> None:
+    width = hashlib.new(algorithm).digest_size * 2
+    for entry in os.scandir(folder):
+        oid = prefix + entry.name
+        if len(oid) != width or not _HEX.fullmatch(entry.name):
+            continue  # git's own temporary files, or not an object
+        why = _take_loose(folder, entry.name, oid, host, algorithm)
+        if why:
+            taken.refused.append(f"{oid}: {why}")
+        else:
+            taken.objects += 1
+
+
+@functools.lru_cache(maxsize=64)
+def _algorithm(repo: Path) -> str:
+    """The repository's object hash (fixed when it is made, so asked once per process)."""
+    done = run_git(repo, "rev-parse", "--show-object-format", check=False)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() in ("sha1", "sha256") else "sha1"
+
+
+def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) -> str:
+    """One loose object, checked as it is copied to a temporary file in the real store, then
+    linked into place; "" when moved, else why it was refused (it stays in the worker's store)."""
+    target = host / oid[:2] / oid[2:]
+    try:
+        source = os.open(name, _FILE, dir_fd=folder)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    temp = host / f"tmp_obj_{secrets.token_hex(4)}"
+    try:
+        if not stat.S_ISREG(os.fstat(source).st_mode):
+            return "not a regular file"
+        if target.exists():
+            _unlink(name, folder)  # the repository has it already
+            return ""
+        why = _copy_checked(source, temp, oid, algorithm)
+        if why:
+            return why
+        target.parent.mkdir(mode=0o777, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # written meanwhile: the same bytes by name
+            os.link(temp, target)
+        _unlink(name, folder)
+        return ""
+    except OSError as exc:
+        return f"not moved ({exc.strerror})"
+    finally:
+        os.close(source)
+        _unlink(temp)
+
+
+def _copy_checked(source: int, temp: Path, oid: str, algorithm: str) -> str:
+    """Copy ``source`` to ``temp`` as it is, inflating it on the way to check it: git's
+    "<kind> <size>\\0<body>" whose hash is ``oid``. "" when it is that object, else why not.
+    Inflated a bounded piece at a time: a small file that inflates to gigabytes costs no memory."""
+    inflate = zlib.decompressobj()
+    digest = hashlib.new(algorithm)
+    head = bytearray()  # the first bytes inflated: the header is in them
+    total = 0
+
+    def feed(data: bytes) -> None:
+        nonlocal total
+        digest.update(data)
+        if len(head) < _HEAD:
+            head.extend(data[: _HEAD - len(head)])
+        total += len(data)
+
+    with open(temp, "xb") as out:
+        os.fchmod(out.fileno(), 0o444)
+        try:
+            while not inflate.eof and (chunk := os.read(source, _CHUNK)):
+                out.write(chunk)
+                feed(inflate.decompress(chunk, _CHUNK))
+                while inflate.unconsumed_tail and not inflate.eof:
+                    feed(inflate.decompress(inflate.unconsumed_tail, _CHUNK))
+        except zlib.error:
+            return "not a zlib stream"
+        if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail or os.read(source, 1):
+            return "not one whole zlib stream"
+    end = head.find(b"\0")
+    kind, _, size = bytes(head[: max(end, 0)]).partition(b" ")
+    if end < 0 or kind not in _KINDS or not size.isdigit() or int(size) != total - end - 1:
+        return "not a git object"
+    if digest.hexdigest() != oid:
+        return f"its content is object {digest.hexdigest()}, not the one it is named"
+    return ""
+
+
+def _take_packs(folder: int, repo: Path, taken: Taken) -> None:
+    """Each finished pack (its index written: git renames the index last) read by ``git
+    index-pack``, which names every object by its content and writes a pack and index of its own."""
+    names = set(os.listdir(folder))
+    for index in sorted(n for n in names if n.startswith("pack-") and n.endswith(".idx")):
+        stem = index.removesuffix(".idx")
+        try:
+            source = os.open(f"{stem}.pack", _FILE, dir_fd=folder)
+        except OSError as exc:
+            taken.refused.append(f"{stem}.pack: cannot be read ({exc.strerror})")
+            continue
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(repo), "index-pack", "--stdin", "--fix-thin"],
+                stdin=source,
+                capture_output=True,
+                env=git_env(),
+                check=False,
+            )
+        finally:
+            os.close(source)
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip().splitlines()
+            taken.refused.append(f"{stem}.pack: git index-pack refused it ({why[-1] if why else done.returncode})")
+            continue
+        taken.packs += 1
+        for name in names:
+            if name.startswith(f"{stem}."):
+                _unlink(name, folder)
+
+
+def _unlink(path: str | Path, folder: int | None = None) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path, dir_fd=folder)
+
+
+__all__ = ["HOST_OBJECTS", "WORKER_OBJECTS", "Stores", "Taken", "prepare", "stores_at", "stores_of", "take"]

@@ -1,0 +1,186 @@
+"""A worktree's own object store (git/worker_objects.py), with real git and no sandbox: git is
+pointed at the worker's store as the sandbox's bind does (GIT_OBJECT_DIRECTORY, the real store an
+alternate), and ``take`` must move exactly the objects that are what they are named."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from orchestrator.git import worker_objects
+from orchestrator.process.sandbox import SandboxSpec, Support
+
+from .helpers.worktree import git, user_env
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """A repository with one commit and a linked worktree whose stores are made."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one", env=user_env())
+    tree = tmp_path / "tree"
+    git(repo, "worktree", "add", "-q", "-b", "w", str(tree))
+    stores = worker_objects.stores_of(tree)
+    assert stores is not None
+    worker_objects.prepare(stores)
+    return repo, tree, stores
+
+
+def as_worker(tree: Path, stores: worker_objects.Stores, *args: str) -> str:
+    """git in the worktree writing to the worker's store (what the sandbox's bind makes of it)."""
+    env = {**user_env(), "GIT_OBJECT_DIRECTORY": str(stores.worker), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(stores.host)}
+    return git(tree, *args, env=env)
+
+
+def loose_in(store: Path) -> set[str]:
+    return {p.parent.name + p.name for p in store.glob("[0-9a-f][0-9a-f]/*")}
+
+
+def fsck(repo: Path) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+
+
+def test_the_workers_store_reads_the_repository_through_its_alternates(linked):
+    _, _, stores = linked
+    assert (stores.worker / "info" / "alternates").read_text() == f"{stores.shown_at}\n"
+    assert stores.shown_at.is_dir() and not any(stores.shown_at.iterdir())  # outside the sandbox: an empty folder
+
+
+def test_a_workers_own_commit_is_moved_into_the_repository_and_only_once(linked):
+    repo, tree, stores = linked
+    (tree / "b.txt").write_text("b\n")
+    as_worker(tree, stores, "add", "b.txt")
+    as_worker(tree, stores, "commit", "-qm", "own")
+    written = loose_in(stores.worker)
+    assert len(written) == 3 and not written & loose_in(stores.host)  # blob, tree, commit: only in its store
+    assert not fsck(repo)  # its branch names a commit the repository does not have yet
+
+    taken = worker_objects.take(tree, repo)
+
+    assert (taken.objects, taken.packs, taken.refused) == (3, 0, [])
+    assert written <= loose_in(stores.host) and not loose_in(stores.worker)
+    assert fsck(repo) and git(repo, "log", "-1", "--format=%s", "w").strip() == "own"
+    assert worker_objects.take(tree, repo).objects == 0  # nothing new: nothing moved
+
+
+def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
+    repo, tree, stores = linked
+    real = git(repo, "rev-parse", "HEAD").strip()
+    forged = "ab" + "0" * 38  # a commit's bytes under a name they do not hash to
+    (stores.worker / "ab").mkdir()
+    body = git(repo, "cat-file", "commit", real).encode()
+    (stores.worker / "ab" / forged[2:]).write_bytes(zlib.compress(b"commit %d\0" % len(body) + body))
+    (stores.worker / "cd").mkdir()
+    (stores.worker / "cd" / ("1" * 38)).write_bytes(b"not zlib at all")
+    (tree / "c.txt").write_text("c\n")
+    blob = as_worker(tree, stores, "hash-object", "-w", "c.txt").strip()
+
+    taken = worker_objects.take(tree, repo)
+
+    assert taken.objects == 1 and blob in loose_in(stores.host)
+    assert sorted(taken.refused) == [
+        f"{forged}: its content is object {real}, not the one it is named",
+        "cd" + "1" * 38 + ": not a zlib stream",
+    ]
+    assert forged not in loose_in(stores.host) and forged in loose_in(stores.worker)  # left where it was
+    assert fsck(repo)
+
+
+def test_an_object_that_inflates_to_more_than_it_says_is_refused(linked):
+    repo, tree, stores = linked
+    data = b"blob 3\0abc" + b"x" * (1 << 20)  # a header that lies about the size
+    oid = hashlib.sha1(data).hexdigest()
+    (stores.worker / oid[:2]).mkdir()
+    (stores.worker / oid[:2] / oid[2:]).write_bytes(zlib.compress(data))
+    assert worker_objects.take(tree, repo).refused == [f"{oid}: not a git object"]
+    assert oid not in loose_in(stores.host)
+
+
+def test_links_in_the_workers_store_take_nothing_and_delete_nothing_elsewhere(linked, tmp_path):
+    """A worker turns its store, or a folder of it, into a link to another repository's objects:
+    moving them would delete them there."""
+    repo, tree, stores = linked
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    (other / "o.txt").write_text("other\n")
+    git(other, "add", "-A")
+    git(other, "commit", "-qm", "other", env=user_env())
+    theirs = loose_in(other / ".git" / "objects")
+    folder = sorted(theirs)[0][:2]
+    os.symlink(other / ".git" / "objects" / folder, stores.worker / folder)
+    target = sorted(p for p in (other / ".git" / "objects" / folder).iterdir())[0]
+    os.symlink(target, stores.worker / "info" / "x")  # (not an object folder: ignored anyway)
+    assert worker_objects.take(tree, repo).objects == 0
+
+    stores.worker.rename(stores.worker.with_name("moved-away"))
+    os.symlink(other / ".git" / "objects", stores.worker)
+    assert worker_objects.take(tree, repo).objects == 0
+
+    assert loose_in(other / ".git" / "objects") == theirs and fsck(other)
+    assert not theirs & loose_in(stores.host)
+
+
+def test_a_pack_the_worker_made_is_read_by_index_pack(linked):
+    repo, tree, stores = linked
+    for name in ("p", "q"):
+        (tree / f"{name}.txt").write_text(name * 100)
+        as_worker(tree, stores, "add", "-A")
+        as_worker(tree, stores, "commit", "-qm", name)
+    as_worker(tree, stores, "repack", "-adq")  # -a: the objects it borrows from the repository too
+    assert list((stores.worker / "pack").glob("pack-*.pack")) and not loose_in(stores.worker)
+
+    taken = worker_objects.take(tree, repo)
+
+    assert (taken.packs, taken.refused) == (1, [])
+    assert not list((stores.worker / "pack").iterdir())
+    assert fsck(repo) and git(repo, "log", "--format=%s", "w").split() == ["q", "p", "one"]
+
+
+def test_a_broken_pack_is_refused_with_git_s_words(linked):
+    repo, tree, stores = linked
+    pack = stores.worker / "pack"
+    pack.mkdir()
+    (pack / "pack-1234.pack").write_bytes(b"PACK\0\0\0\2\0\0\0\1garbage")
+    (pack / "pack-1234.idx").write_bytes(b"")
+    (taken,) = worker_objects.take(tree, repo).refused
+    assert taken.startswith("pack-1234.pack: git index-pack refused it (")
+    assert (pack / "pack-1234.pack").exists()
+
+
+def test_a_plain_folder_or_a_worktree_without_a_store_takes_nothing(linked, tmp_path):
+    repo, tree, stores = linked
+    assert worker_objects.take(tmp_path, repo).objects == 0
+    for path in sorted(stores.worker.rglob("*"), reverse=True):
+        path.unlink() if not path.is_dir() else path.rmdir()
+    stores.worker.rmdir()
+    assert worker_objects.take(tree, repo).objects == 0
+
+
+def test_the_sandbox_binds_the_workers_store_over_the_repositorys_and_a_node_gets_the_same():
+    spec = SandboxSpec(
+        bwrap="/usr/bin/bwrap",
+        writable=("/w/tree", "/r/.git/worktrees/t"),
+        moved=(("/r/.git/worktrees/t/worker-objects", "/r/.git/objects"),),
+        shown=(("/r/.git/objects", "/r/.git/worktrees/t/host-objects"),),
+    )
+    argv = spec.argv(["true"])
+    moved = argv.index("/r/.git/worktrees/t/worker-objects")
+    assert argv[moved - 1 : moved + 5] == [
+        "--bind",
+        "/r/.git/worktrees/t/worker-objects",
+        "/r/.git/objects",
+        "--ro-bind",  # after the private dir's bind, which holds where it is shown
+        "/r/.git/objects",
+        "/r/.git/worktrees/t/host-objects",
+    ]
+    assert SandboxSpec.from_dict(spec.to_dict(), Support("/usr/bin/bwrap")) == spec
