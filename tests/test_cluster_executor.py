@@ -5,6 +5,7 @@ its data. The Executor contract itself runs against it in tests/test_executor_co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -185,6 +186,29 @@ def test_an_attempt_runs_from_its_nodes_spawn_to_its_nodes_end_kept_within_what_
     assert [h.code for h in handles[:2]] == [0, 0]
     for h in handles:
         executor.release(h)
+
+
+def test_an_end_the_reconciler_reads_from_the_hash_is_the_nodes_clock_as_the_event_says(rq, tmp_path):
+    """The listener and the reconciler both hear a node's end; whichever is first, the attempt ends
+    when its node saw it end (before, the reconciler ended it when it read the hash, later than the
+    node's next spawn on the same slot: two attempts at once on one slot, in the records)."""
+    executor = rq()
+    info = nodes.NodeInfo(name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time())
+    nodes.publish(executor.client, executor.names, info, lease=60)  # a node that is registered and takes nothing
+    handle = start(executor, tmp_path, ["true"], "root.e.worker_1")
+    claimed = executor.attempts.claim(handle.id, handle.token, "n1", 60)
+    assert claimed is not None
+    spawned = time.time()
+    assert executor.attempts.started(handle.id, handle.token, "n1", 7, None, spawned)
+    exited = spawned + 0.01
+    time.sleep(0.05)
+    assert executor.attempts.finish(handle.id, handle.token, "n1", 0, None, exited_at=exited)
+    assert float(executor.attempts.read(handle.id)["ended_at"]) == exited
+    # The reconciler first: on a copy the listener does not know (it may have heard the event by now)
+    unheard = dataclasses.replace(handle, code=None, ended_at=None)
+    executor._reconcile_one(unheard, executor.attempts.read(handle.id), False, time.monotonic())
+    assert (unheard.code, unheard.started_at, unheard.ended_at) == (0, spawned, exited)
+    executor.release(handle)
 
 
 def test_cancel_of_a_queued_attempt_removes_it_and_no_node_ever_runs_it(rq, tmp_path, redis_server, unique_prefix):

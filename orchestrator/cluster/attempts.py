@@ -210,8 +210,9 @@ redis.call('HSET', KEYS[1], 'renewed_at', ARGV[4], 'sample', ARGV[5])
 return 'renewed'
 """
 
-# KEYS: attempt hash, lease, events. ARGV: token, node, code, kill_rung, ended_at, event json, note.
-# 1: recorded; 0: fenced (a late result: ignored).
+# KEYS: attempt hash, lease, events. ARGV: token, node, code, kill_rung, now, event json, note, ended_at
+# (the node's clock when it saw the worker end, the one its event carries: a reconciler that reads
+# the hash ends the attempt then too, not when it read it). 1: recorded; 0: fenced (a late result: ignored).
 _FINISH = """
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token then
@@ -219,7 +220,7 @@ if not token then
 elseif token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'ended', 'code', ARGV[3], 'kill_rung', ARGV[4], 'ended_at', ARGV[5], 'note', ARGV[7])
+redis.call('HSET', KEYS[1], 'state', 'ended', 'code', ARGV[3], 'kill_rung', ARGV[4], 'ended_at', ARGV[8], 'note', ARGV[7])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[3], ARGV[6])
 return 1
@@ -473,7 +474,7 @@ class Attempts:
         return bool(
             self._finish(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
-                args=[token, node, code, kill_rung or "none", now, event, note],
+                args=[token, node, code, kill_rung or "none", now, event, note, now if exited_at is None else exited_at],
             )
         )
 

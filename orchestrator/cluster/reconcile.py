@@ -146,7 +146,8 @@ class Reconciler:
         elif state == "ended":
             if data.get("node"):
                 self._placed(h, data["node"], data.get("pid") or h.pid, _number(data.get("started_at")))
-            self._end(h, int(data.get("code", -signal.SIGKILL)), data.get("kill_rung"))
+            code = int(data.get("code", -signal.SIGKILL))
+            self._end(h, code, data.get("kill_rung"), exited_at=_number(data.get("ended_at")))
         elif state == "lost":
             self._end(h, -signal.SIGKILL, None, lost=True)
         elif state == "cancelled":
