@@ -491,6 +491,30 @@ def test_a_worker_that_commits_and_packs_itself_has_its_commits_checked_into_the
 
 
 @needs_bwrap
+def test_sandboxed_workers_see_each_others_commits_before_they_are_taken(arena):
+    """The workers' store is one: a git that walks every branch (``log --all``, ``repack -a``) in one
+    worker reads its siblings' commits too, before the orchestrator has taken them."""
+    commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"
+    script = (
+        f"od -An -N8 -tx1 /dev/urandom > mine.txt && git add mine.txt && {commit} mine && sleep 1\n"
+        'git log --all --format=%s | grep -c "^mine$" | sed "s/^/siblings seen: /"\n'
+        "git repack -adq 2>/dev/null && echo packed\n"
+    )
+    attack = arena.tmp / "siblings.sh"
+    attack.write_text(script)
+    engine = arena.engine("on")
+    before = arena.snapshot()
+    job = engine.submit("three", {"max_workers": 3}, [f"sh '{attack}'"] * 3)
+    assert engine.wait(job.id, 60).status.terminal
+    _, workers = engine.snapshot(job.id)
+    logs = [engine.workspace.worker_log(job.root_id, 0, w.name).read_text() for w in workers]
+    assert all(w.status is WorkerStatus.SUCCESS for w in workers), logs
+    assert all("siblings seen: 3" in log and "packed" in log for log in logs), logs
+    assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    assert arena.snapshot() == before
+
+
+@needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
     """merge_strategy resolve: the resolver runs worker-written code's sandbox too (quality/resolving.py)."""
     resolver = [sys.executable, str(WORKER), str(arena.targets), "writes", "git"]

@@ -1,6 +1,6 @@
-"""A worktree's own object store (git/worker_objects.py), with real git and no sandbox: git is
-pointed at the worker's store as the sandbox's bind does (GIT_OBJECT_DIRECTORY, the real store an
-alternate), and ``take`` must move exactly the objects that are what they are named."""
+"""The sandboxed workers' object store (git/worker_objects.py), with real git and no sandbox: git
+is pointed at the workers' store as the sandbox's bind does (GIT_OBJECT_DIRECTORY, the real store
+an alternate), and ``take`` must move exactly the objects that are what they are named."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def linked(tmp_path):
 
 
 def as_worker(tree: Path, stores: worker_objects.Stores, *args: str) -> str:
-    """git in the worktree writing to the worker's store (what the sandbox's bind makes of it)."""
-    env = {**user_env(), "GIT_OBJECT_DIRECTORY": str(stores.worker), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(stores.host)}
+    """git in the worktree writing to the workers' store (what the sandbox's bind makes of it)."""
+    env = {**user_env(), "GIT_OBJECT_DIRECTORY": str(stores.workers), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(stores.host)}
     return git(tree, *args, env=env)
 
 
@@ -51,7 +51,7 @@ def fsck(repo: Path) -> bool:
 
 def test_the_workers_store_reads_the_repository_through_its_alternates(linked):
     _, _, stores = linked
-    assert (stores.worker / "info" / "alternates").read_text() == f"{stores.shown_at}\n"
+    assert (stores.workers / "info" / "alternates").read_text() == f"{stores.shown_at}\n"
     assert stores.shown_at.is_dir() and not any(stores.shown_at.iterdir())  # outside the sandbox: an empty folder
 
 
@@ -60,14 +60,14 @@ def test_a_workers_own_commit_is_moved_into_the_repository_and_only_once(linked)
     (tree / "b.txt").write_text("b\n")
     as_worker(tree, stores, "add", "b.txt")
     as_worker(tree, stores, "commit", "-qm", "own")
-    written = loose_in(stores.worker)
-    assert len(written) == 3 and not written & loose_in(stores.host)  # blob, tree, commit: only in its store
+    written = loose_in(stores.workers)
+    assert len(written) == 3 and not written & loose_in(stores.host)  # blob, tree, commit: only in the workers' store
     assert not fsck(repo)  # its branch names a commit the repository does not have yet
 
     taken = worker_objects.take(tree, repo)
 
     assert (taken.objects, taken.packs, taken.refused) == (3, 0, [])
-    assert written <= loose_in(stores.host) and not loose_in(stores.worker)
+    assert written <= loose_in(stores.host) and not loose_in(stores.workers)
     assert fsck(repo) and git(repo, "log", "-1", "--format=%s", "w").strip() == "own"
     assert worker_objects.take(tree, repo).objects == 0  # nothing new: nothing moved
 
@@ -76,11 +76,11 @@ def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
     repo, tree, stores = linked
     real = git(repo, "rev-parse", "HEAD").strip()
     forged = "ab" + "0" * 38  # a commit's bytes under a name they do not hash to
-    (stores.worker / "ab").mkdir()
+    (stores.workers / "ab").mkdir()
     body = git(repo, "cat-file", "commit", real).encode()
-    (stores.worker / "ab" / forged[2:]).write_bytes(zlib.compress(b"commit %d\0" % len(body) + body))
-    (stores.worker / "cd").mkdir()
-    (stores.worker / "cd" / ("1" * 38)).write_bytes(b"not zlib at all")
+    (stores.workers / "ab" / forged[2:]).write_bytes(zlib.compress(b"commit %d\0" % len(body) + body))
+    (stores.workers / "cd").mkdir()
+    (stores.workers / "cd" / ("1" * 38)).write_bytes(b"not zlib at all")
     (tree / "c.txt").write_text("c\n")
     blob = as_worker(tree, stores, "hash-object", "-w", "c.txt").strip()
 
@@ -91,7 +91,7 @@ def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
         f"{forged}: its content is object {real}, not the one it is named",
         "cd" + "1" * 38 + ": not a zlib stream",
     ]
-    assert forged not in loose_in(stores.host) and forged in loose_in(stores.worker)  # left where it was
+    assert forged not in loose_in(stores.host) and forged in loose_in(stores.workers)  # left where it was
     assert fsck(repo)
 
 
@@ -99,15 +99,15 @@ def test_an_object_that_inflates_to_more_than_it_says_is_refused(linked):
     repo, tree, stores = linked
     data = b"blob 3\0abc" + b"x" * (1 << 20)  # a header that lies about the size
     oid = hashlib.sha1(data).hexdigest()
-    (stores.worker / oid[:2]).mkdir()
-    (stores.worker / oid[:2] / oid[2:]).write_bytes(zlib.compress(data))
+    (stores.workers / oid[:2]).mkdir()
+    (stores.workers / oid[:2] / oid[2:]).write_bytes(zlib.compress(data))
     assert worker_objects.take(tree, repo).refused == [f"{oid}: not a git object"]
     assert oid not in loose_in(stores.host)
 
 
 def test_links_in_the_workers_store_take_nothing_and_delete_nothing_elsewhere(linked, tmp_path):
-    """A worker turns its store, or a folder of it, into a link to another repository's objects:
-    moving them would delete them there."""
+    """A worker turns a folder of the store into a link to another repository's objects (or the
+    store itself, were it writable to it): moving them would delete them there."""
     repo, tree, stores = linked
     other = tmp_path / "other"
     other.mkdir()
@@ -117,13 +117,13 @@ def test_links_in_the_workers_store_take_nothing_and_delete_nothing_elsewhere(li
     git(other, "commit", "-qm", "other", env=user_env())
     theirs = loose_in(other / ".git" / "objects")
     folder = sorted(theirs)[0][:2]
-    os.symlink(other / ".git" / "objects" / folder, stores.worker / folder)
+    os.symlink(other / ".git" / "objects" / folder, stores.workers / folder)
     target = sorted(p for p in (other / ".git" / "objects" / folder).iterdir())[0]
-    os.symlink(target, stores.worker / "info" / "x")  # (not an object folder: ignored anyway)
+    os.symlink(target, stores.workers / "info" / "x")  # (not an object folder: ignored anyway)
     assert worker_objects.take(tree, repo).objects == 0
 
-    stores.worker.rename(stores.worker.with_name("moved-away"))
-    os.symlink(other / ".git" / "objects", stores.worker)
+    stores.workers.rename(stores.workers.with_name("moved-away"))
+    os.symlink(other / ".git" / "objects", stores.workers)
     assert worker_objects.take(tree, repo).objects == 0
 
     assert loose_in(other / ".git" / "objects") == theirs and fsck(other)
@@ -137,18 +137,18 @@ def test_a_pack_the_worker_made_is_read_by_index_pack(linked):
         as_worker(tree, stores, "add", "-A")
         as_worker(tree, stores, "commit", "-qm", name)
     as_worker(tree, stores, "repack", "-adq")  # -a: the objects it borrows from the repository too
-    assert list((stores.worker / "pack").glob("pack-*.pack")) and not loose_in(stores.worker)
+    assert list((stores.workers / "pack").glob("pack-*.pack")) and not loose_in(stores.workers)
 
     taken = worker_objects.take(tree, repo)
 
     assert (taken.packs, taken.refused) == (1, [])
-    assert not list((stores.worker / "pack").iterdir())
+    assert not list((stores.workers / "pack").iterdir())
     assert fsck(repo) and git(repo, "log", "--format=%s", "w").split() == ["q", "p", "one"]
 
 
 def test_a_broken_pack_is_refused_with_git_s_words(linked):
     repo, tree, stores = linked
-    pack = stores.worker / "pack"
+    pack = stores.workers / "pack"
     pack.mkdir()
     (pack / "pack-1234.pack").write_bytes(b"PACK\0\0\0\2\0\0\0\1garbage")
     (pack / "pack-1234.idx").write_bytes(b"")
@@ -157,12 +157,12 @@ def test_a_broken_pack_is_refused_with_git_s_words(linked):
     assert (pack / "pack-1234.pack").exists()
 
 
-def test_a_plain_folder_or_a_worktree_without_a_store_takes_nothing(linked, tmp_path):
+def test_a_plain_folder_or_a_repository_without_the_store_takes_nothing(linked, tmp_path):
     repo, tree, stores = linked
     assert worker_objects.take(tmp_path, repo).objects == 0
-    for path in sorted(stores.worker.rglob("*"), reverse=True):
+    for path in sorted(stores.workers.rglob("*"), reverse=True):
         path.unlink() if not path.is_dir() else path.rmdir()
-    stores.worker.rmdir()
+    stores.workers.rmdir()
     assert worker_objects.take(tree, repo).objects == 0
 
 
@@ -170,17 +170,17 @@ def test_the_sandbox_binds_the_workers_store_over_the_repositorys_and_a_node_get
     spec = SandboxSpec(
         bwrap="/usr/bin/bwrap",
         writable=("/w/tree", "/r/.git/worktrees/t"),
-        moved=(("/r/.git/worktrees/t/worker-objects", "/r/.git/objects"),),
-        shown=(("/r/.git/objects", "/r/.git/worktrees/t/host-objects"),),
+        moved=(("/r/.git/orchestrator-objects", "/r/.git/objects"),),
+        shown=(("/r/.git/objects", "/r/.git/orchestrator-host-objects"),),
     )
     argv = spec.argv(["true"])
-    moved = argv.index("/r/.git/worktrees/t/worker-objects")
+    moved = argv.index("/r/.git/orchestrator-objects")
     assert argv[moved - 1 : moved + 5] == [
         "--bind",
-        "/r/.git/worktrees/t/worker-objects",
+        "/r/.git/orchestrator-objects",
         "/r/.git/objects",
-        "--ro-bind",  # after the private dir's bind, which holds where it is shown
+        "--ro-bind",  # the real store, from the host's side: not the store bound over it
         "/r/.git/objects",
-        "/r/.git/worktrees/t/host-objects",
+        "/r/.git/orchestrator-host-objects",
     ]
     assert SandboxSpec.from_dict(spec.to_dict(), Support("/usr/bin/bwrap")) == spec

@@ -1,17 +1,19 @@
-"""A sandboxed worker's own object store: its commits never write the repository's objects.
+"""Sandboxed workers' objects: their commits never write the repository's object store.
 
 Inside a worker's sandbox (process/sandbox.py, workers/confinement.py) the repository's
-``objects`` folder is this worktree's ``worker-objects`` folder, bound in its place, writable;
-the real store is shown read-only at ``host-objects`` in the worktree's private git dir, and
-``worker-objects/info/alternates`` names it, so git reads every object the repository has and
-writes new ones (a worker's ``git add``, its commits, its ``git gc``) into its own folder. A
-worker that deletes objects deletes its own; the repository's history cannot go.
+``objects`` folder is ``.git/orchestrator-objects``, bound in its place, writable; the real store
+is shown read-only at ``.git/orchestrator-host-objects`` (an empty folder outside), and the
+workers' store's ``info/alternates`` names it, so git reads every object the repository has and
+writes new ones (a worker's ``git add``, its commits, a ``git repack``) into the workers' store. A
+worker that deletes objects deletes only what workers wrote; the repository's history cannot go.
+The store is one for all the repository's sandboxed workers (as the real one was), so a worker's
+git sees the objects of every branch, a sibling's un-merged commits too (``git log --all``).
 
-Before the orchestrator runs git on the worktree outside the sandbox (its commit of the
-worker's work, a reset, a resolver's result), :func:`take` moves those objects into the real
-store, each checked first: a loose object's content must hash to its name, and a pack is read by
-``git index-pack``, which names each object by its content. An object that fails is left out
-(and named), so a worker can plant nothing under a name it did not earn; the git that then
+Before the orchestrator runs git on a worktree outside the sandbox (its commit of the worker's
+work, a reset, a resolver's result), :func:`take` moves what is in the workers' store into the
+real one, each object checked: a loose object's content must hash to its name, and a pack is
+read by ``git index-pack``, which names each object by its content. An object that fails is left
+out (and named), so a worker can plant nothing under a name it did not earn; the git that then
 needs it fails and says which object is missing.
 """
 
@@ -32,8 +34,8 @@ from pathlib import Path
 from .gitcmd import git_env, run_git
 from .gitwork import common_dir_of, linked_git_dir
 
-WORKER_OBJECTS = "worker-objects"  # in the worktree's private git dir: the worker's object store
-HOST_OBJECTS = "host-objects"  # in the same dir: where the sandbox shows the real one (an empty folder outside)
+WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the sandboxed workers' store
+SHOWN_AT = "orchestrator-host-objects"  # in the same dir: where the sandbox shows the real one
 _KINDS = {b"blob", b"tree", b"commit", b"tag"}
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (a FIFO planted there must not block)
@@ -45,10 +47,10 @@ _HEAD = 64  # inflated bytes that hold any object's header (kind, size, NUL)
 
 @dataclass(frozen=True)
 class Stores:
-    """One worktree's two stores: ``worker`` (the sandbox binds it over ``host``) and ``shown_at``,
+    """A repository's two stores: ``workers`` (the sandbox binds it over ``host``) and ``shown_at``,
     where the sandbox shows ``host`` read-only."""
 
-    worker: Path
+    workers: Path
     host: Path
     shown_at: Path
 
@@ -62,24 +64,24 @@ class Taken:
     refused: list[str] = field(default_factory=list)
 
 
-def stores_at(private: Path, common: Path) -> Stores:
-    """The stores of the worktree whose private git dir is ``private`` in repository ``common``."""
-    return Stores(private / WORKER_OBJECTS, common / "objects", private / HOST_OBJECTS)
+def stores_at(common: Path) -> Stores:
+    """The stores of the repository whose (common) git dir is ``common``."""
+    return Stores(common / WORKERS_OBJECTS, common / "objects", common / SHOWN_AT)
 
 
 def stores_of(directory: Path) -> Stores | None:
-    """The stores of the linked worktree at ``directory`` (None: not a linked worktree)."""
+    """The stores of the linked worktree at ``directory``'s repository (None: not a linked worktree)."""
     private = linked_git_dir(directory)
     common = common_dir_of(private) if private is not None else None
-    return stores_at(private, common) if private is not None and common is not None else None
+    return stores_at(common) if common is not None else None
 
 
 def prepare(stores: Stores) -> None:
-    """Make the worker's store (once): its alternates name the real store where the sandbox shows
-    it, and the real store's own alternates, made absolute (a relative one is relative to the
-    real folder, which inside the sandbox is somewhere else)."""
+    """Make the workers' store (once per repository): its alternates name the real store where the
+    sandbox shows it, and the real store's own alternates, made absolute (a relative one is
+    relative to the real folder, which inside the sandbox is somewhere else)."""
     stores.shown_at.mkdir(exist_ok=True)
-    alternates = stores.worker / "info" / "alternates"
+    alternates = stores.workers / "info" / "alternates"
     if alternates.is_file():
         return
     lines = [str(stores.shown_at)]
@@ -94,21 +96,23 @@ def prepare(stores: Stores) -> None:
 
 
 def take(directory: Path, repo: Path) -> Taken:
-    """Move what the worker at ``directory`` wrote into its store into the repository's (``repo``
-    names it for git), checking every object; the moved ones leave the worker's store, so a
-    second call moves only what is new. Nothing to do (no store, or an empty one) costs a listing.
+    """Move what sandboxed workers wrote into the workers' store of ``directory``'s repository into
+    the real one (``repo`` names it for git), checking every object; the moved ones leave the
+    workers' store, so a second call moves only what is new (another worker's objects go along:
+    they are checked the same, and a commit of a worker that is not merged is garbage as it would
+    have been). Nothing to do (no store, or an empty one) costs a listing.
 
-    The worker may still run, and its store is its to write: every step goes through a folder
-    opened without following a link (a store or a folder of it turned into a link to another
-    repository's objects would otherwise have them moved here, and deleted there)."""
+    Workers may still run, and the store is theirs to write: every step goes through a folder
+    opened without following a link (a folder of it turned into a link to another repository's
+    objects would otherwise have them moved here, and deleted there)."""
     taken = Taken()
     stores = stores_of(directory)
     if stores is None:
         return taken
     try:
-        store = os.open(stores.worker, _FOLDER)
+        store = os.open(stores.workers, _FOLDER)
     except OSError:
-        return taken  # none (a worktree made before this, or never sandboxed), or a link: nothing taken
+        return taken  # none (no worker of this repository was sandboxed), or a link: nothing taken
     try:
         names = [e.name for e in os.scandir(store) if _OBJECTS.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
         algorithm = _algorithm(repo) if names else "sha1"
@@ -151,7 +155,7 @@ def _algorithm(repo: Path) -> str:
 
 def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) -> str:
     """One loose object, checked as it is copied to a temporary file in the real store, then
-    linked into place; "" when moved, else why it was refused (it stays in the worker's store)."""
+    linked into place; "" when moved, else why it was refused (it stays in the workers' store)."""
     target = host / oid[:2] / oid[2:]
     try:
         source = os.open(name, _FILE, dir_fd=folder)
@@ -252,4 +256,4 @@ def _unlink(path: str | Path, folder: int | None = None) -> None:
         os.unlink(path, dir_fd=folder)
 
 
-__all__ = ["HOST_OBJECTS", "WORKER_OBJECTS", "Stores", "Taken", "prepare", "stores_at", "stores_of", "take"]
+__all__ = ["SHOWN_AT", "WORKERS_OBJECTS", "Stores", "Taken", "prepare", "stores_at", "stores_of", "take"]

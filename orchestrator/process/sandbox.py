@@ -3,7 +3,7 @@
 What a sandboxed process and everything it starts get:
 
 * the whole file system read-only (``--ro-bind / /``), except the paths of its :class:`SandboxSpec`:
-  its checkout, its TMPDIR, the git metadata its worktree needs (an object store of its own bound
+  its checkout, its TMPDIR, the git metadata its worktree needs (the workers' object store bound
   over the repository's, which it sees read-only: git/worker_objects.py), its exit file, the user's
   ``workers.sandbox_writable``; its CLI's state folders as a private overlay (reads see the user's
   files, writes go to a tmpfs that ends with the attempt: the user's real folders never change);
@@ -93,8 +93,8 @@ class SandboxSpec:
     fixed: tuple[str, ...] = ()
     readonly: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
-    # (source, destination) pairs bound after ``fixed``: ``moved`` writable, ``shown`` read-only. A
-    # worktree's own object store is bound over the repository's, which is shown read-only elsewhere.
+    # (source, destination) pairs bound after ``fixed``: ``moved`` writable, ``shown`` read-only (the
+    # workers' object store is bound over the repository's, which is shown read-only elsewhere).
     moved: tuple[tuple[str, str], ...] = ()
     shown: tuple[tuple[str, str], ...] = ()
     network: SandboxNetwork = SandboxNetwork.HOST

@@ -108,8 +108,8 @@ class Confinement:
         return path
 
     def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths) -> None:
-        """What a worktree's own commits write: its private git dir, its own object store in place of
-        the repository's (which it sees read-only: git/worker_objects.py), the folder of its tree's
+        """What a worktree's own commits write: its private git dir, the workers' object store in place
+        of the repository's (which it sees read-only: git/worker_objects.py), the folder of its tree's
         branches, and its own branch's reflog. Nothing for a plain folder.
 
         The orchestrator later runs git outside the sandbox on this worktree (its commit of the
@@ -130,9 +130,9 @@ class Confinement:
         refs = common / "refs" / "heads" / tree
         refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
         paths.writable.extend([private, refs])
-        stores = worker_objects.stores_at(private, common)
+        stores = worker_objects.stores_at(common)
         worker_objects.prepare(stores)
-        paths.moved.append((stores.worker, stores.host))
+        paths.moved.append((stores.workers, stores.host))
         paths.shown.append((stores.host, stores.shown_at))
         paths.fixed.append(private / "logs" / "HEAD")
         if branch:
