@@ -57,7 +57,7 @@ from pathlib import Path
 
 from ..config import Isolation, Settings
 from ..errors import ConfigError, OrchestratorError
-from ..git import gitrefs, worker_objects
+from ..git import gitrefs, worker_objects, worker_refs
 from ..git.commits import identity_of, subject_line, trailers
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
@@ -361,6 +361,9 @@ class WorktreeCheckout(Checkout):
         directory = self.directory(record)
         self._unlink_branch(record, directory)
         self._take_objects(record, directory)
+        taken = worker_refs.take(directory, self.repo, record.name, f"refs/heads/{self.branch(record)}")
+        if taken:
+            self._note(record, taken)
         spec = ["--", ".", *self.bootstrap.never_commit(directory)]  # never a copied .env
         # One process tells both whether anything is left to commit and HEAD's commit: with
         # nothing listed (index and files as HEAD has them), ``add -A`` would stage nothing.
@@ -384,7 +387,9 @@ class WorktreeCheckout(Checkout):
             if run_git(directory, "diff", "--cached", "--quiet", check=False).returncode == 0:
                 return tip
             raise GitError(f"git {' '.join(argv[:3])} failed (exit {done.returncode}): {done.stderr.strip()[:500]}")
-        return self._tip(directory)
+        tip = self._tip(directory)
+        worker_refs.follow(directory, record.name, tip)  # a sandbox that runs now builds on this commit
+        return tip
 
     def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
         """A worker may write its tree's ref folder (its own commits need it), so it can turn its

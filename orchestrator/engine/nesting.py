@@ -39,6 +39,7 @@ from ..checkouts.checkout import Worktrees
 from ..config import Isolation, MergeStrategy
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
+from ..git import worker_refs
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, run_git
@@ -197,6 +198,7 @@ class Nesting:
                     return outcome
                 moved = run_git(directory, "read-tree", "-m", "-u", tip, new, check=False)
                 if moved.returncode == 0:
+                    worker_refs.follow(directory, parent.name, new)  # its sandbox's view of its branch
                     return outcome
                 # Its checkout changed since the commit (an edit, a git of its own): put the branch
                 # back where the checkout is, and go again from a new commit.

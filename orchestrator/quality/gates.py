@@ -60,6 +60,7 @@ from ..checkouts.checkout import Checkout, Worktrees, touched_paths
 from ..checkouts.worktree import MAX_FILES
 from ..config import Settings
 from ..config.quality import roles_with_defaults
+from ..git import worker_refs
 from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
 from ..planner.graph import matches
@@ -248,7 +249,7 @@ class GateStep(Step):
                         break
             finally:
                 if worktree is not None and commit is not None and changes.branch:
-                    self._restore(worktree, ctx.directory, changes.branch, commit)
+                    self._restore(worktree, ctx.directory, changes.branch, commit, ctx.record.name)
         return verdict
 
     # -- one gate ---------------------------------------------------------------------------------
@@ -308,12 +309,13 @@ class GateStep(Step):
         with worktree.holding(ctx.record):
             yield worktree
 
-    def _restore(self, worktree: Worktrees, directory: Path, branch: str, commit: str) -> None:
+    def _restore(self, worktree: Worktrees, directory: Path, branch: str, commit: str, name: str) -> None:
         """Back to the gated commit, on the worker's branch: what a gate wrote, committed or checked
         out is dropped (``checkout -f -B``: ``reset --hard`` that also leaves a branch or detached
         HEAD a gate switched to), what git ignores stays."""
         run_git(directory, "checkout", "-q", "-f", "-B", branch, commit)  # its branch, checked at its prepare
         run_git(directory, "clean", "-fdq", *worktree.keep_args(directory))
+        worker_refs.follow(directory, name, commit)  # what a gate committed in its sandbox's view goes too
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")

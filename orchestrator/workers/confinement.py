@@ -16,7 +16,7 @@ from pathlib import Path
 from ..audit import keys as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
-from ..git import worker_objects
+from ..git import worker_objects, worker_refs
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
@@ -109,8 +109,9 @@ class Confinement:
 
     def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths) -> None:
         """What a worktree's own commits write: its private git dir, the workers' object store in place
-        of the repository's (which it sees read-only: git/worker_objects.py), the folder of its tree's
-        branches, and its own branch's reflog. Nothing for a plain folder.
+        of the repository's (which it sees read-only: git/worker_objects.py), its view of its tree's
+        branches in place of their folder (its own branch only: git/worker_refs.py), and its own
+        branch's reflog. Nothing for a plain folder.
 
         The orchestrator later runs git outside the sandbox on this worktree (its commit of the
         worker's work), so what git there would follow is pinned read-only: the ``.git`` pointer
@@ -129,7 +130,11 @@ class Confinement:
         tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
         refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
-        paths.writable.extend([private, refs])
+        paths.writable.append(private)
+        # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
+        ref = f"refs/heads/{tree}/{branch}"
+        worker_refs.show(private, branch, worker_refs.tip_of(directory, ref) if branch else "")
+        paths.moved.append((private / worker_refs.VIEW, refs))
         stores = worker_objects.stores_at(common)
         worker_objects.prepare(stores)
         paths.moved.append((stores.workers, stores.host))
@@ -137,8 +142,8 @@ class Confinement:
         paths.fixed.append(private / "logs" / "HEAD")
         if branch:
             paths.fixed.append(common / "logs" / "refs" / "heads" / tree / branch)
-        pinned = ("HEAD", "commondir", "gitdir", "config.worktree", BASE_FILE, CHECKPOINT_FILE)
+        pinned = ("HEAD", "commondir", "gitdir", "config.worktree", BASE_FILE, CHECKPOINT_FILE, worker_refs.SHOWN)
         paths.readonly.extend([directory / ".git", *(private / name for name in pinned)])
-        # The tree's other branches stay writable to it: bound read-only one by one, a sibling's commit
-        # (git renames a new file over its ref) between this list and bubblewrap's start made the
-        # start fail ("Unable to find ... in mount table"), 2 of 3 times with 16 workers at once.
+        # (Its siblings' branches bound read-only one by one instead of a view: a sibling's commit (git
+        # renames a new file over its ref) between that list and bubblewrap's start made the start
+        # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)

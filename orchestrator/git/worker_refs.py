@@ -1,0 +1,178 @@
+"""A sandboxed worker's view of its job tree's branches: its own branch only, in its worktree.
+
+Inside a worker's sandbox (workers/confinement.py) the folder of its tree's branches
+(``refs/heads/<prefix><root id>/``) is its worktree's ``orchestrator-refs`` folder, bound in its
+place, writable: the orchestrator writes the worker's own branch there as the sandbox starts
+(:func:`show`), and the worker's commits move that copy. Its siblings' branches and the result
+branch are not in it: what the worker writes there under another name stays there.
+
+Before the orchestrator runs git on the worktree outside the sandbox, :func:`take` moves the real
+branch to where the worker moved its copy, if the copy names a commit the repository has and the
+real branch is still where the copy was shown (the orchestrator moves a running worker's branch
+too: its commit at a child job's spawn, the child job's merge; each shows the new tip again, with
+:func:`follow`). Anything else leaves the real branch where it is, and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .gitcmd import run_git
+from .gitwork import linked_git_dir
+from .refstore import read_refs
+
+VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
+SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
+def tip_of(repo: Path, ref: str) -> str:
+    """``ref``'s commit ("" when it does not exist), from the ref files where they can say."""
+    found = read_refs(repo, [ref])
+    if found is not None:
+        return found.get(ref, "")
+    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def show(private: Path, name: str, tip: str) -> None:
+    """Make the view hold branch ``name`` at ``tip`` (none: "") and nothing else a worker left there, and
+    record ``tip`` as shown. In place: a running sandbox has the folder itself bound (a new folder
+    would not be what it sees), and every step goes through the folder opened without following a
+    link (a worker may have put a link in its place: it is replaced, never written through)."""
+    view = _open_view(private, make=True)
+    assert view is not None
+    try:
+        for entry in os.scandir(view):
+            if entry.name == name and entry.is_file(follow_symlinks=False):
+                continue  # replaced below, atomically (its git may be reading it)
+            _remove(view, entry.name)
+        if name and tip:
+            _write(view, name, tip)
+        elif name:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=view)
+    finally:
+        os.close(view)
+    folder = os.open(private, _FOLDER)
+    try:
+        _write(folder, SHOWN, tip)
+    finally:
+        os.close(folder)
+
+
+def follow(directory: Path, name: str, tip: str) -> None:
+    """The orchestrator moved the branch of the worktree at ``directory`` to ``tip``: show it there
+    too, where the worktree has a view (a sandboxed worker's), so its next commit builds on it."""
+    private = linked_git_dir(directory)
+    if private is not None and (private / VIEW).is_dir():
+        show(private, name, tip)
+
+
+def take(directory: Path, repo: Path, name: str, ref: str) -> str:
+    """Move ``ref`` (the worker's real branch) to where the worker moved its copy in the view of
+    the worktree at ``directory``. "" when done or nothing to do; else why ``ref`` was left."""
+    private = linked_git_dir(directory)
+    view = _open_view(private, make=False) if private is not None else None
+    if private is None or view is None:
+        return ""  # never sandboxed with a view
+    try:
+        copy = _read(name, view)
+    finally:
+        os.close(view)
+    shown = _read(str(private / SHOWN))
+    if copy == shown:
+        return ""
+    if not _OID.fullmatch(copy):
+        what = "gone" if not copy else repr(copy[:80])
+        return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
+    if run_git(repo, "cat-file", "-e", f"{copy}^{{commit}}", check=False).returncode != 0:
+        return f"its branch in its sandbox names {copy[:12]}, not a commit the repository has: {ref} was left where it was"
+    old = shown or "0" * len(copy)
+    done = run_git(repo, "update-ref", "-m", "orchestrator: the worker's commits", ref, copy, old, check=False)
+    if done.returncode != 0:
+        return f"{ref} moved outside its sandbox while it committed ({done.stderr.strip()[:200]}): left where it was"
+    folder = os.open(private, _FOLDER)
+    try:
+        _write(folder, SHOWN, copy)
+    finally:
+        os.close(folder)
+    return ""
+
+
+def _open_view(private: Path, *, make: bool) -> int | None:
+    """The view's folder, opened (None: there is none and ``make`` is false). Something else in
+    its place (a link, a file) is removed first when making it."""
+    path = private / VIEW
+    try:
+        return os.open(path, _FOLDER)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not make:
+            return None
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if not make:
+        return None
+    path.mkdir(exist_ok=True)
+    return os.open(path, _FOLDER)
+
+
+def _remove(folder: int, name: str) -> None:
+    """``name`` in ``folder`` removed, a folder with everything in it, never following a link."""
+    try:
+        os.unlink(name, dir_fd=folder)
+        return
+    except IsADirectoryError:
+        pass
+    except OSError:
+        return
+    try:
+        inner = os.open(name, _FOLDER, dir_fd=folder)
+    except OSError:
+        return
+    try:
+        for entry in os.scandir(inner):
+            _remove(inner, entry.name)
+    finally:
+        os.close(inner)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=folder)
+
+
+def _read(name: str, folder: int | None = None) -> str:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 200).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def _write(folder: int, name: str, value: str) -> None:
+    """``name`` in ``folder`` holds ``value``, replaced atomically (a temporary file renamed over it)."""
+    temp = f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+    try:
+        os.write(fd, (value + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+
+
+__all__ = ["SHOWN", "VIEW", "follow", "show", "take", "tip_of"]

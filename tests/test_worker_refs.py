@@ -1,0 +1,122 @@
+"""A sandboxed worker's view of its tree's branches (git/worker_refs.py), with real git and no
+sandbox: the view's file is written as the worker's git would write it through the sandbox's
+bind, and ``take`` must move the real branch only to a commit, only from where it was shown."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.git import worker_refs
+from orchestrator.git.gitwork import linked_git_dir
+
+from .helpers.worktree import git, user_env
+
+REF = "refs/heads/orch/r1/w"
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """A repository with two commits, a linked worktree on branch orch/r1/w at the first, and its view shown."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for text in ("one", "two"):
+        (repo / "a.txt").write_text(text)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", text, env=user_env())
+    first, second = git(repo, "rev-parse", "HEAD~1", "HEAD").split()
+    tree = tmp_path / "tree"
+    git(repo, "worktree", "add", "-q", "-b", "orch/r1/w", str(tree), first)
+    private = linked_git_dir(tree)
+    assert private is not None
+    worker_refs.show(private, "w", worker_refs.tip_of(tree, REF))
+    return repo, tree, private, first, second
+
+
+def view_file(private: Path) -> Path:
+    return private / worker_refs.VIEW / "w"
+
+
+def test_the_view_holds_its_own_branch_and_a_commit_there_moves_the_real_one_once(linked):
+    repo, tree, private, first, second = linked
+    assert view_file(private).read_text() == f"{first}\n"
+    assert (private / worker_refs.SHOWN).read_text() == f"{first}\n"
+    view_file(private).write_text(f"{second}\n")  # the worker's commit, through the sandbox's bind
+
+    assert worker_refs.take(tree, repo, "w", REF) == ""
+    assert git(repo, "rev-parse", REF).strip() == second
+    assert (private / worker_refs.SHOWN).read_text() == f"{second}\n"
+    assert worker_refs.take(tree, repo, "w", REF) == ""  # nothing new
+
+
+@pytest.mark.parametrize(
+    "written, words",
+    [
+        ("ref: refs/heads/main", "is 'ref: refs/heads/main', not a commit"),
+        (None, "is gone, not a commit"),
+        ("f" * 40, "names ffffffffffff, not a commit the repository has"),
+    ],
+)
+def test_a_copy_that_is_not_a_commit_leaves_the_real_branch_and_says_why(linked, written, words):
+    repo, tree, private, first, _ = linked
+    if written is None:
+        view_file(private).unlink()
+    else:
+        view_file(private).write_text(written + "\n")
+    said = worker_refs.take(tree, repo, "w", REF)
+    assert words in said and said.endswith(f"{REF} was left where it was")
+    assert git(repo, "rev-parse", REF).strip() == first
+
+
+def test_a_branch_moved_outside_meanwhile_is_not_moved_back(linked):
+    repo, tree, private, first, second = linked
+    git(repo, "update-ref", REF, second, first)  # the orchestrator's move, without ``follow``
+    third = git(repo, "commit-tree", "-p", first, "-m", "the worker's", f"{first}^{{tree}}", env=user_env()).strip()
+    view_file(private).write_text(f"{third}\n")  # and the worker's commit on the tip it was shown
+    said = worker_refs.take(tree, repo, "w", REF)
+    assert "moved outside its sandbox while it committed" in said and said.endswith("left where it was")
+    assert git(repo, "rev-parse", REF).strip() == second
+
+
+def test_follow_shows_the_orchestrators_move_and_clears_what_a_worker_left(linked, tmp_path):
+    repo, tree, private, _, second = linked
+    view = private / worker_refs.VIEW
+    (view / "result").write_text(f"{second}\n")  # a branch it made under another name
+    (view / "deep").mkdir()
+    (view / "deep" / "x").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, view / "link")
+
+    worker_refs.follow(tree, "w", second)
+
+    assert sorted(p.name for p in view.iterdir()) == ["w"] and view_file(private).read_text() == f"{second}\n"
+    assert (private / worker_refs.SHOWN).read_text() == f"{second}\n"
+    assert outside.is_dir()  # a link removed, not followed
+    assert worker_refs.take(tree, repo, "w", REF) == ""
+
+
+def test_a_view_turned_into_a_link_is_replaced_never_written_through(linked, tmp_path):
+    repo, tree, private, first, second = linked
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "w").write_text(f"{second}\n")
+    view = private / worker_refs.VIEW
+    view.rename(tmp_path / "away")
+    os.symlink(elsewhere, view)
+
+    assert worker_refs.take(tree, repo, "w", REF) == ""  # read through no link: nothing to take
+    assert git(repo, "rev-parse", REF).strip() == first
+    worker_refs.follow(tree, "w", first)  # (no view: a link is not one)
+    worker_refs.show(private, "w", first)
+    assert view.is_dir() and not view.is_symlink() and view_file(private).read_text() == f"{first}\n"
+    assert (elsewhere / "w").read_text() == f"{second}\n"
+
+
+def test_a_plain_folder_has_no_view(tmp_path):
+    assert worker_refs.take(tmp_path, tmp_path, "w", REF) == ""
+    worker_refs.follow(tmp_path, "w", "0" * 40)
+    assert list(tmp_path.iterdir()) == []
