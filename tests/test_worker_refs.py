@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.git import worker_refs
+from orchestrator.git.gitrefs import ref_value
 from orchestrator.git.gitwork import linked_git_dir
 
 from .helpers.worktree import git, user_env
@@ -32,7 +33,7 @@ def linked(tmp_path):
     git(repo, "worktree", "add", "-q", "-b", "orch/r1/w", str(tree), first)
     private = linked_git_dir(tree)
     assert private is not None
-    worker_refs.show(private, "w", worker_refs.tip_of(tree, REF))
+    worker_refs.show(private, "w", ref_value(tree, REF) or "")
     return repo, tree, private, first, second
 
 

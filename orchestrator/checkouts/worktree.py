@@ -392,10 +392,11 @@ class WorktreeCheckout(Checkout):
         return tip
 
     def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
-        """A worker may write its tree's ref folder (its own commits need it), so it can turn its
-        branch into a link to another branch, which git follows as a symbolic ref: this server's
-        commit would then move that branch (the user's ``main``). Such a link is replaced by the
-        branch itself, at the commit its attempt started from, before any git runs here."""
+        """A worker that could write its tree's ref folder (an unsandboxed one: a sandboxed one writes
+        only its view of it, git/worker_refs.py) can turn its branch into a link to another branch,
+        which git follows as a symbolic ref: this server's commit would then move that branch (the
+        user's ``main``). Such a link is replaced by the branch itself, at the commit its attempt
+        started from, before any git runs here."""
         private = linked_git_dir(directory)
         common = common_dir_of(private) if private is not None else None
         ref = common / "refs" / "heads" / self.branch(record) if common is not None else None

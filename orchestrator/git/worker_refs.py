@@ -21,23 +21,14 @@ import re
 import secrets
 from pathlib import Path
 
+from ..workspace.filesystem import atomic_write
 from .gitcmd import run_git
 from .gitwork import linked_git_dir
-from .refstore import read_refs
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
-
-
-def tip_of(repo: Path, ref: str) -> str:
-    """``ref``'s commit ("" when it does not exist), from the ref files where they can say."""
-    found = read_refs(repo, [ref])
-    if found is not None:
-        return found.get(ref, "")
-    done = run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def show(private: Path, name: str, tip: str) -> None:
@@ -59,11 +50,7 @@ def show(private: Path, name: str, tip: str) -> None:
                 os.unlink(name, dir_fd=view)
     finally:
         os.close(view)
-    folder = os.open(private, _FOLDER)
-    try:
-        _write(folder, SHOWN, tip)
-    finally:
-        os.close(folder)
+    _shown(private, tip)
 
 
 def follow(directory: Path, name: str, tip: str) -> None:
@@ -97,12 +84,14 @@ def take(directory: Path, repo: Path, name: str, ref: str) -> str:
     done = run_git(repo, "update-ref", "-m", "orchestrator: the worker's commits", ref, copy, old, check=False)
     if done.returncode != 0:
         return f"{ref} moved outside its sandbox while it committed ({done.stderr.strip()[:200]}): left where it was"
-    folder = os.open(private, _FOLDER)
-    try:
-        _write(folder, SHOWN, copy)
-    finally:
-        os.close(folder)
+    _shown(private, copy)
     return ""
+
+
+def _shown(private: Path, tip: str) -> None:
+    """Record ``tip`` as the tip last shown (a file the sandbox binds read-only, so a worker never
+    replaces it; renamed over, so a link put there before is replaced, not followed)."""
+    atomic_write(private / SHOWN, f"{tip}\n".encode("ascii"), durable=False)
 
 
 def _open_view(private: Path, *, make: bool) -> int | None:
@@ -160,7 +149,8 @@ def _read(name: str, folder: int | None = None) -> str:
 
 
 def _write(folder: int, name: str, value: str) -> None:
-    """``name`` in ``folder`` holds ``value``, replaced atomically (a temporary file renamed over it)."""
+    """``name`` in ``folder`` holds ``value``, replaced atomically (a temporary file renamed over it).
+    Through the folder's descriptor: the view's path may be a worker's link by now."""
     temp = f".{name}.{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
     try:
@@ -175,4 +165,4 @@ def _write(folder: int, name: str, value: str) -> None:
         raise
 
 
-__all__ = ["SHOWN", "VIEW", "follow", "show", "take", "tip_of"]
+__all__ = ["SHOWN", "VIEW", "follow", "show", "take"]

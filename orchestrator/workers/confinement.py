@@ -17,6 +17,7 @@ from ..audit import keys as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
 from ..git import worker_objects, worker_refs
+from ..git.gitrefs import ref_value
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
@@ -133,7 +134,7 @@ class Confinement:
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
-        worker_refs.show(private, branch, worker_refs.tip_of(directory, ref) if branch else "")
+        worker_refs.show(private, branch, (ref_value(directory, ref) or "") if branch else "")
         paths.moved.append((private / worker_refs.VIEW, refs))
         stores = worker_objects.stores_at(common)
         worker_objects.prepare(stores)
