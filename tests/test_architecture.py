@@ -356,3 +356,19 @@ def test_the_readme_maps_every_folder():
     section = readme[start : readme.find("\n## ", start + 1)]
     missing = [folder for folder in _folders() if f"{folder}/" not in section]
     assert not missing, f"folders missing from the README's Architecture map: {missing}"
+
+
+def test_every_git_the_orchestrator_starts_goes_through_its_pinned_runners():
+    """git/gitcmd.py (outside a sandbox) and git/sandboxed.py (on a worker's checkout): no other module
+    builds a git argv (a list or tuple that starts with "git"), so no git runs without the pins (no
+    hook, fsmonitor or submodule command of whatever config git reads)."""
+    root = Path(__file__).resolve().parent.parent / "orchestrator"
+    allowed = {root / "git" / "gitcmd.py", root / "git" / "sandboxed.py"}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+                first = node.elts[0]
+                if isinstance(first, ast.Constant) and first.value == "git" and path not in allowed:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []

@@ -17,6 +17,7 @@ import pytest
 from orchestrator.checkouts.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, ignored_made
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.git.sandboxed import CheckoutGit
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.reports.status_document import job_status
 
@@ -351,7 +352,7 @@ def test_a_reset_keeps_many_ignored_paths_by_their_top_level_folder(tmp_path):
     for i in range(MAX_KEPT + 1):
         (repo / "build" / "deep" / f"{i}.o").write_text("")
     (repo / "one.o").write_text("")
-    assert ignored_made(repo) == ["build/", "one.o"]
+    assert ignored_made(CheckoutGit(repo, None)) == ["build/", "one.o"]
 
 
 def test_sixteen_workers_bootstrap_at_once(hosted):

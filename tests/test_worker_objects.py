@@ -35,10 +35,11 @@ def linked(tmp_path):
     return repo, tree, stores
 
 
-def as_worker(tree: Path, stores: worker_objects.Stores, *args: str) -> str:
+def as_worker(tree: Path, stores: worker_objects.Stores, *args: str, input: str = "") -> str:
     """git in the worktree writing to the workers' store (what the sandbox's bind makes of it)."""
     env = {**user_env(), "GIT_OBJECT_DIRECTORY": str(stores.workers), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(stores.host)}
-    return git(tree, *args, env=env)
+    argv = ["git", "-C", str(tree), *args]
+    return subprocess.run(argv, input=input, capture_output=True, text=True, check=True, env=env).stdout
 
 
 def loose_in(store: Path) -> set[str]:
@@ -91,7 +92,7 @@ def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
         f"{forged}: its content is object {real}, not the one it is named",
         "cd" + "1" * 38 + ": not a zlib stream",
     ]
-    assert forged not in loose_in(stores.host) and forged in loose_in(stores.workers)  # left where it was
+    assert forged not in loose_in(stores.host) and forged not in loose_in(stores.workers)  # refused and removed
     assert fsck(repo)
 
 
@@ -154,7 +155,53 @@ def test_a_broken_pack_is_refused_with_git_s_words(linked):
     (pack / "pack-1234.idx").write_bytes(b"")
     (taken,) = worker_objects.take(tree, repo).refused
     assert taken.startswith("pack-1234.pack: git index-pack refused it (")
-    assert (pack / "pack-1234.pack").exists()
+    assert not (pack / "pack-1234.pack").exists() and not (pack / "pack-1234.idx").exists()  # refused: removed
+
+
+def dotdot_tree(tree: Path, stores: worker_objects.Stores) -> str:
+    """A tree naming ``..`` (git mktree writes it: git 2.39 does not refuse it), in the workers' store."""
+    blob = as_worker(tree, stores, "hash-object", "-w", "--stdin").strip()
+    return as_worker(tree, stores, "mktree", input=f"100644 blob {blob}\t..\n").strip()
+
+
+def test_a_loose_tree_that_names_dotdot_is_refused_and_removed(linked):
+    repo, tree, stores = linked
+    bad = dotdot_tree(tree, stores)
+    taken = worker_objects.take(tree, repo)
+    assert taken.refused == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]
+    assert bad not in loose_in(stores.host) | loose_in(stores.workers)
+    assert taken.objects == 1  # the blob it names is an ordinary object
+
+
+def test_a_packed_tree_that_names_dotdot_is_refused(linked):
+    repo, tree, stores = linked
+    bad = dotdot_tree(tree, stores)
+    (stores.workers / "pack").mkdir()
+    as_worker(
+        tree, stores, "pack-objects", "-q", str(stores.workers / "pack" / "pack"), input="\n".join(loose_in(stores.workers))
+    )
+    for oid in loose_in(stores.workers):
+        (stores.workers / oid[:2] / oid[2:]).unlink()
+    (taken,) = worker_objects.take(tree, repo).refused
+    assert "hasDotdot" in taken and bad not in git(repo, "cat-file", "--batch-all-objects", "--batch-check")
+
+
+def test_what_is_no_object_leaves_the_store_once_nothing_wrote_it_for_a_while(linked):
+    repo, tree, stores = linked
+    junk = [stores.workers / "huge.bin", stores.workers / "ab" / "tmp_obj_x", stores.workers / "info" / "packs"]
+    (stores.workers / "ab").mkdir()
+    (stores.workers / "pack").mkdir()
+    junk.append(stores.workers / "pack" / "pack-1.pack")  # a pack with no index
+    for path in junk:
+        path.write_bytes(b"x" * 4096)
+    fresh = stores.workers / "tmp_pack_now"  # a git writing now
+    fresh.write_bytes(b"y")
+    old = os.stat(fresh).st_mtime - worker_objects.GRACE - 1
+    for path in junk:
+        os.utime(path, (old, old))
+    worker_objects.take(tree, repo)
+    assert [p for p in junk if p.exists()] == [] and fresh.exists()
+    assert (stores.workers / "info" / "alternates").is_file()  # the store's own
 
 
 def test_a_plain_folder_or_a_repository_without_the_store_takes_nothing(linked, tmp_path):

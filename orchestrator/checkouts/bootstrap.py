@@ -5,7 +5,7 @@ a worker can build and test in it.
    *ignored* files that match it are copied (not linked) to the same path in the worktree, with
    their modes, listed once per job tree. A file is copied only when the worktree ignores it too
    (and does not track it), so the orchestrator's commits (``add -A``) never take it, nor after a
-   worker changed its .gitignore (``never_commit``). A symlink is copied as a link only when it is
+   worker changed its .gitignore (``copied``: the commit leaves them out). A symlink is copied as a link only when it is
    relative and stays inside the repository; nothing is written through a link in the worktree.
    No ``.worktreeinclude``: nothing is copied.
 2. A port from ``git.port_range`` per worker: free = not held by another live worker of this
@@ -41,7 +41,9 @@ from pathlib import Path
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..config.schema import parse_port_range
+from ..git import gitcmd
 from ..git.gitwork import GitError, git_dir_of, run_git
+from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..process.ports import bind_error
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner
@@ -153,10 +155,11 @@ class Bootstrap:
                 raise SetupFailed(f"setup failed: {why}")
         if copied:
             _write_list(git_dir / COPIED_FILE, copied)
+        git = CheckoutGit(directory, self.confinement.spec(record, directory, job.config))  # what the setup wrote: in its sandbox
         if copied or argv:
-            _write_list(git_dir / KEPT_FILE, ignored_made(directory))
+            _write_list(git_dir / KEPT_FILE, ignored_made(git))
         (git_dir / DONE_FILE).write_text("done\n", encoding="utf-8")
-        return bool(argv) and bool(run_git(directory, "status", "--porcelain", "-z").stdout)
+        return bool(argv) and bool(git.run("status", "--porcelain", "-z").stdout)
 
     def cleanup(self, record: WorkerRecord, directory: Path) -> None:
         """Run the teardown (its failure only logged) and release the worker's port."""
@@ -176,18 +179,13 @@ class Bootstrap:
             with self._lock:
                 self._envs.pop(_owner_key(record), None)
 
-    def never_commit(self, directory: Path) -> list[str]:
-        """Pathspecs that keep the copied files out of a commit even if the worker's own
+    def copied(self, directory: Path) -> list[str]:
+        """The files copied into the worktree, which a commit leaves out even if the worker's own
         .gitignore stopped ignoring them (a copied ``.env`` holds secrets)."""
         try:
-            copied = _read_list(git_dir_of(directory) / COPIED_FILE)
-        except (OSError, GitError):
+            return _read_list(git_dir_of(directory) / COPIED_FILE)
+        except (OSError, GitError, UnicodeDecodeError):
             return []
-        if not copied:
-            return []
-        # Only those no longer ignored: git add refuses a pathspec, even an exclude, naming an ignored file.
-        still = run_git(directory, "check-ignore", "-z", "--stdin", check=False, input_text="\0".join(copied)).stdout
-        return [f":(exclude,top,literal){path}" for path in sorted(set(copied) - set(still.split("\0")))]
 
     def keep_args(self, directory: Path) -> list[str]:
         """``git clean`` options that keep what the bootstrap made (``-e /path`` each)."""
@@ -393,14 +391,15 @@ def _copy_one(repo: Path, directory: Path, path: str) -> str | None:
     return None
 
 
-def ignored_made(directory: Path) -> list[str]:
+def ignored_made(git: CheckoutGit) -> list[str]:
     """The ignored paths in a worktree right after its bootstrap (whole ignored folders once)."""
-    listed = run_git(directory, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").stdout
+    listed = git.text("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
     candidates = [path for path in listed.split("\0") if path]
     if not candidates:
         return []
     # --directory also lists untracked folders that merely hold an ignored file: keep the ignored entries.
-    ignored = run_git(directory, "check-ignore", "-z", "--stdin", check=False, input_text="\0".join(candidates)).stdout
+    stdin = "\0".join(candidates).encode("utf-8", "backslashreplace")
+    ignored = gitcmd.text(git.run("check-ignore", "-z", "--stdin", stdin=stdin, check=False).stdout)
     made = sorted(path for path in ignored.split("\0") if path)
     if len(made) > MAX_KEPT:  # too many for git clean's argv: keep whole top-level folders instead
         made = sorted({path.split("/", 1)[0] + ("/" if "/" in path else "") for path in made})

@@ -79,6 +79,8 @@ class Changes:
     diffstat: str | None = None  # git's --shortstat since the worker's base, or "no changes"
     # The checkout is as the worker found it (WorkerRecord.no_changes); None: not known.
     unchanged: bool | None = None
+    # Why what the worker left could not be read or committed: the worker fails with it, never "success".
+    error: str | None = None
 
     def apply_to(self, record: WorkerRecord) -> None:
         """Put these changes in the worker's record (under the engine's lock when it runs)."""
@@ -111,6 +113,18 @@ class Worktrees(Protocol):
     def changes(self, record: WorkerRecord) -> Changes: ...
 
     def commit(self, record: WorkerRecord, attempt: int, subject: str | None = None) -> str: ...
+
+    def tip(self, record: WorkerRecord) -> str:
+        """The commit the worker's branch points at."""
+        ...
+
+    def restore(self, record: WorkerRecord, commit: str) -> None:
+        """Its checkout and branch back to ``commit``, by git in the worker's sandbox."""
+        ...
+
+    def bring_in(self, record: WorkerRecord, old: str, new: str) -> str:
+        """Its checkout follows its branch from ``old`` to ``new``; "" when done, else why not."""
+        ...
 
     def holding(self, record: WorkerRecord) -> AbstractContextManager[Path]:
         """The worker's worktree, locked against the other commits and merges into it."""
@@ -237,8 +251,9 @@ def finish_checkout(checkout: Checkout, record: WorkerRecord, succeeded: bool, k
     changes = Changes()
     try:
         changes = known if known is not None else checkout.changes(record)
-    except Exception:
+    except Exception as exc:
         log.exception("checkout %s could not tell what worker %s changed", checkout.name, record.key)
+        changes = Changes(error=f"what it left could not be committed: {exc}")
     try:
         checkout.cleanup(record, succeeded)
     except Exception:

@@ -55,9 +55,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Isolation, Settings
+from ..config import Isolation, JobConfig, Settings
 from ..errors import ConfigError, OrchestratorError
-from ..git import gitrefs, worker_objects, worker_refs
+from ..git import gitcmd, gitrefs, worker_objects, worker_refs
 from ..git.commits import identity_of, subject_line, trailers
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
@@ -71,7 +71,6 @@ from ..git.gitwork import (
     common_dir_of,
     find_host,
     git_dir_of,
-    git_env,
     linked_git_dir,
     repo_lock,
     repo_op,
@@ -81,6 +80,7 @@ from ..git.gitwork import (
     worktree_list,
 )
 from ..git.refstore import read_refs
+from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -107,6 +107,8 @@ class WorktreeCheckout(Checkout):
         self.repo = repo
         self.bootstrap = Bootstrap(settings, workspace, repo, env)  # env: the worker's (the engine's), for its setup
         self.folder = FolderCheckout(workspace)  # the TMPDIR part
+        self.confinement = self.bootstrap.confinement  # git on a worker's checkout runs in its sandbox
+        self._configs: dict[str, JobConfig] = {}  # job id -> its config (its sandbox), from prepare
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
@@ -167,6 +169,7 @@ class WorktreeCheckout(Checkout):
     # -- the seam ------------------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         directory = self.directory(record)
+        self._configs[record.job_id] = job.config
         self.retirer.wait_for(directory)  # (a worker run again under the same name: its old worktree gone first)
         self.retirer.wait_below()  # removals that lag behind hold back new worktrees, not the disk
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,7 @@ class WorktreeCheckout(Checkout):
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
             # A new branch is made at ``start``: its tip is that commit, no git call needed.
-            tip = self._tip(directory) if exists else start
+            tip = self.tip(record) if exists else start
             (git_dir / CHECKPOINT_FILE).write_text(tip + "\n", encoding="utf-8")
         if self.bootstrap.prepare(record, job, directory, fresh=True):  # the setup's files start every attempt
             self._write(directory, CHECKPOINT_FILE, self.commit(record, 0))
@@ -218,8 +221,7 @@ class WorktreeCheckout(Checkout):
             self._write(directory, CHECKPOINT_FILE, left)
             self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")
             return
-        run_git(directory, "reset", "--hard", "-q", before)
-        run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
+        self._back_to(record, before, "-fdxq")
         self._note(
             record,
             f"attempt {attempt} starts from checkpoint {before[:12]}; attempt {attempt - 1}'s work ({left[:12]}) was reset away",
@@ -229,11 +231,10 @@ class WorktreeCheckout(Checkout):
         """Back to the commit its last attempt started from, without committing what it left."""
         directory = self.directory(record)
         with self.holding(record):
-            start = self._read(directory, CHECKPOINT_FILE) or self._base(directory)
+            start = self._read(directory, CHECKPOINT_FILE) or self._base(record, directory)
             self._unlink_branch(record, directory)
-            self._take_objects(record, directory)
-            run_git(directory, "reset", "--hard", "-q", start)
-            run_git(directory, "clean", "-fdxq", *self.bootstrap.keep_args(directory))
+            self._take(record, directory)
+            self._back_to(record, start, "-fdxq")
         self._note(record, f"what its last attempt left was thrown away (disk cap): back to {start[:12]}")
 
     def changes(self, record: WorkerRecord) -> Changes:
@@ -245,7 +246,7 @@ class WorktreeCheckout(Checkout):
         if not (directory / ".git").exists():
             return Changes()
         commit = self.commit(record, len(record.attempts))
-        base = self._base(directory)
+        base = self._base(record, directory)
         # Unchanged: the tree is the one its first attempt started from (after git.setup's files,
         # which are not the worker's); a child job's work merged into it is a change.
         start = next((a.checkpoint for a in record.attempts[:1] if a.checkpoint), base)
@@ -258,7 +259,7 @@ class WorktreeCheckout(Checkout):
         else:
             files, stat, unchanged = self._diff(directory, base, commit, start)
             self._diffs[directory] = (key, (files, stat, unchanged))
-        for path in _written_submodules(directory):
+        for path in self._written_submodules(record, directory):
             self._note(
                 record,
                 f"not committed: the files written inside submodule {path!r} (submodules are not checked out in"
@@ -280,7 +281,7 @@ class WorktreeCheckout(Checkout):
         if base == commit:
             stat = "no changes"
         else:
-            out = run_git(directory, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+            out = run_git(self.repo, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
             i = 0
             while i < len(out) - 1:
                 status = out[i]
@@ -290,10 +291,10 @@ class WorktreeCheckout(Checkout):
                 else:
                     files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
                     i += 2
-            stat = run_git(directory, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+            stat = run_git(self.repo, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
         if start == commit:
             return files, stat, True
-        trees = run_git(directory, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
+        trees = run_git(self.repo, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
         return files, stat, trees[0] == trees[1]
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
@@ -312,9 +313,10 @@ class WorktreeCheckout(Checkout):
         no child job has its worktree removed (a full checkout of disk for nothing); its branch
         stays, at its base, so its record names it like any other worker's, until the job is
         deleted."""
+        self._configs[record.job_id] = job.config
         changes = self.changes(record)
         directory = self.directory(record)
-        idle = changes.commit is not None and changes.commit == self._base(directory) and not record.child_job_ids
+        idle = changes.commit is not None and changes.commit == self._base(record, directory) and not record.child_job_ids
         if lost and idle:  # one with child jobs keeps it: their work is merged into its checkout
             repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(directory))
             self._note(record, f"lost with no work: its worktree was removed; branch {changes.branch} stays at its base")
@@ -358,19 +360,11 @@ class WorktreeCheckout(Checkout):
             return self._commit(record, attempt, subject)
 
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
+        """The worker's own commits taken (checked), then what it left committed in its sandbox
+        (git/sandboxed.py) and taken the same way: the branch moves only to a checked commit."""
         directory = self.directory(record)
         self._unlink_branch(record, directory)
-        self._take_objects(record, directory)
-        taken = worker_refs.take(directory, self.repo, record.name, f"refs/heads/{self.branch(record)}")
-        if taken:
-            self._note(record, taken)
-        spec = ["--", ".", *self.bootstrap.never_commit(directory)]  # never a copied .env
-        # One process tells both whether anything is left to commit and HEAD's commit: with
-        # nothing listed (index and files as HEAD has them), ``add -A`` would stage nothing.
-        tip, listed = _status(directory, spec)
-        if not listed:
-            return tip
-        run_git(directory, "add", "-A", *spec)
+        self._take(record, directory)
         # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
         co_author = co_author_of(record, self.settings) if attempt > 0 else None
         message = (
@@ -378,18 +372,86 @@ class WorktreeCheckout(Checkout):
             f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
             + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
         )
-        env = {**git_env(), **identity_of(self.repo).env()}  # the user's, read from the host
-        argv = ("commit", "-q", "--no-verify", "--no-gpg-sign", "-F", "-")
-        done = run_git(directory, *argv, input_text=message, env=env, check=False)
-        if done.returncode != 0:
-            # What was listed may stage nothing (a submodule's own changes, a staged change undone
-            # in the file): then there is nothing to commit, and HEAD is where it was.
-            if run_git(directory, "diff", "--cached", "--quiet", check=False).returncode == 0:
-                return tip
-            raise GitError(f"git {' '.join(argv[:3])} failed (exit {done.returncode}): {done.stderr.strip()[:500]}")
-        tip = self._tip(directory)
-        worker_refs.follow(directory, record.name, tip)  # a sandbox that runs now builds on this commit
+        before = self.tip(record)
+        # By the user (their identity read from the host), never a copied .env.
+        self.inside(record).commit_all(message, self.bootstrap.copied(directory), identity_of(self.repo).env())
+        refused = self._take(record, directory)
+        if refused:  # what it left cannot be committed as it is: the worker fails, saying why
+            raise GitError(f"the work it left was not committed: {refused}")
+        tip = self.tip(record)
+        if tip != before:
+            worker_refs.follow(directory, record.name, tip)  # a sandbox that runs now builds on this commit
         return tip
+
+    def inside(self, record: WorkerRecord) -> CheckoutGit:
+        """Git on the worker's checkout, in its sandbox (git/sandboxed.py): its job's, else the server's."""
+        directory = self.directory(record)
+        return CheckoutGit(directory, self.confinement.spec(record, directory, self._configs.get(record.job_id)))
+
+    def tip(self, record: WorkerRecord) -> str:
+        """The commit the worker's branch points at (read from the repository, not its checkout)."""
+        found = gitrefs.ref_value(self.repo, f"refs/heads/{self.branch(record)}")
+        if found is None:
+            raise GitError(f"the branch {self.branch(record)} of worker {record.name} does not exist")
+        return found
+
+    def restore(self, record: WorkerRecord, commit: str) -> None:
+        """Back to ``commit`` on the worker's branch (after its gates): what a gate wrote or committed
+        is dropped, what git ignores stays. A sandboxed gate cannot have switched branches (its HEAD
+        is read-only there); an unconfined one may have, so there ``checkout -f -B``, a ``reset --hard``
+        that also puts HEAD back on the worker's branch."""
+        directory = self.directory(record)
+        git = self.inside(record)
+        if git.sandbox is not None:
+            self._back_to(record, commit, "-fdq")
+            return
+        git.run("checkout", "-q", "-f", "-B", self.branch(record), commit)
+        git.run("clean", "-fdq", *self.keep_args(directory))
+        worker_refs.follow(directory, record.name, commit)
+
+    def bring_in(self, record: WorkerRecord, old: str, new: str) -> str:
+        """The worker's branch moved from ``old`` to ``new`` (a child job's merge): its checkout follows
+        (``read-tree -m -u``, which refuses to overwrite what changed since ``old``). "" when done,
+        else git's reason."""
+        directory = self.directory(record)
+        done = self.inside(record).run("read-tree", "-m", "-u", old, new, check=False)
+        if done.returncode != 0:
+            return gitcmd.text(done.stderr).strip()[:500]
+        self._take(record, directory)  # (read-tree moves no ref; what its git wrote, taken)
+        worker_refs.follow(directory, record.name, new)  # its sandbox's view of its branch
+        return ""
+
+    def _back_to(self, record: WorkerRecord, commit: str, clean: str) -> None:
+        """The checkout as ``commit`` has it, on the worker's branch, moved there."""
+        directory = self.directory(record)
+        git = self.inside(record)
+        git.run("reset", "--hard", "-q", commit)
+        git.run("clean", clean, *self.bootstrap.keep_args(directory))
+        self._moved(record, directory, commit)
+
+    def _moved(self, record: WorkerRecord, directory: Path, commit: str) -> None:
+        """After git in the sandbox moved the branch (its view of it) to ``commit``: the real branch too."""
+        refused = self._take(record, directory)
+        if refused:
+            raise GitError(f"its branch could not be moved back to {commit[:12]}: {refused}")
+        if self.tip(record) != commit:  # unconfined, or no view: moved directly
+            ref = f"refs/heads/{self.branch(record)}"
+            run_git(self.repo, "update-ref", "-m", "orchestrator: back to a checkpoint", ref, commit)
+        worker_refs.follow(directory, record.name, commit)
+
+    def _written_submodules(self, record: WorkerRecord, directory: Path) -> list[str]:
+        """Submodule folders a worker wrote into. ``git worktree add`` leaves them empty and git
+        neither sees nor commits files there, so they would be dropped without a word."""
+        if not (directory / ".gitmodules").is_file():
+            return []
+        listed = self.inside(record).text("config", "--file", ".gitmodules", "--get-regexp", r"\.path$", check=False)
+        found = []
+        for line in listed.splitlines():
+            path = line.partition(" ")[2]
+            folder = directory / path
+            if path and folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
+                found.append(path)
+        return found
 
     def _unlink_branch(self, record: WorkerRecord, directory: Path) -> None:
         """A worker that could write its tree's ref folder (an unsandboxed one: a sandboxed one writes
@@ -408,17 +470,21 @@ class WorktreeCheckout(Checkout):
             self.repo, "update-ref", "--no-deref", "-m", "orchestrator: a link undone", f"refs/heads/{self.branch(record)}", start
         )
 
-    def _take_objects(self, record: WorkerRecord, directory: Path) -> None:
-        """What the worker's git wrote in its sandbox's object store, checked into the repository's
-        before any git runs here (git/worker_objects.py)."""
+    def _take(self, record: WorkerRecord, directory: Path) -> str:
+        """What git wrote in the worker's sandbox taken into the repository, checked: its objects
+        (git/worker_objects.py), then its branch where its view moved it (git/worker_refs.py), only
+        to a commit that adds no submodule its base lacks. "" when taken (or nothing to take), else
+        why the branch was left where it was (also in the worker's log)."""
         for line in worker_objects.take(directory, self.repo).refused:
             self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
+        ref = f"refs/heads/{self.branch(record)}"
+        refused = worker_refs.take(directory, self.repo, record.name, ref, base=self._read(directory, BASE_FILE))
+        if refused:
+            self._note(record, refused)
+        return refused
 
-    def _tip(self, directory: Path) -> str:
-        return run_git(directory, "rev-parse", "HEAD").stdout.strip()
-
-    def _base(self, directory: Path) -> str:
-        return self._read(directory, BASE_FILE) or self._tip(directory)
+    def _base(self, record: WorkerRecord, directory: Path) -> str:
+        return self._read(directory, BASE_FILE) or self.tip(record)
 
     def _read(self, directory: Path, name: str) -> str:
         try:
@@ -431,41 +497,6 @@ class WorktreeCheckout(Checkout):
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
-
-
-def _status(directory: Path, spec: list[str]) -> tuple[str, list[str]]:
-    """HEAD's commit and the changed entries (``git status --porcelain=v2``, untracked files
-    included, ignored ones not) of ``directory`` under the pathspec ``spec``."""
-    out = run_git(directory, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all", *spec).stdout
-    tip, listed, fields = "", [], out.split("\0")
-    i = 0
-    while i < len(fields):
-        entry = fields[i]
-        if entry.startswith("# branch.oid "):
-            tip = entry.removeprefix("# branch.oid ")
-        elif entry and not entry.startswith("#"):
-            listed.append(entry)
-            if entry.startswith("2 "):  # a rename's entry is followed by its original path
-                i += 1
-        i += 1
-    if not tip or tip == "(initial)":
-        tip = run_git(directory, "rev-parse", "HEAD").stdout.strip()  # (a HEAD no branch.oid names)
-    return tip, listed
-
-
-def _written_submodules(directory: Path) -> list[str]:
-    """Submodule folders a worker wrote into. ``git worktree add`` leaves them empty and git
-    neither sees nor commits files there, so they would be dropped without a word."""
-    if not (directory / ".gitmodules").is_file():
-        return []
-    listed = run_git(directory, "config", "--file", ".gitmodules", "--get-regexp", r"\.path$", check=False).stdout
-    found = []
-    for line in listed.splitlines():
-        path = line.partition(" ")[2]
-        folder = directory / path
-        if path and folder.is_dir() and not (folder / ".git").exists() and any(folder.iterdir()):
-            found.append(path)
-    return found
 
 
 RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits

@@ -39,10 +39,9 @@ from ..checkouts.checkout import Worktrees
 from ..config import Isolation, MergeStrategy
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
-from ..git import worker_refs
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
-from ..git.gitwork import check_ref, run_git
+from ..git.gitwork import check_ref, head_ref, run_git
 from ..git.merging import merge_branches
 from ..models import JobRecord, WorkerRecord
 from ..quality.landing import ResolverFactory, mergeable
@@ -163,7 +162,7 @@ class Nesting:
         branches = [(name, branch) for name, branch in sorted_.named if check_ref(branch) in made]
         left_out.extend(sorted_.left_out)
         with wt.holding(parent) as directory:
-            on = run_git(directory, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
+            on = head_ref(directory)
             if on != ref:
                 raise NotMerged(
                     f"worker {parent.name}'s checkout is not on its branch {target} (it is on {on or 'a detached HEAD'}); "
@@ -173,9 +172,7 @@ class Nesting:
             resolver = None
             # The resolver's diffs are shown against where the children started.
             if self.resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE:
-                resolver = self.resolvers(
-                    job, children, wt.repo, job.start_commit or run_git(directory, "rev-parse", "HEAD").stdout.strip()
-                )
+                resolver = self.resolvers(job, children, wt.repo, job.start_commit or wt.tip(parent))
             for attempt in range(TRIES):
                 subject = f"Work so far, as child job {job.id} ends"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
@@ -196,14 +193,12 @@ class Nesting:
                 new = outcome.result_commit
                 if new is None or new == tip:
                     return outcome
-                moved = run_git(directory, "read-tree", "-m", "-u", tip, new, check=False)
-                if moved.returncode == 0:
-                    worker_refs.follow(directory, parent.name, new)  # its sandbox's view of its branch
+                problem = wt.bring_in(parent, tip, new)
+                if not problem:
                     return outcome
                 # Its checkout changed since the commit (an edit, a git of its own): put the branch
                 # back where the checkout is, and go again from a new commit.
                 update_ref(wt.repo, ref, tip, new, under=under)
-                problem = moved.stderr.strip()[:500]
                 time.sleep(0.1 * (attempt + 1))
         raise NotMerged(f"worker {parent.name}'s checkout kept changing while the merge was brought into it: {problem}")
 

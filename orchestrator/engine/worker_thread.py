@@ -120,8 +120,13 @@ class WorkerRunner:
         if rec.child_job_ids:  # a child job's merge into its worktree may have come since its steps asked
             known = None
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
+        if changes.error is not None and outcome.status is WorkerStatus.SUCCESS:  # its work is not on its branch
+            outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
         with self.tables.locked():
             changes.apply_to(rec)
+            if early and changes.error is not None and live.outcome is not None:
+                live.outcome = outcome  # (its end was recorded before its work was read)
+                rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
             if not early:
                 self.process_ended(live, outcome)
             waiting = self.tables.live_children(live)

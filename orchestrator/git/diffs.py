@@ -28,6 +28,7 @@ from ..config import Isolation, Settings
 from ..errors import Conflict
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
+from .gitcmd import command
 from .gitwork import GIT_TIMEOUT, GitError, find_host, git_env, run_git
 
 DEFAULT_MAX_BYTES = 1 << 20  # what a request gets without ?max_bytes=
@@ -166,7 +167,7 @@ def capped_diff(repo: Path, old: str, new: str, max_bytes: int) -> tuple[bytes, 
     for commit in (old, new):
         if not _is_id(commit):
             raise Conflict(f"{commit!r} is not a git object id")
-    argv = ["git", "-C", str(repo), *_DIFF, old, new, "--"]
+    argv = command(repo, *_DIFF, old, new, "--")
     kept = bytearray()
     total = 0
     with tempfile.TemporaryFile() as errors:

@@ -23,7 +23,10 @@ IDENTITY_ENV = {
     "GIT_COMMITTER_NAME": "orchestrator",
     "GIT_COMMITTER_EMAIL": "orchestrator@localhost",
 }
-# Config and hooks of the machine still apply (they are the user's); only these are pinned.
+# The user's config still applies (it is theirs), but no hook, fsmonitor or submodule command runs for
+# the orchestrator's own git, whatever a config says: a relative ``core.hooksPath`` or a ``python -m``
+# fsmonitor resolves from the folder git runs in, and git runs in folders a worker wrote.
+PINNED_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "submodule.recurse=false")
 _PINNED = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
 
 
@@ -46,6 +49,20 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def command(repo: str | Path | None, *args: str) -> list[str]:
+    """The argv of every git the orchestrator starts outside a sandbox: ``git -C repo`` (none: where
+    it runs) with the pinned settings, then ``args``."""
+    where = ["-C", str(repo)] if repo is not None else []
+    return ["git", *where, *PINNED_CONFIG, *args]
+
+
+def text(raw: bytes) -> str:
+    """git's output as text: UTF-8, a byte that is not shown as ``\\xNN`` (a file name need not be
+    UTF-8, and what is read must go into JSON), and a carriage return kept as one (no newline
+    translation: a ``\\r`` in a name is part of the name)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def run_git(
     repo: str | Path,
     *args: str,
@@ -54,28 +71,28 @@ def run_git(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``git -C repo args...``; text in and out. Raises GitFailed on a non-zero exit when ``check``
-    (FileNotFoundError without git, subprocess.TimeoutExpired past ``timeout``)."""
+    """``git -C repo args...``; text in and out (``text``). Raises GitFailed on a non-zero exit when
+    ``check`` (FileNotFoundError without git, subprocess.TimeoutExpired past ``timeout``)."""
     argv = ["-C", str(repo), *args]
     done = subprocess.run(
-        ["git", *argv],
-        input=input,
+        command(repo, *args),
+        input=input.encode("utf-8", "surrogateescape") if input is not None else None,
         capture_output=True,
-        text=True,
         env=git_env(env),
         stdin=None if input is not None else subprocess.DEVNULL,
         timeout=timeout,
     )
+    out, err = text(done.stdout), text(done.stderr)
     if check and done.returncode != 0:
-        raise GitFailed(argv, done.returncode, done.stderr)
-    return done
+        raise GitFailed(argv, done.returncode, err)
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
 
 
 def git_bytes(repo: str | Path, *args: str, input: bytes | None = None) -> bytes:
     """``git -C repo args...`` returning stdout as bytes (blob contents need not be text)."""
     argv = ["-C", str(repo), *args]
     stdin = None if input is not None else subprocess.DEVNULL
-    done = subprocess.run(["git", *argv], input=input, capture_output=True, env=git_env(), stdin=stdin)
+    done = subprocess.run(command(repo, *args), input=input, capture_output=True, env=git_env(), stdin=stdin)
     if done.returncode != 0:
         raise GitFailed(argv, done.returncode, done.stderr.decode("utf-8", "replace"))
     return done.stdout

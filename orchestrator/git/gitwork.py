@@ -88,7 +88,7 @@ def git_version() -> tuple[int, ...] | None:
     if shutil.which("git") is None:
         return None
     try:
-        out = subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(gitcmd.command(None, "--version"), capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     return gitcmd.parse_version(out)
@@ -136,7 +136,9 @@ def is_plain_ref(ref: str) -> bool:
 def _valid_ref(ref: str) -> bool:
     if _PLAIN_REF.fullmatch(ref):  # every worker's branch: no git process
         return _valid_plain(ref)
-    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True, text=True, env=git_env(), timeout=30)
+    done = subprocess.run(
+        gitcmd.command(None, "check-ref-format", ref), capture_output=True, text=True, env=git_env(), timeout=30
+    )
     return done.returncode == 0
 
 
@@ -414,3 +416,14 @@ def common_dir_of(private: Path) -> Path | None:
 def git_dir_of(directory: Path) -> Path:
     """``directory``'s git dir: a linked worktree's from its ``.git`` file, else asked of git."""
     return linked_git_dir(directory) or Path(run_git(directory, "rev-parse", "--absolute-git-dir").stdout.strip())
+
+
+def head_ref(directory: Path) -> str:
+    """The branch a linked worktree's HEAD names (``refs/heads/...``), read from its git dir without
+    starting git (the file is the orchestrator's: read-only in the sandbox); "" when detached or unread."""
+    private = linked_git_dir(directory)
+    try:
+        text = (private / "HEAD").read_text(encoding="utf-8") if private is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return text.removeprefix("ref: ").strip() if text.startswith("ref: ") else ""

@@ -54,7 +54,7 @@ from ..errors import ConfigError, ValidationError
 from ..records import FileConflict, Integrated, MergeOutcome, Resolution, WorkerChanges
 from . import conflicts as conflict_text
 from .commits import Identity, Source, identity_of, squashed_in
-from .gitcmd import GitFailed, git_bytes, git_env, run_git
+from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .gitwork import git_version
 from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tree_body, tree_entries, tree_record
@@ -166,7 +166,7 @@ class _ChainedMerges:
 
     def _start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            ["git", "-C", str(self.repo), *self.ARGV],
+            command(self.repo, *self.ARGV),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

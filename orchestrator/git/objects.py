@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .commits import Identity
-from .gitcmd import GitFailed, git_env, run_git
+from .gitcmd import GitFailed, command, git_env, run_git
 from .gitwork import common_dir
 
 
@@ -168,9 +168,9 @@ class CommitWriter:
                 self._to_git()
         if self.process is None:
             self.scratch = tempfile.TemporaryDirectory(prefix="orchestrator-commit-")
-            argv = ["-C", str(self.repo), "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths"]
+            argv = command(self.repo, "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths")
             self.process = subprocess.Popen(
-                ["git", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=git_env()
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=git_env()
             )
 
     def commit(self, tree: str, parent: str, message: str, when: str, who: Identity) -> str:

@@ -12,9 +12,13 @@ git sees the objects of every branch, a sibling's un-merged commits too (``git l
 Before the orchestrator runs git on a worktree outside the sandbox (its commit of the worker's
 work, a reset, a resolver's result), :func:`take` moves what is in the workers' store into the
 real one, each object checked: a loose object's content must hash to its name, and a pack is
-read by ``git index-pack``, which names each object by its content. An object that fails is left
-out (and named), so a worker can plant nothing under a name it did not earn; the git that then
-needs it fails and says which object is missing.
+read by ``git index-pack --strict``, which names each object by its content and checks it as git
+fsck does. A tree must also hold only names git fsck accepts (git/tree_checks.py). An object that
+fails is left out, named, and removed, so a worker can plant nothing under a name it did not earn;
+the git that then needs it fails and says which object is missing. Whatever else is in the store
+(git's temporary files, anything a worker put there) is removed once nothing has written it for
+:data:`GRACE` seconds: the store holds objects on their way in, nothing else (it counts against no
+worker's disk cap otherwise, and it would grow for ever).
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ import re
 import secrets
 import stat
 import subprocess
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gitcmd import git_env, run_git
+from ..workspace.filesystem import remove_at
+from .gitcmd import command, git_env, run_git
 from .gitwork import common_dir_of, linked_git_dir
+from .tree_checks import MAX_TREE, tree_problem
 
 WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the sandboxed workers' store
 SHOWN_AT = "orchestrator-host-objects"  # in the same dir: where the sandbox shows the real one
@@ -41,6 +49,7 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (a FIFO planted there must not block)
 _HEX = re.compile(r"[0-9a-f]+")
 _OBJECTS = re.compile(r"[0-9a-f]{2}|pack")  # the folders of a store that hold objects
+GRACE = 60.0  # seconds a name that is no object may stay unwritten before it is removed (a git's temporary file)
 _CHUNK = 1 << 16
 _HEAD = 64  # inflated bytes that hold any object's header (kind, size, NUL)
 
@@ -115,6 +124,8 @@ def take(directory: Path, repo: Path) -> Taken:
         return taken  # none (no worker of this repository was sandboxed), or a link: nothing taken
     try:
         names = [e.name for e in os.scandir(store) if _OBJECTS.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+        _sweep(store, lambda name: name in names or name == "info")
+        _sweep_info(store)
         algorithm = _algorithm(repo) if names else "sha1"
         for name in names:
             try:
@@ -135,10 +146,15 @@ def take(directory: Path, repo: Path) -> Taken:
 
 def _take_folder(folder: int, prefix: str, host: Path, algorithm: str, taken: Taken) -> None:
     width = hashlib.new(algorithm).digest_size * 2
+
+    def an_object(name: str) -> bool:
+        return len(prefix + name) == width and bool(_HEX.fullmatch(name))
+
+    _sweep(folder, an_object)  # git's own temporary files left behind, or anything else
     for entry in os.scandir(folder):
         oid = prefix + entry.name
-        if len(oid) != width or not _HEX.fullmatch(entry.name):
-            continue  # git's own temporary files, or not an object
+        if not an_object(entry.name):
+            continue
         why = _take_loose(folder, entry.name, oid, host, algorithm)
         if why:
             taken.refused.append(f"{oid}: {why}")
@@ -170,6 +186,7 @@ def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) ->
             return ""
         why = _copy_checked(source, temp, oid, algorithm)
         if why:
+            _unlink(name, folder)  # not the object it is named: never taken, so not kept either
             return why
         target.parent.mkdir(mode=0o777, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # written meanwhile: the same bytes by name
@@ -189,14 +206,16 @@ def _copy_checked(source: int, temp: Path, oid: str, algorithm: str) -> str:
     Inflated a bounded piece at a time: a small file that inflates to gigabytes costs no memory."""
     inflate = zlib.decompressobj()
     digest = hashlib.new(algorithm)
-    head = bytearray()  # the first bytes inflated: the header is in them
+    kept = bytearray()  # the first bytes inflated (the header is in them), all of a tree's
     total = 0
 
     def feed(data: bytes) -> None:
         nonlocal total
         digest.update(data)
-        if len(head) < _HEAD:
-            head.extend(data[: _HEAD - len(head)])
+        tree = (bytes(kept[:5]) + data[:5]).startswith(b"tree ")
+        room = (MAX_TREE + _HEAD if tree else _HEAD) - len(kept)
+        if room > 0:
+            kept.extend(data[:room])
         total += len(data)
 
     with open(temp, "xb") as out:
@@ -211,12 +230,17 @@ def _copy_checked(source: int, temp: Path, oid: str, algorithm: str) -> str:
             return "not a zlib stream"
         if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail or os.read(source, 1):
             return "not one whole zlib stream"
-    end = head.find(b"\0")
-    kind, _, size = bytes(head[: max(end, 0)]).partition(b" ")
+    end = kept.find(b"\0")
+    kind, _, size = bytes(kept[: max(end, 0)]).partition(b" ")
     if end < 0 or kind not in _KINDS or not size.isdigit() or int(size) != total - end - 1:
         return "not a git object"
     if digest.hexdigest() != oid:
         return f"its content is object {digest.hexdigest()}, not the one it is named"
+    if kind == b"tree":
+        if total > len(kept):
+            return f"a tree larger than {MAX_TREE >> 20} MiB"
+        why = tree_problem(bytes(kept[end + 1 :]), digest.digest_size)
+        return f"a tree git fsck refuses: {why}" if why else ""
     return ""
 
 
@@ -224,7 +248,10 @@ def _take_packs(folder: int, repo: Path, taken: Taken) -> None:
     """Each finished pack (its index written: git renames the index last) read by ``git
     index-pack``, which names every object by its content and writes a pack and index of its own."""
     names = set(os.listdir(folder))
-    for index in sorted(n for n in names if n.startswith("pack-") and n.endswith(".idx")):
+    indexes = sorted(n for n in names if n.startswith("pack-") and n.endswith(".idx"))
+    stems = {n.removesuffix(".idx") for n in indexes}
+    _sweep(folder, lambda name: name.partition(".")[0] in stems)  # a pack never finished, or anything else
+    for index in indexes:
         stem = index.removesuffix(".idx")
         try:
             source = os.open(f"{stem}.pack", _FILE, dir_fd=folder)
@@ -233,7 +260,7 @@ def _take_packs(folder: int, repo: Path, taken: Taken) -> None:
             continue
         try:
             done = subprocess.run(
-                ["git", "-C", str(repo), "index-pack", "--stdin", "--fix-thin"],
+                command(repo, "index-pack", "--strict", "--stdin", "--fix-thin"),
                 stdin=source,
                 capture_output=True,
                 env=git_env(),
@@ -243,12 +270,39 @@ def _take_packs(folder: int, repo: Path, taken: Taken) -> None:
             os.close(source)
         if done.returncode != 0:
             why = done.stderr.decode(errors="replace").strip().splitlines()
-            taken.refused.append(f"{stem}.pack: git index-pack refused it ({why[-1] if why else done.returncode})")
+            taken.refused.append(f"{stem}.pack: git index-pack refused it ({' '.join(why[-2:]) or done.returncode})")
+            for name in names:
+                if name.startswith(f"{stem}."):
+                    _unlink(name, folder)
             continue
         taken.packs += 1
         for name in names:
             if name.startswith(f"{stem}."):
                 _unlink(name, folder)
+
+
+def _sweep(folder: int, keep: Callable[[str], bool]) -> None:
+    """Remove each name in ``folder`` that ``keep`` refuses and nothing wrote for :data:`GRACE` seconds
+    (a git running in a sandbox now may be writing a temporary file there)."""
+    stale = time.time() - GRACE
+    for entry in os.scandir(folder):
+        if keep(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat(follow_symlinks=False).st_mtime < stale:
+                remove_at(folder, entry.name)
+
+
+def _sweep_info(store: int) -> None:
+    """The store's ``info`` folder holds its alternates (made by :func:`prepare`) and nothing else."""
+    try:
+        info = os.open("info", _FOLDER, dir_fd=store)
+    except OSError:
+        return
+    try:
+        _sweep(info, lambda name: name == "alternates")
+    finally:
+        os.close(info)
 
 
 def _unlink(path: str | Path, folder: int | None = None) -> None:

@@ -21,9 +21,10 @@ import re
 import secrets
 from pathlib import Path
 
-from ..workspace.filesystem import atomic_write
+from ..workspace.filesystem import atomic_write, remove_at
 from .gitcmd import run_git
 from .gitwork import linked_git_dir
+from .tree_checks import added_gitlinks
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
@@ -42,7 +43,7 @@ def show(private: Path, name: str, tip: str) -> None:
         for entry in os.scandir(view):
             if entry.name == name and entry.is_file(follow_symlinks=False):
                 continue  # replaced below, atomically (its git may be reading it)
-            _remove(view, entry.name)
+            remove_at(view, entry.name)
         if name and tip:
             _write(view, name, tip)
         elif name:
@@ -61,9 +62,11 @@ def follow(directory: Path, name: str, tip: str) -> None:
         show(private, name, tip)
 
 
-def take(directory: Path, repo: Path, name: str, ref: str) -> str:
+def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") -> str:
     """Move ``ref`` (the worker's real branch) to where the worker moved its copy in the view of
-    the worktree at ``directory``. "" when done or nothing to do; else why ``ref`` was left."""
+    the worktree at ``directory``, if that commit adds no submodule (a gitlink) where ``base`` (the
+    commit the worker started from; "": not checked) had none. "" when done or nothing to do; else
+    why ``ref`` was left."""
     private = linked_git_dir(directory)
     view = _open_view(private, make=False) if private is not None else None
     if private is None or view is None:
@@ -80,6 +83,20 @@ def take(directory: Path, repo: Path, name: str, ref: str) -> str:
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
     if run_git(repo, "cat-file", "-e", f"{copy}^{{commit}}", check=False).returncode != 0:
         return f"its branch in its sandbox names {copy[:12]}, not a commit the repository has: {ref} was left where it was"
+    # Every object of its new commits must be here: one refused on the way in (git/worker_objects.py)
+    # would leave the branch naming a history the repository does not have.
+    walk = run_git(repo, "rev-list", "--objects", "--quiet", copy, "--not", *{x for x in (shown, base) if x}, check=False)
+    if walk.returncode != 0:
+        why = (walk.stderr.strip().splitlines() or [f"exit {walk.returncode}"])[-1]
+        return f"its branch in its sandbox names {copy[:12]}, whose objects the repository does not all have ({why}): {ref} was left where it was"
+    added = added_gitlinks(repo, base, copy) if base else []
+    if added:
+        listed = ", ".join(repr(path) for path in added[:5])
+        return (
+            f"its branch in its sandbox names {copy[:12]}, which adds a nested repository (a submodule) at {listed}: "
+            f"{ref} was left where it was (a worker's checkout may hold a repository only where its base has one; "
+            "remove its .git folder to commit its files)"
+        )
     old = shown or "0" * len(copy)
     done = run_git(repo, "update-ref", "-m", "orchestrator: the worker's commits", ref, copy, old, check=False)
     if done.returncode != 0:
@@ -111,28 +128,6 @@ def _open_view(private: Path, *, make: bool) -> int | None:
         return None
     path.mkdir(exist_ok=True)
     return os.open(path, _FOLDER)
-
-
-def _remove(folder: int, name: str) -> None:
-    """``name`` in ``folder`` removed, a folder with everything in it, never following a link."""
-    try:
-        os.unlink(name, dir_fd=folder)
-        return
-    except IsADirectoryError:
-        pass
-    except OSError:
-        return
-    try:
-        inner = os.open(name, _FOLDER, dir_fd=folder)
-    except OSError:
-        return
-    try:
-        for entry in os.scandir(inner):
-            _remove(inner, entry.name)
-    finally:
-        os.close(inner)
-    with contextlib.suppress(OSError):
-        os.rmdir(name, dir_fd=folder)
 
 
 def _read(name: str, folder: int | None = None) -> str:

@@ -60,8 +60,6 @@ from ..checkouts.checkout import Checkout, Worktrees, touched_paths
 from ..checkouts.worktree import MAX_FILES
 from ..config import Settings
 from ..config.quality import roles_with_defaults
-from ..git import worker_refs
-from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
 from ..planner.graph import matches
 from ..process.plaintext import plain
@@ -229,7 +227,7 @@ class GateStep(Step):
             changes = ctx.changes()  # a worktree commits the work first
             commit = changes.commit
             if worktree is not None and commit is not None:  # its tip now (a child job's merge since a step asked)
-                commit = run_git(ctx.directory, "rev-parse", "HEAD").stdout.strip()
+                commit = worktree.tip(record)
             ctx.updates["gated_commit"] = commit
             ctx.updates["gates"] = results
             todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
@@ -249,7 +247,7 @@ class GateStep(Step):
                         break
             finally:
                 if worktree is not None and commit is not None and changes.branch:
-                    self._restore(worktree, ctx.directory, changes.branch, commit, ctx.record.name)
+                    worktree.restore(record, commit)
         return verdict
 
     # -- one gate ---------------------------------------------------------------------------------
@@ -308,14 +306,6 @@ class GateStep(Step):
             return
         with worktree.holding(ctx.record):
             yield worktree
-
-    def _restore(self, worktree: Worktrees, directory: Path, branch: str, commit: str, name: str) -> None:
-        """Back to the gated commit, on the worker's branch: what a gate wrote, committed or checked
-        out is dropped (``checkout -f -B``: ``reset --hard`` that also leaves a branch or detached
-        HEAD a gate switched to), what git ignores stays."""
-        run_git(directory, "checkout", "-q", "-f", "-B", branch, commit)  # its branch, checked at its prepare
-        run_git(directory, "clean", "-fdq", *worktree.keep_args(directory))
-        worker_refs.follow(directory, name, commit)  # what a gate committed in its sandbox's view goes too
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")

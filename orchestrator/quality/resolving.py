@@ -41,10 +41,11 @@ from typing import Any
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
-from ..git import gitwork, worker_objects
+from ..git import gitcmd, worker_objects
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..git.gitwork import repo_op
 from ..git.merging import Conflicted
+from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from ..records import GateResult, Resolution, ResolverAttempt
@@ -183,11 +184,16 @@ class ConflictResolver:
         # --force: an earlier attempt's entry whose folder is gone (its removal failed) is replaced
         # rather than refused; the path is the orchestrator's own.
         repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--force", "--detach", "--", str(tree), at.head)
-        # The worktree side's git (gitwork): its pinned identity, as a merge needs one even when it
-        # commits nothing, and the user may have none (a service account, a HOME of its own).
-        done = gitwork.run_git(tree, *_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
+        # In the resolver's sandbox: the merge checks out the workers' files, and a filter or driver of
+        # the user's that resolves a name from the folder it runs in would run a worker's code. With the
+        # pinned identity (git/sandboxed.py), as a merge needs one even when it commits nothing.
+        done = self._git(tree, tmp).run(*_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
         if done.returncode not in (0, 1):
-            raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, done.stderr)
+            raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, gitcmd.text(done.stderr))
+
+    def _git(self, tree: Path, tmp: Path) -> CheckoutGit:
+        """Git on the resolver's worktree, in the sandbox the resolver runs in."""
+        return CheckoutGit(tree, self.confinement.spec_at(self.job.root_id, None, tree, tmp, self.config))
 
     def _remove(self, tree: Path) -> None:
         if tree.exists():
@@ -297,11 +303,12 @@ class ConflictResolver:
     def _take(self, tree: Path, at: Conflicted, files: Sequence[str]) -> tuple[str | None, str]:
         """The worktree's files as a tree, and why it is refused ("": it is not). What the resolver's
         git wrote in its sandbox's object store is checked into the repository's first."""
-        refused = worker_objects.take(tree, self.repo).refused
+        git = self._git(tree, tree.parent / "tmp")
+        git.run(*_QUIET, "add", "-A", "--", ".")
+        resolved = git.text("write-tree").strip()
+        refused = worker_objects.take(tree, self.repo).refused  # the resolver's objects and the tree, checked
         if refused:
             return None, f"an object its sandbox wrote was not taken into the repository: {refused[0]}"
-        gitwork.run_git(tree, *_QUIET, "add", "-A", "--", ".")
-        resolved = gitwork.run_git(tree, "write-tree").stdout.strip()
         left = []
         for path in files:
             found = run_git(self.repo, "cat-file", "-e", f"{resolved}:{path}", check=False)

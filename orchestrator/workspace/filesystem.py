@@ -182,3 +182,30 @@ def open_regular(path: Path) -> BinaryIO | None:
     """``open_regular_fd`` as a file object."""
     found = open_regular_fd(path)
     return None if found is None else os.fdopen(found[0], "rb")
+
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_at(folder: int, name: str) -> None:
+    """``name`` in the open folder ``folder`` removed, a folder with everything in it, never
+    following a link (a folder another process may write: one of its folders turned into a link
+    must not have the link's target emptied). What cannot be removed is left."""
+    try:
+        os.unlink(name, dir_fd=folder)
+        return
+    except IsADirectoryError:
+        pass
+    except OSError:
+        return
+    try:
+        inner = os.open(name, _FOLDER, dir_fd=folder)
+    except OSError:
+        return
+    try:
+        for entry in os.scandir(inner):
+            remove_at(inner, entry.name)
+    finally:
+        os.close(inner)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=folder)

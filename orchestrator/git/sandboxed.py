@@ -1,0 +1,118 @@
+"""Git on a checkout a worker can write, run inside that worker's sandbox.
+
+A worker writes its checkout and its worktree's git dir (the index, ``config.worktree``, ``info/``,
+nested repositories), and whatever git reads there acts with the rights of the process git runs in:
+an index entry named ``../../config.yaml`` reads a file outside the checkout, a relative
+``core.hooksPath``, an fsmonitor in a nested repository's config or a ``python -m`` filter runs code.
+So the orchestrator's own git on such a checkout (the commit of the work, a reset before a retry, a
+gate's restore, a child job's merge brought into it, a resolution's ``add``) runs in the worker's
+sandbox: it reads only what the worker could read, and it writes where the worker's own commits
+write (the workers' object store, the worker's view of its branch). The orchestrator then takes
+that as it takes a worker's own commits, checked (git/worker_objects.py, git/worker_refs.py).
+
+Unconfined (this machine cannot sandbox, or ``workers.sandbox: off``), the same git runs outside
+with the same pins: the worker could run anything itself there, so there is no deputy to fool.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..process.sandbox import SandboxSpec
+from . import gitcmd
+from .gitwork import GIT_TIMEOUT, GitError
+
+# gitcmd's pins (no hook, fsmonitor or submodule recursion), and nothing that starts on its own or signs.
+PINNED_CONFIG = (
+    *gitcmd.PINNED_CONFIG,
+    *("-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false"),
+)
+# What the git gets of the server's environment: no credential of the server's (a filter git runs
+# is the worker's code), the user's global config (their filters, git-lfs), no system config.
+_KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG")
+_PINNED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **gitcmd.IDENTITY_ENV}
+
+# The commit of what a worker left, in one sandbox: everything (.gitignore respected), less the
+# files the bootstrap copied in (a ``.env``: their paths on stdin), committed if anything is staged.
+# A fixed script: the message and the git options are its arguments, never part of its text.
+_COMMIT = """
+message=$1; spare=$2; shift 2
+git "$@" add -A -- . || exit
+if [ "$spare" = 1 ]; then git "$@" reset -q --pathspec-from-file=- --pathspec-file-nul || exit; fi
+git "$@" diff --cached --quiet && exit 0
+git "$@" commit -q --no-verify --no-gpg-sign -m "$message"
+"""
+
+
+@dataclass(frozen=True)
+class CheckoutGit:
+    """Git on the checkout at ``directory``, in ``sandbox`` (None: unconfined, outside)."""
+
+    directory: Path
+    sandbox: SandboxSpec | None
+
+    def run(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        timeout: float = GIT_TIMEOUT,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """``git -C directory <pins> args``; GitError when it fails and ``check``."""
+        return self._run(["git", "-C", str(self.directory), *PINNED_CONFIG, *args], stdin, env, check, timeout)
+
+    def text(self, *args: str, check: bool = True) -> str:
+        """``run``'s output as text (gitcmd.text: a name that is not UTF-8 is shown, not an error)."""
+        return gitcmd.text(self.run(*args, check=check).stdout)
+
+    def commit_all(self, message: str, spare: list[str], env: Mapping[str, str]) -> None:
+        """Commit everything in the checkout but ``spare`` (paths relative to its top), if anything
+        is left to commit; the branch HEAD names moves (in a sandbox: its view of it)."""
+        argv = ["sh", "-c", _COMMIT, "sh", message, "1" if spare else "0", "-C", str(self.directory), *PINNED_CONFIG]
+        stdin = b"".join(os.fsencode(path) + b"\0" for path in spare) if spare else None
+        self._run(argv, stdin, env, True, GIT_TIMEOUT)
+
+    def _run(
+        self, argv: list[str], stdin: bytes | None, env: Mapping[str, str] | None, check: bool, timeout: float
+    ) -> subprocess.CompletedProcess[bytes]:
+        if self.sandbox is not None:
+            # Not the CLI's state overlays (git needs none); dies with this server.
+            spec = replace(self.sandbox, private=(), die_with_parent=True, chdir=str(self.directory))
+            argv = spec.argv(argv)
+        environment = {k: v for k, v in os.environ.items() if k in _KEPT}
+        environment.update(_PINNED_ENV)
+        environment.update(env or {})
+        try:
+            done = subprocess.run(
+                argv,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                env=environment,
+                timeout=timeout,
+            )
+        except FileNotFoundError as exc:
+            raise GitError(f"cannot run git on {self.directory}: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {' '.join(argv[-3:])} on {self.directory} took more than {timeout:g}s") from None
+        if check and done.returncode != 0:
+            where = " in the worker's sandbox" if self.sandbox is not None else ""
+            raise GitError(f"{_named(argv)}{where} failed (exit {done.returncode}): {gitcmd.text(done.stderr).strip()[:500]}")
+        return done
+
+
+def _named(argv: list[str]) -> str:
+    """The git subcommand an argv runs, for a message (its pins and the sandbox's options left out)."""
+    if "sh" in argv:
+        return "git commit of the checkout"
+    rest = argv[argv.index("git") :] if "git" in argv else argv
+    words = [a for a in rest[1:] if not a.startswith("-") and "=" not in a and "/" not in a]
+    return "git " + " ".join(words[:2])
+
+
+__all__ = ["PINNED_CONFIG", "CheckoutGit"]

@@ -1,0 +1,198 @@
+"""The orchestrator is no deputy of its workers: what a worker writes (its checkout, its worktree's
+git dir, index and config, the names it chooses) is data, never configuration, code or a path for
+git the orchestrator runs (git/sandboxed.py, git/tree_checks.py, git/gitcmd.py's pins).
+
+Real bubblewrap, a real host repository (helpers.worktree.make_host) with the orchestrator's folder
+in it, ``command`` workers that plant what an attacker would, and a proof folder outside every
+sandbox: a planted command that ran outside writes there (in a sandbox it cannot). Each test checks
+the proof folder is empty and the host is as it was (or, with ``merge_into``, moved only as asked).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.models import JobRecord, WorkerStatus
+from orchestrator.process.sandbox import probe
+
+from .conftest import only_worker, run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+needs_bwrap = pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}")
+SECRET = "no-deputy-api-key-0123456789abcdef"
+
+# Writes a NUL-free git index (version 2) holding the worktree's entries plus one whose name climbs out
+# of the checkout to the orchestrator's config.yaml: git 2.39's update-index refuses such a name, its
+# index reader does not. argv: the index's path, the name to plant.
+PLANT_INDEX = r"""
+import hashlib, struct, subprocess, sys
+index, planted = sys.argv[1], sys.argv[2].encode()
+listed = subprocess.run(["git", "ls-files", "-s", "-z"], capture_output=True, check=True).stdout
+entries = []
+for line in filter(None, listed.split(b"\0")):
+    meta, name = line.split(b"\t", 1)
+    mode, sha, _ = meta.split(b" ")
+    entries.append((int(mode, 8), sha.decode(), name))
+entries.append((0o100644, "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391", planted))
+body = b"DIRC" + struct.pack(">II", 2, len(entries))
+for mode, sha, name in sorted(entries, key=lambda e: e[2]):
+    entry = struct.pack(">10I", 0, 0, 0, 0, 0, 0, mode, 0, 0, 0) + bytes.fromhex(sha) + struct.pack(">H", len(name)) + name
+    body += entry + b"\0" * (8 - len(entry) % 8)
+open(index, "wb").write(body + hashlib.sha1(body).digest())
+"""
+
+
+@pytest.fixture
+def deputy(tmp_path):
+    """A host repository, the orchestrator's folder in it with an API key in its config.yaml, a proof
+    folder, and ``evil``: a command that writes ``proof/<its first argument>`` wherever it runs."""
+    host, folder = make_host(tmp_path)
+    (folder / "config.yaml").write_text(f"api:\n  api_key: {SECRET}\n")  # (uncommitted: never in an object)
+    proof = tmp_path / "proof"
+    proof.mkdir()
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f'#!/bin/sh\necho "ran outside the sandbox: $0 $*" > \'{proof}\'/"$(basename "$1")"\n')
+    evil.chmod(0o755)
+    engines = []
+
+    def make(**sections):
+        workers = {"sandbox": "on", "max_retries": 0, **sections.pop("workers", {})}
+        engine = host_engine(folder, workers=workers, **sections)
+        engines.append(engine)
+        return engine
+
+    yield host, folder, proof, evil, make
+    for engine in engines:
+        engine.shutdown(timeout=10)
+
+
+def every_object(host: Path) -> bytes:
+    """Every object of the host repository's store, as ``cat-file --batch`` prints them."""
+    return subprocess.run(
+        ["git", "-C", str(host), "cat-file", "--batch-all-objects", "--batch"], capture_output=True, check=True
+    ).stdout
+
+
+def ran(proof: Path) -> list[str]:
+    return sorted(p.read_text().strip() for p in proof.iterdir())
+
+
+def log_of(engine, job: JobRecord) -> str:
+    return engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text(errors="replace")
+
+
+@needs_bwrap
+def test_an_index_entry_that_climbs_out_of_the_checkout_reads_nothing_and_is_never_committed(deputy, tmp_path):
+    host, folder, proof, evil, make = deputy
+    plant = tmp_path / "plant_index.py"
+    plant.write_text(PLANT_INDEX)
+    before = snapshot(host, folder)
+    engine = make()
+    climb = "../../../../config.yaml"  # from workspace/job_<id>/depth_0/worker_1 to the folder's config.yaml
+    task = f"'{sys.executable}' '{plant}' \"$(git rev-parse --git-dir)/index\" '{climb}' && echo work > work.txt"
+    job = run_job(engine, "x", tasks=[task])
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.FAILED and "was not committed" in (worker.error or ""), (
+        worker.error,
+        log_of(engine, job),
+    )
+    assert SECRET.encode() not in every_object(host)
+    fsck = subprocess.run(["git", "-C", str(host), "fsck", "--no-dangling"], capture_output=True, text=True)
+    assert "hasDotdot" not in fsck.stdout + fsck.stderr
+    assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_a_nested_repository_whose_config_runs_a_command_runs_nothing_outside_and_is_not_committed(deputy):
+    host, folder, proof, evil, make = deputy
+    before = snapshot(host, folder)
+    engine = make()
+    task = (
+        f"git init -q sub && git -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && git -C sub add f"
+        " && git -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub; echo work > work.txt"
+    )
+    job = run_job(engine, "x", tasks=[task])
+    worker = only_worker(engine, job)
+    assert ran(proof) == []
+    assert worker.status is WorkerStatus.FAILED and "nested repository" in (worker.error or ""), worker.error
+    assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_a_config_worktree_the_worker_wrote_runs_nothing_outside(deputy):
+    host, folder, proof, evil, make = deputy
+    git(host, "config", "extensions.worktreeConfig", "true")  # as git sparse-checkout sets it
+    before = snapshot(host, folder)
+    engine = make()
+    task = f"printf '[core]\\n\\tfsmonitor = {evil} worktree-config\\n' > \"$(git rev-parse --git-dir)/config.worktree\"; echo y > y.txt"
+    job = run_job(engine, "x", tasks=[task])
+    worker = only_worker(engine, job)
+    assert ran(proof) == []
+    assert worker.status is WorkerStatus.SUCCESS and worker.files_created == ["y.txt"], worker.error
+    assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_hooks_a_worker_wrote_under_a_relative_hooks_path_run_neither_at_its_gates_nor_at_a_landing(deputy):
+    """husky sets ``core.hooksPath=.husky/_``: relative, so in a worktree it names the worker's files, and
+    after a landing with ``merge_into`` the user's checkout holds them too."""
+    host, folder, proof, evil, make = deputy
+    git(host, "checkout", "--", "tools/orch/config.yaml")  # a clean checkout: the landing goes through it
+    git(host, "config", "core.hooksPath", ".husky/_")
+    engine = make()
+    hooks = "pre-commit post-commit post-checkout post-merge post-rewrite reference-transaction pre-merge-commit"
+    task = (
+        f"mkdir -p .husky/_ && for h in {hooks}; do printf '#!/bin/sh\\nexec {evil} hook-%s\\n' $h > .husky/_/$h;"
+        " chmod +x .husky/_/$h; done; echo w > w.txt"
+    )
+    config = {"merge_into": "main", "gates": [{"name": "ok", "run": ["true"]}]}
+    job = run_job(engine, "x", tasks=[task], config=config)
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.SUCCESS and [g.status for g in worker.gates] == ["passed"], worker.error
+    assert job.merge.into.moved is True, job.merge.into  # the landing went through the user's checkout
+    assert (host / ".husky" / "_" / "post-merge").is_file() and git(host, "status", "--porcelain") == ""
+    assert ran(proof) == []
+
+
+@needs_bwrap
+def test_a_filter_of_the_users_that_resolves_a_module_from_the_checkout_runs_the_workers_module_only_in_its_sandbox(
+    deputy,
+):
+    """nbstripout installs ``python -m nbstripout`` as a clean filter: ``-m`` searches the folder git runs in."""
+    host, folder, proof, evil, make = deputy
+    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
+    (host / ".gitattributes").write_text("*.nb filter=strip\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    before = snapshot(host, folder)
+    engine = make()
+    module = f"import subprocess, sys\\nsubprocess.run(['{evil}', 'filter'])\\nsys.stdout.write(sys.stdin.read())\\n"
+    job = run_job(engine, "x", tasks=[f'printf "{module}" > stripper.py; echo cell > x.nb'])
+    worker = only_worker(engine, job)
+    assert ran(proof) == []
+    assert worker.status is WorkerStatus.SUCCESS and sorted(worker.files_created) == ["stripper.py", "x.nb"], worker.error
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_names_that_are_not_utf8_or_hold_a_carriage_return_are_committed_and_shown_as_they_are(deputy, sandbox):
+    host, folder, proof, evil, make = deputy
+    if sandbox == "on" and not probe().available:
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    before = snapshot(host, folder)
+    engine = make(workers={"sandbox": sandbox})
+    task = "printf x > \"$(printf 'caf\\351.txt')\"; printf y > \"$(printf 'a\\rb.txt')\""
+    job = run_job(engine, "x", tasks=[task])
+    worker = only_worker(engine, job)
+    assert worker.status is WorkerStatus.SUCCESS, worker.error
+    assert sorted(worker.files_created) == ["a\rb.txt", "caf\\xe9.txt"]
+    listed = subprocess.run(
+        ["git", "-C", str(host), "ls-tree", "-z", "--name-only", worker.commit or ""], capture_output=True, check=True
+    ).stdout.split(b"\0")
+    assert b"caf\xe9.txt" in listed and b"a\rb.txt" in listed
+    assert snapshot(host, folder) == before
