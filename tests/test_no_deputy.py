@@ -20,6 +20,7 @@ from orchestrator.models import JobRecord, WorkerStatus
 from orchestrator.process.sandbox import probe
 
 from .conftest import only_worker, run_job
+from .helpers.resolving import BOTH_SIDES
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -176,6 +177,28 @@ def test_a_filter_of_the_users_that_resolves_a_module_from_the_checkout_runs_the
     worker = only_worker(engine, job)
     assert ran(proof) == []
     assert worker.status is WorkerStatus.SUCCESS and sorted(worker.files_created) == ["stripper.py", "x.nb"], worker.error
+    assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_a_smudge_filter_of_the_users_runs_a_workers_module_only_in_a_sandbox_when_its_work_is_checked_out(deputy, tmp_path):
+    """The resolver's worktree checks out the result so far, a worker's files with it: a ``python -m``
+    smudge filter there finds the worker's module in the folder git runs in."""
+    host, folder, proof, evil, make = deputy
+    git(host, "config", "filter.strip.smudge", f"'{sys.executable}' -m stripper")
+    (host / ".gitattributes").write_text("*.nb filter=strip\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    resolver = tmp_path / "resolver.py"
+    resolver.write_text(BOTH_SIDES)
+    before = snapshot(host, folder)
+    engine = make(git={"resolver_command": [sys.executable, str(resolver), "{prompt_file}"], "resolver_kind": "command"})
+    module = f"import subprocess, sys\\nsubprocess.run(['{evil}', 'smudge'])\\nsys.stdout.write(sys.stdin.read())\\n"
+    first = f'printf "{module}" > stripper.py; echo cell > x.nb; sed -i s/v2/w1/ app.py'
+    job = run_job(engine, "x", tasks=[first, "sed -i s/v2/w2/ app.py"], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.accepted, resolution
+    assert ran(proof) == []
     assert snapshot(host, folder) == before
 
 

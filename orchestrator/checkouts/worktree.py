@@ -64,6 +64,7 @@ from ..git.gitrefs import Deleted
 from ..git.gitwork import (
     BASE_FILE,
     CHECKPOINT_FILE,
+    CheckoutRunner,
     GitError,
     add_worktree,
     check_ref,
@@ -190,10 +191,10 @@ class WorktreeCheckout(Checkout):
         exists = ref in tips
         if exists:  # its branch outlived its worktree (a restart after a crash): check it out again
             start = tips[ref]
-            add_worktree(self.repo, directory, self.branch(record), None)
+            add_worktree(self.repo, directory, self.branch(record), None, self._checkout_for(record))
         else:
             start = self._start_point(record, job, tips)
-            add_worktree(self.repo, directory, self.branch(record), start)
+            add_worktree(self.repo, directory, self.branch(record), start, self._checkout_for(record))
         git_dir = git_dir_of(directory)
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
@@ -382,6 +383,16 @@ class WorktreeCheckout(Checkout):
         if tip != before:
             worker_refs.follow(directory, record.name, tip)  # a sandbox that runs now builds on this commit
         return tip
+
+    def _checkout_for(self, record: WorkerRecord) -> CheckoutRunner:
+        """A new worktree's checkout, in the worker's sandbox: the commit it checks out may be a
+        worker's (a child job's worker starts from its parent worker's work)."""
+
+        def run(argv: list[str], env: dict[str, str]) -> None:
+            self.inside(record).run(*argv, env=env)
+            self._take(record, self.directory(record))  # a new branch is made in its view: made real here
+
+        return run
 
     def inside(self, record: WorkerRecord) -> CheckoutGit:
         """Git on the worker's checkout, in its sandbox (git/sandboxed.py): its job's, else the server's."""

@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,9 +228,17 @@ def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> su
     raise AssertionError("unreachable")
 
 
-def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) -> None:
+# Runs git's checkout of a new worktree (``reset --hard ...``: its argv after ``git``, and the
+# environment naming its git dir and work tree) where the caller says: in the worker's sandbox.
+CheckoutRunner = Callable[[list[str], dict[str, str]], None]
+
+
+def add_worktree(repo: Path, directory: Path, branch: str, start: str | None, checkout: CheckoutRunner | None = None) -> None:
     """A linked worktree of ``repo`` at ``directory`` on ``branch`` (a new branch from ``start``;
-    None: the branch exists), checked out, as ``git worktree add`` makes it.
+    None: the branch exists), checked out, as ``git worktree add`` makes it. ``checkout`` runs the
+    checkout (the files it writes may be a worker's, and a filter of the user's that resolves a
+    name from the folder it runs in would run them: the caller runs it in the worker's sandbox);
+    None: here, with the pins.
 
     A new branch in a repository of the usual layout (``plain_layout``) is made without ``git
     worktree add``: its admin entry (``HEAD``, ``commondir``, ``gitdir``, git's "initializing"
@@ -261,7 +270,14 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None) ->
         if admin is None:
             raise GitError(f"git worktree add made no readable {directory / '.git'}")
         env = {**_PINNED_ENV, "GIT_DIR": str(admin), "GIT_WORK_TREE": str(directory)}
-        retry_locked(directory, "reset", "--hard", "--no-recurse-submodules", "-q", *target, env=env)
+        argv = ["reset", "--hard", "--no-recurse-submodules", "-q"]
+        if checkout is not None:
+            if target:  # the branch made here (its reflog too: a sandbox cannot make a folder for it), at ``start``
+                zero = "0" * len(target[0])
+                run_git(repo, "update-ref", "-m", "orchestrator: a worker's branch", f"refs/heads/{branch}", target[0], zero)
+            checkout(argv, env)
+        else:
+            retry_locked(directory, *argv, *target, env=env)
         (admin / "locked").unlink(missing_ok=True)  # git's own "initializing" lock ends with its checkout
     except GitError:
         try:

@@ -33,7 +33,7 @@ PINNED_CONFIG = (
 )
 # What the git gets of the server's environment: no credential of the server's (a filter git runs
 # is the worker's code), the user's global config (their filters, git-lfs), no system config.
-_KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG")
+_KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL")
 _PINNED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **gitcmd.IDENTITY_ENV}
 
 # The commit of what a worker left, in one sandbox: everything (.gitignore respected), less the

@@ -85,7 +85,8 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
         return f"its branch in its sandbox names {copy[:12]}, not a commit the repository has: {ref} was left where it was"
     # Every object of its new commits must be here: one refused on the way in (git/worker_objects.py)
     # would leave the branch naming a history the repository does not have.
-    walk = run_git(repo, "rev-list", "--objects", "--quiet", copy, "--not", *{x for x in (shown, base) if x}, check=False)
+    known = [x for x in dict.fromkeys((shown, base)) if x] or ["--all"]  # (a new branch: what every ref has)
+    walk = run_git(repo, "rev-list", "--objects", "--quiet", copy, "--not", *known, check=False)
     if walk.returncode != 0:
         why = (walk.stderr.strip().splitlines() or [f"exit {walk.returncode}"])[-1]
         return f"its branch in its sandbox names {copy[:12]}, whose objects the repository does not all have ({why}): {ref} was left where it was"

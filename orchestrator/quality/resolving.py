@@ -183,11 +183,26 @@ class ConflictResolver:
         tmp.mkdir(parents=True)
         # --force: an earlier attempt's entry whose folder is gone (its removal failed) is replaced
         # rather than refused; the path is the orchestrator's own.
-        repo_op(self.repo, self.repo, *_QUIET, "worktree", "add", "-q", "--force", "--detach", "--", str(tree), at.head)
+        repo_op(
+            self.repo,
+            self.repo,
+            *_QUIET,
+            "worktree",
+            "add",
+            "-q",
+            "--no-checkout",
+            "--force",
+            "--detach",
+            "--",
+            str(tree),
+            at.head,
+        )
+        git = self._git(tree, tmp)
+        git.run("reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox too
         # In the resolver's sandbox: the merge checks out the workers' files, and a filter or driver of
         # the user's that resolves a name from the folder it runs in would run a worker's code. With the
         # pinned identity (git/sandboxed.py), as a merge needs one even when it commits nothing.
-        done = self._git(tree, tmp).run(*_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
+        done = git.run(*_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
         if done.returncode not in (0, 1):
             raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, gitcmd.text(done.stderr))
 
