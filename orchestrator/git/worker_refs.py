@@ -81,13 +81,13 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
     if not _OID.fullmatch(copy):
         what = "gone" if not copy else repr(copy[:80])
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
-    if run_git(repo, "cat-file", "-e", f"{copy}^{{commit}}", check=False).returncode != 0:
-        return f"its branch in its sandbox names {copy[:12]}, not a commit the repository has: {ref} was left where it was"
-    # Every object of its new commits must be here: one refused on the way in (git/worker_objects.py)
+    # A commit, and every object of its new history here: one refused on the way in (git/worker_objects.py)
     # would leave the branch naming a history the repository does not have.
     known = [x for x in dict.fromkeys((shown, base)) if x] or ["--all"]  # (a new branch: what every ref has)
-    walk = run_git(repo, "rev-list", "--objects", "--quiet", copy, "--not", *known, check=False)
+    walk = run_git(repo, "rev-list", "--objects", "--quiet", f"{copy}^{{commit}}", "--not", *known, check=False)
     if walk.returncode != 0:
+        if run_git(repo, "cat-file", "-e", f"{copy}^{{commit}}", check=False).returncode != 0:
+            return f"its branch in its sandbox names {copy[:12]}, not a commit the repository has: {ref} was left where it was"
         why = (walk.stderr.strip().splitlines() or [f"exit {walk.returncode}"])[-1]
         return f"its branch in its sandbox names {copy[:12]}, whose objects the repository does not all have ({why}): {ref} was left where it was"
     added = added_gitlinks(repo, base, copy) if base else []

@@ -230,7 +230,9 @@ class ConflictResolver:
 
     def _diff(self, commit: str, files: Sequence[str]) -> str:
         try:
-            text = run_git(self.repo, "diff", "--no-color", "--no-ext-diff", self.base, commit, "--", *files).stdout
+            text = run_git(
+                self.repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", self.base, commit, "--", *files
+            ).stdout
         except GitFailed as exc:
             return f"(no diff: {exc})"
         return text if len(text) <= DIFF_BYTES else text[:DIFF_BYTES] + f"\n... ({len(text) - DIFF_BYTES} more characters)"
