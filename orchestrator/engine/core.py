@@ -116,7 +116,7 @@ class Engine:
         self._closing = False
         # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
         # engine's memory while it holds a tree, the records on disk otherwise.
-        self.queries = Queries(self.workspace, self.tables)
+        self.queries = Queries(self.workspace, self.tables, quiet_after=self.settings.workers.quiet_after)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(

@@ -20,7 +20,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import WorkerPrompts
 from ..workspace import logs
 from ..workspace.layout import Workspace
-from .attempts import WorkerExecution, attempt_marker, marker_start_time
+from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
@@ -120,8 +120,11 @@ class WorkerRunner:
         if rec.child_job_ids:  # a child job's merge into its worktree may have come since its steps asked
             known = None
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
+        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now.
+        refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self.tables.locked():
             changes.apply_to(rec)
+            rec.refusals, rec.refusals_total = refused.shown, refused.total
             if not early:
                 self.process_ended(live, outcome)
             waiting = self.tables.live_children(live)
