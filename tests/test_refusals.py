@@ -5,12 +5,13 @@ checkout is refused stays ``success``, its refusals beside it."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
+from orchestrator.cli.progress import ProgressView, render_tree, tree_from_records, tree_from_status
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.process.sandbox import probe
@@ -179,3 +180,18 @@ def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refus
     assert "## Refused" in final and f"{home}/.orch-refusal-probe" in final and "success, " in final
     assert not (home / ".orch-refusal-probe").exists()
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_a_silent_worker_is_told_once_per_silence_as_an_event_that_watch_prints(make_engine):
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
+        workers={"quiet_after": 0.5, "monitor_interval": 0.1},
+    )
+    job = run_job(engine, tasks=["echo start; sleep 2; echo end"])
+    told = [e for e in engine.events.since(job.root_id) if e.type == "worker" and "no output for" in e.message]
+    assert len(told) == 1 and told[0].status == "running" and told[0].worker == "worker_1", told
+    assert "no output for" in engine.workspace.orchestrator_log(job.root_id).read_text()
+    out = io.StringIO()
+    ProgressView(out, tty=False).event(told[0].to_dict())  # watch without a terminal: one line per event
+    assert "depth_0_worker_1" in out.getvalue() and "running" in out.getvalue() and "no output for" in out.getvalue()

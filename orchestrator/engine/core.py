@@ -264,11 +264,13 @@ class Engine:
         self.admission.ended(rec)
 
     def _tick(self) -> None:
-        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end."""
+        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end;
+        a silent worker is told of."""
         if self.admission.waiting:
             with self.tables.locked():
                 self.dispatch()
         self._enforce_deadlines()
+        self.running.tell_quiet(self.settings.workers.quiet_after)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""
