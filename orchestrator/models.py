@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .records import GateResult, IntegrationRecord, MergeRecord, Resolution
+from .records import GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
 
 _T = TypeVar("_T")
 
@@ -242,6 +242,10 @@ class WorkerRecord:
     gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
+    # What the system refused it, read from its log after each attempt (workers/refusals.py): the first
+    # distinct ones (bounded), and how many refused lines its log held in all. A success stays one.
+    refusals: list[Refusal] = field(default_factory=list)
+    refusals_total: int = 0
     # Its merge into the job's integration branch (a graph job's; records.IntegrationRecord: the branch's
     # tip after it, whether it merged, when, why not, the conflicts); None: not merged yet.
     integrated: IntegrationRecord | None = None
@@ -293,6 +297,10 @@ class WorkerRecord:
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
         data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
+        if self.refusals_total:
+            data["refusals"] = [r.to_dict() for r in self.refusals]
+        else:  # none: left out, so a record without refusals is what it was before they were read
+            del data["refusals"], data["refusals_total"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
         data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
@@ -307,6 +315,7 @@ class WorkerRecord:
         dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
+        dup.refusals = list(self.refusals)
         return dup
 
     @classmethod
@@ -315,6 +324,7 @@ class WorkerRecord:
         known["status"] = WorkerStatus(known.get("status", "pending"))
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
         known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
+        known["refusals"] = [Refusal.from_dict(r) for r in known.get("refusals") or []]
         if known.get("integrated") is not None:
             known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
         return cls(**known)

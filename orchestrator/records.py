@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 # A gate's status (quality/gates.py).
@@ -50,6 +51,43 @@ class GateResult:
 
 
 # -- merges (git/merging.py) ------------------------------------------------------------------
+
+
+class RefusalKind(str, Enum):
+    """What a refused line of a worker's log tells of (workers/refusals.py)."""
+
+    READ_ONLY = "read-only"  # a write to a path its sandbox shows read-only (EROFS)
+    PERMISSION = "permission"  # "Permission denied" / "Operation not permitted" on a path outside its own folders
+    GIT_REF = "git-ref"  # a ref update git could not make (its sandbox holds the user's refs read-only)
+    ORCHESTRATOR = "orchestrator"  # the orchestrator refused to take something of its sandbox (an object, a branch move)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One thing the system refused a worker: an entry of ``WorkerRecord.refusals``. ``path``: the
+    absolute path the line names (None: none); ``line``: the log's line, cut short."""
+
+    kind: RefusalKind
+    path: str | None
+    line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "path": self.path, "line": self.line}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refusal:
+        return cls(kind=RefusalKind(data["kind"]), path=data.get("path"), line=str(data.get("line") or ""))
+
+
+def refusal_line(refusals: list[Refusal] | list[dict[str, Any]], total: int, limit: int = 3) -> str:
+    """One line for a surface (a record's refusals, or their dicts): ``2 refused: read-only
+    /home/u/x; git-ref /repo/.git/refs/heads/main.lock``; "" for none."""
+    if not total:
+        return ""
+    rows = [r.to_dict() if isinstance(r, Refusal) else r for r in refusals[:limit]]
+    parts = [f"{r['kind']} {r['path']}" if r.get("path") else f"{r['kind']}: {str(r.get('line'))[:80]}" for r in rows]
+    more = f" and {total - len(parts)} more" if total > len(parts) else ""
+    return f"{total} refused: " + "; ".join(parts) + more
 
 
 @dataclass(frozen=True)

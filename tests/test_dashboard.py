@@ -64,6 +64,13 @@ if mode == "leaf":
         handle.write(f"# {{description}}\n")
     print("leaf done", flush=True)
     sys.exit(0)
+if mode == "refused":  # what a CLI prints when its sandbox refuses a write
+    print("touch: cannot touch '/home/u/.bashrc': Read-only file system", flush=True)
+    sys.exit(0)
+if mode == "silent":  # prints nothing until the gate file exists
+    while not os.path.exists(GATE):
+        time.sleep(0.2)
+    sys.exit(0)
 if mode == "quick":
     with open(f"{{slug}}.md", "w") as handle:
         handle.write("ok\n")
@@ -314,6 +321,24 @@ def test_worker_text_renders_as_text_never_as_html(tree_live, browser):
     with pytest.raises(NoAlertPresentException):
         _ = browser.switch_to.alert.text
     shot(browser, "xss-as-text")
+
+
+@pytest.mark.slow
+def test_a_workers_refusals_and_its_silence_show_beside_its_status(tree_live, browser, gate):
+    live = tree_live(workers={"quiet_after": 1})
+    job_id = submit(live, request="refused and silent", tasks=["refused: try", "silent: wait"])
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    silent = ".wrow[data-key='depth_0_worker_2'] .c-task"
+    wait_for(browser, lambda: "no output for" in browser.find_element("css selector", silent).text, "the silent worker's row")
+    wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the refused worker's row")
+    refused = browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1'] .c-task")
+    assert refused.text.startswith("1 refused · ")
+    browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
+    wait_for(browser, lambda: "/home/u/.bashrc" in text_of(browser, "w-refused"), "the refusals in the worker panel")
+    assert "read-only /home/u/.bashrc: touch: cannot touch" in text_of(browser, "w-refused")
+    gate.touch()
+    assert live.wait(job_id)["status"] == "completed"
+    shot(browser, "refused-and-silent")
 
 
 @pytest.mark.slow

@@ -411,7 +411,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     workspace = Workspace(settings.workspace_root)
     job_id = validate_job_id(args.job_id)
     workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
-    doc = Queries(workspace).status_document(job_id)
+    doc = Queries(workspace, quiet_after=settings.workers.quiet_after).status_document(job_id)
     held = _held(settings, workspace, job_id)
     if args.json:
         print(json.dumps(doc if held is None else {**doc, "held": held}, indent=2))

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..models import JobRecord, WorkerRecord
+from ..records import refusal_line
 from ..reports.candidates import candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
+
+Quiet = Callable[[WorkerRecord], "str | None"]  # a running worker's "no output for 73 s", or None
 
 ICONS = {
     "pending": "·",
@@ -67,6 +70,8 @@ class WorkerNode:
     node: str | None = None  # the node its latest attempt runs or ran on (None: this server)
     waiting: str | None = None  # why it is still pending ("waiting for memory: ...": process/admission.py)
     no_changes: bool = False  # it ended with its checkout as it found it
+    quiet: str | None = None  # a running worker's "no output for 73 s" (workers.quiet_after)
+    refused: str | None = None  # what the system refused it: "2 refused: read-only /home/u/x; ..."
 
 
 @dataclass
@@ -92,8 +97,11 @@ class JobNode:
 
 
 # -- building the tree ----------------------------------------------------------------
-def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id: str | None = None) -> JobNode:
-    """The tree of ``job_id`` (default: the root) from engine or workspace records."""
+def tree_from_records(
+    jobs: list[JobRecord], workers: list[WorkerRecord], job_id: str | None = None, silence: Quiet | None = None
+) -> JobNode:
+    """The tree of ``job_id`` (default: the root) from engine or workspace records; ``silence``
+    says how long a running worker has printed nothing (None: not shown)."""
     by_id = {j.id: j for j in jobs}
     by_job: dict[str, list[WorkerRecord]] = {}
     for worker in workers:
@@ -120,6 +128,8 @@ def tree_from_records(jobs: list[JobRecord], workers: list[WorkerRecord], job_id
                     rec.node,
                     rec.waiting,
                     bool(rec.no_changes),
+                    silence(rec) if silence is not None else None,
+                    refusal_line(rec.refusals, rec.refusals_total) or None,
                 )
             )
         node.candidates = groups(job, own)
@@ -140,6 +150,7 @@ def tree_from_status(doc: dict[str, Any]) -> JobNode:
             node.task_id, node.candidate, node.node = task.get("task_id"), task.get("candidate"), task.get("node")
             node.waiting = task.get("waiting")
             node.no_changes = bool(task.get("no_changes"))
+            node.quiet, node.refused = task.get("quiet"), task.get("refused")
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
@@ -280,6 +291,8 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
             waits += f"on {what.node}: " if what.node else ""
             waits += f"({what.waiting}) " if what.waiting and what.status == "pending" else ""
             waits += "no changes: " if what.no_changes else ""
+            waits += f"({what.quiet}) " if what.quiet and what.status == "running" else ""
+            waits += f"({what.refused}) " if what.refused else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"
@@ -321,11 +334,14 @@ class ProgressView:
         self._seen: dict[str, str] = {}
         self._first_running: dict[tuple[str, str], float] = {}  # API path: when a worker was first seen running
         self._started = time.monotonic()
+        # Records only (the status document says it itself): how long a running worker has been
+        # silent ("no output for 73 s"); None: not shown. ``watch`` from the files sets it.
+        self.silence: Quiet | None = None
 
     # records: ``run`` and ``watch`` without a server
     def update(self, jobs: list[JobRecord], workers: list[WorkerRecord], job_id: str | None = None) -> None:
         if self.tty:
-            self.draw(tree_from_records(jobs, workers, job_id))
+            self.draw(tree_from_records(jobs, workers, job_id, self.silence))
         else:
             self._lines(workers)
 
@@ -337,7 +353,7 @@ class ProgressView:
         if not self.due():
             return
         started = time.monotonic()
-        self.draw(tree_from_records(*read(), job_id), force=True)
+        self.draw(tree_from_records(*read(), job_id, self.silence), force=True)
         self._draw_cost = time.monotonic() - started
 
     def due(self) -> bool:
@@ -405,7 +421,11 @@ class ProgressView:
         for worker in workers:
             extra = f" ({worker.exit_reason})" if worker.status.terminal and worker.exit_reason else ""
             extra += " (no changes)" if worker.no_changes else ""
-            self._line(worker.key, worker.status.value, extra)
+            refused = refusal_line(worker.refusals, worker.refusals_total)
+            extra += f" ({refused})" if refused and worker.status.terminal else ""
+            quiet = self.silence(worker) if self.silence is not None else None
+            # A line when it falls silent (once per silence), and one when its state changes.
+            self._line(worker.key, worker.status.value + (" (quiet)" if quiet else ""), f" ({quiet})" if quiet else extra)
 
     def _line(self, key: str, state: str, extra: str) -> None:
         if self._seen.get(key) == state:

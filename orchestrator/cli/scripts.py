@@ -246,13 +246,14 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
 
 def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
     """Follow a job from its workspace files (no server answering) until it ends."""
-    from ..reports.status_document import job_status
+    from ..reports.status_document import Silence, job_status
     from ..workspace.ids import root_of
     from ..workspace.layout import Workspace
 
     workspace = Workspace(settings.workspace_root)
     workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
     root = root_of(job_id)
+    view.silence = Silence(workspace.job_dir(root), settings.workers.quiet_after).words
     while True:
         jobs, workers = workspace.load_tree(root)
         view.update(jobs, workers, job_id)
@@ -320,7 +321,7 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     if doc is None:
         workspace = Workspace(settings.workspace_root)
         workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
-        doc = Queries(workspace).status_document(job_id)
+        doc = Queries(workspace, quiet_after=settings.workers.quiet_after).status_document(job_id)
         source = f"from the workspace files ({why})"
     print(status_table(doc))
     print(f"({source})")

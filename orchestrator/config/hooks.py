@@ -19,6 +19,7 @@ EVENTS = (
     "job.cancelled",
     "job.waiting",
     "worker.failed",
+    "worker.refused",
     "merge.completed",
     "merge.conflicted",
     "gate.failed",

@@ -203,6 +203,12 @@ class WorkersSettings(Section):
     retry_on_timeout: bool = setting(False, "retry an attempt that timed out (off: a timeout usually repeats)")
     kill_grace: float = setting(5.0, "seconds between SIGTERM and SIGKILL", min=0, max=3600)
     output_chars: int = setting(4000, "how much of a worker's output its record keeps as its result", min=0, max=1_000_000)
+    quiet_after: float = setting(
+        60.0,
+        "a running worker whose log has not grown for this many seconds shows 'no output for N s' in status, watch and the dashboard (0: never)",
+        min=0,
+        max=86400,
+    )
     max_memory_mb: int = setting(
         8192,
         "a worker's whole process tree may use this much memory (0: no cap); held by the kernel in a cgroup where the machine allows, else sampled",

@@ -57,12 +57,13 @@ from ..process.executor import AttemptHandle
 from ..process.monitor import Caps
 from ..process.runner import CommandNotFound, signal_name
 from ..quality.steps import Step, StepContext, run_steps
-from ..workers import costs, roles
+from ..workers import costs, refusals, roles
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
 from .tables import Outcome
 
 if TYPE_CHECKING:
+    from ..workspace.layout import Workspace
     from .context import EngineContext
     from .tables import LiveWorker
 
@@ -483,7 +484,10 @@ class WorkerExecution:
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
+        refused = read_refusals(self.workspace, self.record, self.worker_dir)
+
         def end() -> None:  # inside tables.locked(): the next section this thread enters
+            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
             attempt.ended_at = ended
             attempt.enforced = enforced
             attempt.kill_rung = rung
@@ -569,6 +573,14 @@ _CLASS_WORDS = {
     "bad_request": "the service refused the request",
     "transient": "rate limit or overload",
 }
+
+
+def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -> refusals.Refusals:
+    """What the system refused ``record`` over all its attempts so far, from its whole log (the
+    orchestrator's own lines about it included); a "Permission denied" inside ``directory`` (its
+    checkout) or its TMPDIR is no refusal of the sandbox."""
+    tmp = workspace.worker_tmp(record.root_id, record.depth, record.name)
+    return refusals.scan(workspace.worker_log(record.root_id, record.depth, record.name), (directory, tmp))
 
 
 def _enforced(handle: AttemptHandle | None) -> dict[str, Any] | None:

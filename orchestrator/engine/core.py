@@ -116,7 +116,7 @@ class Engine:
         self._closing = False
         # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
         # engine's memory while it holds a tree, the records on disk otherwise.
-        self.queries = Queries(self.workspace, self.tables)
+        self.queries = Queries(self.workspace, self.tables, quiet_after=self.settings.workers.quiet_after)
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(
@@ -264,11 +264,13 @@ class Engine:
         self.admission.ended(rec)
 
     def _tick(self) -> None:
-        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end."""
+        """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end;
+        a silent worker is told of."""
         if self.admission.waiting:
             with self.tables.locked():
                 self.dispatch()
         self._enforce_deadlines()
+        self.running.tell_quiet(self.settings.workers.quiet_after)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from .. import states
 from ..errors import JobNotFound, ValidationError
 from ..models import JobRecord, JobStatus, WorkerRecord
-from ..reports.status_document import job_status
+from ..reports.status_document import QUIET_AFTER, job_status
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace, read_served
 
@@ -72,8 +72,9 @@ class Queries:
     whose reports are being rendered. The engine keeps changing them in place; the queries never
     change them. Without ``tables``, only the disk is read."""
 
-    def __init__(self, workspace: Workspace, tables: HeldTables | None = None) -> None:
+    def __init__(self, workspace: Workspace, tables: HeldTables | None = None, *, quiet_after: float = QUIET_AFTER) -> None:
         self.workspace = workspace
+        self.quiet_after = quiet_after  # workers.quiet_after: when a running worker's silence is shown
         self.tables: HeldTables = tables if tables is not None else _DiskOnly()
         self._jobs: Mapping[str, JobRecord] = self.tables.jobs
         self._workers: Mapping[tuple[str, str], HeldWorker] = self.tables.workers
@@ -124,7 +125,7 @@ class Queries:
         jobs, workers = self.snapshot(root, job_id)
         if not any(j.id == job_id for j in jobs):
             raise JobNotFound(f"job {job_id} not found")
-        return job_status(job_id, jobs, workers, self.workspace.job_dir(root))
+        return job_status(job_id, jobs, workers, self.workspace.job_dir(root), quiet_after=self.quiet_after)
 
     def holds(self, root_id: str) -> bool:
         """Whether the engine holds this tree in memory (else it is read from disk)."""

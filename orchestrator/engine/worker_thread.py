@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from .. import failpoints
@@ -20,7 +21,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import WorkerPrompts
 from ..workspace import logs
 from ..workspace.layout import Workspace
-from .attempts import WorkerExecution, attempt_marker, marker_start_time
+from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
@@ -58,6 +59,7 @@ class WorkerRunner:
         self.prompts = prompts
         self.steps = tuple(steps)
         self.confinement = confinement
+        self._quiet: dict[str, float] = {}  # a silent worker's tag: its log's last write when told (tell_quiet)
 
     def watched(self) -> list[Watched]:
         """Running workers for the resource monitor."""
@@ -82,6 +84,30 @@ class WorkerRunner:
                     )
                 )
             return found
+
+    def tell_quiet(self, after: float) -> None:
+        """Each monitor interval: a running worker whose log has not grown for ``after`` seconds
+        (workers.quiet_after; 0: never) is told once per silence, ``no output for 60 s``, as an event
+        (the tree's event line, its stream, ``watch``). The log's last write is the clock."""
+        if after <= 0:
+            return
+        with self.tables.locked():
+            running = [
+                (live, self.workspace.worker_log(live.record.root_id, live.record.depth, live.record.name))
+                for live in self.tables.executing.values()
+                if live.execution is not None and live.execution.handle is not None and not live.execution.handle.exited
+            ]
+        now, told = time.time(), {live.tag for live, _ in running}
+        for tag in [t for t in self._quiet if t not in told]:
+            del self._quiet[tag]  # ended: forgotten
+        for live, log_path in running:
+            try:
+                written = log_path.stat().st_mtime
+            except OSError:
+                continue
+            if now - written >= after and self._quiet.get(live.tag) != written:
+                self._quiet[live.tag] = written  # once per silence: told again only after it writes
+                self.announce.worker(live, f"no output for {int(now - written)} s")
 
     def run_worker(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
@@ -122,8 +148,11 @@ class WorkerRunner:
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
         if changes.error is not None and outcome.status is WorkerStatus.SUCCESS:  # its work is not on its branch
             outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
+        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now.
+        refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         with self.tables.locked():
             changes.apply_to(rec)
+            rec.refusals, rec.refusals_total = refused.shown, refused.total
             if early and changes.error is not None and live.outcome is not None:
                 live.outcome = outcome  # (its end was recorded before its work was read)
                 rec.exit_reason, rec.error = outcome.exit_reason, outcome.error

@@ -173,6 +173,7 @@ def render_final_report(
         files=files[:SHOWN_LIMIT] if summary else files,
         files_total=len(files),
         failures_total=len(context["failures"]),
+        refused_total=len(context["refused"]),
         levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
         **_changes(root, context["jobs"], context["workers"], summary),
@@ -181,6 +182,7 @@ def render_final_report(
         context["graph_rows"] = SHOWN_LIMIT
         context["candidate_tasks"] = context["candidate_tasks"][:SHOWN_LIMIT]
         context["failures"] = context["failures"][:SHOWN_LIMIT]
+        context["refused"] = context["refused"][:SHOWN_LIMIT]
         top = heapq.nlargest(SHOWN_LIMIT, busy.items(), key=operator.itemgetter(1))  # ties: the first to start
         by_job = context["workers_by_job"]
         named: dict[str, dict[str, WorkerRecord]] = {}  # job id: its workers by name, for the jobs the top ones ran in
@@ -348,6 +350,7 @@ def _context(
         analytics = analyse(jobs, workers, now)
     by_job: dict[str, list[WorkerRecord]] = {j.id: [] for j in jobs}
     failures: list[WorkerRecord] = []
+    refused: list[WorkerRecord] = []  # workers the system refused something (workers/refusals.py)
     with_output: list[WorkerRecord] = []
     files: list[tuple[WorkerRecord, str]] = []
     tally: dict[tuple[int, str], int] = {}  # (depth, status value) -> workers
@@ -357,6 +360,8 @@ def _context(
         by_job.setdefault(w.job_id, []).append(w)
         if w.status in FAILURE_STATUSES:
             failures.append(w)
+        if w.refusals_total:
+            refused.append(w)
         if w.output and w.output.strip():
             with_output.append(w)
         if w.files_created:
@@ -379,6 +384,7 @@ def _context(
         "elapsed": {w.key: worker_elapsed(w, now) for w in workers} if per_worker else {},
         "worker_time": {w.key: worker_seconds(w, now) for w in workers} if per_worker else {},
         "failures": failures,
+        "refused": refused,
         "with_output": with_output,  # in tree order, like ``files`` ((worker, file) pairs)
         "files": files,
         "tally": tally,

@@ -16,18 +16,27 @@ from typing import Any
 
 from ..git.conflicts import counted
 from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
+from ..records import refusal_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
 from .promptshare import prompt_share
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 
+QUIET_AFTER = 60.0  # workers.quiet_after's default
+
 
 def job_status(
-    job_id: str, jobs: list[JobRecord], workers: list[WorkerRecord], job_dir: Path, now: float | None = None
+    job_id: str,
+    jobs: list[JobRecord],
+    workers: list[WorkerRecord],
+    job_dir: Path,
+    now: float | None = None,
+    quiet_after: float = QUIET_AFTER,
 ) -> dict[str, Any]:
     """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``,
     with ``tree`` totals and ``performance`` over the job and every job below it. Running
-    workers count up to ``now`` (default: the clock)."""
+    workers count up to ``now`` (default: the clock); one whose log (in ``job_dir``, the root's
+    folder) has not grown for ``quiet_after`` seconds (workers.quiet_after; 0: never) says so."""
     by_id = {j.id: j for j in jobs}
     job = by_id[job_id]
     by_job: dict[str, list[WorkerRecord]] = {}
@@ -111,7 +120,7 @@ def job_status(
         "tree": tree,
         "performance": performance(perf),
         "results": {
-            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks) for w in own],
+            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks, Silence(job_dir, quiet_after)) for w in own],
             "workspace": str(job_dir),
             # Reports are written as jobs end: no need to look for them before (this view is hot).
             "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
@@ -157,9 +166,11 @@ def _task(
     waits: dict[str, float],
     now: float,
     tasks: dict[str, float | None],
+    quiet: Silence,
 ) -> dict[str, Any]:
     """A worker's entry; ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
     job = by_id.get(worker.job_id)
+    silent = quiet.seconds(worker, now)
     entry: dict[str, Any] = {
         "worker_id": worker.name,
         "status": worker.status.value,
@@ -185,6 +196,16 @@ def _task(
         "duration": worker.duration,
         "exit_reason": worker.exit_reason,
         "waiting": worker.waiting,  # why a pending worker has not started ("waiting for memory: ..."), else null
+        # A running worker whose log has not grown for workers.quiet_after seconds: how long
+        # (the log's last write is the clock), and the words every surface shows; else null.
+        "quiet_for": silent,
+        "quiet": None if silent is None else f"no output for {silent} s",
+        # What the system refused it (its sandbox, the kernel, the orchestrator), read from its log:
+        # [{"kind": read-only|permission|git-ref|orchestrator, "path", "line"}], the first distinct ones,
+        # and how many refused lines its log held; "refused": the one-line summary (null: none).
+        "refusals": [r.to_dict() for r in worker.refusals],
+        "refusals_total": worker.refusals_total,
+        "refused": refusal_line(worker.refusals, worker.refusals_total) or None,
         "error": worker.error,
         "failure_class": worker.failure_class,  # auth, bad_request, transient, or null
         "log": worker.log_path,
@@ -216,7 +237,7 @@ def _task(
             subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
             child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
             for sub in subs:
-                item = _task(sub, by_id, by_job, waits, now, child_tasks)
+                item = _task(sub, by_id, by_job, waits, now, child_tasks, quiet)
                 item["job_id"] = child_id
                 item["job_status"] = child.status.value if child else None
                 results.append(item)
@@ -225,6 +246,29 @@ def _task(
                 entry.setdefault("child_candidates", {})[child_id] = found
         entry["child_results"] = results
     return entry
+
+
+class Silence:
+    """How long a running worker's log has not grown, once past ``after`` seconds
+    (workers.quiet_after; 0: never): the log's last write is the clock. ``job_dir``: the root's folder."""
+
+    def __init__(self, job_dir: Path, after: float) -> None:
+        self.job_dir, self.after = job_dir, after
+
+    def words(self, worker: WorkerRecord, now: float | None = None) -> str | None:
+        """``no output for 73 s``, or None."""
+        silent = self.seconds(worker, time.time() if now is None else now)
+        return None if silent is None else f"no output for {silent} s"
+
+    def seconds(self, worker: WorkerRecord, now: float) -> int | None:
+        if self.after <= 0 or worker.status is not WorkerStatus.RUNNING or not worker.log_path:
+            return None
+        try:
+            written = (self.job_dir / worker.log_path).stat().st_mtime
+        except OSError:
+            return None
+        silent = now - written
+        return int(silent) if silent >= self.after else None
 
 
 def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
@@ -414,6 +458,9 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
         if task.get("waiting") and task["status"] == "pending":
             rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
+        for said in (task.get("quiet"), task.get("refused")):
+            if said:
+                rows.append(" " * (2 * indent + 2) + "↳ " + said)
         if task.get("child_results"):
             rows.extend(_flatten(task["child_results"], indent + 1))
     return rows

@@ -6,6 +6,7 @@ and the compact job summary a delivery carries. Pure but for the memory of what 
     job event, a terminal status the first time     job.<status> (after merge.* for a root job)
     a root job's merge record, new or changed       merge.completed, or merge.conflicted (conflicts)
     worker event ending failed or timeout           worker.failed, and gate.failed if a required gate did not pass
+    worker event ending, refused something          worker.refused (whatever its status: what the agent tried)
     worker event "selected for task ..."            candidate.selected
 """
 
@@ -17,9 +18,11 @@ from typing import Any
 
 from ..errors import TERMINAL_STATUSES
 from ..events import Event
-from ..models import JobRecord, WorkerRecord
+from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..records import refusal_line
 
 TERMINAL = TERMINAL_STATUSES
+TERMINAL_WORKER = frozenset(s.value for s in WorkerStatus if s.terminal)
 REQUEST_HEAD = 200  # characters of the request a delivery carries
 
 
@@ -69,6 +72,8 @@ def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event)
         found.append("worker.failed")
         if any(g.required and not g.passed for g in record.gates):
             found.append("gate.failed")
+    if event.status in TERMINAL_WORKER and record.refusals_total and seen.changed(("refused", job.id, record.name)):
+        found.append("worker.refused")
     if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
         found.append("candidate.selected")
     return found
@@ -113,6 +118,10 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "message": event.message[:500],
         "no_changes": record.no_changes,  # its checkout is as it found it (null: not known)
         "gates": [{"name": g.name, "required": g.required, "status": g.status, "passed": g.passed} for g in record.gates],
+        # What the system refused it (workers/refusals.py: bounded), beside its status: what it tried.
+        "refused": refusal_line(record.refusals, record.refusals_total) or None,
+        "refusals_total": record.refusals_total,
+        "refusals": [r.to_dict() for r in record.refusals],
     }
 
 

@@ -92,6 +92,8 @@ class Confinement:
                 folder.mkdir(parents=True, exist_ok=True)
                 paths.private.append(folder)
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
+            for number, folder in enumerate(adapter.tmp_dirs(env or {})):
+                _tmp_at(folder, tmp / f".{adapter.name}-tmp-{number}", (directory, tmp), paths)
         hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
         hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
         hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
@@ -148,3 +150,18 @@ class Confinement:
         # (Its siblings' branches bound read-only one by one instead of a view: a sibling's commit (git
         # renames a new file over its ref) between that list and bubblewrap's start made the start
         # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)
+
+
+def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -> None:
+    """A CLI's scratch folder outside what its worker may write (CLAUDE_CODE_TMPDIR=/var/tmp/x) is,
+    in its sandbox, a folder of its TMPDIR bound at that path: the CLI writes where it was told, its
+    files count as its TMPDIR's and go with it. Left alone where it is inside its own folders
+    already, or holds one of them (binding over it would hide them), or cannot be made."""
+    if any(folder.is_relative_to(p) or p.is_relative_to(folder) for p in own) or folder == Path(folder.anchor):
+        return
+    try:
+        stand_in.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # a bind needs its mount point; the CLI would make it outside
+    except OSError:
+        return
+    paths.moved.append((stand_in, folder))

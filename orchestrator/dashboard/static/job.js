@@ -11,6 +11,10 @@
   // Events trigger a snapshot, and a running tree's timeline is redrawn, at most this often;
   // both grow with the tree, as the server's work for each does.
   const resyncMs = () => Math.max(700, 2 * (doc ? doc.tree.workers : 0));
+  // A silent worker publishes no event: while workers run, the snapshot is asked for again at least
+  // this often, so "no output for N s" (the status document's "quiet") appears without one.
+  const QUIET_RESYNC_MS = 5000;
+  let syncedAt = 0;
   const timelineMs = () => Math.max(4000, 20 * (doc ? doc.tree.workers : 0));
   const LOG_KEEP = 300000;       // characters of log kept in the page
   const FILES_SHOWN = 200;
@@ -36,6 +40,7 @@
   // -- snapshot -> DOM ---------------------------------------------------------------
   function sync(next) {
     doc = next;
+    syncedAt = Date.now();
     entries.clear();
     walk(doc.results.tasks);
     summary();
@@ -158,8 +163,13 @@
     setBadge(c.status, entry.status);
     row.line.dataset.status = entry.status;
     // A worker whose checkout is as it found it says so first: it is never merged.
-    const task = (entry.no_changes ? "no changes · " : "") + entry.task.split("\n", 1)[0];
+    // Beside its status: a running worker silent for workers.quiet_after, and what the system refused it.
+    const quiet = entry.status === "running" && entry.quiet ? entry.quiet + " · " : "";
+    const refused = entry.refusals_total ? entry.refusals_total + " refused · " : "";
+    const task = quiet + refused + (entry.no_changes ? "no changes · " : "") + entry.task.split("\n", 1)[0];
     setText(c.task, task);
+    row.line.classList.toggle("quiet", Boolean(quiet));
+    row.line.classList.toggle("refused", Boolean(refused));
     if (c.task.title !== entry.task) c.task.title = entry.task;
     c.node.hidden = !entry.node;
     setText(c.node, entry.node || "");
@@ -370,7 +380,9 @@
     if (!statusBox.firstChild) statusBox.append(el("span"));
     setBadge(statusBox.firstChild, entry.status);
     setText($("w-task"), entry.task);
-    setText($("w-exit"), (entry.exit_reason || "—") + (entry.no_changes ? " · no changes (not merged)" : ""));
+    setText($("w-exit"), (entry.exit_reason || "—") + (entry.no_changes ? " · no changes (not merged)" : "")
+      + (entry.status === "running" && entry.quiet ? " · " + entry.quiet : ""));
+    showRefused(entry, key);
     setText($("w-error"), entry.error || "—");
     setText($("w-logpath"), entry.log || "—");
     const nodes = entry.attempt_nodes || [];  // each attempt's node, when one ran elsewhere than its last
@@ -389,6 +401,22 @@
     }
     GitView.worker(entry, key);  // git.js: branch, commit, diffstat, changed files, diff
     GraphView.worker(entry);  // graph.js: its task id, prerequisites, waits, gates, unblocked
+  }
+
+  // What the system refused the worker (its sandbox, the kernel, the orchestrator), from its log: one line each.
+  function showRefused(entry, key) {
+    const list = $("w-refused");
+    const refusals = entry.refusals || [];
+    const sig = (entry.refusals_total || 0) + ":" + refusals.length + ":" + key;
+    if (list.dataset.sig === sig) return;
+    list.dataset.sig = sig;
+    list.textContent = "";
+    for (const r of refusals) {
+      list.append(el("li", { className: "mono", text: r.kind + (r.path ? " " + r.path : "") + ": " + r.line }));
+    }
+    const more = (entry.refusals_total || 0) - refusals.length;
+    if (more > 0) list.append(el("li", { className: "muted", text: "+" + more + " more refused lines (see the log)" }));
+    if (!refusals.length) list.append(el("li", { className: "muted", text: "none" }));
   }
 
   function appendLog(text) {
@@ -528,6 +556,7 @@
 
   function tick() {
     if (!doc) return;
+    if (!TERMINAL.has(doc.status) && Date.now() - syncedAt > QUIET_RESYNC_MS) scheduleResync(0);
     if (!TERMINAL.has(doc.status)) setText($("f-duration"), duration(elapsed(doc)));
     for (const [key, row] of rows) {
       if (row.entry && row.entry.status === "running" && started.has(key)) setText(row.cells.time, rowTime(key, row.entry));

@@ -9,21 +9,21 @@ private config directory without losing the user's credentials (claude keeps
 them under ``CLAUDE_CONFIG_DIR``, codex under ``CODEX_HOME``, gemini under
 ``~/.gemini``, opencode under ``$XDG_DATA_HOME/opencode``), so the adapters
 leave those alone. Each worker still gets its own cwd and (from the engine)
-its own TMPDIR.
+its own TMPDIR. Each adapter declares the folders its CLI writes
+(``path_settings``: the documented variables and their defaults), which a
+sandbox opens for it.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import os
-import pwd
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import Adapter, ParsedResult, WorkerContext, tail_chars
+from .base import Adapter, ParsedResult, WorkerContext, home_of, tail_chars
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -224,12 +224,6 @@ def add(total: int | None, value: Any) -> int | None:
     if number is None:
         return total
     return number if total is None else total + number
-
-
-def home_of(env: Mapping[str, str]) -> Path:
-    """The worker's home folder, as its CLI will find it: its HOME, else its user's entry in the
-    password database (what a CLI falls back to), never the server's HOME."""
-    return Path(env.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def env_dir(env: Mapping[str, str], name: str, default: str) -> Path:

@@ -42,15 +42,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .aicli import AICLIAdapter, cli_args_of, has_flag, home_of, is_auth_error, scan_window, strip_ansi
-from .base import ParsedResult, WorkerContext
+from .base import ParsedResult, PathSetting, PathUse, WorkerContext
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    pass
 
 # No retries inside litellm's OpenAI client (see the file); skipped when the user has model settings
 # of their own (~/.aider.model.settings.yml or --model-settings-file in cli_args), which it would replace.
@@ -115,11 +114,10 @@ class AiderAdapter(AICLIAdapter):
     co_author_email = "aider@aider.chat"  # aider's own --attribute-co-authored-by trailer
     cli = "aider"
     command_key = "orchestrator.aider_command"
+    # ~/.aider: its caches (model metadata, tags, the installs it records). Its history files are
+    # /dev/null (argv), and its analytics are off.
+    path_settings = (PathSetting(None, PathUse.CACHE, default=".aider"),)
     no_spawn_reason = "aider runs no shell commands when it runs unattended, so it cannot run the spawn command"
-
-    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
-        """~/.aider: its caches (model metadata, tags, the installs it records)."""
-        return [home_of(env) / ".aider"]
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [

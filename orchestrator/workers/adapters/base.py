@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,53 @@ class WorkerContext:
     # reads. The server's own (os.environ) is not the worker's: a variable set in workers.env only
     # must count, one the server has but the worker does not must not.
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+class PathUse(str, Enum):
+    """What a CLI keeps in a folder one of its settings names."""
+
+    TMP = "tmp"  # scratch files: in a sandbox, the worker's own TMPDIR stands in for it
+    CONFIG = "config"  # its settings, sessions and credentials
+    CACHE = "cache"
+    DATA = "data"
+    STATE = "state"
+
+
+@dataclass(frozen=True)
+class PathSetting:
+    """A folder a CLI writes, as its documentation names it: the environment ``variable`` that sets
+    it (None: a fixed place), what it holds, where it is when the variable is unset (``default``
+    under the worker's home; None: the CLI keeps nothing of its own there then), and the CLI's own
+    subfolder inside it (``$XDG_DATA_HOME/opencode``). ``file``: the variable names a file, whose
+    folder is the one written. A sandbox opens each such folder (workers/confinement.py): a tmp one
+    is the worker's TMPDIR in the sandbox, the others a private overlay of the real folder."""
+
+    variable: str | None
+    use: PathUse
+    default: str | None = None
+    sub: str = ""
+    file: bool = False
+
+    def folder(self, env: Mapping[str, str]) -> Path | None:
+        """The folder for a worker whose environment is ``env``, or None. A relative value is left
+        out: it resolves in the worker's own directory, which it may write anyway."""
+        value = env.get(self.variable) if self.variable else None
+        if value:
+            path = Path(value)
+            if not path.is_absolute():
+                return None
+            path = path.parent if self.file else path
+        elif self.default is None:
+            return None
+        else:
+            path = home_of(env) / self.default
+        return path / self.sub if self.sub else path
+
+
+def home_of(env: Mapping[str, str]) -> Path:
+    """The worker's home folder, as its CLI will find it: its HOME, else its user's entry in the
+    password database (what a CLI falls back to), never the server's HOME."""
+    return Path(env.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
 
 
 @dataclass(frozen=True)
@@ -139,10 +189,28 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
+    # The folders its CLI writes, by the settings its documentation names (tmp, config, cache, data):
+    # what a sandbox must open for it (state_dirs, tmp_dirs). Declared once per kind, read from here.
+    path_settings: tuple[PathSetting, ...] = ()
+
     def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
         """Where the CLI keeps state of its own besides its cwd and TMPDIR (sessions, caches, its
         config file), which a sandboxed worker may write; ``env`` is the worker's environment."""
-        return []
+        return self._folders(env, lambda use: use is not PathUse.TMP)
+
+    def tmp_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """The scratch folders its settings name in ``env`` (CLAUDE_CODE_TMPDIR): in a sandbox each
+        is the worker's own TMPDIR, at the path the CLI was given (a CLI that cannot write its
+        temporary folder may hang without a word: Claude Code does)."""
+        return self._folders(env, lambda use: use is PathUse.TMP)
+
+    def _folders(self, env: Mapping[str, str], wanted: Callable[[PathUse], bool]) -> list[Path]:
+        found: list[Path] = []
+        for setting in self.path_settings:
+            folder = setting.folder(env) if wanted(setting.use) else None
+            if folder is not None and folder not in found:
+                found.append(folder)
+        return found
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
         """Single files the CLI rewrites outside those folders (claude's ``~/.claude.json``): a

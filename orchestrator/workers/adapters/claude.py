@@ -53,7 +53,6 @@ from .aicli import (
     add,
     cli_args_of,
     dict_field,
-    env_dir,
     has_flag,
     home_of,
     is_auth_error,
@@ -67,7 +66,7 @@ from .aicli import (
 if TYPE_CHECKING:
     from ...config import Settings
 
-from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, WorkerContext, class_of_http_status
+from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 # Result subtypes that a retry would only repeat.
 _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structured_output_retries")
@@ -91,6 +90,12 @@ class ClaudeAdapter(AICLIAdapter):
     cli = "claude"
     command_key = "orchestrator.claude_command"
     first_signal = signal.SIGINT
+    path_settings = (
+        # Its config folder: sessions, todos, the credentials it refreshes (its config file too, when set).
+        PathSetting("CLAUDE_CONFIG_DIR", PathUse.CONFIG, default=".claude"),
+        # Its temporary files (under CLAUDE_CODE_TMPDIR/claude): unset, the process's TMPDIR.
+        PathSetting("CLAUDE_CODE_TMPDIR", PathUse.TMP),
+    )
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "-p", "--output-format", "stream-json", "--verbose"]
@@ -106,10 +111,6 @@ class ClaudeAdapter(AICLIAdapter):
         if tools:
             argv += ["--allowedTools", *tools]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
-
-    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
-        """Its config folder (sessions, todos, credentials it refreshes; its config file too with CLAUDE_CONFIG_DIR)."""
-        return [env_dir(env, "CLAUDE_CONFIG_DIR", ".claude")]
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
         """Without CLAUDE_CONFIG_DIR, its config file sits in the home folder itself."""

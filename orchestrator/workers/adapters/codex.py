@@ -64,11 +64,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .aicli import AICLIAdapter, add, cli_args_of, env_dir, has_flag, home_of, is_auth_error, json_lines
-from .base import ParsedResult, WorkerContext, class_of_http_status
+from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_error, json_lines
+from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    pass
 
 _OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
 POLL_KEY = "background_terminal_max_timeout"
@@ -84,10 +84,8 @@ class CodexAdapter(AICLIAdapter):
     cli = "codex"
     command_key = "orchestrator.codex_command"
     first_signal = signal.SIGINT
-
-    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
-        """CODEX_HOME: its sessions, logs and the auth it refreshes."""
-        return [env_dir(env, "CODEX_HOME", ".codex")]
+    # CODEX_HOME: its config, sessions, logs and the auth it refreshes.
+    path_settings = (PathSetting("CODEX_HOME", PathUse.CONFIG, default=".codex"),)
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         extra = cli_args_of(ctx)

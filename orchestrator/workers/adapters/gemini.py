@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +59,10 @@ from .aicli import (
     str_field,
     to_int,
 )
-from .base import ModelUsage, ParsedResult, WorkerContext, class_of_http_status
+from .base import ModelUsage, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    pass
 
 
 def _failure_class(code: int | None, message: str) -> str | None:
@@ -85,6 +84,8 @@ class GeminiAdapter(AICLIAdapter):
     co_author_email = "noreply@google.com"
     cli = "gemini"
     command_key = "orchestrator.gemini_command"
+    # Its .gemini folder (in the worker's private GEMINI_CLI_HOME when it has one): settings, chats, its tmp.
+    path_settings = (PathSetting("GEMINI_CLI_HOME", PathUse.CONFIG, default="", sub=".gemini"),)
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), f"--prompt={ctx.prompt}", "--output-format", "json", "--yolo", "--skip-trust"]
@@ -92,10 +93,6 @@ class GeminiAdapter(AICLIAdapter):
         if model:
             argv += ["-m", model]
         return [*argv, *cli_args_of(ctx)]
-
-    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
-        """Its .gemini folder (the worker's private GEMINI_CLI_HOME when it has one): chats, its tmp."""
-        return [Path(env.get("GEMINI_CLI_HOME") or home_of(env)) / ".gemini"]
 
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         home = private_home(ctx)

@@ -40,8 +40,6 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .aicli import (
@@ -50,7 +48,6 @@ from .aicli import (
     chosen_model,
     cli_args_of,
     dict_field,
-    env_dir,
     has_flag,
     is_auth_error,
     json_lines,
@@ -59,7 +56,7 @@ from .aicli import (
     to_float,
     to_int,
 )
-from .base import ParsedResult, WorkerContext, class_of_http_status
+from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -71,6 +68,16 @@ class OpencodeAdapter(AICLIAdapter):
     co_author_email = "noreply@opencode.ai"  # opencode's own trailer
     cli = "opencode"
     command_key = "orchestrator.opencode_command"
+    path_settings = (
+        # Its XDG folders: data (auth, snapshots), config, cache, state.
+        PathSetting("XDG_DATA_HOME", PathUse.DATA, default=".local/share", sub="opencode"),
+        PathSetting("XDG_CONFIG_HOME", PathUse.CONFIG, default=".config", sub="opencode"),
+        PathSetting("XDG_CACHE_HOME", PathUse.CACHE, default=".cache", sub="opencode"),
+        PathSetting("XDG_STATE_HOME", PathUse.STATE, default=".local/state", sub="opencode"),
+        # A config folder of agents, commands and plugins (it installs the plugins' packages there).
+        PathSetting("OPENCODE_CONFIG_DIR", PathUse.CONFIG),
+        PathSetting("OPENCODE_DB", PathUse.DATA, file=True),  # its session database's folder
+    )
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "run", "--format", "json"]
@@ -87,18 +94,6 @@ class OpencodeAdapter(AICLIAdapter):
         found = (model or "").strip() or str(setting_in(settings, "opencode_model", "") or "").strip()
         general = chosen_model(settings, model)
         return found or (general if "/" in general else "")
-
-    def state_dirs(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
-        """Its XDG folders (data: auth and snapshots; config; cache; state) and its database's folder."""
-        found = [
-            env_dir(env, "XDG_DATA_HOME", ".local/share") / "opencode",
-            env_dir(env, "XDG_CONFIG_HOME", ".config") / "opencode",
-            env_dir(env, "XDG_CACHE_HOME", ".cache") / "opencode",
-            env_dir(env, "XDG_STATE_HOME", ".local/state") / "opencode",
-        ]
-        if env.get("OPENCODE_DB"):
-            found.append(Path(env["OPENCODE_DB"]).parent)
-        return found
 
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         env: dict[str, str] = {}

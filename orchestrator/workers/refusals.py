@@ -1,0 +1,151 @@
+"""What the system refused a worker, read from its log: the sandbox's (and the kernel's) refusals its
+CLI printed ("Read-only file system", EROFS, "Permission denied" on a path outside its own folders, a
+git ref it could not lock), and the orchestrator's own (``[orchestrator] ...`` lines: an object of its
+sandbox not taken into the repository, a branch move left undone).
+
+A worker whose every write outside its checkout was refused may still have done its subtask, and is
+``success`` then; its refusals are shown beside that status on every surface, so a reviewer learns
+what the agent tried. The log is the worker's own writing, so the summary is bounded however much it
+printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN`, each line cut to :data:`MAX_LINE`, and a
+count of every matching line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..records import Refusal, RefusalKind
+
+MAX_SHOWN = 20  # distinct refusals kept on a worker's record
+MAX_LINE = 300  # characters of a refused line kept
+CHUNK = 1 << 20  # bytes read at a time
+_LINE_CAP = 4096  # bytes of one line looked at (a line without an end is cut there)
+_KNOWN = 4096  # lines whose reading is remembered during one scan
+
+# The words each kind is found by (bytes: the log is read as written, never decoded whole).
+_WORDS: tuple[tuple[RefusalKind, bytes], ...] = (
+    (RefusalKind.READ_ONLY, rb"Read-only file system|\bEROFS\b"),
+    (
+        RefusalKind.GIT_REF,
+        rb"cannot lock ref|unable to update (?:local )?ref|failed to update ref|could not (?:write|delete) reference"
+        rb"|cannot force update the branch|Could not drop stash entry",
+    ),
+    (RefusalKind.PERMISSION, rb"Permission denied|\bEACCES\b|Operation not permitted|\bEPERM\b"),
+)
+# The orchestrator's own lines about what it refused to take from a worker (checkouts/worktree.py,
+# git/worker_refs.py, git/worker_objects.py).
+_ORCHESTRATOR = re.compile(r"^\[orchestrator\] .*(?:left where it was|not taken into the repository|had been made a link)")
+# Where a line may hold one: plain words only, which the regex engine finds at C speed (a log of
+# 100 MB is read in well under a second); each line found is then read by ``classify``.
+_ANY = re.compile(
+    rb"Read-only file system|EROFS|Permission denied|EACCES|Operation not permitted|EPERM|lock ref|update (?:local )?ref"
+    rb"|reference|force update|drop stash|\[orchestrator\] "
+)
+_KINDS = [(kind, re.compile(words)) for kind, words in _WORDS]
+_QUOTED = re.compile(r"""['"`‘“](/[^'"`’”\n]+)['"’”]""")
+_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"`:,;()\[\]{}<>]+")
+
+
+@dataclass
+class Refusals:
+    """A worker's refusals: the first :data:`MAX_SHOWN` distinct ones (by kind and path, or line where
+    no path is named), and how many lines matched."""
+
+    shown: list[Refusal] = field(default_factory=list)
+    total: int = 0
+    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    def add(self, found: Refusal) -> None:
+        """Count ``found``; keep it unless one of its kind on its path (or, naming none, its line) is kept."""
+        self.total += 1
+        key = (found.kind.value, found.path if found.path is not None else found.line)
+        if len(self.shown) < MAX_SHOWN and key not in self._seen:
+            self._seen.add(key)
+            self.shown.append(found)
+
+
+def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0) -> Refusals:
+    """The refusals in ``log`` from byte ``start`` on. ``allowed``: the folders the worker may write
+    (its checkout, its TMPDIR): a "Permission denied" on a path inside them is a file's own mode, not
+    a refusal of the sandbox. A log that cannot be read has none."""
+    found = Refusals()
+    roots = [str(p).rstrip("/") + "/" for p in allowed]
+    known: dict[bytes, Refusal | None] = {}  # a line read before (a flood repeats a few lines)
+    try:
+        with log.open("rb") as f:
+            f.seek(start)
+            carry = b""
+            while True:
+                chunk = f.read(CHUNK)
+                if not chunk:
+                    break
+                data = carry + chunk
+                cut = data.rfind(b"\n") + 1
+                data, carry = data[:cut], data[cut:][-_LINE_CAP:]
+                _lines(data, roots, found, known)
+            _lines(carry, roots, found, known)
+    except OSError:
+        pass
+    return found
+
+
+def _lines(data: bytes, roots: list[str], found: Refusals, known: dict[bytes, Refusal | None]) -> None:
+    end = 0
+    for hit in _ANY.finditer(data):
+        if hit.start() < end:
+            continue  # the same line again
+        begin = data.rfind(b"\n", 0, hit.start()) + 1
+        end = data.find(b"\n", hit.end())
+        end = len(data) if end < 0 else end
+        raw = data[begin : min(end, begin + _LINE_CAP)]
+        if raw in known:
+            refusal = known[raw]
+        else:
+            refusal = classify(raw.decode("utf-8", "replace").strip(), roots)
+            if len(known) >= _KNOWN:
+                known.clear()
+            known[raw] = refusal
+        if refusal is not None:
+            found.add(refusal)
+
+
+def classify(line: str, roots: Sequence[str] = ()) -> Refusal | None:
+    """The refusal ``line`` tells of, or None (a "Permission denied" inside the worker's own folders)."""
+    shown = line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
+    if line.startswith("[orchestrator] "):
+        return Refusal(RefusalKind.ORCHESTRATOR, None, shown) if _ORCHESTRATOR.match(line) else None
+    raw = line.encode("utf-8", "replace")
+    for kind, words in _KINDS:
+        hit = words.search(raw)
+        if hit is None:
+            continue
+        path = _path_near(line, len(raw[: hit.start()].decode("utf-8", "replace")))
+        if kind is RefusalKind.PERMISSION and (path is None or _inside(path, roots)):
+            return None
+        return Refusal(kind, path, shown)
+    return None
+
+
+def _path_near(line: str, at: int) -> str | None:
+    """The absolute path a refused line names: a quoted one (the last before its words, else the
+    first after); else, in ``sh: 1: cannot create /a b/c: Read-only file system``, the field just
+    before the words from its first ``/`` (names hold spaces); else a bare path near the words."""
+    paths = [(m.start(1), m.group(1)) for m in _QUOTED.finditer(line)]
+    if not paths:
+        head = line[:at]
+        if head.endswith(": "):
+            field = head[:-2].rsplit(": ", 1)[-1]
+            start = 0 if field.startswith("/") else field.find(" /") + 1
+            if start or field.startswith("/"):
+                return field[start:][:MAX_LINE]
+        paths = [(m.start(), m.group(0).rstrip(".")) for m in _PATH.finditer(line)]
+    before = [p for s, p in paths if s < at]
+    chosen = before[-1] if before else (paths[0][1] if paths else None)
+    return chosen[:MAX_LINE] if chosen else None
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path.rstrip("/") + "/" == root or path.startswith(root) for root in roots)

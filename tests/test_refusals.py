@@ -1,0 +1,211 @@
+"""What the system refused a worker (workers/refusals.py) on every surface: its record, the status
+document, check-status's table, FINAL_RESULT.md, the webhook payload, ``watch``; and a running
+worker's silence ("no output for N s"). A real sandboxed worker whose every write outside its
+checkout is refused stays ``success``, its refusals beside it."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.progress import ProgressView, render_tree, tree_from_records, tree_from_status
+from orchestrator.events import Event
+from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.process.sandbox import probe
+from orchestrator.records import Refusal, RefusalKind, refusal_line
+from orchestrator.reports.status_document import Silence, job_status, status_table
+from orchestrator.webhooks.events import Seen, worker_summary, worker_types
+from orchestrator.workers import refusals
+
+from .conftest import run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
+
+needs_bwrap = pytest.mark.skipif(not probe().available, reason="no sandbox on this machine")
+
+
+def _log(tmp_path, *lines, name="w.log"):
+    path = tmp_path / name
+    path.write_bytes(b"".join(line.encode() + b"\n" for line in lines))
+    return path
+
+
+def _worker(**fields):
+    base = dict(job_id="r", root_id="r", name="worker_1", index=1, depth=0, task="t", kind="command")
+    return WorkerRecord(**{**base, **fields})
+
+
+# -- reading a log ---------------------------------------------------------------------------
+def test_the_refusals_a_cli_printed_are_read_with_the_path_each_names(tmp_path):
+    log = _log(
+        tmp_path,
+        "===== attempt 1 started =====",
+        "touch: cannot touch '/home/u/.bashrc': Read-only file system",
+        "error: cannot lock ref 'refs/heads/main': Unable to create '/repo/.git/refs/heads/main.lock': Read-only file system",
+        "fatal: cannot lock ref 'refs/stash': unable to write",
+        "bash: /etc/passwd: Permission denied",
+        "[orchestrator] an object its sandbox wrote was not taken into the repository: abc: not an object",
+        "all good",
+    )
+    found = refusals.scan(log)
+    assert [(r.kind, r.path) for r in found.shown] == [
+        (RefusalKind.READ_ONLY, "/home/u/.bashrc"),
+        (RefusalKind.READ_ONLY, "/repo/.git/refs/heads/main.lock"),
+        (RefusalKind.GIT_REF, None),
+        (RefusalKind.PERMISSION, "/etc/passwd"),
+        (RefusalKind.ORCHESTRATOR, None),
+    ]
+    assert found.total == 5 and found.shown[0].line == "touch: cannot touch '/home/u/.bashrc': Read-only file system"
+
+
+def test_the_orchestrators_own_refusals_are_read_from_its_lines_in_the_log(tmp_path):
+    """What checkouts/worktree.py, git/worker_refs.py and git/worker_objects.py write when they refuse."""
+    log = _log(
+        tmp_path,
+        "[orchestrator] an object its sandbox wrote was not taken into the repository: 1234: cannot be read",
+        "[orchestrator] its branch in its sandbox is 'x', not a commit: refs/heads/o/r/worker_1 was left where it was",
+        "[orchestrator] refs/heads/o/r/worker_1 moved outside its sandbox while it committed (lock): left where it was",
+        "[orchestrator] its branch ref had been made a link (../main): set back to 0123456789ab",
+        "[orchestrator] committed the worker's work",  # not a refusal
+    )
+    found = refusals.scan(log)
+    assert found.total == 4 and [r.kind for r in found.shown] == [RefusalKind.ORCHESTRATOR] * 4  # each its own line
+
+
+def test_permission_denied_inside_the_workers_own_folders_is_no_refusal(tmp_path):
+    own = tmp_path / "work"
+    log = _log(tmp_path, f"PermissionError: [Errno 13] Permission denied: '{own}/locked.txt'", "sh: x: Permission denied")
+    assert refusals.scan(log, [own]).total == 0
+
+
+def test_a_flood_of_refused_lines_keeps_a_bounded_record(tmp_path):
+    """A hostile worker's flood: every line counted, the first distinct ones kept, each cut short."""
+    log = tmp_path / "flood.log"
+    with log.open("wb") as f:
+        f.write(b"x: Read-only file system " + b"A" * 100_000 + b"\n")  # one huge line
+        for i in range(200_000):
+            f.write(b"touch: cannot touch '/home/u/f%d': Read-only file system\n" % (i % 50))
+    found = refusals.scan(log)
+    assert found.total == 200_001
+    assert len(found.shown) == refusals.MAX_SHOWN
+    assert all(len(r.line) <= refusals.MAX_LINE for r in found.shown)
+    assert len({r.path for r in found.shown}) == refusals.MAX_SHOWN  # distinct, not the same line 20 times
+
+
+def test_a_log_that_cannot_be_read_has_no_refusals(tmp_path):
+    assert refusals.scan(tmp_path / "missing.log").total == 0
+
+
+def test_refusals_survive_the_records_round_trip():
+    rec = _worker(status=WorkerStatus.SUCCESS)
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 4
+    again = WorkerRecord.from_dict(rec.to_dict())
+    assert again.refusals == rec.refusals and again.refusals_total == 4
+    assert refusal_line(again.refusals, 4) == "4 refused: read-only /home/u/x and 3 more"
+
+
+# -- the surfaces ----------------------------------------------------------------------------
+def _tree(tmp_path, **fields):
+    job = JobRecord(id="r", root_id="r", request="do it", status=JobStatus.RUNNING, worker_names=["worker_1"])
+    rec = _worker(log_path="logs/depth_0_worker_1.log", **fields)
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    (tmp_path / rec.log_path).write_text("started\n")
+    return job, rec
+
+
+def test_the_status_document_and_table_show_refusals_beside_success(tmp_path):
+    job, rec = _tree(tmp_path, status=WorkerStatus.SUCCESS)
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 1
+    doc = job_status("r", [job], [rec], tmp_path)
+    task = doc["results"]["tasks"][0]
+    assert task["status"] == "success" and task["refused"] == "1 refused: read-only /home/u/x"
+    assert task["refusals"] == [{"kind": "read-only", "path": "/home/u/x", "line": "no: Read-only file system"}]
+    assert task["refusals_total"] == 1
+    assert "↳ 1 refused: read-only /home/u/x" in status_table(doc)
+
+
+def test_a_running_worker_silent_past_quiet_after_says_so_on_every_surface(tmp_path):
+    job, rec = _tree(tmp_path, status=WorkerStatus.RUNNING, started_at=1000.0)
+    log = tmp_path / rec.log_path
+    os.utime(log, (1000.0, 1000.0))  # its last write
+    doc = job_status("r", [job], [rec], tmp_path, now=1075.0, quiet_after=60)
+    task = doc["results"]["tasks"][0]
+    assert task["quiet_for"] == 75 and task["quiet"] == "no output for 75 s"
+    assert "↳ no output for 75 s" in status_table(doc)
+    assert "no output for 75 s" in "\n".join(render_tree(tree_from_status(doc), now=1075.0))
+    # watch from the files (no server): the same words from the records
+    silence = Silence(tmp_path, 60)
+    drawn = render_tree(tree_from_records([job], [rec], silence=lambda w: silence.words(w, 1075.0)), now=1075.0)
+    assert "no output for 75 s" in "\n".join(drawn)
+    # under the threshold, off (0), or not running: nothing
+    assert job_status("r", [job], [rec], tmp_path, now=1030.0, quiet_after=60)["results"]["tasks"][0]["quiet"] is None
+    assert job_status("r", [job], [rec], tmp_path, now=1075.0, quiet_after=0)["results"]["tasks"][0]["quiet"] is None
+    rec.status = WorkerStatus.SUCCESS
+    assert job_status("r", [job], [rec], tmp_path, now=1075.0, quiet_after=60)["results"]["tasks"][0]["quiet"] is None
+
+
+def test_a_worker_that_ends_refused_something_sends_worker_refused_with_its_refusals():
+    job = JobRecord(id="r", root_id="r", request="do it", status=JobStatus.RUNNING)
+    rec = _worker(status=WorkerStatus.SUCCESS)
+    event = Event(seq=1, time=1.0, type="worker", job_id="r", root_id="r", status="success", message="done", worker="worker_1")
+    seen = Seen()
+    assert worker_types(seen, job, rec, event) == []  # nothing refused: nothing to tell
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.GIT_REF, None, "fatal: cannot lock ref 'refs/stash'")], 2
+    assert worker_types(seen, job, rec, event) == ["worker.refused"]
+    assert worker_types(seen, job, rec, event) == []  # once
+    payload = worker_summary(rec, event)
+    assert payload["status"] == "success" and payload["refusals_total"] == 2
+    assert payload["refused"].startswith("2 refused: git-ref: fatal: cannot lock ref")
+    assert payload["refusals"][0]["kind"] == "git-ref"
+
+
+# -- a real sandboxed worker -------------------------------------------------------------------
+@needs_bwrap
+@pytest.mark.slow
+def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refusals_shown(tmp_path):
+    host, folder = make_host(tmp_path)
+    (host / "app.py").write_text("a change the user stashed\n")
+    git(host, "stash", "-q", env=user_env())
+    before = snapshot(host, folder)
+    home = Path(os.environ.get("HOME") or "/root")
+    task = (
+        "echo work > mine.txt;"
+        f" echo hacked > '{host}/app.py'; echo x > '{home}/.orch-refusal-probe'; echo x >> '{folder}/config.yaml';"
+        f" git -C '{host}' stash drop; git -C '{host}' branch -f main HEAD~1; exit 0"
+    )
+    engine = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        job = run_job(engine, tasks=[task])
+        w = workers(engine, job)["worker_1"]
+        doc = engine.queries.status_document(job.id)
+    finally:
+        engine.shutdown(timeout=10)
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert w.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED, log
+    paths = {r.path for r in w.refusals}
+    assert {f"{host}/app.py", f"{home}/.orch-refusal-probe", f"{folder}/config.yaml"} <= paths, (w.refusals, log)
+    assert w.refusals_total >= 5, (w.refusals, log)  # the three writes, the stash drop and the branch move
+    task_doc = doc["results"]["tasks"][0]
+    assert task_doc["status"] == "success" and task_doc["refusals_total"] == w.refusals_total
+    assert f"{host}/app.py" in status_table(doc)
+    final = (engine.workspace.job_dir(job.root_id) / "FINAL_RESULT.md").read_text()
+    assert "## Refused" in final and f"{home}/.orch-refusal-probe" in final and "success, " in final
+    assert not (home / ".orch-refusal-probe").exists()
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_a_silent_worker_is_told_once_per_silence_as_an_event_that_watch_prints(make_engine):
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
+        workers={"quiet_after": 0.5, "monitor_interval": 0.1},
+    )
+    job = run_job(engine, tasks=["echo start; sleep 2; echo end"])
+    told = [e for e in engine.events.since(job.root_id) if e.type == "worker" and "no output for" in e.message]
+    assert len(told) == 1 and told[0].status == "running" and told[0].worker == "worker_1", told
+    assert "no output for" in engine.workspace.orchestrator_log(job.root_id).read_text()
+    out = io.StringIO()
+    ProgressView(out, tty=False).event(told[0].to_dict())  # watch without a terminal: one line per event
+    assert "depth_0_worker_1" in out.getvalue() and "running" in out.getvalue() and "no output for" in out.getvalue()
