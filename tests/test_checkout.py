@@ -152,9 +152,11 @@ def test_a_checkout_that_raises_after_the_last_attempt_does_not_strand_the_worke
     engine = seamed(make=Broken)
     job = run_job(engine, "x", tasks=["echo hi > a.txt"])
     worker = only_worker(engine, job)
-    assert job.status is JobStatus.COMPLETED and worker.status is WorkerStatus.SUCCESS
+    # Its work is not known to be anywhere: it fails with the reason, never "success" with no changes.
+    assert worker.status is WorkerStatus.FAILED and job.status is not JobStatus.COMPLETED
+    assert worker.error == "what it left could not be committed: git exploded"
     assert worker.files_created == []  # unknown, so none listed
-    assert engine.checkout.calls[-1] == ("cleanup", "worker_1", True)
+    assert engine.checkout.calls[-1] == ("cleanup", "worker_1", True)  # cleaned up all the same
 
 
 def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path):
