@@ -164,6 +164,10 @@ class Checkout(ABC):
         attempt; None for a checkout without checkpoints."""
         return None
 
+    def before_attempt(self, record: WorkerRecord) -> None:  # noqa: B027 (a hook: most checkouts need none)
+        """Just before the worker's attempt starts (a worktree makes sure the clock has moved past
+        its last write of the checkout: checkouts/untouched.py)."""
+
     @abstractmethod
     def discard(self, record: WorkerRecord) -> None:
         """Throw away what its last attempt left instead of keeping it: it ended at the disk cap,

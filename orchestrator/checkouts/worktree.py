@@ -85,6 +85,7 @@ from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
+from . import untouched
 from .bootstrap import Bootstrap, EnvFor
 from .checkout import Changes, Checkout, FolderCheckout, RemoveTree
 
@@ -110,6 +111,7 @@ class WorktreeCheckout(Checkout):
         self.folder = FolderCheckout(workspace)  # the TMPDIR part
         self.confinement = self.bootstrap.confinement  # git on a worker's checkout runs in its sandbox
         self._configs: dict[str, JobConfig] = {}  # job id -> its config (its sandbox), from prepare
+        self._marks: dict[Path, int] = {}  # worktree -> when the orchestrator last left it (checkouts/untouched.py)
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
@@ -169,8 +171,13 @@ class WorktreeCheckout(Checkout):
 
     # -- the seam ------------------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
-        directory = self.directory(record)
         self._configs[record.job_id] = job.config
+        directory = self._prepare(record, job)
+        self._mark(record, directory)
+        return directory
+
+    def _prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
+        directory = self.directory(record)
         self.retirer.wait_for(directory)  # (a worker run again under the same name: its old worktree gone first)
         self.retirer.wait_below()  # removals that lag behind hold back new worktrees, not the disk
         self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
@@ -194,7 +201,10 @@ class WorktreeCheckout(Checkout):
             add_worktree(self.repo, directory, self.branch(record), None, self._checkout_for(record))
         else:
             start = self._start_point(record, job, tips)
-            add_worktree(self.repo, directory, self.branch(record), start, self._checkout_for(record))
+            # The tree's base is the user's commit (or the snapshot of their changes): checked out here,
+            # with the pins. Anything else holds workers' work, checked out in the worker's sandbox.
+            ours = start == self._root_base(record.root_id)
+            add_worktree(self.repo, directory, self.branch(record), start, None if ours else self._checkout_for(record))
         git_dir = git_dir_of(directory)
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")
@@ -208,6 +218,7 @@ class WorktreeCheckout(Checkout):
     def reset(self, record: WorkerRecord, attempt: int) -> None:
         with self.holding(record):  # no child job's merge into it meanwhile (engine/nesting.py)
             self._reset(record, attempt)
+            self._mark(record, self.directory(record))
 
     def _reset(self, record: WorkerRecord, attempt: int) -> None:
         """Commit the failed attempt's work (its checkpoint), then keep it or go back."""
@@ -362,10 +373,18 @@ class WorktreeCheckout(Checkout):
 
     def _commit(self, record: WorkerRecord, attempt: int, subject: str | None) -> str:
         """The worker's own commits taken (checked), then what it left committed in its sandbox
-        (git/sandboxed.py) and taken the same way: the branch moves only to a checked commit."""
+        (git/sandboxed.py) and taken the same way: the branch moves only to a checked commit. A
+        sandboxed worker that wrote nothing since its checkout was marked needs no git
+        (checkouts/untouched.py)."""
         directory = self.directory(record)
+        since = self._marks.pop(directory, None)
         self._unlink_branch(record, directory)
+        shown = self.tip(record) if since is not None else ""
         self._take(record, directory)
+        private = linked_git_dir(directory)
+        if since is not None and private is not None and self.tip(record) == shown:
+            if not untouched.written_since(since, directory, private):
+                return shown
         # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
         co_author = co_author_of(record, self.settings) if attempt > 0 else None
         message = (
@@ -412,6 +431,7 @@ class WorktreeCheckout(Checkout):
         is read-only there); an unconfined one may have, so there ``checkout -f -B``, a ``reset --hard``
         that also puts HEAD back on the worker's branch."""
         directory = self.directory(record)
+        self._marks.pop(directory, None)
         git = self.inside(record)
         if git.sandbox is not None:
             self._back_to(record, commit, "-fdq")
@@ -425,6 +445,7 @@ class WorktreeCheckout(Checkout):
         (``read-tree -m -u``, which refuses to overwrite what changed since ``old``). "" when done,
         else git's reason."""
         directory = self.directory(record)
+        self._marks.pop(directory, None)
         done = self.inside(record).run("read-tree", "-m", "-u", old, new, check=False)
         if done.returncode != 0:
             return gitcmd.text(done.stderr).strip()[:500]
@@ -432,9 +453,27 @@ class WorktreeCheckout(Checkout):
         worker_refs.follow(directory, record.name, new)  # its sandbox's view of its branch
         return ""
 
+    def before_attempt(self, record: WorkerRecord) -> None:
+        directory = self.directory(record)
+        since = self._marks.get(directory)
+        if since is not None and not untouched.settle(since):
+            self._marks.pop(directory, None)
+
+    def _mark(self, record: WorkerRecord, directory: Path) -> None:
+        """Note that the orchestrator is done writing the checkout of a sandboxed worker (about to run):
+        its next commit runs git only if something was written since (checkouts/untouched.py), and
+        ``before_attempt`` settles the clock past it."""
+        self._marks.pop(directory, None)
+        if self.confinement.for_job(self._configs.get(record.job_id)).spec is None:
+            return  # unconfined: its git runs here anyway, and such a worker could set the clock
+        since = untouched.mark(directory)
+        if since is not None:
+            self._marks[directory] = since
+
     def _back_to(self, record: WorkerRecord, commit: str, clean: str) -> None:
         """The checkout as ``commit`` has it, on the worker's branch, moved there."""
         directory = self.directory(record)
+        self._marks.pop(directory, None)
         git = self.inside(record)
         git.run("reset", "--hard", "-q", commit)
         git.run("clean", clean, *self.bootstrap.keep_args(directory))
@@ -792,6 +831,9 @@ class IsolatedCheckout(Checkout):
 
     def checkpoint(self, record: WorkerRecord) -> str | None:
         return self._of(record).checkpoint(record)
+
+    def before_attempt(self, record: WorkerRecord) -> None:
+        self._of(record).before_attempt(record)
 
     def retire(self, record: WorkerRecord, job: JobRecord) -> bool:
         if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:

@@ -354,6 +354,7 @@ class WorkerExecution:
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
+            self.checkout.before_attempt(self.record)
             self.handle = self.executor.start(
                 argv,
                 cwd=self.worker_dir,

@@ -43,8 +43,10 @@ _COMMIT = """
 message=$1; spare=$2; shift 2
 git "$@" add -A -- . || exit
 if [ "$spare" = 1 ]; then git "$@" reset -q --pathspec-from-file=- --pathspec-file-nul || exit; fi
-git "$@" diff --cached --quiet && exit 0
-git "$@" commit -q --no-verify --no-gpg-sign -m "$message"
+git "$@" commit -q --no-verify --no-gpg-sign -m "$message" >/dev/null && exit 0
+status=$?
+git "$@" diff --cached --quiet && exit 0  # nothing was staged: nothing to commit
+exit $status
 """
 
 
