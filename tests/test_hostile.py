@@ -680,8 +680,12 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
 @needs_bwrap
 def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena, redis_server, unique_prefix):
     """The sandbox travels in the attempt (AttemptSpec.sandbox) and the node confines it: writes
-    outside, git on the host and a tag-dropping child, on a real node against a real redis-server."""
+    outside, git on the host, a tag-dropping child and the host's Unix sockets, on a real node
+    against a real redis-server."""
     from .cluster_fixtures import start_node, stop_all
+
+    path_listener, abstract_listener, path, abstract = listeners(arena)
+    retarget(arena, unix_path=path, unix_abstract=abstract)
 
     distributed = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": 3}
     engine = arena.engine("on", distributed=distributed)  # the server first: its marker
@@ -696,10 +700,11 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
         arena.task("git"),
         drops_its_tag(marker),
         "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits'",
+        arena.task("sockets"),
     ]
     try:
         before = arena.snapshot()
-        job = engine.submit("hostile on a node", {"max_workers": 4}, tasks)
+        job = engine.submit("hostile on a node", {"max_workers": 5}, tasks)
         assert engine.wait(job.id, 120).status.terminal
         gone = wait_until(lambda: not sleepers(marker) and time.time(), KILL_GRACE + 5, "the tag-dropping child gone")
         dropper = worker(engine, job, "worker_3")
@@ -723,3 +728,10 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     assert after == before
     legit = worker(engine, job, "worker_4")
     assert legit.status is WorkerStatus.SUCCESS and "the worker commits" in git(arena.host, "log", "--format=%s", legit.branch)
+    sockets = lines(engine, job, "worker_5")
+    record_rows("node (rq), on", sockets, after == before)
+    with path_listener, abstract_listener:
+        assert not reached(path_listener) and not reached(abstract_listener)
+    refused = [sockets[n]["detail"] for n in ("connect a host path socket", "connect a host abstract socket")]
+    assert refused == ["PermissionError: Operation not permitted"] * 2, sockets
+    assert sockets["socketpair (child-process pipes)"]["done"] and not sockets["list /run"]["done"], sockets

@@ -252,22 +252,26 @@ def _existing(paths: Iterable[str]) -> list[str]:
 RUNTIME_DIRS = ("/run", "/var/run", "/tmp/.X11-unix", "/tmp/.ICE-unix", "/tmp/.XIM-unix", "/tmp/.font-unix")
 
 
-def runtime_view(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(emptied, kept): the runtime folders shown empty (:data:`RUNTIME_DIRS` and ``$XDG_RUNTIME_DIR``),
-    and what under them stays readable: the file ``/etc/resolv.conf`` links to (systemd-resolved's
+def runtime_view(
+    environ: Mapping[str, str] | None = None,
+    folders: Sequence[str] = RUNTIME_DIRS,
+    resolver: Sequence[str] = ("/etc/resolv.conf",),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(emptied, kept): the runtime ``folders`` shown empty (and ``$XDG_RUNTIME_DIR``), and what under
+    them stays readable: the file ``/etc/resolv.conf`` links to (systemd-resolved's
     ``/run/systemd/resolve/stub-resolv.conf``, NetworkManager's, resolvconf's), else no name resolves."""
     environ = os.environ if environ is None else environ
-    emptied = [*RUNTIME_DIRS]
+    emptied = [*folders]
     runtime = environ.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(runtime):
         emptied.append(runtime)
-    folders = _folders(emptied)
+    found = _folders(emptied)
     kept = []
-    for path in ("/etc/resolv.conf",):
+    for path in resolver:
         real = os.path.realpath(path)
-        if real != path and any(real.startswith(f.rstrip("/") + "/") for f in folders) and os.path.exists(real):
+        if real != path and _below(real, found) and os.path.exists(real):
             kept.append(real)
-    return tuple(folders), tuple(kept)
+    return tuple(found), tuple(kept)
 
 
 # seccomp (Linux): the filter the shim installs before it starts a sandboxed worker (process/shim.py).
