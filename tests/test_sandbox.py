@@ -89,6 +89,24 @@ def test_a_child_job_may_not_set_its_own_sandbox(tmp_path):
     assert child.sandbox == "off"  # it runs in its root's
 
 
+def test_a_workspace_that_holds_this_folder_is_emptied_folder_by_folder(tmp_path):
+    """Where orchestrator.workspace_root is a parent of this folder, emptying it whole would hide the
+    orchestrator's own folder from every worker: each other folder in it is emptied instead."""
+    folder = tmp_path / "orch"
+    for name in ("job_a", "job_b", ".webhooks", "orch"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "job_a" / "shared.md").write_text("block")
+    settings = load_settings(base_dir=folder, environ={}, overrides={})
+    confinement = Confinement(settings, Workspace(tmp_path))
+    own = (tmp_path / "job_a" / "w", tmp_path / "job_a" / "tmp")
+    env = {"BLOCK": str(tmp_path / "job_a" / "shared.md"), "TMPDIR": str(own[1]), "HOME": "/root"}
+    emptied, kept = confinement.workspace_view(own, (tmp_path / "job_a" / "missing.txt",), env)
+    assert sorted(emptied) == sorted(str(tmp_path / n) for n in ("job_a", "job_b", ".webhooks"))
+    assert kept == [str(tmp_path / "job_a" / "shared.md")]  # named by its environment; the missing file is not bound
+    emptied, _ = Confinement(settings, Workspace(tmp_path / "job_b")).workspace_view(own, (), {})
+    assert emptied == [str(tmp_path / "job_b")]  # the usual case: the whole workspace
+
+
 # -- the mechanism ----------------------------------------------------------------------------
 @needs_bwrap
 def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty(tmp_path):

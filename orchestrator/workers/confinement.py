@@ -13,6 +13,7 @@ its credential; the sandbox must not hand them over).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -127,23 +128,30 @@ class Confinement:
         folder, the home folder, the orchestrator's Python: a ``workspace_root`` set to a parent of
         them); then each folder in it that holds none of them is, which leaves a tree made after the
         process started visible (docs/sandbox.md)."""
-        root = self.workspace.root
-        needed = [self.settings.base_dir, Path.home(), Path(sys.prefix), Path(sys.executable).parent]
-        if not any(_inside(path, root) for path in needed):
-            emptied = [str(root)]
+        root = str(self.workspace.root)  # resolved (Workspace)
+        needed = self._needed_paths
+        if not any(_below(path, root) for path in needed):
+            emptied = [root]
         else:
             try:
-                children = [c for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
+                children = [c for c in self.workspace.root.iterdir() if c.is_dir() and not c.is_symlink()]
             except OSError:
                 children = []
-            emptied = [str(c) for c in children if not any(_inside(path, c) for path in needed)]
-        mine = [Path(p) for p in own]
+            emptied = [str(c) for c in children if not any(_below(path, str(c)) for path in needed)]
+        mine = [str(p) for p in own]
         kept: list[str] = []
-        named = [Path(v) for v in env.values() if os.path.isabs(v) and os.pathsep not in v]
-        for path in [*readable, *named]:
-            if _inside(path, root) and not any(_inside(path, m) for m in mine) and os.path.exists(path):
-                kept.append(str(path))
+        # By name: a path that reaches the workspace through a link is left hidden (the safe side).
+        named = [v for v in env.values() if v.startswith(root) and os.pathsep not in v]
+        for path in [*(str(p) for p in readable), *named]:
+            if _below(path, root) and not any(_below(path, m) for m in mine) and os.path.exists(path):
+                kept.append(path)
         return emptied, kept
+
+    @functools.cached_property
+    def _needed_paths(self) -> tuple[str, ...]:
+        """What every sandboxed process needs and an emptied folder must not hold (resolved once)."""
+        found = [self.settings.base_dir, Path.home(), Path(sys.prefix), Path(sys.executable).parent]
+        return tuple(str(path.resolve()) for path in found)
 
     def _empty(self) -> Path:
         """The workspace's empty file, shown in place of each hidden file (made once, read-only)."""
@@ -197,10 +205,6 @@ class Confinement:
         # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """True when ``path`` is ``folder`` or below it (both resolved: links followed)."""
-    try:
-        Path(path).resolve().relative_to(Path(folder).resolve())
-    except (ValueError, OSError):
-        return False
-    return True
+def _below(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or below it, by name."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
