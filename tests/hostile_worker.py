@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -123,6 +124,81 @@ def git_on_host(t: dict) -> None:
     attempt("git commit (host)", git(host, "commit", "--allow-empty", "--no-verify", "-m", "hostile"))
 
 
+def sockets(t: dict) -> None:
+    """The host's Unix sockets the test listens on (a path one and an abstract one), the agent its
+    environment names (SSH_AUTH_SOCK, the session bus), and a socketpair (child pipes: must work)."""
+
+    def connect(address: str) -> Callable[[], str]:
+        def run() -> str:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(address)
+                sock.sendall(b"HOSTILE")
+            return f"connected to {address!r}"
+
+        return run
+
+    attempt("connect a host path socket", connect(t["unix_path"]))
+    attempt("connect a host abstract socket", connect("\0" + t["unix_abstract"]))
+
+    def agent() -> str:
+        named = {k: os.environ[k] for k in ("SSH_AUTH_SOCK", "DBUS_SESSION_BUS_ADDRESS") if k in os.environ}
+        if not named:
+            raise OSError(0, "no SSH_AUTH_SOCK nor DBUS_SESSION_BUS_ADDRESS in its environment")
+        connect(os.environ.get("SSH_AUTH_SOCK") or t["unix_path"])()
+        return f"named {sorted(named)} and signed in through them"
+
+    attempt("use the inherited SSH_AUTH_SOCK", agent)
+
+    def pair() -> str:
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(b"x")
+            return f"socketpair works ({b.recv(1)!r})"
+
+    attempt("socketpair (child-process pipes)", pair)
+
+    def runtime() -> str:
+        found = {d: sorted(os.listdir(d)) for d in ("/run", "/var/run", "/tmp/.X11-unix") if os.path.isdir(d)}
+        if any(found.values()):
+            return f"sees {found}"
+        raise OSError(0, f"empty: {sorted(found)}")
+
+    attempt("list /run", runtime)
+
+
+def snoops(t: dict) -> None:
+    """Other trees of the workspace: another job's log and record, the webhook outbox's signed
+    approval links, the job index, a sibling worker's state; and what the workspace shows it."""
+
+    def read(path: str, needle: str) -> Callable[[], str]:
+        def run() -> str:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            if needle in text:
+                return f"read {needle!r} from {path}"
+            raise OSError(0, f"{path} reads {len(text)} bytes without {needle!r}")
+
+        return run
+
+    wait_for(t["go_file"])  # the test's word that its sibling's record is written
+    attempt("read another tree's log", read(t["other_log"], t["other_secret"]))
+    attempt("read another tree's record", read(t["other_record"], t["other_secret"]))
+    outbox = sorted(glob.glob(os.path.join(t["workspace"], ".webhooks", "deliveries", "*.json")))
+    attempt("read the outbox's signed links", read(outbox[0] if outbox else t["outbox_file"], "token="))
+    attempt("read the job index", read(t["index"], ""))
+    attempt("read a sibling worker's record", read(t["sibling_record"], "worker_"))
+
+    def listing() -> str:
+        found = sorted(os.listdir(t["workspace"]))
+        others = [name for name in found if name != "job_" + os.environ["ORCHESTRATOR_ROOT_JOB_ID"]]
+        if others:
+            return f"sees {others}"
+        raise OSError(0, f"the workspace shows {found}")
+
+    attempt("list the workspace", listing)
+
+
 def progress(what: str, amount: int) -> None:
     print(f"HOSTILE-PROGRESS {what}={amount}", file=sys.stderr, flush=True)
 
@@ -174,6 +250,8 @@ GROUPS = {
     "hog": hog,
     "disk": disk,
     "flood": flood,
+    "sockets": sockets,
+    "snoops": snoops,
 }
 
 if __name__ == "__main__":

@@ -434,10 +434,9 @@ def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, uni
     folder = Path(record["supervisor_dir"])
     assert any(p.name.endswith(".sock") for p in folder.iterdir())
     code = (
-        "import os, socket, sys; d = sys.argv[1]; print('sees', sorted(os.listdir(d)))\n"
+        "import os, socket, sys; d = sys.argv[1]; print('sees', sorted(os.listdir(d)) if os.path.isdir(d) else 'nothing')\n"
         "for size in (0, 5 << 20, 200 << 20, 4096 << 20):\n"
-        "    s = socket.socket(socket.AF_UNIX)\n"
-        "    try: s.connect(os.path.join(d, f'supervisor-{size}.sock')); print('REACHED', size)\n"
+        "    try: s = socket.socket(socket.AF_UNIX); s.connect(os.path.join(d, f'supervisor-{size}.sock')); print('REACHED', size)\n"
         "    except OSError as e: print('refused', e.errno)\n"
         "sys.exit(7)\n"
     )

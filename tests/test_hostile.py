@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -541,12 +542,150 @@ def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_l
     assert unchanged
 
 
+# -- what a worker sees: the host's sockets, the rest of the workspace ----------------------------
+def listeners(arena: Arena) -> tuple[socket.socket, socket.socket, str, str]:
+    """A path socket (where the worker can see it, read-only) and an abstract one, both of the host,
+    both listening: the stand-ins for the Docker socket and the session bus."""
+    path = str(arena.tmp / "host-service.sock")
+    abstract = f"orchestrator-hostile-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    made = []
+    for address in (path, "\0" + abstract):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(8)
+        listener.setblocking(False)
+        made.append(listener)
+    return made[0], made[1], path, abstract
+
+
+def reached(listener: socket.socket) -> bool:
+    """Whether anything connected to ``listener`` (the proof from outside, not the worker's word)."""
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        return False
+    conn.close()
+    return True
+
+
+def retarget(arena: Arena, **more: str) -> None:
+    data = json.loads(arena.targets.read_text())
+    arena.targets.write_text(json.dumps({**data, **more}))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("unix_sockets", [False, True], ids=["default", "sandbox_unix_sockets"])
+def test_a_sandboxed_worker_reaches_no_host_unix_socket_and_inherits_no_agent(arena, monkeypatch, unix_sockets):
+    """Issue 36 item 6. A read-only bind does not stop ``connect()``: by default ``socket(AF_UNIX)``
+    is refused in the sandbox (a seccomp filter), so neither socket is reached, and the agent and bus
+    variables are not inherited; ``socketpair`` still works. With ``workers.sandbox_unix_sockets: true``
+    (and SSH_AUTH_SOCK named in env_passthrough) the same worker reaches both: what the setting opens."""
+    path_listener, abstract_listener, path, abstract = listeners(arena)
+    with path_listener, abstract_listener:
+        monkeypatch.setenv("SSH_AUTH_SOCK", path)
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={path}")
+        retarget(arena, unix_path=path, unix_abstract=abstract)
+        settings = {"sandbox_unix_sockets": True, "env_passthrough": ["SSH_AUTH_SOCK"]} if unix_sockets else {}
+        engine = arena.engine("on", workers=settings)
+        before = arena.snapshot()
+        job = engine.submit("sockets", {"max_workers": 1}, [arena.task("sockets")])
+        assert engine.wait(job.id, 60).status.terminal
+        seen = lines(engine, job, "worker_1")
+        unchanged = arena.snapshot() == before
+        record_rows("sandbox on" + (", unix_sockets" if unix_sockets else ""), seen, unchanged)
+        assert unchanged
+        assert set(seen) == {
+            "connect a host path socket",
+            "connect a host abstract socket",
+            "use the inherited SSH_AUTH_SOCK",
+            "socketpair (child-process pipes)",
+            "list /run",
+        }, lines_of(engine, job, "worker_1")
+        assert seen["socketpair (child-process pipes)"]["done"], seen
+        if unix_sockets:
+            assert seen["connect a host path socket"]["done"] and seen["connect a host abstract socket"]["done"], seen
+            assert seen["use the inherited SSH_AUTH_SOCK"]["done"], seen
+            assert reached(path_listener) and reached(abstract_listener)
+        else:
+            refused = [seen[name] for name in ("connect a host path socket", "connect a host abstract socket")]
+            assert [g["detail"] for g in refused] == ["PermissionError: Operation not permitted"] * 2, seen
+            assert "no SSH_AUTH_SOCK nor DBUS_SESSION_BUS_ADDRESS" in seen["use the inherited SSH_AUTH_SOCK"]["detail"]
+            assert not reached(path_listener) and not reached(abstract_listener)
+        assert not seen["list /run"]["done"], seen  # the host's runtime folders are empty either way
+
+
+@needs_bwrap
+def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(arena):
+    """Issue 36 item 7. Another tree's log and job record (its tasks), the webhook outbox (a waiting job's signed
+    approval links, as the real outbox writes them), the job index and a sibling worker's record:
+    none is in the worker's sandbox, whose workspace shows its own tree only."""
+    from orchestrator.quality.approval import links as approval_links
+    from orchestrator.webhooks.outbox import Delivery, Outbox
+
+    engine = arena.engine("on")
+    other_secret = f"tree-a-secret-{random.randint(0, 1 << 30)}"
+    first = engine.submit("tree a", {"max_workers": 1}, [f"echo {other_secret}; echo {other_secret} > a.txt"])
+    assert engine.wait(first.id, 60).status.terminal
+    workspace = engine.workspace
+    other_log = workspace.worker_log(first.root_id, 0, "worker_1")
+    other_record = workspace.job_record_path(first.id)
+    assert other_secret in other_log.read_text() and other_secret in other_record.read_text()
+    signed = approval_links(SECRET, first.id, time.time(), 3600)
+    outbox = Outbox(workspace.root, keep=10)
+    body = json.dumps({"type": "job.waiting", "links": signed})
+    outbox.add(
+        Delivery("dlv_hostile", "evt_hostile", "job.waiting", "http://127.0.0.1:9/", "endpoint", first.id, body, time.time())
+    )
+    outbox_file = outbox.folder / "dlv_hostile.json"
+    index_file = workspace.root / ".index" / "jobs.sqlite3"
+    retarget(
+        arena,
+        workspace=str(workspace.root),
+        other_log=str(other_log),
+        other_record=str(other_record),
+        other_secret=other_secret,
+        outbox_file=str(outbox_file),
+        index=str(index_file),
+        go_file=str(go := arena.tmp / "go"),
+    )
+    before = arena.snapshot()
+    second = engine.submit("tree b", {"max_workers": 2}, ["sleep 1", arena.task("snoops")])
+    sibling = workspace.worker_record_path(second.root_id, 0, "worker_1")
+    retarget(arena, sibling_record=str(sibling))
+    wait_until(sibling.exists, 20, "the sibling's record")
+    go.touch()
+    assert engine.wait(second.id, 60).status.terminal
+    seen = lines(engine, second, "worker_2")
+    unchanged = arena.snapshot() == before
+    record_rows("sandbox on", seen, unchanged)
+    assert set(seen) == {
+        "read another tree's log",
+        "read another tree's record",
+        "read the outbox's signed links",
+        "read the job index",
+        "read a sibling worker's record",
+        "list the workspace",
+    }, lines_of(engine, second, "worker_2")
+    assert [name for name, g in seen.items() if g["done"]] == [], seen
+    for name in ("read another tree's log", "read the outbox's signed links", "read a sibling worker's record"):
+        assert seen[name]["detail"].startswith("FileNotFoundError"), seen[name]
+    # All of it is there outside: hidden from the worker, not missing.
+    assert "token=" in outbox_file.read_text() and index_file.exists() and sibling.exists()
+    assert unchanged
+    mine = worker(engine, second, "worker_2")
+    assert mine.status is WorkerStatus.SUCCESS, lines_of(engine, second, "worker_2")
+
+
 # -- on a node ------------------------------------------------------------------------------------
 @needs_bwrap
 def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena, redis_server, unique_prefix):
     """The sandbox travels in the attempt (AttemptSpec.sandbox) and the node confines it: writes
-    outside, git on the host and a tag-dropping child, on a real node against a real redis-server."""
+    outside, git on the host, a tag-dropping child and the host's Unix sockets, on a real node
+    against a real redis-server."""
     from .cluster_fixtures import start_node, stop_all
+
+    path_listener, abstract_listener, path, abstract = listeners(arena)
+    retarget(arena, unix_path=path, unix_abstract=abstract)
 
     distributed = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": 3}
     engine = arena.engine("on", distributed=distributed)  # the server first: its marker
@@ -561,10 +700,11 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
         arena.task("git"),
         drops_its_tag(marker),
         "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits'",
+        arena.task("sockets"),
     ]
     try:
         before = arena.snapshot()
-        job = engine.submit("hostile on a node", {"max_workers": 4}, tasks)
+        job = engine.submit("hostile on a node", {"max_workers": 5}, tasks)
         assert engine.wait(job.id, 120).status.terminal
         gone = wait_until(lambda: not sleepers(marker) and time.time(), KILL_GRACE + 5, "the tag-dropping child gone")
         dropper = worker(engine, job, "worker_3")
@@ -588,3 +728,10 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     assert after == before
     legit = worker(engine, job, "worker_4")
     assert legit.status is WorkerStatus.SUCCESS and "the worker commits" in git(arena.host, "log", "--format=%s", legit.branch)
+    sockets = lines(engine, job, "worker_5")
+    record_rows("node (rq), on", sockets, after == before)
+    with path_listener, abstract_listener:
+        assert not reached(path_listener) and not reached(abstract_listener)
+    refused = [sockets[n]["detail"] for n in ("connect a host path socket", "connect a host abstract socket")]
+    assert refused == ["PermissionError: Operation not permitted"] * 2, sockets
+    assert sockets["socketpair (child-process pipes)"]["done"] and not sockets["list /run"]["done"], sockets

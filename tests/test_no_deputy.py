@@ -10,6 +10,8 @@ the proof folder is empty and the host is as it was (or, with ``merge_into``, mo
 
 from __future__ import annotations
 
+import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -162,20 +164,37 @@ def test_hooks_a_worker_wrote_under_a_relative_hooks_path_run_neither_at_its_gat
 
 @needs_bwrap
 def test_a_filter_of_the_users_that_resolves_a_module_from_the_checkout_runs_the_workers_module_only_in_its_sandbox(
-    deputy,
+    deputy, tmp_path
 ):
-    """nbstripout installs ``python -m nbstripout`` as a clean filter: ``-m`` searches the folder git runs in."""
+    """nbstripout installs ``python -m nbstripout`` as a clean filter: ``-m`` searches the folder git runs in.
+    The worker's module runs, in the sandbox: it can neither write outside nor reach a host socket."""
     host, folder, proof, evil, make = deputy
     git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
     (host / ".gitattributes").write_text("*.nb filter=strip\n")
     git(host, "add", "-A")
     git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    name = f"orchestrator-deputy-{secrets.token_hex(4)}"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\0" + name)  # an abstract socket of the host's (a session bus, say)
+    listener.listen(4)
+    listener.setblocking(False)
+    module = tmp_path / "stripper.py"
+    module.write_text(
+        "import socket, subprocess, sys\n"
+        f"subprocess.run([{str(evil)!r}, 'filter'])\n"
+        "try:\n"
+        f"    socket.socket(socket.AF_UNIX).connect({chr(0) + name!r})\n"
+        "except OSError:\n"
+        "    pass\n"
+        "sys.stdout.write(sys.stdin.read())\n"
+    )
     before = snapshot(host, folder)
     engine = make()
-    module = f"import subprocess, sys\\nsubprocess.run(['{evil}', 'filter'])\\nsys.stdout.write(sys.stdin.read())\\n"
-    job = run_job(engine, "x", tasks=[f'printf "{module}" > stripper.py; echo cell > x.nb'])
+    job = run_job(engine, "x", tasks=[f"cp '{module}' stripper.py; echo cell > x.nb"])
     worker = only_worker(engine, job)
     assert ran(proof) == []
+    with listener, pytest.raises(BlockingIOError):
+        listener.accept()  # no one connected
     assert worker.status is WorkerStatus.SUCCESS and sorted(worker.files_created) == ["stripper.py", "x.nb"], worker.error
     assert snapshot(host, folder) == before
 

@@ -89,6 +89,24 @@ def test_a_child_job_may_not_set_its_own_sandbox(tmp_path):
     assert child.sandbox == "off"  # it runs in its root's
 
 
+def test_a_workspace_that_holds_this_folder_is_emptied_folder_by_folder(tmp_path):
+    """Where orchestrator.workspace_root is a parent of this folder, emptying it whole would hide the
+    orchestrator's own folder from every worker: each other folder in it is emptied instead."""
+    folder = tmp_path / "orch"
+    for name in ("job_a", "job_b", ".webhooks", "orch"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "job_a" / "shared.md").write_text("block")
+    settings = load_settings(base_dir=folder, environ={}, overrides={})
+    confinement = Confinement(settings, Workspace(tmp_path))
+    own = (tmp_path / "job_a" / "w", tmp_path / "job_a" / "tmp")
+    env = {"BLOCK": str(tmp_path / "job_a" / "shared.md"), "TMPDIR": str(own[1]), "HOME": "/root"}
+    emptied, kept = confinement.workspace_view(own, (tmp_path / "job_a" / "missing.txt",), env)
+    assert sorted(emptied) == sorted(str(tmp_path / n) for n in ("job_a", "job_b", ".webhooks"))
+    assert kept == [str(tmp_path / "job_a" / "shared.md")]  # named by its environment; the missing file is not bound
+    emptied, _ = Confinement(settings, Workspace(tmp_path / "job_b")).workspace_view(own, (), {})
+    assert emptied == [str(tmp_path / "job_b")]  # the usual case: the whole workspace
+
+
 # -- the mechanism ----------------------------------------------------------------------------
 @needs_bwrap
 def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty(tmp_path):
@@ -108,6 +126,67 @@ def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty
     assert secret.read_text() == "api_key: s3cret\n" and "key=\n" in log and "s3cret" not in log
     assert int((mine / "pid").read_text()) == 3  # its own PID namespace: bubblewrap's init is 1, the shim 2
     assert handle.sandboxed
+
+
+PROBE = """
+import os, socket, sys
+run, resolv, workspace, mine = sys.argv[1:5]
+print("run", sorted(os.listdir(run)))
+print("resolv", open(resolv).read().strip())
+print("workspace", sorted(os.listdir(workspace)), sorted(os.listdir(os.path.dirname(mine))))
+open(os.path.join(mine, "made.txt"), "w").write("mine")
+try:
+    socket.socket(socket.AF_UNIX).close()
+    print("unix socket made")
+except OSError as exc:
+    print("unix socket refused:", exc.strerror)
+a, b = socket.socketpair()
+a.sendall(b"p")
+print("socketpair", b.recv(1))
+"""
+
+
+@needs_bwrap
+def test_a_spec_sent_to_a_node_shows_runtime_and_workspace_folders_empty_and_refuses_unix_sockets(tmp_path):
+    """Issue 36 items 6 and 7, the mechanism, as a cluster node rebuilds it from the attempt's dict:
+    a runtime folder empty but for the file resolv.conf links into it, the workspace empty but for
+    the process's own folder (bound back in, writable), socket(AF_UNIX) refused, socketpair allowed."""
+    import json
+    import sys
+
+    from orchestrator.process.sandbox import runtime_view
+
+    run = tmp_path / "run"
+    (run / "resolve").mkdir(parents=True)
+    (run / "resolve" / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+    (run / "docker.sock").write_text("")
+    resolv = tmp_path / "resolv.conf"
+    resolv.symlink_to(run / "resolve" / "stub-resolv.conf")
+    emptied, kept = runtime_view({}, folders=(str(run),), resolver=(str(resolv),))
+    assert emptied == (str(run),) and kept == (str(run / "resolve" / "stub-resolv.conf"),)
+    workspace = tmp_path / "workspace"
+    mine = workspace / "job_a" / "depth_0" / "worker_1"
+    mine.mkdir(parents=True)
+    (workspace / "job_a" / "depth_0" / "worker_2").mkdir()
+    (workspace / "job_b").mkdir()
+    (workspace / ".webhooks").mkdir()
+    sent = spec(mine)
+    sent = SandboxSpec(sent.bwrap, writable=sent.writable, emptied=(*emptied, str(workspace)), kept=kept)
+    received = SandboxSpec.from_dict(json.loads(json.dumps(sent.to_dict())), SUPPORT)
+    assert (received.emptied, received.kept, received.unix_sockets) == (sent.emptied, sent.kept, False)
+    command = f"'{sys.executable}' -c '{PROBE}' '{run}' '{resolv}' '{workspace}' '{mine}'"
+    runner, handle = spawn(tmp_path, command, received)
+    assert runner.wait(handle, 30) == 0, (tmp_path / "w.log").read_text()
+    log = (tmp_path / "w.log").read_text().splitlines()
+    assert log == [
+        "run ['resolve']",
+        "resolv nameserver 127.0.0.53",
+        "workspace ['job_a'] ['worker_1']",
+        "unix socket refused: Operation not permitted",
+        "socketpair b'p'",
+    ]
+    assert (mine / "made.txt").read_text() == "mine"
+    assert (run / "docker.sock").exists() and (workspace / "job_b").is_dir()  # hidden, not removed
 
 
 @needs_bwrap

@@ -366,3 +366,33 @@ def test_a_node_attempt_holds_its_lifeline_while_it_runs_and_closes_it_once_rele
     runner.release(handle)
     assert handle.lifeline is None
     assert not os.path.exists(f"/proc/self/fd/{held}") or os.fstat(held).st_ino != pipe
+
+
+@pytest.mark.skipif(PERL is None, reason="the seccomp filter is the perl shim's")
+def test_a_seccomp_filter_the_shim_cannot_install_starts_no_worker(tmp_path):
+    """A sandboxed worker's Unix-socket filter (process/sandbox.py) is installed by the shim just
+    before the exec; one the kernel refuses (here an empty program) must not leave the worker
+    running unfiltered: it is not started, and the exit file says 126."""
+    from orchestrator import protocol
+    from orchestrator.process.sandbox import unix_socket_filter
+
+    found = unix_socket_filter()
+    if found is None:
+        pytest.skip("no seccomp filter for this machine")
+    marker = tmp_path / "started"
+    runner = ProcessRunner()
+    prctl, seccomp, _ = found.split()
+    for program, started in ((found.split()[2], True), ("", False)):
+        env = {**os.environ, "ORCHESTRATOR_ATTEMPT": "1", protocol.SHIM_STASH + "SECCOMP": f"{prctl} {seccomp} {program}"}
+        handle = runner.spawn(
+            [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+            cwd=tmp_path,
+            env=env,
+            log_path=tmp_path / "log",
+            tag=f"seccomp-{started}.k.1",
+            exit_file=tmp_path / "exit",
+        )
+        assert runner.wait(handle, 10) == (0 if started else 126), (tmp_path / "log").read_text()
+        assert marker.exists() is started
+        marker.unlink(missing_ok=True)
+    assert "cannot install the sandbox seccomp filter" in (tmp_path / "log").read_text()

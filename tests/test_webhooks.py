@@ -487,6 +487,18 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
     assert engine.settings.api.api_key.encode() not in receiver.requests[0]["body"]
     approve = waiting["links"]["approve"]
     assert f"/approval/{job.id}/approve?" in approve and "token=" in approve
+    # Signed as it is sent, never in the outbox's files (issue 36 item 7: a worker that read one
+    # approved another tree's job): the file holds the link unsigned, the receiver a valid one.
+    from urllib.parse import parse_qs, urlsplit
+
+    from orchestrator.quality.approval import check_link, link_secret
+    from orchestrator.workspace.layout import webhook_deliveries
+
+    query = parse_qs(urlsplit(approve).query)
+    check_link(link_secret(engine.settings.api.api_key), job.id, "approve", query["expires"][0], query["token"][0], time.time())
+    files = [path.read_text() for path in webhook_deliveries(engine.workspace.root).glob("*.json")]
+    assert files and not any(query["token"][0] in text for text in files)
+    assert any("token=unsigned-approve" in text for text in files)
     engine.finishing.decide(job.id, "approve", "looks right")
     assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
     wait_until(lambda: len(receiver.requests) >= 2, what="job.completed delivered")

@@ -62,6 +62,25 @@ def test_the_pull_requests_token_is_withheld_from_workers_unless_passed_through(
     assert _seen(engine, run_job(engine, "x", tasks=["show"]))[variable] == SECRET  # asked for by name: given
 
 
+def test_the_hosts_agents_and_buses_are_withheld_from_workers_unless_passed_through(make_engine, monkeypatch):
+    """Issue 36 item 6: an inherited SSH_AUTH_SOCK let a worker sign in to the forge as the user."""
+    from orchestrator.workers.environment import HOST_DOORS
+
+    doors = {name: f"/run/user/0/door-{name.lower()}" for name in HOST_DOORS}
+    for name, value in doors.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SERVER_SIDE_VAR", "from-the-server")
+    engine = make_engine(orchestrator={"worker": "command", "command": DUMP})
+    seen = _seen(engine, run_job(engine, "x", tasks=["show"]))
+    assert {"SSH_AUTH_SOCK", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS"} <= set(HOST_DOORS)
+    assert [name for name in HOST_DOORS if name in seen] == [] and seen["SERVER_SIDE_VAR"] == "from-the-server"
+    named = {"env_passthrough": ["SSH_AUTH_SOCK", "DBUS_SESSION_BUS_ADDRESS"]}
+    engine = make_engine(orchestrator={"worker": "command", "command": DUMP}, workers=named)
+    seen = _seen(engine, run_job(engine, "x", tasks=["show"]))
+    assert [name for name in HOST_DOORS if name in seen] == ["SSH_AUTH_SOCK", "DBUS_SESSION_BUS_ADDRESS"]
+    assert seen["SSH_AUTH_SOCK"] == doors["SSH_AUTH_SOCK"]  # asked for by name: given
+
+
 def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, monkeypatch):
     monkeypatch.setenv("KEEP_ME", "kept")
     monkeypatch.setenv("DROP_ME", "dropped")

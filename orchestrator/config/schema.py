@@ -256,6 +256,11 @@ class WorkersSettings(Section):
         "a sandboxed worker's network: host (its CLI reaches its model API and this server) or none (no network at all)",
         choices=SandboxNetwork,
     )
+    sandbox_unix_sockets: bool = setting(
+        False,
+        "a sandboxed worker may make Unix sockets (a test suite's own servers); false: socket(AF_UNIX) fails, "
+        "so no host socket it can see (Docker's, ssh-agent's, the session bus) is reachable",
+    )
     max_cost_usd: float = setting(
         0.0,
         "per root tree: once AI workers have reported or been estimated this much cost, no new worker starts (0: no budget)",
@@ -276,7 +281,9 @@ class WorkersSettings(Section):
     )
     env_passthrough: list[str] = setting(
         ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"],
-        "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable)",
+        "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable); the host's "
+        "agents and buses (SSH_AUTH_SOCK, GPG_AGENT_INFO, DBUS_SESSION_BUS_ADDRESS, DOCKER_HOST, DISPLAY, "
+        "XDG_RUNTIME_DIR, ...) a worker gets only when named here",
     )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..process.sandbox import SandboxSpec
+from ..process.sandbox import SandboxSpec, unix_socket_filter
 from . import gitcmd
 from .gitwork import GIT_TIMEOUT, GitError
 
@@ -82,10 +82,15 @@ class CheckoutGit:
     def _run(
         self, argv: list[str], stdin: bytes | None, env: Mapping[str, str] | None, check: bool, timeout: float
     ) -> subprocess.CompletedProcess[bytes]:
+        seccomp: int | None = None
         if self.sandbox is not None:
             # Not the CLI's state overlays (git needs none); dies with this server.
             spec = replace(self.sandbox, private=(), die_with_parent=True, chdir=str(self.directory))
             argv = spec.argv(argv)
+            seccomp = _unix_socket_filter(spec)
+            if seccomp is not None:  # as the shim refuses them to a worker: a filter git runs is the worker's code
+                at = argv.index("--")
+                argv[at:at] = ["--seccomp", str(seccomp)]
         environment = {k: v for k, v in os.environ.items() if k in _KEPT}
         environment.update(_PINNED_ENV)
         environment.update(env or {})
@@ -97,15 +102,31 @@ class CheckoutGit:
                 capture_output=True,
                 env=environment,
                 timeout=timeout,
+                pass_fds=(seccomp,) if seccomp is not None else (),
             )
         except FileNotFoundError as exc:
             raise GitError(f"cannot run git on {self.directory}: {exc}") from None
         except subprocess.TimeoutExpired:
             raise GitError(f"git {' '.join(argv[-3:])} on {self.directory} took more than {timeout:g}s") from None
+        finally:
+            if seccomp is not None:
+                os.close(seccomp)
         if check and done.returncode != 0:
             where = " in the worker's sandbox" if self.sandbox is not None else ""
             raise GitError(f"{_named(argv)}{where} failed (exit {done.returncode}): {gitcmd.text(done.stderr).strip()[:500]}")
         return done
+
+
+def _unix_socket_filter(spec: SandboxSpec) -> int | None:
+    """A descriptor holding the seccomp program that refuses ``socket(AF_UNIX)`` (process/sandbox.py),
+    for bubblewrap's ``--seccomp``; None where Unix sockets stay open (the setting, or no program here)."""
+    found = None if spec.unix_sockets else unix_socket_filter()
+    if found is None:
+        return None
+    fd = os.memfd_create("orchestrator-seccomp", os.MFD_CLOEXEC)
+    os.write(fd, bytes.fromhex(found.split()[2]))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _named(argv: list[str]) -> str:

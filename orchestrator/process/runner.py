@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import select
 import shutil
@@ -45,7 +46,7 @@ from ..workspace.groupsync import GroupCommit
 from . import procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import SandboxSpec
+from .sandbox import SandboxSpec, unix_socket_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -286,6 +287,8 @@ class ProcessRunner:
         # shim inside does); one that must die with this process (a node's attempt) keeps the shim.
         plain = self.supervisor is not None and exit_file is not None and parent_death_signal is None
         lifeline: tuple[int, int] | None = None
+        if sandbox is not None and not sandbox.unix_sockets:
+            refuse_unix_sockets(full_env, self.perl)
         if exit_file is not None and (sandbox is not None or not plain):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -623,6 +626,24 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return procscan.group_alive(pgid)
+
+
+def refuse_unix_sockets(env: dict[str, str], perl: str | None) -> None:
+    """Have the perl shim refuse ``socket(AF_UNIX)`` to the worker it starts (process/sandbox.py's
+    filter). Without Perl, or on an architecture the filter does not know, Unix sockets stay open:
+    logged once (docs/sandbox.md says so)."""
+    found = unix_socket_filter()
+    if found is not None and perl is not None:
+        env[protocol.SHIM_STASH + "SECCOMP"] = found
+    else:
+        _unfiltered("no Perl for the shim" if perl is None else f"no seccomp filter for {os.uname().machine}")
+
+
+@functools.lru_cache(maxsize=2)
+def _unfiltered(why: str) -> None:
+    logging.getLogger("orchestrator.sandbox").warning(
+        "sandboxed workers can make Unix sockets here (%s): the host sockets they can see stay reachable", why
+    )
 
 
 # prctl's system call number, for the perl shim (which loads no module to find it); None: not Linux

@@ -9,6 +9,15 @@ What a sandboxed process and everything it starts get:
   files, writes go to a tmpfs that ends with the attempt: the user's real folders never change);
 * ``workers.sandbox_hidden`` (the orchestrator's ``config.yaml`` and key files by default) replaced by
   an empty file or folder;
+* the host's runtime folders (``/run``, ``/var/run``, ``$XDG_RUNTIME_DIR``, ``/tmp/.X11-unix`` and the
+  like: :data:`RUNTIME_DIRS`) and the orchestrator's workspace shown empty (``emptied``: a read-only
+  tmpfs, mounted before every bind, so the process's own paths below are bound back in), the file
+  name resolution needs (``/etc/resolv.conf``'s target where it links into ``/run``) kept;
+* no Unix socket of its own making (``unix_sockets`` false, the default): the shim installs a seccomp
+  filter before the worker starts (:func:`unix_socket_filter`) under which ``socket(AF_UNIX)`` fails
+  with EPERM, so neither the host's path sockets (a read-only bind does not stop ``connect()``) nor
+  its abstract ones (no path at all) can be reached; ``socketpair`` stays allowed (Node's and
+  Python's child-process pipes);
 * its own PID namespace (``--unshare-pid``): it sees and can signal only its own processes, and
   when the namespace's init dies the kernel kills every process in it, whatever it did with its
   session, process group or environment: the tree is one unit;
@@ -28,6 +37,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,6 +114,12 @@ class SandboxSpec:
     # An empty regular file shown in place of each hidden file (bound read-only: it reads empty and a
     # write fails). Not /dev/null: bubblewrap's binds are nodev, so it would read "Permission denied".
     empty: str | None = None
+    # Folders shown empty (a tmpfs, read-only once the binds below it are made): mounted before every
+    # bind, so the process's own paths inside are bound back in. ``kept``: paths under them bound back
+    # read-only (what name resolution needs from /run).
+    emptied: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    unix_sockets: bool = False  # False: socket(AF_UNIX) refused inside (the shim's seccomp filter)
 
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
@@ -116,6 +132,11 @@ class SandboxSpec:
             out.append("--unshare-net")
         if self.die_with_parent:
             out.append("--die-with-parent")
+        emptied = _folders(self.emptied)
+        for path in emptied:
+            out += ["--tmpfs", path]
+        for path in _existing(self.kept):
+            out += ["--ro-bind", path, path]
         for path in _existing(self.private):
             if self.overlay and os.path.isdir(path):
                 out += ["--overlay-src", path, "--tmp-overlay", path]
@@ -131,11 +152,17 @@ class SandboxSpec:
             out += ["--ro-bind", source, destination]
         for path in _existing(self.readonly):
             out += ["--ro-bind", path, path]
+        bound = [*self.kept, *self.private, *self.writable, *self.fixed, *self.readonly]
+        bound += [destination for _, destination in (*self.moved, *self.shown)]
         for path in _existing(self.hidden):
+            if _below(path, emptied) and not _below(path, bound):
+                continue  # already empty: a mount point there would show its name
             if os.path.isdir(path):
                 out += ["--tmpfs", path, "--remount-ro", path]
             else:
                 out += ["--ro-bind", self.empty or "/dev/null", path]
+        for path in emptied:  # after the binds below it: they are mounts of their own and stay as bound
+            out += ["--remount-ro", path]
         if self.chdir:
             out += ["--chdir", self.chdir]
         out.append("--")
@@ -154,6 +181,9 @@ class SandboxSpec:
             "shown": [list(pair) for pair in self.shown],
             "network": self.network.value,
             "empty": self.empty,
+            "emptied": list(self.emptied),
+            "kept": list(self.kept),
+            "unix_sockets": self.unix_sockets,
         }
 
     @classmethod
@@ -172,6 +202,9 @@ class SandboxSpec:
             network=SandboxNetwork(data.get("network", SandboxNetwork.HOST.value)),
             overlay=support.overlay,
             empty=data.get("empty"),
+            emptied=tuple(str(p) for p in data.get("emptied", ())),
+            kept=tuple(str(p) for p in data.get("kept", ())),
+            unix_sockets=bool(data.get("unix_sockets", False)),
         )
 
 
@@ -185,6 +218,23 @@ def _pairs(data: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
     return tuple((str(source), str(destination)) for source, destination in data)
 
 
+def _folders(paths: Iterable[str]) -> list[str]:
+    """The folders to show empty: each existing one by its real path (``/var/run`` is often a link to
+    ``/run``; a tmpfs mounted on a link would land where the link points from the sandbox's setup
+    root), once, and none inside another (already empty there)."""
+    found: list[str] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and real != "/" and real not in found:
+            found.append(real)
+    return [p for p in found if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in found)]
+
+
+def _below(path: str, folders: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``folders`` or inside one (by name)."""
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
 def _existing(paths: Iterable[str]) -> list[str]:
     """Each path once, in order, if it exists; nested duplicates are kept (a deeper bind re-opens
     a path below a hidden or private one on purpose)."""
@@ -195,6 +245,87 @@ def _existing(paths: Iterable[str]) -> list[str]:
             seen.add(path)
             out.append(path)
     return out
+
+
+# The host's runtime folders: its services' sockets (the Docker daemon's, the system and session buses,
+# systemd's, ssh-agent's and gpg-agent's under $XDG_RUNTIME_DIR, X11's), shown empty in every sandbox.
+RUNTIME_DIRS = ("/run", "/var/run", "/tmp/.X11-unix", "/tmp/.ICE-unix", "/tmp/.XIM-unix", "/tmp/.font-unix")
+
+
+def runtime_view(
+    environ: Mapping[str, str] | None = None,
+    folders: Sequence[str] = RUNTIME_DIRS,
+    resolver: Sequence[str] = ("/etc/resolv.conf",),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(emptied, kept): the runtime ``folders`` shown empty (and ``$XDG_RUNTIME_DIR``), and what under
+    them stays readable: the file ``/etc/resolv.conf`` links to (systemd-resolved's
+    ``/run/systemd/resolve/stub-resolv.conf``, NetworkManager's, resolvconf's), else no name resolves."""
+    environ = os.environ if environ is None else environ
+    emptied = [*folders]
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(runtime):
+        emptied.append(runtime)
+    found = _folders(emptied)
+    kept = []
+    for path in resolver:
+        real = os.path.realpath(path)
+        if real != path and _below(real, found) and os.path.exists(real):
+            kept.append(real)
+    return tuple(found), tuple(kept)
+
+
+# seccomp (Linux): the filter the shim installs before it starts a sandboxed worker (process/shim.py).
+# Per architecture the shim runs as (AUDIT_ARCH_*), the system calls that make a socket with their
+# first argument: socket(AF_UNIX, ...) and, for 32-bit x86 programs, socketcall(SYS_SOCKET, ...),
+# whose family cannot be seen (it is behind a pointer), so every socketcall socket is refused there
+# (glibc calls socket itself since Linux 4.3). Any other architecture's calls are allowed.
+_AF_UNIX = 1
+_X32 = 0x40000000
+_FILTERS: dict[str, tuple[int, int, dict[int, tuple[int, ...]]]] = {
+    # machine: (prctl, seccomp, {audit arch: system calls whose first argument 1 is refused})
+    "x86_64": (157, 317, {0xC000003E: (41, _X32 | 41), 0x40000003: (359, 102)}),
+    "aarch64": (167, 277, {0xC00000B7: (198,), 0x40000028: (281,)}),
+    "riscv64": (167, 277, {0xC00000F3: (198,)}),
+}
+_EPERM = 1
+
+
+def _bpf(arches: Mapping[int, Sequence[int]]) -> bytes:
+    """A classic BPF seccomp program: EPERM for the listed calls whose first argument is 1, else allow."""
+    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
+    allow, deny = 0x7FFF0000, 0x00050000 | _EPERM  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
+    # Layout: [ld arch, a jeq per arch, allow], then per arch [ld nr, a jeq per call, allow], then
+    # [ld arg0 (its low 32 bits: little-endian), jeq 1, allow, deny]. Jumps are relative, forward.
+    blocks = [[(ld, 0, 0, 4)] + [(jeq, 0, 0, arch) for arch in arches] + [(ret, 0, 0, allow)]]
+    for calls in arches.values():
+        blocks.append([(ld, 0, 0, 0)] + [(jeq, 0, 0, nr) for nr in calls] + [(ret, 0, 0, allow)])
+    starts = [sum(len(b) for b in blocks[:i]) for i in range(len(blocks) + 1)]
+    check = starts[-1]
+    program: list[tuple[int, int, int, int]] = []
+    for i, block in enumerate(blocks):
+        for j, (code, _, _, k) in enumerate(block):
+            at = starts[i] + j
+            if code == jeq:  # to its arch's block (the first block) or to the check (the others)
+                target = starts[j] if i == 0 else check
+                program.append((code, target - at - 1, 0, k))
+            else:
+                program.append((code, 0, 0, k))
+    program += [(ld, 0, 0, 16), (jeq, 1, 0, _AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, deny)]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
+@functools.lru_cache(maxsize=1)
+def unix_socket_filter() -> str | None:
+    """What the perl shim needs to refuse Unix sockets to a worker: "PRCTL SECCOMP HEX" (the two
+    system calls' numbers and the program's bytes); None where it cannot (not Linux, or an
+    architecture not listed: the sandbox then leaves Unix sockets open, and says so)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    found = _FILTERS.get(os.uname().machine)
+    if found is None:
+        return None
+    prctl, seccomp, arches = found
+    return f"{prctl} {seccomp} {_bpf(arches).hex()}"
 
 
 @dataclass(frozen=True)
@@ -219,8 +350,9 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
             "(set workers.sandbox: on to refuse to run without it)",
         )
     where = "no network" if network is SandboxNetwork.NONE else "the host's network"
+    emptied, kept = runtime_view()
     return Decision(
-        SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay),
+        SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept),
         f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR and its "
         "CLI's state; your working tree, refs and stash are read-only to them (workers.sandbox)",
     )

@@ -42,6 +42,11 @@ from .procscan import process_start_id, read_small
 # and then watches it while the worker runs: once it reads as closed, the shim kills its process
 # group (the worker with it) and writes no exit file, whichever link failed to fire.
 #
+# SECCOMP (a sandboxed worker, unless workers.sandbox_unix_sockets): prctl's and seccomp's system call
+# numbers and a BPF program (process/sandbox.py's unix_socket_filter), which the shim's child installs
+# (PR_SET_NO_NEW_PRIVS, then SECCOMP_SET_MODE_FILTER) just before it execs the worker: in the sandbox,
+# so nothing outside is filtered, and before any of the worker's code runs.
+#
 # Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
 # into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
 # ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
@@ -55,6 +60,7 @@ PERL_SHIM = (
     f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
+    f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.unix_socket_filter
     # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
     f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
     "if (defined $l) { $m = ''; vec($m, $l, 1) = 1; my $r = $m;"
@@ -64,6 +70,11 @@ PERL_SHIM = (
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
+    # A sandboxed worker's seccomp filter (SECCOMP below), last before the exec: it holds for the worker
+    # and everything it starts. A filter that cannot be installed starts no worker.
+    "if (!$p && $u) { my ($n, $c, $h) = split / /, $u; my $b = pack('H*', $h);"
+    " unless (syscall($n + 0, 38, 1, 0, 0, 0) == 0 && syscall($c + 0, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0) {"
+    ' print STDERR "orchestrator-shim: cannot install the sandbox seccomp filter: $!: the worker is not started\\n"; exit 126 } }\n'
     'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
     # ending between the two calls): its end kills the shim's process group, the worker with it.

@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import hmac
 import re
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from ..config import ApprovalMode
 from ..errors import Conflict, Forbidden, ValidationError
@@ -116,6 +116,35 @@ def link_path(secret: bytes, job_id: str, action: str, expires: int) -> str:
     """``/approval/<job id>/<action>?expires=..&token=..``: prepend the server's URL."""
     query = urlencode({"expires": int(expires), "token": sign_link(secret, job_id, action, expires)})
     return f"{LINK_PREFIX}/{quote(job_id, safe='')}/{action}?{query}"
+
+
+# An unsigned link's token, until it is signed (``sign_unsigned``): letters and hyphens only, so it
+# stays as it is through urlencode and JSON. The webhooks' outbox keeps links so (webhooks/core.py):
+# a signed link is a bearer credential, and never written to a file.
+UNSIGNED = "unsigned-"
+_UNSIGNED_RE = re.compile(r"/([^/?\s\"]+)/(approve|reject)\?expires=(\d+)&token=" + UNSIGNED + r"(?:approve|reject)")
+
+
+def unsigned_links(job_id: str, now: float, ttl: float) -> dict[str, str]:
+    """``links`` with a placeholder for each token: what may be written down."""
+    expires = int(now + ttl)
+    return {
+        action: f"{LINK_PREFIX}/{quote(job_id, safe='')}/{action}?{urlencode({'expires': expires, 'token': UNSIGNED + action})}"
+        for action in ACTIONS
+    }
+
+
+def sign_unsigned(api_key: str, text: str) -> str:
+    """``text`` with each link of ``unsigned_links`` signed, as ``links`` would have made it."""
+    if UNSIGNED not in text:
+        return text
+    secret = link_secret(api_key)
+
+    def signed(found: re.Match[str]) -> str:
+        job_id, action, expires = unquote(found[1]), found[2], int(found[3])
+        return f"/{found[1]}/{action}?expires={expires}&token={sign_link(secret, job_id, action, expires)}"
+
+    return _UNSIGNED_RE.sub(signed, text)
 
 
 def links(api_key: str, job_id: str, now: float, ttl: float) -> dict[str, str]:

@@ -261,11 +261,12 @@ class ConflictResolver:
                 settings, orchestrator=dataclasses.replace(settings.orchestrator, command=list(settings.git.resolver_command))
             )
         env = self._env(tmp)
-        sandbox = self.confinement.spec_at(self.job.root_id, adapter.name, tree, tmp, self.config, env)
+        prompt_file = home / f"prompt_{number}.md"  # the workspace is hidden in the sandbox but for this
+        sandbox = self.confinement.spec_at(self.job.root_id, adapter.name, tree, tmp, self.config, env, readable=(prompt_file,))
         ctx = WorkerContext(
             task=f"Resolve the merge conflict in: {', '.join(files)}",
             prompt=prompt,
-            prompt_file=home / f"prompt_{number}.md",
+            prompt_file=prompt_file,
             worker_dir=tree,
             depth=self.job.depth,
             max_recursion_depth=0,

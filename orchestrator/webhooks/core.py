@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from ..config import Settings
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
-from ..quality.approval import links as approval_links
+from ..quality.approval import sign_unsigned, unsigned_links
 from . import events
 from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -86,8 +86,9 @@ class Webhooks:
         payload["links"] = events.links(job, self.api_url)
         if kind == "job.waiting" and self._approval[0]:  # approve or reject from the payload (quality/approval.py's signed links)
             base = (self.api_url() or "").rstrip("/")
-            signed = approval_links(self._approval[0], job.id, now, self._approval[1])
-            payload["links"].update({action: base + path for action, path in signed.items()})
+            # Signed when sent (attempt), never in the outbox's files: a signed link approves the job.
+            unsigned = unsigned_links(job.id, now, self._approval[1])
+            payload["links"].update({action: base + path for action, path in unsigned.items()})
         for url, target in targets:
             delivery_id = new_id("dlv", now)
             body = json.dumps({**payload, "delivery_id": delivery_id}, separators=(",", ":"))
@@ -129,6 +130,8 @@ class Webhooks:
             return
         secret, timeout = found
         body = delivery.body.encode()
+        if delivery.type == "job.waiting" and self._approval[0]:
+            body = sign_unsigned(self._approval[0], delivery.body).encode()
         stamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",

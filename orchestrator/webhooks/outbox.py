@@ -2,7 +2,10 @@
 (temp file and rename, filesystem.atomic_write) before the engine goes on, rewritten after each
 try. A pending file is sent again after a restart; finished ones are kept for the listing
 (``webhooks.keep_deliveries``, oldest dropped first). Files hold no secret: a delivery names its
-endpoint by URL, and the sender looks the secret up in the settings at each try.
+endpoint by URL, and the sender looks the secret up in the settings at each try; a waiting job's
+approval links are kept unsigned and signed at each try (quality/approval.py's ``sign_unsigned``),
+so no file holds a link that approves a job. (The folder is also out of every worker's sandbox:
+workers/confinement.py shows a worker an empty workspace but for its own paths.)
 
 Why files, not SQLite: a delivery is written once under the engine's lock and then only by its
 own lane's thread, so there is nothing to coordinate; a file per delivery needs no schema, no

@@ -4,12 +4,20 @@ its root's), and the paths one worker's sandbox opens.
 
 A worker, the quality gates and scoring commands that judge its checkout, and its ``git.setup``
 all run worker-written code, so all of them get the same sandbox: :meth:`Confinement.spec`.
+
+The workspace is shown empty to each of them (:meth:`Confinement.workspace_view`), its own paths bound
+back in: other job trees' logs, prompts and diffs, the webhook outbox (a waiting job's signed approval
+links), the job index and every worker's state are not a worker's to read (the API refuses them to
+its credential; the sandbox must not hand them over).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,7 +69,8 @@ class Confinement:
     ) -> SandboxSpec | None:
         """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
         tmp = self.workspace.worker_tmp(record.root_id, record.depth, record.name)
-        return self.spec_at(record.root_id, record.kind, directory, tmp, config, env, branch=record.name)
+        prompt = self.workspace.prompt_path(record.root_id, record.depth, record.name)
+        return self.spec_at(record.root_id, record.kind, directory, tmp, config, env, branch=record.name, readable=(prompt,))
 
     def spec_at(
         self,
@@ -73,11 +82,13 @@ class Confinement:
         env: Mapping[str, str] | None = None,
         *,
         branch: str = "",
+        readable: Sequence[Path] = (),
     ) -> SandboxSpec | None:
         """The sandbox of a process of tree ``root_id`` run by ``kind``'s CLI that writes only
         ``directory`` and ``tmp`` (and, in a worktree, its git data: its ``branch``'s reflog, a
         name under the tree's prefix; "" for a detached HEAD): a worker's (``spec``), or a
-        resolver's in a merge's worktree (quality/resolving.py). None: unconfined."""
+        resolver's in a merge's worktree (quality/resolving.py). ``readable``: files of the
+        workspace it reads (its prompt file). None: unconfined."""
         base = self.for_job(config).spec
         if base is None:
             return None
@@ -98,7 +109,51 @@ class Confinement:
         hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
         hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
-        return replace(for_worker(base, paths, extra_writable=writable, hidden=hidden), empty=str(self._empty()))
+        spec = for_worker(base, paths, extra_writable=writable, hidden=hidden)
+        emptied, kept = self.workspace_view((directory, tmp), readable, env or {})
+        return replace(
+            spec,
+            empty=str(self._empty()),
+            emptied=(*spec.emptied, *emptied),
+            kept=(*spec.kept, *kept),
+            unix_sockets=w.sandbox_unix_sockets,
+        )
+
+    def workspace_view(
+        self, own: Sequence[Path], readable: Sequence[Path], env: Mapping[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """(emptied, kept): the workspace shown empty, and the files of it a process reads bound back
+        read-only: ``readable`` and the workspace paths its environment names (its job's shared
+        context block, a CLI's private home). ``own`` (its checkout and TMPDIR) are bound writable.
+
+        The workspace root is emptied whole unless it holds something every process needs (this
+        folder, the home folder, the orchestrator's Python: a ``workspace_root`` set to a parent of
+        them); then each folder in it that holds none of them is, which leaves a tree made after the
+        process started visible (docs/sandbox.md)."""
+        root = str(self.workspace.root)  # resolved (Workspace)
+        needed = self._needed_paths
+        if not any(_below(path, root) for path in needed):
+            emptied = [root]
+        else:
+            try:
+                children = [c for c in self.workspace.root.iterdir() if c.is_dir() and not c.is_symlink()]
+            except OSError:
+                children = []
+            emptied = [str(c) for c in children if not any(_below(path, str(c)) for path in needed)]
+        mine = [str(p) for p in own]
+        kept: list[str] = []
+        # By name: a path that reaches the workspace through a link is left hidden (the safe side).
+        named = [v for v in env.values() if v.startswith(root) and os.pathsep not in v]
+        for path in [*(str(p) for p in readable), *named]:
+            if _below(path, root) and not any(_below(path, m) for m in mine) and os.path.exists(path):
+                kept.append(path)
+        return emptied, kept
+
+    @functools.cached_property
+    def _needed_paths(self) -> tuple[str, ...]:
+        """What every sandboxed process needs and an emptied folder must not hold (resolved once)."""
+        found = [self.settings.base_dir, Path.home(), Path(sys.prefix), Path(sys.executable).parent]
+        return tuple(str(path.resolve()) for path in found)
 
     def _empty(self) -> Path:
         """The workspace's empty file, shown in place of each hidden file (made once, read-only)."""
@@ -165,3 +220,8 @@ def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -
     except OSError:
         return
     paths.moved.append((stand_in, folder))
+
+
+def _below(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or below it, by name."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")

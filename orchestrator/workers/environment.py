@@ -24,16 +24,41 @@ from .sharedcontext import SharedContexts
 SPAWN_BIN = str(Path(__file__).resolve().parent.parent / "bin")  # holds orchestrator-spawn and orchestrator-lock
 
 
+# The host's agents and buses, each a door to a process outside any sandbox: ssh-agent (signs in to
+# the forge as the user), gpg-agent, the session and system buses (systemd's user manager runs any
+# command), the keyring, the Docker daemon (root), the user's display. Never inherited: a worker gets
+# one only when workers.env_passthrough names it.
+HOST_DOORS = (
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "GPG_AGENT_INFO",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "DBUS_STARTER_ADDRESS",
+    "DBUS_STARTER_BUS_TYPE",
+    "GNOME_KEYRING_CONTROL",
+    "DOCKER_HOST",
+    "XDG_RUNTIME_DIR",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+)
+
+
 def base_env(settings: Settings) -> dict[str, str]:
     """The environment an AI CLI (a worker, or the AI planner) starts from: the server's whole
     environment (workers.inherit_env) or only the variables in workers.env_passthrough, then
-    workers.env; never the server's own ORCHESTRATOR_* variables; PATH always set (the
-    server's, unless workers.env sets one)."""
+    workers.env; never the server's own ORCHESTRATOR_* variables, nor the host's agents and buses
+    (HOST_DOORS) unless env_passthrough names them; PATH always set (the server's, unless
+    workers.env sets one)."""
     w = settings.workers
     source = os.environ
     env = dict(source) if w.inherit_env else {name: source[name] for name in w.env_passthrough if name in source}
     for name in [n for n in env if n.startswith(protocol.PREFIX)]:
         del env[name]  # never leak a parent's identity or settings into a worker
+    for name in HOST_DOORS:
+        if name not in w.env_passthrough:
+            env.pop(name, None)
     forge = settings.git.pull_request
     if forge in DEFAULT_TOKEN_ENV:  # the pull request's token is the server's, not a worker's to read or log
         token = settings.git.forge_token_env or DEFAULT_TOKEN_ENV[forge]
