@@ -52,9 +52,11 @@ from .. import failpoints, protocol, states
 from ..audit import record as audit_record
 from ..checkouts.checkout import Changes
 from ..errors import ConfigError
+from ..git.gitwork import linked_git_dir
+from ..git.worker_objects import stores_of
 from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
 from ..process.executor import AttemptHandle
-from ..process.monitor import Caps
+from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
 from ..quality.steps import Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
@@ -151,6 +153,7 @@ class WorkerExecution:
         self.log_path = workspace.worker_log(rec.root_id, rec.depth, rec.name)
         self.worker_dir = worker_dir  # the Checkout's (prepared by the engine)
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
+        self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
 
     def apply_deferred(self) -> None:
         """Inside ``tables.locked()``: make the record's changes that wait for a lock section."""
@@ -183,6 +186,7 @@ class WorkerExecution:
             if resume is not None:
                 attempt, self.handle = resume
                 resume = None
+                self.footprint = self._footprint()  # (the store's growth before the restart is not known)
                 number = attempt.number
                 for earlier in self.record.attempts:  # what the old server's attempts spent
                     if earlier.number < number:
@@ -336,6 +340,7 @@ class WorkerExecution:
             env=self.env,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
+        self.footprint = self._footprint()
 
         def begin() -> None:  # inside tables.locked()
             self.apply_deferred()
@@ -461,8 +466,20 @@ class WorkerExecution:
         hit = self.handle.cap_hit
         if hit is None and code != 0:
             w = self.settings.workers
-            hit = Caps(0, 0, w.max_log_mb, w.max_disk_mb).files_breach(self.log_path, self.worker_dir)
+            hit = Caps(0, 0, w.max_log_mb, w.max_disk_mb).files_breach(self.log_path, self.footprint)
         return hit
+
+    def _footprint(self) -> Footprint:
+        """What the disk cap counts of the attempt starting now (process/monitor.Footprint): its
+        folder, its worktree's private git dir (its ``.git`` pointer is read-only in the sandbox),
+        its TMPDIR, and the growth from now of its repository's workers' object store."""
+        if not self.settings.workers.max_disk_mb:
+            return self.footprint
+        rec = self.record
+        private = linked_git_dir(self.worker_dir)
+        stores = stores_of(self.worker_dir)
+        own = (self.worker_dir, self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
+        return Footprint.start(own + ((private,) if private is not None else ()), stores.workers if stores else None)
 
     def _placed(self, attempt: Attempt, *, write: bool = True) -> Callable[[], None]:
         """A remote executor's node started the attempt: the record names the node (and its pid

@@ -21,6 +21,7 @@ from .. import states
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.executor import AttemptHandle
+from ..process.monitor import Footprint
 from ..process.runner import Wakeup
 from ..states import WorkerPhase
 from ..workers.adapters.base import ParsedResult
@@ -80,6 +81,7 @@ class RunningAttempts(Protocol):
     """A worker's attempts while they run (``attempts.WorkerExecution``): what the tables read of them."""
 
     handle: AttemptHandle | None  # the attempt's process, while one runs
+    footprint: Footprint  # what its disk cap counts (process/monitor.py)
 
     def abort(self, reason: str) -> None:
         """Stop the running attempt for ``reason`` (a cap the resource monitor saw exceeded)."""

@@ -81,6 +81,7 @@ class WorkerRunner:
                         abort=execution.abort,
                         shim_pid=handle.shim_pid,
                         pid=handle.pid,
+                        footprint=execution.footprint,
                     )
                 )
             return found

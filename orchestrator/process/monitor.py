@@ -11,7 +11,9 @@ through the executor (locally: the cgroup where there is one, else one pass over
 table finds every process carrying a worker's tag), and a breach ends the worker, e.g.
 ``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb, sampled)``.
 
-The log's size and the worker folder's disk use are read every interval too, and no single file
+The log's size and the worker's disk use (:class:`Footprint`: its folder, its worktree's private
+git dir, its TMPDIR, and what the workers' object store grew by since its attempt began) are read
+every interval too, and no single file
 the worker writes can grow past the larger of the two caps (RLIMIT_FSIZE, when both are set). So
 a writer is stopped at the cap plus at most what it writes in one interval (and the kill ladder's
 first rung: a cap breach ends the worker with SIGKILL at once, it has nothing left to save); a
@@ -46,6 +48,35 @@ STALE_USAGE = 120.0
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What ``workers.max_disk_mb`` counts of one attempt: the folders that are the worker's alone
+    (its checkout, its worktree's private git dir, its TMPDIR) whole, and the growth of a folder
+    it shares (``shared``: the workers' object store of its repository, git/worker_objects.py)
+    since the attempt began (``shared_before``, read then).
+
+    The store is one for every sandboxed worker of the repository and says nothing of who wrote
+    what, so its growth counts against each worker running while it grew: a worker never pays for
+    what was there before it started, and a writer cannot hide its objects there; a sibling running
+    beside a writer may be stopped with it (the lesser wrong: the store lives in the user's
+    repository, and taken objects move into its real store)."""
+
+    own: tuple[Path, ...]
+    shared: Path | None = None
+    shared_before: int = 0
+
+    @classmethod
+    def start(cls, own: tuple[Path, ...], shared: Path | None) -> Footprint:
+        """At an attempt's start: the shared folder's size now is what the attempt is not charged for."""
+        return cls(own, shared, folder_bytes(shared) if shared is not None else 0)
+
+    def bytes(self) -> int:
+        total = sum(folder_bytes(path) for path in self.own)
+        if self.shared is not None:
+            total += max(0, folder_bytes(self.shared) - self.shared_before)
+        return total
+
+
+@dataclass(frozen=True)
 class Watched:
     """A running worker as the monitor sees it."""
 
@@ -57,6 +88,10 @@ class Watched:
     abort: Callable[[str], None]  # ends the worker with this reason
     shim_pid: int | None = None  # the orchestrator's own shim: not counted against the worker's caps
     pid: int | None = None  # the attempt's top process (its shim, a sandbox's launcher, or the worker)
+    footprint: Footprint | None = None  # what its disk cap counts (None: its folder alone)
+
+    def disk_bytes(self) -> int:
+        return self.footprint.bytes() if self.footprint is not None else folder_bytes(self.worker_dir)
 
 
 @dataclass(frozen=True)
@@ -86,14 +121,17 @@ class Caps:
         if self.log_mb and log_size >= self.log_mb * MB:
             return f"log cap: {log_size / MB:.0f} MB >= {self.log_mb} MB (workers.max_log_mb, {enforced.log.value})"
         if self.disk_mb and disk is not None and disk >= self.disk_mb * MB:
-            return f"{DISK_CAP}: {disk / MB:.0f} MB in its folder >= {self.disk_mb} MB (workers.max_disk_mb, sampled)"
+            return (
+                f"{DISK_CAP}: {disk / MB:.0f} MB in its folder, git dir, TMPDIR and new objects >= {self.disk_mb} MB "
+                "(workers.max_disk_mb, sampled)"
+            )
         return None
 
-    def files_breach(self, log_path: Path, worker_dir: Path) -> str | None:
-        """The log or disk cap a worker's files are at now (one walk of its folder), or None."""
+    def files_breach(self, log_path: Path, footprint: Footprint) -> str | None:
+        """The log or disk cap a worker's files are at now (one walk of what its cap counts), or None."""
         if not self.log_mb and not self.disk_mb:
             return None
-        return self.breach(0, 0, _size(log_path), folder_bytes(worker_dir) if self.disk_mb else None)
+        return self.breach(0, 0, _size(log_path), footprint.bytes() if self.disk_mb else None)
 
 
 @dataclass
@@ -177,7 +215,7 @@ class ResourceMonitor:
                 usage = self.usage.setdefault(worker.tag, Usage())
                 usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
                 usage.seen = now
-            disk = folder_bytes(worker.worker_dir) if self.caps.disk_mb else None
+            disk = worker.disk_bytes() if self.caps.disk_mb else None
             reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk, got)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
@@ -225,4 +263,4 @@ def _size(path: Path) -> int:
         return 0
 
 
-__all__ = ["Caps", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]
+__all__ = ["Caps", "Footprint", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]

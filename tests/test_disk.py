@@ -1,0 +1,67 @@
+"""A worker's disk: what its cap counts (its folder, its worktree's git dir, its TMPDIR, what it adds to
+the workers' object store), and a workspace whose file system is full."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.models import WorkerStatus
+from orchestrator.process.monitor import Footprint
+from orchestrator.process.sandbox import probe
+
+from .helpers.worktree import snapshot, workers
+
+MB = 1024 * 1024
+SUPPORT = probe()
+needs_bwrap = pytest.mark.skipif(not SUPPORT.available, reason=f"no sandbox on this machine: {SUPPORT.reason}")
+
+
+def test_a_footprint_counts_its_own_folders_whole_and_the_shared_store_from_its_start(tmp_path):
+    # Given a worker's folder and TMPDIR, and a shared store that already holds 3 MB
+    folder, tmp, store = (tmp_path / name for name in ("folder", "tmp", "store"))
+    for path in (folder, tmp, store / "ab"):
+        path.mkdir(parents=True)
+    (store / "ab" / "old").write_bytes(b"x" * 3 * MB)
+    (folder / "a").write_bytes(b"x" * MB)
+    footprint = Footprint.start((folder, tmp), store)
+    assert footprint.bytes() == MB, "what the store held before the attempt is not its"
+    # When it writes to its TMPDIR and adds to the store (an object, and a name that is none)
+    (tmp / "t").write_bytes(b"x" * 2 * MB)
+    (store / "ab" / "new").write_bytes(b"x" * MB)
+    (store / "junk").write_bytes(b"x" * MB)
+    # Then all of it counts
+    assert footprint.bytes() == 5 * MB
+    # and a store emptied beneath it (objects taken into the repository) counts nothing, never less
+    for path in (store / "ab" / "old", store / "ab" / "new", store / "junk"):
+        path.unlink()
+    assert footprint.bytes() == 3 * MB
+
+
+WRITES = {
+    "TMPDIR": 'd="$TMPDIR"',
+    "its git dir": 'd="$(git rev-parse --absolute-git-dir)"',
+    "the object store": 'd="$(git rev-parse --git-path objects)"',
+}
+
+
+@pytest.mark.slow
+@needs_bwrap
+@pytest.mark.parametrize("where", list(WRITES))
+def test_writing_past_the_disk_cap_outside_the_checkout_stops_the_worker(hosted, where):
+    # Given a sandboxed worker in a worktree of the user's repository, under a 20 MB disk cap,
+    # that writes 40 files of 1 MiB (each below the file-size limit) somewhere not in its checkout
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(
+        git={"isolation": "worktree"},
+        workers={"sandbox": "on", "max_disk_mb": 20, "max_log_mb": 5, "monitor_interval": 0.1},
+    )
+    writer = f'{WRITES[where]}; for i in $(seq 40); do head -c {MB} /dev/zero > "$d/junk_$i" || exit 3; done; sleep 20'
+    job = engine.submit("x", {"max_retries": 1, "default_timeout": 60}, [writer])
+    engine.wait(job.id, 60)
+    # Then it is stopped by the disk cap, not retried
+    worker = workers(engine, job)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason.startswith("disk cap"), worker.exit_reason
+    assert "git dir, TMPDIR and new objects" in worker.exit_reason
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "cap"
+    assert snapshot(host, folder) == before
