@@ -59,7 +59,7 @@ from .process.executor import AttemptHandle, Sample, Sampled
 from .process.procscan import Memory, machine_memory
 from .process.runner import CommandNotFound, ProcessRunner, signal_name
 from .process.sandbox import SandboxSpec, probe
-from .process.shim import FoundAttempt, read_exit_file
+from .process.shim import FoundAttempt, read_exit_file, reserve_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process
@@ -278,8 +278,8 @@ class FakeExecutor:
             raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv[0]}", argv[0])
         if script.spawn_error == "oserror":
             raise PermissionError(errno.EACCES, f"Permission denied: {argv[0]}")
-        if exit_file is not None:
-            Path(exit_file).unlink(missing_ok=True)  # a stale status must never pass for this run's
+        if exit_file is not None:  # as the runner: a stale status never passes for this run's, and its room is made
+            reserve_exit_file(exit_file)
         now = self.clock.monotonic()
         handle = FakeHandle(
             pid=next(self._pids),

@@ -3,12 +3,19 @@ the workers' object store), and a workspace whose file system is full."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestrator.models import WorkerStatus
+from orchestrator.process import supervised
 from orchestrator.process.monitor import Footprint
+from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import probe
+from orchestrator.process.shim import PERL, read_exit_file
+from orchestrator.process.supervised import SupervisorClient
 
+from .helpers.disk import fill_command, small_filesystem
 from .helpers.worktree import snapshot, workers
 
 MB = 1024 * 1024
@@ -65,3 +72,38 @@ def test_writing_past_the_disk_cap_outside_the_checkout_stops_the_worker(hosted,
     assert "git dir, TMPDIR and new objects" in worker.exit_reason
     assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "cap"
     assert snapshot(host, folder) == before
+
+
+# -- a full file system ----------------------------------------------------------------------------
+SHIMS = ["perl shim", "shell shim", "supervisor"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shim", SHIMS)
+def test_an_exit_status_is_written_on_a_file_system_the_worker_filled(tmp_path, shim):
+    # Given an attempt whose exit file is on a small file system, which the worker fills before it exits 0
+    with small_filesystem(tmp_path / "fs") as fs:
+        if shim == "supervisor":
+            if not supervised.supported():
+                pytest.skip("the supervisor needs Linux pidfds")
+            runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup"))
+        else:
+            runner = ProcessRunner(perl=PERL if shim == "perl shim" else None)
+        if shim == "perl shim" and PERL is None:
+            pytest.skip("no perl on this machine")
+        try:
+            exit_file = fs / "exit.1"
+            handle = runner.spawn(
+                fill_command(fs / "fill"),
+                cwd=tmp_path,
+                env=dict(os.environ),
+                log_path=tmp_path / "log",
+                tag="f.k.1",
+                exit_file=exit_file,
+            )
+            assert runner.wait(handle, 30) == 0
+        finally:
+            runner.close()
+        # Then the file system is full, and the exit file says how the worker ended (what a restart reads)
+        assert os.statvfs(fs).f_bavail == 0
+        assert read_exit_file(exit_file) == 0

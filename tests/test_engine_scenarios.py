@@ -931,6 +931,20 @@ def test_an_attempt_that_left_no_trace_is_lost_not_rerun(make_rig):
     assert done.status is JobStatus.FAILED
 
 
+def test_an_unrecorded_attempt_whose_exit_file_holds_no_status_is_lost_not_started_again(make_rig):
+    """Its spawn made its exit file (shim.reserve_exit_file): a restart knows it began, though no record
+    says so and its shim is gone without a status (a full disk, a SIGKILL)."""
+    rig = make_rig(auto=False)
+    rig.fake.default = S(hang=True, vanishes=True)
+    job = crash_while_running(rig, ["a"], recorded=False)
+    assert on_disk(rig, job, "worker_1").attempts == []
+    assert rig.engine.recover() == [job.id]
+    done = rig.wait(job)
+    worker = rig.workers(done)["worker_1"]
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason == LOST_REASON
+    assert [a.number for a in worker.attempts] == [1] and len(rig.fake.handles) == 1
+
+
 def test_a_worker_that_never_started_starts_after_the_restart(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.process.procscan import process_alive, process_start_id
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.shim import PERL, find_shims, read_exit_file
+from orchestrator.process.shim import EXIT_ROOM, PERL, find_shims, read_exit_file
 
 from .conftest import wait_until
 
@@ -51,12 +51,13 @@ def test_a_worker_killed_by_the_ladder_is_recorded_as_killed_by_that_signal(tmp_
     assert exit_file.read_text() == f"signal {signal.SIGTERM.value}\n" and read_exit_file(exit_file) == -signal.SIGTERM
 
 
-def test_a_stale_exit_file_is_removed_before_the_attempt_starts(tmp_path):
+def test_a_stale_exit_file_is_replaced_by_an_empty_one_before_the_attempt_starts(tmp_path):
+    """Its room is reserved (shim.EXIT_ROOM), holding no status: a restart knows the attempt began."""
     (tmp_path / "exit.1").write_text("0\n")
     runner = ProcessRunner()
     handle, exit_file = _spawn(runner, tmp_path, "import time; time.sleep(30)", "t3.k.1")
     try:
-        assert not exit_file.exists()
+        assert exit_file.read_bytes() == EXIT_ROOM and read_exit_file(exit_file) is None
     finally:
         runner.terminate(handle, grace=1)
 
@@ -173,7 +174,8 @@ def test_a_restarted_runner_adopting_a_finished_shim_reads_the_true_status(tmp_p
 def test_without_perl_the_shell_shim_records_exit_codes_and_never_signals_itself(tmp_path):
     runner = ProcessRunner(perl=None)
     handle, exit_file = _sh(runner, tmp_path, "exit 147")
-    assert runner.wait(handle, 10) == 147 and exit_file.read_text() == "exit 147\n"
+    assert runner.wait(handle, 10) == 147 and read_exit_file(exit_file) == 147
+    assert exit_file.read_text().rstrip("\n") == "exit 147", "written over the reserved room: its padding stays"
     # What a shell cannot know: a worker killed by SIGTERM reads as exit 143 (documented).
     handle, exit_file = _sh(runner, tmp_path, "kill -TERM $$", tag="t7.k.1")
     assert runner.wait(handle, 10) == 143 and handle.popen.returncode == 143

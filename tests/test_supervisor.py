@@ -414,7 +414,7 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
         assert runner.wait(held, 0.5) is None
         os.close(held.lifeline)  # as the node's worker process dying closes it
         held.lifeline = None
-        assert runner.wait(held, 20) == -signal.SIGKILL and not held_file.exists()  # killed with its group, no status
+        assert runner.wait(held, 20) == -signal.SIGKILL and read_exit_file(held_file) is None  # killed with its group, no status
         wait_until(lambda: not runner.tagged("n2.k.1"), timeout=10)  # the worker went with the shim's group
         assert "the node process that started it is gone" in (tmp_path / "n2.k.1.log").read_text()
         for handle, _ in runs:

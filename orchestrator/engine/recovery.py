@@ -10,6 +10,7 @@ what is found                                       fate          then
 a live shim with the worker's tag                   ADOPT         waited on like any running worker
   (even if the record never said ``running``)
 no shim, but an exit file for its latest attempt    ADOPT         its true status is read at once
+an exit file with no status, and no shim            LOST          failed, with the reason; not rerun
 its process had ended, it waits for child jobs      WAITING       ends when its children end
 it never started (no attempt, shim or exit file)    START         runs now, for the first time
 an attempt was running and left no trace            LOST          failed, with the reason; not rerun
@@ -98,6 +99,7 @@ def _decide(
         return Recovered(worker, Fate.ADOPT, attempt, shim.pid, shim.start_id, shim.tag, shim.exit_file)
     # 2. An exit file newer than anything recorded as ended: it finished while no server watched.
     first = last.number if last is not None and last.ended_at is None else (last.number + 1 if last else 1)
+    begun: int | None = None  # the latest attempt whose exit file is there with no status in it
     for number in range(max(max_attempts, first), first - 1, -1):
         path = exit_file(number)
         if read_exit_file(path) is not None:
@@ -105,14 +107,20 @@ def _decide(
             if attempt.pid is not None and process_alive(attempt.pid, attempt.pid_start):
                 continue  # cannot be: its shim wrote the file and then exits; look again next start
             return Recovered(worker, Fate.ADOPT, attempt, attempt.pid, attempt.pid_start, None, path)
-    if last is not None and last.ended_at is not None:
+        if begun is None and path.exists():
+            begun = number
+    if last is not None and last.ended_at is not None and begun is None:
         # Its process ended with the old server watching; it was waiting for its child jobs.
         return Recovered(worker, Fate.WAITING)
-    if last is None:
-        return Recovered(worker, Fate.START)
-    if last.pid is not None and process_alive(last.pid, last.pid_start):
+    if last is not None and last.ended_at is None and last.pid is not None and process_alive(last.pid, last.pid_start):
         # Recorded, alive, but its tag was not found (another user's process table view?): adopt by pid.
         return Recovered(worker, Fate.ADOPT, last, last.pid, last.pid_start, None, exit_file(last.number))
+    if begun is not None:
+        # Its spawn made the exit file (shim.reserve_exit_file), and no shim lives or told a status:
+        # it began (whatever the record managed to say), so it is never started again.
+        return Recovered(worker, Fate.LOST, _attempt(worker, begun, exit_file(begun), attempt_start))
+    if last is None:
+        return Recovered(worker, Fate.START)
     return Recovered(worker, Fate.LOST, last)
 
 

@@ -197,6 +197,8 @@ class Restorer:
             if not tables.live_children(live):
                 to_settle.append(live)
         else:  # LOST
+            if rec.status is WorkerStatus.PENDING:  # it began (its exit file says so) before any record said so
+                states.set_worker_status(rec, WorkerStatus.RUNNING)
             attempt = fate.attempt
             if attempt is not None and attempt.ended_at is None:
                 attempt.ended_at, attempt.end_reason = self.clock.time(), "lost"

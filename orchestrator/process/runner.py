@@ -58,6 +58,7 @@ from .shim import (
     FoundAttempt,
     find_shims,
     read_exit_file,
+    reserve_exit_file,
 )
 from .supervised import SupervisorClient
 from .supervisor import LIFELINE_FD
@@ -280,9 +281,8 @@ class ProcessRunner:
             fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
             os.close(fd)
             exit_file = Path(name)
-        if exit_file is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(exit_file)  # a stale status must never pass for this run's
+        if exit_file is not None:  # a stale status must never pass for this run's; its room is made now
+            reserve_exit_file(exit_file)  # (before the sandbox's argv: only a path that exists is bound)
         # Through the supervisor: a worker with an exit file, which the supervisor writes (a sandbox's
         # shim inside does); one that must die with this process (a node's attempt) keeps the shim.
         plain = self.supervisor is not None and exit_file is not None and parent_death_signal is None
@@ -299,8 +299,7 @@ class ProcessRunner:
             full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
         supervised = plain or tethered
         if sandbox is not None:
-            if exit_file is not None:  # the shim writes it from inside: it must exist to be bound writable
-                exit_file.touch()
+            if exit_file is not None:  # the shim writes it from inside (it exists, reserved, before the start)
                 sandbox = sandbox.with_writable(exit_file)
             if parent_death_signal is not None:
                 sandbox = replace(sandbox, die_with_parent=True)
@@ -311,8 +310,12 @@ class ProcessRunner:
         # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
         # the supervisor starting it), and a sandbox's launcher and init.
         own = (1 if exit_file else 0) + (2 if sandbox else 0)
-        cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except BaseException:
+            _never_began(exit_file)
+            raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
         try:
@@ -347,6 +350,7 @@ class ProcessRunner:
                 pid, start_id = popen.pid, process_start_id(popen.pid)
         except BaseException:
             self.confined.end(tag)
+            _never_began(exit_file)
             if lifeline is not None:
                 os.close(lifeline[1])
             raise
@@ -603,6 +607,13 @@ def _preexec(setup: ChildSetup | None, parent_death_signal: int | None, *, launc
 # How long the first of several finishing workers waits for others to share its /proc scan.
 # The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
 SWEEP_GATHER = 0.01
+
+
+def _never_began(exit_file: Path | None) -> None:
+    """A spawn failed: no exit file may say its attempt began (a restart would count it lost)."""
+    if exit_file is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(exit_file)
 
 
 def _killpg(pgid: int, signum: int) -> None:

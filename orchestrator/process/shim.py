@@ -7,6 +7,7 @@ result survives the server being killed; process/runner.py starts it, this modul
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -85,12 +86,16 @@ PERL_SHIM = (
     "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
     "my $s = $?; exit 255 if $s == -1;\n"
     "my $sig = $s & 127;\n"
-    "if (open my $h, '>', $f) { print $h ($sig ? \"signal $sig\\n\" : 'exit ' . ($s >> 8) . \"\\n\"); close $h }\n"
+    # Over the room reserved at its spawn (reserve_exit_file), then cut to the line: no new block
+    # is needed, so the status is written on a full disk too.
+    "my $h; if (open($h, '+<', $f) || open($h, '>', $f)) {"
+    ' print $h ($sig ? "signal $sig\\n" : \'exit \' . ($s >> 8) . "\\n"); truncate($h, tell($h)); close $h }\n'
     "exit($sig ? 128 + $sig : $s >> 8);\n"
 )
 # Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
 # worker killed by signal N reads as "exited with 128+N" (the shell cannot know better).
-SHIM_SCRIPT = f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'exit %s\\n\' "$r" >"$f"; exit "$r"'
+# (``1<>`` writes over the reserved room without truncating it: the padding after the line stays.)
+SHIM_SCRIPT = f'f=$1; shift; trap : {SHIM_SIGNALS}; "$@"; r=$?; printf \'exit %s\\n\' "$r" 1<>"$f"; exit "$r"'
 SHIM_NAME = "orchestrator-shim"  # the shim's first argument: how it shows in ps, and how a restarted server knows it
 SHELL = "/bin/sh"
 
@@ -105,6 +110,23 @@ def find_perl() -> str | None:
 
 
 PERL = find_perl()
+
+
+# An exit file is made at its attempt's spawn holding this much room (newlines, which read as "no
+# status yet"): its writer overwrites it in place (no block to allocate: a workspace whose disk a
+# worker filled still gets its status), and a restart that finds the file knows the attempt began.
+EXIT_ROOM = b"\n" * 16
+
+
+def reserve_exit_file(path: Path) -> None:
+    """Make ``path`` an attempt's exit file holding no status yet and the room for one (EXIT_ROOM).
+    Raises OSError (ENOSPC on a full disk) when it cannot: the attempt must not start without it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        if os.write(fd, EXIT_ROOM) != len(EXIT_ROOM):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -142,7 +164,8 @@ def find_shims(tag_prefix: str) -> list[FoundAttempt]:
 
 def read_exit_file(path: Path) -> int | None:
     """The status a shim recorded, in Popen's convention (negative: killed by that signal);
-    None when there is none or it is incomplete (the shim was killed while writing it).
+    None when there is none or it is incomplete (the shim was killed while writing it), or the file
+    holds only the room its spawn reserved (EXIT_ROOM: the attempt began, and has told nothing yet).
 
     The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes; a bare
     number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
@@ -152,9 +175,10 @@ def read_exit_file(path: Path) -> int | None:
         text = read_small(path).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.endswith("\n"):
+    line = text.rstrip("\n")  # (the shell shim leaves what it did not write over of the room)
+    if not text.endswith("\n") or not line or "\n" in line:
         return None
-    word, _, number = text[:-1].partition(" ")
+    word, _, number = line.partition(" ")
     if not number:
         word, number = "old", word
     if not number.isdigit() or len(number) > 3 or int(number) > 255:

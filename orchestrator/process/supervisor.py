@@ -304,10 +304,13 @@ def optional_text(value: object) -> str | None:
 
 
 def _write_status(path: str, line: bytes) -> None:
+    """Over the room its spawn reserved (shim.reserve_exit_file), then cut to the line: no block to
+    allocate, so the status is written on a full disk too."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, line)
+            os.ftruncate(fd, len(line))
         finally:
             os.close(fd)
 
