@@ -8,6 +8,8 @@ works on both sides of HTTP.
 
 from __future__ import annotations
 
+import errno
+
 
 class OrchestratorError(Exception):
     """Base class for all orchestrator errors."""
@@ -130,6 +132,26 @@ class WorkspaceError(OrchestratorError):
 
     code = "workspace_error"
     http_status = 507
+
+
+class NoSpace(WorkspaceError):
+    """The workspace's file system is full (ENOSPC, or the user's quota: EDQUOT); over the wire a
+    ``workspace_error`` like any other."""
+
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a full file system."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # (a chain is short; a loop in it must not hang the caller)
+        if seen is None:
+            return False
+        if isinstance(seen, NoSpace) or (isinstance(seen, OSError) and seen.errno in NO_SPACE_ERRNOS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RefusedPath(WorkspaceError):

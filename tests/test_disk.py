@@ -4,10 +4,12 @@ the workers' object store), and a workspace whose file system is full."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from orchestrator.models import WorkerStatus
+from orchestrator.engine.core import Engine
+from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process import supervised
 from orchestrator.process.monitor import Footprint
 from orchestrator.process.runner import ProcessRunner
@@ -15,6 +17,7 @@ from orchestrator.process.sandbox import probe
 from orchestrator.process.shim import PERL, read_exit_file
 from orchestrator.process.supervised import SupervisorClient
 
+from .conftest import make_settings
 from .helpers.disk import fill_command, small_filesystem
 from .helpers.worktree import snapshot, workers
 
@@ -107,3 +110,47 @@ def test_an_exit_status_is_written_on_a_file_system_the_worker_filled(tmp_path, 
         # Then the file system is full, and the exit file says how the worker ended (what a restart reads)
         assert os.statvfs(fs).f_bavail == 0
         assert read_exit_file(exit_file) == 0
+
+
+@pytest.mark.slow
+def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_their_exit_files(tmp_path):
+    # Given a workspace on a small file system and two workers that fill it, then exit 0
+    with small_filesystem(tmp_path / "workspace", "8m") as workspace:
+        settings = make_settings(
+            tmp_path,
+            orchestrator={"worker": "command", "command": fill_command(Path("fill"))},
+            workers={"max_disk_mb": 0, "max_log_mb": 0, "max_workers": 2},
+        )
+        engine = Engine(settings)
+        try:
+            job = engine.submit("fill the disk", None, ["a", "b"])
+            # Then the job ends (it never stays running), each worker failed with the reason
+            done = engine.wait(job.id, 60)
+            assert done.status.terminal, done.status
+            ended = engine.snapshot(job.id)[1]
+            for worker in ended:
+                assert worker.status is WorkerStatus.FAILED
+                assert worker.exit_reason.startswith("no space left on device while"), worker.exit_reason
+            assert any("no space left on device" in note for note in done.notes)
+        finally:
+            engine.shutdown(timeout=10)
+        # and what was on disk is still there and readable: the tree unfinished, each exit file with its status
+        assert not engine.workspace.load_job(job.id).status.terminal
+        for name in ("worker_1", "worker_2"):
+            assert read_exit_file(engine.workspace.exit_file(job.id, 0, name, 1)) == 0
+        # When there is room again and a new server takes the tree over
+        for fill in workspace.glob(f"job_{job.id}/depth_0/*/fill"):
+            fill.unlink()
+        fresh = Engine(settings)
+        try:
+            assert fresh.recover() == [job.id]
+            done = fresh.wait(job.id, 60)
+            # Then each worker is settled from its exit file (its true status), and none ran again
+            assert done.status is JobStatus.COMPLETED, done.notes
+            for worker in fresh.snapshot(job.id)[1]:
+                assert worker.status is WorkerStatus.SUCCESS and [a.number for a in worker.attempts] == [1]
+                log = fresh.workspace.worker_log(job.id, 0, worker.name).read_text()
+                assert log.count(" started ") == 1, log
+            assert fresh.workspace.load_job(job.id).status is JobStatus.COMPLETED
+        finally:
+            fresh.shutdown(timeout=10)

@@ -23,7 +23,7 @@ from ..audit import keys as audit_keys
 from ..audit import record as audit_record
 from ..checkouts import lifetime
 from ..config import Isolation
-from ..errors import Conflict, OrchestratorError
+from ..errors import Conflict, OrchestratorError, no_space
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
@@ -79,6 +79,10 @@ class Finishing:
         self.queries = queries
         self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
         self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
+        # Trees a full disk kept a final record of from the disk (under tables.locked()): they end in
+        # memory only, and stay there; on disk they stay unfinished, for a restart to settle from the
+        # exit files (``unwritten``).
+        self.unwritten: set[str] = set()
 
     # -- a worker ---------------------------------------------------------------------------
     def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
@@ -138,11 +142,18 @@ class Finishing:
         self.metrics.worker_finished(live.tag, status.value, final.duration)
         return final, self.tables.worker_snapshot(live, final)
 
-    def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> None:
-        """Outside the lock: the final record on disk, then everyone told; the job may end."""
+    def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> bool:
+        """Outside the lock: the final record on disk, then everyone told; the job may end. False when a
+        full disk kept the record from the disk (the worker then fails with the reason, in memory)."""
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
         failpoints.hit("before_final_record")
-        snapshot.write()
+        written = True
+        try:
+            snapshot.write()
+        except Exception as exc:
+            if not no_space(exc):
+                raise
+            final, written = self.unwritten_final(live, final, exc), False
         with self.tables.locked():
             rec = live.record
             states.set_worker_status(rec, final.status)
@@ -158,6 +169,23 @@ class Finishing:
                 self._graph_step(live, self.scheduler)
         if done:
             self.end_job(job)
+        return written
+
+    def unwritten_final(self, live: LiveWorker, final: WorkerRecord, exc: BaseException) -> WorkerRecord:
+        """Its final record could not be written, the disk being full: it fails with that reason, in
+        memory, so its job goes on to its end. Its record on disk stays as it was (nothing there is
+        lost), and so does its tree's (``unwritten``): a restart settles it from its exit file."""
+        why = f"no space left on device while writing its final record (it ended: {final.exit_reason})"
+        log.warning("%s: %s: %s", live.record.key, why, exc, extra=logs.context(live.job.id, live.record.name))
+        with self.tables.locked():
+            self.unwritten.add(live.job.root_id)
+            rec = live.record
+            rec.exit_reason = rec.error = why
+            failed = rec.copy()
+            states.set_worker_status(failed, WorkerStatus.FAILED)
+            failed.ended_at = final.ended_at
+            failed.unblocked = self.scheduler.unblocked_by(live, WorkerStatus.FAILED) if self.scheduler is not None else []
+        return failed
 
     def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
         """Inside ``tables.locked()``, a graph job's worker settled: say what it unblocked, skip or stop
@@ -215,7 +243,7 @@ class Finishing:
             snapshot = tables.job_snapshot(final)
         # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
         # tens of ms, which every request (a child job's refusal) would otherwise wait out.
-        write_snapshots([snapshot])
+        self.write_final_job(job, snapshot)
         with self.tables.locked():
             del tables.ending[job.id]
             if self.scheduler is not None:
@@ -238,6 +266,27 @@ class Finishing:
             self.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+
+    def write_final_job(self, job: JobRecord, snapshot: Snapshot) -> None:
+        """A job's final record on disk, unless a full disk kept a worker's of its tree from the disk
+        (``unwritten``): then the job ends in memory only, its tree unfinished on disk for a restart
+        to settle from the exit files, and its notes say so."""
+        with self.tables.locked():
+            unwritten = job.root_id in self.unwritten
+        if not unwritten:
+            try:
+                write_snapshots([snapshot])
+                return
+            except Exception as exc:
+                if not no_space(exc):
+                    raise
+                log.warning("job %s: its final record not written: %s", job.id, exc, extra=logs.context(job.id))
+        with self.tables.locked():
+            self.unwritten.add(job.root_id)
+            job.notes.append(
+                "no space left on device while writing the records of its tree: it ended here, and its records on disk "
+                "stay unfinished; once there is room, a restart settles its workers from their exit files"
+            )
 
     def record_result(self, job: JobRecord, status: JobStatus, ended: float | None, *, publish: bool = True) -> None:
         """Outside the lock, once a root's result has landed: its signed record, then (``publish``, and
@@ -400,6 +449,8 @@ class Finishing:
         """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
         read from their records on disk, so a long-running server's memory stays flat."""
         with self.tables.locked():
+            if root_id in self.unwritten:
+                return  # its records on disk are not final: what it ended as is held here alone
             self.tables.finished_roots.append(root_id)
             while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
                 self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)

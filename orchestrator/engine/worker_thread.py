@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from .. import failpoints
 from ..checkouts.checkout import Changes, CheckoutFailed, discard, finish_checkout
+from ..errors import no_space
 from ..models import WorkerRecord, WorkerStatus
 from ..process.cgroups import DISK_CAP
 from ..process.executor import AttemptHandle
@@ -121,11 +122,15 @@ class WorkerRunner:
                 outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
             else:
                 outcome = Outcome(WorkerStatus.FAILED, str(exc), error=str(exc))
-        except Exception as exc:  # a bug must not leave a worker "running" forever
-            log.exception(
-                "worker %s crashed in the engine", live.record.key, extra=logs.context(live.record.job_id, live.record.name)
-            )
-            outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
+        except Exception as exc:  # a bug (or a full disk) must not leave a worker "running" forever
+            context = logs.context(live.record.job_id, live.record.name)
+            if no_space(exc):
+                why = f"no space left on device while running it ({exc})"
+                log.warning("worker %s: %s", live.record.key, why, extra=context)
+                outcome = Outcome(WorkerStatus.FAILED, why, error=why)
+            else:
+                log.exception("worker %s crashed in the engine", live.record.key, extra=context)
+                outcome = Outcome(WorkerStatus.FAILED, "engine error", error=f"internal error: {exc}")
         live.cancel.close()
         rec = live.record
         # Its process has ended: the slot goes to the next worker (and its cost to the tree's
@@ -168,11 +173,17 @@ class WorkerRunner:
             if not early:
                 self.hooks.dispatch()
         if waiting:
-            snapshot.write()
+            try:
+                snapshot.write()
+            except Exception as exc:  # its record on disk lags (it says running): its exit file is the truth
+                if not no_space(exc):
+                    raise
+                log.warning("worker %s: its record not written: %s", rec.key, exc)
         elif settled is not None:
-            self.finishing.publish_final(live, *settled)  # writes the record once, with its final status
-            # On disk with its commit: its worktree may go now (its branch stays; checkouts/worktree.py).
-            self.checkout.retire(rec, live.job)
+            # Writes the record once, with its final status; on disk with its commit, its worktree may
+            # go now (its branch stays; checkouts/worktree.py).
+            if self.finishing.publish_final(live, *settled):
+                self.checkout.retire(rec, live.job)
 
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
         """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against

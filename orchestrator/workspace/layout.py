@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidId, JobNotFound, RefusedPath, WorkerNotFound, WorkspaceError
+from ..errors import NO_SPACE_ERRNOS, InvalidId, JobNotFound, NoSpace, RefusedPath, WorkerNotFound, WorkspaceError
 from ..models import JobRecord, WorkerRecord
 from .filesystem import (
     NO_LINK_NO_BLOCK,
@@ -544,7 +544,8 @@ class Workspace:
         try:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:
-            raise WorkspaceError(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
+            kind = NoSpace if exc.errno in NO_SPACE_ERRNOS else WorkspaceError
+            raise kind(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
 
 
 def _records(folder: Path) -> Iterator[Path]:
