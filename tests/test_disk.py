@@ -19,7 +19,7 @@ from orchestrator.process.supervised import SupervisorClient
 
 from .conftest import make_settings
 from .helpers.disk import fill_command, small_filesystem
-from .helpers.worktree import snapshot, workers
+from .helpers.worktree import host_engine, make_host, snapshot, workers
 
 MB = 1024 * 1024
 SUPPORT = probe()
@@ -154,3 +154,40 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
             assert fresh.workspace.load_job(job.id).status is JobStatus.COMPLETED
         finally:
             fresh.shutdown(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_worktree_job_on_a_full_disk_ends_and_leaves_the_users_repository_as_it_was(tmp_path):
+    # Given the user's repository, and the workspace in it, on a small file system, and two workers
+    # in worktrees that fill it
+    with small_filesystem(tmp_path / "fs", "16m") as fs:
+        host, folder = make_host(fs)
+        before = snapshot(host, folder)
+        sections = {
+            "git": {"isolation": "worktree"},
+            "orchestrator": {"worker": "command", "command": fill_command(Path("fill"))},
+            "workers": {"max_disk_mb": 0, "max_log_mb": 0, "max_workers": 2},
+        }
+        engine = host_engine(folder, **sections)
+        try:
+            job = engine.submit("fill the disk", None, ["a", "b"])
+            # Then the job ends, each worker failed with the reason
+            done = engine.wait(job.id, 60)
+            assert done.status.terminal, done.status
+            for worker in engine.snapshot(job.id)[1]:
+                assert worker.status is WorkerStatus.FAILED
+                assert "no space left on device" in worker.exit_reason.lower(), worker.exit_reason
+        finally:
+            engine.shutdown(timeout=10)
+        # and once there is room again, a restart runs nothing again, and the user's repository is as it was
+        for fill in (folder / "workspace").glob(f"job_{job.id}/depth_0/*/fill"):
+            fill.unlink()
+        fresh = host_engine(folder, **sections)
+        try:
+            fresh.recover()
+            assert fresh.wait(job.id, 60).status.terminal
+            for worker in fresh.snapshot(job.id)[1]:
+                assert [a.number for a in worker.attempts] == [1]
+        finally:
+            fresh.shutdown(timeout=10)
+        assert snapshot(host, folder) == before
