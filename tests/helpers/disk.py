@@ -17,7 +17,8 @@ def small_filesystem(path: Path, size: str = "1m") -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"a full file system is made by mounting a small tmpfs, which this user may not: {done.stderr.strip()}")
+        why = (done.stderr.strip().splitlines() or [f"mount exited {done.returncode}"])[0]
+        pytest.skip(f"a full file system is made by mounting a small tmpfs, which this user may not: {why}")
     try:
         yield path
     finally:
