@@ -3,12 +3,15 @@ the workers' object store), and a workspace whose file system is full."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from orchestrator.engine.core import Engine
+from orchestrator.errors import NoSpace, WorkspaceError, no_space
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process import supervised
 from orchestrator.process.monitor import Footprint
@@ -16,6 +19,7 @@ from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import probe
 from orchestrator.process.shim import PERL, read_exit_file
 from orchestrator.process.supervised import SupervisorClient
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import make_settings
 from .helpers.disk import fill_command, small_filesystem
@@ -45,6 +49,46 @@ def test_a_footprint_counts_its_own_folders_whole_and_the_shared_store_from_its_
     for path in (store / "ab" / "old", store / "ab" / "new", store / "junk"):
         path.unlink()
     assert footprint.bytes() == 3 * MB
+
+
+def test_one_walk_of_the_shared_store_serves_every_worker_in_a_monitor_pass(tmp_path):
+    # Given two workers' footprints over one store, which grows by 1 MB after both started
+    store = tmp_path / "store"
+    store.mkdir()
+    first, second = (Footprint.start((tmp_path / name,), store) for name in ("a", "b"))
+    (store / "new").write_bytes(b"x" * MB)
+    # When one pass measures both, the store's size read for the first is the one the second is charged
+    sizes: dict = {}
+    assert first.bytes(sizes) == MB and sizes == {store: MB}
+    (store / "later").write_bytes(b"x" * MB)
+    assert second.bytes(sizes) == MB, "read once a pass"
+    assert second.bytes() == 2 * MB
+
+
+def test_a_full_file_system_is_told_from_other_write_failures():
+    assert no_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert no_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert no_space(NoSpace("cannot write x: No space left on device"))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("while committing") from exc
+    except RuntimeError as chained:
+        assert no_space(chained)
+    assert not no_space(OSError(errno.EACCES, "Permission denied"))
+    assert not no_space(WorkspaceError("cannot write x: Permission denied"))
+
+
+@pytest.mark.slow
+def test_a_workspace_write_on_a_full_file_system_is_a_no_space_error(tmp_path):
+    with small_filesystem(tmp_path / "fs", "64k") as fs:
+        with open(fs / "fill", "ab", buffering=0) as fill, contextlib.suppress(OSError):
+            while True:
+                fill.write(b"x" * 4096)
+        ws = Workspace(fs / "workspace", durable=False)
+        with pytest.raises(NoSpace, match="No space left on device"):
+            ws.write_text(fs / "record.json", "x" * 65536)
 
 
 WRITES = {

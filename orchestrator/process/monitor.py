@@ -69,10 +69,15 @@ class Footprint:
         """At an attempt's start: the shared folder's size now is what the attempt is not charged for."""
         return cls(own, shared, folder_bytes(shared) if shared is not None else 0)
 
-    def bytes(self) -> int:
+    def bytes(self, shared_sizes: dict[Path, int] | None = None) -> int:
+        """What the cap counts now. ``shared_sizes``: the shared folders' sizes already read in this
+        pass (one walk of a repository's store serves all its workers), filled in as they are read."""
         total = sum(folder_bytes(path) for path in self.own)
         if self.shared is not None:
-            total += max(0, folder_bytes(self.shared) - self.shared_before)
+            sizes = {} if shared_sizes is None else shared_sizes
+            if self.shared not in sizes:
+                sizes[self.shared] = folder_bytes(self.shared)
+            total += max(0, sizes[self.shared] - self.shared_before)
         return total
 
 
@@ -90,8 +95,8 @@ class Watched:
     pid: int | None = None  # the attempt's top process (its shim, a sandbox's launcher, or the worker)
     footprint: Footprint | None = None  # what its disk cap counts (None: its folder alone)
 
-    def disk_bytes(self) -> int:
-        return self.footprint.bytes() if self.footprint is not None else folder_bytes(self.worker_dir)
+    def disk_bytes(self, shared_sizes: dict[Path, int] | None = None) -> int:
+        return self.footprint.bytes(shared_sizes) if self.footprint is not None else folder_bytes(self.worker_dir)
 
 
 @dataclass(frozen=True)
@@ -209,13 +214,14 @@ class ResourceMonitor:
             return
         found = self.executor.sample(watched)
         now = time.monotonic()
+        shared_sizes: dict[Path, int] = {}  # a repository's object store, walked once a pass
         for worker in watched:
             got = found.get(worker.tag) or Sample()
             with self._usage_lock:
                 usage = self.usage.setdefault(worker.tag, Usage())
                 usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
                 usage.seen = now
-            disk = worker.disk_bytes() if self.caps.disk_mb else None
+            disk = worker.disk_bytes(shared_sizes) if self.caps.disk_mb else None
             reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk, got)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
