@@ -182,7 +182,18 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         assert not engine.workspace.load_job(job.id).status.terminal
         for name in ("worker_1", "worker_2"):
             assert read_exit_file(engine.workspace.exit_file(job.id, 0, name, 1)) == 0
-        # When there is room again and a new server takes the tree over
+        # When a new server takes the tree over while the disk is still full
+        middle = Engine(settings)
+        try:
+            assert middle.recover() == [job.id]
+            # Then it runs nothing again, and the job ends here too
+            assert middle.wait(job.id, 60).status.terminal
+            for worker in middle.snapshot(job.id)[1]:
+                assert worker.status is WorkerStatus.FAILED and [a.number for a in worker.attempts] == [1]
+                assert "no space left on device while" in worker.exit_reason, worker.exit_reason
+        finally:
+            middle.shutdown(timeout=10)
+        # When there is room again and a third server takes the tree over
         for fill in workspace.glob(f"job_{job.id}/depth_0/*/fill"):
             fill.unlink()
         fresh = Engine(settings)

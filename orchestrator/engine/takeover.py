@@ -9,7 +9,7 @@ from collections import Counter
 
 from .. import states
 from ..checkouts import pruning
-from ..errors import JobNotFound
+from ..errors import JobNotFound, no_space
 from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
 from ..states import WorkerPhase
@@ -140,7 +140,12 @@ class Restorer:
                         f"{killed} unaccounted process(es) of its tree killed"
                     )
                     job.notes.append(note)
-                    write_snapshots([tables.job_snapshot(job)])
+                    try:
+                        write_snapshots([tables.job_snapshot(job)])
+                    except Exception as exc:  # a full disk: the tree is taken over all the same (finishing.unwritten)
+                        if not no_space(exc):
+                            raise
+                        log.warning("job %s: its recovery note not written: %s", job.id, exc)
                     self.announce.line(job, f"job {job.id} recovered: {summary}")
             self.hooks.dispatch()
         for live, fate in to_run:
