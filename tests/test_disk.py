@@ -246,3 +246,29 @@ def test_a_worktree_job_on_a_full_disk_ends_and_leaves_the_users_repository_as_i
         finally:
             fresh.shutdown(timeout=10)
         assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_a_plain_folders_git_pointer_is_never_followed_by_the_disk_cap(tmp_path):
+    # Given a folder (not a worktree) whose worker, in its first attempt, writes a .git pointer to a
+    # folder of 30 MB it does not own, and fails; its retry runs a second under a 20 MB cap
+    big = tmp_path / "not its own"
+    big.mkdir()
+    for i in range(30):
+        (big / f"f{i}").write_bytes(b"x" * MB)
+    script = f'if [ "$ORCHESTRATOR_ATTEMPT" = 1 ]; then printf "gitdir: {big}\\n" > .git; exit 1; fi; sleep 1'
+    settings = make_settings(
+        tmp_path,
+        orchestrator={"worker": "command", "command": ["sh", "-c", script]},
+        workers={"max_disk_mb": 20, "max_log_mb": 5, "monitor_interval": 0.1},
+    )
+    engine = Engine(settings)
+    try:
+        job = engine.submit("x", {"max_retries": 1}, ["a"])
+        engine.wait(job.id, 60)
+        # Then its retry is not charged for what the pointer names
+        worker = workers(engine, job)["worker_1"]
+        assert worker.status is WorkerStatus.SUCCESS, worker.exit_reason
+        assert len(worker.attempts) == 2
+    finally:
+        engine.shutdown(timeout=10)

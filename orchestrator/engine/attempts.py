@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from .. import failpoints, protocol, states
 from ..audit import record as audit_record
 from ..checkouts.checkout import Changes
+from ..config import Isolation
 from ..errors import ConfigError
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
@@ -154,6 +155,7 @@ class WorkerExecution:
         self.worker_dir = worker_dir  # the Checkout's (prepared by the engine)
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
+        self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
 
     def apply_deferred(self) -> None:
         """Inside ``tables.locked()``: make the record's changes that wait for a lock section."""
@@ -471,15 +473,20 @@ class WorkerExecution:
 
     def _footprint(self) -> Footprint:
         """What the disk cap counts of the attempt starting now (process/monitor.Footprint): its
-        folder, its worktree's private git dir (its ``.git`` pointer is read-only in the sandbox),
-        its TMPDIR, and the growth from now of its repository's workers' object store."""
+        folder, its TMPDIR, and in a worktree its private git dir and the growth from now of its
+        repository's workers' object store. Those two are found from the worktree's ``.git``
+        pointer, read once, and only in a worktree, where the sandbox shows it read-only (a plain
+        folder's ``.git`` is the worker's to write: a path it chose is never walked)."""
         if not self.settings.workers.max_disk_mb:
             return self.footprint
+        if self._git_disk is None:
+            private, stores = None, None
+            if self.config.isolation == Isolation.WORKTREE:
+                private, stores = linked_git_dir(self.worker_dir), stores_of(self.worker_dir)
+            self._git_disk = ((private,) if private is not None else (), stores.workers if stores else None)
         rec = self.record
-        private = linked_git_dir(self.worker_dir)
-        stores = stores_of(self.worker_dir)
-        own = (self.worker_dir, self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name))
-        return Footprint.start(own + ((private,) if private is not None else ()), stores.workers if stores else None)
+        own = (self.worker_dir, self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name), *self._git_disk[0])
+        return Footprint.start(own, self._git_disk[1])
 
     def _placed(self, attempt: Attempt, *, write: bool = True) -> Callable[[], None]:
         """A remote executor's node started the attempt: the record names the node (and its pid
