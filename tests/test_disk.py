@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -157,56 +158,81 @@ def test_an_exit_status_is_written_on_a_file_system_the_worker_filled(tmp_path, 
 
 
 @pytest.mark.slow
+def test_an_attempt_that_finds_no_room_for_its_exit_file_does_not_start_and_leaves_none(tmp_path):
+    # Given a full file system where the attempt's exit file goes
+    with small_filesystem(tmp_path / "fs", "64k") as fs:
+        subprocess.run(fill_command(fs / "fill"), check=True)
+        # When an attempt is spawned, it fails with ENOSPC, and no exit file says it began
+        with pytest.raises(OSError) as raised:
+            ProcessRunner().spawn(
+                ["sh", "-c", "touch ran"],
+                cwd=fs,
+                env=dict(os.environ),
+                log_path=tmp_path / "log",
+                tag="n.k.1",
+                exit_file=fs / "exit.1",
+            )
+        assert raised.value.errno == errno.ENOSPC
+        assert not (fs / "exit.1").exists() and not (fs / "ran").exists()
+
+
+@pytest.mark.slow
 def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_their_exit_files(tmp_path):
-    # Given a workspace on a small file system and two workers that fill it, then exit 0
+    # Given a workspace on a small file system, a worker that fills it and exits 0, and one after it
+    _, _, fill, path = fill_command(Path("fill"))
+    script = 'if [ "$0" = fill ]; then exec python3 -c "$1" "$2"; fi; echo rest ran'
     with small_filesystem(tmp_path / "workspace", "8m") as workspace:
         settings = make_settings(
             tmp_path,
-            orchestrator={"worker": "command", "command": fill_command(Path("fill"))},
-            workers={"max_disk_mb": 0, "max_log_mb": 0, "max_workers": 2},
+            orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}", fill, path]},
+            workers={"max_disk_mb": 0, "max_log_mb": 0, "max_workers": 1},
         )
         engine = Engine(settings)
         try:
-            job = engine.submit("fill the disk", None, ["a", "b"])
-            # Then the job ends (it never stays running), each worker failed with the reason
+            job = engine.submit("fill the disk", None, ["fill", "rest"])
+            # Then the job ends (it never stays running), each worker failed with the reason: the
+            # first's final record, the second's start found no room
             done = engine.wait(job.id, 60)
             assert done.status.terminal, done.status
-            ended = engine.snapshot(job.id)[1]
-            for worker in ended:
-                assert worker.status is WorkerStatus.FAILED
-                assert worker.exit_reason.startswith("no space left on device while"), worker.exit_reason
+            reasons = {w.name: w.exit_reason for w in engine.snapshot(job.id)[1]}
+            assert reasons["worker_1"].startswith("no space left on device while writing its final record"), reasons
+            assert reasons["worker_2"].startswith("no space left on device while"), reasons
+            assert all(w.status is WorkerStatus.FAILED for w in engine.snapshot(job.id)[1])
             assert any("no space left on device" in note for note in done.notes)
         finally:
             engine.shutdown(timeout=10)
-        # and what was on disk is still there and readable: the tree unfinished, each exit file with its status
-        assert not engine.workspace.load_job(job.id).status.terminal
-        for name in ("worker_1", "worker_2"):
-            assert read_exit_file(engine.workspace.exit_file(job.id, 0, name, 1)) == 0
+        # and what was on disk is still there and readable: the tree unfinished, the first's exit file
+        # with its status, none for the second (it never began)
+        ws = engine.workspace
+        assert not ws.load_job(job.id).status.terminal
+        assert read_exit_file(ws.exit_file(job.id, 0, "worker_1", 1)) == 0
+        assert not ws.exit_file(job.id, 0, "worker_2", 1).exists()
         # When a new server takes the tree over while the disk is still full
         middle = Engine(settings)
         try:
             assert middle.recover() == [job.id]
-            # Then it runs nothing again, and the job ends here too
+            # Then the first is not run again, and the job ends here too
             assert middle.wait(job.id, 60).status.terminal
             for worker in middle.snapshot(job.id)[1]:
-                assert worker.status is WorkerStatus.FAILED and [a.number for a in worker.attempts] == [1]
-                assert "no space left on device while" in worker.exit_reason, worker.exit_reason
+                assert worker.status is WorkerStatus.FAILED
+                assert worker.exit_reason.startswith("no space left on device while"), worker.exit_reason
+            assert [a.number for a in workers(middle, job)["worker_1"].attempts] == [1]
         finally:
             middle.shutdown(timeout=10)
         # When there is room again and a third server takes the tree over
-        for fill in workspace.glob(f"job_{job.id}/depth_0/*/fill"):
-            fill.unlink()
+        (workspace / f"job_{job.id}" / "depth_0" / "worker_1" / "fill").unlink()
         fresh = Engine(settings)
         try:
             assert fresh.recover() == [job.id]
             done = fresh.wait(job.id, 60)
-            # Then each worker is settled from its exit file (its true status), and none ran again
+            # Then the first is settled from its exit file (its true status) and never ran again, and
+            # the second, which never began, runs now, once
             assert done.status is JobStatus.COMPLETED, done.notes
             for worker in fresh.snapshot(job.id)[1]:
                 assert worker.status is WorkerStatus.SUCCESS and [a.number for a in worker.attempts] == [1]
-                log = fresh.workspace.worker_log(job.id, 0, worker.name).read_text()
-                assert log.count(" started ") == 1, log
-            assert fresh.workspace.load_job(job.id).status is JobStatus.COMPLETED
+                assert ws.worker_log(job.id, 0, worker.name).read_text().count(" started ") == 1
+            assert "rest ran" in ws.worker_log(job.id, 0, "worker_2").read_text()
+            assert ws.load_job(job.id).status is JobStatus.COMPLETED
         finally:
             fresh.shutdown(timeout=10)
 

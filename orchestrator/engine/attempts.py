@@ -52,7 +52,7 @@ from .. import failpoints, protocol, states
 from ..audit import record as audit_record
 from ..checkouts.checkout import Changes
 from ..config import Isolation
-from ..errors import ConfigError
+from ..errors import ConfigError, no_space
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
 from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
@@ -414,13 +414,20 @@ class WorkerExecution:
             message = f"{exc.strerror}. Install it, or set {key} in config.yaml to its full path."
         elif isinstance(exc, ConfigError):
             message = exc.message
+        elif no_space(exc):
+            message = f"no space left on device while starting it: {exc}"
         else:
             message = f"could not start the worker command: {exc}"
-        self._log(f"===== attempt {attempt.number} could not start: {message} =====")
+        full = no_space(exc)
+        try:
+            self._log(f"===== attempt {attempt.number} could not start: {message} =====")
+        except OSError:
+            if not full:
+                raise  # (on a full disk the log cannot say it either: the record does)
         with self.tables.locked():
             attempt.ended_at = self.clock.time()
             attempt.end_reason = "spawn_error"
-        return Outcome(WorkerStatus.FAILED, "could not start", error=message)
+        return Outcome(WorkerStatus.FAILED, message if full else "could not start", error=message)
 
     def _wait(self, attempt: Attempt) -> tuple[Outcome, str | None]:
         assert self.handle is not None

@@ -120,11 +120,15 @@ EXIT_ROOM = b"\n" * 16
 
 def reserve_exit_file(path: Path) -> None:
     """Make ``path`` an attempt's exit file holding no status yet and the room for one (EXIT_ROOM).
-    Raises OSError (ENOSPC on a full disk) when it cannot: the attempt must not start without it."""
+    Raises OSError (ENOSPC on a full disk) when it cannot, leaving no file (a restart would take one
+    for an attempt that began): the attempt must not start without it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         if os.write(fd, EXIT_ROOM) != len(EXIT_ROOM):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    except OSError:
+        os.unlink(path)
+        raise
     finally:
         os.close(fd)
 
