@@ -17,7 +17,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process import supervised
 from orchestrator.process.monitor import Footprint
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.sandbox import probe
+from orchestrator.process.sandbox import SandboxSpec, probe
 from orchestrator.process.shim import PERL, read_exit_file
 from orchestrator.process.supervised import SupervisorClient
 from orchestrator.workspace.layout import Workspace
@@ -123,7 +123,7 @@ def test_writing_past_the_disk_cap_outside_the_checkout_stops_the_worker(hosted,
 
 
 # -- a full file system ----------------------------------------------------------------------------
-SHIMS = ["perl shim", "shell shim", "supervisor"]
+SHIMS = ["perl shim", "shell shim", "supervisor", "sandboxed"]
 
 
 @pytest.mark.slow
@@ -136,18 +136,24 @@ def test_an_exit_status_is_written_on_a_file_system_the_worker_filled(tmp_path, 
                 pytest.skip("the supervisor needs Linux pidfds")
             runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup"))
         else:
-            runner = ProcessRunner(perl=PERL if shim == "perl shim" else None)
-        if shim == "perl shim" and PERL is None:
+            runner = ProcessRunner(perl=None if shim == "shell shim" else PERL)
+        if shim != "shell shim" and PERL is None:
             pytest.skip("no perl on this machine")
+        if shim == "sandboxed" and not SUPPORT.available:
+            pytest.skip(f"no sandbox on this machine: {SUPPORT.reason}")
+        work = fs / "work"  # (in the sandbox, the worker's only writable folder: its exit file is bound on its own)
+        work.mkdir()
+        sandbox = SandboxSpec(SUPPORT.bwrap, writable=(str(work),)) if shim == "sandboxed" and SUPPORT.bwrap else None
         try:
             exit_file = fs / "exit.1"
             handle = runner.spawn(
-                fill_command(fs / "fill"),
+                fill_command(work / "fill"),
                 cwd=tmp_path,
                 env=dict(os.environ),
                 log_path=tmp_path / "log",
                 tag="f.k.1",
                 exit_file=exit_file,
+                sandbox=sandbox,
             )
             assert runner.wait(handle, 30) == 0
         finally:
