@@ -304,3 +304,31 @@ def test_a_plain_folders_git_pointer_is_never_followed_by_the_disk_cap(tmp_path)
         assert len(worker.attempts) == 2
     finally:
         engine.shutdown(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_worker_that_fills_the_disk_as_it_starts_runs_to_its_end(tmp_path):
+    # Given a worker that fills the workspace's file system at once, before its "running" record is
+    # written, then runs on for a second and notes (outside) that it did
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    _, _, fill, path = fill_command(Path("fill"))
+    script = f'python3 -c "$0" "$1"; sleep 1; touch "{seen}/ran on"'
+    with small_filesystem(tmp_path / "workspace", "8m"):
+        engine = Engine(
+            make_settings(
+                tmp_path,
+                orchestrator={"worker": "command", "command": ["sh", "-c", script, fill, path]},
+                workers={"max_disk_mb": 0, "max_log_mb": 0, "sandbox_writable": [str(seen)]},
+            )
+        )
+        try:
+            job = engine.submit("x", None, ["a"])
+            engine.wait(job.id, 60)
+            # Then it was not stopped for the record the disk refused: it ran to its end, which the
+            # record the disk refused at the end says
+            worker = workers(engine, job)["worker_1"]
+            assert (seen / "ran on").exists(), worker.exit_reason
+            assert worker.exit_reason == "no space left on device while writing its final record (it ended: exit code 0)"
+        finally:
+            engine.shutdown(timeout=10)

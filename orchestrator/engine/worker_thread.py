@@ -272,7 +272,12 @@ class WorkerRunner:
         self.metrics.spawned(live.tag)
 
         def save() -> None:
-            snapshot.write()
+            try:
+                snapshot.write()
+            except Exception as exc:  # a full disk: a restart finds the attempt by its shim or exit file all the same
+                if not no_space(exc):
+                    raise
+                log.warning("worker %s: its running record not written (it runs on): %s", record.key, exc)
             failpoints.hit("after_record")
 
         if write:
