@@ -23,7 +23,7 @@ from ..audit import keys as audit_keys
 from ..audit import record as audit_record
 from ..checkouts import lifetime
 from ..config import Isolation
-from ..errors import Conflict, OrchestratorError, no_space
+from ..errors import Conflict, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
@@ -41,7 +41,7 @@ from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
 from .scheduling import Scheduler
-from .tables import LiveWorker, Outcome, Snapshot, write_snapshots
+from .tables import LiveWorker, Outcome, Snapshot, write_snapshots, write_unless_full
 
 log = logging.getLogger("orchestrator.engine")
 # Finished trees kept in memory (their records, events and locks): enough for clients that
@@ -147,13 +147,9 @@ class Finishing:
         full disk kept the record from the disk (the worker then fails with the reason, in memory)."""
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
         failpoints.hit("before_final_record")
-        written = True
-        try:
-            snapshot.write()
-        except Exception as exc:
-            if not no_space(exc):
-                raise
-            final, written = self.unwritten_final(live, final, exc), False
+        full = write_unless_full([snapshot])
+        if full is not None:
+            final = self.unwritten_final(live, final, full)
         with self.tables.locked():
             rec = live.record
             states.set_worker_status(rec, final.status)
@@ -169,7 +165,7 @@ class Finishing:
                 self._graph_step(live, self.scheduler)
         if done:
             self.end_job(job)
-        return written
+        return full is None
 
     def unwritten_final(self, live: LiveWorker, final: WorkerRecord, exc: BaseException) -> WorkerRecord:
         """Its final record could not be written, the disk being full: it fails with that reason, in
@@ -274,13 +270,10 @@ class Finishing:
         with self.tables.locked():
             unwritten = job.root_id in self.unwritten
         if not unwritten:
-            try:
-                write_snapshots([snapshot])
+            full = write_unless_full([snapshot])
+            if full is None:
                 return
-            except Exception as exc:
-                if not no_space(exc):
-                    raise
-                log.warning("job %s: its final record not written: %s", job.id, exc, extra=logs.context(job.id))
+            log.warning("job %s: its final record not written: %s", job.id, full, extra=logs.context(job.id))
         with self.tables.locked():
             self.unwritten.add(job.root_id)
             job.notes.append(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .. import states
+from ..errors import no_space
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.executor import AttemptHandle
@@ -65,6 +66,18 @@ def write_snapshots(writes: list[Snapshot]) -> None:
     """Outside the lock, in order (an fsync'd write costs ~1 ms, tens on a busy disk)."""
     for snapshot in writes:
         snapshot.write()
+
+
+def write_unless_full(writes: list[Snapshot]) -> Exception | None:
+    """``write_snapshots``, where a full disk is not an error but an answer: the exception that
+    says so is returned (the caller says what an unwritten record means), any other is raised."""
+    try:
+        write_snapshots(writes)
+    except Exception as exc:
+        if not no_space(exc):
+            raise
+        return exc
+    return None
 
 
 @dataclass

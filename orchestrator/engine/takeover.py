@@ -9,7 +9,7 @@ from collections import Counter
 
 from .. import states
 from ..checkouts import pruning
-from ..errors import JobNotFound, no_space
+from ..errors import JobNotFound
 from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
 from ..states import WorkerPhase
@@ -18,7 +18,7 @@ from .context import EngineContext
 from .finishing import Finishing
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .tables import LiveWorker, Outcome, new_tag, write_snapshots
+from .tables import LiveWorker, Outcome, new_tag, write_unless_full
 from .worker_thread import attempt_start
 
 log = logging.getLogger("orchestrator.engine")
@@ -140,12 +140,8 @@ class Restorer:
                         f"{killed} unaccounted process(es) of its tree killed"
                     )
                     job.notes.append(note)
-                    try:
-                        write_snapshots([tables.job_snapshot(job)])
-                    except Exception as exc:  # a full disk: the tree is taken over all the same (finishing.unwritten)
-                        if not no_space(exc):
-                            raise
-                        log.warning("job %s: its recovery note not written: %s", job.id, exc)
+                    if (full := write_unless_full([tables.job_snapshot(job)])) is not None:  # taken over all the same
+                        log.warning("job %s: its recovery note not written: %s", job.id, full)
                     self.announce.line(job, f"job {job.id} recovered: {summary}")
             self.hooks.dispatch()
         for live, fate in to_run:

@@ -26,7 +26,7 @@ from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_r
 from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
-from .tables import LiveWorker, Outcome
+from .tables import LiveWorker, Outcome, write_unless_full
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -172,13 +172,8 @@ class WorkerRunner:
                 settled = self.finishing.final_record(live)
             if not early:
                 self.hooks.dispatch()
-        if waiting:
-            try:
-                snapshot.write()
-            except Exception as exc:  # its record on disk lags (it says running): its exit file is the truth
-                if not no_space(exc):
-                    raise
-                log.warning("worker %s: its record not written: %s", rec.key, exc)
+        if waiting and (full := write_unless_full([snapshot])) is not None:
+            log.warning("worker %s: its record not written (on disk it runs; its exit file says how it ended): %s", rec.key, full)
         elif settled is not None:
             # Writes the record once, with its final status; on disk with its commit, its worktree may
             # go now (its branch stays; checkouts/worktree.py).
@@ -272,12 +267,9 @@ class WorkerRunner:
         self.metrics.spawned(live.tag)
 
         def save() -> None:
-            try:
-                snapshot.write()
-            except Exception as exc:  # a full disk: a restart finds the attempt by its shim or exit file all the same
-                if not no_space(exc):
-                    raise
-                log.warning("worker %s: its running record not written (it runs on): %s", record.key, exc)
+            # On a full disk it runs on: a restart finds the attempt by its shim or exit file all the same.
+            if (full := write_unless_full([snapshot])) is not None:
+                log.warning("worker %s: its running record not written (it runs on): %s", record.key, full)
             failpoints.hit("after_record")
 
         if write:
