@@ -22,10 +22,12 @@ from orchestrator.models import JobRecord, WorkerStatus
 from orchestrator.process.sandbox import probe
 
 from .conftest import only_worker, run_job
+from .helpers import nesting as nesting_helpers
 from .helpers.resolving import BOTH_SIDES
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+served = nesting_helpers.served  # a real server whose command workers start child jobs
 needs_bwrap = pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}")
 SECRET = "no-deputy-api-key-0123456789abcdef"
 
@@ -237,4 +239,81 @@ def test_names_that_are_not_utf8_or_hold_a_carriage_return_are_committed_and_sho
         ["git", "-C", str(host), "ls-tree", "-z", "--name-only", worker.commit or ""], capture_output=True, check=True
     ).stdout.split(b"\0")
     assert b"caf\xe9.txt" in listed and b"a\rb.txt" in listed
+    assert snapshot(host, folder) == before
+
+
+# What every worker of the canary plants in its checkout and its worktree's git dir before it works:
+# $1 the command that leaves proof, $2 the filter module to copy in.
+CANARY = r"""
+evil=$1; module=$2
+admin=$(git rev-parse --git-dir)
+printf '[core]\n\tfsmonitor = %s fsmonitor\n' "$evil" > "$admin/config.worktree"
+mkdir -p "$admin/info" .husky/_
+echo '* filter=strip diff=evil' > "$admin/info/attributes"
+for h in pre-commit post-commit post-checkout post-merge post-rewrite reference-transaction pre-merge-commit; do
+  printf '#!/bin/sh\nexec %s hook-%s\n' "$evil" "$h" > .husky/_/$h; chmod +x .husky/_/$h
+done
+cp "$module" stripper.py
+echo "cell $$" > "cell-$$.nb"
+echo '*.nb filter=strip diff=evil' >> .gitattributes
+printf '[submodule "s"]\n\tpath = s\n\turl = ../s\n' > .gitmodules
+printf x > "$(printf 'odd\rname\351-%s' $$)"
+"""
+
+
+@needs_bwrap
+def test_a_canary_worker_that_plants_every_git_file_it_can_reach_runs_nothing_outside_through_a_whole_tree(served, tmp_path):
+    """Each worker of a tree (a parent and its child job's two workers) plants hooks, a filter module,
+    attributes, config.worktree, .gitmodules and odd names; the tree runs gates, child jobs merged
+    into the parent's checkout, a landing with merge_into, and a second server on the same folder.
+    Nothing ran outside: no proof, no connection to the host's socket, the host as it was but
+    for what merge_into may move (and here, with filters in the user's checkout, did not)."""
+    host, folder, start = served
+    proof = tmp_path / "proof"
+    proof.mkdir()
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f'#!/bin/sh\necho "ran outside the sandbox: $*" > \'{proof}\'/"$(basename "$1")"\n')
+    evil.chmod(0o755)
+    name = f"orchestrator-canary-{secrets.token_hex(4)}"
+    module = tmp_path / "stripper.py"
+    module.write_text(
+        "import socket, subprocess, sys\n"
+        f"subprocess.run([{str(evil)!r}, 'filter-' + str(len(sys.argv))])\n"
+        "try:\n"
+        f"    socket.socket(socket.AF_UNIX).connect({chr(0) + name!r})\n"
+        "except OSError:\n"
+        "    pass\n"
+        "sys.stdout.write(sys.stdin.read())\n"
+    )
+    plant = tmp_path / "plant.sh"
+    plant.write_text(CANARY)
+    wrapper = tmp_path / "plant-here.sh"
+    wrapper.write_text(f"exec sh '{plant}' '{evil}' '{module}'\n")
+    git(host, "config", "extensions.worktreeConfig", "true")
+    git(host, "config", "core.hooksPath", ".husky/_")
+    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
+    git(host, "config", "filter.strip.smudge", f"'{sys.executable}' -m stripper")
+    git(host, "config", "diff.evil.textconv", f"'{evil}' textconv")
+    (host / ".gitattributes").write_text("*.nb filter=strip\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\0" + name)
+    listener.listen(8)
+    listener.setblocking(False)
+    before = snapshot(host, folder)
+    live = start(env={"PLANT": str(wrapper)}, sandbox="on")
+    config = {"merge_into": "main", "gates": [{"name": "ok", "run": ["true"]}]}
+    doc, marker, child = nesting_helpers.run_tree(live, "parent: write a.txt=from a | write b.txt=from b", **config)
+    assert marker["exit"] == 0 and child["status"] == "completed", (marker, child)
+    assert doc["status"] == "completed", doc
+    root = live.engine.get_job(doc["job_id"])
+    assert root.merge is not None and root.merge.into is not None and root.merge.into.moved is False
+    assert "runs filters as files are checked out" in (root.merge.into.refused or "")
+    result = git(host, "ls-tree", "-r", "--name-only", f"orchestrator/{doc['job_id']}/result").split("\n")
+    assert {"a.txt", "b.txt", "stripper.py", ".husky/_/post-merge"} <= set(result)
+    start(sandbox="on")  # a second server on the same folder: its start-up reads the workspace and the worktrees
+    assert ran(proof) == []
+    with listener, pytest.raises(BlockingIOError):
+        listener.accept()
     assert snapshot(host, folder) == before

@@ -194,6 +194,16 @@ def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:
             f"{name} is checked out in {tree}, which has uncommitted changes: commit or stash them, then take the result",
             f"git -C {shlex.quote(tree)} merge --ff-only {new}",
         )
+    # A filter of the user's runs as the result's files are checked out, in their checkout, with their
+    # rights; one that resolves a name there (``python -m x``) would run a worker's module unreviewed.
+    filters = run_git(tree, "config", "--get-regexp", r"^filter\..*\.(smudge|process)$", check=False).stdout.split("\n")
+    if any(line.strip() for line in filters):
+        raise MergeRefused(
+            f"{name} is checked out in {tree}, whose git runs filters as files are checked out "
+            f"({', '.join(line.split(' ', 1)[0] for line in filters if line.strip())}): they would run on the workers' "
+            "files before anyone reviewed them, so it was left alone; review the result, then take it",
+            f"git -C {shlex.quote(tree)} merge --ff-only {new}",
+        )
     run_git(tree, "merge", "--ff-only", "-q", new)
     return f"fast-forwarded {name} in {tree} from {current[:12]} to {new[:12]}"
 

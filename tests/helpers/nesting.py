@@ -25,6 +25,8 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 task = sys.argv[1]
+if os.environ.get("PLANT"):  # a hostile worker's plantings first (tests/test_no_deputy.py)
+    subprocess.run(["sh", os.environ["PLANT"]], check=True)
 if task.startswith("slow "):
     import time
     time.sleep(2)
