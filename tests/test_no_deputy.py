@@ -317,3 +317,43 @@ def test_a_canary_worker_that_plants_every_git_file_it_can_reach_runs_nothing_ou
     with listener, pytest.raises(BlockingIOError):
         listener.accept()
     assert snapshot(host, folder) == before
+
+
+@needs_bwrap
+def test_on_a_node_under_the_rq_executor_what_a_worker_plants_runs_nothing_outside_either(
+    deputy, tmp_path, redis_server, unique_prefix
+):
+    """The attempt runs on a node; the orchestrator's git on its checkout is the server's, in the
+    worker's sandbox all the same: a filter module, a nested repository with an fsmonitor, odd names."""
+    from .cluster_fixtures import start_node, stop_all
+
+    host, folder, proof, evil, make = deputy
+    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
+    (host / ".gitattributes").write_text("*.nb filter=strip\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    module = tmp_path / "stripper.py"
+    module.write_text(f"import subprocess, sys\nsubprocess.run([{str(evil)!r}, 'filter'])\nsys.stdout.write(sys.stdin.read())\n")
+    before = snapshot(host, folder)
+    distributed = {"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": 3}
+    engine = make(distributed=distributed)
+    own = {"orchestrator": {"command": ["sh", "-c", "{task}"]}}
+    start_node(
+        redis_server.url, unique_prefix, name="n1", kinds="command", slots=3, lease=3, config=own, folder=tmp_path / "node"
+    )
+    tasks = [
+        f"cp '{module}' stripper.py; echo cell > x.nb",
+        f"git init -q sub && git -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && git -C sub add f"
+        " && git -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub",
+        "printf x > \"$(printf 'caf\\351.txt')\"",
+    ]
+    try:
+        job = run_job(engine, "x", tasks=tasks, config={"max_workers": 3}, timeout=120)
+    finally:
+        stop_all()
+    workers = {w.name: w for w in engine.snapshot(job.root_id)[1]}
+    assert ran(proof) == []
+    assert workers["worker_1"].status is WorkerStatus.SUCCESS and workers["worker_1"].node, workers["worker_1"]
+    assert workers["worker_2"].status is WorkerStatus.FAILED and "nested repository" in (workers["worker_2"].error or "")
+    assert workers["worker_3"].files_created == ["caf\\xe9.txt"]
+    assert snapshot(host, folder) == before
