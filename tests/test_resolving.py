@@ -491,6 +491,24 @@ def test_an_auto_job_that_stopped_at_a_conflict_is_merged_again_with_resolve(hos
     assert snapshot(host, folder) == before
 
 
+def test_a_conflict_already_settled_is_not_asked_again_when_the_job_is_merged_again(hosted, tmp_path):
+    """A settled conflict (the same worker's commit on the same result so far, by the same
+    resolver) takes its resolution from the tree's ledger: the resolver is paid for once."""
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    runs = observed(tmp_path) / "runs"
+    counting = f"open({str(runs)!r}, 'a').write('run\\n')\n" + BOTH_SIDES
+    engine = make(**resolve_config(resolver_script(tmp_path, counting)), workers={"sandbox_writable": [str(runs.parent)]})
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (first,) = job.merge.outcome.resolutions
+    assert first.accepted and runs.read_text() == "run\n"
+    merge = engine.merge(job.id, strategy="resolve")
+    assert merge is not None and merge["skipped"] == [] and runs.read_text() == "run\n"  # no second run
+    assert merge["resolutions"] == [first.to_dict()]
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert snapshot(host, folder) == before
+
+
 def test_a_stale_entry_of_an_earlier_resolvers_worktree_does_not_block_the_next(hosted, tmp_path):
     """A server killed mid-resolution leaves git's entry of the resolver's worktree (its folder may
     be gone too): the re-merge's resolver makes it again."""

@@ -344,7 +344,6 @@ class ConflictResolver:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         header = f"===== resolver attempt {number} ({adapter.name}) in {tree} =====\n".encode()
         offset = self.workspace.append_log(log_path, header) + len(header)
-        started = time.monotonic()
         try:
             argv = adapter.build_argv(ctx)
             tag = f"{self.job.root_id}.resolve-{secrets.token_hex(6)}"
@@ -361,7 +360,8 @@ class ConflictResolver:
             self.runner.sweep(handle.tag, handle.started_at)  # nothing it started outlives it
         finally:
             self.runner.release(handle)
-        seconds = round(time.monotonic() - started, 3)
+        # Its own time, by its recorded start and its exit file's (a sandboxed run's), as a worker's (engine/attempts.py)
+        seconds = round(max(0.0, (handle.ended_at or time.time()) - handle.started_at), 3)
         text = self.workspace.read_from(log_path, offset, READ_CHARS)
         parsed = adapter.parse(text, code, max_chars=READ_CHARS)
         costs.estimate_for(parsed, adapter, self.settings, model)
