@@ -155,6 +155,34 @@ def test_a_nul_in_any_string_of_a_body_is_a_422_naming_the_field(live, path, bod
     assert live.engine.workspace.root_ids() == []
 
 
+@pytest.mark.parametrize(
+    "path, body, field, char",
+    [
+        ("/api/v1/orchestrate", b'{"request": "\\ud800"}', "request", "\\ud800"),
+        ("/api/v1/orchestrate", b'{"request": "x", "tasks": ["fine", "a\\udcffb"]}', "tasks[1]", "\\udcff"),
+        ("/api/v1/orchestrate", b'{"request": "x", "config": {"mo\\udc80del": "m"}}', "config.mo\\udc80del", "\\udc80"),
+        ("/api/v1/orchestrate", b'{"request": "\xed\xa0\x80"}', "request", "\\ud800"),  # a surrogate's UTF-8 bytes
+        ("/api/v1/tasks", b'{"description": "\\udfff", "cli_assignments": [{"cli_name": "claude"}]}', "description", "\\udfff"),
+    ],
+)
+def test_text_utf8_cannot_encode_is_a_400_naming_the_field_and_leaves_no_job(live, path, body, field, char):
+    """{"request": "\\ud800"} (valid JSON, a lone surrogate) was a 500 that left a job folder no
+    route listed or deleted, and a job the server waited on at shutdown."""
+    response = live.call("POST", path, data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["error"] == "invalid_request" and error["details"]["field"] == field
+    assert f"{field} contains a lone surrogate ({char})" in error["message"] and "UTF-8" in error["message"]
+    assert live.engine.workspace.root_ids() == []
+    assert not list(live.engine.workspace.root.glob("job_*"))
+    assert live.call("GET", "/api/v1/jobs").json()["total"] == 0
+    # and a pair of them (one character past U+FFFF, an emoji) is text
+    pair = b'{"request": "add \\ud83d\\ude00 to the README"}'
+    answer = live.call("POST", "/api/v1/orchestrate", data=pair, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 202
+    assert live.engine.get_job(answer.json()["job_id"]).request == "add \U0001f600 to the README"
+
+
 def test_body_over_the_cap_is_413(make_live):
     live = make_live(api={"max_body_bytes": 2048})
     response = live.submit(request="x" * 4000)

@@ -172,6 +172,7 @@ BROKEN_CONFIGS = {
     "not UTF-8": (b"api:\n  port: 8001  # caf\xe9\n", "is not UTF-8 text: byte 0xe9 on line 2"),
     "1000 deep": (b"api:\n  allowed_hosts: " + b"[" * 1000 + b"]" * 1000 + b"\n", "more than 32 levels deep"),
     "40 deep": (b"api:\n  allowed_hosts:\n" + b"".join(b"  " * (i + 2) + b"-\n" for i in range(40)), "more than 32 levels deep"),
+    "lone surrogate": (b'api:\n  host: "a\\ud800"\n', "api.host contains a lone surrogate (\\ud800)"),
 }
 ENTRY_POINTS = {
     "config": [sys.executable, "-m", "orchestrator", "config"],

@@ -24,12 +24,13 @@ from orchestrator.quality.resolving import markers_left
 from orchestrator.records import MergeOutcome, Resolution
 from orchestrator.reports.status_document import job_status, status_table
 
-from .conftest import processes_with, run_job, wait_until
+from .conftest import observed, processes_with, run_job, wait_until
 from .helpers import nesting as nesting_helpers
 from .helpers.landing import result_of
 from .helpers.nesting import run_tree
-from .helpers.resolving import BOTH_SIDES, fake_claude_resolver
+from .helpers.resolving import BOTH_SIDES, FAKE_CLAUDE, PRICE, fake_claude_resolver
 from .helpers.worktree import git, snapshot, user_env
+from .helpers.worktree_crash import Server, host_state, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -490,6 +491,24 @@ def test_an_auto_job_that_stopped_at_a_conflict_is_merged_again_with_resolve(hos
     assert snapshot(host, folder) == before
 
 
+def test_a_conflict_already_settled_is_not_asked_again_when_the_job_is_merged_again(hosted, tmp_path):
+    """A settled conflict (the same worker's commit on the same result so far, by the same
+    resolver) takes its resolution from the tree's ledger: the resolver is paid for once."""
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    runs = observed(tmp_path) / "runs"
+    counting = f"open({str(runs)!r}, 'a').write('run\\n')\n" + BOTH_SIDES
+    engine = make(**resolve_config(resolver_script(tmp_path, counting)), workers={"sandbox_writable": [str(runs.parent)]})
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (first,) = job.merge.outcome.resolutions
+    assert first.accepted and runs.read_text() == "run\n"
+    merge = engine.merge(job.id, strategy="resolve")
+    assert merge is not None and merge["skipped"] == [] and runs.read_text() == "run\n"  # no second run
+    assert merge["resolutions"] == [first.to_dict()]
+    assert show(host, result_of(host, job.id), "app.py") == "print('w1')\nprint('w2')\nline2\n"
+    assert snapshot(host, folder) == before
+
+
 def test_a_stale_entry_of_an_earlier_resolvers_worktree_does_not_block_the_next(hosted, tmp_path):
     """A server killed mid-resolution leaves git's entry of the resolver's worktree (its folder may
     be gone too): the re-merge's resolver makes it again."""
@@ -507,3 +526,59 @@ def test_a_stale_entry_of_an_earlier_resolvers_worktree_does_not_block_the_next(
     assert merge is not None and [r["accepted"] for r in merge["resolutions"]] == [True], merge["resolutions"]
     assert "/resolve/" not in git(host, "worktree", "list")
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize("budget", [0.015, 0.0], ids=["under_a_budget", "without_one"])
+def test_a_server_killed_during_a_resolve_merge_records_and_counts_the_finished_run(tmp_path, budget):
+    """A kill during a resolve merge ran the resolver again after a restart, also after its first
+    run had finished; that run's time and cost were in no record and not counted in max_cost_usd."""
+    # Given a real server whose resolve merge has a finished resolver run ($0.02, estimated) and a
+    # required gate running on its resolution (it waits, the first time), under a $0.015 budget or none
+    host, folder = make_repo(tmp_path)
+    seen = observed(tmp_path)
+    fake = tmp_path / "fake-claude"
+    counting = f"open({str(seen / 'runs')!r}, 'a').write('run\\n')\n" + BOTH_SIDES
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=counting))
+    fake.chmod(0o755)
+    mark = seen / "gate-started"
+    gate = f'case "$PWD" in */resolve/*) [ -e {mark} ] || {{ touch {mark}; sleep 60; }};; esac; grep -q print app.py'
+    server = Server(folder, writable=seen)
+    config = folder / "config.yaml"
+    text = config.read_text().replace("orchestrator:\n", f"orchestrator:\n  claude_command: {json.dumps(str(fake))}\n")
+    text = text.replace("workers:\n", f"workers:\n  prices: {{fake-model: {json.dumps(PRICE)}}}\n")
+    config.write_text(text + "  resolver_kind: claude\n  resolver_model: fake-model\n")  # git: is its last section
+    before = host_state(host, folder, tmp_path)
+    server.start()
+    try:
+        tasks = [SAME_LINE.replace("v2", "v1").format(name) for name in ("w1", "w2")]
+        body = {"merge_strategy": "resolve", "max_cost_usd": budget, "gates": [GATE | {"run": ["sh", "-c", gate]}]}
+        answer = server.call("POST", "/api/v1/orchestrate", json={"request": "x", "tasks": tasks, "config": body})
+        assert answer.status_code == 202, answer.text
+        root = answer.json()["job_id"]
+        wait_until(mark.exists, timeout=120, what="the gate on the resolution started")
+        # When the server is killed then, and started again
+        server.kill()
+        server.start()
+        status = wait_until(
+            lambda: (s := server.call("GET", f"/api/v1/jobs/{root}/status").json())["status"] not in ("running", "pending") and s,
+            timeout=120,
+            what="the job ended after the restart",
+        )
+        resolutions = server.call("GET", f"/api/v1/jobs/{root}/conflicts").json()["resolutions"]
+        (resolution,) = resolutions
+        first = resolution["attempts"][0]  # the run before the kill is in the record, with its time and cost
+        assert first["number"] == 1 and first["cost_usd"] == pytest.approx(0.02) and first["cost_basis"] == "estimated"
+        assert first["seconds"] > 0 and first["exit_code"] == 0 and "not checked to the end" in first["refused"], first
+        if budget:
+            # Then its cost counted toward the budget after the restart, which stops a second run
+            assert (seen / "runs").read_text() == "run\n", status
+            assert not resolution["accepted"] and "max_cost_usd" in resolution["reason"], resolution
+            assert len(resolution["attempts"]) == 1
+        else:
+            # Then the resolver ran again, and both runs are in the record, each with its cost
+            assert (seen / "runs").read_text() == "run\nrun\n", status
+            assert resolution["accepted"] and [a["number"] for a in resolution["attempts"]] == [1, 2], resolution
+            assert resolution["cost_usd"] == pytest.approx(0.04)
+    finally:
+        server.kill()
+    assert host_state(host, folder, tmp_path) == before

@@ -17,7 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
-from ..config.documents import MAX_DEPTH, deeper_than, nul_field
+from ..config.documents import MAX_DEPTH, TextFault, deeper_than, text_fault
 from ..engine.core import Engine
 from ..errors import InvalidParameter, OrchestratorError, PayloadTooLarge, ValidationError
 from ..reports.metrics import refusal_reason
@@ -74,8 +74,10 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
 
 class BodyJSON(DefaultJSONProvider):
     """Every request body is parsed here, and refused before a route reads it when it nests
-    deeper than ``MAX_DEPTH`` (400: past it a parser or a later walk would run out of stack)
-    or holds a NUL in any string (422 naming the field: no task, file name, argv or log takes one)."""
+    deeper than ``MAX_DEPTH`` (400: past it a parser or a later walk would run out of stack), holds
+    a NUL in any string (422 naming the field: no task, file name, argv or log takes one), or a
+    string UTF-8 cannot encode (400 naming the field: ``"\\ud800"`` is valid JSON, and was a 500
+    that left a job folder behind). The one check of request text: nothing past it re-checks."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
@@ -87,12 +89,11 @@ class BodyJSON(DefaultJSONProvider):
             raise ValidationError(
                 f"the JSON body nests arrays and objects more than {MAX_DEPTH} levels deep; the API takes at most {MAX_DEPTH}"
             )
-        field = nul_field(value)
-        if field is not None:
-            raise InvalidParameter(
-                f"{field} contains a NUL character (\\u0000), which no request, task, path or setting may hold: remove it",
-                field=field,
-            )
+        found = text_fault(value)
+        if found is not None:
+            field, fault, char = found
+            error = InvalidParameter if fault is TextFault.NUL else ValidationError
+            raise error(f"{field} contains {fault.value.format(char=char)}", field=field)
         return value
 
 

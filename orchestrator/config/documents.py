@@ -1,5 +1,6 @@
 """Checks on a parsed document (a request's JSON body, config.yaml) before anything reads it:
-how deep it nests, and which string holds a NUL.
+how deep it nests, and which string is no text a file, a log or an argv can hold (a NUL, or a
+lone surrogate: JSON's ``"\\ud800"`` parses to one, and UTF-8 cannot encode it).
 
 Both walk without recursion, so a hostile document cannot raise ``RecursionError`` here, and
 visit each list or mapping once, so YAML aliases (one node referenced many times, or itself)
@@ -8,6 +9,7 @@ cost no more than the document's own size.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 MAX_DEPTH = 32  # lists and mappings inside each other; settings and request bodies need fewer than 8
@@ -26,16 +28,29 @@ def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def nul_field(value: Any, where: str = "") -> str | None:
-    """Where the first string holding a NUL character is (``tasks[2]``, ``config.model``; a key
-    by its own path), or None when there is none."""
+class TextFault(str, Enum):
+    """What is wrong with a string of a document: the sentence an error shows."""
+
+    NUL = "a NUL character (\\u0000), which no request, task, path or setting may hold: remove it"
+    SURROGATE = (
+        "a lone surrogate ({char}), which is no Unicode text and cannot be written as UTF-8 to a file, a log or an "
+        "argv: send the text as UTF-8 (in JSON, a \\uXXXX escape of a character past U+FFFF is a pair, "
+        "\\ud800-\\udbff then \\udc00-\\udfff)"
+    )
+
+
+def text_fault(value: Any, where: str = "") -> tuple[str, TextFault, str] | None:
+    """The first string (or key, named by its own path) that holds a NUL or is not encodable as
+    UTF-8: (where it is, e.g. ``tasks[2]`` or ``config.model``; what is wrong; the character,
+    escaped), or None when every string is text."""
     stack: list[tuple[Any, str]] = [(value, where)]
     visited: set[int] = set()
     while stack:
         item, path = stack.pop()
         if isinstance(item, str):
-            if "\0" in item:
-                return path or "body"
+            fault = _fault(item)
+            if fault is not None:
+                return (path or "body", *fault)
             continue
         if not isinstance(item, (list, dict)) or id(item) in visited:
             continue
@@ -44,11 +59,30 @@ def nul_field(value: Any, where: str = "") -> str | None:
             stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
             continue
         for key, child in reversed(list(item.items())):
-            shown = str(key)[:60].replace("\0", "\\u0000")  # a key is named as written, never with the NUL itself
+            shown = escaped(str(key)[:60])  # a key is named as written, never with the character itself
             named = f"{path}.{shown}" if path else shown
-            if isinstance(key, str) and "\0" in key:
-                return named
+            fault = _fault(key) if isinstance(key, str) else None
+            if fault is not None:
+                return (named, *fault)
             stack.append((child, named))
+    return None
+
+
+def escaped(text: str) -> str:
+    """``text`` with each NUL and lone surrogate written as its ``\\uXXXX`` escape, so a message
+    naming it can be logged and sent."""
+    return "".join(f"\\u{ord(c):04x}" if c == "\0" or "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def _fault(text: str) -> tuple[TextFault, str] | None:
+    if "\0" in text:
+        return TextFault.NUL, "\\u0000"
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return TextFault.SURROGATE, escaped(text[exc.start])
     return None
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from .. import protocol
 from ..errors import ConfigError
-from .documents import MAX_DEPTH, deeper_than
+from .documents import MAX_DEPTH, deeper_than, text_fault
 from .keys import check_value
 from .schema import (
     SCHEMA,
@@ -170,6 +170,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{path} nests lists and mappings more than {MAX_DEPTH} levels deep; settings need a few at most "
             "(section, key, list, item): check its indentation and brackets"
         )
+    found = text_fault(data)
+    if found is not None:  # a YAML "\\ud800" escape reads as a lone surrogate, as JSON's does
+        field, fault, char = found
+        raise ConfigError(f"{path} holds a string no setting can: {field} contains {fault.value.format(char=char)}", key=field)
     if data is None:
         return {}
     if not isinstance(data, dict):

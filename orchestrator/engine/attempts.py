@@ -447,7 +447,7 @@ class WorkerExecution:
             elif self.cancel.is_set():
                 reason = "cancelled"
             elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
-                reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not)
+                reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not: _ran_past)
             if reason != "exit":
                 # Over a cap it has nothing to save (it fails, not retried): SIGKILL at once, so a
                 # writer or a grower does not go on through the grace.
@@ -461,10 +461,20 @@ class WorkerExecution:
             hit = self._cap_at_end(code)
             if hit is not None:
                 self.abort_reason, reason = hit, "cap"
+            elif self._ran_past(attempt):
+                reason = "timeout"
         self.executor.release(self.handle)
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
         return self._classify(attempt, code, reason)
+
+    def _ran_past(self, attempt: Attempt) -> bool:
+        """Whether an attempt that ended by itself ran past its timeout, by its recorded start and its
+        exit file's time: it may have ended long before the server saw it (the server was stopped,
+        or restarting), and when the server woke is no measure of how long it ran."""
+        assert self.handle is not None
+        ended = self.handle.ended_at
+        return ended is not None and ended - attempt.started_at > self.config.default_timeout
 
     def _cap_at_end(self, code: int | None) -> str | None:
         """The cap an attempt ended at though no sample caught it: one the kernel held it at (its
@@ -535,7 +545,10 @@ class WorkerExecution:
         costs.estimate_for(parsed, self.adapter, self.settings, self.record.model)
         if reason == "timeout":
             attempt.end_reason = "timeout"
-            why = f"timed out after {self.config.default_timeout:g}s (ended by {rung or 'exit'})"
+            how = rung or (
+                f"its own exit after {duration:.1f}s, seen later" if duration > self.config.default_timeout else "exit"
+            )
+            why = f"timed out after {self.config.default_timeout:g}s (ended by {how})"
             self._log(f"===== attempt {attempt.number} {why} =====")
             outcome = Outcome(
                 WorkerStatus.TIMEOUT,

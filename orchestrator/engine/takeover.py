@@ -12,6 +12,7 @@ from ..checkouts import pruning
 from ..errors import JobNotFound
 from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
+from ..quality.resolving import RunLedger
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
@@ -120,7 +121,7 @@ class Restorer:
             tables.tree_cost[root_id] = (
                 sum(w.cost_usd or 0.0 for w in workers)
                 + sum((j.planner_cost_usd or 0.0) + (j.judge_cost_usd or 0.0) for j in jobs)
-                + (resolver_cost(jobs, workers) or 0.0)
+                + self.resolvers_spent(root_id, jobs, workers)
             )
             for job in jobs:
                 tables.jobs[job.id] = job
@@ -158,6 +159,12 @@ class Restorer:
                 ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
             if ready:
                 self.finishing.end_job(job)
+
+    def resolvers_spent(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> float:
+        """What the tree's conflict resolvers cost: every run its ledger holds, also those of a merge
+        a restart cut short (quality/resolving.py); a tree from before the ledger, by its records."""
+        spent = RunLedger(self.workspace, root_id).cost()
+        return spent if spent is not None else resolver_cost(jobs, workers) or 0.0
 
     def take_changes(self, job: JobRecord, fate: Recovered) -> None:
         """A worker whose process ended while no server ran (lost, or it had only its child

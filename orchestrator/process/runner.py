@@ -133,7 +133,7 @@ class ProcessHandle:
     start_id: str | None = None  # the kernel's start time of ``pid``: tells it from a reused pid
     exit_file: Path | None = None  # where the shim writes the exit status
     code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
-    ended_at: float | None = None  # an adopted process's end: when its shim wrote the exit file
+    ended_at: float | None = None  # when its exit file was written (the worker's end), once it is read
     sandboxed: bool = False  # ``pid`` is bubblewrap's launcher; the shim and the worker run inside
     private_exit: bool = False  # its exit file is the runner's own (removed by ``release``)
     # A local process has no node, never waits in a queue and is never lost (executor.AttemptHandle).
@@ -147,7 +147,7 @@ class ProcessHandle:
     # Started by the workspace's supervisor (process/supervisor.py): ``pid`` is the worker's own (or a
     # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
     reaper: int | None = None
-    adopted: bool = False  # from a previous server: its end time is its exit file's (it ended unseen)
+    adopted: bool = False  # from a previous server (without an exit file, its end is when it was found ended)
     shimmed: bool = False  # supervised, yet ``pid`` is the shim (a node's attempt, tied to its node by the lifeline)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -172,6 +172,7 @@ class ProcessHandle:
             if shim is not None:
                 found = read_exit_file(self.exit_file) if self.exit_file is not None else None
                 self.code = shim if found is None else found
+                self.ended_at = self._written_at(found)
             return self.code
         if not process_alive(self.pid, self.start_id):
             found = read_exit_file(self.exit_file) if self.exit_file else None
@@ -180,12 +181,21 @@ class ProcessHandle:
                     return None  # ended; its supervisor is writing how, then reaps it
                 found = read_exit_file(self.exit_file)  # reaped since the first read: written before that
             self.code = -signal.SIGKILL if found is None else found
-            if self.adopted:  # seen live, it ended now (the caller's clock); adopted, it may have ended long ago
-                try:
-                    self.ended_at = os.stat(self.exit_file).st_mtime if found is not None and self.exit_file else time.time()
-                except OSError:
-                    self.ended_at = time.time()
+            self.ended_at = self._written_at(found)
+            if self.ended_at is None and self.adopted:  # ended unseen, with no exit file: now is all we know
+                self.ended_at = time.time()
         return self.code
+
+    def _written_at(self, found: int | None) -> float | None:
+        """When the worker ended, by its exit file's time: the shim (or the supervisor) writes it as the
+        worker ends, whenever the server sees it (it may have been stopped, or restarting). None
+        without one: the caller's clock is then the best there is."""
+        if found is None or self.exit_file is None:
+            return None
+        try:
+            return max(os.stat(self.exit_file).st_mtime, self.started_at)  # the file's clock is the kernel's coarse one
+        except OSError:
+            return None
 
     @property
     def supervised(self) -> bool:
@@ -442,9 +452,13 @@ class ProcessRunner:
             return self._wait_adopted(handle, timeout, wake)
         if handle.pidfd is not None and handle.popen.returncode is None:
             fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
-            ready, _, _ = select.select(fds, [], [], timeout)
-            if handle.pidfd not in ready:
-                return handle.poll()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                ready, _, _ = select.select(fds, [], [], _slice(deadline))
+                if handle.pidfd in ready:
+                    break
+                if ready or (deadline is not None and time.monotonic() >= deadline):
+                    return handle.poll()
             handle.popen.wait()
             return handle.poll()
         if wake is not None and timeout is not None:
@@ -464,7 +478,7 @@ class ProcessRunner:
                 return None
             if handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
-                ready, _, _ = select.select(fds, [], [], left)
+                ready, _, _ = select.select(fds, [], [], _slice(deadline))
                 if handle.pidfd in ready:
                     time.sleep(0.0005)  # it has ended: its supervisor is writing how (see poll)
             else:
@@ -602,6 +616,19 @@ def _preexec(setup: ChildSetup | None, parent_death_signal: int | None, *, launc
     death = None if parent_death_signal is None else functools.partial(set_parent_death_signal, parent_death_signal)
     steps = [step for step in (setup, death, _ignore_ladder if launcher else None) if step is not None]
     return None if not steps else steps[0] if len(steps) == 1 else lambda: [step() for step in steps]
+
+
+# The longest one select() of a wait with a deadline blocks. A process stopped in select() (SIGSTOP,
+# a debugger, Ctrl-Z) is put back into it by the kernel with the time it had left when it stopped,
+# so a single select for the whole timeout would push a worker's deadline back by the whole stop
+# (a server stopped for 30 s let a worker run 30 s past its timeout). Each slice ends on
+# CLOCK_MONOTONIC, which counts the stop: the deadline is missed by one slice at most.
+WAIT_SLICE = 1.0
+
+
+def _slice(deadline: float | None) -> float | None:
+    """How long the next select of a wait may block: up to ``deadline`` (monotonic), at most WAIT_SLICE."""
+    return None if deadline is None else min(max(0.0, deadline - time.monotonic()), WAIT_SLICE)
 
 
 # How long the first of several finishing workers waits for others to share its /proc scan.

@@ -23,11 +23,20 @@ by another, from the merge again and told why (``resolver_retries``); the last r
 worker's branch out of the result, as ``auto`` would, with the reason. Each conflict's
 ``records.Resolution`` (files, resolver, attempts with cost, gates, accepted or why not) goes in
 the merge's record. The worktree is removed afterwards; prompts stay beside it.
+
+Across restarts (``RunLedger``): each resolver run that ends is appended to the tree's
+``resolve/runs.jsonl`` with its time and cost, and each conflict's final resolution too. A merge
+run again after a restart asks the resolver nothing for a conflict it already resolved or refused
+(the same worker's commit on the same result so far, by the same resolver), and a conflict whose
+run ended but whose resolution was not final (its gates were cut short) keeps that run among its
+attempts: every run is in a record and, through the ledger, counted once in the tree's cost and
+budget (engine/takeover.py), also when the merge that asked for it never ended.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import secrets
@@ -67,6 +76,8 @@ DIFF_BYTES = 20_000  # of each side's diff in the prompt
 READ_CHARS = 200_000  # of the resolver's output read back
 _MARKER = re.compile(rb"^(?:<{7}|>{7}|\|{7})(?: |\r?$)", re.M)
 _SEPARATOR = re.compile(rb"^={7}\r?$", re.M)
+LEDGER = "runs.jsonl"  # in the tree's resolve/ folder (RunLedger)
+CUT_SHORT = "its resolution was not checked to the end: the server stopped"  # a ledger's run, until its resolution is final
 _QUIET = ("-c", "core.hooksPath=/dev/null", "-c", "merge.conflictStyle=merge", "-c", "rerere.enabled=false")
 
 
@@ -76,6 +87,53 @@ def markers_left(text: bytes, sides: Sequence[bytes]) -> bool:
     if _MARKER.search(text):
         return True
     return len(_SEPARATOR.findall(text)) > max((len(_SEPARATOR.findall(side)) for side in sides), default=0)
+
+
+class RunLedger:
+    """The tree's resolver runs and final resolutions, one JSON line each, appended as they happen
+    (see the module docstring): what a merge run again after a restart reads back."""
+
+    def __init__(self, workspace: Workspace, root_id: str) -> None:
+        self.workspace = workspace
+        self.path = workspace.job_dir(root_id) / "resolve" / LEDGER
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every whole line (a line cut short by a crash is skipped)."""
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("conflict"), str):
+                found.append(entry)
+        return found
+
+    def cost(self) -> float | None:
+        """What every run recorded here cost; None when there is no ledger (a tree from before it)."""
+        if not self.path.exists():
+            return None
+        return sum(e["run"].get("cost_usd") or 0.0 for e in self.entries() if isinstance(e.get("run"), dict))
+
+    def runs(self, conflict: str) -> list[ResolverAttempt]:
+        fields = {f.name for f in dataclasses.fields(ResolverAttempt)}
+        return [
+            ResolverAttempt(**{k: v for k, v in e["run"].items() if k in fields})
+            for e in self.entries()
+            if e["conflict"] == conflict and isinstance(e.get("run"), dict)
+        ]
+
+    def resolution(self, conflict: str) -> Resolution | None:
+        found = [e["resolution"] for e in self.entries() if e["conflict"] == conflict and isinstance(e.get("resolution"), dict)]
+        return Resolution.from_dict(found[-1]) if found else None
+
+    def add(self, conflict: str, **entry: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace.append_line(self.path, json.dumps({"conflict": conflict, **entry}, separators=(",", ":")))
 
 
 class ConflictResolver:
@@ -109,8 +167,32 @@ class ConflictResolver:
         self.budget = budget
         self.on_cost = on_cost
         self.cancel = cancel or Wakeup()
+        self.ledger = RunLedger(workspace, job.root_id)
 
     def __call__(self, at: Conflicted) -> Resolution:
+        """The conflict's resolution: the one a run before a restart already settled, or a new one."""
+        kind = self.config.resolver_kind or (self._kind_of(at.worker)) or self.config.worker
+        label = f"{kind} ({self.config.resolver_model})" if self.config.resolver_model else kind
+        conflict = f"{self.job.id} {at.worker} {at.head} {at.commit} {label}"
+        settled = self.ledger.resolution(conflict)
+        if settled is not None and (not settled.accepted or self._has_tree(settled.tree)):
+            self._note(at.worker, f"resolution of {', '.join(settled.files)} taken from before the restart: {settled.reason}")
+            return settled
+        done = self._resolve(at, self.ledger.runs(conflict), lambda **entry: self.ledger.add(conflict, **entry))
+        if not self.cancel.is_set():  # a cancelled merge's refusal is no answer: it is asked again
+            self.ledger.add(conflict, resolution=done.to_dict())
+        return done
+
+    def _kind_of(self, name: str) -> str:
+        worker = self.by_name.get(name)
+        return worker.kind if worker is not None else ""
+
+    def _has_tree(self, tree: str | None) -> bool:
+        return tree is not None and run_git(self.repo, "cat-file", "-e", f"{tree}^{{tree}}", check=False).returncode == 0
+
+    def _resolve(self, at: Conflicted, earlier: list[ResolverAttempt], record: Callable[..., None]) -> Resolution:
+        """Runs the resolver until one resolution is accepted or the tries are spent; ``earlier``:
+        its runs before a restart (they count among the tries), ``record``: the ledger's writer."""
         worker = self.by_name.get(at.worker)
         kind = self.config.resolver_kind or (worker.kind if worker is not None else "") or self.config.worker
         model = self.config.resolver_model or None
@@ -120,15 +202,15 @@ class ConflictResolver:
         home = self.workspace.job_dir(self.job.root_id) / "resolve" / key
         tree, tmp = home / "tree", home / "tmp"
         log_path = self.workspace.logs_dir(self.job.root_id) / f"{key}.resolve.log"
-        attempts: list[ResolverAttempt] = []
+        attempts: list[ResolverAttempt] = list(earlier)
         ran_gates: tuple[GateResult, ...] = ()
-        refused = ""
+        refused = next((a.refused for a in reversed(earlier) if a.refused != CUT_SHORT), "")
         try:
             adapter = get_adapter(kind)
         except ConfigError as exc:
             return Resolution(at.worker, files, label, False, f"the resolver could not start: {exc.message}")
         try:
-            for number in range(1, self.settings.git.resolver_retries + 2):
+            for number in range(len(earlier) + 1, self.settings.git.resolver_retries + 2):
                 why = self.budget()
                 if why:
                     refused = f"no resolver attempt {number}: {why}"
@@ -145,6 +227,10 @@ class ConflictResolver:
                 prompt = self._prompt(at, files, refused)
                 (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
                 attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
+                # In the ledger as it ended, before its checks: a restart during them keeps it, and its cost.
+                record(
+                    run=ResolverAttempt(number, *attempt, refused=problem or CUT_SHORT, log_path=self._rel(log_path)).to_dict()
+                )
                 resolved = None
                 try:
                     if not problem:
@@ -172,6 +258,8 @@ class ConflictResolver:
         finally:
             self._remove(tree)
             shutil.rmtree(tmp, ignore_errors=True)
+        if not refused:  # its tries were all spent on runs before a restart, whose checks were cut short
+            refused = f"no resolver attempt left: {len(earlier)} run(s) before the restart used git.resolver_retries"
         return Resolution(at.worker, files, label, False, refused, tuple(attempts), ran_gates)
 
     # -- the worktree -------------------------------------------------------------------------
@@ -280,7 +368,6 @@ class ConflictResolver:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         header = f"===== resolver attempt {number} ({adapter.name}) in {tree} =====\n".encode()
         offset = self.workspace.append_log(log_path, header) + len(header)
-        started = time.monotonic()
         try:
             argv = adapter.build_argv(ctx)
             tag = f"{self.job.root_id}.resolve-{secrets.token_hex(6)}"
@@ -297,7 +384,8 @@ class ConflictResolver:
             self.runner.sweep(handle.tag, handle.started_at)  # nothing it started outlives it
         finally:
             self.runner.release(handle)
-        seconds = round(time.monotonic() - started, 3)
+        # Its own time, by its recorded start and its exit file's (a sandboxed run's), as a worker's (engine/attempts.py)
+        seconds = round(max(0.0, (handle.ended_at or time.time()) - handle.started_at), 3)
         text = self.workspace.read_from(log_path, offset, READ_CHARS)
         parsed = adapter.parse(text, code, max_chars=READ_CHARS)
         costs.estimate_for(parsed, adapter, self.settings, model)
