@@ -469,12 +469,13 @@ class WorkerExecution:
         return self._classify(attempt, code, reason)
 
     def _ran_past(self, attempt: Attempt) -> bool:
-        """Whether an attempt that ended by itself ran past its timeout, by its recorded start and its
-        exit file's time: it may have ended long before the server saw it (the server was stopped,
-        or restarting), and when the server woke is no measure of how long it ran."""
+        """Whether an attempt that ended by itself ran past its timeout, by its start (its process's,
+        where that came later than the record's: a start that waited) and its exit file's time: it
+        may have ended long before the server saw it (the server was stopped, or restarting), and
+        when the server woke is no measure of how long it ran."""
         assert self.handle is not None
-        ended = self.handle.ended_at
-        return ended is not None and ended - attempt.started_at > self.config.default_timeout
+        ended, started = self.handle.ended_at, max(attempt.started_at, self.handle.started_at)
+        return ended is not None and ended - started > self.config.default_timeout
 
     def _cap_at_end(self, code: int | None) -> str | None:
         """The cap an attempt ended at though no sample caught it: one the kernel held it at (its
