@@ -455,12 +455,15 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
     assert time.monotonic() - started < 30
     assert f"while job {job_id} ran" in err and "quick-start.sh --start" in err and f"watch {job_id}" in err
     assert 'quick-start.sh "' not in err  # no advice that would submit a new job
-    # the advice works: the server comes back, takes the job back, and check-status reads it from there
+    # the advice works: the server comes back, takes the job back, and check-status reads it from there.
+    # Its worker began (its exit file was made at its spawn) and died with the server, telling no
+    # status: it is lost, never started a second time (engine/recovery.py); a live one is adopted.
     again = run_script("quick-start.sh", "--start", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     url = folder_record(tmp)["url"]
     status = run_script("check-status.sh", job_id, env=env)
-    assert status.returncode == 0 and f"(from {url})" in status.stdout and "RUNNING" in status.stdout, status.stdout
+    assert status.returncode == 0 and f"(from {url})" in status.stdout, status.stdout
+    assert "RUNNING" in status.stdout or ("FAILED" in status.stdout and "lost" in status.stdout), status.stdout
 
 
 def test_hints_quote_paths_with_spaces_and_work_from_another_folder(home):
