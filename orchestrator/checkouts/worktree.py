@@ -112,6 +112,7 @@ class WorktreeCheckout(Checkout):
         self.confinement = self.bootstrap.confinement  # git on a worker's checkout runs in its sandbox
         self._configs: dict[str, JobConfig] = {}  # job id -> its config (its sandbox), from prepare
         self._marks: dict[Path, int] = {}  # worktree -> when the orchestrator last left it (checkouts/untouched.py)
+        self._made: dict[Path, bool] = {}  # worktrees the running ``prepare`` made (not re-adopted ones)
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
@@ -172,8 +173,12 @@ class WorktreeCheckout(Checkout):
     # -- the seam ------------------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         self._configs[record.job_id] = job.config
+        self._marks.pop(self.directory(record), None)
         directory = self._prepare(record, job)
-        self._mark(record, directory)
+        if not record.attempts and self._made.pop(directory, False):
+            # Made here, and no attempt of its has run: nothing in it is a worker's yet. (Never a
+            # worktree re-adopted after a restart: what its worker wrote before it is not committed.)
+            self._mark(record, directory)
         return directory
 
     def _prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
@@ -205,6 +210,7 @@ class WorktreeCheckout(Checkout):
             # with the pins. Anything else holds workers' work, checked out in the worker's sandbox.
             ours = start == self._root_base(record.root_id)
             add_worktree(self.repo, directory, self.branch(record), start, None if ours else self._checkout_for(record))
+        self._made[directory] = True
         git_dir = git_dir_of(directory)
         if not (git_dir / BASE_FILE).exists():
             (git_dir / BASE_FILE).write_text(start + "\n", encoding="utf-8")

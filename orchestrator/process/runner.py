@@ -193,9 +193,15 @@ class ProcessHandle:
         if found is None or self.exit_file is None:
             return None
         try:
-            return max(os.stat(self.exit_file).st_mtime, self.started_at)  # the file's clock is the kernel's coarse one
+            written = os.stat(self.exit_file).st_mtime
         except OSError:
             return None
+        # Seen as it happened (within SEEN_AT_ONCE): now, on the server's fine clock (the file's stamp
+        # is the kernel's coarse one, up to a tick behind). Seen late (the server was stopped, or
+        # restarting): the file's time, a tick on, which is never before the real end.
+        now = time.time()
+        ended = now if now - written <= SEEN_AT_ONCE else written + _STAMP_TICK
+        return max(ended, self.started_at)
 
     @property
     def supervised(self) -> bool:
@@ -634,6 +640,9 @@ def _slice(deadline: float | None) -> float | None:
 # How long the first of several finishing workers waits for others to share its /proc scan.
 # The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
 SWEEP_GATHER = 0.01
+SEEN_AT_ONCE = 0.5  # seconds after its exit file's time within which a worker's end counts as seen live
+# The resolution of the clock file times are stamped with (CLOCK_REALTIME_COARSE, 5 on Linux).
+_STAMP_TICK = time.clock_getres(5) if sys.platform.startswith("linux") else 0.0
 
 
 def _never_began(exit_file: Path | None) -> None:
