@@ -463,7 +463,10 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
     url = folder_record(tmp)["url"]
     status = run_script("check-status.sh", job_id, env=env)
     assert status.returncode == 0 and f"(from {url})" in status.stdout, status.stdout
-    assert "RUNNING" in status.stdout or ("FAILED" in status.stdout and "lost" in status.stdout), status.stdout
+    if "RUNNING" not in status.stdout:
+        (record,) = (tmp / "workspace" / f"job_{job_id}" / "state" / "workers").glob("*.json")
+        worker = json.loads(record.read_text())
+        assert "FAILED" in status.stdout and worker["exit_reason"].startswith("lost:"), (status.stdout, worker)
 
 
 def test_hints_quote_paths_with_spaces_and_work_from_another_folder(home):
