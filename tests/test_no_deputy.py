@@ -76,6 +76,16 @@ def deputy(tmp_path):
         engine.shutdown(timeout=10)
 
 
+def python_m_filter(host: Path, *kinds: str) -> None:
+    """The host's ``*.nb`` files run through a filter ``python -m stripper`` (``kinds``: clean, smudge),
+    as nbstripout installs one: ``-m`` finds the module in the folder git runs in."""
+    for kind in kinds:
+        git(host, "config", f"filter.strip.{kind}", f"'{sys.executable}' -m stripper")
+    (host / ".gitattributes").write_text("*.nb filter=strip\n")
+    git(host, "add", "-A")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+
+
 def every_object(host: Path) -> bytes:
     """Every object of the host repository's store, as ``cat-file --batch`` prints them."""
     return subprocess.run(
@@ -171,10 +181,7 @@ def test_a_filter_of_the_users_that_resolves_a_module_from_the_checkout_runs_the
     """nbstripout installs ``python -m nbstripout`` as a clean filter: ``-m`` searches the folder git runs in.
     The worker's module runs, in the sandbox: it can neither write outside nor reach a host socket."""
     host, folder, proof, evil, make = deputy
-    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
-    (host / ".gitattributes").write_text("*.nb filter=strip\n")
-    git(host, "add", "-A")
-    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    python_m_filter(host, "clean")
     name = f"orchestrator-deputy-{secrets.token_hex(4)}"
     listener = socket.socket(socket.AF_UNIX)
     listener.bind("\0" + name)  # an abstract socket of the host's (a session bus, say)
@@ -206,10 +213,7 @@ def test_a_smudge_filter_of_the_users_runs_a_workers_module_only_in_a_sandbox_wh
     """The resolver's worktree checks out the result so far, a worker's files with it: a ``python -m``
     smudge filter there finds the worker's module in the folder git runs in."""
     host, folder, proof, evil, make = deputy
-    git(host, "config", "filter.strip.smudge", f"'{sys.executable}' -m stripper")
-    (host / ".gitattributes").write_text("*.nb filter=strip\n")
-    git(host, "add", "-A")
-    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    python_m_filter(host, "smudge")
     resolver = tmp_path / "resolver.py"
     resolver.write_text(BOTH_SIDES)
     before = snapshot(host, folder)
@@ -291,12 +295,8 @@ def test_a_canary_worker_that_plants_every_git_file_it_can_reach_runs_nothing_ou
     wrapper.write_text(f"exec sh '{plant}' '{evil}' '{module}'\n")
     git(host, "config", "extensions.worktreeConfig", "true")
     git(host, "config", "core.hooksPath", ".husky/_")
-    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
-    git(host, "config", "filter.strip.smudge", f"'{sys.executable}' -m stripper")
     git(host, "config", "diff.evil.textconv", f"'{evil}' textconv")
-    (host / ".gitattributes").write_text("*.nb filter=strip\n")
-    git(host, "add", "-A")
-    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    python_m_filter(host, "clean", "smudge")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind("\0" + name)
     listener.listen(8)
@@ -328,10 +328,7 @@ def test_on_a_node_under_the_rq_executor_what_a_worker_plants_runs_nothing_outsi
     from .cluster_fixtures import start_node, stop_all
 
     host, folder, proof, evil, make = deputy
-    git(host, "config", "filter.strip.clean", f"'{sys.executable}' -m stripper")
-    (host / ".gitattributes").write_text("*.nb filter=strip\n")
-    git(host, "add", "-A")
-    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+    python_m_filter(host, "clean")
     module = tmp_path / "stripper.py"
     module.write_text(f"import subprocess, sys\nsubprocess.run([{str(evil)!r}, 'filter'])\nsys.stdout.write(sys.stdin.read())\n")
     before = snapshot(host, folder)

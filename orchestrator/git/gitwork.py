@@ -54,8 +54,9 @@ class GitError(GitFailed):
 # What every worktree-side call pins beyond gitcmd's: a known identity, and no system config
 # (hooks, signing or a pager could come from it).
 _PINNED_ENV = {**gitcmd.IDENTITY_ENV, "GIT_CONFIG_NOSYSTEM": "1"}
-# The user's hooks never run, auto-gc never starts, commits are never signed, paths are as written.
-_PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
+# Beyond gitcmd's pins (no hook, fsmonitor or submodule command): auto-gc never starts, commits are
+# never signed, paths are as written.
+PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
 
 
 def git_env() -> dict[str, str]:
@@ -73,7 +74,7 @@ def run_git(
 ) -> subprocess.CompletedProcess[str]:
     """``git -C cwd -c ... args`` through gitcmd.run_git; GitError when it fails and ``check``."""
     try:
-        done = gitcmd.run_git(cwd, *_PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout)
+        done = gitcmd.run_git(cwd, *PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout)
     except FileNotFoundError:
         raise GitError("git is not installed (not on PATH)") from None
     except subprocess.TimeoutExpired:

@@ -23,14 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..process.sandbox import SandboxSpec, unix_socket_filter
-from . import gitcmd
+from . import gitcmd, gitwork
 from .gitwork import GIT_TIMEOUT, GitError
 
-# gitcmd's pins (no hook, fsmonitor or submodule recursion), and nothing that starts on its own or signs.
-PINNED_CONFIG = (
-    *gitcmd.PINNED_CONFIG,
-    *("-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false"),
-)
+# gitcmd's pins (no hook, fsmonitor or submodule recursion) and gitwork's (no gc, no signing, paths as
+# written), and no maintenance either: this git is not started through gitcmd.
+PINNED_CONFIG = (*gitcmd.PINNED_CONFIG, *gitwork.PINNED_CONFIG, "-c", "maintenance.auto=false")
 # What the git gets of the server's environment: no credential of the server's (a filter git runs
 # is the worker's code), the user's global config (their filters, git-lfs), no system config.
 _KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL")
