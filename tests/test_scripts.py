@@ -193,6 +193,7 @@ def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home
         f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang", "ok"]}, timeout=10
     ).json()["job_id"]
     wait_until(lambda: status()["progress"]["completed"] == 1)
+    wait_until(lambda: status()["results"]["tasks"][0]["attempts"] == 1, what="the hanging worker's process started")
     # When the server is SIGKILLed, its worker runs on unsupervised
     server.kill()
     server.wait(10)
