@@ -30,6 +30,7 @@ from orchestrator.config import SCHEMA
 from orchestrator.engine.core import SPAWN_BIN
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.runner import ProcessRunner
+from orchestrator.process.sandbox import probe as probe_sandbox
 from orchestrator.workers.adapters import ADAPTERS, get_adapter
 from orchestrator.workers.adapters.base import WorkerContext
 from orchestrator.workers.adapters.claude import COST_UNKNOWN
@@ -57,6 +58,7 @@ claude_workers = real_cli_helpers.claude_workers
 
 CLAUDE = find_cli("claude")
 CLI_TIMEOUT = 60  # seconds for one direct CLI run; a healthy one takes about 1 s
+SANDBOX = probe_sandbox()
 
 pytestmark = [
     pytest.mark.slow,
@@ -766,3 +768,33 @@ def test_a_roles_allowed_tools_replace_the_servers_for_real_claude_workers(make_
     assert wrote == {"reader": False, None: True}, why  # the server's list has Write; the role's does not
     denied = [r for r in mock.conversation for t in tool_results(r.body) if t.get("is_error")]
     assert [subtask(r.body) for r in denied] == ["Write notes.md"], why
+
+
+@needs_adapter
+@pytest.mark.skipif(not SANDBOX.available, reason=f"no sandbox on this machine: {SANDBOX.reason}")
+def test_a_sandboxed_claude_worker_with_claude_code_tmpdir_outside_runs_the_projects_tests(tmp_path, claude_workers):
+    # CLAUDE_CODE_TMPDIR names a folder the sandbox does not open (Claude Code hangs without a word
+    # when it cannot write there): the CLI, in a worktree of a host repository, runs the project's
+    # tests with its Bash tool (which keeps its state files in that folder) and finishes. The folder
+    # outside stays empty: in the sandbox it is the worker's own TMPDIR.
+    from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
+
+    host, folder = make_host(tmp_path)
+    (host / "test_app.py").write_text("def test_app():\n    assert 1 + 1 == 2\n")
+    git(host, "add", "test_app.py")
+    git(host, "commit", "-qm", "a test", "--no-verify", env=user_env())
+    before = snapshot(host, folder)
+    outside = tmp_path / "claude-tmp"
+    mock = claude_workers(_bash_turns("python -m pytest -q -p no:cacheprovider test_app.py"), CLAUDE_CODE_TMPDIR=str(outside))
+    engine = host_engine(folder, orchestrator=worker_settings(), workers={"default_timeout": 120, "max_retries": 0})
+    try:
+        job = run_job(engine, "Run the tests", tasks=["Run the project's tests"], timeout=150)
+        worker = only_worker(engine, job)
+        why = explain(engine, job, mock)
+        assert worker.status is WorkerStatus.SUCCESS and worker.sandbox == "bubblewrap", why
+        (result,) = tool_results(mock.conversation[-1].body)
+        assert "1 passed" in str(result["content"]), why
+        assert not any(outside.iterdir()), sorted(p.name for p in outside.iterdir())
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
