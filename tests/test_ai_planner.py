@@ -149,7 +149,7 @@ def fake_ai(tmp_path):
     runner = ProcessRunner()
     work_dir = tmp_path / "planning"
 
-    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test", **options):
+    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test", request=REQUEST, **options):
         script = tmp_path / "fake_ai.py"
         script.write_text("import os, sys, time, subprocess\n" + body)
         settings = make_settings(
@@ -160,7 +160,7 @@ def fake_ai(tmp_path):
             },
         )
         return plan_with_ai(
-            REQUEST,
+            request,
             max_tasks,
             settings=settings,
             adapter=CommandAdapter(),
@@ -190,6 +190,16 @@ def test_plan_with_ai_uses_a_good_answer(fake_ai):
     seen = (fake_ai.work_dir / "prompt_seen.md").read_text()
     assert "ONLY a JSON object" in seen and seen.rstrip().endswith(REQUEST), "the CLI got the planner prompt, in work_dir"
     assert (fake_ai.work_dir / "planner.log").is_file()
+
+
+@pytest.mark.slow
+def test_plan_with_ai_keeps_a_request_that_does_not_split_as_the_user_wrote_it(fake_ai):
+    request = "Login form: reject an empty password, with a test"
+    reworded = '{"tasks": [{"id": "t1", "task": "Reject an empty password in the login form; with a test", "role": "developer"}]}'
+    result = fake_ai(answering(reworded), request=request)
+    assert result.planner == "ai" and result.note is None
+    assert result.tasks == [request], "one task is the user's sentence, never the model's rewording"
+    assert result.nodes is not None and [n.role for n in result.nodes] == ["developer"], "the node's fields are kept"
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ about the content:
   items dropped, repeats (ignoring case, spacing and final punctuation) dropped.
 - refused (PlanError): no array, 0 items, an item that is not text (a number,
   a nested list), an item over 2000 characters.
+- a single item (the request does not split) is replaced by the request itself, exactly as the
+  user wrote it: the model's rewording of one task is never what a worker gets.
 - more than ``max_tasks`` items are merged, adjacent ones joined with "; ", into
   ``max_tasks`` subtasks as the heuristic planner does: nothing is dropped.
 
@@ -359,6 +361,10 @@ def plan_with_ai(
         prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))
         answer = _ask(request, prompt, settings, adapter, runner, Path(work_dir), timeout, env, tag, usage)
         tasks, nodes = extract_plan(answer, roles)
+        if len(tasks) == 1:
+            # The request does not split: the worker gets the user's sentence as written, never
+            # the model's paraphrase of it (a prefix dropped, ", with a test" become "; with a test").
+            tasks = [request.strip()]
         notes = []
         if nodes is not None and not graph and any(n.depends_on for n in nodes):
             nodes = [TaskNode(n.id, [], n.role, n.owns) for n in nodes]
