@@ -271,8 +271,8 @@ def test_plan_with_ai_falls_back_when_the_cli_is_killed(fake_ai):
 @pytest.mark.slow
 def test_plan_with_ai_gives_the_cli_no_orchestrator_identity(fake_ai, monkeypatch):
     monkeypatch.setenv("ORCHESTRATOR_API_KEY", "secret")
-    body = "import json\nprint(json.dumps([k for k in os.environ if k.startswith('ORCHESTRATOR') and k != 'ORCHESTRATOR_TAG'] or ['none']))\n"
-    assert fake_ai(body).tasks == ["none"]
+    body = "import json\nprint(json.dumps([k for k in os.environ if k.startswith('ORCHESTRATOR') and k != 'ORCHESTRATOR_TAG'] + ['end', 'done']))\n"
+    assert fake_ai(body).tasks == ["end", "done"], "no ORCHESTRATOR_ variable reached the CLI"
 
 
 def test_plan_with_ai_falls_back_when_the_command_is_not_configured(tmp_path):
