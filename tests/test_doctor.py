@@ -248,3 +248,75 @@ def test_a_job_with_the_written_config_runs_a_real_claude_worker_in_a_worktree(t
             engine.shutdown(timeout=10)
         assert mock.requests and all(r.headers["x-api-key"] == API_KEY for r in mock.requests)
     assert snapshot(host, folder) == written
+
+
+CODEX = find_cli("codex")
+needs_codex = pytest.mark.skipif(CODEX is None, reason="codex CLI not found (run tests/install_cli.sh)")
+CODEX_PROVIDER_CONFIG = """model = "mock-model"
+model_provider = "proxy"
+
+[model_providers.proxy]
+name = "Company proxy"
+base_url = "http://127.0.0.1:9/v1"
+env_key = "PROXY_TEAM_KEY"
+wire_api = "responses"
+"""
+
+
+def with_codex(folder: Path) -> None:
+    """The real codex CLI beside claude in the folder's .cli/."""
+    assert CODEX
+    (folder / ".cli" / "node_modules" / ".bin" / "codex").symlink_to(CODEX)
+
+
+@pytest.mark.slow
+@needs_claude
+@needs_codex
+def test_worker_chooses_the_cli_and_a_codex_provider_key_counts_as_logged_in(tmp_path):
+    folder = make_folder(tmp_path, claude=True)
+    with_codex(folder)
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    (home / ".codex" / "config.toml").write_text(CODEX_PROVIDER_CONFIG)
+    path = str(bin_with(tmp_path, "git", "node"))
+    # Neither logged in: without --worker doctor proposes the first CLI found.
+    code, out, err = doctor(folder, home, "--json", path=path)
+    assert json.loads(out)["worker"] == "claude", out + err
+    code, out, err = doctor(folder, home, "--json", "--worker", "codex", path=path, PROXY_TEAM_KEY="team-secret-1")
+    doc = json.loads(out)
+    assert doc["worker"] == "codex", out + err
+    (codex,) = [cli for cli in doc["clis"] if cli["kind"] == "codex"]
+    assert codex["login"] == "yes" and "PROXY_TEAM_KEY" in codex["login_detail"], codex
+    assert checks(doc, "login")[0]["level"] == "ok"
+    assert doc["suggested"]["orchestrator"]["worker"] == "codex"
+    assert "team-secret-1" not in out, "a key's value is never printed"
+    # The provider's key variable unset: not logged in, naming the variable codex needs.
+    code, out, err = doctor(folder, home, "--json", "--worker", "codex", path=path)
+    (codex,) = [cli for cli in json.loads(out)["clis"] if cli["kind"] == "codex"]
+    assert code == 1 and codex["login"] == "no" and "PROXY_TEAM_KEY" in codex["login_detail"], out + err
+    # --write copies the key variable into workers.env, so the workers' codex finds it.
+    code, out, err = doctor(folder, home, "--write", "--worker", "codex", path=path, PROXY_TEAM_KEY="team-secret-1")
+    written = yaml.safe_load((folder / "config.yaml").read_text())
+    assert written["orchestrator"]["worker"] == "codex" and written["workers"]["env"]["PROXY_TEAM_KEY"] == "team-secret-1"
+    code, _, err = doctor(folder, home, "--worker", "nonesuch", path=path)
+    assert code == 2 and "--worker nonesuch is not an AI CLI kind" in err
+
+
+@pytest.mark.slow
+def test_install_proposal_follows_whether_npm_s_global_prefix_is_writable(tmp_path):
+    folder = make_folder(tmp_path)
+    path = str(bin_with(tmp_path, "git", "node", "npm"))
+    prefix = tmp_path / "npm-prefix"
+    (prefix / "lib" / "node_modules").mkdir(parents=True)
+    (prefix / "bin").mkdir()
+    code, out, err = doctor(folder, tmp_path / "home", path=path, NPM_CONFIG_PREFIX=str(prefix))
+    assert "npm install -g @anthropic-ai/claude-code" in out and "--prefix" not in out, out + err
+    if os.geteuid() == 0:
+        pytest.skip("root writes any prefix: the read-only case runs as an ordinary user (tests/run_as_user.sh)")
+    for sub in (prefix / "lib" / "node_modules", prefix / "bin"):
+        sub.chmod(0o555)
+    code, out, err = doctor(folder, tmp_path / "home", path=path, NPM_CONFIG_PREFIX=str(prefix))
+    assert code == 1
+    assert "npm install -g" not in out, out
+    assert f"npm install --prefix {folder / '.cli'} @anthropic-ai/claude-code" in out, out
+    assert f"npm's global prefix {prefix} is not writable by you" in out

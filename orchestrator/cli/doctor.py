@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..workers.clis import INSTALL, LOCAL_BIN, LOGIN_FIX, PROVIDER_VARS, FoundCLI, Login, find_clis
+from ..workers.clis import INSTALL, LOCAL_BIN, LOGIN_FIX, PROVIDER_VARS, FoundCLI, Login, find_clis, install_command
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -100,15 +100,16 @@ class Report:
         }
 
 
-def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | None = None) -> Report:
-    """Every check, and the configuration to propose."""
+def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | None = None, worker: str | None = None) -> Report:
+    """Every check, and the configuration to propose. ``worker``: the AI CLI kind to propose
+    (``doctor --worker``), else the configured one, else the first logged-in CLI found."""
     from ..workers.environment import base_env
 
     report = Report(config_path)
     env = base_env(settings)
     commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in AI_KINDS}
     report.clis = find_clis(commands, settings.base_dir, env)
-    _check_clis(report, settings)
+    _check_clis(report, settings, env, worker)
     _check_python(report)
     host = _check_git(report, settings)
     sandboxed = _check_sandbox(report, settings)
@@ -119,14 +120,19 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
     return report
 
 
-def _check_clis(report: Report, settings: Settings) -> None:
+def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], worker: str | None = None) -> None:
     from ..config import AUTO_KIND
 
-    configured = settings.orchestrator.worker
+    configured = worker or settings.orchestrator.worker
+    chosen_by = "chosen with --worker" if worker else "configured"
+
+    def install(kind: str) -> str:
+        return install_command(kind, settings.base_dir, env)
+
     for cli in report.clis:
         if cli.version is None:
             report.add(
-                cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {INSTALL[cli.kind]}"
+                cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {install(cli.kind)}"
             )
     if configured not in (AUTO_KIND, *AI_KINDS):
         report.worker = configured
@@ -139,8 +145,8 @@ def _check_clis(report: Report, settings: Settings) -> None:
             report.add(
                 "worker",
                 Level.PROBLEM,
-                f"worker kind {configured} is configured but its CLI is not installed (or does not run)",
-                INSTALL[configured],
+                f"worker kind {configured} is {chosen_by} but its CLI is not installed (or does not run)",
+                install(configured),
             )
             return
     else:
@@ -152,7 +158,7 @@ def _check_clis(report: Report, settings: Settings) -> None:
                 "worker",
                 Level.PROBLEM,
                 f"no AI CLI found (looked for {', '.join(AI_KINDS)} on {looked}): workers would be simulated",
-                "install one, e.g. " + "; ".join(f"{k}: {INSTALL[k]}" for k in ("claude", "codex", "gemini")),
+                "install one, e.g. " + "; ".join(f"{k}: {install(k)}" for k in ("claude", "codex", "gemini")),
             )
             return
     report.worker = chosen.kind
@@ -328,7 +334,8 @@ def _propose(report: Report, settings: Settings, host: Path | None, sandboxed: b
             )
     report.changes["orchestrator"] = {k: v for k, v in orch.items() if settings.get("orchestrator", k) != v}
     env = dict(settings.workers.env)
-    report.copied = [name for name in PROVIDER_VARS[cli.kind] if environ.get(name) and name not in env]
+    names = [*PROVIDER_VARS[cli.kind], *([cli.provider_key] if cli.provider_key else [])]
+    report.copied = [name for name in dict.fromkeys(names) if environ.get(name) and name not in env]
     if report.copied:
         report.changes["workers"] = {"env": {**env, **{name: environ[name] for name in report.copied}}}
     gate = _suggested_gate(report, host) if not settings.tasks.gates else None
@@ -409,9 +416,12 @@ def render(report: Report) -> str:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..config import load_settings
 
+    if args.worker is not None and args.worker not in AI_KINDS:
+        print(f"doctor: --worker {args.worker} is not an AI CLI kind; choose one of: {', '.join(AI_KINDS)}", file=sys.stderr)
+        return 2
     settings = load_settings(args.config)
     path = Path(args.config) if args.config else settings.base_dir / "config.yaml"
-    report = examine(settings, path.resolve())
+    report = examine(settings, path.resolve(), worker=args.worker)
     if args.write and report.changes:
         write(report)
         _check_config_file_again(report)

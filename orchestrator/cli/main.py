@@ -163,6 +163,12 @@ def _add_late_commands(sub: Any) -> None:
     )
     doctor.add_argument("--write", action="store_true", help="merge the proposed configuration into config.yaml (comments kept)")
     doctor.add_argument("--json", action="store_true", help="the whole report as JSON")
+    doctor.add_argument(
+        "--worker",
+        metavar="KIND",
+        help="the AI CLI to check and propose (claude, codex, gemini, aider, ollama, opencode); "
+        "default: the configured worker, else the first logged-in CLI found",
+    )
     doctor.set_defaults(func=_lazy("orchestrator.cli.doctor", "cmd_doctor"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
     start.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_start_server"))

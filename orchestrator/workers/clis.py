@@ -13,6 +13,7 @@ Credential values are never read into a message: only the names of the variables
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -29,13 +30,20 @@ from .adapters import AUTO_ORDER
 PROBE_TIMEOUT = 15.0  # seconds a `--version` or status call may take (a healthy one: well under 1 s)
 LOCAL_BIN = Path(".cli") / "node_modules" / ".bin"  # relative to the orchestrator's folder
 
+# The npm package of each CLI that installs from npm.
+NPM_PACKAGES = {
+    "claude": "@anthropic-ai/claude-code",
+    "codex": "@openai/codex",
+    "gemini": "@google/gemini-cli",
+    "opencode": "opencode-ai",
+}
 INSTALL = {
-    "claude": "npm install -g @anthropic-ai/claude-code",
-    "codex": "npm install -g @openai/codex",
-    "gemini": "npm install -g @google/gemini-cli",
+    "claude": f"npm install -g {NPM_PACKAGES['claude']}",
+    "codex": f"npm install -g {NPM_PACKAGES['codex']}",
+    "gemini": f"npm install -g {NPM_PACKAGES['gemini']}",
     "aider": "python3 -m pip install aider-install && aider-install",
     "ollama": "see https://ollama.com/download",
-    "opencode": "npm install -g opencode-ai",
+    "opencode": f"npm install -g {NPM_PACKAGES['opencode']}",
 }
 # The variables each CLI reads its provider's credentials and endpoint from, in the order shown.
 PROVIDER_VARS = {
@@ -91,6 +99,9 @@ class FoundCLI:
     login: Login = Login.UNKNOWN
     login_detail: str = ""
     variables: list[str] = field(default_factory=list)  # provider variables set (names only)
+    # The key variable of the model provider the CLI's own configuration selects (codex's
+    # ``env_key``), set or not: "" when its configuration names none.
+    provider_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "login": self.login.value}
@@ -114,7 +125,10 @@ def find_clis(commands: Mapping[str, str], base_dir: Path, env: Mapping[str, str
     for kind in AUTO_ORDER:
         where = locate(kind, commands.get(kind, kind), base_dir)
         if where is not None:
-            found.append(FoundCLI(kind, *where, variables=[n for n in PROVIDER_VARS[kind] if env.get(n)]))
+            cli = FoundCLI(kind, *where, variables=[n for n in PROVIDER_VARS[kind] if env.get(n)])
+            if kind == "codex":
+                cli.provider_key = codex_provider_key(env)[0]
+            found.append(cli)
 
     def probe(cli: FoundCLI) -> None:
         cli.version, cli.version_error = version_of(cli.path, env)
@@ -162,6 +176,11 @@ def login_of(cli: FoundCLI, env: Mapping[str, str]) -> tuple[Login, str]:
         done = _run([cli.path, "login", "status"], env)
         if not isinstance(done, str) and done.returncode == 0:
             return Login.YES, (done.stdout.strip().splitlines() or ["logged in"])[-1][:200]
+    if cli.provider_key:
+        where = codex_provider_key(env)[1]
+        if env.get(cli.provider_key):
+            return Login.YES, f"{cli.provider_key} set (the env_key of {where})"
+        return Login.NO, f"{where} takes its key from {cli.provider_key}, which is not set"
     keys = [name for name in cli.variables if name in _CREDENTIALS]
     if keys:
         if cli.kind == "codex":
@@ -173,6 +192,61 @@ def login_of(cli: FoundCLI, env: Mapping[str, str]) -> tuple[Login, str]:
     if cli.kind in ("claude", "codex", "gemini", "aider"):
         return Login.NO, "no credential variable set and no stored login found"
     return Login.UNKNOWN, "no credential variable set; its own login store is not readable without a model call"
+
+
+def codex_provider_key(env: Mapping[str, str]) -> tuple[str, str]:
+    """(the variable codex reads its model provider's key from, which provider in which file),
+    or ("", "") when ``$CODEX_HOME/config.toml`` selects no provider with an ``env_key``: a custom
+    provider (``model_provider = "x"`` with ``[model_providers.x] env_key = "X_KEY"``, or the same
+    in the selected ``profile``) needs that variable, not ``codex login``."""
+    path = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex") / "config.toml"
+    try:
+        tomllib = importlib.import_module("tomllib")  # 3.11+; on 3.10 the login stays as codex says
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (ImportError, OSError, ValueError, UnicodeDecodeError):
+        return "", ""
+    if not isinstance(doc, dict):
+        return "", ""
+    profiles, chosen = doc.get("profiles"), doc.get("profile")
+    profile = profiles.get(chosen) if isinstance(profiles, dict) and isinstance(chosen, str) else None
+    name = (profile.get("model_provider") if isinstance(profile, dict) else None) or doc.get("model_provider")
+    providers = doc.get("model_providers")
+    provider = providers.get(name) if isinstance(providers, dict) and isinstance(name, str) else None
+    key = provider.get("env_key") if isinstance(provider, dict) else None
+    if not isinstance(key, str) or not key.strip():
+        return "", ""
+    return key.strip(), f"model provider {name} in {path}"
+
+
+def install_command(kind: str, base_dir: Path, env: Mapping[str, str]) -> str:
+    """How to install ``kind``'s CLI as this user: ``npm install -g`` only where npm's global prefix
+    is writable; else into this folder's ``.cli/`` (where doctor and ``auto`` find it, as
+    tests/install_cli.sh does), which needs no root."""
+    package = NPM_PACKAGES.get(kind)
+    if package is None:
+        return INSTALL[kind]
+    prefix = npm_global_prefix(env)
+    if prefix is None or _writable_prefix(prefix):
+        return INSTALL[kind]
+    return f"npm install --prefix {base_dir / '.cli'} {package} (npm's global prefix {prefix} is not writable by you)"
+
+
+def npm_global_prefix(env: Mapping[str, str]) -> Path | None:
+    """``npm prefix -g``; None without npm or an answer."""
+    npm = shutil.which("npm", path=env.get("PATH"))
+    if npm is None:
+        return None
+    done = _run([npm, "prefix", "-g"], env)
+    if isinstance(done, str) or done.returncode != 0:
+        return None
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return Path(lines[-1]) if lines else None
+
+
+def _writable_prefix(prefix: Path) -> bool:
+    """Whether ``npm install -g`` can write under ``prefix`` (its lib/node_modules and bin, where they exist)."""
+    targets = [path for path in (prefix / "lib" / "node_modules", prefix / "bin") if path.exists()] or [prefix]
+    return all(os.access(path, os.W_OK) for path in targets)
 
 
 def _claude_status(path: str, env: Mapping[str, str]) -> tuple[Login, str] | None:
