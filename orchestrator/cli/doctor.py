@@ -425,8 +425,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.write and report.changes:
         write(report)
         _check_config_file_again(report)
+        _tell_running_server(report, settings.base_dir)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
     return report.exit_code
+
+
+def _tell_running_server(report: Report, base_dir: Path) -> None:
+    """Whether this folder's running server picks the written configuration up (it reads
+    config.yaml again at its next job, config/live.py) or needs a restart for part of it."""
+    from ..config.live import RESTART, needs_restart
+    from .scripts import running_server
+
+    record = running_server(base_dir)
+    if record is None:
+        return
+    keys = [f"{section}.{key}" for section, values in report.changes.items() for key in values]
+    at_start = [key for key in keys if needs_restart(*key.split(".", 1))]
+    if at_start:  # none of what doctor proposes today; said plainly should that change
+        report.add(
+            "server",
+            Level.NOTE,
+            f"the server at {record.url} reads {', '.join(at_start)} at start",
+            f"restart to apply: {RESTART}",
+        )
+    else:
+        report.add("server", Level.OK, f"the server running at {record.url} applies this configuration to its next job")
 
 
 def _check_config_file_again(report: Report) -> None:

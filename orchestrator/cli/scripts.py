@@ -443,6 +443,14 @@ def _alive(record: Any) -> bool:
         return False
 
 
+def running_server(base_dir: Path) -> Any:
+    """The record of this folder's server when its process still runs, else None."""
+    from .server import read_record
+
+    record = read_record(base_dir)
+    return record if record is not None and _alive(record) else None
+
+
 def server_client(settings: Settings) -> Any:
     """A client of this folder's server when one answers, else None."""
     from ..api.client import OrchestratorClient

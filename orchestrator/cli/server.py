@@ -31,6 +31,7 @@ from ..process.ports import bind_error, choose_port, keep_port
 
 if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must start light
     from ..config import Settings
+    from ..config.live import ConfigWatch
 
 log = logging.getLogger("orchestrator.server")
 # Bind addresses whose URL, as this machine reaches it, is http://127.0.0.1:PORT (0.0.0.0, :: and ""
@@ -308,10 +309,11 @@ def _remove_record(settings: Settings, record: ServerRecord) -> None:
         record_path(settings.base_dir).unlink(missing_ok=True)
 
 
-def serve(settings: Settings, exact_port: bool = False) -> int:
+def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | None = None) -> int:
     """Run until SIGINT/SIGTERM, then cancel running jobs and exit 0. It listens on the port this
     folder keeps (ports.choose_port: api.port unless another program holds it), or, with
-    ``exact_port`` (``--port``), on api.port or not at all."""
+    ``exact_port`` (``--port``), on api.port or not at all. ``watch``: its config file, looked at
+    before each new job (config/live.py)."""
     from ..checkouts.lifetime import start_retention
 
     configure_logging(settings)
@@ -319,6 +321,7 @@ def serve(settings: Settings, exact_port: bool = False) -> int:
     base = Path(settings.base_dir)
     choice = None if exact_port else choose_port(base, settings.api.host, settings.api.port)
     engine, server, url, instance = build(settings, port=None if choice is None else choice.port)
+    engine.submission.config_watch = watch
     listening = int(getattr(server, "effective_port", settings.api.port))
     note = ""
     if choice is not None:
@@ -383,6 +386,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         api["port"] = args.port
     from ..config import load_settings
+    from ..config.live import ConfigWatch
+    from ..config.settings import config_file
 
-    settings = load_settings(args.config, overrides={"api": api} if api else None)
-    return serve(settings, exact_port=args.port is not None)
+    overrides = {"api": api} if api else None
+    settings = load_settings(args.config, overrides=overrides)
+    watch = ConfigWatch(
+        settings, config_file(args.config, settings.base_dir), lambda: load_settings(args.config, overrides=overrides)
+    )
+    return serve(settings, exact_port=args.port is not None, watch=watch)

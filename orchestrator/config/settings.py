@@ -138,6 +138,14 @@ def load_settings(
     return _build(base, merged, " < ".join(sources))
 
 
+def config_file(config_path: Path | str | None, base_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The file ``load_settings`` reads (or would, once it exists) for these arguments."""
+    environ = os.environ if environ is None else environ
+    if config_path:
+        return Path(config_path)
+    return Path(environ[protocol.CONFIG]) if environ.get(protocol.CONFIG) else Path(base_dir) / "config.yaml"
+
+
 def _default_config_path(base: Path, environ: Mapping[str, str]) -> Path | None:
     if environ.get(protocol.CONFIG):
         return Path(environ[protocol.CONFIG])

@@ -10,6 +10,7 @@ import shutil
 from .. import states
 from ..checkouts.worktree import resolve_isolation
 from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, job_config
+from ..config.live import ConfigWatch
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
 from ..planner import graph
@@ -46,6 +47,8 @@ class Submission:
         self.announce = ctx.announce
         self.hooks = ctx.hooks
         self.nesting = nesting  # commits a worktree worker's work before its child job starts
+        # The server's config.yaml, looked at before each root job (set by the server: config/live.py).
+        self.config_watch: ConfigWatch | None = None
 
     def submit(
         self,
@@ -57,6 +60,8 @@ class Submission:
         parent_worker: str | None = None,
     ) -> JobRecord:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
+        watch = self.config_watch if parent_job_id is None else None
+        reloaded = watch.check().notes(watch.path) if watch is not None else []
         o = self.settings.orchestrator
         request = limits.check_request(request, o.max_request_chars)
         explicit = graph.check_tasks(tasks, o.max_tasks, o.max_request_chars, role_table(self.settings))
@@ -66,6 +71,7 @@ class Submission:
             parent = self.parent_for(parent_job_id, parent_worker) if parent_job_id else None
             parent_cfg = parent[0].config if parent else None
             cfg, notes = job_config(self.settings, given, parent_cfg)
+            notes[:0] = reloaded  # what this job runs with, when config.yaml changed since the start
             kind, why = resolve_kind(cfg.worker, self.settings)
             if cfg.worker == AUTO_KIND and parent is None:
                 notes.append(why)  # say plainly when no AI CLI was found and the simulated worker runs
