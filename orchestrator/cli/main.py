@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,11 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    logs = sub.add_parser("logs", help="a worker's log (worker_2, or depth_1_worker_2_1)")
+    logs = sub.add_parser(
+        "logs",
+        help="a worker's log (worker_2, or depth_1_worker_2_1): a readable transcript of a CLI's JSON events",
+    )
     logs.add_argument("job_id")
     logs.add_argument("worker")
-    logs.add_argument("-n", "--lines", type=_non_negative, default=0, help="only the last N lines")
+    logs.add_argument("-n", "--lines", type=_non_negative, default=0, help="only the last N lines (of the raw log)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the worker ends")
+    logs.add_argument("--raw", action="store_true", help="the log's lines as the CLI wrote them (its JSON events)")
     logs.set_defaults(func=cmd_logs)
 
     config = sub.add_parser("config", help="print the effective settings (and where they came from)")
@@ -444,6 +448,7 @@ def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | N
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..engine.queries import Queries
+    from ..workers.adapters import ADAPTERS
     from ..workspace.ids import parse_worker_ref
     from ..workspace.layout import Workspace
 
@@ -454,29 +459,61 @@ def cmd_logs(args: argparse.Namespace) -> int:
     depth, name = parse_worker_ref(args.worker)
     record = reader.find_worker(job.id, depth, name)
     path = workspace.job_dir(job.root_id) / record.log_path
+    adapter = ADAPTERS.get(record.kind)
+    out = _LogPrinter(None if args.raw or adapter is None else adapter().readable)
     if args.lines:
-        print(workspace.read_tail(path, args.lines))
+        out.feed(workspace.read_tail(path, args.lines).encode("utf-8") + b"\n")
         offset = path.stat().st_size if path.exists() else 0
     else:
-        offset = _copy_from(path, 0)
+        offset = _copy_from(path, 0, out)
     while args.follow:
-        offset = _copy_from(path, offset)
+        offset = _copy_from(path, offset, out)
         if reader.find_worker(job.id, record.depth, name).status.terminal:
-            _copy_from(path, offset)
+            _copy_from(path, offset, out)
             break
         time.sleep(0.2)
+    out.end()
     return RET_OK
 
 
-def _copy_from(path: Path, offset: int) -> int:
+class _LogPrinter:
+    """Writes a log to stdout as it grows: as written, or each complete line through its kind's
+    ``readable`` (workers/adapters/transcript.py), a partial line held until it ends."""
+
+    def __init__(self, readable: Callable[[str], str | None] | None) -> None:
+        self.readable = readable
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.readable is None:
+            sys.stdout.buffer.write(data)
+        else:
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            for line in lines:
+                self._line(line)
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        if self.partial:
+            self._line(self.partial)
+            self.partial = b""
+            sys.stdout.flush()
+
+    def _line(self, raw: bytes) -> None:
+        assert self.readable is not None
+        shown = self.readable(raw.decode("utf-8", errors="replace"))
+        if shown is not None:
+            sys.stdout.write(shown + "\n")
+
+
+def _copy_from(path: Path, offset: int, out: _LogPrinter) -> int:
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
             data = handle.read()
     except FileNotFoundError:
         return offset
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
+    out.feed(data)
     return offset + len(data)
 
 

@@ -189,6 +189,11 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
+    def readable(self, line: str) -> str | None:
+        """``line`` of this kind's log as a person reads it (``logs``; None: nothing to show). By
+        default as written: only a CLI that streams JSON events has another form (transcript.py)."""
+        return line
+
     # The folders its CLI writes, by the settings its documentation names (tmp, config, cache, data):
     # what a sandbox must open for it (state_dirs, tmp_dirs). Declared once per kind, read from here.
     path_settings: tuple[PathSetting, ...] = ()

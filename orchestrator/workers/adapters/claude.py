@@ -66,6 +66,7 @@ from .aicli import (
 if TYPE_CHECKING:
     from ...config import Settings
 
+from . import transcript
 from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 # Result subtypes that a retry would only repeat.
@@ -201,6 +202,42 @@ class ClaudeAdapter(AICLIAdapter):
                 parsed.tokens_out = add(parsed.tokens_out, usage.get("output_tokens"))
             parsed.output = self.result(f"{last_text}\n\n{COST_UNKNOWN}".strip(), max_chars).output
         return parsed
+
+    def readable(self, line: str) -> str | None:
+        """An event as a reader wants it: the assistant's text, each tool call (→) and its result (←),
+        retries, and the result event's answer and cost; other lines as written."""
+        event = transcript.event_of(line)
+        if event is None or not isinstance(event.get("type"), str):
+            return line
+        kind, message = event["type"], event.get("message")
+        if kind == "system":
+            if event.get("subtype") == "init":
+                return f"· session {event.get('session_id', '?')} (model {event.get('model', '?')})"
+            if event.get("subtype") == "api_retry":
+                return f"· API retry (status {event.get('error_status', '?')}), in {event.get('retry_delay_ms', '?')} ms"
+            return None
+        if kind in ("assistant", "user") and isinstance(message, dict) and isinstance(message.get("content"), list):
+            shown = [_block(block) for block in message["content"] if isinstance(block, dict)]
+            return "\n".join(text for text in shown if text) or None
+        if kind == "result":
+            said = "error" if event.get("is_error") else "answer"
+            cost = transcript.cost_line(event.get("total_cost_usd"), *session_tokens(event))
+            turns = f", {event['num_turns']} turn(s)" if isinstance(event.get("num_turns"), int) else ""
+            return f"= {said}: {event.get('result', '')}\n= {event.get('subtype', 'done')}{turns}" + (f", {cost}" if cost else "")
+        return None
+
+
+def _block(block: dict[str, Any]) -> str:
+    """One content block of an assistant or user message, for the transcript ("" for thinking)."""
+    kind = block.get("type")
+    if kind == "text":
+        return str(block.get("text", "")).strip()
+    if kind == "tool_use":
+        return f"→ {block.get('name', '?')} {transcript.one_line(block.get('input', {}))}"
+    if kind == "tool_result":
+        said = "← error" if block.get("is_error") else "←"
+        return f"{said}\n{transcript.shortened(transcript.text_of(block.get('content')))}"
+    return ""
 
 
 def session_tokens(result: dict) -> tuple[int | None, int | None]:

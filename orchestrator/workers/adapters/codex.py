@@ -62,8 +62,9 @@ import re
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import transcript
 from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_error, json_lines
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
@@ -166,6 +167,50 @@ class CodexAdapter(AICLIAdapter):
             parsed.extra = extra
             return parsed
         return self.result(answer, max_chars, **fields)
+
+    def readable(self, line: str) -> str | None:
+        """An event as a reader wants it: the agent's messages, each command (→ with its exit code
+        and shortened output), file changes and tool calls, errors, and each turn's tokens (codex
+        reports no cost); other lines as written."""
+        event = transcript.event_of(line)
+        if event is None or not isinstance(event.get("type"), str):
+            return line
+        kind = event["type"]
+        if kind == "thread.started":
+            return f"· session {event.get('thread_id', '?')}"
+        if kind == "item.completed" and isinstance(event.get("item"), dict):
+            return _item(event["item"])
+        if kind == "turn.completed" and isinstance(event.get("usage"), dict):
+            usage = event["usage"]
+            return f"= turn completed: {transcript.cost_line(None, usage.get('input_tokens'), usage.get('output_tokens'))}"
+        if kind == "turn.failed":
+            error = event.get("error")
+            return f"= turn failed: {error.get('message') if isinstance(error, dict) else 'no message'}"
+        if kind == "error":
+            return f"· error: {event.get('message', '')}"
+        return None
+
+
+def _item(item: dict[str, Any]) -> str | None:
+    """A completed item of ``codex exec --json``, for the transcript (None: reasoning)."""
+    kind = item.get("type")
+    if kind in ("agent_message", "assistant_message"):
+        return str(item.get("text", "")).strip() or None
+    if kind == "command_execution":
+        code = item.get("exit_code")
+        said = f"← exit {code}" if code is not None else f"← {item.get('status', 'done')}"
+        output = transcript.shortened(str(item.get("aggregated_output", "")))
+        return f"→ {transcript.one_line(item.get('command', ''))}\n{said}\n{output}"
+    if kind == "file_change" and isinstance(item.get("changes"), list):
+        changes = [f"{c.get('kind', '?')} {c.get('path', '?')}" for c in item["changes"] if isinstance(c, dict)]
+        return f"→ files: {', '.join(changes) or '(none)'}"
+    if kind == "mcp_tool_call":
+        return f"→ {item.get('server', '?')}.{item.get('tool', '?')} ({item.get('status', '?')})"
+    if kind == "web_search":
+        return f"→ web search: {transcript.one_line(item.get('query', ''))}"
+    if kind == "error":
+        return f"· error: {item.get('message', '')}"
+    return None
 
 
 def classify(message: str) -> tuple[str | None, float | None]:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import transcript
 from .aicli import (
     AICLIAdapter,
     add,
@@ -161,6 +162,31 @@ class OpencodeAdapter(AICLIAdapter):
             parsed.extra = extra
             return parsed
         return self.result(output, max_chars, **fields)
+
+    def readable(self, line: str) -> str | None:
+        """An event as a reader wants it: the text, each tool call (→) with its shortened output (←),
+        errors, and each step's cost and tokens; other lines as written."""
+        event = transcript.event_of(line)
+        if event is None or not isinstance(event.get("type"), str):
+            return line
+        kind, part = event["type"], dict_field(event, "part")
+        if kind == "text":
+            return str(part.get("text", "")).strip() or None
+        if kind == "tool_use":
+            state = dict_field(part, "state")
+            said = f"← {state.get('status', 'done')}"
+            return f"→ {part.get('tool', '?')} {transcript.one_line(state.get('input', {}))}\n{said}\n" + transcript.shortened(
+                str(state.get("output") or "")
+            )
+        if kind == "step_finish":
+            tokens = dict_field(part, "tokens")
+            return (
+                f"= step finished: {transcript.cost_line(to_float(part.get('cost')), tokens.get('input'), tokens.get('output'))}"
+            )
+        if kind == "error":
+            error = dict_field(event, "error")
+            return f"· error: {message_of(dict_field(error, 'data')) or error.get('name') or 'unknown error'}"
+        return None
 
 
 def _failure_class(name: Any, status: int | None, retryable: Any, message: str) -> str | None:
