@@ -125,9 +125,10 @@ class ConfigWatch:
             self._seen = stamp
             try:
                 fresh = self._load()
-            except ConfigError as exc:
-                log.warning("%s changed but does not load: %s; keeping the server's settings", self.path, exc.message)
-                self._pending = Reload(restart=self._pending.restart, error=exc.message)
+            except (ConfigError, OSError) as exc:
+                why = exc.message if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+                log.warning("%s changed but does not load: %s; keeping the server's settings", self.path, why)
+                self._pending = Reload(restart=self._pending.restart, error=why)
                 return self._pending
             applied, restart = self._apply(fresh)
             if applied:
