@@ -150,6 +150,7 @@ class ProcessHandle:
     adopted: bool = False  # from a previous server (without an exit file, its end is when it was found ended)
     shimmed: bool = False  # supervised, yet ``pid`` is the shim (a node's attempt, tied to its node by the lifeline)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
+    watched_from: float = field(default_factory=time.time)  # made (spawned or adopted): an end before it was not seen live
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -199,8 +200,10 @@ class ProcessHandle:
         # Seen as it happened (within SEEN_AT_ONCE): now, on the server's fine clock (the file's stamp
         # is the kernel's coarse one, up to a tick behind). Seen late (the server was stopped, or
         # restarting): the file's time, a tick on, which is never before the real end.
+        # (An exit file written before this handle was made, e.g. found by a restarted server, was seen late.)
         now = time.time()
-        ended = now if now - written <= SEEN_AT_ONCE else written + _STAMP_TICK
+        live = now - written <= SEEN_AT_ONCE and written >= self.watched_from - _STAMP_TICK
+        ended = now if live else written + _STAMP_TICK
         return max(ended, self.started_at)
 
     @property
