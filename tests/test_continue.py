@@ -1,0 +1,127 @@
+"""Continuing a finished worker (engine/continuing.py): a round of the same worker in its own checkout
+and branch with the user's feedback, re-gated, squashed onto the result as a new commit; bad requests
+refused with clear errors. Real command workers (subprocesses), real git hosts made here."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import Conflict, JobNotFound, OrchestratorError, ValidationError, WorkerNotFound
+from orchestrator.models import JobStatus, WorkerStatus
+
+from .conftest import run_job, wait_until
+from .helpers.worktree import git, host_engine, make_host, snapshot, workers
+
+pytestmark = pytest.mark.slow
+
+# Round 1 (its prompt is its task) writes "one"; a round whose prompt holds FEEDBACK appends its word.
+SCRIPT = (
+    'case "$1" in *FEEDBACK-BAD*) echo bad >> notes.txt;; *FEEDBACK-TWO*) echo two >> notes.txt;; '
+    "*) echo one > notes.txt;; esac; pwd > where.txt"
+)
+GATE = {"name": "check", "run": ["sh", "-c", "! grep -q bad notes.txt"]}
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]})
+    yield host, folder, engine
+    engine.shutdown(timeout=10)
+
+
+def finished_round(engine, job, name, number, timeout=60):
+    def ended():
+        rec = workers(engine, job)[name]
+        return rec if len(rec.rounds) >= number - 1 and rec.rounds[number - 2].status != "running" else None
+
+    return wait_until(ended, timeout=timeout)
+
+
+def show(host, rev, path):
+    return git(host, "show", f"{rev}:{path}")
+
+
+def test_a_round_goes_on_in_the_same_checkout_is_gated_and_lands_as_a_new_result_commit(hosted):
+    host, folder, engine = hosted
+    before = snapshot(host, folder)
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"gates": [GATE], "max_retries": 0})
+    assert job.status is JobStatus.COMPLETED
+    first = workers(engine, job)["worker_1"]
+    result_ref = f"orchestrator/{job.id}/result"
+    result_1 = git(host, "rev-parse", result_ref).strip()
+    assert show(host, result_1, "notes.txt") == "one\n"
+
+    started = engine.continue_worker(job.id, "worker_1", "good, now FEEDBACK-TWO please")
+    assert started["round"]["number"] == 2 and started["round"]["status"] == "running"
+    rec = finished_round(engine, job, "worker_1", 2)
+    round_2 = rec.rounds[0]
+    assert round_2.status == "success", round_2
+    assert rec.status is WorkerStatus.SUCCESS
+    # The same checkout: round 2 appended to round 1's file, in the same directory, on the same branch
+    assert show(host, rec.commit, "notes.txt") == "one\ntwo\n"
+    assert show(host, rec.commit, "where.txt") == show(host, first.commit, "where.txt")
+    assert rec.branch == first.branch and git(host, "merge-base", "--is-ancestor", first.commit, rec.commit) == ""
+    assert round_2.commit == rec.commit and round_2.first_attempt == len(first.attempts) + 1
+    assert [a.number for a in rec.attempts] == [1, 2]
+    # Re-gated: the gate judged the round's commit
+    assert rec.gates[0].status == "passed" and rec.gated_commit == rec.commit
+    # The result: one new commit on top of the previous result (never a rebuild)
+    result_2 = git(host, "rev-parse", result_ref).strip()
+    assert result_2 != result_1 and round_2.result_commit == result_2, round_2.merge_note
+    assert git(host, "rev-parse", f"{result_2}^").strip() == result_1
+    assert show(host, result_2, "notes.txt") == "one\ntwo\n"
+    done = engine.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED and done.merge is not None and done.merge.result_commit == result_2
+    assert any("round 2: success" in note for note in done.notes)
+    # Not a resumable CLI: the round's prompt held the previous outcome and the feedback
+    assert round_2.resumed_session is None
+    # The record on disk says both rounds
+    on_disk = engine.workspace.load_worker(job.root_id, 0, "worker_1")
+    assert [r.number for r in on_disk.rounds] == [2] and on_disk.rounds[0].feedback == "good, now FEEDBACK-TWO please"
+    # The host: only the job's own branches moved
+    assert snapshot(host, folder) == before
+
+
+def test_a_round_that_fails_its_gate_fails_and_leaves_the_result_unchanged(hosted):
+    host, folder, engine = hosted
+    before = snapshot(host, folder)
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"gates": [GATE], "max_retries": 0})
+    first = workers(engine, job)["worker_1"]
+    result_ref = f"orchestrator/{job.id}/result"
+    result_1 = git(host, "rev-parse", result_ref).strip()
+
+    engine.continue_worker(job.id, "worker_1", "now FEEDBACK-BAD")
+    rec = finished_round(engine, job, "worker_1", 2)
+    assert rec.rounds[0].status == "failed" and "gate check failed" in (rec.rounds[0].exit_reason or "")
+    assert rec.rounds[0].result_commit is None and "result is unchanged" in (rec.rounds[0].merge_note or "")
+    assert git(host, "rev-parse", result_ref).strip() == result_1
+    # What may be merged stays what passed its gates
+    assert rec.gated_commit == first.gated_commit
+    assert snapshot(host, folder) == before
+
+
+def test_bad_continue_requests_get_clear_errors(hosted):
+    host, folder, engine = hosted
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
+    with pytest.raises(ValidationError, match="feedback is empty"):
+        engine.continue_worker(job.id, "worker_1", "   ")
+    with pytest.raises(ValidationError, match="feedback must be a string"):
+        engine.continue_worker(job.id, "worker_1", None)
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        engine.continue_worker(job.id, "worker_1", "bad \udc80 text")
+    with pytest.raises(ValidationError, match="more than 20000"):
+        engine.continue_worker(job.id, "worker_1", "x" * 20_001)
+    with pytest.raises(WorkerNotFound, match="has no worker 'worker_9'.*worker_1"):
+        engine.continue_worker(job.id, "worker_9", "more")
+    with pytest.raises(JobNotFound):
+        engine.continue_worker("0123456789ab", "worker_1", "more")
+    with pytest.raises(OrchestratorError):
+        engine.continue_worker(job.id, "../etc", "more")
+    # One round at a time per tree
+    engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+    with pytest.raises(Conflict, match="continue round running"):
+        engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO again")
+    with pytest.raises(Conflict, match="continue round running"):
+        engine.merge(job.id)
+    finished_round(engine, job, "worker_1", 2)
