@@ -33,7 +33,7 @@ def hosted(tmp_path):
 def finished_round(engine, job, name, number, timeout=60):
     def ended():
         rec = workers(engine, job)[name]
-        return rec if len(rec.rounds) >= number - 1 and rec.rounds[number - 2].status != "running" else None
+        return rec if len(rec.rounds) >= number - 1 and rec.rounds[number - 2].state != "running" else None
 
     return wait_until(ended, timeout=timeout)
 
@@ -53,10 +53,10 @@ def test_a_round_goes_on_in_the_same_checkout_is_gated_and_lands_as_a_new_result
     assert show(host, result_1, "notes.txt") == "one\n"
 
     started = engine.continue_worker(job.id, "worker_1", "good, now FEEDBACK-TWO please")
-    assert started["round"]["number"] == 2 and started["round"]["status"] == "running"
+    assert started["round"]["number"] == 2 and started["round"]["state"] == "running"
     rec = finished_round(engine, job, "worker_1", 2)
     round_2 = rec.rounds[0]
-    assert round_2.status == "success", round_2
+    assert round_2.state == "success", round_2
     assert rec.status is WorkerStatus.SUCCESS
     # The same checkout: round 2 appended to round 1's file, in the same directory, on the same branch
     assert show(host, rec.commit, "notes.txt") == "one\ntwo\n"
@@ -93,7 +93,7 @@ def test_a_round_that_fails_its_gate_fails_and_leaves_the_result_unchanged(hoste
 
     engine.continue_worker(job.id, "worker_1", "now FEEDBACK-BAD")
     rec = finished_round(engine, job, "worker_1", 2)
-    assert rec.rounds[0].status == "failed" and "gate check failed" in (rec.rounds[0].exit_reason or "")
+    assert rec.rounds[0].state == "failed" and "gate check failed" in (rec.rounds[0].exit_reason or "")
     assert rec.rounds[0].result_commit is None and "result is unchanged" in (rec.rounds[0].merge_note or "")
     assert git(host, "rev-parse", result_ref).strip() == result_1
     # What may be merged stays what passed its gates

@@ -81,7 +81,7 @@ def check_feedback(value: object) -> str:
 def continuation_prompt(prompt: str, record: WorkerRecord, feedback: str) -> str:
     """A round's prompt for a CLI that cannot resume its session: its task's prompt, what its last
     round did, and the feedback."""
-    last = record.rounds[-1].status if record.rounds else record.status.value
+    last = record.status.value  # its previous round's (this round has not started yet)
     lines = [
         prompt,
         "",
@@ -203,7 +203,7 @@ class Continuing:
             with self.ctx.tables.locked():
                 last = rec.rounds[-1]
                 if last.ended_at is None:
-                    last.status, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()
+                    last.state, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()
                     last.exit_reason = f"internal error: {exc}"
                     if rec.status is WorkerStatus.RUNNING:
                         states.set_worker_status(rec, WorkerStatus.FAILED)
@@ -309,7 +309,7 @@ class Continuing:
             if rec.status is not WorkerStatus.RUNNING:  # never started (its checkout failed)
                 states.set_worker_status(rec, WorkerStatus.RUNNING)
             states.set_worker_status(rec, outcome.status)
-            round_.status, round_.ended_at = outcome.status.value, ctx.clock.time()
+            round_.state, round_.ended_at = outcome.status.value, ctx.clock.time()
             round_.exit_reason, round_.cost_usd, round_.commit = outcome.exit_reason, cost, rec.commit
             passed = outcome.status is WorkerStatus.SUCCESS
             if not passed:  # what is merged stays what its gates passed before
@@ -334,12 +334,12 @@ class Continuing:
             if merge is not None:
                 round_.result_commit = merge.result_commit
                 job.merge = merge
-            job.notes.append(f"worker {rec.name} round {round_.number}: {round_.status}; {note}")
+            job.notes.append(f"worker {rec.name} round {round_.number}: {round_.state}; {note}")
         ws.save_worker(rec)
         ws.save_job(job)
         if merge is not None:
             self._record_result(job)  # RECORD.json, and the push and pull request when git.push is set
-        ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.status}; {note}", rec.name)
+        ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)
         ctx.checkout.retire(rec, job)
 
     def close(self, timeout: float) -> None:
