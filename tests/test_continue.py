@@ -5,11 +5,16 @@ refused with clear errors. Real command workers (subprocesses), real git hosts m
 from __future__ import annotations
 
 import pytest
+import requests
 
+from orchestrator.api.client import OrchestratorClient
+from orchestrator.cli.server import start_in_thread
+from orchestrator.config import load_settings
+from orchestrator.engine.core import Engine
 from orchestrator.errors import Conflict, JobNotFound, OrchestratorError, ValidationError, WorkerNotFound
 from orchestrator.models import JobStatus, WorkerStatus
 
-from .conftest import run_job, wait_until
+from .conftest import API_KEY, run_job, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, workers
 
 pytestmark = pytest.mark.slow
@@ -125,3 +130,64 @@ def test_bad_continue_requests_get_clear_errors(hosted):
     with pytest.raises(Conflict, match="continue round running"):
         engine.merge(job.id)
     finished_round(engine, job, "worker_1", 2)
+
+
+@pytest.fixture
+def hosted_api(tmp_path):
+    host, folder = make_host(tmp_path)
+    settings = load_settings(
+        base_dir=folder,
+        environ={},
+        overrides={
+            "workers": {"kill_grace": 0.5, "default_timeout": 30},
+            "orchestrator": {"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]},
+            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        },
+    )
+    engine = Engine(settings)
+    server = start_in_thread(settings, engine, port=0)
+    yield host, folder, server.url, engine
+    engine.shutdown(timeout=10)
+    server.close()
+
+
+def test_the_api_and_the_client_continue_a_worker_and_refuse_bad_requests_clearly(hosted_api):
+    host, folder, url, engine = hosted_api
+    before = snapshot(host, folder)
+    admin = {"X-API-Key": API_KEY}
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
+    path = f"{url}/api/v1/jobs/{job.id}/workers/worker_1/continue"
+    # Bad requests: a clear 4xx naming what is wrong
+    assert requests.post(path, json={"feedback": "x"}, timeout=10).status_code == 401
+    empty = requests.post(path, json={"feedback": ""}, headers=admin, timeout=10)
+    assert empty.status_code == 400 and "feedback is empty" in empty.text
+    missing = requests.post(path, json={}, headers=admin, timeout=10)
+    assert missing.status_code == 400 and "must be a JSON object with the feedback" in missing.json()["message"]
+    extra = requests.post(path, json={"feedback": "x", "model": "y"}, headers=admin, timeout=10)
+    assert extra.status_code == 400 and "unknown field(s) model" in extra.text
+    surrogate = requests.post(
+        path, data='{"feedback": "a \\udc80 b"}', headers={**admin, "Content-Type": "application/json"}, timeout=10
+    )
+    assert surrogate.status_code == 400 and "lone surrogate" in surrogate.text
+    unknown = requests.post(path.replace("worker_1", "worker_7"), json={"feedback": "x"}, headers=admin, timeout=10)
+    assert unknown.status_code == 404 and "has no worker 'worker_7'" in unknown.text
+    # A worker's own credential may not continue a worker (admin only)
+    assert engine.credentials is not None
+    worker_key = engine.credentials.issue(job.root_id, job.id, "worker_1")
+    denied = requests.post(path, json={"feedback": "x"}, headers={"X-API-Key": worker_key}, timeout=10)
+    assert denied.status_code in (401, 403), denied.text
+    # The client's round, through the server
+    client = OrchestratorClient(url, api_key=API_KEY)
+    started = client.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+    assert started["round"]["number"] == 2
+    busy = requests.post(path, json={"feedback": "again"}, headers=admin, timeout=10)
+    assert busy.status_code == 409 and "continue round running" in busy.text
+
+    def ended():
+        entry = next(w for w in client.status(job.id)["results"]["tasks"] if w["worker_id"] == "worker_1")
+        return entry if entry["rounds"] and entry["rounds"][0]["state"] != "running" else None
+
+    entry = wait_until(ended, timeout=60)
+    assert entry["rounds"][0]["state"] == "success" and entry["rounds"][0]["result_commit"]
+    assert show(host, f"orchestrator/{job.id}/result", "notes.txt") == "one\ntwo\n"
+    assert snapshot(host, folder) == before

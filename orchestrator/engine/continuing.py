@@ -54,7 +54,7 @@ FEEDBACK_MAX_CHARS = 20_000  # a message to an agent, not a document: a bigger o
 
 
 def check_feedback(value: object) -> str:
-    """The feedback as a round's prompt takes it: a non-empty string of text (422 otherwise)."""
+    """The feedback as a round's prompt takes it: a non-empty string of text (400 otherwise)."""
     if not isinstance(value, str):
         raise ValidationError(f"feedback must be a string, not {type(value).__name__}", key="feedback")
     text = value.strip()
