@@ -40,7 +40,9 @@ def finished_round(engine, job, name, number, timeout=60):
         rec = workers(engine, job)[name]
         return rec if len(rec.rounds) >= number - 1 and rec.rounds[number - 2].state != "running" else None
 
-    return wait_until(ended, timeout=timeout)
+    wait_until(ended, timeout=timeout)
+    engine.continuing.futures[job.root_id].result(timeout)  # its reports and record written too
+    return workers(engine, job)[name]
 
 
 def show(host, rev, path):
@@ -84,6 +86,10 @@ def test_a_round_goes_on_in_the_same_checkout_is_gated_and_lands_as_a_new_result
     # The record on disk says both rounds
     on_disk = engine.workspace.load_worker(job.root_id, 0, "worker_1")
     assert [r.number for r in on_disk.rounds] == [2] and on_disk.rounds[0].feedback == "good, now FEEDBACK-TWO please"
+    # The report shows the round, its feedback and what it did to the result
+    final = engine.workspace.final_report(job.root_id).read_text()
+    assert "## Continue rounds" in final and "good, now FEEDBACK-TWO please" in final, final
+    assert f"merged into orchestrator/{job.id}/result as commit {result_2[:12]}" in final
     # The host: only the job's own branches moved
     assert snapshot(host, folder) == before
 

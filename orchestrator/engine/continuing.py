@@ -110,14 +110,14 @@ class Continuing:
         steps: Sequence[Step],
         prompts: WorkerPrompts,
         confinement: Confinement | None,
-        record_result: Callable[[JobRecord], None],
+        after: Callable[[JobRecord, bool], None],
     ) -> None:
         self.ctx = ctx
         self._release = release
         self._steps = steps
         self._prompts = prompts
         self._confinement = confinement
-        self._record_result = record_result
+        self._after = after
         self._busy: set[str] = set()  # root ids with a round running
         self._guard = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="continue")
@@ -337,8 +337,7 @@ class Continuing:
             job.notes.append(f"worker {rec.name} round {round_.number}: {round_.state}; {note}")
         ws.save_worker(rec)
         ws.save_job(job)
-        if merge is not None:
-            self._record_result(job)  # RECORD.json, and the push and pull request when git.push is set
+        self._after(job, merge is not None)  # the reports; merged: RECORD.json, the push and pull request (git.push)
         ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)
         ctx.checkout.retire(rec, job)
 

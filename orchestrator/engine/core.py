@@ -172,7 +172,7 @@ class Engine:
             steps=self.steps,
             prompts=self.prompts,
             confinement=self.confinement,
-            record_result=lambda job: self.finishing.record_result(job, job.status, job.ended_at),
+            after=self._after_round,
         )
         self.monitor.start()
 
@@ -431,6 +431,13 @@ class Engine:
                 raise Conflict(f"job {job.id} is still running: {action} it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
         self._no_round(job, action)
         return held
+
+    def _after_round(self, job: JobRecord, merged: bool) -> None:
+        """A continue round has ended: the tree's reports again and, when it changed the result, its
+        signed record, then its push and pull request (git.push)."""
+        self.finishing.render_locked(job)
+        if merged:
+            self.finishing.record_result(job, job.status, job.ended_at)
 
     def _no_round(self, job: JobRecord, action: str) -> None:
         """Conflict while a continue round of the tree runs (its worker's branch and the result change)."""
