@@ -4,17 +4,22 @@ refused with clear errors. Real command workers (subprocesses), real git hosts m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import requests
 
+from orchestrator import states
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.errors import Conflict, JobNotFound, OrchestratorError, ValidationError, WorkerNotFound
-from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.models import JobStatus, Round, WorkerStatus
 
-from .conftest import API_KEY, run_job, wait_until
+from .conftest import API_KEY, ROOT, run_job, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, workers
 
 pytestmark = pytest.mark.slow
@@ -112,6 +117,30 @@ def test_a_round_that_fails_its_gate_fails_and_leaves_the_result_unchanged(hoste
     assert snapshot(host, folder) == before
 
 
+def test_a_round_a_stopped_server_left_running_ends_lost_and_the_worker_can_be_continued_again(tmp_path):
+    host, folder = make_host(tmp_path)
+    command = {"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]}
+    engine = host_engine(folder, orchestrator=command)
+    try:
+        job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
+    finally:
+        engine.shutdown(timeout=10)
+    # What a server stopped mid-round leaves on disk: the round running, the worker running
+    rec = engine.workspace.load_worker(job.root_id, 0, "worker_1")
+    rec.rounds.append(Round(number=2, feedback="FEEDBACK-TWO", started_at=rec.ended_at or 0.0, first_attempt=2))
+    assert states.set_worker_status(rec, WorkerStatus.RUNNING)
+    engine.workspace.save_worker(rec)
+    again = host_engine(folder, orchestrator=command)
+    try:
+        started = again.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+        assert started["round"]["number"] == 3
+        rec = finished_round(again, job, "worker_1", 3)
+    finally:
+        again.shutdown(timeout=10)
+    assert rec.rounds[0].state == "failed" and "lost: the server stopped during the round" in (rec.rounds[0].exit_reason or "")
+    assert rec.rounds[1].state == "success" and rec.rounds[1].result_commit
+
+
 def test_bad_continue_requests_get_clear_errors(hosted):
     host, folder, engine = hosted
     job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
@@ -196,4 +225,20 @@ def test_the_api_and_the_client_continue_a_worker_and_refuse_bad_requests_clearl
     entry = wait_until(ended, timeout=60)
     assert entry["rounds"][0]["state"] == "success" and entry["rounds"][0]["result_commit"]
     assert show(host, f"orchestrator/{job.id}/result", "notes.txt") == "one\ntwo\n"
+    # The command line: it waits for the round and says what it did (exit 0: added to the result)
+    config = folder / "workspace" / "continue-config.yaml"  # the workspace is ignored by the host
+    config.write_text(f"api:\n  api_key: {API_KEY}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "orchestrator", "--config", str(config), "continue", *args, "--api-url", url]
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    done = cli(job.id, "worker_1", "and FEEDBACK-TWO once more")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"job {job.id}: worker_1 round 3 started (a new session" in done.stdout
+    assert "round 3: success" in done.stdout and f"merged into orchestrator/{job.id}/result as commit" in done.stdout
+    assert show(host, f"orchestrator/{job.id}/result", "notes.txt") == "one\ntwo\ntwo\n"
+    empty = cli(job.id, "worker_1", "  ")
+    assert empty.returncode == 2 and "feedback is empty" in empty.stdout + empty.stderr, empty.stdout + empty.stderr
     assert snapshot(host, folder) == before

@@ -156,6 +156,7 @@ class Continuing:
             except (OrchestratorError, OSError, ValueError) as exc:
                 names = ", ".join(job.worker_names) or "none"
                 raise WorkerNotFound(f"job {job.id} has no worker {worker!r} (its workers: {names})") from exc
+            self._lost(job, rec)
             self._check(job, rec)
             rec.rounds.append(
                 Round(
@@ -176,6 +177,19 @@ class Continuing:
         how = "resuming its session" if shown["resumed_session"] else "with a prompt holding its previous outcome"
         self.ctx.announce.line(job, f"worker {rec.name}: continue round {shown['number']} started ({how})", rec.name)
         return {"job_id": job.id, "worker": rec.name, "round": shown}
+
+    def _lost(self, job: JobRecord, rec: WorkerRecord) -> None:
+        """A round its record says runs, though none runs here: the server stopped during it. Whatever
+        it left running is ended, and the round ends failed, saying so (its work stays on the branch)."""
+        last = rec.rounds[-1] if rec.rounds else None
+        if last is None or last.state != "running":
+            return
+        self.ctx.executor.sweep_prefix(f"{job.root_id}.")
+        last.state, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()
+        last.exit_reason = last.merge_note = "lost: the server stopped during the round; the result is unchanged"
+        if rec.status is WorkerStatus.RUNNING:
+            states.set_worker_status(rec, WorkerStatus.FAILED)
+        self.ctx.workspace.save_worker(rec)
 
     def _check(self, job: JobRecord, rec: WorkerRecord) -> None:
         if rec.status is WorkerStatus.SKIPPED or not rec.attempts:
