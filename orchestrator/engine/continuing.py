@@ -2,7 +2,8 @@
 
 A round runs the worker's CLI again in its own checkout and on its own branch (its worktree is made
 again from the branch when it was retired). A CLI that can resume its conversation (its adapter
-``resumes``: claude's ``--resume ID`` with the ``session_id`` its last result reported) gets the
+``resumes``: claude's ``--resume ID`` with the ``session_id`` its last result reported, codex's
+``exec resume ID`` with its ``thread_id``) gets the
 feedback alone; any other gets its task's prompt, the previous round's outcome and the feedback. The
 round's attempts follow the worker's earlier ones (retries and gates as in its first run); its work
 is committed on the branch and, when its gates pass, squashed onto the result branch as one new

@@ -259,6 +259,7 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def session_of(extra: Mapping[str, Any]) -> str | None:
-    """The session id a CLI reported in its result (``ParsedResult.extra["session_id"]``), if it is one."""
-    found = extra.get("session_id")
+    """The session id a CLI reported (``ParsedResult.extra``: claude's ``session_id``, codex's
+    ``thread_id``), if it is one."""
+    found = extra.get("session_id") or extra.get("thread_id")
     return found if isinstance(found, str) and _SESSION_ID.fullmatch(found) else None
