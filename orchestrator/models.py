@@ -335,7 +335,12 @@ class WorkerRecord:
         else:  # none: left out, so a record without refusals is what it was before they were read
             del data["refusals"], data["refusals_total"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
-        data["rounds"] = [r.to_dict() for r in self.rounds]
+        if self.rounds:
+            data["rounds"] = [r.to_dict() for r in self.rounds]
+        else:  # none: left out, so a worker never continued has the record it had before rounds existed
+            del data["rounds"]
+        if self.session_id is None:
+            del data["session_id"]
         data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
