@@ -141,6 +141,25 @@ def test_a_round_a_stopped_server_left_running_ends_lost_and_the_worker_can_be_c
     assert rec.rounds[1].state == "success" and rec.rounds[1].result_commit
 
 
+def test_a_round_fast_forwards_the_jobs_merge_into_branch_to_the_new_result(hosted):
+    host, folder, engine = hosted
+    git(host, "branch", "landing")  # a branch of the user's, not checked out
+
+    def without_landing(snap):
+        return {**snap, "refs": [r for r in snap["refs"] if not r.startswith("refs/heads/landing ")]}
+
+    before = snapshot(host, folder)
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0, "merge_into": "landing"})
+    result_1 = git(host, "rev-parse", f"orchestrator/{job.id}/result").strip()
+    assert git(host, "rev-parse", "landing").strip() == result_1
+    engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+    rec = finished_round(engine, job, "worker_1", 2)
+    assert rec.rounds[0].state == "success" and "landing moved to it" in (rec.rounds[0].merge_note or "")
+    assert git(host, "rev-parse", "landing").strip() == rec.rounds[0].result_commit != result_1
+    assert engine.get_job(job.id).merge.into.moved
+    assert without_landing(snapshot(host, folder)) == without_landing(before)
+
+
 def test_bad_continue_requests_get_clear_errors(hosted):
     host, folder, engine = hosted
     job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
