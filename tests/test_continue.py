@@ -160,6 +160,30 @@ def test_a_round_fast_forwards_the_jobs_merge_into_branch_to_the_new_result(host
     assert without_landing(snapshot(host, folder)) == without_landing(before)
 
 
+def test_a_retired_worktree_is_made_again_from_its_branch_and_a_deleted_branch_is_refused(tmp_path):
+    host, folder = make_host(tmp_path)
+    command = {"worker": "command", "command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]}
+    engine = host_engine(folder, orchestrator=command, git={"remove_worker_worktrees": True})
+    try:
+        before = snapshot(host, folder)
+        job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
+        first = workers(engine, job)["worker_1"]
+        directory = engine.checkout.worktrees().directory(first)
+        wait_until(lambda: not (directory / ".git").exists(), timeout=30, what="its worktree retired")
+        engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+        rec = finished_round(engine, job, "worker_1", 2)
+        assert rec.rounds[0].state == "success", rec.rounds[0]
+        assert show(host, rec.commit, "notes.txt") == "one\ntwo\n"  # round 1's file, from its branch
+        assert git(host, "merge-base", "--is-ancestor", first.commit, rec.commit) == ""
+        wait_until(lambda: not (directory / ".git").exists(), timeout=30, what="retired again")
+        git(host, "branch", "-D", first.branch)
+        with pytest.raises(Conflict, match="is no longer in the repository"):
+            engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
 def test_bad_continue_requests_get_clear_errors(hosted):
     host, folder, engine = hosted
     job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})

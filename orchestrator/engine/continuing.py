@@ -199,6 +199,11 @@ class Continuing:
             raise Conflict(f"worker {rec.name} of job {job.id} is {rec.status.value}: continue it once it has ended")
         if not rec.branch:
             raise Conflict(f"worker {rec.name} of job {job.id} has no branch to go on from")
+        if not landing.branch_exists(self.ctx.settings, self.ctx.workspace, rec.branch):
+            raise Conflict(
+                f"worker {rec.name}'s branch {rec.branch} is no longer in the repository (deleted): "
+                "there is no work to go on from; submit a new job"
+            )
         limit = job.config.max_cost_usd
         if limit:
             _, workers = self.ctx.workspace.load_tree(job.root_id)
@@ -325,6 +330,7 @@ class Continuing:
                 states.set_worker_status(rec, WorkerStatus.RUNNING)
             states.set_worker_status(rec, outcome.status)
             round_.state, round_.ended_at = outcome.status.value, ctx.clock.time()
+            rec.ended_at = round_.ended_at
             round_.exit_reason, round_.cost_usd, round_.commit = outcome.exit_reason, cost, rec.commit
             passed = outcome.status is WorkerStatus.SUCCESS
             if not passed:  # what is merged stays what its gates passed before

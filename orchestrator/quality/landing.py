@@ -345,6 +345,11 @@ def _resolution_for(made: list[dict[str, Any]], path: str, workers: tuple[str, .
 
 
 # -- a continue round's work onto the result ------------------------------------------------------
+def branch_exists(settings: Settings, workspace: Workspace, branch: str) -> bool:
+    """Whether a worker's ``branch`` is still in the repository (a continue round goes on from it)."""
+    return ref_value(repository(settings, workspace), branch_ref(branch)) is not None
+
+
 def land_round(
     job: JobRecord,
     worker: WorkerRecord,
