@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 # Round 1 (its prompt is its task) writes "one"; a round whose prompt holds FEEDBACK appends its word.
 SCRIPT = (
-    'case "$1" in *FEEDBACK-BAD*) echo bad >> notes.txt;; *FEEDBACK-TWO*) echo two >> notes.txt;; '
+    'case "$1" in *FEEDBACK-SLOW*) echo slow >> notes.txt; sleep 60;; *FEEDBACK-BAD*) echo bad >> notes.txt;; *FEEDBACK-TWO*) echo two >> notes.txt;; '
     "*) echo one > notes.txt;; esac; pwd > where.txt"
 )
 GATE = {"name": "check", "run": ["sh", "-c", "! grep -q bad notes.txt"]}
@@ -169,19 +169,34 @@ def test_a_retired_worktree_is_made_again_from_its_branch_and_a_deleted_branch_i
         job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
         first = workers(engine, job)["worker_1"]
         directory = engine.checkout.worktrees().directory(first)
-        wait_until(lambda: not (directory / ".git").exists(), timeout=30, what="its worktree retired")
+        wait_until(lambda: first.branch not in git(host, "worktree", "list", "--porcelain"), timeout=30, what="retired")
+        assert not (directory / ".git").exists()
         engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
         rec = finished_round(engine, job, "worker_1", 2)
         assert rec.rounds[0].state == "success", rec.rounds[0]
         assert show(host, rec.commit, "notes.txt") == "one\ntwo\n"  # round 1's file, from its branch
         assert git(host, "merge-base", "--is-ancestor", first.commit, rec.commit) == ""
-        wait_until(lambda: not (directory / ".git").exists(), timeout=30, what="retired again")
+        wait_until(lambda: first.branch not in git(host, "worktree", "list", "--porcelain"), timeout=30, what="retired again")
         git(host, "branch", "-D", first.branch)
         with pytest.raises(Conflict, match="is no longer in the repository"):
             engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
         assert snapshot(host, folder) == before
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_cancel_stops_a_running_round_and_the_result_stays(hosted):
+    host, folder, engine = hosted
+    job = run_job(engine, "notes", tasks=["write the notes"], config={"max_retries": 0})
+    result_1 = git(host, "rev-parse", f"orchestrator/{job.id}/result").strip()
+    engine.continue_worker(job.id, "worker_1", "FEEDBACK-SLOW")
+    wait_until(lambda: workers(engine, job)["worker_1"].status is WorkerStatus.RUNNING, timeout=30, what="the round running")
+    assert engine.cancel(job.id).status is JobStatus.COMPLETED  # the job keeps the status it ended with
+    rec = finished_round(engine, job, "worker_1", 2)
+    assert rec.rounds[0].state == "cancelled" and rec.status is WorkerStatus.CANCELLED
+    assert git(host, "rev-parse", f"orchestrator/{job.id}/result").strip() == result_1
+    with pytest.raises(Conflict, match="already completed"):
+        engine.cancel(job.id)  # no round runs: nothing to cancel
 
 
 def test_bad_continue_requests_get_clear_errors(hosted):

@@ -125,6 +125,16 @@ class Continuing:
         self.futures: dict[str, Future[None]] = {}
         self._live: dict[str, LiveWorker] = {}  # root id -> the worker its round runs (cancelled at shutdown)
 
+    def cancel(self, root_id: str) -> bool:
+        """``cancel JOB`` of a job whose continue round runs: the round is stopped (kill ladder) and ends
+        cancelled, the result unchanged. False: no round of it runs here."""
+        with self._guard:
+            live = self._live.get(root_id)
+        if live is None:
+            return False
+        live.cancel.set()
+        return True
+
     def busy(self, root_id: str) -> bool:
         with self._guard:
             return root_id in self._busy

@@ -50,7 +50,7 @@ from ..states import WorkerPhase
 from ..workers import roles
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
-from ..workspace.ids import validate_job_id, worker_key
+from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
@@ -481,6 +481,8 @@ class Engine:
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
+        if self.continuing.cancel(root_of(validate_job_id(job_id))):  # its continue round stops; the job stays as it ended
+            return self.get_job(job_id)
         with self.tables.locked():
             job = self.tables.jobs.get(validate_job_id(job_id))
             if job is None:
