@@ -21,6 +21,7 @@ from orchestrator.models import JobStatus, Round, WorkerStatus
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, workers
+from .test_publishing import forge, hosted_remote  # noqa: F401  (their fixtures: a bare remote, a loopback forge)
 
 pytestmark = pytest.mark.slow
 
@@ -299,4 +300,31 @@ def test_the_api_and_the_client_continue_a_worker_and_refuse_bad_requests_clearl
     assert show(host, f"orchestrator/{job.id}/result", "notes.txt") == "one\ntwo\ntwo\n"
     empty = cli(job.id, "worker_1", "  ")
     assert empty.returncode == 2 and "feedback is empty" in empty.stdout + empty.stderr, empty.stdout + empty.stderr
+    assert snapshot(host, folder) == before
+
+
+def test_a_round_with_git_push_pushes_the_new_result_and_updates_the_same_pull_request(hosted_remote, forge):  # noqa: F811
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    settings = {
+        "push": "origin",
+        "pull_request": "github",
+        "forge_api_url": forge.url,
+        "forge_repo": "me/app",
+        "forge_token_env": "TEST_FORGE_TOKEN",
+    }
+    engine = host_engine(folder, git=settings, orchestrator={"command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]})
+    try:
+        job = run_job(engine, "notes", tasks=["write the notes"], config={"isolation": "worktree", "max_retries": 0})
+        assert job.publish["pull_request"]["action"] == "opened"
+        engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
+        rec = finished_round(engine, job, "worker_1", 2)
+        assert rec.rounds[0].state == "success"
+        done = engine.get_job(job.id).publish
+        assert done["pushed"] and done["commit"] == rec.rounds[0].result_commit
+        assert git(remote, "rev-parse", f"refs/heads/{done['branch']}").strip() == rec.rounds[0].result_commit
+        assert done["pull_request"]["action"] == "updated" and done["pull_request"]["number"] == 1 and len(forge.pulls) == 1
+        assert engine.workspace.load_job(job.id).publish["pull_request"]["action"] == "updated"  # on disk
+    finally:
+        engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before

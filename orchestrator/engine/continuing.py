@@ -369,6 +369,8 @@ class Continuing:
         ws.save_worker(rec)
         ws.save_job(job)
         self._after(job, merge is not None)  # the reports; merged: RECORD.json, the push and pull request (git.push)
+        if merge is not None:
+            ws.save_job(job)  # its record's digest and its publish record
         ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)
         ctx.checkout.retire(rec, job)
 
