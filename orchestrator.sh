@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./orchestrator.sh COMMAND [args]   the orchestrator's command line, from any folder:
-#   run | status | logs | watch | jobs | cancel | delete | approve | reject | merge | prune | doctor | config | serve | restart-server | ...  (--help lists them)
+#   run | status | logs | watch | jobs | cancel | delete | approve | reject | merge | continue | prune | doctor | config | serve | restart-server | ...  (--help lists them)
 # It runs this folder's .venv/bin/python (made by ./install.sh) with this folder's package first on
 # sys.path, so neither the current folder nor the Python on PATH matters.
 set -euo pipefail

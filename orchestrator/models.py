@@ -126,6 +126,34 @@ class Attempt:
         return cls(**_known_fields(cls, data))
 
 
+@dataclass(slots=True)
+class Round:
+    """One continue round of a finished worker (engine/continuing.py): the user's feedback, how the
+    CLI went on (its resumed session, or a prompt holding the previous outcome), how the round
+    ended, its cost, and what it left: its commit on the worker's branch and, when it passed its
+    gates, the result branch's new commit."""
+
+    number: int  # 2 for the first continue (round 1 is the worker's first run)
+    feedback: str
+    started_at: float
+    first_attempt: int  # the number of the round's first attempt in ``WorkerRecord.attempts``
+    resumed_session: str | None = None  # the CLI session it resumed; None: a new session with a prompt
+    state: str = "running"  # "running", then the round's worker status (success, failed, timeout, cancelled)
+    ended_at: float | None = None
+    exit_reason: str | None = None
+    cost_usd: float | None = None  # what the round's attempts cost (also in the worker's cost_usd)
+    commit: str | None = None  # the worker branch's tip after the round
+    result_commit: str | None = None  # the result branch's new commit with the round's work; None: not merged
+    merge_note: str | None = None  # what happened to the result branch, in words
+
+    def to_dict(self) -> dict[str, Any]:
+        return _fields_of(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Round:
+        return cls(**_known_fields(cls, data))
+
+
 @dataclass
 class TaskNode:
     """A subtask's place in its job's graph: its id, the ids it waits on, its role and
@@ -268,6 +296,11 @@ class WorkerRecord:
     # How its latest attempt was confined: "bubblewrap" (process/sandbox.py), or "none" (unconfined: the
     # job's notes say why); None: no attempt started.
     sandbox: str | None = None
+    # The CLI's conversation id its last attempt reported (claude's ``session_id``): what a continue
+    # round resumes (engine/continuing.py). Data the worker's CLI printed, checked before it is used.
+    session_id: str | None = None
+    # Its continue rounds after its first run, oldest first (engine/continuing.py).
+    rounds: list[Round] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -302,6 +335,12 @@ class WorkerRecord:
         else:  # none: left out, so a record without refusals is what it was before they were read
             del data["refusals"], data["refusals_total"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
+        if self.rounds:
+            data["rounds"] = [r.to_dict() for r in self.rounds]
+        else:  # none: left out, so a worker never continued has the record it had before rounds existed
+            del data["rounds"]
+        if self.session_id is None:
+            del data["session_id"]
         data["score"] = dict(self.score) if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
@@ -316,6 +355,7 @@ class WorkerRecord:
         dup.child_job_ids = list(self.child_job_ids)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
         dup.refusals = list(self.refusals)
+        dup.rounds = [_shallow(r) for r in self.rounds]
         return dup
 
     @classmethod
@@ -325,6 +365,7 @@ class WorkerRecord:
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
         known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
         known["refusals"] = [Refusal.from_dict(r) for r in known.get("refusals") or []]
+        known["rounds"] = [Round.from_dict(r) for r in known.get("rounds") or []]
         if known.get("integrated") is not None:
             known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
         return cls(**known)

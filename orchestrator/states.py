@@ -70,11 +70,12 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 WORKER_TRANSITIONS: dict[WorkerStatus, frozenset[WorkerStatus]] = {
     _W.PENDING: frozenset({_W.RUNNING, _W.SKIPPED}),
     _W.RUNNING: frozenset({_W.SUCCESS, _W.RECURSIVE_SUCCESS, _W.FAILED, _W.TIMEOUT, _W.CANCELLED}),
-    _W.SUCCESS: frozenset(),
-    _W.RECURSIVE_SUCCESS: frozenset(),
-    _W.FAILED: frozenset(),
-    _W.TIMEOUT: frozenset(),
-    _W.CANCELLED: frozenset(),
+    # A worker that ran may run again only in a continue round (engine/continuing.py), its job ended.
+    _W.SUCCESS: frozenset({_W.RUNNING}),
+    _W.RECURSIVE_SUCCESS: frozenset({_W.RUNNING}),
+    _W.FAILED: frozenset({_W.RUNNING}),
+    _W.TIMEOUT: frozenset({_W.RUNNING}),
+    _W.CANCELLED: frozenset({_W.RUNNING}),
     _W.SKIPPED: frozenset(),
 }
 

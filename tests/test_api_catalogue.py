@@ -54,7 +54,7 @@ def bodies(doc):
 def test_every_body_has_an_example_that_its_documented_schema_accepts():
     doc = openapi_document()
     found = list(bodies(doc))
-    assert len(found) == 8  # orchestrate, merge, approve, reject, the link's form, a lock, a task, a task's merge
+    assert len(found) == 9  # orchestrate, merge, a continue, approve, reject, the link's form, a lock, a task, a task's merge
     for method, path, media, schema, example in found:
         assert example, (method, path, media)
         jsonschema.validate(example, {**schema, "components": doc["components"]})
@@ -93,6 +93,18 @@ def test_every_example_body_is_accepted_by_its_route_on_a_live_server(tmp_path):
         assert answer.status_code == 200 and answer.json()["status"] == "completed", answer.text
         answer = send("post", "/api/v1/jobs/{job_id}/merge", approved, json=examples[("post", "/api/v1/jobs/{job_id}/merge")])
         assert answer.status_code == 200 and answer.json()["merge"]["strategy"] == "theirs", answer.text
+        # its worker continued with the example's feedback (the round ends before the host is compared)
+        path = "/api/v1/jobs/{job_id}/workers/{worker}/continue"
+        answer = send("post", path.replace("{worker}", "worker_1"), approved, json=examples[("post", path)])
+        sent[("post", path)] = sent.pop(("post", path.replace("{worker}", "worker_1")))
+        assert answer.status_code == 202 and answer.json()["round"]["number"] == 2, answer.text
+        wait_until(
+            lambda: (
+                served.call("GET", f"/api/v1/jobs/{approved}/status").json()["results"]["tasks"][0]["rounds"][0]["state"]
+                != "running"
+            ),
+            60,
+        )
         rejected, _ = waiting_job(served)
         answer = send("post", "/api/v1/jobs/{job_id}/reject", rejected, json=examples[("post", "/api/v1/jobs/{job_id}/reject")])
         assert answer.status_code == 200 and answer.json()["status"] == "failed", answer.text

@@ -903,3 +903,30 @@ def test_a_waiting_job_shows_approve_and_reject_and_approve_lands_it(hosted_live
     assert doc["merge"]["merged"] == ["worker_1"]
     wait_for(browser, lambda: browser.find_element("id", "job-status").text == "completed", "the completed badge")
     assert not browser.find_element("id", "approve-button").is_enabled()
+
+
+def test_a_finished_worker_is_continued_from_the_dashboard_box_and_its_round_is_listed(hosted_live, browser):  # noqa: F811
+    make, host, folder = hosted_live
+    script = 'case "$1" in *FEEDBACK-TWO*) echo two >> notes.txt;; *) echo one > notes.txt;; esac'
+    live = make(orchestrator={"command": ["sh", "-c", script, "sh", "{prompt}"]})
+    job_id = submit(live, request="notes", tasks=["write the notes"], config={"isolation": "worktree"})
+    assert live.call("GET", f"/api/v1/jobs/{job_id}/wait?timeout=60", timeout=90).json()["status"] == "completed"
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: browser.find_element("id", "continue-card").is_displayed(), "the continue box")
+    # No feedback: refused in the page, nothing sent
+    browser.find_element("id", "continue-button").click()
+    wait_for(
+        browser, lambda: "Say what the worker should do next" in text_of(browser, "continue-answer"), "the feedback asked for"
+    )
+    browser.find_element("id", "continue-feedback").send_keys("good, now FEEDBACK-TWO")
+    browser.find_element("id", "continue-button").click()
+    wait_for(browser, lambda: "worker_1 round 2 started" in text_of(browser, "continue-answer"), "the round started")
+
+    def ended():
+        tasks = live.call("GET", f"/api/v1/jobs/{job_id}/status").json()["results"]["tasks"]
+        return tasks[0]["rounds"] and tasks[0]["rounds"][0]["state"] != "running"
+
+    wait_for(browser, ended, "the round's end")
+    browser.refresh()
+    wait_for(browser, lambda: "worker_1 round 2: success" in text_of(browser, "continue-rounds"), "the round listed")
+    assert "feedback: good, now FEEDBACK-TWO" in text_of(browser, "continue-rounds")

@@ -94,6 +94,7 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert sorted(tools) == [
                 "cancel",
+                "continue_worker",
                 "diff",
                 "logs",
                 "merge",
@@ -141,6 +142,11 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
             text, doc, err = await call(client, "merge", job_id=job)
             assert not err and doc["merge"]["result_ref"] in text and "worker_1" in text, text
 
+            text, doc, err = await call(client, "continue_worker", job_id=job, worker="worker_2", feedback="echo more >> out.txt")
+            assert not err and doc["round"]["number"] == 2 and f"job {job}: worker_2 round 2 started" in text, text
+            text, _, err = await call(client, "continue_worker", job_id=job, worker="worker_2", feedback="again")
+            assert err and "continue round running" in text, text
+
     try:
         anyio.run(scenario)
     finally:
@@ -160,6 +166,7 @@ def test_wait_is_capped_cancel_stops_a_job_and_bad_input_names_the_argument(home
                 ("wait", {"job_id": "j", "timeout": -1}, "timeout must be at least 0"),
                 ("logs", {"job_id": "j", "worker": "worker_1", "tail": 0}, "tail must be at least 1"),
                 ("merge", {"job_id": "j", "strategy": "ours"}, "strategy must be one of auto, theirs, manual, resolve"),
+                ("continue_worker", {"job_id": "j", "worker": "worker_1", "feedback": " "}, "feedback is empty"),
                 ("status", {"job_id": "no-such-job"}, "InvalidId: invalid job id 'no-such-job'"),
                 ("status", {"job_id": "0123456789ab"}, "JobNotFound"),
                 ("status", {}, "job_id"),
@@ -228,7 +235,16 @@ def run_spawning_worker(folder: Path, env: dict[str, str], max_depth: int) -> tu
 def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_the_depth_cap(home):
     folder, env, _ = home
     report, root = run_spawning_worker(folder, env, max_depth=0)
-    assert report["tools"] == ["cancel", "diff", "logs", "merge", "spawn", "status", "wait"]  # spawn, not orchestrate
+    assert report["tools"] == [
+        "cancel",
+        "continue_worker",
+        "diff",
+        "logs",
+        "merge",
+        "spawn",
+        "status",
+        "wait",
+    ]  # spawn, not orchestrate
     assert report["spawn"]["is_error"], report
     text = report["spawn"]["text"]
     expected = f"RecursionLimit: Max recursion depth reached: worker worker_1 of job {root['job_id']} is at depth 0"

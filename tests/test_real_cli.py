@@ -36,7 +36,7 @@ from orchestrator.workers.adapters.base import WorkerContext
 from orchestrator.workers.adapters.claude import COST_UNKNOWN
 from orchestrator.workers.prompts import spawn_timeout_ms
 
-from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
+from .conftest import ROOT, explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees, wait_until
 from .helpers import real_cli as real_cli_helpers
 from .helpers.real_cli import API_KEY, write_then_report
 from .mock_model_server import (
@@ -797,4 +797,57 @@ def test_a_sandboxed_claude_worker_with_claude_code_tmpdir_outside_runs_the_proj
         assert not any(outside.iterdir()), sorted(p.name for p in outside.iterdir())
     finally:
         engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
+
+
+@needs_adapter
+def test_continue_resumes_the_claude_session_it_recorded_and_the_round_lands_on_the_result(hosted_at_root, claude_workers):
+    # Round 1 writes notes.md; round 2 (the feedback) adds a line. Resumed with --resume, the CLI sends
+    # round 1's whole conversation (its tool call, its result, its answer) before the feedback.
+    def script(body):
+        done = len(tool_results(body))
+        if "FEEDBACK-TWO" in prompt_text(body):
+            if done == 1:
+                return ToolUse("Write", {"file_path": f"{working_directory(body)}/notes.md", "content": "one\ntwo\n"})
+            return Text("Added two" if done == 2 else "no earlier conversation")
+        if done:
+            return Text("Wrote notes.md")
+        return ToolUse("Write", {"file_path": f"{working_directory(body)}/notes.md", "content": "one\n"})
+
+    from .helpers.worktree import git, snapshot, workers
+
+    mock = claude_workers(script)
+    host, folder, make = hosted_at_root
+    before = snapshot(host, folder)
+    engine = make(orchestrator=worker_settings(), workers={"default_timeout": 120})
+    job = run_job(engine, "notes", tasks=["Write notes.md"], config={"max_retries": 0}, timeout=120)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED, why
+    first = workers(engine, job)["worker_1"]
+    assert first.session_id, why  # claude's result reported it; the record keeps it
+    result_1 = git(host, "rev-parse", f"orchestrator/{job.id}/result").strip()
+    asked_before = len(mock.conversation)
+
+    started = engine.continue_worker(job.id, "worker_1", "Good. FEEDBACK-TWO: add a line two")
+    assert started["round"]["resumed_session"] == first.session_id
+
+    def ended():
+        rec = workers(engine, job)["worker_1"]
+        return rec if rec.rounds and rec.rounds[0].state != "running" else None
+
+    rec = wait_until(ended, timeout=120)
+    why = explain(engine, job, mock)
+    assert rec.rounds[0].state == "success", why
+    # The CLI ran with --resume and the recorded id, and sent round 1's conversation with the feedback
+    assert rec.attempts[-1].argv is not None and "--resume" in rec.attempts[-1].argv, why
+    assert rec.attempts[-1].argv[rec.attempts[-1].argv.index("--resume") + 1] == first.session_id
+    first_of_round = mock.conversation[asked_before].body
+    said = json.dumps(first_of_round["messages"])
+    assert "Write notes.md" in said and "Wrote notes.md" in said and len(tool_results(first_of_round)) == 1, why
+    assert "FEEDBACK-TWO" in json.dumps(first_of_round["messages"][-1]), why
+    # Its work on its branch and, as a new commit, on the result
+    assert git(host, "show", f"{rec.commit}:notes.md") == "one\ntwo\n"
+    result_2 = git(host, "rev-parse", f"orchestrator/{job.id}/result").strip()
+    assert rec.rounds[0].result_commit == result_2 and git(host, "rev-parse", f"{result_2}^").strip() == result_1
+    assert rec.rounds[0].cost_usd and rec.cost_usd == pytest.approx(first.cost_usd + rec.rounds[0].cost_usd)
     assert snapshot(host, folder) == before

@@ -429,3 +429,34 @@ def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, co
     assert sorted(w.task for w in workers if w.depth == 1) == ["Write a.md", "Write b.md"], why
     assert f"Child job {child_id}: completed" in root_worker.output, why
     assert "Done: Write a.md" in root_worker.output, why
+
+
+def test_continue_resumes_the_codex_thread_it_recorded(hosted_at_root, codex_workers):
+    """``codex exec ... resume THREAD_ID PROMPT``: the second round's request holds the first round's
+    conversation (its task and its answer) before the feedback."""
+    from .conftest import wait_until
+    from .helpers.worktree import snapshot, workers
+
+    def script(body):
+        said = json.dumps(body.get("input"))
+        return Text("Second answer." if "FEEDBACK-TWO" in said else "First answer.")
+
+    mock = codex_workers(script)
+    host, folder, make = hosted_at_root
+    before = snapshot(host, folder)
+    engine = make(orchestrator=worker_settings(mock), workers={"default_timeout": 120})
+    job = run_job(engine, "Say the answer", tasks=["Say the answer"], config={"max_retries": 0}, timeout=120)
+    why = explain(engine, job, mock)
+    first = workers(engine, job)["worker_1"]
+    assert first.status is WorkerStatus.SUCCESS and first.session_id, why
+    asked_before = len(mock.requests)
+    started = engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO: say it again")
+    assert started["round"]["resumed_session"] == first.session_id
+    rec = wait_until(lambda: (r := workers(engine, job)["worker_1"]).rounds and r.rounds[0].state != "running" and r, timeout=120)
+    why = explain(engine, job, mock)
+    argv = rec.attempts[-1].argv or []
+    assert rec.rounds[0].state == "success" and argv[argv.index("resume") + 1] == first.session_id, why
+    said = json.dumps(mock.requests[asked_before].body["input"])
+    assert "Say the answer" in said and "First answer." in said and "FEEDBACK-TWO" in said, why
+    assert rec.output.strip() == "Second answer.", why
+    assert snapshot(host, folder) == before

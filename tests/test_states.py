@@ -50,7 +50,10 @@ def test_the_tables_cover_every_status_and_terminal_ones_lead_nowhere():
     assert set(states.WORKER_TRANSITIONS) == set(WorkerStatus)
     assert set(states.PHASE_TRANSITIONS) == set(WorkerPhase)
     assert {s for s, to in states.JOB_TRANSITIONS.items() if not to} == {s for s in JobStatus if s.terminal}
-    assert {s for s, to in states.WORKER_TRANSITIONS.items() if not to} == {s for s in WorkerStatus if s.terminal}
+    # A worker that ran leads only back to running: a continue round (engine/continuing.py); a skipped one nowhere.
+    ran = {s for s in WorkerStatus if s.terminal and s is not WorkerStatus.SKIPPED}
+    assert all(states.WORKER_TRANSITIONS[s] == {WorkerStatus.RUNNING} for s in ran)
+    assert not states.WORKER_TRANSITIONS[WorkerStatus.SKIPPED]
     assert not states.PHASE_TRANSITIONS[WorkerPhase.SETTLED]
     assert "planning" not in {s.value for s in JobStatus}, "PLANNING was never used: a job exists once planned"
 
@@ -103,7 +106,7 @@ def test_illegal_job_transitions_are_refused_naming_the_job(old, new):
     [
         (WorkerStatus.PENDING, WorkerStatus.SUCCESS),  # never ran: it cannot have succeeded
         (WorkerStatus.RUNNING, WorkerStatus.SKIPPED),  # it started: it is not "never started"
-        (WorkerStatus.SUCCESS, WorkerStatus.RUNNING),
+        (WorkerStatus.SKIPPED, WorkerStatus.RUNNING),
         (WorkerStatus.FAILED, WorkerStatus.RECURSIVE_SUCCESS),
         (WorkerStatus.CANCELLED, WorkerStatus.PENDING),
     ],
@@ -138,12 +141,12 @@ def test_illegal_phase_transitions_are_refused(old, new):
 
 def test_in_production_a_refusal_is_logged_and_the_old_status_kept(monkeypatch, caplog):
     monkeypatch.delenv(protocol.STRICT_STATES)
-    record = worker(WorkerStatus.SUCCESS)
+    record = worker(WorkerStatus.SKIPPED)
     with caplog.at_level(logging.ERROR, logger="orchestrator.states"):
         assert states.set_worker_status(record, WorkerStatus.RUNNING) is False
-    assert record.status is WorkerStatus.SUCCESS
-    assert "illegal transition of worker depth_0_worker_2" in caplog.text and "success -> running" in caplog.text
-    assert "kept success" in caplog.text
+    assert record.status is WorkerStatus.SKIPPED
+    assert "illegal transition of worker depth_0_worker_2" in caplog.text and "skipped -> running" in caplog.text
+    assert "kept skipped" in caplog.text
 
 
 def test_phases_say_what_the_old_flags_said():

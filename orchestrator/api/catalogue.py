@@ -48,6 +48,7 @@ ORCHESTRATE_EXAMPLE: dict[str, Any] = {
 }
 LOCK_EXAMPLE: dict[str, Any] = {"paths": ["src/app.py", "docs"], "lease": 300, "wait": 30}
 MERGE_EXAMPLE: dict[str, Any] = {"strategy": "theirs"}
+CONTINUE_EXAMPLE: dict[str, Any] = {"feedback": "Good, now also handle the empty case"}
 APPROVE_EXAMPLE: dict[str, Any] = {"note": "Looks right; ship it"}
 REJECT_EXAMPLE: dict[str, Any] = {"reason": "The tests do not cover the error path"}
 LINK_FORM_EXAMPLE: dict[str, Any] = {"expires": "1767225600", "token": "0" * 64, "reason": "Not this week"}
@@ -82,6 +83,7 @@ OPERATIONS: dict[tuple[str, str], Entry] = {
     ("get", WORKER + "/diff"): Entry("git", "Get a worker's diff"),
     ("get", JOB + "/conflicts"): Entry("git", "Predict a job's conflicts and show their resolutions"),
     ("post", JOB + "/merge"): Entry("git", "Merge a finished job again", MERGE_EXAMPLE),
+    ("post", WORKER + "/continue"): Entry("workers", "Continue a finished worker with feedback", CONTINUE_EXAMPLE),
     ("post", JOB + "/publish"): Entry("git", "Push a job's result and open its pull request again"),
     ("post", JOB + "/approve"): Entry("approval", "Approve a waiting job", APPROVE_EXAMPLE),
     ("post", JOB + "/reject"): Entry("approval", "Reject a waiting job", REJECT_EXAMPLE),

@@ -251,6 +251,11 @@ class OrchestratorClient:
         body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
         return self._request("POST", f"{_job_path(job_id)}/merge", json=body)
 
+    def continue_worker(self, job_id: str, worker: str, feedback: str) -> dict[str, Any]:
+        """Start a continue round of a finished root job's worker (admin key): ``{"job_id", "worker",
+        "round"}``; the round runs on, its end in the worker's ``rounds``."""
+        return self._request("POST", f"{_job_path(job_id)}/workers/{_seg(worker)}/continue", json={"feedback": feedback})
+
     def publish(self, job_id: str) -> dict[str, Any]:
         """Push a finished root job's result branch and open or update its pull request (again):
         ``{"job_id", "publish"}`` (the job's publish record: pushed, the pull request, or the error)."""

@@ -501,6 +501,34 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/jobs/{job_id}/workers/{worker}/continue": {
+            "post": {
+                "description": "continue a finished root job's worker with your feedback: the same CLI in the same checkout "
+                "and branch (resuming its recorded session where the CLI can: claude), re-gated, its work squashed onto "
+                "the result branch as a new commit; 202 with the round's record (number, state running, resumed_session), "
+                "its end in the worker's rounds; admin key only; 400 for empty, over-long (20000 characters) or invalid "
+                "feedback, 404 for an unknown job or worker, 409 while the tree or another round of it runs, for a "
+                "folder job or a worker that never ran, 422 for a child job (continue its root's worker)",
+                "parameters": [JOB_ID, WORKER],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["feedback"],
+                                "additionalProperties": False,
+                                "properties": {"feedback": {"type": "string", "minLength": 1, "maxLength": 20000}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json({"type": "object", "required": ["job_id", "worker", "round"]}, "the round started"),
+                    **_errors(400, 401, 403, 404, 409, 422),
+                },
+            }
+        },
         "/api/v1/jobs/{job_id}/publish": {
             "post": {
                 "description": "push a finished root job's result branch to git.push's remote and open or update its draft "

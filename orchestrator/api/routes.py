@@ -284,6 +284,22 @@ def merge(job_id: str) -> Response:
     return jsonify({"job_id": job_id, "merge": merged})
 
 
+@bp.post("/jobs/<job_id>/workers/<worker>/continue")
+def continue_worker(job_id: str, worker: str) -> tuple[Response, int]:
+    """Start a continue round of a finished root job's worker with the user's feedback
+    (engine/continuing.py): admin only, it runs a worker and moves the result branch. 202 with the
+    round's record; the round's end is in the worker's ``rounds`` (GET the job, or its events)."""
+    g.principal.require_admin("continue a worker")
+    job_id = _allowed(job_id)
+    body = request.get_json(force=True, silent=True) if request.get_data() else None
+    if not isinstance(body, dict) or "feedback" not in body:
+        raise ValidationError('body must be a JSON object with the feedback: {"feedback": "now also handle the empty case"}')
+    unknown = sorted(set(body) - {"feedback"})
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; the body takes: feedback")
+    return jsonify(_engine().continue_worker(job_id, worker, body["feedback"])), 202
+
+
 @bp.post("/jobs/<job_id>/publish")
 def publish(job_id: str) -> Response:
     """Push a finished root job's result branch and open or update its pull request (again): admin only."""

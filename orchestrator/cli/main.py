@@ -212,6 +212,21 @@ def _add_late_commands(sub: Any) -> None:
     merge.add_argument("--api-url", help="default: this folder's own server")
     merge.add_argument("--json", action="store_true")
     merge.set_defaults(func=cmd_merge)
+    resume = sub.add_parser(
+        "continue",
+        help="continue a finished worker with your feedback: the same CLI in the same checkout and branch, re-gated, "
+        "its work added to the job's result as a new commit",
+    )
+    resume.add_argument("job_id", help="a finished root job")
+    resume.add_argument("worker", help="its worker (worker_1)")
+    resume.add_argument("feedback", help='what it should do next: "good, now also handle the empty case"')
+    resume.add_argument("--no-wait", action="store_true", help="start the round and return")
+    resume.add_argument(
+        "--timeout", type=float, default=3600.0, metavar="S", help="how long to wait for the round (default 3600)"
+    )
+    resume.add_argument("--api-url", help="default: this folder's own server")
+    resume.add_argument("--json", action="store_true", help="the round's record as JSON")
+    resume.set_defaults(func=cmd_continue)
     publish = sub.add_parser(
         "publish", help="push a finished root job's result branch and open or update its pull request (again)"
     )
@@ -559,6 +574,47 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return RET_FAILED
     print(_merge_lines(answer["job_id"], merge))
     return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+
+
+def cmd_continue(args: argparse.Namespace) -> int:
+    """Start a continue round, then (unless --no-wait) wait for its end and say what it did."""
+    client = _client(args)
+    started = client.continue_worker(args.job_id, args.worker, args.feedback)
+    number = started["round"]["number"]
+    how = (
+        f"resuming its session {started['round']['resumed_session']}"
+        if started["round"].get("resumed_session")
+        else "a new session with its previous outcome and your feedback"
+    )
+    if not args.json:
+        print(f"job {started['job_id']}: {started['worker']} round {number} started ({how})")
+    if args.no_wait:
+        if args.json:
+            print(json.dumps(started, indent=2))
+        else:
+            print(f"follow it: ./orchestrator.sh watch {started['job_id']}")
+        return RET_OK
+    deadline = time.monotonic() + args.timeout
+    found: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        doc = client.status(started["job_id"])
+        entry = next((w for w in (doc.get("results") or {}).get("tasks") or [] if w.get("worker_id") == started["worker"]), None)
+        rounds = (entry or {}).get("rounds") or []
+        found = next((r for r in rounds if r.get("number") == number), None)
+        if found is not None and found.get("state") != "running":
+            break
+        time.sleep(1.0)
+    else:
+        print(f"round {number} still runs after {args.timeout:g}s: ./orchestrator.sh watch {started['job_id']}", file=sys.stderr)
+        return RET_FAILED
+    assert found is not None
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        cost = f", ${found['cost_usd']:.4f}" if found.get("cost_usd") is not None else ""
+        print(f"round {number}: {found['state']} ({found.get('exit_reason')}{cost})")
+        print(found.get("merge_note") or "")
+    return RET_OK if found["state"] == "success" and found.get("result_commit") else RET_FAILED
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 Context Protocol on stdio (the official ``mcp`` SDK's ``MCPServer``).
 
 An assistant (Claude Code, or any MCP client that starts a stdio command) calls ``orchestrate``,
-``status``, ``wait``, ``logs``, ``cancel``, ``diff`` and ``merge`` instead of pasting curl lines.
+``status``, ``wait``, ``logs``, ``cancel``, ``diff``, ``merge`` and ``continue_worker`` instead of pasting curl lines.
 Every tool goes through the REST API with the Python client (``api/client.py``), so the server's
 checks, limits and records hold exactly as for any other caller:
 
@@ -173,6 +173,7 @@ def _what(name: str) -> str:
         "request": "what to do, in plain words",
         "job_id": "a job id, as orchestrate or status returned it",
         "worker": "a worker name, e.g. worker_1 (status lists them)",
+        "feedback": "what the worker should do next, e.g. 'good, now also handle the empty case'",
     }.get(name, "a value")
 
 
@@ -377,6 +378,26 @@ def build(backend: Backend) -> MCPServer:
                     + (f"\ntake it with: {outcome['command']}" if outcome.get("command") else "")
                 )
             return text, doc
+
+        return await call(run, include_json)
+
+    @tool(False, "Continue a finished worker with feedback")
+    async def continue_worker(job_id: str, worker: str, feedback: str, include_json: bool = False) -> CallToolResult:
+        """Answer a finished root job's worker: the same CLI goes on in its own checkout and branch
+        (its session resumed where the CLI can), re-gated, its work added to the job's result as a new
+        commit. Starts the round and returns; wait on it with status (the worker's rounds)."""
+        job, name = _text("job_id", job_id), _text("worker", worker)
+        said = _text("feedback", feedback)
+
+        def run() -> Answer:
+            doc = backend.client().continue_worker(job, name, said)
+            started = doc.get("round") or {}
+            how = (
+                f"resuming session {started['resumed_session']}"
+                if started.get("resumed_session")
+                else "a new session with its previous outcome and the feedback"
+            )
+            return f"job {job}: {name} round {started.get('number')} started ({how}); see status for its end", doc
 
         return await call(run, include_json)
 

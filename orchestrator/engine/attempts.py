@@ -119,6 +119,7 @@ class WorkerExecution:
         worker_dir: Path,
         steps: Sequence[Step] = (),
         confinement: Confinement | None = None,
+        resume_session: str | None = None,
     ) -> None:
         record, config = live.record, live.job.config
         self.record = record
@@ -140,6 +141,7 @@ class WorkerExecution:
         self.job: JobRecord | None = live.job
         self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
+        self.resume_session = resume_session  # a continue round's: the CLI session its attempts go on with
         # The changes the last attempt's steps asked for, while still current (StepContext.known_changes).
         self.known_changes: Changes | None = None
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
@@ -175,15 +177,16 @@ class WorkerExecution:
             self.abort_reason = reason
             self.cancel.set()
 
-    def run(self, resume: tuple[Attempt, AttemptHandle] | None = None) -> Outcome:
+    def run(self, resume: tuple[Attempt, AttemptHandle] | None = None, first: int = 1) -> Outcome:
         """Run the attempts; with ``resume``, first see an attempt a previous server started
         (re-adopted: running, or already ended) through, then go on as if it never stopped.
-        Ordinary retries spend max_retries, transient ones workers.transient_retries."""
+        Ordinary retries spend max_retries, transient ones workers.transient_retries. ``first``:
+        the number of the first attempt (a continue round's follow the worker's earlier ones)."""
         w = self.settings.workers
         retries, transients = 0, 0  # used so far of each budget
         outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
         paid: list[ParsedResult] = []  # every attempt's usage: a retried worker costs all of them
-        number = 0
+        number = first - 1
         while True:
             if resume is not None:
                 attempt, self.handle = resume
@@ -340,6 +343,7 @@ class WorkerExecution:
             allowed_tools=roles.allowed_tools(self.settings, self.record.role),
             sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
             env=self.env,
+            resume_session=self.resume_session,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
         self.footprint = self._footprint()

@@ -50,11 +50,12 @@ from ..states import WorkerPhase
 from ..workers import roles
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
-from ..workspace.ids import validate_job_id, worker_key
+from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace
 from . import limits
 from .announce import Announcer
 from .context import EngineContext
+from .continuing import Continuing
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
 from .nesting import Nesting
 from .queries import Queries
@@ -164,6 +165,15 @@ class Engine:
         # Shared-checkout path locks per root tree (quality/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
         self.restorer = Restorer(ctx, queries=self.queries, finishing=self.finishing)
+        # A finished worker's continue rounds (engine/continuing.py).
+        self.continuing = Continuing(
+            ctx,
+            release=self.release,
+            steps=self.steps,
+            prompts=self.prompts,
+            confinement=self.confinement,
+            after=self._after_round,
+        )
         self.monitor.start()
 
     # -- submitting and dispatching -----------------------------------------------------
@@ -358,12 +368,22 @@ class Engine:
             with contextlib.suppress(ValueError):
                 self.tables.finished_roots.remove(root_id)
 
+    # -- continuing a finished worker (engine/continuing.py) --------------------------------------
+    def continue_worker(self, job_id: str, worker: str, feedback: object) -> dict[str, object]:
+        """POST /jobs/{id}/workers/{name}/continue: start a continue round of a finished root job's
+        worker with the user's ``feedback``; returns the round's record (it runs on). 409 while the
+        tree runs or another round of it does."""
+        job = self.get_job(validate_job_id(job_id))
+        self._ended_root(job, "continue a worker of")
+        return self.continuing.start(job, worker, feedback)
+
     # -- deleting ---------------------------------------------------------------------
     def delete(self, job_id: str, all_branches: bool = False) -> None:
         """Remove a finished root job's folder (its child jobs live inside it), with its
         worktrees and branches (its result branch too with ``all_branches``). The rule is
         ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
         job = self.get_job(job_id)
+        self._no_round(job, "delete")
         # A tree this server does not hold is judged by its records (read outside the lock).
         on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
         with self.tables.locked():
@@ -409,7 +429,20 @@ class Engine:
             tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
             if any(not j.status.terminal or j.id in self.tables.ending for j in tree):
                 raise Conflict(f"job {job.id} is still running: {action} it once it has ended (GET /api/v1/jobs/{job.id}/wait)")
+        self._no_round(job, action)
         return held
+
+    def _after_round(self, job: JobRecord, merged: bool) -> None:
+        """A continue round has ended: the tree's reports again and, when it changed the result, its
+        signed record, then its push and pull request (git.push)."""
+        self.finishing.render_locked(job)
+        if merged:
+            self.finishing.record_result(job, job.status, job.ended_at)
+
+    def _no_round(self, job: JobRecord, action: str) -> None:
+        """Conflict while a continue round of the tree runs (its worker's branch and the result change)."""
+        if self.continuing.busy(job.root_id):
+            raise Conflict(f"job {job.root_id} has a continue round running: {action} it once the round has ended")
 
     def _save_root(self, target: JobRecord, held: JobRecord | None, event: str) -> None:
         """A root job's record on disk after a merge or a publish, and an event: status documents
@@ -448,6 +481,8 @@ class Engine:
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
+        if self.continuing.cancel(root_of(validate_job_id(job_id))):  # its continue round stops; the job stays as it ended
+            return self.get_job(job_id)
         with self.tables.locked():
             job = self.tables.jobs.get(validate_job_id(job_id))
             if job is None:
@@ -500,6 +535,7 @@ class Engine:
         with self.tables.locked():
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
+        self.continuing.close(timeout)
         self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
         self.finishing.level_renders.close()

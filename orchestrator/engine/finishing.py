@@ -33,6 +33,7 @@ from ..reports.analytics import analyse
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs
+from ..workers.adapters.base import session_of
 from ..workspace import logs
 from ..workspace.ids import worker_key
 from .choosing import Choosing
@@ -102,6 +103,7 @@ class Finishing:
             rec.tokens_cache_read = parsed.tokens_cache_read
             rec.cost_basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
             rec.cost_note = parsed.cost_note
+            rec.session_id = session_of(parsed.extra) or rec.session_id
             self.ctx.add_cost(rec.root_id, parsed.cost_usd)
 
     def settle(self, live: LiveWorker) -> None:

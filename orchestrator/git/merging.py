@@ -796,6 +796,38 @@ def integrate(
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
 
+def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, *, prefix: str, root_id: str) -> Integrated:
+    """What ``source.commit`` adds to ``since`` (an ancestor of it: the worker's work already in ``ref``)
+    squashed onto ``ref``'s tip as one commit, as a cherry-pick would: a continue round's work on a
+    result that holds the worker's earlier work. git 2.39's merge-tree takes no merge base, so a
+    stand-in commit (the tip's tree, ``since`` its parent) makes ``since`` the merge's base. ``theirs``
+    takes the round's side of a conflicting hunk; any other strategy leaves ``ref`` alone on one."""
+    worker, branch, commit = source.worker, source.branch, source.commit
+    require_git(repo)
+    target = branch_ref(ref)
+    old = ref_value(repo, target)
+    head = read_commits(repo, [old])[0] if old else None
+    if old is None or head is None:
+        raise ValidationError(f"{target} does not exist in {repo}: merge the job first")
+    when = f"{max(info.time for info in read_commits(repo, [old, commit]) if info)} +0000"
+    who = identity_of(repo)
+    stand_in = _commit(repo, head.tree, since, "stand-in", when, who)
+    result = _merge_tree(repo, stand_in, commit)
+    tree, conflicts = result.tree, []
+    if not result.clean:
+        files = changed_files(repo, since, [commit])[commit]
+        changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
+        if strategy != MergeStrategy.THEIRS:
+            return Integrated(target, old, False, tuple(_conflicts(repo, result, changes, [], worker)))
+        tree, hunks = _resolve_theirs(repo, result)
+        conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+    if tree == head.tree:
+        return Integrated(target, old, True, tuple(conflicts), added=False)
+    new = _commit(repo, tree, old, source.message(root_id, strategy, target.removeprefix("refs/heads/")), when, who)
+    update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
+    return Integrated(target, new, True, tuple(conflicts))
+
+
 def _predict_rest(
     repo: str | Path, head: str, rest: list[tuple[str, str, str]], changes: dict[str, WorkerChanges], merged: list[str]
 ) -> list[FileConflict]:

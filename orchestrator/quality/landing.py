@@ -37,8 +37,9 @@ from ..config import Isolation, MergeStrategy, Settings
 from ..errors import ConfigError, Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git import merging
+from ..git.commits import Source
 from ..git.gitcmd import run_git
-from ..git.gitrefs import MergeRefused, advance, branch_ref, ref_value
+from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
 from ..records import Into, MergeOutcome, MergeRecord
@@ -341,3 +342,57 @@ def resolved(job: JobRecord, workers: list[WorkerRecord]) -> list[dict[str, Any]
 def _resolution_for(made: list[dict[str, Any]], path: str, workers: tuple[str, ...]) -> dict[str, Any] | None:
     found = [r for r in made if r["worker"] in workers and path in r["files"]]
     return found[-1] if found else None
+
+
+# -- a continue round's work onto the result ------------------------------------------------------
+def branch_exists(settings: Settings, workspace: Workspace, branch: str) -> bool:
+    """Whether a worker's ``branch`` is still in the repository (a continue round goes on from it)."""
+    return ref_value(repository(settings, workspace), branch_ref(branch)) is not None
+
+
+def land_round(
+    job: JobRecord,
+    worker: WorkerRecord,
+    commit: str,
+    merged_at: str | None,
+    *,
+    settings: Settings,
+    workspace: Workspace,
+    now: float,
+) -> tuple[MergeRecord | None, str]:
+    """A continue round's gated ``commit`` (engine/continuing.py) squashed onto the root's result branch
+    as one new commit on its tip (never a rebuild: a result the user already took stays an ancestor),
+    and ``merge_into`` fast-forwarded to it when the job names one. ``merged_at``: the worker's commit
+    the result took before (its gated commit then). Returns the job's new merge
+    record (None: the result is unchanged) and what happened, in words."""
+    previous = job.merge
+    if previous is None or previous.outcome is None or previous.result_commit is None:
+        return None, (
+            f"not merged: job {job.id} has no result branch to add to (its last merge made none); "
+            f"merge its workers' branches with: ./orchestrator.sh merge {job.id}"
+        )
+    if not worker.branch:
+        return None, "not merged: the worker has no branch"
+    # A round adds to what is merged: manual would merge nothing, and resolve has no resolver here.
+    strategy = job.config.merge_strategy if job.config.merge_strategy == MergeStrategy.THEIRS else MergeStrategy.AUTO
+    repo = repository(settings, workspace)
+    base = previous.base or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
+    ref = previous.result_ref or job_prefix(settings.git.branch_prefix, job.root_id) + "result"
+    source = Source(worker.name, worker.branch, commit, worker.task, co_author_of(worker, settings))
+    # What the round adds to the worker's work in the result (its commit merged then), else all of its work.
+    since = merged_at if merged_at and worker.name in previous.outcome.merged else base
+    with tree_lock(job.root_id):
+        done = merging.pick(repo, ref, since, source, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id)
+    short = ref.removeprefix("refs/heads/")
+    if not done.merged:
+        return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
+    if not done.added or done.commit is None:
+        return None, f"not merged: {short} already holds the round's work (nothing new)"
+    outcome = dataclasses.replace(previous.outcome, result_commit=done.commit)
+    into = previous.into.branch if previous.into is not None else job.config.merge_into
+    advanced = _advance(repo, check_branch(settings, into), outcome) if into else None
+    merge = dataclasses.replace(previous, outcome=outcome, at=now, into=advanced)
+    said = f"merged into {short} as commit {done.commit[:12]}"
+    if advanced is not None:
+        said += f"; {advanced.branch} " + ("moved to it" if advanced.moved else f"left alone: {advanced.refused}")
+    return merge, said

@@ -226,6 +226,11 @@ def _task(
         "peak_processes": worker.peak_processes,
         # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
         "enforced": worker.attempts[-1].enforced if worker.attempts else None,
+        # Its continue rounds after its first run ([{"number", "feedback", "state", "resumed_session",
+        # "cost_usd", "commit", "result_commit", "merge_note", ...}]; engine/continuing.py), and the CLI
+        # session a round would resume (null: a round gets a prompt with its previous outcome).
+        "rounds": [r.to_dict() for r in worker.rounds],
+        "session_id": worker.session_id,
         **_graph_fields(worker, job, tasks, now),
     }
     if worker.child_job_ids:

@@ -212,6 +212,7 @@
     $("cancel").hidden = TERMINAL.has(doc.status);
     GitView.job(doc);  // git.js: the merge state and action of a worktree job
     ApprovalView.job(doc);  // approval.js: Approve / Reject on a job waiting for approval
+    ContinueView.job(doc);  // continue.js: a finished worker answered with feedback, its rounds
     GraphView.job(doc);  // graph.js: the task graph of a job whose tasks depend on one another
     CandidatesView.job(doc);  // candidates.js: each task's candidates side by side, with their diffs
     if (doc.error && doc.error !== "cancelled") message(doc.error, "error");
@@ -567,6 +568,7 @@
     $("cancel").addEventListener("click", cancelJob);
     GitView.init(base, () => doc);
     ApprovalView.init(base);
+    ContinueView.init(base);
     GraphView.init(select);
     CandidatesView.init(base, select);
     $("expand-all").addEventListener("click", () => { for (const block of blocks.values()) setExpanded(block, true); });

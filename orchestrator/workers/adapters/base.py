@@ -42,6 +42,9 @@ class WorkerContext:
     # reads. The server's own (os.environ) is not the worker's: a variable set in workers.env only
     # must count, one the server has but the worker does not must not.
     env: Mapping[str, str] = field(default_factory=dict)
+    # A continue round's (engine/continuing.py): the CLI session to go on with, when the adapter
+    # ``resumes`` one; ``prompt`` is then the user's feedback alone.
+    resume_session: str | None = None
 
 
 class PathUse(str, Enum):
@@ -170,6 +173,9 @@ class Adapter:
     is_ai = False
     rounded_cost = False  # its CLI's cost figure is rounded (aider's cents): a price table's estimate is finer
     result_window = 64 * 1024  # bytes at the end of an attempt's log that parse() is given
+    # Whether build_argv goes on with ``WorkerContext.resume_session`` (the CLI's recorded
+    # conversation) in a continue round; otherwise the round's prompt carries the previous outcome.
+    resumes = False
     # Why this kind can never run the spawn command (no shell tool), as a clause for the prompt's
     # "You cannot start child jobs: ..."; "" when it can.
     no_spawn_reason = ""
@@ -250,3 +256,15 @@ def tail_chars(text: str, max_chars: int) -> str:
     if max_chars <= 0:
         return ""
     return text if len(text) <= max_chars else "…" + text[-max_chars:]
+
+
+# A CLI's conversation id as the orchestrator accepts it: it is printed by the worker's CLI (data) and
+# becomes an argument (``--resume ID``), so never an option, a path or anything longer than an id.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def session_of(extra: Mapping[str, Any]) -> str | None:
+    """The session id a CLI reported (``ParsedResult.extra``: claude's ``session_id``, codex's
+    ``thread_id``), if it is one."""
+    found = extra.get("session_id") or extra.get("thread_id")
+    return found if isinstance(found, str) and _SESSION_ID.fullmatch(found) else None

@@ -91,6 +91,7 @@ class ClaudeAdapter(AICLIAdapter):
     cli = "claude"
     command_key = "orchestrator.claude_command"
     first_signal = signal.SIGINT
+    resumes = True  # ``claude -p --resume ID``: the session_id its result reported, kept under its config folder
     path_settings = (
         # Its config folder: sessions, todos, the credentials it refreshes (its config file too, when set).
         PathSetting("CLAUDE_CONFIG_DIR", PathUse.CONFIG, default=".claude"),
@@ -111,6 +112,8 @@ class ClaudeAdapter(AICLIAdapter):
         tools = [str(tool) for tool in listed if str(tool).strip()]
         if tools:
             argv += ["--allowedTools", *tools]
+        if ctx.resume_session:
+            argv += ["--resume", ctx.resume_session]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:

@@ -85,6 +85,7 @@ class CodexAdapter(AICLIAdapter):
     cli = "codex"
     command_key = "orchestrator.codex_command"
     first_signal = signal.SIGINT
+    resumes = True  # ``codex exec resume THREAD_ID``: the thread_id its ``thread.started`` event reported
     # CODEX_HOME: its config, sessions, logs and the auth it refreshes.
     path_settings = (PathSetting("CODEX_HOME", PathUse.CONFIG, default=".codex"),)
 
@@ -109,6 +110,8 @@ class CodexAdapter(AICLIAdapter):
         model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["-m", model]
+        if ctx.resume_session:  # ``codex exec [its options] resume ID PROMPT``: the thread its last run started
+            return [*argv, *extra, "resume", ctx.resume_session, "--", ctx.prompt]
         return [*argv, *extra, "--", ctx.prompt]
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:

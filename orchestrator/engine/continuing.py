@@ -1,0 +1,387 @@
+"""Continuing a finished worker: ``continue JOB WORKER "feedback"`` (POST /jobs/{id}/workers/{name}/continue).
+
+A round runs the worker's CLI again in its own checkout and on its own branch (its worktree is made
+again from the branch when it was retired). A CLI that can resume its conversation (its adapter
+``resumes``: claude's ``--resume ID`` with the ``session_id`` its last result reported, codex's
+``exec resume ID`` with its ``thread_id``) gets the
+feedback alone; any other gets its task's prompt, the previous round's outcome and the feedback. The
+round's attempts follow the worker's earlier ones (retries and gates as in its first run); its work
+is committed on the branch and, when its gates pass, squashed onto the result branch as one new
+commit (``landing.land_round``), ``merge_into`` and the pull request following it.
+
+The rules, decided here:
+
+- Only a root job whose whole tree has ended (completed, partial, failed or cancelled; not waiting
+  for approval), in worktree isolation, and a worker of that root job that ran (not skipped) and
+  whose branch exists. A child job's worker merges into its parent worker's branch, so it is not
+  continued on its own: the root job's worker is (409 / 422 say so).
+- One round at a time per tree (409 while one runs); ``merge``, ``publish`` and ``delete`` of the job
+  wait for it (409).
+- The job keeps the status it ended with (the result it reported stands until a round adds to it);
+  the worker is ``running`` during the round, then the round's status. The round is in
+  ``WorkerRecord.rounds`` (status, feedback, resumed session, cost, commits) and a note on the job.
+- Costs: the round's cost is added to the worker's ``cost_usd`` (so to the job's) and told per round;
+  a job whose ``max_cost_usd`` is spent is not continued (409).
+- The tree is read from its records on disk during a round (the engine lets go of it first).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .. import states
+from ..checkouts.checkout import Changes, CheckoutFailed, finish_checkout
+from ..config import Isolation
+from ..errors import ConfigError, Conflict, OrchestratorError, ValidationError, WorkerNotFound
+from ..models import JobRecord, JobStatus, Round, WorkerRecord, WorkerStatus
+from ..quality import landing
+from ..quality.steps import Step
+from ..workers.adapters import get_adapter
+from ..workers.adapters.base import session_of
+from ..workers.confinement import Confinement
+from ..workers.environment import WorkerPrompts
+from ..workspace.ids import validate_job_id, validate_worker_name
+from .attempts import WorkerExecution
+from .context import EngineContext
+from .tables import LiveWorker, Outcome, new_tag
+
+log = logging.getLogger("orchestrator.engine")
+
+FEEDBACK_MAX_CHARS = 20_000  # a message to an agent, not a document: a bigger one goes in a file of the repository
+
+
+def check_feedback(value: object) -> str:
+    """The feedback as a round's prompt takes it: a non-empty string of text (400 otherwise)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"feedback must be a string, not {type(value).__name__}", key="feedback")
+    text = value.strip()
+    if not text:
+        raise ValidationError(
+            'feedback is empty: say what the worker should do next, e.g. "good, now also handle the empty case"',
+            key="feedback",
+        )
+    if len(text) > FEEDBACK_MAX_CHARS:
+        raise ValidationError(
+            f"feedback is {len(text)} characters, more than {FEEDBACK_MAX_CHARS}: shorten it, "
+            "or commit the details to the repository and point at them",
+            key="feedback",
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"feedback is not valid text (a lone surrogate at {exc.start}): send it as UTF-8", key="feedback"
+        ) from exc
+    return text
+
+
+def continuation_prompt(prompt: str, record: WorkerRecord, feedback: str) -> str:
+    """A round's prompt for a CLI that cannot resume its session: its task's prompt, what its last
+    round did, and the feedback."""
+    last = record.status.value  # its previous round's (this round has not started yet)
+    lines = [
+        prompt,
+        "",
+        "## Your previous attempt",
+        f"You already worked on this task in this checkout; your work is committed on this branch. It ended: {last}"
+        + (f" ({record.exit_reason})" if record.exit_reason else ""),
+    ]
+    if record.output:
+        lines += ["What you reported:", record.output.strip()[-4000:]]
+    if record.diffstat:
+        lines += [f"What you changed: {record.diffstat}"]
+    lines += ["", "## Feedback on it (do this now, building on your previous work)", feedback]
+    return "\n".join(lines)
+
+
+class Continuing:
+    """Starts and runs continue rounds on the engine's context. ``release`` lets the engine's memory
+    go of a tree at rest (it is read from disk from then on); ``steps`` are the after-attempt steps
+    (gates); ``env`` and ``prompts`` say what the worker starts with, as for its first run."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        release: Callable[[str], None],
+        steps: Sequence[Step],
+        prompts: WorkerPrompts,
+        confinement: Confinement | None,
+        after: Callable[[JobRecord, bool], None],
+    ) -> None:
+        self.ctx = ctx
+        self._release = release
+        self._steps = steps
+        self._prompts = prompts
+        self._confinement = confinement
+        self._after = after
+        self._busy: set[str] = set()  # root ids with a round running
+        self._guard = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="continue")
+        self.futures: dict[str, Future[None]] = {}
+        self._live: dict[str, LiveWorker] = {}  # root id -> the worker its round runs (cancelled at shutdown)
+
+    def cancel(self, root_id: str) -> bool:
+        """``cancel JOB`` of a job whose continue round runs: the round is stopped (kill ladder) and ends
+        cancelled, the result unchanged. False: no round of it runs here."""
+        with self._guard:
+            live = self._live.get(root_id)
+        if live is None:
+            return False
+        live.cancel.set()
+        return True
+
+    def busy(self, root_id: str) -> bool:
+        with self._guard:
+            return root_id in self._busy
+
+    def start(self, job: JobRecord, worker: str, feedback: object) -> dict[str, object]:
+        """Check the request, then start the round on a thread of its own: the round's record."""
+        text = check_feedback(feedback)
+        validate_job_id(job.id)
+        validate_worker_name(worker)
+        if not job.is_root:
+            raise ConfigError(
+                f"job {job.id} is a child job: its workers' work merges into the branch of the worker that started it; "
+                f"continue that worker of the root job {job.root_id} instead",
+                key="job_id",
+            )
+        if job.config.isolation != Isolation.WORKTREE:
+            raise Conflict(f"job {job.id} ran in folder isolation: only a worker with a branch of its own can be continued")
+        if job.status is JobStatus.WAITING:
+            raise Conflict(f"job {job.id} is waiting for approval: approve or reject it before continuing a worker")
+        ws = self.ctx.workspace
+        with self._guard:
+            if job.root_id in self._busy:
+                raise Conflict(f"job {job.id} already has a continue round running: wait for it to end, then continue again")
+            self._busy.add(job.root_id)
+        try:
+            self._release(job.root_id)  # the round changes its records on disk
+            job = ws.load_job(job.id)
+            try:
+                rec = ws.load_worker(job.root_id, job.depth, worker)
+            except (OrchestratorError, OSError, ValueError) as exc:
+                names = ", ".join(job.worker_names) or "none"
+                raise WorkerNotFound(f"job {job.id} has no worker {worker!r} (its workers: {names})") from exc
+            self._lost(job, rec)
+            self._check(job, rec)
+            rec.rounds.append(
+                Round(
+                    number=len(rec.rounds) + 2,
+                    feedback=text,
+                    started_at=self.ctx.clock.time(),
+                    first_attempt=len(rec.attempts) + 1,
+                    resumed_session=rec.session_id if get_adapter(rec.kind).resumes else None,
+                )
+            )
+            ws.save_worker(rec)
+            shown = rec.rounds[-1].to_dict()
+            self.futures[job.root_id] = self._pool.submit(self._run, job, rec, text)
+        except BaseException:
+            with self._guard:
+                self._busy.discard(job.root_id)
+            raise
+        how = "resuming its session" if shown["resumed_session"] else "with a prompt holding its previous outcome"
+        self.ctx.announce.line(job, f"worker {rec.name}: continue round {shown['number']} started ({how})", rec.name)
+        return {"job_id": job.id, "worker": rec.name, "round": shown}
+
+    def _lost(self, job: JobRecord, rec: WorkerRecord) -> None:
+        """A round its record says runs, though none runs here: the server stopped during it. Whatever
+        it left running is ended, and the round ends failed, saying so (its work stays on the branch)."""
+        last = rec.rounds[-1] if rec.rounds else None
+        if last is None or last.state != "running":
+            return
+        self.ctx.executor.sweep_prefix(f"{job.root_id}.")
+        last.state, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()
+        last.exit_reason = last.merge_note = "lost: the server stopped during the round; the result is unchanged"
+        if rec.status is WorkerStatus.RUNNING:
+            states.set_worker_status(rec, WorkerStatus.FAILED)
+        self.ctx.workspace.save_worker(rec)
+
+    def _check(self, job: JobRecord, rec: WorkerRecord) -> None:
+        if rec.status is WorkerStatus.SKIPPED or not rec.attempts:
+            raise Conflict(f"worker {rec.name} of job {job.id} never ran ({rec.status.value}): submit a new job instead")
+        if not rec.status.terminal:
+            raise Conflict(f"worker {rec.name} of job {job.id} is {rec.status.value}: continue it once it has ended")
+        if not rec.branch:
+            raise Conflict(f"worker {rec.name} of job {job.id} has no branch to go on from")
+        if not landing.branch_exists(self.ctx.settings, self.ctx.workspace, rec.branch):
+            raise Conflict(
+                f"worker {rec.name}'s branch {rec.branch} is no longer in the repository (deleted): "
+                "there is no work to go on from; submit a new job"
+            )
+        limit = job.config.max_cost_usd
+        if limit:
+            _, workers = self.ctx.workspace.load_tree(job.root_id)
+            spent = sum(w.cost_usd or 0.0 for w in workers)
+            if spent >= limit:
+                raise Conflict(
+                    f"job {job.id} has spent ${spent:.2f} of its max_cost_usd ${limit:.2f}: a round would cost more; "
+                    "submit a new job with a budget of its own"
+                )
+
+    # -- the round, on its own thread ------------------------------------------------------------
+    def _run(self, job: JobRecord, rec: WorkerRecord, feedback: str) -> None:
+        try:
+            self._round(job, rec, feedback)
+        except Exception as exc:  # a bug or a full disk: the round ends failed, said, never "running" forever
+            log.exception("continue round of worker %s of job %s failed in the engine", rec.name, job.id)
+            with self.ctx.tables.locked():
+                last = rec.rounds[-1]
+                if last.ended_at is None:
+                    last.state, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()
+                    last.exit_reason = f"internal error: {exc}"
+                    if rec.status is WorkerStatus.RUNNING:
+                        states.set_worker_status(rec, WorkerStatus.FAILED)
+            self.ctx.workspace.save_worker(rec)
+        finally:
+            with self._guard:
+                self._busy.discard(job.root_id)
+                self._live.pop(job.root_id, None)
+
+    def _round(self, job: JobRecord, rec: WorkerRecord, feedback: str) -> None:
+        ctx, ws = self.ctx, self.ctx.workspace
+        round_ = rec.rounds[-1]
+        before = {
+            "gates": list(rec.gates),
+            "gated_commit": rec.gated_commit,
+            "cost": rec.cost_usd,
+            "merged_at": rec.gated_commit or rec.commit,  # what the result holds of it (a failed round restores it)
+        }
+        live = LiveWorker(record=rec, job=job, tag=new_tag(job.root_id, rec.key))
+        with self._guard:
+            self._live[job.root_id] = live
+        adapter = get_adapter(rec.kind)
+        try:
+            directory = ctx.checkout.prepare(rec, job)  # its worktree again, from its branch, when it was retired
+        except CheckoutFailed as exc:
+            self._end(job, rec, Outcome(WorkerStatus.FAILED, str(exc), error=str(exc)), before, None)
+            return
+        rendered = self._prompts.render(rec, job, directory) if adapter.needs_prompt(ctx.settings) else None
+        if round_.resumed_session:
+            prompt = feedback
+        else:
+            prompt = continuation_prompt(rendered.text if rendered is not None else rec.task, rec, feedback)
+        if adapter.needs_prompt_file(ctx.settings):
+            ws.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
+        env = ctx.hooks.worker_env(rec, job.config, rendered.shared if rendered is not None else None)
+        ws.append_line(
+            ws.worker_log(rec.root_id, rec.depth, rec.name),
+            f"===== continue round {round_.number}: {'resuming session ' + round_.resumed_session if round_.resumed_session else 'a new session with the previous outcome'} =====",
+        )
+        execution = WorkerExecution(
+            ctx,
+            live,
+            adapter=adapter,
+            env=env,
+            prompt=prompt,
+            on_change=self._on_change(job, live),
+            worker_dir=directory,
+            steps=[step for step in self._steps if step.applies(job)],
+            confinement=self._confinement,
+            resume_session=round_.resumed_session,
+        )
+        outcome = execution.run(None, first=round_.first_attempt)
+        with ctx.tables.locked():
+            execution.apply_deferred()
+        execution.sweep()
+        self._end(
+            job,
+            rec,
+            outcome,
+            before,
+            finish_checkout(ctx.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=execution.known_changes),
+        )
+
+    def _on_change(self, job: JobRecord, live: LiveWorker) -> Callable[..., Callable[[], None]]:
+        """``WorkerExecution``'s ``on_change``: the record (on disk, as the tree is not held) and an event."""
+        ws = self.ctx.workspace
+
+        def changed(
+            record: WorkerRecord, message: str, begin: Callable[[], None] | None = None, write: bool = True
+        ) -> Callable[[], None]:
+            with self.ctx.tables.locked():
+                if begin is not None:
+                    begin()
+                copy = record.copy()
+
+            def save() -> None:
+                ws.save_worker(copy)
+
+            if write:
+                save()
+            self.ctx.announce.line(job, f"worker {record.name}: {message}", record.name)
+            return save
+
+        return changed
+
+    def _end(self, job: JobRecord, rec: WorkerRecord, outcome: Outcome, before: dict[str, Any], changes: Changes | None) -> None:
+        """The round's end: its record, its work onto the result when it passed its gates, the job's note."""
+        ctx, ws = self.ctx, self.ctx.workspace
+        round_ = rec.rounds[-1]
+        if changes is not None and changes.error is not None and outcome.status is WorkerStatus.SUCCESS:
+            outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
+        parsed = outcome.parsed
+        cost = parsed.cost_usd if parsed is not None else None
+        with ctx.tables.locked():
+            if changes is not None:
+                changes.apply_to(rec)
+            rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
+            if parsed is not None:
+                rec.output = parsed.output
+                rec.session_id = session_of(parsed.extra) or rec.session_id
+            if cost is not None:
+                rec.cost_usd = (before["cost"] or 0.0) + cost
+            if rec.status is not WorkerStatus.RUNNING:  # never started (its checkout failed)
+                states.set_worker_status(rec, WorkerStatus.RUNNING)
+            states.set_worker_status(rec, outcome.status)
+            round_.state, round_.ended_at = outcome.status.value, ctx.clock.time()
+            rec.ended_at = round_.ended_at
+            round_.exit_reason, round_.cost_usd, round_.commit = outcome.exit_reason, cost, rec.commit
+            passed = outcome.status is WorkerStatus.SUCCESS
+            if not passed:  # what is merged stays what its gates passed before
+                rec.gates, rec.gated_commit = before["gates"], before["gated_commit"]
+            ctx.add_cost(job.root_id, cost)
+        merge = None
+        if passed:
+            commit = rec.gated_commit or rec.commit
+            if commit is None:
+                note = "not merged: the round committed nothing"
+            else:
+                try:
+                    merge, note = landing.land_round(
+                        job, rec, commit, before["merged_at"], settings=ctx.settings, workspace=ws, now=ctx.clock.time()
+                    )
+                except (OrchestratorError, OSError) as exc:
+                    note = f"not merged: {exc}"
+        else:
+            note = f"not merged: the round {outcome.status.value} ({outcome.exit_reason}); the result is unchanged"
+        with ctx.tables.locked():
+            round_.merge_note = note
+            if merge is not None:
+                round_.result_commit = merge.result_commit
+                job.merge = merge
+            job.notes.append(f"worker {rec.name} round {round_.number}: {round_.state}; {note}")
+        ws.save_worker(rec)
+        ws.save_job(job)
+        self._after(job, merge is not None)  # the reports; merged: RECORD.json, the push and pull request (git.push)
+        if merge is not None:
+            ws.save_job(job)  # its record's digest and its publish record
+        ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)
+        ctx.checkout.retire(rec, job)
+
+    def close(self, timeout: float) -> None:
+        """At shutdown: running rounds are cancelled (kill ladder) and waited for."""
+        with self._guard:
+            for live in self._live.values():
+                live.cancel.set()
+        for future in list(self.futures.values()):
+            try:
+                future.result(timeout)
+            except Exception:  # said in the log by _run
+                pass
+        self._pool.shutdown(wait=False)
