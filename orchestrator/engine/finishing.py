@@ -30,6 +30,7 @@ from ..process.monitor import ResourceMonitor
 from ..quality import approval, landing, publishing
 from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
+from ..reports.wording import pull_request_text
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs
@@ -287,7 +288,10 @@ class Finishing:
         jobs, workers = self.queries.snapshot(job.root_id)
         self.write_record(job, status, ended, jobs, workers)
         if publish and publishing.configured(self.settings):
-            self.publish(job, workers)
+            self.publish(job, workers, status)
+            # FINAL_RESULT.md was rendered before the push: again, so it names the pull request.
+            with self.render_lock(job.root_id):
+                self.render_reports(job)
 
     def write_record(
         self, job: JobRecord, status: JobStatus, ended: float | None, jobs: list[JobRecord], workers: list[WorkerRecord]
@@ -306,17 +310,29 @@ class Finishing:
         with self.tables.locked():
             job.record_digest = digest
 
-    def publish(self, job: JobRecord, workers: list[WorkerRecord] | None = None) -> dict[str, Any]:
+    def publish(
+        self, job: JobRecord, workers: list[WorkerRecord] | None = None, status: JobStatus | None = None
+    ) -> dict[str, Any]:
         """Outside the lock: push a root's result branch and open or update its pull request
         (quality/publishing.py) from the tree's worker records (None: read now); what happened is
-        the job's ``publish`` record, never its failure."""
+        the job's ``publish`` record, never its failure, and a note on the job. ``status``: its
+        final status, as it ends (None: its record's)."""
         if workers is None:
             _, workers = self.queries.snapshot(job.root_id)
         found = publishing.publish(
-            job, workers, settings=self.settings, workspace=self.workspace, environ=os.environ, now=self.clock.time()
+            job,
+            workers,
+            settings=self.settings,
+            workspace=self.workspace,
+            environ=os.environ,
+            now=self.clock.time(),
+            status=status,
         )
+        said = pull_request_text(found)
         with self.tables.locked():
             job.publish = found
+            if said:
+                job.notes.append(f"pull request: {said}")
         pr = found.get("pull_request") or {}
         if found["error"]:
             log.warning("job %s: publishing: %s", job.id, found["error"], extra=logs.context(job.id))

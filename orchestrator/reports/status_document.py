@@ -21,6 +21,7 @@ from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
 from .promptshare import prompt_share
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
+from .wording import approval_lines, file_counts, pull_request_text
 
 QUIET_AFTER = 60.0  # workers.quiet_after's default
 
@@ -184,6 +185,8 @@ def _task(
         "commit": worker.commit,
         "files_changed": worker.files_changed,
         "diffstat": worker.diffstat,
+        # Its files as every surface shows them: "+2 ~3 -1" (added, modified, deleted), "0" for none.
+        "files": file_counts(worker.files_changed, worker.files_created),
         # Its checkout is as it found it (null: not known yet); such a worker is never merged.
         "no_changes": worker.no_changes,
         "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
@@ -369,7 +372,7 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         f"progress: {doc['progress']['completed']}/{doc['progress']['total']} workers done, "
         f"success rate {doc['progress']['success_rate'] * 100:.0f}%",
         "",
-        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  FILES  TASK",
+        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  {'FILES':<11}  TASK",
     ]
     for row in _flatten(doc["results"]["tasks"], indent=0):
         lines.append(row)
@@ -386,6 +389,11 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         lines.append(f"report:    {doc['results']['final_report']}")
     if merge:
         lines += merge_lines(doc)
+    published = pull_request_text(doc.get("publish"))
+    if published:
+        lines.append(f"pull request: {published}")
+    if doc["status"] == "waiting":
+        lines += approval_lines(doc["job_id"])
     return "\n".join(lines)
 
 
@@ -450,9 +458,7 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         name = ("  " * indent + task["worker_id"])[:22]
         summary = (f"on {task['node']}: " if task.get("node") else "") + ("no changes: " if task.get("no_changes") else "")
         summary += task["task"].replace("\n", " ")[:60]
-        rows.append(
-            f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
-        )
+        rows.append(f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {task['files']:<11}  {summary}")
         graph = graph_line(task)
         if graph:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
