@@ -606,14 +606,18 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
             }
         ],
     }
+    pull = {"forge": "github", "number": 7, "url": "https://forge.example/pull/7", "action": "opened", "base": "main"}
     with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
+        # a publish on record too (git.push, git.pull_request: publishing writes it; set here)
+        live.engine.queries._jobs[job_id].publish = {"pushed": True, "error": None, "pull_request": pull}
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")
     state = text_of(browser, "merge-state")
     assert "auto" in state and "worker_1" in state and "worker_2" in state and "bbbbbbbbbbbb" in state
     assert "main: not moved: not a fast-forward" in state and "1 conflicting file(s)" in state
+    assert text_of(browser, "merge-pr") == "pull request: https://forge.example/pull/7 (opened, into main)"
     cells = js(browser, "return [...document.querySelectorAll('#merge-conflicts tbody td')].map((td) => td.textContent)")
     assert cells == [EVIL_NAME, "worker_1, worker_2", "2", "content", "—"]
     # ... and each resolution, with its attempts, cost (estimated), why and log; its cost in the tree's

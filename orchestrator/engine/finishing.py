@@ -30,7 +30,7 @@ from ..process.monitor import ResourceMonitor
 from ..quality import approval, landing, publishing
 from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
-from ..reports.wording import pull_request_text
+from ..reports.wording import failing_gate, pull_request_text
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs
@@ -476,11 +476,12 @@ class Finishing:
     def render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
         jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
-        tails = {
-            w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
-            for w in workers
-            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
-        }
+        tails = {}  # a failed worker's log's last lines, or its failing gate's output's (FINAL_RESULT.md's Failures)
+        for w in workers:
+            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT):
+                gate = failing_gate(w.gates, w.exit_reason)
+                path = gate.log_path if gate is not None else w.log_path
+                tails[w.key] = self.workspace.read_tail(self.workspace.job_dir(w.root_id) / path, 20)
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:

@@ -88,6 +88,7 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.globals["merge_stopped"] = conflict_text.STOPPED
     env.globals["pull_request_text"] = wording.pull_request_text
     env.globals["file_counts"] = wording.file_counts
+    env.globals["failing_gate"] = wording.failing_gate
     return env
 
 

@@ -92,6 +92,8 @@ def job_status(
         # A root's last push of its result branch and its pull request (git.push; null: never published):
         # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
         "publish": job.publish,
+        # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
+        "pull_request": pull_request_text(job.publish),
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
