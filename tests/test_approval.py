@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.progress import ProgressView, closing_lines
-from orchestrator.cli.scripts import follow_api
+from orchestrator.cli.scripts import RET_WAITING, exit_code, follow_api
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
 from orchestrator.quality import approval
@@ -107,7 +107,7 @@ def test_watch_and_check_status_stop_at_a_waiting_job_and_name_approve_and_rejec
         follower.join(timeout=60)
     assert not alive, "watch kept waiting on a job that waits for approval"
     (doc,) = found
-    assert doc["status"] == "waiting"
+    assert doc["status"] == "waiting" and exit_code(doc) == RET_WAITING  # not 1, as if it had failed
     # Then watch's closing lines and check-status's table name the two commands that end the wait
     view.finish(doc, table=True)
     for shown in (stream.getvalue(), status_table(doc)):

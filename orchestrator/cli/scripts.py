@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT (128 + 2)
+RET_WAITING = 7  # the job waits for approval: nothing failed, someone must decide
 RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
@@ -222,6 +223,8 @@ def exit_code(doc: dict[str, Any]) -> int:
     """quick-start's exit status for a job's final status document (the README's exit codes)."""
     if doc.get("no_changes") and doc["status"] in ("completed", "partial"):
         return RET_NO_CHANGES
+    if doc["status"] == "waiting":
+        return RET_WAITING
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
