@@ -507,6 +507,9 @@ def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_l
     assert entry["branch"] and entry["commit"]
     sign_in(browser, f"{live.url}/jobs/{job_id}")
     wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the worker row")
+    # Its row counts the files it added and modified (+1 ~1), not only those it created
+    files = js(browser, "return document.querySelector(\".wrow[data-key='depth_0_worker_1']\").lastElementChild.textContent")
+    assert files == entry["files"] == "+1 ~1", files
     browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
     # The worker's branch, short commit, diffstat and changed files, the file name as text
     wait_for(browser, lambda: browser.find_element("id", "w-git").is_displayed(), "the worker's git facts")
