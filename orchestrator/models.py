@@ -265,6 +265,7 @@ class WorkerRecord:
     role: str | None = None
     owns: list[str] = field(default_factory=list)
     model: str | None = None  # its role's model (TaskNode.model): None: orchestrator.model; "": the CLI's default
+    reported_model: str | None = None  # the model its CLI said its latest attempt ran (None: not said)
     # Its quality gates' results, in order (records.GateResult; status: passed | failed | no_tests | timeout |
     # not_started | crashed | cancelled).
     gates: list[GateResult] = field(default_factory=list)
@@ -334,6 +335,8 @@ class WorkerRecord:
             data["refusals"] = [r.to_dict() for r in self.refusals]
         else:  # none: left out, so a record without refusals is what it was before they were read
             del data["refusals"], data["refusals_total"]
+        if self.reported_model is None:  # not said: left out, so a record is what it was before models were read
+            del data["reported_model"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
         if self.rounds:
             data["rounds"] = [r.to_dict() for r in self.rounds]

@@ -7,17 +7,21 @@ merge_into's branch move)."""
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from orchestrator.api.client import OrchestratorClient
-from orchestrator.cli.progress import closing_lines
+from orchestrator.cli.progress import ProgressView, closing_lines
+from orchestrator.cli.scripts import RET_WAITING, exit_code, follow_api
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
 from orchestrator.quality import approval
+from orchestrator.reports.status_document import status_table
 
 from .conftest import API_KEY
 from .helpers import approval as approval_helpers
@@ -51,7 +55,8 @@ def test_a_job_with_approval_waits_with_nothing_merged_and_approve_lands_it_comp
     assert "**waiting for approval**" in final_report(served, job_id)
     assert "Not merged yet: the job waits for approval" in final_report(served, job_id)
     assert doc["results"]["final_report"]
-    assert f"waiting for approval: nothing merged until POST /api/v1/jobs/{job_id}/approve" in "\n".join(closing_lines(doc))
+    closing = "\n".join(closing_lines(doc))
+    assert f"approve: ./orchestrator.sh approve {job_id}" in closing and f"reject {job_id} --reason" in closing
     assert served.engine.workspace.load_job(job_id).status is JobStatus.WAITING  # on disk
     events = served.engine.events.since(job_id, 0)
     assert [e.status for e in events if e.type == "job"][-1] == "waiting"  # the event the webhooks turn into job.waiting
@@ -83,6 +88,37 @@ def test_a_job_with_approval_waits_with_nothing_merged_and_approve_lands_it_comp
     # Approved once: a second decision is a 409
     again = served.call("POST", f"/api/v1/jobs/{job_id}/approve")
     assert again.status_code == 409 and "not waiting" in again.json()["message"]
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["tree", "event-lines"])
+def test_watch_and_check_status_stop_at_a_waiting_job_and_name_approve_and_reject(served, tty):
+    # Given a job being watched (from its start) through the API, as `watch` follows it
+    job_id = served.submit(approval_helpers.TASKS, {})
+    stream = io.StringIO()
+    view = ProgressView(stream, tty=tty, size=(100, 40))
+    found: list[dict] = []
+    follower = threading.Thread(target=lambda: found.append(follow_api(OrchestratorClient(served.url, API_KEY), job_id, view)))
+    follower.start()
+    # When the job stops to wait for a person: following it ends there (it waited on silently)
+    follower.join(timeout=60)
+    alive = follower.is_alive()
+    if alive:  # let the thread end: the decision ends the wait
+        served.call("POST", f"/api/v1/jobs/{job_id}/cancel")
+        follower.join(timeout=60)
+    assert not alive, "watch kept waiting on a job that waits for approval"
+    (doc,) = found
+    assert doc["status"] == "waiting" and exit_code(doc) == RET_WAITING  # not 1, as if it had failed
+    # Then watch's closing lines and check-status's table name the two commands that end the wait
+    view.finish(doc, table=True)
+    for shown in (stream.getvalue(), status_table(doc)):
+        assert f"./orchestrator.sh approve {job_id}" in shown, shown
+        assert f"./orchestrator.sh reject {job_id} --reason" in shown, shown
+    # And delete refuses with the right words: it waits, it does not run
+    refused = served.call("DELETE", f"/api/v1/jobs/{job_id}")
+    assert refused.status_code == 409
+    message = refused.json()["message"]
+    assert "waits for approval" in message and "still running" not in message
+    assert f"./orchestrator.sh reject {job_id} --reason" in message and f"./orchestrator.sh cancel {job_id}" in message
 
 
 def test_reject_merges_nothing_ends_failed_with_the_reason_and_keeps_the_branches(served):

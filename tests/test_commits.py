@@ -6,6 +6,7 @@ under a subject cut at a word's end. Real git, real repositories made here, real
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -88,6 +89,17 @@ with open(name + ".txt", "w") as handle:
     handle.write(name + "\\n")
 print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "wrote " + name}}))
 """
+# Like claude's stream-json when it ran its default model: its init event names the model, and its
+# result's modelUsage counts each model it called (a small one for side tasks, the main one).
+FAKE_CLAUDE_MODELS = """#!{python}
+import json, os
+name = os.environ["ORCHESTRATOR_WORKER_ID"]
+with open(name + ".txt", "w") as handle:
+    handle.write(name + "\\n")
+print(json.dumps({{"type": "system", "subtype": "init", "model": "claude-sonnet-4-5-20250929"}}))
+usage = {{"claude-haiku-4-5-20251001": {{"outputTokens": 40}}, "claude-sonnet-4-5-20250929": {{"outputTokens": 900}}}}
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "result": "wrote", "modelUsage": usage}}))
+"""
 # A subtask longer than a subject, with a long path where a subject must end.
 LONG = "Add thousands separators to intcomma, documented in src/humanize/number_formatting_helpers.py for every locale"
 
@@ -163,3 +175,29 @@ def test_the_snapshot_of_uncommitted_changes_is_the_users_commit(tmp_path: Path,
         f"{USER.name} <{USER.email}>|{USER.name} <{USER.email}>|Uncommitted changes the job started from"
     )
     assert git(repo, "show", f"{made}:a.txt") == "two\n" and git(repo, "status", "--porcelain=v2") == status
+
+
+@pytest.mark.slow
+def test_the_trailer_names_the_model_the_cli_reported_when_none_was_configured(hosted, tmp_path: Path) -> None:
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    script = tmp_path / "fake-claude"
+    script.write_text(FAKE_CLAUDE_MODELS.format(python=sys.executable))
+    script.chmod(0o755)
+    # Given no model configured (the CLI's own default), and a CLI that reports the models it ran
+    engine = make(orchestrator={"worker": "claude", "claude_command": str(script)})
+    job = run_job(engine, "x", tasks=["Write the tests."])
+    (worker,) = workers(engine, job).values()
+    assert job.status is JobStatus.COMPLETED, worker.error
+    # Then the worker's commit and the result's credit the model that wrote most of the work
+    for commit in commits_of(host, job, [worker.commit]):
+        assert commit["co_author"] == "Claude Code (claude-sonnet-4-5-20250929) <noreply@anthropic.com>", commit
+    assert worker.reported_model == "claude-sonnet-4-5-20250929"
+    assert snapshot(host, folder) == before
+
+
+def test_claudes_model_is_read_from_its_init_event_when_its_result_counts_none() -> None:
+    init = json.dumps({"type": "system", "subtype": "init", "model": "claude-opus-4-1"})
+    result = json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "ok"})
+    assert get_adapter("claude").parse(f"{init}\n{result}\n", 0, max_chars=1000).model == "claude-opus-4-1"
+    assert get_adapter("claude").parse(f"{result}\n", 0, max_chars=1000).model is None

@@ -507,6 +507,9 @@ def test_a_worktree_workers_changes_and_diff_show_as_text_never_as_html(hosted_l
     assert entry["branch"] and entry["commit"]
     sign_in(browser, f"{live.url}/jobs/{job_id}")
     wait_for(browser, lambda: row_status(browser, "depth_0_worker_1") == "success", "the worker row")
+    # Its row counts the files it added and modified (+1 ~1), not only those it created
+    files = js(browser, "return document.querySelector(\".wrow[data-key='depth_0_worker_1']\").lastElementChild.textContent")
+    assert files == entry["files"] == "+1 ~1", files
     browser.find_element("css selector", ".wrow[data-key='depth_0_worker_1']").click()
     # The worker's branch, short commit, diffstat and changed files, the file name as text
     wait_for(browser, lambda: browser.find_element("id", "w-git").is_displayed(), "the worker's git facts")
@@ -606,14 +609,18 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
             }
         ],
     }
+    pull = {"forge": "github", "number": 7, "url": "https://forge.example/pull/7", "action": "opened", "base": "main"}
     with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
+        # a publish on record too (git.push, git.pull_request: publishing writes it; set here)
+        live.engine.queries._jobs[job_id].publish = {"pushed": True, "error": None, "pull_request": pull}
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")
     state = text_of(browser, "merge-state")
     assert "auto" in state and "worker_1" in state and "worker_2" in state and "bbbbbbbbbbbb" in state
     assert "main: not moved: not a fast-forward" in state and "1 conflicting file(s)" in state
+    assert text_of(browser, "merge-pr") == "pull request: https://forge.example/pull/7 (opened, into main)"
     cells = js(browser, "return [...document.querySelectorAll('#merge-conflicts tbody td')].map((td) => td.textContent)")
     assert cells == [EVIL_NAME, "worker_1, worker_2", "2", "content", "—"]
     # ... and each resolution, with its attempts, cost (estimated), why and log; its cost in the tree's

@@ -287,6 +287,22 @@ def test_without_gates_retry_a_failed_gate_fails_the_worker_at_once(gated):
     assert w1.status is WorkerStatus.FAILED and len(w1.attempts) == 1 and w1.error == "gate tests failed: exit code 1"
 
 
+def test_final_result_shows_the_failing_gates_output_not_the_workers_log(gated):
+    host, folder, make = gated
+    before = snapshot(host, folder)
+    engine = make()
+    failing = gate("tests", ["sh", "-c", "echo 'FAILED test_sum: expected 3, got 2' >&2; exit 1"])
+    job = run_job(engine, "x", tasks=["echo worker chatter line"], config={"gates": [failing]})
+    (w1,) = workers(engine, job).values()
+    assert w1.status is WorkerStatus.FAILED and w1.error == "gate tests failed: exit code 1"
+    failures = engine.workspace.final_report(job.id).read_text().split("## Failures", 1)[1].split("\n## ", 1)[0]
+    # The gate that failed it, its exit code and its output's tail, not the worker's own log
+    assert "- Failing gate: `tests`, failed with exit code 1" in failures, failures
+    tail = failures.split("Last lines of the gate's output", 1)[1]
+    assert "FAILED test_sum: expected 3, got 2" in tail and "worker chatter line" not in tail, failures
+    assert snapshot(host, folder) == before
+
+
 def test_gates_from_config_yaml_run_in_a_folder_job_too_without_a_commit(gated):
     host, folder, make = gated
     seen = "test -e key.txt && env | grep -c ^ORCHESTRATOR_API_URL= && env | grep -c ^ORCHESTRATOR_API_KEY=; exit 0"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.cli.progress import closing_lines
 from orchestrator.models import JobStatus
+from orchestrator.reports.status_document import status_table
 
 from . import mock_forge_server
 from .conftest import run_job
@@ -93,6 +95,46 @@ def test_a_root_jobs_result_is_pushed_and_proposed_as_a_draft_then_updated_on_a_
     assert snapshot(host, folder) == before  # the user's checkout, index, stash and refs: untouched
 
 
+def surfaces(engine, job_id: str) -> dict[str, str]:
+    """What a user reads about a job: status/check-status's table, watch's and quick-start's closing
+    lines, the job's notes, FINAL_RESULT.md."""
+    doc = engine.queries.status_document(job_id)
+    return {
+        "status table": status_table(doc),
+        "closing lines": "\n".join(closing_lines(doc)),
+        "notes": "\n".join(doc["notes"]),
+        "FINAL_RESULT.md": engine.workspace.final_report(job_id).read_text(),
+    }
+
+
+def test_the_pull_request_is_on_every_surface_its_body_says_the_final_status_and_files_are_counted(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    engine = publishing_engine(folder, forge)
+    try:
+        # Given a request ending with a colon, and a worker that adds, modifies and deletes a file
+        job = run_job(engine, "Change the app:", tasks=["echo new > new.txt && echo v3 > app.py && rm .gitignore"])
+        assert job.status is JobStatus.COMPLETED
+        # Then the pull request's title has no trailing colon and its body the job's final status
+        (post,) = [c for c in forge.calls if c.method == "POST"]
+        assert post.body["title"] == "orchestrator: Change the app"
+        assert post.body["body"].startswith(f"## orchestrator job `{job.id}`: completed\n")
+        shown = surfaces(engine, job.id)
+        doc = engine.queries.status_document(job.id)
+    finally:
+        engine.shutdown(timeout=10)
+    # And its URL is on every surface, in the same words
+    for surface, text in shown.items():
+        assert "https://forge.example/pull/1 (opened, into main)" in text, surface
+    # And the worker's files are counted added, modified and deleted (not "0": none was only created)
+    (task,) = doc["results"]["tasks"]
+    assert task["files"] == "+1 ~1 -1"
+    (row,) = [line for line in shown["status table"].splitlines() if line.startswith("worker_1 ")]
+    assert " +1 ~1 -1 " in row
+    assert "| +1 ~1 -1 (" in shown["FINAL_RESULT.md"]
+    assert snapshot(host, folder) == before
+
+
 def test_a_failed_pull_request_is_recorded_not_the_jobs_failure_and_publish_retries_it(hosted_remote, forge):
     host, folder, remote = hosted_remote
     forge.fail = [(422, {"message": "Validation Failed", "errors": [{"message": "base is not a branch"}]})]
@@ -104,6 +146,9 @@ def test_a_failed_pull_request_is_recorded_not_the_jobs_failure_and_publish_retr
         assert job.publish["error"] == (
             f"github pull request: GET {forge.url}/repos/me/app/pulls answered 422: Validation Failed; base is not a branch"
         )
+        # Why it failed is on every surface a user reads, not only in the status JSON
+        for surface, text in surfaces(engine, job.id).items():
+            assert "not published: github pull request: GET" in text and "base is not a branch" in text, surface
         found = engine.publish(job.id)  # ./orchestrator.sh publish JOB
         assert found["error"] is None and found["pull_request"]["action"] == "opened"
     finally:

@@ -185,7 +185,7 @@ def test_files_created_are_traced_to_their_worker(tree):
 
 def test_level_report_lists_files_in_the_worker_row(tree):
     row = table_with(level(tree, 0), "Worker")[2]
-    assert row[7] == "2: [`app.py`](../depth_0/worker_1/app.py), [`docs/README.md`](../depth_0/worker_1/docs/README.md)"
+    assert row[7] == "+2: [`app.py`](../depth_0/worker_1/app.py), [`docs/README.md`](../depth_0/worker_1/docs/README.md)"
 
 
 def test_child_jobs_name_the_worker_that_started_them(tree):

@@ -470,6 +470,43 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
         assert "FAILED" in status.stdout and worker["exit_reason"].startswith("lost:"), (status.stdout, worker)
 
 
+def test_ctrl_c_on_quick_start_says_the_job_keeps_running_and_how_to_watch_or_cancel_it(home):
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace("duration: 0.05", "duration: 20"))
+    # Given quick-start following its job, in its own process group as a terminal's foreground job
+    proc = subprocess.Popen(
+        [str(ROOT / "quick-start.sh"), "write a", "1", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        seen = []
+        for line in proc.stdout:  # the job is submitted and followed once this hint is printed
+            seen.append(line)
+            if line.startswith("follow a worker:"):
+                break
+        job_id = "".join(seen).split("job ")[1].split(":")[0]
+        # When the user presses Ctrl-C (the terminal sends SIGINT to the whole group)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Then it says the job keeps running, with the commands that follow or stop that job
+    assert proc.returncode == 130, out + err
+    assert f"stopped following job {job_id}; the job keeps running" in err, err
+    assert f"orchestrator.sh watch {job_id}" in err and f"orchestrator.sh cancel {job_id}" in err, err
+    # And it does: the server still runs it, and the cancel named stops it
+    status = run_script("check-status.sh", job_id, env=env)
+    assert "RUNNING" in status.stdout.splitlines()[0], status.stdout
+    cancel = run_script("orchestrator.sh", "cancel", job_id, env=env)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+
+
 def test_hints_quote_paths_with_spaces_and_work_from_another_folder(home):
     tmp, _, env = home
     spaced = tmp / "my host"

@@ -80,10 +80,15 @@ def refusal(job: JobRecord, tree_jobs: Iterable[JobRecord]) -> str | None:
     if not job.is_root:
         return f"job {job.id} is a child job; delete its root job {job.root_id} (the whole tree lives in one folder)"
     running = [j for j in tree_jobs if not j.status.terminal]
+    if any(j.id == job.id and j.status is JobStatus.WAITING for j in running):
+        return (
+            f"job {job.id} waits for approval (nothing runs, nothing is merged); end it first: "
+            f"./orchestrator.sh reject {job.id} --reason '...' (or ./orchestrator.sh cancel {job.id}), then delete it"
+        )
     if running:
         return (
             f"job {job.id} is still running ({len(running)} job(s) of its tree not finished); "
-            f"cancel it first (POST /api/v1/jobs/{job.id}/cancel)"
+            f"cancel it first: ./orchestrator.sh cancel {job.id} (POST /api/v1/jobs/{job.id}/cancel)"
         )
     return None
 

@@ -457,12 +457,15 @@ def summary(doc: dict[str, Any]) -> str:
 def closing_lines(doc: dict[str, Any]) -> list[str]:
     """The summary, then the path of FINAL_RESULT.md and of each level report that exists."""
     from ..reports.status_document import merge_lines
+    from ..reports.wording import approval_lines, pull_request_text
     from ..workspace.layout import Workspace
 
     lines = [summary(doc), *merge_lines(doc)]
+    published = pull_request_text(doc.get("publish"))
+    if published:
+        lines.append(f"pull request: {published}")
     if doc.get("status") == "waiting":  # approval: before_merge (quality/approval.py)
-        job = doc["job_id"]
-        lines.append(f"waiting for approval: nothing merged until POST /api/v1/jobs/{job}/approve (or /reject with a reason)")
+        lines += approval_lines(doc["job_id"])
     results = doc["results"]
     if results.get("final_report"):
         lines.append(f"report: {results['final_report']}")

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ..workspace.layout import Workspace
 
 RET_UNREACHABLE = EXIT_UNREACHABLE
+RET_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT (128 + 2)
+RET_WAITING = 7  # the job waits for approval: nothing failed, someone must decide
 RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
@@ -177,17 +179,26 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
         config["default_timeout"] = args.timeout
     job = client.orchestrate(request=args.request, config=config or None)
     job_id = job["job_id"]
-    print(f"job {job_id}: {len(job['tasks'])} subtask(s), worker kind {job['worker_kind']}")
-    if job.get("goal"):
-        print(f"  goal: {job['goal']}")
-    for i, task in enumerate(job["tasks"], 1):
-        print(f"  {i}. {task}")
-    for note in job["notes"]:
-        print(f"note: {note}")
-    print(f"follow a worker: tail -f {shown(Path(job['workspace']) / 'logs' / 'depth_0_worker_1.log')}", flush=True)
     view = ProgressView()
-    try:
+    try:  # from here on a Ctrl-C leaves a job running: said, with its commands
+        print(f"job {job_id}: {len(job['tasks'])} subtask(s), worker kind {job['worker_kind']}")
+        if job.get("goal"):
+            print(f"  goal: {job['goal']}")
+        for i, task in enumerate(job["tasks"], 1):
+            print(f"  {i}. {task}")
+        for note in job["notes"]:
+            print(f"note: {note}")
+        print(f"follow a worker: tail -f {shown(Path(job['workspace']) / 'logs' / 'depth_0_worker_1.log')}", flush=True)
         doc = follow_api(client, job_id, view)
+    except KeyboardInterrupt:
+        # Ctrl-C stops this follower only: the job runs in the folder's server, which keeps it going.
+        print(
+            f"\ninterrupted: stopped following job {job_id}; the job keeps running in this folder's API server.\n"
+            f"  follow it again: {script('orchestrator.sh')} watch {job_id}\n"
+            f"  stop it:         {script('orchestrator.sh')} cancel {job_id}",
+            file=sys.stderr,
+        )
+        return RET_INTERRUPTED
     except ServerUnreachable:
         print(
             f"\nerror: this folder's API server at {url} stopped answering while job {job_id} ran.\n"
@@ -212,6 +223,8 @@ def exit_code(doc: dict[str, Any]) -> int:
     """quick-start's exit status for a job's final status document (the README's exit codes)."""
     if doc.get("no_changes") and doc["status"] in ("completed", "partial"):
         return RET_NO_CHANGES
+    if doc["status"] == "waiting":
+        return RET_WAITING
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
@@ -226,22 +239,33 @@ def cmd_start_server(args: argparse.Namespace) -> int:
 def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
     """Follow a job through the API until it ends; returns its final status document. On a
     terminal the tree is redrawn from short long-polls; otherwise each event of the SSE
-    stream is printed as a line."""
+    stream is printed as a line. A job waiting for approval is at rest too: following it stops
+    there, so the caller can say who must decide and how (nothing would change until then)."""
     if view.tty:
         doc = client.status(job_id)
-        while doc["status"] not in EXIT_BY_STATUS:
+        while not _at_rest(doc):
             view.update_doc(doc)
             asked = time.monotonic()
             doc = client.wait(job_id, timeout=TREE_REFRESH, poll=TREE_REFRESH)
-            if doc["status"] not in EXIT_BY_STATUS:
+            if not _at_rest(doc):
                 # A server that answers at once (the job runs in another process) is not hammered.
                 time.sleep(max(0.0, TREE_REFRESH - (time.monotonic() - asked)))
+        return doc
+    doc = client.status(job_id)
+    if doc["status"] == "waiting":  # its stream would end only once someone decides
         return doc
     for event in client.events(job_id):
         if event["event"] == "end":
             break
         view.event(event["data"])
+        data = event["data"]
+        if data.get("job_id") == job_id and data.get("status") == "waiting":
+            break
     return client.wait(job_id)
+
+
+def _at_rest(doc: dict[str, Any]) -> bool:
+    return doc["status"] in EXIT_BY_STATUS or doc["status"] == "waiting"
 
 
 def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ transient_backoff_max fails the worker at once, saying so, rather than retry too
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import random
 import re
@@ -61,6 +62,7 @@ from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
 from ..quality.steps import Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
+from ..workers.adapters import reported_model
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
 from .tables import Outcome
@@ -547,6 +549,9 @@ class WorkerExecution:
         window = max(self.settings.workers.output_chars * 4, self.adapter.result_window)
         text = self.workspace.read_from(self.log_path, attempt.log_offset, window)
         parsed = self.adapter.parse(_strip_headers(text), code, max_chars=self.settings.workers.output_chars)
+        said = reported_model(parsed)
+        if said:  # on the record before its commit, which credits that model (Co-authored-by)
+            self.deferred.append(functools.partial(setattr, self.record, "reported_model", said))
         costs.estimate_for(parsed, self.adapter, self.settings, self.record.model)
         if reason == "timeout":
             attempt.end_reason = "timeout"

@@ -30,6 +30,7 @@ from ..process.monitor import ResourceMonitor
 from ..quality import approval, landing, publishing
 from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
+from ..reports.wording import failing_gate, pull_request_text
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs
@@ -289,7 +290,10 @@ class Finishing:
         jobs, workers = self.queries.snapshot(job.root_id)
         self.write_record(job, status, ended, jobs, workers)
         if publish and publishing.configured(self.settings):
-            self.publish(job, workers)
+            self.publish(job, workers, status)
+            # FINAL_RESULT.md was rendered before the push: again, so it names the pull request.
+            with self.render_lock(job.root_id):
+                self.render_reports(job)
 
     def write_record(
         self, job: JobRecord, status: JobStatus, ended: float | None, jobs: list[JobRecord], workers: list[WorkerRecord]
@@ -308,17 +312,29 @@ class Finishing:
         with self.tables.locked():
             job.record_digest = digest
 
-    def publish(self, job: JobRecord, workers: list[WorkerRecord] | None = None) -> dict[str, Any]:
+    def publish(
+        self, job: JobRecord, workers: list[WorkerRecord] | None = None, status: JobStatus | None = None
+    ) -> dict[str, Any]:
         """Outside the lock: push a root's result branch and open or update its pull request
         (quality/publishing.py) from the tree's worker records (None: read now); what happened is
-        the job's ``publish`` record, never its failure."""
+        the job's ``publish`` record, never its failure, and a note on the job. ``status``: its
+        final status, as it ends (None: its record's)."""
         if workers is None:
             _, workers = self.queries.snapshot(job.root_id)
         found = publishing.publish(
-            job, workers, settings=self.settings, workspace=self.workspace, environ=os.environ, now=self.clock.time()
+            job,
+            workers,
+            settings=self.settings,
+            workspace=self.workspace,
+            environ=os.environ,
+            now=self.clock.time(),
+            status=status,
         )
+        said = pull_request_text(found)
         with self.tables.locked():
             job.publish = found
+            if said:
+                job.notes.append(f"pull request: {said}")
         pr = found.get("pull_request") or {}
         if found["error"]:
             log.warning("job %s: publishing: %s", job.id, found["error"], extra=logs.context(job.id))
@@ -462,11 +478,12 @@ class Finishing:
     def render_reports(self, job: JobRecord) -> None:
         """Level report of the job's depth; for a root, every level and FINAL_RESULT.md."""
         jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
-        tails = {
-            w.key: self.workspace.read_tail(self.workspace.job_dir(w.root_id) / w.log_path, 20)
-            for w in workers
-            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
-        }
+        tails = {}  # a failed worker's log's last lines, or its failing gate's output's (FINAL_RESULT.md's Failures)
+        for w in workers:
+            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT):
+                gate = failing_gate(w.gates, w.exit_reason)
+                path = gate.log_path if gate is not None else w.log_path
+                tails[w.key] = self.workspace.read_tail(self.workspace.job_dir(w.root_id) / path, 20)
         tdir = self.settings.templates_dir
         depths = sorted({w.depth for w in workers}) if job.is_root else [job.depth]
         try:

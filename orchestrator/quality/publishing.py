@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
-from ..models import JobRecord, WorkerRecord
+from ..models import JobRecord, JobStatus, WorkerRecord
 from ..workspace.layout import Workspace
 from . import forge
 from .landing import repository
@@ -28,6 +28,7 @@ PUSH_TIMEOUT = 120.0  # each of ls-remote and push: the tree's end waits for the
 NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}  # a server has no one to ask
 _CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")  # https://user:token@host -> https://***@host
 REQUEST_CHARS = 2000
+_TRAILING = " \t:;,.-"  # what a title does not end with
 
 
 def configured(settings: Settings) -> bool:
@@ -42,8 +43,10 @@ def publish(
     workspace: Workspace,
     environ: Mapping[str, str],
     now: float,
+    status: JobStatus | None = None,
 ) -> dict[str, Any]:
-    """The job's new ``publish`` record (see models.JobRecord.publish)."""
+    """The job's new ``publish`` record (see models.JobRecord.publish). ``status``: the job's final
+    status when it is published as it ends (its record still says running then)."""
     g = settings.git
     merge = job.merge
     record: dict[str, Any] = {"at": now, "remote": g.push, "branch": None, "commit": None, "pushed": False}
@@ -111,8 +114,8 @@ def publish(
             token,
             head=branch,
             base=base,
-            title=f"orchestrator: {_first_line(job.request)[:100]}",
-            body=summary(job, workers),
+            title=title(job.request),
+            body=summary(job, workers, status),
             number=known.get("number") if known.get("forge") == kind else None,
         )
     except forge.ForgeError as exc:
@@ -121,8 +124,15 @@ def publish(
     return record
 
 
-def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
-    """The pull request's body: the run as FINAL_RESULT.md sums it up (status, workers, gates, merge, cost)."""
+def title(request: str) -> str:
+    """The pull request's title: the request's first line, without the colon or stop a sentence
+    that introduced a list ends with ("Add a CLI:")."""
+    return f"orchestrator: {_first_line(request)[:100].rstrip(_TRAILING)}"
+
+
+def summary(job: JobRecord, workers: Sequence[WorkerRecord], status: JobStatus | None = None) -> str:
+    """The pull request's body: the run as FINAL_RESULT.md sums it up (status, workers, gates, merge,
+    cost); ``status``: the job's final one (None: its record's)."""
     done = [w for w in workers if w.status.terminal]
     gates = [g for w in workers for g in w.gates]
     merge = job.merge
@@ -132,7 +142,7 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord]) -> str:
     estimated = sum(1 for w in workers if w.cost_basis == "estimated")
     unknown = sum(1 for w in workers if w.cost_usd is None and w.cost_note)
     lines = [
-        f"## orchestrator job `{job.id}`: {job.status.value}",
+        f"## orchestrator job `{job.id}`: {(status or job.status).value}",
         "",
         "> " + job.request[:REQUEST_CHARS].replace("\n", "\n> "),
         "",

@@ -28,6 +28,7 @@ from jinja2 import (
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus, resolutions_of
 from orchestrator.reports import candidates as _candidates
+from orchestrator.reports import wording
 from orchestrator.reports.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.reports.markdown import FILTERS
 from orchestrator.reports.promptshare import prompt_share
@@ -85,6 +86,9 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.filters["clip"] = _clipped
     env.filters["conflict_outcome"] = conflict_text.outcome
     env.globals["merge_stopped"] = conflict_text.STOPPED
+    env.globals["pull_request_text"] = wording.pull_request_text
+    env.globals["file_counts"] = wording.file_counts
+    env.globals["failing_gate"] = wording.failing_gate
     return env
 
 

@@ -21,6 +21,7 @@ from .analytics import TreeAnalytics, analyse, subtree
 from .candidates import candidate_line, groups
 from .promptshare import prompt_share
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
+from .wording import approval_lines, file_counts, pull_request_text
 
 QUIET_AFTER = 60.0  # workers.quiet_after's default
 
@@ -91,6 +92,8 @@ def job_status(
         # A root's last push of its result branch and its pull request (git.push; null: never published):
         # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
         "publish": job.publish,
+        # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
+        "pull_request": pull_request_text(job.publish),
         # A root job with approval: before_merge once its workers were done (quality/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
@@ -184,6 +187,8 @@ def _task(
         "commit": worker.commit,
         "files_changed": worker.files_changed,
         "diffstat": worker.diffstat,
+        # Its files as every surface shows them: "+2 ~3 -1" (added, modified, deleted), "0" for none.
+        "files": file_counts(worker.files_changed, worker.files_created),
         # Its checkout is as it found it (null: not known yet); such a worker is never merged.
         "no_changes": worker.no_changes,
         "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
@@ -374,7 +379,7 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         f"progress: {doc['progress']['completed']}/{doc['progress']['total']} workers done, "
         f"success rate {doc['progress']['success_rate'] * 100:.0f}%",
         "",
-        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  FILES  TASK",
+        f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  {'FILES':<11}  TASK",
     ]
     for row in _flatten(doc["results"]["tasks"], indent=0):
         lines.append(row)
@@ -391,6 +396,11 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         lines.append(f"report:    {doc['results']['final_report']}")
     if merge:
         lines += merge_lines(doc)
+    published = pull_request_text(doc.get("publish"))
+    if published:
+        lines.append(f"pull request: {published}")
+    if doc["status"] == "waiting":
+        lines += approval_lines(doc["job_id"])
     return "\n".join(lines)
 
 
@@ -455,9 +465,7 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         name = ("  " * indent + task["worker_id"])[:22]
         summary = (f"on {task['node']}: " if task.get("node") else "") + ("no changes: " if task.get("no_changes") else "")
         summary += task["task"].replace("\n", " ")[:60]
-        rows.append(
-            f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {len(task['files_created']):>5}  {summary}"
-        )
+        rows.append(f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {task['files']:<11}  {summary}")
         graph = graph_line(task)
         if graph:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)

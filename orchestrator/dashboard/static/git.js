@@ -116,6 +116,10 @@ const GitView = (() => {
     const button = $("merge-button");
     button.disabled = running || merging;
     button.title = running ? "the job is still running: merge once it has ended" : "";
+    // The pull request, or why publishing failed: the server's words (reports/wording.py), as on every surface.
+    const pr = $("merge-pr");
+    pr.hidden = !doc.pull_request;
+    setText(pr, doc.pull_request ? "pull request: " + doc.pull_request : "");
     const sig = JSON.stringify([doc.merge === undefined ? null : doc.merge, doc.resolutions || []]);
     if (sig !== mergeSig) {
       mergeSig = sig;

@@ -177,7 +177,7 @@
     setText(c.time, rowTime(row.key, entry));
     setText(c.tries, String(entry.attempts));
     setText(c.cost, cost(entry.cost_usd, entry));
-    setText(c.files, String(entry.files_created.length));
+    setText(c.files, entry.files ?? String(entry.files_created.length));
   }
 
   function rowTime(key, entry) {

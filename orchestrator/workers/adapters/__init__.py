@@ -66,6 +66,16 @@ def get_adapter(kind: str) -> Adapter:
 
 def co_author_of(worker: WorkerRecord, settings: Settings) -> str | None:
     """The ``Co-authored-by:`` value for ``worker``'s work: its kind's, with the model it ran
-    (None: a kind that is no AI, or one this server does not know)."""
+    (the one its CLI reported, else the one asked for; None: a kind that is no AI, or one this
+    server does not know)."""
     found = ADAPTERS.get(worker.kind)
-    return found().co_author(settings, worker.model) if found is not None else None
+    return found().co_author(settings, worker.model, worker.reported_model) if found is not None else None
+
+
+def reported_model(parsed: ParsedResult) -> str | None:
+    """The model an attempt's CLI said it ran: the one it named, else of the models it counted
+    tokens for, the one that wrote the most (a CLI may call a small model for side tasks)."""
+    if parsed.model:
+        return parsed.model
+    most = max(parsed.usage_by_model, key=lambda u: u.tokens_out, default=None)
+    return most.model if most is not None else None

@@ -123,6 +123,7 @@ class ParsedResult:
     # The models the CLI's output named with their own counts (gemini's per-model stats), for a cost
     # estimate per model; empty: the totals above belong to the worker's configured model.
     usage_by_model: list[ModelUsage] = field(default_factory=list)
+    model: str | None = None  # the model the CLI said it ran (None: it did not say)
     retryable: bool = True  # False for failures a retry cannot fix (bad credentials)
     # Why it failed, from the CLI's structured output: one of "auth",
     # "bad_request" or "transient", or None (unknown).
@@ -233,13 +234,14 @@ class Adapter:
         when that is the CLI's own default (unknown here)."""
         return ""
 
-    def co_author(self, settings: Settings, model: str | None) -> str | None:
+    def co_author(self, settings: Settings, model: str | None, reported: str | None = None) -> str | None:
         """The ``Co-authored-by:`` value for this kind's work, its model named where known
-        (``Claude Code (claude-sonnet-4) <noreply@anthropic.com>``); None for a kind that is no AI:
-        ``command`` runs whatever the user set, ``simulated`` never pretends to be one."""
+        (``Claude Code (claude-sonnet-4) <noreply@anthropic.com>``): the one the CLI reported it ran
+        (``reported``), else the one it was asked for (its CLI's default is unknown here); None for
+        a kind that is no AI: ``command`` runs whatever the user set, ``simulated`` never pretends to be one."""
         if not self.co_author_name:
             return None
-        chosen = _NOT_IN_A_NAME.sub("", self.model_for(settings, model)).strip()
+        chosen = _NOT_IN_A_NAME.sub("", reported or self.model_for(settings, model)).strip()
         return f"{self.co_author_name}{f' ({chosen})' if chosen else ''} <{self.co_author_email}>"
 
     def needs_prompt(self, settings: Settings) -> bool:

@@ -159,6 +159,7 @@ class ClaudeAdapter(AICLIAdapter):
         }
         subtype = str_field(obj, "subtype")
         fields: dict[str, Any] = {"cost_usd": cost, "tokens_in": tokens_in, "tokens_out": tokens_out, "extra": extra}
+        fields["model"] = model_of(obj, text)
         if obj.get("is_error") is True or (subtype and subtype != "success"):
             errors = [str(e) for e in obj.get("errors") or [] if e] if isinstance(obj.get("errors"), list) else []
             message = result.strip() or "; ".join(errors) or subtype or "is_error"
@@ -241,6 +242,24 @@ def _block(block: dict[str, Any]) -> str:
         said = "← error" if block.get("is_error") else "←"
         return f"{said}\n{transcript.shortened(transcript.text_of(block.get('content')))}"
     return ""
+
+
+def model_of(result: dict, text: str) -> str | None:
+    """The model claude ran: of its result's ``modelUsage``, the one that wrote the most (it calls
+    a small model for side tasks), else its ``init`` event's ``model`` (None: neither says)."""
+    models = result.get("modelUsage")
+    if isinstance(models, dict) and models:
+        counted = [(_count(m.get("outputTokens")), name) for name, m in models.items() if isinstance(m, dict)]
+        if counted:
+            return str(max(counted)[1])
+    for event in json_lines(text):
+        if event.get("type") == "system" and event.get("subtype") == "init" and isinstance(event.get("model"), str):
+            return str(event["model"])
+    return None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def session_tokens(result: dict) -> tuple[int | None, int | None]:

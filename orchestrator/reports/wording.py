@@ -1,0 +1,52 @@
+"""The words every surface uses for the same fact (status table, ``watch``, the quick-start summary,
+FINAL_RESULT.md, the job's notes): one function each, so no two surfaces say it differently."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def file_counts(files_changed: Sequence[Mapping[str, Any]] | None, files_created: Sequence[str]) -> str:
+    """A worker's files as ``+2 ~3 -1`` (added, modified, deleted; a rename counts as modified);
+    ``0`` for none. Folder isolation knows only the files it made (``files_created``)."""
+    if not files_changed:
+        return f"+{len(files_created)}" if files_created else "0"
+    added = sum(1 for f in files_changed if f.get("change") == "added")
+    deleted = sum(1 for f in files_changed if f.get("change") == "deleted")
+    modified = len(files_changed) - added - deleted
+    parts = [f"{sign}{n}" for sign, n in (("+", added), ("~", modified), ("-", deleted)) if n]
+    return " ".join(parts) or "0"
+
+
+def pull_request_text(publish: Mapping[str, Any] | None) -> str | None:
+    """Where a root's result was published: its pull request's URL, or why pushing or opening it
+    failed; None when the job was never published (``git.push`` unset, or not landed yet)."""
+    if not publish:
+        return None
+    pr = publish.get("pull_request") or {}
+    if publish.get("error"):
+        return f"not published: {publish['error']}"
+    if pr:
+        return f"{pr.get('url') or '#' + str(pr.get('number'))} ({pr.get('action')}, into {pr.get('base')})"
+    if publish.get("pushed"):
+        return f"none opened; branch {publish.get('branch')} pushed to {publish.get('remote')}"
+    return None
+
+
+def failing_gate(gates: Sequence[Any], exit_reason: str | None) -> Any:
+    """The required gate whose failure failed a worker (its exit reason names it: "step gates
+    failed: gate tests failed: exit code 1"), its latest run; None when no gate failed it."""
+    for gate in reversed(gates):
+        if gate.required and not gate.passed:
+            return gate if f"gate {gate.name} " in f"{exit_reason or ''} " else None
+    return None
+
+
+def approval_lines(job_id: str) -> list[str]:
+    """What a job waiting for approval waits for, and the two commands that end the wait."""
+    return [
+        "waiting for approval: nothing is merged until someone decides",
+        f"           approve: ./orchestrator.sh approve {job_id}",
+        f"           reject:  ./orchestrator.sh reject {job_id} --reason '...'",
+    ]
