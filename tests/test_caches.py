@@ -254,3 +254,19 @@ def test_another_tree_neither_sees_nor_writes_a_trees_caches_which_go_with_the_t
     assert not engine.workspace.tree_caches(first.id).exists()  # gone with its tree
     assert (engine.workspace.tree_caches(second.id) / "pip" / "own").is_file()  # the other tree's stays
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+@sandboxed
+def test_a_gate_reads_and_writes_the_same_caches_as_its_worker(hosted, home):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(workers={"sandbox": "on"})
+    gate = {"name": "cached", "run": ["sh", "-c", 'cat "$PIP_CACHE_DIR/from-worker" && echo gate > "$PIP_CACHE_DIR/from-gate"']}
+    task = 'mkdir -p "$PIP_CACHE_DIR" && echo worker > "$PIP_CACHE_DIR/from-worker" && echo a > a.txt'
+    job = run_job(engine, "gated", tasks=[task], config={"gates": [gate], "max_retries": 0})
+    w = workers(engine, job)["worker_1"]
+    assert w.status is WorkerStatus.SUCCESS and w.gates[0].status == "passed", w.error
+    caches = engine.workspace.tree_caches(job.id) / "pip"
+    assert (caches / "from-gate").read_text() == "gate\n"
+    assert snapshot(host, folder) == before

@@ -9,8 +9,8 @@ workers, their ``git.setup``, gates and scoring commands) writes one cache folde
 
 Seeded from the user's caches only where the tool itself reads a second, read-only source: Go, whose
 module cache's ``cache/download`` folder is a module proxy (``GOPROXY=file://...``), put before the
-user's own GOPROXY. npm, yarn, pip, uv and cargo read and write one cache folder and have no read-only
-fallback (pip's and uv's caches are not in a format ``--find-links`` reads), so they start empty.
+user's own GOPROXY. The others read and write one cache folder and have no read-only fallback (pip's
+and uv's caches are not in a format ``--find-links`` reads), so they start empty.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ CACHE_VARIABLES: dict[str, str] = {
     "UV_CACHE_DIR": "uv",
     "GOMODCACHE": "go/mod",
     "GOCACHE": "go/build",
+    "COREPACK_HOME": "corepack",  # the yarn/pnpm versions corepack fetches for package.json's packageManager
+    "BUN_INSTALL_CACHE_DIR": "bun",
+    "DENO_DIR": "deno",
+    "POETRY_CACHE_DIR": "poetry",
+    "PRE_COMMIT_HOME": "pre-commit",
+    "COMPOSER_CACHE_DIR": "composer",
     # Cargo has no variable for its registry cache alone: its whole home moves (the user's
     # ~/.cargo/config.toml is then not read; cargo and rustup themselves run from the PATH).
     "CARGO_HOME": "cargo",
