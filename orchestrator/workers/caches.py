@@ -28,12 +28,13 @@ CACHE_VARIABLES: dict[str, str] = {
     "UV_CACHE_DIR": "uv",
     "GOMODCACHE": "go/mod",
     "GOCACHE": "go/build",
-    "COREPACK_HOME": "corepack",  # the yarn/pnpm versions corepack fetches for package.json's packageManager
     "BUN_INSTALL_CACHE_DIR": "bun",
     "DENO_DIR": "deno",
     "POETRY_CACHE_DIR": "poetry",
     "PRE_COMMIT_HOME": "pre-commit",
     "COMPOSER_CACHE_DIR": "composer",
+    # Not COREPACK_HOME: the yarn or pnpm corepack already fetched for the user runs from their cache
+    # read-only; a private one would fetch it again in every tree.
     # Cargo has no variable for its registry cache alone: its whole home moves (the user's
     # ~/.cargo/config.toml is then not read; cargo and rustup themselves run from the PATH).
     "CARGO_HOME": "cargo",
