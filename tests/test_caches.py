@@ -270,3 +270,16 @@ def test_a_gate_reads_and_writes_the_same_caches_as_its_worker(hosted, home):
     caches = engine.workspace.tree_caches(job.id) / "pip"
     assert (caches / "from-gate").read_text() == "gate\n"
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+@sandboxed
+def test_a_scoring_command_writes_its_trees_caches(hosted, home):
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    score = 'mkdir -p "$PIP_CACHE_DIR" && echo scored >> "$PIP_CACHE_DIR/scored" && echo \'{"cached": 1}\''
+    engine = make(workers={"sandbox": "on"}, candidates={"attempts": 2}, scoring={"command": ["sh", "-c", score]})
+    job = run_job(engine, "scored", tasks=["echo a > a.txt"])
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert (engine.workspace.tree_caches(job.id) / "pip" / "scored").read_text() == "scored\nscored\n"  # both candidates'
+    assert snapshot(host, folder) == before
