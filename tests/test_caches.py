@@ -80,6 +80,18 @@ def test_a_cache_the_user_lets_workers_write_is_kept_and_no_seed_without_a_go_ca
     assert "GOPROXY" not in found  # no module cache of the user's to read
 
 
+def test_go_starts_from_what_go_env_w_wrote_for_the_user(tmp_path):
+    home = tmp_path / "home"
+    (home / ".config" / "go").mkdir(parents=True)
+    (home / ".config" / "go" / "env").write_text("GOPROXY=https://goproxy.example,direct\nGOFLAGS=-mod=vendor\n")
+    seed = home / "go" / "pkg" / "mod" / "cache" / "download"
+    seed.mkdir(parents=True)
+    found = cache_env(tmp_path / "caches", {"HOME": str(home)})
+    assert found["GOPROXY"] == f"{seed.as_uri()},https://goproxy.example,direct"  # their proxy, not Go's default
+    assert found["GOFLAGS"] == "-mod=vendor -modcacherw"
+    assert "GOPROXY" not in cache_env(tmp_path / "caches", {"HOME": str(home), "GOENV": "off", "GOPATH": "/nowhere"})
+
+
 # -- a loopback npm registry --------------------------------------------------------------------------
 
 

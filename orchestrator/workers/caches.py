@@ -55,23 +55,47 @@ def cache_env(folder: Path, env: Mapping[str, str], *, shared: Sequence[str | Pa
         if theirs and _inside(theirs, shared):
             continue
         found[name] = str(folder / sub)
-    seed = user_go_downloads(env)
-    proxy = env.get("GOPROXY", "") or GO_DEFAULT_PROXY
+    go = {**go_env_file(env), **{k: v for k, v in env.items() if k.startswith("GO") and v}}
+    seed = user_go_downloads(go, env)
+    proxy = go.get("GOPROXY", "") or GO_DEFAULT_PROXY
     if seed is not None and "GOMODCACHE" in found and not proxy.startswith(seed):
         found["GOPROXY"] = f"{seed},{proxy}"
-    flags = env.get("GOFLAGS", "").split()
+    flags = go.get("GOFLAGS", "").split()
     if "-modcacherw" not in flags:
         found["GOFLAGS"] = " ".join([*flags, "-modcacherw"])
     return found
 
 
-def user_go_downloads(env: Mapping[str, str]) -> str | None:
+def go_env_file(env: Mapping[str, str]) -> dict[str, str]:
+    """What ``go env -w`` wrote for the user (``$GOENV``, else ``$XDG_CONFIG_HOME/go/env``, else
+    ``~/.config/go/env``): an environment variable overrides that file whole, so a GOPROXY or GOFLAGS
+    set here starts from the user's own (their proxy, their ``-mod=vendor``), never from Go's default."""
+    path = env.get("GOENV", "")
+    if path == "off":
+        return {}
+    if not path:
+        config = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or str(Path.home()), ".config")
+        path = os.path.join(config, "go", "env")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read(1 << 16).splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if sep and name.strip().startswith("GO"):
+            found[name.strip()] = value.strip()
+    return found
+
+
+def user_go_downloads(go: Mapping[str, str], env: Mapping[str, str]) -> str | None:
     """The user's Go module cache's download folder as a ``file://`` proxy, or None when there is
-    none: ``$GOMODCACHE``, else the first ``$GOPATH`` entry's ``pkg/mod``, else ``~/go/pkg/mod``
-    (Go's own defaults, without running ``go env``)."""
-    modcache = env.get("GOMODCACHE", "")
+    none: GOMODCACHE, else the first GOPATH entry's ``pkg/mod``, else ``~/go/pkg/mod`` (Go's own
+    defaults, read from ``go`` (the user's Go settings) without running ``go env``)."""
+    modcache = go.get("GOMODCACHE", "")
     if not modcache:
-        gopath = next((p for p in env.get("GOPATH", "").split(os.pathsep) if p), "")
+        gopath = next((p for p in go.get("GOPATH", "").split(os.pathsep) if p), "")
         home = env.get("HOME") or str(Path.home())
         modcache = os.path.join(gopath or os.path.join(home, "go"), "pkg", "mod")
     downloads = Path(modcache, "cache", "download")
