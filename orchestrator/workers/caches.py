@@ -22,8 +22,10 @@ from pathlib import Path
 # Each tool's documented variable, and its folder in the tree's caches.
 CACHE_VARIABLES: dict[str, str] = {
     "npm_config_cache": "npm",  # npm's ``cache`` setting (its _cacache and _npx)
-    "YARN_CACHE_FOLDER": "yarn",  # yarn 1's cache-folder and yarn 2+'s cacheFolder
-    "YARN_GLOBAL_FOLDER": "yarn-global",  # yarn 2+'s global cache (enableGlobalCache, yarn 4's default)
+    # Yarn 2+'s global cache (enableGlobalCache, yarn 4's default). Not YARN_CACHE_FOLDER: it would
+    # override a project's own cacheFolder (a committed .yarn/cache: zero-installs), and yarn 1 skips a
+    # cache folder it cannot write for one in its TMPDIR by itself.
+    "YARN_GLOBAL_FOLDER": "yarn",
     "PIP_CACHE_DIR": "pip",
     "UV_CACHE_DIR": "uv",
     "GOMODCACHE": "go/mod",
