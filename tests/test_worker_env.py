@@ -16,6 +16,7 @@ from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.process.sandbox import probe
 from orchestrator.quality.gates import gate_log
+from orchestrator.workers.caches import CACHE_VARIABLES
 
 from .conftest import ROOT, run_job
 from .helpers.gates import gated  # noqa: F401  (a fixture)
@@ -100,7 +101,11 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     assert "PYTHONPATH" not in seen  # the server's own PYTHONPATH is not passed on, and none is made
     assert seen["TMPDIR"] == seen["TMP"] == seen["TEMP"]
     names = set(seen) - {"PWD", "SHLVL", "_", "OLDPWD"}  # what sh adds itself
-    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "TMPDIR", "TMP", "TEMP"} | {n for n in seen if n.startswith("ORCHESTRATOR_")}
+    caches = {*CACHE_VARIABLES, "GOFLAGS", "GOPROXY"}  # its tree's package caches (workers/caches.py)
+    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "TMPDIR", "TMP", "TEMP"} | caches | {
+        n for n in seen if n.startswith("ORCHESTRATOR_")
+    }
+    assert seen["PIP_CACHE_DIR"] == str(engine.workspace.tree_caches(job.id) / "pip")
 
 
 def test_a_server_orchestrator_variable_never_reaches_a_worker(make_engine, monkeypatch):

@@ -32,7 +32,7 @@ from ..quality import gates
 from ..quality.integration import integrate_worker
 from ..selection import Candidate, Selection, candidates, choose
 from ..workers.confinement import Confinement
-from ..workers.environment import base_env
+from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
 from .context import EngineContext
 from .scheduling import Scheduler
@@ -173,6 +173,8 @@ class Choosing:
             }
         shown = [self._candidate(job, r) for r in records]
         scratch = self.workspace.planning_dir()
+        env = base_env(self.settings)
+        add_caches(env, self.settings, self.workspace, job.root_id)  # scoring commands write the tree's caches
         try:
             chosen = self.chooser(
                 task,
@@ -181,7 +183,7 @@ class Choosing:
                 settings=self.settings,
                 judge=dict(job.config.judge),
                 runner=self.runner,
-                env=base_env(self.settings),
+                env=env,
                 work_dir=scratch,
                 cancel=self._closing,
             )

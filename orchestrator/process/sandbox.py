@@ -353,8 +353,8 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
     emptied, kept = runtime_view()
     return Decision(
         SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept),
-        f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR and its "
-        "CLI's state; your working tree, refs and stash are read-only to them (workers.sandbox)",
+        f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR, its "
+        "CLI's state and its job tree's package caches; your working tree, refs and stash are read-only to them (workers.sandbox)",
     )
 
 

@@ -63,7 +63,7 @@ from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import Adapter, WorkerContext
 from ..workers.confinement import Confinement
-from ..workers.environment import base_env
+from ..workers.environment import add_caches, base_env
 from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
 from ..workspace.ids import worker_key
@@ -328,6 +328,7 @@ class ConflictResolver:
     def _env(self, tmp: Path) -> dict[str, str]:
         env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
         env.update({"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)})
+        add_caches(env, self.settings, self.workspace, self.job.root_id)
         return env
 
     def _run(

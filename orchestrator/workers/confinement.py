@@ -93,7 +93,10 @@ class Confinement:
         if base is None:
             return None
         w = self.settings.workers
-        paths = Paths(writable=[directory, tmp])
+        # Its tree's package caches (workers/caches.py): its own tree's only, writable.
+        caches = self.workspace.tree_caches(root_id)
+        caches.mkdir(parents=True, exist_ok=True)
+        paths = Paths(writable=[directory, tmp, caches])
         self._git_paths(root_id, branch, directory, paths)
         adapter = get_adapter(kind) if kind else None
         if adapter is not None:
@@ -110,7 +113,7 @@ class Confinement:
         hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
         spec = for_worker(base, paths, extra_writable=writable, hidden=hidden)
-        emptied, kept = self.workspace_view((directory, tmp), readable, env or {})
+        emptied, kept = self.workspace_view((directory, tmp, caches), readable, env or {})
         return replace(
             spec,
             empty=str(self._empty()),
@@ -124,7 +127,8 @@ class Confinement:
     ) -> tuple[list[str], list[str]]:
         """(emptied, kept): the workspace shown empty, and the files of it a process reads bound back
         read-only: ``readable`` and the workspace paths its environment names (its job's shared
-        context block, a CLI's private home). ``own`` (its checkout and TMPDIR) are bound writable.
+        context block, a CLI's private home). ``own`` (its checkout, TMPDIR and its tree's package
+        caches) are bound writable.
 
         The workspace root is emptied whole unless it holds something every process needs (this
         folder, the home folder, the orchestrator's Python: a ``workspace_root`` set to a parent of

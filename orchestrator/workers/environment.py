@@ -18,6 +18,7 @@ from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
+from .caches import cache_env
 from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt
 from .sharedcontext import SharedContexts
 
@@ -76,6 +77,13 @@ def add_helpers(env: dict[str, str]) -> None:
     tests must not run on the orchestrator's venv)."""
     env["PATH"] = os.pathsep.join((SPAWN_BIN, env["PATH"]))
     env[protocol.PYTHON] = python_executable()
+
+
+def add_caches(env: dict[str, str], settings: Settings, workspace: Workspace, root_id: str) -> None:
+    """Its tree's private package caches on ``env`` (workers/caches.py): npm, yarn, pip, uv, Go and
+    cargo write there, never in the user's own caches (read-only in the sandbox)."""
+    shared = [settings.base_dir / Path(p).expanduser() for p in settings.workers.sandbox_writable]
+    env.update(cache_env(workspace.tree_caches(root_id), env, shared=shared))
 
 
 class BaseEnvs:
@@ -139,6 +147,7 @@ def worker_env(
     # Its own temp folder (outside its directory, so files_created stays the worker's work).
     tmp = str(paths.tmp)
     env.update({"TMPDIR": tmp, "TMP": tmp, "TEMP": tmp})
+    add_caches(env, settings, workspace, rec.root_id)
     # The API and the worker's credential whenever the server runs: child jobs (refused with
     # enable_recursion false) and path locks (orchestrator-lock) go through them.
     if api_url:

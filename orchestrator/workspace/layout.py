@@ -12,6 +12,7 @@
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
+        state/caches/<tool>/            the tree's private package caches (workers/caches.py), gone with the tree
         depth_<d>/shared_<job id>.md    a job's shared context block (workers/sharedcontext.py)
         FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a child job's task's candidates:
                                         depth_<d>/CANDIDATES_<job id>_<task id>.md)
@@ -262,6 +263,11 @@ class Workspace:
             return
         if left:
             shutil.rmtree(path, ignore_errors=True)
+
+    def tree_caches(self, root_id: str) -> Path:
+        """A tree's private package caches (npm, pip, go...: workers/caches.py): written by all its
+        workers, setups and gates, never by another tree's; kept until the tree is deleted."""
+        return self._tree(root_id).state / "caches"
 
     def remove_tree_tmp(self, root_id: str) -> None:
         """A tree ended: all its workers' TMPDIRs go, at once."""
