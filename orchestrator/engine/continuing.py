@@ -1,4 +1,4 @@
-"""Continuing a finished worker: ``continue JOB WORKER "feedback"`` (POST /jobs/{id}/workers/{name}/continue).
+"""Continuing a finished worker: ``continue JOB WORKER "feedback"`` (POST /jobs/{id}/workers/{worker}/continue).
 
 A round runs the worker's CLI again in its own checkout and on its own branch (its worktree is made
 again from the branch when it was retired). A CLI that can resume its conversation (its adapter

@@ -370,7 +370,7 @@ class Engine:
 
     # -- continuing a finished worker (engine/continuing.py) --------------------------------------
     def continue_worker(self, job_id: str, worker: str, feedback: object) -> dict[str, object]:
-        """POST /jobs/{id}/workers/{name}/continue: start a continue round of a finished root job's
+        """POST /jobs/{id}/workers/{worker}/continue: start a continue round of a finished root job's
         worker with the user's ``feedback``; returns the round's record (it runs on). 409 while the
         tree runs or another round of it does."""
         job = self.get_job(validate_job_id(job_id))
