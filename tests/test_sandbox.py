@@ -284,7 +284,8 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
 def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
-    gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{host}/gate.txt' || {{ echo refused; exit 1; }}"]}
+    # (The host's own path is the worker's checkout in its sandbox: the orchestrator's folder is not.)
+    gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{folder}/gate.txt' || {{ echo refused; exit 1; }}"]}
     engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]})
     try:
         job = run_job(engine, tasks=["echo hi > a.txt"])
@@ -292,7 +293,7 @@ def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
     finally:
         engine.shutdown(timeout=10)
     assert w.status is WorkerStatus.FAILED and w.gates[0].status == "failed"
-    assert not (host / "gate.txt").exists() and snapshot(host, folder) == before
+    assert not (folder / "gate.txt").exists() and snapshot(host, folder) == before
 
 
 @needs_bwrap
