@@ -6,6 +6,7 @@ configuration stops at the project's, and git works inside."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import sysconfig
 from pathlib import Path
@@ -16,6 +17,8 @@ from orchestrator.cli.doctor import Report, _check_project, _suggested_gate, fin
 from orchestrator.config import load_settings
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.sandbox import probe
+from orchestrator.workers.confinement import Confinement
+from orchestrator.workspace.layout import Workspace
 
 from .conftest import run_job
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
@@ -155,3 +158,19 @@ def test_doctor_finds_the_editable_install_and_unsandboxed_proposes_a_gate_that_
     _, proposed, log = run_with_gate(folder, unconfined["run"], breaking, sandbox="off")
     assert proposed.status is WorkerStatus.FAILED and proposed.gates[0].status == "failed", log
     assert snapshot(host, folder) == before
+
+
+def test_a_link_the_worker_planted_where_a_mount_point_goes_makes_no_folder_outside_and_no_view(tmp_path):
+    host, folder = make_host(tmp_path)
+    settings = load_settings(base_dir=folder, environ={})
+    confinement = Confinement(settings, Workspace(settings.workspace_root))
+    checkout = confinement.workspace.root / "job_0123456789ab" / "depth_0" / "worker_1"
+    git(host, "worktree", "add", "-q", "--detach", str(checkout))
+    view = confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view")
+    assert view is not None and view.top == str(host) and view.kept == (str(folder),)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(checkout / "tools")
+    (checkout / "tools").symlink_to(elsewhere)  # where the orchestrator's folder is bound back
+    assert confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view") is None
+    assert list(elsewhere.iterdir()) == []

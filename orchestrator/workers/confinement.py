@@ -161,12 +161,7 @@ class Confinement:
                     kept.append(str(folder))
         kept = [p for p in kept if not any(p != q and _below(p, q) for q in kept)]
         for path in kept:  # mount points (bubblewrap would make them; an empty folder is nothing to git)
-            point = checkout / Path(path).relative_to(top)
-            try:
-                point.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                return None
-            if not point.is_dir() or point.is_symlink():
+            if not _mount_point(checkout, Path(path).relative_to(top).parts):
                 return None
         shown.mkdir(parents=True, exist_ok=True)  # a mount point, should its folder not be emptied
         text = f"gitdir: {shown / private.relative_to(common)}\n" if private.is_relative_to(common) else ""
@@ -176,7 +171,7 @@ class Confinement:
         if not pointer.is_file() or pointer.read_text(encoding="utf-8") != text:
             pointer.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(pointer, text.encode(), durable=False, mode=0o444)
-        return ProjectView(str(checkout), str(top), tuple(kept), (str(common), str(shown)), str(pointer))
+        return ProjectView(str(directory), str(top), tuple(kept), (str(common), str(shown)), str(pointer))
 
     def workspace_view(
         self, own: Sequence[Path], readable: Sequence[Path], env: Mapping[str, str]
@@ -279,6 +274,34 @@ def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -
     except OSError:
         return
     paths.moved.append((stand_in, folder))
+
+
+def _mount_point(checkout: Path, parts: Sequence[str]) -> bool:
+    """Make the folder ``checkout/<parts>`` if missing, never following a link: the checkout is the
+    worker's to write, and a link it planted must not make this process create a folder elsewhere.
+    False when a part is not a folder (a file, a link)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(checkout, flags)
+    except OSError:
+        return False
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                return False  # a file or a link there
+            os.close(fd)
+            fd = inner
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _vacant(path: Path) -> bool:
