@@ -153,9 +153,11 @@ def test_doctor_finds_the_editable_install_and_unsandboxed_proposes_a_gate_that_
     # note warns of); the proposed gate fails it.
     before = snapshot(host, folder)
     breaking = "sed -i 's/a + b/a - b/' src/pkg/__init__.py"
-    _, plain, log = run_with_gate(folder, [python, "-m", "pytest", "-q"], breaking, sandbox="off")
+    # (No bytecode: unconfined, the import would write __pycache__ into the main checkout, the host.)
+    quiet = ["env", "PYTHONDONTWRITEBYTECODE=1"]
+    _, plain, log = run_with_gate(folder, [*quiet, python, "-m", "pytest", "-q"], breaking, sandbox="off")
     assert plain.gates[0].status == "passed", log
-    _, proposed, log = run_with_gate(folder, unconfined["run"], breaking, sandbox="off")
+    _, proposed, log = run_with_gate(folder, [*quiet, *unconfined["run"]], breaking, sandbox="off")
     assert proposed.status is WorkerStatus.FAILED and proposed.gates[0].status == "failed", log
     assert snapshot(host, folder) == before
 
