@@ -126,6 +126,8 @@ def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_chec
     assert "its own commit" in git(host, "log", "--format=%s", branch)
     status = git(host, "show", f"{branch}:status.txt").splitlines()
     assert "?? where.txt" in status and "?? sub/" in status and not any("rel.txt" in s for s in status)
+    # The orchestrator's folder is tracked here: the worker sees its own copy, its hidden files unchanged.
+    assert not any("tools/" in s for s in status), status
     changed = {f["path"] for f in w.files_changed}
     assert changed == {"where.txt", "rel.txt", "sub/deep.txt", "status.txt", "listing.txt"}, w.files_changed
     assert not (host / "where.txt").exists() and not (host / "rel.txt").exists()
@@ -169,7 +171,9 @@ def test_a_link_the_worker_planted_where_a_mount_point_goes_makes_no_folder_outs
     checkout = confinement.workspace.root / "job_0123456789ab" / "depth_0" / "worker_1"
     git(host, "worktree", "add", "-q", "--detach", str(checkout))
     view = confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view")
-    assert view is not None and view.top == str(host) and view.kept == (str(folder),)
+    assert (
+        view is not None and view.top == str(host) and view.kept == (str(folder / "workspace"),)
+    )  # the folder is tracked: its ignored workspace only
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.rmtree(checkout / "tools")

@@ -13,6 +13,8 @@ What a sandboxed process and everything it starts get:
   like: :data:`RUNTIME_DIRS`) and the orchestrator's workspace shown empty (``emptied``: a read-only
   tmpfs, mounted before every bind, so the process's own paths below are bound back in), the file
   name resolution needs (``/etc/resolv.conf``'s target where it links into ``/run``) kept;
+* its checkout also at the repository's own path, its cwd there (:class:`ProjectView`), where the
+  checkout is a linked worktree of a repository the orchestrator lies in or beside;
 * no Unix socket of its own making (``unix_sockets`` false, the default): the shim installs a seccomp
   filter before the worker starts (:func:`unix_socket_filter`) under which ``socket(AF_UNIX)`` fails
   with EPERM, so neither the host's path sockets (a read-only bind does not stop ``connect()``) nor
@@ -120,6 +122,10 @@ class ProjectView:
             return self.top + path[len(self.checkout) :]
         return path
 
+    def clean_args(self) -> list[str]:
+        """``git clean`` options that keep the mount points of ``kept`` in the checkout (in use: busy)."""
+        return [arg for path in self.kept for arg in ("-e", "/" + _glob_escape(path[len(self.top) + 1 :]) + "/")]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkout": self.checkout,
@@ -139,6 +145,11 @@ class ProjectView:
             git=(str(git[0]), str(git[1])) if git else None,
             pointer=data.get("pointer"),
         )
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` as a gitignore pattern that matches only itself."""
+    return "".join("\\" + c if c in "\\*?[" else c for c in name)
 
 
 def _same(path: str) -> str:
@@ -228,6 +239,8 @@ class SandboxSpec:
         for path in _existing(self.hidden):
             if _below(path, emptied) and not _below(path, bound):
                 continue  # already empty: a mount point there would show its name
+            if view is not None and _below(path, [view.top]) and not _below(path, view.kept):
+                continue  # the worker's own checkout there, not the file hidden
             if os.path.isdir(path):
                 out += ["--tmpfs", path, "--remount-ro", path]
             else:

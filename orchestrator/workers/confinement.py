@@ -153,7 +153,9 @@ class Confinement:
         home = str(Path.home().resolve())
         if any(_below(str(top), path) for path in needed if path != home):
             return None  # the orchestrator runs on its own repository: unchanged
-        kept = sorted({p for p in needed if _below(p, str(top))})
+        # Each where the checkout has nothing of its own (a folder your repository tracks, such as this
+        # one committed, stays the worker's: its needed parts inside, ignored, are bound back instead).
+        kept = sorted({p for p in needed if _below(p, str(top)) and _vacant(checkout / Path(p).relative_to(top))})
         if not self.settings.git.setup:  # a setup builds the project's environment in the checkout
             for name in self.settings.workers.sandbox_env_folders:
                 folder = top / name
