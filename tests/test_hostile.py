@@ -239,7 +239,14 @@ def record_rows(mode: str, seen: dict, unchanged: bool) -> None:
 # -- the sandbox on ----------------------------------------------------------------------------
 # In its sandbox the repository's own path is the worker's checkout (process/sandbox.py ProjectView): these
 # write and commit its own work there, on its own branch; the user's tree is proven unchanged from outside.
-AT_HOST_PATH = {"write host tracked file", "write host new file", "git add -A (host index)", "git commit (host)"}
+# The orchestrator's folder is tracked by the arena's repository: the worker's own copy of it is there too.
+AT_HOST_PATH = {
+    "write host tracked file",
+    "write host new file",
+    "git add -A (host index)",
+    "git commit (host)",
+    "write config.yaml",
+}
 
 
 @needs_bwrap
