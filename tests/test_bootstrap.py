@@ -131,7 +131,8 @@ def test_setup_runs_once_before_the_first_attempt_with_the_port_and_its_work_sur
     # The setup saw the worker's port and directory, ran in the worktree, and the worker saw its files
     port = w.port
     assert port is not None and 45100 <= port <= 45199
-    seen = f"{port} {wt} {wt}\nmade\njs\n"
+    where = host if w.sandbox == "bubblewrap" else wt  # sandboxed, it works at the repository's own path
+    seen = f"{port} {wt} {where}\nmade\njs\n"
     assert (wt / "saw_2.txt").read_text() == seen
     assert (wt / "port.txt").read_text() == f"{port}\n"  # the worker's ORCHESTRATOR_PORT
     log = _log(engine, job)
@@ -268,7 +269,9 @@ def test_teardown_runs_at_cleanup_with_the_port_and_its_failure_is_only_logged(h
     ws = workers(engine, job)
     assert ws["worker_1"].status is WorkerStatus.SUCCESS and ws["worker_2"].status is WorkerStatus.FAILED
     lines = sorted(out.read_text().splitlines())
-    assert lines == sorted(f"{n} {w.port} {engine.workspace.worker_dir(job.id, 0, n)}" for n, w in ws.items())
+    # (Sandboxed, it works at the repository's own path: process/sandbox.py ProjectView.)
+    at = {n: host if w.sandbox == "bubblewrap" else engine.workspace.worker_dir(job.id, 0, n) for n, w in ws.items()}
+    assert lines == sorted(f"{n} {w.port} {at[n]}" for n, w in ws.items())
     log = _log(engine, job)
     assert "teardown bye" in log and "teardown failed: exit code 5 (the worker's outcome stands)" in log
     assert engine.checkout._worktree_for().bootstrap.ports.held() == {}

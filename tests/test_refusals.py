@@ -172,7 +172,7 @@ def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refus
     home = Path(os.environ.get("HOME") or "/root")
     task = (
         "echo work > mine.txt;"
-        f" echo hacked > '{host}/app.py'; echo x > '{home}/.orch-refusal-probe'; echo x >> '{folder}/config.yaml';"
+        f" echo hacked > '/usr/orch-refusal-probe'; echo x > '{home}/.orch-refusal-probe'; echo x >> '{folder}/workspace/planted';"
         f" git -C '{host}' stash drop; git -C '{host}' branch -f main HEAD~1; exit 0"
     )
     engine = host_engine(folder, git={"isolation": "worktree"})
@@ -185,11 +185,12 @@ def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refus
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
     assert w.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED, log
     paths = {r.path for r in w.refusals}
-    assert {f"{host}/app.py", f"{home}/.orch-refusal-probe", f"{folder}/config.yaml"} <= paths, (w.refusals, log)
+    # (Not the host's files: at the repository's own path its sandbox shows its own checkout.)
+    assert {"/usr/orch-refusal-probe", f"{home}/.orch-refusal-probe", f"{folder}/workspace/planted"} <= paths, (w.refusals, log)
     assert w.refusals_total >= 5, (w.refusals, log)  # the three writes, the stash drop and the branch move
     task_doc = doc["results"]["tasks"][0]
     assert task_doc["status"] == "success" and task_doc["refusals_total"] == w.refusals_total
-    assert f"{host}/app.py" in status_table(doc)
+    assert "/usr/orch-refusal-probe" in status_table(doc)
     final = (engine.workspace.job_dir(job.root_id) / "FINAL_RESULT.md").read_text()
     assert "## Refused" in final and f"{home}/.orch-refusal-probe" in final and "success, " in final
     assert not (home / ".orch-refusal-probe").exists()

@@ -541,7 +541,8 @@ def test_a_server_killed_during_a_resolve_merge_records_and_counts_the_finished_
     fake.write_text(FAKE_CLAUDE.format(python=sys.executable, both=counting))
     fake.chmod(0o755)
     mark = seen / "gate-started"
-    gate = f'case "$PWD" in */resolve/*) [ -e {mark} ] || {{ touch {mark}; sleep 60; }};; esac; grep -q print app.py'
+    # (A resolution's gate by its TMPDIR: sandboxed, its cwd is the repository's own path.)
+    gate = f'case "$TMPDIR" in */resolve/*) [ -e {mark} ] || {{ touch {mark}; sleep 60; }};; esac; grep -q print app.py'
     server = Server(folder, writable=seen)
     config = folder / "config.yaml"
     text = config.read_text().replace("orchestrator:\n", f"orchestrator:\n  claude_command: {json.dumps(str(fake))}\n")

@@ -275,7 +275,8 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
     assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
     assert w.sandbox == "bubblewrap" and any(n.startswith("workers run sandboxed (bubblewrap") for n in job.notes)
     assert "my own commit" in git(host, "log", "--format=%s", w.branch)  # a CLI may commit on its branch
-    assert "Read-only file system" in log and "key=\n" in log and "s3cret-key" not in log
+    # The folder is tracked by the host: the worker reads its own checkout's copy, never the user's key.
+    assert "key=# the folder's own\n" in log and "s3cret-key" not in log
     assert snapshot(host, folder) == before
 
 
@@ -284,7 +285,8 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
 def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
-    gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{host}/gate.txt' || {{ echo refused; exit 1; }}"]}
+    # (The host's own path is the worker's checkout in its sandbox; its git dir is not there.)
+    gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{host}/.git/gate.txt' || {{ echo refused; exit 1; }}"]}
     engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]})
     try:
         job = run_job(engine, tasks=["echo hi > a.txt"])
@@ -292,7 +294,7 @@ def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
     finally:
         engine.shutdown(timeout=10)
     assert w.status is WorkerStatus.FAILED and w.gates[0].status == "failed"
-    assert not (host / "gate.txt").exists() and snapshot(host, folder) == before
+    assert not (host / ".git" / "gate.txt").exists() and snapshot(host, folder) == before
 
 
 @needs_bwrap

@@ -52,7 +52,9 @@ def fsck(repo: Path) -> bool:
 
 def test_the_workers_store_reads_the_repository_through_its_alternates(linked):
     _, _, stores = linked
-    assert (stores.workers / "info" / "alternates").read_text() == f"{stores.shown_at}\n"
+    # Relative (to the workers' store): a project view shows the git dir at another path.
+    assert (stores.workers / "info" / "alternates").read_text() == "../orchestrator-host-objects\n"
+    assert (stores.workers / "../orchestrator-host-objects").resolve() == stores.shown_at.resolve()
     assert stores.shown_at.is_dir() and not any(stores.shown_at.iterdir())  # outside the sandbox: an empty folder
 
 

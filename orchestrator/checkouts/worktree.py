@@ -482,7 +482,8 @@ class WorktreeCheckout(Checkout):
         self._marks.pop(directory, None)
         git = self.inside(record)
         git.run("reset", "--hard", "-q", commit)
-        git.run("clean", clean, *self.bootstrap.keep_args(directory))
+        view = git.sandbox.project if git.sandbox is not None else None
+        git.run("clean", clean, *self.bootstrap.keep_args(directory), *(view.clean_args() if view else ()))
         self._moved(record, directory, commit)
 
     def _moved(self, record: WorkerRecord, directory: Path, commit: str) -> None:

@@ -113,10 +113,11 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
     _check_python(report)
     host = _check_git(report, settings)
     sandboxed = _check_sandbox(report, settings)
+    project = _check_project(report, settings, host, sandboxed)
     _check_cgroups(report)
     _check_port(report, settings)
     _check_config_file(report)
-    _propose(report, settings, host, sandboxed, os.environ if environ is None else environ)
+    _propose(report, settings, host, sandboxed, os.environ if environ is None else environ, project)
     return report
 
 
@@ -312,7 +313,14 @@ def _check_ignored(report: Report, path: Path) -> None:
         )
 
 
-def _propose(report: Report, settings: Settings, host: Path | None, sandboxed: bool, environ: Mapping[str, str]) -> None:
+def _propose(
+    report: Report,
+    settings: Settings,
+    host: Path | None,
+    sandboxed: bool,
+    environ: Mapping[str, str],
+    project: Project | None = None,
+) -> None:
     """The settings a real CLI needs that are not in the configuration yet."""
     from ..config import SCHEMA
 
@@ -338,25 +346,130 @@ def _propose(report: Report, settings: Settings, host: Path | None, sandboxed: b
     report.copied = [name for name in dict.fromkeys(names) if environ.get(name) and name not in env]
     if report.copied:
         report.changes["workers"] = {"env": {**env, **{name: environ[name] for name in report.copied}}}
-    gate = _suggested_gate(report, host) if not settings.tasks.gates else None
+    gate = _suggested_gate(report, host, project, sandboxed) if not settings.tasks.gates else None
     if gate is not None:
         report.changes["tasks"] = {"gates": [gate]}
     report.changes = {s: keys for s, keys in report.changes.items() if keys and s in SCHEMA}
 
 
-def _suggested_gate(report: Report, host: Path | None) -> dict[str, Any] | None:
-    """A required "tests" gate when the host repository shows an obvious test command."""
+def _suggested_gate(
+    report: Report, host: Path | None, project: Project | None = None, sandboxed: bool = True
+) -> dict[str, Any] | None:
+    """A required "tests" gate when the host repository shows an obvious test command. A Python
+    project's runs the interpreter of the venv that installs it editable (the checkout's code in the
+    sandbox's view); unsandboxed, a src layout's gets ``PYTHONPATH=src`` in front, which Python
+    puts before the .pth entries that name your main checkout."""
     if host is None:
         return None
     for marker, argv in TEST_COMMANDS:
         path = host / marker
         if not path.is_file() or (marker == "package.json" and not _npm_tests(path)):
             continue
-        if shutil.which(argv[0]) is None:
+        python = project is not None and argv[0] == "pytest"
+        if python and project is not None and project.editable:
+            argv = [str(project.editable[0].python), "-m", "pytest", "-q"]
+        elif shutil.which(argv[0]) is None:
             report.add("gates", Level.NOTE, f"{marker} suggests `{' '.join(argv)}` as a gate, but {argv[0]} is not on PATH")
             return None
+        if python and project is not None and project.src_layout and not sandboxed:
+            argv = ["env", "PYTHONPATH=src", *argv]
         return {"name": "tests", "run": argv, "required": True, "timeout": 600}
     return None
+
+
+@dataclass(frozen=True)
+class Editable:
+    """An editable install of the host repository in one of its venvs."""
+
+    venv: Path
+    name: str  # the file that says so (site-packages' __editable__*.pth, a direct_url.json's dist-info, an .egg-link)
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Project:
+    """What of the host repository decides which code a gate tests."""
+
+    editable: list[Editable] = field(default_factory=list)
+    src_layout: bool = False
+
+
+def find_project(host: Path, venvs: list[Path]) -> Project:
+    """The host's editable installs in ``venvs`` (by the files pip and setuptools write: an
+    ``__editable__*.pth`` or its finder, a dist-info's ``direct_url.json`` with ``editable``, an
+    ``.egg-link``, naming a path in ``host``) and whether it keeps its packages under ``src/``."""
+    found: list[Editable] = []
+    top = str(host.resolve())
+    for venv in venvs:
+        for site in sorted(venv.glob("lib/python*/site-packages")):
+            for path in sorted(site.iterdir()):
+                if _names_host(path, top):
+                    found.append(Editable(venv, path.name))
+                    break
+    src = host / "src"
+    layout = src.is_dir() and any(child.suffix == ".py" or (child / "__init__.py").is_file() for child in src.iterdir())
+    return Project(found, layout)
+
+
+def _names_host(path: Path, top: str) -> bool:
+    """Whether ``path`` (a site-packages entry) is an editable install's record naming a path in ``top``."""
+    name = path.name
+    try:
+        if name.startswith("__editable__") or name.endswith(".egg-link"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+        elif name.endswith(".dist-info") and (path / "direct_url.json").is_file():
+            data = json.loads((path / "direct_url.json").read_text(encoding="utf-8"))
+            if not (isinstance(data, dict) and isinstance(data.get("dir_info"), dict) and data["dir_info"].get("editable")):
+                return False
+            text = str(data.get("url", "")).removeprefix("file://")
+        else:
+            return False
+    except (OSError, ValueError):
+        return False
+    return top in text
+
+
+def _check_project(report: Report, settings: Settings, host: Path | None, sandboxed: bool) -> Project | None:
+    """Which code a gate tests: where workers run unconfined, their checkouts lie in the
+    orchestrator's folder inside the repository and the host's venv runs the main checkout's code."""
+    if host is None:
+        return None
+    venvs = [host / name for name in settings.workers.sandbox_env_folders if (host / name / "pyvenv.cfg").is_file()]
+    project = find_project(host, venvs)
+    installs = ", ".join(f"{e.venv.name}/…/{e.name}" for e in project.editable)
+    if sandboxed:
+        if project.editable:
+            report.add(
+                "project",
+                Level.OK,
+                f"an editable install of {host} ({installs}): the sandbox shows each worker's checkout at {host}, "
+                "so it runs the worker's code",
+            )
+        return project
+    inside = settings.workspace_root.resolve().is_relative_to(host.resolve())
+    if inside:
+        report.add(
+            "project",
+            Level.NOTE,
+            f"workers run unconfined and their checkouts lie in {settings.workspace_root}, inside {host}: tools that "
+            "look upwards for their configuration (pytest's rootdir and conftest.py, Cargo and uv workspaces, "
+            "tsconfig, eslint) find this folder's before or instead of your project's",
+            "enable the sandbox (workers.sandbox: auto with bubblewrap): it shows each checkout at the repository's path",
+        )
+    if project.editable:
+        report.add(
+            "project",
+            Level.NOTE,
+            f"workers run unconfined and {host} is installed editable ({installs}): that venv imports your main "
+            "checkout, not the worker's, so a gate that runs it tests the wrong code and can pass a breaking worker",
+            "enable the sandbox, or put PYTHONPATH=src (the checkout's own code) in front of the gate's command"
+            if project.src_layout
+            else "enable the sandbox, or run the gate with PYTHONPATH set to the checkout's packages",
+        )
+    return project
 
 
 def _npm_tests(path: Path) -> bool:

@@ -252,6 +252,11 @@ class WorkersSettings(Section):
     sandbox_hidden: list[str] = setting(
         ["config.yaml"], "paths a sandboxed worker sees empty (relative: to this folder); the API key lives in config.yaml"
     )
+    sandbox_env_folders: list[str] = setting(
+        [".venv", "venv", ".tox", "node_modules"],
+        "folders at the top of your repository a sandboxed worker sees as you have them (read-only) where its checkout "
+        "has none and git.setup is empty: the project's environment, which runs the worker's code",
+    )
     sandbox_network: SandboxNetwork = setting(
         SandboxNetwork.HOST,
         "a sandboxed worker's network: host (its CLI reaches its model API and this server) or none (no network at all)",

@@ -48,6 +48,9 @@ exit $status
 """
 
 
+_GIT_PATHS = frozenset({"GIT_DIR", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"})
+
+
 @dataclass(frozen=True)
 class CheckoutGit:
     """Git on the checkout at ``directory``, in ``sandbox`` (None: unconfined, outside)."""
@@ -92,6 +95,10 @@ class CheckoutGit:
         environment = {k: v for k, v in os.environ.items() if k in _KEPT}
         environment.update(_PINNED_ENV)
         environment.update(env or {})
+        if self.sandbox is not None and self.sandbox.project is not None:
+            # A project view shows the repository's git dir elsewhere (process/sandbox.py ProjectView).
+            view = self.sandbox.project
+            environment.update({k: view.at(v) for k, v in environment.items() if k in _GIT_PATHS})
         try:
             done = subprocess.run(
                 argv,

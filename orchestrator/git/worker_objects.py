@@ -88,19 +88,23 @@ def stores_of(directory: Path) -> Stores | None:
 def prepare(stores: Stores) -> None:
     """Make the workers' store (once per repository): its alternates name the real store where the
     sandbox shows it, and the real store's own alternates, made absolute (a relative one is
-    relative to the real folder, which inside the sandbox is somewhere else)."""
+    relative to the real folder, which inside the sandbox is somewhere else). The shown store is
+    named relative to the workers' (its sibling): a project view shows the git dir at another path
+    (process/sandbox.py ProjectView), where an absolute name would point into the checkout."""
     stores.shown_at.mkdir(exist_ok=True)
     alternates = stores.workers / "info" / "alternates"
-    if alternates.is_file():
-        return
-    lines = [str(stores.shown_at)]
+    lines = [os.path.relpath(stores.shown_at, stores.workers)]
     with contextlib.suppress(OSError):
         for line in (stores.host / "info" / "alternates").read_text(encoding="utf-8").splitlines():
             if line.strip() and not line.startswith("#"):
                 lines.append(str((stores.host / line.strip()).resolve()))
+    text = "".join(f"{line}\n" for line in lines)
+    with contextlib.suppress(OSError):
+        if alternates.read_text(encoding="utf-8") == text:
+            return
     alternates.parent.mkdir(parents=True, exist_ok=True)
     temp = alternates.with_name(f"alternates.{secrets.token_hex(4)}")
-    temp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    temp.write_text(text, encoding="utf-8")
     os.replace(temp, alternates)
 
 

@@ -13,6 +13,8 @@ What a sandboxed process and everything it starts get:
   like: :data:`RUNTIME_DIRS`) and the orchestrator's workspace shown empty (``emptied``: a read-only
   tmpfs, mounted before every bind, so the process's own paths below are bound back in), the file
   name resolution needs (``/etc/resolv.conf``'s target where it links into ``/run``) kept;
+* its checkout also at the repository's own path, its cwd there (:class:`ProjectView`), where the
+  checkout is a linked worktree of a repository the orchestrator lies in or beside;
 * no Unix socket of its own making (``unix_sockets`` false, the default): the shim installs a seccomp
   filter before the worker starts (:func:`unix_socket_filter`) under which ``socket(AF_UNIX)`` fails
   with EPERM, so neither the host's path sockets (a read-only bind does not stop ``connect()``) nor
@@ -89,6 +91,72 @@ def _runs(argv: list[str]) -> tuple[bool, str]:
 
 
 @dataclass(frozen=True)
+class ProjectView:
+    """A worker's checkout shown at the repository's own path (``top``, the user's tree there unseen),
+    its cwd there too: tools that walk upwards for their configuration (pytest's rootdir, conftest.py,
+    Cargo and uv workspaces, tsconfig) stop at the project's, not at a folder around the workspace,
+    and an editable install or any absolute path into the repository reaches the worker's files.
+
+    bubblewrap takes each bind's source from the host's view, so what is bound below ``top`` after the
+    checkout is the user's: ``kept`` (the orchestrator's folder, its Python, the host's environment
+    folders) are bound back read-only at their paths. In the view ``top/.git`` is the checkout's
+    ``.git`` file, so the repository's git dir is shown read-only at ``git[1]`` instead (a mount point
+    in the emptied workspace), every bind below it lands there (:meth:`at`), and ``pointer`` (a file
+    ``gitdir: <there>``) is shown as the checkout's ``.git`` at both of its paths."""
+
+    checkout: str
+    top: str
+    kept: tuple[str, ...] = ()
+    git: tuple[str, str] | None = None  # (the common git dir, where the view shows it)
+    pointer: str | None = None
+
+    def at(self, path: str) -> str:
+        """Where a bind below the repository's git dir lands in the view (else ``path``)."""
+        if self.git is not None and _below(path, [self.git[0]]):
+            return self.git[1] + path[len(self.git[0]) :]
+        return path
+
+    def place(self, path: str) -> str:
+        """``path`` in the checkout as seen at the repository's path (the process's cwd)."""
+        if _below(path, [self.checkout]):
+            return self.top + path[len(self.checkout) :]
+        return path
+
+    def clean_args(self) -> list[str]:
+        """``git clean`` options that keep the mount points of ``kept`` in the checkout (in use: busy)."""
+        return [arg for path in self.kept for arg in ("-e", "/" + _glob_escape(path[len(self.top) + 1 :]) + "/")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkout": self.checkout,
+            "top": self.top,
+            "kept": list(self.kept),
+            "git": list(self.git) if self.git is not None else None,
+            "pointer": self.pointer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProjectView:
+        git = data.get("git")
+        return cls(
+            checkout=str(data["checkout"]),
+            top=str(data["top"]),
+            kept=tuple(str(p) for p in data.get("kept", ())),
+            git=(str(git[0]), str(git[1])) if git else None,
+            pointer=data.get("pointer"),
+        )
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` as a gitignore pattern that matches only itself."""
+    return "".join("\\" + c if c in "\\*?[" else c for c in name)
+
+
+def _same(path: str) -> str:
+    return path
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """What one sandboxed process tree may write and see. Paths are absolute; a path that does
     not exist is left out (bubblewrap refuses to bind one)."""
@@ -120,6 +188,8 @@ class SandboxSpec:
     emptied: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
     unix_sockets: bool = False  # False: socket(AF_UNIX) refused inside (the shim's seccomp filter)
+    # The project view (:class:`ProjectView`): the checkout also shown at the repository's own path.
+    project: ProjectView | None = None
 
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
@@ -132,31 +202,45 @@ class SandboxSpec:
             out.append("--unshare-net")
         if self.die_with_parent:
             out.append("--die-with-parent")
+        view = self.project
+        at = view.at if view is not None else _same
+        if view is not None:  # before the workspace is emptied: the folders bound back hold it
+            out += ["--bind", view.checkout, view.top]
+            for path in _existing(view.kept):
+                out += ["--ro-bind", path, path]
         emptied = _folders(self.emptied)
         for path in emptied:
             out += ["--tmpfs", path]
         for path in _existing(self.kept):
             out += ["--ro-bind", path, path]
+        if view is not None and view.git is not None:
+            out += ["--ro-bind", view.git[0], view.git[1]]
         for path in _existing(self.private):
             if self.overlay and os.path.isdir(path):
                 out += ["--overlay-src", path, "--tmp-overlay", path]
             else:
-                out += ["--bind", path, path]
+                out += ["--bind", path, at(path)]
         for path in _existing(self.writable):
-            out += ["--bind", path, path]
+            out += ["--bind", path, at(path)]
         for path in _existing(self.fixed):
-            out += ["--bind", path, path]
+            out += ["--bind", path, at(path)]
         for source, destination in self.moved:
-            out += ["--bind", source, destination]
+            out += ["--bind", source, at(destination)]
         for source, destination in self.shown:
-            out += ["--ro-bind", source, destination]
+            out += ["--ro-bind", source, at(destination)]
         for path in _existing(self.readonly):
-            out += ["--ro-bind", path, path]
+            if view is not None and view.pointer is not None and path == view.checkout + "/.git":
+                # The checkout's ``.git`` names its git dir where the view shows it, at both paths.
+                out += ["--ro-bind", view.pointer, path, "--ro-bind", view.pointer, view.top + "/.git"]
+            else:
+                out += ["--ro-bind", path, at(path)]
         bound = [*self.kept, *self.private, *self.writable, *self.fixed, *self.readonly]
         bound += [destination for _, destination in (*self.moved, *self.shown)]
         for path in _existing(self.hidden):
             if _below(path, emptied) and not _below(path, bound):
                 continue  # already empty: a mount point there would show its name
+            if view is not None and _below(path, [view.top]) and not _below(path, view.kept):
+                continue  # the worker's own checkout there, not the file hidden
             if os.path.isdir(path):
                 out += ["--tmpfs", path, "--remount-ro", path]
             else:
@@ -164,7 +248,7 @@ class SandboxSpec:
         for path in emptied:  # after the binds below it: they are mounts of their own and stay as bound
             out += ["--remount-ro", path]
         if self.chdir:
-            out += ["--chdir", self.chdir]
+            out += ["--chdir", view.place(self.chdir) if view is not None else self.chdir]
         out.append("--")
         out += list(command)
         return out
@@ -184,6 +268,7 @@ class SandboxSpec:
             "emptied": list(self.emptied),
             "kept": list(self.kept),
             "unix_sockets": self.unix_sockets,
+            "project": self.project.to_dict() if self.project is not None else None,
         }
 
     @classmethod
@@ -205,6 +290,7 @@ class SandboxSpec:
             emptied=tuple(str(p) for p in data.get("emptied", ())),
             kept=tuple(str(p) for p in data.get("kept", ())),
             unix_sockets=bool(data.get("unix_sockets", False)),
+            project=ProjectView.from_dict(data["project"]) if data.get("project") else None,
         )
 
 

@@ -14,6 +14,7 @@ its credential; the sandbox must not hand them over).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -28,12 +29,24 @@ from ..git import worker_objects, worker_refs
 from ..git.gitrefs import ref_value
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
-from ..process.sandbox import Decision, Paths, SandboxMode, SandboxNetwork, SandboxSpec, decide, for_worker, probe
+from ..process.sandbox import (
+    Decision,
+    Paths,
+    ProjectView,
+    SandboxMode,
+    SandboxNetwork,
+    SandboxSpec,
+    decide,
+    for_worker,
+    probe,
+)
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
 
 log = logging.getLogger("orchestrator.sandbox")
+
+GIT_VIEW = ".git-view"  # in a tree's folder of the workspace: where a project view shows the repository's git dir
 
 
 class Confinement:
@@ -120,7 +133,50 @@ class Confinement:
             emptied=(*spec.emptied, *emptied),
             kept=(*spec.kept, *kept),
             unix_sockets=w.sandbox_unix_sockets,
+            project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW),
         )
+
+    def project_view(self, directory: Path, shown: Path) -> ProjectView | None:
+        """The checkout at ``directory`` shown at its repository's own path (process/sandbox.py
+        ProjectView), or None where it cannot be: a plain folder, a repository whose git dir is not
+        ``<top>/.git``, a checkout that is not below the workspace, an orchestrator (its folder, its
+        Python, its workspace) that holds the repository rather than lies in it, or a path to bind
+        back that is a file in the checkout. ``shown``: where the view shows the repository's git
+        dir, in the tree's own folder of the workspace (emptied: the process sees only that name)."""
+        private = linked_git_dir(directory)
+        common = common_dir_of(private) if private is not None else None
+        if private is None or common is None or common.name != ".git":
+            return None
+        top = common.parent
+        checkout = directory.resolve()
+        root = str(self.workspace.root)
+        if not _below(str(checkout), root) or _below(str(top), str(checkout)):
+            return None
+        needed = [*self._needed_paths, root]
+        home = str(Path.home().resolve())
+        if any(_below(str(top), path) for path in needed if path != home):
+            return None  # the orchestrator runs on its own repository: unchanged
+        # Each where the checkout has nothing of its own (a folder your repository tracks, such as this
+        # one committed, stays the worker's: its needed parts inside, ignored, are bound back instead).
+        kept = sorted({p for p in needed if _below(p, str(top)) and _vacant(checkout / Path(p).relative_to(top))})
+        if not self.settings.git.setup:  # a setup builds the project's environment in the checkout
+            for name in self.settings.workers.sandbox_env_folders:
+                folder = top / name
+                if folder.is_dir() and not folder.is_symlink() and _vacant(checkout / name):
+                    kept.append(str(folder))
+        kept = [p for p in kept if not any(p != q and _below(p, q) for q in kept)]
+        for path in kept:  # mount points (bubblewrap would make them; an empty folder is nothing to git)
+            if not _mount_point(checkout, Path(path).relative_to(top).parts):
+                return None
+        shown.mkdir(parents=True, exist_ok=True)  # a mount point, should its folder not be emptied
+        text = f"gitdir: {shown / private.relative_to(common)}\n" if private.is_relative_to(common) else ""
+        if not text:
+            return None
+        pointer = self.workspace.root / ".sandbox-git" / hashlib.sha256(text.encode()).hexdigest()[:24]
+        if not pointer.is_file() or pointer.read_text(encoding="utf-8") != text:
+            pointer.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(pointer, text.encode(), durable=False, mode=0o444)
+        return ProjectView(str(directory), str(top), tuple(kept), (str(common), str(shown)), str(pointer))
 
     def workspace_view(
         self, own: Sequence[Path], readable: Sequence[Path], env: Mapping[str, str]
@@ -224,6 +280,45 @@ def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -
     except OSError:
         return
     paths.moved.append((stand_in, folder))
+
+
+def _mount_point(checkout: Path, parts: Sequence[str]) -> bool:
+    """Make the folder ``checkout/<parts>`` if missing, never following a link: the checkout is the
+    worker's to write, and a link it planted must not make this process create a folder elsewhere.
+    False when a part is not a folder (a file, a link)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(checkout, flags)
+    except OSError:
+        return False
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                return False  # a file or a link there
+            os.close(fd)
+            fd = inner
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _vacant(path: Path) -> bool:
+    """Nothing at ``path`` but, at most, an empty folder (a project view's mount point)."""
+    try:
+        with os.scandir(path) as entries:
+            return not path.is_symlink() and next(entries, None) is None
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _below(path: str, folder: str) -> bool:

@@ -1,0 +1,182 @@
+"""The project view (process/sandbox.py ProjectView): in its sandbox a worker's checkout is also at
+the host repository's own path, its cwd there. Real bubblewrap, real git, real ``command`` workers
+and gates, real pytest: an editable install of the host resolves to the worker's code, walk-up
+configuration stops at the project's, and git works inside."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.doctor import Report, _check_project, _suggested_gate, find_project
+from orchestrator.config import load_settings
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.process.sandbox import probe
+from orchestrator.workers.confinement import Confinement
+from orchestrator.workspace.layout import Workspace
+
+from .conftest import run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
+
+SUPPORT = probe()
+pytestmark = [
+    pytest.mark.skipif(not SUPPORT.available, reason=f"no sandbox on this machine: {SUPPORT.reason}"),
+    pytest.mark.slow,
+]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+
+
+def src_layout_host(tmp_path: Path) -> tuple[Path, Path]:
+    """make_host's repository as a src-layout Python project (``pkg.add``) with its own tests, and
+    a venv at ``.venv`` (ignored) in which it is installed editable, as pip's setuptools backend
+    installs a src layout: an ``__editable__`` .pth naming ``<host>/src`` and a dist-info whose
+    direct_url.json says editable. (Written here: the machine is offline, and pip would build the
+    same two files.) The venv reaches pytest through the orchestrator's own site-packages."""
+    host, folder = make_host(tmp_path)
+    (host / "src" / "pkg").mkdir(parents=True)
+    (host / "src" / "pkg" / "__init__.py").write_text("def add(a, b):\n    return a + b\n")
+    (host / "tests").mkdir()
+    (host / "tests" / "test_add.py").write_text("from pkg import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    (host / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "0.1"\n')
+    (host / ".gitignore").write_text(".env\n.venv/\n__pycache__/\n.pytest_cache/\n")
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "a src layout", env=user_env())
+    venv = host / ".venv"
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).parent}\ninclude-system-site-packages = false\n")
+    (site / "__editable__.pkg-0.1.pth").write_text(f"{host / 'src'}\n")
+    info = site / "pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pkg\nVersion: 0.1\n")
+    (info / "direct_url.json").write_text(json.dumps({"url": host.as_uri(), "dir_info": {"editable": True}}))
+    (site / "orchestrator-tools.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # pytest
+    return host, folder
+
+
+def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto"):
+    engine = host_engine(
+        folder,
+        git={"isolation": "worktree"},
+        tasks={"gates": [{"name": "tests", "run": gate}]},
+        workers={"sandbox": sandbox},
+    )
+    try:
+        job = run_job(engine, tasks=[task])
+        w = workers(engine, job)["worker_1"]
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    finally:
+        engine.shutdown(timeout=10)
+    return job, w, log
+
+
+def test_an_editable_install_of_the_host_tests_the_workers_code(tmp_path):
+    host, folder = src_layout_host(tmp_path)
+    gate = [str(host / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    before = snapshot(host, folder)
+    breaking = "sed -i 's/a + b/a - b/' src/pkg/__init__.py"
+    _, bad, log = run_with_gate(folder, gate, breaking)
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log  # it broke add
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md")
+    assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
+    assert snapshot(host, folder) == before
+
+
+def test_walk_up_configuration_is_the_projects_not_the_orchestrator_folders(tmp_path):
+    host, folder = make_host(tmp_path)
+    (host / "tests").mkdir()
+    (host / "tests" / "test_ok.py").write_text("def test_ok():\n    assert True\n")
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "tests", env=user_env())
+    # The orchestrator's folder (around the workspace) has a pytest section the project does not.
+    (folder / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "--no-such-option-of-pytest"\n')
+    before = snapshot(host, folder)
+    job, w, log = run_with_gate(folder, PYTEST, "echo hi > a.txt")
+    assert job.status is JobStatus.COMPLETED and w.gates[0].status == "passed", log
+    assert snapshot(host, folder) == before
+
+
+def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_checkout(tmp_path):
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    task = (
+        "pwd > where.txt && echo mine > rel.txt && mkdir -p sub && echo deep > sub/deep.txt"
+        " && git add rel.txt && git -c user.name=w -c user.email=w@x commit --no-verify -qm 'its own commit'"
+        " && git status --porcelain > status.txt && ls -a > listing.txt"
+    )
+    engine = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        job = run_job(engine, tasks=[task])
+        w = workers(engine, job)["worker_1"]
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    finally:
+        engine.shutdown(timeout=10)
+    assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
+    branch = w.branch
+    assert git(host, "show", f"{branch}:where.txt") == f"{host}\n"  # its cwd: the repository's own path
+    assert git(host, "show", f"{branch}:rel.txt") == "mine\n"
+    assert git(host, "show", f"{branch}:sub/deep.txt") == "deep\n"
+    assert "its own commit" in git(host, "log", "--format=%s", branch)
+    status = git(host, "show", f"{branch}:status.txt").splitlines()
+    assert "?? where.txt" in status and "?? sub/" in status and not any("rel.txt" in s for s in status)
+    # The orchestrator's folder is tracked here: the worker sees its own copy, its hidden files unchanged.
+    assert not any("tools/" in s for s in status), status
+    changed = {f["path"] for f in w.files_changed}
+    assert changed == {"where.txt", "rel.txt", "sub/deep.txt", "status.txt", "listing.txt"}, w.files_changed
+    assert not (host / "where.txt").exists() and not (host / "rel.txt").exists()
+    assert snapshot(host, folder) == before
+
+
+def test_doctor_finds_the_editable_install_and_unsandboxed_proposes_a_gate_that_tests_the_checkout(tmp_path):
+    host, folder = src_layout_host(tmp_path)
+    project = find_project(host, [host / ".venv"])
+    assert project.src_layout and [e.name for e in project.editable] == ["__editable__.pkg-0.1.pth"]
+    python = str(host / ".venv" / "bin" / "python")
+    sandboxed = _suggested_gate(Report(tmp_path / "c.yaml"), host, project, sandboxed=True)
+    assert sandboxed is not None and sandboxed["run"] == [python, "-m", "pytest", "-q"]
+    unconfined = _suggested_gate(Report(tmp_path / "c.yaml"), host, project, sandboxed=False)
+    assert unconfined is not None and unconfined["run"] == ["env", "PYTHONPATH=src", python, "-m", "pytest", "-q"]
+    report = Report(tmp_path / "c.yaml")
+    _check_project(report, load_settings(base_dir=folder, environ={}), host, sandboxed=False)
+    texts = " ".join(f.text + " " + f.fix for f in report.findings)
+    assert "find this folder's before or instead of your project's" in texts
+    assert "tests the wrong code" in texts and "PYTHONPATH=src" in texts
+    report = Report(tmp_path / "c.yaml")
+    _check_project(report, load_settings(base_dir=folder, environ={}), host, sandboxed=True)
+    assert [f.level.value for f in report.findings] == ["ok"] and "runs the worker's code" in report.findings[0].text
+    # Unconfined, the venv's own python tests the main checkout and passes a breaking worker (what the
+    # note warns of); the proposed gate fails it.
+    before = snapshot(host, folder)
+    breaking = "sed -i 's/a + b/a - b/' src/pkg/__init__.py"
+    # (No bytecode: unconfined, the import would write __pycache__ into the main checkout, the host.)
+    quiet = ["env", "PYTHONDONTWRITEBYTECODE=1"]
+    _, plain, log = run_with_gate(folder, [*quiet, python, "-m", "pytest", "-q"], breaking, sandbox="off")
+    assert plain.gates[0].status == "passed", log
+    _, proposed, log = run_with_gate(folder, [*quiet, *unconfined["run"]], breaking, sandbox="off")
+    assert proposed.status is WorkerStatus.FAILED and proposed.gates[0].status == "failed", log
+    assert snapshot(host, folder) == before
+
+
+def test_a_link_the_worker_planted_where_a_mount_point_goes_makes_no_folder_outside_and_no_view(tmp_path):
+    host, folder = make_host(tmp_path)
+    settings = load_settings(base_dir=folder, environ={})
+    confinement = Confinement(settings, Workspace(settings.workspace_root))
+    checkout = confinement.workspace.root / "job_0123456789ab" / "depth_0" / "worker_1"
+    git(host, "worktree", "add", "-q", "--detach", str(checkout))
+    view = confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view")
+    assert (
+        view is not None and view.top == str(host) and view.kept == (str(folder / "workspace"),)
+    )  # the folder is tracked: its ignored workspace only
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(checkout / "tools")
+    (checkout / "tools").symlink_to(elsewhere)  # where the orchestrator's folder is bound back
+    assert confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view") is None
+    assert list(elsewhere.iterdir()) == []
