@@ -117,7 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--raw", action="store_true", help="the log's lines as the CLI wrote them (its JSON events)")
     logs.set_defaults(func=cmd_logs)
 
-    config = sub.add_parser("config", help="print the effective settings (and where they came from)")
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings (and where they came from); get SECTION.KEY; set SECTION.KEY VALUE ...",
+    )
+    config.add_argument(
+        "action", nargs="?", choices=("get", "set"), help="get: print one value; set: change config.yaml (checked first)"
+    )
+    config.add_argument("items", nargs="*", metavar="KEY [VALUE]", help="SECTION.KEY (get), SECTION.KEY VALUE pairs (set)")
     config.add_argument("--template", action="store_true", help="print config.template.yaml (every key, its default and comment)")
     config.add_argument(
         "--reference",
@@ -175,6 +182,9 @@ def _add_late_commands(sub: Any) -> None:
     )
     doctor.set_defaults(func=_lazy("orchestrator.cli.doctor", "cmd_doctor"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
+    start.add_argument(
+        "--url", action="store_true", help="print only the server's URL (API=$(./orchestrator.sh start-server --url))"
+    )
     start.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_start_server"))
     prune = sub.add_parser(
         "prune",
@@ -535,6 +545,10 @@ def _copy_from(path: Path, offset: int, out: _LogPrinter) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
+    if args.action is not None:
+        from .configure import cmd_config_get, cmd_config_set
+
+        return (cmd_config_get if args.action == "get" else cmd_config_set)(args)
     if args.template:
         from ..config import render_template
 

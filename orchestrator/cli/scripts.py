@@ -4,6 +4,7 @@ fallback to the workspace files when the server is down."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -231,6 +232,11 @@ def exit_code(doc: dict[str, Any]) -> int:
 def cmd_start_server(args: argparse.Namespace) -> int:
     """Start this folder's server in the background unless it runs; print its URL."""
     settings = _settings(args)
+    if getattr(args, "url", False):  # stdout holds the URL alone; what starting it says goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            url = ensure_server(settings, args.config)
+        print(url)
+        return 0
     url = ensure_server(settings, args.config)
     print(f"this folder's API server is running at {url}; stop it with {script('quick-start.sh')} --stop")
     return 0
