@@ -1,7 +1,8 @@
 """README_FOR_AI.md and examples/ run as documented: real processes against a live server.
 
 The guide marks each snippet the tests run with ``<!-- test: run -->`` (run as is, after the
-placeholders ``http://localhost:8000`` and ``your-api-key`` become the live server's URL and key)
+placeholders ``http://localhost:8000`` and ``your-api-key`` become the live server's URL and key; a
+bash block reads ``API`` and ``KEY`` as the guide's install block sets them)
 or ``<!-- test: worker -->`` (run inside a worker). The guide is this repository's own file, so
 running its text is running our code; no outside text ever reaches a shell here.
 """
@@ -35,7 +36,7 @@ DOC_URL = "http://localhost:8000"
 DOC_KEY = "your-api-key"
 # Fixed strings the guide must contain verbatim; the tests run these, never text read from a file.
 ONE_LINER = 'orchestrator-spawn --wait "subtask A" "subtask B"'
-KEY_LINE = "KEY=$(.venv/bin/python -c 'from orchestrator.config import load_settings; print(load_settings().api.api_key)')"
+KEY_LINE = "KEY=$(./orchestrator.sh config get api.api_key)"
 TAIL_LINE = "tail -f workspace/job_<id>/logs/depth_0_worker_1.log"
 CONFIGS = ["config.command-worker.yaml", "config.claude.yaml", "config.ci.yaml"]
 
@@ -236,8 +237,9 @@ def test_recursive_worker_refuses_a_missing_subtask(tmp_path):
 
 
 def test_guide_is_short_enough_to_paste_and_marks_its_runnable_snippets():
-    assert len(guide().splitlines()) <= 150
+    assert len(guide().splitlines()) <= 200
     assert len(snippets("run", "bash")) == 1 and len(snippets("run", "python")) == 1
+    assert len(snippets("install", "bash")) == 1 and len(snippets("project", "bash")) == 1  # tests/test_guide_path.py
     assert len(snippets("worker", "python")) == 1
     for fixed in (ONE_LINER, KEY_LINE, TAIL_LINE, "./install.sh", "./check-status.sh", "api.api_key"):
         assert fixed in guide(), fixed
@@ -247,9 +249,10 @@ def test_guide_is_short_enough_to_paste_and_marks_its_runnable_snippets():
 @needs_venv
 def test_guide_curl_block_runs_and_prints_what_it_says(make_live, tmp_path):
     live = make_live()
-    env = clean_env(ORCHESTRATOR_CONFIG=str(config_for(live, tmp_path)))  # for ./check-status.sh
+    # API and KEY as the guide's install block sets them; config.yaml for ./check-status.sh
+    env = clean_env(ORCHESTRATOR_CONFIG=str(config_for(live, tmp_path)), API=live.url, KEY=live.key)
     (block,) = snippets("run", "bash")
-    out = run(["bash", "-eo", "pipefail", "-c", for_live(block, live)], env=env)
+    out = run(["bash", "-eo", "pipefail", "-c", block], env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     job_id = re.search(r"^job ([0-9a-f]{12})$", out.stdout, flags=re.M).group(1)
     assert "event: end" in out.stdout  # the SSE stream ran to its end
@@ -264,7 +267,7 @@ def test_guide_curl_block_runs_and_prints_what_it_says(make_live, tmp_path):
 def test_guide_key_line_reads_the_key_from_config_yaml(make_live, tmp_path):
     live = make_live()
     env = clean_env(ORCHESTRATOR_CONFIG=str(config_for(live, tmp_path)))
-    out = run(["bash", "-c", KEY_LINE + '; echo "$KEY"'], env=env)
+    out = run(["bash", "-c", KEY_LINE + '; echo "$KEY"'], env=env)  # in this folder, as the guide's blocks run
     assert out.returncode == 0 and out.stdout.strip() == live.key
 
 
