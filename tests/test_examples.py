@@ -245,6 +245,14 @@ def test_guide_is_short_enough_to_paste_and_marks_its_runnable_snippets():
         assert fixed in guide(), fixed
 
 
+def test_the_guides_list_of_config_keys_names_every_key_a_request_may_carry():
+    from orchestrator.config.job import ACCEPTED_ONLY, JOB_KEYS
+
+    listed = guide().split("The body takes", 1)[1].split("The 202 answer", 1)[0]
+    missing = [key for key in (*JOB_KEYS, *ACCEPTED_ONLY) if f"`{key}`" not in listed]
+    assert not missing, f"README_FOR_AI.md's list of config keys misses {missing}"
+
+
 @needs_curl
 @needs_venv
 def test_guide_curl_block_runs_and_prints_what_it_says(make_live, tmp_path):
