@@ -99,6 +99,28 @@ def test_the_running_server_applies_a_changed_config_to_new_jobs_and_names_what_
     assert "does not load" not in fourth and "restart to apply" not in fourth, fourth
 
 
+def test_a_command_set_in_config_yaml_after_a_refusal_is_the_one_the_next_job_runs(home):
+    # Given a running server whose worker kind is command, with no orchestrator.command yet
+    tmp, port, env = home
+    config = tmp / "config.yaml"
+    config.write_text(config_text(port, "command"))
+    subprocess.run([str(ROOT / "orchestrator.sh"), "start-server"], env=env, capture_output=True, timeout=60, check=True)
+    url, headers = f"http://127.0.0.1:{port}/api/v1", {"X-API-Key": API_KEY}
+    body = {"request": "notes", "tasks": ["echo notes > NOTES.md"]}
+    refused = requests.post(f"{url}/orchestrate", json=body, headers=headers, timeout=30)
+    assert refused.status_code == 422 and "needs orchestrator.command" in refused.json()["message"], refused.text
+    # When the user sets it as the refusal says, the server still running
+    command = '  command: ["bash", "-c", "{task}"]\n'
+    config.write_text(config_text(port, "command").replace("orchestrator:\n", "orchestrator:\n" + command, 1))
+    # Then the next submission runs it: no restart, and no refusal naming a setting the file has
+    posted = requests.post(f"{url}/orchestrate", json=body, headers=headers, timeout=30)
+    assert posted.status_code == 202, posted.text
+    job_id = posted.json()["job_id"]
+    done = requests.get(f"{url}/jobs/{job_id}/wait", params={"timeout": 60}, headers=headers, timeout=90).json()
+    assert done["status"] == "completed", done
+    assert "orchestrator.command" in " | ".join(done["notes"])  # what changed, applied to new jobs
+
+
 CLAUDE = find_cli("claude")
 
 

@@ -126,6 +126,14 @@ def job_config(
             "is the server's to give: workers.env, workers.inherit_env and workers.env_passthrough in config.yaml.",
             keys=env_keys,
         )
+    if "command" in requested:  # what the command kind runs is the server's, as a worker's environment is
+        raise ConfigError(
+            "config.command: a request never carries a command (it would run with the server's rights). The command "
+            "kind runs orchestrator.command from config.yaml: ./orchestrator.sh config set orchestrator.command "
+            '\'["my-agent", "--prompt-file", "{prompt_file}"]\', then send config.worker "command" (or set '
+            "orchestrator.worker command)",
+            keys=["command"],
+        )
     unknown = sorted(k for k in requested if k not in JOB_KEYS and k not in ACCEPTED_ONLY)
     if unknown:
         allowed = ", ".join(sorted([*JOB_KEYS, *ACCEPTED_ONLY]))

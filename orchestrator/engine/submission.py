@@ -9,7 +9,7 @@ import shutil
 
 from .. import states
 from ..checkouts.worktree import resolve_isolation
-from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, job_config
+from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..config.live import ConfigWatch
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
@@ -113,6 +113,10 @@ class Submission:
             # What each role's workers run (422: a role kind not installed); a child job's tasks
             # without a role take its parent worker's.
             notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
+            # A task without a role's kind runs the job's; attempts that run elsewhere (nodes, a
+            # test's fake executor) are checked where they run.
+            if any(n.kind is None for n in nodes) and self.ctx.executor.local_runner() is not None:
+                check_kind_runs(self.settings, cfg.worker)
             plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
             judging = cfg.judge.get("kind") if cfg.select == Select.JUDGE and candidates.has_candidates_nodes(nodes) else None
             for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
@@ -355,3 +359,23 @@ def runs_dependencies(cfg: JobConfig) -> bool:
     """Can the job run a graph with dependencies? A worktree job must merge (not ``manual``):
     a task starts once its prerequisites' work is merged into the integration branch."""
     return cfg.isolation != Isolation.WORKTREE or cfg.merge_strategy != MergeStrategy.MANUAL
+
+
+def check_kind_runs(settings: Settings, kind: str) -> None:
+    """422 before anything is written when the job's worker kind cannot start here (no
+    ``orchestrator.command`` for the command kind, a CLI not on the workers' PATH): the job would
+    be accepted and every worker fail. The message names what to set."""
+    missing = worker_kind_missing(settings, kind)
+    if not missing:
+        return
+    if kind == "command":
+        fix = (
+            "set it in config.yaml, e.g. ./orchestrator.sh config set orchestrator.command "
+            '\'["my-agent", "--prompt-file", "{prompt_file}"]\' (a request never carries a command)'
+        )
+    else:
+        fix = (
+            f"install {kind} (./orchestrator.sh doctor --worker {kind} says how), set orchestrator.{kind}_command "
+            "to its path, or choose another kind with config.worker or orchestrator.worker"
+        )
+    raise ConfigError(f"worker kind {kind} cannot run here: {missing}; {fix}", key="worker")
