@@ -180,3 +180,34 @@ def test_a_link_the_worker_planted_where_a_mount_point_goes_makes_no_folder_outs
     (checkout / "tools").symlink_to(elsewhere)  # where the orchestrator's folder is bound back
     assert confinement.project_view(checkout, confinement.workspace.job_dir("0123456789ab") / ".git-view") is None
     assert list(elsewhere.iterdir()) == []
+
+
+CARGO = shutil.which("cargo")
+
+
+@pytest.mark.skipif(CARGO is None, reason="cargo is not installed")
+def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with_the_trees_cargo_home(tmp_path):
+    # Given a host that is a Cargo workspace (one member crate with its tests), the orchestrator's folder in it
+    host, folder = make_host(tmp_path)
+    (host / "Cargo.toml").write_text('[workspace]\nmembers = ["crates/calc"]\nresolver = "2"\n')
+    crate = host / "crates" / "calc"
+    (crate / "src").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text('[package]\nname = "calc"\nversion = "0.1.0"\nedition = "2021"\n')
+    (crate / "src" / "lib.rs").write_text(
+        "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\n"
+        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n}\n"
+    )
+    (host / ".gitignore").write_text(".env\n/target/\n")
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "a cargo workspace", env=user_env())
+    before = snapshot(host, folder)
+    gate = [str(CARGO), "test", "--offline", "-q", "--workspace"]
+    # When a worker breaks add, and another adds a file: each gated on the workspace's own tests
+    _, bad, log = run_with_gate(folder, gate, "sed -i 's/a + b/a - b/' crates/calc/src/lib.rs")
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md")
+    # Then the breaking one fails its gate, the other passes: cargo built the worker's checkout, its
+    # registry and build locks in the tree's own CARGO_HOME (the user's ~/.cargo is read-only there)
+    assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
+    assert not (host / "target").exists()  # built in the worker's checkout, never the user's
+    assert snapshot(host, folder) == before
