@@ -203,7 +203,11 @@ TERMINAL_STATUSES = tuple(EXIT_BY_STATUS)  # where a waiting client (or a webhoo
 
 def exit_code_of(exc: BaseException) -> int:
     """The command line's exit code for an error: 5 server unreachable, 2 bad input or unknown
-    job/worker, 1 anything else (the CLI and the spawn helper's fast path share it)."""
+    job/worker, 1 anything else (the CLI and the spawn helper's fast path share it); an error that
+    carries its own ``exit_code`` (cli/failures.py's ``CommandFailed``) exits with that."""
+    own = getattr(exc, "exit_code", None)
+    if isinstance(own, int):
+        return own
     if isinstance(exc, ServerUnreachable):
         return EXIT_UNREACHABLE
     if isinstance(exc, (ConfigError, ValidationError, JobNotFound, WorkerNotFound)):

@@ -46,7 +46,7 @@ def cli(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
 
 def finished(served: Served, tasks: list[str]) -> str:
     job_id = served.submit(tasks, {"approval": "none"})
-    assert served.wait(job_id)["status"] in ("completed", "failed"), job_id
+    assert served.wait(job_id)["status"] in ("completed", "partial", "failed"), job_id
     return job_id
 
 
@@ -158,3 +158,96 @@ def test_no_server_is_exit_5_with_how_to_start_one():
         timeout=60,
     )
     assert answer.returncode == 5 and "Cannot reach the orchestrator API" in answer.stderr, answer.stderr
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["cancel", UNKNOWN], ["merge", UNKNOWN], ["conflicts", UNKNOWN]])
+def test_json_errors_of_an_unreachable_server_are_one_object_on_stdout_exit_5(command):
+    answer = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *command, "--json", "--api-url", "http://127.0.0.1:9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 5 and "Cannot reach the orchestrator API" in answer.stderr, answer.stderr
+    doc = json.loads(answer.stdout)
+    assert doc["error"] == "server_unreachable" and doc["message"].startswith("Cannot reach the orchestrator API at")
+    assert "start the server with `./quick-start.sh --start`" in doc["message"]
+
+
+def test_json_errors_carry_the_servers_code_and_status_and_the_text_exit_code(served):
+    # A job the server does not know (404), a refusal (409), a value the server refuses (400)
+    unknown = cli(served, "cancel", UNKNOWN, "--json")
+    assert unknown.returncode == 2 and f"job {UNKNOWN} not found" in unknown.stderr
+    doc = json.loads(unknown.stdout)
+    assert (doc["error"], doc["status"], sorted(doc)) == ("job_not_found", 404, ["error", "message", "status"])
+    assert doc["message"].startswith(f"job {UNKNOWN} not found")
+    refused = cli(served, "cancel", finished(served, ["exit 3"]), "--json")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error"] == "conflict"
+    assert json.loads(refused.stdout)["status"] == 409
+    big = cli(served, "jobs", "--limit", "501", "--json")
+    assert big.returncode == 2 and json.loads(big.stdout)["error"] == "invalid_request", big.stdout
+    assert json.loads(big.stdout)["status"] == 400
+    # The command line's own refusals: a malformed id (the server's code for it), a bad argument
+    malformed = cli(served, "delete", "../etc", "--json")
+    assert malformed.returncode == 2 and json.loads(malformed.stdout)["error"] == "invalid_id"
+    bad = cli(served, "jobs", "--limit", "many", "--json")
+    assert bad.returncode == 2 and "argument --limit: invalid int value: 'many'" in bad.stderr  # argparse's lines stay
+    assert json.loads(bad.stdout) == {"error": "invalid_argument", "message": "argument --limit: invalid int value: 'many'"}
+    missing = cli(served, "reject", UNKNOWN, "--json")  # --reason is required
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "invalid_argument"
+    # Without --json nothing is on stdout, as before
+    plain = cli(served, "cancel", UNKNOWN)
+    assert plain.returncode == 2 and plain.stdout == ""
+
+
+def check_status(served: Served, job_id: str, url: str) -> subprocess.CompletedProcess[str]:
+    """``./check-status.sh JOB URL`` with a config naming the served folder's workspace: from the
+    server at URL when it answers, else from the workspace files."""
+    path = served.folder / "workspace" / "check-config.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(
+        yaml.safe_dump({"api": {"api_key": API_KEY}, "orchestrator": {"workspace_root": str(served.folder / "workspace")}})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env["ORCHESTRATOR_CONFIG"] = str(path)
+    return subprocess.run([str(ROOT / "check-status.sh"), job_id, url], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_check_status_exits_as_quick_start_does_and_8_while_running_with_the_server_up_or_down(served):
+    # Given jobs that ended each way, one waiting for approval and one still running
+    jobs = {
+        0: finished(served, ["echo a > a.txt"]),
+        3: finished(served, ["echo b > b.txt", "exit 3"]),
+        1: finished(served, ["exit 3"]),
+        6: finished(served, ["true"]),  # completed, but no worker changed a file
+        7: waiting_job(served)[0],
+    }
+    cancelled = running(served)
+    served.call("POST", f"/api/v1/jobs/{cancelled}/cancel")
+    assert served.wait(cancelled)["status"] == "cancelled"
+    jobs[4] = cancelled
+    jobs = {8: running(served), **jobs}  # first: its worker runs for at most workers.default_timeout
+    # When check-status reads each from the server, then from the files (no server at the URL)
+    for code, job_id in jobs.items():
+        for url, source in ((served.url, f"(from {served.url})"), ("http://127.0.0.1:9", "from the workspace files")):
+            out = check_status(served, job_id, url)
+            # Then it exits with quick-start's code for the job's status, or 8 while it runs
+            assert out.returncode == code, (code, url, out.stdout, out.stderr)
+            assert f"job {job_id}" in out.stdout and source in out.stdout, out.stdout
+        # and status (from the workspace files) exits the same way
+        assert cli_status(served, job_id).returncode == code, code
+
+
+def cli_status(served: Served, job_id: str) -> subprocess.CompletedProcess[str]:
+    check_status(served, job_id, served.url)  # writes the config
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    config = served.folder / "workspace" / "check-config.yaml"
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--config", str(config), "status", job_id],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

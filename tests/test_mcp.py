@@ -96,6 +96,7 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
                 "cancel",
                 "continue_worker",
                 "diff",
+                "list_jobs",
                 "logs",
                 "merge",
                 "orchestrate",
@@ -124,11 +125,21 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
                 f"job {job}: completed" in text and "workers: 2 succeeded, 0 failed" in text and "next: read the report" in text
             )
             assert "report: " in text and doc["results"]["final_report"].endswith("FINAL_RESULT.md")
+            take = f"take it: git merge orchestrator/{job}/result"  # the hint check-status and quick-start print
+            assert take in text, text
 
             text, doc, err = await call(client, "status", job_id=job)
-            assert not err and doc["progress"]["succeeded"] == 2 and "worker_1: success - ok 2" in text
+            assert not err and doc["progress"]["succeeded"] == 2 and "worker_1: success - ok 2" in text and take in text
             plain = await client.call_tool("status", {"job_id": job})  # without include_json: the few lines only
-            assert plain.content[0].text == text and len(text.splitlines()) <= 8 and plain.structured_content is None
+            assert plain.content[0].text == text and len(text.splitlines()) <= 9 and plain.structured_content is None
+
+            text, doc, err = await call(client, "list_jobs")
+            assert not err and [j["job_id"] for j in doc["jobs"]] == [job] and doc["limit"] == 20, text
+            assert text.startswith("1 of 1 job(s), newest first:") and f"{job}  completed" in text, text
+            text, doc, err = await call(client, "list_jobs", status="failed", limit=1000)
+            assert not err and doc["jobs"] == [] and doc["limit"] == 100 and text == "no jobs with status failed (total 0)"
+            text, _, err = await call(client, "list_jobs", status="done")
+            assert err and "status must be one of pending, running" in text, text
 
             text, doc, err = await call(client, "logs", job_id=job, worker="worker_1", tail=1)
             assert not err and doc["tail"] == 1 and text.startswith(f"log of worker_1 in job {job}: last 1 line(s)\n")
@@ -140,7 +151,9 @@ def test_tools_run_a_worktree_job_through_this_folders_server_it_starts(home):
             assert not err and doc["truncated"] and "cut at 10 (raise max_bytes for more)" in text
 
             text, doc, err = await call(client, "merge", job_id=job)
-            assert not err and doc["merge"]["result_ref"] in text and "worker_1" in text, text
+            assert (
+                not err and text.startswith(f"job {job}: merged worker_1\nresult:    orchestrator/{job}/result") and take in text
+            ), text
 
             text, doc, err = await call(client, "continue_worker", job_id=job, worker="worker_2", feedback="echo more >> out.txt")
             assert not err and doc["round"]["number"] == 2 and f"job {job}: worker_2 round 2 started" in text, text
@@ -239,12 +252,14 @@ def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_th
         "cancel",
         "continue_worker",
         "diff",
+        "list_jobs",
         "logs",
         "merge",
         "spawn",
         "status",
         "wait",
     ]  # spawn, not orchestrate
+    assert report["list_jobs"] == [root["job_id"]]  # its own tree only
     assert report["spawn"]["is_error"], report
     text = report["spawn"]["text"]
     expected = f"RecursionLimit: Max recursion depth reached: worker worker_1 of job {root['job_id']} is at depth 0"
@@ -257,6 +272,7 @@ def test_a_spawn_from_inside_a_worker_uses_its_credential_and_is_refused_past_th
     assert spawned["doc"]["depth"] == 1 and spawned["doc"]["parent_job_id"] == root["job_id"]
     assert spawned["doc"]["parent_worker"] == "worker_1" and "child job" in spawned["text"]
     assert report["wait"]["doc"]["status"] == "completed", report
+    assert report["list_jobs"] == [root["job_id"]]  # the first root job is not the worker's to see
 
 
 # ----------------------------------------------------------------------------- the real Claude Code CLI

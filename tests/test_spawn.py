@@ -395,3 +395,41 @@ def test_every_worker_kind_has_orchestrator_spawn_on_its_path(make_live):
     assert worker["status"] == "recursive_success"
     assert worker["output"].startswith(f"## Child job {job_id}-c1: completed")
     assert sorted(c["task"] for c in worker["child_results"]) == ["leaf A", "leaf B"]
+
+
+def test_json_errors_are_one_object_on_stdout_with_the_exit_code_of_the_text():
+    # Given a server that refuses a child job, and one that accepts it but whose job never ends
+    refusing = Stub(lambda h: (422, {}, {"error": "recursion_limit", "message": "Max recursion depth reached"}))
+    endless = Stub(
+        lambda h: (
+            (202, {}, {"job_id": "abc", "depth": 1}) if h.command == "POST" else (200, {}, {"job_id": "abc", "status": "running"})
+        )
+    )
+    try:
+        refused = helper("--json", "A", url=refusing.url)
+        waited = helper("--wait", "--wait-timeout", "0.2", "--json", "A", url=endless.url)
+    finally:
+        refusing.close()
+        endless.close()
+    # Then each error is one JSON object on stdout, the server's code with its HTTP status, the text on stderr
+    assert refused.returncode == 1 and refused.stderr.strip() == "error: Max recursion depth reached"
+    assert json.loads(refused.stdout) == {"error": "recursion_limit", "message": "Max recursion depth reached", "status": 422}
+    assert waited.returncode == 1, waited.stderr
+    doc = json.loads(waited.stdout)
+    assert doc["error"] == "timeout" and "gave up waiting: job abc is still running" in doc["message"]
+    assert doc["details"] == {"job_id": "abc", "job_status": "running"}
+    # and the helper's own refusals: a bad argument, and outside a worker
+    bad = helper("--workers", "many", "--json", "A", url="http://127.0.0.1:9")
+    assert bad.returncode == 2 and "argument --workers: invalid int value: 'many'" in bad.stderr
+    assert json.loads(bad.stdout) == {"error": "invalid_argument", "message": "argument --workers: invalid int value: 'many'"}
+    outside = helper("--json", "A")
+    assert outside.returncode == 2 and json.loads(outside.stdout)["error"] == "invalid_request"
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_with_json_is_server_unreachable_exit_5():
+    url = closed_port_url()
+    out = helper("--json", "A", url=url, via="module")
+    assert out.returncode == 5 and out.stderr.startswith(f"error: Cannot reach the orchestrator API at {url}")
+    doc = json.loads(out.stdout)
+    assert doc["error"] == "server_unreachable" and doc["message"].startswith(f"Cannot reach the orchestrator API at {url}")

@@ -97,17 +97,25 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         which = f" with status {args.status}" if args.status else ""
         print(f"no jobs{which} (total {page['total']})")
         return 0
-    print(f"{'JOB':<12}  {'STATUS':<9}  {'WORKERS':>7}  {'CREATED':<16}  REQUEST")
+    print(JOBS_HEADER)
     for job in rows:
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["created_at"])) if job.get("created_at") else "-"
-        request = " ".join(str(job.get("request") or "").split())
-        if len(request) > REQUEST_CHARS:
-            request = request[: REQUEST_CHARS - 1] + "…"
-        print(f"{job['job_id']:<12}  {job['status']:<9}  {job['workers']:>7}  {created:<16}  {request}")
+        print(job_line(job))
     shown = f"{page['offset'] + 1}-{page['offset'] + len(rows)}"
     more = f"; next page: --offset {page['offset'] + len(rows)}" if page["offset"] + len(rows) < page["total"] else ""
     print(f"jobs {shown} of {page['total']}{more}")
     return 0
+
+
+JOBS_HEADER = f"{'JOB':<12}  {'STATUS':<9}  {'WORKERS':>7}  {'CREATED':<16}  REQUEST"
+
+
+def job_line(job: dict[str, Any]) -> str:
+    """One row of GET /api/v1/jobs as a line under ``JOBS_HEADER`` (the ``jobs`` command, the MCP ``list_jobs`` tool)."""
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["created_at"])) if job.get("created_at") else "-"
+    request = " ".join(str(job.get("request") or "").split())
+    if len(request) > REQUEST_CHARS:
+        request = request[: REQUEST_CHARS - 1] + "…"
+    return f"{job['job_id']:<12}  {job['status']:<9}  {job['workers']:>7}  {created:<16}  {request}"
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_BY_STATUS, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from ..errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -27,6 +27,11 @@ RET_PARTIAL = EXIT_PARTIAL
 RET_CANCELLED = EXIT_CANCELLED
 RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
+# status's and check-status's exit codes (scripts.status_exit_code), as their --help says them.
+STATUS_EXITS = (
+    "Exit 0 completed, 3 partial, 1 failed, 4 cancelled, 6 completed or partial but no worker changed a file, "
+    "7 waiting for approval, 8 still pending or running (quick-start's codes, and 8); 2 bad input or an unknown job."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,21 +46,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return RET_USAGE
+    """Parse and run one command. Every command's failure is met here, once: its text on stderr,
+    and with ``--json`` its JSON object on stdout (cli/failures.py)."""
     from ..errors import OrchestratorError
+    from .failures import report
 
+    words = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in words  # until the parser has read it: a usage error answers in JSON too
     try:
+        parser = _parser()
+        args = parser.parse_args(words)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return RET_USAGE
+        as_json = bool(getattr(args, "json", False))
         return int(args.func(args) or 0)
-    except OrchestratorError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return _exit_for(exc)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (OrchestratorError, KeyboardInterrupt) as exc:
+        return report(exc, as_json)
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        if as_json:  # a bug: the script still reads an object; the traceback follows on stderr
+            report(exc, as_json)
+        raise
 
 
 def _drop_stdout() -> None:
@@ -68,16 +81,10 @@ def _drop_stdout() -> None:
     os.close(devnull)
 
 
-def _exit_for(exc: Exception) -> int:
-    from ..errors import exit_code_of
-
-    return exit_code_of(exc)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively."
-    )
+    from .failures import Parser
+
+    parser = Parser(prog="orchestrator", description="Split a request into parallel worker subprocesses, recursively.")
     parser.add_argument("--config", help="config file (default: config.yaml beside the orchestrator, if present)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -101,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the final status as JSON")
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="a job's status, read from the workspace")
+    status = sub.add_parser("status", help="a job's status, read from the workspace", description=STATUS_EXITS)
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
@@ -161,7 +168,12 @@ def _add_late_commands(sub: Any) -> None:
     watch.add_argument("job_id")
     watch.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     watch.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_watch"))
-    check = sub.add_parser("check-status", help="a job's status table, from the API or from the workspace")
+    check = sub.add_parser(
+        "check-status",
+        help="a job's status table, from the API or from the workspace",
+        description="A job's status table: from this folder's server, or from the workspace files when no server "
+        "answers. " + STATUS_EXITS,
+    )
     check.add_argument("job_id", nargs="?", help="default: the newest job in this folder's workspace")
     check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     check.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_check_status"))
@@ -267,7 +279,7 @@ def _add_late_commands(sub: Any) -> None:
         "mcp",
         help="serve the orchestrator's tools to an AI assistant over MCP (stdio)",
         description="A Model Context Protocol server on stdin/stdout: orchestrate, status, wait, logs, cancel, "
-        "diff, merge (and spawn inside a worker). Register it with an MCP client, e.g. "
+        "list_jobs, diff, merge, continue_worker (and spawn inside a worker). Register it with an MCP client, e.g. "
         "claude mcp add orchestrator -- <folder>/.venv/bin/python -m orchestrator mcp",
     )
     mcp.set_defaults(func=_lazy("orchestrator.cli.mcpserver", "cmd_mcp"))
@@ -456,7 +468,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             from ..checkouts.lifetime import lines
 
             print("\n".join(lines(held)))
-    return EXIT_BY_STATUS.get(doc["status"], RET_OK)
+    from .scripts import status_exit_code
+
+    return status_exit_code(doc)
 
 
 def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | None:
@@ -619,8 +633,16 @@ def cmd_continue(args: argparse.Namespace) -> int:
             break
         time.sleep(1.0)
     else:
-        print(f"round {number} still runs after {args.timeout:g}s: ./orchestrator.sh watch {started['job_id']}", file=sys.stderr)
-        return RET_FAILED
+        from .failures import ClientCode, CommandFailed
+
+        raise CommandFailed(
+            ClientCode.TIMEOUT,
+            f"round {number} still runs after {args.timeout:g}s: ./orchestrator.sh watch {started['job_id']}",
+            RET_FAILED,
+            job_id=started["job_id"],
+            worker=started["worker"],
+            round=number,
+        )
     assert found is not None
     if args.json:
         print(json.dumps(found, indent=2))
@@ -656,27 +678,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..quality.landing import repository
     from ..workspace.ids import validate_job_id
     from ..workspace.layout import Workspace
+    from .failures import ClientCode, CommandFailed
 
     settings = _settings(args)
     if args.key:
         print(keys.public_text(keys.load_or_create(settings.workspace_root).public_key()))
         return RET_OK
     if not args.job_id:
-        print("verify: name a root job (./orchestrator.sh verify JOB_ID), or --key for this folder's public key", file=sys.stderr)
-        return RET_USAGE
+        raise CommandFailed(
+            ClientCode.INVALID_ARGUMENT,
+            "verify: name a root job (./orchestrator.sh verify JOB_ID), or --key for this folder's public key",
+            RET_USAGE,
+        )
     workspace = Workspace(settings.workspace_root)
     job = workspace.load_job(validate_job_id(args.job_id))  # JobNotFound, with its message
     if not job.is_root:
-        print(f"verify: job {job.id} is a child job; its tree's record is its root's: verify {job.root_id}", file=sys.stderr)
-        return RET_USAGE
+        raise CommandFailed(
+            ClientCode.INVALID_ARGUMENT,
+            f"verify: job {job.id} is a child job; its tree's record is its root's: verify {job.root_id}",
+            RET_USAGE,
+        )
     try:
         public = keys.load(keys.key_path(settings.workspace_root)).public_key()
     except FileNotFoundError:
-        print(
+        raise CommandFailed(
+            ClientCode.NOT_FOUND,
             f"verify: no signing key at {keys.key_path(settings.workspace_root)}: this folder never signed a record",
-            file=sys.stderr,
-        )
-        return RET_FAILED
+            RET_FAILED,
+        ) from None
     try:
         repo = repository(settings, workspace)
     except OrchestratorError:

@@ -2,7 +2,8 @@
 Context Protocol on stdio (the official ``mcp`` SDK's ``MCPServer``).
 
 An assistant (Claude Code, or any MCP client that starts a stdio command) calls ``orchestrate``,
-``status``, ``wait``, ``logs``, ``cancel``, ``diff``, ``merge`` and ``continue_worker`` instead of pasting curl lines.
+``status``, ``wait``, ``list_jobs``, ``logs``, ``cancel``, ``diff``, ``merge`` and ``continue_worker`` instead of pasting
+curl lines.
 Every tool goes through the REST API with the Python client (``api/client.py``), so the server's
 checks, limits and records hold exactly as for any other caller:
 
@@ -47,6 +48,7 @@ TEXT_MAX = 20_000  # characters of log or diff text in one result (the end of a 
 DIFF_BYTES_DEFAULT, DIFF_BYTES_MAX = 20_000, 1_000_000
 WAIT_DEFAULT = 30.0  # seconds; capped by api.long_poll_max
 TASK_LINES = 20  # worker lines shown in a status; the rest are counted
+JOBS_DEFAULT, JOBS_MAX = 20, 100  # jobs in one list_jobs answer
 
 
 class Backend:
@@ -135,13 +137,29 @@ def status_text(doc: dict[str, Any]) -> str:
     lines.append(f"workspace: {doc['results']['workspace']}")
     if doc["results"].get("final_report"):
         lines.append(f"report: {doc['results']['final_report']}")
-    merge = doc.get("merge")
-    if merge:
-        if merge.get("error"):
-            lines.append(f"merge failed: {merge['error']}")
-        elif merge.get("result_ref"):
-            lines.append(f"merged {', '.join(merge.get('merged') or []) or 'nothing'} into {merge['result_ref']}")
+    lines += merge_text(doc)
     lines.append(f"next: {_next(doc)}")
+    return "\n".join(lines)
+
+
+def merge_text(doc: dict[str, Any]) -> list[str]:
+    """Where the job's work landed and the command that takes it (``take it: git merge ...``): the
+    lines check-status's table and quick-start's summary print (status_document.merge_lines)."""
+    from ..reports.status_document import merge_lines  # here: the MCP server starts light
+
+    return [line.strip() for line in merge_lines(doc)]
+
+
+def jobs_text(page: dict[str, Any], status: str | None) -> str:
+    """A page of GET /api/v1/jobs in a few lines: the ``jobs`` command's table, and the next step."""
+    from .commands import JOBS_HEADER, job_line
+
+    rows = page["jobs"]
+    which = f" with status {status}" if status else ""
+    if not rows:
+        return f"no jobs{which} (total {page['total']})"
+    lines = [f"{len(rows)} of {page['total']} job(s){which}, newest first:", JOBS_HEADER, *map(job_line, rows)]
+    lines.append("next: status(job_id=...) of one; limit=... for more")
     return "\n".join(lines)
 
 
@@ -303,6 +321,23 @@ def build(backend: Backend) -> MCPServer:
 
         return await call(run, include_json)
 
+    @tool(True, "List recent jobs")
+    async def list_jobs(status: str | None = None, limit: int = JOBS_DEFAULT, include_json: bool = False) -> CallToolResult:
+        """Recent root jobs, newest first: id, status, workers, created time and request. status:
+        only jobs with it (pending, running, waiting, completed, partial, failed, cancelled); limit:
+        how many, 1 to 100. Inside a worker, only the worker's own job tree."""
+        from ..models import JobStatus  # here: the MCP server starts light
+
+        if status is not None and status not in {s.value for s in JobStatus}:
+            raise ToolError(f"status must be one of {', '.join(s.value for s in JobStatus)} (got {status!r})")
+        count = int(_bounded("limit", limit, 1, JOBS_MAX))
+
+        def run() -> Answer:
+            page = backend.client().list_jobs(status=status, limit=count)
+            return jobs_text(page, status), page
+
+        return await call(run, include_json)
+
     @tool(True, "The tail of a worker's log")
     async def logs(job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT, include_json: bool = False) -> CallToolResult:
         """The last lines of a worker's log (worker: worker_1, or depth_1_worker_2_1 for a child job's
@@ -365,19 +400,12 @@ def build(backend: Backend) -> MCPServer:
             raise ToolError(f"strategy must be one of {', '.join(MergeStrategy)} (got {strategy!r})")
 
         def run() -> Answer:
-            from ..git.conflicts import counted
-
             doc = backend.client().merge(job, strategy=strategy, into=into)
             outcome = doc.get("merge") or {}
             if outcome.get("error"):
-                text = f"job {job}: the merge failed: {outcome['error']}"
-            else:
-                text = (
-                    f"job {job}: merged {', '.join(outcome.get('merged') or []) or 'nothing'} into "
-                    f"{outcome.get('result_ref')}; {counted(len(outcome.get('conflicts') or []))}"
-                    + (f"\ntake it with: {outcome['command']}" if outcome.get("command") else "")
-                )
-            return text, doc
+                return f"job {job}: the merge failed: {outcome['error']}", doc
+            merged = ", ".join(outcome.get("merged") or []) or "nothing"
+            return "\n".join([f"job {job}: merged {merged}", *merge_text(doc)]), doc
 
         return await call(run, include_json)
 
@@ -419,4 +447,4 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Backend", "build", "cmd_mcp", "status_text"]
+__all__ = ["Backend", "build", "cmd_mcp", "jobs_text", "merge_text", "status_text"]

@@ -23,6 +23,7 @@ RET_UNREACHABLE = EXIT_UNREACHABLE
 RET_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT (128 + 2)
 RET_WAITING = 7  # the job waits for approval: nothing failed, someone must decide
 RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no worker changed anything
+RET_RUNNING = 8  # the job has not ended: pending or running (check-status and status, which do not wait)
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
 
@@ -229,6 +230,14 @@ def exit_code(doc: dict[str, Any]) -> int:
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
+def status_exit_code(doc: dict[str, Any]) -> int:
+    """The exit status of a command that shows a job as it is now (check-status, status): quick-start's
+    for a job at rest (``exit_code``), 8 for one still pending or running."""
+    if doc["status"] in ("pending", "running"):
+        return RET_RUNNING
+    return exit_code(doc)
+
+
 def cmd_start_server(args: argparse.Namespace) -> int:
     """Start this folder's server in the background unless it runs; print its URL."""
     settings = _settings(args)
@@ -357,7 +366,7 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     print(f"({source})")
     if newest:
         print(f"(the newest job in {settings.workspace_root}; give a JOB_ID for another)")
-    return 0
+    return status_exit_code(doc)
 
 
 # -- diff ---------------------------------------------------------------------------------

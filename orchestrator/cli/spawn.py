@@ -123,7 +123,9 @@ def parse(argv: list[str]) -> Any:
             columns = 80
         return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
 
-    parser = argparse.ArgumentParser(
+    from .failures import Parser  # its usage errors are raised, for main to answer (--json: as JSON)
+
+    parser = Parser(
         prog="orchestrator-spawn",
         description="Start a child job from inside a worker (and wait for it).",
         formatter_class=formatter,
@@ -134,18 +136,22 @@ def parse(argv: list[str]) -> Any:
 
 def main(argv: list[str]) -> int:
     """The fast path: ``orchestrator-spawn ARGS`` (and ``python -m orchestrator spawn ARGS``)
-    without the full command line's imports."""
+    without the full command line's imports. A failure is said as the full command line says it
+    (cli/failures.py, imported only then): with ``--json``, as one JSON object on stdout."""
     from ..errors import OrchestratorError, exit_code_of
 
-    args = parse(argv)
+    as_json = "--json" in argv  # until the arguments are read: a usage error answers in JSON too
     try:
+        args = parse(argv)
+        as_json = bool(args.json)
         return cmd_spawn(args)
-    except OrchestratorError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except (OrchestratorError, KeyboardInterrupt) as exc:
+        if as_json or not isinstance(exc, OrchestratorError) or hasattr(exc, "exit_code"):
+            from .failures import report  # (a CommandFailed, or a usage error, came from there: loaded)
+
+            return report(exc, as_json)
+        print(f"error: {exc.message}", file=sys.stderr)  # (without failures' imports: the common refusal stays light)
         return exit_code_of(exc)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tuple[type[Exception], ...] = ()) -> list[Any]:
@@ -170,7 +176,7 @@ def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tupl
 
 def cmd_spawn(args: Any) -> int:
     from ..api.wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps
-    from ..errors import EXIT_BY_STATUS, ValidationError
+    from ..errors import EXIT_BY_STATUS, EXIT_FAILED, ValidationError
 
     plan = read_plan(args.plan) if args.plan else None
     if plan is not None:  # a graph: its subtasks are the plan's; the request defaults to their texts
@@ -206,15 +212,25 @@ def cmd_spawn(args: Any) -> int:
         print(dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
         return 0
     doc = client.wait(job_id, timeout=args.wait_timeout)
+    if doc["status"] not in TERMINAL:
+        from .failures import ClientCode, CommandFailed
+
+        if not args.json:
+            print(markdown(doc))
+        raise CommandFailed(
+            ClientCode.TIMEOUT,
+            f"gave up waiting: job {job_id} is still {doc['status']} (--wait-timeout {args.wait_timeout}); "
+            f"its status later: GET /api/v1/jobs/{job_id}",
+            EXIT_FAILED,
+            job_id=job_id,
+            job_status=doc["status"],
+        )
     if args.json:
         import json  # only here: its import (re, enum) would cost every hand-off
 
         print(json.dumps(doc, indent=1))
     else:
         print(markdown(doc))
-    if doc["status"] not in TERMINAL:
-        print(f"gave up waiting: job {job_id} is still {doc['status']}", file=sys.stderr)
-        return 1
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
