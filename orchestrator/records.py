@@ -31,9 +31,16 @@ class GateResult:
     log_path: str
     commit: str | None
     reason: str
+    # The end of its output (gate_output.py) where it did not pass; None: it passed, or it was
+    # recorded before tails were kept.
+    output_tail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Its JSON shape; ``output_tail`` only where one was kept (the records before it stay byte for byte)."""
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.output_tail is None:
+            del found["output_tail"]
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
@@ -47,6 +54,7 @@ class GateResult:
             log_path=data.get("log_path") or "",
             commit=data.get("commit"),
             reason=data.get("reason") or "",
+            output_tail=data.get("output_tail"),
         )
 
 

@@ -86,9 +86,14 @@ def test_a_failing_required_gate_blocks_the_merge_and_the_result_lacks_that_work
         "log_path": "logs/depth_0_worker_2.gate_check.log",
         "commit": w2.commit,
         "reason": "exit code 3",
+        "output_tail": "checking\nbad.txt is here",  # the end of its output, kept where it did not pass
     }
     assert w2.gated_commit == w2.commit and isinstance(entry.duration, float)
-    assert w1.gates[0].status == "passed" and w1.gates[0].commit == w1.gated_commit == w1.commit
+    assert (
+        w1.gates[0].status == "passed"
+        and "output_tail" not in w1.gates[0].to_dict()
+        and w1.gates[0].commit == w1.gated_commit == w1.commit
+    )
     # Its output is in its own log, beside the worker's; a line per gate in the worker's log
     log = engine.workspace.job_dir(job.id) / entry.log_path
     assert (
@@ -310,7 +315,7 @@ def test_gates_from_config_yaml_run_in_a_folder_job_too_without_a_commit(gated):
     job = run_job(engine, "x", tasks=["env | grep -c ^ORCHESTRATOR_API_KEY= > key.txt"], config={"isolation": "folder"})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and w1.gated_commit is None
-    assert w1.gates[0].status == "passed" and w1.gates[0].commit is None
+    assert w1.gates[0].status == "passed" and w1.gates[0].output_tail is None and w1.gates[0].commit is None
     log = (engine.workspace.job_dir(job.id) / w1.gates[0].log_path).read_text()
     # the worker held its credential; its gate ran in its environment (its API URL) without it
     assert (engine.workspace.worker_dir(job.id, 0, "worker_1") / "key.txt").read_text() == "1\n"

@@ -225,9 +225,10 @@ class OrchestratorClient:
         params = None if branches is None else {"branches": branches}
         self._request("DELETE", _job_path(job_id), params=params, expect="none")
 
-    def logs(self, job_id: str, worker: str, tail: int | None = None) -> str:
-        """A worker's log as text; ``tail`` keeps only the last N lines."""
-        params = None if tail is None else {"tail": tail}
+    def logs(self, job_id: str, worker: str, tail: int | None = None, gate: str | None = None) -> str:
+        """A worker's log as text, or with ``gate`` that quality gate's whole output (its status
+        entry's ``output_tail`` is the end of it); ``tail`` keeps only the last N lines."""
+        params = {k: v for k, v in (("tail", tail), ("gate", gate)) if v is not None} or None
         return self._request("GET", f"{_job_path(job_id)}/workers/{_seg(worker)}/log", params=params, expect="text")
 
     def checkpoints(self, job_id: str, worker: str) -> dict[str, Any]:

@@ -392,7 +392,8 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             404,
         ),
         "/api/v1/jobs/{job_id}/workers/{worker}/log": _get(
-            "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1)",
+            "a worker's log: whole, last N lines (tail), from a byte offset, or followed live (follow=1); "
+            "with gate=NAME, that quality gate's whole output instead (404 naming the worker's gates for another name)",
             text,
             [
                 JOB_ID,
@@ -400,6 +401,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 _query("tail", {"type": "integer", "minimum": 0, "maximum": 100000}),
                 _query("offset", {"type": "integer", "minimum": 0}),
                 _query("follow", {"type": "string", "enum": ["0", "1"]}),
+                _query("gate", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}),
             ],
             400,
             404,

@@ -210,13 +210,14 @@ def worker_log(job_id: str, worker: str) -> Response:
     tail = _int_arg("tail", 0, 0, 100_000)
     offset = _int_arg("offset", 0, 0, 1 << 62)
     follow = request.args.get("follow", "0")
+    gate = request.args.get("gate")  # that gate's whole output (quality/gates.py), not the worker's log
     if follow not in ("0", "1"):
         raise ValidationError(f"follow={follow[:40]!r} must be 1 (follow the log live) or 0 (read it once)")
     if follow == "1":
-        engine.read_log(record, offset=1 << 62)  # a planted link is a 403 now, not a broken stream later
+        engine.read_log(record, offset=1 << 62, gate=gate)  # a planted link is a 403 now, not a broken stream later
         deadline = time.monotonic() + _settings().api.long_poll_max
-        return held_stream(engine.follow_log(record, offset, deadline), "text/plain")
-    text, size = engine.read_log(record, tail=tail, offset=offset)
+        return held_stream(engine.follow_log(record, offset, deadline, gate), "text/plain")
+    text, size = engine.read_log(record, tail=tail, offset=offset, gate=gate)
     response = Response(text, mimetype="text/plain")
     response.headers["X-Log-Size"] = str(size)
     return response

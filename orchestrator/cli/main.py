@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=_non_negative, default=0, help="only the last N lines (of the raw log)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the worker ends")
     logs.add_argument("--raw", action="store_true", help="the log's lines as the CLI wrote them (its JSON events)")
+    logs.add_argument("--gate", metavar="NAME", help="that quality gate's whole output instead of the worker's log")
     logs.set_defaults(func=cmd_logs)
 
     config = sub.add_parser(
@@ -497,8 +498,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     job = reader.get_job(args.job_id)
     depth, name = parse_worker_ref(args.worker)
     record = reader.find_worker(job.id, depth, name)
-    path = workspace.job_dir(job.root_id) / record.log_path
-    adapter = ADAPTERS.get(record.kind)
+    path = reader.log_path(record, args.gate)
+    adapter = None if args.gate else ADAPTERS.get(record.kind)  # a gate's output is plain text already
     out = _LogPrinter(None if args.raw or adapter is None else adapter().readable)
     if args.lines:
         out.feed(workspace.read_tail(path, args.lines).encode("utf-8") + b"\n")
@@ -546,12 +547,14 @@ class _LogPrinter:
 
 
 def _copy_from(path: Path, offset: int, out: _LogPrinter) -> int:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except FileNotFoundError:
+    from ..workspace.filesystem import open_regular
+
+    handle = open_regular(path)  # a link planted in the log's place is refused (RefusedPath), never followed
+    if handle is None:
         return offset
+    with handle:
+        handle.seek(offset)
+        data = handle.read()
     out.feed(data)
     return offset + len(data)
 

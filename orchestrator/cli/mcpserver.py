@@ -38,6 +38,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from .. import protocol
 from ..api.client import TERMINAL, OrchestratorClient
 from ..errors import OrchestratorError, ServerUnreachable
+from ..gate_output import failing_gate, output_lines
+from ..workspace.ids import parse_worker_ref
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,6 +51,7 @@ DIFF_BYTES_DEFAULT, DIFF_BYTES_MAX = 20_000, 1_000_000
 WAIT_DEFAULT = 30.0  # seconds; capped by api.long_poll_max
 TASK_LINES = 20  # worker lines shown in a status; the rest are counted
 JOBS_DEFAULT, JOBS_MAX = 20, 100  # jobs in one list_jobs answer
+GATE_LINES = 10  # of a failed gate's output tail, under its task's line in a status
 
 
 class Backend:
@@ -130,6 +133,7 @@ def status_text(doc: dict[str, Any]) -> str:
         if task.get("error"):
             line += f" (error: {_short(task['error'], 120)})"
         lines.append(line)
+        lines += gate_lines(task, doc["job_id"], indent="      ", last=GATE_LINES)
     if len(tasks) > TASK_LINES:
         lines.append(f"  ... and {len(tasks) - TASK_LINES} more (all in the structured content)")
     if doc.get("error"):
@@ -163,6 +167,39 @@ def jobs_text(page: dict[str, Any], status: str | None) -> str:
     return "\n".join(lines)
 
 
+def gate_lines(task: dict[str, Any], job: str, indent: str = "", last: int | None = None) -> list[str]:
+    """A task that failed its gate (an entry of job ``job``'s status document): which gate and
+    the end of its output (its ``last`` lines), indented, and how to read the whole output; []
+    for any other task."""
+    gate = failing_gate(task.get("gates") or [], task.get("exit_reason"))
+    if gate is None:
+        return []
+    head, *tail = output_lines(gate, indent=indent + "  ")
+    tail = tail if last is None else tail[-last:]
+    worker = f"depth_{task['depth']}_{task['worker_id']}" if task.get("depth") else task["worker_id"]
+    more = f"{indent}whole output: logs(job_id={job!r}, worker={worker!r}, gate={gate['name']!r})"
+    return [indent + head, *tail, more]
+
+
+def _task_of(doc: dict[str, Any], depth: int | None, name: str) -> dict[str, Any] | None:
+    """A worker's entry in a status document: among its own job's (``depth`` None), or its tree's."""
+    todo = list(doc["results"]["tasks"])
+    while todo:
+        task = todo.pop()
+        if task.get("worker_id") == name and depth in (None, task.get("depth")):
+            return task
+        if depth is not None:
+            todo += task.get("child_results") or []
+    return None
+
+
+def _failed_gate(client: OrchestratorClient, job: str, worker: str) -> list[str]:
+    """The lines ``gate_lines`` gives for a worker that failed its gate, from its job's status."""
+    depth, name = parse_worker_ref(worker)
+    task = _task_of(client.status(job), depth, name)
+    return gate_lines(task, job) if task is not None else []
+
+
 def _next(doc: dict[str, Any]) -> str:
     job = doc["job_id"]
     if doc["status"] not in TERMINAL:
@@ -192,6 +229,7 @@ def _what(name: str) -> str:
         "job_id": "a job id, as orchestrate or status returned it",
         "worker": "a worker name, e.g. worker_1 (status lists them)",
         "feedback": "what the worker should do next, e.g. 'good, now also handle the empty case'",
+        "gate": "a quality gate's name, e.g. tests (status lists each task's gates)",
     }.get(name, "a value")
 
 
@@ -339,18 +377,27 @@ def build(backend: Backend) -> MCPServer:
         return await call(run, include_json)
 
     @tool(True, "The tail of a worker's log")
-    async def logs(job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT, include_json: bool = False) -> CallToolResult:
+    async def logs(
+        job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT, gate: str | None = None, include_json: bool = False
+    ) -> CallToolResult:
         """The last lines of a worker's log (worker: worker_1, or depth_1_worker_2_1 for a child job's
-        worker; status lists them). tail: lines, 1 to 2000."""
+        worker; status lists them). tail: lines, 1 to 2000. gate: a quality gate's name (e.g.
+        tests): that gate's output instead of the worker's log. A worker that failed its gate
+        gets that gate's output's end after its log."""
         job, name = _text("job_id", job_id), _text("worker", worker)
         lines = int(_bounded("tail", tail, 1, LOG_TAIL_MAX))
+        gate_name = None if gate is None else _text("gate", gate)
 
         def run() -> Answer:
-            text = backend.client().logs(job, name, tail=lines)
+            client = backend.client()
+            text = client.logs(job, name, tail=lines, gate=gate_name)
             cut = len(text) > TEXT_MAX
             shown = text[-TEXT_MAX:] if cut else text
-            head = f"log of {name} in job {job}: last {lines} line(s)" + (f", last {TEXT_MAX} characters" if cut else "")
-            return f"{head}\n{shown}", {"job_id": job, "worker": name, "tail": lines, "truncated": cut, "log": shown}
+            what = f"output of gate {gate_name} of {name}" if gate_name else f"log of {name}"
+            head = f"{what} in job {job}: last {lines} line(s)" + (f", last {TEXT_MAX} characters" if cut else "")
+            doc = {"job_id": job, "worker": name, "gate": gate_name, "tail": lines, "truncated": cut, "log": shown}
+            failed = [] if gate_name else _failed_gate(client, job, name)
+            return "\n".join([head, shown, *failed]), doc
 
         return await call(run, include_json)
 

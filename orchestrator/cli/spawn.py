@@ -252,6 +252,14 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"Files ({task['dir']}): " + ", ".join(task["files_created"][:50]))
         if task.get("error"):
             lines.append(f"Error: {task['error']}")
+        if task.get("gates") and task["status"] != "success":  # which gate failed it, and its output's end
+            from ..gate_output import failing_gate, output_lines  # only here: a child that failed a gate
+
+            gate = failing_gate(task["gates"], task.get("exit_reason"))
+            if gate is not None:
+                lines += output_lines(gate)
+                ref = f"depth_{task['depth']}_{task['worker_id']}"
+                lines.append(f"Its whole output: GET /api/v1/jobs/{doc['job_id']}/workers/{ref}/log?gate={gate['name']}")
         if task.get("output"):
             lines.append("Output (tail):")
             lines.append("\n".join("    " + line for line in task["output"].strip().splitlines()[-10:]))

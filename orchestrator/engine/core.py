@@ -326,11 +326,11 @@ class Engine:
     def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
         return self.queries.find_worker(job_id, depth, name)
 
-    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
-        return self.queries.read_log(record, tail=tail, offset=offset)
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0, gate: str | None = None) -> tuple[str, int]:
+        return self.queries.read_log(record, tail=tail, offset=offset, gate=gate)
 
-    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
-        return self.queries.follow_log(record, offset, deadline)
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float, gate: str | None = None) -> Iterator[bytes]:
+        return self.queries.follow_log(record, offset, deadline, gate)
 
     def read_report(self, job_id: str, name: str) -> str:
         return self.queries.read_report(job_id, name)

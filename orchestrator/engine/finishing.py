@@ -24,13 +24,14 @@ from ..audit import record as audit_record
 from ..checkouts import lifetime
 from ..config import Isolation
 from ..errors import Conflict, OrchestratorError
+from ..gate_output import failing_gate
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
 from ..quality import approval, landing, publishing
 from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
-from ..reports.wording import failing_gate, pull_request_text
+from ..reports.wording import pull_request_text
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs

@@ -13,11 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from .. import states
-from ..errors import JobNotFound, ValidationError
+from ..config.quality import GATE_NAME
+from ..errors import JobNotFound, ValidationError, WorkerNotFound
 from ..models import JobRecord, JobStatus, WorkerRecord
+from ..quality.gates import gate_log
 from ..reports.status_document import QUIET_AFTER, job_status
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace, read_served
@@ -202,14 +205,36 @@ class Queries:
             root_id, at = stored.root_id, stored.depth if depth is None else depth
         return self.workspace.load_worker(root_id, at, name)
 
-    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0) -> tuple[str, int]:
-        path = self.workspace.job_dir(record.root_id) / record.log_path
-        data, size = read_served(self.workspace, path, offset=offset, tail_lines=tail)
+    def log_path(self, record: WorkerRecord, gate: str | None = None) -> Path:
+        """A worker's log or, with ``gate``, that gate's output (quality/gates.py's ``gate_log``):
+        a gate its record lists, or one its job configures (its log appears as it runs). A name
+        no gate can have is a ValidationError; another name, WorkerNotFound naming its gates."""
+        job_dir = self.workspace.job_dir(record.root_id)
+        if gate is None:
+            return job_dir / record.log_path
+        if not GATE_NAME.match(gate):
+            raise ValidationError(f'gate={gate[:70]!r} is not a gate name (letters, digits, "_", "-", "."; at most 64)')
+        for entry in record.gates:
+            if entry.name == gate and entry.log_path:
+                return job_dir / entry.log_path
+        names = list(
+            dict.fromkeys([g.name for g in record.gates] + [g["name"] for g in self.get_job(record.job_id).config.gates])
+        )
+        if gate in names:
+            return gate_log(self.workspace, record, gate)
+        has = f"its gates: {', '.join(names)}" if names else "its job has no gates"
+        raise WorkerNotFound(f"worker {record.key} of job {record.job_id} has no gate {gate!r} ({has})", gates=names)
+
+    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0, gate: str | None = None) -> tuple[str, int]:
+        """A worker's log (or its gate ``gate``'s): whole, its last ``tail`` lines, or from ``offset``;
+        and the offset just past what was read."""
+        data, size = read_served(self.workspace, self.log_path(record, gate), offset=offset, tail_lines=tail)
         return data.decode("utf-8", errors="replace"), size
 
-    def follow_log(self, record: WorkerRecord, offset: int, deadline: float) -> Iterator[bytes]:
-        """New bytes of a worker log as they are written, until the worker ends or ``deadline``."""
-        path = self.workspace.job_dir(record.root_id) / record.log_path
+    def follow_log(self, record: WorkerRecord, offset: int, deadline: float, gate: str | None = None) -> Iterator[bytes]:
+        """New bytes of a worker log (or its gate ``gate``'s) as they are written, until the worker
+        ends or ``deadline``."""
+        path = self.log_path(record, gate)
         while True:
             data, size = read_served(self.workspace, path, offset=offset, max_bytes=1 << 20)
             if data:

@@ -18,7 +18,7 @@ appended to ``logs/depth_<d>_<worker>.gate_<name>.log`` (a header line per run),
 ``timeout`` and by the worker's cancel (its whole process group: SIGTERM, then SIGKILL after
 ``workers.kill_grace``, then every process carrying its tag). Each run is one entry of the
 worker's ``gates``: ``{name, required, status, passed, exit_code, duration, log_path, commit,
-reason}``, ``status`` one of passed, failed (exit code > 0), no_tests (its test runner said it ran no test,
+reason, output_tail}`` (the end of its output where it did not pass: gate_output.py), ``status`` one of passed, failed (exit code > 0), no_tests (its test runner said it ran no test,
 quality/testruns.py; passed instead when the gate has ``allow_no_tests``), timeout, not_started (missing
 binary, or a ``cwd`` that is no folder of the checkout), crashed (killed by a signal, or the step
 raised), cancelled; and ``gated_commit`` is the commit judged (set even when no gate applies). A
@@ -60,6 +60,7 @@ from ..checkouts.checkout import Checkout, Worktrees, touched_paths
 from ..checkouts.worktree import MAX_FILES
 from ..config import Settings
 from ..config.quality import roles_with_defaults
+from ..gate_output import output_tail
 from ..models import JobRecord, WorkerRecord
 from ..planner.graph import matches
 from ..process.plaintext import plain
@@ -370,6 +371,7 @@ def run_gate(
         log_path=workspace.relative(place.root_id, path),
         commit=place.commit,
         reason=reason,
+        output_tail=None if status == PASSED else output_tail(output),
     )
     workspace.append_line(path, f"===== gate {name} {status}" + (f": {reason}" if reason else "") + " =====")
     return result, output

@@ -36,6 +36,7 @@ from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
 from ..config import Isolation
+from ..gate_output import failing_gate
 from ..git import conflicts as conflict_text
 
 LEVEL_TEMPLATE = "level_report.md.j2"
@@ -88,7 +89,7 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.globals["merge_stopped"] = conflict_text.STOPPED
     env.globals["pull_request_text"] = wording.pull_request_text
     env.globals["file_counts"] = wording.file_counts
-    env.globals["failing_gate"] = wording.failing_gate
+    env.globals["failing_gate"] = failing_gate
     return env
 
 

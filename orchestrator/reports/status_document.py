@@ -294,7 +294,9 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         "owns": list(owns),
         "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
         "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
-        "gates": [g.to_dict() for g in worker.gates],
+        # Each gate's run; "output_tail": the end of its output where it did not pass, else null
+        # (a record on disk holds it only where one was kept).
+        "gates": [g.to_dict() | {"output_tail": g.output_tail} for g in worker.gates],
         "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
         "gated_commit": worker.gated_commit,
         "trespass": list(worker.trespass),

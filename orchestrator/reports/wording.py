@@ -34,15 +34,6 @@ def pull_request_text(publish: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def failing_gate(gates: Sequence[Any], exit_reason: str | None) -> Any:
-    """The required gate whose failure failed a worker (its exit reason names it: "step gates
-    failed: gate tests failed: exit code 1"), its latest run; None when no gate failed it."""
-    for gate in reversed(gates):
-        if gate.required and not gate.passed:
-            return gate if f"gate {gate.name} " in f"{exit_reason or ''} " else None
-    return None
-
-
 def approval_lines(job_id: str) -> list[str]:
     """What a job waiting for approval waits for, and the two commands that end the wait."""
     return [
