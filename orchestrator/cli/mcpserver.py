@@ -119,7 +119,9 @@ def status_text(doc: dict[str, Any]) -> str:
     p = doc["progress"]
     lines = [
         f"job {doc['job_id']}: {doc['status']} (depth {doc['depth']})",
-        f"workers: {p['succeeded']} succeeded, {p['failed']} failed, {p['running']} running, "
+        f"workers: {p['succeeded']} succeeded, "
+        + (f"{n} child_incomplete (a child job it started did not complete), " if (n := p.get("child_incomplete")) else "")
+        + f"{p['failed']} failed, {p['running']} running, "
         f"{p['pending']} pending, of {p['total']}",
     ]
     tasks = doc["results"]["tasks"]
@@ -127,6 +129,8 @@ def status_text(doc: dict[str, Any]) -> str:
         line = f"  {task['worker_id']}: {task['status']} - {_short(task['task'], 80)}"
         if task.get("error"):
             line += f" (error: {_short(task['error'], 120)})"
+        elif task["status"] == "child_incomplete" and task.get("exit_reason"):
+            line += f" ({_short(task['exit_reason'], 120)})"
         lines.append(line)
     if len(tasks) > TASK_LINES:
         lines.append(f"  ... and {len(tasks) - TASK_LINES} more (all in the structured content)")

@@ -55,6 +55,7 @@ FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monos
 COLOURS = {
     "success": "#2e7d32",
     "recursive_success": "#00838f",
+    "child_incomplete": "#c77700",  # exited 0, a child job it started did not complete
     "failed": "#c62828",
     "timeout": "#ef6c00",
     "cancelled": "#757575",
