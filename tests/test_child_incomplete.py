@@ -84,6 +84,10 @@ def test_a_failed_grandchild_is_child_incomplete_and_partial_on_every_surface(ma
     assert "### depth_0_worker_1: child_incomplete" in report, report
     assert f"exit code 0; child job {child_id} ended partial" in report
 
+    # The timeline's picture: its legend names the status its bar is drawn in.
+    svg = live.engine.workspace.timeline_svg(root_id).read_text()
+    assert ">child_incomplete</text>" in svg
+
     # The seed's task API: the worker is not "completed"; worker_status names it.
     task = live.call("GET", f"/api/v1/tasks/{root_id}").json()
     (result,) = task["cli_results"]
