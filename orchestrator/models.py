@@ -50,6 +50,7 @@ class WorkerStatus(str, Enum):
     RUNNING = "running"
     SUCCESS = "success"
     RECURSIVE_SUCCESS = "recursive_success"  # succeeded, and its child jobs completed
+    CHILD_INCOMPLETE = "child_incomplete"  # exited 0 (its steps passed), but a child job it started did not complete
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -61,6 +62,18 @@ class WorkerStatus(str, Enum):
 
     @property
     def ok(self) -> bool:
+        """Its own work is done: it exited 0 and passed its after-attempt steps (success,
+        recursive_success, child_incomplete). Such a worker's branch may land, a task waiting on it
+        starts, and as a candidate it is eligible. ``child_incomplete`` is among them: what its
+        child jobs did achieve was merged into its branch already, and what they missed is said by
+        its status and its job's (``partial``), not by holding back the work it did."""
+        return self in (WorkerStatus.SUCCESS, WorkerStatus.RECURSIVE_SUCCESS, WorkerStatus.CHILD_INCOMPLETE)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing of it is missing: ``ok`` and every child job it started completed (success,
+        recursive_success). What a job needs of each task to end ``completed``, and what the
+        counts of workers that "succeeded" count."""
         return self in (WorkerStatus.SUCCESS, WorkerStatus.RECURSIVE_SUCCESS)
 
 
@@ -68,6 +81,7 @@ TERMINAL_WORKER_STATUSES = frozenset(
     {
         WorkerStatus.SUCCESS,
         WorkerStatus.RECURSIVE_SUCCESS,
+        WorkerStatus.CHILD_INCOMPLETE,
         WorkerStatus.FAILED,
         WorkerStatus.TIMEOUT,
         WorkerStatus.CANCELLED,

@@ -18,7 +18,16 @@ Worker status (``WorkerRecord.status``)::
 
     pending  -> running                      (dispatched: it holds a slot)
     pending  -> skipped                      (never started: cancelled, or the budget was spent)
-    running  -> success | recursive_success | failed | timeout | cancelled   (settled)
+    running  -> success | recursive_success | child_incomplete | failed | timeout | cancelled   (settled)
+    success | recursive_success | child_incomplete | failed | timeout | cancelled -> running
+                                             (a continue round, its job ended: engine/continuing.py)
+
+A worker that exited 0 (its steps passed) is ``success``, or, when it started child jobs,
+``recursive_success`` if every one completed and ``child_incomplete`` if one did not (its
+``exit_reason`` names it and its status). A job ends ``completed`` only when each of its tasks
+is ``success`` or ``recursive_success`` (``WorkerStatus.complete``); a ``child_incomplete``
+worker's work still lands and unblocks its dependents (``WorkerStatus.ok``), but its job ends
+``partial``, and so does every job above it: work is missing below.
 
 Terminal statuses have no way out. Writing the status a record already has is no transition
 and always accepted (each retry's attempt says "running" again); a phase, below, changes or
@@ -69,10 +78,11 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 WORKER_TRANSITIONS: dict[WorkerStatus, frozenset[WorkerStatus]] = {
     _W.PENDING: frozenset({_W.RUNNING, _W.SKIPPED}),
-    _W.RUNNING: frozenset({_W.SUCCESS, _W.RECURSIVE_SUCCESS, _W.FAILED, _W.TIMEOUT, _W.CANCELLED}),
+    _W.RUNNING: frozenset({_W.SUCCESS, _W.RECURSIVE_SUCCESS, _W.CHILD_INCOMPLETE, _W.FAILED, _W.TIMEOUT, _W.CANCELLED}),
     # A worker that ran may run again only in a continue round (engine/continuing.py), its job ended.
     _W.SUCCESS: frozenset({_W.RUNNING}),
     _W.RECURSIVE_SUCCESS: frozenset({_W.RUNNING}),
+    _W.CHILD_INCOMPLETE: frozenset({_W.RUNNING}),
     _W.FAILED: frozenset({_W.RUNNING}),
     _W.TIMEOUT: frozenset({_W.RUNNING}),
     _W.CANCELLED: frozenset({_W.RUNNING}),

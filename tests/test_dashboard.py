@@ -32,7 +32,7 @@ browser = dashboard_helpers.browser
 DOCS = ROOT / "docs"
 STATIC = ROOT / "orchestrator" / "dashboard" / "static"
 XSS_TASK = "<img src=x onerror=alert(1)>"
-TERMINAL_WORKER = {"success", "recursive_success", "failed", "timeout", "cancelled", "skipped"}
+TERMINAL_WORKER = {"success", "recursive_success", "child_incomplete", "failed", "timeout", "cancelled", "skipped"}
 
 # The worker behind every job here, given "MODE [N]: description". "leaf" logs a step every
 # 0.2s until the gate file exists, so a test decides when the tree may finish; "tree N" and

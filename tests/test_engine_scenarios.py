@@ -541,17 +541,40 @@ def test_a_jobs_outcome_follows_from_its_workers(rig, scripts, job_status, statu
 
 
 def test_a_worker_is_a_recursive_success_only_when_its_child_jobs_complete(rig):
+    """A worker that exits 0 after a child job it started failed is child_incomplete, its exit
+    reason names that child job and how it ended, and its root job is partial, never completed."""
     rig.fake.script("worker_1", S(children=[["good"]]))
     rig.fake.script("worker_2", S(children=[["bad"]]))
     rig.fake.script("worker_2_1", S(exit=1))
     job = rig.run(["one", "two"], {"max_retries": 0})
     workers = rig.workers(job)
     assert workers["worker_1"].status is WorkerStatus.RECURSIVE_SUCCESS
-    assert workers["worker_2"].status is WorkerStatus.SUCCESS
-    assert workers["worker_2"].exit_reason == "exit code 0; a child job did not complete"
-    assert job.status is JobStatus.COMPLETED
-    child = rig.jobs(job)[workers["worker_2"].child_job_ids[0]]
-    assert child.status is JobStatus.FAILED
+    child_id = workers["worker_2"].child_job_ids[0]
+    assert workers["worker_2"].status is WorkerStatus.CHILD_INCOMPLETE
+    assert workers["worker_2"].exit_reason == f"exit code 0; child job {child_id} ended failed"
+    assert job.status is JobStatus.PARTIAL
+    assert rig.jobs(job)[child_id].status is JobStatus.FAILED
+    # On disk as in memory.
+    assert rig.engine.workspace.load_job(job.id).status is JobStatus.PARTIAL
+
+
+def test_a_failed_grandchild_makes_every_job_above_it_partial(rig):
+    """worker_1_1 exits 0 after its child job (the grandchild) ended partial: it is child_incomplete,
+    so its job is partial, so worker_1 is child_incomplete too, and the root is partial."""
+    rig.fake.script("worker_1", S(children=[["child"]]))
+    rig.fake.script("worker_1_1", S(children=[["grandchild ok", "grandchild bad"]]))
+    rig.fake.script("worker_1_1_2", S(exit=1))
+    job = rig.run(["parent"], {"max_retries": 0, "max_recursion_depth": 2})
+    jobs = rig.jobs(job)
+    (child_id,) = rig.workers(job)["worker_1"].child_job_ids
+    (grandchild_id,) = rig.workers(jobs[child_id])["worker_1_1"].child_job_ids
+    assert jobs[grandchild_id].status is JobStatus.PARTIAL
+    assert rig.workers(jobs[child_id])["worker_1_1"].status is WorkerStatus.CHILD_INCOMPLETE
+    assert rig.workers(jobs[child_id])["worker_1_1"].exit_reason == f"exit code 0; child job {grandchild_id} ended partial"
+    assert jobs[child_id].status is JobStatus.PARTIAL
+    assert rig.workers(job)["worker_1"].status is WorkerStatus.CHILD_INCOMPLETE
+    assert rig.workers(job)["worker_1"].exit_reason == f"exit code 0; child job {child_id} ended partial"
+    assert job.status is JobStatus.PARTIAL
 
 
 def test_a_worker_ends_after_its_child_jobs_even_when_its_process_ended_first(rig):
@@ -761,8 +784,9 @@ def test_cancelling_a_child_job_leaves_its_parent_running(make_rig):
     rig.clock.release()
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
-    assert worker.status is WorkerStatus.SUCCESS and worker.exit_reason == "exit code 0; a child job did not complete"
-    assert done.status is JobStatus.COMPLETED
+    assert worker.status is WorkerStatus.CHILD_INCOMPLETE
+    assert worker.exit_reason == f"exit code 0; child job {child_id} ended cancelled"
+    assert done.status is JobStatus.PARTIAL  # its own work done, its child's not: never completed
 
 
 def test_a_finished_job_cannot_be_cancelled(rig):

@@ -56,6 +56,17 @@ def test_independent_tasks_beside_a_chain_use_the_free_slots(make_rig):
     assert done.status is JobStatus.COMPLETED and order(rig)[3] == "worker_2"
 
 
+def test_a_task_waiting_on_a_child_incomplete_worker_starts_its_work_being_done(make_rig):
+    """A child_incomplete worker's own work is done (``WorkerStatus.ok``): a task that depends on it
+    runs; the job is partial all the same."""
+    rig = make_rig()
+    rig.fake.script("worker_1", S(children=[["bad"]]))
+    rig.fake.script("worker_1_1", S(exit=1))
+    job = rig.run(chain("a", "b"), {"max_retries": 0})
+    assert rig.statuses(job) == {"worker_1": "child_incomplete", "worker_2": "success"}
+    assert job.status is JobStatus.PARTIAL
+
+
 def test_a_failed_task_skips_everything_downstream_and_the_rest_completes(make_rig):
     rig = make_rig()
     rig.fake.script("worker_1", S(exit=2))

@@ -101,10 +101,30 @@ def test_illegal_job_transitions_are_refused_naming_the_job(old, new):
     assert record.status is old
 
 
+def test_a_running_worker_may_end_child_incomplete_and_run_again_in_a_continue_round():
+    record = worker(WorkerStatus.RUNNING)
+    assert states.set_worker_status(record, WorkerStatus.CHILD_INCOMPLETE) and record.status.terminal
+    assert states.set_worker_status(record, WorkerStatus.RUNNING) and record.status is WorkerStatus.RUNNING
+
+
+def test_child_incomplete_is_ok_to_land_but_not_complete():
+    """Its own work counts (it lands, unblocks, may win), but nothing counts it as succeeded."""
+    assert WorkerStatus.CHILD_INCOMPLETE.ok and not WorkerStatus.CHILD_INCOMPLETE.complete
+    assert {s for s in WorkerStatus if s.complete} == {WorkerStatus.SUCCESS, WorkerStatus.RECURSIVE_SUCCESS}
+    assert {s for s in WorkerStatus if s.ok} == {
+        WorkerStatus.SUCCESS,
+        WorkerStatus.RECURSIVE_SUCCESS,
+        WorkerStatus.CHILD_INCOMPLETE,
+    }
+
+
 @pytest.mark.parametrize(
     ("old", "new"),
     [
         (WorkerStatus.PENDING, WorkerStatus.SUCCESS),  # never ran: it cannot have succeeded
+        (WorkerStatus.PENDING, WorkerStatus.CHILD_INCOMPLETE),
+        (WorkerStatus.CHILD_INCOMPLETE, WorkerStatus.SUCCESS),  # only a continue round (running) leads out
+        (WorkerStatus.SKIPPED, WorkerStatus.CHILD_INCOMPLETE),
         (WorkerStatus.RUNNING, WorkerStatus.SKIPPED),  # it started: it is not "never started"
         (WorkerStatus.SKIPPED, WorkerStatus.RUNNING),
         (WorkerStatus.FAILED, WorkerStatus.RECURSIVE_SUCCESS),

@@ -273,6 +273,12 @@ def test_types_derived_from_the_engine_events():
     )
     assert worker_types(seen, job, third, _event("worker", "success", "selected for task t (best)")) == ["candidate.selected"]
     assert worker_types(seen, job, third, _event("worker", "success", "not selected for task t (best)")) == []
+    # Exited 0, but a child job it started did not complete: told once, as its own type.
+    short = WorkerRecord(
+        job_id="r", root_id="r", name="w4", index=1, depth=0, task="t", kind="command", status=WorkerStatus.CHILD_INCOMPLETE
+    )
+    assert worker_types(seen, job, short, _event("worker", "child_incomplete")) == ["worker.child_incomplete"]
+    assert worker_types(seen, job, short, _event("worker", "child_incomplete")) == []
 
 
 @pytest.mark.slow

@@ -68,6 +68,9 @@ _WORKER_STATUS = {
     WorkerStatus.RUNNING: "running",
     WorkerStatus.SUCCESS: "completed",
     WorkerStatus.RECURSIVE_SUCCESS: "completed",
+    # Exited 0 (its work merged), but a child job it started did not complete: the seed has no word
+    # for missing work, and "completed" would say it is done; worker_status says child_incomplete.
+    WorkerStatus.CHILD_INCOMPLETE: "failed",
     WorkerStatus.FAILED: "failed",
     WorkerStatus.TIMEOUT: "failed",
     WorkerStatus.CANCELLED: "cancelled",

@@ -124,7 +124,9 @@ def status_text(doc: dict[str, Any]) -> str:
     p = doc["progress"]
     lines = [
         f"job {doc['job_id']}: {doc['status']} (depth {doc['depth']})",
-        f"workers: {p['succeeded']} succeeded, {p['failed']} failed, {p['running']} running, "
+        f"workers: {p['succeeded']} succeeded, "
+        + (f"{n} child_incomplete (a child job it started did not complete), " if (n := p.get("child_incomplete")) else "")
+        + f"{p['failed']} failed, {p['running']} running, "
         f"{p['pending']} pending, of {p['total']}",
     ]
     tasks = doc["results"]["tasks"]
@@ -132,6 +134,8 @@ def status_text(doc: dict[str, Any]) -> str:
         line = f"  {task['worker_id']}: {task['status']} - {_short(task['task'], 80)}"
         if task.get("error"):
             line += f" (error: {_short(task['error'], 120)})"
+        elif task["status"] == "child_incomplete" and task.get("exit_reason"):
+            line += f" ({_short(task['exit_reason'], 120)})"
         lines.append(line)
         lines += gate_lines(task, doc["job_id"], indent="      ", last=GATE_LINES)
     if len(tasks) > TASK_LINES:

@@ -30,6 +30,7 @@ ICONS = {
     "running": "▶",
     "success": "✔",
     "recursive_success": "✔",
+    "child_incomplete": "◐",
     "failed": "✘",
     "timeout": "⏱",
     "cancelled": "■",
@@ -40,6 +41,7 @@ ASCII_ICONS = {
     "running": ">",
     "success": "+",
     "recursive_success": "+",
+    "child_incomplete": "~",
     "failed": "x",
     "timeout": "t",
     "cancelled": "#",
@@ -48,7 +50,8 @@ ASCII_ICONS = {
 BOX = ("├─ ", "└─ ", "│  ", "   ")
 ASCII_BOX = ("|- ", "`- ", "|  ", "   ")
 OK = ("success", "recursive_success")
-TROUBLE = ("failed", "timeout", "cancelled")
+# child_incomplete: it exited 0, but a child job it started did not complete: shown like a failure
+TROUBLE = ("failed", "timeout", "cancelled", "child_incomplete")
 FINISHED = (*OK, *TROUBLE, "skipped")
 REFRESH = 0.1  # seconds: the least time between two redraws
 PAUSE_PER_COST = 9  # a redraw that took t seconds (reading the tree included) is followed by at least 9t of pause
@@ -268,7 +271,7 @@ def _count_line(statuses: list[str], icons: dict[str, str]) -> str:
     for status in statuses:
         label = "succeeded" if status in OK else status
         counts[label] = counts.get(label, 0) + 1
-    order = ["running", "failed", "timeout", "cancelled", "succeeded", "skipped", "pending"]
+    order = ["running", "failed", "timeout", "cancelled", "child_incomplete", "succeeded", "skipped", "pending"]
     labels = sorted(counts, key=lambda lab: order.index(lab) if lab in order else len(order))
     return "  ".join(f"{icons.get('success' if lab == 'succeeded' else lab, '?')} {counts[lab]} {lab}" for lab in labels)
 
@@ -444,6 +447,7 @@ def summary(doc: dict[str, Any]) -> str:
     took = f" in {duration_text(doc['duration'])}" if doc.get("duration") is not None else ""
     return (
         f"Job {doc['job_id']} {doc['status']}: {progress['succeeded']}/{progress['total']} workers succeeded"
+        + (f", {n} child_incomplete" if (n := progress.get("child_incomplete")) else "")
         + (
             f" ({tree['workers']} in the whole tree, {tree['jobs']} job(s), depth {tree['max_depth']})"
             if tree.get("jobs", 1) > 1

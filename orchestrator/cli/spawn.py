@@ -240,7 +240,12 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"## Child job {doc['job_id']}: {doc['status']}",
         "",
-        f"{progress['succeeded']}/{progress['total']} workers succeeded at depth {doc['depth']}.",
+        f"{progress['succeeded']}/{progress['total']} workers succeeded at depth {doc['depth']}"
+        + (
+            f"; {n} child_incomplete (exited 0, but a child job it started did not complete)."
+            if (n := progress.get("child_incomplete"))
+            else "."
+        ),
         f"Workspace: {doc['results']['workspace']}",
         "",
     ]
@@ -252,6 +257,8 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"Files ({task['dir']}): " + ", ".join(task["files_created"][:50]))
         if task.get("error"):
             lines.append(f"Error: {task['error']}")
+        elif task["status"] == "child_incomplete":  # its exit reason names the child job that did not complete
+            lines.append(f"Incomplete: {task.get('exit_reason')}")
         if task.get("gates") and task["status"] != "success":  # which gate failed it, and its output's end
             from ..gate_output import failing_gate, output_lines  # only here: a child that failed a gate
 

@@ -19,6 +19,7 @@ EVENTS = (
     "job.cancelled",
     "job.waiting",
     "worker.failed",
+    "worker.child_incomplete",
     "worker.refused",
     "merge.completed",
     "merge.conflicted",

@@ -129,11 +129,7 @@ class Finishing:
         status = outcome.status
         jobs = self.tables.jobs
         if status is WorkerStatus.SUCCESS and rec.child_job_ids:
-            children = [jobs[c] for c in rec.child_job_ids if c in jobs]
-            if children and all(c.status is JobStatus.COMPLETED for c in children):
-                status = WorkerStatus.RECURSIVE_SUCCESS
-            else:
-                rec.exit_reason += "; a child job did not complete"
+            status = self.with_children(rec)
         if self.scheduler is not None:  # in its final record: the tasks its end lets start
             rec.unblocked = self.scheduler.unblocked_by(live, status)
         final = rec.copy()
@@ -145,6 +141,21 @@ class Finishing:
         final.ended_at = max(ends) if ends else self.clock.time()
         self.metrics.worker_finished(live.tag, status.value, final.duration)
         return final, self.tables.worker_snapshot(live, final)
+
+    def with_children(self, rec: WorkerRecord) -> WorkerStatus:
+        """Inside ``tables.locked()``: the status of a worker that exited 0 after starting child jobs:
+        ``recursive_success`` when each completed, else ``child_incomplete``, its ``exit_reason`` then
+        naming each child job that did not complete and how it ended ("child job X ended partial")."""
+        jobs = self.tables.jobs
+        missing = [
+            f"child job {c} ended {jobs[c].status.value}" if c in jobs else f"child job {c} is not known"
+            for c in rec.child_job_ids
+            if c not in jobs or jobs[c].status is not JobStatus.COMPLETED
+        ]
+        if not missing:
+            return WorkerStatus.RECURSIVE_SUCCESS
+        rec.exit_reason = "; ".join([rec.exit_reason, *missing])
+        return WorkerStatus.CHILD_INCOMPLETE
 
     def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> bool:
         """Outside the lock: the final record on disk, then everyone told; the job may end. False when a
@@ -449,13 +460,20 @@ class Finishing:
         records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
         if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
             return JobStatus.CANCELLED
-        # A task run as candidates counts once: done when it has a winner, whatever its losers did.
-        done = {r.task_id or r.name: r.status.ok for r in records if r.candidate is None}
-        done |= {task: bool(job.selections.get(task, {}).get("winner")) for task in candidate_tasks(job)}
-        ok = sum(done.values())
-        if ok == len(done):
+        # A task run as candidates counts once, by its winner, whatever its losers did. A task is
+        # done when its work is (``ok``: it lands), complete when nothing below it is missing
+        # either: a child_incomplete worker's job is partial, not completed.
+        by_name = {r.name: r for r in records}
+        final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
+        for task in candidate_tasks(job):
+            winner = by_name.get(job.selections.get(task, {}).get("winner") or "")
+            if winner is None:
+                final[task] = WorkerStatus.FAILED
+            else:  # chosen among the eligible: its work is done; is anything below it missing?
+                final[task] = winner.status if winner.status is WorkerStatus.CHILD_INCOMPLETE else WorkerStatus.SUCCESS
+        if all(status.complete for status in final.values()):
             return JobStatus.COMPLETED
-        return JobStatus.PARTIAL if ok else JobStatus.FAILED
+        return JobStatus.PARTIAL if any(status.ok for status in final.values()) else JobStatus.FAILED
 
     def evict_finished(self, root_id: str) -> None:
         """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are

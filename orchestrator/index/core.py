@@ -188,7 +188,7 @@ class JobIndex:
                 ("SELECT AVG(ended_at - started_at), SUM(planner_cost_usd), SUM(selections) FROM jobs WHERE depth = 0", []),
                 ("SELECT COUNT(*) FROM events", []),
                 ("SELECT outcome, COUNT(*) FROM jobs WHERE depth = 0 GROUP BY outcome", []),
-                (
+                (  # a completion is WorkerStatus.complete: child_incomplete (a child job missed work) is not one
                     "SELECT kind, COUNT(*), SUM(CASE WHEN status IN ('success', 'recursive_success') THEN 1 ELSE 0 END), "
                     "SUM(CASE WHEN selected = 1 THEN 1 ELSE 0 END), SUM(cost_usd), SUM(duration) "
                     "FROM tasks WHERE depth = 0 GROUP BY kind",

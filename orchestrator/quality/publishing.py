@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
-from ..models import JobRecord, JobStatus, WorkerRecord
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..workspace.layout import Workspace
 from . import forge
 from .landing import repository
@@ -130,6 +130,12 @@ def title(request: str) -> str:
     return f"orchestrator: {_first_line(request)[:100].rstrip(_TRAILING)}"
 
 
+def incomplete_children(workers: Sequence[WorkerRecord]) -> str:
+    """``", 1 child_incomplete (exited 0, a child job it started did not complete)"``, or "" when none."""
+    n = sum(1 for w in workers if w.status is WorkerStatus.CHILD_INCOMPLETE)
+    return f", {n} child_incomplete (exited 0, a child job it started did not complete)" if n else ""
+
+
 def summary(job: JobRecord, workers: Sequence[WorkerRecord], status: JobStatus | None = None) -> str:
     """The pull request's body: the run as FINAL_RESULT.md sums it up (status, workers, gates, merge,
     cost); ``status``: the job's final one (None: its record's)."""
@@ -146,7 +152,7 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord], status: JobStatus |
         "",
         "> " + job.request[:REQUEST_CHARS].replace("\n", "\n> "),
         "",
-        f"- Workers: {sum(1 for w in done if w.status.ok)} of {len(workers)} succeeded",
+        f"- Workers: {sum(1 for w in done if w.status.complete)} of {len(workers)} succeeded" + incomplete_children(done),
         f"- Gates: {sum(1 for g in gates if g.passed)} passed, {sum(1 for g in gates if not g.passed)} not passed"
         if gates
         else "- Gates: none",

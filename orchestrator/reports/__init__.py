@@ -53,7 +53,9 @@ SELECT_RULES = {
 }
 # Workers whose log tail a report shows. Cancelled and skipped ones were stopped
 # by the orchestrator, so their logs rarely explain anything.
-FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT)
+# The workers FINAL_RESULT.md's Failures list: child_incomplete too (it exited 0, but a child job it
+# started did not complete: its exit reason names that job and how it ended).
+FAILURE_STATUSES = (WorkerStatus.FAILED, WorkerStatus.TIMEOUT, WorkerStatus.CHILD_INCOMPLETE)
 OUTPUT_LIMIT = 4000  # characters of each worker's output in FINAL_RESULT.md
 TIMELINE_WIDTH = 40
 # Past this many workers FINAL_RESULT.md is a summary: a table per level instead of a row per worker

@@ -158,7 +158,8 @@ class TreeAnalytics:
     bottleneck_level: int | None  # the depth with the longest span
     counts: dict[str, int]  # worker status value -> count
     total: int
-    succeeded: int
+    succeeded: int  # success + recursive_success: nothing of it missing (WorkerStatus.complete)
+    child_incomplete: int  # exited 0, but a child job it started did not complete: neither succeeded nor failed
     failed: int  # failed + timeout + cancelled + skipped
     success_rate: float  # succeeded / total, 0 when total is 0
     cost_usd: float | None  # workers', AI planners', judges' and conflict resolvers' cost; None when none reported one
@@ -251,7 +252,7 @@ def analyse(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | Non
     peak = peak_concurrency(rows)
     spans = level_waits(rows)
     counts = {s: by_value[s.value] for s in WorkerStatus if by_value.get(s.value)}
-    succeeded = sum(n for status, n in counts.items() if status.ok)
+    succeeded = sum(n for status, n in counts.items() if status.complete)
     failed = sum(n for status, n in counts.items() if status in FAILED_STATUSES)
     per_job = _job_rollups(jobs, {job_id: own.rollup() for job_id, own in sums.items() if job_id is not None})
     tree = _merge([r.own for r in per_job] + [sums[None].rollup() if None in sums else _Sums().rollup()])
@@ -269,6 +270,7 @@ def analyse(jobs: list[JobRecord], workers: list[WorkerRecord], now: float | Non
         counts={s.value: n for s, n in counts.items()},
         total=len(workers),
         succeeded=succeeded,
+        child_incomplete=counts.get(WorkerStatus.CHILD_INCOMPLETE, 0),
         failed=failed,
         success_rate=succeeded / len(workers) if workers else 0.0,
         cost_usd=tree.cost_usd,

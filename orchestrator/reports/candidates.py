@@ -24,8 +24,24 @@ from orchestrator.reports.markdown import DASH, clean, md_cell
 from orchestrator.reports.taskgraph import gate_summary
 from orchestrator.workspace.layout import candidates_report
 
-ICONS = {"success": "✓", "recursive_success": "✓", "failed": "✗", "timeout": "⏱", "cancelled": "■", "skipped": "–"}
-ASCII_ICONS = {"success": "+", "recursive_success": "+", "failed": "x", "timeout": "t", "cancelled": "#", "skipped": "-"}
+ICONS = {
+    "success": "✓",
+    "recursive_success": "✓",
+    "child_incomplete": "◐",
+    "failed": "✗",
+    "timeout": "⏱",
+    "cancelled": "■",
+    "skipped": "–",
+}
+ASCII_ICONS = {
+    "success": "+",
+    "recursive_success": "+",
+    "child_incomplete": "~",
+    "failed": "x",
+    "timeout": "t",
+    "cancelled": "#",
+    "skipped": "-",
+}
 LINE_REASON_CHARS = 40  # of a loser's reason on a terminal line
 MEASURE_COLUMNS = 12  # measures a CANDIDATES table shows (a scoring command may print any number)
 

@@ -50,7 +50,8 @@ def job_status(
     final = job_dir / "FINAL_RESULT.md"
     level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
     done = [w for w in own if w.status.terminal]
-    ok = [w for w in own if w.status.ok]
+    ok = [w for w in own if w.status.complete]  # succeeded: nothing of it missing
+    short = sum(1 for w in own if w.status is WorkerStatus.CHILD_INCOMPLETE)  # exited 0, a child job did not complete
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
     graph = has_dependencies(job, own)
     own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
@@ -116,7 +117,8 @@ def job_status(
             "running": sum(1 for w in own if w.status is WorkerStatus.RUNNING),
             "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
             "succeeded": len(ok),
-            "failed": len(done) - len(ok),
+            "child_incomplete": short,
+            "failed": len(done) - len(ok) - short,
             "no_changes": sum(1 for w in own if w.no_changes),  # ended with its checkout as it found it
             "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
         },
@@ -316,7 +318,8 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "jobs": len(jobs),
         "workers": len(workers),
         "completed": sum(1 for w in workers if w.status.terminal),
-        "succeeded": sum(1 for w in workers if w.status.ok),
+        "succeeded": sum(1 for w in workers if w.status.complete),
+        "child_incomplete": sum(1 for w in workers if w.status is WorkerStatus.CHILD_INCOMPLETE),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
         "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers, AI planners, judges, resolvers
         # Workers whose cost above is an estimate from a price table, and why others' is unknown
@@ -379,7 +382,7 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
         f"job {doc['job_id']}  {doc['status'].upper()}  depth {doc['depth']}",
         f"request: {doc['request'][:200]}",
         f"progress: {doc['progress']['completed']}/{doc['progress']['total']} workers done, "
-        f"success rate {doc['progress']['success_rate'] * 100:.0f}%",
+        f"success rate {doc['progress']['success_rate'] * 100:.0f}%" + _short_line(doc["progress"]),
         "",
         f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  {'FILES':<11}  TASK",
     ]
@@ -404,6 +407,13 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
     if doc["status"] == "waiting":
         lines += approval_lines(doc["job_id"])
     return "\n".join(lines)
+
+
+def _short_line(progress: dict[str, Any]) -> str:
+    """``", 1 child_incomplete (exited 0, a child job it started did not complete)"``, or "" when none
+    (a status document from an older server has no such count)."""
+    n = progress.get("child_incomplete") or 0
+    return f", {n} child_incomplete (exited 0, a child job it started did not complete)" if n else ""
 
 
 def merge_lines(doc: dict[str, Any]) -> list[str]:
@@ -473,7 +483,9 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
         if task.get("waiting") and task["status"] == "pending":
             rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
-        for said in (task.get("quiet"), task.get("refused")):
+        # child_incomplete: which child job did not complete, and how it ended (its exit reason)
+        short = task.get("exit_reason") if task["status"] == "child_incomplete" else None
+        for said in (task.get("quiet"), task.get("refused"), short):
             if said:
                 rows.append(" " * (2 * indent + 2) + "↳ " + said)
         if task.get("child_results"):

@@ -42,6 +42,7 @@ MERMAID_CLASSES = {
     "running": ("#1e88e5", "#ffffff"),
     "success": ("#2e7d32", "#ffffff"),
     "recursive_success": ("#00838f", "#ffffff"),
+    "child_incomplete": ("#c77700", "#ffffff"),  # exited 0, a child job it started did not complete
     "failed": ("#c62828", "#ffffff"),
     "timeout": ("#ef6c00", "#ffffff"),
     "cancelled": ("#757575", "#ffffff"),

@@ -55,6 +55,7 @@ FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monos
 COLOURS = {
     "success": "#2e7d32",
     "recursive_success": "#00838f",
+    "child_incomplete": "#c77700",  # exited 0, a child job it started did not complete (OPTIONAL_LEGEND)
     "failed": "#c62828",
     "timeout": "#ef6c00",
     "cancelled": "#757575",
@@ -62,6 +63,7 @@ COLOURS = {
     "running": "#1e88e5",
     "pending": "#e0e0e0",
 }
+OPTIONAL_LEGEND = frozenset({"child_incomplete"})  # in the legend only when a worker of the picture is
 DEPS_COLOUR = "#f9a825"  # a wait on prerequisites (a task graph's), beside the grey wait for a slot
 DEPS_LABEL = "waiting on prerequisites"
 COMMIT_FILL = "#ffffff"
@@ -125,7 +127,7 @@ def timeline_svg_parts(
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
     git = any(getattr(j.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE for j in jobs)
     deps = dependency_waits(jobs, workers, now)
-    yield _header(chart, top, analytics.total, analytics.wall, git, bool(deps))
+    yield _header(chart, top, analytics.total, analytics.wall, git, bool(deps), set(analytics.counts))
     for job, first, last, level in bands:
         yield "\n" + _band(chart, job, first, last, level)
     for part in _axis(chart):
@@ -215,11 +217,21 @@ class _Chart:
         return TOP + index * ROW_HEIGHT
 
 
-def _header(chart: _Chart, top: JobRecord | None, workers: int, wall: float, git: bool = False, deps: bool = False) -> str:
+def _header(
+    chart: _Chart,
+    top: JobRecord | None,
+    workers: int,
+    wall: float,
+    git: bool = False,
+    deps: bool = False,
+    statuses: set[str] | frozenset[str] = frozenset(),
+) -> str:
+    """The title and the legend. ``statuses``: those the picture holds; the rare ones (OPTIONAL_LEGEND)
+    are in the legend only then, so the common legend fits the picture's width."""
     title = "no job" if top is None else f"job {top.id}: {top.status.value}, {workers} worker(s), wall {_clock(wall)}"
     legend: list[str] = []
     x: float = MARGIN  # grows by fractional character widths
-    items = [(status, COLOURS[status], "1") for status in COLOURS if status != "pending"]
+    items = [(s, COLOURS[s], "1") for s in COLOURS if s != "pending" and (s not in OPTIONAL_LEGEND or s in statuses)]
     items.append(("retried attempt", COLOURS["failed"], "0.45"))
     for label, colour, opacity in items:
         legend.append(

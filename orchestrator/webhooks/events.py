@@ -6,6 +6,7 @@ and the compact job summary a delivery carries. Pure but for the memory of what 
     job event, a terminal status the first time     job.<status> (after merge.* for a root job)
     a root job's merge record, new or changed       merge.completed, or merge.conflicted (conflicts)
     worker event ending failed or timeout           worker.failed, and gate.failed if a required gate did not pass
+    worker event ending child_incomplete            worker.child_incomplete (it exited 0, a child job it started did not complete)
     worker event ending, refused something          worker.refused (whatever its status: what the agent tried)
     worker event "selected for task ..."            candidate.selected
 """
@@ -72,6 +73,8 @@ def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event)
         found.append("worker.failed")
         if any(g.required and not g.passed for g in record.gates):
             found.append("gate.failed")
+    if event.status == WorkerStatus.CHILD_INCOMPLETE.value and seen.changed(("child_incomplete", job.id, record.name)):
+        found.append("worker.child_incomplete")
     if event.status in TERMINAL_WORKER and record.refusals_total and seen.changed(("refused", job.id, record.name)):
         found.append("worker.refused")
     if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
@@ -116,6 +119,8 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "task_id": record.task_id,
         "status": event.status,
         "message": event.message[:500],
+        # Why it ended so: a child_incomplete worker's names the child job that did not complete and how it ended.
+        "exit_reason": (record.exit_reason or "")[:500] or None,
         "no_changes": record.no_changes,  # its checkout is as it found it (null: not known)
         "gates": [{"name": g.name, "required": g.required, "status": g.status, "passed": g.passed} for g in record.gates],
         # What the system refused it (workers/refusals.py: bounded), beside its status: what it tried.

@@ -25,7 +25,7 @@ from .conftest import metric, tagged_alive
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 WORKER = ROOT / "tests" / "fixtures" / "counting_worker.py"
-TERMINAL = {"success", "recursive_success", "failed", "timeout", "cancelled", "skipped"}
+TERMINAL = {"success", "recursive_success", "child_incomplete", "failed", "timeout", "cancelled", "skipped"}
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ const Dash = (() => {
   const HEARTBEAT_MS = 4000;
   const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
   const TERMINAL = new Set(["completed", "partial", "failed", "cancelled",
-    "success", "recursive_success", "timeout", "skipped"]);
+    "success", "recursive_success", "child_incomplete", "timeout", "skipped"]);
 
   let online = true;
   let lostAt = 0;

@@ -18,7 +18,7 @@
   const timelineMs = () => Math.max(4000, 20 * (doc ? doc.tree.workers : 0));
   const LOG_KEEP = 300000;       // characters of log kept in the page
   const FILES_SHOWN = 200;
-  const STATUS_ORDER = ["running", "pending", "success", "recursive_success", "failed", "timeout", "cancelled", "skipped"];
+  const STATUS_ORDER = ["running", "pending", "success", "recursive_success", "child_incomplete", "failed", "timeout", "cancelled", "skipped"];
 
   let doc = null;
   let lastSeq = 0;
@@ -192,7 +192,8 @@
     setText($("job-request"), doc.request);
     $("progress-bar").style.width = (tree.workers ? 100 * tree.completed / tree.workers : 0).toFixed(1) + "%";
     $("progress-bar").className = "progress-bar s-" + doc.status;
-    setText($("f-workers"), tree.completed + "/" + tree.workers + " done, " + tree.succeeded + " succeeded");
+    setText($("f-workers"), tree.completed + "/" + tree.workers + " done, " + tree.succeeded + " succeeded" +
+      (tree.child_incomplete ? ", " + tree.child_incomplete + " child_incomplete (a child job it started did not complete)" : ""));
     setText($("f-jobs"), String(tree.jobs));
     setText($("f-duration"), duration(elapsed(doc)));
     const resolver = tree.resolver || {};  // merge_strategy resolve's share of the cost
