@@ -48,3 +48,11 @@ def test_a_request_carrying_a_command_is_refused_saying_where_a_command_is_set(m
     assert message.startswith("config.command: a request never carries a command")
     assert "orchestrator.command" in message and "config.yaml" in message
     assert _jobs_on_disk(live) == []
+
+
+def test_a_command_the_workers_find_is_accepted_where_the_server_would_not(make_live, tmp_path):
+    # orchestrator-python is on the workers' PATH only; ./agent.sh resolves in the worker's folder
+    live = make_live(orchestrator={"worker": "command", "command": ["orchestrator-python", "-c", "print(1)"]})
+    assert live.submit(request="notes", tasks=["a"]).status_code == 202
+    live = make_live(orchestrator={"worker": "command", "command": ["./agent.sh", "{task}"]})
+    assert live.submit(request="notes", tasks=["a"]).status_code == 202

@@ -16,6 +16,7 @@ What each part does, and when it is decided:
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..errors import InvalidGraph
 from ..models import TaskNode
 from ..process.runner import CommandNotFound, resolve_command
 from .adapters import get_adapter, resolve_kind
-from .environment import base_env
+from .environment import SPAWN_BIN, base_env
 
 # The orchestrator's own helpers in a claude tool list (orchestrator-spawn and its older
 # ``python -m orchestrator spawn`` forms, orchestrator-lock): a role's list keeps them.
@@ -139,8 +140,10 @@ def not_installed(settings: Settings, kind: str) -> str:
     else:
         key = f"orchestrator.{kind}_command"
         program = str(settings.get("orchestrator", f"{kind}_command"))
-    try:
-        resolve_command(program, base_env(settings)["PATH"])
+    if os.sep in program and not os.path.isabs(program):
+        return ""  # relative to the worker's folder: found (or not) where it runs
+    try:  # the workers' PATH: the orchestrator's helpers (orchestrator-python...) first
+        resolve_command(program, os.pathsep.join((SPAWN_BIN, base_env(settings)["PATH"])))
     except CommandNotFound:
         return f"{program!r} ({key}) is not on the workers' PATH"
     return ""
