@@ -313,12 +313,13 @@ def test_conflicts_and_merge_of_a_worktree_task_leave_the_users_repository_as_it
         from .conftest import Live
 
         live = Live(server.url, API_KEY, engine)
-        # Two candidates that each write shared.txt differently (their worktree's folder name)
+        # Two candidates that each write shared.txt differently (their worker's name: their cwd is the
+        # repository's own path in the sandbox, the same for both)
         task = submit(
             live,
             {"cli_name": "command"},
             {"cli_name": "command"},
-            description='basename "$PWD" > shared.txt',
+            description='echo "$ORCHESTRATOR_WORKER_ID" > shared.txt',
             merge_strategy="manual",
         )
         assert task.status_code == 201, task.text
