@@ -66,8 +66,9 @@ def test_a_gate_runs_in_its_cwd_and_a_cwd_linking_out_of_the_checkout_is_refused
     job = run_job(engine, "x", tasks=[task], config={"gates": [gate("here", ["./check.sh"], cwd="./sub/")]})
     (w1,) = workers(engine, job).values()
     assert w1.status is WorkerStatus.SUCCESS and job.config.gates[0]["cwd"] == "sub"
-    wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
-    assert f"in {wt / 'sub'}\n" in gate_output(engine, job, w1) and list(job.merge.merged) == ["worker_1"]
+    # in its sandbox the checkout is at the repository's own path (the project view): its sub there
+    top = host if w1.sandbox == "bubblewrap" else engine.workspace.worker_dir(job.id, 0, "worker_1")
+    assert f"in {top / 'sub'}\n" in gate_output(engine, job, w1) and list(job.merge.merged) == ["worker_1"]
     # A link the worker made that leads out of its checkout: not followed, the gate fails closed
     outside = tmp_path / "outside"
     outside.mkdir()
