@@ -83,9 +83,14 @@ def quick_jobs(served: Served, count: int, config: dict | None = None) -> list[s
 def running(served: Served) -> tuple[str, Path]:
     job_id = served.submit(["sleep 120"], {"approval": "none"})
     folder = served.engine.workspace.worker_dir(job_id, 0, "worker_1")
-    # running, in its worktree (the worker is "running" from its preparation on)
+    # running, in its worktree on its branch (the worker is "running" from its preparation on; its
+    # worktree is listed before the checkout that makes its branch)
     wait_until(
-        lambda: served.engine.worker_running(job_id, "worker_1") and listed_yet(served.host, folder),
+        lambda: (
+            served.engine.worker_running(job_id, "worker_1")
+            and listed_yet(served.host, folder)
+            and f"orchestrator/{job_id}/worker_1" in ours(served.host)
+        ),
         what="the long worker running in its worktree",
     )
     return job_id, folder
