@@ -83,6 +83,8 @@ def test_a_failed_grandchild_is_child_incomplete_and_partial_on_every_surface(ma
     assert "2 child_incomplete (exited 0, a child job it started did not complete)" in report
     assert "### depth_0_worker_1: child_incomplete" in report, report
     assert f"exit code 0; child job {child_id} ended partial" in report
+    section = report.split("### depth_0_worker_1: child_incomplete", 1)[1].split("###", 1)[0]
+    assert "Last lines of the log:" in section and "No log tail available" not in section, section
 
     # The timeline's picture: its legend names the status its bar is drawn in.
     svg = live.engine.workspace.timeline_svg(root_id).read_text()

@@ -558,6 +558,25 @@ def test_a_worker_is_a_recursive_success_only_when_its_child_jobs_complete(rig):
     assert rig.engine.workspace.load_job(job.id).status is JobStatus.PARTIAL
 
 
+def test_only_the_child_jobs_of_a_workers_last_attempt_decide_its_status(rig):
+    """Attempt 1 starts a child job that fails, then fails itself; attempt 2 succeeds with none: the
+    worker is success and its job completed (what attempt 1's child did went with attempt 1). A
+    retry whose own child job fails is child_incomplete, naming that child only."""
+    rig.fake.script("worker_1", S(children=[["bad"]], exit=1), S(exit=0))
+    rig.fake.script("worker_1_1", S(exit=1))
+    rig.fake.script("worker_2", S(children=[["bad too"]], exit=1), S(children=[["again"]]))
+    rig.fake.script("worker_2_1", S(exit=1))
+    rig.fake.script("worker_2_2", S(exit=1))
+    job = rig.run(["one", "two"], {"max_retries": 1})
+    workers = rig.workers(job)
+    assert len(workers["worker_1"].attempts) == 2 and len(workers["worker_1"].child_job_ids) == 1
+    assert workers["worker_1"].status is WorkerStatus.SUCCESS, workers["worker_1"].exit_reason
+    first, second = workers["worker_2"].child_job_ids
+    assert workers["worker_2"].status is WorkerStatus.CHILD_INCOMPLETE
+    assert workers["worker_2"].exit_reason == f"exit code 0; child job {second} ended failed"
+    assert job.status is JobStatus.PARTIAL
+
+
 def test_a_failed_grandchild_makes_every_job_above_it_partial(rig):
     """worker_1_1 exits 0 after its child job (the grandchild) ended partial: it is child_incomplete,
     so its job is partial, so worker_1 is child_incomplete too, and the root is partial."""

@@ -145,16 +145,22 @@ class Finishing:
     def with_children(self, rec: WorkerRecord) -> WorkerStatus:
         """Inside ``tables.locked()``: the status of a worker that exited 0 after starting child jobs:
         ``recursive_success`` when each completed, else ``child_incomplete``, its ``exit_reason`` then
-        naming each child job that did not complete and how it ended ("child job X ended partial")."""
+        naming each child job that did not complete and how it ended ("child job X ended partial").
+        Only the child jobs its last attempt started count: an earlier attempt failed, and what its
+        child jobs did went with it (a retry starts again from the checkpoint)."""
         jobs = self.tables.jobs
+        since = rec.attempts[-1].started_at if rec.attempts else None
+        own = [c for c in rec.child_job_ids if c not in jobs or since is None or jobs[c].created_at >= since]
+        if not own:
+            return WorkerStatus.SUCCESS
         missing = [
             f"child job {c} ended {jobs[c].status.value}" if c in jobs else f"child job {c} is not known"
-            for c in rec.child_job_ids
+            for c in own
             if c not in jobs or jobs[c].status is not JobStatus.COMPLETED
         ]
         if not missing:
             return WorkerStatus.RECURSIVE_SUCCESS
-        rec.exit_reason = "; ".join([rec.exit_reason, *missing])
+        rec.exit_reason = "; ".join([r for r in (rec.exit_reason, *missing) if r])
         return WorkerStatus.CHILD_INCOMPLETE
 
     def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> bool:
@@ -499,7 +505,7 @@ class Finishing:
         jobs, workers = self.queries.snapshot(job.root_id, outcomes=True)
         tails = {}  # a failed worker's log's last lines, or its failing gate's output's (FINAL_RESULT.md's Failures)
         for w in workers:
-            if w.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT):
+            if w.status in reports.FAILURE_STATUSES:  # the workers FINAL_RESULT.md's Failures list
                 gate = failing_gate(w.gates, w.exit_reason)
                 path = gate.log_path if gate is not None else w.log_path
                 tails[w.key] = self.workspace.read_tail(self.workspace.job_dir(w.root_id) / path, 20)
