@@ -6,7 +6,7 @@
 # Starts this folder's API server in the background unless it runs (on a port it keeps when the
 # configured one belongs to another program), submits the request, follows the job live until it
 # ends, prints a summary and the path of FINAL_RESULT.md. Works from any folder.
-# Exit code: 0 completed, 3 partial, 1 failed, 4 cancelled, 5 server unreachable, 6 completed but no worker
+# Exit code: 0 completed, 3 partial, 1 failed, 4 cancelled, 5 server unreachable, 6 completed or partial but no worker
 # changed a file, 7 waiting for approval, 2 usage, 130 interrupted (the job keeps running).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -178,8 +178,10 @@ def test_a_link_planted_in_the_gate_logs_place_is_refused_not_followed(tree, tmp
             answer = get(url, log_path(child) + query)
             assert answer.status_code == 403 and "TOP-SECRET" not in answer.text, (query, answer.text)
             assert answer.json()["error"] == "refused_path"
-        shown = cli(folder, "logs", child["job_id"], f"depth_{child['depth']}_{child['worker_id']}", "--gate", "tests")
-        assert shown.returncode != 0 and "TOP-SECRET" not in shown.stdout + shown.stderr, shown
+        worker = f"depth_{child['depth']}_{child['worker_id']}"
+        for lines in ([], ["-n", "5"]):
+            shown = cli(folder, "logs", child["job_id"], worker, "--gate", "tests", *lines)
+            assert shown.returncode != 0 and "TOP-SECRET" not in shown.stdout + shown.stderr, (lines, shown)
     finally:
         path.unlink()
         kept.rename(path)

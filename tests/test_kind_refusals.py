@@ -50,9 +50,12 @@ def test_a_request_carrying_a_command_is_refused_saying_where_a_command_is_set(m
     assert _jobs_on_disk(live) == []
 
 
-def test_a_command_the_workers_find_is_accepted_where_the_server_would_not(make_live, tmp_path):
-    # orchestrator-python is on the workers' PATH only; ./agent.sh resolves in the worker's folder
+def test_a_command_on_the_workers_path_only_is_accepted(make_live):
+    # orchestrator-python is on the workers' PATH (the orchestrator's helpers), not the server's
     live = make_live(orchestrator={"worker": "command", "command": ["orchestrator-python", "-c", "print(1)"]})
     assert live.submit(request="notes", tasks=["a"]).status_code == 202
+
+
+def test_a_command_relative_to_the_workers_folder_is_left_to_the_worker(make_live):
     live = make_live(orchestrator={"worker": "command", "command": ["./agent.sh", "{task}"]})
     assert live.submit(request="notes", tasks=["a"]).status_code == 202

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -502,8 +503,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     adapter = None if args.gate else ADAPTERS.get(record.kind)  # a gate's output is plain text already
     out = _LogPrinter(None if args.raw or adapter is None else adapter().readable)
     if args.lines:
-        out.feed(workspace.read_tail(path, args.lines).encode("utf-8") + b"\n")
-        offset = path.stat().st_size if path.exists() else 0
+        offset = _tail_from(path, args.lines, out)
     else:
         offset = _copy_from(path, 0, out)
     while args.follow:
@@ -544,6 +544,21 @@ class _LogPrinter:
         shown = self.readable(raw.decode("utf-8", errors="replace"))
         if shown is not None:
             sys.stdout.write(shown + "\n")
+
+
+def _tail_from(path: Path, lines: int, out: _LogPrinter, max_bytes: int = 64 * 1024) -> int:
+    """The log's last ``lines`` (of its last ``max_bytes``) to ``out``; the offset after them."""
+    from ..workspace.filesystem import open_regular
+
+    handle = open_regular(path)  # a link planted in the log's place is refused (RefusedPath), never followed
+    if handle is None:
+        return 0
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - max_bytes))
+        data = handle.read(size - handle.tell())
+    out.feed(b"\n".join(data.splitlines()[-lines:]) + b"\n")
+    return size
 
 
 def _copy_from(path: Path, offset: int, out: _LogPrinter) -> int:

@@ -198,9 +198,14 @@ def _task_of(doc: dict[str, Any], depth: int | None, name: str) -> dict[str, Any
 
 
 def _failed_gate(client: OrchestratorClient, job: str, worker: str) -> list[str]:
-    """The lines ``gate_lines`` gives for a worker that failed its gate, from its job's status."""
+    """The lines ``gate_lines`` gives for a worker that failed its gate, from its job's status; []
+    when the status cannot be read now (the log was: a busy or rate-limited server costs the extra)."""
     depth, name = parse_worker_ref(worker)
-    task = _task_of(client.status(job), depth, name)
+    try:
+        doc = client.status(job)
+    except (OrchestratorError, requests.RequestException):
+        return []
+    task = _task_of(doc, depth, name)
     return gate_lines(task, job) if task is not None else []
 
 
