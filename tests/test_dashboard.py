@@ -32,7 +32,6 @@ browser = dashboard_helpers.browser
 DOCS = ROOT / "docs"
 STATIC = ROOT / "orchestrator" / "dashboard" / "static"
 XSS_TASK = "<img src=x onerror=alert(1)>"
-TERMINAL_WORKER = {"success", "recursive_success", "child_incomplete", "failed", "timeout", "cancelled", "skipped"}
 
 # The worker behind every job here, given "MODE [N]: description". "leaf" logs a step every
 # 0.2s until the gate file exists, so a test decides when the tree may finish; "tree N" and
@@ -937,3 +936,16 @@ def test_a_finished_worker_is_continued_from_the_dashboard_box_and_its_round_is_
     browser.refresh()
     wait_for(browser, lambda: "worker_1 round 2: success" in text_of(browser, "continue-rounds"), "the round listed")
     assert "feedback: good, now FEEDBACK-TWO" in text_of(browser, "continue-rounds")
+
+
+def test_the_pages_know_every_status_the_server_sends():
+    """dashboard.js's terminal set is the models' (jobs and workers), and job.js counts every worker
+    status: a status added on the server and not here would leave a row running or uncounted."""
+    from orchestrator.models import TERMINAL_JOB_STATUSES, TERMINAL_WORKER_STATUSES, WorkerStatus
+
+    common = (STATIC / "dashboard.js").read_text()
+    terminal = set(re.findall(r'"(\w+)"', re.search(r"const TERMINAL = new Set\(\[(.*?)\]\)", common, re.S).group(1)))
+    assert terminal == {s.value for s in (*TERMINAL_JOB_STATUSES, *TERMINAL_WORKER_STATUSES)}
+    page = (STATIC / "job.js").read_text()
+    order = re.findall(r'"(\w+)"', re.search(r"const STATUS_ORDER = \[(.*?)\]", page).group(1))
+    assert sorted(order) == sorted(s.value for s in WorkerStatus)
