@@ -83,3 +83,19 @@ def test_the_judges_cost_counts_toward_the_tree_and_its_budget(make_rig):
     doc = rig.engine.queries.status_document(done.id)
     assert doc["tree"]["cost_usd"] == 0.25, doc["tree"]
     assert rig.engine.tables.tree_cost[done.root_id] == 0.25
+
+
+@pytest.mark.parametrize("child_fails", [True, False])
+def test_a_winner_whose_child_job_did_not_complete_leaves_its_job_partial(make_rig, child_fails):
+    """A task run as candidates counts by its winner: one that exited 0 after its child job failed
+    (child_incomplete) is chosen, its work lands, and its job is partial; the same winner whose child
+    completed (recursive_success) leaves it completed."""
+    rig = make_rig()
+    rig.fake.script("worker_1", S(children=[["part"]]))
+    rig.fake.script("worker_1_1", S(exit=1 if child_fails else 0))
+    rig.fake.script("worker_2", S(exit=1))
+    job = rig.run([{"id": "a", "task": "x"}], {"attempts": 2, "select": "first_passing", "max_retries": 0})
+    statuses = rig.statuses(job)
+    assert job.selections["a"]["winner"] == "worker_1", job.selections
+    assert statuses["worker_1"] == ("child_incomplete" if child_fails else "recursive_success")
+    assert job.status is (JobStatus.PARTIAL if child_fails else JobStatus.COMPLETED)
