@@ -174,11 +174,16 @@ def test_killed_by_sigkill_is_not_retried(make_engine):
 
 
 def test_missing_command_fails_at_once_naming_the_config_key(make_engine):
+    # Not on the workers' PATH: refused at submission, before anything runs
     engine = make_engine(orchestrator={"worker": "command", "command": ["definitely-not-a-cli-xyz", "{prompt}"]})
+    with pytest.raises(ConfigError, match="'definitely-not-a-cli-xyz' \\(orchestrator.command\\) is not on the workers' PATH"):
+        run_job(engine, "x", tasks=["a"], config={"max_retries": 3})
+    # Relative to the worker's folder (found or not where it runs): its worker fails at once, not retried
+    engine = make_engine(orchestrator={"worker": "command", "command": ["./definitely-not-a-cli-xyz", "{prompt}"]})
     job = run_job(engine, "x", tasks=["a"], config={"max_retries": 3})
     worker = workers_of(engine, job)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1
-    assert "No such file or directory: definitely-not-a-cli-xyz" in worker.error
+    assert "No such file or directory: ./definitely-not-a-cli-xyz" in worker.error
     assert "orchestrator.command" in worker.error
 
 
