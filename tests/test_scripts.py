@@ -463,7 +463,8 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
     assert again.returncode == 0, again.stdout + again.stderr
     url = folder_record(tmp)["url"]
     status = run_script("check-status.sh", job_id, env=env)
-    assert status.returncode == 0 and f"(from {url})" in status.stdout, status.stdout
+    assert f"(from {url})" in status.stdout, status.stdout
+    assert status.returncode == (8 if "RUNNING" in status.stdout else 1), status.stdout  # running, or lost: failed
     if "RUNNING" not in status.stdout:
         (record,) = (tmp / "workspace" / f"job_{job_id}" / "state" / "workers").glob("*.json")
         worker = json.loads(record.read_text())
