@@ -211,3 +211,25 @@ def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with
     assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
     assert not (host / "target").exists()  # built in the worker's checkout, never the user's
     assert snapshot(host, folder) == before
+
+
+def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view(tmp_path):
+    # Given a tracked orchestrator folder whose CLI is installed, untracked, in its own .cli (as
+    # tests/install_cli.sh and doctor put one), configured by its absolute path
+    host, folder = make_host(tmp_path)
+    program = folder / ".cli" / "bin" / "agent"
+    program.parent.mkdir(parents=True)
+    program.write_text('#!/bin/sh\necho "ran from $0" > ran.txt\n')
+    program.chmod(0o755)
+    before = snapshot(host, folder)
+    engine = host_engine(folder, git={"isolation": "worktree"}, orchestrator={"worker": "command", "command": [str(program)]})
+    try:
+        job = run_job(engine, tasks=["x"])
+        w = workers(engine, job)["worker_1"]
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    finally:
+        engine.shutdown(timeout=10)
+    # Then the worker runs it (its folder bound back in the view), and writes its own checkout
+    assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
+    assert git(host, "show", f"{w.branch}:ran.txt") == f"ran from {program}\n"
+    assert snapshot(host, folder) == before

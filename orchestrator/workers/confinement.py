@@ -42,7 +42,7 @@ from ..process.sandbox import (
 )
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
-from .adapters import get_adapter
+from .adapters import AUTO_ORDER, get_adapter
 
 log = logging.getLogger("orchestrator.sandbox")
 
@@ -159,6 +159,10 @@ class Confinement:
         # Each where the checkout has nothing of its own (a folder your repository tracks, such as this
         # one committed, stays the worker's: its needed parts inside, ignored, are bound back instead).
         kept = sorted({p for p in needed if _below(p, str(top)) and _vacant(checkout / Path(p).relative_to(top))})
+        for program in self._programs():  # a CLI installed in the repository's tree (this folder's .cli)
+            vacant = _first_vacant(checkout, top, program) if _below(program, str(top)) else None
+            if vacant is not None:
+                kept.append(vacant)
         if not self.settings.git.setup:  # a setup builds the project's environment in the checkout
             for name in self.settings.workers.sandbox_env_folders:
                 folder = top / name
@@ -208,6 +212,18 @@ class Confinement:
             if _below(path, root) and not any(_below(path, m) for m in mine) and os.path.exists(path):
                 kept.append(path)
         return emptied, kept
+
+    def _programs(self) -> list[str]:
+        """The configured workers' programs given as absolute paths (each kind's ``<kind>_command``,
+        ``orchestrator.command``'s), as written and resolved: read each time (config.yaml is live)."""
+        o = self.settings.orchestrator
+        given = [str(self.settings.get("orchestrator", f"{kind}_command") or "") for kind in AUTO_ORDER]
+        given += [o.command[0]] if o.command else []
+        found = []
+        for program in given:
+            if os.path.isabs(program):
+                found += [os.path.normpath(program), str(Path(program).resolve())]
+        return found
 
     @functools.cached_property
     def _needed_paths(self) -> tuple[str, ...]:
@@ -308,6 +324,17 @@ def _mount_point(checkout: Path, parts: Sequence[str]) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _first_vacant(checkout: Path, top: Path, path: str) -> str | None:
+    """The first folder on the way from ``top`` to ``path`` that the checkout does not have (an
+    ignored folder of the user's tree, such as this folder's ``.cli``): bound back whole, it shows
+    ``path`` as the user has it. None when the checkout has every folder on the way."""
+    parts = Path(path).relative_to(top).parts
+    for depth in range(1, len(parts)):
+        if _vacant(checkout.joinpath(*parts[:depth])):
+            return str(top.joinpath(*parts[:depth]))
+    return None
 
 
 def _vacant(path: Path) -> bool:
