@@ -663,11 +663,14 @@ def test_a_claude_resolver_edits_the_conflict_away_and_its_resolution_lands_sand
         if RESOLVER_OPENING not in prompt_text(body):
             return Text(f"unexpected prompt: {subtask(body)!r}")
         done = tool_results(body)
-        path = f"{working_directory(body)}/app.py"
+        where = working_directory(body)
+        path = f"{where}/app.py"
         if not done:
             return ToolUse("Read", {"file_path": path}, text="Reading the conflicting file")
         if len(done) == 1:
-            with open(path) as file:  # what the model read: the merge in progress, markers included
+            # The resolver's checkout, shown to it at the repository's own path (the project view)
+            (tree,) = engine.workspace.root.glob("job_*/resolve/*/tree") if where == str(host) else [Path(where)]
+            with open(tree / "app.py") as file:  # what the model read: the merge in progress, markers included
                 (block,) = _CONFLICT_BLOCK.findall(file.read())
             return ToolUse("Edit", {"file_path": path, "old_string": block, "new_string": resolved})
         if len(done) == 2:
