@@ -62,6 +62,7 @@ from orchestrator.process import sandbox, shim  # noqa: E402
 
 TARGET = 1.00  # orchestrator wall / GNU parallel wall
 TARGET_POPEN = 4.00  # orchestrator wall / bare Popen pool wall
+TARGET_ALLOW = 1.10  # sandbox_network allow / host, the sandboxed default row
 
 
 class CheckFailed(Exception):
@@ -69,7 +70,7 @@ class CheckFailed(Exception):
 
 
 # -- the three methods ------------------------------------------------------------
-def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int, sandbox: str = "auto"):
+def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int, sandbox: str = "auto", network: str = "allow"):
     return load_settings(
         base_dir=base_dir,
         environ={},
@@ -81,6 +82,7 @@ def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int, sandbox: 
                 "global_max_workers": concurrency,
                 "max_retries": 0,
                 "sandbox": sandbox,
+                "sandbox_network": network,
             },
             "recursion": {"max_workers_per_root": max(jobs, 100)},
         },
@@ -88,7 +90,12 @@ def orchestrator_settings(base_dir: Path, jobs: int, concurrency: int, sandbox: 
 
 
 def run_orchestrator(
-    jobs: int, concurrency: int, workspaces: list[Path], parent: str | None = None, sandbox: str = "auto"
+    jobs: int,
+    concurrency: int,
+    workspaces: list[Path],
+    parent: str | None = None,
+    sandbox: str = "auto",
+    network: str = "allow",
 ) -> float:
     """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove.
 
@@ -98,7 +105,7 @@ def run_orchestrator(
     the benchmark's own clean-up to the orchestrator."""
     base = Path(tempfile.mkdtemp(prefix="bench-orch-", dir=parent))
     workspaces.append(base)
-    engine = Engine(orchestrator_settings(base, jobs, concurrency, sandbox))
+    engine = Engine(orchestrator_settings(base, jobs, concurrency, sandbox, network))
     try:
         tasks = [f"noop {i}" for i in range(jobs)]
         start = time.perf_counter()
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument(
         "--only",
-        choices=("orchestrator", "popen", "parallel", "tmpfs", "unsandboxed", "sandbox-floor", "bwrap-alone"),
+        choices=("orchestrator", "popen", "parallel", "tmpfs", "host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"),
         action="append",
         help="run only this method (repeatable; for profiling)",
     )
@@ -271,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
 
     shm = tmpfs_dir()
     can_sandbox = sandbox_floor_argv(Path(tempfile.gettempdir()), 0) is not None
-    default = ["orchestrator", "popen", "parallel", *(["unsandboxed", "sandbox-floor", "bwrap-alone"] if can_sandbox else [])]
+    default = [
+        "orchestrator",
+        "popen",
+        "parallel",
+        *(["host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"] if can_sandbox else []),
+    ]
     methods = args.only or [*default, *(["tmpfs"] if shm and not args.no_tmpfs else [])]
     version = parallel_available() if "parallel" in methods else None
     nproc = os.cpu_count()
@@ -295,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
         "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
+        "host-network": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, network="host"),
         "unsandboxed": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, sandbox="off"),
         "sandbox-floor": lambda: run_sandbox_floor(args.jobs, args.concurrency),
         "bwrap-alone": lambda: run_sandbox_floor(args.jobs, args.concurrency, shimmed=False),
     }
     if not can_sandbox:
-        for method in ("unsandboxed", "sandbox-floor", "bwrap-alone"):
+        for method in ("host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"):
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
@@ -330,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "popen": "bare Popen",
         "parallel": "GNU parallel",
         "tmpfs": "orch. on tmpfs",
+        "host-network": "orch. host net",
         "unsandboxed": "orch. no sandbox",
         "sandbox-floor": "sandbox floor",
         "bwrap-alone": "bubblewrap alone",
@@ -358,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RESULT orchestrator/Popen = {orch / pop:.2f}x (target <= {TARGET_POPEN:.2f}x) {verdict}")
     else:
         print(f"RESULT orchestrator/Popen = n/a (bare Popen or orchestrator not run) (target <= {TARGET_POPEN:.2f}x)")
+    hostnet = median.get("host-network")
+    if orch is not None and hostnet:
+        verdict = "met" if orch / hostnet <= TARGET_ALLOW else "not met"
+        print(
+            f"RESULT orchestrator (sandbox_network allow)/(host) = {orch / hostnet:.2f}x "
+            f"(target <= {TARGET_ALLOW:.2f}x: the proxy's listeners, the namespace and the bridge per worker) {verdict}"
+        )
     bare_off, floor = median.get("unsandboxed"), median.get("sandbox-floor")
     if bare_off is not None and pop:
         verdict = "met" if bare_off / pop <= TARGET_POPEN else "not met"

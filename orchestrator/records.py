@@ -68,6 +68,7 @@ class RefusalKind(str, Enum):
     PERMISSION = "permission"  # "Permission denied" / "Operation not permitted" on a path outside its own folders
     GIT_REF = "git-ref"  # a ref update git could not make (its sandbox holds the user's refs read-only)
     ORCHESTRATOR = "orchestrator"  # the orchestrator refused to take something of its sandbox (an object, a branch move)
+    NETWORK = "network"  # the proxy refused a connection (``path``: HOST:PORT), or a program found no route out
 
 
 @dataclass(frozen=True, slots=True)

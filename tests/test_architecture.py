@@ -267,6 +267,7 @@ def test_the_engine_s_public_interface_has_no_any():
 # protocol, clock, failpoints), never a higher folder. The top level imports only itself and
 # config (a record's typed job config); the entry points (``__main__``, and ``testing``: an engine on fakes for users' tests) import anything.
 LAYERS = [
+    "network",  # a sandboxed worker's way out: the allow-list policy, the proxy, an attempt's listeners
     "config",  # settings: defaults < config.yaml < environment < a job's own config
     "workspace",  # the on-disk layout, records, logs, durable writes
     "process",  # the one door to the OS: processes, /proc, cgroups, sandbox, the executor seam

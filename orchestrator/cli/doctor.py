@@ -67,6 +67,7 @@ class Report:
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     copied: list[str] = field(default_factory=list)  # variables whose values go into workers.env
     written: bool = False
+    network: list[str] = field(default_factory=list)  # the proxy's effective list for the chosen kind
 
     def add(self, topic: str, level: Level, text: str, fix: str = "") -> None:
         self.findings.append(Finding(topic, level, text, fix))
@@ -97,6 +98,7 @@ class Report:
             "checks": [{**asdict(f), "level": f.level.value} for f in self.findings],
             "suggested": self.shown,
             "written": self.written,
+            "network": self.network,
         }
 
 
@@ -113,6 +115,8 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
     _check_python(report)
     host = _check_git(report, settings)
     sandboxed = _check_sandbox(report, settings)
+    if sandboxed:
+        _check_network(report, settings, env)
     project = _check_project(report, settings, host, sandboxed)
     _check_cgroups(report)
     _check_port(report, settings)
@@ -237,6 +241,42 @@ def _check_sandbox(report: Report, settings: Settings) -> bool:
     level = Level.NOTE if decision.spec is None and mode is not SandboxMode.OFF else Level.OK
     report.add("sandbox", level, decision.note, support.reason if decision.spec is None and support.reason else "")
     return decision.spec is not None
+
+
+def _check_network(report: Report, settings: Settings, env: Mapping[str, str]) -> None:
+    """What a sandboxed worker of the chosen kind reaches (workers.sandbox_network), and, with
+    ``allow``, the proxy's effective list for it."""
+    from ..config import SandboxNetwork
+    from ..network.egress import plan_for
+    from ..workers.adapters import get_adapter
+
+    network = SandboxNetwork(settings.workers.sandbox_network)
+    if network is SandboxNetwork.HOST:
+        report.add(
+            "network",
+            Level.NOTE,
+            "sandboxed workers reach every host and port your machine reaches (workers.sandbox_network: host)",
+            "set workers.sandbox_network: allow to let them reach only listed hosts",
+        )
+        return
+    if network is SandboxNetwork.NONE:
+        report.add(
+            "network", Level.OK, "sandboxed workers have no network, this server's API included (workers.sandbox_network: none)"
+        )
+        return
+    kind = report.worker or settings.orchestrator.worker
+    adapter = get_adapter(kind) if kind else None
+    api = f"http://{'127.0.0.1' if settings.api.host in ('0.0.0.0', '::', '') else settings.api.host}:{settings.api.port}"
+    urls = [api, *(adapter.model_urls(settings, env) if adapter is not None else [])]
+    plan = plan_for(settings.workers.sandbox_allow, adapter.network_hosts if adapter is not None else (), urls)
+    lines = plan.policy().entries()
+    report.network = lines
+    report.add(
+        "network",
+        Level.OK,
+        f"sandboxed {kind} workers reach only, through the orchestrator's proxy: " + "; ".join(lines),
+        "add hosts (package registries...) to workers.sandbox_allow",
+    )
 
 
 def _check_cgroups(report: Report) -> None:

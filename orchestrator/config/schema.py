@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from . import choice, hooks, quality, scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
@@ -66,10 +67,25 @@ class SandboxMode(StrEnum):
 
 
 class SandboxNetwork(StrEnum):
-    """``workers.sandbox_network``: the host's network (the CLIs reach their model API), or none."""
+    """``workers.sandbox_network``: no network of its own, out through the orchestrator's proxy to the
+    hosts allowed (``allow``); the host's whole network (``host``); or none at all."""
 
+    ALLOW = "allow"
     HOST = "host"
     NONE = "none"
+
+
+def parse_sandbox_allow(value: Any, where: str) -> list[str]:
+    """``workers.sandbox_allow``: host patterns, checked by the proxy's own parser (network/policy.py)."""
+    from ..network.policy import Policy
+
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f'{where} must be a list of host patterns such as "registry.npmjs.org" or "*.pypi.org"', key=where)
+    try:
+        Policy.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}", key=where) from None
+    return [item.strip() for item in value]
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -258,9 +274,20 @@ class WorkersSettings(Section):
         "has none and git.setup is empty: the project's environment, which runs the worker's code",
     )
     sandbox_network: SandboxNetwork = setting(
-        SandboxNetwork.HOST,
-        "a sandboxed worker's network: host (its CLI reaches its model API and this server) or none (no network at all)",
+        SandboxNetwork.ALLOW,
+        "a sandboxed worker's network: allow (none of its own; it reaches this server's API, its kind's model API and "
+        "sandbox_allow's hosts through the orchestrator's proxy, which records what it refused), host (everything "
+        "your machine reaches) or none (nothing, this server included)",
         choices=SandboxNetwork,
+    )
+    sandbox_allow: list[str] = setting(
+        [],
+        "hosts a sandboxed worker may reach with sandbox_network: allow, besides its kind's model API and this server: "
+        '"registry.npmjs.org", "*.pypi.org" (subdomains), "github.com:443", "*" (any public host); "!host" denies and '
+        "wins; private, loopback and link-local addresses only when listed by name or address. For git.setup and gates, "
+        "the usual registries: registry.npmjs.org, pypi.org, files.pythonhosted.org, proxy.golang.org, sum.golang.org, "
+        "index.crates.io, static.crates.io, github.com, codeload.github.com, objects.githubusercontent.com",
+        parse=parse_sandbox_allow,
     )
     sandbox_unix_sockets: bool = setting(
         False,

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
+from ..config.schema import SandboxNetwork
+from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
@@ -151,6 +153,7 @@ class ProcessHandle:
     shimmed: bool = False  # supervised, yet ``pid`` is the shim (a node's attempt, tied to its node by the lifeline)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     watched_from: float = field(default_factory=time.time)  # made (spawned or adopted): an end before it was not seen live
+    egress: Egress | None = None  # its proxy's listeners (workers.sandbox_network: allow), closed once it has ended
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -308,6 +311,17 @@ class ProcessRunner:
         lifeline: tuple[int, int] | None = None
         if sandbox is not None and not sandbox.unix_sockets:
             refuse_unix_sockets(full_env, self.perl)
+        egress = None
+        if sandbox is not None and sandbox.network is SandboxNetwork.ALLOW:
+            # Its proxy's sockets, listened on before it starts; the shim's bridge carries them in.
+            try:
+                egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path)
+            except BaseException:
+                _never_began(exit_file)
+                raise
+            full_env.update(egress.env)
+            full_env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
+            sandbox = replace(sandbox, egress_dir=str(egress.folder))
         if exit_file is not None and (sandbox is not None or not plain):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -328,12 +342,14 @@ class ProcessRunner:
         started_at = time.time()  # before the fork: every descendant is younger than this
         # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
         # the supervisor starting it), and a sandbox's launcher and init.
-        own = (1 if exit_file else 0) + (2 if sandbox else 0)
+        own = (1 if exit_file else 0) + (2 if sandbox else 0) + (1 if egress else 0)  # (the shim's bridge)
         try:
             cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except BaseException:
             _never_began(exit_file)
+            if egress is not None:
+                egress.close()
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
@@ -370,6 +386,8 @@ class ProcessRunner:
         except BaseException:
             self.confined.end(tag)
             _never_began(exit_file)
+            if egress is not None:
+                egress.close()
             if lifeline is not None:
                 os.close(lifeline[1])
             raise
@@ -406,6 +424,7 @@ class ProcessRunner:
             cgroup=cgroup,
             enforced=enforced,
             log_path=log_path,
+            egress=egress,
         )
 
     def _shim(
@@ -451,6 +470,8 @@ class ProcessRunner:
         # Checked after the pidfd is open: a pidfd on a reused pid is closed again at once.
         if not process_alive(pid, start_id):
             self.release(handle)
+        elif (egress := reopen_egress(tag)) is not None:  # its proxy's sockets, listened on again
+            handle.egress = egress
         handle.poll()
         return handle
 
@@ -510,6 +531,9 @@ class ProcessRunner:
             handle.lifeline = None
         if handle.private_exit and handle.exit_file is not None and handle.poll() is not None:
             handle.exit_file.unlink(missing_ok=True)
+        if handle.egress is not None and handle.poll() is not None:
+            handle.egress.close()
+            handle.egress = None
 
     def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the

@@ -49,6 +49,9 @@ from typing import Any
 
 from ..config.schema import SandboxMode as SandboxMode  # the settings' closed choices, re-exported
 from ..config.schema import SandboxNetwork as SandboxNetwork
+from ..network.egress import INSIDE as EGRESS_INSIDE
+from ..network.egress import EgressPlan
+from ..network.egress import sockets_base as egress_base
 
 HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
 
@@ -190,6 +193,10 @@ class SandboxSpec:
     unix_sockets: bool = False  # False: socket(AF_UNIX) refused inside (the shim's seccomp filter)
     # The project view (:class:`ProjectView`): the checkout also shown at the repository's own path.
     project: ProjectView | None = None
+    # ``network`` allow: what the proxy lets it reach (network/egress.py), and the folder of its
+    # attempt's proxy sockets, set by the runner that listens on them (shown at EGRESS_INSIDE).
+    egress: EgressPlan | None = None
+    egress_dir: str | None = None
 
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
@@ -198,7 +205,7 @@ class SandboxSpec:
         """bubblewrap's argv running ``command`` in this sandbox (an argv list; no shell)."""
         out = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL"]
-        if self.network is SandboxNetwork.NONE:
+        if self.network is not SandboxNetwork.HOST:  # allow: its loopback, and the proxy's sockets bound in
             out.append("--unshare-net")
         if self.die_with_parent:
             out.append("--die-with-parent")
@@ -213,6 +220,8 @@ class SandboxSpec:
             out += ["--tmpfs", path]
         for path in _existing(self.kept):
             out += ["--ro-bind", path, path]
+        if self.network is SandboxNetwork.ALLOW and self.egress_dir is not None:
+            out += ["--ro-bind", self.egress_dir, EGRESS_INSIDE]
         if view is not None and view.git is not None:
             out += ["--ro-bind", view.git[0], view.git[1]]
         for path in _existing(self.private):
@@ -269,6 +278,7 @@ class SandboxSpec:
             "kept": list(self.kept),
             "unix_sockets": self.unix_sockets,
             "project": self.project.to_dict() if self.project is not None else None,
+            "egress": self.egress.to_dict() if self.egress is not None else None,
         }
 
     @classmethod
@@ -291,6 +301,7 @@ class SandboxSpec:
             kept=tuple(str(p) for p in data.get("kept", ())),
             unix_sockets=bool(data.get("unix_sockets", False)),
             project=ProjectView.from_dict(data["project"]) if data.get("project") else None,
+            egress=EgressPlan.from_dict(data["egress"]) if data.get("egress") else None,
         )
 
 
@@ -435,8 +446,14 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
             f"workers run unconfined: {support.reason}; any worker can write anywhere you can "
             "(set workers.sandbox: on to refuse to run without it)",
         )
-    where = "no network" if network is SandboxNetwork.NONE else "the host's network"
+    where = {
+        SandboxNetwork.NONE: "no network",
+        SandboxNetwork.HOST: "the host's network",
+        SandboxNetwork.ALLOW: "network through the orchestrator's proxy to the allowed hosts only",
+    }[network]
     emptied, kept = runtime_view()
+    if network is SandboxNetwork.ALLOW:  # other attempts' proxy sockets are not a worker's to see
+        emptied = (*emptied, *_folders([str(egress_base())]))
     return Decision(
         SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept),
         f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR, its "

@@ -54,6 +54,36 @@ from .procscan import process_start_id, read_small
 # that comes from outside). The runner keeps the worker's own values of these under SHIM_STASH +
 # name, and the shim puts them back (or removes what the worker did not have) before the exec.
 SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
+# BRIDGE (workers.sandbox_network: allow): "ADDRESS:PORT=SOCKET ..." (network/egress.py). In a network
+# namespace of its own the worker's only way out is the orchestrator's proxy, listening on Unix
+# sockets bound into the sandbox. The shim listens on each ADDRESS:PORT of the namespace's loopback
+# (before the worker starts: it never finds the port closed) and forks the bridge, which accepts and
+# forks once per connection to carry its bytes to SOCKET and back (half-closes passed on). It runs
+# outside the worker's seccomp filter (its connect() to the socket is the one AF_UNIX use allowed) and
+# dies with the sandbox's PID namespace when the shim ends. Builtins only, numbers for the constants
+# (AF_INET 2, AF_UNIX 1, SOCK_STREAM 1, SOL_SOCKET 1, SO_REUSEADDR 2, IPPROTO_TCP 6, TCP_NODELAY 1):
+# no module is loaded.
+BRIDGE = (
+    "sub pump { my ($a, $b) = @_; my %e; while (keys(%e) < 2) { my $r = ''; for ($a, $b) { vec($r, fileno($_), 1) = 1 unless $e{$_} }\n"
+    " my $n = select($r, undef, undef, undef); if ($n < 0) { next if $! == 4; return }\n"
+    " for ([$a, $b], [$b, $a]) { my ($f, $t) = @$_; next if $e{$f} || !vec($r, fileno($f), 1);\n"
+    "  my $got = sysread($f, my $d, 65536); if (!$got) { next if !defined $got && $! == 4; $e{$f} = 1; shutdown($t, 1); next }\n"
+    "  my $o = 0; while ($o < $got) { my $w = syswrite($t, $d, $got - $o, $o); if (!defined $w) { next if $! == 4; return } $o += $w } } } }\n"
+    "if (defined $x) { my @l;\n"
+    " for (split / /, $x) { my ($h, $q, $u) = /^([0-9.]+):(\\d+)=(.+)$/ or next; my $s;\n"
+    "  unless (socket($s, 2, 1, 0) && setsockopt($s, 1, 2, pack('i', 1)) && bind($s, pack('S n C4 x8', 2, $q, split(/\\./, $h))) && listen($s, 128)) {\n"
+    '   print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: the worker is not started\\n"; exit 126 }\n'
+    "  push @l, [$s, $u] }\n"
+    ' my $k = fork; defined $k or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    " if (!$k) { $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
+    "  while (1) { my $r = $m; next if select($r, undef, undef, undef) < 0;\n"
+    "   for my $e (@l) { next unless vec($r, fileno($e->[0]), 1); my $c; accept($c, $e->[0]) or next; my $f = fork;\n"
+    "    if (defined $f && !$f) { close $_->[0] for @l; setsockopt($c, 6, 1, pack('i', 1)); my $v;\n"
+    "     exit 0 unless socket($v, 1, 1, 0) && connect($v, pack('S a*', 1, $e->[1])); pump($c, $v); exit 0 }\n"
+    "    close $c } } }\n"
+    " close $_->[0] for @l }\n"
+)
+
 SHIM_START_ENV: dict[str, str | None] = {"PERL5OPT": None, "LC_ALL": "C", "PERL_HASH_SEED": "0"}
 PERL_SHIM = (
     "shift; my $f = shift;\n"
@@ -68,7 +98,8 @@ PERL_SHIM = (
     ' if (select($r, undef, undef, 0) > 0) { print STDERR "orchestrator-shim: the node process that started it is gone:'
     ' the worker is not started\\n"; exit 125 }'
     " open($g, '<&=', $l) or undef $g; $SIG{CHLD} = sub {} }\n"  # a handler: the worker's end interrupts the select below
-    "my $p = fork;\n"
+    # A sandbox without a network of its own (BRIDGE below): the bridge listens before the worker starts.
+    f"my $x = delete $ENV{{'{protocol.SHIM_STASH}BRIDGE'}};\n" + BRIDGE + "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
     # A sandboxed worker's seccomp filter (SECCOMP below), last before the exec: it holds for the worker

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .. import protocol
 from ..audit import keys as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
@@ -29,6 +30,7 @@ from ..git import worker_objects, worker_refs
 from ..git.gitrefs import ref_value
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
+from ..network.egress import EgressPlan, plan_for
 from ..process.sandbox import (
     Decision,
     Paths,
@@ -43,6 +45,7 @@ from ..process.sandbox import (
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import AUTO_ORDER, get_adapter
+from .adapters.base import Adapter
 
 log = logging.getLogger("orchestrator.sandbox")
 
@@ -134,7 +137,25 @@ class Confinement:
             kept=(*spec.kept, *kept),
             unix_sockets=w.sandbox_unix_sockets,
             project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW),
+            egress=self.egress_plan(adapter, env or {}) if spec.network is SandboxNetwork.ALLOW else None,
         )
+
+    def egress_plan(self, adapter: Adapter | None, env: Mapping[str, str]) -> EgressPlan:
+        """What a process run by ``adapter``'s CLI (None: a resolver's git, a command) with environment
+        ``env`` may reach through the proxy: workers.sandbox_allow (read each time: config.yaml is
+        live), its kind's hosts, its model endpoints and this server's API, allowed at any address."""
+        urls = [env.get(protocol.API_URL) or self._api_url()]
+        hosts: tuple[str, ...] = ()
+        if adapter is not None:
+            hosts = adapter.network_hosts
+            urls += adapter.model_urls(self.settings, env)
+        return plan_for(self.settings.workers.sandbox_allow, hosts, urls)
+
+    def _api_url(self) -> str:
+        """This server's API as a worker reaches it (workers/environment.py names it in their environment)."""
+        api = self.settings.api
+        host = api.host if api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{api.port}"
 
     def project_view(self, directory: Path, shown: Path) -> ProjectView | None:
         """The checkout at ``directory`` shown at its repository's own path (process/sandbox.py

@@ -35,6 +35,10 @@ _WORDS: tuple[tuple[RefusalKind, bytes], ...] = (
     ),
     (RefusalKind.PERMISSION, rb"Permission denied|\bEACCES\b|Operation not permitted|\bEPERM\b"),
 )
+# The proxy's lines (network/egress.py): "[orchestrator] network: refused HOST:PORT: reason (N so far)".
+_NETWORK = re.compile(r"^\[orchestrator\] network: refused (\S+): ")
+# A program that ignored the proxy variables, in a sandbox with no route out: it failed closed.
+_NO_ROUTE = re.compile(rb"Network is unreachable|\bENETUNREACH\b")
 # The orchestrator's own lines about what it refused to take from a worker (checkouts/worktree.py,
 # git/worker_refs.py, git/worker_objects.py).
 _ORCHESTRATOR = re.compile(r"^\[orchestrator\] .*(?:left where it was|not taken into the repository|had been made a link)")
@@ -42,7 +46,7 @@ _ORCHESTRATOR = re.compile(r"^\[orchestrator\] .*(?:left where it was|not taken 
 # 100 MB is read in well under a second); each line found is then read by ``classify``.
 _ANY = re.compile(
     rb"Read-only file system|EROFS|Permission denied|EACCES|Operation not permitted|EPERM|lock ref|update (?:local )?ref"
-    rb"|reference|force update|drop stash|\[orchestrator\] "
+    rb"|reference|force update|drop stash|\[orchestrator\] |Network is unreachable|ENETUNREACH"
 )
 _KINDS = [(kind, re.compile(words)) for kind, words in _WORDS]
 _QUOTED = re.compile(r"""['"`‘“](/[^'"`’”\n]+)['"’”]""")
@@ -59,10 +63,15 @@ class Refusals:
     _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def add(self, found: Refusal) -> None:
-        """Count ``found``; keep it unless one of its kind on its path (or, naming none, its line) is kept."""
+        """Count ``found``; keep it unless one of its kind on its path (or, naming none, its line) is
+        kept. A host the proxy refused again replaces its line: the latest says how many times."""
         self.total += 1
         key = (found.kind.value, found.path if found.path is not None else found.line)
-        if len(self.shown) < MAX_SHOWN and key not in self._seen:
+        if key in self._seen:
+            if found.kind is RefusalKind.NETWORK and found.path is not None:
+                self.shown = [found if (r.kind, r.path) == (found.kind, found.path) else r for r in self.shown]
+            return
+        if len(self.shown) < MAX_SHOWN:
             self._seen.add(key)
             self.shown.append(found)
 
@@ -116,8 +125,13 @@ def classify(line: str, roots: Sequence[str] = ()) -> Refusal | None:
     """The refusal ``line`` tells of, or None (a "Permission denied" inside the worker's own folders)."""
     shown = line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
     if line.startswith("[orchestrator] "):
+        network = _NETWORK.match(line)
+        if network is not None:
+            return Refusal(RefusalKind.NETWORK, network.group(1)[:MAX_LINE], shown)
         return Refusal(RefusalKind.ORCHESTRATOR, None, shown) if _ORCHESTRATOR.match(line) else None
     raw = line.encode("utf-8", "replace")
+    if _NO_ROUTE.search(raw):
+        return Refusal(RefusalKind.NETWORK, None, shown)
     for kind, words in _KINDS:
         hit = words.search(raw)
         if hit is None:

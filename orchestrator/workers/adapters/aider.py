@@ -111,6 +111,9 @@ class AiderAdapter(AICLIAdapter):
     name = "aider"
     rounded_cost = True  # "$0.02 session": cents, from aider's own price table
     co_author_name = "aider"
+    # The model APIs litellm reaches for its usual models (a model elsewhere: workers.sandbox_allow).
+    network_hosts = ("api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com", "openrouter.ai")
+    base_url_variables = ("OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OLLAMA_API_BASE", "GEMINI_API_BASE")
     co_author_email = "aider@aider.chat"  # aider's own --attribute-co-authored-by trailer
     cli = "aider"
     command_key = "orchestrator.aider_command"

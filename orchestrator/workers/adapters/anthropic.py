@@ -56,6 +56,8 @@ def prices_for(table: dict[str, dict[str, Any]], model: str) -> tuple[float, flo
 
 class AnthropicAdapter(Adapter):
     name = "anthropic"
+    network_hosts = ("api.anthropic.com",)
+    base_url_variables = ("ANTHROPIC_BASE_URL",)
     co_author_name = "Claude"
     co_author_email = "noreply@anthropic.com"  # Claude Code's own trailer
     first_signal = signal.SIGINT  # the program ends at once on SIGINT or SIGTERM, printing its result

@@ -134,6 +134,11 @@ class ParsedResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# A URL in a CLI option that names a base URL (``-c model_providers.m.base_url="http://..."``,
+# ``--openai-api-base=http://...``): the model endpoint a worker's own options point its CLI at.
+_URL = re.compile(r"(?:https?|wss?)://[^\s\"'`,;]+")
+_BASE_WORDS = re.compile(r"base[_-]?url|api[_-]base|baseURL|endpoint|host", re.I)
+
 # What a model's name loses in a trailer's ``Name (model) <email>``: what would end or break it.
 _NOT_IN_A_NAME = re.compile(r"[<>()\x00-\x1f]")
 
@@ -222,6 +227,24 @@ class Adapter:
             folder = setting.folder(env) if wanted(setting.use) else None
             if folder is not None and folder not in found:
                 found.append(folder)
+        return found
+
+    # With workers.sandbox_network: allow, what its CLI reaches through the proxy besides the user's
+    # workers.sandbox_allow: the hosts of its model API and sign-in as its documentation names them
+    # (``network_hosts``, sandbox_allow's patterns), and the model endpoint its own settings name
+    # (``model_urls``: a loopback mock or a company gateway is allowed, private address or not).
+    network_hosts: tuple[str, ...] = ()
+    base_url_variables: tuple[str, ...] = ()  # the environment variables that move its model API
+
+    def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
+        """The model API URLs this worker's settings name (``base_url_variables`` in its
+        environment, a base URL in ``orchestrator.cli_args``), for the proxy's policy."""
+        found = [env[name] for name in self.base_url_variables if env.get(name)]
+        try:
+            args = settings.get("orchestrator", "cli_args") or []
+        except (KeyError, AttributeError):
+            args = []
+        found += [url for arg in args for url in _URL.findall(str(arg)) if _BASE_WORDS.search(str(arg))]
         return found
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:

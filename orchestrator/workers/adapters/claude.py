@@ -87,6 +87,9 @@ COST_UNKNOWN = "[no cost reported: claude ended before reporting it (timeout or 
 class ClaudeAdapter(AICLIAdapter):
     name = "claude"
     co_author_name = "Claude Code"
+    # Its API, the sign-in's token refresh and its feature flags (Claude Code's network needs).
+    network_hosts = ("api.anthropic.com", "console.anthropic.com", "statsig.anthropic.com")
+    base_url_variables = ("ANTHROPIC_BASE_URL",)
     co_author_email = "noreply@anthropic.com"  # Claude Code's own trailer names Claude at this address
     cli = "claude"
     command_key = "orchestrator.claude_command"

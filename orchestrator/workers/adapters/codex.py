@@ -69,8 +69,9 @@ from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_er
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
-    pass
+    from ...config import Settings
 
+_BASE_URL_LINE = re.compile(r"""(?m)^\s*base_url\s*=\s*["']([^"']+)["']""")  # config.toml's model providers
 _OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
 POLL_KEY = "background_terminal_max_timeout"
 POLL_DEFAULT_MS = 300_000  # codex's own default: never lowered
@@ -81,6 +82,9 @@ _TRY_AGAIN_RE = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.I)
 class CodexAdapter(AICLIAdapter):
     name = "codex"
     co_author_name = "Codex"
+    # The Responses API and a ChatGPT sign-in's (auth and its backend).
+    network_hosts = ("api.openai.com", "auth.openai.com", "chatgpt.com")
+    base_url_variables = ("OPENAI_BASE_URL",)
     co_author_email = "noreply@openai.com"
     cli = "codex"
     command_key = "orchestrator.codex_command"
@@ -88,6 +92,17 @@ class CodexAdapter(AICLIAdapter):
     resumes = True  # ``codex exec resume THREAD_ID``: the thread_id its ``thread.started`` event reported
     # CODEX_HOME: its config, sessions, logs and the auth it refreshes.
     path_settings = (PathSetting("CODEX_HOME", PathUse.CONFIG, default=".codex"),)
+
+    def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
+        """Besides ``OPENAI_BASE_URL`` and a ``-c model_providers.X.base_url=`` option, each
+        ``base_url`` of its config file's model providers (``$CODEX_HOME/config.toml``)."""
+        found = super().model_urls(settings, env)
+        folder = self.path_settings[0].folder(env)
+        try:
+            text = (folder / "config.toml").read_text(encoding="utf-8") if folder is not None else ""
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        return found + _BASE_URL_LINE.findall(text)
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         extra = cli_args_of(ctx)

@@ -81,6 +81,9 @@ FATAL_EXIT_CODES = {41: "authentication", 42: "input", 44: "sandbox", 52: "confi
 class GeminiAdapter(AICLIAdapter):
     name = "gemini"
     co_author_name = "Gemini CLI"
+    # The Gemini API, Code Assist (a Google sign-in's) and its OAuth tokens.
+    network_hosts = ("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com", "oauth2.googleapis.com")
+    base_url_variables = ("GOOGLE_GEMINI_BASE_URL", "GOOGLE_VERTEX_BASE_URL")
     co_author_email = "noreply@google.com"
     cli = "gemini"
     command_key = "orchestrator.gemini_command"

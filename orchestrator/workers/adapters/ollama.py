@@ -28,6 +28,7 @@ argv (checked against the cobra definition of ``run`` in ollama's cmd/cmd.go)::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .aicli import AICLIAdapter, cli_args_of, scan_window, setting_in, strip_ansi
@@ -59,6 +60,11 @@ class OllamaAdapter(AICLIAdapter):
     co_author_email = "noreply@ollama.com"
     cli = "ollama"
     command_key = "orchestrator.ollama_command"
+
+    def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
+        """The ollama server the CLI talks to: ``OLLAMA_HOST`` (``host:port`` or a URL), else its default."""
+        host = (env.get("OLLAMA_HOST") or "127.0.0.1:11434").strip()
+        return [host if "://" in host else f"http://{host}"]
 
     def model_for(self, settings: Settings, model: str | None) -> str:
         """A role's model names an ollama model outright; else ``orchestrator.ollama_model``."""

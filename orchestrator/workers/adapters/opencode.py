@@ -40,6 +40,8 @@ argv (checked against ``opencode run --help`` of opencode-ai 1.18.33)::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import transcript
@@ -66,6 +68,15 @@ if TYPE_CHECKING:
 class OpencodeAdapter(AICLIAdapter):
     name = "opencode"
     co_author_name = "opencode"
+    # Its model list (models.dev), its own service and the providers it ships with by default.
+    network_hosts = ("models.dev", "opencode.ai", "api.anthropic.com", "api.openai.com")
+    base_url_variables = ("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+
+    def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
+        """Besides the variables, each provider's ``baseURL`` in ``OPENCODE_CONFIG_CONTENT``."""
+        found = super().model_urls(settings, env)
+        return found + re.findall(r'"baseURL"\s*:\s*"([^"]+)"', env.get("OPENCODE_CONFIG_CONTENT", ""))
+
     co_author_email = "noreply@opencode.ai"  # opencode's own trailer
     cli = "opencode"
     command_key = "orchestrator.opencode_command"

@@ -1,0 +1,234 @@
+"""A sandboxed worker's way out with ``workers.sandbox_network: allow``.
+
+The worker's sandbox has a network namespace of its own (bubblewrap's ``--unshare-net``): a loopback
+and no route out, which also closes the host's abstract Unix sockets. Its one way out is the proxy
+(network/proxy.py) this process runs, as Claude Code's and Codex's sandboxes do it:
+
+* one folder of Unix sockets per attempt (:func:`open_egress`), listened on by the proxy: ``proxy.sock``
+  speaks HTTP CONNECT, plain HTTP and SOCKS5; one socket per loopback endpoint the orchestrator names
+  (this server's API, a kind's model server on 127.0.0.1) forwards raw to that endpoint;
+* the folder shown in the sandbox at :data:`INSIDE` (its ``/run`` is an empty tmpfs), and the shim's
+  bridge (process/shim.py) listening inside the namespace on 127.0.0.1:\\ :data:`PROXY_PORT` and on each
+  loopback endpoint's own address and port, each connection carried to its socket: ``HTTPS_PROXY``
+  and the API's URL work unchanged in the sandbox;
+* every connection decided by the attempt's :class:`~orchestrator.network.policy.Policy`, every
+  refusal appended to the worker's log as an ``[orchestrator] network: refused`` line, which its
+  record's refusals read (workers/refusals.py).
+
+A program that ignores the proxy variables finds no route ("Network is unreachable") and fails
+closed: no connection leaves the namespace except through the proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .policy import Endpoint, Policy, endpoint_of_url
+from .proxy import Listener, Refusal, shared
+
+log = logging.getLogger("orchestrator.network")
+
+INSIDE = "/run/orchestrator-net"  # where an attempt's sockets are in its sandbox
+PROXY_PORT = 3128  # the proxy's port on the sandbox's own loopback (another when an endpoint takes it)
+REFUSED = "[orchestrator] network: refused "  # the log line's start, which workers/refusals.py reads
+_LOG_EVERY = 10  # after this many refusals of one host, only every power of ten is logged
+_SOCKET_PATH_MAX = 107  # sockaddr_un's sun_path, less its NUL
+
+# What the worker's programs read to find the proxy: the usual variables in both cases (curl, git, pip,
+# Python's urllib and requests, Go, Rust's reqwest, Node's undici with NODE_USE_ENV_PROXY), npm's, yarn
+# berry's and pip's own.
+_PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "NPM_CONFIG_PROXY",
+    "NPM_CONFIG_HTTPS_PROXY",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+    "YARN_HTTP_PROXY",
+    "YARN_HTTPS_PROXY",
+    "PIP_PROXY",
+)
+_NO_PROXY = "localhost,127.0.0.1,::1"  # the forwarded endpoints are on the sandbox's own loopback
+
+
+@dataclass(frozen=True)
+class EgressPlan:
+    """What one sandboxed process tree may reach: the user's and its kind's host patterns (``allow``,
+    workers.sandbox_allow's grammar) and the endpoints the orchestrator itself names (``always``: this
+    server's API, the model endpoints of the kind's settings), allowed whatever their address."""
+
+    allow: tuple[str, ...] = ()
+    always: tuple[tuple[str, int], ...] = ()
+
+    def policy(self) -> Policy:
+        return Policy.parse(self.allow, always=[Endpoint(host, port) for host, port in self.always])
+
+    def forwarded(self) -> list[tuple[str, int]]:
+        """The loopback endpoints among ``always`` (IPv4 and ``localhost``), each reached in the sandbox
+        at its own address and port: a program that bypasses the proxy for 127.0.0.1 still gets there."""
+        found: list[tuple[str, int]] = []
+        for host, port in self.always:
+            address = _loopback_v4(host)
+            if address is not None and (address, port) not in found:
+                found.append((address, port))
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"allow": list(self.allow), "always": [list(pair) for pair in self.always]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EgressPlan:
+        return cls(
+            allow=tuple(str(entry) for entry in data.get("allow", ())),
+            always=tuple((str(host), int(port)) for host, port in data.get("always", ())),
+        )
+
+
+def plan_for(allow: Sequence[str], hosts: Sequence[str], urls: Iterable[str]) -> EgressPlan:
+    """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts) and whose settings
+    name the model and API ``urls`` (a URL that names no host is left out)."""
+    always: list[tuple[str, int]] = []
+    for url in urls:
+        endpoint = endpoint_of_url(url)
+        if endpoint is not None and (endpoint.host, endpoint.port) not in always:
+            always.append((endpoint.host, endpoint.port))
+    entries = [*allow, *(h for h in hosts if h not in allow)]
+    return EgressPlan(tuple(entries), tuple(always))
+
+
+def _loopback_v4(host: str) -> str | None:
+    if host.lower().rstrip(".") == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return str(address) if address.version == 4 and address.is_loopback else None
+
+
+@dataclass
+class Egress:
+    """One attempt's listeners: their folder (bound at :data:`INSIDE`), the environment that points the
+    worker's programs at them, and the shim's bridge line (``ADDRESS:PORT=SOCKET ...``)."""
+
+    folder: Path
+    listeners: list[Listener] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    bridge: str = ""
+
+    def close(self) -> None:
+        """Stop listening (an open tunnel ends with it) and remove the folder."""
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                listener.close()
+        self.listeners.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def sockets_base() -> Path:
+    """This user's folder of attempt socket folders: short (a socket's path has 107 bytes), private
+    (0700, owned by this user, no link: another user's folder of that name in /tmp is refused)."""
+    base = Path(tempfile.gettempdir()) / f"orchestrator-net-{os.getuid()}"
+    if len(str(base)) > 60:
+        base = Path("/tmp") / f"orchestrator-net-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700)
+    found = os.lstat(base)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise OSError(f"{base} is not a private folder of this user's: remove it (the network proxy's sockets go there)")
+    return base
+
+
+def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None) -> Egress:
+    """Listen for one attempt (``key``: its tag): the proxy's socket and one per forwarded endpoint.
+    Refusals are appended to ``log_path``. What was opened is written beside the sockets
+    (``plan.json``), so a restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
+    folder = _folder(key)
+    shutil.rmtree(folder, ignore_errors=True)  # a stale one (a crash)
+    folder.mkdir(mode=0o700)
+    taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
+    port = next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken)
+    saved = {"plan": plan.to_dict(), "port": port, "log": str(log_path) if log_path is not None else None}
+    (folder / "plan.json").write_text(json.dumps(saved), encoding="utf-8")
+    return _listen(folder, plan, port, log_path)
+
+
+def reopen_egress(key: str) -> Egress | None:
+    """Listen again for an attempt a previous server started (its sandbox shows the same folder, so
+    new sockets there are its way out again); None when it had none."""
+    folder = _folder(key)
+    try:
+        saved = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
+        plan, port = EgressPlan.from_dict(saved["plan"]), int(saved["port"])
+        log_path = Path(saved["log"]) if saved.get("log") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _listen(folder, plan, port, log_path)
+
+
+def _folder(key: str) -> Path:
+    return sockets_base() / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None) -> Egress:
+    egress = Egress(folder)
+    try:
+        policy = plan.policy()
+        report = _reporter(log_path)
+        egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report))
+        lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
+        for address, target_port in plan.forwarded():
+            name = f"{address}-{target_port}.sock"
+            path = str(folder / name)
+            if len(path) > _SOCKET_PATH_MAX:
+                raise OSError(f"the socket path {path} is too long for a Unix socket")
+            target = Endpoint(address, target_port)
+            egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report))
+            lines.append(f"{address}:{target_port}={INSIDE}/{name}")
+        egress.bridge = " ".join(lines)
+        url = f"http://127.0.0.1:{port}"
+        egress.env = {name: url for name in _PROXY_VARIABLES}
+        egress.env.update({"NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY, "NODE_USE_ENV_PROXY": "1"})
+    except BaseException:
+        egress.close()
+        raise
+    return egress
+
+
+def _reporter(log_path: Path | None) -> Any:
+    """The proxy's ``on_refusal``: a line in the worker's log per refusal of a host, the first ten and
+    then each power of ten (a worker retrying in a loop must not flood its log)."""
+
+    def report(refusal: Refusal) -> None:
+        count = refusal.count
+        if log_path is None or (count > _LOG_EVERY and str(count).rstrip("0") != "1"):
+            return
+        line = f"{REFUSED}{refusal.host}:{refusal.port}: {refusal.reason} ({count} so far)\n"
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    return report

@@ -1,0 +1,141 @@
+"""``workers.sandbox_network: allow`` end to end: a real server, a real bubblewrap sandbox with a
+network namespace of its own, the shim's bridge and the orchestrator's proxy, and ``command``
+workers (tests/net_worker.py) trying every way out. Every address here is on 127.0.0.0/8, except
+one a worker tries without the proxy from inside its own namespace, where no route exists (nothing
+is sent).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.server import start_in_thread
+from orchestrator.config import load_settings
+from orchestrator.engine.core import Engine
+from orchestrator.models import WorkerStatus
+from orchestrator.process.sandbox import probe
+from orchestrator.records import RefusalKind
+
+from .conftest import API_KEY, only_worker
+from .helpers.worktree import make_host
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}"),
+]
+WORKER = Path(__file__).resolve().parent / "net_worker.py"
+DENIED_ADDRESS = "127.0.0.3"
+
+
+class Counting(ThreadingHTTPServer):
+    daemon_threads = True
+    hits = 0
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.hits += 1  # type: ignore[attr-defined]
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(address: str) -> Counting:
+    server = Counting((address, 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def servers():
+    allowed, denied = serve("127.0.0.1"), serve(DENIED_ADDRESS)
+    yield allowed, denied
+    for server in (allowed, denied):
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server (so workers get ORCHESTRATOR_API_URL) whose engine runs sandboxed command workers."""
+    host, folder = make_host(tmp_path)
+    running = []
+
+    def start(**workers: object):
+        settings = load_settings(
+            base_dir=folder,
+            environ={},
+            overrides={
+                "workers": {"kill_grace": 0.5, "default_timeout": 60, "max_retries": 0, "sandbox": "on", **workers},
+                "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
+                "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+            },
+        )
+        engine = Engine(settings)
+        server = start_in_thread(settings, engine, port=0)
+        running.append((engine, server))
+        return engine
+
+    yield start
+    for engine, server in running:
+        engine.shutdown(timeout=10)
+        server.close()
+
+
+def run(engine: Engine, task: str):
+    job = engine.submit("net", {"max_workers": 1}, [task])
+    return only_worker(engine, engine.wait(job.id, timeout=90))
+
+
+def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(served, servers):
+    allowed, denied = servers
+    allowed_port, denied_port = allowed.server_address[1], denied.server_address[1]
+    engine = served(sandbox_allow=[f"127.0.0.1:{allowed_port}"])
+    worker = run(engine, f"'{sys.executable}' '{WORKER}' {allowed_port} {DENIED_ADDRESS} {denied_port}")
+    log = engine.workspace.worker_log(worker.root_id, worker.depth, worker.name).read_text()
+    seen = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+
+    assert seen["proxy"].startswith("http://127.0.0.1:"), seen
+    assert seen["allowed"].startswith("HTTP/1.0 200") and seen["allowed"].endswith("hello"), seen
+    assert seen["denied"].startswith("HTTP/1.1 403") and "x-orchestrator-refused" in seen["denied"].lower(), seen
+    assert seen["socks denied"] == "socks reply 2", seen  # "connection not allowed by ruleset"
+    assert seen["direct"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
+    assert " 200" in seen["api"], seen  # this server's API, at the address and port its URL names
+    assert allowed.hits == 1 and denied.hits == 0  # the denied server never saw a connection
+
+    refused = f"[orchestrator] network: refused {DENIED_ADDRESS}:{denied_port}: "
+    assert [line.startswith(refused) for line in log.splitlines()].count(True) == 3, log
+    assert worker.status is WorkerStatus.SUCCESS
+    network = [r for r in worker.refusals if r.kind is RefusalKind.NETWORK]
+    assert [r.path for r in network] == [f"{DENIED_ADDRESS}:{denied_port}"], worker.refusals
+    assert network[0].line.endswith("(3 so far)"), network  # the latest line: how many times
+    assert f"{DENIED_ADDRESS}:{denied_port}" in json.dumps(engine.queries.status_document(worker.job_id))
+
+
+def test_a_program_that_ignores_the_proxy_finds_no_route_and_the_record_says_so(served):
+    engine = served()
+    # 192.0.2.1 (TEST-NET-1): in the worker's own namespace there is no route, so nothing is sent.
+    script = "import os, socket; print('connect:', os.strerror(socket.socket().connect_ex(('192.0.2.1', 443))))"
+    worker = run(engine, f"'{sys.executable}' -c \"{script}\"")
+    assert worker.status is WorkerStatus.SUCCESS
+    assert [r.kind for r in worker.refusals] == [RefusalKind.NETWORK], worker.refusals
+    assert "Network is unreachable" in worker.refusals[0].line
+
+
+def test_a_child_job_is_started_through_the_proxied_api(served):
+    engine = served()
+    task = "orchestrator-spawn --wait 'echo a > a.txt' 'echo b > b.txt'"
+    worker = run(engine, task)
+    assert worker.status in (WorkerStatus.RECURSIVE_SUCCESS, WorkerStatus.SUCCESS), worker
+    assert worker.child_job_ids, worker
