@@ -1,6 +1,6 @@
 """A worker that tries the network every way a sandboxed worker might (tests/test_network_allow.py):
 through its proxy variables to an allowed and a denied loopback server, SOCKS5 to the denied one,
-straight to the allowed one (no proxy), and this server's API at ORCHESTRATOR_API_URL. Prints one
+straight to each (no proxy), and this server's API at ORCHESTRATOR_API_URL. Prints one
 JSON object: each way's outcome. Talks to 127.0.0.0/8 only.
 
     net_worker.py ALLOWED_PORT DENIED_ADDRESS DENIED_PORT
@@ -42,9 +42,9 @@ def socks(host: str, port: int) -> str:
         return f"socks reply {reply[1]}"
 
 
-def direct(port: int) -> str:
+def direct(host: str, port: int) -> str:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
+        with socket.create_connection((host, port), timeout=5):
             return "connected"
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror}"
@@ -75,7 +75,8 @@ def main() -> None:
         ("denied", lambda: connect_through(denied_host, denied)),
         ("denied again", lambda: connect_through(denied_host, denied)),
         ("socks denied", lambda: socks(denied_host, denied)),
-        ("direct", lambda: direct(allowed)),
+        ("direct", lambda: direct("127.0.0.1", allowed)),
+        ("direct denied", lambda: direct(denied_host, denied)),
         ("api", api),
     ):
         try:

@@ -186,9 +186,10 @@ def test_npm_ci_in_git_setup_installs_from_a_loopback_registry_in_the_sandbox_in
     url, integrity, requested = registry
     _node_host(host, url, integrity)
     before, users = snapshot(host, folder), _files(home)
+    registry_at = url.split("//", 1)[1].rstrip("/")  # workers.sandbox_allow lets the sandbox reach it
     engine = make(
         git={"setup": ["npm", "ci"]},
-        workers={"sandbox": "on", "env": {**NPM_ENV, "npm_config_registry": url}},
+        workers={"sandbox": "on", "env": {**NPM_ENV, "npm_config_registry": url}, "sandbox_allow": [registry_at]},
     )
     task = "node -p \"require('tinypkg').hi\" > out.txt"
     job = run_job(engine, "node", tasks=[task], timeout=120)

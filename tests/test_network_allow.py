@@ -110,7 +110,8 @@ def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(s
     assert seen["allowed"].startswith("HTTP/1.0 200") and seen["allowed"].endswith("hello"), seen
     assert seen["denied"].startswith("HTTP/1.1 403") and "x-orchestrator-refused" in seen["denied"].lower(), seen
     assert seen["socks denied"] == "socks reply 2", seen  # "connection not allowed by ruleset"
-    assert seen["direct"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
+    assert seen["direct"] == "connected", seen  # a listed loopback service is at its own address and port inside
+    assert seen["direct denied"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
     assert " 200" in seen["api"], seen  # this server's API, at the address and port its URL names
     assert allowed.hits == 1 and denied.hits == 0  # the denied server never saw a connection
 

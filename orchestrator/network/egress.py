@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import re
 import logging
 import os
 import shutil
@@ -64,7 +65,8 @@ _PROXY_VARIABLES = (
     "YARN_HTTPS_PROXY",
     "PIP_PROXY",
 )
-_NO_PROXY = "localhost,127.0.0.1,::1"  # the forwarded endpoints are on the sandbox's own loopback
+_NO_PROXY = "localhost,127.0.0.1,::1"
+_LOOPBACK_ENTRY = re.compile(r"(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})", re.I)  # the forwarded endpoints are on the sandbox's own loopback
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,12 @@ class EgressPlan:
         return Policy.parse(self.allow, always=[Endpoint(host, port) for host, port in self.always])
 
     def forwarded(self) -> list[tuple[str, int]]:
-        """The loopback endpoints among ``always`` (IPv4 and ``localhost``), each reached in the sandbox
-        at its own address and port: a program that bypasses the proxy for 127.0.0.1 still gets there."""
+        """The loopback endpoints among ``always`` and the ``allow`` entries that name one with its port
+        (``127.0.0.1:4873``, ``localhost:5432``; IPv4 and ``localhost``), each reached in the sandbox at
+        its own address and port: programs bypass a proxy for 127.0.0.1 (``NO_PROXY``), and get there."""
         found: list[tuple[str, int]] = []
-        for host, port in self.always:
+        listed = [(m[1], int(m[2])) for entry in self.allow if (m := _LOOPBACK_ENTRY.fullmatch(entry.strip()))]
+        for host, port in [*self.always, *listed]:
             address = _loopback_v4(host)
             if address is not None and (address, port) not in found:
                 found.append((address, port))
