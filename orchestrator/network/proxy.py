@@ -42,7 +42,7 @@ log = logging.getLogger("orchestrator.network")
 CONNECT_TIMEOUT = 10.0  # seconds to resolve and connect upstream
 HEAD_TIMEOUT = 30.0  # seconds to read an HTTP head or a SOCKS handshake
 HEAD_LIMIT = 64 * 1024  # bytes of an HTTP head
-CHUNK = 64 * 1024  # bytes copied at a time; a stream holds at most about twice this unread
+CHUNK = 256 * 1024  # bytes copied at a time; a stream holds at most about twice this unread
 CALL_TIMEOUT = 15.0  # seconds another thread waits for the proxy's loop to open or close a listener
 
 # SOCKS5 reply codes (RFC 1928).
