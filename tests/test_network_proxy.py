@@ -474,3 +474,46 @@ def test_shared_is_one_started_proxy():
     assert module.shared() is module.shared() and module.shared().running
     module.shared().stop()
     module._shared = None
+
+
+def test_a_slow_head_is_answered_408_and_a_silent_client_closed(door, monkeypatch):
+    from orchestrator.network import proxy as module
+
+    monkeypatch.setattr(module, "HEAD_TIMEOUT", 0.2)
+    listener = door(Policy.parse([]))
+    with dial(listener) as conn:
+        conn.sendall(b"GET http://x.example/ HTTP/1.1\r\n")
+        assert recv_all(conn).startswith(b"HTTP/1.1 408 Request Timeout")
+    with dial(listener) as conn:
+        assert recv_all(conn) == b""
+    with dial(listener) as conn:
+        conn.sendall(b"\x05\x01\x00\x05")  # a SOCKS request that stops halfway
+        assert recv_all(conn) == b"\x05\x00"
+
+
+def test_a_refused_request_with_a_body_still_gets_its_answer(door):
+    listener = door(Policy.parse([]))
+    with dial(listener) as conn:
+        conn.sendall(b"POST http://x.example/upload HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"b" * 200000)
+        answer = recv_all(conn)
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden")
+
+
+def test_many_tunnels_at_once_each_reach_their_own_end(door, echo_server):
+    listener = door(Policy.parse(["127.0.0.1"]))
+    results = []
+
+    def one(i):
+        conn, head, _ = connect_through(listener, f"127.0.0.1:{echo_server.port}")
+        with conn:
+            payload = b"%d:" % i * 10000
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            results.append(recv_all(conn) == payload)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == [True] * 20 and listener.tally.connections == 20

@@ -42,7 +42,9 @@ log = logging.getLogger("orchestrator.network")
 CONNECT_TIMEOUT = 10.0  # seconds to resolve and connect upstream
 HEAD_TIMEOUT = 30.0  # seconds to read an HTTP head or a SOCKS handshake
 HEAD_LIMIT = 64 * 1024  # bytes of an HTTP head
-CHUNK = 256 * 1024  # bytes copied at a time; a stream holds at most about twice this unread
+CHUNK = 256 * 1024  # bytes read at a time; an upstream stream holds at most about twice this unread
+LINGER_SECONDS = 1.0  # after an error answer, how long unread input is still read (and dropped)
+LINGER_BYTES = 1 << 20  # and how much of it
 CALL_TIMEOUT = 15.0  # seconds another thread waits for the proxy's loop to open or close a listener
 
 # SOCKS5 reply codes (RFC 1928).
@@ -321,33 +323,37 @@ class Proxy:
         try:
             head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except asyncio.LimitOverrunError:
-            return await _answer(writer, 431, "Request Header Fields Too Large", f"a request head is at most {HEAD_LIMIT} bytes")
+            return await _answer(
+                reader, writer, 431, "Request Header Fields Too Large", f"a request head is at most {HEAD_LIMIT} bytes"
+            )
         except asyncio.TimeoutError:
-            return await _answer(writer, 408, "Request Timeout", f"no request head within {HEAD_TIMEOUT:g} s")
+            return await _answer(reader, writer, 408, "Request Timeout", f"no request head within {HEAD_TIMEOUT:g} s")
         request = _parse_head(head)
         if request is None:
-            return await _answer(writer, 400, "Bad Request", "not an HTTP/1 request")
+            return await _answer(reader, writer, 400, "Bad Request", "not an HTTP/1 request")
         method, url, version, headers = request
         if method == "CONNECT":
             destination = _authority(url)
             if destination is None:
-                return await _answer(writer, 400, "Bad Request", "CONNECT takes host:port")
+                return await _answer(reader, writer, 400, "Bad Request", "CONNECT takes host:port")
             host, port = destination
             forwarded = b""
         else:
             parsed = _absolute(url)
             if parsed is None:
                 return await _answer(
-                    writer, 400, "Bad Request", "a proxy request names an absolute http:// URL (https: use CONNECT)"
+                    reader, writer, 400, "Bad Request", "a proxy request names an absolute http:// URL (https: use CONNECT)"
                 )
             host, port, path = parsed
             forwarded = _forwarded_head(method, path, version, host, port, headers)
         try:
             upstream = await self._upstream(listener, host, port)
         except _Refused as exc:
-            return await _refused(writer, host, port, exc.reason)
+            return await _refused(reader, writer, host, port, exc.reason)
         except _Unreachable as exc:
-            return await _answer(writer, 502, "Bad Gateway", f"orchestrator proxy: {_shown(host, port)} unreachable: {exc}")
+            return await _answer(
+                reader, writer, 502, "Bad Gateway", f"orchestrator proxy: {_shown(host, port)} unreachable: {exc}"
+            )
         if method == "CONNECT":
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         else:
@@ -556,7 +562,11 @@ def _forwarded_head(method: str, path: str, version: str, host: str, port: int, 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _answer(writer: asyncio.StreamWriter, code: int, phrase: str, text: str, extra: str = "") -> None:
+async def _answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, code: int, phrase: str, text: str, extra: str = ""
+) -> None:
+    """Answer, end the write side, and read what the client still sends (its request's body, say)
+    for a moment: a socket closed with input unread is reset, and the reset can overtake the answer."""
     body = (text + "\n").encode("utf-8", "replace")
     writer.write(
         f"HTTP/1.1 {code} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n{extra}"
@@ -564,11 +574,17 @@ async def _answer(writer: asyncio.StreamWriter, code: int, phrase: str, text: st
         + body
     )
     await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+    with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+        left = LINGER_BYTES
+        while left > 0 and (data := await asyncio.wait_for(reader.read(CHUNK), LINGER_SECONDS)):
+            left -= len(data)
 
 
-async def _refused(writer: asyncio.StreamWriter, host: str, port: int, reason: str) -> None:
+async def _refused(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, reason: str) -> None:
     text = f"orchestrator proxy: {_shown(host, port)} refused: {reason} ({SETTING})"
-    await _answer(writer, 403, "Forbidden", text, f"X-Orchestrator-Refused: {_header_safe(reason)}\r\n")
+    await _answer(reader, writer, 403, "Forbidden", text, f"X-Orchestrator-Refused: {_header_safe(reason)}\r\n")
 
 
 def _header_safe(text: str) -> str:
