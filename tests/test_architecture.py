@@ -271,7 +271,6 @@ LAYERS = [
     "config",  # settings: defaults < config.yaml < environment < a job's own config
     "workspace",  # the on-disk layout, records, logs, durable writes
     "process",  # the one door to the OS: processes, /proc, cgroups, sandbox, the executor seam
-    "network",  # the workers' egress: the allow-list policy and the proxy that enforces it
     "git",  # git commands, refs, the host repository, commits, merges, diffs
     "audit",  # the signed record of a run (RECORD.json), its key, and its verification
     "reports",  # records turned into text: reports, analytics, the status document, metrics

@@ -453,6 +453,8 @@ def test_stop_closes_everything_and_leaves_no_thread(sock_dir, echo_server):
     path = os.path.join(sock_dir, "s.sock")
     listener = proxy.open(Policy.parse(["127.0.0.1"]), unix_path=path)
     conn, head, _ = connect_through(listener, f"127.0.0.1:{echo_server.port}")
+    thread = proxy._thread  # its own: another test's sandboxed workers may have started the shared proxy
+    assert thread is not None
     proxy.stop()
     proxy.stop()
     with conn:
@@ -461,11 +463,13 @@ def test_stop_closes_everything_and_leaves_no_thread(sock_dir, echo_server):
         except ConnectionResetError:
             pass
     assert not os.path.exists(path) and listener.closed
-    assert not [t for t in threading.enumerate() if t.name == "orchestrator-proxy"]
+    assert not thread.is_alive()
     proxy.start()  # and it starts again
     assert proxy.open(Policy.parse([]), tcp_port=0).port
+    again = proxy._thread
+    assert again is not None and again is not thread
     proxy.stop()
-    assert not [t for t in threading.enumerate() if t.name == "orchestrator-proxy"]
+    assert not again.is_alive()
 
 
 def test_shared_is_one_started_proxy():

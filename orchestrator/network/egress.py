@@ -25,9 +25,9 @@ import contextlib
 import hashlib
 import ipaddress
 import json
-import re
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -66,7 +66,9 @@ _PROXY_VARIABLES = (
     "PIP_PROXY",
 )
 _NO_PROXY = "localhost,127.0.0.1,::1"
-_LOOPBACK_ENTRY = re.compile(r"(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})", re.I)  # the forwarded endpoints are on the sandbox's own loopback
+_LOOPBACK_ENTRY = re.compile(
+    r"(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})", re.I
+)  # the forwarded endpoints are on the sandbox's own loopback
 
 
 @dataclass(frozen=True)
