@@ -355,11 +355,10 @@ class Proxy:
                 reader, writer, 502, "Bad Gateway", f"orchestrator proxy: {_shown(host, port)} unreachable: {exc}"
             )
         if method == "CONNECT":
-            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            await _tunnel((reader, writer), upstream, to_client=b"HTTP/1.1 200 Connection Established\r\n\r\n")
         else:
-            upstream[1].write(forwarded)
-        # A forwarded request's exchange ends with its answer: Connection: close asked for no other.
-        await _tunnel((reader, writer), upstream, until_upstream_ends=method != "CONNECT")
+            # A forwarded request's exchange ends with its answer: Connection: close asked for no other.
+            await _tunnel((reader, writer), upstream, to_upstream=forwarded, until_upstream_ends=True)
 
     async def _socks(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = await asyncio.wait_for(_socks_request(reader, writer), HEAD_TIMEOUT)
@@ -369,8 +368,7 @@ class Proxy:
             return await _socks_reply(writer, SOCKS_NOT_ALLOWED)
         except _Unreachable as exc:
             return await _socks_reply(writer, exc.code)
-        await _socks_reply(writer, SOCKS_OK)
-        await _tunnel((reader, writer), upstream)
+        await _tunnel((reader, writer), upstream, to_client=_SOCKS_OK_REPLY)
 
     async def _upstream(self, listener: Listener, host: str, port: int) -> Streams:
         """Check ``host:port`` by name, resolve it once, check each address, connect to the first
@@ -488,12 +486,25 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> b
         return False
 
 
-async def _tunnel(client: Streams, upstream: Streams, *, until_upstream_ends: bool = False) -> None:
-    """Copy both ways until both ends are done (or upstream's, or either side fails), then close upstream."""
-    out = asyncio.ensure_future(_pipe(client[0], upstream[1]))
-    back = asyncio.ensure_future(_pipe(upstream[0], client[1]))
+async def _tunnel(
+    client: Streams,
+    upstream: Streams,
+    *,
+    to_client: bytes = b"",
+    to_upstream: bytes = b"",
+    until_upstream_ends: bool = False,
+) -> None:
+    """Write the opening bytes (a reply, a forwarded head), then copy both ways until both ends are
+    done (or upstream's, or either side fails). Owns ``upstream``: entered as soon as it is
+    connected, it closes it on every way out."""
+    pipes: list[asyncio.Future[bool]] = []
     cancelled = False
     try:
+        client[1].write(to_client)
+        upstream[1].write(to_upstream)
+        out = asyncio.ensure_future(_pipe(client[0], upstream[1]))
+        back = asyncio.ensure_future(_pipe(upstream[0], client[1]))
+        pipes = [out, back]
         pending: set[asyncio.Future[bool]] = {out, back}
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -503,10 +514,10 @@ async def _tunnel(client: Streams, upstream: Streams, *, until_upstream_ends: bo
         cancelled = True
         raise
     finally:
-        for future in (out, back):
-            future.cancel()
-        await asyncio.gather(out, back, return_exceptions=True)
-        _shut(upstream[1], abort=cancelled)
+        _shut(upstream[1], abort=cancelled)  # first: a second cancel during the wait below cannot skip it
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]] | None:
@@ -632,6 +643,9 @@ async def _socks_request(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         await _socks_reply(writer, SOCKS_HOST_UNREACHABLE)
         raise _Malformed("not a valid SOCKS destination")
     return host, port
+
+
+_SOCKS_OK_REPLY = bytes([5, SOCKS_OK, 0, 1, 0, 0, 0, 0, 0, 0])  # bound to 0.0.0.0:0: clients do not use it
 
 
 async def _socks_reply(writer: asyncio.StreamWriter, code: int) -> None:
