@@ -136,7 +136,8 @@ class Egress:
     folder: Path
     listeners: list[Listener] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    bridge: str = ""
+    bridge: str = ""  # "" without a namespace: nothing to carry in
+    ports: list[int] = field(default_factory=list)  # the proxy's port, then each forwarded endpoint's
 
     def close(self) -> None:
         """Stop listening (an open tunnel ends with it) and remove the folder."""
@@ -161,45 +162,70 @@ def sockets_base() -> Path:
     return base
 
 
-def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None) -> Egress:
-    """Listen for one attempt (``key``: its tag): the proxy's socket and one per forwarded endpoint.
-    Refusals are appended to ``log_path``. What was opened is written beside the sockets
-    (``plan.json``), so a restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
+def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace: bool = True) -> Egress:
+    """Listen for one attempt (``key``: its tag); refusals are appended to ``log_path``.
+
+    ``namespace`` (bubblewrap: the attempt has a network namespace of its own): the proxy's Unix socket
+    and one per forwarded endpoint, carried in by the shim's bridge. Without one (Landlock, Seatbelt:
+    the worker shares the host's loopback, and the kernel lets it connect to listed TCP ports only): a
+    proxy port on 127.0.0.1 of its own (``Egress.ports`` lists it and the forwarded endpoints' ports,
+    the ports the worker's rules allow). What was opened is written beside (``plan.json``), so a
+    restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
     folder = _folder(key)
     shutil.rmtree(folder, ignore_errors=True)  # a stale one (a crash)
     folder.mkdir(mode=0o700)
     taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
-    port = next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken)
-    saved = {"plan": plan.to_dict(), "port": port, "log": str(log_path) if log_path is not None else None}
-    (folder / "plan.json").write_text(json.dumps(saved), encoding="utf-8")
-    return _listen(folder, plan, port, log_path)
+    port = next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken) if namespace else 0
+    egress = _listen(folder, plan, port, log_path, namespace)
+    saved = {
+        "plan": plan.to_dict(),
+        "port": egress.ports[0] if not namespace else port,
+        "namespace": namespace,
+        "log": str(log_path) if log_path is not None else None,
+    }
+    try:
+        (folder / "plan.json").write_text(json.dumps(saved), encoding="utf-8")
+    except BaseException:
+        egress.close()
+        raise
+    return egress
 
 
 def reopen_egress(key: str) -> Egress | None:
     """Listen again for an attempt a previous server started (its sandbox shows the same folder, so
-    new sockets there are its way out again); None when it had none."""
+    new sockets there are its way out again; without a namespace, the same port if it is free); None
+    when it had none or its port is taken."""
     folder = _folder(key)
     try:
         saved = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
         plan, port = EgressPlan.from_dict(saved["plan"]), int(saved["port"])
         log_path = Path(saved["log"]) if saved.get("log") else None
+        return _listen(folder, plan, port, log_path, bool(saved.get("namespace", True)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return _listen(folder, plan, port, log_path)
 
 
 def _folder(key: str) -> Path:
     return sockets_base() / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None) -> Egress:
+def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, namespace: bool) -> Egress:
     egress = Egress(folder)
     try:
         policy = plan.policy()
         report = _reporter(log_path)
-        egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report))
+        if namespace:
+            egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report))
+        else:
+            listener = shared().open(policy, tcp_port=port, on_refusal=report)
+            port = int(listener.port or 0)
+            egress.listeners.append(listener)
+        egress.ports = [port]
         lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
         for address, target_port in plan.forwarded():
+            egress.ports.append(target_port)
+            if not namespace:
+                continue  # reached on the host's loopback, at a port its rules allow
             name = f"{address}-{target_port}.sock"
             path = str(folder / name)
             if len(path) > _SOCKET_PATH_MAX:
@@ -207,7 +233,7 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None) ->
             target = Endpoint(address, target_port)
             egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report))
             lines.append(f"{address}:{target_port}={INSIDE}/{name}")
-        egress.bridge = " ".join(lines)
+        egress.bridge = " ".join(lines) if namespace else ""
         url = f"http://127.0.0.1:{port}"
         egress.env = {name: url for name in _PROXY_VARIABLES}
         egress.env.update({"NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY, "NODE_USE_ENV_PROXY": "1"})

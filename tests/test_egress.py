@@ -1,0 +1,165 @@
+"""network/egress.py: an attempt's plan, its listeners (a Unix socket folder for a sandbox with a
+network namespace of its own, a loopback port without one), the environment and bridge line it
+hands the worker, the refusal lines in its log, and listening again after a restart. Real sockets on
+127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from orchestrator.network import egress
+from orchestrator.network.egress import EgressPlan, open_egress, plan_for, reopen_egress
+from orchestrator.network.proxy import Refusal
+
+
+@pytest.fixture
+def echo():
+    """A loopback server that answers each connection with b"hi" and closes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hi")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def short_tmp(monkeypatch):
+    """A temp folder of the test's, short enough to hold the socket folders (they need < 108 bytes)."""
+    folder = tempfile.mkdtemp(prefix="egress-", dir="/tmp")
+    monkeypatch.setattr(egress.tempfile, "gettempdir", lambda: folder)
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_plan_takes_the_users_list_the_kinds_hosts_and_the_endpoints_its_settings_name():
+    plan = plan_for(
+        ["pypi.org", "127.0.0.1:4873", "*.npmjs.org"],
+        ["api.anthropic.com", "pypi.org"],
+        ["http://127.0.0.1:8000", "https://gateway.example.com/v1", "not a url", "http://127.0.0.1:8000/x"],
+    )
+    assert plan.allow == ("pypi.org", "127.0.0.1:4873", "*.npmjs.org", "api.anthropic.com")
+    assert plan.always == (("127.0.0.1", 8000), ("gateway.example.com", 443))
+    # The loopback ones, the orchestrator's and those listed with a port, are at their own port inside.
+    assert plan.forwarded() == [("127.0.0.1", 8000), ("127.0.0.1", 4873)]
+    assert EgressPlan.from_dict(plan.to_dict()) == plan
+    assert plan.policy().check_name("registry.npmjs.org", 443).allowed
+    assert not plan.policy().check_name("example.org", 443).allowed
+
+
+def connect(port: int, target: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        if b" 200 " in data.split(b"\r\n", 1)[0]:
+            data += s.recv(10)
+        return data
+
+
+def test_a_namespace_gets_a_private_socket_folder_a_bridge_line_and_the_proxy_variables(tmp_path, echo):
+    log = tmp_path / "worker.log"
+    log.write_text("")
+    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(("127.0.0.1", 8000),))
+    opened = open_egress(plan, key="tag-1", log_path=log)
+    try:
+        folder = opened.folder
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["plan.json", "proxy.sock", "127.0.0.1-8000.sock", f"127.0.0.1-{echo}.sock"]
+        )
+        assert opened.bridge.split() == [
+            "127.0.0.1:3128=/run/orchestrator-net/proxy.sock",
+            "127.0.0.1:8000=/run/orchestrator-net/127.0.0.1-8000.sock",
+            f"127.0.0.1:{echo}=/run/orchestrator-net/127.0.0.1-{echo}.sock",
+        ]
+        assert opened.env["HTTPS_PROXY"] == opened.env["npm_config_https_proxy"] == "http://127.0.0.1:3128"
+        assert opened.env["NO_PROXY"] == "localhost,127.0.0.1,::1"
+        # The forwarded socket carries raw bytes to its endpoint.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(folder / f"127.0.0.1-{echo}.sock"))
+            assert s.recv(2) == b"hi"
+    finally:
+        opened.close()
+    assert not folder.exists()
+
+
+def test_without_a_namespace_a_loopback_port_of_its_own_and_each_refusal_in_the_log(tmp_path, echo):
+    log = tmp_path / "worker.log"
+    log.write_text("")
+    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(("127.0.0.1", 8000),))
+    opened = open_egress(plan, key="tag-2", log_path=log, namespace=False)
+    try:
+        port = opened.ports[0]
+        assert opened.ports == [port, 8000, echo] and port not in (3128, 0)
+        assert opened.bridge == "" and opened.env["HTTP_PROXY"] == f"http://127.0.0.1:{port}"
+        assert connect(port, f"127.0.0.1:{echo}").endswith(b"hi")
+        assert b" 403 " in connect(port, "127.0.0.9:9")
+        assert b" 403 " in connect(port, "127.0.0.9:9")
+    finally:
+        opened.close()
+    lines = log.read_text().splitlines()
+    assert all(line.startswith("[orchestrator] network: refused 127.0.0.9:9: ") for line in lines) and len(lines) == 2, lines
+    assert lines[1].endswith("(2 so far)"), lines
+
+
+def test_a_restarted_server_listens_again_in_the_same_folder(tmp_path, echo):
+    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",))
+    first = open_egress(plan, key="tag-3", log_path=None)
+    for listener in first.listeners:  # the server died: its listeners are gone, the folder stays
+        listener.close()
+    again = reopen_egress("tag-3")
+    assert again is not None and again.folder == first.folder and again.bridge == first.bridge
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(again.folder / f"127.0.0.1-{echo}.sock"))
+            assert s.recv(2) == b"hi"
+    finally:
+        again.close()
+    assert reopen_egress("no-such-attempt") is None
+
+
+def test_a_refused_host_is_logged_ten_times_then_at_each_power_of_ten(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("")
+    report = egress._reporter(log)
+    for count in range(1, 1001):
+        report(Refusal("evil.example", 443, "not in workers.sandbox_allow", count))
+    counts = [int(line.rsplit("(", 1)[1].split()[0]) for line in log.read_text().splitlines()]
+    assert counts == [*range(1, 11), 100, 1000]
+
+
+def test_a_socket_folder_another_user_could_reach_is_refused(short_tmp):
+    base = short_tmp / f"orchestrator-net-{os.getuid()}"
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    with pytest.raises(OSError, match="not a private folder"):
+        egress.sockets_base()
+    base.rmdir()
+    target = short_tmp / "elsewhere"
+    target.mkdir(mode=0o700)
+    base.symlink_to(target)
+    with pytest.raises(OSError, match="not a private folder"):
+        egress.sockets_base()
