@@ -12,6 +12,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -521,3 +522,31 @@ def test_many_tunnels_at_once_each_reach_their_own_end(door, echo_server):
     for thread in threads:
         thread.join(10)
     assert results == [True] * 20 and listener.tally.connections == 20
+
+
+def test_a_listener_holds_at_most_its_cap_of_connections_and_serves_again_below_it(sock_dir, echo_server, monkeypatch):
+    from orchestrator.network import proxy as module
+
+    monkeypatch.setattr(module, "MAX_CONNECTIONS", 3)
+    proxy = Proxy(resolver=fake_resolver)
+    try:
+        listener = proxy.open(Policy.parse(["127.0.0.1"]), unix_path=os.path.join(sock_dir, "cap.sock"))
+        held = [connect_through(listener, f"127.0.0.1:{echo_server.port}")[0] for _ in range(3)]
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(listener.path)
+        extra.settimeout(5)
+        try:
+            assert extra.recv(1) == b""  # closed at once, before any answer
+        except ConnectionResetError:
+            pass
+        extra.close()
+        for conn in held:
+            conn.close()
+        deadline = time.monotonic() + 5
+        while len(listener._tasks) >= 3 and time.monotonic() < deadline:  # the tunnels end as their clients go
+            time.sleep(0.01)
+        conn, head, _ = connect_through(listener, f"127.0.0.1:{echo_server.port}")
+        conn.close()
+        assert " 200 " in head.split("\r\n", 1)[0]
+    finally:
+        proxy.stop()

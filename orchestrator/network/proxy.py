@@ -46,6 +46,9 @@ CHUNK = 256 * 1024  # bytes read at a time; an upstream stream holds at most abo
 LINGER_SECONDS = 1.0  # after an error answer, how long unread input is still read (and dropped)
 LINGER_BYTES = 1 << 20  # and how much of it
 CALL_TIMEOUT = 15.0  # seconds another thread waits for the proxy's loop to open or close a listener
+# Connections one listener (one worker) holds open at once; past it a new one is closed at once: a
+# worker opening connections in a loop must not take the server's file descriptors.
+MAX_CONNECTIONS = 256
 
 # SOCKS5 reply codes (RFC 1928).
 SOCKS_OK = 0x00
@@ -290,6 +293,10 @@ class Proxy:
         cancelled = False
         try:
             if listener.closed:
+                return
+            if len(listener._tasks) > MAX_CONNECTIONS:
+                log.warning("proxy: a worker holds %d connections open: a new one is closed", MAX_CONNECTIONS)
+                cancelled = True
                 return
             _nodelay(writer)
             if listener.target is not None:
