@@ -429,6 +429,13 @@ def test_a_worker_cannot_point_its_head_at_the_users_branch_for_the_orchestrator
     sandbox: a HEAD pointing at main would have that commit move the user's main."""
     engine = arena.engine("on")
     job, before, after = planted_job(arena, engine, "git symbolic-ref HEAD refs/heads/main\n")
+    if arena.backend == "landlock":
+        # HEAD is writable (its folder is), but the orchestrator's commit runs in the worker's sandbox,
+        # where main's ref folder is not: that commit fails, and main stays
+        assert after == before
+        assert only_worker(engine, job).status is not WorkerStatus.SUCCESS
+        row("landlock", "point HEAD at main", "HEAD moved; the commit refused in the sandbox", None, after == before)
+        return
     # git writes HEAD.lock and renames it over HEAD: a mount point cannot be renamed over
     assert (
         "unable to write symref for HEAD: Device or resource busy"
@@ -454,14 +461,21 @@ def test_a_worker_cannot_swap_its_git_pointer_for_a_repository_whose_config_runs
     )
     job, before, after = planted_job(arena, engine := arena.engine("on"), script)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
-    assert "refused-pointer" in log and "refused-commondir" in log
+    # Landlock: the pointer and commondir are writable (their folders are), but the git that reads them
+    # runs in the worker's sandbox: its fsmonitor runs confined, never with the user's rights
+    assert ("refused-pointer" in log and "refused-commondir" in log) or arena.backend == "landlock"
     assert not escaped.exists()
     assert after == before
     row("sandbox on", "own .git pointer with core.fsmonitor", "refused: pointer pinned", None, after == before)
 
 
 @needs_bwrap
-def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena):
+def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena, backend):
+    if backend == "landlock":
+        pytest.xfail(
+            "Landlock cannot pin the worktree's logs/HEAD (its folder, the private git dir, is writable): a link the "
+            "worker plants there is followed by a later git of the orchestrator's and a host file is appended to"
+        )
     """git appends to a reflog through a symbolic link: the orchestrator's commit would write the host's files."""
     script = (
         "admin=$(git rev-parse --absolute-git-dir); common=$(git rev-parse --git-common-dir); branch=$(git symbolic-ref HEAD)\n"
@@ -472,7 +486,10 @@ def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena)
     engine = arena.engine("on")
     job, before, after = planted_job(arena, engine, script)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
-    assert all(f"refused-{what}-log" in log for what in ("branch", "head", "new")), log
+    # Landlock: the private dir's logs/HEAD is writable with its folder (a link there is the worker's
+    # own sandbox's business: its git appends through it, and may not write the host's file)
+    pinned = ("branch", "new") if arena.backend == "landlock" else ("branch", "head", "new")
+    assert all(f"refused-{what}-log" in log for what in pinned), log
     assert after == before
     row("sandbox on", "reflog as a link to a host file", "refused: reflogs pinned", None, after == before)
 
@@ -560,7 +577,9 @@ def test_committing_workers_whose_git_walks_every_branch_see_their_own_and_land(
     _, workers = engine.snapshot(job.id)
     logs = [engine.workspace.worker_log(job.root_id, 0, w.name).read_text() for w in workers]
     assert all(w.status is WorkerStatus.SUCCESS for w in workers), logs
-    assert all("mine seen: 1" in log and "packed" in log for log in logs), logs
+    # Landlock has no view of the tree's branches: each may see its siblings' too (what is left out)
+    seen = ("mine seen: 1",) if arena.backend == "bubblewrap" else ("mine seen: 1", "mine seen: 2", "mine seen: 3")
+    assert all(any(s in log for s in seen) and "packed" in log for log in logs), logs
     assert all(git(arena.host, "log", "-1", "--format=%s", str(w.commit)).strip() == "mine" for w in workers)
     assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
     assert arena.snapshot() == before
@@ -650,7 +669,12 @@ def test_a_sandboxed_worker_reaches_no_host_unix_socket_and_inherits_no_agent(ar
             "list /run",
         }, lines_of(engine, job, "worker_1")
         assert seen["socketpair (child-process pipes)"]["done"], seen
-        if unix_sockets:
+        if unix_sockets and arena.backend == "landlock":
+            # Landlock's scope (ABI 6) keeps abstract sockets outside the worker's domain out of reach even so
+            assert seen["connect a host path socket"]["done"] and seen["use the inherited SSH_AUTH_SOCK"]["done"], seen
+            assert seen["connect a host abstract socket"]["detail"] == "PermissionError: Operation not permitted", seen
+            assert reached(path_listener) and not reached(abstract_listener)
+        elif unix_sockets:
             assert seen["connect a host path socket"]["done"] and seen["connect a host abstract socket"]["done"], seen
             assert seen["use the inherited SSH_AUTH_SOCK"]["done"], seen
             assert reached(path_listener) and reached(abstract_listener)
@@ -715,8 +739,10 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
         "list the workspace",
     }, lines_of(engine, second, "worker_2")
     assert [name for name, g in seen.items() if g["done"]] == [], seen
+    # bubblewrap shows the workspace empty; Landlock refuses what it holds ("Permission denied")
+    gone = "PermissionError" if arena.backend == "landlock" else "FileNotFoundError"
     for name in ("read another tree's log", "read the outbox's signed links", "read a sibling worker's record"):
-        assert seen[name]["detail"].startswith("FileNotFoundError"), seen[name]
+        assert seen[name]["detail"].startswith(gone), seen[name]
     # All of it is there outside: hidden from the worker, not missing.
     assert "token=" in outbox_file.read_text() and index_file.exists() and sibling.exists()
     assert unchanged
@@ -772,7 +798,8 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     )
     assert all(w.node == "n1" for w in engine.snapshot(job.root_id)[1])
     ran = {n: (worker(engine, job, n).exit_reason, lines_of(engine, job, n)[-3:]) for n in ("worker_1", "worker_2")}
-    assert len(seen) == 12 and {name for name, g in seen.items() if g["done"]} == AT_HOST_PATH, (seen, ran)
+    done = set() if arena.backend == "landlock" else AT_HOST_PATH  # Landlock: no project view, the user's tree read-only
+    assert len(seen) == 12 and {name for name, g in seen.items() if g["done"]} == done, (seen, ran)
     assert after == before
     legit = worker(engine, job, "worker_4")
     assert legit.status is WorkerStatus.SUCCESS and "the worker commits" in git(arena.host, "log", "--format=%s", legit.branch)
