@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,8 @@ if str(ROOT) not in sys.path:
 from bench.bench_engine import CheckFailed, check_orchestrator_workspace, filesystem_of  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
-from orchestrator.process.sandbox import SandboxSpec, probe  # noqa: E402
+from orchestrator.process import landlock  # noqa: E402
+from orchestrator.process.sandbox import Backend, SandboxSpec, probe, runtime_view  # noqa: E402
 
 TARGET = 1.25  # sandboxed per-worker wall / unconfined per-worker wall
 
@@ -95,7 +97,19 @@ def flag_sets(bwrap: str, folder: Path) -> list[tuple[str, list[str] | None]]:
         ("+ --unshare-ipc --unshare-uts", [*pid, "--unshare-ipc", "--unshare-uts"]),
         ("+ --cap-drop ALL", [*pid, "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL"]),
         ("the orchestrator's (+ ipc, uts, cap-drop, binds)", real[: real.index("--")]),
+        *_landlock(folder),
     ]
+
+
+def _landlock(folder: Path) -> list[tuple[str, list[str] | None]]:
+    """The Landlock launcher (process/landlock.py) with the same grants, where the kernel has it: what a
+    worker's start costs where bubblewrap cannot start (its argv ends in "--", as the bwrap rows do)."""
+    version = landlock.abi()
+    if version < 1:
+        return []
+    spec = SandboxSpec(bwrap="", backend=Backend.LANDLOCK, landlock_abi=version, writable=(str(folder), str(folder / "tmp")))
+    spec = replace(spec, emptied=runtime_view()[0])
+    return [(f"Landlock launcher (ABI {version}, perl)", spec.argv([])[:-1])]
 
 
 def time_starts(sets: list[tuple[str, list[str] | None]], starts: int) -> dict[str, float]:

@@ -308,7 +308,7 @@ class WorkerRecord:
     shared_prompt_bytes: int | None = None
     tokens_cache_read: int | None = None
     node: str | None = None  # the node its latest attempt runs or ran on (None: this server)
-    # How its latest attempt was confined: "bubblewrap" (process/sandbox.py), or "none" (unconfined: the
+    # How its latest attempt was confined: "bubblewrap" or "landlock" (process/sandbox.py), or "none" (unconfined: the
     # job's notes say why); None: no attempt started.
     sandbox: str | None = None
     # The CLI's conversation id its last attempt reported (claude's ``session_id``): what a continue

@@ -64,16 +64,18 @@ def test_on_where_the_machine_cannot_sandbox_is_refused_and_auto_says_it_runs_un
 
 
 def test_a_missing_bubblewrap_is_reported_by_name():
-    found = probe("no-such-bwrap-7c1e")
+    found = probe("no-such-bwrap-7c1e", backend="bubblewrap")  # pinned: no fallback
     assert (
         not found.available
         and "no-such-bwrap-7c1e is not installed" in found.reason
         and "apt-get install bubblewrap" in found.reason
     )
+    fallback = probe("no-such-bwrap-7c1e")  # auto: Landlock where the kernel has it, naming why not bubblewrap
+    assert "no-such-bwrap-7c1e is not installed" in (fallback.bwrap_reason if fallback.available else fallback.reason)
 
 
 def test_a_server_with_sandbox_on_where_it_cannot_refuses_to_start(tmp_path, monkeypatch):
-    monkeypatch.setattr("orchestrator.workers.confinement.probe", lambda: Support(None, "bwrap is not installed"))
+    monkeypatch.setattr("orchestrator.workers.confinement.probe", lambda **_: Support(None, "bwrap is not installed"))
     settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on"}})
     with pytest.raises(ConfigError, match="workers.sandbox is on, but bwrap is not installed. Set workers.sandbox: auto"):
         Confinement(settings, Workspace(settings.workspace_root))

@@ -228,11 +228,11 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
 
 
 def _check_sandbox(report: Report, settings: Settings) -> bool:
-    """Whether workers will run in bubblewrap."""
+    """Whether workers will run sandboxed (bubblewrap, or Landlock where bubblewrap cannot start)."""
     from ..process.sandbox import SandboxMode, SandboxNetwork, decide, probe
 
     mode = SandboxMode(settings.workers.sandbox)
-    support = probe()
+    support = probe(backend=settings.workers.sandbox_backend)
     try:
         decision = decide(mode, support, network=SandboxNetwork(settings.workers.sandbox_network))
     except ValueError as exc:

@@ -66,6 +66,14 @@ class SandboxMode(StrEnum):
     OFF = "off"
 
 
+class SandboxBackend(StrEnum):
+    """``workers.sandbox_backend``: what confines a sandboxed worker (process/sandbox.py); the setting's
+    ``auto`` (bubblewrap where it starts, else Landlock) is no backend of its own."""
+
+    BUBBLEWRAP = "bubblewrap"
+    LANDLOCK = "landlock"
+
+
 class SandboxNetwork(StrEnum):
     """``workers.sandbox_network``: no network of its own, out through the orchestrator's proxy to the
     hosts allowed (``allow``); the host's whole network (``host``); or none at all."""
@@ -263,6 +271,13 @@ class WorkersSettings(Section):
         "its checkout, its TMPDIR, its worktree's git data and its CLI's state; auto: where the machine can, else "
         "unconfined with a note; on: refuse to run unconfined",
         choices=SandboxMode,
+    )
+    sandbox_backend: str = setting(
+        "auto",
+        "what confines sandboxed workers: bubblewrap (a mount view, a PID namespace), landlock (the kernel's access "
+        "rules, where bubblewrap cannot start: it cannot hide a readable file or show a private view of refs), or auto: "
+        "bubblewrap where it starts, else landlock (docs/sandbox.md)",
+        choices=("auto", *(backend.value for backend in SandboxBackend)),
     )
     sandbox_writable: list[str] = setting([], "more paths a sandboxed worker may write (relative: to this folder)")
     sandbox_hidden: list[str] = setting(

@@ -358,7 +358,7 @@ class WorkerExecution:
             if self.handle is not None:
                 attempt.pid, attempt.pid_start = self.handle.pid, self.handle.start_id
                 attempt.enforced = _enforced(self.handle)
-            self.record.sandbox = "bubblewrap" if sandbox is not None else "none"
+            self.record.sandbox = sandbox.backend.value if sandbox is not None else "none"
 
         sandbox = None
         try:

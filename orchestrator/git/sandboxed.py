@@ -99,6 +99,8 @@ class CheckoutGit:
             # A project view shows the repository's git dir elsewhere (process/sandbox.py ProjectView).
             view = self.sandbox.project
             environment.update({k: view.at(v) for k, v in environment.items() if k in _GIT_PATHS})
+        if self.sandbox is not None:  # Landlock: where git writes objects, without a bind (process/landlock.py)
+            environment.update(self.sandbox.environment())
         try:
             done = subprocess.run(
                 argv,

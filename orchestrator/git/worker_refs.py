@@ -23,11 +23,12 @@ from pathlib import Path
 
 from ..workspace.filesystem import atomic_write, remove_at
 from .gitcmd import run_git
-from .gitwork import linked_git_dir
+from .gitwork import common_dir_of, linked_git_dir
 from .tree_checks import added_gitlinks
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
+IN_PLACE = "orchestrator-refs-shown"  # in the common git dir: per worktree, the tip shown where there is no view
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
@@ -52,14 +53,32 @@ def show(private: Path, name: str, tip: str) -> None:
     finally:
         os.close(view)
     _shown(private, tip)
+    record = _in_place(private)
+    if record is not None:
+        record.unlink(missing_ok=True)
+
+
+def show_in_place(private: Path, tip: str) -> None:
+    """No view (Landlock cannot bind one): the worker's commits move its real branch, and ``tip`` is
+    recorded as shown, what :func:`take` checks the branch against. A view left by an earlier
+    sandbox goes (its absence says the branch is the worker's copy). The record lies in the common git
+    dir, which such a sandbox cannot write (its private dir it can, whole)."""
+    _remove(private, VIEW)
+    record = _in_place(private)
+    if record is not None:
+        record.parent.mkdir(exist_ok=True)
+        atomic_write(record, f"{tip}\n".encode("ascii"), durable=False)
 
 
 def follow(directory: Path, name: str, tip: str) -> None:
     """The orchestrator moved the branch of the worktree at ``directory`` to ``tip``: show it there
-    too, where the worktree has a view (a sandboxed worker's), so its next commit builds on it."""
+    too, where the worktree has a view (a sandboxed worker's), so its next commit builds on it
+    (without a view, the worker sees the real branch: only what was shown is recorded)."""
     private = linked_git_dir(directory)
     if private is not None and (private / VIEW).is_dir():
         show(private, name, tip)
+    elif private is not None and (record := _in_place(private)) is not None and record.is_file():
+        atomic_write(record, f"{tip}\n".encode("ascii"), durable=False)
 
 
 def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") -> str:
@@ -69,8 +88,11 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
     why ``ref`` was left."""
     private = linked_git_dir(directory)
     view = _open_view(private, make=False) if private is not None else None
-    if private is None or view is None:
-        return ""  # never sandboxed with a view
+    if private is None:
+        return ""
+    if view is None:
+        record = _in_place(private)
+        return _take_in_place(private, record, repo, ref, base) if record is not None and record.is_file() else ""
     try:
         copy = _read(name, view)
     finally:
@@ -78,6 +100,85 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
     shown = _read(str(private / SHOWN))
     if copy == shown:
         return ""
+    why = _refused(repo, copy, shown, base, ref)
+    if why:
+        return why
+    old = shown or "0" * len(copy)
+    done = run_git(repo, "update-ref", "-m", "orchestrator: the worker's commits", ref, copy, old, check=False)
+    if done.returncode != 0:
+        return f"{ref} moved outside its sandbox while it committed ({done.stderr.strip()[:200]}): left where it was"
+    _shown(private, copy)
+    return ""
+
+
+def _in_place(private: Path) -> Path | None:
+    """Where the tip shown to a worker without a view is recorded: in the common git dir, by worktree."""
+    common = common_dir_of(private)
+    return common / IN_PLACE / private.name if common is not None else None
+
+
+def _take_in_place(private: Path, record: Path, repo: Path, ref: str, base: str) -> str:
+    """:func:`take` where the worker moved the real branch (Landlock: its tree's ref folder is writable
+    whole). Its move stands if :func:`take`'s checks pass and the branch's reflog, which only this
+    worker's git and the orchestrator write (a sibling's sandbox cannot), ends at it: a sibling that
+    moved it left no such line. Otherwise the branch goes back to where it was shown, and why is said."""
+    common = record.parent.parent
+    shown = _read(str(record))
+    loose = common / ref
+    copy = _read(str(loose)) if loose.is_file() and not loose.is_symlink() else ""
+    if not loose.exists() and not loose.is_symlink():  # only in packed-refs, which no sandbox writes
+        copy = run_git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).stdout.strip()
+    if copy == shown:
+        return ""
+    why = _refused(repo, copy, shown, base, ref)
+    if not why and _reflog_tip(common / "logs" / ref) != copy:
+        why = f"its branch names {copy[:12]}, which its own git did not write there (its reflog does not end at it: another worker of its tree may have moved it): {ref} was put back"
+    if not why:
+        atomic_write(record, f"{copy}\n".encode("ascii"), durable=False)
+        return ""
+    if loose.is_symlink() or (loose.exists() and not loose.is_file()):
+        _remove(loose.parent, loose.name)
+    message = "orchestrator: a refused move of the worker's branch, undone"
+    if shown:
+        run_git(repo, "update-ref", "--no-deref", "-m", message, ref, shown, check=False)
+    else:
+        run_git(repo, "update-ref", "--no-deref", "-d", ref, check=False)
+    return why.replace("was left where it was", "was put back where it was")
+
+
+def _remove(folder: Path, name: str) -> None:
+    """``name`` in ``folder`` removed without following a link (filesystem.remove_at)."""
+    try:
+        fd = os.open(folder, _FOLDER)
+    except OSError:
+        return
+    try:
+        remove_at(fd, name)
+    finally:
+        os.close(fd)
+
+
+def _reflog_tip(path: Path) -> str:
+    """The commit the last line of a reflog moved its ref to ("" without one; a link is not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 4096, max(0, size - 4096))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    lines = tail.decode("ascii", "replace").rstrip("\n").splitlines()
+    fields = lines[-1].split(" ", 2) if lines else []
+    return fields[1] if len(fields) > 1 else ""
+
+
+def _refused(repo: Path, copy: str, shown: str, base: str, ref: str) -> str:
+    """Why the worker's move of its branch to ``copy`` is not taken ("": it is): not a commit, one
+    whose history the repository does not all have, or one that adds a submodule ``base`` lacked."""
     if not _OID.fullmatch(copy):
         what = "gone" if not copy else repr(copy[:80])
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
@@ -98,11 +199,6 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
             f"{ref} was left where it was (a worker's checkout may hold a repository only where its base has one; "
             "remove its .git folder to commit its files)"
         )
-    old = shown or "0" * len(copy)
-    done = run_git(repo, "update-ref", "-m", "orchestrator: the worker's commits", ref, copy, old, check=False)
-    if done.returncode != 0:
-        return f"{ref} moved outside its sandbox while it committed ({done.stderr.strip()[:200]}): left where it was"
-    _shown(private, copy)
     return ""
 
 

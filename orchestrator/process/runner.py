@@ -18,7 +18,9 @@ worker's true wait status to its exit file before it reaps it; elsewhere (a runn
 cluster node's, a test's) the worker runs under a shim (process/shim.py), a few lines of Perl that
 run it as their child and write the same file. The runner reads it once the process has ended; a
 restarted server re-adopts a running worker (or shim) by pid and start time. A sandboxed worker
-(process/sandbox.py) runs with the shim inside bubblewrap, whose launcher is the process started here.
+(process/sandbox.py) runs with the shim inside bubblewrap, whose launcher is the process started here, or
+under Landlock's launcher, which restricts itself and execs the shim (no process of its own, no PID namespace:
+the tag sweep and the cgroup find its tree, as an unconfined worker's).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from ..workspace.groupsync import GroupCommit
 from . import procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import SandboxSpec, unix_socket_filter
+from .sandbox import Backend, SandboxSpec, unix_socket_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -136,7 +138,9 @@ class ProcessHandle:
     exit_file: Path | None = None  # where the shim writes the exit status
     code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
     ended_at: float | None = None  # when its exit file was written (the worker's end), once it is read
-    sandboxed: bool = False  # ``pid`` is bubblewrap's launcher; the shim and the worker run inside
+    # ``pid`` is the orchestrator's own process at the top of a sandbox: bubblewrap's launcher (the shim
+    # and the worker run inside), or under Landlock the shim its launcher became
+    sandboxed: bool = False
     private_exit: bool = False  # its exit file is the runner's own (removed by ``release``)
     # A local process has no node, never waits in a queue and is never lost (executor.AttemptHandle).
     node: str | None = None
@@ -313,15 +317,20 @@ class ProcessRunner:
             refuse_unix_sockets(full_env, self.perl)
         egress = None
         if sandbox is not None and sandbox.network is SandboxNetwork.ALLOW:
-            # Its proxy's sockets, listened on before it starts; the shim's bridge carries them in.
+            # Its proxy, listening before it starts: in its network namespace, Unix sockets the shim's
+            # bridge carries in; without one (Landlock), ports of the host's loopback its rules allow.
+            namespace = sandbox.backend is Backend.BUBBLEWRAP
             try:
-                egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path)
+                egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path, namespace=namespace)
             except BaseException:
                 _never_began(exit_file)
                 raise
             full_env.update(egress.env)
-            full_env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
-            sandbox = replace(sandbox, egress_dir=str(egress.folder))
+            if namespace:
+                full_env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
+                sandbox = replace(sandbox, egress_dir=str(egress.folder))
+            else:
+                sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
         if exit_file is not None and (sandbox is not None or not plain):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -331,18 +340,24 @@ class ProcessRunner:
         if tethered:
             full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
         supervised = plain or tethered
+        # bubblewrap's launcher stays (the session leader) and its PID namespace ends the tree; Landlock's
+        # execs the shim and leaves no process of its own, and the tree is tracked as an unconfined one's.
+        launcher = sandbox is not None and sandbox.backend is Backend.BUBBLEWRAP
         if sandbox is not None:
             if exit_file is not None:  # the shim writes it from inside (it exists, reserved, before the start)
                 sandbox = sandbox.with_writable(exit_file)
+            if not launcher:  # reopened by path (``> /dev/stderr``): Landlock checks the log file's own
+                sandbox = sandbox.with_writable(log_path)
             if parent_death_signal is not None:
                 sandbox = replace(sandbox, die_with_parent=True)
             command = replace(sandbox, chdir=str(cwd)).argv(command)
+            full_env.update(sandbox.environment())
         if parent_death_signal is not None and sys.platform.startswith("linux"):
             _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this
         # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
         # the supervisor starting it), and a sandbox's launcher and init.
-        own = (1 if exit_file else 0) + (2 if sandbox else 0) + (1 if egress else 0)  # (the shim's bridge)
+        own = (1 if exit_file else 0) + (2 if launcher else 0) + (1 if egress and egress.bridge else 0)  # (the shim's bridge)
         try:
             cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -366,7 +381,7 @@ class ProcessRunner:
                     exit_file=exit_file if sandbox is None and not tethered else None,
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
-                    ignore=LAUNCHER_IGNORES if sandbox is not None else (),
+                    ignore=LAUNCHER_IGNORES if launcher else (),
                     lifeline=lifeline[0] if tethered and lifeline is not None else None,
                 )
             else:
@@ -380,7 +395,7 @@ class ProcessRunner:
                     start_new_session=True,
                     close_fds=True,
                     pass_fds=(lifeline[0],) if lifeline is not None else (),
-                    preexec_fn=_preexec(child_setup, parent_death_signal, launcher=sandbox is not None),
+                    preexec_fn=_preexec(child_setup, parent_death_signal, launcher=launcher),
                 )
                 pid, start_id = popen.pid, process_start_id(popen.pid)
         except BaseException:

@@ -43,38 +43,79 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config.schema import SandboxMode as SandboxMode  # the settings' closed choices, re-exported
+from ..config.schema import SandboxBackend as Backend  # the settings' closed choices, re-exported
+from ..config.schema import SandboxMode as SandboxMode
 from ..config.schema import SandboxNetwork as SandboxNetwork
 from ..network.egress import INSIDE as EGRESS_INSIDE
 from ..network.egress import EgressPlan
 from ..network.egress import sockets_base as egress_base
 
 HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
+# What lets bubblewrap start where the kernel refuses it an unprivileged user namespace, and what the
+# Landlock fallback needs: the sentence ``workers.sandbox: on`` fails with when neither works.
+HOW_TO_FIX = (
+    "to let bubblewrap start: `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for "
+    "bwrap (Ubuntu 24.04), `sysctl kernel.unprivileged_userns_clone=1` (Debian before 11), Docker's "
+    "`--security-opt seccomp=unconfined` or running outside a nested container; or a kernel with Landlock "
+    "(5.13+, lsm=landlock) and Perl, for the Landlock fallback"
+)
+PROBE_TIMEOUT = 10.0  # seconds a probe's start may take (NFS or autofs roots have taken 20-30 s)
 
 
 @dataclass(frozen=True)
 class Support:
-    """Whether this machine can sandbox, and if not, why (a sentence a user can act on)."""
+    """Whether this machine can sandbox, with which backend, and if not, why (a sentence a user can
+    act on). ``bwrap``: bubblewrap's path where it starts (None elsewhere, Landlock's case too)."""
 
     bwrap: str | None
     reason: str = ""
     overlay: bool = False  # bubblewrap >= 0.8 with overlayfs: state folders get a private overlay
+    backend: Backend | None = None  # None with ``bwrap``: bubblewrap (existing callers pass the path alone)
+    landlock_abi: int = 0  # the kernel's Landlock ABI (0: none)
+    bwrap_reason: str = ""  # why bubblewrap does not apply, where Landlock does
+
+    def __post_init__(self) -> None:
+        if self.backend is None and self.bwrap is not None:
+            object.__setattr__(self, "backend", Backend.BUBBLEWRAP)
 
     @property
     def available(self) -> bool:
-        return self.bwrap is not None
+        return self.backend is not None
 
 
-@functools.lru_cache(maxsize=4)
-def probe(command: str = "bwrap") -> Support:
-    """Try bubblewrap once (per process and command): the kernel, not the package list, decides."""
+@functools.lru_cache(maxsize=8)
+def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = None) -> Support:
+    """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
+    ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
+    ``path``: the PATH ``command`` is looked up in (None: this process's)."""
     if not sys.platform.startswith("linux"):
-        return Support(None, f"the sandbox needs Linux's bubblewrap; {sys.platform} runs workers unconfined")
-    found = shutil.which(command)
+        return Support(None, f"the sandbox needs Linux's bubblewrap or Landlock; {sys.platform} runs workers unconfined")
+    from . import landlock  # (it builds on this module)
+
+    abi = landlock.abi()
+    wanted = Backend(backend) if backend != "auto" else None
+    if wanted is not Backend.LANDLOCK:
+        found = _bubblewrap(command, path)
+        if found.available or wanted is Backend.BUBBLEWRAP:
+            return replace(found, landlock_abi=abi)
+        why = f"bubblewrap cannot start here: {found.reason}"
+    else:
+        why = "workers.sandbox_backend: landlock"
+    if abi < 1:
+        return Support(None, f"{why}; and this kernel has no Landlock ({HOW_TO_FIX})", landlock_abi=abi)
+    ok, failed = landlock.starts(abi)
+    if not ok:
+        return Support(None, f"{why}; and Landlock cannot confine here: {failed} ({HOW_TO_FIX})", landlock_abi=abi)
+    return Support(None, backend=Backend.LANDLOCK, landlock_abi=abi, bwrap_reason=why)
+
+
+def _bubblewrap(command: str, path: str | None) -> Support:
+    """bubblewrap, tried with the protections every sandbox uses, and whether it has overlays."""
+    found = shutil.which(command, path=path)
     if found is None:
         return Support(None, f"{command} is not installed ({HOW_TO_ENABLE})")
     base = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--cap-drop", "ALL"]
@@ -87,7 +128,7 @@ def probe(command: str = "bwrap") -> Support:
 
 def _runs(argv: list[str]) -> tuple[bool, str]:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     return done.returncode == 0, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
@@ -197,12 +238,36 @@ class SandboxSpec:
     # attempt's proxy sockets, set by the runner that listens on them (shown at EGRESS_INSIDE).
     egress: EgressPlan | None = None
     egress_dir: str | None = None
+    # Without a network namespace (Landlock): the TCP ports it may connect to, its proxy's and the
+    # forwarded endpoints' (set by the runner with the listeners); None: no such rule.
+    egress_ports: tuple[int, ...] | None = None
+    # What confines it: bubblewrap (``bwrap`` its path), or Landlock (process/landlock.py: the same
+    # spec as access rules; ``landlock_abi`` the kernel's, what the rules may name).
+    backend: Backend = Backend.BUBBLEWRAP
+    landlock_abi: int = 0
 
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
 
     def argv(self, command: Sequence[str]) -> list[str]:
-        """bubblewrap's argv running ``command`` in this sandbox (an argv list; no shell)."""
+        """The argv running ``command`` in this sandbox (a list; no shell), by its backend."""
+        if self.backend is Backend.LANDLOCK:
+            from . import landlock
+
+            return landlock.argv(self, command)
+        return self._bubblewrap(command)
+
+    def environment(self) -> dict[str, str]:
+        """What the environment of a process run by :meth:`argv` must also hold (Landlock: where its
+        git writes objects, in place of the workers' store bubblewrap binds over the repository's)."""
+        if self.backend is Backend.LANDLOCK:
+            from . import landlock
+
+            return landlock.environment(self)
+        return {}
+
+    def _bubblewrap(self, command: Sequence[str]) -> list[str]:
+        """bubblewrap's argv running ``command`` in this sandbox."""
         out = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL"]
         if self.network is not SandboxNetwork.HOST:  # allow: its loopback, and the proxy's sockets bound in
@@ -279,14 +344,25 @@ class SandboxSpec:
             "unix_sockets": self.unix_sockets,
             "project": self.project.to_dict() if self.project is not None else None,
             "egress": self.egress.to_dict() if self.egress is not None else None,
+            "backend": self.backend.value,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], support: Support) -> SandboxSpec:
-        if support.bwrap is None:
+        """The spec a server sent, on this machine (a node): its backend where the node has it."""
+        backend = Backend(data.get("backend", Backend.BUBBLEWRAP.value))
+        if not support.available:
             raise ValueError(f"this machine cannot sandbox workers: {support.reason}")
+        if backend is Backend.BUBBLEWRAP and support.bwrap is None:
+            raise ValueError(
+                f"the server confines workers with bubblewrap, which this machine cannot start: {support.bwrap_reason}"
+            )
+        if backend is Backend.LANDLOCK and support.landlock_abi < 1:
+            raise ValueError("the server confines workers with Landlock, which this machine's kernel lacks")
         return cls(
-            bwrap=support.bwrap,
+            bwrap=support.bwrap or "",
+            backend=backend,
+            landlock_abi=support.landlock_abi,
             writable=tuple(str(p) for p in data.get("writable", ())),
             private=tuple(str(p) for p in data.get("private", ())),
             fixed=tuple(str(p) for p in data.get("fixed", ())),
@@ -371,44 +447,84 @@ def runtime_view(
     return tuple(found), tuple(kept)
 
 
-# seccomp (Linux): the filter the shim installs before it starts a sandboxed worker (process/shim.py).
-# Per architecture the shim runs as (AUDIT_ARCH_*), the system calls that make a socket with their
-# first argument: socket(AF_UNIX, ...) and, for 32-bit x86 programs, socketcall(SYS_SOCKET, ...),
-# whose family cannot be seen (it is behind a pointer), so every socketcall socket is refused there
-# (glibc calls socket itself since Linux 4.3). Any other architecture's calls are allowed.
-_AF_UNIX = 1
+# seccomp (Linux): the programs the shim installs before it starts a sandboxed worker (process/shim.py)
+# and Landlock's launcher installs (process/landlock.py). Per architecture the process runs as
+# (AUDIT_ARCH_*), the system calls that make a socket: socket(family, type, ...) and, for 32-bit x86
+# programs, socketcall(SYS_SOCKET, ...), whose family cannot be seen (it is behind a pointer), so every
+# socketcall socket is refused there (glibc calls socket itself since Linux 4.3). Any other
+# architecture's calls are allowed.
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_PACKET = 1, 2, 10, 17
+_SOCK_DGRAM, _SOCK_RAW = 2, 3
+_SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK and SOCK_CLOEXEC
 _X32 = 0x40000000
-_FILTERS: dict[str, tuple[int, int, dict[int, tuple[int, ...]]]] = {
-    # machine: (prctl, seccomp, {audit arch: system calls whose first argument 1 is refused})
-    "x86_64": (157, 317, {0xC000003E: (41, _X32 | 41), 0x40000003: (359, 102)}),
-    "aarch64": (167, 277, {0xC00000B7: (198,), 0x40000028: (281,)}),
-    "riscv64": (167, 277, {0xC00000F3: (198,)}),
+_FILTERS: dict[str, tuple[int, int, dict[int, tuple[tuple[int, ...], tuple[int, ...]]]]] = {
+    # machine: (prctl, seccomp, {audit arch: (socket's numbers, socketcall's)})
+    "x86_64": (157, 317, {0xC000003E: ((41, _X32 | 41), ()), 0x40000003: ((359,), (102,))}),
+    "aarch64": (167, 277, {0xC00000B7: ((198,), ()), 0x40000028: ((281,), ())}),
+    "riscv64": (167, 277, {0xC00000F3: ((198,), ())}),
 }
 _EPERM = 1
+# What each program refuses: (family, the types refused; none listed: every type).
+UNIX_SOCKETS: tuple[tuple[int, tuple[int, ...]], ...] = ((_AF_UNIX, ()),)
+# No network (Landlock's TCP rules cover TCP only): UDP and raw IP sockets, and packet sockets.
+DATAGRAMS: tuple[tuple[int, tuple[int, ...]], ...] = (
+    (_AF_INET, (_SOCK_DGRAM, _SOCK_RAW)),
+    (_AF_INET6, (_SOCK_DGRAM, _SOCK_RAW)),
+    (_AF_PACKET, ()),
+)
 
 
-def _bpf(arches: Mapping[int, Sequence[int]]) -> bytes:
-    """A classic BPF seccomp program: EPERM for the listed calls whose first argument is 1, else allow."""
-    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
+def _bpf(
+    arches: Mapping[int, tuple[Sequence[int], Sequence[int]]], refused: Sequence[tuple[int, Sequence[int]]] = UNIX_SOCKETS
+) -> bytes:
+    """A classic BPF seccomp program: EPERM for ``socket(family, type)`` as ``refused`` lists and for
+    every ``socketcall(SYS_SOCKET)``, else allow. Assembled with labels; jumps are relative, forward."""
+    ld, jeq, ret, and_ = 0x20, 0x15, 0x06, 0x54  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K, BPF_ALU|AND|K
     allow, deny = 0x7FFF0000, 0x00050000 | _EPERM  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
-    # Layout: [ld arch, a jeq per arch, allow], then per arch [ld nr, a jeq per call, allow], then
-    # [ld arg0 (its low 32 bits: little-endian), jeq 1, allow, deny]. Jumps are relative, forward.
-    blocks = [[(ld, 0, 0, 4)] + [(jeq, 0, 0, arch) for arch in arches] + [(ret, 0, 0, allow)]]
-    for calls in arches.values():
-        blocks.append([(ld, 0, 0, 0)] + [(jeq, 0, 0, nr) for nr in calls] + [(ret, 0, 0, allow)])
-    starts = [sum(len(b) for b in blocks[:i]) for i in range(len(blocks) + 1)]
-    check = starts[-1]
-    program: list[tuple[int, int, int, int]] = []
-    for i, block in enumerate(blocks):
-        for j, (code, _, _, k) in enumerate(block):
-            at = starts[i] + j
-            if code == jeq:  # to its arch's block (the first block) or to the check (the others)
-                target = starts[j] if i == 0 else check
-                program.append((code, target - at - 1, 0, k))
-            else:
-                program.append((code, 0, 0, k))
-    program += [(ld, 0, 0, 16), (jeq, 1, 0, _AF_UNIX), (ret, 0, 0, allow), (ret, 0, 0, deny)]
-    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    nr, arch, arg0, arg1 = 0, 4, 16, 24  # struct seccomp_data offsets (the arguments' low 32 bits: little-endian)
+    code: list[tuple[int, str | None, int]] = []  # (opcode, label jumped to when equal, k); a str k-less item is a label
+    labels: dict[str, int] = {}
+
+    def label(name: str) -> None:
+        labels[name] = len(code)
+
+    code.append((ld, None, arch))
+    code += [(jeq, f"arch{i}", audit) for i, audit in enumerate(arches)]
+    code.append((ret, None, allow))
+    for i, (sockets, socketcalls) in enumerate(arches.values()):
+        label(f"arch{i}")
+        code.append((ld, None, nr))
+        code += [(jeq, "socket", n) for n in sockets] + [(jeq, "socketcall", n) for n in socketcalls]
+        code.append((ret, None, allow))
+    label("socketcall")
+    code += [(ld, None, arg0), (jeq, "deny", 1), (ret, None, allow)]  # SYS_SOCKET
+    label("socket")
+    code.append((ld, None, arg0))
+    code += [(jeq, f"family{i}", family) for i, (family, _) in enumerate(refused)]
+    code.append((ret, None, allow))
+    for i, (_, types) in enumerate(refused):
+        label(f"family{i}")
+        if not types:
+            code.append((ret, None, deny))
+            continue
+        code += [(ld, None, arg1), (and_, None, _SOCK_TYPE_MASK)]
+        code += [(jeq, "deny", t) for t in types]
+        code.append((ret, None, allow))
+    label("deny")
+    code.append((ret, None, deny))
+    program = [(op, labels[to] - at - 1 if to is not None else 0, k) for at, (op, to, k) in enumerate(code)]
+    return b"".join(struct.pack("=HBBI", op, jt, 0, k) for op, jt, k in program)
+
+
+def _program(refused: Sequence[tuple[int, Sequence[int]]]) -> tuple[int, int, bytes] | None:
+    """(prctl's number, seccomp's, the program) here; None: not Linux, or an architecture not listed."""
+    if not sys.platform.startswith("linux"):
+        return None
+    found = _FILTERS.get(os.uname().machine)
+    if found is None:
+        return None
+    prctl, seccomp, arches = found
+    return prctl, seccomp, _bpf(arches, refused)
 
 
 @functools.lru_cache(maxsize=1)
@@ -416,13 +532,16 @@ def unix_socket_filter() -> str | None:
     """What the perl shim needs to refuse Unix sockets to a worker: "PRCTL SECCOMP HEX" (the two
     system calls' numbers and the program's bytes); None where it cannot (not Linux, or an
     architecture not listed: the sandbox then leaves Unix sockets open, and says so)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    found = _FILTERS.get(os.uname().machine)
-    if found is None:
-        return None
-    prctl, seccomp, arches = found
-    return f"{prctl} {seccomp} {_bpf(arches).hex()}"
+    found = _program(UNIX_SOCKETS)
+    return None if found is None else f"{found[0]} {found[1]} {found[2].hex()}"
+
+
+@functools.lru_cache(maxsize=1)
+def network_filter() -> bytes | None:
+    """The program that refuses UDP, raw and packet sockets (no network under Landlock, whose rules
+    cover TCP only); None where there is none."""
+    found = _program(DATAGRAMS)
+    return None if found is None else found[2]
 
 
 @dataclass(frozen=True)
@@ -433,12 +552,18 @@ class Decision:
     note: str = ""
 
 
+# What the Landlock backend gives up against bubblewrap, in one sentence (docs/sandbox.md has the table).
+LANDLOCK_GIVES_UP = (
+    "this mode cannot hide a readable file or show a private view of refs, and has no PID namespace (docs/sandbox.md)"
+)
+
+
 def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> Decision:
     """``workers.sandbox`` against what the machine can: on and unavailable is a refusal (a
     ValueError the caller turns into its ConfigError); auto and unavailable runs unconfined, saying so."""
     if mode is SandboxMode.OFF:
         return Decision(None, "workers run unconfined (workers.sandbox: off): any worker can write anywhere you can")
-    if support.bwrap is None:
+    if not support.available:
         if mode is SandboxMode.ON:
             raise ValueError(f"workers.sandbox is on, but {support.reason}")
         return Decision(
@@ -452,12 +577,30 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
         SandboxNetwork.ALLOW: "network through the orchestrator's proxy to the allowed hosts only",
     }[network]
     emptied, kept = runtime_view()
+    writes = (
+        "each writes only its own checkout, its TMPDIR, its CLI's state and its job tree's package caches; your working "
+        "tree, refs and stash are read-only to them"
+    )
+    if support.backend is Backend.LANDLOCK:
+        abi = support.landlock_abi
+        if network is not SandboxNetwork.HOST and abi < 4:
+            raise ValueError(
+                f"workers.sandbox_network is {network.value}, but bubblewrap cannot start here ({support.bwrap_reason}) "
+                f"and this kernel's Landlock (ABI {abi}) cannot restrict the network (ABI 4, Linux 6.7, can): enable "
+                "bubblewrap, or set workers.sandbox_network: host"
+            )
+        spec = SandboxSpec(bwrap="", network=network, emptied=emptied, kept=kept, backend=Backend.LANDLOCK, landlock_abi=abi)
+        return Decision(
+            spec,
+            f"workers run sandboxed (Landlock ABI {abi}, {support.bwrap_reason}; {where}): {writes} (workers.sandbox); "
+            + LANDLOCK_GIVES_UP,
+        )
+    assert support.bwrap is not None
     if network is SandboxNetwork.ALLOW:  # other attempts' proxy sockets are not a worker's to see
         emptied = (*emptied, *_folders([str(egress_base())]))
     return Decision(
         SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept),
-        f"workers run sandboxed (bubblewrap, {where}): each writes only its own checkout, its TMPDIR, its "
-        "CLI's state and its job tree's package caches; your working tree, refs and stash are read-only to them (workers.sandbox)",
+        f"workers run sandboxed (bubblewrap, {where}): {writes} (workers.sandbox)",
     )
 
 

@@ -32,6 +32,7 @@ from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_
 from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
 from ..process.sandbox import (
+    Backend,
     Decision,
     Paths,
     ProjectView,
@@ -62,7 +63,7 @@ class Confinement:
         self.settings = settings
         self.workspace = workspace
         w = settings.workers
-        self.support = probe()
+        self.support = probe(backend=w.sandbox_backend)
         self.network = SandboxNetwork(w.sandbox_network)
         self.decision = self.decide(w.sandbox)
         if announce:
@@ -113,7 +114,8 @@ class Confinement:
         caches = self.workspace.tree_caches(root_id)
         caches.mkdir(parents=True, exist_ok=True)
         paths = Paths(writable=[directory, tmp, caches])
-        self._git_paths(root_id, branch, directory, paths)
+        landlock = base.backend is Backend.LANDLOCK
+        self._git_paths(root_id, branch, directory, paths, view=not landlock)
         adapter = get_adapter(kind) if kind else None
         if adapter is not None:
             for folder in adapter.state_dirs(self.settings, env or {}):
@@ -136,7 +138,8 @@ class Confinement:
             emptied=(*spec.emptied, *emptied),
             kept=(*spec.kept, *kept),
             unix_sockets=w.sandbox_unix_sockets,
-            project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW),
+            # No mount view under Landlock: the checkout is where it is (process/landlock.py).
+            project=None if landlock else self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW),
             egress=self.egress_plan(adapter, env or {}) if spec.network is SandboxNetwork.ALLOW else None,
         )
 
@@ -262,7 +265,7 @@ class Confinement:
             atomic_write(path, b"", durable=False, mode=0o444)
         return path
 
-    def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths) -> None:
+    def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True) -> None:
         """What a worktree's own commits write: its private git dir, the workers' object store in place
         of the repository's (which it sees read-only: git/worker_objects.py), its view of its tree's
         branches in place of their folder (its own branch only: git/worker_refs.py), and its own
@@ -274,7 +277,12 @@ class Confinement:
         ``main``, or the pointer at a repository of its own whose ``core.fsmonitor`` runs
         unconfined), and the orchestrator's own markers. The reflogs git appends to are bound
         over themselves and their folder stays read-only: no reflog can become a link to a file of
-        the user's, which the orchestrator's commit would append to."""
+        the user's, which the orchestrator's commit would append to.
+
+        Without ``view`` (Landlock: no mounts), the same pairs are rules: the tree's ref folder is
+        writable whole and the worker's commits move its real branch, which the orchestrator checks
+        afterwards as it checks a view's copy (git/worker_refs.py ``take``); the workers' object store is
+        where the worker's git is told to write (process/landlock.py)."""
         private = linked_git_dir(directory)
         if private is None:
             return
@@ -288,7 +296,11 @@ class Confinement:
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
-        worker_refs.show(private, branch, (ref_value(directory, ref) or "") if branch else "")
+        tip = (ref_value(directory, ref) or "") if branch else ""
+        if view:
+            worker_refs.show(private, branch, tip)
+        else:
+            worker_refs.show_in_place(private, tip)
         paths.moved.append((private / worker_refs.VIEW, refs))
         stores = worker_objects.stores_at(common)
         worker_objects.prepare(stores)
