@@ -471,11 +471,6 @@ def test_a_worker_cannot_swap_its_git_pointer_for_a_repository_whose_config_runs
 
 @needs_bwrap
 def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena, backend):
-    if backend == "landlock":
-        pytest.xfail(
-            "Landlock cannot pin the worktree's logs/HEAD (its folder, the private git dir, is writable): a link the "
-            "worker plants there is followed by a later git of the orchestrator's and a host file is appended to"
-        )
     """git appends to a reflog through a symbolic link: the orchestrator's commit would write the host's files."""
     script = (
         "admin=$(git rev-parse --absolute-git-dir); common=$(git rev-parse --git-common-dir); branch=$(git symbolic-ref HEAD)\n"
@@ -490,8 +485,11 @@ def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena,
     # own sandbox's business: its git appends through it, and may not write the host's file)
     pinned = ("branch", "new") if arena.backend == "landlock" else ("branch", "head", "new")
     assert all(f"refused-{what}-log" in log for what in pinned), log
+    if arena.backend == "landlock":  # the link was made, and removed before any git ran outside
+        assert "a file of its git dir had been made a link" in log and f"-> {arena.host}/.env): removed" in log, log
     assert after == before
-    row("sandbox on", "reflog as a link to a host file", "refused: reflogs pinned", None, after == before)
+    outcome = "refused: reflogs pinned" if arena.backend != "landlock" else "logs/HEAD link removed before git ran"
+    row("sandbox on", "reflog as a link to a host file", outcome, None, after == before)
 
 
 @needs_bwrap

@@ -83,6 +83,7 @@ from ..git.gitwork import (
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
+from ..process.sandbox import Backend
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import untouched
@@ -532,6 +533,14 @@ class WorktreeCheckout(Checkout):
         (git/worker_objects.py), then its branch where its view moved it (git/worker_refs.py), only
         to a commit that adds no submodule its base lacks. "" when taken (or nothing to take), else
         why the branch was left where it was (also in the worker's log)."""
+        self._unlink_branch(record, directory)
+        # Where its sandbox cannot pin its git files or hide its siblings' branches (Landlock), a link it
+        # made of one is removed before git runs here; under bubblewrap only its own git dir is looked at.
+        spec = self.confinement.for_job(self._configs.get(record.job_id)).spec
+        tree = f"refs/heads/{self.settings.git.branch_prefix}{record.root_id}"
+        in_place = spec is not None and spec.backend is Backend.LANDLOCK
+        for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
+            self._note(record, f"a file of its git dir had been made a link ({planted}): removed")
         for line in worker_objects.take(directory, self.repo).refused:
             self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
         ref = f"refs/heads/{self.branch(record)}"

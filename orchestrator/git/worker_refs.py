@@ -258,3 +258,40 @@ def _write(folder: int, name: str, value: str) -> None:
 
 
 __all__ = ["SHOWN", "VIEW", "follow", "show", "take"]
+
+
+# What git writes or follows in a worktree's private git dir on a commit, reset or ref move: a link a
+# worker made of one (where its sandbox cannot pin them: Landlock) would have a git run outside its
+# sandbox write, or read, the link's target with the server's rights.
+_PRIVATE_FILES = ("HEAD", "ORIG_HEAD", "FETCH_HEAD", "MERGE_HEAD", "index", "commondir", "gitdir")
+
+
+def unlink_planted(directory: Path, tree_refs: str | None) -> list[str]:
+    """Remove every symbolic link a worker made where git follows one: the files of its worktree's
+    private git dir (``HEAD``, ``index``, ``commondir``...), everything below its ``logs/``, and the
+    tree's branches and their reflogs in the common git dir (``tree_refs``: ``refs/heads/<prefix><root>``,
+    where the worker could write them; None: not looked at).
+    Returns what was removed, each as ``path -> target``. (Under bubblewrap none can be a link: they
+    are pinned, or outside what the worker may write; this costs a few lstat calls.)"""
+    private = linked_git_dir(directory)
+    common = common_dir_of(private) if private is not None else None
+    if private is None:
+        return []
+    found: list[Path] = [private / name for name in _PRIVATE_FILES]
+    walked = [private / "logs"]
+    if common is not None and tree_refs is not None:
+        walked += [common / tree_refs, common / "logs" / tree_refs]
+    for top in walked:
+        if top.is_symlink():
+            found.append(top)
+            continue
+        for folder, folders, files in os.walk(top):  # links to folders are listed, never followed
+            found += [Path(folder, name) for name in (*folders, *files)]
+    removed = []
+    for path in found:
+        if path.is_symlink():
+            with contextlib.suppress(OSError):
+                target = os.readlink(path)
+                path.unlink()
+                removed.append(f"{path} -> {target}")
+    return removed
