@@ -1,13 +1,20 @@
-"""``workers.sandbox_network: allow`` end to end: a real server, a real bubblewrap sandbox with a
-network namespace of its own, the shim's bridge and the orchestrator's proxy, and ``command``
-workers (tests/net_worker.py) trying every way out. Every address here is on 127.0.0.0/8, except
-one a worker tries without the proxy from inside its own namespace, where no route exists (nothing
-is sent).
+"""``workers.sandbox_network: allow`` end to end: a real server, a real sandbox, the orchestrator's
+proxy, and ``command`` workers (tests/net_worker.py) trying every way out, under each backend:
+
+* bubblewrap: a network namespace of the worker's own, the shim's bridge carrying the proxy's
+  sockets in;
+* Landlock, as a server gets it where bubblewrap cannot start: its PATH's ``bwrap`` fails the way
+  Ubuntu 24.04's AppArmor makes it fail, ``workers.sandbox: auto`` falls back, and the worker may
+  connect to its proxy's port and the forwarded endpoints' only.
+
+Every address here is on 127.0.0.0/8, except one a worker tries without the proxy, refused before
+anything is sent (no route in its namespace; no port allowed by its Landlock rules).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +26,7 @@ from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
+from orchestrator.process import landlock
 from orchestrator.process.sandbox import probe
 from orchestrator.records import RefusalKind
 
@@ -66,8 +74,31 @@ def servers():
         server.server_close()
 
 
+FAILING_BWRAP = "#!/bin/sh\necho 'bwrap: loopback: Failed RTM_NEWADDR: Operation not permitted' >&2\nexit 1\n"
+
+
+@pytest.fixture(params=["bubblewrap", "landlock"])
+def backend(request, tmp_path, monkeypatch):
+    """The backend the server falls to: bubblewrap as it is here, or Landlock where the server's
+    bubblewrap cannot start (a ``bwrap`` first on its PATH that fails as AppArmor makes it fail)."""
+    if request.param == "landlock":
+        if landlock.abi() < 4:
+            pytest.skip(f"this kernel's Landlock (ABI {landlock.abi()}) cannot restrict the network")
+        fake = tmp_path / "no-userns-bin"
+        fake.mkdir()
+        (fake / "bwrap").write_text(FAILING_BWRAP)
+        (fake / "bwrap").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    probe.cache_clear()
+    support = probe()
+    assert support.backend.value == request.param, support  # the fallback is real, not pinned
+    yield request.param
+    monkeypatch.undo()
+    probe.cache_clear()
+
+
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, backend):
     """A server (so workers get ORCHESTRATOR_API_URL) whose engine runs sandboxed command workers."""
     host, folder = make_host(tmp_path)
     running = []
@@ -98,7 +129,7 @@ def run(engine: Engine, task: str):
     return only_worker(engine, engine.wait(job.id, timeout=90))
 
 
-def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(served, servers):
+def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(served, servers, backend):
     allowed, denied = servers
     allowed_port, denied_port = allowed.server_address[1], denied.server_address[1]
     engine = served(sandbox_allow=[f"127.0.0.1:{allowed_port}"])
@@ -110,8 +141,11 @@ def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(s
     assert seen["allowed"].startswith("HTTP/1.0 200") and seen["allowed"].endswith("hello"), seen
     assert seen["denied"].startswith("HTTP/1.1 403") and "x-orchestrator-refused" in seen["denied"].lower(), seen
     assert seen["socks denied"] == "socks reply 2", seen  # "connection not allowed by ruleset"
-    assert seen["direct"] == "connected", seen  # a listed loopback service is at its own address and port inside
-    assert seen["direct denied"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
+    assert seen["direct"] == "connected", seen  # a listed loopback service, reached at its own address and port
+    if backend == "bubblewrap":
+        assert seen["direct denied"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
+    else:
+        assert seen["direct denied"] == "PermissionError: Permission denied", seen  # a port its rules do not allow
     assert " 200" in seen["api"], seen  # this server's API, at the address and port its URL names
     assert allowed.hits == 1 and denied.hits == 0  # the denied server never saw a connection
 
@@ -124,14 +158,25 @@ def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(s
     assert f"{DENIED_ADDRESS}:{denied_port}" in json.dumps(engine.queries.status_document(worker.job_id))
 
 
-def test_a_program_that_ignores_the_proxy_finds_no_route_and_the_record_says_so(served):
+IGNORES_PROXY = """
+import urllib.request
+try:  # no proxy handler: straight to the address, as a program that ignores HTTPS_PROXY does
+    urllib.request.build_opener(urllib.request.ProxyHandler({})).open("http://192.0.2.1/", timeout=5)
+except OSError as exc:
+    print(exc)
+"""
+
+
+def test_a_program_that_ignores_the_proxy_is_refused_before_it_sends_and_the_record_says_so(served, tmp_path, backend):
     engine = served()
-    # 192.0.2.1 (TEST-NET-1): in the worker's own namespace there is no route, so nothing is sent.
-    script = "import os, socket; print('connect:', os.strerror(socket.socket().connect_ex(('192.0.2.1', 443))))"
-    worker = run(engine, f"'{sys.executable}' -c \"{script}\"")
+    # 192.0.2.1 (TEST-NET-1): no route in the worker's own namespace; port 80 not in its Landlock rules.
+    script = tmp_path / "ignores_proxy.py"
+    script.write_text(IGNORES_PROXY)
+    worker = run(engine, f"'{sys.executable}' '{script}'")
     assert worker.status is WorkerStatus.SUCCESS
     assert [r.kind for r in worker.refusals] == [RefusalKind.NETWORK], worker.refusals
-    assert "Network is unreachable" in worker.refusals[0].line
+    said = "[Errno 101] Network is unreachable" if backend == "bubblewrap" else "[Errno 13] Permission denied"
+    assert said in worker.refusals[0].line, worker.refusals
 
 
 def test_a_child_job_is_started_through_the_proxied_api(served):

@@ -37,8 +37,9 @@ _WORDS: tuple[tuple[RefusalKind, bytes], ...] = (
 )
 # The proxy's lines (network/egress.py): "[orchestrator] network: refused HOST:PORT: reason (N so far)".
 _NETWORK = re.compile(r"^\[orchestrator\] network: refused (\S+): ")
-# A program that ignored the proxy variables, in a sandbox with no route out: it failed closed.
-_NO_ROUTE = re.compile(rb"Network is unreachable|\bENETUNREACH\b")
+# A program that ignored the proxy variables, in a sandbox with no route out (bubblewrap), or whose
+# connection its Landlock rules refused (EACCES, as Node, urllib and urllib3 report it): it failed closed.
+_NO_ROUTE = re.compile(rb"Network is unreachable|\bENETUNREACH\b|connect EACCES|(?:urlopen error|new connection:) \[Errno 13\]")
 # The orchestrator's own lines about what it refused to take from a worker (checkouts/worktree.py,
 # git/worker_refs.py, git/worker_objects.py).
 _ORCHESTRATOR = re.compile(r"^\[orchestrator\] .*(?:left where it was|not taken into the repository|had been made a link)")
