@@ -538,7 +538,7 @@ class WorktreeCheckout(Checkout):
         # made of one is removed before git runs here; under bubblewrap only its own git dir is looked at.
         spec = self.confinement.for_job(self._configs.get(record.job_id)).spec
         tree = f"refs/heads/{self.settings.git.branch_prefix}{record.root_id}"
-        in_place = spec is not None and spec.backend is Backend.LANDLOCK
+        in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
             self._note(record, f"a file of its git dir had been made a link ({planted}): removed")
         for line in worker_objects.take(directory, self.repo).refused:

@@ -68,10 +68,11 @@ class SandboxMode(StrEnum):
 
 class SandboxBackend(StrEnum):
     """``workers.sandbox_backend``: what confines a sandboxed worker (process/sandbox.py); the setting's
-    ``auto`` (bubblewrap where it starts, else Landlock) is no backend of its own."""
+    ``auto`` (bubblewrap where it starts, else Landlock; Seatbelt on macOS) is no backend of its own."""
 
     BUBBLEWRAP = "bubblewrap"
     LANDLOCK = "landlock"
+    SEATBELT = "seatbelt"  # macOS's sandbox-exec (process/seatbelt.py), untested on this project's machines
 
 
 class SandboxNetwork(StrEnum):

@@ -92,8 +92,14 @@ def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = N
     """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
     ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
     ``path``: the PATH ``command`` is looked up in (None: this process's)."""
+    if sys.platform == "darwin":
+        return _seatbelt(backend)
     if not sys.platform.startswith("linux"):
         return Support(None, f"the sandbox needs Linux's bubblewrap or Landlock; {sys.platform} runs workers unconfined")
+    if backend == Backend.SEATBELT.value:
+        return Support(
+            None, "workers.sandbox_backend: seatbelt is macOS's sandbox-exec; on Linux choose auto, bubblewrap or landlock"
+        )
     from . import landlock  # (it builds on this module)
 
     abi = landlock.abi()
@@ -111,6 +117,17 @@ def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = N
     if not ok:
         return Support(None, f"{why}; and Landlock cannot confine here: {failed} ({HOW_TO_FIX})", landlock_abi=abi)
     return Support(None, backend=Backend.LANDLOCK, landlock_abi=abi, bwrap_reason=why)
+
+
+def _seatbelt(backend: str) -> Support:
+    """macOS: Seatbelt (``/usr/bin/sandbox-exec``) where it is, for ``auto`` and ``seatbelt``."""
+    from . import seatbelt
+
+    if backend not in ("auto", Backend.SEATBELT.value):
+        return Support(None, f"workers.sandbox_backend: {backend} is Linux's; on macOS choose auto or seatbelt")
+    if not seatbelt.available():
+        return Support(None, f"macOS without {seatbelt.SANDBOX_EXEC}: workers run unconfined")
+    return Support(None, backend=Backend.SEATBELT, bwrap_reason="macOS: Seatbelt (sandbox-exec)")
 
 
 def _bubblewrap(command: str, path: str | None) -> Support:
@@ -255,12 +272,17 @@ class SandboxSpec:
             from . import landlock
 
             return landlock.argv(self, command)
+        if self.backend is Backend.SEATBELT:
+            from . import seatbelt
+
+            # (No namespace: the process starts where its caller's cwd is, which is ``chdir``.)
+            return seatbelt.argv(self, command, proxy_ports=self.egress_ports or ())
         return self._bubblewrap(command)
 
     def environment(self) -> dict[str, str]:
         """What the environment of a process run by :meth:`argv` must also hold (Landlock: where its
         git writes objects, in place of the workers' store bubblewrap binds over the repository's)."""
-        if self.backend is Backend.LANDLOCK:
+        if self.backend in (Backend.LANDLOCK, Backend.SEATBELT):  # neither can bind the workers' store in place
             from . import landlock
 
             return landlock.environment(self)
@@ -594,6 +616,14 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
             spec,
             f"workers run sandboxed (Landlock ABI {abi}, {support.bwrap_reason}; {where}): {writes} (workers.sandbox); "
             + LANDLOCK_GIVES_UP,
+        )
+    if support.backend is Backend.SEATBELT:
+        spec = SandboxSpec(bwrap="", network=network, emptied=emptied, kept=kept, backend=Backend.SEATBELT)
+        return Decision(
+            spec,
+            f"workers run under macOS's Seatbelt (sandbox-exec; {where}), a profile of the same promises that this "
+            "project has not tested on a Mac: no PID namespace, no private copy of a CLI's state folders, no project "
+            "view (docs/sandbox.md)",
         )
     assert support.bwrap is not None
     if network is SandboxNetwork.ALLOW:  # other attempts' proxy sockets are not a worker's to see

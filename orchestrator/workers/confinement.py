@@ -114,8 +114,8 @@ class Confinement:
         caches = self.workspace.tree_caches(root_id)
         caches.mkdir(parents=True, exist_ok=True)
         paths = Paths(writable=[directory, tmp, caches])
-        landlock = base.backend is Backend.LANDLOCK
-        self._git_paths(root_id, branch, directory, paths, view=not landlock)
+        mounts = base.backend is Backend.BUBBLEWRAP  # Landlock and Seatbelt show no path at another
+        self._git_paths(root_id, branch, directory, paths, view=mounts)
         adapter = get_adapter(kind) if kind else None
         if adapter is not None:
             for folder in adapter.state_dirs(self.settings, env or {}):
@@ -138,8 +138,8 @@ class Confinement:
             emptied=(*spec.emptied, *emptied),
             kept=(*spec.kept, *kept),
             unix_sockets=w.sandbox_unix_sockets,
-            # No mount view under Landlock: the checkout is where it is (process/landlock.py).
-            project=None if landlock else self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW),
+            # No mount view under Landlock or Seatbelt: the checkout is where it is (process/landlock.py).
+            project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW) if mounts else None,
             egress=self.egress_plan(adapter, env or {}) if spec.network is SandboxNetwork.ALLOW else None,
         )
 
