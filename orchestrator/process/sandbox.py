@@ -24,14 +24,15 @@ What a sandboxed process and everything it starts get:
   when the namespace's init dies the kernel kills every process in it, whatever it did with its
   session, process group or environment: the tree is one unit;
 * no capabilities (``--cap-drop ALL``: as root, bubblewrap would otherwise keep them, and a root
-  worker could remount); the network of the host unless ``workers.sandbox_network: none``.
+  worker could remount); a network namespace of its own unless ``workers.sandbox_network: host`` (``allow``: the
+  proxy's sockets carried in by the shim, network/egress.py; ``none``: nothing).
 
 The shim (process/runner.py) runs inside the sandbox, so the exit file it writes records the worker's own
 wait status; bubblewrap's launcher is the process the runner started (the session leader) and it
 ignores the kill ladder's catchable signals (process/runner.py), so SIGTERM reaches the worker while the
 launcher waits to report it. Nothing here starts a process except :func:`probe`.
 
-macOS (Seatbelt ``sandbox-exec``) is not supported: ``auto`` there runs workers unconfined, saying so.
+macOS: Seatbelt (``sandbox-exec``, process/seatbelt.py), the same spec as a profile, untested on this project's machines.
 """
 
 from __future__ import annotations
