@@ -320,3 +320,25 @@ def test_install_proposal_follows_whether_npm_s_global_prefix_is_writable(tmp_pa
     assert "npm install -g" not in out, out
     assert f"npm install --prefix {folder / '.cli'} @anthropic-ai/claude-code" in out, out
     assert f"npm's global prefix {prefix} is not writable by you" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("orchestrator.process.sandbox", fromlist=["probe"]).probe().available, reason="no sandbox here")
+def test_the_network_check_prints_the_proxys_effective_list_for_the_chosen_kind(tmp_path):
+    folder = make_folder(tmp_path)
+    config = folder / "config.yaml"
+    config.write_text(
+        config.read_text()
+        .replace("worker: \"auto\"", "worker: \"claude\"", 1)
+        .replace("sandbox_allow: []", 'sandbox_allow: ["registry.npmjs.org", "!evil.example.com"]', 1)
+    )
+    code, out, err = doctor(folder, tmp_path / "home", "--json", ANTHROPIC_BASE_URL="http://127.0.0.1:4011")
+    doc = json.loads(out)
+    (network,) = checks(doc, "network")
+    assert network["level"] == "ok" and "sandboxed claude workers reach only" in network["text"], network
+    lines = doc["network"]
+    assert "allow registry.npmjs.org (any port)" in lines and "allow api.anthropic.com (any port)" in lines, lines
+    assert any(line.startswith("deny evil.example.com") for line in lines), lines
+    assert any("127.0.0.1:4011" in line and "the model API its settings name" in line for line in lines), lines
+    assert any("this server's API" in line for line in lines), lines
+    assert any(line.startswith("implicit: private, loopback") for line in lines), lines

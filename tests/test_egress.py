@@ -54,10 +54,13 @@ def test_the_plan_takes_the_users_list_the_kinds_hosts_and_the_endpoints_its_set
     plan = plan_for(
         ["pypi.org", "127.0.0.1:4873", "*.npmjs.org"],
         ["api.anthropic.com", "pypi.org"],
-        ["http://127.0.0.1:8000", "https://gateway.example.com/v1", "not a url", "http://127.0.0.1:8000/x"],
+        ["https://gateway.example.com/v1", "not a url", "http://127.0.0.1:8000/x"],
+        api_url="http://127.0.0.1:8000",
     )
     assert plan.allow == ("pypi.org", "127.0.0.1:4873", "*.npmjs.org", "api.anthropic.com")
     assert plan.always == (("127.0.0.1", 8000), ("gateway.example.com", 443))
+    assert plan.labels == ("this server's API", "the model API its settings name")
+    assert plan.policy().check_name("127.0.0.1", 8000).reason == "this server's API"
     # The loopback ones, the orchestrator's and those listed with a port, are at their own port inside.
     assert plan.forwarded() == [("127.0.0.1", 8000), ("127.0.0.1", 4873)]
     assert EgressPlan.from_dict(plan.to_dict()) == plan

@@ -209,7 +209,7 @@ def test_entries_lists_the_effective_policy_for_doctor():
         "allow api.anthropic.com (any port)",
         "allow github.com:443",
         "allow *.npmjs.org (subdomains of npmjs.org, not npmjs.org itself)",
-        "deny  !evil.example.com (any port)",
+        "deny evil.example.com (any port)",
         "always 127.0.0.1:8000 (the orchestrator's API)",
         "implicit: private, loopback, link-local and this machine's addresses: denied unless listed",
     ]

@@ -352,7 +352,7 @@ def test_on_macos_the_probe_and_the_decision_choose_seatbelt_and_say_it_is_untes
         spec = replace(decision.spec, writable=(str(tmp_path),), egress_ports=(41234,), chdir=str(tmp_path))
         argv = spec.argv(["true"])
         assert argv[0] == seatbelt.SANDBOX_EXEC and argv[-2:] == ["--", "true"]
-        assert 'localhost:41234' in argv[2] or any("41234" in a for a in argv), argv  # the proxy's port, the one way out
+        assert "localhost:41234" in argv[2] or any("41234" in a for a in argv), argv  # the proxy's port, the one way out
         assert sandbox.probe(backend="landlock").available is False  # Linux's backends are not macOS's
         monkeypatch.setattr(seatbelt, "available", lambda: False)
         sandbox.probe.cache_clear()

@@ -267,8 +267,8 @@ def _check_network(report: Report, settings: Settings, env: Mapping[str, str]) -
     kind = report.worker or settings.orchestrator.worker
     adapter = get_adapter(kind) if kind else None
     api = f"http://{'127.0.0.1' if settings.api.host in ('0.0.0.0', '::', '') else settings.api.host}:{settings.api.port}"
-    urls = [api, *(adapter.model_urls(settings, env) if adapter is not None else [])]
-    plan = plan_for(settings.workers.sandbox_allow, adapter.network_hosts if adapter is not None else (), urls)
+    urls = adapter.model_urls(settings, env) if adapter is not None else []
+    plan = plan_for(settings.workers.sandbox_allow, adapter.network_hosts if adapter is not None else (), urls, api_url=api)
     lines = plan.policy().entries()
     report.network = lines
     report.add(

@@ -92,8 +92,9 @@ def parse_sandbox_allow(value: Any, where: str) -> list[str]:
         raise ConfigError(f'{where} must be a list of host patterns such as "registry.npmjs.org" or "*.pypi.org"', key=where)
     try:
         Policy.parse(value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}", key=where) from None
+    except ValueError as exc:  # its message names the setting and the entry already
+        text = str(exc)
+        raise ConfigError(text if text.startswith(where) else f"{where}: {text}", key=where) from None
     return [item.strip() for item in value]
 
 

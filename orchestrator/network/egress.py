@@ -80,8 +80,13 @@ class EgressPlan:
     allow: tuple[str, ...] = ()
     always: tuple[tuple[str, int], ...] = ()
 
+    # What each of ``always`` is, for the proxy's reasons and doctor: "this server's API", "the model API
+    # its settings name" (by position; an older plan without them reads as unlabelled).
+    labels: tuple[str, ...] = ()
+
     def policy(self) -> Policy:
-        return Policy.parse(self.allow, always=[Endpoint(host, port) for host, port in self.always])
+        named = [*self.labels, *[""] * len(self.always)]
+        return Policy.parse(self.allow, always=[Endpoint(h, p, named[i]) for i, (h, p) in enumerate(self.always)])
 
     def forwarded(self) -> list[tuple[str, int]]:
         """The loopback endpoints among ``always`` and the ``allow`` entries that name one with its port
@@ -96,26 +101,30 @@ class EgressPlan:
         return found
 
     def to_dict(self) -> dict[str, Any]:
-        return {"allow": list(self.allow), "always": [list(pair) for pair in self.always]}
+        return {"allow": list(self.allow), "always": [list(pair) for pair in self.always], "labels": list(self.labels)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EgressPlan:
         return cls(
             allow=tuple(str(entry) for entry in data.get("allow", ())),
             always=tuple((str(host), int(port)) for host, port in data.get("always", ())),
+            labels=tuple(str(label) for label in data.get("labels", ())),
         )
 
 
-def plan_for(allow: Sequence[str], hosts: Sequence[str], urls: Iterable[str]) -> EgressPlan:
-    """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts) and whose settings
-    name the model and API ``urls`` (a URL that names no host is left out)."""
+def plan_for(allow: Sequence[str], hosts: Sequence[str], urls: Iterable[str], *, api_url: str | None = None) -> EgressPlan:
+    """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts), whose settings name
+    the model ``urls`` and which reaches this server at ``api_url`` (a URL that names no host is left out)."""
     always: list[tuple[str, int]] = []
-    for url in urls:
+    labels: list[str] = []
+    named = [(api_url, "this server's API")] if api_url else []
+    for url, label in [*named, *((url, "the model API its settings name") for url in urls)]:
         endpoint = endpoint_of_url(url)
         if endpoint is not None and (endpoint.host, endpoint.port) not in always:
             always.append((endpoint.host, endpoint.port))
+            labels.append(label)
     entries = [*allow, *(h for h in hosts if h not in allow)]
-    return EgressPlan(tuple(entries), tuple(always))
+    return EgressPlan(tuple(entries), tuple(always), tuple(labels))
 
 
 def _loopback_v4(host: str) -> str | None:

@@ -218,7 +218,7 @@ class Policy:
         lines = [f"allow {_shown(r)}" for r in self.rules if not r.deny]
         if not lines:
             lines.append(f"allow nothing ({SETTING} is empty)")
-        lines += [f"deny  {_shown(r)}" for r in self.rules if r.deny]
+        lines += [f"deny {_shown(r).removeprefix('!')}" for r in self.rules if r.deny]
         lines += [f"always {_authority(e.host, e.port)} ({_label(e)})" for e in self.always]
         lines.append("implicit: private, loopback, link-local and this machine's addresses: denied unless listed")
         return lines

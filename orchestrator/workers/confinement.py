@@ -147,12 +147,13 @@ class Confinement:
         """What a process run by ``adapter``'s CLI (None: a resolver's git, a command) with environment
         ``env`` may reach through the proxy: workers.sandbox_allow (read each time: config.yaml is
         live), its kind's hosts, its model endpoints and this server's API, allowed at any address."""
-        urls = [env.get(protocol.API_URL) or self._api_url()]
+        urls: list[str] = []
         hosts: tuple[str, ...] = ()
         if adapter is not None:
             hosts = adapter.network_hosts
-            urls += adapter.model_urls(self.settings, env)
-        return plan_for(self.settings.workers.sandbox_allow, hosts, urls)
+            urls = adapter.model_urls(self.settings, env)
+        api = env.get(protocol.API_URL) or self._api_url()
+        return plan_for(self.settings.workers.sandbox_allow, hosts, urls, api_url=api)
 
     def _api_url(self) -> str:
         """This server's API as a worker reaches it (workers/environment.py names it in their environment)."""
