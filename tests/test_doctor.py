@@ -323,13 +323,15 @@ def test_install_proposal_follows_whether_npm_s_global_prefix_is_writable(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("orchestrator.process.sandbox", fromlist=["probe"]).probe().available, reason="no sandbox here")
+@pytest.mark.skipif(
+    not __import__("orchestrator.process.sandbox", fromlist=["probe"]).probe().available, reason="no sandbox here"
+)
 def test_the_network_check_prints_the_proxys_effective_list_for_the_chosen_kind(tmp_path):
     folder = make_folder(tmp_path)
     config = folder / "config.yaml"
     config.write_text(
         config.read_text()
-        .replace("worker: \"auto\"", "worker: \"claude\"", 1)
+        .replace('worker: "auto"', 'worker: "claude"', 1)
         .replace("sandbox_allow: []", 'sandbox_allow: ["registry.npmjs.org", "!evil.example.com"]', 1)
     )
     code, out, err = doctor(folder, tmp_path / "home", "--json", ANTHROPIC_BASE_URL="http://127.0.0.1:4011")
