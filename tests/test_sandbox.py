@@ -19,7 +19,7 @@ from orchestrator.process.executor import LocalExecutor, Sample
 from orchestrator.process.monitor import Watched
 from orchestrator.process.procscan import process_alive
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
+from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
@@ -30,9 +30,21 @@ SUPPORT = probe()
 needs_bwrap = pytest.mark.skipif(not SUPPORT.available, reason=f"no sandbox on this machine: {SUPPORT.reason}")
 
 
-def spec(*writable: Path, hidden: tuple[Path, ...] = ()) -> SandboxSpec:
+def spec(*writable: Path, hidden: tuple[Path, ...] = (), backend: str = "bubblewrap") -> SandboxSpec:
+    if backend == "landlock":
+        abi = probe(backend="landlock").landlock_abi
+        paths = {"writable": tuple(map(str, writable)), "hidden": tuple(map(str, hidden))}
+        return SandboxSpec("", **paths, backend=Backend.LANDLOCK, landlock_abi=abi)  # type: ignore[arg-type]
     assert SUPPORT.bwrap is not None
     return SandboxSpec(SUPPORT.bwrap, writable=tuple(map(str, writable)), hidden=tuple(map(str, hidden)))
+
+
+@pytest.fixture(params=["bubblewrap", "landlock"])
+def backend(request) -> str:
+    """Each sandbox backend this machine offers (a test of a promise both keep runs under each)."""
+    if not probe(backend=request.param).available:
+        pytest.skip(f"no {request.param} sandbox here: {probe(backend=request.param).reason}")
+    return request.param
 
 
 def spawn(tmp_path: Path, script: str, sandbox: SandboxSpec, name: str = "w"):
@@ -193,17 +205,18 @@ def test_a_spec_sent_to_a_node_shows_runtime_and_workspace_folders_empty_and_ref
 
 @needs_bwrap
 @pytest.mark.parametrize(("script", "code"), [("exit 147", 147), ("exit 0", 0), ("kill -9 $$", -signal.SIGKILL)])
-def test_the_exit_status_through_the_sandbox_is_the_workers_own(tmp_path, script, code):
+def test_the_exit_status_through_the_sandbox_is_the_workers_own(tmp_path, script, code, backend):
     """The shim runs inside: an exit code of 147 stays an exit code, a SIGKILL stays a signal."""
-    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work"))
+    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work", backend=backend))
     assert runner.wait(handle, 30) == code
 
 
 @needs_bwrap
-def test_the_first_rung_reaches_the_worker_which_gets_its_grace(tmp_path):
-    """bubblewrap's launcher ignores SIGTERM (else it would die at once, and the namespace with it)."""
+def test_the_first_rung_reaches_the_worker_which_gets_its_grace(tmp_path, backend):
+    """bubblewrap's launcher ignores SIGTERM (else it would die at once, and the namespace with it);
+    under Landlock the launcher has exec'd the shim, which passes it on the same way."""
     script = "trap 'echo cleaned up; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
-    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work"))
+    runner, handle = spawn(tmp_path, script, spec(tmp_path / "work", backend=backend))
     wait_until(lambda: "ready" in (tmp_path / "w.log").read_text(), what="the worker started")
     assert runner.terminate(handle, grace=10) == "SIGTERM"
     assert handle.poll() == 3 and "cleaned up" in (tmp_path / "w.log").read_text()
@@ -256,7 +269,7 @@ def test_a_tagless_process_in_the_sandbox_counts_against_its_worker(tmp_path):
 # -- a real job in a host repository ------------------------------------------------------------
 @needs_bwrap
 @pytest.mark.slow
-def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host(tmp_path):
+def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host(tmp_path, backend):
     host, folder = make_host(tmp_path)
     (folder / "config.yaml").write_text("api:\n  api_key: s3cret-key\n")
     (host / "app.py").write_text("a change the user stashed\n")
@@ -267,7 +280,7 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
         f" && echo hacked > '{host}/app.py'; git -C '{host}' update-ref refs/heads/main HEAD~1; git -C '{host}' stash drop;"
         f" echo key=$(cat '{folder}/config.yaml' | tr -d '\\n'); exit 0"
     )
-    engine = host_engine(folder, git={"isolation": "worktree"})
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox_backend": backend})
     try:
         job = run_job(engine, tasks=[task])
         w = workers(engine, job)["worker_1"]
@@ -275,21 +288,25 @@ def test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_
         engine.shutdown(timeout=10)
     log = (engine.workspace.worker_log(job.root_id, 0, "worker_1")).read_text()
     assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
-    assert w.sandbox == "bubblewrap" and any(n.startswith("workers run sandboxed (bubblewrap") for n in job.notes)
+    named = "bubblewrap" if backend == "bubblewrap" else "Landlock ABI"
+    assert w.sandbox == backend and any(n.startswith(f"workers run sandboxed ({named}") for n in job.notes), job.notes
     assert "my own commit" in git(host, "log", "--format=%s", w.branch)  # a CLI may commit on its branch
-    # The folder is tracked by the host: the worker reads its own checkout's copy, never the user's key.
-    assert "key=# the folder's own\n" in log and "s3cret-key" not in log
+    # The folder is tracked by the host: the worker reads its own checkout's copy (the project view), never
+    # the user's key; under Landlock (no view) the user's config.yaml is refused to it.
+    seen = "key=# the folder's own\n" if backend == "bubblewrap" else "config.yaml': Permission denied\nkey=\n"
+    assert seen in log and "s3cret-key" not in log, log
     assert snapshot(host, folder) == before
 
 
 @needs_bwrap
 @pytest.mark.slow
-def test_a_gate_runs_in_its_workers_sandbox(tmp_path):
+def test_a_gate_runs_in_its_workers_sandbox(tmp_path, backend):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
     # (The host's own path is the worker's checkout in its sandbox; its git dir is not there.)
     gate = {"name": "probe", "run": ["sh", "-c", f"echo gate > '{host}/.git/gate.txt' || {{ echo refused; exit 1; }}"]}
-    engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]})
+    pinned = {"sandbox_backend": backend}
+    engine = host_engine(folder, git={"isolation": "worktree"}, tasks={"gates": [gate]}, workers=pinned)
     try:
         job = run_job(engine, tasks=["echo hi > a.txt"])
         w = workers(engine, job)["worker_1"]
