@@ -214,12 +214,15 @@ def only_in_their_worktrees(hosted, engine, job, before, why=""):
     own worktree and committed on its own branch, and no file of that name is anywhere else under
     the test's folder (the host's tree, another worktree, the workspace, the CLIs' homes); the
     host is exactly as it was (helpers.worktree.snapshot, taken ``before``). A job whose
-    ``workers.sandbox`` is on or off says each worker ran in bubblewrap, or unconfined."""
+    ``workers.sandbox`` is on or off says each worker ran in bubblewrap (its network a namespace of its
+    own, the proxy its one way out), or unconfined."""
     from .helpers.worktree import git, snapshot
 
     host, folder, _ = hosted
     assert job.config.isolation == "worktree", why
     confined = {"on": "bubblewrap", "off": "none"}.get(job.config.sandbox)
+    if confined == "bubblewrap":  # workers.sandbox_network: allow, the default: the CLI reached its mock through the proxy
+        assert any("network through the orchestrator's proxy" in note for note in job.notes), job.notes
     for worker in engine.snapshot(job.root_id)[1]:
         own = engine.workspace.worker_dir(job.root_id, worker.depth, worker.name)
         assert confined is None or worker.sandbox == confined, why
