@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
-from orchestrator.process import sandbox, shim  # noqa: E402
+from orchestrator.process import backends, sandbox, shim  # noqa: E402
 
 TARGET = 1.00  # orchestrator wall / GNU parallel wall
 TARGET_POPEN = 4.00  # orchestrator wall / bare Popen pool wall
@@ -169,12 +169,14 @@ def sandbox_floor_argv(folder: Path, i: int, *, shimmed: bool = True) -> list[st
     """What a sandboxed worker's start is, started bare: bubblewrap with the orchestrator's own
     protections (process/sandbox.py builds the argv) around the shim that records the exit
     status (without ``shimmed``: none), around ``true``; None when this machine cannot sandbox."""
-    support = sandbox.probe()
+    support = backends.probe()
     if support.bwrap is None or shim.PERL is None:
         return None
     exit_file = folder / f"exit.{i}"
     spec = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(str(folder),), chdir=str(folder))
-    return spec.argv([shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"] if shimmed else ["true"])
+    return spec.bubblewrap_argv(
+        [shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"] if shimmed else ["true"]
+    )
 
 
 def run_sandbox_floor(jobs: int, concurrency: int, *, shimmed: bool = True) -> float:

@@ -36,8 +36,9 @@ if str(ROOT) not in sys.path:
 from bench.bench_engine import CheckFailed, check_orchestrator_workspace, filesystem_of  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
-from orchestrator.process import landlock  # noqa: E402
-from orchestrator.process.sandbox import Backend, SandboxSpec, probe, runtime_view  # noqa: E402
+from orchestrator.process import backends, landlock  # noqa: E402
+from orchestrator.process.backends import probe  # noqa: E402
+from orchestrator.process.sandbox import Backend, SandboxSpec, runtime_view  # noqa: E402
 
 TARGET = 1.25  # sandboxed per-worker wall / unconfined per-worker wall
 
@@ -86,7 +87,7 @@ def run_engine(sandbox: str, workers: int, concurrency: int, parent: Path) -> tu
 def flag_sets(bwrap: str, folder: Path) -> list[tuple[str, list[str] | None]]:
     """From no sandbox to the orchestrator's own argv, one protection added at a time."""
     pid = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid"]
-    real = SandboxSpec(bwrap=bwrap, writable=(str(folder), str(folder / "tmp"))).argv(["true"])
+    real = SandboxSpec(bwrap=bwrap, writable=(str(folder), str(folder / "tmp"))).bubblewrap_argv(["true"])
     return [
         ("true alone (no bwrap)", None),
         ("--ro-bind / / (mount namespace)", [bwrap, "--ro-bind", "/", "/"]),
@@ -109,7 +110,7 @@ def _landlock(folder: Path) -> list[tuple[str, list[str] | None]]:
         return []
     spec = SandboxSpec(bwrap="", backend=Backend.LANDLOCK, landlock_abi=version, writable=(str(folder), str(folder / "tmp")))
     spec = replace(spec, emptied=runtime_view()[0])
-    return [(f"Landlock launcher (ABI {version}, perl)", spec.argv([])[:-1])]
+    return [(f"Landlock launcher (ABI {version}, perl)", backends.argv(spec, [])[:-1])]
 
 
 def time_starts(sets: list[tuple[str, list[str] | None]], starts: int) -> dict[str, float]:

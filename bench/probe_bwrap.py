@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from orchestrator.process import sandbox  # noqa: E402
+from orchestrator.process import backends, sandbox  # noqa: E402
 
 TRUE = "/usr/bin/true" if os.path.exists("/usr/bin/true") else "/bin/true"
 
 
 def ways(bwrap: str) -> dict[str, list[str]]:
     least = [bwrap, "--ro-bind", "/", "/"]
-    full = sandbox.SandboxSpec(bwrap=bwrap).argv([TRUE])
+    full = sandbox.SandboxSpec(bwrap=bwrap).bubblewrap_argv([TRUE])
     return {
         "posix_spawn": [TRUE],
         "bwrap --ro-bind / /": [*least, "--", TRUE],
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawns", type=int, default=300, help="starts per way and round")
     parser.add_argument("--repeat", type=int, default=3, help="rounds, the ways interleaved")
     args = parser.parse_args(argv)
-    support = sandbox.probe()
+    support = backends.probe()
     if support.bwrap is None:
         print(f"probe_bwrap: no sandbox here ({support.reason}): nothing to measure")
         return 0

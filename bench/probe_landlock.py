@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from orchestrator.process import sandbox  # noqa: E402
+from orchestrator.process import backends, sandbox  # noqa: E402
 
 CREATE_RULESET, ADD_RULE, RESTRICT_SELF = 444, 445, 446  # the syscall numbers (the same on every architecture)
 PATH_BENEATH = 1
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if version < 1:
         print("probe_landlock: this kernel has no Landlock: nothing to measure")
         return 0
-    support = sandbox.probe()
+    support = backends.probe()
     print(f"probe_landlock: {args.spawns} starts of `true` per way, {args.repeat} round(s); Landlock ABI {version}")
     with tempfile.TemporaryDirectory(prefix="probe-landlock-") as tmp:
         folder = Path(tmp)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain fork + exec": lambda: forked([TRUE], None),
         }
         if support.bwrap is not None:
-            bwrap = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(tmp,), chdir=tmp).argv([TRUE])
+            bwrap = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(tmp,), chdir=tmp).bubblewrap_argv([TRUE])
             ways["bubblewrap"] = lambda: spawned(bwrap)
         times: dict[str, list[float]] = {way: [] for way in ways}
         for _ in range(args.repeat):

@@ -54,11 +54,12 @@ from .clock import Waitable
 from .config import Settings
 from .engine.core import Engine
 from .models import JobRecord, WorkerRecord
+from .process.backends import probe
 from .process.cgroups import Enforced
 from .process.executor import AttemptHandle, Sample, Sampled
 from .process.procscan import Memory, machine_memory
 from .process.runner import CommandNotFound, ProcessRunner, signal_name
-from .process.sandbox import SandboxSpec, probe
+from .process.sandbox import SandboxSpec
 from .process.shim import FoundAttempt, read_exit_file, reserve_exit_file
 
 MONOTONIC_BASE = 1000.0

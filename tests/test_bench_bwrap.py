@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import sandbox, shim
+from orchestrator.process import backends, shim
 
 pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_engine.py"
 
 
-@pytest.mark.skipif(sandbox.probe().bwrap is None or shim.PERL is None, reason="this machine cannot sandbox workers")
+@pytest.mark.skipif(backends.probe().bwrap is None or shim.PERL is None, reason="this machine cannot sandbox workers")
 def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_path):
     methods = ("orchestrator", "popen", "unsandboxed", "sandbox-floor", "bwrap-alone")
     done = subprocess.run(

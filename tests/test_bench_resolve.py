@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not probe().available, reason="no sandbox on this machine")]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 from orchestrator.workers.caches import CACHE_VARIABLES, cache_env
 
 from .conftest import run_job

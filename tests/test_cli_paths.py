@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 from orchestrator.workers.adapters import get_adapter
 from orchestrator.workers.adapters.base import PathUse
 

@@ -421,7 +421,7 @@ def test_a_second_node_with_a_live_nodes_name_on_the_same_host_is_refused(redis_
 def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, unique_prefix, tmp_path):
     """The node's supervisor (its socket starts processes unconfined) is hidden from a sandboxed
     attempt, which still runs under the shim with its exact status."""
-    from orchestrator.process.sandbox import probe
+    from orchestrator.process.backends import probe
 
     support = probe()
     if not support.available:

@@ -15,9 +15,10 @@ from orchestrator.engine.core import Engine
 from orchestrator.errors import NoSpace, WorkspaceError, no_space
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process import supervised
+from orchestrator.process.backends import probe
 from orchestrator.process.monitor import Footprint
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.sandbox import SandboxSpec, probe
+from orchestrator.process.sandbox import SandboxSpec
 from orchestrator.process.shim import PERL, read_exit_file
 from orchestrator.process.supervised import SupervisorClient
 from orchestrator.workspace.layout import Workspace

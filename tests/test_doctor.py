@@ -20,6 +20,7 @@ from orchestrator.cli.doctor import Report, _suggested_gate
 from orchestrator.config import load_settings, render_template
 from orchestrator.engine.core import Engine
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.process.backends import probe
 
 from .conftest import ROOT, explain, find_cli, only_worker, run_job
 from .mock_model_server import QUIET_ENV, MockModelServer, Text, ToolUse, tool_results, working_directory
@@ -323,9 +324,7 @@ def test_install_proposal_follows_whether_npm_s_global_prefix_is_writable(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not __import__("orchestrator.process.sandbox", fromlist=["probe"]).probe().available, reason="no sandbox here"
-)
+@pytest.mark.skipif(not probe().available, reason="no sandbox here")
 def test_the_network_check_prints_the_proxys_effective_list_for_the_chosen_kind(tmp_path):
     folder = make_folder(tmp_path)
     config = folder / "config.yaml"

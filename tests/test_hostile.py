@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.process.backends import probe
 from orchestrator.process.cgroups import hierarchies
-from orchestrator.process.sandbox import probe
 
 from .conftest import only_worker, processes_with, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import landlock
-from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
+from orchestrator.process import backends, landlock
+from orchestrator.process.backends import probe
+from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide
 
 ABI = landlock.abi()
 pytestmark = pytest.mark.skipif(
@@ -29,7 +30,7 @@ def spec(tmp_path, **more) -> SandboxSpec:
 
 
 def run(sandbox: SandboxSpec, script: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sandbox.argv([PY, "-c", script]), capture_output=True, text=True, timeout=60, **kwargs)
+    return subprocess.run(backends.argv(sandbox, [PY, "-c", script]), capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def test_a_confined_process_writes_only_the_granted_folders(tmp_path):
@@ -112,9 +113,11 @@ except OSError as exc:
 @pytest.mark.skipif(ABI < 4, reason="Landlock restricts TCP from ABI 4")
 def test_no_network_refuses_tcp_to_a_loopback_listener_and_udp(tmp_path, listeners):
     sandbox = spec(tmp_path, network=SandboxNetwork.NONE)
-    done = subprocess.run(sandbox.argv([PY, "-c", CONNECT, str(listeners[0])]), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        backends.argv(sandbox, [PY, "-c", CONNECT, str(listeners[0])]), capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.split() == ["refused", "13", "no-udp", "1"], done.stderr  # EACCES (Landlock), EPERM (seccomp)
-    host = subprocess.run(spec(tmp_path).argv([PY, "-c", CONNECT, str(listeners[0])]), capture_output=True, text=True)
+    host = subprocess.run(backends.argv(spec(tmp_path), [PY, "-c", CONNECT, str(listeners[0])]), capture_output=True, text=True)
     assert host.stdout.split() == ["reached", "udp"], host.stderr
 
 
@@ -122,7 +125,9 @@ def test_no_network_refuses_tcp_to_a_loopback_listener_and_udp(tmp_path, listene
 def test_connect_ports_allow_exactly_the_listed_loopback_port(tmp_path, listeners, monkeypatch):
     allowed, other = listeners
     monkeypatch.setattr(landlock, "connect_ports", lambda _spec: (allowed,))  # the network proxy's hook
-    done = subprocess.run(spec(tmp_path).argv([PY, "-c", CONNECT, str(allowed), str(other)]), capture_output=True, text=True)
+    done = subprocess.run(
+        backends.argv(spec(tmp_path), [PY, "-c", CONNECT, str(allowed), str(other)]), capture_output=True, text=True
+    )
     assert done.stdout.split() == ["reached", "refused", "13", "no-udp", "1"], done.stderr
 
 
@@ -166,7 +171,7 @@ def test_sandbox_on_where_neither_backend_works_names_the_fixes():
     neither = Support(None, "bwrap is not installed; and this kernel has no Landlock (to let bubblewrap start: ...)")
     with pytest.raises(ValueError, match="workers.sandbox is on, but bwrap is not installed"):
         decide(SandboxMode.ON, neither, network=SandboxNetwork.HOST)
-    from orchestrator.process.sandbox import HOW_TO_FIX
+    from orchestrator.process.backends import HOW_TO_FIX
 
     for fix in ("apparmor_restrict_unprivileged_userns=0", "unprivileged_userns_clone=1", "seccomp=unconfined", "5.13+"):
         assert fix in HOW_TO_FIX

@@ -27,7 +27,7 @@ from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
 from orchestrator.process import landlock
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 from orchestrator.records import RefusalKind
 
 from .conftest import API_KEY, only_worker

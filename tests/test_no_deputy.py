@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobRecord, WorkerStatus
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 
 from .conftest import only_worker, run_job
 from .helpers import nesting as nesting_helpers

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.cli.doctor import Report, _check_project, _suggested_gate, find_project
 from orchestrator.config import load_settings
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 

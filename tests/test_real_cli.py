@@ -29,8 +29,8 @@ import pytest
 from orchestrator.config import SCHEMA
 from orchestrator.engine.core import SPAWN_BIN
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.process.backends import probe as probe_sandbox
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.sandbox import probe as probe_sandbox
 from orchestrator.workers.adapters import ADAPTERS, get_adapter
 from orchestrator.workers.adapters.base import WorkerContext
 from orchestrator.workers.adapters.claude import COST_UNKNOWN
@@ -648,7 +648,7 @@ def test_a_claude_resolver_edits_the_conflict_away_and_its_resolution_lands_sand
     # resolver's prompt as a model would: it reads app.py, replaces the whole conflict block
     # (markers and all) with one line holding both sides, tries to write outside its worktree
     # (the sandbox's read-only root refuses that, where this machine can sandbox), and answers.
-    from orchestrator.process.sandbox import probe
+    from orchestrator.process.backends import probe
 
     from .helpers.landing import result_of
     from .helpers.worktree import git, snapshot

@@ -15,11 +15,12 @@ from orchestrator.config import load_settings
 from orchestrator.config.job import job_config
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.process.backends import probe
 from orchestrator.process.executor import LocalExecutor, Sample
 from orchestrator.process.monitor import Watched
 from orchestrator.process.procscan import process_alive
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide, probe
+from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 

@@ -338,31 +338,31 @@ def test_sandbox_exec_runs_the_profile_and_holds_its_promises(tree):
 
 
 def test_on_macos_the_probe_and_the_decision_choose_seatbelt_and_say_it_is_untested(monkeypatch, tmp_path):
-    from orchestrator.process import sandbox
+    from orchestrator.process import backends, sandbox
 
-    monkeypatch.setattr(sandbox.sys, "platform", "darwin")
+    monkeypatch.setattr(backends.sys, "platform", "darwin")
     monkeypatch.setattr(seatbelt, "available", lambda: True)
-    sandbox.probe.cache_clear()
+    backends.probe.cache_clear()
     try:
-        support = sandbox.probe()
+        support = backends.probe()
         assert support.available and support.backend is sandbox.Backend.SEATBELT
         decision = sandbox.decide(sandbox.SandboxMode.AUTO, support, network=sandbox.SandboxNetwork.ALLOW)
         assert decision.spec is not None and decision.spec.backend is sandbox.Backend.SEATBELT
         assert "not tested on a Mac" in decision.note
         spec = replace(decision.spec, writable=(str(tmp_path),), egress_ports=(41234,), chdir=str(tmp_path))
-        argv = spec.argv(["true"])
+        argv = backends.argv(spec, ["true"])
         assert argv[0] == seatbelt.SANDBOX_EXEC and argv[-2:] == ["--", "true"]
         assert "localhost:41234" in argv[2] or any("41234" in a for a in argv), argv  # the proxy's port, the one way out
-        assert sandbox.probe(backend="landlock").available is False  # Linux's backends are not macOS's
+        assert backends.probe(backend="landlock").available is False  # Linux's backends are not macOS's
         monkeypatch.setattr(seatbelt, "available", lambda: False)
-        sandbox.probe.cache_clear()
-        assert not sandbox.probe().available and "sandbox-exec" in sandbox.probe().reason
+        backends.probe.cache_clear()
+        assert not backends.probe().available and "sandbox-exec" in backends.probe().reason
     finally:
-        sandbox.probe.cache_clear()
+        backends.probe.cache_clear()
 
 
 def test_seatbelt_on_linux_is_refused_with_the_choices_that_work():
-    from orchestrator.process import sandbox
+    from orchestrator.process import backends
 
-    found = sandbox.probe(backend="seatbelt")
+    found = backends.probe(backend="seatbelt")
     assert not found.available and "macOS" in found.reason and "landlock" in found.reason

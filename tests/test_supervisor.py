@@ -284,7 +284,7 @@ def test_an_engines_workers_are_the_supervisors_and_an_offline_delete_sees_one_s
 
 
 def test_a_sandboxed_worker_cannot_reach_the_supervisor(make_engine):
-    from orchestrator.process.sandbox import probe
+    from orchestrator.process.backends import probe
 
     from .conftest import run_job
 

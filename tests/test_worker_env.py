@@ -14,7 +14,7 @@ import yaml
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
-from orchestrator.process.sandbox import probe
+from orchestrator.process.backends import probe
 from orchestrator.quality.gates import gate_log
 from orchestrator.workers.caches import CACHE_VARIABLES
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.git import worker_objects
+from orchestrator.process import backends
 from orchestrator.process.sandbox import SandboxSpec, Support
 
 from .helpers.worktree import git, user_env
@@ -222,7 +223,7 @@ def test_the_sandbox_binds_the_workers_store_over_the_repositorys_and_a_node_get
         moved=(("/r/.git/orchestrator-objects", "/r/.git/objects"),),
         shown=(("/r/.git/objects", "/r/.git/orchestrator-host-objects"),),
     )
-    argv = spec.argv(["true"])
+    argv = backends.argv(spec, ["true"])
     moved = argv.index("/r/.git/orchestrator-objects")
     assert argv[moved - 1 : moved + 5] == [
         "--bind",

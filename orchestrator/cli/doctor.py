@@ -3,7 +3,7 @@ problem with the line that fixes it, and a working configuration for the CLIs fo
 (``--write`` merges it into config.yaml, keeping its comments: config/edit.py).
 
 Every check asks the code that decides at run time (the adapters' CLI lookup, gitwork.find_host
-for ``isolation: auto``, merging.require_git, sandbox.probe and decide, cgroups.hierarchies,
+for ``isolation: auto``, merging.require_git, backends.probe, sandbox.decide, cgroups.hierarchies,
 ports.bind_error), so doctor cannot disagree with what a job will do. Nothing here calls a model.
 
 Exit codes: 0 nothing blocks real workers; 1 something does (each with its fix); 2 bad usage.
@@ -229,7 +229,8 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
 
 def _check_sandbox(report: Report, settings: Settings) -> bool:
     """Whether workers will run sandboxed (bubblewrap, or Landlock where bubblewrap cannot start)."""
-    from ..process.sandbox import SandboxMode, SandboxNetwork, decide, probe
+    from ..process.backends import probe
+    from ..process.sandbox import SandboxMode, SandboxNetwork, decide
 
     mode = SandboxMode(settings.workers.sandbox)
     support = probe(backend=settings.workers.sandbox_backend)

@@ -35,10 +35,11 @@ import redis
 from .. import protocol
 from ..config import Settings
 from ..process import supervised
+from ..process.backends import probe
 from ..process.cgroups import Limits
 from ..process.executor import LocalExecutor, Sample
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
-from ..process.sandbox import SandboxSpec, probe
+from ..process.sandbox import SandboxSpec
 from ..process.supervised import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write

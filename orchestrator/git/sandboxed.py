@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..process import backends
 from ..process.sandbox import SandboxSpec, unix_socket_filter
 from . import gitcmd, gitwork
 from .gitwork import GIT_TIMEOUT, GitError
@@ -87,7 +88,7 @@ class CheckoutGit:
         if self.sandbox is not None:
             # Not the CLI's state overlays (git needs none); dies with this server.
             spec = replace(self.sandbox, private=(), die_with_parent=True, chdir=str(self.directory))
-            argv = spec.argv(argv)
+            argv = backends.argv(spec, argv)
             seccomp = _unix_socket_filter(spec)
             if seccomp is not None:  # as the shim refuses them to a worker: a filter git runs is the worker's code
                 at = argv.index("--")
@@ -100,7 +101,7 @@ class CheckoutGit:
             view = self.sandbox.project
             environment.update({k: view.at(v) for k, v in environment.items() if k in _GIT_PATHS})
         if self.sandbox is not None:  # Landlock: where git writes objects, without a bind (process/landlock.py)
-            environment.update(self.sandbox.environment())
+            environment.update(backends.environment(self.sandbox))
         try:
             done = subprocess.run(
                 argv,

@@ -47,7 +47,7 @@ from .. import protocol
 from ..config.schema import SandboxNetwork
 from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
-from . import procscan
+from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, SandboxSpec, unix_socket_filter
@@ -350,8 +350,8 @@ class ProcessRunner:
                 sandbox = sandbox.with_writable(log_path)
             if parent_death_signal is not None:
                 sandbox = replace(sandbox, die_with_parent=True)
-            command = replace(sandbox, chdir=str(cwd)).argv(command)
-            full_env.update(sandbox.environment())
+            command = backends.argv(replace(sandbox, chdir=str(cwd)), command)
+            full_env.update(backends.environment(sandbox))
         if parent_death_signal is not None and sys.platform.startswith("linux"):
             _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this

@@ -30,7 +30,8 @@ What a sandboxed process and everything it starts get:
 The shim (process/runner.py) runs inside the sandbox, so the exit file it writes records the worker's own
 wait status; bubblewrap's launcher is the process the runner started (the session leader) and it
 ignores the kill ladder's catchable signals (process/runner.py), so SIGTERM reaches the worker while the
-launcher waits to report it. Nothing here starts a process except :func:`probe`.
+launcher waits to report it. Nothing here starts a process: process/backends.py probes the machine, and
+starts a process under a spec by its backend.
 
 macOS: Seatbelt (``sandbox-exec``, process/seatbelt.py), the same spec as a profile, untested on this project's machines.
 """
@@ -39,9 +40,7 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import struct
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,15 +54,6 @@ from ..network.egress import INSIDE as EGRESS_INSIDE
 from ..network.egress import EgressPlan
 from ..network.egress import sockets_base as egress_base
 
-HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
-# What lets bubblewrap start where the kernel refuses it an unprivileged user namespace, and what the
-# Landlock fallback needs: the sentence ``workers.sandbox: on`` fails with when neither works.
-HOW_TO_FIX = (
-    "to let bubblewrap start: `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for "
-    "bwrap (Ubuntu 24.04), `sysctl kernel.unprivileged_userns_clone=1` (Debian before 11), Docker's "
-    "`--security-opt seccomp=unconfined` or running outside a nested container; or a kernel with Landlock "
-    "(5.13+, lsm=landlock) and Perl, for the Landlock fallback"
-)
 PROBE_TIMEOUT = 10.0  # seconds a probe's start may take (NFS or autofs roots have taken 20-30 s)
 
 
@@ -86,70 +76,6 @@ class Support:
     @property
     def available(self) -> bool:
         return self.backend is not None
-
-
-@functools.lru_cache(maxsize=8)
-def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = None) -> Support:
-    """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
-    ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
-    ``path``: the PATH ``command`` is looked up in (None: this process's)."""
-    if sys.platform == "darwin":
-        return _seatbelt(backend)
-    if not sys.platform.startswith("linux"):
-        return Support(None, f"the sandbox needs Linux's bubblewrap or Landlock; {sys.platform} runs workers unconfined")
-    if backend == Backend.SEATBELT.value:
-        return Support(
-            None, "workers.sandbox_backend: seatbelt is macOS's sandbox-exec; on Linux choose auto, bubblewrap or landlock"
-        )
-    from . import landlock  # (it builds on this module)
-
-    abi = landlock.abi()
-    wanted = Backend(backend) if backend != "auto" else None
-    if wanted is not Backend.LANDLOCK:
-        found = _bubblewrap(command, path)
-        if found.available or wanted is Backend.BUBBLEWRAP:
-            return replace(found, landlock_abi=abi)
-        why = f"bubblewrap cannot start here: {found.reason}"
-    else:
-        why = "workers.sandbox_backend: landlock"
-    if abi < 1:
-        return Support(None, f"{why}; and this kernel has no Landlock ({HOW_TO_FIX})", landlock_abi=abi)
-    ok, failed = landlock.starts(abi)
-    if not ok:
-        return Support(None, f"{why}; and Landlock cannot confine here: {failed} ({HOW_TO_FIX})", landlock_abi=abi)
-    return Support(None, backend=Backend.LANDLOCK, landlock_abi=abi, bwrap_reason=why)
-
-
-def _seatbelt(backend: str) -> Support:
-    """macOS: Seatbelt (``/usr/bin/sandbox-exec``) where it is, for ``auto`` and ``seatbelt``."""
-    from . import seatbelt
-
-    if backend not in ("auto", Backend.SEATBELT.value):
-        return Support(None, f"workers.sandbox_backend: {backend} is Linux's; on macOS choose auto or seatbelt")
-    if not seatbelt.available():
-        return Support(None, f"macOS without {seatbelt.SANDBOX_EXEC}: workers run unconfined")
-    return Support(None, backend=Backend.SEATBELT, bwrap_reason="macOS: Seatbelt (sandbox-exec)")
-
-
-def _bubblewrap(command: str, path: str | None) -> Support:
-    """bubblewrap, tried with the protections every sandbox uses, and whether it has overlays."""
-    found = shutil.which(command, path=path)
-    if found is None:
-        return Support(None, f"{command} is not installed ({HOW_TO_ENABLE})")
-    base = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--cap-drop", "ALL"]
-    ok, why = _runs([*base, "--", "true"])
-    if not ok:
-        return Support(None, f"{command} cannot create a sandbox here: {why} ({HOW_TO_ENABLE})")
-    overlay, _ = _runs([*base, "--overlay-src", "/tmp", "--tmp-overlay", "/tmp", "--", "true"])
-    return Support(found, overlay=overlay)
-
-
-def _runs(argv: list[str]) -> tuple[bool, str]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
-    return done.returncode == 0, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
 
 
 @dataclass(frozen=True)
@@ -267,30 +193,9 @@ class SandboxSpec:
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
 
-    def argv(self, command: Sequence[str]) -> list[str]:
-        """The argv running ``command`` in this sandbox (a list; no shell), by its backend."""
-        if self.backend is Backend.LANDLOCK:
-            from . import landlock
-
-            return landlock.argv(self, command)
-        if self.backend is Backend.SEATBELT:
-            from . import seatbelt
-
-            # (No namespace: the process starts where its caller's cwd is, which is ``chdir``.)
-            return seatbelt.argv(self, command, proxy_ports=self.egress_ports or ())
-        return self._bubblewrap(command)
-
-    def environment(self) -> dict[str, str]:
-        """What the environment of a process run by :meth:`argv` must also hold (Landlock: where its
-        git writes objects, in place of the workers' store bubblewrap binds over the repository's)."""
-        if self.backend in (Backend.LANDLOCK, Backend.SEATBELT):  # neither can bind the workers' store in place
-            from . import landlock
-
-            return landlock.environment(self)
-        return {}
-
-    def _bubblewrap(self, command: Sequence[str]) -> list[str]:
-        """bubblewrap's argv running ``command`` in this sandbox."""
+    def bubblewrap_argv(self, command: Sequence[str]) -> list[str]:
+        """bubblewrap's argv running ``command`` in this sandbox (a list; no shell). Every backend's
+        launch, this one's included, is process/backends.py's ``argv``."""
         out = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         out += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL"]
         if self.network is not SandboxNetwork.HOST:  # allow: its loopback, and the proxy's sockets bound in
@@ -405,7 +310,6 @@ class SandboxSpec:
 
 
 def _replace(spec: SandboxSpec, **changes: Any) -> SandboxSpec:
-    from dataclasses import replace
 
     return replace(spec, **changes)
 

@@ -31,6 +31,7 @@ from ..git.gitrefs import ref_value
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
+from ..process.backends import probe
 from ..process.sandbox import (
     Backend,
     Decision,
@@ -41,7 +42,6 @@ from ..process.sandbox import (
     SandboxSpec,
     decide,
     for_worker,
-    probe,
 )
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
@@ -55,7 +55,7 @@ GIT_VIEW = ".git-view"  # in a tree's folder of the workspace: where a project v
 
 class Confinement:
     """The sandbox of every process that runs a worker's code. Cheap to build: the machine is
-    probed once per process (sandbox.probe)."""
+    probed once per process (backends.probe)."""
 
     def __init__(self, settings: Settings, workspace: Workspace, *, announce: bool = False) -> None:
         """A ConfigError when workers.sandbox is on and the machine cannot sandbox: a server never
