@@ -166,3 +166,15 @@ def test_a_socket_folder_another_user_could_reach_is_refused(short_tmp):
     base.symlink_to(target)
     with pytest.raises(OSError, match="not a private folder"):
         egress.sockets_base()
+
+
+def test_a_loopback_endpoint_below_port_1024_is_left_to_the_proxy_and_the_log_says_so(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("")
+    opened = open_egress(EgressPlan(always=(("127.0.0.1", 80), ("127.0.0.1", 8000))), key="tag-low", log_path=log)
+    try:
+        assert [line.split("=")[0] for line in opened.bridge.split()] == ["127.0.0.1:3128", "127.0.0.1:8000"]
+        assert not (opened.folder / "127.0.0.1-80.sock").exists()
+    finally:
+        opened.close()
+    assert "127.0.0.1:80 is not shown in the sandbox" in log.read_text()

@@ -16,6 +16,7 @@ from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.process.backends import probe
 from orchestrator.quality.gates import gate_log
+from orchestrator.network.egress import PROXY_VARIABLES
 from orchestrator.workers.caches import CACHE_VARIABLES
 
 from .conftest import ROOT, run_job
@@ -102,7 +103,8 @@ def test_without_inheritance_a_worker_gets_only_what_it_is_given(make_engine, mo
     assert seen["TMPDIR"] == seen["TMP"] == seen["TEMP"]
     names = set(seen) - {"PWD", "SHLVL", "_", "OLDPWD"}  # what sh adds itself
     caches = {*CACHE_VARIABLES, "GOFLAGS", "GOPROXY"}  # its tree's package caches (workers/caches.py)
-    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "TMPDIR", "TMP", "TEMP"} | caches | {
+    # Sandboxed with workers.sandbox_network: allow (the default), the proxy's variables (network/egress.py).
+    assert names <= {"KEEP_ME", "MY_TOKEN", "PATH", "TMPDIR", "TMP", "TEMP"} | caches | set(PROXY_VARIABLES) | {
         n for n in seen if n.startswith("ORCHESTRATOR_")
     }
     assert seen["PIP_CACHE_DIR"] == str(engine.workspace.tree_caches(job.id) / "pip")

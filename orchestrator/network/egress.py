@@ -44,6 +44,8 @@ log = logging.getLogger("orchestrator.network")
 INSIDE = "/run/orchestrator-net"  # where an attempt's sockets are in its sandbox
 PROXY_PORT = 3128  # the proxy's port on the sandbox's own loopback (another when an endpoint takes it)
 REFUSED = "[orchestrator] network: refused "  # the log line's start, which workers/refusals.py reads
+NOTE = "[orchestrator] network: "
+_UNPRIVILEGED = 1024  # a network namespace's ip_unprivileged_port_start: the bridge listens at or above it
 _LOG_EVERY = 10  # after this many refusals of one host, only every power of ten is logged
 _SOCKET_PATH_MAX = 107  # sockaddr_un's sun_path, less its NUL
 
@@ -66,6 +68,8 @@ _PROXY_VARIABLES = (
     "PIP_PROXY",
 )
 _NO_PROXY = "localhost,127.0.0.1,::1"
+# Every variable an attempt's environment gets with the proxy (``Egress.env``).
+PROXY_VARIABLES = (*_PROXY_VARIABLES, "NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY")
 _LOOPBACK_ENTRY = re.compile(
     r"(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})", re.I
 )  # the forwarded endpoints are on the sandbox's own loopback
@@ -235,6 +239,13 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
             egress.ports.append(target_port)
             if not namespace:
                 continue  # reached on the host's loopback, at a port its rules allow
+            if target_port < _UNPRIVILEGED:  # the sandbox has no capability to listen there
+                _append(
+                    log_path,
+                    f"{NOTE}{address}:{target_port} is not shown in the sandbox (no port below "
+                    f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n",
+                )
+                continue
             name = f"{address}-{target_port}.sock"
             path = str(folder / name)
             if len(path) > _SOCKET_PATH_MAX:
@@ -258,18 +269,24 @@ def _reporter(log_path: Path | None) -> Any:
 
     def report(refusal: Refusal) -> None:
         count = refusal.count
-        if log_path is None or (count > _LOG_EVERY and str(count).rstrip("0") != "1"):
+        if count > _LOG_EVERY and str(count).rstrip("0") != "1":
             return
-        line = f"{REFUSED}{refusal.host}:{refusal.port}: {refusal.reason} ({count} so far)\n"
-        try:
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.write(fd, line.encode("utf-8", "replace"))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _append(log_path, f"{REFUSED}{refusal.host}:{refusal.port}: {refusal.reason} ({count} so far)\n")
 
     return report
+
+
+def _append(log_path: Path | None, line: str) -> None:
+    """``line`` at the end of the worker's log (appended as its own output is: never through a link)."""
+    if log_path is None:
+        return
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -72,7 +72,10 @@ BRIDGE = (
     "if (defined $x) { my @l;\n"
     " for (split / /, $x) { my ($h, $q, $u) = /^([0-9.]+):(\\d+)=(.+)$/ or next; my $s;\n"
     "  unless (socket($s, 2, 1, 0) && setsockopt($s, 1, 2, pack('i', 1)) && bind($s, pack('S n C4 x8', 2, $q, split(/\\./, $h))) && listen($s, 128)) {\n"
-    '   print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: the worker is not started\\n"; exit 126 }\n'
+    # The proxy's own port (the first): no way out without it, so no worker; an endpoint's: the rest serve.
+    '   if (!@l) { print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: the worker is not started\\n";\n'
+    "    my $o; if (open($o, '+<', $f) || open($o, '>', $f)) { print $o \"exit 126\\n\"; truncate($o, tell($o)); close $o } exit 126 }\n"
+    '   print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: reach it through HTTP_PROXY\\n"; next }\n'
     "  push @l, [$s, $u] }\n"
     ' my $k = fork; defined $k or die "orchestrator-shim: cannot fork: $!\\n";\n'
     " if (!$k) { $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
