@@ -14,9 +14,9 @@ import yaml
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.network.egress import PROXY_VARIABLES
 from orchestrator.process.backends import probe
 from orchestrator.quality.gates import gate_log
-from orchestrator.network.egress import PROXY_VARIABLES
 from orchestrator.workers.caches import CACHE_VARIABLES
 
 from .conftest import ROOT, run_job
