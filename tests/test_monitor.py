@@ -117,6 +117,7 @@ class TagRunner:
         return {tag: self.pids.get(tag, []) for tag in tags}
 
     confined = Confined()  # nothing confined: the tag scan
+    bridged: set[str] = set()  # no network bridge
 
 
 def test_a_sample_measures_cpu_per_worker_tag_even_when_keys_repeat(tmp_path):

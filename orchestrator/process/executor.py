@@ -286,7 +286,8 @@ class LocalExecutor:
                 continue
             # The cgroup counts every process of the tree, tagless ones too, and each page once.
             usage = cgroup.usage()
-            own = [pid for pid in usage.pids if pid != attempt.shim_pid and not sandbox_machinery(pid)]
+            bridged = attempt.tag in self.runner.bridged
+            own = [p for p in usage.pids if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
             cpu = sum(cpu_seconds(pid) for pid in usage.pids)
             enforced = self.runner.confined.enforced_of(attempt.tag)
             found[attempt.tag] = Sample(usage.rss, len(own), cpu, usage.oom_kills, usage.forks_refused, enforced)
@@ -300,7 +301,8 @@ class LocalExecutor:
                 top = [attempt.pid] if attempt.shim_pid is None and attempt.pid in below else []  # the worker itself
                 tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
                 # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
-                own = [pid for pid in tree if pid != attempt.shim_pid and not sandbox_machinery(pid)]
+                bridged = attempt.tag in self.runner.bridged
+                own = [p for p in tree if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
                 found[attempt.tag] = Sample(
                     sum(rss_bytes(pid) for pid in own),
                     len(own),

@@ -161,9 +161,11 @@ def process_alive(pid: int, start_id: str | None) -> bool:
     return start_id is None or process_start_id(pid) == start_id
 
 
-def sandbox_machinery(pid: int) -> bool:
+def sandbox_machinery(pid: int, *, bridged: bool = False) -> bool:
     """Whether ``pid`` is a sandbox's own init or the shim it runs (pid 1 or 2 of a PID namespace one
-    level below this one: process/sandbox.py), which a worker's caps do not count."""
+    level below this one: process/sandbox.py), or, ``bridged`` (workers.sandbox_network: allow), the
+    network bridge the shim forks before the worker (pid 3: the worker cannot have it), which a
+    worker's caps do not count. (The bridge's forks per connection count: the worker made them.)"""
     try:
         status = read_small(f"/proc/{pid}/status")
     except OSError:
@@ -172,7 +174,7 @@ def sandbox_machinery(pid: int) -> bool:
     if at < 0:
         return False
     ids = status[at + 7 : status.find(b"\n", at + 1)].split()
-    return len(ids) == 2 and ids[1] in (b"1", b"2")
+    return len(ids) == 2 and (ids[1] in (b"1", b"2") or (bridged and ids[1] == b"3"))
 
 
 def descendants(roots: list[int]) -> dict[int, list[int]]:

@@ -328,6 +328,7 @@ class ProcessRunner:
             full_env.update(egress.env)
             if namespace:
                 full_env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
+                self.bridged.add(tag)
                 sandbox = replace(sandbox, egress_dir=str(egress.folder))
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
@@ -365,6 +366,7 @@ class ProcessRunner:
             _never_began(exit_file)
             if egress is not None:
                 egress.close()
+                self.bridged.discard(tag)
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
@@ -403,6 +405,7 @@ class ProcessRunner:
             _never_began(exit_file)
             if egress is not None:
                 egress.close()
+                self.bridged.discard(tag)
             if lifeline is not None:
                 os.close(lifeline[1])
             raise
@@ -487,6 +490,8 @@ class ProcessRunner:
             self.release(handle)
         elif (egress := reopen_egress(tag)) is not None:  # its proxy's sockets, listened on again
             handle.egress = egress
+            if egress.bridge:
+                self.bridged.add(tag)
         handle.poll()
         return handle
 
@@ -549,6 +554,7 @@ class ProcessRunner:
         if handle.egress is not None and handle.poll() is not None:
             handle.egress.close()
             handle.egress = None
+            self.bridged.discard(handle.tag)
 
     def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
@@ -593,6 +599,7 @@ class ProcessRunner:
             self._sweep_batch, gather=SWEEP_GATHER if sweep_gather is None else sweep_gather
         )
         self.confined = Confined()  # the cgroups of the attempts started (or adopted) with limits
+        self.bridged: set[str] = set()  # tags of the attempts whose shim runs a network bridge (pid 3 inside)
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
         """SIGKILL every process in the cgroup of ``tag`` (then removed) and every process carrying
