@@ -185,3 +185,42 @@ def test_a_child_job_is_started_through_the_proxied_api(served):
     worker = run(engine, task)
     assert worker.status in (WorkerStatus.RECURSIVE_SUCCESS, WorkerStatus.SUCCESS), worker
     assert worker.child_job_ids, worker
+
+
+def test_the_sandbox_ends_with_its_worker_though_its_bridge_held_a_connection(tmp_path, servers, backend):
+    """bubblewrap's init waits for every process of its namespace: the shim ends its bridge (and the
+    bridge's connections) once the worker has ended, so the sandbox ends then too, not at a sweep."""
+    if backend != "bubblewrap":
+        pytest.skip("Landlock has no bridge (the worker connects to its proxy port on the host's loopback)")
+    from dataclasses import replace
+
+    from orchestrator.network.egress import EgressPlan
+    from orchestrator.process.runner import ProcessRunner
+    from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
+
+    allowed, _ = servers
+    port = allowed.server_address[1]
+    base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.ALLOW).spec
+    assert base is not None
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(("127.0.0.1", port),)))
+    held = f"import socket, time; s = socket.create_connection(('127.0.0.1', {port})); print('connected', flush=True)"
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        [sys.executable, "-c", held],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=f"bridge-{os.getpid()}",
+        sandbox=spec,
+    )
+    try:
+        assert runner.wait(handle, 30) == 0
+        assert handle.popen is not None
+        handle.popen.wait(timeout=5)  # the launcher ends by itself: its namespace holds nothing more
+        assert "connected" in (tmp_path / "log").read_text()
+        assert runner.tagged(handle.tag) == []
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.release(handle)

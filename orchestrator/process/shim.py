@@ -59,8 +59,9 @@ SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 # sockets bound into the sandbox. The shim listens on each ADDRESS:PORT of the namespace's loopback
 # (before the worker starts: it never finds the port closed) and forks the bridge, which accepts and
 # forks once per connection to carry its bytes to SOCKET and back (half-closes passed on). It runs
-# outside the worker's seccomp filter (its connect() to the socket is the one AF_UNIX use allowed) and
-# dies with the sandbox's PID namespace when the shim ends. Builtins only, numbers for the constants
+# outside the worker's seccomp filter (its connect() to the socket is the one AF_UNIX use allowed), in
+# a process group of its own, which the shim kills once the worker has ended: bubblewrap's init
+# waits for every process of the namespace, so a bridge left running would keep the sandbox open. Builtins only, numbers for the constants
 # (AF_INET 2, AF_UNIX 1, SOCK_STREAM 1, SOL_SOCKET 1, SO_REUSEADDR 2, IPPROTO_TCP 6, TCP_NODELAY 1):
 # no module is loaded.
 BRIDGE = (
@@ -69,7 +70,7 @@ BRIDGE = (
     " for ([$a, $b], [$b, $a]) { my ($f, $t) = @$_; next if $e{$f} || !vec($r, fileno($f), 1);\n"
     "  my $got = sysread($f, my $d, 65536); if (!$got) { next if !defined $got && $! == 4; $e{$f} = 1; shutdown($t, 1); next }\n"
     "  my $o = 0; while ($o < $got) { my $w = syswrite($t, $d, $got - $o, $o); if (!defined $w) { next if $! == 4; return } $o += $w } } } }\n"
-    "if (defined $x) { my @l;\n"
+    "my $k; if (defined $x) { my @l;\n"
     " for (split / /, $x) { my ($h, $q, $u) = /^([0-9.]+):(\\d+)=(.+)$/ or next; my $s;\n"
     "  unless (socket($s, 2, 1, 0) && setsockopt($s, 1, 2, pack('i', 1)) && bind($s, pack('S n C4 x8', 2, $q, split(/\\./, $h))) && listen($s, 128)) {\n"
     # The proxy's own port (the first): no way out without it, so no worker; an endpoint's: the rest serve.
@@ -77,8 +78,8 @@ BRIDGE = (
     "    my $o; if (open($o, '+<', $f) || open($o, '>', $f)) { print $o \"exit 126\\n\"; truncate($o, tell($o)); close $o } exit 126 }\n"
     '   print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: reach it through HTTP_PROXY\\n"; next }\n'
     "  push @l, [$s, $u] }\n"
-    ' my $k = fork; defined $k or die "orchestrator-shim: cannot fork: $!\\n";\n'
-    " if (!$k) { $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
+    ' $k = fork; defined $k or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    " if (!$k) { setpgrp(0, 0); $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
     "  while (1) { my $r = $m; next if select($r, undef, undef, undef) < 0;\n"
     "   for my $e (@l) { next unless vec($r, fileno($e->[0]), 1); my $c; accept($c, $e->[0]) or next; my $f = fork;\n"
     "    if (defined $f && !$f) { close $_->[0] for @l; setsockopt($c, 6, 1, pack('i', 1)); my $v;\n"
@@ -118,7 +119,7 @@ PERL_SHIM = (
     ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
     " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\n"
     "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
-    "my $s = $?; exit 255 if $s == -1;\n"
+    "my $s = $?; kill 9, -$k if $k; exit 255 if $s == -1;\n"  # the bridge's group (it and its connections) ends with the worker
     "my $sig = $s & 127;\n"
     # Over the room reserved at its spawn (reserve_exit_file), then cut to the line: no new block
     # is needed, so the status is written on a full disk too.
