@@ -11,6 +11,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,9 @@ def test_a_namespace_gets_a_private_socket_folder_a_bridge_line_and_the_proxy_va
             assert s.recv(2) == b"hi"
     finally:
         opened.close()
+    deadline = time.monotonic() + 5
+    while folder.exists() and time.monotonic() < deadline:  # removed by the proxy's thread, soon
+        time.sleep(0.01)
     assert not folder.exists()
 
 
@@ -178,3 +182,13 @@ def test_a_loopback_endpoint_below_port_1024_is_left_to_the_proxy_and_the_log_sa
     finally:
         opened.close()
     assert "127.0.0.1:80 is not shown in the sandbox" in log.read_text()
+
+
+def test_a_socket_base_removed_after_it_was_checked_is_made_again(short_tmp):
+    egress.sockets_base()
+    shutil.rmtree(short_tmp / f"orchestrator-net-{os.getuid()}")
+    opened = open_egress(EgressPlan(), key="tag-again", log_path=None)
+    try:
+        assert (opened.folder / "proxy.sock").exists()
+    finally:
+        opened.close()

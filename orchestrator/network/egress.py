@@ -22,6 +22,7 @@ closed: no connection leaves the namespace except through the proxy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -153,18 +154,28 @@ class Egress:
     ports: list[int] = field(default_factory=list)  # the proxy's port, then each forwarded endpoint's
 
     def close(self) -> None:
-        """Stop listening (an open tunnel ends with it) and remove the folder."""
+        """Stop listening (an open tunnel ends with it; the proxy's loop does it soon, nobody waits)
+        and remove the folder."""
         for listener in self.listeners:
             with contextlib.suppress(Exception):
-                listener.close()
+                listener.close(wait=False)
         self.listeners.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:  # after the listeners, in the proxy's thread: the engine's thread does no file work for it
+            shared().later(shutil.rmtree, self.folder, True)
+        except RuntimeError:  # the proxy is stopped
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def sockets_base() -> Path:
     """This user's folder of attempt socket folders: short (a socket's path has 107 bytes), private
-    (0700, owned by this user, no link: another user's folder of that name in /tmp is refused)."""
-    base = Path(tempfile.gettempdir()) / f"orchestrator-net-{os.getuid()}"
+    (0700, owned by this user, no link: another user's folder of that name in /tmp is refused).
+    Checked once per process and place (:func:`_checked_base`)."""
+    return _checked_base(tempfile.gettempdir(), os.getuid())
+
+
+@functools.lru_cache(maxsize=4)
+def _checked_base(tmp: str, uid: int) -> Path:
+    base = Path(tmp) / f"orchestrator-net-{uid}"
     if len(str(base)) > 60:
         base = Path("/tmp") / f"orchestrator-net-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
@@ -186,7 +197,12 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
     restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
     folder = _folder(key)
     shutil.rmtree(folder, ignore_errors=True)  # a stale one (a crash)
-    folder.mkdir(mode=0o700)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileNotFoundError:  # the base was removed since it was checked (a cleaner of /tmp): made again
+        _checked_base.cache_clear()
+        folder = _folder(key)
+        folder.mkdir(mode=0o700)
     taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
     port = next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken) if namespace else 0
     egress = _listen(folder, plan, port, log_path, namespace)
@@ -196,8 +212,12 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
         "namespace": namespace,
         "log": str(log_path) if log_path is not None else None,
     }
-    try:
-        (folder / "plan.json").write_text(json.dumps(saved), encoding="utf-8")
+    try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
+        fd = os.open(folder / "plan.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(saved).encode())
+        finally:
+            os.close(fd)
     except BaseException:
         egress.close()
         raise
@@ -228,9 +248,9 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
         policy = plan.policy()
         report = _reporter(log_path)
         if namespace:
-            egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report))
+            egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report, wait=False))
         else:
-            listener = shared().open(policy, tcp_port=port, on_refusal=report)
+            listener = shared().open(policy, tcp_port=port, on_refusal=report, wait=False)
             port = int(listener.port or 0)
             egress.listeners.append(listener)
         egress.ports = [port]
@@ -251,7 +271,7 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
             if len(path) > _SOCKET_PATH_MAX:
                 raise OSError(f"the socket path {path} is too long for a Unix socket")
             target = Endpoint(address, target_port)
-            egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report))
+            egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report, wait=False))
             lines.append(f"{address}:{target_port}={INSIDE}/{name}")
         egress.bridge = " ".join(lines) if namespace else ""
         url = f"http://127.0.0.1:{port}"

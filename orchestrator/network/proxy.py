@@ -22,6 +22,7 @@ an end of one direction is passed on as a half-close.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import ipaddress
@@ -32,7 +33,7 @@ import stat
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .policy import SETTING, Endpoint, Policy, normal_host
@@ -46,6 +47,7 @@ CHUNK = 256 * 1024  # bytes read at a time; an upstream stream holds at most abo
 LINGER_SECONDS = 1.0  # after an error answer, how long unread input is still read (and dropped)
 LINGER_BYTES = 1 << 20  # and how much of it
 CALL_TIMEOUT = 15.0  # seconds another thread waits for the proxy's loop to open or close a listener
+BACKLOG = 128  # connections a listener holds before it accepts them (and before the loop takes it over)
 # Connections one listener (one worker) holds open at once; past it a new one is closed at once: a
 # worker opening connections in a loop must not take the server's file descriptors.
 MAX_CONNECTIONS = 256
@@ -132,10 +134,10 @@ class Listener:
     _inode: tuple[int, int] | None = field(default=None, repr=False)
     closed: bool = False
 
-    def close(self) -> None:
-        """Stop accepting, end its open connections and remove its socket file."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop accepting, end its open connections and remove its socket file (without ``wait``: soon)."""
         if self._proxy is not None:
-            self._proxy.close(self)
+            self._proxy.close(self, wait=wait)
 
 
 class _Refused(Exception):
@@ -207,31 +209,61 @@ class Proxy:
         target: Endpoint | None = None,
         on_refusal: Callable[[Refusal], None] | None = None,
         on_connect: Callable[[str, int], None] | None = None,
+        wait: bool = True,
     ) -> Listener:
         """A new listener on ``unix_path`` (a socket there is replaced; mode 0600) or on 127.0.0.1's
-        ``tcp_port`` (0: any free port). ``target``: forward every connection there, as is."""
+        ``tcp_port`` (0: any free port). ``target``: forward every connection there, as is.
+
+        The socket is bound and listening when this returns (made in the caller's thread: a
+        connection that comes before the loop takes it over waits in the kernel's backlog); without
+        ``wait`` the loop takes it over later, and this costs no hop between threads."""
         if (unix_path is None) == (tcp_port is None):
             raise ValueError("a listener needs exactly one of unix_path and tcp_port")
-        if unix_path is not None:
-            _clear_socket_path(unix_path)
         self.start()
         listener = Listener(policy, unix_path, tcp_port, target, on_refusal, on_connect, _proxy=self)
-        return self._call(self._open(listener))
+        sock = _listening(listener)
+        try:
+            done = self._submit(self._open(listener, sock))
+        except BaseException:
+            sock.close()
+            raise
+        if wait:
+            return done.result(CALL_TIMEOUT)
+        done.add_done_callback(_logged)
+        return listener
 
-    def close(self, listener: Listener) -> None:
-        """Close ``listener`` (see :meth:`Listener.close`); a closed one or a stopped proxy: nothing."""
+    def close(self, listener: Listener, *, wait: bool = True) -> None:
+        """Close ``listener`` (see :meth:`Listener.close`); a closed one or a stopped proxy: nothing.
+        Without ``wait``, the loop closes it later (its socket file and connections with it)."""
         if listener.closed or not self.running:
             listener.closed = True
             return
-        self._call(self._close(listener))
+        done = self._submit(self._close(listener))
+        if wait:
+            done.result(CALL_TIMEOUT)
+        else:
+            done.add_done_callback(_logged)
 
-    def _call(self, coroutine: Coroutine[object, object, _T]) -> _T:
+    def later(self, function: Callable[..., object], *args: object) -> None:
+        """Run ``function(*args)`` in the proxy's thread, after what was submitted before (a folder of
+        listeners removed once they are closed); nobody waits for it, and what it raises is logged."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the proxy is not running")
+        loop.call_soon_threadsafe(_guarded, function, args)
+
+    def _submit(self, coroutine: Coroutine[object, object, _T]) -> concurrent.futures.Future[_T]:
+        loop = self._loop
+        if loop is None:
+            coroutine.close()
+            raise RuntimeError("the proxy is not running")
         if threading.current_thread() is self._thread:
+            coroutine.close()
             raise RuntimeError("the proxy's own thread cannot wait for its loop")
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(CALL_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+    def _call(self, coroutine: Coroutine[object, object, _T]) -> _T:
+        return self._submit(coroutine).result(CALL_TIMEOUT)
 
     @staticmethod
     def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
@@ -239,17 +271,21 @@ class Proxy:
         loop.call_soon(ready.set)
         loop.run_forever()
 
-    async def _open(self, listener: Listener) -> Listener:
+    async def _open(self, listener: Listener, sock: socket.socket) -> Listener:
+        """The loop takes over ``sock`` (bound and listening: :func:`_listening`)."""
         serve = functools.partial(self._serve, listener)
-        if listener.path is not None:
-            server = await asyncio.start_unix_server(serve, path=listener.path, limit=HEAD_LIMIT)
-            os.chmod(listener.path, 0o600)
-            info = os.stat(listener.path)
-            listener._inode = (info.st_dev, info.st_ino)
-        else:
-            server = await asyncio.start_server(serve, host="127.0.0.1", port=listener.port, limit=HEAD_LIMIT)
-            listener.port = server.sockets[0].getsockname()[1]
+        try:
+            if listener.path is not None:
+                server = await asyncio.start_unix_server(serve, sock=sock, limit=HEAD_LIMIT)
+            else:
+                server = await asyncio.start_server(serve, sock=sock, limit=HEAD_LIMIT)
+        except BaseException:
+            sock.close()
+            raise
         listener._server = server
+        if listener.closed:  # closed before the loop got to it
+            server.close()
+            return listener
         self._listeners.add(listener)
         return listener
 
@@ -257,6 +293,9 @@ class Proxy:
         if listener.closed:
             return
         listener.closed = True
+        if listener._server is None:  # not yet taken over by the loop: its socket file goes now, its socket then
+            _unlink_own(listener)
+            return
         self._listeners.discard(listener)
         if listener._server is not None:
             listener._server.close()
@@ -268,12 +307,7 @@ class Proxy:
         if listener._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(listener._server.wait_closed(), CALL_TIMEOUT / 3)
-        if listener.path is not None and listener._inode is not None:
-            # Only its own socket: a listener opened since at the same path keeps its file.
-            with contextlib.suppress(OSError):
-                info = os.stat(listener.path)
-                if (info.st_dev, info.st_ino) == listener._inode:
-                    os.unlink(listener.path)
+        _unlink_own(listener)  # only its own socket: a listener opened since at the same path keeps its file
 
     async def _shutdown(self) -> None:
         for listener in list(self._listeners):
@@ -463,6 +497,56 @@ def _shut(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
         writer.transport.abort()
     else:
         writer.close()
+
+
+def _listening(listener: Listener) -> socket.socket:
+    """``listener``'s socket, bound and listening (its port, or its file's identity, recorded)."""
+    if listener.path is not None:
+        _clear_socket_path(listener.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(listener.path)
+            os.chmod(listener.path, 0o600)
+            info = os.stat(listener.path)
+            listener._inode = (info.st_dev, info.st_ino)
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", listener.port or 0))
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        listener.port = sock.getsockname()[1]
+    sock.setblocking(False)
+    return sock
+
+
+def _unlink_own(listener: Listener) -> None:
+    """Remove ``listener``'s socket file, only its own: one opened since at the same path keeps its file."""
+    if listener.path is not None and listener._inode is not None:
+        with contextlib.suppress(OSError):
+            info = os.stat(listener.path)
+            if (info.st_dev, info.st_ino) == listener._inode:
+                os.unlink(listener.path)
+
+
+def _guarded(function: Callable[..., object], args: tuple[object, ...]) -> None:
+    try:
+        function(*args)
+    except Exception:
+        log.warning("proxy: %r failed", function, exc_info=True)
+
+
+def _logged(done: concurrent.futures.Future[Any]) -> None:
+    """A listener opened or closed without waiting: its failure is logged (nobody waits to see it)."""
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("proxy: a listener's open or close failed: %r", done.exception())
 
 
 def _clear_socket_path(path: str) -> None:
