@@ -192,3 +192,32 @@ def test_a_socket_base_removed_after_it_was_checked_is_made_again(short_tmp):
         assert (opened.folder / "proxy.sock").exists()
     finally:
         opened.close()
+
+
+def test_an_attempt_a_restarted_server_adopts_gets_its_listeners_again(tmp_path, echo):
+    """The server that listened died (its listeners with it), the attempt's folder stayed: the runner
+    of the next server, adopting the attempt, listens there again; the worker's bridge connects anew."""
+    import subprocess as sp
+
+    from orchestrator.process.procscan import process_start_id
+    from orchestrator.process.runner import ProcessRunner
+
+    tag = f"egress-adopt-{os.getpid()}"
+    first = open_egress(EgressPlan(allow=(f"127.0.0.1:{echo}",)), key=tag, log_path=None)
+    for listener in first.listeners:
+        listener.close()  # the old server is gone
+    assert not (first.folder / f"127.0.0.1-{echo}.sock").exists()
+    alive = sp.Popen(["sleep", "30"])
+    runner = ProcessRunner()
+    try:
+        handle = runner.adopt(alive.pid, process_start_id(alive.pid), tag=tag, started_at=time.time(), exit_file=None)
+        assert handle.egress is not None and tag in runner.bridged
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(first.folder / f"127.0.0.1-{echo}.sock"))
+            assert s.recv(2) == b"hi"
+    finally:
+        alive.kill()
+        alive.wait()
+        handle.poll()
+        runner.release(handle)
+    assert handle.egress is None and tag not in runner.bridged  # closed with the attempt's end
