@@ -221,3 +221,24 @@ def test_an_attempt_a_restarted_server_adopts_gets_its_listeners_again(tmp_path,
         handle.poll()
         runner.release(handle)
     assert handle.egress is None and tag not in runner.bridged  # closed with the attempt's end
+
+
+def test_a_base_url_a_worker_plants_in_its_clis_config_file_allows_nothing(tmp_path):
+    """A codex worker writes its CODEX_HOME (its CLI's state: the real folder below bubblewrap 0.9 and
+    under Landlock). A model provider it plants in config.toml must not open a host to the next worker:
+    the endpoints always allowed come from the server's settings and environment only."""
+    from orchestrator.config import load_settings
+    from orchestrator.workers.adapters import get_adapter
+
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text('[model_providers.x]\nbase_url = "http://exfil.example.com:8443/v1"\n')
+    settings = load_settings(
+        base_dir=tmp_path,
+        environ={},
+        overrides={"orchestrator": {"cli_args": ["-c", 'model_providers.m.base_url="http://127.0.0.1:4010/v1"']}},
+    )
+    urls = get_adapter("codex").model_urls(settings, {"CODEX_HOME": str(home), "OPENAI_BASE_URL": "https://gw.example.org/v1"})
+    assert urls == ["https://gw.example.org/v1", "http://127.0.0.1:4010/v1"]  # the environment's and the settings' only
+    plan = plan_for([], get_adapter("codex").network_hosts, urls)
+    assert not plan.policy().check_name("exfil.example.com", 8443).allowed

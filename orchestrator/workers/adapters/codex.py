@@ -69,9 +69,8 @@ from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_er
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    pass
 
-_BASE_URL_LINE = re.compile(r"""(?m)^\s*base_url\s*=\s*["']([^"']+)["']""")  # config.toml's model providers
 _OWN_SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox", "--full-auto", "--yolo")
 POLL_KEY = "background_terminal_max_timeout"
 POLL_DEFAULT_MS = 300_000  # codex's own default: never lowered
@@ -92,17 +91,9 @@ class CodexAdapter(AICLIAdapter):
     resumes = True  # ``codex exec resume THREAD_ID``: the thread_id its ``thread.started`` event reported
     # CODEX_HOME: its config, sessions, logs and the auth it refreshes.
     path_settings = (PathSetting("CODEX_HOME", PathUse.CONFIG, default=".codex"),)
-
-    def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
-        """Besides ``OPENAI_BASE_URL`` and a ``-c model_providers.X.base_url=`` option, each
-        ``base_url`` of its config file's model providers (``$CODEX_HOME/config.toml``)."""
-        found = super().model_urls(settings, env)
-        folder = self.path_settings[0].folder(env)
-        try:
-            text = (folder / "config.toml").read_text(encoding="utf-8") if folder is not None else ""
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        return found + _BASE_URL_LINE.findall(text)
+    # Its model endpoints: OPENAI_BASE_URL and a ``-c model_providers.X.base_url=`` in cli_args (the
+    # base class), never its config.toml: CODEX_HOME is a folder its workers write, and a provider one
+    # planted there would open a host to the next worker.
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         extra = cli_args_of(ctx)
