@@ -69,10 +69,10 @@ def client_for(args: argparse.Namespace) -> Any:
     """A client of the server given (--api-url), else of this folder's own server."""
     from ..api.client import OrchestratorClient
     from ..config import load_settings
-    from .scripts import folder_url, local_url
+    from .scripts import folder_url
 
     settings = load_settings(args.config)
-    url = args.api_url or folder_url(settings) or local_url(settings)
+    url = args.api_url or folder_url(settings) or settings.api.local_url()
     return OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-")
 
 

@@ -267,9 +267,13 @@ def _check_network(report: Report, settings: Settings, env: Mapping[str, str]) -
         return
     kind = report.worker or settings.orchestrator.worker
     adapter = get_adapter(kind) if kind else None
-    api = f"http://{'127.0.0.1' if settings.api.host in ('0.0.0.0', '::', '') else settings.api.host}:{settings.api.port}"
     urls = adapter.model_urls(settings, env) if adapter is not None else []
-    plan = plan_for(settings.workers.sandbox_allow, adapter.network_hosts if adapter is not None else (), urls, api_url=api)
+    plan = plan_for(
+        settings.workers.sandbox_allow,
+        adapter.network_hosts if adapter is not None else (),
+        urls,
+        api_url=settings.api.local_url(),
+    )
     lines = plan.policy().entries()
     report.network = lines
     report.add(

@@ -39,14 +39,6 @@ START_LOCK = ".server.start.lock"
 START_LOCK_WAIT = SERVER_START_TIMEOUT + 40.0
 
 
-def local_url(settings: Settings) -> str:
-    """The configured address (api.host, api.port): what a server of this folder would listen on
-    by default. To reach this folder's running server, use ``folder_url`` (it may have moved)."""
-    host = settings.api.host
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
-    return f"http://{host}:{settings.api.port}"
-
-
 def shown(path: Path | str) -> str:
     """A path as a hint prints it: relative to where the user stands when it is below, else
     absolute; quoted for a POSIX shell when it holds spaces or other special characters."""
@@ -497,5 +489,5 @@ def server_client(settings: Settings) -> Any:
 
     # This folder's own server (verified through its record); else whatever answers on the
     # configured address, which must then accept this folder's key (see cli/prune.py, _delete_via_server).
-    url = folder_url(settings) or local_url(settings)
+    url = folder_url(settings) or settings.api.local_url()
     return OrchestratorClient(api_url=url, api_key=settings.api.api_key) if health_instance(url, 1.0) else None

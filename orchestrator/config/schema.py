@@ -390,6 +390,12 @@ class ApiSettings(Section):
         False, "let api.host be an address other machines reach (rq nodes); put TLS in front of it (README: Cluster)"
     )
 
+    def local_url(self) -> str:
+        """The configured address (host, port) as this machine reaches it: what a server of this folder
+        listens on by default (a running one may have moved: cli/scripts.py's ``folder_url``)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::", "localhost") else self.host
+        return f"http://{host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class LoggingSettings(Section):

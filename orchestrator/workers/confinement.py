@@ -152,14 +152,8 @@ class Confinement:
         if adapter is not None:
             hosts = adapter.network_hosts
             urls = adapter.model_urls(self.settings, env)
-        api = env.get(protocol.API_URL) or self._api_url()
+        api = env.get(protocol.API_URL) or self.settings.api.local_url()  # (a gate's environment may lack it)
         return plan_for(self.settings.workers.sandbox_allow, hosts, urls, api_url=api)
-
-    def _api_url(self) -> str:
-        """This server's API as a worker reaches it (workers/environment.py names it in their environment)."""
-        api = self.settings.api
-        host = api.host if api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://{host}:{api.port}"
 
     def project_view(self, directory: Path, shown: Path) -> ProjectView | None:
         """The checkout at ``directory`` shown at its repository's own path (process/sandbox.py
