@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.network import egress
 from orchestrator.network.egress import EgressPlan, open_egress, plan_for, reopen_egress
+from orchestrator.network.policy import Endpoint
 from orchestrator.network.proxy import Refusal
 
 
@@ -59,8 +60,10 @@ def test_the_plan_takes_the_users_list_the_kinds_hosts_and_the_endpoints_its_set
         api_url="http://127.0.0.1:8000",
     )
     assert plan.allow == ("pypi.org", "127.0.0.1:4873", "*.npmjs.org", "api.anthropic.com")
-    assert plan.always == (("127.0.0.1", 8000), ("gateway.example.com", 443))
-    assert plan.labels == ("this server's API", "the model API its settings name")
+    assert plan.always == (
+        Endpoint("127.0.0.1", 8000, "this server's API"),
+        Endpoint("gateway.example.com", 443, "the model API its settings name"),
+    )
     assert plan.policy().check_name("127.0.0.1", 8000).reason == "this server's API"
     # The loopback ones, the orchestrator's and those listed with a port, are at their own port inside.
     assert plan.forwarded() == [("127.0.0.1", 8000), ("127.0.0.1", 4873)]
@@ -86,7 +89,7 @@ def connect(port: int, target: str) -> bytes:
 def test_a_namespace_gets_a_private_socket_folder_a_bridge_line_and_the_proxy_variables(tmp_path, echo):
     log = tmp_path / "worker.log"
     log.write_text("")
-    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(("127.0.0.1", 8000),))
+    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(Endpoint("127.0.0.1", 8000),))
     opened = open_egress(plan, key="tag-1", log_path=log)
     try:
         folder = opened.folder
@@ -116,7 +119,7 @@ def test_a_namespace_gets_a_private_socket_folder_a_bridge_line_and_the_proxy_va
 def test_without_a_namespace_a_loopback_port_of_its_own_and_each_refusal_in_the_log(tmp_path, echo):
     log = tmp_path / "worker.log"
     log.write_text("")
-    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(("127.0.0.1", 8000),))
+    plan = EgressPlan(allow=(f"127.0.0.1:{echo}",), always=(Endpoint("127.0.0.1", 8000),))
     opened = open_egress(plan, key="tag-2", log_path=log, namespace=False)
     try:
         port = opened.ports[0]
@@ -175,7 +178,7 @@ def test_a_socket_folder_another_user_could_reach_is_refused(short_tmp):
 def test_a_loopback_endpoint_below_port_1024_is_left_to_the_proxy_and_the_log_says_so(tmp_path):
     log = tmp_path / "worker.log"
     log.write_text("")
-    opened = open_egress(EgressPlan(always=(("127.0.0.1", 80), ("127.0.0.1", 8000))), key="tag-low", log_path=log)
+    opened = open_egress(EgressPlan(always=(Endpoint("127.0.0.1", 80), Endpoint("127.0.0.1", 8000))), key="tag-low", log_path=log)
     try:
         assert [line.split("=")[0] for line in opened.bridge.split()] == ["127.0.0.1:3128", "127.0.0.1:8000"]
         assert not (opened.folder / "127.0.0.1-80.sock").exists()

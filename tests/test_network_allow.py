@@ -195,6 +195,7 @@ def test_the_sandbox_ends_with_its_worker_though_its_bridge_held_a_connection(tm
     from dataclasses import replace
 
     from orchestrator.network.egress import EgressPlan
+    from orchestrator.network.policy import Endpoint
     from orchestrator.process.runner import ProcessRunner
     from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
 
@@ -204,7 +205,7 @@ def test_the_sandbox_ends_with_its_worker_though_its_bridge_held_a_connection(tm
     assert base is not None
     work = tmp_path / "work"
     work.mkdir()
-    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(("127.0.0.1", port),)))
+    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", port),)))
     held = f"import socket, time; s = socket.create_connection(('127.0.0.1', {port})); print('connected', flush=True)"
     runner = ProcessRunner()
     handle = runner.spawn(

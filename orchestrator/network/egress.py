@@ -28,7 +28,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .policy import Endpoint, Policy, endpoint_of_url
+from .policy import Endpoint, Policy, endpoint_of_url, parse_entry
 from .proxy import Listener, Refusal, shared
 
 log = logging.getLogger("orchestrator.network")
@@ -71,65 +70,55 @@ _PROXY_VARIABLES = (
 _NO_PROXY = "localhost,127.0.0.1,::1"
 # Every variable an attempt's environment gets with the proxy (``Egress.env``).
 PROXY_VARIABLES = (*_PROXY_VARIABLES, "NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY")
-_LOOPBACK_ENTRY = re.compile(
-    r"(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})", re.I
-)  # the forwarded endpoints are on the sandbox's own loopback
 
 
 @dataclass(frozen=True)
 class EgressPlan:
     """What one sandboxed process tree may reach: the user's and its kind's host patterns (``allow``,
     workers.sandbox_allow's grammar) and the endpoints the orchestrator itself names (``always``: this
-    server's API, the model endpoints of the kind's settings), allowed whatever their address."""
+    server's API, the model endpoints of the kind's settings, each labelled), allowed whatever their
+    address."""
 
     allow: tuple[str, ...] = ()
-    always: tuple[tuple[str, int], ...] = ()
-
-    # What each of ``always`` is, for the proxy's reasons and doctor: "this server's API", "the model API
-    # its settings name" (by position; an older plan without them reads as unlabelled).
-    labels: tuple[str, ...] = ()
+    always: tuple[Endpoint, ...] = ()
 
     def policy(self) -> Policy:
-        named = [*self.labels, *[""] * len(self.always)]
-        return Policy.parse(self.allow, always=[Endpoint(h, p, named[i]) for i, (h, p) in enumerate(self.always)])
+        return Policy.parse(self.allow, always=self.always)
 
     def forwarded(self) -> list[tuple[str, int]]:
-        """The loopback endpoints among ``always`` and the ``allow`` entries that name one with its port
+        """The loopback endpoints among ``always`` and the allow entries that name one with its port
         (``127.0.0.1:4873``, ``localhost:5432``; IPv4 and ``localhost``), each reached in the sandbox at
         its own address and port: programs bypass a proxy for 127.0.0.1 (``NO_PROXY``), and get there."""
+        listed = [(r.value, r.port) for r in map(parse_entry, self.allow) if not r.deny and r.port is not None]
         found: list[tuple[str, int]] = []
-        listed = [(m[1], int(m[2])) for entry in self.allow if (m := _LOOPBACK_ENTRY.fullmatch(entry.strip()))]
-        for host, port in [*self.always, *listed]:
+        for host, port in [*((e.host, e.port) for e in self.always), *listed]:
             address = _loopback_v4(host)
-            if address is not None and (address, port) not in found:
+            if address is not None and port is not None and (address, port) not in found:
                 found.append((address, port))
         return found
 
     def to_dict(self) -> dict[str, Any]:
-        return {"allow": list(self.allow), "always": [list(pair) for pair in self.always], "labels": list(self.labels)}
+        return {"allow": list(self.allow), "always": [[e.host, e.port, e.label] for e in self.always]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EgressPlan:
         return cls(
             allow=tuple(str(entry) for entry in data.get("allow", ())),
-            always=tuple((str(host), int(port)) for host, port in data.get("always", ())),
-            labels=tuple(str(label) for label in data.get("labels", ())),
+            always=tuple(Endpoint(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in data.get("always", ())),
         )
 
 
 def plan_for(allow: Sequence[str], hosts: Sequence[str], urls: Iterable[str], *, api_url: str | None = None) -> EgressPlan:
     """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts), whose settings name
     the model ``urls`` and which reaches this server at ``api_url`` (a URL that names no host is left out)."""
-    always: list[tuple[str, int]] = []
-    labels: list[str] = []
+    always: list[Endpoint] = []
     named = [(api_url, "this server's API")] if api_url else []
     for url, label in [*named, *((url, "the model API its settings name") for url in urls)]:
         endpoint = endpoint_of_url(url)
-        if endpoint is not None and (endpoint.host, endpoint.port) not in always:
-            always.append((endpoint.host, endpoint.port))
-            labels.append(label)
+        if endpoint is not None and all((e.host, e.port) != (endpoint.host, endpoint.port) for e in always):
+            always.append(Endpoint(endpoint.host, endpoint.port, label))
     entries = [*allow, *(h for h in hosts if h not in allow)]
-    return EgressPlan(tuple(entries), tuple(always), tuple(labels))
+    return EgressPlan(tuple(entries), tuple(always))
 
 
 def _loopback_v4(host: str) -> str | None:

@@ -364,9 +364,7 @@ class ProcessRunner:
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except BaseException:
             _never_began(exit_file)
-            if egress is not None:
-                egress.close()
-                self.bridged.discard(tag)
+            self._end_egress(egress, tag)
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
@@ -403,9 +401,7 @@ class ProcessRunner:
         except BaseException:
             self.confined.end(tag)
             _never_began(exit_file)
-            if egress is not None:
-                egress.close()
-                self.bridged.discard(tag)
+            self._end_egress(egress, tag)
             if lifeline is not None:
                 os.close(lifeline[1])
             raise
@@ -552,9 +548,14 @@ class ProcessRunner:
         if handle.private_exit and handle.exit_file is not None and handle.poll() is not None:
             handle.exit_file.unlink(missing_ok=True)
         if handle.egress is not None and handle.poll() is not None:
-            handle.egress.close()
+            self._end_egress(handle.egress, handle.tag)
             handle.egress = None
-            self.bridged.discard(handle.tag)
+
+    def _end_egress(self, egress: Egress | None, tag: str) -> None:
+        """An attempt's way out closed (it ended, or never began): its listeners, and its bridge forgotten."""
+        if egress is not None:
+            egress.close()
+            self.bridged.discard(tag)
 
     def terminate(self, handle: ProcessHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder: ``first_signal`` to the group, ``grace`` seconds, SIGKILL to the
