@@ -31,11 +31,11 @@ def connection(args: argparse.Namespace) -> tuple[str, str]:
     url = args.url or os.environ.get("ORCHESTRATOR_API_URL")
     key = args.key or os.environ.get("ORCHESTRATOR_API_KEY")
     if not (url and key):
-        from orchestrator.cli.scripts import folder_url, local_url
+        from orchestrator.cli.scripts import folder_url
         from orchestrator.config import load_settings
 
         settings = load_settings()  # this folder's running server (its .server.json), else the configured port
-        url, key = url or folder_url(settings) or local_url(settings), key or settings.api.api_key
+        url, key = url or folder_url(settings) or settings.api.local_url(), key or settings.api.api_key
     return url, key
 
 
