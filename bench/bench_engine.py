@@ -1,39 +1,32 @@
-"""Spawn-overhead benchmark: the orchestrator against a bare Popen pool and GNU parallel.
+"""A worker's start through the orchestrator, against the floors of the same work: a bare Popen
+pool, GNU parallel, bubblewrap alone, and GNU parallel running bubblewrap.
 
     bash bench/setup.sh && .venv/bin/python bench/bench_engine.py [--jobs 1000] [--concurrency 16] [--repeat 3]
 
-Each method runs ``--jobs`` no-op processes (``true``), at most ``--concurrency``
-at once, ``--repeat`` times interleaved (orchestrator, Popen, parallel, then
-again); the table shows each method's median wall time.
+Each method runs ``--jobs`` no-op processes (``true``), at most ``--concurrency`` at once,
+``--repeat`` times interleaved; the table shows each method's median wall time.
 
-* orchestrator: one job of ``jobs`` explicit subtasks on the ``command`` worker
-  kind with command ``["true"]``, on a fresh temp workspace. Wall time runs from
-  ``Engine.submit`` until ``Engine.wait`` returns the job terminal, so it covers
-  everything the orchestrator does for a job: state records written with fsync,
-  a log per worker, orchestrator.log, the LEVEL and FINAL reports. After each
-  run the workspace is checked (FINAL_RESULT.md, ``jobs`` worker records and
-  logs, every worker ``success``); a failed check exits 1.
-* bare Popen: ``jobs`` x ``subprocess.Popen(["true"]).wait()`` on a
-  ThreadPoolExecutor of ``concurrency`` threads: the floor for spawning from Python.
-* GNU parallel: ``parallel -jN true`` fed ``jobs`` lines on stdin.
-* orch. no sandbox: the orchestrator run with ``workers.sandbox: off``: the engine's own cost
-  over the Popen floor, with no bubblewrap.
-* sandbox floor: the Popen pool again, each process what a sandboxed worker's start is
-  (bubblewrap with the orchestrator's protections, process/sandbox.py's argv, around the shim
-  that records the exit status, around ``true``), started bare: the floor of any sandboxed run.
-  When it is above 4x Popen by itself, the 4x target cannot be met with the sandbox on, and
-  ``orchestrator/sandbox floor`` says what the orchestrator adds to it.
-* bubblewrap alone: the sandbox floor without the shim (bubblewrap around ``true``): what the
-  namespaces and mounts cost by themselves, whatever records the exit status.
-* tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator run again with
-  its workspace there, to tell the file system's share of its time apart from the
-  engine's. The RESULT line is never about it.
+* orchestrator: one job of ``jobs`` explicit subtasks on the ``command`` worker kind with command
+  ``["true"]``, on a fresh temp workspace, default settings (sandboxed where bubblewrap runs, its
+  own network namespace with the proxy's bridge: ``workers.sandbox_network: allow``). Wall time
+  from ``Engine.submit`` until ``Engine.wait`` returns the job terminal: every record (fsync'd), a
+  log per worker, orchestrator.log, the reports. The workspace is checked after each run
+  (FINAL_RESULT.md, ``jobs`` records and logs, every worker ``success``); a failed check exits 1.
+* bare Popen: ``jobs`` x ``subprocess.Popen(["true"]).wait()`` on ``concurrency`` threads.
+* GNU parallel: ``parallel -jN true`` fed ``jobs`` lines.
+* orch. no sandbox: the orchestrator with ``workers.sandbox: off``: the engine's own cost.
+* bubblewrap alone: the Popen pool, each process the default sandbox's bubblewrap argv
+  (process/sandbox.py, with ``--unshare-net``) around ``true``: the sandbox's own floor.
+* parallel-bwrap: GNU parallel running that same argv: the peer doing the sandboxed run's work.
+* sandbox floor: bubblewrap alone with the Perl shim inside (what records the exit status).
+* orch. host net: the orchestrator with ``workers.sandbox_network: host`` (no namespace, no bridge).
+* tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator with its workspace there.
 
-It is a measurement, not a test: the exit code is 0 whatever the ratios, 1 only
-when a correctness check failed. ``RESULT orchestrator/parallel = X.XXx`` is
-the figure the target (<= 1.00x) is about; ``RESULT orchestrator/Popen`` the
-one the second target (<= 4.00x, the engine's overhead over bare Popen) is about, with the
-default settings (the sandbox on where the machine has bubblewrap) and without the sandbox.
+Targets (RESULT lines): sandboxed <= 1.50x bubblewrap alone and <= 1.00x parallel-bwrap; without
+the sandbox <= 4.00x bare Popen and <= 1.00x GNU parallel; allow <= 1.10x host. The CPU time of
+the engine's process per worker (every thread; not the workers', not the supervisor's) is
+printed for the sandboxed and unsandboxed runs. A measurement, not a test: exit 0 whatever the
+ratios, 1 only when a correctness check failed.
 """
 
 from __future__ import annotations
@@ -60,8 +53,9 @@ from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.process import backends, sandbox, shim  # noqa: E402
 
-TARGET = 1.00  # orchestrator wall / GNU parallel wall
-TARGET_POPEN = 4.00  # orchestrator wall / bare Popen pool wall
+TARGET = 1.00  # orchestrator wall / GNU parallel's (running the same thing: true, or the bubblewrap argv)
+TARGET_POPEN = 4.00  # orchestrator without the sandbox / bare Popen pool wall
+TARGET_SANDBOXED = 1.50  # orchestrator (sandboxed, the default) / bubblewrap alone
 TARGET_ALLOW = 1.10  # sandbox_network allow / host, the sandboxed default row
 
 
@@ -96,8 +90,10 @@ def run_orchestrator(
     parent: str | None = None,
     sandbox: str = "auto",
     network: str = "allow",
+    server_cpu: list[float] | None = None,
 ) -> float:
-    """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove.
+    """One timed job; its temp folder is appended to ``workspaces`` for the caller to remove, the
+    CPU time the engine's process spent on it (every thread; not the workers') to ``server_cpu``.
 
     The folders are removed only after the last run: deleting ~7000 files right
     before the next run slows that run's file creation on some file systems (ext4
@@ -108,10 +104,13 @@ def run_orchestrator(
     engine = Engine(orchestrator_settings(base, jobs, concurrency, sandbox, network))
     try:
         tasks = [f"noop {i}" for i in range(jobs)]
+        cpu = time.process_time()
         start = time.perf_counter()
         job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, tasks)
         done = engine.wait(job.id, timeout=max(600.0, jobs * 1.0))
         wall = time.perf_counter() - start
+        if server_cpu is not None:
+            server_cpu.append(time.process_time() - cpu)
         if not done.status.terminal:
             raise CheckFailed(f"orchestrator: job {job.id} still {done.status.value} after the wait timeout")
         check_orchestrator_workspace(engine, job.id, jobs, done.status.value)
@@ -167,13 +166,16 @@ def run_popen(jobs: int, concurrency: int) -> float:
 
 def sandbox_floor_argv(folder: Path, i: int, *, shimmed: bool = True) -> list[str] | None:
     """What a sandboxed worker's start is, started bare: bubblewrap with the orchestrator's own
-    protections (process/sandbox.py builds the argv) around the shim that records the exit
+    protections (process/sandbox.py builds the argv; a network namespace of its own, as the
+    default ``workers.sandbox_network: allow`` gives it) around the shim that records the exit
     status (without ``shimmed``: none), around ``true``; None when this machine cannot sandbox."""
     support = backends.probe()
     if support.bwrap is None or shim.PERL is None:
         return None
     exit_file = folder / f"exit.{i}"
-    spec = sandbox.SandboxSpec(bwrap=support.bwrap, writable=(str(folder),), chdir=str(folder))
+    spec = sandbox.SandboxSpec(
+        bwrap=support.bwrap, writable=(str(folder),), chdir=str(folder), network=sandbox.SandboxNetwork.ALLOW
+    )
     return spec.bubblewrap_argv(
         [shim.PERL, "-e", shim.PERL_SHIM, shim.SHIM_NAME, str(exit_file), "true"] if shimmed else ["true"]
     )
@@ -200,15 +202,29 @@ def run_sandbox_floor(jobs: int, concurrency: int, *, shimmed: bool = True) -> f
     return wall
 
 
-def run_parallel(jobs: int, concurrency: int) -> float:
+def run_parallel(jobs: int, concurrency: int, command: list[str] | None = None) -> float:
+    """GNU parallel running ``command`` (default ``true``) ``jobs`` times: ``-N0`` adds no argument
+    from its input line, ``-q`` quotes the command's words for the shell it starts."""
     lines = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
+    argv = (
+        ["parallel", f"-j{concurrency}", "true"] if command is None else ["parallel", f"-j{concurrency}", "-N0", "-q", *command]
+    )
     start = time.perf_counter()
-    proc = subprocess.run(["parallel", f"-j{concurrency}", "true"], input=lines, capture_output=True)
+    proc = subprocess.run(argv, input=lines, capture_output=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()[-500:]
         raise CheckFailed(f"GNU parallel exited {proc.returncode}: {err}")
     return wall
+
+
+def run_parallel_bwrap(jobs: int, concurrency: int) -> float:
+    """GNU parallel starting what "bubblewrap alone" starts (the same argv around ``true``): the
+    peer doing the sandboxed run's work."""
+    with tempfile.TemporaryDirectory(prefix="bench-parallel-bwrap-") as tmp:
+        argv = sandbox_floor_argv(Path(tmp), 0, shimmed=False)
+        assert argv is not None
+        return run_parallel(jobs, concurrency, argv)
 
 
 def parallel_available() -> str | None:
@@ -264,7 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument(
         "--only",
-        choices=("orchestrator", "popen", "parallel", "tmpfs", "host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"),
+        choices=(
+            "orchestrator",
+            "popen",
+            "parallel",
+            "tmpfs",
+            "host-network",
+            "unsandboxed",
+            "sandbox-floor",
+            "bwrap-alone",
+            "parallel-bwrap",
+        ),
         action="append",
         help="run only this method (repeatable; for profiling)",
     )
@@ -284,10 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         "orchestrator",
         "popen",
         "parallel",
-        *(["host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"] if can_sandbox else []),
+        "unsandboxed",
+        *(["bwrap-alone", "parallel-bwrap", "sandbox-floor", "host-network"] if can_sandbox else []),
     ]
     methods = args.only or [*default, *(["tmpfs"] if shm and not args.no_tmpfs else [])]
-    version = parallel_available() if "parallel" in methods else None
+    version = parallel_available() if {"parallel", "parallel-bwrap"} & set(methods) else None
     nproc = os.cpu_count()
     print(f"bench_engine: {args.jobs} no-op jobs (`true`), {args.concurrency} at a time, {args.repeat} run(s) each, interleaved")
     print(f"machine: nproc={nproc}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
@@ -298,24 +325,29 @@ def main(argv: list[str] | None = None) -> int:
 
     walls: dict[str, list[float]] = {m: [] for m in methods}
     skipped: dict[str, str] = {}
-    if "parallel" in methods and version is None:
-        skipped["parallel"] = "GNU parallel not installed (run: bash bench/setup.sh)"
+    for method in ("parallel", "parallel-bwrap"):
+        if method in methods and version is None:
+            skipped[method] = "GNU parallel not installed (run: bash bench/setup.sh)"
     if "tmpfs" in methods and shm is None:
         skipped["tmpfs"] = "no writable tmpfs at /dev/shm, or the workspaces are on tmpfs already"
     elif "tmpfs" in methods:
         print(f"diagnostic run: the same orchestrator job with its workspace on {filesystem_of(shm)}")
+    cpu: dict[str, list[float]] = {m: [] for m in methods}  # the engine's process, per orchestrator run
     runners = {
-        "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces),
+        "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, server_cpu=cpu["orchestrator"]),
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
         "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
         "host-network": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, network="host"),
-        "unsandboxed": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, sandbox="off"),
+        "unsandboxed": lambda: run_orchestrator(
+            args.jobs, args.concurrency, workspaces, sandbox="off", server_cpu=cpu["unsandboxed"]
+        ),
         "sandbox-floor": lambda: run_sandbox_floor(args.jobs, args.concurrency),
         "bwrap-alone": lambda: run_sandbox_floor(args.jobs, args.concurrency, shimmed=False),
+        "parallel-bwrap": lambda: run_parallel_bwrap(args.jobs, args.concurrency),
     }
     if not can_sandbox:
-        for method in ("host-network", "unsandboxed", "sandbox-floor", "bwrap-alone"):
+        for method in ("host-network", "sandbox-floor", "bwrap-alone", "parallel-bwrap"):
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
@@ -349,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         "unsandboxed": "orch. no sandbox",
         "sandbox-floor": "sandbox floor",
         "bwrap-alone": "bubblewrap alone",
+        "parallel-bwrap": "parallel-bwrap",
     }
     print()
     print(f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
@@ -362,42 +395,29 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = peak_kb / (1024 * 1024) if sys.platform == "darwin" else peak_kb / 1024
     print()
     print(f"peak RSS of this process: {peak_mb:.1f} MiB; nproc: {nproc}")
-    orch = median.get("orchestrator")
-    if orch is not None and par:
-        verdict = "met" if orch / par <= TARGET else "not met"
-        print(f"RESULT orchestrator/parallel = {orch / par:.2f}x (target <= {TARGET:.2f}x) {verdict}")
-    else:
-        why = "GNU parallel skipped" if "parallel" in skipped or "parallel" not in methods else "orchestrator not run"
-        print(f"RESULT orchestrator/parallel = n/a ({why}) (target <= {TARGET:.2f}x)")
-    if orch is not None and pop:
-        verdict = "met" if orch / pop <= TARGET_POPEN else "not met"
-        print(f"RESULT orchestrator/Popen = {orch / pop:.2f}x (target <= {TARGET_POPEN:.2f}x) {verdict}")
-    else:
-        print(f"RESULT orchestrator/Popen = n/a (bare Popen or orchestrator not run) (target <= {TARGET_POPEN:.2f}x)")
-    hostnet = median.get("host-network")
-    if orch is not None and hostnet:
-        verdict = "met" if orch / hostnet <= TARGET_ALLOW else "not met"
-        print(
-            f"RESULT orchestrator (sandbox_network allow)/(host) = {orch / hostnet:.2f}x "
-            f"(target <= {TARGET_ALLOW:.2f}x: the proxy's listeners, the namespace and the bridge per worker) {verdict}"
-        )
-    bare_off, floor = median.get("unsandboxed"), median.get("sandbox-floor")
-    if bare_off is not None and pop:
-        verdict = "met" if bare_off / pop <= TARGET_POPEN else "not met"
-        print(f"RESULT orchestrator without the sandbox/Popen = {bare_off / pop:.2f}x (target <= {TARGET_POPEN:.2f}x) {verdict}")
-    if floor is not None and pop:
-        print(
-            f"RESULT sandbox floor/Popen = {floor / pop:.2f}x: a sandboxed start alone (bubblewrap, its init, the shim), "
-            f"started bare{'; above the target, so no orchestrator can meet it with the sandbox on' if floor / pop > TARGET_POPEN else ''}"
-        )
-        if median.get("bwrap-alone") is not None:
-            alone = median["bwrap-alone"] / pop
-            print(
-                f"RESULT bubblewrap alone/Popen = {alone:.2f}x: the sandbox's namespaces and mounts around `true`, no shim"
-                f"{'; above the target, so no shim, however cheap, brings a sandboxed run under it' if alone > TARGET_POPEN else ''}"
-            )
-        if orch is not None:
-            print(f"RESULT orchestrator/sandbox floor = {orch / floor:.2f}x (what the orchestrator adds to a sandboxed start)")
+    orch, off = median.get("orchestrator"), median.get("unsandboxed")
+    alone, par_bwrap = median.get("bwrap-alone"), median.get("parallel-bwrap")
+    results = [
+        ("orchestrator (sandboxed, the default)/bubblewrap alone", orch, alone, TARGET_SANDBOXED),
+        ("orchestrator (sandboxed)/parallel-bwrap", orch, par_bwrap, TARGET),
+        ("orchestrator without the sandbox/Popen", off, pop, TARGET_POPEN),
+        ("orchestrator without the sandbox/parallel", off, par, TARGET),
+        ("orchestrator (sandbox_network allow)/(host)", orch, median.get("host-network"), TARGET_ALLOW),
+    ]
+    for name, a, b, target in results:
+        if a is not None and b:
+            print(f"RESULT {name} = {a / b:.2f}x (target <= {target:.2f}x) {'met' if a / b <= target else 'not met'}")
+        else:
+            print(f"RESULT {name} = n/a (a row was not run or was skipped) (target <= {target:.2f}x)")
+    for method in ("orchestrator", "unsandboxed"):
+        if cpu.get(method):
+            per = statistics.median(cpu[method]) / args.jobs * 1000
+            print(f"RESULT server CPU per worker ({labels[method]}) = {per:.2f} ms (the engine's process, every thread)")
+    floor = median.get("sandbox-floor")
+    if floor is not None and alone:
+        print(f"DIAGNOSTIC sandbox floor/bubblewrap alone = {floor / alone:.2f}x (the shim inside bubblewrap)")
+    if orch is not None and floor:
+        print(f"DIAGNOSTIC orchestrator/sandbox floor = {orch / floor:.2f}x (what the engine adds to a sandboxed start)")
     on_tmpfs = median.get("tmpfs")
     if on_tmpfs is not None and par:
         share = f"; the file system took {1 - on_tmpfs / orch:.0%} of the orchestrator's wall" if orch else ""
@@ -423,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mib": round(peak_mb, 1),
             "target": TARGET,
             "target_popen": TARGET_POPEN,
+            "target_sandboxed": TARGET_SANDBOXED,
+            "server_cpu_s": cpu,
         }
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -44,7 +44,7 @@ from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
 from .scheduling import Scheduler
-from .tables import LiveWorker, Outcome, Snapshot, write_snapshots, write_unless_full
+from .tables import LiveWorker, Outcome, Snapshot, write_snapshots, write_together, write_unless_full
 
 log = logging.getLogger("orchestrator.engine")
 # Finished trees kept in memory (their records, events and locks): enough for clients that
@@ -166,27 +166,40 @@ class Finishing:
     def publish_final(self, live: LiveWorker, final: WorkerRecord, snapshot: Snapshot) -> bool:
         """Outside the lock: the final record on disk, then everyone told; the job may end. False when a
         full disk kept the record from the disk (the worker then fails with the reason, in memory)."""
+        [(written, ending)] = self.publish_finals([(live, final, snapshot)])
+        if ending is not None:
+            self.end_job(ending)
+        return written
+
+    def publish_finals(self, finals: list[tuple[LiveWorker, WorkerRecord, Snapshot]]) -> list[tuple[bool, JobRecord | None]]:
+        """``publish_final`` for workers settled together: their records written with shared syncs,
+        then one lock section tells each. Per worker: whether its record is on disk, and the job
+        its end ended (its last worker), for the caller to end (``end_job``: its thread's, as a
+        child job's merge back may take a while)."""
         # On disk before anyone can see it: a reader told "done" never loses that to a crash.
-        failpoints.hit("before_final_record")
-        full = write_unless_full([snapshot])
-        if full is not None:
-            final = self.unwritten_final(live, final, full)
+        for _ in finals:
+            failpoints.hit("before_final_record")
+        fulls = write_together(self.workspace, [snapshot for *_, snapshot in finals])
+        told = [
+            (live, final if full is None else self.unwritten_final(live, final, full))
+            for (live, final, _), full in zip(finals, fulls, strict=True)
+        ]
+        ending: list[JobRecord | None] = []
         with self.tables.locked():
-            rec = live.record
-            states.set_worker_status(rec, final.status)
-            rec.ended_at = final.ended_at
-            states.set_phase(live, WorkerPhase.SETTLED)
-            job = live.job
-            self.tables.unfinished[job.id] -= 1
-            done = self.tables.unfinished[job.id] == 0
-            self.announce.worker(live, rec.exit_reason + ("; no changes" if rec.no_changes else ""))
-            if rec.candidate is not None:
-                self.choosing.settled(live)
-            if self.scheduler is not None and self.scheduler.has_graph(job):
-                self._graph_step(live, self.scheduler)
-        if done:
-            self.end_job(job)
-        return full is None
+            for live, final in told:
+                rec = live.record
+                states.set_worker_status(rec, final.status)
+                rec.ended_at = final.ended_at
+                states.set_phase(live, WorkerPhase.SETTLED)
+                job = live.job
+                self.tables.unfinished[job.id] -= 1
+                ending.append(job if self.tables.unfinished[job.id] == 0 else None)
+                self.announce.worker(live, rec.exit_reason + ("; no changes" if rec.no_changes else ""))
+                if rec.candidate is not None:
+                    self.choosing.settled(live)
+                if self.scheduler is not None and self.scheduler.has_graph(job):
+                    self._graph_step(live, self.scheduler)
+        return [(full is None, job) for full, job in zip(fulls, ending, strict=True)]
 
     def unwritten_final(self, live: LiveWorker, final: WorkerRecord, exc: BaseException) -> WorkerRecord:
         """Its final record could not be written, the disk being full: it fails with that reason, in

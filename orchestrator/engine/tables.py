@@ -15,7 +15,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from .. import states
 from ..errors import no_space
@@ -48,6 +49,7 @@ class Snapshot:
     versions: Versions
     number: int
     save: Callable[[], None]
+    target: tuple[Path, dict[str, Any]] | None = None  # its file and data, for ``write_together``
 
     def write(self) -> None:
         """Durably (temp + fsync + rename + folder fsync), unless a newer one is on disk."""
@@ -57,15 +59,41 @@ class Snapshot:
                 self.versions.written = self.number
 
 
-def numbered(versions: Versions, save: Callable[[], None]) -> Snapshot:
+def numbered(versions: Versions, save: Callable[[], None], target: tuple[Path, dict[str, Any]] | None = None) -> Snapshot:
     versions.taken += 1
-    return Snapshot(versions, versions.taken, save)
+    return Snapshot(versions, versions.taken, save, target)
 
 
 def write_snapshots(writes: list[Snapshot]) -> None:
     """Outside the lock, in order (an fsync'd write costs ~1 ms, tens on a busy disk)."""
     for snapshot in writes:
         snapshot.write()
+
+
+def write_together(workspace: Workspace, writes: list[Snapshot]) -> list[Exception | None]:
+    """Outside the lock: each snapshot as ``write_unless_full`` would, the syncs shared
+    (``Workspace.save_json_together``); per snapshot, the full disk's exception or None. When the
+    shared write fails, each is written alone: each then gets its own answer."""
+    ready = [s for s in writes if s.target is not None]
+    if len(ready) < 2:
+        return [write_unless_full([s]) for s in writes]
+    locks = [s.versions.lock for s in ready]
+    for lock in locks:  # (only a writer of many holds more than one: one at a time, here)
+        lock.acquire()
+    try:
+        newer = [s for s in ready if s.number > s.versions.written]
+        try:
+            workspace.save_json_together([s.target for s in newer if s.target is not None])
+        except Exception:  # each alone, below: the full disk (or the other error) said per record
+            pass
+        else:
+            for snapshot in newer:
+                snapshot.versions.written = snapshot.number
+            return [None if s.target is not None else write_unless_full([s]) for s in writes]
+    finally:
+        for lock in locks:
+            lock.release()
+    return [write_unless_full([s]) for s in writes]
 
 
 def write_unless_full(writes: list[Snapshot]) -> Exception | None:
@@ -206,7 +234,8 @@ class Tables:
         numbered, to write outside the lock."""
         rec = record or live.record
         data = rec.to_dict()
-        return numbered(live.versions, functools.partial(self.workspace.save_worker_dict, rec.root_id, rec.depth, rec.name, data))
+        save = functools.partial(self.workspace.save_worker_dict, rec.root_id, rec.depth, rec.name, data)
+        return numbered(live.versions, save, (self.workspace.worker_record_path(rec.root_id, rec.depth, rec.name), data))
 
     def counts(self) -> dict[str, int]:
         return {

@@ -8,11 +8,12 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .. import failpoints
 from ..checkouts.checkout import Changes, CheckoutFailed, discard, finish_checkout
 from ..errors import no_space
-from ..models import WorkerRecord, WorkerStatus
+from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..process.cgroups import DISK_CAP
 from ..process.executor import AttemptHandle
 from ..process.monitor import Watched
@@ -20,15 +21,30 @@ from ..quality.steps import Step
 from ..workers.adapters import get_adapter
 from ..workers.confinement import Confinement
 from ..workers.environment import WorkerPrompts
+from ..workers.refusals import Refusals
 from ..workspace import logs
+from ..workspace.groupsync import GroupCommit
 from ..workspace.layout import Workspace
 from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .finishing import Finishing
 from .recovery import Recovered
-from .tables import LiveWorker, Outcome, write_unless_full
+from .tables import LiveWorker, Outcome, Snapshot, write_unless_full
 
 log = logging.getLogger("orchestrator.engine")
+
+
+@dataclass
+class Ended:
+    """A worker whose process has ended and whose work has been read, waiting for the settling pass."""
+
+    live: LiveWorker
+    outcome: Outcome
+    changes: Changes
+    refused: Refusals
+    early: bool  # its slot was freed before its work was read (it started no child job)
+    written: bool = False  # set by the pass: its final record is on disk
+    ending: JobRecord | None = None  # set by the pass: the job its end ended, for its thread to end
 
 
 class WorkerRunner:
@@ -61,6 +77,9 @@ class WorkerRunner:
         self.steps = tuple(steps)
         self.confinement = confinement
         self._quiet: dict[str, float] = {}  # a silent worker's tag: its log's last write when told (tell_quiet)
+        # Workers whose work has been read are settled together: the thread that finds no pass running
+        # runs one for every worker waiting (one lock section, their records' syncs shared).
+        self._settling: GroupCommit[Ended] = GroupCommit(self._settle)
 
     def watched(self) -> list[Watched]:
         """Running workers for the resource monitor."""
@@ -156,29 +175,58 @@ class WorkerRunner:
             outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
         # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now.
         refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
+        ended = Ended(live, outcome, changes, refused, early)
+        self._settling(ended)
+        if ended.ending is not None:  # its job's last worker: the job ends, on this thread
+            self.finishing.end_job(ended.ending)
+        if ended.written:  # on disk with its commit, its worktree may go now (its branch stays; checkouts/worktree.py)
+            self.checkout.retire(rec, live.job)
+
+    def _settle(self, batch: list[Ended]) -> None:
+        """The settling pass (``_settling``): every worker whose work was read since the last pass,
+        in one lock section; their final records written together (``Finishing.publish_finals``),
+        the snapshots of those still waiting for child jobs each alone."""
+        settled: list[tuple[Ended, WorkerRecord, Snapshot]] = []
+        waiting: list[tuple[Ended, Snapshot]] = []
         with self.tables.locked():
-            changes.apply_to(rec)
-            rec.refusals, rec.refusals_total = refused.shown, refused.total
-            if early and changes.error is not None and live.outcome is not None:
-                live.outcome = outcome  # (its end was recorded before its work was read)
-                rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
-            if not early:
-                self.process_ended(live, outcome)
-            waiting = self.tables.live_children(live)
-            if waiting:
-                self.announce.worker(live, f"process exited; waiting for child job(s) {', '.join(waiting)}")
-                snapshot = self.tables.worker_snapshot(live)
-            else:  # settled in this same lock section (each one is a hand-off between 16 threads)
-                settled = self.finishing.final_record(live)
-            if not early:
+            for ended in batch:
+                try:
+                    self._end_in_section(ended, settled, waiting)
+                except Exception:  # one worker's bug must not leave the others of its pass unsettled
+                    log.exception("worker %s: settling it failed in the engine", ended.live.record.key)
+            if not all(ended.early for ended in batch):
                 self.hooks.dispatch()
-        if waiting and (full := write_unless_full([snapshot])) is not None:
-            log.warning("worker %s: its record not written (on disk it runs; its exit file says how it ended): %s", rec.key, full)
-        elif settled is not None:
-            # Writes the record once, with its final status; on disk with its commit, its worktree may
-            # go now (its branch stays; checkouts/worktree.py).
-            if self.finishing.publish_final(live, *settled):
-                self.checkout.retire(rec, live.job)
+        for ended, snapshot in waiting:
+            if (full := write_unless_full([snapshot])) is not None:
+                log.warning(
+                    "worker %s: its record not written (on disk it runs; its exit file says how it ended): %s",
+                    ended.live.record.key,
+                    full,
+                )
+        if settled:
+            written = self.finishing.publish_finals([(ended.live, final, snapshot) for ended, final, snapshot in settled])
+            for (ended, _, _), (on_disk, ending) in zip(settled, written, strict=True):
+                ended.written, ended.ending = on_disk, ending
+
+    def _end_in_section(
+        self, ended: Ended, settled: list[tuple[Ended, WorkerRecord, Snapshot]], waiting: list[tuple[Ended, Snapshot]]
+    ) -> None:
+        """Inside ``tables.locked()``, in the settling pass: its work onto its record; settled (its final
+        record to write, into ``settled``) unless it waits for a child job (its snapshot into ``waiting``)."""
+        live, outcome, changes, rec = ended.live, ended.outcome, ended.changes, ended.live.record
+        changes.apply_to(rec)
+        rec.refusals, rec.refusals_total = ended.refused.shown, ended.refused.total
+        if ended.early and changes.error is not None and live.outcome is not None:
+            live.outcome = outcome  # (its end was recorded before its work was read)
+            rec.exit_reason, rec.error = outcome.exit_reason, outcome.error
+        if not ended.early:
+            self.process_ended(live, outcome)
+        children = self.tables.live_children(live)
+        if children:
+            self.announce.worker(live, f"process exited; waiting for child job(s) {', '.join(children)}")
+            waiting.append((ended, self.tables.worker_snapshot(live)))
+        elif (final := self.finishing.final_record(live)) is not None:
+            settled.append((ended, *final))
 
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
         """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against

@@ -45,6 +45,7 @@ from ..models import JobRecord, WorkerRecord
 from .filesystem import (
     NO_LINK_NO_BLOCK,
     atomic_write,
+    atomic_write_many,
     durable_rename,
     encoded_blocks,
     open_regular,
@@ -541,6 +542,16 @@ class Workspace:
     def write_text(self, path: Path, text: str | Iterable[str]) -> None:
         """Atomically; ``text`` may come in pieces, streamed to the file in blocks of ~64 KB."""
         self._write_bytes(path, text.encode("utf-8") if isinstance(text, str) else encoded_blocks(text))
+
+    def save_json_together(self, items: list[tuple[Path, dict[str, Any]]]) -> None:
+        """Several records at once (``atomic_write_many``): as durable as each written alone,
+        with the syncs shared. Raises NoSpace or WorkspaceError as ``_write_bytes`` does."""
+        encoded = [(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) for path, data in items]
+        try:
+            atomic_write_many(encoded, durable=self.durable)
+        except OSError as exc:
+            kind = NoSpace if exc.errno in NO_SPACE_ERRNOS else WorkspaceError
+            raise kind(f"cannot write {len(items)} records: {exc.strerror or exc}. Check free space and permissions.") from None
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         # Compact: json's C encoder is used only without indent (several times faster).

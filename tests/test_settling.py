@@ -1,0 +1,103 @@
+"""The settling pass: workers whose work has been read are settled together (one lock section,
+their final records written with shared syncs), each exactly once, each record final on disk
+before anyone is told; and the batched write it uses (``atomic_write_many``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.workspace import filesystem
+from orchestrator.workspace.filesystem import atomic_write_many
+
+from .conftest import fake_command, run_job
+
+
+def test_many_files_are_written_whole_with_no_temp_file_left(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "one.json").write_bytes(b"old")
+    items = [(tmp_path / "a" / "one.json", b"1"), (tmp_path / "a" / "two.json", b"2"), (tmp_path / "b" / "three.json", b"3")]
+    atomic_write_many(items)
+    assert [path.read_bytes() for path, _ in items] == [b"1", b"2", b"3"]
+    assert sorted(os.listdir(tmp_path / "a")) == ["one.json", "two.json"]
+    assert os.listdir(tmp_path / "b") == ["three.json"]
+
+
+def test_a_file_that_cannot_be_written_leaves_every_other_as_it_was_and_no_temp_file(tmp_path):
+    # Given two records on disk, and a batch whose last file's folder does not exist
+    first, second = tmp_path / "one.json", tmp_path / "two.json"
+    first.write_bytes(b"old one")
+    second.write_bytes(b"old two")
+    with pytest.raises(FileNotFoundError):
+        atomic_write_many([(first, b"new one"), (second, b"new two"), (tmp_path / "missing" / "three.json", b"3")])
+    # Then no file was replaced (each is renamed only once every one is written) and no temp file is left
+    assert first.read_bytes() == b"old one" and second.read_bytes() == b"old two"
+    assert sorted(os.listdir(tmp_path)) == ["one.json", "two.json"]
+
+
+def test_every_file_is_synced_before_the_first_is_renamed(tmp_path, monkeypatch):
+    events: list[str] = []
+    real_sync, real_replace = filesystem._fdatasync, os.replace
+    monkeypatch.setattr(filesystem, "_fdatasync", lambda fd: (events.append("sync"), real_sync(fd)))
+    monkeypatch.setattr(filesystem.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b)))
+    atomic_write_many([(tmp_path / f"{i}.json", b"x") for i in range(4)])
+    assert events == ["sync"] * 4 + ["rename"] * 4
+
+
+def test_workers_ending_together_are_each_settled_once_with_their_final_records_on_disk(make_engine):
+    # Given 40 no-op workers, 16 at a time, and the settling pass watched
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    runner = engine.running
+    passes: list[list[str]] = []
+    told: dict[str, str] = {}
+    settle = runner._settle
+    lock = threading.Lock()
+
+    def watched(batch):
+        with lock:
+            passes.append([ended.live.record.name for ended in batch])
+        settle(batch)
+        for ended in batch:  # by the time its pass returns its record is final on disk
+            rec = ended.live.record
+            on_disk = json.loads(engine.workspace.worker_record_path(rec.root_id, rec.depth, rec.name).read_bytes())
+            with lock:
+                told[rec.name] = on_disk["status"]
+
+    runner._settle = watched
+    runner._settling._operation = watched
+    job = run_job(engine, "x", tasks=[f"noop {i}" for i in range(40)], config={"max_workers": 16})
+    # Then the job completed, every worker was in exactly one pass, and its record said success when it was told
+    assert job.status is JobStatus.COMPLETED
+    names = [name for batch in passes for name in batch]
+    assert sorted(names) == sorted(set(names)) and len(names) == 40
+    assert set(told.values()) == {WorkerStatus.SUCCESS.value}
+    _, workers = engine.snapshot(job.root_id)
+    assert all(w.status is WorkerStatus.SUCCESS and w.ended_at for w in workers if w.job_id == job.id)
+
+
+def test_a_worker_whose_settling_fails_in_the_engine_leaves_the_others_of_its_pass_settled(make_engine, caplog):
+    # Given workers settled in passes, one of which fails in the engine for one worker
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    runner = engine.running
+    real = runner._end_in_section
+    broken: list[str] = []
+
+    def end_in_section(ended, settled, waiting):
+        if ended.live.record.task == "sleep 0.5" and not broken:
+            broken.append(ended.live.record.name)
+            raise RuntimeError("a bug")
+        real(ended, settled, waiting)
+
+    runner._end_in_section = end_in_section
+    job = engine.submit("x", {"max_workers": 4}, ["sleep 0.5", "sleep 0.5", "sleep 0.5", "sleep 0.5"])
+    engine.wait(job.id, 5)
+    # Then the engine says so, and every other worker settled
+    _, workers = engine.snapshot(job.root_id)
+    settled = {w.name for w in workers if w.job_id == job.id and w.status is WorkerStatus.SUCCESS}
+    assert broken and settled == {w.name for w in workers if w.job_id == job.id} - set(broken)
+    assert "settling it failed in the engine" in caplog.text
