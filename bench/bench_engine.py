@@ -332,13 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         skipped["tmpfs"] = "no writable tmpfs at /dev/shm, or the workspaces are on tmpfs already"
     elif "tmpfs" in methods:
         print(f"diagnostic run: the same orchestrator job with its workspace on {filesystem_of(shm)}")
-    cpu: dict[str, list[float]] = {m: [] for m in methods}  # the engine's process, per orchestrator run
+    cpu: dict[str, list[float]] = {
+        m: [] for m in ("orchestrator", "unsandboxed", "host-network", "tmpfs")
+    }  # the engine's process, per orchestrator run
     runners = {
         "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, server_cpu=cpu["orchestrator"]),
         "popen": lambda: run_popen(args.jobs, args.concurrency),
         "parallel": lambda: run_parallel(args.jobs, args.concurrency),
-        "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm),
-        "host-network": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, network="host"),
+        "tmpfs": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, parent=shm, server_cpu=cpu["tmpfs"]),
+        "host-network": lambda: run_orchestrator(
+            args.jobs, args.concurrency, workspaces, network="host", server_cpu=cpu["host-network"]
+        ),
         "unsandboxed": lambda: run_orchestrator(
             args.jobs, args.concurrency, workspaces, sandbox="off", server_cpu=cpu["unsandboxed"]
         ),
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"RESULT {name} = {a / b:.2f}x (target <= {target:.2f}x) {'met' if a / b <= target else 'not met'}")
         else:
             print(f"RESULT {name} = n/a (a row was not run or was skipped) (target <= {target:.2f}x)")
-    for method in ("orchestrator", "unsandboxed"):
+    for method in ("orchestrator", "host-network", "unsandboxed"):
         if cpu.get(method):
             per = statistics.median(cpu[method]) / args.jobs * 1000
             print(f"RESULT server CPU per worker ({labels[method]}) = {per:.2f} ms (the engine's process, every thread)")
