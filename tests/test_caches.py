@@ -80,6 +80,31 @@ def test_a_cache_the_user_lets_workers_write_is_kept_and_no_seed_without_a_go_ca
     assert "GOPROXY" not in found  # no module cache of the user's to read
 
 
+def test_a_trees_caches_are_worked_out_once_and_a_new_tree_reads_the_users_go_settings_again(tmp_path):
+    from orchestrator.config import load_settings
+    from orchestrator.workers.environment import add_caches
+    from orchestrator.workspace.layout import Workspace
+
+    home = tmp_path / "home"
+    (home / ".config" / "go").mkdir(parents=True)
+    settings_file = home / ".config" / "go" / "env"
+    settings_file.write_text("GOFLAGS=-mod=vendor\n")
+    settings = load_settings(base_dir=tmp_path, environ={})
+    workspace = Workspace(tmp_path / "workspace")
+    first, second = {"HOME": str(home)}, {"HOME": str(home)}
+    add_caches(first, settings, workspace, "aaaaaaaaaaaa")
+    settings_file.write_text("GOFLAGS=-mod=mod\n")  # the user's `go env -w` while that tree runs
+    add_caches(second, settings, workspace, "aaaaaaaaaaaa")
+    assert first["GOFLAGS"] == second["GOFLAGS"] == "-mod=vendor -modcacherw"  # one tree: one reading
+    other = {"HOME": str(home)}
+    add_caches(other, settings, workspace, "bbbbbbbbbbbb")
+    assert other["GOFLAGS"] == "-mod=mod -modcacherw"  # the next tree reads it again
+    assert other["PIP_CACHE_DIR"] == str(workspace.tree_caches("bbbbbbbbbbbb") / "pip")
+    changed = {"HOME": str(home), "GOFLAGS": "-trimpath"}  # a different environment: worked out for it
+    add_caches(changed, settings, workspace, "aaaaaaaaaaaa")
+    assert changed["GOFLAGS"] == "-trimpath -modcacherw"
+
+
 def test_go_starts_from_what_go_env_w_wrote_for_the_user(tmp_path):
     home = tmp_path / "home"
     (home / ".config" / "go").mkdir(parents=True)

@@ -42,6 +42,8 @@ CACHE_VARIABLES: dict[str, str] = {
     "CARGO_HOME": "cargo",
 }
 GO_DEFAULT_PROXY = "https://proxy.golang.org,direct"
+# What ``cache_env`` reads of the environment besides CACHE_VARIABLES and the GO* variables.
+ENV_READ = frozenset({*CACHE_VARIABLES, "HOME", "XDG_CONFIG_HOME"})
 
 
 def cache_env(folder: Path, env: Mapping[str, str], *, shared: Sequence[str | Path] = ()) -> dict[str, str]:

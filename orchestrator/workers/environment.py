@@ -17,6 +17,7 @@ from ..config.schema import DEFAULT_TOKEN_ENV
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
+from . import caches
 from .adapters import get_adapter
 from .caches import cache_env
 from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt
@@ -81,9 +82,21 @@ def add_helpers(env: dict[str, str]) -> None:
 
 def add_caches(env: dict[str, str], settings: Settings, workspace: Workspace, root_id: str) -> None:
     """Its tree's private package caches on ``env`` (workers/caches.py): npm, yarn, pip, uv, Go and
-    cargo write there, never in the user's own caches (read-only in the sandbox)."""
-    shared = [settings.base_dir / Path(p).expanduser() for p in settings.workers.sandbox_writable]
-    env.update(cache_env(workspace.tree_caches(root_id), env, shared=shared))
+    cargo write there, never in the user's own caches (read-only in the sandbox). Worked out once
+    per tree and the values they depend on (the user's Go settings file is read then, not for
+    every worker)."""
+    shared = tuple(settings.base_dir / Path(p).expanduser() for p in settings.workers.sandbox_writable)
+    folder = workspace.tree_caches(root_id)
+    key = (str(folder), shared, tuple(sorted((k, v) for k, v in env.items() if k in caches.ENV_READ or k.startswith("GO"))))
+    found = _CACHE_ENVS.get(key)
+    if found is None:
+        if len(_CACHE_ENVS) >= 256:
+            _CACHE_ENVS.clear()
+        found = _CACHE_ENVS[key] = cache_env(folder, env, shared=shared)
+    env.update(found)
+
+
+_CACHE_ENVS: dict[tuple[object, ...], dict[str, str]] = {}  # add_caches: per tree and the values cache_env reads
 
 
 class BaseEnvs:
