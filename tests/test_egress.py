@@ -197,6 +197,22 @@ def test_a_socket_base_removed_after_it_was_checked_is_made_again(short_tmp):
         opened.close()
 
 
+def test_a_stale_socket_folder_is_made_afresh_and_a_closed_attempts_folder_goes_whatever_it_holds(short_tmp):
+    # Given the folder a crashed server left for an attempt, with a file and a folder in it
+    stale = egress._folder("tag-stale")
+    (stale / "old").mkdir(parents=True)
+    (stale / "plan.json").write_text("{}")
+    opened = open_egress(EgressPlan(), key="tag-stale", log_path=None)
+    # Then it is made afresh, holding the new listener and plan only
+    assert sorted(os.listdir(opened.folder)) == ["plan.json", "proxy.sock"]
+    (opened.folder / "left").mkdir()  # (something the proxy does not make: removed all the same)
+    opened.close()
+    deadline = time.monotonic() + 5  # (removed by the proxy's thread, soon)
+    while opened.folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not opened.folder.exists()
+
+
 def test_an_attempt_a_restarted_server_adopts_gets_its_listeners_again(tmp_path, echo):
     """The server that listened died (its listeners with it), the attempt's folder stayed: the runner
     of the next server, adopting the attempt, listens there again; the worker's bridge connects anew."""

@@ -150,9 +150,9 @@ class Egress:
                 listener.close(wait=False)
         self.listeners.clear()
         try:  # after the listeners, in the proxy's thread: the engine's thread does no file work for it
-            shared().later(shutil.rmtree, self.folder, True)
+            shared().later(_remove_folder, self.folder)
         except RuntimeError:  # the proxy is stopped
-            shutil.rmtree(self.folder, ignore_errors=True)
+            _remove_folder(self.folder)
 
 
 def sockets_base() -> Path:
@@ -185,8 +185,10 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
     the ports the worker's rules allow). What was opened is written beside (``plan.json``), so a
     restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
     folder = _folder(key)
-    shutil.rmtree(folder, ignore_errors=True)  # a stale one (a crash)
     try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:  # a stale one (a crash): made afresh
+        _remove_folder(folder)
         folder.mkdir(mode=0o700)
     except FileNotFoundError:  # the base was removed since it was checked (a cleaner of /tmp): made again
         _checked_base.cache_clear()
@@ -225,6 +227,19 @@ def reopen_egress(key: str) -> Egress | None:
         return _listen(folder, plan, port, log_path, bool(saved.get("namespace", True)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _remove_folder(folder: Path) -> None:
+    """An attempt's socket folder: what is in it (its sockets and plan.json: no walk of a tree, which
+    cost more than the listeners), then itself; anything else found there goes by ``shutil.rmtree``."""
+    try:
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        os.rmdir(folder)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _folder(key: str) -> Path:
