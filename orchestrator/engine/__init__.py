@@ -8,9 +8,10 @@ and asks the engine for what only it does through ``ctx.hooks`` (``context.Engin
 In one sentence: a worker is started in ``core.Engine.dispatch`` (``Engine._start`` then
 ``Engine.start_thread``, which runs ``worker_thread.WorkerRunner.run_worker`` on a pool thread),
 each of its attempts is judged in ``attempts.WorkerExecution.run`` (``_classify`` says how it ended,
-``_after_attempt`` runs the quality steps, and ``run`` decides on a retry), and its job ends in
-``finishing.Finishing.end_job`` (then ``conclude``) once ``Finishing.settle`` has settled its
-last worker.
+``_after_attempt`` runs the quality steps, and ``run`` decides on a retry), workers whose work has
+been read are settled together (``WorkerRunner._settle``, the settling pass: one lock section, their
+records written by ``Finishing.publish_finals``), and its job ends in ``finishing.Finishing.end_job``
+(then ``conclude``) once its last worker is settled.
 
 Imports every layer below it (``cluster``, ``webhooks``, ``index``, ``quality`` and down), never
 ``api`` or ``cli``.

@@ -5,8 +5,9 @@ reports rendered before anyone hears the job ended.
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
 called by the engine, frees its slot); once its child jobs have ended too it is settled:
 ``final_record`` works out its terminal status inside ``tables.locked()``, ``publish_final`` writes it
-to disk and then applies it (``settle`` does both). The job ends (``end_job``) when its
-last worker is settled.
+to disk and then applies it (``settle`` does both; ``publish_finals`` does it for the workers of one
+settling pass, their records written together). The job ends (``end_job``) when its last worker
+is settled.
 """
 
 from __future__ import annotations
