@@ -26,6 +26,10 @@ what this process's accept wrote. Then ``--starts`` sandboxed starts, one at a t
   and installs the seccomp filter): what a start would be with the listener made from outside.
 
 Linux with bubblewrap and Perl only; elsewhere it says so and exits 0. Exit 1 when the check fails.
+
+What it found (bench/README.md): the way works, as root and as an ordinary user, but holding the
+child and joining its namespaces costs more per start (about 1.8 ms) than the shim's bridge
+(about 0.4 ms); it would save only the bridge's per-connection hop.
 """
 
 from __future__ import annotations
