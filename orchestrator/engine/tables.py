@@ -74,20 +74,20 @@ def write_together(workspace: Workspace, writes: list[Snapshot]) -> list[Excepti
     """Outside the lock: each snapshot as ``write_unless_full`` would, the syncs shared
     (``Workspace.save_json_together``); per snapshot, the full disk's exception or None. When the
     shared write fails, each is written alone: each then gets its own answer."""
-    ready = [s for s in writes if s.target is not None]
+    ready = [(s, s.target) for s in writes if s.target is not None]
     if len(ready) < 2:
         return [write_unless_full([s]) for s in writes]
-    locks = [s.versions.lock for s in ready]
+    locks = [s.versions.lock for s, _ in ready]
     for lock in locks:  # (only a writer of many holds more than one: one at a time, here)
         lock.acquire()
     try:
-        newer = [s for s in ready if s.number > s.versions.written]
+        newer = [(s, target) for s, target in ready if s.number > s.versions.written]
         try:
-            workspace.save_json_together([s.target for s in newer if s.target is not None])
+            workspace.save_json_together([target for _, target in newer])
         except Exception:  # each alone, below: the full disk (or the other error) said per record
             pass
         else:
-            for snapshot in newer:
+            for snapshot, _ in newer:
                 snapshot.versions.written = snapshot.number
             return [None if s.target is not None else write_unless_full([s]) for s in writes]
     finally:

@@ -17,9 +17,8 @@ from ..config.schema import DEFAULT_TOKEN_ENV
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
-from . import caches
 from .adapters import get_adapter
-from .caches import cache_env
+from .caches import ENV_READ, cache_env
 from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt
 from .sharedcontext import SharedContexts
 
@@ -87,7 +86,7 @@ def add_caches(env: dict[str, str], settings: Settings, workspace: Workspace, ro
     every worker)."""
     shared = tuple(settings.base_dir / Path(p).expanduser() for p in settings.workers.sandbox_writable)
     folder = workspace.tree_caches(root_id)
-    key = (str(folder), shared, tuple(sorted((k, v) for k, v in env.items() if k in caches.ENV_READ or k.startswith("GO"))))
+    key = (str(folder), shared, tuple(sorted((k, v) for k, v in env.items() if k in ENV_READ or k.startswith("GO"))))
     found = _CACHE_ENVS.get(key)
     if found is None:
         if len(_CACHE_ENVS) >= 256:

@@ -59,7 +59,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = T
     the new file's: 0o600 for a file holding secrets (config.yaml).
     """
     # Not mkstemp: its 0600 is too private for reports; O_EXCL with 0666 lets the umask decide.
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
@@ -89,7 +89,7 @@ def atomic_write_many(items: list[tuple[Path, bytes]], *, durable: bool = True, 
         fds: list[int] = []
         try:
             for path, data in items:
-                tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+                tmp = _temp_path(path)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 fds.append(fd)
                 pending.append((tmp, path))
@@ -167,6 +167,11 @@ def spread_subfolders(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _temp_path(path: Path) -> str:
+    """Where ``path`` is written before its rename: beside it (the same file system), hidden, unique."""
+    return str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
 def _start_writeback(fd: int) -> None:

@@ -546,23 +546,30 @@ class Workspace:
     def save_json_together(self, items: list[tuple[Path, dict[str, Any]]]) -> None:
         """Several records at once (``atomic_write_many``): as durable as each written alone,
         with the syncs shared. Raises NoSpace or WorkspaceError as ``_write_bytes`` does."""
-        encoded = [(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) for path, data in items]
         try:
-            atomic_write_many(encoded, durable=self.durable)
+            atomic_write_many([(path, _json_bytes(data)) for path, data in items], durable=self.durable)
         except OSError as exc:
-            kind = NoSpace if exc.errno in NO_SPACE_ERRNOS else WorkspaceError
-            raise kind(f"cannot write {len(items)} records: {exc.strerror or exc}. Check free space and permissions.") from None
+            raise _write_error(f"{len(items)} records", exc) from None
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
-        # Compact: json's C encoder is used only without indent (several times faster).
-        self._write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        self._write_bytes(path, _json_bytes(data))
 
     def _write_bytes(self, path: Path, data: bytes | Iterable[bytes]) -> None:
         try:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:
-            kind = NoSpace if exc.errno in NO_SPACE_ERRNOS else WorkspaceError
-            raise kind(f"cannot write {path}: {exc.strerror or exc}. Check free space and permissions.") from None
+            raise _write_error(str(path), exc) from None
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    # Compact: json's C encoder is used only without indent (several times faster).
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _write_error(what: str, exc: OSError) -> WorkspaceError:
+    """What a failed write of ``what`` raises: NoSpace for a full disk (or quota), else WorkspaceError."""
+    kind = NoSpace if exc.errno in NO_SPACE_ERRNOS else WorkspaceError
+    return kind(f"cannot write {what}: {exc.strerror or exc}. Check free space and permissions.")
 
 
 def _records(folder: Path) -> Iterator[Path]:
