@@ -6,32 +6,21 @@ of the targets, with the server's CPU per worker, are printed."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from orchestrator.process import backends, shim
 
-pytestmark = pytest.mark.slow
+from .helpers.bench import run_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_engine.py"
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(backends.probe().bwrap is None or shim.PERL is None, reason="this machine cannot sandbox workers")
 def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_path):
     methods = ("orchestrator", "popen", "unsandboxed", "sandbox-floor", "bwrap-alone", "parallel-bwrap")
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--jobs", "12", "--concurrency", "4", "--repeat", "1"]
-        + [arg for m in methods for arg in ("--only", m)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    args = ["--jobs", "12", "--concurrency", "4", "--repeat", "1"] + [arg for m in methods for arg in ("--only", m)]
+    out = run_bench("bench_engine.py", args, tmp_path, timeout=300)
     for label in ("orchestrator", "bare Popen", "orch. no sandbox", "sandbox floor", "bubblewrap alone", "parallel-bwrap"):
         assert f"\n{label:<17}" in out, out
     for line in (

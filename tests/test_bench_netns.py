@@ -4,30 +4,18 @@ by a helper that joined that namespace, and each way gets a row."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from orchestrator.process import backends, shim
 
-pytestmark = pytest.mark.slow
+from .helpers.bench import run_bench
 
-PROBE = Path(__file__).resolve().parent.parent / "bench" / "probe_netns.py"
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(backends.probe().bwrap is None or shim.PERL is None, reason="this machine cannot sandbox workers")
 def test_the_namespace_probe_listens_inside_the_sandbox_from_outside_and_prints_each_way(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(PROBE), "--starts", "3", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    out = run_bench("probe_netns.py", ["--starts", "3", "--repeat", "1"], tmp_path)
     assert "check: a sandboxed command reached 127.0.0.1:3128 in its own namespace, listened on from outside" in out, out
     for way in ("bubblewrap alone", "shim + bridge", "held + joined", "held + shim"):
         assert f"\n{way:<20}" in out, out
