@@ -213,6 +213,23 @@ def test_a_stale_socket_folder_is_made_afresh_and_a_closed_attempts_folder_goes_
     assert not opened.folder.exists()
 
 
+def test_a_link_in_a_closed_attempts_socket_folder_goes_and_what_it_points_at_stays(short_tmp, tmp_path):
+    # Given a link to a folder of the user's in an attempt's socket folder, and one to a file
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    (outside / "data").write_text("mine")
+    opened = open_egress(EgressPlan(), key="tag-link", log_path=None)
+    (opened.folder / "to-folder").symlink_to(outside)
+    (opened.folder / "to-file").symlink_to(outside / "data")
+    opened.close()
+    deadline = time.monotonic() + 5
+    while opened.folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Then the folder and its links are gone, and nothing they pointed at was touched
+    assert not opened.folder.exists()
+    assert (outside / "data").read_text() == "mine" and sorted(os.listdir(outside)) == ["data"]
+
+
 def test_an_attempt_a_restarted_server_adopts_gets_its_listeners_again(tmp_path, echo):
     """The server that listened died (its listeners with it), the attempt's folder stayed: the runner
     of the next server, adopting the attempt, listens there again; the worker's bridge connects anew."""
