@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 from bench.bench_api import CheckFailed, Live, bench_handoff, ms, pct  # noqa: E402
 from bench.bench_cluster_protocol import Redis  # noqa: E402
 from bench.bench_graph import load_average  # noqa: E402
-from orchestrator.cluster import nodes as registry  # noqa: E402
+from orchestrator.cluster import registry  # noqa: E402
 from orchestrator.cluster.connect import connect  # noqa: E402
 from orchestrator.cluster.names import Names  # noqa: E402
 from orchestrator.models import JobStatus  # noqa: E402

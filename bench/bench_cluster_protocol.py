@@ -11,7 +11,7 @@ append-only file's fsync policy (``everysec``, what examples/cluster/redis.conf 
 ``always``, what the tests use; ``no``: no persistence).
 
 One **attempt** is the protocol's whole life, with the calls the server and a node make
-(orchestrator/cluster/attempts.py), each one round trip: the server's ``new_token`` and
+(orchestrator/cluster/leases.py), each one round trip: the server's ``new_token`` and
 ``enqueue`` (the attempt's hash, then RQ's ``enqueue_call`` of ``(id, token)``); RQ's
 ``dequeue_any`` and the job's deletion (the least a node's RQ worker does; RQ's own Worker adds
 its registries and heartbeats on top); the node's ``claim``, ``started``, ``--renews`` renewals
@@ -27,7 +27,7 @@ Besides the client's rate (on a small machine the Python client, not Redis, is t
 it measures the redis-server process's own CPU time per attempt and per renewal: Redis runs
 commands on one core, so ``1 / CPU per operation`` is what one Redis could carry with a faster
 or more numerous client. The implied limits: a node renews each running attempt every third of
-``distributed.lease`` (cluster/attempts.py), so at ``--lease`` seconds each running attempt costs
+``distributed.lease`` (cluster/leases.py), so at ``--lease`` seconds each running attempt costs
 ``3 / lease`` renewals per second.
 
 It prints ``figure: value unit`` lines. A measurement, not a test: exit 0 whatever the figures
@@ -61,8 +61,8 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_graph import load_average  # noqa: E402
 from orchestrator import protocol  # noqa: E402
-from orchestrator.cluster.attempts import SERIALIZER, Attempts, AttemptSpec  # noqa: E402
 from orchestrator.cluster.connect import connect  # noqa: E402
+from orchestrator.cluster.leases import SERIALIZER, Attempts, AttemptSpec  # noqa: E402
 from orchestrator.cluster.names import Names  # noqa: E402
 
 KIND = "command"

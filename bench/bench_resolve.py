@@ -65,10 +65,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_settings  # noqa: E402
+from orchestrator.delivery import resolving  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
 from orchestrator.git import gitwork, merging  # noqa: E402
 from orchestrator.models import JobRecord, JobStatus  # noqa: E402
-from orchestrator.quality import resolving  # noqa: E402
 from tests.helpers.resolving import BOTH_SIDES  # noqa: E402  (the tests' resolver: both sides of each hunk)
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}

@@ -27,8 +27,8 @@ if str(ROOT) not in sys.path:
 from rq import Queue, SimpleWorker, Worker  # noqa: E402
 
 from bench.bench_cluster_protocol import Redis  # noqa: E402
-from orchestrator.cluster.attempts import SERIALIZER  # noqa: E402
 from orchestrator.cluster.connect import connect  # noqa: E402
+from orchestrator.cluster.leases import SERIALIZER  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ class JobStatus(str, Enum):
     FAILED = "failed"  # no worker succeeded, or the job could not start
     CANCELLED = "cancelled"
     # A root job with approval: before_merge whose workers are all done: nothing merged until a
-    # person approves (POST /jobs/{id}/approve) or rejects it (quality/approval.py). Not terminal.
+    # person approves (POST /jobs/{id}/approve) or rejects it (delivery/approval.py). Not terminal.
     WAITING = "waiting"
 
     @property
@@ -390,7 +390,7 @@ class WorkerRecord:
 
 @dataclass(frozen=True, slots=True)
 class Approval:
-    """A root job's approval (``approval: before_merge``, quality/approval.py): ``state`` is "waiting",
+    """A root job's approval (``approval: before_merge``, delivery/approval.py): ``state`` is "waiting",
     "approved", "rejected" or "cancelled"; ``earned`` the status its workers earned; ``note`` an
     approve's, ``reason`` a reject's. Its dict (``to_dict``) is the shape on disk and in the API."""
 
@@ -454,12 +454,12 @@ class JobRecord:
     # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
     # "cost_usd" (the judge's), "at"}.
     selections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # A root job with approval: before_merge once its workers are done (quality/approval.py);
+    # A root job with approval: before_merge once its workers are done (delivery/approval.py);
     # None: never waited.
     approval: Approval | None = None
     # A root's: the digest of its signed RECORD.json (audit/record.py), "sha256:<hex>"; None: not written.
     record_digest: str | None = None
-    # A root's last publishing of its result (quality/publishing.py; git.push, git.pull_request): {"at",
+    # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request): {"at",
     # "remote", "branch", "commit", "pushed" (bool), "error" (why the push or the pull request failed, or
     # None), "pull_request" ({"forge", "number", "url", "action": opened|updated}, or None)}; replaced whole,
     # never changed in place. None: never published.

@@ -121,7 +121,7 @@ class FileConflict:
 
 @dataclass(frozen=True)
 class ResolverAttempt:
-    """One run of a resolver worker (quality/resolving.py): how it ended and why its tree was refused."""
+    """One run of a resolver worker (delivery/resolving.py): how it ended and why its tree was refused."""
 
     number: int
     exit_code: int | None  # None: it timed out, was cancelled or never started
@@ -291,7 +291,7 @@ class Into:
 
 @dataclass(frozen=True, slots=True)
 class MergeRecord:
-    """``JobRecord.merge``: a job's last merge of its workers' branches, as quality/landing.py (a
+    """``JobRecord.merge``: a job's last merge of its workers' branches, as delivery/landing.py (a
     root, into its result branch) and engine/nesting.py (a child job, into its parent worker's
     branch: ``target``) record it. Its dict is ``MergeOutcome.to_dict()`` plus ``at``, then a
     child's ``target`` or a root's ``into``, ``left_out`` (``[{"worker", "reason"}]``) and a child's

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.cluster import nodes
+from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.marker import write_marker
 from orchestrator.cluster.names import Names
@@ -61,8 +61,8 @@ class NodeProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def registered(self) -> nodes.NodeInfo | None:
-        found = [n for n in nodes.read(connect(self.url), Names(self.prefix)) if n.name == self.name]
+    def registered(self) -> registry.NodeInfo | None:
+        found = [n for n in registry.read(connect(self.url), Names(self.prefix)) if n.name == self.name]
         return found[0] if found and found[0].alive else None
 
     def wait_registered(self, timeout: float = 30.0) -> NodeProcess:

@@ -16,9 +16,9 @@ from pathlib import Path
 import redis
 from rq import Queue
 
-from orchestrator.cluster import nodes
-from orchestrator.cluster.attempts import SERIALIZER, Attempts, read_secret_file
+from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
+from orchestrator.cluster.leases import SERIALIZER, Attempts, read_secret_file
 from orchestrator.cluster.names import Names
 from orchestrator.process.runner import CommandNotFound, ProcessRunner
 
@@ -40,8 +40,8 @@ class NodeDouble:
         self.stopped = threading.Event()
         self.ran: list[str] = []  # attempt ids it claimed
         self.tokens: dict[str, int] = {}  # attempt id -> the token it claimed it with
-        self.info = nodes.NodeInfo(name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time())
-        nodes.publish(self.client, self.names, self.info, lease)
+        self.info = registry.NodeInfo(name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time())
+        registry.publish(self.client, self.names, self.info, lease)
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -62,7 +62,7 @@ class NodeDouble:
         while not (self.dead.is_set() or self.stopped.is_set()):
             if time.monotonic() - beat > self.lease / 3:
                 self.info.running, self.info.heartbeat_at = len(self.running), time.time()
-                self._retry(nodes.publish, self.client, self.names, self.info, self.lease)
+                self._retry(registry.publish, self.client, self.names, self.info, self.lease)
                 beat = time.monotonic()
             if self.busy >= self.slots:
                 time.sleep(0.05)
@@ -135,7 +135,7 @@ class NodeDouble:
     def stop(self) -> None:
         self.stopped.set()
         self.thread.join(5)
-        nodes.forget(self.client, self.names, self.name)
+        registry.forget(self.client, self.names, self.name)
 
 
 def real_node(folder: Path, url: str, prefix: str, *, name: str, kinds=("command",), slots: int = 2, lease: float = 3):

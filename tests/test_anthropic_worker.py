@@ -1,7 +1,7 @@
 """The ``anthropic`` worker kind: the SDK's agentic loop against the loopback Messages API mock.
 
 Jobs run through the engine with real worker subprocesses (``python -m
-orchestrator.cli.anthropic_worker``); the only fake is the model API (tests/mock_model_server.py,
+orchestrator.workers.anthropic_worker``); the only fake is the model API (tests/mock_model_server.py,
 streaming SSE and tool_use as the real API sends them). Nothing leaves 127.0.0.1.
 """
 
@@ -427,7 +427,7 @@ def run_worker(
     prompt_file.write_text(prompt, encoding="utf-8")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", protocol.PREFIX))}
     full = {**base, "PYTHONPATH": str(ROOT), "ANTHROPIC_BASE_URL": mock.url, "ANTHROPIC_API_KEY": KEY, **env}
-    argv = [*wrap, sys.executable, "-m", "orchestrator.cli.anthropic_worker", "--prompt-file", str(prompt_file)]
+    argv = [*wrap, sys.executable, "-m", "orchestrator.workers.anthropic_worker", "--prompt-file", str(prompt_file)]
     argv += ["--root", str(tmp_path / "work"), "--model", MODEL, "--max-retries", "0"]
     return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60, check=False)
 
@@ -501,7 +501,7 @@ def test_either_signal_of_the_kill_ladder_ends_a_hanging_request_at_once(tmp_pat
     (tmp_path / "p.md").write_text("Say hi")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(PYTHONPATH=str(ROOT), ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
-    argv = [sys.executable, "-m", "orchestrator.cli.anthropic_worker", "--prompt-file", str(tmp_path / "p.md")]
+    argv = [sys.executable, "-m", "orchestrator.workers.anthropic_worker", "--prompt-file", str(tmp_path / "p.md")]
     proc = subprocess.Popen(
         [*argv, "--root", str(tmp_path), "--model", MODEL], env=env, stdout=subprocess.PIPE, start_new_session=True
     )

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.api.catalogue import OPERATIONS, TAGS
 from orchestrator.api.openapi import openapi_document
-from orchestrator.quality import approval
+from orchestrator.delivery import approval
 
 from .conftest import API_KEY, wait_until
 from .helpers.approval import Served, waiting_job

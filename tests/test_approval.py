@@ -18,9 +18,9 @@ import pytest
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.progress import ProgressView, closing_lines
 from orchestrator.cli.scripts import RET_WAITING, exit_code, follow_api
+from orchestrator.delivery import approval
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
-from orchestrator.quality import approval
 from orchestrator.reports.status_document import status_table
 
 from .conftest import API_KEY

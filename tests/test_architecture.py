@@ -277,18 +277,28 @@ LAYERS = [
     "workers",  # worker kinds (adapters), a worker's environment, sandbox choice, roles, prompts
     "planner",  # a request split into tasks, and the task graph
     "selection",  # candidates and choosing among them
-    "checkouts",  # where a worker works: the seam, worktrees, bootstrap, lifetime, pruning
-    "quality",  # after-attempt steps, gates, ownership, locks, integration, landing, approval
+    "checkouts",  # where a worker works: the seam, worktrees, bootstrap, path locks in a shared folder
+    "retention",  # how long job trees, worktrees and branches are kept, and their deletion
+    "quality",  # what judges a worker's work: after-attempt steps, gates, ownership, test runs
+    "delivery",  # what takes work to its result: integration, landing, resolving, approval, publishing
     "index",  # the queryable task history (SQLite or PostgreSQL)
     "webhooks",  # outgoing webhooks and callbacks
     "cluster",  # workers on several machines (Redis and RQ)
     "engine",  # jobs, their workers and every state change
     "dashboard",  # the web dashboard's pages
     "api",  # the HTTP API and its Python client
-    "cli",  # the programs: command line, server, spawn and lock helpers, worker programs
+    "cli",  # the programs: command line, server, spawn and lock helpers, the MCP server
 ]
-# Entry points above every folder: the command line, and the fakes shipped for users' tests (an engine on them).
-ENTRY_POINTS = {"orchestrator.__main__", "orchestrator.testing"}
+# Entry points above every folder: the command line, the fakes shipped for users' tests (an engine
+# on them), and the programs a worker runs (each its own process, started by its kind's argv; kept
+# beside the worker kinds they serve, and free to use a higher folder, as the simulated worker uses
+# the offline planner to decide whether its task splits).
+ENTRY_POINTS = {
+    "orchestrator.__main__",
+    "orchestrator.testing",
+    "orchestrator.workers.simulated_worker",
+    "orchestrator.workers.anthropic_worker",
+}
 
 
 def _folder_of(module: str) -> str | None:
@@ -373,3 +383,43 @@ def test_every_git_the_orchestrator_starts_goes_through_its_pinned_runners():
                 if isinstance(first, ast.Constant) and first.value == "git" and path not in allowed:
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+def _architecture_rows() -> dict[str, str]:
+    """docs/architecture.md's table of folders: the row's first cell (``top level`` or a folder) -> the row."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and line.startswith("| ") and cells[0] not in ("folder", "---"):
+            rows[cells[0].strip("`").rstrip("/")] = cells[1]
+    return rows
+
+
+def _named(cell: str) -> set[str]:
+    """The names a row's modules cell writes in backticks, a trailing "/" kept (a subfolder)."""
+    import re
+
+    return set(re.findall(r"`([A-Za-z_][\w./]*)`", cell))
+
+
+def test_docs_architecture_names_every_module_in_its_folder_s_row():
+    """docs/architecture.md has a row per folder of the package (and one for the top level), and each
+    row names every module of its folder and every subfolder (``adapters/``): a module added, moved
+    or renamed shows here or fails this test."""
+    rows = _architecture_rows()
+    assert "engine" in rows and "top level" in rows, f"the table was not read: {sorted(rows)}"
+    missing_rows = [folder for folder in _folders() if folder not in rows]
+    assert not missing_rows, f"folders without a row in docs/architecture.md: {missing_rows}"
+    unnamed: dict[str, list[str]] = {}
+    for folder, cell in rows.items():
+        place = PACKAGE if folder == "top level" else PACKAGE / folder
+        assert place.is_dir(), f"docs/architecture.md has a row for {folder}/, which is not a folder of the package"
+        names = _named(cell)
+        wanted = [p.stem for p in sorted(place.glob("*.py")) if p.stem not in ("__init__", "__main__")]
+        wanted += [f"{p.name}/" for p in sorted(place.iterdir()) if (p / "__init__.py").is_file() and folder != "top level"]
+        gone = [w for w in wanted if w not in names and w.rstrip("/") not in names]
+        if gone:
+            unnamed[folder] = gone
+    assert not unnamed, f"modules docs/architecture.md does not name in their folder's row: {unnamed}"
+    assert _named("`a` (x), `b/` and `c`") == {"a", "b/", "c"}, "the reader of a row is blind"

@@ -1,4 +1,4 @@
-"""The attempt protocol's state machine (cluster/attempts.py) on a real redis-server: claims,
+"""The attempt protocol's state machine (cluster/leases.py) on a real redis-server: claims,
 leases, fencing tokens, a late result ignored, and a Redis that lost its data."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import zlib
 import pytest
 
 from orchestrator import protocol
-from orchestrator.cluster.attempts import TOKEN_BLOCK, Attempts, AttemptSpec, read_secret_file, split_env, write_secret_file
 from orchestrator.cluster.connect import connect
+from orchestrator.cluster.leases import TOKEN_BLOCK, Attempts, AttemptSpec, read_secret_file, split_env, write_secret_file
 from orchestrator.cluster.names import Names
 
 from .redisserver import RedisServer
@@ -163,7 +163,7 @@ def test_a_node_sees_the_servers_marker_only_at_the_same_path(redis_server, uniq
 def test_enqueue_puts_a_json_job_of_id_and_token_on_the_kinds_queue(redis_server, unique_prefix):
     from rq.job import Job
 
-    from orchestrator.cluster.attempts import RQ_FUNCTION, SERIALIZER, job_id
+    from orchestrator.cluster.leases import RQ_FUNCTION, SERIALIZER, job_id
 
     ops = attempts_on(redis_server, unique_prefix)
     # an attempt id with the characters the key names allow and RQ's job ids do not (. and :)
@@ -204,7 +204,7 @@ def enqueued(ops: Attempts, attempt_id: str, kind: str = "command") -> AttemptSp
 def test_take_pops_the_first_job_and_claims_its_attempt_in_one_step(redis_server, unique_prefix):
     from rq.job import Job
 
-    from orchestrator.cluster.attempts import job_id
+    from orchestrator.cluster.leases import job_id
 
     ops = attempts_on(redis_server, unique_prefix)
     lists = take_keys(ops, "command")
@@ -253,7 +253,7 @@ def test_take_skips_a_cancelled_or_re_enqueued_attempt_without_claiming_it(redis
 def test_take_leaves_a_job_that_is_no_attempt_of_ours_to_rq_on_its_intermediate_list(redis_server, unique_prefix):
     from rq.job import Job
 
-    from orchestrator.cluster.attempts import job_id
+    from orchestrator.cluster.leases import job_id
 
     ops = attempts_on(redis_server, unique_prefix)
     lists, worker, prefix = take_keys(ops, "command"), f"rq:worker:{unique_prefix}-w", Job.redis_job_namespace_prefix

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.checkouts.locks import PathLocks
 from orchestrator.clock import SYSTEM_CLOCK
 from orchestrator.cluster import locks as cluster_locks
 from orchestrator.cluster.backends import path_locks
@@ -25,7 +26,6 @@ from orchestrator.cluster.locks import RedisPathLocks
 from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
 from orchestrator.errors import ConfigError, Conflict, Forbidden, Unavailable
-from orchestrator.quality.locks import PathLocks
 
 from .conftest import make_settings, observed, wait_until
 from .redisserver import RedisServer

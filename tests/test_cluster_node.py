@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol
-from orchestrator.cluster.attempts import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
 from orchestrator.cluster.connect import connect
+from orchestrator.cluster.leases import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
 from orchestrator.process.procscan import parent_of, process_alive

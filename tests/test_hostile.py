@@ -585,7 +585,7 @@ def test_committing_workers_whose_git_walks_every_branch_see_their_own_and_land(
 
 @needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
-    """merge_strategy resolve: the resolver runs worker-written code's sandbox too (quality/resolving.py)."""
+    """merge_strategy resolve: the resolver runs worker-written code's sandbox too (delivery/resolving.py)."""
     resolver = [sys.executable, str(WORKER), str(arena.targets), "writes", "git"]
     engine = arena.engine("on", git={"resolver_kind": "command", "resolver_command": resolver, "resolver_retries": 0})
     before = arena.snapshot()
@@ -691,7 +691,7 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
     """Issue 36 item 7. Another tree's log and job record (its tasks), the webhook outbox (a waiting job's signed
     approval links, as the real outbox writes them), the job index and a sibling worker's record:
     none is in the worker's sandbox, whose workspace shows its own tree only."""
-    from orchestrator.quality.approval import links as approval_links
+    from orchestrator.delivery.approval import links as approval_links
     from orchestrator.webhooks.outbox import Delivery, Outbox
 
     engine = arena.engine("on")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.checkouts.locks import LockTable, PathLocks, check_paths, overlaps
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.locks import RedisPathLocks
@@ -25,7 +26,6 @@ from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings
 from orchestrator.engine.core import SPAWN_BIN
 from orchestrator.errors import Conflict, Forbidden, InvalidParameter, JobNotFound
-from orchestrator.quality.locks import LockTable, PathLocks, check_paths, overlaps
 from orchestrator.testing import FakeClock
 
 from .conftest import observed, wait_until

@@ -16,7 +16,7 @@ from orchestrator import protocol
 from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
-from orchestrator.cluster.nodes import publish
+from orchestrator.cluster.registry import publish
 from orchestrator.engine.core import Engine
 from orchestrator.models import Attempt, WorkerStatus
 from orchestrator.process.executor import LocalExecutor

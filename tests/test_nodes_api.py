@@ -1,5 +1,5 @@
 """GET /api/v1/nodes on a real waitress server, its nodes read from a real redis-server's node
-registry (cluster/nodes.py), as the rq executor's ``nodes()`` reads them."""
+registry (cluster/registry.py), as the rq executor's ``nodes()`` reads them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import requests
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
-from orchestrator.cluster.nodes import NODE_SCHEMA, publish
+from orchestrator.cluster.registry import NODE_SCHEMA, publish
 
 from .conftest import API_KEY, fake_command, wait_until
 from .helpers import nodes_api as nodes_api_helpers

@@ -9,9 +9,9 @@ import pytest
 
 from orchestrator.checkouts.checkout import Changes
 from orchestrator.config import load_settings
+from orchestrator.delivery.integration import IntegrateStep
 from orchestrator.engine.core import Engine
 from orchestrator.models import JobStatus, TaskNode, WorkerStatus
-from orchestrator.quality.integration import IntegrateStep
 from orchestrator.quality.ownership import OwnershipStep, changed_paths, describe, trespasses
 from orchestrator.workspace.layout import Workspace
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from orchestrator.api.client import OrchestratorClient
-from orchestrator.checkouts.pruning import FINISHED, candidates, delete_offline, parse_age, parse_statuses, prune_engine
 from orchestrator.errors import Conflict, ValidationError
 from orchestrator.models import JobStatus
+from orchestrator.retention.pruning import FINISHED, candidates, delete_offline, parse_age, parse_statuses, prune_engine
 
 from .conftest import API_KEY, ROOT, fake_command, run_job, wait_until
 

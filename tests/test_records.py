@@ -7,8 +7,9 @@ import json
 
 from orchestrator.config import JobConfig
 from orchestrator.config.choice import CandidateSpec, parse_candidates
+from orchestrator.delivery import approval, landing
 from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
-from orchestrator.quality import approval, gates, landing
+from orchestrator.quality import gates
 from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
 from orchestrator.selection.candidates import specs_for
 

@@ -252,7 +252,7 @@ def test_the_supervisor_folder_must_be_the_users_alone(tmp_path):
 
 
 def test_an_engines_workers_are_the_supervisors_and_an_offline_delete_sees_one_still_running(make_engine, tmp_path):
-    from orchestrator.checkouts.pruning import delete_offline
+    from orchestrator.retention.pruning import delete_offline
 
     from .conftest import run_job
 

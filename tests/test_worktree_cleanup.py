@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from orchestrator.api.client import OrchestratorClient
-from orchestrator.checkouts.pruning import Removes, delete_offline, prune_engine
 from orchestrator.cli.server import start_in_thread
 from orchestrator.errors import InvalidParameter
 from orchestrator.models import JobStatus
+from orchestrator.retention.pruning import Removes, delete_offline, prune_engine
 
 from .conftest import API_KEY, ROOT, run_job
 from .helpers.worktree import PREFIX, git, host_engine, make_host, snapshot

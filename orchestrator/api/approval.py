@@ -1,4 +1,4 @@
-"""A person in the loop (orchestrator/quality/approval.py): approve or reject a root job
+"""A person in the loop (orchestrator/delivery/approval.py): approve or reject a root job
 waiting for approval.
 
 * ``POST /api/v1/jobs/{id}/approve`` (admin key; body ``{"note": "..."}`` optional) and
@@ -17,8 +17,8 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from ..delivery import approval
 from ..errors import ValidationError
-from ..quality import approval
 from ..workspace.ids import validate_job_id
 from . import context
 from .context import extension

@@ -1,4 +1,4 @@
-"""The OpenAPI description of a person in the loop (orchestrator/quality/approval.py, api/approval.py):
+"""The OpenAPI description of a person in the loop (orchestrator/delivery/approval.py, api/approval.py):
 ``POST /api/v1/jobs/{id}/approve`` and ``/reject`` (the admin key), and the signed links
 ``/approval/{id}/{action}`` (no key: an expiring HMAC token)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..quality.approval import EXPIRES, MAX_REASON, TOKEN
+from ..delivery.approval import EXPIRES, MAX_REASON, TOKEN
 from .taskdoc import ERROR, NOT_BLANK
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK}  # a note or a reason

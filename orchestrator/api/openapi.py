@@ -6,7 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..cluster.nodes import NODES_SCHEMA
+from ..cluster.registry import NODES_SCHEMA
 from ..config import AUTO_KIND, Isolation, MergeStrategy, choice, quality
 from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus

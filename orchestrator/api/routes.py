@@ -258,7 +258,7 @@ def worker_diff(job_id: str, worker: str) -> Response:
 
 @bp.get("/jobs/<job_id>/conflicts")
 def conflicts(job_id: str) -> Response:
-    """Predicted conflicts between the root's workers' branches, and its last merge (quality/landing.py)."""
+    """Predicted conflicts between the root's workers' branches, and its last merge (delivery/landing.py)."""
     return jsonify(_engine().conflicts(_allowed(job_id)))
 
 
@@ -309,7 +309,7 @@ def publish(job_id: str) -> Response:
     return jsonify({"job_id": job_id, "publish": _engine().publish(job_id)})
 
 
-# -- shared-checkout locks (quality/locks.py) -------------------------------------
+# -- shared-checkout locks (checkouts/locks.py) -------------------------------------
 LOCK_KEYS = ("paths", "lease", "wait")
 LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 
@@ -318,7 +318,7 @@ LOCK_EXAMPLE = json.dumps(catalogue.LOCK_EXAMPLE)
 def take_lock(job_id: str) -> tuple[Response, int]:
     """Lock paths of the tree's shared folder for the calling worker (the admin key: for itself),
     waiting up to ``wait`` seconds for a holder to let go; 409 names the holder."""
-    from ..quality import locks
+    from ..checkouts import locks
 
     job_id = _allowed(job_id)
     engine = _engine()
@@ -355,7 +355,7 @@ def list_locks(job_id: str) -> Response:
 @bp.delete("/jobs/<job_id>/locks/<lock_id>")
 def release_lock(job_id: str, lock_id: str) -> tuple[str, int]:
     """Release a lock: its holder's credential or the admin key (403 for another worker)."""
-    from ..quality.locks import LOCK_ID_RE
+    from ..checkouts.locks import LOCK_ID_RE
 
     job_id = _allowed(job_id)
     if not LOCK_ID_RE.fullmatch(lock_id):
@@ -381,7 +381,7 @@ def events(job_id: str) -> Response:
 def nodes() -> Response:
     """The machines that run worker attempts: the rq executor's node registry (the admin key: a
     worker credential sees only its own tree, and the cluster's machines are not part of it)."""
-    from redis.exceptions import RedisError  # the registry lives in Redis (cluster/nodes.py)
+    from redis.exceptions import RedisError  # the registry lives in Redis (cluster/registry.py)
 
     g.principal.require_admin("list the cluster's nodes")
     engine = _engine()

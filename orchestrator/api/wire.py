@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
 TERMINAL = frozenset(TERMINAL_STATUSES)
-AT_REST = TERMINAL | {"waiting"}  # nothing runs: ended, or waiting for a person's approval (quality/approval.py)
+AT_REST = TERMINAL | {"waiting"}  # nothing runs: ended, or waiting for a person's approval (delivery/approval.py)
 START_HINT = "start the server with `./quick-start.sh --start` (or `python api_server.py`)"
 TIMEOUT = 30.0  # seconds per request, on top of a long-poll's hold
 RETRIES = 3

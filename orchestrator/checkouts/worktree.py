@@ -3,7 +3,7 @@
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
 ``git.include_uncommitted``; a graph job's from its integration branch's tip once there is one,
-so a task sees its prerequisites' merged work: quality/integration.py). Git itself is git/gitwork.py's.
+so a task sees its prerequisites' merged work: delivery/integration.py). Git itself is git/gitwork.py's.
 
 ======== ================================================================================
 prepare  a worktree as ``git worktree add`` makes it, with no lock of the repository (kept
@@ -157,7 +157,7 @@ class WorktreeCheckout(Checkout):
         return {ref: oid for ref, _, oid in (line.partition(" ") for line in listed.splitlines()) if ref in wanted}
 
     def _start_point(self, record: WorkerRecord, job: JobRecord, tips: dict[str, str] | None = None) -> str:
-        if job.integration:  # a graph job: the work merged so far, its prerequisites' included (quality/integration.py)
+        if job.integration:  # a graph job: the work merged so far, its prerequisites' included (delivery/integration.py)
             integration = check_ref(job.integration)
             tip = (tips if tips is not None else self._tips(integration)).get(integration)
             if tip:
@@ -350,7 +350,7 @@ class WorktreeCheckout(Checkout):
         is merged into its worktree) nor a candidate (the judge runs in its folder). Its branch
         stays. Returns whether it was queued."""
         if not self.settings.git.remove_worker_worktrees:
-            return False  # kept until the job lands or git.keep_worktrees_days (checkouts/lifetime.py)
+            return False  # kept until the job lands or git.keep_worktrees_days (retention/lifetime.py)
         if record.commit is None or record.child_job_ids or record.candidate is not None:
             return False
         directory = self.directory(record)

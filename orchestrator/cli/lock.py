@@ -1,5 +1,5 @@
 """``orchestrator-lock PATH... [--lease S] [--wait S] -- CMD ARGS...``: run a command while holding
-an advisory lock on paths of the job tree's shared folder (quality/locks.py), from inside a worker.
+an advisory lock on paths of the job tree's shared folder (checkouts/locks.py), from inside a worker.
 
 It takes the lock through the API (``ORCHESTRATOR_API_URL``, ``ORCHESTRATOR_API_KEY`` and
 ``ORCHESTRATOR_JOB_ID``, as ``orchestrator-spawn`` finds them), runs CMD as an argv (no shell),

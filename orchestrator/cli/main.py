@@ -467,7 +467,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(status_table(doc))
         if held is not None:
-            from ..checkouts.lifetime import lines
+            from ..retention.lifetime import lines
 
             print("\n".join(lines(held)))
     from .scripts import status_exit_code
@@ -476,10 +476,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | None:
-    """The root job's worktrees and branches now, and when they go (checkouts/lifetime.py); None when it has none."""
-    from ..checkouts.lifetime import shown
+    """The root job's worktrees and branches now, and when they go (retention/lifetime.py); None when it has none."""
     from ..errors import OrchestratorError
     from ..git.gitcmd import GitFailed
+    from ..retention.lifetime import shown
 
     try:
         return shown(settings, workspace, workspace.load_job(job_id))
@@ -691,9 +691,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..audit import keys
     from ..audit.verify import verify
+    from ..delivery.landing import repository
     from ..errors import OrchestratorError
     from ..git.gitrefs import ref_value
-    from ..quality.landing import repository
     from ..workspace.ids import validate_job_id
     from ..workspace.layout import Workspace
     from .failures import ClientCode, CommandFailed
@@ -778,7 +778,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 
 def _merge_lines(job_id: str, merge: dict[str, Any]) -> str:
-    """A merge record (quality/landing.py's shape) as a few lines for a person."""
+    """A merge record (delivery/landing.py's shape) as a few lines for a person."""
     from ..git.conflicts import describe
 
     if "error" in merge:

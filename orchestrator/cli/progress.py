@@ -468,7 +468,7 @@ def closing_lines(doc: dict[str, Any]) -> list[str]:
     published = pull_request_text(doc.get("publish"))
     if published:
         lines.append(f"pull request: {published}")
-    if doc.get("status") == "waiting":  # approval: before_merge (quality/approval.py)
+    if doc.get("status") == "waiting":  # approval: before_merge (delivery/approval.py)
         lines += approval_lines(doc["job_id"])
     results = doc["results"]
     if results.get("final_report"):

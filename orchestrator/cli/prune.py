@@ -1,5 +1,5 @@
 """``orchestrator prune``: the one-line clean-up of the workspace and the host repository's
-``orchestrator/`` branches and worktrees (the rules are checkouts/pruning.py's and checkouts/lifetime.py's).
+``orchestrator/`` branches and worktrees (the rules are retention/pruning.py's and retention/lifetime.py's).
 
 A dry run by default: it lists the job trees it would delete, the worktrees it would remove and
 the branches and bytes that would go, and changes nothing. ``--yes`` does it:
@@ -7,7 +7,7 @@ the branches and bytes that would go, and changes nothing. ``--yes`` does it:
 - job trees that ended ``--older-than`` ago go whole (their worktrees and worker branches too;
   result branches stay), through the server when one answers (it refuses a tree it still runs),
   else from the workspace (prune.delete_offline);
-- the worktrees of other finished jobs whose lifetime is over (checkouts/lifetime.py: their result is in
+- the worktrees of other finished jobs whose lifetime is over (retention/lifetime.py: their result is in
   the branch the user named, or ``git.keep_worktrees_days`` passed) go, their branches stay;
 - git's entries of this workspace's worktrees whose folders are gone are dropped
   (worktree.prune_stale), so ``git worktree list`` shows none left behind.
@@ -25,9 +25,9 @@ from ..config import load_settings
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..checkouts import lifetime
-    from ..checkouts.pruning import candidates, delete_offline, parse_age, parse_statuses
     from ..checkouts.worktree import prune_stale
+    from ..retention import lifetime
+    from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
     from ..workspace.layout import Workspace
     from .scripts import server_client
 

@@ -314,7 +314,7 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     folder keeps (ports.choose_port: api.port unless another program holds it), or, with
     ``exact_port`` (``--port``), on api.port or not at all. ``watch``: its config file, looked at
     before each new job (config/live.py)."""
-    from ..checkouts.lifetime import start_retention
+    from ..retention.lifetime import start_retention
 
     configure_logging(settings)
     lock = _claim_folder(settings)  # noqa: F841 (held, by staying open, until this process ends)

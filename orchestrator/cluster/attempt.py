@@ -43,8 +43,8 @@ from ..process.sandbox import SandboxSpec
 from ..process.supervised import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write
-from .attempts import NODE_OWN, Attempts, AttemptSpec, read_secret_file
 from .connect import SOCKET_TIMEOUT
+from .leases import NODE_OWN, Attempts, AttemptSpec, read_secret_file
 from .names import Names
 
 log = logging.getLogger("orchestrator.node")

@@ -4,12 +4,12 @@ single server never carries them."""
 
 from __future__ import annotations
 
+from ..checkouts.locks import LockTable, PathLocks
 from ..clock import Clock
 from ..config import Settings
 from ..process.cgroups import Limits
 from ..process.executor import Executor, LocalExecutor
 from ..process.runner import ProcessRunner
-from ..quality.locks import LockTable, PathLocks
 
 
 def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Executor:

@@ -2,7 +2,7 @@
 and RQ, behind the same Executor seam as local processes (orchestrator/process/executor.py).
 
 ``start`` writes an attempt's hash and puts ``(id, token)`` on its kind's RQ queue
-(cluster/attempts.py, the protocol). One listener thread hears what nodes tell (started,
+(cluster/leases.py, the protocol). One listener thread hears what nodes tell (started,
 ended) and, every ``lease / 6`` seconds, reconciles each live attempt with Redis and the
 shared workspace: a queued attempt whose hash Redis lost (a restart without its data) is
 enqueued again with a new token once a lease has passed with no node bringing its hash back
@@ -41,13 +41,13 @@ from ..process.procscan import Memory
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
 from ..process.shim import FoundAttempt, read_exit_file
-from . import marker, nodes
-from .attempts import Attempts, AttemptSpec, split_env, write_secret_file
+from . import marker, registry
 from .connect import connect, redacted
 from .handle import RemoteHandle
+from .leases import Attempts, AttemptSpec, split_env, write_secret_file
 from .names import Names
-from .nodes import NodeInfo
 from .reconcile import Reconciler
+from .registry import NodeInfo
 
 log = logging.getLogger("orchestrator.cluster.executor")
 
@@ -147,7 +147,7 @@ class RQExecutor(Reconciler):
             if now - self._kinds_seen.get(kind, -NODES_TTL) < NODES_TTL:
                 return
             try:
-                found = nodes.read(self.client, self.names)
+                found = registry.read(self.client, self.names)
             except (redis.RedisError, OSError) as exc:
                 self._note_down(exc)
                 if kind in self._kinds_seen:
@@ -369,7 +369,7 @@ class RQExecutor(Reconciler):
 
     def nodes(self) -> list[NodeInfo] | None:
         try:
-            return nodes.read(self.client, self.names)
+            return registry.read(self.client, self.names)
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
             return []
@@ -384,7 +384,7 @@ class RQExecutor(Reconciler):
         return self._memory
 
     def _read_memory(self) -> None:
-        found = nodes.read(self.client, self.names)
+        found = registry.read(self.client, self.names)
         self._memory = [
             Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds)) for n in found if n.alive and n.memory_total
         ]

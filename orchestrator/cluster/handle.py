@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..process.cgroups import Enforced
 from ..process.executor import Sample
-from .attempts import AttemptSpec
+from .leases import AttemptSpec
 
 
 @dataclass(eq=False)

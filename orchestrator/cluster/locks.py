@@ -1,4 +1,4 @@
-"""The path locks of quality/locks.py in Redis, for ``distributed.executor: rq``: the
+"""The path locks of checkouts/locks.py in Redis, for ``distributed.executor: rq``: the
 same rules (``locks.conflict``, renewal, release by the holder, a worker's locks die with it),
 shared by every server process on one Redis and prefix.
 
@@ -43,10 +43,10 @@ from typing import Any
 import redis
 import redis.client
 
+from ..checkouts.locks import ADMIN, MAX_LEASE, Lock, conflict, held_error
 from ..clock import Clock
 from ..config.schema import TasksSettings
 from ..errors import Conflict, Forbidden, JobNotFound, Unavailable
-from ..quality.locks import ADMIN, MAX_LEASE, Lock, conflict, held_error
 from .names import Names
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ named ``<attempt id>-<token>``: a worker's own dequeue takes it off RQ's queue a
 attempt in one round trip (Attempts.take), by the attempt's hash, without fetching RQ's job; a
 job that names no attempt goes RQ's way, where any function but attempt.run is refused (a job in
 Redis never runs arbitrary code). A heartbeat thread
-publishes the node (nodes.publish) every third of the lease.
+publishes the node (registry.publish) every third of the lease.
 
 Processes die with the node where Linux allows: the pool's workers with the node (PR_SET_PDEATHSIG,
 SIGKILL: each sets it in ``NodeWorker.__init__`` and checks its parent after); the shim with the
@@ -67,9 +67,9 @@ from ..process.runner import ProcessRunner, set_parent_death_signal
 from ..workers.adapters import ADAPTERS
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
-from . import attempt, nodes
-from .attempts import RQ_FUNCTION, SERIALIZER, AttemptSpec
+from . import attempt, registry
 from .connect import connect, redacted
+from .leases import RQ_FUNCTION, SERIALIZER, AttemptSpec
 from .marker import Marker, check_marker, server_marker
 from .names import ID, Names
 
@@ -136,9 +136,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         name=name, url=url, names=names, lease=lease, settings=settings, attempts_dir=own, supervisor_dir=supervisor_dir
     )
     attempt.set_node(ctx)
-    info = nodes.NodeInfo(name=name, host=host, pid=os.getpid(), kinds=kinds, slots=slots, started_at=time.time())
+    info = registry.NodeInfo(name=name, host=host, pid=os.getpid(), kinds=kinds, slots=slots, started_at=time.time())
     beat = threading.Thread(target=_heartbeat, args=(client, names, info, lease, own, ctx.stop), name="heartbeat", daemon=True)
-    nodes.publish(client, names, _refresh(info, own), lease)
+    registry.publish(client, names, _refresh(info, own), lease)
     beat.start()
     log.info(
         "node %s: taking %s (%d slots) from %s, prefix %s, workspace %s",
@@ -163,7 +163,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         ctx.stop.set()
         beat.join(5)
         try:
-            nodes.forget(client, names, name)
+            registry.forget(client, names, name)
         except redis.RedisError as exc:
             log.warning("node %s: could not leave the registry (%s); it expires in %.0f s", name, exc, lease)
         _remove_own(here, name)
@@ -260,7 +260,7 @@ def _remove_own(here: Path, name: str) -> None:
     (here / f"{name}.json").unlink(missing_ok=True)
 
 
-def _refresh(info: nodes.NodeInfo, attempts: Path) -> nodes.NodeInfo:
+def _refresh(info: registry.NodeInfo, attempts: Path) -> registry.NodeInfo:
     info.attempts = sorted(p.stem for p in attempts.glob("*.json"))
     info.running = len(info.attempts)
     memory = machine_memory()
@@ -270,13 +270,13 @@ def _refresh(info: nodes.NodeInfo, attempts: Path) -> nodes.NodeInfo:
 
 
 def _heartbeat(
-    client: redis.Redis, names: Names, info: nodes.NodeInfo, lease: float, attempts: Path, stop: threading.Event
+    client: redis.Redis, names: Names, info: registry.NodeInfo, lease: float, attempts: Path, stop: threading.Event
 ) -> None:
     """Publish the node every third of the lease until it stops; a Redis outage is said once."""
     failing = False
     while not stop.wait(lease / 3.0):
         try:
-            nodes.publish(client, names, _refresh(info, attempts), lease)
+            registry.publish(client, names, _refresh(info, attempts), lease)
         except redis.RedisError as exc:
             if not failing:
                 log.warning("node %s: Redis unreachable (%s); running attempts go on, retrying", info.name, exc)

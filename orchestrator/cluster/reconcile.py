@@ -21,8 +21,8 @@ from rq.job import Job
 from ..process.cgroups import Enforced
 from ..process.executor import Sample
 from ..process.shim import read_exit_file
-from .attempts import Attempts
 from .handle import RemoteHandle
+from .leases import Attempts
 from .marker import Marker
 from .names import Names
 

@@ -49,10 +49,10 @@ class JobConfig:
     sandbox: SandboxMode = job_key("workers", "sandbox")  # the admin key's; a child job runs in its root's
     isolation: Isolation = job_key("git", "isolation")  # "auto" is resolved at submission (engine/submission.py)
     merge_strategy: MergeStrategy = job_key("git", "merge_strategy")
-    resolver_kind: str = job_key("git", "resolver_kind")  # merge_strategy resolve (quality/resolving.py)
+    resolver_kind: str = job_key("git", "resolver_kind")  # merge_strategy resolve (delivery/resolving.py)
     resolver_model: str = job_key("git", "resolver_model")
     merge_into: str = job_key("git", "merge_into")  # a root job's only; "" = none
-    # Before_merge: the root stops in "waiting" before landing (quality/approval.py). A root
+    # Before_merge: the root stops in "waiting" before landing (delivery/approval.py). A root
     # job's only; a child job inherits it and ignores it (its merge into its parent worker's branch is not gated).
     approval: ApprovalMode = job_key("git", "approval")
     # Gates: set by config.yaml or a root job's request (admin key); a child job inherits them

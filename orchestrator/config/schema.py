@@ -36,18 +36,18 @@ class MergeStrategy(StrEnum):
     AUTO = "auto"  # merge what merges cleanly, stop at the first conflict
     THEIRS = "theirs"  # the later worker wins a conflicting hunk
     MANUAL = "manual"  # merge nothing; report what would conflict
-    RESOLVE = "resolve"  # as auto, but a resolver worker resolves each conflict, re-gated (quality/resolving.py)
+    RESOLVE = "resolve"  # as auto, but a resolver worker resolves each conflict, re-gated (delivery/resolving.py)
 
 
 class ApprovalMode(StrEnum):
-    """``git.approval``: whether a root job waits for a person before it lands (quality/approval.py)."""
+    """``git.approval``: whether a root job waits for a person before it lands (delivery/approval.py)."""
 
     NONE = "none"
     BEFORE_MERGE = "before_merge"
 
 
 class PullRequestForge(StrEnum):
-    """``git.pull_request``: where a root job's result branch is proposed (quality/publishing.py)."""
+    """``git.pull_request``: where a root job's result branch is proposed (delivery/publishing.py)."""
 
     NONE = "none"
     GITHUB = "github"

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Isolation, Select
+from ..delivery.integration import integrate_worker
 from ..errors import OrchestratorError
 from ..git import diffs
 from ..git.gitwork import GitFailed, run_git
 from ..models import JobRecord, WorkerStatus
 from ..quality import gates
-from ..quality.integration import integrate_worker
 from ..selection import Candidate, Selection, candidates, choose
 from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env

@@ -36,9 +36,9 @@ from typing import Any
 from .. import states
 from ..checkouts.checkout import Changes, CheckoutFailed, finish_checkout
 from ..config import Isolation
+from ..delivery import landing
 from ..errors import ConfigError, Conflict, OrchestratorError, ValidationError, WorkerNotFound
 from ..models import JobRecord, JobStatus, Round, WorkerRecord, WorkerStatus
-from ..quality import landing
 from ..quality.steps import Step
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import session_of

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from .. import index, states, webhooks
 from ..checkouts.checkout import Checkout
-from ..checkouts.pruning import delete_job, jobs_on_disk, refusal
 from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.backends import make_executor, path_locks
 from ..config import JobConfig, Settings
+from ..delivery import landing, publishing
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -42,10 +42,9 @@ from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
-from ..quality import landing, publishing
-from ..quality.default_steps import default_steps
 from ..quality.steps import Step
 from ..reports.metrics import Metrics
+from ..retention.pruning import delete_job, jobs_on_disk, refusal
 from ..states import WorkerPhase
 from ..workers import roles
 from ..workers.confinement import Confinement
@@ -53,6 +52,7 @@ from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompt
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace
 from . import limits
+from .after_attempt import default_steps
 from .announce import Announcer
 from .context import EngineContext
 from .continuing import Continuing
@@ -162,7 +162,7 @@ class Engine:
         self.running = WorkerRunner(
             ctx, finishing=self.finishing, prompts=self.prompts, steps=self.steps, confinement=self.confinement
         )
-        # Shared-checkout path locks per root tree (quality/locks.py; in Redis under rq): a worker's die with its process.
+        # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
         self.restorer = Restorer(ctx, queries=self.queries, finishing=self.finishing)
         # A finished worker's continue rounds (engine/continuing.py).
@@ -397,7 +397,7 @@ class Engine:
         # Outside the lock (git may take seconds on a big tree; the tree left the tables above).
         delete_job(self.workspace, job, self.checkout, all_branches)
 
-    # -- merging a root job's result (quality/landing.py) ----------------------------------------
+    # -- merging a root job's result (delivery/landing.py) ----------------------------------------
     def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, object] | None:
         """POST /jobs/{id}/merge: merge a finished root job's workers' branches again (or for the
         first time after a crash), with the job's strategy and merge_into unless given; the same
@@ -493,7 +493,7 @@ class Engine:
             never_started = self._cancel_locked(job)
         for live in never_started:
             self.finishing.settle(live)
-        if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (quality/approval.py)
+        if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (delivery/approval.py)
             self.finishing.decide(job.id, "cancel")
         return self.get_job(job_id)
 
@@ -526,7 +526,7 @@ class Engine:
             self._closing = True
             roots = [j for j in self.tables.jobs.values() if j.is_root and not j.status.at_rest]  # a waiting one stays so
         self.ctx.closing.set()
-        with self.tables.locked():  # a merge's resolver in progress stops (quality/resolving.py)
+        with self.tables.locked():  # a merge's resolver in progress stops (delivery/resolving.py)
             for stop in self.tables.tree_stop.values():
                 stop.set()
         for job in roots:

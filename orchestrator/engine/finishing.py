@@ -1,5 +1,5 @@
 """How workers and jobs end: a worker's outcome applied, its final record written, its job
-ended once its last worker is, a root's result branch merged (``land``, quality/landing.py) and the
+ended once its last worker is, a root's result branch merged (``land``, delivery/landing.py) and the
 reports rendered before anyone hears the job ended.
 
 A worker ends in steps (its phases, see ``states``): its process exits (``record_outcome``,
@@ -22,17 +22,17 @@ from typing import Any
 from .. import failpoints, reports, states
 from ..audit import keys as audit_keys
 from ..audit import record as audit_record
-from ..checkouts import lifetime
 from ..config import Isolation
+from ..delivery import approval, landing, publishing
+from ..delivery.landing import Landed, ResolverFactory
 from ..errors import Conflict, OrchestratorError
 from ..gate_output import failing_gate
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
-from ..quality import approval, landing, publishing
-from ..quality.landing import Landed, ResolverFactory
 from ..reports.analytics import analyse
 from ..reports.wording import pull_request_text
+from ..retention import lifetime
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workers import costs
@@ -250,7 +250,7 @@ class Finishing:
         tables = self.tables
         with self.tables.locked():
             outcome = tables.ending[job.id][0]
-        if job.is_root and land:  # its result branch (quality/landing.py) is on disk before anyone hears the tree ended
+        if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
             self.land(job, cancelled=outcome is JobStatus.CANCELLED)
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
@@ -348,7 +348,7 @@ class Finishing:
         self, job: JobRecord, workers: list[WorkerRecord] | None = None, status: JobStatus | None = None
     ) -> dict[str, Any]:
         """Outside the lock: push a root's result branch and open or update its pull request
-        (quality/publishing.py) from the tree's worker records (None: read now); what happened is
+        (delivery/publishing.py) from the tree's worker records (None: read now); what happened is
         the job's ``publish`` record, never its failure, and a note on the job. ``status``: its
         final status, as it ends (None: its record's)."""
         if workers is None:
@@ -376,7 +376,7 @@ class Finishing:
             self.announce.line(job, f"job {job.id}: pushed {found['branch']} to {found['remote']}{where}")
         return found
 
-    # -- a person in the loop (quality/approval.py) ----------------------------------------------
+    # -- a person in the loop (delivery/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:
         """Outside the lock, from ``end_job``: a root job with approval: before_merge stops in
         waiting, nothing merged; its reports say so and a "waiting" job event is published."""
@@ -457,7 +457,7 @@ class Finishing:
         return landed
 
     def _release_worktrees(self, job: JobRecord, landed: Landed) -> None:
-        """A landing that moved the branch the user named ends the worktrees' lifetime (checkouts/lifetime.py)."""
+        """A landing that moved the branch the user named ends the worktrees' lifetime (retention/lifetime.py)."""
         try:
             note = lifetime.release_landed(self.settings, self.workspace, job, landed.merge)
         except (GitFailed, OrchestratorError):

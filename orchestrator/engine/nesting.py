@@ -37,6 +37,7 @@ import time
 
 from ..checkouts.checkout import Worktrees
 from ..config import Isolation, MergeStrategy
+from ..delivery.landing import ResolverFactory, mergeable
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git.gitcmd import GitFailed
@@ -44,7 +45,6 @@ from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, head_ref, run_git
 from ..git.merging import merge_branches
 from ..models import JobRecord, WorkerRecord
-from ..quality.landing import ResolverFactory, mergeable
 from ..records import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext

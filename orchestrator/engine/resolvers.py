@@ -1,4 +1,4 @@
-"""The engine's side of ``merge_strategy: resolve`` (quality/resolving.py): a resolver for one
+"""The engine's side of ``merge_strategy: resolve`` (delivery/resolving.py): a resolver for one
 merge of a job's workers, root (engine/finishing.py) or child (engine/nesting.py), whose runs
 count toward the tree's cost and budget and run where the engine's helper commands run."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..delivery.landing import ResolverFactory
+from ..delivery.resolving import ConflictResolver
 from ..models import JobRecord, WorkerRecord
 from ..process.runner import Wakeup
-from ..quality.landing import ResolverFactory
-from ..quality.resolving import ConflictResolver
 from ..workers.confinement import Confinement
 from .context import EngineContext
 

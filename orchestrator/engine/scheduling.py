@@ -2,7 +2,7 @@
 worker's end unblocks, and what its failure does to the tasks that wait on it.
 
 A task starts once every prerequisite has succeeded, which for a worktree job means its work
-passed its gates and was merged into the job's integration branch (quality/integration.py: the last
+passed its gates and was merged into the job's integration branch (delivery/integration.py: the last
 after-attempt step; a merge that fails fails the worker). A failed prerequisite, by the job's
 ``on_failure``:
 

@@ -11,13 +11,13 @@ from .. import states
 from ..checkouts.worktree import resolve_isolation
 from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..config.live import ConfigWatch
+from ..delivery import landing
+from ..delivery.integration import integration_ref
 from ..errors import ConfigError, Conflict, JobNotFound, WorkerNotFound
 from ..models import JobRecord, JobStatus, TaskNode
 from ..planner import graph
 from ..planner import heuristic as planning
 from ..planner.ai import AIPlan, choose_planner, heuristic_plan, plan_with_ai
-from ..quality import landing
-from ..quality.integration import integration_ref
 from ..selection import candidates
 from ..states import WorkerPhase
 from ..workers.adapters import get_adapter, resolve_kind

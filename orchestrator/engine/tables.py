@@ -171,7 +171,7 @@ class Tables:
         self.unfinished: dict[str, int] = {}  # job id -> workers not yet terminal
         self.tree_cost: dict[str, float] = {}  # root id -> AI cost reported so far (budget)
         # root id -> set when the tree is cancelled: what runs for it outside a worker's attempt (a
-        # merge's resolver, quality/resolving.py) stops; made when first asked for.
+        # merge's resolver, delivery/resolving.py) stops; made when first asked for.
         self.tree_stop: dict[str, Wakeup] = {}
         self.slots_used = 0  # global slots held (workers in phase RUNNING)
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render

@@ -8,11 +8,11 @@ import logging
 from collections import Counter
 
 from .. import states
-from ..checkouts import pruning
+from ..delivery.resolving import RunLedger
 from ..errors import JobNotFound
 from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
-from ..quality.resolving import RunLedger
+from ..retention import pruning
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
@@ -162,7 +162,7 @@ class Restorer:
 
     def resolvers_spent(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> float:
         """What the tree's conflict resolvers cost: every run its ledger holds, also those of a merge
-        a restart cut short (quality/resolving.py); a tree from before the ledger, by its records."""
+        a restart cut short (delivery/resolving.py); a tree from before the ledger, by its records."""
         spent = RunLedger(self.workspace, root_id).cost()
         return spent if spent is not None else resolver_cost(jobs, workers) or 0.0
 

@@ -67,7 +67,7 @@ STRATEGIES = tuple(member.value for member in MergeStrategy)
 @dataclass(frozen=True)
 class Conflicted:
     """A worker's commit that conflicts with the result so far, as ``merge_strategy: resolve``
-    hands it to a resolver (quality/resolving.py), which answers with a ``Resolution``: its
+    hands it to a resolver (delivery/resolving.py), which answers with a ``Resolution``: its
     ``tree`` (accepted) becomes the worker's commit on ``head``; refused, the worker is left out."""
 
     worker: str

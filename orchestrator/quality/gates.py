@@ -315,7 +315,7 @@ class GateStep(Step):
 @dataclass(frozen=True)
 class GatePlace:
     """Where and how one gate runs: a worker's checkout (``GateStep``) or a resolved merge's
-    worktree (quality/resolving.py)."""
+    worktree (delivery/resolving.py)."""
 
     root_id: str
     directory: Path  # the checkout the gate judges (its ``cwd`` is under it)

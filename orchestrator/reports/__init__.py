@@ -280,7 +280,7 @@ def _text_timeline(figures: TreeAnalytics, jobs: list[JobRecord], workers: list[
 
 def _changes(root: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], summary: bool) -> dict[str, Any]:
     """The Changes section's context (worktree jobs only): each worker's branch and what it
-    changed, the root's merge (quality/landing.py's ``JobRecord.merge``), and every conflict a
+    changed, the root's merge (delivery/landing.py's ``JobRecord.merge``), and every conflict a
     resolver worker was asked to resolve in the tree (``merge_strategy: resolve``), root's first."""
     branched = [w for w in workers if w.branch] if root.config.isolation == Isolation.WORKTREE else []
     merge = root.merge.to_dict() if root.merge is not None else {}  # the template reads the JSON shape

@@ -111,7 +111,7 @@ def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
     git, or ``manual``, and there is a winner), else ``failed``. ``winners``: the selected
     candidates' names (a job without candidates: its workers that succeeded); None: read from
     the job's record (its selections, else its status)."""
-    if job.status is JobStatus.WAITING:  # for approval (quality/approval.py): not done yet in the seed's terms
+    if job.status is JobStatus.WAITING:  # for approval (delivery/approval.py): not done yet in the seed's terms
         return "running"
     if not job.status.terminal or job.status is JobStatus.CANCELLED:
         return job.status.value

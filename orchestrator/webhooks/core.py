@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..config import Settings
+from ..delivery.approval import sign_unsigned, unsigned_links
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
-from ..quality.approval import sign_unsigned, unsigned_links
 from . import events
 from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -84,7 +84,9 @@ class Webhooks:
         if worker is not None:
             payload["worker"] = worker
         payload["links"] = events.links(job, self.api_url)
-        if kind == "job.waiting" and self._approval[0]:  # approve or reject from the payload (quality/approval.py's signed links)
+        if (
+            kind == "job.waiting" and self._approval[0]
+        ):  # approve or reject from the payload (delivery/approval.py's signed links)
             base = (self.api_url() or "").rstrip("/")
             # Signed when sent (attempt), never in the outbox's files: a signed link approves the job.
             unsigned = unsigned_links(job.id, now, self._approval[1])

@@ -104,7 +104,7 @@ class Confinement:
         """The sandbox of a process of tree ``root_id`` run by ``kind``'s CLI that writes only
         ``directory`` and ``tmp`` (and, in a worktree, its git data: its ``branch``'s reflog, a
         name under the tree's prefix; "" for a detached HEAD): a worker's (``spec``), or a
-        resolver's in a merge's worktree (quality/resolving.py). ``readable``: files of the
+        resolver's in a merge's worktree (delivery/resolving.py). ``readable``: files of the
         workspace it reads (its prompt file). None: unconfined."""
         base = self.for_job(config).spec
         if base is None:

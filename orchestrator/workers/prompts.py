@@ -264,7 +264,7 @@ def render_resolver_prompt(
     diffs: tuple[str, str],
     refused: str = "",
 ) -> str:
-    """A resolver worker's prompt (quality/resolving.py): both sides' subtasks (``others``: (name,
+    """A resolver worker's prompt (delivery/resolving.py): both sides' subtasks (``others``: (name,
     task) of the workers already in the result), the conflicting files, both sides' diffs of them
     against the merge base (the result's, the worker's), and why its last attempt was refused."""
     context = {

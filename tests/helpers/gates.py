@@ -7,9 +7,9 @@ import pytest
 from orchestrator.api.auth import Credentials
 from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
+from orchestrator.delivery.integration import IntegrateStep
 from orchestrator.engine.core import Engine
 from orchestrator.quality.gates import GateStep
-from orchestrator.quality.integration import IntegrateStep
 from orchestrator.workspace.layout import Workspace
 
 from ..conftest import API_KEY

@@ -7,7 +7,7 @@ import pytest
 from orchestrator.cli.server import start_in_thread
 from orchestrator.cluster.connect import connect
 from orchestrator.cluster.names import Names
-from orchestrator.cluster.nodes import NodeInfo, read
+from orchestrator.cluster.registry import NodeInfo, read
 from orchestrator.engine.core import Engine
 from orchestrator.process.executor import LocalExecutor
 

@@ -1,6 +1,6 @@
 """The ``anthropic`` kind: a worker calling the Anthropic Messages API directly, through the SDK.
 
-argv (``python -m orchestrator.cli.anthropic_worker ...``, but never from the cwd)::
+argv (``python -m orchestrator.workers.anthropic_worker ...``, but never from the cwd)::
 
     PYTHON -E -c LAUNCH PACKAGE_PARENT --prompt-file FILE --root WORKER_DIR --model M
            --max-tokens N --max-turns N --command-timeout S --tool-output-chars N
@@ -12,7 +12,7 @@ an ``orchestrator`` package of its own (as ``orchestrator-spawn`` guards against
 worker's ``PYTHONPATH`` is the user's (-E: the interpreter ignores it; the commands the model runs
 still get it).
 
-The program (orchestrator/cli/anthropic_worker.py) is a subprocess like any CLI, so the process
+The program (orchestrator/workers/anthropic_worker.py) is a subprocess like any CLI, so the process
 group, the kill ladder, the resource caps and the exit-status shim apply unchanged. Its settings
 come from the ``anthropic`` section; the model is the worker's role's, else
 ``orchestrator.model``, else ``anthropic.model``; its prices are ``anthropic.prices``' entry for
@@ -71,7 +71,7 @@ class AnthropicAdapter(Adapter):
         a = ctx.settings.anthropic
         model = self.model_for(ctx.settings, ctx.model)
         argv = package_argv(
-            "orchestrator.cli.anthropic_worker",
+            "orchestrator.workers.anthropic_worker",
             "cli",
             [
                 "--prompt-file",

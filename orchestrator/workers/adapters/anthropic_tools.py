@@ -1,4 +1,4 @@
-"""The tools of the ``anthropic`` worker (``orchestrator.cli.anthropic_worker``), confined to its folder.
+"""The tools of the ``anthropic`` worker (``orchestrator.workers.anthropic_worker``), confined to its folder.
 
 Every path a tool takes is relative to the worker's folder (its worktree), resolved with its
 symlinks followed, and refused when it lands outside that folder: ``../x``, ``/etc/passwd`` and a

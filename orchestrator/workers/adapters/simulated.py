@@ -1,6 +1,6 @@
 """The built-in simulated worker: deterministic, offline, never pretends to be an AI.
 
-It runs ``orchestrator.cli.simulated`` on the orchestrator's interpreter (interpreter.package_argv),
+It runs ``orchestrator.workers.simulated_worker`` on the orchestrator's interpreter (interpreter.package_argv),
 which writes a deliverable file for its subtask and, when the subtask is
 compound and depth allows, starts a child job through the same ``spawn``
 command an AI worker would use.
@@ -18,7 +18,7 @@ class SimulatedAdapter(Adapter):
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         goal = ["--goal", ctx.goal] if ctx.goal else []
-        return package_argv("orchestrator.cli.simulated", "main", [*goal, "--", ctx.task])
+        return package_argv("orchestrator.workers.simulated_worker", "main", [*goal, "--", ctx.task])
 
     def needs_prompt(self, settings: object) -> bool:
         return False  # it reads its subtask from argv

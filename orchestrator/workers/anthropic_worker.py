@@ -1,4 +1,4 @@
-"""``python -m orchestrator.cli.anthropic_worker``: the ``anthropic`` worker kind's program.
+"""``python -m orchestrator.workers.anthropic_worker``: the ``anthropic`` worker kind's program.
 
 An agentic loop on the Anthropic Messages API through the official SDK: each turn is one
 streamed request; its tool_use blocks run here (orchestrator/workers/adapters/anthropic_tools.py: files,
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..workers.adapters.anthropic_tools import TOOL_SPECS, Tools
+from .adapters.anthropic_tools import TOOL_SPECS, Tools
 
 SYSTEM_PROMPT = (
     "You are a coding agent working on one subtask in your own working folder. "
@@ -110,7 +110,7 @@ def emit(event: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.cli.anthropic_worker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.workers.anthropic_worker", description=__doc__.split("\n")[0])
     parser.add_argument("--prompt-file", required=True, type=Path, help="the rendered prompt")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the worker's folder (default: the cwd)")
     parser.add_argument("--model", required=True)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from ..config import Settings
+from ..delivery.integration import IntegrateStep
+from ..delivery.landing import ResolverFactory
+from ..quality.gates import GateStep
+from ..quality.ownership import OwnershipStep
+from ..quality.steps import Step
 from ..workspace.layout import Workspace
-from .gates import GateStep
-from .integration import IntegrateStep
-from .landing import ResolverFactory
-from .ownership import OwnershipStep
-from .steps import Step
 
 
 def default_steps(settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None) -> tuple[Step, ...]:

@@ -1,4 +1,4 @@
-"""The simulated worker process: ``python -m orchestrator.cli.simulated [--goal GOAL] -- "subtask"``.
+"""The simulated worker process: ``python -m orchestrator.workers.simulated_worker [--goal GOAL] -- "subtask"``.
 
 Deterministic and offline. It prints a few progress lines over
 ``ORCHESTRATOR_SIM_DURATION`` seconds, writes one deliverable file named after
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--"]:
         args = args[1:]
     if len(args) != 1 or not args[0].strip():
-        print('usage: python -m orchestrator.cli.simulated [--goal GOAL] -- "subtask"', file=sys.stderr)
+        print('usage: python -m orchestrator.workers.simulated_worker [--goal GOAL] -- "subtask"', file=sys.stderr)
         return 2
     task = args[0]
     attempt = int(os.environ.get(protocol.ATTEMPT, "1"))

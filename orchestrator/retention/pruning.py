@@ -1,6 +1,6 @@
 """Deleting old job trees: the rule, the offline deletion and the server's retention pass
 (``orchestrator prune``, the command, is cli/prune.py; the server's retention thread, and the
-worktrees' shorter lifetime, checkouts/lifetime.py).
+worktrees' shorter lifetime, retention/lifetime.py).
 
 One rule decides whether a tree may go (``refusal``): it is a root job's tree and every job
 in it has ended. ``DELETE /api/v1/jobs/{id}`` (``Engine.delete``), ``orchestrator prune`` and the
@@ -35,11 +35,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import failpoints
+from ..checkouts.checkout import Checkout, RemoveTree
 from ..config import Isolation
 from ..errors import Conflict, JobNotFound, OrchestratorError, ValidationError
 from ..models import JobRecord, JobStatus
 from ..workspace import logs
-from .checkout import Checkout, RemoveTree
 
 log = logging.getLogger("orchestrator.prune")
 
@@ -167,7 +167,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
         )
     checkout = None
     if settings is not None and root.config.isolation == Isolation.WORKTREE:
-        from .worktree import make_checkout
+        from ..checkouts.worktree import make_checkout
 
         checkout = make_checkout(settings, workspace)
     delete_job(workspace, root, checkout)

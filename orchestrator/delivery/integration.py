@@ -7,7 +7,7 @@ job's is ``<prefix><root id>/<job id>/integration`` (its workers' branches are m
 parent worker's branch at its end, as any child job's: engine/nesting.py). ``IntegrateStep`` is the
 last after-attempt step: it merges the commit the gates judged (never a later one) with the
 job's strategy (``auto``: a conflict fails the worker, naming the files; ``resolve``: a resolver
-worker resolves it first, quality/resolving.py, and only a refused resolution fails it; ``theirs``: the worker's
+worker resolves it first, delivery/resolving.py, and only a refused resolution fails it; ``theirs``: the worker's
 side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto,
 theirs or resolve runs a graph (submission refuses manual).
 """
@@ -24,12 +24,12 @@ from ..git import conflicts as conflict_text
 from ..git.commits import Source
 from ..git.merging import integrate
 from ..models import JobRecord, WorkerRecord
+from ..quality.gates import step_block
+from ..quality.steps import PASS, Step, StepContext, Verdict, fail
 from ..records import IntegrationRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
-from .gates import step_block
 from .landing import ResolverFactory, repository, tree_lock
-from .steps import PASS, Step, StepContext, Verdict, fail
 
 log = logging.getLogger("orchestrator.integration")
 

@@ -57,6 +57,7 @@ from ..git.merging import Conflicted
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
+from ..quality import gates as gating
 from ..records import GateResult, Resolution, ResolverAttempt
 from ..selection.scoring import wait_for
 from ..workers import costs
@@ -68,7 +69,6 @@ from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
 from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
-from . import gates as gating
 
 log = logging.getLogger("orchestrator.resolving")
 

@@ -42,10 +42,10 @@ from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
+from ..quality import gates
 from ..records import Into, MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
-from . import gates
 
 # (the job whose workers merge, the tree's worker records, the repository, the base) -> a resolver
 ResolverFactory = Callable[[JobRecord, list[WorkerRecord], Path, str], merging.Resolver]
@@ -113,7 +113,7 @@ def check_root(job: JobRecord) -> JobRecord:
             f"Use the root job {job.root_id}",
             key="job_id",
         )
-    if job.status is JobStatus.WAITING:  # approval: before_merge (quality/approval.py)
+    if job.status is JobStatus.WAITING:  # approval: before_merge (delivery/approval.py)
         raise Conflict(
             f"job {job.id} is waiting for approval: approve it to land its result (POST /api/v1/jobs/{job.id}/approve) "
             f"or reject it with a reason (POST /api/v1/jobs/{job.id}/reject)"
@@ -195,7 +195,7 @@ def land(
 ) -> Landed:
     """Merge the root job's workers' branches into its result branch (see the module docstring).
     A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
-    records it. ``resolvers``: makes ``merge_strategy: resolve``'s resolver (quality/resolving.py;
+    records it. ``resolvers``: makes ``merge_strategy: resolve``'s resolver (delivery/resolving.py;
     None: that strategy stops at a conflict as ``auto``)."""
     if job.config.isolation != Isolation.WORKTREE:
         return Landed(None, "")
@@ -207,7 +207,7 @@ def land(
     strategy = check_strategy(strategy or job.config.merge_strategy)
     into = job.config.merge_into if into is None else into
     # Only work that succeeded and passed its gates, at its gated commit (gates.merge_block); a
-    # graph job's too (quality/integration.py merged it as it passed).
+    # graph job's too (delivery/integration.py merged it as it passed).
     sorted_ = mergeable(job, workers, settings)
     named, left_out = sorted_.named, sorted_.left_out
     base_file = workspace.tree_base_file(job.root_id)
@@ -222,7 +222,7 @@ def land(
     repo = repository(settings, workspace)
     base = base_file.read_text(encoding="utf-8").strip()
     # A graph job's workers were merged into its result branch as they passed their gates
-    # (quality/integration.py): the rest is merged onto that, never a rebuild from the base.
+    # (delivery/integration.py): the rest is merged onto that, never a rebuild from the base.
     onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
     outcome = merging.merge_branches(
         repo,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checkouts.worktree import job_worktrees, prune_stale, remove_job_worktrees
 from ..config import Isolation
 from ..errors import OrchestratorError
 from ..git import gitrefs
@@ -35,7 +36,6 @@ from ..git.gitwork import check_ref, find_host, run_git
 from ..models import JobRecord
 from ..records import MergeRecord
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
-from .worktree import job_worktrees, prune_stale, remove_job_worktrees
 
 if TYPE_CHECKING:
     from ..config import Settings
