@@ -106,6 +106,6 @@ fi
 mkdir -p workspace
 chmod +x quick-start.sh check-status.sh orchestrator.sh 2>/dev/null || true
 "$VPY" -m orchestrator config >/dev/null
-# The key RECORD.json is signed with (audit/keys.py): workspace/.keys/record-ed25519.pem, mode 0600, made once.
+# The key RECORD.json is signed with (audit/signing_key.py): workspace/.keys/record-ed25519.pem, mode 0600, made once.
 "$VPY" -m orchestrator verify --key >/dev/null
 echo "ready: ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\""

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from orchestrator.process.cgroups import Limits  # noqa: E402
 from orchestrator.process.runner import ProcessRunner  # noqa: E402
-from orchestrator.process.supervised import SupervisorClient, supported  # noqa: E402
+from orchestrator.process.supervisor import SupervisorClient, supported  # noqa: E402
 
 TARGET = 4.0  # issue 26 item 1: the supervisor's per-worker wall over the Popen floor
 MB = 1 << 20

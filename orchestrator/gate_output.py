@@ -4,7 +4,7 @@ read anyway), which gate failed a task, and the lines every surface shows for it
 tools' text, the spawn helper's Markdown). The whole output stays in the gate's log
 (quality/gates.py writes it), served by the worker log route with ``?gate=NAME``.
 
-A gate entry is records.py's ``GateResult`` or its JSON shape (``{"name", "required", "status",
+A gate entry is outcomes.py's ``GateResult`` or its JSON shape (``{"name", "required", "status",
 "exit_code", "reason", "output_tail", ...}``, as the status document holds it). ``output_tail``
 is absent (None) where none was kept: a gate that passed, or a record from before tails were kept. This module
 imports nothing (so it sits at the top level, below reports/ and quality/ alike): the spawn

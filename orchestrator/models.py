@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .records import GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
+from .outcomes import GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
 
 _T = TypeVar("_T")
 

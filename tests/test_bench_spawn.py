@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import procscan, supervised
+from orchestrator.process import procscan, supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not supervised.supported(), reason="the supervisor needs Linux pidfds")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not supervisor.supported(), reason="the supervisor needs Linux pidfds")]
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_spawn.py"
 

@@ -12,9 +12,9 @@ import pytest
 
 from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.models import Attempt, JobConfig, JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
-from orchestrator.records import GateResult
+from orchestrator.outcomes import GateResult
 from orchestrator.reports import render_candidate_reports, render_final_report, render_level_report
-from orchestrator.reports.candidates import candidate_line, groups, report_path
+from orchestrator.reports.candidate_groups import candidate_line, groups, report_path
 from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.reports.timeline import render_timeline_svg
 

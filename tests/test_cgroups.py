@@ -17,7 +17,7 @@ import pytest
 from orchestrator.models import WorkerStatus
 from orchestrator.process.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.supervised import SupervisorClient
+from orchestrator.process.supervisor import SupervisorClient
 
 from .conftest import only_worker, processes_with, run_job, wait_until
 

@@ -14,7 +14,7 @@ from orchestrator.cli.progress import summary
 from orchestrator.cli.scripts import exit_code
 from orchestrator.engine.queries import Queries
 from orchestrator.reports.status_document import status_table
-from orchestrator.webhooks.events import Seen, worker_summary, worker_types
+from orchestrator.webhooks.event_types import Seen, worker_summary, worker_types
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from orchestrator.cluster import registry
-from orchestrator.cluster.backends import make_executor
+from orchestrator.cluster.distribution import make_executor
 from orchestrator.cluster.executor import RQExecutor
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine

@@ -20,8 +20,8 @@ import pytest
 from orchestrator.checkouts.locks import PathLocks
 from orchestrator.clock import SYSTEM_CLOCK
 from orchestrator.cluster import locks as cluster_locks
-from orchestrator.cluster.backends import path_locks
 from orchestrator.cluster.connect import connect
+from orchestrator.cluster.distribution import path_locks
 from orchestrator.cluster.locks import RedisPathLocks
 from orchestrator.cluster.names import Names
 from orchestrator.config.schema import TasksSettings

@@ -20,7 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
-from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
+from orchestrator.outcomes import GateResult, Integrated, IntegrationRecord, MergeRecord
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers

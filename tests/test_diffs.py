@@ -15,7 +15,7 @@ import pytest
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.errors import Conflict
 from orchestrator.git.diffs import DEFAULT_MAX_BYTES, MAX_BYTES_CEILING
-from orchestrator.records import MergeRecord
+from orchestrator.outcomes import MergeRecord
 
 from .conftest import API_KEY, ROOT, wait_until
 from .helpers import diffs as diffs_helpers

@@ -14,13 +14,13 @@ import pytest
 from orchestrator.engine.core import Engine
 from orchestrator.errors import NoSpace, WorkspaceError, no_space
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process import supervised
+from orchestrator.process import supervisor
 from orchestrator.process.backends import probe
 from orchestrator.process.monitor import Footprint
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import SandboxSpec
 from orchestrator.process.shim import PERL, read_exit_file
-from orchestrator.process.supervised import SupervisorClient
+from orchestrator.process.supervisor import SupervisorClient
 from orchestrator.workspace.layout import Workspace
 
 from .conftest import make_settings
@@ -133,7 +133,7 @@ def test_an_exit_status_is_written_on_a_file_system_the_worker_filled(tmp_path, 
     # Given an attempt whose exit file is on a small file system, which the worker fills before it exits 0
     with small_filesystem(tmp_path / "fs") as fs:
         if shim == "supervisor":
-            if not supervised.supported():
+            if not supervisor.supported():
                 pytest.skip("the supervisor needs Linux pidfds")
             runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup"))
         else:

@@ -22,7 +22,7 @@ from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.errors import WorkerNotFound
 from orchestrator.gate_output import TAIL_CHARS, TAIL_LINES, failing_gate, output_lines, output_tail
-from orchestrator.records import GateResult
+from orchestrator.outcomes import GateResult
 
 from .conftest import API_KEY, ROOT
 from .helpers.worktree import make_host

@@ -16,9 +16,9 @@ from orchestrator.config import load_settings
 from orchestrator.config.job import JobConfig
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.outcomes import GateResult
 from orchestrator.quality.gates import applicable, gate_log, merge_block, merge_commit, step_block
 from orchestrator.quality.steps import PASS, Step, StepContext, Verdict
-from orchestrator.records import GateResult
 from orchestrator.reports.status_document import merge_lines
 
 from .conftest import API_KEY, run_job, wait_until

@@ -118,7 +118,7 @@ def test_a_stalled_writer_drops_rows_without_blocking_and_the_trees_are_indexed_
     import threading
 
     from orchestrator.events import Event
-    from orchestrator.index import core
+    from orchestrator.index import job_index as core
 
     workspace = Workspace(tmp_path / "workspace", durable=False)
     jobs = write_jobs(workspace, 6, seed=7)

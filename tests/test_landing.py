@@ -206,7 +206,7 @@ def test_one_worker_that_changed_nothing_beside_one_that_did_is_listed_apart_and
         assert git(host, "log", "-1", "--format=%(trailers:key=Orchestrator-Worker,valueonly)", commit).strip() == "worker_1"
     # A webhook's worker summary carries it too
     from orchestrator.events import Event
-    from orchestrator.webhooks.events import worker_summary
+    from orchestrator.webhooks.event_types import worker_summary
 
     assert worker_summary(w2, Event(1, 0.0, "worker", job.id, job.id, "success", "worker_2"))["no_changes"] is True
     assert snapshot(host, folder) == before

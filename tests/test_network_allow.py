@@ -26,9 +26,9 @@ from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
+from orchestrator.outcomes import RefusalKind
 from orchestrator.process import landlock
 from orchestrator.process.backends import probe
-from orchestrator.records import RefusalKind
 
 from .conftest import API_KEY, only_worker
 from .helpers.worktree import make_host

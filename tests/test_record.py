@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import protocol
-from orchestrator.audit import keys
+from orchestrator.audit import signing_key as keys
 from orchestrator.audit.record import FILE, masked, redacted_argv
 from orchestrator.models import JobStatus
-from orchestrator.webhooks.events import job_summary
+from orchestrator.webhooks.event_types import job_summary
 
 from .conftest import run_job
 from .helpers.worktree import git, host_engine, make_host, snapshot, workers

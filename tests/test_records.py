@@ -9,8 +9,8 @@ from orchestrator.config import JobConfig
 from orchestrator.config.choice import CandidateSpec, parse_candidates
 from orchestrator.delivery import approval, landing
 from orchestrator.models import Approval, JobRecord, JobStatus, TaskNode, WorkerRecord
+from orchestrator.outcomes import GateResult, Integrated, IntegrationRecord, MergeRecord
 from orchestrator.quality import gates
-from orchestrator.records import GateResult, Integrated, IntegrationRecord, MergeRecord
 from orchestrator.selection.candidates import specs_for
 
 

@@ -14,10 +14,10 @@ import pytest
 from orchestrator.cli.progress import ProgressView, render_tree, tree_from_records, tree_from_status
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from orchestrator.outcomes import Refusal, RefusalKind, refusal_line
 from orchestrator.process.backends import probe
-from orchestrator.records import Refusal, RefusalKind, refusal_line
 from orchestrator.reports.status_document import Silence, job_status, status_table
-from orchestrator.webhooks.events import Seen, worker_summary, worker_types
+from orchestrator.webhooks.event_types import Seen, worker_summary, worker_types
 from orchestrator.workers import refusals
 
 from .conftest import run_job

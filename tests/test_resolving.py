@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import keys as audit_keys
+from orchestrator.audit import signing_key as audit_keys
 from orchestrator.audit.verify import verify
 from orchestrator.delivery.resolving import markers_left
 from orchestrator.git import merging
 from orchestrator.models import JobStatus
-from orchestrator.records import MergeOutcome, Resolution
+from orchestrator.outcomes import MergeOutcome, Resolution
 from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import observed, processes_with, run_job, wait_until
@@ -417,7 +417,7 @@ def test_a_child_job_s_resolution_that_leaves_a_marker_leaves_that_worker_out_of
 def test_the_pull_requests_body_counts_the_resolvers_and_their_cost() -> None:
     from orchestrator.delivery.publishing import summary
     from orchestrator.models import JobRecord
-    from orchestrator.records import FileConflict, MergeRecord, ResolverAttempt
+    from orchestrator.outcomes import FileConflict, MergeRecord, ResolverAttempt
 
     attempt = ResolverAttempt(1, 0, 1.5, 0.25, "estimated", "", "logs/depth_0_worker_2.resolve.log")
     accepted = Resolution("worker_2", ("app.py",), "claude", True, "resolved", (attempt,), tree="t")

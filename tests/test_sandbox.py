@@ -375,7 +375,7 @@ def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_s
 @needs_bwrap
 @pytest.mark.slow
 def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_path):
-    from orchestrator.audit import keys
+    from orchestrator.audit import signing_key as keys
 
     host, folder = make_host(tmp_path)
     engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on"})

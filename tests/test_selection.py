@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from orchestrator.config import load_settings
-from orchestrator.config.scoring import DEFAULT_WEIGHTS, parse_weights
+from orchestrator.config.score_weights import DEFAULT_WEIGHTS, parse_weights
 from orchestrator.errors import ConfigError
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose

@@ -1,4 +1,4 @@
-"""The workers' supervisor (process/supervisor.py, process/supervised.py), with real processes: it
+"""The workers' supervisor (process/supervisor.py, process/supervisor.py), with real processes: it
 starts each worker with no shim, records each status exactly, outlives the server that asked and is
 adopted by the next one, and leaves once nobody needs it."""
 
@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import procscan, supervised
+from orchestrator.process import procscan, supervisor
 from orchestrator.process.cgroups import Limits
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.shim import read_exit_file
-from orchestrator.process.supervised import SupervisorClient, SupervisorError
+from orchestrator.process.supervisor import SupervisorClient, SupervisorError
 
 from .conftest import wait_until
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not supervised.supported(), reason="the supervisor needs Linux pidfds"),
+    pytest.mark.skipif(not supervisor.supported(), reason="the supervisor needs Linux pidfds"),
 ]
 
 
@@ -125,7 +125,7 @@ SERVER = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from orchestrator.process.runner import ProcessRunner
-    from orchestrator.process.supervised import SupervisorClient
+    from orchestrator.process.supervisor import SupervisorClient
     tmp = Path(sys.argv[2])
     runner = ProcessRunner(supervisor=SupervisorClient(tmp / "sup"))
     handle = runner.spawn(

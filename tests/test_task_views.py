@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
-from orchestrator.records import Integrated, IntegrationRecord
+from orchestrator.outcomes import Integrated, IntegrationRecord
 from orchestrator.reports import render_final_report, render_level_report
 from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.reports.taskgraph import (

@@ -1,4 +1,4 @@
-"""The sibling seed's task API (/api/v1/tasks, api/tasks.py) and GET /docs (api/docs.py), through a
+"""The sibling seed's task API (/api/v1/tasks, api/tasks_routes.py) and GET /docs (api/docs.py), through a
 real waitress server on 127.0.0.1 running real worker processes.
 
 Runs that must be quick use kinds that need no service: ``command`` and ``simulated``, and for the
@@ -498,7 +498,7 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
 
 # -- the mapping, as pure functions -----------------------------------------------------------------
 def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exists(monkeypatch):
-    from orchestrator.api.taskdoc import cli_kinds
+    from orchestrator.api.tasks_openapi import cli_kinds
     from orchestrator.workers import adapters
 
     kinds = cli_kinds()
@@ -543,9 +543,9 @@ def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exi
     ],
 )
 def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
-    from orchestrator.api.tasks import seed_status
+    from orchestrator.api.tasks_routes import seed_status
     from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-    from orchestrator.records import MergeRecord
+    from orchestrator.outcomes import MergeRecord
 
     record = None if merge is None else MergeRecord.from_dict({"base": "", "result_ref": "x", **merge})
     job = JobRecord(id="0123456789ab", root_id="0123456789ab", request="x", status=JobStatus(job_status), merge=record)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from orchestrator.models import Attempt, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.records import FileConflict, MergeOutcome, MergeRecord
+from orchestrator.outcomes import FileConflict, MergeOutcome, MergeRecord
 from orchestrator.reports import timeline
 from orchestrator.reports.timeline import COLOURS, render_timeline_svg, tick_step
 

@@ -18,9 +18,9 @@ from orchestrator.config import JobConfig, job_config, load_settings
 from orchestrator.errors import ConfigError, Forbidden
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.records import FileConflict, GateResult, MergeOutcome, MergeRecord
+from orchestrator.outcomes import FileConflict, GateResult, MergeOutcome, MergeRecord
 from orchestrator.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from orchestrator.webhooks.events import Seen, job_types, worker_types
+from orchestrator.webhooks.event_types import Seen, job_types, worker_types
 
 from .conftest import ROOT, make_settings, run_job, wait_until
 from .helpers import webhooks as webhooks_helpers

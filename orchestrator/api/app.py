@@ -22,10 +22,10 @@ from ..engine.core import Engine
 from ..errors import InvalidParameter, OrchestratorError, PayloadTooLarge, ValidationError
 from ..reports.metrics import refusal_reason
 from ..reports.status_document import StatusCache
-from . import context
+from . import request_context as context
 from .auth import Credentials
-from .context import EXTENSION
 from .guard import RateLimiter, StreamSlots, allowed_hosts
+from .request_context import EXTENSION
 
 log = logging.getLogger("orchestrator.api")
 
@@ -33,7 +33,9 @@ log = logging.getLogger("orchestrator.api")
 def create_app(settings: Settings, engine: Engine, credentials: Credentials | None = None) -> Flask:
     """Build the app around an engine. The engine's ``credentials`` scope worker keys."""
     from .. import dashboard
-    from . import approval, docs, routes, tasks
+    from . import approval_routes as approval
+    from . import docs, routes
+    from . import tasks_routes as tasks
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes

@@ -10,9 +10,9 @@ from ..cluster.registry import NODES_SCHEMA
 from ..config import AUTO_KIND, Isolation, MergeStrategy, choice, quality
 from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
-from .approvaldoc import approval_paths, approval_schemas
+from .approval_openapi import approval_paths, approval_schemas
 from .catalogue import file_operations
-from .taskdoc import task_paths, task_schemas
+from .tasks_openapi import task_paths, task_schemas
 
 if TYPE_CHECKING:
     from ..config import Settings

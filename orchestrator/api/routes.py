@@ -21,10 +21,11 @@ from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
-from . import catalogue, context
-from .context import extension
+from . import catalogue
+from . import request_context as context
 from .guard import check_host
 from .openapi import openapi_document
+from .request_context import extension
 
 if TYPE_CHECKING:
     from ..config.settings import Settings

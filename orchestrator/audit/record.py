@@ -203,7 +203,7 @@ def write_signed(
     """Write the tree's RECORD.json, signed; returns its digest. The body is written as its canonical
     bytes, one worker at a time (a 10,000-worker tree's record is never held whole), hashed as it
     goes, then the signature (over the format and the digest) closes the object."""
-    from .keys import public_text  # cryptography: imported by the first record, not by every worker
+    from .signing_key import public_text  # cryptography: imported by the first record, not by every worker
 
     ordered = sorted(workers, key=lambda w: (w.depth, w.job_id, w.index))
     by_depth = sorted(jobs, key=lambda j: (j.depth, j.id))

@@ -12,8 +12,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .keys import public_text
 from .record import CHAIN_START, FILE, chain_link, digest_of, file_digest, signed_message
+from .signing_key import public_text
 
 
 def verify(

@@ -689,7 +689,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..audit import keys
+    from ..audit import signing_key as keys
     from ..audit.verify import verify
     from ..delivery.landing import repository
     from ..errors import OrchestratorError

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..models import JobRecord, WorkerRecord
-from ..records import refusal_line
-from ..reports.candidates import candidate_line, groups
+from ..outcomes import refusal_line
+from ..reports.candidate_groups import candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
 
 Quiet = Callable[[WorkerRecord], "str | None"]  # a running worker's "no output for 73 s", or None

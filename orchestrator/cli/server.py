@@ -67,7 +67,7 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
 
     from ..api.app import create_app
     from ..api.auth import check_admin_key
-    from ..api.context import EXTENSION
+    from ..api.request_context import EXTENSION
     from ..engine.core import Engine
 
     check_admin_key(settings.api.api_key)

@@ -34,13 +34,13 @@ import redis
 
 from .. import protocol
 from ..config import Settings
-from ..process import supervised
+from ..process import supervisor
 from ..process.backends import probe
 from ..process.cgroups import Limits
 from ..process.executor import LocalExecutor, Sample
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
-from ..process.supervised import SupervisorClient, SupervisorError
+from ..process.supervisor import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write
 from .connect import SOCKET_TIMEOUT
@@ -111,7 +111,7 @@ _supervisors: dict[tuple[int, Path], SupervisorClient] = {}
 def supervisor_for(ctx: NodeContext) -> SupervisorClient | None:
     """This process's client of the node's supervisor (one connection kept from one attempt to the
     next), or None where the node has none or the platform cannot pass descriptors."""
-    if ctx.supervisor_dir is None or not supervised.supported():
+    if ctx.supervisor_dir is None or not supervisor.supported():
         return None
     key = (os.getpid(), ctx.supervisor_dir)
     with _shared_lock:

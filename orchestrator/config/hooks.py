@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
-# What an endpoint may subscribe to; "*" is every one of them (webhooks/events.py derives them).
+# What an endpoint may subscribe to; "*" is every one of them (webhooks/event_types.py derives them).
 EVENTS = (
     "job.started",
     "job.completed",

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from . import choice, hooks, quality, scoring
+from . import choice, hooks, quality
+from . import score_weights as scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 

@@ -34,7 +34,7 @@ ACTIONS = ("approve", "reject")
 MAX_REASON = 2000  # characters a reject's reason (or an approve's note) may have
 TOKEN = "[0-9a-f]{64}"  # sign_link's hex digest
 EXPIRES = "[0-9]{1,12}"  # Unix seconds (no int() of a 5,000-digit string)
-LINK_PREFIX = "/approval"  # the signed links' routes (api/approval.py), outside /api/v1: no API key
+LINK_PREFIX = "/approval"  # the signed links' routes (api/approval_routes.py), outside /api/v1: no API key
 
 
 def waits(job: JobRecord, earned: JobStatus) -> bool:
@@ -119,7 +119,7 @@ def link_path(secret: bytes, job_id: str, action: str, expires: int) -> str:
 
 
 # An unsigned link's token, until it is signed (``sign_unsigned``): letters and hyphens only, so it
-# stays as it is through urlencode and JSON. The webhooks' outbox keeps links so (webhooks/core.py):
+# stays as it is through urlencode and JSON. The webhooks' outbox keeps links so (webhooks/sending.py):
 # a signed link is a bearer credential, and never written to a file.
 UNSIGNED = "unsigned-"
 _UNSIGNED_RE = re.compile(r"/([^/?\s\"]+)/(approve|reject)\?expires=(\d+)&token=" + UNSIGNED + r"(?:approve|reject)")

@@ -24,9 +24,9 @@ from ..git import conflicts as conflict_text
 from ..git.commits import Source
 from ..git.merging import integrate
 from ..models import JobRecord, WorkerRecord
+from ..outcomes import IntegrationRecord
 from ..quality.gates import step_block
 from ..quality.steps import PASS, Step, StepContext, Verdict, fail
-from ..records import IntegrationRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from .landing import ResolverFactory, repository, tree_lock

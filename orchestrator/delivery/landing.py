@@ -42,8 +42,8 @@ from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
+from ..outcomes import Into, MergeOutcome, MergeRecord
 from ..quality import gates
-from ..records import Into, MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 

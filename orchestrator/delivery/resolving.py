@@ -56,9 +56,9 @@ from ..git.gitwork import repo_op
 from ..git.merging import Conflicted
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
+from ..outcomes import GateResult, Resolution, ResolverAttempt
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from ..quality import gates as gating
-from ..records import GateResult, Resolution, ResolverAttempt
 from ..selection.scoring import wait_for
 from ..workers import costs
 from ..workers.adapters import get_adapter

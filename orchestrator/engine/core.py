@@ -30,13 +30,13 @@ from .. import index, states, webhooks
 from ..checkouts.checkout import Checkout
 from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
-from ..cluster.backends import make_executor, path_locks
+from ..cluster.distribution import make_executor, path_locks
 from ..config import JobConfig, Settings
 from ..delivery import landing, publishing
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from ..process import supervised
+from ..process import supervisor
 from ..process.admission import MemoryAdmission, MemoryProbe
 from ..process.executor import Executor
 from ..process.monitor import Caps, ResourceMonitor
@@ -96,9 +96,9 @@ class Engine:
         self.confinement = Confinement(settings, self.workspace, announce=True)
         # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
-        if runner is None and executor is None and settings.distributed.executor != "rq" and supervised.supported():
+        if runner is None and executor is None and settings.distributed.executor != "rq" and supervisor.supported():
             # Workers are started by the workspace's supervisor: no shim and no fork of this server per worker.
-            runner = ProcessRunner(supervisor=supervised.SupervisorClient(self.workspace.supervisor_dir))
+            runner = ProcessRunner(supervisor=supervisor.SupervisorClient(self.workspace.supervisor_dir))
         self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
         self.clock: Clock = clock or SYSTEM_CLOCK
         # The AI planner runs its CLI through a runner of its own choosing: the local executor's.

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from .. import failpoints, reports, states
-from ..audit import keys as audit_keys
 from ..audit import record as audit_record
+from ..audit import signing_key as audit_keys
 from ..config import Isolation
 from ..delivery import approval, landing, publishing
 from ..delivery.landing import Landed, ResolverFactory

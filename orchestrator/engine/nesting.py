@@ -45,7 +45,7 @@ from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, head_ref, run_git
 from ..git.merging import merge_branches
 from ..models import JobRecord, WorkerRecord
-from ..records import MergeOutcome, MergeRecord
+from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext
 

@@ -4,7 +4,7 @@ command line (``conflicts``, ``merge``) and the spawn helper's Markdown.
 
 A conflict is git/merging.py's ``FileConflict`` or its JSON shape (``{"path", "workers", "hunks",
 "kind", "resolved_by", "predicted", "refused"}``, as a merge record holds it); what a resolver worker
-made of one (merge_strategy resolve) is records.py's ``Resolution`` or its JSON shape. This module imports nothing:
+made of one (merge_strategy resolve) is outcomes.py's ``Resolution`` or its JSON shape. This module imports nothing:
 the spawn helper renders a child's merge with it, and its start-up counts (cli/spawn.py).
 """
 

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 from .. import failpoints
 from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
-from ..records import FileConflict, Integrated, MergeOutcome, Resolution, WorkerChanges
+from ..outcomes import FileConflict, Integrated, MergeOutcome, Resolution, WorkerChanges
 from . import conflicts as conflict_text
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, command, git_bytes, git_env, run_git

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..workspace.layout import Workspace
-from .core import Announcing, IndexUnavailable, JobIndex
+from .job_index import Announcing, IndexUnavailable, JobIndex
 from .store import open_store
 
 __all__ = ["IndexUnavailable", "JobIndex", "attach", "open_index"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import JobRecord, WorkerRecord
-from ..records import MergeRecord
+from ..outcomes import MergeRecord
 from ..selection.candidates import task_outcome
 from .store import JOB_COLUMNS
 

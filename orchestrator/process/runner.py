@@ -64,8 +64,7 @@ from .shim import (
     read_exit_file,
     reserve_exit_file,
 )
-from .supervised import SupervisorClient
-from .supervisor import LIFELINE_FD
+from .supervisor import LIFELINE_FD, SupervisorClient
 
 
 class Wakeup:

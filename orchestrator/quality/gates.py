@@ -62,11 +62,11 @@ from ..config import Settings
 from ..config.quality import roles_with_defaults
 from ..gate_output import output_tail
 from ..models import JobRecord, WorkerRecord
+from ..outcomes import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult
 from ..planner.graph import matches
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..process.sandbox import SandboxSpec
-from ..records import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult
 from ..workers.confinement import Confinement
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace

@@ -27,7 +27,7 @@ from jinja2 import (
 )
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus, resolutions_of
-from orchestrator.reports import candidates as _candidates
+from orchestrator.reports import candidate_groups as _candidates
 from orchestrator.reports import wording
 from orchestrator.reports.analytics import TimelineRow, TreeAnalytics, analyse, text_timeline, worker_elapsed, worker_seconds
 from orchestrator.reports.markdown import FILTERS

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..git.conflicts import counted
 from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
-from ..records import refusal_line
+from ..outcomes import refusal_line
 from .analytics import TreeAnalytics, analyse, subtree
-from .candidates import candidate_line, groups
+from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 from .wording import approval_lines, file_counts, pull_request_text

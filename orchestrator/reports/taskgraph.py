@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..models import JobRecord, TaskNode, WorkerRecord, WorkerStatus, delivered
-from ..records import GateResult
+from ..outcomes import GateResult
 
 # GitHub's Mermaid refuses a diagram past 500 edges (its maxEdges) or 50,000 characters: a
 # bigger graph is left to the task table rather than shown as an error box.

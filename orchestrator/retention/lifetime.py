@@ -34,7 +34,7 @@ from ..git import gitrefs
 from ..git.gitcmd import GitFailed
 from ..git.gitwork import check_ref, find_host, run_git
 from ..models import JobRecord
-from ..records import MergeRecord
+from ..outcomes import MergeRecord
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
 
 if TYPE_CHECKING:

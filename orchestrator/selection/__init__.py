@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..process.runner import ProcessRunner
 from . import judge as judging
 from . import scoring
-from .records import Candidate, Selection
+from .decisions import Candidate, Selection
 from .scoring import Cancel
 
 __all__ = ["Candidate", "Selection", "choose"]

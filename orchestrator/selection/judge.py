@@ -37,7 +37,7 @@ from ..process.runner import CommandNotFound, ProcessRunner, signal_name
 from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import WorkerContext
-from .records import Candidate, Selection
+from .decisions import Candidate, Selection
 from .scoring import Cancel, wait_for
 
 ANSWER_CHARS = 2000  # of each raw answer, as recorded

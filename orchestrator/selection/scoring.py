@@ -12,7 +12,7 @@ Measures of a candidate (``measures`` in its ranking row, raw values):
   its output``, ``not run: ...``); such a candidate simply has no command measures.
 
 ``best`` scores each eligible candidate: per measure with a non-zero weight that at least one
-of them has, its value normalised across them (config/scoring.py: the best gets 1) times the
+of them has, its value normalised across them (config/score_weights.py: the best gets 1) times the
 weight's size are its ``parts``; the score is 100 times their sum over those weights' sizes.
 A candidate without a measure gets no points for it, except an unknown ``cost_usd`` (a CLI that
 reported no cost and whose model has no known price: workers/costs.py), which counts as the
@@ -40,10 +40,10 @@ from typing import Any, TypeGuard
 
 from .. import protocol
 from ..config import Select, Settings
-from ..config.scoring import BUILTIN
+from ..config.score_weights import BUILTIN
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
-from .records import Candidate, Selection
+from .decisions import Candidate, Selection
 
 Cancel = threading.Event | Wakeup
 STATUS_KEY = "scoring_command"  # how the scoring command went, in a candidate's measures

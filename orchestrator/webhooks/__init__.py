@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from ..workspace.layout import Workspace
-from .core import Webhooks
+from .sending import Webhooks
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 
 __all__ = [

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import protocol
-from ..audit import keys as audit_keys
+from ..audit import signing_key as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
 from ..git import worker_objects, worker_refs

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..records import Refusal, RefusalKind
+from ..outcomes import Refusal, RefusalKind
 
 MAX_SHOWN = 20  # distinct refusals kept on a worker's record
 MAX_LINE = 300  # characters of a refused line kept

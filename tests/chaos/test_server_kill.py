@@ -219,7 +219,7 @@ def _unrecorded(home: Home) -> list[str]:
     """Live attempts (the supervisor's workers, or shims) whose worker's record on disk does not name
     them as its running attempt."""
     from orchestrator.process.shim import find_shims
-    from orchestrator.process.supervised import SupervisorClient
+    from orchestrator.process.supervisor import SupervisorClient
 
     missing = []
     supervisor = SupervisorClient(home.state() / ".supervisor")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.models import Attempt, JobRecord, JobStatus, TaskNode, WorkerRecord
-from orchestrator.records import GateResult
+from orchestrator.outcomes import GateResult
 
 T = 1_700_000_000.0
 

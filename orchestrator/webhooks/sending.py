@@ -20,7 +20,7 @@ from ..config import Settings
 from ..delivery.approval import sign_unsigned, unsigned_links
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
-from . import events
+from . import event_types as events
 from .outbox import Delivery, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 

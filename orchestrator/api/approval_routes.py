@@ -20,8 +20,8 @@ from flask import Blueprint, Response, g, jsonify, request
 from ..delivery import approval
 from ..errors import ValidationError
 from ..workspace.ids import validate_job_id
-from . import context
-from .context import extension
+from . import request_context as context
+from .request_context import extension
 from .routes import _allowed, _status_doc, authenticate
 
 bp = Blueprint("approval", __name__)

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import TERMINAL_STATUSES
 from ..events import Event
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..records import refusal_line
+from ..outcomes import refusal_line
 
 TERMINAL = TERMINAL_STATUSES
 TERMINAL_WORKER = frozenset(s.value for s in WorkerStatus if s.terminal)

@@ -1,4 +1,4 @@
-"""The OpenAPI description of a person in the loop (orchestrator/delivery/approval.py, api/approval.py):
+"""The OpenAPI description of a person in the loop (orchestrator/delivery/approval.py, api/approval_routes.py):
 ``POST /api/v1/jobs/{id}/approve`` and ``/reject`` (the admin key), and the signed links
 ``/approval/{id}/{action}`` (no key: an expiring HMAC token)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..delivery.approval import EXPIRES, MAX_REASON, TOKEN
-from .taskdoc import ERROR, NOT_BLANK
+from .tasks_openapi import ERROR, NOT_BLANK
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK}  # a note or a reason
 PAGE = {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}

@@ -35,7 +35,7 @@ from ..workspace.filesystem import atomic_write
 from ..workspace.ids import root_of
 from .catalogue import TASK_EXAMPLE
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate, held_stream
-from .taskdoc import SEED_STATUSES, STRATEGIES, cli_kinds
+from .tasks_openapi import SEED_STATUSES, STRATEGIES, cli_kinds
 
 log = logging.getLogger("orchestrator.api")
 

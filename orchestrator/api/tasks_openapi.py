@@ -11,7 +11,7 @@ from ..config import MergeStrategy, choice
 if TYPE_CHECKING:
     from ..config import Settings
 
-# The seed's order: its default (theirs, api/tasks.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
+# The seed's order: its default (theirs, api/tasks_routes.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
 STRATEGIES = tuple(sorted((m.value for m in MergeStrategy), key=lambda m: m != MergeStrategy.THEIRS))
 SEED_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 # The seed's CLI names for our kinds (besides our own kind names); a kind this server lacks is left out.
