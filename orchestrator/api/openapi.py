@@ -79,7 +79,7 @@ NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 # A lock path (locks.check_paths): relative to the shared folder, no ".." part, not absolute, no NUL,
 # not blank. "Not blank" is a negative lookahead (not only blanks to the end), the same strings as
 # a positive one (some non-blank ahead), which hypothesis (schemathesis) cannot draw at maxLength:
-# a 1,024-character path took it minutes of CPU in each fuzz test of test_security.py.
+# a 1,024-character path took it minutes of CPU in each fuzz test of tests/test_security.py.
 LOCK_PATH = {
     "type": "string",
     "minLength": 1,
@@ -544,8 +544,8 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             }
         },
     }
-    paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approvaldoc.py)
-    paths.update(task_paths())  # the seed's task API and GET /docs (taskdoc.py)
+    paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approval_openapi.py)
+    paths.update(task_paths())  # the seed's task API and GET /docs (tasks_openapi.py)
     tags = file_operations(paths)  # tags, summaries and example bodies (catalogue.py)
     return {
         "openapi": "3.0.3",

@@ -1,5 +1,5 @@
 """The seed's task API's names (its statuses, strategies, CLI names) and its OpenAPI paths and schemas
-(tasks.py), with ``GET /docs`` (docs.py), merged into the document by openapi.py; with ``settings``,
+(tasks_routes.py), with ``GET /docs`` (docs.py), merged into the document by openapi.py; with ``settings``,
 this server's own limits."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 def task_paths() -> dict[str, Any]:
-    """The routes of tasks.py and docs.py."""
+    """The routes of tasks_routes.py and docs.py."""
     sse_data = {
         "type": "string",
         "description": "JSON: connected {task_id}, progress {task_id, job_id, cli_name, worker, "

@@ -12,7 +12,7 @@ key                     type    what it holds
 ``P:fence``             string  the fencing-token counter: a server takes tokens in blocks (INCRBY), every enqueue a new one
 ``P:tree:ROOT``         hash    attempt id -> tag of root tree ROOT's attempts out on nodes (the server's
                                 index for ``find`` after a restart and for ``sweep_prefix``)
-``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (nodes.py)
+``P:nodes``             hash    node name -> its ``NodeInfo`` JSON (registry.py)
 ``P:node:NAME``         string  present (PX = lease) while node NAME heartbeats
 ``P:marker``            string  the server's workspace marker token (a node checks the file matches)
 ``P:lock:ROOT:LOCK``    string  one advisory path lock of root tree ROOT (cluster/locks.py), JSON,

@@ -292,7 +292,7 @@ class NodeWorker(Worker):
     node, and lets a Redis outage pass while it runs an attempt.
 
     RQ's ``Worker`` forks a horse per job (about 15 ms of CPU a job more than running it in
-    process, bench_rq_worker.py). The attempt needs none of what the fork protects: the worker
+    process, bench/bench_rq_worker.py). The attempt needs none of what the fork protects: the worker
     command already runs in a process of its own (the shim, its own group, the tag), dying with
     this worker (PR_SET_PDEATHSIG), which dies with the node; attempts have no RQ timeout (the
     server's timeout and the lease end them, so there is no death penalty to enforce); a crash of

@@ -294,7 +294,7 @@ def _quote(path: str) -> str:
 
 # fast-import writes a temporary pack, fsyncs it, then (under fastimport.unpackLimit objects)
 # unpacks it into loose objects and deletes it: that fsync of a file about to be deleted took 34 ms
-# of a 62 ms merge on a busy disk (bench_worktree.py). Its objects always go loose, as the per-branch path's
+# of a 62 ms merge on a busy disk (bench/bench_worktree.py). Its objects always go loose, as the per-branch path's
 # merge-tree and commit-tree write them (git's default fsyncs no loose object), and the temporary
 # pack is not fsynced.
 _LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")

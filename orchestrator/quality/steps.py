@@ -1,6 +1,6 @@
 """After-attempt steps: what judges a worker's work before it is reported done.
 
-An ordered list of steps (default_steps.py: file ownership, the quality gates, the merge into a
+An ordered list of steps (engine/after_attempt.py: file ownership, the quality gates, the merge into a
 graph job's integration branch) runs in the worker's thread after an attempt, before the
 worker's slot is freed and its status told.
 
