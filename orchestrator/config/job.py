@@ -13,7 +13,7 @@ from ..errors import ConfigError, Forbidden, RecursionLimit
 from .choice import Select
 from .hooks import check_callback_url
 from .keys import Key, StrEnum, check_value
-from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, SandboxMode
+from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, OnFailure, Ownership, SandboxMode
 from .settings import Settings
 
 
@@ -59,8 +59,8 @@ class JobConfig:
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
     gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
     gates_retry: int = job_key("tasks", "gates_retry")
-    on_failure: str = job_key("tasks", "on_failure")
-    ownership: str = job_key("tasks", "ownership")
+    on_failure: OnFailure = job_key("tasks", "on_failure")
+    ownership: Ownership = job_key("tasks", "ownership")
     # Candidates: each subtask run as several candidates (config/choice.py's shape), and how the
     # one merged is selected; a request (root or child) may set them.
     candidates: list[dict[str, Any]] = job_key("candidates", "candidates")

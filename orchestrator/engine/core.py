@@ -31,7 +31,7 @@ from ..checkouts.checkout import Checkout
 from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
-from ..config import JobConfig, Settings
+from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
@@ -96,7 +96,7 @@ class Engine:
         self.confinement = Confinement(settings, self.workspace, announce=True)
         # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
-        if runner is None and executor is None and settings.distributed.executor != "rq" and supervisor.supported():
+        if runner is None and executor is None and settings.distributed.executor != ExecutorKind.RQ and supervisor.supported():
             # Workers are started by the workspace's supervisor: no shim and no fork of this server per worker.
             runner = ProcessRunner(supervisor=supervisor.SupervisorClient(self.workspace.supervisor_dir))
         self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
