@@ -180,7 +180,8 @@ def job_config(
             hooks = settings.webhooks
             value = check_callback_url(value, hooks.allowed_callback_hosts, hooks.callback_secret)
         values[key] = _apply_ceiling(settings, key, value, parent, notes)
-    # The seed's AI-to-AI loop (admin key, current_depth + 1) ends here. A worker credential's job
+    # The AI-to-AI loop ends here: the original spec's protocol (docs/recursion.md) has a worker POST
+    # with the admin key and current_depth + 1. A worker credential's job
     # is its parent's depth + 1 whatever the body says, but a body past the limit is refused from anyone
     # (the limit the request states, else the server's default: what the OpenAPI document says).
     limit = requested["max_recursion_depth"] if "max_recursion_depth" in requested else settings.recursion.max_depth

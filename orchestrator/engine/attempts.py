@@ -125,7 +125,7 @@ class WorkerExecution:
     ) -> None:
         record, config = live.record, live.job.config
         self.record = record
-        # A candidate's own timeout (the seed's cli_assignments[].timeout) replaces the job's.
+        # A candidate's own timeout (the task API's cli_assignments[].timeout) replaces the job's.
         self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
         self.settings = ctx.settings
         self.adapter = adapter
