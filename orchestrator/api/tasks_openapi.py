@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 # Kage Bunshin's order: its default (theirs, api/tasks_routes.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
 STRATEGIES = tuple(sorted((m.value for m in MergeStrategy), key=lambda m: m != MergeStrategy.THEIRS))
 TASK_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-# Kage Bunshin's CLI names for our kinds (besides our own kind names); a kind this server lacks is left out.
-ALIASES = {"claude_code": "claude", "claude-code": "claude", "claude-api": "anthropic", "claude_api": "anthropic"}
 ROOT_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}$"}}
 STRATEGY = {"type": "string", "enum": list(STRATEGIES)}
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"  # as openapi.NOT_BLANK: the server strips with Python's str.strip
@@ -26,11 +24,13 @@ ERROR = {"description": "error", "content": {"application/json": {"schema": {"$r
 
 def cli_kinds() -> dict[str, str]:
     """Every ``cli_name`` this server can run, and the worker kind it runs as."""
-    from ..workers.adapters import ADAPTERS
+    from ..workers.adapters import kinds
 
-    kinds = {kind: kind for kind in ADAPTERS}
-    kinds.update({alias: kind for alias, kind in ALIASES.items() if kind in ADAPTERS})
-    return kinds
+    declared = kinds()
+    names = {kind.name: kind.name for kind in declared}
+    # Kage Bunshin's own names for our kinds (``claude_code``), as each kind declares them.
+    names.update({alias: kind.name for kind in declared for alias in kind.aliases})
+    return names
 
 
 def _ok(ref: str, code: str = "200", description: str = "ok") -> dict[str, Any]:
