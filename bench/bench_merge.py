@@ -9,7 +9,7 @@ Generates a repository of ``--files`` files (100 per folder, ~1 KB each) in a te
 * orchestrator: ``merging.merge_branches(repo, "main", branches, "auto", ...)``: every merge in
   the object store, a merge commit per branch, the result ref moved by ``update-ref``. Disjoint
   branches take its fast path (no merge: the trees and commits written by Python as loose
-  objects in a plain repository, else by one ``git fast-import``);
+  objects in a plain repository; elsewhere branch by branch, as below);
 * orchestrator per branch: the same with ``fast_path=False``, the general path any overlap takes
   (a ``merge-tree`` per branch, each commit written by Python as a loose object in a plain
   repository, else by one ``hash-object`` process for all);

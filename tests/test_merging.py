@@ -26,6 +26,13 @@ from orchestrator.git.gitcmd import run_git
 # Many real git processes on real repositories: the slow tier.
 pytestmark = pytest.mark.slow
 
+
+def commit_tree(repo: Path, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
+    """git's own ``commit-tree`` for the same inputs: what every commit the merge writes must equal."""
+    env = {**who.env(), "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    return run_git(repo, "-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent, input=message, env=env).stdout.strip()
+
+
 PREFIX = "orchestrator/"
 ID = "job1"
 LINES = [f"line {n}" for n in range(1, 21)]
@@ -368,7 +375,7 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("disjoint", [False, True], ids=["per-branch", "fast-import"])
+@pytest.mark.parametrize("disjoint", [False, True], ids=["per-branch", "disjoint"])
 def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_runs_again(repo: Path, disjoint: bool) -> None:
     if disjoint:
         for worker in ("w1", "w2", "w3"):
@@ -426,10 +433,14 @@ def fast_path_taken(repo: Path, *workers: str) -> bool:
     commits = [(w, b, c) for (w, b), c in zip(branches(*workers), oids)]
     files = merging.changed_files(repo, base, oids)
     sources = {w: Source(w, b, c) for w, b, c in commits}
-    return merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto", sources, ORCHESTRATOR) is not None
+    objects = gitobjects.loose_objects(repo)
+    return (
+        merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto", sources, ORCHESTRATOR, objects=lambda: objects)
+        is not None
+    )
 
 
-def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop(repo: Path) -> None:
+def test_disjoint_changes_take_the_fast_path_with_the_same_commits_as_the_loop(repo: Path) -> None:
     commit_on(repo, f"{PREFIX}{ID}/w1", {"story.txt": lines_with({3: "w1"}), 'odd "name"\tx.txt': "w1\n"})
     commit_on(repo, f"{PREFIX}{ID}/w2", {"dir with space/notes.txt": None, "dir with space/more.txt": "w2\n"})
     commit_on(repo, f"{PREFIX}{ID}/w3", {"w3/deep/file.txt": "w3\n"})
@@ -451,19 +462,17 @@ def test_disjoint_changes_take_one_fast_import_with_the_same_commits_as_the_loop
 
     assert chain(f"{PREFIX}fast/result") == chain(f"{PREFIX}slow/result")
     assert show(repo, f"{PREFIX}fast/result", 'odd "name"\tx.txt') == "w1\n"
-    assert git(repo, "for-each-ref", "refs/orchestrator-scratch") == ""  # fast-import wrote no ref
     assert git(repo, "rev-list", "--merges", f"{PREFIX}fast/result") == ""  # one squashed commit per worker
     assert len(git(repo, "rev-list", f"main..{PREFIX}fast/result").split()) == 3
 
 
-@pytest.mark.parametrize("writer", ["python", "fast-import"])
-def test_the_fast_path_writes_loose_objects_and_keeps_no_pack_however_many_objects(
+@pytest.mark.parametrize("writer", ["python", "git"])
+def test_disjoint_branches_write_loose_objects_and_keep_no_pack_however_many_objects(
     repo: Path, writer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """fast-import's objects go loose, as the per-branch path's do: its temporary pack (which it
-    fsynced, and kept from fastimport.unpackLimit = 100 objects on) is never kept. (In a plain
-    repository Python writes them, loose.)"""
-    if writer == "fast-import":
+    """Disjoint branches' objects go loose, whoever writes them: Python in a plain repository,
+    else git (merge-tree and hash-object, branch by branch); no pack is made or kept."""
+    if writer == "git":
         monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
     for worker in ("w1", "w2", "w3", "w4"):  # 4 merges of 40 new folders each: ~170 new objects
         commit_on(repo, f"{PREFIX}{ID}/{worker}", {f"{worker}/d{k}/f.txt": f"{worker} {k}\n" for k in range(40)})
@@ -685,7 +694,7 @@ def test_the_loop_writes_the_commits_commit_tree_makes_with_one_process(repo: Pa
     for who in identities:
         for message in messages:
             made = writer.commit(tree, parent, message, "1700000000 +0000", who)
-            assert made == merging._commit(repo, tree, parent, message, "1700000000 +0000", who)
+            assert made == commit_tree(repo, tree, parent, message, "1700000000 +0000", who)
     writer.close()
     assert writer.process is None and writer.scratch is None
     assert git(repo, "fsck", "--connectivity-only", "--no-dangling").strip() == ""
@@ -712,7 +721,7 @@ def test_the_loop_writes_its_commits_in_python_byte_for_byte_as_commit_tree(repo
             path = objects / made[:2] / made[2:]
             assert path.is_file() and path.stat().st_mode & 0o777 == 0o444 & ~current_umask()
             assert git(repo, "cat-file", "-t", made).strip() == "commit"
-            assert made == merging._commit(repo, tree, parent, message, "1700000000 +0000", who)  # git: the same id
+            assert made == commit_tree(repo, tree, parent, message, "1700000000 +0000", who)  # git: the same id
             assert writer.commit(tree, parent, message, "1700000000 +0000", who) == made  # there already
     writer.start()
     writer.close()
@@ -802,7 +811,7 @@ def test_in_a_sha256_repository_git_writes_the_commits(tmp_path: Path) -> None:
     assert writer.process is not None  # git's hash-object
     made = writer.commit(tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
     writer.close()
-    assert len(made) == 64 and made == merging._commit(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
+    assert len(made) == 64 and made == commit_tree(root, tree, parent, "ünïcode ✓\n", "1700000000 +0000", ORCHESTRATOR)
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
@@ -859,9 +868,9 @@ def commit_entries(repo: Path, branch: str, entries: dict[str, tuple[str, str] |
     return commit
 
 
-def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fast_path_writes_in_python_the_objects_git_writes(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Disjoint branches in a plain repository: trees and commits written by Python, the same ids
-    as fast-import's for the same chain (new nested folders, a folder emptied and removed, modes,
+    as git's (merge-tree and hash-object, branch by branch) for the same chain (new nested folders, a folder emptied and removed, modes,
     names git orders specially, unicode), and the same as the per-branch loop's trees."""
     commit_on(repo, "main", {"gone/only.txt": "x\n", "a-b": "file\n", "a/keep.txt": "k\n", "deep/x/y/z.txt": "z\n"})
     for worker in ("w1", "w2", "w3", "w4"):
@@ -885,12 +894,12 @@ def test_the_fast_path_writes_in_python_the_objects_fast_import_writes(repo: Pat
     before = snapshot(repo)
     written = python_writes(monkeypatch)
     python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
-    assert written and written[-1] == python.result_commit  # by Python, not by fast-import
+    assert written and written[-1] == python.result_commit  # by Python, not by git
     assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed
     assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
     monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
     git(repo, "update-ref", "-d", f"refs/heads/{PREFIX}py/result")
-    again = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")  # by fast-import
+    again = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")  # by git
     assert again == python and python.merged == workers
     loop = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="loop", fast_path=False)
 

@@ -51,7 +51,7 @@ class Identity:
         }
 
     def ident(self, when: str) -> str:
-        """A fast-import ``author``/``committer`` value: ``Name <email> <seconds> <zone>``."""
+        """A commit's ``author``/``committer`` value: ``Name <email> <seconds> <zone>``."""
         return f"{self.name} <{self.email}> {when}"
 
 

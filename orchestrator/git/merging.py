@@ -1,10 +1,10 @@
 """Merging workers' branches into a job's result branch, without touching any working tree.
 
 Every merge is computed in the object store: ``git merge-tree`` for the tree (git >= 2.38),
-``git commit-tree`` for the commit (for a chain of them, ``objects.CommitWriter`` writes the same
-bytes as a loose object itself where the repository is plain, sha1 and git's default object
-config, so the next merge waits for no process; else one ``git hash-object -t commit
---stdin-paths`` process writes them all), and, for ``theirs``, ``git merge-file --theirs`` on the conflicting blobs in
+and every commit written one way, by ``objects.CommitWriter``: the bytes ``git commit-tree`` would
+write (``objects.commit_body``), as a loose object written by Python where the repository is
+plain, sha1 and git's default object config, so the next merge waits for no process; else one
+``git hash-object -t commit --stdin-paths`` process writes them all; and, for ``theirs``, ``git merge-file --theirs`` on the conflicting blobs in
 a temporary directory plus a temporary index file to write the resolved tree. The user's index, working trees and stash are never written.
 
 The result holds one commit per merged worker, whose only parent is the result so far: the
@@ -23,9 +23,9 @@ gives the same commit and moves nothing. ``manual`` merges nothing and removes a
 earlier merge made (``removed``), so the branch never holds work the record does not list.
 
 Disjoint branches that all descend from the base (the common case: workers on separate files)
-need no merge to know the answer; the same chain of trees and commits is written by Python
-(``objects``; one ``git fast-import`` where Python may not write) instead of a merge-tree and a
-commit-tree per branch.
+need no merge to know the answer; where Python may write loose objects, the same chain of trees
+and commits is written by it (``objects``) instead of a merge-tree per branch; elsewhere those
+branches are merged one by one, as any others.
 
 git 2.39 has neither ``merge-tree --merge-base`` nor ``-X``: the sequential merge needs no
 explicit base (each step merges the result so far with the next branch, whose merge base git
@@ -38,8 +38,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
-import secrets
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -282,22 +280,13 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
 
 
 def _commit(repo: str | Path, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
-    """A squashed commit on ``parent`` by ``who`` whose id depends only on its inputs (the date is fixed)."""
-    env = {**who.env(), "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
-    return run_git(repo, "-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent, input=message, env=env).stdout.strip()
-
-
-def _quote(path: str) -> str:
-    """A path for fast-import, C-quoted (it may hold spaces, quotes, even a newline)."""
-    return '"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-# fast-import writes a temporary pack, fsyncs it, then (under fastimport.unpackLimit objects)
-# unpacks it into loose objects and deletes it: that fsync of a file about to be deleted took 34 ms
-# of a 62 ms merge on a busy disk (bench/bench_worktree.py). Its objects always go loose, as the per-branch path's
-# merge-tree and commit-tree write them (git's default fsyncs no loose object), and the temporary
-# pack is not fsynced.
-_LOOSE_IMPORT = ("-c", "fastimport.unpackLimit=2147483647", "-c", "core.fsync=-pack")
+    """A squashed commit on ``parent`` by ``who`` whose id depends only on its inputs (the date is
+    fixed), written as every commit of a merge is: ``commit_body``'s bytes, by ``CommitWriter``."""
+    writer = CommitWriter(repo, objects=lambda: loose_objects(repo))
+    try:
+        return writer.commit(tree, parent, message, when, who)
+    finally:
+        writer.close()
 
 
 @dataclass(frozen=True)
@@ -326,10 +315,10 @@ def _disjoint_objects(
     descend: Callable[[], bool] = lambda: True,
 ) -> tuple[str, list[str], list[str]] | None:
     """``_disjoint_merge``'s commits, and their trees, written by Python (``LooseObjects``) in
-    ``objects``: the bytes fast-import writes for the same stream (each tree the one before with
-    the branch's files set or removed, a folder left empty removed; modes as git writes them in a
+    ``objects``: the trees the per-branch loop's merges give (each tree the one before with the
+    branch's files set or removed, a folder left empty removed; modes as git writes them in a
     tree), with no process but one ``cat-file --batch`` for the base's folders that change. None:
-    no ``objects`` folder, or a path this cannot name (a newline in it, not UTF-8): fast-import."""
+    no ``objects`` folder, or a path this cannot name (a newline in it, not UTF-8): branch by branch."""
     if objects is None:
         return None
     try:
@@ -344,7 +333,7 @@ def _disjoint_objects(
     try:
         return _write_disjoint(repo, loose, base, commits, changes, folders, chain, descend)
     except OSError:
-        return None  # Python could not write there (a folder it may not write, say): fast-import, in its own words
+        return None  # Python could not write there (a folder it may not write, say): branch by branch
     finally:
         with contextlib.suppress(OSError):
             loose.close()
@@ -420,11 +409,11 @@ def _disjoint_merge(
     into: str | None = None,
     objects: Callable[[], Path | None] | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
-    """The same chain of commits the per-branch loop makes, in one ``git fast-import`` (or,
-    where ``objects`` gives a folder, written by Python: ``_disjoint_objects``), when the
-    loop's answer is known without merging: every branch descends from the base and no two
-    branches touch the same path (or a file and a folder of the same name). Then each commit's
-    tree is the base plus the branches' changes so far. None: not that case, merge branch by branch."""
+    """The same chain of commits the per-branch loop makes, written by Python (``_disjoint_objects``)
+    where ``objects`` gives a folder, when the loop's answer is known without merging: every
+    branch descends from the base and no two branches touch the same path (or a file and a folder
+    of the same name). Then each commit's tree is the base plus the branches' changes so far.
+    None: not that case, or Python may not write there: merge branch by branch."""
     owner: dict[str, str] = {}
     for _, _, commit in commits:
         for path in files[commit]:
@@ -442,43 +431,12 @@ def _disjoint_merge(
 
     chain = _Chain(root_id, strategy, sources, into, who, when)
     folder = objects() if objects is not None else None
-    if folder is not None:  # Python writes the objects: git checks the branches meanwhile
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:
-            descending = pool.submit(descend).result
-            done = _disjoint_objects(repo, folder, base, commits, files, chain, descending)
-        if not descending():
-            return None
-        if done:
-            return done
-    elif not descend():
+    if folder is None:
         return None
-    scratch = f"refs/orchestrator-scratch/{os.getpid()}-{secrets.token_hex(8)}"  # never written
-    stream: list[bytes] = []
-    merged: list[str] = []
-    unchanged: list[str] = []
-    parent, marks = base, 0
-    for worker, _, commit in commits:
-        if not files[commit]:
-            unchanged.append(worker)
-            continue
-        merged.append(worker)
-        marks += 1
-        message = chain.message(worker).encode()
-        ident = who.ident(when)
-        stream.append(f"commit {scratch}\nmark :{marks}\nauthor {ident}\ncommitter {ident}\ndata {len(message)}\n".encode())
-        stream.append(message)
-        stream.append(f"\nfrom {parent}\n".encode())
-        for path, entry in sorted(files[commit].items()):
-            line = f"D {_quote(path)}\n" if entry is None else f"M {entry[0]} {entry[1]} {_quote(path)}\n"
-            stream.append(line.encode())
-        stream.append(b"\n")
-        parent = f":{marks}"
-    if not marks:
-        return base, merged, unchanged
-    # A branch reset to nothing is not written at the end: fast-import moves no ref at all.
-    stream.append(f"reset {scratch}\n\nget-mark :{marks}\ndone\n".encode())
-    out = git_bytes(repo, *_LOOSE_IMPORT, "fast-import", "--quiet", "--done", input=b"".join(stream))
-    return out.decode().split()[-1], merged, unchanged
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:  # git checks the branches meanwhile
+        descending = pool.submit(descend).result
+        done = _disjoint_objects(repo, folder, base, commits, files, chain, descending)
+    return done if done and descending() else None
 
 
 # -- the merge ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .gitwork import common_dir
 
 
 def commit_body(tree: str, parent: str, message: str, when: str, who: Identity) -> bytes:
-    """The bytes of the commit ``_commit`` makes: ``commit-tree``'s headers, then the message verbatim."""
+    """The bytes of a merge's commit (``CommitWriter``): what ``git commit-tree`` writes for the same inputs, its headers, then the message verbatim."""
     ident = who.ident(when)
     return f"tree {tree}\nparent {parent}\nauthor {ident}\ncommitter {ident}\n\n{message}".encode()
 

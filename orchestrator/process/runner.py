@@ -301,8 +301,13 @@ class ProcessRunner:
         full_env["PWD"] = str(cwd)  # a program that trusts $PWD over getcwd() (opencode did) must not see the server's
         program = resolve_command(argv[0], full_env.get("PATH"))
         command = [program, *argv[1:]]
-        private_exit = sandbox is not None and exit_file is None
-        if private_exit:  # the shim inside tells the true status (bubblewrap would say 128+N for signal N)
+        # Where the supervisor runs, it starts every process but one tied to this one's life (a node's
+        # attempt without the shim's lifeline): a process with no exit file of the caller's gets one of
+        # the runner's own, as does a sandboxed one, whose shim inside tells the true status (bubblewrap
+        # would say 128+N for signal N).
+        through_supervisor = self.supervisor is not None and parent_death_signal is None
+        private_exit = exit_file is None and (sandbox is not None or through_supervisor)
+        if private_exit:
             fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
             os.close(fd)
             exit_file = Path(name)
@@ -310,7 +315,7 @@ class ProcessRunner:
             reserve_exit_file(exit_file)  # (before the sandbox's argv: only a path that exists is bound)
         # Through the supervisor: a worker with an exit file, which the supervisor writes (a sandbox's
         # shim inside does); one that must die with this process (a node's attempt) keeps the shim.
-        plain = self.supervisor is not None and exit_file is not None and parent_death_signal is None
+        plain = through_supervisor
         lifeline: tuple[int, int] | None = None
         if sandbox is not None and not sandbox.unix_sockets:
             refuse_unix_sockets(full_env, self.perl)
