@@ -62,7 +62,7 @@ class Stub:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = _any
+            do_GET = do_POST = do_DELETE = _any
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
@@ -289,6 +289,30 @@ def test_errors_come_back_as_the_servers_with_its_exit_codes():
     method, path, headers, body = stub.requests[0]
     assert (method, path, headers["X-API-Key"]) == ("POST", "/api/v1/orchestrate", "k")
     assert json.loads(body) == {"request": "A; B", "config": {}, "tasks": ["A", "B"]}
+
+
+def test_the_sockets_client_makes_the_python_clients_calls():
+    """SpawnClient is the one client over sockets: every call of OrchestratorClient that does not
+    stream works through it (query strings, a text body in its charset, a 204, a POST without a body)."""
+    from orchestrator.api.wire import SpawnClient
+
+    answers = {
+        "GET /api/v1/jobs?limit=5&offset=0&status=running": (200, {}, {"jobs": [], "total": 0}),
+        "GET /api/v1/jobs/j%2F1/workers/w%201/log?tail=2": (200, {"Content-Type": "text/plain; charset=latin-1"}, b"caf\xe9"),
+        "POST /api/v1/jobs/j1/cancel": (200, {}, {"job_id": "j1", "status": "cancelled"}),
+        "DELETE /api/v1/jobs/j1?branches=all": (204, {}, b""),
+    }
+    stub = Stub(lambda h: answers[f"{h.command} {h.path}"])
+    try:
+        client = SpawnClient(stub.url, "k")
+        assert client.list_jobs(status="running", limit=5) == {"jobs": [], "total": 0}
+        assert client.logs("j/1", "w 1", tail=2) == "caf\u00e9"
+        assert client.cancel("j1") == {"job_id": "j1", "status": "cancelled"}
+        assert client.delete("j1", branches="all") is None
+    finally:
+        stub.close()
+    cancel = next(headers for method, _, headers, _ in stub.requests if method == "POST")
+    assert (cancel["X-API-Key"], cancel["Content-Length"]) == ("k", "0")
 
 
 def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else():

@@ -1,23 +1,38 @@
-"""The spawn helper's HTTP path, standard library only: POST orchestrate, long-poll wait, status.
+"""The API's one client: every call, the request rules, and a standard-library transport.
 
-``orchestrator-spawn`` runs once per child job inside every AI worker, so its start-up is
-on the hand-off's critical path: importing ``orchestrator.api.client`` (``requests``) costs
-about ten times Python's own start-up, ``http.client`` (the ``email`` package) several
-milliseconds more, and even ``json`` and ``socket`` (through ``re``, ``enum`` and
-``selectors``) about 20 ms on a loaded 2-core machine against 1 ms for the C modules behind
-them (measured). So this module speaks the little HTTP/1.1 it needs over one ``_socket`` per
-request (``Connection: close``) and reads and writes JSON with ``_json``'s scanner and
-encoder, falling back to ``socket``/``json`` where those are missing; an ``https://`` URL
-goes through ``http.client`` instead.
+``ApiClient`` holds everything a call to the REST API needs whatever carries it: the URL and
+key, the ``X-API-Key`` header, the paths, the retries, errors as the server's own classes and
+the long-poll ``wait``. A subclass adds only a transport (``_exchange``): ``SpawnClient`` here
+(one ``_socket`` per request), ``OrchestratorClient`` in ``client.py`` (a ``requests``
+session, for connection reuse and the event stream).
 
-It keeps the Python client's contract (``orchestrator/api/client.py``), which takes the rules
-it shares from here (``error_of``, ``rate_limited``, the constants):
+``orchestrator-spawn`` runs once per child job inside every AI worker, so its start-up is on
+the hand-off's critical path: importing ``requests`` costs about ten times Python's own
+start-up, ``http.client`` (the ``email`` package) several milliseconds more, and even ``json``
+and ``socket`` (through ``re``, ``enum`` and ``selectors``) about 20 ms on a loaded 2-core
+machine against 1 ms for the C modules behind them (measured). So this module imports only
+``orchestrator.errors`` and ``protocol`` (which import nothing), speaks the little HTTP/1.1 it
+needs (``Connection: close``) and reads and writes JSON with ``_json``'s scanner and encoder,
+falling back to ``socket``/``json`` where those are missing; an ``https://`` URL goes through
+``http.client`` instead. ``typing``, ``logging`` and ``random`` stay out for the same reason.
 
-* Errors come back as the server's own classes (``ERRORS_BY_CODE``), with ``status_code``;
-  a 429 is waited out as ``Retry-After`` asks (up to ``RATE_LIMIT_RETRIES`` waits of at most
-  ``MAX_RETRY_AFTER`` s), then raised as ``RateLimited`` naming the server's limit.
-* GET retries on any connection error, timeout or 5xx; POST only on failures before the
-  request was sent (refused, DNS, connect timeout), since the server may have created the job.
+The rules, for both transports:
+
+* Errors come back as the server's own classes (``ERRORS_BY_CODE``; ``except JobNotFound``
+  works across HTTP), each with ``status_code``; ``RateLimited`` also has ``retry_after``
+  (seconds, or None).
+* Every request is retried up to ``retries`` times, with exponential backoff and jitter, when
+  the failure cannot have had an effect on the server or repeating it is harmless: GET and
+  HEAD (read-only) on any connection error, timeout or 5xx; every other method (POST
+  /orchestrate, POST /cancel, DELETE) only on failures before the request was sent
+  (connection refused, DNS failure, connect timeout). A read timeout, a dropped connection or
+  a 5xx after sending is raised at once, since the server may already have created the job (a
+  retry would start a duplicate tree).
+* 4xx responses are never retried, except 429: the server refused the request before doing
+  anything, so any method may be sent again. The client sleeps the ``Retry-After`` the server
+  sent (the backoff delay if it sent none) up to ``rate_limit_retries`` times, as long as each
+  wait is at most ``max_retry_after`` seconds; then it raises ``RateLimited`` naming the
+  server's limit (e.g. ``api.rate_limit_worker``) and how long it waited.
 * ``wait`` long-polls and waits out a server that cannot be reached (it is restarting and
   re-adopts its workers) for up to ``outage`` seconds in a row.
 * Redirects are never followed (the key would go to another host): an error says so.
@@ -55,8 +70,8 @@ except ImportError:  # pragma: no cover
     _json = None  # type: ignore[assignment]
 TYPE_CHECKING = False  # typing's import costs the helper's start-up; annotations are strings here
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal
 
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
@@ -68,6 +83,7 @@ RETRIES = 3
 BACKOFF = 0.2
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER = 60.0
+_IDEMPOTENT = frozenset({"GET", "HEAD"})  # read-only: retried whatever failed (module docstring)
 MAX_BODY = 64 * 1024 * 1024  # a status document is far smaller; a runaway peer is cut off
 _BY_STATUS: dict[int, type[OrchestratorError]] = {
     400: ValidationError,
@@ -136,140 +152,455 @@ def dumps(value: Any) -> str:
     return "".join(_ENCODE(value, 0))
 
 
-class _NotSent(OSError):
-    """A transport failure before any byte of the request left (a retry cannot duplicate it)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 class _Response:
-    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+    """A response as the rules read it, whichever transport fetched it: ``headers`` are looked up
+    by lower-case name; ``raw`` is the transport's own response when it was asked to stream."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes, raw: Any = None) -> None:
+        self.status, self.reason, self.headers, self.body, self.raw = status, reason, headers, body, raw
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
 
 
-class SpawnClient:
-    """The worker's side of the API, from ``ORCHESTRATOR_API_URL`` and ``ORCHESTRATOR_API_KEY``."""
+class _NoAnswer(Exception):
+    """A request that got no response. ``cause`` is the transport's own error; ``sent`` is False
+    when it failed before any byte of the request left (a retry cannot duplicate it)."""
 
-    def __init__(self, api_url: str | None = None, api_key: str | None = None) -> None:
+    def __init__(self, cause: BaseException, sent: bool) -> None:
+        super().__init__(str(cause))
+        self.cause, self.sent = cause, sent
+
+
+class ApiClient:
+    """Every call of the REST API under the rules of the module docstring; a subclass supplies the
+    transport (``_exchange``). The URL and key default to ``ORCHESTRATOR_API_URL`` and
+    ``ORCHESTRATOR_API_KEY``, which is how a worker's processes build it with no arguments."""
+
+    _log: Any = None  # a logging.Logger for retry notes (the requests client's); logging's import costs the helper's start-up
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+        rate_limit_retries: int = RATE_LIMIT_RETRIES,
+        max_retry_after: float = MAX_RETRY_AFTER,
+    ) -> None:
+        """Connect to ``api_url`` with ``api_key`` (default: from the environment).
+        ``rate_limit_retries`` and ``max_retry_after`` bound how a 429 is waited out."""
         api_url = (api_url or os.environ.get(URL_ENV) or "").strip().rstrip("/")
         api_key = api_key or os.environ.get(KEY_ENV) or ""
-        if not api_url or not api_key:
-            missing = [
-                f"{what} (set {env})"
-                for what, env, value in (("the API URL", URL_ENV, api_url), ("the API key", KEY_ENV, api_key))
-                if not value
-            ]
+        missing = [
+            f"{what} (pass {arg}=... or set {env})"
+            for what, arg, env, value in (
+                ("the API URL", "api_url", URL_ENV, api_url),
+                ("the API key", "api_key", KEY_ENV, api_key),
+            )
+            if not value
+        ]
+        if missing:
             raise ValidationError("OrchestratorClient needs " + " and ".join(missing))
-        scheme, sep, rest = api_url.partition("://")
+        scheme, sep, _ = api_url.partition("://")
         if not sep or scheme.lower() not in ("http", "https"):
             raise ValidationError(f"api_url must start with http:// or https://, e.g. http://localhost:8000 (got {api_url!r})")
-        if any(c in api_key for c in "\r\n\0"):
-            raise ValidationError(f"{KEY_ENV} holds a line break or NUL; set it to the key alone")
-        netloc, _, prefix = rest.partition("/")
+        if retries < 0 or timeout <= 0 or backoff < 0 or rate_limit_retries < 0 or max_retry_after < 0:
+            raise ValidationError(
+                "need retries >= 0, timeout > 0, backoff >= 0, rate_limit_retries >= 0 and max_retry_after >= 0"
+            )
         self.api_url = api_url
-        self._key = api_key
-        self._https = scheme.lower() == "https"
-        self._prefix = "/" + prefix if prefix else ""
-        self._host_header = netloc
-        self._host, self._port = _split_host(netloc, 443 if self._https else 80)
+        self._api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.rate_limit_retries = rate_limit_retries
+        self.max_retry_after = max_retry_after
 
-    # --- the three calls spawn makes ------------------------------------------------
-    def orchestrate(self, request: str, tasks: list[Any] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"request": request, "config": dict(config or {})}
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_url={self.api_url!r})"
+
+    # --- jobs -----------------------------------------------------------------------
+    def orchestrate(
+        self,
+        request: str,
+        max_workers: int | None = None,
+        enable_recursion: bool | None = None,
+        max_recursion_depth: int | None = None,
+        default_timeout: float | None = None,
+        tasks: list[Any] | None = None,
+        config: dict[str, Any] | None = None,
+        **extra_config: Any,
+    ) -> dict[str, Any]:
+        """Submit a job; returns the 202 document (``job_id``, ``status``, ``urls``...).
+
+        Non-None options and ``extra_config`` go into the job's config, on top of ``config``.
+        """
+        options = dict(
+            max_workers=max_workers,
+            enable_recursion=enable_recursion,
+            max_recursion_depth=max_recursion_depth,
+            default_timeout=default_timeout,
+            **extra_config,
+        )
+        merged = {**(config or {}), **{k: v for k, v in options.items() if v is not None}}
+        body: dict[str, Any] = {"request": request, "config": merged}
         if tasks is not None:
             body["tasks"] = list(tasks)
         return self._request("POST", "/api/v1/orchestrate", body=body)
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v1/jobs/{_quote(job_id)}/status")
+        """The job's status document (status, progress, results)."""
+        return self._request("GET", f"{_job_path(job_id)}/status")
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 30.0, outage: float = 120.0) -> dict[str, Any]:
-        """Long-poll until the job is terminal or ``timeout`` seconds pass (None: no limit); a
-        server that cannot be reached is waited for up to ``outage`` seconds in a row."""
-        path = f"/api/v1/jobs/{_quote(job_id)}/wait"
+        """Long-poll until the job is terminal, waits for approval, or ``timeout`` seconds pass (None: no limit).
+
+        Each call asks the server to hold the request up to ``min(poll, remaining)``
+        seconds; there is no client-side sleep. Returns the last status document,
+        which is not terminal if the overall timeout ran out. A server that cannot be
+        reached (it is restarting: it re-adopts its running workers) is waited for, up to
+        ``outage`` seconds in a row, before ``ServerUnreachable`` is raised.
+        """
+        if poll <= 0:
+            raise ValidationError("poll must be > 0 seconds")
+        path = f"{_job_path(job_id)}/wait"
         return long_poll(
-            lambda hold: self._request("GET", path, query=f"?timeout={seconds(hold)}", timeout=hold + TIMEOUT),
+            lambda hold: self._request("GET", path, params={"timeout": seconds(hold)}, timeout=hold + self.timeout),
             timeout,
             poll,
             outage,
         )
 
-    # --- orchestrator-lock's calls (cli/lock.py) -------------------------------------------
+    def orchestrate_and_wait(
+        self,
+        request: str,
+        max_workers: int | None = None,
+        enable_recursion: bool | None = None,
+        max_recursion_depth: int | None = None,
+        default_timeout: float | None = None,
+        tasks: list[Any] | None = None,
+        config: dict[str, Any] | None = None,
+        *,
+        wait_timeout: float | None = None,
+        poll: float = 30.0,
+        **extra_config: Any,
+    ) -> dict[str, Any]:
+        """``orchestrate()`` then ``wait()`` up to ``wait_timeout``; returns the status document."""
+        job = self.orchestrate(
+            request, max_workers, enable_recursion, max_recursion_depth, default_timeout, tasks, config, **extra_config
+        )
+        return self.wait(job["job_id"], timeout=wait_timeout, poll=poll)
+
+    def list_jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """A page of jobs: ``{"jobs": [...], "total", "limit", "offset"}``."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        return self._request("GET", "/api/v1/jobs", params=params)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job and its children; ``Conflict`` if it already finished."""
+        return self._request("POST", f"{_job_path(job_id)}/cancel")
+
+    def delete(self, job_id: str, branches: str | None = None) -> None:
+        """Delete a job and its workspace, with its worktrees and branches; ``branches="all"``
+        removes its result branch too (kept by default)."""
+        params = None if branches is None else {"branches": branches}
+        self._request("DELETE", _job_path(job_id), params=params, expect="none")
+
+    # --- a job's workers and results ------------------------------------------------
+    def logs(self, job_id: str, worker: str, tail: int | None = None, gate: str | None = None) -> str:
+        """A worker's log as text, or with ``gate`` that quality gate's whole output (its status
+        entry's ``output_tail`` is the end of it); ``tail`` keeps only the last N lines."""
+        params = {k: v for k, v in (("tail", tail), ("gate", gate)) if v is not None} or None
+        return self._request("GET", f"{_job_path(job_id)}/workers/{_quote(worker)}/log", params=params, expect="text")
+
+    def checkpoints(self, job_id: str, worker: str) -> dict[str, Any]:
+        """A worktree worker's checkpoints: the commit each attempt started from (reset or kept)."""
+        return self._request("GET", f"{_job_path(job_id)}/workers/{_quote(worker)}/checkpoints")
+
+    def diff(self, job_id: str, worker: str | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+        """A unified diff: a worker's (its branch against its start point) or, without ``worker``,
+        the job's; ``{"diff", "from", "to", "truncated", "bytes", "max_bytes", ...}``."""
+        params = None if max_bytes is None else {"max_bytes": max_bytes}
+        path = _job_path(job_id) + (f"/workers/{_quote(worker)}" if worker is not None else "") + "/diff"
+        return self._request("GET", path, params=params)
+
+    def conflicts(self, job_id: str) -> dict[str, Any]:
+        """A root job's predicted conflicts between its workers' branches, and its last merge."""
+        return self._request("GET", f"{_job_path(job_id)}/conflicts")
+
+    def merge(self, job_id: str, strategy: str | None = None, into: str | None = None) -> dict[str, Any]:
+        """Merge a finished root job's workers' branches (again): ``{"job_id", "merge"}``.
+        ``strategy`` and ``into`` default to the job's config."""
+        body = {k: v for k, v in (("strategy", strategy), ("into", into)) if v is not None}
+        return self._request("POST", f"{_job_path(job_id)}/merge", body=body)
+
+    def continue_worker(self, job_id: str, worker: str, feedback: str) -> dict[str, Any]:
+        """Start a continue round of a finished root job's worker (admin key): ``{"job_id", "worker",
+        "round"}``; the round runs on, its end in the worker's ``rounds``."""
+        return self._request("POST", f"{_job_path(job_id)}/workers/{_quote(worker)}/continue", body={"feedback": feedback})
+
+    def publish(self, job_id: str) -> dict[str, Any]:
+        """Push a finished root job's result branch and open or update its pull request (again):
+        ``{"job_id", "publish"}`` (the job's publish record: pushed, the pull request, or the error)."""
+        return self._request("POST", f"{_job_path(job_id)}/publish")
+
+    def approve(self, job_id: str, note: str | None = None) -> dict[str, Any]:
+        """Land a root job waiting for approval (admin key); its status document after the decision.
+        ``Conflict`` when it is not waiting."""
+        return self._request("POST", f"{_job_path(job_id)}/approve", body={} if note is None else {"note": note})
+
+    def reject(self, job_id: str, reason: str) -> dict[str, Any]:
+        """End a root job waiting for approval failed, nothing merged (admin key; ``reason`` required)."""
+        return self._request("POST", f"{_job_path(job_id)}/reject", body={"reason": reason})
+
+    def report(self, job_id: str, name: str = "final") -> str:
+        """A Markdown report: ``"final"`` or ``"level_<n>"``."""
+        return self._request("GET", f"{_job_path(job_id)}/report", params={"name": name}, expect="text")
+
+    # --- path locks (orchestrator-lock, cli/lock.py) --------------------------------
     def lock(self, job_id: str, paths: list[str], lease: float | None = None, wait: float | None = None) -> dict[str, Any]:
+        """Lock paths of the job tree's shared folder (a worker's credential: for that worker),
+        waiting up to ``wait`` s (server default: tasks.lock_timeout); ``Conflict`` names the holder."""
         body: dict[str, Any] = {"paths": list(paths)}
         body.update({k: v for k, v in (("lease", lease), ("wait", wait)) if v is not None})
-        hold = (3600.0 if wait is None else wait) + TIMEOUT  # the server waits at most 3600 s
-        return self._request("POST", f"/api/v1/jobs/{_quote(job_id)}/locks", body=body, timeout=hold)
+        hold = (3600.0 if wait is None else wait) + self.timeout  # the server's wait is at most 3600 s
+        return self._request("POST", f"{_job_path(job_id)}/locks", body=body, timeout=hold)
 
     def unlock(self, job_id: str, lock_id: str) -> None:
-        self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}/locks/{_quote(lock_id)}")
+        """Release a lock (its holder's credential, or the admin key)."""
+        self._request("DELETE", f"{_job_path(job_id)}/locks/{_quote(lock_id)}", expect="none")
 
-    # --- transport ------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, body: Any = None, query: str = "", timeout: float = TIMEOUT) -> Any:
-        data = None if body is None else dumps(body).encode()
+    def locks(self, job_id: str) -> dict[str, Any]:
+        """The job tree's path locks: ``{"job_id", "root_job_id", "locks": [...]}``."""
+        return self._request("GET", f"{_job_path(job_id)}/locks")
+
+    # --- the server -----------------------------------------------------------------
+    def nodes(self) -> dict[str, Any]:
+        """The machines that run workers (admin key): ``{"executor": "local"|"rq", "nodes": [...]}``,
+        each node with ``name``, ``host``, ``kinds``, ``slots``, ``running``, ``heartbeat_at``,
+        ``heartbeat_age`` (seconds) and ``alive``."""
+        return self._request("GET", "/api/v1/nodes")
+
+    def health(self) -> dict[str, Any]:
+        """The server's health document, ``{"status": "ok", ...}``."""
+        return self._request("GET", "/health")
+
+    # --- the rules ------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+        expect: Literal["json", "text", "none"] = "json",
+    ) -> Any:
+        """One API call with its retries and 429 waits: the JSON value, the text (``expect="text"``),
+        None (``"none"``, or a 204) or, with ``stream``, the open ``_Response``."""
+        accept = "application/json" if expect == "json" else "*/*"
+        send_headers = {"X-API-Key": self._api_key, "Accept": accept, **(headers or {})}
         waits: list[float] = []
         while True:
-            resp = self._send(method, path, query, data, timeout)
+            resp = self._send(method, path, params, body, send_headers, self.timeout if timeout is None else timeout, stream)
             if resp.status != 429:
-                return self._handle(resp, method, path)
+                return self._handle(resp, method, path, stream, expect)
             err = error_of(resp.status, resp.reason, resp.body, resp.headers.get("retry-after"))
-            delay = err.retry_after if err.retry_after is not None else _delay(len(waits))  # type: ignore[attr-defined]
-            if len(waits) >= RATE_LIMIT_RETRIES or delay > MAX_RETRY_AFTER:
-                raise rate_limited(err, method, path, waits, delay, RATE_LIMIT_RETRIES, MAX_RETRY_AFTER)
+            resp.close()
+            delay = err.retry_after if err.retry_after is not None else self._delay(len(waits))  # type: ignore[attr-defined]
+            if len(waits) >= self.rate_limit_retries or delay > self.max_retry_after:
+                raise self._rate_limited(err, method, path, waits, delay)
+            if self._log:
+                self._log.info(
+                    "%s %s: rate limited (%s); waiting %.2fs as the server asks", method, path, err.details.get("limit"), delay
+                )
             time.sleep(delay)
             waits.append(delay)
 
-    def _send(self, method: str, path: str, query: str, data: bytes | None, timeout: float) -> _Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        headers: dict[str, str],
+        timeout: float,
+        stream: bool,
+    ) -> _Response:
         """One request, retried on transport failures and (GET) 5xx as the module docstring says."""
-        for attempt in range(RETRIES + 1):
-            last_try = attempt == RETRIES
+        for attempt in range(self.retries + 1):
+            last_try = attempt == self.retries
             try:
-                resp = self._exchange(method, self._prefix + path + query, data, timeout)
-            except OSError as exc:
-                not_sent = isinstance(exc, _NotSent)
-                if last_try or not (method == "GET" or not_sent):
+                resp = self._exchange(method, path, params, body, headers, timeout, stream)
+            except _NoAnswer as exc:
+                if last_try or not (method in _IDEMPOTENT or not exc.sent):
                     raise self._unreachable(method, path, exc, attempt + 1) from None
+                if self._log:
+                    self._log.debug("%s %s failed (%s); retry %d", method, path, type(exc.cause).__name__, attempt + 1)
             else:
-                if not (resp.status >= 500 and not last_try and method == "GET"):
+                if not (resp.status >= 500 and not last_try and method in _IDEMPOTENT):
                     return resp
-            time.sleep(_delay(attempt))
+                resp.close()
+                if self._log:
+                    self._log.debug("%s %s returned %d; retry %d", method, path, resp.status, attempt + 1)
+            time.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _exchange(self, method: str, target: str, data: bytes | None, timeout: float) -> _Response:
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        headers: dict[str, str],
+        timeout: float,
+        stream: bool,
+    ) -> _Response:
+        """Send one request to ``api_url + path`` with ``params`` as its query and ``body`` as JSON;
+        its response, or ``_NoAnswer``. The transport: each subclass's own."""
+        raise NotImplementedError
+
+    def _handle(self, resp: _Response, method: str, path: str, stream: bool, expect: Literal["json", "text", "none"]) -> Any:
+        """Turn a final response into a result or a raised error."""
+        if resp.status >= 400:
+            try:
+                raise error_of(resp.status, resp.reason, resp.body, resp.headers.get("retry-after"))
+            finally:
+                resp.close()
+        if 300 <= resp.status < 400:
+            resp.close()
+            # Not followed: the key would be resent to whatever host the Location names.
+            raise OrchestratorError(
+                f"{method} {path} was redirected to {resp.headers.get('location')!r}; "
+                f"set {URL_ENV} to the server's final address",
+                status_code=resp.status,
+            )
+        if stream:
+            return resp
+        if expect == "none" or resp.status == 204:  # no content (a DELETE)
+            return None
+        content_type = resp.headers.get("content-type") or ""
+        if expect == "text":
+            return _text(resp.body, content_type)
+        try:
+            return loads(resp.body)
+        except ValueError:
+            raise OrchestratorError(
+                f"{method} {path} returned non-JSON ({content_type or 'no content type'}); is {self.api_url} the orchestrator API?"
+            ) from None
+
+    def _rate_limited(self, err: OrchestratorError, method: str, path: str, waits: list[float], delay: float) -> RateLimited:
+        """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
+        limit = err.details.get("limit") or "the server's rate limit"
+        why = (
+            f"it asks for {delay:.0f}s more, over max_retry_after={self.max_retry_after:g}s"
+            if delay > self.max_retry_after
+            else f"rate_limit_retries={self.rate_limit_retries} reached"
+        )
+        message = (
+            f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
+            f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}"
+        )
+        details = {k: v for k, v in err.details.items() if k != "retry_after"}
+        limited = RateLimited(message, **details)
+        limited.status_code = 429  # type: ignore[attr-defined]
+        limited.retry_after = getattr(err, "retry_after", None)  # type: ignore[attr-defined]
+        return limited
+
+    def _unreachable(self, method: str, path: str, exc: _NoAnswer, attempts: int) -> ServerUnreachable:
+        """The error for a request that got no response."""
+        url = self.api_url + path
+        if method in _IDEMPOTENT or not exc.sent:
+            hint = START_HINT
+        else:
+            hint = "the request may have reached the server, so it was not retried (check list_jobs())"
+        err = ServerUnreachable(
+            f"Cannot reach the orchestrator API at {self.api_url} ({type(exc.cause).__name__} on {method} "
+            f"{url} after {attempts} attempt{'s' if attempts > 1 else ''}); {hint}.",
+            url=url,
+            attempts=attempts,
+        )
+        err.status_code = None  # type: ignore[attr-defined]
+        return err
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff plus up to 25% jitter (random is imported only when a retry needs it)."""
+        import random
+
+        base = self.backoff * 2**attempt
+        return base + random.uniform(0, 0.25 * base)
+
+
+class SpawnClient(ApiClient):
+    """The API over the standard library's sockets, one connection per request: the spawn and lock
+    helpers' client, whose start-up is on a hand-off's critical path (module docstring)."""
+
+    def __init__(self, api_url: str | None = None, api_key: str | None = None, **options: Any) -> None:
+        super().__init__(api_url, api_key, **options)
+        if any(c in self._api_key for c in "\r\n\0"):  # it goes into the request head as it is
+            raise ValidationError(f"{KEY_ENV} holds a line break or NUL; set it to the key alone")
+        scheme, _, rest = self.api_url.partition("://")
+        netloc, _, prefix = rest.partition("/")
+        self._https = scheme.lower() == "https"
+        self._prefix = "/" + prefix if prefix else ""
+        self._host_header = netloc
+        self._host, self._port = _split_host(netloc, 443 if self._https else 80)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        headers: dict[str, str],
+        timeout: float,
+        stream: bool,
+    ) -> _Response:
+        data = None if body is None else dumps(body).encode()
+        target = self._prefix + path + _query(params)
         head = [
             f"{method} {target} HTTP/1.1",
             f"Host: {self._host_header}",
-            f"X-API-Key: {self._key}",
-            "Accept: application/json",
+            *(f"{name}: {value}" for name, value in headers.items()),
             "Connection: close",
             "User-Agent: orchestrator-spawn",
         ]
         if data is not None:
             head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+        elif method not in _IDEMPOTENT:
+            head.append("Content-Length: 0")
         if self._https:
             return self._exchange_tls(method, target, data, timeout, head)
         try:
-            sock = _connect(self._host, self._port, min(timeout, TIMEOUT))
+            sock = _connect(self._host, self._port, min(timeout, self.timeout))
         except OSError as exc:  # refused, DNS, connect timeout: nothing was sent
-            raise _NotSent(exc) from exc
+            raise _NoAnswer(exc, sent=False) from exc
         try:
             sock.settimeout(timeout)
             sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b""))
             return _read_response(_Stream(sock))
+        except OSError as exc:
+            raise _NoAnswer(exc, sent=True) from exc
         finally:
             sock.close()
 
     def _exchange_tls(self, method: str, target: str, data: bytes | None, timeout: float, head: list[str]) -> _Response:
         import http.client  # only for https://: its import costs the plain path several ms
 
-        conn = http.client.HTTPSConnection(self._host, self._port, timeout=min(timeout, TIMEOUT))
+        conn = http.client.HTTPSConnection(self._host, self._port, timeout=min(timeout, self.timeout))
         try:
             try:
                 conn.connect()
             except OSError as exc:
-                raise _NotSent(exc) from exc
+                raise _NoAnswer(exc, sent=False) from exc
             conn.sock.settimeout(timeout)
             headers = dict(line.split(": ", 1) for line in head[1:])
             headers.pop("Host")
@@ -278,45 +609,11 @@ class SpawnClient:
             body = resp.read(MAX_BODY + 1)
             return _Response(resp.status, resp.reason, {k.lower(): v for k, v in resp.getheaders()}, body)
         except http.client.HTTPException as exc:
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+            raise _NoAnswer(ConnectionError(f"{type(exc).__name__}: {exc}"), sent=True) from exc
+        except OSError as exc:
+            raise _NoAnswer(exc, sent=True) from exc
         finally:
             conn.close()
-
-    def _handle(self, resp: _Response, method: str, path: str) -> Any:
-        if resp.status >= 400:
-            raise error_of(resp.status, resp.reason, resp.body, resp.headers.get("retry-after"))
-        if 300 <= resp.status < 400:
-            # Not followed: the key would be resent to whatever host the Location names.
-            raise OrchestratorError(
-                f"{method} {path} was redirected to {resp.headers.get('location')!r}; "
-                f"set {URL_ENV} to the server's final address",
-                status_code=resp.status,
-            )
-        if resp.status == 204:  # no content (a DELETE)
-            return None
-        try:
-            return loads(resp.body)
-        except ValueError:
-            raise OrchestratorError(
-                f"{method} {path} returned non-JSON ({resp.headers.get('content-type', 'no content type')}); "
-                f"is {self.api_url} the orchestrator API?"
-            ) from None
-
-    def _unreachable(self, method: str, path: str, exc: BaseException, attempts: int) -> ServerUnreachable:
-        cause = exc.cause if isinstance(exc, _NotSent) else exc
-        url = self.api_url + path
-        if method == "GET" or isinstance(exc, _NotSent):
-            hint = START_HINT
-        else:
-            hint = "the request may have reached the server, so it was not retried (check list_jobs())"
-        err = ServerUnreachable(
-            f"Cannot reach the orchestrator API at {self.api_url} ({type(cause).__name__} on {method} "
-            f"{url} after {attempts} attempt{'s' if attempts > 1 else ''}); {hint}.",
-            url=url,
-            attempts=attempts,
-        )
-        err.status_code = None  # type: ignore[attr-defined]
-        return err
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -412,13 +709,36 @@ def _split_host(netloc: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
-def _quote(value: str) -> str:
-    """One URL path segment, every byte outside the unreserved set %-escaped."""
+def _quote(value: object) -> str:
+    """One URL path segment or query value, every byte outside the unreserved set %-escaped."""
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in str(value).encode())
 
 
+def _job_path(job_id: str) -> str:
+    return f"/api/v1/jobs/{_quote(job_id)}"
+
+
+def _query(params: dict[str, Any] | None) -> str:
+    """``?name=value&...`` of the parameters that are not None ("" when none are)."""
+    pairs = [f"{_quote(name)}={_quote(value)}" for name, value in (params or {}).items() if value is not None]
+    return "?" + "&".join(pairs) if pairs else ""
+
+
+def _text(body: bytes, content_type: str) -> str:
+    """A text body in the charset its Content-Type names, else UTF-8; undecodable bytes replaced."""
+    charset = "utf-8"
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip(" '\"")
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", "replace")
+
+
 def long_poll(fetch: Callable[[float], dict[str, Any]], timeout: float | None, poll: float, outage: float) -> dict[str, Any]:
-    """The wait loop of both clients: ``fetch(hold)`` asks the server to hold the request up to
+    """The wait loop: ``fetch(hold)`` asks the server to hold the request up to
     ``hold`` seconds, until the job is terminal or ``timeout`` passes (None: no limit). A server
     that cannot be reached (restarting) is waited for up to ``outage`` seconds in a row."""
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -443,14 +763,6 @@ def seconds(value: float) -> int | float:
     """A duration for a query string: ``30`` rather than ``30.0``."""
     value = round(max(value, 0.0), 3)
     return int(value) if value == int(value) else value
-
-
-def _delay(attempt: int) -> float:
-    """Exponential backoff plus up to 25% jitter (random is imported only when a retry needs it)."""
-    import random
-
-    base = BACKOFF * 2**attempt
-    return base + random.uniform(0, 0.25 * base)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -497,24 +809,3 @@ def error_of(status: int, reason: str, content: bytes, retry_after: str | None) 
             after = float(err.details["retry_after"])  # type: ignore[arg-type]
         err.retry_after = after  # type: ignore[attr-defined]
     return err
-
-
-def rate_limited(
-    err: OrchestratorError, method: str, path: str, waits: list[float], delay: float, retries: int, max_retry_after: float
-) -> RateLimited:
-    """The error once a 429 is no longer waited out: which limit, how long was waited, why it stopped."""
-    limit = err.details.get("limit") or "the server's rate limit"
-    why = (
-        f"it asks for {delay:.0f}s more, over max_retry_after={max_retry_after:g}s"
-        if delay > max_retry_after
-        else f"rate_limit_retries={retries} reached"
-    )
-    message = (
-        f"{method} {path} is rate limited by {limit}: still refused after {len(waits)} wait(s) totalling "
-        f"{sum(waits):.1f}s as Retry-After asked; gave up because {why}. Server: {err.message}"
-    )
-    details = {k: v for k, v in err.details.items() if k != "retry_after"}
-    limited = RateLimited(message, **details)
-    limited.status_code = 429  # type: ignore[attr-defined]
-    limited.retry_after = getattr(err, "retry_after", None)  # type: ignore[attr-defined]
-    return limited
