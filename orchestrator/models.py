@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .outcomes import GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
+from .outcomes import Enforced, GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
 
 _T = TypeVar("_T")
 
@@ -118,9 +118,9 @@ class Attempt:
     # The node that ran it (distributed.executor rq; None: this server ran it), and the
     # Redis id of the attempt there (re-adopted by it after a server restart).
     node: str | None = None
-    # Which enforcement held each cap ({"memory", "processes", "log", "disk": "cgroup v2" | "cgroup v1"
-    # | "file-size limit" | "sampled" | "no cap", "file_size": bytes}: cgroups.Enforced); None: not known.
-    enforced: dict[str, Any] | None = None
+    # Which enforcement held each cap (outcomes.Enforced; its dict: {"memory", "processes", "log", "disk":
+    # "cgroup v2" | "cgroup v1" | "file-size limit" | "sampled" | "no cap", "file_size": bytes}); None: not known.
+    enforced: Enforced | None = None
     # What it ran, for the run's record (audit/record.py): the prompt as its size and digest, secrets masked.
     argv: list[str] | None = None
 
@@ -129,15 +129,19 @@ class Attempt:
         return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
 
     def to_dict(self) -> dict[str, Any]:
-        # Its fields are all scalars: a dict of them is dataclasses.asdict without the deep copy
-        # (asdict was the engine's largest CPU cost per worker).
+        # Its fields are scalars (and a frozen Enforced): a dict of them is dataclasses.asdict without
+        # the deep copy (asdict was the engine's largest CPU cost per worker).
         data = _fields_of(self)
+        data["enforced"] = self.enforced.to_dict() if self.enforced is not None else None
         data["duration"] = self.duration
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attempt:
-        return cls(**_known_fields(cls, data))
+        known = _known_fields(cls, data)
+        if isinstance(known.get("enforced"), dict):
+            known["enforced"] = Enforced.from_dict(known["enforced"])
+        return cls(**known)
 
 
 @dataclass(slots=True)

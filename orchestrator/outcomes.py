@@ -58,6 +58,55 @@ class GateResult:
         )
 
 
+# -- caps (process/cgroups.py) ---------------------------------------------------------------
+
+
+class Enforcement(str, Enum):
+    """How a cap was held for an attempt (the record says which)."""
+
+    CGROUP_V2 = "cgroup v2"  # the kernel, through a v2 cgroup
+    CGROUP_V1 = "cgroup v1"  # the kernel, through a v1 hierarchy
+    FILE_SIZE = "file-size limit"  # the kernel's RLIMIT_FSIZE (a file past it is refused)
+    SAMPLED = "sampled"  # the monitor's readings every workers.monitor_interval
+    NONE = "no cap"  # the setting is 0
+
+    @property
+    def kernel(self) -> bool:
+        return self in (Enforcement.CGROUP_V2, Enforcement.CGROUP_V1, Enforcement.FILE_SIZE)
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """Which enforcement held each cap of one attempt; ``file_size``: its RLIMIT_FSIZE in bytes.
+    ``Attempt.enforced`` (process/cgroups.py decides it; a node's renewals carry its dict)."""
+
+    memory: Enforcement = Enforcement.SAMPLED
+    processes: Enforcement = Enforcement.SAMPLED
+    log: Enforcement = Enforcement.SAMPLED
+    disk: Enforcement = Enforcement.SAMPLED
+    file_size: int = 0
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "memory": self.memory.value,
+            "processes": self.processes.value,
+            "log": self.log.value,
+            "disk": self.disk.value,
+            "file_size": self.file_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Enforced:
+        def get(key: str) -> Enforcement:
+            try:
+                return Enforcement(str(data.get(key)))
+            except ValueError:
+                return Enforcement.SAMPLED
+
+        size = data.get("file_size")
+        return cls(get("memory"), get("processes"), get("log"), get("disk"), size if isinstance(size, int) else 0)
+
+
 # -- merges (git/merging.py) ------------------------------------------------------------------
 
 

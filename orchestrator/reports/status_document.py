@@ -232,7 +232,7 @@ def _task(
         "peak_rss": worker.peak_rss,
         "peak_processes": worker.peak_processes,
         # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
-        "enforced": worker.attempts[-1].enforced if worker.attempts else None,
+        "enforced": enforced.to_dict() if worker.attempts and (enforced := worker.attempts[-1].enforced) else None,
         # Its continue rounds after its first run ([{"number", "feedback", "state", "resumed_session",
         # "cost_usd", "commit", "result_commit", "merge_note", ...}]; engine/continuing.py), and the CLI
         # session a round would resume (null: a round gets a prompt with its previous outcome).

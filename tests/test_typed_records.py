@@ -1,0 +1,55 @@
+"""The typed records of the seams between features (an attempt's enforcement, a selection and its
+rows, a publishing, a step's updates): each one's ``to_dict`` is the JSON the dicts they replaced
+gave, key for key and in order, and ``from_dict`` loads a record written before they existed."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.models import Attempt
+from orchestrator.outcomes import Enforced, Enforcement
+
+# An attempt as the server wrote it (GET /jobs/{id} and the worker's record file) before
+# ``enforced`` was typed: its caps' enforcement as a plain dict.
+OLD_ATTEMPT = {
+    "number": 1,
+    "started_at": 100.0,
+    "ended_at": 103.5,
+    "pid": 4242,
+    "pid_start": "8812",
+    "exit_code": 0,
+    "signal": None,
+    "end_reason": "exit",
+    "kill_rung": None,
+    "log_offset": 0,
+    "failure_class": None,
+    "retry_after": None,
+    "checkpoint": None,
+    "node": None,
+    "enforced": {"memory": "cgroup v2", "processes": "sampled", "log": "file-size limit", "disk": "no cap", "file_size": 1048576},
+    "argv": ["claude", "-p"],
+    "duration": 3.5,
+}
+
+
+def test_an_old_attempt_loads_with_its_enforcement_typed_and_writes_the_same_json():
+    """An attempt's record from before: its ``enforced`` becomes an Enforced, and the JSON it
+    writes again is the one it was read from, byte for byte."""
+    attempt = Attempt.from_dict(OLD_ATTEMPT)
+    assert attempt.enforced == Enforced(
+        memory=Enforcement.CGROUP_V2,
+        processes=Enforcement.SAMPLED,
+        log=Enforcement.FILE_SIZE,
+        disk=Enforcement.NONE,
+        file_size=1048576,
+    )
+    assert json.dumps(attempt.to_dict()) == json.dumps(OLD_ATTEMPT)
+
+
+def test_an_attempt_without_enforcement_keeps_its_null():
+    """Not known (no handle, or a record before caps were recorded): null, as before."""
+    data = OLD_ATTEMPT | {"enforced": None}
+    assert Attempt.from_dict(data).enforced is None
+    assert Attempt.from_dict(data).to_dict() == data
+    older = {k: v for k, v in OLD_ATTEMPT.items() if k != "enforced"}
+    assert Attempt.from_dict(older).to_dict()["enforced"] is None
