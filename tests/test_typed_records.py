@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.models import Attempt
-from orchestrator.outcomes import Enforced, Enforcement
+from orchestrator.models import Attempt, WorkerRecord
+from orchestrator.outcomes import Enforced, Enforcement, GateResult
+from orchestrator.quality.steps import StepUpdates
 
 # An attempt as the server wrote it (GET /jobs/{id} and the worker's record file) before
 # ``enforced`` was typed: its caps' enforcement as a plain dict.
@@ -53,3 +54,20 @@ def test_an_attempt_without_enforcement_keeps_its_null():
     assert Attempt.from_dict(data).to_dict() == data
     older = {k: v for k, v in OLD_ATTEMPT.items() if k != "enforced"}
     assert Attempt.from_dict(older).to_dict()["enforced"] is None
+
+
+def test_step_updates_set_only_what_a_step_set():
+    """A step's updates reach the record through ``apply``: a field no step set keeps the record's
+    value; the gates' commit and results go together (a None commit too: a folder worker's);
+    an empty trespass list clears the last attempt's."""
+    record = WorkerRecord(job_id="j", root_id="j", name="worker_1", index=1, depth=0, task="t", kind="simulated")
+    record.gated_commit, record.trespass = "old", ["src/x.py"]
+    gate = GateResult("unit", True, "passed", True, 0, 1.0, "logs/g.log", None, "exit code 0")
+    StepUpdates().apply(record)
+    assert (record.gated_commit, record.gates, record.trespass) == ("old", [], ["src/x.py"])
+    updates = StepUpdates()
+    updates.gated(None, [gate])
+    updates.trespass = []
+    assert updates.changed
+    updates.apply(record)
+    assert (record.gated_commit, record.gates, record.trespass, record.integrated) == (None, [gate], [], None)

@@ -280,10 +280,9 @@ class WorkerExecution:
             found = run_steps(self.steps, ctx)
         finally:
             self.known_changes = ctx.known_changes()
-            if ctx.updates:
+            if ctx.updates.changed:
                 with self.tables.locked():
-                    for key, value in ctx.updates.items():
-                        setattr(self.record, key, value)
+                    ctx.updates.apply(self.record)
         if found is None:
             return outcome, None, None
         name, verdict = found

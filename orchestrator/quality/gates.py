@@ -194,9 +194,8 @@ def step_block(ctx: StepContext, settings: Settings | None = None) -> str | None
     if ctx.job is None:
         return "its job is unknown"
     view = dataclasses.replace(ctx.record, status=ctx.status, files_changed=list(ctx.changes().files_changed))
-    for key in ("gates", "gated_commit"):
-        if key in ctx.updates:
-            setattr(view, key, ctx.updates[key])
+    if ctx.updates.gates is not None:
+        view.gated_commit, view.gates = ctx.updates.gated_commit, ctx.updates.gates
     return merge_block(view, ctx.job, settings)
 
 
@@ -229,8 +228,7 @@ class GateStep(Step):
             commit = changes.commit
             if worktree is not None and commit is not None:  # its tip now (a child job's merge since a step asked)
                 commit = worktree.tip(record)
-            ctx.updates["gated_commit"] = commit
-            ctx.updates["gates"] = results
+            ctx.updates.gated(commit, results)
             todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
             if not todo:
                 return PASS
