@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .outcomes import Enforced, GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
+from .outcomes import Enforced, GateResult, IntegrationRecord, MergeRecord, PublishRecord, Refusal, Resolution
 
 _T = TypeVar("_T")
 
@@ -463,11 +463,9 @@ class JobRecord:
     approval: Approval | None = None
     # A root's: the digest of its signed RECORD.json (audit/record.py), "sha256:<hex>"; None: not written.
     record_digest: str | None = None
-    # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request): {"at",
-    # "remote", "branch", "commit", "pushed" (bool), "error" (why the push or the pull request failed, or
-    # None), "pull_request" ({"forge", "number", "url", "action": opened|updated}, or None)}; replaced whole,
-    # never changed in place. None: never published.
-    publish: dict[str, Any] | None = None
+    # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request:
+    # outcomes.PublishRecord); replaced whole, never changed in place. None: never published.
+    publish: PublishRecord | None = None
 
     @property
     def is_root(self) -> bool:
@@ -507,6 +505,7 @@ class JobRecord:
         data["nodes"] = [n.to_dict() for n in self.nodes]
         data["selections"] = {k: dict(v) for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
+        data["publish"] = self.publish.to_dict() if self.publish is not None else None
         data["duration"] = self.duration
         return data
 
@@ -529,6 +528,8 @@ class JobRecord:
             known["merge"] = MergeRecord.from_dict(known["merge"])
         if known.get("approval") is not None:
             known["approval"] = Approval.from_dict(known["approval"])
+        if known.get("publish") is not None:
+            known["publish"] = PublishRecord.from_dict(known["publish"])
         return cls(**known)
 
 

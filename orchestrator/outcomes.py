@@ -467,3 +467,67 @@ class IntegrationRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
         return cls(Integrated.from_dict(data), data["at"], data.get("reason"))
+
+
+# -- publishing (delivery/publishing.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestRecord:
+    """The pull request a publishing opened or updated on the forge (``git.pull_request``)."""
+
+    forge: str  # "github" or "gitlab"
+    number: int | None
+    url: str | None
+    action: str  # "opened" or "updated"
+    base: str | None  # the branch it merges into
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forge": self.forge, "number": self.number, "url": self.url, "action": self.action, "base": self.base}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PullRequestRecord:
+        return cls(
+            str(data.get("forge") or ""), data.get("number"), data.get("url"), str(data.get("action") or ""), data.get("base")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRecord:
+    """``JobRecord.publish``: a root's last publishing of its result: when, the remote and the branch
+    pushed there, the commit, whether the push went through, why the push or the pull request
+    failed (None: neither did) and the pull request (None: none, yet). Replaced whole, never
+    changed in place; the next publishing reads the branch and commit this one pushed (its lease)
+    and the pull request to update."""
+
+    at: float
+    remote: str
+    branch: str | None = None
+    commit: str | None = None
+    pushed: bool = False
+    error: str | None = None
+    pull_request: PullRequestRecord | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "remote": self.remote,
+            "branch": self.branch,
+            "commit": self.commit,
+            "pushed": self.pushed,
+            "error": self.error,
+            "pull_request": self.pull_request.to_dict() if self.pull_request is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PublishRecord:
+        pull = data.get("pull_request")
+        return cls(
+            at=data.get("at") or 0.0,
+            remote=str(data.get("remote") or ""),
+            branch=data.get("branch"),
+            commit=data.get("commit"),
+            pushed=bool(data.get("pushed")),
+            error=data.get("error"),
+            pull_request=PullRequestRecord.from_dict(pull) if isinstance(pull, Mapping) else None,
+        )

@@ -20,7 +20,7 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
-from orchestrator.outcomes import GateResult, Integrated, IntegrationRecord, MergeRecord
+from orchestrator.outcomes import GateResult, Integrated, IntegrationRecord, MergeRecord, PublishRecord
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -612,7 +612,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
         # a publish on record too (git.push, git.pull_request: publishing writes it; set here)
-        live.engine.queries._jobs[job_id].publish = {"pushed": True, "error": None, "pull_request": pull}
+        live.engine.queries._jobs[job_id].publish = PublishRecord.from_dict({"pushed": True, "error": None, "pull_request": pull})
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")

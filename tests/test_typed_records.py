@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.models import Attempt, WorkerRecord
-from orchestrator.outcomes import Enforced, Enforcement, GateResult
+from orchestrator.models import Attempt, JobRecord, WorkerRecord
+from orchestrator.outcomes import Enforced, Enforcement, GateResult, PublishRecord, PullRequestRecord
 from orchestrator.quality.steps import StepUpdates
 
 # An attempt as the server wrote it (GET /jobs/{id} and the worker's record file) before
@@ -71,3 +71,36 @@ def test_step_updates_set_only_what_a_step_set():
     assert updates.changed
     updates.apply(record)
     assert (record.gated_commit, record.gates, record.trespass, record.integrated) == (None, [gate], [], None)
+
+
+# A root job's ``publish`` as publishing wrote it before it was typed: pushed, and a pull request opened.
+OLD_PUBLISH = {
+    "at": 1700000000.5,
+    "remote": "origin",
+    "branch": "orchestrator/job_ab12",
+    "commit": "c" * 40,
+    "pushed": True,
+    "error": None,
+    "pull_request": {"forge": "github", "number": 1, "url": "https://forge.example/pull/1", "action": "opened", "base": "main"},
+}
+
+
+def test_a_publish_record_round_trips_its_json():
+    """Pushed with a pull request, and failed before anything was pushed (no branch, no pull request)."""
+    record = PublishRecord.from_dict(OLD_PUBLISH)
+    assert record.pushed and record.pull_request == PullRequestRecord(
+        "github", 1, "https://forge.example/pull/1", "opened", "main"
+    )
+    assert json.dumps(record.to_dict()) == json.dumps(OLD_PUBLISH)
+    failed = {"at": 5.0, "remote": "origin", "branch": None, "commit": None, "pushed": False}
+    failed |= {"error": "nothing to publish: the job has no result commit (merge it first)", "pull_request": None}
+    assert json.dumps(PublishRecord.from_dict(failed).to_dict()) == json.dumps(failed)
+
+
+def test_an_old_job_record_loads_its_publish_typed_and_writes_it_back():
+    """A job's record on disk with a publish dict: typed on load, the same JSON on save."""
+    data = JobRecord(id="ab12", root_id="ab12", request="r").to_dict() | {"publish": OLD_PUBLISH}
+    job = JobRecord.from_dict(json.loads(json.dumps(data)))
+    assert isinstance(job.publish, PublishRecord) and job.publish.branch == "orchestrator/job_ab12"
+    assert json.dumps(job.to_dict()) == json.dumps(data)
+    assert JobRecord.from_dict(data | {"publish": None}).publish is None

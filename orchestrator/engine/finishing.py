@@ -362,19 +362,19 @@ class Finishing:
             now=self.clock.time(),
             status=status,
         )
-        said = pull_request_text(found)
+        said = pull_request_text(found.to_dict())
         with self.tables.locked():
             job.publish = found
             if said:
                 job.notes.append(f"pull request: {said}")
-        pr = found.get("pull_request") or {}
-        if found["error"]:
-            log.warning("job %s: publishing: %s", job.id, found["error"], extra=logs.context(job.id))
-            self.announce.line(job, f"job {job.id}: not published: {found['error']} (retry: ./orchestrator.sh publish {job.id})")
+        pr = found.pull_request
+        if found.error:
+            log.warning("job %s: publishing: %s", job.id, found.error, extra=logs.context(job.id))
+            self.announce.line(job, f"job {job.id}: not published: {found.error} (retry: ./orchestrator.sh publish {job.id})")
         else:
-            where = f"; pull request {pr.get('url') or pr.get('number')} {pr.get('action')}" if pr else ""
-            self.announce.line(job, f"job {job.id}: pushed {found['branch']} to {found['remote']}{where}")
-        return found
+            where = f"; pull request {pr.url or pr.number} {pr.action}" if pr else ""
+            self.announce.line(job, f"job {job.id}: pushed {found.branch} to {found.remote}{where}")
+        return found.to_dict()
 
     # -- a person in the loop (delivery/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:

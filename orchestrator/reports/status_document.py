@@ -55,6 +55,7 @@ def job_status(
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
     graph = has_dependencies(job, own)
     own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
+    publish = job.publish.to_dict() if job.publish is not None else None
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -92,9 +93,9 @@ def job_status(
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
         # A root's last push of its result branch and its pull request (git.push; null: never published):
         # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
-        "publish": job.publish,
+        "publish": publish,
         # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
-        "pull_request": pull_request_text(job.publish),
+        "pull_request": pull_request_text(publish),
         # A root job with approval: before_merge once its workers were done (delivery/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
