@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.outcomes import GateResult
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 from orchestrator.selection.judge import judge_prompt, parse_verdict
@@ -26,7 +27,11 @@ JUDGE = {"kind": "claude", "model": "judge-model", "timeout": 60}
 
 def cand(name: str, marker: str, added: int, *, eligible: bool = True, ended: float = T0) -> Candidate:
     """A candidate whose diff carries ``marker`` (how a scripted judge recognises it)."""
-    gates = [{"name": "tests", "required": True, "status": "passed" if eligible else "failed", "passed": eligible}]
+    gates = [
+        GateResult.from_dict(
+            {"name": "tests", "required": True, "status": "passed" if eligible else "failed", "passed": eligible}
+        )
+    ]
     return Candidate(
         name=name,
         kind="command",

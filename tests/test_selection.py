@@ -19,6 +19,7 @@ import pytest
 from orchestrator.config import load_settings
 from orchestrator.config.score_weights import DEFAULT_WEIGHTS, parse_weights
 from orchestrator.errors import ConfigError
+from orchestrator.outcomes import GateResult
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 
@@ -30,7 +31,10 @@ T0 = 1_800_000_000.0  # an ended_at in the future of any clock these tests run o
 def cand(
     name: str, *, eligible: bool = True, added: int = 10, removed: int = 0, cost=0.02, duration=5.0, ended=T0, **kw
 ) -> Candidate:
-    gates = kw.pop("gates", [{"name": "tests", "required": True, "status": "passed", "passed": True, "exit_code": 0}])
+    gates = [
+        GateResult.from_dict(g)
+        for g in kw.pop("gates", [{"name": "tests", "required": True, "status": "passed", "passed": True, "exit_code": 0}])
+    ]
     return Candidate(
         name=name,
         kind="command",

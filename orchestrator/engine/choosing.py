@@ -219,7 +219,7 @@ class Choosing:
             model=record.model,
             status=record.status.value,
             eligible=record.status.ok,
-            gates=[g.to_dict() for g in record.gates],
+            gates=list(record.gates),
             cost_usd=record.cost_usd,
             duration=record.duration,
             ended_at=record.ended_at,

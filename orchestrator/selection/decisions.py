@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..outcomes import GateResult
 from ..process.sandbox import SandboxSpec
 
 
@@ -19,7 +20,7 @@ class Candidate:
     model: str | None
     status: str  # its final WorkerStatus value ("success", "failed", "timeout", "cancelled", ...)
     eligible: bool  # it succeeded, and so every required gate passed
-    gates: list[dict[str, Any]] = field(default_factory=list)  # WorkerRecord.gates
+    gates: list[GateResult] = field(default_factory=list)  # WorkerRecord.gates
     cost_usd: float | None = None
     duration: float | None = None
     ended_at: float | None = None

@@ -133,7 +133,7 @@ def _shown(label: str, c: Candidate) -> str:
     output = c.output.strip()
     if len(output) > OUTPUT_CHARS:
         output = output[:OUTPUT_CHARS] + "\n[... summary truncated]"
-    gates = "; ".join(f"{g.get('name')} {g.get('status')} ({'required' if g.get('required') else 'optional'})" for g in c.gates)
+    gates = "; ".join(f"{g.name} {g.status} ({'required' if g.required else 'optional'})" for g in c.gates)
     diff = c.diff + ("\n[... diff truncated]" if c.diff_truncated else "")
     fence = "`" * max(3, _longest_backticks(diff) + 1)
     return (

@@ -41,6 +41,7 @@ from typing import Any, TypeGuard
 from .. import protocol
 from ..config import Select, Settings
 from ..config.score_weights import BUILTIN
+from ..outcomes import GateResult
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from .decisions import Candidate, Selection
@@ -55,8 +56,8 @@ MEDIAN_WHEN_UNKNOWN = ("cost_usd",)  # measures an unknown value of which counts
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def gates_passed(gates: Sequence[Mapping[str, Any]]) -> float | None:
-    return sum(1 for g in gates if g.get("passed")) / len(gates) if gates else None
+def gates_passed(gates: Sequence[GateResult]) -> float | None:
+    return sum(1 for g in gates if g.passed) / len(gates) if gates else None
 
 
 def builtin_measures(candidate: Candidate) -> dict[str, Any]:
@@ -352,9 +353,8 @@ def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[s
 def out_reason(c: Candidate) -> str:
     """Why an ineligible candidate is out: a required gate that did not pass, else its status."""
     for gate in c.gates:
-        if gate.get("required") and not gate.get("passed"):
-            detail = gate.get("reason") or gate.get("status")
-            return f"required gate {gate.get('name')} did not pass ({detail})"
+        if gate.required and not gate.passed:
+            return f"required gate {gate.name} did not pass ({gate.reason or gate.status})"
     if c.ended_at is None:  # first_passing chooses while the others may still run
         return f"it had not passed when the choice was made (status {c.status})"
     return f"it ended {c.status}"
