@@ -362,7 +362,7 @@ class Finishing:
             now=self.clock.time(),
             status=status,
         )
-        said = pull_request_text(found.to_dict())
+        said = pull_request_text(found)
         with self.tables.locked():
             job.publish = found
             if said:

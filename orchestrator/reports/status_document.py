@@ -95,7 +95,7 @@ def job_status(
         # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
         "publish": publish,
         # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
-        "pull_request": pull_request_text(publish),
+        "pull_request": pull_request_text(job.publish),
         # A root job with approval: before_merge once its workers were done (delivery/approval.py):
         # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
