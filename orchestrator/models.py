@@ -16,7 +16,17 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
-from .outcomes import Enforced, GateResult, IntegrationRecord, MergeRecord, PublishRecord, Refusal, Resolution
+from .outcomes import (
+    Enforced,
+    GateResult,
+    IntegrationRecord,
+    MergeRecord,
+    PublishRecord,
+    RankingRow,
+    Refusal,
+    Resolution,
+    SelectionRecord,
+)
 
 _T = TypeVar("_T")
 
@@ -299,11 +309,11 @@ class WorkerRecord:
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
     # One of its task's candidates (1-based; None: the task runs once). ``selected``:
     # None until its task's selection is made (JobRecord.selections), then whether it won (only a
-    # winner is merged). ``score``: its row of that selection ({"eligible", "score", "parts",
-    # "measures", "rank", "reason"}). ``timeout``: its own attempt timeout (None: the job's).
+    # winner is merged). ``score``: its row of that selection (outcomes.RankingRow). ``timeout``: its
+    # own attempt timeout (None: the job's).
     candidate: int | None = None
     selected: bool | None = None
-    score: dict[str, Any] | None = None
+    score: RankingRow | None = None
     timeout: float | None = None
     # The bytes of its rendered prompt, how many of them are its job's shared
     # context block (workers/sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
@@ -362,7 +372,7 @@ class WorkerRecord:
             del data["rounds"]
         if self.session_id is None:
             del data["session_id"]
-        data["score"] = dict(self.score) if self.score is not None else None
+        data["score"] = self.score.to_dict() if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
         return data
@@ -389,6 +399,8 @@ class WorkerRecord:
         known["rounds"] = [Round.from_dict(r) for r in known.get("rounds") or []]
         if known.get("integrated") is not None:
             known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
+        if known.get("score") is not None:
+            known["score"] = RankingRow.from_dict(known["score"])
         return cls(**known)
 
 
@@ -453,11 +465,9 @@ class JobRecord:
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
     nodes: list[TaskNode] = field(default_factory=list)
     integration: str | None = None
-    # Each task with candidates, by task id, once its winner is chosen (engine/choosing.py): {"task_id",
-    # "select", "candidates" (worker names), "winner" (a name, or None: none eligible), "reason",
-    # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
-    # "cost_usd" (the judge's), "at"}.
-    selections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each task with candidates, by task id, once its winner is chosen (engine/choosing.py;
+    # outcomes.SelectionRecord: the winner, why, the ranking, the judge's bracket and cost).
+    selections: dict[str, SelectionRecord] = field(default_factory=dict)
     # A root job with approval: before_merge once its workers are done (delivery/approval.py);
     # None: never waited.
     approval: Approval | None = None
@@ -474,7 +484,7 @@ class JobRecord:
     @property
     def judge_cost_usd(self) -> float | None:
         """What its selections' AI judge calls cost (None: no judge reported a cost)."""
-        costs = [s["cost_usd"] for s in self.selections.values() if isinstance(s.get("cost_usd"), (int, float))]
+        costs = [s.cost_usd for s in self.selections.values() if s.cost_usd is not None]
         return sum(costs) if costs else None
 
     @property
@@ -503,7 +513,7 @@ class JobRecord:
             data[name] = list(data[name])
         data["merge"] = self.merge.to_dict() if self.merge is not None else None
         data["nodes"] = [n.to_dict() for n in self.nodes]
-        data["selections"] = {k: dict(v) for k, v in self.selections.items()}
+        data["selections"] = {k: v.to_dict() for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["publish"] = self.publish.to_dict() if self.publish is not None else None
         data["duration"] = self.duration
@@ -524,6 +534,7 @@ class JobRecord:
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
+        known["selections"] = {k: SelectionRecord.from_dict(v) for k, v in (known.get("selections") or {}).items()}
         if known.get("merge") is not None:
             known["merge"] = MergeRecord.from_dict(known["merge"])
         if known.get("approval") is not None:

@@ -531,3 +531,193 @@ class PublishRecord:
             error=data.get("error"),
             pull_request=PullRequestRecord.from_dict(pull) if isinstance(pull, Mapping) else None,
         )
+
+
+# -- selections (selection/, engine/choosing.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RankingRow:
+    """One candidate's row of its task's selection, best first: an entry of
+    ``SelectionRecord.ranking`` and the candidate's ``WorkerRecord.score``. ``score`` None: not
+    scored (a mode other than best, or not eligible); ``rank`` None: not eligible; ``parts``: the
+    points of each weighted measure; ``measures``: the raw values (a scoring command's keys too,
+    whatever JSON it printed), so a plain dict."""
+
+    worker: str
+    kind: str
+    model: str | None
+    eligible: bool
+    score: float | None
+    parts: dict[str, float]
+    measures: dict[str, Any]
+    rank: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "kind": self.kind,
+            "model": self.model,
+            "eligible": self.eligible,
+            "score": self.score,
+            "parts": dict(self.parts),
+            "measures": dict(self.measures),
+            "rank": self.rank,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RankingRow:
+        return cls(
+            worker=str(data.get("worker") or ""),
+            kind=str(data.get("kind") or ""),
+            model=data.get("model"),
+            eligible=bool(data.get("eligible")),
+            score=data.get("score"),
+            parts=dict(data.get("parts") or {}),
+            measures=dict(data.get("measures") or {}),
+            rank=data.get("rank"),
+            reason=str(data.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeAnswer:
+    """One call of a judge's match: the two candidates in the order shown (as A and B), its answer
+    (cut short), the label it picked (None: unusable, ``problem`` says why), its reasons and cost."""
+
+    shown: tuple[str, str]
+    answer: str
+    parsed: str | None
+    reasons: str
+    cost_usd: float | None
+    problem: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shown": list(self.shown),
+            "answer": self.answer,
+            "parsed": self.parsed,
+            "reasons": self.reasons,
+            "cost_usd": self.cost_usd,
+            "problem": self.problem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeAnswer:
+        first, second = (list(data.get("shown") or ()) + ["", ""])[:2]
+        return cls(
+            shown=(str(first), str(second)),
+            answer=str(data.get("answer") or ""),
+            parsed=data.get("parsed"),
+            reasons=str(data.get("reasons") or ""),
+            cost_usd=data.get("cost_usd"),
+            problem=data.get("problem"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeMatch:
+    """One match of a judge's knockout: ``a`` against ``b`` in ``round`` (``b`` None: a bye), each
+    order asked, the winner and why; ``fallback``: the judge gave no usable, agreeing answer, so
+    the better-ranked one went on."""
+
+    round: int
+    a: str
+    b: str | None
+    orders: tuple[JudgeAnswer, ...]
+    winner: str
+    reason: str
+    fallback: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "a": self.a,
+            "b": self.b,
+            "orders": [o.to_dict() for o in self.orders],
+            "winner": self.winner,
+            "reason": self.reason,
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeMatch:
+        return cls(
+            round=int(data.get("round") or 0),
+            a=str(data.get("a") or ""),
+            b=data.get("b"),
+            orders=tuple(JudgeAnswer.from_dict(o) for o in data.get("orders") or ()),
+            winner=str(data.get("winner") or ""),
+            reason=str(data.get("reason") or ""),
+            fallback=bool(data.get("fallback")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRecord:
+    """``select: judge``'s bracket: the judge's kind and model (as configured) and every match."""
+
+    kind: str | None
+    model: str | None
+    matches: tuple[JudgeMatch, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "matches": [m.to_dict() for m in self.matches]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeRecord:
+        return cls(data.get("kind"), data.get("model"), tuple(JudgeMatch.from_dict(m) for m in data.get("matches") or ()))
+
+
+@dataclass
+class SelectionRecord:
+    """``JobRecord.selections[task]``: how one task's winner was chosen among its candidates
+    (engine/choosing.py): the rule, the candidates' names, when, the winner (None: none eligible,
+    or none could be merged) and why, the ranking, the judge's bracket and its cost.
+
+    Two shapes written before it stay as they were: a selection that never ran its chooser (the
+    job was cancelled first, or it raised) has no ``cost_usd`` key (``chose`` False), and one
+    that raised has none of ``task_id``, ``select``, ``candidates``, ``at`` (``task_id`` None)."""
+
+    winner: str | None
+    reason: str
+    ranking: list[RankingRow] = field(default_factory=list)
+    judge: JudgeRecord | None = None
+    cost_usd: float | None = None  # what the judge's calls cost (counts toward the tree)
+    task_id: str | None = None
+    select: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    at: float | None = None  # clock time it was made (None: the job was cancelled first)
+    chose: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.task_id is not None:
+            data |= {"task_id": self.task_id, "select": self.select, "candidates": list(self.candidates), "at": self.at}
+        data |= {
+            "winner": self.winner,
+            "reason": self.reason,
+            "ranking": [r.to_dict() for r in self.ranking],
+            "judge": self.judge.to_dict() if self.judge is not None else None,
+        }
+        if self.chose:
+            data["cost_usd"] = self.cost_usd
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SelectionRecord:
+        judge = data.get("judge")
+        return cls(
+            winner=data.get("winner"),
+            reason=str(data.get("reason") or ""),
+            ranking=[RankingRow.from_dict(r) for r in data.get("ranking") or () if isinstance(r, Mapping)],
+            judge=JudgeRecord.from_dict(judge) if isinstance(judge, Mapping) else None,
+            cost_usd=data.get("cost_usd"),
+            task_id=data.get("task_id"),
+            select=data.get("select"),
+            candidates=[str(n) for n in data.get("candidates") or ()],
+            at=data.get("at"),
+            chose="cost_usd" in data,
+        )

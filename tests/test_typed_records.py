@@ -7,8 +7,17 @@ from __future__ import annotations
 import json
 
 from orchestrator.models import Attempt, JobRecord, WorkerRecord
-from orchestrator.outcomes import Enforced, Enforcement, GateResult, PublishRecord, PullRequestRecord
+from orchestrator.outcomes import (
+    Enforced,
+    Enforcement,
+    GateResult,
+    PublishRecord,
+    PullRequestRecord,
+    RankingRow,
+    SelectionRecord,
+)
 from orchestrator.quality.steps import StepUpdates
+from orchestrator.selection import Selection
 
 # An attempt as the server wrote it (GET /jobs/{id} and the worker's record file) before
 # ``enforced`` was typed: its caps' enforcement as a plain dict.
@@ -104,3 +113,121 @@ def test_an_old_job_record_loads_its_publish_typed_and_writes_it_back():
     assert isinstance(job.publish, PublishRecord) and job.publish.branch == "orchestrator/job_ab12"
     assert json.dumps(job.to_dict()) == json.dumps(data)
     assert JobRecord.from_dict(data | {"publish": None}).publish is None
+
+
+ROW = {
+    "worker": "worker_2",
+    "kind": "claude",
+    "model": "sonnet",
+    "eligible": True,
+    "score": 93.94,
+    "parts": {"gates_passed": 20.0, "diff_lines": 15.0},
+    "measures": {"gates_passed": 1.0, "diff_lines": 10, "coverage": "n/a", "scoring_command": "ok"},
+    "rank": 1,
+    "reason": "won the judge's knockout; best score 93.94: gates_passed 20/20, diff_lines 15/15",
+}
+OUT = ROW | {"worker": "worker_1", "eligible": False, "score": None, "parts": {}, "measures": {}, "rank": None}
+# A task's selection under ``select: judge`` as engine/choosing.py wrote it before it was typed.
+OLD_SELECTION = {
+    "task_id": "t1",
+    "select": "judge",
+    "candidates": ["worker_1", "worker_2", "worker_3"],
+    "at": 1700000100.25,
+    "winner": "worker_2",
+    "reason": "won the judge's knockout of 2 eligible in 1 round(s); final: the judge picked worker_2 in both orders",
+    "ranking": [ROW, ROW | {"worker": "worker_3", "rank": 2, "score": 61.2}, OUT],
+    "judge": {
+        "kind": "claude",
+        "model": None,
+        "matches": [
+            {
+                "round": 1,
+                "a": "worker_2",
+                "b": "worker_3",
+                "orders": [
+                    {
+                        "shown": ["worker_2", "worker_3"],
+                        "answer": '{"winner": "A", "reasons": "smaller"}',
+                        "parsed": "A",
+                        "reasons": "smaller",
+                        "cost_usd": 0.003,
+                        "problem": None,
+                    },
+                    {
+                        "shown": ["worker_3", "worker_2"],
+                        "answer": "",
+                        "parsed": None,
+                        "reasons": "",
+                        "cost_usd": None,
+                        "problem": "empty",
+                    },
+                ],
+                "winner": "worker_2",
+                "reason": "the judge picked worker_2 in both orders",
+                "fallback": False,
+            },
+            {
+                "round": 2,
+                "a": "worker_2",
+                "b": None,
+                "orders": [],
+                "winner": "worker_2",
+                "reason": "a bye (odd one out)",
+                "fallback": False,
+            },
+        ],
+    },
+    "cost_usd": 0.003,
+}
+# The job was cancelled before the chooser ran: no cost key, no time.
+OLD_CANCELLED = {
+    "task_id": "t2",
+    "select": "best",
+    "candidates": ["worker_4", "worker_5"],
+    "at": None,
+    "winner": None,
+    "reason": "the job was cancelled before a winner was chosen",
+    "ranking": [],
+    "judge": None,
+}
+# The chooser raised: only the decision's own keys.
+OLD_FAILED = {"winner": None, "reason": "the selection failed: boom", "ranking": [], "judge": None}
+
+
+def test_a_selection_round_trips_each_shape_it_was_written_in():
+    """A judged selection (rows, matches, answers), a cancelled one and a failed one: typed, and
+    written back as the same JSON, keys in the same order."""
+    for data in (OLD_SELECTION, OLD_CANCELLED, OLD_FAILED):
+        record = SelectionRecord.from_dict(json.loads(json.dumps(data)))
+        assert json.dumps(record.to_dict()) == json.dumps(data)
+    judged = SelectionRecord.from_dict(OLD_SELECTION)
+    assert judged.ranking[0] == RankingRow.from_dict(ROW) and judged.ranking[2].rank is None
+    assert judged.judge is not None and judged.judge.matches[0].orders[0].shown == ("worker_2", "worker_3")
+    assert judged.judge.matches[1].b is None and judged.cost_usd == 0.003
+
+
+def test_the_chooser_s_decision_becomes_the_record_the_engine_keeps():
+    """``Selection.record`` adds the task, the rule and the candidates; its dict is the old
+    ``meta | selection.to_dict()`` (``at`` set by the engine afterwards)."""
+    row = RankingRow.from_dict(ROW)
+    chosen = Selection("worker_2", "best score 93.94 of 1 eligible", [row], None, None)
+    record = chosen.record("t1", "best", ["worker_2"])
+    record.at = 7.0
+    meta = {"task_id": "t1", "select": "best", "candidates": ["worker_2"], "at": 7.0}
+    assert json.dumps(record.to_dict()) == json.dumps(meta | chosen.to_dict())
+
+
+def test_an_old_record_loads_its_selections_and_its_candidates_scores():
+    """A job's and a candidate's records from before: typed on load, the same JSON on save; the
+    judge's cost still counts."""
+    job_data = JobRecord(id="ab12", root_id="ab12", request="r").to_dict() | {
+        "selections": {"t1": OLD_SELECTION, "t2": OLD_CANCELLED}
+    }
+    job = JobRecord.from_dict(json.loads(json.dumps(job_data)))
+    assert job.selections["t1"].winner == "worker_2" and job.judge_cost_usd == 0.003
+    assert json.dumps(job.to_dict()) == json.dumps(job_data)
+    worker = WorkerRecord(job_id="ab12", root_id="ab12", name="worker_2", index=2, depth=0, task="t", kind="claude")
+    worker_data = worker.to_dict() | {"candidate": 2, "selected": True, "score": ROW}
+    loaded = WorkerRecord.from_dict(json.loads(json.dumps(worker_data)))
+    assert loaded.score == RankingRow.from_dict(ROW)
+    assert json.dumps(loaded.to_dict()) == json.dumps(worker_data)

@@ -486,7 +486,7 @@ class Finishing:
         by_name = {r.name: r for r in records}
         final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
         for task in candidate_tasks(job):
-            winner = by_name.get(job.selections.get(task, {}).get("winner") or "")
+            winner = by_name.get(chosen.winner or "") if (chosen := job.selections.get(task)) is not None else None
             if winner is None:
                 final[task] = WorkerStatus.FAILED
             else:  # chosen among the eligible: its work is done; is anything below it missing?

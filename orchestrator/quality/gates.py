@@ -165,7 +165,8 @@ def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None 
     if not record.status.ok:
         return f"it ended {record.status.value}" + (f": {record.error[:200]}" if record.error else "")
     if record.candidate is not None and not record.selected:  # only its task's winner is merged (engine/choosing.py)
-        winner = (job.selections.get(record.task_id or "") or {}).get("winner")
+        chosen = job.selections.get(record.task_id or "")
+        winner = chosen.winner if chosen is not None else None
         return f"a candidate not selected (task {record.task_id}'s winner: {winner or 'not chosen yet'})"
     if not job.config.gates:
         return None

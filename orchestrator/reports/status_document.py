@@ -309,7 +309,7 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
         "candidate": worker.candidate,
         "selected": worker.selected,
-        "score": dict(worker.score) if worker.score is not None else None,
+        "score": worker.score.to_dict() if worker.score is not None else None,
     }
 
 

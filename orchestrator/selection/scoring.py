@@ -41,7 +41,7 @@ from typing import Any, TypeGuard
 from .. import protocol
 from ..config import Select, Settings
 from ..config.score_weights import BUILTIN
-from ..outcomes import GateResult
+from ..outcomes import GateResult, RankingRow
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from .decisions import Candidate, Selection
@@ -291,18 +291,8 @@ def _own_key(select: str, score: Mapping[str, float]) -> Callable[[Candidate], A
 
 def _row(
     c: Candidate, score: float | None, parts: dict[str, float], measures: Mapping[str, Any], place: int | None, why: str
-) -> dict[str, Any]:
-    return {
-        "worker": c.name,
-        "kind": c.kind,
-        "model": c.model,
-        "eligible": c.eligible,
-        "score": score,
-        "parts": parts,
-        "measures": dict(measures),
-        "rank": place,
-        "reason": why,
-    }
+) -> RankingRow:
+    return RankingRow(c.name, c.kind, c.model, c.eligible, score, parts, dict(measures), place, why)
 
 
 def _why(
@@ -334,7 +324,7 @@ def _money(cost: float | None) -> str:
     return "unknown" if cost is None else f"${cost:.4f}"
 
 
-def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[str]) -> str:
+def _winner_reason(select: str, top: RankingRow, eligible: int, ties: list[str]) -> str:
     labels: dict[str, str] = {
         Select.BEST: "best score",
         Select.CHEAPEST: "cheapest",
@@ -342,10 +332,10 @@ def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[s
         Select.FIRST_PASSING: "first to pass",
     }
     label = labels[select]
-    detail = top["reason"]
+    detail = top.reason
     if select == Select.BEST:
-        label += f" {top['score']:g}"
-        detail = detail.removeprefix(f"score {top['score']:g}").removeprefix(": ").strip() or "no measure to score"
+        label += f" {top.score:g}"
+        detail = detail.removeprefix(f"score {top.score:g}").removeprefix(": ").strip() or "no measure to score"
     text = f"{label} of {eligible} eligible: {detail}"
     return text + (f" (won a tie with {', '.join(ties)})" if ties else "")
 
