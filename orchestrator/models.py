@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from .config import Isolation
+from .config.choice import CandidateSpec
 from .config.job import JobConfig
 from .errors import TERMINAL_STATUSES
 from .outcomes import (
@@ -195,11 +196,11 @@ class TaskNode:
     # (None: the job's) and the model (None: orchestrator.model; "": the CLI's own default).
     kind: str | None = None
     model: str | None = None
-    # An explicit task's own candidates (config/choice.py's shape) before the plan is
+    # An explicit task's own candidates (config/choice.py's CandidateSpec) before the plan is
     # expanded (selection/candidates.py); after it, each candidate is a node of its own with the task's id,
     # its 1-based ``candidate`` number, and its kind, model, ``timeout`` (None: the job's) and
     # ``context`` (a JSON object for its prompt). ``candidate`` None: the task runs once.
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[CandidateSpec] = field(default_factory=list)
     candidate: int | None = None
     timeout: float | None = None
     context: dict[str, Any] | None = None
@@ -212,7 +213,7 @@ class TaskNode:
             "owns": list(self.owns),
             "kind": self.kind,
             "model": self.model,
-            "candidates": [dict(c) for c in self.candidates],
+            "candidates": [c.to_dict() for c in self.candidates],
             "candidate": self.candidate,
             "timeout": self.timeout,
             "context": dict(self.context) if self.context is not None else None,
@@ -233,7 +234,9 @@ class TaskNode:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskNode:
-        return cls(**_known_fields(cls, data))
+        known = _known_fields(cls, data)
+        known["candidates"] = [CandidateSpec.from_dict(c) for c in known.get("candidates") or []]
+        return cls(**known)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.models import Attempt, JobRecord, WorkerRecord
+from orchestrator.config.choice import CandidateSpec
+from orchestrator.models import Attempt, JobRecord, TaskNode, WorkerRecord
 from orchestrator.outcomes import (
     Enforced,
     Enforcement,
@@ -231,3 +232,27 @@ def test_an_old_record_loads_its_selections_and_its_candidates_scores():
     loaded = WorkerRecord.from_dict(json.loads(json.dumps(worker_data)))
     assert loaded.score == RankingRow.from_dict(ROW)
     assert json.dumps(loaded.to_dict()) == json.dumps(worker_data)
+
+
+def test_a_task_node_keeps_its_candidates_as_specs_and_writes_the_same_json():
+    """An explicit task's candidates (before the plan is expanded) are CandidateSpecs; its node's
+    JSON is the one written before, and a node from before candidates loads with none."""
+    data = {
+        "id": "t1",
+        "depends_on": [],
+        "role": None,
+        "owns": [],
+        "kind": None,
+        "model": None,
+        "candidates": [
+            {"kind": "claude", "model": "sonnet", "timeout": None, "context": None},
+            {"kind": "codex", "model": None, "timeout": 600.0, "context": {"style": "terse"}},
+        ],
+        "candidate": None,
+        "timeout": None,
+        "context": None,
+    }
+    node = TaskNode.from_dict(data)
+    assert node.candidates[1] == CandidateSpec("codex", None, 600.0, {"style": "terse"})
+    assert json.dumps(node.to_dict()) == json.dumps(data)
+    assert TaskNode.from_dict({"id": "t1", "depends_on": ["t0"]}).candidates == []

@@ -23,7 +23,7 @@ from ..workers.adapters import ADAPTERS, get_adapter
 def specs_for(node: TaskNode, cfg: JobConfig) -> list[CandidateSpec]:
     """The candidates ``node`` runs as ([]: it runs once)."""
     if node.candidates:
-        return [CandidateSpec.from_dict(c) for c in node.candidates]
+        return list(node.candidates)
     if cfg.candidates:
         return [CandidateSpec.from_dict(c) for c in cfg.candidates]
     if cfg.attempts > 1:
