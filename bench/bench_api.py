@@ -45,7 +45,7 @@ dispatches on the subtask: ``noop`` (prints ``date +%s.%N`` and exits),
     ``python -m orchestrator spawn --help`` and the helper's real import set, median of
     ``--startup-runs``, interleaved.
 
-Targets: (a1) and (a2) p50 <= 20 ms each (the seed polled every 5 s); (a1') helper call ->
+Targets: (a1) and (a2) p50 <= 20 ms each (the original spec's AI-to-AI snippet polled every 5 s); (a1') helper call ->
 child running p50 <= 30 ms (182 ms when the helper used ``requests``); (b) orchestrator >= 70 %
 of bare; (c) p99 <= 50 ms; (d) ``orchestrator-spawn --help`` <= 3x ``python -c pass``, in the
 same run.

@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:
 from bench.bench_graph import load_average  # noqa: E402
 from orchestrator import protocol  # noqa: E402
 from orchestrator.cluster.connect import connect  # noqa: E402
-from orchestrator.cluster.leases import SERIALIZER, Attempts, AttemptSpec  # noqa: E402
+from orchestrator.cluster.leases import SERIALIZER, AttemptSpec, Leases  # noqa: E402
 from orchestrator.cluster.names import Names  # noqa: E402
 
 KIND = "command"
@@ -157,7 +157,7 @@ def commands(redis: Redis, per: int) -> list[tuple[str, float, float]]:
     return sorted((r for r in rows if r[0] not in ("config|resetstat", "info")), key=lambda r: -r[1] * r[2])
 
 
-def spec(ops: Attempts, attempt_id: str, lease: float) -> AttemptSpec:
+def spec(ops: Leases, attempt_id: str, lease: float) -> AttemptSpec:
     """A spec the size of a real one (an AI CLI's argv and the protocol's variables)."""
     folder = f"/srv/orchestrator/workspace/job_0123456789ab/depth_0/{attempt_id}"
     env = {name: f"value-of-{name.lower()}" for name in (protocol.JOB_ID, protocol.ROOT_JOB_ID, protocol.WORKER_ID)}
@@ -180,7 +180,7 @@ class Protocol:
     """One client's view: the server's and a node's calls on the same Redis and prefix."""
 
     def __init__(self, url: str, names: Names, lease: float, renews: int) -> None:
-        self.ops = Attempts(connect(url), names)
+        self.ops = Leases(connect(url), names)
         self.queue = self.ops.queue(KIND)
         self.lease = lease
         self.renews = renews

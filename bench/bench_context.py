@@ -18,8 +18,8 @@ worker's prompt carrying the same information inline, as before the shared block
 Figures: the bytes per worker and in total; the bytes a prompt cache could reuse (a provider's
 cache matches a prompt's *prefix*: for every worker after the first, the longest prefix it shares
 with a prompt sent before it); the bytes the model must read afresh (total minus reusable); and the
-seed's measure (SharedContextStore): the bytes to store once the common part is kept once (block +
-each worker's own part) against every whole prompt. Checks (exit 1 when one fails): the job
+measure of Kage Bunshin's SharedContextStore (a sibling orchestrator's): the bytes to store once
+the common part is kept once (block + each worker's own part) against every whole prompt. Checks (exit 1 when one fails): the job
 completed, every prompt starts with the block, and the engine recorded each prompt's bytes and
 the block's. A measurement, not a test: exit 0 whatever the figures. Stops by itself (the job has a
 60 s deadline); the workspace and repository are removed unless ``--keep``.
@@ -113,7 +113,7 @@ class Figures:
     with_reusable: int
     without_total: int
     without_reusable: int
-    stored_once: int  # the seed's measure: the block once plus every own part
+    stored_once: int  # SharedContextStore's measure: the block once plus every own part
 
     @property
     def with_fresh(self) -> int:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"reusable share of all prompt bytes: {f.with_reusable / f.with_total:.1%} with the block, {f.without_reusable / f.without_total:.1%} without"
     )
     print(
-        f"the seed's measure (common part stored once): {f.stored_once:,} of {f.without_total:,} bytes, "
+        f"SharedContextStore's measure (common part stored once): {f.stored_once:,} of {f.without_total:,} bytes, "
         f"{1 - f.stored_once / f.without_total:.1%} less"
     )
     ratio = f.without_fresh / f.with_fresh

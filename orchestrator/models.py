@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from .config import Isolation
 from .config.choice import CandidateSpec
 from .config.job import JobConfig
+from .config.keys import StrEnum
 from .errors import TERMINAL_STATUSES
 from .outcomes import (
     Enforced,
@@ -101,6 +102,18 @@ TERMINAL_WORKER_STATUSES = frozenset(
 )
 
 
+class EndReason(StrEnum):
+    """How an attempt ended."""
+
+    EXIT = "exit"  # ran to completion, any exit code
+    SIGNAL = "signal"  # killed by a signal nobody here sent
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    CAP = "cap"  # a resource cap (memory, processes, log, disk)
+    SPAWN_ERROR = "spawn_error"  # could not start
+    LOST = "lost"  # its state is unknown (a restart found no trace of how it ended)
+
+
 @dataclass(slots=True)
 class Attempt:
     """One run of a worker's command. A worker has one per try."""
@@ -112,9 +125,7 @@ class Attempt:
     pid_start: str | None = None  # the kernel's start time of ``pid``, to re-adopt it after a restart
     exit_code: int | None = None  # None while running, or when killed by a signal
     signal: int | None = None  # the signal that ended the process, if any
-    # How it ended: "exit" (ran to completion, any code), "signal", "timeout",
-    # "cancelled", "cap" (a resource cap), "spawn_error" (could not start), "lost" (state unknown).
-    end_reason: str | None = None
+    end_reason: EndReason | None = None  # how it ended; None while it runs
     # Which rung of the kill ladder ended it: None (it exited by itself),
     # "SIGINT", "SIGTERM" or "SIGKILL".
     kill_rung: str | None = None
@@ -152,6 +163,8 @@ class Attempt:
         known = _known_fields(cls, data)
         if isinstance(known.get("enforced"), dict):
             known["enforced"] = Enforced.from_dict(known["enforced"])
+        if known.get("end_reason") is not None:
+            known["end_reason"] = EndReason(known["end_reason"])
         return cls(**known)
 
 

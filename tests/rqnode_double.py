@@ -18,7 +18,7 @@ from rq import Queue
 
 from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import SERIALIZER, Attempts, read_secret_file
+from orchestrator.cluster.leases import SERIALIZER, Leases, read_secret_file
 from orchestrator.cluster.names import Names
 from orchestrator.process.runner import CommandNotFound, ProcessRunner
 
@@ -29,7 +29,7 @@ class NodeDouble:
     ):
         self.client = connect(url)
         self.names = Names(prefix)
-        self.ops = Attempts(self.client, self.names)
+        self.ops = Leases(self.client, self.names)
         self.name, self.kinds, self.slots, self.lease = name, list(kinds), slots, lease
         self.runner = ProcessRunner()
         self.running: dict[str, object] = {}

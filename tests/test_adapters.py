@@ -53,7 +53,7 @@ import pytest
 
 from orchestrator.config import WORKER_KINDS
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.workers.adapters import ADAPTERS, AUTO_ORDER, get_adapter, resolve_kind
+from orchestrator.workers.adapters import ADAPTERS, auto_order, get_adapter, resolve_kind
 from orchestrator.workers.adapters.base import WorkerContext
 
 from .conftest import make_settings, run_job
@@ -113,7 +113,7 @@ def parse(kind: str, name: str, exit_code: int | None = 0, max_chars: int = 4000
 
 
 def test_every_ai_kind_is_registered_and_declares_itself():
-    assert AUTO_ORDER == AI_KINDS
+    assert auto_order() == AI_KINDS
     for kind in AI_KINDS:
         adapter = get_adapter(kind)
         assert kind in ADAPTERS and adapter.name == kind and adapter.is_ai

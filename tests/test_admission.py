@@ -11,9 +11,10 @@ import pytest
 from orchestrator.cli.progress import render_tree, tree_from_status
 from orchestrator.engine.core import Engine
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.process.admission import DEFAULT_PEAK_MB, MB, RECENT, MemoryAdmission, Peaks, Room, size_text
+from orchestrator.process.admission import MB, RECENT, MemoryAdmission, Peaks, Room, size_text
 from orchestrator.process.procscan import Memory, machine_memory
 from orchestrator.reports.status_document import status_table
+from orchestrator.workers.adapters import memory_peaks
 
 from .conftest import make_settings, wait_until
 
@@ -73,8 +74,8 @@ def test_a_kind_no_measured_machine_runs_is_not_held_back():
 
 
 def test_a_kinds_need_is_its_default_until_measured_then_its_largest_recent_peak():
-    peaks = Peaks()
-    assert peaks.need("claude") == DEFAULT_PEAK_MB["claude"] * MB
+    peaks = Peaks(memory_peaks())
+    assert peaks.need("claude") == memory_peaks()["claude"] * MB
     peaks.learn("claude", None)  # never sampled: teaches nothing
     peaks.learn("claude", 0)
     assert peaks.need("claude") == 300 * MB
@@ -111,7 +112,9 @@ def worker(name: str, kind: str = "claude") -> Held:
 class Fixture:
     def __init__(self, available: int, reserve_mb: int = 1024) -> None:
         self.available, self.reads, self.sampled, self.told = available, 0, {}, []
-        self.admission = MemoryAdmission(reserve_mb, self.read, self.peaks, lambda live, why: self.told.append(why))
+        self.admission = MemoryAdmission(
+            reserve_mb, self.read, self.peaks, lambda live, why: self.told.append(why), memory_peaks()
+        )
         self.job = JobRecord(id="j1", root_id="j1", request="r")
 
     def read(self):

@@ -348,7 +348,7 @@ def test_status_keeps_its_keys_and_adds_performance():
     w1.created_at = T
     workers = [w1, worker("w2", 0, 10, created_at=T), worker("w1_1", 6, 27, depth=1, job_id="c1", created_at=T + 2)]
     doc = status_of(jobs, workers)
-    # The seed's keys and the earlier ones are all still there
+    # The original spec's status keys (job_id, status, results) and the earlier ones are all still there
     assert {"job_id", "status", "results", "progress", "tree", "duration"} <= set(doc)
     assert {"jobs", "workers", "completed", "succeeded", "max_depth", "cost_usd", "tokens_in", "tokens_out"} <= set(doc["tree"])
     task = doc["results"]["tasks"][0]

@@ -19,12 +19,12 @@ from .conftest import fake_command, wait_until
 
 pytestmark = pytest.mark.slow
 
-SEED_REQUEST = "Build a complete e-commerce site with frontend and backend"
+SPEC_REQUEST = "Build a complete e-commerce site with frontend and backend"
 
 
-def test_seed_curl_line_starts_a_job_and_status_has_the_seed_format(live):
-    # Given the seed README's curl line, typed as documented (with our key)
-    body = json.dumps({"request": SEED_REQUEST, "config": {"max_workers": 5, "enable_recursion": True, "max_recursion_depth": 2}})
+def test_the_original_specs_curl_line_starts_a_job_and_status_has_its_output_format(live):
+    # Given the original spec's (README's) curl line, typed as documented (with our key)
+    body = json.dumps({"request": SPEC_REQUEST, "config": {"max_workers": 5, "enable_recursion": True, "max_recursion_depth": 2}})
     out = subprocess.run(
         [
             "curl",
@@ -45,7 +45,7 @@ def test_seed_curl_line_starts_a_job_and_status_has_the_seed_format(live):
     ).stdout
     submitted = json.loads(out)
     assert submitted["status"] == "running" and submitted["depth"] == 0
-    # When the job ends, the seed's status line answers the seed's output format
+    # When the job ends, its curl status line answers in the original spec's JSON output format
     live.wait(submitted["job_id"])
     out = subprocess.run(
         ["curl", "-s", f"{live.url}/api/v1/jobs/{submitted['job_id']}/status", "-H", f"X-API-Key: {live.key}"],
@@ -240,8 +240,8 @@ def test_three_level_tree_through_the_simulated_worker(make_live):
     assert "worker_1_2" in final and f"{job_id}-c1" in final
 
 
-def test_the_seeds_admin_key_recursion_loop_stops_at_the_limit(make_live):
-    """The seed's AI-to-AI snippet POSTs with the admin key and current_depth + 1, where
+def test_the_admin_key_recursion_loop_stops_at_the_limit(make_live):
+    """The original spec's AI-to-AI snippet POSTs with the admin key and current_depth + 1, where
     current_depth is what its worker was told (ORCHESTRATOR_DEPTH). It used to make depth-0
     roots forever; now each job is as deep as the body says and the loop ends with a 422."""
     live = make_live(orchestrator={"worker": "command", "command": ["sh", "-c", 'echo "$ORCHESTRATOR_DEPTH"', "{task}"]})
@@ -421,7 +421,7 @@ def test_reports_delete_and_list(live):
     assert live.call("GET", f"/api/v1/jobs/{job_id}/status").status_code == 404
 
 
-def test_python_client_from_the_seed_against_the_live_server(live):
+def test_python_client_from_the_original_spec_against_the_live_server(live):
     from orchestrator.api.client import OrchestratorClient
 
     client = OrchestratorClient(api_url=live.url, api_key=live.key)

@@ -90,7 +90,7 @@ def test_a_failed_grandchild_is_child_incomplete_and_partial_on_every_surface(ma
     svg = live.engine.workspace.timeline_svg(root_id).read_text()
     assert ">child_incomplete</text>" in svg
 
-    # The seed's task API: the worker is not "completed"; worker_status names it.
+    # Kage Bunshin's task API (/api/v1/tasks): the worker is not "completed"; worker_status names it.
     task = live.call("GET", f"/api/v1/tasks/{root_id}").json()
     (result,) = task["cli_results"]
     assert result["worker_status"] == "child_incomplete" and result["status"] == "failed", result

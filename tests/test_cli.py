@@ -107,7 +107,7 @@ def test_run_without_a_tty_prints_one_line_per_worker_state_change(home):
     assert "\x1b[" not in result.stdout  # no redraw codes when not a terminal
 
 
-def test_run_json_prints_the_seeds_shape(home):
+def test_run_json_prints_the_status_document_shape(home):
     result, doc = run_json(home, "x", "--tasks", "a", "b")
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"[0-9a-f]{12}", doc["job_id"]) and doc["status"] == "completed"

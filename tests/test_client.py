@@ -29,7 +29,8 @@ from orchestrator.errors import (
 URL = "http://orch.test:8000"
 KEY = "secret-key-123"
 API = f"{URL}/api/v1"
-SEED = "Create a ML pipeline with preprocessing, training, and evaluation"
+# The original spec's Python example (shortened), the README this orchestrator was first described by
+SPEC_REQUEST = "Create a ML pipeline with preprocessing, training, and evaluation"
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_import_is_light():
 # --- orchestrate ----------------------------------------------------------------
 
 
-def test_orchestrate_seed_example(client, rsps):
+def test_orchestrate_the_original_spec_example(client, rsps):
     reply = {"job_id": "job-1", "status": "pending", "root_job_id": "job-1", "depth": 0, "urls": {}}
     rsps.post(
         f"{API}/orchestrate",
@@ -105,12 +106,12 @@ def test_orchestrate_seed_example(client, rsps):
         json=reply,
         match=[
             matchers.json_params_matcher(
-                {"request": SEED, "config": {"max_workers": 4, "enable_recursion": True}}, strict_match=True
+                {"request": SPEC_REQUEST, "config": {"max_workers": 4, "enable_recursion": True}}, strict_match=True
             ),
             matchers.header_matcher({"X-API-Key": KEY}),
         ],
     )
-    result = client.orchestrate(request=SEED, max_workers=4, enable_recursion=True)
+    result = client.orchestrate(request=SPEC_REQUEST, max_workers=4, enable_recursion=True)
     assert result == reply
     assert (result["job_id"], result["status"]) == ("job-1", "pending")
 

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import TOKEN_BLOCK, Attempts, AttemptSpec, read_secret_file, split_env, write_secret_file
+from orchestrator.cluster.leases import TOKEN_BLOCK, AttemptSpec, Leases, read_secret_file, split_env, write_secret_file
 from orchestrator.cluster.names import Names
 
 from .redisserver import RedisServer
@@ -20,11 +20,11 @@ from .redisserver import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
-def attempts_on(server: RedisServer, prefix: str) -> Attempts:
-    return Attempts(connect(server.url), Names(prefix))
+def attempts_on(server: RedisServer, prefix: str) -> Leases:
+    return Leases(connect(server.url), Names(prefix))
 
 
-def spec(ops: Attempts, attempt_id: str = "a1") -> AttemptSpec:
+def spec(ops: Leases, attempt_id: str = "a1") -> AttemptSpec:
     s = AttemptSpec(
         id=attempt_id,
         token=ops.new_token(),
@@ -188,14 +188,14 @@ def test_enqueue_puts_a_json_job_of_id_and_token_on_the_kinds_queue(redis_server
     assert data[0] == RQ_FUNCTION and data[2] == ["job1.w_2:a1", s.token]  # JSON, never pickle
 
 
-# -- the node's own dequeue (Attempts.take, node.NodeWorker): RQ's queue, one round trip
+# -- the node's own dequeue (Leases.take, node.NodeWorker): RQ's queue, one round trip
 
 
-def take_keys(ops: Attempts, *kinds: str) -> list[tuple[str, str]]:
+def take_keys(ops: Leases, *kinds: str) -> list[tuple[str, str]]:
     return [(q.key, q.intermediate_queue_key) for q in (ops.queue(k) for k in kinds)]
 
 
-def enqueued(ops: Attempts, attempt_id: str, kind: str = "command") -> AttemptSpec:
+def enqueued(ops: Leases, attempt_id: str, kind: str = "command") -> AttemptSpec:
     s = AttemptSpec(attempt_id, ops.new_token(), kind, f"root.{attempt_id}", ["true"], "/tmp", {}, "/tmp/x.log", None)
     ops.enqueue(s)
     return s

@@ -20,7 +20,7 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import RQ_FUNCTION, Attempts, AttemptSpec, write_secret_file
+from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases, write_secret_file
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
 from orchestrator.process.procscan import parent_of, process_alive
@@ -40,13 +40,11 @@ def _stop_nodes():
     stop_all()
 
 
-def ops_on(url: str, prefix: str) -> Attempts:
-    return Attempts(connect(url), Names(prefix))
+def ops_on(url: str, prefix: str) -> Leases:
+    return Leases(connect(url), Names(prefix))
 
 
-def enqueue(
-    ops: Attempts, ws: Path, attempt_id: str, argv: list[str], *, kind: str = "command", lease: float = 3.0
-) -> AttemptSpec:
+def enqueue(ops: Leases, ws: Path, attempt_id: str, argv: list[str], *, kind: str = "command", lease: float = 3.0) -> AttemptSpec:
     spec = AttemptSpec(
         id=attempt_id,
         token=ops.new_token(),
@@ -66,12 +64,12 @@ def enqueue(
 wait_for = functools.partial(wait_until, timeout=20.0)  # the nodes here take seconds to start
 
 
-def state(ops: Attempts, attempt_id: str) -> str | None:
+def state(ops: Leases, attempt_id: str) -> str | None:
     record = ops.read(attempt_id)
     return record.get("state") if record else None
 
 
-def setup(server: RedisServer, prefix: str, tmp_path: Path) -> tuple[Attempts, Path]:
+def setup(server: RedisServer, prefix: str, tmp_path: Path) -> tuple[Leases, Path]:
     ws = tmp_path / "ws"
     write_server_marker(server.url, prefix, ws)
     return ops_on(server.url, prefix), ws

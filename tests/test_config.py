@@ -288,7 +288,7 @@ def test_a_root_request_above_the_limit_names_the_limit_and_the_setting(settings
 
 
 def test_default_timeout_may_be_raised_up_to_max_timeout(settings):
-    # The seed's troubleshooting advice raises the timeout to 600
+    # The original spec's troubleshooting advice ("Worker timeout") raises the timeout to 600
     cfg, _ = job_config(settings, {"default_timeout": 600})
     assert cfg.default_timeout == 600.0 and isinstance(cfg.default_timeout, float)
     job_config(settings, {"default_timeout": settings.workers.max_timeout})

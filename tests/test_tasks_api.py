@@ -1,8 +1,8 @@
-"""The sibling seed's task API (/api/v1/tasks, api/tasks_routes.py) and GET /docs (api/docs.py), through a
+"""Kage Bunshin's task API (/api/v1/tasks, api/tasks_routes.py) and GET /docs (api/docs.py), through a
 real waitress server on 127.0.0.1 running real worker processes.
 
 Runs that must be quick use kinds that need no service: ``command`` and ``simulated``, and for the
-seed's own curl line (claude_code and gemini) stand-ins for the two CLIs set in the server's
+curl line of Kage Bunshin's README (claude_code and gemini) stand-ins for the two CLIs set in the server's
 config (claude_command, gemini_command) that print what the real CLIs printed
 (tests/fixtures/cli_outputs). The real claude and gemini CLIs against their loopback mocks run in
 the ``real_cli`` test at the end.
@@ -29,10 +29,10 @@ from .helpers.worktree import PREFIX, git, snapshot
 pytestmark = pytest.mark.slow
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-SEED_KEYS = {"id", "description", "status", "created_at", "cli_results"}
+TASK_KEYS = {"id", "description", "status", "created_at", "cli_results"}
 CLI_RESULT_KEYS = {"cli_name", "status", "files_modified", "cost", "duration", "branch", "score", "selected"}
-# The seed README's "First Task Submission", as printed there (only the host:port and key differ).
-SEED_CURL = """curl -X POST http://localhost:8000/api/v1/tasks \\
+# Kage Bunshin's README's "First Task Submission", as printed there (only the host:port and key differ).
+KAGE_BUNSHIN_CURL = """curl -X POST http://localhost:8000/api/v1/tasks \\
   -H "X-API-Key: your-secret-api-key-here" \\
   -H "Content-Type: application/json" \\
   -d '{
@@ -45,11 +45,11 @@ SEED_CURL = """curl -X POST http://localhost:8000/api/v1/tasks \\
   }'"""
 
 
-def seed_argv(url: str, key: str) -> list[str]:
-    """The seed's curl line split as a shell would, with our URL and key put in."""
+def kage_bunshin_argv(url: str, key: str) -> list[str]:
+    """Kage Bunshin's README's curl line split as a shell would, with our URL and key put in."""
     import shlex
 
-    line = SEED_CURL.replace("http://localhost:8000", url).replace("your-secret-api-key-here", key)
+    line = KAGE_BUNSHIN_CURL.replace("http://localhost:8000", url).replace("your-secret-api-key-here", key)
     return shlex.split(line.replace("\\\n", " "))
 
 
@@ -82,8 +82,8 @@ def read_sse(response) -> list[dict]:
     return events
 
 
-# -- submitting: the seed's curl line --------------------------------------------------------
-def test_the_seeds_curl_line_runs_both_clis_and_answers_in_the_seeds_shape(make_live, tmp_path):
+# -- submitting: Kage Bunshin's README's curl line -------------------------------------------
+def test_kage_bunshins_curl_line_runs_both_clis_and_answers_in_the_task_shape(make_live, tmp_path):
     # Given a server whose claude and gemini are stand-ins printing what the real CLIs print
     live = make_live(
         orchestrator={
@@ -91,11 +91,11 @@ def test_the_seeds_curl_line_runs_both_clis_and_answers_in_the_seeds_shape(make_
             "gemini_command": stand_in(tmp_path, "gemini", "gemini_success.txt"),
         }
     )
-    # When the seed README's curl line is run exactly as printed there
-    out = subprocess.run(seed_argv(live.url, live.key), capture_output=True, text=True, check=True, timeout=30)
-    # Then the answer is the task in the seed's shape, pending or running, no CLI ended yet
+    # When Kage Bunshin's README's curl line is run exactly as printed there
+    out = subprocess.run(kage_bunshin_argv(live.url, live.key), capture_output=True, text=True, check=True, timeout=30)
+    # Then the answer is the task in Kage Bunshin's TaskResponse shape, pending or running, no CLI ended yet
     task = json.loads(out.stdout)
-    assert SEED_KEYS <= set(task) and task["description"] == "Add error handling to the login function"
+    assert TASK_KEYS <= set(task) and task["description"] == "Add error handling to the login function"
     assert task["status"] in ("pending", "running") and task["cli_results"] is None
     assert ISO_UTC.match(task["created_at"])
     # And the task is one job whose one task ran as two candidates, claude then gemini
@@ -154,7 +154,7 @@ def test_the_seeds_curl_line_runs_both_clis_and_answers_in_the_seeds_shape(make_
         ),
     ],
 )
-def test_a_body_the_seed_would_refuse_is_a_422_naming_the_field(live, body, field, words):
+def test_a_body_kage_bunshin_would_refuse_is_a_422_naming_the_field(live, body, field, words):
     response = live.call("POST", "/api/v1/tasks", json=body)
     assert response.status_code == 422, response.text
     error = response.json()
@@ -181,7 +181,7 @@ def test_auto_claude_is_a_422_listing_the_names_this_server_runs(live):
 
 
 # -- reading: one, a page, the statistics; cancelling ----------------------------------------
-def test_listing_pages_filters_by_the_seeds_status_and_leaves_child_jobs_out(make_live):
+def test_listing_pages_filters_by_task_status_and_leaves_child_jobs_out(make_live):
     live = make_live(orchestrator={"command": ["sh", "-c", "{task}"]}, simulated={"duration": 0.05})
     answers = [submit(live, {"cli_name": "command"}, {"cli_name": "simulated"}, description="true") for _ in range(3)]
     # 201 Created: the task exists, at its Location, before its CLIs run
@@ -210,8 +210,8 @@ def test_listing_pages_filters_by_the_seeds_status_and_leaves_child_jobs_out(mak
     listed = [t["id"] for page in (first, second, third) for t in page["tasks"]]
     assert listed == [tree, hanging, *reversed(done)]
     assert (first["total"], first["limit"], first["offset"], len(third["tasks"])) == (5, 2, 0, 1)
-    assert all(SEED_KEYS <= set(t) for t in first["tasks"])
-    # Filtered by the seed's status
+    assert all(TASK_KEYS <= set(t) for t in first["tasks"])
+    # Filtered by task status
     cancelled_page = live.call("GET", "/api/v1/tasks?status=cancelled").json()
     assert [t["id"] for t in cancelled_page["tasks"]] == [hanging] and cancelled_page["total"] == 1
     completed = live.call("GET", "/api/v1/tasks?status=completed&limit=1&offset=1").json()
@@ -263,7 +263,7 @@ def test_a_worker_credential_reads_only_its_own_task(make_live):
 
 
 # -- the progress stream ---------------------------------------------------------------------
-def test_progress_streams_the_seeds_events_in_order_and_resumes(make_live):
+def test_progress_streams_kage_bunshins_events_in_order_and_resumes(make_live):
     live = make_live(orchestrator={"command": ["sh", "-c", "{task}"]}, simulated={"duration": 0.05})
     task_id = submit(
         live, {"cli_name": "command"}, {"cli_name": "simulated"}, description="sleep 1.6; echo done > out.txt"
@@ -450,7 +450,7 @@ def test_swagger_ui_runs_under_the_csp_and_sends_the_key_as_a_header_only(live, 
 # -- the real CLIs ------------------------------------------------------------------------------
 @pytest.mark.real_cli
 @pytest.mark.timeout(400)
-def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopback_mocks(
+def test_kage_bunshins_curl_line_with_the_real_claude_and_gemini_clis_against_loopback_mocks(
     make_live,
     claude_workers,  # noqa: F811  (the imported fixture)
     gemini_workers,  # noqa: F811
@@ -476,8 +476,8 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
         orchestrator={"claude_command": claude, "gemini_command": gemini, "model": "gemini-2.5-flash", "planner": "heuristic"},
         workers={"default_timeout": 180},
     )
-    # When the seed's curl line is run as printed
-    out = subprocess.run(seed_argv(live.url, live.key), capture_output=True, text=True, check=True, timeout=30)
+    # When Kage Bunshin's README's curl line is run as printed
+    out = subprocess.run(kage_bunshin_argv(live.url, live.key), capture_output=True, text=True, check=True, timeout=30)
     task = json.loads(out.stdout)
     assert task["cli_results"] is None and task["status"] in ("pending", "running")
     done = wait_task(live, task["id"], timeout=300)
@@ -497,7 +497,7 @@ def test_the_seeds_curl_line_with_the_real_claude_and_gemini_clis_against_loopba
 
 
 # -- the mapping, as pure functions -----------------------------------------------------------------
-def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exists(monkeypatch):
+def test_kage_bunshins_cli_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exists(monkeypatch):
     from orchestrator.api.tasks_openapi import cli_kinds
     from orchestrator.workers import adapters
 
@@ -542,8 +542,8 @@ def test_the_seeds_names_map_to_our_kinds_and_claude_api_only_once_anthropic_exi
         ("failed", None, [("failed", None), ("failed", None)], "failed"),
     ],
 )
-def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
-    from orchestrator.api.tasks_routes import seed_status
+def test_the_task_status_of_a_job(job_status, merge, candidates, expected):
+    from orchestrator.api.tasks_routes import task_status
     from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
     from orchestrator.outcomes import MergeRecord
 
@@ -564,17 +564,17 @@ def test_the_seeds_status_of_a_job(job_status, merge, candidates, expected):
         )
         for i, (status, selected) in enumerate(candidates, 1)
     ]
-    assert seed_status(job, workers) == expected
+    assert task_status(job, workers) == expected
     # A job without candidates (one through /orchestrate): a worker that succeeded stands for the selection
     plain = [WorkerRecord("0123456789ab", "0123456789ab", "worker_1", 1, 0, "x", "command", WorkerStatus.SUCCESS)]
     job.merge = None
-    assert seed_status(job, plain) == (
+    assert task_status(job, plain) == (
         "completed" if job.status.terminal and job.status is not JobStatus.CANCELLED else job_status
     )
 
 
-def test_listing_and_stats_answer_from_the_job_index_with_the_seeds_status(make_live):
-    """GET /api/v1/tasks and /tasks/stats read the job index (its ``outcome`` column is the seed's
+def test_listing_and_stats_answer_from_the_job_index_with_the_task_status(make_live):
+    """GET /api/v1/tasks and /tasks/stats read the job index (its ``outcome`` column is the task
     status of each root job), never a workspace scan."""
     live = make_live(orchestrator={"command": ["sh", "-c", "{task}"]})
     ok = submit(live, {"cli_name": "command"}, {"cli_name": "command"}, description="true").json()["id"]

@@ -59,7 +59,7 @@ def create_app(settings: Settings, engine: Engine, credentials: Credentials | No
         "allowed_hosts": allowed_hosts(settings.api.host, settings.api.allowed_hosts, settings.api.public_url),
     }
     app.register_blueprint(routes.bp, url_prefix="/api/v1")
-    app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # the seed's task API, a facade over jobs
+    app.register_blueprint(tasks.bp, url_prefix="/api/v1")  # Kage Bunshin's task API (/api/v1/tasks), a facade over jobs
     app.register_blueprint(approval.bp, url_prefix="/api/v1")  # approve / reject a waiting job (delivery/approval.py)
     app.register_blueprint(approval.links)  # their signed links: no key, an expiring HMAC token
     app.register_blueprint(routes.public)

@@ -1,4 +1,4 @@
-"""``GET /docs``: the seed's interactive API documentation, Swagger UI from the pinned
+"""``GET /docs``: interactive API documentation, where Kage Bunshin's task API has it: Swagger UI from the pinned
 ``swagger-ui-bundle`` wheel (its files served from here: nothing comes from a CDN), pointed at
 ``/openapi.json``. A public shell like the dashboard's pages: it holds no data, needs no key and
 carries the dashboard's Content-Security-Policy (no inline script: the initializer is

@@ -329,7 +329,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404, 409, 422)},
             },
         },
-        "/api/v1/jobs/{job_id}/status": _get("a job's status in the seed's format", status_ref, [JOB_ID], 400, 404),
+        "/api/v1/jobs/{job_id}/status": _get("a job's status document", status_ref, [JOB_ID], 400, 404),
         "/api/v1/jobs/{job_id}/wait": _get(
             "long-poll until the job ends or timeout seconds pass",
             status_ref,
@@ -545,7 +545,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
     }
     paths.update(approval_paths(JOB_ID, status_ref))  # a person in the loop (approval_openapi.py)
-    paths.update(task_paths())  # the seed's task API and GET /docs (tasks_openapi.py)
+    paths.update(task_paths())  # Kage Bunshin's task API and GET /docs (tasks_openapi.py)
     tags = file_operations(paths)  # tags, summaries and example bodies (catalogue.py)
     return {
         "openapi": "3.0.3",

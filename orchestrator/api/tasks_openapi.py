@@ -1,6 +1,6 @@
-"""The seed's task API's names (its statuses, strategies, CLI names) and its OpenAPI paths and schemas
-(tasks_routes.py), with ``GET /docs`` (docs.py), merged into the document by openapi.py; with ``settings``,
-this server's own limits."""
+"""The task API's names (its statuses, strategies, CLI names, as Kage Bunshin, a sibling orchestrator,
+defined them) and its OpenAPI paths and schemas (tasks_routes.py), with ``GET /docs`` (docs.py),
+merged into the document by openapi.py; with ``settings``, this server's own limits."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ from ..config import MergeStrategy, choice
 if TYPE_CHECKING:
     from ..config import Settings
 
-# The seed's order: its default (theirs, api/tasks_routes.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
+# Kage Bunshin's order: its default (theirs, api/tasks_routes.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
 STRATEGIES = tuple(sorted((m.value for m in MergeStrategy), key=lambda m: m != MergeStrategy.THEIRS))
-SEED_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-# The seed's CLI names for our kinds (besides our own kind names); a kind this server lacks is left out.
-ALIASES = {"claude_code": "claude", "claude-code": "claude", "claude-api": "anthropic", "claude_api": "anthropic"}
+TASK_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ROOT_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}$"}}
 STRATEGY = {"type": "string", "enum": list(STRATEGIES)}
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"  # as openapi.NOT_BLANK: the server strips with Python's str.strip
 TIME = {"type": "string", "format": "date-time", "nullable": True}
-SEED_STATUS = {"type": "string", "enum": list(SEED_STATUSES)}
+TASK_STATUS = {"type": "string", "enum": list(TASK_STATUSES)}
 ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 def cli_kinds() -> dict[str, str]:
     """Every ``cli_name`` this server can run, and the worker kind it runs as."""
-    from ..workers.adapters import ADAPTERS
+    from ..workers.adapters import kinds
 
-    kinds = {kind: kind for kind in ADAPTERS}
-    kinds.update({alias: kind for alias, kind in ALIASES.items() if kind in ADAPTERS})
-    return kinds
+    declared = kinds()
+    names = {kind.name: kind.name for kind in declared}
+    # Kage Bunshin's own names for our kinds (``claude_code``), as each kind declares them.
+    names.update({alias: kind.name for kind in declared for alias in kind.aliases})
+    return names
 
 
 def _ok(ref: str, code: str = "200", description: str = "ok") -> dict[str, Any]:
@@ -60,7 +60,7 @@ def task_paths() -> dict[str, Any]:
         },
         "/api/v1/tasks": {
             "post": {
-                "description": "submit a task in the sibling seed's shape: one job whose task runs once per cli_assignments "
+                "description": "submit a task in the shape of Kage Bunshin's task API: one job whose task runs once per cli_assignments "
                 "entry (as candidates, each in its own worktree where there is git); the selected one is merged with "
                 "merge_strategy (default theirs). 201 with the task; admin key only",
                 "requestBody": {
@@ -70,9 +70,9 @@ def task_paths() -> dict[str, Any]:
                 "responses": {**_ok("Task", "201", "created"), **_errors(400, 401, 403, 404, 409, 413, 422, 503, 507)},
             },
             "get": {
-                "description": "list tasks (root jobs), newest first, with the seed's status filter",
+                "description": "list tasks (root jobs), newest first, filtered by task status",
                 "parameters": [
-                    {"name": "status", "in": "query", "required": False, "schema": SEED_STATUS},
+                    {"name": "status", "in": "query", "required": False, "schema": TASK_STATUS},
                     {
                         "name": "limit",
                         "in": "query",
@@ -181,7 +181,7 @@ def task_schemas(settings: Settings | None = None) -> dict[str, Any]:
         "required": ["cli_name", "status", "files_modified", "cost", "duration", "branch", "score", "selected"],
         "properties": {
             "cli_name": {"type": "string"},
-            "status": SEED_STATUS,
+            "status": TASK_STATUS,
             "files_modified": {"type": "array", "items": {"type": "string"}},
             "cost": number,
             "duration": number,
@@ -226,7 +226,7 @@ def task_schemas(settings: Settings | None = None) -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "description": {"type": "string"},
-                "status": SEED_STATUS,
+                "status": TASK_STATUS,
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": TIME,
                 "completed_at": TIME,

@@ -1,13 +1,15 @@
-"""The sibling seed's task API (kage-bunshin's ``/api/v1/tasks``), served as a facade over jobs.
+"""The task API (``/api/v1/tasks``) as Kage Bunshin, a sibling orchestrator, defined it, served as
+a facade over jobs.
 
 A task is a root job whose one subtask (the description) runs as candidates, one per
 ``cli_assignments`` entry; the selected candidate is merged with ``merge_strategy``. Nothing
-here runs anything: it checks the seed's body, calls the engine (submit, cancel, conflicts,
-merge, the event bus) and answers in the seed's shape (``task_doc``). Every root job is a task,
-also one submitted through ``/orchestrate`` (its workers are its ``cli_results``).
+here runs anything: it checks Kage Bunshin's request body, calls the engine (submit, cancel,
+conflicts, merge, the event bus) and answers in Kage Bunshin's TaskResponse shape (``task_doc``).
+Every root job is a task, also one submitted through ``/orchestrate`` (its workers are its
+``cli_results``).
 
-The seed's statuses from ours: pending and running as they are, cancelled as it is; an ended job
-is ``completed`` when it merged a selected candidate (a job without candidates: a worker that
+Kage Bunshin's task statuses from ours: pending and running as they are, cancelled as it is; an
+ended job is ``completed`` when it merged a selected candidate (a job without candidates: a worker that
 succeeded; no merge to make, in folder isolation or under ``manual``: one was selected), else
 ``failed``: our partial is completed or failed by that rule.
 """
@@ -35,7 +37,7 @@ from ..workspace.filesystem import atomic_write
 from ..workspace.ids import root_of
 from .catalogue import TASK_EXAMPLE
 from .routes import _allowed, _engine, _int_arg, _last_event_id, _settings, authenticate, held_stream
-from .tasks_openapi import SEED_STATUSES, STRATEGIES, cli_kinds
+from .tasks_openapi import STRATEGIES, TASK_STATUSES, cli_kinds
 
 log = logging.getLogger("orchestrator.api")
 
@@ -59,17 +61,18 @@ bp.before_request(authenticate)  # the same key, credentials and rate limits as 
 
 BODY_KEYS = ("description", "cli_assignments", "merge_strategy")
 ASSIGNMENT_KEYS = ("cli_name", "context", "timeout")
-DEFAULT_STRATEGY = MergeStrategy.THEIRS.value  # the seed's default ("THEIRS (Default - Fully Automated)")
+DEFAULT_STRATEGY = MergeStrategy.THEIRS.value  # Kage Bunshin's default ("THEIRS (Default - Fully Automated)")
 NAMES_FILE = "task_api.json"  # in the tree's state folder: the cli_names as the request gave them
-HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (the seed's)
+HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (Kage Bunshin's interval)
 EXAMPLE = json.dumps(TASK_EXAMPLE)
 _WORKER_STATUS = {
     WorkerStatus.PENDING: "pending",
     WorkerStatus.RUNNING: "running",
     WorkerStatus.SUCCESS: "completed",
     WorkerStatus.RECURSIVE_SUCCESS: "completed",
-    # Exited 0 (its work merged), but a child job it started did not complete: the seed has no word
-    # for missing work, and "completed" would say it is done; worker_status says child_incomplete.
+    # Exited 0 (its work merged), but a child job it started did not complete: Kage Bunshin's
+    # statuses have no word for missing work, and "completed" would say it is done; worker_status
+    # says child_incomplete.
     WorkerStatus.CHILD_INCOMPLETE: "failed",
     WorkerStatus.FAILED: "failed",
     WorkerStatus.TIMEOUT: "failed",
@@ -96,8 +99,8 @@ def submit_task() -> tuple[Response, int]:
 @bp.get("/tasks")
 def list_tasks() -> Response:
     status = request.args.get("status")
-    if status is not None and status not in SEED_STATUSES:
-        raise InvalidParameter(f"status={status[:40]!r} is not a task status; use one of: {', '.join(SEED_STATUSES)}")
+    if status is not None and status not in TASK_STATUSES:
+        raise InvalidParameter(f"status={status[:40]!r} is not a task status; use one of: {', '.join(TASK_STATUSES)}")
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
     tasks, total = _page(status, limit, offset, g.principal)
@@ -177,8 +180,8 @@ def progress(task_id: str) -> Response:
 
 # -- listing and statistics (the index replaces these two: engine.index.page / .stats) ---------
 def _page(status: str | None, limit: int, offset: int, principal: Any) -> tuple[list[dict[str, Any]], int]:
-    """A page of tasks (root jobs) newest first, in the seed's shape, and how many match: from the
-    job index (its ``outcome`` is the seed's status), else, while it cannot answer, a workspace scan."""
+    """A page of tasks (root jobs) newest first, in the TaskResponse shape, and how many match: from the
+    job index (its ``outcome`` is the task status), else, while it cannot answer, a workspace scan."""
     engine = _engine()
     tree = None if principal.admin else principal.root_id
     try:
@@ -199,18 +202,18 @@ def _page(status: str | None, limit: int, offset: int, principal: Any) -> tuple[
 
 
 def _stats() -> dict[str, Any]:
-    """Tasks by the seed's status, and per worker kind (the seed's cli_names map to kinds): runs,
+    """Tasks by task status, and per worker kind (the cli_names map to kinds): runs,
     completions, selections, cost and time of the root jobs' workers. From the job index."""
     found = _engine().index.stats()
-    by_status = dict.fromkeys(SEED_STATUSES, 0)
+    by_status = dict.fromkeys(TASK_STATUSES, 0)
     for outcome, count in found["outcomes"].items():
         by_status[outcome if outcome in by_status else "failed"] += count
     return {"total": sum(by_status.values()), "by_status": by_status, "clis": found["root_runs"], "live": _engine().counts()}
 
 
-# -- the seed's shape --------------------------------------------------------------------------
+# -- Kage Bunshin's TaskResponse shape ---------------------------------------------------------
 def task_doc(job: JobRecord, workers: list[WorkerRecord], names: list[str] | None = None) -> dict[str, Any]:
-    """A root job in the seed's TaskResponse shape (plus a few fields of ours). ``workers``: its
+    """A root job in Kage Bunshin's TaskResponse shape (plus a few fields of ours). ``workers``: its
     own workers' records; ``names``: the cli_names as submitted, in candidate order."""
     mine = [w for w in workers if w.job_id == job.id]
     runs = _runs(mine, names)
@@ -218,7 +221,7 @@ def task_doc(job: JobRecord, workers: list[WorkerRecord], names: list[str] | Non
     return {
         "id": job.id,
         "description": job.request,
-        "status": seed_status(job, mine),
+        "status": task_status(job, mine),
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "completed_at": iso(job.ended_at),
@@ -228,8 +231,9 @@ def task_doc(job: JobRecord, workers: list[WorkerRecord], names: list[str] | Non
     }
 
 
-def seed_status(job: JobRecord, workers: list[WorkerRecord]) -> str:
-    """The seed's status of a root job (candidates.task_outcome); ``workers``: its own."""
+def task_status(job: JobRecord, workers: list[WorkerRecord]) -> str:
+    """The task status of a root job (pending, running, completed, failed or cancelled:
+    candidates.task_outcome); ``workers``: its own."""
     candidates = [w for w in workers if w.candidate is not None]
     winners = [w.name for w in candidates if w.selected] if candidates else [w.name for w in workers if w.status.ok]
     return task_outcome(job, winners)
@@ -266,7 +270,7 @@ def _cli_result(worker: WorkerRecord, cli_name: str) -> dict[str, Any]:
 
 
 def iso(seconds: float | None) -> str | None:
-    """ISO 8601 in UTC with a Z, as the seed writes times."""
+    """ISO 8601 in UTC with a Z, as Kage Bunshin writes times."""
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -274,8 +278,8 @@ def iso(seconds: float | None) -> str | None:
 
 # -- helpers ---------------------------------------------------------------------------------
 def _task_body() -> tuple[str, list[dict[str, Any]], str]:
-    """The seed's body, checked: (description, assignments with their kind, strategy); each
-    mistake is a 422 naming the field (400 for a body that is not a JSON object)."""
+    """Kage Bunshin's request body (``POST /api/v1/tasks``), checked: (description, assignments with
+    their kind, strategy); each mistake is a 422 naming the field (400 for a body that is not a JSON object)."""
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ValidationError(f"body must be a JSON object with Content-Type: application/json, e.g. {EXAMPLE}")
@@ -373,7 +377,7 @@ def _sse(event: str, data: Any, seq: int | None = None) -> str:
 
 
 def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
-    """The seed's progress events: ``connected`` first; a ``progress`` per event of the task's
+    """Kage Bunshin's progress events: ``connected`` first; a ``progress`` per event of the task's
     tree after ``last`` (its id is the event's, for Last-Event-ID); a ``heartbeat`` each second
     (a keep-alive, however busy the tree); ``task_complete`` last, with the task, once it has ended; ``error`` when the
     stream cannot go on (its task deleted, or api.long_poll_max reached: reconnect to go on)."""

@@ -82,7 +82,7 @@ from ..git.gitwork import (
 )
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
-from ..models import JobRecord, WorkerRecord
+from ..models import EndReason, JobRecord, WorkerRecord
 from ..process.sandbox import Backend
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -235,7 +235,7 @@ class WorktreeCheckout(Checkout):
         left = self.commit(record, attempt - 1)
         kind = None
         if failed is not None:
-            kind = failed.failure_class or ("timeout" if failed.end_reason == "timeout" else None)
+            kind = failed.failure_class or ("timeout" if failed.end_reason == EndReason.TIMEOUT else None)
         if kind in KEEPS_PARTIAL_WORK or not before:
             self._write(directory, CHECKPOINT_FILE, left)
             self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")

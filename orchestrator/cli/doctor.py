@@ -23,12 +23,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..workers.clis import INSTALL, LOCAL_BIN, LOGIN_FIX, PROVIDER_VARS, FoundCLI, Login, find_clis, install_command
+from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-AI_KINDS = tuple(INSTALL)
 MIN_PYTHON = (3, 10)
 # Test commands a repository shows by its files, as a gate's argv (the first found wins).
 TEST_COMMANDS: tuple[tuple[str, list[str]], ...] = (
@@ -109,7 +108,7 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
 
     report = Report(config_path)
     env = base_env(settings)
-    commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in AI_KINDS}
+    commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in login_kinds()}
     report.clis = find_clis(commands, settings.base_dir, env)
     _check_clis(report, settings, env, worker)
     _check_python(report)
@@ -129,6 +128,7 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
     from ..config import AUTO_KIND
 
     configured = worker or settings.orchestrator.worker
+    ai_kinds = login_kinds()
     chosen_by = "chosen with --worker" if worker else "configured"
 
     def install(kind: str) -> str:
@@ -139,12 +139,12 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
             report.add(
                 cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {install(cli.kind)}"
             )
-    if configured not in (AUTO_KIND, *AI_KINDS):
+    if configured not in (AUTO_KIND, *ai_kinds):
         report.worker = configured
         report.add("worker", Level.OK, f"worker kind {configured} (configured): no AI CLI needed")
         return
     usable = [cli for cli in report.clis if cli.version is not None]
-    if configured in AI_KINDS:
+    if configured in ai_kinds:
         chosen = next((cli for cli in usable if cli.kind == configured), None)
         if chosen is None:
             report.add(
@@ -162,15 +162,17 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
             report.add(
                 "worker",
                 Level.PROBLEM,
-                f"no AI CLI found (looked for {', '.join(AI_KINDS)} on {looked}): workers would be simulated",
-                "install one, e.g. " + "; ".join(f"{k}: {install(k)}" for k in ("claude", "codex", "gemini")),
+                f"no AI CLI found (looked for {', '.join(ai_kinds)} on {looked}): workers would be simulated",
+                "install one, e.g. " + "; ".join(f"{k}: {install(k)}" for k in ai_kinds[:3]),
             )
             return
     report.worker = chosen.kind
     if chosen.login is Login.NO:
-        report.add("login", Level.PROBLEM, f"{chosen.kind} is not logged in ({chosen.login_detail})", LOGIN_FIX[chosen.kind])
+        report.add(
+            "login", Level.PROBLEM, f"{chosen.kind} is not logged in ({chosen.login_detail})", login_facts(chosen.kind).fix
+        )
     elif chosen.login is Login.UNKNOWN:
-        report.add("login", Level.NOTE, f"{chosen.kind}'s login is unknown ({chosen.login_detail})", LOGIN_FIX[chosen.kind])
+        report.add("login", Level.NOTE, f"{chosen.kind}'s login is unknown ({chosen.login_detail})", login_facts(chosen.kind).fix)
     else:
         report.add("login", Level.OK, f"{chosen.kind} is logged in ({chosen.login_detail})")
 
@@ -387,7 +389,7 @@ def _propose(
             )
     report.changes["orchestrator"] = {k: v for k, v in orch.items() if settings.get("orchestrator", k) != v}
     env = dict(settings.workers.env)
-    names = [*PROVIDER_VARS[cli.kind], *([cli.provider_key] if cli.provider_key else [])]
+    names = [*login_facts(cli.kind).variables, *([cli.provider_key] if cli.provider_key else [])]
     report.copied = [name for name in dict.fromkeys(names) if environ.get(name) and name not in env]
     if report.copied:
         report.changes["workers"] = {"env": {**env, **{name: environ[name] for name in report.copied}}}
@@ -574,8 +576,8 @@ def render(report: Report) -> str:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..config import load_settings
 
-    if args.worker is not None and args.worker not in AI_KINDS:
-        print(f"doctor: --worker {args.worker} is not an AI CLI kind; choose one of: {', '.join(AI_KINDS)}", file=sys.stderr)
+    if args.worker is not None and args.worker not in login_kinds():
+        print(f"doctor: --worker {args.worker} is not an AI CLI kind; choose one of: {', '.join(login_kinds())}", file=sys.stderr)
         return 2
     settings = load_settings(args.config)
     path = Path(args.config) if args.config else settings.base_dir / "config.yaml"

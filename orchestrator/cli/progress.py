@@ -84,7 +84,7 @@ class JobNode:
     id: str
     status: str
     workers: list[WorkerNode] = field(default_factory=list)
-    # Its tasks that run as candidates, by task id (reports.candidates.groups): one line each.
+    # Its tasks that run as candidates, by task id (reports.candidate_groups.groups): one line each.
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def walk(self) -> list[WorkerNode]:
@@ -229,7 +229,7 @@ class Candidates:
     """A task's candidates, drawn as one line side by side where its first candidate is."""
 
     task_id: str
-    group: dict[str, Any]  # reports.candidates.groups' entry
+    group: dict[str, Any]  # reports.candidate_groups.groups' entry
     workers: list[WorkerNode]
 
     @property

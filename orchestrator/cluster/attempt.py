@@ -44,7 +44,7 @@ from ..process.supervisor import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write
 from .connect import SOCKET_TIMEOUT
-from .leases import NODE_OWN, Attempts, AttemptSpec, read_secret_file
+from .leases import NODE_OWN, AttemptSpec, Leases, read_secret_file
 from .names import Names
 
 log = logging.getLogger("orchestrator.node")
@@ -87,11 +87,11 @@ def client_for(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0, health_check_interval=30)
 
 
-_shared: dict[tuple[int, str], Attempts] = {}
+_shared: dict[tuple[int, str], Leases] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_ops(ctx: NodeContext) -> Attempts:
+def shared_ops(ctx: NodeContext) -> Leases:
     """This process's protocol client for the node's Redis: one connection pool for the attempt's
     main thread and its control thread (whose blocking read takes a connection of its own from
     it) instead of a client each, and the scripts registered once; it stays open and authenticated
@@ -101,7 +101,7 @@ def shared_ops(ctx: NodeContext) -> Attempts:
     with _shared_lock:
         found = _shared.get(key)
         if found is None or found.names != ctx.names:
-            found = _shared[key] = Attempts(client_for(ctx.url), ctx.names)
+            found = _shared[key] = Leases(client_for(ctx.url), ctx.names)
         return found
 
 
@@ -168,7 +168,7 @@ def run(attempt_id: str, token: int) -> int | None:
 
 def run_claimed(spec: AttemptSpec) -> int | None:
     """``run`` for an attempt this node has already claimed, in the same round trip as it took
-    its job off the queue (node.NodeWorker: Attempts.take)."""
+    its job off the queue (node.NodeWorker: Leases.take)."""
     return _attempt(spec.id, spec.token, spec)
 
 
@@ -198,7 +198,7 @@ def _attempt(attempt_id: str, token: int, claimed: AttemptSpec | None) -> int | 
         wake.close()  # a control thread still reading sees ``done`` at its next read (it is a daemon)
 
 
-def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
+def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
     # One attempt per process at a time: its end's tag sweep has nobody to share a /proc scan
     # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER). The shim is
     # started by the node's supervisor (a vfork of a small process, not a fork of this large one),
@@ -266,7 +266,7 @@ def _run(ctx: NodeContext, ops: Attempts, spec: AttemptSpec, stop: _Stop, wake: 
 
 
 def _watch(
-    runner: ProcessRunner, handle: ProcessHandle, ops: Attempts, ctx: NodeContext, spec: AttemptSpec, stop: _Stop, wake: Wakeup
+    runner: ProcessRunner, handle: ProcessHandle, ops: Leases, ctx: NodeContext, spec: AttemptSpec, stop: _Stop, wake: Wakeup
 ) -> int:
     """Wait for the worker, renewing the lease every third of it; run the kill ladder when asked."""
     sampler = LocalExecutor(runner)
@@ -329,7 +329,7 @@ def _code(handle: ProcessHandle) -> int:
 
 
 def _report(
-    ops: Attempts,
+    ops: Leases,
     spec: AttemptSpec,
     ctx: NodeContext,
     code: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..checkouts.locks import LockTable, PathLocks
 from ..clock import Clock
-from ..config import Settings
+from ..config import ExecutorKind, Settings
 from ..process.cgroups import Limits
 from ..process.executor import Executor, LocalExecutor
 from ..process.runner import ProcessRunner
@@ -14,7 +14,7 @@ from ..process.runner import ProcessRunner
 
 def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Executor:
     """The executor ``distributed.executor`` names: local processes, or nodes through Redis."""
-    if settings.distributed.executor == "rq":
+    if settings.distributed.executor == ExecutorKind.RQ:
         from .executor import RQExecutor
 
         return RQExecutor(settings)
@@ -24,7 +24,7 @@ def make_executor(settings: Settings, runner: ProcessRunner | None = None) -> Ex
 
 def path_locks(clock: Clock, settings: Settings) -> LockTable:
     """The engine's lock table: in Redis when ``distributed.executor`` is rq, else in memory."""
-    if settings.distributed.executor != "rq":
+    if settings.distributed.executor != ExecutorKind.RQ:
         return PathLocks(clock, settings.tasks)
     from .connect import connect, redacted
     from .locks import RedisPathLocks

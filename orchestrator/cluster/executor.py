@@ -44,7 +44,7 @@ from ..process.shim import FoundAttempt, read_exit_file
 from . import marker, registry
 from .connect import connect, redacted
 from .handle import RemoteHandle
-from .leases import Attempts, AttemptSpec, split_env, write_secret_file
+from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env, write_secret_file
 from .names import Names
 from .reconcile import Reconciler
 from .registry import NodeInfo
@@ -65,7 +65,7 @@ class RQExecutor(Reconciler):
         self.url = redacted(d.redis_url)
         self.client = connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
         self.names = Names(d.queue_prefix)
-        self.attempts = Attempts(self.client, self.names)
+        self.attempts = Leases(self.client, self.names)
         self.lease = d.lease
         self.period = max(0.2, d.lease / 6)
         settings.workspace_root.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ class RQExecutor(Reconciler):
         found = []
         for attempt_id, raw in zip(ids, hashes, strict=True):
             data = {k.decode(): v.decode() for k, v in raw.items()}
-            if data.get("state") not in ("queued", "running") or "spec" not in data:
+            if data.get("state") not in (AttemptState.QUEUED, AttemptState.RUNNING) or "spec" not in data:
                 continue
             spec = AttemptSpec.from_json(data["spec"])
             number = spec.env.get(protocol.ATTEMPT, "")
@@ -321,12 +321,12 @@ class RQExecutor(Reconciler):
             if "spec" in data:
                 handle.spec = AttemptSpec.from_json(data["spec"])
             state = data.get("state")
-            handle.queued = state == "queued"
-            if state == "ended":
+            handle.queued = state == AttemptState.QUEUED
+            if state == AttemptState.ENDED:
                 handle.code, handle.kill_rung = int(data.get("code", -signal.SIGKILL)), data.get("kill_rung")
-            elif state == "lost":
+            elif state == AttemptState.LOST:
                 handle.code, handle.lost = -signal.SIGKILL, True
-            elif state == "cancelled":
+            elif state == AttemptState.CANCELLED:
                 handle.code, handle.kill_rung = -signal.SIGTERM, "none"
         else:  # Redis does not know it: its exit file, else a node that renews will recreate its hash
             handle.queued = False
@@ -358,9 +358,11 @@ class RQExecutor(Reconciler):
             try:
                 data = self.attempts.read(found.start_id) or {}
                 token = int(data.get("token", 0))
-                if data.get("state") == "queued" and self.attempts.cancel_queued(found.start_id, token, -signal.SIGKILL):
+                if data.get("state") == AttemptState.QUEUED and self.attempts.cancel_queued(
+                    found.start_id, token, -signal.SIGKILL
+                ):
                     count += 1
-                elif data.get("state") == "running":
+                elif data.get("state") == AttemptState.RUNNING:
                     self.attempts.terminate(found.start_id, token, int(signal.SIGKILL), 0)
                     count += 1
             except (redis.RedisError, OSError) as exc:
@@ -423,9 +425,9 @@ class RQExecutor(Reconciler):
             h = self._handles.get(str(event.get("id")))
             if h is None or event.get("token") != h.token:
                 return  # a released attempt's, or a fenced one's (a late result)
-        if event.get("event") == "started":
+        if event.get("event") == NodeEvent.STARTED:
             self._placed(h, str(event.get("node") or "?"), event.get("pid"), event.get("spawned_at"))
-        elif event.get("event") == "ended":
+        elif event.get("event") == NodeEvent.ENDED:
             code = event.get("code")
             rung = event.get("kill_rung")
             if event.get("node"):

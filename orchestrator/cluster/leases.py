@@ -42,9 +42,29 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from .. import protocol
+from ..config.keys import StrEnum
 from .names import Names
 
-TOKEN_BLOCK = 64  # fencing tokens a server takes from ``P:fence`` at once (Attempts.new_token)
+TOKEN_BLOCK = 64  # fencing tokens a server takes from ``P:fence`` at once (Leases.new_token)
+
+
+class AttemptState(StrEnum):
+    """An attempt's ``state`` in its Redis hash (the Lua scripts below write the same words)."""
+
+    QUEUED = "queued"  # waiting for a node
+    RUNNING = "running"  # a node claimed it
+    ENDED = "ended"  # its node told how it ended
+    CANCELLED = "cancelled"  # cancelled before a node took it
+    LOST = "lost"  # its lease ran out: its node is gone
+
+
+class NodeEvent(StrEnum):
+    """What a node tells the server of an attempt (``_event``)."""
+
+    STARTED = "started"
+    ENDED = "ended"
+
+
 RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an attempt: run(attempt_id, token)
 # RQ's jobs are JSON, never pickle: a pickle from Redis would run whatever code wrote it. A node also
 # refuses any job whose function is not RQ_FUNCTION (cluster/node.py).
@@ -248,7 +268,7 @@ return fresh
 """
 
 
-class Attempts:
+class Leases:
     """The protocol's operations on one Redis, under one prefix. Thread-safe (redis-py's client
     is); every method is one round trip."""
 
@@ -297,7 +317,7 @@ class Attempts:
                     "spec": spec.to_json(),
                     "kind": spec.kind,
                     "tag": spec.tag,
-                    "state": "queued",
+                    "state": AttemptState.QUEUED,
                     "enqueued_at": time.time(),
                 },
             )
@@ -334,7 +354,7 @@ class Attempts:
     def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
         """Cancel an attempt no node has claimed yet (a later claim fails); tells the event list."""
         n = self.names
-        event = _event(attempt_id, token, "ended", code=code, kill_rung="none", note="cancelled before a node started it")
+        event = _event(attempt_id, token, NodeEvent.ENDED, code=code, kill_rung="none", note="cancelled before a node started it")
         return bool(self._cancel_queued(keys=[n.attempt(attempt_id), n.events], args=[token, time.time(), event]))
 
     def terminate(self, attempt_id: str, token: int, signal: int, grace: float) -> None:
@@ -431,7 +451,7 @@ class Attempts:
         n = self.names
         now = time.time()
         spawned = now if spawned_at is None else spawned_at
-        event = _event(attempt_id, token, "started", node=node, pid=pid, start_id=start_id, at=now, spawned_at=spawned)
+        event = _event(attempt_id, token, NodeEvent.STARTED, node=node, pid=pid, start_id=start_id, at=now, spawned_at=spawned)
         return bool(
             self._started(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
@@ -470,7 +490,7 @@ class Attempts:
         fields = {"kill_rung": kill_rung or "none", "at": now, "note": note, "cap": cap or ""}
         if exited_at is not None:
             fields["exited_at"] = exited_at
-        event = _event(attempt_id, token, "ended", node=node, code=code, **fields)
+        event = _event(attempt_id, token, NodeEvent.ENDED, node=node, code=code, **fields)
         return bool(
             self._finish(
                 keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events],
@@ -492,7 +512,7 @@ class Attempts:
 
 @dataclass(frozen=True)
 class Taken:
-    """What ``Attempts.take`` found: ``what`` is "claimed" (``spec`` is this node's to run now),
+    """What ``Leases.take`` found: ``what`` is "claimed" (``spec`` is this node's to run now),
     "stale" (not this token's to run any more: nothing to do) or "rq" (not an attempt's job: RQ's
     own path takes it); ``queue``: the index of its queue in the list given."""
 
@@ -508,7 +528,7 @@ def job_id(attempt_id: str, token: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', attempt_id)}-{token}"
 
 
-def _event(attempt_id: str, token: int, event: str, **fields: Any) -> str:
+def _event(attempt_id: str, token: int, event: NodeEvent, **fields: Any) -> str:
     return json.dumps({"id": attempt_id, "token": token, "event": event, **fields}, separators=(",", ":"))
 
 

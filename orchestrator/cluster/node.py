@@ -5,7 +5,7 @@ settings), waits for the server's workspace marker and refuses to start unless i
 server's workspace at the same path, then runs an RQ ``WorkerPool`` of ``--slots`` workers on the
 queues of its kinds. Each RQ job is ``(attempt id, token)`` for attempt.run (attempts.RQ_FUNCTION),
 named ``<attempt id>-<token>``: a worker's own dequeue takes it off RQ's queue and claims the
-attempt in one round trip (Attempts.take), by the attempt's hash, without fetching RQ's job; a
+attempt in one round trip (Leases.take), by the attempt's hash, without fetching RQ's job; a
 job that names no attempt goes RQ's way, where any function but attempt.run is refused (a job in
 Redis never runs arbitrary code). A heartbeat thread
 publishes the node (registry.publish) every third of the lease.
@@ -329,10 +329,10 @@ class NodeWorker(Worker):
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Any, Any] | None:
         """A dequeue of our own: one round trip takes the first job off this worker's queues and
-        claims its attempt (Attempts.take: the attempt's hash says what to run, so RQ's job is
+        claims its attempt (Leases.take: the attempt's hash says what to run, so RQ's job is
         neither fetched nor decoded); when every queue is empty, a blocking move (RQ's own, onto
         the queue's intermediate list) waits for one, and the same round trip claims it. Returns
-        (``_Claimed``, queue) for ``execute_job``; a job that is not an attempt's (Attempts.take
+        (``_Claimed``, queue) for ``execute_job``; a job that is not an attempt's (Leases.take
         says "rq") goes RQ's own way (fetched as a ``Job``, refused by ``execute_job``)."""
         if max_idle_time is not None:  # not a node's (it never gives one): RQ's own dequeue
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

@@ -22,7 +22,7 @@ from ..process.cgroups import Enforced
 from ..process.executor import Sample
 from ..process.shim import read_exit_file
 from .handle import RemoteHandle
-from .leases import Attempts
+from .leases import AttemptState, Leases
 from .marker import Marker
 from .names import Names
 
@@ -35,7 +35,7 @@ class Reconciler:
 
     client: redis.Redis
     names: Names
-    attempts: Attempts
+    attempts: Leases
     marker: Marker
     lease: float
     period: float
@@ -100,7 +100,7 @@ class Reconciler:
         for i, h in enumerate(live):
             raw, leased, job = answers[4 * i], answers[4 * i + 1], answers[4 * i + 3]
             data = {k.decode(): v.decode() for k, v in raw.items()}
-            if data.get("state") == "queued" and data.get("token") == str(h.token) and not job:
+            if data.get("state") == AttemptState.QUEUED and data.get("token") == str(h.token) and not job:
                 if h.jobless is not None and now - h.jobless >= self.period:  # its RQ job never made it
                     log.warning("attempt %s (%s) was queued without its RQ job: enqueued again", h.id, h.tag)
                     self._enqueue(h)
@@ -136,21 +136,21 @@ class Reconciler:
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             pass
-        if state == "running":
+        if state == AttemptState.RUNNING:
             if data.get("pid") and data.get("node"):  # (a hash a node's renewal recreated holds its pid)
                 self._placed(h, data["node"], data["pid"], _number(data.get("started_at")))
             if leased:
                 h.lease_gone = None
             else:
                 self._lease_check(h, now, lambda: self.attempts.mark_lost(h.id, h.token) > 0, data.get("node"))
-        elif state == "ended":
+        elif state == AttemptState.ENDED:
             if data.get("node"):
                 self._placed(h, data["node"], data.get("pid") or h.pid, _number(data.get("started_at")))
             code = int(data.get("code", -signal.SIGKILL))
             self._end(h, code, data.get("kill_rung"), exited_at=_number(data.get("ended_at")))
-        elif state == "lost":
+        elif state == AttemptState.LOST:
             self._end(h, -signal.SIGKILL, None, lost=True)
-        elif state == "cancelled":
+        elif state == AttemptState.CANCELLED:
             self._end(h, -signal.SIGTERM, "none")
 
     def _requeue_unknown(self, h: RemoteHandle, now: float) -> None:

@@ -5,8 +5,8 @@ JSON-able values with an error that names the field and what is allowed.
 
 A candidate is ``{"kind", "model", "timeout", "context"}``: a worker kind (``"claude"`` alone is
 short for ``{"kind": "claude"}``), its model (None: the job's), its attempt timeout in seconds
-(None: the job's ``default_timeout``) and a JSON object shown in its prompt (the seed's
-``cli_assignments[].context``; None: nothing). A judge is ``{"kind", "model", "timeout"}``.
+(None: the job's ``default_timeout``) and a JSON object shown in its prompt (the task API's
+``cli_assignments[].context``, api/tasks_routes.py; None: nothing). A judge is ``{"kind", "model", "timeout"}``.
 """
 
 from __future__ import annotations

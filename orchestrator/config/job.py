@@ -13,7 +13,7 @@ from ..errors import ConfigError, Forbidden, RecursionLimit
 from .choice import Select
 from .hooks import check_callback_url
 from .keys import Key, StrEnum, check_value
-from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, SandboxMode
+from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, OnFailure, Ownership, SandboxMode
 from .settings import Settings
 
 
@@ -59,8 +59,8 @@ class JobConfig:
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
     gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
     gates_retry: int = job_key("tasks", "gates_retry")
-    on_failure: str = job_key("tasks", "on_failure")
-    ownership: str = job_key("tasks", "ownership")
+    on_failure: OnFailure = job_key("tasks", "on_failure")
+    ownership: Ownership = job_key("tasks", "ownership")
     # Candidates: each subtask run as several candidates (config/choice.py's shape), and how the
     # one merged is selected; a request (root or child) may set them.
     candidates: list[dict[str, Any]] = job_key("candidates", "candidates")
@@ -180,7 +180,8 @@ def job_config(
             hooks = settings.webhooks
             value = check_callback_url(value, hooks.allowed_callback_hosts, hooks.callback_secret)
         values[key] = _apply_ceiling(settings, key, value, parent, notes)
-    # The seed's AI-to-AI loop (admin key, current_depth + 1) ends here. A worker credential's job
+    # The AI-to-AI loop ends here: the original spec's protocol (docs/recursion.md) has a worker POST
+    # with the admin key and current_depth + 1. A worker credential's job
     # is its parent's depth + 1 whatever the body says, but a body past the limit is refused from anyone
     # (the limit the request states, else the server's default: what the OpenAPI document says).
     limit = requested["max_recursion_depth"] if "max_recursion_depth" in requested else settings.recursion.max_depth

@@ -20,8 +20,6 @@ from ..protocol import PREFIX
 
 GATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 ROLE_NAME = GATE_NAME
-ON_FAILURE = ("skip", "continue", "stop")
-OWNERSHIP = ("enforce", "strict", "warn")
 GATE_TIMEOUT = (1.0, 86400.0)  # seconds, inclusive
 DEFAULT_GATE_TIMEOUT = 600.0
 GATE_KEYS = ("name", "run", "shell", "env", "cwd", "allow_no_tests", "required", "timeout", "roles", "when_changed")

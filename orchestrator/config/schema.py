@@ -18,6 +18,9 @@ from . import score_weights as scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 
+# The worker kinds' registry (workers/adapters: one module per kind), spelled here because config/
+# sits below workers/; with each AI CLI's <kind>_command below, the one table a new kind adds to
+# (tests/test_worker_kinds.py fails until it does).
 WORKER_KINDS = (choice.AUTO_KIND, "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
 PLANNERS = ("heuristic", "ai", "auto")
 
@@ -57,6 +60,29 @@ class PullRequestForge(StrEnum):
 
 # The server's variable holding a forge's token when git.forge_token_env is empty.
 DEFAULT_TOKEN_ENV = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
+
+
+class OnFailure(StrEnum):
+    """``tasks.on_failure``: what a task graph does with the dependents of a task that failed (engine/scheduling.py)."""
+
+    SKIP = "skip"  # they end skipped
+    CONTINUE = "continue"  # they run anyway
+    STOP = "stop"  # the rest of the job is cancelled
+
+
+class Ownership(StrEnum):
+    """``tasks.ownership``: what a diff touching paths outside a task's ``owns`` gets (quality/ownership.py)."""
+
+    ENFORCE = "enforce"  # a path another task owns blocks the merge
+    STRICT = "strict"  # any path outside its own globs blocks it
+    WARN = "warn"  # recorded, not blocked
+
+
+class ExecutorKind(StrEnum):
+    """``distributed.executor``: where worker attempts run."""
+
+    LOCAL = "local"  # processes of this server
+    RQ = "rq"  # queued on Redis for nodes (cluster/)
 
 
 class SandboxMode(StrEnum):
@@ -538,16 +564,16 @@ class TasksSettings(Section):
     gates_retry: int = setting(
         0, "extra attempts a worker gets after a failed gate, with the gate's output added to its prompt", min=0, max=20
     )
-    on_failure: str = setting(
-        "skip",
+    on_failure: OnFailure = setting(
+        OnFailure.SKIP,
         "when a task fails: skip (its dependents end skipped), continue (they run anyway), stop (cancel the rest of the job)",
-        choices=quality.ON_FAILURE,
+        choices=OnFailure,
     )
-    ownership: str = setting(
-        "enforce",
+    ownership: Ownership = setting(
+        Ownership.ENFORCE,
         "tasks' owns globs: enforce (a diff touching a path another task owns blocks the merge), strict (any path "
         "outside its own globs blocks it), warn (recorded, not blocked)",
-        choices=quality.OWNERSHIP,
+        choices=Ownership,
     )
     roles: dict[str, dict[str, Any]] = setting(
         {},
@@ -659,11 +685,11 @@ class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
 
 @dataclass(frozen=True)
 class DistributedSettings(Section):
-    executor: str = setting(
-        "local",
+    executor: ExecutorKind = setting(
+        ExecutorKind.LOCAL,
         "where worker attempts run: local (processes of this server) or rq (queued on Redis for "
         "`python -m orchestrator node` processes on any machine that mounts the workspace)",
-        choices=("local", "rq"),
+        choices=ExecutorKind,
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",

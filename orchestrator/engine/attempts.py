@@ -56,7 +56,7 @@ from ..config import Isolation
 from ..errors import ConfigError, no_space
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
-from ..models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from ..models import Attempt, EndReason, JobRecord, WorkerRecord, WorkerStatus
 from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
@@ -126,7 +126,7 @@ class WorkerExecution:
     ) -> None:
         record, config = live.record, live.job.config
         self.record = record
-        # A candidate's own timeout (the seed's cli_assignments[].timeout) replaces the job's.
+        # A candidate's own timeout (the task API's cli_assignments[].timeout) replaces the job's.
         self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
         self.settings = ctx.settings
         self.adapter = adapter
@@ -432,7 +432,7 @@ class WorkerExecution:
                 raise  # (on a full disk the log cannot say it either: the record does)
         with self.tables.locked():
             attempt.ended_at = self.clock.time()
-            attempt.end_reason = "spawn_error"
+            attempt.end_reason = EndReason.SPAWN_ERROR
         return Outcome(WorkerStatus.FAILED, message if full else "could not start", error=message)
 
     def _wait(self, attempt: Attempt) -> tuple[Outcome, str | None]:
@@ -440,7 +440,7 @@ class WorkerExecution:
         # From the attempt's start, which for a re-adopted attempt was before this server started.
         clock = self.clock
         deadline = clock.monotonic() + self.config.default_timeout - max(0.0, clock.time() - attempt.started_at)
-        reason = "exit"
+        reason = EndReason.EXIT
         code = None
         while code is None:
             if self.handle.queued:  # a remote attempt waiting for a node: its time starts when one starts it
@@ -449,26 +449,26 @@ class WorkerExecution:
                 self._placed(attempt)
             remaining = deadline - clock.monotonic()
             if self.abort_reason:
-                reason = "cap"
+                reason = EndReason.CAP
             elif self.cancel.is_set():
-                reason = "cancelled"
+                reason = EndReason.CANCELLED
             elif remaining <= 0 and (code := self.executor.wait(self.handle, 0)) is None:
-                reason = "timeout"  # (one that ended by its deadline, but was not yet seen to, is not: _ran_past)
-            if reason != "exit":
+                reason = EndReason.TIMEOUT  # (one that ended by its deadline, but was not yet seen to, is not: _ran_past)
+            if reason != EndReason.EXIT:
                 # Over a cap it has nothing to save (it fails, not retried): SIGKILL at once, so a
                 # writer or a grower does not go on through the grace.
-                first = signal.SIGKILL if reason == "cap" else self.adapter.first_signal
+                first = signal.SIGKILL if reason == EndReason.CAP else self.adapter.first_signal
                 self.executor.terminate(self.handle, grace=self.settings.workers.kill_grace, first_signal=first)
                 code = self.executor.wait(self.handle, None)
                 break
             if code is None:
                 code = self.executor.wait(self.handle, remaining, wake=self.cancel)
-        if reason == "exit":
+        if reason == EndReason.EXIT:
             hit = self._cap_at_end(code)
             if hit is not None:
-                self.abort_reason, reason = hit, "cap"
+                self.abort_reason, reason = hit, EndReason.CAP
             elif self._ran_past(attempt):
-                reason = "timeout"
+                reason = EndReason.TIMEOUT
         self.executor.release(self.handle)
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
@@ -527,7 +527,7 @@ class WorkerExecution:
             self.record, f"attempt {attempt.number} running on node {handle.node} (pid {handle.pid})", begin, write
         )
 
-    def _classify(self, attempt: Attempt, code: int | None, reason: str) -> tuple[Outcome, str | None]:
+    def _classify(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
@@ -553,8 +553,8 @@ class WorkerExecution:
         if said:  # on the record before its commit, which credits that model (Co-authored-by)
             self.deferred.append(functools.partial(setattr, self.record, "reported_model", said))
         costs.estimate_for(parsed, self.adapter, self.settings, self.record.model)
-        if reason == "timeout":
-            attempt.end_reason = "timeout"
+        if reason == EndReason.TIMEOUT:
+            attempt.end_reason = EndReason.TIMEOUT
             how = rung or (
                 f"its own exit after {duration:.1f}s, seen later" if duration > self.config.default_timeout else "exit"
             )
@@ -567,18 +567,18 @@ class WorkerExecution:
                 parsed=parsed,
             )
             return outcome, RETRY if self.settings.workers.retry_on_timeout else None
-        if reason == "cap":
-            attempt.end_reason = "cap"
+        if reason == EndReason.CAP:
+            attempt.end_reason = EndReason.CAP
             why = f"{self.abort_reason} (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} stopped: {why} =====")
             return Outcome(WorkerStatus.FAILED, why, error=f"stopped: {self.abort_reason}", parsed=parsed), None
-        if self.handle is not None and self.handle.lost and reason == "exit":
-            attempt.end_reason = "lost"
+        if self.handle is not None and self.handle.lost and reason == EndReason.EXIT:
+            attempt.end_reason = EndReason.LOST
             why = f"lost: node {self.handle.node or '?'} stopped renewing its lease"
             self._log(f"===== attempt {attempt.number} {why}; a late result from it is ignored =====")
             return Outcome(WorkerStatus.FAILED, why, error=why, parsed=parsed), RETRY
-        if reason == "cancelled":
-            attempt.end_reason = "cancelled"
+        if reason == EndReason.CANCELLED:
+            attempt.end_reason = EndReason.CANCELLED
             why = f"cancelled (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} {why} =====")
             return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), None
@@ -588,13 +588,13 @@ class WorkerExecution:
         self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult
     ) -> tuple[Outcome, str | None]:
         if code is not None and code < 0:
-            attempt.end_reason = "signal"
+            attempt.end_reason = EndReason.SIGNAL
             name = signal_name(-code)
             retry = -code != signal.SIGKILL
             why = f"killed by {name}" + ("" if retry else " (out of memory, or killed from outside; not retried)")
             self._log(f"===== attempt {attempt.number} {why} after {duration:.2f}s =====")
             return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), RETRY if retry else None
-        attempt.end_reason = "exit"
+        attempt.end_reason = EndReason.EXIT
         self._log(f"===== attempt {attempt.number} exited with code {code} after {duration:.2f}s =====")
         if code == 0 and parsed.ok is not False:
             return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), None

@@ -31,7 +31,7 @@ from ..checkouts.checkout import Checkout
 from ..checkouts.worktree import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
-from ..config import JobConfig, Settings
+from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
@@ -47,6 +47,7 @@ from ..reports.metrics import Metrics
 from ..retention.pruning import delete_job, jobs_on_disk, refusal
 from ..states import WorkerPhase
 from ..workers import roles
+from ..workers.adapters import memory_peaks
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from ..workspace.ids import root_of, validate_job_id, worker_key
@@ -96,7 +97,7 @@ class Engine:
         self.confinement = Confinement(settings, self.workspace, announce=True)
         # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
-        if runner is None and executor is None and settings.distributed.executor != "rq" and supervisor.supported():
+        if runner is None and executor is None and settings.distributed.executor != ExecutorKind.RQ and supervisor.supported():
             # Workers are started by the workspace's supervisor: no shim and no fork of this server per worker.
             runner = ProcessRunner(supervisor=supervisor.SupervisorClient(self.workspace.supervisor_dir))
         self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
@@ -130,7 +131,7 @@ class Engine:
         self.announce = Announcer(settings, self.workspace, self.events)
         # A worker starts only where its kind's measured peak fits in free memory (process/admission.py).
         probe = memory or self.executor.memory  # this machine's, or the nodes' heartbeats under rq
-        self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker)
+        self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker, memory_peaks())
         self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
         self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
         # What every part shares; the parts ask the engine for what only it does through ``hooks`` (this engine).

@@ -42,7 +42,7 @@ def check_config(config: object) -> dict[str, Any] | None:
 # -- depth and fan-out ---------------------------------------------------------------------
 def admitted_depth(config: dict[str, Any] | None) -> int:
     """A job submitted with the admin key is a root, at depth 0, unless its body says it is
-    deeper: the seed's AI-to-AI protocol POSTs with the admin key and ``current_depth + 1``,
+    deeper: the original spec's AI-to-AI protocol (docs/recursion.md) POSTs with the admin key and ``current_depth + 1``,
     and job_config refuses a current_depth past the limit, so that loop ends. The body can
     only raise the depth (a worker credential's job is its parent's depth + 1, whatever it says)."""
     return int((config or {}).get("current_depth") or 0)

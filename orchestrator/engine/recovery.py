@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ..models import Attempt, WorkerRecord
+from ..models import Attempt, EndReason, WorkerRecord
 from ..process.procscan import process_alive
 from ..process.shim import FoundAttempt, read_exit_file
 
@@ -151,11 +151,11 @@ def _settle_from_exit_file(attempt: Attempt, path: Path) -> None:
     except OSError:
         attempt.ended_at = attempt.started_at
     if code is None:
-        attempt.end_reason = "lost"
+        attempt.end_reason = EndReason.LOST
     elif code < 0:
-        attempt.signal, attempt.end_reason = -code, "signal"
+        attempt.signal, attempt.end_reason = -code, EndReason.SIGNAL
     else:
-        attempt.exit_code, attempt.end_reason = code, "exit"
+        attempt.exit_code, attempt.end_reason = code, EndReason.EXIT
 
 
 def _attempt(

@@ -20,6 +20,7 @@ workers' keys once.
 
 from __future__ import annotations
 
+from ..config import OnFailure
 from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
 from ..workspace.ids import worker_key
@@ -73,7 +74,7 @@ class Scheduler:
         records = self._records(job, task_id)
         if not records:
             return True
-        if job.config.on_failure == "continue":  # ended, and a task with candidates has chosen (or found none)
+        if job.config.on_failure == OnFailure.CONTINUE:  # ended, and a task with candidates has chosen (or found none)
             chosen = records[0].candidate is None or task_id in job.selections
             return chosen and all(r.status.terminal for r in records)
         return any(delivered(job, r) for r in records)
@@ -102,7 +103,7 @@ class Scheduler:
             return []
         if rec.candidate is not None and rec.task_id not in job.selections:
             return []  # a candidate's end unblocks nothing before its task's selection
-        continuing = job.config.on_failure == "continue" and status.terminal
+        continuing = job.config.on_failure == OnFailure.CONTINUE and status.terminal
         if rec.candidate is not None:  # its task has chosen: has every candidate ended?
             continuing = continuing and self._met(job, rec.task_id)
         if not (delivered(job, rec, status) or continuing):
@@ -135,9 +136,9 @@ class Scheduler:
         if not waiting:
             return
         policy = job.config.on_failure
-        if policy == "continue":
+        if policy == OnFailure.CONTINUE:
             return
-        if policy == "stop":
+        if policy == OnFailure.STOP:
             if job.error is None:
                 self.hooks.stop_job(job, f"stopped: task {task_id} {status} (on_failure: stop)")
             return

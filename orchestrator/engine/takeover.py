@@ -10,7 +10,7 @@ from collections import Counter
 from .. import states
 from ..delivery.resolving import RunLedger
 from ..errors import JobNotFound
-from ..models import JobRecord, WorkerRecord, WorkerStatus, resolver_cost
+from ..models import EndReason, JobRecord, WorkerRecord, WorkerStatus, resolver_cost
 from ..process.shim import FoundAttempt
 from ..retention import pruning
 from ..states import WorkerPhase
@@ -31,9 +31,13 @@ def recorded_outcome(rec: WorkerRecord) -> Outcome:
     last = rec.attempts[-1] if rec.attempts else None
     if last is None:
         return Outcome(WorkerStatus.SKIPPED, rec.exit_reason or "skipped")
-    status = {"timeout": WorkerStatus.TIMEOUT, "cancelled": WorkerStatus.CANCELLED}.get(last.end_reason or "")
+    status = (
+        {EndReason.TIMEOUT: WorkerStatus.TIMEOUT, EndReason.CANCELLED: WorkerStatus.CANCELLED}.get(last.end_reason)
+        if last.end_reason
+        else None
+    )
     if status is None:
-        ok = last.end_reason == "exit" and last.exit_code == 0 and not rec.error
+        ok = last.end_reason == EndReason.EXIT and last.exit_code == 0 and not rec.error
         status = WorkerStatus.SUCCESS if ok else WorkerStatus.FAILED
     return Outcome(status, rec.exit_reason or f"exit code {last.exit_code}", error=rec.error)
 
@@ -209,7 +213,7 @@ class Restorer:
                 states.set_worker_status(rec, WorkerStatus.RUNNING)
             attempt = fate.attempt
             if attempt is not None and attempt.ended_at is None:
-                attempt.ended_at, attempt.end_reason = self.clock.time(), "lost"
+                attempt.ended_at, attempt.end_reason = self.clock.time(), EndReason.LOST
             live.exited(Outcome(WorkerStatus.FAILED, recovery.LOST_REASON, error=recovery.LOST_REASON))
             rec.exit_reason, rec.error = recovery.LOST_REASON, recovery.LOST_REASON
             to_settle.append(live)

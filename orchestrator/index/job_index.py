@@ -162,7 +162,7 @@ class JobIndex:
         if root_id is not None:
             where.append("root_id = ?")
             args.append(root_id)
-        if outcome is not None:  # the seed's status of a task (the tasks facade's filter)
+        if outcome is not None:  # a task status (the task API's filter: api/tasks_routes.py)
             where.append("outcome = ?")
             args.append(outcome)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
@@ -215,7 +215,7 @@ class JobIndex:
             "mean_duration": mean,
             "events": found[4][0][0],
             "dropped": self.dropped,
-            # The tasks facade's: root jobs by their outcome in the seed's terms, and the root jobs'
+            # The tasks facade's: root jobs by their task status (their outcome), and the root jobs'
             # workers by kind: runs, successes, selections, cost and time.
             "outcomes": {o: n for o, n in found[5]},
             "root_runs": {
@@ -227,7 +227,7 @@ class JobIndex:
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """A job's progress events (its own and its workers'), oldest first, with ``id`` > ``after``:
         ``{"id", "root_id", "job_id", "worker", "kind", "type", "status", "message", "time"}``
-        (``kind``: the worker's kind, the seed's ``cli_name``)."""
+        (``kind``: the worker's kind, the task API's ``cli_name``)."""
         self.catch_up()
         columns = ("id", *EVENT_COLUMNS)
         statement = f"SELECT {', '.join(columns)} FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?"
@@ -236,7 +236,7 @@ class JobIndex:
 
     def tasks(self, job_id: str) -> list[dict[str, Any]]:
         """A job's workers as indexed, in plan order: ``store.TASK_COLUMNS`` as keys (``kind`` is
-        the seed's ``cli_name``; ``selected`` None, True or False; ``files_changed`` a count)."""
+        the task API's ``cli_name``; ``selected`` None, True or False; ``files_changed`` a count)."""
         self.catch_up()
         statement = f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE job_id = ? ORDER BY created_at, name"
         found = [dict(zip(TASK_COLUMNS, r, strict=True)) for r in self._read([(statement, [job_id])])[0]]

@@ -130,7 +130,7 @@ def job_dict(row: Sequence[Any], cost: float | None) -> dict[str, Any]:
         "merge": json.loads(data["merge"]) if data["merge"] else None,
         "selections": data["selections"],
         "error": data["error"],
-        "outcome": data["outcome"],  # a root job's in the seed's terms (candidates.task_outcome)
+        "outcome": data["outcome"],  # a root job's task status (pending ... cancelled: candidates.task_outcome)
     }
 
 

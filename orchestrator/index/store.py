@@ -1,8 +1,8 @@
 """The index's tables and the one place where SQLite and PostgreSQL differ.
 
 Both backends hold the same four tables (plus ``meta``): ``jobs`` (one row per job of every
-tree), ``tasks`` (one row per worker), ``events`` (the progress events, the seed's
-``progress_events``) and ``roots`` (per root tree, the marker of its records on disk when it was
+tree), ``tasks`` (one row per worker), ``events`` (the progress events, Kage Bunshin's
+``progress_events`` table) and ``roots`` (per root tree, the marker of its records on disk when it was
 last indexed: how staleness is seen). Every statement is written once with ``?`` placeholders;
 ``Dialect`` turns it into the backend's form (``%s`` for psycopg) and fills the three type
 words that differ. Nothing else in the package knows which backend it talks to.

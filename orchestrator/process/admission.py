@@ -3,7 +3,7 @@ keeping ``workers.memory_reserve_mb`` free for the rest of the machine; otherwis
 and its record says why ("waiting for memory: 300 MB needed, 120 MB free ...").
 
 What a kind needs is learned: the largest peak RSS of its recent workers (the resource monitor's
-``Usage``, kept in each worker's record), and until one is measured, ``DEFAULT_PEAK_MB``. Free
+``Usage``, kept in each worker's record), and until one is measured, its kind's declared peak. Free
 memory is read once per dispatch pass (this machine's, or under the rq executor each live node's
 from its heartbeat), less what running workers are still expected to grow by (their kind's need
 less the peak sampled so far: a CLI starts small and grows) and what the pass itself started.
@@ -20,7 +20,7 @@ heartbeats), which a test replaces.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -31,27 +31,10 @@ MB = 1 << 20
 GB = 1 << 30
 SETTING = "workers.memory_reserve_mb"
 
-# A worker's whole process tree at its peak, in MB, until attempts of its kind are measured here.
-# claude is measured: a real Claude Code worker's tree peaks near 300 MB on this machine (about
-# 100-120 MB of it unique when several share pages; counting all of it errs on the safe side).
-# codex (a Node.js launcher and its agent binary), gemini (Node.js) and opencode (a Bun binary and
-# its server) are runtimes of the same order, so the same figure; aider is Python with litellm
-# and tree-sitter loaded. The rest start this package's own Python: the anthropic worker (16 MB
-# idle here, plus the commands its tools run), the simulated worker (11 MB idle here); ollama's
-# tree is the ``ollama run`` client only (the model is held by the ollama server, outside it); a
-# command is whatever the user's is: small until measured.
-DEFAULT_PEAK_MB: dict[str, int] = {
-    "claude": 300,
-    "codex": 300,
-    "gemini": 300,
-    "opencode": 300,
-    "aider": 250,
-    "anthropic": 100,
-    "ollama": 50,
-    "command": 50,
-    "simulated": 30,
-}
-UNKNOWN_KIND_MB = 300  # a kind not in the table (as much as an AI CLI)
+# A worker's whole process tree at its peak, in MB, until attempts of its kind are measured here:
+# each kind declares its own (workers/adapters, ``WorkerKind.memory_peak_mb``), which the engine
+# passes in (``defaults``); a kind it does not name needs as much as an AI CLI.
+UNKNOWN_KIND_MB = 300  # a kind with no declared peak (as much as an AI CLI)
 RECENT = 20  # a kind's need is the largest peak of its last RECENT measured workers
 
 
@@ -90,8 +73,8 @@ class Decision:
 class Peaks:
     """Each kind's need: the largest peak RSS of its last ``RECENT`` measured workers, else its default."""
 
-    def __init__(self, defaults: dict[str, int] | None = None) -> None:
-        self.defaults = DEFAULT_PEAK_MB if defaults is None else defaults
+    def __init__(self, defaults: Mapping[str, int] | None = None) -> None:
+        self.defaults: Mapping[str, int] = {} if defaults is None else defaults
         self.recent: dict[str, deque[int]] = {}
 
     def need(self, kind: str) -> int:
@@ -170,7 +153,8 @@ class _Held(Generic[W]):
 class MemoryAdmission(Generic[W]):
     """The engine's admission by memory; every method runs under the engine's lock. ``probe``
     reads memory (once per pass that has a worker to start), ``peaks`` gives the peak RSS sampled
-    so far of running workers by tag (the resource monitor's), ``say`` tells a worker's events."""
+    so far of running workers by tag (the resource monitor's), ``say`` tells a worker's events;
+    ``defaults``: each kind's declared peak in MB, until its workers are measured."""
 
     def __init__(
         self,
@@ -178,13 +162,14 @@ class MemoryAdmission(Generic[W]):
         probe: MemoryProbe,
         peaks: Callable[[Iterable[str]], dict[str, int]],
         say: Callable[[W, str], None],
+        defaults: Mapping[str, int] | None = None,
     ) -> None:
         self.reserve = reserve_mb * MB
         self.enabled = reserve_mb > 0  # 0: admission off, workers start by count alone
         self.probe = probe
         self.sampled = peaks
         self.say = say
-        self.peaks = Peaks()
+        self.peaks = Peaks(defaults)
         self.held: dict[tuple[str, str], _Held[W]] = {}  # (root id, worker key) -> a worker it admitted, running
         self.flagged: dict[tuple[str, str], W] = {}  # pending workers whose record says why they wait
         self._told: set[tuple[str, str]] = set()  # flagged in the pass before: told already

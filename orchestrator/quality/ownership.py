@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from ..checkouts.checkout import Changes, touched_paths
-from ..config import Settings
+from ..config import Ownership, Settings
 from ..models import JobRecord, TaskNode
 from ..planner.graph import matches
 from ..workspace.layout import Workspace
@@ -47,7 +47,7 @@ def owners_of(path: str, nodes: Iterable[TaskNode], but: str | None) -> list[str
 
 
 def trespasses(
-    paths: Iterable[str], task_id: str | None, own: Sequence[str], nodes: Sequence[TaskNode], mode: str
+    paths: Iterable[str], task_id: str | None, own: Sequence[str], nodes: Sequence[TaskNode], mode: Ownership
 ) -> dict[str, list[str]]:
     """The paths the task may not touch under ``mode`` (enforce, strict or warn), each with the
     other tasks that own it (empty: a path outside its own globs that no task owns, strict only)."""
@@ -56,12 +56,12 @@ def trespasses(
         if own and matches(path, own):
             continue
         owners = owners_of(path, nodes, task_id)
-        if owners or (mode == "strict" and own):
+        if owners or (mode == Ownership.STRICT and own):
             found[path] = owners
     return found
 
 
-def describe(found: dict[str, list[str]], own: Sequence[str], mode: str) -> str:
+def describe(found: dict[str, list[str]], own: Sequence[str], mode: Ownership) -> str:
     """``touched paths owned by other tasks: src/ui/a.js (task ui), ...`` (at most SHOWN paths)."""
     items = []
     for path in sorted(found)[:SHOWN]:
@@ -72,7 +72,7 @@ def describe(found: dict[str, list[str]], own: Sequence[str], mode: str) -> str:
             items.append(f"{path} (no task's)")
     if len(found) > SHOWN:
         items.append(f"and {len(found) - SHOWN} more")
-    if mode == "strict" and own:
+    if mode == Ownership.STRICT and own:
         head = f"touched paths outside its owns ({', '.join(own)})"
     else:
         head = "touched paths owned by other tasks"
@@ -117,7 +117,7 @@ class OwnershipStep(Step):
         if not found:
             return PASS
         reason = describe(found, rec.owns, mode)
-        if mode == "warn":  # a blocking verdict is logged by the engine with its reason
+        if mode == Ownership.WARN:  # a blocking verdict is logged by the engine with its reason
             log = self.workspace.worker_log(rec.root_id, rec.depth, rec.name)
             self.workspace.append_log(log, f"\n===== ownership (warn, not blocking): {reason} =====\n".encode())
             return PASS

@@ -1,4 +1,6 @@
-"""The status document of a job, in the seed's output format, from records alone.
+"""The status document of a job (``GET /api/v1/jobs/{id}/status``: ``job_id``, ``status`` and
+``results.tasks`` as the original spec's JSON output format has them, plus keys of ours), from
+records alone.
 
 Works the same on a live snapshot and on records read from disk, which is how
 ``check-status.sh`` answers with the server down.

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..config import OnFailure
 from ..models import JobRecord, TaskNode, WorkerRecord, WorkerStatus, delivered
 from ..outcomes import GateResult
 
@@ -114,7 +115,7 @@ def delivered_at(dep: WorkerRecord, job: JobRecord | None) -> float | None:
     """When a prerequisite was met, as engine/scheduling.py meets it; None: not (yet). Met: merged into
     the job's integration branch (at the merge), or, without one, succeeded; under
     ``on_failure: continue``, ended whatever its status."""
-    if job is not None and job.config.on_failure == "continue" and dep.status.terminal:
+    if job is not None and job.config.on_failure == OnFailure.CONTINUE and dep.status.terminal:
         return dep.ended_at or 0.0
     if not delivered(job, dep):
         return None

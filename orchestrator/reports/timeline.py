@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from orchestrator.models import Attempt, JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.models import Attempt, EndReason, JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
@@ -471,7 +471,11 @@ def attempt_status(worker: WorkerRecord, attempt: Attempt) -> str:
     """The last attempt shows the worker's status; an earlier one how it ended (it was retried)."""
     if attempt is worker.attempts[-1]:
         return WorkerStatus.RUNNING.value if worker.status is WorkerStatus.PENDING else worker.status.value
-    return {"timeout": "timeout", "cancelled": "cancelled"}.get(attempt.end_reason or "", "failed")
+    return (
+        {EndReason.TIMEOUT: "timeout", EndReason.CANCELLED: "cancelled"}.get(attempt.end_reason, "failed")
+        if attempt.end_reason
+        else "failed"
+    )
 
 
 def tick_step(span: float, target: int = 8) -> float:

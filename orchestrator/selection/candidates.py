@@ -106,12 +106,12 @@ def siblings(records: Iterable[WorkerRecord], record: WorkerRecord) -> list[Work
 
 
 def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
-    """A root job's outcome in the seed's terms (pending, running, completed, failed, cancelled):
+    """A root job's outcome as a task status (pending, running, completed, failed, cancelled: the task API's):
     an ended job is ``completed`` when a winner's work was merged (or nothing is merged here: no
     git, or ``manual``, and there is a winner), else ``failed``. ``winners``: the selected
     candidates' names (a job without candidates: its workers that succeeded); None: read from
     the job's record (its selections, else its status)."""
-    if job.status is JobStatus.WAITING:  # for approval (delivery/approval.py): not done yet in the seed's terms
+    if job.status is JobStatus.WAITING:  # for approval (delivery/approval.py): not done yet as a task status
         return "running"
     if not job.status.terminal or job.status is JobStatus.CANCELLED:
         return job.status.value

@@ -25,17 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config.keys import StrEnum
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import webhook_deliveries
 
 log = logging.getLogger("orchestrator.webhooks")
-STATUSES = ("pending", "delivered", "failed")
 _counter = itertools.count()
 
 
 def new_id(prefix: str, now: float) -> str:
     """Sorts by creation: milliseconds, then a counter, then randomness."""
     return f"{prefix}_{int(now * 1000):012x}{next(_counter) % 0xFFFFFF:06x}{secrets.token_hex(4)}"
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery stands (the API calls it its ``status``)."""
+
+    PENDING = "pending"  # to be sent, or sent again after a backoff
+    DELIVERED = "delivered"  # a 2xx answered it
+    FAILED = "failed"  # given up: out of tries, or its URL has no secret any more
+
+
+STATUSES = tuple(DeliveryState)
 
 
 @dataclass
@@ -50,7 +61,7 @@ class Delivery:
     job_id: str
     body: str
     created_at: float
-    state: str = "pending"  # pending, delivered or failed (the API says "status")
+    state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     last_status: int | None = None  # the last HTTP status received
     last_error: str | None = None  # the last network error, or why it was given up
@@ -70,7 +81,9 @@ class Delivery:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Delivery:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names}
+        known["state"] = DeliveryState(known.get("state", DeliveryState.PENDING))
+        return cls(**known)
 
 
 class Outbox:
@@ -96,8 +109,8 @@ class Outbox:
                 log.warning("webhooks: skipping unreadable delivery file %s: %s", path.name, exc)
                 continue
             self._all[found.delivery_id] = found
-        self._finished = sum(d.state != "pending" for d in self._all.values())
-        return [d for d in self._all.values() if d.state == "pending"]
+        self._finished = sum(d.state != DeliveryState.PENDING for d in self._all.values())
+        return [d for d in self._all.values() if d.state == DeliveryState.PENDING]
 
     def add(self, delivery: Delivery) -> None:
         """On disk before the caller goes on (at least once), then listed."""
@@ -112,7 +125,7 @@ class Outbox:
             self._write(delivery)
         except OSError as exc:  # it stays pending on disk: sent again after a restart (at least once)
             log.warning("webhooks: cannot record delivery %s: %s", delivery.delivery_id, exc)
-        if delivery.state != "pending":
+        if delivery.state != DeliveryState.PENDING:
             with self._lock:
                 self._finished += 1
                 if self._finished > self.keep:
@@ -122,7 +135,7 @@ class Outbox:
         for key in sorted(self._all):
             if count <= 0:
                 break
-            if self._all[key].state != "pending":
+            if self._all[key].state != DeliveryState.PENDING:
                 del self._all[key]
                 (self.folder / f"{key}.json").unlink(missing_ok=True)
                 self._finished -= 1

@@ -21,7 +21,7 @@ from ..delivery.approval import sign_unsigned, unsigned_links
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
 from . import event_types as events
-from .outbox import Delivery, Outbox, new_id
+from .outbox import Delivery, DeliveryState, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 if TYPE_CHECKING:  # imported by the lanes only, when there is a delivery to send: `run` without webhooks never pays for it
@@ -128,7 +128,7 @@ class Webhooks:
         delivery.last_attempt_at = time.time()
         if found is None:
             where = "webhooks.callback_secret" if delivery.target == "callback" else "webhooks.endpoints"
-            self._end(delivery, "failed", f"its URL has no secret in {where} any more: not sent")
+            self._end(delivery, DeliveryState.FAILED, f"its URL has no secret in {where} any more: not sent")
             return
         secret, timeout = found
         body = delivery.body.encode()
@@ -149,7 +149,7 @@ class Webhooks:
             answer.close()
             delivery.last_status, delivery.last_error = answer.status_code, None
             if 200 <= answer.status_code < 300:
-                self._end(delivery, "delivered", None)
+                self._end(delivery, DeliveryState.DELIVERED, None)
                 return
             retry = answer.status_code >= 500 or answer.status_code in RETRIED_4XX
             reason = f"HTTP {answer.status_code}"
@@ -158,17 +158,17 @@ class Webhooks:
             reason = f"{type(exc).__name__}: {str(exc)[:300]}"
         if not retry or delivery.attempts >= self.settings.max_attempts:
             why = reason if not retry else f"{reason}; gave up after {delivery.attempts} tries (webhooks.max_attempts)"
-            self._end(delivery, "failed", why)
+            self._end(delivery, DeliveryState.FAILED, why)
             return
         delivery.last_error = reason
         wait = min(self.settings.backoff * 2 ** (delivery.attempts - 1), self.settings.backoff_max)
         delivery.next_attempt_at = time.time() + wait
         self.outbox.save(delivery)
 
-    def _end(self, delivery: Delivery, status: str, error: str | None) -> None:
+    def _end(self, delivery: Delivery, status: DeliveryState, error: str | None) -> None:
         delivery.state, delivery.last_error = status, error
         delivery.ended_at, delivery.next_attempt_at = time.time(), None
-        if status == "failed":
+        if status == DeliveryState.FAILED:
             log.warning("webhook %s to %s failed: %s", delivery.type, delivery.url, error)
         self.outbox.save(delivery)
 
@@ -226,8 +226,8 @@ class _Lane:
                     self.hooks.attempt(delivery, session)
                 except Exception:  # never lose the lane to a bug: the delivery ends failed
                     log.exception("webhooks: delivery %s", delivery.delivery_id)
-                    self.hooks._end(delivery, "failed", "internal error while sending; see the server log")
-                if delivery.state != "pending":
+                    self.hooks._end(delivery, DeliveryState.FAILED, "internal error while sending; see the server log")
+                if delivery.state != DeliveryState.PENDING:
                     with self._cond:
                         self._queue.popleft()
         finally:

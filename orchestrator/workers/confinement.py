@@ -45,7 +45,7 @@ from ..process.sandbox import (
 )
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
-from .adapters import AUTO_ORDER, get_adapter
+from .adapters import auto_order, get_adapter
 from .adapters.base import Adapter
 
 log = logging.getLogger("orchestrator.sandbox")
@@ -236,7 +236,7 @@ class Confinement:
         """The configured workers' programs given as absolute paths (each kind's ``<kind>_command``,
         ``orchestrator.command``'s), as written and resolved: read each time (config.yaml is live)."""
         o = self.settings.orchestrator
-        given = [str(self.settings.get("orchestrator", f"{kind}_command") or "") for kind in AUTO_ORDER]
+        given = [str(self.settings.get("orchestrator", f"{kind}_command") or "") for kind in auto_order()]
         given += [o.command[0]] if o.command else []
         found = []
         for program in given:

@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from ..config.keys import StrEnum
+from .adapters import KINDS
 from .adapters.base import Adapter, ModelUsage, ParsedResult
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ PRICE_PACKAGE = "genai-prices"
 PRICE_TABLE_TAKEN = "2026-11-10"  # the release of the pinned genai-prices (requirements.txt) whose data is bundled
 # A model name prefix (aider's and opencode's ``provider/model``) -> genai-prices' provider id.
 _PROVIDERS = {"openai": "openai", "gemini": "google", "google": "google", "vertex_ai": "google", "anthropic": "anthropic"}
-# The provider each CLI's bare model names belong to.
-_KIND_PROVIDERS = {"codex": "openai", "gemini": "google", "claude": "anthropic", "anthropic": "anthropic"}
-_LOCAL_KINDS = ("ollama",)  # kinds whose models run on this machine: no per-token price
 _load_lock = threading.Lock()
 _calc: Any = None  # genai_prices' (Usage, calc_price), imported on first use: the import takes about a second
 
@@ -108,7 +106,8 @@ def _price(usage: ModelUsage, *, kind: str, overrides: dict[str, dict[str, float
     if own is not None:
         cached = min(usage.tokens_cache_read, usage.tokens_in)
         return ((usage.tokens_in - cached) * own["input"] + cached * own["cache_read"] + usage.tokens_out * own["output"]) / 1e6
-    if kind in _LOCAL_KINDS:
+    declared = KINDS.get(kind)
+    if declared is not None and declared.local_models:  # its models run on this machine: no per-token price
         return None if "cloud" in usage.model.lower() else 0.0
     provider, name = _provider_and_name(usage.model, kind)
     requests = usage.requests if usage.requests and usage.requests > 1 else 1
@@ -148,7 +147,8 @@ def _provider_and_name(model: str, kind: str) -> tuple[str | None, str]:
         if prefix.lower() in _PROVIDERS:
             return _PROVIDERS[prefix.lower()], rest
         return None, model
-    return _KIND_PROVIDERS.get(kind), model
+    declared = KINDS.get(kind)  # the provider its CLI's bare model names belong to
+    return (declared.cost_provider if declared is not None else None), model
 
 
 def _genai_price(usage: ModelUsage, model: str, provider: str | None) -> float | None:

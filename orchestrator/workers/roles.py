@@ -20,7 +20,7 @@ import os
 import re
 from typing import Any
 
-from ..config import AUTO_KIND, JobConfig, Settings
+from ..config import AUTO_KIND, ExecutorKind, JobConfig, Settings
 from ..config.quality import roles_with_defaults
 from ..errors import InvalidGraph
 from ..models import TaskNode
@@ -125,7 +125,7 @@ def worker_kind_missing(settings: Settings, kind: str) -> str:
     """Why this server cannot run workers of ``kind`` ("" when it can). Under ``distributed.executor:
     rq`` workers run on nodes, which check their own PATH (cluster/node.py); a kind no live node runs
     is refused when its attempt starts (cluster/executor.py), naming the command that starts one."""
-    return "" if settings.distributed.executor == "rq" else not_installed(settings, kind)
+    return "" if settings.distributed.executor == ExecutorKind.RQ else not_installed(settings, kind)
 
 
 def not_installed(settings: Settings, kind: str) -> str:

@@ -1,4 +1,5 @@
-"""A job's shared context block (the PHASE2 seed's SharedContextStore).
+"""A job's shared context block (what Kage Bunshin, a sibling orchestrator, called its SharedContextStore
+in its phase 2 summary).
 
 Every worker of a job (a job's siblings, and a task's candidates) reads the same first part of its
 prompt: the request and the job's goal, a summary of the repository, the job's subtasks with their

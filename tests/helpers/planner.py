@@ -5,9 +5,9 @@ from __future__ import annotations
 # (id, request, exact expected subtasks, expected shared goal). Grouped by rule; ids name the rule.
 # The goal is a field of the plan, not a " for: <goal>" suffix on every subtask.
 CASES: list[tuple[str, str, list[str], str | None]] = [
-    # --- seed examples from the brief ---
+    # --- the original spec's example requests (the README this orchestrator was first described by) ---
     (
-        "seed-rest-api",
+        "spec-rest-api",
         "Build a REST API with authentication, user management, and data CRUD operations",
         ["Authentication", "User management", "Data CRUD operations"],
         "Build a REST API",
@@ -26,44 +26,44 @@ CASES: list[tuple[str, str, list[str], str | None]] = [
         "Build a blog: backend",
     ),
     (
-        "seed-two-items-after-with",
+        "spec-two-items-after-with",
         "Build a complete e-commerce site with frontend and backend",
         ["Frontend", "Backend"],
         "Build a complete e-commerce site",
     ),
     (
-        "seed-ml-pipeline",
+        "spec-ml-pipeline",
         "Create a machine learning pipeline with data preprocessing, training, and evaluation",
         ["Data preprocessing", "Training", "Evaluation"],
         "Create a machine learning pipeline",
     ),
-    ("seed-full-stack", "Build a full-stack application", ["Build a full-stack application"], None),
+    ("spec-full-stack", "Build a full-stack application", ["Build a full-stack application"], None),
     (
-        "seed-break-down",
+        "spec-break-down",
         "Break down this complex backend into microservices",
         ["Break down this complex backend into microservices"],
         None,
     ),
     (
-        "seed-microservices",
+        "spec-microservices",
         "Build a microservices architecture with auth, users, orders, and payments",
         ["Auth", "Users", "Orders", "Payments"],
         "Build a microservices architecture",
     ),
     (
-        "seed-plus-chain",
+        "spec-plus-chain",
         "Create a React + FastAPI + PostgreSQL application",
         ["React", "FastAPI", "PostgreSQL"],
         "Create a React + FastAPI + PostgreSQL application",
     ),
     (
-        "seed-documentation",
+        "spec-documentation",
         "Generate comprehensive documentation for this codebase",
         ["Generate comprehensive documentation for this codebase"],
         None,
     ),
-    ("seed-error-handling", "Add error handling to the login function", ["Add error handling to the login function"], None),
-    ("seed-no-oxford-comma", "Build X with A, B and C", ["A", "B", "C"], "Build X"),
+    ("spec-error-handling", "Add error handling to the login function", ["Add error handling to the login function"], None),
+    ("spec-no-oxford-comma", "Build X with A, B and C", ["A", "B", "C"], "Build X"),
     # --- things that are not enumerations ---
     ("bare-and-noun-phrase", "Fix the bug in the login and logout flow", ["Fix the bug in the login and logout flow"], None),
     ("slash-path", "Refactor the read/write path", ["Refactor the read/write path"], None),

@@ -1,43 +1,101 @@
-"""Worker kinds by name, and the ``auto`` choice."""
+"""Worker kinds by name, and the ``auto`` choice.
+
+The registry is built from this package's modules: each that declares ``KIND`` (a
+``WorkerKind``, kind.py) is a kind, so a new kind is one module here and its tests. Every table
+of kinds is read from the registry (``ADAPTERS``, ``auto_order``, ``memory_peaks``, doctor's hints,
+the price table's providers), never kept by hand; ``register`` adds one at run time (a test's).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import shutil
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from ...config import AUTO_KIND
 from ...errors import ConfigError
-from .aider import AiderAdapter
-from .anthropic import AnthropicAdapter
 from .base import Adapter, ParsedResult, WorkerContext
-from .claude import ClaudeAdapter
-from .codex import CodexAdapter
-from .command import CommandAdapter
-from .gemini import GeminiAdapter
-from .ollama import OllamaAdapter
-from .opencode import OpencodeAdapter
-from .simulated import SimulatedAdapter
+from .kind import WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
     from ...models import WorkerRecord
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    "simulated": SimulatedAdapter,
-    "command": CommandAdapter,
-    "claude": ClaudeAdapter,
-    "codex": CodexAdapter,
-    "gemini": GeminiAdapter,
-    "aider": AiderAdapter,
-    "ollama": OllamaAdapter,
-    "opencode": OpencodeAdapter,
-    "anthropic": AnthropicAdapter,  # not in AUTO_ORDER: no CLI to find; chosen by name
-}
-# Order in which ``auto`` looks for an AI CLI on PATH (each is found through its
-# ``orchestrator.<kind>_command`` setting, so a full path there counts too).
-AUTO_ORDER = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
 
-__all__ = ["ADAPTERS", "Adapter", "ParsedResult", "WorkerContext", "co_author_of", "get_adapter", "resolve_kind"]
+def discover(package: str, path: Iterable[str]) -> dict[str, WorkerKind]:
+    """Every ``KIND`` declared by a module of ``package`` (whose folders are ``path``), by name."""
+    found: dict[str, WorkerKind] = {}
+    for module in pkgutil.iter_modules(list(path)):
+        declared = getattr(importlib.import_module(f"{package}.{module.name}"), "KIND", None)
+        if isinstance(declared, WorkerKind):
+            found[declared.name] = declared
+    return found
+
+
+# The registry: every worker kind this server can run, by name.
+KINDS: dict[str, WorkerKind] = discover(__name__, __path__)
+
+
+def kinds() -> list[WorkerKind]:
+    """Every kind, in its listing order (``rank``)."""
+    return sorted(KINDS.values(), key=lambda kind: kind.rank)
+
+
+def register(kind: WorkerKind) -> None:
+    """Add ``kind`` to the registry (a kind declared outside this package: a test's)."""
+    KINDS[kind.name] = kind
+
+
+def unregister(name: str) -> None:
+    KINDS.pop(name, None)
+
+
+class _Adapters(Mapping[str, type[Adapter]]):
+    """The adapter class of each kind, in listing order: a view of the registry."""
+
+    def __getitem__(self, name: str) -> type[Adapter]:
+        return KINDS[name].adapter
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([kind.name for kind in kinds()])
+
+    def __len__(self) -> int:
+        return len(KINDS)
+
+
+ADAPTERS: Mapping[str, type[Adapter]] = _Adapters()
+
+
+def auto_order() -> tuple[str, ...]:
+    """The kinds ``auto`` looks for on PATH, in order (each is found through its
+    ``orchestrator.<kind>_command`` setting, so a full path there counts too)."""
+    return tuple(kind.name for kind in kinds() if kind.auto)
+
+
+def memory_peaks() -> dict[str, int]:
+    """Each kind's process-tree peak in MB until one of its workers is measured (process/admission.py)."""
+    return {kind.name: kind.memory_peak_mb for kind in kinds()}
+
+
+__all__ = [
+    "ADAPTERS",
+    "KINDS",
+    "Adapter",
+    "ParsedResult",
+    "WorkerContext",
+    "WorkerKind",
+    "auto_order",
+    "co_author_of",
+    "discover",
+    "get_adapter",
+    "kinds",
+    "memory_peaks",
+    "register",
+    "resolve_kind",
+    "unregister",
+]
 
 
 def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
@@ -47,13 +105,12 @@ def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
             known = ", ".join([AUTO_KIND, *ADAPTERS])
             raise ConfigError(f"worker kind '{kind}' is not available here. Available kinds: {known}", key="worker")
         return kind, f"worker kind {kind} (configured)"
-    for name in AUTO_ORDER:
-        if name not in ADAPTERS:
-            continue
+    order = auto_order()
+    for name in order:
         found = shutil.which(settings.get("orchestrator", f"{name}_command"))
         if found:
             return name, f"worker kind auto: found {name} on PATH ({found})"
-    looked = ", ".join(settings.get("orchestrator", f"{n}_command") for n in AUTO_ORDER if n in ADAPTERS)
+    looked = ", ".join(settings.get("orchestrator", f"{n}_command") for n in order)
     return "simulated", f"worker kind auto: no AI CLI found on PATH (looked for: {looked}); using the simulated worker"
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from .aicli import AICLIAdapter, cli_args_of, has_flag, home_of, is_auth_error, scan_window, strip_ansi
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext
+from .kind import LoginFacts, WorkerKind
 
 if TYPE_CHECKING:
     pass
@@ -219,3 +220,23 @@ def _reply(lines: list[str], usage_at: list[int]) -> str:
         if lines[i].startswith(_BANNER):
             start = i + 1
     return "\n".join(line for line in lines[start:] if not _TOKENS.match(line) and not _COST.match(line))
+
+
+KIND = WorkerKind(
+    AiderAdapter,
+    rank=60,
+    auto=True,
+    memory_peak_mb=250,  # Python with litellm and tree-sitter loaded
+    install="python3 -m pip install aider-install && aider-install",
+    login=LoginFacts(
+        variables=(
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+            "GEMINI_API_KEY",
+            "OPENROUTER_API_KEY",
+            "DEEPSEEK_API_KEY",
+            "OPENAI_API_BASE",
+        ),
+        fix="set your model provider's key (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY) in workers.env (config.yaml)",
+    ),
+)

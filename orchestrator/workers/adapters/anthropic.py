@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ...process.interpreter import package_argv
 from .aicli import add, chosen_model, dict_field, json_lines, last_json_object, str_field, to_float
 from .base import ANTHROPIC_ERROR_CLASSES, Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
+from .kind import WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -159,3 +160,8 @@ class AnthropicAdapter(Adapter):
             lines = [line for line in text.strip().splitlines() if line.strip()]
             parsed.error = f"no result from the anthropic worker ({lines[-1][:300] if lines else f'exit code {exit_code}'})"
         return parsed
+
+
+# No CLI to find (``auto`` never picks it: it is chosen by name); this package's own Python (16 MB
+# idle here) plus the commands its tools run.
+KIND = WorkerKind(AnthropicAdapter, rank=90, memory_peak_mb=100, cost_provider="anthropic", aliases=("claude-api", "claude_api"))

@@ -42,6 +42,7 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from collections.abc import Mapping
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 
 from . import transcript
 from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .kind import Login, LoginAnswer, LoginFacts, StoredLogin, WorkerKind, run_probe
 
 # Result subtypes that a retry would only repeat.
 _LIMIT_SUBTYPES = ("error_max_turns", "error_max_budget_usd", "error_max_structured_output_retries")
@@ -301,3 +303,46 @@ def last_retry_delay(text: str) -> float | None:
         if event.get("type") == "system" and event.get("subtype") == "api_retry":
             delay = to_float(event.get("retry_delay_ms"))
     return None if delay is None else round(delay / 1000, 3)
+
+
+def _auth_status(path: str, env: Mapping[str, str]) -> LoginAnswer | None:
+    """``claude auth status`` (JSON: loggedIn, authMethod, apiKeySource); None from a version without it."""
+    done = run_probe([path, "auth", "status", "--json"], env)
+    if isinstance(done, str):
+        return None
+    try:
+        doc = json.loads(done.stdout)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("loggedIn"), bool):
+        return None
+    how = ", ".join(str(doc[k]) for k in ("authMethod", "apiKeySource") if isinstance(doc.get(k), str))
+    if doc["loggedIn"]:
+        return Login.YES, f"`claude auth status`: {how or 'logged in'}"
+    return Login.NO, "`claude auth status`: not logged in"
+
+
+# A real Claude Code worker's tree peaks near 300 MB on this machine (about 100-120 MB of it unique
+# when several share pages; counting all of it errs on the safe side).
+KIND = WorkerKind(
+    ClaudeAdapter,
+    rank=30,
+    auto=True,
+    memory_peak_mb=300,
+    cost_provider="anthropic",
+    npm_package="@anthropic-ai/claude-code",
+    login=LoginFacts(
+        variables=(
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "ANTHROPIC_BASE_URL",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "CLAUDE_CODE_USE_VERTEX",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ),
+        fix="set ANTHROPIC_API_KEY in workers.env (config.yaml) or in the server's environment, or run `claude` once and /login",
+        stored=(StoredLogin("CLAUDE_CONFIG_DIR", ".claude", ".credentials.json"),),
+        status=_auth_status,
+    ),
+    aliases=("claude_code", "claude-code"),
+)

@@ -57,6 +57,7 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import signal
@@ -67,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 from . import transcript
 from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_error, json_lines
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .kind import Login, LoginAnswer, LoginFacts, StoredLogin, WorkerKind, run_probe
 
 if TYPE_CHECKING:
     pass
@@ -258,3 +260,53 @@ def _legacy(msg: dict, answer: str | None) -> tuple[str | None, tuple[int | None
         usage = total if isinstance(total := info.get("total_token_usage"), dict) else info
         return answer, (add(None, usage.get("input_tokens")), add(None, usage.get("output_tokens")))
     return answer, None
+
+
+def _login_status(path: str, env: Mapping[str, str]) -> LoginAnswer | None:
+    """``codex login status`` (its stored login): logged in when it exits 0; else None (no answer)."""
+    done = run_probe([path, "login", "status"], env)
+    if not isinstance(done, str) and done.returncode == 0:
+        return Login.YES, (done.stdout.strip().splitlines() or ["logged in"])[-1][:200]
+    return None
+
+
+def provider_key(env: Mapping[str, str]) -> tuple[str, str]:
+    """(the variable codex reads its model provider's key from, which provider in which file),
+    or ("", "") when ``$CODEX_HOME/config.toml`` selects no provider with an ``env_key``: a custom
+    provider (``model_provider = "x"`` with ``[model_providers.x] env_key = "X_KEY"``, or the same
+    in the selected ``profile``) needs that variable, not ``codex login``."""
+    path = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex") / "config.toml"
+    try:
+        tomllib = importlib.import_module("tomllib")  # 3.11+; on 3.10 the login stays as codex says
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (ImportError, OSError, ValueError, UnicodeDecodeError):
+        return "", ""
+    if not isinstance(doc, dict):
+        return "", ""
+    profiles, chosen = doc.get("profiles"), doc.get("profile")
+    profile = profiles.get(chosen) if isinstance(profiles, dict) and isinstance(chosen, str) else None
+    name = (profile.get("model_provider") if isinstance(profile, dict) else None) or doc.get("model_provider")
+    providers = doc.get("model_providers")
+    provider = providers.get(name) if isinstance(providers, dict) and isinstance(name, str) else None
+    key = provider.get("env_key") if isinstance(provider, dict) else None
+    if not isinstance(key, str) or not key.strip():
+        return "", ""
+    return key.strip(), f"model provider {name} in {path}"
+
+
+KIND = WorkerKind(
+    CodexAdapter,
+    rank=40,
+    auto=True,
+    memory_peak_mb=300,  # a Node.js launcher and its agent binary: of the order of claude's measured tree
+    cost_provider="openai",
+    npm_package="@openai/codex",
+    login=LoginFacts(
+        variables=("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL"),
+        fix="run `codex login` (or `printenv OPENAI_API_KEY | codex login --with-api-key`)",
+        stored=(StoredLogin("CODEX_HOME", ".codex", "auth.json"),),
+        status=_login_status,
+        provider_key=provider_key,
+        doubted_keys="`codex login status` says not logged in",
+    ),
+)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ...errors import ConfigError
 from .aicli import model_of
 from .base import Adapter, WorkerContext
+from .kind import WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -45,3 +46,6 @@ class CommandAdapter(Adapter):
 def _fill(part: str, values: dict[str, str]) -> str:
     """Each placeholder replaced in one pass: a value that contains ``{task}`` (a prompt may) stays as it is."""
     return _PLACEHOLDER.sub(lambda found: values[found.group(0)], part)
+
+
+KIND = WorkerKind(CommandAdapter, rank=20, memory_peak_mb=50)  # whatever the user's command is: small until measured

@@ -60,6 +60,7 @@ from .aicli import (
     to_int,
 )
 from .base import ModelUsage, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .kind import LoginFacts, StoredLogin, WorkerKind
 
 if TYPE_CHECKING:
     pass
@@ -196,3 +197,24 @@ def private_home(ctx: WorkerContext) -> Path | None:
 def _strip_comments(text: str) -> str:
     """gemini's settings are JSON with comments: drop ``//`` and ``/* */`` comments outside strings."""
     return re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', lambda m: m.group(1) or "", text, flags=re.S)
+
+
+KIND = WorkerKind(
+    GeminiAdapter,
+    rank=50,
+    auto=True,
+    memory_peak_mb=300,  # Node.js: of the order of claude's measured tree
+    cost_provider="google",
+    npm_package="@google/gemini-cli",
+    login=LoginFacts(
+        variables=(
+            "GEMINI_API_KEY",
+            "GOOGLE_API_KEY",
+            "GOOGLE_GEMINI_BASE_URL",
+            "GOOGLE_GENAI_USE_VERTEXAI",
+            "GOOGLE_CLOUD_PROJECT",
+        ),
+        fix="set GEMINI_API_KEY in workers.env (config.yaml), or run `gemini` once and choose a login",
+        stored=(StoredLogin("GEMINI_CLI_HOME", "", ".gemini/oauth_creds.json"),),
+    ),
+)

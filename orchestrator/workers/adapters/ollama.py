@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from .aicli import AICLIAdapter, cli_args_of, scan_window, setting_in, strip_ansi
 from .base import ParsedResult, WorkerContext
+from .kind import LoginFacts, WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -113,3 +114,14 @@ class OllamaAdapter(AICLIAdapter):
             # Killed mid-answer: keep the partial text; the execution layer names the signal.
             return self.result(body, max_chars, ok=False, tokens_in=tokens_in, tokens_out=tokens_out)
         return self.result(body, max_chars, tokens_in=tokens_in, tokens_out=tokens_out)
+
+
+KIND = WorkerKind(
+    OllamaAdapter,
+    rank=70,
+    auto=True,
+    memory_peak_mb=50,  # the ``ollama run`` client only: the model is held by the ollama server, outside its tree
+    local_models=True,
+    install="see https://ollama.com/download",
+    login=LoginFacts(variables=("OLLAMA_HOST",), fix="", not_needed="local models: no login"),
+)

@@ -60,6 +60,7 @@ from .aicli import (
     to_int,
 )
 from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .kind import LoginFacts, StoredLogin, WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -223,3 +224,18 @@ def _retry_after(data: dict[str, Any]) -> float | None:
         except (KeyError, TypeError, ValueError):
             continue
     return None
+
+
+KIND = WorkerKind(
+    OpencodeAdapter,
+    rank=80,
+    auto=True,
+    memory_peak_mb=300,  # a Bun binary and its server: of the order of claude's measured tree
+    npm_package="opencode-ai",
+    login=LoginFacts(
+        variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "GEMINI_API_KEY"),
+        fix="run `opencode auth login`, or set your provider's key in workers.env (config.yaml)",
+        stored=(StoredLogin("XDG_DATA_HOME", ".local/share", "opencode/auth.json"),),
+        required=False,  # its own login store is not readable without a model call
+    ),
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ... import protocol
 from ...process.interpreter import package_argv
 from .base import Adapter, WorkerContext
+from .kind import WorkerKind
 
 
 class SimulatedAdapter(Adapter):
@@ -34,3 +35,6 @@ class SimulatedAdapter(Adapter):
             protocol.SIM_FAIL_ATTEMPTS: str(sim.fail_attempts),
             protocol.SIM_RECURSE: "1" if sim.recurse else "0",
         }
+
+
+KIND = WorkerKind(SimulatedAdapter, rank=10, memory_peak_mb=30)  # this package's own Python: 11 MB idle here
