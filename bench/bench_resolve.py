@@ -236,7 +236,7 @@ def run_job(engine: Engine, bare: Path, timings: Timings, strategy: str, gate: b
     if len(ends) != WORKERS:
         raise SystemExit(f"job {job.id}: {len(ends)} of {WORKERS} workers have an end time")
     last = max(ends)
-    merge, publish = done.merge, done.publish or {}
+    merge, publish = done.merge, done.publish.to_dict() if done.publish is not None else {}
     if merge is None or merge.outcome is None or merge.at is None:
         raise SystemExit(f"job {job.id} ({strategy}) has no merge: {done.notes[-3:]}")
     if not publish.get("pushed"):

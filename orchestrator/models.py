@@ -14,10 +14,21 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from .config import Isolation
+from .config.choice import CandidateSpec
 from .config.job import JobConfig
 from .config.keys import StrEnum
 from .errors import TERMINAL_STATUSES
-from .outcomes import GateResult, IntegrationRecord, MergeRecord, Refusal, Resolution
+from .outcomes import (
+    Enforced,
+    GateResult,
+    IntegrationRecord,
+    MergeRecord,
+    PublishRecord,
+    RankingRow,
+    Refusal,
+    Resolution,
+    SelectionRecord,
+)
 
 _T = TypeVar("_T")
 
@@ -129,9 +140,9 @@ class Attempt:
     # The node that ran it (distributed.executor rq; None: this server ran it), and the
     # Redis id of the attempt there (re-adopted by it after a server restart).
     node: str | None = None
-    # Which enforcement held each cap ({"memory", "processes", "log", "disk": "cgroup v2" | "cgroup v1"
-    # | "file-size limit" | "sampled" | "no cap", "file_size": bytes}: cgroups.Enforced); None: not known.
-    enforced: dict[str, Any] | None = None
+    # Which enforcement held each cap (outcomes.Enforced; its dict: {"memory", "processes", "log", "disk":
+    # "cgroup v2" | "cgroup v1" | "file-size limit" | "sampled" | "no cap", "file_size": bytes}); None: not known.
+    enforced: Enforced | None = None
     # What it ran, for the run's record (audit/record.py): the prompt as its size and digest, secrets masked.
     argv: list[str] | None = None
 
@@ -140,15 +151,18 @@ class Attempt:
         return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
 
     def to_dict(self) -> dict[str, Any]:
-        # Its fields are all scalars: a dict of them is dataclasses.asdict without the deep copy
-        # (asdict was the engine's largest CPU cost per worker).
+        # Its fields are scalars (and a frozen Enforced): a dict of them is dataclasses.asdict without
+        # the deep copy (asdict was the engine's largest CPU cost per worker).
         data = _fields_of(self)
+        data["enforced"] = self.enforced.to_dict() if self.enforced is not None else None
         data["duration"] = self.duration
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attempt:
         known = _known_fields(cls, data)
+        if isinstance(known.get("enforced"), dict):
+            known["enforced"] = Enforced.from_dict(known["enforced"])
         if known.get("end_reason") is not None:
             known["end_reason"] = EndReason(known["end_reason"])
         return cls(**known)
@@ -195,11 +209,11 @@ class TaskNode:
     # (None: the job's) and the model (None: orchestrator.model; "": the CLI's own default).
     kind: str | None = None
     model: str | None = None
-    # An explicit task's own candidates (config/choice.py's shape) before the plan is
+    # An explicit task's own candidates (config/choice.py's CandidateSpec) before the plan is
     # expanded (selection/candidates.py); after it, each candidate is a node of its own with the task's id,
     # its 1-based ``candidate`` number, and its kind, model, ``timeout`` (None: the job's) and
     # ``context`` (a JSON object for its prompt). ``candidate`` None: the task runs once.
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[CandidateSpec] = field(default_factory=list)
     candidate: int | None = None
     timeout: float | None = None
     context: dict[str, Any] | None = None
@@ -212,7 +226,7 @@ class TaskNode:
             "owns": list(self.owns),
             "kind": self.kind,
             "model": self.model,
-            "candidates": [dict(c) for c in self.candidates],
+            "candidates": [c.to_dict() for c in self.candidates],
             "candidate": self.candidate,
             "timeout": self.timeout,
             "context": dict(self.context) if self.context is not None else None,
@@ -233,7 +247,9 @@ class TaskNode:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskNode:
-        return cls(**_known_fields(cls, data))
+        known = _known_fields(cls, data)
+        known["candidates"] = [CandidateSpec.from_dict(c) for c in known.get("candidates") or []]
+        return cls(**known)
 
 
 @dataclass(slots=True)
@@ -309,11 +325,11 @@ class WorkerRecord:
     unblocked: list[str] = field(default_factory=list)  # task ids its end let start
     # One of its task's candidates (1-based; None: the task runs once). ``selected``:
     # None until its task's selection is made (JobRecord.selections), then whether it won (only a
-    # winner is merged). ``score``: its row of that selection ({"eligible", "score", "parts",
-    # "measures", "rank", "reason"}). ``timeout``: its own attempt timeout (None: the job's).
+    # winner is merged). ``score``: its row of that selection (outcomes.RankingRow). ``timeout``: its
+    # own attempt timeout (None: the job's).
     candidate: int | None = None
     selected: bool | None = None
-    score: dict[str, Any] | None = None
+    score: RankingRow | None = None
     timeout: float | None = None
     # The bytes of its rendered prompt, how many of them are its job's shared
     # context block (workers/sharedcontext.py; 0: none), and the prompt-cache reads a model API reported
@@ -372,7 +388,7 @@ class WorkerRecord:
             del data["rounds"]
         if self.session_id is None:
             del data["session_id"]
-        data["score"] = dict(self.score) if self.score is not None else None
+        data["score"] = self.score.to_dict() if self.score is not None else None
         data["duration"] = self.duration
         data["worker_id"] = self.name
         return data
@@ -399,6 +415,8 @@ class WorkerRecord:
         known["rounds"] = [Round.from_dict(r) for r in known.get("rounds") or []]
         if known.get("integrated") is not None:
             known["integrated"] = IntegrationRecord.from_dict(known["integrated"])
+        if known.get("score") is not None:
+            known["score"] = RankingRow.from_dict(known["score"])
         return cls(**known)
 
 
@@ -463,21 +481,17 @@ class JobRecord:
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
     nodes: list[TaskNode] = field(default_factory=list)
     integration: str | None = None
-    # Each task with candidates, by task id, once its winner is chosen (engine/choosing.py): {"task_id",
-    # "select", "candidates" (worker names), "winner" (a name, or None: none eligible), "reason",
-    # "ranking" (a row per candidate, best first), "judge" (the bracket's matches, or None),
-    # "cost_usd" (the judge's), "at"}.
-    selections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each task with candidates, by task id, once its winner is chosen (engine/choosing.py;
+    # outcomes.SelectionRecord: the winner, why, the ranking, the judge's bracket and cost).
+    selections: dict[str, SelectionRecord] = field(default_factory=dict)
     # A root job with approval: before_merge once its workers are done (delivery/approval.py);
     # None: never waited.
     approval: Approval | None = None
     # A root's: the digest of its signed RECORD.json (audit/record.py), "sha256:<hex>"; None: not written.
     record_digest: str | None = None
-    # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request): {"at",
-    # "remote", "branch", "commit", "pushed" (bool), "error" (why the push or the pull request failed, or
-    # None), "pull_request" ({"forge", "number", "url", "action": opened|updated}, or None)}; replaced whole,
-    # never changed in place. None: never published.
-    publish: dict[str, Any] | None = None
+    # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request:
+    # outcomes.PublishRecord); replaced whole, never changed in place. None: never published.
+    publish: PublishRecord | None = None
 
     @property
     def is_root(self) -> bool:
@@ -486,7 +500,7 @@ class JobRecord:
     @property
     def judge_cost_usd(self) -> float | None:
         """What its selections' AI judge calls cost (None: no judge reported a cost)."""
-        costs = [s["cost_usd"] for s in self.selections.values() if isinstance(s.get("cost_usd"), (int, float))]
+        costs = [s.cost_usd for s in self.selections.values() if s.cost_usd is not None]
         return sum(costs) if costs else None
 
     @property
@@ -515,8 +529,9 @@ class JobRecord:
             data[name] = list(data[name])
         data["merge"] = self.merge.to_dict() if self.merge is not None else None
         data["nodes"] = [n.to_dict() for n in self.nodes]
-        data["selections"] = {k: dict(v) for k, v in self.selections.items()}
+        data["selections"] = {k: v.to_dict() for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
+        data["publish"] = self.publish.to_dict() if self.publish is not None else None
         data["duration"] = self.duration
         return data
 
@@ -535,10 +550,13 @@ class JobRecord:
         known["status"] = JobStatus(known.get("status", "pending"))
         known["config"] = JobConfig.from_dict(known.get("config") or {})  # on disk: a dict, maybe missing newer keys
         known["nodes"] = [TaskNode.from_dict(n) for n in known.get("nodes") or []]
+        known["selections"] = {k: SelectionRecord.from_dict(v) for k, v in (known.get("selections") or {}).items()}
         if known.get("merge") is not None:
             known["merge"] = MergeRecord.from_dict(known["merge"])
         if known.get("approval") is not None:
             known["approval"] = Approval.from_dict(known["approval"])
+        if known.get("publish") is not None:
+            known["publish"] = PublishRecord.from_dict(known["publish"])
         return cls(**known)
 
 

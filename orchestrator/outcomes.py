@@ -58,6 +58,55 @@ class GateResult:
         )
 
 
+# -- caps (process/cgroups.py) ---------------------------------------------------------------
+
+
+class Enforcement(str, Enum):
+    """How a cap was held for an attempt (the record says which)."""
+
+    CGROUP_V2 = "cgroup v2"  # the kernel, through a v2 cgroup
+    CGROUP_V1 = "cgroup v1"  # the kernel, through a v1 hierarchy
+    FILE_SIZE = "file-size limit"  # the kernel's RLIMIT_FSIZE (a file past it is refused)
+    SAMPLED = "sampled"  # the monitor's readings every workers.monitor_interval
+    NONE = "no cap"  # the setting is 0
+
+    @property
+    def kernel(self) -> bool:
+        return self in (Enforcement.CGROUP_V2, Enforcement.CGROUP_V1, Enforcement.FILE_SIZE)
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """Which enforcement held each cap of one attempt; ``file_size``: its RLIMIT_FSIZE in bytes.
+    ``Attempt.enforced`` (process/cgroups.py decides it; a node's renewals carry its dict)."""
+
+    memory: Enforcement = Enforcement.SAMPLED
+    processes: Enforcement = Enforcement.SAMPLED
+    log: Enforcement = Enforcement.SAMPLED
+    disk: Enforcement = Enforcement.SAMPLED
+    file_size: int = 0
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "memory": self.memory.value,
+            "processes": self.processes.value,
+            "log": self.log.value,
+            "disk": self.disk.value,
+            "file_size": self.file_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Enforced:
+        def get(key: str) -> Enforcement:
+            try:
+                return Enforcement(str(data.get(key)))
+            except ValueError:
+                return Enforcement.SAMPLED
+
+        size = data.get("file_size")
+        return cls(get("memory"), get("processes"), get("log"), get("disk"), size if isinstance(size, int) else 0)
+
+
 # -- merges (git/merging.py) ------------------------------------------------------------------
 
 
@@ -418,3 +467,257 @@ class IntegrationRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IntegrationRecord:
         return cls(Integrated.from_dict(data), data["at"], data.get("reason"))
+
+
+# -- publishing (delivery/publishing.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestRecord:
+    """The pull request a publishing opened or updated on the forge (``git.pull_request``)."""
+
+    forge: str  # "github" or "gitlab"
+    number: int | None
+    url: str | None
+    action: str  # "opened" or "updated"
+    base: str | None  # the branch it merges into
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forge": self.forge, "number": self.number, "url": self.url, "action": self.action, "base": self.base}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PullRequestRecord:
+        return cls(
+            str(data.get("forge") or ""), data.get("number"), data.get("url"), str(data.get("action") or ""), data.get("base")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRecord:
+    """``JobRecord.publish``: a root's last publishing of its result: when, the remote and the branch
+    pushed there, the commit, whether the push went through, why the push or the pull request
+    failed (None: neither did) and the pull request (None: none, yet). Replaced whole, never
+    changed in place; the next publishing reads the branch and commit this one pushed (its lease)
+    and the pull request to update."""
+
+    at: float
+    remote: str
+    branch: str | None = None
+    commit: str | None = None
+    pushed: bool = False
+    error: str | None = None
+    pull_request: PullRequestRecord | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "remote": self.remote,
+            "branch": self.branch,
+            "commit": self.commit,
+            "pushed": self.pushed,
+            "error": self.error,
+            "pull_request": self.pull_request.to_dict() if self.pull_request is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PublishRecord:
+        pull = data.get("pull_request")
+        return cls(
+            at=data.get("at") or 0.0,
+            remote=str(data.get("remote") or ""),
+            branch=data.get("branch"),
+            commit=data.get("commit"),
+            pushed=bool(data.get("pushed")),
+            error=data.get("error"),
+            pull_request=PullRequestRecord.from_dict(pull) if isinstance(pull, Mapping) else None,
+        )
+
+
+# -- selections (selection/, engine/choosing.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RankingRow:
+    """One candidate's row of its task's selection, best first: an entry of
+    ``SelectionRecord.ranking`` and the candidate's ``WorkerRecord.score``. ``score`` None: not
+    scored (a mode other than best, or not eligible); ``rank`` None: not eligible; ``parts``: the
+    points of each weighted measure; ``measures``: the raw values (a scoring command's keys too,
+    whatever JSON it printed), so a plain dict."""
+
+    worker: str
+    kind: str
+    model: str | None
+    eligible: bool
+    score: float | None
+    parts: dict[str, float]
+    measures: dict[str, Any]
+    rank: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "kind": self.kind,
+            "model": self.model,
+            "eligible": self.eligible,
+            "score": self.score,
+            "parts": dict(self.parts),
+            "measures": dict(self.measures),
+            "rank": self.rank,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RankingRow:
+        return cls(
+            worker=str(data.get("worker") or ""),
+            kind=str(data.get("kind") or ""),
+            model=data.get("model"),
+            eligible=bool(data.get("eligible")),
+            score=data.get("score"),
+            parts=dict(data.get("parts") or {}),
+            measures=dict(data.get("measures") or {}),
+            rank=data.get("rank"),
+            reason=str(data.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeAnswer:
+    """One call of a judge's match: the two candidates in the order shown (as A and B), its answer
+    (cut short), the label it picked (None: unusable, ``problem`` says why), its reasons and cost."""
+
+    shown: tuple[str, str]
+    answer: str
+    parsed: str | None
+    reasons: str
+    cost_usd: float | None
+    problem: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shown": list(self.shown),
+            "answer": self.answer,
+            "parsed": self.parsed,
+            "reasons": self.reasons,
+            "cost_usd": self.cost_usd,
+            "problem": self.problem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeAnswer:
+        first, second = (list(data.get("shown") or ()) + ["", ""])[:2]
+        return cls(
+            shown=(str(first), str(second)),
+            answer=str(data.get("answer") or ""),
+            parsed=data.get("parsed"),
+            reasons=str(data.get("reasons") or ""),
+            cost_usd=data.get("cost_usd"),
+            problem=data.get("problem"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeMatch:
+    """One match of a judge's knockout: ``a`` against ``b`` in ``round`` (``b`` None: a bye), each
+    order asked, the winner and why; ``fallback``: the judge gave no usable, agreeing answer, so
+    the better-ranked one went on."""
+
+    round: int
+    a: str
+    b: str | None
+    orders: tuple[JudgeAnswer, ...]
+    winner: str
+    reason: str
+    fallback: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "a": self.a,
+            "b": self.b,
+            "orders": [o.to_dict() for o in self.orders],
+            "winner": self.winner,
+            "reason": self.reason,
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeMatch:
+        return cls(
+            round=int(data.get("round") or 0),
+            a=str(data.get("a") or ""),
+            b=data.get("b"),
+            orders=tuple(JudgeAnswer.from_dict(o) for o in data.get("orders") or ()),
+            winner=str(data.get("winner") or ""),
+            reason=str(data.get("reason") or ""),
+            fallback=bool(data.get("fallback")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRecord:
+    """``select: judge``'s bracket: the judge's kind and model (as configured) and every match."""
+
+    kind: str | None
+    model: str | None
+    matches: tuple[JudgeMatch, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "matches": [m.to_dict() for m in self.matches]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeRecord:
+        return cls(data.get("kind"), data.get("model"), tuple(JudgeMatch.from_dict(m) for m in data.get("matches") or ()))
+
+
+@dataclass
+class SelectionRecord:
+    """``JobRecord.selections[task]``: how one task's winner was chosen among its candidates
+    (engine/choosing.py): the rule, the candidates' names, when, the winner (None: none eligible,
+    or none could be merged) and why, the ranking, the judge's bracket and its cost.
+
+    Two shapes written before it stay as they were: a selection that never ran its chooser (the
+    job was cancelled first, or it raised) has no ``cost_usd`` key (``chose`` False), and one
+    that raised has none of ``task_id``, ``select``, ``candidates``, ``at`` (``task_id`` None)."""
+
+    winner: str | None
+    reason: str
+    ranking: list[RankingRow] = field(default_factory=list)
+    judge: JudgeRecord | None = None
+    cost_usd: float | None = None  # what the judge's calls cost (counts toward the tree)
+    task_id: str | None = None
+    select: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    at: float | None = None  # clock time it was made (None: the job was cancelled first)
+    chose: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.task_id is not None:
+            data |= {"task_id": self.task_id, "select": self.select, "candidates": list(self.candidates), "at": self.at}
+        data |= {
+            "winner": self.winner,
+            "reason": self.reason,
+            "ranking": [r.to_dict() for r in self.ranking],
+            "judge": self.judge.to_dict() if self.judge is not None else None,
+        }
+        if self.chose:
+            data["cost_usd"] = self.cost_usd
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SelectionRecord:
+        judge = data.get("judge")
+        return cls(
+            winner=data.get("winner"),
+            reason=str(data.get("reason") or ""),
+            ranking=[RankingRow.from_dict(r) for r in data.get("ranking") or () if isinstance(r, Mapping)],
+            judge=JudgeRecord.from_dict(judge) if isinstance(judge, Mapping) else None,
+            cost_usd=data.get("cost_usd"),
+            task_id=data.get("task_id"),
+            select=data.get("select"),
+            candidates=[str(n) for n in data.get("candidates") or ()],
+            at=data.get("at"),
+            chose="cost_usd" in data,
+        )

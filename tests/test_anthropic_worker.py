@@ -250,7 +250,7 @@ def test_candidates_on_two_models_are_priced_per_model_and_cheapest_merges_the_c
     for model, worker in by_model.items():
         price = engine.settings.anthropic.prices[model]
         assert worker.cost_usd == pytest.approx((3000 * price["input"] + 150 * price["output"]) / 1e6), why
-    assert job.selections["f"]["winner"] == by_model["claude-haiku-4-5"].name, job.selections
+    assert job.selections["f"].winner == by_model["claude-haiku-4-5"].name, job.selections
     assert git(host, "show", f"orchestrator/{job.id}/result:feature.txt") == "claude-haiku-4-5\n"
     assert {r.body["model"] for r in mock.conversation} == set(models)
     assert snapshot(host, folder) == before

@@ -32,7 +32,7 @@ def test_first_passing_cancels_the_other_candidates_as_soon_as_one_passes(make_r
     assert statuses["worker_1"] == "success"
     assert statuses["worker_2"] == "cancelled" and statuses["worker_3"] in ("cancelled", "skipped")
     assert rig.clock.monotonic() - start < 500  # nobody waited out the others' 1000 s
-    assert done.selections["a"]["winner"] == "worker_1"
+    assert done.selections["a"].winner == "worker_1"
     assert done.status is JobStatus.COMPLETED
 
 
@@ -44,7 +44,7 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
-    assert done.selections["a"]["winner"] in ("worker_1", "worker_2")
+    assert done.selections["a"].winner in ("worker_1", "worker_2")
     assert sum(1 for w in rig.workers(done).values() if w.selected) == 1
     assert len(rig.fake.handles) == 2  # nothing ran twice
 
@@ -66,20 +66,23 @@ def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig)
     assert rig.engine.recover() == [job.id]
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
-    assert done.selections["a"]["winner"] in ("worker_1", "worker_2")
+    assert done.selections["a"].winner in ("worker_1", "worker_2")
     assert rig.workers(done)["worker_3"].status is WorkerStatus.SUCCESS
     assert sorted(done.selections) == ["a", "b"]  # config.attempts makes candidates of every task
     assert len(rig.fake.handles) == 4  # nothing ran twice
 
 
 def test_the_judges_cost_counts_toward_the_tree_and_its_budget(make_rig):
+    from orchestrator.outcomes import JudgeRecord
     from orchestrator.selection import Selection
 
     rig = make_rig(orchestrator={"claude_command": "true"})  # "installed": the chooser below stands in for the judge
-    judged = Selection(winner="worker_2", reason="the judge preferred worker_2", ranking=[], judge={"matches": []}, cost_usd=0.25)
+    judged = Selection(
+        winner="worker_2", reason="the judge preferred worker_2", ranking=[], judge=JudgeRecord(None, None), cost_usd=0.25
+    )
     rig.engine.finishing.choosing.chooser = lambda *a, **k: judged
     done = rig.run([{"id": "a", "task": "x"}], {"attempts": 2, "select": "judge", "judge": {"kind": "claude"}})
-    assert done.selections["a"]["winner"] == "worker_2" and done.judge_cost_usd == 0.25
+    assert done.selections["a"].winner == "worker_2" and done.judge_cost_usd == 0.25
     doc = rig.engine.queries.status_document(done.id)
     assert doc["tree"]["cost_usd"] == 0.25, doc["tree"]
     assert rig.engine.tables.tree_cost[done.root_id] == 0.25
@@ -96,6 +99,6 @@ def test_a_winner_whose_child_job_did_not_complete_leaves_its_job_partial(make_r
     rig.fake.script("worker_2", S(exit=1))
     job = rig.run([{"id": "a", "task": "x"}], {"attempts": 2, "select": "first_passing", "max_retries": 0})
     statuses = rig.statuses(job)
-    assert job.selections["a"]["winner"] == "worker_1", job.selections
+    assert job.selections["a"].winner == "worker_1", job.selections
     assert statuses["worker_1"] == ("child_incomplete" if child_fails else "recursive_success")
     assert job.status is (JobStatus.PARTIAL if child_fails else JobStatus.COMPLETED)

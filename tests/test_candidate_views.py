@@ -5,6 +5,7 @@ grouping, the terminal's one line per task, and hostile text that must not break
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 
@@ -12,7 +13,7 @@ import pytest
 
 from orchestrator.cli.progress import render_tree, tree_from_records, tree_from_status
 from orchestrator.models import Attempt, JobConfig, JobRecord, JobStatus, TaskNode, WorkerRecord, WorkerStatus
-from orchestrator.outcomes import GateResult
+from orchestrator.outcomes import GateResult, RankingRow, SelectionRecord
 from orchestrator.reports import render_candidate_reports, render_final_report, render_level_report
 from orchestrator.reports.candidate_groups import candidate_line, groups, report_path
 from orchestrator.reports.status_document import job_status, status_table
@@ -87,7 +88,7 @@ def job(selections=None, select="best", isolation="worktree", status=JobStatus.C
         started_at=T,
         ended_at=T + 40 if status.terminal else None,
         tasks=["add a /health route"] * 3 + ["write the docs"],
-        selections=selections or {},
+        selections={task: SelectionRecord.from_dict(sel) for task, sel in (selections or {}).items()},
     )
 
 
@@ -120,7 +121,7 @@ def best_tree():
             WorkerStatus.FAILED,
             gates=[gate("tests", passed=False)],
             selected=False,
-            score=ranking[2],
+            score=RankingRow.from_dict(ranking[2]),
             branch=branch(1),
             commit="1" * 40,
             diffstat="1 file changed, 3 insertions(+)",
@@ -133,7 +134,7 @@ def best_tree():
             WorkerStatus.SUCCESS,
             gates=[gate("tests")],
             selected=True,
-            score=ranking[0],
+            score=RankingRow.from_dict(ranking[0]),
             cost_usd=0.01,
             branch=branch(2),
             commit="2" * 40,
@@ -146,7 +147,7 @@ def best_tree():
             WorkerStatus.SUCCESS,
             gates=[gate("tests")],
             selected=False,
-            score=ranking[1],
+            score=RankingRow.from_dict(ranking[1]),
             cost_usd=0.02,
             branch=branch(3),
             commit="3" * 40,
@@ -250,7 +251,7 @@ def test_candidates_file_shows_each_candidate_the_winner_and_why():
 
 def test_candidates_file_shows_a_judges_matches_in_the_order_shown():
     record, workers = best_tree()
-    record.selections["t1"] = judge_selection()
+    record.selections["t1"] = SelectionRecord.from_dict(judge_selection())
     text = candidates_file(record, workers)
     assert "## Judge" in text and "claude (sonnet) compared" in text
     assert "### Round 1: `worker_2` against `worker_3`" in text
@@ -271,7 +272,7 @@ def test_a_judge_fallback_and_a_bye_are_noted():
     match["orders"][0].update(parsed=None, problem="no JSON object in the answer")
     sel["judge"]["matches"].append({"round": 2, "a": "worker_2", "b": None, "orders": [], "winner": "worker_2",
                                     "reason": "a bye (odd one out)", "fallback": False})  # fmt: skip
-    record.selections["t1"] = sel
+    record.selections["t1"] = SelectionRecord.from_dict(sel)
     text = candidates_file(record, workers)
     assert "- Winner: **`worker_2`** (fell back to `best`): fell back to best (worker_2 ranks higher)" in text
     assert "answered nothing usable" in text and "  - Problem: no JSON object in the answer" in text
@@ -299,7 +300,8 @@ def test_a_candidate_with_no_diff_and_a_task_not_chosen_yet():
 def test_no_winner_and_folder_isolation():
     record, workers = best_tree()
     record.config = JobConfig(isolation="folder", select="best")
-    record.selections["t1"].update(winner=None, reason="no candidate passed its required gates")
+    chosen = record.selections["t1"]
+    chosen.winner, chosen.reason = None, "no candidate passed its required gates"
     for w in workers:
         w.branch = None
         w.selected = False if w.candidate else None
@@ -375,8 +377,8 @@ def test_hostile_text_does_not_break_the_files():
         w.model = HOSTILE
         w.task = HOSTILE
         w.diffstat = HOSTILE
-        w.score = dict(w.score or {}, measures={HOSTILE: HOSTILE, "n": 1.5}, parts={HOSTILE: 2.0})
-    record.selections["t1"] = sel
+        w.score = dataclasses.replace(w.score, measures={HOSTILE: HOSTILE, "n": 1.5}, parts={HOSTILE: 2.0})
+    record.selections["t1"] = SelectionRecord.from_dict(sel)
     text = candidates_file(record, workers)
     final = render_final_report(record, [record], workers, log_tails={}, now=T + 50)
     for md in (text, final):
@@ -464,7 +466,7 @@ def test_a_child_jobs_candidates_fold_into_one_line_too(tmp_path):
 
 def test_the_terminal_line_is_one_line_whatever_the_text(tmp_path):
     record, workers = best_tree()
-    workers[2].score = dict(workers[2].score, reason=HOSTILE)
+    workers[2].score = dataclasses.replace(workers[2].score, reason=HOSTILE)
     workers[1].model = "m\nx\x1b[31m"
     line = candidate_line(groups(record, workers)["t1"])
     assert "\n" not in line and "\x1b" not in line
@@ -475,7 +477,7 @@ def test_the_terminal_line_is_one_line_whatever_the_text(tmp_path):
 @pytest.mark.parametrize("select", ["cheapest", "fastest", "first_passing"])
 def test_the_rule_shown_is_the_selections(select):
     record, workers = best_tree()
-    record.selections["t1"]["select"] = select
+    record.selections["t1"].select = select
     text = candidates_file(record, workers)
     assert f"- Rule: **{select}**" in text
     assert line_rule(record, workers) == select
@@ -510,7 +512,7 @@ def test_the_views_of_a_real_runs_candidates(hosted):
     ]
     assert "tests failed" in rows[0][4] and rows[2][4] == "tests passed"
     assert "- Winner: **`worker_3`** (command)" in text
-    assert f"- Why: {done.selections['feat']['reason']}" in text
+    assert f"- Why: {done.selections['feat'].reason}" in text
     ranking = table_with(text, "Rank")[2:]
     assert [r[1] for r in ranking][0] == "`worker_3`"
     for w in workers:

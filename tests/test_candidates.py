@@ -26,7 +26,7 @@ def test_best_merges_the_small_passing_candidate_and_keeps_the_others_as_branche
     assert [found[n].candidate for n in sorted(found)] == [1, 2, 3]
     assert {w.task_id for w in found.values()} == {"feat"}
     assert found["worker_1"].status is WorkerStatus.FAILED
-    selection = job.selections["feat"]
+    selection = job.selections["feat"].to_dict()
     assert selection["winner"] == "worker_3", selection
     assert selection["candidates"] == ["worker_1", "worker_2", "worker_3"]
     assert [found[n].selected for n in sorted(found)] == [False, False, True]
@@ -44,14 +44,14 @@ def test_cheapest_fastest_and_first_passing(hosted):
     before = snapshot(host, folder)
     engine = make(tasks={"gates": [TESTS_GATE]})
     fastest = run_job(engine, "feature", tasks=[{"id": "f", "task": THREE}], config={"attempts": 3, "select": "fastest"})
-    assert fastest.selections["f"]["winner"] == "worker_2"
+    assert fastest.selections["f"].winner == "worker_2"
     slow = (
         'case "$ORCHESTRATOR_WORKER_ID" in worker_1) exit 1;; worker_2) echo two > feature.txt;; '
         "worker_3) sleep 30; echo three > feature.txt;; esac"
     )
     first = run_job(engine, "feature", tasks=[{"id": "f", "task": slow}], config={"attempts": 3, "select": "first_passing"})
     found = workers(engine, first)
-    assert first.selections["f"]["winner"] == "worker_2"
+    assert first.selections["f"].winner == "worker_2"
     assert found["worker_3"].status is WorkerStatus.CANCELLED
     assert found["worker_3"].duration < 20
     assert first.status is JobStatus.COMPLETED
@@ -68,7 +68,7 @@ def test_a_graph_task_with_candidates_delivers_its_winner_to_its_dependents(host
     ]
     job = run_job(engine, "graph", tasks=tasks)
     found = workers(engine, job)
-    assert job.selections["feat"]["winner"] == "worker_3"
+    assert job.selections["feat"].winner == "worker_3"
     assert found["worker_4"].status is WorkerStatus.SUCCESS, found["worker_4"].exit_reason
     assert found["worker_3"].unblocked == ["use"]
     assert job.status is JobStatus.COMPLETED
@@ -82,7 +82,7 @@ def test_no_passing_candidate_fails_the_task_and_skips_its_dependents(hosted):
     tasks = [{"id": "a", "task": "exit 3"}, {"id": "b", "task": "true", "depends_on": ["a"]}]
     job = run_job(engine, "graph", tasks=tasks, config={"attempts": 2, "max_retries": 0})
     found = workers(engine, job)
-    assert job.selections["a"]["winner"] is None
+    assert job.selections["a"].winner is None
     assert found["worker_3"].status is WorkerStatus.SKIPPED
     assert "dependency a has no winner" in found["worker_3"].exit_reason
     assert job.status is JobStatus.FAILED
@@ -121,7 +121,7 @@ def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_rem
     engine.cancel(job.id)
     done = engine.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED
-    assert done.selections["f"]["winner"] is None and "cancelled" in done.selections["f"]["reason"]
+    assert done.selections["f"].winner is None and "cancelled" in done.selections["f"].reason
     engine.delete(job.id, all_branches=True)
     assert git(host, "branch", "--list", f"orchestrator/{job.id}/*").strip() == ""
     assert snapshot(host, folder) == before
@@ -189,7 +189,7 @@ def test_a_judge_through_the_real_claude_cli_picks_the_winner_that_is_merged(hos
         engine = make(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"], "claude_command": claude})
         config = {"attempts": 3, "select": "judge", "judge": {"kind": "claude", "model": "judge-model"}}
         job = run_job(engine, "feature", tasks=[{"id": "f", "task": marked("PLAIN", "GOOD", "FINE")}], config=config, timeout=240)
-    selection = job.selections["f"]
+    selection = job.selections["f"].to_dict()
     assert selection["winner"] == "worker_2", selection
     assert all(not m["fallback"] for m in selection["judge"]["matches"]), selection["judge"]
     assert selection["cost_usd"] and job.judge_cost_usd == selection["cost_usd"]
@@ -215,7 +215,7 @@ def test_a_judge_answering_garbage_falls_back_to_best_and_the_job_says_so(hosted
         config = {"attempts": 2, "select": "judge", "judge": {"kind": "claude"}}
         task = 'case "$ORCHESTRATOR_WORKER_ID" in worker_1) seq 1 50 > f.txt;; worker_2) echo one > f.txt;; esac'
         job = run_job(engine, "feature", tasks=[{"id": "f", "task": task}], config=config, timeout=240)
-    selection = job.selections["f"]
+    selection = job.selections["f"].to_dict()
     (match,) = selection["judge"]["matches"]
     assert match["fallback"] is True and "unusable" in match["reason"], match
     assert selection["winner"] == "worker_2"  # best's pick: the smaller diff

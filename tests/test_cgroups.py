@@ -50,7 +50,7 @@ def test_a_tagless_child_holding_memory_past_the_cap_is_stopped_and_labelled(mak
     job = run_job(engine, "x", tasks=[hog], config={"max_retries": 2, "default_timeout": 60})
     # Then it is stopped by the memory cap, not retried, and the record says what held it
     worker = stopped_by(engine, job, "memory cap")
-    assert worker.attempts[0].enforced["memory"] == MEMORY
+    assert worker.attempts[0].enforced.memory.value == MEMORY
     if MEMORY != "sampled":
         assert f"killed by the kernel at 200 MB (workers.max_memory_mb, {MEMORY})" in worker.exit_reason
         assert worker.peak_rss is None or worker.peak_rss <= 200 * MB
@@ -65,7 +65,7 @@ def test_a_fork_bomb_is_held_at_the_cap_and_ends_with_a_process_cap(make_engine)
     job = run_job(engine, "x", tasks=[bomb], config={"max_retries": 2, "default_timeout": 60})
     # Then it ends with a process-cap reason (it does not sit at the cap until its timeout)
     worker = stopped_by(engine, job, "process cap")
-    assert worker.attempts[0].enforced["processes"] == PIDS
+    assert worker.attempts[0].enforced.processes.value == PIDS
     if PIDS != "sampled":
         assert f"a fork refused by the kernel at 40 processes and threads (workers.max_processes, {PIDS})" in worker.exit_reason
         assert (worker.peak_processes or 0) <= 40, "the kernel held it at pids.max (None: it ended before a sample)"
@@ -100,7 +100,7 @@ def test_a_fast_single_file_writer_stops_at_the_disk_cap(make_engine):
     # Then the kernel refused the file past 20 MB (RLIMIT_FSIZE), and the worker ended by the disk cap
     worker = stopped_by(engine, job, "disk cap")
     enforced = worker.attempts[0].enforced
-    assert enforced["disk"] == "sampled" and enforced["file_size"] == 20 * MB
+    assert enforced.disk.value == "sampled" and enforced.file_size == 20 * MB
     # and what it wrote was thrown away with its folder's reset (never left on disk, never committed)
     assert not (engine.workspace.job_dir(job.id) / worker.dir_path / "big").exists()
 
@@ -127,7 +127,7 @@ def test_a_fast_log_writer_stops_at_the_log_cap_exactly(make_engine):
     engine = shell_engine(make_engine, max_log_mb=20, max_disk_mb=5)
     job = run_job(engine, "x", tasks=["yes 0123456789abcdef0123456789abcdef"], config={"max_retries": 2, "default_timeout": 60})
     worker = stopped_by(engine, job, "log cap")
-    assert worker.attempts[0].enforced["log"] == "file-size limit"
+    assert worker.attempts[0].enforced.log.value == "file-size limit"
     size = (engine.workspace.job_dir(job.id) / worker.log_path).stat().st_size
     assert 20 * MB <= size <= 20 * MB + 4096, "the cap exactly, plus the orchestrator's own marker lines"
 

@@ -316,15 +316,15 @@ def test_a_round_with_git_push_pushes_the_new_result_and_updates_the_same_pull_r
     engine = host_engine(folder, git=settings, orchestrator={"command": ["sh", "-c", SCRIPT, "sh", "{prompt}"]})
     try:
         job = run_job(engine, "notes", tasks=["write the notes"], config={"isolation": "worktree", "max_retries": 0})
-        assert job.publish["pull_request"]["action"] == "opened"
+        assert job.publish.to_dict()["pull_request"]["action"] == "opened"
         engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
         rec = finished_round(engine, job, "worker_1", 2)
         assert rec.rounds[0].state == "success"
-        done = engine.get_job(job.id).publish
+        done = engine.get_job(job.id).publish.to_dict()
         assert done["pushed"] and done["commit"] == rec.rounds[0].result_commit
         assert git(remote, "rev-parse", f"refs/heads/{done['branch']}").strip() == rec.rounds[0].result_commit
         assert done["pull_request"]["action"] == "updated" and done["pull_request"]["number"] == 1 and len(forge.pulls) == 1
-        assert engine.workspace.load_job(job.id).publish["pull_request"]["action"] == "updated"  # on disk
+        assert engine.workspace.load_job(job.id).publish.to_dict()["pull_request"]["action"] == "updated"  # on disk
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before

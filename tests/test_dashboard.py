@@ -20,7 +20,15 @@ import pytest
 from orchestrator.api.app import create_app
 from orchestrator.cli.server import start_in_thread
 from orchestrator.engine.core import Engine
-from orchestrator.outcomes import GateResult, Integrated, IntegrationRecord, MergeRecord
+from orchestrator.outcomes import (
+    GateResult,
+    Integrated,
+    IntegrationRecord,
+    MergeRecord,
+    PublishRecord,
+    RankingRow,
+    SelectionRecord,
+)
 
 from .conftest import API_KEY, ROOT, make_settings
 from .helpers import dashboard as dashboard_helpers
@@ -612,7 +620,7 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     with live.engine.tables.locked():
         live.engine.queries._jobs[job_id].merge = MergeRecord.from_dict(merge)
         # a publish on record too (git.push, git.pull_request: publishing writes it; set here)
-        live.engine.queries._jobs[job_id].publish = {"pushed": True, "error": None, "pull_request": pull}
+        live.engine.queries._jobs[job_id].publish = PublishRecord.from_dict({"pushed": True, "error": None, "pull_request": pull})
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: "git merge orchestrator/" in text_of(browser, "merge-state"), "the merge state")
@@ -838,10 +846,10 @@ def test_a_tasks_candidates_show_side_by_side_with_their_diffs(hosted_live, brow
         records[1].status, records[1].gates = WorkerStatus.FAILED, [failed_gate]
         records[2].model = EVIL
         for record, score in zip((records[2], records[3], records[1]), ranking):
-            record.score, record.selected = score, record is records[2]
-        job.selections["t1"] = {"task_id": "t1", "select": "best", "candidates": ["worker_1", "worker_2", "worker_3"],
+            record.score, record.selected = RankingRow.from_dict(score), record is records[2]
+        job.selections["t1"] = SelectionRecord.from_dict({"task_id": "t1", "select": "best", "candidates": ["worker_1", "worker_2", "worker_3"],
                                 "winner": "worker_2", "reason": "worker_2 scored 87.5 " + EVIL, "ranking": ranking,
-                                "judge": None, "cost_usd": None, "at": time.time()}  # fmt: skip
+                                "judge": None, "cost_usd": None, "at": time.time()})  # fmt: skip
     time.sleep(0.5)  # set without an event: let the server's status cache (0.2s) pass
     browser.refresh()
     wait_for(browser, lambda: browser.find_element("id", "candidates-card").is_displayed(), "the candidates card")

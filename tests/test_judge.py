@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.outcomes import GateResult
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 from orchestrator.selection.judge import judge_prompt, parse_verdict
@@ -26,7 +27,11 @@ JUDGE = {"kind": "claude", "model": "judge-model", "timeout": 60}
 
 def cand(name: str, marker: str, added: int, *, eligible: bool = True, ended: float = T0) -> Candidate:
     """A candidate whose diff carries ``marker`` (how a scripted judge recognises it)."""
-    gates = [{"name": "tests", "required": True, "status": "passed" if eligible else "failed", "passed": eligible}]
+    gates = [
+        GateResult.from_dict(
+            {"name": "tests", "required": True, "status": "passed" if eligible else "failed", "passed": eligible}
+        )
+    ]
     return Candidate(
         name=name,
         kind="command",
@@ -171,8 +176,8 @@ def test_a_consistent_judge_picks_the_winner_through_a_bracket_with_a_bye_and_bo
     runner = AnsweringRunner(prefers("s3", "s2", "s1"))
     chosen = judged(tmp_path, candidates, runner, env={"PATH": os.environ["PATH"], "ORCHESTRATOR_API_KEY": "k"})
     assert chosen.winner == "worker_3", chosen.reason
-    bye, semi, final = chosen.judge["matches"]
-    assert bye == {
+    bye, semi, final = chosen.judge.matches
+    assert bye.to_dict() == {
         "round": 1,
         "a": "worker_1",
         "b": None,
@@ -181,19 +186,19 @@ def test_a_consistent_judge_picks_the_winner_through_a_bracket_with_a_bye_and_bo
         "reason": "a bye (odd one out)",
         "fallback": False,
     }
-    assert (semi["a"], semi["b"], semi["winner"], semi["fallback"]) == ("worker_2", "worker_3", "worker_3", False)
-    assert [o["shown"] for o in semi["orders"]] == [["worker_2", "worker_3"], ["worker_3", "worker_2"]]
-    assert [o["parsed"] for o in semi["orders"]] == ["B", "A"]
-    assert semi["orders"][0]["reasons"] == "s3 is better" and semi["orders"][0]["answer"].startswith("After reading both")
-    assert semi["reason"] == "the judge picked worker_3 in both orders: s3 is better"
-    assert (final["round"], final["a"], final["b"], final["winner"]) == (2, "worker_1", "worker_3", "worker_3")
-    assert (chosen.judge["kind"], chosen.judge["model"]) == ("claude", "judge-model")
+    assert (semi.a, semi.b, semi.winner, semi.fallback) == ("worker_2", "worker_3", "worker_3", False)
+    assert [list(o.shown) for o in semi.orders] == [["worker_2", "worker_3"], ["worker_3", "worker_2"]]
+    assert [o.parsed for o in semi.orders] == ["B", "A"]
+    assert semi.orders[0].reasons == "s3 is better" and semi.orders[0].answer.startswith("After reading both")
+    assert semi.reason == "the judge picked worker_3 in both orders: s3 is better"
+    assert (final.round, final.a, final.b, final.winner) == (2, "worker_1", "worker_3", "worker_3")
+    assert (chosen.judge.kind, chosen.judge.model) == ("claude", "judge-model")
     assert chosen.cost_usd == pytest.approx(0.04)  # four calls at $0.01
-    assert [r["worker"] for r in chosen.ranking] == ["worker_3", "worker_1", "worker_2"]
-    assert [r["rank"] for r in chosen.ranking] == [1, 2, 3]
-    assert chosen.ranking[0]["reason"].startswith("won the judge's knockout; best score")
-    assert chosen.ranking[1]["reason"].startswith("lost to worker_3 in round 2")
-    assert all(r["score"] is not None for r in chosen.ranking)  # best's scores stay recorded
+    assert [r.worker for r in chosen.ranking] == ["worker_3", "worker_1", "worker_2"]
+    assert [r.rank for r in chosen.ranking] == [1, 2, 3]
+    assert chosen.ranking[0].reason.startswith("won the judge's knockout; best score")
+    assert chosen.ranking[1].reason.startswith("lost to worker_3 in round 2")
+    assert all(r.score is not None for r in chosen.ranking)  # best's scores stay recorded
     assert chosen.reason.startswith("won the judge's knockout of 3 eligible in 2 round(s); final: the judge picked worker_3")
     # The CLI ran as the planner runs it: the adapter's argv, its model, no worker key.
     call = runner.calls[0]
@@ -207,10 +212,10 @@ def test_a_judge_biased_by_position_disagrees_with_itself_and_the_pair_falls_bac
     candidates = [cand("worker_1", "s1", 1), cand("worker_2", "s2", 9)]
     runner = AnsweringRunner(lambda prompt: '{"winner": "A", "reasons": "the first one"}')
     chosen = judged(tmp_path, candidates, runner)
-    (match,) = chosen.judge["matches"]
-    assert [o["parsed"] for o in match["orders"]] == ["A", "A"]
-    assert match["fallback"] is True and match["winner"] == "worker_1" == chosen.winner  # best's pick: the smaller diff
-    assert match["reason"] == (
+    (match,) = chosen.judge.matches
+    assert [o.parsed for o in match.orders] == ["A", "A"]
+    assert match.fallback is True and match.winner == "worker_1" == chosen.winner  # best's pick: the smaller diff
+    assert match.reason == (
         "fell back to best (worker_1 ranks higher): the two orders disagreed "
         "(worker_1 when worker_1 was A, worker_2 when worker_2 was A)"
     )
@@ -221,11 +226,11 @@ def test_a_garbage_answer_falls_back_to_best_without_asking_the_second_order(tmp
     candidates = [cand("worker_1", "s1", 9), cand("worker_2", "s2", 1)]
     runner = AnsweringRunner(lambda prompt: "I cannot decide; both look fine to me.")
     chosen = judged(tmp_path, candidates, runner)
-    (match,) = chosen.judge["matches"]
-    assert len(runner.calls) == 1 and len(match["orders"]) == 1
-    assert match["orders"][0]["parsed"] is None and match["orders"][0]["shown"] == ["worker_2", "worker_1"]
-    assert match["fallback"] is True and chosen.winner == "worker_2"
-    assert match["reason"].startswith(
+    (match,) = chosen.judge.matches
+    assert len(runner.calls) == 1 and len(match.orders) == 1
+    assert match.orders[0].parsed is None and list(match.orders[0].shown) == ["worker_2", "worker_1"]
+    assert match.fallback is True and chosen.winner == "worker_2"
+    assert match.reason.startswith(
         "fell back to best (worker_2 ranks higher): the answer with worker_2 shown as A was unusable: "
     )
     assert chosen.cost_usd == pytest.approx(0.01)
@@ -235,14 +240,14 @@ def test_four_candidates_play_two_rounds_and_an_ineligible_one_never_plays(tmp_p
     candidates = [cand(f"worker_{i}", f"s{i}", i) for i in range(1, 5)] + [cand("worker_5", "s5", 1, eligible=False)]
     runner = AnsweringRunner(prefers("s4", "s3", "s2", "s1"))
     chosen = judged(tmp_path, candidates, runner)
-    pairs = [(m["round"], m["a"], m["b"], m["winner"]) for m in chosen.judge["matches"]]
+    pairs = [(m.round, m.a, m.b, m.winner) for m in chosen.judge.matches]
     assert pairs == [
         (1, "worker_1", "worker_4", "worker_4"),
         (1, "worker_2", "worker_3", "worker_3"),
         (2, "worker_3", "worker_4", "worker_4"),
     ]
     assert chosen.winner == "worker_4" and len(runner.calls) == 6
-    assert chosen.ranking[-1]["worker"] == "worker_5" and chosen.ranking[-1]["rank"] is None
+    assert chosen.ranking[-1].worker == "worker_5" and chosen.ranking[-1].rank is None
     assert all("s5" not in call["prompt"] for call in runner.calls)
 
 
@@ -252,14 +257,14 @@ def test_a_cancelled_judge_makes_no_call_and_best_decides_each_pair(tmp_path):
     runner = AnsweringRunner(prefers("s2", "s1"))
     chosen = judged(tmp_path, [cand("worker_1", "s1", 1), cand("worker_2", "s2", 9)], runner, cancel=cancel)
     assert runner.calls == [] and chosen.winner == "worker_1" and chosen.cost_usd is None
-    (match,) = chosen.judge["matches"]
-    assert match["fallback"] and match["reason"].endswith("the selection was cancelled before the judge answered")
+    (match,) = chosen.judge.matches
+    assert match.fallback and match.reason.endswith("the selection was cancelled before the judge answered")
 
 
 def test_one_eligible_candidate_needs_no_judge(tmp_path):
     runner = AnsweringRunner(prefers("s1", "s2"))
     chosen = judged(tmp_path, [cand("worker_1", "s1", 1), cand("worker_2", "s2", 1, eligible=False)], runner)
-    assert chosen.winner == "worker_1" and runner.calls == [] and chosen.judge["matches"] == []
+    assert chosen.winner == "worker_1" and runner.calls == [] and chosen.judge.matches == ()
     assert chosen.reason.startswith("only one eligible candidate, nothing to judge: best score 100")
 
 
@@ -274,9 +279,9 @@ def test_a_judge_cli_that_is_missing_falls_back_with_why(tmp_path):
         env={"PATH": os.environ["PATH"]},
         work_dir=tmp_path / "selection",
     )
-    (match,) = chosen.judge["matches"]
-    assert chosen.winner == "worker_1" and match["fallback"]
-    assert "no-such-claude" in match["orders"][0]["problem"] and "orchestrator.claude_command" in match["orders"][0]["problem"]
+    (match,) = chosen.judge.matches
+    assert chosen.winner == "worker_1" and match.fallback
+    assert "no-such-claude" in match.orders[0].problem and "orchestrator.claude_command" in match.orders[0].problem
 
 
 # -- the real claude CLI against the mock model server ---------------------------------------------------------
@@ -317,13 +322,13 @@ def test_the_real_claude_cli_judges_and_its_json_picks_the_winner_in_both_orders
         why = f"{chosen.to_dict()}\n--- mock\n{mock.summary()}"
         conversation = list(mock.conversation)
     assert chosen.winner == "worker_2", why
-    (match,) = chosen.judge["matches"]
-    assert match["fallback"] is False, why
-    assert [o["shown"] for o in match["orders"]] == [["worker_1", "worker_2"], ["worker_2", "worker_1"]]
-    assert [o["parsed"] for o in match["orders"]] == ["B", "A"]
-    assert match["reason"] == "the judge picked worker_2 in both orders: the GOOD one handles empty input"
+    (match,) = chosen.judge.matches
+    assert match.fallback is False, why
+    assert [list(o.shown) for o in match.orders] == [["worker_1", "worker_2"], ["worker_2", "worker_1"]]
+    assert [o.parsed for o in match.orders] == ["B", "A"]
+    assert match.reason == "the judge picked worker_2 in both orders: the GOOD one handles empty input"
     # Two calls, each priced by the CLI itself; the selection's cost is their sum.
-    costs = [o["cost_usd"] for o in match["orders"]]
+    costs = [o.cost_usd for o in match.orders]
     assert all(c and c > 0 for c in costs) and chosen.cost_usd == pytest.approx(sum(costs)), why
     assert len(conversation) == 2 and all(r.body.get("model") == "judge-model" for r in conversation)
     assert all("worker_1" not in prompt_text(r.body) and "worker_2" not in prompt_text(r.body) for r in conversation)
@@ -338,11 +343,9 @@ def test_the_real_claude_cli_answering_garbage_falls_back_to_best_and_says_so(tm
         chosen = real_judge(tmp_path, mock, candidates)
         why = f"{chosen.to_dict()}\n--- mock\n{mock.summary()}"
     assert chosen.winner == "worker_1", why  # best's pick
-    (match,) = chosen.judge["matches"]
-    assert match["fallback"] is True and len(match["orders"]) == 1, why
-    order = match["orders"][0]
-    assert order["answer"] == "Both candidates look reasonable to me." and order["parsed"] is None
-    assert match["reason"].startswith(
-        "fell back to best (worker_1 ranks higher): the answer with worker_1 shown as A was unusable"
-    )
-    assert order["cost_usd"] and chosen.cost_usd == pytest.approx(order["cost_usd"])
+    (match,) = chosen.judge.matches
+    assert match.fallback is True and len(match.orders) == 1, why
+    order = match.orders[0]
+    assert order.answer == "Both candidates look reasonable to me." and order.parsed is None
+    assert match.reason.startswith("fell back to best (worker_1 ranks higher): the answer with worker_1 shown as A was unusable")
+    assert order.cost_usd and chosen.cost_usd == pytest.approx(order.cost_usd)

@@ -64,7 +64,7 @@ def test_a_root_jobs_result_is_pushed_and_proposed_as_a_draft_then_updated_on_a_
     try:
         job = run_job(engine, "Add two files", tasks=["echo one > a.txt", "echo two > b.txt"])
         assert job.status is JobStatus.COMPLETED
-        done = job.publish
+        done = job.publish.to_dict()
         # The result branch is on the remote, at the result commit
         assert done["pushed"] and done["error"] is None and done["remote"] == "origin"
         assert git(remote, "rev-parse", f"refs/heads/{done['branch']}").strip() == job.merge.result_commit == done["commit"]
@@ -83,14 +83,14 @@ def test_a_root_jobs_result_is_pushed_and_proposed_as_a_draft_then_updated_on_a_
         }
         # A re-merge (another strategy) pushes the same branch again and updates the same pull request
         engine.merge(job.id, strategy="theirs")
-        again = engine.get_job(job.id).publish
+        again = engine.get_job(job.id).publish.to_dict()
         assert again["pushed"] and again["pull_request"]["action"] == "updated" and again["pull_request"]["number"] == 1
         assert [c.method for c in forge.calls].count("POST") == 1 and forge.calls[-1].method == "PATCH"
         assert len(forge.pulls) == 1
     finally:
         engine.shutdown(timeout=10)
     no_token_anywhere(folder)
-    assert engine.workspace.load_job(job.id).publish["pull_request"]["number"] == 1  # on disk
+    assert engine.workspace.load_job(job.id).publish.to_dict()["pull_request"]["number"] == 1  # on disk
     assert engine.queries.status_document(job.id)["publish"]["pull_request"]["action"] == "updated"
     assert snapshot(host, folder) == before  # the user's checkout, index, stash and refs: untouched
 
@@ -142,8 +142,8 @@ def test_a_failed_pull_request_is_recorded_not_the_jobs_failure_and_publish_retr
     try:
         job = run_job(engine, tasks=["echo one > a.txt"])
         assert job.status is JobStatus.COMPLETED  # whatever the forge said
-        assert job.publish["pushed"] and job.publish["pull_request"] is None
-        assert job.publish["error"] == (
+        assert job.publish.to_dict()["pushed"] and job.publish.to_dict()["pull_request"] is None
+        assert job.publish.to_dict()["error"] == (
             f"github pull request: GET {forge.url}/repos/me/app/pulls answered 422: Validation Failed; base is not a branch"
         )
         # Why it failed is on every surface a user reads, not only in the status JSON
@@ -162,7 +162,9 @@ def test_a_push_that_fails_or_would_overwrite_anothers_work_is_refused_and_said(
     try:
         job = run_job(engine, tasks=["echo one > a.txt"])
         assert job.status is JobStatus.COMPLETED
-        assert not job.publish["pushed"] and job.publish["error"].startswith("git push nowhere failed: no remote named 'nowhere'")
+        assert not job.publish.to_dict()["pushed"] and job.publish.to_dict()["error"].startswith(
+            "git push nowhere failed: no remote named 'nowhere'"
+        )
         assert forge.calls == []  # no pull request for a branch that was not pushed
     finally:
         engine.shutdown(timeout=10)
@@ -170,12 +172,12 @@ def test_a_push_that_fails_or_would_overwrite_anothers_work_is_refused_and_said(
     engine = publishing_engine(folder, forge, pull_request="none")
     try:
         job = run_job(engine, tasks=["echo two > b.txt"])
-        branch = job.publish["branch"]
-        assert job.publish["pushed"]
+        branch = job.publish.to_dict()["branch"]
+        assert job.publish.to_dict()["pushed"]
         other = git(host, "commit-tree", "-m", "someone else's", f"{job.merge.result_commit}^{{tree}}").strip()
         git(host, "push", "-q", "origin", f"{other}:refs/heads/{branch}", "--force")
         engine.merge(job.id, strategy="theirs")
-        refused = engine.get_job(job.id).publish
+        refused = engine.get_job(job.id).publish.to_dict()
         assert not refused["pushed"] and "stale info" in refused["error"], refused["error"]
         assert git(remote, "rev-parse", f"refs/heads/{branch}").strip() == other  # their work stays
     finally:
@@ -192,7 +194,9 @@ def test_gitlab_gets_a_draft_merge_request(hosted_remote, forge):
     (post,) = [c for c in forge.calls if c.method == "POST"]
     assert post.path == "/projects/group%2Fapp/merge_requests" and post.headers["private-token"] == TOKEN
     assert post.body["title"].startswith("Draft: orchestrator: ") and post.body["target_branch"] == "main"
-    assert job.publish["pull_request"]["action"] == "opened" and job.publish["pull_request"]["forge"] == "gitlab"
+    assert (
+        job.publish.to_dict()["pull_request"]["action"] == "opened" and job.publish.to_dict()["pull_request"]["forge"] == "gitlab"
+    )
 
 
 def test_without_the_token_there_is_no_pull_request_and_it_says_which_variable(hosted_remote, forge, monkeypatch):
@@ -203,9 +207,10 @@ def test_without_the_token_there_is_no_pull_request_and_it_says_which_variable(h
         job = run_job(engine, tasks=["echo one > a.txt"])
     finally:
         engine.shutdown(timeout=10)
-    assert job.publish["pushed"] and forge.calls == []
+    assert job.publish.to_dict()["pushed"] and forge.calls == []
     assert (
-        job.publish["error"] == "no pull request: TEST_FORGE_TOKEN is not set in the server's environment (git.forge_token_env)"
+        job.publish.to_dict()["error"]
+        == "no pull request: TEST_FORGE_TOKEN is not set in the server's environment (git.forge_token_env)"
     )
 
 
@@ -221,11 +226,11 @@ def test_the_publish_route_retries_through_the_api_and_names_a_missing_setting(h
     server = start_in_thread(engine.settings, engine, port=0)
     try:
         job = run_job(engine, tasks=["echo one > a.txt"])
-        git(remote, "update-ref", "-d", f"refs/heads/{job.publish['branch']}")  # gone from the remote: publish again
+        git(remote, "update-ref", "-d", f"refs/heads/{job.publish.to_dict()['branch']}")  # gone from the remote: publish again
         client = OrchestratorClient(server.url, key)
         answer = client.publish(job.id)
         assert answer["job_id"] == job.id and answer["publish"]["pushed"] and answer["publish"]["error"] is None
-        assert git(remote, "rev-parse", f"refs/heads/{job.publish['branch']}").strip() == job.merge.result_commit
+        assert git(remote, "rev-parse", f"refs/heads/{job.publish.to_dict()['branch']}").strip() == job.merge.result_commit
     finally:
         server.close()
         engine.shutdown(timeout=10)

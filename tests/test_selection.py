@@ -19,6 +19,7 @@ import pytest
 from orchestrator.config import load_settings
 from orchestrator.config.score_weights import DEFAULT_WEIGHTS, parse_weights
 from orchestrator.errors import ConfigError
+from orchestrator.outcomes import GateResult
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.selection import Candidate, Selection, choose
 
@@ -30,7 +31,10 @@ T0 = 1_800_000_000.0  # an ended_at in the future of any clock these tests run o
 def cand(
     name: str, *, eligible: bool = True, added: int = 10, removed: int = 0, cost=0.02, duration=5.0, ended=T0, **kw
 ) -> Candidate:
-    gates = kw.pop("gates", [{"name": "tests", "required": True, "status": "passed", "passed": True, "exit_code": 0}])
+    gates = [
+        GateResult.from_dict(g)
+        for g in kw.pop("gates", [{"name": "tests", "required": True, "status": "passed", "passed": True, "exit_code": 0}])
+    ]
     return Candidate(
         name=name,
         kind="command",
@@ -84,30 +88,30 @@ def pick(tmp_path: Path, candidates: list[Candidate], select: str, cancel=None, 
 
 
 def rows_by_name(selection: Selection) -> dict[str, dict]:
-    return {row["worker"]: row for row in selection.ranking}
+    return {row.worker: row for row in selection.ranking}
 
 
 # -- the three candidates ---------------------------------------------------------------------------------
 def test_best_picks_the_small_diff_and_records_every_score_and_its_parts(tmp_path):
     chosen = pick(tmp_path, three(), "best")
     assert chosen.winner == "worker_3", chosen.reason
-    assert [r["worker"] for r in chosen.ranking] == ["worker_3", "worker_2", "worker_1"]
+    assert [r.worker for r in chosen.ranking] == ["worker_3", "worker_2", "worker_1"]
     rows = rows_by_name(chosen)
     # No scoring command: gates, diff size, cost and duration count (55 points of weight).
     small, large = rows["worker_3"], rows["worker_2"]
-    assert small["parts"] == {"gates_passed": 20.0, "diff_lines": 15.0, "cost_usd": pytest.approx(6.67), "duration": 10.0}
-    assert large["parts"] == {"gates_passed": 20.0, "diff_lines": 0.75, "cost_usd": 10.0, "duration": 6.25}
-    assert small["score"] == round(100 * (20 + 15 + 10 * (0.02 / 0.03) + 10) / 55, 2) == 93.94
-    assert large["score"] == round(100 * (20 + 0.75 + 10 + 6.25) / 55, 2) == 67.27
-    assert small["measures"] == {"gates_passed": 1.0, "diff_lines": 10, "cost_usd": 0.03, "duration": 5.0}
-    assert (small["rank"], large["rank"]) == (1, 2)
+    assert small.parts == {"gates_passed": 20.0, "diff_lines": 15.0, "cost_usd": pytest.approx(6.67), "duration": 10.0}
+    assert large.parts == {"gates_passed": 20.0, "diff_lines": 0.75, "cost_usd": 10.0, "duration": 6.25}
+    assert small.score == round(100 * (20 + 15 + 10 * (0.02 / 0.03) + 10) / 55, 2) == 93.94
+    assert large.score == round(100 * (20 + 0.75 + 10 + 6.25) / 55, 2) == 67.27
+    assert small.measures == {"gates_passed": 1.0, "diff_lines": 10, "cost_usd": 0.03, "duration": 5.0}
+    assert (small.rank, large.rank) == (1, 2)
     assert (
         chosen.reason == "best score 93.94 of 2 eligible: gates_passed 20/20, diff_lines 15/15, cost_usd 6.67/10, duration 10/10"
     )
     # The failed one: out, last, with why; never scored.
     out = rows["worker_1"]
-    assert (out["eligible"], out["score"], out["rank"], out["parts"]) == (False, None, None, {})
-    assert out["reason"] == "not eligible: required gate tests did not pass (exit code 1)"
+    assert (out.eligible, out.score, out.rank, out.parts) == (False, None, None, {})
+    assert out.reason == "not eligible: required gate tests did not pass (exit code 1)"
     assert chosen.judge is None and chosen.cost_usd is None
     assert json.loads(json.dumps(chosen.to_dict()))["winner"] == "worker_3"
 
@@ -123,11 +127,11 @@ def test_cheapest_fastest_and_first_passing_pick_among_the_eligible_only(tmp_pat
     running = Candidate("worker_4", "command", None, "running", False, [], None, None, None, "", False, None, 0, 0, 0, "", None)
     early = pick(tmp_path, [cand("worker_1", ended=T0), running], "first_passing")
     assert early.winner == "worker_1"
-    assert early.ranking[1]["reason"] == "not eligible: it had not passed when the choice was made (status running)"
+    assert early.ranking[1].reason == "not eligible: it had not passed when the choice was made (status running)"
     for chosen in (cheapest, fastest, first):
-        assert chosen.ranking[-1]["worker"] == "worker_1" and chosen.ranking[-1]["rank"] is None
-        assert all(row["score"] is None for row in chosen.ranking)  # only best scores
-        assert rows_by_name(chosen)["worker_2"]["measures"]["diff_lines"] == 200  # measures recorded anyway
+        assert chosen.ranking[-1].worker == "worker_1" and chosen.ranking[-1].rank is None
+        assert all(row.score is None for row in chosen.ranking)  # only best scores
+        assert rows_by_name(chosen)["worker_2"].measures["diff_lines"] == 200  # measures recorded anyway
 
 
 def test_unknown_cost_ranks_after_a_known_one_and_unknown_duration_after_a_known_one(tmp_path):
@@ -136,8 +140,8 @@ def test_unknown_cost_ranks_after_a_known_one_and_unknown_duration_after_a_known
     assert pick(tmp_path, candidates, "fastest").winner == "worker_2"
     # best: an unknown cost counts as the median of the known ones (here the one known), never as 0 points.
     rows = rows_by_name(pick(tmp_path, candidates, "best"))
-    assert rows["worker_1"]["parts"]["cost_usd"] == rows["worker_2"]["parts"]["cost_usd"] == 10.0
-    assert "cost unknown, counted as the median of the known costs" in rows["worker_1"]["reason"]
+    assert rows["worker_1"].parts["cost_usd"] == rows["worker_2"].parts["cost_usd"] == 10.0
+    assert "cost unknown, counted as the median of the known costs" in rows["worker_1"].reason
 
 
 def test_best_scores_an_unknown_cost_as_the_median_of_the_known_costs(tmp_path):
@@ -147,10 +151,10 @@ def test_best_scores_an_unknown_cost_as_the_median_of_the_known_costs(tmp_path):
     # When best ranks them
     rows = rows_by_name(pick(tmp_path, [*priced, unknown], "best"))
     # Then the unknown one scores on cost as the median ($0.20) does: half the cheapest's points, above the dearest
-    parts = {name: row["parts"]["cost_usd"] for name, row in rows.items()}
+    parts = {name: row.parts["cost_usd"] for name, row in rows.items()}
     assert parts == {"worker_1": 10.0, "worker_2": 5.0, "worker_3": 2.5, "worker_4": 5.0}
-    assert rows["worker_4"]["measures"]["cost_usd"] is None  # the record keeps what was known
-    assert "counted as the median" not in rows["worker_2"]["reason"]
+    assert rows["worker_4"].measures["cost_usd"] is None  # the record keeps what was known
+    assert "counted as the median" not in rows["worker_2"].reason
 
 
 def test_no_eligible_candidate_means_no_winner_and_says_why(tmp_path):
@@ -164,7 +168,7 @@ def test_no_eligible_candidate_means_no_winner_and_says_why(tmp_path):
         assert chosen.reason == (
             "no candidate is eligible (worker_1: required gate tests did not pass (exit code 1); worker_2: it ended timeout)"
         )
-        assert [r["rank"] for r in chosen.ranking] == [None, None]
+        assert [r.rank for r in chosen.ranking] == [None, None]
 
 
 # -- ties ---------------------------------------------------------------------------------------------------
@@ -173,9 +177,9 @@ def test_a_tie_on_score_breaks_by_lower_cost_then_earlier_end_then_natural_name(
     # Same score; the cheaper one wins.
     chosen = pick(tmp_path, [cand("worker_1", cost=0.05), cand("worker_2", cost=0.01)], "best", **no_cost)
     assert chosen.winner == "worker_2"
-    assert chosen.ranking[0]["score"] == chosen.ranking[1]["score"] == 100.0
+    assert chosen.ranking[0].score == chosen.ranking[1].score == 100.0
     assert chosen.reason.endswith("(won a tie with worker_1 by lower cost)")
-    assert chosen.ranking[1]["reason"].endswith("tied with worker_2, ranked after it by lower cost")
+    assert chosen.ranking[1].reason.endswith("tied with worker_2, ranked after it by lower cost")
     # Same score and cost: the earlier end wins.
     chosen = pick(tmp_path, [cand("worker_1", ended=T0 + 1), cand("worker_2", ended=T0)], "best", **no_cost)
     assert chosen.winner == "worker_2" and chosen.reason.endswith("(won a tie with worker_1 by earlier end)")
@@ -190,7 +194,7 @@ def test_a_tie_on_score_breaks_by_lower_cost_then_earlier_end_then_natural_name(
 
 def test_a_single_eligible_candidate_scores_100(tmp_path):
     chosen = pick(tmp_path, [cand("worker_1"), cand("worker_2", eligible=False, gates=FAILED_TESTS)], "best")
-    assert chosen.winner == "worker_1" and chosen.ranking[0]["score"] == 100.0
+    assert chosen.winner == "worker_1" and chosen.ranking[0].score == 100.0
 
 
 # -- a real scoring command ----------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def test_a_scoring_commands_json_is_scored_and_its_other_keys_kept_at_weight_0(t
     assert chosen.winner == "worker_1", chosen.reason
     rows = rows_by_name(chosen)
     first = rows["worker_1"]
-    assert first["measures"] == {
+    assert first.measures == {
         "gates_passed": 1.0,
         "diff_lines": 40,  # the orchestrator's own measure: the command's diff_lines is not used
         "cost_usd": 0.02,
@@ -263,14 +267,14 @@ def test_a_scoring_commands_json_is_scored_and_its_other_keys_kept_at_weight_0(t
         "has_worker_key": False,  # the worker's key never reaches the scoring command
         "scoring_command": "ok",
     }
-    assert first["parts"]["tests_passed"] == 15.0 and first["parts"]["tests_failed"] == 15.0
-    assert rows["worker_2"]["parts"]["tests_passed"] == 11.25 and rows["worker_2"]["parts"]["tests_failed"] == 0.0
-    assert first["parts"]["lint_warnings"] == 0.0 and rows["worker_2"]["parts"]["lint_warnings"] == 5.0
-    assert "flaky" not in first["parts"]  # unknown keys: weight 0 unless configured
+    assert first.parts["tests_passed"] == 15.0 and first.parts["tests_failed"] == 15.0
+    assert rows["worker_2"].parts["tests_passed"] == 11.25 and rows["worker_2"].parts["tests_failed"] == 0.0
+    assert first.parts["lint_warnings"] == 0.0 and rows["worker_2"].parts["lint_warnings"] == 5.0
+    assert "flaky" not in first.parts  # unknown keys: weight 0 unless configured
     # Configured, an unknown key counts: flaky tests are bad, and worker_2 has none reported.
     weighted = {"scoring": {**command["scoring"], "weights": {"flaky": -200}}}
     rows = rows_by_name(pick(tmp_path, candidates, "best", **weighted))
-    assert rows["worker_1"]["parts"]["flaky"] == 200.0 and rows["worker_2"]["parts"]["flaky"] == 0.0
+    assert rows["worker_1"].parts["flaky"] == 200.0 and rows["worker_2"].parts["flaky"] == 0.0
     assert (tmp_path / "selection" / "scoring-worker_1.log").read_text().startswith("running tests...")
 
 
@@ -291,7 +295,7 @@ def test_a_scoring_command_printing_garbage_failing_or_hanging_is_noted_not_cras
     chosen = pick(tmp_path, candidates, "best", scoring={"command": [sys.executable, "score.py"], "timeout": 1})
     assert time.monotonic() - started < 20
     rows = rows_by_name(chosen)
-    status = {name: row["measures"]["scoring_command"] for name, row in rows.items()}
+    status = {name: row.measures["scoring_command"] for name, row in rows.items()}
     assert status == {
         "worker_1": "ok",
         "worker_2": "no JSON object in its output: 12 passed, 0 failed -- no JSON here at all",
@@ -300,8 +304,8 @@ def test_a_scoring_command_printing_garbage_failing_or_hanging_is_noted_not_cras
         "worker_5": "not run: the candidate's worktree is gone",
     }
     for name in ("worker_2", "worker_3", "worker_4", "worker_5"):
-        assert f"scoring command {status[name]}" in rows[name]["reason"]
-        assert "tests_passed" not in rows[name]["measures"] and rows[name]["parts"]["tests_passed"] == 0.0
+        assert f"scoring command {status[name]}" in rows[name].reason
+        assert "tests_passed" not in rows[name].measures and rows[name].parts["tests_passed"] == 0.0
     assert chosen.winner == "worker_1"  # the only one with tests to show
     pid = int((hanging / "scorer.pid").read_text())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -312,10 +316,10 @@ def test_a_relative_scoring_command_is_the_candidates_own_and_a_missing_one_is_n
     (folder / "score.sh").write_text(f'#!/bin/sh\nexec "{sys.executable}" score.py\n')
     (folder / "score.sh").chmod(0o755)
     chosen = pick(tmp_path, [cand("worker_1", cwd=folder)], "best", scoring={"command": ["./score.sh"]})
-    assert chosen.ranking[0]["measures"]["coverage"] == 70
+    assert chosen.ranking[0].measures["coverage"] == 70
     chosen = pick(tmp_path, [cand("worker_1", cwd=folder)], "best", scoring={"command": ["no-such-scorer-xyz"]})
     assert (
-        chosen.ranking[0]["measures"]["scoring_command"]
+        chosen.ranking[0].measures["scoring_command"]
         == "not run: 'no-such-scorer-xyz' was not found on the PATH (scoring.command)"
     )
 
@@ -331,8 +335,8 @@ def test_a_cancelled_selection_starts_no_scoring_command_and_stops_a_running_one
     chosen = pick(tmp_path, [cand("worker_1", cwd=hanging), cand("worker_2", cwd=other)], "best", cancel=cancel, **command)
     assert time.monotonic() - started < 10
     rows = rows_by_name(chosen)
-    assert rows["worker_1"]["measures"]["scoring_command"] == "cancelled: the selection was cancelled"
-    assert rows["worker_2"]["measures"]["scoring_command"] == "not run: the selection was cancelled"
+    assert rows["worker_1"].measures["scoring_command"] == "cancelled: the selection was cancelled"
+    assert rows["worker_2"].measures["scoring_command"] == "not run: the selection was cancelled"
     assert not (other / "scorer.pid").exists()
     assert chosen.winner in ("worker_1", "worker_2")  # what is known still decides
 
@@ -341,7 +345,7 @@ def test_first_passing_cheapest_and_fastest_never_run_the_scoring_command(tmp_pa
     folder = worktree(tmp_path, "worker_1", "json", {"coverage": 1})
     for select in ("cheapest", "fastest", "first_passing"):
         chosen = pick(tmp_path, [cand("worker_1", cwd=folder)], select, scoring={"command": [sys.executable, "score.py"]})
-        assert "scoring_command" not in chosen.ranking[0]["measures"]
+        assert "scoring_command" not in chosen.ranking[0].measures
     assert not (folder / "scorer.pid").exists()
 
 

@@ -259,13 +259,13 @@ def _cli_result(worker: WorkerRecord, cli_name: str) -> dict[str, Any]:
         "cost_note": worker.cost_note,
         "duration": worker.duration,
         "branch": worker.branch,
-        "score": worker.score.get("score") if worker.score else None,
+        "score": worker.score.score if worker.score else None,
         "selected": worker.selected,
         "worker": worker.name,
         "kind": worker.kind,
         "worker_status": worker.status.value,
         "error": worker.error,
-        "ranking": worker.score,
+        "ranking": worker.score.to_dict() if worker.score else None,
     }
 
 

@@ -167,7 +167,7 @@ def _worker_row(w: WorkerRecord, digests: Mapping[str, str | None]) -> dict[str,
         "gates": [{**g.to_dict(), "log": {"path": g.log_path, "sha256": digests.get(g.log_path)}} for g in w.gates],
         "candidate": w.candidate,
         "selected": w.selected,
-        "score": w.score,
+        "score": w.score.to_dict() if w.score is not None else None,
     }
 
 
@@ -185,7 +185,7 @@ def _job_row(j: JobRecord, status: str) -> dict[str, Any]:
         "goal": j.goal,
         "plan": [{"task": t, **(j.nodes[i].to_dict() if i < len(j.nodes) else {})} for i, t in enumerate(j.tasks)],
         "merge": j.merge.to_dict() if j.merge is not None else None,
-        "selections": j.selections,
+        "selections": {task: s.to_dict() for task, s in j.selections.items()},
         "start_commit": j.start_commit,
     }
 

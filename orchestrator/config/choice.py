@@ -65,6 +65,11 @@ class CandidateSpec:
 def parse_candidates(value: object, where: str = "candidates", kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
     """A list of candidates, each normalised to ``{"kind", "model", "timeout", "context"}``; []
     when left out (one worker per subtask). ``kinds``: the worker kinds that exist (None: any)."""
+    return [spec.to_dict() for spec in parse_candidate_specs(value, where, kinds)]
+
+
+def parse_candidate_specs(value: object, where: str = "candidates", kinds: Collection[str] | None = None) -> list[CandidateSpec]:
+    """``parse_candidates`` as CandidateSpecs (a task node's own candidates)."""
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_CANDIDATES:
@@ -72,7 +77,7 @@ def parse_candidates(value: object, where: str = "candidates", kinds: Collection
             f"{where} must be a list of at most {MAX_CANDIDATES} worker kinds or candidate objects, e.g. {CANDIDATE_EXAMPLE}",
             key=where,
         )
-    return [parse_candidate(item, f"{where}[{i}]", kinds).to_dict() for i, item in enumerate(value)]
+    return [parse_candidate(item, f"{where}[{i}]", kinds) for i, item in enumerate(value)]
 
 
 def parse_candidate(value: object, where: str, kinds: Collection[str] | None = None) -> CandidateSpec:

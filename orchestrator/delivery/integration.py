@@ -61,11 +61,11 @@ class IntegrateStep(Step):
         blocked = step_block(ctx, self.settings)  # fail closed: never merge work its gates did not pass
         if blocked:
             return fail(f"not merged into {job.integration}: {blocked}")
-        commit = ctx.updates.get("gated_commit") or ctx.changes().commit
+        commit = ctx.updates.gated_commit or ctx.changes().commit
         branch = ctx.changes().branch
         record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit, self.resolvers)
         if record is not None:
-            ctx.updates["integrated"] = record
+            ctx.updates.integrated = record
         return fail(failure) if failure else PASS
 
 

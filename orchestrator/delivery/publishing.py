@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..outcomes import PublishRecord, PullRequestRecord
 from ..workspace.layout import Workspace
 from . import forge
 from .landing import repository
@@ -44,34 +45,33 @@ def publish(
     environ: Mapping[str, str],
     now: float,
     status: JobStatus | None = None,
-) -> dict[str, Any]:
+) -> PublishRecord:
     """The job's new ``publish`` record (see models.JobRecord.publish). ``status``: the job's final
     status when it is published as it ends (its record still says running then)."""
     g = settings.git
     merge = job.merge
-    record: dict[str, Any] = {"at": now, "remote": g.push, "branch": None, "commit": None, "pushed": False}
-    record.update(error=None, pull_request=(job.publish or {}).get("pull_request"))
+    previous = job.publish
+    record = PublishRecord(now, g.push, pull_request=previous.pull_request if previous is not None else None)
     if merge is None or not merge.result_commit or not merge.result_ref:
-        return {**record, "error": "nothing to publish: the job has no result commit (merge it first)"}
+        return replace(record, error="nothing to publish: the job has no result commit (merge it first)")
     branch = merge.result_ref.removeprefix("refs/heads/")
-    record.update(branch=branch, commit=merge.result_commit)
+    record = replace(record, branch=branch, commit=merge.result_commit)
     try:
         repo = repository(settings, workspace)
     except Exception as exc:  # no repository any more: said, not raised
-        return {**record, "error": f"no repository to push from: {exc}"}
+        return replace(record, error=f"no repository to push from: {exc}")
     # Pushed to the remote's push URL, not its name: a push by name also moves the user's
     # remote-tracking ref (refs/remotes/<remote>/...), a ref outside the job's prefix.
     found = run_git(repo, "remote", "get-url", "--push", "--end-of-options", g.push, check=False)
     url = found.stdout.strip()
     if found.returncode != 0 or not url:
-        return {**record, "error": f"git push {g.push} failed: no remote named {g.push!r} in {repo} (git.push)"}
-    previous = job.publish or {}
-    ours = previous.get("commit") if previous.get("pushed") and previous.get("branch") == branch else None
+        return replace(record, error=f"git push {g.push} failed: no remote named {g.push!r} in {repo} (git.push)")
+    ours = previous.commit if previous is not None and previous.pushed and previous.branch == branch else None
     # The lease: the branch as this job left it on the remote, or absent (a branch deleted there, say
     # after its pull request was merged, is made again); anything else there is someone else's work.
     there = _remote_git(repo, "ls-remote", "--end-of-options", url, f"refs/heads/{branch}")
     if there.returncode != 0:
-        return {**record, "error": f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}"}
+        return replace(record, error=f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}")
     remote_tip = there.stdout.split()[0] if there.stdout.split() else ""
     lease = remote_tip if remote_tip and remote_tip in (ours, merge.result_commit) else ""
     done = _remote_git(
@@ -88,24 +88,23 @@ def publish(
         # --porcelain: a refused ref is a "!" line on stdout with git's reason ("[rejected] (stale info)").
         refused = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("!")]
         why = _CREDENTIALS.sub(r"\1***@", "; ".join(refused)) or _clean(done.stderr) or f"exit code {done.returncode}"
-        return {**record, "error": f"git push {g.push} {branch} failed: {why}"}
-    record["pushed"] = True
+        return replace(record, error=f"git push {g.push} {branch} failed: {why}")
+    record = replace(record, pushed=True)
     if g.pull_request == PullRequestForge.NONE:
         return record
     kind = g.pull_request.value
     token_env = g.forge_token_env or forge.DEFAULT_TOKEN_ENV[kind]
     token = environ.get(token_env, "")
     if not token:
-        return {**record, "error": f"no pull request: {token_env} is not set in the server's environment (git.forge_token_env)"}
+        return replace(record, error=f"no pull request: {token_env} is not set in the server's environment (git.forge_token_env)")
     if not g.forge_repo:
-        return {**record, "error": "no pull request: set git.forge_repo (OWNER/NAME on GitHub, the project's path on GitLab)"}
+        return replace(record, error="no pull request: set git.forge_repo (OWNER/NAME on GitHub, the project's path on GitLab)")
     base = g.pull_request_base or g.merge_into or _checked_out(repo)
     if not base:
-        return {
-            **record,
-            "error": "no pull request: no base branch (set git.pull_request_base; the repository's HEAD is detached)",
-        }
-    known = record["pull_request"] if isinstance(record["pull_request"], dict) else {}
+        return replace(
+            record, error="no pull request: no base branch (set git.pull_request_base; the repository's HEAD is detached)"
+        )
+    known = record.pull_request
     try:
         made = forge.propose(
             kind,
@@ -116,12 +115,11 @@ def publish(
             base=base,
             title=title(job.request),
             body=summary(job, workers, status),
-            number=known.get("number") if known.get("forge") == kind else None,
+            number=known.number if known is not None and known.forge == kind else None,
         )
     except forge.ForgeError as exc:
-        return {**record, "error": f"{kind} pull request: {_clean(str(exc)).replace(token, '***')}"}
-    record["pull_request"] = {"forge": kind, "number": made.number, "url": made.url, "action": made.action, "base": base}
-    return record
+        return replace(record, error=f"{kind} pull request: {_clean(str(exc)).replace(token, '***')}")
+    return replace(record, pull_request=PullRequestRecord(kind, made.number, made.url, made.action, base))
 
 
 def title(request: str) -> str:

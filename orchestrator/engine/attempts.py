@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import failpoints, protocol, states
 from ..audit import record as audit_record
@@ -57,6 +57,7 @@ from ..errors import ConfigError, no_space
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
 from ..models import Attempt, EndReason, JobRecord, WorkerRecord, WorkerStatus
+from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
@@ -279,10 +280,9 @@ class WorkerExecution:
             found = run_steps(self.steps, ctx)
         finally:
             self.known_changes = ctx.known_changes()
-            if ctx.updates:
+            if ctx.updates.changed:
                 with self.tables.locked():
-                    for key, value in ctx.updates.items():
-                        setattr(self.record, key, value)
+                    ctx.updates.apply(self.record)
         if found is None:
             return outcome, None, None
         name, verdict = found
@@ -638,9 +638,8 @@ def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -
     return refusals.scan(workspace.worker_log(record.root_id, record.depth, record.name), (directory, tmp))
 
 
-def _enforced(handle: AttemptHandle | None) -> dict[str, Any] | None:
-    enforced = handle.enforced if handle is not None else None
-    return enforced.to_dict() if enforced is not None else None
+def _enforced(handle: AttemptHandle | None) -> Enforced | None:
+    return handle.enforced if handle is not None else None
 
 
 def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:

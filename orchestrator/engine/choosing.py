@@ -29,6 +29,7 @@ from ..errors import OrchestratorError
 from ..git import diffs
 from ..git.gitwork import GitFailed, run_git
 from ..models import JobRecord, WorkerStatus
+from ..outcomes import IntegrationRecord, SelectionRecord
 from ..quality import gates
 from ..selection import Candidate, Selection, candidates, choose
 from ..workers.confinement import Confinement
@@ -100,7 +101,7 @@ class Choosing:
         (or, first_passing, one passed) is chosen now."""
         for task_id, selection in job.selections.items():
             for live in self.group(job, task_id):
-                live.record.selected = live.record.name == selection.get("winner")
+                live.record.selected = live.record.name == selection.winner
         for task_id in self.open_tasks(job):
             if (job.id, task_id) in self._running:
                 continue
@@ -144,13 +145,14 @@ class Choosing:
 
     # -- how ----------------------------------------------------------------------------------
     def _run(self, job: JobRecord, task_id: str) -> None:
+        integrated: dict[str, IntegrationRecord | None] = {}
         try:
-            selection = self._select(job, task_id)
+            selection, integrated = self._select(job, task_id)
         except Exception as exc:  # the job must still end: no winner, and why
             log.exception("selection of task %s of job %s failed", task_id, job.id)
-            selection = {"winner": None, "reason": f"the selection failed: {exc}", "ranking": [], "judge": None}
+            selection = SelectionRecord(None, f"the selection failed: {exc}", chose=False)
         try:
-            self._record(job, task_id, selection)
+            self._record(job, task_id, selection, integrated)
         except Exception:
             log.exception("recording the selection of task %s of job %s failed", task_id, job.id)
         finally:
@@ -158,19 +160,17 @@ class Choosing:
             with self.tables.locked():
                 self._threads.discard(threading.current_thread())
 
-    def _select(self, job: JobRecord, task_id: str) -> dict[str, Any]:
+    def _select(self, job: JobRecord, task_id: str) -> tuple[SelectionRecord, dict[str, IntegrationRecord | None]]:
+        """The task's selection and, a graph job's, each candidate tried for its integration
+        branch with what its merge there recorded (an IntegrationRecord, or None)."""
         with self.tables.locked():
             records = [g.record.copy() for g in self.group(job, task_id)]
             cancelled = job.error == "cancelled"
         task = records[0].task if records else ""
-        meta = {"task_id": task_id, "select": job.config.select, "candidates": [r.name for r in records], "at": None}
+        names = [r.name for r in records]
         if cancelled:
-            return meta | {
-                "winner": None,
-                "reason": "the job was cancelled before a winner was chosen",
-                "ranking": [],
-                "judge": None,
-            }
+            why = "the job was cancelled before a winner was chosen"
+            return SelectionRecord(None, why, task_id=task_id, select=job.config.select, candidates=names, chose=False), {}
         shown = [self._candidate(job, r) for r in records]
         scratch = self.workspace.planning_dir()
         env = base_env(self.settings)
@@ -189,11 +189,10 @@ class Choosing:
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        result = meta | chosen.to_dict()
-        if job.integration is not None and result.get("winner"):
-            self._integrate(job, records, result)
-        result["at"] = self.clock.time()
-        return result
+        result = chosen.record(task_id, job.config.select, names)
+        integrated = self._integrate(job, records, result) if job.integration is not None and result.winner else {}
+        result.at = self.clock.time()
+        return result, integrated
 
     def _candidate(self, job: JobRecord, record: Any) -> Candidate:
         """What the selection sees of one candidate: its record and, in a worktree, its diff."""
@@ -219,7 +218,7 @@ class Choosing:
             model=record.model,
             status=record.status.value,
             eligible=record.status.ok,
-            gates=[g.to_dict() for g in record.gates],
+            gates=list(record.gates),
             cost_usd=record.cost_usd,
             duration=record.duration,
             ended_at=record.ended_at,
@@ -234,13 +233,15 @@ class Choosing:
             sandbox=self.confinement.spec(record, folder, job.config),
         )
 
-    def _integrate(self, job: JobRecord, records: list[Any], result: dict[str, Any]) -> None:
+    def _integrate(self, job: JobRecord, records: list[Any], result: SelectionRecord) -> dict[str, IntegrationRecord | None]:
         """A graph job: the winner merged into the integration branch now; when it conflicts
-        there, the next eligible candidate of the ranking instead (said in the reason)."""
+        there, the next eligible candidate of the ranking instead (said in the reason). Each
+        candidate tried, with what its merge recorded."""
         by_name = {r.name: r for r in records}
-        order = [row["worker"] for row in result.get("ranking") or [] if row.get("eligible")]
-        order = [result["winner"], *[n for n in order if n != result["winner"]]]
+        order = [row.worker for row in result.ranking if row.eligible]
+        order = [str(result.winner), *[n for n in order if n != result.winner]]
         notes: list[str] = []
+        tried: dict[str, IntegrationRecord | None] = {}
         for name in order:
             record = by_name.get(name)
             if record is None or not record.status.ok:
@@ -248,43 +249,45 @@ class Choosing:
             merged, failure = integrate_worker(
                 self.settings, self.workspace, job, record, record.branch, gates.merge_commit(record)
             )
-            result.setdefault("integrated", {})[name] = merged  # an IntegrationRecord, or None
+            tried[name] = merged
             if failure is None:
-                if name != result["winner"]:
-                    result["reason"] += f"; {'; '.join(notes)}, so {name} (next in the ranking) was merged"
-                    result["winner"] = name
-                return
+                if name != result.winner:
+                    result.reason += f"; {'; '.join(notes)}, so {name} (next in the ranking) was merged"
+                    result.winner = name
+                return tried
             notes.append(f"{name} could not be merged: {failure}")
-        result["reason"] += "; " + "; ".join(notes) if notes else ""
-        result["winner"] = None
+        result.reason += "; " + "; ".join(notes) if notes else ""
+        result.winner = None
+        return tried
 
-    def _record(self, job: JobRecord, task_id: str, result: dict[str, Any]) -> None:
+    def _record(
+        self, job: JobRecord, task_id: str, result: SelectionRecord, integrated: dict[str, IntegrationRecord | None]
+    ) -> None:
         """The selection on the job's and the candidates' records (on disk before anyone is
         told), the judge's cost toward the tree, what the winner unblocks."""
         writes: list[Snapshot] = []
-        integrated = result.pop("integrated", {})
         with self.tables.locked():
             job.selections[task_id] = result
-            rows = {row.get("worker"): row for row in result.get("ranking") or []}
+            rows = {row.worker: row for row in result.ranking}
             group = self.group(job, task_id)
             winner = None
             for live in group:
                 rec = live.record
-                rec.selected = rec.name == result.get("winner")
-                rec.score = dict(rows[rec.name]) if rec.name in rows else None
-                if rec.name in integrated and integrated[rec.name] is not None:
-                    rec.integrated = integrated[rec.name]
+                rec.selected = rec.name == result.winner
+                rec.score = rows.get(rec.name)
+                if (merged := integrated.get(rec.name)) is not None:
+                    rec.integrated = merged
                 if rec.selected:
                     winner = live
-            self.ctx.add_cost(job.root_id, result.get("cost_usd"))
+            self.ctx.add_cost(job.root_id, result.cost_usd)
             if winner is not None and self.scheduler is not None:
                 winner.record.unblocked = self.scheduler.unblocked_by(winner, winner.record.status)
             writes.append(self.tables.job_snapshot(job))
             writes.extend(self.tables.worker_snapshot(live) for live in group)
         write_snapshots(writes)
         with self.tables.locked():
-            what = f"selected {result['winner']}" if result.get("winner") else "no winner"
-            self.announce.line(job, f"job {job.id} task {task_id} ({job.config.select}): {what}: {result.get('reason', '')}")
+            what = f"selected {result.winner}" if result.winner else "no winner"
+            self.announce.line(job, f"job {job.id} task {task_id} ({job.config.select}): {what}: {result.reason}")
             for live in self.group(job, task_id):  # every candidate's record changed: each is told (streams, the index)
                 if live is not winner:
                     self.announce.worker(live, f"not selected for task {task_id} ({job.config.select})")
@@ -296,7 +299,7 @@ class Choosing:
                     job,
                     task_id,
                     WorkerStatus.FAILED.value,
-                    f"dependency {task_id} has no winner: {result.get('reason', '')}"[:400],
+                    f"dependency {task_id} has no winner: {result.reason}"[:400],
                 )
             self.announce.job(job, f"task {task_id}: {what}")
 

@@ -367,14 +367,14 @@ class Finishing:
             job.publish = found
             if said:
                 job.notes.append(f"pull request: {said}")
-        pr = found.get("pull_request") or {}
-        if found["error"]:
-            log.warning("job %s: publishing: %s", job.id, found["error"], extra=logs.context(job.id))
-            self.announce.line(job, f"job {job.id}: not published: {found['error']} (retry: ./orchestrator.sh publish {job.id})")
+        pr = found.pull_request
+        if found.error:
+            log.warning("job %s: publishing: %s", job.id, found.error, extra=logs.context(job.id))
+            self.announce.line(job, f"job {job.id}: not published: {found.error} (retry: ./orchestrator.sh publish {job.id})")
         else:
-            where = f"; pull request {pr.get('url') or pr.get('number')} {pr.get('action')}" if pr else ""
-            self.announce.line(job, f"job {job.id}: pushed {found['branch']} to {found['remote']}{where}")
-        return found
+            where = f"; pull request {pr.url or pr.number} {pr.action}" if pr else ""
+            self.announce.line(job, f"job {job.id}: pushed {found.branch} to {found.remote}{where}")
+        return found.to_dict()
 
     # -- a person in the loop (delivery/approval.py) ----------------------------------------------
     def hold(self, job: JobRecord, earned: JobStatus) -> None:
@@ -486,7 +486,7 @@ class Finishing:
         by_name = {r.name: r for r in records}
         final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
         for task in candidate_tasks(job):
-            winner = by_name.get(job.selections.get(task, {}).get("winner") or "")
+            winner = by_name.get(chosen.winner or "") if (chosen := job.selections.get(task)) is not None else None
             if winner is None:
                 final[task] = WorkerStatus.FAILED
             else:  # chosen among the eligible: its work is done; is anything below it missing?

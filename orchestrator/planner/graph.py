@@ -16,7 +16,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from ..config.choice import parse_candidates
+from ..config.choice import parse_candidate_specs
 from ..config.quality import GATE_NAME, check_globs
 from ..config.schema import WORKER_KINDS
 from ..errors import ConfigError, InvalidGraph
@@ -103,7 +103,7 @@ def build_nodes(items: Sequence[dict[str, Any]], roles: Collection[str] | None =
         except ConfigError as exc:
             raise InvalidGraph(exc.message, field=f"{where}.owns") from None
         try:
-            candidates = parse_candidates(item.get("candidates"), f"{where}.candidates", WORKER_KINDS)
+            candidates = parse_candidate_specs(item.get("candidates"), f"{where}.candidates", WORKER_KINDS)
         except ConfigError as exc:
             raise InvalidGraph(exc.message, field=f"{where}.candidates") from None
         nodes.append(TaskNode(id=task_id, depends_on=list(dict.fromkeys(deps)), role=role, owns=owns, candidates=candidates))

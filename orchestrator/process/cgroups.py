@@ -28,9 +28,9 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
+from ..outcomes import Enforced, Enforcement
 from .procscan import descendants
 
 log = logging.getLogger("orchestrator.cgroups")
@@ -41,20 +41,6 @@ CONTROLLERS = ("memory", "pids")
 KILL_ROUNDS = 50  # passes of "SIGKILL every member" before giving up on a cgroup (forks race the kill)
 REMOVE_WAIT = 2.0  # seconds to wait for killed members to leave before rmdir gives up
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class Enforcement(str, Enum):
-    """How a cap was held for an attempt (the record says which)."""
-
-    CGROUP_V2 = "cgroup v2"  # the kernel, through a v2 cgroup
-    CGROUP_V1 = "cgroup v1"  # the kernel, through a v1 hierarchy
-    FILE_SIZE = "file-size limit"  # the kernel's RLIMIT_FSIZE (a file past it is refused)
-    SAMPLED = "sampled"  # the monitor's readings every workers.monitor_interval
-    NONE = "no cap"  # the setting is 0
-
-    @property
-    def kernel(self) -> bool:
-        return self in (Enforcement.CGROUP_V2, Enforcement.CGROUP_V1, Enforcement.FILE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -78,37 +64,6 @@ class Limits:
         other's legitimate writes), and only when both are set (an uncapped one would be
         capped by it). The log is appended to, so the log cap holds its whole size."""
         return max(self.disk, self.log) if self.disk and self.log else 0
-
-
-@dataclass(frozen=True)
-class Enforced:
-    """Which enforcement held each cap of one attempt; ``file_size``: its RLIMIT_FSIZE in bytes."""
-
-    memory: Enforcement = Enforcement.SAMPLED
-    processes: Enforcement = Enforcement.SAMPLED
-    log: Enforcement = Enforcement.SAMPLED
-    disk: Enforcement = Enforcement.SAMPLED
-    file_size: int = 0
-
-    def to_dict(self) -> dict[str, str | int]:
-        return {
-            "memory": self.memory.value,
-            "processes": self.processes.value,
-            "log": self.log.value,
-            "disk": self.disk.value,
-            "file_size": self.file_size,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Enforced:
-        def get(key: str) -> Enforcement:
-            try:
-                return Enforcement(str(data.get(key)))
-            except ValueError:
-                return Enforcement.SAMPLED
-
-        size = data.get("file_size")
-        return cls(get("memory"), get("processes"), get("log"), get("disk"), size if isinstance(size, int) else 0)
 
 
 def enforced_for(limits: Limits, cgroup: Cgroup | None) -> Enforced:

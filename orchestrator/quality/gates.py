@@ -165,7 +165,8 @@ def merge_block(record: WorkerRecord, job: JobRecord, settings: Settings | None 
     if not record.status.ok:
         return f"it ended {record.status.value}" + (f": {record.error[:200]}" if record.error else "")
     if record.candidate is not None and not record.selected:  # only its task's winner is merged (engine/choosing.py)
-        winner = (job.selections.get(record.task_id or "") or {}).get("winner")
+        chosen = job.selections.get(record.task_id or "")
+        winner = chosen.winner if chosen is not None else None
         return f"a candidate not selected (task {record.task_id}'s winner: {winner or 'not chosen yet'})"
     if not job.config.gates:
         return None
@@ -194,9 +195,8 @@ def step_block(ctx: StepContext, settings: Settings | None = None) -> str | None
     if ctx.job is None:
         return "its job is unknown"
     view = dataclasses.replace(ctx.record, status=ctx.status, files_changed=list(ctx.changes().files_changed))
-    for key in ("gates", "gated_commit"):
-        if key in ctx.updates:
-            setattr(view, key, ctx.updates[key])
+    if ctx.updates.gates is not None:
+        view.gated_commit, view.gates = ctx.updates.gated_commit, ctx.updates.gates
     return merge_block(view, ctx.job, settings)
 
 
@@ -229,8 +229,7 @@ class GateStep(Step):
             commit = changes.commit
             if worktree is not None and commit is not None:  # its tip now (a child job's merge since a step asked)
                 commit = worktree.tip(record)
-            ctx.updates["gated_commit"] = commit
-            ctx.updates["gates"] = results
+            ctx.updates.gated(commit, results)
             todo = applicable(gates, record.role, role_of(self.settings, record.role), changes.files_changed)
             if not todo:
                 return PASS

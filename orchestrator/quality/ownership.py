@@ -113,7 +113,7 @@ class OwnershipStep(Step):
         mode = job.config.ownership
         rec = ctx.record
         found = trespasses(changed_paths(ctx.changes()), rec.task_id, rec.owns, job.nodes, mode)
-        ctx.updates["trespass"] = sorted(found)  # set again each attempt: an empty list clears the last one's
+        ctx.updates.trespass = sorted(found)  # set again each attempt: an empty list clears the last one's
         if not found:
             return PASS
         reason = describe(found, rec.owns, mode)

@@ -34,9 +34,10 @@ something else          raised <Error>: <message>`` (the traceback goes to the s
 
 Steps are not bounded by the worker's timeout (its attempt has ended): a step bounds its own
 work and should stop when ``ctx.cancel`` is set. A step reads the worker record, never
-changes it (the engine's lock guards it): what it has to record goes in ``ctx.updates``
-(record field -> value), set on the record under the lock once the steps have run, whatever
-their verdict (gate results, the gated commit, trespassing paths, the integration merge).
+changes it (the engine's lock guards it): what it has to record goes in ``ctx.updates`` (a
+``StepUpdates``: the few fields a step may change), set on the record under the lock once the
+steps have run, whatever their verdict (gate results, the gated commit, trespassing paths, the
+integration merge).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ..checkouts.checkout import Changes, Checkout
 from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..outcomes import GateResult, IntegrationRecord
 from ..process.runner import Wakeup
 from ..workers.adapters.base import ParsedResult
 
@@ -78,6 +80,37 @@ def retry(reason: str, *, feedback: str = "", budget: int | None = None) -> Verd
 
 
 @dataclass
+class StepUpdates:
+    """What the steps of one attempt record on its worker: a field a step did not set (None) keeps
+    the record's value. Named fields, not a dict of any: a step can change only these, and
+    ``apply`` is the one place they reach the record (under the engine's lock)."""
+
+    # The gates ran: their results, in order (filled in as each one ends) and the commit they
+    # judged (None: no commit, a folder worker's), set together.
+    gates: list[GateResult] | None = None
+    gated_commit: str | None = None
+    trespass: list[str] | None = None  # ownership: the paths outside what it owns ([]: clears the last attempt's)
+    integrated: IntegrationRecord | None = None  # its merge into its graph job's integration branch
+
+    def gated(self, commit: str | None, results: list[GateResult]) -> None:
+        self.gated_commit, self.gates = commit, results
+
+    @property
+    def changed(self) -> bool:
+        return self.gates is not None or self.trespass is not None or self.integrated is not None
+
+    def apply(self, record: WorkerRecord) -> None:
+        """Set what the steps found on ``record`` (the engine's, under its lock; or a copy, to see
+        the record as it will be)."""
+        if self.gates is not None:
+            record.gated_commit, record.gates = self.gated_commit, self.gates
+        if self.trespass is not None:
+            record.trespass = self.trespass
+        if self.integrated is not None:
+            record.integrated = self.integrated
+
+
+@dataclass
 class StepContext:
     """What a step sees of the attempt it judges."""
 
@@ -91,7 +124,7 @@ class StepContext:
     cancel: Wakeup  # set when the worker is cancelled: a long step stops
     job: JobRecord | None = None  # the worker's job (its config: gates, ownership; its graph's nodes)
     env: dict[str, str] = field(default_factory=dict)  # the worker's environment
-    updates: dict[str, Any] = field(default_factory=dict)  # record field -> value, set after the steps
+    updates: StepUpdates = field(default_factory=StepUpdates)  # set on the record after the steps
     # A step ran processes in ``directory`` after ``changes`` was asked (a gate): what it found may
     # be out of date, so the engine asks the Checkout again after the last attempt.
     touched: bool = False

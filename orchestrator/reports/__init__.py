@@ -225,7 +225,8 @@ def render_candidate_reports(
             continue
         records = {w.name: w for w in own}
         for task_id, group in _candidates.groups(job, own).items():
-            selection = job.selections.get(task_id) or {}
+            chosen = job.selections.get(task_id)
+            selection = chosen.to_dict() if chosen is not None else {}  # the template reads the record's JSON
             rows = [records[r["worker"]] for r in group["rows"]]
             winner = records.get(group["winner"] or "")
             path = group["report"]
@@ -240,8 +241,8 @@ def render_candidate_reports(
                 winner=winner,
                 winner_branch=winner.branch if winner is not None else None,
                 unfinished=sum(1 for w in rows if not w.status.terminal),
-                ranking=[r for r in selection.get("ranking") or [] if isinstance(r, dict)],
-                judge=selection.get("judge") if isinstance(selection.get("judge"), dict) else None,
+                ranking=selection.get("ranking") or [],
+                judge=selection.get("judge"),
                 measures=_candidates.measure_names(group["rows"]),
                 measure_columns=_candidates.MEASURE_COLUMNS,
                 rules=SELECT_RULES,

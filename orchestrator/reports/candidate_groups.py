@@ -54,7 +54,7 @@ def report_path(job: JobRecord, task_id: str) -> str:
 def candidate_row(worker: WorkerRecord) -> dict[str, Any]:
     """One candidate as the views show it (JSON-ready): what ran, how it ended, its gates, its
     ranking row's figures once its task's selection is made (None before), its cost and time."""
-    score = worker.score or {}
+    score = worker.score.to_dict() if worker.score is not None else {}
     failed_gates = [str(g.name) for g in worker.gates if g.required and not g.passed]
     return {
         "worker": worker.name,
@@ -95,16 +95,16 @@ def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for task_id, members in found.items():
         members.sort(key=lambda w: (w.candidate or 0, w.index))
-        selection = (job.selections.get(task_id) if job is not None else None) or {}
+        selection = job.selections.get(task_id) if job is not None else None
         default = job.config.select if job is not None else None
         out[task_id] = {
             "task_id": task_id,
             "task": members[0].task,
-            "select": selection.get("select") or default,
-            "chosen": bool(selection),
-            "winner": selection.get("winner"),
-            "reason": selection.get("reason"),
-            "judge_cost_usd": selection.get("cost_usd"),
+            "select": (selection.select if selection is not None else None) or default,
+            "chosen": selection is not None,
+            "winner": selection.winner if selection is not None else None,
+            "reason": selection.reason if selection is not None else None,
+            "judge_cost_usd": selection.cost_usd if selection is not None else None,
             "report": report_path(job, task_id) if job is not None else None,
             "rows": [candidate_row(w) for w in members],
         }

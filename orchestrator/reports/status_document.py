@@ -57,6 +57,7 @@ def job_status(
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
     graph = has_dependencies(job, own)
     own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
+    publish = job.publish.to_dict() if job.publish is not None else None
     return {
         "job_id": job.id,
         "status": job.status.value,
@@ -94,7 +95,7 @@ def job_status(
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
         # A root's last push of its result branch and its pull request (git.push; null: never published):
         # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
-        "publish": job.publish,
+        "publish": publish,
         # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
         "pull_request": pull_request_text(job.publish),
         # A root job with approval: before_merge once its workers were done (delivery/approval.py):
@@ -234,7 +235,7 @@ def _task(
         "peak_rss": worker.peak_rss,
         "peak_processes": worker.peak_processes,
         # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
-        "enforced": worker.attempts[-1].enforced if worker.attempts else None,
+        "enforced": enforced.to_dict() if worker.attempts and (enforced := worker.attempts[-1].enforced) else None,
         # Its continue rounds after its first run ([{"number", "feedback", "state", "resumed_session",
         # "cost_usd", "commit", "result_commit", "merge_note", ...}]; engine/continuing.py), and the CLI
         # session a round would resume (null: a round gets a prompt with its previous outcome).
@@ -310,7 +311,7 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
         # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
         "candidate": worker.candidate,
         "selected": worker.selected,
-        "score": dict(worker.score) if worker.score is not None else None,
+        "score": worker.score.to_dict() if worker.score is not None else None,
     }
 
 

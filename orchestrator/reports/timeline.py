@@ -413,11 +413,9 @@ def text_marks(
     if origin is not None:
         for job in jobs:  # each task's selection among its candidates
             for task_id, sel in job.selections.items():
-                at = sel.get("at")
-                when = f" at {at - origin:.1f}s" if isinstance(at, (int, float)) else ""
-                winner = sel.get("winner") or "no winner"
-                names = ", ".join(str(n) for n in sel.get("candidates") or [])
-                lines.append(f"★ task {task_id} of job {job.id} ({sel.get('select')}){when}: {winner} of {names}")
+                when = f" at {sel.at - origin:.1f}s" if sel.at is not None else ""
+                names = ", ".join(sel.candidates)
+                lines.append(f"★ task {task_id} of job {job.id} ({sel.select}){when}: {sel.winner or 'no winner'} of {names}")
         for key, wait in dependency_waits(jobs, workers, origin if now is None else now).items():
             span = f"({wait.start - origin:.1f}s → {wait.until - origin:.1f}s)"
             names = ", ".join(wait.depends_on)

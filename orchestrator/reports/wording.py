@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..outcomes import PublishRecord
+
 
 def file_counts(files_changed: Sequence[Mapping[str, Any]] | None, files_created: Sequence[str]) -> str:
     """A worker's files as ``+2 ~3 -1`` (added, modified, deleted; a rename counts as modified);
@@ -19,9 +21,12 @@ def file_counts(files_changed: Sequence[Mapping[str, Any]] | None, files_created
     return " ".join(parts) or "0"
 
 
-def pull_request_text(publish: Mapping[str, Any] | None) -> str | None:
+def pull_request_text(publish: PublishRecord | Mapping[str, Any] | None) -> str | None:
     """Where a root's result was published: its pull request's URL, or why pushing or opening it
-    failed; None when the job was never published (``git.push`` unset, or not landed yet)."""
+    failed; None when the job was never published (``git.push`` unset, or not landed yet). The
+    job's record, or its dict as a status document carries it (``watch`` reads that one)."""
+    if isinstance(publish, PublishRecord):
+        publish = publish.to_dict()
     if not publish:
         return None
     pr = publish.get("pull_request") or {}

@@ -3,7 +3,7 @@
 ``choose`` is called by the engine (engine/choosing.py) from a worker thread, never under the engine
 lock, once a task's candidates have settled (for ``first_passing``, as soon as one passes). It
 runs processes (``scoring.command``, the judge's CLI) but changes nothing of the job: the
-engine merges the winner and records the Selection (``to_dict``) in JobRecord.selections.
+engine merges the winner and records the Selection (``Selection.record``: a SelectionRecord) in JobRecord.selections.
 
 - ``best``, ``cheapest``, ``fastest``, ``first_passing``: scoring.py (the measures, the
   weights, the normalisation and the tie rule are in its docstring).

@@ -23,7 +23,7 @@ from ..workers.adapters import ADAPTERS, get_adapter
 def specs_for(node: TaskNode, cfg: JobConfig) -> list[CandidateSpec]:
     """The candidates ``node`` runs as ([]: it runs once)."""
     if node.candidates:
-        return [CandidateSpec.from_dict(c) for c in node.candidates]
+        return list(node.candidates)
     if cfg.candidates:
         return [CandidateSpec.from_dict(c) for c in cfg.candidates]
     if cfg.attempts > 1:
@@ -116,7 +116,7 @@ def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
     if not job.status.terminal or job.status is JobStatus.CANCELLED:
         return job.status.value
     if winners is None and job.selections:
-        winners = [s["winner"] for s in job.selections.values() if s.get("winner")]
+        winners = [s.winner for s in job.selections.values() if s.winner]
     merge = job.merge
     if winners is None:  # no candidates: some worker succeeded, and (when merging) something was merged
         succeeded = job.status in (JobStatus.COMPLETED, JobStatus.PARTIAL)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..outcomes import GateResult, JudgeRecord, RankingRow, SelectionRecord
 from ..process.sandbox import SandboxSpec
 
 
@@ -19,7 +19,7 @@ class Candidate:
     model: str | None
     status: str  # its final WorkerStatus value ("success", "failed", "timeout", "cancelled", ...)
     eligible: bool  # it succeeded, and so every required gate passed
-    gates: list[dict[str, Any]] = field(default_factory=list)  # WorkerRecord.gates
+    gates: list[GateResult] = field(default_factory=list)  # WorkerRecord.gates
     cost_usd: float | None = None
     duration: float | None = None
     ended_at: float | None = None
@@ -40,11 +40,29 @@ class Selection:
 
     winner: str | None  # a candidate's name; None when no candidate is eligible
     reason: str  # one line: why it won, or why none did
-    # One row per candidate, best first: {"worker", "kind", "model", "eligible", "score", "parts",
-    # "measures", "rank", "reason"}.
-    ranking: list[dict[str, Any]] = field(default_factory=list)
-    judge: dict[str, Any] | None = None  # select: judge: {"kind", "model", "matches": [...]}
+    ranking: list[RankingRow] = field(default_factory=list)  # one row per candidate, best first
+    judge: JudgeRecord | None = None  # select: judge: the bracket's matches
     cost_usd: float | None = None  # what the judge's calls cost (counts toward the tree)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "winner": self.winner,
+            "reason": self.reason,
+            "ranking": [r.to_dict() for r in self.ranking],
+            "judge": self.judge.to_dict() if self.judge is not None else None,
+            "cost_usd": self.cost_usd,
+        }
+
+    def record(self, task_id: str, select: str, candidates: list[str]) -> SelectionRecord:
+        """What the job's record keeps of it (``JobRecord.selections[task_id]``); ``at`` is set once
+        the winner is merged (a graph job's), or left None."""
+        return SelectionRecord(
+            self.winner,
+            self.reason,
+            list(self.ranking),
+            self.judge,
+            self.cost_usd,
+            task_id=task_id,
+            select=select,
+            candidates=list(candidates),
+        )

@@ -26,13 +26,14 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import protocol
 from ..config import Settings
 from ..errors import ConfigError
+from ..outcomes import JudgeAnswer, JudgeMatch, JudgeRecord, RankingRow
 from ..process.runner import CommandNotFound, ProcessRunner, signal_name
 from ..workers import costs
 from ..workers.adapters import get_adapter
@@ -133,7 +134,7 @@ def _shown(label: str, c: Candidate) -> str:
     output = c.output.strip()
     if len(output) > OUTPUT_CHARS:
         output = output[:OUTPUT_CHARS] + "\n[... summary truncated]"
-    gates = "; ".join(f"{g.get('name')} {g.get('status')} ({'required' if g.get('required') else 'optional'})" for g in c.gates)
+    gates = "; ".join(f"{g.name} {g.status} ({'required' if g.required else 'optional'})" for g in c.gates)
     diff = c.diff + ("\n[... diff truncated]" if c.diff_truncated else "")
     fence = "`" * max(3, _longest_backticks(diff) + 1)
     return (
@@ -232,12 +233,13 @@ def knockout(
     """The judge's selection: ``best`` (every candidate's score and measures) reordered by how far
     each got in the bracket, with every match recorded."""
     by_name = {c.name: c for c in candidates}
-    seeds = [row["worker"] for row in best.ranking if row["rank"] is not None]
+    seeds = [row.worker for row in best.ranking if row.rank is not None]
     seed = {name: i for i, name in enumerate(seeds)}
-    record: dict[str, Any] = {"kind": judge.get("kind"), "model": judge.get("model"), "matches": []}
+    kind, model = judge.get("kind"), judge.get("model")
+    matches: list[JudgeMatch] = []
     if len(seeds) < 2:
         reason = ("only one eligible candidate, nothing to judge: " + best.reason) if seeds else best.reason
-        return Selection(best.winner, reason, best.ranking, record, None)
+        return Selection(best.winner, reason, best.ranking, JudgeRecord(kind, model), None)
     costs: list[float] = []
     lost: dict[str, tuple[int, str, str]] = {}  # name -> (round, winner, the match's reason)
     alive, round_no = list(seeds), 0
@@ -246,34 +248,27 @@ def knockout(
         going = []
         if len(alive) % 2:
             going.append(alive[0])
-            record["matches"].append(_bye(round_no, alive[0]))
+            matches.append(_bye(round_no, alive[0]))
             alive = alive[1:]
         for i in range(len(alive) // 2):
             a, b = alive[i], alive[-1 - i]
             match = _match(round_no, by_name[a], by_name[b], seed, task, judge, settings, runner, env, work_dir, cancel)
-            costs.extend(o["cost_usd"] for o in match["orders"] if o["cost_usd"] is not None)
-            record["matches"].append(match)
-            loser = b if match["winner"] == a else a
-            lost[loser] = (round_no, match["winner"], match["reason"])
-            going.append(match["winner"])
+            costs.extend(o.cost_usd for o in match.orders if o.cost_usd is not None)
+            matches.append(match)
+            loser = b if match.winner == a else a
+            lost[loser] = (round_no, match.winner, match.reason)
+            going.append(match.winner)
         alive = sorted(going, key=seed.__getitem__)
     winner = alive[0]
     ranking = _reordered(best.ranking, lost, winner, round_no)
-    final = record["matches"][-1]
-    reason = f"won the judge's knockout of {len(seeds)} eligible in {round_no} round(s); final: {final['reason']}"
+    final = matches[-1]
+    reason = f"won the judge's knockout of {len(seeds)} eligible in {round_no} round(s); final: {final.reason}"
+    record = JudgeRecord(kind, model, tuple(matches))
     return Selection(winner, reason[:1000], ranking, record, round(sum(costs), 6) if costs else None)
 
 
-def _bye(round_no: int, name: str) -> dict[str, Any]:
-    return {
-        "round": round_no,
-        "a": name,
-        "b": None,
-        "orders": [],
-        "winner": name,
-        "reason": "a bye (odd one out)",
-        "fallback": False,
-    }
+def _bye(round_no: int, name: str) -> JudgeMatch:
+    return JudgeMatch(round_no, name, None, (), name, "a bye (odd one out)", False)
 
 
 def _match(
@@ -288,8 +283,8 @@ def _match(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None,
-) -> dict[str, Any]:
-    orders: list[dict[str, Any]] = []
+) -> JudgeMatch:
+    orders: list[JudgeAnswer] = []
     picks: list[str] = []
     problem = None
     for first, second in ((a, b), (b, a)):
@@ -309,53 +304,35 @@ def _match(
         )
         verdict = Verdict(None, "", error) if error else parse_verdict(answer)
         orders.append(
-            {
-                "shown": [first.name, second.name],
-                "answer": answer[:ANSWER_CHARS],
-                "parsed": verdict.label,
-                "reasons": verdict.reasons,
-                "cost_usd": cost,
-                "problem": verdict.problem,
-            }
+            JudgeAnswer((first.name, second.name), answer[:ANSWER_CHARS], verdict.label, verdict.reasons, cost, verdict.problem)
         )
         if verdict.label is None:
             problem = f"the answer with {first.name} shown as A was unusable: {verdict.problem}"
             break
         picks.append(first.name if verdict.label == "A" else second.name)
     if problem is None and picks[0] == picks[1]:
-        reasons = orders[0]["reasons"] or orders[1]["reasons"]
+        reasons = orders[0].reasons or orders[1].reasons
         reason = f"the judge picked {picks[0]} in both orders" + (f": {reasons}" if reasons else "")
-        return {
-            "round": round_no,
-            "a": a.name,
-            "b": b.name,
-            "orders": orders,
-            "winner": picks[0],
-            "reason": reason,
-            "fallback": False,
-        }
+        return JudgeMatch(round_no, a.name, b.name, tuple(orders), picks[0], reason, False)
     if problem is None:
         problem = f"the two orders disagreed ({picks[0]} when {a.name} was A, {picks[1]} when {b.name} was A)"
     winner = min((a.name, b.name), key=seed.__getitem__)
     reason = f"fell back to best ({winner} ranks higher): {problem}"
-    return {"round": round_no, "a": a.name, "b": b.name, "orders": orders, "winner": winner, "reason": reason, "fallback": True}
+    return JudgeMatch(round_no, a.name, b.name, tuple(orders), winner, reason, True)
 
 
-def _reordered(
-    rows: list[dict[str, Any]], lost: Mapping[str, tuple[int, str, str]], winner: str, rounds: int
-) -> list[dict[str, Any]]:
+def _reordered(rows: list[RankingRow], lost: Mapping[str, tuple[int, str, str]], winner: str, rounds: int) -> list[RankingRow]:
     """The best ranking's rows, the eligible ones by the round they went out in (the winner
     first), then their best rank; each reason says how it fared."""
-    eligible = [dict(r) for r in rows if r["rank"] is not None]
-    out = [dict(r) for r in rows if r["rank"] is None]
-    eligible.sort(key=lambda r: (-(rounds + 1 if r["worker"] == winner else lost[r["worker"]][0]), r["rank"]))
+    eligible = [r for r in rows if r.rank is not None]
+    out = [r for r in rows if r.rank is None]
+    eligible.sort(key=lambda r: (-(rounds + 1 if r.worker == winner else lost[r.worker][0]), r.rank or 0))
+    placed = []
     for place, row in enumerate(eligible, 1):
-        name = row["worker"]
-        if name == winner:
+        if row.worker == winner:
             how = "won the judge's knockout"
         else:
-            rnd, by, _ = lost[name]
+            rnd, by, _ = lost[row.worker]
             how = f"lost to {by} in round {rnd}"
-        row["reason"] = f"{how}; best {row['reason']}"
-        row["rank"] = place
-    return eligible + out
+        placed.append(replace(row, reason=f"{how}; best {row.reason}", rank=place))
+    return placed + out

@@ -41,6 +41,7 @@ from typing import Any, TypeGuard
 from .. import protocol
 from ..config import Select, Settings
 from ..config.score_weights import BUILTIN
+from ..outcomes import GateResult, RankingRow
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from .decisions import Candidate, Selection
@@ -55,8 +56,8 @@ MEDIAN_WHEN_UNKNOWN = ("cost_usd",)  # measures an unknown value of which counts
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def gates_passed(gates: Sequence[Mapping[str, Any]]) -> float | None:
-    return sum(1 for g in gates if g.get("passed")) / len(gates) if gates else None
+def gates_passed(gates: Sequence[GateResult]) -> float | None:
+    return sum(1 for g in gates if g.passed) / len(gates) if gates else None
 
 
 def builtin_measures(candidate: Candidate) -> dict[str, Any]:
@@ -290,18 +291,8 @@ def _own_key(select: str, score: Mapping[str, float]) -> Callable[[Candidate], A
 
 def _row(
     c: Candidate, score: float | None, parts: dict[str, float], measures: Mapping[str, Any], place: int | None, why: str
-) -> dict[str, Any]:
-    return {
-        "worker": c.name,
-        "kind": c.kind,
-        "model": c.model,
-        "eligible": c.eligible,
-        "score": score,
-        "parts": parts,
-        "measures": dict(measures),
-        "rank": place,
-        "reason": why,
-    }
+) -> RankingRow:
+    return RankingRow(c.name, c.kind, c.model, c.eligible, score, parts, dict(measures), place, why)
 
 
 def _why(
@@ -333,7 +324,7 @@ def _money(cost: float | None) -> str:
     return "unknown" if cost is None else f"${cost:.4f}"
 
 
-def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[str]) -> str:
+def _winner_reason(select: str, top: RankingRow, eligible: int, ties: list[str]) -> str:
     labels: dict[str, str] = {
         Select.BEST: "best score",
         Select.CHEAPEST: "cheapest",
@@ -341,10 +332,10 @@ def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[s
         Select.FIRST_PASSING: "first to pass",
     }
     label = labels[select]
-    detail = top["reason"]
+    detail = top.reason
     if select == Select.BEST:
-        label += f" {top['score']:g}"
-        detail = detail.removeprefix(f"score {top['score']:g}").removeprefix(": ").strip() or "no measure to score"
+        label += f" {top.score:g}"
+        detail = detail.removeprefix(f"score {top.score:g}").removeprefix(": ").strip() or "no measure to score"
     text = f"{label} of {eligible} eligible: {detail}"
     return text + (f" (won a tie with {', '.join(ties)})" if ties else "")
 
@@ -352,9 +343,8 @@ def _winner_reason(select: str, top: dict[str, Any], eligible: int, ties: list[s
 def out_reason(c: Candidate) -> str:
     """Why an ineligible candidate is out: a required gate that did not pass, else its status."""
     for gate in c.gates:
-        if gate.get("required") and not gate.get("passed"):
-            detail = gate.get("reason") or gate.get("status")
-            return f"required gate {gate.get('name')} did not pass ({detail})"
+        if gate.required and not gate.passed:
+            return f"required gate {gate.name} did not pass ({gate.reason or gate.status})"
     if c.ended_at is None:  # first_passing chooses while the others may still run
         return f"it had not passed when the choice was made (status {c.status})"
     return f"it ended {c.status}"

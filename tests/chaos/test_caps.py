@@ -50,7 +50,7 @@ def test_memory_growth_past_the_cap_is_stopped_within_a_sample(make_engine):
     samples = [(int(p[1]), float(p[3])) for p in (line.split() for line in log.splitlines() if line.startswith("rss "))]
     crossed = max(at for rss, at in samples if rss <= cap)
     assert samples[-1][0] < 400, "stopped long before it reached 600 MiB"
-    if worker.attempts[0].enforced["memory"] == "sampled":
+    if worker.attempts[0].enforced.memory.value == "sampled":
         assert worker.peak_rss > cap * MB
     else:  # the kernel held it (its cgroup): it never held more than the cap, and the reason says so
         assert worker.peak_rss <= cap * MB and "killed by the kernel" in worker.exit_reason
@@ -83,7 +83,7 @@ def test_bounded_fork_bomb_past_the_process_cap_keeps_health_fast(make_live):
     # Then the process cap stops it, all 200 are gone, and /health answered fast throughout
     assert doc["status"] == "failed"
     worker = assert_stopped_by(live.engine, job_id, "process cap")
-    if worker.attempts[0].enforced["processes"] == "sampled":
+    if worker.attempts[0].enforced.processes.value == "sampled":
         assert 50 < worker.peak_processes <= 201
     else:  # pids.max held it (the shim is not counted: 50 of the worker's own at most)
         assert worker.peak_processes <= 50 and "a fork refused by the kernel" in worker.exit_reason
