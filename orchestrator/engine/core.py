@@ -57,6 +57,7 @@ from .announce import Announcer
 from .context import EngineContext
 from .continuing import Continuing
 from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
+from .locked_only import locked_only
 from .nesting import Nesting
 from .queries import Queries
 from .recovery import Recovered
@@ -190,13 +191,15 @@ class Engine:
         return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
 
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
+    @locked_only
     def check_open(self) -> None:
-        """Inside ``tables.locked()``: Unavailable once the engine is shutting down."""
+        """Unavailable once the engine is shutting down."""
         if self._closing:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
+    @locked_only
     def dispatch(self) -> None:
-        """Inside ``tables.locked()``: start pending workers, oldest job first, within the limits and
+        """Start pending workers, oldest job first, within the limits and
         free memory (no overtaking)."""
         t = self.tables
         limit = self.settings.workers.global_max_workers
@@ -223,8 +226,9 @@ class Engine:
             if t.slots_used >= limit or self.admission.waiting:
                 return
 
+    @locked_only
     def skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
-        """Inside ``tables.locked()``: workers that will never start end as skipped; they are
+        """Workers that will never start end as skipped; they are
         settled on a pool thread (after our caller lets the lock go)."""
         for key in keys:
             live = self.tables.workers[(job.root_id, key)]
@@ -232,13 +236,15 @@ class Engine:
             self._futures.add(self._pool.submit(self.finishing.settle, live))
         keys.clear()
 
+    @locked_only
     def stop_job(self, job: JobRecord, reason: str) -> None:
-        """Inside ``tables.locked()``: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+        """The rest of the job is cancelled for ``reason`` (on_failure: stop)."""
         for live in self._cancel_locked(job, reason):
             self._futures.add(self._pool.submit(self.finishing.settle, live))
 
+    @locked_only
     def _start(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``: the worker takes a slot and its thread starts."""
+        """The worker takes a slot and its thread starts."""
         states.set_phase(live, WorkerPhase.RUNNING)
         self.tables.slots_used += 1
         self.tables.running[live.job.id] += 1
@@ -269,7 +275,9 @@ class Engine:
             log.warning("killing attempt pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
-    def process_ended(self, rec: WorkerRecord) -> None:  # inside tables.locked(): its path locks and memory are free again
+    @locked_only
+    def process_ended(self, rec: WorkerRecord) -> None:
+        """Its path locks and memory are free again."""
         self.locks.release_worker(rec.root_id, rec.name)
         self.admission.ended(rec)
 
@@ -497,8 +505,9 @@ class Engine:
             self.finishing.decide(job.id, "cancel")
         return self.get_job(job_id)
 
+    @locked_only
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
-        """Inside ``tables.locked()``: wake every worker of the job and its subtree to stop; the ones that
+        """Wake every worker of the job and its subtree to stop; the ones that
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason

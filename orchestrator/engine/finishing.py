@@ -41,6 +41,7 @@ from ..workspace import logs
 from ..workspace.ids import worker_key
 from .choosing import Choosing
 from .context import EngineContext
+from .locked_only import locked_only
 from .nesting import Nesting
 from .pacing import Pacer
 from .queries import Queries
@@ -89,8 +90,9 @@ class Finishing:
         self.unwritten: set[str] = set()
 
     # -- a worker ---------------------------------------------------------------------------
+    @locked_only
     def record_outcome(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Inside ``tables.locked()``: what its last attempt reported, its sampled usage, and its cost
+        """What its last attempt reported, its sampled usage, and its cost
         toward the tree's budget."""
         rec = live.record
         parsed = outcome.parsed
@@ -116,8 +118,9 @@ class Finishing:
         if settled is not None:
             self.publish_final(live, *settled)
 
+    @locked_only
     def final_record(self, live: LiveWorker) -> tuple[WorkerRecord, Snapshot] | None:
-        """Inside ``tables.locked()``: the worker's final record and its snapshot to write, or None when
+        """The worker's final record and its snapshot to write, or None when
         it is not in phase EXITED (already settled, or being settled)."""
         if live.phase is not WorkerPhase.EXITED:
             return None
@@ -143,8 +146,9 @@ class Finishing:
         self.metrics.worker_finished(live.tag, status.value, final.duration)
         return final, self.tables.worker_snapshot(live, final)
 
+    @locked_only
     def with_children(self, rec: WorkerRecord) -> WorkerStatus:
-        """Inside ``tables.locked()``: the status of a worker that exited 0 after starting child jobs:
+        """The status of a worker that exited 0 after starting child jobs:
         ``recursive_success`` when each completed, else ``child_incomplete``, its ``exit_reason`` then
         naming each child job that did not complete and how it ended ("child job X ended partial").
         Only the child jobs its last attempt started count: an earlier attempt failed, and what its
@@ -218,8 +222,9 @@ class Finishing:
             failed.unblocked = self.scheduler.unblocked_by(live, WorkerStatus.FAILED) if self.scheduler is not None else []
         return failed
 
+    @locked_only
     def _graph_step(self, live: LiveWorker, scheduler: Scheduler) -> None:
-        """Inside ``tables.locked()``, a graph job's worker settled: say what it unblocked, skip or stop
+        """A graph job's worker settled: say what it unblocked, skip or stop
         what waited on it if it failed (engine/scheduling.py), and start what may start now."""
         rec = live.record
         if rec.unblocked:
@@ -475,8 +480,9 @@ class Finishing:
                 job.notes.append(landed.note)
                 self.announce.line(job, landed.note)
 
+    @locked_only
     def job_outcome(self, job: JobRecord) -> JobStatus:
-        """Inside ``tables.locked()``: the status a job whose workers are all settled ends with."""
+        """The status a job whose workers are all settled ends with."""
         records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
         if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
             return JobStatus.CANCELLED

@@ -17,6 +17,7 @@ from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
 from .finishing import Finishing
+from .locked_only import locked_only
 from .queries import Queries
 from .recovery import Fate, Recovered
 from .tables import LiveWorker, Outcome, new_tag, write_unless_full
@@ -180,10 +181,11 @@ class Restorer:
             return
         changes.apply_to(rec)
 
+    @locked_only
     def restore_worker(
         self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
     ) -> LiveWorker:
-        """Inside ``tables.locked()``: the live state of one recovered worker, by its fate."""
+        """The live state of one recovered worker, by its fate."""
         rec = fate.record
         tag = fate.tag or new_tag(job.root_id, rec.key)
         if fate.fate is Fate.KEEP:

@@ -28,6 +28,7 @@ from ..workspace.layout import Workspace
 from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .finishing import Finishing
+from .locked_only import assert_held, locked_only
 from .recovery import Recovered
 from .tables import LiveWorker, Outcome, Snapshot, write_unless_full
 
@@ -208,10 +209,11 @@ class WorkerRunner:
             for (ended, _, _), (on_disk, ending) in zip(settled, written, strict=True):
                 ended.written, ended.ending = on_disk, ending
 
+    @locked_only
     def _end_in_section(
         self, ended: Ended, settled: list[tuple[Ended, WorkerRecord, Snapshot]], waiting: list[tuple[Ended, Snapshot]]
     ) -> None:
-        """Inside ``tables.locked()``, in the settling pass: its work onto its record; settled (its final
+        """In the settling pass: its work onto its record; settled (its final
         record to write, into ``settled``) unless it waits for a child job (its snapshot into ``waiting``)."""
         live, outcome, changes, rec = ended.live, ended.outcome, ended.changes, ended.live.record
         changes.apply_to(rec)
@@ -228,8 +230,9 @@ class WorkerRunner:
         elif (final := self.finishing.final_record(live)) is not None:
             settled.append((ended, *final))
 
+    @locked_only
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against
+        """Its process has ended with ``outcome``; it no longer counts against
         the limits, and its cost counts against the tree's budget."""
         if live.phase.holds_slot:
             self.tables.slots_used -= 1
@@ -268,7 +271,8 @@ class WorkerRunner:
         key = (rec.root_id, rec.key)
         execution.deferred = deferred
 
-        def register() -> None:  # inside tables.locked(): in its first attempt's section, not one of its own
+        def register() -> None:  # in its first attempt's section, not one of its own
+            assert_held(self.tables, "a worker's registration")
             if rendered is not None:  # (in the record written with its first attempt)
                 rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
             live.execution = execution
@@ -281,8 +285,9 @@ class WorkerRunner:
         # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
         return execution.run(resume), execution.sweep, execution.known_changes
 
+    @locked_only
     def _executed(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``: its attempts are over (or never began): no longer executing."""
+        """Its attempts are over (or never began): no longer executing."""
         live.execution = None
         self.tables.executing.pop((live.record.root_id, live.record.key), None)
 
