@@ -22,7 +22,7 @@ conflict on the same line, merged in plan order into the job's result branch,
 
 "Published" is the moment the remote has the result branch: the hook's time. The job's own
 ``ended_at`` cannot stand for it: the engine stamps it when the last worker settles, before
-the merge (engine/finishing.end_job; conclude then lands, renders the reports, writes
+the merge (engine/ending.py end_job; conclude then lands, renders the reports, writes
 RECORD.json and pushes, and only then tells anyone the job ended). Per job, from the last
 worker's ``ended_at`` (its process seen exited):
 

@@ -1133,10 +1133,10 @@ def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_
     engine.recover()
     assert engine.get_job(job.id).status is JobStatus.WAITING
     assert not any(n.startswith("recovered at server start") for n in engine.get_job(job.id).notes)
-    done = engine.finishing.decide(job.id, "approve", "fine")
+    done = engine.approvals.decide(job.id, "approve", "fine")
     assert done.status is JobStatus.COMPLETED and done.approval.state == "approved"
     with pytest.raises(Conflict, match="not waiting for approval"):
-        engine.finishing.decide(job.id, "reject", "too late")
+        engine.approvals.decide(job.id, "reject", "too late")
 
 
 def test_a_partial_job_waits_and_approve_ends_it_partial_a_failed_one_does_not_wait(make_rig):
@@ -1145,7 +1145,7 @@ def test_a_partial_job_waits_and_approve_ends_it_partial_a_failed_one_does_not_w
     job = rig.submit(["a", "b"], {"approval": "before_merge", "max_retries": 0})
     waiting = rig.engine.wait(job.id, WAIT)
     assert waiting.status is JobStatus.WAITING and waiting.approval.earned == "partial"
-    assert rig.engine.finishing.decide(job.id, "approve").status is JobStatus.PARTIAL
+    assert rig.engine.approvals.decide(job.id, "approve").status is JobStatus.PARTIAL
     rig.fake.default = S(exit=1)
     failed = rig.run(["c"], {"approval": "before_merge", "max_retries": 0})
     assert failed.status is JobStatus.FAILED and failed.approval is None

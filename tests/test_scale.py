@@ -194,7 +194,7 @@ def test_the_level_report_of_many_child_jobs_is_rendered_once_for_all_of_them(ma
     from orchestrator.engine.pacing import Pacer
 
     live = make_live(simulated={"duration": 0.05})
-    live.engine.finishing.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
+    live.engine.reporting.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
     depths = []
     render = reports.render_level_report
 

@@ -505,7 +505,7 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
     files = [path.read_text() for path in webhook_deliveries(engine.workspace.root).glob("*.json")]
     assert files and not any(query["token"][0] in text for text in files)
     assert any("token=unsigned-approve" in text for text in files)
-    engine.finishing.decide(job.id, "approve", "looks right")
+    engine.approvals.decide(job.id, "approve", "looks right")
     assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
     wait_until(lambda: len(receiver.requests) >= 2, what="job.completed delivered")
     assert receiver.types() == ["job.waiting", "job.completed"]

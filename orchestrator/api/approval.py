@@ -44,7 +44,7 @@ def _body(action: str) -> str:
 def _decide(job_id: str, action: str, text: str) -> dict[str, Any]:
     engine = context.engine()
     job = engine.get_job(job_id)  # 404 for an unknown job
-    engine.finishing.decide(job.id, action, text)
+    engine.approvals.decide(job.id, action, text)
     return _status_doc(job.id)
 
 

@@ -66,7 +66,7 @@ class Choosing:
         self.runner = ctx.runner
         self.clock = ctx.clock
         self.queries = queries
-        self.end_job = end_job  # Finishing's: the job ends once its last selection is made
+        self.end_job = end_job  # Ending's: the job ends once its last selection is made
         self.chooser: Chooser = chooser or choose
         self._running: set[tuple[str, str]] = set()  # (job id, task id) being chosen
         self._threads: set[threading.Thread] = set()

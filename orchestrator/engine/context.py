@@ -1,7 +1,7 @@
 """What the engine's parts share, and what they may ask of the engine.
 
 ``EngineContext`` is built once by ``core.Engine`` and handed to every part (submission,
-scheduling, nesting, finishing, choosing, the worker threads, takeover): its settings, its
+scheduling, nesting, settling, ending, choosing, the worker threads, takeover): its settings, its
 workspace, the clock, the tables (and their one lock, ``tables.locked()``), the announcer (the
 event bus and the logs), the metrics, and where attempts and helper commands run.
 

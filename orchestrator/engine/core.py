@@ -8,7 +8,8 @@ The engine builds one ``context.EngineContext`` that every part takes, dispatche
 and is the parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
 ``start_thread``, ...); each other concern is a part of its own: ``submission`` admits and
 creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
-``finishing`` ends workers and jobs and renders their reports, ``restorer`` applies
+``settling`` ends workers, ``ending`` ends jobs (``approvals`` holds one for a person, ``results``
+lands, records and publishes a root's result, ``reporting`` renders reports), ``restorer`` applies
 ``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
 the one writer of a status.
 
@@ -56,12 +57,14 @@ from . import limits
 from .announce import Announcer
 from .context import EngineContext
 from .continuing import Continuing
-from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
+from .ending import FINISHED_TREES_IN_MEMORY, Ending
 from .locked_only import locked_only
 from .nesting import Nesting
 from .queries import Queries
 from .recovery import Recovered
+from .reporting import Reporting
 from .resolvers import resolver_factory
+from .results import Results
 from .scheduling import Scheduler
 from .submission import Submission
 from .tables import LiveWorker, Outcome, Tables
@@ -156,16 +159,29 @@ class Engine:
         self.nesting = Nesting(ctx, resolvers)
         # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
         self.scheduler = Scheduler(ctx)
-        self.finishing = Finishing(
-            ctx, monitor=self.monitor, queries=self.queries, nesting=self.nesting, scheduler=self.scheduler, resolvers=resolvers
+        # A tree's reports; a root's result landed, recorded and published; a job's end, with the
+        # parts that end one: its workers' settling, its task's choice, a person's approval.
+        self.reporting = Reporting(ctx, queries=self.queries)
+        self.results = Results(ctx, queries=self.queries, reporting=self.reporting, resolvers=resolvers)
+        self.ending = Ending(
+            ctx,
+            monitor=self.monitor,
+            queries=self.queries,
+            nesting=self.nesting,
+            scheduler=self.scheduler,
+            results=self.results,
+            reporting=self.reporting,
         )
+        self.settling = self.ending.settling
+        self.choosing = self.ending.choosing
+        self.approvals = self.ending.approvals
         self.submission = Submission(ctx, nesting=self.nesting)
         self.running = WorkerRunner(
-            ctx, finishing=self.finishing, prompts=self.prompts, steps=self.steps, confinement=self.confinement
+            ctx, settling=self.settling, ending=self.ending, prompts=self.prompts, steps=self.steps, confinement=self.confinement
         )
         # Shared-checkout path locks per root tree (quality/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
-        self.restorer = Restorer(ctx, queries=self.queries, finishing=self.finishing)
+        self.restorer = Restorer(ctx, queries=self.queries, ending=self.ending)
         # A finished worker's continue rounds (engine/continuing.py).
         self.continuing = Continuing(
             ctx,
@@ -233,14 +249,14 @@ class Engine:
         for key in keys:
             live = self.tables.workers[(job.root_id, key)]
             live.exited(Outcome(WorkerStatus.SKIPPED, reason))
-            self._futures.add(self._pool.submit(self.finishing.settle, live))
+            self._futures.add(self._pool.submit(self.settling.settle, live))
         keys.clear()
 
     @locked_only
     def stop_job(self, job: JobRecord, reason: str) -> None:
         """The rest of the job is cancelled for ``reason`` (on_failure: stop)."""
         for live in self._cancel_locked(job, reason):
-            self._futures.add(self._pool.submit(self.finishing.settle, live))
+            self._futures.add(self._pool.submit(self.settling.settle, live))
 
     @locked_only
     def _start(self, live: LiveWorker) -> None:
@@ -367,7 +383,7 @@ class Engine:
 
     def release(self, root_id: str) -> None:
         """Let go of a tree at rest: it is read from its records on disk from now on (as a tree
-        evicted by ``finishing.evict_finished``). ``run`` does it at its end, once the engine has
+        evicted by ``ending.Ending.evict_finished``). ``run`` does it at its end, once the engine has
         stopped, so the tree is not held twice while its status document is built from a copy."""
         with self.tables.locked():
             if any(j.root_id == root_id and not j.status.at_rest for j in self.tables.jobs.values()):
@@ -418,9 +434,9 @@ class Engine:
         held = self._ended_root(job, "merge")
         target = held or job
         try:
-            self.finishing.land(target, strategy, into, strict=True)
+            self.results.land(target, strategy, into, strict=True)
             # The record names the new result; the remote branch and its pull request follow it.
-            self.finishing.record_result(target, target.status, target.ended_at)
+            self.results.record_result(target, target.status, target.ended_at)
         except (OrchestratorError, OSError):
             raise
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
@@ -443,9 +459,9 @@ class Engine:
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its
         signed record, then its push and pull request (git.push)."""
-        self.finishing.render_locked(job)
+        self.reporting.render_locked(job)
         if merged:
-            self.finishing.record_result(job, job.status, job.ended_at)
+            self.results.record_result(job, job.status, job.ended_at)
 
     def _no_round(self, job: JobRecord, action: str) -> None:
         """Conflict while a continue round of the tree runs (its worker's branch and the result change)."""
@@ -472,7 +488,7 @@ class Engine:
             raise ConfigError("nothing to publish to: set git.push to a remote of the repository (e.g. origin)", key="git.push")
         held = self._ended_root(job, "publish")
         target = held or job
-        found = self.finishing.publish(target)
+        found = self.results.publish(target)
         self._save_root(target, held, "published")
         return found
 
@@ -500,9 +516,9 @@ class Engine:
                 raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
             never_started = self._cancel_locked(job)
         for live in never_started:
-            self.finishing.settle(live)
+            self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (quality/approval.py)
-            self.finishing.decide(job.id, "cancel")
+            self.approvals.decide(job.id, "cancel")
         return self.get_job(job_id)
 
     @locked_only
@@ -545,9 +561,9 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self.continuing.close(timeout)
-        self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for
+        self.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
-        self.finishing.level_renders.close()
+        self.reporting.level_renders.close()
         self.monitor.stop()
         self.executor.close()  # the rq executor's listener (attempts on nodes run on)
         self.index.close()

@@ -183,6 +183,9 @@ class Tables:
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
         self.render_locks: dict[str, threading.Lock] = {}
         self.finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
+        # Trees a full disk kept a final record of from the disk: they end in memory only, and stay
+        # there; on disk they stay unfinished, for a restart to settle from the exit files.
+        self.unwritten: set[str] = set()
         # Job records are snapshotted inside ``tables.locked()`` and written (temp + fsync + rename) outside
         # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
         # refusal, a credential check) waits for this lock. Versions keep writes in order.

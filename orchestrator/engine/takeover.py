@@ -16,7 +16,7 @@ from ..quality.resolving import RunLedger
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
-from .finishing import Finishing
+from .ending import Ending
 from .locked_only import locked_only
 from .queries import Queries
 from .recovery import Fate, Recovered
@@ -44,7 +44,7 @@ class Restorer:
     restart is the engine's (``ctx.hooks.kill_unaccounted``); an adopted worker's thread starts
     through ``ctx.hooks.start_thread``."""
 
-    def __init__(self, ctx: EngineContext, *, queries: Queries, finishing: Finishing) -> None:
+    def __init__(self, ctx: EngineContext, *, queries: Queries, ending: Ending) -> None:
         self.settings = ctx.settings
         self.checkout = ctx.checkout
         self.executor = ctx.executor
@@ -54,7 +54,9 @@ class Restorer:
         self.announce = ctx.announce
         self.hooks = ctx.hooks
         self.queries = queries
-        self.finishing = finishing
+        self.ending = ending  # a recovered job whose workers have all ended ends there
+        self.settling = ending.settling
+        self.choosing = ending.choosing
 
     def recover(self) -> list[str]:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
@@ -134,7 +136,7 @@ class Restorer:
                 tables.workers[(root_id, fate.record.key)] = live
             for job in jobs:  # a task's selection not made before the restart is still to do (engine/choosing.py)
                 if not job.status.terminal:
-                    tables.unfinished[job.id] += len(self.finishing.choosing.open_tasks(job))
+                    tables.unfinished[job.id] += len(self.choosing.open_tasks(job))
             for job in jobs:
                 if not job.status.at_rest:  # a job waiting for approval ran nothing: it just waits on
                     note = (
@@ -149,17 +151,17 @@ class Restorer:
         for live, fate in to_run:
             self.hooks.start_thread(live, fate)
         for live in to_settle:
-            self.finishing.settle(live)
+            self.settling.settle(live)
         with self.tables.locked():
             for job in jobs:
                 if not job.status.terminal:
-                    self.finishing.choosing.resume(job)
+                    self.choosing.resume(job)
         # Jobs whose workers had all ended before the crash, but not the job itself.
         for job in sorted(jobs, key=lambda j: -j.depth):
             with self.tables.locked():
                 ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
             if ready:
-                self.finishing.end_job(job)
+                self.ending.end_job(job)
 
     def resolvers_spent(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> float:
         """What the tree's conflict resolvers cost: every run its ledger holds, also those of a merge
