@@ -40,7 +40,7 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, [{"id": "a", "task": "x"}], {"attempts": 2})
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
@@ -57,13 +57,13 @@ def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig)
     job = rig.submit([{"id": "a", "task": "x"}, {"id": "b", "task": "y", "depends_on": ["a"]}], {"attempts": 2})
     until(
         lambda: (
-            ("a" not in rig.engine.get_job(job.id).selections)
-            and rig.statuses(rig.engine.get_job(job.id)).get("worker_2") == "success"
+            ("a" not in rig.engine.queries.get_job(job.id).selections)
+            and rig.statuses(rig.engine.queries.get_job(job.id)).get("worker_2") == "success"
         ),
         "both candidates ended",
     )
     rig.restart()
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
     assert done.selections["a"]["winner"] in ("worker_1", "worker_2")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -193,19 +193,6 @@ class Engine:
         )
         self.monitor.start()
 
-    # -- submitting and dispatching -----------------------------------------------------
-    def submit(
-        self,
-        request: object,
-        config: object = None,
-        tasks: object = None,
-        *,
-        parent_job_id: str | None = None,
-        parent_worker: str | None = None,
-    ) -> JobRecord:
-        """Validate, plan and start a job. A child job names the worker that asks for it."""
-        return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
-
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
     @locked_only
     def check_open(self) -> None:
@@ -276,14 +263,6 @@ class Engine:
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
-    def recover(self) -> list[str]:
-        """Take over the job trees a previous server left unfinished (it was killed, or the
-        machine stopped), as ``recovery`` decides: live workers are re-adopted through their
-        shims, ones that ended meanwhile get their true status from their exit files, lost ones
-        fail with a reason, never-started ones start; the jobs then go on or end. Processes of
-        a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
-        return self.restorer.recover()
-
     # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
     def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
         """SIGKILL every process of the tree that carries no adopted attempt's tag."""
@@ -329,36 +308,7 @@ class Engine:
             self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
         )
 
-    # -- reading: queries.Queries answers; the engine forwards for its callers -----------
-    def snapshot(
-        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
-    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        return self.queries.snapshot(root_id, job_id, outcomes=outcomes)
-
-    def get_job(self, job_id: str) -> JobRecord:
-        return self.queries.get_job(job_id)
-
-    def status_of(self, job_id: str) -> JobStatus:
-        return self.queries.status_of(job_id)
-
-    def wait(self, job_id: str, timeout: float) -> JobRecord:
-        return self.queries.wait(job_id, timeout)
-
-    def list_jobs(self) -> list[JobRecord]:
-        return self.queries.list_jobs()
-
-    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
-        return self.queries.find_worker(job_id, depth, name)
-
-    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0, gate: str | None = None) -> tuple[str, int]:
-        return self.queries.read_log(record, tail=tail, offset=offset, gate=gate)
-
-    def follow_log(self, record: WorkerRecord, offset: int, deadline: float, gate: str | None = None) -> Iterator[bytes]:
-        return self.queries.follow_log(record, offset, deadline, gate)
-
-    def read_report(self, job_id: str, name: str) -> str:
-        return self.queries.read_report(job_id, name)
-
+    # -- reading what only the engine's memory holds (queries.Queries answers every other read) ----
     def counts(self) -> dict[str, int]:
         with self.tables.locked():
             return self.tables.counts()
@@ -397,7 +347,7 @@ class Engine:
         """POST /jobs/{id}/workers/{worker}/continue: start a continue round of a finished root job's
         worker with the user's ``feedback``; returns the round's record (it runs on). 409 while the
         tree runs or another round of it does."""
-        job = self.get_job(validate_job_id(job_id))
+        job = self.queries.get_job(validate_job_id(job_id))
         self._ended_root(job, "continue a worker of")
         return self.continuing.start(job, worker, feedback)
 
@@ -406,7 +356,7 @@ class Engine:
         """Remove a finished root job's folder (its child jobs live inside it), with its
         worktrees and branches (its result branch too with ``all_branches``). The rule is
         ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
-        job = self.get_job(job_id)
+        job = self.queries.get_job(job_id)
         self._no_round(job, "delete")
         # A tree this server does not hold is judged by its records (read outside the lock).
         on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
@@ -426,7 +376,7 @@ class Engine:
         """POST /jobs/{id}/merge: merge a finished root job's workers' branches again (or for the
         first time after a crash), with the job's strategy and merge_into unless given; the same
         inputs give the same commit and move nothing. 409 while the tree runs."""
-        job = landing.check_root(self.get_job(job_id))
+        job = landing.check_root(self.queries.get_job(job_id))
         if strategy is not None:
             landing.check_strategy(strategy)
         if into:
@@ -483,7 +433,7 @@ class Engine:
         """POST /jobs/{id}/publish: push a finished root job's result branch and open or update its
         pull request again (git.push, git.pull_request): its ``publish`` record. 409 while the tree
         runs; ConfigError without git.push."""
-        job = landing.check_root(self.get_job(job_id))
+        job = landing.check_root(self.queries.get_job(job_id))
         if not publishing.configured(self.settings):
             raise ConfigError("nothing to publish to: set git.push to a remote of the repository (e.g. origin)", key="git.push")
         held = self._ended_root(job, "publish")
@@ -496,8 +446,8 @@ class Engine:
         """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
         branches as they stand (running or ended), each with its resolution (``merge_strategy:
         resolve``; None: none), the job's last merge, and every resolution made for the job."""
-        job = self.get_job(job_id)
-        _, workers = self.snapshot(job.root_id, job.id)
+        job = self.queries.get_job(job_id)
+        _, workers = self.queries.snapshot(job.root_id, job.id)
         found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
         merge = job.merge.to_dict() if job.merge is not None else None
         return {"job_id": job.id, "conflicts": found, "merge": merge, "resolutions": landing.resolved(job, workers)}
@@ -506,7 +456,7 @@ class Engine:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
         if self.continuing.cancel(root_of(validate_job_id(job_id))):  # its continue round stops; the job stays as it ended
-            return self.get_job(job_id)
+            return self.queries.get_job(job_id)
         with self.tables.locked():
             job = self.tables.jobs.get(validate_job_id(job_id))
             if job is None:
@@ -519,7 +469,7 @@ class Engine:
             self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (quality/approval.py)
             self.approvals.decide(job.id, "cancel")
-        return self.get_job(job_id)
+        return self.queries.get_job(job_id)
 
     @locked_only
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
