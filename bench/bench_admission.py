@@ -125,8 +125,8 @@ class Sampler:
 
 def run_job(engine: Engine, workers: int, hold_mb: int, seconds: float) -> str:
     tasks = [f"{hold_mb} {seconds}" for _ in range(workers)]
-    job = engine.submit(f"hold {hold_mb} MB x {workers}", {"max_workers": workers}, tasks)
-    done = engine.wait(job.id, timeout=600)
+    job = engine.submission.submit(f"hold {hold_mb} MB x {workers}", {"max_workers": workers}, tasks)
+    done = engine.queries.wait(job.id, timeout=600)
     if done.status is not JobStatus.COMPLETED:
         raise SystemExit(f"job {job.id} ended {done.status.value}: {done.notes}")
     return job.id
@@ -135,7 +135,7 @@ def run_job(engine: Engine, workers: int, hold_mb: int, seconds: float) -> str:
 def warm_up(engine: Engine, hold_mb: int, seconds: float) -> int:
     """One worker, measured: its tree's peak RSS (its kind's need from now on in this engine)."""
     job_id = run_job(engine, 1, hold_mb, seconds)
-    peak = engine.snapshot(job_id)[1][0].peak_rss
+    peak = engine.queries.snapshot(job_id)[1][0].peak_rss
     if not peak:
         raise SystemExit("the warm-up worker was never sampled: give it more --seconds")
     return peak

@@ -29,7 +29,7 @@ dispatches on the subtask: ``noop`` (prints ``date +%s.%N`` and exits),
     (``jsonify``) a status document captured from the live server (same size).
     Both are loaded while the 50 workers run, in the order bare, orchestrator,
     orchestrator, bare (``--status-rounds 2``). Server and client CPU seconds,
-    and the in-process cost of the view's ``engine.snapshot`` and
+    and the in-process cost of the view's ``engine.queries.snapshot`` and
     ``job_status``, are reported to show where the time goes. One client
     process is GIL-bound near 1100 req/s on 2 cores, which caps the bare
     figure; ``--client-procs 2`` splits the threads over two processes.
@@ -431,14 +431,16 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
     from orchestrator.models import JobStatus
 
     engine = live.engine
-    job = engine.submit("benchmark: child hand-off", {"max_workers": 1, "max_recursion_depth": 1}, [f"handoff {handoffs} {mode}"])
-    done = engine.wait(job.id, timeout=max(60.0, handoffs * 0.8))
+    job = engine.submission.submit(
+        "benchmark: child hand-off", {"max_workers": 1, "max_recursion_depth": 1}, [f"handoff {handoffs} {mode}"]
+    )
+    done = engine.queries.wait(job.id, timeout=max(60.0, handoffs * 0.8))
     if not done.status.terminal:
         engine.cancel(job.id)
         raise CheckFailed(f"(a) root job {job.id} still {done.status.value} after the wait timeout")
-    jobs, workers = engine.snapshot(job.id)
+    jobs, workers = engine.queries.snapshot(job.id)
     root_worker = next(w for w in workers if w.depth == 0)
-    log, _ = engine.read_log(root_worker)
+    log, _ = engine.queries.read_log(root_worker)
     rows = [json.loads(line[8:]) for line in log.splitlines() if line.startswith("HANDOFF ")]
     problems = []
     if done.status is not JobStatus.COMPLETED:
@@ -465,7 +467,7 @@ def bench_handoff(live: Live, handoffs: int, mode: str = "api") -> dict[str, Any
         end_to_resume.append(row["t_resume"] - child.ended_at)
         end_to_out.append(row["t_out"] - child.ended_at)
         out_to_resume.append(row["t_resume"] - row["t_out"])
-        clog, _ = engine.read_log(worker)
+        clog, _ = engine.queries.read_log(worker)
         ran = [float(line.split()[1]) for line in clog.splitlines() if line.startswith("CHILD_RAN ")]
         if ran:
             run_to_proc.append(ran[0] - started)
@@ -502,7 +504,7 @@ def bench_status(
     job_ids = []
     for j in range(n_jobs):
         count = min(per_job, n_workers - j * per_job)
-        job = engine.submit(f"benchmark: sleepers {j}", {"max_workers": count}, ["sleep 90"] * count)
+        job = engine.submission.submit(f"benchmark: sleepers {j}", {"max_workers": count}, ["sleep 90"] * count)
         job_ids.append(job.id)
     result: dict[str, Any] = {"workers": n_workers, "jobs": n_jobs, "threads": threads, "client_procs": client_procs}
     bare = None
@@ -574,7 +576,7 @@ def bench_status(
             except Exception:  # noqa: BLE001 - already finished is fine here
                 pass
         for job_id in job_ids:
-            final = engine.wait(job_id, 30)
+            final = engine.queries.wait(job_id, 30)
             if ok and final.status is not JobStatus.CANCELLED:
                 raise CheckFailed(f"(b) sleeper job {job_id} is {final.status.value} after cancel, expected cancelled")
     if result["running_after"] < n_workers:
@@ -588,9 +590,9 @@ def time_status_parts(engine: Any, job_ids: list[str], calls: int = 300) -> dict
 
     start = time.perf_counter()
     for i in range(calls):
-        engine.snapshot(job_ids[i % len(job_ids)])
+        engine.queries.snapshot(job_ids[i % len(job_ids)])
     snap = (time.perf_counter() - start) / calls
-    trees = [(j, *engine.snapshot(j)) for j in job_ids]
+    trees = [(j, *engine.queries.snapshot(j)) for j in job_ids]
     start = time.perf_counter()
     for i in range(calls):
         job_id, jobs, workers = trees[i % len(trees)]
@@ -610,7 +612,7 @@ def bench_sse(live: Live, n_workers: int, streams: int) -> dict[str, Any]:
         for client in clients:
             if read_line(client, 30, "SSE client") != "READY":
                 raise CheckFailed("(c) SSE client did not start")
-        job = engine.submit("benchmark: SSE events", {"max_workers": 3}, ["sleep 0.05"] * n_workers)
+        job = engine.submission.submit("benchmark: SSE events", {"max_workers": 3}, ["sleep 0.05"] * n_workers)
         for client in clients:
             client.stdin.write(job.id + "\n")  # type: ignore[union-attr]
             client.stdin.flush()  # type: ignore[union-attr]
@@ -618,7 +620,7 @@ def bench_sse(live: Live, n_workers: int, streams: int) -> dict[str, Any]:
     finally:
         for client in clients:
             stop(client)
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     published = engine.events.since(job.root_id, 0)
     problems = []
     if done.status is not JobStatus.COMPLETED:

@@ -79,12 +79,12 @@ def engine_for(base: Path, cli: str, candidates: int) -> Engine:
 def run_job(engine: Engine, config: dict[str, Any]) -> tuple[float, float, int]:
     """(wall seconds, total cost, workers) of one job through the engine."""
     started = time.perf_counter()
-    job = engine.submit("bench", config, [{"id": "feat", "task": TASK}])
-    done = engine.wait(job.id, 600)
+    job = engine.submission.submit("bench", config, [{"id": "feat", "task": TASK}])
+    done = engine.queries.wait(job.id, 600)
     wall = time.perf_counter() - started
     if done.status is not JobStatus.COMPLETED:
         raise SystemExit(f"job {job.id} ended {done.status.value}: {done.error}")
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     return wall, sum(w.cost_usd or 0.0 for w in workers), len(workers)
 
 

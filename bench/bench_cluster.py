@@ -158,15 +158,15 @@ def run_noops(
     nodes_before = sum(tree_cpu(pid) for pid in node_pids)
     server_before = tree_cpu(os.getpid()) - nodes_before  # this process started the nodes: they are in its tree
     started = time.monotonic()
-    job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, ["noop"] * count)
-    done = engine.wait(job.id, timeout=max(120.0, count * 0.5))
+    job = engine.submission.submit("benchmark: no-op workers", {"max_workers": concurrency}, ["noop"] * count)
+    done = engine.queries.wait(job.id, timeout=max(120.0, count * 0.5))
     wall = time.monotonic() - started
     nodes_cpu = sum(tree_cpu(pid) for pid in node_pids) - nodes_before
     server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - server_before  # locally, its workers' too
     if done.status is not JobStatus.COMPLETED:
         engine.cancel(job.id)
         raise CheckFailed(f"(a) job {job.id} ended {done.status.value}")
-    _, workers = engine.snapshot(job.id)
+    _, workers = engine.queries.snapshot(job.id)
     on_nodes: dict[str, int] = {}
     for worker in workers:
         on_nodes[worker.node or "this server"] = on_nodes.get(worker.node or "this server", 0) + 1

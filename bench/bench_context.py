@@ -168,10 +168,10 @@ def run_job(base: Path, workers: int) -> tuple[list[bytes], bytes]:
             {"id": f"t{i}", "task": TASKS[(i - 1) % len(TASKS)] + (f" (part {i})" if i > len(TASKS) else "")}
             for i in range(1, workers + 1)
         ]
-        job = engine.wait(engine.submit(REQUEST, None, tasks).id, 90)
+        job = engine.queries.wait(engine.submission.submit(REQUEST, None, tasks).id, 90)
         if job.status is not JobStatus.COMPLETED:
             raise CheckFailed(f"the job ended {job.status.value}: {job.error}")
-        records = sorted(engine.snapshot(job.id)[1], key=lambda w: w.index)
+        records = sorted(engine.queries.snapshot(job.id)[1], key=lambda w: w.index)
         block = block_path(engine.workspace, job).read_bytes()
         prompts = [(out / f"{w.name}.prompt").read_bytes() for w in records]
         for w, prompt in zip(records, prompts):

@@ -9,7 +9,7 @@ Each method runs ``--jobs`` no-op processes (``true``), at most ``--concurrency`
 * orchestrator: one job of ``jobs`` explicit subtasks on the ``command`` worker kind with command
   ``["true"]``, on a fresh temp workspace, default settings (sandboxed where bubblewrap runs, its
   own network namespace with the proxy's bridge: ``workers.sandbox_network: allow``). Wall time
-  from ``Engine.submit`` until ``Engine.wait`` returns the job terminal: every record (fsync'd), a
+  from ``Submission.submit`` until ``Queries.wait`` returns the job terminal: every record (fsync'd), a
   log per worker, orchestrator.log, the reports. The workspace is checked after each run
   (FINAL_RESULT.md, ``jobs`` records and logs, every worker ``success``); a failed check exits 1.
 * bare Popen: ``jobs`` x ``subprocess.Popen(["true"]).wait()`` on ``concurrency`` threads.
@@ -106,8 +106,8 @@ def run_orchestrator(
         tasks = [f"noop {i}" for i in range(jobs)]
         cpu = time.process_time()
         start = time.perf_counter()
-        job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, tasks)
-        done = engine.wait(job.id, timeout=max(600.0, jobs * 1.0))
+        job = engine.submission.submit("benchmark: no-op workers", {"max_workers": concurrency}, tasks)
+        done = engine.queries.wait(job.id, timeout=max(600.0, jobs * 1.0))
         wall = time.perf_counter() - start
         if server_cpu is not None:
             server_cpu.append(time.process_time() - cpu)

@@ -11,7 +11,7 @@ Each round runs it as one job through the real Engine: explicit tasks ``{"id", "
 "depends_on"}``, worker kind ``command`` running ``true``, at most ``--concurrency`` at once,
 ``isolation: folder`` (no git; ``--worktree`` runs it in a fresh git repository with a worktree
 per worker, each task branching from the integration branch that holds its prerequisites'
-work). Wall time runs from ``Engine.submit`` until ``Engine.wait`` returns the job terminal, as
+work). Wall time runs from ``Submission.submit`` until ``Queries.wait`` returns the job terminal, as
 in bench_engine.py: records, logs, scheduling and reports included.
 
 The baseline is measured in the same run, from the same workers: each worker's duration is read
@@ -156,12 +156,12 @@ def run_orchestrator(
     try:
         tasks = [{"id": t, "task": f"noop {t}", "depends_on": d} for t, d in deps.items()]
         start, submitted = time.perf_counter(), time.time()
-        job = engine.submit("benchmark: a graph of no-op workers", {"max_workers": concurrency}, tasks)
-        done = engine.wait(job.id, timeout=max(600.0, len(deps) * 2.0))
+        job = engine.submission.submit("benchmark: a graph of no-op workers", {"max_workers": concurrency}, tasks)
+        done = engine.queries.wait(job.id, timeout=max(600.0, len(deps) * 2.0))
         wall, ended = time.perf_counter() - start, time.time()
         if not done.status.terminal:
             raise CheckFailed(f"job {job.id} still {done.status.value} after the wait timeout")
-        _, workers = engine.snapshot(job.root_id)
+        _, workers = engine.queries.snapshot(job.root_id)
     finally:
         engine.shutdown(timeout=30)
     by_task = check(done.status.value, workers, deps)

@@ -22,14 +22,14 @@ conflict on the same line, merged in plan order into the job's result branch,
 
 "Published" is the moment the remote has the result branch: the hook's time. The job's own
 ``ended_at`` cannot stand for it: the engine stamps it when the last worker settles, before
-the merge (engine/finishing.end_job; conclude then lands, renders the reports, writes
+the merge (engine/ending.py end_job; conclude then lands, renders the reports, writes
 RECORD.json and pushes, and only then tells anyone the job ended). Per job, from the last
 worker's ``ended_at`` (its process seen exited):
 
 * to the merge's start (``merge.at``), the merge itself (``merging.merge_branches``' wall, every
   resolution inside it), to the push's start (``publish.at``: the merge, the reports and
   RECORD.json before it) and to the remote having it (the headline: ``resolve``/``auto``);
-* to ``Engine.wait`` returning the job ended;
+* to ``Queries.wait`` returning the job ended;
 * how many workers are in the result and how many of the 8 conflicts ended in it: both sides'
   lines in ``fk.txt`` of the branch as the remote holds it;
 * for ``resolve``: resolver attempts, each conflict's wall in the resolver
@@ -189,7 +189,7 @@ class Run:
     merge: float  # merge_branches' wall
     to_push: float  # last worker's end -> publish.at
     published: float  # last worker's end -> the remote's hook
-    reported: float  # last worker's end -> Engine.wait returned
+    reported: float  # last worker's end -> Queries.wait returned
     merged: int
     conflicts_in: int
     attempts: int = 0
@@ -226,12 +226,12 @@ def run_job(engine: Engine, bare: Path, timings: Timings, strategy: str, gate: b
     config: dict[str, Any] = {"merge_strategy": strategy, "max_workers": WORKERS}
     if gate:
         config["gates"] = [GATE]
-    job = engine.submit(f"bench: {PAIRS} conflicting pairs, {strategy}", config, tasks())
-    done: JobRecord = engine.wait(job.id, 300)
+    job = engine.submission.submit(f"bench: {PAIRS} conflicting pairs, {strategy}", config, tasks())
+    done: JobRecord = engine.queries.wait(job.id, 300)
     returned = time.time()
     if done.status is not JobStatus.COMPLETED:
         raise SystemExit(f"job {job.id} ({strategy}) ended {done.status.value}: {done.notes[-3:]}")
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     ends = [w.ended_at for w in workers if w.ended_at is not None]
     if len(ends) != WORKERS:
         raise SystemExit(f"job {job.id}: {len(ends)} of {WORKERS} workers have an end time")

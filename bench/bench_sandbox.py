@@ -71,8 +71,10 @@ def run_engine(sandbox: str, workers: int, concurrency: int, parent: Path) -> tu
     engine = Engine(settings)
     try:
         cpu, start = cpu_now(), time.perf_counter()
-        job = engine.submit("benchmark: no-op workers", {"max_workers": concurrency}, [f"noop {i}" for i in range(workers)])
-        done = engine.wait(job.id, timeout=max(600.0, workers * 1.0))
+        job = engine.submission.submit(
+            "benchmark: no-op workers", {"max_workers": concurrency}, [f"noop {i}" for i in range(workers)]
+        )
+        done = engine.queries.wait(job.id, timeout=max(600.0, workers * 1.0))
         wall, cpu = time.perf_counter() - start, cpu_now() - cpu
         if not done.status.terminal:
             raise CheckFailed(f"sandbox {sandbox}: job {job.id} still {done.status.value}")

@@ -13,7 +13,7 @@ wake-up, signing and the HTTP request. The target: p99 <= 50 ms.
 
 Throughput: one job of ``--workers`` workers running ``false`` (each ends failed with
 ``max_retries: 0``, so each one makes a worker.failed delivery: the most the sink is asked to
-do), ``--concurrency`` at a time, wall time from ``Engine.submit`` until ``Engine.wait`` returns it
+do), ``--concurrency`` at a time, wall time from ``Submission.submit`` until ``Queries.wait`` returns it
 terminal. Three ways, alternating in each round: no webhooks; every event to a receiver that
 accepts the connection and never answers (``timeout`` 30 s: its lane is stuck on the first
 delivery for the whole round, the rest pile up in the outbox); and a receiver that answers at
@@ -131,8 +131,8 @@ def measure_latency(events: int, folders: list[Path]) -> list[float]:
     engine = make_engine(folder, 4, f"http://127.0.0.1:{server.server_port}/hook", "true")
     try:
         while len(receiver.arrivals) < events:
-            job = engine.submit("latency", None, ["one"])
-            if engine.wait(job.id, 60).status.value != "completed":
+            job = engine.submission.submit("latency", None, ["one"])
+            if engine.queries.wait(job.id, 60).status.value != "completed":
                 raise CheckFailed(f"job {job.id} did not complete")
             deadline = time.monotonic() + 10
             while sum(1 for _, p in receiver.arrivals if p["job"]["id"] == job.id) < 2:
@@ -163,8 +163,8 @@ def one_round(way: str, workers: int, concurrency: int, folders: list[Path]) -> 
     try:
         tasks = [f"t{i}" for i in range(workers)]
         started = time.perf_counter()
-        job = engine.submit("throughput", {"max_workers": concurrency}, tasks)
-        done = engine.wait(job.id, 600)
+        job = engine.submission.submit("throughput", {"max_workers": concurrency}, tasks)
+        done = engine.queries.wait(job.id, 600)
         wall = time.perf_counter() - started
         if done.status.value != "failed":  # every worker runs `false`
             raise CheckFailed(f"{way}: job {job.id} ended {done.status.value}, expected failed")

@@ -89,8 +89,8 @@ def run_orchestrator(base: Path, workers: int, concurrency: int, remove: bool) -
         tasks = [f"noop {i}" for i in range(workers)]
         sampler.start()
         start = time.perf_counter()
-        job = engine.submit("benchmark: no-op workers in worktrees", {"max_workers": concurrency}, tasks)
-        done = engine.wait(job.id, timeout=max(600.0, workers * 2.0))
+        job = engine.submission.submit("benchmark: no-op workers in worktrees", {"max_workers": concurrency}, tasks)
+        done = engine.queries.wait(job.id, timeout=max(600.0, workers * 2.0))
         wall = time.perf_counter() - start
         stop.set()
         sampler.join()

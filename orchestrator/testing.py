@@ -484,7 +484,7 @@ class FakeExecutor:
         env = handle.env
         for tasks in script.children:
             try:
-                child = self.engine.submit(
+                child = self.engine.submission.submit(
                     f"child of {handle.worker}",
                     script.child_config,
                     list(tasks),
@@ -498,7 +498,7 @@ class FakeExecutor:
             handle.children.append(child.id)
             self._write(handle, f"started child job {child.id}\n")
             if script.wait_for_children:
-                done = self.engine.wait(child.id, 20)
+                done = self.engine.queries.wait(child.id, 20)
                 self._write(handle, f"child job {child.id} {done.status.value}\n")
 
     @staticmethod
@@ -536,11 +536,11 @@ class Rig:
 
     def submit(self, tasks: list[str] | None, config: Mapping[str, Any] | None = None, request: str = "job") -> JobRecord:
         """Submit a job of ``tasks`` (None: the planner splits ``request``) with a job ``config``."""
-        return self.engine.submit(request, dict(config) if config is not None else None, tasks)
+        return self.engine.submission.submit(request, dict(config) if config is not None else None, tasks)
 
     def wait(self, job: JobRecord) -> JobRecord:
         """The job once it ended; fails if it has not within ``wait`` real seconds."""
-        done = self.engine.wait(job.id, self.wait_seconds)
+        done = self.engine.queries.wait(job.id, self.wait_seconds)
         assert done.status.terminal, f"job {job.id} still {done.status.value}"
         return done
 
@@ -550,7 +550,7 @@ class Rig:
 
     def workers(self, job: JobRecord) -> dict[str, WorkerRecord]:
         """The job's own workers by name, as the engine reports them."""
-        _, workers = self.engine.snapshot(job.root_id)
+        _, workers = self.engine.queries.snapshot(job.root_id)
         return {w.name: w for w in workers if w.job_id == job.id}
 
     def restart(self) -> Engine:

@@ -152,7 +152,7 @@ def find_cli(name: str) -> str | None:
 
 def only_worker(engine, job):
     """The one worker of ``job`` (its tree may hold others)."""
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     (worker,) = [w for w in workers if w.job_id == job.id]
     return worker
 
@@ -166,8 +166,8 @@ def explain(engine, job, mock=None) -> str:
 
 def run_job(engine, request="job", tasks=None, config=None, timeout=60):
     """Submit and wait; fail the test if the job does not end in time."""
-    job = engine.submit(request, config, tasks)
-    done = engine.wait(job.id, timeout)
+    job = engine.submission.submit(request, config, tasks)
+    done = engine.queries.wait(job.id, timeout)
     assert done.status.terminal, f"job {job.id} still {done.status.value} after {timeout}s"
     return done
 
@@ -181,7 +181,7 @@ def three_files_written(engine, mock):
     job = run_job(engine, "three files", tasks=["Write a.txt", "Write b.txt", "Write c.txt"], timeout=240)
     why = explain(engine, job, mock)
     assert job.status is JobStatus.COMPLETED, why
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     assert len(workers) == 3
     for worker in workers:
         name = worker.task.split()[-1]
@@ -223,7 +223,7 @@ def only_in_their_worktrees(hosted, engine, job, before, why=""):
     confined = {"on": "bubblewrap", "off": "none"}.get(job.config.sandbox)
     if confined == "bubblewrap":  # workers.sandbox_network: allow, the default: the CLI reached its mock through the proxy
         assert any("network through the orchestrator's proxy" in note for note in job.notes), job.notes
-    for worker in engine.snapshot(job.root_id)[1]:
+    for worker in engine.queries.snapshot(job.root_id)[1]:
         own = engine.workspace.worker_dir(job.root_id, worker.depth, worker.name)
         assert confined is None or worker.sandbox == confined, why
         assert worker.branch == f"orchestrator/{job.root_id}/{worker.name}", why
@@ -239,9 +239,9 @@ def hang_ends_in_timeout(engine, mock, wait=90):
     timeout after one attempt, and nothing carrying its tag is left. Returns (worker, why)."""
     from orchestrator.models import WorkerStatus
 
-    job = engine.submit("Say hi", None, ["Say hi"])
+    job = engine.submission.submit("Say hi", None, ["Say hi"])
     tags = engine.worker_tags(job.id)
-    done = engine.wait(job.id, wait)
+    done = engine.queries.wait(job.id, wait)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert worker.status is WorkerStatus.TIMEOUT, why

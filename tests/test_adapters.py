@@ -795,7 +795,7 @@ def test_engine_runs_a_claude_worker_and_records_its_result(tmp_path, make_engin
     script.chmod(0o755)
     engine = make_engine(orchestrator={"worker": "claude", "claude_command": str(script)})
     job = run_job(engine, "x", tasks=["Write hello.txt"])
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     (worker,) = [w for w in workers if w.job_id == job.id]
     assert job.status is JobStatus.COMPLETED
     assert worker.status is WorkerStatus.SUCCESS and worker.kind == "claude"
@@ -814,7 +814,7 @@ def test_a_spent_cost_budget_stops_new_workers(tmp_path, make_engine):
     engine = make_engine(orchestrator={"worker": "claude", "claude_command": str(script)})
     job = run_job(engine, "x", tasks=[f"Write hello.txt {i}" for i in range(5)], config={"max_workers": 1, "max_cost_usd": 0.02})
     # Then two ran (the second crossed the budget) and the other three never started
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     statuses = [w.status for w in sorted(workers, key=lambda w: w.index)]
     assert statuses == [WorkerStatus.SUCCESS] * 2 + [WorkerStatus.SKIPPED] * 3
     assert "reached its budget max_cost_usd=$0.0200" in workers[-1].exit_reason

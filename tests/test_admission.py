@@ -206,9 +206,9 @@ def test_a_worker_waits_for_memory_saying_why_then_starts_when_memory_frees(dial
     # Given a machine whose free memory is all in the reserve
     dial = Dial(available=512 * MB + 10 * MB)
     engine = dialled(dial)
-    job = engine.submit("one task", {"max_workers": 2}, ["write a.txt"])
+    job = engine.submission.submit("one task", {"max_workers": 2}, ["write a.txt"])
     # Then the worker stays pending, and every view says why
-    worker = wait_until(lambda: engine.snapshot(job.id)[1][0].waiting and engine.snapshot(job.id)[1][0])
+    worker = wait_until(lambda: engine.queries.snapshot(job.id)[1][0].waiting and engine.queries.snapshot(job.id)[1][0])
     assert worker.status is WorkerStatus.PENDING
     assert worker.waiting.startswith("waiting for memory: 30 MB needed, 10 MB free (522 MB available, 512 MB kept free")
     doc = engine.queries.status_document(job.id)
@@ -217,10 +217,10 @@ def test_a_worker_waits_for_memory_saying_why_then_starts_when_memory_frees(dial
     assert any("(waiting for memory: 30 MB needed" in line for line in render_tree(tree_from_status(doc)))
     # When memory frees (no worker of ours ended: the monitor's tick tries again)
     dial.available = 4 * GB
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     # Then it ran, and its record no longer says it waits
     assert done.status is JobStatus.COMPLETED
-    assert engine.snapshot(job.id)[1][0].waiting is None
+    assert engine.queries.snapshot(job.id)[1][0].waiting is None
 
 
 @pytest.mark.slow
@@ -228,8 +228,8 @@ def test_a_worker_that_can_never_fit_runs_alone_with_a_note(dialled):
     # Given a machine too small for even one simulated worker above its reserve
     dial = Dial(available=16 * GB)
     engine = dialled(dial, memory_reserve_mb=16 * 1024 - 1)  # 1 MB of room: no worker fits
-    job = engine.wait(engine.submit("two", {"max_workers": 2}, ["a", "b"]).id, 30)
-    _, workers = engine.snapshot(job.id)
+    job = engine.queries.wait(engine.submission.submit("two", {"max_workers": 2}, ["a", "b"]).id, 30)
+    _, workers = engine.queries.snapshot(job.id)
     # Then each started, one at a time, and the job's notes say why
     assert job.status is JobStatus.COMPLETED
     first, second = sorted(workers, key=lambda w: w.started_at)

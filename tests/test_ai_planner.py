@@ -503,7 +503,7 @@ def test_real_claude_graph_is_the_job_s_graph(make_engine, monkeypatch, tmp_path
     assert (job.planner, job.tasks, job.status) == ("ai", GRAPH_TASKS, JobStatus.COMPLETED), why
     assert job.nodes == GRAPH_NODES, why
     assert engine.workspace.load_job(job.id).nodes == GRAPH_NODES
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     assert [(w.task_id, w.depends_on, w.role) for w in workers] == [
         ("db", [], "backend"),
         ("api", ["db"], "backend"),

@@ -411,7 +411,7 @@ def test_a_worker_that_burns_cpu_has_its_cpu_time_recorded(make_engine, tmp_path
         orchestrator={"worker": "command", "command": [sys.executable, str(script), "{task}"]}, workers={"monitor_interval": 0.05}
     )
     done = run_job(engine, "burn", tasks=["0.5"])
-    (w,) = engine.snapshot(done.id)[1]
+    (w,) = engine.queries.snapshot(done.id)[1]
     true = float(w.output.split("cpu")[-1])
     # Then its record holds about that much: sampled, so a little under, never over
     assert w.status is WorkerStatus.SUCCESS and true >= 0.45  # os.times() counts in 10 ms ticks
@@ -431,7 +431,7 @@ def test_cpu_of_reaped_descendants_counts_for_their_worker(make_engine, tmp_path
         orchestrator={"worker": "command", "command": [sys.executable, str(parent), "{task}"]}, workers={"monitor_interval": 0.05}
     )
     done = run_job(engine, "burn", tasks=["x"])
-    (w,) = engine.snapshot(done.id)[1]
+    (w,) = engine.queries.snapshot(done.id)[1]
     # Then both children's CPU is in the worker's figure (the first was reaped long before the end)
     assert w.status is WorkerStatus.SUCCESS
     assert 0.45 <= w.cpu_seconds <= 0.75, w.cpu_seconds

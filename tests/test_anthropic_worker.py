@@ -133,7 +133,7 @@ def test_a_tool_call_writes_a_file_a_command_runs_and_usage_and_cost_are_exact(m
 
     first = mock.conversation[0].body["messages"][0]["content"][0]
     assert first["text"] == block_path(engine.workspace, job).read_text(encoding="utf-8")
-    log, _ = engine.read_log(worker)
+    log, _ = engine.queries.read_log(worker)
     assert KEY not in log
 
 
@@ -242,7 +242,7 @@ def test_candidates_on_two_models_are_priced_per_model_and_cheapest_merges_the_c
     models = ["claude-opus-4-5", "claude-haiku-4-5"]
     config = {"candidates": [{"kind": "anthropic", "model": m} for m in models], "select": "cheapest"}
     job = run_job(engine, "feature", tasks=[{"id": "f", "task": "Write feature.txt"}], config=config, timeout=120)
-    _, found = engine.snapshot(job.root_id)
+    _, found = engine.queries.snapshot(job.root_id)
     why = explain(engine, job, mock)
     assert job.status is JobStatus.COMPLETED, why
     by_model = {w.model: w for w in found}
@@ -267,7 +267,7 @@ def test_a_401_fails_once_classified_auth(make_engine, mock_api):
     assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
     assert "401" in (worker.error or "") and "invalid x-api-key" in (worker.error or ""), why
     assert [r.turn for r in mock.requests] == ["ApiError 401"], why
-    log, _ = engine.read_log(worker)
+    log, _ = engine.queries.read_log(worker)
     assert KEY not in log and KEY not in (worker.error or "")
 
 
@@ -307,12 +307,12 @@ def test_an_answer_cut_at_max_tokens_fails_and_says_which_setting(make_engine, m
 def test_a_job_cancelled_while_a_request_hangs_ends_promptly_with_no_process_left(make_engine, mock_api):
     mock = mock_api([Hang()])
     engine = anthropic_engine(make_engine, mock, workers={"kill_grace": 5, "default_timeout": 120})
-    job = engine.submit("Say hi", None, ["Say hi"])
+    job = engine.submission.submit("Say hi", None, ["Say hi"])
     tags = engine.worker_tags(job.id)
     wait_until(lambda: [r.turn for r in mock.requests] == ["Hang"], timeout=30, what="the request reached the mock")
     started = time.monotonic()
     engine.cancel(job.id)
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     took = time.monotonic() - started
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
@@ -320,7 +320,7 @@ def test_a_job_cancelled_while_a_request_hangs_ends_promptly_with_no_process_lef
     # The first rung (SIGINT) ended it mid-request, well inside kill_grace: no SIGKILL.
     assert worker.attempts[0].kill_rung == "SIGINT", why
     assert took < 4.5, f"cancel took {took:.1f}s\n{why}"
-    log, _ = engine.read_log(worker)
+    log, _ = engine.queries.read_log(worker)
     assert '"subtype": "stopped"' in log and "SIGINT" in log, why
     assert ProcessRunner().tagged(tags[0]) == []
 
@@ -328,9 +328,9 @@ def test_a_job_cancelled_while_a_request_hangs_ends_promptly_with_no_process_lef
 def test_a_hanging_request_ends_in_timeout(make_engine, mock_api):
     mock = mock_api([Hang()])
     engine = anthropic_engine(make_engine, mock, workers={"default_timeout": 4, "kill_grace": 5})
-    job = engine.submit("Say hi", None, ["Say hi"])
+    job = engine.submission.submit("Say hi", None, ["Say hi"])
     tags = engine.worker_tags(job.id)
-    done = engine.wait(job.id, 60)
+    done = engine.queries.wait(job.id, 60)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert worker.status is WorkerStatus.TIMEOUT, why
@@ -402,7 +402,7 @@ def test_a_worker_starts_a_child_job_of_anthropic_workers(make_live, mock_api):
     job_id = submitted.json()["job_id"]
     doc = live.wait(job_id, timeout=90)
     engine = live.engine
-    jobs, workers = engine.snapshot(job_id)
+    jobs, workers = engine.queries.snapshot(job_id)
     why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:3000]
     assert doc["status"] == "completed", why
     root = next(w for w in workers if w.depth == 0)

@@ -180,7 +180,7 @@ def test_text_utf8_cannot_encode_is_a_400_naming_the_field_and_leaves_no_job(liv
     pair = b'{"request": "add \\ud83d\\ude00 to the README"}'
     answer = live.call("POST", "/api/v1/orchestrate", data=pair, headers={"Content-Type": "application/json"})
     assert answer.status_code == 202
-    assert live.engine.get_job(answer.json()["job_id"]).request == "add \U0001f600 to the README"
+    assert live.engine.queries.get_job(answer.json()["job_id"]).request == "add \U0001f600 to the README"
 
 
 def test_body_over_the_cap_is_413(make_live):
@@ -316,7 +316,7 @@ def test_depth_three_tree_completes_under_a_global_limit_of_two(make_live):
     doc = live.wait(job_id, timeout=90)
     assert doc["status"] == "completed"
     assert doc["tree"]["workers"] == 15 and doc["tree"]["max_depth"] == 3
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     assert {w.depth for w in workers} == {0, 1, 2, 3}
     assert all(w.status.value in ("success", "recursive_success") for w in workers)
 
@@ -324,13 +324,13 @@ def test_depth_three_tree_completes_under_a_global_limit_of_two(make_live):
 def test_cancel_of_a_tree_leaves_no_process_and_finished_jobs_answer_409(make_live):
     live = make_live(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.5})
     job_id = live.submit(request="x", tasks=["tree-hang"], config={"max_recursion_depth": 2}).json()["job_id"]
-    wait_until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 7, timeout=30)
+    wait_until(lambda: sum(1 for w in live.engine.queries.snapshot(job_id)[1] if w.attempts) == 7, timeout=30)
     tags = live.engine.worker_tags()
     response = live.call("POST", f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
     doc = live.wait(job_id, timeout=30)
     assert doc["status"] == "cancelled"
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     assert {j.status.value for j in jobs} == {"cancelled"} and len(jobs) == 4 and len(workers) == 7
     assert all(ProcessRunner().tagged(tag) == [] for tag in tags)
     again = live.call("POST", f"/api/v1/jobs/{job_id}/cancel")

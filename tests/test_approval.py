@@ -180,7 +180,7 @@ def test_a_failed_job_or_one_without_approval_does_not_wait(served):
     assert doc["status"] == "completed" and doc["approval"] is None and doc["merge"]["merged"] == ["worker_1"]
     for job_id in (failed, plain):  # their reports rendered as before (a template reading approval of None)
         assert "| Status | **" in final_report(served, job_id)
-        assert not [n for n in served.engine.get_job(job_id).notes if "report rendering failed" in n]
+        assert not [n for n in served.engine.queries.get_job(job_id).notes if "report rendering failed" in n]
 
 
 def test_approve_and_reject_are_admin_only_404_for_an_unknown_job_and_409_for_a_running_one(served):

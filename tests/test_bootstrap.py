@@ -143,7 +143,7 @@ def test_setup_runs_once_before_the_first_attempt_with_the_port_and_its_work_sur
     assert "Orchestrator-Attempt: 0" in git(host, "log", "--format=%B", w.commit)
     assert w.attempts[0].checkpoint == w.attempts[1].checkpoint == git(host, "rev-parse", f"{w.commit}~1").strip()
     assert "node_modules/pkg/index.js" not in git(host, "ls-tree", "-r", "--name-only", w.commit)
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert doc["results"]["tasks"][0]["port"] == port
     assert engine.checkout._worktree_for().bootstrap.ports.held() == {}  # released at cleanup
     assert snapshot(host, folder) == before
@@ -303,12 +303,12 @@ def test_cancelling_a_job_stops_its_workers_setup_at_once(hosted):
     git(host, "commit", "-q", "--no-verify", "-am", "ignores", env=user_env())
     hang = "echo $$ > .setup-pid; exec sleep 300"
     engine = make(git={"setup": ["sh", "-c", hang], "setup_timeout": 120, "port_range": RANGE}, workers=UNCONFINED_GRACE)
-    job = engine.submit("x", {"max_retries": 2}, ["echo ran > ran.txt"])
+    job = engine.submission.submit("x", {"max_retries": 2}, ["echo ran > ran.txt"])
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     wait_until(lambda: (wt / ".setup-pid").exists() and (wt / ".setup-pid").read_text().strip(), what="the setup started")
     started = time.monotonic()
     engine.cancel(job.id)
-    done = engine.wait(job.id, 20)
+    done = engine.queries.wait(job.id, 20)
     assert done.status is JobStatus.CANCELLED and time.monotonic() - started < 10
     w = workers(engine, done)["worker_1"]
     assert w.status is WorkerStatus.CANCELLED and w.attempts == [] and w.exit_reason == "cancelled during its setup"
@@ -333,7 +333,7 @@ def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does
     with socket.socket() as squatter:  # the worker's process may still hold its port: it is taken back all the same
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
-        assert again.prepare(w, engine.get_job(job.id)) == engine.workspace.worker_dir(job.id, 0, "worker_1")
+        assert again.prepare(w, engine.queries.get_job(job.id)) == engine.workspace.worker_dir(job.id, 0, "worker_1")
     # Then the setup did not run again and the worker keeps its port
     assert runs.read_text() == f"{old_port}\n" and w.port == old_port
     assert again.bootstrap.ports.held() == {f"{job.id}/depth_0_worker_1": old_port}
@@ -343,7 +343,7 @@ def test_a_restarted_server_re_attaching_a_worktree_takes_its_port_back_and_does
     git_dir = Path(git(engine.workspace.worker_dir(job.id, 0, "worker_1"), "rev-parse", "--absolute-git-dir").strip())
     (git_dir / "orchestrator-setup-done").unlink()
     w.attempts = []
-    WorktreeCheckout(engine.workspace, engine.settings, host).prepare(w, engine.get_job(job.id))
+    WorktreeCheckout(engine.workspace, engine.settings, host).prepare(w, engine.queries.get_job(job.id))
     assert runs.read_text().splitlines() == [str(old_port), str(w.port)]
 
 

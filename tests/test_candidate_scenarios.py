@@ -40,7 +40,7 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, [{"id": "a", "task": "x"}], {"attempts": 2})
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
@@ -53,17 +53,17 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
 def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig):
     rig = make_rig()
     stuck = threading.Event()
-    rig.engine.finishing.choosing.chooser = lambda *a, **k: stuck.wait() and None  # the server dies mid-choice
+    rig.engine.choosing.chooser = lambda *a, **k: stuck.wait() and None  # the server dies mid-choice
     job = rig.submit([{"id": "a", "task": "x"}, {"id": "b", "task": "y", "depends_on": ["a"]}], {"attempts": 2})
     until(
         lambda: (
-            ("a" not in rig.engine.get_job(job.id).selections)
-            and rig.statuses(rig.engine.get_job(job.id)).get("worker_2") == "success"
+            ("a" not in rig.engine.queries.get_job(job.id).selections)
+            and rig.statuses(rig.engine.queries.get_job(job.id)).get("worker_2") == "success"
         ),
         "both candidates ended",
     )
     rig.restart()
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
     assert done.selections["a"].winner in ("worker_1", "worker_2")
@@ -80,7 +80,7 @@ def test_the_judges_cost_counts_toward_the_tree_and_its_budget(make_rig):
     judged = Selection(
         winner="worker_2", reason="the judge preferred worker_2", ranking=[], judge=JudgeRecord(None, None), cost_usd=0.25
     )
-    rig.engine.finishing.choosing.chooser = lambda *a, **k: judged
+    rig.engine.choosing.chooser = lambda *a, **k: judged
     done = rig.run([{"id": "a", "task": "x"}], {"attempts": 2, "select": "judge", "judge": {"kind": "claude"}})
     assert done.selections["a"].winner == "worker_2" and done.judge_cost_usd == 0.25
     doc = rig.engine.queries.status_document(done.id)

@@ -497,10 +497,10 @@ def test_the_views_of_a_real_runs_candidates(hosted):
 
     host, folder, make = hosted
     engine = make(tasks={"gates": [TESTS_GATE]})
-    job = engine.submit("feature", {"attempts": 3}, [{"id": "feat", "task": THREE}])
-    done = engine.wait(job.id, 60)
+    job = engine.submission.submit("feature", {"attempts": 3}, [{"id": "feat", "task": THREE}])
+    done = engine.queries.wait(job.id, 60)
     assert done.status is JobStatus.COMPLETED, done.error
-    jobs, workers = engine.snapshot(done.root_id)
+    jobs, workers = engine.queries.snapshot(done.root_id)
     # The file
     text = render_candidate_reports(jobs[0], jobs, workers)["CANDIDATES_feat.md"]
     assert_tables_are_rectangular(text)

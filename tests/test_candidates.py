@@ -111,7 +111,7 @@ def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_rem
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    job = engine.submit("feature", {"attempts": 2}, [{"id": "f", "task": "sleep 30"}])
+    job = engine.submission.submit("feature", {"attempts": 2}, [{"id": "f", "task": "sleep 30"}])
     import time
 
     deadline = time.monotonic() + 20
@@ -119,7 +119,7 @@ def test_a_cancelled_candidates_job_ends_cancelled_with_no_winner_and_delete_rem
         assert time.monotonic() < deadline
         time.sleep(0.05)
     engine.cancel(job.id)
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED
     assert done.selections["f"].winner is None and "cancelled" in done.selections["f"].reason
     engine.delete(job.id, all_branches=True)
@@ -149,7 +149,7 @@ def test_candidates_that_could_never_run_are_refused_at_submission(tmp_path, con
     engine = Engine(load_settings(base_dir=tmp_path, environ={}, overrides=overrides))
     try:
         with pytest.raises(OrchestratorError) as caught:
-            engine.submit("x", config, tasks or ["one"])
+            engine.submission.submit("x", config, tasks or ["one"])
         assert said in str(caught.value), caught.value
         assert caught.value.http_status == 422
     finally:

@@ -79,12 +79,12 @@ def test_a_tagless_double_forked_sleep_dies_with_its_worker(make_engine, how):
     engine = shell_engine(make_engine)
     marker = "123.4567" if how == "timeout" else "123.4568"
     task = f"(setsid env -u ORCHESTRATOR_TAG sleep {marker} &); sleep 60"
-    job = engine.submit("x", {"max_retries": 0, "default_timeout": 60 if how == "cancel" else 2}, [task])
+    job = engine.submission.submit("x", {"max_retries": 0, "default_timeout": 60 if how == "cancel" else 2}, [task])
     wait_until(lambda: processes_with(marker), timeout=20)
     # When its worker times out, or its job is cancelled
     if how == "cancel":
         engine.cancel(job.id)
-    engine.wait(job.id, 30)
+    engine.queries.wait(job.id, 30)
     # Then the grandchild is gone too, and so is the attempt's cgroup
     worker = only_worker(engine, job)
     assert worker.status is (WorkerStatus.TIMEOUT if how == "timeout" else WorkerStatus.CANCELLED)

@@ -48,10 +48,10 @@ def test_reset_comes_before_each_retry_and_only_then(seamed):
 
 def test_a_cancelled_worker_is_cleaned_up_once_and_never_reset(seamed):
     engine = seamed()
-    job = engine.submit("x", {"max_retries": 2}, ["sleep 30"])
+    job = engine.submission.submit("x", {"max_retries": 2}, ["sleep 30"])
     wait_until(lambda: only_worker(engine, job).attempts, what="the worker started")
     engine.cancel(job.id)
-    done = engine.wait(job.id, 20)
+    done = engine.queries.wait(job.id, 20)
     assert done.status is JobStatus.CANCELLED and only_worker(engine, done).status is WorkerStatus.CANCELLED
     assert engine.checkout.calls == [("prepare", "worker_1", 0), ("changes", "worker_1", 1), ("cleanup", "worker_1", False)]
 

@@ -210,7 +210,7 @@ def test_end_marker_starts_on_its_own_line_after_output_without_a_newline(make_e
     script = "import sys; sys.stdout.write('{\"done\": true}'); sys.stdout.flush()"
     engine = make_engine(orchestrator={"worker": "command", "command": [sys.executable, "-c", script]})
     job = run_job(engine, "x", tasks=["t"])
-    (worker,) = engine.snapshot(job.root_id)[1]
+    (worker,) = engine.queries.snapshot(job.root_id)[1]
     log = (engine.workspace.job_dir(job.id) / worker.log_path).read_text()
     assert worker.status is WorkerStatus.SUCCESS
     assert '{"done": true}\n===== attempt 1 exited with code 0' in log, log

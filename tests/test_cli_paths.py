@@ -74,7 +74,7 @@ def test_a_claude_worker_whose_tmp_setting_is_outside_the_sandbox_writes_there_a
         workers={"env": {"CLAUDE_CODE_TMPDIR": str(outside)}, "max_retries": 0},
     )
     job = run_job(engine, "x", tasks=["say hello"])
-    (worker,) = engine.snapshot(job.root_id)[1]
+    (worker,) = engine.queries.snapshot(job.root_id)[1]
     log = engine.workspace.worker_log(job.root_id, 0, worker.name).read_text()
     assert worker.sandbox == "bubblewrap"
     assert worker.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED, log
@@ -95,7 +95,7 @@ def test_an_opencode_worker_whose_config_folder_is_outside_the_sandbox_writes_th
         workers={"env": {"OPENCODE_CONFIG_DIR": str(outside)}, "max_retries": 0},
     )
     job = run_job(engine, "x", tasks=["say hello"])
-    (worker,) = engine.snapshot(job.root_id)[1]
+    (worker,) = engine.queries.snapshot(job.root_id)[1]
     log = engine.workspace.worker_log(job.root_id, 0, worker.name).read_text()
     assert worker.sandbox == "bubblewrap"
     assert worker.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED, log

@@ -95,9 +95,9 @@ def test_a_30_worker_job_spreads_over_three_nodes_by_kind_within_the_sum_of_thei
     live, _ = cluster
     engine = live.engine
     plan = tasks(18, "cmd", "sleep 0.6", "c") + tasks(12, "sim", "Write notes", "s")
-    job = engine.submit("thirty workers on three nodes", {"max_workers": 30}, plan)
-    done = engine.wait(job.id, 180)
-    _, workers = engine.snapshot(job.id)
+    job = engine.submission.submit("thirty workers on three nodes", {"max_workers": 30}, plan)
+    done = engine.queries.wait(job.id, 180)
+    _, workers = engine.queries.snapshot(job.id)
     assert done.status is JobStatus.COMPLETED, [(w.name, w.status.value, w.exit_reason) for w in workers]
     assert len(workers) == 30 and all(w.status is WorkerStatus.SUCCESS for w in workers)
     by_kind: dict[str, set[str]] = {}
@@ -119,16 +119,16 @@ def test_a_node_killed_mid_job_loses_its_attempts_to_the_others_and_each_worker_
 ):
     live, nodes = cluster
     engine = live.engine
-    job = engine.submit("a node dies", {"max_workers": 10}, tasks(10, "cmd", "sleep 4", "c"))
+    job = engine.submission.submit("a node dies", {"max_workers": 10}, tasks(10, "cmd", "sleep 4", "c"))
 
     def on_n2():
-        _, workers = engine.snapshot(job.id)
+        _, workers = engine.queries.snapshot(job.id)
         return [w for w in workers if w.node == "n2" and w.status is WorkerStatus.RUNNING]
 
     victims = {w.name for w in wait_until(on_n2, 60, "a worker running on n2")}
     nodes["n2"].kill()  # SIGKILL: no goodbye, its leases just stop being renewed
-    done = engine.wait(job.id, 180)
-    _, workers = engine.snapshot(job.id)
+    done = engine.queries.wait(job.id, 180)
+    _, workers = engine.queries.snapshot(job.id)
     assert done.status is JobStatus.COMPLETED, [(w.name, w.status.value, w.exit_reason) for w in workers]
     assert len(workers) == 10 and all(w.status is WorkerStatus.SUCCESS for w in workers)
     for w in workers:
@@ -150,7 +150,9 @@ def test_a_node_killed_mid_job_loses_its_attempts_to_the_others_and_each_worker_
         folder=tmp_path / "nodes",
     )
     assert back.registered() is not None
-    again = engine.wait(engine.submit("after the restart", {"max_workers": 4}, tasks(4, "cmd", "sleep 0.2", "c")).id, 60)
+    again = engine.queries.wait(
+        engine.submission.submit("after the restart", {"max_workers": 4}, tasks(4, "cmd", "sleep 0.2", "c")).id, 60
+    )
     assert again.status is JobStatus.COMPLETED
 
 
@@ -158,18 +160,18 @@ def test_cancel_of_a_tree_spread_over_nodes_leaves_no_tagged_process_anywhere(cl
     live, _ = cluster
     engine = live.engine
     plan = tasks(4, "cmd", "sleep 60", "c") + tasks(1, "cmd", "spawn", "p")
-    job = engine.submit("a tree to cancel", {"max_workers": 5, "max_recursion_depth": 1}, plan)
+    job = engine.submission.submit("a tree to cancel", {"max_workers": 5, "max_recursion_depth": 1}, plan)
 
     def spread():
-        jobs, workers = engine.snapshot(job.id)
+        jobs, workers = engine.queries.snapshot(job.id)
         running = [w for w in workers if w.status is WorkerStatus.RUNNING and w.node]
         return running if len({w.node for w in running}) >= 2 and len(jobs) >= 2 else None
 
     wait_until(spread, 90, "workers running on two nodes and the child job")
     engine.cancel(job.id)
-    done = engine.wait(job.id, 60)
+    done = engine.queries.wait(job.id, 60)
     assert done.status is JobStatus.CANCELLED
-    jobs, workers = engine.snapshot(job.id)
+    jobs, workers = engine.queries.snapshot(job.id)
     assert all(w.status.terminal for w in workers) and all(j.status.terminal for j in jobs)
     wait_until(lambda: tagged_left(job.id) == {}, 30, "every tagged process of the tree gone")
 
@@ -177,9 +179,11 @@ def test_cancel_of_a_tree_spread_over_nodes_leaves_no_tagged_process_anywhere(cl
 def test_a_worker_on_a_node_starts_a_child_job_through_the_api(cluster):
     live, _ = cluster
     engine = live.engine
-    job = engine.submit("a node worker spawns", {"max_workers": 1, "max_recursion_depth": 1}, tasks(1, "cmd", "spawn", "p"))
-    done = engine.wait(job.id, 120)
-    jobs, workers = engine.snapshot(job.id)
+    job = engine.submission.submit(
+        "a node worker spawns", {"max_workers": 1, "max_recursion_depth": 1}, tasks(1, "cmd", "spawn", "p")
+    )
+    done = engine.queries.wait(job.id, 120)
+    jobs, workers = engine.queries.snapshot(job.id)
     assert done.status is JobStatus.COMPLETED, [(w.name, w.status.value, w.exit_reason, w.output[-300:]) for w in workers]
     parent = next(w for w in workers if w.depth == 0)
     child = next(w for w in workers if w.depth == 1)

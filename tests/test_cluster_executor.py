@@ -364,9 +364,9 @@ def test_a_job_runs_its_workers_on_real_nodes_and_each_record_names_its_node(mak
         for i, kinds in ((1, ("simulated", "command")), (2, ("simulated",)))
     ]
     try:
-        job = engine.submit("spread", {"max_workers": 4}, [f"task {i}" for i in range(6)])
-        assert engine.wait(job.id, 60).status.value == "completed"
-        workers = [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 7)]
+        job = engine.submission.submit("spread", {"max_workers": 4}, [f"task {i}" for i in range(6)])
+        assert engine.queries.wait(job.id, 60).status.value == "completed"
+        workers = [engine.queries.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 7)]
         assert [len(w.attempts) for w in workers] == [1] * 6
         assert all(w.node in ("n1", "n2") and w.attempts[0].node == w.node for w in workers)
         ops = engine.executor.attempts
@@ -381,9 +381,9 @@ def test_a_worker_of_a_kind_no_node_runs_fails_after_a_lease_saying_how_to_start
     node = NodeDouble(redis_server.url, unique_prefix, name="cmd-only", kinds=("command",))
     try:
         engine = rq_engine(make_engine, redis_server, unique_prefix)
-        job = engine.submit("nobody runs it", None, ["one"])
-        assert engine.wait(job.id, 30).status.value == "failed"
-        worker = engine.find_worker(job.id, 0, "worker_1")
+        job = engine.submission.submit("nobody runs it", None, ["one"])
+        assert engine.queries.wait(job.id, 30).status.value == "failed"
+        worker = engine.queries.find_worker(job.id, 0, "worker_1")
         assert "no live node runs worker kind 'simulated' (live nodes: cmd-only (command); waited" in worker.error
         assert "python -m orchestrator node --kinds simulated" in worker.error
         assert len(worker.attempts) == 1 and node.ran == []  # refused, not retried
@@ -399,13 +399,15 @@ def test_a_worker_whose_node_dies_is_retried_on_another_and_counted_once(make_en
     doomed = real_node(tmp_path / "doomed", redis_server.url, unique_prefix, name="doomed", kinds=("simulated",), lease=LEASE)
     other = None
     try:
-        job = engine.submit("lost and retried", None, ["one"])
-        wait_until(lambda: engine.find_worker(job.id, 0, "worker_1").node == "doomed", timeout=20, what="running on doomed")
-        pid = engine.find_worker(job.id, 0, "worker_1").attempts[0].pid
+        job = engine.submission.submit("lost and retried", None, ["one"])
+        wait_until(
+            lambda: engine.queries.find_worker(job.id, 0, "worker_1").node == "doomed", timeout=20, what="running on doomed"
+        )
+        pid = engine.queries.find_worker(job.id, 0, "worker_1").attempts[0].pid
         other = real_node(tmp_path / "other", redis_server.url, unique_prefix, name="other", kinds=("simulated",), lease=LEASE)
         doomed.kill()
-        assert engine.wait(job.id, 60).status.value == "completed"
-        worker = engine.find_worker(job.id, 0, "worker_1")
+        assert engine.queries.wait(job.id, 60).status.value == "completed"
+        worker = engine.queries.find_worker(job.id, 0, "worker_1")
         assert [(a.node, a.end_reason) for a in worker.attempts] == [("doomed", "lost"), ("other", "exit")]
         assert worker.status.value == "success" and worker.node == "other"
         assert engine.executor.attempts.read(worker.attempts[0].pid_start)["state"] == "lost"  # fenced for good
@@ -453,9 +455,9 @@ def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         engine = Engine(load_settings(base_dir=tmp_path, environ={}))
-        assert engine.recover() == [root]
-        assert engine.wait(root, 60).status.value == "completed"
-        workers = [engine.find_worker(root, 0, f"worker_{i}") for i in (1, 2, 3)]
+        assert engine.restorer.recover() == [root]
+        assert engine.queries.wait(root, 60).status.value == "completed"
+        workers = [engine.queries.find_worker(root, 0, f"worker_{i}") for i in (1, 2, 3)]
         assert [len(w.attempts) for w in workers] == [1, 1, 1]  # adopted, never started again
         assert [(w.node, w.status.value) for w in workers] == [("n1", "success")] * 3
         ops = engine.executor.attempts
@@ -483,14 +485,14 @@ def test_cancel_of_a_job_ends_its_running_worker_on_the_node_and_its_queued_one_
     node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=1, lease=LEASE)
     try:
         engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 30})
-        job = engine.submit("cancel across", {"max_workers": 2}, ["one", "two"])
-        workers = lambda: [engine.find_worker(job.id, 0, f"worker_{i}") for i in (1, 2)]  # noqa: E731
+        job = engine.submission.submit("cancel across", {"max_workers": 2}, ["one", "two"])
+        workers = lambda: [engine.queries.find_worker(job.id, 0, f"worker_{i}") for i in (1, 2)]  # noqa: E731
         wait_until(lambda: sorted(str(w.node) for w in workers()) == ["None", "n1"], timeout=20, what="one runs, one waits")
         wait_until(lambda: all(w.status.value == "running" for w in workers()), timeout=10, what="both started")
         running_pid = next(iter(node.running.values())).pid
         began = time.monotonic()
         assert engine.cancel(job.id) is not None
-        assert engine.wait(job.id, 30).status.value == "cancelled"
+        assert engine.queries.wait(job.id, 30).status.value == "cancelled"
         assert time.monotonic() - began < 10
         assert sorted(w.status.value for w in workers()) == ["cancelled", "cancelled"]
         assert not os.path.exists(f"/proc/{running_pid}") or b"zombie" in open(f"/proc/{running_pid}/status", "rb").read()
@@ -509,7 +511,7 @@ def test_a_queued_attempts_running_record_reaches_the_disk_after_its_delay_and_a
     node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=1, lease=LEASE)
     try:
         engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 30})
-        job = engine.submit("one runs, one waits", {"max_workers": 2}, ["one", "two"])
+        job = engine.submission.submit("one runs, one waits", {"max_workers": 2}, ["one", "two"])
         on_disk = lambda: {w.name: w for w in engine.workspace.load_tree(job.id)[1]}  # noqa: E731
         began = time.monotonic()
         wait_until(
@@ -521,7 +523,7 @@ def test_a_queued_attempts_running_record_reaches_the_disk_after_its_delay_and_a
         queued = next(w for w in on_disk().values() if w.node is None)
         assert len(queued.attempts) == 1 and queued.attempts[0].node is None
         engine.cancel(job.id)
-        assert engine.wait(job.id, 30).status.value == "cancelled"
+        assert engine.queries.wait(job.id, 30).status.value == "cancelled"
     finally:
         node.stop()
 
@@ -550,14 +552,14 @@ def test_a_redis_that_loses_its_data_mid_job_loses_no_worker(make_engine, fresh_
     engine = rq_engine(make_engine, fresh_redis, unique_prefix, simulated={"duration": 3})
     node = real_node(tmp_path / "n1", fresh_redis.url, unique_prefix, name="n1", kinds=("simulated",), slots=2, lease=LEASE)
     try:
-        job = engine.submit("redis restart", {"max_workers": 4}, ["a", "b", "c", "d"])
-        workers = lambda: [engine.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 5)]  # noqa: E731
+        job = engine.submission.submit("redis restart", {"max_workers": 4}, ["a", "b", "c", "d"])
+        workers = lambda: [engine.queries.find_worker(job.id, 0, f"worker_{i}") for i in range(1, 5)]  # noqa: E731
         wait_until(lambda: [w.node for w in workers()].count("n1") == 2, timeout=20, what="two running, two queued")
         fresh_redis.restart(persist=False)
-        assert engine.wait(job.id, 60).status.value == "completed"
+        assert engine.queries.wait(job.id, 60).status.value == "completed"
         assert [(len(w.attempts), w.node, w.status.value) for w in workers()] == [(1, "n1", "success")] * 4
         for w in workers():  # each ran once: its program's first line is in its log once
-            assert engine.read_log(w)[0].count("simulated worker:") == 1
+            assert engine.queries.read_log(w)[0].count("simulated worker:") == 1
     finally:
         node.stop()
 

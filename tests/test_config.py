@@ -313,7 +313,7 @@ def test_an_unknown_request_key_is_refused_listing_the_allowed_keys(settings):
 
 
 def test_current_depth_is_no_setting_of_the_job_config(settings):
-    """It sets an admin job's depth (Engine.submit, tested in test_worker_env_and_depth.py), not a setting."""
+    """It sets an admin job's depth (Submission.submit, tested in test_worker_env_and_depth.py), not a setting."""
     cfg, notes = job_config(settings, {"current_depth": 2})
     assert cfg == job_config(settings, {})[0]
     assert notes == []

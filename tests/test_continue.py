@@ -84,7 +84,7 @@ def test_a_round_goes_on_in_the_same_checkout_is_gated_and_lands_as_a_new_result
     assert result_2 != result_1 and round_2.result_commit == result_2, round_2.merge_note
     assert git(host, "rev-parse", f"{result_2}^").strip() == result_1
     assert show(host, result_2, "notes.txt") == "one\ntwo\n"
-    done = engine.get_job(job.id)
+    done = engine.queries.get_job(job.id)
     assert done.status is JobStatus.COMPLETED and done.merge is not None and done.merge.result_commit == result_2
     assert any("round 2: success" in note for note in done.notes)
     # Not a resumable CLI: the round's prompt held the previous outcome and the feedback
@@ -157,7 +157,7 @@ def test_a_round_fast_forwards_the_jobs_merge_into_branch_to_the_new_result(host
     rec = finished_round(engine, job, "worker_1", 2)
     assert rec.rounds[0].state == "success" and "landing moved to it" in (rec.rounds[0].merge_note or "")
     assert git(host, "rev-parse", "landing").strip() == rec.rounds[0].result_commit != result_1
-    assert engine.get_job(job.id).merge.into.moved
+    assert engine.queries.get_job(job.id).merge.into.moved
     assert without_landing(snapshot(host, folder)) == without_landing(before)
 
 
@@ -320,7 +320,7 @@ def test_a_round_with_git_push_pushes_the_new_result_and_updates_the_same_pull_r
         engine.continue_worker(job.id, "worker_1", "FEEDBACK-TWO")
         rec = finished_round(engine, job, "worker_1", 2)
         assert rec.rounds[0].state == "success"
-        done = engine.get_job(job.id).publish.to_dict()
+        done = engine.queries.get_job(job.id).publish.to_dict()
         assert done["pushed"] and done["commit"] == rec.rounds[0].result_commit
         assert git(remote, "rev-parse", f"refs/heads/{done['branch']}").strip() == rec.rounds[0].result_commit
         assert done["pull_request"]["action"] == "updated" and done["pull_request"]["number"] == 1 and len(forge.pulls) == 1

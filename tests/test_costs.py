@@ -170,7 +170,7 @@ def test_estimated_costs_are_recorded_as_such_and_count_toward_the_budget(tmp_pa
     engine = make_engine(orchestrator={"worker": "codex", "codex_command": str(script), "model": "gpt-5"})
     # When they run one at a time under a $15 budget
     job = run_job(engine, "x", tasks=[f"task {i}" for i in range(4)], config={"max_workers": 1, "max_cost_usd": 15.0})
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     ran = sorted(workers, key=lambda w: w.index)
     # Then each ran worker's cost is the estimate, labelled so, and the budget stopped the rest
     assert [w.status for w in ran] == [WorkerStatus.SUCCESS] * 2 + [WorkerStatus.SKIPPED] * 2
@@ -193,7 +193,7 @@ def test_a_worker_whose_model_has_no_price_says_so_in_its_record_and_the_report(
     script = fake_codex(tmp_path, 1_000, 100)
     engine = make_engine(orchestrator={"worker": "codex", "codex_command": str(script), "model": "house-model-9"})
     job = run_job(engine, "x", tasks=["task"])
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     (worker,) = workers
     assert job.status is JobStatus.COMPLETED
     assert worker.cost_usd is None and worker.cost_note == "cost unknown (model house-model-9)"

@@ -160,7 +160,7 @@ def test_shell_pages_are_public_carry_no_data_and_forbid_inline_script(tmp_path)
     settings = make_settings(tmp_path, api={"api_key": API_KEY})
     engine = Engine(settings)
     try:
-        job = engine.submit("secret request text", None, ["a", "b"])
+        job = engine.submission.submit("secret request text", None, ["a", "b"])
         client = create_app(settings, engine).test_client()
         for path in ("/", f"/jobs/{job.id}"):
             page = client.get(path)
@@ -423,7 +423,7 @@ def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_ret
     server = start_in_thread(settings, engine, port=0)
     try:
         port = int(server.url.rsplit(":", 1)[1])
-        job = engine.submit("survive a server restart", None, ["leaf 1", "leaf 2"])
+        job = engine.submission.submit("survive a server restart", None, ["leaf 1", "leaf 2"])
         sign_in(browser, f"{server.url}/jobs/{job.id}")
         wait_for(browser, lambda: row_status(browser, "depth_0_worker_2") == "running", "the job running")
         js(browser, "window.__sameDocument = true;")
@@ -435,7 +435,7 @@ def test_lost_connection_shows_a_banner_and_the_page_resyncs_when_the_server_ret
         shot(browser, "connection-lost")
         # While it is away the job finishes; when it returns on the same port, the page catches up
         gate.write_text("go")
-        assert engine.wait(job.id, 30).status.value == "completed"
+        assert engine.queries.wait(job.id, 30).status.value == "completed"
         server = start_in_thread(settings, engine, port=port)
         wait_for(browser, lambda: "Connection restored" in text_of(browser, "banner"), "the restored banner", timeout=30)
         wait_for(browser, lambda: text_of(browser, "job-status") == "completed", "the job resynced as completed", timeout=20)
@@ -461,8 +461,8 @@ def test_a_job_finished_under_an_earlier_server_run_shows_its_reports_at_once(tm
     )
     engine = Engine(settings)
     server = start_in_thread(settings, engine, port=0)
-    job = engine.submit("finish before the restart", None, ["quick: one", "quick: two"])
-    assert engine.wait(job.id, 30).status.value == "completed"
+    job = engine.submission.submit("finish before the restart", None, ["quick: one", "quick: two"])
+    assert engine.queries.wait(job.id, 30).status.value == "completed"
     engine.shutdown(timeout=10)
     server.close()
     engine = Engine(settings)  # the next server run: same workspace, no events of that job

@@ -165,7 +165,7 @@ def test_keys_no_key_is_401_a_worker_reads_its_own_tree_never_another(hosted_liv
     job_id = live.submit(request="x", tasks=[hang, "echo done > done.txt"], config={"isolation": "worktree"}).json()["job_id"]
     try:
         wait_until(lambda: live.engine.worker_running(job_id, "worker_1"))
-        wait_until(lambda: live.engine.find_worker(job_id, 0, "worker_2").status.terminal)
+        wait_until(lambda: live.engine.queries.find_worker(job_id, 0, "worker_2").status.terminal)
         cred = live.engine.credentials.issue(job_id, job_id, "worker_1")
         assert live.call("GET", f"/api/v1/jobs/{job_id}/diff", key="").status_code == 401
         assert live.call("GET", f"/api/v1/jobs/{job_id}/workers/worker_2/diff", key="wrong-key-0123456789").status_code == 401

@@ -113,8 +113,8 @@ def test_writing_past_the_disk_cap_outside_the_checkout_stops_the_worker(hosted,
         workers={"sandbox": "on", "max_disk_mb": 20, "max_log_mb": 5, "monitor_interval": 0.1},
     )
     writer = f'{WRITES[where]}; for i in $(seq 40); do head -c {MB} /dev/zero > "$d/junk_$i" || exit 3; done; sleep 20'
-    job = engine.submit("x", {"max_retries": 1, "default_timeout": 60}, [writer])
-    engine.wait(job.id, 60)
+    job = engine.submission.submit("x", {"max_retries": 1, "default_timeout": 60}, [writer])
+    engine.queries.wait(job.id, 60)
     # Then it is stopped by the disk cap, not retried
     worker = workers(engine, job)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason.startswith("disk cap"), worker.exit_reason
@@ -196,15 +196,15 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         )
         engine = Engine(settings)
         try:
-            job = engine.submit("fill the disk", None, ["fill", "rest"])
+            job = engine.submission.submit("fill the disk", None, ["fill", "rest"])
             # Then the job ends (it never stays running), each worker failed with the reason: the
             # first's final record, the second's start found no room
-            done = engine.wait(job.id, 60)
+            done = engine.queries.wait(job.id, 60)
             assert done.status.terminal, done.status
-            reasons = {w.name: w.exit_reason for w in engine.snapshot(job.id)[1]}
+            reasons = {w.name: w.exit_reason for w in engine.queries.snapshot(job.id)[1]}
             assert reasons["worker_1"].startswith("no space left on device while writing its final record"), reasons
             assert reasons["worker_2"].startswith("no space left on device while"), reasons
-            assert all(w.status is WorkerStatus.FAILED for w in engine.snapshot(job.id)[1])
+            assert all(w.status is WorkerStatus.FAILED for w in engine.queries.snapshot(job.id)[1])
             assert any("no space left on device" in note for note in done.notes)
         finally:
             engine.shutdown(timeout=10)
@@ -217,10 +217,10 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         # When a new server takes the tree over while the disk is still full
         middle = Engine(settings)
         try:
-            assert middle.recover() == [job.id]
+            assert middle.restorer.recover() == [job.id]
             # Then the first is not run again, and the job ends here too
-            assert middle.wait(job.id, 60).status.terminal
-            for worker in middle.snapshot(job.id)[1]:
+            assert middle.queries.wait(job.id, 60).status.terminal
+            for worker in middle.queries.snapshot(job.id)[1]:
                 assert worker.status is WorkerStatus.FAILED
                 assert worker.exit_reason.startswith("no space left on device while"), worker.exit_reason
             assert [a.number for a in workers(middle, job)["worker_1"].attempts] == [1]
@@ -230,12 +230,12 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         (workspace / f"job_{job.id}" / "depth_0" / "worker_1" / "fill").unlink()
         fresh = Engine(settings)
         try:
-            assert fresh.recover() == [job.id]
-            done = fresh.wait(job.id, 60)
+            assert fresh.restorer.recover() == [job.id]
+            done = fresh.queries.wait(job.id, 60)
             # Then the first is settled from its exit file (its true status) and never ran again, and
             # the second, which never began, runs now, once
             assert done.status is JobStatus.COMPLETED, done.notes
-            for worker in fresh.snapshot(job.id)[1]:
+            for worker in fresh.queries.snapshot(job.id)[1]:
                 assert worker.status is WorkerStatus.SUCCESS and [a.number for a in worker.attempts] == [1]
                 assert ws.worker_log(job.id, 0, worker.name).read_text().count(" started ") == 1
             assert "rest ran" in ws.worker_log(job.id, 0, "worker_2").read_text()
@@ -258,11 +258,11 @@ def test_a_worktree_job_on_a_full_disk_ends_and_leaves_the_users_repository_as_i
         }
         engine = host_engine(folder, **sections)
         try:
-            job = engine.submit("fill the disk", None, ["a", "b"])
+            job = engine.submission.submit("fill the disk", None, ["a", "b"])
             # Then the job ends, each worker failed with the reason
-            done = engine.wait(job.id, 60)
+            done = engine.queries.wait(job.id, 60)
             assert done.status.terminal, done.status
-            for worker in engine.snapshot(job.id)[1]:
+            for worker in engine.queries.snapshot(job.id)[1]:
                 assert worker.status is WorkerStatus.FAILED
                 assert "no space left on device" in worker.exit_reason.lower(), worker.exit_reason
         finally:
@@ -272,9 +272,9 @@ def test_a_worktree_job_on_a_full_disk_ends_and_leaves_the_users_repository_as_i
             fill.unlink()
         fresh = host_engine(folder, **sections)
         try:
-            fresh.recover()
-            assert fresh.wait(job.id, 60).status.terminal
-            for worker in fresh.snapshot(job.id)[1]:
+            fresh.restorer.recover()
+            assert fresh.queries.wait(job.id, 60).status.terminal
+            for worker in fresh.queries.snapshot(job.id)[1]:
                 assert [a.number for a in worker.attempts] == [1]
         finally:
             fresh.shutdown(timeout=10)
@@ -297,8 +297,8 @@ def test_a_plain_folders_git_pointer_is_never_followed_by_the_disk_cap(tmp_path)
     )
     engine = Engine(settings)
     try:
-        job = engine.submit("x", {"max_retries": 1}, ["a"])
-        engine.wait(job.id, 60)
+        job = engine.submission.submit("x", {"max_retries": 1}, ["a"])
+        engine.queries.wait(job.id, 60)
         # Then its retry is not charged for what the pointer names
         worker = workers(engine, job)["worker_1"]
         assert worker.status is WorkerStatus.SUCCESS, worker.exit_reason
@@ -324,8 +324,8 @@ def test_a_worker_that_fills_the_disk_as_it_starts_runs_to_its_end(tmp_path):
             )
         )
         try:
-            job = engine.submit("x", None, ["a"])
-            engine.wait(job.id, 60)
+            job = engine.submission.submit("x", None, ["a"])
+            engine.queries.wait(job.id, 60)
             # Then it was not stopped for the record the disk refused: it ran to its end, which the
             # record the disk refused at the end says
             worker = workers(engine, job)["worker_1"]

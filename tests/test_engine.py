@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def workers_of(engine, job):
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     return {w.name: w for w in workers if w.job_id == job.id}
 
 
@@ -220,10 +220,10 @@ def test_worker_environment_carries_the_protocol(make_engine):
 
 def test_cancel_kills_running_workers_and_skips_pending(make_engine):
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
-    job = engine.submit("x", {"max_workers": 1}, ["hang", "ok"])
+    job = engine.submission.submit("x", {"max_workers": 1}, ["hang", "ok"])
     wait_until(lambda: workers_of(engine, job)["worker_1"].attempts)
     engine.cancel(job.id)
-    done = engine.wait(job.id, 10)
+    done = engine.queries.wait(job.id, 10)
     assert done.status is JobStatus.CANCELLED
     statuses = {n: w.status for n, w in workers_of(engine, job).items()}
     assert statuses == {"worker_1": WorkerStatus.CANCELLED, "worker_2": WorkerStatus.SKIPPED}
@@ -250,7 +250,7 @@ def test_bad_requests_are_refused_and_leave_no_job_folder(engine):
     ]
     for request, config, tasks, message in cases:
         with pytest.raises((ValidationError, ConfigError), match=message):
-            engine.submit(request, config, tasks)
+            engine.submission.submit(request, config, tasks)
     assert engine.workspace.root_ids() == []
 
 
@@ -259,7 +259,7 @@ def test_unwritable_workspace_is_a_clear_error(make_engine, tmp_path):
     blocker.write_text("a file, not a folder")
     engine = make_engine(orchestrator={"workspace_root": str(blocker / "ws")})
     with pytest.raises(Exception, match="not writable"):
-        engine.submit("x")
+        engine.submission.submit("x")
 
 
 def _alive(pid):
@@ -293,12 +293,12 @@ def test_finished_trees_leave_memory_but_stay_readable_from_disk(make_engine):
     assert jobs[0].id not in in_memory and jobs[-1].id in in_memory
     assert len(engine.worker_tags()) == 2 * FINISHED_TREES_IN_MEMORY and not engine.events.since(jobs[0].id)
     # The evicted tree reads the same from disk: job, workers, report, wait.
-    old = engine.get_job(jobs[0].id)
+    old = engine.queries.get_job(jobs[0].id)
     assert old.status is JobStatus.COMPLETED and old.worker_names == ["worker_1", "worker_2"]
-    _, workers = engine.snapshot(jobs[0].id)
+    _, workers = engine.queries.snapshot(jobs[0].id)
     assert [w.status for w in workers] == [WorkerStatus.SUCCESS, WorkerStatus.SUCCESS]
-    assert engine.wait(jobs[0].id, 0.1).status is JobStatus.COMPLETED
-    assert "tree 0" in engine.read_report(jobs[0].id, "final")
+    assert engine.queries.wait(jobs[0].id, 0.1).status is JobStatus.COMPLETED
+    assert "tree 0" in engine.queries.read_report(jobs[0].id, "final")
     engine.delete(jobs[0].id)
     engine.delete(jobs[-1].id)  # and one still in memory
     assert not engine.queries.holds(jobs[-1].id)
@@ -312,7 +312,7 @@ def test_a_released_tree_leaves_memory_and_its_status_document_is_the_same(make_
     engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
     job = run_job(engine, "released", tasks=["a", "b", "c"])
     held = engine.queries.status_document(job.id)
-    jobs, workers = engine.snapshot(job.root_id)
+    jobs, workers = engine.queries.snapshot(job.root_id)
     engine.release(job.root_id)
     assert not engine.queries.holds(job.root_id) and engine.worker_tags() == []
     ours = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id), now=0.0)
@@ -328,8 +328,8 @@ def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
     record = engine.workspace.worker_record_path(job.id, 0, "worker_1")
     record.write_text("{ not json")
     fresh = make_engine(orchestrator={"worker": "command", "command": ["true"]})
-    assert fresh.recover() == []
-    assert fresh.get_job(job.id).status is JobStatus.COMPLETED
+    assert fresh.restorer.recover() == []
+    assert fresh.queries.get_job(job.id).status is JobStatus.COMPLETED
 
 
 def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engine):
@@ -350,8 +350,8 @@ def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engi
     ws.job_record_path(job.id).write_text(json.dumps(data))
     # When a new server takes the tree over
     fresh = make_engine(**sections)
-    assert fresh.recover() == [job.id]
-    assert fresh.wait(job.id, 30).status is JobStatus.COMPLETED
+    assert fresh.restorer.recover() == [job.id]
+    assert fresh.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     # Then both runs are in the record, rebuilt from their start lines and exit files, and
     # nothing ran a third time
     worker = workers_of(fresh, job)["worker_1"]
@@ -378,7 +378,7 @@ def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree
         orchestrator={"worker": "command", "command": ["sh", "-c", script, "{task}"]},
         workers={"max_workers": 2, "sandbox_writable": [str(seen)]},
     )
-    job = engine.submit("tmp", None, ["leave", "clean"])
+    job = engine.submission.submit("tmp", None, ["leave", "clean"])
     wait_until(lambda: len([p for p in seen.iterdir() if not p.name.endswith(".tmp")]) == 2, what="both TMPDIRs noted")
     leave, clean = (Path((seen / name).read_text().strip()) for name in ("worker_1", "worker_2"))
     # Then each has its own folder, outside its worker folder
@@ -386,11 +386,11 @@ def test_a_workers_tmpdir_is_private_emptied_when_it_ends_and_gone_with_its_tree
     assert engine.workspace.job_dir(job.id) in leave.parents
     assert engine.workspace.worker_dir(job.id, 0, "worker_1") not in leave.parents
     # When "leave" has ended and "clean" still runs, what "leave" left is gone
-    wait_until(lambda: engine.snapshot(job.id)[1][0].status.terminal, what="worker_1 ended")
-    assert engine.snapshot(job.id)[1][1].status.value == "running"
+    wait_until(lambda: engine.queries.snapshot(job.id)[1][0].status.terminal, what="worker_1 ended")
+    assert engine.queries.snapshot(job.id)[1][1].status.value == "running"
     assert not (leave / "scratch").exists() and clean.is_dir()
     # and once the tree has ended no TMPDIR is left at all
-    assert engine.wait(job.id, 30).status.value == "completed"
+    assert engine.queries.wait(job.id, 30).status.value == "completed"
     assert not leave.exists() and not clean.exists() and not leave.parent.exists()
 
 
@@ -408,12 +408,12 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
         written.setdefault(name, []).append(data["status"])
 
     engine.workspace.save_worker_dict = noting
-    job = engine.submit("x", None, ["true", "sleep 2"])
+    job = engine.submission.submit("x", None, ["true", "sleep 2"])
     # Then the long one is "running" on disk, with its process, while it runs
     wait_until(lambda: written.get("worker_2") == ["running"], what="worker_2's running record")
     on_disk = engine.workspace.load_worker(job.id, 0, "worker_2")
     assert on_disk.status is WorkerStatus.RUNNING and on_disk.attempts[0].pid
-    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    assert engine.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     # and the short one's only write is its final record, though it was announced as started
     assert written == {"worker_1": ["success"], "worker_2": ["running", "success"]}
     events = (engine.workspace.orchestrator_log(job.id)).read_text()
@@ -444,17 +444,19 @@ def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engin
 
     monkeypatch.setattr(engine_module, "job_config", counting_job_config)
     monkeypatch.setattr(JobConfig, "from_dict", classmethod(no_rebuild))
-    root = engine.submit("x", {"max_workers": 2, "max_recursion_depth": 2}, ["hang"])
+    root = engine.submission.submit("x", {"max_workers": 2, "max_recursion_depth": 2}, ["hang"])
     # (worker and isolation "auto" resolved at submission: tmp_path is in no git work tree)
-    assert len(built) == 1 and engine.get_job(root.id).config == built[0].replace(worker="command", isolation="folder")
+    assert len(built) == 1 and engine.queries.get_job(root.id).config == built[0].replace(worker="command", isolation="folder")
     wait_until(lambda: workers_of(engine, root)["worker_1"].status is WorkerStatus.RUNNING, what="worker_1 running")
-    child = engine.submit("y", {"max_workers": 4}, ["ok"], parent_job_id=root.id, parent_worker="worker_1")
+    child = engine.submission.submit("y", {"max_workers": 4}, ["ok"], parent_job_id=root.id, parent_worker="worker_1")
     assert len(built) == 2 and built[1].max_workers == 2  # lowered to the parent's
-    assert engine.wait(child.id, 30).status is JobStatus.COMPLETED
-    assert engine.get_job(child.id).config is engine.get_job(child.id).config  # the one object, not a copy per read
+    assert engine.queries.wait(child.id, 30).status is JobStatus.COMPLETED
+    assert (
+        engine.queries.get_job(child.id).config is engine.queries.get_job(child.id).config
+    )  # the one object, not a copy per read
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     monkeypatch.undo()
     on_disk = json.loads(engine.workspace.job_record_path(root.id).read_text())["config"]
     assert on_disk == {**built[0].to_dict(), "worker": "command", "isolation": "folder"}
-    assert engine.workspace.load_job(child.id).config == engine.get_job(child.id).config
+    assert engine.workspace.load_job(child.id).config == engine.queries.get_job(child.id).config

@@ -764,7 +764,7 @@ def test_cancel_propagates_through_the_subtree(make_rig):
     done = rig.wait(job)
     jobs = rig.jobs(done)
     assert sorted((j.depth, j.status.value) for j in jobs.values()) == [(0, "cancelled"), (1, "cancelled"), (2, "cancelled")]
-    _, workers = rig.engine.snapshot(job.id)
+    _, workers = rig.engine.queries.snapshot(job.id)
     assert {w.name: w.status.value for w in workers} == {
         "worker_1": "cancelled",
         "worker_1_1": "cancelled",
@@ -781,7 +781,7 @@ def test_cancel_of_a_subtree_skips_its_pending_workers(make_rig):
     rig.started(2)
     rig.engine.cancel(job.id)
     rig.wait(job)
-    _, workers = rig.engine.snapshot(job.id)
+    _, workers = rig.engine.queries.snapshot(job.id)
     assert {w.name: w.status.value for w in workers} == {
         "worker_1": "cancelled",
         "worker_1_1": "cancelled",
@@ -798,7 +798,7 @@ def test_cancelling_a_child_job_leaves_its_parent_running(make_rig):
     rig.started(2)
     child_id = f"{job.id}-c1"
     assert rig.engine.cancel(child_id).id == child_id
-    child = rig.engine.wait(child_id, WAIT)
+    child = rig.engine.queries.wait(child_id, WAIT)
     assert child.status is JobStatus.CANCELLED
     rig.clock.release()
     done = rig.wait(job)
@@ -827,7 +827,7 @@ def test_a_child_job_for_a_cancelled_worker_is_refused(make_rig):
     rig.engine.cancel(job.id)
     rig.wait(job)
     with pytest.raises(Conflict, match="no child job was started"):
-        rig.engine.submit("late child", None, ["x"], parent_job_id=job.id, parent_worker="worker_1")
+        rig.engine.submission.submit("late child", None, ["x"], parent_job_id=job.id, parent_worker="worker_1")
 
 
 # -- the tree deadline --------------------------------------------------------------------------
@@ -854,7 +854,7 @@ def test_a_tree_within_its_deadline_runs_on(make_rig):
     rig.started(1)
     rig.clock.advance(10)
     time.sleep(0.2)  # several monitor passes, in real time
-    assert rig.engine.get_job(job.id).status is JobStatus.RUNNING
+    assert rig.engine.queries.get_job(job.id).status is JobStatus.RUNNING
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED and not any("deadline" in n for n in done.notes)
@@ -917,7 +917,7 @@ def test_a_restarted_server_adopts_a_running_attempt(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"])
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
@@ -931,7 +931,7 @@ def test_an_attempt_spawned_but_not_yet_recorded_is_adopted_not_started_again(ma
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"], recorded=False)
     assert on_disk(rig, job, "worker_1").attempts == []
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED and len(rig.fake.handles) == 1
@@ -943,7 +943,7 @@ def test_an_attempt_that_ended_while_no_server_ran_gets_its_true_status(make_rig
     rig.fake.default = S(exit=3, duration=5)
     job = crash_while_running(rig, ["a"], {"max_retries": 0})
     rig.clock.advance(10)  # it ends while no server watches: its exit file says how
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == "exit code 3"
@@ -955,7 +955,7 @@ def test_an_attempt_that_failed_while_no_server_ran_is_retried_by_the_new_one(ma
     rig.fake.script("worker_1", S(exit=3, duration=5), S())
     job = crash_while_running(rig, ["a"], {"max_retries": 1})
     rig.clock.advance(10)
-    rig.engine.recover()
+    rig.engine.restorer.recover()
     rig.clock.release()
     worker = rig.workers(rig.wait(job))["worker_1"]
     assert worker.status is WorkerStatus.SUCCESS
@@ -966,7 +966,7 @@ def test_an_attempt_that_left_no_trace_is_lost_not_rerun(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(hang=True, vanishes=True)
     job = crash_while_running(rig, ["a"])
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == worker.error == LOST_REASON
@@ -981,7 +981,7 @@ def test_an_unrecorded_attempt_whose_exit_file_holds_no_status_is_lost_not_start
     rig.fake.default = S(hang=True, vanishes=True)
     job = crash_while_running(rig, ["a"], recorded=False)
     assert on_disk(rig, job, "worker_1").attempts == []
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == LOST_REASON
@@ -993,7 +993,7 @@ def test_a_worker_that_never_started_starts_after_the_restart(make_rig):
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a", "b"], {"max_workers": 1})
     assert on_disk(rig, job, "worker_2").status is WorkerStatus.PENDING
-    rig.engine.recover()
+    rig.engine.restorer.recover()
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
@@ -1005,7 +1005,7 @@ def test_processes_of_the_tree_that_nothing_accounts_for_are_killed(make_rig):
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"])
     rig.fake.strays.add(f"{job.id}.depth_0_worker_9.dead")
-    rig.engine.recover()
+    rig.engine.restorer.recover()
     rig.clock.release()
     done = rig.wait(job)
     assert rig.fake.strays == set() and done.status is JobStatus.COMPLETED  # the adopted one was kept
@@ -1019,7 +1019,7 @@ def test_an_adopted_attempts_timeout_counts_from_its_first_start(make_rig):
     rig.fake.default = S(hang=True)
     job = crash_while_running(rig, ["a"], {"default_timeout": 20, "max_retries": 0})
     rig.clock.advance(15)  # the server is down for 15 s
-    rig.engine.recover()
+    rig.engine.restorer.recover()
     rig.clock.release()
     worker = rig.workers(rig.wait(job))["worker_1"]
     assert worker.status is WorkerStatus.TIMEOUT
@@ -1029,8 +1029,8 @@ def test_an_adopted_attempts_timeout_counts_from_its_first_start(make_rig):
 def test_a_finished_tree_is_not_recovered(rig):
     job = rig.run(["a"])
     engine = rig.restart()
-    assert engine.recover() == []
-    assert engine.get_job(job.id).status is JobStatus.COMPLETED
+    assert engine.restorer.recover() == []
+    assert engine.queries.get_job(job.id).status is JobStatus.COMPLETED
 
 
 # -- admission: what submit refuses -------------------------------------------------------------
@@ -1060,9 +1060,9 @@ def test_a_finished_tree_is_not_recovered(rig):
 def test_submit_refuses_a_bad_request_and_starts_nothing(make_rig, request_, tasks, config, error, message):
     rig = make_rig(orchestrator={"max_request_chars": 100, "max_tasks": 3})
     with pytest.raises(error) as raised:
-        rig.engine.submit(request_, config, tasks)
+        rig.engine.submission.submit(request_, config, tasks)
     assert message in str(raised.value)
-    assert rig.engine.list_jobs() == [] and rig.fake.handles == []
+    assert rig.engine.queries.list_jobs() == [] and rig.fake.handles == []
 
 
 def test_submitted_tasks_are_normalised(rig):
@@ -1101,7 +1101,7 @@ def test_the_records_on_disk_match_what_the_engine_reports(rig):
 def test_the_final_report_lists_every_worker(rig):
     rig.fake.script("worker_2", S(exit=1))
     job = rig.run(["alpha", "beta"], {"max_retries": 0})
-    text = rig.engine.read_report(job.id, "final")
+    text = rig.engine.queries.read_report(job.id, "final")
     assert "alpha" in text and "beta" in text and "partial" in text.lower()
 
 
@@ -1122,30 +1122,30 @@ def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_
     rig.fake.script("worker_1", S(children=[["child task"]]))
     job = rig.submit(["parent", "b"], {"approval": "before_merge"})
     rig.clock.release()
-    waiting = rig.engine.wait(job.id, WAIT)
+    waiting = rig.engine.queries.wait(job.id, WAIT)
     assert waiting.status is JobStatus.WAITING and waiting.approval.earned == "completed"
     children = [j for j in rig.jobs(job).values() if j.depth == 1]
     assert [c.status for c in children] == [JobStatus.COMPLETED] and children[0].approval is None  # its end was not gated
     rig.clock.advance(60)  # past recursion.tree_deadline: a waiting job runs nothing, so no deadline ends it
     time.sleep(0.3)  # several monitor passes, in real time
-    assert rig.engine.get_job(job.id).status is JobStatus.WAITING
+    assert rig.engine.queries.get_job(job.id).status is JobStatus.WAITING
     engine = rig.restart()
-    engine.recover()
-    assert engine.get_job(job.id).status is JobStatus.WAITING
-    assert not any(n.startswith("recovered at server start") for n in engine.get_job(job.id).notes)
-    done = engine.finishing.decide(job.id, "approve", "fine")
+    engine.restorer.recover()
+    assert engine.queries.get_job(job.id).status is JobStatus.WAITING
+    assert not any(n.startswith("recovered at server start") for n in engine.queries.get_job(job.id).notes)
+    done = engine.approvals.decide(job.id, "approve", "fine")
     assert done.status is JobStatus.COMPLETED and done.approval.state == "approved"
     with pytest.raises(Conflict, match="not waiting for approval"):
-        engine.finishing.decide(job.id, "reject", "too late")
+        engine.approvals.decide(job.id, "reject", "too late")
 
 
 def test_a_partial_job_waits_and_approve_ends_it_partial_a_failed_one_does_not_wait(make_rig):
     rig = make_rig()
     rig.fake.script("worker_2", S(exit=1))
     job = rig.submit(["a", "b"], {"approval": "before_merge", "max_retries": 0})
-    waiting = rig.engine.wait(job.id, WAIT)
+    waiting = rig.engine.queries.wait(job.id, WAIT)
     assert waiting.status is JobStatus.WAITING and waiting.approval.earned == "partial"
-    assert rig.engine.finishing.decide(job.id, "approve").status is JobStatus.PARTIAL
+    assert rig.engine.approvals.decide(job.id, "approve").status is JobStatus.PARTIAL
     rig.fake.default = S(exit=1)
     failed = rig.run(["c"], {"approval": "before_merge", "max_retries": 0})
     assert failed.status is JobStatus.FAILED and failed.approval is None

@@ -347,7 +347,7 @@ def test_guide_spawn_exit_codes_and_refusals_are_as_documented(make_live):
 def test_guide_spawn_exits_4_when_the_child_is_cancelled_and_2_outside_a_worker(make_live):
     live = command_live(make_live, ["bash", "-c", SPAWN_SCRIPT, "worker", "{task}", "hang"], workers={"kill_grace": 0.5})
     job_id = live.submit(request="cancel", tasks=["cancel"], config={"max_recursion_depth": 1}).json()["job_id"]
-    until(lambda: any(w.depth == 1 and w.attempts for w in live.engine.snapshot(job_id)[1]))
+    until(lambda: any(w.depth == 1 and w.attempts for w in live.engine.queries.snapshot(job_id)[1]))
     assert live.call("POST", f"/api/v1/jobs/{job_id}-c1/cancel").status_code == 200
     (worker,) = live.wait(job_id)["results"]["tasks"]
     assert _exits(worker["output"]) == [4]

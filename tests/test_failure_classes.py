@@ -65,12 +65,12 @@ def classifying(monkeypatch, make_engine):
 
 
 def _worker(engine, job):
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     return next(w for w in workers if w.job_id == job.id)
 
 
 def _status_task(engine, job):
-    jobs, workers = engine.snapshot(job.root_id)
+    jobs, workers = engine.queries.snapshot(job.root_id)
     return job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))["results"]["tasks"][0]
 
 
@@ -177,8 +177,8 @@ def test_a_restarted_server_keeps_what_earlier_attempts_spent_of_the_transient_b
     record.update(status="running", ended_at=None)
     ws.job_record_path(job.id).write_text(json.dumps(record))
     fresh = classifying(transient_retries=1)
-    assert fresh.recover() == [job.id]
-    assert fresh.wait(job.id, 30).status is JobStatus.FAILED
+    assert fresh.restorer.recover() == [job.id]
+    assert fresh.queries.wait(job.id, 30).status is JobStatus.FAILED
     worker = _worker(fresh, job)
     assert [a.failure_class for a in worker.attempts] == ["transient", "transient"]  # no third attempt
     assert "gave up after 1 transient retry" in worker.exit_reason

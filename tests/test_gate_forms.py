@@ -124,9 +124,9 @@ def test_a_shell_gate_runs_its_command_line_with_a_pipeline_and_a_string_without
     failing = run_job(engine, "x", tasks=["true"], config={"gates": [gate("pipe", "false && true || exit 4", shell=True)]})
     assert workers(engine, failing)["worker_1"].gates[0].reason == "exit code 4"
     with pytest.raises(ConfigError, match=r"to run 'pytest -q' through /bin/sh, add shell: true"):
-        engine.submit("x", {"gates": [gate("tests", "pytest -q")]}, ["true"])
+        engine.submission.submit("x", {"gates": [gate("tests", "pytest -q")]}, ["true"])
     with pytest.raises(ConfigError, match="must be one command line"):
-        engine.submit("x", {"gates": [gate("tests", ["pytest", "-q"], shell=True)]}, ["true"])
+        engine.submission.submit("x", {"gates": [gate("tests", ["pytest", "-q"], shell=True)]}, ["true"])
     assert snapshot(host, folder) == before
 
 
@@ -138,17 +138,17 @@ def test_a_shell_gate_from_a_request_needs_the_admin_key(served):  # noqa: F811 
         return requests.post(url + "/api/v1/orchestrate", json=body, headers={"X-API-Key": key}, timeout=30)
 
     shell_gate = {"name": "sh", "run": "echo from the admin && true", "shell": True}
-    root = engine.submit("x", None, ["sleep 30"])
+    root = engine.submission.submit("x", None, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
     worker_key = engine.credentials.issue(root.id, root.id, "worker_1")
     answer = post({"gates": [shell_gate]}, worker_key)  # a worker (a model's request) may not set one
     assert answer.status_code == 403, answer.text
     assert answer.json()["message"].startswith("config.gates is for a root job only (the admin key)")
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     answer = post({"gates": [shell_gate]})  # the admin key may: its own configuration
     assert answer.status_code == 202, answer.text
-    done = engine.wait(answer.json()["job_id"], 60)
+    done = engine.queries.wait(answer.json()["job_id"], 60)
     (w1,) = workers(engine, done).values()
     assert w1.gates[0].status == "passed" and "from the admin\n" in gate_output(engine, done, w1)
     answer = post({"gates": [{"name": "sh", "run": "pytest -q"}]})

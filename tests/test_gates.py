@@ -421,7 +421,7 @@ def test_bad_gates_in_a_request_are_422_naming_the_field_and_a_worker_may_not_se
         answer = post({"gates": gates})
         assert answer.status_code == 422, answer.text
         assert key in answer.json()["message"] and said in answer.json()["message"], answer.json()
-    root = engine.submit("x", None, ["sleep 30"])
+    root = engine.submission.submit("x", None, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
     worker_key = engine.credentials.issue(root.id, root.id, "worker_1")
     for config in ({"gates": []}, {"gates_retry": 5}, {"gates": [{"name": "tests", "run": ["true"]}]}):
@@ -429,12 +429,12 @@ def test_bad_gates_in_a_request_are_422_naming_the_field_and_a_worker_may_not_se
         assert answer.status_code == 403, answer.text
         assert "is for a root job only (the admin key)" in answer.json()["message"]
     with pytest.raises(Forbidden):
-        engine.submit("y", {"gates": []}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
+        engine.submission.submit("y", {"gates": []}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     answer = post({"gates": [{"name": "ok", "run": ["true"], "timeout": 86400}]})  # the admin key may
     assert answer.status_code == 202, answer.text
-    assert engine.get_job(answer.json()["job_id"]).config.gates[0]["timeout"] == 86400.0
+    assert engine.queries.get_job(answer.json()["job_id"]).config.gates[0]["timeout"] == 86400.0
 
 
 def test_a_gate_killed_by_a_signal_is_crashed_and_fails_closed(gated):
@@ -455,11 +455,11 @@ def test_cancelling_the_job_stops_a_running_gate_and_nothing_is_merged(gated, tm
     engine = make(workers={"sandbox": "off"})  # the gate's pid as the host sees it (a sandbox has its own)
     pid_file = tmp_path / "gate.pid"
     slow = gate("slow", ["sh", "-c", 'echo $$ > "$1"; exec sleep 300', "sh", str(pid_file)])
-    job = engine.submit("x", {"gates": [slow]}, ["echo a > a.txt"])
+    job = engine.submission.submit("x", {"gates": [slow]}, ["echo a > a.txt"])
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the gate started")
     pid = int(pid_file.read_text())
     engine.cancel(job.id)
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     (w1,) = workers(engine, done).values()
     # the worker ends cancelled (not failed), so its job does, and a cancelled job is not merged
     assert w1.status is WorkerStatus.CANCELLED and done.status is JobStatus.CANCELLED
@@ -474,14 +474,16 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     before = snapshot(host, folder)
     engine = make()
     check = gate("check", ["sh", "-c", "test ! -e bad.txt"])
-    root = engine.submit("x", {"gates": [check], "max_retries": 0}, ["sleep 30"])
+    root = engine.submission.submit("x", {"gates": [check], "max_retries": 0}, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
     # the child job inherits the root's gates (it may not set its own: 403, tested above)
-    child = engine.submit("y", None, ["echo ok > ok.txt", "echo bad > bad.txt"], parent_job_id=root.id, parent_worker="worker_1")
-    done = engine.wait(child.id, 30)
+    child = engine.submission.submit(
+        "y", None, ["echo ok > ok.txt", "echo bad > bad.txt"], parent_job_id=root.id, parent_worker="worker_1"
+    )
+    done = engine.queries.wait(child.id, 30)
     filled = {"shell": False, "env": {}, "cwd": "", "allow_no_tests": False, "required": True, "timeout": 600.0}
     assert done.config.gates == [check | filled | {"roles": [], "when_changed": []}]
-    kids = {w.name: w for w in engine.snapshot(root.id)[1] if w.job_id == child.id}
+    kids = {w.name: w for w in engine.queries.snapshot(root.id)[1] if w.job_id == child.id}
     good, bad = (kids[n] for n in sorted(kids))
     assert good.status is WorkerStatus.SUCCESS and bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed"
     assert list(done.merge.merged) == [good.name] and [w["worker"] for w in done.merge.left_out] == [bad.name]
@@ -491,7 +493,7 @@ def test_a_child_job_under_the_roots_gates_merges_only_its_gated_workers_into_th
     assert kept_out(host, bad.commit, parent_branch) and merged_into(host, good.gated_commit, parent_branch)
     assert any("; left out: " + bad.name in n for n in done.notes)
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     assert snapshot(host, folder) == before
 
 

@@ -183,16 +183,16 @@ def test_a_bad_graph_is_refused_naming_the_cycle_or_the_id(hosted, tasks, words)
     host, folder, make = hosted
     engine = make()
     with pytest.raises(InvalidGraph, match=words.replace("(", r"\(").replace(")", r"\)")) as refused:
-        engine.submit("graph", None, tasks)
+        engine.submission.submit("graph", None, tasks)
     assert refused.value.http_status == 422
-    assert engine.list_jobs() == []
+    assert engine.queries.list_jobs() == []
 
 
 def test_manual_with_dependencies_is_a_422_that_says_why(hosted):
     host, folder, make = hosted
     engine = make()
     with pytest.raises(ConfigError, match="merge_strategy manual cannot run a task graph") as refused:
-        engine.submit("graph", {"isolation": "worktree", "merge_strategy": "manual"}, diamond())
+        engine.submission.submit("graph", {"isolation": "worktree", "merge_strategy": "manual"}, diamond())
     assert refused.value.http_status == 422
 
 
@@ -212,7 +212,7 @@ def test_a_worker_spawns_a_child_graph_through_the_helper_and_it_runs_in_order(m
     job_id = live.submit(request="big", tasks=["big"], config={"max_recursion_depth": 1}).json()["job_id"]
     doc = live.wait(job_id)
     assert doc["status"] == "completed", doc
-    child = live.engine.get_job(f"{job_id}-c1")
+    child = live.engine.queries.get_job(f"{job_id}-c1")
     assert [(n.id, n.depends_on) for n in child.nodes] == [("first", []), ("second", ["first"])]
     ws = live.engine.workspace
     first, second = (ws.worker_dir(job_id, 1, name) for name in child.worker_names)

@@ -87,7 +87,7 @@ def test_on_failure_stop_cancels_the_running_and_skips_the_pending(make_rig):
     job = rig.submit(tasks, {"max_retries": 0, "on_failure": "stop", "default_timeout": 500})
     rig.started(2)
     rig.clock.advance(2)
-    until(lambda: rig.engine.get_job(job.id).error is not None, "the job stopped")
+    until(lambda: rig.engine.queries.get_job(job.id).error is not None, "the job stopped")
     rig.clock.release()
     done = rig.wait(job)
     assert rig.statuses(done) == {"worker_1": "failed", "worker_2": "skipped", "worker_3": "cancelled"}
@@ -117,7 +117,7 @@ def test_a_graph_goes_on_in_order_after_a_restart(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, chain("a", "b", "c"))
-    assert rig.engine.recover() == [job.id]
+    assert rig.engine.restorer.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED

@@ -172,7 +172,7 @@ def lines_of(engine, job: JobRecord, name: str) -> list[str]:
 
 
 def worker(engine, job: JobRecord, name: str) -> WorkerRecord:
-    return engine.find_worker(job.id, 0, name)
+    return engine.queries.find_worker(job.id, 0, name)
 
 
 def duration(record: WorkerRecord) -> float:
@@ -228,7 +228,7 @@ def run_attacks(arena: Arena, engine, mode: str) -> dict:
         "echo mine > mine.txt && git add mine.txt && git commit -q --no-verify -m 'the worker commits' && echo more > more.txt",
     ]
     before = arena.snapshot()
-    job = engine.submit("hostile", {"max_workers": 6}, tasks)
+    job = engine.submission.submit("hostile", {"max_workers": 6}, tasks)
     sleeping = victim_pid(engine, job)
     # Made aside and renamed in: the worker polls for the file, and one seen empty, mid-write,
     # read as no JSON and ended its kills unreported
@@ -239,7 +239,7 @@ def run_attacks(arena: Arena, engine, mode: str) -> dict:
     ended = dropper.attempts[-1].ended_at or time.time()
     held = mode != "off" and (arena.backend != "landlock" or bool(hierarchies().bases))  # a PID namespace, or a cgroup
     alive = wait_until(lambda: (not sleepers(marker) or not held) and time.time(), KILL_GRACE + 5, "its child gone")
-    done = engine.wait(job.id, 120)
+    done = engine.queries.wait(job.id, 120)
     assert done.status.terminal, f"job still {done.status.value}"
     seen = {}
     for name in ("worker_1", "worker_2", "worker_3"):
@@ -315,7 +315,7 @@ def test_a_sandboxed_worker_is_refused_everything_outside_its_checkout_and_the_h
     sibling = worker(engine, job, "worker_4")
     assert sibling.status is WorkerStatus.SUCCESS, sibling.exit_reason
     assert "PLANTED" not in git(arena.host, "show", f"{sibling.commit}:app.py")
-    for record in engine.snapshot(job.root_id)[1]:
+    for record in engine.queries.snapshot(job.root_id)[1]:
         assert "PLANTED" not in engine.workspace.job_dir(job.id).joinpath("state", "workers", f"{record.key}.json").read_text()
     # The child that dropped its tag (setsid env -i) dies with its attempt's PID namespace; under Landlock
     # (none) with its attempt's cgroup where there is one, and outlives it where there is none.
@@ -390,8 +390,8 @@ def test_a_sandboxed_tree_past_its_caps_is_stopped_and_nothing_of_it_survives(ar
         "log 300 MB vs max_log_mb 5": arena.task("flood"),
     }
     timeout = 15.0
-    job = engine.submit("caps", {"max_workers": 5, "default_timeout": timeout}, list(tasks.values()))
-    done = engine.wait(job.id, 120)
+    job = engine.submission.submit("caps", {"max_workers": 5, "default_timeout": timeout}, list(tasks.values()))
+    done = engine.queries.wait(job.id, 120)
     assert done.status.terminal
     unchanged = arena.snapshot() == before
     for i, attack in enumerate(tasks, start=1):
@@ -418,8 +418,8 @@ def planted_job(arena: Arena, engine, script: str) -> tuple[JobRecord, dict, dic
     attack = arena.tmp / "attack.sh"
     attack.write_text(script)
     before = arena.snapshot()
-    job = engine.submit("plant", {"max_workers": 1}, [f"sh '{attack}'; echo change > changed.txt"])
-    assert engine.wait(job.id, 60).status.terminal
+    job = engine.submission.submit("plant", {"max_workers": 1}, [f"sh '{attack}'; echo change > changed.txt"])
+    assert engine.queries.wait(job.id, 60).status.terminal
     return job, before, arena.snapshot()
 
 
@@ -570,9 +570,9 @@ def test_committing_workers_whose_git_walks_every_branch_see_their_own_and_land(
     attack.write_text(script)
     engine = arena.engine("on")
     before = arena.snapshot()
-    job = engine.submit("three", {"max_workers": 3}, [f"sh '{attack}'"] * 3)
-    assert engine.wait(job.id, 60).status.terminal
-    _, workers = engine.snapshot(job.id)
+    job = engine.submission.submit("three", {"max_workers": 3}, [f"sh '{attack}'"] * 3)
+    assert engine.queries.wait(job.id, 60).status.terminal
+    _, workers = engine.queries.snapshot(job.id)
     logs = [engine.workspace.worker_log(job.root_id, 0, w.name).read_text() for w in workers]
     assert all(w.status is WorkerStatus.SUCCESS for w in workers), logs
     # Landlock has no view of the tree's branches: each may see its siblings' too (what is left out)
@@ -590,8 +590,8 @@ def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_l
     engine = arena.engine("on", git={"resolver_kind": "command", "resolver_command": resolver, "resolver_retries": 0})
     before = arena.snapshot()
     same_line = "sed -i s/v2/{}/ app.py"
-    job = engine.submit("resolve", {"merge_strategy": "resolve"}, [same_line.format("w1"), same_line.format("w2")])
-    done = engine.wait(job.id, 120)
+    job = engine.submission.submit("resolve", {"merge_strategy": "resolve"}, [same_line.format("w1"), same_line.format("w2")])
+    done = engine.queries.wait(job.id, 120)
     (resolution,) = done.merge.outcome.resolutions
     assert not resolution.accepted and resolution.reason == "conflict markers are left in: app.py"
     log = engine.workspace.job_dir(job.id) / resolution.attempts[0].log_path
@@ -653,8 +653,8 @@ def test_a_sandboxed_worker_reaches_no_host_unix_socket_and_inherits_no_agent(ar
         settings = {"sandbox_unix_sockets": True, "env_passthrough": ["SSH_AUTH_SOCK"]} if unix_sockets else {}
         engine = arena.engine("on", workers=settings)
         before = arena.snapshot()
-        job = engine.submit("sockets", {"max_workers": 1}, [arena.task("sockets")])
-        assert engine.wait(job.id, 60).status.terminal
+        job = engine.submission.submit("sockets", {"max_workers": 1}, [arena.task("sockets")])
+        assert engine.queries.wait(job.id, 60).status.terminal
         seen = lines(engine, job, "worker_1")
         unchanged = arena.snapshot() == before
         record_rows("sandbox on" + (", unix_sockets" if unix_sockets else ""), seen, unchanged)
@@ -696,8 +696,8 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
 
     engine = arena.engine("on")
     other_secret = f"tree-a-secret-{random.randint(0, 1 << 30)}"
-    first = engine.submit("tree a", {"max_workers": 1}, [f"echo {other_secret}; echo {other_secret} > a.txt"])
-    assert engine.wait(first.id, 60).status.terminal
+    first = engine.submission.submit("tree a", {"max_workers": 1}, [f"echo {other_secret}; echo {other_secret} > a.txt"])
+    assert engine.queries.wait(first.id, 60).status.terminal
     workspace = engine.workspace
     other_log = workspace.worker_log(first.root_id, 0, "worker_1")
     other_record = workspace.job_record_path(first.id)
@@ -721,12 +721,12 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
         go_file=str(go := arena.tmp / "go"),
     )
     before = arena.snapshot()
-    second = engine.submit("tree b", {"max_workers": 2}, ["sleep 1", arena.task("snoops")])
+    second = engine.submission.submit("tree b", {"max_workers": 2}, ["sleep 1", arena.task("snoops")])
     sibling = workspace.worker_record_path(second.root_id, 0, "worker_1")
     retarget(arena, sibling_record=str(sibling))
     wait_until(sibling.exists, 20, "the sibling's record")
     go.touch()
-    assert engine.wait(second.id, 60).status.terminal
+    assert engine.queries.wait(second.id, 60).status.terminal
     seen = lines(engine, second, "worker_2")
     unchanged = arena.snapshot() == before
     record_rows("sandbox on", seen, unchanged)
@@ -778,8 +778,8 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     ]
     try:
         before = arena.snapshot()
-        job = engine.submit("hostile on a node", {"max_workers": 5}, tasks)
-        assert engine.wait(job.id, 120).status.terminal
+        job = engine.submission.submit("hostile on a node", {"max_workers": 5}, tasks)
+        assert engine.queries.wait(job.id, 120).status.terminal
         # Landlock has no PID namespace: only a cgroup (root here) ends a child that dropped its tag
         held = arena.backend != "landlock" or bool(hierarchies().bases)
         if held:
@@ -806,7 +806,7 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
         gone - (dropper.attempts[-1].ended_at or gone),
         after == before,
     )
-    assert all(w.node == "n1" for w in engine.snapshot(job.root_id)[1])
+    assert all(w.node == "n1" for w in engine.queries.snapshot(job.root_id)[1])
     ran = {n: (worker(engine, job, n).exit_reason, lines_of(engine, job, n)[-3:]) for n in ("worker_1", "worker_2")}
     done = set() if arena.backend == "landlock" else AT_HOST_PATH  # Landlock: no project view, the user's tree read-only
     assert len(seen) == 12 and {name for name, g in seen.items() if g["done"]} == done, (seen, ran)

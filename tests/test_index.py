@@ -205,7 +205,7 @@ def test_a_tree_s_rows_match_its_records_once_it_ends_even_what_no_event_told(ma
     # Given a task run as two candidates: only the winner hears of its selection by an event
     engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "echo $0", "{task}"]})
     job = run_job(engine, "two candidates", tasks=["a"], config={"attempts": 2, "select": "fastest"})
-    _, records = engine.snapshot(job.root_id)
+    _, records = engine.queries.snapshot(job.root_id)
     # Then the index holds both as the records say: the loser's selected is False, not None
     tasks = engine.index.tasks(job.id)
     assert [(t["name"], t["candidate"], t["selected"], t["status"], t["kind"]) for t in tasks] == [
@@ -243,7 +243,7 @@ def test_the_listing_route_answers_from_the_index_through_a_real_server(make_liv
     def no_scan():
         raise AssertionError("the listing scanned the workspace")
 
-    live.engine.list_jobs = no_scan
+    live.engine.queries.list_jobs = no_scan
     answer = live.call("GET", "/api/v1/jobs?status=partial&limit=1").json()
     assert answer["total"] == 1 and answer["limit"] == 1 and answer["offset"] == 0
     assert [j["job_id"] for j in answer["jobs"]] == [ids[1]] and set(answer["jobs"][0]) == set(SUMMARY_KEYS)

@@ -77,7 +77,7 @@ def test_disjoint_workers_land_in_a_clean_result_branch_with_a_note_and_a_change
     assert "- Strategy: **auto**" in changes and f"at `{result[:12]}`" in changes and "No conflicts." in changes
     assert f"Take the result with: `git merge orchestrator/{job.id}/result`" in changes
     # The terminal says it too: check-status.sh / status, and run's closing lines
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     shown = [
         f"result:    orchestrator/{job.id}/result (auto: 3 merged)",
         f"           take it: git merge orchestrator/{job.id}/result",
@@ -101,7 +101,7 @@ def test_the_same_lines_under_auto_stop_and_report_the_file_and_workers_and_skip
     actual = [c for c in merge.conflicts if not c.predicted]
     assert [(c.path, list(c.workers), c.kind) for c in actual] == [("app.py", ["worker_2", "worker_3"], "content")]
     assert f"result:    orchestrator/{job.id}/result (auto: 2 merged, 2 skipped, 1 conflicting file(s))" in status_table(
-        job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+        job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     )
     result = result_of(host, job.id)
     assert show(host, result, "app.py").startswith("print('w2')") and show(host, result, "a.txt") == "a\n"
@@ -160,7 +160,7 @@ def test_workers_that_change_nothing_are_marked_never_merged_and_the_job_says_so
     assert job.merge is None and result_of(host, job.id) is None
     assert "nothing merged: no worker changed anything (no changes: worker_1, worker_2)" in job.notes
     # The status document, check-status's table, the closing summary and quick-start's exit code
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert doc["no_changes"] is True and doc["progress"]["no_changes"] == 2
     assert [t["no_changes"] for t in doc["results"]["tasks"]] == [True, True]
     assert "no changes: true" in status_table(doc) and "no changes: cat app.py" in status_table(doc)
@@ -192,7 +192,7 @@ def test_one_worker_that_changed_nothing_beside_one_that_did_is_listed_apart_and
         job.notes
     )
     assert len(git(host, "rev-list", f"{merge.base}..{short}").split()) == 1  # one commit: worker_1's
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert doc["no_changes"] is False and scripts.exit_code(doc) == 0
     assert f"result:    {short} (auto: 1 merged, 1 with no changes)" in status_table(doc)
     final = engine.workspace.final_report(job.id).read_text()
@@ -217,7 +217,7 @@ def test_in_a_folder_a_worker_that_leaves_no_file_has_no_changes(hosted):
     engine = make()
     job = run_job(engine, "x", tasks=["echo a > a.txt", "true"], config={"isolation": "folder"})
     assert [w.no_changes for w in workers(engine, job).values()] == [False, True]
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert doc["no_changes"] is False  # the job-wide word is a worktree job's
 
 
@@ -234,9 +234,9 @@ def test_manual_after_theirs_removes_the_result_branch_the_record_no_longer_list
     assert result_of(host, job.id) is None  # the record says nothing merged, and no branch says otherwise
     assert any(
         f"orchestrator/{job.id}/result (at {theirs[:12]}, an earlier merge's result) was removed" in n
-        for n in engine.get_job(job.id).notes
+        for n in engine.queries.get_job(job.id).notes
     )
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     assert f"orchestrator/{job.id}/result (an earlier merge's result) was removed" in status_table(doc)
     assert engine.merge(job.id, strategy="theirs")["result_commit"] == theirs  # made again: the same commit
     assert snapshot(host, folder) == before
@@ -268,12 +268,12 @@ def test_a_git_failure_in_the_merge_keeps_the_job_records_the_error_and_merge_ru
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    job = engine.submit("x", None, ["sleep 0.5; echo a > a.txt"])
+    job = engine.submission.submit("x", None, ["sleep 0.5; echo a > a.txt"])
     # A stale lock on the result ref (a git killed mid-update): update-ref fails for real.
     lock = host / ".git" / "refs" / "heads" / "orchestrator" / job.id / "result.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("")
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     assert done.status is JobStatus.COMPLETED  # what its worker earned
     assert "stale lock file" in done.merge.error and done.merge.strategy == "auto"
     assert any(n.startswith("merging the workers' branches failed:") for n in done.notes)
@@ -293,11 +293,11 @@ def test_a_cancelled_job_is_merged_only_when_asked(hosted):
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt", "echo b > b.txt; sleep 30"])
+    job = engine.submission.submit("x", {"max_workers": 1}, ["echo a > a.txt", "echo b > b.txt; sleep 30"])
     wrote = engine.workspace.worker_dir(job.id, 0, "worker_2") / "b.txt"
     wait_until(wrote.exists, what="the worker wrote b.txt")  # its attempt started is not enough on a loaded machine
     engine.cancel(job.id)
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED and done.merge is None and result_of(host, job.id) is None
     assert (
         f"not merged: the job was cancelled; merge what its workers committed with: python -m orchestrator merge {job.id}"
@@ -311,7 +311,7 @@ def test_a_cancelled_job_is_merged_only_when_asked(hosted):
     assert workers(engine, job)["worker_2"].commit is not None
     assert merge["left_out"] == [{"worker": "worker_2", "reason": "it ended cancelled"}]
     note = f"merged 1 worker(s) into orchestrator/{job.id}/result (auto); take it with: git merge orchestrator/{job.id}/result"
-    assert note + "; left out: worker_2 (it ended cancelled)" in engine.get_job(job.id).notes
+    assert note + "; left out: worker_2 (it ended cancelled)" in engine.queries.get_job(job.id).notes
     assert "b.txt" not in git(host, "ls-tree", "--name-only", result_of(host, job.id))
     assert snapshot(host, folder) == before
 
@@ -389,18 +389,18 @@ def test_merge_into_and_merge_strategy_are_checked_at_submission(hosted):
         (7, "wrong type: expected a string"),
     ):
         with pytest.raises(ConfigError, match=said) as caught:
-            engine.submit("x", {"merge_into": bad}, ["true"])
+            engine.submission.submit("x", {"merge_into": bad}, ["true"])
         assert "merge_into" in caught.value.message
     with pytest.raises(ConfigError, match="merge_strategy='ours' is not allowed. Choose one of: auto, theirs, manual"):
-        engine.submit("x", {"merge_strategy": "ours"}, ["true"])
-    root = engine.submit("x", None, ["sleep 30"])
+        engine.submission.submit("x", {"merge_strategy": "ours"}, ["true"])
+    root = engine.submission.submit("x", None, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
     with pytest.raises(Forbidden, match="config.merge_into is for a root job only"):
-        engine.submit("y", {"merge_into": "main"}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
+        engine.submission.submit("y", {"merge_into": "main"}, ["true"], parent_job_id=root.id, parent_worker="worker_1")
     with pytest.raises(Conflict, match="still running"):
         engine.merge(root.id)
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     assert snapshot(host, folder) == before
 
 
@@ -451,7 +451,7 @@ def test_merge_route_refuses_a_running_job_reruns_idempotently_and_a_new_strateg
 
     job_id = submit_and_wait(url, [SAME_LINE.format("w1"), SAME_LINE.format("w2"), "echo c > c.txt"])
     status = call(url, "GET", f"/api/v1/jobs/{job_id}").json()
-    first = engine.get_job(job_id).merge.to_dict()  # as the API answers it
+    first = engine.queries.get_job(job_id).merge.to_dict()  # as the API answers it
     assert first["skipped"] == ["worker_2", "worker_3"] and status["status"] == "completed" and status["merge"] == first
     reflog = git(host, "reflog", "show", f"orchestrator/{job_id}/result")
     again = call(url, "POST", f"/api/v1/jobs/{job_id}/merge")  # no body: the job's own strategy
@@ -515,10 +515,10 @@ def test_conflicts_route_before_and_after_merging_and_who_may_merge(served):
 
 def test_a_child_job_id_is_refused_with_the_root_named(served):
     host, folder, url, engine = served
-    root = engine.submit("x", None, ["sleep 30"])
+    root = engine.submission.submit("x", None, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started")
-    child = engine.submit("y", None, ["true"], parent_job_id=root.id, parent_worker="worker_1")
-    engine.wait(child.id, 30)
+    child = engine.submission.submit("y", None, ["true"], parent_job_id=root.id, parent_worker="worker_1")
+    engine.queries.wait(child.id, 30)
     answer = call(url, "POST", f"/api/v1/jobs/{child.id}/merge")
     assert answer.status_code == 422 and f"Use the root job {root.id}" in answer.json()["message"]
     got = call(url, "GET", f"/api/v1/jobs/{child.id}/conflicts")  # a child job's own workers' branches
@@ -532,7 +532,7 @@ def test_a_child_job_id_is_refused_with_the_root_named(served):
     answer = call(url, "POST", "/api/v1/orchestrate", key=key, json=body)
     assert answer.status_code == 403 and "config.merge_into is for a root job only" in answer.json()["message"]
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
 
 
 def test_cli_merge_and_conflicts_against_a_real_server(served, tmp_path):

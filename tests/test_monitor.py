@@ -89,7 +89,7 @@ def test_a_tree_past_its_deadline_is_cancelled_whole(make_live):
     doc = live.wait(job_id, timeout=30)
     # Then it ends cancelled soon after the deadline, every job of it too, and says why
     assert doc["status"] == "cancelled" and 3 <= time.monotonic() - started < 8
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     assert len(jobs) == 2 and {j.status.value for j in jobs} == {"cancelled"}
     assert any("recursion.tree_deadline" in note for note in doc["notes"])
     assert all(live.engine.runner.tagged(tag) == [] for tag in live.engine.worker_tags())

@@ -154,7 +154,7 @@ def test_a_commit_that_fails_at_the_spawn_refuses_it_and_no_child_starts(served)
     assert marker["exit"] == 1, marker
     assert "could not be committed before starting its child job" in marker["err"], marker
     assert "no child job was started" in marker["err"] and "index.lock" in marker["err"], marker
-    assert [j.id for j in live.engine.list_jobs() if j.root_id == root_id] == [root_id]
+    assert [j.id for j in live.engine.queries.list_jobs() if j.root_id == root_id] == [root_id]
     (parent,) = doc["results"]["tasks"]
     assert parent["status"] == WorkerStatus.SUCCESS.value and "child_job_ids" not in parent
     assert snapshot(host, folder) == before

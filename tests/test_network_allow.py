@@ -125,8 +125,8 @@ def served(tmp_path, backend):
 
 
 def run(engine: Engine, task: str):
-    job = engine.submit("net", {"max_workers": 1}, [task])
-    return only_worker(engine, engine.wait(job.id, timeout=90))
+    job = engine.submission.submit("net", {"max_workers": 1}, [task])
+    return only_worker(engine, engine.queries.wait(job.id, timeout=90))
 
 
 def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(served, servers, backend):

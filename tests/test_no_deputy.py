@@ -319,7 +319,7 @@ def test_a_canary_worker_that_plants_every_git_file_it_can_reach_runs_nothing_ou
     doc, marker, child = nesting_helpers.run_tree(live, "parent: write a.txt=from a | write b.txt=from b", **config)
     assert marker["exit"] == 0 and child["status"] == "completed", (marker, child)
     assert doc["status"] == "completed", doc
-    root = live.engine.get_job(doc["job_id"])
+    root = live.engine.queries.get_job(doc["job_id"])
     assert root.merge is not None and root.merge.into is not None and root.merge.into.moved is False
     assert "runs filters as files are checked out" in (root.merge.into.refused or "")
     result = git(host, "ls-tree", "-r", "--name-only", f"orchestrator/{doc['job_id']}/result").split("\n")
@@ -360,7 +360,7 @@ def test_on_a_node_under_the_rq_executor_what_a_worker_plants_runs_nothing_outsi
         job = run_job(engine, "x", tasks=tasks, config={"max_workers": 3}, timeout=120)
     finally:
         stop_all()
-    workers = {w.name: w for w in engine.snapshot(job.root_id)[1]}
+    workers = {w.name: w for w in engine.queries.snapshot(job.root_id)[1]}
     assert ran(proof) == []
     assert workers["worker_1"].status is WorkerStatus.SUCCESS and workers["worker_1"].node, workers["worker_1"]
     nested = "nested repository" if make.backend == "bubblewrap" else "failed in submodule sub"  # (as on the server)

@@ -88,7 +88,7 @@ def test_check_status_names_the_node_each_worker_ran_on(tmp_path):
     engine = Engine(settings, executor=PlacingExecutor())
     job = run_job(engine, tasks=["flaky 1"])
     assert job.status.value == "completed", job.error
-    rec = engine.find_worker(job.id, 0, "worker_1")
+    rec = engine.queries.find_worker(job.id, 0, "worker_1")
     assert rec.node == "node-west" and [a.node for a in rec.attempts] == ["node-east", "node-west"]
     engine.shutdown(timeout=10)
     # When check-status.sh reads it from the workspace (no server runs)
@@ -139,7 +139,7 @@ def test_a_worker_row_shows_its_node_and_its_panel_each_attempts(serve, browser)
     )
     job = run_job(engine, tasks=["flaky 1", "args here"])
     assert job.status.value == "completed", job.error
-    here = engine.find_worker(job.id, 0, "worker_2")
+    here = engine.queries.find_worker(job.id, 0, "worker_2")
     assert here.status == WorkerStatus.SUCCESS and here.node is None
     # When its page opens
     sign_in(browser, f"{url}/jobs/{job.id}")

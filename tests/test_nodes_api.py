@@ -75,7 +75,7 @@ def test_a_worker_credential_cannot_list_nodes(redis_server, unique_prefix, serv
     url, engine = serve(
         RegistryExecutor(redis_server.url, unique_prefix), orchestrator={"worker": "command", "command": fake_command()}
     )
-    job = engine.submit("x", tasks=["hang"])
+    job = engine.submission.submit("x", tasks=["hang"])
     wait_until(lambda: engine.worker_running(job.id, "worker_1"), what="a running worker")
     cred = engine.credentials.issue(job.id.split("-")[0], job.id, "worker_1")
     assert get(url, f"/api/v1/jobs/{job.id}", key=cred).status_code == 200  # a live credential

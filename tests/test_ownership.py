@@ -97,10 +97,10 @@ def owned_engine(folder: Path, ownership: str) -> Engine:
 
 
 def run_graph(engine: Engine, tasks: list[dict]):
-    job = engine.submit("owned work", None, tasks)
-    done = engine.wait(job.id, 60)
+    job = engine.submission.submit("owned work", None, tasks)
+    done = engine.queries.wait(job.id, 60)
     assert done.status.terminal
-    return done, {w.task_id: w for w in engine.snapshot(done.root_id)[1]}
+    return done, {w.task_id: w for w in engine.queries.snapshot(done.root_id)[1]}
 
 
 def result_files(host: Path, job) -> list[str]:
@@ -209,8 +209,8 @@ def test_a_job_whose_tasks_own_nothing_is_not_looked_at(hosted):
     _, folder, _ = hosted
     engine = owned_engine(folder, "strict")
     try:
-        job = engine.submit("plain", None, ["echo x > anything.txt"])
-        done = engine.wait(job.id, 60)
+        job = engine.submission.submit("plain", None, ["echo x > anything.txt"])
+        done = engine.queries.wait(job.id, 60)
     finally:
         engine.shutdown(timeout=10)
     assert done.status is JobStatus.COMPLETED

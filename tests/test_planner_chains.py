@@ -162,7 +162,7 @@ def test_a_chained_request_runs_as_a_chain(make_engine):
     assert job.status is JobStatus.COMPLETED
     assert job.tasks == ["Build A", "Build B", "Build C", "Deploy"]
     assert [(n.id, n.depends_on) for n in job.nodes] == [("t1", []), ("t2", []), ("t3", []), ("t4", ["t1", "t2", "t3"])]
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     deploy = next(w for w in workers if w.task_id == "t4")
     assert deploy.depends_on == ["t1", "t2", "t3"]
     assert deploy.started_at >= max(w.ended_at for w in workers if w is not deploy)

@@ -58,7 +58,7 @@ def ai_planned(make_engine, tmp_path, **fake):
 
 
 def status_of(engine, job):
-    jobs, workers = engine.snapshot(job.root_id)
+    jobs, workers = engine.queries.snapshot(job.root_id)
     return job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))
 
 
@@ -97,7 +97,7 @@ def test_a_planner_call_that_spends_the_budget_starts_no_worker(make_engine, tmp
     engine = ai_planned(make_engine, tmp_path)
     job = run_job(engine, REQUEST, config={"max_cost_usd": 0.04})
     # Then no worker starts: each is skipped, saying the tree's cost reached the budget
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     assert [w.status for w in workers] == [WorkerStatus.SKIPPED, WorkerStatus.SKIPPED]
     assert all("AI cost $0.0500 reached its budget max_cost_usd=$0.0400" in w.exit_reason for w in workers), workers[
         0
@@ -154,11 +154,11 @@ def test_the_budget_remembers_the_planner_after_a_restart(tmp_path):
 
     engine = Engine(make_settings(tmp_path, **config))
     try:
-        assert engine.recover() == [job_id]
-        done = engine.wait(job_id, 60)
+        assert engine.restorer.recover() == [job_id]
+        done = engine.queries.wait(job_id, 60)
         # Then the planner's $0.05 was remembered: the first worker's $0.01 spent the budget,
         # so the second never started
-        _, workers = engine.snapshot(job_id)
+        _, workers = engine.queries.snapshot(job_id)
         assert [w.status for w in workers] == [WorkerStatus.SUCCESS, WorkerStatus.SKIPPED], [w.exit_reason for w in workers]
         assert "AI cost $0.0600 reached its budget max_cost_usd=$0.0550" in workers[1].exit_reason
         assert done.status is JobStatus.PARTIAL

@@ -151,7 +151,7 @@ def test_the_tree_fits_the_terminal_height(monkeypatch):
 def test_finish_prints_the_summary_and_the_report_paths(make_engine):
     engine = make_engine()
     done = run_job(engine, tasks=["a", "b"])
-    doc = job_status(done.id, *engine.snapshot(done.id), engine.workspace.job_dir(done.id))
+    doc = job_status(done.id, *engine.queries.snapshot(done.id), engine.workspace.job_dir(done.id))
     out = io.StringIO()
     ProgressView(out, tty=False).finish(doc)
     lines = out.getvalue().splitlines()

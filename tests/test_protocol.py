@@ -69,7 +69,7 @@ def test_a_worker_gets_the_protocol_variables_by_these_names(make_engine):
     dump = ["sh", "-c", "env > seen.env", "{task}"]
     engine = make_engine(orchestrator={"worker": "command", "command": dump}, recursion={"max_depth": 2})
     job = run_job(engine, "x", tasks=["show"])
-    _, (worker,) = engine.snapshot(job.root_id)
+    _, (worker,) = engine.queries.snapshot(job.root_id)
     text = (engine.workspace.job_dir(job.root_id) / worker.dir_path / "seen.env").read_text()
     seen = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     assert (seen[protocol.JOB_ID], seen[protocol.ROOT_JOB_ID], seen[protocol.WORKER_ID]) == (job.id, job.root_id, "worker_1")

@@ -29,7 +29,7 @@ def make_trees(engine):
     done = [run_job(engine, "first", tasks=["ok 1"]), run_job(engine, "second", tasks=["ok 1", "ok 2"])]
     failed = run_job(engine, "third", tasks=["fail 3"], config={"max_retries": 0})
     assert [j.status for j in (*done, failed)] == [JobStatus.COMPLETED, JobStatus.COMPLETED, JobStatus.FAILED]
-    running = engine.submit("long", None, [LONG])
+    running = engine.submission.submit("long", None, [LONG])
     wait_until(lambda: engine.worker_running(running.id, "worker_1"), what="the long worker running")
     return done, failed, running
 
@@ -198,7 +198,7 @@ def test_retention_deletes_old_finished_trees_through_the_delete_rule(make_engin
     assert sorted(gone) == sorted([first.id, second.id, failed.id])
     assert not any(engine.workspace.job_dir(j).exists() for j in gone)
     assert engine.workspace.job_dir(running.id).is_dir() and engine.worker_running(running.id, "worker_1")
-    assert engine.get_job(running.id).status is JobStatus.RUNNING
+    assert engine.queries.get_job(running.id).status is JobStatus.RUNNING
 
 
 def test_the_server_applies_retention_at_start_and_keeps_a_tree_it_recovers(tmp_path):

@@ -57,7 +57,7 @@ def test_workers_and_webhook_links_use_public_url(serve, receivers):  # noqa: F8
     # When a job runs a worker that prints its protocol variables
     job = run_job(engine, tasks=["env"])
     assert job.status.value == "completed", job.error
-    worker = engine.find_worker(job.id, 0, "worker_1")
+    worker = engine.queries.find_worker(job.id, 0, "worker_1")
     # Then the worker was given the public address (without the trailing slash)
     told = json.loads(worker.output.strip().splitlines()[-1])
     assert told["ORCHESTRATOR_API_URL"] == public

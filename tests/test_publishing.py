@@ -83,7 +83,7 @@ def test_a_root_jobs_result_is_pushed_and_proposed_as_a_draft_then_updated_on_a_
         }
         # A re-merge (another strategy) pushes the same branch again and updates the same pull request
         engine.merge(job.id, strategy="theirs")
-        again = engine.get_job(job.id).publish.to_dict()
+        again = engine.queries.get_job(job.id).publish.to_dict()
         assert again["pushed"] and again["pull_request"]["action"] == "updated" and again["pull_request"]["number"] == 1
         assert [c.method for c in forge.calls].count("POST") == 1 and forge.calls[-1].method == "PATCH"
         assert len(forge.pulls) == 1
@@ -177,7 +177,7 @@ def test_a_push_that_fails_or_would_overwrite_anothers_work_is_refused_and_said(
         other = git(host, "commit-tree", "-m", "someone else's", f"{job.merge.result_commit}^{{tree}}").strip()
         git(host, "push", "-q", "origin", f"{other}:refs/heads/{branch}", "--force")
         engine.merge(job.id, strategy="theirs")
-        refused = engine.get_job(job.id).publish.to_dict()
+        refused = engine.queries.get_job(job.id).publish.to_dict()
         assert not refused["pushed"] and "stale info" in refused["error"], refused["error"]
         assert git(remote, "rev-parse", f"refs/heads/{branch}").strip() == other  # their work stays
     finally:

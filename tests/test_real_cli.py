@@ -398,7 +398,7 @@ def test_claude_worker_writes_a_file_and_reports_cost_and_tokens(make_engine, cl
     assert worker.tokens_in == 2400 and worker.tokens_out == 160, why
     on_disk = engine.workspace.load_worker(job.root_id, 0, worker.name)
     assert (on_disk.cost_usd, on_disk.tokens_in, on_disk.tokens_out) == (worker.cost_usd, 2400, 160)
-    jobs, workers = engine.snapshot(job.root_id)
+    jobs, workers = engine.queries.snapshot(job.root_id)
     (task,) = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.root_id))["results"]["tasks"]
     assert (task["cost_usd"], task["tokens_in"], task["tokens_out"]) == (worker.cost_usd, 2400, 160)
     final = (engine.workspace.job_dir(job.root_id) / "FINAL_RESULT.md").read_text()
@@ -422,7 +422,7 @@ def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_
     assert worker.error and "Invalid API key" in worker.error, why
     assert len(worker.attempts) == 1, f"a bad key must not be retried\n{why}"
     assert worker.attempts[0].duration < 30, why
-    log, _ = engine.read_log(worker)
+    log, _ = engine.queries.read_log(worker)
     assert get_adapter("claude").parse(log, 1, max_chars=1000).failure_class == "auth", why
     # One CLI run (one session), however often the CLI itself retried inside it.
     assert len({r.headers.get("x-claude-code-session-id") for r in mock.requests}) == 1, why
@@ -433,10 +433,10 @@ def test_bad_key_fails_the_worker_once_with_the_cli_message(make_engine, claude_
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, claude_workers):
     mock = claude_workers([Hang()])
     engine = make_engine(orchestrator=worker_settings(), workers={"default_timeout": 5, "kill_grace": 0.5})
-    job = engine.submit("Say hi", None, ["Say hi"])
+    job = engine.submission.submit("Say hi", None, ["Say hi"])
     tags = engine.worker_tags(job.id)
     assert len(tags) == 1
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert done.status is JobStatus.FAILED, why
@@ -498,7 +498,7 @@ def test_a_claude_worker_starts_a_child_job_of_claude_workers(make_live, claude_
     job_id = submitted.json()["job_id"]
     doc = live.wait(job_id, timeout=60)
     engine = live.engine
-    jobs, workers = engine.snapshot(job_id)
+    jobs, workers = engine.queries.snapshot(job_id)
     why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:4000]
     assert doc["status"] == "completed", why
     root_worker = next(w for w in workers if w.depth == 0)
@@ -533,7 +533,7 @@ def test_a_child_job_longer_than_the_shell_limit_comes_back_to_its_parent(make_l
     job_id = submitted.json()["job_id"]
     doc = live.wait(job_id, timeout=80)
     engine = live.engine
-    jobs, workers = engine.snapshot(job_id)
+    jobs, workers = engine.queries.snapshot(job_id)
     why = explain(engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:4000]
     assert doc["status"] == "completed", why
     root_worker = next(w for w in workers if w.depth == 0)
@@ -744,7 +744,7 @@ def test_a_role_runs_real_claude_workers_with_its_model_and_preamble_in_a_simula
     )
     job = run_job(engine, "notes", tasks=[{"task": "Write notes.md", "role": "writer"}, "Plain task"], timeout=90)
     assert job.status is JobStatus.COMPLETED, explain(engine, job, mock)
-    _, ran = engine.snapshot(job.root_id)
+    _, ran = engine.queries.snapshot(job.root_id)
     assert sorted((w.task, w.kind, w.model) for w in ran) == [
         ("Plain task", "simulated", None),
         ("Write notes.md", "claude", "claude-role-model"),
@@ -766,7 +766,7 @@ def test_a_roles_allowed_tools_replace_the_servers_for_real_claude_workers(make_
     job = run_job(engine, "notes", tasks=[{"task": "Write notes.md", "role": "reader"}, "Write notes.md too"], timeout=90)
     why = explain(engine, job, mock)
     assert job.status is JobStatus.COMPLETED, why
-    _, ran = engine.snapshot(job.root_id)
+    _, ran = engine.queries.snapshot(job.root_id)
     wrote = {w.role: (engine.workspace.worker_dir(job.root_id, 0, w.name) / "notes.md").exists() for w in ran}
     assert wrote == {"reader": False, None: True}, why  # the server's list has Write; the role's does not
     denied = [r for r in mock.conversation for t in tool_results(r.body) if t.get("is_error")]

@@ -343,10 +343,10 @@ def test_bad_key_fails_the_worker_once_with_the_codex_message(make_engine, codex
 def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, codex_workers):
     mock = codex_workers([Hang()])
     engine = make_engine(orchestrator=worker_settings(mock), workers={"default_timeout": 5, "kill_grace": 0.5})
-    job = engine.submit("Say hi", None, ["Say hi"])
+    job = engine.submission.submit("Say hi", None, ["Say hi"])
     tags = engine.worker_tags(job.id)
     assert len(tags) == 1
-    done = engine.wait(job.id, 30)
+    done = engine.queries.wait(job.id, 30)
     worker = only_worker(engine, done)
     why = explain(engine, done, mock)
     assert done.status is JobStatus.FAILED, why
@@ -420,7 +420,7 @@ def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, co
     assert submitted.status_code in (200, 201, 202), submitted.text
     job_id = submitted.json()["job_id"]
     doc = live.wait(job_id, timeout=90)
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     why = explain(live.engine, jobs[0], mock) + "\n" + json.dumps(doc, indent=1)[:3000]
     assert doc["status"] == "completed", why
     root_worker = next(w for w in workers if w.depth == 0)

@@ -161,5 +161,5 @@ def test_a_folder_job_has_a_record_without_a_result_and_a_crashed_writes_leftove
     # A write cut short by a crash leaves a temp file; the next record's write removes it
     leftover = job_dir / f".{FILE}.999.1.tmp"
     leftover.write_text("{")
-    engine.finishing.record_result(job, job.status, job.ended_at)
+    engine.results.record_result(job, job.status, job.ended_at)
     assert not leftover.exists() and json.loads((job_dir / FILE).read_text())["job_id"] == job.id

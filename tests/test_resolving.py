@@ -119,7 +119,7 @@ def test_a_resolution_shows_in_every_view_and_its_estimated_cost_counts_in_the_t
     assert job.resolver_cost_usd == pytest.approx(0.02)
     log_path = resolution.attempts[0].log_path
     # The status document: the job's resolutions, the merge's, and the resolver's share of the tree's cost
-    jobs, workers = engine.snapshot(job.id)
+    jobs, workers = engine.queries.snapshot(job.id)
     doc = job_status(job.id, jobs, workers, engine.workspace.job_dir(job.id))
     (shown,) = doc["resolutions"]
     assert shown["stage"] == "merge" and shown["worker"] == "worker_2" and shown["files"] == ["app.py"]
@@ -175,7 +175,7 @@ def test_a_graphs_integration_resolution_counts_once_toward_its_job_and_shows_as
     ]
     job = run_job(engine, "x", tasks=tasks, config={"merge_strategy": "resolve", "gates": [GATE]})
     assert job.status is JobStatus.COMPLETED, job.notes
-    jobs, workers = engine.snapshot(job.id)
+    jobs, workers = engine.queries.snapshot(job.id)
     made = [(w.name, r) for w in workers if (r := w.integration_resolution) is not None]
     ((name, resolution),) = made  # whichever of worker_1 and worker_2 integrated second
     assert resolution.accepted and resolution.cost_usd == pytest.approx(0.02) and name in ("worker_1", "worker_2")
@@ -204,14 +204,14 @@ def test_a_restarted_server_counts_the_resolvers_cost_in_the_trees_budget(hosted
         {"id": "c", "task": "echo c > c.txt", "depends_on": ["a", "b"]},
     ]
     config = {"merge_strategy": "resolve", "gates": [GATE], "approval": "before_merge"}
-    job = engine.submit("x", config, tasks)
-    wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, timeout=60)
+    job = engine.submission.submit("x", config, tasks)
+    wait_until(lambda: engine.queries.get_job(job.id).status is JobStatus.WAITING, timeout=60)
     assert engine.tables.tree_cost[job.id] == pytest.approx(0.02)  # the integration's resolver, as it ran
     engine.shutdown(timeout=10)
     # When a new server takes the waiting tree over, its cost is restored from the records
     again = make(**sections)
-    again.recover()
-    assert again.get_job(job.id).status is JobStatus.WAITING
+    again.restorer.recover()
+    assert again.queries.get_job(job.id).status is JobStatus.WAITING
     assert again.tables.tree_cost[job.id] == pytest.approx(0.02)
     assert snapshot(host, folder) == before
 
@@ -233,7 +233,7 @@ def test_a_resolution_that_leaves_a_marker_is_refused_retried_and_the_worker_lef
     result = result_of(host, job.id)
     assert show(host, result, "app.py") == "print('w1')\nline2\n" and show(host, result, "c.txt") == "c\n"
     assert [(c.path, c.resolved_by) for c in merge.conflicts] == [("app.py", "")]
-    jobs, workers = engine.snapshot(job.id)
+    jobs, workers = engine.queries.snapshot(job.id)
     table = status_table(job_status(job.id, jobs, workers, engine.workspace.job_dir(job.id)))
     assert "refused:   worker_2 in app.py by command (2 attempts): conflict markers are left in: app.py" in table
     final = engine.workspace.final_report(job.id).read_text()
@@ -336,13 +336,13 @@ def test_a_shutdown_stops_a_running_resolver_and_leaves_no_process(hosted, tmp_p
     before = snapshot(host, folder)
     marker = f"{os.getpid()}.{time.monotonic_ns() % 100000}"
     engine = make(**resolve_config(["sleep", marker], resolver_timeout=300, resolver_retries=0))
-    job = engine.submit("x", {"merge_strategy": "resolve"}, [SAME_LINE.format("w1"), SAME_LINE.format("w2")])
+    job = engine.submission.submit("x", {"merge_strategy": "resolve"}, [SAME_LINE.format("w1"), SAME_LINE.format("w2")])
     wait_until(lambda: processes_with(f"sleep\x00{marker}\x00"), 30, "the resolver running")
     started = time.monotonic()
     engine.shutdown(timeout=20)
     assert time.monotonic() - started < 60  # not the resolver's 300 s
     wait_until(lambda: not processes_with(f"sleep\x00{marker}\x00"), 10, "the resolver gone")
-    done = wait_until(lambda: (j := engine.get_job(job.id)).merge is not None and j, 20, "the merge recorded")
+    done = wait_until(lambda: (j := engine.queries.get_job(job.id)).merge is not None and j, 20, "the merge recorded")
     (resolution,) = done.merge.outcome.resolutions
     assert not resolution.accepted and resolution.reason.startswith("the resolver did not finish: cancelled")
     assert list(done.merge.skipped) == ["worker_2"]

@@ -19,8 +19,8 @@ def test_events_of_a_job_finished_under_an_earlier_server_run_end_at_once(tmp_pa
     settings = make_settings(tmp_path, api={"api_key": API_KEY, "host": "127.0.0.1", "port": 0})
     engine = Engine(settings)
     server = start_in_thread(settings, engine, port=0)
-    job = engine.submit("finish before the restart", None, ["one", "two"])
-    assert engine.wait(job.id, 30).status.value == "completed"
+    job = engine.submission.submit("finish before the restart", None, ["one", "two"])
+    assert engine.queries.wait(job.id, 30).status.value == "completed"
     engine.shutdown(timeout=10)
     server.close()
     engine = Engine(settings)  # a new server run over the same workspace: its event log is empty

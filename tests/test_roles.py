@@ -394,7 +394,7 @@ def test_a_child_jobs_tasks_take_the_role_of_the_worker_that_started_it(make_liv
     job_id = answer.json()["job_id"]
     doc = live.wait(job_id, timeout=90)
     assert doc["status"] == "completed", doc["results"]["tasks"]
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     children = [w for w in workers if w.depth == 1]
     assert len(children) == 2, "the root worker ran the command kind's tree mode, which spawned"
     assert [(w.role, w.kind, w.model) for w in children] == [("scripted", "command", "m-role")] * 2

@@ -103,25 +103,26 @@ def test_run_follows_a_job_without_copying_the_tree_at_every_event(make_engine, 
     # Given a job of 24 quick workers, two at a time (so changes arrive in a dozen waves or more)
     engine = make_engine(orchestrator={"worker": "command", "command": ["true"]}, workers={"max_workers": 2, "max_retries": 0})
     copies = []
-    snapshot = engine.snapshot
+    snapshot = engine.queries.snapshot
+    follower = threading.current_thread()
 
     def counted(root_id, job_id=None, *, outcomes=False):
-        if not outcomes:  # (the engine's own copy for the reports says outcomes=True)
+        # The follower's copies: not the engine's own (the reports', outcomes=True; the landing's, on its threads)
+        if not outcomes and threading.current_thread() is follower:
             copies.append(job_id)
         return snapshot(root_id, job_id, outcomes=outcomes)
 
-    monkeypatch.setattr(engine, "snapshot", counted)
+    monkeypatch.setattr(engine.queries, "snapshot", counted)
     # (and the job's record, which lists every worker of the job, copied by the follower's thread)
     job_copies = []
     copy_job = JobRecord.copy
-    follower = threading.current_thread()
 
     def counted_copy(record):
         if threading.current_thread() is follower:
             job_copies.append(record.id)
         return copy_job(record)
 
-    job = engine.submit("x", {"max_workers": 2}, [f"task {i}" for i in range(24)])
+    job = engine.submission.submit("x", {"max_workers": 2}, [f"task {i}" for i in range(24)])
     monkeypatch.setattr(JobRecord, "copy", counted_copy)
     out = io.StringIO()
     # When `run` follows it without a terminal
@@ -194,7 +195,7 @@ def test_the_level_report_of_many_child_jobs_is_rendered_once_for_all_of_them(ma
     from orchestrator.engine.pacing import Pacer
 
     live = make_live(simulated={"duration": 0.05})
-    live.engine.finishing.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
+    live.engine.reporting.level_renders = Pacer(factor=1000.0)  # a long pause: what merges is certain, not timed
     depths = []
     render = reports.render_level_report
 

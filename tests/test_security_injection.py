@@ -57,7 +57,7 @@ def canary(tmp_path):
 
 def recorded_argv(engine, job):
     """The argv each worker's process received, by task."""
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     got = {}
     for worker in workers:
         path = engine.workspace.worker_dir(worker.root_id, worker.depth, worker.name) / "argv.json"

@@ -76,7 +76,7 @@ def test_workers_ending_together_are_each_settled_once_with_their_final_records_
     names = [name for batch in passes for name in batch]
     assert sorted(names) == sorted(set(names)) and len(names) == 40
     assert set(told.values()) == {WorkerStatus.SUCCESS.value}
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     assert all(w.status is WorkerStatus.SUCCESS and w.ended_at for w in workers if w.job_id == job.id)
 
 
@@ -94,10 +94,10 @@ def test_a_worker_whose_settling_fails_in_the_engine_leaves_the_others_of_its_pa
         real(ended, settled, waiting)
 
     runner._end_in_section = end_in_section
-    job = engine.submit("x", {"max_workers": 4}, ["sleep 0.5", "sleep 0.5", "sleep 0.5", "sleep 0.5"])
-    engine.wait(job.id, 5)
+    job = engine.submission.submit("x", {"max_workers": 4}, ["sleep 0.5", "sleep 0.5", "sleep 0.5", "sleep 0.5"])
+    engine.queries.wait(job.id, 5)
     # Then the engine says so, and every other worker settled
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     settled = {w.name for w in workers if w.job_id == job.id and w.status is WorkerStatus.SUCCESS}
     assert broken and settled == {w.name for w in workers if w.job_id == job.id} - set(broken)
     assert "settling it failed in the engine" in caplog.text

@@ -108,7 +108,7 @@ def test_the_status_document_gives_the_prompts_share(tmp_path):
     engine, out = seeing_engine(tmp_path)
     try:
         job = run_job(engine, "Two things", tasks=["One thing", "Another thing"])
-        jobs, records = engine.snapshot(job.id)
+        jobs, records = engine.queries.snapshot(job.id)
         doc = job_status(job.id, jobs, records, engine.workspace.job_dir(job.id))
         block = block_path(engine.workspace, job).read_bytes()
         sizes = [len(seen(out, w.name)[0]) for w in records]
@@ -349,7 +349,7 @@ def test_each_job_of_a_tree_has_its_own_block_and_the_reports_say_so_per_job(mak
     job_id = live.submit(request="Parent work", tasks=["Parent task"]).json()["job_id"]
     doc = live.wait(job_id)
     assert doc["status"] == "completed", doc["results"]
-    jobs, records = live.engine.snapshot(job_id)
+    jobs, records = live.engine.queries.snapshot(job_id)
     assert len(jobs) == 2 and len(records) == 3
     ws = live.engine.workspace
     blocks = {job.id: block_path(ws, job).read_bytes() for job in jobs}

@@ -251,8 +251,8 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
         "workers": {"retry_backoff": 0.05},
     }
     engine = make_engine(**sections)
-    job = engine.submit("x", {"max_retries": 2}, ["term 147 0"])
-    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    job = engine.submission.submit("x", {"max_retries": 2}, ["term 147 0"])
+    assert engine.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     engine.shutdown()
     ws = engine.workspace
     ws.worker_record_path(job.id, 0, "worker_1").unlink()  # as if the server died before writing it
@@ -260,9 +260,9 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
     data.update(status="running", ended_at=None)
     ws.job_record_path(job.id).write_text(json.dumps(data))
     fresh = make_engine(**sections)
-    assert fresh.recover() == [job.id]
-    assert fresh.wait(job.id, 30).status is JobStatus.COMPLETED
-    _, workers = fresh.snapshot(job.id)
+    assert fresh.restorer.recover() == [job.id]
+    assert fresh.queries.wait(job.id, 30).status is JobStatus.COMPLETED
+    _, workers = fresh.queries.snapshot(job.id)
     worker = workers[0]
     assert worker.status is WorkerStatus.SUCCESS
     assert [(a.number, a.exit_code, a.signal, a.end_reason) for a in worker.attempts] == [

@@ -348,7 +348,7 @@ def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_
         {"id": "c", "task": hold + "echo c > c.txt; exit 3", "depends_on": ["a"]},
         {"id": "d", "task": "echo d > d.txt", "depends_on": ["b", "c"]},
     ]
-    job = engine.submit("a diamond whose c fails", {"isolation": "worktree"}, tasks)
+    job = engine.submission.submit("a diamond whose c fails", {"isolation": "worktree"}, tasks)
     status = lambda: {t["task_id"]: t for t in engine.queries.status_document(job.id)["results"]["tasks"]}  # noqa: E731
     # While b and c run, d waits on both; a (merged) says what its end unblocked
     wait_until(lambda: status()["b"]["status"] == status()["c"]["status"] == "running", timeout=60, what="b and c running")
@@ -360,7 +360,7 @@ def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_
     assert "↳ d; after b, c; waits on b, c" in table
     # c fails: d is skipped, naming it; b succeeds
     gate_file.touch()
-    done = engine.wait(job.id, 60)
+    done = engine.queries.wait(job.id, 60)
     assert done.status is JobStatus.PARTIAL
     end = status()
     assert end["d"]["status"] == "skipped" and end["d"]["waits_on"] == []
@@ -384,7 +384,7 @@ def test_a_real_graph_job_shows_its_waits_skips_and_graph_in_status_reports_and_
     }
     assert set(deps) == {"depth_0_worker_2", "depth_0_worker_3", "depth_0_worker_4"}
     assert deps["depth_0_worker_2"].get("data-depends-on") == "a" and deps["depth_0_worker_4"].get("data-depends-on") == "b,c"
-    records = {w.task_id: w for w in engine.snapshot(job.id)[1]}
+    records = {w.task_id: w for w in engine.queries.snapshot(job.id)[1]}
     started = engine.queries.get_job(job.id).started_at
     origin = min([started, *(a.started_at for w in records.values() for a in w.attempts)])  # the chart's zero
     for key, task_id in (("depth_0_worker_2", "b"), ("depth_0_worker_3", "c")):
@@ -427,8 +427,8 @@ def test_a_real_gated_graph_shows_each_gate_and_the_skip_it_caused(hosted):
         {"id": "c", "task": "echo c > bad.txt", "depends_on": ["a"]},
         {"id": "d", "task": "echo d > d.txt", "depends_on": ["b", "c"]},
     ]
-    job = engine.submit("a gated diamond", {"isolation": "worktree", "gates": gates}, tasks)
-    assert engine.wait(job.id, 60).status is JobStatus.PARTIAL
+    job = engine.submission.submit("a gated diamond", {"isolation": "worktree", "gates": gates}, tasks)
+    assert engine.queries.wait(job.id, 60).status is JobStatus.PARTIAL
     tasks_now = {t["task_id"]: t for t in engine.queries.status_document(job.id)["results"]["tasks"]}
     assert tasks_now["a"]["gate_summary"] == "tests passed, lint passed [optional]"
     assert tasks_now["c"]["gate_summary"] == "tests failed (exit 1)" and tasks_now["c"]["status"] == "failed"

@@ -58,7 +58,7 @@ def submit(live, *assignments: dict, description: str = "Add error handling", **
 
 
 def wait_task(live, task_id: str, timeout: float = 60) -> dict:
-    live.engine.wait(task_id, timeout)
+    live.engine.queries.wait(task_id, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # the job record says ended a moment before its reports exist
         doc = live.call("GET", f"/api/v1/tasks/{task_id}").json()
@@ -99,7 +99,7 @@ def test_kage_bunshins_curl_line_runs_both_clis_and_answers_in_the_task_shape(ma
     assert task["status"] in ("pending", "running") and task["cli_results"] is None
     assert ISO_UTC.match(task["created_at"])
     # And the task is one job whose one task ran as two candidates, claude then gemini
-    job = live.engine.get_job(task["id"])
+    job = live.engine.queries.get_job(task["id"])
     assert job.tasks == ["Add error handling to the login function", "Add error handling to the login function"]
     assert job.config.merge_strategy == "theirs"
     assert [(c["kind"], c["timeout"], c["context"]) for c in job.config.candidates] == [
@@ -190,7 +190,7 @@ def test_listing_pages_filters_by_task_status_and_leaves_child_jobs_out(make_liv
     for task_id in done:
         wait_task(live, task_id)
     hanging = submit(live, {"cli_name": "command"}, description="sleep 60").json()["id"]
-    wait_until(lambda: live.engine.get_job(hanging).status.value == "running")
+    wait_until(lambda: live.engine.queries.get_job(hanging).status.value == "running")
     cancelled = live.call("DELETE", f"/api/v1/tasks/{hanging}")
     # A job through /orchestrate whose worker starts a child job: the root is a task, the child is not
     compound = "Build a backend with auth, orders and payments"
@@ -198,7 +198,7 @@ def test_listing_pages_filters_by_task_status_and_leaves_child_jobs_out(make_liv
         "job_id"
     ]
     live.wait(tree)
-    assert live.engine.get_job(f"{tree}-c1").parent_job_id == tree
+    assert live.engine.queries.get_job(f"{tree}-c1").parent_job_id == tree
     # The cancel answered the task, cancelled once its worker is gone; a second is a 409
     assert cancelled.status_code == 200 and cancelled.json()["id"] == hanging
     assert wait_task(live, hanging)["status"] == "cancelled"
@@ -244,8 +244,8 @@ def test_a_worker_credential_reads_only_its_own_task(make_live):
     live = make_live(orchestrator={"command": ["sh", "-c", "{task}"]})
     other = submit(live, {"cli_name": "command"}, description="true").json()["id"]
     mine = submit(live, {"cli_name": "command"}, description="sleep 30").json()["id"]
-    wait_until(lambda: any(live.engine.worker_running(mine, w) for w in live.engine.get_job(mine).worker_names))
-    worker = next(w for w in live.engine.get_job(mine).worker_names if live.engine.worker_running(mine, w))
+    wait_until(lambda: any(live.engine.worker_running(mine, w) for w in live.engine.queries.get_job(mine).worker_names))
+    worker = next(w for w in live.engine.queries.get_job(mine).worker_names if live.engine.worker_running(mine, w))
     key = live.engine.credentials.issue(mine, mine, worker)
     assert live.call("GET", f"/api/v1/tasks/{mine}", key=key).status_code == 200
     assert live.call("GET", f"/api/v1/tasks/{other}", key=key).status_code == 403
@@ -482,7 +482,7 @@ def test_kage_bunshins_curl_line_with_the_real_claude_and_gemini_clis_against_lo
     assert task["cli_results"] is None and task["status"] in ("pending", "running")
     done = wait_task(live, task["id"], timeout=300)
     # Then both CLIs ran the task, wrote their file, reported their cost, and one was selected
-    job = live.engine.get_job(task["id"])
+    job = live.engine.queries.get_job(task["id"])
     why = f"{done}\n--- claude mock\n{claude_mock.summary()}\n--- gemini mock\n{gemini_mock.summary()}"
     results = done["cli_results"]
     assert [(r["cli_name"], r["kind"], r["status"]) for r in results] == [
@@ -584,7 +584,7 @@ def test_listing_and_stats_answer_from_the_job_index_with_the_task_status(make_l
     def no_scan():
         raise AssertionError("the task listing scanned the workspace")
 
-    live.engine.list_jobs = no_scan
+    live.engine.queries.list_jobs = no_scan
     failed = live.call("GET", "/api/v1/tasks?status=failed").json()
     assert failed["total"] == 1 and [t["id"] for t in failed["tasks"]] == [bad]
     assert failed["tasks"][0]["cli_results"][0]["status"] == "failed"

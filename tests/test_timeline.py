@@ -298,7 +298,7 @@ def test_a_real_run_writes_the_picture_and_links_it(make_engine):
     # Then the picture exists beside FINAL_RESULT.md, has a bar per attempt, and is linked
     path = engine.workspace.timeline_svg(job_.id)
     svg = ET.parse(path).getroot()
-    _, workers = engine.snapshot(job_.id)
+    _, workers = engine.queries.snapshot(job_.id)
     assert [len(w.attempts) for w in workers] == [1, 3]
     assert len(bars(svg)) == 4
     assert [b.get("data-status") for b in bars(svg)] == ["success", "failed", "failed", "failed"]
@@ -313,7 +313,7 @@ def test_the_api_draws_the_picture_live(make_live):
     # Once both workers' processes have started (a worker is "running" from its dispatch, but its
     # attempt, the bar, is recorded only once its process is spawned), and while one still runs,
     # the route draws both attempts, the running one as running
-    wait_until(lambda: sum(1 for w in live.engine.snapshot(job_id)[1] if w.attempts) == 2, what="both workers' attempts")
+    wait_until(lambda: sum(1 for w in live.engine.queries.snapshot(job_id)[1] if w.attempts) == 2, what="both workers' attempts")
     wait_until(
         lambda: 'data-status="running"' in live.call("GET", f"/api/v1/jobs/{job_id}/timeline.svg").text, what="a running bar"
     )
@@ -471,7 +471,7 @@ def test_a_real_worktree_run_marks_each_workers_commit(tmp_path):
     engine = host_engine(folder)
     try:
         done = run_job(engine, "edit", tasks=["echo one > one.txt", "true"], config={"isolation": "worktree"})
-        jobs, workers = engine.snapshot(done.root_id)
+        jobs, workers = engine.queries.snapshot(done.root_id)
         by_name = {w.name: w for w in workers}
         svg = parse(render_timeline_svg(jobs, workers))
         marks = {m.get("data-commit") for m in by_class(svg, "path", "commit")}

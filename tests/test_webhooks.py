@@ -142,8 +142,8 @@ settings = load_settings(base_dir=base, environ={}, overrides={
     "webhooks": {"endpoints": [{"url": url, "secret": %r}], "backoff": 0.05, "backoff_max": 0.1, "max_attempts": 100},
 })
 engine = Engine(settings)
-job = engine.submit("killed with its webhooks undelivered", None, ["a", "b"])
-assert engine.wait(job.id, 60).status.value == "completed"
+job = engine.submission.submit("killed with its webhooks undelivered", None, ["a", "b"])
+assert engine.queries.wait(job.id, 60).status.value == "completed"
 time.sleep(0.3)  # a few tries at the receiver, which is down
 rows, total = engine.webhooks.deliveries()
 assert total == 2 and all(r["status"] == "pending" for r in rows) and max(r["attempts"] for r in rows) >= 2, rows
@@ -482,8 +482,8 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
         api={"api_key": "test-admin-key-0123456789abcdef"},
         **hooks(endpoint(receiver, ["job.waiting", "job.completed"])),
     )
-    job = engine.submit("x", {"approval": "before_merge"}, ["ok"])
-    wait_until(lambda: engine.get_job(job.id).status is JobStatus.WAITING, what="the job waiting for approval")
+    job = engine.submission.submit("x", {"approval": "before_merge"}, ["ok"])
+    wait_until(lambda: engine.queries.get_job(job.id).status is JobStatus.WAITING, what="the job waiting for approval")
     wait_until(lambda: len(receiver.requests) >= 1, what="job.waiting delivered")
     assert receiver.types() == ["job.waiting"]
     waiting = json.loads(receiver.requests[0]["body"])
@@ -505,7 +505,7 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
     files = [path.read_text() for path in webhook_deliveries(engine.workspace.root).glob("*.json")]
     assert files and not any(query["token"][0] in text for text in files)
     assert any("token=unsigned-approve" in text for text in files)
-    engine.finishing.decide(job.id, "approve", "looks right")
-    assert engine.wait(job.id, 30).status is JobStatus.COMPLETED
+    engine.approvals.decide(job.id, "approve", "looks right")
+    assert engine.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     wait_until(lambda: len(receiver.requests) >= 2, what="job.completed delivered")
     assert receiver.types() == ["job.waiting", "job.completed"]

@@ -31,7 +31,7 @@ DUMP = ["sh", "-c", "env > seen.env; echo done", "{task}"]
 
 
 def _seen(engine, job) -> dict[str, str]:
-    _, workers = engine.snapshot(job.root_id)
+    _, workers = engine.queries.snapshot(job.root_id)
     path = engine.workspace.job_dir(job.root_id) / workers[0].dir_path / "seen.env"
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
@@ -292,7 +292,7 @@ def test_python_in_a_gate_is_the_users(gated, users_python):  # noqa: F811
     )
     probe_gate = {"name": "probe", "run": ["sh", "-c", script]}
     job = run_job(engine, "x", tasks=["echo a > a.txt"], config={"gates": [probe_gate], "max_retries": 0})
-    (w1,) = engine.snapshot(job.root_id)[1]
+    (w1,) = engine.queries.snapshot(job.root_id)[1]
     log = gate_log(engine.workspace, w1, "probe").read_text()
     assert w1.gates[0].status == "passed", log
     assert f"{python}\n{prefix}\nPYTHONPATH=/home/user/project/src\nusage: orchestrator-spawn" in log and "exit=0\n" in log
@@ -323,7 +323,7 @@ def test_gemini_starts_from_the_gemini_cli_home_of_workers_env_not_the_servers(m
         orchestrator={"worker": "gemini", "gemini_command": str(fake)}, workers={"env": {"GEMINI_CLI_HOME": str(user)}}
     )
     job = run_job(engine, "x", tasks=["Write a.md"])
-    (worker,) = engine.snapshot(job.root_id)[1]
+    (worker,) = engine.queries.snapshot(job.root_id)[1]
     assert job.status.value == "completed", worker.error
     folder = engine.workspace.job_dir(job.root_id) / worker.dir_path
     settings = yaml.safe_load((folder / "seen-settings.json").read_text())  # JSON is YAML

@@ -65,7 +65,7 @@ def test_a_job_in_auto_mode_works_in_worktrees_commits_and_leaves_the_host_as_it
     assert ".env" not in git(host, "ls-tree", "-r", "--name-only", w2.commit)  # .gitignore is respected
     assert w3.diffstat == "no changes" and w3.files_changed == [] and w3.commit == git(host, "rev-parse", "main").strip()
     # Shown in the status JSON and the reports' worker rows
-    doc = job_status(job.id, *engine.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
     tasks = {t["worker_id"]: t for t in doc["results"]["tasks"]}
     assert tasks["worker_1"]["branch"] == w1.branch and tasks["worker_1"]["commit"] == w1.commit
     assert tasks["worker_3"]["diffstat"] == "no changes"
@@ -125,10 +125,10 @@ def test_a_cancelled_job_and_a_deleted_one_leave_the_host_as_it_was_and_delete_r
     git(host, "branch", "orchestrator/otherjob/worker_1")  # another job's: never touched
     before = snapshot(host, folder)
     engine = make()
-    job = engine.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
+    job = engine.submission.submit("x", {"max_workers": 1}, ["echo a > a.txt; sleep 30", "true"])
     wait_until(lambda: (engine.workspace.worker_dir(job.id, 0, "worker_1") / "a.txt").exists(), what="the worker wrote")
     engine.cancel(job.id)
-    done = engine.wait(job.id, 20)
+    done = engine.queries.wait(job.id, 20)
     assert done.status is JobStatus.CANCELLED
     w = workers(engine, job)["worker_1"]
     assert w.status is WorkerStatus.CANCELLED and [f["path"] for f in w.files_changed] == ["a.txt"]  # partial work kept
@@ -349,7 +349,7 @@ def test_a_host_that_is_not_a_git_repository_falls_back_to_folders_with_a_note(t
         w = workers(engine, job)["worker_1"]
         assert w.files_created == ["a.txt"] and w.branch is None
         with pytest.raises(ConfigError, match="isolation worktree is not possible: .* not inside a git work tree"):
-            engine.submit("x", {"isolation": "worktree"}, ["true"])
+            engine.submission.submit("x", {"isolation": "worktree"}, ["true"])
     finally:
         engine.shutdown(timeout=10)
 
@@ -361,7 +361,7 @@ def test_a_workspace_the_host_does_not_ignore_is_refused_and_auto_falls_back(hos
     job = run_job(engine, "x", tasks=["true"])
     assert job.config.isolation == "folder" and any("not ignored" in n for n in job.notes)
     with pytest.raises(ConfigError, match="not ignored by it"):
-        engine.submit("x", {"isolation": "worktree"}, ["true"])
+        engine.submission.submit("x", {"isolation": "worktree"}, ["true"])
 
 
 def test_a_request_chooses_its_isolation_and_never_a_repository(hosted):
@@ -371,9 +371,9 @@ def test_a_request_chooses_its_isolation_and_never_a_repository(hosted):
     assert job.config.isolation == "folder" and workers(engine, job)["worker_1"].branch is None
     for key in ("repo", "git_repo"):
         with pytest.raises(ConfigError, match="unknown config key"):
-            engine.submit("x", {key: str(host)}, ["true"])
+            engine.submission.submit("x", {key: str(host)}, ["true"])
     with pytest.raises(ConfigError, match="isolation"):
-        engine.submit("x", {"isolation": "elsewhere"}, ["true"])
+        engine.submission.submit("x", {"isolation": "elsewhere"}, ["true"])
     assert json.loads(json.dumps(job.config.to_dict()))["isolation"] == "folder"
 
 
@@ -381,17 +381,17 @@ def test_a_child_jobs_workers_branch_from_their_parent_workers_branch(hosted):
     host, folder, make = hosted
     before = snapshot(host, folder)
     engine = make()
-    root = engine.submit("x", {"max_workers": 2}, ["sleep 30"])
+    root = engine.submission.submit("x", {"max_workers": 2}, ["sleep 30"])
     wait_until(lambda: workers(engine, root)["worker_1"].attempts, what="worker_1 started (its worktree made)")
     parent_tip = git(host, "rev-parse", f"orchestrator/{root.id}/worker_1").strip()
-    child = engine.submit("y", None, ["echo c > child.txt"], parent_job_id=root.id, parent_worker="worker_1")
-    assert engine.wait(child.id, 30).status is JobStatus.COMPLETED
-    w = {x.name: x for x in engine.snapshot(root.id)[1]}["worker_1_1"]
+    child = engine.submission.submit("y", None, ["echo c > child.txt"], parent_job_id=root.id, parent_worker="worker_1")
+    assert engine.queries.wait(child.id, 30).status is JobStatus.COMPLETED
+    w = {x.name: x for x in engine.queries.snapshot(root.id)[1]}["worker_1_1"]
     assert w.branch == f"orchestrator/{root.id}/worker_1_1" and w.depth == 1
     assert git(host, "rev-parse", f"{w.commit}~1").strip() == parent_tip  # forked from the parent's branch
     assert w.files_changed == [{"path": "child.txt", "change": "added"}]
     engine.cancel(root.id)
-    engine.wait(root.id, 30)
+    engine.queries.wait(root.id, 30)
     assert snapshot(host, folder) == before
 
 

@@ -148,7 +148,7 @@ def test_a_server_start_prunes_only_its_workspaces_dead_worktree_entries(host):
     assert sum(line.startswith("prunable") for line in git(repo, "worktree", "list", "--porcelain").splitlines()) == 2
     restarted = host_engine(folder)
     try:
-        restarted.recover()
+        restarted.restorer.recover()
         kept = job_worktrees(repo)
         assert kept == [f"worktree {restarted.workspace.worker_dir(job.id, 0, 'worker_2')}"]
         assert len(job_refs(repo, job.id)) == 3  # pruning an entry never deletes a branch
@@ -171,7 +171,7 @@ def test_a_delete_a_crash_cut_short_after_its_rename_is_finished_by_the_next_sta
     assert aside is not None and aside.is_dir() and job.id not in engine.workspace.root_ids()
     restarted = host_engine(folder)
     try:
-        restarted.recover()
+        restarted.restorer.recover()
         kept = [f"{PREFIX}{job.id}/result"] if removes is Removes.WORKERS else []
         assert job_refs(repo, job.id) == kept and job_worktrees(repo) == []
         assert not aside.exists() and restarted.workspace.set_aside_trees() == []
@@ -186,7 +186,7 @@ def test_a_worker_a_restart_settles_has_its_work_committed_and_a_lost_one_withou
     engine = host_engine(folder)
     try:
         job = run_job(engine, "two", ["true", "true"], {"isolation": "worktree"})
-        records = {w.name: w for w in engine.snapshot(job.root_id)[1]}
+        records = {w.name: w for w in engine.queries.snapshot(job.root_id)[1]}
         base = git(repo, "rev-parse", f"orchestrator/{job.id}/worker_1").strip()
         # What a worker wrote after its last commit (its process ended while no server ran).
         directory = engine.workspace.worker_dir(job.id, 0, "worker_1")
@@ -211,7 +211,7 @@ def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cu
     engine = host_engine(folder)
     try:
         job = run_job(engine, "one", ["echo a > a.txt"], {"isolation": "worktree"})
-        record = engine.snapshot(job.root_id)[1][0]
+        record = engine.queries.snapshot(job.root_id)[1][0]
         directory = engine.workspace.worker_dir(job.id, 0, "worker_1")
         tip = git(directory, "rev-parse", "HEAD")
         (directory / "left.txt").write_text("not committed yet\n")

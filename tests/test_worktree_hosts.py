@@ -41,7 +41,7 @@ def test_a_submodule_is_empty_in_a_worktree_and_what_a_worker_writes_there_is_sa
         script = "ls -A vendor/lib > seen.txt; echo mine > vendor/lib/new.txt; echo ok > app2.py"
         job = run_job(engine, "submodule", tasks=[script])
         assert job.status is JobStatus.COMPLETED
-        worker = engine.snapshot(job.root_id)[1][0]
+        worker = engine.queries.snapshot(job.root_id)[1][0]
         assert worker.status is WorkerStatus.SUCCESS
         directory = engine.workspace.worker_dir(job.root_id, 0, worker.name)
         assert (directory / "seen.txt").read_text() == ""  # the submodule's folder was empty
@@ -127,7 +127,7 @@ def test_a_cloned_folder_inside_a_repository_works_in_that_repository_not_in_its
         job = run_job(engine, "clone", tasks=["echo added >> app.py"])
     finally:
         engine.shutdown(timeout=10)
-    assert job.status is JobStatus.COMPLETED, [w.error for w in engine.snapshot(job.root_id)[1]]
+    assert job.status is JobStatus.COMPLETED, [w.error for w in engine.queries.snapshot(job.root_id)[1]]
     assert job.config.isolation == "worktree"
     assert (
         f"isolation auto: worktree, because this folder {folder} is a git repository of its own (as a clone is) inside "

@@ -43,8 +43,8 @@ def _body(action: str) -> str:
 
 def _decide(job_id: str, action: str, text: str) -> dict[str, Any]:
     engine = context.engine()
-    job = engine.get_job(job_id)  # 404 for an unknown job
-    engine.finishing.decide(job.id, action, text)
+    job = engine.queries.get_job(job_id)  # 404 for an unknown job
+    engine.approvals.decide(job.id, action, text)
     return _status_doc(job.id)
 
 
@@ -95,7 +95,7 @@ def confirm(job_id: str, action: str) -> Response:
     mail scanner that follows links must not approve)."""
     job_id = validate_job_id(job_id)
     _check_link(job_id, action)
-    job = context.engine().get_job(job_id)
+    job = context.engine().queries.get_job(job_id)
     state = f"It is {job.status.value}" + ("" if job.approval and job.approval.state == "waiting" else " (no longer waiting)")
     reason = (
         '<p><label>Reason (required)<br><textarea name="reason" required maxlength="2000" rows="4" cols="60"></textarea></label></p>'

@@ -103,7 +103,7 @@ def orchestrate() -> tuple[Response, int]:
     body = _json_body()
     principal = g.principal
     parent = {} if principal.admin else {"parent_job_id": principal.job_id, "parent_worker": principal.worker}
-    job = _engine().submit(body.get("request"), body.get("config"), body.get("tasks"), **parent)
+    job = _engine().submission.submit(body.get("request"), body.get("config"), body.get("tasks"), **parent)
     return jsonify(_submitted(job)), 202
 
 
@@ -123,7 +123,7 @@ def list_jobs() -> Response:
         log.info("listing jobs from the workspace: %s", exc)
     jobs = [
         j
-        for j in engine.list_jobs()
+        for j in engine.queries.list_jobs()
         if j.is_root and (status is None or j.status.value == status) and (tree is None or j.root_id == tree)
     ]
     page = jobs[offset : offset + limit]
@@ -141,7 +141,7 @@ def wait(job_id: str) -> Response:
     job_id = _allowed(job_id)
     timeout = _float_arg("timeout", 30.0, 0.0, float("inf"))
     with held_slot():
-        _engine().wait(job_id, min(timeout, _settings().api.long_poll_max))
+        _engine().queries.wait(job_id, min(timeout, _settings().api.long_poll_max))
     return jsonify(_status_doc(job_id))
 
 
@@ -150,7 +150,7 @@ def cancel(job_id: str) -> Response:
     job_id = _allowed(job_id)
     engine = _engine()
     if not g.principal.admin:
-        job = engine.get_job(job_id)
+        job = engine.queries.get_job(job_id)
         if job.parent_job_id != g.principal.job_id or job.parent_worker != g.principal.worker:
             g.principal.require_admin("cancel a job it did not start")
     job = engine.cancel(job_id)
@@ -183,7 +183,7 @@ def delete(job_id: str) -> tuple[str, int]:
 def report(job_id: str) -> Response:
     job_id = _allowed(job_id)
     name = request.args.get("name", "final")
-    text = _engine().read_report(job_id, name)
+    text = _engine().queries.read_report(job_id, name)
     return Response(text, mimetype="text/markdown")
 
 
@@ -192,7 +192,7 @@ def timeline_svg(job_id: str) -> Response:
     """The job's subtree as a Gantt chart, drawn from the current records (live while it runs)."""
     job_id = _allowed(job_id)
     engine = _engine()
-    jobs, workers = engine.snapshot(root_of(job_id), job_id)
+    jobs, workers = engine.queries.snapshot(root_of(job_id), job_id)
     if not any(j.id == job_id for j in jobs):
         raise JobNotFound(f"job {job_id} not found")
     response = Response(render_timeline_svg(jobs, workers, job_id=job_id), mimetype="image/svg+xml")
@@ -207,7 +207,7 @@ def worker_log(job_id: str, worker: str) -> Response:
     job_id = _allowed(job_id)
     engine = _engine()
     depth, name = parse_worker_ref(worker)
-    record = engine.find_worker(job_id, depth, name)
+    record = engine.queries.find_worker(job_id, depth, name)
     tail = _int_arg("tail", 0, 0, 100_000)
     offset = _int_arg("offset", 0, 0, 1 << 62)
     follow = request.args.get("follow", "0")
@@ -215,10 +215,10 @@ def worker_log(job_id: str, worker: str) -> Response:
     if follow not in ("0", "1"):
         raise ValidationError(f"follow={follow[:40]!r} must be 1 (follow the log live) or 0 (read it once)")
     if follow == "1":
-        engine.read_log(record, offset=1 << 62, gate=gate)  # a planted link is a 403 now, not a broken stream later
+        engine.queries.read_log(record, offset=1 << 62, gate=gate)  # a planted link is a 403 now, not a broken stream later
         deadline = time.monotonic() + _settings().api.long_poll_max
-        return held_stream(engine.follow_log(record, offset, deadline, gate), "text/plain")
-    text, size = engine.read_log(record, tail=tail, offset=offset, gate=gate)
+        return held_stream(engine.queries.follow_log(record, offset, deadline, gate), "text/plain")
+    text, size = engine.queries.read_log(record, tail=tail, offset=offset, gate=gate)
     response = Response(text, mimetype="text/plain")
     response.headers["X-Log-Size"] = str(size)
     return response
@@ -230,7 +230,7 @@ def worker_checkpoints(job_id: str, worker: str) -> Response:
 
     job_id = _allowed(job_id)
     depth, name = parse_worker_ref(worker)
-    return jsonify({"job_id": job_id, **checkpoints(_engine().find_worker(job_id, depth, name))})
+    return jsonify({"job_id": job_id, **checkpoints(_engine().queries.find_worker(job_id, depth, name))})
 
 
 # -- diffs (git/diffs.py) ---------------------------------------------------
@@ -323,7 +323,7 @@ def take_lock(job_id: str) -> tuple[Response, int]:
 
     job_id = _allowed(job_id)
     engine = _engine()
-    engine.get_job(job_id)
+    engine.queries.get_job(job_id)
     body = request.get_json(force=True, silent=True) if request.get_data() else None
     if not isinstance(body, dict):
         raise InvalidParameter(f"body must be a JSON object: {LOCK_EXAMPLE} (lease and wait optional)", field="body")
@@ -348,7 +348,7 @@ def take_lock(job_id: str) -> tuple[Response, int]:
 def list_locks(job_id: str) -> Response:
     job_id = _allowed(job_id)
     engine = _engine()
-    engine.get_job(job_id)
+    engine.queries.get_job(job_id)
     root = root_of(job_id)
     return jsonify({"job_id": job_id, "root_job_id": root, "locks": [lock.to_dict() for lock in engine.locks.locks(root)]})
 
@@ -372,7 +372,7 @@ def release_lock(job_id: str, lock_id: str) -> tuple[str, int]:
 def events(job_id: str) -> Response:
     job_id = _allowed(job_id)
     engine = _engine()
-    engine.get_job(job_id)
+    engine.queries.get_job(job_id)
     deadline = time.monotonic() + _settings().api.long_poll_max
     return held_stream(_event_stream(engine, job_id, _last_event_id(), deadline), "text/event-stream")
 
@@ -420,7 +420,7 @@ def _event_stream(engine: Engine, job_id: str, last: int, deadline: float) -> It
     root = root_of(job_id)
     yield "retry: 1000\n\n"
     while True:
-        job = engine.get_job(job_id)
+        job = engine.queries.get_job(job_id)
         if job.status.terminal and not engine.events.since(root, last):
             yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
             return

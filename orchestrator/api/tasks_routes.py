@@ -89,7 +89,7 @@ def submit_task() -> tuple[Response, int]:
     description, assignments, strategy = _task_body()
     candidates = [{"kind": a["kind"], "timeout": a["timeout"], "context": a["context"]} for a in assignments]
     engine = _engine()
-    job = engine.submit(description, {"candidates": candidates, "merge_strategy": strategy}, [description])
+    job = engine.submission.submit(description, {"candidates": candidates, "merge_strategy": strategy}, [description])
     _save_names(job, [a["cli_name"] for a in assignments])
     response = jsonify(_task(job.id))
     response.headers["Location"] = url_for("tasks.get_task", task_id=job.id)
@@ -172,7 +172,7 @@ def merge(task_id: str) -> Response:
 @bp.get("/tasks/<task_id:task_id>/progress")
 def progress(task_id: str) -> Response:
     task_id = _task_id(task_id)
-    _engine().get_job(task_id)  # a 404 now, not an error event later
+    _engine().queries.get_job(task_id)  # a 404 now, not an error event later
     deadline = time.monotonic() + _settings().api.long_poll_max
     stream = stream_with_context(_progress_stream(task_id, _last_event_id(), deadline))  # it reads the app's engine
     return held_stream(stream, "text/event-stream")
@@ -192,11 +192,11 @@ def _page(status: str | None, limit: int, offset: int, principal: Any) -> tuple[
         jobs = []
         for row in found:
             try:
-                jobs.append(_doc(engine.get_job(row["job_id"])))
+                jobs.append(_doc(engine.queries.get_job(row["job_id"])))
             except JobNotFound:  # deleted since the index answered: the next page says so
                 total -= 1
         return jobs, total
-    docs = (_doc(job) for job in engine.list_jobs() if job.is_root and (tree is None or job.id == tree))
+    docs = (_doc(job) for job in engine.queries.list_jobs() if job.is_root and (tree is None or job.id == tree))
     matching = [doc for doc in docs if status is None or doc["status"] == status]
     return matching[offset : offset + limit], len(matching)
 
@@ -350,11 +350,11 @@ def _task_id(task_id: str) -> str:
 
 
 def _task(job_id: str) -> dict[str, Any]:
-    return _doc(_engine().get_job(job_id))
+    return _doc(_engine().queries.get_job(job_id))
 
 
 def _doc(job: JobRecord) -> dict[str, Any]:
-    _, workers = _engine().snapshot(job.root_id, job.id)
+    _, workers = _engine().queries.snapshot(job.root_id, job.id)
     return task_doc(job, workers, _names(job.root_id))
 
 
@@ -387,7 +387,7 @@ def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
     beat = time.monotonic() + HEARTBEAT
     try:
         while True:
-            job = engine.get_job(task_id)
+            job = engine.queries.get_job(task_id)
             if job.status.terminal and not engine.events.since(task_id, last):
                 yield _sse("task_complete", _doc(job))
                 return
@@ -404,7 +404,7 @@ def _progress_stream(task_id: str, last: int, deadline: float) -> Iterator[str]:
                 # A child job's worker (worker_2_1) counts as the candidate it descends from (worker_2).
                 top = "_".join((event.worker or "").split("_")[:2])
                 if event.worker and top not in names:
-                    _, workers = engine.snapshot(task_id, task_id)
+                    _, workers = engine.queries.snapshot(task_id, task_id)
                     names = {w.name: name for w, name in _runs([w for w in workers if w.job_id == task_id], _names(task_id))}
                 yield _sse("progress", _progress(event, names.get(top)), event.seq)
             if time.monotonic() >= beat:

@@ -356,7 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine(settings)
     server = _start_embedded_api(engine, settings)
     try:
-        job = engine.submit(args.request, config, _plan_file(args.plan) if args.plan else args.tasks)
+        job = engine.submission.submit(args.request, config, _plan_file(args.plan) if args.plan else args.tasks)
         if not args.json:
             print(f"job {job.id}: {len(job.tasks)} subtask(s) ({job.planner} planner), worker kind {job.config.worker}")
             if job.goal:
@@ -372,7 +372,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
             engine.cancel(job.id)
-            engine.wait(job.id, settings.workers.kill_grace + 10)
+            engine.queries.wait(job.id, settings.workers.kill_grace + 10)
         doc = engine.queries.status_document(job.id) if final is None else {}
     finally:
         engine.shutdown()
@@ -402,18 +402,18 @@ def _follow(engine: Any, job_id: str, view: Any) -> tuple[list[Any], list[Any]]:
     re-reading the whole tree at each event made a 10,000-worker run quadratic (the copy
     also holds the engine's lock). Without a terminal, only the workers (and new jobs) the
     events name are read; on a terminal the tree is re-read only when a redraw is due."""
-    root = engine.get_job(job_id).root_id
-    view.update(*engine.snapshot(root), job_id)
+    root = engine.queries.get_job(job_id).root_id
+    view.update(*engine.queries.snapshot(root), job_id)
     seq = 0
-    while not engine.status_of(job_id).at_rest:  # (not get_job: a copy of a record that lists every worker)
+    while not engine.queries.status_of(job_id).at_rest:  # (not get_job: a copy of a record that lists every worker)
         events = engine.events.wait(root, seq, 1.0)
         if events:
             seq = events[-1].seq
         if view.tty:
-            view.refresh(lambda: engine.snapshot(root), job_id)
+            view.refresh(lambda: engine.queries.snapshot(root), job_id)
         elif events:
             view.changed(_changed_workers(engine, root, events))
-    final = engine.snapshot(root)  # the tree at rest: the caller's status document is built from it
+    final = engine.queries.snapshot(root)  # the tree at rest: the caller's status document is built from it
     view.update(*final, job_id)  # the end, and whatever the bus dropped (it keeps 20,000 events)
     return final
 
@@ -429,9 +429,9 @@ def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
             if event.type == "worker":
                 key = f"depth_{event.depth}_{event.worker}"
                 if key not in found:
-                    found[key] = engine.find_worker(event.job_id, event.depth, event.worker)
+                    found[key] = engine.queries.find_worker(event.job_id, event.depth, event.worker)
             else:
-                for worker in engine.snapshot(root, event.job_id)[1]:
+                for worker in engine.queries.snapshot(root, event.job_id)[1]:
                     found.setdefault(worker.key, worker)
         except OrchestratorError:  # gone meanwhile (deleted): the last full read shows what is left
             continue

@@ -100,7 +100,7 @@ JOB_CEILINGS: dict[str, tuple[str, str]] = {
 }
 # What a child job's request may not carry: the gates and what they decide are the root's (403).
 GATE_KEYS = ("gates", "gates_retry", "on_failure", "ownership", "sandbox")
-ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Engine.submit)
+ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admin caller sees it (see Submission.submit)
 # A request never sets a worker's environment: that is the server owner's (workers.env).
 ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
 

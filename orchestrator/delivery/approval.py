@@ -1,8 +1,8 @@
 """A person in the loop: ``approval: before_merge`` makes a root job whose
-workers are all done stop in the ``waiting`` state before landing merges anything (engine/finishing.py
+workers are all done stop in the ``waiting`` state before landing merges anything (engine/approvals.py
 ``hold``); ``POST /api/v1/jobs/{id}/approve`` lands it with the status its workers earned,
 ``/reject`` (a reason required) ends it failed with nothing merged, a cancel ends it cancelled
-with nothing merged (engine/finishing.py ``decide``).
+with nothing merged (engine/approvals.py ``decide``).
 
 Only a root job waits, and only when there is something its workers earned to land (they earned
 completed or partial; a failed or cancelled job ends as it would). A child job of an approval job

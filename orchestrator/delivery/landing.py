@@ -11,7 +11,7 @@ listed with why in the note and in ``merge["left_out"]`` (``[{"worker", "reason"
 ``merge_into`` is then left alone.
 
 ``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
-them (engine/finishing.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
+them (engine/results.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
 is merged and ``merge`` stays None.
 

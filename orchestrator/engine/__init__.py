@@ -1,6 +1,6 @@
 """The engine: jobs, their workers and every state change. ``core.Engine`` is the facade; its parts
 are submission, a worker's thread (``worker_thread``) and its attempts (``attempts``), scheduling,
-choosing among candidates, nesting, finishing, and taking over after a restart (``recovery``
+choosing among candidates, nesting, settling workers, ending jobs (approvals, results, reporting), and taking over after a restart (``recovery``
 decides, ``takeover`` acts). Every part takes one ``context.EngineContext`` (settings, workspace,
 clock, tables and their lock ``tables.locked()``, announcer, metrics, executor, runner, checkout)
 and asks the engine for what only it does through ``ctx.hooks`` (``context.EngineHooks``).
@@ -10,7 +10,7 @@ In one sentence: a worker is started in ``core.Engine.dispatch`` (``Engine._star
 each of its attempts is judged in ``attempts.WorkerExecution.run`` (``_classify`` says how it ended,
 ``_after_attempt`` runs the quality steps, and ``run`` decides on a retry), workers whose work has
 been read are settled together (``WorkerRunner._settle``, the settling pass: one lock section, their
-records written by ``Finishing.publish_finals``), and its job ends in ``finishing.Finishing.end_job``
+records written by ``settling.Settling.publish_finals``), and its job ends in ``ending.Ending.end_job``
 (then ``conclude``) once its last worker is settled.
 
 Imports every layer below it (``cluster``, ``webhooks``, ``index``, ``quality`` and down), never

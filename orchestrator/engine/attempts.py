@@ -66,6 +66,7 @@ from ..workers import costs, refusals, roles
 from ..workers.adapters import reported_model
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.confinement import Confinement
+from .locked_only import assert_held, locked_only
 from .tables import Outcome
 
 if TYPE_CHECKING:
@@ -162,8 +163,9 @@ class WorkerExecution:
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
         self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
 
+    @locked_only
     def apply_deferred(self) -> None:
-        """Inside ``tables.locked()``: make the record's changes that wait for a lock section."""
+        """Make the record's changes that wait for a lock section."""
         while self.deferred:
             self.deferred.pop(0)()
 
@@ -350,7 +352,8 @@ class WorkerExecution:
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
         self.footprint = self._footprint()
 
-        def begin() -> None:  # inside tables.locked()
+        def begin() -> None:  # in the section that records the attempt (``on_change``)
+            assert_held(self.tables, "an attempt's begin")
             self.apply_deferred()
             self.record.attempts.append(attempt)
             states.set_worker_status(self.record, WorkerStatus.RUNNING)
@@ -518,7 +521,8 @@ class WorkerExecution:
         handle = self.handle
         assert handle is not None
 
-        def begin() -> None:  # inside tables.locked()
+        def begin() -> None:  # in the section that records the placement (``on_change``)
+            assert_held(self.tables, "a placement's begin")
             attempt.node, attempt.pid = handle.node, handle.pid
             attempt.started_at = max(attempt.started_at, handle.started_at)  # when it ran, not when it was queued
             self.record.node = handle.node
@@ -535,7 +539,8 @@ class WorkerExecution:
 
         refused = read_refusals(self.workspace, self.record, self.worker_dir)
 
-        def end() -> None:  # inside tables.locked(): the next section this thread enters
+        def end() -> None:  # in the next section this thread enters (``apply_deferred``)
+            assert_held(self.tables, "an attempt's end")
             self.record.refusals, self.record.refusals_total = refused.shown, refused.total
             attempt.ended_at = ended
             attempt.enforced = enforced
@@ -605,7 +610,8 @@ class WorkerExecution:
             parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
         retry_after = parsed.retry_after
 
-        def classified() -> None:  # inside tables.locked(), after ``end`` (``_classify``)
+        def classified() -> None:  # in the next section this thread enters, after ``end`` (``_classify``)
+            assert_held(self.tables, "an attempt's classification")
             attempt.failure_class, attempt.retry_after = kind, retry_after
             self.record.failure_class = kind
 

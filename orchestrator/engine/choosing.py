@@ -36,6 +36,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
 from .context import EngineContext
+from .locked_only import locked_only
 from .scheduling import Scheduler
 from .tables import LiveWorker, Snapshot, write_snapshots
 
@@ -66,15 +67,16 @@ class Choosing:
         self.runner = ctx.runner
         self.clock = ctx.clock
         self.queries = queries
-        self.end_job = end_job  # Finishing's: the job ends once its last selection is made
+        self.end_job = end_job  # Ending's: the job ends once its last selection is made
         self.chooser: Chooser = chooser or choose
         self._running: set[tuple[str, str]] = set()  # (job id, task id) being chosen
         self._threads: set[threading.Thread] = set()
         self._closing = threading.Event()  # set by close(): a judge or scoring run in progress stops early
 
     # -- when ---------------------------------------------------------------------------------
+    @locked_only
     def settled(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``, once candidate ``live`` has its final status: start its task's
+        """Once candidate ``live`` has its final status: start its task's
         selection when the task is ready for one."""
         job, rec = live.job, live.record
         if rec.task_id is None or rec.task_id in job.selections or (job.id, rec.task_id) in self._running:
@@ -86,8 +88,9 @@ class Choosing:
         if first:
             self._cancel_rest(job, group, live)
 
+    @locked_only
     def group(self, job: JobRecord, task_id: str) -> list[LiveWorker]:
-        """Inside ``tables.locked()``: the task's candidates, in number order."""
+        """The task's candidates, in number order."""
         names = candidates.candidate_tasks(job).get(task_id, [])
         return [self.tables.workers[(job.root_id, worker_key(job.depth, n))] for n in names]
 
@@ -95,8 +98,9 @@ class Choosing:
         """The job's tasks with candidates whose selection is not made yet."""
         return [t for t in candidates.candidate_tasks(job) if t not in job.selections]
 
+    @locked_only
     def resume(self, job: JobRecord) -> None:
-        """Inside ``tables.locked()``, for a job a restarted server took over: its records follow the
+        """For a job a restarted server took over: its records follow the
         selections on record, and each task whose candidates all ended before the restart
         (or, first_passing, one passed) is chosen now."""
         for task_id, selection in job.selections.items():
@@ -128,8 +132,9 @@ class Choosing:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    @locked_only
     def _cancel_rest(self, job: JobRecord, group: list[LiveWorker], winner: LiveWorker) -> None:
-        """Inside ``tables.locked()`` (first_passing): the task's other candidates are stopped: running ones
+        """First_passing: the task's other candidates are stopped: running ones
         get the kill ladder, pending ones end skipped."""
         why = f"{winner.record.name} passed first (select: first_passing)"
         pending = self.tables.pending.get(job.id, [])

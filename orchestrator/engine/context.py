@@ -1,7 +1,7 @@
 """What the engine's parts share, and what they may ask of the engine.
 
 ``EngineContext`` is built once by ``core.Engine`` and handed to every part (submission,
-scheduling, nesting, finishing, choosing, the worker threads, takeover): its settings, its
+scheduling, nesting, settling, ending, choosing, the worker threads, takeover): its settings, its
 workspace, the clock, the tables (and their one lock, ``tables.locked()``), the announcer (the
 event bus and the logs), the metrics, and where attempts and helper commands run.
 
@@ -25,6 +25,7 @@ from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..reports.metrics import Metrics
 from ..workspace.layout import Workspace
+from .locked_only import locked_only
 
 if TYPE_CHECKING:
     from .announce import Announcer
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 class EngineHooks(Protocol):
     """What the engine's parts ask of the engine (``core.Engine``). The ones marked "locked" are
-    called inside ``tables.locked()``."""
+    called inside ``tables.locked()`` (``core.Engine``'s refuse to run outside it: ``locked_only``)."""
 
     def check_open(self) -> None:
         """Locked: raise Unavailable once the engine is shutting down (no new job)."""
@@ -78,8 +79,9 @@ class EngineContext:
     # Set at shutdown: what runs outside a worker's attempt and may take long (a merge's resolver) stops.
     closing: Wakeup = field(default_factory=Wakeup)
 
+    @locked_only
     def add_cost(self, root_id: str, usd: float | None) -> None:
-        """Locked: AI cost reported by a worker, the AI planner or a judge, toward the tree's budget."""
+        """AI cost reported by a worker, the AI planner or a judge, toward the tree's budget."""
         if usd:
             self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
             self.metrics.add_cost(usd)

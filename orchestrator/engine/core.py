@@ -8,7 +8,8 @@ The engine builds one ``context.EngineContext`` that every part takes, dispatche
 and is the parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
 ``start_thread``, ...); each other concern is a part of its own: ``submission`` admits and
 creates jobs (its checks are ``limits``'), ``running`` runs a worker's attempts,
-``finishing`` ends workers and jobs and renders their reports, ``restorer`` applies
+``settling`` ends workers, ``ending`` ends jobs (``approvals`` holds one for a person, ``results``
+lands, records and publishes a root's result, ``reporting`` renders reports), ``restorer`` applies
 ``recovery``'s decisions after a restart, ``queries`` answers every read, and ``states`` is
 the one writer of a status.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -57,11 +58,14 @@ from .after_attempt import default_steps
 from .announce import Announcer
 from .context import EngineContext
 from .continuing import Continuing
-from .finishing import FINISHED_TREES_IN_MEMORY, Finishing
+from .ending import FINISHED_TREES_IN_MEMORY, Ending
+from .locked_only import locked_only
 from .nesting import Nesting
 from .queries import Queries
 from .recovery import Recovered
+from .reporting import Reporting
 from .resolvers import resolver_factory
+from .results import Results
 from .scheduling import Scheduler
 from .submission import Submission
 from .tables import LiveWorker, Outcome, Tables
@@ -156,16 +160,29 @@ class Engine:
         self.nesting = Nesting(ctx, resolvers)
         # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
         self.scheduler = Scheduler(ctx)
-        self.finishing = Finishing(
-            ctx, monitor=self.monitor, queries=self.queries, nesting=self.nesting, scheduler=self.scheduler, resolvers=resolvers
+        # A tree's reports; a root's result landed, recorded and published; a job's end, with the
+        # parts that end one: its workers' settling, its task's choice, a person's approval.
+        self.reporting = Reporting(ctx, queries=self.queries)
+        self.results = Results(ctx, queries=self.queries, reporting=self.reporting, resolvers=resolvers)
+        self.ending = Ending(
+            ctx,
+            monitor=self.monitor,
+            queries=self.queries,
+            nesting=self.nesting,
+            scheduler=self.scheduler,
+            results=self.results,
+            reporting=self.reporting,
         )
+        self.settling = self.ending.settling
+        self.choosing = self.ending.choosing
+        self.approvals = self.ending.approvals
         self.submission = Submission(ctx, nesting=self.nesting)
         self.running = WorkerRunner(
-            ctx, finishing=self.finishing, prompts=self.prompts, steps=self.steps, confinement=self.confinement
+            ctx, settling=self.settling, ending=self.ending, prompts=self.prompts, steps=self.steps, confinement=self.confinement
         )
         # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
-        self.restorer = Restorer(ctx, queries=self.queries, finishing=self.finishing)
+        self.restorer = Restorer(ctx, queries=self.queries, ending=self.ending)
         # A finished worker's continue rounds (engine/continuing.py).
         self.continuing = Continuing(
             ctx,
@@ -177,27 +194,16 @@ class Engine:
         )
         self.monitor.start()
 
-    # -- submitting and dispatching -----------------------------------------------------
-    def submit(
-        self,
-        request: object,
-        config: object = None,
-        tasks: object = None,
-        *,
-        parent_job_id: str | None = None,
-        parent_worker: str | None = None,
-    ) -> JobRecord:
-        """Validate, plan and start a job. A child job names the worker that asks for it."""
-        return self.submission.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker)
-
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
+    @locked_only
     def check_open(self) -> None:
-        """Inside ``tables.locked()``: Unavailable once the engine is shutting down."""
+        """Unavailable once the engine is shutting down."""
         if self._closing:
             raise Unavailable("the orchestrator is shutting down; submit again once it is back")
 
+    @locked_only
     def dispatch(self) -> None:
-        """Inside ``tables.locked()``: start pending workers, oldest job first, within the limits and
+        """Start pending workers, oldest job first, within the limits and
         free memory (no overtaking)."""
         t = self.tables
         limit = self.settings.workers.global_max_workers
@@ -224,22 +230,25 @@ class Engine:
             if t.slots_used >= limit or self.admission.waiting:
                 return
 
+    @locked_only
     def skip_pending(self, job: JobRecord, keys: list[str], reason: str) -> None:
-        """Inside ``tables.locked()``: workers that will never start end as skipped; they are
+        """Workers that will never start end as skipped; they are
         settled on a pool thread (after our caller lets the lock go)."""
         for key in keys:
             live = self.tables.workers[(job.root_id, key)]
             live.exited(Outcome(WorkerStatus.SKIPPED, reason))
-            self._futures.add(self._pool.submit(self.finishing.settle, live))
+            self._futures.add(self._pool.submit(self.settling.settle, live))
         keys.clear()
 
+    @locked_only
     def stop_job(self, job: JobRecord, reason: str) -> None:
-        """Inside ``tables.locked()``: the rest of the job is cancelled for ``reason`` (on_failure: stop)."""
+        """The rest of the job is cancelled for ``reason`` (on_failure: stop)."""
         for live in self._cancel_locked(job, reason):
-            self._futures.add(self._pool.submit(self.finishing.settle, live))
+            self._futures.add(self._pool.submit(self.settling.settle, live))
 
+    @locked_only
     def _start(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``: the worker takes a slot and its thread starts."""
+        """The worker takes a slot and its thread starts."""
         states.set_phase(live, WorkerPhase.RUNNING)
         self.tables.slots_used += 1
         self.tables.running[live.job.id] += 1
@@ -255,14 +264,6 @@ class Engine:
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
-    def recover(self) -> list[str]:
-        """Take over the job trees a previous server left unfinished (it was killed, or the
-        machine stopped), as ``recovery`` decides: live workers are re-adopted through their
-        shims, ones that ended meanwhile get their true status from their exit files, lost ones
-        fail with a reason, never-started ones start; the jobs then go on or end. Processes of
-        a tree that no record or shim accounts for are killed. Returns the recovered root ids."""
-        return self.restorer.recover()
-
     # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
     def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
         """SIGKILL every process of the tree that carries no adopted attempt's tag."""
@@ -270,7 +271,9 @@ class Engine:
             log.warning("killing attempt pid %d (tag %s): no record of its tree names it", shim.pid, shim.tag)
         return self.executor.sweep_prefix(f"{root_id}.", keep=adopted_tags)
 
-    def process_ended(self, rec: WorkerRecord) -> None:  # inside tables.locked(): its path locks and memory are free again
+    @locked_only
+    def process_ended(self, rec: WorkerRecord) -> None:
+        """Its path locks and memory are free again."""
         self.locks.release_worker(rec.root_id, rec.name)
         self.admission.ended(rec)
 
@@ -306,36 +309,7 @@ class Engine:
             self.settings, self.workspace, rec, cfg, api_url=self.api_url, credentials=creds, base=base, shared=shared
         )
 
-    # -- reading: queries.Queries answers; the engine forwards for its callers -----------
-    def snapshot(
-        self, root_id: str, job_id: str | None = None, *, outcomes: bool = False
-    ) -> tuple[list[JobRecord], list[WorkerRecord]]:
-        return self.queries.snapshot(root_id, job_id, outcomes=outcomes)
-
-    def get_job(self, job_id: str) -> JobRecord:
-        return self.queries.get_job(job_id)
-
-    def status_of(self, job_id: str) -> JobStatus:
-        return self.queries.status_of(job_id)
-
-    def wait(self, job_id: str, timeout: float) -> JobRecord:
-        return self.queries.wait(job_id, timeout)
-
-    def list_jobs(self) -> list[JobRecord]:
-        return self.queries.list_jobs()
-
-    def find_worker(self, job_id: str, depth: int | None, name: str) -> WorkerRecord:
-        return self.queries.find_worker(job_id, depth, name)
-
-    def read_log(self, record: WorkerRecord, *, tail: int = 0, offset: int = 0, gate: str | None = None) -> tuple[str, int]:
-        return self.queries.read_log(record, tail=tail, offset=offset, gate=gate)
-
-    def follow_log(self, record: WorkerRecord, offset: int, deadline: float, gate: str | None = None) -> Iterator[bytes]:
-        return self.queries.follow_log(record, offset, deadline, gate)
-
-    def read_report(self, job_id: str, name: str) -> str:
-        return self.queries.read_report(job_id, name)
-
+    # -- reading what only the engine's memory holds (queries.Queries answers every other read) ----
     def counts(self) -> dict[str, int]:
         with self.tables.locked():
             return self.tables.counts()
@@ -360,7 +334,7 @@ class Engine:
 
     def release(self, root_id: str) -> None:
         """Let go of a tree at rest: it is read from its records on disk from now on (as a tree
-        evicted by ``finishing.evict_finished``). ``run`` does it at its end, once the engine has
+        evicted by ``ending.Ending.evict_finished``). ``run`` does it at its end, once the engine has
         stopped, so the tree is not held twice while its status document is built from a copy."""
         with self.tables.locked():
             if any(j.root_id == root_id and not j.status.at_rest for j in self.tables.jobs.values()):
@@ -374,7 +348,7 @@ class Engine:
         """POST /jobs/{id}/workers/{worker}/continue: start a continue round of a finished root job's
         worker with the user's ``feedback``; returns the round's record (it runs on). 409 while the
         tree runs or another round of it does."""
-        job = self.get_job(validate_job_id(job_id))
+        job = self.queries.get_job(validate_job_id(job_id))
         self._ended_root(job, "continue a worker of")
         return self.continuing.start(job, worker, feedback)
 
@@ -383,7 +357,7 @@ class Engine:
         """Remove a finished root job's folder (its child jobs live inside it), with its
         worktrees and branches (its result branch too with ``all_branches``). The rule is
         ``prune.refusal``'s, judged on the tree as this server holds it, else as on disk."""
-        job = self.get_job(job_id)
+        job = self.queries.get_job(job_id)
         self._no_round(job, "delete")
         # A tree this server does not hold is judged by its records (read outside the lock).
         on_disk = [] if self.queries.holds(job.root_id) else jobs_on_disk(self.workspace, job)
@@ -403,7 +377,7 @@ class Engine:
         """POST /jobs/{id}/merge: merge a finished root job's workers' branches again (or for the
         first time after a crash), with the job's strategy and merge_into unless given; the same
         inputs give the same commit and move nothing. 409 while the tree runs."""
-        job = landing.check_root(self.get_job(job_id))
+        job = landing.check_root(self.queries.get_job(job_id))
         if strategy is not None:
             landing.check_strategy(strategy)
         if into:
@@ -411,9 +385,9 @@ class Engine:
         held = self._ended_root(job, "merge")
         target = held or job
         try:
-            self.finishing.land(target, strategy, into, strict=True)
+            self.results.land(target, strategy, into, strict=True)
             # The record names the new result; the remote branch and its pull request follow it.
-            self.finishing.record_result(target, target.status, target.ended_at)
+            self.results.record_result(target, target.status, target.ended_at)
         except (OrchestratorError, OSError):
             raise
         except Exception as exc:  # git failed: said (and recorded in the job's merge), not a bare 500
@@ -436,9 +410,9 @@ class Engine:
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its
         signed record, then its push and pull request (git.push)."""
-        self.finishing.render_locked(job)
+        self.reporting.render_locked(job)
         if merged:
-            self.finishing.record_result(job, job.status, job.ended_at)
+            self.results.record_result(job, job.status, job.ended_at)
 
     def _no_round(self, job: JobRecord, action: str) -> None:
         """Conflict while a continue round of the tree runs (its worker's branch and the result change)."""
@@ -460,12 +434,12 @@ class Engine:
         """POST /jobs/{id}/publish: push a finished root job's result branch and open or update its
         pull request again (git.push, git.pull_request): its ``publish`` record. 409 while the tree
         runs; ConfigError without git.push."""
-        job = landing.check_root(self.get_job(job_id))
+        job = landing.check_root(self.queries.get_job(job_id))
         if not publishing.configured(self.settings):
             raise ConfigError("nothing to publish to: set git.push to a remote of the repository (e.g. origin)", key="git.push")
         held = self._ended_root(job, "publish")
         target = held or job
-        found = self.finishing.publish(target)
+        found = self.results.publish(target)
         self._save_root(target, held, "published")
         return found
 
@@ -473,8 +447,8 @@ class Engine:
         """GET /jobs/{id}/conflicts: predicted pairwise conflicts between the job's workers'
         branches as they stand (running or ended), each with its resolution (``merge_strategy:
         resolve``; None: none), the job's last merge, and every resolution made for the job."""
-        job = self.get_job(job_id)
-        _, workers = self.snapshot(job.root_id, job.id)
+        job = self.queries.get_job(job_id)
+        _, workers = self.queries.snapshot(job.root_id, job.id)
         found = landing.conflicts(job, workers, settings=self.settings, workspace=self.workspace)
         merge = job.merge.to_dict() if job.merge is not None else None
         return {"job_id": job.id, "conflicts": found, "merge": merge, "resolutions": landing.resolved(job, workers)}
@@ -483,7 +457,7 @@ class Engine:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job and its whole subtree. Cancelling a finished job is a Conflict."""
         if self.continuing.cancel(root_of(validate_job_id(job_id))):  # its continue round stops; the job stays as it ended
-            return self.get_job(job_id)
+            return self.queries.get_job(job_id)
         with self.tables.locked():
             job = self.tables.jobs.get(validate_job_id(job_id))
             if job is None:
@@ -493,13 +467,14 @@ class Engine:
                 raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
             never_started = self._cancel_locked(job)
         for live in never_started:
-            self.finishing.settle(live)
+            self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (delivery/approval.py)
-            self.finishing.decide(job.id, "cancel")
-        return self.get_job(job_id)
+            self.approvals.decide(job.id, "cancel")
+        return self.queries.get_job(job_id)
 
+    @locked_only
     def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
-        """Inside ``tables.locked()``: wake every worker of the job and its subtree to stop; the ones that
+        """Wake every worker of the job and its subtree to stop; the ones that
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason
@@ -537,9 +512,9 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self.continuing.close(timeout)
-        self.finishing.choosing.close(timeout)  # a selection's thread ends the job it chooses for
+        self.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
-        self.finishing.level_renders.close()
+        self.reporting.level_renders.close()
         self.monitor.stop()
         self.executor.close()  # the rq executor's listener (attempts on nodes run on)
         self.index.close()

@@ -6,7 +6,7 @@ at spawn   (submission, outside the engine lock) the parent worker's work so far
            on its branch (``commit_at_spawn``); the child job's workers branch from that
            commit (``JobRecord.start_commit``, read by checkouts/worktree.py). A commit that fails
            refuses the spawn: no child starts from a state nobody knows.
-at its end (finishing.end_job, before the child job's terminal status is visible, so the
+at its end (ending.Ending.end_job, before the child job's terminal status is visible, so the
            parent's ``spawn --wait`` returns only after it) the child's workers' branches (those
            ``gates.merge_block`` lets through, at their gated commits; the others are named in
            ``merge["left_out"]``) are merged in plan order into the parent worker's branch with the job's

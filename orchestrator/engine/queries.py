@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from ..quality.gates import gate_log
 from ..reports.status_document import QUIET_AFTER, job_status
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace, read_served
+from .locked_only import locked_only
 
 
 class HeldWorker(Protocol):
@@ -47,6 +48,8 @@ class HeldTables(Protocol):
 
     def locked(self) -> threading.Condition: ...
 
+    def held(self) -> bool: ...
+
     def wait(self, timeout: float) -> None: ...
 
 
@@ -58,10 +61,16 @@ class _DiskOnly:
         self.jobs: dict[str, JobRecord] = {}
         self.workers: dict[tuple[str, str], HeldWorker] = {}
         self.ending: dict[str, tuple[JobStatus, float]] = {}
-        self._cond = threading.Condition(threading.RLock())
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._owned: Callable[[], bool] = lock._is_owned  # type: ignore[attr-defined]
 
     def locked(self) -> threading.Condition:
         return self._cond
+
+    def held(self) -> bool:
+        """Whether this thread holds the lock (``locked_only``): its condition refuses ``wait`` otherwise."""
+        return self._owned()
 
     def wait(self, timeout: float) -> None:
         self._cond.wait(timeout)
@@ -83,8 +92,9 @@ class Queries:
         self._workers: Mapping[tuple[str, str], HeldWorker] = self.tables.workers
         self._ending: Mapping[str, tuple[JobStatus, float]] = self.tables.ending
 
+    @locked_only
     def _record(self, root_id: str, depth: int, name: str) -> WorkerRecord:
-        """Inside ``tables.locked()``: the live record of a held worker."""
+        """The live record of a held worker."""
         return self._workers[(root_id, worker_key(depth, name))].record
 
     # -- trees ------------------------------------------------------------------------

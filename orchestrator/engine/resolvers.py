@@ -1,5 +1,5 @@
 """The engine's side of ``merge_strategy: resolve`` (delivery/resolving.py): a resolver for one
-merge of a job's workers, root (engine/finishing.py) or child (engine/nesting.py), whose runs
+merge of a job's workers, root (engine/results.py) or child (engine/nesting.py), whose runs
 count toward the tree's cost and budget and run where the engine's helper commands run."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ stop       the rest of the job is cancelled (running workers stopped, pending on
            the job ends failed or partial, not cancelled: GNU parallel's ``--halt now,fail=1``
 =========  ==================================================================================
 
-Everything here runs inside ``tables.locked()`` and is cheap: a job's task ids are mapped to its
+Everything here runs inside ``tables.locked()`` (each method is ``locked_only``) and is cheap: a job's task ids are mapped to its
 workers' keys once.
 """
 
@@ -25,6 +25,7 @@ from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
 from ..workspace.ids import worker_key
 from .context import EngineContext
+from .locked_only import locked_only
 from .tables import LiveWorker
 
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
@@ -42,6 +43,7 @@ class Scheduler:
         self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph
 
+    @locked_only
     def keys(self, job: JobRecord) -> dict[str, list[str]]:
         found = self._keys.get(job.id)
         if found is None:
@@ -51,10 +53,12 @@ class Scheduler:
             self._keys[job.id] = found
         return found
 
+    @locked_only
     def forget(self, job_id: str) -> None:
         self._keys.pop(job_id, None)
         self._graphs.pop(job_id, None)
 
+    @locked_only
     def has_graph(self, job: JobRecord) -> bool:
         """Whether any of the job's tasks waits on another (asked once per job)."""
         found = self._graphs.get(job.id)
@@ -62,6 +66,7 @@ class Scheduler:
             found = self._graphs[job.id] = bool(job.nodes) and graph.has_dependencies(job.nodes)
         return found
 
+    @locked_only
     def _records(self, job: JobRecord, task_id: str) -> list[WorkerRecord]:
         found = []
         for key in self.keys(job).get(task_id, ()):
@@ -70,6 +75,7 @@ class Scheduler:
                 found.append(live.record)
         return found
 
+    @locked_only
     def _met(self, job: JobRecord, task_id: str) -> bool:
         records = self._records(job, task_id)
         if not records:
@@ -79,10 +85,12 @@ class Scheduler:
             return chosen and all(r.status.terminal for r in records)
         return any(delivered(job, r) for r in records)
 
+    @locked_only
     def waits_on(self, job: JobRecord, record: WorkerRecord) -> list[str]:
         """The prerequisites ``record`` still waits on (task ids, plan order)."""
         return [d for d in record.depends_on if not self._met(job, d)]
 
+    @locked_only
     def ready(self, job: JobRecord, keys: list[str]) -> list[str]:
         """Those of ``keys`` (pending workers of ``job``) whose prerequisites are all met."""
         if not self.has_graph(job):
@@ -94,8 +102,9 @@ class Scheduler:
                 found.append(key)
         return found
 
+    @locked_only
     def unblocked_by(self, live: LiveWorker, status: WorkerStatus) -> list[str]:
-        """Inside ``tables.locked()``, as ``live`` settles with ``status`` (or, for a task's candidate, once its
+        """As ``live`` settles with ``status`` (or, for a task's candidate, once its
         task has chosen: engine/choosing.py): the task ids that may start now because of it (every other
         prerequisite of theirs already met)."""
         job, rec = live.job, live.record
@@ -115,8 +124,9 @@ class Scheduler:
                     found.append(node.id)
         return found
 
+    @locked_only
     def settled(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``, once ``live``'s final status is set: a failed prerequisite skips its
+        """Once ``live``'s final status is set: a failed prerequisite skips its
         dependents or stops the job, as ``on_failure`` says. A candidate's task fails only when
         its selection finds no winner (``failed_task``, from engine/choosing.py)."""
         job, rec = live.job, live.record
@@ -128,8 +138,9 @@ class Scheduler:
             why = f"dependency {rec.task_id} {rec.status.value}: {(rec.exit_reason or rec.error or '')[:REASON_CHARS]}"
         self.failed_task(job, rec.task_id, rec.status.value, why)
 
+    @locked_only
     def failed_task(self, job: JobRecord, task_id: str, status: str, why: str) -> None:
-        """Inside ``tables.locked()``: task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
+        """Task ``task_id`` will never deliver; its dependents as ``on_failure`` says."""
         if not self.has_graph(job):
             return
         waiting = graph.dependents(job.nodes, task_id)

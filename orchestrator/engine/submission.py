@@ -27,6 +27,7 @@ from ..workers.roles import apply_roles, not_installed, role_table, worker_kind_
 from ..workspace.ids import child_job_id, new_root_id, validate_job_id, validate_worker_name
 from . import limits
 from .context import EngineContext
+from .locked_only import locked_only
 from .nesting import Nesting
 from .tables import LiveWorker, Snapshot, new_tag, write_snapshots
 
@@ -195,8 +196,9 @@ class Submission:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    @locked_only
     def parent_for(self, job_id: str, worker_name: str | None) -> tuple[JobRecord, LiveWorker]:
-        """Inside ``tables.locked()``: the job and worker that ask for a child job."""
+        """The job and worker that ask for a child job."""
         validate_job_id(job_id)
         job = self.tables.jobs.get(job_id)
         if job is None:
@@ -207,8 +209,9 @@ class Submission:
             raise WorkerNotFound(f"worker {name} is not a worker of job {job_id}")
         return job, live
 
+    @locked_only
     def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
-        """Inside ``tables.locked()``: may this worker start a child job now?"""
+        """May this worker start a child job now?"""
         pcfg = parent_job.config
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self.tables.ending or parent.cancel.is_set():
@@ -220,10 +223,11 @@ class Submission:
         limits.check_budget(self.tables.tree_spent(parent_job), parent_job.config.max_cost_usd)
         limits.check_fan_out(len(parent.record.child_job_ids), pcfg.max_children_per_worker, where)
 
+    @locked_only
     def fit_tree(
         self, root_id: str, request: str, plan: list[str], planner_name: str, notes: list[str], goal: str | None
     ) -> tuple[list[str], str | None]:
-        """Inside ``tables.locked()``: a child job's plan, merged to fit recursion.max_workers_per_root."""
+        """A child job's plan, merged to fit recursion.max_workers_per_root."""
         cap = self.settings.recursion.max_workers_per_root
         used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == root_id)
         room = limits.tree_room(root_id, used, cap, len(plan), planner_name == "explicit")
@@ -233,6 +237,7 @@ class Submission:
             notes.append(limits.merged_note(room, cap))
         return plan, goal
 
+    @locked_only
     def create_job(
         self,
         request: str,
@@ -246,7 +251,7 @@ class Submission:
         child_id: str | None = None,
         start_commit: str | None = None,
     ) -> tuple[JobRecord, list[Snapshot]]:
-        """Inside ``tables.locked()``: the job in memory, and the record snapshots to write (outside it).
+        """The job in memory, and the record snapshots to write (outside it).
         ``child_id``: a child's id reserved before (``reserve_child_id``); ``start_commit``: where
         a worktree child's workers branch from (its parent's work at the spawn, engine/nesting.py)."""
         now = self.clock.time()
@@ -317,8 +322,9 @@ class Submission:
             self.announce.line(job, f"job {job.id} task graph: {waits}")
         return job, writes
 
+    @locked_only
     def reserve_child_id(self, parent_job: JobRecord) -> str:
-        """Inside ``tables.locked()``: the next child job id of the tree (a refused spawn leaves a gap)."""
+        """The next child job id of the tree (a refused spawn leaves a gap)."""
         root = self.tables.jobs[parent_job.root_id]
         root.child_seq += 1
         return child_job_id(root.id, root.child_seq)

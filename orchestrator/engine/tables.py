@@ -30,6 +30,7 @@ from ..workers.adapters.base import ParsedResult
 from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
 from . import limits
+from .locked_only import own_lock_only
 
 
 @dataclass
@@ -153,14 +154,19 @@ def new_tag(root_id: str, key: str) -> str:
 
 
 class Tables:
-    """The engine's memory of the trees it runs, and the one lock that guards it: every method
-    and every table is used inside ``with tables.locked():``."""
+    """The engine's memory of the trees it runs, and the one lock that guards it: every table is
+    used inside ``with tables.locked():``, and every method but ``locked`` and ``held`` refuses to
+    run outside it (``locked_only``)."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         # Reentrant (a part holding it calls another that takes it); its condition wakes the
         # readers waiting for a job to end (``wait``, ``notify_all``).
-        self._cond = threading.Condition(threading.RLock())
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        # Whether the calling thread holds the lock: the RLock's own owner check (C, no Python
+        # bookkeeping on each acquire), the one ``threading.Condition`` itself relies on.
+        self._owned: Callable[[], bool] = lock._is_owned  # type: ignore[attr-defined]
         self.jobs: dict[str, JobRecord] = {}
         self.workers: dict[tuple[str, str], LiveWorker] = {}  # (root id, worker key) -> live worker
         self.pending: dict[str, list[str]] = {}  # job id -> worker keys not started yet
@@ -177,6 +183,9 @@ class Tables:
         self.ending: dict[str, tuple[JobStatus, float]] = {}  # job id -> its outcome, while its reports render
         self.render_locks: dict[str, threading.Lock] = {}
         self.finished_roots: deque[str] = deque()  # newest last; older ones are read from disk
+        # Trees a full disk kept a final record of from the disk: they end in memory only, and stay
+        # there; on disk they stay unfinished, for a restart to settle from the exit files.
+        self.unwritten: set[str] = set()
         # Job records are snapshotted inside ``tables.locked()`` and written (temp + fsync + rename) outside
         # it: an fsync can take tens of ms on a busy disk, and every request (a child job's
         # refusal, a credential check) waits for this lock. Versions keep writes in order.
@@ -186,21 +195,30 @@ class Tables:
         """The engine's one lock, as a context manager: ``with tables.locked(): ...``."""
         return self._cond
 
+    def held(self) -> bool:
+        """Whether the calling thread holds the lock (what ``locked_only`` checks)."""
+        return self._owned()
+
+    @own_lock_only
     def wait(self, timeout: float) -> None:
-        """Inside ``locked()``: release the lock until ``notify_all`` (a job ended) or ``timeout``."""
+        """Release the lock until ``notify_all`` (a job ended) or ``timeout``."""
         self._cond.wait(timeout)
 
+    @own_lock_only
     def notify_all(self) -> None:
-        """Inside ``locked()``: wake every reader in ``wait`` (a job's status changed)."""
+        """Wake every reader in ``wait`` (a job's status changed)."""
         self._cond.notify_all()
 
+    @own_lock_only
     def worker(self, root_id: str, depth: int, name: str) -> LiveWorker | None:
         return self.workers.get((root_id, worker_key(depth, name)))
 
+    @own_lock_only
     def parent_of(self, job: JobRecord) -> LiveWorker | None:
         """The worker that started ``job`` (None for a root)."""
         return self.worker(job.root_id, job.depth - 1, job.parent_worker) if job.parent_worker else None
 
+    @own_lock_only
     def family(self, job: JobRecord) -> tuple[WorkerRecord, list[WorkerRecord]] | None:
         """A child job's parent worker's record and its own workers' records in plan order
         (None for a root, or a parent not held): what merging it back needs (engine/nesting.py)."""
@@ -209,19 +227,24 @@ class Tables:
             return None
         return parent.record, [self.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
 
+    @own_lock_only
     def live_children(self, live: LiveWorker) -> list[str]:
         """The worker's child jobs that have not ended."""
         return [c for c in live.record.child_job_ids if c in self.jobs and not self.jobs[c].status.terminal]
 
+    @own_lock_only
     def tree_spent(self, job: JobRecord) -> float:
         return self.tree_cost.get(job.root_id, 0.0)
 
+    @own_lock_only
     def budget_spent(self, job: JobRecord) -> bool:
         return limits.budget_spent(self.tree_spent(job), job.config.max_cost_usd)
 
+    @own_lock_only
     def budget_note(self, job: JobRecord) -> str:
         return limits.budget_note(self.tree_spent(job), job.config.max_cost_usd)
 
+    @own_lock_only
     def job_snapshot(self, job: JobRecord) -> Snapshot:
         """A job record's current state (``job`` may be a copy about to be applied), numbered,
         to write outside the lock."""
@@ -229,6 +252,7 @@ class Tables:
         versions = self.job_versions.setdefault(job.id, Versions())
         return numbered(versions, functools.partial(self.workspace.save_job_dict, job.id, data))
 
+    @own_lock_only
     def worker_snapshot(self, live: LiveWorker, record: WorkerRecord | None = None) -> Snapshot:
         """A worker record's current state (or ``record``, a copy about to be applied),
         numbered, to write outside the lock."""
@@ -237,6 +261,7 @@ class Tables:
         save = functools.partial(self.workspace.save_worker_dict, rec.root_id, rec.depth, rec.name, data)
         return numbered(live.versions, save, (self.workspace.worker_record_path(rec.root_id, rec.depth, rec.name), data))
 
+    @own_lock_only
     def counts(self) -> dict[str, int]:
         return {
             "jobs_running": sum(1 for j in self.jobs.values() if not j.status.terminal),
@@ -244,6 +269,7 @@ class Tables:
             "slots_used": self.slots_used,
         }
 
+    @own_lock_only
     def forget_tree(self, root_id: str, events: EventBus) -> None:
         """Drop a finished (or deleted) tree's in-memory state."""
         for jid in [j.id for j in self.jobs.values() if j.root_id == root_id]:

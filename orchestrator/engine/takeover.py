@@ -16,7 +16,8 @@ from ..retention import pruning
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
-from .finishing import Finishing
+from .ending import Ending
+from .locked_only import locked_only
 from .queries import Queries
 from .recovery import Fate, Recovered
 from .tables import LiveWorker, Outcome, new_tag, write_unless_full
@@ -47,7 +48,7 @@ class Restorer:
     restart is the engine's (``ctx.hooks.kill_unaccounted``); an adopted worker's thread starts
     through ``ctx.hooks.start_thread``."""
 
-    def __init__(self, ctx: EngineContext, *, queries: Queries, finishing: Finishing) -> None:
+    def __init__(self, ctx: EngineContext, *, queries: Queries, ending: Ending) -> None:
         self.settings = ctx.settings
         self.checkout = ctx.checkout
         self.executor = ctx.executor
@@ -57,7 +58,9 @@ class Restorer:
         self.announce = ctx.announce
         self.hooks = ctx.hooks
         self.queries = queries
-        self.finishing = finishing
+        self.ending = ending  # a recovered job whose workers have all ended ends there
+        self.settling = ending.settling
+        self.choosing = ending.choosing
 
     def recover(self) -> list[str]:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
@@ -137,7 +140,7 @@ class Restorer:
                 tables.workers[(root_id, fate.record.key)] = live
             for job in jobs:  # a task's selection not made before the restart is still to do (engine/choosing.py)
                 if not job.status.terminal:
-                    tables.unfinished[job.id] += len(self.finishing.choosing.open_tasks(job))
+                    tables.unfinished[job.id] += len(self.choosing.open_tasks(job))
             for job in jobs:
                 if not job.status.at_rest:  # a job waiting for approval ran nothing: it just waits on
                     note = (
@@ -152,17 +155,17 @@ class Restorer:
         for live, fate in to_run:
             self.hooks.start_thread(live, fate)
         for live in to_settle:
-            self.finishing.settle(live)
+            self.settling.settle(live)
         with self.tables.locked():
             for job in jobs:
                 if not job.status.terminal:
-                    self.finishing.choosing.resume(job)
+                    self.choosing.resume(job)
         # Jobs whose workers had all ended before the crash, but not the job itself.
         for job in sorted(jobs, key=lambda j: -j.depth):
             with self.tables.locked():
                 ready = not job.status.terminal and tables.unfinished.get(job.id) == 0
             if ready:
-                self.finishing.end_job(job)
+                self.ending.end_job(job)
 
     def resolvers_spent(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> float:
         """What the tree's conflict resolvers cost: every run its ledger holds, also those of a merge
@@ -184,10 +187,11 @@ class Restorer:
             return
         changes.apply_to(rec)
 
+    @locked_only
     def restore_worker(
         self, job: JobRecord, fate: Recovered, to_run: list[tuple[LiveWorker, Recovered]], to_settle: list[LiveWorker]
     ) -> LiveWorker:
-        """Inside ``tables.locked()``: the live state of one recovered worker, by its fate."""
+        """The live state of one recovered worker, by its fate."""
         rec = fate.record
         tag = fate.tag or new_tag(job.root_id, rec.key)
         if fate.fate is Fate.KEEP:

@@ -1,5 +1,5 @@
 """Running one worker: its thread, its attempts (``execution``, through the ``Executor``),
-the re-adoption of an attempt a previous server started, and the hand-over to ``finishing``
+the re-adoption of an attempt a previous server started, and the hand-over to ``settling``
 once its process has ended. The engine starts ``run_worker`` on a pool thread per worker."""
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from ..workspace.groupsync import GroupCommit
 from ..workspace.layout import Workspace
 from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
-from .finishing import Finishing
+from .ending import Ending
+from .locked_only import assert_held, locked_only
 from .recovery import Recovered
+from .settling import Settling
 from .tables import LiveWorker, Outcome, Snapshot, write_unless_full
 
 log = logging.getLogger("orchestrator.engine")
@@ -51,13 +53,15 @@ class WorkerRunner:
     """Runs workers' attempts on the threads the engine gives them, on the engine's context
     (``ctx``). ``prompts`` and ``ctx.hooks.worker_env`` say what a worker starts with
     (``environment``), read when it starts (the server sets its API address after the engine
-    is built); ``finishing`` takes over once its process has ended."""
+    is built); ``settling`` takes over once its process has ended, and ``ending`` once its job's
+    last worker is settled."""
 
     def __init__(
         self,
         ctx: EngineContext,
         *,
-        finishing: Finishing,
+        settling: Settling,
+        ending: Ending,
         prompts: WorkerPrompts,
         steps: Sequence[Step],
         confinement: Confinement | None = None,
@@ -72,7 +76,8 @@ class WorkerRunner:
         self.metrics = ctx.metrics
         self.checkout = ctx.checkout
         self.hooks = ctx.hooks
-        self.finishing = finishing
+        self.settling = settling
+        self.ending = ending
         self.prompts = prompts
         self.steps = tuple(steps)
         self.confinement = confinement
@@ -178,13 +183,13 @@ class WorkerRunner:
         ended = Ended(live, outcome, changes, refused, early)
         self._settling(ended)
         if ended.ending is not None:  # its job's last worker: the job ends, on this thread
-            self.finishing.end_job(ended.ending)
+            self.ending.end_job(ended.ending)
         if ended.written:  # on disk with its commit, its worktree may go now (its branch stays; checkouts/worktree.py)
             self.checkout.retire(rec, live.job)
 
     def _settle(self, batch: list[Ended]) -> None:
         """The settling pass (``_settling``): every worker whose work was read since the last pass,
-        in one lock section; their final records written together (``Finishing.publish_finals``),
+        in one lock section; their final records written together (``Settling.publish_finals``),
         the snapshots of those still waiting for child jobs each alone."""
         settled: list[tuple[Ended, WorkerRecord, Snapshot]] = []
         waiting: list[tuple[Ended, Snapshot]] = []
@@ -204,14 +209,15 @@ class WorkerRunner:
                     full,
                 )
         if settled:
-            written = self.finishing.publish_finals([(ended.live, final, snapshot) for ended, final, snapshot in settled])
+            written = self.settling.publish_finals([(ended.live, final, snapshot) for ended, final, snapshot in settled])
             for (ended, _, _), (on_disk, ending) in zip(settled, written, strict=True):
                 ended.written, ended.ending = on_disk, ending
 
+    @locked_only
     def _end_in_section(
         self, ended: Ended, settled: list[tuple[Ended, WorkerRecord, Snapshot]], waiting: list[tuple[Ended, Snapshot]]
     ) -> None:
-        """Inside ``tables.locked()``, in the settling pass: its work onto its record; settled (its final
+        """In the settling pass: its work onto its record; settled (its final
         record to write, into ``settled``) unless it waits for a child job (its snapshot into ``waiting``)."""
         live, outcome, changes, rec = ended.live, ended.outcome, ended.changes, ended.live.record
         changes.apply_to(rec)
@@ -225,17 +231,18 @@ class WorkerRunner:
         if children:
             self.announce.worker(live, f"process exited; waiting for child job(s) {', '.join(children)}")
             waiting.append((ended, self.tables.worker_snapshot(live)))
-        elif (final := self.finishing.final_record(live)) is not None:
+        elif (final := self.settling.final_record(live)) is not None:
             settled.append((ended, *final))
 
+    @locked_only
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
-        """Inside ``tables.locked()``: its process has ended with ``outcome``; it no longer counts against
+        """Its process has ended with ``outcome``; it no longer counts against
         the limits, and its cost counts against the tree's budget."""
         if live.phase.holds_slot:
             self.tables.slots_used -= 1
         live.exited(outcome)
         self.tables.running[live.job.id] -= 1
-        self.finishing.record_outcome(live, outcome)
+        self.settling.record_outcome(live, outcome)
         self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
     def execute(
@@ -268,7 +275,8 @@ class WorkerRunner:
         key = (rec.root_id, rec.key)
         execution.deferred = deferred
 
-        def register() -> None:  # inside tables.locked(): in its first attempt's section, not one of its own
+        def register() -> None:  # in its first attempt's section, not one of its own
+            assert_held(self.tables, "a worker's registration")
             if rendered is not None:  # (in the record written with its first attempt)
                 rec.prompt_bytes, rec.shared_prompt_bytes = rendered.size, rendered.shared_bytes
             live.execution = execution
@@ -281,8 +289,9 @@ class WorkerRunner:
         # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
         return execution.run(resume), execution.sweep, execution.known_changes
 
+    @locked_only
     def _executed(self, live: LiveWorker) -> None:
-        """Inside ``tables.locked()``: its attempts are over (or never began): no longer executing."""
+        """Its attempts are over (or never began): no longer executing."""
         live.execution = None
         self.tables.executing.pop((live.record.root_id, live.record.key), None)
 

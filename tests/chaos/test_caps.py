@@ -28,7 +28,7 @@ def caps(**values):
 def assert_stopped_by(engine, job_id, words):
     """The worker failed once (not retried) for ``words``, its log ends with the marker line,
     and nothing of its tree runs any more."""
-    _, (worker,) = engine.snapshot(job_id)
+    _, (worker,) = engine.queries.snapshot(job_id)
     assert worker.status is WorkerStatus.FAILED and words in worker.exit_reason, worker.exit_reason
     assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "cap"
     log = engine.workspace.worker_log(job_id, 0, worker.name)
@@ -41,8 +41,8 @@ def test_memory_growth_past_the_cap_is_stopped_within_a_sample(make_engine):
     # Given a worker growing by 8 MiB every 50 ms towards 600 MiB, and a 150 MB cap
     cap = 50
     engine = make_engine(orchestrator=command_worker(), workers=caps(max_memory_mb=cap))
-    job = engine.submit("x", {"max_retries": 2, "default_timeout": 60}, ["grow 600 8 0.05"])
-    engine.wait(job.id, 60)
+    job = engine.submission.submit("x", {"max_retries": 2, "default_timeout": 60}, ["grow 600 8 0.05"])
+    engine.queries.wait(job.id, 60)
     worker = assert_stopped_by(engine, job.id, "memory cap")
     # Then it is stopped soon after the step that took its RSS (as it measured itself before
     # each step) over the cap began: no earlier, and no later than a sample and a kill

@@ -38,13 +38,13 @@ def test_twenty_workers_ten_sigkilled_at_random(make_engine):
     rng = random.Random(seed)
     # Unconfined ladder: it SIGKILLs workers by host pid (sandboxed: tests/test_sandbox.py, test_hostile.py)
     engine = make_engine(orchestrator=command_worker(), workers={"max_workers": 20, "global_max_workers": 20, "sandbox": "off"})
-    job = engine.submit("x", {"max_retries": 2, "max_workers": 20}, ["ok 40 0.1"] * 20)
+    job = engine.submission.submit("x", {"max_retries": 2, "max_workers": 20}, ["ok 40 0.1"] * 20)
     victims = {f"worker_{i + 1}": rng.uniform(0.3, 2.5) for i in rng.sample(range(20), 10)}
     killed_at = {}
     # When 10 of them, picked at random, are SIGKILLed at random times from outside
     deadline = time.monotonic() + 30
     while len(killed_at) < len(victims) and time.monotonic() < deadline:
-        _, workers = engine.snapshot(job.id)
+        _, workers = engine.queries.snapshot(job.id)
         for w in workers:
             if w.name not in victims or w.name in killed_at or not w.attempts or w.attempts[0].pid is None:
                 continue
@@ -58,9 +58,9 @@ def test_twenty_workers_ten_sigkilled_at_random(make_engine):
             os.kill(proc.pid, signal.SIGKILL)
         time.sleep(0.01)
     assert len(killed_at) == 10, f"seed {seed}: only {len(killed_at)} victims were still running to kill"
-    done = engine.wait(job.id, 60)
+    done = engine.queries.wait(job.id, 60)
     # Then the 10 are failed by SIGKILL soon after, never retried; the 10 others succeed whole
-    _, workers = engine.snapshot(job.id)
+    _, workers = engine.queries.snapshot(job.id)
     lags = []
     for w in workers:
         assert len(w.attempts) == 1, f"seed {seed}: {w.name} has {len(w.attempts)} attempts (0 retries wanted)"
@@ -82,9 +82,9 @@ def test_hung_worker_ignoring_sigterm_times_out_by_sigkill_on_time(make_engine):
     # Given a worker (and 2 children of it) ignoring SIGTERM, a 1 s timeout and a 0.5 s grace
     timeout, grace = 1.0, 0.5
     engine = make_engine(orchestrator=command_worker(), workers={"kill_grace": grace})
-    job = engine.submit("x", {"default_timeout": timeout, "max_retries": 2}, ["ignore-term 2"])
-    engine.wait(job.id, 30)
-    _, (worker,) = engine.snapshot(job.id)
+    job = engine.submission.submit("x", {"default_timeout": timeout, "max_retries": 2}, ["ignore-term 2"])
+    engine.queries.wait(job.id, 30)
+    _, (worker,) = engine.queries.snapshot(job.id)
     # Then it is a timeout ended by SIGKILL, inside [timeout + grace, timeout + grace + 1 s]
     assert worker.status is WorkerStatus.TIMEOUT and len(worker.attempts) == 1
     attempt = worker.attempts[0]
@@ -128,14 +128,14 @@ def test_double_forked_grandchildren_are_gone_soon_after_a_cancel(make_live, lea
 def test_a_slow_sigterm_handler_gets_its_grace_and_no_more(make_engine, stop_takes, grace, rung):
     # Given a worker that needs stop_takes seconds to exit after SIGTERM
     engine = make_engine(orchestrator=command_worker(), workers={"kill_grace": grace})
-    job = engine.submit("x", {"max_retries": 2}, [f"slow-term {stop_takes:g}"])
+    job = engine.submission.submit("x", {"max_retries": 2}, [f"slow-term {stop_takes:g}"])
     log = engine.workspace.worker_log(job.id, 0, "worker_1")
     wait_until(lambda: log.is_file() and "slow to stop" in log.read_text(), what="the handler installed")
     # When it is cancelled
     started = time.time()
     engine.cancel(job.id)
-    engine.wait(job.id, 30)
-    _, (worker,) = engine.snapshot(job.id)
+    engine.queries.wait(job.id, 30)
+    _, (worker,) = engine.queries.snapshot(job.id)
     # Then it ends on its own when that fits the grace, else by SIGKILL at the grace
     attempt = worker.attempts[0]
     assert worker.status is WorkerStatus.CANCELLED and attempt.kill_rung == rung and len(worker.attempts) == 1

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 def records(engine, root_id, filename):
     """Every JSON line the fake CLI wrote to ``filename`` in any worker folder of the tree."""
-    _, workers = engine.snapshot(root_id)
+    _, workers = engine.queries.snapshot(root_id)
     found = []
     for w in workers:
         path = engine.workspace.worker_dir(root_id, w.depth, w.name) / filename
@@ -38,7 +38,7 @@ def test_recursion_bomb_is_capped_and_refused_fast(make_live):
     )
     job_id = live.submit(request="bomb", tasks=["recurse 3 0.1"], config={"max_recursion_depth": 3}).json()["job_id"]
     doc = live.wait(job_id, 60)
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     spawns = records(live.engine, job_id, "spawns.jsonl")
     # Then the tree stopped growing at its caps: each accepted request adds 3 workers, so 6 of
     # them make 1 + 18 = 19 <= 20 workers and a seventh finds no room. Which 6 depends on who
@@ -92,7 +92,7 @@ def test_depth_three_tree_completes_on_two_global_slots(make_live):
     took = time.time() - started
     # Then it completes (waiting parents lent their slots: no deadlock) ...
     assert doc["status"] == "completed"
-    _, workers = live.engine.snapshot(job_id)
+    _, workers = live.engine.queries.snapshot(job_id)
     assert len(workers) == 15 and {w.depth for w in workers} == {0, 1, 2, 3}
     assert all(w.status is (WorkerStatus.SUCCESS if w.depth == 3 else WorkerStatus.RECURSIVE_SUCCESS) for w in workers)
     # ... and never ran more than 2 leaves' work at once
@@ -117,7 +117,7 @@ def test_hanging_tree_cancelled_from_the_root_goes_whole_and_refuses_children(ma
     job_id = live.submit(request="x", tasks=["recurse-hang 2"], config={"max_recursion_depth": 2}).json()["job_id"]
 
     def leaves_hanging():
-        _, workers = live.engine.snapshot(job_id)
+        _, workers = live.engine.queries.snapshot(job_id)
         logs = [live.engine.workspace.worker_log(job_id, 2, w.name) for w in workers if w.depth == 2]
         return len(logs) == 4 and all(p.is_file() and "leaf: hanging" in p.read_text(errors="replace") for p in logs)
 
@@ -129,7 +129,7 @@ def test_hanging_tree_cancelled_from_the_root_goes_whole_and_refuses_children(ma
     wait_until(lambda: tagged_alive(job_id) == [], timeout=10, what="no process of the tree left")
     took = time.time() - started
     # Then every job and worker is cancelled, and the children asked for during it got 409
-    jobs, workers = live.engine.snapshot(job_id)
+    jobs, workers = live.engine.queries.snapshot(job_id)
     assert doc["status"] == "cancelled" and len(jobs) == 4 and {j.status.value for j in jobs} == {"cancelled"}
     assert len(workers) == 7 and {w.status for w in workers} == {WorkerStatus.CANCELLED}
     during = [s for s in records(live.engine, job_id, "spawns.jsonl") if s["at"] >= started]

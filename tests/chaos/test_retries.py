@@ -17,9 +17,9 @@ def test_retries_are_exactly_counted_spaced_by_the_backoff_and_never_overlap(mak
     # Unconfined: each attempt records its host pids and probes the last one's (a sandbox's are its namespace's)
     workers = {"retry_backoff": backoff, "retry_backoff_max": 10, "sandbox": "off"}
     engine = make_engine(orchestrator=command_worker(), workers=workers)
-    job = engine.submit("x", {"max_retries": retries}, [f"attempt-fail 3 {runs:g}"])
-    engine.wait(job.id, 60)
-    _, (worker,) = engine.snapshot(job.id)
+    job = engine.submission.submit("x", {"max_retries": retries}, [f"attempt-fail 3 {runs:g}"])
+    engine.queries.wait(job.id, 60)
+    _, (worker,) = engine.queries.snapshot(job.id)
     # Then it failed after exactly max_retries + 1 attempts, each its own process
     assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == retries + 1
     assert [a.exit_code for a in worker.attempts] == [3] * (retries + 1)

@@ -53,7 +53,7 @@ class Rig(testing.Rig):
         until(lambda: len(self.fake.handles) >= count, f"{count} attempt(s) started")
 
     def jobs(self, job):
-        jobs, _ = self.engine.snapshot(job.root_id)
+        jobs, _ = self.engine.queries.snapshot(job.root_id)
         return {j.id: j for j in jobs}
 
     def statuses(self, job):

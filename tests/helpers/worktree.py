@@ -87,4 +87,4 @@ def host_engine(folder: Path, **sections: dict) -> Engine:
 
 
 def workers(engine, job):
-    return {w.name: w for w in engine.snapshot(job.root_id)[1]}
+    return {w.name: w for w in engine.queries.snapshot(job.root_id)[1]}

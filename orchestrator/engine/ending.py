@@ -1,0 +1,187 @@
+"""How a job ends, once its last worker is settled: a root waiting for approval is held
+(``approvals``); otherwise a root's result branch is merged (``results``), a child job's work into
+its parent worker's branch (``nesting``), the reports rendered (``reporting``) and the final record
+written before anyone hears the job ended; a parent worker waiting on it resumes or is settled,
+and a finished tree leaves memory once FINISHED_TREES_IN_MEMORY newer ones have ended.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+
+from .. import states
+from ..delivery import approval
+from ..models import JobRecord, JobStatus, WorkerStatus
+from ..process.monitor import ResourceMonitor
+from ..selection.candidates import candidate_tasks
+from ..states import WorkerPhase
+from ..workspace import logs
+from ..workspace.ids import worker_key
+from .approvals import Approvals
+from .choosing import Choosing
+from .context import EngineContext
+from .locked_only import locked_only
+from .nesting import Nesting
+from .queries import Queries
+from .reporting import Reporting
+from .results import Results
+from .scheduling import Scheduler
+from .settling import Settling
+from .tables import Snapshot, write_unless_full
+
+log = logging.getLogger("orchestrator.engine")
+# Finished trees kept in memory (their records, events and locks): enough for clients that
+# read a tree right after it ends; older ones come from disk, the same way after a restart.
+FINISHED_TREES_IN_MEMORY = 32
+
+
+class Ending:
+    """Ends jobs, on the engine's context (``ctx``); a freed slot goes to the next pending worker
+    through ``ctx.hooks.dispatch``. The parts that end a job through it are made here, given
+    ``end_job`` or ``conclude``: ``settling`` (a job's last worker settled), ``choosing`` (a
+    task's last selection made) and ``approvals`` (a person decided)."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        monitor: ResourceMonitor,
+        queries: Queries,
+        nesting: Nesting | None,
+        scheduler: Scheduler | None,
+        results: Results,
+        reporting: Reporting,
+    ) -> None:
+        self.clock = ctx.clock
+        self.workspace = ctx.workspace
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.hooks = ctx.hooks
+        self.scheduler = scheduler
+        self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
+        self.results = results
+        self.reporting = reporting
+        # A task's candidates settle into one winner (engine/choosing.py): a unit of the job's work.
+        self.choosing = Choosing(ctx, scheduler=scheduler, queries=queries, end_job=self.end_job)
+        self.settling = Settling(ctx, monitor=monitor, scheduler=scheduler, choosing=self.choosing, end_job=self.end_job)
+        self.approvals = Approvals(ctx, queries=queries, reporting=reporting, conclude=self.conclude)
+
+    def end_job(self, job: JobRecord) -> None:
+        """Its last worker is settled: render its reports, write its final record, tell
+        everyone; a parent worker waiting on it resumes (or is settled)."""
+        tables = self.tables
+        with self.tables.locked():
+            if job.status.at_rest or job.id in tables.ending:  # ended, ending, or waiting for approval
+                return
+            outcome = self.job_outcome(job)
+            tables.ending[job.id] = (outcome, self.clock.time())
+            wait = approval.waits(job, outcome)
+        if wait:  # approval: before_merge: nothing lands until a person approves (decide)
+            self.approvals.hold(job, outcome)
+        else:
+            self.conclude(job, land=True)
+
+    def conclude(self, job: JobRecord, *, land: bool) -> None:
+        """Outside the lock, the job in ``tables.ending`` with its status: land a root's result
+        (unless ``land`` is False: rejected or cancelled while waiting), render its reports, write
+        its final record, tell everyone."""
+        tables = self.tables
+        with self.tables.locked():
+            outcome = tables.ending[job.id][0]
+        if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
+            self.results.land(job, cancelled=outcome is JobStatus.CANCELLED)
+        elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
+            self.nesting.merge_child(job)
+        if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
+            self.reporting.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
+            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
+            remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
+            remover.start()
+            self.reporting.render_locked(job)
+            remover.join()
+            with self.tables.locked():
+                status, ended = tables.ending[job.id]
+            self.results.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
+        with self.tables.locked():
+            status, ended = tables.ending[job.id]
+            final = job.copy()
+            states.set_job_status(final, status)
+            final.ended_at = ended
+            snapshot = tables.job_snapshot(final)
+        # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
+        # tens of ms, which every request (a child job's refusal) would otherwise wait out.
+        self.write_final_job(job, snapshot)
+        with self.tables.locked():
+            del tables.ending[job.id]
+            if self.scheduler is not None:
+                self.scheduler.forget(job.id)
+            states.set_job_status(job, status)
+            job.ended_at = ended
+            self.announce.job(job, f"job {status.value}")
+            self.announce.line(job, f"job {job.id} {status.value}")
+            self.tables.notify_all()
+            parent = tables.parent_of(job)
+            idle = parent is not None and not tables.live_children(parent)
+            settle_parent = parent is not None and idle and parent.phase is WorkerPhase.EXITED
+            if parent is not None and idle and parent.phase is WorkerPhase.LENDING:
+                states.set_phase(parent, WorkerPhase.RUNNING)  # its child is done: it runs again, and counts again
+                tables.slots_used += 1
+            self.hooks.dispatch()
+        if not job.is_root:  # a waiting parent resumes first; its level report follows (paced: engine/pacing.py)
+            self.reporting.level_renders.request((job.root_id, job.depth), functools.partial(self.reporting.render_locked, job))
+        if settle_parent and parent is not None:
+            self.settling.settle(parent)
+        if job.is_root:
+            self.evict_finished(job.root_id)
+
+    def write_final_job(self, job: JobRecord, snapshot: Snapshot) -> None:
+        """A job's final record on disk, unless a full disk kept a worker's of its tree from the disk
+        (``tables.unwritten``): then the job ends in memory only, its tree unfinished on disk for a restart
+        to settle from the exit files, and its notes say so."""
+        with self.tables.locked():
+            unwritten = job.root_id in self.tables.unwritten
+        if not unwritten:
+            full = write_unless_full([snapshot])
+            if full is None:
+                return
+            log.warning("job %s: its final record not written: %s", job.id, full, extra=logs.context(job.id))
+        with self.tables.locked():
+            self.tables.unwritten.add(job.root_id)
+            job.notes.append(
+                "no space left on device while writing the records of its tree: it ended here, and its records on disk "
+                "stay unfinished; once there is room, a restart settles its workers from their exit files"
+            )
+
+    @locked_only
+    def job_outcome(self, job: JobRecord) -> JobStatus:
+        """The status a job whose workers are all settled ends with."""
+        records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
+        if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
+            return JobStatus.CANCELLED
+        # A task run as candidates counts once, by its winner, whatever its losers did. A task is
+        # done when its work is (``ok``: it lands), complete when nothing below it is missing
+        # either: a child_incomplete worker's job is partial, not completed.
+        by_name = {r.name: r for r in records}
+        final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
+        for task in candidate_tasks(job):
+            winner = by_name.get(chosen.winner or "") if (chosen := job.selections.get(task)) is not None else None
+            if winner is None:
+                final[task] = WorkerStatus.FAILED
+            else:  # chosen among the eligible: its work is done; is anything below it missing?
+                final[task] = winner.status if winner.status is WorkerStatus.CHILD_INCOMPLETE else WorkerStatus.SUCCESS
+        if all(status.complete for status in final.values()):
+            return JobStatus.COMPLETED
+        return JobStatus.PARTIAL if any(status.ok for status in final.values()) else JobStatus.FAILED
+
+    def evict_finished(self, root_id: str) -> None:
+        """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
+        read from their records on disk, so a long-running server's memory stays flat."""
+        with self.tables.locked():
+            if root_id in self.tables.unwritten:
+                return  # its records on disk are not final: what it ended as is held here alone
+            self.tables.finished_roots.append(root_id)
+            while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
+                self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)

@@ -1,0 +1,161 @@
+"""A root job's result: its workers' branches merged into its result branch (``land``,
+delivery/landing.py), its signed RECORD.json (``write_record``, audit/record.py), and, with git.push
+set, its push and pull request (``publish``, delivery/publishing.py). Each runs outside the lock;
+what happened is on the job's record and in its notes, never the job's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..audit import record as audit_record
+from ..audit import signing_key as audit_keys
+from ..config import Isolation
+from ..delivery import landing, publishing
+from ..delivery.landing import Landed, ResolverFactory
+from ..errors import OrchestratorError
+from ..git.gitcmd import GitFailed
+from ..models import JobRecord, JobStatus, WorkerRecord
+from ..reports.wording import pull_request_text
+from ..retention import lifetime
+from ..workspace import logs
+from .context import EngineContext
+from .queries import Queries
+from .reporting import Reporting
+
+log = logging.getLogger("orchestrator.engine")
+
+
+class Results:
+    """Lands, records and publishes a root job's result, from the tree's records (``queries``);
+    FINAL_RESULT.md is rendered again (``reporting``) once it can name the pull request."""
+
+    def __init__(
+        self, ctx: EngineContext, *, queries: Queries, reporting: Reporting, resolvers: ResolverFactory | None = None
+    ) -> None:
+        self.settings = ctx.settings
+        self.clock = ctx.clock
+        self.workspace = ctx.workspace
+        self.tables = ctx.tables
+        self.announce = ctx.announce
+        self.queries = queries
+        self.reporting = reporting
+        self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
+
+    def land(
+        self,
+        job: JobRecord,
+        strategy: str | None = None,
+        into: str | None = None,
+        *,
+        strict: bool = False,
+        cancelled: bool = False,
+    ) -> Landed:
+        """Outside the lock: merge a root job's workers' branches into its result branch and record
+        it in ``job.merge`` with a note. A failure is recorded too (the job keeps the status its
+        workers earned); ``strict`` (POST /merge) raises it after recording it."""
+        if job.config.isolation != Isolation.WORKTREE:
+            return Landed(None, "")  # folder workers have no branches (and a big tree's copy is not free)
+        with landing.tree_lock(job.root_id):
+            _, workers = self.queries.snapshot(job.root_id, job.id)
+            try:
+                landed = landing.land(
+                    job,
+                    workers,
+                    cancelled=cancelled,
+                    settings=self.settings,
+                    workspace=self.workspace,
+                    now=self.clock.time(),
+                    strategy=strategy,
+                    into=into,
+                    resolvers=self.resolvers,
+                )
+            except Exception as exc:
+                log.warning("merging job %s failed: %s", job.id, exc, extra=logs.context(job.id))
+                landed = landing.failed(job, strategy, exc, self.clock.time())
+                if strict:
+                    self._record_landing(job, landed)
+                    raise
+            self._record_landing(job, landed)
+            self._release_worktrees(job, landed)
+        return landed
+
+    def _release_worktrees(self, job: JobRecord, landed: Landed) -> None:
+        """A landing that moved the branch the user named ends the worktrees' lifetime (retention/lifetime.py)."""
+        try:
+            note = lifetime.release_landed(self.settings, self.workspace, job, landed.merge)
+        except (GitFailed, OrchestratorError):
+            log.warning("job %s: could not remove its worktrees after its landing", job.id, exc_info=True)
+            return
+        if note:
+            with self.tables.locked():
+                job.notes.append(note)
+                self.announce.line(job, note)
+
+    def _record_landing(self, job: JobRecord, landed: Landed) -> None:
+        with self.tables.locked():
+            job.merge = landed.merge
+            if landed.note:
+                job.notes.append(landed.note)
+                self.announce.line(job, landed.note)
+
+    def record_result(self, job: JobRecord, status: JobStatus, ended: float | None, *, publish: bool = True) -> None:
+        """Outside the lock, once a root's result has landed: its signed record, then (``publish``, and
+        git.push set) its push and pull request, from one copy of the tree's records."""
+        jobs, workers = self.queries.snapshot(job.root_id)
+        self.write_record(job, status, ended, jobs, workers)
+        if publish and publishing.configured(self.settings):
+            self.publish(job, workers, status)
+            # FINAL_RESULT.md was rendered before the push: again, so it names the pull request.
+            self.reporting.render_locked(job)
+
+    def write_record(
+        self, job: JobRecord, status: JobStatus, ended: float | None, jobs: list[JobRecord], workers: list[WorkerRecord]
+    ) -> None:
+        """Outside the lock: a root tree's signed RECORD.json (audit/record.py) from the tree's records,
+        its digest on the job record. Failing to write it is a note on the job, never the job's failure."""
+        try:
+            job_dir = self.workspace.job_dir(job.root_id)
+            key = audit_keys.load_or_create(self.workspace.root)
+            digest = audit_record.write_signed(job, jobs, workers, job_dir, key, status=status.value, ended_at=ended)
+        except Exception as exc:  # a full disk, an unreadable key: the run's result stands without its record
+            log.warning("job %s: RECORD.json not written: %s", job.id, exc, extra=logs.context(job.id))
+            with self.tables.locked():
+                job.notes.append(f"RECORD.json not written: {exc}")
+            return
+        with self.tables.locked():
+            job.record_digest = digest
+
+    def publish(
+        self, job: JobRecord, workers: list[WorkerRecord] | None = None, status: JobStatus | None = None
+    ) -> dict[str, Any]:
+        """Outside the lock: push a root's result branch and open or update its pull request
+        (delivery/publishing.py) from the tree's worker records (None: read now); what happened is
+        the job's ``publish`` record, never its failure, and a note on the job. ``status``: its
+        final status, as it ends (None: its record's)."""
+        if workers is None:
+            _, workers = self.queries.snapshot(job.root_id)
+        found = publishing.publish(
+            job,
+            workers,
+            settings=self.settings,
+            workspace=self.workspace,
+            environ=os.environ,
+            now=self.clock.time(),
+            status=status,
+        )
+        said = pull_request_text(found)
+        with self.tables.locked():
+            job.publish = found
+            if said:
+                job.notes.append(f"pull request: {said}")
+        pr = found.pull_request
+        if found.error:
+            log.warning("job %s: publishing: %s", job.id, found.error, extra=logs.context(job.id))
+            self.announce.line(job, f"job {job.id}: not published: {found.error} (retry: ./orchestrator.sh publish {job.id})")
+        else:
+            where = f"; pull request {pr.url or pr.number} {pr.action}" if pr else ""
+            self.announce.line(job, f"job {job.id}: pushed {found.branch} to {found.remote}{where}")
+        return found.to_dict()
