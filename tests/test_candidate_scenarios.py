@@ -40,7 +40,7 @@ def test_a_restart_while_candidates_run_chooses_once_they_end(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, [{"id": "a", "task": "x"}], {"attempts": 2})
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
@@ -63,7 +63,7 @@ def test_a_selection_the_old_server_never_made_is_made_after_a_restart(make_rig)
         "both candidates ended",
     )
     rig.restart()
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
     assert done.selections["a"].winner in ("worker_1", "worker_2")

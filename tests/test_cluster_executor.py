@@ -455,7 +455,7 @@ def test_a_server_killed_mid_job_is_restarted_and_adopts_what_runs_and_waits_on_
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         engine = Engine(load_settings(base_dir=tmp_path, environ={}))
-        assert engine.restorer.recover() == [root]
+        assert engine.takeover.recover() == [root]
         assert engine.queries.wait(root, 60).status.value == "completed"
         workers = [engine.queries.find_worker(root, 0, f"worker_{i}") for i in (1, 2, 3)]
         assert [len(w.attempts) for w in workers] == [1, 1, 1]  # adopted, never started again

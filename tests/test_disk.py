@@ -217,7 +217,7 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         # When a new server takes the tree over while the disk is still full
         middle = Engine(settings)
         try:
-            assert middle.restorer.recover() == [job.id]
+            assert middle.takeover.recover() == [job.id]
             # Then the first is not run again, and the job ends here too
             assert middle.queries.wait(job.id, 60).status.terminal
             for worker in middle.queries.snapshot(job.id)[1]:
@@ -230,7 +230,7 @@ def test_a_full_workspace_ends_the_job_and_a_restart_settles_its_workers_from_th
         (workspace / f"job_{job.id}" / "depth_0" / "worker_1" / "fill").unlink()
         fresh = Engine(settings)
         try:
-            assert fresh.restorer.recover() == [job.id]
+            assert fresh.takeover.recover() == [job.id]
             done = fresh.queries.wait(job.id, 60)
             # Then the first is settled from its exit file (its true status) and never ran again, and
             # the second, which never began, runs now, once
@@ -272,7 +272,7 @@ def test_a_worktree_job_on_a_full_disk_ends_and_leaves_the_users_repository_as_i
             fill.unlink()
         fresh = host_engine(folder, **sections)
         try:
-            fresh.restorer.recover()
+            fresh.takeover.recover()
             assert fresh.queries.wait(job.id, 60).status.terminal
             for worker in fresh.queries.snapshot(job.id)[1]:
                 assert [a.number for a in worker.attempts] == [1]

@@ -328,7 +328,7 @@ def test_recover_skips_finished_trees_from_their_root_record_alone(make_engine):
     record = engine.workspace.worker_record_path(job.id, 0, "worker_1")
     record.write_text("{ not json")
     fresh = make_engine(orchestrator={"worker": "command", "command": ["true"]})
-    assert fresh.restorer.recover() == []
+    assert fresh.takeover.recover() == []
     assert fresh.queries.get_job(job.id).status is JobStatus.COMPLETED
 
 
@@ -350,7 +350,7 @@ def test_a_restart_accounts_for_attempts_the_old_server_never_recorded(make_engi
     ws.job_record_path(job.id).write_text(json.dumps(data))
     # When a new server takes the tree over
     fresh = make_engine(**sections)
-    assert fresh.restorer.recover() == [job.id]
+    assert fresh.takeover.recover() == [job.id]
     assert fresh.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     # Then both runs are in the record, rebuilt from their start lines and exit files, and
     # nothing ran a third time

@@ -74,13 +74,13 @@ def test_the_monitor_watches_the_workers_a_scan_of_every_held_worker_finds_runni
 
     until(lambda: len(scan()) == 3, "three running attempts")
     # Then the workers the monitor samples (kept as they start and end) are the scan's
-    watched = rig.engine.running.watched()
+    watched = rig.engine.worker_threads.watched()
     assert sorted(w.key for w in watched) == scan() == [f"depth_0_worker_{i}" for i in (1, 2, 3)]
     assert len(tables.executing) == 3
     # And once every worker has ended, none is left to sample, as the scan finds
     rig.clock.release()
     assert rig.wait(job).status is JobStatus.COMPLETED
-    assert rig.engine.running.watched() == [] and scan() == [] and tables.executing == {}
+    assert rig.engine.worker_threads.watched() == [] and scan() == [] and tables.executing == {}
 
 
 def test_a_job_at_its_own_limit_leaves_the_free_server_slot_to_the_next_job(make_rig):
@@ -917,7 +917,7 @@ def test_a_restarted_server_adopts_a_running_attempt(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"])
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
@@ -931,7 +931,7 @@ def test_an_attempt_spawned_but_not_yet_recorded_is_adopted_not_started_again(ma
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"], recorded=False)
     assert on_disk(rig, job, "worker_1").attempts == []
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED and len(rig.fake.handles) == 1
@@ -943,7 +943,7 @@ def test_an_attempt_that_ended_while_no_server_ran_gets_its_true_status(make_rig
     rig.fake.default = S(exit=3, duration=5)
     job = crash_while_running(rig, ["a"], {"max_retries": 0})
     rig.clock.advance(10)  # it ends while no server watches: its exit file says how
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == "exit code 3"
@@ -955,7 +955,7 @@ def test_an_attempt_that_failed_while_no_server_ran_is_retried_by_the_new_one(ma
     rig.fake.script("worker_1", S(exit=3, duration=5), S())
     job = crash_while_running(rig, ["a"], {"max_retries": 1})
     rig.clock.advance(10)
-    rig.engine.restorer.recover()
+    rig.engine.takeover.recover()
     rig.clock.release()
     worker = rig.workers(rig.wait(job))["worker_1"]
     assert worker.status is WorkerStatus.SUCCESS
@@ -966,7 +966,7 @@ def test_an_attempt_that_left_no_trace_is_lost_not_rerun(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(hang=True, vanishes=True)
     job = crash_while_running(rig, ["a"])
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == worker.error == LOST_REASON
@@ -981,7 +981,7 @@ def test_an_unrecorded_attempt_whose_exit_file_holds_no_status_is_lost_not_start
     rig.fake.default = S(hang=True, vanishes=True)
     job = crash_while_running(rig, ["a"], recorded=False)
     assert on_disk(rig, job, "worker_1").attempts == []
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     done = rig.wait(job)
     worker = rig.workers(done)["worker_1"]
     assert worker.status is WorkerStatus.FAILED and worker.exit_reason == LOST_REASON
@@ -993,7 +993,7 @@ def test_a_worker_that_never_started_starts_after_the_restart(make_rig):
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a", "b"], {"max_workers": 1})
     assert on_disk(rig, job, "worker_2").status is WorkerStatus.PENDING
-    rig.engine.restorer.recover()
+    rig.engine.takeover.recover()
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED
@@ -1005,7 +1005,7 @@ def test_processes_of_the_tree_that_nothing_accounts_for_are_killed(make_rig):
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, ["a"])
     rig.fake.strays.add(f"{job.id}.depth_0_worker_9.dead")
-    rig.engine.restorer.recover()
+    rig.engine.takeover.recover()
     rig.clock.release()
     done = rig.wait(job)
     assert rig.fake.strays == set() and done.status is JobStatus.COMPLETED  # the adopted one was kept
@@ -1019,7 +1019,7 @@ def test_an_adopted_attempts_timeout_counts_from_its_first_start(make_rig):
     rig.fake.default = S(hang=True)
     job = crash_while_running(rig, ["a"], {"default_timeout": 20, "max_retries": 0})
     rig.clock.advance(15)  # the server is down for 15 s
-    rig.engine.restorer.recover()
+    rig.engine.takeover.recover()
     rig.clock.release()
     worker = rig.workers(rig.wait(job))["worker_1"]
     assert worker.status is WorkerStatus.TIMEOUT
@@ -1029,7 +1029,7 @@ def test_an_adopted_attempts_timeout_counts_from_its_first_start(make_rig):
 def test_a_finished_tree_is_not_recovered(rig):
     job = rig.run(["a"])
     engine = rig.restart()
-    assert engine.restorer.recover() == []
+    assert engine.takeover.recover() == []
     assert engine.queries.get_job(job.id).status is JobStatus.COMPLETED
 
 
@@ -1130,7 +1130,7 @@ def test_a_waiting_job_outlives_its_deadline_and_a_kill_9_restart_and_its_child_
     time.sleep(0.3)  # several monitor passes, in real time
     assert rig.engine.queries.get_job(job.id).status is JobStatus.WAITING
     engine = rig.restart()
-    engine.restorer.recover()
+    engine.takeover.recover()
     assert engine.queries.get_job(job.id).status is JobStatus.WAITING
     assert not any(n.startswith("recovered at server start") for n in engine.queries.get_job(job.id).notes)
     done = engine.approvals.decide(job.id, "approve", "fine")

@@ -177,7 +177,7 @@ def test_a_restarted_server_keeps_what_earlier_attempts_spent_of_the_transient_b
     record.update(status="running", ended_at=None)
     ws.job_record_path(job.id).write_text(json.dumps(record))
     fresh = classifying(transient_retries=1)
-    assert fresh.restorer.recover() == [job.id]
+    assert fresh.takeover.recover() == [job.id]
     assert fresh.queries.wait(job.id, 30).status is JobStatus.FAILED
     worker = _worker(fresh, job)
     assert [a.failure_class for a in worker.attempts] == ["transient", "transient"]  # no third attempt

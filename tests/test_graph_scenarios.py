@@ -117,7 +117,7 @@ def test_a_graph_goes_on_in_order_after_a_restart(make_rig):
     rig = make_rig(auto=False)
     rig.fake.default = S(duration=10)
     job = crash_while_running(rig, chain("a", "b", "c"))
-    assert rig.engine.restorer.recover() == [job.id]
+    assert rig.engine.takeover.recover() == [job.id]
     rig.clock.release()
     done = rig.wait(job)
     assert done.status is JobStatus.COMPLETED

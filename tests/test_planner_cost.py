@@ -154,7 +154,7 @@ def test_the_budget_remembers_the_planner_after_a_restart(tmp_path):
 
     engine = Engine(make_settings(tmp_path, **config))
     try:
-        assert engine.restorer.recover() == [job_id]
+        assert engine.takeover.recover() == [job_id]
         done = engine.queries.wait(job_id, 60)
         # Then the planner's $0.05 was remembered: the first worker's $0.01 spent the budget,
         # so the second never started

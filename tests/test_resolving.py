@@ -210,7 +210,7 @@ def test_a_restarted_server_counts_the_resolvers_cost_in_the_trees_budget(hosted
     engine.shutdown(timeout=10)
     # When a new server takes the waiting tree over, its cost is restored from the records
     again = make(**sections)
-    again.restorer.recover()
+    again.takeover.recover()
     assert again.queries.get_job(job.id).status is JobStatus.WAITING
     assert again.tables.tree_cost[job.id] == pytest.approx(0.02)
     assert snapshot(host, folder) == before

@@ -52,7 +52,7 @@ def test_every_file_is_synced_before_the_first_is_renamed(tmp_path, monkeypatch)
 def test_workers_ending_together_are_each_settled_once_with_their_final_records_on_disk(make_engine):
     # Given 40 no-op workers, 16 at a time, and the settling pass watched
     engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
-    runner = engine.running
+    runner = engine.worker_threads
     passes: list[list[str]] = []
     told: dict[str, str] = {}
     settle = runner._settle
@@ -83,7 +83,7 @@ def test_workers_ending_together_are_each_settled_once_with_their_final_records_
 def test_a_worker_whose_settling_fails_in_the_engine_leaves_the_others_of_its_pass_settled(make_engine, caplog):
     # Given workers settled in passes, one of which fails in the engine for one worker
     engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
-    runner = engine.running
+    runner = engine.worker_threads
     real = runner._end_in_section
     broken: list[str] = []
 

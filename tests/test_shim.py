@@ -260,7 +260,7 @@ def test_a_restarted_engine_rebuilds_unrecorded_attempts_with_their_true_status(
     data.update(status="running", ended_at=None)
     ws.job_record_path(job.id).write_text(json.dumps(data))
     fresh = make_engine(**sections)
-    assert fresh.restorer.recover() == [job.id]
+    assert fresh.takeover.recover() == [job.id]
     assert fresh.queries.wait(job.id, 30).status is JobStatus.COMPLETED
     _, workers = fresh.queries.snapshot(job.id)
     worker = workers[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.checkouts.checkout import Changes
-from orchestrator.engine.attempts import WorkerExecution
+from orchestrator.engine.attempts import Attempts
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.quality.steps import PASS, Step, StepContext, Verdict, fail, retry, run_steps
 
@@ -142,7 +142,7 @@ def test_with_no_steps_the_after_attempt_path_is_never_taken(seamed, monkeypatch
     def never(self, number, outcome):
         raise AssertionError("_after_attempt ran without steps")
 
-    monkeypatch.setattr(WorkerExecution, "_after_attempt", never)
+    monkeypatch.setattr(Attempts, "_after_attempt", never)
     engine = seamed()
     job = run_job(engine, "x", tasks=["true", "exit 2"], config={"max_retries": 1})
     assert job.status is JobStatus.PARTIAL and engine.steps == ()

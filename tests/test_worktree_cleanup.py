@@ -148,7 +148,7 @@ def test_a_server_start_prunes_only_its_workspaces_dead_worktree_entries(host):
     assert sum(line.startswith("prunable") for line in git(repo, "worktree", "list", "--porcelain").splitlines()) == 2
     restarted = host_engine(folder)
     try:
-        restarted.restorer.recover()
+        restarted.takeover.recover()
         kept = job_worktrees(repo)
         assert kept == [f"worktree {restarted.workspace.worker_dir(job.id, 0, 'worker_2')}"]
         assert len(job_refs(repo, job.id)) == 3  # pruning an entry never deletes a branch
@@ -171,7 +171,7 @@ def test_a_delete_a_crash_cut_short_after_its_rename_is_finished_by_the_next_sta
     assert aside is not None and aside.is_dir() and job.id not in engine.workspace.root_ids()
     restarted = host_engine(folder)
     try:
-        restarted.restorer.recover()
+        restarted.takeover.recover()
         kept = [f"{PREFIX}{job.id}/result"] if removes is Removes.WORKERS else []
         assert job_refs(repo, job.id) == kept and job_worktrees(repo) == []
         assert not aside.exists() and restarted.workspace.set_aside_trees() == []

@@ -339,7 +339,7 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     signal.signal(signal.SIGINT, on_signal)
     record = _write_record(settings, url, listening, instance, note)
     try:
-        for root_id in engine.restorer.recover():
+        for root_id in engine.takeover.recover():
             log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
         retention = start_retention(engine, settings)  # orchestrator.retention_days: None when off
         log.info(

@@ -6,10 +6,10 @@ clock, tables and their lock ``tables.locked()``, announcer, metrics, executor, 
 and asks the engine for what only it does through ``ctx.hooks`` (``context.EngineHooks``).
 
 In one sentence: a worker is started in ``core.Engine.dispatch`` (``Engine._start`` then
-``Engine.start_thread``, which runs ``worker_thread.WorkerRunner.run_worker`` on a pool thread),
-each of its attempts is judged in ``attempts.WorkerExecution.run`` (``_classify`` says how it ended,
+``Engine.start_thread``, which runs ``worker_thread.WorkerThread.run_worker`` on a pool thread),
+each of its attempts is judged in ``attempts.Attempts.run`` (``_classify`` says how it ended,
 ``_after_attempt`` runs the quality steps, and ``run`` decides on a retry), workers whose work has
-been read are settled together (``WorkerRunner._settle``, the settling pass: one lock section, their
+been read are settled together (``WorkerThread._settle``, the settling pass: one lock section, their
 records written by ``settling.Settling.publish_finals``), and its job ends in ``ending.Ending.end_job``
 (then ``conclude``) once its last worker is settled.
 

@@ -106,7 +106,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return delay + (rng or random).uniform(0, 0.25 * delay)
 
 
-class WorkerExecution:
+class Attempts:
     """Runs worker ``live``'s attempts in the calling thread, through ``ctx.executor``; every
     timeout, backoff and timestamp is read from ``ctx.clock``. Its record is changed inside
     ``ctx.tables.locked()``."""

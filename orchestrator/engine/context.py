@@ -50,7 +50,7 @@ class EngineHooks(Protocol):
         """Locked: the rest of ``job`` is cancelled for ``reason`` (a graph's on_failure: stop)."""
 
     def start_thread(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
-        """The worker's thread starts (``worker_thread.WorkerRunner.run_worker``), or a re-adopted one's."""
+        """The worker's thread starts (``worker_thread.WorkerThread.run_worker``), or a re-adopted one's."""
 
     def process_ended(self, rec: WorkerRecord) -> None:
         """Locked: the worker's process has ended: its path locks and its memory are free."""

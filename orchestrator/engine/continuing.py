@@ -45,7 +45,7 @@ from ..workers.adapters.base import session_of
 from ..workers.confinement import Confinement
 from ..workers.environment import WorkerPrompts
 from ..workspace.ids import validate_job_id, validate_worker_name
-from .attempts import WorkerExecution
+from .attempts import Attempts
 from .context import EngineContext
 from .tables import LiveWorker, Outcome, new_tag
 
@@ -273,7 +273,7 @@ class Continuing:
             ws.worker_log(rec.root_id, rec.depth, rec.name),
             f"===== continue round {round_.number}: {'resuming session ' + round_.resumed_session if round_.resumed_session else 'a new session with the previous outcome'} =====",
         )
-        execution = WorkerExecution(
+        execution = Attempts(
             ctx,
             live,
             adapter=adapter,
@@ -298,7 +298,7 @@ class Continuing:
         )
 
     def _on_change(self, job: JobRecord, live: LiveWorker) -> Callable[..., Callable[[], None]]:
-        """``WorkerExecution``'s ``on_change``: the record (on disk, as the tree is not held) and an event."""
+        """``Attempts``'s ``on_change``: the record (on disk, as the tree is not held) and an event."""
         ws = self.ctx.workspace
 
         def changed(

@@ -69,8 +69,8 @@ from .results import Results
 from .scheduling import Scheduler
 from .submission import Submission
 from .tables import LiveWorker, Outcome, Tables
-from .takeover import Restorer
-from .worker_thread import WorkerRunner
+from .takeover import Takeover
+from .worker_thread import WorkerThread
 
 log = logging.getLogger("orchestrator.engine")
 __all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
@@ -129,7 +129,7 @@ class Engine:
             self.executor,
             Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
             w.monitor_interval,
-            lambda: self.running.watched(),
+            lambda: self.worker_threads.watched(),
             tick=self._tick,
         )
         self.announce = Announcer(settings, self.workspace, self.events)
@@ -177,12 +177,12 @@ class Engine:
         self.choosing = self.ending.choosing
         self.approvals = self.ending.approvals
         self.submission = Submission(ctx, nesting=self.nesting)
-        self.running = WorkerRunner(
+        self.worker_threads = WorkerThread(
             ctx, settling=self.settling, ending=self.ending, prompts=self.prompts, steps=self.steps, confinement=self.confinement
         )
         # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
-        self.restorer = Restorer(ctx, queries=self.queries, ending=self.ending)
+        self.takeover = Takeover(ctx, queries=self.queries, ending=self.ending)
         # A finished worker's continue rounds (engine/continuing.py).
         self.continuing = Continuing(
             ctx,
@@ -259,12 +259,12 @@ class Engine:
     def start_thread(self, live: LiveWorker, adopted: Recovered | None = None) -> None:
         """The worker's thread (from the pool: idle threads are reused, as starting a thread
         per worker inside ``tables.locked()`` cost more than the worker)."""
-        future = self._pool.submit(self.running.run_worker, live, adopted)
+        future = self._pool.submit(self.worker_threads.run_worker, live, adopted)
         with self.tables.locked():
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
-    # -- what the engine does beside running workers (worker_thread.WorkerRunner runs them) -----
+    # -- what the engine does beside running workers (worker_thread.WorkerThread runs them) -----
     def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
         """SIGKILL every process of the tree that carries no adopted attempt's tag."""
         for shim in shims:
@@ -284,7 +284,7 @@ class Engine:
             with self.tables.locked():
                 self.dispatch()
         self._enforce_deadlines()
-        self.running.tell_quiet(self.settings.workers.quiet_after)
+        self.worker_threads.tell_quiet(self.settings.workers.quiet_after)
 
     def _enforce_deadlines(self) -> None:
         """Cancel every root tree that has run past recursion.tree_deadline."""

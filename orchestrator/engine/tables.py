@@ -120,7 +120,7 @@ class Outcome:
 
 
 class RunningAttempts(Protocol):
-    """A worker's attempts while they run (``attempts.WorkerExecution``): what the tables read of them."""
+    """A worker's attempts while they run (``attempts.Attempts``): what the tables read of them."""
 
     handle: AttemptHandle | None  # the attempt's process, while one runs
     footprint: Footprint  # what its disk cap counts (process/monitor.py)

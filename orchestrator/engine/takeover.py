@@ -43,7 +43,7 @@ def recorded_outcome(rec: WorkerRecord) -> Outcome:
     return Outcome(status, rec.exit_reason or f"exit code {last.exit_code}", error=rec.error)
 
 
-class Restorer:
+class Takeover:
     """Applies ``recovery``'s fates, on the engine's context (``ctx``). The process side of a
     restart is the engine's (``ctx.hooks.kill_unaccounted``); an adopted worker's thread starts
     through ``ctx.hooks.start_thread``."""

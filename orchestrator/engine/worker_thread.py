@@ -25,7 +25,7 @@ from ..workers.refusals import Refusals
 from ..workspace import logs
 from ..workspace.groupsync import GroupCommit
 from ..workspace.layout import Workspace
-from .attempts import WorkerExecution, attempt_marker, marker_start_time, read_refusals
+from .attempts import Attempts, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .ending import Ending
 from .locked_only import assert_held, locked_only
@@ -49,7 +49,7 @@ class Ended:
     ending: JobRecord | None = None  # set by the pass: the job its end ended, for its thread to end
 
 
-class WorkerRunner:
+class WorkerThread:
     """Runs workers' attempts on the threads the engine gives them, on the engine's context
     (``ctx``). ``prompts`` and ``ctx.hooks.worker_env`` say what a worker starts with
     (``environment``), read when it starts (the server sets its API address after the engine
@@ -261,7 +261,7 @@ class WorkerRunner:
         if adapter.needs_prompt_file(self.settings):
             # The prompt is an input, not state: a plain write, no fsync.
             self.workspace.prompt_path(rec.root_id, rec.depth, rec.name).write_text(prompt, encoding="utf-8")
-        execution = WorkerExecution(
+        execution = Attempts(
             self.ctx,
             live,
             adapter=adapter,
@@ -312,7 +312,7 @@ class WorkerRunner:
     ) -> Callable[[], None]:
         """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
         inside ``tables.locked()``, and everyone is told. With ``write`` the record is on disk first;
-        without, the caller gets the write to make later (see ``WorkerExecution._attempt``).
+        without, the caller gets the write to make later (see ``Attempts._attempt``).
         Telling "running" before it is on disk is safe, unlike a final status: a restart finds
         the attempt through its shim and says "running" (or its true end) again. Returns the
         write (a no-op on disk once made)."""

@@ -35,7 +35,7 @@ class Served:
             overrides.setdefault(name, {}).update(values)
         settings = load_settings(base_dir=self.folder, environ={}, overrides=overrides)
         self.engine = Engine(settings)
-        self.engine.restorer.recover()  # as server.serve does at start
+        self.engine.takeover.recover()  # as server.serve does at start
         self.server = start_in_thread(settings, self.engine, port=0)
         self.url = self.server.url
         self.started.append((self.server, self.engine))
