@@ -420,13 +420,22 @@ class WorkerRecord:
         return cls(**known)
 
 
+class ApprovalState(StrEnum):
+    """Where a root job's approval stands."""
+
+    WAITING = "waiting"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True, slots=True)
 class Approval:
-    """A root job's approval (``approval: before_merge``, delivery/approval.py): ``state`` is "waiting",
-    "approved", "rejected" or "cancelled"; ``earned`` the status its workers earned; ``note`` an
-    approve's, ``reason`` a reject's. Its dict (``to_dict``) is the shape on disk and in the API."""
+    """A root job's approval (``approval: before_merge``, delivery/approval.py): its ``state``;
+    ``earned`` the status its workers earned; ``note`` an approve's, ``reason`` a reject's. Its
+    dict (``to_dict``) is the shape on disk and in the API."""
 
-    state: str = "waiting"
+    state: ApprovalState = ApprovalState.WAITING
     earned: str | None = None
     waiting_since: float | None = None
     decided_at: float | None = None
@@ -438,7 +447,9 @@ class Approval:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Approval:
-        return cls(**_known_fields(cls, data))
+        known = _known_fields(cls, data)
+        known["state"] = ApprovalState(known.get("state", ApprovalState.WAITING))
+        return cls(**known)
 
 
 @dataclass

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..delivery.approval import EXPIRES, MAX_REASON, TOKEN
+from ..delivery.approval import ACTIONS, EXPIRES, MAX_REASON, TOKEN, Decision
 from .tasks_openapi import ERROR, NOT_BLANK
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK}  # a note or a reason
 PAGE = {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}
-ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": ["approve", "reject"]}}
+ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": [a.value for a in ACTIONS]}}
 PROOF = {"expires": {"type": "string", "pattern": f"^{EXPIRES}$"}, "token": {"type": "string", "pattern": f"^{TOKEN}$"}}
 
 
@@ -22,9 +22,11 @@ def _errors(*codes: int) -> dict[str, Any]:
 def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[str, Any]:
     """The routes' paths; ``job_id``: the path parameter, ``status_ref``: the status document's response."""
     paths: dict[str, Any] = {}
-    for action, body in (("approve", "Approve"), ("reject", "Reject")):
+    for action, body in ((Decision.APPROVE, "Approve"), (Decision.REJECT, "Reject")):
         done = (
-            "it lands and ends with the status its workers earned" if action == "approve" else "nothing is merged, it ends failed"
+            "it lands and ends with the status its workers earned"
+            if action == Decision.APPROVE
+            else "nothing is merged, it ends failed"
         )
         paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
             "post": {
@@ -32,7 +34,7 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
                 "409 when it is not waiting",
                 "parameters": [job_id],
                 "requestBody": {
-                    "required": action == "reject",
+                    "required": action == Decision.REJECT,
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
                 },
                 "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409, 422)},

@@ -18,7 +18,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from ..delivery import approval
+from ..delivery.approval import Decision
 from ..errors import ValidationError
+from ..models import ApprovalState
 from ..workspace.ids import validate_job_id
 from . import request_context as context
 from .request_context import extension
@@ -28,20 +30,20 @@ bp = Blueprint("approval", __name__)
 bp.before_request(authenticate)  # the same key, credentials and rate limits as every /api/v1 route
 links = Blueprint("approval_links", __name__)  # the signed links: no key, the token is the proof
 
-KEYS = {"approve": "note", "reject": "reason"}
+KEYS = {Decision.APPROVE: "note", Decision.REJECT: "reason"}
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 
-def _body(action: str) -> str:
+def _body(action: Decision) -> str:
     """The note (approve, optional) or reason (reject, required) from a JSON body."""
     key = KEYS[action]
     body = request.get_json(force=True, silent=True) if request.get_data() else {}
     if not isinstance(body, dict) or sorted(set(body) - {key}):
         raise ValidationError(f'body must be a JSON object with only "{key}", e.g. {{"{key}": "looks right"}}', field="body")
-    return approval.check_text(body.get(key), key, required=action == "reject")
+    return approval.check_text(body.get(key), key, required=action == Decision.REJECT)
 
 
-def _decide(job_id: str, action: str, text: str) -> dict[str, Any]:
+def _decide(job_id: str, action: Decision, text: str) -> dict[str, Any]:
     engine = context.engine()
     job = engine.queries.get_job(job_id)  # 404 for an unknown job
     engine.approvals.decide(job.id, action, text)
@@ -53,7 +55,7 @@ def approve(job_id: str) -> Response:
     """Land a waiting root job's result: it ends with the status its workers earned."""
     g.principal.require_admin("approve a job")
     job_id = _allowed(job_id)
-    return jsonify(_decide(job_id, "approve", _body("approve")))
+    return jsonify(_decide(job_id, Decision.APPROVE, _body(Decision.APPROVE)))
 
 
 @bp.post("/jobs/<job_id>/reject")
@@ -61,7 +63,7 @@ def reject(job_id: str) -> Response:
     """End a waiting root job failed with the reason: nothing merged, its branches kept."""
     g.principal.require_admin("reject a job")
     job_id = _allowed(job_id)
-    return jsonify(_decide(job_id, "reject", _body("reject")))
+    return jsonify(_decide(job_id, Decision.REJECT, _body(Decision.REJECT)))
 
 
 # -- signed links -------------------------------------------------------------------------------
@@ -96,10 +98,12 @@ def confirm(job_id: str, action: str) -> Response:
     job_id = validate_job_id(job_id)
     _check_link(job_id, action)
     job = context.engine().queries.get_job(job_id)
-    state = f"It is {job.status.value}" + ("" if job.approval and job.approval.state == "waiting" else " (no longer waiting)")
+    state = f"It is {job.status.value}" + (
+        "" if job.approval and job.approval.state == ApprovalState.WAITING else " (no longer waiting)"
+    )
     reason = (
         '<p><label>Reason (required)<br><textarea name="reason" required maxlength="2000" rows="4" cols="60"></textarea></label></p>'
-        if action == "reject"
+        if action == Decision.REJECT
         else '<p><label>Note (optional)<br><input name="note" maxlength="2000" size="60"></label></p>'
     )
     form = (
@@ -116,8 +120,9 @@ def act(job_id: str, action: str) -> Response:
     """The signed link's action (the confirmation page's form): approve or reject."""
     job_id = validate_job_id(job_id)
     _check_link(job_id, action)
-    key = KEYS[action]
-    text = approval.check_text(request.form.get(key) or None, key, required=action == "reject")
-    doc = _decide(job_id, action, text)
-    done = {"approve": "Approved", "reject": "Rejected"}[action]
+    decided = Decision(action)  # checked by _check_link: approve or reject
+    key = KEYS[decided]
+    text = approval.check_text(request.form.get(key) or None, key, required=decided == Decision.REJECT)
+    doc = _decide(job_id, decided, text)
+    done = {Decision.APPROVE: "Approved", Decision.REJECT: "Rejected"}[decided]
     return _page(f"Job {job_id} {doc['status']}", f"<p>{done}: the job is now {html.escape(doc['status'])}.</p>")

@@ -27,10 +27,20 @@ import re
 from urllib.parse import quote, unquote, urlencode
 
 from ..config import ApprovalMode
+from ..config.keys import StrEnum
 from ..errors import Conflict, Forbidden, ValidationError
-from ..models import Approval, JobRecord, JobStatus
+from ..models import Approval, ApprovalState, JobRecord, JobStatus
 
-ACTIONS = ("approve", "reject")
+
+class Decision(StrEnum):
+    """What a person (or a cancel) decides for a job waiting for approval."""
+
+    APPROVE = "approve"  # it lands, with the status its workers earned
+    REJECT = "reject"  # nothing merged, it ends failed
+    CANCEL = "cancel"  # nothing merged, it ends cancelled (a cancel of the waiting job; no link)
+
+
+ACTIONS = (Decision.APPROVE, Decision.REJECT)  # what a person may decide, by the API or a signed link
 MAX_REASON = 2000  # characters a reject's reason (or an approve's note) may have
 TOKEN = "[0-9a-f]{64}"  # sign_link's hex digest
 EXPIRES = "[0-9]{1,12}"  # Unix seconds (no int() of a 5,000-digit string)
@@ -43,7 +53,7 @@ def waits(job: JobRecord, earned: JobStatus) -> bool:
 
 
 def waiting(earned: JobStatus, now: float) -> Approval:
-    return Approval(state="waiting", earned=earned.value, waiting_since=now)
+    return Approval(state=ApprovalState.WAITING, earned=earned.value, waiting_since=now)
 
 
 def waiting_note(job: JobRecord) -> str:
@@ -66,7 +76,7 @@ def check_text(value: object, key: str, *, required: bool) -> str:
     return value.strip()
 
 
-def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobStatus, Approval, str]:
+def decision(job: JobRecord, action: Decision, text: str, now: float) -> tuple[JobStatus, Approval, str]:
     """A waiting job's status once ``action`` (approve, reject, cancel) is taken, its new approval
     record and the note it gets. Conflict when it is not waiting."""
     record = job.approval
@@ -75,23 +85,23 @@ def decision(job: JobRecord, action: str, text: str, now: float) -> tuple[JobSta
             f"job {job.id} is {job.status.value}, not waiting for approval: only a root job with approval: "
             "before_merge whose workers are all done waits (GET its status)"
         )
-    if action == "approve":
-        status, state = JobStatus(record.earned), "approved"
+    if action == Decision.APPROVE:
+        status, state = JobStatus(record.earned), ApprovalState.APPROVED
         note = "approved" + (f": {text}" if text else "") + "; landing its result"
-    elif action == "reject":
-        status, state = JobStatus.FAILED, "rejected"
+    elif action == Decision.REJECT:
+        status, state = JobStatus.FAILED, ApprovalState.REJECTED
         note = (
             f"rejected: {text}; nothing merged, its branches are kept for review "
             f"(merge them anyway with: python -m orchestrator merge {job.id})"
         )
     else:
-        status, state = JobStatus.CANCELLED, "cancelled"
+        status, state = JobStatus.CANCELLED, ApprovalState.CANCELLED
         note = (
             f"cancelled while waiting for approval: nothing merged (merge it anyway with: python -m orchestrator merge {job.id})"
         )
-    if action == "approve":
+    if action == Decision.APPROVE:
         record = dataclasses.replace(record, note=text or None)
-    elif action == "reject":
+    elif action == Decision.REJECT:
         record = dataclasses.replace(record, reason=text or None)
     return status, dataclasses.replace(record, state=state, decided_at=now), note
 

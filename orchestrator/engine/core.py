@@ -34,6 +34,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
+from ..delivery.approval import Decision
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -469,7 +470,7 @@ class Engine:
         for live in never_started:
             self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (delivery/approval.py)
-            self.approvals.decide(job.id, "cancel")
+            self.approvals.decide(job.id, Decision.CANCEL)
         return self.queries.get_job(job_id)
 
     @locked_only
