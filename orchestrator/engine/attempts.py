@@ -61,7 +61,7 @@ from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
-from ..quality.steps import Step, StepContext, run_steps
+from ..quality.steps import Action, Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
 from ..workers.adapters import reported_model
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
@@ -292,7 +292,7 @@ class Attempts:
             why = f"cancelled while step {name} ran ({verdict.reason})"
             self._log(f"===== attempt {number} {why} =====")
             return replace(outcome, status=WorkerStatus.CANCELLED, exit_reason=why), None, None
-        if verdict.action == "retry":  # told in the retry line (or the give-up line) of ``run``
+        if verdict.action is Action.RETRY:  # told in the retry line (or the give-up line) of ``run``
             why = f"step {name} asked for a retry: {verdict.reason}"
             if verdict.feedback:  # the next attempts read it, and go on from this one's work
                 self._feedback(verdict.feedback)

@@ -70,7 +70,7 @@ from ..process.sandbox import SandboxSpec
 from ..workers.confinement import Confinement
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
-from .steps import PASS, Step, StepContext, Verdict, fail, retry
+from .steps import PASS, Action, Step, StepContext, Verdict, fail, retry
 from .testruns import ran_no_tests
 
 log = logging.getLogger("orchestrator.gates")
@@ -243,7 +243,7 @@ class GateStep(Step):
                         result, output = _crashed(self.workspace, record, gate, commit, exc), ""
                     results.append(result)
                     verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
-                    if verdict.action != "pass":
+                    if verdict.action is not Action.PASS:
                         break
             finally:
                 if worktree is not None and commit is not None and changes.branch:

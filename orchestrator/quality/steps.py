@@ -42,14 +42,15 @@ integration merge).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from ..checkouts.checkout import Changes, Checkout
+from ..config.keys import StrEnum
 from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..outcomes import GateResult, IntegrationRecord
 from ..process.runner import Wakeup
@@ -58,25 +59,33 @@ from ..workers.adapters.base import ParsedResult
 log = logging.getLogger("orchestrator.steps")
 
 
+class Action(StrEnum):
+    """What a step's verdict does with the attempt."""
+
+    PASS = "pass"  # the next step runs; after the last one the attempt's success stands
+    FAIL = "fail"  # the worker fails
+    RETRY = "retry"  # another attempt, within a budget
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A step's judgement: pass, fail the worker, or ask for another attempt."""
 
-    action: Literal["pass", "fail", "retry"]
+    action: Action
     reason: str = ""
     feedback: str = ""  # retry: added to the next attempts' prompt
     budget: int | None = None  # retry: the step's own budget of retries (None: max_retries)
 
 
-PASS = Verdict("pass")
+PASS = Verdict(Action.PASS)
 
 
 def fail(reason: str) -> Verdict:
-    return Verdict("fail", reason)
+    return Verdict(Action.FAIL, reason)
 
 
 def retry(reason: str, *, feedback: str = "", budget: int | None = None) -> Verdict:
-    return Verdict("retry", reason, feedback, budget)
+    return Verdict(Action.RETRY, reason, feedback, budget)
 
 
 @dataclass
@@ -169,8 +178,9 @@ def run_steps(steps: Sequence[Step], ctx: StepContext) -> tuple[str, Verdict] | 
         except Exception as exc:  # fail closed: a broken step never lets a worker through
             log.exception("after-attempt step %s raised for worker %s", name, ctx.record.key)
             verdict = fail(f"raised {type(exc).__name__}: {exc}")
-        if not isinstance(verdict, Verdict) or verdict.action not in ("pass", "fail", "retry"):
+        if not isinstance(verdict, Verdict) or verdict.action not in tuple(Action):
             verdict = fail(f"returned {verdict!r}, not PASS, fail(reason) or retry(reason)")
-        if verdict.action != "pass":
+        verdict = dataclasses.replace(verdict, action=Action(verdict.action))  # a step's own Verdict("pass") too
+        if verdict.action is not Action.PASS:
             return name, verdict
     return None
