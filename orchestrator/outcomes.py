@@ -12,9 +12,23 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-# A gate's status (quality/gates.py).
-PASSED, FAILED, TIMEOUT, NOT_STARTED, CRASHED, CANCELLED = "passed", "failed", "timeout", "not_started", "crashed", "cancelled"
-NO_TESTS = "no_tests"
+from .config.keys import StrEnum
+
+
+class GateStatus(StrEnum):
+    """How a gate's run ended (quality/gates.py)."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # it ran and exited non-zero
+    TIMEOUT = "timeout"
+    NOT_STARTED = "not_started"  # its command was not found, or could not start
+    CRASHED = "crashed"  # the gate itself broke (the step raised)
+    CANCELLED = "cancelled"
+    NO_TESTS = "no_tests"  # it exited 0 but ran no test (quality/testruns.py)
+
+
+PASSED, FAILED, TIMEOUT, NOT_STARTED = GateStatus.PASSED, GateStatus.FAILED, GateStatus.TIMEOUT, GateStatus.NOT_STARTED
+CRASHED, CANCELLED, NO_TESTS = GateStatus.CRASHED, GateStatus.CANCELLED, GateStatus.NO_TESTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +38,7 @@ class GateResult:
 
     name: str
     required: bool
-    status: str
+    status: GateStatus
     passed: bool
     exit_code: int | None
     duration: float
@@ -47,7 +61,7 @@ class GateResult:
         return cls(
             name=data["name"],
             required=bool(data.get("required", True)),
-            status=data.get("status") or CRASHED,
+            status=GateStatus(data.get("status") or CRASHED),
             passed=bool(data.get("passed")),
             exit_code=data.get("exit_code"),
             duration=data.get("duration") or 0.0,

@@ -62,7 +62,7 @@ from ..config import Settings
 from ..config.quality import roles_with_defaults
 from ..gate_output import output_tail
 from ..models import JobRecord, WorkerRecord
-from ..outcomes import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult
+from ..outcomes import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult, GateStatus
 from ..planner.graph import matches
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
@@ -378,7 +378,7 @@ def run_gate(
 
 def _wait(
     runner: ProcessRunner, settings: Settings, handle: ProcessHandle, timeout: float, started: float, place: GatePlace
-) -> tuple[str, int | None, str]:
+) -> tuple[GateStatus, int | None, str]:
     grace = settings.workers.kill_grace
     try:
         while True:
@@ -418,7 +418,9 @@ def _crashed(
     )
 
 
-def _tests_ran(gate: Mapping[str, Any], status: str, code: int | None, reason: str, output: str, size: int) -> tuple[str, str]:
+def _tests_ran(
+    gate: Mapping[str, Any], status: GateStatus, code: int | None, reason: str, output: str, size: int
+) -> tuple[GateStatus, str]:
     """A gate that ended 0, or with its runner's "nothing to run" code, after its runner said it
     ran no test: no_tests (closed), or passed with ``allow_no_tests``; the reason says so. An
     output past READ_BYTES is not read for it (a runner that wrote that much ran something)."""

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from ..config import OnFailure
 from ..models import JobRecord, TaskNode, WorkerRecord, WorkerStatus, delivered
-from ..outcomes import GateResult
+from ..outcomes import GateResult, GateStatus
 
 # GitHub's Mermaid refuses a diagram past 500 edges (its maxEdges) or 50,000 characters: a
 # bigger graph is left to the task table rather than shown as an error box.
@@ -175,12 +175,12 @@ def gate_summary(gates: list[GateResult]) -> str | None:
         return None
     parts = []
     for gate in gates:
-        status = str(gate.status or ("passed" if gate.passed else "failed"))
+        status = gate.status or (GateStatus.PASSED if gate.passed else GateStatus.FAILED)
         code = gate.exit_code
-        detail = f" (exit {code})" if code not in (None, 0) and status != "passed" else ""
-        status = "ran no tests" if status == "no_tests" else status
+        detail = f" (exit {code})" if code not in (None, 0) and status != GateStatus.PASSED else ""
+        shown = "ran no tests" if status == GateStatus.NO_TESTS else str(status)
         optional = "" if gate.required else " [optional]"
-        parts.append(f"{gate.name} {status}{detail}{optional}")
+        parts.append(f"{gate.name} {shown}{detail}{optional}")
     return ", ".join(parts)
 
 
