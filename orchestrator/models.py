@@ -102,6 +102,15 @@ TERMINAL_WORKER_STATUSES = frozenset(
 )
 
 
+class FailureClass(StrEnum):
+    """Why an attempt failed, as its adapter read it from the CLI's output (or the engine decided)."""
+
+    AUTH = "auth"  # a bad or missing key: never retried
+    BAD_REQUEST = "bad_request"  # the request itself is wrong: never retried
+    TRANSIENT = "transient"  # a rate limit, an overload, a 5xx: retried on its own budget, after a wait
+    FEEDBACK = "feedback"  # a step asked for another attempt with feedback (its partial work is kept)
+
+
 class EndReason(StrEnum):
     """How an attempt ended."""
 
@@ -130,9 +139,7 @@ class Attempt:
     # "SIGINT", "SIGTERM" or "SIGKILL".
     kill_rung: str | None = None
     log_offset: int = 0  # byte offset in the worker log where this attempt starts
-    # Why it failed, as the adapter read it from the CLI's output: "auth", "bad_request",
-    # "transient" (rate limit, overload, 5xx) or None (succeeded, or not known).
-    failure_class: str | None = None
+    failure_class: FailureClass | None = None  # None: it succeeded, or why is not known
     retry_after: float | None = None  # seconds the service asked to wait, when the CLI said
     # A worktree worker's: the commit this attempt started from (checkouts/worktree.py: after a failed
     # attempt the next one starts from the same checkpoint, or from that attempt's work when kept).
@@ -165,6 +172,8 @@ class Attempt:
             known["enforced"] = Enforced.from_dict(known["enforced"])
         if known.get("end_reason") is not None:
             known["end_reason"] = EndReason(known["end_reason"])
+        if known.get("failure_class") is not None:
+            known["failure_class"] = FailureClass(known["failure_class"])
         return cls(**known)
 
 
@@ -273,7 +282,7 @@ class WorkerRecord:
     waiting: str | None = None
     exit_reason: str = ""  # one human line: "exit code 0", "timed out after 30s (SIGKILL)", ...
     error: str | None = None  # what went wrong, for failed/timeout workers
-    failure_class: str | None = None  # its last attempt's failure class (see Attempt); None if it succeeded
+    failure_class: FailureClass | None = None  # its last attempt's (see Attempt); None if it succeeded
     output: str = ""  # the result text (an AI's answer, or the tail of the command's output)
     files_created: list[str] = field(default_factory=list)  # relative to the worker dir
     # A worktree worker's (git isolation): its branch, its tip once its work was committed, each
@@ -409,6 +418,8 @@ class WorkerRecord:
     def from_dict(cls, data: dict[str, Any]) -> WorkerRecord:
         known = _known_fields(cls, data)
         known["status"] = WorkerStatus(known.get("status", "pending"))
+        if known.get("failure_class") is not None:
+            known["failure_class"] = FailureClass(known["failure_class"])
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
         known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
         known["refusals"] = [Refusal.from_dict(r) for r in known.get("refusals") or []]

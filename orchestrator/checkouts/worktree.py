@@ -82,7 +82,7 @@ from ..git.gitwork import (
 )
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
-from ..models import EndReason, JobRecord, WorkerRecord
+from ..models import EndReason, FailureClass, JobRecord, WorkerRecord
 from ..process.sandbox import Backend
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -94,7 +94,7 @@ log = logging.getLogger("orchestrator.worktree")
 
 # Failure classes whose retry goes on from the leftovers ("feedback": a step, such as a failed gate,
 # asked for another attempt on this work, with what to fix in the prompt).
-KEEPS_PARTIAL_WORK = ("transient", "timeout", "feedback")
+KEEPS_PARTIAL_WORK = (FailureClass.TRANSIENT, "timeout", FailureClass.FEEDBACK)  # and a timeout (its end reason)
 STATUS_NAMES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "added", "T": "modified"}
 MAX_FILES = 500  # files_changed listed per worker
 

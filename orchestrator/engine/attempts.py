@@ -56,7 +56,7 @@ from ..config import Isolation
 from ..errors import ConfigError, no_space
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
-from ..models import Attempt, EndReason, JobRecord, WorkerRecord, WorkerStatus
+from ..models import Attempt, EndReason, FailureClass, JobRecord, WorkerRecord, WorkerStatus
 from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
@@ -83,7 +83,7 @@ QUEUED_RECORD_DELAY = 1.0
 # Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or
 # an after-attempt step's request (which spends max_retries too).
 RETRY, TRANSIENT, STEP_RETRY = "retry", "transient", "step"
-NEVER_RETRIED = ("auth", "bad_request")
+NEVER_RETRIED = (FailureClass.AUTH, FailureClass.BAD_REQUEST)
 TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
 
 
@@ -200,8 +200,8 @@ class Attempts:
                 number = attempt.number
                 for earlier in self.record.attempts:  # what the old server's attempts spent
                     if earlier.number < number:
-                        transients += earlier.failure_class == "transient"
-                        retries += earlier.failure_class != "transient"
+                        transients += earlier.failure_class is FailureClass.TRANSIENT
+                        retries += earlier.failure_class is not FailureClass.TRANSIENT
                 outcome, retry = self._wait(attempt)
             else:
                 number += 1
@@ -298,7 +298,7 @@ class Attempts:
                 self._feedback(verdict.feedback)
                 with self.tables.locked():
                     if self.record.attempts:
-                        self.record.attempts[-1].failure_class = "feedback"
+                        self.record.attempts[-1].failure_class = FailureClass.FEEDBACK
             own = None if verdict.budget is None else (name, verdict.budget)
             return replace(outcome, status=WorkerStatus.FAILED, exit_reason=why, error=verdict.reason), STEP_RETRY, own
         why = f"step {name} failed: {verdict.reason}"
@@ -605,7 +605,7 @@ class Attempts:
             return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), None
         why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
         error = parsed.error or _last_line(parsed.output) or why
-        kind = parsed.failure_class
+        kind = FailureClass(parsed.failure_class) if parsed.failure_class in tuple(FailureClass) else None
         if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
             parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
         retry_after = parsed.retry_after
@@ -618,7 +618,7 @@ class Attempts:
         self.deferred.append(classified)
         if kind in NEVER_RETRIED:
             return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]}: not retried)", error=error, parsed=parsed), None
-        if kind == "transient":
+        if kind is FailureClass.TRANSIENT:
             return Outcome(WorkerStatus.FAILED, f"{why} ({_CLASS_WORDS[kind]})", error=error, parsed=parsed), TRANSIENT
         return Outcome(WorkerStatus.FAILED, why, error=error, parsed=parsed), RETRY if parsed.retryable else None
 
@@ -630,9 +630,9 @@ class Attempts:
 
 
 _CLASS_WORDS = {
-    "auth": "authentication failed",
-    "bad_request": "the service refused the request",
-    "transient": "rate limit or overload",
+    FailureClass.AUTH: "authentication failed",
+    FailureClass.BAD_REQUEST: "the service refused the request",
+    FailureClass.TRANSIENT: "rate limit or overload",
 }
 
 
