@@ -6,6 +6,7 @@ an AI CLI adapter reads its CLI's structured output. The workers are real ``sh -
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from orchestrator.engine.attempts import transient_delay
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.reports.status_document import job_status
-from orchestrator.workers.adapters import ADAPTERS
+from orchestrator.workers.adapters import KINDS
 from orchestrator.workers.adapters.base import ParsedResult, class_of_http_status, tail_chars
 from orchestrator.workers.adapters.command import CommandAdapter
 
@@ -53,7 +54,7 @@ class ClassifyingAdapter(CommandAdapter):
 
 @pytest.fixture
 def classifying(monkeypatch, make_engine):
-    monkeypatch.setitem(ADAPTERS, "command", ClassifyingAdapter)
+    monkeypatch.setitem(KINDS, "command", dataclasses.replace(KINDS["command"], adapter=ClassifyingAdapter))
 
     def factory(**workers):
         return make_engine(
@@ -198,7 +199,7 @@ class PayingAdapter(ClassifyingAdapter):
 
 def test_a_retried_worker_costs_what_every_attempt_spent(monkeypatch, make_engine):
     # Given a worker whose first two attempts hit an overload after spending, and whose third succeeds
-    monkeypatch.setitem(ADAPTERS, "command", PayingAdapter)
+    monkeypatch.setitem(KINDS, "command", dataclasses.replace(KINDS["command"], adapter=PayingAdapter))
     script = 'echo "cost 0.25 tokens 100/10"; ' + SCRIPT
     engine = make_engine(
         orchestrator={"worker": "command", "command": ["sh", "-c", script, "sh", "{task}"]},

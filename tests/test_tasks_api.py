@@ -10,6 +10,7 @@ the ``real_cli`` test at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -515,7 +516,9 @@ def test_kage_bunshins_cli_names_map_to_our_kinds_and_claude_api_only_once_anthr
     assert "auto_claude" not in kinds and "auto" not in kinds
     if "anthropic" not in adapters.ADAPTERS:
         assert "claude_api" not in kinds and "claude-api" not in kinds
-        monkeypatch.setitem(adapters.ADAPTERS, "anthropic", adapters.ADAPTERS["command"])
+        monkeypatch.setitem(
+            adapters.KINDS, "anthropic", dataclasses.replace(adapters.KINDS["anthropic"], adapter=adapters.ADAPTERS["command"])
+        )
     assert cli_kinds()["claude_api"] == cli_kinds()["claude-api"] == "anthropic"
 
 
