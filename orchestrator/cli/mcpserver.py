@@ -39,6 +39,7 @@ from .. import protocol
 from ..api.client import TERMINAL, OrchestratorClient
 from ..errors import OrchestratorError, ServerUnreachable
 from ..gate_output import failing_gate, output_lines
+from ..models import JobStatus, WorkerStatus
 from ..workspace.ids import parse_worker_ref
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def status_text(doc: dict[str, Any]) -> str:
         line = f"  {task['worker_id']}: {task['status']} - {_short(task['task'], 80)}"
         if task.get("error"):
             line += f" (error: {_short(task['error'], 120)})"
-        elif task["status"] == "child_incomplete" and task.get("exit_reason"):
+        elif task["status"] == WorkerStatus.CHILD_INCOMPLETE and task.get("exit_reason"):
             line += f" ({_short(task['exit_reason'], 120)})"
         lines.append(line)
         lines += gate_lines(task, doc["job_id"], indent="      ", last=GATE_LINES)
@@ -213,7 +214,7 @@ def _next(doc: dict[str, Any]) -> str:
     job = doc["job_id"]
     if doc["status"] not in TERMINAL:
         return f"wait(job_id={job!r}) until it ends, or logs(job_id={job!r}, worker=...) to see a worker"
-    if doc["status"] == "completed":
+    if doc["status"] == JobStatus.COMPLETED:
         return f"read the report, or diff(job_id={job!r}) for its changes"
     return f"logs(job_id={job!r}, worker=...) of a failed worker, or status(job_id={job!r}) for the details"
 

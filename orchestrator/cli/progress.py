@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..models import JobRecord, WorkerRecord
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import refusal_line
 from ..reports.candidate_groups import candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
@@ -239,7 +239,7 @@ class Candidates:
         if self.group.get("chosen"):
             winner = next((w for w in self.workers if w.name == self.group.get("winner")), None)
             return winner.status if winner is not None else "failed"
-        if all(w.status == "pending" for w in self.workers):
+        if all(w.status == WorkerStatus.PENDING for w in self.workers):
             return "pending"
         return "running"
 
@@ -292,9 +292,9 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
         elif isinstance(what, WorkerNode):
             waits = f"(waits on {', '.join(what.waits_on)}) " if what.waits_on else ""
             waits += f"on {what.node}: " if what.node else ""
-            waits += f"({what.waiting}) " if what.waiting and what.status == "pending" else ""
+            waits += f"({what.waiting}) " if what.waiting and what.status == WorkerStatus.PENDING else ""
             waits += "no changes: " if what.no_changes else ""
-            waits += f"({what.quiet}) " if what.quiet and what.status == "running" else ""
+            waits += f"({what.quiet}) " if what.quiet and what.status == WorkerStatus.RUNNING else ""
             waits += f"({what.refused}) " if what.refused else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
@@ -307,7 +307,7 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
 def _took(worker: WorkerNode, now: float) -> str:
     if worker.duration is not None:
         return duration_text(worker.duration)
-    if worker.status == "running" and worker.started_at is not None:
+    if worker.status == WorkerStatus.RUNNING and worker.started_at is not None:
         return duration_text(max(0.0, now - worker.started_at))
     return ""
 
@@ -417,7 +417,7 @@ class ProgressView:
         now = time.time()
         for job in tree.jobs():
             for worker in job.workers:
-                if worker.status == "running":
+                if worker.status == WorkerStatus.RUNNING:
                     worker.started_at = self._first_running.setdefault((job.id, worker.name), now)
 
     def _lines(self, workers: list[WorkerRecord]) -> None:
@@ -468,7 +468,7 @@ def closing_lines(doc: dict[str, Any]) -> list[str]:
     published = pull_request_text(doc.get("publish"))
     if published:
         lines.append(f"pull request: {published}")
-    if doc.get("status") == "waiting":  # approval: before_merge (delivery/approval.py)
+    if doc.get("status") == JobStatus.WAITING:  # approval: before_merge (delivery/approval.py)
         lines += approval_lines(doc["job_id"])
     results = doc["results"]
     if results.get("final_report"):

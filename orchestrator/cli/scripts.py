@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..errors import EXIT_BY_STATUS, EXIT_UNREACHABLE
+from ..models import JobStatus
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -215,9 +216,9 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
 
 def exit_code(doc: dict[str, Any]) -> int:
     """quick-start's exit status for a job's final status document (the README's exit codes)."""
-    if doc.get("no_changes") and doc["status"] in ("completed", "partial"):
+    if doc.get("no_changes") and doc["status"] in (JobStatus.COMPLETED, JobStatus.PARTIAL):
         return RET_NO_CHANGES
-    if doc["status"] == "waiting":
+    if doc["status"] == JobStatus.WAITING:
         return RET_WAITING
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
@@ -225,7 +226,7 @@ def exit_code(doc: dict[str, Any]) -> int:
 def status_exit_code(doc: dict[str, Any]) -> int:
     """The exit status of a command that shows a job as it is now (check-status, status): quick-start's
     for a job at rest (``exit_code``), 8 for one still pending or running."""
-    if doc["status"] in ("pending", "running"):
+    if doc["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
         return RET_RUNNING
     return exit_code(doc)
 
@@ -259,20 +260,20 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
                 time.sleep(max(0.0, TREE_REFRESH - (time.monotonic() - asked)))
         return doc
     doc = client.status(job_id)
-    if doc["status"] == "waiting":  # its stream would end only once someone decides
+    if doc["status"] == JobStatus.WAITING:  # its stream would end only once someone decides
         return doc
     for event in client.events(job_id):
         if event["event"] == "end":
             break
         view.event(event["data"])
         data = event["data"]
-        if data.get("job_id") == job_id and data.get("status") == "waiting":
+        if data.get("job_id") == job_id and data.get("status") == JobStatus.WAITING:
             break
     return client.wait(job_id)
 
 
 def _at_rest(doc: dict[str, Any]) -> bool:
-    return doc["status"] in EXIT_BY_STATUS or doc["status"] == "waiting"
+    return doc["status"] in EXIT_BY_STATUS or doc["status"] == JobStatus.WAITING
 
 
 def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:

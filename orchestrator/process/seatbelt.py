@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..config import SandboxNetwork
 from .sandbox import SandboxSpec
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # never one found on PATH: a planted sandbox-exec would run unconfined
@@ -286,12 +287,15 @@ def _write_rules(spec: SandboxSpec, params: _Params, hidden: list[str]) -> list[
 
 
 def _network_rules(spec: SandboxSpec, ports: list[int]) -> list[str]:
-    network = str(getattr(spec.network, "value", spec.network))
-    lines = [f"; network: {network}"]
-    if network == "host":
+    try:
+        network = SandboxNetwork(spec.network)
+    except ValueError:
+        raise ValueError(f"unknown sandbox network {spec.network!r} (host, none or allow)") from None
+    lines = [f"; network: {network.value}"]
+    if network is SandboxNetwork.HOST:
         lines += ["(allow network*)", "(allow system-socket)"]
         lines += _rule("allow", "mach-lookup", [f"(global-name {quote(n)})" for n in NETWORK_MACH_SERVICES])
-    elif network == "allow":
+    elif network is SandboxNetwork.ALLOW:
         # Only the proxy on loopback ("localhost" matches 127.0.0.1 and ::1): names are resolved by the
         # proxy, so the resolver's socket stays closed (no lookups as a way out). trustd checks the
         # certificates of TLS tunnelled through the proxy (it may fetch a certificate's OCSP or issuer
@@ -299,8 +303,6 @@ def _network_rules(spec: SandboxSpec, ports: list[int]) -> list[str]:
         lines += [f'(allow network-outbound (remote ip "localhost:{port}"))' for port in ports]
         if ports:
             lines += ['(allow mach-lookup (global-name "com.apple.trustd.agent"))']
-    elif network != "none":
-        raise ValueError(f"unknown sandbox network {network!r} (host, none or allow)")
     if spec.unix_sockets:
         lines += [
             "; Unix sockets: any path it can reach",
@@ -308,7 +310,7 @@ def _network_rules(spec: SandboxSpec, ports: list[int]) -> list[str]:
             "(allow network-bind (local unix-socket))",
             "(allow network-outbound (remote unix-socket))",
         ]
-    elif network == "host":
+    elif network is SandboxNetwork.HOST:
         lines += [
             "; no Unix socket but the name resolver's (after network*: the last match wins)",
             "(deny network-bind (local unix-socket))",

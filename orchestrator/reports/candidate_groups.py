@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.models import JobRecord, WorkerRecord
+from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 from orchestrator.reports.markdown import DASH, clean, md_cell
 from orchestrator.reports.taskgraph import gate_summary
 from orchestrator.workspace.layout import candidates_report
@@ -118,7 +118,10 @@ def candidate_line(group: dict[str, Any], *, ascii_only: bool = False) -> str:
     parts = []
     for row in group["rows"]:
         what = " ".join(p for p in (row["worker"], _plain(row["kind"]), _plain(row["model"])) if p)
-        bits = [what, icons.get(row["status"], "." if ascii_only else "·") if row["status"] != "running" else "running"]
+        bits = [
+            what,
+            icons.get(row["status"], "." if ascii_only else "·") if row["status"] != WorkerStatus.RUNNING else "running",
+        ]
         if row["score"] is not None:
             bits.append(_number(row["score"]))
         if row["selected"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..git.conflicts import counted
-from ..models import JobRecord, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
 from ..outcomes import refusal_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidate_groups import candidate_line, groups
@@ -407,7 +407,7 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
     published = pull_request_text(doc.get("publish"))
     if published:
         lines.append(f"pull request: {published}")
-    if doc["status"] == "waiting":
+    if doc["status"] == JobStatus.WAITING:
         lines += approval_lines(doc["job_id"])
     return "\n".join(lines)
 
@@ -484,10 +484,10 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
         graph = graph_line(task)
         if graph:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
-        if task.get("waiting") and task["status"] == "pending":
+        if task.get("waiting") and task["status"] == WorkerStatus.PENDING:
             rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
         # child_incomplete: which child job did not complete, and how it ended (its exit reason)
-        short = task.get("exit_reason") if task["status"] == "child_incomplete" else None
+        short = task.get("exit_reason") if task["status"] == WorkerStatus.CHILD_INCOMPLETE else None
         for said in (task.get("quiet"), task.get("refused"), short):
             if said:
                 rows.append(" " * (2 * indent + 2) + "↳ " + said)
@@ -512,7 +512,7 @@ def graph_line(task: dict[str, Any]) -> str:
         parts.append("trespass: " + ", ".join(shown) + more)
     if task.get("unblocked"):
         parts.append("unblocked: " + ", ".join(task["unblocked"]))
-    if parts and task["status"] == "skipped" and task.get("exit_reason"):
+    if parts and task["status"] == WorkerStatus.SKIPPED and task.get("exit_reason"):
         parts.append(task["exit_reason"])
     if not parts and not task.get("role"):
         return ""

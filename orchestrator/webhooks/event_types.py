@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import TERMINAL_STATUSES
 from ..events import Event
-from ..models import JobRecord, WorkerRecord, WorkerStatus
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import refusal_line
 
 TERMINAL = TERMINAL_STATUSES
@@ -51,9 +51,9 @@ def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> l
     status = event.status
     found: list[str] = []
     started_now = job.started_at is not None and job.started_at >= since
-    if status == "running" and started_now and seen.changed(("started", job.id)):
+    if status == JobStatus.RUNNING and started_now and seen.changed(("started", job.id)):
         found.append("job.started")
-    if seen.changed(("status", job.id), status) and status == "waiting":
+    if seen.changed(("status", job.id), status) and status == JobStatus.WAITING:
         found.append("job.waiting")
     if status in TERMINAL:
         merge = job.merge
@@ -69,11 +69,11 @@ def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> l
 def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event) -> list[str]:
     """The webhook types one worker event stands for."""
     found: list[str] = []
-    if event.status in ("failed", "timeout") and seen.changed(("failed", job.id, record.name)):
+    if event.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT) and seen.changed(("failed", job.id, record.name)):
         found.append("worker.failed")
         if any(g.required and not g.passed for g in record.gates):
             found.append("gate.failed")
-    if event.status == WorkerStatus.CHILD_INCOMPLETE.value and seen.changed(("child_incomplete", job.id, record.name)):
+    if event.status == WorkerStatus.CHILD_INCOMPLETE and seen.changed(("child_incomplete", job.id, record.name)):
         found.append("worker.child_incomplete")
     if event.status in TERMINAL_WORKER and record.refusals_total and seen.changed(("refused", job.id, record.name)):
         found.append("worker.refused")
