@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,14 +279,18 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
     return tree, hunks
 
 
-def _commit(repo: str | Path, tree: str, parent: str, message: str, when: str, who: Identity) -> str:
-    """A squashed commit on ``parent`` by ``who`` whose id depends only on its inputs (the date is
-    fixed), written as every commit of a merge is: ``commit_body``'s bytes, by ``CommitWriter``."""
+@contextlib.contextmanager
+def _writing(repo: str | Path) -> Iterator[CommitWriter]:
+    """A writer of squashed commits outside a merge's loop, written as every commit of a merge is
+    (``commit_body``'s bytes: each id depends only on its inputs, the date is fixed); closed at the
+    end, its process killed if the block failed."""
     writer = CommitWriter(repo, objects=lambda: loose_objects(repo))
     try:
-        return writer.commit(tree, parent, message, when, who)
-    finally:
-        writer.close()
+        yield writer
+    except BaseException:
+        writer.close(kill=True)
+        raise
+    writer.close()
 
 
 @dataclass(frozen=True)
@@ -748,7 +752,8 @@ def integrate(
                 conflicts = [dataclasses.replace(c, resolved_by=conflict_text.RESOLVER) for c in found]
         when = f"{max(info.time for info in read_commits(repo, [head, commit]) if info)} +0000"
         message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
-        new = _commit(repo, tree, head, message, when, identity_of(repo))
+        with _writing(repo) as writer:
+            new = writer.commit(tree, head, message, when, identity_of(repo))
     if new != old:
         update_ref(repo, target, new, old, under=under)
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
@@ -769,21 +774,22 @@ def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, 
         raise ValidationError(f"{target} does not exist in {repo}: merge the job first")
     when = f"{max(info.time for info in read_commits(repo, [old, commit]) if info)} +0000"
     who = identity_of(repo)
-    stand_in = _commit(repo, head.tree, since, "stand-in", when, who)
-    result = _merge_tree(repo, stand_in, commit)
-    tree, conflicts = result.tree, []
-    if not result.clean:
-        files = changed_files(repo, since, [commit])[commit]
-        changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
-        if strategy != MergeStrategy.THEIRS:
-            return Integrated(target, old, False, tuple(_conflicts(repo, result, changes, [], worker)))
-        tree, hunks = _resolve_theirs(repo, result)
-        conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
-    if tree == head.tree:
-        return Integrated(target, old, True, tuple(conflicts), added=False)
-    new = _commit(repo, tree, old, source.message(root_id, strategy, target.removeprefix("refs/heads/")), when, who)
-    update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
-    return Integrated(target, new, True, tuple(conflicts))
+    with _writing(repo) as writer:  # the stand-in and the round's commit
+        stand_in = writer.commit(head.tree, since, "stand-in", when, who)
+        result = _merge_tree(repo, stand_in, commit)
+        tree, conflicts = result.tree, []
+        if not result.clean:
+            files = changed_files(repo, since, [commit])[commit]
+            changes = {worker: WorkerChanges(worker, branch, commit, tuple(sorted(files)))}
+            if strategy != MergeStrategy.THEIRS:
+                return Integrated(target, old, False, tuple(_conflicts(repo, result, changes, [], worker)))
+            tree, hunks = _resolve_theirs(repo, result)
+            conflicts = _conflicts(repo, result, changes, [], worker, hunks, resolved_by=worker)
+        if tree == head.tree:
+            return Integrated(target, old, True, tuple(conflicts), added=False)
+        new = writer.commit(tree, old, source.message(root_id, strategy, target.removeprefix("refs/heads/")), when, who)
+        update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
+        return Integrated(target, new, True, tuple(conflicts))
 
 
 def _predict_rest(

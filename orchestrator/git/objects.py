@@ -146,8 +146,12 @@ class CommitWriter:
         self.count = 0
 
     def _loose(self) -> LooseObjects | None:
-        if self.loose is None and not self.by_git and (objects := self.objects()) is not None:
-            self.loose = LooseObjects(objects)
+        if self.loose is None and not self.by_git:  # asked once: the answer holds for the writer's life
+            objects = self.objects()
+            if objects is None:
+                self.by_git = True
+            else:
+                self.loose = LooseObjects(objects)
         return self.loose
 
     def _to_git(self) -> None:

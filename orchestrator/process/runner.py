@@ -313,9 +313,8 @@ class ProcessRunner:
             exit_file = Path(name)
         if exit_file is not None:  # a stale status must never pass for this run's; its room is made now
             reserve_exit_file(exit_file)  # (before the sandbox's argv: only a path that exists is bound)
-        # Through the supervisor: a worker with an exit file, which the supervisor writes (a sandbox's
-        # shim inside does); one that must die with this process (a node's attempt) keeps the shim.
-        plain = through_supervisor
+        # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
+        # must die with this process (a node's attempt) keeps the shim.
         lifeline: tuple[int, int] | None = None
         if sandbox is not None and not sandbox.unix_sockets:
             refuse_unix_sockets(full_env, self.perl)
@@ -336,7 +335,7 @@ class ProcessRunner:
                 sandbox = replace(sandbox, egress_dir=str(egress.folder))
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
-        if exit_file is not None and (sandbox is not None or not plain):
+        if exit_file is not None and (sandbox is not None or not through_supervisor):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
         # parent is then the supervisor, so its tie to this process is the lifeline alone, which
@@ -344,7 +343,7 @@ class ProcessRunner:
         tethered = self.supervisor is not None and parent_death_signal is not None and lifeline is not None
         if tethered:
             full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
-        supervised = plain or tethered
+        supervised = through_supervisor or tethered
         # bubblewrap's launcher stays (the session leader) and its PID namespace ends the tree; Landlock's
         # execs the shim and leaves no process of its own, and the tree is tracked as an unconfined one's.
         launcher = sandbox is not None and sandbox.backend is Backend.BUBBLEWRAP
