@@ -92,9 +92,10 @@ from .checkout import Changes, Checkout, FolderCheckout, RemoveTree
 
 log = logging.getLogger("orchestrator.worktree")
 
-# Failure classes whose retry goes on from the leftovers ("feedback": a step, such as a failed gate,
-# asked for another attempt on this work, with what to fix in the prompt).
-KEEPS_PARTIAL_WORK = (FailureClass.TRANSIENT, "timeout", FailureClass.FEEDBACK)  # and a timeout (its end reason)
+# Why an attempt failed, when its retry goes on from the leftovers: a transient failure, a timeout
+# (its end reason), or feedback (a step, such as a failed gate, asked for another attempt on this
+# work, with what to fix in the prompt).
+KEEPS_PARTIAL_WORK = (FailureClass.TRANSIENT, EndReason.TIMEOUT, FailureClass.FEEDBACK)
 STATUS_NAMES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "added", "T": "modified"}
 MAX_FILES = 500  # files_changed listed per worker
 
@@ -235,7 +236,7 @@ class WorktreeCheckout(Checkout):
         left = self.commit(record, attempt - 1)
         kind = None
         if failed is not None:
-            kind = failed.failure_class or ("timeout" if failed.end_reason == EndReason.TIMEOUT else None)
+            kind = failed.failure_class or (EndReason.TIMEOUT if failed.end_reason == EndReason.TIMEOUT else None)
         if kind in KEEPS_PARTIAL_WORK or not before:
             self._write(directory, CHECKPOINT_FILE, left)
             self._note(record, f"attempt {attempt} keeps attempt {attempt - 1}'s work ({kind}): checkpoint {left[:12]}")

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import refusal_line
+from ..reports.candidate_groups import ASCII_ICONS as CANDIDATE_ASCII_ICONS
 from ..reports.candidate_groups import candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
 
@@ -36,17 +37,8 @@ ICONS = {
     "cancelled": "■",
     "skipped": "–",
 }
-ASCII_ICONS = {
-    "pending": ".",
-    "running": ">",
-    "success": "+",
-    "recursive_success": "+",
-    "child_incomplete": "~",
-    "failed": "x",
-    "timeout": "t",
-    "cancelled": "#",
-    "skipped": "-",
-}
+# The candidate lines' ASCII marks, and the two a worker has before it ends.
+ASCII_ICONS = {"pending": ".", "running": ">", **CANDIDATE_ASCII_ICONS}
 BOX = ("├─ ", "└─ ", "│  ", "   ")
 ASCII_BOX = ("|- ", "`- ", "|  ", "   ")
 OK = ("success", "recursive_success")
