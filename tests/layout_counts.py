@@ -100,23 +100,27 @@ def repeated_names(paths: list[Path]) -> dict[str, list[str]]:
     return {name: folders for name, folders in sorted(seen.items()) if len(folders) > 1}
 
 
-def loose_dicts(path: Path, module: str) -> tuple[int, int]:
-    """(``dict[str, Any]`` in ``path`` outside the JSON edges, those at an edge)."""
+def loose_dicts(path: Path, module: str) -> tuple[int, int, int]:
+    """(``dict[str, Any]`` in ``path`` outside the JSON edges, those at an edge, and those outside
+    the narrow edges alone: ``api/``, ``cli/``, ``dashboard/`` and the ``to_dict``-like functions)."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     edge_lines: set[int] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and EDGE_FUNCTION.search(node.name):
             edge_lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-    inner = edge = 0
-    at_edge_folder = _folder(module) in EDGE_FOLDERS or module in arch.ENTRY_POINTS or module.startswith(EDGE_PREFIXES)
+    inner = edge = narrow = 0
+    in_edge_folder = _folder(module) in EDGE_FOLDERS
+    at_edge_folder = in_edge_folder or module in arch.ENTRY_POINTS or module.startswith(EDGE_PREFIXES)
     for number, line in enumerate(lines, 1):
         count = line.count("dict[str, Any]")
         if at_edge_folder or number in edge_lines:
             edge += count
         else:
             inner += count
-    return inner, edge
+        if not (in_edge_folder or number in edge_lines):
+            narrow += count
+    return inner, edge, narrow
 
 
 def _choice_name(node: ast.expr) -> str | None:
@@ -171,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     depth, chain = floors(graph)
     pairs = twins(list(modules))
     repeated = repeated_names(paths)
-    inner = edge = 0
+    inner = edge = narrow = 0
     choices: list[str] = []
     foreign: list[str] = []
     for module, path in modules.items():
-        a, b = loose_dicts(path, module)
-        inner, edge = inner + a, edge + b
+        a, b, c = loose_dicts(path, module)
+        inner, edge, narrow = inner + a, edge + b, narrow + c
         found = string_choices(path)
         if module.startswith("orchestrator.workers.adapters.") or module in arch.ENTRY_POINTS:
             foreign += found  # another program's JSON (a CLI's events, the model API's answers)
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"dict[str, Any]:               {inner} (and {edge} at the JSON edges: api/, cli/, dashboard/, entry points, adapters, the status document, to_dict and the like)"
     )
+    print(f"dict[str, Any], narrow edges: {narrow} (only api/, cli/, dashboard/ and to_dict and the like apart)")
     print(
         f"closed choices as strings:    {len(choices)} in {len({c.split(':')[0] for c in choices})} modules "
         f"(and {len(foreign)} of other programs' JSON: the adapters, the worker programs)"
