@@ -290,7 +290,7 @@ def test_plan_with_ai_does_not_ask_the_simulated_worker(tmp_path):
         REQUEST, 5, settings=settings, adapter=SimulatedAdapter(), runner=ProcessRunner(), work_dir=tmp_path / "p", timeout=5
     )
     assert (result.planner, result.tasks) == ("heuristic", heuristic())
-    assert "simulated worker cannot plan" in result.note
+    assert "simulated worker reads no prompt, so it cannot plan" in result.note
     assert not (tmp_path / "p").exists()
 
 

@@ -28,7 +28,7 @@ from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
 from orchestrator.outcomes import RefusalKind
 from orchestrator.process import landlock
-from orchestrator.process.backends import probe
+from orchestrator.process.backends import forget_probes, probe
 
 from .conftest import API_KEY, only_worker
 from .helpers.worktree import make_host
@@ -89,12 +89,12 @@ def backend(request, tmp_path, monkeypatch):
         (fake / "bwrap").write_text(FAILING_BWRAP)
         (fake / "bwrap").chmod(0o755)
         monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    probe.cache_clear()
+    forget_probes()
     support = probe()
     assert support.backend.value == request.param, support  # the fallback is real, not pinned
     yield request.param
     monkeypatch.undo()
-    probe.cache_clear()
+    forget_probes()
 
 
 @pytest.fixture

@@ -342,7 +342,7 @@ def test_on_macos_the_probe_and_the_decision_choose_seatbelt_and_say_it_is_untes
 
     monkeypatch.setattr(backends.sys, "platform", "darwin")
     monkeypatch.setattr(seatbelt, "available", lambda: True)
-    backends.probe.cache_clear()
+    backends.forget_probes()
     try:
         support = backends.probe()
         assert support.available and support.backend is sandbox.Backend.SEATBELT
@@ -355,10 +355,10 @@ def test_on_macos_the_probe_and_the_decision_choose_seatbelt_and_say_it_is_untes
         assert "localhost:41234" in argv[2] or any("41234" in a for a in argv), argv  # the proxy's port, the one way out
         assert backends.probe(backend="landlock").available is False  # Linux's backends are not macOS's
         monkeypatch.setattr(seatbelt, "available", lambda: False)
-        backends.probe.cache_clear()
+        backends.forget_probes()
         assert not backends.probe().available and "sandbox-exec" in backends.probe().reason
     finally:
-        backends.probe.cache_clear()
+        backends.forget_probes()
 
 
 def test_seatbelt_on_linux_is_refused_with_the_choices_that_work():

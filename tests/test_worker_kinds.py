@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api.tasks_openapi import cli_kinds
+from orchestrator.cluster.node import kind_problem
 from orchestrator.config import WORKER_KINDS, load_settings
 from orchestrator.process.admission import MB, Peaks
 from orchestrator.workers import adapters, costs
@@ -23,6 +24,7 @@ from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
 from . import kind_double
+from .conftest import make_settings
 
 
 @pytest.fixture
@@ -103,3 +105,18 @@ def test_the_settings_are_the_one_table_a_new_kind_still_names():
     settings = load_settings(base_dir=Path.cwd(), environ={}, overrides={})
     for kind in auto_order():
         assert settings.get("orchestrator", f"{kind}_command") == kind, f"{kind} has no orchestrator.{kind}_command"
+
+
+def test_each_kind_says_what_program_it_needs_and_a_node_checks_only_what_it_has_set(tmp_path):
+    settings = make_settings(tmp_path, orchestrator={"claude_command": "no-such-claude-xyz", "command": []})
+    assert get_adapter("simulated").configured_program(settings) is None  # this package's own Python
+    assert get_adapter("anthropic").configured_program(settings) is None
+    assert get_adapter("claude").configured_program(settings) == "no-such-claude-xyz"
+    assert get_adapter("command").configured_program(settings) == ""
+    assert "orchestrator.command (an argv list)" in get_adapter("command").unset_program()
+    assert "orchestrator.claude_command" in get_adapter("claude").program_fix()
+    # A node runs the argv the server built: a program it has not set is not its problem; one it has set must be there.
+    assert kind_problem(settings, "command") == ""
+    assert "'no-such-claude-xyz' (orchestrator.claude_command) is not on the workers' PATH" in kind_problem(settings, "claude")
+    assert kind_problem(settings, "simulated") == ""
+    assert kind_problem(settings, "nope").startswith("unknown kind")

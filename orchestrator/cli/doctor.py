@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..workers.adapters import get_adapter
 from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
@@ -375,18 +376,10 @@ def _propose(
     if cli is None:
         return
     orch: dict[str, Any] = {"worker": cli.kind, f"{cli.kind}_command": cli.path}
-    if cli.kind == "claude":
-        tools = list(settings.orchestrator.claude_allowed_tools)
-        if sandboxed and "Bash" not in tools:
-            orch["claude_allowed_tools"] = [*tools, "Bash"]
-        elif not sandboxed and "Bash" not in tools:
-            report.add(
-                "tools",
-                Level.NOTE,
-                "claude workers may run only the listed commands (orchestrator.claude_allowed_tools has no plain Bash); "
-                "doctor adds Bash only where workers run sandboxed",
-                'add "Bash" to orchestrator.claude_allowed_tools if you accept unconfined shell commands',
-            )
+    advice = get_adapter(cli.kind).advice(settings, sandboxed)
+    orch.update(advice.settings)
+    if advice.note:
+        report.add("tools", Level.NOTE, advice.note, advice.fix)
     report.changes["orchestrator"] = {k: v for k, v in orch.items() if settings.get("orchestrator", k) != v}
     env = dict(settings.workers.env)
     names = [*login_facts(cli.kind).variables, *([cli.provider_key] if cli.provider_key else [])]

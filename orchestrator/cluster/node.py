@@ -64,7 +64,7 @@ from ..config import Settings, load_settings
 from ..errors import ConfigError
 from ..process.procscan import machine_memory, process_alive, process_start_id
 from ..process.runner import ProcessRunner, set_parent_death_signal
-from ..workers.adapters import ADAPTERS
+from ..workers.adapters import ADAPTERS, get_adapter
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
 from . import attempt, registry
@@ -84,8 +84,8 @@ def kind_problem(settings: Settings, kind: str) -> str:
     """Why this node cannot run ``kind`` ("" when it can)."""
     if kind not in ADAPTERS:
         return f"unknown kind (known: {', '.join(ADAPTERS)})"
-    if kind == "command" and not settings.orchestrator.command:
-        return ""  # the argv comes from the server's orchestrator.command; a missing program fails that attempt (127)
+    if get_adapter(kind).configured_program(settings) == "":
+        return ""  # not set here: the argv comes from the server's setting; a missing program fails that attempt (127)
     return not_installed(settings, kind)
 
 

@@ -13,7 +13,7 @@ the settings part of the environment.
 
 from __future__ import annotations
 
-from .choice import AUTO_KIND, Select
+from .choice import AUTO_KIND, SIMULATED_KIND, Select
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
 from .keys import ENV_NAME, RESERVED_ENV, Key, Section
 from .schema import (
@@ -43,6 +43,7 @@ from .settings import ENV_PREFIX, Settings, default_base_dir, load_settings
 
 __all__ = [
     "AUTO_KIND",
+    "SIMULATED_KIND",
     "ACCEPTED_ONLY",
     "ENV_NAME",
     "ENV_PREFIX",

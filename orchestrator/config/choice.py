@@ -20,6 +20,8 @@ from ..errors import ConfigError
 from .keys import StrEnum
 
 AUTO_KIND = "auto"  # the worker kind (orchestrator.worker, a role's) that is the first AI CLI on PATH, else simulated
+# The built-in kind that writes placeholders so the orchestrator can be tried offline (its reports say so).
+SIMULATED_KIND = "simulated"
 
 
 class Select(StrEnum):

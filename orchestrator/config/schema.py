@@ -21,7 +21,18 @@ from .prices import ANTHROPIC_PRICES, parse_prices
 # The worker kinds' registry (workers/adapters: one module per kind), spelled here because config/
 # sits below workers/; with each AI CLI's <kind>_command below, the one table a new kind adds to
 # (tests/test_worker_kinds.py fails until it does).
-WORKER_KINDS = (choice.AUTO_KIND, "simulated", "command", "claude", "codex", "gemini", "aider", "ollama", "opencode", "anthropic")
+WORKER_KINDS = (
+    choice.AUTO_KIND,
+    choice.SIMULATED_KIND,
+    "command",
+    "claude",
+    "codex",
+    "gemini",
+    "aider",
+    "ollama",
+    "opencode",
+    "anthropic",
+)
 PLANNERS = ("heuristic", "ai", "auto")
 
 

@@ -374,14 +374,5 @@ def check_kind_runs(settings: Settings, kind: str) -> None:
     missing = worker_kind_missing(settings, kind)
     if not missing:
         return
-    if kind == "command":
-        fix = (
-            "set it in config.yaml, e.g. ./orchestrator.sh config set orchestrator.command "
-            '\'["my-agent", "--prompt-file", "{prompt_file}"]\' (a request never carries a command)'
-        )
-    else:
-        fix = (
-            f"install {kind} (./orchestrator.sh doctor --worker {kind} says how), set orchestrator.{kind}_command "
-            "to its path, or choose another kind with config.worker or orchestrator.worker"
-        )
+    fix = get_adapter(kind).program_fix()
     raise ConfigError(f"worker kind {kind} cannot run here: {missing}; {fix}", key="worker")

@@ -352,10 +352,10 @@ def plan_with_ai(
     the answer's are dropped, with a note, and a fallback plan has none either."""
     if max_tasks <= 1:
         return heuristic_plan(request, max_tasks)
-    if adapter.name == "simulated":
-        return _fallback(
-            request, max_tasks, "the simulated worker cannot plan; set orchestrator.worker to an AI CLI", graph=graph
-        )
+    # A kind that reads no prompt is not asked (one whose program is not set is: its error says what to set).
+    if not adapter.needs_prompt(settings) and adapter.configured_program(settings) != "":
+        why = f"the {adapter.name} worker reads no prompt, so it cannot plan; set orchestrator.worker to an AI CLI"
+        return _fallback(request, max_tasks, why, graph=graph)
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
         prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))

@@ -32,11 +32,20 @@ HOW_TO_FIX = (
 )
 
 
-@functools.lru_cache(maxsize=8)
 def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = None) -> Support:
     """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
     ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
     ``path``: the PATH ``command`` is looked up in (None: this process's)."""
+    return _probe(command, backend, path)  # one answer per arguments, however a caller spells them
+
+
+def forget_probes() -> None:
+    """Probe again on the next call (a test that changes what the machine offers)."""
+    _probe.cache_clear()
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(command: str, backend: str, path: str | None) -> Support:
     if sys.platform == "darwin":
         return _seatbelt(backend)
     if not sys.platform.startswith("linux"):

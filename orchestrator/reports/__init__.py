@@ -35,7 +35,7 @@ from orchestrator.reports.promptshare import prompt_share
 from orchestrator.reports.taskgraph import gate_summary, graph_views
 from orchestrator.reports.timeline import render_timeline_svg, text_marks, timeline_svg_parts  # noqa: F401  (the engine draws it with the reports)
 
-from ..config import Isolation
+from ..config import SIMULATED_KIND, Isolation
 from ..gate_output import failing_gate
 from ..git import conflicts as conflict_text
 
@@ -380,7 +380,7 @@ def _context(
         cost_estimated += w.cost_basis == "estimated"
         if w.cost_note and w.cost_usd is None:
             cost_unknown[w.cost_note] = cost_unknown.get(w.cost_note, 0) + 1
-        simulated += w.kind == "simulated"
+        simulated += w.kind == SIMULATED_KIND
     return {
         "root": root,
         "jobs": jobs,

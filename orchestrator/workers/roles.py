@@ -130,16 +130,13 @@ def worker_kind_missing(settings: Settings, kind: str) -> str:
 
 def not_installed(settings: Settings, kind: str) -> str:
     """Why ``kind`` cannot start here ("" when it can): its program is not on the workers' PATH."""
-    if kind == "simulated" or get_adapter(kind).command_key is None:
-        return ""  # nothing to find on PATH (the simulated kind, a kind that runs this package)
-    if kind == "command":
-        template = settings.orchestrator.command
-        if not template:
-            return "the command kind needs orchestrator.command (an argv list) in config.yaml"
-        program, key = template[0], "orchestrator.command"
-    else:
-        key = f"orchestrator.{kind}_command"
-        program = str(settings.get("orchestrator", f"{kind}_command"))
+    adapter = get_adapter(kind)
+    program = adapter.configured_program(settings)
+    if program is None:
+        return ""  # nothing to find on PATH: the kind runs this package's own Python
+    if not program:
+        return adapter.unset_program()
+    key = adapter.command_key
     if os.sep in program and not os.path.isabs(program):
         return ""  # relative to the worker's folder: found (or not) where it runs
     try:  # the workers' PATH: the orchestrator's helpers (orchestrator-python...) first

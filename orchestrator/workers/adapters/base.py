@@ -170,6 +170,16 @@ def class_of_http_status(status: int | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Advice:
+    """What ``doctor`` suggests for a kind's own settings: ``orchestrator`` keys it would set, and a
+    note with its fix for what it leaves to the user."""
+
+    settings: dict[str, str | list[str]] = field(default_factory=dict)
+    note: str = ""
+    fix: str = ""
+
+
 class Adapter:
     """A worker kind. Builds an argv and parses output; never spawns anything."""
 
@@ -190,6 +200,30 @@ class Adapter:
     # has a habit (Claude Code, aider, opencode). "" for a kind that is no AI.
     co_author_name = ""
     co_author_email = ""
+
+    def configured_program(self, settings: Settings) -> str | None:
+        """The program its workers start as configured (``command_key``'s value), which must be on the
+        workers' PATH: "" when it is not set, None when there is nothing to look for (a kind that
+        runs this package's own Python)."""
+        if self.command_key is None:
+            return None
+        section, _, key = self.command_key.partition(".")
+        return str(settings.get(section, key) or "")
+
+    def unset_program(self) -> str:
+        """Why its workers cannot start while ``configured_program`` is "": what to set."""
+        return f"the {self.name} kind needs {self.command_key} in config.yaml"
+
+    def program_fix(self) -> str:
+        """How to make its missing program available, as a refused job says it."""
+        return (
+            f"install {self.name} (./orchestrator.sh doctor --worker {self.name} says how), set {self.command_key} "
+            "to its path, or choose another kind with config.worker or orchestrator.worker"
+        )
+
+    def advice(self, settings: Settings, sandboxed: bool) -> Advice:
+        """The settings of its own a ready CLI still needs (``doctor``); ``sandboxed``: its workers run in the sandbox."""
+        return Advice()
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         raise NotImplementedError

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 from . import transcript
-from .base import ANTHROPIC_ERROR_CLASSES, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .base import ANTHROPIC_ERROR_CLASSES, Advice, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 from .kind import Login, LoginAnswer, LoginFacts, StoredLogin, WorkerKind, run_probe
 
 # Result subtypes that a retry would only repeat.
@@ -103,6 +103,19 @@ class ClaudeAdapter(AICLIAdapter):
         # Its temporary files (under CLAUDE_CODE_TMPDIR/claude): unset, the process's TMPDIR.
         PathSetting("CLAUDE_CODE_TMPDIR", PathUse.TMP),
     )
+
+    def advice(self, settings: Settings, sandboxed: bool) -> Advice:
+        """Plain Bash among the allowed tools where workers run sandboxed, so the tests can run; unconfined, only a note."""
+        tools = list(settings.orchestrator.claude_allowed_tools)
+        if "Bash" in tools:
+            return Advice()
+        if sandboxed:
+            return Advice({"claude_allowed_tools": [*tools, "Bash"]})
+        return Advice(
+            note="claude workers may run only the listed commands (orchestrator.claude_allowed_tools has no plain Bash); "
+            "doctor adds Bash only where workers run sandboxed",
+            fix='add "Bash" to orchestrator.claude_allowed_tools if you accept unconfined shell commands',
+        )
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         argv = [self.program(ctx), "-p", "--output-format", "stream-json", "--verbose"]

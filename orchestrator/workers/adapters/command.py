@@ -36,6 +36,19 @@ class CommandAdapter(Adapter):
         values = dict(zip(PLACEHOLDERS, (ctx.prompt, str(ctx.prompt_file), str(ctx.worker_dir), ctx.task, model_of(ctx))))
         return [_fill(part, values) for part in template]
 
+    def configured_program(self, settings: Settings) -> str:
+        template = settings.orchestrator.command
+        return template[0] if template else ""
+
+    def unset_program(self) -> str:
+        return "the command kind needs orchestrator.command (an argv list) in config.yaml"
+
+    def program_fix(self) -> str:
+        return (
+            "set it in config.yaml, e.g. ./orchestrator.sh config set orchestrator.command "
+            '\'["my-agent", "--prompt-file", "{prompt_file}"]\' (a request never carries a command)'
+        )
+
     def needs_prompt(self, settings: Settings) -> bool:
         return any("{prompt" in part for part in settings.orchestrator.command)
 

@@ -9,13 +9,14 @@ command an AI worker would use.
 from __future__ import annotations
 
 from ... import protocol
+from ...config import SIMULATED_KIND
 from ...process.interpreter import package_argv
 from .base import Adapter, WorkerContext
 from .kind import WorkerKind
 
 
 class SimulatedAdapter(Adapter):
-    name = "simulated"
+    name = SIMULATED_KIND
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         goal = ["--goal", ctx.goal] if ctx.goal else []
