@@ -33,8 +33,9 @@ CHOICE_NAMES = {
 EDGE_FUNCTION = re.compile(r"(^|_)(to_dict|from_dict|as_dict|to_json|from_json|doc|document|payload|body|json|schema)s?($|_)")
 EDGE_FOLDERS = {"api", "cli", "dashboard"}
 # Modules whose dicts are other programs' JSON or a response body: the worker kinds' adapters (each
-# CLI's own output, the model API's tool schemas) and the API's status document.
-EDGE_PREFIXES = ("orchestrator.workers.adapters.", "orchestrator.reports.status_document")
+# CLI's own output), the anthropic worker's tools (the model API's tool schemas and tool calls) and
+# the API's status document.
+EDGE_PREFIXES = ("orchestrator.workers.adapters.", "orchestrator.workers.agent_tools", "orchestrator.reports.status_document")
 
 
 def _folder(module: str) -> str:

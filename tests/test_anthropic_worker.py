@@ -22,7 +22,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.adapters import get_adapter
 from orchestrator.workers.adapters.anthropic import prices_for
-from orchestrator.workers.adapters.anthropic_tools import Tools
+from orchestrator.workers.agent_tools import Tools
 
 from . import net_guard
 from .conftest import ROOT, explain, make_settings, only_worker, run_job, three_files_in_worktrees, wait_until

@@ -1,7 +1,7 @@
 """``python -m orchestrator.workers.anthropic_worker``: the ``anthropic`` worker kind's program.
 
 An agentic loop on the Anthropic Messages API through the official SDK: each turn is one
-streamed request; its tool_use blocks run here (orchestrator/workers/adapters/anthropic_tools.py: files,
+streamed request; its tool_use blocks run here (orchestrator/workers/agent_tools.py: files,
 search, a command, a child job, all inside the worker's folder) and go back as tool_result
 blocks, until the model answers without a tool call or ``--max-turns`` is reached.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .adapters.anthropic_tools import TOOL_SPECS, Tools
+from .agent_tools import TOOL_SPECS, Tools
 
 SYSTEM_PROMPT = (
     "You are a coding agent working on one subtask in your own working folder. "

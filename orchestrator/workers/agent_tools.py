@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ... import protocol
+from .. import protocol
 
 READ_LIMIT = 4 * 1024 * 1024  # bytes of a file read_file and search look at
 LIST_LIMIT = 2000  # entries list_files returns
