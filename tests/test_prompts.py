@@ -12,6 +12,7 @@ from orchestrator.workers.prompts import (
     MAX_SUBTASKS,
     MIN_SUBTASKS,
     SPAWN_COMMAND,
+    PromptFacts,
     check_template,
     prompt_template_path,
     render_planner_prompt,
@@ -41,7 +42,8 @@ def prompt(**kw):
         children_left=3,
     )
     args.update(kw)
-    return render_worker_prompt(**args)
+    template, shared = args.pop("template", None), args.pop("shared", None)
+    return render_worker_prompt(PromptFacts(**args), template=template, shared=shared)
 
 
 def test_prompt_states_the_task_the_request_and_the_siblings():

@@ -14,7 +14,7 @@ from orchestrator.models import JobRecord, TaskNode, WorkerRecord
 from orchestrator.workers import roles
 from orchestrator.workers.adapters import get_adapter
 from orchestrator.workers.adapters.base import WorkerContext
-from orchestrator.workers.prompts import render_worker_prompt
+from orchestrator.workers.prompts import PromptFacts, render_worker_prompt
 
 from .conftest import fake_command, make_settings
 
@@ -131,7 +131,9 @@ def render(**kw):
         worker_id="worker_1",
         children_left=0,
     )
-    return render_worker_prompt(**{**args, **kw})
+    args.update(kw)
+    template = args.pop("template", None)
+    return render_worker_prompt(PromptFacts(**args), template=template)
 
 
 def test_a_roles_preamble_comes_first_in_the_prompt_and_the_rest_is_unchanged():

@@ -19,7 +19,7 @@ from ..process.interpreter import python_executable
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
 from .caches import ENV_READ, cache_env
-from .prompts import SharedText, check_template, prompt_template_path, render_worker_prompt
+from .prompts import PromptFacts, SharedText, check_template, prompt_template_path, render_worker_prompt
 from .sharedcontext import SharedContexts
 
 SPAWN_BIN = str(Path(__file__).resolve().parent.parent / "bin")  # holds orchestrator-spawn and orchestrator-lock
@@ -248,7 +248,7 @@ def worker_prompt(
     (roles.preamble), its subtask, its context, and how (and whether) to recurse."""
     cfg = job.config
     node = node_of(job, rec)
-    return render_worker_prompt(
+    facts = PromptFacts(
         task=rec.task,
         goal=job.goal,
         request=job.request,
@@ -262,7 +262,6 @@ def worker_prompt(
         worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),
         timeout=rec.timeout or cfg.default_timeout,  # a candidate's own, else the job's
-        template=template,
         kind_no_spawn=get_adapter(rec.kind).no_spawn_reason,
         branch=f"{branch_prefix}{rec.root_id}/{rec.name}" if cfg.isolation == Isolation.WORKTREE else None,
         role=rec.role,
@@ -270,8 +269,8 @@ def worker_prompt(
         before=_prerequisites(job, rec) if any(n.depends_on for n in job.nodes) else None,
         task_ids=[n.id for n in job.nodes] if len(job.nodes) == len(job.tasks) else None,
         context=_context(node),
-        shared=shared,
     )
+    return render_worker_prompt(facts, template=template, shared=shared)
 
 
 def job_spawns(job: JobRecord, api_url: str | None) -> bool:

@@ -74,43 +74,48 @@ SIBLING_CHARS = 300  # each is context only, so it is shortened past this
 MAX_TASK_CHARS = 2000  # longest subtask the AI planner may propose
 
 
-def render_worker_prompt(
-    *,
-    task: str,
-    goal: str | None = None,
-    request: str,
-    siblings: list[str],
-    index: int,
-    depth: int,
-    max_recursion_depth: int,
-    recursion_enabled: bool,
-    worker_dir: str,
-    job_id: str,
-    worker_id: str,
-    children_left: int,
-    timeout: float | None = None,
-    template: Path | None = None,
-    kind_no_spawn: str = "",
-    branch: str | None = None,
-    role: str | None = None,
-    preamble: str = "",
-    before: list[int] | None = None,
-    task_ids: Sequence[str] | None = None,
-    context: dict[str, Any] | None = None,
-    shared: SharedText | None = None,
-) -> str:
-    """The prompt of one AI worker. ``siblings`` is every subtask of the job (this one
+@dataclass(frozen=True)
+class PromptFacts:
+    """What one AI worker's prompt says. ``siblings`` is every subtask of the job (this one
     included) and ``index`` this subtask's 1-based position in it; ``task_ids`` their ids
     (default ``t1``, ``t2``...). ``timeout``: the worker's seconds per attempt, the shell-tool
-    timeout its spawn call needs. ``template``: a user's template file instead of the shipped
-    one; ConfigError if it is missing or broken. ``role``/``preamble``: the task's role and what
-    it tells the worker first. ``before``: the 1-based positions of the subtasks it waits on (a
-    task graph's prerequisites), done before it. ``context``: a candidate's own context object.
-    ``shared``: the job's shared context block (workers/sharedcontext.py); without it one is rendered
-    from these arguments (no repository summary, no conventions), so the prompt is whole."""
+    timeout its spawn call needs. ``kind_no_spawn``: why its kind can never start a child job ("":
+    it can). ``role``/``preamble``: the task's role and what it tells the worker first. ``before``:
+    the 1-based positions of the subtasks it waits on (a task graph's prerequisites; None: the job
+    is no graph). ``context``: a candidate's own context object (the user's JSON)."""
+
+    task: str
+    request: str
+    siblings: list[str]
+    index: int
+    depth: int
+    max_recursion_depth: int
+    recursion_enabled: bool
+    worker_dir: str
+    job_id: str
+    worker_id: str
+    children_left: int
+    goal: str | None = None
+    timeout: float | None = None
+    kind_no_spawn: str = ""
+    branch: str | None = None
+    role: str | None = None
+    preamble: str = ""
+    before: list[int] | None = None
+    task_ids: Sequence[str] | None = None
+    context: dict[str, Any] | None = None
+
+
+def render_worker_prompt(facts: PromptFacts, *, template: Path | None = None, shared: SharedText | None = None) -> str:
+    """The prompt of one AI worker. ``template``: a user's template file instead of the shipped
+    one; ConfigError if it is missing or broken. ``shared``: the job's shared context block
+    (workers/sharedcontext.py); without it one is rendered from ``facts`` (no repository summary,
+    no conventions), so the prompt is whole."""
+    task, goal, request, siblings, index, depth = facts.task, facts.goal, facts.request, facts.siblings, facts.index, facts.depth
+    before, branch, context = facts.before, facts.branch, facts.context
     if siblings and not 1 <= index <= len(siblings):
         raise ValueError(f"index {index} is outside the job's {len(siblings)} subtask(s)")
-    ids = list(task_ids) if task_ids is not None else [f"t{n}" for n in range(1, len(siblings) + 1)]
+    ids = list(facts.task_ids) if facts.task_ids is not None else [f"t{n}" for n in range(1, len(siblings) + 1)]
     own_id = ids[index - 1] if siblings else None
     done = set(before or ())
     before_ids = list(dict.fromkeys(ids[n - 1] for n in sorted(done) if 1 <= n <= len(ids) and ids[n - 1] != own_id))
@@ -121,11 +126,13 @@ def render_worker_prompt(
         if number not in done and ids[number - 1] != own_id  # a candidate's fellow candidates are its own task
     ]
     # A worker kind without a shell tool (aider) can never run the spawn command: its reason first.
-    reason = kind_no_spawn or _no_spawn_reason(recursion_enabled, depth, max_recursion_depth, children_left)
+    reason = facts.kind_no_spawn or _no_spawn_reason(
+        facts.recursion_enabled, depth, facts.max_recursion_depth, facts.children_left
+    )
     if shared is None:
         shared = SharedText(
             render_shared_context(
-                job_id=job_id,
+                job_id=facts.job_id,
                 request=request,
                 goal=goal,
                 tasks=[{"id": i, "text": t, "after": []} for i, t in zip(ids, siblings)],
@@ -158,21 +165,21 @@ def render_worker_prompt(
         "before_ids": before_ids,
         "graph": before is not None,  # the job is a task graph: not every other subtask runs beside this one
         "depth": depth,
-        "max_depth": max_recursion_depth,
-        "recursion_enabled": recursion_enabled,
-        "children_left": children_left,
+        "max_depth": facts.max_recursion_depth,
+        "recursion_enabled": facts.recursion_enabled,
+        "children_left": facts.children_left,
         "can_spawn": not reason,
         "no_spawn_reason": reason,
         "spawn_command": SPAWN_COMMAND,
-        "spawn_timeout_ms": spawn_timeout_ms(timeout),
+        "spawn_timeout_ms": spawn_timeout_ms(facts.timeout),
         "min_subtasks": MIN_SUBTASKS,
         "max_subtasks": MAX_SUBTASKS,
-        "worker_dir": worker_dir,
-        "job_id": job_id,
-        "worker_id": worker_id,
+        "worker_dir": facts.worker_dir,
+        "job_id": facts.job_id,
+        "worker_id": facts.worker_id,
         "branch": branch,
-        "role": role,
-        "preamble": preamble.strip(),
+        "role": facts.role,
+        "preamble": facts.preamble.strip(),
     }
     return _render(WORKER_TEMPLATE, template, values)
 
