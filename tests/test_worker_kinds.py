@@ -99,12 +99,19 @@ def test_a_registered_kind_s_hosts_are_its_sandbox_s_network_defaults_and_its_al
 
 
 def test_the_settings_are_the_one_table_a_new_kind_still_names():
-    # config/ sits below workers/ (tests/test_architecture.py), so orchestrator.worker's choices and
-    # each CLI's <kind>_command setting are spelled in config/schema.py; these keep them the registry's.
-    assert sorted(WORKER_KINDS) == sorted(["auto", *ADAPTERS])
+    # Every setting is declared in config/schema.py, below workers/ (tests/test_architecture.py): a
+    # kind's name among orchestrator.worker's choices and a CLI kind's <kind>_command are settings
+    # users read in config.template.yaml, so a new kind adds them there; these keep them the registry's.
+    missing = sorted(set(ADAPTERS) - set(WORKER_KINDS))
+    assert not missing, f"add {missing} to WORKER_KINDS in orchestrator/config/schema.py"
+    assert sorted(WORKER_KINDS) == sorted(["auto", *ADAPTERS]), "WORKER_KINDS names a kind no module declares"
     settings = load_settings(base_dir=Path.cwd(), environ={}, overrides={})
     for kind in auto_order():
-        assert settings.get("orchestrator", f"{kind}_command") == kind, f"{kind} has no orchestrator.{kind}_command"
+        assert hasattr(settings.orchestrator, f"{kind}_command"), (
+            f'add `{kind}_command: str = setting({kind!r}, "path or name of the {kind} CLI")` to OrchestratorSettings '
+            "in orchestrator/config/schema.py, then regenerate config.template.yaml (python -m orchestrator config --template)"
+        )
+        assert settings.get("orchestrator", f"{kind}_command") == kind
 
 
 def test_each_kind_says_what_program_it_needs_and_a_node_checks_only_what_it_has_set(tmp_path):
