@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ..config.schema import SandboxBackendChoice
 from . import landlock, seatbelt
 from .sandbox import PROBE_TIMEOUT, Backend, SandboxSpec, Support
 
@@ -33,7 +34,7 @@ HOW_TO_FIX = (
 
 
 @functools.lru_cache(maxsize=8)
-def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = None) -> Support:
+def probe(command: str = "bwrap", *, backend: str = SandboxBackendChoice.AUTO, path: str | None = None) -> Support:
     """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
     ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
     ``path``: the PATH ``command`` is looked up in (None: this process's)."""
@@ -46,7 +47,7 @@ def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = N
             None, "workers.sandbox_backend: seatbelt is macOS's sandbox-exec; on Linux choose auto, bubblewrap or landlock"
         )
     abi = landlock.abi()
-    wanted = Backend(backend) if backend != "auto" else None
+    wanted = Backend(backend) if backend != SandboxBackendChoice.AUTO else None
     if wanted is not Backend.LANDLOCK:
         found = _bubblewrap(command, path)
         if found.available or wanted is Backend.BUBBLEWRAP:
@@ -64,7 +65,7 @@ def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = N
 
 def _seatbelt(backend: str) -> Support:
     """macOS: Seatbelt (``/usr/bin/sandbox-exec``) where it is, for ``auto`` and ``seatbelt``."""
-    if backend not in ("auto", Backend.SEATBELT.value):
+    if backend not in (SandboxBackendChoice.AUTO, SandboxBackendChoice.SEATBELT):
         return Support(None, f"workers.sandbox_backend: {backend} is Linux's; on macOS choose auto or seatbelt")
     if not seatbelt.available():
         return Support(None, f"macOS without {seatbelt.SANDBOX_EXEC}: workers run unconfined")
