@@ -11,7 +11,25 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Any
+
+
+class EventType(str, Enum):
+    """What an event is about, and the SSE stream's event names (``GET /jobs/{id}/events``):
+    a job's or a worker's change on the bus; ``end`` only on the stream, once the job is over.
+    A member is its value in f-strings too (config.keys.StrEnum's rule, which the API client
+    cannot import: the config package brings yaml)."""
+
+    JOB = "job"
+    WORKER = "worker"
+    END = "end"  # the stream's last event (api/routes.py), never published on the bus
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +38,7 @@ class Event:
 
     seq: int
     time: float
-    type: str  # "job" or "worker"
+    type: EventType  # JOB or WORKER
     root_id: str
     job_id: str
     status: str

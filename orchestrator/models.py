@@ -189,7 +189,7 @@ class Round:
     started_at: float
     first_attempt: int  # the number of the round's first attempt in ``WorkerRecord.attempts``
     resumed_session: str | None = None  # the CLI session it resumed; None: a new session with a prompt
-    state: str = "running"  # "running", then the round's worker status (success, failed, timeout, cancelled)
+    state: str = WorkerStatus.RUNNING.value  # running, then the round's worker status (success, failed, timeout, cancelled)
     ended_at: float | None = None
     exit_reason: str | None = None
     cost_usd: float | None = None  # what the round's attempts cost (also in the worker's cost_usd)

@@ -39,6 +39,7 @@ from orchestrator.api.wire import (
     _Response,
     loads,
 )
+from orchestrator.events import EventType
 
 __all__ = ["OrchestratorClient", "TERMINAL"]
 
@@ -119,7 +120,7 @@ class OrchestratorClient(ApiClient):
                     got_any = True
                     last = event["id"]
                     yield event
-                    if event["event"] == "end":
+                    if event["event"] == EventType.END:
                         return
             except _TRANSPORT_ERRORS as exc:
                 log.debug("event stream for %s dropped (%s); reconnecting", job_id, type(exc).__name__)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..cluster.registry import NODES_SCHEMA
 from ..config import AUTO_KIND, Isolation, MergeStrategy, choice, quality
+from ..events import EventType
 from ..git.diffs import MAX_BYTES_CEILING
 from ..models import JobStatus
 from .approval_openapi import approval_paths, approval_schemas
@@ -355,7 +356,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "id": {"type": "string"},
-                                "event": {"type": "string", "enum": ["job", "worker", "end"]},
+                                "event": {"type": "string", "enum": [t.value for t in EventType]},
                                 "data": {"type": "string"},
                                 "retry": {"type": "integer"},
                             },

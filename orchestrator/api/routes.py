@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
 from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, Unavailable, ValidationError
+from ..events import EventType
 from ..index import IndexUnavailable
 from ..index import rows as index_rows
 from ..models import JobRecord, JobStatus
@@ -422,7 +423,7 @@ def _event_stream(engine: Engine, job_id: str, last: int, deadline: float) -> It
     while True:
         job = engine.queries.get_job(job_id)
         if job.status.terminal and not engine.events.since(root, last):
-            yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
+            yield f"event: {EventType.END}\ndata: {json.dumps({'job_id': job_id, 'status': job.status.value})}\n\n"
             return
         remaining = deadline - time.monotonic()
         batch = engine.events.wait(root, last, max(0.0, min(15.0, remaining)))

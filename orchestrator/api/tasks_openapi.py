@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import MergeStrategy, choice
+from ..selection.candidates import TaskStatus
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 # Kage Bunshin's order: its default (theirs, api/tasks_routes.py's DEFAULT_STRATEGY) first, then the others as git.merge_strategy lists them.
 STRATEGIES = tuple(sorted((m.value for m in MergeStrategy), key=lambda m: m != MergeStrategy.THEIRS))
-TASK_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+TASK_STATUSES = tuple(status.value for status in TaskStatus)
 ROOT_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9a-f]{12}$"}}
 STRATEGY = {"type": "string", "enum": list(STRATEGIES)}
 NOT_BLANK = r"[^\s\x1c-\x1f\x85]"  # as openapi.NOT_BLANK: the server strips with Python's str.strip

@@ -32,7 +32,7 @@ from ..config.choice import MAX_CANDIDATES, TIMEOUT, parse_candidate
 from ..errors import InvalidParameter, JobNotFound, ValidationError
 from ..index import IndexUnavailable
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..selection.candidates import task_outcome
+from ..selection.candidates import TaskStatus, task_outcome
 from ..workspace.filesystem import atomic_write
 from ..workspace.ids import root_of
 from .catalogue import TASK_EXAMPLE
@@ -66,18 +66,18 @@ NAMES_FILE = "task_api.json"  # in the tree's state folder: the cli_names as the
 HEARTBEAT = 1.0  # seconds between the progress stream's heartbeats (Kage Bunshin's interval)
 EXAMPLE = json.dumps(TASK_EXAMPLE)
 _WORKER_STATUS = {
-    WorkerStatus.PENDING: "pending",
-    WorkerStatus.RUNNING: "running",
-    WorkerStatus.SUCCESS: "completed",
-    WorkerStatus.RECURSIVE_SUCCESS: "completed",
+    WorkerStatus.PENDING: TaskStatus.PENDING,
+    WorkerStatus.RUNNING: TaskStatus.RUNNING,
+    WorkerStatus.SUCCESS: TaskStatus.COMPLETED,
+    WorkerStatus.RECURSIVE_SUCCESS: TaskStatus.COMPLETED,
     # Exited 0 (its work merged), but a child job it started did not complete: Kage Bunshin's
     # statuses have no word for missing work, and "completed" would say it is done; worker_status
     # says child_incomplete.
-    WorkerStatus.CHILD_INCOMPLETE: "failed",
-    WorkerStatus.FAILED: "failed",
-    WorkerStatus.TIMEOUT: "failed",
-    WorkerStatus.CANCELLED: "cancelled",
-    WorkerStatus.SKIPPED: "cancelled",
+    WorkerStatus.CHILD_INCOMPLETE: TaskStatus.FAILED,
+    WorkerStatus.FAILED: TaskStatus.FAILED,
+    WorkerStatus.TIMEOUT: TaskStatus.FAILED,
+    WorkerStatus.CANCELLED: TaskStatus.CANCELLED,
+    WorkerStatus.SKIPPED: TaskStatus.CANCELLED,
 }
 
 
@@ -158,7 +158,7 @@ def merge(task_id: str) -> Response:
         {
             "task_id": task_id,
             "strategy": merged.get("strategy", strategy),
-            "success": task["status"] == "completed",
+            "success": task["status"] == TaskStatus.COMPLETED,
             "commit": merged.get("result_commit"),
             "branch": merged.get("result_ref"),
             "conflicts": merged.get("conflicts", []),
@@ -207,7 +207,7 @@ def _stats() -> dict[str, Any]:
     found = _engine().index.stats()
     by_status = dict.fromkeys(TASK_STATUSES, 0)
     for outcome, count in found["outcomes"].items():
-        by_status[outcome if outcome in by_status else "failed"] += count
+        by_status[outcome if outcome in by_status else TaskStatus.FAILED.value] += count
     return {"total": sum(by_status.values()), "by_status": by_status, "clis": found["root_runs"], "live": _engine().counts()}
 
 
@@ -231,7 +231,7 @@ def task_doc(job: JobRecord, workers: list[WorkerRecord], names: list[str] | Non
     }
 
 
-def task_status(job: JobRecord, workers: list[WorkerRecord]) -> str:
+def task_status(job: JobRecord, workers: list[WorkerRecord]) -> TaskStatus:
     """The task status of a root job (pending, running, completed, failed or cancelled:
     candidates.task_outcome); ``workers``: its own."""
     candidates = [w for w in workers if w.candidate is not None]

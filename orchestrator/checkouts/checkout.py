@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..config.keys import StrEnum
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
 
@@ -135,6 +136,14 @@ class Worktrees(Protocol):
         ...
 
 
+class CheckoutKind(StrEnum):
+    """A checkout's ``name``, and what ``worktree.make_checkout`` is asked for."""
+
+    ISOLATED = "isolated"  # the engine's: each job's config.isolation chooses folder or worktree
+    FOLDER = "folder"
+    WORKTREE = "worktree"
+
+
 class Checkout(ABC):
     """Prepares, resets, inspects and cleans up worker directories (see the module docstring)."""
 
@@ -205,7 +214,7 @@ class Checkout(ABC):
 class FolderCheckout(Checkout):
     """A plain folder per worker in the workspace, kept as it is between attempts."""
 
-    name = "folder"
+    name = CheckoutKind.FOLDER
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace

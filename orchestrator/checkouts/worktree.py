@@ -88,7 +88,7 @@ from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import untouched
 from .bootstrap import Bootstrap, EnvFor
-from .checkout import Changes, Checkout, FolderCheckout, RemoveTree
+from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout, RemoveTree
 
 log = logging.getLogger("orchestrator.worktree")
 
@@ -103,7 +103,7 @@ MAX_FILES = 500  # files_changed listed per worker
 class WorktreeCheckout(Checkout):
     """A git worktree per worker on its own branch (see the module docstring)."""
 
-    name = "worktree"
+    name = CheckoutKind.WORKTREE
 
     def __init__(self, workspace: Workspace, settings: Settings, repo: Path, env: EnvFor | None = None) -> None:
         self.workspace = workspace
@@ -817,7 +817,7 @@ class IsolatedCheckout(Checkout):
     """The engine's Checkout: each job's workers go to the checkout its ``isolation`` names
     (folder or worktree; ``auto`` was resolved at submission)."""
 
-    name = "isolated"
+    name = CheckoutKind.ISOLATED
 
     def __init__(self, folder: FolderCheckout, worktree_for: WorktreeFactory) -> None:
         self.folder = folder
@@ -922,11 +922,13 @@ def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tu
     return Isolation.WORKTREE, f"isolation auto: worktree, because {host.reason}"
 
 
-def make_checkout(settings: Settings, workspace: Workspace, kind: str = "isolated", env: EnvFor | None = None) -> Checkout:
+def make_checkout(
+    settings: Settings, workspace: Workspace, kind: str = CheckoutKind.ISOLATED, env: EnvFor | None = None
+) -> Checkout:
     """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
     folder, or a git worktree per worker); "folder" forces today's folders for every job.
     ``env``: a worker's environment, which a worktree's git.setup and git.teardown run with."""
-    if kind == "isolated":
+    if kind == CheckoutKind.ISOLATED:
         return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace, env))
     if kind == FolderCheckout.name:
         return FolderCheckout(workspace)

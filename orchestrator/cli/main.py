@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,13 @@ STATUS_EXITS = (
     "Exit 0 completed, 3 partial, 1 failed, 4 cancelled, 6 completed or partial but no worker changed a file, "
     "7 waiting for approval, 8 still pending or running (quick-start's codes, and 8); 2 bad input or an unknown job."
 )
+
+
+class ConfigAction(str, Enum):
+    """``config``'s optional action (cli/configure.py): without one it prints the settings."""
+
+    GET = "get"  # print one value
+    SET = "set"  # change config.yaml (checked first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +139,10 @@ def _parser() -> argparse.ArgumentParser:
         help="print the effective settings (and where they came from); get SECTION.KEY; set SECTION.KEY VALUE ...",
     )
     config.add_argument(
-        "action", nargs="?", choices=("get", "set"), help="get: print one value; set: change config.yaml (checked first)"
+        "action",
+        nargs="?",
+        choices=[a.value for a in ConfigAction],
+        help="get: print one value; set: change config.yaml (checked first)",
     )
     config.add_argument("items", nargs="*", metavar="KEY [VALUE]", help="SECTION.KEY (get), SECTION.KEY VALUE pairs (set)")
     config.add_argument("--template", action="store_true", help="print config.template.yaml (every key, its default and comment)")
@@ -422,11 +433,12 @@ def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
     """The current records of the workers ``events`` name, in the order they were named; a
     job's event brings its subtree's workers (a new child job's pending workers)."""
     from ..errors import OrchestratorError
+    from ..events import EventType
 
     found: dict[str, Any] = {}
     for event in events:
         try:
-            if event.type == "worker":
+            if event.type == EventType.WORKER:
                 key = f"depth_{event.depth}_{event.worker}"
                 if key not in found:
                     found[key] = engine.queries.find_worker(event.job_id, event.depth, event.worker)
@@ -580,7 +592,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.action is not None:
         from .configure import cmd_config_get, cmd_config_set
 
-        return (cmd_config_get if args.action == "get" else cmd_config_set)(args)
+        return (cmd_config_get if args.action == ConfigAction.GET else cmd_config_set)(args)
     if args.template:
         from ..config import render_template
 
@@ -610,6 +622,8 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from ..config import MergeStrategy
+
     answer = _client(args).merge(args.job_id, strategy=args.strategy, into=args.into)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -619,11 +633,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"job {answer['job_id']}: the merge failed: {merge['error']}")
         return RET_FAILED
     print(_merge_lines(answer["job_id"], merge))
-    return RET_OK if not merge.get("skipped") or merge.get("strategy") == "manual" else RET_PARTIAL
+    return RET_OK if not merge.get("skipped") or merge.get("strategy") == MergeStrategy.MANUAL else RET_PARTIAL
 
 
 def cmd_continue(args: argparse.Namespace) -> int:
     """Start a continue round, then (unless --no-wait) wait for its end and say what it did."""
+    from ..models import WorkerStatus  # a round's state: running, then its worker status
+
     client = _client(args)
     started = client.continue_worker(args.job_id, args.worker, args.feedback)
     number = started["round"]["number"]
@@ -647,7 +663,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         entry = next((w for w in (doc.get("results") or {}).get("tasks") or [] if w.get("worker_id") == started["worker"]), None)
         rounds = (entry or {}).get("rounds") or []
         found = next((r for r in rounds if r.get("number") == number), None)
-        if found is not None and found.get("state") != "running":
+        if found is not None and found.get("state") != WorkerStatus.RUNNING:
             break
         time.sleep(1.0)
     else:
@@ -668,7 +684,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         cost = f", ${found['cost_usd']:.4f}" if found.get("cost_usd") is not None else ""
         print(f"round {number}: {found['state']} ({found.get('exit_reason')}{cost})")
         print(found.get("merge_note") or "")
-    return RET_OK if found["state"] == "success" and found.get("result_commit") else RET_FAILED
+    return RET_OK if found["state"] == WorkerStatus.SUCCESS and found.get("result_commit") else RET_FAILED
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

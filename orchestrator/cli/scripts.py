@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..errors import EXIT_BY_STATUS, EXIT_UNREACHABLE
+from ..events import EventType
 from ..models import JobStatus
 
 if TYPE_CHECKING:
@@ -263,7 +264,7 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
     if doc["status"] == JobStatus.WAITING:  # its stream would end only once someone decides
         return doc
     for event in client.events(job_id):
-        if event["event"] == "end":
+        if event["event"] == EventType.END:
             break
         view.event(event["data"])
         data = event["data"]

@@ -44,7 +44,7 @@ from ..process.supervisor import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from ..workspace.filesystem import atomic_write
 from .connect import SOCKET_TIMEOUT
-from .leases import NODE_OWN, AttemptSpec, Leases, read_secret_file
+from .leases import NODE_OWN, AttemptSpec, ControlAction, Leases, read_secret_file
 from .names import Names
 
 log = logging.getLogger("orchestrator.node")
@@ -260,7 +260,7 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
         return code
-    note = stop.reason if stop.reason and stop.reason != "terminate" else ""
+    note = stop.reason if stop.reason and stop.reason != ControlAction.TERMINATE else ""
     _report(ops, spec, ctx, code, handle.kill_rung, note, cap, exited_at)
     return code
 
@@ -317,10 +317,10 @@ def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: thread
         except (redis.ConnectionError, redis.TimeoutError):
             done.wait(CONTROL_WAIT)
             continue
-        if not message or message.get("action") != "terminate" or int(message.get("token", -1)) != spec.token:
+        if not message or message.get("action") != ControlAction.TERMINATE or int(message.get("token", -1)) != spec.token:
             continue
         signum = int(message.get("signal") or signal.SIGTERM)
-        stop.request("terminate", signum, float(message.get("grace", ctx.settings.workers.kill_grace)))
+        stop.request(ControlAction.TERMINATE, signum, float(message.get("grace", ctx.settings.workers.kill_grace)))
 
 
 def _code(handle: ProcessHandle) -> int:

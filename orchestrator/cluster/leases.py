@@ -65,6 +65,12 @@ class NodeEvent(StrEnum):
     ENDED = "ended"
 
 
+class ControlAction(StrEnum):
+    """What the server asks of the node running an attempt (a control message's ``action``)."""
+
+    TERMINATE = "terminate"  # run the kill ladder (``Leases.terminate``)
+
+
 RQ_FUNCTION = "orchestrator.cluster.attempt.run"  # what a node runs for an attempt: run(attempt_id, token)
 # RQ's jobs are JSON, never pickle: a pickle from Redis would run whatever code wrote it. A node also
 # refuses any job whose function is not RQ_FUNCTION (cluster/node.py).
@@ -359,7 +365,7 @@ class Leases:
 
     def terminate(self, attempt_id: str, token: int, signal: int, grace: float) -> None:
         """Ask the node that runs the attempt to run the kill ladder (first ``signal``, then SIGKILL)."""
-        message = json.dumps({"action": "terminate", "token": token, "signal": signal, "grace": grace})
+        message = json.dumps({"action": ControlAction.TERMINATE, "token": token, "signal": signal, "grace": grace})
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.names.control(attempt_id), message)
         pipe.expire(self.names.control(attempt_id), 86400)

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 RECHECK = 1.0  # seconds: the longest a waiter sleeps between tries (a lost pub/sub message)
 LISTEN_TICK = 0.25  # seconds the listener blocks on its socket before looking at close() (no Redis traffic)
 SUBSCRIBE_WAIT = 5.0  # seconds the constructor waits for the listener's subscription
+# Redis's pub/sub protocol, not ours: the ``type`` of a message redis-py's PubSub.get_message returns
+# (Redis's push replies: subscribe, unsubscribe, message, pmessage, ...).
+REDIS_SUBSCRIBED = "subscribe"  # the server confirmed a SUBSCRIBE
+REDIS_MESSAGE = "message"  # a PUBLISH on a subscribed channel
 
 # The index's PTTL (KEYS[1]), then each lock key's value (or false) and PTTL: one round trip.
 _READ = """
@@ -287,10 +291,10 @@ class RedisPathLocks:
                 message = pubsub.get_message(timeout=LISTEN_TICK)
                 if message is None:
                     continue
-                if message["type"] == "subscribe":
+                if message["type"] == REDIS_SUBSCRIBED:
                     self._subscribed.set()
                     self._wake()  # (re)subscribed: what was published meanwhile is lost, so try again
-                elif message["type"] == "message":
+                elif message["type"] == REDIS_MESSAGE:
                     self._wake()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.debug("lock listener lost %s: %s", self.where, exc)

@@ -9,23 +9,30 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from .keys import StrEnum
 
-# What an endpoint may subscribe to; "*" is every one of them (webhooks/event_types.py derives them).
-EVENTS = (
-    "job.started",
-    "job.completed",
-    "job.partial",
-    "job.failed",
-    "job.cancelled",
-    "job.waiting",
-    "worker.failed",
-    "worker.child_incomplete",
-    "worker.refused",
-    "merge.completed",
-    "merge.conflicted",
-    "gate.failed",
-    "candidate.selected",
-)
+
+class WebhookEvent(StrEnum):
+    """A webhook's event type (its payload's ``type``): what an endpoint may subscribe to
+    (webhooks/event_types.py derives them from the engine's events)."""
+
+    JOB_STARTED = "job.started"
+    JOB_COMPLETED = "job.completed"
+    JOB_PARTIAL = "job.partial"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_WAITING = "job.waiting"
+    WORKER_FAILED = "worker.failed"
+    WORKER_CHILD_INCOMPLETE = "worker.child_incomplete"
+    WORKER_REFUSED = "worker.refused"
+    MERGE_COMPLETED = "merge.completed"
+    MERGE_CONFLICTED = "merge.conflicted"
+    GATE_FAILED = "gate.failed"
+    CANDIDATE_SELECTED = "candidate.selected"
+
+
+# What an endpoint may subscribe to; "*" is every one of them.
+EVENTS = tuple(event.value for event in WebhookEvent)
 # The webhooks section's comments (config/schema.py's WebhooksSettings; config.template.yaml shows them).
 HELP = {
     "endpoints": "where job events are POSTed, signed (README: Webhooks and callbacks): [{url: https://host/path, "

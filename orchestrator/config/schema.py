@@ -113,6 +113,15 @@ class SandboxBackend(StrEnum):
     SEATBELT = "seatbelt"  # macOS's sandbox-exec (process/seatbelt.py), untested on this project's machines
 
 
+class SandboxBackendChoice(StrEnum):
+    """``workers.sandbox_backend`` as set: one backend, or ``auto``: process/backends.py chooses one."""
+
+    AUTO = "auto"
+    BUBBLEWRAP = SandboxBackend.BUBBLEWRAP.value
+    LANDLOCK = SandboxBackend.LANDLOCK.value
+    SEATBELT = SandboxBackend.SEATBELT.value
+
+
 class SandboxNetwork(StrEnum):
     """``workers.sandbox_network``: no network of its own, out through the orchestrator's proxy to the
     hosts allowed (``allow``); the host's whole network (``host``); or none at all."""
@@ -312,12 +321,12 @@ class WorkersSettings(Section):
         "unconfined with a note; on: refuse to run unconfined",
         choices=SandboxMode,
     )
-    sandbox_backend: str = setting(
-        "auto",
+    sandbox_backend: SandboxBackendChoice = setting(
+        SandboxBackendChoice.AUTO,
         "what confines sandboxed workers: bubblewrap (a mount view, a PID namespace), landlock (the kernel's access "
         "rules, where bubblewrap cannot start: it cannot hide a readable file or show a private view of refs), or auto: "
         "bubblewrap where it starts, else landlock (docs/sandbox.md)",
-        choices=("auto", *(backend.value for backend in SandboxBackend)),
+        choices=SandboxBackendChoice,
     )
     sandbox_writable: list[str] = setting([], "more paths a sandboxed worker may write (relative: to this folder)")
     sandbox_hidden: list[str] = setting(

@@ -68,9 +68,9 @@ def propose(
     (or found open for ``head``) with this title and body."""
     http = http or session()
     api = (api_url or DEFAULT_API[forge]).rstrip("/")
-    if forge == "github":
+    if forge == schema.PullRequestForge.GITHUB:
         return _github(http, api, repo, token, head, base, title, body, number)
-    if forge == "gitlab":
+    if forge == schema.PullRequestForge.GITLAB:
         return _gitlab(http, api, repo, token, head, base, title, body, number)
     raise ForgeError(f"unknown forge {forge!r}: github or gitlab")
 

@@ -7,7 +7,7 @@ import logging
 from typing import Protocol
 
 from ..config import Settings
-from ..events import Event, EventBus
+from ..events import Event, EventBus, EventType
 from ..models import JobRecord, WorkerRecord
 from ..workspace import logs
 from ..workspace.layout import Workspace
@@ -36,7 +36,7 @@ class Announcer:
 
     def job(self, job: JobRecord, message: str) -> None:
         event = self.events.publish(
-            job.root_id, type="job", job_id=job.id, status=job.status.value, depth=job.depth, message=message
+            job.root_id, type=EventType.JOB, job_id=job.id, status=job.status.value, depth=job.depth, message=message
         )
         for sink in self.sinks:
             sink.job_event(job, event)
@@ -45,7 +45,7 @@ class Announcer:
         rec = live.record
         event = self.events.publish(
             rec.root_id,
-            type="worker",
+            type=EventType.WORKER,
             job_id=rec.job_id,
             status=rec.status.value,
             worker=rec.name,

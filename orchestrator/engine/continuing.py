@@ -193,7 +193,7 @@ class Continuing:
         """A round its record says runs, though none runs here: the server stopped during it. Whatever
         it left running is ended, and the round ends failed, saying so (its work stays on the branch)."""
         last = rec.rounds[-1] if rec.rounds else None
-        if last is None or last.state != "running":
+        if last is None or last.state != WorkerStatus.RUNNING:
             return
         self.ctx.executor.sweep_prefix(f"{job.root_id}.")
         last.state, last.ended_at = WorkerStatus.FAILED.value, self.ctx.clock.time()

@@ -37,7 +37,7 @@ from ..delivery import landing, publishing
 from ..delivery.approval import Decision
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
-from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..models import EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process import supervisor
 from ..process.admission import MemoryAdmission, MemoryProbe
 from ..process.executor import Executor
@@ -474,21 +474,21 @@ class Engine:
         return self.queries.get_job(job_id)
 
     @locked_only
-    def _cancel_locked(self, job: JobRecord, reason: str = "cancelled") -> list[LiveWorker]:
+    def _cancel_locked(self, job: JobRecord, reason: str = EndReason.CANCELLED.value) -> list[LiveWorker]:
         """Wake every worker of the job and its subtree to stop; the ones that
         never started end skipped (returned, to settle outside the lock). A ``reason`` other
         than "cancelled" (a graph's on_failure: stop) ends the job failed or partial."""
         job.error = reason
-        if job.is_root and reason == "cancelled":  # a child job's merge resolving a conflict stops too
+        if job.is_root and reason == EndReason.CANCELLED:  # a child job's merge resolving a conflict stops too
             self.tables.tree_stop.setdefault(job.root_id, Wakeup()).set()
-        self.announce.line(job, f"job {job.id} cancel requested" if reason == "cancelled" else f"job {job.id} {reason}")
+        self.announce.line(job, f"job {job.id} cancel requested" if reason == EndReason.CANCELLED else f"job {job.id} {reason}")
         never_started = []
         pending = set(self.tables.pending.pop(job.id, []))
         for name in job.worker_names:
             live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
             live.cancel.set()
             if live.record.key in pending:
-                why = "the job was cancelled" if reason == "cancelled" else f"the job {reason}"
+                why = "the job was cancelled" if reason == EndReason.CANCELLED else f"the job {reason}"
                 live.exited(Outcome(WorkerStatus.SKIPPED, f"skipped: {why} before it started"))
                 never_started.append(live)
             for child_id in live.record.child_job_ids:

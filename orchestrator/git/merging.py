@@ -60,6 +60,10 @@ from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tre
 T = TypeVar("T")
 MIN_GIT = (2, 38)
 STRATEGIES = tuple(member.value for member in MergeStrategy)
+# git's file modes, as git prints them (``diff-tree --raw``, ``ls-files --stage``, merge-tree's stages):
+# git's own protocol, not a choice of ours.
+GIT_NO_FILE = "000000"  # the side of a change where the path does not exist (added or deleted)
+GIT_REGULAR_FILES = ("100644", "100755")  # a regular file, and an executable one
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, 
     for token in tokens:
         if token.startswith(":"):
             _, mode, _, blob, _ = token[1:].split(" ")
-            current[next(tokens)] = None if mode == "000000" else (mode, blob)
+            current[next(tokens)] = None if mode == GIT_NO_FILE else (mode, blob)
         elif token in found:
             current = found[token]
     return found
@@ -231,7 +235,7 @@ def _merge_file(repo: str | Path, scratch: Path, *options: str) -> int:
 
 def _text_files(stages: dict[int, tuple[str, str]]) -> bool:
     """Both sides are regular files (not a submodule's commit, not a symbolic link)."""
-    return {2, 3} <= set(stages) and all(mode in ("100644", "100755") for mode, _ in stages.values())
+    return {2, 3} <= set(stages) and all(mode in GIT_REGULAR_FILES for mode, _ in stages.values())
 
 
 def _count_hunks(repo: str | Path, stages: dict[int, tuple[str, str]]) -> int:

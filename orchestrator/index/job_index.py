@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import Unavailable
-from ..events import Event
+from ..events import Event, EventType
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
 from . import rows
@@ -108,7 +108,7 @@ class JobIndex:
     def job_event(self, job: JobRecord, event: Event) -> None:
         try:
             ev = rows.event_row(
-                root_id=job.root_id, job_id=job.id, worker=None, kind=None, type="job",
+                root_id=job.root_id, job_id=job.id, worker=None, kind=None, type=EventType.JOB.value,
                 status=event.status, message=event.message, time=event.time,
             )  # fmt: skip
             ended = job.depth == 0 and job.status.terminal
@@ -120,7 +120,7 @@ class JobIndex:
         try:
             ev = rows.event_row(
                 root_id=record.root_id, job_id=record.job_id, worker=record.name, kind=record.kind,
-                type="worker", status=event.status, message=event.message, time=event.time,
+                type=EventType.WORKER.value, status=event.status, message=event.message, time=event.time,
             )  # fmt: skip
             self._put(("worker", record.root_id, rows.task_row(record), ev))
         except Exception:

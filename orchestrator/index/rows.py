@@ -39,7 +39,7 @@ def job_row(job: JobRecord) -> Row:
         merge_summary(job.merge),
         len(job.selections),
         (job.error or "")[:500] or None,
-        task_outcome(job) if job.is_root else job.status.value,
+        task_outcome(job).value if job.is_root else job.status.value,
     )
 
 

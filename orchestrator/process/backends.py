@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ..config.schema import SandboxBackendChoice
 from . import landlock, seatbelt
 from .sandbox import PROBE_TIMEOUT, Backend, SandboxSpec, Support
 
@@ -32,11 +33,12 @@ HOW_TO_FIX = (
 )
 
 
-def probe(command: str = "bwrap", *, backend: str = "auto", path: str | None = None) -> Support:
+def probe(command: str = "bwrap", *, backend: str = SandboxBackendChoice.AUTO, path: str | None = None) -> Support:
     """Try the sandbox once (per process and arguments): the kernel, not the package list, decides.
     ``backend`` (``workers.sandbox_backend``): auto takes bubblewrap where it starts, else Landlock;
     ``path``: the PATH ``command`` is looked up in (None: this process's)."""
-    return _probe(command, backend, path)  # one answer per arguments, however a caller spells them
+    # One answer per arguments, however a caller spells them (a member hashes apart from its value).
+    return _probe(command, str(getattr(backend, "value", backend)), path)
 
 
 def forget_probes() -> None:
@@ -55,7 +57,7 @@ def _probe(command: str, backend: str, path: str | None) -> Support:
             None, "workers.sandbox_backend: seatbelt is macOS's sandbox-exec; on Linux choose auto, bubblewrap or landlock"
         )
     abi = landlock.abi()
-    wanted = Backend(backend) if backend != "auto" else None
+    wanted = Backend(backend) if backend != SandboxBackendChoice.AUTO else None
     if wanted is not Backend.LANDLOCK:
         found = _bubblewrap(command, path)
         if found.available or wanted is Backend.BUBBLEWRAP:
@@ -73,7 +75,7 @@ def _probe(command: str, backend: str, path: str | None) -> Support:
 
 def _seatbelt(backend: str) -> Support:
     """macOS: Seatbelt (``/usr/bin/sandbox-exec``) where it is, for ``auto`` and ``seatbelt``."""
-    if backend not in ("auto", Backend.SEATBELT.value):
+    if backend not in (SandboxBackendChoice.AUTO, SandboxBackendChoice.SEATBELT):
         return Support(None, f"workers.sandbox_backend: {backend} is Linux's; on macOS choose auto or seatbelt")
     if not seatbelt.available():
         return Support(None, f"macOS without {seatbelt.SANDBOX_EXEC}: workers run unconfined")

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from orchestrator.config.keys import StrEnum
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
 
 # Statuses counted as failures in the totals. PENDING and RUNNING are neither.
@@ -90,12 +91,19 @@ class JobRollup:
         }
 
 
+class StepKind(StrEnum):
+    """What a link of the critical path is."""
+
+    WORKER = "worker"  # a worker's run
+    JOB = "job"  # a child job the previous worker waited for
+
+
 @dataclass(frozen=True)
 class PathStep:
     """One link of the critical path: a worker, or a child job one of them waited for.
     Times are seconds from the tree's start."""
 
-    kind: str  # "worker" or "job"
+    kind: StepKind
     name: str  # the worker's key, or the job's id
     job_id: str
     depth: int
@@ -463,7 +471,13 @@ def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: f
             start = job.started_at if job.started_at is not None else job.created_at
             steps.append(
                 PathStep(
-                    "job", job.id, job.id, job.depth, start - origin, (_job_end(job, now) or start) - origin, job.status.value
+                    StepKind.JOB,
+                    job.id,
+                    job.id,
+                    job.depth,
+                    start - origin,
+                    (_job_end(job, now) or start) - origin,
+                    job.status.value,
                 )
             )
         last = lasts.get(job.id)
@@ -471,7 +485,7 @@ def _critical_path(jobs: list[JobRecord], lasts: dict[str, WorkerRecord], now: f
             break
         steps.append(
             PathStep(
-                "worker",
+                StepKind.WORKER,
                 last.key,
                 last.job_id,
                 last.depth,

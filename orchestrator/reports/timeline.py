@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from orchestrator.models import Attempt, EndReason, JobRecord, WorkerRecord, WorkerStatus
-from orchestrator.reports.analytics import TreeAnalytics, analyse, queue_wait, subtree
+from orchestrator.reports.analytics import StepKind, TreeAnalytics, analyse, queue_wait, subtree
 from orchestrator.reports.taskgraph import DependencyWait, deliveries, dependency_wait
 
 from ..config import Isolation
@@ -122,7 +122,7 @@ def timeline_svg_parts(
     merges = {j.id: at for j in jobs if (at := merged_at(j)) is not None}
     span = max([span, *(at - origin for at in merges.values())])
     chart = _Chart(origin=origin, span=span if span > 0 else 1.0, rows=len(rows))
-    critical = {step.name for step in analytics.critical_path if step.kind == "worker"}
+    critical = {step.name for step in analytics.critical_path if step.kind == StepKind.WORKER}
     ready = {j.id: j.started_at for j in jobs}
     top = next((j for j in jobs if j.parent_job_id not in ready), None)
     git = any(getattr(j.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE for j in jobs)

@@ -15,9 +15,20 @@ from collections.abc import Collection, Iterable
 
 from ..config import JobConfig, MergeStrategy, Select, Settings
 from ..config.choice import CandidateSpec
+from ..config.keys import StrEnum
 from ..errors import ConfigError
 from ..models import JobRecord, JobStatus, TaskNode, WorkerRecord
 from ..workers.adapters import ADAPTERS, get_adapter
+
+
+class TaskStatus(StrEnum):
+    """A root job's status as a task (the task API's, as Kage Bunshin defined it): ``task_outcome``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 def specs_for(node: TaskNode, cfg: JobConfig) -> list[CandidateSpec]:
@@ -105,25 +116,25 @@ def siblings(records: Iterable[WorkerRecord], record: WorkerRecord) -> list[Work
     return [r for r in records if r.job_id == record.job_id and r.task_id == record.task_id and r.candidate is not None]
 
 
-def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> str:
+def task_outcome(job: JobRecord, winners: Collection[str] | None = None) -> TaskStatus:
     """A root job's outcome as a task status (pending, running, completed, failed, cancelled: the task API's):
     an ended job is ``completed`` when a winner's work was merged (or nothing is merged here: no
     git, or ``manual``, and there is a winner), else ``failed``. ``winners``: the selected
     candidates' names (a job without candidates: its workers that succeeded); None: read from
     the job's record (its selections, else its status)."""
     if job.status is JobStatus.WAITING:  # for approval (delivery/approval.py): not done yet as a task status
-        return "running"
+        return TaskStatus.RUNNING
     if not job.status.terminal or job.status is JobStatus.CANCELLED:
-        return job.status.value
+        return TaskStatus(job.status.value)
     if winners is None and job.selections:
         winners = [s.winner for s in job.selections.values() if s.winner]
     merge = job.merge
     if winners is None:  # no candidates: some worker succeeded, and (when merging) something was merged
         succeeded = job.status in (JobStatus.COMPLETED, JobStatus.PARTIAL)
         if merge is None or merge.strategy == MergeStrategy.MANUAL:
-            return "completed" if succeeded else "failed"
-        return "completed" if succeeded and (merge.merged or merge.unchanged) else "failed"
+            return TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
+        return TaskStatus.COMPLETED if succeeded and (merge.merged or merge.unchanged) else TaskStatus.FAILED
     if merge is None or merge.strategy == MergeStrategy.MANUAL:  # nothing to merge, or merging left to the user
-        return "completed" if winners else "failed"
+        return TaskStatus.COMPLETED if winners else TaskStatus.FAILED
     merged = {*merge.merged, *merge.unchanged}
-    return "completed" if any(name in merged for name in winners) else "failed"
+    return TaskStatus.COMPLETED if any(name in merged for name in winners) else TaskStatus.FAILED

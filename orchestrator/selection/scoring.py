@@ -40,6 +40,7 @@ from typing import Any, TypeGuard
 
 from .. import protocol
 from ..config import Select, Settings
+from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
 from ..outcomes import GateResult, RankingRow
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
@@ -53,6 +54,13 @@ OUTPUT_BYTES = 64 * 1024  # the end of the scoring command's output that is read
 MAX_KEYS = 64  # a scoring command's keys kept per candidate
 TEXT_CHARS = 200  # a non-number value of the command's, as kept
 MEDIAN_WHEN_UNKNOWN = ("cost_usd",)  # measures an unknown value of which counts as the known ones' median
+
+
+class ScoringStatus(StrEnum):
+    """How the scoring command went (``STATUS_KEY`` in a candidate's measures): ``ok``; any other
+    value is a sentence saying why its measures are missing ("not run: ...", "failed: ...")."""
+
+    OK = "ok"
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ def run_command(
     found = last_json_object(text, lambda obj: True)
     if found is None:
         return {STATUS_KEY: "no JSON object in its output" + _last_line(text)}
-    return {**command_measures(found), STATUS_KEY: "ok"}
+    return {**command_measures(found), STATUS_KEY: ScoringStatus.OK.value}
 
 
 def command_measures(found: Mapping[str, Any]) -> dict[str, Any]:
@@ -315,7 +323,7 @@ def _why(
     else:
         why = "end unknown" if c.ended_at is None else "ended at " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.ended_at))
     status = measures.get(STATUS_KEY)
-    if status is not None and status != "ok":
+    if status is not None and status != ScoringStatus.OK:
         why += f"; scoring command {status}"
     return why
 

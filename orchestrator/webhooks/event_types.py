@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..config.hooks import WebhookEvent
 from ..errors import TERMINAL_STATUSES
 from ..events import Event
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -52,17 +53,17 @@ def job_types(seen: Seen, job: JobRecord, event: Event, since: float = 0.0) -> l
     found: list[str] = []
     started_now = job.started_at is not None and job.started_at >= since
     if status == JobStatus.RUNNING and started_now and seen.changed(("started", job.id)):
-        found.append("job.started")
+        found.append(WebhookEvent.JOB_STARTED)
     if seen.changed(("status", job.id), status) and status == JobStatus.WAITING:
-        found.append("job.waiting")
+        found.append(WebhookEvent.JOB_WAITING)
     if status in TERMINAL:
         merge = job.merge
         if job.is_root and merge is not None and not merge.error and merge.outcome is not None:
             mark = (merge.result_commit, len(merge.conflicts), len(merge.merged))
             if seen.changed(("merge", job.id), mark):
-                found.append("merge.conflicted" if merge.conflicts else "merge.completed")
+                found.append(WebhookEvent.MERGE_CONFLICTED if merge.conflicts else WebhookEvent.MERGE_COMPLETED)
         if seen.changed(("end", job.id)):
-            found.append(f"job.{status}")
+            found.append(WebhookEvent(f"job.{status}"))
     return found
 
 
@@ -70,15 +71,15 @@ def worker_types(seen: Seen, job: JobRecord, record: WorkerRecord, event: Event)
     """The webhook types one worker event stands for."""
     found: list[str] = []
     if event.status in (WorkerStatus.FAILED, WorkerStatus.TIMEOUT) and seen.changed(("failed", job.id, record.name)):
-        found.append("worker.failed")
+        found.append(WebhookEvent.WORKER_FAILED)
         if any(g.required and not g.passed for g in record.gates):
-            found.append("gate.failed")
+            found.append(WebhookEvent.GATE_FAILED)
     if event.status == WorkerStatus.CHILD_INCOMPLETE and seen.changed(("child_incomplete", job.id, record.name)):
-        found.append("worker.child_incomplete")
+        found.append(WebhookEvent.WORKER_CHILD_INCOMPLETE)
     if event.status in TERMINAL_WORKER and record.refusals_total and seen.changed(("refused", job.id, record.name)):
-        found.append("worker.refused")
+        found.append(WebhookEvent.WORKER_REFUSED)
     if event.message.startswith("selected for task ") and seen.changed(("selected", job.id, record.name)):
-        found.append("candidate.selected")
+        found.append(WebhookEvent.CANDIDATE_SELECTED)
     return found
 
 

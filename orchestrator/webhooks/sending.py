@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..config import Settings
+from ..config.hooks import WebhookEvent
 from ..delivery.approval import sign_unsigned, unsigned_links
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
@@ -85,7 +86,7 @@ class Webhooks:
             payload["worker"] = worker
         payload["links"] = events.links(job, self.api_url)
         if (
-            kind == "job.waiting" and self._approval[0]
+            kind == WebhookEvent.JOB_WAITING and self._approval[0]
         ):  # approve or reject from the payload (delivery/approval.py's signed links)
             base = (self.api_url() or "").rstrip("/")
             # Signed when sent (attempt), never in the outbox's files: a signed link approves the job.
@@ -132,7 +133,7 @@ class Webhooks:
             return
         secret, timeout = found
         body = delivery.body.encode()
-        if delivery.type == "job.waiting" and self._approval[0]:
+        if delivery.type == WebhookEvent.JOB_WAITING and self._approval[0]:
             body = sign_unsigned(self._approval[0], delivery.body).encode()
         stamp = str(int(time.time()))
         headers = {
