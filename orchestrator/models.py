@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from .config import Isolation
 from .config.choice import CandidateSpec
@@ -205,6 +205,19 @@ class Round:
         return cls(**_known_fields(cls, data))
 
 
+class WorkerFields(TypedDict, total=False):
+    """What a worker's record takes from its task's node (``TaskNode.worker_fields``): WorkerRecord's
+    fields of these names (one left out keeps the record's default)."""
+
+    task_id: str
+    depends_on: list[str]
+    role: str | None
+    owns: list[str]
+    model: str | None
+    candidate: int | None
+    timeout: float | None
+
+
 @dataclass
 class TaskNode:
     """A subtask's place in its job's graph: its id, the ids it waits on, its role and
@@ -241,7 +254,7 @@ class TaskNode:
             "context": dict(self.context) if self.context is not None else None,
         }
 
-    def worker_fields(self) -> dict[str, Any]:
+    def worker_fields(self) -> WorkerFields:
         """What its worker's record carries of it (WorkerRecord.task_id, depends_on, role, owns, model;
         its kind, when its role chose one, replaces the job's in ``Workspace.pending_worker``)."""
         return {

@@ -550,13 +550,18 @@ class PublishRecord:
 # -- selections (selection/, engine/choosing.py) ------------------------------------------------
 
 
+# One measure of a candidate (selection/scoring.py): a number, a scoring command's short text or
+# flag, or None (unknown).
+Measure = float | str | bool | None
+
+
 @dataclass(frozen=True, slots=True)
 class RankingRow:
     """One candidate's row of its task's selection, best first: an entry of
     ``SelectionRecord.ranking`` and the candidate's ``WorkerRecord.score``. ``score`` None: not
     scored (a mode other than best, or not eligible); ``rank`` None: not eligible; ``parts``: the
     points of each weighted measure; ``measures``: the raw values (a scoring command's keys too,
-    whatever JSON it printed), so a plain dict."""
+    whatever numbers, flags and short text it printed)."""
 
     worker: str
     kind: str
@@ -564,7 +569,7 @@ class RankingRow:
     eligible: bool
     score: float | None
     parts: dict[str, float]
-    measures: dict[str, Any]
+    measures: dict[str, Measure]
     rank: int | None
     reason: str
 

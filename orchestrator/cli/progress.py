@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import refusal_line
 from ..reports.candidate_groups import ASCII_ICONS as CANDIDATE_ASCII_ICONS
-from ..reports.candidate_groups import candidate_line, groups
+from ..reports.candidate_groups import CandidateGroup, candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
 
 Quiet = Callable[[WorkerRecord], "str | None"]  # a running worker's "no output for 73 s", or None
@@ -77,7 +77,7 @@ class JobNode:
     status: str
     workers: list[WorkerNode] = field(default_factory=list)
     # Its tasks that run as candidates, by task id (reports.candidate_groups.groups): one line each.
-    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    candidates: dict[str, CandidateGroup] = field(default_factory=dict)
 
     def walk(self) -> list[WorkerNode]:
         """Every worker of this job and of the jobs below it."""
@@ -221,7 +221,7 @@ class Candidates:
     """A task's candidates, drawn as one line side by side where its first candidate is."""
 
     task_id: str
-    group: dict[str, Any]  # reports.candidate_groups.groups' entry
+    group: CandidateGroup
     workers: list[WorkerNode]
 
     @property

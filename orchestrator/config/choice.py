@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from .keys import StrEnum
@@ -45,6 +45,23 @@ MAX_CONTEXT_BYTES = 16_384  # a candidate's context object, as JSON
 CANDIDATE_EXAMPLE = '["claude", {"kind": "codex", "model": "o3", "timeout": 600}]'
 
 
+class Candidate(TypedDict):
+    """A candidate as a job's config stores it (``CandidateSpec.to_dict``)."""
+
+    kind: str | None
+    model: str | None
+    timeout: float | None
+    context: dict[str, Any] | None  # a JSON object: the caller's, shown in the prompt as it is
+
+
+class Judge(TypedDict, total=False):
+    """A judge as ``parse_judge`` checks it: every key, or none ({}: no judge)."""
+
+    kind: str
+    model: str | None
+    timeout: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class CandidateSpec:
     """One candidate of a subtask (see the module docstring). Its dict (``to_dict``) is the shape
@@ -56,7 +73,7 @@ class CandidateSpec:
     timeout: float | None = None
     context: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> Candidate:
         return {"kind": self.kind, "model": self.model, "timeout": self.timeout, "context": self.context}
 
     @classmethod
@@ -64,7 +81,7 @@ class CandidateSpec:
         return cls(kind=data.get("kind"), model=data.get("model"), timeout=data.get("timeout"), context=data.get("context"))
 
 
-def parse_candidates(value: object, where: str = "candidates", kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
+def parse_candidates(value: object, where: str = "candidates", kinds: Collection[str] | None = None) -> list[Candidate]:
     """A list of candidates, each normalised to ``{"kind", "model", "timeout", "context"}``; []
     when left out (one worker per subtask). ``kinds``: the worker kinds that exist (None: any)."""
     return [spec.to_dict() for spec in parse_candidate_specs(value, where, kinds)]
@@ -111,7 +128,7 @@ def parse_candidate(value: object, where: str, kinds: Collection[str] | None = N
     )
 
 
-def parse_judge(value: object, where: str = "judge", kinds: Collection[str] | None = None) -> dict[str, Any]:
+def parse_judge(value: object, where: str = "judge", kinds: Collection[str] | None = None) -> Judge:
     """``{"kind", "model", "timeout"}`` of the AI kind that judges candidates two at a time; {}
     when left out (``select: judge`` then needs one: checked at submission)."""
     if value is None or value == {}:

@@ -5,7 +5,7 @@ secret never appears in an error: messages name the key, never its value."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
@@ -48,6 +48,17 @@ HELP = {
     "keep_deliveries": "finished deliveries kept in <workspace>/.webhooks for GET /api/v1/webhooks/deliveries",
 }
 ENDPOINT_KEYS = ("url", "events", "secret", "timeout")
+
+
+class Endpoint(TypedDict):
+    """One of ``webhooks.endpoints``, checked."""
+
+    url: str
+    events: list[str]  # event names, or ["*"] for all
+    secret: str  # signs its deliveries; never shown
+    timeout: float
+
+
 MAX_TIMEOUT = 300.0
 DEFAULT_TIMEOUT = 10.0
 
@@ -74,11 +85,11 @@ def check_url(value: Any, where: str) -> str:
     return value.strip()
 
 
-def parse_endpoints(value: Any, where: str) -> list[dict[str, Any]]:
+def parse_endpoints(value: Any, where: str) -> list[Endpoint]:
     """``webhooks.endpoints``: a list of ``{url, events, secret, timeout}``, each url once."""
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of {{url, events, secret, timeout}} mappings", key=where)
-    endpoints: list[dict[str, Any]] = []
+    endpoints: list[Endpoint] = []
     for i, item in enumerate(value):
         at = f"{where}[{i}]"
         if not isinstance(item, dict):

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, Forbidden, RecursionLimit
-from .choice import Select
+from .choice import Candidate, Judge, Select
 from .hooks import check_callback_url
 from .keys import Key, StrEnum, check_value
+from .quality import Gate
 from .schema import SCHEMA, ApprovalMode, Isolation, MergeStrategy, OnFailure, Ownership, SandboxMode
 from .settings import Settings
 
@@ -57,16 +58,16 @@ class JobConfig:
     approval: ApprovalMode = job_key("git", "approval")
     # Gates: set by config.yaml or a root job's request (admin key); a child job inherits them
     # and may not change them (GATE_KEYS: a worker credential may not set or weaken gates).
-    gates: list[dict[str, Any]] = job_key("tasks", "gates")  # config.quality.parse_gate's shape
+    gates: list[Gate] = job_key("tasks", "gates")
     gates_retry: int = job_key("tasks", "gates_retry")
     on_failure: OnFailure = job_key("tasks", "on_failure")
     ownership: Ownership = job_key("tasks", "ownership")
     # Candidates: each subtask run as several candidates (config/choice.py's shape), and how the
     # one merged is selected; a request (root or child) may set them.
-    candidates: list[dict[str, Any]] = job_key("candidates", "candidates")
+    candidates: list[Candidate] = job_key("candidates", "candidates")
     attempts: int = job_key("candidates", "attempts")
     select: Select = job_key("candidates", "select")
-    judge: dict[str, Any] = job_key("candidates", "judge")
+    judge: Judge = job_key("candidates", "judge")
     # Webhooks: where a root job's end is POSTed, signed (webhooks/); its host must be in
     # webhooks.allowed_callback_hosts. A root job's only: a child job's is "".
     callback_url: str = job_key("webhooks", "callback_url")

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 # read), by model name prefix, from platform.claude.com/docs/en/about-claude/pricing (November
 # 2026; the 5.5 and Sonnet 5 cache prices by the documented 1.25x write and 0.1x read multipliers).
 # anthropic.prices replaces this table: check it against that page.
-ANTHROPIC_PRICES: dict[str, dict[str, Any]] = {
+ANTHROPIC_PRICES: dict[str, dict[str, float]] = {
     "claude-opus-5-5": {"input": 4.0, "output": 20.0, "cache_write": 5.0, "cache_read": 0.4},
     "claude-sonnet-5-5": {"input": 2.0, "output": 10.0, "cache_write": 2.5, "cache_read": 0.2},
     "claude-opus-5": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.5},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from ..errors import ConfigError
 from ..protocol import PREFIX
@@ -53,6 +53,38 @@ GATE_SCHEMA: dict[str, Any] = {
         {"required": ["shell"], "properties": {"run": {"type": "string"}, "shell": {"enum": [True]}}},
     ],
 }
+
+
+class _GateKeys(TypedDict):
+    """The keys every gate record has had since gates came (``Gate``)."""
+
+    name: str
+    run: str | list[str]  # an argv; with ``shell``, one command line
+    required: bool
+    timeout: float
+
+
+class Gate(_GateKeys, total=False):
+    """One quality gate as ``parse_gate`` checks it: every key filled. A job's config stores it
+    as it is (``JobConfig.gates``); a record written before a key came lacks it, so these are
+    read with ``.get``."""
+
+    shell: bool
+    env: dict[str, str]
+    cwd: str  # relative to the worker's checkout; "" its top
+    allow_no_tests: bool
+    roles: list[str]
+    when_changed: list[str]  # repository-relative globs
+
+
+class Role(TypedDict):
+    """One role as ``parse_role`` checks it: every key filled ("" and [] for none)."""
+
+    preamble: str
+    worker: str  # a worker kind; "": the job's
+    model: str  # "": the job's
+    allowed_tools: list[str]
+    gates: list[str]  # names of the job's gates that apply to the role's workers; []: all
 
 
 def relative_path(text: str) -> str | None:
@@ -95,7 +127,7 @@ def _names(value: object, where: str, pattern: re.Pattern[str] = GATE_NAME) -> l
     return list(value)
 
 
-def parse_gate(value: object, where: str) -> dict[str, Any]:
+def parse_gate(value: object, where: str) -> Gate:
     if not isinstance(value, Mapping):
         raise ConfigError(
             f'{where} must be an object such as {{"name": "tests", "run": ["pytest", "-q"], "required": true, "timeout": 600}}',
@@ -196,7 +228,7 @@ def _cwd(value: object, where: str) -> str:
     return clean
 
 
-def parse_gates(value: object, where: str = "gates") -> list[dict[str, Any]]:
+def parse_gates(value: object, where: str = "gates") -> list[Gate]:
     """A list of gates, each checked; names unique."""
     if value is None:
         return []
@@ -215,9 +247,7 @@ MAX_PREAMBLE = 4000  # characters: a preamble is read by every worker of the rol
 MODEL_NAME = re.compile(r"[^\s-][^\x00-\x1f\x7f]{0,199}\Z")  # one argv element after --model: one line, no leading "-"
 
 
-def parse_role(
-    value: object, where: str, base: Mapping[str, Any] | None = None, kinds: Collection[str] | None = None
-) -> dict[str, Any]:
+def parse_role(value: object, where: str, base: Role | None = None, kinds: Collection[str] | None = None) -> Role:
     """One role, every key filled: those given, checked, over ``base`` (the shipped role of the
     same name, else an empty one). ``kinds``: the worker kinds a role may name (None: any)."""
     if not isinstance(value, Mapping):
@@ -225,8 +255,9 @@ def parse_role(
     unknown = sorted(str(k) for k in value if k not in ROLE_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Allowed: {', '.join(ROLE_KEYS)}", key=where)
-    role = dict(base or _role(""))
-    for key in ("preamble", "worker", "model"):
+    role = (base or _role("")).copy()
+    texts: tuple[Literal["preamble", "worker", "model"], ...] = ("preamble", "worker", "model")
+    for key in texts:
         if key not in value:
             continue
         text = "" if value[key] is None else value[key]
@@ -260,7 +291,7 @@ def parse_role(
     return role
 
 
-def parse_roles(value: object, where: str = "roles", kinds: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+def parse_roles(value: object, where: str = "roles", kinds: Collection[str] | None = None) -> dict[str, Role]:
     """Roles by name, each checked. A role named like a shipped one changes only the keys it gives
     (``backend: {model: ...}`` keeps the shipped preamble and gates); ``roles_with_defaults``
     adds the shipped ones left alone."""
@@ -276,14 +307,14 @@ def parse_roles(value: object, where: str = "roles", kinds: Collection[str] | No
     return roles
 
 
-def _role(preamble: str, gates: list[str] | None = None) -> dict[str, Any]:
+def _role(preamble: str, gates: list[str] | None = None) -> Role:
     return {"preamble": preamble, "worker": "", "model": "", "allowed_tools": [], "gates": list(gates or [])}
 
 
 # The shipped roles: a preamble each (what a lead would tell a specialist joining the task); no
 # kind, model or tools of their own (the job's apply). The gates named here apply to the role's
 # workers when the job defines gates of those names (lint, typecheck, tests, security, docs).
-DEFAULT_ROLES: dict[str, dict[str, Any]] = {
+DEFAULT_ROLES: dict[str, Role] = {
     "frontend": _role(
         "You are the frontend engineer on this task: user-facing code (components, pages, styles, client-side "
         "state). Follow the project's framework, component patterns and styling; keep the UI accessible (semantic "
@@ -330,12 +361,12 @@ DEFAULT_ROLES: dict[str, dict[str, Any]] = {
 }
 
 
-def roles_with_defaults(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def roles_with_defaults(configured: Mapping[str, Role]) -> dict[str, Role]:
     """The shipped roles, each replaced by the configured role of its name (``parse_roles`` built that
     over the shipped one), plus the configured new ones."""
     merged = {**DEFAULT_ROLES, **configured}
     # Copies, lists included: a caller that changes one never changes the shipped table or the settings.
     return {
-        name: {**role, "allowed_tools": list(role.get("allowed_tools") or []), "gates": list(role.get("gates") or [])}
+        name: role | {"allowed_tools": list(role.get("allowed_tools") or []), "gates": list(role.get("gates") or [])}
         for name, role in merged.items()
     }

@@ -364,7 +364,7 @@ class WorkersSettings(Section):
         min=0,
         max=1_000_000,
     )
-    prices: dict[str, dict[str, Any]] = setting(
+    prices: dict[str, dict[str, float]] = setting(
         {},
         "USD per million input, output, cache_write, cache_read tokens, by model name or prefix (longest wins), for a "
         "CLI that reports tokens but no cost; a model missing here is looked up in the bundled genai-prices table",
@@ -572,7 +572,7 @@ class GitSettings(Section):
 
 @dataclass(frozen=True)
 class TasksSettings(Section):
-    gates: list[dict[str, Any]] = setting(
+    gates: list[quality.Gate] = setting(
         [],
         "quality gates run in a worker's worktree on the commit to be merged, after its last attempt: "
         "[{name: tests, run: [pytest, -q], required: true, timeout: 600, roles: [], when_changed: []}]; "
@@ -595,7 +595,7 @@ class TasksSettings(Section):
         "outside its own globs blocks it), warn (recorded, not blocked)",
         choices=Ownership,
     )
-    roles: dict[str, dict[str, Any]] = setting(
+    roles: dict[str, quality.Role] = setting(
         {},
         "roles beside the shipped frontend, backend, testing, docs, infrastructure and integration: "
         "name: {preamble, worker, model, allowed_tools, gates}; a shipped role's name changes only the keys given",
@@ -609,7 +609,7 @@ class TasksSettings(Section):
 
 @dataclass(frozen=True)
 class CandidatesSettings(Section):
-    candidates: list[dict[str, Any]] = setting(
+    candidates: list[choice.Candidate] = setting(
         [],
         "run each subtask as several candidates, each in its own worktree from the same base: "
         "[claude, {kind: codex, model: o3, timeout: 600}]; the selected one is merged. Empty: one worker per subtask",
@@ -627,7 +627,7 @@ class CandidatesSettings(Section):
         "cheapest, fastest, first_passing (cancel the rest once one passes), judge (an AI compares them two at a time)",
         choices=choice.Select,
     )
-    judge: dict[str, Any] = setting(
+    judge: choice.Judge = setting(
         {},
         "the AI kind that judges for select: judge: {kind: claude, model: sonnet, timeout: 300}",
         parse=functools.partial(choice.parse_judge, kinds=WORKER_KINDS),
@@ -643,7 +643,7 @@ class ScoringSettings(Section):
         "it prints, e.g. {tests_passed: 12, tests_failed: 0, coverage: 81.5, lint_warnings: 3}; empty: no command",
     )
     timeout: float = setting(120.0, "seconds the scoring command may run per candidate before it is killed", min=1, max=3600)
-    weights: dict[str, Any] = setting(
+    weights: dict[str, float] = setting(
         dict(scoring.DEFAULT_WEIGHTS),
         "points per measure for select: best (positive: higher is better; negative: lower is better; 0: recorded only); "
         "keys left out keep these defaults; a scoring command's other keys score 0 unless named here. "
@@ -664,7 +664,7 @@ class AnthropicSettings(Section):
     max_retries: int = setting(
         2, "the SDK's own retries of a failed request (429, 529, 5xx; it honours retry-after)", min=0, max=10
     )
-    prices: dict[str, dict[str, Any]] = setting(
+    prices: dict[str, dict[str, float]] = setting(
         ANTHROPIC_PRICES,
         "USD per million input, output, cache_write, cache_read tokens, by model name or prefix (longest wins); "
         "a model missing here has an unknown cost",
@@ -693,7 +693,7 @@ class DatabaseSettings(Section):
 
 @dataclass(frozen=True)
 class WebhooksSettings(Section):  # what each does: config/hooks.py's HELP
-    endpoints: list[dict[str, Any]] = setting([], hooks.HELP["endpoints"], parse=hooks.parse_endpoints, masked=("secret",))
+    endpoints: list[hooks.Endpoint] = setting([], hooks.HELP["endpoints"], parse=hooks.parse_endpoints, masked=("secret",))
     max_attempts: int = setting(8, hooks.HELP["max_attempts"], min=1, max=100)
     backoff: float = setting(1.0, hooks.HELP["backoff"], min=0.01, max=3600)
     backoff_max: float = setting(300.0, hooks.HELP["backoff_max"], min=0.01, max=86400)
@@ -755,9 +755,14 @@ _TYPES: dict[str, tuple[type, bool]] = {
     "str | None": (str, True),
     "list[str]": (list, False),
     "dict[str, str]": (dict, False),
-    "list[dict[str, Any]]": (list, False),  # checked by the Key's parse
-    "dict[str, dict[str, Any]]": (dict, False),  # checked by the Key's parse
-    "dict[str, Any]": (dict, False),  # checked by the Key's parse
+    # Structured values, each checked by the Key's parse into its config/ shape.
+    "list[quality.Gate]": (list, False),
+    "dict[str, quality.Role]": (dict, False),
+    "list[choice.Candidate]": (list, False),
+    "choice.Judge": (dict, False),
+    "dict[str, float]": (dict, False),
+    "dict[str, dict[str, float]]": (dict, False),
+    "list[hooks.Endpoint]": (list, False),
 }
 
 

@@ -49,6 +49,7 @@ from typing import Any
 
 from .. import protocol
 from ..config import JobConfig, Settings
+from ..config.quality import Gate
 from ..errors import ConfigError
 from ..git import gitcmd, worker_objects
 from ..git.gitcmd import GitFailed, git_bytes, run_git
@@ -439,7 +440,7 @@ class ConflictResolver:
     def _gate(self, at: Conflicted, tree: Path, tmp: Path, resolved: str, number: int) -> tuple[tuple[GateResult, ...], str]:
         """The required gates that applied to either side's workers, on the merged tree, one by
         one until one does not pass: their results and why the resolution is refused ("": passed)."""
-        todo: dict[str, dict[str, Any]] = {}
+        todo: dict[str, Gate] = {}
         for name in dict.fromkeys([at.worker, *(w for c in at.conflicts for w in c.workers)]):
             record = self.by_name.get(name)
             if record is None:

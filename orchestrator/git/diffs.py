@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from ..config import Isolation, Settings
 from ..errors import Conflict
@@ -53,6 +53,52 @@ _DIFF = (
 )
 
 
+# The API's diff bodies ("from" is a keyword, hence the call form).
+DiffRange = TypedDict("DiffRange", {"branch": str, "from": str, "to": str})
+
+
+class WorkerDiff(DiffRange):
+    """``worker_diff``'s body."""
+
+    job_id: str
+    worker: str  # its key
+    diff: str
+    truncated: bool
+    bytes: int  # the whole diff's size; ``diff`` holds at most max_bytes of it
+    max_bytes: int
+
+
+class DiffPart(DiffRange):
+    """One worker's piece of a job's diff (``source: "workers"``)."""
+
+    worker: str
+    bytes: int
+
+
+_JobDiffKeys = TypedDict(
+    "_JobDiffKeys",
+    {
+        "job_id": str,
+        "source": str,  # "result" or "workers"
+        "from": str | None,
+        "to": str | None,
+        "diff": str,
+        "truncated": bool,
+        "bytes": int,
+        "max_bytes": int,
+    },
+)
+
+
+class JobDiff(_JobDiffKeys, total=False):
+    """``job_diff``'s body: ``branch`` with ``source: "result"``, the lists with ``"workers"``."""
+
+    branch: str | None  # the merge's result ref (None: its merge recorded no outcome)
+    parts: list[DiffPart]
+    pending: list[str]
+    omitted: list[str]
+
+
 class Reader(Protocol):
     """What the diffs read records through: the engine's Queries (live) or one on the workspace."""
 
@@ -73,7 +119,7 @@ def repository(settings: Settings, workspace: Workspace) -> Path:
 
 def worker_diff(
     reader: Reader, settings: Settings, workspace: Workspace, job_id: str, worker: tuple[int | None, str], max_bytes: int
-) -> dict[str, Any]:
+) -> WorkerDiff:
     """``{"job_id", "worker", "branch", "from", "to", "diff", "truncated", "bytes", "max_bytes"}``."""
     job = reader.get_job(job_id)
     record = reader.find_worker(job_id, worker[0], worker[1])
@@ -96,7 +142,7 @@ def worker_diff(
     }
 
 
-def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: str, max_bytes: int) -> dict[str, Any]:
+def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: str, max_bytes: int) -> JobDiff:
     """A job's diff: its result commit against the base when its merge made one (root job),
     else its workers' diffs in plan order. Once the cap is reached the remaining workers'
     diffs are not computed: they are listed in ``omitted`` and ``bytes`` counts the others.
@@ -104,7 +150,6 @@ def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: s
     job = reader.get_job(job_id)
     _require_branches(job)
     repo = repository(settings, workspace)
-    doc: dict[str, Any] = {"job_id": job.id, "source": "workers", "from": None, "to": None}
     merge = job.merge
     result = merge.result_commit if merge is not None else None
     base = merge.base if merge is not None else None
@@ -122,12 +167,21 @@ def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: s
                 raise Conflict(f"job {job.id}'s merge names commit {commit[:12]}, which the repository no longer has")
         data, total = capped_diff(repo, base, result, max_bytes)
         text, truncated = _text(data, total, max_bytes)
-        doc.update(source="result", branch=merge.result_ref, **{"from": base, "to": result})
-        return {**doc, "diff": text, "truncated": truncated, "bytes": total, "max_bytes": max_bytes}
+        return {
+            "job_id": job.id,
+            "source": "result",
+            "from": base,
+            "to": result,
+            "branch": merge.result_ref,
+            "diff": text,
+            "truncated": truncated,
+            "bytes": total,
+            "max_bytes": max_bytes,
+        }
     _, workers = reader.snapshot(job.root_id, job.id)
     own = sorted((w for w in workers if w.job_id == job.id), key=lambda w: w.index)
     pieces: list[bytes] = []
-    parts: list[dict[str, Any]] = []
+    parts: list[DiffPart] = []
     omitted: list[str] = []
     pending: list[str] = []
     left, total = max_bytes, 0
@@ -150,7 +204,10 @@ def job_diff(reader: Reader, settings: Settings, workspace: Workspace, job_id: s
     text, truncated = _text(b"".join(pieces), total, max_bytes)
     truncated = truncated or bool(omitted)
     return {
-        **doc,
+        "job_id": job.id,
+        "source": "workers",
+        "from": None,
+        "to": None,
         "parts": parts,
         "pending": pending,
         "omitted": omitted,

@@ -53,13 +53,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from .. import protocol
 from ..checkouts.checkout import Checkout, Worktrees, touched_paths
 from ..checkouts.worktree import MAX_FILES
 from ..config import Settings
-from ..config.quality import roles_with_defaults
+from ..config.quality import Gate, Role, roles_with_defaults
 from ..gate_output import output_tail
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult, GateStatus
@@ -88,7 +88,7 @@ class GateDirError(ValueError):
     """A gate's ``cwd`` is no folder inside the worker's checkout (missing, or a link out)."""
 
 
-def command_text(gate: Mapping[str, Any]) -> str:
+def command_text(gate: Gate) -> str:
     """A gate's command as a person reads it: its command line, or its argv joined."""
     run = gate["run"]
     return run if isinstance(run, str) else " ".join(run)
@@ -107,18 +107,18 @@ def gate_dir(directory: Path, cwd: str) -> Path:
     return directory / cwd if cwd else directory  # the path a sandbox binds, not the resolved one
 
 
-def gate_argv(gate: Mapping[str, Any], cwd: Path) -> list[str]:
+def gate_argv(gate: Gate, cwd: Path) -> list[str]:
     """What runs: ``/bin/sh -c`` and its command line, or its argv with ``./check.sh`` taken from
     the gate's folder (the worker's, not the server's cwd)."""
     if gate.get("shell"):
-        return [SHELL, "-c", gate["run"]]
+        return [SHELL, "-c", cast(str, gate["run"])]  # with shell, one command line (config.quality)
     argv = list(gate["run"])
     if "/" in argv[0] and not Path(argv[0]).is_absolute():
         argv[0] = str(cwd / argv[0])
     return argv
 
 
-def gate_env(worker_env: Mapping[str, str], gate: Mapping[str, Any]) -> dict[str, str]:
+def gate_env(worker_env: Mapping[str, str], gate: Gate) -> dict[str, str]:
     """The worker's environment without its API credential (a gate never holds it) or colour
     forcing, ``COLOURLESS``, then the gate's own ``env``."""
     env = {k: v for k, v in worker_env.items() if k != protocol.API_KEY and k not in COLOUR_FORCING}
@@ -126,11 +126,11 @@ def gate_env(worker_env: Mapping[str, str], gate: Mapping[str, Any]) -> dict[str
 
 
 def applicable(
-    gates: Sequence[Mapping[str, Any]],
+    gates: Sequence[Gate],
     role_name: str | None,
-    role: Mapping[str, Any] | None,
+    role: Role | None,
     files_changed: Sequence[Mapping[str, str]],
-) -> list[dict[str, Any]]:
+) -> list[Gate]:
     """The gates (in order) that apply to a worker of role ``role_name`` (``role``: its entry in
     the role table, None when it has none) whose diff is ``files_changed`` (see the module
     docstring). A list cut at worktree.MAX_FILES may hide a matching path: every
@@ -147,7 +147,7 @@ def applicable(
         if applies and gate.get("when_changed") and not cut:
             applies = any(matches(p, gate["when_changed"]) for p in paths)
         if applies:
-            found.append(dict(gate))
+            found.append(gate.copy())
     return found
 
 
@@ -251,7 +251,7 @@ class GateStep(Step):
         return verdict
 
     # -- one gate ---------------------------------------------------------------------------------
-    def _run_gate(self, ctx: StepContext, gate: Mapping[str, Any], commit: str | None) -> tuple[GateResult, str]:
+    def _run_gate(self, ctx: StepContext, gate: Gate, commit: str | None) -> tuple[GateResult, str]:
         """One gate's run on the worker's checkout, in its sandbox: its record entry and its output."""
         record = ctx.record
         env = gate_env(ctx.env, gate)
@@ -274,7 +274,7 @@ class GateStep(Step):
             ),
         )
 
-    def _judge(self, ctx: StepContext, gate: Mapping[str, Any], result: GateResult, output: str, rest: list[str]) -> Verdict:
+    def _judge(self, ctx: StepContext, gate: Gate, result: GateResult, output: str, rest: list[str]) -> Verdict:
         """The worker's log line for one gate, and what its result means for the worker."""
         name, status, reason = result.name, result.status, result.reason
         what = f"gate {name} {status} in {result.duration:.1f}s" + (f" ({reason})" if reason else "")
@@ -329,7 +329,7 @@ class GatePlace:
 
 
 def run_gate(
-    runner: ProcessRunner, workspace: Workspace, settings: Settings, gate: Mapping[str, Any], place: GatePlace
+    runner: ProcessRunner, workspace: Workspace, settings: Settings, gate: Gate, place: GatePlace
 ) -> tuple[GateResult, str]:
     """One gate's run at ``place``: its record entry and its output, plain (no colour codes)."""
     name, timeout, path = gate["name"], float(gate["timeout"]), place.log_path
@@ -402,9 +402,7 @@ def _wait(
         runner.release(handle)
 
 
-def _crashed(
-    workspace: Workspace, record: WorkerRecord, gate: Mapping[str, Any], commit: str | None, exc: Exception
-) -> GateResult:
+def _crashed(workspace: Workspace, record: WorkerRecord, gate: Gate, commit: str | None, exc: Exception) -> GateResult:
     return GateResult(
         name=gate["name"],
         required=bool(gate["required"]),
@@ -418,9 +416,7 @@ def _crashed(
     )
 
 
-def _tests_ran(
-    gate: Mapping[str, Any], status: GateStatus, code: int | None, reason: str, output: str, size: int
-) -> tuple[GateStatus, str]:
+def _tests_ran(gate: Gate, status: GateStatus, code: int | None, reason: str, output: str, size: int) -> tuple[GateStatus, str]:
     """A gate that ended 0, or with its runner's "nothing to run" code, after its runner said it
     ran no test: no_tests (closed), or passed with ``allow_no_tests``; the reason says so. An
     output past READ_BYTES is not read for it (a runner that wrote that much ran something)."""
@@ -433,7 +429,7 @@ def _tests_ran(
     return NO_TESTS, f"ran no tests ({said}); set allow_no_tests: true on the gate if that is expected"
 
 
-def feedback(gate: Mapping[str, Any], result: GateResult, output: str) -> str:
+def feedback(gate: Gate, result: GateResult, output: str) -> str:
     """What the worker's next attempt reads: which gate, its command, why, and its output's tail
     (plain: plaintext.plain, as ``_run_gate`` gives it)."""
     tail = plain(output[-FEEDBACK_BYTES:]).strip() or "(no output)"

@@ -229,7 +229,7 @@ def render_candidate_reports(
             selection = chosen.to_dict() if chosen is not None else {}  # the template reads the record's JSON
             rows = [records[r["worker"]] for r in group["rows"]]
             winner = records.get(group["winner"] or "")
-            path = group["report"]
+            path = _candidates.report_path(job, task_id)
             files[path] = render(
                 CANDIDATES_TEMPLATE,
                 templates_dir,
@@ -255,7 +255,7 @@ def render_candidate_reports(
     return files
 
 
-def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[tuple[JobRecord, dict[str, Any]]]:
+def candidate_tasks(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[tuple[JobRecord, _candidates.CandidateGroup]]:
     """(job, group) per task with candidates, in tree order: what FINAL_RESULT.md and the level
     reports list, each with a link to its CANDIDATES file."""
     by_job = _candidates_by_job(workers)

@@ -17,9 +17,10 @@ hold no ``_`` and task ids no ``/``, so two tasks never share a file).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 from orchestrator.models import JobRecord, WorkerRecord, WorkerStatus
+from orchestrator.outcomes import Measure
 from orchestrator.reports.markdown import DASH, clean, md_cell
 from orchestrator.reports.taskgraph import gate_summary
 from orchestrator.workspace.layout import candidates_report
@@ -46,12 +47,57 @@ LINE_REASON_CHARS = 40  # of a loser's reason on a terminal line
 MEASURE_COLUMNS = 12  # measures a CANDIDATES table shows (a scoring command may print any number)
 
 
+class CandidateRow(TypedDict):
+    """One candidate as the views show it (``candidate_row``): JSON as it is, in the status
+    document and the templates."""
+
+    worker: str
+    key: str
+    candidate: int | None
+    kind: str
+    model: str | None
+    status: str
+    gates: str | None  # taskgraph.gate_summary
+    gates_passed: bool | None
+    failed_gates: list[str]
+    # Its ranking row's figures once its task's selection is made (None before).
+    eligible: bool | None
+    score: float | None
+    rank: int | None
+    reason: str | None
+    measures: dict[str, Measure]
+    parts: dict[str, float]
+    selected: bool | None
+    cost_usd: float | None
+    cost_basis: str | None
+    cost_note: str | None
+    duration: float | None
+    branch: str | None
+    commit: str | None
+    diffstat: str | None
+    files_changed: int
+
+
+class CandidateGroup(TypedDict):
+    """A task's candidates side by side (``groups``): JSON as it is, in the status document."""
+
+    task_id: str
+    task: str
+    select: str | None
+    chosen: bool  # its selection is made
+    winner: str | None
+    reason: str | None
+    judge_cost_usd: float | None
+    report: str | None  # its CANDIDATES file (report_path); None without its job
+    rows: list[CandidateRow]  # by candidate number
+
+
 def report_path(job: JobRecord, task_id: str) -> str:
     """The task's CANDIDATES file, relative to the root job's folder."""
     return candidates_report(job, task_id)
 
 
-def candidate_row(worker: WorkerRecord) -> dict[str, Any]:
+def candidate_row(worker: WorkerRecord) -> CandidateRow:
     """One candidate as the views show it (JSON-ready): what ran, how it ended, its gates, its
     ranking row's figures once its task's selection is made (None before), its cost and time."""
     score = worker.score.to_dict() if worker.score is not None else {}
@@ -84,7 +130,7 @@ def candidate_row(worker: WorkerRecord) -> dict[str, Any]:
     }
 
 
-def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, dict[str, Any]]:
+def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, CandidateGroup]:
     """A job's tasks with candidates by task id, in plan order (``workers``: that job's own; others
     are ignored): ``{"task_id", "task", "select", "chosen" (its selection is made), "winner",
     "reason", "judge_cost_usd", "report", "rows" (a candidate_row each, by number)}``."""
@@ -92,7 +138,7 @@ def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, 
     mine = [w for w in workers if w.candidate is not None and w.task_id is not None and (job is None or w.job_id == job.id)]
     for w in sorted(mine, key=lambda w: w.index):  # filtered first: the status document asks per poll
         found.setdefault(str(w.task_id), []).append(w)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, CandidateGroup] = {}
     for task_id, members in found.items():
         members.sort(key=lambda w: (w.candidate or 0, w.index))
         selection = job.selections.get(task_id) if job is not None else None
@@ -111,7 +157,7 @@ def groups(job: JobRecord | None, workers: Iterable[WorkerRecord]) -> dict[str, 
     return out
 
 
-def candidate_line(group: dict[str, Any], *, ascii_only: bool = False) -> str:
+def candidate_line(group: CandidateGroup, *, ascii_only: bool = False) -> str:
     """A task's candidates on one terminal line, side by side:
     ``t1 [best] worker_1 claude ✓ 87.5 (winner) | worker_2 codex ✗ gates: tests failed``."""
     icons = ASCII_ICONS if ascii_only else ICONS
@@ -166,7 +212,7 @@ def measure(value: Any) -> str:
     return md_cell(value, 40)
 
 
-def measure_names(rows: Iterable[dict[str, Any]]) -> list[str]:
+def measure_names(rows: Iterable[CandidateRow]) -> list[str]:
     """Every measure any candidate has, in the order first seen (ranking rows first)."""
     names: dict[str, None] = {}
     for row in rows:

@@ -42,7 +42,7 @@ from .. import protocol
 from ..config import Select, Settings
 from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
-from ..outcomes import GateResult, RankingRow
+from ..outcomes import GateResult, Measure, RankingRow
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from .decisions import Candidate, Selection
@@ -68,7 +68,7 @@ def gates_passed(gates: Sequence[GateResult]) -> float | None:
     return sum(1 for g in gates if g.passed) / len(gates) if gates else None
 
 
-def builtin_measures(candidate: Candidate) -> dict[str, Any]:
+def builtin_measures(candidate: Candidate) -> dict[str, Measure]:
     return {
         "gates_passed": gates_passed(candidate.gates),
         "diff_lines": candidate.lines_added + candidate.lines_removed,
@@ -86,7 +86,7 @@ def measure(
     work_dir: Path,
     cancel: Cancel | None = None,
     command: bool = True,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, Measure]]:
     """Each candidate's measures, by name; ``command`` False (or no scoring.command): the
     built-in ones only. The command runs for eligible candidates only, one after the other."""
     argv = list(settings.scoring.command)
@@ -110,7 +110,7 @@ def run_command(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None,
-) -> dict[str, Any]:
+) -> dict[str, Measure]:
     """The measures the scoring command printed in the candidate's worktree, with STATUS_KEY;
     never raises for the command's misbehaviour."""
     cwd = candidate.cwd
@@ -147,10 +147,10 @@ def run_command(
     return {**command_measures(found), STATUS_KEY: ScoringStatus.OK.value}
 
 
-def command_measures(found: Mapping[str, Any]) -> dict[str, Any]:
+def command_measures(found: Mapping[str, Any]) -> dict[str, Measure]:
     """The command's keys as measures: finite numbers as they are, short text and booleans kept
     (weight 0: not numbers), anything else and the built-in measures' names left out."""
-    kept: dict[str, Any] = {}
+    kept: dict[str, Measure] = {}
     for key, value in list(found.items())[:MAX_KEYS]:
         key = str(key)[:64]
         if key in BUILTIN or key == STATUS_KEY:
@@ -229,7 +229,7 @@ def normalised(value: float, values: Sequence[float], higher: bool) -> float:
 
 
 def scores(
-    eligible: Sequence[Candidate], measures: Mapping[str, Mapping[str, Any]], weights: Mapping[str, float]
+    eligible: Sequence[Candidate], measures: Mapping[str, Mapping[str, Measure]], weights: Mapping[str, float]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float]]:
     """(score by name, parts by name, the weights that counted)."""
     used = {m: w for m, w in weights.items() if w and any(is_number(measures[c.name].get(m)) for c in eligible)}
@@ -251,7 +251,7 @@ def scores(
 def rank(
     candidates: Sequence[Candidate],
     select: str,
-    measures: Mapping[str, Mapping[str, Any]],
+    measures: Mapping[str, Mapping[str, Measure]],
     weights: Mapping[str, float],
 ) -> Selection:
     """The selection by ``select`` (best, cheapest, fastest, first_passing): rows best first."""
@@ -298,7 +298,7 @@ def _own_key(select: str, score: Mapping[str, float]) -> Callable[[Candidate], A
 
 
 def _row(
-    c: Candidate, score: float | None, parts: dict[str, float], measures: Mapping[str, Any], place: int | None, why: str
+    c: Candidate, score: float | None, parts: dict[str, float], measures: Mapping[str, Measure], place: int | None, why: str
 ) -> RankingRow:
     return RankingRow(c.name, c.kind, c.model, c.eligible, score, parts, dict(measures), place, why)
 
@@ -309,7 +309,7 @@ def _why(
     score: float | None,
     parts: Mapping[str, float],
     used: Mapping[str, float],
-    measures: Mapping[str, Any],
+    measures: Mapping[str, Measure],
 ) -> str:
     if select == Select.BEST:
         shown = ", ".join(f"{m} {parts[m]:g}/{abs(w):g}" for m, w in used.items())

@@ -50,7 +50,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from jinja2 import FileSystemLoader, TemplateError
 
@@ -184,6 +184,14 @@ def render_worker_prompt(facts: PromptFacts, *, template: Path | None = None, sh
     return _render(WORKER_TEMPLATE, template, values)
 
 
+class PlanTask(TypedDict):
+    """One task of a job's plan as the shared context block lists it."""
+
+    id: str
+    text: str
+    after: list[str]  # the ids of the tasks it waits on
+
+
 @dataclass(frozen=True)
 class SharedText:
     """A job's shared context block as its workers' prompts carry it: the ``text`` (every byte
@@ -199,7 +207,7 @@ def render_shared_context(
     job_id: str,
     request: str,
     goal: str | None,
-    tasks: Sequence[dict[str, Any]],
+    tasks: Sequence[PlanTask],
     depth: int,
     worktree: bool,
     spawn: bool,
@@ -212,7 +220,7 @@ def render_shared_context(
     are one task), in plan order; ``spawn``: some worker of the job may start child jobs (the
     how-to is then here, once); ``repository``: the summary (workers/sharedcontext.py); ``conventions``:
     (file name, text) pairs, each already capped. Always ends with a newline."""
-    unique: list[dict[str, Any]] = []
+    unique: list[PlanTask] = []
     seen: set[str] = set()
     for t in tasks:
         if t["id"] not in seen:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from ..config import AUTO_KIND, ExecutorKind, JobConfig, Settings
-from ..config.quality import roles_with_defaults
+from ..config.quality import Role, roles_with_defaults
 from ..errors import InvalidGraph
 from ..models import TaskNode
 from ..process.runner import CommandNotFound, resolve_command
@@ -33,12 +32,12 @@ from .environment import SPAWN_BIN, base_env
 HELPER_RULE = re.compile(r"Bash\((orchestrator-|python3? -m orchestrator )")
 
 
-def role_table(settings: Settings) -> dict[str, dict[str, Any]]:
+def role_table(settings: Settings) -> dict[str, Role]:
     """Every role this server knows, by name."""
     return roles_with_defaults(settings.tasks.roles)
 
 
-def role_of(settings: Settings, name: str | None) -> dict[str, Any] | None:
+def role_of(settings: Settings, name: str | None) -> Role | None:
     """The role named ``name`` (a copy), or None without a name or for a name this server lacks."""
     return role_table(settings).get(name) if name else None
 
@@ -95,7 +94,7 @@ def apply_roles(settings: Settings, cfg: JobConfig, nodes: list[TaskNode], inher
 
 
 def _runs(
-    settings: Settings, cfg: JobConfig, name: str, role: dict[str, Any], where: str, notes: list[str]
+    settings: Settings, cfg: JobConfig, name: str, role: Role, where: str, notes: list[str]
 ) -> tuple[str | None, str | None]:
     """The kind (None: the job's) and model (None: orchestrator.model) of a role's workers."""
     kind = None

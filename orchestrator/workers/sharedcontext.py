@@ -32,7 +32,7 @@ from ..config import Isolation, Settings
 from ..git.gitcmd import GitFailed, git_bytes, run_git
 from ..models import JobRecord
 from ..workspace.layout import Workspace
-from .prompts import SPAWN_COMMAND, SharedText, render_shared_context
+from .prompts import SPAWN_COMMAND, PlanTask, SharedText, render_shared_context
 
 log = logging.getLogger("orchestrator.sharedcontext")
 
@@ -194,11 +194,11 @@ def tells_spawn(text: str) -> bool:
     return f"\n    {SPAWN_COMMAND}\n" in tail
 
 
-def plan_tasks(job: JobRecord) -> list[dict[str, object]]:
+def plan_tasks(job: JobRecord) -> list[PlanTask]:
     """The job's subtasks for the block, in plan order, one per task id (a task's candidates are
     one task): ``{"id", "text", "after"}``. Records without nodes number them ``t1``, ``t2``..."""
     nodes = job.nodes if len(job.nodes) == len(job.tasks) else []
-    found: list[dict[str, object]] = []
+    found: list[PlanTask] = []
     seen: set[str] = set()
     for position, text in enumerate(job.tasks, 1):
         node = nodes[position - 1] if nodes else None

@@ -12,7 +12,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TypedDict
+
+
+class LogContext(TypedDict):
+    """A log call's ``extra=`` about a job or a worker (``context``)."""
+
+    job_id: str | None
+    root_id: str | None
+    worker: str | None
+
+
+class _LineKeys(TypedDict):
+    ts: str
+    level: str
+    event: str
+    message: str
+    job_id: str | None
+    root_id: str | None
+
+
+class LogLine(_LineKeys, total=False):
+    """One JSON line of a log (see the module docstring)."""
+
+    depth: int  # a job tree's orchestrator.log
+    worker: str
+    exception: str  # the server log's traceback
 
 
 def iso_ts(ts: float) -> str:
@@ -20,7 +45,7 @@ def iso_ts(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
-def context(job_id: str | None = None, worker: str | None = None, root_id: str | None = None) -> dict[str, Any]:
+def context(job_id: str | None = None, worker: str | None = None, root_id: str | None = None) -> LogContext:
     """``extra=`` for a log call about a job or a worker: ``log.info(msg, extra=context(job.id))``."""
     return {"job_id": job_id, "root_id": root_id or _root_of(job_id), "worker": worker}
 
@@ -36,7 +61,7 @@ def job_line(
     ts: float | None = None,
 ) -> str:
     """One line of a job tree's ``orchestrator.log`` as JSON."""
-    entry: dict[str, Any] = {
+    entry: LogLine = {
         "ts": iso_ts(time.time() if ts is None else ts),
         "level": level,
         "event": "worker" if worker else "job",
@@ -55,7 +80,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
-        entry: dict[str, Any] = {
+        entry: LogLine = {
             "ts": iso_ts(record.created),
             "level": record.levelname,
             "event": record.name,
