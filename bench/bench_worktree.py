@@ -19,7 +19,7 @@ after the other's deletions; medians shown):
     ``git add -A && git commit`` in the plain worktrees.
 (b) disk: ``du`` of one worktree folder, and the growth of the repository's ``.git`` per worktree
     (its admin folder and index under ``.git/worktrees``, the commits' objects).
-(c) merge: ``merging.merge_branches(repo, base, the workers' branches, "auto", ...)`` into the
+(c) merge: ``merging.merge_branches(repo, MergeRequest(base, the workers' branches, "auto", ...))`` into the
     job's result branch, against a plain loop of ``git merge-tree --write-tree <base> <branch>``.
     Target <= 1.2x.
 
@@ -172,7 +172,9 @@ class Bench:
 
     def merge_round(self, run: int, base: str, branches: list[tuple[str, str]]) -> None:
         def orchestrator() -> None:
-            outcome = merging.merge_branches(self.repo, base, branches, "auto", prefix="orchestrator/", root_id=f"{run:012x}")
+            outcome = merging.merge_branches(
+                self.repo, merging.MergeRequest(base, branches, "auto", prefix="orchestrator/", root_id=f"{run:012x}")
+            )
             assert outcome.merged == tuple(w for w, _ in branches) and not outcome.conflicts, outcome
 
         def loop() -> None:
