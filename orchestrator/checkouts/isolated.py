@@ -20,7 +20,7 @@ from .checkout import Changes, Checkout, FolderCheckout, RemoveTree
 from .retiring import prune_stale, remove_worktrees
 from .worktree import WorktreeCheckout
 
-log = logging.getLogger("orchestrator.worktree")
+log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
 
 
 class IsolatedCheckout(Checkout):

@@ -20,7 +20,7 @@ from ..git.gitrefs import Deleted
 from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
 from ..workspace.layout import Workspace
 
-log = logging.getLogger("orchestrator.worktree")
+log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
 
 RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits
 
